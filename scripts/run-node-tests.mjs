@@ -1,0 +1,36 @@
+#!/usr/bin/env node
+// Runs one package's tests with Node's built-in runner (TypeScript through tsx).
+// Node 20's --test takes file paths, not globs, so the test files are listed here.
+// Usage (from a package folder): node ../../scripts/run-node-tests.mjs [extra node --test args]
+import { spawnSync } from "node:child_process";
+import { readdirSync, statSync } from "node:fs";
+import { join } from "node:path";
+
+function findTests(dir) {
+  let entries;
+  try {
+    entries = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const found = [];
+  for (const entry of entries) {
+    if (entry === "node_modules" || entry === "dist") continue;
+    const path = join(dir, entry);
+    if (statSync(path).isDirectory()) found.push(...findTests(path));
+    else if (/\.test\.(ts|mts|js|mjs)$/.test(entry)) found.push(path);
+  }
+  return found;
+}
+
+const files = [...findTests("src"), ...findTests("test")].sort();
+if (files.length === 0) {
+  console.error(`no test files under ${process.cwd()}/{src,test}`);
+  process.exit(1);
+}
+const result = spawnSync(
+  process.execPath,
+  ["--import", "tsx", "--test", "--test-reporter=spec", ...process.argv.slice(2), ...files],
+  { stdio: "inherit" },
+);
+process.exit(result.status ?? 1);
