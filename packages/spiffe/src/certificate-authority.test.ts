@@ -1,0 +1,227 @@
+import assert from "node:assert/strict";
+import { X509Certificate } from "node:crypto";
+import { before, describe, it } from "node:test";
+import {
+  type CertificateAuthority,
+  createCertificateAuthority,
+  startRootRotator,
+} from "./certificate-authority.js";
+import { createCsr } from "./csr.js";
+import { SpiffeError } from "./errors.js";
+import { generateKeyPair } from "./key-pair.js";
+import { parseCertificateDer } from "./parsed-certificate.js";
+import { decodeCertificatesPem } from "./pem.js";
+import { SpiffeId } from "./spiffe-id.js";
+import { verifySvid } from "./verify-svid.js";
+
+const ID = "spiffe://cluster.local/ns/default/sa/web";
+
+function leafOf(chain: string[] | string) {
+  const pem = Array.isArray(chain) ? (chain[0] as string) : chain;
+  return parseCertificateDer(decodeCertificatesPem(pem)[0] as Buffer);
+}
+
+describe("createCertificateAuthority (self-signed)", () => {
+  let ca: CertificateAuthority;
+  const now = new Date("2030-01-01T00:00:00Z");
+  before(async () => {
+    ca = await createCertificateAuthority({ trustDomain: "cluster.local", clock: () => now });
+  });
+
+  it("makes a 10-year CA root", () => {
+    const root = new X509Certificate(ca.rootCertPem());
+    assert.ok(root.ca);
+    assert.equal(root.subject, "O=cluster.local");
+    const life = Date.parse(root.validTo) - Date.parse(root.validFrom);
+    assert.ok(Math.abs(life - (3650 * 86400 + 120) * 1000) < 2000, `root life ${life}`);
+    assert.ok(ca.selfSigned);
+  });
+
+  it("signs a CSR into an Istio-shaped workload certificate", async () => {
+    const keys = await generateKeyPair();
+    const csr = await createCsr({ spiffeId: ID, privateKeyPem: keys.privateKeyPem });
+    const signed = await ca.sign(csr, { spiffeId: ID });
+    assert.equal(signed.certChain.length, 2);
+    for (const pem of signed.certChain) assert.ok(pem.endsWith("-----\n"));
+    assert.equal(signed.certChain[1], ca.rootCertPem());
+    const leaf = leafOf(signed.certChain);
+    assert.equal(leaf.subject, "");
+    assert.deepEqual(leaf.uriSans, [ID]);
+    assert.ok(leaf.sanCritical);
+    assert.equal(leaf.isCa, false);
+    assert.equal(leaf.keyUsage, 1 | 4);
+    assert.ok(leaf.keyUsageCritical);
+    assert.deepEqual(leaf.extKeyUsage, ["1.3.6.1.5.5.7.3.1", "1.3.6.1.5.5.7.3.2"]);
+    assert.equal(leaf.notBefore.getTime(), now.getTime() - 120_000);
+    assert.equal(leaf.notAfter.getTime(), now.getTime() + 86_400_000);
+    // The certified key is the CSR's key.
+    assert.equal(leaf.node.publicKey.export({ type: "spki", format: "pem" }), keys.publicKeyPem);
+    assert.equal(verifySvid(signed.certChain, ca.trustBundle(), { now }).toString(), ID);
+  });
+
+  it("honours a requested TTL and refuses one above 90 days", async () => {
+    const svid = await ca.issue({ spiffeId: ID, ttlSeconds: 3600 });
+    assert.equal(svid.notAfter.getTime(), now.getTime() + 3_600_000);
+    const dflt = await ca.issue({ spiffeId: ID, ttlSeconds: 0 });
+    assert.equal(dflt.notAfter.getTime(), now.getTime() + 86_400_000);
+    await assert.rejects(ca.issue({ spiffeId: ID, ttlSeconds: 91 * 86400 }), { code: "ERR_CA_SIGN_REFUSED" });
+  });
+
+  it("refuses a CSR that asks for another identity and never issues", async () => {
+    const keys = await generateKeyPair();
+    const csr = await createCsr({
+      spiffeId: "spiffe://cluster.local/ns/kube-system/sa/admin",
+      privateKeyPem: keys.privateKeyPem,
+    });
+    await assert.rejects(ca.sign(csr, { spiffeId: ID }), (err: unknown) => {
+      assert.ok(err instanceof SpiffeError);
+      assert.equal(err.code, "ERR_CSR_IDENTITY_MISMATCH");
+      assert.match(err.message, /kube-system/);
+      return true;
+    });
+  });
+
+  it("refuses an identity outside its trust domain", async () => {
+    await assert.rejects(ca.issue({ spiffeId: "spiffe://other.td/ns/a/sa/b" }), {
+      code: "ERR_CA_SIGN_REFUSED",
+    });
+    await assert.rejects(ca.issue({ spiffeId: "not-an-id" }), { code: "ERR_SPIFFE_ID_INVALID" });
+  });
+
+  it("rejects garbage, truncated and badly signed CSRs with ERR_CSR_INVALID", async () => {
+    const keys = await generateKeyPair();
+    const csr = await createCsr({ spiffeId: ID, privateKeyPem: keys.privateKeyPem });
+    const der = decodeCertificatesPem(csr.replace(/CERTIFICATE REQUEST/g, "CERTIFICATE"))[0] as Buffer;
+    const wrap = (d: Buffer) =>
+      `-----BEGIN CERTIFICATE REQUEST-----\n${d.toString("base64")}\n-----END CERTIFICATE REQUEST-----\n`;
+    const badSig = Buffer.from(der);
+    badSig[badSig.length - 5] = (badSig[badSig.length - 5] as number) ^ 0xff;
+    const cases = [
+      "garbage",
+      "-----BEGIN CERTIFICATE REQUEST-----\n!!!!\n-----END CERTIFICATE REQUEST-----\n",
+      wrap(der.subarray(0, der.length - 20)),
+      wrap(badSig),
+      42 as unknown as string,
+    ];
+    for (const input of cases) {
+      await assert.rejects(
+        ca.sign(input, { spiffeId: ID }),
+        { code: "ERR_CSR_INVALID" },
+        String(input).slice(0, 40),
+      );
+    }
+  });
+
+  it("issues RSA 2048 SVIDs", async () => {
+    const svid = await ca.issue({ spiffeId: ID, keyAlgorithm: "RSA_2048" });
+    assert.match(svid.privateKeyPem, /BEGIN PRIVATE KEY/);
+    assert.equal(leafOf(svid.certChainPem).node.publicKey.asymmetricKeyType, "rsa");
+    assert.ok(verifySvid(svid.certChainPem, ca.trustBundle(), { now }).equals(ID));
+  });
+
+  it("caps NotAfter at the signer's NotAfter", async () => {
+    const short = await createCertificateAuthority({ rootTtlSeconds: 1800, clock: () => now });
+    const svid = await short.issue({ spiffeId: ID });
+    assert.equal(svid.notAfter.getTime(), now.getTime() + 1_800_000);
+  });
+
+  it("rotates its root: both published, re-signed, old retired", async () => {
+    const rca = await createCertificateAuthority({ clock: () => now });
+    const oldSvid = await rca.issue({ spiffeId: ID });
+    const oldRoot = rca.rootCertPem();
+    await rca.rotateRoot();
+    assert.notEqual(rca.rootCertPem(), oldRoot);
+    const both = rca.trustBundle();
+    assert.equal(both.rootsPem("cluster.local").length, 2);
+    const newSvid = await rca.issue({ spiffeId: ID });
+    assert.deepEqual(newSvid.rootsPem, [rca.rootCertPem()]);
+    // During the overlap, both generations verify.
+    assert.ok(verifySvid(oldSvid.certChainPem, both, { now }).equals(ID));
+    assert.ok(verifySvid(newSvid.certChainPem, both, { now }).equals(ID));
+    assert.equal(rca.retireOldRoots(), 1);
+    const after = rca.trustBundle();
+    assert.equal(after.rootsPem("cluster.local").length, 1);
+    assert.ok(verifySvid(newSvid.certChainPem, after, { now }).equals(ID));
+    assert.throws(() => verifySvid(oldSvid.certChainPem, after, { now }), { code: "ERR_CHAIN_UNTRUSTED" });
+    assert.equal(rca.retireOldRoots(), 0);
+  });
+
+  it("reports when the root is inside its rotation grace period", async () => {
+    let t = new Date("2030-01-01T00:00:00Z");
+    const rca = await createCertificateAuthority({ rootTtlSeconds: 1000, clock: () => t });
+    assert.equal(rca.rootNeedsRotation(), false);
+    t = new Date(t.getTime() + 900_000);
+    assert.equal(rca.rootNeedsRotation(), true);
+    assert.equal(rca.rootNeedsRotation(5), false);
+  });
+
+  it("validates its own options", async () => {
+    await assert.rejects(createCertificateAuthority({ trustDomain: "Bad TD" }), {
+      code: "ERR_TRUST_DOMAIN_INVALID",
+    });
+    await assert.rejects(createCertificateAuthority({ maxTtlSeconds: -1 }), {
+      code: "ERR_CA_CONFIG_INVALID",
+    });
+  });
+
+  it("counts issued certificates through the metrics sink", async () => {
+    let issued = 0;
+    const sink = {
+      counter: (name: string) => ({
+        inc: () => {
+          if (name === "citadel_server_success_cert_issuance_count") issued++;
+        },
+      }),
+      gauge: () => ({ set() {}, inc() {}, dec() {} }),
+      histogram: () => ({ observe() {} }),
+    };
+    const mca = await createCertificateAuthority({ metrics: sink });
+    await mca.issue({ spiffeId: SpiffeId.parse(ID) });
+    assert.equal(issued, 1);
+  });
+});
+
+describe("startRootRotator", () => {
+  it("rotates inside the grace period and retires the old root later", async () => {
+    let now = new Date("2030-01-01T00:00:00Z");
+    const ca = await createCertificateAuthority({ rootTtlSeconds: 1000, clock: () => now });
+    const pending = new Map<number, { fn: () => void; ms: number }>();
+    let next = 1;
+    const timers = {
+      setTimeout: (fn: () => void, ms: number) => {
+        pending.set(next, { fn, ms });
+        return next++;
+      },
+      clearTimeout: (h: unknown) => {
+        pending.delete(h as number);
+      },
+    };
+    let rotated = 0;
+    let retired = 0;
+    const rotator = startRootRotator(ca, {
+      timers,
+      retireAfterMs: 5000,
+      onRotated: () => rotated++,
+      onRetired: () => retired++,
+    });
+    assert.deepEqual(
+      [...pending.values()].map((t) => t.ms),
+      [3_600_000],
+    );
+    assert.equal(await rotator.check(), false);
+    now = new Date(now.getTime() + 900_000);
+    const oldRoot = ca.rootCertPem();
+    assert.equal(await rotator.check(), true);
+    assert.equal(rotated, 1);
+    assert.notEqual(ca.rootCertPem(), oldRoot);
+    assert.equal(ca.trustBundle().rootsPem("cluster.local").length, 2);
+    const retire = [...pending.entries()].find(([, t]) => t.ms === 5000);
+    assert.ok(retire);
+    pending.delete(retire[0]);
+    retire[1].fn();
+    assert.equal(retired, 1);
+    assert.deepEqual(ca.trustBundle().rootsPem("cluster.local"), [ca.rootCertPem()]);
+    rotator.stop();
+    assert.equal(pending.size, 0);
+  });
+});

@@ -1,0 +1,600 @@
+import { createHash, randomBytes, sign } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { parseCsr } from "./csr.js";
+import {
+  childrenOf,
+  encodeOid,
+  encodeTime,
+  encodeUnsignedInteger,
+  extension,
+  readTlv,
+  seq,
+  tlv,
+} from "./der.js";
+import { SpiffeError } from "./errors.js";
+import { generateKeyPair, type KeyAlgorithm, loadSigningKey, type SigningKey } from "./key-pair.js";
+import { type ParsedCertificate, parseCertificateDer } from "./parsed-certificate.js";
+import { decodeCertificatesPem, encodePem } from "./pem.js";
+import { parseTrustDomain, SpiffeId } from "./spiffe-id.js";
+import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
+import { TrustBundle } from "./trust-bundle.js";
+import { validatePath } from "./verify-svid.js";
+import { x509 } from "./x509.js";
+import type { X509Svid } from "./x509-svid.js";
+
+const DAY = 24 * 60 * 60;
+
+/** Istio's plugged-in CA material (`cacerts` secret layout), as PEM text. */
+export interface CaCertsPem {
+  /** `ca-cert.pem`: the signing (intermediate) certificate. */
+  caCertPem: string;
+  /** `ca-key.pem`: its private key. */
+  caKeyPem: string;
+  /** `root-cert.pem`: the root(s) that anchor the chain. */
+  rootCertPem: string;
+  /** `cert-chain.pem`: signing certificate up to the root. Default: `caCertPem` then `rootCertPem`. */
+  certChainPem?: string;
+}
+
+/**
+ * Reads Istio's `cacerts` directory: `ca-cert.pem`, `ca-key.pem`, `root-cert.pem` and, when present,
+ * `cert-chain.pem`.
+ * @throws SpiffeError `ERR_CA_CONFIG_INVALID` when a required file cannot be read.
+ */
+export async function loadCaCertsDirectory(dir: string): Promise<CaCertsPem> {
+  const read = async (name: string, required: boolean): Promise<string | undefined> => {
+    try {
+      return await readFile(join(dir, name), "utf8");
+    } catch (cause) {
+      if (!required) return undefined;
+      throw new SpiffeError("ERR_CA_CONFIG_INVALID", `cannot read ${name} in ${dir}`, { cause });
+    }
+  };
+  const [caCertPem, caKeyPem, rootCertPem, certChainPem] = await Promise.all([
+    read("ca-cert.pem", true),
+    read("ca-key.pem", true),
+    read("root-cert.pem", true),
+    read("cert-chain.pem", false),
+  ]);
+  return {
+    caCertPem: caCertPem as string,
+    caKeyPem: caKeyPem as string,
+    rootCertPem: rootCertPem as string,
+    ...(certChainPem === undefined ? {} : { certChainPem }),
+  };
+}
+
+/** Options of {@link createCertificateAuthority}. */
+export interface CertificateAuthorityOptions {
+  /** Trust domain of the mesh. Default `cluster.local`; Istio `meshConfig.trustDomain`. */
+  trustDomain?: string;
+  /**
+   * Plugged-in signing CA (Istio `cacerts`). Default: none, a self-signed root is generated.
+   * Give the PEM texts or a directory holding the four files.
+   */
+  cacerts?: CaCertsPem | { dir: string };
+  /** Key algorithm of a generated root. Default `ECDSA_P256`; istiod uses RSA 2048 (`CITADEL_SELF_SIGNED_CA_RSA_KEY_SIZE`). */
+  rootKeyAlgorithm?: KeyAlgorithm;
+  /** Lifetime of a generated root. Default 10 years; istiod `CITADEL_SELF_SIGNED_CA_CERT_TTL` (3650 d). */
+  rootTtlSeconds?: number;
+  /** Organization of a generated root's subject. Default: the trust domain, as istiod. */
+  organization?: string;
+  /** Workload certificate lifetime when the request gives none (or <= 0). Default 24 h; Istio `DEFAULT_WORKLOAD_CERT_TTL`. */
+  defaultTtlSeconds?: number;
+  /** Longest workload certificate lifetime; longer requests are refused. Default 90 d; Istio `MAX_WORKLOAD_CERT_TTL`. */
+  maxTtlSeconds?: number;
+  /** How far NotBefore is backdated to absorb clock skew. Default 120 s, as istiod. */
+  backdateSeconds?: number;
+  /** Clock. Default `() => new Date()`. */
+  clock?: () => Date;
+  logger?: Logger;
+  metrics?: MetricsSink;
+}
+
+/** Options of {@link CertificateAuthority.sign}. */
+export interface SignOptions {
+  /** The identity the certificate is for. The CA decides it; a CSR asking for another one is refused. */
+  spiffeId: SpiffeId | string;
+  /** Requested lifetime; `<= 0` or absent means the default. */
+  ttlSeconds?: number;
+}
+
+/** Options of {@link CertificateAuthority.issue}. */
+export interface IssueOptions extends SignOptions {
+  /** Key algorithm of the generated workload key. Default `ECDSA_P256`. */
+  keyAlgorithm?: KeyAlgorithm;
+}
+
+/** A signed workload certificate with its chain. */
+export interface SignedCertificate {
+  spiffeId: SpiffeId;
+  /** One PEM per element, each ending in a newline: leaf first, root last (Istio's `cert_chain`). */
+  certChain: string[];
+  notBefore: Date;
+  notAfter: Date;
+}
+
+/** A mesh certificate authority that turns CSRs into X.509-SVIDs. */
+export interface CertificateAuthority {
+  readonly trustDomain: string;
+  /** True when the CA generated its own root (root rotation is available). */
+  readonly selfSigned: boolean;
+  /** A snapshot of the roots clients should trust (several during a root rotation). */
+  trustBundle(): TrustBundle;
+  /** The active root, PEM. */
+  rootCertPem(): string;
+  /**
+   * Signs a PEM CSR into a workload SVID for `spiffeId`.
+   * @throws SpiffeError `ERR_CSR_INVALID`, `ERR_CSR_IDENTITY_MISMATCH`, `ERR_CA_SIGN_REFUSED`.
+   */
+  sign(csrPem: string, options: SignOptions): Promise<SignedCertificate>;
+  /** Generates a key and issues an SVID for it in one step. */
+  issue(options: IssueOptions): Promise<X509Svid>;
+  /**
+   * Generates a new root and makes it the signer; the old root stays in the trust bundle until
+   * {@link CertificateAuthority.retireOldRoots}. Self-signed CAs only.
+   */
+  rotateRoot(): Promise<void>;
+  /** Removes every root but the active one from the trust bundle; returns how many were removed. */
+  retireOldRoots(): number;
+  /**
+   * True when the active root has less than `gracePercent` of its lifetime left
+   * (default 20, istiod's `CITADEL_SELF_SIGNED_ROOT_CERT_GRACE_PERIOD_PERCENTILE`).
+   */
+  rootNeedsRotation(gracePercent?: number): boolean;
+}
+
+interface Signer {
+  key: SigningKey;
+  cert: ParsedCertificate;
+  /** Chain after the leaf: signing certificate first, root last, one PEM each. */
+  chainPem: string[];
+  /** DER AlgorithmIdentifier of the signature and the matching digest. */
+  signatureAlgorithm: Buffer;
+  hash: string;
+  /** DER authorityKeyIdentifier extension pointing at the signer's key. */
+  authorityKeyIdExtension: Buffer;
+  root: ParsedCertificate;
+}
+
+const OID_SAN = "2.5.29.17";
+const VERSION_V3 = tlv(0xa0, tlv(0x02, Buffer.from([2])));
+const EMPTY_NAME = seq();
+// keyUsage digitalSignature + keyEncipherment, critical (istiod's workload certificates).
+const KEY_USAGE_EXT = extension("2.5.29.15", true, tlv(0x03, Buffer.from([0x05, 0xa0])));
+const EXT_KEY_USAGE_EXT = extension(
+  "2.5.29.37",
+  false,
+  seq(encodeOid("1.3.6.1.5.5.7.3.1"), encodeOid("1.3.6.1.5.5.7.3.2")),
+);
+const BASIC_CONSTRAINTS_LEAF_EXT = extension("2.5.29.19", true, seq());
+
+function signatureAlgorithmOf(algorithm: KeyAlgorithm): { der: Buffer; hash: string } {
+  switch (algorithm) {
+    case "ECDSA_P256":
+      return { der: seq(encodeOid("1.2.840.10045.4.3.2")), hash: "sha256" };
+    case "ECDSA_P384":
+      return { der: seq(encodeOid("1.2.840.10045.4.3.3")), hash: "sha384" };
+    default:
+      return { der: seq(encodeOid("1.2.840.113549.1.1.11"), Buffer.from([0x05, 0x00])), hash: "sha256" };
+  }
+}
+
+/** A random positive 128-bit serial number. */
+// Serial numbers come from a pooled random buffer: one randomBytes call per 256 certificates.
+let serialPool = Buffer.alloc(0);
+let serialOffset = 0;
+
+function serialBytes(): Buffer {
+  if (serialOffset + 16 > serialPool.length) {
+    serialPool = randomBytes(16 * 256);
+    serialOffset = 0;
+  }
+  const bytes = Buffer.from(serialPool.subarray(serialOffset, serialOffset + 16));
+  serialOffset += 16;
+  bytes[0] = (bytes[0] as number) & 0x7f;
+  if (bytes[0] === 0) bytes[0] = 1;
+  return bytes;
+}
+
+function serialNumber(): string {
+  return serialBytes().toString("hex");
+}
+
+/** The signer's key identifier: its SKI, else the SHA-1 of its public key bits (RFC 5280 4.2.1.2). */
+function keyIdentifier(cert: ParsedCertificate): Buffer {
+  if (cert.subjectKeyId) return Buffer.from(cert.subjectKeyId, "hex");
+  const spki = readTlv(cert.spkiDer, 0);
+  const bits = childrenOf(cert.spkiDer, spki)[1];
+  const keyBits = bits ? cert.spkiDer.subarray(bits.valueStart + 1, bits.end) : cert.spkiDer;
+  return createHash("sha1").update(keyBits).digest();
+}
+
+function makeSigner(key: SigningKey, certPem: string, chainPem: string[], root: ParsedCertificate): Signer {
+  const cert = parseCertificateDer(decodeCertificatesPem(certPem)[0] as Buffer);
+  const { der, hash } = signatureAlgorithmOf(key.algorithm);
+  return {
+    key,
+    cert,
+    chainPem,
+    signatureAlgorithm: der,
+    hash,
+    authorityKeyIdExtension: extension("2.5.29.35", false, seq(tlv(0x80, keyIdentifier(cert)))),
+    root,
+  };
+}
+
+async function generateRoot(
+  trustDomain: string,
+  organization: string,
+  algorithm: KeyAlgorithm,
+  ttlSeconds: number,
+  now: Date,
+): Promise<{ key: SigningKey; pem: string }> {
+  const pair = await generateKeyPair({ algorithm });
+  const key = await loadSigningKey(pair.privateKeyPem);
+  const notBefore = new Date(now.getTime() - 120_000);
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: serialNumber(),
+    name: [{ O: [organization] }],
+    notBefore,
+    notAfter: new Date(now.getTime() + ttlSeconds * 1000),
+    keys: { privateKey: key.privateKey, publicKey: key.publicKey },
+    signingAlgorithm: key.signingAlgorithm,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, undefined, true),
+      new x509.KeyUsagesExtension(
+        x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature,
+        true,
+      ),
+      await x509.SubjectKeyIdentifierExtension.create(key.publicKey),
+      new x509.SubjectAlternativeNameExtension([{ type: "url", value: `spiffe://${trustDomain}` }], false),
+    ],
+  });
+  return { key, pem: cert.toString("pem").trimEnd().concat("\n") };
+}
+
+function positiveSeconds(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isFinite(value) || value <= 0) {
+    throw new SpiffeError(
+      "ERR_CA_CONFIG_INVALID",
+      `${name} must be a positive number of seconds, got ${value}`,
+    );
+  }
+  return value;
+}
+
+async function pluggedSigner(cacerts: CaCertsPem, trustDomain: string, now: Date): Promise<Signer> {
+  const key = await loadSigningKey(cacerts.caKeyPem).catch((cause: unknown) => {
+    throw new SpiffeError("ERR_CA_CONFIG_INVALID", "ca-key.pem is not a usable private key", { cause });
+  });
+  let caDer: Buffer;
+  let roots: ParsedCertificate[];
+  let chain: ParsedCertificate[];
+  try {
+    const first = decodeCertificatesPem(cacerts.caCertPem)[0];
+    if (!first) throw new SpiffeError("ERR_PEM_INVALID", "no certificate");
+    caDer = first;
+    roots = decodeCertificatesPem(cacerts.rootCertPem).map((d) => parseCertificateDer(d));
+    chain = cacerts.certChainPem
+      ? decodeCertificatesPem(cacerts.certChainPem).map((d) => parseCertificateDer(d))
+      : [];
+  } catch (cause) {
+    throw new SpiffeError("ERR_CA_CONFIG_INVALID", "cacerts PEM files could not be decoded", { cause });
+  }
+  const ca = parseCertificateDer(caDer);
+  if (!ca.isCa || (ca.keyUsage !== undefined && (ca.keyUsage & x509.KeyUsageFlags.keyCertSign) === 0)) {
+    throw new SpiffeError("ERR_CA_CONFIG_INVALID", "ca-cert.pem is not a CA certificate with keyCertSign");
+  }
+  if (ca.notAfter.getTime() <= now.getTime() || ca.notBefore.getTime() > now.getTime()) {
+    throw new SpiffeError(
+      "ERR_CA_CONFIG_INVALID",
+      `ca-cert.pem is not valid now (valid ${ca.notBefore.toISOString()} to ${ca.notAfter.toISOString()})`,
+    );
+  }
+  const caSpki = ca.spkiDer;
+  const keySpki = key.publicKeyObject.export({ type: "spki", format: "der" });
+  if (!caSpki.equals(keySpki)) {
+    throw new SpiffeError("ERR_CA_CONFIG_INVALID", "ca-key.pem does not match the public key of ca-cert.pem");
+  }
+  try {
+    validatePath(ca, "ca-cert.pem", chain, roots, {
+      now: now.getTime(),
+      skewMs: 0,
+      maxLength: 10,
+      trustDomain,
+    });
+  } catch (cause) {
+    throw new SpiffeError(
+      "ERR_CA_CONFIG_INVALID",
+      `ca-cert.pem does not chain to root-cert.pem: ${(cause as Error).message}`,
+      { cause },
+    );
+  }
+  // Chain after the leaf: ca-cert first, the cert-chain.pem contents, root last, no duplicates.
+  const ordered: ParsedCertificate[] = [ca];
+  for (const c of chain) if (!ordered.some((o) => o.der.equals(c.der))) ordered.push(c);
+  const anchor =
+    roots.find((r) => ordered.some((o) => o.der.equals(r.der))) ??
+    roots.find((r) => ordered.some((o) => o.issuerDer.equals(r.subjectDer))) ??
+    (roots[0] as ParsedCertificate);
+  if (!ordered.some((o) => o.der.equals(anchor.der))) ordered.push(anchor);
+  return makeSigner(
+    key,
+    ca.pem,
+    ordered.map((c) => c.pem),
+    anchor,
+  );
+}
+
+/**
+ * Creates a certificate authority for a trust domain: a self-signed 10-year root by default, or a
+ * plugged-in signing CA from Istio's `cacerts` files. Issued workload certificates follow istiod:
+ * empty subject, one critical URI SAN, NotBefore backdated 2 minutes, NotAfter capped at the
+ * signer's, digitalSignature + keyEncipherment, serverAuth + clientAuth, not a CA.
+ */
+export async function createCertificateAuthority(
+  options: CertificateAuthorityOptions = {},
+): Promise<CertificateAuthority> {
+  const trustDomain = parseTrustDomain(options.trustDomain ?? "cluster.local");
+  const clock = options.clock ?? (() => new Date());
+  const logger = options.logger ?? noopLogger;
+  const metrics = options.metrics ?? noopMetrics;
+  const defaultTtl = positiveSeconds("defaultTtlSeconds", options.defaultTtlSeconds, DAY);
+  const maxTtl = positiveSeconds("maxTtlSeconds", options.maxTtlSeconds, 90 * DAY);
+  const rootTtl = positiveSeconds("rootTtlSeconds", options.rootTtlSeconds, 3650 * DAY);
+  const backdateMs = (options.backdateSeconds ?? 120) * 1000;
+  const rootAlgorithm = options.rootKeyAlgorithm ?? "ECDSA_P256";
+  const organization = options.organization ?? trustDomain;
+  const issued = metrics.counter(
+    "citadel_server_success_cert_issuance_count",
+    "Certificates issued by the CA",
+  );
+  const refused = metrics.counter("citadel_server_csr_sign_error_count", "CSR signing failures", ["code"]);
+
+  let signer: Signer;
+  const bundle = new TrustBundle();
+  const selfSigned = options.cacerts === undefined;
+  if (options.cacerts !== undefined) {
+    const pem = "dir" in options.cacerts ? await loadCaCertsDirectory(options.cacerts.dir) : options.cacerts;
+    signer = await pluggedSigner(pem, trustDomain, clock());
+    bundle.addRoots(trustDomain, pem.rootCertPem);
+  } else {
+    const root = await generateRoot(trustDomain, organization, rootAlgorithm, rootTtl, clock());
+    const rootParsed = parseCertificateDer(decodeCertificatesPem(root.pem)[0] as Buffer);
+    signer = makeSigner(root.key, root.pem, [root.pem], rootParsed);
+    bundle.addRoots(trustDomain, root.pem);
+  }
+
+  async function signPublicKey(
+    spki: Buffer,
+    id: SpiffeId,
+    ttlSeconds: number | undefined,
+  ): Promise<SignedCertificate> {
+    let ttl = ttlSeconds === undefined || !(ttlSeconds > 0) ? defaultTtl : ttlSeconds;
+    if (!Number.isFinite(ttl)) ttl = defaultTtl;
+    if (ttl > maxTtl) {
+      throw new SpiffeError(
+        "ERR_CA_SIGN_REFUSED",
+        `requested TTL ${ttl} s is longer than the maximum ${maxTtl} s`,
+        { ttlSeconds: ttl, maxTtlSeconds: maxTtl },
+      );
+    }
+    if (!id.memberOf(trustDomain)) {
+      throw new SpiffeError(
+        "ERR_CA_SIGN_REFUSED",
+        `identity ${id} is not in this CA's trust domain "${trustDomain}"`,
+      );
+    }
+    const s = signer;
+    // X.509 times have whole seconds; keep the returned dates equal to the encoded ones.
+    const now = Math.floor(clock().getTime() / 1000) * 1000;
+    const notBefore = new Date(now - backdateMs);
+    const notAfter = new Date(Math.min(now + ttl * 1000, s.cert.notAfter.getTime()));
+    if (notAfter.getTime() <= now) {
+      throw new SpiffeError("ERR_CA_SIGN_REFUSED", "the signing certificate has expired");
+    }
+    const tbs = seq(
+      VERSION_V3,
+      encodeUnsignedInteger(serialBytes()),
+      s.signatureAlgorithm,
+      s.cert.subjectDer,
+      seq(encodeTime(notBefore), encodeTime(notAfter)),
+      EMPTY_NAME,
+      spki,
+      tlv(
+        0xa3,
+        seq(
+          KEY_USAGE_EXT,
+          EXT_KEY_USAGE_EXT,
+          BASIC_CONSTRAINTS_LEAF_EXT,
+          s.authorityKeyIdExtension,
+          // Critical because the subject is empty (RFC 5280 4.2.1.6, X.509-SVID spec).
+          extension(OID_SAN, true, seq(tlv(0x86, Buffer.from(id.toString(), "latin1")))),
+        ),
+      ),
+    );
+    const signature = sign(s.hash, tbs, s.key.keyObject);
+    const leafDer = seq(tbs, s.signatureAlgorithm, tlv(0x03, Buffer.from([0]), signature));
+    issued.inc();
+    return {
+      spiffeId: id,
+      certChain: [encodePem("CERTIFICATE", leafDer), ...s.chainPem],
+      notBefore,
+      notAfter,
+    };
+  }
+
+  function toId(value: SpiffeId | string): SpiffeId {
+    return typeof value === "string" ? SpiffeId.parse(value) : value;
+  }
+
+  const ca: CertificateAuthority = {
+    trustDomain,
+    selfSigned,
+    trustBundle: () => bundle.clone(),
+    rootCertPem: () => signer.root.pem,
+    async sign(csrPem, signOptions) {
+      try {
+        const id = toId(signOptions.spiffeId);
+        const csr = await parseCsr(csrPem);
+        const asked = csr.uriSans.filter((u) => u !== id.toString());
+        if (asked.length > 0) {
+          throw new SpiffeError(
+            "ERR_CSR_IDENTITY_MISMATCH",
+            `CSR asks for ${asked.join(", ")} but the certificate can only be for ${id}`,
+            { requested: asked, identity: id.toString() },
+          );
+        }
+        return await signPublicKey(csr.publicKeySpki, id, signOptions.ttlSeconds);
+      } catch (err) {
+        refused.inc({ code: err instanceof SpiffeError ? err.code : "unknown" });
+        logger.warn({ err, spiffeId: String(signOptions.spiffeId) }, "CSR signing refused");
+        throw err;
+      }
+    },
+    async issue(issueOptions) {
+      const id = toId(issueOptions.spiffeId);
+      const pair = await generateKeyPair({ algorithm: issueOptions.keyAlgorithm ?? "ECDSA_P256" });
+      const key = await loadSigningKey(pair.privateKeyPem);
+      const spki = key.publicKeyObject.export({ type: "spki", format: "der" });
+      const signed = await signPublicKey(spki, id, issueOptions.ttlSeconds);
+      const chain = signed.certChain;
+      return {
+        spiffeId: id,
+        certChainPem: chain.slice(0, -1).join(""),
+        privateKeyPem: pair.privateKeyPem,
+        notBefore: signed.notBefore,
+        notAfter: signed.notAfter,
+        rootsPem: chain.slice(-1),
+      };
+    },
+    async rotateRoot() {
+      if (!selfSigned) {
+        throw new SpiffeError(
+          "ERR_CA_CONFIG_INVALID",
+          "root rotation is only available for a self-signed CA",
+        );
+      }
+      const root = await generateRoot(trustDomain, organization, rootAlgorithm, rootTtl, clock());
+      const rootParsed = parseCertificateDer(decodeCertificatesPem(root.pem)[0] as Buffer);
+      signer = makeSigner(root.key, root.pem, [root.pem], rootParsed);
+      bundle.addRoots(trustDomain, root.pem);
+      logger.info({ trustDomain, notAfter: rootParsed.notAfter }, "CA root rotated");
+    },
+    retireOldRoots() {
+      const old = bundle.rootsPem(trustDomain).filter((pem) => pem !== signer.root.pem);
+      return old.length === 0 ? 0 : bundle.removeRoots(trustDomain, old.join(""));
+    },
+    rootNeedsRotation(gracePercent = 20) {
+      const { notBefore, notAfter } = signer.root;
+      const life = notAfter.getTime() - notBefore.getTime();
+      return notAfter.getTime() - clock().getTime() < (life * gracePercent) / 100;
+    },
+  };
+  return ca;
+}
+
+/** Timer functions, replaceable in tests. */
+export interface RootRotatorTimers {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+/** Options of {@link startRootRotator}. */
+export interface RootRotatorOptions {
+  /** How often the root is checked. Default 1 h; istiod `CITADEL_SELF_SIGNED_ROOT_CERT_CHECK_INTERVAL`. */
+  checkIntervalMs?: number;
+  /** Rotate when less than this percent of the root's lifetime is left. Default 20; istiod `CITADEL_SELF_SIGNED_ROOT_CERT_GRACE_PERIOD_PERCENTILE`. */
+  gracePercent?: number;
+  /**
+   * How long old roots stay in the trust bundle after a rotation, so workloads can renew first.
+   * Default 48 h (two default workload lifetimes).
+   */
+  retireAfterMs?: number;
+  /** Called after each rotation, e.g. to publish the new trust bundle. */
+  onRotated?: (ca: CertificateAuthority) => void;
+  /** Called after old roots are retired. */
+  onRetired?: (ca: CertificateAuthority) => void;
+  /** Default: Node's timers, unref'd. */
+  timers?: RootRotatorTimers;
+  logger?: Logger;
+}
+
+/** A running root rotation loop. */
+export interface RootRotator {
+  /** Checks now and rotates when due; resolves to true when it rotated. */
+  check(): Promise<boolean>;
+  /** Stops checking and cancels a pending retirement. */
+  stop(): void;
+}
+
+/**
+ * Periodically checks a self-signed CA's root and rotates it inside the grace period: the new root is
+ * published next to the old one, workloads renew against it, and the old root is retired after
+ * `retireAfterMs`.
+ */
+export function startRootRotator(ca: CertificateAuthority, options: RootRotatorOptions = {}): RootRotator {
+  if (!ca.selfSigned) {
+    throw new SpiffeError("ERR_CA_CONFIG_INVALID", "root rotation is only available for a self-signed CA");
+  }
+  const timers: RootRotatorTimers = options.timers ?? {
+    setTimeout(fn, ms) {
+      const t = setTimeout(fn, ms);
+      t.unref();
+      return t;
+    },
+    clearTimeout(handle) {
+      clearTimeout(handle as NodeJS.Timeout);
+    },
+  };
+  const logger = options.logger ?? noopLogger;
+  const interval = options.checkIntervalMs ?? 3_600_000;
+  const retireAfter = options.retireAfterMs ?? 2 * DAY * 1000;
+  let stopped = false;
+  let checkTimer: unknown;
+  let retireTimer: unknown;
+  let running: Promise<boolean> | undefined;
+
+  async function rotateIfDue(): Promise<boolean> {
+    if (stopped || !ca.rootNeedsRotation(options.gracePercent ?? 20)) return false;
+    await ca.rotateRoot();
+    options.onRotated?.(ca);
+    if (retireTimer !== undefined) timers.clearTimeout(retireTimer);
+    retireTimer = timers.setTimeout(() => {
+      retireTimer = undefined;
+      if (stopped) return;
+      ca.retireOldRoots();
+      options.onRetired?.(ca);
+    }, retireAfter);
+    return true;
+  }
+
+  function check(): Promise<boolean> {
+    running ??= rotateIfDue().finally(() => {
+      running = undefined;
+    });
+    return running;
+  }
+
+  function schedule(): void {
+    if (stopped) return;
+    checkTimer = timers.setTimeout(() => {
+      check()
+        .catch((err: unknown) => logger.error({ err }, "CA root rotation failed"))
+        .finally(schedule);
+    }, interval);
+  }
+  schedule();
+
+  return {
+    check,
+    stop() {
+      stopped = true;
+      if (checkTimer !== undefined) timers.clearTimeout(checkTimer);
+      if (retireTimer !== undefined) timers.clearTimeout(retireTimer);
+    },
+  };
+}

@@ -1,0 +1,257 @@
+import assert from "node:assert/strict";
+import type { webcrypto } from "node:crypto";
+import { after, before, describe, it } from "node:test";
+import { credentials, ServerCredentials } from "@grpc/grpc-js";
+import { exportJWK, generateKeyPair as joseKeyPair, SignJWT } from "jose";
+import { createClientCertificateAuthenticator, createJwtAuthenticator } from "./authenticator.js";
+import { type CertificateAuthority, createCertificateAuthority } from "./certificate-authority.js";
+import { spiffeIdFromCertificate } from "./certificate-identity.js";
+import { type RunningCertificateServer, startCertificateServer } from "./certificate-service.js";
+import {
+  type CertificateServiceClient,
+  createCertificateServiceClient,
+} from "./certificate-service-client.js";
+import { decodeRequest, encodeRequest } from "./certificate-service-proto.js";
+import { createCsr } from "./csr.js";
+import { SpiffeError } from "./errors.js";
+import { generateKeyPair, type KeyPair } from "./key-pair.js";
+import { createNodeAuthorizer } from "./node-authorizer.js";
+import { verifySvid } from "./verify-svid.js";
+import type { X509Svid } from "./x509-svid.js";
+
+const ISTIOD = "spiffe://cluster.local/ns/istio-system/sa/istiod";
+const WEB = "spiffe://cluster.local/ns/default/sa/web";
+const ZTUNNEL = "spiffe://cluster.local/ns/istio-system/sa/ztunnel";
+const ISSUER = "https://kubernetes.default.svc.cluster.local";
+
+describe("IstioCertificateService wire format", () => {
+  it("uses field numbers 1, 3 and 4 and round-trips", () => {
+    const bytes = encodeRequest({
+      csr: "C",
+      validityDuration: 3600,
+      metadata: { ImpersonatedIdentity: WEB },
+    });
+    assert.equal(bytes[0], 0x0a, "csr is field 1, length-delimited");
+    assert.equal(bytes[1], 1);
+    assert.equal(bytes[3], 0x18, "validity_duration is field 3, varint");
+    assert.equal(bytes[6], 0x22, "metadata is field 4, length-delimited");
+    const back = decodeRequest(bytes);
+    assert.deepEqual(back, { csr: "C", validityDuration: 3600, metadata: { ImpersonatedIdentity: WEB } });
+    // A hand-made message: csr="x", validity_duration=60.
+    assert.deepEqual(decodeRequest(Buffer.from([0x0a, 0x01, 0x78, 0x18, 0x3c])), {
+      csr: "x",
+      validityDuration: 60,
+      metadata: {},
+    });
+    assert.throws(() => decodeRequest(Buffer.from([0x22, 0x05, 0x0a])), { code: "ERR_CSR_INVALID" });
+  });
+});
+
+describe("certificate service over gRPC", () => {
+  let ca: CertificateAuthority;
+  let istiod: X509Svid;
+  let jwtServer: RunningCertificateServer;
+  let mtlsServer: RunningCertificateServer;
+  let signKey: webcrypto.CryptoKey;
+  let otherKey: webcrypto.CryptoKey;
+  let keys: KeyPair;
+  const clients: CertificateServiceClient[] = [];
+  const onNode: Record<string, string[]> = { "node-1": [WEB] };
+
+  async function token(
+    sub: string,
+    extra: Record<string, unknown> = {},
+    opts: { aud?: string; exp?: number; key?: webcrypto.CryptoKey } = {},
+  ) {
+    return new SignJWT({ "kubernetes.io": { namespace: "x", ...extra } })
+      .setProtectedHeader({ alg: "ES256", kid: "k1" })
+      .setSubject(sub)
+      .setIssuer(ISSUER)
+      .setAudience(opts.aud ?? "istio-ca")
+      .setIssuedAt()
+      .setExpirationTime(opts.exp ?? Math.floor(Date.now() / 1000) + 600)
+      .sign(opts.key ?? signKey);
+  }
+
+  function client(port: number, opts: { token?: string; svid?: X509Svid } = {}): CertificateServiceClient {
+    const creds = credentials.createSsl(
+      Buffer.from(ca.rootCertPem()),
+      opts.svid ? Buffer.from(opts.svid.privateKeyPem) : null,
+      opts.svid ? Buffer.from(opts.svid.certChainPem) : null,
+      {
+        checkServerIdentity: (_host, cert) =>
+          spiffeIdFromCertificate(cert).equals(ISTIOD) ? undefined : new Error("not istiod"),
+      },
+    );
+    const c = createCertificateServiceClient({
+      address: `127.0.0.1:${port}`,
+      credentials: creds,
+      ...(opts.token ? { token: opts.token } : {}),
+      clusterId: "Kubernetes",
+    });
+    clients.push(c);
+    return c;
+  }
+
+  before(async () => {
+    ca = await createCertificateAuthority();
+    istiod = await ca.issue({ spiffeId: ISTIOD });
+    const pair = await joseKeyPair("ES256");
+    signKey = pair.privateKey;
+    otherKey = (await joseKeyPair("ES256")).privateKey;
+    const jwk = { ...(await exportJWK(pair.publicKey)), kid: "k1", alg: "ES256" };
+    const serverKeyCert = [
+      { private_key: Buffer.from(istiod.privateKeyPem), cert_chain: Buffer.from(istiod.certChainPem) },
+    ];
+    const nodeAuthorizer = createNodeAuthorizer({
+      trustedNodeAccounts: ["istio-system/ztunnel"],
+      identitiesOnNode: (node) => onNode[node] ?? [],
+    });
+    jwtServer = await startCertificateServer({
+      ca,
+      credentials: ServerCredentials.createSsl(null, serverKeyCert, false),
+      authenticators: [createJwtAuthenticator({ keys: { keys: [jwk] }, issuer: ISSUER })],
+      nodeAuthorizer,
+    });
+    mtlsServer = await startCertificateServer({
+      ca,
+      credentials: ServerCredentials.createSsl(Buffer.from(ca.rootCertPem()), serverKeyCert, true),
+      authenticators: [createClientCertificateAuthenticator()],
+    });
+    keys = await generateKeyPair();
+  });
+
+  after(async () => {
+    for (const c of clients) c.close();
+    await Promise.all([jwtServer.close(), mtlsServer.close()]);
+  });
+
+  async function expectRefusal(p: Promise<unknown>, code: string, message?: RegExp) {
+    await assert.rejects(p, (err: unknown) => {
+      assert.ok(err instanceof SpiffeError, String(err));
+      assert.equal(err.code, code, err.message);
+      if (message) assert.match(err.message, message);
+      return true;
+    });
+  }
+
+  it("issues a certificate for the JWT caller's identity", async () => {
+    const c = client(jwtServer.port, { token: await token("system:serviceaccount:default:web") });
+    const csr = await createCsr({ spiffeId: WEB, privateKeyPem: keys.privateKeyPem });
+    const chain = await c.createCertificate(csr, { validitySeconds: 7200 });
+    assert.equal(chain.length, 2);
+    for (const pem of chain)
+      assert.match(pem, /^-----BEGIN CERTIFICATE-----\n[\s\S]+-----END CERTIFICATE-----\n$/);
+    assert.equal(chain[1], ca.rootCertPem());
+    assert.equal(verifySvid(chain, ca.trustBundle()).toString(), WEB);
+    const leaf = new (await import("node:crypto")).X509Certificate(chain[0] as string);
+    const life = Date.parse(leaf.validTo) - Date.parse(leaf.validFrom);
+    assert.equal(life, (7200 + 120) * 1000);
+  });
+
+  it("refuses a CSR that asks for another identity", async () => {
+    const c = client(jwtServer.port, { token: await token("system:serviceaccount:default:web") });
+    const csr = await createCsr({
+      spiffeId: "spiffe://cluster.local/ns/default/sa/admin",
+      privateKeyPem: keys.privateKeyPem,
+    });
+    await expectRefusal(c.createCertificate(csr), "ERR_CA_SIGN_REFUSED", /admin/);
+  });
+
+  it("refuses missing, garbage, wrongly signed, wrong-audience and expired tokens", async () => {
+    const csr = await createCsr({ spiffeId: WEB, privateKeyPem: keys.privateKeyPem });
+    const sub = "system:serviceaccount:default:web";
+    const cases: Array<[string | undefined, RegExp]> = [
+      [undefined, /no credential/],
+      ["not.a.jwt", /bearer token rejected/],
+      [await token(sub, {}, { key: otherKey }), /signature/],
+      [await token(sub, {}, { aud: "kubernetes" }), /aud/],
+      [await token(sub, {}, { exp: Math.floor(Date.now() / 1000) - 3600 }), /exp/],
+      [await token("alice"), /system:serviceaccount/],
+    ];
+    for (const [t, message] of cases) {
+      const c = client(jwtServer.port, t === undefined ? {} : { token: t });
+      await expectRefusal(c.createCertificate(csr), "ERR_UNAUTHENTICATED", message);
+    }
+  });
+
+  it("lets a trusted node agent impersonate a workload on its node", async () => {
+    const zt = await token("system:serviceaccount:istio-system:ztunnel", { node: { name: "node-1" } });
+    const c = client(jwtServer.port, { token: zt });
+    const csr = await createCsr({ spiffeId: WEB, privateKeyPem: keys.privateKeyPem });
+    const chain = await c.createCertificate(csr, { impersonatedIdentity: WEB });
+    assert.equal(spiffeIdFromCertificate(chain[0] as string).toString(), WEB);
+    // Without impersonation the certificate is the caller's own.
+    const own = await createCsr({ spiffeId: ZTUNNEL, privateKeyPem: keys.privateKeyPem });
+    const ownChain = await c.createCertificate(own);
+    assert.equal(spiffeIdFromCertificate(ownChain[0] as string).toString(), ZTUNNEL);
+  });
+
+  it("refuses impersonation off-node, by untrusted callers and of invalid IDs", async () => {
+    const csr = await createCsr({ spiffeId: WEB, privateKeyPem: keys.privateKeyPem });
+    const wrongNode = client(jwtServer.port, {
+      token: await token("system:serviceaccount:istio-system:ztunnel", { node: { name: "node-2" } }),
+    });
+    await expectRefusal(
+      wrongNode.createCertificate(csr, { impersonatedIdentity: WEB }),
+      "ERR_UNAUTHENTICATED",
+      /impersonation/,
+    );
+    const noNode = client(jwtServer.port, {
+      token: await token("system:serviceaccount:istio-system:ztunnel"),
+    });
+    await expectRefusal(noNode.createCertificate(csr, { impersonatedIdentity: WEB }), "ERR_UNAUTHENTICATED");
+    const untrusted = client(jwtServer.port, {
+      token: await token("system:serviceaccount:default:sleep", { node: { name: "node-1" } }),
+    });
+    await expectRefusal(
+      untrusted.createCertificate(csr, { impersonatedIdentity: WEB }),
+      "ERR_UNAUTHENTICATED",
+    );
+    const bad = client(jwtServer.port, {
+      token: await token("system:serviceaccount:istio-system:ztunnel", { node: { name: "node-1" } }),
+    });
+    await expectRefusal(
+      bad.createCertificate(csr, { impersonatedIdentity: "spiffe://x/../y" }),
+      "ERR_UNAUTHENTICATED",
+    );
+  });
+
+  it("refuses impersonation when the server has no node authorizer", async () => {
+    const zt = await ca.issue({ spiffeId: ZTUNNEL });
+    const c = client(mtlsServer.port, { svid: zt });
+    const csr = await createCsr({ spiffeId: WEB, privateKeyPem: keys.privateKeyPem });
+    await expectRefusal(c.createCertificate(csr, { impersonatedIdentity: WEB }), "ERR_UNAUTHENTICATED");
+  });
+
+  it("authenticates callers by mTLS client certificate", async () => {
+    const me = await ca.issue({ spiffeId: WEB });
+    const c = client(mtlsServer.port, { svid: me });
+    const csr = await createCsr({ spiffeId: WEB, privateKeyPem: keys.privateKeyPem });
+    const chain = await c.createCertificate(csr);
+    assert.equal(spiffeIdFromCertificate(chain[0] as string).toString(), WEB);
+  });
+
+  it("reports a listen failure without leaving a server behind", async () => {
+    await assert.rejects(
+      startCertificateServer({
+        ca,
+        address: `127.0.0.1:${jwtServer.port}`,
+        credentials: ServerCredentials.createInsecure(),
+        authenticators: [],
+      }),
+      { code: "ERR_CA_CONFIG_INVALID" },
+    );
+  });
+
+  it("reports an unreachable CA as ERR_CA_UNAVAILABLE", async () => {
+    const c = createCertificateServiceClient({
+      address: "127.0.0.1:1",
+      credentials: credentials.createInsecure(),
+      timeoutMs: 2000,
+    });
+    clients.push(c);
+    const csr = await createCsr({ spiffeId: WEB, privateKeyPem: keys.privateKeyPem });
+    await expectRefusal(c.createCertificate(csr), "ERR_CA_UNAVAILABLE");
+  });
+});

@@ -1,0 +1,173 @@
+import {
+  Server,
+  type ServerCredentials,
+  type ServerUnaryCall,
+  type sendUnaryData,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
+import type { Authenticator, Caller } from "./authenticator.js";
+import type { CertificateAuthority } from "./certificate-authority.js";
+import {
+  type CertificateRequestMessage,
+  type CertificateResponseMessage,
+  certificateServiceDefinition,
+  IMPERSONATED_IDENTITY_KEY,
+} from "./certificate-service-proto.js";
+import { SpiffeError } from "./errors.js";
+import type { NodeAuthorizer } from "./node-authorizer.js";
+import { toGrpcStatus } from "./node-error.js";
+import { SpiffeId } from "./spiffe-id.js";
+import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
+
+/** Options of {@link createCertificateService}. */
+export interface CertificateServiceOptions {
+  /** The CA that signs. */
+  ca: Pick<CertificateAuthority, "sign">;
+  /** Tried in order; the first that recognises a credential decides. Istio: client cert, then JWT. */
+  authenticators: readonly Authenticator[];
+  /** Required for impersonation; without it every impersonation request is refused. */
+  nodeAuthorizer?: NodeAuthorizer;
+  logger?: Logger;
+  metrics?: MetricsSink;
+}
+
+/** A grpc-js service definition and implementation, for `server.addService(definition, implementation)`. */
+export interface CertificateService {
+  definition: typeof certificateServiceDefinition;
+  implementation: UntypedServiceImplementation;
+}
+
+/**
+ * The `istio.v1.auth.IstioCertificateService/CreateCertificate` handler: authenticates the caller,
+ * decides the identity (the caller's own, or an impersonated one a node authorizer allows), signs
+ * the CSR and answers with one PEM per element, leaf first, root last.
+ */
+export function createCertificateService(options: CertificateServiceOptions): CertificateService {
+  const logger = options.logger ?? noopLogger;
+  const metrics = options.metrics ?? noopMetrics;
+  const requests = metrics.counter("citadel_server_csr_count", "Certificate signing requests received");
+  const authFailures = metrics.counter(
+    "citadel_server_authentication_failure_count",
+    "Certificate requests whose caller could not be authenticated",
+  );
+
+  async function authenticate(
+    call: ServerUnaryCall<CertificateRequestMessage, CertificateResponseMessage>,
+  ): Promise<Caller> {
+    const peerCertificate = call.getAuthContext?.()?.sslPeerCertificate;
+    const context = { metadata: call.metadata, ...(peerCertificate ? { peerCertificate } : {}) };
+    const problems: string[] = [];
+    for (const authenticator of options.authenticators) {
+      try {
+        const caller = await authenticator.authenticate(context);
+        if (caller) return caller;
+      } catch (err) {
+        problems.push(`${authenticator.name}: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
+    throw new SpiffeError(
+      "ERR_UNAUTHENTICATED",
+      problems.length > 0 ? `authentication failed (${problems.join("; ")})` : "no credential presented",
+    );
+  }
+
+  async function handle(
+    call: ServerUnaryCall<CertificateRequestMessage, CertificateResponseMessage>,
+  ): Promise<CertificateResponseMessage> {
+    requests.inc();
+    let caller: Caller;
+    try {
+      caller = await authenticate(call);
+    } catch (err) {
+      authFailures.inc();
+      throw err;
+    }
+    const request = call.request;
+    let identity = caller.identity;
+    const impersonated = request.metadata[IMPERSONATED_IDENTITY_KEY];
+    if (
+      typeof impersonated === "string" &&
+      impersonated !== "" &&
+      impersonated !== caller.identity.toString()
+    ) {
+      const requested = SpiffeId.tryParse(impersonated);
+      const allowed =
+        requested !== undefined &&
+        options.nodeAuthorizer !== undefined &&
+        (await options.nodeAuthorizer.authorize({ caller, requested }));
+      if (!allowed || requested === undefined) {
+        authFailures.inc();
+        throw new SpiffeError(
+          "ERR_UNAUTHENTICATED",
+          `request impersonation authentication failure: ${caller.identity} may not act for ${impersonated}`,
+        );
+      }
+      identity = requested;
+    }
+    const signed = await options.ca.sign(request.csr, {
+      spiffeId: identity,
+      ttlSeconds: request.validityDuration,
+    });
+    logger.debug({ identity: identity.toString(), caller: caller.identity.toString() }, "certificate issued");
+    return { certChain: signed.certChain };
+  }
+
+  const implementation: UntypedServiceImplementation = {
+    CreateCertificate(
+      call: ServerUnaryCall<CertificateRequestMessage, CertificateResponseMessage>,
+      callback: sendUnaryData<CertificateResponseMessage>,
+    ) {
+      handle(call).then(
+        (response) => callback(null, response),
+        (err: unknown) => {
+          const { code, details } = toGrpcStatus(err);
+          logger.warn({ err, code }, "certificate request refused");
+          callback({ code, details, name: "SpiffeError", message: details });
+        },
+      );
+    },
+  };
+  return { definition: certificateServiceDefinition, implementation };
+}
+
+/** Options of {@link startCertificateServer}. */
+export interface CertificateServerOptions extends CertificateServiceOptions {
+  /** Listen address. Default `127.0.0.1:0` (ephemeral port); istiod serves the CA on `:15012`. */
+  address?: string;
+  /** Server TLS credentials; use `ServerCredentials.createSsl(..., checkClientCertificate)` for mTLS callers. */
+  credentials: ServerCredentials;
+}
+
+/** A running certificate server. */
+export interface RunningCertificateServer {
+  readonly port: number;
+  readonly server: Server;
+  /** Stops accepting calls and waits for running ones. */
+  close(): Promise<void>;
+}
+
+/** Starts a gRPC server that serves only the certificate service. */
+export async function startCertificateServer(
+  options: CertificateServerOptions,
+): Promise<RunningCertificateServer> {
+  const server = new Server();
+  const service = createCertificateService(options);
+  server.addService(service.definition, service.implementation);
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(options.address ?? "127.0.0.1:0", options.credentials, (err, p) => {
+      if (err) {
+        // Nothing may stay half-open when the listen fails.
+        server.forceShutdown();
+        reject(new SpiffeError("ERR_CA_CONFIG_INVALID", `cannot listen: ${err.message}`, { cause: err }));
+      } else resolve(p);
+    });
+  });
+  return {
+    port,
+    server,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.tryShutdown(() => resolve());
+      }),
+  };
+}

@@ -1,0 +1,121 @@
+import { verify } from "node:crypto";
+import { childrenOf, contentOf, decodeOid, expectTag, readTlv, type Tlv } from "./der.js";
+import { SpiffeError } from "./errors.js";
+import { loadSigningKey } from "./key-pair.js";
+import { decodePem } from "./pem.js";
+import { publicKeyFromSpki } from "./public-key.js";
+import { SpiffeId } from "./spiffe-id.js";
+import { x509 } from "./x509.js";
+
+/** Options of {@link createCsr}. */
+export interface CreateCsrOptions {
+  /** The identity to put in the CSR's one URI SAN. */
+  spiffeId: SpiffeId | string;
+  /** PEM private key whose public half the CSR certifies. */
+  privateKeyPem: string;
+}
+
+/**
+ * Creates a PEM PKCS#10 certificate signing request with an empty subject and one critical URI SAN,
+ * the form ztunnel sends to the CA.
+ */
+export async function createCsr(options: CreateCsrOptions): Promise<string> {
+  const id = typeof options.spiffeId === "string" ? SpiffeId.parse(options.spiffeId) : options.spiffeId;
+  const key = await loadSigningKey(options.privateKeyPem);
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+    keys: { privateKey: key.privateKey, publicKey: key.publicKey },
+    signingAlgorithm: key.signingAlgorithm,
+    extensions: [new x509.SubjectAlternativeNameExtension([{ type: "url", value: id.toString() }], true)],
+  });
+  return csr.toString("pem");
+}
+
+/** A CSR whose signature was checked. */
+export interface ParsedCsr {
+  /** SPKI DER of the requested public key. */
+  publicKeySpki: Buffer;
+  /** URI SANs the CSR asks for (the CA decides the identity; see `CertificateAuthority.sign`). */
+  uriSans: string[];
+}
+
+const OID_EXTENSION_REQUEST = "1.2.840.113549.1.9.14";
+const OID_SAN = "2.5.29.17";
+const CSR_SIGNATURE_HASH: Readonly<Record<string, string>> = {
+  "1.2.840.10045.4.3.2": "sha256",
+  "1.2.840.10045.4.3.3": "sha384",
+  "1.2.840.10045.4.3.4": "sha512",
+  "1.2.840.113549.1.1.11": "sha256",
+  "1.2.840.113549.1.1.12": "sha384",
+  "1.2.840.113549.1.1.13": "sha512",
+};
+
+function uriSansOfAttributes(der: Buffer, attributes: Tlv): string[] {
+  const uris: string[] = [];
+  for (const attr of childrenOf(der, attributes)) {
+    const [oidTlv, values] = childrenOf(der, expectTag(attr, 0x30, "attribute"));
+    if (decodeOid(contentOf(der, expectTag(oidTlv, 0x06, "attribute OID"))) !== OID_EXTENSION_REQUEST)
+      continue;
+    for (const exts of childrenOf(der, expectTag(values, 0x31, "attribute values"))) {
+      for (const ext of childrenOf(der, expectTag(exts, 0x30, "extensions"))) {
+        const parts = childrenOf(der, expectTag(ext, 0x30, "extension"));
+        if (decodeOid(contentOf(der, expectTag(parts[0], 0x06, "extension OID"))) !== OID_SAN) continue;
+        const octets = expectTag(parts[parts.length - 1], 0x04, "extension value");
+        const names = readTlv(der, octets.valueStart, octets.end);
+        for (const n of childrenOf(der, expectTag(names, 0x30, "subjectAltName"))) {
+          if (n.tag === 0x86) uris.push(Buffer.from(contentOf(der, n)).toString("latin1"));
+        }
+      }
+    }
+  }
+  return uris;
+}
+
+/** Parses a PEM CSR and verifies its self-signature. */
+export async function parseCsr(csrPem: string): Promise<ParsedCsr> {
+  if (typeof csrPem !== "string") throw new SpiffeError("ERR_CSR_INVALID", "CSR must be a PEM string");
+  let der: Buffer;
+  try {
+    const block = decodePem(csrPem).find(
+      (b) => b.label === "CERTIFICATE REQUEST" || b.label === "NEW CERTIFICATE REQUEST",
+    );
+    if (!block) throw new SpiffeError("ERR_PEM_INVALID", "no CERTIFICATE REQUEST block");
+    der = block.der;
+  } catch (cause) {
+    throw new SpiffeError("ERR_CSR_INVALID", "CSR must be a PEM 'CERTIFICATE REQUEST' block", { cause });
+  }
+  let info: Buffer;
+  let spki: Buffer;
+  let hash: string | undefined;
+  let signature: Buffer;
+  let uriSans: string[];
+  try {
+    const outer = readTlv(der, 0);
+    if (outer.tag !== 0x30 || outer.end !== der.length)
+      throw new SpiffeError("ERR_PEM_INVALID", "not one SEQUENCE");
+    const [infoTlv, algTlv, sigTlv] = childrenOf(der, outer);
+    const infoT = expectTag(infoTlv, 0x30, "CertificationRequestInfo");
+    info = der.subarray(infoT.start, infoT.end);
+    const fields = childrenOf(der, infoT);
+    expectTag(fields[0], 0x02, "version");
+    expectTag(fields[1], 0x30, "subject");
+    const spkiT = expectTag(fields[2], 0x30, "subjectPKInfo");
+    spki = Buffer.from(der.subarray(spkiT.start, spkiT.end));
+    uriSans = fields[3]?.tag === 0xa0 ? uriSansOfAttributes(der, fields[3]) : [];
+    const alg = childrenOf(der, expectTag(algTlv, 0x30, "signature algorithm"));
+    hash = CSR_SIGNATURE_HASH[decodeOid(contentOf(der, expectTag(alg[0], 0x06, "algorithm OID")))];
+    const sigT = expectTag(sigTlv, 0x03, "signature");
+    signature = der.subarray(sigT.valueStart + 1, sigT.end);
+  } catch (cause) {
+    throw new SpiffeError("ERR_CSR_INVALID", "CSR could not be decoded", { cause });
+  }
+  if (hash === undefined)
+    throw new SpiffeError("ERR_CSR_INVALID", "CSR uses an unsupported signature algorithm");
+  let ok = false;
+  try {
+    ok = verify(hash, info, publicKeyFromSpki(spki), signature);
+  } catch (cause) {
+    throw new SpiffeError("ERR_CSR_INVALID", "CSR public key or signature could not be used", { cause });
+  }
+  if (!ok) throw new SpiffeError("ERR_CSR_INVALID", "CSR signature does not verify with its public key");
+  return { publicKeySpki: spki, uriSans };
+}

@@ -1,0 +1,298 @@
+import { EventEmitter } from "node:events";
+import { createCsr } from "./csr.js";
+import { SpiffeError } from "./errors.js";
+import { generateKeyPair, type KeyAlgorithm } from "./key-pair.js";
+import { SpiffeId } from "./spiffe-id.js";
+import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
+import { type X509Svid, x509SvidFromChain } from "./x509-svid.js";
+
+/** What the secret manager needs from a CA client; a `CertificateServiceClient` fits. */
+export interface CertificateRequester {
+  createCertificate(
+    csrPem: string,
+    options?: { validitySeconds?: number; impersonatedIdentity?: SpiffeId | string },
+  ): Promise<string[]>;
+}
+
+/** Timer functions, replaceable in tests. */
+export interface SecretManagerTimers {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+/** Options of {@link SecretManager}. */
+export interface SecretManagerOptions {
+  /** The CA client. */
+  client: CertificateRequester;
+  /** Requested certificate lifetime. Default 24 h; ztunnel `SECRET_TTL`. */
+  ttlSeconds?: number;
+  /** Workload key algorithm. Default `ECDSA_P256`, as ztunnel. */
+  keyAlgorithm?: KeyAlgorithm;
+  /**
+   * Ask for certificates on behalf of workloads (node agent mode: sends `ImpersonatedIdentity`).
+   * Default true, as ztunnel in shared mode.
+   */
+  impersonate?: boolean;
+  /** Renew when this fraction of the lifetime has passed. Default 0.5; Istio `SECRET_GRACE_PERIOD_RATIO`. */
+  renewRatio?: number;
+  /** Random spread added to `renewRatio`, +/-. Default 0.01, as Istio's agent. */
+  renewJitterRatio?: number;
+  /** First retry delay after a failed fetch. Default 1 s; doubles up to `maxBackoffMs`. */
+  initialBackoffMs?: number;
+  /** Longest retry delay. Default 5 min. */
+  maxBackoffMs?: number;
+  /** Fetches running at once. Default 8, as ztunnel's certificate fetcher. */
+  maxConcurrentFetches?: number;
+  /** Clock in ms. Default `Date.now`. */
+  now?: () => number;
+  /** Default: Node's `setTimeout`/`clearTimeout` with unref'd timers. */
+  timers?: SecretManagerTimers;
+  /** Random source in [0, 1). Default `Math.random`. */
+  random?: () => number;
+  logger?: Logger;
+  metrics?: MetricsSink;
+}
+
+/** Payload of the `rotated` event. */
+export interface SvidRotatedEvent {
+  identity: SpiffeId;
+  svid: X509Svid;
+  /** The certificate it replaces, if any. */
+  previous?: X509Svid;
+}
+
+/** Payload of the `fetchFailed` event. */
+export interface SvidFetchFailedEvent {
+  identity: SpiffeId;
+  error: unknown;
+  /** Delay before the next attempt. */
+  retryInMs: number;
+}
+
+interface Entry {
+  identity: SpiffeId;
+  svid?: X509Svid;
+  inflight?: Promise<X509Svid>;
+  timer?: unknown;
+  failures: number;
+}
+
+/** Fetch priorities, as ztunnel's: renewals wait behind prefetches, which wait behind live requests. */
+const PRIORITY = { background: 0, warmup: 1, realTime: 2 } as const;
+
+const defaultTimers: SecretManagerTimers = {
+  setTimeout(fn, ms) {
+    const t = setTimeout(fn, ms);
+    t.unref();
+    return t;
+  },
+  clearTimeout(handle) {
+    clearTimeout(handle as NodeJS.Timeout);
+  },
+};
+
+/**
+ * Keeps one X.509-SVID per identity: fetches on first use (or ahead of it with `prefetch`),
+ * serves waiting requests before prefetches and renewals, de-duplicates concurrent requests,
+ * renews at half-life (with jitter), retries with exponential back-off while keeping a still-valid
+ * certificate, emits `rotated` on each new certificate, and drops an identity on `forget`.
+ *
+ * Events: `rotated` ({@link SvidRotatedEvent}), `fetchFailed` ({@link SvidFetchFailedEvent}).
+ */
+export class SecretManager extends EventEmitter {
+  readonly #options: SecretManagerOptions;
+  readonly #entries = new Map<string, Entry>();
+  readonly #queue: Array<{ priority: number; start: () => void }> = [];
+  readonly #timers: SecretManagerTimers;
+  readonly #now: () => number;
+  readonly #random: () => number;
+  readonly #logger: Logger;
+  readonly #fetches: ReturnType<MetricsSink["counter"]>;
+  readonly #errors: ReturnType<MetricsSink["counter"]>;
+  #running = 0;
+  #closed = false;
+
+  constructor(options: SecretManagerOptions) {
+    super();
+    this.#options = options;
+    this.#timers = options.timers ?? defaultTimers;
+    this.#now = options.now ?? Date.now;
+    this.#random = options.random ?? Math.random;
+    this.#logger = options.logger ?? noopLogger;
+    const metrics = options.metrics ?? noopMetrics;
+    this.#fetches = metrics.counter("workload_certificate_fetches_total", "Certificate fetches started");
+    this.#errors = metrics.counter(
+      "workload_certificate_fetch_errors_total",
+      "Certificate fetches that failed",
+    );
+  }
+
+  /**
+   * The current SVID of `identity`, fetching it when there is none or it has expired. Concurrent
+   * calls share one fetch.
+   */
+  fetch(identity: SpiffeId | string): Promise<X509Svid> {
+    if (this.#closed) return Promise.reject(new SpiffeError("ERR_CLOSED", "secret manager is closed"));
+    let id: SpiffeId;
+    try {
+      id = typeof identity === "string" ? SpiffeId.parse(identity) : identity;
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const key = id.toString();
+    let entry = this.#entries.get(key);
+    if (!entry) {
+      entry = { identity: id, failures: 0 };
+      this.#entries.set(key, entry);
+    }
+    if (entry.svid && entry.svid.notAfter.getTime() > this.#now()) return Promise.resolve(entry.svid);
+    return this.#refresh(entry, PRIORITY.realTime);
+  }
+
+  /**
+   * Starts fetching `identity` ahead of its first use (for example when a workload with that identity
+   * appears on this node), queued behind requests that something is waiting for.
+   */
+  prefetch(identity: SpiffeId | string): void {
+    let id: SpiffeId;
+    try {
+      id = typeof identity === "string" ? SpiffeId.parse(identity) : identity;
+    } catch {
+      return;
+    }
+    if (this.#closed) return;
+    const key = id.toString();
+    let entry = this.#entries.get(key);
+    if (!entry) {
+      entry = { identity: id, failures: 0 };
+      this.#entries.set(key, entry);
+    }
+    if (entry.svid && entry.svid.notAfter.getTime() > this.#now()) return;
+    this.#refresh(entry, PRIORITY.warmup).catch(() => {});
+  }
+
+  /** The cached SVID of `identity`, without fetching. */
+  get(identity: SpiffeId | string): X509Svid | undefined {
+    return this.#entries.get(identity.toString())?.svid;
+  }
+
+  /** Identities currently tracked. */
+  identities(): SpiffeId[] {
+    return [...this.#entries.values()].map((e) => e.identity);
+  }
+
+  /** Stops tracking `identity`: cancels its renewal and drops its certificate. */
+  forget(identity: SpiffeId | string): boolean {
+    const key = identity.toString();
+    const entry = this.#entries.get(key);
+    if (!entry) return false;
+    if (entry.timer !== undefined) this.#timers.clearTimeout(entry.timer);
+    this.#entries.delete(key);
+    return true;
+  }
+
+  /** Forgets every identity and refuses further fetches. */
+  close(): void {
+    this.#closed = true;
+    for (const key of [...this.#entries.keys()]) this.forget(key);
+    this.#queue.length = 0;
+  }
+
+  #refresh(entry: Entry, priority: number): Promise<X509Svid> {
+    if (entry.inflight) return entry.inflight;
+    if (entry.timer !== undefined) {
+      this.#timers.clearTimeout(entry.timer);
+      entry.timer = undefined;
+    }
+    const p = this.#withSlot(priority, () => this.#request(entry.identity)).then(
+      (svid) => {
+        entry.inflight = undefined;
+        if (this.#entries.get(entry.identity.toString()) !== entry) return svid;
+        const previous = entry.svid;
+        entry.svid = svid;
+        entry.failures = 0;
+        this.#scheduleRenewal(entry);
+        const event: SvidRotatedEvent = { identity: entry.identity, svid, ...(previous ? { previous } : {}) };
+        this.emit("rotated", event);
+        return svid;
+      },
+      (err: unknown) => {
+        entry.inflight = undefined;
+        this.#errors.inc();
+        if (this.#entries.get(entry.identity.toString()) === entry && !this.#closed) {
+          entry.failures++;
+          const base = this.#options.initialBackoffMs ?? 1000;
+          const max = this.#options.maxBackoffMs ?? 300_000;
+          const delay = Math.min(max, base * 2 ** (entry.failures - 1));
+          entry.timer = this.#timers.setTimeout(() => {
+            entry.timer = undefined;
+            this.#refresh(entry, PRIORITY.background).catch(() => {});
+          }, delay);
+          this.#logger.warn(
+            { identity: entry.identity.toString(), err, retryInMs: delay },
+            "certificate fetch failed",
+          );
+          const event: SvidFetchFailedEvent = { identity: entry.identity, error: err, retryInMs: delay };
+          this.emit("fetchFailed", event);
+        }
+        // A still-valid certificate keeps serving while retries run.
+        if (entry.svid && entry.svid.notAfter.getTime() > this.#now()) return entry.svid;
+        throw err;
+      },
+    );
+    entry.inflight = p;
+    return p;
+  }
+
+  #scheduleRenewal(entry: Entry): void {
+    const svid = entry.svid;
+    if (!svid) return;
+    const start = svid.notBefore.getTime();
+    const life = svid.notAfter.getTime() - start;
+    const ratio = this.#options.renewRatio ?? 0.5;
+    const jitter = this.#options.renewJitterRatio ?? 0.01;
+    const at = start + life * (ratio + (this.#random() * 2 - 1) * jitter);
+    const delay = Math.max(0, at - this.#now());
+    entry.timer = this.#timers.setTimeout(() => {
+      entry.timer = undefined;
+      this.#refresh(entry, PRIORITY.background).catch(() => {});
+    }, delay);
+  }
+
+  async #withSlot<T>(priority: number, fn: () => Promise<T>): Promise<T> {
+    const limit = this.#options.maxConcurrentFetches ?? 8;
+    if (this.#running >= limit) {
+      await new Promise<void>((start) => {
+        // Higher priority first; first come, first served within a priority.
+        const at = this.#queue.findIndex((w) => w.priority < priority);
+        if (at === -1) this.#queue.push({ priority, start });
+        else this.#queue.splice(at, 0, { priority, start });
+      });
+    }
+    this.#running++;
+    try {
+      return await fn();
+    } finally {
+      this.#running--;
+      this.#queue.shift()?.start();
+    }
+  }
+
+  async #request(identity: SpiffeId): Promise<X509Svid> {
+    this.#fetches.inc();
+    const keys = await generateKeyPair({ algorithm: this.#options.keyAlgorithm ?? "ECDSA_P256" });
+    const csr = await createCsr({ spiffeId: identity, privateKeyPem: keys.privateKeyPem });
+    const chain = await this.#options.client.createCertificate(csr, {
+      validitySeconds: this.#options.ttlSeconds ?? 86_400,
+      ...(this.#options.impersonate === false ? {} : { impersonatedIdentity: identity }),
+    });
+    const svid = x509SvidFromChain(chain, keys.privateKeyPem);
+    if (!svid.spiffeId.equals(identity)) {
+      throw new SpiffeError(
+        "ERR_CA_RESPONSE_INVALID",
+        `CA issued ${svid.spiffeId} when ${identity} was requested`,
+      );
+    }
+    return svid;
+  }
+}

@@ -1,0 +1,152 @@
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import type { AddressInfo } from "node:net";
+import { before, describe, it } from "node:test";
+import tls from "node:tls";
+import { type CertificateAuthority, createCertificateAuthority } from "./certificate-authority.js";
+import { peerSpiffeId } from "./certificate-identity.js";
+import type { SpiffeId } from "./spiffe-id.js";
+import { tlsClientOptions, tlsServerOptions } from "./tls-options.js";
+import type { X509Svid } from "./x509-svid.js";
+
+const SERVER_ID = "spiffe://cluster.local/ns/default/sa/server";
+const CLIENT_ID = "spiffe://cluster.local/ns/default/sa/client";
+
+interface Outcome {
+  server: { id?: SpiffeId; error?: unknown; servername?: string | false | null };
+  client: { id?: SpiffeId; error?: unknown };
+}
+
+async function connect(
+  serverOpts: ReturnType<typeof tlsServerOptions>,
+  clientOpts: ReturnType<typeof tlsClientOptions>,
+): Promise<Outcome> {
+  const outcome: Outcome = { server: {}, client: {} };
+  const server = tls.createServer(serverOpts);
+  const serverDone = new Promise<void>((resolve) => {
+    server.once("tlsClientError", (err) => {
+      outcome.server.error = err;
+      resolve();
+    });
+    server.once("secureConnection", (socket: tls.TLSSocket) => {
+      outcome.server.servername = socket.servername;
+      try {
+        outcome.server.id = serverOpts.authorizePeer(socket);
+        socket.end("ok");
+      } catch (err) {
+        outcome.server.error = err;
+        socket.destroy();
+      }
+      resolve();
+    });
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address() as AddressInfo;
+  const socket = tls.connect({ ...clientOpts, host: "127.0.0.1", port });
+  const clientDone = new Promise<void>((resolve) => {
+    socket.once("secureConnect", () => {
+      try {
+        outcome.client.id = peerSpiffeId(socket);
+      } catch (err) {
+        outcome.client.error = err;
+      }
+    });
+    socket.on("error", (err) => {
+      outcome.client.error ??= err;
+      resolve();
+    });
+    socket.on("close", () => resolve());
+    socket.resume();
+  });
+  await clientDone;
+  socket.destroy();
+  await Promise.race([serverDone, new Promise((r) => setTimeout(r, 5000).unref())]);
+  server.close();
+  await once(server, "close");
+  return outcome;
+}
+
+describe("TLS glue", () => {
+  let ca: CertificateAuthority;
+  let otherCa: CertificateAuthority;
+  let serverSvid: X509Svid;
+  let clientSvid: X509Svid;
+  let strangerSvid: X509Svid;
+  before(async () => {
+    ca = await createCertificateAuthority();
+    otherCa = await createCertificateAuthority();
+    serverSvid = await ca.issue({ spiffeId: SERVER_ID });
+    clientSvid = await ca.issue({ spiffeId: CLIENT_ID });
+    strangerSvid = await otherCa.issue({ spiffeId: CLIENT_ID });
+  });
+
+  it("builds TLS 1.3 mTLS options without SNI", () => {
+    const s = tlsServerOptions({ svid: serverSvid, bundle: ca.trustBundle() });
+    assert.equal(s.requestCert, true);
+    assert.equal(s.rejectUnauthorized, true);
+    assert.equal(s.minVersion, "TLSv1.3");
+    const c = tlsClientOptions({ svid: clientSvid, bundle: ca.trustBundle(), expectedIds: [SERVER_ID] });
+    assert.equal(c.servername, "");
+    assert.equal(c.ca.length, 1);
+  });
+
+  it("connects and both sides learn the peer identity", async () => {
+    const out = await connect(
+      tlsServerOptions({ svid: serverSvid, bundle: ca.trustBundle(), authorize: [CLIENT_ID] }),
+      tlsClientOptions({ svid: clientSvid, bundle: ca.trustBundle(), expectedIds: [SERVER_ID] }),
+    );
+    assert.equal(out.client.error, undefined);
+    assert.equal(out.server.error, undefined);
+    assert.equal(out.server.id?.toString(), CLIENT_ID);
+    assert.equal(out.client.id?.toString(), SERVER_ID);
+    assert.equal(out.server.servername, false, "no SNI sent");
+  });
+
+  it("client refuses a server with an unexpected identity", async () => {
+    const out = await connect(
+      tlsServerOptions({ svid: serverSvid, bundle: ca.trustBundle() }),
+      tlsClientOptions({
+        svid: clientSvid,
+        bundle: ca.trustBundle(),
+        expectedIds: ["spiffe://cluster.local/ns/default/sa/other"],
+      }),
+    );
+    assert.equal((out.client.error as { code?: string }).code, "ERR_PEER_NOT_AUTHORIZED");
+    assert.equal(out.client.id, undefined);
+  });
+
+  it("server refuses a verified client that is not allowed", async () => {
+    const out = await connect(
+      tlsServerOptions({
+        svid: serverSvid,
+        bundle: ca.trustBundle(),
+        authorize: (id) => id.path.endsWith("/sa/admin"),
+      }),
+      tlsClientOptions({ svid: clientSvid, bundle: ca.trustBundle(), expectedIds: [SERVER_ID] }),
+    );
+    assert.equal((out.server.error as { code?: string }).code, "ERR_PEER_NOT_AUTHORIZED");
+  });
+
+  it("handshake fails for a client from another CA", async () => {
+    const out = await connect(
+      tlsServerOptions({ svid: serverSvid, bundle: ca.trustBundle() }),
+      tlsClientOptions({ svid: strangerSvid, bundle: ca.trustBundle(), expectedIds: [SERVER_ID] }),
+    );
+    // With TLS 1.3 the client may finish first; the server rejects the certificate.
+    assert.ok(out.server.error instanceof Error, "server rejected the handshake");
+    assert.equal(out.server.id, undefined);
+  });
+
+  it("default server policy accepts only its own trust domain", async () => {
+    const foreignCa = await createCertificateAuthority({ trustDomain: "example.org" });
+    const foreign = await foreignCa.issue({ spiffeId: "spiffe://example.org/ns/a/sa/b" });
+    const bundle = ca.trustBundle();
+    bundle.addRoots("example.org", foreignCa.rootCertPem());
+    const out = await connect(
+      tlsServerOptions({ svid: serverSvid, bundle }),
+      tlsClientOptions({ svid: foreign, bundle, expectedIds: [SERVER_ID] }),
+    );
+    assert.equal((out.server.error as { code?: string }).code, "ERR_PEER_NOT_AUTHORIZED");
+  });
+});

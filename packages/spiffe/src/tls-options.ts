@@ -1,0 +1,136 @@
+import type { PeerCertificate, TLSSocket } from "node:tls";
+import { peerSpiffeId, spiffeIdFromCertificate } from "./certificate-identity.js";
+import { SpiffeError } from "./errors.js";
+import { SpiffeId } from "./spiffe-id.js";
+import type { TrustBundle } from "./trust-bundle.js";
+import type { X509Svid } from "./x509-svid.js";
+
+/** Decides whether a verified peer identity may connect. */
+export type SpiffeIdAuthorizer = (id: SpiffeId) => boolean;
+
+/** Options of {@link tlsServerOptions}. */
+export interface TlsServerSpiffeOptions {
+  /** The server's own SVID. */
+  svid: X509Svid;
+  /** Roots that client certificates must chain to. */
+  bundle: TrustBundle;
+  /**
+   * Which client identities are accepted. Default: any identity in the server's own trust domain,
+   * as ztunnel's inbound `TrustDomainVerifier`.
+   */
+  authorize?: SpiffeIdAuthorizer | ReadonlyArray<SpiffeId | string>;
+}
+
+/** Node `tls` server options plus the peer check to run on each secure connection. */
+export interface SpiffeTlsServerOptions {
+  key: string;
+  cert: string;
+  ca: string[];
+  requestCert: true;
+  rejectUnauthorized: true;
+  minVersion: "TLSv1.3";
+  /**
+   * Returns the verified client's SPIFFE ID, or throws `ERR_PEER_UNVERIFIED` /
+   * `ERR_PEER_NOT_AUTHORIZED`. Call it on `secureConnection` and destroy the socket on error.
+   * Node's `tls` ignores this extra field.
+   */
+  authorizePeer(socket: TLSSocket): SpiffeId;
+}
+
+/** Options of {@link tlsClientOptions}. */
+export interface TlsClientSpiffeOptions {
+  /** The client's own SVID. */
+  svid: X509Svid;
+  /** Roots the server certificate must chain to. */
+  bundle: TrustBundle;
+  /**
+   * Server identities accepted (any one); ztunnel's `upstream_sans` (service SANs plus the
+   * destination workload's identity). An empty list refuses every server.
+   */
+  expectedIds: ReadonlyArray<SpiffeId | string>;
+}
+
+/** Node `tls.connect` options for a SPIFFE mTLS client. */
+export interface SpiffeTlsClientOptions {
+  key: string;
+  cert: string;
+  ca: string[];
+  rejectUnauthorized: true;
+  minVersion: "TLSv1.3";
+  /** Empty: no SNI is sent, as ztunnel (destinations are IP addresses). */
+  servername: "";
+  checkServerIdentity(hostname: string, cert: PeerCertificate): Error | undefined;
+}
+
+function toAuthorizer(
+  authorize: TlsServerSpiffeOptions["authorize"],
+  ownTrustDomain: string,
+): SpiffeIdAuthorizer {
+  if (authorize === undefined) return (id) => id.trustDomain === ownTrustDomain;
+  if (typeof authorize === "function") return authorize;
+  const allowed = new Set(authorize.map((a) => (typeof a === "string" ? SpiffeId.parse(a) : a).toString()));
+  return (id) => allowed.has(id.toString());
+}
+
+function rootsOf(bundle: TrustBundle): string[] {
+  const roots = bundle.rootsPem();
+  if (roots.length === 0) throw new SpiffeError("ERR_BUNDLE_NO_ROOTS", "trust bundle has no roots");
+  return roots;
+}
+
+/**
+ * Node `tls`/`http2` server options for SPIFFE mTLS: the SVID as key and chain, the bundle's roots
+ * as CA, client certificates required and verified, TLS 1.3 only.
+ */
+export function tlsServerOptions(options: TlsServerSpiffeOptions): SpiffeTlsServerOptions {
+  const authorizer = toAuthorizer(options.authorize, options.svid.spiffeId.trustDomain);
+  return {
+    key: options.svid.privateKeyPem,
+    cert: options.svid.certChainPem,
+    ca: rootsOf(options.bundle),
+    requestCert: true,
+    rejectUnauthorized: true,
+    minVersion: "TLSv1.3",
+    authorizePeer(socket) {
+      const id = peerSpiffeId(socket);
+      if (!authorizer(id)) {
+        throw new SpiffeError("ERR_PEER_NOT_AUTHORIZED", `peer ${id} is not allowed`, {
+          spiffeId: id.toString(),
+        });
+      }
+      return id;
+    },
+  };
+}
+
+/**
+ * Node `tls.connect`/`http2.connect` options for SPIFFE mTLS: the server chain must verify against
+ * the bundle and its URI SAN must be one of `expectedIds`; host names are not checked and no SNI
+ * is sent.
+ */
+export function tlsClientOptions(options: TlsClientSpiffeOptions): SpiffeTlsClientOptions {
+  const expected = new Set(
+    options.expectedIds.map((a) => (typeof a === "string" ? SpiffeId.parse(a) : a).toString()),
+  );
+  return {
+    key: options.svid.privateKeyPem,
+    cert: options.svid.certChainPem,
+    ca: rootsOf(options.bundle),
+    rejectUnauthorized: true,
+    minVersion: "TLSv1.3",
+    servername: "",
+    checkServerIdentity(_hostname, cert) {
+      try {
+        const id = spiffeIdFromCertificate(cert);
+        if (expected.has(id.toString())) return undefined;
+        return new SpiffeError(
+          "ERR_PEER_NOT_AUTHORIZED",
+          `server identity ${id} is not one of the expected identities [${[...expected].join(", ")}]`,
+          { spiffeId: id.toString() },
+        );
+      } catch (err) {
+        return err instanceof Error ? err : new SpiffeError("ERR_PEER_UNVERIFIED", String(err));
+      }
+    },
+  };
+}

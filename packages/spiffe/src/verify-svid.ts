@@ -1,0 +1,259 @@
+import type { X509Certificate as NodeX509Certificate } from "node:crypto";
+import { spiffeIdOfParsed } from "./certificate-identity.js";
+import { SpiffeError } from "./errors.js";
+import { KEY_USAGE, type ParsedCertificate, parseCertificateDer } from "./parsed-certificate.js";
+import { decodeCertificatesPem } from "./pem.js";
+import type { SpiffeId } from "./spiffe-id.js";
+import { bundleRoots, type TrustBundle } from "./trust-bundle.js";
+
+/** A certificate chain, leaf first: PEM text, a list of PEM/DER certificates, or Node certificates. */
+export type CertificateChainInput = string | ReadonlyArray<string | Uint8Array | NodeX509Certificate>;
+
+/** Options of {@link verifySvid}. */
+export interface VerifySvidOptions {
+  /** Point in time to validate at. Default: now. */
+  now?: Date;
+  /** Tolerated clock skew on both ends of every validity window. Default 0 s (as rustls/webpki in ztunnel). */
+  clockSkewSeconds?: number;
+  /** When set, the SVID's trust domain must be this one. Default: any trust domain present in the bundle. */
+  trustDomain?: string;
+  /** Longest accepted chain including the root. Default 10. */
+  maxChainLength?: number;
+}
+
+// CA certificates recur in every chain a mesh sees, so their parsed form (and imported public key)
+// is kept in a small FIFO cache keyed by DER.
+const CA_CACHE_LIMIT = 256;
+const caCache = new Map<string, ParsedCertificate>();
+
+function parseCached(der: Uint8Array, isLeaf: boolean): ParsedCertificate {
+  if (isLeaf) return parseCertificateDer(der);
+  const key = Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString("base64");
+  const hit = caCache.get(key);
+  if (hit) return hit;
+  const parsed = parseCertificateDer(der);
+  if (parsed.isCa) {
+    if (caCache.size >= CA_CACHE_LIMIT) caCache.delete(caCache.keys().next().value as string);
+    caCache.set(key, parsed);
+  }
+  return parsed;
+}
+
+/** Decodes a chain input into parsed certificates, leaf first. */
+export function parseChain(chain: CertificateChainInput): ParsedCertificate[] {
+  const ders: Uint8Array[] = [];
+  if (typeof chain === "string") {
+    ders.push(...decodeCertificatesPem(chain));
+  } else if (Array.isArray(chain)) {
+    for (const item of chain as ReadonlyArray<unknown>) {
+      if (typeof item === "string") ders.push(...decodeCertificatesPem(item));
+      else if (item instanceof Uint8Array) ders.push(item);
+      else if (
+        typeof item === "object" &&
+        item !== null &&
+        (item as { raw?: unknown }).raw instanceof Uint8Array
+      ) {
+        ders.push((item as { raw: Uint8Array }).raw);
+      } else
+        throw new SpiffeError(
+          "ERR_PEM_INVALID",
+          "chain element is not a PEM string, DER bytes or certificate",
+        );
+    }
+  } else {
+    throw new SpiffeError(
+      "ERR_PEM_INVALID",
+      "certificate chain must be PEM text or an array of certificates",
+    );
+  }
+  if (ders.length === 0) throw new SpiffeError("ERR_CHAIN_EMPTY", "certificate chain is empty");
+  return ders.map((der, i) => parseCached(der, i === 0));
+}
+
+function describe(cert: ParsedCertificate, index: number): string {
+  const name = cert.subject || (cert.uriSans[0] ?? "<empty subject>");
+  return `certificate #${index} (${name})`;
+}
+
+function checkValidity(cert: ParsedCertificate, label: string, now: number, skewMs: number): void {
+  if (now + skewMs < cert.notBefore.getTime()) {
+    throw new SpiffeError(
+      "ERR_CERT_NOT_YET_VALID",
+      `${label} is not valid before ${cert.notBefore.toISOString()}`,
+      { notBefore: cert.notBefore },
+    );
+  }
+  if (now - skewMs > cert.notAfter.getTime()) {
+    throw new SpiffeError("ERR_CERT_EXPIRED", `${label} expired at ${cert.notAfter.toISOString()}`, {
+      notAfter: cert.notAfter,
+    });
+  }
+}
+
+function checkIssuerFlags(cert: ParsedCertificate, label: string, caBelow: number): void {
+  if (!cert.isCa)
+    throw new SpiffeError("ERR_CERT_ISSUER_INVALID", `${label} signs certificates but is not a CA`);
+  if (cert.keyUsage !== undefined && (cert.keyUsage & KEY_USAGE.keyCertSign) === 0) {
+    throw new SpiffeError("ERR_CERT_ISSUER_INVALID", `${label} signs certificates but lacks keyCertSign`);
+  }
+  if (cert.pathLength !== undefined && caBelow > cert.pathLength) {
+    throw new SpiffeError(
+      "ERR_CERT_ISSUER_INVALID",
+      `${label} allows ${cert.pathLength} intermediate CA(s) below it but the chain has ${caBelow}`,
+    );
+  }
+  if (cert.unhandledCritical.length > 0) {
+    throw new SpiffeError(
+      "ERR_CERT_ISSUER_INVALID",
+      `${label} has unsupported critical extension(s) ${cert.unhandledCritical.join(", ")}`,
+    );
+  }
+}
+
+/** Name and key identifiers say `issuer` could have issued `child`. */
+function couldHaveIssued(child: ParsedCertificate, issuer: ParsedCertificate): boolean {
+  if (!child.issuerDer.equals(issuer.subjectDer)) return false;
+  return (
+    child.authorityKeyId === undefined ||
+    issuer.subjectKeyId === undefined ||
+    child.authorityKeyId === issuer.subjectKeyId
+  );
+}
+
+function signedBy(child: ParsedCertificate, issuer: ParsedCertificate): boolean {
+  return couldHaveIssued(child, issuer) && child.verifySignature(issuer);
+}
+
+function checkLeaf(leaf: ParsedCertificate): void {
+  if (leaf.isCa)
+    throw new SpiffeError("ERR_SVID_LEAF_INVALID", "leaf SVID must not be a CA (basicConstraints cA=true)");
+  if (leaf.keyUsage !== undefined) {
+    if ((leaf.keyUsage & KEY_USAGE.keyCertSign) !== 0) {
+      throw new SpiffeError("ERR_SVID_LEAF_INVALID", "leaf SVID must not have the keyCertSign key usage");
+    }
+    if ((leaf.keyUsage & KEY_USAGE.cRLSign) !== 0) {
+      throw new SpiffeError("ERR_SVID_LEAF_INVALID", "leaf SVID must not have the cRLSign key usage");
+    }
+    if ((leaf.keyUsage & KEY_USAGE.digitalSignature) === 0) {
+      throw new SpiffeError("ERR_SVID_LEAF_INVALID", "leaf SVID key usage must include digitalSignature");
+    }
+  }
+  if (leaf.unhandledCritical.length > 0) {
+    throw new SpiffeError(
+      "ERR_SVID_LEAF_INVALID",
+      `leaf SVID has unsupported critical extension(s) ${leaf.unhandledCritical.join(", ")}`,
+    );
+  }
+}
+
+/**
+ * Validates an X.509-SVID chain against a trust bundle and returns its SPIFFE ID.
+ *
+ * Path validation: every certificate inside its validity window (with `clockSkewSeconds`), each
+ * signature verifies with its issuer's key, issuers are CAs with keyCertSign and respect
+ * pathLenConstraint, no unsupported critical extensions, and the path ends at a root the bundle
+ * holds for the SVID's trust domain. Then the SVID leaf rules: exactly one URI SAN that is a valid
+ * SPIFFE ID, not a CA, no keyCertSign or cRLSign.
+ *
+ * @param chain Leaf first; intermediates may follow in any order; a trailing root is allowed.
+ * @throws SpiffeError whose `code` names the broken rule.
+ */
+export function verifySvid(
+  chain: CertificateChainInput,
+  bundle: TrustBundle,
+  options: VerifySvidOptions = {},
+): SpiffeId {
+  const certs = parseChain(chain);
+  const leaf = certs[0] as ParsedCertificate;
+  const id = spiffeIdOfParsed(leaf);
+  if (options.trustDomain !== undefined && id.trustDomain !== options.trustDomain) {
+    throw new SpiffeError(
+      "ERR_SVID_TRUST_DOMAIN_MISMATCH",
+      `SVID ${id} is not in trust domain "${options.trustDomain}"`,
+      { spiffeId: id.toString() },
+    );
+  }
+  if (!bundle.has(id.trustDomain)) {
+    throw new SpiffeError(
+      "ERR_SVID_TRUST_DOMAIN_MISMATCH",
+      `SVID ${id} belongs to trust domain "${id.trustDomain}", which the trust bundle has no roots for`,
+      { spiffeId: id.toString() },
+    );
+  }
+  const roots = bundleRoots(bundle, id.trustDomain);
+  checkLeaf(leaf);
+
+  const now = (options.now ?? new Date()).getTime();
+  const skewMs = Math.max(0, options.clockSkewSeconds ?? 0) * 1000;
+  const maxLength = options.maxChainLength ?? 10;
+  checkValidity(leaf, "leaf SVID", now, skewMs);
+
+  validatePath(leaf, "leaf SVID", certs.slice(1), roots, {
+    now,
+    skewMs,
+    maxLength,
+    trustDomain: id.trustDomain,
+  });
+  return id;
+}
+
+/** Path validation context for {@link validatePath}. */
+export interface PathContext {
+  now: number;
+  skewMs: number;
+  maxLength: number;
+  trustDomain: string;
+}
+
+/**
+ * Walks from `start` up through `intermediates` to one of `roots`, checking validity windows,
+ * signatures and issuer flags on the way. `start` itself is only checked for its signature.
+ */
+export function validatePath(
+  start: ParsedCertificate,
+  startLabel: string,
+  intermediates: readonly ParsedCertificate[],
+  roots: readonly ParsedCertificate[],
+  ctx: PathContext,
+): void {
+  const { now, skewMs, maxLength } = ctx;
+  const certs = [start, ...intermediates];
+  const pool = [...intermediates];
+  let current = start;
+  let currentLabel = startLabel;
+  // Number of non-self-issued intermediate CAs already on the path below the next issuer.
+  let caBelow = 0;
+  for (let depth = 1; depth <= maxLength; depth++) {
+    if (roots.some((r) => r.der.equals(current.der))) return;
+    const root = roots.find((r) => signedBy(current, r));
+    if (root) {
+      const label = `trust bundle root (${root.subject || "<empty subject>"})`;
+      checkValidity(root, label, now, skewMs);
+      checkIssuerFlags(root, label, caBelow);
+      return;
+    }
+    const index = pool.findIndex((c) => signedBy(current, c));
+    if (index === -1) {
+      const nameMatch = [...roots, ...pool].some((c) => couldHaveIssued(current, c));
+      if (nameMatch) {
+        throw new SpiffeError(
+          "ERR_CERT_SIGNATURE_INVALID",
+          `${currentLabel}: signature does not verify with the key of its issuer "${current.issuer}"`,
+        );
+      }
+      throw new SpiffeError(
+        "ERR_CHAIN_UNTRUSTED",
+        `${currentLabel}: issuer "${current.issuer}" is neither in the chain nor a root of trust domain "${ctx.trustDomain}"`,
+      );
+    }
+    const issuer = pool[index] as ParsedCertificate;
+    pool.splice(index, 1);
+    const label = describe(issuer, certs.indexOf(issuer));
+    checkValidity(issuer, label, now, skewMs);
+    checkIssuerFlags(issuer, label, caBelow);
+    if (!issuer.selfIssued) caBelow++;
+    current = issuer;
+    currentLabel = label;
+  }
+  throw new SpiffeError("ERR_CHAIN_UNTRUSTED", `chain is longer than ${maxLength} certificates`);
+}
