@@ -1,0 +1,938 @@
+import { PolicyError, type ValidationIssue } from "./errors.js";
+import { type IpAddress, parseConnectionAddress } from "./ip-address.js";
+import type {
+  AuthorizationAction,
+  AuthorizationPolicy,
+  PeerAuthentication,
+  PolicyResource,
+  PolicyTargetReference,
+} from "./kubernetes-types.js";
+import {
+  type CompiledL7Policy,
+  compileAuthorizationPolicy,
+  explainL7Policy,
+  type HttpAttributes,
+  matchL7Policy,
+  type RequestAttributes,
+} from "./l7-matcher.js";
+import { parsePolicyYaml } from "./parse-policy-yaml.js";
+import { normalizeRequestPath, type PathNormalization } from "./path-match.js";
+import {
+  convertPeerAuthentication,
+  effectivePeerAuthenticationKeys,
+  oldestPeerAuthentication,
+  staticStrictAuthorization,
+} from "./peer-authentication.js";
+import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
+import { type ConversionWarning, isDryRun, toWireAuthorization } from "./to-wire-authorization.js";
+import { validateResource } from "./validate-resource.js";
+import type { WireAuthorization, WireScope } from "./wire.js";
+import {
+  type CompiledWireAuthorization,
+  compileWireAuthorization,
+  explainWireAuthorization,
+  identityAttributes,
+  matchWireAuthorization,
+} from "./wire-matcher.js";
+
+/** A Gateway, GatewayClass, Service or ServiceEntry a request is addressed through. */
+export interface PolicyTarget {
+  kind: string;
+  name: string;
+  namespace: string;
+  group?: string;
+}
+
+/** One connection or request to authorize. */
+export interface AuthorizationRequest {
+  source: {
+    ip: string;
+    port?: number;
+    /** `spiffe://td/ns/n/sa/s` of a verified mTLS peer; undefined on plaintext. */
+    identity?: string;
+  };
+  destination: {
+    ip: string;
+    /** The real target port (not 15008). */
+    port: number;
+    workload?: {
+      namespace: string;
+      name?: string;
+      labels?: Record<string, string>;
+      /**
+       * Names (`ns/name`) of the selector policies that apply, as WDS `Workload.authorization_policies`
+       * lists them. When given, they replace label selection (ztunnel behaviour).
+       */
+      authorizationPolicies?: readonly string[];
+    };
+    /** Objects the request is addressed through; `targetRefs` policies apply when one matches. */
+    targets?: readonly PolicyTarget[];
+    /** TLS server name, for `when: connection.sni`. */
+    sni?: string;
+  };
+  http?: {
+    host: string;
+    method: string;
+    path: string;
+    headers: Record<string, string | readonly string[] | undefined>;
+    /** `iss/sub` of a verified JWT. */
+    requestPrincipal?: string;
+    /** Verified JWT audiences, for `when: request.auth.audiences`. */
+    audiences?: readonly string[];
+    /** Verified JWT `azp`, for `when: request.auth.presenter`. */
+    presenter?: string;
+    /** Verified JWT claims, for `when: request.auth.claims[...]`. */
+    claims?: Record<string, unknown>;
+    /** Original client IP (XFF or PROXY protocol), for `remoteIpBlocks`; defaults to `source.ip`. */
+    remoteIp?: string;
+  };
+}
+
+export type DecisionAction = "ALLOW" | "DENY" | "CUSTOM" | "AUDIT";
+
+/** The answer, with an explanation a log line or a CLI can show. */
+export interface AuthorizationDecision {
+  allowed: boolean;
+  /** Human explanation, e.g. `explicitly denied by: prod/deny-ext (rule 0)`. */
+  reason: string;
+  /** `ns/name` of the policy that decided, if one did. */
+  policy?: string;
+  action?: DecisionAction;
+  /** Index of the rule (in `spec.rules`, or wire group) that matched. */
+  rule?: number;
+  /** What each applicable dry-run policy would have done. */
+  dryRun?: string[];
+  /** The decision if dry-run policies were enforced (only when some apply). */
+  dryRunAllowed?: boolean;
+  /** AUDIT policies that matched (`ns/name`). */
+  audit?: string[];
+  /** `L4` (ztunnel rules, no `http`) or `L7` (every attribute). */
+  layer: "L4" | "L7";
+  /** Set when the request itself was malformed (the decision is then a deny). */
+  error?: PolicyError;
+}
+
+/** Per-policy detail for "why was this denied?". */
+export interface PolicyExplanation {
+  policy: string;
+  action: AuthorizationAction;
+  dryRun: boolean;
+  /** Per rule: `matched` or why it did not match. */
+  rules: string[];
+}
+
+/** A connection that stays open and may need closing after a policy change. */
+export interface OpenConnection {
+  readonly request: AuthorizationRequest;
+}
+
+/** The CUSTOM action's external authorizer. */
+export type CustomAuthorizer = (
+  request: AuthorizationRequest,
+  policy: { namespace: string; name: string; provider: string },
+) => boolean;
+
+/** Options of {@link AuthorizationEngine}. */
+export interface AuthorizationEngineOptions {
+  /** Mesh root namespace. Default `istio-system`; meshConfig `rootNamespace`. */
+  rootNamespace?: string;
+  /** Enforce nothing for `istio.io/dry-run` policies but report them. Default true; istiod's WDS dry-run feature flag. */
+  enableDryRun?: boolean;
+  /** Path normalisation before `paths` matching. Default `BASE`; meshConfig `pathNormalization`. */
+  pathNormalization?: PathNormalization;
+  /**
+   * Which policies apply to L7 requests. `workload` (default): selector, namespace and root
+   * policies, plus `targetRefs` policies matching `destination.targets` (sidecar semantics).
+   * `waypoint`: only `targetRefs` policies matching `destination.targets` (waypoint semantics).
+   */
+  l7Attachment?: "workload" | "waypoint";
+  /** Decides requests that match a CUSTOM policy. Default: none, so a matching CUSTOM policy denies (fail closed, as Envoy ext_authz does). */
+  customAuthorizer?: CustomAuthorizer;
+  /** Log every decision at info level. Default false; ztunnel `AUTHZ_POLICY_INFO_LOGGING`. */
+  logDecisions?: boolean;
+  /** Default: no-op. */
+  logger?: Logger;
+  /** Default: no-op. */
+  metrics?: MetricsSink;
+}
+
+/** What happened to a resource given to {@link AuthorizationEngine.apply}. */
+export interface ApplyResult {
+  /** `Kind ns/name`. */
+  resource: string;
+  /** Validation warnings and the conversion status message, if any. */
+  warnings: (ValidationIssue | ConversionWarning)[];
+  /** The wire policy ztunnel enforces for it (AuthorizationPolicy only; absent when not for ztunnel). */
+  authorization?: WireAuthorization;
+}
+
+type EntryKind = "AuthorizationPolicy" | "Authorization";
+
+interface Entry {
+  readonly key: string;
+  readonly kind: EntryKind;
+  readonly namespace: string;
+  readonly name: string;
+  readonly action: AuthorizationAction;
+  readonly dryRun: boolean;
+  readonly scope: WireScope | "TARGET_REF";
+  readonly selector: Readonly<Record<string, string>> | undefined;
+  readonly targetRefs: readonly PolicyTargetReference[];
+  readonly provider: string | undefined;
+  readonly wire: CompiledWireAuthorization | undefined;
+  readonly ruleIndexes: readonly number[] | undefined;
+  /** The Kubernetes form, compiled for L7 on first use (most entries are only ever used at L4). */
+  readonly policy: AuthorizationPolicy | undefined;
+  l7: CompiledL7Policy | undefined;
+}
+
+interface NamespaceBucket {
+  namespaced: Entry[];
+  selected: Entry[];
+  targeted: Entry[];
+}
+
+type IdentityParts = ReturnType<typeof identityAttributes>;
+const NO_IDENTITY: IdentityParts = identityAttributes(undefined);
+/** Bound of the parsed-address and identity caches (cleared when full). */
+const CACHE_LIMIT = 8192;
+
+const ALLOW_LABELS = { decision: "allow" } as const;
+const DENY_LABELS = { decision: "deny" } as const;
+
+function labelsSelect(
+  selector: Readonly<Record<string, string>>,
+  labels: Readonly<Record<string, string>> | undefined,
+): boolean {
+  for (const k in selector) {
+    if (labels === undefined || labels[k] !== selector[k]) return false;
+  }
+  return true;
+}
+
+function canonicalGroup(kind: string, group: string | undefined): string {
+  if (group !== undefined && group !== "" && group !== "core") return group;
+  if (kind === "Gateway" || kind === "GatewayClass") return "gateway.networking.k8s.io";
+  if (kind === "ServiceEntry") return "networking.istio.io";
+  return "core";
+}
+
+/**
+ * Holds AuthorizationPolicies, PeerAuthentications and wire `Authorization`s, indexed by scope,
+ * namespace and selected workloads, and decides connections (ztunnel's L4 rules) and HTTP
+ * requests (every attribute) with Istio's order: CUSTOM, DENY, no ALLOW policy means allow,
+ * a matching ALLOW allows, otherwise deny.
+ */
+export class AuthorizationEngine {
+  readonly #rootNamespace: string;
+  readonly #enableDryRun: boolean;
+  readonly #pathNormalization: PathNormalization;
+  readonly #l7Attachment: "workload" | "waypoint";
+  readonly #customAuthorizer: CustomAuthorizer | undefined;
+  readonly #logDecisions: boolean;
+  readonly #logger: Logger;
+  readonly #decisions: ReturnType<MetricsSink["counter"]>;
+
+  readonly #entries = new Map<string, Entry>();
+  readonly #global: Entry[] = [];
+  readonly #globalSelected: Entry[] = [];
+  readonly #byNamespace = new Map<string, NamespaceBucket>();
+
+  readonly #peerAuthentications = new Map<string, PeerAuthentication>();
+  readonly #addressCache = new Map<string, IpAddress>();
+  readonly #identityCache = new Map<string, IdentityParts>();
+  readonly #namespaceCache = new Map<string, { version: number; entries: readonly Entry[] }>();
+  readonly #peerEntries = new Map<string, Entry>();
+
+  #version = 0;
+  readonly #changes: { version: number; namespace: string }[] = [];
+
+  constructor(options: AuthorizationEngineOptions = {}) {
+    this.#rootNamespace = options.rootNamespace ?? "istio-system";
+    this.#enableDryRun = options.enableDryRun ?? true;
+    this.#pathNormalization = options.pathNormalization ?? "BASE";
+    this.#l7Attachment = options.l7Attachment ?? "workload";
+    this.#customAuthorizer = options.customAuthorizer;
+    this.#logDecisions = options.logDecisions ?? false;
+    this.#logger = options.logger ?? noopLogger;
+    this.#decisions = (options.metrics ?? noopMetrics).counter(
+      "ambient_policy_decisions_total",
+      "Authorization decisions by outcome.",
+      ["decision"],
+    );
+  }
+
+  /** Increases on every change; pass it to {@link reevaluate} to check only affected connections. */
+  get version(): number {
+    return this.#version;
+  }
+
+  /** Number of stored policies (AuthorizationPolicies and wire Authorizations). */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /**
+   * Validates and stores (or replaces) an AuthorizationPolicy or PeerAuthentication. Throws
+   * {@link PolicyError} when it is invalid; the other policies keep working.
+   */
+  apply(input: PolicyResource | unknown): ApplyResult {
+    const { resource, warnings } = validateResource(input);
+    const result: ApplyResult = {
+      resource: `${resource.kind} ${resource.metadata.namespace}/${resource.metadata.name}`,
+      warnings: [...warnings],
+    };
+    if (resource.kind === "PeerAuthentication") {
+      this.#peerAuthentications.set(`${resource.metadata.namespace}/${resource.metadata.name}`, resource);
+      this.#rebuildPeerEntries();
+      this.#changed(resource.metadata.namespace);
+    } else {
+      const conversion = this.#storeAuthorizationPolicy(resource);
+      if (conversion.warning) result.warnings.push(conversion.warning);
+      if (conversion.authorization) result.authorization = conversion.authorization;
+    }
+    for (const w of result.warnings) this.#logger.warn({ resource: result.resource, ...w }, "policy warning");
+    return result;
+  }
+
+  /**
+   * Applies every resource of a YAML stream. Bad documents are returned in `errors` and skipped;
+   * the valid ones are applied.
+   */
+  applyYaml(text: string): { applied: ApplyResult[]; errors: PolicyError[] } {
+    const parsed = parsePolicyYaml(text);
+    const applied: ApplyResult[] = [];
+    const errors = [...parsed.errors];
+    for (const r of [...parsed.peerAuthentications, ...parsed.authorizationPolicies]) {
+      try {
+        applied.push(this.apply(r));
+      } catch (err) {
+        if (err instanceof PolicyError) errors.push(err);
+        else throw err;
+      }
+    }
+    for (const e of parsed.errors) this.#logger.warn({ code: e.code, err: e.message }, "policy rejected");
+    return { applied, errors };
+  }
+
+  /**
+   * Stores (or replaces) a wire `istio.security.Authorization`, e.g. as received over xDS.
+   * WORKLOAD_SELECTOR policies stored this way apply only through
+   * `destination.workload.authorizationPolicies`. Throws `ERR_WIRE_INVALID` for bad input.
+   */
+  setAuthorization(authorization: WireAuthorization): void {
+    const wire = compileWireAuthorization(authorization);
+    for (const p of wire.problems) this.#logger.warn({ policy: wire.key, problem: p }, "wire policy problem");
+    this.#put({
+      key: wire.key,
+      kind: "Authorization",
+      namespace: authorization.namespace,
+      name: authorization.name,
+      action: authorization.action,
+      dryRun: authorization.dryRun === true,
+      scope: authorization.scope,
+      selector: undefined,
+      targetRefs: [],
+      provider: undefined,
+      wire,
+      ruleIndexes: undefined,
+      policy: undefined,
+      l7: undefined,
+    });
+  }
+
+  /** Removes a stored resource; returns whether it existed. */
+  delete(
+    kind: "AuthorizationPolicy" | "PeerAuthentication" | "Authorization",
+    namespace: string,
+    name: string,
+  ): boolean {
+    const key = `${namespace}/${name}`;
+    if (kind === "PeerAuthentication") {
+      const existed = this.#peerAuthentications.delete(key);
+      if (existed) {
+        this.#rebuildPeerEntries();
+        this.#changed(namespace);
+      }
+      return existed;
+    }
+    const entry = this.#entries.get(key);
+    if (entry === undefined || entry.kind !== kind) return false;
+    this.#remove(entry);
+    this.#changed(namespace);
+    return true;
+  }
+
+  /** Every wire policy ztunnel would receive, including the PeerAuthentication-derived ones. */
+  wireAuthorizations(): WireAuthorization[] {
+    const out: WireAuthorization[] = [];
+    for (const e of this.#entries.values()) if (e.wire) out.push(e.wire.source);
+    for (const e of this.#peerEntries.values()) if (e.wire) out.push(e.wire.source);
+    return out;
+  }
+
+  /** Decides a connection (no `http`: ztunnel's L4 rules) or an HTTP request (every attribute). */
+  evaluate(request: AuthorizationRequest): AuthorizationDecision {
+    const layer = request.http === undefined ? "L4" : "L7";
+    let attrs: RequestAttributes;
+    try {
+      attrs = this.#attributes(request);
+    } catch (err) {
+      const error =
+        err instanceof PolicyError
+          ? err
+          : new PolicyError("ERR_REQUEST_INVALID", String(err), { cause: err });
+      this.#decisions.inc(DENY_LABELS);
+      return { allowed: false, reason: `invalid request: ${error.message}`, layer, error };
+    }
+    const decision = this.#decide(request, attrs, this.#applicable(request, layer), layer);
+    this.#decisions.inc(decision.allowed ? ALLOW_LABELS : DENY_LABELS);
+    if (this.#logDecisions) {
+      this.#logger.info(
+        {
+          src: `${request.source.ip}${request.source.port === undefined ? "" : `:${request.source.port}`}`,
+          srcIdentity: request.source.identity,
+          dst: `${request.destination.ip}:${request.destination.port}`,
+          allowed: decision.allowed,
+          policy: decision.policy,
+        },
+        decision.reason,
+      );
+    }
+    return decision;
+  }
+
+  /** Per applicable policy, which rules matched and why the others did not. */
+  explain(request: AuthorizationRequest): PolicyExplanation[] {
+    const layer = request.http === undefined ? "L4" : "L7";
+    const attrs = this.#attributes(request);
+    return this.#applicable(request, layer).map((e) => {
+      let rules: string[];
+      if (layer === "L7" && e.policy) rules = explainL7Policy(this.#l7(e), attrs);
+      else if (e.wire) {
+        const groups = explainWireAuthorization(e.wire, attrs, request.source.ip, request.destination.ip);
+        const specRules = e.policy?.spec.rules;
+        if (specRules !== undefined && e.ruleIndexes !== undefined && specRules.length > 0) {
+          // Report per spec rule, so rules ztunnel dropped are visible too.
+          rules = specRules.map(
+            () => "dropped at L4: the rule uses HTTP attributes (it never matches at ztunnel)",
+          );
+          e.ruleIndexes.forEach((ruleIndex, group) => {
+            rules[ruleIndex] = groups[group] ?? "matched";
+          });
+        } else rules = groups;
+      } else rules = [];
+      return { policy: e.key, action: e.action, dryRun: e.dryRun, rules };
+    });
+  }
+
+  /**
+   * Re-decides open connections after a policy change and returns those now denied, so they can
+   * be closed (ztunnel drains them with "connection closed due to policy change"). With `since`
+   * (an earlier {@link version}), connections whose destination namespace saw no change are skipped.
+   */
+  reevaluate<T extends OpenConnection>(
+    connections: Iterable<T>,
+    options: { since?: number } = {},
+  ): { connection: T; decision: AuthorizationDecision }[] {
+    const affected = options.since === undefined ? undefined : this.#changedSince(options.since);
+    const denied: { connection: T; decision: AuthorizationDecision }[] = [];
+    for (const connection of connections) {
+      if (affected !== undefined && affected !== "all") {
+        const ns = connection.request.destination.workload?.namespace;
+        if (ns === undefined || !affected.has(ns)) continue;
+      }
+      const decision = this.evaluate(connection.request);
+      if (!decision.allowed) denied.push({ connection, decision });
+    }
+    return denied;
+  }
+
+  #changed(namespace: string): void {
+    this.#version++;
+    this.#changes.push({
+      version: this.#version,
+      namespace: namespace === this.#rootNamespace ? "*" : namespace,
+    });
+    if (this.#changes.length > 4096) this.#changes.splice(0, 2048);
+  }
+
+  #changedSince(since: number): Set<string> | "all" {
+    const first = this.#changes[0];
+    if (since < this.#version && (first === undefined || first.version > since + 1)) return "all";
+    const out = new Set<string>();
+    for (const c of this.#changes) {
+      if (c.version <= since) continue;
+      if (c.namespace === "*") return "all";
+      out.add(c.namespace);
+    }
+    return out;
+  }
+
+  #storeAuthorizationPolicy(policy: AuthorizationPolicy): ReturnType<typeof toWireAuthorization> {
+    const conversion = toWireAuthorization(policy, {
+      rootNamespace: this.#rootNamespace,
+      enableDryRun: this.#enableDryRun,
+    });
+    const { namespace, name } = policy.metadata;
+    const spec = policy.spec;
+    const targetRefs = [...(spec.targetRefs ?? []), ...(spec.targetRef ? [spec.targetRef] : [])];
+    let scope: Entry["scope"];
+    if (targetRefs.length > 0) scope = "TARGET_REF";
+    else if (spec.selector !== undefined) scope = "WORKLOAD_SELECTOR";
+    else scope = namespace === this.#rootNamespace ? "GLOBAL" : "NAMESPACE";
+    this.#put({
+      key: `${namespace}/${name}`,
+      kind: "AuthorizationPolicy",
+      namespace,
+      name,
+      action: spec.action ?? "ALLOW",
+      dryRun: this.#enableDryRun && isDryRun(policy),
+      scope,
+      selector: spec.selector === undefined ? undefined : (spec.selector.matchLabels ?? {}),
+      targetRefs,
+      provider: spec.provider?.name,
+      wire: conversion.authorization ? compileWireAuthorization(conversion.authorization) : undefined,
+      ruleIndexes: conversion.ruleIndexes,
+      // A dry-run policy refused for ztunnel is not enforced anywhere.
+      policy: conversion.skipped === "dry-run-disabled" ? undefined : policy,
+      l7: undefined,
+    });
+    return conversion;
+  }
+
+  #put(entry: Entry): void {
+    const old = this.#entries.get(entry.key);
+    if (old) this.#remove(old);
+    this.#entries.set(entry.key, entry);
+    if (entry.scope === "GLOBAL") this.#global.push(entry);
+    else if (
+      entry.scope === "WORKLOAD_SELECTOR" &&
+      entry.namespace === this.#rootNamespace &&
+      entry.selector !== undefined
+    ) {
+      this.#globalSelected.push(entry);
+    } else {
+      const bucket = this.#bucket(entry.namespace);
+      if (entry.scope === "NAMESPACE") bucket.namespaced.push(entry);
+      else if (entry.scope === "WORKLOAD_SELECTOR") bucket.selected.push(entry);
+      else bucket.targeted.push(entry);
+    }
+    this.#changed(entry.namespace);
+  }
+
+  #remove(entry: Entry): void {
+    this.#entries.delete(entry.key);
+    const drop = (list: Entry[]): void => {
+      const i = list.indexOf(entry);
+      if (i >= 0) list.splice(i, 1);
+    };
+    drop(this.#global);
+    drop(this.#globalSelected);
+    const bucket = this.#byNamespace.get(entry.namespace);
+    if (bucket) {
+      drop(bucket.namespaced);
+      drop(bucket.selected);
+      drop(bucket.targeted);
+      if (bucket.namespaced.length + bucket.selected.length + bucket.targeted.length === 0)
+        this.#byNamespace.delete(entry.namespace);
+    }
+  }
+
+  #bucket(namespace: string): NamespaceBucket {
+    let bucket = this.#byNamespace.get(namespace);
+    if (bucket === undefined) {
+      bucket = { namespaced: [], selected: [], targeted: [] };
+      this.#byNamespace.set(namespace, bucket);
+    }
+    return bucket;
+  }
+
+  #rebuildPeerEntries(): void {
+    this.#peerEntries.clear();
+    if (this.#peerAuthentications.size === 0) return;
+    const all = [...this.#peerAuthentications.values()];
+    const namespaceWide = (ns: string): PeerAuthentication | undefined =>
+      oldestPeerAuthentication(
+        all.filter(
+          (p) => p.metadata.namespace === ns && Object.keys(p.spec.selector?.matchLabels ?? {}).length === 0,
+        ),
+      );
+    const mesh = namespaceWide(this.#rootNamespace);
+    const wires = [staticStrictAuthorization(this.#rootNamespace)];
+    for (const pa of all) {
+      const nsPolicy = namespaceWide(pa.metadata.namespace);
+      const converted = convertPeerAuthentication(pa, {
+        rootNamespace: this.#rootNamespace,
+        ...(nsPolicy ? { namespacePolicy: nsPolicy } : {}),
+        ...(mesh ? { meshPolicy: mesh } : {}),
+      });
+      if (converted) wires.push(converted);
+    }
+    for (const w of wires) {
+      const wire = compileWireAuthorization(w);
+      this.#peerEntries.set(wire.key, {
+        key: wire.key,
+        kind: "Authorization",
+        namespace: w.namespace,
+        name: w.name,
+        action: w.action,
+        dryRun: false,
+        scope: w.scope,
+        selector: undefined,
+        targetRefs: [],
+        provider: undefined,
+        wire,
+        ruleIndexes: undefined,
+        policy: undefined,
+        l7: undefined,
+      });
+    }
+  }
+
+  #peerKeysFor(namespace: string, labels: Readonly<Record<string, string>> | undefined): string[] {
+    const applicable: PeerAuthentication[] = [];
+    for (const pa of this.#peerAuthentications.values()) {
+      const ns = pa.metadata.namespace;
+      const sel = pa.spec.selector?.matchLabels ?? {};
+      const hasSelector = Object.keys(sel).length > 0;
+      if (!hasSelector && (ns === this.#rootNamespace || ns === namespace)) applicable.push(pa);
+      else if (hasSelector && ns === namespace && labelsSelect(sel, labels)) applicable.push(pa);
+    }
+    return effectivePeerAuthenticationKeys(this.#rootNamespace, applicable);
+  }
+
+  #targetMatches(entry: Entry, targets: readonly PolicyTarget[] | undefined): boolean {
+    if (targets === undefined || targets.length === 0) return false;
+    return entry.targetRefs.some((ref) => {
+      const ns = ref.namespace ?? entry.namespace;
+      return targets.some(
+        (t) =>
+          t.kind === ref.kind &&
+          t.name === ref.name &&
+          (ref.kind === "GatewayClass" || t.namespace === ns) &&
+          canonicalGroup(t.kind, t.group) === canonicalGroup(ref.kind, ref.group),
+      );
+    });
+  }
+
+  #applicable(request: AuthorizationRequest, layer: "L4" | "L7"): readonly Entry[] {
+    const workload = request.destination.workload;
+    // The common L4 case depends on the namespace only: reuse its list until the next change.
+    const cacheable =
+      layer === "L4" &&
+      workload !== undefined &&
+      workload.authorizationPolicies === undefined &&
+      this.#globalSelected.length === 0 &&
+      this.#peerAuthentications.size === 0 &&
+      (this.#byNamespace.get(workload.namespace)?.selected.length ?? 0) === 0;
+    if (cacheable) {
+      const cached = this.#namespaceCache.get(workload.namespace);
+      if (cached !== undefined && cached.version === this.#version) return cached.entries;
+      const entries = this.#collect(request, layer);
+      if (this.#namespaceCache.size >= CACHE_LIMIT) this.#namespaceCache.clear();
+      this.#namespaceCache.set(workload.namespace, { version: this.#version, entries });
+      return entries;
+    }
+    return this.#collect(request, layer);
+  }
+
+  #collect(request: AuthorizationRequest, layer: "L4" | "L7"): Entry[] {
+    const out: Entry[] = [];
+    const l4 = layer === "L4";
+    const workload = request.destination.workload;
+    const waypoint = !l4 && this.#l7Attachment === "waypoint";
+    if (!waypoint) {
+      for (let i = 0; i < this.#global.length; i++) this.#add(out, this.#global[i] as Entry, l4);
+      if (workload !== undefined) {
+        const bucket = this.#byNamespace.get(workload.namespace);
+        if (bucket)
+          for (let i = 0; i < bucket.namespaced.length; i++)
+            this.#add(out, bucket.namespaced[i] as Entry, l4);
+        if (workload.authorizationPolicies !== undefined) {
+          for (const key of workload.authorizationPolicies) {
+            const e = this.#entries.get(key) ?? this.#peerEntries.get(key);
+            if (e !== undefined && e.scope === "WORKLOAD_SELECTOR") this.#add(out, e, l4);
+          }
+        } else {
+          for (const e of this.#globalSelected)
+            if (e.selector && labelsSelect(e.selector, workload.labels)) this.#add(out, e, l4);
+          if (bucket)
+            for (const e of bucket.selected)
+              if (e.selector && labelsSelect(e.selector, workload.labels)) this.#add(out, e, l4);
+          if (this.#peerAuthentications.size > 0) {
+            for (const key of this.#peerKeysFor(workload.namespace, workload.labels)) {
+              const e = this.#peerEntries.get(key);
+              if (e) this.#add(out, e, l4);
+            }
+          }
+        }
+      }
+    }
+    if (!l4 && request.destination.targets !== undefined) {
+      const namespaces = new Set(request.destination.targets.map((t) => t.namespace));
+      namespaces.add(this.#rootNamespace);
+      for (const ns of namespaces) {
+        const bucket = this.#byNamespace.get(ns);
+        if (bucket)
+          for (const e of bucket.targeted)
+            if (this.#targetMatches(e, request.destination.targets)) this.#add(out, e, l4);
+      }
+    }
+    return out;
+  }
+
+  /** Entries with nothing to evaluate at this layer (e.g. CUSTOM at L4) are left out. */
+  #add(out: Entry[], e: Entry, l4: boolean): void {
+    if (e.wire !== undefined || (!l4 && e.policy !== undefined)) out.push(e);
+  }
+
+  #address(text: unknown, field: string): IpAddress {
+    if (typeof text === "string") {
+      const cached = this.#addressCache.get(text);
+      if (cached !== undefined) return cached;
+      const parsed = parseConnectionAddress(text);
+      if (parsed !== undefined) {
+        if (this.#addressCache.size >= CACHE_LIMIT) this.#addressCache.clear();
+        this.#addressCache.set(text, parsed);
+        return parsed;
+      }
+    }
+    throw new PolicyError("ERR_REQUEST_INVALID", `${field} is not an IP address: ${JSON.stringify(text)}`);
+  }
+
+  #identity(identity: string | undefined): IdentityParts {
+    if (identity === undefined) return NO_IDENTITY;
+    if (typeof identity !== "string")
+      throw new PolicyError("ERR_REQUEST_INVALID", "source.identity must be a string");
+    let parts = this.#identityCache.get(identity);
+    if (parts === undefined) {
+      parts = identityAttributes(identity);
+      if (this.#identityCache.size >= CACHE_LIMIT) this.#identityCache.clear();
+      this.#identityCache.set(identity, parts);
+    }
+    return parts;
+  }
+
+  #attributes(request: AuthorizationRequest): RequestAttributes {
+    if (
+      typeof request !== "object" ||
+      request === null ||
+      typeof request.destination !== "object" ||
+      request.destination === null
+    ) {
+      throw new PolicyError("ERR_REQUEST_INVALID", "a request needs source and destination");
+    }
+    const sourceIp = this.#address(request.source?.ip, "source.ip");
+    const destinationIp = this.#address(request.destination.ip, "destination.ip");
+    const port = request.destination.port;
+    if (!Number.isInteger(port) || port < 0 || port > 65535) {
+      throw new PolicyError("ERR_REQUEST_INVALID", `destination.port is not a port: ${JSON.stringify(port)}`);
+    }
+    const id = this.#identity(request.source.identity);
+    return {
+      sourceIp,
+      destinationIp,
+      destinationPort: port,
+      principal: id.principal,
+      namespace: id.namespace,
+      serviceAccount: id.serviceAccount,
+      trustDomain: id.trustDomain,
+      http: request.http === undefined ? undefined : this.#httpAttributes(request.http, sourceIp),
+      sni: request.destination.sni,
+    };
+  }
+
+  #httpAttributes(http: NonNullable<AuthorizationRequest["http"]>, sourceIp: IpAddress): HttpAttributes {
+    if (typeof http.path !== "string" || typeof http.method !== "string" || typeof http.host !== "string") {
+      throw new PolicyError("ERR_REQUEST_INVALID", "http.host, http.method and http.path must be strings");
+    }
+    const headers = new Map<string, string>();
+    for (const [name, value] of Object.entries(http.headers ?? {})) {
+      if (value === undefined) continue;
+      const key = name.toLowerCase();
+      const joined = typeof value === "string" ? value : value.join(",");
+      const prev = headers.get(key);
+      headers.set(key, prev === undefined ? joined : `${prev},${joined}`);
+    }
+    let remoteIp = sourceIp;
+    if (http.remoteIp !== undefined) {
+      const parsed = parseConnectionAddress(http.remoteIp);
+      if (parsed === undefined)
+        throw new PolicyError(
+          "ERR_REQUEST_INVALID",
+          `http.remoteIp is not an IP address: ${JSON.stringify(http.remoteIp)}`,
+        );
+      remoteIp = parsed;
+    }
+    return {
+      host: http.host,
+      method: http.method,
+      path: normalizeRequestPath(http.path, this.#pathNormalization),
+      headers,
+      requestPrincipal: http.requestPrincipal,
+      audiences: http.audiences ?? [],
+      presenter: http.presenter,
+      claims: http.claims ?? {},
+      remoteIp,
+    };
+  }
+
+  #l7(e: Entry): CompiledL7Policy {
+    if (e.l7 === undefined && e.policy !== undefined) e.l7 = compileAuthorizationPolicy(e.policy);
+    return e.l7 as CompiledL7Policy;
+  }
+
+  /** Index of the matching rule for an entry, or -1; the rule index is in `spec.rules` terms where known. */
+  #match(e: Entry, attrs: RequestAttributes, layer: "L4" | "L7"): number {
+    if (layer === "L7" && e.policy !== undefined) return matchL7Policy(this.#l7(e), attrs);
+    if (e.wire === undefined) return -1;
+    const group = matchWireAuthorization(e.wire, attrs);
+    if (group < 0) return -1;
+    return e.ruleIndexes?.[group] ?? group;
+  }
+
+  #decide(
+    request: AuthorizationRequest,
+    attrs: RequestAttributes,
+    applicable: readonly Entry[],
+    layer: "L4" | "L7",
+  ): AuthorizationDecision {
+    const decision = this.#enforce(request, attrs, applicable, layer);
+    let anyDryRun = false;
+    for (let i = 0; i < applicable.length; i++) if ((applicable[i] as Entry).dryRun) anyDryRun = true;
+    if (anyDryRun) this.#addDryRun(decision, attrs, applicable, layer);
+    return decision;
+  }
+
+  /** Reports what dry-run policies would do, and the decision if they were enforced. */
+  #addDryRun(
+    decision: AuthorizationDecision,
+    attrs: RequestAttributes,
+    applicable: readonly Entry[],
+    layer: "L4" | "L7",
+  ): void {
+    const notes: string[] = [];
+    let shadowDeny = false;
+    let shadowAllowPolicies = 0;
+    let shadowAllowMatched = false;
+    for (const e of applicable) {
+      if (e.action !== "ALLOW" && e.action !== "DENY") continue;
+      const idx = this.#match(e, attrs, layer);
+      if (e.action === "DENY" && idx >= 0) shadowDeny = true;
+      if (e.action === "ALLOW") {
+        shadowAllowPolicies++;
+        if (idx >= 0) shadowAllowMatched = true;
+      }
+      if (!e.dryRun) continue;
+      if (idx >= 0)
+        notes.push(
+          `${e.key}: ${e.action} rule ${idx} matched; would ${e.action === "DENY" ? "deny" : "allow"}`,
+        );
+      else notes.push(`${e.key}: ${e.action} policy matched no rule`);
+    }
+    decision.dryRun = notes;
+    decision.dryRunAllowed =
+      !decision.error &&
+      !shadowDeny &&
+      (shadowAllowPolicies === 0 || shadowAllowMatched) &&
+      decision.action !== "CUSTOM";
+  }
+
+  #enforce(
+    request: AuthorizationRequest,
+    attrs: RequestAttributes,
+    applicable: readonly Entry[],
+    layer: "L4" | "L7",
+  ): AuthorizationDecision {
+    const l7 = layer === "L7";
+    if (l7) {
+      for (const e of applicable) {
+        if (e.action !== "CUSTOM" || e.dryRun) continue;
+        const idx = this.#match(e, attrs, layer);
+        if (idx < 0) continue;
+        const provider = e.provider ?? "";
+        if (this.#customAuthorizer?.(request, { namespace: e.namespace, name: e.name, provider }) === true)
+          continue;
+        return {
+          allowed: false,
+          reason: this.#customAuthorizer
+            ? `denied by CUSTOM policy ${e.key} (provider ${provider})`
+            : `denied by CUSTOM policy ${e.key}: no authorizer for provider ${provider} (fail closed)`,
+          policy: e.key,
+          action: "CUSTOM",
+          rule: idx,
+          layer,
+        };
+      }
+    }
+    for (let i = 0; i < applicable.length; i++) {
+      const e = applicable[i] as Entry;
+      if (e.action !== "DENY" || e.dryRun) continue;
+      const idx = this.#match(e, attrs, layer);
+      if (idx >= 0) {
+        return {
+          allowed: false,
+          reason: `explicitly denied by: ${e.key} (rule ${idx})`,
+          policy: e.key,
+          action: "DENY",
+          rule: idx,
+          layer,
+        };
+      }
+    }
+    let audit: string[] | undefined;
+    if (l7) {
+      for (const e of applicable) {
+        if (e.action !== "AUDIT" || e.dryRun || this.#match(e, attrs, layer) < 0) continue;
+        if (audit === undefined) audit = [];
+        audit.push(e.key);
+      }
+    }
+    let decision: AuthorizationDecision | undefined;
+    let allowPolicies = 0;
+    for (let i = 0; i < applicable.length; i++) {
+      const e = applicable[i] as Entry;
+      if (e.action !== "ALLOW" || e.dryRun) continue;
+      allowPolicies++;
+      const idx = this.#match(e, attrs, layer);
+      if (idx >= 0) {
+        decision = {
+          allowed: true,
+          reason: `allowed by: ${e.key} (rule ${idx})`,
+          policy: e.key,
+          action: "ALLOW",
+          rule: idx,
+          layer,
+        };
+        break;
+      }
+    }
+    if (decision === undefined) {
+      if (allowPolicies === 0)
+        decision = { allowed: true, reason: "no ALLOW policy applies: allowed by default", layer };
+      else {
+        // Names are only gathered on this (rare) path to keep the allow path allocation-free.
+        const names: string[] = [];
+        for (let i = 0; i < applicable.length && names.length < 5; i++) {
+          const e = applicable[i] as Entry;
+          if (e.action === "ALLOW" && !e.dryRun) names.push(e.key);
+        }
+        const more = allowPolicies > names.length ? ` and ${allowPolicies - names.length} more` : "";
+        const checked = names.join(", ") + more;
+        decision = {
+          allowed: false,
+          reason: `allow policies exist, but none allowed (checked: ${checked})`,
+          layer,
+        };
+      }
+    }
+    if (audit !== undefined) decision.audit = audit;
+    return decision;
+  }
+}
+
+/** Creates an {@link AuthorizationEngine}. */
+export function createAuthorizationEngine(options: AuthorizationEngineOptions = {}): AuthorizationEngine {
+  return new AuthorizationEngine(options);
+}

@@ -1,0 +1,57 @@
+/**
+ * Stable error codes of `@ambient/policy`. Each names the rule that was broken.
+ */
+export type PolicyErrorCode =
+  /** The text is not valid YAML or JSON. */
+  | "ERR_POLICY_YAML"
+  /** A resource is not a supported kind or apiVersion. */
+  | "ERR_POLICY_UNSUPPORTED_KIND"
+  /** A resource breaks a validation rule; `details.issues` lists every field path and reason. */
+  | "ERR_POLICY_INVALID"
+  /** A wire-form `istio.security.Authorization` is malformed (bad address length, unknown enum, ...). */
+  | "ERR_WIRE_INVALID"
+  /** An authorization request is malformed (bad IP address, port out of range, ...). */
+  | "ERR_REQUEST_INVALID";
+
+/** One validation problem, with the field path it was found at. */
+export interface ValidationIssue {
+  /** Dotted field path, e.g. `spec.rules[1].from[0].source.ipBlocks[2]`. */
+  readonly path: string;
+  /** What is wrong, e.g. `not a CIDR`. */
+  readonly message: string;
+}
+
+const BRAND = Symbol.for("@ambient/policy.error");
+
+/** Extra fields carried by a {@link PolicyError}. */
+export interface PolicyErrorDetails {
+  cause?: unknown;
+  /** Validation issues, for `ERR_POLICY_INVALID`. */
+  issues?: readonly ValidationIssue[];
+  [key: string]: unknown;
+}
+
+/**
+ * The one error class of `@ambient/policy`. `instanceof` works across the ESM and CJS copies
+ * of the package thanks to a `Symbol.for` brand.
+ */
+export class PolicyError extends Error {
+  override readonly name = "PolicyError";
+  readonly code: PolicyErrorCode;
+  /** Validation issues (empty unless `code` is `ERR_POLICY_INVALID`). */
+  readonly issues: readonly ValidationIssue[];
+  readonly details: Readonly<Record<string, unknown>>;
+
+  constructor(code: PolicyErrorCode, message: string, details: PolicyErrorDetails = {}) {
+    const { cause, issues, ...rest } = details;
+    super(message, cause === undefined ? undefined : { cause });
+    this.code = code;
+    this.issues = issues ?? [];
+    this.details = rest;
+    Object.defineProperty(this, BRAND, { value: true });
+  }
+
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
+  }
+}
