@@ -1,0 +1,43 @@
+const BRAND = Symbol.for("@ambient/xds.error");
+
+/** Stable error codes of {@link XdsError}. */
+export type XdsErrorCode =
+  | "ERR_XDS_UNKNOWN_TYPE"
+  | "ERR_XDS_DECODE"
+  | "ERR_XDS_ENCODE"
+  | "ERR_XDS_INVALID_ARGUMENT"
+  | "ERR_XDS_UNAUTHENTICATED"
+  | "ERR_XDS_PERMISSION_DENIED"
+  | "ERR_XDS_STREAM"
+  | "ERR_XDS_UNAVAILABLE"
+  | "ERR_XDS_CLOSED";
+
+/** Extra fields carried by an {@link XdsError}. */
+export interface XdsErrorDetails {
+  cause?: unknown;
+  typeUrl?: string;
+  resourceName?: string;
+  grpcCode?: number;
+}
+
+/** The one error class of @ambient/xds; `instanceof` works across the ESM and CJS builds. */
+export class XdsError extends Error {
+  readonly code: XdsErrorCode;
+  readonly typeUrl: string | undefined;
+  readonly resourceName: string | undefined;
+  readonly grpcCode: number | undefined;
+
+  constructor(code: XdsErrorCode, message: string, details: XdsErrorDetails = {}) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.name = "XdsError";
+    this.code = code;
+    this.typeUrl = details.typeUrl;
+    this.resourceName = details.resourceName;
+    this.grpcCode = details.grpcCode;
+    Object.defineProperty(this, BRAND, { value: true });
+  }
+
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
+  }
+}

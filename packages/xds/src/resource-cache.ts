@@ -1,0 +1,295 @@
+import { createHash } from "node:crypto";
+import protobuf from "protobufjs/light.js";
+import { XdsError } from "./errors.js";
+import {
+  type MessageInit,
+  type MessageOf,
+  messageNameOf,
+  TYPE_URL_PREFIX,
+  typeRegistry,
+} from "./type-registry.js";
+
+/** One cached resource: its payload is encoded once per version and shared by every stream. */
+export interface CachedResource {
+  readonly typeUrl: string;
+  readonly name: string;
+  /** Content hash of the payload; equal payloads have equal versions. */
+  readonly version: string;
+  readonly aliases: readonly string[];
+  /** Encoded payload (the `Any.value`). */
+  readonly payload: Uint8Array;
+}
+
+/** A batch of changes to one type, delivered to {@link ResourceCache.onChange} listeners. */
+export interface CacheChange {
+  readonly typeUrl: string;
+  /** Names that were set (with a new version) or deleted. */
+  readonly names: ReadonlySet<string>;
+  /** Aliases that were added or dropped by these changes. */
+  readonly aliases: ReadonlySet<string>;
+  /** The type version after the change. */
+  readonly version: string;
+}
+
+/** Options for {@link ResourceCache.set}. */
+export interface SetOptions {
+  /** Other names the resource answers to, e.g. `network/IP` for an Address. Default none. */
+  aliases?: readonly string[];
+}
+
+/** Counters kept by the cache, for benchmarks and debugging. */
+export interface CacheStats {
+  /** Payload encodings done (one per new version). */
+  encodes: number;
+  /** Bytes produced by those encodings. */
+  encodedBytes: number;
+}
+
+class Entry implements CachedResource {
+  private delta: Uint8Array | undefined;
+  private any: Uint8Array | undefined;
+  constructor(
+    readonly typeUrl: string,
+    readonly name: string,
+    readonly version: string,
+    readonly aliases: readonly string[],
+    readonly payload: Uint8Array,
+  ) {}
+
+  /** Encoded `envoy.service.discovery.v3.Resource`, built on first use. */
+  deltaBytes(): Uint8Array {
+    if (this.delta === undefined) {
+      const w = protobuf.Writer.create();
+      w.uint32(10).string(this.version);
+      // Built inline, not cached: Delta-only servers then keep one copy of each resource.
+      w.uint32(18).bytes(this.any ?? encodeAny(this.typeUrl, this.payload));
+      w.uint32(26).string(this.name);
+      for (const alias of this.aliases) w.uint32(34).string(alias);
+      this.delta = w.finish();
+    }
+    return this.delta;
+  }
+
+  /** Encoded `google.protobuf.Any`, built on first use. */
+  anyBytes(): Uint8Array {
+    if (this.any === undefined) {
+      this.any = protobuf.Writer.create()
+        .uint32(10)
+        .string(this.typeUrl)
+        .uint32(18)
+        .bytes(this.payload)
+        .finish();
+    }
+    return this.any;
+  }
+}
+
+function encodeAny(typeUrl: string, payload: Uint8Array): Uint8Array {
+  return protobuf.Writer.create().uint32(10).string(typeUrl).uint32(18).bytes(payload).finish();
+}
+
+interface TypeState {
+  counter: number;
+  readonly entries: Map<string, Entry>;
+  readonly aliasIndex: Map<string, string>;
+}
+
+function hashVersion(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("base64url").slice(0, 16);
+}
+
+type Listener = (change: CacheChange) => void;
+
+/**
+ * Versioned store of xDS resources by type URL and name. Each resource is encoded once when it is
+ * set; streams share those bytes. Changes are reported to listeners per type, coalesced inside
+ * {@link ResourceCache.batch}.
+ */
+export class ResourceCache {
+  private readonly types = new Map<string, TypeState>();
+  private readonly listeners = new Set<Listener>();
+  private batchDepth = 0;
+  private readonly pending = new Map<string, { names: Set<string>; aliases: Set<string> }>();
+  private readonly counters: CacheStats = { encodes: 0, encodedBytes: 0 };
+
+  private state(typeUrl: string): TypeState {
+    let s = this.types.get(typeUrl);
+    if (s === undefined) {
+      s = { counter: 0, entries: new Map(), aliasIndex: new Map() };
+      this.types.set(typeUrl, s);
+    }
+    return s;
+  }
+
+  private checkType(typeUrl: string): void {
+    if (!typeUrl.startsWith(TYPE_URL_PREFIX) || !typeRegistry.has(typeUrl)) {
+      throw new XdsError("ERR_XDS_UNKNOWN_TYPE", `unknown resource type URL "${typeUrl}"`, { typeUrl });
+    }
+  }
+
+  /** Encodes and stores a resource. Setting identical content again is a no-op. */
+  set<K extends string>(
+    typeUrl: K,
+    name: string,
+    resource: MessageInit<MessageOf<K>>,
+    options: SetOptions = {},
+  ): void {
+    this.checkType(typeUrl);
+    const payload = typeRegistry.encode(typeUrl as string, resource as never);
+    this.counters.encodes++;
+    this.counters.encodedBytes += payload.length;
+    this.setEncoded(typeUrl, name, payload, options);
+  }
+
+  /** Stores an already encoded payload (the `Any.value` bytes) without re-encoding it. */
+  setEncoded(typeUrl: string, name: string, payload: Uint8Array, options: SetOptions = {}): void {
+    this.checkType(typeUrl);
+    if (typeof name !== "string" || name === "" || name === "*") {
+      throw new XdsError("ERR_XDS_INVALID_ARGUMENT", `invalid resource name ${JSON.stringify(name)}`, {
+        typeUrl,
+      });
+    }
+    const aliases = [...new Set(options.aliases ?? [])].filter((a) => a !== name);
+    const version = hashVersion(payload);
+    const s = this.state(typeUrl);
+    const old = s.entries.get(name);
+    if (old !== undefined && old.version === version && sameList(old.aliases, aliases)) return;
+    const changedAliases = new Set<string>();
+    if (old !== undefined) {
+      for (const a of old.aliases) {
+        if (s.aliasIndex.get(a) === name) s.aliasIndex.delete(a);
+        changedAliases.add(a);
+      }
+    }
+    for (const a of aliases) {
+      s.aliasIndex.set(a, name);
+      changedAliases.add(a);
+    }
+    s.entries.set(name, new Entry(typeUrl, name, version, aliases, payload));
+    this.record(typeUrl, name, changedAliases);
+  }
+
+  /** Removes a resource; returns false when it was not there. */
+  delete(typeUrl: string, name: string): boolean {
+    const s = this.types.get(typeUrl);
+    const old = s?.entries.get(name);
+    if (s === undefined || old === undefined) return false;
+    s.entries.delete(name);
+    for (const a of old.aliases) if (s.aliasIndex.get(a) === name) s.aliasIndex.delete(a);
+    this.record(typeUrl, name, new Set(old.aliases));
+    return true;
+  }
+
+  /** Runs `fn` and reports all its changes as one change per type when it returns. */
+  batch<T>(fn: () => T): T {
+    this.batchDepth++;
+    try {
+      return fn();
+    } finally {
+      this.batchDepth--;
+      if (this.batchDepth === 0) this.emit();
+    }
+  }
+
+  /** Decoded resource, or undefined. Looks up aliases too. */
+  get<K extends string>(typeUrl: K, name: string): MessageOf<K> | undefined {
+    const entry = this.entry(typeUrl, name);
+    return entry === undefined
+      ? undefined
+      : (typeRegistry.decode(typeUrl as string, entry.payload) as unknown as MessageOf<K>);
+  }
+
+  /** The cached entry for a name or alias. */
+  entry(typeUrl: string, nameOrAlias: string): CachedResource | undefined {
+    return this.internalEntry(typeUrl, nameOrAlias);
+  }
+
+  /** @internal */
+  internalEntry(typeUrl: string, nameOrAlias: string): Entry | undefined {
+    const s = this.types.get(typeUrl);
+    if (s === undefined) return undefined;
+    const direct = s.entries.get(nameOrAlias);
+    if (direct !== undefined) return direct;
+    const primary = s.aliasIndex.get(nameOrAlias);
+    return primary === undefined ? undefined : s.entries.get(primary);
+  }
+
+  /** @internal Iterates every entry of a type. */
+  internalEntries(typeUrl: string): IterableIterator<Entry> {
+    return (this.types.get(typeUrl)?.entries ?? new Map<string, Entry>()).values();
+  }
+
+  /** Primary name for a name or alias, or undefined. */
+  resolveName(typeUrl: string, nameOrAlias: string): string | undefined {
+    return this.internalEntry(typeUrl, nameOrAlias)?.name;
+  }
+
+  /** Names of every resource of a type. */
+  names(typeUrl: string): string[] {
+    return [...(this.types.get(typeUrl)?.entries.keys() ?? [])];
+  }
+
+  /** Number of resources of one type, or of all types. */
+  size(typeUrl?: string): number {
+    if (typeUrl !== undefined) return this.types.get(typeUrl)?.entries.size ?? 0;
+    let n = 0;
+    for (const s of this.types.values()) n += s.entries.size;
+    return n;
+  }
+
+  /** Version of a type: changes whenever any of its resources changes. "0" before the first change. */
+  version(typeUrl: string): string {
+    return String(this.types.get(typeUrl)?.counter ?? 0);
+  }
+
+  /** Type URLs that have (or had) resources. */
+  typeUrls(): string[] {
+    return [...this.types.keys()];
+  }
+
+  /** Encoding counters. */
+  stats(): CacheStats {
+    return { ...this.counters };
+  }
+
+  /** Subscribes to changes; returns the unsubscribe function. */
+  onChange(listener: (change: CacheChange) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private record(typeUrl: string, name: string, aliases: Set<string>): void {
+    let p = this.pending.get(typeUrl);
+    if (p === undefined) {
+      p = { names: new Set(), aliases: new Set() };
+      this.pending.set(typeUrl, p);
+    }
+    p.names.add(name);
+    for (const a of aliases) p.aliases.add(a);
+    if (this.batchDepth === 0) this.emit();
+  }
+
+  private emit(): void {
+    if (this.pending.size === 0) return;
+    const changes: CacheChange[] = [];
+    for (const [typeUrl, p] of this.pending) {
+      const s = this.state(typeUrl);
+      s.counter++;
+      changes.push({ typeUrl, names: p.names, aliases: p.aliases, version: String(s.counter) });
+    }
+    this.pending.clear();
+    for (const change of changes) {
+      for (const listener of this.listeners) listener(change);
+    }
+  }
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+/** Short type name for labels and logs, e.g. `Address` for `type.googleapis.com/istio.workload.Address`. */
+export function shortTypeName(typeUrl: string): string {
+  const name = messageNameOf(typeUrl);
+  return name.slice(name.lastIndexOf(".") + 1);
+}

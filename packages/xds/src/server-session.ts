@@ -1,0 +1,416 @@
+import protobuf from "protobufjs/light.js";
+import { XdsError } from "./errors.js";
+import type { envoy, google } from "./gen/types.js";
+import type { ResourceCache } from "./resource-cache.js";
+import { type JsonValue, structToJson } from "./struct.js";
+import { TYPE_URL_PREFIX, TypeUrl, typeRegistry } from "./type-registry.js";
+
+type Entry = NonNullable<ReturnType<ResourceCache["internalEntry"]>>;
+
+/** Who is on the other end of a stream, from the `node` of its first request. */
+export interface NodeInfo {
+  id: string;
+  cluster: string;
+  /** `Node.metadata` as JSON (ztunnel: NAME, NAMESPACE, INSTANCE_IPS, NODE_NAME, ...). */
+  metadata: { [key: string]: JsonValue };
+  locality?: { region: string; zone: string; subZone: string };
+  userAgentName: string;
+  userAgentVersion: string;
+  clientFeatures: string[];
+}
+
+/** A NACK received from a client. */
+export interface NackRecord {
+  typeUrl: string;
+  nonce: string;
+  /** SotW: the version the client keeps using. Empty for Delta. */
+  versionInfo: string;
+  errorDetail: { code: number; message: string };
+  at: Date;
+}
+
+/** Per-stream view handed to hooks and listed by `XdsServer.streams()`. */
+export interface XdsStreamContext {
+  readonly id: number;
+  readonly protocol: "delta" | "sotw";
+  /** Remote address as reported by gRPC. */
+  readonly peer: string;
+  /** Request headers of the stream (lower-case keys). */
+  readonly headers: Readonly<Record<string, readonly string[]>>;
+  /** Set once the first request carrying `node` arrived. */
+  node: NodeInfo | undefined;
+  /** Whatever the auth hook returned. */
+  identity: unknown;
+  /** Last NACKs of this stream, newest last (at most 16). */
+  readonly nacks: NackRecord[];
+  /** Last ACK per type URL: the nonce, and for SotW the version the client applied. */
+  readonly acks: Map<string, { nonce: string; versionInfo: string }>;
+}
+
+/** What a session needs from its server. */
+export interface SessionHost {
+  readonly cache: ResourceCache;
+  readonly maxNamesPerType: number;
+  visible(ctx: XdsStreamContext, entry: Entry): boolean;
+  resolve(ctx: XdsStreamContext, typeUrl: string, names: string[]): Promise<void>;
+  onNack(ctx: XdsStreamContext, nack: NackRecord): void;
+  onPush(ctx: XdsStreamContext, typeUrl: string, resources: number, bytes: number): void;
+  debug(obj: object, msg: string): void;
+}
+
+const MAX_NACKS = 16;
+/** Types that are never wildcard in SotW (they are always asked for by name). */
+const NAMED_ONLY = new Set<string>([TypeUrl.clusterLoadAssignment, TypeUrl.routeConfiguration]);
+
+export function nodeInfo(node: envoy.config.core.v3.Node | undefined): NodeInfo | undefined {
+  if (node === undefined) return undefined;
+  const info: NodeInfo = {
+    id: node.id,
+    cluster: node.cluster,
+    metadata: structToJson(node.metadata),
+    userAgentName: node.userAgentName,
+    userAgentVersion: node.userAgentVersion ?? "",
+    clientFeatures: node.clientFeatures,
+  };
+  if (node.locality !== undefined) info.locality = { ...node.locality };
+  return info;
+}
+
+function knownType(typeUrl: string): boolean {
+  return typeUrl.startsWith(TYPE_URL_PREFIX) && typeRegistry.has(typeUrl);
+}
+
+function statusOf(detail: google.rpc.Status): { code: number; message: string } {
+  return { code: detail.code, message: detail.message };
+}
+
+abstract class Session {
+  protected nonceCounter = 0;
+  closed = false;
+
+  constructor(
+    protected readonly host: SessionHost,
+    readonly ctx: XdsStreamContext,
+    protected readonly send: (bytes: Uint8Array) => void,
+  ) {}
+
+  protected nextNonce(): string {
+    this.nonceCounter++;
+    return this.nonceCounter.toString(36);
+  }
+
+  protected recordNack(typeUrl: string, nonce: string, versionInfo: string, detail: google.rpc.Status): void {
+    const nack: NackRecord = { typeUrl, nonce, versionInfo, errorDetail: statusOf(detail), at: new Date() };
+    this.ctx.nacks.push(nack);
+    if (this.ctx.nacks.length > MAX_NACKS) this.ctx.nacks.shift();
+    this.host.onNack(this.ctx, nack);
+  }
+
+  protected recordAck(typeUrl: string, nonce: string, versionInfo: string): void {
+    this.ctx.acks.set(typeUrl, { nonce, versionInfo });
+  }
+
+  protected adoptNode(node: envoy.config.core.v3.Node | undefined): void {
+    if (this.ctx.node === undefined && node !== undefined) this.ctx.node = nodeInfo(node);
+  }
+
+  protected checkLimit(size: number, typeUrl: string): void {
+    if (size > this.host.maxNamesPerType) {
+      throw new XdsError(
+        "ERR_XDS_INVALID_ARGUMENT",
+        `more than ${this.host.maxNamesPerType} subscribed names for ${typeUrl}`,
+        { typeUrl },
+      );
+    }
+  }
+
+  abstract onChange(typeUrl: string, names: ReadonlySet<string>, aliases: ReadonlySet<string>): void;
+}
+
+interface DeltaWatch {
+  wildcard: boolean;
+  readonly names: Set<string>;
+  /** Versions the client holds, by primary name. */
+  readonly sent: Map<string, string>;
+  nonce: string;
+  awaitingAck: boolean;
+  readonly dirty: Set<string>;
+}
+
+/** Server side of one `DeltaAggregatedResources` stream. */
+export class DeltaSession extends Session {
+  private readonly watches = new Map<string, DeltaWatch>();
+
+  /** Subscriptions by type, for debugging. */
+  subscriptions(): Map<string, { wildcard: boolean; names: string[] }> {
+    const out = new Map<string, { wildcard: boolean; names: string[] }>();
+    for (const [t, w] of this.watches) out.set(t, { wildcard: w.wildcard, names: [...w.names] });
+    return out;
+  }
+
+  async handle(req: envoy.service.discovery.v3.DeltaDiscoveryRequest): Promise<void> {
+    this.adoptNode(req.node);
+    const typeUrl = req.typeUrl;
+    if (!knownType(typeUrl)) {
+      this.host.debug({ stream: this.ctx.id, typeUrl }, "ignoring delta request for unknown type");
+      return;
+    }
+    let w = this.watches.get(typeUrl);
+    const first = w === undefined;
+    if (w === undefined) {
+      w = {
+        wildcard: false,
+        names: new Set(),
+        sent: new Map(),
+        nonce: "",
+        awaitingAck: false,
+        dirty: new Set(),
+      };
+      this.watches.set(typeUrl, w);
+    }
+    if (req.responseNonce !== "") {
+      if (req.responseNonce === w.nonce) {
+        w.awaitingAck = false;
+        if (req.errorDetail !== undefined) this.recordNack(typeUrl, req.responseNonce, "", req.errorDetail);
+        else this.recordAck(typeUrl, req.responseNonce, "");
+      } else {
+        this.host.debug({ stream: this.ctx.id, typeUrl, nonce: req.responseNonce }, "stale nonce");
+      }
+    }
+    const subscribe = req.resourceNamesSubscribe;
+    const wasWildcard = w.wildcard;
+    if (first) {
+      // An empty first request is the legacy form of a wildcard subscription.
+      if (subscribe.length === 0) w.wildcard = true;
+      for (const [name, version] of Object.entries(req.initialResourceVersions)) w.sent.set(name, version);
+      this.checkLimit(w.sent.size, typeUrl);
+    }
+    const added: string[] = [];
+    for (const name of subscribe) {
+      if (name === "*") w.wildcard = true;
+      else {
+        w.names.add(name);
+        added.push(name);
+      }
+    }
+    for (const name of req.resourceNamesUnsubscribe) {
+      if (name === "*") {
+        w.wildcard = false;
+        continue;
+      }
+      w.names.delete(name);
+      const primary = this.host.cache.resolveName(typeUrl, name) ?? name;
+      if (!w.wildcard) w.sent.delete(primary);
+      w.sent.delete(name);
+    }
+    this.checkLimit(w.names.size, typeUrl);
+    const wildcardOn = w.wildcard && (first || !wasWildcard);
+    if (!first && added.length === 0 && !wildcardOn) {
+      if (!w.awaitingAck && w.dirty.size > 0) this.push(typeUrl, w);
+      return;
+    }
+    const missing = added.filter((n) => this.host.cache.internalEntry(typeUrl, n) === undefined);
+    if (missing.length > 0) await this.host.resolve(this.ctx, typeUrl, missing);
+    if (this.closed) return;
+
+    const resources = new Map<string, Entry>();
+    const removed = new Set<string>();
+    if (wildcardOn) {
+      for (const entry of this.host.cache.internalEntries(typeUrl)) {
+        if (w.sent.get(entry.name) !== entry.version && this.host.visible(this.ctx, entry)) {
+          resources.set(entry.name, entry);
+        }
+      }
+    }
+    for (const name of added) {
+      const entry = this.host.cache.internalEntry(typeUrl, name);
+      if (entry === undefined || !this.host.visible(this.ctx, entry)) {
+        removed.add(name);
+        w.sent.delete(name);
+      } else if (!(first && w.sent.get(entry.name) === entry.version)) {
+        // A name in resource_names_subscribe is always sent, even when the client has it.
+        resources.set(entry.name, entry);
+      }
+    }
+    if (first) {
+      // Resources the client remembers from an earlier stream that are gone or no longer wanted.
+      for (const name of [...w.sent.keys()]) {
+        const entry = this.host.cache.internalEntry(typeUrl, name);
+        if (entry === undefined || entry.name !== name || !this.matches(w, entry)) {
+          removed.add(name);
+          w.sent.delete(name);
+        }
+      }
+    }
+    // Changes that arrived while this request was waiting are covered by this response.
+    for (const name of w.dirty) if (resources.has(name)) w.dirty.delete(name);
+    this.respond(typeUrl, w, [...resources.values()], [...removed]);
+  }
+
+  private matches(w: DeltaWatch, entry: Entry): boolean {
+    if (!this.host.visible(this.ctx, entry)) return false;
+    if (w.wildcard || w.names.has(entry.name)) return true;
+    for (const a of entry.aliases) if (w.names.has(a)) return true;
+    return false;
+  }
+
+  onChange(typeUrl: string, names: ReadonlySet<string>, aliases: ReadonlySet<string>): void {
+    const w = this.watches.get(typeUrl);
+    if (w === undefined || this.closed) return;
+    for (const n of names) if (w.wildcard || w.names.has(n) || w.sent.has(n)) w.dirty.add(n);
+    for (const a of aliases) if (w.names.has(a)) w.dirty.add(a);
+    if (!w.awaitingAck && w.dirty.size > 0) this.push(typeUrl, w);
+  }
+
+  private push(typeUrl: string, w: DeltaWatch): void {
+    const resources = new Map<string, Entry>();
+    const removed: string[] = [];
+    for (const name of w.dirty) {
+      const entry = this.host.cache.internalEntry(typeUrl, name);
+      if (entry !== undefined && this.matches(w, entry)) {
+        if (w.sent.get(entry.name) !== entry.version) resources.set(entry.name, entry);
+      } else if (entry !== undefined) {
+        if (w.sent.delete(entry.name)) removed.push(entry.name);
+      } else if (w.sent.delete(name)) {
+        removed.push(name);
+      }
+    }
+    w.dirty.clear();
+    if (resources.size > 0 || removed.length > 0) this.respond(typeUrl, w, [...resources.values()], removed);
+  }
+
+  private respond(typeUrl: string, w: DeltaWatch, resources: Entry[], removed: string[]): void {
+    const nonce = this.nextNonce();
+    const out = protobuf.Writer.create();
+    out.uint32(10).string(this.host.cache.version(typeUrl));
+    for (const entry of resources) {
+      out.uint32(18).bytes(entry.deltaBytes());
+      w.sent.set(entry.name, entry.version);
+    }
+    out.uint32(34).string(typeUrl);
+    out.uint32(42).string(nonce);
+    for (const name of removed) out.uint32(50).string(name);
+    const bytes = out.finish();
+    w.nonce = nonce;
+    w.awaitingAck = true;
+    this.send(bytes);
+    this.host.onPush(this.ctx, typeUrl, resources.length, bytes.length);
+  }
+}
+
+interface SotwWatch {
+  wildcard: boolean;
+  names: string[];
+  everNamed: boolean;
+  nonce: string;
+  awaitingAck: boolean;
+  dirty: boolean;
+}
+
+/** Server side of one `StreamAggregatedResources` (state of the world) stream. */
+export class SotwSession extends Session {
+  private readonly watches = new Map<string, SotwWatch>();
+
+  subscriptions(): Map<string, { wildcard: boolean; names: string[] }> {
+    const out = new Map<string, { wildcard: boolean; names: string[] }>();
+    for (const [t, w] of this.watches) out.set(t, { wildcard: w.wildcard, names: [...w.names] });
+    return out;
+  }
+
+  async handle(req: envoy.service.discovery.v3.DiscoveryRequest): Promise<void> {
+    this.adoptNode(req.node);
+    const typeUrl = req.typeUrl;
+    if (!knownType(typeUrl)) {
+      this.host.debug({ stream: this.ctx.id, typeUrl }, "ignoring request for unknown type");
+      return;
+    }
+    let w = this.watches.get(typeUrl);
+    const first = w === undefined;
+    if (req.responseNonce !== "") {
+      if (w === undefined || req.responseNonce !== w.nonce) {
+        // A stale nonce answers a response the client has already superseded: nothing to do.
+        this.host.debug({ stream: this.ctx.id, typeUrl, nonce: req.responseNonce }, "stale nonce");
+        return;
+      }
+      w.awaitingAck = false;
+      if (req.errorDetail !== undefined) {
+        this.recordNack(typeUrl, req.responseNonce, req.versionInfo, req.errorDetail);
+      } else {
+        this.recordAck(typeUrl, req.responseNonce, req.versionInfo);
+      }
+    }
+    if (w === undefined) {
+      w = { wildcard: false, names: [], everNamed: false, nonce: "", awaitingAck: false, dirty: false };
+      this.watches.set(typeUrl, w);
+    }
+    const names = [...new Set(req.resourceNames.filter((n) => n !== "*"))].sort();
+    this.checkLimit(names.length, typeUrl);
+    const wildcard =
+      req.resourceNames.includes("*") || (names.length === 0 && !w.everNamed && !NAMED_ONLY.has(typeUrl));
+    const changed =
+      first ||
+      wildcard !== w.wildcard ||
+      names.length !== w.names.length ||
+      names.some((n, i) => n !== w.names[i]);
+    w.wildcard = wildcard;
+    w.names = names;
+    if (names.length > 0) w.everNamed = true;
+    if (changed) {
+      const missing = names.filter((n) => this.host.cache.internalEntry(typeUrl, n) === undefined);
+      if (missing.length > 0) await this.host.resolve(this.ctx, typeUrl, missing);
+      if (this.closed) return;
+      this.respond(typeUrl, w);
+    } else if (w.dirty && !w.awaitingAck) {
+      this.respond(typeUrl, w);
+    }
+  }
+
+  onChange(typeUrl: string, names: ReadonlySet<string>, aliases: ReadonlySet<string>): void {
+    const w = this.watches.get(typeUrl);
+    if (w === undefined || this.closed) return;
+    let hit = w.wildcard;
+    if (!hit) {
+      for (const n of w.names) {
+        if (names.has(n) || aliases.has(n)) {
+          hit = true;
+          break;
+        }
+      }
+    }
+    if (!hit) return;
+    w.dirty = true;
+    if (!w.awaitingAck) this.respond(typeUrl, w);
+  }
+
+  private respond(typeUrl: string, w: SotwWatch): void {
+    const cache = this.host.cache;
+    const out = protobuf.Writer.create();
+    out.uint32(10).string(cache.version(typeUrl));
+    let count = 0;
+    if (w.wildcard) {
+      for (const entry of cache.internalEntries(typeUrl)) {
+        if (!this.host.visible(this.ctx, entry)) continue;
+        out.uint32(18).bytes(entry.anyBytes());
+        count++;
+      }
+    } else {
+      const seen = new Set<string>();
+      for (const name of w.names) {
+        const entry = cache.internalEntry(typeUrl, name);
+        if (entry === undefined || seen.has(entry.name) || !this.host.visible(this.ctx, entry)) continue;
+        seen.add(entry.name);
+        out.uint32(18).bytes(entry.anyBytes());
+        count++;
+      }
+    }
+    const nonce = this.nextNonce();
+    out.uint32(34).string(typeUrl);
+    out.uint32(42).string(nonce);
+    const bytes = out.finish();
+    w.nonce = nonce;
+    w.awaitingAck = true;
+    w.dirty = false;
+    this.send(bytes);
+    this.host.onPush(this.ctx, typeUrl, count, bytes.length);
+  }
+}

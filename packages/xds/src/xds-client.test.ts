@@ -1,0 +1,262 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { XdsError } from "./errors.js";
+import { TypeUrl } from "./type-registry.js";
+import { createXdsClient, type XdsChangeEvent, type XdsClient } from "./xds-client.js";
+import { createXdsServer, type XdsServer } from "./xds-server.js";
+
+const A = TypeUrl.address;
+const workload = (uid: string, name: string, ip: number) => ({
+  workload: { uid, name, namespace: "ns", addresses: [new Uint8Array([10, 0, 0, ip])] },
+});
+
+/** Resolves when `check` holds, re-checking after every change event of the client. */
+function until(client: XdsClient, check: () => boolean): Promise<void> {
+  return new Promise((resolve) => {
+    if (check()) return resolve();
+    const stop = client.onChange(() => {
+      if (check()) {
+        stop();
+        resolve();
+      }
+    });
+  });
+}
+
+for (const protocol of ["delta", "sotw"] as const) {
+  describe(`XdsClient over ${protocol}`, () => {
+    let server: XdsServer;
+    let port: number;
+    before(async () => {
+      server = createXdsServer({ debounceMs: 0 });
+      server.cache.batch(() => {
+        for (let i = 1; i <= 3; i++)
+          server.cache.set(A, `u${i}`, workload(`u${i}`, `w${i}`, i), { aliases: [`net/10.0.0.${i}`] });
+      });
+      port = await server.listen();
+    });
+    after(() => server.close());
+
+    const connect = (extra: Partial<Parameters<typeof createXdsClient>[0]> = {}) =>
+      createXdsClient({ address: `127.0.0.1:${port}`, protocol, node: { id: `test-${protocol}` }, ...extra });
+
+    it(
+      "becomes ready with the full state and reports typed added/updated/removed events",
+      { timeout: 20_000 },
+      async () => {
+        const client = connect();
+        const events: XdsChangeEvent[] = [];
+        client.onChange((e) => events.push(e));
+        client.watch(A);
+        await client.ready();
+        assert.deepEqual([...client.resources(A).keys()].sort(), ["u1", "u2", "u3"]);
+        assert.equal(client.get(A, "u1")?.workload?.name, "w1");
+        events.length = 0;
+        server.cache.set(A, "u4", workload("u4", "w4", 4));
+        await until(client, () => client.get(A, "u4") !== undefined);
+        server.cache.set(A, "u1", workload("u1", "renamed", 1), { aliases: ["net/10.0.0.1"] });
+        await until(client, () => client.get(A, "u1")?.workload?.name === "renamed");
+        server.cache.delete(A, "u4");
+        await until(client, () => client.get(A, "u4") === undefined);
+        assert.deepEqual(
+          events.map((e) => [e.added.map((r) => r.name), e.updated.map((r) => r.name), e.removed]),
+          [
+            [["u4"], [], []],
+            [[], ["u1"], []],
+            [[], [], ["u4"]],
+          ],
+        );
+        client.close();
+      },
+    );
+
+    it(
+      "reconnects in the middle of updates and converges on the server state",
+      { timeout: 20_000 },
+      async () => {
+        const client = connect({ initialBackoffMs: 5, maxBackoffMs: 50 });
+        const states: boolean[] = [];
+        client.onConnection((up) => states.push(up));
+        client.watch(A);
+        await client.ready();
+        for (let i = 0; i < 20; i++) {
+          server.cache.set(A, "u2", workload("u2", `step-${i}`, 2), { aliases: ["net/10.0.0.2"] });
+          server.cache.set(A, `tmp-${i}`, workload(`tmp-${i}`, "t", 50));
+          if (i > 0) server.cache.delete(A, `tmp-${i - 1}`);
+          if (i === 5 || i === 12) server.closeStreams();
+          await new Promise((r) => setImmediate(r));
+        }
+        await until(
+          client,
+          () =>
+            client.get(A, "u2")?.workload?.name === "step-19" &&
+            client.get(A, "tmp-19") !== undefined &&
+            client.resources(A).size === server.cache.size(A),
+        );
+        assert.ok(states.includes(false), "the stream was broken at least once");
+        assert.deepEqual([...client.resources(A).keys()].sort(), server.cache.names(A).sort());
+        client.close();
+      },
+    );
+
+    it(
+      "NACKs a response its validator rejects and keeps the previous resources",
+      { timeout: 20_000 },
+      async () => {
+        const client = connect({
+          validate: (_t, _n, r) =>
+            (r as { workload?: { name: string } }).workload?.name === "poison"
+              ? "poisoned workload"
+              : undefined,
+        });
+        const nacks: string[] = [];
+        client.onNack((_t, message) => nacks.push(message));
+        client.watch(A);
+        await client.ready();
+        const before = client.get(A, "u3");
+        const nacked = new Promise<void>((resolve) => client.onNack(() => resolve()));
+        server.cache.set(A, "u3", workload("u3", "poison", 3), { aliases: ["net/10.0.0.3"] });
+        await nacked;
+        assert.deepEqual(client.get(A, "u3"), before);
+        assert.deepEqual(nacks, ["poisoned workload"]);
+        server.cache.set(A, "u3", workload("u3", "fixed", 3), { aliases: ["net/10.0.0.3"] });
+        await until(client, () => client.get(A, "u3")?.workload?.name === "fixed");
+        const ctx = server.streams().find((c) => c.nacks.length > 0);
+        assert.equal(ctx?.nacks[0]?.errorDetail.message, "poisoned workload");
+        client.close();
+      },
+    );
+
+    it("watches named resources and drops them on unsubscribe", { timeout: 20_000 }, async () => {
+      const client = connect();
+      client.watch(A, { names: ["u1"] });
+      await client.ready(A);
+      assert.deepEqual([...client.resources(A).keys()], ["u1"]);
+      client.subscribe(A, ["u2"]);
+      await until(client, () => client.get(A, "u2") !== undefined);
+      client.unsubscribe(A, ["u1"]);
+      assert.equal(client.get(A, "u1"), undefined);
+      server.cache.set(A, "u1", workload("u1", "after-unsubscribe", 1), { aliases: ["net/10.0.0.1"] });
+      server.cache.set(A, "u2", workload("u2", "marker", 2), { aliases: ["net/10.0.0.2"] });
+      await until(client, () => client.get(A, "u2")?.workload?.name === "marker");
+      assert.equal(client.get(A, "u1"), undefined);
+      client.close();
+    });
+  });
+}
+
+describe("XdsClient (delta specifics)", () => {
+  let server: XdsServer;
+  let port: number;
+  before(async () => {
+    server = createXdsServer({ debounceMs: 0 });
+    server.cache.set(A, "u1", workload("u1", "w1", 1), { aliases: ["net/10.0.0.1"] });
+    server.cache.set(A, "u2", workload("u2", "w2", 2), { aliases: ["net/10.0.0.2"] });
+    port = await server.listen();
+  });
+  after(() => server.close());
+
+  it("subscribes to nothing, then looks up an alias on demand", { timeout: 20_000 }, async () => {
+    const client = createXdsClient({ address: `127.0.0.1:${port}`, node: { id: "zt" } });
+    client.watch(A, { wildcard: false });
+    await client.ready(A);
+    assert.equal(client.resources(A).size, 0);
+    client.subscribe(A, ["net/10.0.0.2"]);
+    await until(client, () => client.get(A, "u2") !== undefined);
+    assert.deepEqual(client.resources(A).get("u2")?.aliases, ["net/10.0.0.2"]);
+    client.close();
+  });
+
+  it(
+    "after a reconnect receives only what changed (initial_resource_versions)",
+    { timeout: 20_000 },
+    async () => {
+      const client = createXdsClient({
+        address: `127.0.0.1:${port}`,
+        node: { id: "zt" },
+        initialBackoffMs: 5,
+      });
+      client.watch(A);
+      await client.ready();
+      const events: XdsChangeEvent[] = [];
+      client.onChange((e) => events.push(e));
+      const reconnected = new Promise<void>((resolve) => {
+        let down = false;
+        client.onConnection((up) => {
+          if (!up) down = true;
+          else if (down) resolve();
+        });
+      });
+      server.closeStreams();
+      server.cache.set(A, "u1", workload("u1", "changed-while-away", 1), { aliases: ["net/10.0.0.1"] });
+      await until(client, () => client.get(A, "u1")?.workload?.name === "changed-while-away");
+      await reconnected;
+      assert.deepEqual(
+        events.flatMap((e) => [...e.added, ...e.updated].map((r) => r.name)),
+        ["u1"],
+      );
+      client.close();
+    },
+  );
+
+  it("NACKs a resource that does not decode and keeps going", { timeout: 20_000 }, async () => {
+    const client = createXdsClient({ address: `127.0.0.1:${port}`, node: { id: "zt" } });
+    client.watch(A);
+    await client.ready();
+    const nacked = new Promise<string>((resolve) => client.onNack((_t, m) => resolve(m)));
+    // A truncated payload: field 1 (workload) claims 5 bytes, carries 1.
+    server.cache.setEncoded(A, "broken", Buffer.from([0x0a, 0x05, 0x01]));
+    assert.match(await nacked, /cannot decode istio\.workload\.Address/);
+    assert.equal(client.get(A, "broken"), undefined);
+    server.cache.delete(A, "broken");
+    server.cache.set(A, "u5", workload("u5", "w5", 5));
+    await until(client, () => client.get(A, "u5") !== undefined);
+    client.close();
+  });
+
+  it("resyncs with a restarted server and receives only what differs", { timeout: 20_000 }, async () => {
+    const first = createXdsServer({ debounceMs: 0 });
+    for (let i = 1; i <= 5; i++) first.cache.set(A, `r${i}`, workload(`r${i}`, `w${i}`, i));
+    const p = await first.listen();
+    const client = createXdsClient({
+      address: `127.0.0.1:${p}`,
+      node: { id: "zt" },
+      initialBackoffMs: 5,
+      maxBackoffMs: 100,
+    });
+    client.watch(A);
+    await client.ready();
+    const events: XdsChangeEvent[] = [];
+    client.onChange((e) => events.push(e));
+    await first.close();
+    const second = createXdsServer({ debounceMs: 0 });
+    for (let i = 1; i <= 4; i++)
+      second.cache.set(A, `r${i}`, workload(`r${i}`, i === 2 ? "new" : `w${i}`, i));
+    await second.listen(`127.0.0.1:${p}`);
+    await until(
+      client,
+      () => client.get(A, "r2")?.workload?.name === "new" && client.get(A, "r5") === undefined,
+    );
+    // Versions are content hashes: the new server agreed with the client on r1, r3 and r4.
+    assert.deepEqual(
+      events.map((e) => [e.added.map((r) => r.name), e.updated.map((r) => r.name), e.removed]),
+      [[[], ["r2"], ["r5"]]],
+    );
+    client.close();
+    await second.close();
+  });
+
+  it("validates its options and refuses use after close", () => {
+    assert.throws(() => createXdsClient({ address: "", node: { id: "x" } }), XdsError);
+    const client = createXdsClient({ address: `127.0.0.1:${port}`, node: { id: "x" } });
+    assert.throws(
+      () => client.watch("type.googleapis.com/nope.Nope"),
+      (e: unknown) => e instanceof XdsError && e.code === "ERR_XDS_UNKNOWN_TYPE",
+    );
+    client.close();
+    assert.throws(
+      () => client.watch(A),
+      (e: unknown) => e instanceof XdsError && e.code === "ERR_XDS_CLOSED",
+    );
+  });
+});

@@ -1,0 +1,555 @@
+import * as grpc from "@grpc/grpc-js";
+import { ADS_SERVICE } from "./ads-service.js";
+import { XdsError } from "./errors.js";
+import type { envoy } from "./gen/types.js";
+import { GrpcStatus, toXdsError } from "./node-error.js";
+import { type JsonValue, structFromJson } from "./struct.js";
+import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
+import { type MessageInit, type MessageOf, TYPE_URL_PREFIX, TypeUrl, typeRegistry } from "./type-registry.js";
+
+/** Identity the client announces in `node` (first request of every stream). */
+export interface XdsClientNode {
+  /** ztunnel uses `ztunnel~<ip>~<pod>.<ns>~<ns>.svc.cluster.local`. */
+  id: string;
+  cluster?: string;
+  /** JSON metadata (ztunnel: NAME, NAMESPACE, INSTANCE_IPS, NODE_NAME). */
+  metadata?: { [key: string]: JsonValue };
+  locality?: { region?: string; zone?: string; subZone?: string };
+  userAgentName?: string;
+  userAgentVersion?: string;
+}
+
+/** A resource held by the client. */
+export interface XdsResource<T = unknown> {
+  name: string;
+  version: string;
+  aliases: readonly string[];
+  resource: T;
+}
+
+/** Typed change event: what one accepted response changed. */
+export interface XdsChangeEvent<T = unknown> {
+  typeUrl: string;
+  added: XdsResource<T>[];
+  updated: XdsResource<T>[];
+  removed: string[];
+}
+
+/** Options of {@link createXdsClient}. */
+export interface XdsClientOptions {
+  /** gRPC target of the server, e.g. `127.0.0.1:15010`; ztunnel `XDS_ADDRESS` (istiod:15012). */
+  address: string;
+  /** Channel credentials: default insecure. Use `grpc.credentials.createSsl(...)` for istiod's mTLS port. */
+  credentials?: grpc.ChannelCredentials;
+  /** `"delta"` (what ztunnel uses, the default) or `"sotw"`. */
+  protocol?: "delta" | "sotw";
+  node: XdsClientNode;
+  /** Headers sent on every stream, e.g. `{ authorization: "Bearer <jwt>" }`; ztunnel `XDS_HEADER_*`. */
+  headers?: Readonly<Record<string, string>>;
+  /**
+   * Checks a decoded resource; throwing (or returning a string) NACKs the whole response and the
+   * client keeps its previous resources. Default: accept everything that decodes.
+   */
+  validate?: (typeUrl: string, name: string, resource: unknown) => unknown;
+  /** First reconnect delay: default 10 ms; ztunnel's xDS back-off starts at 10 ms. */
+  initialBackoffMs?: number;
+  /** Longest reconnect delay: default 15000 ms; ztunnel caps at 15 s. */
+  maxBackoffMs?: number;
+  /** Largest response accepted: default 200 MiB; ztunnel's xDS decode limit. */
+  maxReceiveMessageBytes?: number;
+  logger?: Logger;
+  /** Emits `xds_client_responses`, `xds_client_nacks` and `xds_client_reconnects` (by type). */
+  metrics?: MetricsSink;
+}
+
+/** How to watch a type: everything, a set of names, or (on-demand) nothing until names are added. */
+export interface WatchOptions {
+  /** Receive every resource of the type: default true when `names` is empty. */
+  wildcard?: boolean;
+  names?: readonly string[];
+}
+
+interface TypeWatch {
+  wildcard: boolean;
+  readonly names: Set<string>;
+  readonly resources: Map<string, XdsResource>;
+  /** SotW: version of the last accepted response. */
+  version: string;
+  /** Nonce of the last response received on the current stream. */
+  nonce: string;
+  ready: boolean;
+  readonly readyPromise: Promise<void>;
+  resolveReady: () => void;
+  /** SotW: names unsubscribed lately; a full set that crossed the unsubscribe must not revive them. */
+  readonly dropped: Set<string>;
+  /** Delta: names to add/remove in the next request. */
+  pendingSubscribe: Set<string>;
+  pendingUnsubscribe: Set<string>;
+}
+
+type Stream = grpc.ClientDuplexStream<Uint8Array, Buffer>;
+
+const DELTA_REQ = "envoy.service.discovery.v3.DeltaDiscoveryRequest";
+const DELTA_RESP = "envoy.service.discovery.v3.DeltaDiscoveryResponse";
+const SOTW_REQ = "envoy.service.discovery.v3.DiscoveryRequest";
+const SOTW_RESP = "envoy.service.discovery.v3.DiscoveryResponse";
+const passThrough = (value: Uint8Array): Buffer =>
+  Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+const keep = (buffer: Buffer): Buffer => buffer;
+
+/**
+ * xDS client over one aggregated stream (Delta or SotW) with reconnects, validation-driven
+ * ACK/NACK and change events.
+ */
+export class XdsClient {
+  private readonly options: XdsClientOptions;
+  private readonly protocol: "delta" | "sotw";
+  private readonly grpcClient: grpc.Client;
+  private readonly watches = new Map<string, TypeWatch>();
+  private readonly changeListeners = new Set<(event: XdsChangeEvent) => void>();
+  private readonly nackListeners = new Set<(typeUrl: string, message: string) => void>();
+  private readonly stateListeners = new Set<(connected: boolean, error?: XdsError) => void>();
+  private readonly logger: Logger;
+  private readonly node: MessageInit<envoy.config.core.v3.Node>;
+  private stream: Stream | undefined;
+  private sentNode = false;
+  private firstResponseSeen = false;
+  private attempt = 0;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+  private readonly counters: {
+    responses: ReturnType<MetricsSink["counter"]>;
+    nacks: ReturnType<MetricsSink["counter"]>;
+    reconnects: ReturnType<MetricsSink["counter"]>;
+  };
+
+  constructor(options: XdsClientOptions) {
+    if (typeof options?.address !== "string" || options.address === "") {
+      throw new XdsError("ERR_XDS_INVALID_ARGUMENT", "xds client needs an address");
+    }
+    if (typeof options.node?.id !== "string") {
+      throw new XdsError("ERR_XDS_INVALID_ARGUMENT", "xds client needs node.id");
+    }
+    this.options = options;
+    this.protocol = options.protocol ?? "delta";
+    if (this.protocol !== "delta" && this.protocol !== "sotw") {
+      throw new XdsError("ERR_XDS_INVALID_ARGUMENT", `unknown protocol ${String(this.protocol)}`);
+    }
+    this.logger = options.logger ?? noopLogger;
+    const m = options.metrics ?? noopMetrics;
+    this.counters = {
+      responses: m.counter("xds_client_responses", "xDS responses received", ["type"]),
+      nacks: m.counter("xds_client_nacks", "xDS responses rejected", ["type"]),
+      reconnects: m.counter("xds_client_reconnects", "xDS stream reconnects", []),
+    };
+    const n = options.node;
+    this.node = {
+      id: n.id,
+      cluster: n.cluster ?? "",
+      userAgentName: n.userAgentName ?? "ambient-xds",
+      userAgentVersion: n.userAgentVersion ?? "",
+      ...(n.metadata
+        ? { metadata: structFromJson(n.metadata) as MessageInit<envoy.config.core.v3.Node>["metadata"] }
+        : {}),
+      ...(n.locality ? { locality: n.locality } : {}),
+    };
+    this.grpcClient = new grpc.Client(
+      options.address,
+      options.credentials ?? grpc.credentials.createInsecure(),
+      {
+        "grpc.max_receive_message_length": options.maxReceiveMessageBytes ?? 200 * 1024 * 1024,
+      },
+    );
+  }
+
+  /** Starts (or changes) watching a type. Default: wildcard. */
+  watch(typeUrl: string, options: WatchOptions = {}): void {
+    this.checkOpen();
+    if (!typeUrl.startsWith(TYPE_URL_PREFIX) || !typeRegistry.has(typeUrl)) {
+      throw new XdsError("ERR_XDS_UNKNOWN_TYPE", `unknown resource type URL "${typeUrl}"`, { typeUrl });
+    }
+    const names = options.names ?? [];
+    const wildcard = options.wildcard ?? names.length === 0;
+    let w = this.watches.get(typeUrl);
+    if (w === undefined) {
+      let resolveReady: () => void = () => {};
+      const readyPromise = new Promise<void>((resolve) => {
+        resolveReady = resolve;
+      });
+      w = {
+        wildcard,
+        names: new Set(names),
+        resources: new Map(),
+        version: "",
+        nonce: "",
+        ready: false,
+        readyPromise,
+        resolveReady,
+        pendingSubscribe: new Set(),
+        pendingUnsubscribe: new Set(),
+        dropped: new Set(),
+      };
+      this.watches.set(typeUrl, w);
+      if (this.stream === undefined) this.connect();
+      else this.sendInitial(typeUrl, w);
+      return;
+    }
+    if (wildcard !== w.wildcard) {
+      w.wildcard = wildcard;
+      (wildcard ? w.pendingSubscribe : w.pendingUnsubscribe).add("*");
+    }
+    this.subscribe(typeUrl, names);
+  }
+
+  /** Adds names to a watched type (on-demand lookups). */
+  subscribe(typeUrl: string, names: readonly string[]): void {
+    const w = this.requireWatch(typeUrl);
+    for (const name of names) {
+      w.names.add(name);
+      w.pendingSubscribe.add(name);
+      w.pendingUnsubscribe.delete(name);
+      w.dropped.delete(name);
+    }
+    this.sendUpdate(typeUrl, w);
+  }
+
+  /** Removes names from a watched type; their resources are dropped (and reported removed). */
+  unsubscribe(typeUrl: string, names: readonly string[]): void {
+    const w = this.requireWatch(typeUrl);
+    const removed: string[] = [];
+    for (const name of names) {
+      w.names.delete(name);
+      w.pendingUnsubscribe.add(name);
+      w.pendingSubscribe.delete(name);
+      if (w.dropped.size >= 1024) w.dropped.clear();
+      w.dropped.add(name);
+      if (!w.wildcard && w.resources.delete(name)) removed.push(name);
+    }
+    this.sendUpdate(typeUrl, w);
+    if (removed.length > 0) this.emitChange({ typeUrl, added: [], updated: [], removed });
+  }
+
+  /** Resolves once the first response for the type (or for every watched type) was accepted. */
+  ready(typeUrl?: string): Promise<void> {
+    if (typeUrl !== undefined) return this.requireWatch(typeUrl).readyPromise;
+    return Promise.all([...this.watches.values()].map((w) => w.readyPromise)).then(() => undefined);
+  }
+
+  /** A held resource by name. */
+  get<K extends string>(typeUrl: K, name: string): MessageOf<K> | undefined {
+    return this.watches.get(typeUrl)?.resources.get(name)?.resource as MessageOf<K> | undefined;
+  }
+
+  /** Every held resource of a type, by name. */
+  resources<K extends string>(typeUrl: K): Map<string, XdsResource<MessageOf<K>>> {
+    return new Map(
+      this.watches.get(typeUrl)?.resources as Map<string, XdsResource<MessageOf<K>>> | undefined,
+    );
+  }
+
+  /** Listens for accepted changes; returns the function that stops listening. */
+  onChange(listener: (event: XdsChangeEvent) => void): () => void {
+    this.changeListeners.add(listener);
+    return () => this.changeListeners.delete(listener);
+  }
+
+  /** Listens for responses this client rejected. */
+  onNack(listener: (typeUrl: string, message: string) => void): () => void {
+    this.nackListeners.add(listener);
+    return () => this.nackListeners.delete(listener);
+  }
+
+  /** Listens for stream state: `true` on the first response of a stream, `false` when it breaks. */
+  onConnection(listener: (connected: boolean, error?: XdsError) => void): () => void {
+    this.stateListeners.add(listener);
+    return () => this.stateListeners.delete(listener);
+  }
+
+  /** Closes the stream and the channel; pending `ready()` promises stay pending. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.reconnectTimer);
+    const stream = this.stream;
+    this.stream = undefined;
+    stream?.cancel();
+    this.grpcClient.close();
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new XdsError("ERR_XDS_CLOSED", "xds client is closed");
+  }
+
+  private requireWatch(typeUrl: string): TypeWatch {
+    this.checkOpen();
+    const w = this.watches.get(typeUrl);
+    if (w === undefined) {
+      throw new XdsError("ERR_XDS_INVALID_ARGUMENT", `type ${typeUrl} is not watched; call watch() first`, {
+        typeUrl,
+      });
+    }
+    return w;
+  }
+
+  private connect(): void {
+    if (this.closed) return;
+    const metadata = new grpc.Metadata();
+    for (const [k, v] of Object.entries(this.options.headers ?? {})) metadata.set(k, v);
+    const method = this.protocol === "delta" ? "DeltaAggregatedResources" : "StreamAggregatedResources";
+    const stream: Stream = this.grpcClient.makeBidiStreamRequest(
+      `/${ADS_SERVICE}/${method}`,
+      passThrough,
+      keep,
+      metadata,
+    );
+    this.stream = stream;
+    this.sentNode = false;
+    this.firstResponseSeen = false;
+    stream.on("data", (buffer: Buffer) => {
+      if (this.stream !== stream) return;
+      try {
+        this.onResponse(buffer);
+      } catch (err) {
+        this.logger.warn({ err: String(err) }, "xds response handling failed");
+      }
+    });
+    stream.on("error", (err: unknown) => this.onBroken(stream, err));
+    stream.on("end", () => this.onBroken(stream, { code: GrpcStatus.UNAVAILABLE, message: "stream ended" }));
+    for (const [typeUrl, w] of this.watches) this.sendInitial(typeUrl, w);
+  }
+
+  private onBroken(stream: Stream, err: unknown): void {
+    if (this.stream !== stream) return;
+    this.stream = undefined;
+    stream.cancel();
+    if (this.closed) return;
+    const error = toXdsError(err, "xds stream broken");
+    for (const l of this.stateListeners) l(false, error);
+    const base = this.options.initialBackoffMs ?? 10;
+    const max = this.options.maxBackoffMs ?? 15_000;
+    const delay = Math.min(max, base * 2 ** Math.min(this.attempt, 30));
+    this.attempt++;
+    this.counters.reconnects.inc();
+    this.logger.info({ delayMs: delay, err: error.message }, "xds stream broken; reconnecting");
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      this.connect();
+    }, delay);
+  }
+
+  private write(name: string, request: Record<string, unknown>): void {
+    const stream = this.stream;
+    if (stream === undefined) return;
+    if (!this.sentNode) {
+      request.node = this.node;
+      this.sentNode = true;
+    }
+    stream.write(typeRegistry.encode(name, request));
+  }
+
+  private sendInitial(typeUrl: string, w: TypeWatch): void {
+    w.nonce = "";
+    w.pendingSubscribe.clear();
+    w.pendingUnsubscribe.clear();
+    if (this.protocol === "delta") {
+      const initialResourceVersions: Record<string, string> = {};
+      for (const r of w.resources.values()) initialResourceVersions[r.name] = r.version;
+      const subscribe = [...w.names];
+      const unsubscribe: string[] = [];
+      if (w.wildcard) subscribe.unshift("*");
+      else if (subscribe.length === 0) {
+        // "Subscribe to nothing": neither wildcard nor names, only on-demand additions later.
+        subscribe.push("*");
+        unsubscribe.push("*");
+      }
+      this.write(DELTA_REQ, {
+        typeUrl,
+        resourceNamesSubscribe: subscribe,
+        resourceNamesUnsubscribe: unsubscribe,
+        initialResourceVersions,
+      });
+    } else {
+      this.writeSotw(typeUrl, w, undefined);
+    }
+  }
+
+  private writeSotw(
+    typeUrl: string,
+    w: TypeWatch,
+    errorDetail: { code: number; message: string } | undefined,
+  ): void {
+    if (!w.wildcard && w.names.size === 0 && w.nonce === "") return;
+    const names = w.wildcard ? (w.names.size > 0 ? ["*", ...w.names] : []) : [...w.names];
+    this.write(SOTW_REQ, {
+      typeUrl,
+      versionInfo: w.version,
+      resourceNames: names,
+      responseNonce: w.nonce,
+      ...(errorDetail ? { errorDetail } : {}),
+    });
+  }
+
+  private sendUpdate(typeUrl: string, w: TypeWatch): void {
+    if (this.stream === undefined) return;
+    if (this.protocol === "delta") {
+      if (w.pendingSubscribe.size === 0 && w.pendingUnsubscribe.size === 0) return;
+      this.write(DELTA_REQ, {
+        typeUrl,
+        resourceNamesSubscribe: [...w.pendingSubscribe],
+        resourceNamesUnsubscribe: [...w.pendingUnsubscribe],
+      });
+      w.pendingSubscribe.clear();
+      w.pendingUnsubscribe.clear();
+    } else {
+      this.writeSotw(typeUrl, w, undefined);
+    }
+  }
+
+  private decodeResource(typeUrl: string, any: { typeUrl: string; value: Uint8Array } | undefined): unknown {
+    if (any === undefined) throw new Error("resource without payload");
+    if (any.typeUrl !== typeUrl) throw new Error(`payload type ${any.typeUrl} does not match ${typeUrl}`);
+    return typeRegistry.decode(typeUrl, any.value);
+  }
+
+  private validate(typeUrl: string, name: string, resource: unknown): void {
+    const verdict = this.options.validate?.(typeUrl, name, resource);
+    if (typeof verdict === "string") throw new Error(verdict);
+  }
+
+  private onResponse(buffer: Buffer): void {
+    this.attempt = 0;
+    if (!this.firstResponseSeen) {
+      this.firstResponseSeen = true;
+      for (const l of this.stateListeners) l(true);
+    }
+    if (this.protocol === "delta") this.onDeltaResponse(buffer);
+    else this.onSotwResponse(buffer);
+  }
+
+  private reject(typeUrl: string, w: TypeWatch | undefined, nonce: string, message: string): void {
+    this.counters.nacks.inc({ type: typeUrl.slice(typeUrl.lastIndexOf(".") + 1) });
+    this.logger.warn({ typeUrl, nonce, error: message }, "xds NACK");
+    const errorDetail = { code: GrpcStatus.INVALID_ARGUMENT, message };
+    if (this.protocol === "delta") this.write(DELTA_REQ, { typeUrl, responseNonce: nonce, errorDetail });
+    else if (w !== undefined) this.writeSotw(typeUrl, w, errorDetail);
+    for (const l of this.nackListeners) l(typeUrl, message);
+  }
+
+  private onDeltaResponse(buffer: Buffer): void {
+    const response = typeRegistry.decode(DELTA_RESP, buffer);
+    const typeUrl = response.typeUrl;
+    const w = this.watches.get(typeUrl);
+    this.counters.responses.inc({ type: typeUrl.slice(typeUrl.lastIndexOf(".") + 1) });
+    if (w === undefined) {
+      this.reject(typeUrl, undefined, response.nonce, `type ${typeUrl} was not requested`);
+      return;
+    }
+    w.nonce = response.nonce;
+    const decoded: XdsResource[] = [];
+    const seen = new Set<string>();
+    try {
+      for (const r of response.resources) {
+        if (seen.has(r.name)) throw new Error(`duplicate resource ${r.name}`);
+        seen.add(r.name);
+        const resource = this.decodeResource(typeUrl, r.resource);
+        this.validate(typeUrl, r.name, resource);
+        decoded.push({ name: r.name, version: r.version, aliases: r.aliases, resource });
+      }
+    } catch (err) {
+      this.reject(typeUrl, w, response.nonce, err instanceof Error ? err.message : String(err));
+      return;
+    }
+    const event: XdsChangeEvent = { typeUrl, added: [], updated: [], removed: [] };
+    for (const r of decoded) {
+      // A push that crossed our unsubscribe on the wire is not wanted any more.
+      if (!w.wildcard && !w.names.has(r.name) && !r.aliases.some((a) => w.names.has(a))) continue;
+      (w.resources.has(r.name) ? event.updated : event.added).push(r);
+      w.resources.set(r.name, r);
+    }
+    for (const name of response.removedResources) if (w.resources.delete(name)) event.removed.push(name);
+    this.write(DELTA_REQ, { typeUrl, responseNonce: response.nonce });
+    this.accept(w, event);
+  }
+
+  private onSotwResponse(buffer: Buffer): void {
+    const response = typeRegistry.decode(SOTW_RESP, buffer);
+    const typeUrl = response.typeUrl;
+    const w = this.watches.get(typeUrl);
+    this.counters.responses.inc({ type: typeUrl.slice(typeUrl.lastIndexOf(".") + 1) });
+    if (w === undefined) return;
+    w.nonce = response.nonce;
+    const next = new Map<string, XdsResource>();
+    try {
+      for (const any of response.resources) {
+        const resource = this.decodeResource(typeUrl, any);
+        const name = resourceNameOf(typeUrl, resource);
+        if (name === undefined) throw new Error(`cannot tell the name of a ${typeUrl} resource`);
+        if (next.has(name)) throw new Error(`duplicate resource ${name}`);
+        if (!w.wildcard && w.dropped.has(name)) continue;
+        this.validate(typeUrl, name, resource);
+        next.set(name, { name, version: response.versionInfo, aliases: [], resource });
+      }
+    } catch (err) {
+      this.reject(typeUrl, w, response.nonce, err instanceof Error ? err.message : String(err));
+      return;
+    }
+    const event: XdsChangeEvent = { typeUrl, added: [], updated: [], removed: [] };
+    for (const [name, r] of next) {
+      const old = w.resources.get(name);
+      if (old === undefined) event.added.push(r);
+      else if (!sameBytes(typeUrl, old.resource, r.resource)) event.updated.push(r);
+      else r.version = old.version;
+    }
+    for (const name of w.resources.keys()) if (!next.has(name)) event.removed.push(name);
+    w.resources.clear();
+    for (const [name, r] of next) w.resources.set(name, r);
+    w.version = response.versionInfo;
+    this.writeSotw(typeUrl, w, undefined);
+    this.accept(w, event);
+  }
+
+  private accept(w: TypeWatch, event: XdsChangeEvent): void {
+    if (!w.ready) {
+      w.ready = true;
+      w.resolveReady();
+    }
+    if (event.added.length + event.updated.length + event.removed.length > 0) this.emitChange(event);
+  }
+
+  private emitChange(event: XdsChangeEvent): void {
+    for (const l of this.changeListeners) {
+      try {
+        l(event);
+      } catch (err) {
+        this.logger.error({ err: String(err) }, "xds change listener threw");
+      }
+    }
+  }
+}
+
+/** SotW responses carry no names: derive the key each resource type is known by. */
+function resourceNameOf(typeUrl: string, resource: unknown): string | undefined {
+  if (typeof resource !== "object" || resource === null) return undefined;
+  const r = resource as Record<string, unknown>;
+  if (typeUrl === TypeUrl.authorization) return `${String(r.namespace)}/${String(r.name)}`;
+  if (typeof r.name === "string" && r.name !== "") return r.name;
+  if (typeof r.clusterName === "string" && r.clusterName !== "") return r.clusterName;
+  const inner = (r.workload ?? r.service) as Record<string, unknown> | undefined;
+  if (inner !== undefined) {
+    if (typeof inner.uid === "string" && inner.uid !== "") return inner.uid;
+    if (typeof inner.hostname === "string") return `${String(inner.namespace)}/${inner.hostname}`;
+  }
+  if (typeof r.uid === "string") return r.uid;
+  return undefined;
+}
+
+function sameBytes(typeUrl: string, a: unknown, b: unknown): boolean {
+  const x = typeRegistry.encode(typeUrl, a as never);
+  const y = typeRegistry.encode(typeUrl, b as never);
+  return Buffer.compare(x, y) === 0;
+}
+
+/** Creates an {@link XdsClient}; it connects when the first type is watched. */
+export function createXdsClient(options: XdsClientOptions): XdsClient {
+  return new XdsClient(options);
+}

@@ -1,0 +1,435 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import * as grpc from "@grpc/grpc-js";
+import { deltaNames, openDelta, openSotw } from "../test/raw-ads.js";
+import { XdsError } from "./errors.js";
+import type { NackRecord } from "./server-session.js";
+import { structFromJson } from "./struct.js";
+import type { Counter, MetricsSink } from "./telemetry.js";
+import { TypeUrl } from "./type-registry.js";
+import { createXdsServer, type XdsServer } from "./xds-server.js";
+
+const A = TypeUrl.address;
+const workload = (uid: string, name: string, ip: number) => ({
+  workload: { uid, name, namespace: "ns", addresses: [new Uint8Array([10, 0, 0, ip])] },
+});
+
+function seed(server: XdsServer, n: number): void {
+  server.cache.batch(() => {
+    for (let i = 1; i <= n; i++)
+      server.cache.set(A, `u${i}`, workload(`u${i}`, `w${i}`, i), { aliases: [`net/10.0.0.${i}`] });
+  });
+}
+
+describe("Delta ADS server", () => {
+  let server: XdsServer;
+  let port: number;
+  const nacks: NackRecord[] = [];
+  const counts = new Map<string, number>();
+  const gauges = new Map<string, number>();
+  const metrics: MetricsSink = {
+    counter: (name) => {
+      const c: Counter = { inc: (_l, v = 1) => counts.set(name, (counts.get(name) ?? 0) + v) };
+      return c;
+    },
+    gauge: (name) => ({
+      set: () => {},
+      inc: (l, v = 1) =>
+        gauges.set(`${name}${JSON.stringify(l)}`, (gauges.get(`${name}${JSON.stringify(l)}`) ?? 0) + v),
+      dec: (l, v = 1) =>
+        gauges.set(`${name}${JSON.stringify(l)}`, (gauges.get(`${name}${JSON.stringify(l)}`) ?? 0) - v),
+    }),
+    histogram: () => ({ observe: () => {} }),
+  };
+
+  before(async () => {
+    server = createXdsServer({ debounceMs: 0, onNack: (_c, n) => nacks.push(n), metrics });
+    seed(server, 3);
+    port = await server.listen();
+  });
+  after(() => server.close());
+
+  it("serves a legacy wildcard subscription, pushes only changes, and removes deleted names", async () => {
+    const s = openDelta(port);
+    s.send({ typeUrl: A, node: { id: "ztunnel~10.0.0.9~zt.istio-system~istio-system.svc.cluster.local" } });
+    const first = await s.next();
+    assert.deepEqual(deltaNames(first), ["u1", "u2", "u3"]);
+    assert.notEqual(first.nonce, "");
+    assert.deepEqual(first.resources.find((r) => r.name === "u1")?.aliases, ["net/10.0.0.1"]);
+    assert.equal(first.resources[0]?.resource?.typeUrl, A);
+    s.send({ typeUrl: A, responseNonce: first.nonce });
+    server.cache.set(A, "u2", workload("u2", "changed", 2));
+    const push = await s.next();
+    assert.deepEqual(deltaNames(push), ["u2"]);
+    assert.notEqual(push.nonce, first.nonce);
+    s.send({ typeUrl: A, responseNonce: push.nonce });
+    server.cache.delete(A, "u2");
+    const removal = await s.next();
+    assert.deepEqual(removal.resources, []);
+    assert.deepEqual(removal.removedResources, ["u2"]);
+    s.send({ typeUrl: A, responseNonce: removal.nonce });
+    server.cache.set(A, "u2", workload("u2", "w2", 2), { aliases: ["net/10.0.0.2"] });
+    assert.deepEqual(deltaNames(await s.next()), ["u2"]);
+    s.close();
+  });
+
+  it("serves named subscriptions, marks missing names removed, and ignores other names", async () => {
+    const s = openDelta(port);
+    s.send({ typeUrl: A, resourceNamesSubscribe: ["u1", "nope"] });
+    const first = await s.next();
+    assert.deepEqual(deltaNames(first), ["u1"]);
+    assert.deepEqual(first.removedResources, ["nope"]);
+    s.send({ typeUrl: A, responseNonce: first.nonce });
+    server.cache.set(A, "u3", workload("u3", "other", 3), { aliases: ["net/10.0.0.3"] });
+    server.cache.set(A, "u1", workload("u1", "mine", 1), { aliases: ["net/10.0.0.1"] });
+    const push = await s.next();
+    // The u3 change never reached this stream: the next response is about u1.
+    assert.deepEqual(deltaNames(push), ["u1"]);
+    s.send({
+      typeUrl: A,
+      responseNonce: push.nonce,
+      resourceNamesUnsubscribe: ["u1"],
+      resourceNamesSubscribe: ["u3"],
+    });
+    const swapped = await s.next();
+    assert.deepEqual(deltaNames(swapped), ["u3"]);
+    s.close();
+  });
+
+  it("supports subscribe-to-nothing with on-demand alias lookups", async () => {
+    const s = openDelta(port);
+    s.send({ typeUrl: A, resourceNamesSubscribe: ["*"], resourceNamesUnsubscribe: ["*"] });
+    const first = await s.next();
+    assert.deepEqual(first.resources, []);
+    s.send({ typeUrl: A, responseNonce: first.nonce });
+    server.cache.set(A, "u9", workload("u9", "new", 9), { aliases: ["net/10.0.0.9"] });
+    s.send({ typeUrl: A, resourceNamesSubscribe: ["net/10.0.0.1"] });
+    const lookup = await s.next();
+    assert.deepEqual(deltaNames(lookup), ["u1"]);
+    s.close();
+  });
+
+  it("honours initial_resource_versions on reconnect: sends what changed, removes what is gone", async () => {
+    const s1 = openDelta(port);
+    s1.send({ typeUrl: A });
+    const have = await s1.next();
+    s1.close();
+    const versions = Object.fromEntries(have.resources.map((r) => [r.name, r.version]));
+    server.cache.set(A, "u1", workload("u1", "moved", 1), { aliases: ["net/10.0.0.1"] });
+    server.cache.delete(A, "u9");
+    const s2 = openDelta(port);
+    s2.send({ typeUrl: A, initialResourceVersions: versions });
+    const resync = await s2.next();
+    assert.deepEqual(deltaNames(resync), ["u1"]);
+    assert.deepEqual(resync.removedResources, ["u9"]);
+    s2.close();
+  });
+
+  it("records a NACK with its error detail and keeps serving", async () => {
+    const s = openDelta(port);
+    s.send({
+      typeUrl: A,
+      node: { id: "nacker", metadata: structFromJson({ NAME: "zt", INSTANCE_IPS: "10.0.0.9" }) },
+    });
+    const first = await s.next();
+    const before = counts.get("pilot_total_xds_rejects") ?? 0;
+    s.send({ typeUrl: A, responseNonce: first.nonce, errorDetail: { code: 3, message: "bad workload u1" } });
+    s.send({ typeUrl: A, resourceNamesSubscribe: ["u1"] });
+    await s.next();
+    const nack = nacks.at(-1);
+    assert.equal(nack?.errorDetail.message, "bad workload u1");
+    assert.equal(nack?.nonce, first.nonce);
+    assert.equal(counts.get("pilot_total_xds_rejects"), before + 1);
+    const ctx = server.streams().find((c) => c.node?.id === "nacker");
+    assert.deepEqual(ctx?.node?.metadata, { NAME: "zt", INSTANCE_IPS: "10.0.0.9" });
+    assert.equal(ctx?.nacks.length, 1);
+    assert.ok((gauges.get('pilot_xds{"protocol":"delta","kind":"other"}') ?? 0) >= 1);
+    assert.ok((counts.get("pilot_xds_pushes") ?? 0) > 0);
+    s.close();
+  });
+
+  it("holds pushes for a stream that never ACKs without delaying other streams", async () => {
+    const silent = openDelta(port);
+    const acking = openDelta(port);
+    let syncs = 0;
+    // Requests on one stream are handled in order: a reply on another type proves the ACK was seen.
+    const ackAndSync = async (s: typeof silent, nonce: string) => {
+      s.send({ typeUrl: A, responseNonce: nonce });
+      s.send({ typeUrl: TypeUrl.authorization, resourceNamesSubscribe: [`sync-${++syncs}`] });
+      const r = await s.next();
+      assert.equal(r.typeUrl, TypeUrl.authorization);
+    };
+    silent.send({ typeUrl: A, resourceNamesSubscribe: ["u2"] });
+    acking.send({ typeUrl: A, resourceNamesSubscribe: ["u2"] });
+    await ackAndSync(silent, (await silent.next()).nonce);
+    await ackAndSync(acking, (await acking.next()).nonce);
+    const set = (name: string) => {
+      server.cache.set(A, "u2", workload("u2", name, 2), { aliases: ["net/10.0.0.2"] });
+      server.flushNow();
+    };
+    set("v1");
+    const s1 = await silent.next();
+    await ackAndSync(acking, (await acking.next()).nonce);
+    set("v2");
+    await ackAndSync(acking, (await acking.next()).nonce);
+    set("v3");
+    const a3 = await acking.next();
+    // The silent stream got one push; its ACK releases exactly one more with the latest version.
+    silent.send({ typeUrl: A, responseNonce: s1.nonce });
+    const s2 = await silent.next();
+    assert.equal(s2.typeUrl, A);
+    assert.equal(s2.resources[0]?.version, a3.resources[0]?.version);
+    silent.close();
+    acking.close();
+  });
+
+  it("still applies subscriptions that carry a stale nonce", async () => {
+    const s = openDelta(port);
+    s.send({ typeUrl: A, resourceNamesSubscribe: ["u1"] });
+    await s.next();
+    s.send({ typeUrl: A, responseNonce: "stale", resourceNamesSubscribe: ["u3"] });
+    assert.deepEqual(deltaNames(await s.next()), ["u3"]);
+    s.close();
+  });
+
+  it("ignores unknown type URLs and keeps the stream", async () => {
+    const s = openDelta(port);
+    s.send({ typeUrl: "type.googleapis.com/no.such.Type", resourceNamesSubscribe: ["x"] });
+    s.send({ typeUrl: A, resourceNamesSubscribe: ["u1"] });
+    const res = await s.next();
+    assert.equal(res.typeUrl, A);
+    s.close();
+  });
+
+  it("closes a stream that sends undecodable bytes, leaving other streams alone", async () => {
+    const good = openDelta(port);
+    good.send({ typeUrl: A, resourceNamesSubscribe: ["u1"] });
+    await good.next();
+    const bad = openDelta(port);
+    bad.sendRaw(Buffer.from([0x12, 0x05, 0x41]));
+    const status = await bad.status;
+    assert.equal(status.code, 3);
+    good.send({ typeUrl: A, resourceNamesSubscribe: ["u3"] });
+    assert.deepEqual(deltaNames(await good.next()), ["u3"]);
+    good.close();
+  });
+
+  it("survives a flood of subscribe/unsubscribe with bounded state", async () => {
+    const s = openDelta(port);
+    s.send({ typeUrl: A, resourceNamesSubscribe: ["*"], resourceNamesUnsubscribe: ["*"] });
+    await s.next();
+    for (let i = 0; i < 500; i++) {
+      s.send({ typeUrl: A, resourceNamesSubscribe: [`flood-${i}`] });
+      s.send({ typeUrl: A, resourceNamesUnsubscribe: [`flood-${i}`] });
+    }
+    s.send({ typeUrl: A, resourceNamesSubscribe: ["u1"] });
+    let last = await s.next();
+    while (last.resources.length === 0) last = await s.next();
+    assert.deepEqual(deltaNames(last), ["u1"]);
+    const id = server.streams().at(-1)?.id ?? -1;
+    assert.deepEqual(server.subscriptions(id)?.get(A), { wildcard: false, names: ["u1"] });
+    s.close();
+  });
+
+  it("coalesces changes inside the debounce window into one push", async () => {
+    const debounced = createXdsServer({ debounceMs: 50 });
+    seed(debounced, 2);
+    const p = await debounced.listen();
+    const s = openDelta(p);
+    s.send({ typeUrl: A });
+    const first = await s.next();
+    s.send({ typeUrl: A, responseNonce: first.nonce });
+    for (let i = 0; i < 5; i++) debounced.cache.set(A, "u1", workload("u1", `n${i}`, 1));
+    debounced.cache.set(A, "u2", workload("u2", "x", 2));
+    const push = await s.next();
+    assert.deepEqual(deltaNames(push), ["u1", "u2"]);
+    s.close();
+    await debounced.close();
+  });
+});
+
+describe("server hooks", () => {
+  it("refuses streams the auth hook rejects and attaches the identity of accepted ones", async () => {
+    const server = createXdsServer({
+      debounceMs: 0,
+      authenticate: ({ headers, node }) => {
+        if (headers.authorization?.[0] !== "Bearer good") throw new Error("bad token");
+        if (node?.id === "blocked") throw new XdsError("ERR_XDS_PERMISSION_DENIED", "node not allowed");
+        return { subject: "ztunnel" };
+      },
+    });
+    const port = await server.listen();
+    const anonymous = openDelta(port);
+    anonymous.send({ typeUrl: A });
+    assert.equal((await anonymous.status).code, 16);
+    const blocked = openDelta(port, { authorization: "Bearer good" });
+    blocked.send({ typeUrl: A, node: { id: "blocked" } });
+    assert.equal((await blocked.status).code, 7);
+    const ok = openDelta(port, { authorization: "Bearer good" });
+    ok.send({ typeUrl: A, node: { id: "zt" } });
+    await ok.next();
+    assert.deepEqual(server.streams()[0]?.identity, { subject: "ztunnel" });
+    ok.close();
+    await server.close();
+  });
+
+  it("asks the resolver for unknown names before answering", async () => {
+    const asked: string[] = [];
+    const server = createXdsServer({
+      debounceMs: 0,
+      resolver: ({ names, cache, typeUrl, context }) => {
+        asked.push(`${context.node?.id}:${names.join(",")}`);
+        for (const name of names) {
+          if (name === "net/10.9.9.9")
+            cache.set(typeUrl, "u-od", workload("u-od", "od", 9), { aliases: [name] });
+        }
+      },
+    });
+    const port = await server.listen();
+    const s = openDelta(port);
+    s.send({
+      typeUrl: A,
+      node: { id: "zt" },
+      resourceNamesSubscribe: ["*"],
+      resourceNamesUnsubscribe: ["*"],
+    });
+    await s.next();
+    s.send({ typeUrl: A, resourceNamesSubscribe: ["net/10.9.9.9", "net/10.8.8.8"] });
+    const res = await s.next();
+    assert.deepEqual(deltaNames(res), ["u-od"]);
+    assert.deepEqual(res.removedResources, ["net/10.8.8.8"]);
+    assert.deepEqual(asked, ["zt:net/10.9.9.9,net/10.8.8.8"]);
+    s.close();
+    await server.close();
+  });
+
+  it("shows each stream only what its visibility hook allows, by node metadata", async () => {
+    const Z = TypeUrl.authorization;
+    const server = createXdsServer({
+      debounceMs: 0,
+      visible: (context, resource) =>
+        resource.name.startsWith(`${String(context.node?.metadata.NAMESPACE)}/`),
+    });
+    server.cache.set(Z, "a/p1", { name: "p1", namespace: "a" });
+    server.cache.set(Z, "b/p2", { name: "p2", namespace: "b" });
+    const port = await server.listen();
+    const delta = openDelta(port);
+    delta.send({ typeUrl: Z, node: { id: "zt-a", metadata: structFromJson({ NAMESPACE: "a" }) } });
+    assert.deepEqual(deltaNames(await delta.next()), ["a/p1"]);
+    delta.send({ typeUrl: Z, resourceNamesSubscribe: ["b/p2"] });
+    assert.deepEqual((await delta.next()).removedResources, ["b/p2"]);
+    const sotw = openSotw(port);
+    sotw.send({ typeUrl: Z, node: { id: "zt-b", metadata: structFromJson({ NAMESPACE: "b" }) } });
+    const res = await sotw.next();
+    assert.equal(res.resources.length, 1);
+    delta.close();
+    sotw.close();
+    await server.close();
+  });
+
+  it("can be added to an existing grpc-js server", async () => {
+    const grpcServer = new grpc.Server();
+    const server = createXdsServer({ debounceMs: 0 });
+    server.cache.set(A, "u1", workload("u1", "w1", 1));
+    server.addTo(grpcServer);
+    const port = await new Promise<number>((resolve, reject) =>
+      grpcServer.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) =>
+        e ? reject(e) : resolve(p),
+      ),
+    );
+    const s = openDelta(port);
+    s.send({ typeUrl: A });
+    assert.deepEqual(deltaNames(await s.next()), ["u1"]);
+    s.close();
+    await server.close();
+    grpcServer.forceShutdown();
+  });
+
+  it("closes a stream that subscribes to more names than allowed", async () => {
+    const server = createXdsServer({ maxNamesPerType: 3 });
+    const port = await server.listen();
+    const s = openDelta(port);
+    s.send({ typeUrl: A, resourceNamesSubscribe: ["a", "b", "c", "d"] });
+    assert.equal((await s.status).code, 3);
+    await server.close();
+  });
+});
+
+describe("SotW ADS server", () => {
+  let server: XdsServer;
+  let port: number;
+  const EDS = TypeUrl.clusterLoadAssignment;
+  const cla = (name: string, p: number) => ({
+    clusterName: name,
+    endpoints: [
+      { lbEndpoints: [{ endpoint: { address: { socketAddress: { address: "10.0.0.1", portValue: p } } } }] },
+    ],
+  });
+
+  before(async () => {
+    server = createXdsServer({ debounceMs: 0 });
+    server.cache.batch(() => {
+      server.cache.set(TypeUrl.cluster, "c1", { name: "c1", type: "EDS" });
+      server.cache.set(TypeUrl.cluster, "c2", { name: "c2", type: "EDS" });
+      server.cache.set(EDS, "c1", cla("c1", 80));
+      server.cache.set(EDS, "c2", cla("c2", 81));
+    });
+    port = await server.listen();
+  });
+  after(() => server.close());
+
+  it("sends the full set for wildcard types, nothing on ACK, and the full set again on change", async () => {
+    const s = openSotw(port);
+    s.send({ typeUrl: TypeUrl.cluster, node: { id: "grpc" } });
+    const first = await s.next();
+    assert.equal(first.resources.length, 2);
+    assert.equal(first.versionInfo, server.cache.version(TypeUrl.cluster));
+    s.send({ typeUrl: TypeUrl.cluster, versionInfo: first.versionInfo, responseNonce: first.nonce });
+    server.cache.set(TypeUrl.cluster, "c3", { name: "c3" });
+    const push = await s.next();
+    const ctx = server.streams().find((c) => c.node?.id === "grpc");
+    assert.deepEqual(ctx?.acks.get(TypeUrl.cluster), { nonce: first.nonce, versionInfo: first.versionInfo });
+    assert.equal(push.resources.length, 3);
+    assert.notEqual(push.versionInfo, first.versionInfo);
+    s.close();
+  });
+
+  it("serves named EDS resources and pushes only when a watched name changes", async () => {
+    const s = openSotw(port);
+    s.send({ typeUrl: EDS, resourceNames: ["c1"] });
+    const first = await s.next();
+    assert.equal(first.resources.length, 1);
+    s.send({
+      typeUrl: EDS,
+      versionInfo: first.versionInfo,
+      resourceNames: ["c1"],
+      responseNonce: first.nonce,
+    });
+    server.cache.set(EDS, "c2", cla("c2", 91));
+    server.cache.set(EDS, "c1", cla("c1", 90));
+    const push = await s.next();
+    assert.equal(push.resources.length, 1);
+    s.close();
+  });
+
+  it("records NACKs with the version kept, and ignores requests with a stale nonce", async () => {
+    const s = openSotw(port);
+    s.send({ typeUrl: EDS, resourceNames: ["c1"] });
+    const first = await s.next();
+    s.send({ typeUrl: EDS, resourceNames: ["c1"], responseNonce: "old", versionInfo: "" });
+    s.send({
+      typeUrl: EDS,
+      resourceNames: ["c1"],
+      responseNonce: first.nonce,
+      versionInfo: "",
+      errorDetail: { code: 14, message: "rejected" },
+    });
+    s.send({ typeUrl: EDS, resourceNames: ["c1", "c2"], responseNonce: first.nonce, versionInfo: "" });
+    const next = await s.next();
+    // Only the request that changed the names (with a current nonce) was answered.
+    assert.equal(next.resources.length, 2);
+    const ctx = server.streams().find((c) => c.nacks.length > 0);
+    assert.equal(ctx?.nacks[0]?.errorDetail.message, "rejected");
+    s.close();
+  });
+});

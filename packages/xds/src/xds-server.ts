@@ -1,0 +1,413 @@
+import * as grpc from "@grpc/grpc-js";
+import { adsServiceDefinition } from "./ads-service.js";
+import { XdsError } from "./errors.js";
+import type { envoy } from "./gen/types.js";
+import { GrpcStatus, grpcStatusOf, toXdsError } from "./node-error.js";
+import { type CacheChange, type CachedResource, ResourceCache, shortTypeName } from "./resource-cache.js";
+import {
+  DeltaSession,
+  type NackRecord,
+  type NodeInfo,
+  nodeInfo,
+  type SessionHost,
+  SotwSession,
+  type XdsStreamContext,
+} from "./server-session.js";
+import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
+import { typeRegistry } from "./type-registry.js";
+
+/** What the auth hook sees when a stream sends its first request. */
+export interface XdsAuthRequest {
+  protocol: "delta" | "sotw";
+  peer: string;
+  headers: Readonly<Record<string, readonly string[]>>;
+  node: NodeInfo | undefined;
+  /** Verified TLS peer certificate when the server runs with mTLS credentials. */
+  peerCertificate: unknown;
+}
+
+/** Asks for resources that are not in the cache yet (on-demand), before the server answers. */
+export type XdsResolver = (request: {
+  context: XdsStreamContext;
+  typeUrl: string;
+  names: readonly string[];
+  cache: ResourceCache;
+}) => void | Promise<void>;
+
+/** Options of {@link createXdsServer}. */
+export interface XdsServerOptions {
+  /** Cache to serve; default a new empty {@link ResourceCache}. */
+  cache?: ResourceCache;
+  /**
+   * Delay that coalesces cache changes into one push: default 100 ms; istiod `PILOT_DEBOUNCE_AFTER`.
+   * 0 pushes on the next event-loop turn.
+   */
+  debounceMs?: number;
+  /**
+   * Called with the first request of each stream. Return a value to attach as `context.identity`;
+   * throw (an {@link XdsError} with `ERR_XDS_PERMISSION_DENIED` for 7, anything else for 16) to refuse
+   * the stream. Default: accept everyone; istiod authenticates by mTLS peer or bearer token.
+   */
+  authenticate?: (request: XdsAuthRequest) => unknown;
+  /**
+   * Per-stream view of the cache (the "generator" decision): return false to hide a resource from
+   * this client, e.g. by `context.node.metadata.NAMESPACE`. Hidden resources are never sent and are
+   * removed from clients that had them. Default: every stream sees everything.
+   */
+  visible?: (context: XdsStreamContext, resource: CachedResource) => boolean;
+  /** On-demand hook for subscribed names missing from the cache; default none. */
+  resolver?: XdsResolver;
+  /** Longest wait for the resolver before answering anyway: default 5000 ms. */
+  resolveTimeoutMs?: number;
+  /** Cap on subscribed names per type and stream; above it the stream is closed: default 100000. */
+  maxNamesPerType?: number;
+  /**
+   * Requests buffered per stream before reading pauses (HTTP/2 flow control pushes back): default 64.
+   */
+  maxQueuedRequests?: number;
+  /** Called for every NACK, with the error detail the client sent. */
+  onNack?: (context: XdsStreamContext, nack: NackRecord) => void;
+  /** Structured logger; default no-op. */
+  logger?: Logger;
+  /**
+   * Metrics sink; default no-op. Emits `pilot_xds` (streams by protocol and node kind),
+   * `pilot_xds_pushes`, `pilot_xds_push_bytes`, `pilot_total_xds_rejects` and `pilot_xds_push_time`.
+   */
+  metrics?: MetricsSink;
+}
+
+interface LiveStream {
+  /** Labels under which the stream was counted in `pilot_xds`, once authenticated. */
+  counted?: { protocol: string; kind: string };
+  readonly context: XdsStreamContext;
+  readonly session: DeltaSession | SotwSession;
+  readonly call: grpc.ServerDuplexStream<Buffer, Uint8Array>;
+}
+
+function headersOf(metadata: grpc.Metadata): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const [key, values] of Object.entries(metadata.toJSON())) {
+    out[key] = (values as unknown[]).map((v) => (Buffer.isBuffer(v) ? v.toString("base64") : String(v)));
+  }
+  return out;
+}
+
+function nodeKind(node: NodeInfo | undefined): string {
+  if (node === undefined) return "unknown";
+  const tilde = node.id.indexOf("~");
+  if (tilde > 0) return node.id.slice(0, tilde);
+  return node.userAgentName.startsWith("grpc") ? "grpc" : "other";
+}
+
+/**
+ * xDS server for Delta and SotW aggregated discovery over grpc-js, serving a {@link ResourceCache}.
+ */
+export class XdsServer {
+  readonly cache: ResourceCache;
+  private readonly options: XdsServerOptions;
+  private readonly logger: Logger;
+  private readonly live = new Set<LiveStream>();
+  private readonly dirty = new Map<string, { names: Set<string>; aliases: Set<string>; since: number }>();
+  private timer: NodeJS.Timeout | undefined;
+  private grpcServer: grpc.Server | undefined;
+  private nextId = 0;
+  private closed = false;
+  private readonly unsubscribe: () => void;
+  private readonly host: SessionHost;
+  private readonly metrics: {
+    clients: ReturnType<MetricsSink["gauge"]>;
+    pushes: ReturnType<MetricsSink["counter"]>;
+    pushBytes: ReturnType<MetricsSink["counter"]>;
+    rejects: ReturnType<MetricsSink["counter"]>;
+    pushTime: ReturnType<MetricsSink["histogram"]>;
+  };
+
+  constructor(options: XdsServerOptions = {}) {
+    this.options = options;
+    this.cache = options.cache ?? new ResourceCache();
+    this.logger = options.logger ?? noopLogger;
+    const m = options.metrics ?? noopMetrics;
+    this.metrics = {
+      clients: m.gauge("pilot_xds", "Connected xDS streams", ["protocol", "kind"]),
+      pushes: m.counter("pilot_xds_pushes", "xDS responses sent", ["type"]),
+      pushBytes: m.counter("pilot_xds_push_bytes", "Bytes of xDS responses sent", ["type"]),
+      rejects: m.counter("pilot_total_xds_rejects", "NACKs received", ["type"]),
+      pushTime: m.histogram(
+        "pilot_xds_push_time",
+        "Seconds from a cache change to the push of all affected streams",
+        ["type"],
+        [0.001, 0.01, 0.1, 0.5, 1, 3, 5, 10],
+      ),
+    };
+    const resolveTimeoutMs = options.resolveTimeoutMs ?? 5000;
+    this.host = {
+      cache: this.cache,
+      maxNamesPerType: options.maxNamesPerType ?? 100_000,
+      visible:
+        options.visible === undefined
+          ? () => true
+          : (context, entry) => options.visible?.(context, entry) !== false,
+      resolve: async (context, typeUrl, names) => {
+        const resolver = options.resolver;
+        if (resolver === undefined) return;
+        let timer: NodeJS.Timeout | undefined;
+        try {
+          await Promise.race([
+            Promise.resolve().then(() => resolver({ context, typeUrl, names, cache: this.cache })),
+            new Promise<void>((resolve) => {
+              timer = setTimeout(resolve, resolveTimeoutMs);
+            }),
+          ]);
+        } catch (err) {
+          this.logger.warn({ stream: context.id, typeUrl, names, err: String(err) }, "xds resolver failed");
+        } finally {
+          clearTimeout(timer);
+        }
+        // The resolver's cache writes are answered by this request, not by a second push.
+        this.flushNow();
+      },
+      onNack: (context, nack) => {
+        this.metrics.rejects.inc({ type: shortTypeName(nack.typeUrl) });
+        this.logger.warn(
+          {
+            stream: context.id,
+            node: context.node?.id,
+            typeUrl: nack.typeUrl,
+            error: nack.errorDetail.message,
+          },
+          "xds NACK",
+        );
+        options.onNack?.(context, nack);
+      },
+      onPush: (_context, typeUrl, _resources, bytes) => {
+        const type = shortTypeName(typeUrl);
+        this.metrics.pushes.inc({ type });
+        this.metrics.pushBytes.inc({ type }, bytes);
+      },
+      debug: (obj, msg) => this.logger.debug(obj, msg),
+    };
+    this.unsubscribe = this.cache.onChange((change) => this.onCacheChange(change));
+  }
+
+  /** Adds the ADS service to an existing grpc-js server. */
+  addTo(server: grpc.Server): void {
+    server.addService(adsServiceDefinition, {
+      StreamAggregatedResources: (call: grpc.ServerDuplexStream<Buffer, Uint8Array>) =>
+        this.serve("sotw", call),
+      DeltaAggregatedResources: (call: grpc.ServerDuplexStream<Buffer, Uint8Array>) =>
+        this.serve("delta", call),
+    });
+  }
+
+  /**
+   * Starts a grpc-js server of its own. `address` default `127.0.0.1:0`; returns the bound port.
+   * `credentials` default insecure (istiod serves xDS with mTLS on 15012).
+   */
+  async listen(
+    address = "127.0.0.1:0",
+    credentials = grpc.ServerCredentials.createInsecure(),
+  ): Promise<number> {
+    if (this.grpcServer !== undefined)
+      throw new XdsError("ERR_XDS_INVALID_ARGUMENT", "server already listening");
+    const server = new grpc.Server();
+    this.addTo(server);
+    this.grpcServer = server;
+    return new Promise<number>((resolve, reject) => {
+      server.bindAsync(address, credentials, (err, port) => {
+        if (err) reject(toXdsError(err, `cannot listen on ${address}`));
+        else resolve(port);
+      });
+    });
+  }
+
+  /** Contexts of the open streams. */
+  streams(): XdsStreamContext[] {
+    return [...this.live].map((s) => s.context);
+  }
+
+  /** Subscriptions of one stream by type URL. */
+  subscriptions(streamId: number): Map<string, { wildcard: boolean; names: string[] }> | undefined {
+    for (const s of this.live) if (s.context.id === streamId) return s.session.subscriptions();
+    return undefined;
+  }
+
+  /** Pushes pending cache changes now instead of waiting for the debounce timer. */
+  flushNow(): void {
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    const batches = [...this.dirty];
+    this.dirty.clear();
+    for (const [typeUrl, d] of batches) {
+      for (const s of this.live) s.session.onChange(typeUrl, d.names, d.aliases);
+      this.metrics.pushTime.observe({ type: shortTypeName(typeUrl) }, (performance.now() - d.since) / 1000);
+    }
+  }
+
+  /** Ends every open stream with UNAVAILABLE; clients reconnect (e.g. to rebalance across replicas). */
+  closeStreams(): void {
+    for (const s of [...this.live]) this.finish(s, GrpcStatus.UNAVAILABLE, "xds stream closed by the server");
+  }
+
+  /** Ends every stream and stops the server started by {@link XdsServer.listen}. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.unsubscribe();
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    for (const s of [...this.live]) this.finish(s, GrpcStatus.UNAVAILABLE, "xds server shutting down");
+    const server = this.grpcServer;
+    if (server !== undefined) {
+      await new Promise<void>((resolve) => {
+        const force = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, 1000);
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      });
+    }
+  }
+
+  private onCacheChange(change: CacheChange): void {
+    let d = this.dirty.get(change.typeUrl);
+    if (d === undefined) {
+      d = { names: new Set(), aliases: new Set(), since: performance.now() };
+      this.dirty.set(change.typeUrl, d);
+    }
+    for (const n of change.names) d.names.add(n);
+    for (const a of change.aliases) d.aliases.add(a);
+    if (this.timer === undefined && !this.closed) {
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.flushNow();
+      }, this.options.debounceMs ?? 100);
+    }
+  }
+
+  private finish(stream: LiveStream, code: number, details: string): void {
+    if (!this.live.delete(stream)) return;
+    stream.session.closed = true;
+    if (stream.counted !== undefined) this.metrics.clients.dec(stream.counted);
+    if (code === GrpcStatus.OK) stream.call.end();
+    else stream.call.emit("error", { code, details });
+  }
+
+  private serve(protocol: "delta" | "sotw", call: grpc.ServerDuplexStream<Buffer, Uint8Array>): void {
+    if (this.closed) {
+      call.emit("error", { code: GrpcStatus.UNAVAILABLE, details: "xds server shutting down" });
+      return;
+    }
+    const context: XdsStreamContext = {
+      id: ++this.nextId,
+      protocol,
+      peer: call.getPeer(),
+      headers: headersOf(call.metadata),
+      node: undefined,
+      identity: undefined,
+      nacks: [],
+      acks: new Map(),
+    };
+    const limit = this.options.maxQueuedRequests ?? 64;
+    let queued = 0;
+    // A client that stops reading stops being read: requests wait in HTTP/2 flow control.
+    let writeBlocked = false;
+    const send = (bytes: Uint8Array) => {
+      if (stream.session.closed) return;
+      if (!call.write(bytes) && !writeBlocked) {
+        writeBlocked = true;
+        call.pause();
+        call.once("drain", () => {
+          writeBlocked = false;
+          if (queued < limit) call.resume();
+        });
+      }
+    };
+    const session =
+      protocol === "delta"
+        ? new DeltaSession(this.host, context, send)
+        : new SotwSession(this.host, context, send);
+    const stream: LiveStream = { context, session, call };
+    this.live.add(stream);
+    let authenticated = false;
+    let chain = Promise.resolve();
+    const process = async (buffer: Buffer): Promise<void> => {
+      if (session.closed) return;
+      let request:
+        | envoy.service.discovery.v3.DeltaDiscoveryRequest
+        | envoy.service.discovery.v3.DiscoveryRequest;
+      try {
+        request =
+          protocol === "delta"
+            ? typeRegistry.decode("envoy.service.discovery.v3.DeltaDiscoveryRequest", buffer)
+            : typeRegistry.decode("envoy.service.discovery.v3.DiscoveryRequest", buffer);
+      } catch (err) {
+        throw new XdsError("ERR_XDS_DECODE", `malformed discovery request: ${String(err)}`, { cause: err });
+      }
+      if (!authenticated) {
+        const node = (request as { node?: envoy.config.core.v3.Node }).node;
+        context.node = nodeInfo(node);
+        if (this.options.authenticate !== undefined) {
+          try {
+            const identity = await this.options.authenticate({
+              protocol,
+              peer: context.peer,
+              headers: context.headers,
+              node: context.node,
+              peerCertificate: call.getAuthContext()?.sslPeerCertificate,
+            });
+            context.identity = identity;
+          } catch (err) {
+            const denied = err instanceof XdsError && err.code === "ERR_XDS_PERMISSION_DENIED";
+            throw new XdsError(
+              denied ? "ERR_XDS_PERMISSION_DENIED" : "ERR_XDS_UNAUTHENTICATED",
+              `xds stream refused: ${err instanceof Error ? err.message : String(err)}`,
+              { cause: err },
+            );
+          }
+        }
+        authenticated = true;
+        if (session.closed) return;
+        stream.counted = { protocol, kind: nodeKind(context.node) };
+        this.metrics.clients.inc(stream.counted);
+      }
+      if (protocol === "delta") {
+        await (session as DeltaSession).handle(request as envoy.service.discovery.v3.DeltaDiscoveryRequest);
+      } else {
+        await (session as SotwSession).handle(request as envoy.service.discovery.v3.DiscoveryRequest);
+      }
+    };
+    call.on("data", (buffer: Buffer) => {
+      queued++;
+      if (queued >= limit) call.pause();
+      chain = chain
+        .then(() => process(buffer))
+        .catch((err: unknown) => {
+          const xerr = toXdsError(err, "xds stream failed");
+          this.logger.warn(
+            { stream: context.id, node: context.node?.id, err: xerr.message },
+            "closing xds stream",
+          );
+          this.finish(stream, grpcStatusOf(xerr), xerr.message);
+        })
+        .finally(() => {
+          queued--;
+          if (queued < limit && !writeBlocked && call.isPaused()) call.resume();
+        });
+    });
+    call.on("end", () => {
+      void chain.then(() => this.finish(stream, GrpcStatus.OK, "OK"));
+    });
+    call.on("error", () => this.finish(stream, GrpcStatus.CANCELLED, "cancelled"));
+    call.on("cancelled", () => this.finish(stream, GrpcStatus.CANCELLED, "cancelled"));
+  }
+}
+
+/** Creates an {@link XdsServer}; call `listen()` or `addTo(server)` to serve it. */
+export function createXdsServer(options: XdsServerOptions = {}): XdsServer {
+  return new XdsServer(options);
+}
