@@ -101,6 +101,7 @@ export type {
   WireAddress,
   WireAuthorization,
   WireClause,
+  WireExtension,
   WireGroup,
   WireMatch,
   WireRule,

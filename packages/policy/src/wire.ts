@@ -43,7 +43,7 @@ export interface WireMatch {
   /** Newer istiod versions only; absent means empty. */
   notServiceAccounts?: WireServiceAccountMatch[];
   /** Carried through untouched; not evaluated. */
-  extensions?: unknown[];
+  extensions?: WireExtension[];
 }
 
 /**
@@ -81,7 +81,13 @@ export interface WireAuthorization {
   groups: WireGroup[];
   dryRun?: boolean;
   /** Carried through untouched; not evaluated. */
-  extensions?: unknown[];
+  extensions?: WireExtension[];
+}
+
+/** istio.security `Extension`: a named, typed configuration blob (an `Any`). */
+export interface WireExtension {
+  name?: string;
+  config?: { typeUrl?: string; value?: Uint8Array };
 }
 
 /** An empty match, to spread into literals. */
