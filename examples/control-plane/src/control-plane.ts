@@ -1,0 +1,494 @@
+import { type FSWatcher, watch } from "node:fs";
+import { readdir, readFile } from "node:fs/promises";
+import { createServer, type Server as HttpServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { extname, join } from "node:path";
+import {
+  callerFromKubernetesClaims,
+  createCertificateService,
+  createJwtAuthenticator,
+  createNodeAuthorizer,
+} from "@ambient/spiffe";
+import { createXdsServer, TypeUrl, XdsError, type XdsServer } from "@ambient/xds";
+import { Metadata, Server, ServerCredentials } from "@grpc/grpc-js";
+import { ControlPlaneError } from "./errors.js";
+import { type ManifestFile, type MeshIssue, parseManifests } from "./manifests.js";
+import { loadMeshState, TOKEN_ISSUER, writeNodeTokens } from "./mesh-state.js";
+import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
+import { type MeshConfig, type TranslateOptions, translateMesh } from "./translate-mesh.js";
+
+/** SPIFFE ID of the control plane's serving certificate. */
+export const CONTROL_PLANE_IDENTITY = "spiffe://cluster.local/ns/istio-system/sa/istiod";
+const DEFAULT_NODES = ["node-a", "node-b", "node-c"];
+const SERVING_CERT_TTL_SECONDS = 30 * 24 * 60 * 60;
+// Tokens live 24 h; the files are rewritten well before they expire.
+const TOKEN_REFRESH_MS = 12 * 60 * 60 * 1000;
+const MANIFEST_EXTENSIONS = new Set([".yaml", ".yml", ".json"]);
+
+/** Options of {@link startControlPlane}. */
+export interface ControlPlaneOptions extends TranslateOptions {
+  /** Directory of `*.yaml` / `*.yml` / `*.json` manifests (not recursive). Required. */
+  meshDir: string;
+  /**
+   * Where the CA, the token key, `root-cert.pem` and `tokens/<node>.jwt` are kept. Default: none,
+   * everything stays in memory (a new CA on every start).
+   */
+  stateDir?: string;
+  /** gRPC TLS listen address (xDS + CA). Default `127.0.0.1:15012`; istiod's secure port. Use port 0 for ephemeral. */
+  listen?: string;
+  /** Admin HTTP address (`/metrics`, `/debug/config`, `/ready`). Default: not started; istiod monitoring port 15014. */
+  admin?: string;
+  /**
+   * Plaintext xDS address without authentication, for local debugging only (no CA on it).
+   * Default: not started; istiod's plaintext port 15010.
+   */
+  plaintextListen?: string;
+  /** Body of `/metrics` (prom-client `registry.metrics()`). Default: `/metrics` answers 404. */
+  metricsText?: () => Promise<{ contentType: string; body: string }>;
+  /** Re-read the mesh directory when it changes. Default true. */
+  watch?: boolean;
+  /** Quiet time after the last file event before a reload. Default 100 ms. */
+  watchDebounceMs?: number;
+  /** Push debounce of the xDS server. Default 100 ms; istiod `PILOT_DEBOUNCE_AFTER`. */
+  xdsDebounceMs?: number;
+  /** Require a valid node token on xDS streams. Default true (istiod authenticates every xDS client). */
+  requireXdsToken?: boolean;
+  /** Nodes that get a token even when no manifest names them. Default `node-a`, `node-b`, `node-c`. */
+  extraNodes?: readonly string[];
+  logger?: Logger;
+  metrics?: MetricsSink;
+}
+
+/** What one reload did. */
+export interface ReloadResult {
+  workloads: number;
+  services: number;
+  authorizations: number;
+  /** Resources added or changed (pushed to clients). */
+  changed: number;
+  /** Resources removed. */
+  removed: number;
+  issues: MeshIssue[];
+}
+
+/** A running control plane. */
+export interface ControlPlane {
+  /** `host:port` of the gRPC TLS server (xDS and CA). */
+  readonly address: string;
+  /** `host:port` of the admin server, when started. */
+  readonly adminAddress: string | undefined;
+  /** `host:port` of the plaintext xDS server, when started. */
+  readonly plaintextAddress: string | undefined;
+  /** The mesh trust bundle: the CA root that signs SVIDs and the control plane's own certificate. */
+  readonly rootCertPem: string;
+  /** A node token (bound service-account token stand-in) for the ztunnel of `node`. */
+  tokenFor(node: string): Promise<string>;
+  /** Re-reads the mesh directory now and pushes what changed. */
+  reload(): Promise<ReloadResult>;
+  /** The configuration currently served. */
+  config(): MeshConfig;
+  /** Stops watching, ends every stream and closes the servers. */
+  close(): Promise<void>;
+}
+
+async function readManifestDir(dir: string): Promise<ManifestFile[]> {
+  const names = (await readdir(dir)).filter((n) => MANIFEST_EXTENSIONS.has(extname(n)) && !n.startsWith("."));
+  const files: ManifestFile[] = [];
+  for (const name of names.sort()) {
+    try {
+      files.push({ path: name, text: await readFile(join(dir, name), "utf8") });
+    } catch (err) {
+      // A file removed between listing and reading is simply not there any more.
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    }
+  }
+  return files;
+}
+
+function ipText(bytes: Uint8Array | undefined): string {
+  return bytes === undefined ? "" : [...bytes].join(".");
+}
+
+/** The served configuration as JSON (addresses as text), for `/debug/config`. */
+export function configToJson(config: MeshConfig): unknown {
+  return {
+    workloads: config.workloads.map((w) => ({
+      ...w.workload,
+      addresses: (w.workload.addresses ?? []).map((a) => ipText(a)),
+    })),
+    services: config.services.map((s) => ({
+      ...s.service,
+      addresses: (s.service.addresses ?? []).map((a) => ({
+        network: a.network ?? "",
+        address: ipText(a.address),
+      })),
+    })),
+    authorizations: [...config.authorizations.values()],
+    nodes: Object.fromEntries(config.nodes),
+    issues: config.issues,
+  };
+}
+
+function listenHttp(server: HttpServer, address: string): Promise<string> {
+  const colon = address.lastIndexOf(":");
+  const host = address.slice(0, colon);
+  const port = Number(address.slice(colon + 1));
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve(`${host}:${(server.address() as AddressInfo).port}`);
+    });
+  });
+}
+
+function bindGrpc(server: Server, address: string, credentials: ServerCredentials): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.bindAsync(address, credentials, (err, port) => (err ? reject(err) : resolve(port)));
+  });
+}
+
+function validAddress(address: string, what: string): void {
+  const colon = address.lastIndexOf(":");
+  const port = Number(address.slice(colon + 1));
+  if (colon <= 0 || !Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new ControlPlaneError(
+      "ERR_CONTROL_PLANE_CONFIG",
+      `${what} must be host:port, got ${JSON.stringify(address)}`,
+    );
+  }
+}
+
+/**
+ * Starts the control plane: loads (or creates) the CA and token key, reads the manifests, and serves
+ * Delta/SotW xDS (`istio.workload.Address`, `istio.security.Authorization`) and the Istio certificate
+ * service on one TLS gRPC port.
+ */
+export async function startControlPlane(options: ControlPlaneOptions): Promise<ControlPlane> {
+  const logger = options.logger ?? noopLogger;
+  const metrics = options.metrics ?? noopMetrics;
+  const trustDomain = options.trustDomain ?? "cluster.local";
+  const listen = options.listen ?? "127.0.0.1:15012";
+  validAddress(listen, "listen");
+  if (options.admin !== undefined) validAddress(options.admin, "admin");
+  if (options.plaintextListen !== undefined) validAddress(options.plaintextListen, "plaintextListen");
+  if (typeof options.meshDir !== "string" || options.meshDir === "") {
+    throw new ControlPlaneError("ERR_CONTROL_PLANE_CONFIG", "meshDir is required");
+  }
+  const translateOptions: TranslateOptions = {
+    ...(options.clusterId === undefined ? {} : { clusterId: options.clusterId }),
+    trustDomain,
+    ...(options.rootNamespace === undefined ? {} : { rootNamespace: options.rootNamespace }),
+    ...(options.domainSuffix === undefined ? {} : { domainSuffix: options.domainSuffix }),
+    ...(options.network === undefined ? {} : { network: options.network }),
+  };
+
+  const reloads = metrics.counter("ambient_control_plane_reloads_total", "Mesh directory reloads", [
+    "result",
+  ]);
+  const resources = metrics.gauge("ambient_control_plane_resources", "Resources served, by type", ["type"]);
+  const issuesGauge = metrics.gauge(
+    "ambient_control_plane_manifest_issues",
+    "Manifest objects skipped or partly used",
+  );
+
+  const state = await loadMeshState(options.stateDir, trustDomain);
+  // No hot certificate swap in grpc-js server credentials: the serving certificate outlives a demo run.
+  const serving = await state.ca.issue({
+    spiffeId: `spiffe://${trustDomain}/ns/istio-system/sa/istiod`,
+    ttlSeconds: SERVING_CERT_TTL_SECONDS,
+  });
+  const authenticator = createJwtAuthenticator({
+    keys: state.jwks,
+    issuer: TOKEN_ISSUER,
+    trustDomain,
+    algorithms: ["ES256"],
+    callerFromClaims: callerFromKubernetesClaims,
+  });
+
+  let current: MeshConfig = {
+    workloads: [],
+    services: [],
+    authorizations: new Map(),
+    nodes: new Map(),
+    issues: [],
+  };
+  const tokenNodes = new Set<string>();
+
+  const xds = createXdsServer({
+    debounceMs: options.xdsDebounceMs ?? 100,
+    logger,
+    metrics,
+    authenticate: async ({ headers, node }) => {
+      if (options.requireXdsToken === false) return undefined;
+      const metadata = new Metadata();
+      for (const [key, values] of Object.entries(headers)) {
+        if (key.endsWith("-bin")) continue;
+        for (const v of values) metadata.add(key, v);
+      }
+      try {
+        const caller = await authenticator.authenticate({ metadata });
+        if (caller === undefined) throw new Error("no bearer token");
+        const claimedNode = node?.metadata.NODE_NAME;
+        if (typeof claimedNode === "string" && caller.node !== undefined && claimedNode !== caller.node) {
+          // Every ztunnel receives every address, so a mismatch reveals nothing; it is worth a warning.
+          logger.warn(
+            { tokenNode: caller.node, nodeName: claimedNode },
+            "xds client NODE_NAME differs from its token",
+          );
+        }
+        logger.debug(
+          { caller: caller.identity.toString(), node: caller.node, xdsNode: node?.id },
+          "xds client authenticated",
+        );
+        return caller;
+      } catch (cause) {
+        const reason = cause instanceof Error ? cause.message : String(cause);
+        logger.warn({ node: node?.id, reason }, "xds client refused");
+        throw new XdsError("ERR_XDS_UNAUTHENTICATED", `xds authentication failed: ${reason}`, { cause });
+      }
+    },
+  });
+  const certificateService = createCertificateService({
+    ca: state.ca,
+    authenticators: [authenticator],
+    nodeAuthorizer: createNodeAuthorizer({
+      trustedNodeAccounts: ["istio-system/ztunnel"],
+      identitiesOnNode: (node) => current.nodes.get(node) ?? [],
+    }),
+    logger,
+    metrics,
+  });
+
+  async function apply(): Promise<ReloadResult> {
+    let files: ManifestFile[];
+    try {
+      files = await readManifestDir(options.meshDir);
+    } catch (cause) {
+      reloads.inc({ result: "error" });
+      throw new ControlPlaneError(
+        "ERR_CONTROL_PLANE_CONFIG",
+        `cannot read mesh directory ${options.meshDir}`,
+        { cause },
+      );
+    }
+    const parsed = parseManifests(files);
+    const next = translateMesh(parsed.objects, translateOptions);
+    next.issues.unshift(...parsed.issues);
+    const cache = xds.cache;
+    let changed = 0;
+    let removed = 0;
+    cache.batch(() => {
+      const put = (typeUrl: string, key: string, write: () => void): void => {
+        const before = cache.entry(typeUrl, key)?.version;
+        write();
+        if (cache.entry(typeUrl, key)?.version !== before) changed++;
+      };
+      const keep = new Set<string>();
+      for (const w of next.workloads) {
+        keep.add(w.key);
+        put(TypeUrl.address, w.key, () =>
+          cache.set(TypeUrl.address, w.key, { workload: w.workload }, { aliases: w.aliases }),
+        );
+      }
+      for (const s of next.services) {
+        keep.add(s.key);
+        put(TypeUrl.address, s.key, () =>
+          cache.set(TypeUrl.address, s.key, { service: s.service }, { aliases: s.aliases }),
+        );
+      }
+      for (const name of cache.names(TypeUrl.address)) {
+        if (!keep.has(name) && cache.delete(TypeUrl.address, name)) removed++;
+      }
+      for (const [key, authorization] of next.authorizations) {
+        put(TypeUrl.authorization, key, () => cache.set(TypeUrl.authorization, key, authorization));
+      }
+      for (const name of cache.names(TypeUrl.authorization)) {
+        if (!next.authorizations.has(name) && cache.delete(TypeUrl.authorization, name)) removed++;
+      }
+    });
+    current = next;
+    resources.set({ type: "workload" }, next.workloads.length);
+    resources.set({ type: "service" }, next.services.length);
+    resources.set({ type: "authorization" }, next.authorizations.size);
+    issuesGauge.set({}, next.issues.length);
+    for (const issue of next.issues) logger.warn({ source: issue.source }, issue.message);
+    if (options.stateDir !== undefined) {
+      const fresh = [...next.nodes.keys()].filter((n) => !tokenNodes.has(n));
+      await writeNodeTokens(options.stateDir, state, fresh);
+      for (const n of fresh) tokenNodes.add(n);
+    }
+    reloads.inc({ result: "ok" });
+    const result: ReloadResult = {
+      workloads: next.workloads.length,
+      services: next.services.length,
+      authorizations: next.authorizations.size,
+      changed,
+      removed,
+      issues: next.issues,
+    };
+    logger.info({ ...result, issues: result.issues.length }, "mesh configuration loaded");
+    return result;
+  }
+
+  // Reloads run one at a time, in order.
+  let chain: Promise<unknown> = Promise.resolve();
+  const reload = (): Promise<ReloadResult> => {
+    const run = chain.then(apply, apply);
+    chain = run.catch(() => undefined);
+    return run;
+  };
+
+  if (options.stateDir !== undefined) {
+    const extra = options.extraNodes ?? DEFAULT_NODES;
+    await writeNodeTokens(options.stateDir, state, extra);
+    for (const n of extra) tokenNodes.add(n);
+  }
+  try {
+    await reload();
+  } catch (err) {
+    await xds.close();
+    throw err;
+  }
+
+  const grpcServer = new Server();
+  xds.addTo(grpcServer);
+  grpcServer.addService(certificateService.definition, certificateService.implementation);
+  const credentials = ServerCredentials.createSsl(
+    null,
+    [{ private_key: Buffer.from(serving.privateKeyPem), cert_chain: Buffer.from(serving.certChainPem) }],
+    false,
+  );
+  let port: number;
+  try {
+    port = await bindGrpc(grpcServer, listen, credentials);
+  } catch (cause) {
+    await xds.close();
+    grpcServer.forceShutdown();
+    throw new ControlPlaneError("ERR_CONTROL_PLANE_LISTEN", `cannot listen on ${listen}`, { cause });
+  }
+  const address = `${listen.slice(0, listen.lastIndexOf(":"))}:${port}`;
+
+  let admin: HttpServer | undefined;
+  let adminAddress: string | undefined;
+  if (options.admin !== undefined) {
+    admin = createServer((req, res) => {
+      const path = (req.url ?? "/").split("?")[0];
+      if (path === "/debug/config") {
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end(`${JSON.stringify(configToJson(current), null, 2)}\n`);
+      } else if (path === "/ready") {
+        res.writeHead(200, { "content-type": "text/plain" });
+        res.end("ok\n");
+      } else if (path === "/metrics" && options.metricsText !== undefined) {
+        options.metricsText().then(
+          ({ contentType, body }) => {
+            res.writeHead(200, { "content-type": contentType });
+            res.end(body);
+          },
+          (err: unknown) => {
+            logger.error({ err }, "metrics collection failed");
+            res.writeHead(500);
+            res.end();
+          },
+        );
+      } else {
+        res.writeHead(404, { "content-type": "text/plain" });
+        res.end("not found\n");
+      }
+    });
+    try {
+      adminAddress = await listenHttp(admin, options.admin);
+    } catch (cause) {
+      await xds.close();
+      grpcServer.forceShutdown();
+      throw new ControlPlaneError("ERR_CONTROL_PLANE_LISTEN", `cannot listen on ${options.admin}`, { cause });
+    }
+  }
+
+  // Shares the cache, so it serves exactly what the TLS port serves, to anyone.
+  let plaintext: XdsServer | undefined;
+  let plaintextAddress: string | undefined;
+  if (options.plaintextListen !== undefined) {
+    plaintext = createXdsServer({
+      cache: xds.cache,
+      debounceMs: options.xdsDebounceMs ?? 100,
+      logger,
+      metrics,
+    });
+    try {
+      const p = await plaintext.listen(options.plaintextListen);
+      plaintextAddress = `${options.plaintextListen.slice(0, options.plaintextListen.lastIndexOf(":"))}:${p}`;
+    } catch (cause) {
+      await Promise.all([xds.close(), plaintext.close()]);
+      grpcServer.forceShutdown();
+      admin?.close();
+      throw new ControlPlaneError("ERR_CONTROL_PLANE_LISTEN", `cannot listen on ${options.plaintextListen}`, {
+        cause,
+      });
+    }
+  }
+
+  let tokenRefresh: NodeJS.Timeout | undefined;
+  if (options.stateDir !== undefined) {
+    const stateDir = options.stateDir;
+    tokenRefresh = setInterval(() => {
+      writeNodeTokens(stateDir, state, tokenNodes).catch((err: unknown) =>
+        logger.error({ err }, "node token refresh failed"),
+      );
+    }, TOKEN_REFRESH_MS);
+    tokenRefresh.unref();
+  }
+
+  let watcher: FSWatcher | undefined;
+  let watchTimer: NodeJS.Timeout | undefined;
+  if (options.watch !== false) {
+    const debounce = options.watchDebounceMs ?? 100;
+    watcher = watch(options.meshDir, () => {
+      clearTimeout(watchTimer);
+      watchTimer = setTimeout(() => {
+        watchTimer = undefined;
+        reload().catch((err: unknown) => logger.error({ err }, "mesh reload failed"));
+      }, debounce);
+    });
+    watcher.on("error", (err) => logger.error({ err }, "mesh directory watch failed"));
+  }
+
+  logger.info(
+    { address, admin: adminAddress, plaintext: plaintextAddress, meshDir: options.meshDir },
+    "control plane listening",
+  );
+
+  let closing: Promise<void> | undefined;
+  return {
+    address,
+    adminAddress,
+    plaintextAddress,
+    rootCertPem: state.rootCertPem,
+    tokenFor: (node) => state.tokenFor(node),
+    reload,
+    config: () => current,
+    close() {
+      closing ??= (async () => {
+        watcher?.close();
+        clearTimeout(watchTimer);
+        clearInterval(tokenRefresh);
+        await chain;
+        await Promise.all([xds.close(), plaintext?.close()]);
+        await new Promise<void>((resolve) => {
+          const force = setTimeout(() => grpcServer.forceShutdown(), 2000);
+          grpcServer.tryShutdown(() => {
+            clearTimeout(force);
+            resolve();
+          });
+        });
+        if (admin !== undefined) {
+          const server = admin;
+          server.closeAllConnections();
+          await new Promise<void>((resolve) => server.close(() => resolve()));
+        }
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,31 @@
+const BRAND = Symbol.for("@ambient/example-control-plane.error");
+
+/** Stable error codes of the control plane. */
+export type ControlPlaneErrorCode =
+  | "ERR_CONTROL_PLANE_CONFIG"
+  | "ERR_CONTROL_PLANE_STATE"
+  | "ERR_CONTROL_PLANE_LISTEN";
+
+export interface ControlPlaneErrorDetails {
+  cause?: unknown;
+  [key: string]: unknown;
+}
+
+/** The one error class of the control plane. */
+export class ControlPlaneError extends Error {
+  readonly code: ControlPlaneErrorCode;
+  readonly details: Readonly<Record<string, unknown>>;
+  readonly [BRAND] = true;
+
+  constructor(code: ControlPlaneErrorCode, message: string, details: ControlPlaneErrorDetails = {}) {
+    const { cause, ...rest } = details;
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = "ControlPlaneError";
+    this.code = code;
+    this.details = rest;
+  }
+
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === "object" && value !== null && (value as { [BRAND]?: unknown })[BRAND] === true;
+  }
+}

@@ -1,0 +1,40 @@
+/**
+ * A reference control plane for the local ambient mesh: reads Kubernetes-style manifests from a
+ * directory, serves workloads, services and authorization policies over Delta xDS, and signs
+ * workload certificates for node agents (ztunnels) that hold a node token.
+ *
+ * @example
+ * ```ts
+ * import { startControlPlane } from "@ambient/example-control-plane";
+ *
+ * const cp = await startControlPlane({ meshDir: "mesh", listen: "127.0.0.1:0" });
+ * const token = await cp.tokenFor("node-a"); // send as `authorization: Bearer <token>`
+ * console.log(cp.address, cp.config().workloads.length);
+ * await cp.close();
+ * ```
+ *
+ * @packageDocumentation
+ */
+export {
+  CONTROL_PLANE_IDENTITY,
+  type ControlPlane,
+  type ControlPlaneOptions,
+  configToJson,
+  type ReloadResult,
+  startControlPlane,
+} from "./control-plane.js";
+export { controlPlaneCredentials } from "./control-plane-credentials.js";
+export { ControlPlaneError, type ControlPlaneErrorCode, type ControlPlaneErrorDetails } from "./errors.js";
+export { type KubeObject, type ManifestFile, type MeshIssue, parseManifests } from "./manifests.js";
+export { TOKEN_AUDIENCE, TOKEN_ISSUER } from "./mesh-state.js";
+export { createPromMetricsSink } from "./prom-metrics.js";
+export type { Counter, Gauge, Histogram, Logger, MetricLabels, MetricsSink } from "./telemetry.js";
+export { noopLogger, noopMetrics } from "./telemetry.js";
+export {
+  ipv4Bytes,
+  type MeshConfig,
+  type MeshService,
+  type MeshWorkload,
+  type TranslateOptions,
+  translateMesh,
+} from "./translate-mesh.js";

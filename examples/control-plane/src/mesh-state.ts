@@ -1,0 +1,172 @@
+// reflect-metadata must load before @peculiar/x509 (its 2.x release needs the polyfill).
+import "reflect-metadata";
+import { randomBytes, webcrypto } from "node:crypto";
+import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { type CaCertsPem, type CertificateAuthority, createCertificateAuthority } from "@ambient/spiffe";
+import * as x509 from "@peculiar/x509";
+import { exportJWK, generateKeyPair, importJWK, type JWK, SignJWT } from "jose";
+import { ControlPlaneError } from "./errors.js";
+
+/** Issuer of the node tokens. */
+export const TOKEN_ISSUER = "ambient-control-plane";
+/** Audience of the node tokens (the CA's default). */
+export const TOKEN_AUDIENCE = "istio-ca";
+const TOKEN_KID = "ambient-control-plane-1";
+const TOKEN_TTL_SECONDS = 24 * 60 * 60;
+const ROOT_TTL_SECONDS = 10 * 365 * 24 * 60 * 60;
+
+/** The CA and the token-signing key, created once and kept in the state directory. */
+export interface MeshState {
+  ca: CertificateAuthority;
+  rootCertPem: string;
+  /** Public JWKS that verifies node tokens. */
+  jwks: { keys: JWK[] };
+  /** Signs a bound-token stand-in for the ztunnel of `node`. */
+  tokenFor(node: string): Promise<string>;
+}
+
+async function readOptional(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
+}
+
+async function writeAtomic(path: string, text: string, mode = 0o644): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = `${path}.${randomBytes(4).toString("hex")}.tmp`;
+  await writeFile(tmp, text, { mode });
+  await rename(tmp, path);
+}
+
+function pem(label: string, der: ArrayBuffer): string {
+  const b64 = Buffer.from(der).toString("base64");
+  return `-----BEGIN ${label}-----\n${b64.replace(/(.{64})/g, "$1\n").replace(/\n$/, "")}\n-----END ${label}-----\n`;
+}
+
+/**
+ * A self-signed ECDSA P-256 root whose key can be saved (the CA package keeps the key of a root it
+ * generates to itself, so a root that must survive restarts is made here and plugged in as cacerts).
+ */
+export async function generateRootCa(trustDomain: string): Promise<CaCertsPem> {
+  const alg = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
+  const keys = (await webcrypto.subtle.generateKey(alg, true, ["sign", "verify"])) as webcrypto.CryptoKeyPair;
+  const now = Date.now();
+  const cert = await x509.X509CertificateGenerator.createSelfSigned(
+    {
+      serialNumber: randomBytes(16)
+        .toString("hex")
+        .replace(/^[89a-f]/, "1"),
+      name: [{ O: [trustDomain] }],
+      notBefore: new Date(now - 120_000),
+      notAfter: new Date(now + ROOT_TTL_SECONDS * 1000),
+      keys,
+      signingAlgorithm: alg,
+      extensions: [
+        new x509.BasicConstraintsExtension(true, undefined, true),
+        new x509.KeyUsagesExtension(
+          x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature,
+          true,
+        ),
+        await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+        new x509.SubjectAlternativeNameExtension([{ type: "url", value: `spiffe://${trustDomain}` }], false),
+      ],
+    },
+    webcrypto,
+  );
+  const certPem = cert.toString("pem").trimEnd().concat("\n");
+  const keyPem = pem("PRIVATE KEY", await webcrypto.subtle.exportKey("pkcs8", keys.privateKey));
+  return { caCertPem: certPem, caKeyPem: keyPem, rootCertPem: certPem };
+}
+
+/**
+ * Loads the CA and token key from `stateDir` (creating them on first start), or keeps them in
+ * memory when `stateDir` is undefined. Files: `ca/{ca-cert,ca-key,root-cert}.pem`,
+ * `token-key.jwk`, and `root-cert.pem` (the trust bundle node agents read).
+ */
+export async function loadMeshState(stateDir: string | undefined, trustDomain: string): Promise<MeshState> {
+  try {
+    let cacerts: CaCertsPem | undefined;
+    let privateJwk: JWK | undefined;
+    if (stateDir !== undefined) {
+      const dir = join(stateDir, "ca");
+      const [caCertPem, caKeyPem, rootCertPem, jwkText] = await Promise.all([
+        readOptional(join(dir, "ca-cert.pem")),
+        readOptional(join(dir, "ca-key.pem")),
+        readOptional(join(dir, "root-cert.pem")),
+        readOptional(join(stateDir, "token-key.jwk")),
+      ]);
+      if (caCertPem !== undefined && caKeyPem !== undefined && rootCertPem !== undefined) {
+        cacerts = { caCertPem, caKeyPem, rootCertPem };
+      }
+      if (jwkText !== undefined) privateJwk = JSON.parse(jwkText) as JWK;
+    }
+    if (cacerts === undefined) {
+      cacerts = await generateRootCa(trustDomain);
+      if (stateDir !== undefined) {
+        const dir = join(stateDir, "ca");
+        await writeAtomic(join(dir, "ca-key.pem"), cacerts.caKeyPem, 0o600);
+        await writeAtomic(join(dir, "ca-cert.pem"), cacerts.caCertPem);
+        await writeAtomic(join(dir, "root-cert.pem"), cacerts.rootCertPem);
+      }
+    }
+    if (privateJwk === undefined) {
+      const pair = await generateKeyPair("ES256", { extractable: true });
+      privateJwk = { ...(await exportJWK(pair.privateKey)), kid: TOKEN_KID, alg: "ES256" };
+      if (stateDir !== undefined) {
+        await writeAtomic(join(stateDir, "token-key.jwk"), `${JSON.stringify(privateJwk)}\n`, 0o600);
+      }
+    }
+    const ca = await createCertificateAuthority({ trustDomain, cacerts });
+    const rootCertPem = ca.rootCertPem();
+    if (stateDir !== undefined) await writeAtomic(join(stateDir, "root-cert.pem"), rootCertPem);
+    const { d: _d, ...publicJwk } = privateJwk;
+    const signingKey = await importJWK(privateJwk, "ES256");
+    const kid = privateJwk.kid ?? TOKEN_KID;
+    return {
+      ca,
+      rootCertPem,
+      jwks: { keys: [{ ...publicJwk, kid, alg: "ES256", use: "sig" }] },
+      tokenFor(node: string) {
+        return new SignJWT({
+          "kubernetes.io": {
+            namespace: "istio-system",
+            serviceaccount: { name: "ztunnel" },
+            node: { name: node },
+          },
+        })
+          .setProtectedHeader({ alg: "ES256", kid })
+          .setIssuer(TOKEN_ISSUER)
+          .setAudience([TOKEN_AUDIENCE])
+          .setSubject("system:serviceaccount:istio-system:ztunnel")
+          .setIssuedAt()
+          .setExpirationTime(Math.floor(Date.now() / 1000) + TOKEN_TTL_SECONDS)
+          .sign(signingKey);
+      },
+    };
+  } catch (cause) {
+    if (cause instanceof ControlPlaneError) throw cause;
+    throw new ControlPlaneError(
+      "ERR_CONTROL_PLANE_STATE",
+      `cannot load or create the control plane state${stateDir === undefined ? "" : ` in ${stateDir}`}: ${
+        cause instanceof Error ? cause.message : String(cause)
+      }`,
+      { cause },
+    );
+  }
+}
+
+/** Writes `tokens/<node>.jwt` for every node. */
+export async function writeNodeTokens(
+  stateDir: string,
+  state: MeshState,
+  nodes: Iterable<string>,
+): Promise<void> {
+  for (const node of nodes) {
+    if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(node)) continue;
+    await writeAtomic(join(stateDir, "tokens", `${node}.jwt`), `${await state.tokenFor(node)}\n`, 0o600);
+  }
+}

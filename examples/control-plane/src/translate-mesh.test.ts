@@ -1,0 +1,330 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { parseManifests } from "./manifests.js";
+import { ipv4Bytes, type MeshConfig, type TranslateOptions, translateMesh } from "./translate-mesh.js";
+
+function translate(yaml: string, options?: TranslateOptions): MeshConfig {
+  const { objects, issues } = parseManifests([{ path: "m.yaml", text: yaml }]);
+  assert.deepEqual(issues, []);
+  return translateMesh(objects, options);
+}
+
+const AMBIENT_NS = `
+apiVersion: v1
+kind: Namespace
+metadata: { name: demo, labels: { istio.io/dataplane-mode: ambient } }
+`;
+const pod = (name: string, ip: string, extra = ""): string => `
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: ${name}, namespace: demo, labels: { app: ${name.replace(/-\d+$/, "")} } }
+spec: { nodeName: node-a, serviceAccountName: ${name.replace(/-\d+$/, "")}${extra} }
+status: { podIP: ${ip} }
+`;
+
+function workload(config: MeshConfig, name: string) {
+  const w = config.workloads.find((x) => x.workload.name === name);
+  assert.ok(w, `workload ${name}`);
+  return w;
+}
+
+describe("translateMesh: workloads", () => {
+  const cases: { name: string; yaml: string; options?: TranslateOptions; expect: Record<string, unknown> }[] =
+    [
+      {
+        name: "ambient namespace pod -> HBONE with defaults",
+        yaml: AMBIENT_NS + pod("web-0", "127.10.0.9"),
+        expect: {
+          uid: "Kubernetes//Pod/demo/web-0",
+          tunnelProtocol: "HBONE",
+          serviceAccount: "web",
+          node: "node-a",
+          canonicalName: "web",
+          canonicalRevision: "latest",
+          workloadType: "POD",
+          workloadName: "web-0",
+          status: "HEALTHY",
+          clusterId: "Kubernetes",
+          trustDomain: undefined,
+        },
+      },
+      {
+        name: "namespace without the label -> NONE",
+        yaml: `apiVersion: v1\nkind: Namespace\nmetadata: { name: demo }\n${pod("web-0", "127.10.0.9")}`,
+        expect: { tunnelProtocol: "NONE" },
+      },
+      {
+        name: "pod label opts out of an ambient namespace",
+        yaml:
+          AMBIENT_NS +
+          "---\nkind: Pod\nmetadata: { name: web-0, namespace: demo, labels: { istio.io/dataplane-mode: none } }\nstatus: { podIP: 127.10.0.9 }\n",
+        expect: { tunnelProtocol: "NONE", serviceAccount: "default", node: "" },
+      },
+      {
+        name: "explicit uid, version label, custom cluster and trust domain",
+        yaml:
+          AMBIENT_NS +
+          "---\nkind: Pod\nmetadata: { name: api, namespace: demo, uid: abc-123, labels: { app: api, version: v2 } }\nspec: { serviceAccountName: api }\nstatus: { podIP: 127.10.0.9 }\n",
+        options: { clusterId: "c1", trustDomain: "example.org" },
+        expect: { uid: "abc-123", canonicalRevision: "v2", clusterId: "c1", trustDomain: "example.org" },
+      },
+    ];
+  for (const c of cases) {
+    it(c.name, () => {
+      const config = translate(c.yaml, c.options);
+      assert.equal(config.workloads.length, 1);
+      const w = config.workloads[0];
+      assert.ok(w);
+      for (const [field, value] of Object.entries(c.expect)) {
+        assert.deepEqual((w.workload as Record<string, unknown>)[field], value, field);
+      }
+      assert.equal(w.key, w.workload.uid);
+    });
+  }
+
+  it("encodes the pod IP as 4 bytes and aliases it as network/IP", () => {
+    const w = workload(translate(AMBIENT_NS + pod("web-0", "127.10.0.9")), "web-0");
+    assert.deepEqual(w.workload.addresses, [new Uint8Array([127, 10, 0, 9])]);
+    assert.deepEqual(w.aliases, ["/127.10.0.9"]);
+  });
+
+  it("expands a Deployment over its annotated pod IPs and nodes", () => {
+    const config = translate(`${AMBIENT_NS}---
+kind: Deployment
+metadata:
+  name: api
+  namespace: demo
+  annotations: { ambient.dev/pod-ips: "127.10.0.5, 127.10.0.6,127.10.0.7", ambient.dev/nodes: "node-a,node-b" }
+spec:
+  template:
+    metadata: { labels: { app: api } }
+    spec: { serviceAccountName: api-sa }
+`);
+    assert.deepEqual(
+      config.workloads.map((w) => [
+        w.workload.name,
+        w.workload.node,
+        w.workload.workloadType,
+        w.workload.workloadName,
+      ]),
+      [
+        ["api-0", "node-a", "DEPLOYMENT", "api"],
+        ["api-1", "node-b", "DEPLOYMENT", "api"],
+        ["api-2", "node-a", "DEPLOYMENT", "api"],
+      ],
+    );
+    assert.deepEqual(config.nodes.get("node-b"), ["spiffe://cluster.local/ns/demo/sa/api-sa"]);
+  });
+
+  it("skips bad and duplicate pod IPs with an issue", () => {
+    const config = translate(
+      AMBIENT_NS + pod("a-0", "127.10.0.9") + pod("b-0", "127.10.0.9") + pod("c-0", "10.0.0.300"),
+    );
+    assert.deepEqual(
+      config.workloads.map((w) => w.workload.name),
+      ["a-0"],
+    );
+    assert.equal(config.issues.length, 2);
+    assert.match(config.issues[0]?.message ?? "", /already used by Pod\/demo\/a-0/);
+    assert.match(config.issues[1]?.message ?? "", /not an IPv4 address/);
+  });
+});
+
+describe("translateMesh: services", () => {
+  const svc = (ports: string, clusterIP = "127.30.0.1"): string => `
+---
+kind: Service
+metadata: { name: web, namespace: demo }
+spec:
+  clusterIP: ${clusterIP}
+  selector: { app: web }
+  ports: ${ports}
+`;
+  const cases: {
+    name: string;
+    ports: string;
+    service: { servicePort: number; targetPort: number; appProtocol?: string }[];
+    workload: { servicePort: number; targetPort: number }[];
+  }[] = [
+    {
+      name: "numeric targetPort",
+      ports: "[{ port: 80, targetPort: 8080 }]",
+      service: [{ servicePort: 80, targetPort: 8080 }],
+      workload: [{ servicePort: 80, targetPort: 8080 }],
+    },
+    {
+      name: "no targetPort means the service port",
+      ports: "[{ port: 9090, appProtocol: grpc }]",
+      service: [{ servicePort: 9090, targetPort: 9090, appProtocol: "GRPC" }],
+      workload: [{ servicePort: 9090, targetPort: 9090 }],
+    },
+    {
+      name: "named targetPort resolves per pod",
+      ports: "[{ port: 80, targetPort: http }, { port: 81, targetPort: missing }]",
+      service: [
+        { servicePort: 80, targetPort: 0 },
+        { servicePort: 81, targetPort: 0 },
+      ],
+      workload: [{ servicePort: 80, targetPort: 8080 }],
+    },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      const extra = ", containers: [{ name: c, ports: [{ name: http, containerPort: 8080 }] }]";
+      const config = translate(AMBIENT_NS + pod("web-0", "127.10.0.9", extra) + svc(c.ports));
+      const s = config.services[0];
+      assert.ok(s);
+      assert.equal(s.key, "demo/web.demo.svc.cluster.local");
+      assert.deepEqual(s.aliases, ["/127.30.0.1"]);
+      assert.deepEqual(s.service.addresses, [{ network: "", address: new Uint8Array([127, 30, 0, 1]) }]);
+      assert.deepEqual(s.service.ports, c.service);
+      assert.deepEqual(workload(config, "web-0").workload.services, {
+        "demo/web.demo.svc.cluster.local": { ports: c.workload },
+      });
+    });
+  }
+
+  it("selects only pods of its namespace with matching labels", () => {
+    const other = `
+---
+kind: Pod
+metadata: { name: web-9, namespace: other, labels: { app: web } }
+status: { podIP: 127.10.0.10 }
+`;
+    const config = translate(
+      AMBIENT_NS + pod("web-0", "127.10.0.9") + pod("db-0", "127.10.0.8") + other + svc("[{ port: 80 }]"),
+    );
+    assert.deepEqual(Object.keys(workload(config, "web-0").workload.services ?? {}), [
+      "demo/web.demo.svc.cluster.local",
+    ]);
+    assert.deepEqual(workload(config, "db-0").workload.services, {});
+    assert.deepEqual(workload(config, "web-9").workload.services, {});
+  });
+
+  it("headless service has no address; a taken VIP is an issue", () => {
+    const second = `
+---
+kind: Service
+metadata: { name: web2, namespace: demo }
+spec: { clusterIP: 127.30.0.1, ports: [{ port: 80 }] }
+`;
+    const config = translate(
+      AMBIENT_NS +
+        svc("[{ port: 80 }]", "None") +
+        svc("[{ port: 80 }]").replace("name: web,", "name: web1,") +
+        second,
+    );
+    assert.deepEqual(
+      config.services.map((s) => [s.key, s.service.addresses?.length]),
+      [
+        ["demo/web.demo.svc.cluster.local", 0],
+        ["demo/web1.demo.svc.cluster.local", 1],
+      ],
+    );
+    assert.match(config.issues[0]?.message ?? "", /already used by demo\/web1/);
+  });
+});
+
+describe("translateMesh: authorization", () => {
+  const allow = (name: string, selector: string, namespace = "demo"): string => `
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: ${name}, namespace: ${namespace} }
+spec:
+  ${selector}
+  rules: [{ from: [{ source: { principals: ["cluster.local/ns/demo/sa/sleep"] } }] }]
+`;
+  it("lists selector policies on the workloads they select, not namespace or global ones", () => {
+    const config = translate(
+      AMBIENT_NS +
+        pod("echo-0", "127.10.0.3") +
+        pod("sleep-0", "127.10.0.2") +
+        allow("echo-only", "selector: { matchLabels: { app: echo } }") +
+        allow("ns-wide", "") +
+        allow("mesh-echo", "selector: { matchLabels: { app: echo } }", "istio-system") +
+        allow("mesh-wide", "", "istio-system"),
+    );
+    assert.deepEqual(workload(config, "echo-0").workload.authorizationPolicies, [
+      "demo/echo-only",
+      "istio-system/mesh-echo",
+    ]);
+    assert.deepEqual(workload(config, "sleep-0").workload.authorizationPolicies, []);
+    assert.deepEqual(
+      [...config.authorizations].map(([k, a]) => [k, a.scope]),
+      [
+        ["demo/echo-only", "WORKLOAD_SELECTOR"],
+        ["demo/ns-wide", "NAMESPACE"],
+        ["istio-system/mesh-echo", "WORKLOAD_SELECTOR"],
+        ["istio-system/mesh-wide", "GLOBAL"],
+      ],
+    );
+  });
+
+  it("STRICT PeerAuthentication adds the static strict policy to the workloads it covers", () => {
+    const pa = `
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: { name: default, namespace: demo }
+spec: { mtls: { mode: STRICT } }
+`;
+    const config = translate(AMBIENT_NS + pod("echo-0", "127.10.0.3") + pa);
+    assert.deepEqual(workload(config, "echo-0").workload.authorizationPolicies, [
+      "istio-system/istio_converted_static_strict",
+    ]);
+    const strict = config.authorizations.get("istio-system/istio_converted_static_strict");
+    assert.equal(strict?.action, "DENY");
+    assert.equal(translate(AMBIENT_NS + pod("echo-0", "127.10.0.3")).authorizations.size, 0);
+  });
+
+  it("an invalid policy is an issue and is not served", () => {
+    const bad = `
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: broken, namespace: demo }
+spec: { action: MAYBE }
+`;
+    const config = translate(AMBIENT_NS + bad);
+    assert.equal(config.authorizations.size, 0);
+    assert.equal(config.issues.length, 1);
+    assert.equal(config.issues[0]?.source, "AuthorizationPolicy/demo/broken");
+  });
+});
+
+describe("translateMesh: nodes", () => {
+  it("maps each node to the identities of its mesh pods", () => {
+    const offMesh = `
+---
+kind: Pod
+metadata: { name: legacy, namespace: plain }
+spec: { nodeName: node-c, serviceAccountName: legacy }
+status: { podIP: 127.10.0.20 }
+`;
+    const config = translate(
+      AMBIENT_NS + pod("sleep-0", "127.10.0.2") + pod("stranger-0", "127.10.0.5") + offMesh,
+    );
+    assert.deepEqual(Object.fromEntries(config.nodes), {
+      "node-a": ["spiffe://cluster.local/ns/demo/sa/sleep", "spiffe://cluster.local/ns/demo/sa/stranger"],
+      "node-c": [],
+    });
+  });
+});
+
+describe("ipv4Bytes", () => {
+  const table: [string, number[] | undefined][] = [
+    ["127.10.0.2", [127, 10, 0, 2]],
+    ["0.0.0.0", [0, 0, 0, 0]],
+    ["256.1.1.1", undefined],
+    ["1.2.3", undefined],
+    ["01.2.3.4", undefined],
+    ["::1", undefined],
+  ];
+  for (const [text, bytes] of table) {
+    it(text, () =>
+      assert.deepEqual(ipv4Bytes(text), bytes === undefined ? undefined : new Uint8Array(bytes)),
+    );
+  }
+});

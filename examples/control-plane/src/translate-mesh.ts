@@ -1,0 +1,492 @@
+import {
+  type AuthorizationPolicy,
+  convertPeerAuthentication,
+  effectivePeerAuthenticationKeys,
+  type PeerAuthentication,
+  STATIC_STRICT_POLICY_NAME,
+  staticStrictAuthorization,
+  toWireAuthorization,
+  validateResource,
+  type WireAuthorization,
+} from "@ambient/policy";
+import type { istio, MessageInit, Service, Workload } from "@ambient/xds";
+import type { KubeObject, MeshIssue } from "./manifests.js";
+
+/** Options of {@link translateMesh}. */
+export interface TranslateOptions {
+  /** Cluster id in workload uids and `clusterId`. Default `Kubernetes`; istiod `CLUSTER_ID`. */
+  clusterId?: string;
+  /** Mesh trust domain. Default `cluster.local`; meshConfig `trustDomain`. */
+  trustDomain?: string;
+  /** Root namespace. Default `istio-system`; meshConfig `rootNamespace`. */
+  rootNamespace?: string;
+  /** DNS suffix of service hostnames. Default `cluster.local`; istiod `--domain`. */
+  domainSuffix?: string;
+  /** Network of every address. Default `""`; istio `topology.istio.io/network`. */
+  network?: string;
+}
+
+/** A workload with the key and aliases it is served under. */
+export interface MeshWorkload {
+  /** Resource name: the workload uid. */
+  key: string;
+  /** `network/IP` aliases. */
+  aliases: string[];
+  workload: MessageInit<Workload>;
+}
+
+/** A service with the key and aliases it is served under. */
+export interface MeshService {
+  /** Resource name: `namespace/hostname`. */
+  key: string;
+  /** `network/VIP` aliases. */
+  aliases: string[];
+  service: MessageInit<Service>;
+}
+
+/** Everything the control plane serves, computed from the manifests alone. */
+export interface MeshConfig {
+  /** By uid, sorted. */
+  workloads: MeshWorkload[];
+  /** By `namespace/hostname`, sorted. */
+  services: MeshService[];
+  /** `namespace/name` -> wire Authorization, sorted by key. */
+  authorizations: Map<string, WireAuthorization>;
+  /** Node name -> SPIFFE IDs of the mesh pods scheduled on it (sorted, unique). */
+  nodes: Map<string, string[]>;
+  /** Objects that were skipped or only partly used, and why. */
+  issues: MeshIssue[];
+}
+
+interface PodPort {
+  name?: string;
+  containerPort: number;
+}
+
+interface PodModel {
+  name: string;
+  namespace: string;
+  uid?: string;
+  labels: Record<string, string>;
+  node: string;
+  serviceAccount: string;
+  ip: string;
+  ports: PodPort[];
+  workloadName: string;
+  workloadType: istio.workload.WorkloadType;
+  source: string;
+}
+
+const AMBIENT_LABEL = "istio.io/dataplane-mode";
+const POD_IPS_ANNOTATION = "ambient.dev/pod-ips";
+const NODES_ANNOTATION = "ambient.dev/nodes";
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** The 4 bytes of a dotted IPv4 address, or undefined. */
+export function ipv4Bytes(text: string): Uint8Array | undefined {
+  const parts = text.split(".");
+  if (parts.length !== 4) return undefined;
+  const bytes = new Uint8Array(4);
+  for (let i = 0; i < 4; i++) {
+    const p = parts[i] as string;
+    if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return undefined;
+    const n = Number(p);
+    if (n > 255) return undefined;
+    bytes[i] = n;
+  }
+  return bytes;
+}
+
+function labelsMatch(selector: Record<string, string> | undefined, labels: Record<string, string>): boolean {
+  if (selector === undefined) return false;
+  const entries = Object.entries(selector);
+  return entries.length > 0 && entries.every(([k, v]) => labels[k] === v);
+}
+
+function containerPorts(podSpec: Record<string, unknown> | undefined): PodPort[] {
+  const out: PodPort[] = [];
+  const containers = podSpec?.containers;
+  if (!Array.isArray(containers)) return out;
+  for (const c of containers) {
+    if (!isRecord(c) || !Array.isArray(c.ports)) continue;
+    for (const p of c.ports) {
+      if (!isRecord(p) || typeof p.containerPort !== "number") continue;
+      out.push(
+        typeof p.name === "string"
+          ? { name: p.name, containerPort: p.containerPort }
+          : { containerPort: p.containerPort },
+      );
+    }
+  }
+  return out;
+}
+
+function str(value: unknown, fallback: string): string {
+  return typeof value === "string" && value !== "" ? value : fallback;
+}
+
+function objectKey(obj: KubeObject): string {
+  return `${obj.kind}/${obj.metadata.namespace ?? "default"}/${obj.metadata.name}`;
+}
+
+function podsOf(objects: readonly KubeObject[], issues: MeshIssue[]): PodModel[] {
+  const pods: PodModel[] = [];
+  for (const obj of objects) {
+    const namespace = obj.metadata.namespace ?? "default";
+    if (obj.kind === "Pod") {
+      const spec = obj.spec ?? {};
+      const ip = str(obj.status?.podIP, "");
+      pods.push({
+        name: obj.metadata.name,
+        namespace,
+        ...(obj.metadata.uid === undefined ? {} : { uid: obj.metadata.uid }),
+        labels: obj.metadata.labels ?? {},
+        node: str(spec.nodeName, ""),
+        serviceAccount: str(spec.serviceAccountName, "default"),
+        ip,
+        ports: containerPorts(spec),
+        workloadName: obj.metadata.name,
+        workloadType: "POD",
+        source: objectKey(obj),
+      });
+    } else if (obj.kind === "Deployment") {
+      const annotations = obj.metadata.annotations ?? {};
+      const ips = (annotations[POD_IPS_ANNOTATION] ?? "")
+        .split(",")
+        .map((s) => s.trim())
+        .filter((s) => s !== "");
+      const nodes = (annotations[NODES_ANNOTATION] ?? "")
+        .split(",")
+        .map((s) => s.trim())
+        .filter((s) => s !== "");
+      if (ips.length === 0) {
+        issues.push({
+          source: objectKey(obj),
+          message: `annotation ${POD_IPS_ANNOTATION} is missing: no pods`,
+        });
+        continue;
+      }
+      const template = isRecord(obj.spec?.template) ? obj.spec.template : {};
+      const tmeta = isRecord(template.metadata) ? template.metadata : {};
+      const tspec = isRecord(template.spec) ? template.spec : {};
+      const labels: Record<string, string> = {};
+      if (isRecord(tmeta.labels)) {
+        for (const [k, v] of Object.entries(tmeta.labels)) if (typeof v === "string") labels[k] = v;
+      }
+      ips.forEach((ip, i) => {
+        pods.push({
+          name: `${obj.metadata.name}-${i}`,
+          namespace,
+          labels,
+          node: nodes.length === 0 ? "" : (nodes[i % nodes.length] as string),
+          serviceAccount: str(tspec.serviceAccountName, "default"),
+          ip,
+          ports: containerPorts(tspec),
+          workloadName: obj.metadata.name,
+          workloadType: "DEPLOYMENT",
+          source: objectKey(obj),
+        });
+      });
+    }
+  }
+  return pods;
+}
+
+const APP_PROTOCOLS: Record<string, istio.workload.AppProtocol> = {
+  http: "HTTP11",
+  http2: "HTTP2",
+  h2c: "HTTP2",
+  grpc: "GRPC",
+  tcp: "TCP",
+  tls: "TLS",
+};
+
+interface ServicePortModel {
+  name?: string;
+  port: number;
+  targetPort: number | string;
+  appProtocol?: istio.workload.AppProtocol;
+}
+
+function servicePorts(obj: KubeObject, issues: MeshIssue[]): ServicePortModel[] {
+  const out: ServicePortModel[] = [];
+  const ports = obj.spec?.ports;
+  if (!Array.isArray(ports)) return out;
+  for (const p of ports) {
+    if (
+      !isRecord(p) ||
+      typeof p.port !== "number" ||
+      !Number.isInteger(p.port) ||
+      p.port < 1 ||
+      p.port > 65535
+    ) {
+      issues.push({ source: objectKey(obj), message: "a port without a valid spec.ports[].port is ignored" });
+      continue;
+    }
+    const target =
+      typeof p.targetPort === "number" || (typeof p.targetPort === "string" && p.targetPort !== "")
+        ? p.targetPort
+        : p.port;
+    const model: ServicePortModel = { port: p.port, targetPort: target };
+    if (typeof p.name === "string") model.name = p.name;
+    const proto = typeof p.appProtocol === "string" ? APP_PROTOCOLS[p.appProtocol.toLowerCase()] : undefined;
+    if (proto) model.appProtocol = proto;
+    out.push(model);
+  }
+  return out;
+}
+
+function sortByKey<T extends { key: string }>(list: T[]): T[] {
+  return list.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+}
+
+/**
+ * Turns manifests into what the control plane serves: one Workload per pod (key = uid), one
+ * Service per Kubernetes Service (key `namespace/hostname`), the Authorizations istiod would send
+ * ztunnel, and the identities scheduled on every node. Pure: same input, same output.
+ */
+export function translateMesh(objects: readonly KubeObject[], options: TranslateOptions = {}): MeshConfig {
+  const clusterId = options.clusterId ?? "Kubernetes";
+  const trustDomain = options.trustDomain ?? "cluster.local";
+  const rootNamespace = options.rootNamespace ?? "istio-system";
+  const domainSuffix = options.domainSuffix ?? "cluster.local";
+  const network = options.network ?? "";
+  const issues: MeshIssue[] = [];
+
+  const namespaceLabels = new Map<string, Record<string, string>>();
+  for (const obj of objects) {
+    if (obj.kind === "Namespace") namespaceLabels.set(obj.metadata.name, obj.metadata.labels ?? {});
+  }
+
+  // Policies first: workloads list the selector policies that select them.
+  const authorizations = new Map<string, WireAuthorization>();
+  const authorizationPolicies: AuthorizationPolicy[] = [];
+  const peerAuthentications: PeerAuthentication[] = [];
+  for (const obj of objects) {
+    if (obj.kind !== "AuthorizationPolicy" && obj.kind !== "PeerAuthentication") continue;
+    const raw = {
+      apiVersion: obj.apiVersion,
+      kind: obj.kind,
+      metadata: obj.metadata,
+      ...(obj.spec === undefined ? {} : { spec: obj.spec }),
+    };
+    try {
+      const { resource } = validateResource(raw);
+      if (resource.kind === "AuthorizationPolicy") authorizationPolicies.push(resource);
+      else peerAuthentications.push(resource);
+    } catch (err) {
+      issues.push({ source: objectKey(obj), message: err instanceof Error ? err.message : String(err) });
+    }
+  }
+  const selectorPolicies: { key: string; namespace: string; labels: Record<string, string> }[] = [];
+  for (const policy of authorizationPolicies) {
+    const key = `${policy.metadata.namespace}/${policy.metadata.name}`;
+    const result = toWireAuthorization(policy, { rootNamespace });
+    if (result.warning)
+      issues.push({ source: `AuthorizationPolicy/${key}`, message: result.warning.message });
+    if (result.authorization === undefined) {
+      if (result.skipped)
+        issues.push({
+          source: `AuthorizationPolicy/${key}`,
+          message: `not sent to ztunnel (${result.skipped})`,
+        });
+      continue;
+    }
+    authorizations.set(key, result.authorization);
+    const matchLabels = policy.spec.selector?.matchLabels;
+    if (result.authorization.scope === "WORKLOAD_SELECTOR" && matchLabels !== undefined) {
+      selectorPolicies.push({ key, namespace: policy.metadata.namespace, labels: { ...matchLabels } });
+    }
+  }
+  const paSelector = (pa: PeerAuthentication): Record<string, string> | undefined => {
+    const m = pa.spec.selector?.matchLabels;
+    return m !== undefined && Object.keys(m).length > 0 ? { ...m } : undefined;
+  };
+  const meshWide = peerAuthentications.filter(
+    (p) => p.metadata.namespace === rootNamespace && !paSelector(p),
+  );
+  for (const pa of peerAuthentications) {
+    const namespacePolicy = peerAuthentications.find(
+      (p) => p.metadata.namespace === pa.metadata.namespace && !paSelector(p) && p !== pa,
+    );
+    const converted = convertPeerAuthentication(pa, {
+      rootNamespace,
+      ...(namespacePolicy ? { namespacePolicy } : {}),
+      ...(meshWide[0] ? { meshPolicy: meshWide[0] } : {}),
+    });
+    if (converted) authorizations.set(`${converted.namespace}/${converted.name}`, converted);
+  }
+
+  // Services.
+  const serviceObjects = objects.filter((o) => o.kind === "Service");
+  const services: MeshService[] = [];
+  const serviceModels: {
+    key: string;
+    namespace: string;
+    selector: Record<string, string> | undefined;
+    ports: ServicePortModel[];
+  }[] = [];
+  const seenVips = new Map<string, string>();
+  for (const obj of serviceObjects) {
+    const namespace = obj.metadata.namespace ?? "default";
+    const hostname = `${obj.metadata.name}.${namespace}.svc.${domainSuffix}`;
+    const key = `${namespace}/${hostname}`;
+    const clusterIP = str(obj.spec?.clusterIP, "None");
+    const addresses: { network: string; address: Uint8Array }[] = [];
+    const aliases: string[] = [];
+    if (clusterIP !== "None") {
+      const bytes = ipv4Bytes(clusterIP);
+      const owner = seenVips.get(clusterIP);
+      if (bytes === undefined) {
+        issues.push({
+          source: objectKey(obj),
+          message: `spec.clusterIP ${JSON.stringify(clusterIP)} is not an IPv4 address`,
+        });
+        continue;
+      }
+      if (owner !== undefined) {
+        issues.push({
+          source: objectKey(obj),
+          message: `spec.clusterIP ${clusterIP} is already used by ${owner}`,
+        });
+        continue;
+      }
+      seenVips.set(clusterIP, key);
+      addresses.push({ network, address: bytes });
+      aliases.push(`${network}/${clusterIP}`);
+    }
+    const ports = servicePorts(obj, issues);
+    const selector = isRecord(obj.spec?.selector) ? (obj.spec.selector as Record<string, string>) : undefined;
+    serviceModels.push({ key, namespace, selector, ports });
+    services.push({
+      key,
+      aliases,
+      service: {
+        name: obj.metadata.name,
+        namespace,
+        hostname,
+        addresses,
+        ports: ports.map((p) => ({
+          servicePort: p.port,
+          targetPort: typeof p.targetPort === "number" ? p.targetPort : 0,
+          ...(p.appProtocol ? { appProtocol: p.appProtocol } : {}),
+        })),
+      },
+    });
+  }
+
+  // Workloads.
+  const workloads: MeshWorkload[] = [];
+  const nodes = new Map<string, Set<string>>();
+  const seenIps = new Map<string, string>();
+  const seenUids = new Set<string>();
+  for (const pod of podsOf(objects, issues)) {
+    const bytes = ipv4Bytes(pod.ip);
+    const where = `Pod/${pod.namespace}/${pod.name}`;
+    if (bytes === undefined) {
+      issues.push({
+        source: pod.source,
+        message: `${where}: pod IP ${JSON.stringify(pod.ip)} is not an IPv4 address`,
+      });
+      continue;
+    }
+    const owner = seenIps.get(pod.ip);
+    if (owner !== undefined) {
+      issues.push({ source: pod.source, message: `${where}: pod IP ${pod.ip} is already used by ${owner}` });
+      continue;
+    }
+    const uid = pod.uid ?? `${clusterId}//Pod/${pod.namespace}/${pod.name}`;
+    if (seenUids.has(uid)) {
+      issues.push({ source: pod.source, message: `${where}: duplicate uid ${uid}` });
+      continue;
+    }
+    seenIps.set(pod.ip, where);
+    seenUids.add(uid);
+    const mode = pod.labels[AMBIENT_LABEL] ?? namespaceLabels.get(pod.namespace)?.[AMBIENT_LABEL];
+    const ambient = mode === "ambient";
+
+    const portLists: Record<string, { ports: { servicePort: number; targetPort: number }[] }> = {};
+    for (const svc of serviceModels) {
+      if (svc.namespace !== pod.namespace || !labelsMatch(svc.selector, pod.labels)) continue;
+      const ports: { servicePort: number; targetPort: number }[] = [];
+      for (const p of svc.ports) {
+        const target =
+          typeof p.targetPort === "number"
+            ? p.targetPort
+            : pod.ports.find((cp) => cp.name === p.targetPort)?.containerPort;
+        if (target === undefined) continue;
+        ports.push({ servicePort: p.port, targetPort: target });
+      }
+      portLists[svc.key] = { ports };
+    }
+
+    const policyKeys = new Set<string>();
+    for (const sp of selectorPolicies) {
+      if (
+        (sp.namespace === pod.namespace || sp.namespace === rootNamespace) &&
+        labelsMatch(sp.labels, pod.labels)
+      ) {
+        policyKeys.add(sp.key);
+      }
+    }
+    const applicable = peerAuthentications.filter((pa) => {
+      const sel = paSelector(pa);
+      if (pa.metadata.namespace === rootNamespace) return sel === undefined;
+      return pa.metadata.namespace === pod.namespace && (sel === undefined || labelsMatch(sel, pod.labels));
+    });
+    for (const k of effectivePeerAuthenticationKeys(rootNamespace, applicable)) policyKeys.add(k);
+
+    const spiffeId = `spiffe://${trustDomain}/ns/${pod.namespace}/sa/${pod.serviceAccount}`;
+    if (ambient && pod.node !== "") {
+      const set = nodes.get(pod.node) ?? new Set<string>();
+      set.add(spiffeId);
+      nodes.set(pod.node, set);
+    } else if (pod.node !== "" && !nodes.has(pod.node)) {
+      nodes.set(pod.node, new Set());
+    }
+
+    const workload: MessageInit<Workload> = {
+      uid,
+      name: pod.name,
+      namespace: pod.namespace,
+      addresses: [bytes],
+      network,
+      tunnelProtocol: ambient ? "HBONE" : "NONE",
+      serviceAccount: pod.serviceAccount,
+      node: pod.node,
+      canonicalName: pod.labels["service.istio.io/canonical-name"] ?? pod.labels.app ?? pod.workloadName,
+      canonicalRevision: pod.labels["service.istio.io/canonical-revision"] ?? pod.labels.version ?? "latest",
+      workloadType: pod.workloadType,
+      workloadName: pod.workloadName,
+      services: portLists,
+      authorizationPolicies: [...policyKeys].sort(),
+      status: "HEALTHY",
+      clusterId,
+    };
+    if (trustDomain !== "cluster.local") workload.trustDomain = trustDomain;
+    workloads.push({ key: uid, aliases: [`${network}/${pod.ip}`], workload });
+  }
+
+  // The static STRICT policy is sent when some workload refers to it.
+  const strictKey = `${rootNamespace}/${STATIC_STRICT_POLICY_NAME}`;
+  if (workloads.some((w) => w.workload.authorizationPolicies?.includes(strictKey))) {
+    authorizations.set(strictKey, staticStrictAuthorization(rootNamespace));
+  }
+
+  const sortedAuthorizations = new Map(
+    [...authorizations].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)),
+  );
+  const sortedNodes = new Map(
+    [...nodes].sort((a, b) => (a[0] < b[0] ? -1 : 1)).map(([node, ids]) => [node, [...ids].sort()] as const),
+  );
+  return {
+    workloads: sortByKey(workloads),
+    services: sortByKey(services),
+    authorizations: sortedAuthorizations,
+    nodes: sortedNodes,
+    issues,
+  };
+}
