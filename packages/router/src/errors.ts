@@ -1,0 +1,52 @@
+/**
+ * Stable error codes of `@ambient/router`. Each names the rule that was broken.
+ */
+export type RouterErrorCode =
+  /** A route object breaks a Gateway API rule; `details.field` holds the field path. */
+  | "ERR_ROUTE_INVALID"
+  /** A route uses a Gateway API feature this router does not implement (`details.field`). */
+  | "ERR_ROUTE_UNSUPPORTED"
+  /** A regular expression is malformed or could be too costly to evaluate (`details.field`). */
+  | "ERR_REGEX_INVALID"
+  /** A handler or table option is invalid. */
+  | "ERR_OPTIONS_INVALID"
+  /** The backend could not be connected to (refused, unreachable, `connect` threw). */
+  | "ERR_UPSTREAM_CONNECT"
+  /** The backend reset or closed the connection before or during the response. */
+  | "ERR_UPSTREAM_RESET"
+  /** The backend spoke broken HTTP. */
+  | "ERR_UPSTREAM_PROTOCOL"
+  /** The backend did not answer within the `backendRequest` timeout. */
+  | "ERR_UPSTREAM_TIMEOUT"
+  /** The handler was closed. */
+  | "ERR_CLOSED";
+
+const BRAND = Symbol.for("@ambient/router.error");
+
+/** Extra fields carried by a {@link RouterError}. */
+export interface RouterErrorDetails {
+  cause?: unknown;
+  [key: string]: unknown;
+}
+
+/**
+ * The one error class of `@ambient/router`. `instanceof` works across the ESM and CJS copies
+ * of the package thanks to a `Symbol.for` brand.
+ */
+export class RouterError extends Error {
+  override readonly name = "RouterError";
+  readonly code: RouterErrorCode;
+  readonly details: Readonly<Record<string, unknown>>;
+
+  constructor(code: RouterErrorCode, message: string, details: RouterErrorDetails = {}) {
+    const { cause, ...rest } = details;
+    super(message, cause === undefined ? undefined : { cause });
+    this.code = code;
+    this.details = rest;
+    Object.defineProperty(this, BRAND, { value: true });
+  }
+
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
+  }
+}

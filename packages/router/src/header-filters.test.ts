@@ -1,0 +1,67 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { applyHeaderFilter, type HeaderMap, redirectLocation, rewritePath } from "./header-filters.js";
+
+describe("rewritePath ReplacePrefixMatch (Gateway API table)", () => {
+  const cases: [matched: string, path: string, replacement: string, want: string][] = [
+    ["/foo", "/foo/bar", "/xyz", "/xyz/bar"],
+    ["/foo", "/foo/bar", "/xyz/", "/xyz/bar"],
+    ["/foo", "/foo", "/xyz", "/xyz"],
+    ["/foo", "/foo/", "/xyz", "/xyz/"],
+    ["/foo", "/foo", "/", "/"],
+    ["/foo", "/foo/", "/", "/"],
+    ["/foo", "/foo/bar", "/", "/bar"],
+    ["/", "/foo/bar", "/xyz", "/xyz/foo/bar"],
+    ["/", "/", "/xyz", "/xyz"],
+    ["/foo", "/foo/bar", "", "/bar"],
+    ["/foo", "/foo", "", "/"],
+  ];
+  for (const [matched, path, replacement, want] of cases) {
+    it(`${matched} + ${path} -> ${replacement} = ${want}`, () => {
+      assert.equal(
+        rewritePath(path, { type: "ReplacePrefixMatch", replacePrefixMatch: replacement }, matched),
+        want,
+      );
+    });
+  }
+  it("ReplaceFullPath replaces the whole path", () => {
+    assert.equal(rewritePath("/a/b", { type: "ReplaceFullPath", replaceFullPath: "/c" }, "/a"), "/c");
+  });
+});
+
+describe("header modifiers and redirects", () => {
+  it("applies set, add and remove case-insensitively", () => {
+    const h: HeaderMap = { "x-a": "1", "x-b": "2", "set-cookie": ["a=1"] };
+    applyHeaderFilter(h, {
+      set: [{ name: "X-A", value: "one" }],
+      add: [
+        { name: "x-b", value: "3" },
+        { name: "Set-Cookie", value: "b=2" },
+        { name: "x-new", value: "n" },
+      ],
+      remove: ["X-B"],
+    });
+    assert.deepEqual(h, { "x-a": "one", "set-cookie": ["a=1", "b=2"], "x-new": "n" });
+  });
+  it("builds redirect locations", () => {
+    const req = { scheme: "http" as const, host: "a.example.com:8080", path: "/p", query: "x=1" };
+    assert.equal(redirectLocation({}, req, undefined), "http://a.example.com:8080/p?x=1");
+    assert.equal(redirectLocation({ scheme: "https" }, req, undefined), "https://a.example.com/p?x=1");
+    assert.equal(
+      redirectLocation({ scheme: "https", port: 443 }, req, undefined),
+      "https://a.example.com/p?x=1",
+    );
+    assert.equal(
+      redirectLocation({ hostname: "b.example.com", port: 80 }, req, undefined),
+      "http://b.example.com/p?x=1",
+    );
+    assert.equal(
+      redirectLocation(
+        { path: { type: "ReplaceFullPath", replaceFullPath: "/q" } },
+        { ...req, query: undefined },
+        undefined,
+      ),
+      "http://a.example.com:8080/q",
+    );
+  });
+});

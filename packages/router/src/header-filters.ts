@@ -1,0 +1,74 @@
+import type { HTTPHeaderFilter, HTTPPathModifier, HTTPRequestRedirectFilter } from "./route-types.js";
+
+/** A mutable header map with lower-case names. */
+export type HeaderMap = Record<string, string | string[]>;
+
+/** Applies a Gateway API header modifier: set replaces, add appends (comma-joined), remove deletes. */
+export function applyHeaderFilter(headers: HeaderMap, filter: HTTPHeaderFilter | undefined): void {
+  if (filter === undefined) return;
+  for (const h of filter.set ?? []) headers[h.name.toLowerCase()] = h.value;
+  for (const h of filter.add ?? []) {
+    const name = h.name.toLowerCase();
+    const old = headers[name];
+    if (old === undefined) headers[name] = h.value;
+    else if (Array.isArray(old)) old.push(h.value);
+    else headers[name] = name === "set-cookie" ? [old, h.value] : `${old},${h.value}`;
+  }
+  for (const name of filter.remove ?? []) delete headers[name.toLowerCase()];
+}
+
+/**
+ * Rewrites a path: `ReplaceFullPath` replaces it; `ReplacePrefixMatch` swaps the matched prefix,
+ * keeping whole segments (`/foo` -> `/bar` turns `/foo/x` into `/bar/x`, `/` -> `/x` turns `/a` into `/x/a`).
+ */
+export function rewritePath(
+  path: string,
+  modifier: HTTPPathModifier,
+  matchedPrefix: string | undefined,
+): string {
+  if (modifier.type === "ReplaceFullPath") return modifier.replaceFullPath ?? path;
+  const prefix = matchedPrefix ?? "/";
+  const replacement = modifier.replacePrefixMatch || "/";
+  const rest = path.slice(prefix === "/" ? 1 : prefix.length);
+  if (rest === "" || rest === "/")
+    return rest === "/" && replacement !== "/" ? `${stripSlash(replacement)}/` : replacement;
+  return `${stripSlash(replacement)}${rest.startsWith("/") ? rest : `/${rest}`}`;
+}
+
+function stripSlash(p: string): string {
+  return p.endsWith("/") ? p.slice(0, -1) : p;
+}
+
+/** Builds the `Location` of a RequestRedirect from the request's scheme, host, port and path. */
+export function redirectLocation(
+  redirect: HTTPRequestRedirectFilter,
+  request: { scheme: "http" | "https"; host: string; path: string; query: string | undefined },
+  matchedPrefix: string | undefined,
+): string {
+  const scheme = redirect.scheme ?? request.scheme;
+  const [hostOnly, portText] = splitHostPort(request.host);
+  const hostname = redirect.hostname ?? hostOnly;
+  let port: number | undefined = redirect.port;
+  if (port === undefined) {
+    // A scheme change without an explicit port uses the new scheme's well-known port.
+    if (redirect.scheme !== undefined && redirect.scheme !== request.scheme) port = undefined;
+    else if (portText !== undefined) port = Number(portText);
+  }
+  const defaultPort = scheme === "https" ? 443 : 80;
+  const authority = port === undefined || port === defaultPort ? hostname : `${hostname}:${port}`;
+  const path =
+    redirect.path === undefined ? request.path : rewritePath(request.path, redirect.path, matchedPrefix);
+  const query = request.query === undefined || request.query === "" ? "" : `?${request.query}`;
+  return `${scheme}://${authority}${path}${query}`;
+}
+
+/** Splits `host:port` (and `[v6]:port`). */
+export function splitHostPort(host: string): [string, string | undefined] {
+  if (host.startsWith("[")) {
+    const end = host.indexOf("]");
+    const rest = host.slice(end + 1);
+    return [host.slice(0, end + 1), rest.startsWith(":") ? rest.slice(1) : undefined];
+  }
+  const colon = host.lastIndexOf(":");
+  return colon === -1 ? [host, undefined] : [host.slice(0, colon), host.slice(colon + 1)];
+}

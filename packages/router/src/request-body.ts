@@ -1,0 +1,91 @@
+import type { Readable, Writable } from "node:stream";
+
+/**
+ * Streams a request body to the current upstream attempt while keeping a copy (up to `limit` bytes)
+ * so a retry can replay it. Mirrors get the same chunks without ever slowing the main request.
+ */
+export class RequestBody {
+  private chunks: Buffer[] = [];
+  private recorded = 0;
+  private target: Writable | undefined;
+  private readonly taps = new Set<Writable>();
+  private started = false;
+  private ended = false;
+  /** Bytes received from the client so far. */
+  bytes = 0;
+  /** False once the body outgrew the replay buffer: no more retries. */
+  replayable = true;
+  /** Called for every chunk received (activity for idle timers). */
+  onData: (() => void) | undefined;
+
+  constructor(
+    private readonly source: Readable,
+    private readonly limit: number,
+    private readonly tapLimit: number,
+  ) {}
+
+  private start(): void {
+    if (this.started) return;
+    this.started = true;
+    this.source.on("data", (chunk: Buffer) => {
+      this.bytes += chunk.length;
+      this.onData?.();
+      if (this.replayable) {
+        this.recorded += chunk.length;
+        if (this.recorded > this.limit) {
+          this.replayable = false;
+          this.chunks = [];
+        } else this.chunks.push(chunk);
+      }
+      for (const tap of this.taps) {
+        if (tap.destroyed || tap.writableLength > this.tapLimit) {
+          this.taps.delete(tap);
+          tap.destroy();
+        } else tap.write(chunk);
+      }
+      const t = this.target;
+      if (t !== undefined && !t.destroyed && !t.write(chunk)) {
+        this.source.pause();
+        t.once("drain", () => {
+          if (this.target === t) this.source.resume();
+        });
+      }
+    });
+    this.source.on("end", () => {
+      this.ended = true;
+      this.target?.end();
+      for (const tap of this.taps) tap.end();
+      this.taps.clear();
+    });
+  }
+
+  /** Whether the whole body has been received. */
+  get complete(): boolean {
+    return this.ended;
+  }
+
+  /** Sends the body (replaying what was already received) into `sink`. */
+  pipeTo(sink: Writable): void {
+    this.target = sink;
+    for (const c of this.chunks) sink.write(c);
+    if (this.ended) sink.end();
+    else if (this.source.isPaused()) this.source.resume();
+    this.start();
+  }
+
+  /** Adds a fire-and-forget copy; it starts at the current position, so add it before `pipeTo`. */
+  tap(sink: Writable): void {
+    if (this.ended) {
+      for (const c of this.chunks) sink.write(c);
+      sink.end();
+      return;
+    }
+    for (const c of this.chunks) sink.write(c);
+    this.taps.add(sink);
+  }
+
+  /** Stops feeding the current target (it failed or was abandoned). */
+  detach(): void {
+    this.target = undefined;
+  }
+}

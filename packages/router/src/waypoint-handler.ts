@@ -1,0 +1,1059 @@
+import { randomUUID } from "node:crypto";
+import http from "node:http";
+import http2 from "node:http2";
+import type { Socket } from "node:net";
+import { type Duplex, finished, PassThrough, type Readable, type Writable } from "node:stream";
+import type { AuthorizationDecision, AuthorizationEvaluator } from "./authorization.js";
+import { ensureBufferWrites } from "./buffer-writes.js";
+import { RouterError } from "./errors.js";
+import { applyHeaderFilter, type HeaderMap, redirectLocation, rewritePath } from "./header-filters.js";
+import {
+  createEndpointPicker,
+  createWeightedPicker,
+  type EndpointPicker,
+  type LoadBalancingPolicy,
+} from "./load-balancer.js";
+import { RequestBody } from "./request-body.js";
+import { type IstioRequestLabel, RequestMetrics } from "./request-metrics.js";
+import {
+  type CompiledRule,
+  createRouteTable,
+  type ResolvedBackendRef,
+  type RouteTable,
+  type RouteTarget,
+} from "./route-table.js";
+import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
+import { continueTrace, type TraceContext } from "./trace-context.js";
+import {
+  type ConnectUpstream,
+  type Endpoint,
+  endpointKey,
+  type ResolveBackend,
+  UpstreamAttemptError,
+  type UpstreamFailure,
+  UpstreamPool,
+  type UpstreamResponse,
+  type WorkloadInfo,
+} from "./upstream.js";
+
+/** Conditions that trigger a retry (Envoy `retry_on` names). */
+export type RetryOn =
+  | "5xx"
+  | "gateway-error"
+  | "reset"
+  | "connect-failure"
+  | "refused-stream"
+  | "retriable-status-codes"
+  | "unavailable"
+  | "cancelled"
+  | "deadline-exceeded"
+  | "resource-exhausted";
+
+/** Retry policy applied to every route rule that has no `retry` stanza of its own. */
+export interface RetryPolicy {
+  /** Retries after the first attempt. */
+  attempts: number;
+  retryOn: readonly RetryOn[];
+  /** Status codes for `retriable-status-codes`. */
+  codes: readonly number[];
+  /** Exponential back-off base with full jitter. */
+  backoffBaseMs: number;
+  backoffMaxMs: number;
+}
+
+/**
+ * Istio's default HTTP retry policy: 2 retries on connect-failure, refused-stream, gRPC unavailable,
+ * gRPC cancelled and status 503, with Envoy's 25 ms base / 250 ms max back-off, preferring another
+ * endpoint on each retry.
+ */
+export const DEFAULT_RETRY_POLICY: RetryPolicy = Object.freeze({
+  attempts: 2,
+  retryOn: Object.freeze([
+    "connect-failure",
+    "refused-stream",
+    "unavailable",
+    "cancelled",
+    "retriable-status-codes",
+  ] as RetryOn[]),
+  codes: Object.freeze([503]),
+  backoffBaseMs: 25,
+  backoffMaxMs: 250,
+});
+
+/** Facts about the tunnel a stream arrived on. */
+export interface TunnelInfo {
+  /** Verified SPIFFE ID of the HBONE peer (the source workload), e.g. `spiffe://cluster.local/ns/a/sa/b`. */
+  peerIdentity?: string;
+  /** Source address and port. Default: the stream's own `remoteAddress`, if any. */
+  remoteAddress?: string;
+  remotePort?: number;
+  /** Original destination of the tunnel (the HBONE `:authority`) and the Service it belongs to. */
+  destination?: {
+    address?: string;
+    port?: number;
+    service?: { name: string; namespace: string };
+  };
+  /** Source workload facts for telemetry labels. */
+  source?: WorkloadInfo;
+}
+
+/** Options of {@link createWaypointHandler}. */
+export interface WaypointHandlerOptions {
+  /** HTTPRoute and GRPCRoute objects; validated, invalid ones throw. Replace them later with `setRoutes`. */
+  routes: readonly unknown[];
+  /** Opens a stream to an endpoint. Istio waypoint: an HBONE tunnel to the endpoint's ztunnel. */
+  connect: ConnectUpstream;
+  /** Resolves backendRefs to endpoints (from the workload store / WDS). */
+  resolveBackend: ResolveBackend;
+  /** L7 authorizer; an `AuthorizationEngine` of `@ambient/policy` plugs in. Default: allow all. */
+  policy?: AuthorizationEvaluator;
+  /** The waypoint Gateway that `kind: Gateway` parentRefs must name. Default: any. */
+  waypoint?: { name: string; namespace: string };
+  /** Default `"least-request"`; Istio's default `LEAST_REQUEST`. */
+  loadBalancing?: LoadBalancingPolicy;
+  /** Default {@link DEFAULT_RETRY_POLICY} (Istio's default); a rule's `retry` stanza overrides it. */
+  retry?: Partial<RetryPolicy>;
+  /** Request body bytes kept for replay on retry; larger bodies are not retried. Default 1 MiB; Envoy `per_connection_buffer_limit_bytes`. */
+  retryBufferBytes?: number;
+  /** Largest request header block, else 431. Default 60 KiB; Envoy `max_request_headers_kb: 60`. */
+  maxHeaderBytes?: number;
+  /** Request timeout for rules without `timeouts.request`, in ms; 0 disables. Default 0; Istio's default route timeout (disabled). */
+  requestTimeoutMs?: number;
+  /**
+   * Time without a byte moving in either direction after which a request is given up: 504 `stream
+   * timeout` before the response head, a reset after it; 0 disables. Default 300000 (5 min); Envoy
+   * `stream_idle_timeout`.
+   */
+  streamIdleTimeoutMs?: number;
+  /** Idle keep-alive connections kept per endpoint. Default 100. */
+  maxIdleConnectionsPerEndpoint?: number;
+  /** Cluster DNS suffix for `destination_service`. Default `"cluster.local"`. */
+  clusterDomain?: string;
+  /** Mark traces this proxy starts as sampled. Default false. */
+  sampleNewTraces?: boolean;
+  logger?: Logger;
+  metrics?: MetricsSink;
+}
+
+/** Serves HTTP/1.1 and HTTP/2 arriving on tunnel streams. */
+export interface WaypointHandler {
+  /** Serves one tunnel stream (any Duplex); HTTP/2 is detected by its connection preface. */
+  handle(stream: Duplex, info?: TunnelInfo): void;
+  /** Replaces the route table; invalid routes throw and leave the current table in place. */
+  setRoutes(routes: readonly unknown[]): void;
+  /** Closes every downstream stream and pooled upstream connection. */
+  close(): Promise<void>;
+}
+
+const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+const HOP_BY_HOP = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "transfer-encoding",
+  "upgrade",
+  "http2-settings",
+  "te",
+  "host",
+]);
+const GRPC_STATUS_FOR: Record<number, number> = {
+  400: 13,
+  401: 16,
+  403: 7,
+  404: 12,
+  429: 14,
+  500: 13,
+  502: 14,
+  503: 14,
+  504: 14,
+};
+const GRPC_CODES: Partial<Record<RetryOn, string>> = {
+  unavailable: "14",
+  cancelled: "1",
+  "deadline-exceeded": "4",
+  "resource-exhausted": "8",
+};
+
+type DownRequest = http.IncomingMessage | http2.Http2ServerRequest;
+interface DownResponse extends Writable {
+  headersSent: boolean;
+  writeHead(status: number, headers?: Record<string, string | string[] | number>): unknown;
+  addTrailers(headers: Record<string, string | string[]>): void;
+}
+
+interface Exchange {
+  req: DownRequest;
+  res: DownResponse;
+  info: TunnelInfo;
+  h2: boolean;
+  start: number;
+  grpc: boolean;
+  flags: string;
+  status: number;
+  grpcStatus: string;
+  responseBytes: number;
+  body: RequestBody | undefined;
+  backend: ResolvedBackendRef | undefined;
+  endpoint: Endpoint | undefined;
+  trace: TraceContext;
+  recorded: boolean;
+  /** Runs when the client side closes, before the metrics are recorded. */
+  onClose: (() => void) | undefined;
+  /** Called whenever body bytes move (restarts the stream idle timer). */
+  activity: (() => void) | undefined;
+}
+
+function headerBytes(headers: Record<string, unknown>): number {
+  let n = 0;
+  for (const k in headers) {
+    const v = headers[k];
+    if (v !== undefined) n += k.length + String(v).length + 4;
+  }
+  return n;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Creates the waypoint's L7 request path: Gateway API routing, filters, retries, timeouts,
+ * per-request load balancing over pooled upstream connections, L7 authorization and Istio metrics.
+ */
+export function createWaypointHandler(options: WaypointHandlerOptions): WaypointHandler {
+  const logger = options.logger ?? noopLogger;
+  const metrics = new RequestMetrics(options.metrics ?? noopMetrics);
+  const lbPolicy = options.loadBalancing ?? "least-request";
+  if (lbPolicy !== "least-request" && lbPolicy !== "round-robin") {
+    throw new RouterError("ERR_OPTIONS_INVALID", `loadBalancing must be "least-request" or "round-robin"`);
+  }
+  if (typeof options.connect !== "function" || typeof options.resolveBackend !== "function") {
+    throw new RouterError("ERR_OPTIONS_INVALID", "connect and resolveBackend must be functions");
+  }
+  const retryDefaults: RetryPolicy = { ...DEFAULT_RETRY_POLICY, ...options.retry };
+  const retryBufferBytes = options.retryBufferBytes ?? 1024 * 1024;
+  const maxHeaderBytes = options.maxHeaderBytes ?? 60 * 1024;
+  const clusterDomain = options.clusterDomain ?? "cluster.local";
+  const defaultRequestTimeout = options.requestTimeoutMs ?? 0;
+  const streamIdleTimeout = options.streamIdleTimeoutMs ?? 300_000;
+  const pool = new UpstreamPool(options.connect, options.maxIdleConnectionsPerEndpoint ?? 100);
+  let table: RouteTable = createRouteTable(options.routes, { waypoint: options.waypoint });
+  const pickers = new Map<string, EndpointPicker<Endpoint>>();
+  const weighted = new WeakMap<CompiledRule, () => ResolvedBackendRef | undefined>();
+  const streams = new Set<Duplex>();
+  const infoByStream = new WeakMap<object, TunnelInfo>();
+  let pendingInfo: TunnelInfo | undefined;
+  let closed = false;
+
+  const h1 = http.createServer(
+    { maxHeaderSize: maxHeaderBytes, requestTimeout: 0, keepAliveTimeout: 60_000 },
+    (req, res) => {
+      void serve(req, res as unknown as DownResponse, infoByStream.get(req.socket) ?? {}, false);
+    },
+  );
+  h1.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    void serveUpgrade(req, socket, head, infoByStream.get(socket) ?? {});
+  });
+  h1.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
+    if (!socket.writable) return socket.destroy();
+    const status = err.code === "HPE_HEADER_OVERFLOW" ? 431 : 400;
+    const text = status === 431 ? "Request Header Fields Too Large" : "Bad Request";
+    socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+  });
+  const h2 = http2.createServer({
+    maxSessionMemory: 64,
+    settings: { maxHeaderListSize: maxHeaderBytes, enablePush: false },
+  });
+  h2.on("sessionError", (err) => logger.debug({ err }, "downstream HTTP/2 session error"));
+  h2.on("session", (session) => {
+    infoByStream.set(session, pendingInfo ?? {});
+  });
+  h2.on("request", (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
+    void serve(
+      req,
+      res as unknown as DownResponse,
+      infoByStream.get(req.stream.session as object) ?? {},
+      true,
+    );
+  });
+
+  function pickerFor(backend: ResolvedBackendRef): EndpointPicker<Endpoint> {
+    const key = `${backend.namespace}/${backend.name}:${backend.port ?? ""}`;
+    let p = pickers.get(key);
+    if (p === undefined) {
+      p = createEndpointPicker(lbPolicy, endpointKey);
+      pickers.set(key, p);
+    }
+    return p;
+  }
+
+  function chooseBackend(rule: CompiledRule): ResolvedBackendRef | undefined {
+    let pick = weighted.get(rule);
+    if (pick === undefined) {
+      pick = createWeightedPicker(rule.backends, (b) => b.weight);
+      weighted.set(rule, pick);
+    }
+    return pick();
+  }
+
+  function labels(x: Exchange): Record<IstioRequestLabel, string> {
+    const src = x.info.source ?? {};
+    const dst = x.endpoint?.workload ?? {};
+    const b = x.backend;
+    const u = (v: string | undefined) => (v === undefined || v === "" ? "unknown" : v);
+    return {
+      reporter: "waypoint",
+      source_workload: u(src.name),
+      source_canonical_service: u(src.canonicalService ?? src.app ?? src.name),
+      source_canonical_revision: u(
+        src.canonicalRevision ?? src.version ?? (src.name === undefined ? undefined : "latest"),
+      ),
+      source_workload_namespace: u(src.namespace),
+      source_principal: u(x.info.peerIdentity),
+      source_app: u(src.app),
+      source_version: u(src.version),
+      source_cluster: u(src.cluster),
+      destination_workload: u(dst.name),
+      destination_workload_namespace: u(dst.namespace),
+      destination_principal: u(dst.principal),
+      destination_app: u(dst.app),
+      destination_version: u(dst.version),
+      destination_service: b === undefined ? "unknown" : `${b.name}.${b.namespace}.svc.${clusterDomain}`,
+      destination_service_name: u(b?.name),
+      destination_service_namespace: u(b?.namespace),
+      destination_canonical_service: u(dst.canonicalService ?? dst.app ?? dst.name),
+      destination_canonical_revision: u(
+        dst.canonicalRevision ?? dst.version ?? (dst.name === undefined ? undefined : "latest"),
+      ),
+      destination_cluster: u(dst.cluster),
+      request_protocol: x.grpc ? "grpc" : "http",
+      response_code: String(x.status),
+      grpc_response_status: x.grpcStatus,
+      response_flags: x.flags,
+      connection_security_policy: x.info.peerIdentity === undefined ? "unknown" : "mutual_tls",
+    };
+  }
+
+  function record(x: Exchange): void {
+    if (x.recorded) return;
+    x.recorded = true;
+    const duration = performance.now() - x.start;
+    const reqBytes = headerBytes(x.req.headers) + (x.body?.bytes ?? 0);
+    metrics.record(labels(x), duration, reqBytes, x.responseBytes);
+    if (logger === noopLogger) return;
+    logger.debug(
+      {
+        route: x.backend?.name,
+        method: x.req.method,
+        path: x.req.url,
+        status: x.status,
+        flags: x.flags,
+        durationMs: Math.round(duration),
+        traceId: x.trace.traceId,
+        spanId: x.trace.spanId,
+        upstream: x.endpoint === undefined ? undefined : endpointKey(x.endpoint),
+      },
+      "request complete",
+    );
+  }
+
+  function resetDownstream(x: Exchange): void {
+    if (x.h2)
+      (x.res as unknown as http2.Http2ServerResponse).stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+    else (x.req as http.IncomingMessage).socket.destroy();
+  }
+
+  function localReply(
+    x: Exchange,
+    status: number,
+    text: string,
+    flag: string,
+    extra: Record<string, string> = {},
+  ): void {
+    x.flags = flag;
+    if (x.res.headersSent || x.res.writableEnded) {
+      resetDownstream(x);
+      return;
+    }
+    if (x.grpc) {
+      x.status = 200;
+      x.grpcStatus = String(GRPC_STATUS_FOR[status] ?? 2);
+      x.res.writeHead(200, {
+        "content-type": "application/grpc",
+        "grpc-status": x.grpcStatus,
+        "grpc-message": encodeURIComponent(text),
+        ...extra,
+      });
+      x.res.end();
+      return;
+    }
+    x.status = status;
+    const body = Buffer.from(text);
+    x.responseBytes = body.length;
+    x.res.writeHead(status, { "content-type": "text/plain", "content-length": body.length, ...extra });
+    x.res.end(body);
+  }
+
+  function upstreamHeaders(req: DownRequest, trace: TraceContext): HeaderMap {
+    const out: HeaderMap = {};
+    for (const [k, v] of Object.entries(req.headers)) {
+      if (v === undefined || k.startsWith(":") || HOP_BY_HOP.has(k)) continue;
+      out[k] = v;
+    }
+    // The client already got its 100 Continue from this proxy; the backend gets the body right away.
+    if (typeof out.expect === "string" && out.expect.toLowerCase() === "100-continue") delete out.expect;
+    out.traceparent = trace.traceparent;
+    // As Envoy does: every request gets an x-request-id (kept when present) and x-forwarded-proto.
+    if (out["x-request-id"] === undefined) out["x-request-id"] = randomUUID();
+    if (out["x-forwarded-proto"] === undefined) out["x-forwarded-proto"] = "http";
+    return out;
+  }
+
+  function authorize(x: Exchange, host: string, path: string): AuthorizationDecision | undefined {
+    const policy = options.policy;
+    if (policy === undefined) return undefined;
+    const info = x.info;
+    const socket = (x.h2 ? undefined : (x.req as http.IncomingMessage).socket) as
+      | { remoteAddress?: string; remotePort?: number }
+      | undefined;
+    try {
+      return policy.evaluate({
+        source: {
+          ip: info.remoteAddress ?? socket?.remoteAddress ?? "0.0.0.0",
+          port: info.remotePort ?? socket?.remotePort,
+          identity: info.peerIdentity,
+        },
+        destination: { ip: info.destination?.address ?? "0.0.0.0", port: info.destination?.port ?? 0 },
+        http: { host, method: x.req.method ?? "GET", path, headers: { ...x.req.headers } },
+      });
+    } catch (err) {
+      logger.error({ err }, "authorization policy threw; denying");
+      return { allowed: false, reason: "authorization policy failed" };
+    }
+  }
+
+  function routeFor(
+    target: RouteTarget,
+    request: Parameters<RouteTable["match"]>[0],
+  ): { rule: CompiledRule; matchedPrefix: string | undefined } | undefined {
+    if (table.hasRoutesFor(target)) return table.match(request);
+    const svc = target.service;
+    if (svc === undefined) return undefined;
+    // A Service without routes of its own routes to itself (Istio waypoint default).
+    const backend: ResolvedBackendRef = {
+      group: "",
+      kind: "Service",
+      name: svc.name,
+      namespace: svc.namespace,
+      port: target.port,
+      weight: 1,
+      requestHeaders: undefined,
+      responseHeaders: undefined,
+    };
+    return {
+      matchedPrefix: undefined,
+      rule: {
+        kind: "HTTPRoute",
+        route: "default",
+        namespace: svc.namespace,
+        ruleIndex: 0,
+        ruleName: undefined,
+        requestHeaders: undefined,
+        responseHeaders: undefined,
+        redirect: undefined,
+        rewrite: undefined,
+        mirrors: [],
+        backends: [backend],
+        requestTimeoutMs: undefined,
+        backendTimeoutMs: undefined,
+        retry: undefined,
+      },
+    };
+  }
+
+  function retryPolicyFor(rule: CompiledRule): RetryPolicy {
+    const r = rule.retry;
+    if (r === undefined) return retryDefaults;
+    const base = r.backoffMs ?? retryDefaults.backoffBaseMs;
+    return {
+      attempts: r.attempts ?? retryDefaults.attempts,
+      retryOn:
+        r.codes.length > 0
+          ? ["connect-failure", "refused-stream", "retriable-status-codes"]
+          : retryDefaults.retryOn,
+      codes: r.codes.length > 0 ? r.codes : retryDefaults.codes,
+      backoffBaseMs: base,
+      backoffMaxMs: Math.max(base * 10, base),
+    };
+  }
+
+  function retriableFailure(policy: RetryPolicy, failure: UpstreamFailure | "timeout"): boolean {
+    const on = policy.retryOn;
+    switch (failure) {
+      case "connect-failure":
+        return on.includes("connect-failure") || on.includes("5xx") || on.includes("gateway-error");
+      case "refused-stream":
+        return on.includes("refused-stream") || on.includes("reset") || on.includes("5xx");
+      case "reset":
+      case "protocol":
+        return on.includes("reset") || on.includes("5xx") || on.includes("gateway-error");
+      case "timeout":
+        return on.includes("5xx") || on.includes("gateway-error");
+    }
+  }
+
+  function retriableResponse(policy: RetryPolicy, up: UpstreamResponse): boolean {
+    const on = policy.retryOn;
+    const s = up.status;
+    if (on.includes("5xx") && s >= 500) return true;
+    if (on.includes("gateway-error") && (s === 502 || s === 503 || s === 504)) return true;
+    if (on.includes("retriable-status-codes") && policy.codes.includes(s)) return true;
+    const grpcStatus = up.headers["grpc-status"];
+    if (typeof grpcStatus === "string") {
+      for (const [cond, code] of Object.entries(GRPC_CODES))
+        if (on.includes(cond as RetryOn) && code === grpcStatus) return true;
+    }
+    return false;
+  }
+
+  function startMirrors(
+    x: Exchange,
+    rule: CompiledRule,
+    method: string,
+    path: string,
+    authority: string,
+    headers: HeaderMap,
+  ): void {
+    for (const m of rule.mirrors) {
+      const fraction =
+        m.fraction === undefined
+          ? (m.percent ?? 100) / 100
+          : m.fraction.numerator / (m.fraction.denominator ?? 100);
+      if (fraction <= 0 || (fraction < 1 && Math.random() >= fraction)) continue;
+      let endpoints: readonly Endpoint[] | undefined;
+      try {
+        endpoints =
+          m.backend.kind === "Service" && m.backend.group === ""
+            ? options.resolveBackend(m.backend)
+            : undefined;
+      } catch {
+        endpoints = undefined;
+      }
+      const ep = endpoints === undefined ? undefined : pickerFor(m.backend).pick(endpoints);
+      if (ep === undefined) continue;
+      // Fire and forget: its own body copy, its result ignored, never delays the main request.
+      const mirrorBody = new MirrorSink();
+      x.body?.tap(mirrorBody.writable);
+      const { response, abort } = pool.send(ep, ep.protocol ?? (x.h2 ? "http2" : "http1"), {
+        method,
+        path,
+        authority: `${authority.split(":")[0]}-shadow`,
+        headers: { ...headers },
+        body: x.body === undefined ? undefined : mirrorBody.asBody(),
+      });
+      const timer = setTimeout(abort, 30_000);
+      timer.unref();
+      response.then(
+        (up) => {
+          up.body.resume();
+          finished(up.body, () => clearTimeout(timer));
+        },
+        () => clearTimeout(timer),
+      );
+    }
+  }
+
+  async function serve(req: DownRequest, res: DownResponse, info: TunnelInfo, h2: boolean): Promise<void> {
+    const contentType = req.headers["content-type"];
+    const x: Exchange = {
+      req,
+      res,
+      info,
+      h2,
+      start: performance.now(),
+      grpc: typeof contentType === "string" && contentType.startsWith("application/grpc"),
+      flags: "-",
+      status: 0,
+      grpcStatus: "",
+      responseBytes: 0,
+      body: undefined,
+      backend: undefined,
+      endpoint: undefined,
+      trace: continueTrace(req.headers.traceparent, options.sampleNewTraces === true),
+      recorded: false,
+      onClose: undefined,
+      activity: undefined,
+    };
+    res.on("close", () => {
+      x.onClose?.();
+      record(x);
+    });
+    try {
+      await proxy(x);
+    } catch (err) {
+      logger.error({ err }, "waypoint request failed");
+      localReply(x, 500, "internal error", "-");
+    }
+  }
+
+  async function proxy(x: Exchange): Promise<void> {
+    const { req, res } = x;
+    const rawUrl = req.url ?? "/";
+    const q = rawUrl.indexOf("?");
+    const path = q === -1 ? rawUrl : rawUrl.slice(0, q);
+    const query = q === -1 ? undefined : rawUrl.slice(q + 1);
+    const host =
+      (x.h2 ? (req.headers[":authority"] as string | undefined) : undefined) ?? req.headers.host ?? "";
+    const method = req.method ?? "GET";
+    if (!path.startsWith("/")) return localReply(x, 400, "bad request path", "-");
+
+    const decision = authorize(x, host, path);
+    if (decision !== undefined && !decision.allowed) {
+      logger.debug({ reason: decision.reason, policy: decision.policy }, "request denied");
+      return localReply(x, 403, "RBAC: access denied", "RBAC");
+    }
+
+    const target: RouteTarget = { service: x.info.destination?.service, port: x.info.destination?.port };
+    const found = routeFor(target, { host, path, query, method, headers: req.headers, grpc: x.grpc, target });
+    if (found === undefined) return localReply(x, 404, "", "NR");
+    const { rule, matchedPrefix } = found;
+
+    if (rule.redirect !== undefined) {
+      const location = redirectLocation(rule.redirect, { scheme: "http", host, path, query }, matchedPrefix);
+      x.flags = "-";
+      x.status = rule.redirect.statusCode ?? 302;
+      res.writeHead(x.status, { location, "content-length": 0 });
+      res.end();
+      return;
+    }
+
+    let upstreamPath = path;
+    let authority = host;
+    if (rule.rewrite !== undefined) {
+      if (rule.rewrite.path !== undefined) upstreamPath = rewritePath(path, rule.rewrite.path, matchedPrefix);
+      if (rule.rewrite.hostname !== undefined) authority = rule.rewrite.hostname;
+    }
+    if (query !== undefined) upstreamPath += `?${query}`;
+    const headers = upstreamHeaders(req, x.trace);
+    applyHeaderFilter(headers, rule.requestHeaders);
+
+    const policy = retryPolicyFor(rule);
+    const hasBody =
+      req.method !== "GET" && req.method !== "HEAD"
+        ? true
+        : req.headers["content-length"] !== undefined || req.headers["transfer-encoding"] !== undefined;
+    x.body =
+      hasBody || x.h2
+        ? // Without retries there is nothing to replay, so nothing is kept.
+          new RequestBody(req as unknown as Readable, policy.attempts > 0 ? retryBufferBytes : 0, 1024 * 1024)
+        : undefined;
+    if (x.h2 && (req as http2.Http2ServerRequest).stream.endAfterHeaders) x.body = undefined;
+
+    if (rule.mirrors.length > 0) startMirrors(x, rule, method, upstreamPath, authority, headers);
+
+    if (rule.backends.length === 0) return localReply(x, 500, "no backend for route", "-");
+    const backend = chooseBackend(rule);
+    if (backend === undefined) return localReply(x, 500, "all backends have weight 0", "-");
+    x.backend = backend;
+    applyHeaderFilter(headers, backend.requestHeaders);
+    let endpoints: readonly Endpoint[] | undefined;
+    if (backend.group === "" && backend.kind === "Service" && backend.port !== undefined) {
+      try {
+        endpoints = options.resolveBackend({
+          group: backend.group,
+          kind: backend.kind,
+          name: backend.name,
+          namespace: backend.namespace,
+          port: backend.port,
+        });
+      } catch (err) {
+        logger.warn({ err, backend: backend.name }, "resolveBackend threw");
+        endpoints = undefined;
+      }
+    }
+    if (endpoints === undefined) return localReply(x, 500, "invalid backend", "-");
+    if (endpoints.length === 0) return localReply(x, 503, "no healthy upstream", "UH");
+
+    const requestTimeout = rule.requestTimeoutMs ?? defaultRequestTimeout;
+    const perTryTimeout = rule.backendTimeoutMs ?? 0;
+    const picker = pickerFor(backend);
+    const tried = new Set<string>();
+    let abortCurrent: (() => void) | undefined;
+    let expired = false;
+    let clientGone = false;
+    let timeoutReply: [status: number, text: string, flag: string] = [504, "upstream request timeout", "UT"];
+    const expire = (reply: [number, string, string]) => {
+      if (expired) return;
+      expired = true;
+      timeoutReply = reply;
+      abortCurrent?.();
+      if (res.headersSent) {
+        x.flags = reply[2];
+        resetDownstream(x);
+      }
+    };
+    const deadline =
+      requestTimeout > 0
+        ? setTimeout(() => expire([504, "upstream request timeout", "UT"]), requestTimeout)
+        : undefined;
+    const idle =
+      streamIdleTimeout > 0
+        ? setTimeout(() => expire([504, "stream timeout", "SI"]), streamIdleTimeout)
+        : undefined;
+    if (idle !== undefined) {
+      const refresh = () => idle.refresh();
+      x.activity = refresh;
+      if (x.body !== undefined) x.body.onData = refresh;
+    }
+    const stopTimers = () => {
+      if (deadline !== undefined) clearTimeout(deadline);
+      if (idle !== undefined) clearTimeout(idle);
+    };
+    x.onClose = () => {
+      stopTimers();
+      if (!res.writableEnded) {
+        clientGone = true;
+        if (x.flags === "-") x.flags = "DC";
+        abortCurrent?.();
+      }
+    };
+
+    for (let attempt = 0; ; attempt++) {
+      const endpoint = picker.pick(endpoints, tried) as Endpoint;
+      tried.add(endpointKey(endpoint));
+      x.endpoint = endpoint;
+      const done = picker.begin(endpoint);
+      const protocol = endpoint.protocol ?? (x.h2 ? "http2" : "http1");
+      const sent = pool.send(endpoint, protocol, {
+        method,
+        path: upstreamPath,
+        authority,
+        headers,
+        body: x.body,
+      });
+      abortCurrent = sent.abort;
+      let tryTimer: NodeJS.Timeout | undefined;
+      let tryTimedOut = false;
+      let responded = false;
+      const timeout =
+        perTryTimeout > 0
+          ? new Promise<never>((_, reject) => {
+              tryTimer = setTimeout(() => {
+                tryTimedOut = true;
+                // Mid-body expiry resets the client stream; it must be reported as a timeout.
+                if (responded && x.flags === "-") x.flags = "UT";
+                sent.abort();
+                reject(
+                  new RouterError(
+                    "ERR_UPSTREAM_TIMEOUT",
+                    `no response within the ${perTryTimeout} ms backendRequest timeout`,
+                  ),
+                );
+              }, perTryTimeout);
+            })
+          : undefined;
+      // Once the race is decided this rejection has no reader.
+      timeout?.catch(() => {});
+      let up: UpstreamResponse;
+      try {
+        up = await (timeout === undefined ? sent.response : Promise.race([sent.response, timeout]));
+        responded = true;
+      } catch (err) {
+        if (tryTimer !== undefined) clearTimeout(tryTimer);
+        done();
+        x.body?.detach();
+        if (clientGone) return;
+        if (expired) return localReply(x, ...timeoutReply);
+        const failure: UpstreamFailure | "timeout" = tryTimedOut
+          ? "timeout"
+          : err instanceof UpstreamAttemptError
+            ? err.failure
+            : "reset";
+        const canRetry =
+          attempt < policy.attempts &&
+          retriableFailure(policy, failure) &&
+          (x.body === undefined || x.body.replayable);
+        logger.debug({ err, attempt, failure, retry: canRetry }, "upstream attempt failed");
+        if (canRetry) {
+          await backoff(policy, attempt);
+          if (clientGone) return;
+          if (expired) return localReply(x, ...timeoutReply);
+          continue;
+        }
+        if (failure === "timeout") return localReply(x, ...timeoutReply);
+        if (failure === "connect-failure") {
+          return localReply(
+            x,
+            503,
+            "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+            attempt > 0 ? "URX" : "UF",
+          );
+        }
+        return localReply(
+          x,
+          502,
+          "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+          attempt > 0 ? "URX" : "UC",
+        );
+      }
+      if (
+        attempt < policy.attempts &&
+        retriableResponse(policy, up) &&
+        (x.body === undefined || x.body.replayable)
+      ) {
+        if (tryTimer !== undefined) clearTimeout(tryTimer);
+        up.body.resume();
+        up.abort();
+        done();
+        x.body?.detach();
+        await backoff(policy, attempt);
+        if (clientGone) return;
+        if (expired) return localReply(x, ...timeoutReply);
+        continue;
+      }
+      if (attempt > 0 && retriableResponse(policy, up)) x.flags = "URX";
+      streamResponse(x, up, rule, backend, () => {
+        if (tryTimer !== undefined) clearTimeout(tryTimer);
+        stopTimers();
+        done();
+      });
+      return;
+    }
+  }
+
+  function streamResponse(
+    x: Exchange,
+    up: UpstreamResponse,
+    rule: CompiledRule,
+    backend: ResolvedBackendRef,
+    done: () => void,
+  ): void {
+    const headers: HeaderMap = { ...up.headers };
+    applyHeaderFilter(headers, rule.responseHeaders);
+    applyHeaderFilter(headers, backend.responseHeaders);
+    x.status = up.status;
+    const gs = up.headers["grpc-status"];
+    if (typeof gs === "string") x.grpcStatus = gs;
+    x.responseBytes = headerBytes(headers);
+    x.res.writeHead(up.status, headers);
+    up.body.on("data", (chunk: Buffer) => {
+      x.responseBytes += chunk.length;
+      x.activity?.();
+    });
+    up.body.pipe(x.res, { end: false });
+    // Plain listeners rather than stream.finished(): this runs once per proxied request.
+    let settled = false;
+    const settle = (err: unknown) => {
+      if (settled) return;
+      settled = true;
+      done();
+      if (err !== undefined) {
+        up.body.unpipe(x.res);
+        if (x.flags === "-") x.flags = "UC";
+        if (!x.res.writableEnded) resetDownstream(x);
+        return;
+      }
+      const trailers = up.trailers();
+      if (trailers !== undefined) {
+        const t = typeof trailers["grpc-status"] === "string" ? trailers["grpc-status"] : undefined;
+        if (t !== undefined) x.grpcStatus = t;
+        x.res.addTrailers(trailers);
+      }
+      x.res.end();
+    };
+    const body = up.body;
+    body.once("end", () => settle(undefined));
+    body.on("error", (err: unknown) => settle(err));
+    body.once("close", () => {
+      if (!body.readableEnded)
+        settle(new RouterError("ERR_UPSTREAM_RESET", "upstream closed before the end of the body"));
+    });
+  }
+
+  async function backoff(policy: RetryPolicy, attempt: number): Promise<void> {
+    const cap = Math.min(policy.backoffMaxMs, policy.backoffBaseMs * 2 ** attempt);
+    await sleep(Math.random() * cap);
+  }
+
+  async function serveUpgrade(
+    req: http.IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    info: TunnelInfo,
+  ): Promise<void> {
+    const upgrade = String(req.headers.upgrade ?? "").toLowerCase();
+    if (upgrade !== "websocket") {
+      // Not a protocol we proxy (e.g. h2c): answer it as plain HTTP/1.1 on a closing connection.
+      if (head.length > 0) socket.unshift(head);
+      const res = new http.ServerResponse(req);
+      res.shouldKeepAlive = false;
+      res.assignSocket(socket as Socket);
+      res.on("finish", () => socket.end());
+      return serve(req, res as unknown as DownResponse, info, false);
+    }
+    const x: Exchange = {
+      req,
+      res: undefined as unknown as DownResponse,
+      info,
+      h2: false,
+      start: performance.now(),
+      grpc: false,
+      flags: "-",
+      status: 0,
+      grpcStatus: "",
+      responseBytes: 0,
+      body: undefined,
+      backend: undefined,
+      endpoint: undefined,
+      trace: continueTrace(req.headers.traceparent, options.sampleNewTraces === true),
+      recorded: false,
+      onClose: undefined,
+      activity: undefined,
+    };
+    const reject = (status: number, text: string, flag: string) => {
+      x.status = status;
+      x.flags = flag;
+      socket.end(
+        `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ""}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`,
+      );
+      record(x);
+    };
+    const rawUrl = req.url ?? "/";
+    const q = rawUrl.indexOf("?");
+    const path = q === -1 ? rawUrl : rawUrl.slice(0, q);
+    const host = req.headers.host ?? "";
+    const decision = authorize(x, host, path);
+    if (decision !== undefined && !decision.allowed) return reject(403, "RBAC: access denied", "RBAC");
+    const target: RouteTarget = { service: info.destination?.service, port: info.destination?.port };
+    const found = routeFor(target, {
+      host,
+      path,
+      query: q === -1 ? undefined : rawUrl.slice(q + 1),
+      method: req.method ?? "GET",
+      headers: req.headers,
+      target,
+    });
+    if (found === undefined) return reject(404, "", "NR");
+    const backend = found.rule.backends.length === 0 ? undefined : chooseBackend(found.rule);
+    if (backend === undefined) return reject(500, "no backend for route", "-");
+    x.backend = backend;
+    const endpoints =
+      backend.kind === "Service" && backend.group === "" ? options.resolveBackend(backend) : undefined;
+    if (endpoints === undefined) return reject(500, "invalid backend", "-");
+    const endpoint = pickerFor(backend).pick(endpoints);
+    if (endpoint === undefined) return reject(503, "no healthy upstream", "UH");
+    x.endpoint = endpoint;
+    let upstream: Duplex;
+    try {
+      upstream = ensureBufferWrites(await options.connect(endpoint));
+    } catch {
+      return reject(
+        503,
+        "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+        "UF",
+      );
+    }
+    const headers: HeaderMap = {};
+    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && k !== "host") headers[k] = v;
+    headers.traceparent = x.trace.traceparent;
+    applyHeaderFilter(headers, found.rule.requestHeaders);
+    applyHeaderFilter(headers, backend.requestHeaders);
+    let upstreamPath = rawUrl;
+    if (found.rule.rewrite?.path !== undefined) {
+      upstreamPath =
+        rewritePath(path, found.rule.rewrite.path, found.matchedPrefix) + (q === -1 ? "" : rawUrl.slice(q));
+    }
+    const lines = [`${req.method} ${upstreamPath} HTTP/1.1`, `host: ${found.rule.rewrite?.hostname ?? host}`];
+    for (const [k, v] of Object.entries(headers))
+      for (const one of Array.isArray(v) ? v : [v]) lines.push(`${k}: ${one}`);
+    const done = pickerFor(backend).begin(endpoint);
+    upstream.write(`${lines.join("\r\n")}\r\n\r\n`);
+    if (head.length > 0) upstream.write(head);
+    upstream.once("data", (chunk: Buffer) => {
+      x.status = Number(chunk.toString("latin1", 9, 12)) || 0;
+    });
+    upstream.on("data", (c: Buffer) => {
+      x.responseBytes += c.length;
+    });
+    upstream.pipe(socket);
+    socket.pipe(upstream);
+    const closeBoth = () => {
+      done();
+      upstream.destroy();
+      socket.destroy();
+      record(x);
+    };
+    finished(upstream, closeBoth);
+    finished(socket, closeBoth);
+  }
+
+  function handle(stream: Duplex, info: TunnelInfo = {}): void {
+    if (closed) {
+      stream.destroy();
+      return;
+    }
+    ensureBufferWrites(stream);
+    streams.add(stream);
+    stream.once("close", () => streams.delete(stream));
+    const tcp = stream as Duplex & { setNoDelay?: (noDelay?: boolean) => void };
+    if (typeof tcp.setNoDelay === "function") tcp.setNoDelay(true);
+    let buffered: Buffer = Buffer.alloc(0);
+    const cleanup = () => {
+      stream.off("data", onData);
+      stream.off("end", onEarlyEnd);
+      stream.off("error", onEarlyEnd);
+    };
+    const onEarlyEnd = () => {
+      cleanup();
+      stream.destroy();
+    };
+    const onData = (chunk: Buffer) => {
+      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+      const n = Math.min(buffered.length, H2_PREFACE.length);
+      const looksH2 = buffered.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+      if (looksH2 && buffered.length < H2_PREFACE.length) return;
+      cleanup();
+      stream.pause();
+      stream.unshift(buffered);
+      if (looksH2) {
+        pendingInfo = info;
+        h2.emit("connection", stream);
+        pendingInfo = undefined;
+      } else {
+        infoByStream.set(stream, info);
+        h1.emit("connection", stream);
+        // The HTTP/1 server does not resume a paused socket; the unshifted bytes flow first.
+        stream.resume();
+      }
+    };
+    stream.on("data", onData);
+    stream.on("end", onEarlyEnd);
+    stream.on("error", onEarlyEnd);
+  }
+
+  return {
+    handle,
+    setRoutes(routes) {
+      table = createRouteTable(routes, { waypoint: options.waypoint });
+    },
+    async close() {
+      closed = true;
+      for (const s of streams) s.destroy();
+      streams.clear();
+      pool.close();
+      h1.close();
+      h2.close();
+    },
+  };
+}
+
+/** A write-only sink for a mirror's copy of the request body. */
+class MirrorSink {
+  private readonly stream = new PassThrough();
+  get writable(): Writable {
+    return this.stream;
+  }
+  asBody(): RequestBody {
+    return new RequestBody(this.stream, 0, 0);
+  }
+}

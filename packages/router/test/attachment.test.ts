@@ -1,0 +1,124 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { RouterError } from "../src/errors.js";
+import { createWaypointHandler } from "../src/waypoint-handler.js";
+import {
+  type Backend,
+  httpRoute,
+  request,
+  startBackend,
+  startWaypoint,
+  stopServer,
+  type Waypoint,
+} from "./harness.js";
+
+describe("Service attachment, default routes and live route updates", () => {
+  let reviews: Backend;
+  let reviewsV2: Backend;
+  let ratings: Backend;
+  let wp: Waypoint;
+  before(async () => {
+    reviews = await startBackend("reviews");
+    reviewsV2 = await startBackend("reviews-v2");
+    ratings = await startBackend("ratings");
+    wp = await startWaypoint(
+      {
+        "bookinfo/reviews": [reviews.endpoint],
+        "bookinfo/reviews-v2": [reviewsV2.endpoint],
+        "bookinfo/ratings": [ratings.endpoint],
+      },
+      {
+        routes: [
+          {
+            kind: "HTTPRoute",
+            metadata: { name: "reviews", namespace: "bookinfo" },
+            spec: {
+              parentRefs: [{ group: "", kind: "Service", name: "reviews", port: 9080 }],
+              rules: [
+                {
+                  matches: [{ headers: [{ name: "end-user", value: "jason" }] }],
+                  backendRefs: [{ name: "reviews-v2", port: 9080 }],
+                },
+              ],
+            },
+          },
+        ],
+      },
+      {
+        destination: {
+          address: "10.96.0.20",
+          port: 9080,
+          service: { name: "reviews", namespace: "bookinfo" },
+        },
+      },
+    );
+  });
+  after(async () => {
+    await wp.close();
+    await Promise.all([reviews, reviewsV2, ratings].map((b) => stopServer(b.server)));
+  });
+
+  it("applies routes attached to the destination Service and 404s unmatched requests", async () => {
+    assert.equal(
+      (await request(wp.port, { path: "/r", headers: { "end-user": "jason" } })).headers["x-backend"],
+      "reviews-v2",
+    );
+    assert.equal((await request(wp.port, { path: "/r" })).status, 404);
+  });
+
+  it("routes a Service without routes to itself on the destination port", async () => {
+    wp.info.destination = {
+      address: "10.96.0.30",
+      port: 9080,
+      service: { name: "ratings", namespace: "bookinfo" },
+    };
+    try {
+      const r = await request(wp.port, { path: "/ratings/1" });
+      assert.equal(r.status, 200);
+      assert.equal(r.headers["x-backend"], "ratings");
+    } finally {
+      wp.info.destination = {
+        address: "10.96.0.20",
+        port: 9080,
+        service: { name: "reviews", namespace: "bookinfo" },
+      };
+    }
+  });
+
+  it("swaps routes live and keeps the old table when new routes are invalid", async () => {
+    wp.handler.setRoutes([
+      {
+        kind: "HTTPRoute",
+        metadata: { name: "reviews", namespace: "bookinfo" },
+        spec: {
+          parentRefs: [{ group: "", kind: "Service", name: "reviews" }],
+          rules: [{ backendRefs: [{ name: "reviews", port: 9080 }] }],
+        },
+      },
+    ]);
+    assert.equal((await request(wp.port, { path: "/r" })).headers["x-backend"], "reviews");
+    assert.throws(
+      () => wp.handler.setRoutes([httpRoute("bad", [{ matches: [{ method: "BREW" }] }])]),
+      RouterError,
+    );
+    assert.equal((await request(wp.port, { path: "/r" })).headers["x-backend"], "reviews");
+  });
+
+  it("rejects bad options", () => {
+    assert.throws(
+      () =>
+        createWaypointHandler({ routes: [], connect: undefined as never, resolveBackend: () => undefined }),
+      (e: unknown) => e instanceof RouterError && e.code === "ERR_OPTIONS_INVALID",
+    );
+    assert.throws(
+      () =>
+        createWaypointHandler({
+          routes: [],
+          connect: () => undefined as never,
+          resolveBackend: () => undefined,
+          loadBalancing: "random" as never,
+        }),
+      (e: unknown) => e instanceof RouterError && e.code === "ERR_OPTIONS_INVALID",
+    );
+  });
+});
