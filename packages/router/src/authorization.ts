@@ -13,6 +13,11 @@ export interface AuthorizationRequest {
     ip: string;
     port: number;
     workload?: { namespace: string; name?: string; labels?: Record<string, string> };
+    /**
+     * What the request was sent through and to, for policies attached with `targetRefs`: the waypoint
+     * Gateway (group `gateway.networking.k8s.io`) and, when known, the destination Service (group `""`).
+     */
+    targets?: readonly { kind: string; name: string; namespace: string; group?: string }[];
   };
   http?: {
     host: string;

@@ -3,7 +3,7 @@ import http from "node:http";
 import http2 from "node:http2";
 import type { Socket } from "node:net";
 import { type Duplex, finished, PassThrough, type Readable, type Writable } from "node:stream";
-import type { AuthorizationDecision, AuthorizationEvaluator } from "./authorization.js";
+import type { AuthorizationDecision, AuthorizationEvaluator, AuthorizationRequest } from "./authorization.js";
 import { ensureBufferWrites } from "./buffer-writes.js";
 import { RouterError } from "./errors.js";
 import { applyHeaderFilter, type HeaderMap, redirectLocation, rewritePath } from "./header-filters.js";
@@ -423,13 +423,28 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
           port: info.remotePort ?? socket?.remotePort,
           identity: info.peerIdentity,
         },
-        destination: { ip: info.destination?.address ?? "0.0.0.0", port: info.destination?.port ?? 0 },
+        destination: {
+          ip: info.destination?.address ?? "0.0.0.0",
+          port: info.destination?.port ?? 0,
+          targets: policyTargets(info),
+        },
         http: { host, method: x.req.method ?? "GET", path, headers: { ...x.req.headers } },
       });
     } catch (err) {
       logger.error({ err }, "authorization policy threw; denying");
       return { allowed: false, reason: "authorization policy failed" };
     }
+  }
+
+  function policyTargets(info: TunnelInfo): NonNullable<AuthorizationRequest["destination"]["targets"]> {
+    const targets: { kind: string; name: string; namespace: string; group?: string }[] = [];
+    const waypoint = options.waypoint;
+    if (waypoint !== undefined) {
+      targets.push({ kind: "Gateway", group: "gateway.networking.k8s.io", ...waypoint });
+    }
+    const service = info.destination?.service;
+    if (service !== undefined) targets.push({ kind: "Service", group: "", ...service });
+    return targets;
   }
 
   function routeFor(
