@@ -1,0 +1,160 @@
+import { constants as cryptoConstants } from "node:crypto";
+import type { ConnectionOptions, PeerCertificate, SecureContextOptions, TlsOptions } from "node:tls";
+import { SpiffeId, spiffeIdFromCertificate, type TrustBundle, type X509Svid } from "@ambient/spiffe";
+import { TLS12_CIPHERS, TLS13_CIPHERSUITES } from "./defaults.js";
+import { HboneError } from "./errors.js";
+
+type Pem = string | Buffer;
+
+/** A workload's X.509-SVID and the mesh roots, all PEM. */
+export interface HboneCredentials {
+  /** Private key of the workload certificate (PEM). */
+  key: Pem;
+  /** Certificate chain, leaf first (PEM). Its leaf's URI SAN is this side's SPIFFE identity. */
+  certChain: Pem;
+  /** Trust bundle: root certificates the peer's chain must lead to (PEM, one or many). */
+  trustBundle: Pem | readonly Pem[];
+}
+
+/** TLS knobs shared by the client and the server. */
+export interface HboneTlsOptions {
+  /**
+   * Also accept TLS 1.2 (ECDHE with AES-GCM). Default `false`: TLS 1.3 only; ztunnel `TLS12_ENABLED`.
+   */
+  allowTls12?: boolean;
+}
+
+const identityCache = new WeakMap<object, SpiffeId>();
+
+/** The SPIFFE ID in the leaf of `credentials.certChain`; cached per credentials object. */
+export function ownIdentity(credentials: HboneCredentials): SpiffeId {
+  const cached = identityCache.get(credentials);
+  if (cached) return cached;
+  let id: SpiffeId;
+  try {
+    id = spiffeIdFromCertificate(String(credentials.certChain));
+  } catch (err) {
+    throw new HboneError(
+      "ERR_HBONE_INVALID_ARGUMENT",
+      `certChain: the leaf certificate carries no usable SPIFFE ID (${(err as Error).message})`,
+      { cause: err },
+    );
+  }
+  identityCache.set(credentials, id);
+  return id;
+}
+
+export function checkCredentials(credentials: unknown, where: string): HboneCredentials {
+  const c = credentials as Partial<HboneCredentials> | undefined;
+  const isPem = (v: unknown) => typeof v === "string" || Buffer.isBuffer(v);
+  if (c === undefined || c === null || typeof c !== "object") {
+    throw new HboneError("ERR_HBONE_INVALID_ARGUMENT", `${where}: credentials are required`);
+  }
+  if (!isPem(c.key)) throw new HboneError("ERR_HBONE_INVALID_ARGUMENT", `${where}: key must be a PEM string`);
+  if (!isPem(c.certChain)) {
+    throw new HboneError("ERR_HBONE_INVALID_ARGUMENT", `${where}: certChain must be a PEM string`);
+  }
+  const bundle = c.trustBundle;
+  if (!(isPem(bundle) || (Array.isArray(bundle) && bundle.length > 0 && bundle.every(isPem)))) {
+    throw new HboneError("ERR_HBONE_INVALID_ARGUMENT", `${where}: trustBundle must be PEM roots`);
+  }
+  ownIdentity(c as HboneCredentials);
+  return c as HboneCredentials;
+}
+
+function baseTls(credentials: HboneCredentials, tls: HboneTlsOptions): SecureContextOptions {
+  const bundle = credentials.trustBundle;
+  return {
+    key: credentials.key,
+    cert: credentials.certChain,
+    ca: Array.isArray(bundle) ? [...bundle] : (bundle as Pem),
+    minVersion: tls.allowTls12 ? "TLSv1.2" : "TLSv1.3",
+    maxVersion: "TLSv1.3",
+    // Node reads TLS 1.3 suites and TLS 1.2 ciphers from the same list.
+    ciphers: tls.allowTls12 ? `${TLS13_CIPHERSUITES}:${TLS12_CIPHERS}` : TLS13_CIPHERSUITES,
+    // No session resumption: every connection proves its identity afresh.
+    secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
+  };
+}
+
+/** Node TLS options for an HBONE listener: mTLS with a mandatory, chain-verified client certificate. */
+export function serverTlsOptions(credentials: HboneCredentials, tls: HboneTlsOptions): TlsOptions {
+  return {
+    ...baseTls(credentials, tls),
+    ALPNProtocols: ["h2"],
+    requestCert: true,
+    rejectUnauthorized: true,
+  };
+}
+
+/**
+ * Node TLS options for dialing an HBONE peer: no SNI (the name would be an IP address), ALPN h2,
+ * chain verified against the bundle, and the server's URI SAN checked against `expected`.
+ */
+export function clientTlsOptions(
+  credentials: HboneCredentials,
+  tls: HboneTlsOptions,
+  expected: readonly string[],
+): ConnectionOptions {
+  return {
+    ...baseTls(credentials, tls),
+    ALPNProtocols: ["h2"],
+    rejectUnauthorized: true,
+    checkServerIdentity: (_host: string, cert: PeerCertificate) => checkPeerIdentity(cert, expected),
+  };
+}
+
+function checkPeerIdentity(cert: PeerCertificate, expected: readonly string[]): Error | undefined {
+  let id: SpiffeId;
+  try {
+    id = spiffeIdFromCertificate(cert);
+  } catch (err) {
+    return new HboneError("ERR_HBONE_IDENTITY", `peer certificate: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  const text = id.toString();
+  if (expected.includes(text)) return undefined;
+  return new HboneError(
+    "ERR_HBONE_IDENTITY",
+    `peer identity ${text} is not one of the expected identities [${expected.join(", ")}]`,
+  );
+}
+
+/** Validates and normalises expected identities into sorted, unique SPIFFE ID strings. */
+export function normaliseIdentities(ids: unknown, where: string): string[] {
+  if (!Array.isArray(ids) || ids.length === 0) {
+    throw new HboneError(
+      "ERR_HBONE_INVALID_ARGUMENT",
+      `${where}: at least one expected identity is required`,
+    );
+  }
+  const out = new Set<string>();
+  for (const raw of ids) {
+    const id = SpiffeId.tryParse(String(raw));
+    if (id === undefined) {
+      throw new HboneError(
+        "ERR_HBONE_INVALID_ARGUMENT",
+        `${where}: ${JSON.stringify(raw)} is not a SPIFFE ID`,
+      );
+    }
+    out.add(id.toString());
+  }
+  return [...out].sort();
+}
+
+/**
+ * Credentials from an `@ambient/spiffe` X.509-SVID and trust bundle (all trust domains' roots, or
+ * only `trustDomain`'s).
+ */
+export function credentialsFromSvid(
+  svid: X509Svid,
+  bundle: TrustBundle,
+  trustDomain?: string,
+): HboneCredentials {
+  const roots = bundle.rootsPem(trustDomain);
+  if (roots.length === 0) {
+    throw new HboneError("ERR_HBONE_INVALID_ARGUMENT", "credentialsFromSvid: the trust bundle has no roots");
+  }
+  return { key: svid.privateKeyPem, certChain: svid.certChainPem, trustBundle: roots };
+}

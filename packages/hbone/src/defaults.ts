@@ -1,0 +1,41 @@
+/**
+ * Default limits, matching ztunnel's. Every option that takes one of these documents it.
+ */
+export const HBONE_DEFAULTS = Object.freeze({
+  /** HBONE listener port; ztunnel `HBONE` port 15008. */
+  port: 15008,
+  /** Initial HTTP/2 stream window; ztunnel `HTTP2_STREAM_WINDOW_SIZE`. */
+  streamWindowBytes: 4 * 1024 * 1024,
+  /** HTTP/2 connection window, 4x the stream window; ztunnel `HTTP2_CONNECTION_WINDOW_SIZE`. */
+  connectionWindowBytes: 16 * 1024 * 1024,
+  /** Largest HTTP/2 frame accepted; ztunnel `HTTP2_FRAME_SIZE`. */
+  maxFrameBytes: 1024 * 1024,
+  /** Concurrent streams a server advertises; ztunnel server `max_concurrent_streams`. */
+  serverMaxConcurrentStreams: 200,
+  /** Streams a client puts on one pooled connection; ztunnel `POOL_MAX_STREAMS_PER_CONNECTION`. */
+  maxStreamsPerConnection: 100,
+  /** Header list limit advertised by clients; ztunnel client `max_header_list_size`. */
+  clientMaxHeaderListBytes: 16 * 1024,
+  /** Header list limit advertised by servers; ztunnel server `max_header_list_size`. */
+  serverMaxHeaderListBytes: 64 * 1024,
+  /** Interval between keepalive PINGs; ztunnel h2 `keep_alive_interval`. */
+  keepaliveIntervalMs: 10_000,
+  /** An unanswered PING drops the connection after this; ztunnel h2 `keep_alive_timeout`. */
+  keepaliveTimeoutMs: 20_000,
+  /** Unused pooled connections are closed after this; ztunnel `POOL_UNUSED_RELEASE_TIMEOUT`. */
+  poolIdleTimeoutMs: 5 * 60_000,
+  /** TCP + TLS dial timeout; ztunnel `CONNECTION_TIMEOUT`. */
+  connectTimeoutMs: 10_000,
+  /** Wait for the CONNECT response; covers the peer's own 10 s upstream dial. */
+  responseTimeoutMs: 15_000,
+  /** Node `maxSessionMemory` in MiB; flow-control windows already bound buffering. */
+  maxSessionMemoryMib: 1024,
+  /** TCP keepalive idle time; ztunnel `SocketConfig` keepalive time. */
+  tcpKeepaliveMs: 180_000,
+});
+
+/** TLS 1.3 suites, matching ztunnel's. */
+export const TLS13_CIPHERSUITES = "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256";
+/** TLS 1.2 suites used only when TLS 1.2 is explicitly enabled (ztunnel `TLS12_ENABLED`). */
+export const TLS12_CIPHERS =
+  "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256";

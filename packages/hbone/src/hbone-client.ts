@@ -1,0 +1,565 @@
+import {
+  type ClientHttp2Session,
+  type ClientHttp2Stream,
+  constants,
+  connect as http2Connect,
+  type IncomingHttpHeaders,
+  type OutgoingHttpHeaders,
+} from "node:http2";
+import type { Duplex } from "node:stream";
+import { type TLSSocket, connect as tlsConnect } from "node:tls";
+import { peerSpiffeId, type SpiffeId } from "@ambient/spiffe";
+import { parseAuthority, type TunnelAuthority } from "./authority.js";
+import { ConnectionPool, type PooledConnection, poolKeyString } from "./connection-pool.js";
+import {
+  checkCredentials,
+  clientTlsOptions,
+  type HboneCredentials,
+  type HboneTlsOptions,
+  normaliseIdentities,
+  ownIdentity,
+} from "./credentials.js";
+import { HBONE_DEFAULTS } from "./defaults.js";
+import { HboneError } from "./errors.js";
+import { createTraceparent, formatTraceparent, HBONE_HEADER_NAMES } from "./headers.js";
+import { startKeepalive } from "./keepalive.js";
+import { http2ErrorName, resetError, toHboneError } from "./node-error.js";
+import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
+import { resetStream, TunnelStream } from "./tunnel-stream.js";
+
+/** Options of {@link createHboneClient}. The credentials are the default source identity. */
+export interface HboneClientOptions extends HboneCredentials, HboneTlsOptions {
+  /** Initial stream window. Default 4 MiB; ztunnel `HTTP2_STREAM_WINDOW_SIZE`. */
+  streamWindowBytes?: number;
+  /** Connection window, sent as WINDOW_UPDATE at start. Default 16 MiB; ztunnel `HTTP2_CONNECTION_WINDOW_SIZE`. */
+  connectionWindowBytes?: number;
+  /** Max frame size. Default 1 MiB; ztunnel `HTTP2_FRAME_SIZE`. */
+  maxFrameBytes?: number;
+  /** Max response header list. Default 16 KiB; ztunnel client `max_header_list_size`. */
+  maxHeaderListBytes?: number;
+  /** Streams per pooled connection (also capped by the peer). Default 100; ztunnel `POOL_MAX_STREAMS_PER_CONNECTION`. */
+  maxStreamsPerConnection?: number;
+  /** Close a pooled connection unused this long. Default 5 min; ztunnel `POOL_UNUSED_RELEASE_TIMEOUT`. */
+  poolIdleTimeoutMs?: number;
+  /** TCP + TLS dial timeout. Default 10 s; ztunnel `CONNECTION_TIMEOUT`. */
+  connectTimeoutMs?: number;
+  /** Wait for the CONNECT response. Default 15 s. */
+  responseTimeoutMs?: number;
+  /** PING interval; 0 disables. Default 10 s; ztunnel h2 keepalive interval. */
+  keepaliveIntervalMs?: number;
+  /** Drop a connection whose PING is unanswered this long. Default 20 s; ztunnel h2 keepalive timeout. */
+  keepaliveTimeoutMs?: number;
+  /** Node `maxSessionMemory` in MiB. Default 1024 (windows bound the real use). */
+  maxSessionMemoryMib?: number;
+  logger?: Logger;
+  metrics?: MetricsSink;
+}
+
+/** Extra request headers; `traceparent` defaults to a fresh random one per tunnel. */
+export type HboneRequestHeaders = Readonly<Record<string, string>>;
+
+/** Options of {@link HboneClient.connect}. */
+export interface HboneConnectOptions {
+  /** The peer's HBONE listener, `ip:port` (usually port 15008). */
+  address: string;
+  /** CONNECT target: `ip:port`, `[ipv6]:port` or `hostname:port`. */
+  authority: string;
+  /** The peer certificate's URI SAN must be one of these SPIFFE IDs. */
+  expectedIdentities: readonly (string | SpiffeId)[];
+  /** Request headers such as `forwarded` and `baggage` (see the header helpers). */
+  headers?: HboneRequestHeaders;
+  /** Local IP to dial from; part of the pool key. Default: chosen by the OS. */
+  sourceAddress?: string;
+  /** Client certificate for this tunnel (source identity); default the client's own. */
+  credentials?: HboneCredentials;
+  signal?: AbortSignal;
+}
+
+/** Options of {@link HboneClient.connectDouble}. */
+export interface HboneDoubleConnectOptions {
+  /** The east-west gateway: its HBONE address and identities (outer, pooled hop). */
+  gateway: { address: string; expectedIdentities: readonly (string | SpiffeId)[] };
+  /** `service-hostname:port` on the remote network; used by both CONNECTs. */
+  authority: string;
+  /** Final identities (the Service's SANs), checked by the inner TLS handshake. */
+  expectedIdentities: readonly (string | SpiffeId)[];
+  /** Sent as `x-forwarded-network` on the inner CONNECT. */
+  forwardedNetwork?: string;
+  /** Headers for both CONNECTs. */
+  headers?: HboneRequestHeaders;
+  sourceAddress?: string;
+  credentials?: HboneCredentials;
+  signal?: AbortSignal;
+}
+
+/** Counts of pooled outbound connections and open tunnels. */
+export interface HboneClientStats {
+  connections: number;
+  streams: number;
+  /** Unpooled inner sessions of double-HBONE tunnels. */
+  innerSessions: number;
+}
+
+/** HBONE client with a connection pool. */
+export interface HboneClient {
+  /** Opens a tunnel; resolves once the peer answered 200. */
+  connect(options: HboneConnectOptions): Promise<TunnelStream>;
+  /** Opens a tunnel through a gateway: an inner mTLS + CONNECT inside an outer tunnel (not pooled). */
+  connectDouble(options: HboneDoubleConnectOptions): Promise<TunnelStream>;
+  stats(): HboneClientStats;
+  /** GOAWAY on every connection; resolves when open tunnels finished. New connects fail. */
+  close(): Promise<void>;
+  /** Destroys every connection and tunnel at once. */
+  destroy(): Promise<void>;
+}
+
+/** Creates an HBONE client. */
+export function createHboneClient(options: HboneClientOptions): HboneClient {
+  return new HboneClientImpl(options);
+}
+
+/** Why a connection died (TLS alert, GOAWAY with an error), to explain the streams it took down. */
+const sessionFailures = new WeakMap<ClientHttp2Session, HboneError>();
+
+function num(name: string, value: number | undefined, fallback: number, min = 0): number {
+  if (value === undefined) return fallback;
+  if (!Number.isFinite(value) || value < min) {
+    throw new HboneError("ERR_HBONE_INVALID_ARGUMENT", `${name} must be a number >= ${min}, got ${value}`);
+  }
+  return value;
+}
+
+function urlHost(a: TunnelAuthority): string {
+  return a.family === 6 ? `[${a.host}]` : a.host;
+}
+
+interface Limits {
+  streamWindow: number;
+  connectionWindow: number;
+  maxFrame: number;
+  maxHeaderList: number;
+  maxStreams: number;
+  connectTimeoutMs: number;
+  responseTimeoutMs: number;
+  keepaliveIntervalMs: number;
+  keepaliveTimeoutMs: number;
+  maxSessionMemory: number;
+}
+
+class HboneClientImpl implements HboneClient {
+  #credentials: HboneCredentials;
+  #tls: HboneTlsOptions;
+  #limits: Limits;
+  #logger: Logger;
+  #pool: ConnectionPool;
+  #inner = new Set<ClientHttp2Session>();
+  #closed = false;
+
+  constructor(options: HboneClientOptions) {
+    this.#credentials = checkCredentials(options, "createHboneClient");
+    this.#tls = { allowTls12: options.allowTls12 === true };
+    const d = HBONE_DEFAULTS;
+    this.#limits = {
+      streamWindow: num("streamWindowBytes", options.streamWindowBytes, d.streamWindowBytes),
+      connectionWindow: num("connectionWindowBytes", options.connectionWindowBytes, d.connectionWindowBytes),
+      maxFrame: num("maxFrameBytes", options.maxFrameBytes, d.maxFrameBytes),
+      maxHeaderList: num("maxHeaderListBytes", options.maxHeaderListBytes, d.clientMaxHeaderListBytes),
+      maxStreams: num(
+        "maxStreamsPerConnection",
+        options.maxStreamsPerConnection,
+        d.maxStreamsPerConnection,
+        1,
+      ),
+      connectTimeoutMs: num("connectTimeoutMs", options.connectTimeoutMs, d.connectTimeoutMs, 1),
+      responseTimeoutMs: num("responseTimeoutMs", options.responseTimeoutMs, d.responseTimeoutMs, 1),
+      keepaliveIntervalMs: num("keepaliveIntervalMs", options.keepaliveIntervalMs, d.keepaliveIntervalMs),
+      keepaliveTimeoutMs: num("keepaliveTimeoutMs", options.keepaliveTimeoutMs, d.keepaliveTimeoutMs),
+      maxSessionMemory: num("maxSessionMemoryMib", options.maxSessionMemoryMib, d.maxSessionMemoryMib, 1),
+    };
+    this.#logger = options.logger ?? noopLogger;
+    const metrics = options.metrics ?? noopMetrics;
+    this.#pool = new ConnectionPool({
+      maxStreamsPerConnection: this.#limits.maxStreams,
+      idleTimeoutMs: num("poolIdleTimeoutMs", options.poolIdleTimeoutMs, d.poolIdleTimeoutMs),
+      connectionsGauge: metrics.gauge("hbone_client_connections", "Open pooled outbound HBONE connections"),
+      streamsGauge: metrics.gauge("hbone_client_streams", "Open outbound HBONE tunnels (CONNECT streams)"),
+    });
+  }
+
+  stats(): HboneClientStats {
+    return {
+      connections: this.#pool.connectionCount,
+      streams: this.#pool.streamCount,
+      innerSessions: this.#inner.size,
+    };
+  }
+
+  async connect(options: HboneConnectOptions): Promise<TunnelStream> {
+    if (this.#closed) throw new HboneError("ERR_HBONE_CLOSED", "HBONE client is closed");
+    const target = parseAuthority(String(options?.address));
+    if (target.kind !== "ip") {
+      throw new HboneError("ERR_HBONE_INVALID_ARGUMENT", `address must be ip:port, got ${options.address}`);
+    }
+    parseAuthority(String(options.authority));
+    const expected = normaliseIdentities(options.expectedIdentities, "connect");
+    const credentials =
+      options.credentials === undefined
+        ? this.#credentials
+        : checkCredentials(options.credentials, "connect");
+    const headers = this.#requestHeaders(options.authority, options.headers);
+    const signal = options.signal;
+    signal?.throwIfAborted();
+    const key = poolKeyString({
+      sourceIdentity: ownIdentity(credentials).toString(),
+      destinationIdentities: expected,
+      destination: `${target.host}:${target.port}`,
+      sourceAddress: options.sourceAddress ?? "",
+    });
+    let conn: PooledConnection;
+    try {
+      conn = await this.#pool.acquire(
+        key,
+        // The dial is shared by every caller waiting on this key, so no caller's signal cancels it.
+        () => this.#dial(target, credentials, expected, options.sourceAddress),
+        signal,
+      );
+    } catch (err) {
+      throw toHboneError(err, `connect ${options.address}`);
+    }
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      this.#pool.release(conn);
+    };
+    try {
+      const { stream, response } = await this.#request(conn.session, headers, signal);
+      stream.once("close", release);
+      return new TunnelStream(stream, {
+        authority: String(options.authority),
+        peerIdentity: conn.peerIdentity,
+        headers: response,
+      });
+    } catch (err) {
+      release();
+      const mapped = toHboneError(err, `CONNECT ${options.authority} via ${options.address}`);
+      if (mapped.code === "ERR_HBONE_CONNECTION" || mapped.code === "ERR_HBONE_PROTOCOL")
+        this.#pool.evict(conn);
+      throw mapped;
+    }
+  }
+
+  async connectDouble(options: HboneDoubleConnectOptions): Promise<TunnelStream> {
+    if (typeof options?.gateway?.address !== "string") {
+      throw new HboneError(
+        "ERR_HBONE_INVALID_ARGUMENT",
+        "connectDouble: gateway { address, expectedIdentities } is required",
+      );
+    }
+    const authority = parseAuthority(String(options.authority));
+    const expected = normaliseIdentities(options.expectedIdentities, "connectDouble");
+    const credentials =
+      options.credentials === undefined
+        ? this.#credentials
+        : checkCredentials(options.credentials, "connectDouble");
+    const innerHeaders: Record<string, string> = { ...(options.headers ?? {}) };
+    if (options.forwardedNetwork !== undefined) {
+      innerHeaders[HBONE_HEADER_NAMES.forwardedNetwork] = options.forwardedNetwork;
+    }
+    const headers = this.#requestHeaders(options.authority, innerHeaders);
+    const outer = await this.connect({
+      address: options.gateway?.address,
+      authority: options.authority,
+      expectedIdentities: options.gateway?.expectedIdentities,
+      ...(options.headers ? { headers: options.headers } : {}),
+      ...(options.sourceAddress ? { sourceAddress: options.sourceAddress } : {}),
+      credentials,
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+    let session: ClientHttp2Session | undefined;
+    try {
+      const { socket, peerIdentity } = await this.#handshake(
+        () => tlsConnect({ ...clientTlsOptions(credentials, this.#tls, expected), socket: outer }),
+        `inner TLS to ${options.authority}`,
+        options.signal,
+      );
+      session = this.#session(socket, `https://${urlHost(authority)}:${authority.port}`);
+      const s = session;
+      this.#inner.add(s);
+      s.once("close", () => {
+        this.#inner.delete(s);
+        if (!outer.destroyed) outer.destroy();
+      });
+      outer.once("close", () => {
+        if (!s.destroyed) s.destroy();
+      });
+      const { stream, response } = await this.#request(s, headers, options.signal);
+      stream.once("close", () => s.close());
+      return new TunnelStream(stream, {
+        authority: String(options.authority),
+        peerIdentity,
+        headers: response,
+      });
+    } catch (err) {
+      session?.destroy();
+      outer.destroy();
+      throw toHboneError(err, `double HBONE to ${options.authority}`);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const s of this.#inner) s.close();
+    await this.#pool.close(false);
+  }
+
+  async destroy(): Promise<void> {
+    this.#closed = true;
+    for (const s of this.#inner) s.destroy();
+    await this.#pool.close(true);
+  }
+
+  #requestHeaders(authority: string, extra: HboneRequestHeaders | undefined): OutgoingHttpHeaders {
+    const headers: OutgoingHttpHeaders = {};
+    for (const [name, value] of Object.entries(extra ?? {})) {
+      if (name.startsWith(":")) {
+        throw new HboneError("ERR_HBONE_INVALID_ARGUMENT", `headers: pseudo-header ${name} cannot be set`);
+      }
+      if (typeof value !== "string") {
+        throw new HboneError("ERR_HBONE_INVALID_ARGUMENT", `headers: ${name} must be a string`);
+      }
+      headers[name.toLowerCase()] = value;
+    }
+    if (headers[HBONE_HEADER_NAMES.traceparent] === undefined) {
+      headers[HBONE_HEADER_NAMES.traceparent] = formatTraceparent(createTraceparent());
+    }
+    headers[":method"] = "CONNECT";
+    headers[":authority"] = authority;
+    return headers;
+  }
+
+  async #dial(
+    target: TunnelAuthority,
+    credentials: HboneCredentials,
+    expected: readonly string[],
+    sourceAddress: string | undefined,
+  ): Promise<{ session: ClientHttp2Session; peerIdentity: SpiffeId }> {
+    const { socket, peerIdentity } = await this.#handshake(
+      () =>
+        tlsConnect({
+          ...clientTlsOptions(credentials, this.#tls, expected),
+          host: target.host,
+          port: target.port,
+          ...(sourceAddress ? { localAddress: sourceAddress } : {}),
+        }),
+      `dial ${target.host}:${target.port}`,
+      undefined,
+    );
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, HBONE_DEFAULTS.tcpKeepaliveMs);
+    const session = this.#session(socket, `https://${urlHost(target)}:${target.port}`);
+    return { session, peerIdentity };
+  }
+
+  /**
+   * TLS handshake with timeout and abort; checks ALPN and the peer identity, then waits for the
+   * server's first bytes (its HTTP/2 SETTINGS). With TLS 1.3 the server judges the client certificate
+   * only after the client's handshake is done, so this is where a rejection (alert) shows up.
+   */
+  #handshake(
+    open: () => TLSSocket,
+    what: string,
+    signal: AbortSignal | undefined,
+  ): Promise<{ socket: TLSSocket; peerIdentity: SpiffeId }> {
+    return new Promise((resolve, reject) => {
+      let socket: TLSSocket;
+      try {
+        socket = open();
+      } catch (err) {
+        reject(toHboneError(err, what));
+        return;
+      }
+      let peerIdentity: SpiffeId | undefined;
+      const timer = setTimeout(() => {
+        socket.destroy(
+          new HboneError(
+            "ERR_HBONE_TIMEOUT",
+            `${what}: connection timed out after ${this.#limits.connectTimeoutMs} ms, maybe a NetworkPolicy is blocking HBONE port 15008`,
+          ),
+        );
+      }, this.#limits.connectTimeoutMs);
+      const onAbort = () =>
+        socket.destroy(new HboneError("ERR_HBONE_ABORTED", `${what}: aborted`, { cause: signal?.reason }));
+      signal?.addEventListener("abort", onAbort, { once: true });
+      const cleanup = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        socket.off("error", onError);
+        socket.off("close", onClose);
+        socket.off("secureConnect", onSecure);
+        socket.off("readable", onReadable);
+      };
+      const fail = (err: HboneError) => {
+        cleanup();
+        socket.destroy();
+        reject(err);
+      };
+      const onError = (err: Error) => fail(toHboneError(err, what));
+      const onClose = () =>
+        fail(
+          new HboneError(
+            "ERR_HBONE_TLS",
+            peerIdentity === undefined
+              ? `${what}: connection closed during the TLS handshake`
+              : `${what}: the peer closed the connection after the handshake (it rejected this client's certificate)`,
+          ),
+        );
+      const onReadable = () => {
+        if (socket.readableLength === 0 || peerIdentity === undefined) return;
+        cleanup();
+        resolve({ socket, peerIdentity });
+      };
+      const onSecure = () => {
+        if (socket.alpnProtocol !== "h2") {
+          fail(new HboneError("ERR_HBONE_PROTOCOL", `${what}: peer did not negotiate ALPN h2`));
+          return;
+        }
+        try {
+          peerIdentity = peerSpiffeId(socket);
+        } catch (err) {
+          fail(new HboneError("ERR_HBONE_IDENTITY", `${what}: ${(err as Error).message}`, { cause: err }));
+          return;
+        }
+        socket.on("readable", onReadable);
+      };
+      socket.once("error", onError);
+      socket.once("close", onClose);
+      socket.once("secureConnect", onSecure);
+    });
+  }
+
+  #session(socket: Duplex, url: string): ClientHttp2Session {
+    const l = this.#limits;
+    const session = http2Connect(url, {
+      createConnection: () => socket,
+      maxSessionMemory: l.maxSessionMemory,
+      peerMaxConcurrentStreams: l.maxStreams,
+      settings: {
+        enablePush: false,
+        initialWindowSize: l.streamWindow,
+        maxFrameSize: l.maxFrame,
+        maxHeaderListSize: l.maxHeaderList,
+      },
+    });
+    session.on("error", (err) => {
+      const mapped = toHboneError(err, "connection failed");
+      if (!sessionFailures.has(session)) sessionFailures.set(session, mapped);
+      this.#logger.debug({ err: mapped }, "hbone: client connection error");
+    });
+    session.on("goaway", (code: number) => {
+      if (code === constants.NGHTTP2_NO_ERROR) return;
+      sessionFailures.set(
+        session,
+        code === constants.NGHTTP2_INADEQUATE_SECURITY
+          ? new HboneError(
+              "ERR_HBONE_IDENTITY",
+              "the peer refused this client's identity (GOAWAY INADEQUATE_SECURITY)",
+            )
+          : new HboneError(
+              "ERR_HBONE_CONNECTION",
+              `the peer closed the connection (GOAWAY ${http2ErrorName(code)})`,
+            ),
+      );
+    });
+    // The socket is already connected, so the session is set up now: grow the connection window
+    // before any CONNECT is queued, so the WINDOW_UPDATE precedes the first request on the wire.
+    const grow = () => {
+      try {
+        session.setLocalWindowSize(l.connectionWindow);
+        return true;
+      } catch (err) {
+        this.#logger.debug({ err }, "hbone: could not grow the connection window yet");
+        return false;
+      }
+    };
+    if (!grow()) session.once("connect", grow);
+    startKeepalive(session, l.keepaliveIntervalMs, l.keepaliveTimeoutMs, () => {
+      this.#logger.warn({ url }, "hbone: keepalive PING unanswered, dropping connection");
+      session.destroy(new HboneError("ERR_HBONE_TIMEOUT", "keepalive PING unanswered"));
+    });
+    return session;
+  }
+
+  /** Sends the CONNECT and waits for the response; anything but 200 rejects. */
+  #request(
+    session: ClientHttp2Session,
+    headers: OutgoingHttpHeaders,
+    signal: AbortSignal | undefined,
+  ): Promise<{ stream: ClientHttp2Stream; response: IncomingHttpHeaders }> {
+    return new Promise((resolve, reject) => {
+      let stream: ClientHttp2Stream;
+      try {
+        stream = session.request(headers, { endStream: false });
+      } catch (err) {
+        reject(toHboneError(err));
+        return;
+      }
+      let settled = false;
+      const finish = (err: HboneError | undefined, response?: IncomingHttpHeaders) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        stream.off("error", onError);
+        if (err) {
+          resetStream(stream);
+          reject(err);
+        } else resolve({ stream, response: response ?? {} });
+      };
+      const timer = setTimeout(
+        () =>
+          finish(
+            new HboneError(
+              "ERR_HBONE_TIMEOUT",
+              `no CONNECT response within ${this.#limits.responseTimeoutMs} ms`,
+            ),
+          ),
+        this.#limits.responseTimeoutMs,
+      );
+      const onAbort = () =>
+        finish(new HboneError("ERR_HBONE_ABORTED", "CONNECT aborted", { cause: signal?.reason }));
+      signal?.addEventListener("abort", onAbort, { once: true });
+      const onError = (err: Error) =>
+        setImmediate(() => finish(sessionFailures.get(session) ?? toHboneError(err)));
+      // Errors after the response belong to the TunnelStream; until then, to this promise.
+      stream.on("error", onError);
+      stream.on("error", () => {});
+      stream.once("close", () => {
+        const code = stream.rstCode ?? constants.NGHTTP2_NO_ERROR;
+        // A dying connection closes its streams before it reports why; prefer that reason.
+        setImmediate(() =>
+          finish(
+            sessionFailures.get(session) ??
+              (code === constants.NGHTTP2_NO_ERROR
+                ? new HboneError("ERR_HBONE_CONNECTION", "stream closed before the CONNECT response")
+                : resetError(code, "peer")),
+          ),
+        );
+      });
+      stream.once("response", (response) => {
+        const status = Number(response[":status"]);
+        if (status === 200) finish(undefined, response);
+        else {
+          const reason = response["x-hbone-reason"];
+          finish(
+            new HboneError(
+              "ERR_HBONE_REFUSED",
+              `CONNECT refused with status ${status}${typeof reason === "string" ? ` (${reason})` : ""}`,
+              { status },
+            ),
+          );
+        }
+      });
+    });
+  }
+}

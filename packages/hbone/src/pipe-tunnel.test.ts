@@ -1,0 +1,153 @@
+import assert from "node:assert/strict";
+import { createServer, connect as netConnect, type Server, type Socket } from "node:net";
+import { after, before, describe, it } from "node:test";
+import { CLIENT_ID, createTestPki, SERVER_ID, type TestPki } from "../test/fixtures.js";
+import { errorOf, readAll, startServer, type TestServer, until } from "../test/harness.js";
+import { HboneError } from "./errors.js";
+import { createHboneClient, type HboneClient } from "./hbone-client.js";
+import type { InboundTunnel } from "./inbound-tunnel.js";
+import { type PipeTunnelResult, pipeTunnel } from "./pipe-tunnel.js";
+
+/** A local TCP server whose behaviour each test sets. */
+async function tcpServer(onSocket: (s: Socket) => void): Promise<{ server: Server; port: number }> {
+  const server = createServer({ allowHalfOpen: true }, onSocket);
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const address = server.address();
+  assert.ok(address && typeof address === "object");
+  return { server, port: address.port };
+}
+
+describe("pipeTunnel: an HBONE server forwarding to local TCP", () => {
+  let pki: TestPki;
+  let srv: TestServer;
+  let client: HboneClient;
+  // Settled outcomes of the server's pipeTunnel calls (errors as values, so none goes unhandled).
+  const results: Promise<PipeTunnelResult | Error>[] = [];
+  const upstreams: Socket[] = [];
+
+  // The embedding pattern: dial the target, answer 200 only once it is up, then copy.
+  function forward(tunnel: InboundTunnel): void {
+    const upstream = netConnect({
+      host: tunnel.authority.host,
+      port: tunnel.authority.port,
+      allowHalfOpen: true,
+    });
+    upstream.once("connect", () => {
+      upstreams.push(upstream);
+      results.push(pipeTunnel(tunnel.accept(), upstream).catch((e: Error) => e));
+    });
+    upstream.once("error", () => {
+      if (tunnel.state === "pending") tunnel.refuse(503);
+    });
+  }
+
+  before(async () => {
+    pki = createTestPki();
+    srv = await startServer(pki, { onTunnel: forward });
+    client = createHboneClient(pki.issue(CLIENT_ID));
+  });
+  after(async () => {
+    await client.destroy();
+    await srv.server.close({ timeoutMs: 500 });
+    pki.cleanup();
+  });
+
+  const open = (port: number) =>
+    client.connect({ address: srv.address, authority: `127.0.0.1:${port}`, expectedIdentities: [SERVER_ID] });
+
+  it("copies both ways, forwards half-close and reports bytes", async () => {
+    const up = await tcpServer((s) => {
+      let n = 0;
+      s.on("data", (c: Buffer) => {
+        n += c.length;
+      });
+      s.on("end", () => s.end(`got ${n}`));
+    });
+    const tunnel = await open(up.port);
+    const payload = Buffer.alloc(1024 * 1024 + 7, 1);
+    tunnel.end(payload);
+    assert.equal((await readAll(tunnel)).toString(), `got ${payload.length}`);
+    const result = await results.at(-1);
+    assert.deepEqual(result, { aToB: payload.length, bToA: `got ${payload.length}`.length });
+    up.server.close();
+  });
+
+  it("answers 503 when the upstream refuses the TCP connection", async () => {
+    const up = await tcpServer(() => {});
+    const port = up.port;
+    await new Promise((r) => up.server.close(r));
+    await assert.rejects(open(port), (e: unknown) => e instanceof HboneError && e.status === 503);
+  });
+
+  it("back-pressure end to end: a paused client stalls the upstream writer", async () => {
+    const limit = 96 * 1024 * 1024;
+    let written = 0;
+    let stalled: () => void = () => {};
+    const isStalled = new Promise<void>((r) => {
+      stalled = r;
+    });
+    const chunk = Buffer.alloc(64 * 1024, 3);
+    const up = await tcpServer(async (s) => {
+      while (written < limit) {
+        written += chunk.length;
+        if (s.write(chunk)) continue;
+        const drained = await new Promise<boolean>((resolve) => {
+          const timer = setTimeout(() => resolve(false), 300);
+          s.once("drain", () => {
+            clearTimeout(timer);
+            resolve(true);
+          });
+        });
+        if (!drained) break;
+      }
+      stalled();
+      await new Promise((r) => s.once("drain", r));
+      s.end();
+    });
+    const tunnel = await open(up.port);
+    tunnel.pause();
+    await isStalled;
+    // Tunnel windows (4 MiB stream) and kernel socket buffers bound what is in flight.
+    assert.ok(written < limit / 2, `upstream was never pushed back (wrote ${written} bytes)`);
+    tunnel.end();
+    const data = await readAll(tunnel);
+    assert.equal(data.length, written);
+    up.server.close();
+  });
+
+  it("an upstream reset becomes a tunnel reset at the client", async () => {
+    const up = await tcpServer((s) => {
+      s.once("data", () => s.resetAndDestroy());
+    });
+    const tunnel = await open(up.port);
+    const err = errorOf(tunnel);
+    tunnel.write("trigger");
+    const e = await err;
+    assert.ok(e instanceof HboneError);
+    assert.equal(e.code, "ERR_HBONE_RESET");
+    assert.ok((await results.at(-1)) instanceof HboneError);
+    up.server.close();
+  });
+
+  it("a client reset aborts the upstream TCP connection", async () => {
+    let upstreamError: string | undefined;
+    let upstreamClosed = false;
+    const up = await tcpServer((s) => {
+      s.on("error", (e: NodeJS.ErrnoException) => {
+        upstreamError = e.code;
+      });
+      s.on("close", () => {
+        upstreamClosed = true;
+      });
+      s.resume();
+    });
+    const tunnel = await open(up.port);
+    tunnel.write("hello");
+    await until(() => upstreams.length > 0 && up.server.listening, "upstream connected");
+    tunnel.destroy();
+    await until(() => upstreamClosed, "upstream closed");
+    assert.equal(upstreamError, "ECONNRESET");
+    assert.ok((await results.at(-1)) instanceof HboneError);
+    up.server.close();
+  });
+});

@@ -1,0 +1,112 @@
+import type { Duplex } from "node:stream";
+import { toHboneError } from "./node-error.js";
+
+/** Bytes moved by {@link pipeTunnel}. */
+export interface PipeTunnelResult {
+  /** Bytes read from `a` and written to `b`. */
+  aToB: number;
+  /** Bytes read from `b` and written to `a`. */
+  bToA: number;
+}
+
+/** Options of {@link pipeTunnel}. */
+export interface PipeTunnelOptions {
+  /** Aborting destroys both streams. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Copies `a` to `b` and `b` to `a` until both directions ended. Honours back-pressure (a slow writer
+ * pauses its source), forwards half-close (the end of `a` ends `b`'s writable side while `b` to `a` keeps
+ * flowing), and on an error or reset on either side destroys the other with that error, so the peer
+ * sees a reset rather than a clean end. TCP sockets should be created with `allowHalfOpen: true`.
+ *
+ * Resolves with the byte counts; rejects with an HboneError whose message includes them.
+ */
+export function pipeTunnel(a: Duplex, b: Duplex, options: PipeTunnelOptions = {}): Promise<PipeTunnelResult> {
+  const result: PipeTunnelResult = { aToB: 0, bToA: 0 };
+  return new Promise((resolve, reject) => {
+    let failed = false;
+    const pending = new Set<Duplex>([a, b]);
+    const cleanups: (() => void)[] = [];
+
+    const fail = (err: unknown) => {
+      if (failed) return;
+      failed = true;
+      for (const c of cleanups) c();
+      const mapped = toHboneError(err, `tunnel copy after ${result.aToB}/${result.bToA} bytes`);
+      abort(a, mapped);
+      abort(b, mapped);
+      reject(mapped);
+    };
+
+    const pump = (src: Duplex, dst: Duplex, count: "aToB" | "bToA") => {
+      const onData = (chunk: Buffer) => {
+        result[count] += chunk.length;
+        if (!dst.write(chunk)) src.pause();
+      };
+      const onDrain = () => src.resume();
+      const onEnd = () => dst.end();
+      src.on("data", onData);
+      dst.on("drain", onDrain);
+      src.once("end", onEnd);
+      cleanups.push(() => {
+        src.off("data", onData);
+        dst.off("drain", onDrain);
+        src.off("end", onEnd);
+      });
+    };
+
+    const watch = (s: Duplex) => {
+      const onError = (err: Error) => fail(err);
+      const onClose = () => {
+        if (failed) return;
+        if (!s.readableEnded || !s.writableFinished) {
+          const err = new Error("stream closed before both directions finished");
+          fail(Object.assign(err, { code: "ERR_STREAM_PREMATURE_CLOSE" }));
+          return;
+        }
+        pending.delete(s);
+        if (pending.size === 0) {
+          for (const c of cleanups) c();
+          resolve(result);
+        }
+      };
+      s.on("error", onError);
+      s.once("close", onClose);
+      cleanups.push(() => {
+        s.off("close", onClose);
+      });
+    };
+
+    if (options.signal) {
+      const signal = options.signal;
+      if (signal.aborted) {
+        fail(signal.reason ?? new Error("aborted"));
+        return;
+      }
+      const onAbort = () => fail(signal.reason ?? new Error("aborted"));
+      signal.addEventListener("abort", onAbort, { once: true });
+      cleanups.push(() => signal.removeEventListener("abort", onAbort));
+    }
+    watch(a);
+    watch(b);
+    pump(a, b, "aToB");
+    pump(b, a, "bToA");
+  });
+}
+
+/** Destroys `s`; a TCP socket is reset (RST) so its peer sees an abort, not a clean end. */
+function abort(s: Duplex, err: Error): void {
+  if (s.destroyed) return;
+  const reset = (s as Duplex & { resetAndDestroy?: () => void }).resetAndDestroy;
+  if (typeof reset === "function" && (s as Duplex & { _handle?: unknown })._handle) {
+    try {
+      reset.call(s);
+      return;
+    } catch {
+      // Not connected yet: fall through to a plain destroy.
+    }
+  }
+  s.destroy(err);
+}
