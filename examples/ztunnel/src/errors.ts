@@ -1,0 +1,33 @@
+/** Stable codes of {@link ZtunnelError}. */
+export type ZtunnelErrorCode =
+  | "ERR_ZTUNNEL_INVALID_OPTION"
+  | "ERR_SOCKS5_PROTOCOL"
+  | "ERR_SOCKS5_UNSUPPORTED"
+  | "ERR_ZTUNNEL_LISTEN"
+  | "ERR_ZTUNNEL_CLOSED";
+
+/** Extra fields carried by a {@link ZtunnelError}. */
+export interface ZtunnelErrorDetails {
+  cause?: unknown;
+  [key: string]: unknown;
+}
+
+const BRAND = Symbol.for("@ambient/example-ztunnel.error");
+
+/** The one error class of the node proxy. */
+export class ZtunnelError extends Error {
+  readonly code: ZtunnelErrorCode;
+  readonly details: Readonly<Record<string, unknown>>;
+
+  constructor(code: ZtunnelErrorCode, message: string, { cause, ...details }: ZtunnelErrorDetails = {}) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = "ZtunnelError";
+    this.code = code;
+    this.details = details;
+    Object.defineProperty(this, BRAND, { value: true });
+  }
+
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
+  }
+}

@@ -1,0 +1,78 @@
+/**
+ * A node proxy for the local demo mesh: inbound HBONE on every local pod IP with authorization
+ * policy, SOCKS5 outbound on the node IP, certificates from the mesh CA and state over Delta xDS.
+ *
+ * @example
+ * ```ts
+ * import { readFileSync } from "node:fs";
+ * import { startZtunnel } from "@ambient/example-ztunnel";
+ *
+ * const ztunnel = await startZtunnel({
+ *   nodeName: "node-a",
+ *   nodeIp: "127.20.0.1",
+ *   rootCertPem: readFileSync(".mesh-state/root-cert.pem", "utf8"),
+ *   token: readFileSync(".mesh-state/tokens/node-a.jwt", "utf8").trim(),
+ * });
+ * await ztunnel.ready;
+ * ```
+ *
+ * @packageDocumentation
+ */
+export { ZtunnelError, type ZtunnelErrorCode, type ZtunnelErrorDetails } from "./errors.js";
+export { createPromMetricsSink } from "./prom-metrics.js";
+export {
+  encodeGreeting,
+  encodeMethodSelection,
+  encodeReply,
+  encodeRequest,
+  parseGreeting,
+  parseReply,
+  parseRequest,
+  SOCKS5_COMMAND,
+  SOCKS5_METHOD,
+  SOCKS5_REPLY,
+  type Socks5AddressType,
+  type Socks5Greeting,
+  type Socks5Reply,
+  type Socks5Request,
+} from "./socks5.js";
+export {
+  type ConnectionParties,
+  connectionLabels,
+  createTcpMetrics,
+  TCP_METRIC_LABELS,
+  type TcpMetricLabels,
+  type TcpMetrics,
+} from "./tcp-metrics.js";
+export {
+  type Counter,
+  type Gauge,
+  type Histogram,
+  type Logger,
+  type MetricLabels,
+  type MetricsSink,
+  noopLogger,
+  noopMetrics,
+} from "./telemetry.js";
+export {
+  type Destination,
+  type Endpoint,
+  identityOf,
+  ipFromBytes,
+  pickEndpoint,
+  type ServiceMatch,
+  serviceForTargetPort,
+  usesHbone,
+  WorkloadStore,
+} from "./workload-store.js";
+export {
+  type ConfigDump,
+  type ConnectionSummary,
+  deniedBy,
+  type RunningZtunnel,
+  startZtunnel,
+  type ZtunnelAddresses,
+  type ZtunnelNode,
+  type ZtunnelOptions,
+  type ZtunnelPorts,
+} from "./ztunnel.js";

@@ -1,0 +1,214 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { Service, Workload } from "@ambient/xds";
+import {
+  identityOf,
+  ipFromBytes,
+  pickEndpoint,
+  serviceForTargetPort,
+  WorkloadStore,
+} from "./workload-store.js";
+
+function ip(text: string): Uint8Array {
+  return Uint8Array.from(text.split(".").map(Number));
+}
+
+function workload(name: string, init: Partial<Workload> & { ip: string }): Workload {
+  const { ip: address, ...rest } = init;
+  return {
+    uid: `Kubernetes//Pod/default/${name}`,
+    name,
+    namespace: "default",
+    addresses: [ip(address)],
+    hostname: "",
+    network: "",
+    tunnelProtocol: "HBONE",
+    trustDomain: "",
+    serviceAccount: name,
+    node: "node-a",
+    canonicalName: name,
+    canonicalRevision: "latest",
+    workloadType: "POD",
+    workloadName: name,
+    nativeTunnel: false,
+    services: {},
+    authorizationPolicies: [],
+    status: "HEALTHY",
+    clusterId: "Kubernetes",
+    networkMode: "STANDARD",
+    extensions: [],
+    ...rest,
+  };
+}
+
+const echoService: Service = {
+  name: "echo",
+  namespace: "default",
+  hostname: "echo.default.svc.cluster.local",
+  addresses: [{ network: "", address: ip("127.30.0.1") }],
+  ports: [
+    { servicePort: 80, targetPort: 8080, appProtocol: "UNKNOWN" },
+    { servicePort: 90, targetPort: 0, appProtocol: "UNKNOWN" },
+  ],
+  subjectAltNames: [],
+  ipFamilies: "AUTOMATIC",
+  extensions: [],
+  canonical: true,
+  ingressUseWaypoint: false,
+  weightedWaypoints: [],
+  visibility: "PUBLIC",
+};
+const svcKey = "default/echo.default.svc.cluster.local";
+const ports = (servicePort: number, targetPort: number) => ({
+  [svcKey]: { ports: [{ servicePort, targetPort, appProtocol: "UNKNOWN" as const }] },
+});
+
+function store(): WorkloadStore {
+  const s = new WorkloadStore();
+  s.upsert(svcKey, { service: echoService });
+  s.upsert("Kubernetes//Pod/default/echo-1", {
+    workload: workload("echo-1", { ip: "127.10.0.2", node: "node-b", services: ports(80, 8080) }),
+  });
+  s.upsert("Kubernetes//Pod/default/echo-2", {
+    workload: workload("echo-2", { ip: "127.10.0.3", node: "node-b", services: ports(80, 9090) }),
+  });
+  s.upsert("Kubernetes//Pod/default/echo-sick", {
+    workload: workload("echo-sick", { ip: "127.10.0.4", status: "UNHEALTHY", services: ports(80, 8080) }),
+  });
+  s.upsert("Kubernetes//Pod/default/sleep", { workload: workload("sleep", { ip: "127.10.0.1" }) });
+  return s;
+}
+
+describe("WorkloadStore", () => {
+  it("findByAddress", () => {
+    const s = store();
+    const cases: [string, string | undefined][] = [
+      ["127.10.0.1", "sleep"],
+      ["127.10.0.2", "echo-1"],
+      ["127.30.0.1", undefined],
+      ["10.0.0.1", undefined],
+    ];
+    for (const [address, name] of cases) assert.equal(s.findByAddress(address)?.name, name, address);
+  });
+
+  it("findService maps service ports to target ports", () => {
+    const s = store();
+    const cases: [string, number, number | undefined][] = [
+      ["127.30.0.1", 80, 8080],
+      ["127.30.0.1", 90, 90],
+      ["127.30.0.1", 81, undefined],
+      ["127.10.0.2", 80, undefined],
+    ];
+    for (const [vip, port, target] of cases) assert.equal(s.findService(vip, port)?.targetPort, target);
+  });
+
+  it("selects healthy endpoints round robin with each endpoint's target port", () => {
+    const s = store();
+    const match = s.findService("127.30.0.1", 80);
+    assert.ok(match);
+    const picks = [1, 2, 3, 4].map(() => {
+      const e = s.selectEndpoint(match);
+      return `${e?.workload.name}:${e?.targetPort}`;
+    });
+    assert.deepEqual(picks, ["echo-1:8080", "echo-2:9090", "echo-1:8080", "echo-2:9090"]);
+  });
+
+  it("resolve: service, workload, passthrough, no endpoint", () => {
+    const s = store();
+    assert.equal(s.resolve("127.30.0.1", 80).kind, "service");
+    const direct = s.resolve("127.10.0.2", 7);
+    assert.equal(direct.kind, "workload");
+    assert.equal(direct.kind === "workload" ? direct.endpoint.targetPort : 0, 7);
+    assert.deepEqual(s.resolve("127.99.0.1", 22), { kind: "passthrough", ip: "127.99.0.1", port: 22 });
+    // Port 90 is not in the endpoints' port maps: the Service's target port (90) is used.
+    const fallback = s.resolve("127.30.0.1", 90);
+    assert.equal(fallback.kind === "service" ? fallback.endpoint.targetPort : 0, 90);
+    s.upsert("default/lonely", {
+      service: {
+        ...echoService,
+        hostname: "lonely",
+        addresses: [{ network: "", address: ip("127.30.0.2") }],
+      },
+    });
+    assert.equal(s.resolve("127.30.0.2", 80).kind, "no-endpoint");
+  });
+
+  it("updates and removals re-index addresses", () => {
+    const s = store();
+    s.upsert("Kubernetes//Pod/default/echo-1", {
+      workload: workload("echo-1", { ip: "127.10.0.9", node: "node-b" }),
+    });
+    assert.equal(s.findByAddress("127.10.0.2"), undefined);
+    assert.equal(s.findByAddress("127.10.0.9")?.name, "echo-1");
+    assert.equal(s.remove("Kubernetes//Pod/default/echo-1"), true);
+    assert.equal(s.remove("Kubernetes//Pod/default/echo-1"), false);
+    assert.equal(s.findByAddress("127.10.0.9"), undefined);
+    assert.equal(s.remove(svcKey), true);
+    assert.equal(s.findService("127.30.0.1", 80), undefined);
+  });
+
+  it("workloadsOnNode", () => {
+    assert.deepEqual(
+      store()
+        .workloadsOnNode("node-b")
+        .map((w) => w.name)
+        .sort(),
+      ["echo-1", "echo-2"],
+    );
+  });
+});
+
+describe("identityOf", () => {
+  const cases: [Partial<Workload>, string][] = [
+    [
+      { trustDomain: "", namespace: "default", serviceAccount: "sleep" },
+      "spiffe://cluster.local/ns/default/sa/sleep",
+    ],
+    [
+      { trustDomain: "example.org", namespace: "shop", serviceAccount: "api" },
+      "spiffe://example.org/ns/shop/sa/api",
+    ],
+    [{ trustDomain: "", namespace: "x", serviceAccount: "" }, "spiffe://cluster.local/ns/x/sa/default"],
+  ];
+  for (const [w, want] of cases) {
+    it(want, () => assert.equal(identityOf(workload("w", { ip: "1.2.3.4", ...w })), want));
+  }
+});
+
+describe("pickEndpoint and ipFromBytes", () => {
+  it("pickEndpoint", () => {
+    const e = [1, 2, 3].map((n) => ({ workload: workload(`w${n}`, { ip: `1.1.1.${n}` }), targetPort: n }));
+    assert.equal(pickEndpoint([], 3), undefined);
+    assert.equal(pickEndpoint(e, 0)?.targetPort, 1);
+    assert.equal(pickEndpoint(e, 4)?.targetPort, 2);
+  });
+  it("ipFromBytes", () => {
+    assert.equal(ipFromBytes(ip("127.0.0.1")), "127.0.0.1");
+    assert.equal(ipFromBytes(new Uint8Array(3)), undefined);
+    assert.equal(ipFromBytes(new Uint8Array(16)), "0:0:0:0:0:0:0:0");
+  });
+});
+
+describe("serviceForTargetPort", () => {
+  const w = workload("echo", {
+    ip: "1.1.1.1",
+    services: {
+      "default/b.default.svc.cluster.local": {
+        ports: [{ servicePort: 80, targetPort: 8080, appProtocol: "UNKNOWN" }],
+      },
+      "default/a.default.svc.cluster.local": {
+        ports: [{ servicePort: 81, targetPort: 8080, appProtocol: "UNKNOWN" }],
+      },
+      "default/c.default.svc.cluster.local": {
+        ports: [{ servicePort: 90, targetPort: 9090, appProtocol: "UNKNOWN" }],
+      },
+    },
+  });
+  const cases: [number, string | undefined][] = [
+    [8080, "a.default.svc.cluster.local"],
+    [9090, "c.default.svc.cluster.local"],
+    [7070, undefined],
+  ];
+  for (const [port, want] of cases)
+    it(`port ${port}`, () => assert.equal(serviceForTargetPort(w, port), want));
+});

@@ -1,0 +1,208 @@
+import type { Service, Workload, WorkloadAddress } from "@ambient/xds";
+
+/** A healthy workload that serves a service port, with the port to dial on it. */
+export interface Endpoint {
+  workload: Workload;
+  targetPort: number;
+}
+
+/** A Service VIP:port the store knows, with the matching port mapping. */
+export interface ServiceMatch {
+  /** `namespace/hostname`, the key workloads use in their `services` map. */
+  key: string;
+  service: Service;
+  servicePort: number;
+  /** The Service's own target port, used when an endpoint lists none. */
+  targetPort: number;
+}
+
+/** Where an outbound connection goes. */
+export type Destination =
+  | { kind: "service"; service: ServiceMatch; endpoint: Endpoint }
+  | { kind: "workload"; endpoint: Endpoint }
+  /** A Service with no healthy endpoint: nothing to dial. */
+  | { kind: "no-endpoint"; service: ServiceMatch }
+  /** Not a mesh address: plain TCP to it. */
+  | { kind: "passthrough"; ip: string; port: number };
+
+const DEFAULT_TRUST_DOMAIN = "cluster.local";
+
+/** Dotted-quad (or IPv6 text) of 4- or 16-byte address bytes; undefined for other lengths. */
+export function ipFromBytes(bytes: Uint8Array): string | undefined {
+  if (bytes.length === 4) return Array.from(bytes).join(".");
+  if (bytes.length === 16) {
+    const groups: string[] = [];
+    for (let i = 0; i < 16; i += 2) groups.push((((bytes[i] ?? 0) << 8) | (bytes[i + 1] ?? 0)).toString(16));
+    return groups.join(":");
+  }
+  return undefined;
+}
+
+/** The SPIFFE ID a workload's certificate carries: `spiffe://<trustDomain>/ns/<ns>/sa/<sa>`. */
+export function identityOf(workload: Pick<Workload, "trustDomain" | "namespace" | "serviceAccount">): string {
+  const trustDomain = workload.trustDomain === "" ? DEFAULT_TRUST_DOMAIN : workload.trustDomain;
+  const serviceAccount = workload.serviceAccount === "" ? "default" : workload.serviceAccount;
+  return `spiffe://${trustDomain}/ns/${workload.namespace}/sa/${serviceAccount}`;
+}
+
+/**
+ * Hostname of the first service (by key) through which `workload` serves `targetPort`, for labelling
+ * inbound connections, whose tunnels name only the pod.
+ */
+export function serviceForTargetPort(
+  workload: Pick<Workload, "services">,
+  targetPort: number,
+): string | undefined {
+  for (const key of Object.keys(workload.services).sort()) {
+    if (workload.services[key]?.ports.some((p) => p.targetPort === targetPort))
+      return key.slice(key.indexOf("/") + 1);
+  }
+  return undefined;
+}
+
+/** Whether traffic to the workload goes through an HBONE tunnel. */
+export function usesHbone(workload: Workload): boolean {
+  return workload.tunnelProtocol === "HBONE";
+}
+
+/** Round robin: the endpoint at `counter` modulo the list; undefined when the list is empty. */
+export function pickEndpoint(endpoints: readonly Endpoint[], counter: number): Endpoint | undefined {
+  if (endpoints.length === 0) return undefined;
+  return endpoints[((counter % endpoints.length) + endpoints.length) % endpoints.length];
+}
+
+/**
+ * The workloads and services of the mesh as the control plane sent them (`istio.workload.Address`),
+ * indexed for the lookups a node proxy makes on every connection.
+ */
+export class WorkloadStore {
+  readonly #workloads = new Map<string, Workload>();
+  readonly #services = new Map<string, Service>();
+  /** Resource name -> what it was, so a removal by name finds its entry. */
+  readonly #byName = new Map<string, { kind: "workload" | "service"; key: string }>();
+  readonly #workloadByIp = new Map<string, string>();
+  readonly #serviceByVip = new Map<string, string>();
+  readonly #roundRobin = new Map<string, number>();
+
+  /** Adds or replaces the resource named `name` (a Workload uid or a Service `ns/hostname`). */
+  upsert(name: string, address: WorkloadAddress): void {
+    this.remove(name);
+    if (address.workload !== undefined) {
+      const w = address.workload;
+      const key = w.uid === "" ? name : w.uid;
+      this.#workloads.set(key, w);
+      this.#byName.set(name, { kind: "workload", key });
+      for (const bytes of w.addresses) {
+        const ip = ipFromBytes(bytes);
+        if (ip !== undefined) this.#workloadByIp.set(ip, key);
+      }
+    } else if (address.service !== undefined) {
+      const s = address.service;
+      const key = `${s.namespace}/${s.hostname}`;
+      this.#services.set(key, s);
+      this.#byName.set(name, { kind: "service", key });
+      for (const a of s.addresses) {
+        const ip = ipFromBytes(a.address);
+        if (ip !== undefined) this.#serviceByVip.set(ip, key);
+      }
+    }
+  }
+
+  /** Removes the resource named `name`; returns whether it existed. */
+  remove(name: string): boolean {
+    const entry = this.#byName.get(name);
+    if (entry === undefined) return false;
+    this.#byName.delete(name);
+    if (entry.kind === "workload") {
+      const w = this.#workloads.get(entry.key);
+      this.#workloads.delete(entry.key);
+      for (const bytes of w?.addresses ?? []) {
+        const ip = ipFromBytes(bytes);
+        if (ip !== undefined && this.#workloadByIp.get(ip) === entry.key) this.#workloadByIp.delete(ip);
+      }
+    } else {
+      const s = this.#services.get(entry.key);
+      this.#services.delete(entry.key);
+      this.#roundRobin.delete(entry.key);
+      for (const a of s?.addresses ?? []) {
+        const ip = ipFromBytes(a.address);
+        if (ip !== undefined && this.#serviceByVip.get(ip) === entry.key) this.#serviceByVip.delete(ip);
+      }
+    }
+    return true;
+  }
+
+  /** The workload that owns `ip`, if any. */
+  findByAddress(ip: string): Workload | undefined {
+    const key = this.#workloadByIp.get(ip);
+    return key === undefined ? undefined : this.#workloads.get(key);
+  }
+
+  /** The Service with VIP `vip` that exposes `port`, if any. */
+  findService(vip: string, port: number): ServiceMatch | undefined {
+    const key = this.#serviceByVip.get(vip);
+    const service = key === undefined ? undefined : this.#services.get(key);
+    if (key === undefined || service === undefined) return undefined;
+    const p = service.ports.find((x) => x.servicePort === port);
+    if (p === undefined) return undefined;
+    return { key, service, servicePort: port, targetPort: p.targetPort === 0 ? port : p.targetPort };
+  }
+
+  /** The Service named `hostname` (any namespace), for SOCKS5 requests by domain name. */
+  findServiceByHostname(hostname: string): Service | undefined {
+    for (const s of this.#services.values()) if (s.hostname === hostname) return s;
+    return undefined;
+  }
+
+  /** Healthy workloads that list the service port, in a stable order (by uid). */
+  endpointsOf(match: ServiceMatch): Endpoint[] {
+    const out: Endpoint[] = [];
+    for (const [uid, w] of [...this.#workloads].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+      if (w.status !== "HEALTHY" || w.addresses.length === 0) continue;
+      const ports = w.services[match.key];
+      if (ports === undefined || uid === "") continue;
+      const p = ports.ports.find((x) => x.servicePort === match.servicePort);
+      const targetPort = p === undefined || p.targetPort === 0 ? match.targetPort : p.targetPort;
+      out.push({ workload: w, targetPort });
+    }
+    return out;
+  }
+
+  /** The next endpoint of the service, round robin over {@link endpointsOf}. */
+  selectEndpoint(match: ServiceMatch): Endpoint | undefined {
+    const endpoints = this.endpointsOf(match);
+    const counter = this.#roundRobin.get(match.key) ?? 0;
+    const chosen = pickEndpoint(endpoints, counter);
+    if (chosen !== undefined) this.#roundRobin.set(match.key, counter + 1);
+    return chosen;
+  }
+
+  /** Service VIP:port, then pod IP:port, else a passthrough destination. */
+  resolve(ip: string, port: number): Destination {
+    const service = this.findService(ip, port);
+    if (service !== undefined) {
+      const endpoint = this.selectEndpoint(service);
+      return endpoint === undefined
+        ? { kind: "no-endpoint", service }
+        : { kind: "service", service, endpoint };
+    }
+    const workload = this.findByAddress(ip);
+    if (workload !== undefined) return { kind: "workload", endpoint: { workload, targetPort: port } };
+    return { kind: "passthrough", ip, port };
+  }
+
+  /** Workloads scheduled on `node` with an address (the pods a node proxy serves). */
+  workloadsOnNode(node: string): Workload[] {
+    return [...this.#workloads.values()].filter((w) => w.node === node && w.addresses.length > 0);
+  }
+
+  /** Every workload, by uid. */
+  workloads(): ReadonlyMap<string, Workload> {
+    return this.#workloads;
+  }
+
+  /** Every service, by `namespace/hostname`. */
+  services(): ReadonlyMap<string, Service> {
+    return this.#services;
+  }
+}

@@ -1,0 +1,113 @@
+import { createAuthorizationEngine, type WireAuthorization } from "@ambient/policy";
+import {
+  createCertificateAuthority,
+  createCertificateService,
+  createJwtAuthenticator,
+  createNodeAuthorizer,
+} from "@ambient/spiffe";
+import { createXdsServer, type Service, TypeUrl, type Workload } from "@ambient/xds";
+import * as grpc from "@grpc/grpc-js";
+import { createLocalJWKSet, exportJWK, generateKeyPair, jwtVerify, SignJWT } from "jose";
+import { identityOf } from "../src/workload-store.js";
+
+const ISSUER = "ambient-control-plane";
+const AUDIENCE = "istio-ca";
+
+/** The control plane of the local mesh contract, built from the packages for tests. */
+export interface TestControlPlane {
+  address: string;
+  rootCertPem: string;
+  /** A node token with the contract's claims. */
+  tokenFor(node: string): Promise<string>;
+  setWorkload(workload: Workload): void;
+  removeWorkload(uid: string): void;
+  setService(service: Service): void;
+  /** Applies an AuthorizationPolicy (YAML) and serves its wire form. */
+  applyPolicy(yaml: string): void;
+  close(): Promise<void>;
+}
+
+export async function startTestControlPlane(): Promise<TestControlPlane> {
+  const ca = await createCertificateAuthority({ trustDomain: "cluster.local" });
+  const istiod = await ca.issue({ spiffeId: "spiffe://cluster.local/ns/istio-system/sa/istiod" });
+  const rootCertPem = ca.trustBundle().toPem();
+  const { publicKey, privateKey } = await generateKeyPair("ES256");
+  const jwks = { keys: [{ ...(await exportJWK(publicKey)), alg: "ES256", kid: "test" }] };
+  const localKeys = createLocalJWKSet(jwks);
+
+  const xds = createXdsServer({
+    debounceMs: 5,
+    authenticate: async ({ headers }) => {
+      const header = headers.authorization?.[0] ?? "";
+      const token = /^Bearer\s+(\S+)$/i.exec(header)?.[1];
+      if (token === undefined) throw new Error("no bearer token");
+      const { payload } = await jwtVerify(token, localKeys, { issuer: ISSUER, audience: AUDIENCE });
+      return payload.sub;
+    },
+  });
+  const identitiesOnNode = (node: string): string[] => {
+    const out: string[] = [];
+    for (const name of xds.cache.names(TypeUrl.address)) {
+      const w = xds.cache.get(TypeUrl.address, name)?.workload as Workload | undefined;
+      if (w !== undefined && w.node === node) out.push(identityOf(w));
+    }
+    return out;
+  };
+  const certificates = createCertificateService({
+    ca,
+    authenticators: [createJwtAuthenticator({ keys: jwks, issuer: ISSUER, audiences: [AUDIENCE] })],
+    nodeAuthorizer: createNodeAuthorizer({ trustedNodeAccounts: ["istio-system/ztunnel"], identitiesOnNode }),
+  });
+  const server = new grpc.Server();
+  xds.addTo(server);
+  server.addService(certificates.definition, certificates.implementation);
+  const credentials = grpc.ServerCredentials.createSsl(
+    null,
+    [{ private_key: Buffer.from(istiod.privateKeyPem), cert_chain: Buffer.from(istiod.certChainPem) }],
+    false,
+  );
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync("127.0.0.1:0", credentials, (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  const policies = createAuthorizationEngine();
+
+  return {
+    address: `127.0.0.1:${port}`,
+    rootCertPem,
+    tokenFor: (node) =>
+      new SignJWT({
+        "kubernetes.io": {
+          namespace: "istio-system",
+          serviceaccount: { name: "ztunnel" },
+          node: { name: node },
+        },
+      })
+        .setProtectedHeader({ alg: "ES256", kid: "test" })
+        .setIssuer(ISSUER)
+        .setAudience([AUDIENCE])
+        .setSubject("system:serviceaccount:istio-system:ztunnel")
+        .setIssuedAt()
+        .setExpirationTime("24h")
+        .sign(privateKey),
+    setWorkload: (workload) => xds.cache.set(TypeUrl.address, workload.uid, { workload }),
+    removeWorkload: (uid) => {
+      xds.cache.delete(TypeUrl.address, uid);
+    },
+    setService: (service) =>
+      xds.cache.set(TypeUrl.address, `${service.namespace}/${service.hostname}`, { service }),
+    applyPolicy: (yaml) => {
+      const { applied, errors } = policies.applyYaml(yaml);
+      if (errors.length > 0) throw errors[0];
+      for (const result of applied) {
+        const wire: WireAuthorization | undefined = result.authorization;
+        if (wire !== undefined) xds.cache.set(TypeUrl.authorization, `${wire.namespace}/${wire.name}`, wire);
+      }
+    },
+    close: async () => {
+      xds.closeStreams();
+      await xds.close();
+      await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+      server.forceShutdown();
+    },
+  };
+}

@@ -1,0 +1,412 @@
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { get } from "node:http";
+import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net";
+import { after, before, describe, it } from "node:test";
+import type { Service, Workload } from "@ambient/xds";
+import { type RunningZtunnel, startZtunnel } from "../src/index.js";
+import { encodeGreeting, encodeRequest, parseReply, SOCKS5_REPLY } from "../src/socks5.js";
+import { startTestControlPlane, type TestControlPlane } from "./control-plane.js";
+
+// A fresh 127.x.y.0/24 per run so parallel runs never share an address.
+const base = `127.${40 + Math.floor(Math.random() * 200)}.${Math.floor(Math.random() * 256)}`;
+const ip = {
+  nodeA: `${base}.1`,
+  nodeB: `${base}.2`,
+  sleep: `${base}.11`,
+  echo: `${base}.12`,
+  stranger: `${base}.13`,
+  outsider: `${base}.50`,
+  plain: `${base}.60`,
+  vip: `${base}.100`,
+};
+const echoHost = "echo.default.svc.cluster.local";
+
+function bytes(address: string): Uint8Array {
+  return Uint8Array.from(address.split(".").map(Number));
+}
+
+function workload(
+  name: string,
+  namespace: string,
+  node: string,
+  address: string,
+  extra: Partial<Workload> = {},
+) {
+  const w: Workload = {
+    uid: `Kubernetes//Pod/${namespace}/${name}`,
+    name,
+    namespace,
+    addresses: [bytes(address)],
+    hostname: "",
+    network: "",
+    tunnelProtocol: "HBONE",
+    trustDomain: "",
+    serviceAccount: name,
+    node,
+    canonicalName: name,
+    canonicalRevision: "latest",
+    workloadType: "POD",
+    workloadName: name,
+    nativeTunnel: false,
+    services: {},
+    authorizationPolicies: [],
+    status: "HEALTHY",
+    clusterId: "Kubernetes",
+    networkMode: "STANDARD",
+    extensions: [],
+    ...extra,
+  };
+  return w;
+}
+
+async function echoServer(host: string): Promise<Server> {
+  const server = createServer({ allowHalfOpen: true }, (socket) => {
+    socket.on("error", () => {});
+    // Echoes, and writes "." only after the client's FIN: a reply that proves half-close.
+    socket.pipe(socket, { end: false });
+    socket.once("end", () => socket.end("."));
+  });
+  server.listen(0, host);
+  await once(server, "listening");
+  return server;
+}
+
+/** SOCKS5 CONNECT from `from` through `proxy`; resolves with the socket and the reply code. */
+async function socksConnect(
+  proxy: string,
+  from: string,
+  host: string,
+  port: number,
+): Promise<{ socket: Socket; reply: number }> {
+  const [proxyHost, proxyPort] = proxy.split(":");
+  const socket = connect({
+    host: proxyHost,
+    port: Number(proxyPort),
+    localAddress: from,
+    allowHalfOpen: true,
+  });
+  await once(socket, "connect");
+  socket.write(encodeGreeting());
+  socket.write(encodeRequest(host, port));
+  let buffered = Buffer.alloc(0);
+  let methodSeen = false;
+  return new Promise((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      buffered = Buffer.concat([buffered, chunk]);
+      if (!methodSeen) {
+        if (buffered.length < 2) return;
+        methodSeen = true;
+        buffered = buffered.subarray(2);
+      }
+      const reply = parseReply(buffered);
+      if (reply === undefined) return;
+      socket.off("data", onData);
+      socket.off("end", onEnd);
+      const rest = buffered.subarray(reply.length);
+      if (rest.length > 0) socket.unshift(rest);
+      resolve({ socket, reply: reply.reply });
+    };
+    const onEnd = () => reject(new Error("proxy closed before replying"));
+    socket.on("data", onData);
+    socket.once("end", onEnd);
+    socket.once("error", reject);
+  });
+}
+
+function readAll(socket: Socket): Promise<string> {
+  const chunks: Buffer[] = [];
+  socket.on("data", (c: Buffer) => chunks.push(c));
+  return new Promise((resolve, reject) => {
+    socket.once("end", () => resolve(Buffer.concat(chunks).toString()));
+    socket.once("error", reject);
+  });
+}
+
+function httpGet(address: string, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    get(`http://${address}${path}`, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => {
+        body += c;
+      });
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+    }).once("error", reject);
+  });
+}
+
+function counterValue(text: string, name: string, match: Record<string, string>): number {
+  let total = 0;
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(`${name}{`)) continue;
+    if (!Object.entries(match).every(([k, v]) => line.includes(`${k}="${v}"`))) continue;
+    total += Number(line.slice(line.lastIndexOf(" ") + 1));
+  }
+  return total;
+}
+
+async function until(condition: () => boolean): Promise<void> {
+  while (!condition()) await new Promise((resolve) => setTimeout(resolve, 10));
+}
+
+describe("two ztunnels, one control plane", { timeout: 60_000 }, () => {
+  let cp: TestControlPlane;
+  let nodeA: RunningZtunnel;
+  let nodeB: RunningZtunnel;
+  let echo: Server;
+  let plain: Server;
+  let echoPort: number;
+  const logs: string[] = [];
+  const warnings: string[] = [];
+  const logger = {
+    debug: () => {},
+    info: (_o: object, msg?: string) => logs.push(msg ?? ""),
+    warn: (o: object, msg?: string) => warnings.push(`${msg ?? ""} ${JSON.stringify(o)}`),
+    error: () => {},
+  };
+
+  before(async () => {
+    cp = await startTestControlPlane();
+    echo = await echoServer(ip.echo);
+    plain = await echoServer(ip.plain);
+    echoPort = (echo.address() as AddressInfo).port;
+    const serviceKey = `default/${echoHost}`;
+    cp.setWorkload(workload("sleep", "default", "node-a", ip.sleep));
+    cp.setWorkload(workload("stranger", "other", "node-a", ip.stranger));
+    cp.setWorkload(
+      workload("echo", "default", "node-b", ip.echo, {
+        services: {
+          [serviceKey]: { ports: [{ servicePort: 80, targetPort: echoPort, appProtocol: "TCP" }] },
+        },
+      }),
+    );
+    const service: Service = {
+      name: "echo",
+      namespace: "default",
+      hostname: echoHost,
+      addresses: [{ network: "", address: bytes(ip.vip) }],
+      ports: [{ servicePort: 80, targetPort: echoPort, appProtocol: "TCP" }],
+      subjectAltNames: [],
+      ipFamilies: "IPV4_ONLY",
+      extensions: [],
+      canonical: true,
+      ingressUseWaypoint: false,
+      weightedWaypoints: [],
+      visibility: "PUBLIC",
+    };
+    cp.setService(service);
+    cp.applyPolicy(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: allow-sleep, namespace: default }
+spec:
+  rules:
+  - from: [{ source: { principals: ["cluster.local/ns/default/sa/sleep"] } }]
+`);
+    const common = {
+      controlPlaneAddress: cp.address,
+      rootCertPem: cp.rootCertPem,
+      ports: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
+      logger,
+    };
+    nodeA = await startZtunnel({
+      ...common,
+      nodeName: "node-a",
+      nodeIp: ip.nodeA,
+      token: await cp.tokenFor("node-a"),
+    });
+    nodeB = await startZtunnel({
+      ...common,
+      nodeName: "node-b",
+      nodeIp: ip.nodeB,
+      token: await cp.tokenFor("node-b"),
+    });
+    await Promise.all([nodeA.ready, nodeB.ready]);
+  });
+
+  after(async () => {
+    await Promise.all([nodeA?.close(), nodeB?.close()]);
+    await cp?.close();
+    echo?.close();
+    plain?.close();
+  });
+
+  it("is ready, with certificates and state in /config_dump", async () => {
+    const readiness = await httpGet(nodeA.addresses.readiness, "/healthz/ready");
+    assert.equal(readiness.status, 200);
+    const dump = JSON.parse((await httpGet(nodeA.addresses.admin, "/config_dump")).body) as {
+      workloads: unknown[];
+      localPods: { identity: string; listening: boolean }[];
+      policies: { name: string }[];
+    };
+    assert.equal(dump.workloads.length, 3);
+    assert.deepEqual(dump.localPods.map((p) => p.identity).sort(), [
+      "spiffe://cluster.local/ns/default/sa/sleep",
+      "spiffe://cluster.local/ns/other/sa/stranger",
+    ]);
+    assert.ok(dump.localPods.every((p) => p.listening));
+    assert.deepEqual(
+      dump.policies.map((p) => p.name),
+      ["allow-sleep"],
+    );
+  });
+
+  it("sleep reaches echo through SOCKS5 -> HBONE via the Service VIP, with half-close", async () => {
+    const { socket, reply } = await socksConnect(nodeA.addresses.socks5, ip.sleep, ip.vip, 80);
+    assert.equal(reply, SOCKS5_REPLY.succeeded);
+    const received = readAll(socket);
+    socket.write("hello ");
+    socket.end("through the mesh");
+    assert.equal(await received, "hello through the mesh.");
+    socket.destroy();
+  });
+
+  it("resolves the Service by hostname", async () => {
+    const { socket, reply } = await socksConnect(nodeA.addresses.socks5, ip.sleep, echoHost, 80);
+    assert.equal(reply, SOCKS5_REPLY.succeeded);
+    const received = readAll(socket);
+    socket.end("by name");
+    assert.equal(await received, "by name.");
+    socket.destroy();
+  });
+
+  it("refuses the stranger pod by policy (HBONE 401 -> SOCKS5 not allowed)", async () => {
+    const { socket, reply } = await socksConnect(nodeA.addresses.socks5, ip.stranger, ip.vip, 80);
+    socket.destroy();
+    assert.equal(reply, SOCKS5_REPLY.notAllowed);
+    assert.ok(
+      logs.some((l) => l === "denied by default/allow-sleep"),
+      logs.join("\n"),
+    );
+  });
+
+  it("refuses a source that is not a local pod", async () => {
+    const { socket, reply } = await socksConnect(nodeA.addresses.socks5, ip.outsider, ip.vip, 80);
+    socket.destroy();
+    assert.equal(reply, SOCKS5_REPLY.notAllowed);
+    // echo is a pod of node-b, not node-a.
+    const other = await socksConnect(nodeA.addresses.socks5, ip.echo, ip.vip, 80);
+    other.socket.destroy();
+    assert.equal(other.reply, SOCKS5_REPLY.notAllowed);
+  });
+
+  it("closes a client that does not speak SOCKS5", async () => {
+    const [host, port] = nodeA.addresses.socks5.split(":");
+    const socket = connect({ host, port: Number(port), localAddress: ip.sleep });
+    await once(socket, "connect");
+    socket.on("error", () => {});
+    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+    socket.write("GET / HTTP/1.1\r\n\r\n");
+    await closed;
+  });
+
+  it("gets no certificates for another node's pods (CA node authorizer)", async () => {
+    const impostor = await startZtunnel({
+      controlPlaneAddress: cp.address,
+      rootCertPem: cp.rootCertPem,
+      ports: { admin: 0, metrics: 0, readiness: 0, socks5: 0, hbone: 0 },
+      logger,
+      nodeName: "node-a",
+      nodeIp: `${base}.3`,
+      token: await cp.tokenFor("node-b"),
+    });
+    try {
+      await until(() =>
+        warnings.some((w) => w.startsWith("local pod not ready") && /may not act for/.test(w)),
+      );
+      assert.equal(impostor.isReady(), false);
+      assert.equal(impostor.configDump().certificates.length, 0);
+      assert.equal((await httpGet(impostor.addresses.readiness, "/healthz/ready")).status, 503);
+    } finally {
+      await impostor.close();
+    }
+  });
+
+  it("passes non-mesh destinations through as plain TCP", async () => {
+    const port = (plain.address() as AddressInfo).port;
+    const { socket, reply } = await socksConnect(nodeA.addresses.socks5, ip.sleep, ip.plain, port);
+    assert.equal(reply, SOCKS5_REPLY.succeeded);
+    const received = readAll(socket);
+    socket.end("plain");
+    assert.equal(await received, "plain.");
+    socket.destroy();
+  });
+
+  it("reports Istio TCP metrics on both sides", async () => {
+    const source = await nodeA.metricsText();
+    const destination = await nodeB.metricsText();
+    const outbound = { reporter: "source", source_workload: "sleep", destination_workload: "echo" };
+    const inbound = {
+      reporter: "destination",
+      source_principal: "spiffe://cluster.local/ns/default/sa/sleep",
+      destination_workload: "echo",
+      destination_service: echoHost,
+      connection_security_policy: "mutual_tls",
+    };
+    assert.ok(counterValue(source, "istio_tcp_connections_opened_total", outbound) >= 2);
+    assert.ok(counterValue(source, "istio_tcp_connections_closed_total", outbound) >= 2);
+    assert.ok(counterValue(destination, "istio_tcp_connections_opened_total", inbound) >= 2);
+    // "hello through the mesh." + "by name" went each way.
+    assert.ok(counterValue(destination, "istio_tcp_received_bytes_total", inbound) >= 29);
+    assert.ok(counterValue(destination, "istio_tcp_sent_bytes_total", inbound) >= 29);
+    assert.ok(counterValue(source, "istio_tcp_received_bytes_total", outbound) >= 29);
+    assert.match(destination, /hbone_server_requests_total/);
+    const scraped = await httpGet(nodeB.addresses.metrics, "/stats/prometheus");
+    assert.equal(scraped.status, 200);
+    assert.match(scraped.body, /istio_tcp_connections_opened_total/);
+  });
+
+  it("starts and stops a pod's listener as the pod comes and goes", async () => {
+    const lateIp = `${base}.14`;
+    const late = await echoServer(lateIp);
+    try {
+      const port = (late.address() as AddressInfo).port;
+      const uid = "Kubernetes//Pod/default/late";
+      cp.setWorkload(workload("late", "default", "node-b", lateIp));
+      const listening = () => nodeB.configDump().localPods.some((p) => p.ip === lateIp && p.listening);
+      await until(listening);
+      const { socket, reply } = await socksConnect(nodeA.addresses.socks5, ip.sleep, lateIp, port);
+      assert.equal(reply, SOCKS5_REPLY.succeeded);
+      const received = readAll(socket);
+      socket.end("late");
+      assert.equal(await received, "late.");
+      socket.destroy();
+      const connections = nodeB.configDump().connections;
+      assert.ok(connections.every((c) => c.destination !== `${lateIp}:${port}`));
+      cp.removeWorkload(uid);
+      await until(() => !nodeB.configDump().localPods.some((p) => p.ip === lateIp));
+      assert.ok(nodeB.configDump().certificates.every((c) => !c.identity.endsWith("/sa/late")));
+    } finally {
+      late.close();
+    }
+  });
+
+  it("closes an open connection when a DENY policy arrives", async () => {
+    const { socket, reply } = await socksConnect(nodeA.addresses.socks5, ip.sleep, ip.vip, 80);
+    assert.equal(reply, SOCKS5_REPLY.succeeded);
+    socket.on("error", () => {});
+    const first = once(socket, "data");
+    socket.write("ping");
+    assert.equal(String((await first)[0]), "ping");
+    // The proxy resets the connection: "close" comes, maybe after an ECONNRESET "error".
+    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+    cp.applyPolicy(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: deny-sleep, namespace: default }
+spec:
+  action: DENY
+  rules:
+  - from: [{ source: { principals: ["cluster.local/ns/default/sa/sleep"] } }]
+`);
+    await closed;
+    assert.ok(
+      logs.some((l) => l.startsWith("open connection denied by default/deny-sleep")),
+      logs.join("\n"),
+    );
+    const again = await socksConnect(nodeA.addresses.socks5, ip.sleep, ip.vip, 80);
+    again.socket.destroy();
+    assert.equal(again.reply, SOCKS5_REPLY.notAllowed);
+  });
+});
