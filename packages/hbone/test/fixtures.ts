@@ -67,11 +67,16 @@ export function createTestPki(): TestPki {
   const rootPem = readFileSync(join(dir, "root.pem"), "utf8");
   const otherRootPem = readFileSync(join(dir, "other.pem"), "utf8");
   let n = 0;
+  const cache = new Map<string, TestCredentials & { keyPath: string; certPath: string }>();
   return {
     dir,
     rootPem,
     otherRootPem,
     issue(spiffeId, options = {}) {
+      // Plain certificates are reused per identity: openssl runs are the slowest part of the tests.
+      const plain = !options.otherRoot && !options.expired && !options.extraUris;
+      const cached = plain ? cache.get(spiffeId) : undefined;
+      if (cached) return cached;
       const name = `leaf${n++}`;
       const ca = options.otherRoot ? "other" : "root";
       openssl(
@@ -167,13 +172,15 @@ export function createTestPki(): TestPki {
           dir,
         );
       }
-      return {
+      const issued = {
         key: readFileSync(join(dir, `${name}.key`), "utf8"),
         certChain: readFileSync(join(dir, `${name}.pem`), "utf8"),
         trustBundle: rootPem,
         keyPath: join(dir, `${name}.key`),
         certPath: join(dir, `${name}.pem`),
       };
+      if (plain) cache.set(spiffeId, issued);
+      return issued;
     },
     cleanup() {
       rmSync(dir, { recursive: true, force: true });
