@@ -62,6 +62,7 @@ export {
   type XdsResolver,
   XdsServer,
   type XdsServerOptions,
+  type XdsStreamStats,
 } from "./xds-server.js";
 
 import type { istio } from "./gen/types.js";

@@ -92,6 +92,8 @@ abstract class Session {
     protected readonly host: SessionHost,
     readonly ctx: XdsStreamContext,
     protected readonly send: (bytes: Uint8Array) => void,
+    /** False while the stream holds too many unsent bytes: pushes then wait and coalesce. */
+    protected readonly writable: () => boolean = () => true,
   ) {}
 
   protected nextNonce(): string {
@@ -125,6 +127,9 @@ abstract class Session {
   }
 
   abstract onChange(typeUrl: string, names: ReadonlySet<string>, aliases: ReadonlySet<string>): void;
+
+  /** Sends what was held while the stream was not writable: one response per type, latest versions. */
+  abstract resume(): void;
 }
 
 interface DeltaWatch {
@@ -206,7 +211,7 @@ export class DeltaSession extends Session {
     this.checkLimit(w.names.size, typeUrl);
     const wildcardOn = w.wildcard && (first || !wasWildcard);
     if (!first && added.length === 0 && !wildcardOn) {
-      if (!w.awaitingAck && w.dirty.size > 0) this.push(typeUrl, w);
+      if (!w.awaitingAck && w.dirty.size > 0 && this.writable()) this.push(typeUrl, w);
       return;
     }
     const missing = added.filter((n) => this.host.cache.internalEntry(typeUrl, n) === undefined);
@@ -259,7 +264,14 @@ export class DeltaSession extends Session {
     if (w === undefined || this.closed) return;
     for (const n of names) if (w.wildcard || w.names.has(n) || w.sent.has(n)) w.dirty.add(n);
     for (const a of aliases) if (w.names.has(a)) w.dirty.add(a);
-    if (!w.awaitingAck && w.dirty.size > 0) this.push(typeUrl, w);
+    if (!w.awaitingAck && w.dirty.size > 0 && this.writable()) this.push(typeUrl, w);
+  }
+
+  resume(): void {
+    for (const [typeUrl, w] of this.watches) {
+      if (this.closed || !this.writable()) return;
+      if (!w.awaitingAck && w.dirty.size > 0) this.push(typeUrl, w);
+    }
   }
 
   private push(typeUrl: string, w: DeltaWatch): void {
@@ -360,7 +372,7 @@ export class SotwSession extends Session {
       if (missing.length > 0) await this.host.resolve(this.ctx, typeUrl, missing);
       if (this.closed) return;
       this.respond(typeUrl, w);
-    } else if (w.dirty && !w.awaitingAck) {
+    } else if (w.dirty && !w.awaitingAck && this.writable()) {
       this.respond(typeUrl, w);
     }
   }
@@ -379,7 +391,14 @@ export class SotwSession extends Session {
     }
     if (!hit) return;
     w.dirty = true;
-    if (!w.awaitingAck) this.respond(typeUrl, w);
+    if (!w.awaitingAck && this.writable()) this.respond(typeUrl, w);
+  }
+
+  resume(): void {
+    for (const [typeUrl, w] of this.watches) {
+      if (this.closed || !this.writable()) return;
+      if (w.dirty && !w.awaitingAck) this.respond(typeUrl, w);
+    }
   }
 
   private respond(typeUrl: string, w: SotwWatch): void {

@@ -1,12 +1,14 @@
 import assert from "node:assert/strict";
+import http2 from "node:http2";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { deltaNames, openDelta, openSotw } from "../test/raw-ads.js";
+import { ADS_SERVICE } from "./ads-service.js";
 import { XdsError } from "./errors.js";
 import type { NackRecord } from "./server-session.js";
 import { structFromJson } from "./struct.js";
 import type { Counter, MetricsSink } from "./telemetry.js";
-import { TypeUrl } from "./type-registry.js";
+import { TypeUrl, typeRegistry } from "./type-registry.js";
 import { createXdsServer, type XdsServer } from "./xds-server.js";
 
 const A = TypeUrl.address;
@@ -431,5 +433,157 @@ describe("SotW ADS server", () => {
     const ctx = server.streams().find((c) => c.nacks.length > 0);
     assert.equal(ctx?.nacks[0]?.errorDetail.message, "rejected");
     s.close();
+  });
+});
+
+describe("slow consumer", () => {
+  const DELTA_REQ = "envoy.service.discovery.v3.DeltaDiscoveryRequest";
+  const DELTA_RES = "envoy.service.discovery.v3.DeltaDiscoveryResponse";
+  const SIZE = 8000;
+  // About 8 KB per resource, so a few responses fill the HTTP/2 window of a client that stops reading.
+  const big = (i: number, rev: number) => ({
+    workload: {
+      uid: `b${i}`,
+      name: `w${i}`,
+      namespace: "ns",
+      canonicalName: "x".repeat(SIZE),
+      canonicalRevision: `r${rev}`,
+      addresses: [new Uint8Array([10, 1, 0, i])],
+    },
+  });
+  const grpcFrame = (name: string, message: object): Buffer => {
+    const body = typeRegistry.encode(name, message as never);
+    const header = Buffer.alloc(5);
+    header.writeUInt32BE(body.length, 1);
+    return Buffer.concat([header, body]);
+  };
+
+  async function until(check: () => boolean, what: string): Promise<void> {
+    const deadline = Date.now() + 10_000;
+    while (!check()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  it("bounds the bytes buffered for a stream that stops reading and coalesces its pushes", async () => {
+    const maxBufferedBytes = 16 * 1024;
+    // Past the limit the server writes at most one more response per request it handles.
+    const bound = maxBufferedBytes + 2 * (SIZE + 200);
+    const server = createXdsServer({ debounceMs: 60_000, maxBufferedBytes });
+    const NAMES = 100;
+    const policy = (rev: number) => ({ name: "p1", namespace: "ns", groups: [], dryRun: rev % 2 === 1 });
+    const setPolicy = (rev: number) =>
+      server.cache.set(TypeUrl.authorization, "ns/p1", { ...policy(rev), name: `p1-r${rev}` });
+    server.cache.batch(() => {
+      for (let i = 1; i <= NAMES; i++) server.cache.set(A, `b${i}`, big(i, 0));
+      setPolicy(0);
+    });
+    const port = await server.listen();
+    const fast = openDelta(port);
+    // A bare HTTP/2 gRPC stream: once paused it takes one 64 KiB window of responses and no more.
+    const session = http2.connect(`http://127.0.0.1:${port}`, { settings: { initialWindowSize: 65535 } });
+    session.on("error", () => {});
+    const slow = session.request({
+      ":method": "POST",
+      ":path": `/${ADS_SERVICE}/DeltaAggregatedResources`,
+      "content-type": "application/grpc",
+      te: "trailers",
+    });
+    slow.on("error", () => {});
+    const seen = new Map<string, string>();
+    const sends = new Map<string, number>();
+    let responses = 0;
+    let pending = Buffer.alloc(0);
+    slow.on("data", (chunk: Buffer) => {
+      pending = Buffer.concat([pending, chunk]);
+      while (pending.length >= 5 && pending.length >= 5 + pending.readUInt32BE(1)) {
+        const body = pending.subarray(5, 5 + pending.readUInt32BE(1));
+        pending = pending.subarray(5 + body.length);
+        const res = typeRegistry.decode(DELTA_RES, body) as {
+          typeUrl: string;
+          nonce: string;
+          resources: { name: string; version: string }[];
+        };
+        responses++;
+        for (const r of res.resources) {
+          seen.set(r.name, r.version);
+          sends.set(r.name, (sends.get(r.name) ?? 0) + 1);
+        }
+        // Only the policy is ACKed before the stall; after it, everything is.
+        if (res.typeUrl === TypeUrl.authorization || !slow.isPaused()) {
+          slow.write(grpcFrame(DELTA_REQ, { typeUrl: res.typeUrl, responseNonce: res.nonce }));
+        }
+      }
+    });
+    try {
+      fast.send({ typeUrl: A, node: { id: "fast" }, resourceNamesSubscribe: ["b1"] });
+      let ack = (await fast.next()).nonce;
+      const fastId = server.streams().find((c) => c.node?.id === "fast")?.id ?? -1;
+      slow.write(grpcFrame(DELTA_REQ, { typeUrl: TypeUrl.authorization, node: { id: "slow" } }));
+      const slowCtx = () => server.streams().find((c) => c.node?.id === "slow");
+      await until(() => slowCtx()?.acks.has(TypeUrl.authorization) === true, "the policy ACK");
+      const slowId = slowCtx()?.id ?? -1;
+      slow.pause();
+      // Every new name forces a response (~8 KB each, ~800 KB in all) whether or not it was ACKed.
+      for (let i = 1; i <= NAMES; i++) {
+        slow.write(grpcFrame(DELTA_REQ, { typeUrl: A, resourceNamesSubscribe: [`b${i}`] }));
+      }
+      const stats = () => {
+        const s = server.streamStats(slowId);
+        assert.ok(s, "slow stream is open");
+        return s;
+      };
+      // Blocked, and the client's stream window is used up: nothing more can leave the server.
+      await until(
+        () => stats().blocked && stats().queuedRequests > 0 && slow.state.localWindowSize === 0,
+        "the slow stream to block",
+      );
+      const responsesWhenBlocked = stats().responses;
+      assert.ok(responsesWhenBlocked < NAMES, `${responsesWhenBlocked} responses written`);
+
+      // Many updates while it is blocked: the other stream gets every one of them.
+      const UPDATES = 100;
+      for (let rev = 1; rev <= UPDATES; rev++) {
+        server.cache.set(A, "b1", big(1, rev));
+        setPolicy(rev);
+        server.flushNow();
+        fast.send({ typeUrl: A, responseNonce: ack });
+        const r = await fast.next();
+        assert.deepEqual(deltaNames(r), ["b1"]);
+        assert.equal(r.resources[0]?.version, server.cache.entry(A, "b1")?.version);
+        ack = r.nonce;
+        assert.ok(stats().bufferedBytes <= bound, `${stats().bufferedBytes} buffered`);
+      }
+      const held = stats();
+      // A write already on the wire when the window closed may free room for one more response.
+      assert.ok(
+        held.responses <= responsesWhenBlocked + 2,
+        `${held.responses - responsesWhenBlocked} written`,
+      );
+      assert.ok(held.peakBufferedBytes <= bound, `peak ${held.peakBufferedBytes} > ${bound}`);
+      assert.ok(held.queuedRequests <= 64, `${held.queuedRequests} queued requests`);
+      assert.equal(server.streamStats(fastId)?.blocked, false);
+
+      // Reading again (and ACKing what it reads) brings it to the latest state, not through each update.
+      const policySends = sends.get("ns/p1") ?? 0;
+      const b1Sends = sends.get("b1") ?? 0;
+      const latest = server.cache.entry(A, "b1")?.version;
+      const latestPolicy = server.cache.entry(TypeUrl.authorization, "ns/p1")?.version;
+      slow.resume();
+      await until(
+        () => seen.size === NAMES + 1 && seen.get("b1") === latest && seen.get("ns/p1") === latestPolicy,
+        "the slow stream to catch up",
+      );
+      assert.equal((sends.get("ns/p1") ?? 0) - policySends, 1, `policy sent again for ${UPDATES} updates`);
+      assert.ok((sends.get("b1") ?? 0) - b1Sends <= 2, `b1 sent ${sends.get("b1")} times`);
+      assert.ok(responses <= NAMES + 4, `${responses} responses`);
+      assert.ok(stats().peakBufferedBytes <= bound, `peak ${stats().peakBufferedBytes} > ${bound}`);
+    } finally {
+      slow.close();
+      session.close();
+      fast.close();
+      await server.close();
+    }
   });
 });

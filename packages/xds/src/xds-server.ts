@@ -65,6 +65,14 @@ export interface XdsServerOptions {
    * Requests buffered per stream before reading pauses (HTTP/2 flow control pushes back): default 64.
    */
   maxQueuedRequests?: number;
+  /**
+   * Response bytes a stream may hold that its client has not taken yet (grpc-js buffer plus HTTP/2
+   * flow control) before the server stops writing to it: default 4 MiB. Above it, cache changes for
+   * that stream are coalesced per type (only the latest version of each resource goes out once it
+   * drains) and its requests wait unread. One response may overshoot it. istiod likewise merges the
+   * pushes queued for a connection.
+   */
+  maxBufferedBytes?: number;
   /** Called for every NACK, with the error detail the client sent. */
   onNack?: (context: XdsStreamContext, nack: NackRecord) => void;
   /** Structured logger; default no-op. */
@@ -76,7 +84,28 @@ export interface XdsServerOptions {
   metrics?: MetricsSink;
 }
 
+/** Outbound state of one stream, from {@link XdsServer.streamStats}. */
+export interface XdsStreamStats {
+  /** Response bytes handed to gRPC that the client has not taken yet. */
+  bufferedBytes: number;
+  /** Responses among them. */
+  bufferedResponses: number;
+  /** Highest `bufferedBytes` seen on this stream. */
+  peakBufferedBytes: number;
+  /** True while `bufferedBytes` is at or above `maxBufferedBytes`: pushes are held and coalesced. */
+  blocked: boolean;
+  /** Requests received and not handled yet. */
+  queuedRequests: number;
+  /** Responses written to the stream so far. */
+  responses: number;
+  /** Bytes of those responses. */
+  bytes: number;
+}
+
 interface LiveStream {
+  readonly stats: XdsStreamStats;
+  /** Wakes a request waiting for the stream to drain. */
+  wake(): void;
   /** Labels under which the stream was counted in `pilot_xds`, once authenticated. */
   counted?: { protocol: string; kind: string };
   readonly context: XdsStreamContext;
@@ -231,6 +260,12 @@ export class XdsServer {
     return undefined;
   }
 
+  /** Outbound buffer of one stream (a copy), or undefined when it is not open. */
+  streamStats(streamId: number): XdsStreamStats | undefined {
+    for (const s of this.live) if (s.context.id === streamId) return { ...s.stats };
+    return undefined;
+  }
+
   /** Pushes pending cache changes now instead of waiting for the debounce timer. */
   flushNow(): void {
     if (this.timer !== undefined) {
@@ -292,6 +327,7 @@ export class XdsServer {
   private finish(stream: LiveStream, code: number, details: string): void {
     if (!this.live.delete(stream)) return;
     stream.session.closed = true;
+    stream.wake();
     if (stream.counted !== undefined) this.metrics.clients.dec(stream.counted);
     if (code === GrpcStatus.OK) stream.call.end();
     else stream.call.emit("error", { code, details });
@@ -313,25 +349,55 @@ export class XdsServer {
       acks: new Map(),
     };
     const limit = this.options.maxQueuedRequests ?? 64;
-    let queued = 0;
-    // A client that stops reading stops being read: requests wait in HTTP/2 flow control.
-    let writeBlocked = false;
+    const maxBuffered = this.options.maxBufferedBytes ?? 4 * 1024 * 1024;
+    const stats: XdsStreamStats = {
+      bufferedBytes: 0,
+      bufferedResponses: 0,
+      peakBufferedBytes: 0,
+      blocked: false,
+      queuedRequests: 0,
+      responses: 0,
+      bytes: 0,
+    };
+    // Set while a request waits for the client to take its responses.
+    let waiter: (() => void) | undefined;
+    const wake = () => {
+      const w = waiter;
+      waiter = undefined;
+      w?.();
+    };
+    const writable = () => !stats.blocked;
+    // The write callback runs once grpc-js has handed the bytes to HTTP/2 and flow control let them out.
     const send = (bytes: Uint8Array) => {
       if (stream.session.closed) return;
-      if (!call.write(bytes) && !writeBlocked) {
-        writeBlocked = true;
-        call.pause();
-        call.once("drain", () => {
-          writeBlocked = false;
-          if (queued < limit) call.resume();
-        });
-      }
+      stats.bufferedBytes += bytes.length;
+      stats.bufferedResponses++;
+      stats.responses++;
+      stats.bytes += bytes.length;
+      if (stats.bufferedBytes > stats.peakBufferedBytes) stats.peakBufferedBytes = stats.bufferedBytes;
+      if (stats.bufferedBytes >= maxBuffered) stats.blocked = true;
+      call.write(bytes, () => {
+        stats.bufferedBytes -= bytes.length;
+        stats.bufferedResponses--;
+        if (stats.blocked && stats.bufferedBytes < maxBuffered) {
+          stats.blocked = false;
+          if (stream.session.closed) return;
+          stream.session.resume();
+          if (!stats.blocked) wake();
+        }
+      });
+    };
+    const drained = (): Promise<void> | undefined => {
+      if (!stats.blocked || stream.session.closed) return undefined;
+      return new Promise<void>((resolve) => {
+        waiter = resolve;
+      });
     };
     const session =
       protocol === "delta"
-        ? new DeltaSession(this.host, context, send)
-        : new SotwSession(this.host, context, send);
-    const stream: LiveStream = { context, session, call };
+        ? new DeltaSession(this.host, context, send, writable)
+        : new SotwSession(this.host, context, send, writable);
+    const stream: LiveStream = { context, session, call, stats, wake };
     this.live.add(stream);
     let authenticated = false;
     let chain = Promise.resolve();
@@ -381,10 +447,13 @@ export class XdsServer {
         await (session as SotwSession).handle(request as envoy.service.discovery.v3.DiscoveryRequest);
       }
     };
+    // Requests wait while the client does not take its responses; past `limit` of them reading pauses
+    // and HTTP/2 flow control pushes back on the client.
     call.on("data", (buffer: Buffer) => {
-      queued++;
-      if (queued >= limit) call.pause();
+      stats.queuedRequests++;
+      if (stats.queuedRequests >= limit) call.pause();
       chain = chain
+        .then(() => drained())
         .then(() => process(buffer))
         .catch((err: unknown) => {
           const xerr = toXdsError(err, "xds stream failed");
@@ -395,8 +464,8 @@ export class XdsServer {
           this.finish(stream, grpcStatusOf(xerr), xerr.message);
         })
         .finally(() => {
-          queued--;
-          if (queued < limit && !writeBlocked && call.isPaused()) call.resume();
+          stats.queuedRequests--;
+          if (stats.queuedRequests < limit && call.isPaused()) call.resume();
         });
     });
     call.on("end", () => {
