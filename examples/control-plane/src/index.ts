@@ -37,4 +37,7 @@ export {
   type MeshWorkload,
   type TranslateOptions,
   translateMesh,
+  WAYPOINT_ADDRESS_ANNOTATION,
+  WAYPOINT_HBONE_PORT,
+  waypointGateways,
 } from "./translate-mesh.js";

@@ -328,3 +328,77 @@ describe("ipv4Bytes", () => {
     );
   }
 });
+
+describe("translateMesh: waypoints", () => {
+  const gateway = (extra: string) => `
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: waypoint, namespace: demo${extra} }
+spec: { gatewayClassName: istio-waypoint, listeners: [{ name: mesh, port: 15008, protocol: HBONE }] }
+`;
+  const service = (labels: string) => `
+---
+apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: demo${labels} }
+spec: { clusterIP: 127.30.0.2, selector: { app: web }, ports: [{ port: 80, targetPort: 8080 }] }
+`;
+  const cases: { name: string; yaml: string; waypoint?: string; issue?: RegExp }[] = [
+    {
+      name: "service label + status address",
+      yaml: `${gateway("")}status: { addresses: [{ type: IPAddress, value: 127.10.0.6 }] }\n${service(", labels: { istio.io/use-waypoint: waypoint }")}`,
+      waypoint: "127.10.0.6",
+    },
+    {
+      name: "namespace label + annotation",
+      yaml: `apiVersion: v1\nkind: Namespace\nmetadata: { name: demo, labels: { istio.io/use-waypoint: waypoint } }\n${gateway(", annotations: { ambient.dev/address: 127.10.0.7 }")}${service("")}`,
+      waypoint: "127.10.0.7",
+    },
+    {
+      name: "use-waypoint none on the service overrides the namespace",
+      yaml: `apiVersion: v1\nkind: Namespace\nmetadata: { name: demo, labels: { istio.io/use-waypoint: waypoint } }\n${gateway(", annotations: { ambient.dev/address: 127.10.0.7 }")}${service(", labels: { istio.io/use-waypoint: none }")}`,
+    },
+    {
+      name: "unknown waypoint is an issue",
+      yaml: service(", labels: { istio.io/use-waypoint: nowhere }"),
+      issue: /demo\/nowhere is not a known istio-waypoint Gateway/,
+    },
+    {
+      name: "gateway without an address is an issue",
+      yaml: `${gateway("")}${service(", labels: { istio.io/use-waypoint: waypoint }")}`,
+      issue: /waypoint has no IPv4 address/,
+    },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      const config = translate(c.yaml);
+      const svc = config.services.find((s) => s.key === "demo/web.demo.svc.cluster.local");
+      assert.ok(svc);
+      const wp = svc.service.waypoint;
+      if (c.waypoint === undefined) assert.equal(wp, undefined);
+      else {
+        assert.deepEqual(wp, {
+          address: { network: "", address: ipv4Bytes(c.waypoint) },
+          hboneMtlsPort: 15008,
+        });
+      }
+      if (c.issue)
+        assert.ok(
+          config.issues.some((i) => c.issue?.test(i.message)),
+          JSON.stringify(config.issues),
+        );
+    });
+  }
+
+  it("a waypoint pod gets no HBONE but its node may request its identity", () => {
+    const config = translate(
+      `${AMBIENT_NS}${pod("waypoint-0", "127.10.0.6")}`.replace(
+        "labels: { app: waypoint }",
+        "labels: { app: waypoint, gateway.networking.k8s.io/gateway-name: waypoint, istio.io/dataplane-mode: none }",
+      ),
+    );
+    assert.equal(workload(config, "waypoint-0").workload.tunnelProtocol, "NONE");
+    assert.deepEqual(config.nodes.get("node-a"), ["spiffe://cluster.local/ns/demo/sa/waypoint"]);
+  });
+});

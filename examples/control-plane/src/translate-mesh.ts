@@ -78,6 +78,14 @@ interface PodModel {
 }
 
 const AMBIENT_LABEL = "istio.io/dataplane-mode";
+const USE_WAYPOINT_LABEL = "istio.io/use-waypoint";
+const USE_WAYPOINT_NAMESPACE_LABEL = "istio.io/use-waypoint-namespace";
+const GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name";
+const WAYPOINT_CLASS = "istio-waypoint";
+/** Gateway annotation giving the waypoint's address when `status.addresses` is empty. */
+export const WAYPOINT_ADDRESS_ANNOTATION = "ambient.dev/address";
+/** The port every waypoint accepts HBONE on. */
+export const WAYPOINT_HBONE_PORT = 15008;
 const POD_IPS_ANNOTATION = "ambient.dev/pod-ips";
 const NODES_ANNOTATION = "ambient.dev/nodes";
 
@@ -239,6 +247,31 @@ function servicePorts(obj: KubeObject, issues: MeshIssue[]): ServicePortModel[] 
   return out;
 }
 
+/**
+ * Waypoint Gateways (`gatewayClassName: istio-waypoint`) by `namespace/name`, with the IP taken from
+ * `status.addresses[0].value` or the {@link WAYPOINT_ADDRESS_ANNOTATION} annotation.
+ */
+export function waypointGateways(objects: readonly KubeObject[], issues: MeshIssue[]): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const obj of objects) {
+    if (obj.kind !== "Gateway" || obj.spec?.gatewayClassName !== WAYPOINT_CLASS) continue;
+    const key = `${obj.metadata.namespace ?? "default"}/${obj.metadata.name}`;
+    const addresses = Array.isArray(obj.status?.addresses) ? obj.status.addresses : [];
+    const first: unknown = addresses[0];
+    const fromStatus = isRecord(first) && typeof first.value === "string" ? first.value : undefined;
+    const ip = fromStatus ?? obj.metadata.annotations?.[WAYPOINT_ADDRESS_ANNOTATION];
+    if (ip === undefined || ipv4Bytes(ip) === undefined) {
+      issues.push({
+        source: objectKey(obj),
+        message: `waypoint has no IPv4 address in status.addresses or ${WAYPOINT_ADDRESS_ANNOTATION}`,
+      });
+      continue;
+    }
+    out.set(key, ip);
+  }
+  return out;
+}
+
 function sortByKey<T extends { key: string }>(list: T[]): T[] {
   return list.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
 }
@@ -288,7 +321,8 @@ export function translateMesh(objects: readonly KubeObject[], options: Translate
     if (result.warning)
       issues.push({ source: `AuthorizationPolicy/${key}`, message: result.warning.message });
     if (result.authorization === undefined) {
-      if (result.skipped)
+      // targetRefs policies belong to waypoints, which read them themselves: not a problem.
+      if (result.skipped && result.skipped !== "targetRefs")
         issues.push({
           source: `AuthorizationPolicy/${key}`,
           message: `not sent to ztunnel (${result.skipped})`,
@@ -320,7 +354,8 @@ export function translateMesh(objects: readonly KubeObject[], options: Translate
     if (converted) authorizations.set(`${converted.namespace}/${converted.name}`, converted);
   }
 
-  // Services.
+  // Services; a use-waypoint label on the Service, else on its Namespace, binds it to a waypoint.
+  const waypoints = waypointGateways(objects, issues);
   const serviceObjects = objects.filter((o) => o.kind === "Service");
   const services: MeshService[] = [];
   const serviceModels: {
@@ -361,6 +396,26 @@ export function translateMesh(objects: readonly KubeObject[], options: Translate
     const ports = servicePorts(obj, issues);
     const selector = isRecord(obj.spec?.selector) ? (obj.spec.selector as Record<string, string>) : undefined;
     serviceModels.push({ key, namespace, selector, ports });
+    const nsLabels = namespaceLabels.get(namespace) ?? {};
+    const own = obj.metadata.labels ?? {};
+    const useWaypoint = own[USE_WAYPOINT_LABEL] ?? nsLabels[USE_WAYPOINT_LABEL];
+    let waypoint: MessageInit<Service>["waypoint"];
+    if (useWaypoint !== undefined && useWaypoint !== "none") {
+      const wpNamespace =
+        (own[USE_WAYPOINT_LABEL] !== undefined
+          ? own[USE_WAYPOINT_NAMESPACE_LABEL]
+          : nsLabels[USE_WAYPOINT_NAMESPACE_LABEL]) ?? namespace;
+      const ip = waypoints.get(`${wpNamespace}/${useWaypoint}`);
+      const bytes = ip === undefined ? undefined : ipv4Bytes(ip);
+      if (bytes === undefined) {
+        issues.push({
+          source: objectKey(obj),
+          message: `waypoint ${wpNamespace}/${useWaypoint} is not a known istio-waypoint Gateway`,
+        });
+      } else {
+        waypoint = { address: { network, address: bytes }, hboneMtlsPort: WAYPOINT_HBONE_PORT };
+      }
+    }
     services.push({
       key,
       aliases,
@@ -374,6 +429,7 @@ export function translateMesh(objects: readonly KubeObject[], options: Translate
           targetPort: typeof p.targetPort === "number" ? p.targetPort : 0,
           ...(p.appProtocol ? { appProtocol: p.appProtocol } : {}),
         })),
+        ...(waypoint === undefined ? {} : { waypoint }),
       },
     });
   }
@@ -440,7 +496,9 @@ export function translateMesh(objects: readonly KubeObject[], options: Translate
     for (const k of effectivePeerAuthenticationKeys(rootNamespace, applicable)) policyKeys.add(k);
 
     const spiffeId = `spiffe://${trustDomain}/ns/${pod.namespace}/sa/${pod.serviceAccount}`;
-    if (ambient && pod.node !== "") {
+    // A waypoint pod is not captured by its node's ztunnel, but gets its certificate through it.
+    const waypointPod = pod.labels[GATEWAY_NAME_LABEL] !== undefined;
+    if ((ambient || waypointPod) && pod.node !== "") {
       const set = nodes.get(pod.node) ?? new Set<string>();
       set.add(spiffeId);
       nodes.set(pod.node, set);

@@ -61,7 +61,11 @@ describe("control plane end to end", { timeout: 30_000 }, () => {
     dir = await mkdtemp(join(tmpdir(), "control-plane-"));
     meshDir = join(dir, "mesh");
     stateDir = join(dir, "state");
-    await cp(DEMO_MESH, meshDir, { recursive: true });
+    // The echo part of the demo mesh; the waypoint part is covered by demo-mesh.test.ts.
+    await cp(DEMO_MESH, meshDir, {
+      recursive: true,
+      filter: (src) => !/(web|waypoint)\.yaml$/.test(src),
+    });
     controlPlane = await startControlPlane({
       meshDir,
       stateDir,
@@ -310,7 +314,11 @@ describe("control plane state directory", { timeout: 30_000 }, () => {
     const dir = await mkdtemp(join(tmpdir(), "control-plane-state-"));
     try {
       const meshDir = join(dir, "mesh");
-      await cp(DEMO_MESH, meshDir, { recursive: true });
+      // The echo part of the demo mesh; the waypoint part is covered by demo-mesh.test.ts.
+      await cp(DEMO_MESH, meshDir, {
+        recursive: true,
+        filter: (src) => !/(web|waypoint)\.yaml$/.test(src),
+      });
       const options = {
         meshDir,
         stateDir: join(dir, "state"),

@@ -34,6 +34,9 @@ describe("demo mesh manifests", () => {
         ["echo-1", "/127.10.0.4", "node-b", "echo"],
         ["sleep-0", "/127.10.0.2", "node-a", "sleep"],
         ["stranger", "/127.10.0.5", "node-a", "stranger"],
+        ["waypoint-0", "/127.10.0.6", "node-a", "waypoint"],
+        ["web-v1", "/127.10.0.7", "node-b", "web"],
+        ["web-v2", "/127.10.0.8", "node-b", "web"],
       ],
     );
     assert.deepEqual(
@@ -44,11 +47,35 @@ describe("demo mesh manifests", () => {
           ["/127.30.0.1"],
           [{ servicePort: 80, targetPort: 8080, appProtocol: "TCP" }],
         ],
+        [
+          "demo/web-v1.demo.svc.cluster.local",
+          [],
+          [{ servicePort: 80, targetPort: 8080, appProtocol: "HTTP11" }],
+        ],
+        [
+          "demo/web-v2.demo.svc.cluster.local",
+          [],
+          [{ servicePort: 80, targetPort: 8080, appProtocol: "HTTP11" }],
+        ],
+        [
+          "demo/web.demo.svc.cluster.local",
+          ["/127.30.0.2"],
+          [{ servicePort: 80, targetPort: 8080, appProtocol: "HTTP11" }],
+        ],
       ],
     );
+    const web = config.services.find((s) => s.key === "demo/web.demo.svc.cluster.local");
+    assert.deepEqual(web?.service.waypoint, {
+      address: { network: "", address: Uint8Array.from([127, 10, 0, 6]) },
+      hboneMtlsPort: 15008,
+    });
     assert.deepEqual(Object.fromEntries(config.nodes), {
-      "node-a": ["spiffe://cluster.local/ns/demo/sa/sleep", "spiffe://cluster.local/ns/demo/sa/stranger"],
-      "node-b": ["spiffe://cluster.local/ns/demo/sa/echo"],
+      "node-a": [
+        "spiffe://cluster.local/ns/demo/sa/sleep",
+        "spiffe://cluster.local/ns/demo/sa/stranger",
+        "spiffe://cluster.local/ns/demo/sa/waypoint",
+      ],
+      "node-b": ["spiffe://cluster.local/ns/demo/sa/echo", "spiffe://cluster.local/ns/demo/sa/web"],
     });
   });
 

@@ -31,7 +31,7 @@ it("the CLI serves, logs JSON lines and exits cleanly on SIGTERM", { timeout: 60
     assert.match(listening.address, /^127\.0\.0\.1:\d+$/);
     assert.equal((await fetch(`http://${listening.admin}/ready`)).status, 200);
     const metrics = await (await fetch(`http://${listening.admin}/metrics`)).text();
-    assert.match(metrics, /ambient_control_plane_resources\{type="workload"\} 4/);
+    assert.match(metrics, /ambient_control_plane_resources\{type="workload"\} 7/);
     assert.match(metrics, /process_cpu_seconds_total/);
     assert.ok(existsSync(join(stateDir, "root-cert.pem")));
     assert.ok(existsSync(join(stateDir, "tokens", "node-b.jwt")));

@@ -43,4 +43,35 @@ describe("local demo mesh", () => {
       );
     assert.ok(opened.length > 0, text);
   });
+
+  it("routes sleep's GET through the waypoint per the HTTPRoute", async () => {
+    const v1 = await mesh.httpCall("sleep-0", "127.30.0.2", 80, { method: "GET", path: "/hello" });
+    assert.deepEqual(v1, { reply: 0, status: 200, body: "web-v1 answered GET /hello" });
+    const v2 = await mesh.httpCall("sleep-0", "127.30.0.2", 80, {
+      method: "GET",
+      path: "/hello",
+      headers: { "x-version": "v2" },
+    });
+    assert.deepEqual(v2, { reply: 0, status: 200, body: "web-v2 answered GET /hello" });
+  });
+
+  it("refuses a POST, and another identity, at the waypoint with 403", async () => {
+    const post = await mesh.httpCall("sleep-0", "127.30.0.2", 80, { method: "POST", path: "/", body: "x" });
+    assert.deepEqual(post, { reply: 0, status: 403, body: "RBAC: access denied" });
+    const stranger = await mesh.httpCall("stranger", "127.30.0.2", 80, { method: "GET", path: "/" });
+    assert.deepEqual(stranger, { reply: 0, status: 403, body: "RBAC: access denied" });
+  });
+
+  it("shows the waypoint as the source of the web connections at the destination ztunnel", async () => {
+    const text = await mesh.ztunnels.get("node-b")!.metricsText();
+    const line = text
+      .split("\n")
+      .find(
+        (l) =>
+          l.startsWith("istio_tcp_connections_opened_total{") &&
+          l.includes('source_workload="waypoint-0"') &&
+          l.includes('source_principal="spiffe://cluster.local/ns/demo/sa/waypoint"'),
+      );
+    assert.ok(line, text);
+  });
 });

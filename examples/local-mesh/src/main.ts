@@ -25,6 +25,39 @@ try {
   );
   if (denied.reply !== 2 || denied.response !== "") ok = false;
 
+  console.log(
+    "\nsleep-0 -> web.demo (VIP 127.30.0.2:80) through the waypoint demo/waypoint (HTTPRoute demo/web):",
+  );
+  const steps: {
+    from: string;
+    method: string;
+    headers?: Record<string, string>;
+    status: number;
+    by?: string;
+  }[] = [
+    { from: "sleep-0", method: "GET", status: 200, by: "web-v1" },
+    { from: "sleep-0", method: "GET", headers: { "x-version": "v2" }, status: 200, by: "web-v2" },
+    { from: "sleep-0", method: "POST", status: 403 },
+    { from: "stranger", method: "GET", status: 403 },
+  ];
+  for (const step of steps) {
+    const res = await mesh.httpCall(step.from, "127.30.0.2", 80, {
+      method: step.method,
+      path: "/hello",
+      ...(step.headers ? { headers: step.headers } : {}),
+    });
+    const header = step.headers
+      ? ` (${Object.entries(step.headers)
+          .map(([k, v]) => `${k}: ${v}`)
+          .join(", ")})`
+      : "";
+    console.log(`  ${step.from} ${step.method} /hello${header}: ${res.status} "${res.body}"`);
+    if (res.status !== step.status || (step.by !== undefined && !res.body.startsWith(step.by))) ok = false;
+  }
+  console.log(
+    "  (POST and other identities are refused by demo/web-get-from-sleep, attached to the waypoint)",
+  );
+
   const nodeB = mesh.ztunnels.get("node-b");
   if (nodeB !== undefined) {
     const lines = (await nodeB.metricsText())

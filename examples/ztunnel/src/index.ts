@@ -63,7 +63,9 @@ export {
   type ServiceMatch,
   serviceForTargetPort,
   usesHbone,
+  type WaypointTarget,
   WorkloadStore,
+  waypointOf,
 } from "./workload-store.js";
 export {
   type ConfigDump,

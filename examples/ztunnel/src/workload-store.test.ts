@@ -7,6 +7,7 @@ import {
   pickEndpoint,
   serviceForTargetPort,
   WorkloadStore,
+  waypointOf,
 } from "./workload-store.js";
 
 function ip(text: string): Uint8Array {
@@ -211,4 +212,38 @@ describe("serviceForTargetPort", () => {
   ];
   for (const [port, want] of cases)
     it(`port ${port}`, () => assert.equal(serviceForTargetPort(w, port), want));
+});
+
+describe("waypointOf", () => {
+  const cases: { name: string; waypoint: unknown; expect: ReturnType<typeof waypointOf> }[] = [
+    { name: "no waypoint", waypoint: undefined, expect: undefined },
+    {
+      name: "address with port",
+      waypoint: { address: { network: "", address: ip("127.10.0.6") }, hboneMtlsPort: 15008 },
+      expect: { ip: "127.10.0.6", port: 15008 },
+    },
+    {
+      name: "address without port defaults to 15008",
+      waypoint: { address: { network: "", address: ip("127.10.0.9") }, hboneMtlsPort: 0 },
+      expect: { ip: "127.10.0.9", port: 15008 },
+    },
+    {
+      name: "hostname waypoint is not resolved",
+      waypoint: {
+        hostname: { namespace: "demo", hostname: "waypoint.demo.svc.cluster.local" },
+        hboneMtlsPort: 15008,
+      },
+      expect: undefined,
+    },
+    {
+      name: "malformed address bytes",
+      waypoint: { address: { network: "", address: Uint8Array.of(1, 2) }, hboneMtlsPort: 15008 },
+      expect: undefined,
+    },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      assert.deepEqual(waypointOf({ waypoint: c.waypoint } as Pick<Service, "waypoint">), c.expect);
+    });
+  }
 });

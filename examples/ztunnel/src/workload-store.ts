@@ -65,6 +65,25 @@ export function usesHbone(workload: Workload): boolean {
   return workload.tunnelProtocol === "HBONE";
 }
 
+/** Where a Service's traffic goes first: its waypoint's HBONE address. */
+export interface WaypointTarget {
+  ip: string;
+  /** HBONE port of the waypoint (`hbone_mtls_port`, 15008 when unset). */
+  port: number;
+}
+
+/**
+ * The waypoint a Service is bound to (`Service.waypoint`), when it is given by address; a waypoint
+ * named by hostname is not resolved and counts as none.
+ */
+export function waypointOf(service: Pick<Service, "waypoint">): WaypointTarget | undefined {
+  const bytes = service.waypoint?.address?.address;
+  const ip = bytes === undefined ? undefined : ipFromBytes(bytes);
+  if (ip === undefined) return undefined;
+  const port = service.waypoint?.hboneMtlsPort ?? 0;
+  return { ip, port: port === 0 ? 15008 : port };
+}
+
 /** Round robin: the endpoint at `counter` modulo the list; undefined when the list is empty. */
 export function pickEndpoint(endpoints: readonly Endpoint[], counter: number): Endpoint | undefined {
   if (endpoints.length === 0) return undefined;

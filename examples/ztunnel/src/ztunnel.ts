@@ -50,7 +50,7 @@ import {
 } from "./socks5.js";
 import { connectionLabels, createTcpMetrics, type TcpMetricLabels } from "./tcp-metrics.js";
 import { type Logger, noopLogger } from "./telemetry.js";
-import { identityOf, serviceForTargetPort, usesHbone, WorkloadStore } from "./workload-store.js";
+import { identityOf, serviceForTargetPort, usesHbone, WorkloadStore, waypointOf } from "./workload-store.js";
 
 /** Listening ports of a node proxy (all on the node IP except `hbone`, which is per pod IP). */
 export interface ZtunnelPorts {
@@ -567,6 +567,39 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
       const svc = store.findServiceByHostname(host);
       const vip = svc?.addresses[0];
       if (vip !== undefined && vip.address.length === 4) host = Array.from(vip.address).join(".");
+    }
+    // A Service bound to a waypoint: the waypoint picks the endpoint, so tunnel to it with the
+    // original VIP:port as the authority.
+    const viaWaypoint = store.findService(host, request.port);
+    const waypoint = viaWaypoint === undefined ? undefined : waypointOf(viaWaypoint.service);
+    if (viaWaypoint !== undefined && waypoint !== undefined) {
+      const wpWorkload = store.findByAddress(waypoint.ip);
+      if (wpWorkload === undefined) {
+        throw new ZtunnelError("ERR_SOCKS5_UNSUPPORTED", `waypoint ${waypoint.ip} is not a known workload`, {
+          reply: SOCKS5_REPLY.hostUnreachable,
+        });
+      }
+      const srcId = identityOf(src);
+      const dstId = identityOf(wpWorkload);
+      const svid = await svidOf(srcId);
+      const creds = { key: svid.privateKeyPem, certChain: svid.certChainPem, trustBundle };
+      hboneClient ??= createHboneClient({ ...creds, logger, metrics });
+      const authority = `${host}:${request.port}`;
+      const tunnel = await hboneClient.connect({
+        address: `${waypoint.ip}:${waypoint.port}`,
+        authority,
+        expectedIdentities: [dstId],
+        sourceAddress: srcIp,
+        credentials: creds,
+      });
+      const labels = connectionLabels({
+        reporter: "source",
+        source: src,
+        destination: wpWorkload,
+        destinationService: viaWaypoint.service.hostname,
+        mutualTls: true,
+      });
+      return { stream: tunnel, labels, destination: authority, dstId };
     }
     const dest = store.resolve(host, request.port);
     if (dest.kind === "no-endpoint") {

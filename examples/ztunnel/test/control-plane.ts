@@ -22,6 +22,8 @@ export interface TestControlPlane {
   setWorkload(workload: Workload): void;
   removeWorkload(uid: string): void;
   setService(service: Service): void;
+  /** Issues an SVID straight from the CA (for test servers that stand in for mesh proxies). */
+  issue(spiffeId: string): Promise<{ privateKeyPem: string; certChainPem: string }>;
   /** Applies an AuthorizationPolicy (YAML) and serves its wire form. */
   applyPolicy(yaml: string): void;
   close(): Promise<void>;
@@ -89,6 +91,7 @@ export async function startTestControlPlane(): Promise<TestControlPlane> {
         .setIssuedAt()
         .setExpirationTime("24h")
         .sign(privateKey),
+    issue: (spiffeId) => ca.issue({ spiffeId }),
     setWorkload: (workload) => xds.cache.set(TypeUrl.address, workload.uid, { workload }),
     removeWorkload: (uid) => {
       xds.cache.delete(TypeUrl.address, uid);

@@ -1,0 +1,133 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { WorkloadStore } from "@ambient/example-ztunnel";
+import type { Service, Workload } from "@ambient/xds";
+import { resolveServiceBackend, serviceAtVip } from "./backends.js";
+
+const ip = (text: string) => Uint8Array.from(text.split(".").map(Number));
+
+function workload(
+  name: string,
+  address: string,
+  services: Workload["services"],
+  status = "HEALTHY",
+): Workload {
+  return {
+    uid: `Kubernetes//Pod/demo/${name}`,
+    name,
+    namespace: "demo",
+    addresses: [ip(address)],
+    hostname: "",
+    network: "",
+    tunnelProtocol: "HBONE",
+    trustDomain: "",
+    serviceAccount: "web",
+    node: "node-b",
+    canonicalName: "web",
+    canonicalRevision: "v1",
+    workloadType: "POD",
+    workloadName: name,
+    nativeTunnel: false,
+    services,
+    authorizationPolicies: [],
+    status,
+    clusterId: "Kubernetes",
+    networkMode: "STANDARD",
+    extensions: [],
+  } as unknown as Workload;
+}
+
+function service(name: string, vip: string | undefined, appProtocol: string): Service {
+  return {
+    name,
+    namespace: "demo",
+    hostname: `${name}.demo.svc.cluster.local`,
+    addresses: vip === undefined ? [] : [{ network: "", address: ip(vip) }],
+    ports: [{ servicePort: 80, targetPort: 8080, appProtocol }],
+  } as unknown as Service;
+}
+
+function store(): WorkloadStore {
+  const s = new WorkloadStore();
+  const key = "demo/web.demo.svc.cluster.local";
+  const v1 = "demo/web-v1.demo.svc.cluster.local";
+  s.upsert(key, { service: service("web", "127.30.0.2", "HTTP11") } as never);
+  s.upsert(v1, { service: service("web-v1", undefined, "HTTP2") } as never);
+  const ports = { ports: [{ servicePort: 80, targetPort: 8080 }] } as unknown as Workload["services"][string];
+  s.upsert("a", { workload: workload("web-a", "127.10.0.7", { [key]: ports, [v1]: ports }) } as never);
+  s.upsert("b", { workload: workload("web-b", "127.10.0.8", { [key]: ports }) } as never);
+  s.upsert("c", { workload: workload("web-c", "127.10.0.9", { [key]: ports }, "UNHEALTHY") } as never);
+  return s;
+}
+
+describe("resolveServiceBackend", () => {
+  const cases: {
+    name: string;
+    ref: { kind: string; group: string; name: string; namespace: string; port: number | undefined };
+    expect: { address: string; port: number; protocol?: string }[] | undefined;
+  }[] = [
+    {
+      name: "healthy endpoints at the target port, http1 from appProtocol",
+      ref: { kind: "Service", group: "", name: "web", namespace: "demo", port: 80 },
+      expect: [
+        { address: "127.10.0.7", port: 8080, protocol: "http1" },
+        { address: "127.10.0.8", port: 8080, protocol: "http1" },
+      ],
+    },
+    {
+      name: "a subset Service without VIP, http2",
+      ref: { kind: "Service", group: "", name: "web-v1", namespace: "demo", port: 80 },
+      expect: [{ address: "127.10.0.7", port: 8080, protocol: "http2" }],
+    },
+    {
+      name: "unknown port: known service without endpoints",
+      ref: { kind: "Service", group: "", name: "web", namespace: "demo", port: 81 },
+      expect: [],
+    },
+    {
+      name: "unknown service",
+      ref: { kind: "Service", group: "", name: "nope", namespace: "demo", port: 80 },
+      expect: undefined,
+    },
+    {
+      name: "not a Service",
+      ref: { kind: "ServiceEntry", group: "networking.istio.io", name: "web", namespace: "demo", port: 80 },
+      expect: undefined,
+    },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      const got = resolveServiceBackend(store(), c.ref);
+      assert.deepEqual(
+        got?.map(({ address, port, protocol }) => ({ address, port, ...(protocol ? { protocol } : {}) })),
+        c.expect,
+      );
+    });
+  }
+
+  it("names the endpoint workload and its SPIFFE ID", () => {
+    const [first] =
+      resolveServiceBackend(store(), {
+        kind: "Service",
+        group: "",
+        name: "web",
+        namespace: "demo",
+        port: 80,
+      }) ?? [];
+    assert.equal(first?.workload?.principal, "spiffe://cluster.local/ns/demo/sa/web");
+    assert.equal(first?.workload?.name, "web-a");
+  });
+});
+
+describe("serviceAtVip", () => {
+  it("finds the Service of a VIP and port, and nothing else", () => {
+    const s = store();
+    assert.deepEqual(serviceAtVip(s, "127.30.0.2", 80), {
+      name: "web",
+      namespace: "demo",
+      hostname: "web.demo.svc.cluster.local",
+    });
+    assert.equal(serviceAtVip(s, "127.30.0.2", 81), undefined);
+    assert.equal(serviceAtVip(s, "127.10.0.7", 8080), undefined);
+  });
+});

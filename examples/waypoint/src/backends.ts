@@ -1,0 +1,77 @@
+import { identityOf, ipFromBytes, type WorkloadStore } from "@ambient/example-ztunnel";
+import type { Endpoint } from "@ambient/router";
+import type { Workload } from "@ambient/xds";
+
+/** A backend reference as the router hands it over. */
+export interface BackendRef {
+  kind: string;
+  group: string;
+  name: string;
+  namespace: string;
+  port: number | undefined;
+}
+
+/** The Service a VIP belongs to, for the router's `destination.service`. */
+export function serviceAtVip(
+  store: WorkloadStore,
+  vip: string,
+  port: number,
+): { name: string; namespace: string; hostname: string } | undefined {
+  const match = store.findService(vip, port);
+  return match === undefined
+    ? undefined
+    : { name: match.service.name, namespace: match.service.namespace, hostname: match.service.hostname };
+}
+
+/**
+ * The ready endpoints of a Service backendRef from the Address resources: every healthy workload
+ * that lists `namespace/<name>.<namespace>.svc.<domain>` with the port, at its target port.
+ * `undefined` for a kind other than Service or an unknown Service (the router answers 500).
+ */
+export function resolveServiceBackend(
+  store: WorkloadStore,
+  ref: BackendRef,
+  clusterDomain = "cluster.local",
+): Endpoint[] | undefined {
+  if (ref.kind !== "Service" || ref.group !== "") return undefined;
+  const key = `${ref.namespace}/${ref.name}.${ref.namespace}.svc.${clusterDomain}`;
+  const service = store.services().get(key);
+  if (service === undefined) return undefined;
+  const port = service.ports.find((p) => ref.port === undefined || p.servicePort === ref.port);
+  if (port === undefined) return [];
+  const match = {
+    key,
+    service,
+    servicePort: port.servicePort,
+    targetPort: port.targetPort === 0 ? port.servicePort : port.targetPort,
+  };
+  const protocol =
+    port.appProtocol === "HTTP2" || port.appProtocol === "GRPC"
+      ? "http2"
+      : port.appProtocol === "HTTP11"
+        ? "http1"
+        : undefined;
+  const out: Endpoint[] = [];
+  for (const { workload, targetPort } of store.endpointsOf(match)) {
+    const address = ipFromBytes(workload.addresses[0] ?? new Uint8Array());
+    if (address === undefined) continue;
+    out.push({
+      address,
+      port: targetPort,
+      ...(protocol === undefined ? {} : { protocol }),
+      workload: workloadInfo(workload),
+    });
+  }
+  return out;
+}
+
+function workloadInfo(w: Workload): NonNullable<Endpoint["workload"]> {
+  return {
+    name: w.workloadName === "" ? w.name : w.workloadName,
+    namespace: w.namespace,
+    principal: identityOf(w),
+    canonicalService: w.canonicalName,
+    canonicalRevision: w.canonicalRevision,
+    cluster: w.clusterId,
+  };
+}

@@ -1,0 +1,32 @@
+/** Stable codes of {@link WaypointError}. */
+export type WaypointErrorCode =
+  | "ERR_WAYPOINT_INVALID_OPTION"
+  | "ERR_WAYPOINT_LISTEN"
+  | "ERR_WAYPOINT_UNKNOWN_ENDPOINT"
+  | "ERR_WAYPOINT_CLOSED";
+
+/** Extra fields carried by a {@link WaypointError}. */
+export interface WaypointErrorDetails {
+  cause?: unknown;
+  [key: string]: unknown;
+}
+
+const BRAND = Symbol.for("@ambient/example-waypoint.error");
+
+/** The one error class of the waypoint. */
+export class WaypointError extends Error {
+  readonly code: WaypointErrorCode;
+  readonly details: Readonly<Record<string, unknown>>;
+
+  constructor(code: WaypointErrorCode, message: string, { cause, ...details }: WaypointErrorDetails = {}) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = "WaypointError";
+    this.code = code;
+    this.details = details;
+    Object.defineProperty(this, BRAND, { value: true });
+  }
+
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
+  }
+}

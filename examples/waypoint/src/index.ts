@@ -1,0 +1,34 @@
+/**
+ * A waypoint for the local ambient mesh: terminates HBONE from ztunnels on its pod IP, applies the
+ * AuthorizationPolicies attached to its Gateway and the HTTPRoutes of its Services, and sends each
+ * request over HBONE to the chosen endpoint's ztunnel.
+ *
+ * @example
+ * ```ts
+ * import { startWaypoint } from "@ambient/example-waypoint";
+ *
+ * const waypoint = await startWaypoint({
+ *   gateway: { name: "waypoint", namespace: "demo" },
+ *   ip: "127.10.0.6",
+ *   nodeName: "node-a",
+ *   token, // node-a's token from the control plane
+ *   rootCertPem,
+ *   meshDir: "mesh",
+ * });
+ * await waypoint.ready;
+ * ```
+ *
+ * @packageDocumentation
+ */
+export { type BackendRef, resolveServiceBackend, serviceAtVip } from "./backends.js";
+export { WaypointError, type WaypointErrorCode, type WaypointErrorDetails } from "./errors.js";
+export { createPromMetricsSink } from "./prom-metrics.js";
+export type { Counter, Gauge, Histogram, Logger, MetricLabels, MetricsSink } from "./telemetry.js";
+export { noopLogger, noopMetrics } from "./telemetry.js";
+export { type RunningWaypoint, startWaypoint, type WaypointOptions, withSocketTimeout } from "./waypoint.js";
+export {
+  type ManifestText,
+  selectWaypointManifests,
+  targetsWaypoint,
+  type WaypointManifests,
+} from "./waypoint-manifests.js";

@@ -1,0 +1,309 @@
+import { readdir, readFile } from "node:fs/promises";
+import { isIP } from "node:net";
+import { join } from "node:path";
+import type { Duplex } from "node:stream";
+import { deniedBy, identityOf, WorkloadStore } from "@ambient/example-ztunnel";
+import {
+  createHboneClient,
+  createHboneServer,
+  HBONE_STATUS,
+  type HboneClient,
+  type HboneServer,
+  type InboundTunnel,
+} from "@ambient/hbone";
+import { createAuthorizationEngine } from "@ambient/policy";
+import { createWaypointHandler, type Endpoint, type WaypointHandler } from "@ambient/router";
+import { createCertificateServiceClient, SecretManager, type X509Svid } from "@ambient/spiffe";
+import { createXdsClient, TypeUrl, type WorkloadAddress, type XdsChangeEvent } from "@ambient/xds";
+import * as grpc from "@grpc/grpc-js";
+import { Registry } from "prom-client";
+import { resolveServiceBackend, serviceAtVip } from "./backends.js";
+import { WaypointError } from "./errors.js";
+import { createPromMetricsSink } from "./prom-metrics.js";
+import { type Logger, noopLogger } from "./telemetry.js";
+import { type ManifestText, selectWaypointManifests } from "./waypoint-manifests.js";
+
+/** Options of {@link startWaypoint}. */
+export interface WaypointOptions {
+  /** The waypoint Gateway this proxy serves; routes and policies attach to it. */
+  gateway: { name: string; namespace: string };
+  /** The waypoint pod's IP (the Gateway's `status.addresses`); inbound HBONE listens here. */
+  ip: string;
+  /** Service account of the waypoint pod. Default: the Gateway's name (istiod names it so). */
+  serviceAccount?: string;
+  /** Node the waypoint pod runs on; its token obtains the waypoint's certificate. */
+  nodeName: string;
+  /** Bearer token of the node (sent on CA and xDS calls). */
+  token: string;
+  /** Mesh roots (PEM): verify the control plane and every peer. */
+  rootCertPem: string;
+  /** Control plane (xDS and CA). Default `127.0.0.1:15012`; istio-proxy `XDS_ADDRESS`/`CA_ADDRESS`. */
+  controlPlaneAddress?: string;
+  /** URI SAN of the control plane. Default `spiffe://cluster.local/ns/istio-system/sa/istiod`. */
+  controlPlaneIdentity?: string;
+  /** Folder of manifests with the HTTPRoutes and the waypoint's AuthorizationPolicies (the mesh/ folder). */
+  meshDir: string;
+  /** Inbound HBONE port, also dialled on endpoints. Default 15008. */
+  hbonePort?: number;
+  /** Default `cluster.local`; meshConfig `trustDomain`. */
+  trustDomain?: string;
+  /** Default `Kubernetes`; `CLUSTER_ID`. */
+  clusterId?: string;
+  /** Default: no-op. */
+  logger?: Logger;
+  /** prom-client registry. Default: a new one. */
+  registry?: Registry;
+}
+
+/** A running waypoint. */
+export interface RunningWaypoint {
+  /** `ip:port` of the inbound HBONE listener. */
+  readonly address: string;
+  /** SPIFFE ID the waypoint presents. */
+  readonly identity: string;
+  /** Resolves once the certificate and the first xDS state are in and the listener is up. */
+  readonly ready: Promise<void>;
+  /** Re-reads the routes and policies from `meshDir`. */
+  reload(): Promise<void>;
+  metricsText(): Promise<string>;
+  close(): Promise<void>;
+}
+
+const DEFAULT_CONTROL_PLANE_IDENTITY = "spiffe://cluster.local/ns/istio-system/sa/istiod";
+
+function controlPlaneCredentials(rootCertPem: string, expected: string): grpc.ChannelCredentials {
+  return grpc.credentials.createSsl(Buffer.from(rootCertPem), null, null, {
+    checkServerIdentity: (_host, cert) => {
+      const sans = (cert.subjectaltname ?? "").split(",").map((s) => s.trim());
+      return sans.includes(`URI:${expected}`)
+        ? undefined
+        : new Error(`control plane certificate is not ${expected}`);
+    },
+  });
+}
+
+/**
+ * Node's HTTP agent keeps idle upstream connections with `socket.setTimeout`, which a tunnel stream
+ * lacks: give it one that emits `timeout` after `ms` (0 clears it), as a socket does.
+ */
+export function withSocketTimeout<T extends Duplex>(stream: T): T {
+  const target = stream as T & { setTimeout?: unknown };
+  if (typeof target.setTimeout === "function") return stream;
+  let timer: NodeJS.Timeout | undefined;
+  const clear = () => {
+    if (timer !== undefined) clearTimeout(timer);
+    timer = undefined;
+  };
+  stream.once("close", clear);
+  Object.defineProperty(stream, "setTimeout", {
+    configurable: true,
+    value(ms: number, callback?: () => void): T {
+      clear();
+      if (callback !== undefined) stream.once("timeout", callback);
+      if (ms > 0 && !stream.destroyed) {
+        timer = setTimeout(() => stream.emit("timeout"), ms);
+        timer.unref();
+      }
+      return stream;
+    },
+  });
+  return stream;
+}
+
+async function readManifests(dir: string): Promise<ManifestText[]> {
+  const names = (await readdir(dir)).filter((n) => n.endsWith(".yaml") || n.endsWith(".yml"));
+  return Promise.all(names.map(async (path) => ({ path, text: await readFile(join(dir, path), "utf8") })));
+}
+
+/**
+ * Starts a waypoint: gets its certificate from the mesh CA through its node's token, follows the
+ * Address resources over Delta xDS for endpoints, reads HTTPRoutes and the AuthorizationPolicies
+ * attached to its Gateway from the manifests, and serves HBONE on `ip:15008`. Every accepted tunnel
+ * goes through L7 policy and routing; upstream requests travel HBONE to the endpoint pod's 15008.
+ */
+export async function startWaypoint(options: WaypointOptions): Promise<RunningWaypoint> {
+  if (isIP(options.ip) !== 4) {
+    throw new WaypointError("ERR_WAYPOINT_INVALID_OPTION", `ip ${JSON.stringify(options.ip)} is not IPv4`);
+  }
+  if (options.token === "") throw new WaypointError("ERR_WAYPOINT_INVALID_OPTION", "token is empty");
+  const logger = options.logger ?? noopLogger;
+  const registry = options.registry ?? new Registry();
+  const metrics = createPromMetricsSink(registry);
+  const hbonePort = options.hbonePort ?? 15008;
+  const gateway = options.gateway;
+  const identity = identityOf({
+    trustDomain: options.trustDomain ?? "",
+    namespace: gateway.namespace,
+    serviceAccount: options.serviceAccount ?? gateway.name,
+  });
+  const address = options.controlPlaneAddress ?? "127.0.0.1:15012";
+  const credentials = controlPlaneCredentials(
+    options.rootCertPem,
+    options.controlPlaneIdentity ?? DEFAULT_CONTROL_PLANE_IDENTITY,
+  );
+  const trustBundle = options.rootCertPem;
+  const clusterId = options.clusterId ?? "Kubernetes";
+
+  const store = new WorkloadStore();
+  const policy = createAuthorizationEngine({ l7Attachment: "waypoint", logger, metrics });
+  const caClient = createCertificateServiceClient({ address, credentials, token: options.token, clusterId });
+  const secrets = new SecretManager({ client: caClient, impersonate: true, logger, metrics });
+  const xds = createXdsClient({
+    address,
+    credentials,
+    node: {
+      id: `waypoint~${options.ip}~${gateway.name}.${gateway.namespace}~${gateway.namespace}.svc.cluster.local`,
+      metadata: { NODE_NAME: options.nodeName, CLUSTER_ID: clusterId },
+    },
+    headers: { authorization: `Bearer ${options.token}` },
+    logger,
+    metrics,
+  });
+  xds.onChange((event: XdsChangeEvent) => {
+    if (event.typeUrl !== TypeUrl.address) return;
+    for (const r of [...event.added, ...event.updated]) store.upsert(r.name, r.resource as WorkloadAddress);
+    for (const name of event.removed) store.remove(name);
+  });
+  xds.watch(TypeUrl.address);
+
+  let client: HboneClient | undefined;
+  let server: HboneServer | undefined;
+  let closed = false;
+  const svid = async (): Promise<X509Svid> => secrets.get(identity) ?? secrets.fetch(identity);
+
+  const connect = async (endpoint: Endpoint) => {
+    const workload = store.findByAddress(endpoint.address);
+    if (workload === undefined) {
+      throw new WaypointError("ERR_WAYPOINT_UNKNOWN_ENDPOINT", `${endpoint.address} is not a known workload`);
+    }
+    const own = await svid();
+    const creds = { key: own.privateKeyPem, certChain: own.certChainPem, trustBundle };
+    client ??= createHboneClient({ ...creds, logger, metrics });
+    const stream = await client.connect({
+      address: `${endpoint.address}:${hbonePort}`,
+      authority: `${endpoint.address}:${endpoint.port}`,
+      expectedIdentities: [identityOf(workload)],
+      sourceAddress: options.ip,
+      credentials: creds,
+    });
+    return withSocketTimeout(stream);
+  };
+
+  const handler: WaypointHandler = createWaypointHandler({
+    routes: [],
+    connect,
+    resolveBackend: (ref) => resolveServiceBackend(store, ref),
+    policy: {
+      evaluate: (request) => {
+        const decision = policy.evaluate(request);
+        if (!decision.allowed) {
+          logger.info(
+            { peer: request.source.identity, method: request.http?.method, reason: decision.reason },
+            `denied by ${deniedBy(decision, () => policy.explain(request))}`,
+          );
+        }
+        return decision;
+      },
+    },
+    waypoint: gateway,
+    logger,
+    metrics,
+  });
+
+  const appliedPolicies = new Set<string>();
+  const reload = async (): Promise<void> => {
+    const selected = selectWaypointManifests(await readManifests(options.meshDir), gateway);
+    for (const issue of selected.issues) logger.warn({ issue }, "manifest skipped");
+    handler.setRoutes(selected.routes);
+    const next = new Set<string>();
+    for (const p of selected.policies) {
+      try {
+        const result = policy.apply(p);
+        next.add(result.resource.slice(result.resource.indexOf(" ") + 1));
+      } catch (err) {
+        logger.warn({ err: (err as Error).message }, "waypoint policy ignored");
+      }
+    }
+    for (const key of appliedPolicies) {
+      if (next.has(key)) continue;
+      const [ns = "", name = ""] = key.split("/");
+      policy.delete("AuthorizationPolicy", ns, name);
+    }
+    appliedPolicies.clear();
+    for (const key of next) appliedPolicies.add(key);
+    logger.info({ routes: selected.routes.length, policies: next.size }, "waypoint configuration loaded");
+  };
+
+  const onTunnel = (tunnel: InboundTunnel): void => {
+    const authority = tunnel.authority;
+    const service = authority.kind === "ip" ? serviceAtVip(store, authority.host, authority.port) : undefined;
+    if (service === undefined) {
+      tunnel.refuse(HBONE_STATUS.badRequest, "not a service of this waypoint");
+      return;
+    }
+    const remote = tunnel.remoteAddress?.replace(/^::ffff:/, "");
+    handler.handle(tunnel.accept(), {
+      peerIdentity: tunnel.peerIdentity.toString(),
+      ...(remote === undefined ? {} : { remoteAddress: remote }),
+      destination: {
+        address: authority.host,
+        port: authority.port,
+        service: { name: service.name, namespace: service.namespace },
+      },
+    });
+  };
+
+  const close = async (): Promise<void> => {
+    if (closed) return;
+    closed = true;
+    xds.close();
+    await server?.close({ timeoutMs: 500 }).catch(() => {});
+    await handler.close();
+    client?.destroy();
+    secrets.close();
+    caClient.close();
+  };
+
+  const ready = (async () => {
+    await reload();
+    const own = await svid();
+    await xds.ready();
+    if (closed) throw new WaypointError("ERR_WAYPOINT_CLOSED", "closed before it was ready");
+    const s = createHboneServer({
+      key: own.privateKeyPem,
+      certChain: own.certChainPem,
+      trustBundle,
+      onTunnel,
+      logger,
+      metrics,
+    });
+    try {
+      await s.listen({ host: options.ip, port: hbonePort });
+    } catch (cause) {
+      await s.close({ timeoutMs: 0 }).catch(() => {});
+      throw new WaypointError("ERR_WAYPOINT_LISTEN", `cannot listen on ${options.ip}:${hbonePort}`, {
+        cause,
+      });
+    }
+    server = s;
+    if (closed) await s.close({ timeoutMs: 0 });
+    logger.info({ ip: options.ip, identity }, "waypoint ready");
+  })();
+  ready.catch(() => {});
+  secrets.on("rotated", (event: { svid: X509Svid }) => {
+    server?.setCredentials({
+      key: event.svid.privateKeyPem,
+      certChain: event.svid.certChainPem,
+      trustBundle,
+    });
+  });
+
+  return {
+    address: `${options.ip}:${hbonePort}`,
+    identity,
+    ready,
+    reload,
+    metricsText: () => registry.metrics(),
+    close,
+  };
+}

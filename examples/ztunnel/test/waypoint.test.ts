@@ -1,0 +1,156 @@
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { connect } from "node:net";
+import { after, before, describe, it } from "node:test";
+import { createHboneServer, type HboneServer } from "@ambient/hbone";
+import type { Service, Workload } from "@ambient/xds";
+import { type RunningZtunnel, startZtunnel } from "../src/index.js";
+import { encodeGreeting, encodeRequest, parseReply, SOCKS5_REPLY } from "../src/socks5.js";
+import { startTestControlPlane, type TestControlPlane } from "./control-plane.js";
+
+const base = `127.${40 + Math.floor(Math.random() * 200)}.${Math.floor(Math.random() * 256)}`;
+const ip = {
+  nodeA: `${base}.1`,
+  sleep: `${base}.11`,
+  web: `${base}.12`,
+  waypoint: `${base}.20`,
+  vip: `${base}.100`,
+  lostVip: `${base}.101`,
+  nowhere: `${base}.30`,
+};
+const bytes = (a: string) => Uint8Array.from(a.split(".").map(Number));
+
+function workload(name: string, node: string, address: string, extra: Partial<Workload> = {}): Workload {
+  return {
+    uid: `Kubernetes//Pod/default/${name}`,
+    name,
+    namespace: "default",
+    addresses: [bytes(address)],
+    hostname: "",
+    network: "",
+    tunnelProtocol: "HBONE",
+    trustDomain: "",
+    serviceAccount: name,
+    node,
+    canonicalName: name,
+    canonicalRevision: "latest",
+    workloadType: "POD",
+    workloadName: name,
+    nativeTunnel: false,
+    services: {},
+    authorizationPolicies: [],
+    status: "HEALTHY",
+    clusterId: "Kubernetes",
+    networkMode: "STANDARD",
+    extensions: [],
+    ...extra,
+  };
+}
+
+function service(name: string, vip: string, waypointIp: string): Service {
+  return {
+    name,
+    namespace: "default",
+    hostname: `${name}.default.svc.cluster.local`,
+    addresses: [{ network: "", address: bytes(vip) }],
+    ports: [{ servicePort: 80, targetPort: 8080, appProtocol: "HTTP11" }],
+    subjectAltNames: [],
+    ipFamilies: "IPV4_ONLY",
+    extensions: [],
+    canonical: true,
+    ingressUseWaypoint: false,
+    weightedWaypoints: [],
+    visibility: "PUBLIC",
+    waypoint: { address: { network: "", address: bytes(waypointIp) }, hboneMtlsPort: 15008 },
+  } as Service;
+}
+
+/** SOCKS5 CONNECT, then half-close and read until the peer closes. */
+async function call(proxy: string, host: string, port: number): Promise<{ reply: number; answer: string }> {
+  const [h, p] = proxy.split(":");
+  const socket = connect({ host: h, port: Number(p), localAddress: ip.sleep, allowHalfOpen: true });
+  await once(socket, "connect");
+  socket.write(encodeGreeting());
+  socket.write(encodeRequest(host, port));
+  let buffered = Buffer.alloc(0);
+  let reply: number | undefined;
+  const answer: Buffer[] = [];
+  socket.on("data", (chunk: Buffer) => {
+    if (reply !== undefined) {
+      answer.push(chunk);
+      return;
+    }
+    buffered = Buffer.concat([buffered, chunk]);
+    const parsed = buffered.length < 2 ? undefined : parseReply(buffered.subarray(2));
+    if (parsed === undefined) return;
+    reply = parsed.reply;
+    const rest = buffered.subarray(2 + parsed.length);
+    if (rest.length > 0) answer.push(rest);
+    socket.end();
+  });
+  socket.on("error", () => {});
+  await once(socket, "close");
+  return { reply: reply ?? -1, answer: Buffer.concat(answer).toString() };
+}
+
+describe("outbound to a Service bound to a waypoint", { timeout: 60_000 }, () => {
+  let cp: TestControlPlane;
+  let nodeA: RunningZtunnel;
+  let waypoint: HboneServer;
+
+  before(async () => {
+    cp = await startTestControlPlane();
+    cp.setWorkload(workload("sleep", "node-a", ip.sleep));
+    // The endpoint's node has no ztunnel here: a direct dial would fail, only the waypoint answers.
+    cp.setWorkload(
+      workload("web", "node-b", ip.web, {
+        services: {
+          "default/web.default.svc.cluster.local": {
+            ports: [{ servicePort: 80, targetPort: 8080, appProtocol: "HTTP11" }],
+          },
+        },
+      }),
+    );
+    cp.setWorkload(workload("waypoint", "node-w", ip.waypoint, { tunnelProtocol: "NONE" }));
+    cp.setService(service("web", ip.vip, ip.waypoint));
+    cp.setService(service("lost", ip.lostVip, ip.nowhere));
+    const svid = await cp.issue("spiffe://cluster.local/ns/default/sa/waypoint");
+    waypoint = createHboneServer({
+      key: svid.privateKeyPem,
+      certChain: svid.certChainPem,
+      trustBundle: cp.rootCertPem,
+      onTunnel: (tunnel) => {
+        const stream = tunnel.accept();
+        stream.resume();
+        stream.end(`waypoint got ${tunnel.rawAuthority} from ${tunnel.peerIdentity.toString()}`);
+      },
+    });
+    await waypoint.listen({ host: ip.waypoint, port: 15008 });
+    nodeA = await startZtunnel({
+      controlPlaneAddress: cp.address,
+      rootCertPem: cp.rootCertPem,
+      ports: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
+      nodeName: "node-a",
+      nodeIp: ip.nodeA,
+      token: await cp.tokenFor("node-a"),
+    });
+    await nodeA.ready;
+  });
+
+  after(async () => {
+    await nodeA?.close();
+    await waypoint?.close({ timeoutMs: 0 });
+    await cp?.close();
+  });
+
+  it("tunnels to the waypoint with the original VIP:port and the source pod's identity", async () => {
+    const { reply, answer } = await call(nodeA.addresses.socks5, ip.vip, 80);
+    assert.equal(reply, SOCKS5_REPLY.succeeded);
+    assert.equal(answer, `waypoint got ${ip.vip}:80 from spiffe://cluster.local/ns/default/sa/sleep`);
+  });
+
+  it("refuses when the waypoint address is no known workload", async () => {
+    const { reply } = await call(nodeA.addresses.socks5, ip.lostVip, 80);
+    assert.equal(reply, SOCKS5_REPLY.hostUnreachable);
+  });
+});
