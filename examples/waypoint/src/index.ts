@@ -25,7 +25,7 @@ export { WaypointError, type WaypointErrorCode, type WaypointErrorDetails } from
 export { createPromMetricsSink } from "./prom-metrics.js";
 export type { Counter, Gauge, Histogram, Logger, MetricLabels, MetricsSink } from "./telemetry.js";
 export { noopLogger, noopMetrics } from "./telemetry.js";
-export { type RunningWaypoint, startWaypoint, type WaypointOptions, withSocketTimeout } from "./waypoint.js";
+export { type RunningWaypoint, startWaypoint, type WaypointOptions } from "./waypoint.js";
 export {
   type ManifestText,
   selectWaypointManifests,

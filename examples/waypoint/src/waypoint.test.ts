@@ -1,29 +1,7 @@
 import assert from "node:assert/strict";
-import { once } from "node:events";
-import { PassThrough } from "node:stream";
 import { describe, it } from "node:test";
 import { WaypointError } from "./errors.js";
-import { startWaypoint, withSocketTimeout } from "./waypoint.js";
-
-describe("withSocketTimeout", () => {
-  it("emits timeout after the delay, and setTimeout(0) cancels it", async () => {
-    const stream = withSocketTimeout(new PassThrough()) as PassThrough & {
-      setTimeout(ms: number, cb?: () => void): unknown;
-    };
-    // The timer is unref'd like a socket's: hold the loop open while waiting for it.
-    const hold = setInterval(() => {}, 1000);
-    stream.setTimeout(5);
-    await once(stream, "timeout");
-    let fired = 0;
-    stream.on("timeout", () => fired++);
-    stream.setTimeout(5);
-    stream.setTimeout(0);
-    await new Promise((resolve) => setTimeout(resolve, 30));
-    clearInterval(hold);
-    assert.equal(fired, 0);
-    stream.destroy();
-  });
-});
+import { startWaypoint } from "./waypoint.js";
 
 describe("startWaypoint options", () => {
   const base = {

@@ -1,7 +1,6 @@
 import { readdir, readFile } from "node:fs/promises";
 import { isIP } from "node:net";
 import { join } from "node:path";
-import type { Duplex } from "node:stream";
 import { deniedBy, identityOf, WorkloadStore } from "@ambient/example-ztunnel";
 import {
   createHboneClient,
@@ -82,34 +81,6 @@ function controlPlaneCredentials(rootCertPem: string, expected: string): grpc.Ch
   });
 }
 
-/**
- * Node's HTTP agent keeps idle upstream connections with `socket.setTimeout`, which a tunnel stream
- * lacks: give it one that emits `timeout` after `ms` (0 clears it), as a socket does.
- */
-export function withSocketTimeout<T extends Duplex>(stream: T): T {
-  const target = stream as T & { setTimeout?: unknown };
-  if (typeof target.setTimeout === "function") return stream;
-  let timer: NodeJS.Timeout | undefined;
-  const clear = () => {
-    if (timer !== undefined) clearTimeout(timer);
-    timer = undefined;
-  };
-  stream.once("close", clear);
-  Object.defineProperty(stream, "setTimeout", {
-    configurable: true,
-    value(ms: number, callback?: () => void): T {
-      clear();
-      if (callback !== undefined) stream.once("timeout", callback);
-      if (ms > 0 && !stream.destroyed) {
-        timer = setTimeout(() => stream.emit("timeout"), ms);
-        timer.unref();
-      }
-      return stream;
-    },
-  });
-  return stream;
-}
-
 async function readManifests(dir: string): Promise<ManifestText[]> {
   const names = (await readdir(dir)).filter((n) => n.endsWith(".yaml") || n.endsWith(".yml"));
   return Promise.all(names.map(async (path) => ({ path, text: await readFile(join(dir, path), "utf8") })));
@@ -186,7 +157,7 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
       sourceAddress: options.ip,
       credentials: creds,
     });
-    return withSocketTimeout(stream);
+    return stream;
   };
 
   const handler: WaypointHandler = createWaypointHandler({

@@ -87,14 +87,37 @@ const socketNoop = function (this: Duplex): Duplex {
 };
 
 /**
- * The keep-alive agent calls TCP socket methods (setKeepAlive, ref, unref, setNoDelay) on its sockets;
- * a tunnel stream may lack them, and for it they mean nothing.
+ * Gives a stream without one a socket-like `setTimeout(ms, callback?)`: emits `timeout` after `ms` of
+ * being set (0 clears it). The keep-alive agent uses it to expire idle connections.
  */
-function withSocketMethods(stream: Duplex): Duplex {
+function addSocketTimeout(stream: Duplex): void {
+  let timer: NodeJS.Timeout | undefined;
+  const clear = () => {
+    if (timer !== undefined) clearTimeout(timer);
+    timer = undefined;
+  };
+  stream.once("close", clear);
+  (stream as unknown as Record<string, unknown>).setTimeout = (ms: number, callback?: () => void): Duplex => {
+    clear();
+    if (callback !== undefined) stream.once("timeout", callback);
+    if (ms > 0 && !stream.destroyed) {
+      timer = setTimeout(() => stream.emit("timeout"), ms);
+      timer.unref();
+    }
+    return stream;
+  };
+}
+
+/**
+ * The keep-alive agent calls TCP socket methods (setKeepAlive, ref, unref, setNoDelay, setTimeout) on its
+ * sockets; a tunnel stream may lack them. Most mean nothing for a tunnel; setTimeout keeps its meaning.
+ */
+export function withSocketMethods(stream: Duplex): Duplex {
   const s = stream as unknown as Record<string, unknown>;
   for (const name of ["setKeepAlive", "ref", "unref", "setNoDelay"]) {
     if (typeof s[name] !== "function") s[name] = socketNoop;
   }
+  if (typeof s.setTimeout !== "function") addSocketTimeout(stream);
   // Small request/response writes must not wait for Nagle's algorithm.
   (stream as unknown as { setNoDelay(v: boolean): void }).setNoDelay(true);
   return ensureBufferWrites(stream);
