@@ -28,9 +28,22 @@ if (files.length === 0) {
   console.error(`no test files under ${process.cwd()}/{src,test}`);
   process.exit(1);
 }
+// A test that hangs (a leaked handle, a peer that never answers) must fail, not stall CI: each test
+// gets two minutes, and the whole package run is killed after fifteen.
+const TEST_TIMEOUT_MS = 120_000;
+const PACKAGE_TIMEOUT_MS = 15 * 60_000;
 const result = spawnSync(
   process.execPath,
-  ["--import", "tsx", "--test", "--test-reporter=spec", ...process.argv.slice(2), ...files],
-  { stdio: "inherit" },
+  [
+    "--import",
+    "tsx",
+    "--test",
+    "--test-reporter=spec",
+    `--test-timeout=${TEST_TIMEOUT_MS}`,
+    ...process.argv.slice(2),
+    ...files,
+  ],
+  { stdio: "inherit", timeout: PACKAGE_TIMEOUT_MS, killSignal: "SIGKILL" },
 );
+if (result.error) console.error(`test run of ${process.cwd()} stopped: ${result.error.message}`);
 process.exit(result.status ?? 1);
