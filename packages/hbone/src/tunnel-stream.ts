@@ -74,6 +74,9 @@ export class TunnelStream extends Duplex implements TunnelInfo {
   #onH2Close(): void {
     this.#h2Closed = true;
     if (this.destroyed) return;
+    // Both directions already ended: nothing can be lost, whatever code the stream closed with
+    // (Node 22 reports CANCEL when the session is torn down right after a complete exchange).
+    if (this.#sawEnd && this.#endSent) return;
     const code = this.#h2.rstCode ?? constants.NGHTTP2_NO_ERROR;
     if (code !== constants.NGHTTP2_NO_ERROR && !this.#resetByUs) {
       this.destroy(resetError(code, "peer"));

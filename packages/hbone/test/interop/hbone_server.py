@@ -15,6 +15,7 @@ import sys
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 
 
 def main():
@@ -63,6 +64,7 @@ def main():
             del pending[sid]
             conn.end_stream(sid)
 
+    terminated = False
     while True:
         try:
             data = tls.recv(65536)
@@ -70,7 +72,15 @@ def main():
             break
         if not data:
             break
-        for ev in conn.receive_data(data):
+        try:
+            events = conn.receive_data(data)
+        except h2.exceptions.ProtocolError:
+            # After the peer's GOAWAY, h2 treats any further frame (Node 22 may still send RST_STREAM
+            # for a stream it is tearing down) as an error; RFC 9113 lets it be ignored. Stop reading.
+            if terminated:
+                break
+            raise
+        for ev in events:
             if isinstance(ev, h2.events.RequestReceived):
                 if "clientSettings" not in seen:
                     rs = conn.remote_settings
@@ -101,7 +111,7 @@ def main():
                 for sid in list(pending):
                     flush_pending(sid)
             elif isinstance(ev, h2.events.ConnectionTerminated):
-                pass
+                terminated = True
         out = conn.data_to_send()
         if out:
             tls.sendall(out)
