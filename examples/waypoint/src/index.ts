@@ -22,9 +22,6 @@
  */
 export { type BackendRef, resolveServiceBackend, serviceAtVip } from "./backends.js";
 export { WaypointError, type WaypointErrorCode, type WaypointErrorDetails } from "./errors.js";
-export { createPromMetricsSink } from "./prom-metrics.js";
-export type { Counter, Gauge, Histogram, Logger, MetricLabels, MetricsSink } from "./telemetry.js";
-export { noopLogger, noopMetrics } from "./telemetry.js";
 export { type RunningWaypoint, startWaypoint, type WaypointOptions } from "./waypoint.js";
 export {
   type ManifestText,

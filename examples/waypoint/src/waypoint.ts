@@ -1,7 +1,14 @@
 import { readdir, readFile } from "node:fs/promises";
 import { isIP } from "node:net";
 import { join } from "node:path";
-import { deniedBy, identityOf, WorkloadStore } from "@ambient/example-ztunnel";
+import {
+  createPromMetricsSink,
+  deniedBy,
+  identityOf,
+  type Logger,
+  noopLogger,
+  WorkloadStore,
+} from "@ambient/example-ztunnel";
 import {
   createHboneClient,
   createHboneServer,
@@ -18,8 +25,6 @@ import * as grpc from "@grpc/grpc-js";
 import { Registry } from "prom-client";
 import { resolveServiceBackend, serviceAtVip } from "./backends.js";
 import { WaypointError } from "./errors.js";
-import { createPromMetricsSink } from "./prom-metrics.js";
-import { type Logger, noopLogger } from "./telemetry.js";
 import { type ManifestText, selectWaypointManifests } from "./waypoint-manifests.js";
 
 /** Options of {@link startWaypoint}. */
