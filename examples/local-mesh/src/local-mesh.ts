@@ -9,11 +9,7 @@ import {
   startControlPlane,
   waypointGateways,
 } from "@ambient/example-control-plane";
-import {
-  type RunningWaypoint,
-  startWaypoint,
-  type Logger as WaypointLogger,
-} from "@ambient/example-waypoint";
+import { type RunningWaypoint, startWaypoint } from "@ambient/example-waypoint";
 import {
   encodeGreeting,
   encodeRequest,
@@ -22,6 +18,7 @@ import {
   type RunningZtunnel,
   SOCKS5_REPLY,
   startZtunnel,
+  type Logger as WaypointLogger,
 } from "@ambient/example-ztunnel";
 
 /** Options of {@link startLocalMesh}. */
