@@ -6,15 +6,15 @@
  * Load comes from h2load (nghttp2-client) in HTTP/1.1 mode. Run with `pnpm bench` after `pnpm build`
  * (turbo builds first).
  */
-import { execFile } from "node:child_process";
-import { writeFileSync } from "node:fs";
-import http from "node:http";
-import net, { type AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
+import { type ChildProcess, execFile, fork } from "node:child_process";
+import { rmSync, writeFileSync } from "node:fs";
+import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import type * as RouterModule from "../src/index.js";
 import type { RouteRequest } from "../src/index.js";
+import { makeRoutes } from "./routes.js";
 
 const run = promisify(execFile);
 
@@ -30,41 +30,7 @@ try {
     "dist/ not built: benchmarking the TypeScript sources (run `pnpm build` first for release numbers)",
   );
 }
-const { createRouteTable, createWaypointHandler } = router;
-
-function makeRoutes(n: number): unknown[] {
-  const routes: unknown[] = [];
-  for (let i = 0; i < n; i++) {
-    routes.push({
-      kind: "HTTPRoute",
-      metadata: {
-        name: `route-${i}`,
-        namespace: "bench",
-        creationTimestamp: new Date(1_700_000_000_000 + i * 1000).toISOString(),
-      },
-      spec: {
-        parentRefs: [{ kind: "Gateway", name: "waypoint" }],
-        hostnames: [`svc-${i % 25}.bench.svc.cluster.local`],
-        rules: [
-          {
-            matches: [{ path: { type: "Exact", value: `/api/v${i}/health` } }],
-            backendRefs: [{ name: `svc-${i}`, port: 80 }],
-          },
-          {
-            matches: [{ path: { value: `/api/v${i}` }, headers: [{ name: "x-canary", value: "true" }] }],
-            backendRefs: [{ name: `svc-${i}-canary`, port: 80 }],
-          },
-          {
-            matches: [{ path: { value: `/api/v${i}` }, method: "POST" }],
-            backendRefs: [{ name: `svc-${i}`, port: 80 }],
-          },
-          { matches: [{ path: { value: `/static/${i}` } }], backendRefs: [{ name: `svc-${i}`, port: 80 }] },
-        ],
-      },
-    });
-  }
-  return routes;
-}
+const { createRouteTable } = router;
 
 function makeRequests(n: number, count: number): RouteRequest[] {
   const out: RouteRequest[] = [];
@@ -113,154 +79,113 @@ function timeMatches(sizes: readonly number[]): number[] {
   return best;
 }
 
-async function listen(server: net.Server): Promise<number> {
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return (server.address() as AddressInfo).port;
+interface Side {
+  name: "waypoint" | "baseline";
+  child: ChildProcess;
+  port: number;
+  requests: number;
+  seconds: number;
+  cpuUs: number;
+  gcMs: number;
 }
 
-interface LoadResult {
-  rps: number;
-  /** CPU time of this process (proxy + backend) per request, in microseconds. */
-  cpuPerRequestUs: number;
+// Each side runs in its own process with its own backend, so neither side's JIT and GC state shapes
+// the other's (a second copy of the same proxy in one process measured up to 30% slower). With two or
+// more CPUs the proxies are pinned to CPU 1 and h2load to CPU 0, which keeps the scheduler from
+// moving them around between slices.
+const pin = process.platform === "linux" && cpus().length >= 2 && (await hasTaskset());
+
+async function hasTaskset(): Promise<boolean> {
+  try {
+    await run("taskset", ["-c", "0", "true"]);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
-async function h2load(port: number, bodyFile: string, seconds: number): Promise<LoadResult> {
-  const cpuBefore = process.cpuUsage();
-  const { stdout } = await run(
-    "h2load",
-    [
-      "--h1",
-      "-c",
-      "32",
-      "-m",
-      "1",
-      "-t",
-      "1",
-      "-D",
-      String(seconds),
-      "-d",
-      bodyFile,
-      "-H",
-      "content-type: application/octet-stream",
-      `http://127.0.0.1:${port}/api/echo`,
-    ],
-    { timeout: (seconds + 20) * 1000 },
-  );
-  const m = /finished in [^,]+, ([\d.]+) req\/s/.exec(stdout);
+async function startSide(name: Side["name"]): Promise<Side> {
+  const script = fileURLToPath(new URL("./proxy-server.ts", import.meta.url));
+  const nodeArgs = ["--import", "tsx"];
+  const child = pin
+    ? fork(script, [name], { execPath: "taskset", execArgv: ["-c", "1", process.execPath, ...nodeArgs] })
+    : fork(script, [name], { execArgv: nodeArgs });
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once("message", (m) => resolve((m as { port: number }).port));
+    child.once("exit", (code) => reject(new Error(`${name} proxy exited with ${code}`)));
+  });
+  return { name, child, port, requests: 0, seconds: 0, cpuUs: 0, gcMs: 0 };
+}
+
+function stats(side: Side): Promise<{ cpuUs: number; gcMs: number }> {
+  return new Promise((resolve) => {
+    side.child.once("message", (m) => resolve(m as { cpuUs: number; gcMs: number }));
+    side.child.send("stats");
+  });
+}
+
+/** One h2load run against a side: HTTP/1.1 keep-alive, 32 connections, 1 KiB request bodies. */
+async function h2load(
+  port: number,
+  bodyFile: string,
+  seconds: number,
+): Promise<{ requests: number; seconds: number }> {
+  const args = [
+    "--h1",
+    "-c",
+    "32",
+    "-m",
+    "1",
+    "-t",
+    "1",
+    "-D",
+    String(seconds),
+    "-d",
+    bodyFile,
+    "-H",
+    "content-type: application/octet-stream",
+    `http://127.0.0.1:${port}/api/echo`,
+  ];
+  const { stdout } = await run(pin ? "taskset" : "h2load", pin ? ["-c", "0", "h2load", ...args] : args, {
+    timeout: (seconds + 20) * 1000,
+  });
+  // h2load prints the run time in ms below one second ("finished in 999.34ms") and in s above it.
+  const finished = /finished in ([\d.]+)(ms|s), /.exec(stdout);
   const ok = /status codes: (\d+) 2xx/.exec(stdout);
-  if (m === null || ok === null || Number(ok[1]) === 0)
+  if (finished === null || ok === null || Number(ok[1]) === 0)
     throw new Error(`unexpected h2load output:\n${stdout}`);
   const bad = /status codes: \d+ 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(stdout);
   if (bad !== null && Number(bad[1]) + Number(bad[2]) + Number(bad[3]) > 0) {
     throw new Error(`non-2xx answers during the run:\n${stdout}`);
   }
   if (process.env.BENCH_VERBOSE === "1") console.log(stdout);
-  const cpu = process.cpuUsage(cpuBefore);
-  return { rps: Number(m[1]), cpuPerRequestUs: (cpu.user + cpu.system) / Number(ok[1]) };
+  return { requests: Number(ok[1]), seconds: Number(finished[1]) / (finished[2] === "ms" ? 1000 : 1) };
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1
-    ? (sorted[mid] as number)
-    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
-}
-
-async function proxyBench(): Promise<{ router: LoadResult[]; baseline: LoadResult[] }> {
-  const payload = Buffer.alloc(1024, "r");
-  const backend = http.createServer((req, res) => {
-    req.resume();
-    req.on("end", () => {
-      res.writeHead(200, { "content-type": "application/octet-stream", "content-length": payload.length });
-      res.end(payload);
-    });
-  });
-  backend.keepAliveTimeout = 60_000;
-  const backendPort = await listen(backend);
-
-  // Baseline: the smallest useful node:http reverse proxy (keep-alive pool, streaming both ways).
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
-  const baseline = http.createServer((req, res) => {
-    const up = http.request(
-      {
-        host: "127.0.0.1",
-        port: backendPort,
-        method: req.method,
-        path: req.url,
-        headers: req.headers,
-        agent,
-      },
-      (r) => {
-        res.writeHead(r.statusCode ?? 502, r.headers);
-        r.pipe(res);
-      },
-    );
-    up.on("error", () => {
-      res.writeHead(502);
-      res.end();
-    });
-    req.pipe(up);
-  });
-  baseline.keepAliveTimeout = 60_000;
-  const baselinePort = await listen(baseline);
-
-  const handler = createWaypointHandler({
-    routes: makeRoutes(10).concat([
-      {
-        kind: "HTTPRoute",
-        metadata: { name: "echo", namespace: "bench" },
-        spec: {
-          parentRefs: [{ kind: "Gateway", name: "waypoint" }],
-          rules: [
-            {
-              matches: [{ path: { value: "/api/echo" } }],
-              filters: [
-                {
-                  type: "RequestHeaderModifier",
-                  requestHeaderModifier: { set: [{ name: "x-routed", value: "1" }] },
-                },
-              ],
-              backendRefs: [{ name: "echo", port: 80 }],
-            },
-          ],
-        },
-      },
-    ]),
-    resolveBackend: (b) =>
-      b.name === "echo" ? [{ address: "127.0.0.1", port: backendPort, protocol: "http1" }] : undefined,
-    connect: (ep) => net.connect(ep.port, ep.address),
-  });
-  const front = net.createServer((socket) =>
-    handler.handle(socket, { peerIdentity: "spiffe://cluster.local/ns/bench/sa/client" }),
-  );
-  const routerPort = await listen(front);
-
+async function proxyBench(): Promise<Side[]> {
+  const sides = [await startSide("baseline"), await startSide("waypoint")];
   const bodyFile = join(tmpdir(), `router-bench-${process.pid}.bin`);
   writeFileSync(bodyFile, Buffer.alloc(1024, "q"));
-  const seconds = 2;
-  await h2load(routerPort, bodyFile, 2); // warm-up (JIT)
-  await h2load(baselinePort, bodyFile, 2);
-  const routerRuns: LoadResult[] = [];
-  const baselineRuns: LoadResult[] = [];
-  // Interleaved runs, so load from other processes hits both sides alike.
-  for (let i = 0; i < 5; i++) {
-    // Alternate which side goes first so neither always gets the warmer machine.
-    if (i % 2 === 0) {
-      baselineRuns.push(await h2load(baselinePort, bodyFile, seconds));
-      routerRuns.push(await h2load(routerPort, bodyFile, seconds));
-    } else {
-      routerRuns.push(await h2load(routerPort, bodyFile, seconds));
-      baselineRuns.push(await h2load(baselinePort, bodyFile, seconds));
+  try {
+    for (const side of sides) await h2load(side.port, bodyFile, 2); // warm-up (JIT)
+    // Short slices, alternating which side goes first, so changes in machine load hit both alike.
+    const slices = Number(process.env.BENCH_SLICES ?? 10);
+    for (let i = 0; i < slices; i++) {
+      for (const side of i % 2 === 0 ? sides : [...sides].reverse()) {
+        const before = await stats(side);
+        const { requests, seconds } = await h2load(side.port, bodyFile, 1);
+        const after = await stats(side);
+        side.requests += requests;
+        side.seconds += seconds;
+        side.cpuUs += after.cpuUs - before.cpuUs;
+        side.gcMs += after.gcMs - before.gcMs;
+      }
     }
+  } finally {
+    for (const side of sides) side.child.send("exit");
+    rmSync(bodyFile, { force: true });
   }
-  await handler.close();
-  agent.destroy();
-  for (const s of [front, baseline, backend]) {
-    (s as http.Server).closeAllConnections?.();
-    s.close();
-  }
-  return { router: routerRuns, baseline: baselineRuns };
+  return sides;
 }
 
 // `pnpm bench -- --only=route` or `--only=proxy` runs one part.
@@ -272,19 +197,18 @@ if (only !== "proxy") {
   console.log(`route decision ratio ${routeRatio.toFixed(2)} (goal <= 2.0)`);
 }
 if (only !== "route") {
-  const { router, baseline } = await proxyBench();
-  const rpsRouter = median(router.map((r) => r.rps));
-  const rpsBaseline = median(baseline.map((r) => r.rps));
-  const cpuRouter = median(router.map((r) => r.cpuPerRequestUs));
-  const cpuBaseline = median(baseline.map((r) => r.cpuPerRequestUs));
+  const [baseline, waypoint] = (await proxyBench()) as [Side, Side];
+  const rps = (side: Side) => side.requests / side.seconds;
+  const cpu = (side: Side) => side.cpuUs / side.requests;
+  const gc = (side: Side) => (side.gcMs * 1000) / side.requests;
   console.log(
-    `HTTP/1.1 keep-alive, 1 KiB bodies, 32 connections (median of 5 interleaved runs): waypoint ${rpsRouter.toFixed(0)} req/s, node:http proxy ${rpsBaseline.toFixed(0)} req/s`,
+    `HTTP/1.1 keep-alive, 1 KiB bodies, 32 connections, ${process.env.BENCH_SLICES ?? 10} alternating 1 s slices per side${pin ? " (proxies on CPU 1, h2load on CPU 0)" : ""}: waypoint ${rps(waypoint).toFixed(0)} req/s, node:http proxy ${rps(baseline).toFixed(0)} req/s`,
   );
   console.log(
-    `CPU per request (proxy + backend process): waypoint ${cpuRouter.toFixed(0)} us, node:http proxy ${cpuBaseline.toFixed(0)} us`,
+    `CPU per request (proxy + backend process): waypoint ${cpu(waypoint).toFixed(0)} us (GC pauses ${gc(waypoint).toFixed(1)} us), node:http proxy ${cpu(baseline).toFixed(0)} us (GC pauses ${gc(baseline).toFixed(1)} us)`,
   );
-  console.log(`proxy throughput ratio ${(rpsRouter / rpsBaseline).toFixed(2)} (goal >= 0.80)`);
+  console.log(`proxy throughput ratio ${(rps(waypoint) / rps(baseline)).toFixed(2)} (goal >= 0.80)`);
   console.log(
-    `proxy CPU-efficiency ratio ${(cpuBaseline / cpuRouter).toFixed(2)} (goal >= 0.80; less sensitive to other load on the machine)`,
+    `proxy CPU-efficiency ratio ${(cpu(baseline) / cpu(waypoint)).toFixed(2)} (goal >= 0.80; less sensitive to other load on the machine)`,
   );
 }

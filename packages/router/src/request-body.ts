@@ -15,8 +15,8 @@ export class RequestBody {
   bytes = 0;
   /** False once the body outgrew the replay buffer: no more retries. */
   replayable = true;
-  /** Called for every chunk received (activity for idle timers). */
-  onData: (() => void) | undefined;
+  /** The stream idle timer, refreshed on every chunk received. */
+  idle: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly source: Readable,
@@ -29,7 +29,7 @@ export class RequestBody {
     this.started = true;
     this.source.on("data", (chunk: Buffer) => {
       this.bytes += chunk.length;
-      this.onData?.();
+      this.idle?.refresh();
       if (this.replayable) {
         this.recorded += chunk.length;
         if (this.recorded > this.limit) {

@@ -133,6 +133,11 @@ class EndpointAgent extends http.Agent {
     super({ keepAlive: true, maxFreeSockets, scheduling: "lifo" });
   }
 
+  /** One agent per endpoint: every request shares the same pool name (saves building one per request). */
+  override getName(): string {
+    return "endpoint";
+  }
+
   override createConnection(
     _options: http.ClientRequestArgs,
     callback?: (err: Error | null, stream: Duplex) => void,
@@ -173,8 +178,9 @@ const HOP_BY_HOP = new Set([
 /** Copies response headers minus pseudo-headers and hop-by-hop ones. */
 function responseHeaders(raw: NodeJS.Dict<string | string[] | number>): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
-  for (const [k, v] of Object.entries(raw)) {
-    if (v === undefined || k.startsWith(":") || HOP_BY_HOP.has(k)) continue;
+  for (const k in raw) {
+    const v = raw[k];
+    if (v === undefined || k.charCodeAt(0) === 58 /* ":" */ || HOP_BY_HOP.has(k)) continue;
     out[k] = typeof v === "number" ? String(v) : v;
   }
   return out;
@@ -223,14 +229,19 @@ export class UpstreamPool {
     endpoint: Endpoint,
     r: UpstreamRequest,
   ): { response: Promise<UpstreamResponse>; abort: () => void } {
-    const headers: Record<string, string | string[]> = { ...r.headers, host: r.authority };
-    const req = http.request({
+    // The request's header map belongs to this request (retries reuse it), so host is set in place.
+    const headers = r.headers;
+    headers.host = r.authority;
+    const options: http.RequestOptions & { servername: string } = {
       agent: this.agentFor(endpoint),
       method: r.method,
       path: r.path,
       headers,
       setHost: false,
-    });
+      // Plain TCP or a tunnel stream: no TLS server name for the agent to work out from the host header.
+      servername: "",
+    };
+    const req = http.request(options);
     let connected = false;
     req.on("socket", (socket) => {
       if (req.reusedSocket) connected = true;
@@ -338,6 +349,8 @@ export class UpstreamPool {
         ":authority": r.authority,
         ":scheme": "http",
       };
+      // An HTTP/1.1 attempt before this one may have set host; HTTP/2 carries it as :authority.
+      if (headers.host !== undefined) delete headers.host;
       const grpc = String(r.headers["content-type"] ?? "").startsWith("application/grpc");
       if (grpc) headers.te = "trailers";
       const s = session.request(headers, { endStream: r.body === undefined });

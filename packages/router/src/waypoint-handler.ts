@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import http from "node:http";
 import http2 from "node:http2";
 import type { Socket } from "node:net";
@@ -23,8 +22,9 @@ import {
   type RouteTarget,
 } from "./route-table.js";
 import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
-import { continueTrace, type TraceContext } from "./trace-context.js";
+import { continueTrace, requestId, type TraceContext } from "./trace-context.js";
 import {
+  type BackendTarget,
   type ConnectUpstream,
   type Endpoint,
   endpointKey,
@@ -199,8 +199,8 @@ interface Exchange {
   recorded: boolean;
   /** Runs when the client side closes, before the metrics are recorded. */
   onClose: (() => void) | undefined;
-  /** Called whenever body bytes move (restarts the stream idle timer). */
-  activity: (() => void) | undefined;
+  /** Stream idle timer, refreshed whenever body bytes move. */
+  idle: NodeJS.Timeout | undefined;
 }
 
 function headerBytes(headers: Record<string, unknown>): number {
@@ -223,6 +223,8 @@ function sleep(ms: number): Promise<void> {
 export function createWaypointHandler(options: WaypointHandlerOptions): WaypointHandler {
   const logger = options.logger ?? noopLogger;
   const metrics = new RequestMetrics(options.metrics ?? noopMetrics);
+  // Without a metrics sink the 25 labels of every request are not worth building.
+  const metricsEnabled = options.metrics !== undefined && options.metrics !== noopMetrics;
   const lbPolicy = options.loadBalancing ?? "least-request";
   if (lbPolicy !== "least-request" && lbPolicy !== "round-robin") {
     throw new RouterError("ERR_OPTIONS_INVALID", `loadBalancing must be "least-request" or "round-robin"`);
@@ -239,6 +241,9 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
   const pool = new UpstreamPool(options.connect, options.maxIdleConnectionsPerEndpoint ?? 100);
   let table: RouteTable = createRouteTable(options.routes, { waypoint: options.waypoint });
   const pickers = new Map<string, EndpointPicker<Endpoint>>();
+  const pickerByBackend = new WeakMap<ResolvedBackendRef, EndpointPicker<Endpoint>>();
+  const targets = new WeakMap<ResolvedBackendRef, BackendTarget>();
+  const defaultRoutes = new Map<string, { rule: CompiledRule; matchedPrefix: undefined }>();
   const weighted = new WeakMap<CompiledRule, () => ResolvedBackendRef | undefined>();
   const streams = new Set<Duplex>();
   const infoByStream = new WeakMap<object, TunnelInfo>();
@@ -277,13 +282,33 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     );
   });
 
+  /** The frozen {@link BackendTarget} handed to `resolveBackend`, made once per backendRef. */
+  function backendTarget(backend: ResolvedBackendRef): BackendTarget {
+    let target = targets.get(backend);
+    if (target === undefined) {
+      target = Object.freeze({
+        group: backend.group,
+        kind: backend.kind,
+        name: backend.name,
+        namespace: backend.namespace,
+        port: backend.port,
+      });
+      targets.set(backend, target);
+    }
+    return target;
+  }
+
   function pickerFor(backend: ResolvedBackendRef): EndpointPicker<Endpoint> {
+    const cached = pickerByBackend.get(backend);
+    if (cached !== undefined) return cached;
+    // Every rule that names the same Service and port shares one picker (and its in-flight counts).
     const key = `${backend.namespace}/${backend.name}:${backend.port ?? ""}`;
     let p = pickers.get(key);
     if (p === undefined) {
       p = createEndpointPicker(lbPolicy, endpointKey);
       pickers.set(key, p);
     }
+    pickerByBackend.set(backend, p);
     return p;
   }
 
@@ -338,8 +363,10 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     if (x.recorded) return;
     x.recorded = true;
     const duration = performance.now() - x.start;
-    const reqBytes = headerBytes(x.req.headers) + (x.body?.bytes ?? 0);
-    metrics.record(labels(x), duration, reqBytes, x.responseBytes);
+    if (metricsEnabled) {
+      const reqBytes = headerBytes(x.req.headers) + (x.body?.bytes ?? 0);
+      metrics.record(labels(x), duration, reqBytes, x.responseBytes);
+    }
     if (logger === noopLogger) return;
     logger.debug(
       {
@@ -396,15 +423,17 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
 
   function upstreamHeaders(req: DownRequest, trace: TraceContext): HeaderMap {
     const out: HeaderMap = {};
-    for (const [k, v] of Object.entries(req.headers)) {
-      if (v === undefined || k.startsWith(":") || HOP_BY_HOP.has(k)) continue;
+    const incoming = req.headers;
+    for (const k in incoming) {
+      const v = incoming[k];
+      if (v === undefined || k.charCodeAt(0) === 58 /* ":" */ || HOP_BY_HOP.has(k)) continue;
       out[k] = v;
     }
     // The client already got its 100 Continue from this proxy; the backend gets the body right away.
     if (typeof out.expect === "string" && out.expect.toLowerCase() === "100-continue") delete out.expect;
     out.traceparent = trace.traceparent;
     // As Envoy does: every request gets an x-request-id (kept when present) and x-forwarded-proto.
-    if (out["x-request-id"] === undefined) out["x-request-id"] = randomUUID();
+    if (out["x-request-id"] === undefined) out["x-request-id"] = requestId();
     if (out["x-forwarded-proto"] === undefined) out["x-forwarded-proto"] = "http";
     return out;
   }
@@ -454,13 +483,28 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     if (table.hasRoutesFor(target)) return table.match(request);
     const svc = target.service;
     if (svc === undefined) return undefined;
-    // A Service without routes of its own routes to itself (Istio waypoint default).
+    // A Service without routes of its own routes to itself (Istio waypoint default). The rule is kept,
+    // so its backend keeps one weighted picker and one endpoint picker across requests.
+    const key = `${svc.namespace}/${svc.name}:${target.port ?? ""}`;
+    let found = defaultRoutes.get(key);
+    if (found === undefined) {
+      if (defaultRoutes.size >= 4096) defaultRoutes.clear();
+      found = defaultRoute(svc, target.port);
+      defaultRoutes.set(key, found);
+    }
+    return found;
+  }
+
+  function defaultRoute(
+    svc: { name: string; namespace: string },
+    port: number | undefined,
+  ): { rule: CompiledRule; matchedPrefix: undefined } {
     const backend: ResolvedBackendRef = {
       group: "",
       kind: "Service",
       name: svc.name,
       namespace: svc.namespace,
-      port: target.port,
+      port,
       weight: 1,
       requestHeaders: undefined,
       responseHeaders: undefined,
@@ -549,7 +593,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       try {
         endpoints =
           m.backend.kind === "Service" && m.backend.group === ""
-            ? options.resolveBackend(m.backend)
+            ? options.resolveBackend(backendTarget(m.backend))
             : undefined;
       } catch {
         endpoints = undefined;
@@ -578,7 +622,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     }
   }
 
-  async function serve(req: DownRequest, res: DownResponse, info: TunnelInfo, h2: boolean): Promise<void> {
+  function serve(req: DownRequest, res: DownResponse, info: TunnelInfo, h2: boolean): Promise<void> {
     const contentType = req.headers["content-type"];
     const x: Exchange = {
       req,
@@ -597,18 +641,16 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       trace: continueTrace(req.headers.traceparent, options.sampleNewTraces === true),
       recorded: false,
       onClose: undefined,
-      activity: undefined,
+      idle: undefined,
     };
     res.on("close", () => {
       x.onClose?.();
       record(x);
     });
-    try {
-      await proxy(x);
-    } catch (err) {
+    return proxy(x).catch((err: unknown) => {
       logger.error({ err }, "waypoint request failed");
       localReply(x, 500, "internal error", "-");
-    }
+    });
   }
 
   async function proxy(x: Exchange): Promise<void> {
@@ -674,13 +716,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     let endpoints: readonly Endpoint[] | undefined;
     if (backend.group === "" && backend.kind === "Service" && backend.port !== undefined) {
       try {
-        endpoints = options.resolveBackend({
-          group: backend.group,
-          kind: backend.kind,
-          name: backend.name,
-          namespace: backend.namespace,
-          port: backend.port,
-        });
+        endpoints = options.resolveBackend(backendTarget(backend));
       } catch (err) {
         logger.warn({ err, backend: backend.name }, "resolveBackend threw");
         endpoints = undefined;
@@ -692,7 +728,8 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     const requestTimeout = rule.requestTimeoutMs ?? defaultRequestTimeout;
     const perTryTimeout = rule.backendTimeoutMs ?? 0;
     const picker = pickerFor(backend);
-    const tried = new Set<string>();
+    // Endpoints already tried, avoided by retries; only built when a retry happens.
+    let tried: Set<string> | undefined;
     let abortCurrent: (() => void) | undefined;
     let expired = false;
     let clientGone = false;
@@ -716,9 +753,8 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
         ? setTimeout(() => expire([504, "stream timeout", "SI"]), streamIdleTimeout)
         : undefined;
     if (idle !== undefined) {
-      const refresh = () => idle.refresh();
-      x.activity = refresh;
-      if (x.body !== undefined) x.body.onData = refresh;
+      x.idle = idle;
+      if (x.body !== undefined) x.body.idle = idle;
     }
     const stopTimers = () => {
       if (deadline !== undefined) clearTimeout(deadline);
@@ -734,8 +770,11 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     };
 
     for (let attempt = 0; ; attempt++) {
+      if (attempt > 0 && x.endpoint !== undefined) {
+        tried ??= new Set();
+        tried.add(endpointKey(x.endpoint));
+      }
       const endpoint = picker.pick(endpoints, tried) as Endpoint;
-      tried.add(endpointKey(endpoint));
       x.endpoint = endpoint;
       const done = picker.begin(endpoint);
       const protocol = endpoint.protocol ?? (x.h2 ? "http2" : "http1");
@@ -843,27 +882,42 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     backend: ResolvedBackendRef,
     done: () => void,
   ): void {
-    const headers: HeaderMap = { ...up.headers };
+    // The upstream response's header object is this request's own copy: filters edit it in place.
+    const headers: HeaderMap = up.headers;
     applyHeaderFilter(headers, rule.responseHeaders);
     applyHeaderFilter(headers, backend.responseHeaders);
     x.status = up.status;
-    const gs = up.headers["grpc-status"];
+    const gs = headers["grpc-status"];
     if (typeof gs === "string") x.grpcStatus = gs;
-    x.responseBytes = headerBytes(headers);
-    x.res.writeHead(up.status, headers);
-    up.body.on("data", (chunk: Buffer) => {
-      x.responseBytes += chunk.length;
-      x.activity?.();
-    });
-    up.body.pipe(x.res, { end: false });
-    // Plain listeners rather than stream.finished(): this runs once per proxied request.
+    if (metricsEnabled) x.responseBytes = headerBytes(headers);
+    const res = x.res;
+    res.writeHead(up.status, headers);
+    const body = up.body;
     let settled = false;
+    let waiting = false;
+    const resume = () => {
+      waiting = false;
+      body.resume();
+    };
+    // One data listener forwards, counts bytes and marks activity; a full downstream buffer pauses
+    // the upstream body until it drains. (Cheaper per request than pipe() plus a counting listener.)
+    body.on("data", (chunk: Buffer) => {
+      x.responseBytes += chunk.length;
+      x.idle?.refresh();
+      if (settled || res.destroyed || res.writableEnded) return;
+      if (!res.write(chunk) && !waiting) {
+        waiting = true;
+        body.pause();
+        res.once("drain", resume);
+      }
+    });
+    // Plain listeners rather than stream.finished(): this runs once per proxied request.
     const settle = (err: unknown) => {
       if (settled) return;
       settled = true;
       done();
+      if (waiting) res.off("drain", resume);
       if (err !== undefined) {
-        up.body.unpipe(x.res);
         if (x.flags === "-") x.flags = "UC";
         if (!x.res.writableEnded) resetDownstream(x);
         return;
@@ -876,7 +930,6 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       }
       x.res.end();
     };
-    const body = up.body;
     body.once("end", () => settle(undefined));
     body.on("error", (err: unknown) => settle(err));
     body.once("close", () => {
@@ -923,7 +976,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       trace: continueTrace(req.headers.traceparent, options.sampleNewTraces === true),
       recorded: false,
       onClose: undefined,
-      activity: undefined,
+      idle: undefined,
     };
     const reject = (status: number, text: string, flag: string) => {
       x.status = status;
@@ -953,7 +1006,9 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     if (backend === undefined) return reject(500, "no backend for route", "-");
     x.backend = backend;
     const endpoints =
-      backend.kind === "Service" && backend.group === "" ? options.resolveBackend(backend) : undefined;
+      backend.kind === "Service" && backend.group === ""
+        ? options.resolveBackend(backendTarget(backend))
+        : undefined;
     if (endpoints === undefined) return reject(500, "invalid backend", "-");
     const endpoint = pickerFor(backend).pick(endpoints);
     if (endpoint === undefined) return reject(503, "no healthy upstream", "UH");
@@ -1050,6 +1105,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     handle,
     setRoutes(routes) {
       table = createRouteTable(routes, { waypoint: options.waypoint });
+      defaultRoutes.clear();
     },
     async close() {
       closed = true;

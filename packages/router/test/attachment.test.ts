@@ -122,3 +122,35 @@ describe("Service attachment, default routes and live route updates", () => {
     );
   });
 });
+
+describe("default route of a Service without routes", () => {
+  it("keeps balancing across its endpoints from one request to the next", async () => {
+    const a = await startBackend("details-a");
+    const b = await startBackend("details-b");
+    const wp = await startWaypoint(
+      { "bookinfo/details": [a.endpoint, b.endpoint] },
+      { routes: [], loadBalancing: "round-robin" },
+      { destination: { port: 9080, service: { name: "details", namespace: "bookinfo" } } },
+    );
+    try {
+      const seen: string[] = [];
+      for (let i = 0; i < 6; i++) {
+        const r = await request(wp.port, { path: "/details/1" });
+        assert.equal(r.status, 200);
+        seen.push(String(r.headers["x-backend"]));
+      }
+      assert.deepEqual(
+        seen.filter((_, i) => i % 2 === 0),
+        Array(3).fill(seen[0]),
+      );
+      assert.deepEqual(
+        seen.filter((_, i) => i % 2 === 1),
+        Array(3).fill(seen[1]),
+      );
+      assert.notEqual(seen[0], seen[1]);
+    } finally {
+      await wp.close();
+      await Promise.all([a, b].map((s) => stopServer(s.server)));
+    }
+  });
+});
