@@ -175,12 +175,17 @@ const HOP_BY_HOP = new Set([
   "host",
 ]);
 
+/** Whether a proxy passes a header on: not an HTTP/2 pseudo-header, not hop-by-hop (nor `host`). */
+export function isForwardedHeader(name: string): boolean {
+  return name.charCodeAt(0) !== 58 /* ":" */ && !HOP_BY_HOP.has(name);
+}
+
 /** Copies response headers minus pseudo-headers and hop-by-hop ones. */
 function responseHeaders(raw: NodeJS.Dict<string | string[] | number>): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   for (const k in raw) {
     const v = raw[k];
-    if (v === undefined || k.charCodeAt(0) === 58 /* ":" */ || HOP_BY_HOP.has(k)) continue;
+    if (v === undefined || !isForwardedHeader(k)) continue;
     out[k] = typeof v === "number" ? String(v) : v;
   }
   return out;

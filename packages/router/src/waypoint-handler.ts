@@ -28,6 +28,7 @@ import {
   type ConnectUpstream,
   type Endpoint,
   endpointKey,
+  isForwardedHeader,
   type ResolveBackend,
   UpstreamAttemptError,
   type UpstreamFailure,
@@ -146,16 +147,6 @@ export interface WaypointHandler {
 }
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
-const HOP_BY_HOP = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "transfer-encoding",
-  "upgrade",
-  "http2-settings",
-  "te",
-  "host",
-]);
 const GRPC_STATUS_FOR: Record<number, number> = {
   400: 13,
   401: 16,
@@ -426,7 +417,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     const incoming = req.headers;
     for (const k in incoming) {
       const v = incoming[k];
-      if (v === undefined || k.charCodeAt(0) === 58 /* ":" */ || HOP_BY_HOP.has(k)) continue;
+      if (v === undefined || !isForwardedHeader(k)) continue;
       out[k] = v;
     }
     // The client already got its 100 Continue from this proxy; the backend gets the body right away.
