@@ -38,13 +38,15 @@ describe("trace context", () => {
   });
   it("makes version 4 UUIDs for x-request-id, all different", () => {
     const ids = Array.from({ length: 2000 }, () => requestId());
-    for (const id of ids) assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    for (const id of ids)
+      assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     assert.equal(new Set(ids).size, ids.length);
   });
   it("keeps identifiers stable after later ones are made", () => {
     const first = continueTrace(undefined, false);
     const copy = { ...first };
-    for (let i = 0; i < 100; i++) continueTrace("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", false);
+    for (let i = 0; i < 100; i++)
+      continueTrace("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", false);
     assert.deepEqual(first, copy);
     assert.equal(first.traceparent, `00-${first.traceId}-${first.spanId}-00`);
   });
