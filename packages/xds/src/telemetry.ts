@@ -1,40 +1,11 @@
-/** Structured logger; pino fits this shape. */
-export interface Logger {
-  debug(obj: object, msg?: string): void;
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
-export type MetricLabels = Readonly<Record<string, string | number>>;
-export interface Counter {
-  inc(labels?: MetricLabels, value?: number): void;
-}
-export interface Gauge {
-  set(labels: MetricLabels, value: number): void;
-  inc(labels?: MetricLabels, value?: number): void;
-  dec(labels?: MetricLabels, value?: number): void;
-}
-export interface Histogram {
-  observe(labels: MetricLabels, value: number): void;
-}
-/** Metric factory; a prom-client adapter fits this shape. */
-export interface MetricsSink {
-  counter(name: string, help: string, labelNames?: readonly string[]): Counter;
-  gauge(name: string, help: string, labelNames?: readonly string[]): Gauge;
-  histogram(
-    name: string,
-    help: string,
-    labelNames?: readonly string[],
-    buckets?: readonly number[],
-  ): Histogram;
-}
-
-const noop = (): void => {};
-
-export const noopLogger: Logger = { debug: noop, info: noop, warn: noop, error: noop };
-
-export const noopMetrics: MetricsSink = {
-  counter: () => ({ inc: noop }),
-  gauge: () => ({ set: noop, inc: noop, dec: noop }),
-  histogram: () => ({ observe: noop }),
-};
+// The logger and metrics shapes are shared by every @ambient package; this package re-exports them.
+export {
+  type Counter,
+  type Gauge,
+  type Histogram,
+  type Logger,
+  type MetricLabels,
+  type MetricsSink,
+  noopLogger,
+  noopMetrics,
+} from "@ambient/telemetry";
