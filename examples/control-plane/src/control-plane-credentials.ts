@@ -1,23 +1,22 @@
-import { spiffeIdFromCertificate } from "@ambient/spiffe";
-import { type ChannelCredentials, credentials } from "@grpc/grpc-js";
+import { grpcChannelCredentials, SpiffeId, TrustBundle } from "@ambient/spiffe";
+import type { ChannelCredentials, ChannelOptions } from "@grpc/grpc-js";
 import { CONTROL_PLANE_IDENTITY } from "./control-plane.js";
 
+/** The TLS server name clients send: istiod's in-cluster name (TLS does not allow an IP address there). */
+export const CONTROL_PLANE_SERVER_NAME = "istiod.istio-system.svc";
+
 /**
- * Channel credentials a node agent uses to reach the control plane: TLS verified against the mesh
- * root, accepting only a server whose URI SAN is the control plane identity (no hostname check).
+ * Channel credentials and options a node agent uses to reach the control plane: TLS verified against
+ * the mesh root, accepting only a server whose URI SAN is the control plane identity (no hostname
+ * check). Spread the result into `createXdsClient` or `createCertificateServiceClient` options.
  */
-export function controlPlaneCredentials(
+export function controlPlaneChannel(
   rootCertPem: string,
   expectedId = CONTROL_PLANE_IDENTITY,
-): ChannelCredentials {
-  return credentials.createSsl(Buffer.from(rootCertPem), null, null, {
-    checkServerIdentity: (_host, cert) => {
-      try {
-        const id = spiffeIdFromCertificate(cert).toString();
-        return id === expectedId ? undefined : new Error(`control plane identity ${id} is not ${expectedId}`);
-      } catch (err) {
-        return err instanceof Error ? err : new Error(String(err));
-      }
-    },
+): { credentials: ChannelCredentials; channelOptions: ChannelOptions } {
+  return grpcChannelCredentials({
+    bundle: TrustBundle.fromPem(SpiffeId.parse(expectedId).trustDomain, rootCertPem),
+    expectedIds: [expectedId],
+    serverName: CONTROL_PLANE_SERVER_NAME,
   });
 }

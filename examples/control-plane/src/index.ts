@@ -23,7 +23,7 @@ export {
   type ReloadResult,
   startControlPlane,
 } from "./control-plane.js";
-export { controlPlaneCredentials } from "./control-plane-credentials.js";
+export { CONTROL_PLANE_SERVER_NAME, controlPlaneChannel } from "./control-plane-credentials.js";
 export { ControlPlaneError, type ControlPlaneErrorCode, type ControlPlaneErrorDetails } from "./errors.js";
 export { type KubeObject, type ManifestFile, type MeshIssue, parseManifests } from "./manifests.js";
 export { TOKEN_AUDIENCE, TOKEN_ISSUER } from "./mesh-state.js";

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { resolve } from "node:path";
 import { it } from "node:test";
-import { controlPlaneCredentials, startControlPlane } from "@ambient/example-control-plane";
+import { controlPlaneChannel, startControlPlane } from "@ambient/example-control-plane";
 import { createXdsClient, TypeUrl } from "@ambient/xds";
 
 it("README example", { timeout: 30_000 }, async () => {
@@ -9,7 +9,7 @@ it("README example", { timeout: 30_000 }, async () => {
   const cp = await startControlPlane({ meshDir, listen: "127.0.0.1:0", watch: false });
   const client = createXdsClient({
     address: cp.address,
-    credentials: controlPlaneCredentials(cp.rootCertPem),
+    ...controlPlaneChannel(cp.rootCertPem),
     node: {
       id: "ztunnel~127.20.0.1~ztunnel-node-a.istio-system~istio-system.svc.cluster.local",
       metadata: { NODE_NAME: "node-a" },

@@ -25,7 +25,7 @@ import { Registry } from "prom-client";
 import {
   type ControlPlane,
   ControlPlaneError,
-  controlPlaneCredentials,
+  controlPlaneChannel,
   createPromMetricsSink,
   startControlPlane,
 } from "../src/index.js";
@@ -88,7 +88,7 @@ describe("control plane end to end", { timeout: 30_000 }, () => {
   async function connect(node: string, token: string | undefined): Promise<XdsClient> {
     const client = createXdsClient({
       address: controlPlane.address,
-      credentials: controlPlaneCredentials(controlPlane.rootCertPem),
+      ...controlPlaneChannel(controlPlane.rootCertPem),
       node: { id: nodeId(node, "127.20.0.1"), metadata: { NODE_NAME: node } },
       ...(token === undefined ? {} : { headers: { authorization: `Bearer ${token}` } }),
       initialBackoffMs: 50,
@@ -267,7 +267,7 @@ describe("control plane CA", { timeout: 30_000 }, () => {
   async function requestSvid(node: string, identity: string, token?: string): Promise<string[]> {
     const client = createCertificateServiceClient({
       address: controlPlane.address,
-      credentials: controlPlaneCredentials(controlPlane.rootCertPem),
+      ...controlPlaneChannel(controlPlane.rootCertPem),
       token: token ?? (await controlPlane.tokenFor(node)),
     });
     try {
@@ -337,7 +337,7 @@ describe("control plane state directory", { timeout: 30_000 }, () => {
         assert.equal(second.rootCertPem, root);
         const client = createCertificateServiceClient({
           address: second.address,
-          credentials: controlPlaneCredentials(second.rootCertPem),
+          ...controlPlaneChannel(second.rootCertPem),
           token,
         });
         try {

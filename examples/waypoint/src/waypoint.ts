@@ -2,6 +2,7 @@ import { readdir, readFile } from "node:fs/promises";
 import { isIP } from "node:net";
 import { join } from "node:path";
 import {
+  controlPlaneChannel,
   createPromMetricsSink,
   deniedBy,
   identityOf,
@@ -21,7 +22,6 @@ import { createAuthorizationEngine } from "@ambient/policy";
 import { createWaypointHandler, type Endpoint, type WaypointHandler } from "@ambient/router";
 import { createCertificateServiceClient, SecretManager, type X509Svid } from "@ambient/spiffe";
 import { createXdsClient, TypeUrl, type WorkloadAddress, type XdsChangeEvent } from "@ambient/xds";
-import * as grpc from "@grpc/grpc-js";
 import { Registry } from "prom-client";
 import { resolveServiceBackend, serviceAtVip } from "./backends.js";
 import { WaypointError } from "./errors.js";
@@ -73,19 +73,6 @@ export interface RunningWaypoint {
   close(): Promise<void>;
 }
 
-const DEFAULT_CONTROL_PLANE_IDENTITY = "spiffe://cluster.local/ns/istio-system/sa/istiod";
-
-function controlPlaneCredentials(rootCertPem: string, expected: string): grpc.ChannelCredentials {
-  return grpc.credentials.createSsl(Buffer.from(rootCertPem), null, null, {
-    checkServerIdentity: (_host, cert) => {
-      const sans = (cert.subjectaltname ?? "").split(",").map((s) => s.trim());
-      return sans.includes(`URI:${expected}`)
-        ? undefined
-        : new Error(`control plane certificate is not ${expected}`);
-    },
-  });
-}
-
 async function readManifests(dir: string): Promise<ManifestText[]> {
   const names = (await readdir(dir)).filter((n) => n.endsWith(".yaml") || n.endsWith(".yml"));
   return Promise.all(names.map(async (path) => ({ path, text: await readFile(join(dir, path), "utf8") })));
@@ -113,20 +100,17 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     serviceAccount: options.serviceAccount ?? gateway.name,
   });
   const address = options.controlPlaneAddress ?? "127.0.0.1:15012";
-  const credentials = controlPlaneCredentials(
-    options.rootCertPem,
-    options.controlPlaneIdentity ?? DEFAULT_CONTROL_PLANE_IDENTITY,
-  );
+  const channel = controlPlaneChannel(options.rootCertPem, options.controlPlaneIdentity);
   const trustBundle = options.rootCertPem;
   const clusterId = options.clusterId ?? "Kubernetes";
 
   const store = new WorkloadStore();
   const policy = createAuthorizationEngine({ l7Attachment: "waypoint", logger, metrics });
-  const caClient = createCertificateServiceClient({ address, credentials, token: options.token, clusterId });
+  const caClient = createCertificateServiceClient({ address, ...channel, token: options.token, clusterId });
   const secrets = new SecretManager({ client: caClient, impersonate: true, logger, metrics });
   const xds = createXdsClient({
     address,
-    credentials,
+    ...channel,
     node: {
       id: `waypoint~${options.ip}~${gateway.name}.${gateway.namespace}~${gateway.namespace}.svc.cluster.local`,
       metadata: { NODE_NAME: options.nodeName, CLUSTER_ID: clusterId },

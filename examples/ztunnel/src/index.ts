@@ -18,6 +18,11 @@
  *
  * @packageDocumentation
  */
+export {
+  CONTROL_PLANE_SERVER_NAME,
+  controlPlaneChannel,
+  DEFAULT_CONTROL_PLANE_IDENTITY,
+} from "./control-plane-channel.js";
 export { ZtunnelError, type ZtunnelErrorCode, type ZtunnelErrorDetails } from "./errors.js";
 export { createPromMetricsSink } from "./prom-metrics.js";
 export {

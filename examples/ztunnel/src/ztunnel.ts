@@ -34,8 +34,8 @@ import {
   type WorkloadAddress,
   type XdsChangeEvent,
 } from "@ambient/xds";
-import * as grpc from "@grpc/grpc-js";
 import { Registry } from "prom-client";
+import { controlPlaneChannel } from "./control-plane-channel.js";
 import { ZtunnelError } from "./errors.js";
 import { createPromMetricsSink } from "./prom-metrics.js";
 import {
@@ -151,7 +151,6 @@ const DEFAULT_PORTS: ZtunnelPorts = {
   socks5: 15080,
   hbone: 15008,
 };
-const DEFAULT_CONTROL_PLANE_IDENTITY = "spiffe://cluster.local/ns/istio-system/sa/istiod";
 const RETRY_MS = 1000;
 const MAX_RETRY_MS = 30_000;
 
@@ -198,18 +197,6 @@ async function listenTcp(server: Server | HttpServer, host: string, port: number
     throw new ZtunnelError("ERR_ZTUNNEL_LISTEN", `cannot listen on ${host}:${port}`, { cause });
   }
   return server.address() as AddressInfo;
-}
-
-function controlPlaneCredentials(rootCertPem: string, expected: string): grpc.ChannelCredentials {
-  return grpc.credentials.createSsl(Buffer.from(rootCertPem), null, null, {
-    // Hostname checks make no sense for a SPIFFE server: the URI SAN is the identity.
-    checkServerIdentity: (_host, cert) => {
-      const sans = (cert.subjectaltname ?? "").split(",").map((s) => s.trim());
-      return sans.includes(`URI:${expected}`)
-        ? undefined
-        : new Error(`control plane certificate is not ${expected} (SANs: ${cert.subjectaltname ?? "none"})`);
-    },
-  });
 }
 
 /**
@@ -270,17 +257,14 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     id: `ztunnel~${options.nodeIp}~ztunnel-${options.nodeName}.istio-system~istio-system.svc.cluster.local`,
   };
   const address = options.controlPlaneAddress ?? "127.0.0.1:15012";
-  const credentials = controlPlaneCredentials(
-    options.rootCertPem,
-    options.controlPlaneIdentity ?? DEFAULT_CONTROL_PLANE_IDENTITY,
-  );
+  const channel = controlPlaneChannel(options.rootCertPem, options.controlPlaneIdentity);
   const trustBundle = options.rootCertPem;
 
   const store = new WorkloadStore();
   const engine = createAuthorizationEngine({ logger, metrics });
   const caClient = createCertificateServiceClient({
     address,
-    credentials,
+    ...channel,
     token: options.token,
     clusterId: options.clusterId ?? "Kubernetes",
   });
@@ -293,7 +277,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
   });
   const xds = createXdsClient({
     address,
-    credentials,
+    ...channel,
     node: { id: node.id, metadata: { NODE_NAME: node.name, CLUSTER_ID: options.clusterId ?? "Kubernetes" } },
     headers: { authorization: `Bearer ${options.token}` },
     logger,

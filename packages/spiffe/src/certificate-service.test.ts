@@ -16,6 +16,8 @@ import { createCsr } from "./csr.js";
 import { SpiffeError } from "./errors.js";
 import { generateKeyPair, type KeyPair } from "./key-pair.js";
 import { createNodeAuthorizer } from "./node-authorizer.js";
+import { grpcChannelCredentials } from "./tls-options.js";
+import { TrustBundle } from "./trust-bundle.js";
 import { verifySvid } from "./verify-svid.js";
 import type { X509Svid } from "./x509-svid.js";
 
@@ -73,19 +75,20 @@ describe("certificate service over gRPC", () => {
       .sign(opts.key ?? signKey);
   }
 
-  function client(port: number, opts: { token?: string; svid?: X509Svid } = {}): CertificateServiceClient {
-    const creds = credentials.createSsl(
-      Buffer.from(ca.rootCertPem()),
-      opts.svid ? Buffer.from(opts.svid.privateKeyPem) : null,
-      opts.svid ? Buffer.from(opts.svid.certChainPem) : null,
-      {
-        checkServerIdentity: (_host, cert) =>
-          spiffeIdFromCertificate(cert).equals(ISTIOD) ? undefined : new Error("not istiod"),
-      },
-    );
+  function client(
+    port: number,
+    opts: { token?: string; svid?: X509Svid; expectedId?: string } = {},
+  ): CertificateServiceClient {
+    const channel = grpcChannelCredentials({
+      bundle: TrustBundle.fromPem("cluster.local", ca.rootCertPem()),
+      expectedIds: [opts.expectedId ?? ISTIOD],
+      ...(opts.svid ? { svid: opts.svid } : {}),
+      serverName: "istiod.istio-system.svc",
+    });
     const c = createCertificateServiceClient({
       address: `127.0.0.1:${port}`,
-      credentials: creds,
+      credentials: channel.credentials,
+      channelOptions: channel.channelOptions,
       ...(opts.token ? { token: opts.token } : {}),
       clusterId: "Kubernetes",
     });
@@ -242,6 +245,19 @@ describe("certificate service over gRPC", () => {
       }),
       { code: "ERR_CA_CONFIG_INVALID" },
     );
+  });
+
+  it("refuses a server whose SPIFFE identity is not the expected one", async () => {
+    const c = client(jwtServer.port, {
+      token: await token("system:serviceaccount:x:web"),
+      expectedId: "spiffe://cluster.local/ns/istio-system/sa/impostor",
+    });
+    const csr = await createCsr({ spiffeId: WEB, privateKeyPem: keys.privateKeyPem });
+    await assert.rejects(c.createCertificate(csr), (err: unknown) => {
+      assert.ok(err instanceof SpiffeError, String(err));
+      assert.match(String((err as Error & { cause?: unknown }).cause ?? err.message), /impostor|expected/);
+      return true;
+    });
   });
 
   it("reports an unreachable CA as ERR_CA_UNAVAILABLE", async () => {

@@ -79,9 +79,12 @@ export {
 export type { Counter, Gauge, Histogram, Logger, MetricLabels, MetricsSink } from "./telemetry.js";
 export { noopLogger, noopMetrics } from "./telemetry.js";
 export {
+  type GrpcChannelSpiffeOptions,
+  grpcChannelCredentials,
   type SpiffeIdAuthorizer,
   type SpiffeTlsClientOptions,
   type SpiffeTlsServerOptions,
+  serverIdentityCheck,
   type TlsClientSpiffeOptions,
   type TlsServerSpiffeOptions,
   tlsClientOptions,

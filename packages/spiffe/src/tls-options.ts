@@ -1,4 +1,5 @@
 import type { PeerCertificate, TLSSocket } from "node:tls";
+import { type ChannelCredentials, type ChannelOptions, credentials } from "@grpc/grpc-js";
 import { peerSpiffeId, spiffeIdFromCertificate } from "./certificate-identity.js";
 import { SpiffeError } from "./errors.js";
 import { SpiffeId } from "./spiffe-id.js";
@@ -109,9 +110,6 @@ export function tlsServerOptions(options: TlsServerSpiffeOptions): SpiffeTlsServ
  * is sent.
  */
 export function tlsClientOptions(options: TlsClientSpiffeOptions): SpiffeTlsClientOptions {
-  const expected = new Set(
-    options.expectedIds.map((a) => (typeof a === "string" ? SpiffeId.parse(a) : a).toString()),
-  );
   return {
     key: options.svid.privateKeyPem,
     cert: options.svid.certChainPem,
@@ -119,18 +117,68 @@ export function tlsClientOptions(options: TlsClientSpiffeOptions): SpiffeTlsClie
     rejectUnauthorized: true,
     minVersion: "TLSv1.3",
     servername: "",
-    checkServerIdentity(_hostname, cert) {
-      try {
-        const id = spiffeIdFromCertificate(cert);
-        if (expected.has(id.toString())) return undefined;
-        return new SpiffeError(
-          "ERR_PEER_NOT_AUTHORIZED",
-          `server identity ${id} is not one of the expected identities [${[...expected].join(", ")}]`,
-          { spiffeId: id.toString() },
-        );
-      } catch (err) {
-        return err instanceof Error ? err : new SpiffeError("ERR_PEER_UNVERIFIED", String(err));
-      }
-    },
+    checkServerIdentity: serverIdentityCheck(options.expectedIds),
+  };
+}
+
+/**
+ * A `checkServerIdentity` that accepts a server whose certificate's URI SAN is one of `expectedIds`
+ * and ignores the host name (a SPIFFE server is known by its identity, not its DNS name).
+ */
+export function serverIdentityCheck(
+  expectedIds: ReadonlyArray<SpiffeId | string>,
+): (hostname: string, cert: PeerCertificate) => Error | undefined {
+  const expected = new Set(
+    expectedIds.map((a) => (typeof a === "string" ? SpiffeId.parse(a) : a).toString()),
+  );
+  return (_hostname, cert) => {
+    try {
+      const id = spiffeIdFromCertificate(cert);
+      if (expected.has(id.toString())) return undefined;
+      return new SpiffeError(
+        "ERR_PEER_NOT_AUTHORIZED",
+        `server identity ${id} is not one of the expected identities [${[...expected].join(", ")}]`,
+        { spiffeId: id.toString() },
+      );
+    } catch (err) {
+      return err instanceof Error ? err : new SpiffeError("ERR_PEER_UNVERIFIED", String(err));
+    }
+  };
+}
+
+/** Options of {@link grpcChannelCredentials}. */
+export interface GrpcChannelSpiffeOptions {
+  /** Roots the server certificate must chain to. */
+  bundle: TrustBundle;
+  /** Server identities accepted (any one), e.g. `spiffe://cluster.local/ns/istio-system/sa/istiod`. */
+  expectedIds: ReadonlyArray<SpiffeId | string>;
+  /** The client's own SVID, for mutual TLS. Default: no client certificate (istiod then wants a token). */
+  svid?: X509Svid;
+  /**
+   * TLS server name to send, e.g. `istiod.istio-system.svc`. Set it when the address is an IP: TLS
+   * forbids IP addresses as server names (Node warns with DEP0123). Default: the address's host.
+   */
+  serverName?: string;
+}
+
+/**
+ * `@grpc/grpc-js` channel credentials and options for a SPIFFE server such as istiod's port 15012: the
+ * server chain must verify against the bundle and its URI SAN must be one of `expectedIds`; the host
+ * name is not checked. Pass both to `new grpc.Client(address, credentials, channelOptions)`, the xDS
+ * client or the certificate service client.
+ */
+export function grpcChannelCredentials(options: GrpcChannelSpiffeOptions): {
+  credentials: ChannelCredentials;
+  channelOptions: ChannelOptions;
+} {
+  const roots = Buffer.from(rootsOf(options.bundle).join("\n"));
+  const key = options.svid === undefined ? null : Buffer.from(options.svid.privateKeyPem);
+  const chain = options.svid === undefined ? null : Buffer.from(options.svid.certChainPem);
+  return {
+    credentials: credentials.createSsl(roots, key, chain, {
+      checkServerIdentity: serverIdentityCheck(options.expectedIds),
+    }),
+    channelOptions:
+      options.serverName === undefined ? {} : { "grpc.ssl_target_name_override": options.serverName },
   };
 }

@@ -39,8 +39,16 @@ export interface XdsChangeEvent<T = unknown> {
 export interface XdsClientOptions {
   /** gRPC target of the server, e.g. `127.0.0.1:15010`; ztunnel `XDS_ADDRESS` (istiod:15012). */
   address: string;
-  /** Channel credentials: default insecure. Use `grpc.credentials.createSsl(...)` for istiod's mTLS port. */
+  /**
+   * Channel credentials: default insecure. For istiod's TLS port use `grpcChannelCredentials` from
+   * `@ambient/spiffe` (or `grpc.credentials.createSsl(...)`).
+   */
   credentials?: grpc.ChannelCredentials;
+  /**
+   * Extra gRPC channel options, e.g. `{ "grpc.ssl_target_name_override": "istiod.istio-system.svc" }`
+   * when `address` is an IP. `grpc.max_receive_message_length` comes from `maxReceiveMessageBytes`.
+   */
+  channelOptions?: grpc.ChannelOptions;
   /** `"delta"` (what ztunnel uses, the default) or `"sotw"`. */
   protocol?: "delta" | "sotw";
   node: XdsClientNode;
@@ -157,6 +165,7 @@ export class XdsClient {
       options.address,
       options.credentials ?? grpc.credentials.createInsecure(),
       {
+        ...options.channelOptions,
         "grpc.max_receive_message_length": options.maxReceiveMessageBytes ?? 200 * 1024 * 1024,
       },
     );

@@ -95,6 +95,8 @@ describe("mTLS and bearer-token authentication", () => {
     const client = createXdsClient({
       address: `127.0.0.1:${port}`,
       credentials: grpc.credentials.createSsl(pem["ca.crt"], pem["ztunnel.key"], pem["ztunnel.crt"]),
+      // A DNS name of the server certificate as TLS server name: TLS does not allow an IP there.
+      channelOptions: { "grpc.ssl_target_name_override": "localhost" },
       headers: { clusterid: "Kubernetes" },
       node: { id: "ztunnel~10.0.0.1~zt.istio-system~istio-system.svc.cluster.local" },
     });
@@ -112,6 +114,7 @@ describe("mTLS and bearer-token authentication", () => {
     const client = createXdsClient({
       address: `127.0.0.1:${port}`,
       credentials: grpc.credentials.createSsl(pem["ca.crt"], pem["istiod.key"], pem["istiod.crt"]),
+      channelOptions: { "grpc.ssl_target_name_override": "localhost" },
       node: { id: "impostor" },
     });
     const refused = new Promise<string | undefined>((resolve) =>
@@ -123,4 +126,27 @@ describe("mTLS and bearer-token authentication", () => {
     assert.equal(await refused, "ERR_XDS_UNAUTHENTICATED");
     client.close();
   });
+
+  it(
+    "hands channelOptions to the gRPC channel (a TLS name the certificate lacks fails)",
+    { timeout: 20_000 },
+    async () => {
+      const client = createXdsClient({
+        address: `127.0.0.1:${port}`,
+        credentials: grpc.credentials.createSsl(pem["ca.crt"], pem["ztunnel.key"], pem["ztunnel.crt"]),
+        channelOptions: { "grpc.ssl_target_name_override": "not-in-the-certificate.example" },
+        node: { id: "ztunnel~10.0.0.1~zt.istio-system~istio-system.svc.cluster.local" },
+        initialBackoffMs: 50,
+      });
+      const failed = new Promise<string | undefined>((resolve) =>
+        client.onConnection((up, error) => {
+          if (!up) resolve(error?.code);
+        }),
+      );
+      client.watch(TypeUrl.address);
+      assert.equal(await failed, "ERR_XDS_UNAVAILABLE");
+      assert.equal(server.streams().length, 0);
+      client.close();
+    },
+  );
 });
