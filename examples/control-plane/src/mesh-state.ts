@@ -1,10 +1,7 @@
-// reflect-metadata must load before @peculiar/x509 (its 2.x release needs the polyfill).
-import "reflect-metadata";
-import { randomBytes, webcrypto } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { type CaCertsPem, type CertificateAuthority, createCertificateAuthority } from "@ambient/spiffe";
-import * as x509 from "@peculiar/x509";
 import { exportJWK, generateKeyPair, importJWK, type JWK, SignJWT } from "jose";
 import { ControlPlaneError } from "./errors.js";
 
@@ -14,7 +11,6 @@ export const TOKEN_ISSUER = "ambient-control-plane";
 export const TOKEN_AUDIENCE = "istio-ca";
 const TOKEN_KID = "ambient-control-plane-1";
 const TOKEN_TTL_SECONDS = 24 * 60 * 60;
-const ROOT_TTL_SECONDS = 10 * 365 * 24 * 60 * 60;
 
 /** The CA and the token-signing key, created once and kept in the state directory. */
 export interface MeshState {
@@ -42,46 +38,6 @@ async function writeAtomic(path: string, text: string, mode = 0o644): Promise<vo
   await rename(tmp, path);
 }
 
-function pem(label: string, der: ArrayBuffer): string {
-  const b64 = Buffer.from(der).toString("base64");
-  return `-----BEGIN ${label}-----\n${b64.replace(/(.{64})/g, "$1\n").replace(/\n$/, "")}\n-----END ${label}-----\n`;
-}
-
-/**
- * A self-signed ECDSA P-256 root whose key can be saved (the CA package keeps the key of a root it
- * generates to itself, so a root that must survive restarts is made here and plugged in as cacerts).
- */
-export async function generateRootCa(trustDomain: string): Promise<CaCertsPem> {
-  const alg = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
-  const keys = (await webcrypto.subtle.generateKey(alg, true, ["sign", "verify"])) as webcrypto.CryptoKeyPair;
-  const now = Date.now();
-  const cert = await x509.X509CertificateGenerator.createSelfSigned(
-    {
-      serialNumber: randomBytes(16)
-        .toString("hex")
-        .replace(/^[89a-f]/, "1"),
-      name: [{ O: [trustDomain] }],
-      notBefore: new Date(now - 120_000),
-      notAfter: new Date(now + ROOT_TTL_SECONDS * 1000),
-      keys,
-      signingAlgorithm: alg,
-      extensions: [
-        new x509.BasicConstraintsExtension(true, undefined, true),
-        new x509.KeyUsagesExtension(
-          x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature,
-          true,
-        ),
-        await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-        new x509.SubjectAlternativeNameExtension([{ type: "url", value: `spiffe://${trustDomain}` }], false),
-      ],
-    },
-    webcrypto,
-  );
-  const certPem = cert.toString("pem").trimEnd().concat("\n");
-  const keyPem = pem("PRIVATE KEY", await webcrypto.subtle.exportKey("pkcs8", keys.privateKey));
-  return { caCertPem: certPem, caKeyPem: keyPem, rootCertPem: certPem };
-}
-
 /**
  * Loads the CA and token key from `stateDir` (creating them on first start), or keeps them in
  * memory when `stateDir` is undefined. Files: `ca/{ca-cert,ca-key,root-cert}.pem`,
@@ -105,7 +61,8 @@ export async function loadMeshState(stateDir: string | undefined, trustDomain: s
       if (jwkText !== undefined) privateJwk = JSON.parse(jwkText) as JWK;
     }
     if (cacerts === undefined) {
-      cacerts = await generateRootCa(trustDomain);
+      // A generated 10-year root, exported with its key so the next start loads the same one.
+      cacerts = (await createCertificateAuthority({ trustDomain })).exportCacerts();
       if (stateDir !== undefined) {
         const dir = join(stateDir, "ca");
         await writeAtomic(join(dir, "ca-key.pem"), cacerts.caKeyPem, 0o600);

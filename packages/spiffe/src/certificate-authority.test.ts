@@ -146,6 +146,31 @@ describe("createCertificateAuthority (self-signed)", () => {
     assert.equal(rca.retireOldRoots(), 0);
   });
 
+  it("exports its generated root with the key as cacerts, which a new CA can load and sign with", async () => {
+    const first = await createCertificateAuthority({ clock: () => now });
+    const before = await first.issue({ spiffeId: ID });
+    const exported = first.exportCacerts();
+    assert.equal(exported.caCertPem, first.rootCertPem());
+    assert.equal(exported.rootCertPem, first.rootCertPem());
+    assert.equal(exported.certChainPem, first.rootCertPem());
+    assert.match(exported.caKeyPem, /^-----BEGIN PRIVATE KEY-----\n/);
+    // A restarted CA loads the same root (the key must match ca-cert.pem, or loading fails).
+    const restarted = await createCertificateAuthority({ clock: () => now, cacerts: exported });
+    assert.equal(restarted.rootCertPem(), first.rootCertPem());
+    const after = await restarted.issue({ spiffeId: ID });
+    const bundle = first.trustBundle();
+    assert.ok(verifySvid(after.certChainPem, bundle, { now }).equals(ID));
+    assert.ok(verifySvid(before.certChainPem, restarted.trustBundle(), { now }).equals(ID));
+    // During a rotation the new root signs and both roots are published.
+    await first.rotateRoot();
+    const rotated = first.exportCacerts();
+    assert.equal(rotated.caCertPem, first.rootCertPem());
+    assert.notEqual(rotated.caKeyPem, exported.caKeyPem);
+    assert.equal(decodeCertificatesPem(rotated.rootCertPem).length, 2);
+    const both = await createCertificateAuthority({ clock: () => now, cacerts: rotated });
+    assert.ok(verifySvid(before.certChainPem, both.trustBundle(), { now }).equals(ID));
+  });
+
   it("reports when the root is inside its rotation grace period", async () => {
     let t = new Date("2030-01-01T00:00:00Z");
     const rca = await createCertificateAuthority({ rootTtlSeconds: 1000, clock: () => t });

@@ -139,6 +139,12 @@ export interface CertificateAuthority {
   /** Removes every root but the active one from the trust bundle; returns how many were removed. */
   retireOldRoots(): number;
   /**
+   * The active signing CA in Istio's `cacerts` layout, **private key included**: what to persist so a
+   * generated root survives a restart (istiod keeps it in the `istio-ca-secret`), to plug back in with
+   * the `cacerts` option. `rootCertPem` lists every root of the trust bundle (two during a rotation).
+   */
+  exportCacerts(): Required<CaCertsPem>;
+  /**
    * True when the active root has less than `gracePercent` of its lifetime left
    * (default 20, istiod's `CITADEL_SELF_SIGNED_ROOT_CERT_GRACE_PERIOD_PERCENTILE`).
    */
@@ -147,6 +153,8 @@ export interface CertificateAuthority {
 
 interface Signer {
   key: SigningKey;
+  /** The private key, PKCS#8 PEM (as generated, or as read from `ca-key.pem`). */
+  keyPem: string;
   cert: ParsedCertificate;
   /** Chain after the leaf: signing certificate first, root last, one PEM each. */
   chainPem: string[];
@@ -211,11 +219,18 @@ function keyIdentifier(cert: ParsedCertificate): Buffer {
   return createHash("sha1").update(keyBits).digest();
 }
 
-function makeSigner(key: SigningKey, certPem: string, chainPem: string[], root: ParsedCertificate): Signer {
+function makeSigner(
+  key: SigningKey,
+  keyPem: string,
+  certPem: string,
+  chainPem: string[],
+  root: ParsedCertificate,
+): Signer {
   const cert = parseCertificateDer(decodeCertificatesPem(certPem)[0] as Buffer);
   const { der, hash } = signatureAlgorithmOf(key.algorithm);
   return {
     key,
+    keyPem,
     cert,
     chainPem,
     signatureAlgorithm: der,
@@ -231,7 +246,7 @@ async function generateRoot(
   algorithm: KeyAlgorithm,
   ttlSeconds: number,
   now: Date,
-): Promise<{ key: SigningKey; pem: string }> {
+): Promise<{ key: SigningKey; keyPem: string; pem: string }> {
   const pair = await generateKeyPair({ algorithm });
   const key = await loadSigningKey(pair.privateKeyPem);
   const notBefore = new Date(now.getTime() - 120_000);
@@ -252,7 +267,7 @@ async function generateRoot(
       new x509.SubjectAlternativeNameExtension([{ type: "url", value: `spiffe://${trustDomain}` }], false),
     ],
   });
-  return { key, pem: cert.toString("pem").trimEnd().concat("\n") };
+  return { key, keyPem: pair.privateKeyPem, pem: cert.toString("pem").trimEnd().concat("\n") };
 }
 
 function positiveSeconds(name: string, value: number | undefined, fallback: number): number {
@@ -323,6 +338,7 @@ async function pluggedSigner(cacerts: CaCertsPem, trustDomain: string, now: Date
   if (!ordered.some((o) => o.der.equals(anchor.der))) ordered.push(anchor);
   return makeSigner(
     key,
+    cacerts.caKeyPem,
     ca.pem,
     ordered.map((c) => c.pem),
     anchor,
@@ -364,7 +380,7 @@ export async function createCertificateAuthority(
   } else {
     const root = await generateRoot(trustDomain, organization, rootAlgorithm, rootTtl, clock());
     const rootParsed = parseCertificateDer(decodeCertificatesPem(root.pem)[0] as Buffer);
-    signer = makeSigner(root.key, root.pem, [root.pem], rootParsed);
+    signer = makeSigner(root.key, root.keyPem, root.pem, [root.pem], rootParsed);
     bundle.addRoots(trustDomain, root.pem);
   }
 
@@ -480,9 +496,17 @@ export async function createCertificateAuthority(
       }
       const root = await generateRoot(trustDomain, organization, rootAlgorithm, rootTtl, clock());
       const rootParsed = parseCertificateDer(decodeCertificatesPem(root.pem)[0] as Buffer);
-      signer = makeSigner(root.key, root.pem, [root.pem], rootParsed);
+      signer = makeSigner(root.key, root.keyPem, root.pem, [root.pem], rootParsed);
       bundle.addRoots(trustDomain, root.pem);
       logger.info({ trustDomain, notAfter: rootParsed.notAfter }, "CA root rotated");
+    },
+    exportCacerts() {
+      return {
+        caCertPem: signer.cert.pem,
+        caKeyPem: signer.keyPem,
+        rootCertPem: bundle.rootsPem(trustDomain).join(""),
+        certChainPem: signer.chainPem.join(""),
+      };
     },
     retireOldRoots() {
       const old = bundle.rootsPem(trustDomain).filter((pem) => pem !== signer.root.pem);

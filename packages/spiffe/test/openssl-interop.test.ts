@@ -172,6 +172,24 @@ describe("openssl interop", () => {
     expectCode(() => verifySvid(ossl.read("good-cert.pem"), bundle), "ERR_CHAIN_UNTRUSTED");
   });
 
+  it("exports a plugged-in CA as the cacerts it was given, and openssl reads the exported key", () => {
+    const exported = pluggedCa.exportCacerts();
+    assert.equal(exported.caCertPem.trim(), ossl.read("ca-cert.pem").trim());
+    assert.equal(exported.rootCertPem.trim(), ossl.read("root-cert.pem").trim());
+    assert.equal(
+      exported.certChainPem.replace(/\s+/g, ""),
+      (ossl.read("ca-cert.pem") + ossl.read("root-cert.pem")).replace(/\s+/g, ""),
+    );
+    const self = selfCa.exportCacerts();
+    ossl.write("self-key.pem", self.caKeyPem);
+    ossl.write("self-cert.pem", self.caCertPem);
+    // The key's public half is the certificate's public key.
+    const fromKey = ossl.run(["pkey", "-in", "self-key.pem", "-pubout"]);
+    const fromCert = ossl.run(["x509", "-in", "self-cert.pem", "-noout", "-pubkey"]);
+    assert.match(fromKey, /-----BEGIN PUBLIC KEY-----/);
+    assert.equal(fromKey, fromCert);
+  });
+
   it("offers no root rotation for a plugged-in CA", async () => {
     assert.equal(pluggedCa.selfSigned, false);
     await assert.rejects(pluggedCa.rotateRoot(), { code: "ERR_CA_CONFIG_INVALID" });
