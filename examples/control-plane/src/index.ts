@@ -27,7 +27,6 @@ export { CONTROL_PLANE_SERVER_NAME, controlPlaneChannel } from "./control-plane-
 export { ControlPlaneError, type ControlPlaneErrorCode, type ControlPlaneErrorDetails } from "./errors.js";
 export { type KubeObject, type ManifestFile, type MeshIssue, parseManifests } from "./manifests.js";
 export { TOKEN_AUDIENCE, TOKEN_ISSUER } from "./mesh-state.js";
-export { createPromMetricsSink } from "./prom-metrics.js";
 export type { Counter, Gauge, Histogram, Logger, MetricLabels, MetricsSink } from "./telemetry.js";
 export { noopLogger, noopMetrics } from "./telemetry.js";
 export {

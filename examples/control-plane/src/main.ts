@@ -1,9 +1,9 @@
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { createPromClientSink } from "@ambient/telemetry";
 import { pino } from "pino";
-import { collectDefaultMetrics, Registry } from "prom-client";
+import * as prom from "prom-client";
 import { startControlPlane } from "./control-plane.js";
-import { createPromMetricsSink } from "./prom-metrics.js";
 
 const usage = `usage: control-plane [--mesh-dir DIR] [--state-dir DIR] [--listen HOST:PORT] [--admin HOST:PORT]
   --mesh-dir   manifests to serve (default: <repo>/mesh)
@@ -31,8 +31,8 @@ async function main(): Promise<void> {
     return;
   }
   const logger = pino({ name: "control-plane", level: values["log-level"] });
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+  const registry = new prom.Registry();
+  prom.collectDefaultMetrics({ register: registry });
   const cp = await startControlPlane({
     meshDir: resolve(values["mesh-dir"]),
     stateDir: resolve(values["state-dir"]),
@@ -40,7 +40,7 @@ async function main(): Promise<void> {
     admin: values.admin,
     ...(values.plaintext === undefined ? {} : { plaintextListen: values.plaintext }),
     logger,
-    metrics: createPromMetricsSink(registry),
+    metrics: createPromClientSink(prom, registry),
     metricsText: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
   });
   logger.info(

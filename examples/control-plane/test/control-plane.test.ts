@@ -12,6 +12,7 @@ import {
   TrustBundle,
   verifySvid,
 } from "@ambient/spiffe";
+import { createPromClientSink } from "@ambient/telemetry";
 import {
   createXdsClient,
   type Service,
@@ -21,12 +22,11 @@ import {
   type XdsClient,
   XdsError,
 } from "@ambient/xds";
-import { Registry } from "prom-client";
+import * as prom from "prom-client";
 import {
   type ControlPlane,
   ControlPlaneError,
   controlPlaneChannel,
-  createPromMetricsSink,
   startControlPlane,
 } from "../src/index.js";
 
@@ -54,7 +54,7 @@ describe("control plane end to end", { timeout: 30_000 }, () => {
   let meshDir: string;
   let stateDir: string;
   let controlPlane: ControlPlane;
-  const registry = new Registry();
+  const registry = new prom.Registry();
   const clients: XdsClient[] = [];
 
   before(async () => {
@@ -74,7 +74,7 @@ describe("control plane end to end", { timeout: 30_000 }, () => {
       plaintextListen: "127.0.0.1:0",
       watchDebounceMs: 20,
       xdsDebounceMs: 5,
-      metrics: createPromMetricsSink(registry),
+      metrics: createPromClientSink(prom, registry),
       metricsText: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
     });
   });

@@ -3,7 +3,6 @@ import { isIP } from "node:net";
 import { join } from "node:path";
 import {
   controlPlaneChannel,
-  createPromMetricsSink,
   deniedBy,
   identityOf,
   type Logger,
@@ -21,8 +20,9 @@ import {
 import { createAuthorizationEngine } from "@ambient/policy";
 import { createWaypointHandler, type Endpoint, type WaypointHandler } from "@ambient/router";
 import { createCertificateServiceClient, SecretManager, type X509Svid } from "@ambient/spiffe";
+import { createPromClientSink } from "@ambient/telemetry";
 import { createXdsClient, TypeUrl, type WorkloadAddress, type XdsChangeEvent } from "@ambient/xds";
-import { Registry } from "prom-client";
+import * as prom from "prom-client";
 import { resolveServiceBackend, serviceAtVip } from "./backends.js";
 import { WaypointError } from "./errors.js";
 import { type ManifestText, selectWaypointManifests } from "./waypoint-manifests.js";
@@ -56,7 +56,7 @@ export interface WaypointOptions {
   /** Default: no-op. */
   logger?: Logger;
   /** prom-client registry. Default: a new one. */
-  registry?: Registry;
+  registry?: prom.Registry;
 }
 
 /** A running waypoint. */
@@ -90,8 +90,8 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   }
   if (options.token === "") throw new WaypointError("ERR_WAYPOINT_INVALID_OPTION", "token is empty");
   const logger = options.logger ?? noopLogger;
-  const registry = options.registry ?? new Registry();
-  const metrics = createPromMetricsSink(registry);
+  const registry = options.registry ?? new prom.Registry();
+  const metrics = createPromClientSink(prom, registry);
   const hbonePort = options.hbonePort ?? 15008;
   const gateway = options.gateway;
   const identity = identityOf({

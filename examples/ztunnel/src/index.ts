@@ -24,7 +24,6 @@ export {
   DEFAULT_CONTROL_PLANE_IDENTITY,
 } from "./control-plane-channel.js";
 export { ZtunnelError, type ZtunnelErrorCode, type ZtunnelErrorDetails } from "./errors.js";
-export { createPromMetricsSink } from "./prom-metrics.js";
 export {
   encodeGreeting,
   encodeMethodSelection,

@@ -27,6 +27,7 @@ import {
   type WireAuthorization,
 } from "@ambient/policy";
 import { createCertificateServiceClient, SecretManager, type X509Svid } from "@ambient/spiffe";
+import { createPromClientSink } from "@ambient/telemetry";
 import {
   createXdsClient,
   TypeUrl,
@@ -34,10 +35,9 @@ import {
   type WorkloadAddress,
   type XdsChangeEvent,
 } from "@ambient/xds";
-import { Registry } from "prom-client";
+import * as prom from "prom-client";
 import { controlPlaneChannel } from "./control-plane-channel.js";
 import { ZtunnelError } from "./errors.js";
-import { createPromMetricsSink } from "./prom-metrics.js";
 import {
   encodeMethodSelection,
   encodeReply,
@@ -87,7 +87,7 @@ export interface ZtunnelOptions {
   /** Default: no-op. */
   logger?: Logger;
   /** prom-client registry for every metric of this proxy. Default: a new one per proxy. */
-  registry?: Registry;
+  registry?: prom.Registry;
   /** Requested certificate lifetime. Default 24 h; ztunnel `SECRET_TTL`. */
   certificateTtlSeconds?: number;
 }
@@ -248,8 +248,8 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
   }
   const ports: ZtunnelPorts = { ...DEFAULT_PORTS, ...options.ports };
   const logger = options.logger ?? noopLogger;
-  const registry = options.registry ?? new Registry();
-  const metrics = createPromMetricsSink(registry);
+  const registry = options.registry ?? new prom.Registry();
+  const metrics = createPromClientSink(prom, registry);
   const tcpMetrics = createTcpMetrics(metrics);
   const node: ZtunnelNode = {
     name: options.nodeName,

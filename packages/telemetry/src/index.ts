@@ -63,3 +63,5 @@ export const noopMetrics: MetricsSink = Object.freeze({
   gauge: () => noopGauge,
   histogram: () => noopHistogram,
 });
+
+export { createPromClientSink, type PromClientModule, type PromMetricConfiguration } from "./prom-client.js";

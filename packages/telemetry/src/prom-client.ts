@@ -1,0 +1,96 @@
+import type { Counter, Gauge, Histogram, MetricLabels, MetricsSink } from "./index.js";
+
+type Labels = Record<string, string | number>;
+
+/** What {@link createPromClientSink} passes to prom-client's metric constructors. */
+export interface PromMetricConfiguration<R> {
+  name: string;
+  help: string;
+  labelNames: string[];
+  registers: R[];
+  buckets?: number[];
+}
+
+/**
+ * The part of the `prom-client` module the adapter uses: its `Counter`, `Gauge` and `Histogram`
+ * classes. Pass the module itself (`import * as prom from "prom-client"`); this package does not
+ * depend on prom-client.
+ */
+export interface PromClientModule<R> {
+  Counter: new (
+    configuration: PromMetricConfiguration<R>,
+  ) => {
+    inc(labels: Labels, value?: number): void;
+  };
+  Gauge: new (
+    configuration: PromMetricConfiguration<R>,
+  ) => {
+    set(labels: Labels, value: number): void;
+    inc(labels: Labels, value?: number): void;
+    dec(labels: Labels, value?: number): void;
+  };
+  Histogram: new (
+    configuration: PromMetricConfiguration<R>,
+  ) => {
+    observe(labels: Labels, value: number): void;
+  };
+}
+
+/**
+ * A {@link MetricsSink} that records into prom-client metrics registered on `registry`. Asking again for
+ * a name returns the same metric, so several library objects (one HBONE server per pod, say) can share
+ * it; asking for a name already used by another kind of metric throws.
+ *
+ * @example
+ * ```ts
+ * import * as prom from "prom-client";
+ * const metrics = createPromClientSink(prom, new prom.Registry());
+ * ```
+ */
+export function createPromClientSink<R>(prom: PromClientModule<R>, registry: R): MetricsSink {
+  const made = new Map<string, { kind: string; metric: unknown }>();
+  function once<T>(kind: string, name: string, make: () => T): T {
+    const existing = made.get(name);
+    if (existing !== undefined) {
+      if (existing.kind !== kind) {
+        throw new TypeError(`metric ${name} is already a ${existing.kind}, not a ${kind}`);
+      }
+      return existing.metric as T;
+    }
+    const metric = make();
+    made.set(name, { kind, metric });
+    return metric;
+  }
+  // prom-client keeps the label objects it is given; callers may reuse theirs.
+  const copy = (labels: MetricLabels | undefined): Labels => ({ ...labels });
+  const config = (
+    name: string,
+    help: string,
+    labelNames: readonly string[],
+    buckets?: readonly number[],
+  ): PromMetricConfiguration<R> => ({
+    name,
+    help,
+    labelNames: [...labelNames],
+    registers: [registry],
+    ...(buckets === undefined ? {} : { buckets: [...buckets] }),
+  });
+  return {
+    counter(name, help, labelNames = []): Counter {
+      const c = once("counter", name, () => new prom.Counter(config(name, help, labelNames)));
+      return { inc: (labels, value = 1) => c.inc(copy(labels), value) };
+    },
+    gauge(name, help, labelNames = []): Gauge {
+      const g = once("gauge", name, () => new prom.Gauge(config(name, help, labelNames)));
+      return {
+        set: (labels, value) => g.set(copy(labels), value),
+        inc: (labels, value = 1) => g.inc(copy(labels), value),
+        dec: (labels, value = 1) => g.dec(copy(labels), value),
+      };
+    },
+    histogram(name, help, labelNames = [], buckets): Histogram {
+      const h = once("histogram", name, () => new prom.Histogram(config(name, help, labelNames, buckets)));
+      return { observe: (labels, value) => h.observe(copy(labels), value) };
+    },
+  };
+}
