@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import type { ServerHttp2Session } from "node:http2";
 import { after, before, describe, it } from "node:test";
+import type { TLSSocket } from "node:tls";
 import { CLIENT_ID, createTestPki, SERVER_ID, type TestPki } from "../test/fixtures.js";
-import { readAll, startServer, until } from "../test/harness.js";
+import { readAll, startServer, until, watchFrames } from "../test/harness.js";
 import { recordingMetrics } from "../test/recording-metrics.js";
 import { poolKeyString } from "./connection-pool.js";
 import { createHboneClient } from "./hbone-client.js";
@@ -124,9 +124,9 @@ describe("connection pool", () => {
   });
 
   it("evicts a broken connection and dials a new one", async () => {
-    const sessions: ServerHttp2Session[] = [];
+    const sessions: TLSSocket[] = [];
     const srv = await startServer(pki, { onTunnel: (t) => t.accept().end("hi") });
-    srv.server.nodeServer.on("session", (s: ServerHttp2Session) => sessions.push(s));
+    srv.server.nodeServer.on("secureConnection", (s: TLSSocket) => sessions.push(s));
     const client = createHboneClient(pki.issue(CLIENT_ID));
     const t1 = await client.connect({
       address: srv.address,
@@ -136,6 +136,8 @@ describe("connection pool", () => {
     t1.resume();
     t1.end();
     await until(() => client.stats().streams === 0, "released");
+    // The server sees the client's END_STREAM a moment later; only then is nothing left to lose.
+    await until(() => srv.server.stats().tunnels === 0, "server side finished");
     for (const s of sessions) s.destroy();
     await until(() => client.stats().connections === 0, "broken connection evicted");
     const t2 = await client.connect({
@@ -154,7 +156,11 @@ describe("connection pool", () => {
   it("sends keepalive PINGs on idle connections", async () => {
     let pings = 0;
     const srv = await startServer(pki, { onTunnel: (t) => void t.accept().on("error", () => {}) });
-    srv.server.nodeServer.on("session", (s: ServerHttp2Session) => s.on("ping", () => pings++));
+    srv.server.nodeServer.on("secureConnection", (s: TLSSocket) =>
+      watchFrames(s, (type, flags) => {
+        if (type === 0x6 && (flags & 0x1) === 0) pings++;
+      }),
+    );
     const client = createHboneClient({ ...pki.issue(CLIENT_ID), keepaliveIntervalMs: 20 });
     const t = await client.connect({
       address: srv.address,

@@ -1,6 +1,6 @@
-import type { ClientHttp2Session } from "node:http2";
 import type { SpiffeId } from "@ambient/spiffe";
 import { HboneError } from "./errors.js";
+import type { Http2Connection } from "./h2/connection.js";
 import type { Gauge } from "./telemetry.js";
 
 /**
@@ -25,7 +25,7 @@ export function poolKeyString(key: PoolKey): string {
 
 /** One pooled HTTP/2 connection. */
 export interface PooledConnection {
-  readonly session: ClientHttp2Session;
+  readonly session: Http2Connection;
   readonly peerIdentity: SpiffeId;
   /** Streams opened (or being opened) on it. */
   active: number;
@@ -73,7 +73,7 @@ export class ConnectionPool {
   /** Reserves a stream slot on a usable connection for `key`, dialing when none has room. */
   async acquire(
     key: string,
-    dial: () => Promise<{ session: ClientHttp2Session; peerIdentity: SpiffeId }>,
+    dial: () => Promise<{ session: Http2Connection; peerIdentity: SpiffeId }>,
     signal?: AbortSignal,
   ): Promise<PooledConnection> {
     for (;;) {
@@ -148,7 +148,7 @@ export class ConnectionPool {
     }
   }
 
-  #add(key: string, bucket: Bucket, session: ClientHttp2Session, peerIdentity: SpiffeId): void {
+  #add(key: string, bucket: Bucket, session: Http2Connection, peerIdentity: SpiffeId): void {
     const conn: PooledConnection = {
       session,
       peerIdentity,

@@ -1,11 +1,3 @@
-import {
-  type ClientHttp2Session,
-  type ClientHttp2Stream,
-  constants,
-  connect as http2Connect,
-  type IncomingHttpHeaders,
-  type OutgoingHttpHeaders,
-} from "node:http2";
 import type { Duplex } from "node:stream";
 import { type TLSSocket, connect as tlsConnect } from "node:tls";
 import { peerSpiffeId, type SpiffeId } from "@ambient/spiffe";
@@ -21,11 +13,13 @@ import {
 } from "./credentials.js";
 import { HBONE_DEFAULTS } from "./defaults.js";
 import { HboneError } from "./errors.js";
+import { type H2Headers, type H2Stream, Http2Connection, outgoingFields } from "./h2/connection.js";
+import { H2_ERROR } from "./h2/frames.js";
 import { createTraceparent, formatTraceparent, HBONE_HEADER_NAMES } from "./headers.js";
 import { startKeepalive } from "./keepalive.js";
-import { http2ErrorName, resetError, toHboneError } from "./node-error.js";
+import { resetError, toHboneError } from "./node-error.js";
 import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
-import { resetStream, TunnelStream } from "./tunnel-stream.js";
+import { TunnelStream } from "./tunnel-stream.js";
 
 /** Options of {@link createHboneClient}. The credentials are the default source identity. */
 export interface HboneClientOptions extends HboneCredentials, HboneTlsOptions {
@@ -49,7 +43,10 @@ export interface HboneClientOptions extends HboneCredentials, HboneTlsOptions {
   keepaliveIntervalMs?: number;
   /** Drop a connection whose PING is unanswered this long. Default 20 s; ztunnel h2 keepalive timeout. */
   keepaliveTimeoutMs?: number;
-  /** Node `maxSessionMemory` in MiB. Default 1024 (windows bound the real use). */
+  /**
+   * Accepted for compatibility and ignored: buffering is bounded by the flow-control windows.
+   * @deprecated
+   */
   maxSessionMemoryMib?: number;
   logger?: Logger;
   metrics?: MetricsSink;
@@ -118,9 +115,6 @@ export function createHboneClient(options: HboneClientOptions): HboneClient {
   return new HboneClientImpl(options);
 }
 
-/** Why a connection died (TLS alert, GOAWAY with an error), to explain the streams it took down. */
-const sessionFailures = new WeakMap<ClientHttp2Session, HboneError>();
-
 function num(name: string, value: number | undefined, fallback: number, min = 0): number {
   if (value === undefined) return fallback;
   if (!Number.isFinite(value) || value < min) {
@@ -143,7 +137,6 @@ interface Limits {
   responseTimeoutMs: number;
   keepaliveIntervalMs: number;
   keepaliveTimeoutMs: number;
-  maxSessionMemory: number;
 }
 
 class HboneClientImpl implements HboneClient {
@@ -152,7 +145,7 @@ class HboneClientImpl implements HboneClient {
   #limits: Limits;
   #logger: Logger;
   #pool: ConnectionPool;
-  #inner = new Set<ClientHttp2Session>();
+  #inner = new Set<Http2Connection>();
   #closed = false;
 
   constructor(options: HboneClientOptions) {
@@ -174,8 +167,11 @@ class HboneClientImpl implements HboneClient {
       responseTimeoutMs: num("responseTimeoutMs", options.responseTimeoutMs, d.responseTimeoutMs, 1),
       keepaliveIntervalMs: num("keepaliveIntervalMs", options.keepaliveIntervalMs, d.keepaliveIntervalMs),
       keepaliveTimeoutMs: num("keepaliveTimeoutMs", options.keepaliveTimeoutMs, d.keepaliveTimeoutMs),
-      maxSessionMemory: num("maxSessionMemoryMib", options.maxSessionMemoryMib, d.maxSessionMemoryMib, 1),
     };
+    num("maxSessionMemoryMib", options.maxSessionMemoryMib, d.maxSessionMemoryMib, 1);
+    if (this.#limits.maxFrame < 16_384 || this.#limits.maxFrame > 0xffffff) {
+      throw new HboneError("ERR_HBONE_INVALID_ARGUMENT", "maxFrameBytes must be between 16384 and 16777215");
+    }
     this.#logger = options.logger ?? noopLogger;
     const metrics = options.metrics ?? noopMetrics;
     this.#pool = new ConnectionPool({
@@ -234,7 +230,7 @@ class HboneClientImpl implements HboneClient {
     };
     try {
       const { stream, response } = await this.#request(conn.session, headers, signal);
-      stream.once("close", release);
+      stream.onClose(release);
       return new TunnelStream(stream, {
         authority: String(options.authority),
         peerIdentity: conn.peerIdentity,
@@ -276,14 +272,14 @@ class HboneClientImpl implements HboneClient {
       credentials,
       ...(options.signal ? { signal: options.signal } : {}),
     });
-    let session: ClientHttp2Session | undefined;
+    let session: Http2Connection | undefined;
     try {
       const { socket, peerIdentity } = await this.#handshake(
         () => tlsConnect({ ...clientTlsOptions(credentials, this.#tls, expected), socket: outer }),
         `inner TLS to ${options.authority}`,
         options.signal,
       );
-      session = this.#session(socket, `https://${urlHost(authority)}:${authority.port}`);
+      session = this.#session(socket, `${urlHost(authority)}:${authority.port}`);
       const s = session;
       this.#inner.add(s);
       s.once("close", () => {
@@ -294,7 +290,7 @@ class HboneClientImpl implements HboneClient {
         if (!s.destroyed) s.destroy();
       });
       const { stream, response } = await this.#request(s, headers, options.signal);
-      stream.once("close", () => s.close());
+      stream.onClose(() => s.close());
       return new TunnelStream(stream, {
         authority: String(options.authority),
         peerIdentity,
@@ -319,8 +315,8 @@ class HboneClientImpl implements HboneClient {
     await this.#pool.close(true);
   }
 
-  #requestHeaders(authority: string, extra: HboneRequestHeaders | undefined): OutgoingHttpHeaders {
-    const headers: OutgoingHttpHeaders = {};
+  #requestHeaders(authority: string, extra: HboneRequestHeaders | undefined): [string, string][] {
+    const headers: Record<string, string> = {};
     for (const [name, value] of Object.entries(extra ?? {})) {
       if (name.startsWith(":")) {
         throw new HboneError("ERR_HBONE_INVALID_ARGUMENT", `headers: pseudo-header ${name} cannot be set`);
@@ -333,9 +329,10 @@ class HboneClientImpl implements HboneClient {
     if (headers[HBONE_HEADER_NAMES.traceparent] === undefined) {
       headers[HBONE_HEADER_NAMES.traceparent] = formatTraceparent(createTraceparent());
     }
-    headers[":method"] = "CONNECT";
-    headers[":authority"] = authority;
-    return headers;
+    return outgoingFields(headers, [
+      [":method", "CONNECT"],
+      [":authority", authority],
+    ]);
   }
 
   async #dial(
@@ -343,7 +340,7 @@ class HboneClientImpl implements HboneClient {
     credentials: HboneCredentials,
     expected: readonly string[],
     sourceAddress: string | undefined,
-  ): Promise<{ session: ClientHttp2Session; peerIdentity: SpiffeId }> {
+  ): Promise<{ session: Http2Connection; peerIdentity: SpiffeId }> {
     const { socket, peerIdentity } = await this.#handshake(
       () =>
         tlsConnect({
@@ -357,7 +354,7 @@ class HboneClientImpl implements HboneClient {
     );
     socket.setNoDelay(true);
     socket.setKeepAlive(true, HBONE_DEFAULTS.tcpKeepaliveMs);
-    const session = this.#session(socket, `https://${urlHost(target)}:${target.port}`);
+    const session = this.#session(socket, `${urlHost(target)}:${target.port}`);
     return { session, peerIdentity };
   }
 
@@ -438,53 +435,21 @@ class HboneClientImpl implements HboneClient {
     });
   }
 
-  #session(socket: Duplex, url: string): ClientHttp2Session {
+  #session(socket: Duplex, peer: string): Http2Connection {
     const l = this.#limits;
-    const session = http2Connect(url, {
-      createConnection: () => socket,
-      maxSessionMemory: l.maxSessionMemory,
-      peerMaxConcurrentStreams: l.maxStreams,
-      settings: {
-        enablePush: false,
-        initialWindowSize: l.streamWindow,
-        maxFrameSize: l.maxFrame,
-        maxHeaderListSize: l.maxHeaderList,
-      },
+    const session = new Http2Connection(socket, {
+      role: "client",
+      streamWindow: l.streamWindow,
+      connectionWindow: l.connectionWindow,
+      maxFrameSize: l.maxFrame,
+      maxHeaderListSize: l.maxHeaderList,
     });
-    session.on("error", (err) => {
-      const mapped = toHboneError(err, "connection failed");
-      if (!sessionFailures.has(session)) sessionFailures.set(session, mapped);
-      this.#logger.debug({ err: mapped }, "hbone: client connection error");
+    session.once("close", () => {
+      if (session.failure !== undefined)
+        this.#logger.debug({ err: session.failure, peer }, "hbone: client connection ended");
     });
-    session.on("goaway", (code: number) => {
-      if (code === constants.NGHTTP2_NO_ERROR) return;
-      sessionFailures.set(
-        session,
-        code === constants.NGHTTP2_INADEQUATE_SECURITY
-          ? new HboneError(
-              "ERR_HBONE_IDENTITY",
-              "the peer refused this client's identity (GOAWAY INADEQUATE_SECURITY)",
-            )
-          : new HboneError(
-              "ERR_HBONE_CONNECTION",
-              `the peer closed the connection (GOAWAY ${http2ErrorName(code)})`,
-            ),
-      );
-    });
-    // The socket is already connected, so the session is set up now: grow the connection window
-    // before any CONNECT is queued, so the WINDOW_UPDATE precedes the first request on the wire.
-    const grow = () => {
-      try {
-        session.setLocalWindowSize(l.connectionWindow);
-        return true;
-      } catch (err) {
-        this.#logger.debug({ err }, "hbone: could not grow the connection window yet");
-        return false;
-      }
-    };
-    if (!grow()) session.once("connect", grow);
     startKeepalive(session, l.keepaliveIntervalMs, l.keepaliveTimeoutMs, () => {
-      this.#logger.warn({ url }, "hbone: keepalive PING unanswered, dropping connection");
+      this.#logger.warn({ peer }, "hbone: keepalive PING unanswered, dropping connection");
       session.destroy(new HboneError("ERR_HBONE_TIMEOUT", "keepalive PING unanswered"));
     });
     return session;
@@ -492,27 +457,27 @@ class HboneClientImpl implements HboneClient {
 
   /** Sends the CONNECT and waits for the response; anything but 200 rejects. */
   #request(
-    session: ClientHttp2Session,
-    headers: OutgoingHttpHeaders,
+    session: Http2Connection,
+    fields: readonly (readonly [string, string])[],
     signal: AbortSignal | undefined,
-  ): Promise<{ stream: ClientHttp2Stream; response: IncomingHttpHeaders }> {
+  ): Promise<{ stream: H2Stream; response: H2Headers }> {
     return new Promise((resolve, reject) => {
-      let stream: ClientHttp2Stream;
+      let stream: H2Stream;
       try {
-        stream = session.request(headers, { endStream: false });
+        stream = session.request(fields);
       } catch (err) {
-        reject(toHboneError(err));
+        reject(session.failure ?? toHboneError(err));
         return;
       }
       let settled = false;
-      const finish = (err: HboneError | undefined, response?: IncomingHttpHeaders) => {
+      const finish = (err: HboneError | undefined, response?: H2Headers) => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
         signal?.removeEventListener("abort", onAbort);
-        stream.off("error", onError);
+        stream.onResponse = undefined;
         if (err) {
-          resetStream(stream);
+          stream.reset(H2_ERROR.CANCEL);
           reject(err);
         } else resolve({ stream, response: response ?? {} });
       };
@@ -529,24 +494,17 @@ class HboneClientImpl implements HboneClient {
       const onAbort = () =>
         finish(new HboneError("ERR_HBONE_ABORTED", "CONNECT aborted", { cause: signal?.reason }));
       signal?.addEventListener("abort", onAbort, { once: true });
-      const onError = (err: Error) =>
-        setImmediate(() => finish(sessionFailures.get(session) ?? toHboneError(err)));
-      // Errors after the response belong to the TunnelStream; until then, to this promise.
-      stream.on("error", onError);
-      stream.on("error", () => {});
-      stream.once("close", () => {
-        const code = stream.rstCode ?? constants.NGHTTP2_NO_ERROR;
-        // A dying connection closes its streams before it reports why; prefer that reason.
-        setImmediate(() =>
-          finish(
-            sessionFailures.get(session) ??
-              (code === constants.NGHTTP2_NO_ERROR
-                ? new HboneError("ERR_HBONE_CONNECTION", "stream closed before the CONNECT response")
-                : resetError(code, "peer")),
-          ),
+      stream.onClose(() => {
+        const code = stream.rstCode ?? H2_ERROR.NO_ERROR;
+        // A dying connection closes its streams with the reason it knows (TLS alert, GOAWAY code).
+        finish(
+          session.failure ??
+            (code === H2_ERROR.NO_ERROR
+              ? new HboneError("ERR_HBONE_CONNECTION", "stream closed before the CONNECT response")
+              : resetError(code, "peer")),
         );
       });
-      stream.once("response", (response) => {
+      stream.onResponse = (response) => {
         const status = Number(response[":status"]);
         if (status === 200) finish(undefined, response);
         else {
@@ -559,7 +517,7 @@ class HboneClientImpl implements HboneClient {
             ),
           );
         }
-      });
+      };
     });
   }
 }

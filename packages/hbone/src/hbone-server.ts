@@ -1,13 +1,5 @@
-import {
-  constants,
-  createSecureServer,
-  type Http2SecureServer,
-  type IncomingHttpHeaders,
-  type ServerHttp2Session,
-  type ServerHttp2Stream,
-} from "node:http2";
 import type { AddressInfo, Socket } from "node:net";
-import type { TLSSocket } from "node:tls";
+import { createServer as createTlsServer, type TLSSocket, type Server as TlsServer } from "node:tls";
 import { peerSpiffeId, type SpiffeId } from "@ambient/spiffe";
 import { parseAuthority, type TunnelAuthority } from "./authority.js";
 import {
@@ -19,6 +11,8 @@ import {
 } from "./credentials.js";
 import { HBONE_DEFAULTS } from "./defaults.js";
 import { HboneError } from "./errors.js";
+import { type H2Headers, type H2Stream, Http2Connection } from "./h2/connection.js";
+import { H2_ERROR } from "./h2/frames.js";
 import { HBONE_STATUS, InboundTunnel } from "./inbound-tunnel.js";
 import { startKeepalive } from "./keepalive.js";
 import { toHboneError } from "./node-error.js";
@@ -46,7 +40,10 @@ export interface HboneServerOptions extends HboneCredentials, HboneTlsOptions {
   maxConcurrentStreams?: number;
   /** Max request header list. Default 64 KiB; ztunnel server `max_header_list_size`. */
   maxHeaderListBytes?: number;
-  /** Node `maxSessionMemory` in MiB. Default 1024 (windows bound the real use). */
+  /**
+   * Accepted for compatibility and ignored: buffering is bounded by the flow-control windows.
+   * @deprecated
+   */
   maxSessionMemoryMib?: number;
   /** PING interval; 0 disables. Default 10 s; ztunnel h2 keepalive interval. */
   keepaliveIntervalMs?: number;
@@ -86,17 +83,8 @@ export interface HboneServer {
    * connections still open after `timeoutMs` (default 30 s) are destroyed.
    */
   close(options?: { timeoutMs?: number }): Promise<void>;
-  /** The underlying Node server, for advanced use. */
-  readonly nodeServer: Http2SecureServer;
-}
-
-/** Header list size as HTTP/2 counts it: name + value + 32 octets per field. */
-function headerListSize(headers: IncomingHttpHeaders): number {
-  let size = 0;
-  for (const [name, value] of Object.entries(headers)) {
-    for (const v of Array.isArray(value) ? value : [value]) size += name.length + String(v ?? "").length + 32;
-  }
-  return size;
+  /** The underlying Node TLS server, for advanced use (for example `secureConnection` hooks). */
+  readonly nodeServer: TlsServer;
 }
 
 function positive(name: string, value: number | undefined, fallback: number): number {
@@ -116,15 +104,18 @@ export function createHboneServer(options: HboneServerOptions): HboneServer {
 }
 
 class HboneServerImpl implements HboneServer {
-  readonly nodeServer: Http2SecureServer;
+  readonly nodeServer: TlsServer;
   #options: HboneServerOptions;
   #logger: Logger;
-  #sessions = new Map<ServerHttp2Session, SpiffeId>();
+  #sessions = new Map<Http2Connection, SpiffeId>();
   #tunnels = 0;
   #sockets = new Set<Socket>();
   #trustDomains: Set<string>;
   #tls: HboneTlsOptions;
   #connectionWindow: number;
+  #streamWindow: number;
+  #maxFrameBytes: number;
+  #maxConcurrentStreams: number;
   #maxHeaderListBytes: number;
   #keepaliveIntervalMs: number;
   #keepaliveTimeoutMs: number;
@@ -145,7 +136,16 @@ class HboneServerImpl implements HboneServer {
     this.#tls = { allowTls12: options.allowTls12 === true };
     this.#trustDomains = new Set(options.allowedTrustDomains ?? [ownIdentity(credentials).trustDomain]);
     const d = HBONE_DEFAULTS;
-    const streamWindow = positive("streamWindowBytes", options.streamWindowBytes, d.streamWindowBytes);
+    this.#streamWindow = positive("streamWindowBytes", options.streamWindowBytes, d.streamWindowBytes);
+    this.#maxFrameBytes = positive("maxFrameBytes", options.maxFrameBytes, d.maxFrameBytes);
+    if (this.#maxFrameBytes < 16_384 || this.#maxFrameBytes > 0xffffff) {
+      throw new HboneError("ERR_HBONE_INVALID_ARGUMENT", "maxFrameBytes must be between 16384 and 16777215");
+    }
+    this.#maxConcurrentStreams = positive(
+      "maxConcurrentStreams",
+      options.maxConcurrentStreams,
+      d.serverMaxConcurrentStreams,
+    );
     this.#connectionWindow = positive(
       "connectionWindowBytes",
       options.connectionWindowBytes,
@@ -178,41 +178,15 @@ class HboneServerImpl implements HboneServer {
         "Failed inbound TLS handshakes",
       ),
     };
-    this.nodeServer = createSecureServer({
+    positive("maxSessionMemoryMib", options.maxSessionMemoryMib, d.maxSessionMemoryMib);
+    this.nodeServer = createTlsServer({
       ...serverTlsOptions(credentials, this.#tls),
-      allowHTTP1: false,
       handshakeTimeout: positive("handshakeTimeoutMs", options.handshakeTimeoutMs, d.connectTimeoutMs),
-      unknownProtocolTimeout: 1000,
-      maxSessionMemory: positive("maxSessionMemoryMib", options.maxSessionMemoryMib, d.maxSessionMemoryMib),
-      settings: {
-        enablePush: false,
-        initialWindowSize: streamWindow,
-        maxFrameSize: positive("maxFrameBytes", options.maxFrameBytes, d.maxFrameBytes),
-        maxConcurrentStreams: positive(
-          "maxConcurrentStreams",
-          options.maxConcurrentStreams,
-          d.serverMaxConcurrentStreams,
-        ),
-        maxHeaderListSize: positive(
-          "maxHeaderListBytes",
-          options.maxHeaderListBytes,
-          d.serverMaxHeaderListBytes,
-        ),
-      },
     });
-    this.nodeServer.on("session", (session) => this.#onSession(session));
-    this.nodeServer.on("stream", (stream, headers) => this.#onStream(stream, headers));
+    this.nodeServer.on("secureConnection", (socket: TLSSocket) => this.#onSecureConnection(socket));
     this.nodeServer.on("connection", (socket: Socket) => {
       this.#sockets.add(socket);
       socket.once("close", () => this.#sockets.delete(socket));
-    });
-    this.nodeServer.on("secureConnection", (socket: TLSSocket) => {
-      socket.setNoDelay(true);
-      socket.setKeepAlive(true, HBONE_DEFAULTS.tcpKeepaliveMs);
-    });
-    this.nodeServer.on("unknownProtocol", (socket: Socket) => {
-      this.#logger.debug({ remote: socket.remoteAddress }, "hbone: client did not negotiate ALPN h2");
-      socket.destroy();
     });
     this.nodeServer.on("tlsClientError", (err: Error, socket: Socket) => {
       this.#metrics.handshakeFailures.inc();
@@ -220,9 +194,6 @@ class HboneServerImpl implements HboneServer {
         { err: toHboneError(err), remote: socket.remoteAddress },
         "hbone: TLS handshake failed",
       );
-    });
-    this.nodeServer.on("sessionError", (err) => {
-      this.#logger.debug({ err: toHboneError(err) }, "hbone: session error");
     });
   }
 
@@ -264,7 +235,7 @@ class HboneServerImpl implements HboneServer {
     const sessionsClosed = sessions.map(
       (s) => new Promise<void>((resolve) => (s.destroyed ? resolve() : s.once("close", () => resolve()))),
     );
-    for (const s of sessions) if (!s.closed) s.close();
+    for (const s of sessions) s.close();
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, timeoutMs);
@@ -278,23 +249,34 @@ class HboneServerImpl implements HboneServer {
     await closed;
   }
 
-  #onSession(session: ServerHttp2Session): void {
-    session.on("error", (err) => this.#logger.debug({ err: toHboneError(err) }, "hbone: connection error"));
-    const socket = session.socket as TLSSocket;
+  #onSecureConnection(socket: TLSSocket): void {
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, HBONE_DEFAULTS.tcpKeepaliveMs);
+    if (socket.alpnProtocol !== "h2") {
+      this.#logger.debug({ remote: socket.remoteAddress }, "hbone: client did not negotiate ALPN h2");
+      socket.destroy();
+      return;
+    }
+    const session = new Http2Connection(socket, {
+      role: "server",
+      streamWindow: this.#streamWindow,
+      connectionWindow: this.#connectionWindow,
+      maxFrameSize: this.#maxFrameBytes,
+      maxHeaderListSize: this.#maxHeaderListBytes,
+      maxConcurrentStreams: this.#maxConcurrentStreams,
+    });
+    const remote = { address: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 };
     let peer: SpiffeId;
     try {
       peer = peerSpiffeId(socket);
     } catch (err) {
-      this.#logger.warn(
-        { err, remote: socket.remoteAddress },
-        "hbone: client certificate has no usable SPIFFE ID",
-      );
+      this.#logger.warn({ err, remote: remote.address }, "hbone: client certificate has no usable SPIFFE ID");
       this.#refuseSession(session);
       return;
     }
     if (!this.#trustDomains.has(peer.trustDomain)) {
       this.#logger.warn(
-        { peer: peer.toString(), remote: socket.remoteAddress },
+        { peer: peer.toString(), remote: remote.address },
         "hbone: client identity is outside the allowed trust domains",
       );
       this.#refuseSession(session);
@@ -305,12 +287,12 @@ class HboneServerImpl implements HboneServer {
     session.once("close", () => {
       this.#sessions.delete(session);
       this.#metrics.connections.dec();
+      if (session.failure !== undefined)
+        this.#logger.debug({ err: session.failure, remote: remote.address }, "hbone: connection error");
     });
-    try {
-      session.setLocalWindowSize(this.#connectionWindow);
-    } catch (err) {
-      this.#logger.debug({ err }, "hbone: could not grow the connection window");
-    }
+    session.on("stream", (stream: H2Stream, headers: H2Headers, tooLarge: boolean) =>
+      this.#onStream(stream, headers, tooLarge, peer, remote),
+    );
     startKeepalive(session, this.#keepaliveIntervalMs, this.#keepaliveTimeoutMs, () => {
       this.#logger.warn({ peer: peer.toString() }, "hbone: keepalive PING unanswered, dropping connection");
       session.destroy(new HboneError("ERR_HBONE_TIMEOUT", "keepalive PING unanswered"));
@@ -318,28 +300,30 @@ class HboneServerImpl implements HboneServer {
   }
 
   /** GOAWAY with INADEQUATE_SECURITY tells the client why; ztunnel fails the handshake instead. */
-  #refuseSession(session: ServerHttp2Session): void {
+  #refuseSession(session: Http2Connection): void {
     this.#metrics.handshakeFailures.inc();
     session.destroy(
       new HboneError("ERR_HBONE_IDENTITY", "client identity refused"),
-      constants.NGHTTP2_INADEQUATE_SECURITY,
+      H2_ERROR.INADEQUATE_SECURITY,
     );
   }
 
-  #respondError(stream: ServerHttp2Stream, status: number): void {
+  #respondError(stream: H2Stream, status: number): void {
     this.#metrics.requests.inc({ status });
-    if (!stream.destroyed && !stream.headersSent) stream.respond({ ":status": status }, { endStream: true });
+    if (stream.closed || stream.headersSent) return;
+    stream.respond([[":status", String(status)]], true);
+    if (!stream.closed) stream.reset(H2_ERROR.NO_ERROR);
   }
 
-  #onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
-    stream.on("error", (err) => this.#logger.debug({ err: toHboneError(err) }, "hbone: stream error"));
-    const peer = this.#sessions.get(stream.session as ServerHttp2Session);
-    if (peer === undefined) {
-      stream.close(constants.NGHTTP2_REFUSED_STREAM);
-      return;
-    }
-    // Node advertises SETTINGS_MAX_HEADER_LIST_SIZE but does not enforce it; answer 431 like ztunnel's h2.
-    if (headerListSize(headers) > this.#maxHeaderListBytes) {
+  #onStream(
+    stream: H2Stream,
+    headers: H2Headers,
+    tooLarge: boolean,
+    peer: SpiffeId,
+    remote: { address: string; port: number },
+  ): void {
+    // A header list over the advertised SETTINGS_MAX_HEADER_LIST_SIZE: 431, as ztunnel's h2 answers.
+    if (tooLarge) {
       this.#respondError(stream, 431);
       return;
     }
@@ -357,17 +341,17 @@ class HboneServerImpl implements HboneServer {
     }
     this.#tunnels++;
     this.#metrics.tunnels.inc();
-    stream.once("close", () => {
+    stream.onClose(() => {
       this.#tunnels--;
       this.#metrics.tunnels.dec();
     });
-    const tunnel = new InboundTunnel(stream, headers, authority, peer, (status) =>
+    const tunnel = new InboundTunnel(stream, headers, authority, peer, remote, (status) =>
       this.#metrics.requests.inc({ status }),
     );
     const fail = (err: unknown) => {
       this.#logger.warn({ err, authority: tunnel.rawAuthority }, "hbone: tunnel handler failed");
       if (tunnel.state === "pending") tunnel.refuse(HBONE_STATUS.noUpstream);
-      else if (!stream.destroyed) stream.close(constants.NGHTTP2_INTERNAL_ERROR);
+      else stream.reset(H2_ERROR.INTERNAL_ERROR);
     };
     try {
       const result = this.#options.onTunnel(tunnel);

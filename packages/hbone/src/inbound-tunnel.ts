@@ -1,7 +1,8 @@
-import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import type { SpiffeId } from "@ambient/spiffe";
 import type { TunnelAuthority } from "./authority.js";
 import { HboneError } from "./errors.js";
+import { type H2Stream, outgoingFields } from "./h2/connection.js";
+import { H2_ERROR } from "./h2/frames.js";
 import {
   type ForwardedElement,
   HBONE_HEADER_NAMES,
@@ -10,7 +11,7 @@ import {
   parseTraceparent,
   type TraceParent,
 } from "./headers.js";
-import { TunnelStream } from "./tunnel-stream.js";
+import { type TunnelHeaders, TunnelStream } from "./tunnel-stream.js";
 
 /** Status codes an HBONE server answers a CONNECT with, as ztunnel does. */
 export const HBONE_STATUS = Object.freeze({
@@ -57,8 +58,8 @@ export class InboundTunnel {
   /** Remote address of the TCP connection (the peer ztunnel or gateway). */
   readonly remoteAddress: string;
   readonly remotePort: number;
-  /** All request headers, as Node parsed them. */
-  readonly headers: Readonly<IncomingHttpHeaders>;
+  /** All request headers: lower-case names, repeated fields joined with ", ". */
+  readonly headers: Readonly<TunnelHeaders>;
   /** Parsed `forwarded` header; `undefined` when absent or malformed. */
   readonly forwarded: readonly ForwardedElement[] | undefined;
   /** Parsed `baggage` header; `undefined` when absent or malformed. */
@@ -69,15 +70,16 @@ export class InboundTunnel {
   readonly forwardedNetwork: string | undefined;
   /** Aborts when the client goes away before the tunnel was accepted or refused. */
   readonly signal: AbortSignal;
-  #stream: ServerHttp2Stream;
+  #stream: H2Stream;
   #state: InboundTunnelState = "pending";
   #onAnswer: ((status: number) => void) | undefined;
 
   constructor(
-    stream: ServerHttp2Stream,
-    headers: IncomingHttpHeaders,
+    stream: H2Stream,
+    headers: TunnelHeaders,
     authority: TunnelAuthority,
     peerIdentity: SpiffeId,
+    remote: { address: string; port: number },
     onAnswer?: (status: number) => void,
   ) {
     this.#onAnswer = onAnswer;
@@ -86,16 +88,15 @@ export class InboundTunnel {
     this.authority = authority;
     this.rawAuthority = String(headers[":authority"]);
     this.peerIdentity = peerIdentity;
-    const socket = stream.session?.socket;
-    this.remoteAddress = socket?.remoteAddress ?? "";
-    this.remotePort = socket?.remotePort ?? 0;
+    this.remoteAddress = remote.address;
+    this.remotePort = remote.port;
     this.forwarded = tryParse(single(headers[HBONE_HEADER_NAMES.forwarded]), parseForwarded);
     this.baggage = tryParse(single(headers[HBONE_HEADER_NAMES.baggage]), parseBaggage);
     this.traceparent = tryParse(single(headers[HBONE_HEADER_NAMES.traceparent]), parseTraceparent);
     this.forwardedNetwork = single(headers[HBONE_HEADER_NAMES.forwardedNetwork]);
     const controller = new AbortController();
     this.signal = controller.signal;
-    stream.once("close", () => {
+    stream.onClose(() => {
       if (this.#state === "pending") {
         this.#state = "closed";
         controller.abort(
@@ -121,9 +122,9 @@ export class InboundTunnel {
       gone.destroy(new HboneError("ERR_HBONE_RESET", "the client went away before the tunnel was accepted"));
       return gone;
     }
+    const fields = outgoingFields(headers, [[":status", String(HBONE_STATUS.ok)]]);
     this.#answer("accepted", HBONE_STATUS.ok);
-    const out: OutgoingHttpHeaders = { ...headers, ":status": HBONE_STATUS.ok };
-    this.#stream.respond(out, { endStream: false });
+    this.#stream.respond(fields, false);
     return this.#tunnelStream();
   }
 
@@ -145,10 +146,20 @@ export class InboundTunnel {
     }
     if (this.#state === "closed") return;
     this.#answer("refused", status);
-    if (this.#stream.destroyed) return;
-    const headers: OutgoingHttpHeaders = { ":status": status };
-    if (reason !== undefined) headers["x-hbone-reason"] = reason.replace(/[^\x20-\x7e]/g, "?").slice(0, 256);
-    this.#stream.respond(headers, { endStream: true });
+    const stream = this.#stream;
+    if (stream.closed) return;
+    const fields: [string, string][] = [[":status", String(status)]];
+    if (reason !== undefined)
+      fields.push([
+        "x-hbone-reason",
+        reason
+          .replace(/[^\x20-\x7e]/g, "?")
+          .slice(0, 256)
+          .trim(),
+      ]);
+    stream.respond(fields, true);
+    // The request side will not be read: tell the client to stop sending (RFC 9113, 8.1).
+    if (!stream.closed) stream.reset(H2_ERROR.NO_ERROR);
   }
 
   #answer(next: "accepted" | "refused", status: number): void {

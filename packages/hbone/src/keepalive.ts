@@ -1,11 +1,16 @@
-import type { Http2Session } from "node:http2";
+/** What keepalive needs of a connection. */
+export interface PingableConnection {
+  readonly destroyed: boolean;
+  ping(cb: (err: Error | null) => void): void;
+  once(event: "close", listener: () => void): unknown;
+}
 
 /**
  * Sends a PING every `intervalMs`; calls `onTimeout` when one stays unanswered for `timeoutMs`.
  * Timers are unref'd so an idle pool never keeps the process alive.
  */
 export function startKeepalive(
-  session: Http2Session,
+  session: PingableConnection,
   intervalMs: number,
   timeoutMs: number,
   onTimeout: () => void,
@@ -19,15 +24,11 @@ export function startKeepalive(
       onTimeout();
     }, timeoutMs);
     deadline.unref();
-    try {
-      session.ping((err) => {
-        if (err) return;
-        clearTimeout(deadline);
-        deadline = undefined;
-      });
-    } catch {
-      // Too many outstanding pings or a closing session: the deadline decides.
-    }
+    session.ping((err) => {
+      if (err) return;
+      clearTimeout(deadline);
+      deadline = undefined;
+    });
   }, intervalMs);
   interval.unref();
   session.once("close", () => {

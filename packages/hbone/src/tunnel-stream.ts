@@ -1,8 +1,12 @@
-import { constants, type Http2Stream, type IncomingHttpHeaders } from "node:http2";
-import { addAbortSignal, Duplex } from "node:stream";
+import { Duplex } from "node:stream";
 import type { SpiffeId } from "@ambient/spiffe";
 import { HboneError } from "./errors.js";
-import { resetError, toHboneError } from "./node-error.js";
+import type { H2Headers, H2Stream } from "./h2/connection.js";
+import { H2_ERROR } from "./h2/frames.js";
+import { resetError } from "./node-error.js";
+
+/** Header fields of a CONNECT request or response: lower-case names, repeated fields joined. */
+export type TunnelHeaders = H2Headers;
 
 /** What a {@link TunnelStream} knows about its tunnel. */
 export interface TunnelInfo {
@@ -11,137 +15,99 @@ export interface TunnelInfo {
   /** SPIFFE identity of the other end of the mTLS connection. */
   readonly peerIdentity: SpiffeId;
   /** Response headers (client side) or request headers (server side) of the CONNECT. */
-  readonly headers: Readonly<IncomingHttpHeaders>;
+  readonly headers: Readonly<TunnelHeaders>;
 }
 
 /**
  * The bytes of one HBONE tunnel as a Node Duplex. `end()` sends END_STREAM (half-close: the other
  * direction keeps flowing); `destroy()` before both sides ended resets the stream with CANCEL; a reset
  * by the peer or a broken connection surfaces as an `error` carrying an {@link HboneError}.
- * Back-pressure follows HTTP/2 flow control: a paused reader stops window updates to the sender.
+ * Back-pressure follows HTTP/2 flow control: while the reader is paused, no window is given back to
+ * the sender, so it stops after one stream window.
  */
 export class TunnelStream extends Duplex implements TunnelInfo {
   readonly authority: string;
   readonly peerIdentity: SpiffeId;
-  readonly headers: Readonly<IncomingHttpHeaders>;
-  #h2: Http2Stream;
-  #pendingWrite: (() => void) | undefined;
-  #h2Paused = false;
+  readonly headers: Readonly<TunnelHeaders>;
+  #h2: H2Stream;
+  /** Bytes pushed while the reader was over its high-water mark: credited when it reads again. */
+  #owed = 0;
   #sawEnd = false;
   #endSent = false;
-  #h2Closed = false;
-  #resetByUs = false;
 
-  constructor(h2: Http2Stream, info: TunnelInfo) {
+  constructor(h2: H2Stream, info: TunnelInfo) {
     super({ allowHalfOpen: true, writableHighWaterMark: 256 * 1024, readableHighWaterMark: 256 * 1024 });
     this.authority = info.authority;
     this.peerIdentity = info.peerIdentity;
     this.headers = info.headers;
     this.#h2 = h2;
-    // Built on an already destroyed stream (the client left first): its close may be long gone.
-    if (h2.destroyed) this.#h2Closed = true;
-    h2.on("data", (chunk: Buffer) => {
-      if (!this.push(chunk)) {
-        this.#h2Paused = true;
-        h2.pause();
-      }
+    h2.attach({
+      data: (chunk) => this.#onData(chunk),
+      end: () => this.#onEnd(),
+      closed: (rstCode, err) => this.#onClosed(rstCode, err),
     });
-    h2.once("end", () => {
-      // A destroyed stream also ends; only an end before destruction is the peer's END_STREAM.
-      // Otherwise the close handler reports the reset, so a relay never mistakes it for EOF.
-      if (h2.destroyed) return;
-      this.#sawEnd = true;
-      this.push(null);
-    });
-    h2.on("drain", () => this.#flushPending());
-    h2.on("error", (err) => {
-      if (!this.destroyed) this.destroy(toHboneError(err, `tunnel ${this.authority}`));
-    });
-    h2.once("close", () => this.#onH2Close());
   }
 
   /** HTTP/2 stream id, for logs. */
-  get streamId(): number | undefined {
+  get streamId(): number {
     return this.#h2.id;
   }
 
-  #flushPending(): void {
-    const cb = this.#pendingWrite;
-    this.#pendingWrite = undefined;
-    cb?.();
+  #onData(chunk: Buffer): void {
+    if (this.push(chunk)) this.#h2.consume(chunk.length);
+    else this.#owed += chunk.length;
   }
 
-  #onH2Close(): void {
-    this.#h2Closed = true;
+  #onEnd(): void {
+    this.#sawEnd = true;
+    this.push(null);
+  }
+
+  #onClosed(rstCode: number, err: HboneError | undefined): void {
     if (this.destroyed) return;
-    // Both directions already ended: nothing can be lost, whatever code the stream closed with
-    // (Node 22 reports CANCEL when the session is torn down right after a complete exchange).
+    if (err !== undefined) {
+      this.destroy(err);
+      return;
+    }
+    // Both directions already ended: nothing can be lost, whatever code the stream closed with.
     if (this.#sawEnd && this.#endSent) return;
-    const code = this.#h2.rstCode ?? constants.NGHTTP2_NO_ERROR;
-    if (code !== constants.NGHTTP2_NO_ERROR && !this.#resetByUs) {
-      this.destroy(resetError(code, "peer"));
-    } else if (!this.#sawEnd || !this.#endSent) {
+    if (rstCode !== H2_ERROR.NO_ERROR) this.destroy(resetError(rstCode, "peer"));
+    else
       this.destroy(
         new HboneError("ERR_HBONE_CONNECTION", `tunnel ${this.authority} closed before both sides finished`),
       );
-    }
   }
 
   override _read(): void {
-    // Resume only what back-pressure paused: a redundant resume costs event-loop turns per chunk.
-    if (!this.#h2Paused) return;
-    this.#h2Paused = false;
-    this.#h2.resume();
+    const owed = this.#owed;
+    if (owed === 0) return;
+    this.#owed = 0;
+    this.#h2.consume(owed);
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, cb: (err?: Error | null) => void): void {
-    if (this.#h2.write(chunk)) cb();
-    else this.#pendingWrite = cb;
+    this.#h2.write(chunk, cb);
   }
 
   override _writev(chunks: { chunk: Buffer }[], cb: (err?: Error | null) => void): void {
     const h2 = this.#h2;
-    h2.cork();
-    let ok = true;
-    for (const { chunk } of chunks) ok = h2.write(chunk);
-    h2.uncork();
-    if (ok) cb();
-    else this.#pendingWrite = cb;
+    const last = chunks.length - 1;
+    for (let i = 0; i < last; i++) h2.write((chunks[i] as { chunk: Buffer }).chunk);
+    h2.write((chunks[last] as { chunk: Buffer }).chunk, cb);
   }
 
   override _final(cb: (err?: Error | null) => void): void {
-    if (this.#h2.destroyed) {
+    if (this.#h2.closed) {
       cb(new HboneError("ERR_HBONE_CONNECTION", `tunnel ${this.authority} closed before end()`));
       return;
     }
     this.#endSent = true;
-    this.#h2.end(() => cb());
+    this.#h2.end(cb);
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
     const h2 = this.#h2;
-    this.#pendingWrite = undefined;
-    if (this.#h2Closed) {
-      cb(err);
-      return;
-    }
-    if (err || !this.#sawEnd || !this.#endSent) {
-      this.#resetByUs = true;
-      resetStream(h2);
-    }
-    h2.once("close", () => cb(err));
+    if (!h2.closed && (err !== null || !this.#sawEnd || !this.#endSent)) h2.reset(H2_ERROR.CANCEL);
+    cb(err);
   }
-}
-
-/**
- * Sends RST_STREAM(CANCEL) without a preceding END_STREAM. (`Http2Stream.close()` ends the writable
- * side first, which the peer would read as a clean EOF before the reset.) Aborting through
- * `addAbortSignal` is the public way to make Node reset with CANCEL.
- */
-export function resetStream(h2: Http2Stream): void {
-  if (h2.destroyed) return;
-  h2.on("error", () => {});
-  const controller = new AbortController();
-  addAbortSignal(controller.signal, h2);
-  controller.abort();
 }

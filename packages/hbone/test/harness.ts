@@ -69,3 +69,27 @@ export async function until(predicate: () => boolean, what = "condition"): Promi
   }
   throw new Error(`timed out waiting for ${what}`);
 }
+
+/**
+ * Calls `onFrame(type, flags)` for every HTTP/2 frame a server-side socket receives after the
+ * client preface, by reading the same decrypted bytes the server reads.
+ */
+export function watchFrames(socket: Duplex, onFrame: (type: number, flags: number) => void): void {
+  let pending = Buffer.alloc(0);
+  let skip = 24; // client connection preface
+  socket.on("data", (chunk: Buffer) => {
+    pending = Buffer.concat([pending, chunk]);
+    for (;;) {
+      if (skip > 0) {
+        const n = Math.min(skip, pending.length);
+        pending = pending.subarray(n);
+        skip -= n;
+        if (skip > 0) return;
+      }
+      if (pending.length < 9) return;
+      const length = pending.readUIntBE(0, 3);
+      onFrame(pending[3] as number, pending[4] as number);
+      skip = 9 + length;
+    }
+  });
+}

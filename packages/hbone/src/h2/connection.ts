@@ -1,0 +1,1166 @@
+import { EventEmitter } from "node:events";
+import type { Duplex } from "node:stream";
+import { HboneError } from "../errors.js";
+import { http2ErrorName, toHboneError } from "../node-error.js";
+import {
+  CLIENT_PREFACE,
+  DEFAULT_WINDOW,
+  defaultSettings,
+  encodeSettings,
+  FLAG_ACK,
+  FLAG_END_HEADERS,
+  FLAG_END_STREAM,
+  FLAG_PADDED,
+  FLAG_PRIORITY,
+  FRAME_CONTINUATION,
+  FRAME_DATA,
+  FRAME_GOAWAY,
+  FRAME_HEADER_BYTES,
+  FRAME_HEADERS,
+  FRAME_PING,
+  FRAME_PRIORITY,
+  FRAME_PUSH_PROMISE,
+  FRAME_RST_STREAM,
+  FRAME_SETTINGS,
+  FRAME_WINDOW_UPDATE,
+  frame,
+  H2_ERROR,
+  type H2Settings,
+  MAX_MAX_FRAME,
+  MAX_WINDOW,
+  MIN_MAX_FRAME,
+  SETTINGS_ENABLE_PUSH,
+  SETTINGS_HEADER_TABLE_SIZE,
+  SETTINGS_INITIAL_WINDOW_SIZE,
+  SETTINGS_MAX_CONCURRENT_STREAMS,
+  SETTINGS_MAX_FRAME_SIZE,
+  SETTINGS_MAX_HEADER_LIST_SIZE,
+  writeFrameHeader,
+} from "./frames.js";
+import { encodeHeaders, HpackDecoder, HpackError } from "./hpack.js";
+
+// A compact HTTP/2 (RFC 9113) endpoint for HBONE: CONNECT streams carrying opaque bytes. It does all of
+// HTTP/2's connection management (SETTINGS, flow control, PING, GOAWAY, stream states, header blocks)
+// and hands DATA payloads to the tunnel streams as slices of the socket's own buffers.
+
+/** Header fields as Node shows them: lower-case names, repeated fields joined (`set-cookie` a list). */
+export type H2Headers = Record<string, string | string[] | undefined>;
+
+/** A connection-level protocol violation: GOAWAY with `h2Code`, then the connection closes. */
+class ConnectionError extends Error {
+  constructor(
+    readonly h2Code: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Receives what happens on an {@link H2Stream}. */
+export interface H2StreamSink {
+  /** DATA payload; call {@link H2Stream.consume} once the bytes are taken, to reopen the window. */
+  data(chunk: Buffer): void;
+  /** The peer sent END_STREAM. */
+  end(): void;
+  /**
+   * The stream is closed: `rstCode` is the peer's RST_STREAM code, `H2_ERROR.NO_ERROR` after a
+   * clean end in both directions or our own reset; `err` is set when the connection failed.
+   */
+  closed(rstCode: number, err: HboneError | undefined): void;
+}
+
+interface QueuedWrite {
+  data: Buffer;
+  end: boolean;
+  cb: ((err?: Error | null) => void) | undefined;
+}
+
+type Buffered =
+  | { kind: "data"; chunk: Buffer }
+  | { kind: "end" }
+  | { kind: "closed"; code: number; err?: HboneError };
+
+/** One HTTP/2 stream of an {@link Http2Connection}. */
+export class H2Stream {
+  readonly id: number;
+  /** Set once the stream closed: the peer's RST_STREAM code or NO_ERROR. */
+  rstCode: number | undefined;
+  /** Client side: called with the final (non-1xx) response headers. */
+  onResponse: ((headers: H2Headers, endStream: boolean) => void) | undefined;
+  #conn: Http2Connection;
+  #sink: H2StreamSink | undefined;
+  #buffered: Buffered[] = [];
+  /** Bytes the peer may still send us; bytes we may still send. */
+  recvWindow: number;
+  sendWindow: number;
+  /** Received but not yet consumed by the sink: given back to the connection window on close. */
+  #unconsumed = 0;
+  /** Consumed but not yet announced with WINDOW_UPDATE. */
+  #credit = 0;
+  #queue: QueuedWrite[] = [];
+  #queuedBytes = 0;
+  /** END_STREAM sent (or queued behind data) / received. */
+  localEnded = false;
+  remoteEnded = false;
+  #endQueued = false;
+  headersSent = false;
+  responded = false;
+  closed = false;
+  #closeListeners: (() => void)[] = [];
+
+  constructor(conn: Http2Connection, id: number, recvWindow: number, sendWindow: number) {
+    this.#conn = conn;
+    this.id = id;
+    this.recvWindow = recvWindow;
+    this.sendWindow = sendWindow;
+  }
+
+  /** Connects the stream to its consumer; events that arrived before are replayed in order. */
+  attach(sink: H2StreamSink): void {
+    this.#sink = sink;
+    const buffered = this.#buffered;
+    this.#buffered = [];
+    for (const b of buffered) {
+      if (b.kind === "data") sink.data(b.chunk);
+      else if (b.kind === "end") sink.end();
+      else sink.closed(b.code, b.err);
+    }
+  }
+
+  /** Runs `listener` once the stream is closed (at once if it already is). */
+  onClose(listener: () => void): void {
+    if (this.closed) listener();
+    else this.#closeListeners.push(listener);
+  }
+
+  /** Bytes waiting for flow-control window or the socket. */
+  get queuedBytes(): number {
+    return this.#queuedBytes;
+  }
+
+  /** Sends response headers (server side). */
+  respond(fields: readonly (readonly [string, string])[], endStream: boolean): void {
+    if (this.closed || this.headersSent) return;
+    this.headersSent = true;
+    if (endStream) {
+      this.localEnded = true;
+      this.#endQueued = true;
+    }
+    this.#conn._sendHeaders(this.id, fields, endStream);
+    if (endStream) this.#maybeClose();
+  }
+
+  /** Queues DATA; `cb` runs once it is handed to the socket (and the socket took it without waiting). */
+  write(data: Buffer, cb?: (err?: Error | null) => void): void {
+    if (this.closed || this.#endQueued) {
+      cb?.(new HboneError("ERR_HBONE_CONNECTION", "write on a closed HTTP/2 stream"));
+      return;
+    }
+    this.#queue.push({ data, end: false, cb });
+    this.#queuedBytes += data.length;
+    this.#conn._flushStream(this);
+  }
+
+  /** Queues END_STREAM behind the data already written. */
+  end(cb?: (err?: Error | null) => void): void {
+    if (this.closed || this.#endQueued) {
+      cb?.(this.closed ? new HboneError("ERR_HBONE_CONNECTION", "end on a closed HTTP/2 stream") : null);
+      return;
+    }
+    this.#endQueued = true;
+    this.#queue.push({ data: EMPTY, end: true, cb });
+    this.#conn._flushStream(this);
+  }
+
+  /** Resets the stream (RST_STREAM `code`) and drops whatever was queued. */
+  reset(code: number = H2_ERROR.CANCEL): void {
+    if (this.closed) return;
+    this.#conn._sendReset(this.id, code);
+    this._close(H2_ERROR.NO_ERROR, undefined);
+  }
+
+  /** The sink took `n` bytes: they count toward the next WINDOW_UPDATE. */
+  consume(n: number): void {
+    // After close, whatever was unconsumed has already been given back to the connection.
+    if (this.closed) return;
+    this.#unconsumed -= n;
+    this._credit(n);
+  }
+
+  /** Gives `n` received bytes back to both windows (WINDOW_UPDATE in half-window steps). */
+  _credit(n: number): void {
+    this.#conn._consume(n);
+    if (this.remoteEnded || this.closed) return;
+    this.#credit += n;
+    if (this.#credit >= this.#conn._windowUpdateThreshold) {
+      this.recvWindow += this.#credit;
+      this.#conn._sendWindowUpdate(this.id, this.#credit);
+      this.#credit = 0;
+    }
+  }
+
+  _receiveData(chunk: Buffer): void {
+    this.#unconsumed += chunk.length;
+    if (this.#sink !== undefined) this.#sink.data(chunk);
+    else this.#buffered.push({ kind: "data", chunk });
+  }
+
+  _receiveEnd(): void {
+    if (this.remoteEnded) return;
+    this.remoteEnded = true;
+    if (this.#sink !== undefined) this.#sink.end();
+    else this.#buffered.push({ kind: "end" });
+    this.#maybeClose();
+  }
+
+  /** Sends what the windows allow. Returns true when the stream still waits for connection window. */
+  _flush(): boolean {
+    const conn = this.#conn;
+    const queue = this.#queue;
+    while (queue.length > 0 && !this.closed) {
+      const item = queue[0] as QueuedWrite;
+      const left = item.data.length;
+      if (left > 0) {
+        const n = Math.min(left, this.sendWindow, conn._sendWindow, conn._peerMaxFrame);
+        if (n <= 0) return this.sendWindow > 0;
+        const last = n === left;
+        const payload = last ? item.data : item.data.subarray(0, n);
+        this.sendWindow -= n;
+        this.#queuedBytes -= n;
+        conn._sendData(this.id, payload, false);
+        if (!last) {
+          item.data = item.data.subarray(n);
+          continue;
+        }
+      } else if (item.end) {
+        conn._sendData(this.id, EMPTY, true);
+        this.localEnded = true;
+      }
+      queue.shift();
+      if (item.cb !== undefined) conn._afterWrite(item.cb);
+      if (item.end) this.#maybeClose();
+    }
+    return false;
+  }
+
+  #maybeClose(): void {
+    if (this.localEnded && this.remoteEnded) this._close(H2_ERROR.NO_ERROR, undefined);
+  }
+
+  /** Closes the stream locally; tells the sink (or buffers that for a later attach). */
+  _close(code: number, err: HboneError | undefined): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.rstCode = code;
+    const dropped = this.#queue;
+    this.#queue = [];
+    this.#queuedBytes = 0;
+    if (this.#unconsumed > 0) {
+      this.#conn._consume(this.#unconsumed);
+      this.#unconsumed = 0;
+    }
+    this.#conn._streamClosed(this);
+    const failure = err ?? new HboneError("ERR_HBONE_CONNECTION", "HTTP/2 stream closed");
+    for (const w of dropped) w.cb?.(failure);
+    if (this.#sink !== undefined) this.#sink.closed(code, err);
+    else this.#buffered.push({ kind: "closed", code, ...(err ? { err } : {}) });
+    const listeners = this.#closeListeners;
+    this.#closeListeners = [];
+    for (const listener of listeners) listener();
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** Options of {@link Http2Connection}. */
+export interface Http2ConnectionOptions {
+  role: "client" | "server";
+  /** Stream window announced in SETTINGS. */
+  streamWindow: number;
+  /** Connection window, grown with a WINDOW_UPDATE right after the SETTINGS. */
+  connectionWindow: number;
+  /** Largest frame we accept. */
+  maxFrameSize: number;
+  /** Header list limit we announce and enforce. */
+  maxHeaderListSize: number;
+  /** Server: concurrent streams we announce and enforce. */
+  maxConcurrentStreams?: number;
+}
+
+/** A header block larger than this (across CONTINUATION frames) ends the connection. */
+const MAX_HEADER_BLOCK_FACTOR = 4;
+/** Unsent bytes in the socket above which a peer that keeps asking for replies is cut off. */
+const MAX_PENDING_CONTROL_BYTES = 4 * 1024 * 1024;
+
+enum ParseState {
+  Preface,
+  Header,
+  Payload,
+  Data,
+}
+
+const FORBIDDEN_FIELDS = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "transfer-encoding",
+  "upgrade",
+]);
+const REQUEST_PSEUDO = new Set([":method", ":scheme", ":authority", ":path", ":protocol"]);
+// Field values may not contain NUL, CR or LF, nor start or end with whitespace (RFC 9113, 8.2.1).
+const BAD_VALUE = /[\0\r\n]|^[ \t]|[ \t]$/;
+const BAD_NAME = /[^!#$%&'*+\-.^_`|~0-9a-z]/;
+// NUL, CR, LF, or anything beyond Latin-1 (field values are octets).
+// biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is exactly what this rejects.
+const BAD_OUTGOING_VALUE = /[\0\r\n]|[^\u0000-\u00ff]/;
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** Characters of an RFC 3986 authority (userinfo, host, port). */
+const AUTHORITY_CHARS = /^[A-Za-z0-9\-._~%!$&'()*+,;=:@[\]]+$/;
+
+/**
+ * One HTTP/2 connection over an established (TLS) socket. Server side emits `stream`
+ * `(stream, headers, tooLarge)`; both sides emit `remoteSettings`, `goaway` `(code, lastStreamId)`,
+ * `ping` (a PING from the peer) and finally `close`.
+ */
+export class Http2Connection extends EventEmitter {
+  readonly socket: Duplex;
+  readonly role: "client" | "server";
+  remoteSettings: H2Settings = defaultSettings();
+  /** Why the connection ended, when it was not a clean close. */
+  failure: HboneError | undefined;
+  /** The peer sent GOAWAY, or we began a graceful close: no new streams. */
+  closed = false;
+  destroyed = false;
+  _sendWindow = DEFAULT_WINDOW;
+  _peerMaxFrame = MIN_MAX_FRAME;
+  readonly _windowUpdateThreshold: number;
+  #options: Http2ConnectionOptions;
+  #streams = new Map<number, H2Stream>();
+  #decoder = new HpackDecoder();
+  #nextStreamId: number;
+  #lastPeerStreamId = 0;
+  #goawaySent = false;
+  #peerGoawayLast = MAX_WINDOW;
+  #connCredit = 0;
+  #connRecvWindow = DEFAULT_WINDOW;
+  #localSettingsAcked = false;
+  #sawPeerSettings = false;
+  /** Streams that wait for connection window. */
+  #blocked = new Set<H2Stream>();
+  #drainWaiters: ((err?: Error | null) => void)[] = [];
+  #pings = new Map<string, (err: Error | null) => void>();
+  #pingSeq = 0;
+  // Parser state.
+  #state: ParseState;
+  #carry: Buffer | undefined;
+  #frameLength = 0;
+  #frameType = 0;
+  #frameFlags = 0;
+  #frameStream = 0;
+  #payloadParts: Buffer[] = [];
+  #payloadLeft = 0;
+  #dataStream: H2Stream | undefined;
+  #dataLeft = 0;
+  #padLeft = 0;
+  #needPadLength = false;
+  #headerBlock: { streamId: number; flags: number; parts: Buffer[]; size: number } | undefined;
+  #closeTimer: NodeJS.Timeout | undefined;
+  #closeEmitted = false;
+
+  constructor(socket: Duplex, options: Http2ConnectionOptions) {
+    super();
+    this.socket = socket;
+    this.role = options.role;
+    this.#options = options;
+    this.#nextStreamId = options.role === "client" ? 1 : 2;
+    this.#state = options.role === "server" ? ParseState.Preface : ParseState.Header;
+    this._windowUpdateThreshold = Math.max(1, Math.floor(options.streamWindow / 2));
+    socket.on("data", (chunk: Buffer) => this.#onData(chunk));
+    socket.on("drain", () => this.#onDrain());
+    socket.on("end", () => this.#onSocketEnd());
+    socket.on("error", (err: Error) => this.#fail(toHboneError(err, "HTTP/2 connection")));
+    socket.on("close", () => this.#onSocketClose());
+    // The socket may have been paused while its first bytes were awaited.
+    socket.resume();
+    const local: H2Settings = {
+      headerTableSize: 4096,
+      enablePush: false,
+      maxConcurrentStreams: options.role === "server" ? options.maxConcurrentStreams : undefined,
+      initialWindowSize: options.streamWindow,
+      maxFrameSize: options.maxFrameSize,
+      maxHeaderListSize: options.maxHeaderListSize,
+    };
+    const out: Buffer[] = [];
+    if (options.role === "client") out.push(CLIENT_PREFACE);
+    out.push(frame(FRAME_SETTINGS, 0, 0, encodeSettings(local)));
+    if (options.connectionWindow > DEFAULT_WINDOW) {
+      out.push(windowUpdate(0, options.connectionWindow - DEFAULT_WINDOW));
+      this.#connRecvWindow = options.connectionWindow;
+    }
+    this.#write(Buffer.concat(out));
+  }
+
+  /** Streams open (or half-closed) on this connection. */
+  get streamCount(): number {
+    return this.#streams.size;
+  }
+
+  /** Opens a stream with a request header block (client side). */
+  request(fields: readonly (readonly [string, string])[]): H2Stream {
+    if (this.destroyed || this.closed) {
+      throw new HboneError("ERR_HBONE_CONNECTION", "the HTTP/2 connection is closing");
+    }
+    const id = this.#nextStreamId;
+    if (id > MAX_WINDOW) {
+      this.close();
+      throw new HboneError("ERR_HBONE_CONNECTION", "the HTTP/2 connection ran out of stream ids");
+    }
+    this.#nextStreamId += 2;
+    const stream = new H2Stream(this, id, this.#options.streamWindow, this.remoteSettings.initialWindowSize);
+    this.#streams.set(id, stream);
+    stream.headersSent = true;
+    this._sendHeaders(id, fields, false);
+    return stream;
+  }
+
+  /** Sends a PING; `cb` runs with the ACK or with an error if the connection ends first. */
+  ping(cb: (err: Error | null) => void): void {
+    if (this.destroyed) {
+      cb(new HboneError("ERR_HBONE_CONNECTION", "connection closed"));
+      return;
+    }
+    const payload = Buffer.alloc(8);
+    payload.writeUInt32BE(++this.#pingSeq >>> 0, 4);
+    this.#pings.set(payload.toString("hex"), cb);
+    this.#write(frame(FRAME_PING, 0, 0, payload));
+  }
+
+  /**
+   * Graceful close: GOAWAY, no new streams, and the socket closes once every open stream finished.
+   */
+  close(): void {
+    if (this.destroyed) return;
+    this.closed = true;
+    this.#sendGoaway(H2_ERROR.NO_ERROR, "");
+    this.#maybeFinish();
+  }
+
+  /**
+   * Ends the connection now. With a `code`, a GOAWAY carrying it is flushed first. Open streams
+   * close with `err` (or a connection error).
+   */
+  destroy(err?: HboneError, code?: number): void {
+    if (this.destroyed) return;
+    if (err !== undefined && this.failure === undefined) this.failure = err;
+    if (code !== undefined) this.#sendGoaway(code, err?.message ?? "");
+    this.#teardown(code !== undefined);
+  }
+
+  // ---- used by H2Stream ----
+
+  _sendHeaders(streamId: number, fields: readonly (readonly [string, string])[], endStream: boolean): void {
+    const block = encodeHeaders(fields);
+    const max = this._peerMaxFrame;
+    const endFlag = endStream ? FLAG_END_STREAM : 0;
+    if (block.length <= max) {
+      this.#write(frame(FRAME_HEADERS, FLAG_END_HEADERS | endFlag, streamId, block));
+      return;
+    }
+    const frames: Buffer[] = [];
+    for (let off = 0; off < block.length; off += max) {
+      const last = off + max >= block.length;
+      const type = off === 0 ? FRAME_HEADERS : FRAME_CONTINUATION;
+      const flags = (off === 0 ? endFlag : 0) | (last ? FLAG_END_HEADERS : 0);
+      frames.push(frame(type, flags, streamId, block.subarray(off, off + max)));
+    }
+    this.#write(Buffer.concat(frames));
+  }
+
+  _sendData(streamId: number, payload: Buffer, endStream: boolean): void {
+    const flags = endStream ? FLAG_END_STREAM : 0;
+    this._sendWindow -= payload.length;
+    if (payload.length < 4096) {
+      this.#write(frame(FRAME_DATA, flags, streamId, payload));
+      return;
+    }
+    const header = Buffer.allocUnsafe(FRAME_HEADER_BYTES);
+    writeFrameHeader(header, 0, payload.length, FRAME_DATA, flags, streamId);
+    const socket = this.socket;
+    if (socket.destroyed) return;
+    socket.cork();
+    socket.write(header);
+    socket.write(payload);
+    socket.uncork();
+  }
+
+  _sendReset(streamId: number, code: number): void {
+    const payload = Buffer.allocUnsafe(4);
+    payload.writeUInt32BE(code);
+    this.#write(frame(FRAME_RST_STREAM, 0, streamId, payload));
+  }
+
+  _sendWindowUpdate(streamId: number, increment: number): void {
+    this.#write(windowUpdate(streamId, increment));
+  }
+
+  /** Connection-level consumption: reopens the connection window in half-window steps. */
+  _consume(n: number): void {
+    this.#connCredit += n;
+    if (this.#connCredit >= this.#options.connectionWindow / 2 && !this.destroyed) {
+      this.#connRecvWindow += this.#connCredit;
+      this.#write(windowUpdate(0, this.#connCredit));
+      this.#connCredit = 0;
+    }
+  }
+
+  /** Runs a write callback now, or after the socket drained if it is over its high-water mark. */
+  _afterWrite(cb: (err?: Error | null) => void): void {
+    if (this.socket.writableNeedDrain) this.#drainWaiters.push(cb);
+    else cb();
+  }
+
+  _streamClosed(stream: H2Stream): void {
+    this.#streams.delete(stream.id);
+    this.#blocked.delete(stream);
+    if (this.#dataStream === stream) this.#dataStream = undefined;
+    this.#maybeFinish();
+  }
+
+  // ---- writing ----
+
+  #write(buf: Buffer): void {
+    if (this.socket.destroyed || !this.socket.writable) return;
+    this.socket.write(buf);
+  }
+
+  #sendGoaway(code: number, debug: string): void {
+    if (this.#goawaySent && code === H2_ERROR.NO_ERROR) return;
+    this.#goawaySent = true;
+    const text = Buffer.from(debug.slice(0, 256), "latin1");
+    const payload = Buffer.allocUnsafe(8 + text.length);
+    payload.writeUInt32BE(this.#lastPeerStreamId, 0);
+    payload.writeUInt32BE(code, 4);
+    text.copy(payload, 8);
+    this.#write(frame(FRAME_GOAWAY, 0, 0, payload));
+  }
+
+  #onDrain(): void {
+    const waiters = this.#drainWaiters;
+    this.#drainWaiters = [];
+    for (const cb of waiters) cb();
+  }
+
+  #flushBlocked(): void {
+    for (const stream of this.#blocked) {
+      if (this._sendWindow <= 0) return;
+      this.#blocked.delete(stream);
+      if (stream._flush()) this.#blocked.add(stream);
+    }
+  }
+
+  // ---- closing ----
+
+  #maybeFinish(): void {
+    if (!this.closed || this.destroyed || this.#streams.size > 0) return;
+    // Nothing left to carry: end our side; the peer closes its side in turn.
+    this.destroyed = true;
+    this.#failStreams(undefined);
+    this.socket.end();
+    this.#closeTimer = setTimeout(() => this.socket.destroy(), 2000);
+    this.#closeTimer.unref();
+  }
+
+  #teardown(flush: boolean): void {
+    this.destroyed = true;
+    this.closed = true;
+    this.#failStreams(this.failure ?? new HboneError("ERR_HBONE_CONNECTION", "HTTP/2 connection closed"));
+    if (flush && !this.socket.destroyed) {
+      this.socket.end();
+      this.#closeTimer = setTimeout(() => this.socket.destroy(), 1000);
+      this.#closeTimer.unref();
+    } else {
+      this.socket.destroy();
+    }
+  }
+
+  #failStreams(err: HboneError | undefined): void {
+    const failure = err ?? new HboneError("ERR_HBONE_CONNECTION", "HTTP/2 connection closed");
+    for (const stream of [...this.#streams.values()]) stream._close(H2_ERROR.NO_ERROR, failure);
+    for (const cb of this.#pings.values()) cb(failure);
+    this.#pings.clear();
+    const waiters = this.#drainWaiters;
+    this.#drainWaiters = [];
+    for (const cb of waiters) cb(failure);
+  }
+
+  #fail(err: HboneError): void {
+    if (this.failure === undefined) this.failure = err;
+    if (!this.destroyed) this.#teardown(false);
+  }
+
+  #onSocketEnd(): void {
+    if (this.destroyed) return;
+    if (this.#streams.size > 0) {
+      this.#fail(new HboneError("ERR_HBONE_CONNECTION", "the peer closed the connection"));
+    } else {
+      this.closed = true;
+      this.#teardown(true);
+    }
+  }
+
+  #onSocketClose(): void {
+    clearTimeout(this.#closeTimer);
+    if (!this.destroyed) {
+      this.#fail(new HboneError("ERR_HBONE_CONNECTION", "the connection closed"));
+    }
+    if (this.#closeEmitted) return;
+    this.#closeEmitted = true;
+    this.emit("close");
+  }
+
+  #connectionError(code: number, message: string): void {
+    const err = new HboneError("ERR_HBONE_PROTOCOL", `HTTP/2 ${http2ErrorName(code)}: ${message}`);
+    this.destroy(err, code);
+  }
+
+  // ---- reading ----
+
+  #onData(input: Buffer): void {
+    let chunk = input;
+    if (this.#carry !== undefined) {
+      chunk = Buffer.concat([this.#carry, input]);
+      this.#carry = undefined;
+    }
+    try {
+      this.#parse(chunk);
+    } catch (err) {
+      if (err instanceof ConnectionError) this.#connectionError(err.h2Code, err.message);
+      else if (err instanceof HpackError) this.#connectionError(H2_ERROR.COMPRESSION_ERROR, err.message);
+      else this.#connectionError(H2_ERROR.INTERNAL_ERROR, (err as Error).message);
+    }
+  }
+
+  #parse(chunk: Buffer): void {
+    let off = 0;
+    const length = chunk.length;
+    while (off < length && !this.destroyed) {
+      switch (this.#state) {
+        case ParseState.Preface: {
+          if (length - off < CLIENT_PREFACE.length) {
+            if (!CLIENT_PREFACE.subarray(0, length - off).equals(chunk.subarray(off))) {
+              throw new ConnectionError(H2_ERROR.PROTOCOL_ERROR, "bad connection preface");
+            }
+            this.#carry = chunk.subarray(off);
+            return;
+          }
+          if (!CLIENT_PREFACE.equals(chunk.subarray(off, off + CLIENT_PREFACE.length))) {
+            throw new ConnectionError(H2_ERROR.PROTOCOL_ERROR, "bad connection preface");
+          }
+          off += CLIENT_PREFACE.length;
+          this.#state = ParseState.Header;
+          break;
+        }
+        case ParseState.Header: {
+          if (length - off < FRAME_HEADER_BYTES) {
+            this.#carry = chunk.subarray(off);
+            return;
+          }
+          const frameLength =
+            ((chunk[off] as number) << 16) | ((chunk[off + 1] as number) << 8) | (chunk[off + 2] as number);
+          this.#frameLength = frameLength;
+          this.#frameType = chunk[off + 3] as number;
+          this.#frameFlags = chunk[off + 4] as number;
+          this.#frameStream = chunk.readUInt32BE(off + 5) & MAX_WINDOW;
+          off += FRAME_HEADER_BYTES;
+          this.#beginFrame();
+          break;
+        }
+        case ParseState.Payload: {
+          const take = Math.min(this.#payloadLeft, length - off);
+          this.#payloadParts.push(chunk.subarray(off, off + take));
+          off += take;
+          this.#payloadLeft -= take;
+          if (this.#payloadLeft === 0) {
+            const parts = this.#payloadParts;
+            this.#payloadParts = [];
+            this.#state = ParseState.Header;
+            this.#onFrame(parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts));
+          }
+          break;
+        }
+        case ParseState.Data: {
+          if (this.#needPadLength) {
+            const pad = chunk[off++] as number;
+            this.#needPadLength = false;
+            if (pad >= this.#frameLength)
+              throw new ConnectionError(H2_ERROR.PROTOCOL_ERROR, "padding longer than the frame");
+            this.#dataLeft = this.#frameLength - 1 - pad;
+            this.#padLeft = pad;
+            this.#padTotal = pad + 1;
+          } else if (this.#dataLeft > 0) {
+            const take = Math.min(this.#dataLeft, length - off);
+            const slice = off === 0 && take === length ? chunk : chunk.subarray(off, off + take);
+            off += take;
+            this.#dataLeft -= take;
+            const stream = this.#dataStream;
+            if (stream !== undefined) stream._receiveData(slice);
+            else this._consume(take);
+          } else {
+            const skip = Math.min(this.#padLeft, length - off);
+            off += skip;
+            this.#padLeft -= skip;
+          }
+          if (this.#dataLeft === 0 && this.#padLeft === 0 && !this.#needPadLength) this.#endData();
+          break;
+        }
+      }
+    }
+  }
+
+  #beginFrame(): void {
+    const type = this.#frameType;
+    const length = this.#frameLength;
+    if (length > this.#options.maxFrameSize) {
+      throw new ConnectionError(H2_ERROR.FRAME_SIZE_ERROR, `frame of ${length} bytes is over the limit`);
+    }
+    if (this.#headerBlock !== undefined && type !== FRAME_CONTINUATION) {
+      throw new ConnectionError(H2_ERROR.PROTOCOL_ERROR, "header block interrupted by another frame");
+    }
+    if (type === FRAME_DATA) {
+      this.#beginData();
+      return;
+    }
+    if (length === 0) {
+      this.#state = ParseState.Header;
+      this.#onFrame(EMPTY);
+      return;
+    }
+    this.#payloadLeft = length;
+    this.#state = ParseState.Payload;
+  }
+
+  #beginData(): void {
+    const id = this.#frameStream;
+    const length = this.#frameLength;
+    if (id === 0) throw new ConnectionError(H2_ERROR.PROTOCOL_ERROR, "DATA on stream 0");
+    if (length > this.#connRecvWindow) {
+      throw new ConnectionError(H2_ERROR.FLOW_CONTROL_ERROR, "DATA beyond the connection window");
+    }
+    this.#connRecvWindow -= length;
+    const padded = (this.#frameFlags & FLAG_PADDED) !== 0;
+    this.#needPadLength = padded;
+    this.#dataLeft = padded ? 0 : length;
+    this.#padLeft = 0;
+    this.#padTotal = 0;
+    if (padded && length === 0)
+      throw new ConnectionError(H2_ERROR.FRAME_SIZE_ERROR, "padded DATA without padding length");
+    let stream = this.#streams.get(id);
+    if (stream === undefined) {
+      this.#checkNotIdle(id, "DATA");
+    } else if (stream.remoteEnded) {
+      stream.reset(H2_ERROR.STREAM_CLOSED);
+      stream = undefined;
+    } else if (length > stream.recvWindow + (this.#localSettingsAcked ? 0 : DEFAULT_WINDOW)) {
+      stream.reset(H2_ERROR.FLOW_CONTROL_ERROR);
+      stream = undefined;
+    } else {
+      stream.recvWindow -= length;
+    }
+    this.#dataStream = stream;
+    this.#state = ParseState.Data;
+    if (length === 0) this.#endData();
+  }
+
+  #endData(): void {
+    this.#state = ParseState.Header;
+    const stream = this.#dataStream;
+    this.#dataStream = undefined;
+    // The padding (and its length octet) is flow-controlled but carries nothing: give it back now.
+    const overhead = this.#padTotal;
+    if (stream === undefined) {
+      // Payload of a closed stream was already counted as consumed; only padding remains.
+      if (overhead > 0) this._consume(overhead);
+      return;
+    }
+    if (overhead > 0) stream._credit(overhead);
+    if (this.#frameFlags & FLAG_END_STREAM) stream._receiveEnd();
+  }
+
+  /** Padding octets (and the pad length octet) of the current DATA frame. */
+  #padTotal = 0;
+
+  #checkNotIdle(id: number, what: string): void {
+    const peerInitiated = this.role === "server" ? id % 2 === 1 : id % 2 === 0;
+    const idle = peerInitiated ? id > this.#lastPeerStreamId : id >= this.#nextStreamId;
+    if (idle) throw new ConnectionError(H2_ERROR.PROTOCOL_ERROR, `${what} on idle stream ${id}`);
+  }
+
+  #onFrame(payload: Buffer): void {
+    const id = this.#frameStream;
+    const flags = this.#frameFlags;
+    switch (this.#frameType) {
+      case FRAME_HEADERS:
+        this.#onHeaders(id, flags, payload);
+        return;
+      case FRAME_CONTINUATION:
+        this.#onContinuation(id, flags, payload);
+        return;
+      case FRAME_SETTINGS:
+        this.#onSettings(id, flags, payload);
+        return;
+      case FRAME_WINDOW_UPDATE:
+        this.#onWindowUpdate(id, payload);
+        return;
+      case FRAME_PING:
+        this.#onPing(id, flags, payload);
+        return;
+      case FRAME_RST_STREAM:
+        this.#onReset(id, payload);
+        return;
+      case FRAME_GOAWAY:
+        this.#onGoaway(id, payload);
+        return;
+      case FRAME_PRIORITY:
+        if (id === 0) throw new ConnectionError(H2_ERROR.PROTOCOL_ERROR, "PRIORITY on stream 0");
+        if (payload.length !== 5) this.#streams.get(id)?.reset(H2_ERROR.FRAME_SIZE_ERROR);
+        return;
+      case FRAME_PUSH_PROMISE:
+        throw new ConnectionError(H2_ERROR.PROTOCOL_ERROR, "PUSH_PROMISE although push is disabled");
+      default:
+        // Unknown frame types are ignored (RFC 9113, 4.1).
+        return;
+    }
+  }
+
+  #onSettings(id: number, flags: number, payload: Buffer): void {
+    if (id !== 0) throw new ConnectionError(H2_ERROR.PROTOCOL_ERROR, "SETTINGS on a stream");
+    if (flags & FLAG_ACK) {
+      if (payload.length !== 0)
+        throw new ConnectionError(H2_ERROR.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload");
+      this.#localSettingsAcked = true;
+      return;
+    }
+    if (payload.length % 6 !== 0) throw new ConnectionError(H2_ERROR.FRAME_SIZE_ERROR, "SETTINGS length");
+    const s = this.remoteSettings;
+    let windowDelta = 0;
+    for (let off = 0; off < payload.length; off += 6) {
+      const key = payload.readUInt16BE(off);
+      const value = payload.readUInt32BE(off + 2);
+      switch (key) {
+        case SETTINGS_HEADER_TABLE_SIZE:
+          s.headerTableSize = value;
+          break;
+        case SETTINGS_ENABLE_PUSH:
+          if (value > 1) throw new ConnectionError(H2_ERROR.PROTOCOL_ERROR, "ENABLE_PUSH must be 0 or 1");
+          s.enablePush = value === 1;
+          break;
+        case SETTINGS_MAX_CONCURRENT_STREAMS:
+          s.maxConcurrentStreams = value;
+          break;
+        case SETTINGS_INITIAL_WINDOW_SIZE:
+          if (value > MAX_WINDOW)
+            throw new ConnectionError(H2_ERROR.FLOW_CONTROL_ERROR, "INITIAL_WINDOW_SIZE too large");
+          windowDelta += value - s.initialWindowSize;
+          s.initialWindowSize = value;
+          break;
+        case SETTINGS_MAX_FRAME_SIZE:
+          if (value < 16_384 || value > MAX_MAX_FRAME)
+            throw new ConnectionError(H2_ERROR.PROTOCOL_ERROR, "MAX_FRAME_SIZE out of range");
+          s.maxFrameSize = value;
+          this._peerMaxFrame = value;
+          break;
+        case SETTINGS_MAX_HEADER_LIST_SIZE:
+          s.maxHeaderListSize = value;
+          break;
+        default:
+          break; // unknown settings are ignored
+      }
+    }
+    // Queued control replies beyond this mean the peer sends faster than it reads.
+    if (this.#pendingOutput() > MAX_PENDING_CONTROL_BYTES)
+      throw new ConnectionError(H2_ERROR.ENHANCE_YOUR_CALM, "peer does not read its SETTINGS ACKs");
+    this.#write(frame(FRAME_SETTINGS, FLAG_ACK, 0));
+    this.#sawPeerSettings = true;
+    if (windowDelta !== 0) {
+      for (const stream of this.#streams.values()) {
+        stream.sendWindow += windowDelta;
+        if (stream.sendWindow > MAX_WINDOW)
+          throw new ConnectionError(H2_ERROR.FLOW_CONTROL_ERROR, "stream window overflow after SETTINGS");
+      }
+      if (windowDelta > 0) for (const stream of [...this.#streams.values()]) this._flushStream(stream);
+    }
+    this.emit("remoteSettings", s);
+  }
+
+  /** Whether the first SETTINGS of the peer arrived. */
+  get sawPeerSettings(): boolean {
+    return this.#sawPeerSettings;
+  }
+
+  #pendingOutput(): number {
+    return (this.socket as Duplex & { writableLength: number }).writableLength;
+  }
+
+  /** Sends what a stream's queue and the windows allow; remembers it if the connection window ran out. */
+  _flushStream(stream: H2Stream): void {
+    if (stream._flush()) this.#blocked.add(stream);
+  }
+
+  #onWindowUpdate(id: number, payload: Buffer): void {
+    if (payload.length !== 4) throw new ConnectionError(H2_ERROR.FRAME_SIZE_ERROR, "WINDOW_UPDATE length");
+    const increment = payload.readUInt32BE(0) & MAX_WINDOW;
+    if (id === 0) {
+      if (increment === 0) throw new ConnectionError(H2_ERROR.PROTOCOL_ERROR, "WINDOW_UPDATE of 0");
+      this._sendWindow += increment;
+      if (this._sendWindow > MAX_WINDOW)
+        throw new ConnectionError(H2_ERROR.FLOW_CONTROL_ERROR, "connection window overflow");
+      this.#flushBlocked();
+      return;
+    }
+    const stream = this.#streams.get(id);
+    if (stream === undefined) {
+      this.#checkNotIdle(id, "WINDOW_UPDATE");
+      return;
+    }
+    if (increment === 0) {
+      stream.reset(H2_ERROR.PROTOCOL_ERROR);
+      return;
+    }
+    stream.sendWindow += increment;
+    if (stream.sendWindow > MAX_WINDOW) {
+      stream.reset(H2_ERROR.FLOW_CONTROL_ERROR);
+      return;
+    }
+    this._flushStream(stream);
+  }
+
+  #onPing(id: number, flags: number, payload: Buffer): void {
+    if (id !== 0) throw new ConnectionError(H2_ERROR.PROTOCOL_ERROR, "PING on a stream");
+    if (payload.length !== 8) throw new ConnectionError(H2_ERROR.FRAME_SIZE_ERROR, "PING length");
+    if (flags & FLAG_ACK) {
+      const key = payload.toString("hex");
+      const cb = this.#pings.get(key);
+      this.#pings.delete(key);
+      cb?.(null);
+      return;
+    }
+    if (this.#pendingOutput() > MAX_PENDING_CONTROL_BYTES)
+      throw new ConnectionError(H2_ERROR.ENHANCE_YOUR_CALM, "peer does not read its PING replies");
+    this.#write(frame(FRAME_PING, FLAG_ACK, 0, payload));
+    this.emit("ping", payload);
+  }
+
+  #onReset(id: number, payload: Buffer): void {
+    if (id === 0) throw new ConnectionError(H2_ERROR.PROTOCOL_ERROR, "RST_STREAM on stream 0");
+    if (payload.length !== 4) throw new ConnectionError(H2_ERROR.FRAME_SIZE_ERROR, "RST_STREAM length");
+    const stream = this.#streams.get(id);
+    if (stream === undefined) {
+      this.#checkNotIdle(id, "RST_STREAM");
+      return;
+    }
+    stream._close(payload.readUInt32BE(0), undefined);
+  }
+
+  #onGoaway(id: number, payload: Buffer): void {
+    if (id !== 0) throw new ConnectionError(H2_ERROR.PROTOCOL_ERROR, "GOAWAY on a stream");
+    if (payload.length < 8) throw new ConnectionError(H2_ERROR.FRAME_SIZE_ERROR, "GOAWAY length");
+    const last = payload.readUInt32BE(0) & MAX_WINDOW;
+    const code = payload.readUInt32BE(4);
+    this.#peerGoawayLast = Math.min(this.#peerGoawayLast, last);
+    this.closed = true;
+    if (code !== H2_ERROR.NO_ERROR && this.failure === undefined) {
+      this.failure = new HboneError(
+        code === H2_ERROR.INADEQUATE_SECURITY ? "ERR_HBONE_IDENTITY" : "ERR_HBONE_CONNECTION",
+        code === H2_ERROR.INADEQUATE_SECURITY
+          ? "the peer refused this side's identity (GOAWAY INADEQUATE_SECURITY)"
+          : `the peer closed the connection (GOAWAY ${http2ErrorName(code)})`,
+      );
+    }
+    this.emit("goaway", code, last);
+    // Streams we opened above the peer's last processed id were never seen: they may be retried.
+    for (const stream of [...this.#streams.values()]) {
+      const ours = this.role === "client" ? stream.id % 2 === 1 : stream.id % 2 === 0;
+      if (ours && stream.id > last) stream._close(H2_ERROR.REFUSED_STREAM, undefined);
+    }
+    this.#maybeFinish();
+  }
+
+  #onHeaders(id: number, flags: number, payload: Buffer): void {
+    if (id === 0) throw new ConnectionError(H2_ERROR.PROTOCOL_ERROR, "HEADERS on stream 0");
+    let start = 0;
+    let end = payload.length;
+    if (flags & FLAG_PADDED) {
+      const pad = payload[0] as number;
+      start = 1;
+      end -= pad;
+    }
+    if (flags & FLAG_PRIORITY) start += 5;
+    if (start > end)
+      throw new ConnectionError(H2_ERROR.PROTOCOL_ERROR, "HEADERS padding or priority too long");
+    const fragment = payload.subarray(start, end);
+    if (flags & FLAG_END_HEADERS) {
+      this.#onHeaderBlock(id, flags, fragment);
+      return;
+    }
+    this.#headerBlock = { streamId: id, flags, parts: [Buffer.from(fragment)], size: fragment.length };
+  }
+
+  #onContinuation(id: number, flags: number, payload: Buffer): void {
+    const block = this.#headerBlock;
+    if (block === undefined || block.streamId !== id) {
+      throw new ConnectionError(H2_ERROR.PROTOCOL_ERROR, "unexpected CONTINUATION");
+    }
+    block.size += payload.length;
+    if (block.size > this.#options.maxHeaderListSize * MAX_HEADER_BLOCK_FACTOR + 16_384) {
+      throw new ConnectionError(H2_ERROR.ENHANCE_YOUR_CALM, "header block too large");
+    }
+    block.parts.push(Buffer.from(payload));
+    if (flags & FLAG_END_HEADERS) {
+      this.#headerBlock = undefined;
+      this.#onHeaderBlock(id, block.flags, Buffer.concat(block.parts));
+    }
+  }
+
+  #onHeaderBlock(id: number, flags: number, block: Buffer): void {
+    const limit = this.#options.maxHeaderListSize;
+    const { fields, listSize } = this.#decoder.decode(block, limit);
+    const endStream = (flags & FLAG_END_STREAM) !== 0;
+    const stream = this.#streams.get(id);
+    if (this.role === "server") {
+      if (stream !== undefined) {
+        // Trailers: allowed only to end the stream; their content means nothing to a tunnel.
+        if (!endStream) stream.reset(H2_ERROR.PROTOCOL_ERROR);
+        else stream._receiveEnd();
+        return;
+      }
+      if (id % 2 === 0) throw new ConnectionError(H2_ERROR.PROTOCOL_ERROR, `client opened even stream ${id}`);
+      if (id <= this.#lastPeerStreamId)
+        throw new ConnectionError(H2_ERROR.STREAM_CLOSED, `HEADERS on closed stream ${id}`);
+      this.#lastPeerStreamId = id;
+      if (this.#goawaySent || this.closed) {
+        this._sendReset(id, H2_ERROR.REFUSED_STREAM);
+        return;
+      }
+      const max = this.#options.maxConcurrentStreams;
+      if (max !== undefined && this.#streams.size >= max) {
+        this._sendReset(id, H2_ERROR.REFUSED_STREAM);
+        return;
+      }
+      const tooLarge = listSize > limit;
+      const headers = tooLarge ? undefined : toHeaders(fields, "request");
+      const opened = new H2Stream(
+        this,
+        id,
+        this.#options.streamWindow,
+        this.remoteSettings.initialWindowSize,
+      );
+      this.#streams.set(id, opened);
+      if (!tooLarge && headers === undefined) {
+        opened.reset(H2_ERROR.PROTOCOL_ERROR);
+        return;
+      }
+      if (endStream) opened.remoteEnded = true;
+      this.emit("stream", opened, headers ?? {}, tooLarge);
+      return;
+    }
+    // Client side.
+    if (stream === undefined) {
+      if (id % 2 === 0)
+        throw new ConnectionError(H2_ERROR.PROTOCOL_ERROR, "HEADERS on a stream the server opened");
+      this.#checkNotIdle(id, "HEADERS");
+      return;
+    }
+    if (stream.responded) {
+      if (!endStream) stream.reset(H2_ERROR.PROTOCOL_ERROR);
+      else stream._receiveEnd();
+      return;
+    }
+    const headers = listSize > limit ? undefined : toHeaders(fields, "response");
+    if (headers === undefined) {
+      stream.reset(H2_ERROR.PROTOCOL_ERROR);
+      return;
+    }
+    const status = Number(headers[":status"]);
+    if (status >= 100 && status < 200) {
+      if (endStream) stream.reset(H2_ERROR.PROTOCOL_ERROR);
+      return;
+    }
+    stream.responded = true;
+    stream.onResponse?.(headers, endStream);
+    if (endStream) stream._receiveEnd();
+  }
+}
+
+/**
+ * Header fields to send, from a record: names lower-cased; a name that is not a token or a value
+ * with NUL, CR or LF throws ERR_HBONE_INVALID_ARGUMENT.
+ */
+export function outgoingFields(
+  headers: Readonly<Record<string, string | number>>,
+  pseudo: readonly (readonly [string, string])[],
+): [string, string][] {
+  const fields: [string, string][] = pseudo.map(([n, v]) => [n, v]);
+  for (const [rawName, rawValue] of Object.entries(headers)) {
+    const name = rawName.toLowerCase();
+    const value = String(rawValue);
+    if (name.length === 0 || BAD_NAME.test(name) || FORBIDDEN_FIELDS.has(name)) {
+      throw new HboneError(
+        "ERR_HBONE_INVALID_ARGUMENT",
+        `header name ${JSON.stringify(rawName)} cannot be sent`,
+      );
+    }
+    if (BAD_OUTGOING_VALUE.test(value)) {
+      throw new HboneError("ERR_HBONE_INVALID_ARGUMENT", `header ${name} has a value that cannot be sent`);
+    }
+    fields.push([name, value.trim()]);
+  }
+  return fields;
+}
+
+function windowUpdate(streamId: number, increment: number): Buffer {
+  const payload = Buffer.allocUnsafe(4);
+  payload.writeUInt32BE(increment);
+  return frame(FRAME_WINDOW_UPDATE, 0, streamId, payload);
+}
+
+/**
+ * Checks a header list against HTTP/2's rules for requests or responses (RFC 9113, 8.2-8.3) and
+ * builds the header object; `undefined` when the message is malformed.
+ */
+function toHeaders(fields: readonly [string, string][], kind: "request" | "response"): H2Headers | undefined {
+  const headers: H2Headers = {};
+  let regular = false;
+  for (const [name, value] of fields) {
+    if (BAD_VALUE.test(value)) return undefined;
+    if (name.startsWith(":")) {
+      if (regular || headers[name] !== undefined) return undefined;
+      if (kind === "request" ? !REQUEST_PSEUDO.has(name) : name !== ":status") return undefined;
+      headers[name] = value;
+      continue;
+    }
+    regular = true;
+    if (name.length === 0 || BAD_NAME.test(name) || FORBIDDEN_FIELDS.has(name)) return undefined;
+    if (name === "te" && value !== "trailers") return undefined;
+    const previous = headers[name];
+    if (previous === undefined) headers[name] = name === "set-cookie" ? [value] : value;
+    else if (Array.isArray(previous)) previous.push(value);
+    else headers[name] = `${previous}${name === "cookie" ? "; " : ", "}${value}`;
+  }
+  if (kind === "response") return /^[1-5]\d\d$/.test(String(headers[":status"])) ? headers : undefined;
+  const method = headers[":method"];
+  if (method === undefined || !TOKEN.test(String(method))) return undefined;
+  const authority = headers[":authority"];
+  if (authority !== undefined && !AUTHORITY_CHARS.test(String(authority))) return undefined;
+  if (method === "CONNECT" && headers[":protocol"] === undefined) {
+    if (
+      headers[":authority"] === undefined ||
+      headers[":scheme"] !== undefined ||
+      headers[":path"] !== undefined
+    ) {
+      return undefined;
+    }
+  } else if (headers[":scheme"] === undefined || headers[":path"] === undefined) {
+    return undefined;
+  }
+  return headers;
+}
