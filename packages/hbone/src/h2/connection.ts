@@ -289,6 +289,11 @@ export interface Http2ConnectionOptions {
 
 /** A header block larger than this (across CONTINUATION frames) ends the connection. */
 const MAX_HEADER_BLOCK_FACTOR = 4;
+/** CONTINUATION frames one header block may use (empty ones would otherwise be free to send). */
+const MAX_CONTINUATIONS = 256;
+/** Stream resets by a client: burst size and sustained rate per second before ENHANCE_YOUR_CALM. */
+const RESET_BURST = 1000;
+const RESET_RATE = 500;
 /** Unsent bytes in the socket above which a peer that keeps asking for replies is cut off. */
 const MAX_PENDING_CONTROL_BYTES = 4 * 1024 * 1024;
 
@@ -626,22 +631,37 @@ export class Http2Connection extends EventEmitter {
   // ---- reading ----
 
   #onData(input: Buffer): void {
-    let chunk = input;
-    if (this.#carry !== undefined) {
-      chunk = Buffer.concat([this.#carry, input]);
-      this.#carry = undefined;
-    }
     try {
-      this.#parse(chunk);
+      const carry = this.#carry;
+      if (carry === undefined) {
+        this.#parse(input, 0);
+        return;
+      }
+      // A frame header (or the preface) split across reads: complete just that part, so the
+      // payload after it is still sliced from the socket's buffer rather than copied.
+      this.#carry = undefined;
+      const need =
+        (this.#state === ParseState.Preface ? CLIENT_PREFACE.length : FRAME_HEADER_BYTES) - carry.length;
+      if (input.length <= need) {
+        this.#parse(Buffer.concat([carry, input]), 0);
+        return;
+      }
+      this.#parse(Buffer.concat([carry, input.subarray(0, need)]), 0);
+      this.#parse(input, need);
     } catch (err) {
       if (err instanceof ConnectionError) this.#connectionError(err.h2Code, err.message);
       else if (err instanceof HpackError) this.#connectionError(H2_ERROR.COMPRESSION_ERROR, err.message);
-      else this.#connectionError(H2_ERROR.INTERNAL_ERROR, (err as Error).message);
+      else {
+        // An exception from application code run by an event (a 'data' listener, the tunnel
+        // handler): end this connection and let it surface as Node would.
+        this.#connectionError(H2_ERROR.INTERNAL_ERROR, (err as Error)?.message ?? String(err));
+        throw err;
+      }
     }
   }
 
-  #parse(chunk: Buffer): void {
-    let off = 0;
+  #parse(chunk: Buffer, start: number): void {
+    let off = start;
     const length = chunk.length;
     while (off < length && !this.destroyed) {
       switch (this.#state) {
@@ -726,6 +746,9 @@ export class Http2Connection extends EventEmitter {
     if (this.#headerBlock !== undefined && type !== FRAME_CONTINUATION) {
       throw new ConnectionError(H2_ERROR.PROTOCOL_ERROR, "header block interrupted by another frame");
     }
+    if (!this.#sawPeerSettings && type !== FRAME_SETTINGS) {
+      throw new ConnectionError(H2_ERROR.PROTOCOL_ERROR, "the first frame must be SETTINGS");
+    }
     if (type === FRAME_DATA) {
       this.#beginData();
       return;
@@ -760,7 +783,7 @@ export class Http2Connection extends EventEmitter {
     } else if (stream.remoteEnded) {
       stream.reset(H2_ERROR.STREAM_CLOSED);
       stream = undefined;
-    } else if (length > stream.recvWindow + (this.#localSettingsAcked ? 0 : DEFAULT_WINDOW)) {
+    } else if (length > stream.recvWindow + this.#preAckSlack()) {
       stream.reset(H2_ERROR.FLOW_CONTROL_ERROR);
       stream = undefined;
     } else {
@@ -788,6 +811,14 @@ export class Http2Connection extends EventEmitter {
 
   /** Padding octets (and the pad length octet) of the current DATA frame. */
   #padTotal = 0;
+
+  /**
+   * Until the peer acknowledged our SETTINGS it may still assume the default stream window; when
+   * ours is smaller, the difference is tolerated.
+   */
+  #preAckSlack(): number {
+    return this.#localSettingsAcked ? 0 : Math.max(0, DEFAULT_WINDOW - this.#options.streamWindow);
+  }
 
   #checkNotIdle(id: number, what: string): void {
     const peerInitiated = this.role === "server" ? id % 2 === 1 : id % 2 === 0;
@@ -958,7 +989,26 @@ export class Http2Connection extends EventEmitter {
       this.#checkNotIdle(id, "RST_STREAM");
       return;
     }
+    if (this.role === "server") this.#limitResets();
     stream._close(payload.readUInt32BE(0), undefined);
+  }
+
+  /**
+   * Streams the client opens and resets at once cost the server work each (the "rapid reset"
+   * attack): a token bucket allows bursts of {@link RESET_BURST} and {@link RESET_RATE} per second.
+   */
+  #resetTokens = RESET_BURST;
+  #resetRefilled = Date.now();
+  #limitResets(): void {
+    const now = Date.now();
+    this.#resetTokens = Math.min(
+      RESET_BURST,
+      this.#resetTokens + ((now - this.#resetRefilled) * RESET_RATE) / 1000,
+    );
+    this.#resetRefilled = now;
+    this.#resetTokens -= 1;
+    if (this.#resetTokens < 0)
+      throw new ConnectionError(H2_ERROR.ENHANCE_YOUR_CALM, "too many stream resets");
   }
 
   #onGoaway(id: number, payload: Buffer): void {
@@ -1011,7 +1061,10 @@ export class Http2Connection extends EventEmitter {
       throw new ConnectionError(H2_ERROR.PROTOCOL_ERROR, "unexpected CONTINUATION");
     }
     block.size += payload.length;
-    if (block.size > this.#options.maxHeaderListSize * MAX_HEADER_BLOCK_FACTOR + 16_384) {
+    if (
+      block.size > this.#options.maxHeaderListSize * MAX_HEADER_BLOCK_FACTOR + 16_384 ||
+      block.parts.length >= MAX_CONTINUATIONS
+    ) {
       throw new ConnectionError(H2_ERROR.ENHANCE_YOUR_CALM, "header block too large");
     }
     block.parts.push(Buffer.from(payload));

@@ -1,0 +1,402 @@
+// The HTTP/2 layer under HBONE: protocol rules checked frame by frame with a hand-driven peer, and
+// flow control checked against Node's own HTTP/2 implementation (nghttp2) as the other end.
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { createServer as createH2cServer, type ServerHttp2Stream } from "node:http2";
+import { type AddressInfo, connect } from "node:net";
+import { after, describe, it } from "node:test";
+import { FramePeer, rawClient, startH2Server } from "../../test/frame-peer.js";
+import { TunnelStream } from "../tunnel-stream.js";
+import { type H2Stream, Http2Connection } from "./connection.js";
+import { H2_ERROR } from "./frames.js";
+
+const DATA = 0x0;
+const HEADERS = 0x1;
+const RST_STREAM = 0x3;
+const SETTINGS = 0x4;
+const PUSH_PROMISE = 0x5;
+const PING = 0x6;
+const WINDOW_UPDATE = 0x8;
+const CONTINUATION = 0x9;
+const END_STREAM = 0x1;
+const END_HEADERS = 0x4;
+const PADDED = 0x8;
+
+const CONNECT: [string, string][] = [
+  [":method", "CONNECT"],
+  [":authority", "10.0.0.1:80"],
+];
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n);
+  return b;
+}
+
+/** The sum of WINDOW_UPDATE increments received so far for `streamId`. */
+function credited(peer: FramePeer, streamId: number): number {
+  return peer.frames
+    .filter((f) => f.type === WINDOW_UPDATE && f.streamId === streamId)
+    .reduce((sum, f) => sum + f.payload.readUInt32BE(0), 0);
+}
+
+const fakeIdentity = { toString: () => "spiffe://test/ns/a/sa/b" } as never;
+
+describe("HTTP/2 connection: protocol rules", () => {
+  const cleanup: (() => Promise<void>)[] = [];
+  after(async () => {
+    for (const c of cleanup) await c();
+  });
+  async function server(options: Parameters<typeof startH2Server>[0] = {}, onStream?: (s: H2Stream) => void) {
+    const srv = await startH2Server(options, onStream);
+    cleanup.push(srv.close);
+    return srv;
+  }
+
+  it("answers SETTINGS with an ACK and PING with the same payload", async () => {
+    const srv = await server();
+    const peer = await rawClient(srv.port);
+    await peer.take((f) => f.type === SETTINGS && f.flags === 0, "server SETTINGS");
+    await peer.take((f) => f.type === SETTINGS && f.flags === 1, "SETTINGS ACK");
+    peer.send(PING, 0, 0, Buffer.from("12345678"));
+    const pong = await peer.take((f) => f.type === PING, "PING ACK");
+    assert.equal(pong.flags, 1);
+    assert.equal(pong.payload.toString(), "12345678");
+    peer.socket.destroy();
+  });
+
+  const connectionErrors: [string, (peer: FramePeer) => void, number][] = [
+    [
+      "a bad preface",
+      (p) => p.sendRaw(Buffer.from("GET / HTTP/1.1\r\nHost: x\r\n\r\n")),
+      H2_ERROR.PROTOCOL_ERROR,
+    ],
+    [
+      "a first frame other than SETTINGS",
+      (p) => p.send(PING, 0, 0, Buffer.alloc(8)),
+      H2_ERROR.PROTOCOL_ERROR,
+    ],
+    [
+      "a frame over the size limit",
+      (p) => p.send(DATA, 0, 1, Buffer.alloc(16_385)),
+      H2_ERROR.FRAME_SIZE_ERROR,
+    ],
+    ["DATA on stream 0", (p) => p.send(DATA, 0, 0, Buffer.alloc(1)), H2_ERROR.PROTOCOL_ERROR],
+    ["DATA on an idle stream", (p) => p.send(DATA, 0, 5, Buffer.alloc(1)), H2_ERROR.PROTOCOL_ERROR],
+    ["RST_STREAM on an idle stream", (p) => p.send(RST_STREAM, 0, 7, u32(8)), H2_ERROR.PROTOCOL_ERROR],
+    ["an even stream id", (p) => p.headers(2, CONNECT), H2_ERROR.PROTOCOL_ERROR],
+    ["PUSH_PROMISE", (p) => p.send(PUSH_PROMISE, END_HEADERS, 1, Buffer.alloc(4)), H2_ERROR.PROTOCOL_ERROR],
+    [
+      "a WINDOW_UPDATE of 0 on the connection",
+      (p) => p.send(WINDOW_UPDATE, 0, 0, u32(0)),
+      H2_ERROR.PROTOCOL_ERROR,
+    ],
+    [
+      "a connection window overflow",
+      (p) => p.send(WINDOW_UPDATE, 0, 0, u32(0x7fffffff)),
+      H2_ERROR.FLOW_CONTROL_ERROR,
+    ],
+    [
+      "a SETTINGS frame of bad length",
+      (p) => p.send(SETTINGS, 0, 0, Buffer.alloc(5)),
+      H2_ERROR.FRAME_SIZE_ERROR,
+    ],
+    [
+      "an invalid HPACK block",
+      (p) => p.send(HEADERS, END_HEADERS, 1, Buffer.from([0xbf])),
+      H2_ERROR.COMPRESSION_ERROR,
+    ],
+    [
+      "a header block interrupted by another frame",
+      (p) => {
+        p.send(HEADERS, 0, 1, Buffer.from([0x82]));
+        p.send(PING, 0, 0, Buffer.alloc(8));
+      },
+      H2_ERROR.PROTOCOL_ERROR,
+    ],
+  ];
+  for (const [what, send, code] of connectionErrors) {
+    it(`answers ${what} with GOAWAY and closes`, async () => {
+      const srv = await server();
+      const socket = connect(srv.port, "127.0.0.1");
+      await once(socket, "connect");
+      const peer = new FramePeer(socket);
+      if (what !== "a bad preface" && what !== "a first frame other than SETTINGS") peer.greet();
+      else if (what === "a first frame other than SETTINGS")
+        peer.sendRaw(Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+      send(peer);
+      assert.equal(await peer.goawayCode(), code);
+      await peer.waitClosed();
+      assert.equal(srv.connections[0]?.destroyed, true);
+    });
+  }
+
+  it("accepts a header block split over CONTINUATION frames, and stops a CONTINUATION flood", async () => {
+    const srv = await server();
+    const peer = await rawClient(srv.port);
+    const block = Buffer.from(
+      // encodeHeaders output for CONNECT 10.0.0.1:80, split into three fragments
+      (await import("./hpack.js")).encodeHeaders(CONNECT),
+    );
+    peer.send(HEADERS, 0, 1, block.subarray(0, 3));
+    peer.send(CONTINUATION, 0, 1, block.subarray(3, 6));
+    peer.send(CONTINUATION, END_HEADERS, 1, block.subarray(6));
+    await waitFor(() => srv.streams.length === 1, "the stream");
+    assert.equal(srv.streams[0]?.headers[":authority"], "10.0.0.1:80");
+    peer.send(HEADERS, 0, 3, block.subarray(0, 3));
+    for (let i = 0; i < 300; i++) peer.send(CONTINUATION, 0, 3, Buffer.alloc(0));
+    assert.equal(await peer.goawayCode(), H2_ERROR.ENHANCE_YOUR_CALM);
+  });
+
+  it("resets a stream whose DATA exceeds the stream window, and keeps the connection", async () => {
+    const srv = await server({ maxFrameSize: 1 << 20, connectionWindow: 1 << 20 });
+    const peer = await rawClient(srv.port, { maxFrameSize: 1 << 20 });
+    peer.headers(1, CONNECT);
+    await peer.take((f) => f.type === SETTINGS && f.flags === 0, "server SETTINGS");
+    peer.send(SETTINGS, 1, 0);
+    peer.send(DATA, 0, 1, Buffer.alloc(65_536));
+    assert.equal(await peer.rstCode(1), H2_ERROR.FLOW_CONTROL_ERROR);
+    peer.headers(3, CONNECT);
+    await waitFor(() => srv.streams.length === 2, "a second stream on the same connection");
+    peer.socket.destroy();
+  });
+
+  it("closes the connection when DATA exceeds the connection window", async () => {
+    const srv = await server({ streamWindow: 1 << 20, maxFrameSize: 1 << 20 });
+    const peer = await rawClient(srv.port);
+    peer.headers(1, CONNECT);
+    peer.headers(3, CONNECT);
+    peer.send(DATA, 0, 1, Buffer.alloc(40_000));
+    peer.send(DATA, 0, 3, Buffer.alloc(40_000));
+    assert.equal(await peer.goawayCode(), H2_ERROR.FLOW_CONTROL_ERROR);
+  });
+
+  it("delivers padded DATA without the padding and credits the padding back", async () => {
+    const received: Buffer[] = [];
+    const srv = await server({}, (s) =>
+      s.attach({
+        data: (c) => {
+          received.push(Buffer.from(c));
+          s.consume(c.length);
+        },
+        end: () => {},
+        closed: () => {},
+      }),
+    );
+    const peer = await rawClient(srv.port);
+    peer.headers(1, CONNECT);
+    // Three 16,000-byte frames: pad length octet, 15,800 data bytes, 199 padding bytes each.
+    const payload = Buffer.concat([Buffer.from([199]), Buffer.alloc(15_800, 7), Buffer.alloc(199)]);
+    for (let i = 0; i < 3; i++) peer.send(DATA, PADDED, 1, payload);
+    peer.send(DATA, 0, 1, Buffer.alloc(0)); // an empty frame changes nothing
+    await waitFor(() => Buffer.concat(received).length === 47_400, "the data bytes");
+    assert.ok(Buffer.concat(received).every((b) => b === 7));
+    // Window comes back for data and padding alike: 3 × 15,800 consumed plus 2 × 200 padding
+    // when the half-window mark was crossed (without the padding it would be 47,400).
+    await waitFor(() => credited(peer, 1) === 47_800, "WINDOW_UPDATE counting the padding");
+    peer.send(DATA, PADDED | END_STREAM, 3, Buffer.from([0])); // stream 3 is idle
+    assert.equal(await peer.goawayCode(), H2_ERROR.PROTOCOL_ERROR);
+  });
+
+  it("gives window back only as the reader consumes, in half-window steps", async () => {
+    let stream: H2Stream | undefined;
+    const pending: Buffer[] = [];
+    const srv = await server({ streamWindow: 65_535, connectionWindow: 1 << 20 }, (s) => {
+      stream = s;
+      s.attach({ data: (c) => pending.push(c), end: () => {}, closed: () => {} });
+    });
+    const peer = await rawClient(srv.port);
+    peer.headers(1, CONNECT);
+    for (let i = 0; i < 4; i++) peer.send(DATA, 0, 1, Buffer.alloc(16_000));
+    await waitFor(() => pending.length === 4, "four frames");
+    assert.equal(credited(peer, 1), 0, "nothing credited while unread");
+    (stream as H2Stream).consume(16_000);
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(credited(peer, 1), 0, "below half the window");
+    (stream as H2Stream).consume(32_000);
+    await waitFor(() => credited(peer, 1) === 48_000, "a WINDOW_UPDATE of 48,000");
+    peer.socket.destroy();
+  });
+
+  it("waits for window before sending, and resumes on WINDOW_UPDATE and SETTINGS", async () => {
+    let stream: H2Stream | undefined;
+    const srv = await server({}, (s) => {
+      stream = s;
+    });
+    const peer = await rawClient(srv.port, { initialWindowSize: 1000 });
+    await peer.take((f) => f.type === SETTINGS && f.flags === 1, "SETTINGS ACK");
+    peer.headers(1, CONNECT);
+    await waitFor(() => stream !== undefined, "the stream");
+    const s = stream as H2Stream;
+    s.respond([[":status", "200"]], false);
+    let written = false;
+    s.write(Buffer.alloc(5000, 1), () => {
+      written = true;
+    });
+    const dataBytes = () =>
+      peer.frames
+        .filter((f) => f.type === DATA && f.streamId === 1)
+        .reduce((n, f) => n + f.payload.length, 0);
+    await waitFor(() => dataBytes() === 1000, "the first 1000 bytes");
+    assert.equal(written, false);
+    peer.send(WINDOW_UPDATE, 0, 1, u32(1500));
+    await waitFor(() => dataBytes() === 2500, "1500 more after WINDOW_UPDATE");
+    peer.send(SETTINGS, 0, 0, Buffer.from([0, 4, 0, 0, 0x0b, 0xb8])); // initial window 3000: +2000
+    await waitFor(() => dataBytes() === 4500, "2000 more after SETTINGS");
+    peer.send(WINDOW_UPDATE, 0, 1, u32(500));
+    await waitFor(() => written, "the write callback");
+    assert.equal(dataBytes(), 5000);
+    peer.socket.destroy();
+  });
+
+  it("refuses streams beyond MAX_CONCURRENT_STREAMS with REFUSED_STREAM", async () => {
+    const srv = await server({ maxConcurrentStreams: 2 });
+    const peer = await rawClient(srv.port);
+    peer.headers(1, CONNECT);
+    peer.headers(3, CONNECT);
+    peer.headers(5, CONNECT);
+    assert.equal(await peer.rstCode(5), H2_ERROR.REFUSED_STREAM);
+    assert.equal(srv.streams.length, 2);
+    peer.socket.destroy();
+  });
+
+  it("resets malformed requests with PROTOCOL_ERROR", async () => {
+    const srv = await server();
+    const peer = await rawClient(srv.port);
+    const bad: [string, string][][] = [
+      [[":method", "CONNECT"]], // no :authority
+      [...CONNECT, [":path", "/"]], // CONNECT with :path
+      [
+        [":method", "GET"],
+        [":authority", "x"],
+      ], // GET without :scheme and :path
+      [...CONNECT, ["Upper", "x"]], // upper-case name
+      [...CONNECT, ["connection", "close"]], // connection-specific field
+      [...CONNECT, ["x", "a\nb"]], // LF in a value
+      [["x", "1"], ...CONNECT], // pseudo-header after a regular one
+      [...CONNECT, [":authority", "10.0.0.2:80"]], // repeated pseudo-header
+      [
+        [":method", "CONNECT"],
+        [":authority", "a b:80"],
+      ], // space in the authority
+    ];
+    let id = 1;
+    for (const fields of bad) {
+      peer.headers(id, fields);
+      assert.equal(await peer.rstCode(id), H2_ERROR.PROTOCOL_ERROR, JSON.stringify(fields));
+      id += 2;
+    }
+    assert.equal(srv.streams.filter((s) => !s.stream.closed).length, 0);
+    peer.socket.destroy();
+  });
+
+  it("stops a client that resets streams as fast as it opens them (rapid reset)", async () => {
+    const srv = await server({ maxConcurrentStreams: 100 });
+    const peer = await rawClient(srv.port);
+    let id = 1;
+    for (let i = 0; i < 1500; i++) {
+      peer.headers(id, CONNECT);
+      peer.send(RST_STREAM, 0, id, u32(H2_ERROR.CANCEL));
+      id += 2;
+    }
+    assert.equal(await peer.goawayCode(), H2_ERROR.ENHANCE_YOUR_CALM);
+    assert.ok(srv.streams.length > 900, `${srv.streams.length} streams opened before the cut-off`);
+  });
+
+  it("drains gracefully: GOAWAY first, open streams finish, new ones are refused", async () => {
+    let stream: H2Stream | undefined;
+    const srv = await server({}, (s) => {
+      stream ??= s;
+    });
+    const peer = await rawClient(srv.port);
+    peer.headers(1, CONNECT);
+    await waitFor(() => stream !== undefined, "the stream");
+    const conn = srv.connections[0] as Http2Connection;
+    conn.close();
+    const goaway = await peer.take((f) => f.type === 0x7, "GOAWAY");
+    assert.equal(goaway.payload.readUInt32BE(0), 1, "last stream id");
+    assert.equal(goaway.payload.readUInt32BE(4), H2_ERROR.NO_ERROR);
+    peer.headers(3, CONNECT);
+    assert.equal(await peer.rstCode(3), H2_ERROR.REFUSED_STREAM);
+    assert.equal(conn.destroyed, false, "stream 1 is still open");
+    const s = stream as H2Stream;
+    s.respond([[":status", "200"]], true);
+    peer.send(DATA, END_STREAM, 1, Buffer.alloc(0));
+    await peer.waitClosed();
+    assert.equal(conn.destroyed, true);
+  });
+});
+
+describe("HTTP/2 connection: against Node's HTTP/2 (nghttp2)", () => {
+  it("moves 8 MiB each way through a CONNECT stream with a slow reader, within the windows", async () => {
+    const h2 = createH2cServer({ settings: { initialWindowSize: 65_535 } });
+    const serverBytes = { read: 0 };
+    h2.on("stream", (stream: ServerHttp2Stream, headers) => {
+      assert.equal(headers[":method"], "CONNECT");
+      stream.respond({ ":status": 200 });
+      // Echo, honouring back-pressure.
+      stream.on("data", (c: Buffer) => {
+        serverBytes.read += c.length;
+        if (!stream.write(c)) stream.pause();
+      });
+      stream.on("drain", () => stream.resume());
+      stream.on("end", () => stream.end());
+    });
+    await new Promise<void>((r) => h2.listen(0, "127.0.0.1", r));
+    const socket = connect((h2.address() as AddressInfo).port, "127.0.0.1");
+    await once(socket, "connect");
+    const conn = new Http2Connection(socket, {
+      role: "client",
+      streamWindow: 65_535,
+      connectionWindow: 65_535,
+      maxFrameSize: 16_384,
+      maxHeaderListSize: 16_384,
+    });
+    const h2stream = conn.request(CONNECT);
+    const response = await new Promise<Record<string, unknown>>((resolve) => {
+      h2stream.onResponse = (headers) => resolve(headers);
+    });
+    assert.equal(response[":status"], "200");
+    const tunnel = new TunnelStream(h2stream, {
+      authority: "10.0.0.1:80",
+      peerIdentity: fakeIdentity,
+      headers: {},
+    });
+    const total = 8 * 1024 * 1024;
+    const chunk = Buffer.alloc(64 * 1024, 0xab);
+    let received = 0;
+    const done = new Promise<void>((resolve, reject) => {
+      tunnel.on("error", reject);
+      tunnel.on("end", resolve);
+    });
+    // Read slowly at first: the echo must stall instead of buffering 8 MiB anywhere.
+    tunnel.pause();
+    const writer = (async () => {
+      for (let sent = 0; sent < total; sent += chunk.length) {
+        if (!tunnel.write(chunk)) await once(tunnel, "drain");
+      }
+      tunnel.end();
+    })();
+    await new Promise((r) => setTimeout(r, 200));
+    assert.ok(serverBytes.read < 2 * 1024 * 1024, `the echo stalled (${serverBytes.read} bytes read)`);
+    tunnel.on("data", (c: Buffer) => {
+      received += c.length;
+    });
+    tunnel.resume();
+    await writer;
+    await done;
+    assert.equal(received, total);
+    assert.equal(serverBytes.read, total);
+    conn.close();
+    await once(conn, "close");
+    await new Promise<void>((r) => h2.close(() => r()));
+  });
+});
+
+async function waitFor(predicate: () => boolean, what: string, timeoutMs = 3000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
