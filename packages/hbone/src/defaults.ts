@@ -28,7 +28,7 @@ export const HBONE_DEFAULTS = Object.freeze({
   connectTimeoutMs: 10_000,
   /** Wait for the CONNECT response; covers the peer's own 10 s upstream dial. */
   responseTimeoutMs: 15_000,
-  /** Node `maxSessionMemory` in MiB; flow-control windows already bound buffering. */
+  /** Accepted by the `maxSessionMemoryMib` options and ignored (deprecated): the windows bound buffering. */
   maxSessionMemoryMib: 1024,
   /** TCP keepalive idle time; ztunnel `SocketConfig` keepalive time. */
   tcpKeepaliveMs: 180_000,

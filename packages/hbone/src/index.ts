@@ -81,4 +81,4 @@ export {
   noopLogger,
   noopMetrics,
 } from "./telemetry.js";
-export type { TunnelInfo, TunnelStream } from "./tunnel-stream.js";
+export type { TunnelHeaders, TunnelInfo, TunnelStream } from "./tunnel-stream.js";
