@@ -249,6 +249,31 @@ describe("HTTP/2 connection: protocol rules", () => {
     peer.socket.destroy();
   });
 
+  it("a reset while the writer waits for window reaches the tunnel as ERR_HBONE_RESET", async () => {
+    let stream: H2Stream | undefined;
+    const srv = await server({}, (s) => {
+      stream = s;
+    });
+    const peer = await rawClient(srv.port, { initialWindowSize: 1000 });
+    await peer.take((f) => f.type === SETTINGS && f.flags === 1, "SETTINGS ACK");
+    peer.headers(1, CONNECT);
+    await waitFor(() => stream !== undefined, "the stream");
+    (stream as H2Stream).respond([[":status", "200"]], false);
+    const tunnel = new TunnelStream(stream as H2Stream, {
+      authority: "10.0.0.1:80",
+      peerIdentity: fakeIdentity,
+      headers: {},
+    });
+    const failed = new Promise<Error>((resolve) => tunnel.once("error", resolve));
+    tunnel.write(Buffer.alloc(300_000));
+    await peer.take((f) => f.type === DATA, "the first DATA");
+    peer.send(RST_STREAM, 0, 1, u32(H2_ERROR.CANCEL));
+    const err = (await failed) as Error & { code?: string; rstCode?: number };
+    assert.equal(err.code, "ERR_HBONE_RESET");
+    assert.equal(err.rstCode, H2_ERROR.CANCEL);
+    peer.socket.destroy();
+  });
+
   it("refuses streams beyond MAX_CONCURRENT_STREAMS with REFUSED_STREAM", async () => {
     const srv = await server({ maxConcurrentStreams: 2 });
     const peer = await rawClient(srv.port);

@@ -1,7 +1,7 @@
 import { EventEmitter } from "node:events";
 import type { Duplex } from "node:stream";
 import { HboneError } from "../errors.js";
-import { http2ErrorName, toHboneError } from "../node-error.js";
+import { http2ErrorName, resetError, toHboneError } from "../node-error.js";
 import {
   CLIENT_PREFACE,
   DEFAULT_WINDOW,
@@ -260,10 +260,17 @@ export class H2Stream {
       this.#unconsumed = 0;
     }
     this.#conn._streamClosed(this);
-    const failure = err ?? new HboneError("ERR_HBONE_CONNECTION", "HTTP/2 stream closed");
-    for (const w of dropped) w.cb?.(failure);
+    // The sink hears the reason first, so a writer waiting for window learns of the reset itself.
     if (this.#sink !== undefined) this.#sink.closed(code, err);
     else this.#buffered.push({ kind: "closed", code, ...(err ? { err } : {}) });
+    if (dropped.length > 0) {
+      const failure =
+        err ??
+        (code === H2_ERROR.NO_ERROR
+          ? new HboneError("ERR_HBONE_CONNECTION", "HTTP/2 stream closed")
+          : resetError(code, "peer"));
+      for (const w of dropped) w.cb?.(failure);
+    }
     const listeners = this.#closeListeners;
     this.#closeListeners = [];
     for (const listener of listeners) listener();
