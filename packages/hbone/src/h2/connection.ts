@@ -156,9 +156,23 @@ export class H2Stream {
       cb?.(new HboneError("ERR_HBONE_CONNECTION", "write on a closed HTTP/2 stream"));
       return;
     }
+    const conn = this.#conn;
+    const n = data.length;
+    if (
+      this.#queue.length === 0 &&
+      n <= this.sendWindow &&
+      n <= conn._sendWindow &&
+      n <= conn._peerMaxFrame
+    ) {
+      // Nothing queued and the windows allow it: one frame now.
+      this.sendWindow -= n;
+      conn._sendData(this.id, data, false);
+      if (cb !== undefined) conn._afterWrite(cb);
+      return;
+    }
     this.#queue.push({ data, end: false, cb });
-    this.#queuedBytes += data.length;
-    this.#conn._flushStream(this);
+    this.#queuedBytes += n;
+    conn._flushStream(this);
   }
 
   /** Queues END_STREAM behind the data already written. */
