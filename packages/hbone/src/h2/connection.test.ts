@@ -274,6 +274,32 @@ describe("HTTP/2 connection: protocol rules", () => {
     peer.socket.destroy();
   });
 
+  it("a request that ends with its headers reaches the tunnel as EOF, and the reply still flows", async () => {
+    let stream: H2Stream | undefined;
+    const srv = await server({}, (s) => {
+      stream = s;
+    });
+    const peer = await rawClient(srv.port);
+    peer.headers(1, CONNECT, END_HEADERS | END_STREAM);
+    await waitFor(() => stream !== undefined, "the stream");
+    // Attached only after the END_STREAM arrived, as InboundTunnel.accept() does.
+    await new Promise((r) => setTimeout(r, 10));
+    (stream as H2Stream).respond([[":status", "200"]], false);
+    const tunnel = new TunnelStream(stream as H2Stream, {
+      authority: "10.0.0.1:80",
+      peerIdentity: fakeIdentity,
+      headers: {},
+    });
+    tunnel.resume();
+    await once(tunnel, "end");
+    tunnel.end("bye");
+    const data = await peer.take((f) => f.type === DATA && f.payload.length > 0, "the reply");
+    assert.equal(data.payload.toString(), "bye");
+    await peer.take((f) => f.type === DATA && (f.flags & END_STREAM) !== 0, "END_STREAM");
+    await waitFor(() => (stream as H2Stream).closed, "the stream closed");
+    peer.socket.destroy();
+  });
+
   it("refuses streams beyond MAX_CONCURRENT_STREAMS with REFUSED_STREAM", async () => {
     const srv = await server({ maxConcurrentStreams: 2 });
     const peer = await rawClient(srv.port);
@@ -349,6 +375,52 @@ describe("HTTP/2 connection: protocol rules", () => {
     peer.send(DATA, END_STREAM, 1, Buffer.alloc(0));
     await peer.waitClosed();
     assert.equal(conn.destroyed, true);
+  });
+});
+
+describe("HTTP/2 connection: random frames", () => {
+  it("survives 300 connections of random frames: each ends in GOAWAY or keeps working, nothing throws", async () => {
+    const srv = await startH2Server({ maxFrameSize: 16_384 }, (s) =>
+      s.attach({
+        data: (c) => s.consume(c.length),
+        end: () => s.respond([[":status", "200"]], true),
+        closed: () => {},
+      }),
+    );
+    // A small deterministic generator, so a failure can be replayed.
+    let seed = 0x2545f491;
+    const rand = (n: number) => {
+      seed ^= seed << 13;
+      seed ^= seed >>> 17;
+      seed ^= seed << 5;
+      return (seed >>> 0) % n;
+    };
+    const valid = Buffer.from((await import("./hpack.js")).encodeHeaders(CONNECT));
+    let goaways = 0;
+    for (let i = 0; i < 300; i++) {
+      const peer = await rawClient(srv.port);
+      const frames = 1 + rand(12);
+      for (let f = 0; f < frames; f++) {
+        const type = rand(12);
+        const payload =
+          type === HEADERS && rand(2) === 0
+            ? valid
+            : Buffer.from(Array.from({ length: rand(3) === 0 ? rand(300) : rand(16) }, () => rand(256)));
+        peer.send(type, rand(256), rand(4) === 0 ? 0 : 1 + 2 * rand(4), payload);
+      }
+      await new Promise((r) => setTimeout(r, 2));
+      if (peer.frames.some((f) => f.type === 0x7)) goaways++;
+      peer.socket.destroy();
+    }
+    await waitFor(() => srv.connections.every((c) => c.destroyed), "every connection closed");
+    assert.ok(goaways > 50, `${goaways} connections ended with GOAWAY`);
+    // The server still serves a well-formed client.
+    const peer = await rawClient(srv.port);
+    peer.headers(1, CONNECT, END_HEADERS | END_STREAM);
+    const response = await peer.take((f) => f.type === HEADERS && f.streamId === 1, "a response");
+    assert.equal(response.flags & END_STREAM, END_STREAM);
+    peer.socket.destroy();
+    await srv.close();
   });
 });
 

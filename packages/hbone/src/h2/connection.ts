@@ -220,7 +220,7 @@ export class H2Stream {
   }
 
   _receiveEnd(): void {
-    if (this.remoteEnded) return;
+    if (this.remoteEnded || this.closed) return;
     this.remoteEnded = true;
     if (this.#sink !== undefined) this.#sink.end();
     else this.#buffered.push({ kind: "end" });
@@ -1133,7 +1133,8 @@ export class Http2Connection extends EventEmitter {
         opened.reset(H2_ERROR.PROTOCOL_ERROR);
         return;
       }
-      if (endStream) opened.remoteEnded = true;
+      // A request that ends with its headers: the EOF waits in the stream for whoever attaches.
+      if (endStream) opened._receiveEnd();
       this.emit("stream", opened, headers ?? {}, tooLarge);
       return;
     }
