@@ -8,7 +8,7 @@ import { after, describe, it } from "node:test";
 import { FramePeer, rawClient, startH2Server } from "../../test/frame-peer.js";
 import { TunnelStream } from "../tunnel-stream.js";
 import { type H2Stream, Http2Connection } from "./connection.js";
-import { H2_ERROR } from "./frames.js";
+import { frame as frameBytes, H2_ERROR } from "./frames.js";
 
 const DATA = 0x0;
 const HEADERS = 0x1;
@@ -299,6 +299,29 @@ describe("HTTP/2 connection: protocol rules", () => {
     await waitFor(() => (stream as H2Stream).closed, "the stream closed");
     peer.socket.destroy();
   });
+
+  it(
+    "cuts off a peer that keeps sending PINGs but never reads the replies",
+    { timeout: 60_000 },
+    async () => {
+      const srv = await server();
+      const peer = await rawClient(srv.port);
+      peer.socket.pause();
+      const batch = Buffer.concat(
+        Array.from({ length: 10_000 }, () => frameBytes(PING, 0, 0, Buffer.alloc(8))),
+      );
+      let sent = 0;
+      // Bounded: 3 million PINGs (51 MB) at most; the kernel buffers take a few MB before replies queue up.
+      while (sent < 3_000_000 && !peer.socket.destroyed && !srv.connections[0]?.destroyed) {
+        if (!peer.socket.write(batch))
+          await Promise.race([once(peer.socket, "drain"), once(peer.socket, "close")]);
+        sent += 10_000;
+      }
+      await waitFor(() => srv.connections[0]?.destroyed === true, "the server to give up", 10_000);
+      assert.match(String(srv.connections[0]?.failure?.message), /ENHANCE_YOUR_CALM/);
+      peer.socket.destroy();
+    },
+  );
 
   it("refuses streams beyond MAX_CONCURRENT_STREAMS with REFUSED_STREAM", async () => {
     const srv = await server({ maxConcurrentStreams: 2 });

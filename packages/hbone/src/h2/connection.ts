@@ -315,8 +315,11 @@ const MAX_CONTINUATIONS = 256;
 /** Stream resets by a client: burst size and sustained rate per second before ENHANCE_YOUR_CALM. */
 const RESET_BURST = 1000;
 const RESET_RATE = 500;
-/** Unsent bytes in the socket above which a peer that keeps asking for replies is cut off. */
-const MAX_PENDING_CONTROL_BYTES = 4 * 1024 * 1024;
+/**
+ * Replies a peer may provoke (PING and SETTINGS ACKs, RST_STREAM for its bad or refused streams) while
+ * it does not read what is already waiting in the socket: beyond this it is cut off.
+ */
+const MAX_UNREAD_REPLIES = 10_000;
 
 enum ParseState {
   Preface,
@@ -571,6 +574,7 @@ export class Http2Connection extends EventEmitter {
   }
 
   #onDrain(): void {
+    this.#unreadReplies = 0;
     const waiters = this.#drainWaiters;
     this.#drainWaiters = [];
     for (const cb of waiters) cb();
@@ -802,10 +806,10 @@ export class Http2Connection extends EventEmitter {
     if (stream === undefined) {
       this.#checkNotIdle(id, "DATA");
     } else if (stream.remoteEnded) {
-      stream.reset(H2_ERROR.STREAM_CLOSED);
+      this.#resetFor(stream, id, H2_ERROR.STREAM_CLOSED);
       stream = undefined;
     } else if (length > stream.recvWindow + this.#preAckSlack()) {
-      stream.reset(H2_ERROR.FLOW_CONTROL_ERROR);
+      this.#resetFor(stream, id, H2_ERROR.FLOW_CONTROL_ERROR);
       stream = undefined;
     } else {
       stream.recvWindow -= length;
@@ -874,7 +878,8 @@ export class Http2Connection extends EventEmitter {
         return;
       case FRAME_PRIORITY:
         if (id === 0) throw new ConnectionError(H2_ERROR.PROTOCOL_ERROR, "PRIORITY on stream 0");
-        if (payload.length !== 5) this.#streams.get(id)?.reset(H2_ERROR.FRAME_SIZE_ERROR);
+        if (payload.length !== 5 && this.#streams.has(id))
+          this.#resetFor(this.#streams.get(id), id, H2_ERROR.FRAME_SIZE_ERROR);
         return;
       case FRAME_PUSH_PROMISE:
         throw new ConnectionError(H2_ERROR.PROTOCOL_ERROR, "PUSH_PROMISE although push is disabled");
@@ -928,9 +933,7 @@ export class Http2Connection extends EventEmitter {
           break; // unknown settings are ignored
       }
     }
-    // Queued control replies beyond this mean the peer sends faster than it reads.
-    if (this.#pendingOutput() > MAX_PENDING_CONTROL_BYTES)
-      throw new ConnectionError(H2_ERROR.ENHANCE_YOUR_CALM, "peer does not read its SETTINGS ACKs");
+    this.#countReply();
     this.#write(frame(FRAME_SETTINGS, FLAG_ACK, 0));
     this.#sawPeerSettings = true;
     if (windowDelta !== 0) {
@@ -949,8 +952,29 @@ export class Http2Connection extends EventEmitter {
     return this.#sawPeerSettings;
   }
 
-  #pendingOutput(): number {
-    return (this.socket as Duplex & { writableLength: number }).writableLength;
+  #unreadReplies = 0;
+  /**
+   * Counts a reply the peer provoked. While the socket is backed up (the peer is not reading), replies
+   * pile up in memory; past {@link MAX_UNREAD_REPLIES} the connection ends with ENHANCE_YOUR_CALM.
+   */
+  #countReply(): void {
+    if (!this.socket.writableNeedDrain) {
+      this.#unreadReplies = 0;
+      return;
+    }
+    if (++this.#unreadReplies > MAX_UNREAD_REPLIES) {
+      throw new ConnectionError(
+        H2_ERROR.ENHANCE_YOUR_CALM,
+        "the peer provokes replies but does not read them",
+      );
+    }
+  }
+
+  /** A reset the peer provoked (a bad or refused stream), counted as a reply. */
+  #resetFor(stream: H2Stream | undefined, id: number, code: number): void {
+    this.#countReply();
+    if (stream !== undefined) stream.reset(code);
+    else this._sendReset(id, code);
   }
 
   /** Sends what a stream's queue and the windows allow; remembers it if the connection window ran out. */
@@ -975,12 +999,12 @@ export class Http2Connection extends EventEmitter {
       return;
     }
     if (increment === 0) {
-      stream.reset(H2_ERROR.PROTOCOL_ERROR);
+      this.#resetFor(stream, id, H2_ERROR.PROTOCOL_ERROR);
       return;
     }
     stream.sendWindow += increment;
     if (stream.sendWindow > MAX_WINDOW) {
-      stream.reset(H2_ERROR.FLOW_CONTROL_ERROR);
+      this.#resetFor(stream, id, H2_ERROR.FLOW_CONTROL_ERROR);
       return;
     }
     this._flushStream(stream);
@@ -996,8 +1020,7 @@ export class Http2Connection extends EventEmitter {
       cb?.(null);
       return;
     }
-    if (this.#pendingOutput() > MAX_PENDING_CONTROL_BYTES)
-      throw new ConnectionError(H2_ERROR.ENHANCE_YOUR_CALM, "peer does not read its PING replies");
+    this.#countReply();
     this.#write(frame(FRAME_PING, FLAG_ACK, 0, payload));
     this.emit("ping", payload);
   }
@@ -1103,7 +1126,7 @@ export class Http2Connection extends EventEmitter {
     if (this.role === "server") {
       if (stream !== undefined) {
         // Trailers: allowed only to end the stream; their content means nothing to a tunnel.
-        if (!endStream) stream.reset(H2_ERROR.PROTOCOL_ERROR);
+        if (!endStream) this.#resetFor(stream, id, H2_ERROR.PROTOCOL_ERROR);
         else stream._receiveEnd();
         return;
       }
@@ -1112,12 +1135,12 @@ export class Http2Connection extends EventEmitter {
         throw new ConnectionError(H2_ERROR.STREAM_CLOSED, `HEADERS on closed stream ${id}`);
       this.#lastPeerStreamId = id;
       if (this.#goawaySent || this.closed) {
-        this._sendReset(id, H2_ERROR.REFUSED_STREAM);
+        this.#resetFor(undefined, id, H2_ERROR.REFUSED_STREAM);
         return;
       }
       const max = this.#options.maxConcurrentStreams;
       if (max !== undefined && this.#streams.size >= max) {
-        this._sendReset(id, H2_ERROR.REFUSED_STREAM);
+        this.#resetFor(undefined, id, H2_ERROR.REFUSED_STREAM);
         return;
       }
       const tooLarge = listSize > limit;
@@ -1130,7 +1153,7 @@ export class Http2Connection extends EventEmitter {
       );
       this.#streams.set(id, opened);
       if (!tooLarge && headers === undefined) {
-        opened.reset(H2_ERROR.PROTOCOL_ERROR);
+        this.#resetFor(opened, id, H2_ERROR.PROTOCOL_ERROR);
         return;
       }
       // A request that ends with its headers: the EOF waits in the stream for whoever attaches.
@@ -1146,18 +1169,18 @@ export class Http2Connection extends EventEmitter {
       return;
     }
     if (stream.responded) {
-      if (!endStream) stream.reset(H2_ERROR.PROTOCOL_ERROR);
+      if (!endStream) this.#resetFor(stream, id, H2_ERROR.PROTOCOL_ERROR);
       else stream._receiveEnd();
       return;
     }
     const headers = listSize > limit ? undefined : toHeaders(fields, "response");
     if (headers === undefined) {
-      stream.reset(H2_ERROR.PROTOCOL_ERROR);
+      this.#resetFor(stream, id, H2_ERROR.PROTOCOL_ERROR);
       return;
     }
     const status = Number(headers[":status"]);
     if (status >= 100 && status < 200) {
-      if (endStream) stream.reset(H2_ERROR.PROTOCOL_ERROR);
+      if (endStream) this.#resetFor(stream, id, H2_ERROR.PROTOCOL_ERROR);
       return;
     }
     stream.responded = true;
