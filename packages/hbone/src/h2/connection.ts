@@ -98,7 +98,6 @@ export class H2Stream {
   /** Consumed but not yet announced with WINDOW_UPDATE. */
   #credit = 0;
   #queue: QueuedWrite[] = [];
-  #queuedBytes = 0;
   /** END_STREAM sent (or queued behind data) / received. */
   localEnded = false;
   remoteEnded = false;
@@ -131,11 +130,6 @@ export class H2Stream {
   onClose(listener: () => void): void {
     if (this.closed) listener();
     else this.#closeListeners.push(listener);
-  }
-
-  /** Bytes waiting for flow-control window or the socket. */
-  get queuedBytes(): number {
-    return this.#queuedBytes;
   }
 
   /** Sends response headers (server side). */
@@ -171,7 +165,6 @@ export class H2Stream {
       return;
     }
     this.#queue.push({ data, end: false, cb });
-    this.#queuedBytes += n;
     conn._flushStream(this);
   }
 
@@ -240,7 +233,6 @@ export class H2Stream {
         const last = n === left;
         const payload = last ? item.data : item.data.subarray(0, n);
         this.sendWindow -= n;
-        this.#queuedBytes -= n;
         conn._sendData(this.id, payload, false);
         if (!last) {
           item.data = item.data.subarray(n);
@@ -268,7 +260,6 @@ export class H2Stream {
     this.rstCode = code;
     const dropped = this.#queue;
     this.#queue = [];
-    this.#queuedBytes = 0;
     if (this.#unconsumed > 0) {
       this.#conn._consume(this.#unconsumed);
       this.#unconsumed = 0;
@@ -369,7 +360,6 @@ export class Http2Connection extends EventEmitter {
   #nextStreamId: number;
   #lastPeerStreamId = 0;
   #goawaySent = false;
-  #peerGoawayLast = MAX_WINDOW;
   #connCredit = 0;
   #connRecvWindow = DEFAULT_WINDOW;
   #localSettingsAcked = false;
@@ -427,11 +417,6 @@ export class Http2Connection extends EventEmitter {
       this.#connRecvWindow = options.connectionWindow;
     }
     this.#write(Buffer.concat(out));
-  }
-
-  /** Streams open (or half-closed) on this connection. */
-  get streamCount(): number {
-    return this.#streams.size;
   }
 
   /** Opens a stream with a request header block (client side). */
@@ -1060,7 +1045,6 @@ export class Http2Connection extends EventEmitter {
     if (payload.length < 8) throw new ConnectionError(H2_ERROR.FRAME_SIZE_ERROR, "GOAWAY length");
     const last = payload.readUInt32BE(0) & MAX_WINDOW;
     const code = payload.readUInt32BE(4);
-    this.#peerGoawayLast = Math.min(this.#peerGoawayLast, last);
     this.closed = true;
     if (code !== H2_ERROR.NO_ERROR && this.failure === undefined) {
       this.failure = new HboneError(
