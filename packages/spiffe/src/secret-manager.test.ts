@@ -133,6 +133,30 @@ describe("SecretManager", () => {
     m.close();
   });
 
+  it("does not ask the CA again while a failed fetch waits for its retry", async () => {
+    timers.pending.clear();
+    const calls: string[] = [];
+    const m = manager(requester({ fail: 1, calls }), { initialBackoffMs: 1000 });
+    await assert.rejects(m.fetch(WEB), { code: "ERR_CA_UNAVAILABLE" });
+    assert.equal(calls.length, 1);
+    // Callers during the back-off get the same failure at once; prefetch waits for the retry too.
+    await assert.rejects(m.fetch(WEB), { code: "ERR_CA_UNAVAILABLE" });
+    await assert.rejects(m.fetch(WEB), { code: "ERR_CA_UNAVAILABLE" });
+    m.prefetch(WEB);
+    assert.equal(calls.length, 1, "no extra CA requests during the back-off");
+    assert.equal(timers.only().delay, 1000);
+    const rotated = nextEvent(m, "rotated");
+    timers.fireNext();
+    await rotated;
+    assert.equal(calls.length, 2);
+    assert.ok(await m.fetch(WEB));
+    // forget() starts over: the next fetch asks the CA right away.
+    m.forget(WEB);
+    assert.ok(await m.fetch(WEB));
+    assert.equal(calls.length, 3);
+    m.close();
+  });
+
   it("keeps serving a still-valid SVID while renewal fails", async () => {
     timers.pending.clear();
     let fail = false;

@@ -75,6 +75,8 @@ interface Entry {
   inflight?: Promise<X509Svid>;
   timer?: unknown;
   failures: number;
+  /** Why the last fetch failed, while a back-off retry is scheduled. */
+  lastError?: unknown;
 }
 
 /** Fetch priorities, as ztunnel's: renewals wait behind prefetches, which wait behind live requests. */
@@ -129,7 +131,8 @@ export class SecretManager extends EventEmitter {
 
   /**
    * The current SVID of `identity`, fetching it when there is none or it has expired. Concurrent
-   * calls share one fetch.
+   * calls share one fetch. While a failed fetch waits for its back-off retry, calls reject at once
+   * with that failure instead of asking the CA again (`forget()` the identity to start over).
    */
   fetch(identity: SpiffeId | string): Promise<X509Svid> {
     if (this.#closed) return Promise.reject(new SpiffeError("ERR_CLOSED", "secret manager is closed"));
@@ -146,6 +149,7 @@ export class SecretManager extends EventEmitter {
       this.#entries.set(key, entry);
     }
     if (entry.svid && entry.svid.notAfter.getTime() > this.#now()) return Promise.resolve(entry.svid);
+    if (entry.inflight === undefined && entry.lastError !== undefined) return Promise.reject(entry.lastError);
     return this.#refresh(entry, PRIORITY.realTime);
   }
 
@@ -168,6 +172,8 @@ export class SecretManager extends EventEmitter {
       this.#entries.set(key, entry);
     }
     if (entry.svid && entry.svid.notAfter.getTime() > this.#now()) return;
+    // A failed fetch already has its retry scheduled.
+    if (entry.inflight === undefined && entry.lastError !== undefined) return;
     this.#refresh(entry, PRIORITY.warmup).catch(() => {});
   }
 
@@ -211,6 +217,7 @@ export class SecretManager extends EventEmitter {
         const previous = entry.svid;
         entry.svid = svid;
         entry.failures = 0;
+        entry.lastError = undefined;
         this.#scheduleRenewal(entry);
         const event: SvidRotatedEvent = { identity: entry.identity, svid, ...(previous ? { previous } : {}) };
         this.emit("rotated", event);
@@ -221,6 +228,7 @@ export class SecretManager extends EventEmitter {
         this.#errors.inc();
         if (this.#entries.get(entry.identity.toString()) === entry && !this.#closed) {
           entry.failures++;
+          entry.lastError = err;
           const base = this.#options.initialBackoffMs ?? 1000;
           const max = this.#options.maxBackoffMs ?? 300_000;
           const delay = Math.min(max, base * 2 ** (entry.failures - 1));
