@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
 import { createServer as createH2cServer, type ServerHttp2Stream } from "node:http2";
-import { type AddressInfo, connect } from "node:net";
+import { type AddressInfo, connect, createServer as createNetServer, type Socket } from "node:net";
 import { after, describe, it } from "node:test";
 import { FramePeer, rawClient, startH2Server } from "../../test/frame-peer.js";
 import { TunnelStream } from "../tunnel-stream.js";
@@ -398,6 +398,86 @@ describe("HTTP/2 connection: protocol rules", () => {
     peer.send(DATA, END_STREAM, 1, Buffer.alloc(0));
     await peer.waitClosed();
     assert.equal(conn.destroyed, true);
+  });
+});
+
+describe("HTTP/2 connection: client side against a hand-driven server", () => {
+  async function clientAgainstRawServer() {
+    const server = createNetServer();
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const accepted = once(server, "connection");
+    const socket = connect((server.address() as AddressInfo).port, "127.0.0.1");
+    await once(socket, "connect");
+    const [serverSocket] = (await accepted) as [Socket];
+    const peer = new FramePeer(serverSocket, { expectPreface: true });
+    peer.send(SETTINGS, 0, 0, Buffer.alloc(0));
+    const conn = new Http2Connection(socket, {
+      role: "client",
+      streamWindow: 65_535,
+      connectionWindow: 65_535,
+      maxFrameSize: 16_384,
+      maxHeaderListSize: 16_384,
+    });
+    return { server, peer, conn };
+  }
+
+  it("GOAWAY refuses the streams above its last id and keeps the others", async () => {
+    const { server, peer, conn } = await clientAgainstRawServer();
+    const streams = [conn.request(CONNECT), conn.request(CONNECT), conn.request(CONNECT)];
+    await peer.take((f) => f.type === HEADERS && f.streamId === 5, "the third request");
+    const goaway = Buffer.alloc(8);
+    goaway.writeUInt32BE(3, 0);
+    peer.send(0x7, 0, 0, goaway);
+    await waitFor(() => streams[2]?.closed === true, "stream 5 refused");
+    assert.equal(streams[2]?.rstCode, H2_ERROR.REFUSED_STREAM);
+    assert.equal(streams[0]?.closed, false);
+    assert.equal(streams[1]?.closed, false);
+    assert.throws(() => conn.request(CONNECT), { code: "ERR_HBONE_CONNECTION" });
+    // The remaining streams finish normally, then the connection closes by itself.
+    for (const id of [1, 3]) {
+      peer.headers(id, [[":status", "200"]], END_HEADERS | END_STREAM);
+      streams[(id - 1) / 2]?.end();
+    }
+    await once(conn, "close");
+    assert.equal(conn.failure, undefined);
+    server.close();
+  });
+
+  it("answers PUSH_PROMISE and a response without :status with errors", async () => {
+    const { server, peer, conn } = await clientAgainstRawServer();
+    const stream = conn.request(CONNECT);
+    await peer.take((f) => f.type === HEADERS && f.streamId === 1, "the request");
+    peer.headers(1, [["x", "1"]]); // no :status: malformed
+    assert.equal(await peer.rstCode(1), H2_ERROR.PROTOCOL_ERROR);
+    assert.equal(stream.closed, true);
+    conn.request(CONNECT);
+    peer.send(PUSH_PROMISE, END_HEADERS, 3, Buffer.from([0, 0, 0, 2]));
+    assert.equal(await peer.goawayCode(), H2_ERROR.PROTOCOL_ERROR);
+    await once(conn, "close");
+    assert.equal(conn.failure?.code, "ERR_HBONE_PROTOCOL");
+    server.close();
+  });
+
+  it("accepts a response with padding, priority and CONTINUATION", async () => {
+    const { server, peer, conn } = await clientAgainstRawServer();
+    const stream = conn.request(CONNECT);
+    const response = new Promise<Record<string, unknown>>((resolve) => {
+      stream.onResponse = (h) => resolve(h);
+    });
+    await peer.take((f) => f.type === HEADERS && f.streamId === 1, "the request");
+    const block = (await import("./hpack.js")).encodeHeaders([
+      [":status", "200"],
+      ["x-long", "v".repeat(100)],
+    ]);
+    // HEADERS with PADDED (3 bytes) and PRIORITY (5 bytes), the rest of the block in CONTINUATION.
+    const first = Buffer.concat([Buffer.from([3]), Buffer.alloc(5), block.subarray(0, 10), Buffer.alloc(3)]);
+    peer.send(HEADERS, 0x8 | 0x20, 1, first);
+    peer.send(CONTINUATION, END_HEADERS, 1, block.subarray(10));
+    const headers = await response;
+    assert.equal(headers[":status"], "200");
+    assert.equal(headers["x-long"], "v".repeat(100));
+    conn.destroy();
+    server.close();
   });
 });
 
