@@ -1,3 +1,6 @@
+import { HboneError } from "./errors.js";
+import { MAX_MAX_FRAME, MIN_MAX_FRAME } from "./h2/frames.js";
+
 /**
  * Default limits, matching ztunnel's. Every option that takes one of these documents it.
  */
@@ -39,3 +42,15 @@ export const TLS13_CIPHERSUITES = "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256
 /** TLS 1.2 suites used only when TLS 1.2 is explicitly enabled (ztunnel `TLS12_ENABLED`). */
 export const TLS12_CIPHERS =
   "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256";
+
+/** The `maxFrameBytes` option: HTTP/2 allows 16 KiB to 16 MiB - 1 (RFC 9113, 6.5.2). */
+export function maxFrameOption(value: number | undefined): number {
+  const v = value ?? HBONE_DEFAULTS.maxFrameBytes;
+  if (!Number.isInteger(v) || v < MIN_MAX_FRAME || v > MAX_MAX_FRAME) {
+    throw new HboneError(
+      "ERR_HBONE_INVALID_ARGUMENT",
+      `maxFrameBytes must be an integer from ${MIN_MAX_FRAME} to ${MAX_MAX_FRAME}, got ${value}`,
+    );
+  }
+  return v;
+}

@@ -11,7 +11,7 @@ import {
   normaliseIdentities,
   ownIdentity,
 } from "./credentials.js";
-import { HBONE_DEFAULTS } from "./defaults.js";
+import { HBONE_DEFAULTS, maxFrameOption } from "./defaults.js";
 import { HboneError } from "./errors.js";
 import { type H2Headers, type H2Stream, Http2Connection, outgoingFields } from "./h2/connection.js";
 import { H2_ERROR } from "./h2/frames.js";
@@ -155,7 +155,7 @@ class HboneClientImpl implements HboneClient {
     this.#limits = {
       streamWindow: num("streamWindowBytes", options.streamWindowBytes, d.streamWindowBytes),
       connectionWindow: num("connectionWindowBytes", options.connectionWindowBytes, d.connectionWindowBytes),
-      maxFrame: num("maxFrameBytes", options.maxFrameBytes, d.maxFrameBytes),
+      maxFrame: maxFrameOption(options.maxFrameBytes),
       maxHeaderList: num("maxHeaderListBytes", options.maxHeaderListBytes, d.clientMaxHeaderListBytes),
       maxStreams: num(
         "maxStreamsPerConnection",
@@ -169,9 +169,6 @@ class HboneClientImpl implements HboneClient {
       keepaliveTimeoutMs: num("keepaliveTimeoutMs", options.keepaliveTimeoutMs, d.keepaliveTimeoutMs),
     };
     num("maxSessionMemoryMib", options.maxSessionMemoryMib, d.maxSessionMemoryMib, 1);
-    if (this.#limits.maxFrame < 16_384 || this.#limits.maxFrame > 0xffffff) {
-      throw new HboneError("ERR_HBONE_INVALID_ARGUMENT", "maxFrameBytes must be between 16384 and 16777215");
-    }
     this.#logger = options.logger ?? noopLogger;
     const metrics = options.metrics ?? noopMetrics;
     this.#pool = new ConnectionPool({

@@ -9,7 +9,7 @@ import {
   ownIdentity,
   serverTlsOptions,
 } from "./credentials.js";
-import { HBONE_DEFAULTS } from "./defaults.js";
+import { HBONE_DEFAULTS, maxFrameOption } from "./defaults.js";
 import { HboneError } from "./errors.js";
 import { type H2Headers, type H2Stream, Http2Connection } from "./h2/connection.js";
 import { H2_ERROR } from "./h2/frames.js";
@@ -137,10 +137,7 @@ class HboneServerImpl implements HboneServer {
     this.#trustDomains = new Set(options.allowedTrustDomains ?? [ownIdentity(credentials).trustDomain]);
     const d = HBONE_DEFAULTS;
     this.#streamWindow = positive("streamWindowBytes", options.streamWindowBytes, d.streamWindowBytes);
-    this.#maxFrameBytes = positive("maxFrameBytes", options.maxFrameBytes, d.maxFrameBytes);
-    if (this.#maxFrameBytes < 16_384 || this.#maxFrameBytes > 0xffffff) {
-      throw new HboneError("ERR_HBONE_INVALID_ARGUMENT", "maxFrameBytes must be between 16384 and 16777215");
-    }
+    this.#maxFrameBytes = maxFrameOption(options.maxFrameBytes);
     this.#maxConcurrentStreams = positive(
       "maxConcurrentStreams",
       options.maxConcurrentStreams,

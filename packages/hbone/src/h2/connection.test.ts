@@ -8,7 +8,7 @@ import { after, describe, it } from "node:test";
 import { FramePeer, rawClient, startH2Server } from "../../test/frame-peer.js";
 import { TunnelStream } from "../tunnel-stream.js";
 import { type H2Stream, Http2Connection } from "./connection.js";
-import { frame as frameBytes, H2_ERROR } from "./frames.js";
+import { frame as frameBytes, H2_ERROR, type H2Settings } from "./frames.js";
 
 const DATA = 0x0;
 const HEADERS = 0x1;
@@ -51,6 +51,19 @@ describe("HTTP/2 connection: protocol rules", () => {
     const srv = await startH2Server(options, onStream);
     cleanup.push(srv.close);
     return srv;
+  }
+  /**
+   * A server and a raw client that opened stream 1 with a CONNECT. With `peerSettings`, the client
+   * first waits until the server acknowledged them.
+   */
+  async function openStream(peerSettings?: Partial<H2Settings>, flags = END_HEADERS) {
+    const srv = await server();
+    const peer = await rawClient(srv.port, peerSettings);
+    if (peerSettings !== undefined)
+      await peer.take((f) => f.type === SETTINGS && f.flags === 1, "SETTINGS ACK");
+    peer.headers(1, CONNECT, flags);
+    await waitFor(() => srv.streams.length === 1, "the stream");
+    return { srv, peer, stream: (srv.streams[0] as { stream: H2Stream }).stream };
   }
 
   it("answers SETTINGS with an ACK and PING with the same payload", async () => {
@@ -219,15 +232,7 @@ describe("HTTP/2 connection: protocol rules", () => {
   });
 
   it("waits for window before sending, and resumes on WINDOW_UPDATE and SETTINGS", async () => {
-    let stream: H2Stream | undefined;
-    const srv = await server({}, (s) => {
-      stream = s;
-    });
-    const peer = await rawClient(srv.port, { initialWindowSize: 1000 });
-    await peer.take((f) => f.type === SETTINGS && f.flags === 1, "SETTINGS ACK");
-    peer.headers(1, CONNECT);
-    await waitFor(() => stream !== undefined, "the stream");
-    const s = stream as H2Stream;
+    const { peer, stream: s } = await openStream({ initialWindowSize: 1000 });
     s.respond([[":status", "200"]], false);
     let written = false;
     s.write(Buffer.alloc(5000, 1), () => {
@@ -250,16 +255,9 @@ describe("HTTP/2 connection: protocol rules", () => {
   });
 
   it("a reset while the writer waits for window reaches the tunnel as ERR_HBONE_RESET", async () => {
-    let stream: H2Stream | undefined;
-    const srv = await server({}, (s) => {
-      stream = s;
-    });
-    const peer = await rawClient(srv.port, { initialWindowSize: 1000 });
-    await peer.take((f) => f.type === SETTINGS && f.flags === 1, "SETTINGS ACK");
-    peer.headers(1, CONNECT);
-    await waitFor(() => stream !== undefined, "the stream");
-    (stream as H2Stream).respond([[":status", "200"]], false);
-    const tunnel = new TunnelStream(stream as H2Stream, {
+    const { peer, stream } = await openStream({ initialWindowSize: 1000 });
+    stream.respond([[":status", "200"]], false);
+    const tunnel = new TunnelStream(stream, {
       authority: "10.0.0.1:80",
       peerIdentity: fakeIdentity,
       headers: {},
@@ -275,17 +273,11 @@ describe("HTTP/2 connection: protocol rules", () => {
   });
 
   it("a request that ends with its headers reaches the tunnel as EOF, and the reply still flows", async () => {
-    let stream: H2Stream | undefined;
-    const srv = await server({}, (s) => {
-      stream = s;
-    });
-    const peer = await rawClient(srv.port);
-    peer.headers(1, CONNECT, END_HEADERS | END_STREAM);
-    await waitFor(() => stream !== undefined, "the stream");
+    const { peer, stream } = await openStream(undefined, END_HEADERS | END_STREAM);
     // Attached only after the END_STREAM arrived, as InboundTunnel.accept() does.
     await new Promise((r) => setTimeout(r, 10));
-    (stream as H2Stream).respond([[":status", "200"]], false);
-    const tunnel = new TunnelStream(stream as H2Stream, {
+    stream.respond([[":status", "200"]], false);
+    const tunnel = new TunnelStream(stream, {
       authority: "10.0.0.1:80",
       peerIdentity: fakeIdentity,
       headers: {},
@@ -296,7 +288,7 @@ describe("HTTP/2 connection: protocol rules", () => {
     const data = await peer.take((f) => f.type === DATA && f.payload.length > 0, "the reply");
     assert.equal(data.payload.toString(), "bye");
     await peer.take((f) => f.type === DATA && (f.flags & END_STREAM) !== 0, "END_STREAM");
-    await waitFor(() => (stream as H2Stream).closed, "the stream closed");
+    await waitFor(() => stream.closed, "the stream closed");
     peer.socket.destroy();
   });
 
@@ -378,13 +370,7 @@ describe("HTTP/2 connection: protocol rules", () => {
   });
 
   it("drains gracefully: GOAWAY first, open streams finish, new ones are refused", async () => {
-    let stream: H2Stream | undefined;
-    const srv = await server({}, (s) => {
-      stream ??= s;
-    });
-    const peer = await rawClient(srv.port);
-    peer.headers(1, CONNECT);
-    await waitFor(() => stream !== undefined, "the stream");
+    const { srv, peer, stream } = await openStream();
     const conn = srv.connections[0] as Http2Connection;
     conn.close();
     const goaway = await peer.take((f) => f.type === 0x7, "GOAWAY");
@@ -393,8 +379,7 @@ describe("HTTP/2 connection: protocol rules", () => {
     peer.headers(3, CONNECT);
     assert.equal(await peer.rstCode(3), H2_ERROR.REFUSED_STREAM);
     assert.equal(conn.destroyed, false, "stream 1 is still open");
-    const s = stream as H2Stream;
-    s.respond([[":status", "200"]], true);
+    stream.respond([[":status", "200"]], true);
     peer.send(DATA, END_STREAM, 1, Buffer.alloc(0));
     await peer.waitClosed();
     assert.equal(conn.destroyed, true);
