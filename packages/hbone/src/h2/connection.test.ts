@@ -40,6 +40,15 @@ function credited(peer: FramePeer, streamId: number): number {
     .reduce((sum, f) => sum + f.payload.readUInt32BE(0), 0);
 }
 
+/** Client options with HTTP/2's default window and frame sizes. */
+const DEFAULT_CLIENT = {
+  role: "client",
+  streamWindow: 65_535,
+  connectionWindow: 65_535,
+  maxFrameSize: 16_384,
+  maxHeaderListSize: 16_384,
+} as const;
+
 const fakeIdentity = { toString: () => "spiffe://test/ns/a/sa/b" } as never;
 
 describe("HTTP/2 connection: protocol rules", () => {
@@ -396,13 +405,7 @@ describe("HTTP/2 connection: client side against a hand-driven server", () => {
     const [serverSocket] = (await accepted) as [Socket];
     const peer = new FramePeer(serverSocket, { expectPreface: true });
     peer.send(SETTINGS, 0, 0, Buffer.alloc(0));
-    const conn = new Http2Connection(socket, {
-      role: "client",
-      streamWindow: 65_535,
-      connectionWindow: 65_535,
-      maxFrameSize: 16_384,
-      maxHeaderListSize: 16_384,
-    });
+    const conn = new Http2Connection(socket, DEFAULT_CLIENT);
     return { server, peer, conn };
   }
 
@@ -530,13 +533,7 @@ describe("HTTP/2 connection: against Node's HTTP/2 (nghttp2)", () => {
     await new Promise<void>((r) => h2.listen(0, "127.0.0.1", r));
     const socket = connect((h2.address() as AddressInfo).port, "127.0.0.1");
     await once(socket, "connect");
-    const conn = new Http2Connection(socket, {
-      role: "client",
-      streamWindow: 65_535,
-      connectionWindow: 65_535,
-      maxFrameSize: 16_384,
-      maxHeaderListSize: 16_384,
-    });
+    const conn = new Http2Connection(socket, DEFAULT_CLIENT);
     const h2stream = conn.request(CONNECT);
     const response = await new Promise<Record<string, unknown>>((resolve) => {
       h2stream.onResponse = (headers) => resolve(headers);
