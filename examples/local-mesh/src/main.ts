@@ -1,11 +1,79 @@
 import { fileURLToPath } from "node:url";
-import { startLocalMesh } from "./local-mesh.js";
+import { parseArgs } from "node:util";
+import { describeStartFailure } from "./start-failure.js";
 
 // The demo: start the mesh from the repository's mesh/ folder, send traffic that the policy allows and
 // traffic it refuses, show the metrics, and stop (or keep running with --keep-running).
-const meshDir = fileURLToPath(new URL("../../../mesh/", import.meta.url));
-const keepRunning = process.argv.includes("--keep-running");
-const mesh = await startLocalMesh({ meshDir, log: (line) => console.log(`  ${line}`) });
+const usage = `usage: pnpm demo [-- options]
+
+Starts the local demo mesh on 127.0.0.0/8 (a control plane, a ztunnel per node, the waypoints and an app
+per pod from the manifests), sends allowed and refused traffic through it, prints what happened and stops.
+
+options:
+  --mesh-dir <dir>          folder of manifests to run (default: the repository's mesh/)
+  --state-dir <dir>         keep the CA and the node tokens in this folder across runs
+                            (default: in memory, a new CA every run)
+  --control-plane <ip:port> where the control plane serves xDS and the CA (default 127.0.0.1:15012)
+  --node-ip-prefix <a.b.c>  node n's ztunnel listens on <a.b.c>.<n> (default 127.20.0); pod addresses
+                            come from the manifests
+  --keep-running            leave the mesh up after the checks until Ctrl-C; edits in the mesh folder
+                            reconfigure it
+  -h, --help                print this help and exit`;
+
+const argv = process.argv.slice(2);
+// pnpm passes its "--" separator through to the script.
+if (argv[0] === "--") argv.shift();
+let values: {
+  "mesh-dir": string;
+  "state-dir"?: string | undefined;
+  "control-plane": string;
+  "node-ip-prefix": string;
+  "keep-running": boolean;
+  help: boolean;
+};
+try {
+  ({ values } = parseArgs({
+    args: argv,
+    options: {
+      "mesh-dir": { type: "string", default: fileURLToPath(new URL("../../../mesh/", import.meta.url)) },
+      "state-dir": { type: "string" },
+      "control-plane": { type: "string", default: "127.0.0.1:15012" },
+      "node-ip-prefix": { type: "string", default: "127.20.0" },
+      "keep-running": { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  }));
+} catch (err) {
+  console.error(`demo: ${(err as Error).message}\n\n${usage}`);
+  process.exit(2);
+}
+if (values.help) {
+  console.log(usage);
+  process.exit(0);
+}
+if (!/^\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(values["node-ip-prefix"])) {
+  console.error(
+    `demo: --node-ip-prefix takes three octets such as 127.20.0, not "${values["node-ip-prefix"]}"`,
+  );
+  process.exit(2);
+}
+const keepRunning = values["keep-running"];
+// grpc-js prints its own copy of a failed bind; the demo reports failures itself, in one line.
+process.env.GRPC_VERBOSITY ??= "NONE";
+const { startLocalMesh } = await import("./local-mesh.js");
+let mesh: Awaited<ReturnType<typeof startLocalMesh>>;
+try {
+  mesh = await startLocalMesh({
+    meshDir: values["mesh-dir"],
+    ...(values["state-dir"] === undefined ? {} : { stateDir: values["state-dir"] }),
+    controlPlaneListen: values["control-plane"],
+    nodeIpPrefix: values["node-ip-prefix"],
+    log: (line) => console.log(`  ${line}`),
+  });
+} catch (err) {
+  console.error(`demo: ${describeStartFailure(err)}`);
+  process.exit(1);
+}
 let ok = true;
 try {
   console.log("\nsleep-0 -> echo.demo (VIP 127.30.0.1:80), allowed by demo/echo-allow-sleep:");
