@@ -1,12 +1,14 @@
 #!/usr/bin/env node
 // The one command that checks the whole repository: build, lint, typecheck, package exports (attw),
 // then every package's tests. It ends with a single line "N passed, N failed" summed over all packages
-// and exits non-zero if anything failed.
+// and exits non-zero if anything failed. It starts with scripts/test-prerequisites.mjs, which installs
+// the Debian programs the tests use (or stops at once with the command to run).
 //   node scripts/test.mjs              everything
 //   node scripts/test.mjs --only-tests  the test suites only (assumes a build)
 import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 
 const onlyTests = process.argv.includes("--only-tests");
 
@@ -43,6 +45,15 @@ function workspaces() {
 let passed = 0;
 let failed = 0;
 const problems = [];
+
+console.log("=== test prerequisites");
+if (
+  (await run(process.execPath, [fileURLToPath(new URL("test-prerequisites.mjs", import.meta.url))])).code !==
+  0
+) {
+  console.log("0 passed, 1 failed");
+  process.exit(1);
+}
 
 if (!onlyTests) {
   for (const [label, args] of [
