@@ -52,6 +52,8 @@ export type SpiffeErrorCode =
   | "ERR_CA_UNAVAILABLE"
   /** The certificate service answered with something that is not a usable chain. */
   | "ERR_CA_RESPONSE_INVALID"
+  /** An option passed to a constructor or factory is out of range (the message names it). */
+  | "ERR_OPTIONS_INVALID"
   /** The object was closed. */
   | "ERR_CLOSED";
 

@@ -4,6 +4,8 @@ import { type CertificateAuthority, createCertificateAuthority } from "./certifi
 import { SpiffeError } from "./errors.js";
 import {
   type CertificateRequester,
+  MIN_TTL_SECONDS,
+  renewalDelayMs,
   SecretManager,
   type SvidFetchFailedEvent,
   type SvidRotatedEvent,
@@ -95,14 +97,16 @@ describe("SecretManager", () => {
     m.close();
   });
 
-  it("renews at half-life and emits rotated", async () => {
+  it("renews at half of the granted lifetime and emits rotated", async () => {
     timers.pending.clear();
     const calls: string[] = [];
     const m = manager(requester({ calls }), { ttlSeconds: 3600 });
     const first = await m.fetch(WEB);
-    const life = first.notAfter.getTime() - first.notBefore.getTime();
+    // The CA backdates NotBefore by 2 min; the lifetime counts from arrival (now) to NotAfter.
+    assert.equal(first.notBefore.getTime(), timers.now - 120_000);
     const timer = timers.only();
-    assert.equal(timer.at, first.notBefore.getTime() + life / 2);
+    assert.equal(timer.at, timers.now + (first.notAfter.getTime() - timers.now) / 2);
+    assert.equal(timer.delay, 1_800_000);
     const rotated = nextEvent<SvidRotatedEvent>(m, "rotated");
     timers.fireNext();
     const event = await rotated;
@@ -285,5 +289,116 @@ describe("SecretManager", () => {
     m.close();
     await assert.rejects(m.fetch(WEB), { code: "ERR_CLOSED" });
     assert.equal(timers.pending.size, 0);
+  });
+  /** Runs renewals for `windowMs` of fake time (at most `maxSteps` timers) and counts CA requests. */
+  async function runRenewals(m: SecretManager, windowMs: number, maxSteps = 500): Promise<number> {
+    const end = timers.now + windowMs;
+    let steps = 0;
+    while (steps < maxSteps) {
+      const next = [...timers.pending.values()].sort((a, b) => a.at - b.at)[0];
+      if (next === undefined || next.at > end) break;
+      let settle: () => void = () => {};
+      const done = new Promise<void>((resolve) => {
+        settle = resolve;
+      });
+      m.on("rotated", settle).on("fetchFailed", settle);
+      timers.fireNext();
+      await done;
+      m.off("rotated", settle).off("fetchFailed", settle);
+      steps++;
+    }
+    return steps;
+  }
+
+  it("does not renew at once when the lifetime asked for is short (2 min, CA backdating 2 min)", async () => {
+    timers.pending.clear();
+    const calls: string[] = [];
+    const m = manager(requester({ calls }), { ttlSeconds: 120 });
+    const first = await m.fetch(WEB);
+    assert.equal(first.notAfter.getTime() - first.notBefore.getTime(), 240_000);
+    assert.equal(timers.only().delay, 60_000);
+    // Ten minutes: one certificate per minute, not one per tick.
+    await runRenewals(m, 600_000);
+    assert.ok(calls.length >= 10 && calls.length <= 12, `${calls.length} CSRs in 10 min`);
+    m.close();
+  });
+
+  it("renews on the lifetime the CA granted, not the one asked for", async () => {
+    timers.pending.clear();
+    const calls: string[] = [];
+    const inner = requester({ calls });
+    const m = manager({
+      createCertificate: (csr, o) => inner.createCertificate(csr, { ...o, validitySeconds: 60 }),
+    });
+    const first = await m.fetch(WEB);
+    assert.equal(first.notAfter.getTime() - timers.now, 60_000);
+    assert.equal(timers.only().delay, 30_000);
+    await runRenewals(m, 300_000);
+    assert.ok(calls.length >= 10 && calls.length <= 12, `${calls.length} CSRs in 5 min`);
+    m.close();
+  });
+
+  it("a CA granting 2 s certificates gets one request per minRenewalDelayMs, not a storm", async () => {
+    timers.pending.clear();
+    const calls: string[] = [];
+    const inner = requester({ calls });
+    const m = manager({
+      createCertificate: (csr, o) => inner.createCertificate(csr, { ...o, validitySeconds: 2 }),
+    });
+    await m.fetch(WEB);
+    assert.equal(timers.only().delay, 5_000);
+    // Once expired, live requests fail fast instead of asking the CA again before the floor.
+    timers.now += 3_000;
+    await assert.rejects(m.fetch(WEB), { code: "ERR_CERT_EXPIRED" });
+    m.prefetch(WEB);
+    assert.equal(calls.length, 1);
+    timers.now -= 3_000;
+    await runRenewals(m, 60_000);
+    assert.ok(calls.length >= 12 && calls.length <= 13, `${calls.length} CSRs in 60 s`);
+    m.close();
+  });
+
+  it("computes renewal delays from the granted validity, with a floor", () => {
+    const base = { receivedAt: 1_000_000, now: 1_000_000, ratio: 0.5, minDelayMs: 5_000 };
+    // Backdated NotBefore: the lifetime counts from arrival.
+    assert.equal(renewalDelayMs({ ...base, notBefore: 880_000, notAfter: 1_120_000 }), 60_000);
+    // NotBefore after arrival (CA clock ahead): counts from NotBefore.
+    assert.equal(renewalDelayMs({ ...base, notBefore: 1_010_000, notAfter: 1_110_000 }), 60_000);
+    // Short, expired and nonsensical certificates all wait for the floor.
+    assert.equal(renewalDelayMs({ ...base, notBefore: 880_000, notAfter: 1_002_000 }), 5_000);
+    assert.equal(renewalDelayMs({ ...base, notBefore: 880_000, notAfter: 990_000 }), 5_000);
+    assert.equal(renewalDelayMs({ ...base, notBefore: Number.NaN, notAfter: Number.NaN }), 5_000);
+    // Later calls (a renewal rescheduled after a while) count down from arrival.
+    assert.equal(
+      renewalDelayMs({ ...base, now: 1_020_000, notBefore: 880_000, notAfter: 1_120_000 }),
+      40_000,
+    );
+  });
+
+  it("refuses options that would renew too often or never", () => {
+    const client = requester();
+    const bad: Array<Partial<ConstructorParameters<typeof SecretManager>[0]>> = [
+      { ttlSeconds: MIN_TTL_SECONDS - 1 },
+      { ttlSeconds: 0 },
+      { ttlSeconds: Number.NaN },
+      { renewRatio: 0 },
+      { renewRatio: 1 },
+      { renewJitterRatio: -0.1 },
+      { renewRatio: 0.9, renewJitterRatio: 0.2 },
+      { minRenewalDelayMs: 0 },
+      { ttlSeconds: 60, minRenewalDelayMs: 30_000 },
+      { initialBackoffMs: 0 },
+      { initialBackoffMs: 1000, maxBackoffMs: 10 },
+      { maxConcurrentFetches: 0 },
+      { maxConcurrentFetches: 1.5 },
+    ];
+    for (const extra of bad) {
+      assert.throws(
+        () => manager(client, extra),
+        (err: unknown) => err instanceof SpiffeError && err.code === "ERR_OPTIONS_INVALID",
+        JSON.stringify(extra),
+      );
+    }
+    manager(client, { ttlSeconds: MIN_TTL_SECONDS }).close();
   });
 });

@@ -24,7 +24,10 @@ export interface SecretManagerTimers {
 export interface SecretManagerOptions {
   /** The CA client. */
   client: CertificateRequester;
-  /** Requested certificate lifetime. Default 24 h; ztunnel `SECRET_TTL`. */
+  /**
+   * Requested certificate lifetime. Default 24 h; ztunnel `SECRET_TTL`. At least 60 s
+   * ({@link MIN_TTL_SECONDS}); renewal follows the lifetime the CA actually grants, not this value.
+   */
   ttlSeconds?: number;
   /** Workload key algorithm. Default `ECDSA_P256`, as ztunnel. */
   keyAlgorithm?: KeyAlgorithm;
@@ -33,10 +36,19 @@ export interface SecretManagerOptions {
    * Default true, as ztunnel in shared mode.
    */
   impersonate?: boolean;
-  /** Renew when this fraction of the lifetime has passed. Default 0.5; Istio `SECRET_GRACE_PERIOD_RATIO`. */
+  /**
+   * Renew when this fraction of the granted lifetime has passed. Default 0.5 (ztunnel renews at
+   * half-life); Istio `SECRET_GRACE_PERIOD_RATIO`. Between 0 and 1, exclusive.
+   */
   renewRatio?: number;
   /** Random spread added to `renewRatio`, +/-. Default 0.01, as Istio's agent. */
   renewJitterRatio?: number;
+  /**
+   * Shortest time between two certificates for one identity, whatever lifetime the CA grants.
+   * Default 5 s. A CA that answers with (nearly) expired certificates then costs one request per
+   * identity per interval, not a request storm.
+   */
+  minRenewalDelayMs?: number;
   /** First retry delay after a failed fetch. Default 1 s; doubles up to `maxBackoffMs`. */
   initialBackoffMs?: number;
   /** Longest retry delay. Default 5 min. */
@@ -77,7 +89,12 @@ interface Entry {
   failures: number;
   /** Why the last fetch failed, while a back-off retry is scheduled. */
   lastError?: unknown;
+  /** When (clock ms) the current certificate arrived. */
+  receivedAt?: number;
 }
+
+/** Shortest `ttlSeconds` a {@link SecretManager} accepts. */
+export const MIN_TTL_SECONDS = 60;
 
 /** Fetch priorities, as ztunnel's: renewals wait behind prefetches, which wait behind live requests. */
 const PRIORITY = { background: 0, warmup: 1, realTime: 2 } as const;
@@ -96,7 +113,8 @@ const defaultTimers: SecretManagerTimers = {
 /**
  * Keeps one X.509-SVID per identity: fetches on first use (or ahead of it with `prefetch`),
  * serves waiting requests before prefetches and renewals, de-duplicates concurrent requests,
- * renews at half-life (with jitter), retries with exponential back-off while keeping a still-valid
+ * renews at half of the lifetime the CA granted (with jitter, never sooner than `minRenewalDelayMs`
+ * after the last certificate), retries with exponential back-off while keeping a still-valid
  * certificate, emits `rotated` on each new certificate, and drops an identity on `forget`.
  *
  * Events: `rotated` ({@link SvidRotatedEvent}), `fetchFailed` ({@link SvidFetchFailedEvent}).
@@ -111,12 +129,39 @@ export class SecretManager extends EventEmitter {
   readonly #logger: Logger;
   readonly #fetches: ReturnType<MetricsSink["counter"]>;
   readonly #errors: ReturnType<MetricsSink["counter"]>;
+  readonly #ttlSeconds: number;
+  readonly #renewRatio: number;
+  readonly #renewJitterRatio: number;
+  readonly #minRenewalDelayMs: number;
+  readonly #initialBackoffMs: number;
+  readonly #maxBackoffMs: number;
+  readonly #maxConcurrentFetches: number;
   #running = 0;
   #closed = false;
 
+  /** @throws SpiffeError `ERR_OPTIONS_INVALID` when an option is out of range. */
   constructor(options: SecretManagerOptions) {
     super();
     this.#options = options;
+    this.#ttlSeconds = option("ttlSeconds", options.ttlSeconds, 86_400, { min: MIN_TTL_SECONDS });
+    this.#renewRatio = option("renewRatio", options.renewRatio, 0.5, { above: 0, below: 1 });
+    this.#renewJitterRatio = option("renewJitterRatio", options.renewJitterRatio, 0.01, {
+      min: 0,
+      below: Math.min(this.#renewRatio, 1 - this.#renewRatio),
+    });
+    this.#minRenewalDelayMs = option("minRenewalDelayMs", options.minRenewalDelayMs, 5_000, {
+      above: 0,
+      // The floor must leave the renewal inside the lifetime asked for.
+      below: this.#ttlSeconds * 1000 * (this.#renewRatio - this.#renewJitterRatio),
+    });
+    this.#initialBackoffMs = option("initialBackoffMs", options.initialBackoffMs, 1_000, { above: 0 });
+    this.#maxBackoffMs = option("maxBackoffMs", options.maxBackoffMs, 300_000, {
+      min: this.#initialBackoffMs,
+    });
+    this.#maxConcurrentFetches = option("maxConcurrentFetches", options.maxConcurrentFetches, 8, {
+      min: 1,
+      integer: true,
+    });
     this.#timers = options.timers ?? defaultTimers;
     this.#now = options.now ?? Date.now;
     this.#random = options.random ?? Math.random;
@@ -150,6 +195,17 @@ export class SecretManager extends EventEmitter {
     }
     if (entry.svid && entry.svid.notAfter.getTime() > this.#now()) return Promise.resolve(entry.svid);
     if (entry.inflight === undefined && entry.lastError !== undefined) return Promise.reject(entry.lastError);
+    if (entry.inflight === undefined && this.#tooSoon(entry)) {
+      const svid = entry.svid as X509Svid;
+      return Promise.reject(
+        new SpiffeError(
+          "ERR_CERT_EXPIRED",
+          `certificate of ${key} expired at ${svid.notAfter.toISOString()}; the CA granted a shorter ` +
+            `lifetime than the ${this.#minRenewalDelayMs} ms between renewals, next renewal is scheduled`,
+          { identity: key, notAfter: svid.notAfter },
+        ),
+      );
+    }
     return this.#refresh(entry, PRIORITY.realTime);
   }
 
@@ -172,8 +228,8 @@ export class SecretManager extends EventEmitter {
       this.#entries.set(key, entry);
     }
     if (entry.svid && entry.svid.notAfter.getTime() > this.#now()) return;
-    // A failed fetch already has its retry scheduled.
-    if (entry.inflight === undefined && entry.lastError !== undefined) return;
+    // A failed fetch already has its retry scheduled, and so has a certificate that expired early.
+    if (entry.inflight === undefined && (entry.lastError !== undefined || this.#tooSoon(entry))) return;
     this.#refresh(entry, PRIORITY.warmup).catch(() => {});
   }
 
@@ -216,6 +272,7 @@ export class SecretManager extends EventEmitter {
         if (this.#entries.get(entry.identity.toString()) !== entry) return svid;
         const previous = entry.svid;
         entry.svid = svid;
+        entry.receivedAt = this.#now();
         entry.failures = 0;
         entry.lastError = undefined;
         this.#scheduleRenewal(entry);
@@ -229,9 +286,10 @@ export class SecretManager extends EventEmitter {
         if (this.#entries.get(entry.identity.toString()) === entry && !this.#closed) {
           entry.failures++;
           entry.lastError = err;
-          const base = this.#options.initialBackoffMs ?? 1000;
-          const max = this.#options.maxBackoffMs ?? 300_000;
-          const delay = Math.min(max, base * 2 ** (entry.failures - 1));
+          const delay = Math.min(
+            this.#maxBackoffMs,
+            this.#initialBackoffMs * 2 ** Math.min(entry.failures - 1, 40),
+          );
           entry.timer = this.#timers.setTimeout(() => {
             entry.timer = undefined;
             this.#refresh(entry, PRIORITY.background).catch(() => {});
@@ -252,15 +310,26 @@ export class SecretManager extends EventEmitter {
     return p;
   }
 
+  /** True while the last certificate of `entry` is younger than `minRenewalDelayMs`. */
+  #tooSoon(entry: Entry): boolean {
+    return (
+      entry.svid !== undefined &&
+      entry.receivedAt !== undefined &&
+      this.#now() - entry.receivedAt < this.#minRenewalDelayMs
+    );
+  }
+
   #scheduleRenewal(entry: Entry): void {
     const svid = entry.svid;
-    if (!svid) return;
-    const start = svid.notBefore.getTime();
-    const life = svid.notAfter.getTime() - start;
-    const ratio = this.#options.renewRatio ?? 0.5;
-    const jitter = this.#options.renewJitterRatio ?? 0.01;
-    const at = start + life * (ratio + (this.#random() * 2 - 1) * jitter);
-    const delay = Math.max(0, at - this.#now());
+    if (!svid || entry.receivedAt === undefined) return;
+    const delay = renewalDelayMs({
+      notBefore: svid.notBefore.getTime(),
+      notAfter: svid.notAfter.getTime(),
+      receivedAt: entry.receivedAt,
+      now: this.#now(),
+      ratio: this.#renewRatio + (this.#random() * 2 - 1) * this.#renewJitterRatio,
+      minDelayMs: this.#minRenewalDelayMs,
+    });
     entry.timer = this.#timers.setTimeout(() => {
       entry.timer = undefined;
       this.#refresh(entry, PRIORITY.background).catch(() => {});
@@ -268,7 +337,7 @@ export class SecretManager extends EventEmitter {
   }
 
   async #withSlot<T>(priority: number, fn: () => Promise<T>): Promise<T> {
-    const limit = this.#options.maxConcurrentFetches ?? 8;
+    const limit = this.#maxConcurrentFetches;
     if (this.#running >= limit) {
       await new Promise<void>((start) => {
         // Higher priority first; first come, first served within a priority.
@@ -291,7 +360,7 @@ export class SecretManager extends EventEmitter {
     const keys = await generateKeyPair({ algorithm: this.#options.keyAlgorithm ?? "ECDSA_P256" });
     const csr = await createCsr({ spiffeId: identity, privateKeyPem: keys.privateKeyPem });
     const chain = await this.#options.client.createCertificate(csr, {
-      validitySeconds: this.#options.ttlSeconds ?? 86_400,
+      validitySeconds: this.#ttlSeconds,
       ...(this.#options.impersonate === false ? {} : { impersonatedIdentity: identity }),
     });
     const svid = x509SvidFromChain(chain, keys.privateKeyPem);
@@ -303,4 +372,54 @@ export class SecretManager extends EventEmitter {
     }
     return svid;
   }
+}
+
+/**
+ * Milliseconds until a certificate is renewed: when `ratio` of the lifetime the CA granted has passed.
+ * That lifetime runs from NotBefore, or from arrival when NotBefore is earlier (CAs backdate it to
+ * absorb clock skew, istiod by 2 min, which would otherwise eat short lifetimes whole), to NotAfter.
+ * Never less than `minDelayMs`, so a short or already expired certificate cannot trigger a burst.
+ */
+export function renewalDelayMs(input: {
+  notBefore: number;
+  notAfter: number;
+  receivedAt: number;
+  now: number;
+  ratio: number;
+  minDelayMs: number;
+}): number {
+  const start = Math.max(input.notBefore, input.receivedAt);
+  const life = Math.max(0, input.notAfter - start);
+  const at = start + life * input.ratio;
+  const delay = at - input.now;
+  return Number.isFinite(delay) ? Math.max(input.minDelayMs, delay) : input.minDelayMs;
+}
+
+function option(
+  name: keyof SecretManagerOptions,
+  value: number | undefined,
+  fallback: number,
+  range: { min?: number; above?: number; below?: number; integer?: boolean },
+): number {
+  const v = value ?? fallback;
+  const problem =
+    typeof v !== "number" || !Number.isFinite(v)
+      ? "a finite number"
+      : range.integer === true && !Number.isInteger(v)
+        ? "an integer"
+        : range.min !== undefined && v < range.min
+          ? `at least ${range.min}`
+          : range.above !== undefined && v <= range.above
+            ? `above ${range.above}`
+            : range.below !== undefined && v >= range.below
+              ? `below ${range.below}`
+              : undefined;
+  if (problem !== undefined) {
+    throw new SpiffeError(
+      "ERR_OPTIONS_INVALID",
+      `SecretManager option ${name} must be ${problem}, got ${String(value)}`,
+      { option: name, value },
+    );
+  }
+  return v;
 }
