@@ -5,6 +5,7 @@ export type XdsErrorCode =
   | "ERR_XDS_UNKNOWN_TYPE"
   | "ERR_XDS_DECODE"
   | "ERR_XDS_ENCODE"
+  | "ERR_XDS_UNKNOWN_FIELD"
   | "ERR_XDS_INVALID_ARGUMENT"
   | "ERR_XDS_UNAUTHENTICATED"
   | "ERR_XDS_PERMISSION_DENIED"
@@ -18,6 +19,10 @@ export interface XdsErrorDetails {
   typeUrl?: string;
   resourceName?: string;
   grpcCode?: number;
+  /** Path of the offending field from the encoded message, e.g. `groups[0].rules[0].source_ips`. */
+  field?: string;
+  /** Full name of the message the offending field was checked against, e.g. `istio.security.Match`. */
+  messageType?: string;
 }
 
 /** The one error class of @ambient/xds; `instanceof` works across the ESM and CJS builds. */
@@ -26,6 +31,8 @@ export class XdsError extends Error {
   readonly typeUrl: string | undefined;
   readonly resourceName: string | undefined;
   readonly grpcCode: number | undefined;
+  readonly field: string | undefined;
+  readonly messageType: string | undefined;
 
   constructor(code: XdsErrorCode, message: string, details: XdsErrorDetails = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
@@ -34,6 +41,8 @@ export class XdsError extends Error {
     this.typeUrl = details.typeUrl;
     this.resourceName = details.resourceName;
     this.grpcCode = details.grpcCode;
+    this.field = details.field;
+    this.messageType = details.messageType;
     Object.defineProperty(this, BRAND, { value: true });
   }
 

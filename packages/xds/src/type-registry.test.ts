@@ -5,6 +5,7 @@ import { isStale } from "../scripts/gen-proto.js";
 import { XdsError } from "./errors.js";
 import { descriptor } from "./gen/descriptor.js";
 import type { istio } from "./gen/types.js";
+import { ResourceCache } from "./resource-cache.js";
 import { TypeRegistry, TypeUrl, typeRegistry } from "./type-registry.js";
 
 const root = protobuf.Root.fromJSON(descriptor as protobuf.INamespace);
@@ -336,5 +337,120 @@ describe("typeRegistry", () => {
     );
     assert.equal(typeRegistry.has(TypeUrl.listener), true);
     assert.equal(typeRegistry.has(""), false);
+  });
+  it("refuses keys the message lacks, naming the field and the message", () => {
+    const refuses = (
+      typeUrl: string,
+      value: unknown,
+      expected: { code: string; field: string; messageType: string; message?: RegExp },
+    ) => {
+      assert.throws(
+        () => typeRegistry.encode(typeUrl, value as never),
+        (e: unknown) => {
+          assert.ok(e instanceof XdsError, String(e));
+          assert.equal(e.code, expected.code);
+          assert.equal(e.field, expected.field);
+          assert.equal(e.messageType, expected.messageType);
+          assert.ok(e.message.includes(expected.field), e.message);
+          if (expected.message) assert.match(e.message, expected.message);
+          return true;
+        },
+      );
+    };
+    // ztunnel's copy of authorization.proto says rules[].clauses[]; istiod's (ours) groups[].rules[].
+    // Before, this encoded as a DENY policy without rules, which never matches.
+    refuses(
+      TypeUrl.authorization,
+      {
+        name: "deny-evil",
+        namespace: "shop",
+        action: "DENY",
+        rules: [{ clauses: [{ matches: [{ principals: [{ exact: "cluster.local/ns/evil/sa/x" }] }] }] }],
+      },
+      { code: "ERR_XDS_UNKNOWN_FIELD", field: "rules", messageType: "istio.security.Authorization" },
+    );
+    // A snake_case name deep inside: the whole path, the message that lacks it, and the right name.
+    refuses(
+      TypeUrl.authorization,
+      {
+        name: "p",
+        groups: [{ rules: [{ matches: [{ not_source_ips: [{ address: Buffer.from([10, 0, 0, 1]) }] }] }] }],
+      },
+      {
+        code: "ERR_XDS_UNKNOWN_FIELD",
+        field: "groups[0].rules[0].matches[0].not_source_ips",
+        messageType: "istio.security.Match",
+        message: /"notSourceIps"/,
+      },
+    );
+    refuses(
+      TypeUrl.authorization,
+      { name: "p", groups: [{ rules: [{ matches: [{ principals: [{ exakt: "x" }] }] }] }] },
+      {
+        code: "ERR_XDS_UNKNOWN_FIELD",
+        field: "groups[0].rules[0].matches[0].principals[0].exakt",
+        messageType: "istio.security.StringMatch",
+      },
+    );
+    // Map values, oneof names and Any in protobufjs' "@type" form are checked as well.
+    refuses(
+      TypeUrl.address,
+      { workload: { uid: "u", services: { "shop/web": { ports: [{ service_port: 80 }] } } } },
+      {
+        code: "ERR_XDS_UNKNOWN_FIELD",
+        field: 'workload.services["shop/web"].ports[0].service_port',
+        messageType: "istio.workload.Port",
+      },
+    );
+    refuses(
+      TypeUrl.address,
+      { type: { uid: "u" } },
+      { code: "ERR_XDS_UNKNOWN_FIELD", field: "type", messageType: "istio.workload.Address" },
+    );
+    refuses(
+      TypeUrl.httpConnectionManager,
+      { httpFilters: [{ name: "router", typedConfig: { "@type": TypeUrl.router, dynamic_stats: true } }] },
+      {
+        code: "ERR_XDS_UNKNOWN_FIELD",
+        field: "httpFilters[0].typedConfig.dynamic_stats",
+        messageType: "envoy.extensions.filters.http.router.v3.Router",
+      },
+    );
+    // The server's cache refuses it too, instead of serving a policy without rules.
+    const cache = new ResourceCache();
+    assert.throws(
+      () => cache.set(TypeUrl.authorization, "shop/p", { name: "p", namespace: "shop", rules: [] } as never),
+      (e: unknown) => e instanceof XdsError && e.code === "ERR_XDS_UNKNOWN_FIELD" && e.field === "rules",
+    );
+    assert.equal(cache.get(TypeUrl.authorization, "shop/p"), undefined);
+  });
+
+  it("refuses values protobufjs would coerce to something else", () => {
+    const code = (value: unknown) => {
+      try {
+        typeRegistry.encode(TypeUrl.authorization, value as never);
+        return "encoded";
+      } catch (e) {
+        return e instanceof XdsError ? `${e.code} ${e.field}` : String(e);
+      }
+    };
+    // An unknown enum name used to become the default, ALLOW.
+    assert.equal(code({ action: "DENIED" }), "ERR_XDS_ENCODE action");
+    assert.equal(code({ action: 1 }), "encoded");
+    assert.equal(
+      code({ groups: [{ rules: [{ matches: [{ destinationPorts: ["80"] }] }] }] }),
+      "ERR_XDS_ENCODE groups[0].rules[0].matches[0].destinationPorts[0]",
+    );
+    assert.equal(code({ groups: { rules: [] } }), "ERR_XDS_ENCODE groups");
+    assert.equal(code({ dryRun: "false" }), "ERR_XDS_ENCODE dryRun");
+    assert.equal(code({ name: 5 }), "ERR_XDS_ENCODE name");
+    assert.equal(code({ groups: [null] }), "ERR_XDS_ENCODE groups[0]");
+    // Two members of one oneof: only one would survive the round trip.
+    assert.equal(
+      code({ groups: [{ rules: [{ matches: [{ principals: [{ exact: "a", prefix: "b" }] }] }] }] }),
+      "ERR_XDS_ENCODE groups[0].rules[0].matches[0].principals[0].prefix",
+    );
+    // Absent values are fine in every form.
+    assert.equal(code({ name: undefined, groups: null, scope: undefined }), "encoded");
   });
 });

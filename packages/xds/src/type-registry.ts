@@ -117,6 +117,176 @@ function messageToPlain(type: protobuf.Type, message: Record<string, unknown>): 
   return out;
 }
 
+/** Why a value cannot be encoded: which field, in which message, and what is wrong. */
+class FieldProblem {
+  constructor(
+    readonly code: "ERR_XDS_UNKNOWN_FIELD" | "ERR_XDS_ENCODE",
+    readonly field: string,
+    readonly messageType: string,
+    readonly reason: string,
+  ) {}
+}
+
+const INT32_TYPES = new Set(["int32", "sint32", "sfixed32"]);
+const UINT32_TYPES = new Set(["uint32", "fixed32"]);
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return (
+    typeof value === "object" && value !== null && !Array.isArray(value) && !(value instanceof Uint8Array)
+  );
+}
+
+function lowerCamel(name: string): string {
+  return name.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+}
+
+function describe(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  if (value instanceof Uint8Array) return "bytes";
+  return typeof value === "object" ? "an object" : `${typeof value} ${JSON.stringify(value)}`;
+}
+
+/**
+ * Checks a plain object against a message type before protobufjs sees it: protobufjs' `fromObject`
+ * drops keys it does not know and coerces wrong values to defaults, so a policy written with another
+ * copy's field names (snake_case, `rules[].clauses[]`) would encode as an empty one. Every key must be
+ * a lowerCamelCase field of the message (as decoded objects have them), at most one member per oneof,
+ * and each value must have the field's kind; nested messages, repeated fields, maps and `Any` (also in
+ * protobufjs' `{ "@type": ... }` form) are checked too. Returns the first problem found.
+ */
+function checkMessage(
+  type: protobuf.Type,
+  value: unknown,
+  path: string,
+  depth: number,
+): FieldProblem | undefined {
+  const typeName = type.fullName.slice(1);
+  if (depth > 100) return new FieldProblem("ERR_XDS_ENCODE", path, typeName, "nesting is too deep");
+  if (value instanceof protobuf.Message) return undefined;
+  if (!isPlainObject(value)) {
+    return new FieldProblem("ERR_XDS_ENCODE", path, typeName, `expected an object, got ${describe(value)}`);
+  }
+  const at = (key: string) => (path === "" ? key : `${path}.${key}`);
+  if (typeName === "google.protobuf.Any" && value["@type"] !== undefined) {
+    const url = value["@type"];
+    let inner: protobuf.Type | undefined;
+    try {
+      inner = typeof url === "string" ? type.root.lookupType(messageNameOf(url)) : undefined;
+    } catch {
+      inner = undefined;
+    }
+    if (inner === undefined) {
+      return new FieldProblem("ERR_XDS_ENCODE", at("@type"), typeName, `unknown type ${JSON.stringify(url)}`);
+    }
+    const { "@type": _, ...rest } = value;
+    return checkMessage(inner, rest, path, depth + 1);
+  }
+  for (const key of Object.keys(value)) {
+    const field = type.fields[key];
+    if (field === undefined) {
+      const camel = lowerCamel(key);
+      const hint =
+        camel !== key && type.fields[camel] !== undefined
+          ? ` (field names are lowerCamelCase: "${camel}")`
+          : type.oneofs?.[key] !== undefined
+            ? ` (a oneof: set one of ${type.oneofs[key]?.oneof.join(", ")})`
+            : "";
+      return new FieldProblem("ERR_XDS_UNKNOWN_FIELD", at(key), typeName, `unknown field "${key}"${hint}`);
+    }
+    const v = value[key];
+    if (v === undefined || v === null) continue;
+    let problem: FieldProblem | undefined;
+    if (field.map) {
+      if (!isPlainObject(v)) {
+        return new FieldProblem(
+          "ERR_XDS_ENCODE",
+          at(key),
+          typeName,
+          `expected a map object, got ${describe(v)}`,
+        );
+      }
+      for (const [k, item] of Object.entries(v)) {
+        problem = checkValue(field, item, `${at(key)}[${JSON.stringify(k)}]`, typeName, depth);
+        if (problem) return problem;
+      }
+    } else if (field.repeated) {
+      if (!Array.isArray(v)) {
+        return new FieldProblem("ERR_XDS_ENCODE", at(key), typeName, `expected an array, got ${describe(v)}`);
+      }
+      for (let i = 0; i < v.length; i++) {
+        problem = checkValue(field, v[i], `${at(key)}[${i}]`, typeName, depth);
+        if (problem) return problem;
+      }
+    } else {
+      problem = checkValue(field, v, at(key), typeName, depth);
+      if (problem) return problem;
+    }
+  }
+  for (const oneof of type.oneofsArray) {
+    const set = oneof.oneof.filter((name) => value[name] !== undefined && value[name] !== null);
+    if (set.length > 1) {
+      return new FieldProblem(
+        "ERR_XDS_ENCODE",
+        at(set[1] as string),
+        typeName,
+        `oneof ${oneof.name} has more than one member set: ${set.join(", ")}`,
+      );
+    }
+  }
+  return undefined;
+}
+
+function checkValue(
+  field: protobuf.Field,
+  value: unknown,
+  path: string,
+  typeName: string,
+  depth: number,
+): FieldProblem | undefined {
+  const resolved = field.resolvedType;
+  if (resolved instanceof protobuf.Type) return checkMessage(resolved, value, path, depth + 1);
+  const bad = (expected: string) =>
+    new FieldProblem("ERR_XDS_ENCODE", path, typeName, `expected ${expected}, got ${describe(value)}`);
+  if (resolved instanceof protobuf.Enum) {
+    if (typeof value === "string") {
+      return Object.hasOwn(resolved.values, value)
+        ? undefined
+        : bad(`one of ${Object.keys(resolved.values).join(", ")} (${resolved.fullName.slice(1)})`);
+    }
+    return Number.isInteger(value)
+      ? undefined
+      : bad(`an enum name or number (${resolved.fullName.slice(1)})`);
+  }
+  switch (field.type) {
+    case "string":
+      return typeof value === "string" ? undefined : bad("a string");
+    case "bool":
+      return typeof value === "boolean" ? undefined : bad("a boolean");
+    case "double":
+    case "float":
+      return typeof value === "number" ? undefined : bad("a number");
+    case "bytes":
+      return value instanceof Uint8Array || typeof value === "string" ? undefined : bad("bytes");
+  }
+  if (INT32_TYPES.has(field.type)) {
+    const ok = Number.isInteger(value) && (value as number) >= -(2 ** 31) && (value as number) < 2 ** 31;
+    return ok ? undefined : bad("a 32-bit integer");
+  }
+  if (UINT32_TYPES.has(field.type)) {
+    const ok = Number.isInteger(value) && (value as number) >= 0 && (value as number) < 2 ** 32;
+    return ok ? undefined : bad("an unsigned 32-bit integer");
+  }
+  if (LONG_TYPES.has(field.type)) {
+    const ok =
+      Number.isSafeInteger(value) ||
+      (typeof value === "string" && /^-?\d{1,20}$/.test(value)) ||
+      (isPlainObject(value) && typeof value.low === "number" && typeof value.high === "number");
+    return ok ? undefined : bad("a 64-bit integer (safe integer number or decimal string)");
+  }
+  return undefined;
+}
+
 /**
  * Encodes and decodes every message of this package by name or type URL, and packs/unpacks `Any`.
  * One instance ({@link typeRegistry}) is shared; more descriptors can be added with {@link TypeRegistry.add}.
@@ -166,9 +336,23 @@ export class TypeRegistry {
     return type;
   }
 
-  /** Encodes a plain object (see {@link MessageInit}) to protobuf bytes. */
+  /**
+   * Encodes a plain object (see {@link MessageInit}) to protobuf bytes.
+   * @throws XdsError `ERR_XDS_UNKNOWN_FIELD` for a key the message does not have (field names are
+   *   lowerCamelCase, as decoded), `ERR_XDS_ENCODE` for a value of the wrong kind (an unknown enum
+   *   name, a string for a number, two members of one oneof, ...); `field` and `messageType` say where.
+   */
   encode<K extends string>(typeUrlOrName: K, value: MessageInit<MessageOf<K>>): Uint8Array {
     const type = this.require(typeUrlOrName);
+    const problem = checkMessage(type, value, "", 0);
+    if (problem !== undefined) {
+      const where = problem.field === "" ? "" : ` at ${problem.field}`;
+      throw new XdsError(
+        problem.code,
+        `cannot encode ${type.fullName.slice(1)}: ${problem.reason} in ${problem.messageType}${where}`,
+        { typeUrl: typeUrlOrName, field: problem.field, messageType: problem.messageType },
+      );
+    }
     try {
       return type.encode(type.fromObject(value as Record<string, unknown>)).finish();
     } catch (cause) {
