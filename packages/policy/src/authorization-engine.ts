@@ -16,7 +16,7 @@ import {
   type RequestAttributes,
 } from "./l7-matcher.js";
 import { parsePolicyYaml } from "./parse-policy-yaml.js";
-import { normalizeRequestPath, type PathNormalization } from "./path-match.js";
+import { normalizePath, PATH_NORMALIZATIONS, type PathNormalization } from "./path-match.js";
 import {
   convertPeerAuthentication,
   effectivePeerAuthenticationKeys,
@@ -85,6 +85,14 @@ export interface AuthorizationRequest {
     claims?: Record<string, unknown>;
     /** Original client IP (XFF or PROXY protocol), for `remoteIpBlocks`; defaults to `source.ip`. */
     remoteIp?: string;
+    /**
+     * True when `path` is already the output of {@link normalizePath} with the engine's
+     * `pathNormalization` mode (query removed), e.g. because the proxy normalized it once and
+     * forwards that same path. The engine then matches `path` as given instead of normalizing
+     * it again (twice would decode `%2561` to `a`). A path that is not in that normal form is
+     * refused (`ERR_REQUEST_INVALID`), so a raw path cannot slip through unnormalized.
+     */
+    pathNormalized?: boolean;
   };
 }
 
@@ -110,6 +118,12 @@ export interface AuthorizationDecision {
   layer: "L4" | "L7";
   /** Set when the request itself was malformed (the decision is then a deny). */
   error?: PolicyError;
+  /**
+   * True when the request must be answered 400 Bad Request rather than 403: its path is refused by
+   * path normalization (`ERR_POLICY_BAD_PATH`) or its method is not upper case
+   * (`ERR_POLICY_BAD_METHOD`). `allowed` is false and `error` says why.
+   */
+  badRequest?: boolean;
 }
 
 /** Per-policy detail for "why was this denied?". */
@@ -200,6 +214,181 @@ const CACHE_LIMIT = 8192;
 const ALLOW_LABELS = { decision: "allow" } as const;
 const DENY_LABELS = { decision: "deny" } as const;
 
+/** A request whose every field was checked, and the attributes policies match on. */
+interface CheckedRequest {
+  readonly layer: "L4" | "L7";
+  readonly request: AuthorizationRequest;
+  readonly attrs: RequestAttributes;
+}
+
+/** An RFC 9110 token with no lower-case letter: Istio refuses other methods with 400. */
+const METHOD = /^[!#$%&'*+\-.^_`|~0-9A-Z]+$/;
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** A short description of any value for a reason text; never throws (unlike `String(value)`). */
+function describe(value: unknown): string {
+  switch (typeof value) {
+    case "string":
+      return JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}...` : value);
+    case "number":
+    case "boolean":
+    case "undefined":
+      return String(value);
+    case "bigint":
+      return `${value.toString()}n`;
+    default:
+      if (value === null) return "null";
+      return Array.isArray(value) ? "an array" : `a ${typeof value}`;
+  }
+}
+
+function describeError(err: unknown): string {
+  try {
+    return err instanceof Error ? String(err.message) : describe(err);
+  } catch {
+    return "an unreadable error";
+  }
+}
+
+function invalid(message: string): PolicyError {
+  return new PolicyError("ERR_REQUEST_INVALID", message);
+}
+
+function asRequestError(err: unknown): PolicyError {
+  return err instanceof PolicyError
+    ? err
+    : new PolicyError("ERR_REQUEST_INVALID", describeError(err), { cause: err });
+}
+
+function layerOf(request: unknown): "L4" | "L7" {
+  try {
+    return isRecord(request) && request.http !== undefined ? "L7" : "L4";
+  } catch {
+    return "L4";
+  }
+}
+
+function requestOf(connection: unknown): AuthorizationRequest | undefined {
+  try {
+    return isRecord(connection) && isRecord(connection.request)
+      ? (connection.request as unknown as AuthorizationRequest)
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The destination workload namespace of a request, or `malformed` when it cannot be read. */
+function workloadNamespaceOf(request: AuthorizationRequest): string | undefined | "malformed" {
+  try {
+    const destination: unknown = request.destination;
+    if (!isRecord(destination)) return "malformed";
+    const workload = destination.workload;
+    if (workload === undefined) return undefined;
+    if (!isRecord(workload) || typeof workload.namespace !== "string") return "malformed";
+    return workload.namespace;
+  } catch {
+    return "malformed";
+  }
+}
+
+function isPort(value: unknown): value is number {
+  return typeof value === "number" && Number.isInteger(value) && value >= 0 && value <= 65535;
+}
+
+function optionalPort(value: unknown, field: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (!isPort(value)) throw invalid(`${field} is not a port: ${describe(value)}`);
+  return value;
+}
+
+function optionalString(value: unknown, field: string): string | undefined {
+  if (value === undefined || typeof value === "string") return value;
+  throw invalid(`${field} must be a string, not ${describe(value)}`);
+}
+
+function optionalStrings(value: unknown, field: string): string[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value)) throw invalid(`${field} must be an array of strings, not ${describe(value)}`);
+  const out: string[] = [];
+  for (let i = 0; i < value.length; i++) {
+    const v: unknown = value[i];
+    if (typeof v !== "string") throw invalid(`${field}[${i}] must be a string, not ${describe(v)}`);
+    out.push(v);
+  }
+  return out;
+}
+
+/** A label map copied into an object without a prototype, so `labels.constructor` is not a label. */
+function checkLabels(value: unknown, field: string): Record<string, string> | undefined {
+  if (value === undefined) return undefined;
+  if (!isRecord(value)) throw invalid(`${field} must be an object, not ${describe(value)}`);
+  const out: Record<string, string> = Object.create(null);
+  for (const key of Object.keys(value)) {
+    const v = value[key];
+    if (typeof v !== "string")
+      throw invalid(`${field}[${JSON.stringify(key)}] must be a string, not ${describe(v)}`);
+    out[key] = v;
+  }
+  return out;
+}
+
+function checkWorkload(
+  value: unknown,
+): NonNullable<AuthorizationRequest["destination"]["workload"]> | undefined {
+  if (value === undefined) return undefined;
+  if (!isRecord(value)) throw invalid(`destination.workload must be an object, not ${describe(value)}`);
+  const namespace = value.namespace;
+  if (typeof namespace !== "string")
+    throw invalid(`destination.workload.namespace must be a string, not ${describe(namespace)}`);
+  const name = optionalString(value.name, "destination.workload.name");
+  const labels = checkLabels(value.labels, "destination.workload.labels");
+  const policies = optionalStrings(value.authorizationPolicies, "destination.workload.authorizationPolicies");
+  const out: NonNullable<AuthorizationRequest["destination"]["workload"]> = { namespace };
+  if (name !== undefined) out.name = name;
+  if (labels !== undefined) out.labels = labels;
+  if (policies !== undefined) out.authorizationPolicies = policies;
+  return out;
+}
+
+function checkTargets(value: unknown): PolicyTarget[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value)) throw invalid(`destination.targets must be an array, not ${describe(value)}`);
+  return value.map((t: unknown, i) => {
+    const field = `destination.targets[${i}]`;
+    if (!isRecord(t)) throw invalid(`${field} must be an object, not ${describe(t)}`);
+    const { kind, name, namespace } = t;
+    if (typeof kind !== "string" || typeof name !== "string" || typeof namespace !== "string")
+      throw invalid(`${field} needs string kind, name and namespace`);
+    const group = optionalString(t.group, `${field}.group`);
+    return group === undefined ? { kind, name, namespace } : { kind, name, namespace, group };
+  });
+}
+
+/** Lower-case names to values joined with ",", as Istio merges repeated headers. */
+function checkHeaders(value: unknown): Map<string, string> {
+  const headers = new Map<string, string>();
+  if (value === undefined) return headers;
+  if (!isRecord(value)) throw invalid(`http.headers must be an object, not ${describe(value)}`);
+  for (const name of Object.keys(value)) {
+    const v: unknown = value[name];
+    if (v === undefined) continue;
+    let joined: string;
+    if (typeof v === "string") joined = v;
+    else if (Array.isArray(v))
+      joined = (optionalStrings(v, `http.headers[${JSON.stringify(name)}]`) ?? []).join(",");
+    else
+      throw invalid(`http.headers[${JSON.stringify(name)}] must be a string or strings, not ${describe(v)}`);
+    const key = name.toLowerCase();
+    const prev = headers.get(key);
+    headers.set(key, prev === undefined ? joined : `${prev},${joined}`);
+  }
+  return headers;
+}
+
 function labelsSelect(
   selector: Readonly<Record<string, string>>,
   labels: Readonly<Record<string, string>> | undefined,
@@ -250,7 +439,13 @@ export class AuthorizationEngine {
   constructor(options: AuthorizationEngineOptions = {}) {
     this.#rootNamespace = options.rootNamespace ?? "istio-system";
     this.#enableDryRun = options.enableDryRun ?? true;
-    this.#pathNormalization = options.pathNormalization ?? "BASE";
+    const mode = options.pathNormalization ?? "BASE";
+    if (!PATH_NORMALIZATIONS.includes(mode))
+      throw new PolicyError(
+        "ERR_POLICY_INVALID",
+        `pathNormalization must be one of ${PATH_NORMALIZATIONS.join(", ")}, not ${describe(mode)}`,
+      );
+    this.#pathNormalization = mode;
     this.#l7Attachment = options.l7Attachment ?? "workload";
     this.#customAuthorizer = options.customAuthorizer;
     this.#logDecisions = options.logDecisions ?? false;
@@ -371,28 +566,45 @@ export class AuthorizationEngine {
     return out;
   }
 
-  /** Decides a connection (no `http`: ztunnel's L4 rules) or an HTTP request (every attribute). */
+  /**
+   * Decides a connection (no `http`: ztunnel's L4 rules) or an HTTP request (every attribute).
+   * Never throws: a malformed request (missing or wrong-typed field, bad address or port, a path
+   * refused by normalization) is denied with `error` set, and with `badRequest` when the answer
+   * must be 400.
+   */
   evaluate(request: AuthorizationRequest): AuthorizationDecision {
-    const layer = request.http === undefined ? "L4" : "L7";
-    let attrs: RequestAttributes;
+    let checked: CheckedRequest;
     try {
-      attrs = this.#attributes(request);
+      checked = this.#check(request);
     } catch (err) {
-      const error =
-        err instanceof PolicyError
-          ? err
-          : new PolicyError("ERR_REQUEST_INVALID", String(err), { cause: err });
-      this.#decisions.inc(DENY_LABELS);
-      return { allowed: false, reason: `invalid request: ${error.message}`, layer, error };
+      return this.#refuse(err, layerOf(request));
     }
-    const decision = this.#decide(request, attrs, this.#applicable(request, layer), layer);
+    const layer = checked.layer;
+    let decision: AuthorizationDecision;
+    try {
+      decision = this.#decide(
+        checked.request,
+        checked.attrs,
+        this.#applicable(checked.request, layer),
+        layer,
+      );
+    } catch (err) {
+      // Unreachable with a checked request unless a callback (the CUSTOM authorizer) throws: fail closed.
+      this.#logger.error({ err: describeError(err) }, "authorization failed; denying");
+      this.#decisions.inc(DENY_LABELS);
+      const error = new PolicyError("ERR_REQUEST_INVALID", `evaluation failed: ${describeError(err)}`, {
+        cause: err,
+      });
+      return { allowed: false, reason: `evaluation failed: ${error.message}`, layer, error };
+    }
     this.#decisions.inc(decision.allowed ? ALLOW_LABELS : DENY_LABELS);
     if (this.#logDecisions) {
+      const { source, destination } = checked.request;
       this.#logger.info(
         {
-          src: `${request.source.ip}${request.source.port === undefined ? "" : `:${request.source.port}`}`,
-          srcIdentity: request.source.identity,
-          dst: `${request.destination.ip}:${request.destination.port}`,
+          src: `${source.ip}${source.port === undefined ? "" : `:${source.port}`}`,
+          srcIdentity: source.identity,
+          dst: `${destination.ip}:${destination.port}`,
           allowed: decision.allowed,
           policy: decision.policy,
         },
@@ -402,15 +614,25 @@ export class AuthorizationEngine {
     return decision;
   }
 
-  /** Per applicable policy, which rules matched and why the others did not. */
+  /**
+   * Per applicable policy, which rules matched and why the others did not. Throws
+   * {@link PolicyError} (`ERR_REQUEST_INVALID`, `ERR_POLICY_BAD_PATH` or `ERR_POLICY_BAD_METHOD`)
+   * for a request {@link evaluate} would refuse, and nothing else.
+   */
   explain(request: AuthorizationRequest): PolicyExplanation[] {
-    const layer = request.http === undefined ? "L4" : "L7";
-    const attrs = this.#attributes(request);
-    return this.#applicable(request, layer).map((e) => {
+    let checked: CheckedRequest;
+    try {
+      checked = this.#check(request);
+    } catch (err) {
+      throw asRequestError(err);
+    }
+    const { layer, attrs } = checked;
+    const { source, destination } = checked.request;
+    return this.#applicable(checked.request, layer).map((e) => {
       let rules: string[];
       if (layer === "L7" && e.policy) rules = explainL7Policy(this.#l7(e), attrs);
       else if (e.wire) {
-        const groups = explainWireAuthorization(e.wire, attrs, request.source.ip, request.destination.ip);
+        const groups = explainWireAuthorization(e.wire, attrs, source.ip, destination.ip);
         const specRules = e.policy?.spec.rules;
         if (specRules !== undefined && e.ruleIndexes !== undefined && specRules.length > 0) {
           // Report per spec rule, so rules ztunnel dropped are visible too.
@@ -430,22 +652,50 @@ export class AuthorizationEngine {
    * Re-decides open connections after a policy change and returns those now denied, so they can
    * be closed (ztunnel drains them with "connection closed due to policy change"). With `since`
    * (an earlier {@link version}), connections whose destination namespace saw no change are skipped.
+   * A malformed connection (or request) is never skipped and comes back denied.
    */
   reevaluate<T extends OpenConnection>(
     connections: Iterable<T>,
     options: { since?: number } = {},
   ): { connection: T; decision: AuthorizationDecision }[] {
-    const affected = options.since === undefined ? undefined : this.#changedSince(options.since);
+    const since = options?.since;
+    if (since !== undefined && (typeof since !== "number" || Number.isNaN(since)))
+      throw new PolicyError("ERR_REQUEST_INVALID", "reevaluate: options.since must be a number");
+    if (
+      typeof connections !== "object" ||
+      connections === null ||
+      typeof (connections as Partial<Iterable<T>>)[Symbol.iterator] !== "function"
+    )
+      throw new PolicyError("ERR_REQUEST_INVALID", "reevaluate: connections must be iterable");
+    const affected = since === undefined ? undefined : this.#changedSince(since);
     const denied: { connection: T; decision: AuthorizationDecision }[] = [];
     for (const connection of connections) {
-      if (affected !== undefined && affected !== "all") {
-        const ns = connection.request.destination.workload?.namespace;
-        if (ns === undefined || !affected.has(ns)) continue;
+      const request = requestOf(connection);
+      if (affected !== undefined && affected !== "all" && request !== undefined) {
+        const ns = workloadNamespaceOf(request);
+        if (ns !== "malformed" && (ns === undefined || !affected.has(ns))) continue;
       }
-      const decision = this.evaluate(connection.request);
+      const decision =
+        request === undefined
+          ? this.#refuse(
+              new PolicyError("ERR_REQUEST_INVALID", "an open connection needs a request object"),
+              "L4",
+            )
+          : this.evaluate(request);
       if (!decision.allowed) denied.push({ connection, decision });
     }
     return denied;
+  }
+
+  /** The deny for a request that could not be checked. */
+  #refuse(err: unknown, layer: "L4" | "L7"): AuthorizationDecision {
+    const error = asRequestError(err);
+    this.#decisions.inc(DENY_LABELS);
+    const badRequest = error.code === "ERR_POLICY_BAD_PATH" || error.code === "ERR_POLICY_BAD_METHOD";
+    if (this.#logDecisions) this.#logger.info({ code: error.code, allowed: false }, error.message);
+    return badRequest
+      ? { allowed: false, reason: `bad request: ${error.message}`, layer, error, badRequest: true }
+      : { allowed: false, reason: `invalid request: ${error.message}`, layer, error };
   }
 
   #changed(namespace: string): void {
@@ -698,13 +948,11 @@ export class AuthorizationEngine {
         return parsed;
       }
     }
-    throw new PolicyError("ERR_REQUEST_INVALID", `${field} is not an IP address: ${JSON.stringify(text)}`);
+    throw invalid(`${field} is not an IP address: ${describe(text)}`);
   }
 
   #identity(identity: string | undefined): IdentityParts {
     if (identity === undefined) return NO_IDENTITY;
-    if (typeof identity !== "string")
-      throw new PolicyError("ERR_REQUEST_INVALID", "source.identity must be a string");
     let parts = this.#identityCache.get(identity);
     if (parts === undefined) {
       parts = identityAttributes(identity);
@@ -714,67 +962,130 @@ export class AuthorizationEngine {
     return parts;
   }
 
-  #attributes(request: AuthorizationRequest): RequestAttributes {
-    if (
-      typeof request !== "object" ||
-      request === null ||
-      typeof request.destination !== "object" ||
-      request.destination === null
-    ) {
-      throw new PolicyError("ERR_REQUEST_INVALID", "a request needs source and destination");
+  /**
+   * Checks every field of a request the caller may have built from untrusted data, and returns a
+   * copy holding only checked values (so nothing later reads the caller's object again) with the
+   * attributes policies match on. Throws {@link PolicyError} naming the first bad field.
+   */
+  #check(request: unknown): CheckedRequest {
+    if (!isRecord(request)) throw invalid(`a request must be an object, not ${describe(request)}`);
+    const source = request.source;
+    const destination = request.destination;
+    if (!isRecord(source)) throw invalid(`source must be an object, not ${describe(source)}`);
+    if (!isRecord(destination)) throw invalid(`destination must be an object, not ${describe(destination)}`);
+    const sourceIp = this.#address(source.ip, "source.ip");
+    const destinationIp = this.#address(destination.ip, "destination.ip");
+    const sourcePort = optionalPort(source.port, "source.port");
+    const port = destination.port;
+    if (!isPort(port)) throw invalid(`destination.port is not a port: ${describe(port)}`);
+    const identity = optionalString(source.identity, "source.identity");
+    const sni = optionalString(destination.sni, "destination.sni");
+    const workload = checkWorkload(destination.workload);
+    const targets = checkTargets(destination.targets);
+    const rawHttp = request.http;
+    const layer: "L4" | "L7" = rawHttp === undefined ? "L4" : "L7";
+    const checkedSource: AuthorizationRequest["source"] = { ip: source.ip as string };
+    if (sourcePort !== undefined) checkedSource.port = sourcePort;
+    if (identity !== undefined) checkedSource.identity = identity;
+    const checkedDestination: AuthorizationRequest["destination"] = { ip: destination.ip as string, port };
+    if (workload !== undefined) checkedDestination.workload = workload;
+    if (targets !== undefined) checkedDestination.targets = targets;
+    if (sni !== undefined) checkedDestination.sni = sni;
+    const checked: AuthorizationRequest = { source: checkedSource, destination: checkedDestination };
+    let http: HttpAttributes | undefined;
+    if (rawHttp !== undefined) {
+      const h = this.#checkHttp(rawHttp, sourceIp);
+      checked.http = h.request;
+      http = h.attrs;
     }
-    const sourceIp = this.#address(request.source?.ip, "source.ip");
-    const destinationIp = this.#address(request.destination.ip, "destination.ip");
-    const port = request.destination.port;
-    if (!Number.isInteger(port) || port < 0 || port > 65535) {
-      throw new PolicyError("ERR_REQUEST_INVALID", `destination.port is not a port: ${JSON.stringify(port)}`);
-    }
-    const id = this.#identity(request.source.identity);
+    const id = this.#identity(identity);
     return {
-      sourceIp,
-      destinationIp,
-      destinationPort: port,
-      principal: id.principal,
-      namespace: id.namespace,
-      serviceAccount: id.serviceAccount,
-      trustDomain: id.trustDomain,
-      http: request.http === undefined ? undefined : this.#httpAttributes(request.http, sourceIp),
-      sni: request.destination.sni,
+      layer,
+      request: checked,
+      attrs: {
+        sourceIp,
+        destinationIp,
+        destinationPort: port,
+        principal: id.principal,
+        namespace: id.namespace,
+        serviceAccount: id.serviceAccount,
+        trustDomain: id.trustDomain,
+        http,
+        sni,
+      },
     };
   }
 
-  #httpAttributes(http: NonNullable<AuthorizationRequest["http"]>, sourceIp: IpAddress): HttpAttributes {
-    if (typeof http.path !== "string" || typeof http.method !== "string" || typeof http.host !== "string") {
-      throw new PolicyError("ERR_REQUEST_INVALID", "http.host, http.method and http.path must be strings");
-    }
-    const headers = new Map<string, string>();
-    for (const [name, value] of Object.entries(http.headers ?? {})) {
-      if (value === undefined) continue;
-      const key = name.toLowerCase();
-      const joined = typeof value === "string" ? value : value.join(",");
-      const prev = headers.get(key);
-      headers.set(key, prev === undefined ? joined : `${prev},${joined}`);
-    }
+  #checkHttp(
+    raw: unknown,
+    sourceIp: IpAddress,
+  ): { request: NonNullable<AuthorizationRequest["http"]>; attrs: HttpAttributes } {
+    if (!isRecord(raw)) throw invalid(`http must be an object, not ${describe(raw)}`);
+    const host = raw.host;
+    const method = raw.method;
+    const path = raw.path;
+    if (typeof host !== "string") throw invalid(`http.host must be a string, not ${describe(host)}`);
+    if (typeof method !== "string") throw invalid(`http.method must be a string, not ${describe(method)}`);
+    if (typeof path !== "string") throw invalid(`http.path must be a string, not ${describe(path)}`);
+    const pathNormalized = raw.pathNormalized;
+    if (pathNormalized !== undefined && typeof pathNormalized !== "boolean")
+      throw invalid(`http.pathNormalized must be a boolean, not ${describe(pathNormalized)}`);
+    const headers = checkHeaders(raw.headers);
+    const requestPrincipal = optionalString(raw.requestPrincipal, "http.requestPrincipal");
+    const presenter = optionalString(raw.presenter, "http.presenter");
+    const audiences = optionalStrings(raw.audiences, "http.audiences");
+    const claims = raw.claims;
+    if (claims !== undefined && !isRecord(claims))
+      throw invalid(`http.claims must be an object, not ${describe(claims)}`);
+    const remoteIpText = optionalString(raw.remoteIp, "http.remoteIp");
     let remoteIp = sourceIp;
-    if (http.remoteIp !== undefined) {
-      const parsed = parseConnectionAddress(http.remoteIp);
+    if (remoteIpText !== undefined) {
+      const parsed = parseConnectionAddress(remoteIpText);
       if (parsed === undefined)
-        throw new PolicyError(
-          "ERR_REQUEST_INVALID",
-          `http.remoteIp is not an IP address: ${JSON.stringify(http.remoteIp)}`,
-        );
+        throw invalid(`http.remoteIp is not an IP address: ${describe(remoteIpText)}`);
       remoteIp = parsed;
     }
+    // Checked after the types, so a 400 is only ever about the request line itself.
+    if (!METHOD.test(method))
+      throw new PolicyError(
+        "ERR_POLICY_BAD_METHOD",
+        `the method ${describe(method)} is not an upper-case token`,
+      );
+    const mode = this.#pathNormalization;
+    const normalized = normalizePath(path, mode);
+    let policyPath: string;
+    if (pathNormalized === true) {
+      if (!normalized.ok || normalized.path !== path || normalized.query !== "")
+        throw invalid(`http.path is marked normalized but is not in ${mode} normal form: ${describe(path)}`);
+      policyPath = path;
+    } else if (!normalized.ok) {
+      throw new PolicyError("ERR_POLICY_BAD_PATH", normalized.reason, { reason: normalized.reason });
+    } else policyPath = normalized.path;
+    const request: NonNullable<AuthorizationRequest["http"]> = {
+      host,
+      method,
+      path: pathNormalized === true || !normalized.ok ? path : normalized.path + normalized.query,
+      pathNormalized: pathNormalized === true,
+      headers: Object.fromEntries(headers),
+      audiences: audiences ?? [],
+      claims: claims ?? {},
+    };
+    if (requestPrincipal !== undefined) request.requestPrincipal = requestPrincipal;
+    if (presenter !== undefined) request.presenter = presenter;
+    if (remoteIpText !== undefined) request.remoteIp = remoteIpText;
     return {
-      host: http.host,
-      method: http.method,
-      path: normalizeRequestPath(http.path, this.#pathNormalization),
-      headers,
-      requestPrincipal: http.requestPrincipal,
-      audiences: http.audiences ?? [],
-      presenter: http.presenter,
-      claims: http.claims ?? {},
-      remoteIp,
+      request,
+      attrs: {
+        host,
+        method,
+        path: policyPath,
+        headers,
+        requestPrincipal,
+        audiences: audiences ?? [],
+        presenter,
+        claims: claims ?? {},
+        remoteIp,
+      },
     };
   }
 

@@ -11,7 +11,14 @@ export type PolicyErrorCode =
   /** A wire-form `istio.security.Authorization` is malformed (bad address length, unknown enum, ...). */
   | "ERR_WIRE_INVALID"
   /** An authorization request is malformed (bad IP address, port out of range, ...). */
-  | "ERR_REQUEST_INVALID";
+  | "ERR_REQUEST_INVALID"
+  /**
+   * A request path is refused by path normalization (`%00`, a malformed escape, a control or
+   * non-ASCII character, no leading `/`): answer 400 Bad Request. `details.reason` says why.
+   */
+  | "ERR_POLICY_BAD_PATH"
+  /** A request method is not an upper-case token (Istio refuses `get`): answer 400 Bad Request. */
+  | "ERR_POLICY_BAD_METHOD";
 
 /** One validation problem, with the field path it was found at. */
 export interface ValidationIssue {

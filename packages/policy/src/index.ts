@@ -62,7 +62,13 @@ export type {
   WorkloadSelector,
 } from "./kubernetes-types.js";
 export { type ParsedPolicies, parsePolicyYaml, type ResourceWarning } from "./parse-policy-yaml.js";
-export { normalizeRequestPath, type PathNormalization } from "./path-match.js";
+export {
+  normalizePath,
+  normalizeRequestPath,
+  PATH_NORMALIZATIONS,
+  type PathNormalization,
+  type PathNormalizationResult,
+} from "./path-match.js";
 export {
   CONVERTED_PEER_AUTHENTICATION_PREFIX,
   convertPeerAuthentication,
