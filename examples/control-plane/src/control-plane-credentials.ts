@@ -1,4 +1,5 @@
-import { grpcChannelCredentials, SpiffeId, TrustBundle } from "@ambient/spiffe";
+import { SpiffeId, TrustBundle } from "@ambient/spiffe";
+import { grpcChannelCredentials } from "@ambient/spiffe/grpc";
 import type { ChannelCredentials, ChannelOptions } from "@grpc/grpc-js";
 import { CONTROL_PLANE_IDENTITY } from "./control-plane.js";
 

@@ -8,7 +8,7 @@ import {
   createCertificateService,
   createJwtAuthenticator,
   createNodeAuthorizer,
-} from "@ambient/spiffe";
+} from "@ambient/spiffe/ca";
 import { createXdsServer, TypeUrl, XdsError, type XdsServer } from "@ambient/xds";
 import { Metadata, Server, ServerCredentials } from "@grpc/grpc-js";
 import { ControlPlaneError } from "./errors.js";

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { type CaCertsPem, type CertificateAuthority, createCertificateAuthority } from "@ambient/spiffe";
+import { type CaCertsPem, type CertificateAuthority, createCertificateAuthority } from "@ambient/spiffe/ca";
 import { exportJWK, generateKeyPair, importJWK, type JWK, SignJWT } from "jose";
 import { ControlPlaneError } from "./errors.js";
 

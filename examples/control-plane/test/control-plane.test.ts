@@ -4,14 +4,8 @@ import { cp, mkdtemp, readFile, rename, rm, unlink, writeFile } from "node:fs/pr
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, describe, it } from "node:test";
-import {
-  createCertificateServiceClient,
-  createCsr,
-  generateKeyPair,
-  SpiffeError,
-  TrustBundle,
-  verifySvid,
-} from "@ambient/spiffe";
+import { generateKeyPair, SpiffeError, TrustBundle, verifySvid } from "@ambient/spiffe";
+import { createCertificateServiceClient, createCsr } from "@ambient/spiffe/ca";
 import { createPromClientSink } from "@ambient/telemetry";
 import {
   createXdsClient,

@@ -1,7 +1,8 @@
 import { once } from "node:events";
 import { type AddressInfo, connect, createServer, type Server } from "node:net";
 import { createHboneClient, createHboneServer, pipeTunnel } from "@ambient/hbone";
-import { createCertificateAuthority, SpiffeId } from "@ambient/spiffe";
+import { SpiffeId } from "@ambient/spiffe";
+import { createCertificateAuthority } from "@ambient/spiffe/ca";
 
 /** What one run of the quickstart saw, for printing and for its test. */
 export interface QuickstartReport {

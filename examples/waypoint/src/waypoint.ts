@@ -19,7 +19,8 @@ import {
 } from "@ambient/hbone";
 import { createAuthorizationEngine } from "@ambient/policy";
 import { createWaypointHandler, type Endpoint, type WaypointHandler } from "@ambient/router";
-import { createCertificateServiceClient, SecretManager, type X509Svid } from "@ambient/spiffe";
+import type { X509Svid } from "@ambient/spiffe";
+import { createCertificateServiceClient, SecretManager } from "@ambient/spiffe/ca";
 import { createPromClientSink } from "@ambient/telemetry";
 import { createXdsClient, TypeUrl, type WorkloadAddress, type XdsChangeEvent } from "@ambient/xds";
 import * as prom from "prom-client";

@@ -1,4 +1,5 @@
-import { grpcChannelCredentials, SpiffeId, TrustBundle } from "@ambient/spiffe";
+import { SpiffeId, TrustBundle } from "@ambient/spiffe";
+import { grpcChannelCredentials } from "@ambient/spiffe/grpc";
 import type { ChannelCredentials, ChannelOptions } from "@grpc/grpc-js";
 
 /** The control plane's SPIFFE identity, as istiod's: `spiffe://cluster.local/ns/istio-system/sa/istiod`. */

@@ -26,7 +26,8 @@ import {
   type PolicyExplanation,
   type WireAuthorization,
 } from "@ambient/policy";
-import { createCertificateServiceClient, SecretManager, type X509Svid } from "@ambient/spiffe";
+import type { X509Svid } from "@ambient/spiffe";
+import { createCertificateServiceClient, SecretManager } from "@ambient/spiffe/ca";
 import { createPromClientSink } from "@ambient/telemetry";
 import {
   createXdsClient,

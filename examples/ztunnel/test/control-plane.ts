@@ -4,7 +4,7 @@ import {
   createCertificateService,
   createJwtAuthenticator,
   createNodeAuthorizer,
-} from "@ambient/spiffe";
+} from "@ambient/spiffe/ca";
 import { createXdsServer, type Service, TypeUrl, type Workload } from "@ambient/xds";
 import * as grpc from "@grpc/grpc-js";
 import { createLocalJWKSet, exportJWK, generateKeyPair, jwtVerify, SignJWT } from "jose";

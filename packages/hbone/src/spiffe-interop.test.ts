@@ -1,7 +1,8 @@
 // Certificates from @ambient/spiffe's CA work end to end.
 import assert from "node:assert/strict";
 import { it } from "node:test";
-import { createCertificateAuthority, SpiffeId } from "@ambient/spiffe";
+import { SpiffeId } from "@ambient/spiffe";
+import { createCertificateAuthority } from "@ambient/spiffe/ca";
 import { readAll } from "../test/harness.js";
 import { credentialsFromSvid } from "./credentials.js";
 import { HboneError } from "./errors.js";

@@ -1,7 +1,8 @@
 // Issue two SVIDs from a fresh mesh CA, verify one, and run an mTLS exchange that only the
 // expected SPIFFE ID may join. Run after `pnpm build`: node examples/issue-and-verify.mjs
 import tls from "node:tls";
-import { createCertificateAuthority, tlsClientOptions, tlsServerOptions, verifySvid } from "@ambient/spiffe";
+import { tlsClientOptions, tlsServerOptions, verifySvid } from "@ambient/spiffe";
+import { createCertificateAuthority } from "@ambient/spiffe/ca";
 
 const ca = await createCertificateAuthority({ trustDomain: "cluster.local" });
 const api = await ca.issue({ spiffeId: "spiffe://cluster.local/ns/shop/sa/api" });

@@ -1,12 +1,6 @@
 import type { PeerCertificate } from "node:tls";
 import type { Metadata } from "@grpc/grpc-js";
-import {
-  createLocalJWKSet,
-  type JSONWebKeySet,
-  type JWTPayload,
-  type JWTVerifyGetKey,
-  jwtVerify,
-} from "jose";
+import { createLocalJWKSet, type JSONWebKeySet, type JWTVerifyGetKey, jwtVerify } from "jose";
 import { spiffeIdFromCertificate } from "./certificate-identity.js";
 import { SpiffeError } from "./errors.js";
 import { parseTrustDomain, SpiffeId } from "./spiffe-id.js";
@@ -65,10 +59,49 @@ export function createClientCertificateAuthenticator(): Authenticator {
   };
 }
 
+// The JWT types below are written out rather than taken from jose: jose's declarations are ESM-only, so a
+// CommonJS consumer compiling our .d.cts with `module: node16` would fail on them (TS1479). jose's own
+// values (a JSONWebKeySet, createRemoteJWKSet's resolver, JWTPayload) fit these shapes.
+
+/** A JSON Web Key Set (RFC 7517, section 5), such as jose's `JSONWebKeySet`. */
+export interface JwtKeySet {
+  keys: ReadonlyArray<{ readonly [parameter: string]: unknown }>;
+}
+
+/** The protected header of a JWS, as a key resolver receives it. */
+export interface JwtProtectedHeader {
+  alg?: string;
+  kid?: string;
+  [parameter: string]: unknown;
+}
+
+/** The parts of a JWS, as a key resolver receives them. */
+export interface JwtTokenParts {
+  payload: string | Uint8Array;
+  signature: string;
+  protected?: string;
+  header?: JwtProtectedHeader;
+}
+
+/** Resolves the verification key of a token, such as jose's `createRemoteJWKSet(url)`. */
+export type JwtKeyResolver = (protectedHeader: JwtProtectedHeader, token: JwtTokenParts) => unknown;
+
+/** Verified JWT claims (RFC 7519), such as jose's `JWTPayload`. */
+export interface JwtClaims {
+  iss?: string;
+  sub?: string;
+  aud?: string | string[];
+  exp?: number;
+  nbf?: number;
+  iat?: number;
+  jti?: string;
+  [claim: string]: unknown;
+}
+
 /** Options of {@link createJwtAuthenticator}. */
 export interface JwtAuthenticatorOptions {
   /** Verification keys: a JWKS, or a jose key resolver (e.g. `createRemoteJWKSet`). */
-  keys: JSONWebKeySet | JWTVerifyGetKey;
+  keys: JwtKeySet | JwtKeyResolver;
   /** Accepted issuer(s). Default: any issuer. Istio `TOKEN_ISSUER`. */
   issuer?: string | string[];
   /** Accepted audiences; the token must name one. Default `["istio-ca"]`; Istio `TOKEN_AUDIENCES`. */
@@ -83,7 +116,7 @@ export interface JwtAuthenticatorOptions {
    * Maps verified claims to a caller. Default: Kubernetes service-account tokens, where `sub` is
    * `system:serviceaccount:<ns>:<sa>` and the `kubernetes.io` claim carries the pod and node binding.
    */
-  callerFromClaims?: (claims: JWTPayload, trustDomain: string) => Omit<Caller, "authenticator">;
+  callerFromClaims?: (claims: JwtClaims, trustDomain: string) => Omit<Caller, "authenticator">;
 }
 
 interface KubernetesClaim {
@@ -95,7 +128,7 @@ interface KubernetesClaim {
 
 /** The caller described by a Kubernetes service-account token. */
 export function callerFromKubernetesClaims(
-  claims: JWTPayload,
+  claims: JwtClaims,
   trustDomain: string,
 ): Omit<Caller, "authenticator"> {
   const sub = typeof claims.sub === "string" ? claims.sub : "";
@@ -138,15 +171,17 @@ function bearerToken(metadata: Metadata): string | undefined {
 export function createJwtAuthenticator(options: JwtAuthenticatorOptions): Authenticator {
   const trustDomain = parseTrustDomain(options.trustDomain ?? "cluster.local");
   const audiences = options.audiences ?? ["istio-ca"];
-  const getKey: JWTVerifyGetKey =
-    typeof options.keys === "function" ? options.keys : createLocalJWKSet(options.keys as JSONWebKeySet);
+  const getKey =
+    typeof options.keys === "function"
+      ? (options.keys as JWTVerifyGetKey)
+      : createLocalJWKSet(options.keys as unknown as JSONWebKeySet);
   const toCaller = options.callerFromClaims ?? callerFromKubernetesClaims;
   return {
     name: "jwt",
     async authenticate(context) {
       const token = bearerToken(context.metadata);
       if (token === undefined) return undefined;
-      let payload: JWTPayload;
+      let payload: JwtClaims;
       try {
         ({ payload } = await jwtVerify(token, getKey, {
           audience: audiences,

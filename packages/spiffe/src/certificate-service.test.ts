@@ -14,9 +14,9 @@ import {
 import { decodeRequest, encodeRequest } from "./certificate-service-proto.js";
 import { createCsr } from "./csr.js";
 import { SpiffeError } from "./errors.js";
+import { grpcChannelCredentials } from "./grpc-channel-credentials.js";
 import { generateKeyPair, type KeyPair } from "./key-pair.js";
 import { createNodeAuthorizer } from "./node-authorizer.js";
-import { grpcChannelCredentials } from "./tls-options.js";
 import { TrustBundle } from "./trust-bundle.js";
 import { verifySvid } from "./verify-svid.js";
 import type { X509Svid } from "./x509-svid.js";

@@ -13,11 +13,17 @@ describe("README example", () => {
     const readme = readFileSync(join(here, "..", "README.md"), "utf8");
     const block = /```ts\n([\s\S]*?)```/.exec(readme)?.[1];
     assert.ok(block, "README has a ts code block");
-    const source = block.replace(
-      'from "@ambient/spiffe"',
-      `from ${JSON.stringify(pathToFileURL(join(here, "index.ts")).href)}`,
+    const source = block
+      .replace('from "@ambient/spiffe"', `from ${JSON.stringify(pathToFileURL(join(here, "index.ts")).href)}`)
+      .replace(
+        'from "@ambient/spiffe/ca"',
+        `from ${JSON.stringify(pathToFileURL(join(here, "ca.ts")).href)}`,
+      );
+    assert.doesNotMatch(
+      source,
+      /from "@ambient\//,
+      "the example imports only @ambient/spiffe and @ambient/spiffe/ca",
     );
-    assert.notEqual(source, block, "the example imports @ambient/spiffe");
     const dir = mkdtempSync(join(tmpdir(), "spiffe-readme-"));
     try {
       const file = join(dir, "example.mts");

@@ -1,5 +1,4 @@
 import type { PeerCertificate, TLSSocket } from "node:tls";
-import { type ChannelCredentials, type ChannelOptions, credentials } from "@grpc/grpc-js";
 import { peerSpiffeId, spiffeIdFromCertificate } from "./certificate-identity.js";
 import { SpiffeError } from "./errors.js";
 import { SpiffeId } from "./spiffe-id.js";
@@ -73,7 +72,8 @@ function toAuthorizer(
   return (id) => allowed.has(id.toString());
 }
 
-function rootsOf(bundle: TrustBundle): string[] {
+/** The bundle's roots of every trust domain, as PEM texts. */
+export function rootsOf(bundle: TrustBundle): string[] {
   const roots = bundle.rootsPem();
   if (roots.length === 0) throw new SpiffeError("ERR_BUNDLE_NO_ROOTS", "trust bundle has no roots");
   return roots;
@@ -143,42 +143,5 @@ export function serverIdentityCheck(
     } catch (err) {
       return err instanceof Error ? err : new SpiffeError("ERR_PEER_UNVERIFIED", String(err));
     }
-  };
-}
-
-/** Options of {@link grpcChannelCredentials}. */
-export interface GrpcChannelSpiffeOptions {
-  /** Roots the server certificate must chain to. */
-  bundle: TrustBundle;
-  /** Server identities accepted (any one), e.g. `spiffe://cluster.local/ns/istio-system/sa/istiod`. */
-  expectedIds: ReadonlyArray<SpiffeId | string>;
-  /** The client's own SVID, for mutual TLS. Default: no client certificate (istiod then wants a token). */
-  svid?: X509Svid;
-  /**
-   * TLS server name to send, e.g. `istiod.istio-system.svc`. Set it when the address is an IP: TLS
-   * forbids IP addresses as server names (Node warns with DEP0123). Default: the address's host.
-   */
-  serverName?: string;
-}
-
-/**
- * `@grpc/grpc-js` channel credentials and options for a SPIFFE server such as istiod's port 15012: the
- * server chain must verify against the bundle and its URI SAN must be one of `expectedIds`; the host
- * name is not checked. Pass both to `new grpc.Client(address, credentials, channelOptions)`, the xDS
- * client or the certificate service client.
- */
-export function grpcChannelCredentials(options: GrpcChannelSpiffeOptions): {
-  credentials: ChannelCredentials;
-  channelOptions: ChannelOptions;
-} {
-  const roots = Buffer.from(rootsOf(options.bundle).join("\n"));
-  const key = options.svid === undefined ? null : Buffer.from(options.svid.privateKeyPem);
-  const chain = options.svid === undefined ? null : Buffer.from(options.svid.certChainPem);
-  return {
-    credentials: credentials.createSsl(roots, key, chain, {
-      checkServerIdentity: serverIdentityCheck(options.expectedIds),
-    }),
-    channelOptions:
-      options.serverName === undefined ? {} : { "grpc.ssl_target_name_override": options.serverName },
   };
 }

@@ -5,13 +5,11 @@ import { once } from "node:events";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
 import tls from "node:tls";
+import { type CertificateAuthority, createCertificateAuthority, startRootRotator } from "../src/ca.js";
 import {
-  type CertificateAuthority,
-  createCertificateAuthority,
   peerSpiffeId,
   SpiffeError,
   spiffeIdFromCertificate,
-  startRootRotator,
   TrustBundle,
   tlsClientOptions,
   tlsServerOptions,
