@@ -589,13 +589,13 @@ export class AuthorizationEngine {
         layer,
       );
     } catch (err) {
-      // Unreachable with a checked request unless a callback (the CUSTOM authorizer) throws: fail closed.
+      // Not expected with a checked request; if it happens anyway, fail closed.
       this.#logger.error({ err: describeError(err) }, "authorization failed; denying");
       this.#decisions.inc(DENY_LABELS);
       const error = new PolicyError("ERR_REQUEST_INVALID", `evaluation failed: ${describeError(err)}`, {
         cause: err,
       });
-      return { allowed: false, reason: `evaluation failed: ${error.message}`, layer, error };
+      return { allowed: false, reason: error.message, layer, error };
     }
     this.#decisions.inc(decision.allowed ? ALLOW_LABELS : DENY_LABELS);
     if (this.#logDecisions) {
@@ -1163,8 +1163,23 @@ export class AuthorizationEngine {
         const idx = this.#match(e, attrs, layer);
         if (idx < 0) continue;
         const provider = e.provider ?? "";
-        if (this.#customAuthorizer?.(request, { namespace: e.namespace, name: e.name, provider }) === true)
-          continue;
+        let verdict: boolean;
+        try {
+          verdict =
+            this.#customAuthorizer?.(request, { namespace: e.namespace, name: e.name, provider }) === true;
+        } catch (err) {
+          // ext_authz with failure_mode_allow: false: an authorizer failure denies.
+          this.#logger.warn({ policy: e.key, err: describeError(err) }, "custom authorizer failed");
+          return {
+            allowed: false,
+            reason: `denied by CUSTOM policy ${e.key}: the authorizer for provider ${provider} failed: ${describeError(err)}`,
+            policy: e.key,
+            action: "CUSTOM",
+            rule: idx,
+            layer,
+          };
+        }
+        if (verdict) continue;
         return {
           allowed: false,
           reason: this.#customAuthorizer

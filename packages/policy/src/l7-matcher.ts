@@ -178,7 +178,9 @@ function claimValues(
 ): string[] | undefined {
   let cur: unknown = claims;
   for (const p of path) {
-    if (typeof cur !== "object" || cur === null || Array.isArray(cur)) return undefined;
+    // Own properties only: `claims[constructor]` is not a claim.
+    if (typeof cur !== "object" || cur === null || Array.isArray(cur) || !Object.hasOwn(cur, p))
+      return undefined;
     cur = (cur as Record<string, unknown>)[p];
   }
   if (cur === undefined || cur === null) return undefined;

@@ -114,7 +114,7 @@ function cidrs(
   if (list === undefined || list.length === 0) return NONE;
   const out: IpCidr[] = [];
   for (const a of list ?? []) {
-    const c = cidrFromWire(a);
+    const c = a.address === undefined ? undefined : cidrFromWire(a);
     // ztunnel drops unreadable addresses from the list rather than refusing the policy.
     if (c === undefined)
       problems.push(
@@ -165,18 +165,92 @@ export function wireGroupClauses(group: {
   return out;
 }
 
+function wireInvalid(message: string): PolicyError {
+  return new PolicyError("ERR_WIRE_INVALID", message);
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function checkList(value: unknown, field: string, item: (v: unknown, field: string) => void): void {
+  if (value === undefined) return;
+  if (!Array.isArray(value)) throw wireInvalid(`${field} must be a list`);
+  for (let i = 0; i < value.length; i++) item(value[i], `${field}[${i}]`);
+}
+
+function checkStringMatch(value: unknown, field: string): void {
+  if (!isObject(value)) throw wireInvalid(`${field} must be a StringMatch object`);
+}
+
+function checkAddress(value: unknown, field: string): void {
+  if (!isObject(value)) throw wireInvalid(`${field} must be an address object`);
+  if (value.address !== undefined && !(value.address instanceof Uint8Array))
+    throw wireInvalid(`${field}.address must be bytes`);
+  const length = value.length;
+  if (length !== undefined && (typeof length !== "number" || !Number.isInteger(length)))
+    throw wireInvalid(`${field}.length must be an integer`);
+}
+
+function checkPort(value: unknown, field: string): void {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > 0xffffffff)
+    throw wireInvalid(`${field} must be a uint32 port`);
+}
+
+function checkServiceAccount(value: unknown, field: string): void {
+  if (!isObject(value) || typeof value.namespace !== "string" || typeof value.serviceAccount !== "string")
+    throw wireInvalid(`${field} needs string namespace and serviceAccount`);
+}
+
+function checkMatch(value: unknown, field: string): void {
+  if (!isObject(value)) throw wireInvalid(`${field} must be a match object`);
+  for (const k of ["namespaces", "notNamespaces", "principals", "notPrincipals"])
+    checkList(value[k], `${field}.${k}`, checkStringMatch);
+  for (const k of ["sourceIps", "notSourceIps", "destinationIps", "notDestinationIps"])
+    checkList(value[k], `${field}.${k}`, checkAddress);
+  for (const k of ["destinationPorts", "notDestinationPorts"])
+    checkList(value[k], `${field}.${k}`, checkPort);
+  for (const k of ["serviceAccounts", "notServiceAccounts"])
+    checkList(value[k], `${field}.${k}`, checkServiceAccount);
+}
+
+function checkMatches(value: unknown, field: string): void {
+  if (!isObject(value)) throw wireInvalid(`${field} must be an object`);
+  checkList(value.matches, `${field}.matches`, checkMatch);
+}
+
+/**
+ * Checks the shape of a wire policy that may come from untrusted JSON, so compiling it never
+ * misreads a field (a port given as text, bytes given as a string) or throws a TypeError.
+ */
+function checkWireAuthorization(auth: unknown): asserts auth is WireAuthorization {
+  if (!isObject(auth)) throw wireInvalid("an authorization must be an object");
+  if (typeof auth.name !== "string" || typeof auth.namespace !== "string")
+    throw wireInvalid("authorization name and namespace must be strings");
+  const key = `${auth.namespace}/${auth.name}`;
+  if (typeof auth.scope !== "string" || !["GLOBAL", "NAMESPACE", "WORKLOAD_SELECTOR"].includes(auth.scope))
+    throw wireInvalid(
+      `${key}: unknown scope ${typeof auth.scope === "string" ? JSON.stringify(auth.scope) : typeof auth.scope}`,
+    );
+  if (auth.action !== "ALLOW" && auth.action !== "DENY")
+    throw wireInvalid(
+      `${key}: unknown action ${typeof auth.action === "string" ? JSON.stringify(auth.action) : typeof auth.action}`,
+    );
+  if (auth.dryRun !== undefined && typeof auth.dryRun !== "boolean")
+    throw wireInvalid(`${key}: dryRun must be a boolean`);
+  checkList(auth.groups, `${key}: groups`, (group, field) => {
+    if (!isObject(group)) throw wireInvalid(`${field} must be an object`);
+    checkList(group.rules, `${field}.rules`, (rule, ruleField) => {
+      checkMatches(rule, ruleField);
+      checkList((rule as Record<string, unknown>).clauses, `${ruleField}.clauses`, checkMatches);
+    });
+  });
+}
+
 /** Checks and compiles a wire policy; throws `ERR_WIRE_INVALID` for malformed input. */
 export function compileWireAuthorization(auth: WireAuthorization): CompiledWireAuthorization {
+  checkWireAuthorization(auth);
   const key = `${auth.namespace}/${auth.name}`;
-  if (typeof auth.name !== "string" || typeof auth.namespace !== "string") {
-    throw new PolicyError("ERR_WIRE_INVALID", "authorization name and namespace must be strings");
-  }
-  if (!["GLOBAL", "NAMESPACE", "WORKLOAD_SELECTOR"].includes(auth.scope)) {
-    throw new PolicyError("ERR_WIRE_INVALID", `${key}: unknown scope ${JSON.stringify(auth.scope)}`);
-  }
-  if (auth.action !== "ALLOW" && auth.action !== "DENY") {
-    throw new PolicyError("ERR_WIRE_INVALID", `${key}: unknown action ${JSON.stringify(auth.action)}`);
-  }
   const problems: string[] = [];
   const groups = (auth.groups ?? []).map((g) =>
     wireGroupClauses(g).map((clause) => (clause.matches ?? []).map((m) => compileMatch(m, problems))),
