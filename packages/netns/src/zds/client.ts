@@ -1,0 +1,308 @@
+/**
+ * The ztunnel side of ZDS: connect to the node agent's seqpacket socket, say hello, and turn its
+ * requests into calls on a handler (start serving a pod, stop serving it), answering each with an
+ * ACK or a NACK. It also keeps the snapshot bookkeeping, so a handler never sees the protocol.
+ */
+import { EventEmitter } from "node:events";
+import { fstatSync } from "node:fs";
+import { type Logger, noopLogger } from "@ambient/telemetry";
+import { NetnsError } from "../errors.js";
+import { CLONE_NEWNET, closeQuietly, libc } from "../libc.js";
+import { adoptNetns, type NetnsHandle } from "../netns.js";
+import { type SeqpacketMessage, SeqpacketSocket } from "../seqpacket.js";
+import { decodeRequest, encodeAck, encodeHello, type ZdsRequest, type ZdsWorkloadInfo } from "./codec.js";
+
+/** Where istio-cni listens and ztunnel connects; ztunnel `INPOD_UDS`. */
+export const DEFAULT_ZDS_PATH = "/var/run/ztunnel/ztunnel.sock";
+
+/** A pod handed over by the node agent. */
+export interface ZdsWorkload {
+  uid: string;
+  workloadInfo: ZdsWorkloadInfo;
+  /** The pod's network namespace. Yours once `addWorkload` returns: close it when the pod goes. */
+  netns: NetnsHandle;
+}
+
+/** Why a pod stops being served. */
+export type ZdsDeleteReason =
+  /** The node agent sent `DelWorkload`. */
+  | "deleted"
+  /** A reconnect's snapshot did not list it: it went away while ztunnel was disconnected. */
+  | "not-in-snapshot"
+  /** It was added again with another network namespace (the pod sandbox was recreated). */
+  | "replaced";
+
+/** What the in-pod proxy does with the node agent's requests. */
+export interface ZdsClientHandler {
+  /**
+   * Start serving a pod (open its listeners in `workload.netns`). Throwing (or rejecting) NACKs the
+   * request with the error's message, and the client closes `workload.netns`.
+   */
+  addWorkload(workload: ZdsWorkload): void | Promise<void>;
+  /** Stop serving a pod and close its netns handle. A throw is logged and NACKed; the pod is forgotten anyway. */
+  deleteWorkload(uid: string, reason: ZdsDeleteReason): void | Promise<void>;
+}
+
+export interface ZdsClientOptions {
+  /** The node agent's socket. Default `/var/run/ztunnel/ztunnel.sock` (ztunnel `INPOD_UDS`). */
+  path?: string;
+  handler: ZdsClientHandler;
+  logger?: Logger;
+  /** First reconnect delay. Default 10 ms, as ztunnel. */
+  reconnectInitialDelayMs?: number;
+  /** Reconnect delays double up to this. Default 15 s, as ztunnel. */
+  reconnectMaxDelayMs?: number;
+}
+
+interface Served {
+  netnsId: string;
+}
+
+/** Identity of a namespace descriptor: the nsfs inode (and device) it points at. */
+function netnsId(fd: number): string {
+  const st = fstatSync(fd);
+  return `${st.dev}:${st.ino}`;
+}
+
+function isNetns(fd: number): boolean {
+  return libc().nsType(fd) === CLONE_NEWNET;
+}
+
+/** A protocol violation: NACKed, then the connection is dropped and made again. */
+class ProtocolViolation extends Error {}
+
+/**
+ * Events: `'connect'` (hello sent), `'snapshot'` (a connection's snapshot is reconciled),
+ * `'disconnect'` (`Error | undefined`), `'nack'` (`{ request, error }`: a request this side refused).
+ */
+export class ZdsClient extends EventEmitter {
+  readonly path: string;
+  readonly #handler: ZdsClientHandler;
+  readonly #logger: Logger;
+  readonly #initialDelay: number;
+  readonly #maxDelay: number;
+  #delay: number;
+  #socket: SeqpacketSocket | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #closed = false;
+  /** Pods being served, across connections. */
+  readonly #served = new Map<string, Served>();
+  /** Per connection: whether SnapshotSent came, and the uids the snapshot listed so far. */
+  #snapshotDone = false;
+  #snapshotUids = new Set<string>();
+  #everSnapshotted = false;
+  #readyWaiters: Array<() => void> = [];
+  #work: Promise<void> = Promise.resolve();
+
+  constructor(options: ZdsClientOptions) {
+    super();
+    this.path = options.path ?? DEFAULT_ZDS_PATH;
+    this.#handler = options.handler;
+    this.#logger = options.logger ?? noopLogger;
+    this.#initialDelay = options.reconnectInitialDelayMs ?? 10;
+    this.#maxDelay = options.reconnectMaxDelayMs ?? 15_000;
+    this.#delay = this.#initialDelay;
+    this.#connect();
+  }
+
+  /** True while connected to the node agent. */
+  get connected(): boolean {
+    return this.#socket !== undefined;
+  }
+
+  /** True once the current connection's snapshot was reconciled (ztunnel reports Ready then). */
+  get synced(): boolean {
+    return this.#socket !== undefined && this.#snapshotDone;
+  }
+
+  /** The uids of the pods being served. */
+  workloads(): string[] {
+    return [...this.#served.keys()];
+  }
+
+  /** Resolves once a first snapshot has been reconciled. */
+  ready(): Promise<void> {
+    if (this.#everSnapshotted) return Promise.resolve();
+    return new Promise((resolve) => this.#readyWaiters.push(resolve));
+  }
+
+  /** Disconnects and stops reconnecting. Pods stay served: shutting them down is the caller's job. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    this.#socket?.close();
+    this.#socket = undefined;
+  }
+
+  #connect(): void {
+    this.#timer = undefined;
+    if (this.#closed) return;
+    let socket: SeqpacketSocket;
+    try {
+      socket = SeqpacketSocket.connect(this.path);
+    } catch (err) {
+      this.#logger.warn(
+        { err, path: this.path, retryMs: this.#delay },
+        "cannot reach the node agent's ZDS socket",
+      );
+      this.#scheduleReconnect();
+      return;
+    }
+    this.#socket = socket;
+    this.#snapshotDone = false;
+    this.#snapshotUids = new Set();
+    this.#work = Promise.resolve();
+    let failure: Error | undefined;
+    socket.on("message", (message: SeqpacketMessage) => {
+      // One at a time, in order: the node agent waits for each answer anyway.
+      this.#work = this.#work.then(() => this.#process(socket, message));
+    });
+    socket.on("error", (err: Error) => {
+      failure = err;
+    });
+    socket.on("close", () => {
+      if (this.#socket === socket) this.#socket = undefined;
+      this.#logger.info({ err: failure, path: this.path }, "ZDS connection closed");
+      this.emit("disconnect", failure);
+      this.#scheduleReconnect();
+    });
+    try {
+      socket.send(encodeHello());
+    } catch (err) {
+      failure = err as Error;
+      socket.close();
+      return;
+    }
+    this.#logger.info({ path: this.path }, "connected to the node agent");
+    this.emit("connect");
+  }
+
+  #scheduleReconnect(): void {
+    if (this.#closed || this.#timer) return;
+    const delay = this.#delay;
+    this.#delay = Math.min(this.#maxDelay, this.#delay * 2);
+    this.#timer = setTimeout(() => this.#connect(), delay);
+  }
+
+  async #process(socket: SeqpacketSocket, message: SeqpacketMessage): Promise<void> {
+    if (socket.closed) {
+      for (const fd of message.fds) closeQuietly(fd);
+      return;
+    }
+    let request: ZdsRequest | undefined;
+    let error = "";
+    let violation = false;
+    try {
+      request = decodeRequest(message.data);
+      if (request.type !== "add" && message.fds.length > 0) {
+        throw new ProtocolViolation(`a ${request.type} request must not carry file descriptors`);
+      }
+      error = await this.#apply(request, message.fds);
+    } catch (err) {
+      violation =
+        err instanceof ProtocolViolation || (err instanceof NetnsError && err.code === "ERR_ZDS_PROTOCOL");
+      error = err instanceof Error ? err.message : String(err);
+      if (request?.type !== "add") for (const fd of message.fds) closeQuietly(fd);
+    }
+    if (error) {
+      this.#logger.warn({ request, error }, "NACK to the node agent");
+      this.emit("nack", { request, error });
+    }
+    if (socket.closed) return;
+    try {
+      socket.send(encodeAck(error));
+    } catch {
+      // the connection just closed; the node agent replays its snapshot on the next one
+    }
+    if (violation) socket.close();
+  }
+
+  /** Applies one request; returns "" to ACK or a reason to NACK. */
+  async #apply(request: ZdsRequest, fds: number[]): Promise<string> {
+    switch (request.type) {
+      case "add":
+        return this.#add(request.uid, request.workloadInfo, fds);
+      case "keep":
+        if (this.#snapshotDone) throw new ProtocolViolation("KeepWorkload after SnapshotSent");
+        this.#snapshotUids.add(request.uid);
+        return "";
+      case "del":
+        if (!this.#snapshotDone) {
+          // Before the snapshot ends a delete only takes the pod out of it; reconciling removes it.
+          this.#snapshotUids.delete(request.uid);
+          return "";
+        }
+        return this.#delete(request.uid, "deleted");
+      case "snapshot-sent": {
+        if (this.#snapshotDone) throw new ProtocolViolation("SnapshotSent twice on one connection");
+        const errors: string[] = [];
+        for (const uid of [...this.#served.keys()]) {
+          if (!this.#snapshotUids.has(uid)) {
+            const err = await this.#delete(uid, "not-in-snapshot");
+            if (err) errors.push(err);
+          }
+        }
+        this.#snapshotDone = true;
+        this.#snapshotUids.clear();
+        this.#delay = this.#initialDelay;
+        this.#everSnapshotted = true;
+        for (const resolve of this.#readyWaiters.splice(0)) resolve();
+        this.emit("snapshot");
+        return errors.join("; ");
+      }
+    }
+  }
+
+  async #add(uid: string, workloadInfo: ZdsWorkloadInfo | undefined, fds: number[]): Promise<string> {
+    if (fds.length !== 1) {
+      for (const fd of fds) closeQuietly(fd);
+      throw new ProtocolViolation(`AddWorkload must carry exactly one file descriptor, got ${fds.length}`);
+    }
+    const fd = fds[0] as number;
+    if (!workloadInfo) {
+      closeQuietly(fd);
+      throw new ProtocolViolation("AddWorkload without workload_info");
+    }
+    if (!isNetns(fd)) {
+      closeQuietly(fd);
+      throw new ProtocolViolation("AddWorkload's file descriptor is not a network namespace");
+    }
+    if (!this.#snapshotDone) this.#snapshotUids.add(uid);
+    const id = netnsId(fd);
+    const existing = this.#served.get(uid);
+    if (existing?.netnsId === id) {
+      closeQuietly(fd); // already served in this very namespace
+      return "";
+    }
+    if (existing) {
+      const err = await this.#delete(uid, "replaced");
+      if (err) this.#logger.warn({ uid, err }, "removing the replaced pod failed");
+    }
+    const netns = adoptNetns(fd, `zds:${uid}`);
+    try {
+      await this.#handler.addWorkload({ uid, workloadInfo, netns });
+    } catch (err) {
+      netns.close();
+      return `failed to start the proxy for ${uid}: ${err instanceof Error ? err.message : String(err)}`;
+    }
+    this.#served.set(uid, { netnsId: id });
+    return "";
+  }
+
+  async #delete(uid: string, reason: ZdsDeleteReason): Promise<string> {
+    if (!this.#served.delete(uid)) return "";
+    try {
+      await this.#handler.deleteWorkload(uid, reason);
+      return "";
+    } catch (err) {
+      this.#logger.error({ uid, err }, "stopping a pod's proxy failed");
+      return `failed to stop the proxy for ${uid}: ${err instanceof Error ? err.message : String(err)}`;
+    }
+  }
+}
+
+/** Connects to the node agent (and keeps reconnecting) and serves its requests through `handler`. */
+export function createZdsClient(options: ZdsClientOptions): ZdsClient {
+  return new ZdsClient(options);
+}
