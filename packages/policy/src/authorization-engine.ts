@@ -140,7 +140,11 @@ export interface OpenConnection {
   readonly request: AuthorizationRequest;
 }
 
-/** The CUSTOM action's external authorizer. */
+/**
+ * The CUSTOM action's external authorizer. It receives the checked copy of the request, whose
+ * `http.path` is the normalized path followed by the query as received. Returning anything but
+ * `true`, or throwing, denies.
+ */
 export type CustomAuthorizer = (
   request: AuthorizationRequest,
   policy: { namespace: string; name: string; provider: string },

@@ -63,6 +63,8 @@ export type PathNormalizationResult =
   | { ok: false; reason: string };
 
 const HEX = /^[0-9a-fA-F]{2}$/;
+/** Anything but `!`..`~`: space, control characters, DEL and non-ASCII never appear in a request target. */
+const NOT_PRINTABLE_ASCII = /[^\x21-\x7e]/;
 
 /** RFC 3986 unreserved characters: the only ones whose percent-encoding BASE decodes. */
 function isUnreserved(code: number): boolean {
@@ -146,11 +148,14 @@ export function normalizePath(rawPath: string, mode: PathNormalization = "BASE")
     return fail(
       `unknown path normalization mode ${typeof mode === "string" ? JSON.stringify(mode) : typeof mode}`,
     );
-  for (let i = 0; i < rawPath.length; i++) {
-    const code = rawPath.charCodeAt(i);
-    if (code <= 0x20 || code === 0x7f)
-      return fail(`the request target holds a space or control character at offset ${i}`);
-    if (code > 0x7e) return fail(`the request target holds a non-ASCII character at offset ${i}`);
+  const bad = NOT_PRINTABLE_ASCII.exec(rawPath);
+  if (bad !== null) {
+    const code = rawPath.charCodeAt(bad.index);
+    return fail(
+      code > 0x7e
+        ? `the request target holds a non-ASCII character at offset ${bad.index}`
+        : `the request target holds a space or control character at offset ${bad.index}`,
+    );
   }
   const cut = rawPath.search(/[?#]/);
   let path = cut < 0 ? rawPath : rawPath.slice(0, cut);
@@ -164,12 +169,16 @@ export function normalizePath(rawPath: string, mode: PathNormalization = "BASE")
     if (!HEX.test(hex)) return fail(`malformed percent-encoding at offset ${i}`);
     if (hex === "00") return fail("the path holds %00");
   }
-  if (mode === "DECODE_AND_MERGE_SLASHES") path = path.replace(/%2f/gi, "/").replace(/%5c/gi, "\\");
+  const escaped = path.includes("%");
+  if (escaped && mode === "DECODE_AND_MERGE_SLASHES")
+    path = path.replace(/%2f/gi, "/").replace(/%5c/gi, "\\");
   const first = path[0];
   if (first !== "/" && !(first === "\\" && mode !== "NONE")) return fail("the path does not start with /");
   if (mode === "NONE") return { ok: true, path, query };
-  path = removeDotSegments(decodeUnreserved(path));
-  if (mode !== "BASE") path = path.replace(/\/{2,}/g, "/");
+  // The checks below only skip work that would change nothing (the common, clean path).
+  if (escaped || path.includes("\\")) path = decodeUnreserved(path);
+  if (path.includes("/.")) path = removeDotSegments(path);
+  if (mode !== "BASE" && path.includes("//")) path = path.replace(/\/{2,}/g, "/");
   return { ok: true, path, query };
 }
 
