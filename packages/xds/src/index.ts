@@ -22,6 +22,11 @@
 export { ADS_SERVICE, adsServiceDefinition } from "./ads-service.js";
 export { XdsError, type XdsErrorCode, type XdsErrorDetails } from "./errors.js";
 export type { envoy, google, istio, MessageTypes } from "./gen/types.js";
+export {
+  DEFAULT_RECONNECT_BACKOFF,
+  type ReconnectBackoff,
+  reconnectChannelOptions,
+} from "./reconnect.js";
 export type { CacheChange, CachedResource, CacheStats, SetOptions } from "./resource-cache.js";
 export { ResourceCache } from "./resource-cache.js";
 export type { NackRecord, NodeInfo, XdsStreamContext } from "./server-session.js";

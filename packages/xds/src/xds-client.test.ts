@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
+import { createServer } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { XdsError } from "./errors.js";
+import { DEFAULT_RECONNECT_BACKOFF, reconnectChannelOptions } from "./reconnect.js";
 import { TypeUrl } from "./type-registry.js";
 import { createXdsClient, type XdsChangeEvent, type XdsClient } from "./xds-client.js";
 import { createXdsServer, type XdsServer } from "./xds-server.js";
@@ -258,5 +260,107 @@ describe("XdsClient (delta specifics)", () => {
       () => client.watch(A),
       (e: unknown) => e instanceof XdsError && e.code === "ERR_XDS_CLOSED",
     );
+  });
+});
+
+describe("XdsClient after a control-plane outage", () => {
+  it(
+    "reconnects within maxBackoffMs of the server's return, however long it was down",
+    { timeout: 60_000 },
+    async () => {
+      const cap = 1000;
+      const outageMs = 4500;
+      const slackMs = 700;
+      const serve = async (at: string) => {
+        const s = createXdsServer({ debounceMs: 0 });
+        s.cache.set(A, "u1", workload("u1", "w1", 1));
+        return { server: s, port: await s.listen(at) };
+      };
+      let { server, port } = await serve("127.0.0.1:0");
+      const client = createXdsClient({
+        address: `127.0.0.1:${port}`,
+        node: { id: "outage" },
+        initialBackoffMs: 10,
+        maxBackoffMs: cap,
+      });
+      client.watch(A);
+      await client.ready();
+      await server.close();
+
+      // While "down", the port drops every connection and logs when the client tries again.
+      const attempts: number[] = [];
+      let onAttempt: (() => void) | undefined;
+      const down = createServer((socket) => {
+        attempts.push(performance.now());
+        socket.destroy();
+        onAttempt?.();
+      });
+      await new Promise<void>((resolve, reject) => {
+        down.once("error", reject);
+        down.listen(port, "127.0.0.1", () => resolve());
+      });
+      const downSince = performance.now();
+      // Come back right after one of the client's attempts once the outage is long enough: the wait
+      // for its next attempt is then its whole current back-off.
+      await new Promise<void>((resolve, reject) => {
+        const giveUp = setTimeout(() => reject(new Error("no connection attempt in 30 s")), 30_000);
+        onAttempt = () => {
+          if (performance.now() - downSince < outageMs) return;
+          onAttempt = undefined;
+          clearTimeout(giveUp);
+          resolve();
+        };
+      });
+      await new Promise<void>((resolve) => down.close(() => resolve()));
+
+      let connectedAt: number | undefined;
+      const stop = client.onConnection((up) => {
+        if (up) connectedAt ??= performance.now();
+      });
+      ({ server } = await serve(`127.0.0.1:${port}`));
+      const upAt = performance.now();
+      const limit = cap + slackMs;
+      while (connectedAt === undefined && performance.now() - upAt < limit * 4) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      stop();
+      const tookMs = connectedAt === undefined ? Number.POSITIVE_INFINITY : connectedAt - upAt;
+      // grpc-js' own back-off (1 s growing to 120 s by default) no longer stacks on the client's.
+      const gaps = attempts.slice(1).map((t, i) => t - (attempts[i] as number));
+      const widest = Math.max(...gaps);
+      const name = client.get(A, "u1")?.workload?.name;
+      client.close();
+      await server.close();
+      assert.ok(tookMs <= limit, `reconnected ${Math.round(tookMs)} ms after the server came back`);
+      assert.ok(attempts.length >= 4, `${attempts.length} attempts in ${outageMs} ms`);
+      assert.ok(widest <= limit, `attempts up to ${Math.round(widest)} ms apart (cap ${cap} ms)`);
+      assert.equal(name, "w1");
+    },
+  );
+
+  it("caps grpc-js' reconnect back-off, jitter included, at maxBackoffMs", () => {
+    assert.deepEqual(reconnectChannelOptions(), {
+      "grpc.initial_reconnect_backoff_ms": 10,
+      "grpc.max_reconnect_backoff_ms": 12_500,
+      "grpc.dns_min_time_between_resolutions_ms": 12_500,
+    });
+    assert.deepEqual(DEFAULT_RECONNECT_BACKOFF, { initialBackoffMs: 10, maxBackoffMs: 15_000 });
+    const small = reconnectChannelOptions({ initialBackoffMs: 1000, maxBackoffMs: 1000 });
+    assert.equal(small["grpc.max_reconnect_backoff_ms"], 833);
+    assert.equal(small["grpc.initial_reconnect_backoff_ms"], 833);
+  });
+
+  it("rejects back-off options that cannot bound the reconnect time", () => {
+    for (const extra of [
+      { initialBackoffMs: 0 },
+      { maxBackoffMs: 5, initialBackoffMs: 10 },
+      { maxBackoffMs: Number.NaN },
+    ]) {
+      assert.throws(
+        () => createXdsClient({ address: "127.0.0.1:1", node: { id: "x" }, ...extra }),
+        (e: unknown) => e instanceof XdsError && e.code === "ERR_XDS_INVALID_ARGUMENT",
+        JSON.stringify(extra),
+      );
+    }
   });
 });

@@ -3,6 +3,7 @@ import { ADS_SERVICE } from "./ads-service.js";
 import { XdsError } from "./errors.js";
 import type { envoy } from "./gen/types.js";
 import { GrpcStatus, toXdsError } from "./node-error.js";
+import { reconnectChannelOptions, resolveReconnectBackoff } from "./reconnect.js";
 import { type JsonValue, structFromJson } from "./struct.js";
 import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
 import { type MessageInit, type MessageOf, TYPE_URL_PREFIX, TypeUrl, typeRegistry } from "./type-registry.js";
@@ -46,7 +47,9 @@ export interface XdsClientOptions {
   credentials?: grpc.ChannelCredentials;
   /**
    * Extra gRPC channel options, e.g. `{ "grpc.ssl_target_name_override": "istiod.istio-system.svc" }`
-   * when `address` is an IP. `grpc.max_receive_message_length` comes from `maxReceiveMessageBytes`.
+   * when `address` is an IP. `grpc.max_receive_message_length` comes from `maxReceiveMessageBytes`,
+   * and grpc-js' reconnect back-off options from `initialBackoffMs`/`maxBackoffMs`
+   * (see `reconnectChannelOptions`); values given here for those keys are replaced.
    */
   channelOptions?: grpc.ChannelOptions;
   /** `"delta"` (what ztunnel uses, the default) or `"sotw"`. */
@@ -61,7 +64,11 @@ export interface XdsClientOptions {
   validate?: (typeUrl: string, name: string, resource: unknown) => unknown;
   /** First reconnect delay: default 10 ms; ztunnel's xDS back-off starts at 10 ms. */
   initialBackoffMs?: number;
-  /** Longest reconnect delay: default 15000 ms; ztunnel caps at 15 s. */
+  /**
+   * Longest reconnect delay: default 15000 ms; ztunnel caps at 15 s. Bounds the time from the
+   * server's return to a new stream after an outage of any length: the stream waits for the channel,
+   * whose own back-off is capped at the same value.
+   */
   maxBackoffMs?: number;
   /** Largest response accepted: default 200 MiB; ztunnel's xDS decode limit. */
   maxReceiveMessageBytes?: number;
@@ -118,6 +125,7 @@ export class XdsClient {
   private readonly nackListeners = new Set<(typeUrl: string, message: string) => void>();
   private readonly stateListeners = new Set<(connected: boolean, error?: XdsError) => void>();
   private readonly logger: Logger;
+  private readonly backoff: { initialBackoffMs: number; maxBackoffMs: number };
   private readonly node: MessageInit<envoy.config.core.v3.Node>;
   private stream: Stream | undefined;
   private sentNode = false;
@@ -144,6 +152,7 @@ export class XdsClient {
       throw new XdsError("ERR_XDS_INVALID_ARGUMENT", `unknown protocol ${String(this.protocol)}`);
     }
     this.logger = options.logger ?? noopLogger;
+    this.backoff = resolveReconnectBackoff(options);
     const m = options.metrics ?? noopMetrics;
     this.counters = {
       responses: m.counter("xds_client_responses", "xDS responses received", ["type"]),
@@ -166,6 +175,7 @@ export class XdsClient {
       options.credentials ?? grpc.credentials.createInsecure(),
       {
         ...options.channelOptions,
+        ...reconnectChannelOptions(this.backoff),
         "grpc.max_receive_message_length": options.maxReceiveMessageBytes ?? 200 * 1024 * 1024,
       },
     );
@@ -334,16 +344,36 @@ export class XdsClient {
     if (this.closed) return;
     const error = toXdsError(err, "xds stream broken");
     for (const l of this.stateListeners) l(false, error);
-    const base = this.options.initialBackoffMs ?? 10;
-    const max = this.options.maxBackoffMs ?? 15_000;
+    const base = this.backoff.initialBackoffMs;
+    const max = this.backoff.maxBackoffMs;
     const delay = Math.min(max, base * 2 ** Math.min(this.attempt, 30));
     this.attempt++;
     this.counters.reconnects.inc();
     this.logger.info({ delayMs: delay, err: error.message }, "xds stream broken; reconnecting");
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
-      this.connect();
+      this.whenChannelUsable(() => this.connect());
     }, delay);
+  }
+
+  /**
+   * Runs `then` once the channel is not in TRANSIENT_FAILURE. A stream started there fails at once;
+   * grpc-js reconnects on its own meanwhile (its back-off capped at `maxBackoffMs` too), so waiting for
+   * its state change makes the two back-offs run side by side instead of one after the other.
+   */
+  private whenChannelUsable(then: () => void): void {
+    if (this.closed) return;
+    const channel = this.grpcClient.getChannel();
+    const failing = grpc.connectivityState.TRANSIENT_FAILURE;
+    try {
+      if (channel.getConnectivityState(false) !== failing) {
+        then();
+        return;
+      }
+      channel.watchConnectivityState(failing, Number.POSITIVE_INFINITY, () => this.whenChannelUsable(then));
+    } catch {
+      // The channel was shut down: close() ran.
+    }
   }
 
   private write(name: string, request: Record<string, unknown>): void {
