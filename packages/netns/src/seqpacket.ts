@@ -220,7 +220,8 @@ export class SeqpacketSocket extends EventEmitter {
       }
       const fds = this.#receivedFds();
       const flags = this.#recvHeader.readInt32LE(MSG_FLAGS);
-      if (flags & (MSG_TRUNC | MSG_CTRUNC)) {
+      // The control buffer is padded to 8 bytes, so it can hold one descriptor more than asked for.
+      if (flags & (MSG_TRUNC | MSG_CTRUNC) || fds.length > this.#maxFds) {
         for (const fd of fds) closeQuietly(fd);
         this.#fail(
           new NetnsError(

@@ -104,7 +104,8 @@ export function decodeRequest(bytes: Uint8Array): ZdsRequest {
 
 /** `WorkloadResponse{ack{error}}`: pass no error (or "") for an ACK. */
 export function encodeAck(error = ""): Uint8Array {
-  return Response.encode(Response.fromObject({ ack: { error } })).finish();
+  // An ACK leaves the field unset, as proto3 encoders do for an empty string.
+  return Response.encode(Response.fromObject({ ack: error ? { error } : {} })).finish();
 }
 
 /** Decodes a `WorkloadResponse`; one without an `ack` is `ERR_ZDS_PROTOCOL`. */
