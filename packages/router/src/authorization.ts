@@ -22,7 +22,13 @@ export interface AuthorizationRequest {
   http?: {
     host: string;
     method: string;
+    /** Path without the query; the waypoint handler sends it already normalized. */
     path: string;
+    /**
+     * True when `path` is already in the normal form the evaluator is configured for, so it matches the
+     * path as given instead of normalizing a second time. The waypoint handler always sets it.
+     */
+    pathNormalized?: boolean;
     headers: Record<string, string | readonly string[] | undefined>;
     /** `iss/sub` of a verified JWT. */
     requestPrincipal?: string;
@@ -32,6 +38,8 @@ export interface AuthorizationRequest {
 /** What the authorizer decided and why. */
 export interface AuthorizationDecision {
   allowed: boolean;
+  /** The request itself is malformed (e.g. a path that cannot be normalized): answered with 400. */
+  badRequest?: boolean;
   /** Human explanation. */
   reason: string;
   /** `namespace/name` of the policy that decided. */

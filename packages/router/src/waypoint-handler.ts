@@ -4,6 +4,7 @@ import type { Socket } from "node:net";
 import { type Duplex, finished, PassThrough, type Readable, type Writable } from "node:stream";
 import type { AuthorizationDecision, AuthorizationEvaluator, AuthorizationRequest } from "./authorization.js";
 import { ensureBufferWrites } from "./buffer-writes.js";
+import { ConnectionDeadline } from "./connection-deadline.js";
 import { RouterError } from "./errors.js";
 import { applyHeaderFilter, type HeaderMap, redirectLocation, rewritePath } from "./header-filters.js";
 import {
@@ -13,6 +14,7 @@ import {
   type LoadBalancingPolicy,
 } from "./load-balancer.js";
 import { RequestBody } from "./request-body.js";
+import { parseRequestHead, type RequestHead } from "./request-head.js";
 import { type IstioRequestLabel, RequestMetrics } from "./request-metrics.js";
 import {
   type CompiledRule,
@@ -23,12 +25,12 @@ import {
 } from "./route-table.js";
 import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
 import { continueTrace, requestId, type TraceContext } from "./trace-context.js";
+import { sendUpgrade, type UpgradeResponse } from "./upgrade.js";
 import {
   type BackendTarget,
   type ConnectUpstream,
   type Endpoint,
   endpointKey,
-  isForwardedHeader,
   type ResolveBackend,
   UpstreamAttemptError,
   type UpstreamFailure,
@@ -116,8 +118,22 @@ export interface WaypointHandlerOptions {
   retry?: Partial<RetryPolicy>;
   /** Request body bytes kept for replay on retry; larger bodies are not retried. Default 1 MiB; Envoy `per_connection_buffer_limit_bytes`. */
   retryBufferBytes?: number;
-  /** Largest request header block, else 431. Default 60 KiB; Envoy `max_request_headers_kb: 60`. */
+  /**
+   * Largest request header list, else 431: the HTTP/1.1 header block as received, and the decoded
+   * HTTP/2 list counted as name + value + 32 per field. Default 60 KiB; Envoy `max_request_headers_kb: 60`.
+   */
   maxHeaderBytes?: number;
+  /**
+   * Time a connection may go without a request in flight before it is closed: until its first complete
+   * request head, and between requests on a keep-alive connection; 0 disables. Default 60000; Node
+   * `server.headersTimeout`, Envoy `request_headers_timeout`.
+   */
+  headersTimeoutMs?: number;
+  /**
+   * SPIFFE ID of this proxy (its certificate's URI SAN): the `By` field of the
+   * `x-forwarded-client-cert` header set on every request from a verified peer. Default: no `By` field.
+   */
+  identity?: string;
   /** Request timeout for rules without `timeouts.request`, in ms; 0 disables. Default 0; Istio's default route timeout (disabled). */
   requestTimeoutMs?: number;
   /**
@@ -172,11 +188,23 @@ interface DownResponse extends Writable {
   addTrailers(headers: Record<string, string | string[]>): void;
 }
 
+/** An HTTP/1.1 request that arrived with `Connection: Upgrade`; the HTTP parser has let go of its socket. */
+interface UpgradeRequest {
+  socket: Duplex;
+  /** Bytes the client sent after the request head. */
+  head: Buffer;
+  /** The protocol to switch to (`websocket`); undefined when the upgrade is ignored and served as HTTP. */
+  protocol: string | undefined;
+}
+
 interface Exchange {
   req: DownRequest;
   res: DownResponse;
   info: TunnelInfo;
   h2: boolean;
+  /** The parsed head every step works from; undefined until parsed (and when it was refused). */
+  head: RequestHead | undefined;
+  upgrade: UpgradeRequest | undefined;
   start: number;
   grpc: boolean;
   flags: string;
@@ -229,6 +257,10 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
   const clusterDomain = options.clusterDomain ?? "cluster.local";
   const defaultRequestTimeout = options.requestTimeoutMs ?? 0;
   const streamIdleTimeout = options.streamIdleTimeoutMs ?? 300_000;
+  const headersTimeout = options.headersTimeoutMs ?? 60_000;
+  if (!Number.isFinite(headersTimeout) || headersTimeout < 0) {
+    throw new RouterError("ERR_OPTIONS_INVALID", "headersTimeoutMs must be a finite number >= 0");
+  }
   const pool = new UpstreamPool(options.connect, options.maxIdleConnectionsPerEndpoint ?? 100);
   let table: RouteTable = createRouteTable(options.routes, { waypoint: options.waypoint });
   const pickers = new Map<string, EndpointPicker<Endpoint>>();
@@ -238,17 +270,36 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
   const weighted = new WeakMap<CompiledRule, () => ResolvedBackendRef | undefined>();
   const streams = new Set<Duplex>();
   const infoByStream = new WeakMap<object, TunnelInfo>();
+  // Per downstream connection (the stream for HTTP/1.1, the session for HTTP/2).
+  const deadlines = new WeakMap<object, ConnectionDeadline>();
   let pendingInfo: TunnelInfo | undefined;
+  let pendingDeadline: ConnectionDeadline | undefined;
   let closed = false;
+
+  /** Holds the connection's header deadline off until the response is over. */
+  function inFlight(connection: object, res: Writable): void {
+    const deadline = deadlines.get(connection);
+    if (deadline === undefined) return;
+    deadline.begin();
+    let ended = false;
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      deadline.end();
+    };
+    res.once("finish", end);
+    res.once("close", end);
+  }
 
   const h1 = http.createServer(
     { maxHeaderSize: maxHeaderBytes, requestTimeout: 0, keepAliveTimeout: 60_000 },
     (req, res) => {
-      void serve(req, res as unknown as DownResponse, infoByStream.get(req.socket) ?? {}, false);
+      inFlight(req.socket, res);
+      void serve(req, res as unknown as DownResponse, infoByStream.get(req.socket) ?? {}, false, undefined);
     },
   );
   h1.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
-    void serveUpgrade(req, socket, head, infoByStream.get(socket) ?? {});
+    serveUpgrade(req, socket, head, infoByStream.get(socket) ?? {});
   });
   h1.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
     if (!socket.writable) return socket.destroy();
@@ -256,13 +307,24 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     const text = status === 431 ? "Request Header Fields Too Large" : "Bad Request";
     socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
   });
+  // maxHeaderListSize is only advertised (and enforced by Node once the peer has acknowledged it);
+  // serve() checks the decoded list itself. maxHeaderListPairs is Node's default, stated.
   const h2 = http2.createServer({
     maxSessionMemory: 64,
+    maxHeaderListPairs: 128,
     settings: { maxHeaderListSize: maxHeaderBytes, enablePush: false },
   });
   h2.on("sessionError", (err) => logger.debug({ err }, "downstream HTTP/2 session error"));
   h2.on("session", (session) => {
     infoByStream.set(session, pendingInfo ?? {});
+    const deadline = pendingDeadline;
+    if (deadline === undefined) return;
+    deadlines.set(session, deadline);
+    // Headers that never complete produce no stream: the connection deadline keeps running.
+    session.on("stream", (stream) => {
+      deadline.begin();
+      stream.once("close", () => deadline.end());
+    });
   });
   h2.on("request", (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
     void serve(
@@ -270,6 +332,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       res as unknown as DownResponse,
       infoByStream.get(req.stream.session as object) ?? {},
       true,
+      undefined,
     );
   });
 
@@ -412,14 +475,9 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     x.res.end(body);
   }
 
-  function upstreamHeaders(req: DownRequest, trace: TraceContext): HeaderMap {
-    const out: HeaderMap = {};
-    const incoming = req.headers;
-    for (const k in incoming) {
-      const v = incoming[k];
-      if (v === undefined || !isForwardedHeader(k)) continue;
-      out[k] = v;
-    }
+  /** Completes the parsed headers the way Envoy's connection manager does before any filter runs. */
+  function requestHeaders(head: RequestHead, trace: TraceContext): HeaderMap {
+    const out = head.headers;
     // The client already got its 100 Continue from this proxy; the backend gets the body right away.
     if (typeof out.expect === "string" && out.expect.toLowerCase() === "100-continue") delete out.expect;
     out.traceparent = trace.traceparent;
@@ -429,7 +487,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     return out;
   }
 
-  function authorize(x: Exchange, host: string, path: string): AuthorizationDecision | undefined {
+  function authorize(x: Exchange, head: RequestHead): AuthorizationDecision | undefined {
     const policy = options.policy;
     if (policy === undefined) return undefined;
     const info = x.info;
@@ -448,7 +506,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
           port: info.destination?.port ?? 0,
           targets: policyTargets(info),
         },
-        http: { host, method: x.req.method ?? "GET", path, headers: { ...x.req.headers } },
+        http: { host: head.host, method: head.method, path: head.path, headers: { ...head.headers } },
       });
     } catch (err) {
       logger.error({ err }, "authorization policy threw; denying");
@@ -613,13 +671,21 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     }
   }
 
-  function serve(req: DownRequest, res: DownResponse, info: TunnelInfo, h2: boolean): Promise<void> {
+  function serve(
+    req: DownRequest,
+    res: DownResponse,
+    info: TunnelInfo,
+    h2: boolean,
+    upgrade: UpgradeRequest | undefined,
+  ): Promise<void> {
     const contentType = req.headers["content-type"];
     const x: Exchange = {
       req,
       res,
       info,
       h2,
+      head: undefined,
+      upgrade,
       start: performance.now(),
       grpc: typeof contentType === "string" && contentType.startsWith("application/grpc"),
       flags: "-",
@@ -646,23 +712,44 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
 
   async function proxy(x: Exchange): Promise<void> {
     const { req, res } = x;
-    const rawUrl = req.url ?? "/";
-    const q = rawUrl.indexOf("?");
-    const path = q === -1 ? rawUrl : rawUrl.slice(0, q);
-    const query = q === -1 ? undefined : rawUrl.slice(q + 1);
-    const host =
-      (x.h2 ? (req.headers[":authority"] as string | undefined) : undefined) ?? req.headers.host ?? "";
-    const method = req.method ?? "GET";
-    if (!path.startsWith("/")) return localReply(x, 400, "bad request path", "-");
+    // Parsed once: policy, routing and the upstream request below all read this head.
+    const parsed = parseRequestHead(
+      {
+        method: req.method,
+        target: req.url,
+        headers: req.headers,
+        rawHeaders: req.rawHeaders,
+        h2: x.h2,
+      },
+      { maxHeaderBytes, proxyIdentity: options.identity, peerIdentity: x.info.peerIdentity },
+    );
+    if (!parsed.ok) {
+      logger.debug({ reason: parsed.reason }, "request refused");
+      return localReply(x, parsed.status, parsed.reason, "-");
+    }
+    const head = parsed.head;
+    x.head = head;
+    const { method, path, host } = head;
+    const query = head.query === "" ? undefined : head.query.slice(1);
+    const declaresBody =
+      req.headers["content-length"] !== undefined && req.headers["content-length"] !== "0"
+        ? true
+        : req.headers["transfer-encoding"] !== undefined;
+    // The HTTP/1.1 parser stops at an upgrade request's head, so a body it declares could only travel as
+    // raw bytes, unparsed.
+    if (x.upgrade !== undefined && declaresBody)
+      return localReply(x, 400, "upgrade request with a body", "-");
+    const headers = requestHeaders(head, x.trace);
 
-    const decision = authorize(x, host, path);
+    const decision = authorize(x, head);
+    if (decision?.badRequest === true) return localReply(x, 400, "bad request", "-");
     if (decision !== undefined && !decision.allowed) {
       logger.debug({ reason: decision.reason, policy: decision.policy }, "request denied");
       return localReply(x, 403, "RBAC: access denied", "RBAC");
     }
 
     const target: RouteTarget = { service: x.info.destination?.service, port: x.info.destination?.port };
-    const found = routeFor(target, { host, path, query, method, headers: req.headers, grpc: x.grpc, target });
+    const found = routeFor(target, { host, path, query, method, headers, grpc: x.grpc, target });
     if (found === undefined) return localReply(x, 404, "", "NR");
     const { rule, matchedPrefix } = found;
 
@@ -681,15 +768,15 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       if (rule.rewrite.path !== undefined) upstreamPath = rewritePath(path, rule.rewrite.path, matchedPrefix);
       if (rule.rewrite.hostname !== undefined) authority = rule.rewrite.hostname;
     }
-    if (query !== undefined) upstreamPath += `?${query}`;
-    const headers = upstreamHeaders(req, x.trace);
+    upstreamPath += head.query;
     applyHeaderFilter(headers, rule.requestHeaders);
 
     const policy = retryPolicyFor(rule);
     const hasBody =
-      req.method !== "GET" && req.method !== "HEAD"
+      x.upgrade === undefined &&
+      (method !== "GET" && method !== "HEAD"
         ? true
-        : req.headers["content-length"] !== undefined || req.headers["transfer-encoding"] !== undefined;
+        : req.headers["content-length"] !== undefined || req.headers["transfer-encoding"] !== undefined);
     x.body =
       hasBody || x.h2
         ? // Without retries there is nothing to replay, so nothing is kept.
@@ -697,7 +784,9 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
         : undefined;
     if (x.h2 && (req as http2.Http2ServerRequest).stream.endAfterHeaders) x.body = undefined;
 
-    if (rule.mirrors.length > 0) startMirrors(x, rule, method, upstreamPath, authority, headers);
+    if (rule.mirrors.length > 0 && x.upgrade === undefined) {
+      startMirrors(x, rule, method, upstreamPath, authority, headers);
+    }
 
     if (rule.backends.length === 0) return localReply(x, 500, "no backend for route", "-");
     const backend = chooseBackend(rule);
@@ -768,14 +857,12 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       const endpoint = picker.pick(endpoints, tried) as Endpoint;
       x.endpoint = endpoint;
       const done = picker.begin(endpoint);
-      const protocol = endpoint.protocol ?? (x.h2 ? "http2" : "http1");
-      const sent = pool.send(endpoint, protocol, {
-        method,
-        path: upstreamPath,
-        authority,
-        headers,
-        body: x.body,
-      });
+      const upstreamRequest = { method, path: upstreamPath, authority, headers, body: x.body };
+      const upgrade = x.upgrade?.protocol;
+      const sent: { response: Promise<UpgradeResponse>; abort: () => void } =
+        upgrade === undefined
+          ? pool.send(endpoint, endpoint.protocol ?? (x.h2 ? "http2" : "http1"), upstreamRequest)
+          : sendUpgrade(options.connect, endpoint, upstreamRequest, upgrade);
       abortCurrent = sent.abort;
       let tryTimer: NodeJS.Timeout | undefined;
       let tryTimedOut = false;
@@ -799,7 +886,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
           : undefined;
       // Once the race is decided this rejection has no reader.
       timeout?.catch(() => {});
-      let up: UpstreamResponse;
+      let up: UpgradeResponse;
       try {
         up = await (timeout === undefined ? sent.response : Promise.race([sent.response, timeout]));
         responded = true;
@@ -857,11 +944,17 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
         continue;
       }
       if (attempt > 0 && retriableResponse(policy, up)) x.flags = "URX";
-      streamResponse(x, up, rule, backend, () => {
+      const finish = () => {
         if (tryTimer !== undefined) clearTimeout(tryTimer);
         stopTimers();
         done();
-      });
+      };
+      if (up.switched !== undefined && x.upgrade !== undefined) {
+        switchProtocols(x, up, up.switched, x.upgrade, rule, backend, finish);
+      } else {
+        if (up.switched !== undefined) up.switched.socket.destroy();
+        streamResponse(x, up, rule, backend, finish);
+      }
       return;
     }
   }
@@ -934,118 +1027,83 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     await sleep(Math.random() * cap);
   }
 
-  async function serveUpgrade(
-    req: http.IncomingMessage,
-    socket: Duplex,
-    head: Buffer,
-    info: TunnelInfo,
-  ): Promise<void> {
-    const upgrade = String(req.headers.upgrade ?? "").toLowerCase();
-    if (upgrade !== "websocket") {
-      // Not a protocol we proxy (e.g. h2c): answer it as plain HTTP/1.1 on a closing connection.
-      if (head.length > 0) socket.unshift(head);
-      const res = new http.ServerResponse(req);
-      res.shouldKeepAlive = false;
-      res.assignSocket(socket as Socket);
-      res.on("finish", () => socket.end());
-      return serve(req, res as unknown as DownResponse, info, false);
-    }
-    const x: Exchange = {
-      req,
-      res: undefined as unknown as DownResponse,
-      info,
-      h2: false,
-      start: performance.now(),
-      grpc: false,
-      flags: "-",
-      status: 0,
-      grpcStatus: "",
-      responseBytes: 0,
-      body: undefined,
-      backend: undefined,
-      endpoint: undefined,
-      trace: continueTrace(req.headers.traceparent, options.sampleNewTraces === true),
-      recorded: false,
-      onClose: undefined,
-      idle: undefined,
+  /**
+   * Serves an HTTP/1.1 request that asked for a protocol switch. It takes the same path as every other
+   * request (parse, policy, routing, filters); a WebSocket upgrade then goes upstream on a connection of
+   * its own and bytes flow raw only after the backend's 101. Other upgrades (e.g. `h2c`) are served as
+   * plain HTTP/1.1. Either way the connection closes after a response that did not switch.
+   */
+  function serveUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, info: TunnelInfo): void {
+    const wanted = String(req.headers.upgrade ?? "").toLowerCase();
+    const res = new http.ServerResponse(req);
+    res.shouldKeepAlive = false;
+    res.assignSocket(socket as Socket);
+    res.on("finish", () => socket.end());
+    inFlight(socket, res);
+    const upgrade: UpgradeRequest = {
+      socket,
+      head,
+      protocol: wanted === "websocket" ? "websocket" : undefined,
     };
-    const reject = (status: number, text: string, flag: string) => {
-      x.status = status;
-      x.flags = flag;
-      socket.end(
-        `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ""}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`,
-      );
-      record(x);
-    };
-    const rawUrl = req.url ?? "/";
-    const q = rawUrl.indexOf("?");
-    const path = q === -1 ? rawUrl : rawUrl.slice(0, q);
-    const host = req.headers.host ?? "";
-    const decision = authorize(x, host, path);
-    if (decision !== undefined && !decision.allowed) return reject(403, "RBAC: access denied", "RBAC");
-    const target: RouteTarget = { service: info.destination?.service, port: info.destination?.port };
-    const found = routeFor(target, {
-      host,
-      path,
-      query: q === -1 ? undefined : rawUrl.slice(q + 1),
-      method: req.method ?? "GET",
-      headers: req.headers,
-      target,
-    });
-    if (found === undefined) return reject(404, "", "NR");
-    const backend = found.rule.backends.length === 0 ? undefined : chooseBackend(found.rule);
-    if (backend === undefined) return reject(500, "no backend for route", "-");
-    x.backend = backend;
-    const endpoints =
-      backend.kind === "Service" && backend.group === ""
-        ? options.resolveBackend(backendTarget(backend))
-        : undefined;
-    if (endpoints === undefined) return reject(500, "invalid backend", "-");
-    const endpoint = pickerFor(backend).pick(endpoints);
-    if (endpoint === undefined) return reject(503, "no healthy upstream", "UH");
-    x.endpoint = endpoint;
-    let upstream: Duplex;
+    void serve(req, res as unknown as DownResponse, info, false, upgrade);
+  }
+
+  /** After a 101 from the backend: sends the 101 on, then relays raw bytes both ways. */
+  function switchProtocols(
+    x: Exchange,
+    up: UpgradeResponse,
+    switched: NonNullable<UpgradeResponse["switched"]>,
+    down: UpgradeRequest,
+    rule: CompiledRule,
+    backend: ResolvedBackendRef,
+    done: () => void,
+  ): void {
+    const headers: HeaderMap = up.headers;
+    applyHeaderFilter(headers, rule.responseHeaders);
+    applyHeaderFilter(headers, backend.responseHeaders);
+    headers.connection = "Upgrade";
+    headers.upgrade = switched.upgrade;
+    const lines = ["HTTP/1.1 101 Switching Protocols"];
     try {
-      upstream = ensureBufferWrites(await options.connect(endpoint));
-    } catch {
-      return reject(
-        503,
-        "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
-        "UF",
-      );
+      for (const [name, value] of Object.entries(headers)) {
+        http.validateHeaderName(name);
+        for (const one of Array.isArray(value) ? value : [value]) {
+          http.validateHeaderValue(name, one);
+          lines.push(`${name}: ${one}`);
+        }
+      }
+    } catch (err) {
+      logger.debug({ err }, "upgrade response header refused");
+      switched.socket.destroy();
+      done();
+      localReply(x, 502, "upstream sent an invalid header", "UC");
+      return;
     }
-    const headers: HeaderMap = {};
-    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && k !== "host") headers[k] = v;
-    headers.traceparent = x.trace.traceparent;
-    applyHeaderFilter(headers, found.rule.requestHeaders);
-    applyHeaderFilter(headers, backend.requestHeaders);
-    let upstreamPath = rawUrl;
-    if (found.rule.rewrite?.path !== undefined) {
-      upstreamPath =
-        rewritePath(path, found.rule.rewrite.path, found.matchedPrefix) + (q === -1 ? "" : rawUrl.slice(q));
-    }
-    const lines = [`${req.method} ${upstreamPath} HTTP/1.1`, `host: ${found.rule.rewrite?.hostname ?? host}`];
-    for (const [k, v] of Object.entries(headers))
-      for (const one of Array.isArray(v) ? v : [v]) lines.push(`${k}: ${one}`);
-    const done = pickerFor(backend).begin(endpoint);
-    upstream.write(`${lines.join("\r\n")}\r\n\r\n`);
-    if (head.length > 0) upstream.write(head);
-    upstream.once("data", (chunk: Buffer) => {
-      x.status = Number(chunk.toString("latin1", 9, 12)) || 0;
-    });
+    const client = down.socket;
+    const upstream = switched.socket;
+    // The response object gave the socket its `close` bookkeeping; from here the bytes are not HTTP.
+    x.onClose = undefined;
+    x.status = 101;
+    x.responseBytes = 0;
+    client.write(`${lines.join("\r\n")}\r\n\r\n`);
+    if (switched.head.length > 0) client.write(switched.head);
+    if (down.head.length > 0) upstream.write(down.head);
     upstream.on("data", (c: Buffer) => {
       x.responseBytes += c.length;
     });
-    upstream.pipe(socket);
-    socket.pipe(upstream);
+    upstream.pipe(client);
+    client.pipe(upstream);
+    let closed = false;
     const closeBoth = () => {
+      if (closed) return;
+      closed = true;
       done();
       upstream.destroy();
-      socket.destroy();
+      client.destroy();
       record(x);
     };
     finished(upstream, closeBoth);
-    finished(socket, closeBoth);
+    finished(client, closeBoth);
   }
 
   function handle(stream: Duplex, info: TunnelInfo = {}): void {
@@ -1055,7 +1113,15 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     }
     ensureBufferWrites(stream);
     streams.add(stream);
-    stream.once("close", () => streams.delete(stream));
+    // Until the first request head is complete, and whenever no request is in flight.
+    const deadline = new ConnectionDeadline(headersTimeout, () => {
+      logger.debug({ timeoutMs: headersTimeout }, "no request head within the headers timeout; closing");
+      stream.destroy();
+    });
+    stream.once("close", () => {
+      deadline.stop();
+      streams.delete(stream);
+    });
     const tcp = stream as Duplex & { setNoDelay?: (noDelay?: boolean) => void };
     if (typeof tcp.setNoDelay === "function") tcp.setNoDelay(true);
     let buffered: Buffer = Buffer.alloc(0);
@@ -1078,10 +1144,13 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       stream.unshift(buffered);
       if (looksH2) {
         pendingInfo = info;
+        pendingDeadline = deadline;
         h2.emit("connection", stream);
         pendingInfo = undefined;
+        pendingDeadline = undefined;
       } else {
         infoByStream.set(stream, info);
+        deadlines.set(stream, deadline);
         h1.emit("connection", stream);
         // The HTTP/1 server does not resume a paused socket; the unshifted bytes flow first.
         stream.resume();

@@ -1,0 +1,149 @@
+/**
+ * The one parse of a downstream request head. Policy, routing and the upstream request all read the
+ * {@link RequestHead} this returns, so none of them can see a different method, path or header set.
+ */
+import type { HeaderMap } from "./header-filters.js";
+
+/** A request head as every later step sees it. */
+export interface RequestHead {
+  /** A token without lower-case letters, exactly as it is forwarded. */
+  method: string;
+  /** The path in origin form, without the query. */
+  path: string;
+  /** `""` or the raw `?...` suffix, forwarded as received. */
+  query: string;
+  /** `:authority` (HTTP/2) or `Host` (HTTP/1.1); `""` when absent. */
+  host: string;
+  /** Lower-case names; pseudo, hop-by-hop and proxy-owned headers removed, `x-forwarded-client-cert` set. */
+  headers: HeaderMap;
+  /** Decoded header list size: name + value + 32 per field (RFC 9113 §6.5.2). */
+  headerBytes: number;
+}
+
+/** A parsed head, or the status to answer with. */
+export type ParsedRequestHead =
+  | { ok: true; head: RequestHead }
+  | { ok: false; status: 400 | 431; reason: string };
+
+/** What the HTTP/1.1 or HTTP/2 server decoded. */
+export interface RequestHeadInput {
+  method: string | undefined;
+  /** HTTP/1.1 request target or HTTP/2 `:path`. */
+  target: string | undefined;
+  /** Node's merged header object (`req.headers`). */
+  headers: Readonly<Record<string, string | string[] | undefined>>;
+  /** Node's `req.rawHeaders`: every decoded field, names and values alternating. */
+  rawHeaders: readonly string[];
+  h2: boolean;
+}
+
+/** Limits and identities that shape the parse. */
+export interface RequestHeadOptions {
+  /** Largest decoded header list; above it the answer is 431. */
+  maxHeaderBytes: number;
+  /** SPIFFE ID of this proxy: the `By` field of `x-forwarded-client-cert`. */
+  proxyIdentity: string | undefined;
+  /** Verified SPIFFE ID of the tunnel's peer: the `URI` field. Without it the header is only removed. */
+  peerIdentity: string | undefined;
+}
+
+/** RFC 9110 §5.6.2 token characters. */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const LOWER = /[a-z]/;
+
+/** Connection-specific fields (RFC 9110 §7.6.1) and `host`, which travels as the authority. */
+const HOP_BY_HOP = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "transfer-encoding",
+  "upgrade",
+  "http2-settings",
+  "te",
+  "host",
+]);
+
+/**
+ * Headers only a proxy may write. A client cannot claim a certificate (`x-forwarded-client-cert`) nor
+ * speak for Envoy or Istio (`x-envoy-*`: retry, timeout and peer-metadata controls; `x-istio-*`).
+ */
+export function isProxyOwnedHeader(name: string): boolean {
+  return name === "x-forwarded-client-cert" || name.startsWith("x-envoy-") || name.startsWith("x-istio-");
+}
+
+/**
+ * `x-forwarded-client-cert` as Envoy's `SANITIZE_SET` writes it for a verified mTLS peer: `By` is this
+ * proxy's URI SAN, `URI` the peer's. Values holding a separator are quoted.
+ */
+export function forwardedClientCert(proxyIdentity: string | undefined, peerIdentity: string): string {
+  const field = (key: string, value: string) =>
+    /[",;=\s\\]/.test(value) ? `${key}="${value.replace(/["\\]/g, "\\$&")}"` : `${key}=${value}`;
+  const uri = field("URI", peerIdentity);
+  return proxyIdentity === undefined || proxyIdentity === "" ? uri : `${field("By", proxyIdentity)};${uri}`;
+}
+
+/** Parses and checks a request head once; see {@link RequestHead}. */
+export function parseRequestHead(input: RequestHeadInput, options: RequestHeadOptions): ParsedRequestHead {
+  const raw = input.rawHeaders;
+  let headerBytes = 0;
+  let hosts = 0;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i] as string;
+    headerBytes += name.length + (raw[i + 1] as string).length + 32;
+    if (name.length === 4 && name.toLowerCase() === "host") hosts++;
+  }
+  if (headerBytes > options.maxHeaderBytes) {
+    return { ok: false, status: 431, reason: "request header fields too large" };
+  }
+
+  const method = input.method ?? "";
+  // Methods are case-sensitive (RFC 9110 §9.1) and every registered one is upper-case. Node's HTTP/1.1
+  // client upper-cases what it sends, so `get` could reach a backend as `GET` after policy saw `get`.
+  if (!TOKEN.test(method) || LOWER.test(method)) return { ok: false, status: 400, reason: "bad method" };
+
+  const target = input.target ?? "";
+  if (!target.startsWith("/")) return { ok: false, status: 400, reason: "bad request path" };
+  const q = target.indexOf("?");
+  const path = q === -1 ? target : target.slice(0, q);
+  const query = q === -1 ? "" : target.slice(q);
+
+  const incoming = input.headers;
+  if (hosts > 1) return { ok: false, status: 400, reason: "more than one host header" };
+  let host = typeof incoming.host === "string" ? incoming.host : "";
+  if (input.h2) {
+    const authority = incoming[":authority"];
+    if (typeof authority === "string") {
+      // RFC 9113 §8.3.1: a Host naming another authority makes the request malformed.
+      if (host !== "" && host !== authority) {
+        return { ok: false, status: 400, reason: "host and :authority differ" };
+      }
+      host = authority;
+    }
+  }
+
+  const nominated = connectionOptions(incoming.connection);
+  const headers: HeaderMap = {};
+  for (const name in incoming) {
+    const value = incoming[name];
+    if (value === undefined || name.charCodeAt(0) === 58 /* ":" */ || HOP_BY_HOP.has(name)) continue;
+    if (isProxyOwnedHeader(name) || nominated?.has(name) === true) continue;
+    headers[name] = value;
+  }
+  if (options.peerIdentity !== undefined && options.peerIdentity !== "") {
+    headers["x-forwarded-client-cert"] = forwardedClientCert(options.proxyIdentity, options.peerIdentity);
+  }
+  return { ok: true, head: { method, path, query, host, headers, headerBytes } };
+}
+
+/** Field names listed in `Connection`: a proxy removes them (RFC 9110 §7.6.1). */
+function connectionOptions(value: string | string[] | undefined): Set<string> | undefined {
+  if (value === undefined) return undefined;
+  const out = new Set<string>();
+  for (const line of Array.isArray(value) ? value : [value]) {
+    for (const part of line.split(",")) {
+      const name = part.trim().toLowerCase();
+      if (name !== "") out.add(name);
+    }
+  }
+  return out;
+}
