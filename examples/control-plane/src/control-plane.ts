@@ -1,5 +1,5 @@
 import { type FSWatcher, watch } from "node:fs";
-import { readdir, readFile } from "node:fs/promises";
+import { open, readdir } from "node:fs/promises";
 import { createServer, type Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { extname, join } from "node:path";
@@ -12,10 +12,25 @@ import {
 import { createXdsServer, TypeUrl, XdsError, type XdsServer } from "@ambient/xds";
 import { Metadata, Server, ServerCredentials } from "@grpc/grpc-js";
 import { ControlPlaneError } from "./errors.js";
-import { type ManifestFile, type MeshIssue, parseManifests } from "./manifests.js";
+import { applyLastGood, type ManifestError } from "./last-good.js";
+import {
+  DEFAULT_MANIFEST_LIMITS,
+  type KubeObject,
+  type ManifestLimits,
+  type MeshIssue,
+  type ParsedManifestFile,
+  parseManifestFile,
+  unreadableManifestFile,
+} from "./manifests.js";
 import { loadMeshState, TOKEN_ISSUER, writeNodeTokens } from "./mesh-state.js";
 import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
-import { type MeshConfig, type TranslateOptions, translateMesh } from "./translate-mesh.js";
+import {
+  type MeshConfig,
+  parsePodCidrs,
+  type TranslateOptions,
+  translateMesh,
+  validateManifestObject,
+} from "./translate-mesh.js";
 
 /** SPIFFE ID of the control plane's serving certificate. */
 export const CONTROL_PLANE_IDENTITY = "spiffe://cluster.local/ns/istio-system/sa/istiod";
@@ -45,6 +60,11 @@ export interface ControlPlaneOptions extends TranslateOptions {
   plaintextListen?: string;
   /** Body of `/metrics` (prom-client `registry.metrics()`). Default: `/metrics` answers 404. */
   metricsText?: () => Promise<{ contentType: string; body: string }>;
+  /**
+   * Size, document and alias limits of one manifest file; a file over them is refused and its last
+   * good objects are kept. Default 3 MiB, 1000 documents, 100 aliases.
+   */
+  manifestLimits?: ManifestLimits;
   /** Re-read the mesh directory when it changes. Default true. */
   watch?: boolean;
   /** Quiet time after the last file event before a reload. Default 100 ms. */
@@ -68,7 +88,10 @@ export interface ReloadResult {
   changed: number;
   /** Resources removed. */
   removed: number;
+  /** Translation notes: objects skipped or partly used (bad pod IP, taken VIP, unknown waypoint). */
   issues: MeshIssue[];
+  /** Manifest edits not applied (unreadable, invalid, over a limit), and what is served instead. */
+  errors: ManifestError[];
 }
 
 /** A running control plane. */
@@ -87,21 +110,62 @@ export interface ControlPlane {
   reload(): Promise<ReloadResult>;
   /** The configuration currently served. */
   config(): MeshConfig;
+  /** Manifest edits not applied at the last reload (also in `/debug/config` under `errors`). */
+  errors(): ManifestError[];
   /** Stops watching, ends every stream and closes the servers. */
   close(): Promise<void>;
 }
 
-async function readManifestDir(dir: string): Promise<ManifestFile[]> {
-  const names = (await readdir(dir)).filter((n) => MANIFEST_EXTENSIONS.has(extname(n)) && !n.startsWith("."));
-  const files: ManifestFile[] = [];
-  for (const name of names.sort()) {
-    try {
-      files.push({ path: name, text: await readFile(join(dir, name), "utf8") });
-    } catch (err) {
-      // A file removed between listing and reading is simply not there any more.
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-    }
+async function readManifestText(path: string, maxBytes: number): Promise<string> {
+  const handle = await open(path, "r");
+  try {
+    const { size } = await handle.stat();
+    // Not read at all when over the limit; a file still growing is caught by the parser's check.
+    if (size > maxBytes) throw new RangeError(`file is ${size} bytes, over the ${maxBytes}-byte limit`);
+    const buffer = Buffer.alloc(Math.min(size, maxBytes) + 1);
+    const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
+    return buffer.subarray(0, bytesRead).toString("utf8");
+  } finally {
+    await handle.close();
   }
+}
+
+/**
+ * Reads every manifest of `dir` within `limits`. A file whose text did not change since the last
+ * reload is not parsed again (`cache`), so a hostile file costs its parse once, not on every edit.
+ */
+async function readManifestDir(
+  dir: string,
+  limits: Required<ManifestLimits>,
+  cache: Map<string, { text: string; parsed: ParsedManifestFile }>,
+): Promise<ParsedManifestFile[]> {
+  const names = (await readdir(dir)).filter((n) => MANIFEST_EXTENSIONS.has(extname(n)) && !n.startsWith("."));
+  const files: ParsedManifestFile[] = [];
+  const present = new Set<string>();
+  for (const name of names.sort()) {
+    let text: string;
+    try {
+      text = await readManifestText(join(dir, name), limits.maxFileBytes);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      // A file removed between listing and reading is simply not there any more.
+      if (code === "ENOENT") continue;
+      present.add(name);
+      cache.delete(name);
+      files.push(unreadableManifestFile(name, err instanceof Error ? err.message : String(err)));
+      continue;
+    }
+    present.add(name);
+    const cached = cache.get(name);
+    if (cached !== undefined && cached.text === text) {
+      files.push(cached.parsed);
+      continue;
+    }
+    const parsed = parseManifestFile({ path: name, text }, limits);
+    cache.set(name, { text, parsed });
+    files.push(parsed);
+  }
+  for (const name of cache.keys()) if (!present.has(name)) cache.delete(name);
   return files;
 }
 
@@ -109,8 +173,11 @@ function ipText(bytes: Uint8Array | undefined): string {
   return bytes === undefined ? "" : [...bytes].join(".");
 }
 
-/** The served configuration as JSON (addresses as text), for `/debug/config`. */
-export function configToJson(config: MeshConfig): unknown {
+/**
+ * The served configuration as JSON (addresses as text), for `/debug/config`; `errors` lists the
+ * manifest edits not applied.
+ */
+export function configToJson(config: MeshConfig, errors: readonly ManifestError[] = []): unknown {
   return {
     workloads: config.workloads.map((w) => ({
       ...w.workload,
@@ -126,6 +193,7 @@ export function configToJson(config: MeshConfig): unknown {
     authorizations: [...config.authorizations.values()],
     nodes: Object.fromEntries(config.nodes),
     issues: config.issues,
+    errors,
   };
 }
 
@@ -181,7 +249,18 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     ...(options.rootNamespace === undefined ? {} : { rootNamespace: options.rootNamespace }),
     ...(options.domainSuffix === undefined ? {} : { domainSuffix: options.domainSuffix }),
     ...(options.network === undefined ? {} : { network: options.network }),
+    ...(options.podCidrs === undefined ? {} : { podCidrs: options.podCidrs }),
   };
+  parsePodCidrs(options.podCidrs);
+  const limits: Required<ManifestLimits> = { ...DEFAULT_MANIFEST_LIMITS, ...options.manifestLimits };
+  for (const [name, value] of Object.entries(limits)) {
+    if (!Number.isSafeInteger(value) || value < 0) {
+      throw new ControlPlaneError(
+        "ERR_CONTROL_PLANE_CONFIG",
+        `manifestLimits.${name} must be a non-negative integer`,
+      );
+    }
+  }
 
   const reloads = metrics.counter("ambient_control_plane_reloads_total", "Mesh directory reloads", [
     "result",
@@ -190,6 +269,10 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   const issuesGauge = metrics.gauge(
     "ambient_control_plane_manifest_issues",
     "Manifest objects skipped or partly used",
+  );
+  const errorsGauge = metrics.gauge(
+    "ambient_control_plane_manifest_errors",
+    "Manifest edits not applied (last good version kept or nothing served)",
   );
 
   const state = await loadMeshState(options.stateDir, trustDomain);
@@ -213,6 +296,10 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     nodes: new Map(),
     issues: [],
   };
+  let currentErrors: ManifestError[] = [];
+  // Manifest file -> the objects served from it: what a broken edit of that file falls back to.
+  let lastGood = new Map<string, KubeObject[]>();
+  const parseCache = new Map<string, { text: string; parsed: ParsedManifestFile }>();
   const tokenNodes = new Set<string>();
 
   const xds = createXdsServer({
@@ -261,9 +348,9 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   });
 
   async function apply(): Promise<ReloadResult> {
-    let files: ManifestFile[];
+    let files: ParsedManifestFile[];
     try {
-      files = await readManifestDir(options.meshDir);
+      files = await readManifestDir(options.meshDir, limits, parseCache);
     } catch (cause) {
       reloads.inc({ result: "error" });
       throw new ControlPlaneError(
@@ -272,9 +359,9 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
         { cause },
       );
     }
-    const parsed = parseManifests(files);
-    const next = translateMesh(parsed.objects, translateOptions);
-    next.issues.unshift(...parsed.issues);
+    const merged = applyLastGood(lastGood, files, validateManifestObject);
+    const objects = [...merged.files.keys()].sort().flatMap((file) => merged.files.get(file) ?? []);
+    const next = translateMesh(objects, translateOptions);
     const cache = xds.cache;
     let changed = 0;
     let removed = 0;
@@ -308,11 +395,16 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       }
     });
     current = next;
+    lastGood = merged.files;
+    currentErrors = merged.errors;
     resources.set({ type: "workload" }, next.workloads.length);
     resources.set({ type: "service" }, next.services.length);
     resources.set({ type: "authorization" }, next.authorizations.size);
     issuesGauge.set({}, next.issues.length);
+    errorsGauge.set({}, merged.errors.length);
     for (const issue of next.issues) logger.warn({ source: issue.source }, issue.message);
+    for (const { message, ...where } of merged.errors)
+      logger.error(where, `manifest not applied: ${message}`);
     if (options.stateDir !== undefined) {
       const fresh = [...next.nodes.keys()].filter((n) => !tokenNodes.has(n));
       await writeNodeTokens(options.stateDir, state, fresh);
@@ -326,8 +418,12 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       changed,
       removed,
       issues: next.issues,
+      errors: merged.errors,
     };
-    logger.info({ ...result, issues: result.issues.length }, "mesh configuration loaded");
+    logger.info(
+      { ...result, issues: result.issues.length, errors: result.errors.length },
+      "mesh configuration loaded",
+    );
     return result;
   }
 
@@ -376,7 +472,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       const path = (req.url ?? "/").split("?")[0];
       if (path === "/debug/config") {
         res.writeHead(200, { "content-type": "application/json" });
-        res.end(`${JSON.stringify(configToJson(current), null, 2)}\n`);
+        res.end(`${JSON.stringify(configToJson(current, currentErrors), null, 2)}\n`);
       } else if (path === "/ready") {
         res.writeHead(200, { "content-type": "text/plain" });
         res.end("ok\n");
@@ -468,6 +564,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     tokenFor: (node) => state.tokenFor(node),
     reload,
     config: () => current,
+    errors: () => currentErrors,
     close() {
       closing ??= (async () => {
         watcher?.close();

@@ -25,8 +25,25 @@ export {
 } from "./control-plane.js";
 export { CONTROL_PLANE_SERVER_NAME, controlPlaneChannel } from "./control-plane-credentials.js";
 export { ControlPlaneError, type ControlPlaneErrorCode, type ControlPlaneErrorDetails } from "./errors.js";
-export { type KubeObject, type ManifestFile, type MeshIssue, parseManifests } from "./manifests.js";
+export {
+  applyLastGood,
+  type LastGoodResult,
+  type ManifestError,
+  type ObjectValidator,
+  objectId,
+} from "./last-good.js";
+export {
+  DEFAULT_MANIFEST_LIMITS,
+  type KubeObject,
+  type ManifestFile,
+  type ManifestLimits,
+  type MeshIssue,
+  type ParsedManifestFile,
+  parseManifestFile,
+  parseManifests,
+} from "./manifests.js";
 export { TOKEN_AUDIENCE, TOKEN_ISSUER } from "./mesh-state.js";
+export { DEFAULT_POD_CIDRS, type Ipv4Cidr, parseIpv4Cidr, podIpProblem } from "./pod-address.js";
 export type { Counter, Gauge, Histogram, Logger, MetricLabels, MetricsSink } from "./telemetry.js";
 export { noopLogger, noopMetrics } from "./telemetry.js";
 export {
@@ -34,8 +51,10 @@ export {
   type MeshConfig,
   type MeshService,
   type MeshWorkload,
+  parsePodCidrs,
   type TranslateOptions,
   translateMesh,
+  validateManifestObject,
   WAYPOINT_ADDRESS_ANNOTATION,
   WAYPOINT_HBONE_PORT,
   waypointGateways,

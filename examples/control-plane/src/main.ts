@@ -4,32 +4,61 @@ import { createPromClientSink } from "@ambient/telemetry";
 import { pino } from "pino";
 import * as prom from "prom-client";
 import { startControlPlane } from "./control-plane.js";
+import { DEFAULT_POD_CIDRS } from "./pod-address.js";
 
-const usage = `usage: control-plane [--mesh-dir DIR] [--state-dir DIR] [--listen HOST:PORT] [--admin HOST:PORT]
-  --mesh-dir   manifests to serve (default: <repo>/mesh)
-  --state-dir  CA, token key, root-cert.pem, tokens/ (default: <repo>/.mesh-state)
-  --listen     gRPC TLS address for xDS and the CA (default 127.0.0.1:15012)
-  --admin      admin HTTP address: /metrics, /debug/config, /ready (default 127.0.0.1:15014)
-  --plaintext  also serve xDS without TLS or authentication here, e.g. 127.0.0.1:15010 (debugging only)
-  --log-level  pino level (default info)`;
+const usage = `usage: pnpm start [-- options]
 
-async function main(): Promise<void> {
-  const repoRoot = resolve(import.meta.dirname, "../../..");
-  const { values } = parseArgs({
+Serves the mesh manifests of a folder to ztunnels over Delta xDS (TLS, node tokens) and runs the mesh CA.
+
+options:
+  --mesh-dir DIR        manifests to serve, watched for edits (default: <repo>/mesh)
+  --state-dir DIR       CA, token key, root-cert.pem, tokens/<node>.jwt (default: <repo>/.mesh-state)
+  --listen HOST:PORT    gRPC TLS address for xDS and the CA (default 127.0.0.1:15012)
+  --admin HOST:PORT     admin HTTP address: /metrics, /debug/config, /ready (default 127.0.0.1:15014)
+  --plaintext HOST:PORT also serve xDS without TLS or authentication, e.g. 127.0.0.1:15010
+                        (debugging only; default off)
+  --pod-cidr CIDR       IPv4 range pod IPs must be in; repeat it or separate ranges with commas
+                        (default ${DEFAULT_POD_CIDRS.join(",")}); pods outside are reported, not served
+  --log-level LEVEL     pino level: fatal, error, warn, info, debug, trace (default info)
+  -h, --help            print this help and exit`;
+
+const repoRoot = resolve(import.meta.dirname, "../../..");
+
+function parseCommandLine(args: string[]) {
+  return parseArgs({
+    args,
     options: {
       "mesh-dir": { type: "string", default: resolve(repoRoot, "mesh") },
       "state-dir": { type: "string", default: resolve(repoRoot, ".mesh-state") },
       listen: { type: "string", default: "127.0.0.1:15012" },
       admin: { type: "string", default: "127.0.0.1:15014" },
       plaintext: { type: "string" },
+      "pod-cidr": { type: "string", multiple: true },
       "log-level": { type: "string", default: "info" },
-      help: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
     },
-  });
+  }).values;
+}
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  // pnpm passes its "--" separator through to the script.
+  if (argv[0] === "--") argv.shift();
+  let values: ReturnType<typeof parseCommandLine>;
+  try {
+    values = parseCommandLine(argv);
+  } catch (err) {
+    console.error(`control-plane: ${(err as Error).message}\n\n${usage}`);
+    process.exit(2);
+  }
   if (values.help) {
     console.log(usage);
     return;
   }
+  const podCidrs = values["pod-cidr"]
+    ?.flatMap((list) => list.split(","))
+    .map((c) => c.trim())
+    .filter((c) => c !== "");
   const logger = pino({ name: "control-plane", level: values["log-level"] });
   const registry = new prom.Registry();
   prom.collectDefaultMetrics({ register: registry });
@@ -39,6 +68,7 @@ async function main(): Promise<void> {
     listen: values.listen,
     admin: values.admin,
     ...(values.plaintext === undefined ? {} : { plaintextListen: values.plaintext }),
+    ...(podCidrs === undefined ? {} : { podCidrs }),
     logger,
     metrics: createPromClientSink(prom, registry),
     metricsText: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),

@@ -1,4 +1,4 @@
-import { parseAllDocuments } from "yaml";
+import { Composer, type Document, Lexer, Parser } from "yaml";
 
 /** A Kubernetes object as read from a manifest (only the fields the control plane looks at are typed). */
 export interface KubeObject {
@@ -45,12 +45,145 @@ function stringMap(value: unknown): Record<string, string> | undefined {
   return out;
 }
 
+/** Bounds on what one manifest file may cost to read; a file over them is refused as a whole. */
+export interface ManifestLimits {
+  /**
+   * Largest file read, in bytes. Default 3 MiB, the Kubernetes API server's request size limit
+   * (`--max-request-bytes` of etcd is 1.5 MiB per object).
+   */
+  maxFileBytes?: number;
+  /** Most YAML documents in one file. Default 1000. */
+  maxDocuments?: number;
+  /**
+   * Most alias (`*name`) expansions per document, the guard against "billion laughs" files. Default 100;
+   * the `yaml` package's `maxAliasCount`.
+   */
+  maxAliasCount?: number;
+  /**
+   * Deepest nesting of flow collections (`[...]`, `{...}`, so also JSON), checked while lexing: the
+   * parser's cost grows faster than the depth. Default 64.
+   */
+  maxFlowDepth?: number;
+  /**
+   * Most YAML tokens (scalars, indicators, line breaks) in one file, checked while lexing. Parsing
+   * costs a few microseconds per token and blocks the event loop, so this bounds what one file can cost
+   * to well under a second. Default 50 000 (some 10 000 lines of ordinary manifests).
+   */
+  maxTokens?: number;
+}
+
+/** {@link ManifestLimits} with every default filled in. */
+export const DEFAULT_MANIFEST_LIMITS: Readonly<Required<ManifestLimits>> = {
+  maxFileBytes: 3 * 1024 * 1024,
+  maxDocuments: 1000,
+  maxAliasCount: 100,
+  maxFlowDepth: 64,
+  maxTokens: 50_000,
+};
+
+/** What one manifest file holds, as far as it could be read. */
+export interface ParsedManifestFile {
+  path: string;
+  /** Every object read, with its kind and name (whether valid or not is decided later). */
+  objects: KubeObject[];
+  /**
+   * Parts of the file that could not be read into a named object (bad YAML, a document without kind
+   * or name, a limit exceeded). When there is any, an object missing from `objects` may be
+   * unreadable rather than deleted.
+   */
+  problems: MeshIssue[];
+  /** The file has no content at all (0 bytes or only whitespace), as while an editor rewrites it. */
+  empty: boolean;
+}
+
+/** A file refused before its text is read (too large, unreadable): it counts as unreadable as a whole. */
+export function unreadableManifestFile(path: string, message: string): ParsedManifestFile {
+  return { path, objects: [], problems: [{ source: path, message }], empty: false };
+}
+
+function limitsOf(limits: ManifestLimits): Required<ManifestLimits> {
+  return { ...DEFAULT_MANIFEST_LIMITS, ...limits };
+}
+
+function firstError(doc: Document.Parsed): string | undefined {
+  const first = doc.errors[0];
+  if (first === undefined) return undefined;
+  const where = first.linePos?.[0] ? ` (line ${first.linePos[0].line}, column ${first.linePos[0].col})` : "";
+  return `malformed YAML${where}: ${first.message.split("\n")[0]}`;
+}
+
 /**
- * Reads multi-document YAML manifests into objects with a kind and a name. Documents that are not
- * YAML, not objects, or lack `kind` / `metadata.name` become issues; `kind: List` is unpacked.
- * Files are read in path order so the result does not depend on directory listing order.
+ * Reads one multi-document YAML (or JSON) manifest file into objects with a kind and a name, within
+ * `limits`. Never throws: documents that are not YAML, not objects, or lack `kind` / `metadata.name`
+ * become `problems`; `kind: List` is unpacked.
  */
-export function parseManifests(files: readonly ManifestFile[]): {
+export function parseManifestFile(file: ManifestFile, limits: ManifestLimits = {}): ParsedManifestFile {
+  const { maxFileBytes, maxDocuments, maxAliasCount, maxFlowDepth, maxTokens } = limitsOf(limits);
+  const out: ParsedManifestFile = { path: file.path, objects: [], problems: [], empty: false };
+  const bytes = Buffer.byteLength(file.text, "utf8");
+  if (bytes > maxFileBytes) {
+    return unreadableManifestFile(file.path, `file is ${bytes} bytes, over the ${maxFileBytes}-byte limit`);
+  }
+  if (file.text.trim() === "") return { ...out, empty: true };
+  const docs: Document.Parsed[] = [];
+  try {
+    // Lexed, parsed and composed one token at a time, so endless `---`, `[[[[` or `- x` stop at a limit.
+    const composer = new Composer({ uniqueKeys: true });
+    const take = (doc: Document.Parsed): void => {
+      docs.push(doc);
+      if (docs.length > maxDocuments) throw new Error(`more than ${maxDocuments} YAML documents`);
+    };
+    const parser = new Parser();
+    let depth = 0;
+    let tokens = 0;
+    for (const lexeme of new Lexer().lex(file.text)) {
+      if (++tokens > maxTokens) throw new Error(`more than ${maxTokens} YAML tokens`);
+      if (lexeme === "[" || lexeme === "{") {
+        if (++depth > maxFlowDepth) throw new Error(`collections nested deeper than ${maxFlowDepth}`);
+      } else if ((lexeme === "]" || lexeme === "}") && depth > 0) depth--;
+      for (const token of parser.next(lexeme)) for (const doc of composer.next(token)) take(doc);
+    }
+    for (const token of parser.end()) for (const doc of composer.next(token)) take(doc);
+    for (const doc of composer.end()) take(doc);
+  } catch (err) {
+    return unreadableManifestFile(file.path, `not read: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  docs.forEach((doc, index) => {
+    const source = `${file.path}#${index}`;
+    const error = firstError(doc);
+    if (error !== undefined) {
+      out.problems.push({ source, message: error });
+      return;
+    }
+    let value: unknown;
+    try {
+      value = doc.toJS({ maxAliasCount });
+    } catch (err) {
+      // The yaml package's alias guard, or a document too deeply nested to convert.
+      out.problems.push({ source, message: `not read: ${err instanceof Error ? err.message : String(err)}` });
+      return;
+    }
+    if (value === null || value === undefined) return;
+    const items =
+      isRecord(value) && value.kind === "List" && Array.isArray(value.items) ? value.items : [value];
+    for (const item of items) {
+      const obj = toObject(item, source);
+      if (typeof obj === "string") out.problems.push({ source, message: obj });
+      else out.objects.push(obj);
+    }
+  });
+  return out;
+}
+
+/**
+ * Reads multi-document YAML manifests into objects with a kind and a name (see
+ * {@link parseManifestFile}). Files are read in path order so the result does not depend on
+ * directory listing order.
+ */
+export function parseManifests(
+  files: readonly ManifestFile[],
+  limits: ManifestLimits = {},
+): {
   objects: KubeObject[];
   issues: MeshIssue[];
 } {
@@ -58,25 +191,9 @@ export function parseManifests(files: readonly ManifestFile[]): {
   const issues: MeshIssue[] = [];
   const sorted = [...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   for (const file of sorted) {
-    const docs = parseAllDocuments(file.text);
-    const list = Array.isArray(docs) ? docs : [];
-    list.forEach((doc, index) => {
-      const source = `${file.path}#${index}`;
-      const first = doc.errors[0];
-      if (first !== undefined) {
-        issues.push({ source, message: `malformed YAML: ${first.message}` });
-        return;
-      }
-      const value: unknown = doc.toJS();
-      if (value === null || value === undefined) return;
-      const items =
-        isRecord(value) && value.kind === "List" && Array.isArray(value.items) ? value.items : [value];
-      for (const item of items) {
-        const obj = toObject(item, source);
-        if (typeof obj === "string") issues.push({ source, message: obj });
-        else objects.push(obj);
-      }
-    });
+    const parsed = parseManifestFile(file, limits);
+    objects.push(...parsed.objects);
+    issues.push(...parsed.problems);
   }
   return { objects, issues };
 }

@@ -131,6 +131,41 @@ spec:
   });
 });
 
+describe("translateMesh: pod addresses", () => {
+  const bad = ["0.0.0.0", "224.0.0.1", "255.255.255.255", "127.0.0.1", "127.20.0.1", "8.8.8.8"];
+  it("reports and skips pods at unspecified, multicast, broadcast or out-of-range addresses", () => {
+    const config = translate(
+      AMBIENT_NS + pod("good-0", "127.10.0.9") + bad.map((ip, i) => pod(`bad-${i}`, `"${ip}"`)).join(""),
+    );
+    assert.deepEqual(
+      config.workloads.map((w) => w.workload.name),
+      ["good-0"],
+    );
+    assert.deepEqual(
+      config.issues.map((i) => i.source),
+      bad.map((_, i) => `Pod/demo/bad-${i}`),
+    );
+    assert.match(config.issues[0]?.message ?? "", /^Pod\/demo\/bad-0: pod IP 0\.0\.0\.0 is unspecified/);
+    assert.match(
+      config.issues[3]?.message ?? "",
+      /127\.0\.0\.1 is outside the pod ranges \(127\.10\.0\.0\/16\)/,
+    );
+    // The bad pods' nodes get no identities from them.
+    assert.deepEqual(config.nodes.get("node-a"), ["spiffe://cluster.local/ns/demo/sa/good"]);
+  });
+
+  it("serves pods in configured ranges and refuses a range that is not one", () => {
+    const config = translate(AMBIENT_NS + pod("web-0", "10.244.1.5"), { podCidrs: ["10.244.0.0/16"] });
+    assert.deepEqual(
+      config.workloads.map((w) => w.aliases[0]),
+      ["/10.244.1.5"],
+    );
+    assert.throws(() => translate(AMBIENT_NS, { podCidrs: ["10.244.0.0"] }), {
+      code: "ERR_CONTROL_PLANE_CONFIG",
+    });
+  });
+});
+
 describe("translateMesh: services", () => {
   const svc = (ports: string, clusterIP = "127.30.0.1"): string => `
 ---

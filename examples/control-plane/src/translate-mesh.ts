@@ -10,7 +10,11 @@ import {
   type WireAuthorization,
 } from "@ambient/policy";
 import type { istio, MessageInit, Service, Workload } from "@ambient/xds";
+import { ControlPlaneError } from "./errors.js";
 import type { KubeObject, MeshIssue } from "./manifests.js";
+import { DEFAULT_POD_CIDRS, type Ipv4Cidr, ipv4Bytes, parseIpv4Cidr, podIpProblem } from "./pod-address.js";
+
+export { ipv4Bytes };
 
 /** Options of {@link translateMesh}. */
 export interface TranslateOptions {
@@ -24,6 +28,21 @@ export interface TranslateOptions {
   domainSuffix?: string;
   /** Network of every address. Default `""`; istio `topology.istio.io/network`. */
   network?: string;
+  /**
+   * IPv4 ranges pod IPs must fall in; a pod outside them (or at an unspecified, multicast or broadcast
+   * address) is reported and not served. Default `127.10.0.0/16`, the demo's pods; Kubernetes
+   * `--cluster-cidr`.
+   */
+  podCidrs?: readonly string[];
+}
+
+/** Parses `podCidrs`, throwing `ERR_CONTROL_PLANE_CONFIG` for one that is not an IPv4 range. */
+export function parsePodCidrs(podCidrs: readonly string[] = DEFAULT_POD_CIDRS): Ipv4Cidr[] {
+  return podCidrs.map((text) => {
+    const cidr = parseIpv4Cidr(text);
+    if (typeof cidr === "string") throw new ControlPlaneError("ERR_CONTROL_PLANE_CONFIG", cidr);
+    return cidr;
+  });
 }
 
 /** A workload with the key and aliases it is served under. */
@@ -91,21 +110,6 @@ const NODES_ANNOTATION = "ambient.dev/nodes";
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
-/** The 4 bytes of a dotted IPv4 address, or undefined. */
-export function ipv4Bytes(text: string): Uint8Array | undefined {
-  const parts = text.split(".");
-  if (parts.length !== 4) return undefined;
-  const bytes = new Uint8Array(4);
-  for (let i = 0; i < 4; i++) {
-    const p = parts[i] as string;
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return undefined;
-    const n = Number(p);
-    if (n > 255) return undefined;
-    bytes[i] = n;
-  }
-  return bytes;
 }
 
 function labelsMatch(selector: Record<string, string> | undefined, labels: Record<string, string>): boolean {
@@ -272,6 +276,61 @@ export function waypointGateways(objects: readonly KubeObject[], issues: MeshIss
   return out;
 }
 
+const POLICY_KINDS = new Set(["AuthorizationPolicy", "PeerAuthentication"]);
+
+function typeProblem(
+  value: unknown,
+  path: string,
+  want: "string" | "list" | "string map",
+): string | undefined {
+  if (value === undefined) return undefined;
+  const ok =
+    want === "string"
+      ? typeof value === "string"
+      : want === "list"
+        ? Array.isArray(value)
+        : isRecord(value) && Object.values(value).every((v) => typeof v === "string");
+  return ok ? undefined : `${path} must be a ${want}`;
+}
+
+/**
+ * Why an object read from a manifest cannot be served as written, or undefined when it can: policies
+ * must pass `@ambient/policy` validation, and the Pod and Service fields the translation reads must
+ * have their Kubernetes types. Used to keep an object's last good version instead of a broken edit.
+ */
+export function validateManifestObject(obj: KubeObject): string | undefined {
+  if (POLICY_KINDS.has(obj.kind)) {
+    try {
+      validateResource({
+        apiVersion: obj.apiVersion,
+        kind: obj.kind,
+        metadata: obj.metadata,
+        ...(obj.spec === undefined ? {} : { spec: obj.spec }),
+      });
+      return undefined;
+    } catch (err) {
+      return err instanceof Error ? err.message : String(err);
+    }
+  }
+  const problems: (string | undefined)[] = [];
+  if (obj.kind === "Pod") {
+    problems.push(
+      typeProblem(obj.spec?.nodeName, "spec.nodeName", "string"),
+      typeProblem(obj.spec?.serviceAccountName, "spec.serviceAccountName", "string"),
+      typeProblem(obj.spec?.containers, "spec.containers", "list"),
+      typeProblem(obj.status?.podIP, "status.podIP", "string"),
+    );
+  } else if (obj.kind === "Service") {
+    problems.push(
+      typeProblem(obj.spec?.clusterIP, "spec.clusterIP", "string"),
+      typeProblem(obj.spec?.selector, "spec.selector", "string map"),
+      typeProblem(obj.spec?.ports, "spec.ports", "list"),
+    );
+  }
+  const found = problems.filter((p) => p !== undefined);
+  return found.length === 0 ? undefined : `invalid ${objectKey(obj)}: ${found.join("; ")}`;
+}
+
 function sortByKey<T extends { key: string }>(list: T[]): T[] {
   return list.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
 }
@@ -287,6 +346,7 @@ export function translateMesh(objects: readonly KubeObject[], options: Translate
   const rootNamespace = options.rootNamespace ?? "istio-system";
   const domainSuffix = options.domainSuffix ?? "cluster.local";
   const network = options.network ?? "";
+  const podCidrs = parsePodCidrs(options.podCidrs);
   const issues: MeshIssue[] = [];
 
   const namespaceLabels = new Map<string, Record<string, string>>();
@@ -440,13 +500,11 @@ export function translateMesh(objects: readonly KubeObject[], options: Translate
   const seenIps = new Map<string, string>();
   const seenUids = new Set<string>();
   for (const pod of podsOf(objects, issues)) {
-    const bytes = ipv4Bytes(pod.ip);
     const where = `Pod/${pod.namespace}/${pod.name}`;
-    if (bytes === undefined) {
-      issues.push({
-        source: pod.source,
-        message: `${where}: pod IP ${JSON.stringify(pod.ip)} is not an IPv4 address`,
-      });
+    const problem = podIpProblem(pod.ip, podCidrs);
+    const bytes = ipv4Bytes(pod.ip);
+    if (problem !== undefined || bytes === undefined) {
+      issues.push({ source: pod.source, message: `${where}: ${problem ?? "no pod IP"}: not served` });
       continue;
     }
     const owner = seenIps.get(pod.ip);

@@ -204,8 +204,11 @@ describe("control plane end to end", { timeout: 30_000 }, () => {
     try {
       const result = await controlPlane.reload();
       assert.deepEqual(
-        result.issues.map((i) => i.source),
-        ["zz-broken.yaml#0", "zz-broken.yaml#1"],
+        result.errors.map((e) => [e.file, e.document]),
+        [
+          ["zz-broken.yaml", 0],
+          ["zz-broken.yaml", 1],
+        ],
       );
       assert.equal(result.workloads, 4);
       assert.equal(result.changed, 0);

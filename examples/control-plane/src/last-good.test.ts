@@ -1,0 +1,180 @@
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { describe, it } from "node:test";
+import { applyLastGood, type ManifestError, objectId } from "./last-good.js";
+import { type KubeObject, parseManifestFile } from "./manifests.js";
+import { validateManifestObject } from "./translate-mesh.js";
+
+const POLICY_YAML = readFileSync(resolve(import.meta.dirname, "../../../mesh/policy.yaml"), "utf8");
+const ALLOW = "AuthorizationPolicy/demo/echo-allow-sleep";
+const STRICT = "PeerAuthentication/demo/default";
+const POD = (name: string, ip: string) =>
+  `apiVersion: v1\nkind: Pod\nmetadata: { name: ${name}, namespace: demo }\nstatus: { podIP: ${ip} }\n`;
+
+/** The last good state after reading `text` as `file` from nothing. */
+function good(file: string, text: string): Map<string, KubeObject[]> {
+  const result = applyLastGood(new Map(), [parseManifestFile({ path: file, text })], validateManifestObject);
+  assert.deepEqual(result.errors, []);
+  return result.files;
+}
+
+function edit(previous: Map<string, KubeObject[]>, file: string, text: string) {
+  const result = applyLastGood(previous, [parseManifestFile({ path: file, text })], validateManifestObject);
+  const served = result.files.get(file) ?? [];
+  return { served, ids: served.map(objectId).sort(), errors: result.errors };
+}
+
+describe("applyLastGood: a broken policy edit keeps the last good policy", () => {
+  const before = good("policy.yaml", POLICY_YAML);
+  const cases: { name: string; text: string; message: RegExp; object?: string }[] = [
+    {
+      name: "an unknown action (ALLOWW)",
+      text: POLICY_YAML.replace("action: ALLOW", "action: ALLOWW"),
+      message: /spec\.action/,
+      object: ALLOW,
+    },
+    {
+      name: "a YAML syntax error",
+      text: POLICY_YAML.replace('principals: ["cluster.local/ns/demo/sa/sleep"]', "principals: [oops"),
+      message: /malformed YAML/,
+    },
+    {
+      name: "a tab in the indentation",
+      text: POLICY_YAML.replace("  action: ALLOW", "\taction: ALLOW"),
+      message: /malformed YAML/,
+    },
+    {
+      name: "a field of the wrong type",
+      text: POLICY_YAML.replace('ports: ["8080"]', "ports: 8080"),
+      message: /ports: must be a list of strings/,
+      object: ALLOW,
+    },
+    {
+      name: "a truncated file",
+      text: POLICY_YAML.slice(0, POLICY_YAML.indexOf("sa/sleep") + 4),
+      message: /malformed YAML/,
+    },
+    { name: "an emptied (0-byte) file", text: "", message: /file is empty/ },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      assert.notEqual(c.text, POLICY_YAML);
+      const { served, ids, errors } = edit(before, "policy.yaml", c.text);
+      assert.deepEqual(ids, [ALLOW, STRICT].sort());
+      // The served ALLOW policy is exactly the last good one, not a half-read one.
+      assert.deepEqual(
+        served.find((o) => objectId(o) === ALLOW),
+        before.get("policy.yaml")?.find((o) => objectId(o) === ALLOW),
+      );
+      assert.ok(errors.length >= 1);
+      const first = errors[0] as ManifestError;
+      assert.equal(first.file, "policy.yaml");
+      assert.match(first.message, c.message);
+      assert.equal(first.object, c.object);
+      assert.ok(first.keeping.includes(ALLOW), JSON.stringify(errors));
+    });
+  }
+});
+
+describe("applyLastGood: deletions and valid edits", () => {
+  const before = good("policy.yaml", POLICY_YAML);
+  const rows: { name: string; text: string; ids: string[]; errors: number }[] = [
+    {
+      name: "a file that reads but no longer holds an object deletes it",
+      text: POLICY_YAML.slice(0, POLICY_YAML.indexOf("---")),
+      ids: [ALLOW],
+      errors: 0,
+    },
+    {
+      name: "a file with only comments deletes every object",
+      text: "# nothing here any more\n",
+      ids: [],
+      errors: 0,
+    },
+    {
+      name: "a valid edit is served as written",
+      text: POLICY_YAML.replace('ports: ["8080"]', 'ports: ["9090"]'),
+      ids: [ALLOW, STRICT],
+      errors: 0,
+    },
+    {
+      name: "one invalid object keeps its last version, its valid neighbour is updated",
+      text: POLICY_YAML.replace("action: ALLOW", "action: DENYY").replace("mode: STRICT", "mode: PERMISSIVE"),
+      ids: [ALLOW, STRICT],
+      errors: 1,
+    },
+  ];
+  for (const r of rows) {
+    it(r.name, () => {
+      const { ids, errors } = edit(before, "policy.yaml", r.text);
+      assert.deepEqual(ids, [...r.ids].sort());
+      assert.equal(errors.length, r.errors, JSON.stringify(errors));
+    });
+  }
+
+  it("applies the valid part of a partly unreadable file and keeps the rest", () => {
+    const { served, errors } = edit(
+      before,
+      "policy.yaml",
+      `${POLICY_YAML.replace("mode: STRICT", "mode: PERMISSIVE")}---\nkind: [\n`,
+    );
+    const strict = served.find((o) => objectId(o) === STRICT);
+    assert.deepEqual(strict?.spec, { mtls: { mode: "PERMISSIVE" } });
+    assert.ok(served.some((o) => objectId(o) === ALLOW));
+    assert.equal(errors.length, 1);
+    assert.equal(errors[0]?.document, 2);
+  });
+
+  it("deleting the file removes its objects", () => {
+    const result = applyLastGood(before, [], validateManifestObject);
+    assert.deepEqual([...result.files], []);
+    assert.deepEqual(result.errors, []);
+  });
+
+  it("a new object that never validated is not served, and an empty new file is no error", () => {
+    const bad = edit(new Map(), "new.yaml", POLICY_YAML.replace("action: ALLOW", "action: ALLOWW"));
+    assert.deepEqual(bad.ids, [STRICT]);
+    assert.match(bad.errors[0]?.message ?? "", /not served$/);
+    assert.deepEqual(bad.errors[0]?.keeping, []);
+    assert.deepEqual(edit(new Map(), "new.yaml", "").errors, []);
+  });
+
+  it("keeps each file's objects apart, and the first of two same-named objects", () => {
+    const pods = good("pods.yaml", POD("a", "127.10.0.2"));
+    const previous = new Map([...before, ...pods]);
+    const result = applyLastGood(
+      previous,
+      [
+        parseManifestFile({ path: "policy.yaml", text: "" }),
+        parseManifestFile({
+          path: "pods.yaml",
+          text: `${POD("a", "127.10.0.3")}---\n${POD("a", "127.10.0.4")}`,
+        }),
+      ],
+      validateManifestObject,
+    );
+    assert.equal(result.files.get("policy.yaml")?.length, 2);
+    assert.deepEqual(
+      result.files.get("pods.yaml")?.map((o) => o.status?.podIP),
+      ["127.10.0.3"],
+    );
+    assert.deepEqual(
+      result.errors.map((e) => [e.file, e.object]),
+      [
+        ["policy.yaml", undefined],
+        ["pods.yaml", "Pod/demo/a"],
+      ],
+    );
+  });
+
+  it("a Pod field of the wrong type keeps the last good Pod", () => {
+    const pods = good("pods.yaml", POD("a", "127.10.0.2"));
+    const { served, errors } = edit(pods, "pods.yaml", POD("a", "[127, 10, 0, 9]"));
+    assert.deepEqual(
+      served.map((o) => o.status?.podIP),
+      ["127.10.0.2"],
+    );
+    assert.match(errors[0]?.message ?? "", /status\.podIP must be a string/);
+  });
+});
