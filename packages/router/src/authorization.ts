@@ -1,6 +1,6 @@
 /**
- * The L7 authorization contract. `@ambient/policy`'s `AuthorizationEngine` fits it structurally, so
- * the router does not depend on that package to compile.
+ * The L7 authorization contract. `@ambient/policy`'s `AuthorizationEngine` fits it structurally; any
+ * other evaluator with this shape plugs in the same way.
  */
 export interface AuthorizationRequest {
   source: {

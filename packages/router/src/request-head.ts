@@ -2,13 +2,14 @@
  * The one parse of a downstream request head. Policy, routing and the upstream request all read the
  * {@link RequestHead} this returns, so none of them can see a different method, path or header set.
  */
+import { normalizePath, type PathNormalization } from "@ambient/policy";
 import type { HeaderMap } from "./header-filters.js";
 
 /** A request head as every later step sees it. */
 export interface RequestHead {
   /** A token without lower-case letters, exactly as it is forwarded. */
   method: string;
-  /** The path in origin form, without the query. */
+  /** The path in origin form, normalized, without the query. */
   path: string;
   /** `""` or the raw `?...` suffix, forwarded as received. */
   query: string;
@@ -41,6 +42,8 @@ export interface RequestHeadInput {
 export interface RequestHeadOptions {
   /** Largest decoded header list; above it the answer is 431. */
   maxHeaderBytes: number;
+  /** How the path is normalized (`@ambient/policy`'s `normalizePath`). */
+  pathNormalization: PathNormalization;
   /** SPIFFE ID of this proxy: the `By` field of `x-forwarded-client-cert`. */
   proxyIdentity: string | undefined;
   /** Verified SPIFFE ID of the tunnel's peer: the `URI` field. Without it the header is only removed. */
@@ -101,11 +104,10 @@ export function parseRequestHead(input: RequestHeadInput, options: RequestHeadOp
   // client upper-cases what it sends, so `get` could reach a backend as `GET` after policy saw `get`.
   if (!TOKEN.test(method) || LOWER.test(method)) return { ok: false, status: 400, reason: "bad method" };
 
-  const target = input.target ?? "";
-  if (!target.startsWith("/")) return { ok: false, status: 400, reason: "bad request path" };
-  const q = target.indexOf("?");
-  const path = q === -1 ? target : target.slice(0, q);
-  const query = q === -1 ? "" : target.slice(q);
+  // Only origin form: an absolute-form or `*` target is refused, never matched as a path.
+  const normalized = normalizePath(input.target ?? "", options.pathNormalization);
+  if (!normalized.ok) return { ok: false, status: 400, reason: `bad request path: ${normalized.reason}` };
+  const { path, query } = normalized;
 
   const incoming = input.headers;
   if (hosts > 1) return { ok: false, status: 400, reason: "more than one host header" };

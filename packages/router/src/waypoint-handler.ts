@@ -2,6 +2,7 @@ import http from "node:http";
 import http2 from "node:http2";
 import type { Socket } from "node:net";
 import { type Duplex, finished, PassThrough, type Readable, type Writable } from "node:stream";
+import { PATH_NORMALIZATIONS, type PathNormalization } from "@ambient/policy";
 import type { AuthorizationDecision, AuthorizationEvaluator, AuthorizationRequest } from "./authorization.js";
 import { ensureBufferWrites } from "./buffer-writes.js";
 import { ConnectionDeadline } from "./connection-deadline.js";
@@ -129,6 +130,13 @@ export interface WaypointHandlerOptions {
    * `server.headersTimeout`, Envoy `request_headers_timeout`.
    */
   headersTimeoutMs?: number;
+  /**
+   * How request paths are normalized, once, before policy, routing and the upstream request all use the
+   * result: `"NONE"`, `"BASE"`, `"MERGE_SLASHES"` or `"DECODE_AND_MERGE_SLASHES"`; a path that cannot be
+   * normalized is answered 400. Give a policy evaluator the same mode. Default `"BASE"`; meshConfig
+   * `pathNormalization`.
+   */
+  pathNormalization?: PathNormalization;
   /**
    * SPIFFE ID of this proxy (its certificate's URI SAN): the `By` field of the
    * `x-forwarded-client-cert` header set on every request from a verified peer. Default: no `By` field.
@@ -258,6 +266,13 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
   const defaultRequestTimeout = options.requestTimeoutMs ?? 0;
   const streamIdleTimeout = options.streamIdleTimeoutMs ?? 300_000;
   const headersTimeout = options.headersTimeoutMs ?? 60_000;
+  const pathNormalization = options.pathNormalization ?? "BASE";
+  if (!PATH_NORMALIZATIONS.includes(pathNormalization)) {
+    throw new RouterError(
+      "ERR_OPTIONS_INVALID",
+      `pathNormalization must be one of ${PATH_NORMALIZATIONS.join(", ")}`,
+    );
+  }
   if (!Number.isFinite(headersTimeout) || headersTimeout < 0) {
     throw new RouterError("ERR_OPTIONS_INVALID", "headersTimeoutMs must be a finite number >= 0");
   }
@@ -425,8 +440,8 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     logger.debug(
       {
         route: x.backend?.name,
-        method: x.req.method,
-        path: x.req.url,
+        method: x.head?.method ?? x.req.method,
+        path: x.head === undefined ? x.req.url : x.head.path + x.head.query,
         status: x.status,
         flags: x.flags,
         durationMs: Math.round(duration),
@@ -506,7 +521,13 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
           port: info.destination?.port ?? 0,
           targets: policyTargets(info),
         },
-        http: { host: head.host, method: head.method, path: head.path, headers: { ...head.headers } },
+        http: {
+          host: head.host,
+          method: head.method,
+          path: head.path,
+          pathNormalized: true,
+          headers: { ...head.headers },
+        },
       });
     } catch (err) {
       logger.error({ err }, "authorization policy threw; denying");
@@ -721,7 +742,12 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
         rawHeaders: req.rawHeaders,
         h2: x.h2,
       },
-      { maxHeaderBytes, proxyIdentity: options.identity, peerIdentity: x.info.peerIdentity },
+      {
+        maxHeaderBytes,
+        pathNormalization,
+        proxyIdentity: options.identity,
+        peerIdentity: x.info.peerIdentity,
+      },
     );
     if (!parsed.ok) {
       logger.debug({ reason: parsed.reason }, "request refused");

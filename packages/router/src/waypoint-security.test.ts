@@ -4,6 +4,7 @@ import http from "node:http";
 import http2 from "node:http2";
 import net, { type AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
+import { createAuthorizationEngine } from "@ambient/policy";
 import {
   type Backend,
   httpRoute,
@@ -15,7 +16,9 @@ import {
   type Waypoint,
 } from "../test/harness.js";
 import type { AuthorizationDecision, AuthorizationRequest } from "./authorization.js";
+import { RouterError } from "./errors.js";
 import type { Endpoint } from "./upstream.js";
+import { createWaypointHandler } from "./waypoint-handler.js";
 
 const PEER = "spiffe://cluster.local/ns/default/sa/client";
 const WAYPOINT = "spiffe://cluster.local/ns/default/sa/waypoint";
@@ -455,5 +458,159 @@ describe("limits on what a connection can make the waypoint hold", () => {
     await once(socket, "close");
     assert.match(text, /^HTTP\/1\.1 200 [\s\S]*\r\n\r\nok$/);
     assert.equal(received.at(-1), "GET /wait");
+  });
+});
+
+describe("one normalized path for policy, routing and the backend", () => {
+  let admin: Backend;
+  let site: Backend;
+  let wp: Waypoint;
+  const engines = {
+    BASE: createAuthorizationEngine({ l7Attachment: "waypoint" }),
+    MERGE_SLASHES: createAuthorizationEngine({
+      l7Attachment: "waypoint",
+      pathNormalization: "MERGE_SLASHES",
+    }),
+  };
+  const DENY_ADMIN = `
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: no-admin, namespace: default }
+spec:
+  targetRefs: [{ kind: Gateway, group: gateway.networking.k8s.io, name: waypoint }]
+  action: DENY
+  rules: [{ to: [{ operation: { paths: ["/admin", "/admin/*"] } }] }]
+`;
+
+  async function start(mode: keyof typeof engines): Promise<Waypoint> {
+    assert.deepEqual(engines[mode].applyYaml(DENY_ADMIN).errors, []);
+    return startWaypoint(
+      { "default/admin": [admin.endpoint], "default/site": [site.endpoint] },
+      {
+        policy: engines[mode],
+        waypoint: { name: "waypoint", namespace: "default" },
+        pathNormalization: mode,
+        routes: [
+          httpRoute("r", [
+            {
+              matches: [{ path: { type: "PathPrefix", value: "/admin" } }],
+              backendRefs: [{ name: "admin", port: 80 }],
+            },
+            {
+              matches: [{ path: { type: "PathPrefix", value: "/v1" } }],
+              filters: [
+                {
+                  type: "URLRewrite",
+                  urlRewrite: { path: { type: "ReplacePrefixMatch", replacePrefixMatch: "/internal" } },
+                },
+              ],
+              backendRefs: [{ name: "site", port: 80 }],
+            },
+            { backendRefs: [{ name: "site", port: 80 }] },
+          ]),
+        ],
+      },
+    );
+  }
+
+  before(async () => {
+    admin = await startBackend("admin");
+    site = await startBackend("site");
+    wp = await start("BASE");
+  });
+  after(async () => {
+    await wp.close();
+    await stopServer(admin.server);
+    await stopServer(site.server);
+  });
+
+  /** Sends a raw request target (the harness's client would not keep `..` as given). */
+  async function get(port: number, target: string): Promise<{ status: number; body: string }> {
+    const out = await rawExchange(
+      port,
+      `GET ${target} HTTP/1.1\r\nhost: svc.example.com\r\nconnection: close\r\n\r\n`,
+    );
+    const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(out)?.[1] ?? 0);
+    // The backend's JSON, whatever the transfer coding around it.
+    const body = out.slice(out.indexOf("\r\n\r\n") + 4);
+    return { status, body: body.slice(body.indexOf("{"), body.lastIndexOf("}") + 1) };
+  }
+
+  it("routes /admin/../hello as /hello, the path policy allowed, and forwards /hello", async () => {
+    const before = admin.requests.length;
+    const res = await get(wp.port, "/admin/../hello");
+    assert.equal(res.status, 200, res.body);
+    assert.equal(JSON.parse(res.body).id, "site");
+    assert.equal(JSON.parse(res.body).url, "/hello");
+    assert.equal(admin.requests.length, before, "never routed by the /admin prefix");
+  });
+
+  it("denies what normalizes into /admin and forwards nothing", async () => {
+    for (const target of [
+      "/hello/../admin",
+      "/hello/%2e%2e/admin/x",
+      "/%61dmin",
+      "/admin/./",
+      "/x\\..\\admin",
+    ]) {
+      assert.equal((await get(wp.port, target)).status, 403, target);
+    }
+    assert.equal(admin.requests.length, 0);
+  });
+
+  it("rewrites and forwards the normalized path with the query as received", async () => {
+    const res = await get(wp.port, "/v1/./a/%7euser/../b?q=%2e%2e/x&y");
+    assert.equal(res.status, 200, res.body);
+    assert.equal(JSON.parse(res.body).url, "/internal/a/b?q=%2e%2e/x&y");
+  });
+
+  it("answers 400 to a path that cannot be normalized, before policy", async () => {
+    for (const target of ["/a%zz", "/a%00b", "http://svc.example.com/admin", "*"]) {
+      assert.equal((await get(wp.port, target)).status, 400, target);
+    }
+  });
+
+  it("merges slashes for policy, routing and the backend alike when configured", async () => {
+    const merged = await start("MERGE_SLASHES");
+    try {
+      assert.equal((await get(merged.port, "//admin//x")).status, 403);
+      const res = await get(merged.port, "//v1//y");
+      assert.equal(res.status, 200, res.body);
+      assert.equal(JSON.parse(res.body).url, "/internal/y");
+    } finally {
+      await merged.close();
+    }
+    // BASE keeps the slashes: `//admin` is not `/admin` for policy nor for routing.
+    const res = await get(wp.port, "//admin");
+    assert.equal(res.status, 200);
+    assert.equal(JSON.parse(res.body).id, "site");
+  });
+
+  it("answers 400 when the evaluator calls the request malformed", async () => {
+    const bad = await startWaypoint(
+      { "default/site": [site.endpoint] },
+      {
+        policy: { evaluate: () => ({ allowed: false, badRequest: true, reason: "bad path" }) },
+        routes: [httpRoute("r", [{ backendRefs: [{ name: "site", port: 80 }] }])],
+      },
+    );
+    try {
+      assert.equal((await get(bad.port, "/x")).status, 400);
+    } finally {
+      await bad.close();
+    }
+  });
+
+  it("rejects an unknown pathNormalization mode", () => {
+    assert.throws(
+      () =>
+        createWaypointHandler({
+          routes: [],
+          connect: () => net.connect(1, "127.0.0.1"),
+          resolveBackend: () => undefined,
+          pathNormalization: "DECODE" as never,
+        }),
+      (e: unknown) => e instanceof RouterError && e.code === "ERR_OPTIONS_INVALID",
+    );
   });
 });
