@@ -1,5 +1,6 @@
 import { SpiffeId, TrustBundle } from "@ambient/spiffe";
 import { grpcChannelCredentials } from "@ambient/spiffe/grpc";
+import { DEFAULT_RECONNECT_BACKOFF, type ReconnectBackoff, reconnectChannelOptions } from "@ambient/xds";
 import type { ChannelCredentials, ChannelOptions } from "@grpc/grpc-js";
 
 /** The control plane's SPIFFE identity, as istiod's: `spiffe://cluster.local/ns/istio-system/sa/istiod`. */
@@ -8,17 +9,37 @@ export const DEFAULT_CONTROL_PLANE_IDENTITY = "spiffe://cluster.local/ns/istio-s
 /** TLS server name sent to the control plane (istiod's in-cluster name): the address is usually an IP. */
 export const CONTROL_PLANE_SERVER_NAME = "istiod.istio-system.svc";
 
+/** What every client of the control plane (xDS and CA) is built with; see {@link controlPlaneChannel}. */
+export interface ControlPlaneChannel {
+  credentials: ChannelCredentials;
+  /** TLS server name, and grpc-js' reconnect back-off capped at `maxBackoffMs`. */
+  channelOptions: ChannelOptions;
+  /** The xDS client's own reconnect delays, the same as the channel's. */
+  initialBackoffMs: number;
+  maxBackoffMs: number;
+}
+
 /**
- * gRPC credentials and channel options for the control plane's xDS and CA port: its certificate must
- * chain to the mesh root and carry `identity` as URI SAN. Spread into the xDS and CA client options.
+ * gRPC credentials, channel options and reconnect delays for the control plane's xDS and CA port: its
+ * certificate must chain to the mesh root and carry `identity` as URI SAN, and after an outage of any
+ * length every channel is back within `reconnect.maxBackoffMs` (default 15 s, ztunnel's cap) of the
+ * server's return. Spread into the xDS and CA client options so both follow the same policy.
  */
 export function controlPlaneChannel(
   rootCertPem: string,
   identity = DEFAULT_CONTROL_PLANE_IDENTITY,
-): { credentials: ChannelCredentials; channelOptions: ChannelOptions } {
-  return grpcChannelCredentials({
+  reconnect: ReconnectBackoff = DEFAULT_RECONNECT_BACKOFF,
+): ControlPlaneChannel {
+  const tls = grpcChannelCredentials({
     bundle: TrustBundle.fromPem(SpiffeId.parse(identity).trustDomain, rootCertPem),
     expectedIds: [identity],
     serverName: CONTROL_PLANE_SERVER_NAME,
   });
+  const backoff = { ...DEFAULT_RECONNECT_BACKOFF, ...reconnect };
+  return {
+    credentials: tls.credentials,
+    channelOptions: { ...tls.channelOptions, ...reconnectChannelOptions(backoff) },
+    initialBackoffMs: backoff.initialBackoffMs,
+    maxBackoffMs: backoff.maxBackoffMs,
+  };
 }

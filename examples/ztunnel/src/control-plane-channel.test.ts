@@ -1,0 +1,108 @@
+import assert from "node:assert/strict";
+import { createServer } from "node:net";
+import { describe, it } from "node:test";
+import { createCertificateAuthority } from "@ambient/spiffe/ca";
+import { createXdsClient, createXdsServer, reconnectChannelOptions, TypeUrl } from "@ambient/xds";
+import * as grpc from "@grpc/grpc-js";
+import {
+  CONTROL_PLANE_SERVER_NAME,
+  controlPlaneChannel,
+  DEFAULT_CONTROL_PLANE_IDENTITY,
+} from "./control-plane-channel.js";
+
+describe("controlPlaneChannel", () => {
+  it("gives the xDS and the CA client one reconnect policy, capped at 15 s by default", async () => {
+    const ca = await createCertificateAuthority({ trustDomain: "cluster.local" });
+    const channel = controlPlaneChannel(ca.trustBundle().toPem());
+    assert.equal(channel.maxBackoffMs, 15_000);
+    assert.equal(channel.initialBackoffMs, 10);
+    assert.equal(channel.channelOptions["grpc.ssl_target_name_override"], CONTROL_PLANE_SERVER_NAME);
+    for (const [key, value] of Object.entries(reconnectChannelOptions())) {
+      assert.equal(channel.channelOptions[key], value, key);
+    }
+    assert.ok((channel.channelOptions["grpc.max_reconnect_backoff_ms"] as number) * 1.2 <= 15_000);
+    const small = controlPlaneChannel(ca.trustBundle().toPem(), DEFAULT_CONTROL_PLANE_IDENTITY, {
+      maxBackoffMs: 1000,
+    });
+    assert.equal(small.maxBackoffMs, 1000);
+    assert.equal(small.initialBackoffMs, 10);
+    assert.equal(small.channelOptions["grpc.max_reconnect_backoff_ms"], 833);
+  });
+
+  it(
+    "brings an xDS stream over TLS back within maxBackoffMs after the control plane was down",
+    { timeout: 60_000 },
+    async () => {
+      const cap = 1000;
+      const outageMs = 4500;
+      const slackMs = 700;
+      const ca = await createCertificateAuthority({ trustDomain: "cluster.local" });
+      const istiod = await ca.issue({ spiffeId: DEFAULT_CONTROL_PLANE_IDENTITY });
+      const serverCredentials = grpc.ServerCredentials.createSsl(
+        null,
+        [{ private_key: Buffer.from(istiod.privateKeyPem), cert_chain: Buffer.from(istiod.certChainPem) }],
+        false,
+      );
+      const serve = async (at: string) => {
+        const server = createXdsServer({ debounceMs: 0 });
+        server.cache.set(TypeUrl.address, "u1", { workload: { uid: "u1", name: "w1", namespace: "ns" } });
+        return { server, port: await server.listen(at, serverCredentials) };
+      };
+      let { server, port } = await serve("127.0.0.1:0");
+      const client = createXdsClient({
+        address: `127.0.0.1:${port}`,
+        ...controlPlaneChannel(ca.trustBundle().toPem(), DEFAULT_CONTROL_PLANE_IDENTITY, {
+          maxBackoffMs: cap,
+        }),
+        node: { id: "ztunnel~127.0.0.1~ztunnel-test.istio-system~istio-system.svc.cluster.local" },
+      });
+      client.watch(TypeUrl.address);
+      await client.ready();
+      await server.close();
+
+      // While down, the port drops every connection; come back right after an attempt once the outage
+      // is long enough, so the wait for the next one is the client's whole current back-off.
+      const attempts: number[] = [];
+      const downSince = performance.now();
+      let cameBack: () => void = () => {};
+      const longEnough = new Promise<void>((resolve) => {
+        cameBack = resolve;
+      });
+      const down = createServer((socket) => {
+        attempts.push(performance.now());
+        socket.destroy();
+        if (performance.now() - downSince >= outageMs) cameBack();
+      });
+      await new Promise<void>((resolve, reject) => {
+        down.once("error", reject);
+        down.listen(port, "127.0.0.1", () => resolve());
+      });
+      let giveUp: NodeJS.Timeout | undefined;
+      await Promise.race([
+        longEnough,
+        new Promise((_, reject) => {
+          giveUp = setTimeout(() => reject(new Error("no connection attempt in 30 s")), 30_000);
+        }),
+      ]);
+      clearTimeout(giveUp);
+      await new Promise<void>((resolve) => down.close(() => resolve()));
+
+      let connectedAt: number | undefined;
+      const stop = client.onConnection((up) => {
+        if (up) connectedAt ??= performance.now();
+      });
+      ({ server } = await serve(`127.0.0.1:${port}`));
+      const upAt = performance.now();
+      const limit = cap + slackMs;
+      while (connectedAt === undefined && performance.now() - upAt < limit * 4) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      stop();
+      client.close();
+      await server.close();
+      const tookMs = connectedAt === undefined ? Number.POSITIVE_INFINITY : connectedAt - upAt;
+      assert.ok(tookMs <= limit, `reconnected ${Math.round(tookMs)} ms after the control plane came back`);
+      assert.ok(attempts.length >= 4, `${attempts.length} attempts during the outage`);
+    },
+  );
+});
