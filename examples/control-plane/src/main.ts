@@ -1,9 +1,5 @@
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { createPromClientSink } from "@ambient/telemetry";
-import { pino } from "pino";
-import * as prom from "prom-client";
-import { startControlPlane } from "./control-plane.js";
 import { DEFAULT_POD_CIDRS } from "./pod-address.js";
 
 const usage = `usage: pnpm start [-- options]
@@ -59,6 +55,13 @@ async function main(): Promise<void> {
     ?.flatMap((list) => list.split(","))
     .map((c) => c.trim())
     .filter((c) => c !== "");
+  // Loaded after the arguments are read, so --help and a bad flag answer without loading the servers.
+  const [{ createPromClientSink }, { pino }, prom, { startControlPlane }] = await Promise.all([
+    import("@ambient/telemetry"),
+    import("pino"),
+    import("prom-client"),
+    import("./control-plane.js"),
+  ]);
   const logger = pino({ name: "control-plane", level: values["log-level"] });
   const registry = new prom.Registry();
   prom.collectDefaultMetrics({ register: registry });

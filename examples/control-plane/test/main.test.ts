@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -13,7 +13,21 @@ it("the CLI serves, logs JSON lines and exits cleanly on SIGTERM", { timeout: 60
   const stateDir = await mkdtemp(join(tmpdir(), "control-plane-cli-"));
   const child = spawn(
     process.execPath,
-    ["--import", "tsx", MAIN, "--state-dir", stateDir, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+    [
+      "--import",
+      "tsx",
+      MAIN,
+      // As `pnpm start -- ...` passes them.
+      "--",
+      "--state-dir",
+      stateDir,
+      "--listen",
+      "127.0.0.1:0",
+      "--admin",
+      "127.0.0.1:0",
+      "--pod-cidr",
+      "10.244.0.0/16,127.10.0.0/24",
+    ],
     { stdio: ["ignore", "pipe", "inherit"] },
   );
   const exited = new Promise<number | null>((resolveExit) => child.on("exit", (code) => resolveExit(code)));
@@ -41,4 +55,44 @@ it("the CLI serves, logs JSON lines and exits cleanly on SIGTERM", { timeout: 60
     if (child.exitCode === null) child.kill("SIGKILL");
     await rm(stateDir, { recursive: true, force: true });
   }
+});
+
+function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolveRun) => {
+    const child = spawn(process.execPath, ["--import", "tsx", MAIN, ...args], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+    });
+    child.on("exit", (code) => resolveRun({ code, stdout, stderr }));
+  });
+}
+
+it("--help after pnpm's -- separator describes every flag", { timeout: 60_000 }, async () => {
+  const source = await readFile(MAIN, "utf8");
+  const block = source.slice(source.indexOf("options: {"), source.indexOf("}).values"));
+  const flags = [...block.matchAll(/^\s+"?([a-z][a-z-]*)"?: \{ type:/gm)].map((m) => `--${m[1]}`);
+  assert.ok(flags.length >= 8, flags.join(" "));
+  for (const args of [["--", "--help"], ["-h"]]) {
+    const { code, stdout, stderr } = await run(args);
+    assert.equal(code, 0, `${args.join(" ")}: ${stderr}`);
+    for (const flag of flags) {
+      assert.match(stdout, new RegExp(`^\\s+(-h, )?${flag}\\b.*\\S`, "m"), `${flag} in --help`);
+    }
+  }
+});
+
+it("refuses an unknown flag and a bad pod range with a message", { timeout: 60_000 }, async () => {
+  const unknown = await run(["--", "--nope"]);
+  assert.equal(unknown.code, 2);
+  assert.match(unknown.stderr, /Unknown option '--nope'[\s\S]*usage:/);
+  const bad = await run(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--pod-cidr", "127.10.0.1/16"]);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /pod CIDR "127\.10\.0\.1\/16" has host bits set/);
 });
