@@ -128,7 +128,12 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), "waypoint-"));
     await writeFile(join(dir, "mesh.yaml"), mesh);
-    cp = await startControlPlane({ meshDir: dir, listen: "127.0.0.1:0", watch: false });
+    cp = await startControlPlane({
+      meshDir: dir,
+      listen: "127.0.0.1:0",
+      watch: false,
+      podCidrs: [`${base}.0/24`],
+    });
     app = createServer((req, res) => {
       res.end(`api-0 got ${req.method} ${req.url}`);
     });
