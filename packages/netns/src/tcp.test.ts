@@ -1,12 +1,15 @@
 // TCP inside network namespaces the tests create: listeners and connections that live in the pod's
 // namespace, SO_ORIGINAL_DST behind an iptables REDIRECT, SO_MARK and IP_TRANSPARENT read back.
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { openSync } from "node:fs";
 import type net from "node:net";
+import { tmpdir } from "node:os";
 import { describe, it } from "node:test";
 import {
   createTestNetns,
   needsIptables,
+  needsLinux,
   needsRoot,
   nsOf,
   once,
@@ -58,31 +61,35 @@ function readAll(socket: net.Socket): Promise<string> {
   });
 }
 
-describe("network namespaces", { skip: needsRoot }, () => {
-  it("runs code inside a namespace and always returns, also when the code throws", async () => {
-    await withPod(async (_pod, handle) => {
-      const home = nsOf();
-      const target = nsOf(handle.fd);
-      assert.notEqual(target, home);
-      assert.equal(
-        withNetns(handle, () => nsOf()),
-        target,
-      );
-      assert.equal(nsOf(), home);
-      assert.throws(
-        () =>
-          withNetns(handle, () => {
-            throw new Error("boom");
-          }),
-        /boom/,
-      );
-      assert.equal(nsOf(), home);
-      assert.throws(() => withNetns(handle, async () => 1), { code: "ERR_NETNS_INVALID_ARGUMENT" });
-      assert.equal(nsOf(), home);
-    });
-  });
+describe("network namespaces", () => {
+  it(
+    "runs code inside a namespace and always returns, also when the code throws",
+    { skip: needsRoot },
+    async () => {
+      await withPod(async (_pod, handle) => {
+        const home = nsOf();
+        const target = nsOf(handle.fd);
+        assert.notEqual(target, home);
+        assert.equal(
+          withNetns(handle, () => nsOf()),
+          target,
+        );
+        assert.equal(nsOf(), home);
+        assert.throws(
+          () =>
+            withNetns(handle, () => {
+              throw new Error("boom");
+            }),
+          /boom/,
+        );
+        assert.equal(nsOf(), home);
+        assert.throws(() => withNetns(handle, async () => 1), { code: "ERR_NETNS_INVALID_ARGUMENT" });
+        assert.equal(nsOf(), home);
+      });
+    },
+  );
 
-  it("names the errno and the call when a namespace cannot be opened or entered", () => {
+  it("names the errno and the call when a namespace cannot be opened or entered", { skip: needsRoot }, () => {
     assert.throws(
       () => openNetns("/var/run/netns/ambient-test-does-not-exist"),
       (e: unknown) =>
@@ -105,31 +112,35 @@ describe("network namespaces", { skip: needsRoot }, () => {
     assert.throws(() => createSocketInNetns(notANamespace), { code: "ERR_NETNS_CLOSED" });
   });
 
-  it("listens and connects inside the pod's namespace, invisible from the host", async () => {
-    await withPod(async (pod, handle) => {
-      const fdsBefore = openFdCount();
-      const server = await listenInNetns(handle, { host: "127.0.0.1", port: 0 });
-      const port = portOf(server);
-      assert.match(pod.exec("ss", ["-Hltn", `sport = :${port}`]), new RegExp(`127\\.0\\.0\\.1:${port}`));
-      server.on("connection", (s: net.Socket) => s.end(`hello ${s.remoteAddress}`));
+  it(
+    "listens and connects inside the pod's namespace, invisible from the host",
+    { skip: needsRoot },
+    async () => {
+      await withPod(async (pod, handle) => {
+        const fdsBefore = openFdCount();
+        const server = await listenInNetns(handle, { host: "127.0.0.1", port: 0 });
+        const port = portOf(server);
+        assert.match(pod.exec("ss", ["-Hltn", `sport = :${port}`]), new RegExp(`127\\.0\\.0\\.1:${port}`));
+        server.on("connection", (s: net.Socket) => s.end(`hello ${s.remoteAddress}`));
 
-      // A source address inside the pod's loopback, bound before connecting.
-      const client = connectFromNetns(handle, { host: "127.0.0.1", port, localAddress: "127.0.0.2" });
-      await once(client, "connect");
-      assert.equal(client.localAddress, "127.0.0.2");
-      assert.equal(await readAll(client), "hello 127.0.0.2");
-      client.destroy();
+        // A source address inside the pod's loopback, bound before connecting.
+        const client = connectFromNetns(handle, { host: "127.0.0.1", port, localAddress: "127.0.0.2" });
+        await once(client, "connect");
+        assert.equal(client.localAddress, "127.0.0.2");
+        assert.equal(await readAll(client), "hello 127.0.0.2");
+        client.destroy();
 
-      const refused = connectFromNetns(handle, { host: "127.0.0.1", port: port === 1 ? 2 : 1 });
-      const err = await once<NodeJS.ErrnoException>(refused, "error");
-      assert.equal(err.code, "ECONNREFUSED");
+        const refused = connectFromNetns(handle, { host: "127.0.0.1", port: port === 1 ? 2 : 1 });
+        const err = await once<NodeJS.ErrnoException>(refused, "error");
+        assert.equal(err.code, "ECONNREFUSED");
 
-      await close(server);
-      assert.equal(openFdCount(), fdsBefore);
-    });
-  });
+        await close(server);
+        assert.equal(openFdCount(), fdsBefore);
+      });
+    },
+  );
 
-  it("speaks IPv6 inside the namespace", async () => {
+  it("speaks IPv6 inside the namespace", { skip: needsRoot }, async () => {
     await withPod(async (_pod, handle) => {
       const server = await listenInNetns(handle, { host: "::1", port: 0, ipv6Only: true });
       server.on("connection", (s: net.Socket) => s.end(String(s.remoteAddress)));
@@ -139,24 +150,28 @@ describe("network namespaces", { skip: needsRoot }, () => {
     });
   });
 
-  it("reports a taken port as EADDRINUSE from bind and leaves nothing open", async () => {
-    await withPod(async (_pod, handle) => {
-      const server = await listenInNetns(handle, { host: "127.0.0.1", port: 0 });
-      const fdsBefore = openFdCount();
-      await assert.rejects(
-        listenInNetns(handle, { host: "127.0.0.1", port: portOf(server) }),
-        (e: unknown) => e instanceof NetnsError && e.errno === "EADDRINUSE" && e.syscall === "bind",
-      );
-      assert.equal(openFdCount(), fdsBefore);
-      // With SO_REUSEPORT on both, a second listener may share the port (a ztunnel upgrade).
-      const a = await listenInNetns(handle, { host: "127.0.0.1", port: 0, reusePort: true });
-      const b = await listenInNetns(handle, { host: "127.0.0.1", port: portOf(a), reusePort: true });
-      assert.equal(portOf(b), portOf(a));
-      await Promise.all([close(server), close(a), close(b)]);
-    });
-  });
+  it(
+    "reports a taken port as EADDRINUSE from bind and leaves nothing open",
+    { skip: needsRoot },
+    async () => {
+      await withPod(async (_pod, handle) => {
+        const server = await listenInNetns(handle, { host: "127.0.0.1", port: 0 });
+        const fdsBefore = openFdCount();
+        await assert.rejects(
+          listenInNetns(handle, { host: "127.0.0.1", port: portOf(server) }),
+          (e: unknown) => e instanceof NetnsError && e.errno === "EADDRINUSE" && e.syscall === "bind",
+        );
+        assert.equal(openFdCount(), fdsBefore);
+        // With SO_REUSEPORT on both, a second listener may share the port (a ztunnel upgrade).
+        const a = await listenInNetns(handle, { host: "127.0.0.1", port: 0, reusePort: true });
+        const b = await listenInNetns(handle, { host: "127.0.0.1", port: portOf(a), reusePort: true });
+        assert.equal(portOf(b), portOf(a));
+        await Promise.all([close(server), close(a), close(b)]);
+      });
+    },
+  );
 
-  it("sets SO_MARK and IP_TRANSPARENT and reads them back", async () => {
+  it("sets SO_MARK and IP_TRANSPARENT and reads them back", { skip: needsRoot }, async () => {
     await withPod(async (_pod, handle) => {
       const server = await listenInNetns(handle, {
         host: "127.0.0.1",
@@ -183,7 +198,7 @@ describe("network namespaces", { skip: needsRoot }, () => {
     });
   });
 
-  it("hands out descriptors that really live in the namespace", async () => {
+  it("hands out descriptors that really live in the namespace", { skip: needsRoot }, async () => {
     await withPod(async (pod, handle) => {
       const fd = createSocketInNetns(handle, { family: 4, type: "dgram" });
       try {
@@ -202,49 +217,80 @@ describe("network namespaces", { skip: needsRoot }, () => {
   });
 });
 
-describe("original destination", { skip: needsIptables }, () => {
-  it("reads SO_ORIGINAL_DST of a connection redirected inside the pod, and the listener's own address without one", async () => {
-    await withPod(async (pod, handle) => {
-      const server = await listenInNetns(handle, { host: "127.0.0.1", port: 0, mark: 0x539 });
-      const port = portOf(server);
-      // As istio-cni's in-pod rules: outbound TCP not marked 0x539 goes to the outbound listener.
-      pod.exec("iptables", [
-        "-t",
-        "nat",
-        "-A",
-        "OUTPUT",
-        "-p",
-        "tcp",
-        "-d",
-        "127.0.0.9",
-        "--dport",
-        "80",
-        "-m",
-        "mark",
-        "!",
-        "--mark",
-        "0x539",
-        "-j",
-        "REDIRECT",
-        "--to-ports",
-        String(port),
-      ]);
-      server.on("connection", (s: net.Socket) => {
-        try {
-          const dst = getOriginalDestination(s);
-          s.end(`${dst.family} ${dst.address} ${dst.port}`);
-        } catch (err) {
-          s.end(String((err as NetnsError).errno));
-        }
+describe("original destination", () => {
+  it(
+    "reads SO_ORIGINAL_DST of a connection redirected inside the pod, and the listener's own address without one",
+    { skip: needsIptables },
+    async () => {
+      await withPod(async (pod, handle) => {
+        const server = await listenInNetns(handle, { host: "127.0.0.1", port: 0, mark: 0x539 });
+        const port = portOf(server);
+        // As istio-cni's in-pod rules: outbound TCP not marked 0x539 goes to the outbound listener.
+        pod.exec("iptables", [
+          "-t",
+          "nat",
+          "-A",
+          "OUTPUT",
+          "-p",
+          "tcp",
+          "-d",
+          "127.0.0.9",
+          "--dport",
+          "80",
+          "-m",
+          "mark",
+          "!",
+          "--mark",
+          "0x539",
+          "-j",
+          "REDIRECT",
+          "--to-ports",
+          String(port),
+        ]);
+        server.on("connection", (s: net.Socket) => {
+          try {
+            const dst = getOriginalDestination(s);
+            s.end(`${dst.family} ${dst.address} ${dst.port}`);
+          } catch (err) {
+            s.end(String((err as NetnsError).errno));
+          }
+        });
+        const redirected = connectFromNetns(handle, { host: "127.0.0.9", port: 80 });
+        assert.equal(await readAll(redirected), "4 127.0.0.9 80");
+        const direct = connectFromNetns(handle, { host: "127.0.0.1", port });
+        assert.equal(await readAll(direct), `4 127.0.0.1 ${port}`);
+        // The mark keeps the proxy's own connection out of the capture: it is refused, not redirected.
+        const marked = connectFromNetns(handle, { host: "127.0.0.9", port: 80, mark: 0x539 });
+        assert.equal((await once<NodeJS.ErrnoException>(marked, "error")).code, "ECONNREFUSED");
+        await close(server);
       });
-      const redirected = connectFromNetns(handle, { host: "127.0.0.9", port: 80 });
-      assert.equal(await readAll(redirected), "4 127.0.0.9 80");
-      const direct = connectFromNetns(handle, { host: "127.0.0.1", port });
-      assert.equal(await readAll(direct), `4 127.0.0.1 ${port}`);
-      // The mark keeps the proxy's own connection out of the capture: it is refused, not redirected.
-      const marked = connectFromNetns(handle, { host: "127.0.0.9", port: 80, mark: 0x539 });
-      assert.equal((await once<NodeJS.ErrnoException>(marked, "error")).code, "ECONNREFUSED");
-      await close(server);
+    },
+  );
+});
+
+describe("without privileges", () => {
+  const script = `
+const { createSocketInNetns, openNetns } = await import(${JSON.stringify(new URL("./index.ts", import.meta.url).pathname)});
+const own = openNetns("/proc/self/ns/net");
+const out = {};
+try { createSocketInNetns(own); out.setns = "no error"; } catch (e) { out.setns = [e.code, e.errno, e.syscall]; }
+console.log(JSON.stringify(out));
+`;
+  it("reports setns as ERR_NETNS_SYSCALL with errno EPERM", { skip: needsLinux }, () => {
+    // As root, the check runs in a child that drops to nobody; otherwise in a child as we are.
+    const asRoot = process.getuid?.() === 0;
+    const node = [process.execPath, "--import", "tsx", "--input-type=module", "-e", script];
+    const [cmd, ...args] = asRoot
+      ? ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", ...node]
+      : node;
+    const r = spawnSync(cmd as string, args, {
+      encoding: "utf8",
+      timeout: 30_000,
+      env: { ...process.env, HOME: tmpdir() },
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout.trim().split("\n").at(-1) as string), {
+      setns: ["ERR_NETNS_SYSCALL", "EPERM", "setns"],
     });
   });
 });

@@ -69,244 +69,268 @@ async function until(check: () => boolean, what: string, ms = 5000): Promise<voi
   }
 }
 
-describe("ZDS", { skip: needsLinux }, () => {
-  it("replays the node agent's pods as a snapshot, then adds and deletes live", async () => {
-    const fdsBefore = openFdCount();
-    const path = socketPath();
-    const server = createZdsServer({ path }).listen();
-    assert.equal(await server.addWorkload({ uid: "a", workloadInfo: info("a"), netns: ownNetns() }), false);
-    await server.addWorkload({ uid: "b", workloadInfo: info("b"), netns: ownNetns() });
+describe("ZDS", () => {
+  it(
+    "replays the node agent's pods as a snapshot, then adds and deletes live",
+    { skip: needsLinux },
+    async () => {
+      const fdsBefore = openFdCount();
+      const path = socketPath();
+      const server = createZdsServer({ path }).listen();
+      assert.equal(await server.addWorkload({ uid: "a", workloadInfo: info("a"), netns: ownNetns() }), false);
+      await server.addWorkload({ uid: "b", workloadInfo: info("b"), netns: ownNetns() });
 
-    const handler = new RecordingHandler();
-    const client = createZdsClient({ path, handler });
-    await client.ready();
-    assert.deepEqual(handler.log, ["add a", "add b"]);
-    assert.equal(handler.served.get("a")?.workloadInfo.name, "a");
-    assert.equal(nsOf(handler.served.get("a")?.netns.fd), nsOf(), "the namespace itself arrived");
-    await until(() => server.connections === 1, "the server to count the client");
+      const handler = new RecordingHandler();
+      const client = createZdsClient({ path, handler });
+      await client.ready();
+      assert.deepEqual(handler.log, ["add a", "add b"]);
+      assert.equal(handler.served.get("a")?.workloadInfo.name, "a");
+      assert.equal(nsOf(handler.served.get("a")?.netns.fd), nsOf(), "the namespace itself arrived");
+      await until(() => server.connections === 1, "the server to count the client");
 
-    assert.equal(await server.addWorkload({ uid: "c", workloadInfo: info("c"), netns: ownNetns() }), true);
-    assert.deepEqual(await server.deleteWorkload("a"), []);
-    assert.deepEqual(handler.log, ["add a", "add b", "add c", "del a deleted"]);
-    assert.deepEqual(client.workloads().sort(), ["b", "c"]);
-    assert.deepEqual(server.workloads().sort(), ["b", "c"]);
+      assert.equal(await server.addWorkload({ uid: "c", workloadInfo: info("c"), netns: ownNetns() }), true);
+      assert.deepEqual(await server.deleteWorkload("a"), []);
+      assert.deepEqual(handler.log, ["add a", "add b", "add c", "del a deleted"]);
+      assert.deepEqual(client.workloads().sort(), ["b", "c"]);
+      assert.deepEqual(server.workloads().sort(), ["b", "c"]);
 
-    client.close();
-    handler.closeAll();
-    server.close();
-    await until(() => openFdCount() === fdsBefore, "every descriptor to be closed");
-  });
+      client.close();
+      handler.closeAll();
+      server.close();
+      await until(() => openFdCount() === fdsBefore, "every descriptor to be closed");
+    },
+  );
 
-  it("NACKs a pod the handler cannot start, closes its namespace, and keeps the connection", async () => {
-    const fdsBefore = openFdCount();
-    const path = socketPath();
-    const server = createZdsServer({ path }).listen();
-    const handler = new RecordingHandler();
-    handler.refuse.add("bad");
-    const client = createZdsClient({ path, handler });
-    await client.ready();
-    const nacks: unknown[] = [];
-    client.on("nack", (n) => nacks.push(n));
+  it(
+    "NACKs a pod the handler cannot start, closes its namespace, and keeps the connection",
+    { skip: needsLinux },
+    async () => {
+      const fdsBefore = openFdCount();
+      const path = socketPath();
+      const server = createZdsServer({ path }).listen();
+      const handler = new RecordingHandler();
+      handler.refuse.add("bad");
+      const client = createZdsClient({ path, handler });
+      await client.ready();
+      const nacks: unknown[] = [];
+      client.on("nack", (n) => nacks.push(n));
 
-    await assert.rejects(
-      server.addWorkload({ uid: "bad", workloadInfo: info("bad"), netns: ownNetns() }),
-      (e: unknown) =>
-        e instanceof NetnsError &&
-        e.code === "ERR_ZDS_NACK" &&
-        String(e.details.reason).includes("cannot start bad"),
-    );
-    assert.equal(nacks.length, 1);
-    assert.ok(client.connected);
-    assert.equal(
-      await server.addWorkload({ uid: "good", workloadInfo: info("good"), netns: ownNetns() }),
-      true,
-    );
-    assert.deepEqual(client.workloads(), ["good"]);
+      await assert.rejects(
+        server.addWorkload({ uid: "bad", workloadInfo: info("bad"), netns: ownNetns() }),
+        (e: unknown) =>
+          e instanceof NetnsError &&
+          e.code === "ERR_ZDS_NACK" &&
+          String(e.details.reason).includes("cannot start bad"),
+      );
+      assert.equal(nacks.length, 1);
+      assert.ok(client.connected);
+      assert.equal(
+        await server.addWorkload({ uid: "good", workloadInfo: info("good"), netns: ownNetns() }),
+        true,
+      );
+      assert.deepEqual(client.workloads(), ["good"]);
 
-    client.close();
-    handler.closeAll();
-    server.close();
-    await until(() => openFdCount() === fdsBefore, "every descriptor to be closed");
-  });
+      client.close();
+      handler.closeAll();
+      server.close();
+      await until(() => openFdCount() === fdsBefore, "every descriptor to be closed");
+    },
+  );
 
-  it("reconnects after the node agent restarts and reconciles: missing pods go, kept and unchanged pods stay", async () => {
-    const fdsBefore = openFdCount();
-    const path = socketPath();
-    const first = createZdsServer({ path }).listen();
-    for (const uid of ["stay", "keep", "gone"]) {
-      await first.addWorkload({ uid, workloadInfo: info(uid), netns: ownNetns() });
-    }
-    const handler = new RecordingHandler();
-    const client = createZdsClient({ path, handler });
-    await client.ready();
-    const stayNetns = handler.served.get("stay")?.netns;
-    first.close();
-    await once(client, "disconnect");
+  it(
+    "reconnects after the node agent restarts and reconciles: missing pods go, kept and unchanged pods stay",
+    { skip: needsLinux },
+    async () => {
+      const fdsBefore = openFdCount();
+      const path = socketPath();
+      const first = createZdsServer({ path }).listen();
+      for (const uid of ["stay", "keep", "gone"]) {
+        await first.addWorkload({ uid, workloadInfo: info(uid), netns: ownNetns() });
+      }
+      const handler = new RecordingHandler();
+      const client = createZdsClient({ path, handler });
+      await client.ready();
+      const stayNetns = handler.served.get("stay")?.netns;
+      first.close();
+      await once(client, "disconnect");
 
-    // The restarted node agent knows "stay" (same namespace), "keep" without a namespace it could
-    // open, and a new pod; "gone" was deleted while nobody was connected.
-    const second = createZdsServer({ path }).listen();
-    await second.addWorkload({ uid: "stay", workloadInfo: info("stay"), netns: ownNetns() });
-    await second.addWorkload({ uid: "keep", workloadInfo: info("keep") });
-    await second.addWorkload({ uid: "new", workloadInfo: info("new"), netns: ownNetns() });
-    const synced = once(second, "synced");
-    await once(client, "snapshot", 10_000);
-    await synced;
+      // The restarted node agent knows "stay" (same namespace), "keep" without a namespace it could
+      // open, and a new pod; "gone" was deleted while nobody was connected.
+      const second = createZdsServer({ path }).listen();
+      await second.addWorkload({ uid: "stay", workloadInfo: info("stay"), netns: ownNetns() });
+      await second.addWorkload({ uid: "keep", workloadInfo: info("keep") });
+      await second.addWorkload({ uid: "new", workloadInfo: info("new"), netns: ownNetns() });
+      const synced = once(second, "synced");
+      await once(client, "snapshot", 10_000);
+      await synced;
 
-    // "new" is part of the snapshot, so it is added before the reconcile at SnapshotSent.
-    assert.deepEqual(handler.log, [
-      "add stay",
-      "add keep",
-      "add gone",
-      "add new",
-      "del gone not-in-snapshot",
-    ]);
-    assert.equal(handler.served.get("stay")?.netns, stayNetns, "an unchanged pod is not restarted");
-    assert.deepEqual(client.workloads().sort(), ["keep", "new", "stay"]);
+      // "new" is part of the snapshot, so it is added before the reconcile at SnapshotSent.
+      assert.deepEqual(handler.log, [
+        "add stay",
+        "add keep",
+        "add gone",
+        "add new",
+        "del gone not-in-snapshot",
+      ]);
+      assert.equal(handler.served.get("stay")?.netns, stayNetns, "an unchanged pod is not restarted");
+      assert.deepEqual(client.workloads().sort(), ["keep", "new", "stay"]);
 
-    client.close();
-    handler.closeAll();
-    second.close();
-    await until(() => openFdCount() === fdsBefore, "every descriptor to be closed");
-  });
+      client.close();
+      handler.closeAll();
+      second.close();
+      await until(() => openFdCount() === fdsBefore, "every descriptor to be closed");
+    },
+  );
 
-  it("client: NACKs protocol violations, drops the connection and comes back with a new hello", async () => {
-    const fdsBefore = openFdCount();
-    const path = socketPath();
-    const agent = createSeqpacketServer().listen(path);
-    const handler = new RecordingHandler();
-    const client = createZdsClient({ path, handler, reconnectInitialDelayMs: 5 });
+  it(
+    "client: NACKs protocol violations, drops the connection and comes back with a new hello",
+    { skip: needsLinux },
+    async () => {
+      const fdsBefore = openFdCount();
+      const path = socketPath();
+      const agent = createSeqpacketServer().listen(path);
+      const handler = new RecordingHandler();
+      const client = createZdsClient({ path, handler, reconnectInitialDelayMs: 5 });
 
-    const next = async () => {
-      const socket = await once<SeqpacketSocket>(agent, "connection");
-      const messages: SeqpacketMessage[] = [];
-      let closed = false;
-      socket.on("message", (m: SeqpacketMessage) => messages.push(m));
-      socket.on("close", () => {
-        closed = true;
-      });
-      await until(() => messages.length === 1, "a hello");
-      assert.deepEqual(decodeHello(messages[0]?.data ?? new Uint8Array()), { version: 1 });
-      return {
-        socket,
-        closed: () => until(() => closed, "the client to hang up"),
-        async ask(data: Uint8Array, fds: number[] = []) {
-          const seen = messages.length;
-          socket.send(data, fds);
-          await until(() => messages.length > seen, "an answer");
-          return decodeAck(messages[seen]?.data ?? new Uint8Array()).error;
-        },
+      const next = async () => {
+        const socket = await once<SeqpacketSocket>(agent, "connection");
+        const messages: SeqpacketMessage[] = [];
+        let closed = false;
+        socket.on("message", (m: SeqpacketMessage) => messages.push(m));
+        socket.on("close", () => {
+          closed = true;
+        });
+        await until(() => messages.length === 1, "a hello");
+        assert.deepEqual(decodeHello(messages[0]?.data ?? new Uint8Array()), { version: 1 });
+        return {
+          socket,
+          closed: () => until(() => closed, "the client to hang up"),
+          async ask(data: Uint8Array, fds: number[] = []) {
+            const seen = messages.length;
+            socket.send(data, fds);
+            await until(() => messages.length > seen, "an answer");
+            return decodeAck(messages[seen]?.data ?? new Uint8Array()).error;
+          },
+        };
       };
-    };
 
-    let peer = await next();
-    const netns = ownNetns();
-    // An Add without its descriptor.
-    assert.match(
-      await peer.ask(encodeRequest({ type: "add", uid: "x", workloadInfo: info("x") })),
-      /exactly one/,
-    );
-    await peer.closed();
+      let peer = await next();
+      const netns = ownNetns();
+      // An Add without its descriptor.
+      assert.match(
+        await peer.ask(encodeRequest({ type: "add", uid: "x", workloadInfo: info("x") })),
+        /exactly one/,
+      );
+      await peer.closed();
 
-    peer = await next();
-    // A descriptor that is not a network namespace.
-    const devNull = openNetns("/dev/null");
-    assert.match(
-      await peer.ask(encodeRequest({ type: "add", uid: "x", workloadInfo: info("x") }), [devNull.fd]),
-      /not a network namespace/,
-    );
-    devNull.close();
+      peer = await next();
+      // A descriptor that is not a network namespace.
+      const devNull = openNetns("/dev/null");
+      assert.match(
+        await peer.ask(encodeRequest({ type: "add", uid: "x", workloadInfo: info("x") }), [devNull.fd]),
+        /not a network namespace/,
+      );
+      devNull.close();
 
-    peer = await next();
-    // An Add without workload_info (ztunnel treats that as a protocol error too).
-    assert.match(await peer.ask(encodeRequest({ type: "add", uid: "x" }), [netns.fd]), /workload_info/);
+      peer = await next();
+      // An Add without workload_info (ztunnel treats that as a protocol error too).
+      assert.match(await peer.ask(encodeRequest({ type: "add", uid: "x" }), [netns.fd]), /workload_info/);
 
-    peer = await next();
-    // Keep after SnapshotSent; SnapshotSent twice.
-    assert.equal(await peer.ask(encodeRequest({ type: "snapshot-sent" })), "");
-    assert.match(await peer.ask(encodeRequest({ type: "keep", uid: "k" })), /after SnapshotSent/);
+      peer = await next();
+      // Keep after SnapshotSent; SnapshotSent twice.
+      assert.equal(await peer.ask(encodeRequest({ type: "snapshot-sent" })), "");
+      assert.match(await peer.ask(encodeRequest({ type: "keep", uid: "k" })), /after SnapshotSent/);
 
-    peer = await next();
-    assert.equal(
-      await peer.ask(encodeRequest({ type: "add", uid: "ok", workloadInfo: info("ok") }), [netns.fd]),
-      "",
-    );
-    assert.equal(await peer.ask(encodeRequest({ type: "snapshot-sent" })), "");
-    assert.match(await peer.ask(encodeRequest({ type: "snapshot-sent" })), /twice/);
-    assert.match(await (await next()).ask(new Uint8Array([0x22, 0x00])), /payload/);
-    assert.deepEqual(handler.log, ["add ok"]);
+      peer = await next();
+      assert.equal(
+        await peer.ask(encodeRequest({ type: "add", uid: "ok", workloadInfo: info("ok") }), [netns.fd]),
+        "",
+      );
+      assert.equal(await peer.ask(encodeRequest({ type: "snapshot-sent" })), "");
+      assert.match(await peer.ask(encodeRequest({ type: "snapshot-sent" })), /twice/);
+      assert.match(await (await next()).ask(new Uint8Array([0x22, 0x00])), /payload/);
+      assert.deepEqual(handler.log, ["add ok"]);
 
-    client.close();
-    handler.closeAll();
-    netns.close();
-    agent.close();
-    await until(() => openFdCount() === fdsBefore, "every descriptor to be closed");
-  });
+      client.close();
+      handler.closeAll();
+      netns.close();
+      agent.close();
+      await until(() => openFdCount() === fdsBefore, "every descriptor to be closed");
+    },
+  );
 
-  it("server: a ztunnel that stops answering is timed out and disconnected", async () => {
-    const path = socketPath();
-    const server = createZdsServer({ path, ackTimeoutMs: 200 }).listen();
-    const mute = connectSeqpacket(path);
-    mute.send(encodeHello());
-    await until(() => server.connections === 1, "the hello");
-    const closed = once(mute, "close");
-    await assert.rejects(
-      server.addWorkload({ uid: "p", workloadInfo: info("p"), netns: ownNetns() }),
-      (e: unknown) =>
-        e instanceof NetnsError && (e.code === "ERR_ZDS_TIMEOUT" || e.code === "ERR_ZDS_DISCONNECTED"),
-    );
-    await closed;
-    await until(() => server.connections === 0, "the server to drop it");
-    // A connection that never says hello is dropped as well.
-    const silent = connectSeqpacket(path);
-    await once(silent, "close");
-    server.close();
-  });
+  it(
+    "server: a ztunnel that stops answering is timed out and disconnected",
+    { skip: needsLinux },
+    async () => {
+      const path = socketPath();
+      const server = createZdsServer({ path, ackTimeoutMs: 200 }).listen();
+      const mute = connectSeqpacket(path);
+      mute.send(encodeHello());
+      await until(() => server.connections === 1, "the hello");
+      const closed = once(mute, "close");
+      await assert.rejects(
+        server.addWorkload({ uid: "p", workloadInfo: info("p"), netns: ownNetns() }),
+        (e: unknown) =>
+          e instanceof NetnsError && (e.code === "ERR_ZDS_TIMEOUT" || e.code === "ERR_ZDS_DISCONNECTED"),
+      );
+      await closed;
+      await until(() => server.connections === 0, "the server to drop it");
+      // A connection that never says hello is dropped as well.
+      const silent = connectSeqpacket(path);
+      await once(silent, "close");
+      server.close();
+    },
+  );
 });
 
-describe("ZDS into a pod's namespace", { skip: needsRoot }, () => {
-  it("hands a created namespace to the client, which serves a listener inside it", async () => {
-    const pod = createTestNetns();
-    const path = socketPath();
-    const server = createZdsServer({ path }).listen();
-    const listeners = new Map<string, net.Server>();
-    const client: ZdsClient = createZdsClient({
-      path,
-      handler: {
-        async addWorkload({ uid, netns }) {
-          const listener = await listenInNetns(netns, { host: "127.0.0.1", port: 0, mark: 0x539 });
-          listener.on("connection", (s: net.Socket) => s.end(`served ${uid}`));
-          listeners.set(uid, listener);
-          netns.close(); // the listener keeps the namespace alive
+describe("ZDS into a pod's namespace", () => {
+  it(
+    "hands a created namespace to the client, which serves a listener inside it",
+    { skip: needsRoot },
+    async () => {
+      const pod = createTestNetns();
+      const path = socketPath();
+      const server = createZdsServer({ path }).listen();
+      const listeners = new Map<string, net.Server>();
+      const client: ZdsClient = createZdsClient({
+        path,
+        handler: {
+          async addWorkload({ uid, netns }) {
+            const listener = await listenInNetns(netns, { host: "127.0.0.1", port: 0, mark: 0x539 });
+            listener.on("connection", (s: net.Socket) => s.end(`served ${uid}`));
+            listeners.set(uid, listener);
+            netns.close(); // the listener keeps the namespace alive
+          },
+          async deleteWorkload(uid) {
+            await new Promise((r) => listeners.get(uid)?.close(r));
+            listeners.delete(uid);
+          },
         },
-        async deleteWorkload(uid) {
-          await new Promise((r) => listeners.get(uid)?.close(r));
-          listeners.delete(uid);
-        },
-      },
-    });
-    try {
-      await client.ready();
-      await server.addWorkload({ uid: "web-0", workloadInfo: info("web-0"), netns: openNetns(pod.path) });
-      const port = (listeners.get("web-0")?.address() as net.AddressInfo).port;
-      assert.match(pod.exec("ss", ["-Hltn", `sport = :${port}`]), /127\.0\.0\.1/);
-      const local = openNetns(pod.path);
-      const conn = connectFromNetns(local, { host: "127.0.0.1", port });
-      local.close();
-      let text = "";
-      conn.setEncoding("utf8").on("data", (d: string) => {
-        text += d;
       });
-      await once(conn, "end");
-      assert.equal(text, "served web-0");
-      await server.deleteWorkload("web-0");
-      assert.equal(listeners.size, 0);
-      assert.equal(pod.exec("ss", ["-Hltn", `sport = :${port}`]).trim(), "");
-    } finally {
-      client.close();
-      server.close();
-      for (const l of listeners.values()) l.close();
-      pod.remove();
-    }
-  });
+      try {
+        await client.ready();
+        await server.addWorkload({ uid: "web-0", workloadInfo: info("web-0"), netns: openNetns(pod.path) });
+        const port = (listeners.get("web-0")?.address() as net.AddressInfo).port;
+        assert.match(pod.exec("ss", ["-Hltn", `sport = :${port}`]), /127\.0\.0\.1/);
+        const local = openNetns(pod.path);
+        const conn = connectFromNetns(local, { host: "127.0.0.1", port });
+        local.close();
+        let text = "";
+        conn.setEncoding("utf8").on("data", (d: string) => {
+          text += d;
+        });
+        await once(conn, "end");
+        assert.equal(text, "served web-0");
+        await server.deleteWorkload("web-0");
+        assert.equal(listeners.size, 0);
+        assert.equal(pod.exec("ss", ["-Hltn", `sport = :${port}`]).trim(), "");
+      } finally {
+        client.close();
+        server.close();
+        for (const l of listeners.values()) l.close();
+        pod.remove();
+      }
+    },
+  );
 });
