@@ -161,6 +161,8 @@ async function readManifestDir(
       files.push(cached.parsed);
       continue;
     }
+    // Each parse is bounded by the limits; between files the event loop serves xDS and the CA.
+    await new Promise<void>((resolveTurn) => setImmediate(resolveTurn));
     const parsed = parseManifestFile({ path: name, text }, limits);
     cache.set(name, { text, parsed });
     files.push(parsed);

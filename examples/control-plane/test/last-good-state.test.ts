@@ -48,6 +48,7 @@ describe("last good state wins", { timeout: 60_000 }, () => {
   let policyYaml: string;
   let sleepYaml: string;
   let goodAllow: unknown;
+  const logged: { fields: Record<string, unknown>; message: string }[] = [];
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), "control-plane-last-good-"));
@@ -63,6 +64,14 @@ describe("last good state wins", { timeout: 60_000 }, () => {
       admin: "127.0.0.1:0",
       watch: false,
       xdsDebounceMs: 5,
+      logger: {
+        debug() {},
+        info() {},
+        warn() {},
+        error(fields, message) {
+          logged.push({ fields: fields as Record<string, unknown>, message: message ?? "" });
+        },
+      },
     });
     client = createXdsClient({
       address: controlPlane.address,
@@ -139,6 +148,7 @@ describe("last good state wins", { timeout: 60_000 }, () => {
   for (const c of bad) {
     it(`keeps serving the ALLOW policy after ${c.name}, and reports it`, async () => {
       try {
+        logged.length = 0;
         // Written in place (not renamed in), as a careless editor or a crash would.
         await writeFile(join(meshDir, "policy.yaml"), c.edit(policyYaml));
         await controlPlane.reload();
@@ -157,6 +167,10 @@ describe("last good state wins", { timeout: 60_000 }, () => {
           JSON.stringify(mine),
         );
         assert.deepEqual(controlPlane.errors(), errors);
+        assert.ok(
+          logged.some((l) => l.fields.file === "policy.yaml" && /^manifest not applied: /.test(l.message)),
+          JSON.stringify(logged),
+        );
       } finally {
         await replaceFile(meshDir, "policy.yaml", policyYaml);
         await controlPlane.reload();
