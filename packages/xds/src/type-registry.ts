@@ -117,14 +117,35 @@ function messageToPlain(type: protobuf.Type, message: Record<string, unknown>): 
   return out;
 }
 
-/** Why a value cannot be encoded: which field, in which message, and what is wrong. */
+/**
+ * Why a value cannot be encoded: which field, in which message, and what is wrong. The path is
+ * collected leaf first while the check unwinds, so a value that passes builds no strings.
+ */
 class FieldProblem {
+  /** Path segments, innermost first: `["source_ips", "matches[0]", ...]`. */
+  readonly segments: string[];
   constructor(
     readonly code: "ERR_XDS_UNKNOWN_FIELD" | "ERR_XDS_ENCODE",
-    readonly field: string,
+    segment: string | undefined,
     readonly messageType: string,
     readonly reason: string,
-  ) {}
+  ) {
+    this.segments = segment === undefined ? [] : [segment];
+  }
+  /** Adds the enclosing segment (a field name, or an index or map key for the last one added). */
+  within(segment: string, index?: string): FieldProblem {
+    if (index !== undefined) {
+      const inner = this.segments.pop();
+      this.segments.push(inner === undefined ? `${segment}${index}` : `${segment}${index}.${inner}`);
+    } else {
+      const inner = this.segments.pop();
+      this.segments.push(inner === undefined ? segment : `${segment}.${inner}`);
+    }
+    return this;
+  }
+  get field(): string {
+    return this.segments.join(".");
+  }
 }
 
 const INT32_TYPES = new Set(["int32", "sint32", "sfixed32"]);
@@ -155,20 +176,20 @@ function describe(value: unknown): string {
  * and each value must have the field's kind; nested messages, repeated fields, maps and `Any` (also in
  * protobufjs' `{ "@type": ... }` form) are checked too. Returns the first problem found.
  */
-function checkMessage(
-  type: protobuf.Type,
-  value: unknown,
-  path: string,
-  depth: number,
-): FieldProblem | undefined {
-  const typeName = type.fullName.slice(1);
-  if (depth > 100) return new FieldProblem("ERR_XDS_ENCODE", path, typeName, "nesting is too deep");
+function checkMessage(type: protobuf.Type, value: unknown, depth: number): FieldProblem | undefined {
   if (value instanceof protobuf.Message) return undefined;
   if (!isPlainObject(value)) {
-    return new FieldProblem("ERR_XDS_ENCODE", path, typeName, `expected an object, got ${describe(value)}`);
+    return new FieldProblem(
+      "ERR_XDS_ENCODE",
+      undefined,
+      type.fullName.slice(1),
+      `expected an object, got ${describe(value)}`,
+    );
   }
-  const at = (key: string) => (path === "" ? key : `${path}.${key}`);
-  if (typeName === "google.protobuf.Any" && value["@type"] !== undefined) {
+  if (depth > 100)
+    return new FieldProblem("ERR_XDS_ENCODE", undefined, type.fullName.slice(1), "nesting is too deep");
+  // (`fullName` is computed on each read: test the cheap `name` first.)
+  if (value["@type"] !== undefined && type.name === "Any" && type.fullName === ".google.protobuf.Any") {
     const url = value["@type"];
     let inner: protobuf.Type | undefined;
     try {
@@ -177,12 +198,18 @@ function checkMessage(
       inner = undefined;
     }
     if (inner === undefined) {
-      return new FieldProblem("ERR_XDS_ENCODE", at("@type"), typeName, `unknown type ${JSON.stringify(url)}`);
+      return new FieldProblem(
+        "ERR_XDS_ENCODE",
+        "@type",
+        "google.protobuf.Any",
+        `unknown type ${JSON.stringify(url)}`,
+      );
     }
     const { "@type": _, ...rest } = value;
-    return checkMessage(inner, rest, path, depth + 1);
+    return checkMessage(inner, rest, depth + 1);
   }
-  for (const key of Object.keys(value)) {
+  for (const key in value) {
+    if (!Object.hasOwn(value, key)) continue;
     const field = type.fields[key];
     if (field === undefined) {
       const camel = lowerCamel(key);
@@ -192,62 +219,81 @@ function checkMessage(
           : type.oneofs?.[key] !== undefined
             ? ` (a oneof: set one of ${type.oneofs[key]?.oneof.join(", ")})`
             : "";
-      return new FieldProblem("ERR_XDS_UNKNOWN_FIELD", at(key), typeName, `unknown field "${key}"${hint}`);
+      return new FieldProblem(
+        "ERR_XDS_UNKNOWN_FIELD",
+        key,
+        type.fullName.slice(1),
+        `unknown field "${key}"${hint}`,
+      );
     }
     const v = value[key];
     if (v === undefined || v === null) continue;
-    let problem: FieldProblem | undefined;
     if (field.map) {
       if (!isPlainObject(v)) {
         return new FieldProblem(
           "ERR_XDS_ENCODE",
-          at(key),
-          typeName,
+          key,
+          type.fullName.slice(1),
           `expected a map object, got ${describe(v)}`,
         );
       }
-      for (const [k, item] of Object.entries(v)) {
-        problem = checkValue(field, item, `${at(key)}[${JSON.stringify(k)}]`, typeName, depth);
-        if (problem) return problem;
+      for (const k in v) {
+        if (!Object.hasOwn(v, k)) continue;
+        const problem = checkValue(field, v[k], type, depth);
+        if (problem) return problem.within(key, `[${JSON.stringify(k)}]`);
       }
     } else if (field.repeated) {
       if (!Array.isArray(v)) {
-        return new FieldProblem("ERR_XDS_ENCODE", at(key), typeName, `expected an array, got ${describe(v)}`);
+        return new FieldProblem(
+          "ERR_XDS_ENCODE",
+          key,
+          type.fullName.slice(1),
+          `expected an array, got ${describe(v)}`,
+        );
       }
       for (let i = 0; i < v.length; i++) {
-        problem = checkValue(field, v[i], `${at(key)}[${i}]`, typeName, depth);
-        if (problem) return problem;
+        const problem = checkValue(field, v[i], type, depth);
+        if (problem) return problem.within(key, `[${i}]`);
       }
     } else {
-      problem = checkValue(field, v, at(key), typeName, depth);
-      if (problem) return problem;
+      const problem = checkValue(field, v, type, depth);
+      if (problem) return problem.within(key);
     }
   }
   for (const oneof of type.oneofsArray) {
-    const set = oneof.oneof.filter((name) => value[name] !== undefined && value[name] !== null);
-    if (set.length > 1) {
+    let set = 0;
+    for (const name of oneof.oneof) {
+      if (value[name] !== undefined && value[name] !== null) set++;
+    }
+    if (set > 1) {
+      const members = oneof.oneof.filter((name) => value[name] !== undefined && value[name] !== null);
       return new FieldProblem(
         "ERR_XDS_ENCODE",
-        at(set[1] as string),
-        typeName,
-        `oneof ${oneof.name} has more than one member set: ${set.join(", ")}`,
+        members[1],
+        type.fullName.slice(1),
+        `oneof ${oneof.name} has more than one member set: ${members.join(", ")}`,
       );
     }
   }
   return undefined;
 }
 
+/** Checks one value (a list item or map value too) of `field` of `parent`. */
 function checkValue(
   field: protobuf.Field,
   value: unknown,
-  path: string,
-  typeName: string,
+  parent: protobuf.Type,
   depth: number,
 ): FieldProblem | undefined {
   const resolved = field.resolvedType;
-  if (resolved instanceof protobuf.Type) return checkMessage(resolved, value, path, depth + 1);
+  if (resolved instanceof protobuf.Type) return checkMessage(resolved, value, depth + 1);
   const bad = (expected: string) =>
-    new FieldProblem("ERR_XDS_ENCODE", path, typeName, `expected ${expected}, got ${describe(value)}`);
+    new FieldProblem(
+      "ERR_XDS_ENCODE",
+      undefined,
+      parent.fullName.slice(1),
+      `expected ${expected}, got ${describe(value)}`,
+    );
   if (resolved instanceof protobuf.Enum) {
     if (typeof value === "string") {
       return Object.hasOwn(resolved.values, value)
@@ -344,7 +390,7 @@ export class TypeRegistry {
    */
   encode<K extends string>(typeUrlOrName: K, value: MessageInit<MessageOf<K>>): Uint8Array {
     const type = this.require(typeUrlOrName);
-    const problem = checkMessage(type, value, "", 0);
+    const problem = checkMessage(type, value, 0);
     if (problem !== undefined) {
       const where = problem.field === "" ? "" : ` at ${problem.field}`;
       throw new XdsError(
