@@ -2,13 +2,14 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { PATH_NORMALIZATIONS, type PathNormalization } from "@ambient/policy";
 import { pino } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import { startWaypoint } from "./waypoint.js";
 
 const usage = `usage: pnpm start -- [--name waypoint] [--namespace demo] [--ip 127.10.0.6] [--node node-a]
        [--control-plane 127.0.0.1:15012] [--mesh-dir <repo>/mesh] [--state-dir <repo>/.mesh-state]
-       [--log-level info]`;
+       [--path-normalization BASE] [--log-level info]`;
 
 const argv = process.argv.slice(2);
 if (argv[0] === "--") argv.shift();
@@ -25,6 +26,7 @@ function parse() {
       "control-plane": { type: "string", default: "127.0.0.1:15012" },
       "mesh-dir": { type: "string", default: repo("mesh/") },
       "state-dir": { type: "string", default: repo(".mesh-state/") },
+      "path-normalization": { type: "string", default: "BASE" },
       "log-level": { type: "string", default: "info" },
       help: { type: "boolean", default: false },
     },
@@ -40,6 +42,11 @@ const { values } = parsed;
 if (values.help) {
   console.log(usage);
   process.exit(0);
+}
+const pathNormalization = values["path-normalization"];
+if (!PATH_NORMALIZATIONS.includes(pathNormalization as PathNormalization)) {
+  console.error(`--path-normalization must be one of ${PATH_NORMALIZATIONS.join(", ")}\n${usage}`);
+  process.exit(2);
 }
 const logger = pino({ level: values["log-level"], base: { waypoint: `${values.namespace}/${values.name}` } });
 const stateDir = values["state-dir"];
@@ -62,6 +69,7 @@ const waypoint = await startWaypoint({
   rootCertPem,
   controlPlaneAddress: values["control-plane"],
   meshDir: values["mesh-dir"],
+  pathNormalization: pathNormalization as PathNormalization,
   logger,
   registry,
 });

@@ -17,7 +17,7 @@ import {
   type HboneServer,
   type InboundTunnel,
 } from "@ambient/hbone";
-import { createAuthorizationEngine } from "@ambient/policy";
+import { createAuthorizationEngine, type PathNormalization } from "@ambient/policy";
 import { createWaypointHandler, type Endpoint, type WaypointHandler } from "@ambient/router";
 import type { X509Svid } from "@ambient/spiffe";
 import { createCertificateServiceClient, SecretManager } from "@ambient/spiffe/ca";
@@ -54,6 +54,13 @@ export interface WaypointOptions {
   trustDomain?: string;
   /** Default `Kubernetes`; `CLUSTER_ID`. */
   clusterId?: string;
+  /**
+   * How request paths are normalized, once, for L7 policy, routing and the upstream request alike.
+   * Default `BASE`; meshConfig `pathNormalization`.
+   */
+  pathNormalization?: PathNormalization;
+  /** Time a downstream connection may go without a request in flight. Default 60000 (the router's). */
+  headersTimeoutMs?: number;
   /** Default: no-op. */
   logger?: Logger;
   /** prom-client registry. Default: a new one. */
@@ -106,7 +113,9 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   const clusterId = options.clusterId ?? "Kubernetes";
 
   const store = new WorkloadStore();
-  const policy = createAuthorizationEngine({ l7Attachment: "waypoint", logger, metrics });
+  const pathNormalization = options.pathNormalization ?? "BASE";
+  // The router normalizes each path once and hands policy that result: both must use the same mode.
+  const policy = createAuthorizationEngine({ l7Attachment: "waypoint", pathNormalization, logger, metrics });
   const caClient = createCertificateServiceClient({ address, ...channel, token: options.token, clusterId });
   const secrets = new SecretManager({ client: caClient, impersonate: true, logger, metrics });
   const xds = createXdsClient({
@@ -167,6 +176,9 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
       },
     },
     waypoint: gateway,
+    pathNormalization,
+    identity,
+    ...(options.headersTimeoutMs === undefined ? {} : { headersTimeoutMs: options.headersTimeoutMs }),
     logger,
     metrics,
   });
