@@ -404,6 +404,16 @@ spec: { clusterIP: 127.30.0.2, selector: { app: web }, ports: [{ port: 80, targe
       yaml: `${gateway("")}${service(", labels: { istio.io/use-waypoint: waypoint }")}`,
       issue: /waypoint has no IPv4 address/,
     },
+    {
+      name: "a waypoint at 0.0.0.0 is an issue (a connection there reaches the local host)",
+      yaml: `${gateway("")}status: { addresses: [{ type: IPAddress, value: 0.0.0.0 }] }\n${service(", labels: { istio.io/use-waypoint: waypoint }")}`,
+      issue: /waypoint address: 0\.0\.0\.0 is unspecified/,
+    },
+    {
+      name: "a waypoint outside the pod ranges is an issue",
+      yaml: `${gateway(", annotations: { ambient.dev/address: 127.0.0.1 }")}${service(", labels: { istio.io/use-waypoint: waypoint }")}`,
+      issue: /waypoint address: 127\.0\.0\.1 is outside the pod ranges/,
+    },
   ];
   for (const c of cases) {
     it(c.name, () => {

@@ -253,9 +253,15 @@ function servicePorts(obj: KubeObject, issues: MeshIssue[]): ServicePortModel[] 
 
 /**
  * Waypoint Gateways (`gatewayClassName: istio-waypoint`) by `namespace/name`, with the IP taken from
- * `status.addresses[0].value` or the {@link WAYPOINT_ADDRESS_ANNOTATION} annotation.
+ * `status.addresses[0].value` or the {@link WAYPOINT_ADDRESS_ANNOTATION} annotation. A waypoint is a
+ * pod, and ztunnels connect to its address, so the address must be a valid pod IP in `podCidrs`
+ * (default the default pod ranges).
  */
-export function waypointGateways(objects: readonly KubeObject[], issues: MeshIssue[]): Map<string, string> {
+export function waypointGateways(
+  objects: readonly KubeObject[],
+  issues: MeshIssue[],
+  podCidrs: readonly Ipv4Cidr[] = parsePodCidrs(),
+): Map<string, string> {
   const out = new Map<string, string>();
   for (const obj of objects) {
     if (obj.kind !== "Gateway" || obj.spec?.gatewayClassName !== WAYPOINT_CLASS) continue;
@@ -268,6 +274,14 @@ export function waypointGateways(objects: readonly KubeObject[], issues: MeshIss
       issues.push({
         source: objectKey(obj),
         message: `waypoint has no IPv4 address in status.addresses or ${WAYPOINT_ADDRESS_ANNOTATION}`,
+      });
+      continue;
+    }
+    const problem = podIpProblem(ip, podCidrs);
+    if (problem !== undefined) {
+      issues.push({
+        source: objectKey(obj),
+        message: `waypoint address: ${problem.replace(/^pod IP /, "")}`,
       });
       continue;
     }
@@ -415,7 +429,7 @@ export function translateMesh(objects: readonly KubeObject[], options: Translate
   }
 
   // Services; a use-waypoint label on the Service, else on its Namespace, binds it to a waypoint.
-  const waypoints = waypointGateways(objects, issues);
+  const waypoints = waypointGateways(objects, issues, podCidrs);
   const serviceObjects = objects.filter((o) => o.kind === "Service");
   const services: MeshService[] = [];
   const serviceModels: {
