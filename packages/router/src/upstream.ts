@@ -123,6 +123,59 @@ export function withSocketMethods(stream: Duplex): Duplex {
   return ensureBufferWrites(stream);
 }
 
+/**
+ * Methods a proxy may send twice (RFC 9110 section 9.2.2): a connection that dies before any
+ * response byte may be retried once with these, never with POST, PATCH or CONNECT.
+ */
+const IDEMPOTENT_METHODS = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
+
+/** Whether `request` may go out again on a new connection after its first one died unanswered. */
+function replayable(request: UpstreamRequest): boolean {
+  return (
+    IDEMPOTENT_METHODS.has(request.method.toUpperCase()) &&
+    (request.body === undefined || request.body.replayable)
+  );
+}
+
+/**
+ * Whether a connection can carry another request. A stream whose readable side ended (a TCP FIN, an
+ * HBONE tunnel the peer half-closed) can never deliver a response again, even if it still takes writes.
+ */
+function reusable(stream: Duplex): boolean {
+  return (
+    !stream.destroyed && stream.readable && !stream.readableEnded && stream.writable && !stream.writableEnded
+  );
+}
+
+/** Listeners that retire an idle pooled HTTP/1.1 connection, keyed by the connection. */
+const idleWatchers = new WeakMap<Duplex, () => void>();
+
+/**
+ * Takes an idle connection out of its agent and closes it as soon as the backend ends it (its
+ * keep-alive timeout) or sends bytes nobody asked for: either way it must not carry the next request.
+ */
+function watchIdle(stream: Duplex): void {
+  const retire = () => {
+    unwatchIdle(stream);
+    // 'agentRemove' takes it out of the free list now; 'close' would only do so on a later tick.
+    stream.emit("agentRemove");
+    stream.destroy();
+  };
+  idleWatchers.set(stream, retire);
+  stream.on("end", retire);
+  stream.on("data", retire);
+  // Keep reading while idle, so a FIN is seen even if the last response left the stream paused.
+  stream.resume();
+}
+
+function unwatchIdle(stream: Duplex): void {
+  const retire = idleWatchers.get(stream);
+  if (retire === undefined) return;
+  idleWatchers.delete(stream);
+  stream.off("end", retire);
+  stream.off("data", retire);
+}
+
 /** An http.Agent whose sockets come from `connect`, so any Duplex (an HBONE stream) can carry HTTP/1.1. */
 class EndpointAgent extends http.Agent {
   constructor(
@@ -136,6 +189,20 @@ class EndpointAgent extends http.Agent {
   /** One agent per endpoint: every request shares the same pool name (saves building one per request). */
   override getName(): string {
     return "endpoint";
+  }
+
+  /** Pools a connection after a response only if it is still open both ways, and watches it while idle. */
+  override keepSocketAlive(socket: Duplex): boolean {
+    if (!reusable(socket)) return false;
+    // Node's own check: false when the response's `Keep-Alive: timeout` hint leaves no time to reuse it.
+    if (!(super.keepSocketAlive as (s: Duplex) => boolean)(socket)) return false;
+    watchIdle(socket);
+    return true;
+  }
+
+  override reuseSocket(socket: Duplex, request: http.ClientRequest): void {
+    unwatchIdle(socket);
+    super.reuseSocket(socket, request);
   }
 
   override createConnection(
@@ -191,6 +258,16 @@ function responseHeaders(raw: NodeJS.Dict<string | string[] | number>): Record<s
   return out;
 }
 
+/** HTTP/2 sessions told GOAWAY or whose connection's readable side ended: they take no more streams. */
+const deadSessions = new WeakSet<http2.ClientHttp2Session>();
+/** Streams of a session that have not had their response headers yet. */
+const awaitingHeaders = new WeakMap<http2.ClientHttp2Session, Set<http2.ClientHttp2Stream>>();
+
+/** Whether a session can take a new stream: not closing, not told GOAWAY, its connection open both ways. */
+function sessionUsable(session: http2.ClientHttp2Session): boolean {
+  return !session.closed && !session.destroyed && !deadSessions.has(session);
+}
+
 /** Pooled upstream connections: one keep-alive agent (HTTP/1.1) or one session (HTTP/2) per endpoint. */
 export class UpstreamPool {
   private readonly agents = new Map<string, EndpointAgent>();
@@ -230,15 +307,51 @@ export class UpstreamPool {
     return agent;
   }
 
+  /**
+   * HTTP/1.1 over the endpoint's keep-alive agent. A request whose pooled connection dies before any
+   * response byte (the backend closed it while idle, just as it was picked) goes out once more on a
+   * new connection when {@link replayable}; otherwise it fails as a reset.
+   */
   private sendH1(
     endpoint: Endpoint,
     r: UpstreamRequest,
   ): { response: Promise<UpstreamResponse>; abort: () => void } {
+    let current: http.ClientRequest | undefined;
+    let aborted = false;
+    const response = new Promise<UpstreamResponse>((resolve, reject) => {
+      const attempt = (fresh: boolean) => {
+        const sent = this.attemptH1(endpoint, r, fresh);
+        current = sent.request;
+        sent.response.then(resolve, (failed: { error: UpstreamAttemptError; retry: boolean }) => {
+          if (failed.retry && !fresh && !aborted && !this.closed) attempt(true);
+          else reject(failed.error);
+        });
+      };
+      attempt(false);
+    });
+    return {
+      response,
+      abort: () => {
+        aborted = true;
+        current?.destroy();
+      },
+    };
+  }
+
+  /** One HTTP/1.1 exchange: on a pooled connection, or on a new one that is not pooled (`fresh`). */
+  private attemptH1(
+    endpoint: Endpoint,
+    r: UpstreamRequest,
+    fresh: boolean,
+  ): {
+    request: http.ClientRequest;
+    response: Promise<UpstreamResponse>;
+  } {
     // The request's header map belongs to this request (retries reuse it), so host is set in place.
     const headers = r.headers;
     headers.host = r.authority;
+    const agent = this.agentFor(endpoint);
     const options: http.RequestOptions & { servername: string } = {
-      agent: this.agentFor(endpoint),
       method: r.method,
       path: r.path,
       headers,
@@ -246,9 +359,18 @@ export class UpstreamPool {
       // Plain TCP or a tunnel stream: no TLS server name for the agent to work out from the host header.
       servername: "",
     };
+    if (fresh) options.createConnection = (opts, callback) => agent.createConnection(opts, callback);
+    else options.agent = agent;
     const req = http.request(options);
     let connected = false;
+    let answered = false;
+    const onBytes = () => {
+      answered = true;
+    };
     req.on("socket", (socket) => {
+      // First in line, so a parse error of the first bytes already counts as answered.
+      socket.prependListener("data", onBytes);
+      req.once("close", () => socket.off("data", onBytes));
       if (req.reusedSocket) connected = true;
       else if ((socket as { connecting?: boolean }).connecting === true)
         socket.once("connect", () => {
@@ -259,14 +381,17 @@ export class UpstreamPool {
     const response = new Promise<UpstreamResponse>((resolve, reject) => {
       req.on("error", (err) => {
         const mapped = fromNodeError(err, connected ? "request" : "connect");
-        // A pooled socket that the server had just closed fails on first use: safe to retry.
         const failure: UpstreamFailure =
-          mapped.code === "ERR_UPSTREAM_CONNECT" || (req.reusedSocket && !req.writableFinished)
+          mapped.code === "ERR_UPSTREAM_CONNECT"
             ? "connect-failure"
             : mapped.code === "ERR_UPSTREAM_PROTOCOL"
               ? "protocol"
               : "reset";
-        reject(new UpstreamAttemptError(failure, mapped));
+        reject({
+          error: new UpstreamAttemptError(failure, mapped),
+          // A pooled connection that died unanswered: the backend had closed it, or was closing it.
+          retry: req.reusedSocket && !answered && replayable(r),
+        });
       });
       req.on("response", (res) => {
         resolve({
@@ -281,14 +406,22 @@ export class UpstreamPool {
     });
     if (r.body === undefined) req.end();
     else r.body.pipeTo(req);
-    return { response, abort: () => req.destroy() };
+    return { request: req, response };
   }
 
-  private sessionFor(endpoint: Endpoint): Promise<http2.ClientHttp2Session> {
+  /** Forgets the endpoint's session if it is still `session` (later requests open a new one). */
+  private forgetSession(key: string, session: Promise<http2.ClientHttp2Session>): void {
+    if (this.sessions.get(key) === session) this.sessions.delete(key);
+  }
+
+  private sessionFor(endpoint: Endpoint): {
+    session: Promise<http2.ClientHttp2Session>;
+    reused: boolean;
+  } {
     const key = ENDPOINT_KEY(endpoint);
     const existing = this.sessions.get(key);
-    if (existing !== undefined) return existing;
-    const created = (async () => {
+    if (existing !== undefined) return { session: existing, reused: true };
+    const created: Promise<http2.ClientHttp2Session> = (async () => {
       let socket: Duplex;
       try {
         socket = await this.connectFn(endpoint);
@@ -302,11 +435,20 @@ export class UpstreamPool {
         },
       );
       const forget = () => {
-        if (this.sessions.get(key) === created) this.sessions.delete(key);
+        deadSessions.add(session);
+        this.forgetSession(key, created);
       };
       session.on("close", forget);
       session.on("goaway", forget);
       session.on("error", forget);
+      // A connection whose readable side ended (FIN, a half-closed tunnel) delivers no more frames:
+      // no new streams on it, and streams still waiting for their response headers are given up.
+      socket.once("end", () => {
+        forget();
+        // Destroyed, not closed: closing waits for a frame exchange the dead connection cannot carry.
+        for (const stream of awaitingHeaders.get(session) ?? []) stream.destroy();
+        if (!session.closed) session.close();
+      });
       await new Promise<void>((resolve, reject) => {
         const onError = (err: unknown) => reject(fromNodeError(err, "connect"));
         session.once("error", onError);
@@ -321,13 +463,16 @@ export class UpstreamPool {
       session.unref();
       return session;
     })();
-    created.catch(() => {
-      if (this.sessions.get(key) === created) this.sessions.delete(key);
-    });
+    created.catch(() => this.forgetSession(key, created));
     this.sessions.set(key, created);
-    return created;
+    return { session: created, reused: false };
   }
 
+  /**
+   * HTTP/2 over the endpoint's shared session. A stream that ends before its response headers because
+   * a reused session died (GOAWAY, close, the connection ended) goes out once more on a new session
+   * when {@link replayable}.
+   */
   private sendH2(
     endpoint: Endpoint,
     r: UpstreamRequest,
@@ -338,10 +483,18 @@ export class UpstreamPool {
       aborted = true;
       stream?.close(http2.constants.NGHTTP2_CANCEL);
     };
-    const response = (async () => {
+    const attempt = async (fresh: boolean): Promise<UpstreamResponse> => {
+      const key = ENDPOINT_KEY(endpoint);
+      let { session: pending, reused } = this.sessionFor(endpoint);
       let session: http2.ClientHttp2Session;
       try {
-        session = await this.sessionFor(endpoint);
+        session = await pending;
+        if (!sessionUsable(session)) {
+          // Died between being pooled and being picked: never put a stream on it.
+          this.forgetSession(key, pending);
+          ({ session: pending, reused } = this.sessionFor(endpoint));
+          session = await pending;
+        }
       } catch (err) {
         throw new UpstreamAttemptError("connect-failure", fromNodeError(err, "connect"));
       }
@@ -358,18 +511,40 @@ export class UpstreamPool {
       if (headers.host !== undefined) delete headers.host;
       const grpc = String(r.headers["content-type"] ?? "").startsWith("application/grpc");
       if (grpc) headers.te = "trailers";
-      const s = session.request(headers, { endStream: r.body === undefined });
+      let s: http2.ClientHttp2Stream;
+      try {
+        s = session.request(headers, { endStream: r.body === undefined });
+      } catch (err) {
+        // The session closed under us (ERR_HTTP2_INVALID_SESSION, GOAWAY): nothing was sent.
+        this.forgetSession(key, pending);
+        if (!fresh && replayable(r)) return attempt(true);
+        throw new UpstreamAttemptError("connect-failure", fromNodeError(err, "connect"));
+      }
       stream = s;
+      let waiting = awaitingHeaders.get(session);
+      if (waiting === undefined) {
+        waiting = new Set();
+        awaitingHeaders.set(session, waiting);
+      }
+      waiting.add(s);
       let trailers: Record<string, string | string[]> | undefined;
       s.on("trailers", (t) => {
         trailers = responseHeaders(t);
       });
       const result = new Promise<UpstreamResponse>((resolve, reject) => {
-        let responded = false;
+        let settled = false;
+        const fail = (error: UpstreamAttemptError) => {
+          if (settled) return;
+          settled = true;
+          waiting.delete(s);
+          if (!fresh && reused && !aborted && !this.closed && !sessionUsable(session) && replayable(r)) {
+            this.forgetSession(key, pending);
+            resolve(attempt(true));
+          } else reject(error);
+        };
         s.on("error", (err) => {
-          if (responded) return;
           const mapped = fromNodeError(err, "request");
-          reject(
+          fail(
             new UpstreamAttemptError(
               s.rstCode === H2_REFUSED_STREAM
                 ? "refused-stream"
@@ -381,9 +556,8 @@ export class UpstreamPool {
           );
         });
         s.on("close", () => {
-          if (responded) return;
           const refused = s.rstCode === H2_REFUSED_STREAM;
-          reject(
+          fail(
             new UpstreamAttemptError(
               refused ? "refused-stream" : "reset",
               new RouterError(
@@ -394,7 +568,9 @@ export class UpstreamPool {
           );
         });
         s.on("response", (h) => {
-          responded = true;
+          if (settled) return;
+          settled = true;
+          waiting.delete(s);
           resolve({
             status: Number(h[":status"] ?? 502),
             headers: responseHeaders(h),
@@ -406,8 +582,8 @@ export class UpstreamPool {
       });
       if (r.body !== undefined) r.body.pipeTo(s);
       return result;
-    })();
-    return { response, abort };
+    };
+    return { response: attempt(false), abort };
   }
 
   /** Closes every pooled connection. */
