@@ -1,4 +1,4 @@
-import { Composer, type Document, Lexer, Parser } from "yaml";
+import { Composer, type Document, Lexer, LineCounter, Parser } from "yaml";
 
 /** A Kubernetes object as read from a manifest (only the fields the control plane looks at are typed). */
 export interface KubeObject {
@@ -105,10 +105,11 @@ function limitsOf(limits: ManifestLimits): Required<ManifestLimits> {
   return { ...DEFAULT_MANIFEST_LIMITS, ...limits };
 }
 
-function firstError(doc: Document.Parsed): string | undefined {
+function firstError(doc: Document.Parsed, lines: LineCounter): string | undefined {
   const first = doc.errors[0];
   if (first === undefined) return undefined;
-  const where = first.linePos?.[0] ? ` (line ${first.linePos[0].line}, column ${first.linePos[0].col})` : "";
+  const at = lines.linePos(first.pos[0]);
+  const where = at.line > 0 ? ` (line ${at.line}, column ${at.col})` : "";
   return `malformed YAML${where}: ${first.message.split("\n")[0]}`;
 }
 
@@ -126,6 +127,7 @@ export function parseManifestFile(file: ManifestFile, limits: ManifestLimits = {
   }
   if (file.text.trim() === "") return { ...out, empty: true };
   const docs: Document.Parsed[] = [];
+  const lines = new LineCounter();
   try {
     // Lexed, parsed and composed one token at a time, so endless `---`, `[[[[` or `- x` stop at a limit.
     const composer = new Composer({ uniqueKeys: true });
@@ -133,7 +135,7 @@ export function parseManifestFile(file: ManifestFile, limits: ManifestLimits = {
       docs.push(doc);
       if (docs.length > maxDocuments) throw new Error(`more than ${maxDocuments} YAML documents`);
     };
-    const parser = new Parser();
+    const parser = new Parser(lines.addNewLine);
     let depth = 0;
     let tokens = 0;
     for (const lexeme of new Lexer().lex(file.text)) {
@@ -150,7 +152,7 @@ export function parseManifestFile(file: ManifestFile, limits: ManifestLimits = {
   }
   docs.forEach((doc, index) => {
     const source = `${file.path}#${index}`;
-    const error = firstError(doc);
+    const error = firstError(doc, lines);
     if (error !== undefined) {
       out.problems.push({ source, message: error });
       return;
