@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { parseManifests } from "./manifests.js";
+import { parseManifestFile, parseManifests } from "./manifests.js";
 
 describe("parseManifests", () => {
   it("reads multi-document files in path order and unpacks lists", () => {
@@ -43,6 +43,15 @@ describe("parseManifests", () => {
       );
     });
   }
+
+  it("names the line and column of a YAML error, and marks an empty file", () => {
+    const tab = parseManifestFile({ path: "t.yaml", text: "kind: Pod\nmetadata:\n\tname: x\n" });
+    assert.match(tab.problems[0]?.message ?? "", /^malformed YAML \(line 3, column 1\): Tabs/);
+    assert.deepEqual(
+      ["", " \n\t\n", "# only a comment\n"].map((text) => parseManifestFile({ path: "e.yaml", text }).empty),
+      [true, true, false],
+    );
+  });
 
   it("ignores empty documents", () => {
     const { objects, issues } = parseManifests([{ path: "e.yaml", text: "---\n# nothing\n---\n" }]);

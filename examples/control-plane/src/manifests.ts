@@ -136,6 +136,7 @@ export function parseManifestFile(file: ManifestFile, limits: ManifestLimits = {
       if (docs.length > maxDocuments) throw new Error(`more than ${maxDocuments} YAML documents`);
     };
     const parser = new Parser(lines.addNewLine);
+    lines.addNewLine(0); // Parser.parse() records the first line's start itself; next() does not.
     let depth = 0;
     let tokens = 0;
     for (const lexeme of new Lexer().lex(file.text)) {
