@@ -186,7 +186,8 @@ describe("pickEndpoint and ipFromBytes", () => {
   it("ipFromBytes", () => {
     assert.equal(ipFromBytes(ip("127.0.0.1")), "127.0.0.1");
     assert.equal(ipFromBytes(new Uint8Array(3)), undefined);
-    assert.equal(ipFromBytes(new Uint8Array(16)), "0:0:0:0:0:0:0:0");
+    assert.equal(ipFromBytes(new Uint8Array(16)), "::");
+    assert.equal(ipFromBytes(Uint8Array.from([...new Uint8Array(10), 255, 255, 127, 0, 0, 9])), "127.0.0.9");
   });
 });
 

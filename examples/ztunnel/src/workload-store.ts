@@ -1,4 +1,5 @@
 import type { Service, Workload, WorkloadAddress } from "@ambient/xds";
+import { canonicalFromBytes } from "./ip-address.js";
 
 /** A healthy workload that serves a service port, with the port to dial on it. */
 export interface Endpoint {
@@ -27,15 +28,12 @@ export type Destination =
 
 const DEFAULT_TRUST_DOMAIN = "cluster.local";
 
-/** Dotted-quad (or IPv6 text) of 4- or 16-byte address bytes; undefined for other lengths. */
+/**
+ * Canonical text of 4- or 16-byte address bytes (dotted quad, RFC 5952 IPv6, IPv4-mapped as IPv4);
+ * undefined for other lengths.
+ */
 export function ipFromBytes(bytes: Uint8Array): string | undefined {
-  if (bytes.length === 4) return Array.from(bytes).join(".");
-  if (bytes.length === 16) {
-    const groups: string[] = [];
-    for (let i = 0; i < 16; i += 2) groups.push((((bytes[i] ?? 0) << 8) | (bytes[i + 1] ?? 0)).toString(16));
-    return groups.join(":");
-  }
-  return undefined;
+  return canonicalFromBytes(bytes)?.text;
 }
 
 /** The SPIFFE ID a workload's certificate carries: `spiffe://<trustDomain>/ns/<ns>/sa/<sa>`. */
@@ -73,15 +71,24 @@ export interface WaypointTarget {
 }
 
 /**
- * The waypoint a Service is bound to (`Service.waypoint`), when it is given by address; a waypoint
+ * The waypoint a Service or Workload is bound to (`waypoint`), when it is given by address; a waypoint
  * named by hostname is not resolved and counts as none.
  */
-export function waypointOf(service: Pick<Service, "waypoint">): WaypointTarget | undefined {
+export function waypointOf(service: Pick<Service | Workload, "waypoint">): WaypointTarget | undefined {
   const bytes = service.waypoint?.address?.address;
   const ip = bytes === undefined ? undefined : ipFromBytes(bytes);
   if (ip === undefined) return undefined;
   const port = service.waypoint?.hboneMtlsPort ?? 0;
   return { ip, port: port === 0 ? 15008 : port };
+}
+
+/** The VIP a Service is dialled at by name: its first IPv4 address, else its first address. */
+export function serviceVip(service: Pick<Service, "addresses">): string | undefined {
+  const ips = service.addresses.flatMap((a) => {
+    const ip = canonicalFromBytes(a.address);
+    return ip === undefined ? [] : [ip];
+  });
+  return (ips.find((ip) => ip.family === 4) ?? ips[0])?.text;
 }
 
 /** Round robin: the endpoint at `counter` modulo the list; undefined when the list is empty. */
@@ -167,10 +174,25 @@ export class WorkloadStore {
     return { key, service, servicePort: port, targetPort: p.targetPort === 0 ? port : p.targetPort };
   }
 
-  /** The Service named `hostname` (any namespace), for SOCKS5 requests by domain name. */
-  findServiceByHostname(hostname: string): Service | undefined {
-    for (const s of this.#services.values()) if (s.hostname === hostname) return s;
-    return undefined;
+  /**
+   * The Service named `hostname`, for SOCKS5 requests and HBONE authorities by name: the one in
+   * `preferNamespace` when there is one, else the first by `namespace/hostname` key.
+   */
+  findServiceByHostname(hostname: string, preferNamespace?: string): Service | undefined {
+    let found: Service | undefined;
+    for (const key of [...this.#services.keys()].sort()) {
+      const s = this.#services.get(key);
+      if (s === undefined || s.hostname !== hostname) continue;
+      if (s.namespace === preferNamespace) return s;
+      found ??= s;
+    }
+    return found;
+  }
+
+  /** The Service with VIP `vip` (any port), if any. */
+  findServiceByVip(vip: string): Service | undefined {
+    const key = this.#serviceByVip.get(vip);
+    return key === undefined ? undefined : this.#services.get(key);
   }
 
   /** Healthy workloads that list the service port, in a stable order (by uid). */

@@ -37,21 +37,22 @@ import {
   type XdsChangeEvent,
 } from "@ambient/xds";
 import * as prom from "prom-client";
+import { adminJson } from "./admin-json.js";
 import { controlPlaneChannel } from "./control-plane-channel.js";
 import { ZtunnelError } from "./errors.js";
-import {
-  encodeMethodSelection,
-  encodeReply,
-  parseGreeting,
-  parseRequest,
-  SOCKS5_COMMAND,
-  SOCKS5_METHOD,
-  SOCKS5_REPLY,
-  type Socks5Request,
-} from "./socks5.js";
+import { decideInboundDestination } from "./inbound-destination.js";
+import { SOCKS5_REPLY } from "./socks5.js";
+import { createSocks5Handler, type Socks5Connect, type Socks5HandshakeOutcome } from "./socks5-server.js";
 import { connectionLabels, createTcpMetrics, type TcpMetricLabels } from "./tcp-metrics.js";
 import { type Logger, noopLogger } from "./telemetry.js";
-import { identityOf, serviceForTargetPort, usesHbone, WorkloadStore, waypointOf } from "./workload-store.js";
+import {
+  identityOf,
+  serviceForTargetPort,
+  serviceVip,
+  usesHbone,
+  WorkloadStore,
+  waypointOf,
+} from "./workload-store.js";
 
 /** Listening ports of a node proxy (all on the node IP except `hbone`, which is per pod IP). */
 export interface ZtunnelPorts {
@@ -91,6 +92,13 @@ export interface ZtunnelOptions {
   registry?: prom.Registry;
   /** Requested certificate lifetime. Default 24 h; ztunnel `SECRET_TTL`. */
   certificateTtlSeconds?: number;
+  /** SOCKS5 listener limits. */
+  socks5?: {
+    /** Time from accept to the final reply (the dial included). Default 10 000 ms. */
+    handshakeTimeoutMs?: number;
+    /** Connections without a final reply at once; more are closed on accept and counted. Default 1024. */
+    maxHandshakes?: number;
+  };
 }
 
 /** The node a proxy serves. */
@@ -129,6 +137,8 @@ export interface ConfigDump {
   localPods: { uid: string; ip: string; identity: string; listening: boolean }[];
   certificates: { identity: string; notAfter: string }[];
   connections: ConnectionSummary[];
+  /** SOCKS5 connections not yet answered, and how handshakes ended since start. */
+  socks5: { handshakesInProgress: number; handshakes: Readonly<Record<Socks5HandshakeOutcome, number>> };
 }
 
 /** A running node proxy. */
@@ -343,13 +353,18 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
   };
 
   const handleInbound = (pod: LocalPod, tunnel: InboundTunnel): void => {
-    const authority = tunnel.authority;
-    const dst = authority.kind === "ip" ? store.findByAddress(authority.host) : undefined;
-    if (dst === undefined || dst.node !== node.name || !usesHbone(dst)) {
-      logger.warn({ authority: tunnel.rawAuthority, pod: pod.ip }, "inbound authority is not a local pod");
-      tunnel.refuse(HBONE_STATUS.badRequest, "unknown destination");
+    const target = decideInboundDestination(
+      { podIp: pod.ip, nodeName: node.name, illegalPorts: [ports.hbone] },
+      tunnel.authority,
+      store,
+    );
+    if (target.kind === "refuse") {
+      logger.warn({ authority: tunnel.rawAuthority, pod: pod.ip, reason: target.reason }, "inbound refused");
+      tunnel.refuse(target.status, target.reason);
       return;
     }
+    const dst = target.workload;
+    const authority = { host: target.ip, port: target.port };
     const srcIp = plainIp(tunnel.remoteAddress);
     const peer = tunnel.peerIdentity.toString();
     const request = inboundRequest(srcIp, peer, authority.host, authority.port);
@@ -383,7 +398,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
         return;
       }
       const stream = tunnel.accept();
-      const destinationService = serviceForTargetPort(dst, authority.port);
+      const destinationService = target.service ?? serviceForTargetPort(dst, authority.port);
       const labels = connectionLabels({
         reporter: "destination",
         source: store.findByAddress(srcIp),
@@ -540,19 +555,15 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
   const dialOutbound = async (
     srcIp: string,
     src: Workload,
-    request: Socks5Request,
+    request: { ip: string; port: number },
   ): Promise<{
     stream: TunnelStream | Socket;
     labels: TcpMetricLabels;
     destination: string;
     dstId?: string;
   }> => {
-    let host = request.host;
-    if (request.addressType === "domain" && isIP(host) === 0) {
-      const svc = store.findServiceByHostname(host);
-      const vip = svc?.addresses[0];
-      if (vip !== undefined && vip.address.length === 4) host = Array.from(vip.address).join(".");
-    }
+    // `ip` is canonical: an address the client gave, or the VIP of the Service it named.
+    const host = request.ip;
     // A Service bound to a waypoint: the waypoint picks the endpoint, so tunnel to it with the
     // original VIP:port as the authority.
     const viaWaypoint = store.findService(host, request.port);
@@ -647,119 +658,69 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     return { stream: socket, labels, destination: `${targetHost}:${targetPort}` };
   };
 
-  const handleSocks = (socket: Socket): void => {
+  const serveSocksConnect = async (connect: Socks5Connect<Workload>): Promise<void> => {
+    const { socket, srcIp, source: src, request } = connect;
+    const target = `${request.hostname ?? request.ip}:${request.port}`;
+    let dialed: Awaited<ReturnType<typeof dialOutbound>>;
+    try {
+      dialed = await dialOutbound(srcIp, src, request);
+    } catch (err) {
+      const code =
+        err instanceof ZtunnelError && typeof err.details.reply === "number"
+          ? err.details.reply
+          : socksReplyFor(err);
+      logger.info({ src: srcIp, dst: target, err: (err as Error).message, reply: code }, "outbound refused");
+      connect.refuse(code);
+      return;
+    }
+    const { stream, labels } = dialed;
+    if (closed || !connect.succeed()) {
+      stream.destroy();
+      return;
+    }
+    const id = nextConnectionId++;
+    const srcId = identityOf(src);
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
-    socket.on("error", (err) => logger.debug({ err: err.message }, "SOCKS5 client socket error"));
-    const srcIp = plainIp(socket.remoteAddress);
-    let buffered = Buffer.alloc(0);
-    let phase: "greeting" | "request" = "greeting";
-    let handshakeIn = 0;
-    let handshakeOut = 0;
-    const reply = (code: number, end: boolean) => {
-      const bytes = encodeReply(code);
-      handshakeOut += bytes.length;
-      if (end) socket.end(bytes);
-      else socket.write(bytes);
-    };
-    const onData = (chunk: Buffer) => {
-      buffered = Buffer.concat([buffered, chunk]);
-      try {
-        if (phase === "greeting") {
-          const greeting = parseGreeting(buffered);
-          if (greeting === undefined) return;
-          buffered = buffered.subarray(greeting.length);
-          handshakeIn += greeting.length;
-          const ok = greeting.methods.includes(SOCKS5_METHOD.noAuth);
-          const selection = encodeMethodSelection(ok ? SOCKS5_METHOD.noAuth : SOCKS5_METHOD.noAcceptable);
-          handshakeOut += selection.length;
-          if (!ok) {
-            socket.end(selection);
-            return;
-          }
-          socket.write(selection);
-          phase = "request";
-        }
-        const request = parseRequest(buffered);
-        if (request === undefined) return;
-        handshakeIn += request.length;
-        const rest = buffered.subarray(request.length);
-        socket.off("data", onData);
-        socket.pause();
-        if (rest.length > 0) socket.unshift(rest);
-        void serveRequest(request);
-      } catch (err) {
-        socket.off("data", onData);
-        const code =
-          err instanceof ZtunnelError && typeof err.details.reply === "number"
-            ? err.details.reply
-            : SOCKS5_REPLY.generalFailure;
-        logger.debug({ src: srcIp, err: (err as Error).message }, "bad SOCKS5 request");
-        if (phase === "request") reply(code, true);
-        else socket.destroy();
-      }
-    };
-    const serveRequest = async (request: Socks5Request) => {
-      const src = isLocalSource(srcIp);
-      const target = `${request.host}:${request.port}`;
-      if (src === undefined) {
-        logger.info({ src: srcIp, dst: target }, "SOCKS5 source is not a local mesh pod, refused");
-        reply(SOCKS5_REPLY.notAllowed, true);
-        return;
-      }
-      if (request.command !== SOCKS5_COMMAND.connect) {
-        reply(SOCKS5_REPLY.commandNotSupported, true);
-        return;
-      }
-      let dialed: Awaited<ReturnType<typeof dialOutbound>>;
-      try {
-        dialed = await dialOutbound(srcIp, src, request);
-      } catch (err) {
-        const code =
-          err instanceof ZtunnelError && typeof err.details.reply === "number"
-            ? err.details.reply
-            : socksReplyFor(err);
-        logger.info(
-          { src: srcIp, dst: target, err: (err as Error).message, reply: code },
-          "outbound refused",
-        );
-        reply(code, true);
-        return;
-      }
-      const { stream, labels } = dialed;
-      if (closed || socket.destroyed) {
+    connections.set(id, {
+      id,
+      direction: "outbound",
+      source: srcIp,
+      destination: dialed.destination,
+      sourceIdentity: srcId,
+      ...(dialed.dstId === undefined ? {} : { destinationIdentity: dialed.dstId }),
+      close() {
         stream.destroy();
-        return;
-      }
-      reply(SOCKS5_REPLY.succeeded, false);
-      const id = nextConnectionId++;
-      const srcId = identityOf(src);
-      connections.set(id, {
-        id,
-        direction: "outbound",
-        source: srcIp,
-        destination: dialed.destination,
-        sourceIdentity: srcId,
-        ...(dialed.dstId === undefined ? {} : { destinationIdentity: dialed.dstId }),
-        close() {
-          stream.destroy();
-          socket.resetAndDestroy();
-        },
-      });
-      tcpMetrics.opened(labels);
-      logger.debug({ src: srcIp, dst: dialed.destination, requested: target }, "outbound connection opened");
-      socket.resume();
-      const finish = () => {
-        connections.delete(id);
-        const received = socket.bytesRead - handshakeIn;
-        const sent = socket.bytesWritten - handshakeOut;
-        tcpMetrics.closed(labels, { sent, received });
-        logger.debug({ src: srcIp, dst: dialed.destination, sent, received }, "outbound connection closed");
-      };
-      pipeTunnel(socket, stream).then(finish, finish);
+        socket.resetAndDestroy();
+      },
+    });
+    tcpMetrics.opened(labels);
+    logger.debug({ src: srcIp, dst: dialed.destination, requested: target }, "outbound connection opened");
+    socket.resume();
+    const finish = () => {
+      connections.delete(id);
+      const received = socket.bytesRead - connect.handshakeBytes.received;
+      const sent = socket.bytesWritten - connect.handshakeBytes.sent;
+      tcpMetrics.closed(labels, { sent, received });
+      logger.debug({ src: srcIp, dst: dialed.destination, sent, received }, "outbound connection closed");
     };
-    socket.on("data", onData);
+    pipeTunnel(socket, stream).then(finish, finish);
   };
+
+  const socksHandler = createSocks5Handler<Workload>({
+    ...(options.socks5?.handshakeTimeoutMs === undefined
+      ? {}
+      : { handshakeTimeoutMs: options.socks5.handshakeTimeoutMs }),
+    ...(options.socks5?.maxHandshakes === undefined ? {} : { maxHandshakes: options.socks5.maxHandshakes }),
+    sourceOf: isLocalSource,
+    resolveHostname: (hostname) => {
+      const service = store.findServiceByHostname(hostname);
+      return service === undefined ? undefined : serviceVip(service);
+    },
+    onConnect: (connect) => void serveSocksConnect(connect),
+    logger,
+    metrics,
+  });
 
   // ---- listeners ----------------------------------------------------------------------------------
 
@@ -780,14 +741,11 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
       return svid === undefined ? [] : [{ identity: id.toString(), notAfter: svid.notAfter.toISOString() }];
     }),
     connections: [...connections.values()].map(({ policyRequest: _p, close: _c, ...summary }) => summary),
+    socks5: { handshakesInProgress: socksHandler.inProgress(), handshakes: socksHandler.outcomes() },
   });
 
   const sendJson = (res: ServerResponse, status: number, body: unknown): void => {
-    const text = JSON.stringify(
-      body,
-      (_k, v: unknown) => (v instanceof Uint8Array ? Array.from(v).join(".") : v),
-      2,
-    );
+    const text = adminJson(body);
     res.writeHead(status, { "content-type": "application/json" }).end(text);
   };
 
@@ -808,7 +766,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
       res.writeHead(readyFlag ? 200 : 503).end(readyFlag ? "ready\n" : "not ready\n");
     else res.writeHead(404).end("not found\n");
   });
-  const socks = createTcpServer({ allowHalfOpen: true, pauseOnConnect: false }, handleSocks);
+  const socks = createTcpServer({ allowHalfOpen: true, pauseOnConnect: false }, socksHandler.handle);
 
   const close = async (): Promise<void> => {
     if (closed) return;
@@ -821,6 +779,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     xds.close();
     for (const c of connections.values()) c.close();
     for (const s of sockets) s.destroy();
+    socksHandler.destroyAll();
     const servers: (Server | HttpServer)[] = [admin, metricsServer, readiness, socks];
     await Promise.all(
       servers.map(

@@ -1,0 +1,121 @@
+/**
+ * Which upstream an inbound HBONE tunnel may reach, decided without side effects. A tunnel accepted
+ * by a pod's listener (with that pod's certificate) only ever reaches that pod: the CONNECT
+ * authority picks the port, never another pod. This follows Istio ztunnel's inbound
+ * `validate_destination` and `resolve_inbound_target`:
+ *
+ * - `podIP:port` of the accepting pod: that port on the pod.
+ * - another address: allowed only when the accepting pod is the waypoint of the Service (by VIP) or
+ *   workload (by pod IP) at that address ("sandwich"); the upstream is still the accepting pod.
+ * - `hostname:port` of a mesh Service (as a gateway sends it): the pod's target port for that
+ *   Service port; the upstream is still the accepting pod.
+ * - anything else is 400; an unknown accepting pod or a port with no mapping is 503; the HBONE port
+ *   itself is refused (503) so a tunnel cannot loop into the proxy.
+ */
+import type { TunnelAuthority } from "@ambient/hbone";
+import type { Service, Workload } from "@ambient/xds";
+import { canonicalIp } from "./ip-address.js";
+import { usesHbone, waypointOf } from "./workload-store.js";
+
+/** The store lookups the decision needs. */
+export interface InboundLookups {
+  findByAddress(ip: string): Workload | undefined;
+  findServiceByVip(vip: string): Service | undefined;
+  findServiceByHostname(hostname: string, preferNamespace?: string): Service | undefined;
+}
+
+/** Where an inbound tunnel goes, or the status it is refused with. */
+export type InboundDecision =
+  | {
+      kind: "forward";
+      /** Always the accepting pod's IP. */
+      ip: string;
+      port: number;
+      workload: Workload;
+      /** How the authority named the pod. */
+      via: "pod-address" | "waypoint" | "service-hostname";
+      /** `hostname` of the Service the authority named, if it named one. */
+      service?: string;
+    }
+  | { kind: "refuse"; status: 400 | 503; reason: string };
+
+/** Context of the listener that accepted the tunnel. */
+export interface InboundListener {
+  /** IP of the pod whose listener (and certificate) accepted the tunnel. */
+  podIp: string;
+  /** This proxy's node name: the pod must be one of its HBONE pods. */
+  nodeName: string;
+  /** Ports the upstream may never be (the HBONE port). */
+  illegalPorts: readonly number[];
+}
+
+function targetPortFor(pod: Workload, service: Service, servicePort: number): number | undefined {
+  const key = `${service.namespace}/${service.hostname}`;
+  const own = pod.services[key]?.ports.find((p) => p.servicePort === servicePort);
+  if (own !== undefined && own.targetPort !== 0) return own.targetPort;
+  const port = service.ports.find((p) => p.servicePort === servicePort);
+  if (port === undefined) return undefined;
+  return port.targetPort === 0 ? undefined : port.targetPort;
+}
+
+/** Decides where the tunnel with `authority`, accepted by `listener`, goes. */
+export function decideInboundDestination(
+  listener: InboundListener,
+  authority: TunnelAuthority,
+  store: InboundLookups,
+): InboundDecision {
+  const pod = store.findByAddress(listener.podIp);
+  if (pod === undefined || pod.node !== listener.nodeName || !usesHbone(pod)) {
+    return { kind: "refuse", status: 503, reason: `${listener.podIp} is not a local mesh pod` };
+  }
+  let port = authority.port;
+  let via: "pod-address" | "waypoint" | "service-hostname";
+  let service: string | undefined;
+  if (authority.kind === "hostname") {
+    const svc = store.findServiceByHostname(authority.host, pod.namespace);
+    if (svc === undefined) {
+      return { kind: "refuse", status: 503, reason: `no Service ${authority.host}` };
+    }
+    const target = targetPortFor(pod, svc, authority.port);
+    if (target === undefined) {
+      return {
+        kind: "refuse",
+        status: 503,
+        reason: `${authority.host} has no target port for ${authority.port}`,
+      };
+    }
+    port = target;
+    via = "service-hostname";
+    service = svc.hostname;
+  } else {
+    const ip = canonicalIp(authority.host)?.text;
+    if (ip === undefined) return { kind: "refuse", status: 400, reason: "authority is not a canonical IP" };
+    if (ip === listener.podIp) via = "pod-address";
+    else {
+      // Sandwich: the address's Service or workload names this pod as its waypoint.
+      const svc = store.findServiceByVip(ip);
+      const target = svc ?? store.findByAddress(ip);
+      const waypoint = target === undefined ? undefined : waypointOf(target);
+      if (waypoint?.ip !== listener.podIp) {
+        return {
+          kind: "refuse",
+          status: 400,
+          reason: `authority ${ip} is not ${listener.podIp}, nor served by it as a waypoint`,
+        };
+      }
+      via = "waypoint";
+      if (svc !== undefined) service = svc.hostname;
+    }
+  }
+  if (listener.illegalPorts.includes(port)) {
+    return { kind: "refuse", status: 503, reason: `port ${port} is the proxy's own` };
+  }
+  return {
+    kind: "forward",
+    ip: listener.podIp,
+    port,
+    workload: pod,
+    via,
+    ...(service === undefined ? {} : { service }),
+  };
+}

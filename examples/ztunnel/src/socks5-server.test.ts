@@ -1,0 +1,135 @@
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net";
+import { afterEach, describe, it } from "node:test";
+import { ZtunnelError } from "./errors.js";
+import { encodeGreeting, encodeRequest, SOCKS5_REPLY } from "./socks5.js";
+import { createSocks5Handler, type Socks5Connect, type Socks5Handler } from "./socks5-server.js";
+
+interface Harness {
+  server: Server;
+  handler: Socks5Handler;
+  port: number;
+  connects: Socks5Connect<string>[];
+}
+
+const open: Harness[] = [];
+
+async function start(options: {
+  handshakeTimeoutMs: number;
+  maxHandshakes?: number;
+  local?: boolean;
+}): Promise<Harness> {
+  const connects: Socks5Connect<string>[] = [];
+  const handler = createSocks5Handler<string>({
+    handshakeTimeoutMs: options.handshakeTimeoutMs,
+    ...(options.maxHandshakes === undefined ? {} : { maxHandshakes: options.maxHandshakes }),
+    sourceOf: (ip) => (options.local === false ? undefined : `pod ${ip}`),
+    resolveHostname: () => undefined,
+    onConnect: (c) => connects.push(c),
+  });
+  const server = createServer({ allowHalfOpen: true }, handler.handle);
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const h = { server, handler, port: (server.address() as AddressInfo).port, connects };
+  open.push(h);
+  return h;
+}
+
+afterEach(async () => {
+  for (const h of open.splice(0)) {
+    h.handler.destroyAll();
+    await new Promise<void>((resolve) => h.server.close(() => resolve()));
+  }
+});
+
+async function client(port: number): Promise<{ socket: Socket; ended: Promise<Buffer> }> {
+  const socket = connect({ host: "127.0.0.1", port, allowHalfOpen: true });
+  socket.on("error", () => {});
+  await once(socket, "connect");
+  const chunks: Buffer[] = [];
+  socket.on("data", (c: Buffer) => chunks.push(c));
+  const ended = new Promise<Buffer>((resolve) => {
+    socket.once("end", () => resolve(Buffer.concat(chunks)));
+    socket.once("close", () => resolve(Buffer.concat(chunks)));
+  });
+  return { socket, ended };
+}
+
+describe("createSocks5Handler", () => {
+  it("refuses bad options", () => {
+    const base = { sourceOf: () => "x", resolveHostname: () => undefined, onConnect: () => {} };
+    for (const bad of [
+      { handshakeTimeoutMs: 0 },
+      { handshakeTimeoutMs: Number.NaN },
+      { maxHandshakes: 1.5 },
+      { maxHandshakes: -1 },
+    ]) {
+      assert.throws(() => createSocks5Handler({ ...base, ...bad }), ZtunnelError);
+    }
+  });
+
+  it("closes connections beyond maxHandshakes at once and counts them", async () => {
+    const h = await start({ handshakeTimeoutMs: 60_000, maxHandshakes: 5 });
+    const clients = [];
+    for (let i = 0; i < 5; i++) clients.push(await client(h.port));
+    while (h.handler.inProgress() < 5) await new Promise((r) => setTimeout(r, 5));
+    const extra = [];
+    for (let i = 0; i < 3; i++) extra.push(await client(h.port));
+    await Promise.all(extra.map((c) => c.ended));
+    assert.equal(h.handler.outcomes().limit, 3);
+    assert.equal(h.handler.inProgress(), 5);
+    // The five within the cap are still open; once they go, the slots are free again.
+    for (const c of clients) c.socket.destroy();
+    while (h.handler.inProgress() > 0) await new Promise((r) => setTimeout(r, 5));
+    const again = await client(h.port);
+    while (h.handler.inProgress() < 1) await new Promise((r) => setTimeout(r, 5));
+    again.socket.destroy();
+  });
+
+  it("hands over a complete request; a late succeed() after the deadline is refused", async () => {
+    const h = await start({ handshakeTimeoutMs: 200 });
+    const c = await client(h.port);
+    c.socket.write(Buffer.concat([encodeGreeting(), encodeRequest("127.0.0.9", 80), Buffer.from("early")]));
+    while (h.connects.length === 0) await new Promise((r) => setTimeout(r, 5));
+    const connect = h.connects[0];
+    assert.ok(connect);
+    assert.equal(connect.source, "pod 127.0.0.1");
+    assert.deepEqual(connect.request, { kind: "connect", ip: "127.0.0.9", family: 4, port: 80, length: 10 });
+    // The dial "takes" longer than the deadline: the client is closed and succeed() says so.
+    await c.ended;
+    assert.equal(connect.succeed(), false);
+    assert.equal(h.handler.outcomes().timeout, 1);
+  });
+
+  it("replies success once and leaves the pipelined bytes in the socket", async () => {
+    const h = await start({ handshakeTimeoutMs: 5000 });
+    const c = await client(h.port);
+    c.socket.write(Buffer.concat([encodeGreeting(), encodeRequest("127.0.0.9", 80), Buffer.from("early")]));
+    while (h.connects.length === 0) await new Promise((r) => setTimeout(r, 5));
+    const connect = h.connects[0];
+    assert.ok(connect);
+    assert.equal(connect.succeed(), true);
+    assert.equal(h.handler.inProgress(), 0);
+    const data: Buffer[] = [];
+    connect.socket.on("data", (d: Buffer) => data.push(d));
+    connect.socket.resume();
+    while (Buffer.concat(data).toString() !== "early") await new Promise((r) => setTimeout(r, 5));
+    assert.deepEqual(connect.handshakeBytes, { received: 13, sent: 12 });
+    connect.socket.end();
+    c.socket.end();
+    const got = await c.ended;
+    assert.deepEqual([...got], [5, 0, 5, SOCKS5_REPLY.succeeded, 0, 1, 0, 0, 0, 0, 0, 0]);
+  });
+
+  it("refuses a non-local source without reading, and closes it at the deadline if it stays", async () => {
+    const h = await start({ handshakeTimeoutMs: 200, local: false });
+    const c = await client(h.port);
+    const got = await c.ended;
+    assert.deepEqual([...got], [5, 0, 5, SOCKS5_REPLY.notAllowed, 0, 1, 0, 0, 0, 0, 0, 0]);
+    // The client keeps its side open: the deadline still frees the slot.
+    while (h.handler.inProgress() > 0) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(h.handler.outcomes().not_local, 1);
+    c.socket.destroy();
+  });
+});
