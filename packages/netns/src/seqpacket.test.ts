@@ -6,7 +6,7 @@ import { mkdtempSync, openSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { createTestNetns, needsLinux, nsOf, once, openFdCount } from "../test/netns-fixture.js";
+import { assertNoNewFds, createTestNetns, needsLinux, nsOf, once, openFds } from "../test/netns-fixture.js";
 import { NetnsError } from "./errors.js";
 import { closeQuietly } from "./libc.js";
 import {
@@ -74,7 +74,7 @@ describe("SOCK_SEQPACKET sockets", () => {
     "passes a network namespace descriptor with SCM_RIGHTS; the sender keeps its own",
     { skip: needsLinux },
     async () => {
-      const fdsBefore = openFdCount();
+      const fdsBefore = openFds();
       const pod = process.getuid?.() === 0 ? createTestNetns() : undefined;
       try {
         const nsFd = openSync(pod?.path ?? "/proc/self/ns/net", "r");
@@ -99,7 +99,7 @@ describe("SOCK_SEQPACKET sockets", () => {
       } finally {
         pod?.remove();
       }
-      assert.equal(openFdCount(), fdsBefore);
+      await assertNoNewFds(fdsBefore);
     },
   );
 
@@ -107,7 +107,7 @@ describe("SOCK_SEQPACKET sockets", () => {
     "queues messages while the peer's queue is full and delivers them in order, descriptors included",
     { skip: needsLinux },
     async () => {
-      const fdsBefore = openFdCount();
+      const fdsBefore = openFds();
       const { server, client, peer } = await pair();
       const count = 300; // far beyond the kernel's queue for an unread seqpacket peer
       const nsFd = openSync("/proc/self/ns/net", "r");
@@ -126,7 +126,7 @@ describe("SOCK_SEQPACKET sockets", () => {
       peer.close();
       server.close();
       await once(server, "close");
-      assert.equal(openFdCount(), fdsBefore);
+      await assertNoNewFds(fdsBefore);
     },
   );
 
@@ -134,7 +134,7 @@ describe("SOCK_SEQPACKET sockets", () => {
     "fails with ERR_NETNS_MESSAGE_TRUNCATED, closing the descriptors, when a message does not fit",
     { skip: needsLinux },
     async () => {
-      const fdsBefore = openFdCount();
+      const fdsBefore = openFds();
       const { server, client, peer } = await pair({ maxMessageBytes: 16, maxFds: 1 });
       const failed = once<NetnsError>(peer, "error");
       client.send(Buffer.alloc(17));
@@ -154,7 +154,7 @@ describe("SOCK_SEQPACKET sockets", () => {
       server.close();
       second.server.close();
       await once(second.server, "close");
-      assert.equal(openFdCount(), fdsBefore);
+      await assertNoNewFds(fdsBefore);
     },
   );
 

@@ -7,13 +7,14 @@ import type net from "node:net";
 import { tmpdir } from "node:os";
 import { describe, it } from "node:test";
 import {
+  assertNoNewFds,
   createTestNetns,
   needsIptables,
   needsLinux,
   needsRoot,
   nsOf,
   once,
-  openFdCount,
+  openFds,
   type TestNetns,
 } from "../test/netns-fixture.js";
 import { NetnsError } from "./errors.js";
@@ -117,7 +118,7 @@ describe("network namespaces", () => {
     { skip: needsRoot },
     async () => {
       await withPod(async (pod, handle) => {
-        const fdsBefore = openFdCount();
+        const fdsBefore = openFds();
         const server = await listenInNetns(handle, { host: "127.0.0.1", port: 0 });
         const port = portOf(server);
         assert.match(pod.exec("ss", ["-Hltn", `sport = :${port}`]), new RegExp(`127\\.0\\.0\\.1:${port}`));
@@ -135,7 +136,7 @@ describe("network namespaces", () => {
         assert.equal(err.code, "ECONNREFUSED");
 
         await close(server);
-        assert.equal(openFdCount(), fdsBefore);
+        await assertNoNewFds(fdsBefore);
       });
     },
   );
@@ -156,12 +157,12 @@ describe("network namespaces", () => {
     async () => {
       await withPod(async (_pod, handle) => {
         const server = await listenInNetns(handle, { host: "127.0.0.1", port: 0 });
-        const fdsBefore = openFdCount();
+        const fdsBefore = openFds();
         await assert.rejects(
           listenInNetns(handle, { host: "127.0.0.1", port: portOf(server) }),
           (e: unknown) => e instanceof NetnsError && e.errno === "EADDRINUSE" && e.syscall === "bind",
         );
-        assert.equal(openFdCount(), fdsBefore);
+        await assertNoNewFds(fdsBefore);
         // With SO_REUSEPORT on both, a second listener may share the port (a ztunnel upgrade).
         const a = await listenInNetns(handle, { host: "127.0.0.1", port: 0, reusePort: true });
         const b = await listenInNetns(handle, { host: "127.0.0.1", port: portOf(a), reusePort: true });

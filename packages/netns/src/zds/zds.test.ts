@@ -7,7 +7,15 @@ import type net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { createTestNetns, needsLinux, needsRoot, nsOf, once, openFdCount } from "../../test/netns-fixture.js";
+import {
+  assertNoNewFds,
+  createTestNetns,
+  needsLinux,
+  needsRoot,
+  nsOf,
+  once,
+  openFds,
+} from "../../test/netns-fixture.js";
 import { NetnsError } from "../errors.js";
 import { type NetnsHandle, openNetns } from "../netns.js";
 import {
@@ -74,7 +82,7 @@ describe("ZDS", () => {
     "replays the node agent's pods as a snapshot, then adds and deletes live",
     { skip: needsLinux },
     async () => {
-      const fdsBefore = openFdCount();
+      const fdsBefore = openFds();
       const path = socketPath();
       const server = createZdsServer({ path }).listen();
       assert.equal(await server.addWorkload({ uid: "a", workloadInfo: info("a"), netns: ownNetns() }), false);
@@ -97,7 +105,7 @@ describe("ZDS", () => {
       client.close();
       handler.closeAll();
       server.close();
-      await until(() => openFdCount() === fdsBefore, "every descriptor to be closed");
+      await assertNoNewFds(fdsBefore);
     },
   );
 
@@ -105,7 +113,7 @@ describe("ZDS", () => {
     "NACKs a pod the handler cannot start, closes its namespace, and keeps the connection",
     { skip: needsLinux },
     async () => {
-      const fdsBefore = openFdCount();
+      const fdsBefore = openFds();
       const path = socketPath();
       const server = createZdsServer({ path }).listen();
       const handler = new RecordingHandler();
@@ -133,7 +141,7 @@ describe("ZDS", () => {
       client.close();
       handler.closeAll();
       server.close();
-      await until(() => openFdCount() === fdsBefore, "every descriptor to be closed");
+      await assertNoNewFds(fdsBefore);
     },
   );
 
@@ -141,7 +149,7 @@ describe("ZDS", () => {
     "reconnects after the node agent restarts and reconciles: missing pods go, kept and unchanged pods stay",
     { skip: needsLinux },
     async () => {
-      const fdsBefore = openFdCount();
+      const fdsBefore = openFds();
       const path = socketPath();
       const first = createZdsServer({ path }).listen();
       for (const uid of ["stay", "keep", "gone"]) {
@@ -178,7 +186,7 @@ describe("ZDS", () => {
       client.close();
       handler.closeAll();
       second.close();
-      await until(() => openFdCount() === fdsBefore, "every descriptor to be closed");
+      await assertNoNewFds(fdsBefore);
     },
   );
 
@@ -186,7 +194,7 @@ describe("ZDS", () => {
     "client: NACKs protocol violations, drops the connection and comes back with a new hello",
     { skip: needsLinux },
     async () => {
-      const fdsBefore = openFdCount();
+      const fdsBefore = openFds();
       const path = socketPath();
       const agent = createSeqpacketServer().listen(path);
       const handler = new RecordingHandler();
@@ -255,7 +263,7 @@ describe("ZDS", () => {
       handler.closeAll();
       netns.close();
       agent.close();
-      await until(() => openFdCount() === fdsBefore, "every descriptor to be closed");
+      await assertNoNewFds(fdsBefore);
     },
   );
 
