@@ -1,4 +1,4 @@
-import { type FSWatcher, watch } from "node:fs";
+import { type FSWatcher, constants as fsConstants, watch } from "node:fs";
 import { open, readdir } from "node:fs/promises";
 import { createServer, type Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -61,8 +61,9 @@ export interface ControlPlaneOptions extends TranslateOptions {
   /** Body of `/metrics` (prom-client `registry.metrics()`). Default: `/metrics` answers 404. */
   metricsText?: () => Promise<{ contentType: string; body: string }>;
   /**
-   * Size, document and alias limits of one manifest file; a file over them is refused and its last
-   * good objects are kept. Default 3 MiB, 1000 documents, 100 aliases.
+   * Size, token, document, nesting and alias limits of one manifest file; a file over them is refused
+   * and its last good objects are kept. Default 3 MiB, 50 000 tokens, 1000 documents, flow depth 64,
+   * 100 aliases ({@link DEFAULT_MANIFEST_LIMITS}).
    */
   manifestLimits?: ManifestLimits;
   /** Re-read the mesh directory when it changes. Default true. */
@@ -117,9 +118,12 @@ export interface ControlPlane {
 }
 
 async function readManifestText(path: string, maxBytes: number): Promise<string> {
-  const handle = await open(path, "r");
+  // O_NONBLOCK: opening a FIFO named like a manifest must not wait for a writer.
+  const handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
   try {
-    const { size } = await handle.stat();
+    const stats = await handle.stat();
+    if (!stats.isFile()) throw new Error("not a regular file");
+    const { size } = stats;
     // Not read at all when over the limit; a file still growing is caught by the parser's check.
     if (size > maxBytes) throw new RangeError(`file is ${size} bytes, over the ${maxBytes}-byte limit`);
     const buffer = Buffer.alloc(Math.min(size, maxBytes) + 1);

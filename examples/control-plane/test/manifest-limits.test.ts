@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { cp, mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { spawnSync } from "node:child_process";
+import { cp, mkdir, mkdtemp, readFile, rename, rm, unlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -152,5 +153,27 @@ describe("manifest limits (control plane)", { timeout: 60_000 }, () => {
         .sort(),
       ["huge.yaml", "lol.yaml"],
     );
+  });
+
+  it("reports a FIFO or a directory named like a manifest instead of waiting on it", async () => {
+    const fifo = join(meshDir, "zz-fifo.yaml");
+    const made = spawnSync("mkfifo", [fifo]);
+    assert.equal(made.status, 0, String(made.stderr));
+    await mkdir(join(meshDir, "zz-dir.yaml"));
+    try {
+      const result = await controlPlane.reload();
+      const mine = result.errors.filter((e) => e.file.startsWith("zz-"));
+      assert.deepEqual(
+        mine.map((e) => [e.file, e.message]),
+        [
+          ["zz-dir.yaml", "not a regular file"],
+          ["zz-fifo.yaml", "not a regular file"],
+        ],
+      );
+      assert.ok(controlPlane.config().authorizations.has("demo/echo-allow-sleep"));
+    } finally {
+      await unlink(fifo);
+      await rm(join(meshDir, "zz-dir.yaml"), { recursive: true });
+    }
   });
 });
