@@ -1,47 +1,27 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
 import { pino } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
+import { parseZtunnelCli, ztunnelUsage } from "./cli.js";
 import { startZtunnel } from "./ztunnel.js";
 
-const usage = `usage: pnpm start -- --node node-a [--node-ip 127.20.0.1] [--control-plane 127.0.0.1:15012]
-       [--state-dir <repo>/.mesh-state] [--root-cert <state-dir>/root-cert.pem]
-       [--token-file <state-dir>/tokens/<node>.jwt] [--log-level info]`;
-
-// `pnpm start -- --node node-b` passes the "--" through.
-const argv = process.argv.slice(2);
-if (argv[0] === "--") argv.shift();
-
-const cliOptions = {
-  node: { type: "string", default: "node-a" },
-  "node-ip": { type: "string" },
-  "control-plane": { type: "string", default: "127.0.0.1:15012" },
-  "state-dir": {
-    type: "string",
-    default: fileURLToPath(new URL("../../../.mesh-state/", import.meta.url)),
-  },
-  "root-cert": { type: "string" },
-  "token-file": { type: "string" },
-  "log-level": { type: "string", default: "info" },
-  help: { type: "boolean", default: false },
-} as const;
-
-function parseCli() {
-  try {
-    return parseArgs({ args: argv, options: cliOptions });
-  } catch (err) {
-    console.error(`${(err as Error).message}\n${usage}`);
-    process.exit(2);
-  }
-}
-
-const { values } = parseCli();
-if (values.help) {
-  console.log(usage);
+const cli = parseZtunnelCli(process.argv.slice(2));
+if (cli.kind === "help") {
+  process.stdout.write(ztunnelUsage());
   process.exit(0);
 }
+if (cli.kind === "error") {
+  process.stderr.write(`${cli.message}\n\n${ztunnelUsage()}`);
+  process.exit(2);
+}
+const values = {
+  ...cli.args,
+  node: cli.args.node ?? "node-a",
+  "control-plane": cli.args["control-plane"] ?? "127.0.0.1:15012",
+  "state-dir": cli.args["state-dir"] ?? fileURLToPath(new URL("../../../.mesh-state/", import.meta.url)),
+  "log-level": cli.args["log-level"] ?? "info",
+};
 
 const logger = pino({ level: values["log-level"], base: { node: values.node } });
 // node-a -> 127.20.0.1, node-b -> 127.20.0.2, ... unless given.
@@ -59,7 +39,7 @@ try {
     { err: (err as Error).message },
     "cannot read the mesh root or the node token (start the control plane first)",
   );
-  console.error(usage);
+  process.stderr.write(ztunnelUsage());
   process.exit(1);
 }
 
@@ -73,6 +53,7 @@ const ztunnel = await startZtunnel({
   token,
   logger,
   registry,
+  socks5: cli.socks5,
 });
 ztunnel.ready.then(
   () => logger.info({ socks5: ztunnel.addresses.socks5 }, "ready: point SOCKS5 clients here"),

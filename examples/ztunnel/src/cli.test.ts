@@ -1,0 +1,72 @@
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { parseZtunnelCli, withoutSeparators, ZTUNNEL_FLAGS, ztunnelUsage } from "./cli.js";
+
+describe("ztunnel CLI", () => {
+  it("the help describes every flag", () => {
+    const help = ztunnelUsage();
+    for (const [name, spec] of Object.entries(ZTUNNEL_FLAGS)) {
+      const at = help.indexOf(`  --${name}`);
+      assert.ok(at >= 0, `--${name} missing from the help`);
+      // The line after the flag is its description.
+      const description = help.slice(at).split("\n")[1] ?? "";
+      assert.ok(description.includes(spec.description), `--${name} has no description`);
+    }
+  });
+
+  const cases: [string, string[], Record<string, unknown> | "help" | "error"][] = [
+    ["no flags: defaults", [], { node: "node-a", "control-plane": "127.0.0.1:15012", "log-level": "info" }],
+    ["pnpm's leading --", ["--", "--node", "node-b"], { node: "node-b" }],
+    [
+      "-- between flags",
+      ["--node", "node-b", "--", "--log-level", "debug"],
+      { node: "node-b", "log-level": "debug" },
+    ],
+    ["several --", ["--", "--", "--node=node-c", "--"], { node: "node-c" }],
+    ["--help after --", ["--", "--help"], "help"],
+    ["an unknown flag", ["--nope"], "error"],
+    ["a positional argument", ["node-b"], "error"],
+    ["a bad SOCKS5 timeout", ["--socks5-handshake-timeout-ms", "0"], "error"],
+    ["a bad SOCKS5 cap", ["--socks5-max-handshakes", "lots"], "error"],
+  ];
+  for (const [name, argv, want] of cases) {
+    it(name, () => {
+      const got = parseZtunnelCli(argv);
+      if (want === "help" || want === "error") assert.equal(got.kind, want);
+      else {
+        assert.equal(got.kind, "run", JSON.stringify(got));
+        if (got.kind === "run")
+          for (const [k, v] of Object.entries(want)) assert.equal(got.args[k as "node"], v);
+      }
+    });
+  }
+
+  it("passes the SOCKS5 limits on as numbers", () => {
+    const got = parseZtunnelCli(["--socks5-handshake-timeout-ms", "2500", "--socks5-max-handshakes", "64"]);
+    assert.deepEqual(got.kind === "run" ? got.socks5 : undefined, {
+      handshakeTimeoutMs: 2500,
+      maxHandshakes: 64,
+    });
+    const defaults = parseZtunnelCli([]);
+    assert.deepEqual(defaults.kind === "run" ? defaults.socks5 : undefined, {
+      handshakeTimeoutMs: 10_000,
+      maxHandshakes: 1024,
+    });
+  });
+
+  it("keeps -- when it is a flag's value", () => {
+    assert.deepEqual(withoutSeparators(["--", "--state-dir", "--", "--"]), ["--state-dir", "--"]);
+  });
+
+  it("src/main.ts -- --help prints the help and exits 0", () => {
+    const main = fileURLToPath(new URL("./main.ts", import.meta.url));
+    const run = spawnSync(process.execPath, ["--import", "tsx", main, "--", "--help"], {
+      encoding: "utf8",
+      timeout: 60_000,
+    });
+    assert.equal(run.status, 0, run.stderr);
+    assert.equal(run.stdout, ztunnelUsage());
+  });
+});

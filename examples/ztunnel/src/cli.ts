@@ -1,0 +1,153 @@
+/**
+ * The command line of `src/main.ts`, parsed without side effects: every flag with its description
+ * (the help text is built from the same table), and pnpm's `--` separator accepted wherever it lands.
+ */
+import { parseArgs } from "node:util";
+
+interface FlagSpec {
+  type: "string" | "boolean";
+  /** Value shown in the help, e.g. `node-a`. */
+  value?: string;
+  default?: string;
+  description: string;
+}
+
+/** Every flag of the ztunnel CLI. */
+export const ZTUNNEL_FLAGS = {
+  node: {
+    type: "string",
+    value: "name",
+    default: "node-a",
+    description: "Kubernetes node this proxy serves; its pods are the workloads with this node name.",
+  },
+  "node-ip": {
+    type: "string",
+    value: "ip",
+    description:
+      "IP the admin, metrics, readiness and SOCKS5 listeners bind to (default 127.20.0.N, N the node's letter: node-a -> 127.20.0.1).",
+  },
+  "control-plane": {
+    type: "string",
+    value: "host:port",
+    default: "127.0.0.1:15012",
+    description: "Control plane (xDS and CA) gRPC address.",
+  },
+  "state-dir": {
+    type: "string",
+    value: "dir",
+    description:
+      "Where the control plane writes root-cert.pem and tokens/<node>.jwt (default <repo>/.mesh-state).",
+  },
+  "root-cert": {
+    type: "string",
+    value: "file",
+    description:
+      "Mesh root certificate (PEM) that verifies the control plane and every peer (default <state-dir>/root-cert.pem).",
+  },
+  "token-file": {
+    type: "string",
+    value: "file",
+    description:
+      "The node's service-account token for CA and xDS calls (default <state-dir>/tokens/<node>.jwt).",
+  },
+  "socks5-handshake-timeout-ms": {
+    type: "string",
+    value: "ms",
+    default: "10000",
+    description: "Time a SOCKS5 client has from connect to the final reply; slower ones are closed.",
+  },
+  "socks5-max-handshakes": {
+    type: "string",
+    value: "n",
+    default: "1024",
+    description: "SOCKS5 connections in their handshake at once; more are closed on accept.",
+  },
+  "log-level": {
+    type: "string",
+    value: "level",
+    default: "info",
+    description: "pino log level: trace, debug, info, warn, error, fatal or silent.",
+  },
+  help: { type: "boolean", description: "Print this help and exit." },
+} as const satisfies Record<string, FlagSpec>;
+
+export type ZtunnelFlag = keyof typeof ZTUNNEL_FLAGS;
+
+/** The help text: one entry per flag, with its value, default and description. */
+export function ztunnelUsage(): string {
+  const lines = ["usage: pnpm start -- [flags]   (or: node --import tsx src/main.ts [flags])", "", "flags:"];
+  for (const [name, spec] of Object.entries(ZTUNNEL_FLAGS) as [string, FlagSpec][]) {
+    const head = `  --${name}${spec.value === undefined ? "" : ` <${spec.value}>`}`;
+    const dflt = spec.default === undefined ? "" : ` Default: ${spec.default}.`;
+    lines.push(head, `      ${spec.description}${dflt}`);
+  }
+  return `${lines.join("\n")}\n`;
+}
+
+/** Parsed flags (strings as given; defaults applied). */
+export type ZtunnelArgs = {
+  [K in ZtunnelFlag]?: (typeof ZTUNNEL_FLAGS)[K]["type"] extends "boolean" ? boolean : string;
+};
+
+export type ZtunnelCli =
+  | { kind: "help" }
+  | { kind: "error"; message: string }
+  | { kind: "run"; args: ZtunnelArgs; socks5: { handshakeTimeoutMs: number; maxHandshakes: number } };
+
+/**
+ * Drops pnpm's `--` separator wherever it stands (`pnpm start -- --node b`, `pnpm start --node b --
+ * --log-level debug`), except where it is the value of a string flag.
+ */
+export function withoutSeparators(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] ?? "";
+    const previous = out[out.length - 1];
+    const name = previous?.startsWith("--") && !previous.includes("=") ? previous.slice(2) : undefined;
+    const takesValue =
+      name !== undefined && (ZTUNNEL_FLAGS as Record<string, FlagSpec>)[name]?.type === "string";
+    if (arg === "--" && !takesValue) continue;
+    out.push(arg);
+  }
+  return out;
+}
+
+function positiveInteger(flag: string, text: string): number | string {
+  if (!/^[1-9][0-9]{0,8}$/.test(text))
+    return `--${flag} must be a positive integer, got ${JSON.stringify(text)}`;
+  return Number(text);
+}
+
+/** Parses the CLI arguments (without `node` and the script). */
+export function parseZtunnelCli(argv: readonly string[]): ZtunnelCli {
+  const options = Object.fromEntries(
+    Object.entries(ZTUNNEL_FLAGS as Record<string, FlagSpec>).map(([name, spec]) => [
+      name,
+      spec.default === undefined ? { type: spec.type } : { type: spec.type, default: spec.default },
+    ]),
+  ) as Record<string, { type: "string" | "boolean"; default?: string }>;
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    values = parseArgs({
+      args: withoutSeparators(argv),
+      options,
+      strict: true,
+      allowPositionals: false,
+    }).values;
+  } catch (err) {
+    return { kind: "error", message: (err as Error).message };
+  }
+  if (values.help === true) return { kind: "help" };
+  const timeout = positiveInteger(
+    "socks5-handshake-timeout-ms",
+    String(values["socks5-handshake-timeout-ms"]),
+  );
+  if (typeof timeout === "string") return { kind: "error", message: timeout };
+  const max = positiveInteger("socks5-max-handshakes", String(values["socks5-max-handshakes"]));
+  if (typeof max === "string") return { kind: "error", message: max };
+  return {
+    kind: "run",
+    args: values as ZtunnelArgs,
+    socks5: { handshakeTimeoutMs: timeout, maxHandshakes: max },
+  };
+}
