@@ -9,6 +9,7 @@ import { describe, it } from "node:test";
 import {
   assertNoNewFds,
   createTestNetns,
+  needsIp6tables,
   needsIptables,
   needsLinux,
   needsRoot,
@@ -263,6 +264,41 @@ describe("original destination", () => {
         // The mark keeps the proxy's own connection out of the capture: it is refused, not redirected.
         const marked = connectFromNetns(handle, { host: "127.0.0.9", port: 80, mark: 0x539 });
         assert.equal((await once<NodeJS.ErrnoException>(marked, "error")).code, "ECONNREFUSED");
+        await close(server);
+      });
+    },
+  );
+
+  it(
+    "reads IP6T_SO_ORIGINAL_DST of an IPv6 connection redirected inside the pod",
+    { skip: needsIp6tables },
+    async () => {
+      await withPod(async (pod, handle) => {
+        pod.exec("ip", ["-6", "addr", "add", "fd00::9/128", "dev", "lo", "nodad"]);
+        const server = await listenInNetns(handle, { host: "::1", port: 0, ipv6Only: true });
+        const port = portOf(server);
+        pod.exec("ip6tables", [
+          "-t",
+          "nat",
+          "-A",
+          "OUTPUT",
+          "-p",
+          "tcp",
+          "-d",
+          "fd00::9",
+          "--dport",
+          "80",
+          "-j",
+          "REDIRECT",
+          "--to-ports",
+          String(port),
+        ]);
+        server.on("connection", (s: net.Socket) => {
+          const dst = getOriginalDestination(s);
+          s.end(`${dst.family} ${dst.address} ${dst.port}`);
+        });
+        const redirected = connectFromNetns(handle, { host: "fd00::9", port: 80 });
+        assert.equal(await readAll(redirected), "6 fd00::9 80");
         await close(server);
       });
     },

@@ -92,19 +92,18 @@ export function setIpFreebind(target: FdLike, on = true): void {
 
 /**
  * Where a connection redirected by iptables/nftables NAT (REDIRECT, DNAT) was going: getsockopt
- * SO_ORIGINAL_DST (SOL_IP), then IP6T_SO_ORIGINAL_DST (SOL_IPV6), as ztunnel does. Throws
- * `ERR_NETNS_SYSCALL` with `errno: "ENOENT"` when conntrack has no NAT entry for it. A connection
- * made straight to the listener reports the listener's own address: callers must refuse that loop.
+ * SO_ORIGINAL_DST (SOL_IP) on an IPv4 socket; on an IPv6 socket IP6T_SO_ORIGINAL_DST (SOL_IPV6),
+ * then SO_ORIGINAL_DST for an IPv4 peer of a dual-stack listener. Throws `ERR_NETNS_SYSCALL` with
+ * `errno: "ENOENT"` when conntrack has no entry for it. A connection made straight to the listener
+ * reports the listener's own address: callers must refuse that loop.
  */
 export function getOriginalDestination(target: FdLike): SocketAddress {
   const fd = socketFd(target);
   const c = libc();
-  const tries = [
-    { level: SOL_IP, name: SO_ORIGINAL_DST, bytes: 16 },
-    { level: SOL_IPV6, name: IP6T_SO_ORIGINAL_DST, bytes: 28 },
-  ];
+  const v4 = { level: SOL_IP, name: SO_ORIGINAL_DST, bytes: 16 };
+  const v6 = { level: SOL_IPV6, name: IP6T_SO_ORIGINAL_DST, bytes: 28 };
   let first: NetnsError | undefined;
-  for (const { level, name, bytes } of tries) {
+  for (const { level, name, bytes } of socketFamily(fd) === 6 ? [v6, v4] : [v4]) {
     const buf = Buffer.alloc(bytes);
     const len = Buffer.alloc(4);
     len.writeUInt32LE(bytes);

@@ -28,6 +28,10 @@ export const needsRoot: string | false =
 export const needsIptables: string | false =
   needsRoot || (!probe("iptables", ["--version"]) ? "needs iptables (Debian package iptables)" : false);
 
+/** Why the ip6tables tests cannot run here, or false when they can. */
+export const needsIp6tables: string | false =
+  needsRoot || (!probe("ip6tables", ["--version"]) ? "needs ip6tables (Debian package iptables)" : false);
+
 const made = new Set<string>();
 
 export interface TestNetns {
