@@ -4,7 +4,8 @@ import { SpiffeId, spiffeIdFromCertificate, type TrustBundle, type X509Svid } fr
 import { TLS12_CIPHERS, TLS13_CIPHERSUITES } from "./defaults.js";
 import { HboneError } from "./errors.js";
 
-type Pem = string | Buffer;
+/** PEM text, as a string or as the bytes of a PEM file. */
+export type Pem = string | Buffer;
 
 /** A workload's X.509-SVID and the mesh roots, all PEM. */
 export interface HboneCredentials {

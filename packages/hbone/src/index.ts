@@ -24,7 +24,7 @@
  */
 
 export { formatAuthority, parseAuthority, type TunnelAuthority } from "./authority.js";
-export { credentialsFromSvid, type HboneCredentials, type HboneTlsOptions } from "./credentials.js";
+export { credentialsFromSvid, type HboneCredentials, type HboneTlsOptions, type Pem } from "./credentials.js";
 export { HBONE_DEFAULTS, TLS12_CIPHERS, TLS13_CIPHERSUITES } from "./defaults.js";
 export { HboneError, type HboneErrorCode, type HboneErrorDetails } from "./errors.js";
 export {

@@ -1,12 +1,15 @@
 import { Duplex } from "node:stream";
 import type { SpiffeId } from "@ambient/spiffe";
 import { HboneError } from "./errors.js";
-import type { H2Headers, H2Stream } from "./h2/connection.js";
+import type { H2Stream } from "./h2/connection.js";
 import { H2_ERROR } from "./h2/frames.js";
 import { resetError } from "./node-error.js";
 
-/** Header fields of a CONNECT request or response: lower-case names, repeated fields joined. */
-export type TunnelHeaders = H2Headers;
+/**
+ * Header fields of a CONNECT request or response as Node shows them: lower-case names, repeated fields
+ * joined (`set-cookie` a list).
+ */
+export type TunnelHeaders = Record<string, string | string[] | undefined>;
 
 /** What a {@link TunnelStream} knows about its tunnel. */
 export interface TunnelInfo {

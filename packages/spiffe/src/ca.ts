@@ -69,6 +69,7 @@ export {
 } from "./node-authorizer.js";
 export {
   type CertificateRequester,
+  MIN_TTL_SECONDS,
   SecretManager,
   type SecretManagerOptions,
   type SecretManagerTimers,

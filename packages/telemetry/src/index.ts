@@ -64,4 +64,9 @@ export const noopMetrics: MetricsSink = Object.freeze({
   histogram: () => noopHistogram,
 });
 
-export { createPromClientSink, type PromClientModule, type PromMetricConfiguration } from "./prom-client.js";
+export {
+  createPromClientSink,
+  type PromClientModule,
+  type PromLabels,
+  type PromMetricConfiguration,
+} from "./prom-client.js";

@@ -1,6 +1,7 @@
 import type { Counter, Gauge, Histogram, MetricLabels, MetricsSink } from "./index.js";
 
-type Labels = Record<string, string | number>;
+/** Label values as prom-client takes them (it may keep the object, so it is mutable). */
+export type PromLabels = Record<string, string | number>;
 
 /** What {@link createPromClientSink} passes to prom-client's metric constructors. */
 export interface PromMetricConfiguration<R> {
@@ -20,19 +21,19 @@ export interface PromClientModule<R> {
   Counter: new (
     configuration: PromMetricConfiguration<R>,
   ) => {
-    inc(labels: Labels, value?: number): void;
+    inc(labels: PromLabels, value?: number): void;
   };
   Gauge: new (
     configuration: PromMetricConfiguration<R>,
   ) => {
-    set(labels: Labels, value: number): void;
-    inc(labels: Labels, value?: number): void;
-    dec(labels: Labels, value?: number): void;
+    set(labels: PromLabels, value: number): void;
+    inc(labels: PromLabels, value?: number): void;
+    dec(labels: PromLabels, value?: number): void;
   };
   Histogram: new (
     configuration: PromMetricConfiguration<R>,
   ) => {
-    observe(labels: Labels, value: number): void;
+    observe(labels: PromLabels, value: number): void;
   };
 }
 
@@ -62,7 +63,7 @@ export function createPromClientSink<R>(prom: PromClientModule<R>, registry: R):
     return metric;
   }
   // prom-client keeps the label objects it is given; callers may reuse theirs.
-  const copy = (labels: MetricLabels | undefined): Labels => ({ ...labels });
+  const copy = (labels: MetricLabels | undefined): PromLabels => ({ ...labels });
   const config = (
     name: string,
     help: string,
