@@ -18,12 +18,37 @@
  *
  * @packageDocumentation
  */
+
+export { adminJson, adminJsonView } from "./admin-json.js";
+export {
+  parseZtunnelCli,
+  withoutSeparators,
+  ZTUNNEL_FLAGS,
+  type ZtunnelArgs,
+  type ZtunnelCli,
+  type ZtunnelFlag,
+  ztunnelUsage,
+} from "./cli.js";
 export {
   CONTROL_PLANE_SERVER_NAME,
   controlPlaneChannel,
   DEFAULT_CONTROL_PLANE_IDENTITY,
 } from "./control-plane-channel.js";
 export { ZtunnelError, type ZtunnelErrorCode, type ZtunnelErrorDetails } from "./errors.js";
+export {
+  decideInboundDestination,
+  type InboundDecision,
+  type InboundListener,
+  type InboundLookups,
+} from "./inbound-destination.js";
+export {
+  type CanonicalIp,
+  canonicalFromBytes,
+  canonicalIp,
+  formatIpv6,
+  parseIpv4,
+  parseIpv6,
+} from "./ip-address.js";
 export {
   encodeGreeting,
   encodeMethodSelection,
@@ -40,6 +65,24 @@ export {
   type Socks5Reply,
   type Socks5Request,
 } from "./socks5.js";
+export {
+  decideGreeting,
+  decideRequest,
+  type ServiceHostnameResolver,
+  SOCKS5_MAX_GREETING_BYTES,
+  SOCKS5_MAX_REQUEST_BYTES,
+  type Socks5GreetingDecision,
+  type Socks5RequestDecision,
+} from "./socks5-request.js";
+export {
+  createSocks5Handler,
+  DEFAULT_SOCKS5_HANDSHAKE_TIMEOUT_MS,
+  DEFAULT_SOCKS5_MAX_HANDSHAKES,
+  type Socks5Connect,
+  type Socks5Handler,
+  type Socks5HandlerOptions,
+  type Socks5HandshakeOutcome,
+} from "./socks5-server.js";
 export {
   type ConnectionParties,
   connectionLabels,
@@ -66,6 +109,7 @@ export {
   pickEndpoint,
   type ServiceMatch,
   serviceForTargetPort,
+  serviceVip,
   usesHbone,
   type WaypointTarget,
   WorkloadStore,
