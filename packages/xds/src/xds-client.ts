@@ -73,7 +73,7 @@ export interface XdsClientOptions {
   /** Largest response accepted: default 200 MiB; ztunnel's xDS decode limit. */
   maxReceiveMessageBytes?: number;
   logger?: Logger;
-  /** Emits `xds_client_responses`, `xds_client_nacks` and `xds_client_reconnects` (by type). */
+  /** Emits `xds_client_responses_total`, `xds_client_nacks_total` and `xds_client_reconnects_total` (by type). */
   metrics?: MetricsSink;
 }
 
@@ -155,9 +155,9 @@ export class XdsClient {
     this.backoff = resolveReconnectBackoff(options);
     const m = options.metrics ?? noopMetrics;
     this.counters = {
-      responses: m.counter("xds_client_responses", "xDS responses received", ["type"]),
-      nacks: m.counter("xds_client_nacks", "xDS responses rejected", ["type"]),
-      reconnects: m.counter("xds_client_reconnects", "xDS stream reconnects", []),
+      responses: m.counter("xds_client_responses_total", "xDS responses received", ["type"]),
+      nacks: m.counter("xds_client_nacks_total", "xDS responses rejected", ["type"]),
+      reconnects: m.counter("xds_client_reconnects_total", "xDS stream reconnects", []),
     };
     const n = options.node;
     this.node = {
