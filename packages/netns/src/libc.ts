@@ -109,7 +109,15 @@ export function libc(): Libc {
     throw new NetnsError("ERR_NETNS_UNSUPPORTED", "the koffi FFI module did not load", { cause });
   }
   // dlopen(NULL): the symbols node itself links against, whichever C library that is.
-  const lib = koffi.load(null);
+  // biome-ignore lint/suspicious/noExplicitAny: koffi's library handle.
+  let lib: any;
+  try {
+    lib = koffi.load(null);
+  } catch (cause) {
+    throw new NetnsError("ERR_NETNS_UNSUPPORTED", "the C library could not be loaded through koffi", {
+      cause,
+    });
+  }
   const fn = (proto: string): Fn => lib.func(proto);
   const fcntl = fn("int fcntl(int fd, int cmd, ...)");
   const ioctl = fn("int ioctl(int fd, unsigned long request, ...)");

@@ -91,6 +91,8 @@ export class ZdsClient extends EventEmitter {
   #snapshotDone = false;
   #snapshotUids = new Set<string>();
   #everSnapshotted = false;
+  /** The connection whose snapshot was reconciled last. */
+  #syncedSocket: SeqpacketSocket | undefined;
   #readyWaiters: Array<() => void> = [];
   #work: Promise<void> = Promise.resolve();
 
@@ -112,7 +114,7 @@ export class ZdsClient extends EventEmitter {
 
   /** True once the current connection's snapshot was reconciled (ztunnel reports Ready then). */
   get synced(): boolean {
-    return this.#socket !== undefined && this.#snapshotDone;
+    return this.#socket !== undefined && this.#syncedSocket === this.#socket;
   }
 
   /** The uids of the pods being served. */
@@ -150,9 +152,12 @@ export class ZdsClient extends EventEmitter {
       return;
     }
     this.#socket = socket;
-    this.#snapshotDone = false;
-    this.#snapshotUids = new Set();
-    this.#work = Promise.resolve();
+    // After whatever the previous connection was still doing, so its late work cannot touch this
+    // connection's snapshot bookkeeping.
+    this.#work = this.#work.then(() => {
+      this.#snapshotDone = false;
+      this.#snapshotUids = new Set();
+    });
     let failure: Error | undefined;
     socket.on("message", (message: SeqpacketMessage) => {
       // One at a time, in order: the node agent waits for each answer anyway.
@@ -198,7 +203,7 @@ export class ZdsClient extends EventEmitter {
       if (request.type !== "add" && message.fds.length > 0) {
         throw new ProtocolViolation(`a ${request.type} request must not carry file descriptors`);
       }
-      error = await this.#apply(request, message.fds);
+      error = await this.#apply(request, message.fds, socket);
     } catch (err) {
       violation =
         err instanceof ProtocolViolation || (err instanceof NetnsError && err.code === "ERR_ZDS_PROTOCOL");
@@ -219,7 +224,7 @@ export class ZdsClient extends EventEmitter {
   }
 
   /** Applies one request; returns "" to ACK or a reason to NACK. */
-  async #apply(request: ZdsRequest, fds: number[]): Promise<string> {
+  async #apply(request: ZdsRequest, fds: number[], socket: SeqpacketSocket): Promise<string> {
     switch (request.type) {
       case "add":
         return this.#add(request.uid, request.workloadInfo, fds);
@@ -244,6 +249,7 @@ export class ZdsClient extends EventEmitter {
           }
         }
         this.#snapshotDone = true;
+        this.#syncedSocket = socket;
         this.#snapshotUids.clear();
         this.#delay = this.#initialDelay;
         this.#everSnapshotted = true;

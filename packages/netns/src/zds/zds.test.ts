@@ -81,16 +81,20 @@ describe("ZDS", () => {
   it(
     "replays the node agent's pods as a snapshot, then adds and deletes live",
     { skip: needsLinux },
-    async () => {
+    async (t) => {
       const fdsBefore = openFds();
       const path = socketPath();
       const server = createZdsServer({ path }).listen();
+      t.after(() => server.close());
       assert.equal(await server.addWorkload({ uid: "a", workloadInfo: info("a"), netns: ownNetns() }), false);
       await server.addWorkload({ uid: "b", workloadInfo: info("b"), netns: ownNetns() });
 
       const handler = new RecordingHandler();
+      t.after(() => handler.closeAll());
       const client = createZdsClient({ path, handler });
+      t.after(() => client.close());
       await client.ready();
+      assert.ok(client.synced);
       assert.deepEqual(handler.log, ["add a", "add b"]);
       assert.equal(handler.served.get("a")?.workloadInfo.name, "a");
       assert.equal(nsOf(handler.served.get("a")?.netns.fd), nsOf(), "the namespace itself arrived");
@@ -112,13 +116,16 @@ describe("ZDS", () => {
   it(
     "NACKs a pod the handler cannot start, closes its namespace, and keeps the connection",
     { skip: needsLinux },
-    async () => {
+    async (t) => {
       const fdsBefore = openFds();
       const path = socketPath();
       const server = createZdsServer({ path }).listen();
+      t.after(() => server.close());
       const handler = new RecordingHandler();
+      t.after(() => handler.closeAll());
       handler.refuse.add("bad");
       const client = createZdsClient({ path, handler });
+      t.after(() => client.close());
       await client.ready();
       const nacks: unknown[] = [];
       client.on("nack", (n) => nacks.push(n));
@@ -148,29 +155,35 @@ describe("ZDS", () => {
   it(
     "reconnects after the node agent restarts and reconciles: missing pods go, kept and unchanged pods stay",
     { skip: needsLinux },
-    async () => {
+    async (t) => {
       const fdsBefore = openFds();
       const path = socketPath();
       const first = createZdsServer({ path }).listen();
+      t.after(() => first.close());
       for (const uid of ["stay", "keep", "gone"]) {
         await first.addWorkload({ uid, workloadInfo: info(uid), netns: ownNetns() });
       }
       const handler = new RecordingHandler();
+      t.after(() => handler.closeAll());
       const client = createZdsClient({ path, handler });
+      t.after(() => client.close());
       await client.ready();
       const stayNetns = handler.served.get("stay")?.netns;
       first.close();
       await once(client, "disconnect");
+      assert.ok(!client.synced && !client.connected);
 
       // The restarted node agent knows "stay" (same namespace), "keep" without a namespace it could
       // open, and a new pod; "gone" was deleted while nobody was connected.
       const second = createZdsServer({ path }).listen();
+      t.after(() => second.close());
       await second.addWorkload({ uid: "stay", workloadInfo: info("stay"), netns: ownNetns() });
       await second.addWorkload({ uid: "keep", workloadInfo: info("keep") });
       await second.addWorkload({ uid: "new", workloadInfo: info("new"), netns: ownNetns() });
       const synced = once(second, "synced");
       await once(client, "snapshot", 10_000);
       await synced;
+      assert.ok(client.synced);
 
       // "new" is part of the snapshot, so it is added before the reconcile at SnapshotSent.
       assert.deepEqual(handler.log, [
@@ -193,12 +206,15 @@ describe("ZDS", () => {
   it(
     "client: NACKs protocol violations, drops the connection and comes back with a new hello",
     { skip: needsLinux },
-    async () => {
+    async (t) => {
       const fdsBefore = openFds();
       const path = socketPath();
       const agent = createSeqpacketServer().listen(path);
+      t.after(() => agent.close());
       const handler = new RecordingHandler();
+      t.after(() => handler.closeAll());
       const client = createZdsClient({ path, handler, reconnectInitialDelayMs: 5 });
+      t.after(() => client.close());
 
       const next = async () => {
         const socket = await once<SeqpacketSocket>(agent, "connection");
@@ -270,10 +286,12 @@ describe("ZDS", () => {
   it(
     "server: a ztunnel that stops answering is timed out and disconnected",
     { skip: needsLinux },
-    async () => {
+    async (t) => {
       const path = socketPath();
       const server = createZdsServer({ path, ackTimeoutMs: 200 }).listen();
+      t.after(() => server.close());
       const mute = connectSeqpacket(path);
+      t.after(() => mute.close());
       mute.send(encodeHello());
       await until(() => server.connections === 1, "the hello");
       const closed = once(mute, "close");
@@ -286,6 +304,7 @@ describe("ZDS", () => {
       await until(() => server.connections === 0, "the server to drop it");
       // A connection that never says hello is dropped as well.
       const silent = connectSeqpacket(path);
+      t.after(() => silent.close());
       await once(silent, "close");
       server.close();
     },
@@ -296,10 +315,11 @@ describe("ZDS into a pod's namespace", () => {
   it(
     "hands a created namespace to the client, which serves a listener inside it",
     { skip: needsRoot },
-    async () => {
+    async (t) => {
       const pod = createTestNetns();
       const path = socketPath();
       const server = createZdsServer({ path }).listen();
+      t.after(() => server.close());
       const listeners = new Map<string, net.Server>();
       const client: ZdsClient = createZdsClient({
         path,
