@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The programs from Debian that the test suites run as independent peers (openssl, python3-h2, nghttp,
-// the Prometheus parser) or use for namespaces and load (ip, iptables, iperf3, haproxy). This is the one
-// list: `pnpm test` runs this script first and `.ci/run` runs it to set a machine up.
+// the Prometheus parser, promtool) or use for namespaces and load (ip, iptables, iperf3, haproxy). This is
+// the one list: `pnpm test` runs this script first and `.ci/run` runs it to set a machine up.
 //
 // Each package is probed by what the tests actually call. If something is missing and we are root (or
 // have passwordless sudo) on a machine with apt-get, it is installed; otherwise the script stops at once
@@ -34,6 +34,10 @@ const PREREQUISITES = [
   { pkg: "iptables", programs: ["iptables"], why: "traffic redirection in network namespaces" },
   { pkg: "iperf3", programs: ["iperf3"], why: "bounded throughput checks through tunnels" },
   { pkg: "haproxy", programs: ["haproxy"], why: "an independent proxy as a peer" },
+  // Only promtool is used (19 MB download, 96 MB installed). The package also ships the Prometheus server
+  // and an init script; apt does not start it where no init runs (containers, CI), since invoke-rc.d finds
+  // no runlevel there and refuses the start, as does a Docker image's policy-rc.d.
+  { pkg: "prometheus", programs: ["promtool"], why: "promtool check metrics lints the metric names (apps)" },
 ];
 
 const SEARCH = [...(process.env.PATH ?? "").split(delimiter), "/usr/local/sbin", "/usr/sbin", "/sbin"];

@@ -1,0 +1,231 @@
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { get } from "node:http";
+import { type AddressInfo, connect, createServer, type Server } from "node:net";
+import { after, before, describe, it } from "node:test";
+import type { Service, Workload } from "@ambient/xds";
+import { type RunningZtunnel, startZtunnel } from "../src/index.js";
+import { encodeGreeting, encodeRequest, parseReply, SOCKS5_REPLY } from "../src/socks5.js";
+import { startTestControlPlane, type TestControlPlane } from "./control-plane.js";
+
+// The exposition text that two running ztunnels serve on their metrics port, after a proxied connection,
+// linted by the Prometheus project's own `promtool check metrics` (Debian `prometheus`, installed by
+// scripts/test-prerequisites.mjs). Any problem it reports fails the test.
+
+const base = `127.${40 + Math.floor(Math.random() * 200)}.${Math.floor(Math.random() * 256)}`;
+const ip = {
+  nodeA: `${base}.1`,
+  nodeB: `${base}.2`,
+  sleep: `${base}.11`,
+  echo: `${base}.12`,
+  vip: `${base}.100`,
+};
+const echoHost = "echo.default.svc.cluster.local";
+
+/** Problems promtool reports as `<metric> <text>`, and whether it could read the text at all. */
+async function promtoolCheckMetrics(text: string): Promise<{ code: number; problems: string[] }> {
+  const child = spawn("promtool", ["check", "metrics"], { stdio: ["pipe", "pipe", "pipe"] });
+  let output = "";
+  child.stdout.on("data", (chunk: Buffer) => {
+    output += chunk;
+  });
+  child.stderr.on("data", (chunk: Buffer) => {
+    output += chunk;
+  });
+  child.stdin.end(text);
+  const [code] = (await once(child, "close")) as [number | null];
+  return { code: code ?? 1, problems: output.split("\n").filter((line) => line.trim() !== "") };
+}
+
+/**
+ * promtool skips a family that has no sample (a labelled counter nothing has counted yet), so this adds
+ * one zero sample of the right shape to each such family: then every declared name is linted too.
+ */
+function withSampleInEveryFamily(text: string): string {
+  const lines = text.split("\n");
+  const out: string[] = [];
+  for (const [i, line] of lines.entries()) {
+    out.push(line);
+    const declared = /^# TYPE (\S+) (\S+)$/.exec(line);
+    if (declared === null) continue;
+    const [, name, type] = declared as unknown as [string, string, string];
+    const next = lines.slice(i + 1).find((l) => !l.startsWith("#"));
+    const sampled = /^[^{\s]+/.exec(next ?? "")?.[0];
+    if (sampled !== undefined && [name, `${name}_bucket`, `${name}_sum`, `${name}_count`].includes(sampled)) {
+      continue;
+    }
+    if (type === "histogram") out.push(`${name}_bucket{le="+Inf"} 0`, `${name}_sum 0`, `${name}_count 0`);
+    else if (type === "summary") out.push(`${name}_sum 0`, `${name}_count 0`);
+    else out.push(`${name} 0`);
+  }
+  return out.join("\n");
+}
+
+function bytes(address: string): Uint8Array {
+  return Uint8Array.from(address.split(".").map(Number));
+}
+
+function workload(name: string, node: string, address: string, extra: Partial<Workload> = {}): Workload {
+  return {
+    uid: `Kubernetes//Pod/default/${name}`,
+    name,
+    namespace: "default",
+    addresses: [bytes(address)],
+    hostname: "",
+    network: "",
+    tunnelProtocol: "HBONE",
+    trustDomain: "",
+    serviceAccount: name,
+    node,
+    canonicalName: name,
+    canonicalRevision: "latest",
+    workloadType: "POD",
+    workloadName: name,
+    nativeTunnel: false,
+    services: {},
+    authorizationPolicies: [],
+    status: "HEALTHY",
+    clusterId: "Kubernetes",
+    networkMode: "STANDARD",
+    extensions: [],
+    ...extra,
+  };
+}
+
+function scrape(address: string): Promise<{ status: number; type: string; body: string }> {
+  return new Promise((resolve, reject) => {
+    get(`http://${address}/metrics`, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk: string) => {
+        body += chunk;
+      });
+      res.on("end", () =>
+        resolve({ status: res.statusCode ?? 0, type: String(res.headers["content-type"]), body }),
+      );
+    }).once("error", reject);
+  });
+}
+
+/** One connection from the sleep pod through node A's SOCKS5 port to the echo Service; resolves with the echo. */
+async function echoThroughMesh(socks5: string, message: string): Promise<string> {
+  const [host, port] = socks5.split(":");
+  const socket = connect({ host, port: Number(port), localAddress: ip.sleep, allowHalfOpen: true });
+  socket.on("error", () => {});
+  await once(socket, "connect");
+  socket.write(encodeGreeting());
+  socket.write(encodeRequest(ip.vip, 80));
+  let buffered = Buffer.alloc(0);
+  let reply: number | undefined;
+  const closed = once(socket, "close");
+  socket.on("data", (chunk: Buffer) => {
+    buffered = Buffer.concat([buffered, chunk]);
+    if (reply !== undefined || buffered.length < 2) return;
+    const parsed = parseReply(buffered.subarray(2));
+    if (parsed === undefined) return;
+    reply = parsed.reply;
+    buffered = buffered.subarray(2 + parsed.length);
+    if (reply === SOCKS5_REPLY.succeeded) socket.end(message);
+    else socket.destroy();
+  });
+  await closed;
+  assert.equal(reply, SOCKS5_REPLY.succeeded);
+  return buffered.toString();
+}
+
+describe("ztunnel metric names pass promtool check metrics", { timeout: 60_000 }, () => {
+  let cp: TestControlPlane;
+  let nodeA: RunningZtunnel;
+  let nodeB: RunningZtunnel;
+  let echo: Server;
+
+  before(async () => {
+    cp = await startTestControlPlane();
+    echo = createServer({ allowHalfOpen: true }, (socket) => {
+      socket.on("error", () => {});
+      socket.pipe(socket);
+    });
+    echo.listen(0, ip.echo);
+    await once(echo, "listening");
+    const echoPort = (echo.address() as AddressInfo).port;
+    const ports = [{ servicePort: 80, targetPort: echoPort, appProtocol: "TCP" as const }];
+    cp.setWorkload(workload("sleep", "node-a", ip.sleep));
+    cp.setWorkload(workload("echo", "node-b", ip.echo, { services: { [`default/${echoHost}`]: { ports } } }));
+    const service: Service = {
+      name: "echo",
+      namespace: "default",
+      hostname: echoHost,
+      addresses: [{ network: "", address: bytes(ip.vip) }],
+      ports,
+      subjectAltNames: [],
+      ipFamilies: "IPV4_ONLY",
+      extensions: [],
+      canonical: true,
+      ingressUseWaypoint: false,
+      weightedWaypoints: [],
+      visibility: "PUBLIC",
+    };
+    cp.setService(service);
+    const common = {
+      controlPlaneAddress: cp.address,
+      rootCertPem: cp.rootCertPem,
+      ports: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
+    };
+    nodeA = await startZtunnel({
+      ...common,
+      nodeName: "node-a",
+      nodeIp: ip.nodeA,
+      token: await cp.tokenFor("node-a"),
+    });
+    nodeB = await startZtunnel({
+      ...common,
+      nodeName: "node-b",
+      nodeIp: ip.nodeB,
+      token: await cp.tokenFor("node-b"),
+    });
+    await Promise.all([nodeA.ready, nodeB.ready]);
+    assert.equal(await echoThroughMesh(nodeA.addresses.socks5, "ping"), "ping");
+  });
+
+  after(async () => {
+    await Promise.all([nodeA?.close(), nodeB?.close()]);
+    await cp?.close();
+    echo?.close();
+  });
+
+  it("promtool runs and reports a counter without _total, sampled or not (the check can fail)", async () => {
+    const bad = "# HELP bad_requests Requests.\n# TYPE bad_requests counter\n";
+    for (const text of [`${bad}bad_requests 1\n`, withSampleInEveryFamily(bad)]) {
+      const { code, problems } = await promtoolCheckMetrics(text);
+      assert.notEqual(code, 0);
+      assert.ok(
+        problems.some((p) => p.startsWith("bad_requests ") && p.includes("_total")),
+        problems.join("\n"),
+      );
+    }
+  });
+
+  for (const side of ["source", "destination"] as const) {
+    it(`the ${side} ztunnel's /metrics, with Istio TCP samples`, async () => {
+      const node = side === "source" ? nodeA : nodeB;
+      const scraped = await scrape(node.addresses.metrics);
+      assert.equal(scraped.status, 200);
+      assert.match(scraped.type, /^text\/plain/);
+      for (const name of [
+        "istio_tcp_connections_opened_total",
+        "istio_tcp_connections_closed_total",
+        "istio_tcp_sent_bytes_total",
+        "istio_tcp_received_bytes_total",
+      ]) {
+        assert.match(scraped.body, new RegExp(`^${name}\\{[^}]*reporter="${side}"[^}]*\\} [1-9]`, "m"), name);
+      }
+      const { code, problems } = await promtoolCheckMetrics(scraped.body);
+      assert.deepEqual(problems, []);
+      assert.equal(code, 0);
+      const declared = await promtoolCheckMetrics(withSampleInEveryFamily(scraped.body));
+      assert.deepEqual(declared.problems, []);
+      assert.equal(declared.code, 0);
+    });
+  }
+});
