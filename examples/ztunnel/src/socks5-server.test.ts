@@ -132,4 +132,22 @@ describe("createSocks5Handler", () => {
     assert.equal(h.handler.outcomes().not_local, 1);
     c.socket.destroy();
   });
+  it("answers a malformed request or an unknown name with a reply, then closes", async () => {
+    const h = await start({ handshakeTimeoutMs: 5000 });
+    const cases: [number[], number][] = [
+      [[5, 1, 7, 1, 1, 2, 3, 4, 0, 80], SOCKS5_REPLY.generalFailure],
+      [[5, 1, 0, 3, 10, ...Buffer.from("0x7f000001"), 0, 80], SOCKS5_REPLY.hostUnreachable],
+      [[5, 3, 0, 1, 1, 2, 3, 4, 0, 80], SOCKS5_REPLY.commandNotSupported],
+    ];
+    for (const [request, reply] of cases) {
+      const c = await client(h.port);
+      c.socket.write(Buffer.concat([encodeGreeting(), Buffer.from(request)]));
+      const got = await c.ended;
+      assert.deepEqual([...got], [5, 0, 5, reply, 0, 1, 0, 0, 0, 0, 0, 0]);
+      c.socket.end();
+    }
+    while (h.handler.inProgress() > 0) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(h.handler.outcomes().refused, 3);
+    assert.equal(h.connects.length, 0);
+  });
 });

@@ -717,7 +717,11 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
       const service = store.findServiceByHostname(hostname);
       return service === undefined ? undefined : serviceVip(service);
     },
-    onConnect: (connect) => void serveSocksConnect(connect),
+    onConnect: (connect) =>
+      serveSocksConnect(connect).catch((err: unknown) => {
+        logger.warn({ src: connect.srcIp, err: (err as Error).message }, "SOCKS5 connection failed");
+        connect.socket.destroy();
+      }),
     logger,
     metrics,
   });
