@@ -62,6 +62,40 @@ describe("local demo mesh", () => {
     assert.deepEqual(stranger, { reply: 0, status: 403, body: "RBAC: access denied" });
   });
 
+  it("hands the web pods' ztunnel an L4 policy that allows only the waypoint", () => {
+    const config = mesh.controlPlane.config();
+    const policy = config.authorizations.get("demo/web-only-from-waypoint");
+    assert.equal(policy?.scope, "WORKLOAD_SELECTOR");
+    assert.equal(policy?.action, "ALLOW");
+    assert.deepEqual(
+      policy?.groups.flatMap((g) => g.rules.flatMap((r) => r.matches.flatMap((m) => m.principals))),
+      [{ exact: "cluster.local/ns/demo/sa/waypoint" }],
+    );
+    for (const name of ["web-v1", "web-v2"]) {
+      const workload = config.workloads.find((w) => w.workload.name === name)?.workload;
+      assert.ok(workload?.authorizationPolicies?.includes("demo/web-only-from-waypoint"), name);
+    }
+  });
+
+  it("refuses a direct call to a web pod that skips the waypoint, at L4", async () => {
+    // web-v1's pod IP and target port, not the Service VIP: the waypoint and its L7 policy are not on
+    // this path; the web pods' ztunnel must refuse every identity but the waypoint's.
+    for (const pod of ["stranger", "sleep-0"]) {
+      const direct = await mesh.httpCall(pod, "127.10.0.7", 8080, {
+        method: "POST",
+        path: "/admin",
+        body: "x",
+      });
+      // SOCKS5 reply 2: connection not allowed by ruleset (the destination ztunnel's L4 deny).
+      assert.deepEqual(direct, { reply: 2, status: 0, body: "" }, pod);
+    }
+    // The waypoint's own connections to web still get through: 200 and 403 as before.
+    const get = await mesh.httpCall("sleep-0", "127.30.0.2", 80, { method: "GET", path: "/after" });
+    assert.deepEqual(get, { reply: 0, status: 200, body: "web-v1 answered GET /after" });
+    const post = await mesh.httpCall("stranger", "127.30.0.2", 80, { method: "POST", path: "/admin" });
+    assert.deepEqual(post, { reply: 0, status: 403, body: "RBAC: access denied" });
+  });
+
   it("shows the waypoint as the source of the web connections at the destination ztunnel", async () => {
     const text = await mesh.ztunnels.get("node-b")!.metricsText();
     const line = text
