@@ -39,6 +39,11 @@ function workspaces() {
       if (pkg.scripts?.test) dirs.push({ dir: join(root, name), name: pkg.name });
     }
   }
+  // The mesh benchmark's package sits at the top level; its test only checks the harness wiring.
+  if (existsSync(join("bench", "package.json"))) {
+    const pkg = JSON.parse(readFileSync(join("bench", "package.json"), "utf8"));
+    if (pkg.scripts?.test) dirs.push({ dir: "bench", name: pkg.name });
+  }
   return dirs;
 }
 

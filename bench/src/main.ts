@@ -1,0 +1,91 @@
+/**
+ * `pnpm bench` in bench/ (or at the root): the mesh data-path benchmark. Flags:
+ *   --quick              1 s per case and 200 tunnels: a smoke run, not a measurement
+ *   --bulk-seconds=N     iperf3 seconds per bulk case (default 4)
+ *   --latency-seconds=N  seconds of ping-pong and of new connections per pair (default 3)
+ *   --tunnels=N          tunnels held open at once (default 10000)
+ *   --phases=a,b         bulk, ping, connect, tunnels (default all)
+ *   --pairs=a,b          haproxy, node-tls, ztunnel (default all)
+ *   --cpu-prof           write V8 CPU profiles of the two ztunnels to bench/profiles/
+ *   --no-pin             do not pin the proxies to CPUs
+ */
+import { mkdirSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { ALL_PHASES, type Phase, runBench } from "./bench.js";
+import { installExitHandlers } from "./processes.js";
+import { formatReport } from "./report.js";
+import type { PairName } from "./topology.js";
+
+const argv = process.argv.slice(2);
+if (argv[0] === "--") argv.shift();
+const { values } = parseArgs({
+  args: argv,
+  options: {
+    quick: { type: "boolean", default: false },
+    "bulk-seconds": { type: "string" },
+    "latency-seconds": { type: "string" },
+    tunnels: { type: "string" },
+    phases: { type: "string" },
+    pairs: { type: "string" },
+    "cpu-prof": { type: "boolean", default: false },
+    "no-pin": { type: "boolean", default: false },
+  },
+});
+
+function positive(name: string, text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n <= 0) {
+    console.error(`--${name} must be a positive integer`);
+    process.exit(2);
+  }
+  return n;
+}
+
+function list<T extends string>(
+  name: string,
+  text: string | undefined,
+  allowed: readonly T[],
+): T[] | undefined {
+  if (text === undefined) return undefined;
+  const items = text.split(",").map((s) => s.trim()) as T[];
+  const bad = items.filter((i) => !allowed.includes(i));
+  if (bad.length > 0) {
+    console.error(`--${name}: unknown ${bad.join(", ")} (known: ${allowed.join(", ")})`);
+    process.exit(2);
+  }
+  return items;
+}
+
+installExitHandlers();
+const quick = values.quick;
+const phases = list<Phase>("phases", values.phases, ALL_PHASES);
+const pairs = list<PairName>("pairs", values.pairs, ["haproxy", "node-tls", "ztunnel"]);
+const profileDir = fileURLToPath(new URL("../profiles/", import.meta.url));
+if (values["cpu-prof"]) mkdirSync(profileDir, { recursive: true });
+// A whole run is bounded: each phase is, and this is the backstop.
+const watchdog = setTimeout(() => {
+  console.error("bench: still running after 10 minutes, stopping");
+  process.kill(process.pid, "SIGTERM");
+}, 600_000);
+watchdog.unref();
+
+try {
+  const result = await runBench({
+    bulkSeconds: positive("bulk-seconds", values["bulk-seconds"], quick ? 1 : 4),
+    latencySeconds: positive("latency-seconds", values["latency-seconds"], quick ? 1 : 3),
+    tunnels: positive("tunnels", values.tunnels, quick ? 200 : 10_000),
+    ...(phases === undefined ? {} : { phases }),
+    ...(pairs === undefined ? {} : { pairs }),
+    pin: !values["no-pin"],
+    ...(values["cpu-prof"] ? { ztunnelNodeFlags: ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] } : {}),
+    log: (line) => console.error(`bench: ${line}`),
+  });
+  console.log(formatReport(result));
+  const failed = result.pairs.some((p) => p.errors.length > 0);
+  process.exitCode = failed ? 1 : 0;
+} catch (err) {
+  console.error(`bench failed: ${(err as Error).stack ?? err}`);
+  process.exitCode = 1;
+}

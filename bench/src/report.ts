@@ -1,0 +1,105 @@
+/**
+ * Prints a run as one Markdown table (raw numbers, and the ratio to the haproxy pair beside each) and
+ * one machine-readable line, `BENCH_JSON {...}`.
+ */
+import type { BenchResult, PairResult } from "./bench.js";
+
+interface Row {
+  label: string;
+  /** The raw number of a pair, or undefined when not measured. */
+  value(pair: PairResult): number | undefined;
+  digits: number;
+  /** An extra note after the number (e.g. the shim's own CPU). */
+  note?(pair: PairResult): string;
+}
+
+function fmt(n: number, digits: number): string {
+  return Number.isFinite(n)
+    ? n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits })
+    : "n/a";
+}
+
+function sum(values: readonly number[]): number {
+  return values.reduce((a, b) => a + b, 0);
+}
+
+function rows(streams: readonly number[]): Row[] {
+  const out: Row[] = [];
+  for (const n of streams) {
+    const bulk = (p: PairResult) => p.bulk.find((b) => b.streams === n);
+    out.push(
+      {
+        label: `bulk ${n} stream${n === 1 ? "" : "s"}, Gbit/s`,
+        value: (p) => bulk(p)?.gbitPerSecond,
+        digits: 2,
+      },
+      {
+        label: `proxy CPU s/GiB, ${n} stream${n === 1 ? "" : "s"}`,
+        value: (p) => bulk(p)?.proxyCpuSecondsPerGiB,
+        digits: 2,
+        note: (p) => {
+          const helper = bulk(p)?.helperCpuSecondsPerGiB;
+          return helper === undefined ? "" : ` [+ shim ${fmt(helper, 2)}, not billed]`;
+        },
+      },
+    );
+  }
+  out.push(
+    { label: "ping-pong 64 B, added p50 over direct, us", value: (p) => p.pingPong?.addedP50, digits: 0 },
+    { label: "ping-pong 64 B, added p99 over direct, us", value: (p) => p.pingPong?.addedP99, digits: 0 },
+    { label: "new connection to first byte p50, us", value: (p) => p.connect?.p50, digits: 0 },
+    { label: "new connection to first byte p99, us", value: (p) => p.connect?.p99, digits: 0 },
+    {
+      label: "open tunnels: RSS KiB per tunnel (both sides)",
+      value: (p) => (p.tunnels === undefined ? undefined : sum(p.tunnels.rssKiBPerTunnel)),
+      digits: 1,
+      note: (p) =>
+        p.tunnels === undefined
+          ? ""
+          : ` [out ${fmt(p.tunnels.rssKiBPerTunnel[0] ?? Number.NaN, 1)} / in ${fmt(p.tunnels.rssKiBPerTunnel[1] ?? Number.NaN, 1)}; ${p.tunnels.opened}/${p.tunnels.requested} open, ${p.tunnels.errors} errors]`,
+    },
+  );
+  return out;
+}
+
+/** The table and the JSON line, as text. */
+export function formatReport(result: BenchResult): string {
+  const haproxy = result.pairs.find((p) => p.pair === "haproxy");
+  const lines: string[] = [];
+  lines.push(
+    `ambient mesh bench, ${result.startedAt}, Node ${result.node}, ${result.cpus} CPUs, ${
+      result.pinned ? "proxies pinned (outbound side CPU 0, inbound side CPU 1)" : "not pinned"
+    }, load average ${result.loadAverage.start.join(" ")} at start, ${result.loadAverage.end.join(" ")} at end`,
+  );
+  lines.push(
+    `bulk ${result.options.bulkSeconds} s per case (iperf3), latency ${result.options.latencySeconds} s per pair, ${result.options.tunnels} tunnels; ratios are to the haproxy pair in this run`,
+    "",
+  );
+  lines.push(`| measurement | ${result.pairs.map((p) => p.pair).join(" | ")} |`);
+  lines.push(`| --- | ${result.pairs.map(() => "---").join(" | ")} |`);
+  for (const row of rows(result.options.streams)) {
+    const base = haproxy === undefined ? undefined : row.value(haproxy);
+    const cells = result.pairs.map((pair) => {
+      const v = row.value(pair);
+      if (v === undefined) return "-";
+      const ratio =
+        pair.pair === "haproxy" || base === undefined || !(Math.abs(base) > 0)
+          ? ""
+          : ` (${fmt(v / base, 2)}x)`;
+      return `${fmt(v, row.digits)}${ratio}${row.note?.(pair) ?? ""}`;
+    });
+    lines.push(`| ${row.label} | ${cells.join(" | ")} |`);
+  }
+  const d = result.direct;
+  if (d.pingPong !== undefined || d.connect !== undefined) {
+    lines.push(
+      "",
+      `direct (no proxy): ping-pong p50 ${fmt(d.pingPong?.p50 ?? Number.NaN, 0)} us, p99 ${fmt(d.pingPong?.p99 ?? Number.NaN, 0)} us; new connection to first byte p50 ${fmt(d.connect?.p50 ?? Number.NaN, 0)} us, p99 ${fmt(d.connect?.p99 ?? Number.NaN, 0)} us`,
+    );
+  }
+  for (const pair of result.pairs) {
+    for (const error of pair.errors) lines.push(`ERROR ${pair.pair}: ${error}`);
+  }
+  lines.push("", `BENCH_JSON ${JSON.stringify(result)}`);
+  return lines.join("\n");
+}
