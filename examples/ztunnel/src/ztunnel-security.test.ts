@@ -16,8 +16,10 @@ const ip = {
   sleep: `${base}.11`,
   echo: `${base}.12`,
   web: `${base}.13`,
+  waypoint: `${base}.14`,
   outsider: `${base}.50`,
   vip: `${base}.100`,
+  pinnedVip: `${base}.101`,
 };
 const echoHost = "echo.demo.svc.cluster.local";
 const HANDSHAKE_TIMEOUT_MS = 300;
@@ -131,11 +133,13 @@ describe("ztunnel security", { timeout: 60_000 }, () => {
   let ztunnel: RunningZtunnel;
   let echo: Awaited<ReturnType<typeof countingServer>>;
   let web: Awaited<ReturnType<typeof countingServer>>;
+  let waypoint: Awaited<ReturnType<typeof countingServer>>;
 
   before(async () => {
     cp = await startTestControlPlane();
     echo = await countingServer(ip.echo, "echo");
     web = await countingServer(ip.web, "web");
+    waypoint = await countingServer(ip.waypoint, "waypoint");
     const serviceKey = `demo/${echoHost}`;
     cp.setWorkload(workload("sleep", ip.sleep));
     cp.setWorkload(
@@ -146,6 +150,7 @@ describe("ztunnel security", { timeout: 60_000 }, () => {
       }),
     );
     cp.setWorkload(workload("web-v1", ip.web));
+    cp.setWorkload(workload("waypoint", ip.waypoint));
     const service: Service = {
       name: "echo",
       namespace: "demo",
@@ -161,6 +166,15 @@ describe("ztunnel security", { timeout: 60_000 }, () => {
       visibility: "PUBLIC",
     };
     cp.setService(service);
+    // A Service whose waypoint is a pod of this node (a "sandwich" waypoint without its own listener).
+    cp.setService({
+      ...service,
+      name: "pinned",
+      hostname: "pinned.demo.svc.cluster.local",
+      addresses: [{ network: "", address: bytes(ip.pinnedVip) }],
+      ports: [{ servicePort: waypoint.port, targetPort: 9999, appProtocol: "TCP" }],
+      waypoint: { address: { network: "", address: bytes(ip.waypoint) }, hboneMtlsPort: 15008 },
+    } as Service);
     ztunnel = await startZtunnel({
       controlPlaneAddress: cp.address,
       rootCertPem: cp.rootCertPem,
@@ -178,10 +192,11 @@ describe("ztunnel security", { timeout: 60_000 }, () => {
     await cp?.close();
     echo?.server.close();
     web?.server.close();
+    waypoint?.server.close();
   });
 
   describe("inbound HBONE reaches only the pod whose listener accepted the tunnel", () => {
-    const tunnel = async (listenerIp: string, authority: string, payload: string) => {
+    const tunnel = async (listenerIp: string, authority: string, payload: string, identity = "echo-0") => {
       const svid = await cp.issue("spiffe://cluster.local/ns/demo/sa/sleep");
       const creds = { key: svid.privateKeyPem, certChain: svid.certChainPem, trustBundle: cp.rootCertPem };
       const client = createHboneClient(creds);
@@ -189,7 +204,7 @@ describe("ztunnel security", { timeout: 60_000 }, () => {
         const stream = await client.connect({
           address: `${listenerIp}:15008`,
           authority,
-          expectedIdentities: ["spiffe://cluster.local/ns/demo/sa/echo-0"],
+          expectedIdentities: [`spiffe://cluster.local/ns/demo/sa/${identity}`],
         });
         const answer = readAll(stream as unknown as Socket);
         stream.end(payload);
@@ -217,6 +232,11 @@ describe("ztunnel security", { timeout: 60_000 }, () => {
     it("forwards a Service hostname authority to the accepting pod's target port", async () => {
       const result = await tunnel(ip.echo, `${echoHost}:80`, "by name");
       assert.deepEqual(result, { status: 200, answer: "echo:by name" });
+    });
+
+    it("forwards a VIP whose Service names the pod as waypoint to that pod, not the Service", async () => {
+      const result = await tunnel(ip.waypoint, `${ip.pinnedVip}:${waypoint.port}`, "sandwich", "waypoint");
+      assert.deepEqual(result, { status: 200, answer: "waypoint:sandwich" });
     });
 
     it("refuses the Service VIP when the pod is not its waypoint (400) and the HBONE port (503)", async () => {
@@ -349,13 +369,27 @@ describe("ztunnel security", { timeout: 60_000 }, () => {
       assert.doesNotMatch(body, /"type": "Buffer"|"data": \[/);
       const dump = JSON.parse(body) as {
         workloads: { name: string; addresses: unknown[] }[];
-        services: { hostname: string; addresses: { address: unknown }[] }[];
+        services: {
+          hostname: string;
+          addresses: { address: unknown }[];
+          waypoint?: { address: { address: unknown } };
+        }[];
       };
       const addresses = Object.fromEntries(dump.workloads.map((w) => [w.name, w.addresses]));
-      assert.deepEqual(addresses, { sleep: [ip.sleep], "echo-0": [ip.echo], "web-v1": [ip.web] });
+      assert.deepEqual(addresses, {
+        sleep: [ip.sleep],
+        "echo-0": [ip.echo],
+        "web-v1": [ip.web],
+        waypoint: [ip.waypoint],
+      });
       assert.deepEqual(
-        dump.services.map((s) => [s.hostname, s.addresses.map((a) => a.address)]),
-        [[echoHost, [ip.vip]]],
+        dump.services
+          .map((s) => [s.hostname, s.addresses.map((a) => a.address), s.waypoint?.address.address])
+          .sort(),
+        [
+          [echoHost, [ip.vip], undefined],
+          ["pinned.demo.svc.cluster.local", [ip.pinnedVip], ip.waypoint],
+        ],
       );
     });
   });
