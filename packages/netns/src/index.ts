@@ -40,6 +40,8 @@ export {
 } from "./seqpacket.js";
 export { formatIp, type SocketAddress } from "./sockaddr.js";
 export {
+  type BindInNetnsOptions,
+  bindInNetns,
   type ConnectFromNetnsOptions,
   connectFromNetns,
   createListeningSocket,

@@ -2,6 +2,7 @@
 // namespace, SO_ORIGINAL_DST behind an iptables REDIRECT, SO_MARK and IP_TRANSPARENT read back.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import dgram from "node:dgram";
 import { openSync } from "node:fs";
 import type net from "node:net";
 import { tmpdir } from "node:os";
@@ -23,6 +24,7 @@ import { getIntOption, IP_TRANSPARENT, libc, SOL_IP } from "./libc.js";
 import { adoptNetns, closeFd, createSocketInNetns, type NetnsHandle, openNetns, withNetns } from "./netns.js";
 import { encodeSockaddr } from "./sockaddr.js";
 import {
+  bindInNetns,
   connectFromNetns,
   getOriginalDestination,
   getSocketMark,
@@ -197,6 +199,28 @@ describe("network namespaces", () => {
       client.destroy();
       peer.destroy();
       await close(server);
+    });
+  });
+
+  it("binds a UDP socket in the namespace for node:dgram", { skip: needsRoot }, async () => {
+    await withPod(async (pod, handle) => {
+      const fd = bindInNetns(handle, { host: "127.0.0.1", port: 0, mark: 0x539 });
+      assert.equal(getSocketMark(fd), 0x539);
+      const server = dgram.createSocket("udp4");
+      await new Promise<void>((resolve) => server.bind({ fd }, resolve));
+      const { port } = server.address();
+      assert.match(pod.exec("ss", ["-Hlun", `sport = :${port}`]), new RegExp(`127\\.0\\.0\\.1:${port}`));
+      server.on("message", (msg, from) =>
+        server.send(Buffer.concat([Buffer.from("re:"), msg]), from.port, from.address),
+      );
+      // A client inside the namespace too: the server is not reachable from the host.
+      const clientFd = bindInNetns(handle, { host: "127.0.0.1", port: 0 });
+      const client = dgram.createSocket("udp4");
+      await new Promise<void>((resolve) => client.bind({ fd: clientFd }, resolve));
+      const reply = once<Buffer>(client, "message");
+      client.send("dns?", port, "127.0.0.1");
+      assert.equal(String(await reply), "re:dns?");
+      await Promise.all([server, client].map((s) => new Promise<void>((r) => s.close(() => r()))));
     });
   });
 

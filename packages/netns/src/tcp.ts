@@ -141,22 +141,41 @@ export interface ListenInNetnsOptions extends NetnsSocketOptions {
  * left open.
  */
 export function createListeningSocket(netns: NetnsHandle, options: ListenInNetnsOptions): number {
+  const fd = bindInNetns(netns, { ...options, type: "stream" });
+  try {
+    check("listen", libc().listen(fd, options.backlog ?? 511), { netns: netns.path });
+    return fd;
+  } catch (err) {
+    closeQuietly(fd);
+    throw err;
+  }
+}
+
+export interface BindInNetnsOptions extends Omit<ListenInNetnsOptions, "backlog"> {
+  /** `"dgram"` (UDP) or `"stream"` (TCP). Default `"dgram"`. */
+  type?: "dgram" | "stream";
+}
+
+/**
+ * Creates a socket in `netns`, sets SO_REUSEADDR and the given options, and binds it; returns the
+ * descriptor. For UDP hand it to `dgram.createSocket("udp4").bind({ fd })` (a DNS proxy on 15053 in
+ * the pod); for TCP prefer {@link createListeningSocket}. On failure nothing is left open.
+ */
+export function bindInNetns(netns: NetnsHandle, options: BindInNetnsOptions): number {
   const family = ipFamily(options.host);
   const addr = encodeSockaddr(options.host, options.port);
-  const fd = createSocketInNetns(netns, { family, type: "stream" });
+  const fd = createSocketInNetns(netns, { family, type: options.type ?? "dgram" });
   try {
     setIntOption(fd, SOL_SOCKET, SO_REUSEADDR, 1, "setsockopt(SO_REUSEADDR)");
     if (options.reusePort) setIntOption(fd, SOL_SOCKET, SO_REUSEPORT, 1, "setsockopt(SO_REUSEPORT)");
     if (family === 6 && options.ipv6Only)
       setIntOption(fd, SOL_IPV6, IPV6_V6ONLY, 1, "setsockopt(IPV6_V6ONLY)");
     applySocketOptions(fd, options);
-    const c = libc();
-    check("bind", c.bind(fd, addr, addr.length), {
+    check("bind", libc().bind(fd, addr, addr.length), {
       host: options.host,
       port: options.port,
       netns: netns.path,
     });
-    check("listen", c.listen(fd, options.backlog ?? 511), { netns: netns.path });
     return fd;
   } catch (err) {
     closeQuietly(fd);
