@@ -20,6 +20,8 @@ export const ALL_PHASES: readonly Phase[] = ["bulk", "ping", "connect", "tunnels
 
 /** Options of {@link runBench}. */
 export interface BenchOptions {
+  /** Marks the run as a smoke run in the report. Default false. */
+  quick?: boolean;
   /** Seconds per bulk case (iperf3 `-t`). Default 4. */
   bulkSeconds?: number;
   /** Seconds of ping-pong and of new connections per pair. Default 3. */
@@ -32,7 +34,7 @@ export interface BenchOptions {
   pairs?: readonly PairName[];
   subnet?: number;
   pin?: boolean;
-  ztunnelNodeFlags?: readonly string[];
+  proxyNodeFlags?: readonly string[];
   log?: (line: string) => void;
 }
 
@@ -77,7 +79,13 @@ export interface BenchResult {
   cpus: number;
   pinned: boolean;
   loadAverage: { start: number[]; end: number[] };
-  options: { bulkSeconds: number; latencySeconds: number; tunnels: number; streams: number[] };
+  options: {
+    bulkSeconds: number;
+    latencySeconds: number;
+    tunnels: number;
+    streams: number[];
+    quick: boolean;
+  };
   direct: { pingPong?: Percentiles; connect?: Percentiles & { errors: number } };
   pairs: PairResult[];
 }
@@ -132,14 +140,14 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     cpus: cpus().length,
     pinned,
     loadAverage: { start: loadavg().map((l) => Number(l.toFixed(2))), end: [] },
-    options: { bulkSeconds, latencySeconds, tunnels, streams },
+    options: { bulkSeconds, latencySeconds, tunnels, streams, quick: options.quick ?? false },
     direct: {},
     pairs: [],
   };
   const topology = await startTopology({
     ...(options.subnet === undefined ? {} : { subnet: options.subnet }),
     ...(options.pairs === undefined ? {} : { pairs: options.pairs }),
-    ...(options.ztunnelNodeFlags === undefined ? {} : { ztunnelNodeFlags: options.ztunnelNodeFlags }),
+    ...(options.proxyNodeFlags === undefined ? {} : { proxyNodeFlags: options.proxyNodeFlags }),
     pin: pinned,
     log,
   });

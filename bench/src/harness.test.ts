@@ -66,7 +66,7 @@ test("the report puts ratios to haproxy beside the raw numbers and ends with the
     cpus: 2,
     pinned: true,
     loadAverage: { start: [1, 1, 1], end: [1, 1, 1] },
-    options: { bulkSeconds: 1, latencySeconds: 1, tunnels: 10, streams: [1] },
+    options: { bulkSeconds: 1, latencySeconds: 1, tunnels: 10, streams: [1], quick: false },
     direct: {},
     pairs: [
       { pair: "haproxy", bulk: [bulk(2, 2)], errors: [] },

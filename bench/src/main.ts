@@ -6,7 +6,8 @@
  *   --tunnels=N          tunnels held open at once (default 10000)
  *   --phases=a,b         bulk, ping, connect, tunnels (default all)
  *   --pairs=a,b          haproxy, node-tls, ztunnel (default all)
- *   --cpu-prof           write V8 CPU profiles of the two ztunnels to bench/profiles/
+ *   --cpu-prof           write V8 CPU profiles of the Node proxies (ztunnels, TLS relays) to bench/profiles/;
+ *                      summarize them with `node --import tsx src/profile-summary.ts profiles/*.cpuprofile`
  *   --no-pin             do not pin the proxies to CPUs
  */
 import { mkdirSync } from "node:fs";
@@ -73,13 +74,14 @@ watchdog.unref();
 
 try {
   const result = await runBench({
+    quick,
     bulkSeconds: positive("bulk-seconds", values["bulk-seconds"], quick ? 1 : 4),
     latencySeconds: positive("latency-seconds", values["latency-seconds"], quick ? 1 : 3),
     tunnels: positive("tunnels", values.tunnels, quick ? 200 : 10_000),
     ...(phases === undefined ? {} : { phases }),
     ...(pairs === undefined ? {} : { pairs }),
     pin: !values["no-pin"],
-    ...(values["cpu-prof"] ? { ztunnelNodeFlags: ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] } : {}),
+    ...(values["cpu-prof"] ? { proxyNodeFlags: ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] } : {}),
     log: (line) => console.error(`bench: ${line}`),
   });
   console.log(formatReport(result));

@@ -4,7 +4,7 @@
  * fails or is interrupted leaves nothing behind.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { connect } from "node:net";
 import { cpus } from "node:os";
 
@@ -29,6 +29,16 @@ export interface StartChildOptions {
 }
 
 const children = new Set<BenchChild>();
+const tempDirs = new Set<string>();
+
+/** Removes `dir` when this process exits, however it exits; {@link forgetTempDir} once removed. */
+export function removeOnExit(dir: string): void {
+  tempDirs.add(dir);
+}
+
+export function forgetTempDir(dir: string): void {
+  tempDirs.delete(dir);
+}
 const OUTPUT_TAIL = 4096;
 
 /** Whether `taskset` works and there are at least two CPUs. */
@@ -108,6 +118,7 @@ function killAllNow(): void {
       // already gone
     }
   }
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
 }
 
 let handlersInstalled = false;

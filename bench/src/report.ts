@@ -71,6 +71,7 @@ export function formatReport(result: BenchResult): string {
       result.pinned ? "proxies pinned (outbound side CPU 0, inbound side CPU 1)" : "not pinned"
     }, load average ${result.loadAverage.start.join(" ")} at start, ${result.loadAverage.end.join(" ")} at end`,
   );
+  if (result.options.quick) lines.push("--quick: a smoke run of the harness, not a measurement");
   lines.push(
     `bulk ${result.options.bulkSeconds} s per case (iperf3), latency ${result.options.latencySeconds} s per pair, ${result.options.tunnels} tunnels; ratios are to the haproxy pair in this run`,
     "",
@@ -82,10 +83,11 @@ export function formatReport(result: BenchResult): string {
     const cells = result.pairs.map((pair) => {
       const v = row.value(pair);
       if (v === undefined) return "-";
-      const ratio =
-        pair.pair === "haproxy" || base === undefined || !(Math.abs(base) > 0)
-          ? ""
-          : ` (${fmt(v / base, 2)}x)`;
+      let ratio = "";
+      // A ratio to a baseline at or below zero (an added p99 lost in noise) means nothing.
+      if (pair.pair !== "haproxy" && base !== undefined) {
+        ratio = base > 0 && v >= 0 ? ` (${fmt(v / base, 2)}x)` : " (no ratio)";
+      }
       return `${fmt(v, row.digits)}${ratio}${row.note?.(pair) ?? ""}`;
     });
     lines.push(`| ${row.label} | ${cells.join(" | ")} |`);

@@ -11,7 +11,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createCertificateAuthority } from "@ambient/spiffe/ca";
-import { type BenchChild, childFileLimit, startChild, stopAll, waitForPort } from "./processes.js";
+import {
+  type BenchChild,
+  childFileLimit,
+  forgetTempDir,
+  removeOnExit,
+  startChild,
+  stopAll,
+  waitForPort,
+} from "./processes.js";
 import type { RelayConfig } from "./tls-relay.js";
 
 /** Which pair carried the traffic. */
@@ -68,8 +76,8 @@ export interface TopologyOptions {
   pin?: boolean;
   /** Pairs to start. Default all three. */
   pairs?: readonly PairName[];
-  /** Extra node flags for the ztunnel processes (e.g. `--cpu-prof`). */
-  ztunnelNodeFlags?: readonly string[];
+  /** Extra node flags for the Node proxies, ztunnels and TLS relays (e.g. `--cpu-prof`). */
+  proxyNodeFlags?: readonly string[];
   /** Progress lines. */
   log?: (line: string) => void;
 }
@@ -236,10 +244,12 @@ export async function startTopology(options: TopologyOptions = {}): Promise<Topo
   const inCpu = pin ? 1 : undefined;
   const want = new Set(options.pairs ?? ["haproxy", "node-tls", "ztunnel"]);
   const dir = await mkdtemp(join(tmpdir(), "ambient-bench-"));
+  removeOnExit(dir);
   const pairs: Pair[] = [];
   const close = async () => {
     await stopAll();
     await rm(dir, { recursive: true, force: true });
+    forgetTempDir(dir);
   };
   try {
     // One CA for everything: written where the control plane loads its CA from.
@@ -321,8 +331,20 @@ export async function startTopology(options: TopologyOptions = {}): Promise<Topo
       });
       await writeFile(join(dir, "relay-out.json"), JSON.stringify(relayConfig("out")));
       await writeFile(join(dir, "relay-in.json"), JSON.stringify(relayConfig("in")));
-      const rin = nodeScript("node-tls in", here("./tls-relay.ts"), [join(dir, "relay-in.json")], inCpu);
-      const rout = nodeScript("node-tls out", here("./tls-relay.ts"), [join(dir, "relay-out.json")], outCpu);
+      const rin = nodeScript(
+        "node-tls in",
+        here("./tls-relay.ts"),
+        [join(dir, "relay-in.json")],
+        inCpu,
+        options.proxyNodeFlags,
+      );
+      const rout = nodeScript(
+        "node-tls out",
+        here("./tls-relay.ts"),
+        [join(dir, "relay-out.json")],
+        outCpu,
+        options.proxyNodeFlags,
+      );
       await printedReady(rin);
       await printedReady(rout);
       pairs.push({
@@ -375,7 +397,7 @@ export async function startTopology(options: TopologyOptions = {}): Promise<Topo
             "warn",
           ],
           index === 0 ? outCpu : inCpu,
-          options.ztunnelNodeFlags ?? [],
+          options.proxyNodeFlags ?? [],
         );
         ztunnels.push(z);
       }
