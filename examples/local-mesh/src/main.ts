@@ -126,6 +126,16 @@ try {
     "  (POST and other identities are refused by demo/web-get-from-sleep, attached to the waypoint)",
   );
 
+  const webV1 = mesh.pods.find((p) => p.name === "web-v1");
+  if (webV1 !== undefined) {
+    console.log(`\nstranger -> web-v1's pod address ${webV1.ip}:8080 directly, skipping the waypoint:`);
+    const direct = await mesh.httpCall("stranger", webV1.ip, 8080, { method: "POST", path: "/admin" });
+    console.log(
+      `  socks reply ${direct.reply} (refused by demo/web-only-from-waypoint: only the waypoint may call web pods)`,
+    );
+    if (direct.reply !== 2) ok = false;
+  }
+
   const nodeB = mesh.ztunnels.get("node-b");
   if (nodeB !== undefined) {
     const lines = (await nodeB.metricsText())
