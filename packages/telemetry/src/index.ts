@@ -64,6 +64,7 @@ export const noopMetrics: MetricsSink = Object.freeze({
   histogram: () => noopHistogram,
 });
 
+export { brandErrorClass } from "./branded-error.js";
 export {
   createPromClientSink,
   type PromClientModule,
