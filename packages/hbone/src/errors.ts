@@ -1,4 +1,4 @@
-const BRAND = Symbol.for("@ambient/hbone.error");
+import { brandErrorClass } from "@ambient/telemetry";
 
 /** Stable error codes raised by this package. */
 export type HboneErrorCode =
@@ -55,10 +55,6 @@ export class HboneError extends Error {
     this.rstCode = details.rstCode;
     this.nodeCode = details.nodeCode;
   }
-
-  static override [Symbol.hasInstance](value: unknown): boolean {
-    return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
-  }
 }
 
-Object.defineProperty(HboneError.prototype, BRAND, { value: true });
+brandErrorClass(HboneError, "@ambient/hbone.error");

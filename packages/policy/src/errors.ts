@@ -1,3 +1,5 @@
+import { brandErrorClass } from "@ambient/telemetry";
+
 /**
  * Stable error codes of `@ambient/policy`. Each names the rule that was broken.
  */
@@ -28,8 +30,6 @@ export interface ValidationIssue {
   readonly message: string;
 }
 
-const BRAND = Symbol.for("@ambient/policy.error");
-
 /** Extra fields carried by a {@link PolicyError}. */
 export interface PolicyErrorDetails {
   cause?: unknown;
@@ -55,10 +55,7 @@ export class PolicyError extends Error {
     this.code = code;
     this.issues = issues ?? [];
     this.details = rest;
-    Object.defineProperty(this, BRAND, { value: true });
-  }
-
-  static override [Symbol.hasInstance](value: unknown): boolean {
-    return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
   }
 }
+
+brandErrorClass(PolicyError, "@ambient/policy.error");

@@ -1,3 +1,5 @@
+import { brandErrorClass } from "@ambient/telemetry";
+
 /**
  * Stable error codes of `@ambient/spiffe`. Each names the rule that was broken.
  */
@@ -57,8 +59,6 @@ export type SpiffeErrorCode =
   /** The object was closed. */
   | "ERR_CLOSED";
 
-const BRAND = Symbol.for("@ambient/spiffe.error");
-
 /** Extra fields carried by a {@link SpiffeError}. */
 export interface SpiffeErrorDetails {
   cause?: unknown;
@@ -79,10 +79,7 @@ export class SpiffeError extends Error {
     super(message, cause === undefined ? undefined : { cause });
     this.code = code;
     this.details = rest;
-    Object.defineProperty(this, BRAND, { value: true });
-  }
-
-  static override [Symbol.hasInstance](value: unknown): boolean {
-    return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
   }
 }
+
+brandErrorClass(SpiffeError, "@ambient/spiffe.error");
