@@ -39,6 +39,10 @@ export const descriptor: unknown = {
              "type": "LbPolicy",
              "id": 6
             },
+            "commonLbConfig": {
+             "type": "CommonLbConfig",
+             "id": 27
+            },
             "loadAssignment": {
              "type": "endpoint.v3.ClusterLoadAssignment",
              "id": 33
@@ -78,6 +82,26 @@ export const descriptor: unknown = {
               "serviceName": {
                "type": "string",
                "id": 2
+              }
+             }
+            },
+            "CommonLbConfig": {
+             "oneofs": {
+              "localityConfigSpecifier": {
+               "oneof": [
+                "localityWeightedLbConfig"
+               ]
+              }
+             },
+             "fields": {
+              "localityWeightedLbConfig": {
+               "type": "LocalityWeightedLbConfig",
+               "id": 3
+              }
+             },
+             "nested": {
+              "LocalityWeightedLbConfig": {
+               "fields": {}
               }
              }
             }
@@ -320,6 +344,72 @@ export const descriptor: unknown = {
             }
            }
           },
+          "HeaderValue": {
+           "fields": {
+            "key": {
+             "type": "string",
+             "id": 1
+            },
+            "value": {
+             "type": "string",
+             "id": 2
+            }
+           }
+          },
+          "HeaderValueOption": {
+           "fields": {
+            "header": {
+             "type": "HeaderValue",
+             "id": 1
+            },
+            "appendAction": {
+             "type": "HeaderAppendAction",
+             "id": 3
+            }
+           },
+           "nested": {
+            "HeaderAppendAction": {
+             "values": {
+              "APPEND_IF_EXISTS_OR_ADD": 0,
+              "ADD_IF_ABSENT": 1,
+              "OVERWRITE_IF_EXISTS_OR_ADD": 2,
+              "OVERWRITE_IF_EXISTS": 3
+             }
+            }
+           }
+          },
+          "RuntimeFractionalPercent": {
+           "fields": {
+            "defaultValue": {
+             "type": "envoy.type.v3.FractionalPercent",
+             "id": 1
+            },
+            "runtimeKey": {
+             "type": "string",
+             "id": 2
+            }
+           }
+          },
+          "DataSource": {
+           "oneofs": {
+            "specifier": {
+             "oneof": [
+              "inlineBytes",
+              "inlineString"
+             ]
+            }
+           },
+           "fields": {
+            "inlineBytes": {
+             "type": "bytes",
+             "id": 2
+            },
+            "inlineString": {
+             "type": "string",
+             "id": 3
+            }
+           }
+          },
           "HealthStatus": {
            "values": {
             "UNKNOWN": 0,
@@ -524,6 +614,8 @@ export const descriptor: unknown = {
             "action": {
              "oneof": [
               "route",
+              "redirect",
+              "directResponse",
               "nonForwardingAction"
              ]
             }
@@ -537,9 +629,37 @@ export const descriptor: unknown = {
              "type": "RouteAction",
              "id": 2
             },
+            "redirect": {
+             "type": "RedirectAction",
+             "id": 3
+            },
+            "directResponse": {
+             "type": "DirectResponseAction",
+             "id": 7
+            },
             "nonForwardingAction": {
              "type": "NonForwardingAction",
              "id": 18
+            },
+            "requestHeadersToAdd": {
+             "rule": "repeated",
+             "type": "core.v3.HeaderValueOption",
+             "id": 9
+            },
+            "responseHeadersToAdd": {
+             "rule": "repeated",
+             "type": "core.v3.HeaderValueOption",
+             "id": 10
+            },
+            "responseHeadersToRemove": {
+             "rule": "repeated",
+             "type": "string",
+             "id": 11
+            },
+            "requestHeadersToRemove": {
+             "rule": "repeated",
+             "type": "string",
+             "id": 12
             },
             "name": {
              "type": "string",
@@ -552,7 +672,9 @@ export const descriptor: unknown = {
             "pathSpecifier": {
              "oneof": [
               "prefix",
-              "path"
+              "path",
+              "safeRegex",
+              "pathSeparatedPrefix"
              ]
             }
            },
@@ -565,9 +687,108 @@ export const descriptor: unknown = {
              "type": "string",
              "id": 2
             },
+            "safeRegex": {
+             "type": "type.matcher.v3.RegexMatcher",
+             "id": 10
+            },
+            "pathSeparatedPrefix": {
+             "type": "string",
+             "id": 14
+            },
             "caseSensitive": {
              "type": "google.protobuf.BoolValue",
              "id": 4
+            },
+            "headers": {
+             "rule": "repeated",
+             "type": "HeaderMatcher",
+             "id": 6
+            },
+            "queryParameters": {
+             "rule": "repeated",
+             "type": "QueryParameterMatcher",
+             "id": 7
+            },
+            "grpc": {
+             "type": "GrpcRouteMatchOptions",
+             "id": 8
+            }
+           },
+           "nested": {
+            "GrpcRouteMatchOptions": {
+             "fields": {}
+            }
+           }
+          },
+          "HeaderMatcher": {
+           "oneofs": {
+            "headerMatchSpecifier": {
+             "oneof": [
+              "exactMatch",
+              "presentMatch",
+              "prefixMatch",
+              "suffixMatch",
+              "safeRegexMatch",
+              "stringMatch"
+             ]
+            }
+           },
+           "fields": {
+            "name": {
+             "type": "string",
+             "id": 1
+            },
+            "exactMatch": {
+             "type": "string",
+             "id": 4
+            },
+            "presentMatch": {
+             "type": "bool",
+             "id": 7
+            },
+            "prefixMatch": {
+             "type": "string",
+             "id": 9
+            },
+            "suffixMatch": {
+             "type": "string",
+             "id": 10
+            },
+            "safeRegexMatch": {
+             "type": "type.matcher.v3.RegexMatcher",
+             "id": 11
+            },
+            "stringMatch": {
+             "type": "type.matcher.v3.StringMatcher",
+             "id": 13
+            },
+            "invertMatch": {
+             "type": "bool",
+             "id": 8
+            }
+           }
+          },
+          "QueryParameterMatcher": {
+           "oneofs": {
+            "queryParameterMatchSpecifier": {
+             "oneof": [
+              "stringMatch",
+              "presentMatch"
+             ]
+            }
+           },
+           "fields": {
+            "name": {
+             "type": "string",
+             "id": 1
+            },
+            "stringMatch": {
+             "type": "type.matcher.v3.StringMatcher",
+             "id": 5
+            },
+            "presentMatch": {
+             "type": "bool",
+             "id": 6
             }
            }
           },
@@ -578,6 +799,11 @@ export const descriptor: unknown = {
               "cluster",
               "clusterHeader",
               "weightedClusters"
+             ]
+            },
+            "hostRewriteSpecifier": {
+             "oneof": [
+              "hostRewriteLiteral"
              ]
             }
            },
@@ -594,9 +820,44 @@ export const descriptor: unknown = {
              "type": "WeightedCluster",
              "id": 3
             },
+            "prefixRewrite": {
+             "type": "string",
+             "id": 5
+            },
+            "hostRewriteLiteral": {
+             "type": "string",
+             "id": 6
+            },
             "timeout": {
              "type": "google.protobuf.Duration",
              "id": 8
+            },
+            "retryPolicy": {
+             "type": "RetryPolicy",
+             "id": 9
+            },
+            "requestMirrorPolicies": {
+             "rule": "repeated",
+             "type": "RequestMirrorPolicy",
+             "id": 30
+            },
+            "regexRewrite": {
+             "type": "type.matcher.v3.RegexMatchAndSubstitute",
+             "id": 32
+            }
+           },
+           "nested": {
+            "RequestMirrorPolicy": {
+             "fields": {
+              "cluster": {
+               "type": "string",
+               "id": 1
+              },
+              "runtimeFraction": {
+               "type": "core.v3.RuntimeFractionalPercent",
+               "id": 3
+              }
+             }
             }
            }
           },
@@ -618,13 +879,241 @@ export const descriptor: unknown = {
               "weight": {
                "type": "google.protobuf.UInt32Value",
                "id": 2
+              },
+              "requestHeadersToAdd": {
+               "rule": "repeated",
+               "type": "core.v3.HeaderValueOption",
+               "id": 4
+              },
+              "responseHeadersToAdd": {
+               "rule": "repeated",
+               "type": "core.v3.HeaderValueOption",
+               "id": 5
+              },
+              "responseHeadersToRemove": {
+               "rule": "repeated",
+               "type": "string",
+               "id": 6
+              },
+              "requestHeadersToRemove": {
+               "rule": "repeated",
+               "type": "string",
+               "id": 9
               }
              }
             }
            }
           },
+          "RetryPolicy": {
+           "fields": {
+            "retryOn": {
+             "type": "string",
+             "id": 1
+            },
+            "numRetries": {
+             "type": "google.protobuf.UInt32Value",
+             "id": 2
+            },
+            "perTryTimeout": {
+             "type": "google.protobuf.Duration",
+             "id": 3
+            },
+            "retriableStatusCodes": {
+             "rule": "repeated",
+             "type": "uint32",
+             "id": 7
+            },
+            "retryBackOff": {
+             "type": "RetryBackOff",
+             "id": 8
+            }
+           },
+           "nested": {
+            "RetryBackOff": {
+             "fields": {
+              "baseInterval": {
+               "type": "google.protobuf.Duration",
+               "id": 1
+              },
+              "maxInterval": {
+               "type": "google.protobuf.Duration",
+               "id": 2
+              }
+             }
+            }
+           }
+          },
+          "RedirectAction": {
+           "oneofs": {
+            "schemeRewriteSpecifier": {
+             "oneof": [
+              "httpsRedirect",
+              "schemeRedirect"
+             ]
+            },
+            "pathRewriteSpecifier": {
+             "oneof": [
+              "pathRedirect",
+              "prefixRewrite"
+             ]
+            }
+           },
+           "fields": {
+            "httpsRedirect": {
+             "type": "bool",
+             "id": 4
+            },
+            "schemeRedirect": {
+             "type": "string",
+             "id": 7
+            },
+            "hostRedirect": {
+             "type": "string",
+             "id": 1
+            },
+            "portRedirect": {
+             "type": "uint32",
+             "id": 8
+            },
+            "pathRedirect": {
+             "type": "string",
+             "id": 2
+            },
+            "prefixRewrite": {
+             "type": "string",
+             "id": 5
+            },
+            "responseCode": {
+             "type": "RedirectResponseCode",
+             "id": 3
+            },
+            "stripQuery": {
+             "type": "bool",
+             "id": 6
+            }
+           },
+           "nested": {
+            "RedirectResponseCode": {
+             "values": {
+              "MOVED_PERMANENTLY": 0,
+              "FOUND": 1,
+              "SEE_OTHER": 2,
+              "TEMPORARY_REDIRECT": 3,
+              "PERMANENT_REDIRECT": 4
+             }
+            }
+           }
+          },
+          "DirectResponseAction": {
+           "fields": {
+            "status": {
+             "type": "uint32",
+             "id": 1
+            },
+            "body": {
+             "type": "core.v3.DataSource",
+             "id": 2
+            }
+           }
+          },
           "NonForwardingAction": {
            "fields": {}
+          }
+         }
+        }
+       }
+      }
+     }
+    },
+    "type": {
+     "nested": {
+      "v3": {
+       "nested": {
+        "FractionalPercent": {
+         "fields": {
+          "numerator": {
+           "type": "uint32",
+           "id": 1
+          },
+          "denominator": {
+           "type": "DenominatorType",
+           "id": 2
+          }
+         },
+         "nested": {
+          "DenominatorType": {
+           "values": {
+            "HUNDRED": 0,
+            "TEN_THOUSAND": 1,
+            "MILLION": 2
+           }
+          }
+         }
+        }
+       }
+      },
+      "matcher": {
+       "nested": {
+        "v3": {
+         "nested": {
+          "RegexMatcher": {
+           "fields": {
+            "regex": {
+             "type": "string",
+             "id": 2
+            }
+           }
+          },
+          "RegexMatchAndSubstitute": {
+           "fields": {
+            "pattern": {
+             "type": "RegexMatcher",
+             "id": 1
+            },
+            "substitution": {
+             "type": "string",
+             "id": 2
+            }
+           }
+          },
+          "StringMatcher": {
+           "oneofs": {
+            "matchPattern": {
+             "oneof": [
+              "exact",
+              "prefix",
+              "suffix",
+              "safeRegex",
+              "contains"
+             ]
+            }
+           },
+           "fields": {
+            "exact": {
+             "type": "string",
+             "id": 1
+            },
+            "prefix": {
+             "type": "string",
+             "id": 2
+            },
+            "suffix": {
+             "type": "string",
+             "id": 3
+            },
+            "safeRegex": {
+             "type": "RegexMatcher",
+             "id": 5
+            },
+            "contains": {
+             "type": "string",
+             "id": 7
+            },
+            "ignoreCase": {
+             "type": "bool",
+             "id": 6
+            }
+           }
           }
          }
         }

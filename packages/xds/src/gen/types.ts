@@ -8,6 +8,7 @@ export declare namespace envoy {
           edsClusterConfig?: envoy.config.cluster.v3.Cluster.EdsClusterConfig;
           connectTimeout?: google.protobuf.Duration;
           lbPolicy: envoy.config.cluster.v3.Cluster.LbPolicy;
+          commonLbConfig?: envoy.config.cluster.v3.Cluster.CommonLbConfig;
           loadAssignment?: envoy.config.endpoint.v3.ClusterLoadAssignment;
           lrsServer?: envoy.config.core.v3.ConfigSource;
         } & ({ type: envoy.config.cluster.v3.Cluster.DiscoveryType; } | { type?: undefined; });
@@ -17,6 +18,10 @@ export declare namespace envoy {
           export interface EdsClusterConfig {
             edsConfig?: envoy.config.core.v3.ConfigSource;
             serviceName: string;
+          }
+          export type CommonLbConfig = {} & ({ localityWeightedLbConfig: envoy.config.cluster.v3.Cluster.CommonLbConfig.LocalityWeightedLbConfig; } | { localityWeightedLbConfig?: undefined; });
+          export namespace CommonLbConfig {
+            export interface LocalityWeightedLbConfig {}
           }
         }
       }
@@ -74,6 +79,22 @@ export declare namespace envoy {
           name: string;
           typedConfig?: google.protobuf.Any;
         }
+        export interface HeaderValue {
+          key: string;
+          value: string;
+        }
+        export interface HeaderValueOption {
+          header?: envoy.config.core.v3.HeaderValue;
+          appendAction: envoy.config.core.v3.HeaderValueOption.HeaderAppendAction;
+        }
+        export namespace HeaderValueOption {
+          export type HeaderAppendAction = "APPEND_IF_EXISTS_OR_ADD" | "ADD_IF_ABSENT" | "OVERWRITE_IF_EXISTS_OR_ADD" | "OVERWRITE_IF_EXISTS";
+        }
+        export interface RuntimeFractionalPercent {
+          defaultValue?: envoy.type.v3.FractionalPercent;
+          runtimeKey: string;
+        }
+        export type DataSource = {} & ({ inlineBytes: Uint8Array; inlineString?: undefined; } | { inlineString: string; inlineBytes?: undefined; } | { inlineBytes?: undefined; inlineString?: undefined; });
         export type HealthStatus = "UNKNOWN" | "HEALTHY" | "UNHEALTHY" | "DRAINING" | "TIMEOUT" | "DEGRADED";
       }
     }
@@ -133,14 +154,41 @@ export declare namespace envoy {
         }
         export type Route = {
           match?: envoy.config.route.v3.RouteMatch;
+          requestHeadersToAdd: envoy.config.core.v3.HeaderValueOption[];
+          responseHeadersToAdd: envoy.config.core.v3.HeaderValueOption[];
+          responseHeadersToRemove: string[];
+          requestHeadersToRemove: string[];
           name: string;
-        } & ({ route: envoy.config.route.v3.RouteAction; nonForwardingAction?: undefined; } | { nonForwardingAction: envoy.config.route.v3.NonForwardingAction; route?: undefined; } | { route?: undefined; nonForwardingAction?: undefined; });
+        } & ({ route: envoy.config.route.v3.RouteAction; redirect?: undefined; directResponse?: undefined; nonForwardingAction?: undefined; } | { redirect: envoy.config.route.v3.RedirectAction; route?: undefined; directResponse?: undefined; nonForwardingAction?: undefined; } | { directResponse: envoy.config.route.v3.DirectResponseAction; route?: undefined; redirect?: undefined; nonForwardingAction?: undefined; } | { nonForwardingAction: envoy.config.route.v3.NonForwardingAction; route?: undefined; redirect?: undefined; directResponse?: undefined; } | { route?: undefined; redirect?: undefined; directResponse?: undefined; nonForwardingAction?: undefined; });
         export type RouteMatch = {
           caseSensitive?: google.protobuf.BoolValue;
-        } & ({ prefix: string; path?: undefined; } | { path: string; prefix?: undefined; } | { prefix?: undefined; path?: undefined; });
+          headers: envoy.config.route.v3.HeaderMatcher[];
+          queryParameters: envoy.config.route.v3.QueryParameterMatcher[];
+          grpc?: envoy.config.route.v3.RouteMatch.GrpcRouteMatchOptions;
+        } & ({ prefix: string; path?: undefined; safeRegex?: undefined; pathSeparatedPrefix?: undefined; } | { path: string; prefix?: undefined; safeRegex?: undefined; pathSeparatedPrefix?: undefined; } | { safeRegex: envoy.type.matcher.v3.RegexMatcher; prefix?: undefined; path?: undefined; pathSeparatedPrefix?: undefined; } | { pathSeparatedPrefix: string; prefix?: undefined; path?: undefined; safeRegex?: undefined; } | { prefix?: undefined; path?: undefined; safeRegex?: undefined; pathSeparatedPrefix?: undefined; });
+        export namespace RouteMatch {
+          export interface GrpcRouteMatchOptions {}
+        }
+        export type HeaderMatcher = {
+          name: string;
+          invertMatch: boolean;
+        } & ({ exactMatch: string; presentMatch?: undefined; prefixMatch?: undefined; suffixMatch?: undefined; safeRegexMatch?: undefined; stringMatch?: undefined; } | { presentMatch: boolean; exactMatch?: undefined; prefixMatch?: undefined; suffixMatch?: undefined; safeRegexMatch?: undefined; stringMatch?: undefined; } | { prefixMatch: string; exactMatch?: undefined; presentMatch?: undefined; suffixMatch?: undefined; safeRegexMatch?: undefined; stringMatch?: undefined; } | { suffixMatch: string; exactMatch?: undefined; presentMatch?: undefined; prefixMatch?: undefined; safeRegexMatch?: undefined; stringMatch?: undefined; } | { safeRegexMatch: envoy.type.matcher.v3.RegexMatcher; exactMatch?: undefined; presentMatch?: undefined; prefixMatch?: undefined; suffixMatch?: undefined; stringMatch?: undefined; } | { stringMatch: envoy.type.matcher.v3.StringMatcher; exactMatch?: undefined; presentMatch?: undefined; prefixMatch?: undefined; suffixMatch?: undefined; safeRegexMatch?: undefined; } | { exactMatch?: undefined; presentMatch?: undefined; prefixMatch?: undefined; suffixMatch?: undefined; safeRegexMatch?: undefined; stringMatch?: undefined; });
+        export type QueryParameterMatcher = {
+          name: string;
+        } & ({ stringMatch: envoy.type.matcher.v3.StringMatcher; presentMatch?: undefined; } | { presentMatch: boolean; stringMatch?: undefined; } | { stringMatch?: undefined; presentMatch?: undefined; });
         export type RouteAction = {
+          prefixRewrite: string;
           timeout?: google.protobuf.Duration;
-        } & ({ cluster: string; clusterHeader?: undefined; weightedClusters?: undefined; } | { clusterHeader: string; cluster?: undefined; weightedClusters?: undefined; } | { weightedClusters: envoy.config.route.v3.WeightedCluster; cluster?: undefined; clusterHeader?: undefined; } | { cluster?: undefined; clusterHeader?: undefined; weightedClusters?: undefined; });
+          retryPolicy?: envoy.config.route.v3.RetryPolicy;
+          requestMirrorPolicies: envoy.config.route.v3.RouteAction.RequestMirrorPolicy[];
+          regexRewrite?: envoy.type.matcher.v3.RegexMatchAndSubstitute;
+        } & ({ cluster: string; clusterHeader?: undefined; weightedClusters?: undefined; } | { clusterHeader: string; cluster?: undefined; weightedClusters?: undefined; } | { weightedClusters: envoy.config.route.v3.WeightedCluster; cluster?: undefined; clusterHeader?: undefined; } | { cluster?: undefined; clusterHeader?: undefined; weightedClusters?: undefined; }) & ({ hostRewriteLiteral: string; } | { hostRewriteLiteral?: undefined; });
+        export namespace RouteAction {
+          export interface RequestMirrorPolicy {
+            cluster: string;
+            runtimeFraction?: envoy.config.core.v3.RuntimeFractionalPercent;
+          }
+        }
         export interface WeightedCluster {
           clusters: envoy.config.route.v3.WeightedCluster.ClusterWeight[];
         }
@@ -148,9 +196,64 @@ export declare namespace envoy {
           export interface ClusterWeight {
             name: string;
             weight?: google.protobuf.UInt32Value;
+            requestHeadersToAdd: envoy.config.core.v3.HeaderValueOption[];
+            responseHeadersToAdd: envoy.config.core.v3.HeaderValueOption[];
+            responseHeadersToRemove: string[];
+            requestHeadersToRemove: string[];
           }
         }
+        export interface RetryPolicy {
+          retryOn: string;
+          numRetries?: google.protobuf.UInt32Value;
+          perTryTimeout?: google.protobuf.Duration;
+          retriableStatusCodes: number[];
+          retryBackOff?: envoy.config.route.v3.RetryPolicy.RetryBackOff;
+        }
+        export namespace RetryPolicy {
+          export interface RetryBackOff {
+            baseInterval?: google.protobuf.Duration;
+            maxInterval?: google.protobuf.Duration;
+          }
+        }
+        export type RedirectAction = {
+          hostRedirect: string;
+          portRedirect: number;
+          responseCode: envoy.config.route.v3.RedirectAction.RedirectResponseCode;
+          stripQuery: boolean;
+        } & ({ httpsRedirect: boolean; schemeRedirect?: undefined; } | { schemeRedirect: string; httpsRedirect?: undefined; } | { httpsRedirect?: undefined; schemeRedirect?: undefined; }) & ({ pathRedirect: string; prefixRewrite?: undefined; } | { prefixRewrite: string; pathRedirect?: undefined; } | { pathRedirect?: undefined; prefixRewrite?: undefined; });
+        export namespace RedirectAction {
+          export type RedirectResponseCode = "MOVED_PERMANENTLY" | "FOUND" | "SEE_OTHER" | "TEMPORARY_REDIRECT" | "PERMANENT_REDIRECT";
+        }
+        export interface DirectResponseAction {
+          status: number;
+          body?: envoy.config.core.v3.DataSource;
+        }
         export interface NonForwardingAction {}
+      }
+    }
+  }
+  export namespace type {
+    export namespace v3 {
+      export interface FractionalPercent {
+        numerator: number;
+        denominator: envoy.type.v3.FractionalPercent.DenominatorType;
+      }
+      export namespace FractionalPercent {
+        export type DenominatorType = "HUNDRED" | "TEN_THOUSAND" | "MILLION";
+      }
+    }
+    export namespace matcher {
+      export namespace v3 {
+        export interface RegexMatcher {
+          regex: string;
+        }
+        export interface RegexMatchAndSubstitute {
+          pattern?: envoy.type.matcher.v3.RegexMatcher;
+          substitution: string;
+        }
+        export type StringMatcher = {
+          ignoreCase: boolean;
+        } & ({ exact: string; prefix?: undefined; suffix?: undefined; safeRegex?: undefined; contains?: undefined; } | { prefix: string; exact?: undefined; suffix?: undefined; safeRegex?: undefined; contains?: undefined; } | { suffix: string; exact?: undefined; prefix?: undefined; safeRegex?: undefined; contains?: undefined; } | { safeRegex: envoy.type.matcher.v3.RegexMatcher; exact?: undefined; prefix?: undefined; suffix?: undefined; contains?: undefined; } | { contains: string; exact?: undefined; prefix?: undefined; suffix?: undefined; safeRegex?: undefined; } | { exact?: undefined; prefix?: undefined; suffix?: undefined; safeRegex?: undefined; contains?: undefined; });
       }
     }
   }
@@ -453,6 +556,8 @@ export declare namespace google {
 export interface MessageTypes {
   "envoy.config.cluster.v3.Cluster": envoy.config.cluster.v3.Cluster;
   "envoy.config.cluster.v3.Cluster.EdsClusterConfig": envoy.config.cluster.v3.Cluster.EdsClusterConfig;
+  "envoy.config.cluster.v3.Cluster.CommonLbConfig": envoy.config.cluster.v3.Cluster.CommonLbConfig;
+  "envoy.config.cluster.v3.Cluster.CommonLbConfig.LocalityWeightedLbConfig": envoy.config.cluster.v3.Cluster.CommonLbConfig.LocalityWeightedLbConfig;
   "envoy.config.core.v3.Node": envoy.config.core.v3.Node;
   "envoy.config.core.v3.Locality": envoy.config.core.v3.Locality;
   "envoy.config.core.v3.Extension": envoy.config.core.v3.Extension;
@@ -465,6 +570,10 @@ export interface MessageTypes {
   "envoy.config.core.v3.SelfConfigSource": envoy.config.core.v3.SelfConfigSource;
   "envoy.config.core.v3.ConfigSource": envoy.config.core.v3.ConfigSource;
   "envoy.config.core.v3.TypedExtensionConfig": envoy.config.core.v3.TypedExtensionConfig;
+  "envoy.config.core.v3.HeaderValue": envoy.config.core.v3.HeaderValue;
+  "envoy.config.core.v3.HeaderValueOption": envoy.config.core.v3.HeaderValueOption;
+  "envoy.config.core.v3.RuntimeFractionalPercent": envoy.config.core.v3.RuntimeFractionalPercent;
+  "envoy.config.core.v3.DataSource": envoy.config.core.v3.DataSource;
   "envoy.config.endpoint.v3.ClusterLoadAssignment": envoy.config.endpoint.v3.ClusterLoadAssignment;
   "envoy.config.endpoint.v3.LocalityLbEndpoints": envoy.config.endpoint.v3.LocalityLbEndpoints;
   "envoy.config.endpoint.v3.LbEndpoint": envoy.config.endpoint.v3.LbEndpoint;
@@ -477,10 +586,22 @@ export interface MessageTypes {
   "envoy.config.route.v3.VirtualHost": envoy.config.route.v3.VirtualHost;
   "envoy.config.route.v3.Route": envoy.config.route.v3.Route;
   "envoy.config.route.v3.RouteMatch": envoy.config.route.v3.RouteMatch;
+  "envoy.config.route.v3.RouteMatch.GrpcRouteMatchOptions": envoy.config.route.v3.RouteMatch.GrpcRouteMatchOptions;
+  "envoy.config.route.v3.HeaderMatcher": envoy.config.route.v3.HeaderMatcher;
+  "envoy.config.route.v3.QueryParameterMatcher": envoy.config.route.v3.QueryParameterMatcher;
   "envoy.config.route.v3.RouteAction": envoy.config.route.v3.RouteAction;
+  "envoy.config.route.v3.RouteAction.RequestMirrorPolicy": envoy.config.route.v3.RouteAction.RequestMirrorPolicy;
   "envoy.config.route.v3.WeightedCluster": envoy.config.route.v3.WeightedCluster;
   "envoy.config.route.v3.WeightedCluster.ClusterWeight": envoy.config.route.v3.WeightedCluster.ClusterWeight;
+  "envoy.config.route.v3.RetryPolicy": envoy.config.route.v3.RetryPolicy;
+  "envoy.config.route.v3.RetryPolicy.RetryBackOff": envoy.config.route.v3.RetryPolicy.RetryBackOff;
+  "envoy.config.route.v3.RedirectAction": envoy.config.route.v3.RedirectAction;
+  "envoy.config.route.v3.DirectResponseAction": envoy.config.route.v3.DirectResponseAction;
   "envoy.config.route.v3.NonForwardingAction": envoy.config.route.v3.NonForwardingAction;
+  "envoy.type.v3.FractionalPercent": envoy.type.v3.FractionalPercent;
+  "envoy.type.matcher.v3.RegexMatcher": envoy.type.matcher.v3.RegexMatcher;
+  "envoy.type.matcher.v3.RegexMatchAndSubstitute": envoy.type.matcher.v3.RegexMatchAndSubstitute;
+  "envoy.type.matcher.v3.StringMatcher": envoy.type.matcher.v3.StringMatcher;
   "envoy.extensions.filters.http.router.v3.Router": envoy.extensions.filters.http.router.v3.Router;
   "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager": envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager;
   "envoy.extensions.filters.network.http_connection_manager.v3.Rds": envoy.extensions.filters.network.http_connection_manager.v3.Rds;
