@@ -1,0 +1,265 @@
+// Inbound: what arrives for a local pod, over HBONE (15008) or, in-pod, as plaintext (15006). Each
+// connection is authorized on the same parsed destination it is then connected to, and kept in the
+// registry so a policy change can close it.
+import { connect, type Socket } from "node:net";
+import { HBONE_STATUS, type InboundTunnel, pipeTunnel } from "@ambient/hbone";
+import type {
+  AuthorizationDecision,
+  AuthorizationEngine,
+  AuthorizationRequest,
+  PolicyExplanation,
+} from "@ambient/policy";
+import type { ConnectionRegistry } from "./connections.js";
+import { decideInboundDestination } from "./inbound-destination.js";
+import { connectionLabels, type createTcpMetrics } from "./tcp-metrics.js";
+import type { Logger } from "./telemetry.js";
+import { identityOf, serviceForTargetPort, type WorkloadStore } from "./workload-store.js";
+
+/**
+ * The policy a denial names: the DENY policy that matched, or the ALLOW policies of which none
+ * matched (the engine names no single policy then).
+ */
+export function deniedBy(decision: AuthorizationDecision, explain: () => PolicyExplanation[]): string {
+  if (decision.policy !== undefined) return decision.policy;
+  const allow = explain()
+    .filter((p) => p.action === "ALLOW" && !p.dryRun)
+    .map((p) => p.policy);
+  return allow.length > 0 ? allow.join(", ") : "policy";
+}
+
+/** Opens the connection to the local application. */
+export type UpstreamConnector = (host: string, port: number) => Socket;
+
+/** The pod an inbound connection is for. */
+export interface InboundPod {
+  uid: string;
+  ip: string;
+  /** Where connections to the app are made from (default: this process's namespace). */
+  connectUpstream?: UpstreamConnector;
+}
+
+export interface InboundOptions {
+  nodeName: string;
+  /** The HBONE port, never a valid inner destination. */
+  hbonePort: number;
+  store: WorkloadStore;
+  engine: AuthorizationEngine;
+  registry: ConnectionRegistry;
+  tcpMetrics: ReturnType<typeof createTcpMetrics>;
+  logger: Logger;
+  isClosed(): boolean;
+}
+
+export interface Inbound {
+  /** Serves one HBONE CONNECT stream for `pod`. */
+  handleTunnel(pod: InboundPod, tunnel: InboundTunnel): void;
+  /**
+   * Serves one plaintext connection captured for `pod` (15006), to its original destination:
+   * authorized with no peer identity, so STRICT PeerAuthentication refuses it.
+   */
+  handlePlaintext(pod: InboundPod, socket: Socket, destination: { ip: string; port: number }): void;
+  /** Re-evaluates open inbound connections after a policy change and closes the denied ones. */
+  recheck(): void;
+}
+
+const defaultConnector: UpstreamConnector = (host, port) => connect({ host, port, allowHalfOpen: true });
+
+function plainIp(address: string | undefined): string {
+  if (address === undefined) return "";
+  return address.startsWith("::ffff:") ? address.slice(7) : address;
+}
+
+export function createInbound(options: InboundOptions): Inbound {
+  const { store, engine, registry, tcpMetrics, logger } = options;
+
+  const inboundRequest = (
+    src: string,
+    peer: string | undefined,
+    dstIp: string,
+    dstPort: number,
+  ): AuthorizationRequest => {
+    const dst = store.findByAddress(dstIp);
+    return {
+      source: peer === undefined ? { ip: src } : { ip: src, identity: peer },
+      destination: {
+        ip: dstIp,
+        port: dstPort,
+        workload: {
+          namespace: dst?.namespace ?? "",
+          name: dst?.name ?? "",
+          authorizationPolicies: dst?.authorizationPolicies ?? [],
+        },
+      },
+    };
+  };
+
+  /** Authorizes; logs and returns false on a denial. */
+  const authorize = (request: AuthorizationRequest, logFields: Record<string, unknown>) => {
+    const decision = engine.evaluate(request);
+    if (!decision.allowed) {
+      logger.info(
+        { ...logFields, reason: decision.reason, policy: decision.policy },
+        `denied by ${deniedBy(decision, () => engine.explain(request))}`,
+      );
+    }
+    return decision;
+  };
+
+  const handleTunnel = (pod: InboundPod, tunnel: InboundTunnel): void => {
+    const target = decideInboundDestination(
+      { podIp: pod.ip, nodeName: options.nodeName, illegalPorts: [options.hbonePort] },
+      tunnel.authority,
+      store,
+    );
+    if (target.kind === "refuse") {
+      logger.warn({ authority: tunnel.rawAuthority, pod: pod.ip, reason: target.reason }, "inbound refused");
+      tunnel.refuse(target.status, target.reason);
+      return;
+    }
+    const dst = target.workload;
+    const authority = { host: target.ip, port: target.port };
+    const srcIp = plainIp(tunnel.remoteAddress);
+    const peer = tunnel.peerIdentity.toString();
+    const request = inboundRequest(srcIp, peer, authority.host, authority.port);
+    const decision = engine.evaluate(request);
+    const logFields = {
+      src: srcIp,
+      peer,
+      dst: `${authority.host}:${authority.port}`,
+      reason: decision.reason,
+    };
+    if (!decision.allowed) {
+      logger.info(
+        { ...logFields, policy: decision.policy },
+        `denied by ${deniedBy(decision, () => engine.explain(request))}`,
+      );
+      tunnel.refuse(HBONE_STATUS.denied, decision.reason);
+      return;
+    }
+    const upstream = (pod.connectUpstream ?? defaultConnector)(authority.host, authority.port);
+    registry.trackSocket(upstream, pod.connectUpstream === undefined ? undefined : pod.uid);
+    upstream.once("error", (err) => {
+      if (tunnel.state === "pending") {
+        logger.warn({ ...logFields, err: err.message }, "inbound upstream dial failed");
+        tunnel.refuse(HBONE_STATUS.noUpstream, "upstream unavailable");
+      }
+    });
+    upstream.once("connect", () => {
+      if (tunnel.state !== "pending" || options.isClosed()) {
+        upstream.destroy();
+        return;
+      }
+      const stream = tunnel.accept();
+      const destinationService = target.service ?? serviceForTargetPort(dst, authority.port);
+      const labels = connectionLabels({
+        reporter: "destination",
+        source: store.findByAddress(srcIp),
+        sourcePrincipal: peer,
+        destination: dst,
+        ...(destinationService === undefined ? {} : { destinationService }),
+        mutualTls: true,
+      });
+      const id = registry.add({
+        direction: "inbound",
+        source: srcIp,
+        destination: `${authority.host}:${authority.port}`,
+        sourceIdentity: peer,
+        destinationIdentity: identityOf(dst),
+        policyRequest: () => inboundRequest(srcIp, peer, authority.host, authority.port),
+        ...(pod.connectUpstream === undefined ? {} : { owner: pod.uid }),
+        close() {
+          stream.destroy();
+          upstream.resetAndDestroy();
+        },
+      });
+      tcpMetrics.opened(labels);
+      logger.debug(logFields, "inbound connection opened");
+      const finish = () => {
+        registry.delete(id);
+        tcpMetrics.closed(labels, { sent: upstream.bytesRead, received: upstream.bytesWritten });
+        logger.debug(
+          { ...logFields, sent: upstream.bytesRead, received: upstream.bytesWritten },
+          "inbound closed",
+        );
+      };
+      pipeTunnel(stream, upstream).then(finish, finish);
+    });
+  };
+
+  const handlePlaintext = (pod: InboundPod, socket: Socket, destination: { ip: string; port: number }) => {
+    const srcIp = plainIp(socket.remoteAddress);
+    const owner = pod.uid;
+    registry.trackSocket(socket, owner);
+    const dst = store.findByAddress(destination.ip);
+    const logFields = { src: srcIp, dst: `${destination.ip}:${destination.port}`, pod: pod.ip };
+    // Only the pod's own address is served here; the HBONE port is never a plaintext destination.
+    if (destination.ip !== pod.ip || destination.port === options.hbonePort || dst === undefined) {
+      logger.warn(logFields, "inbound plaintext refused: not this pod");
+      socket.resetAndDestroy();
+      return;
+    }
+    const request = inboundRequest(srcIp, undefined, destination.ip, destination.port);
+    const decision = authorize(request, { ...logFields, peer: "none" });
+    if (!decision.allowed) {
+      socket.resetAndDestroy();
+      return;
+    }
+    const upstream = (pod.connectUpstream ?? defaultConnector)(destination.ip, destination.port);
+    registry.trackSocket(upstream, owner);
+    upstream.once("error", () => socket.resetAndDestroy());
+    upstream.once("connect", () => {
+      if (options.isClosed() || socket.destroyed) {
+        upstream.destroy();
+        return;
+      }
+      const labels = connectionLabels({
+        reporter: "destination",
+        source: store.findByAddress(srcIp),
+        destination: dst,
+        ...(serviceForTargetPort(dst, destination.port) === undefined
+          ? {}
+          : { destinationService: serviceForTargetPort(dst, destination.port) as string }),
+        mutualTls: false,
+      });
+      const id = registry.add({
+        direction: "inbound",
+        source: srcIp,
+        destination: `${destination.ip}:${destination.port}`,
+        destinationIdentity: identityOf(dst),
+        policyRequest: () => inboundRequest(srcIp, undefined, destination.ip, destination.port),
+        owner,
+        close() {
+          socket.resetAndDestroy();
+          upstream.resetAndDestroy();
+        },
+      });
+      tcpMetrics.opened(labels);
+      logger.debug(logFields, "inbound plaintext connection opened");
+      const finish = () => {
+        registry.delete(id);
+        tcpMetrics.closed(labels, { sent: upstream.bytesRead, received: upstream.bytesWritten });
+      };
+      pipeTunnel(socket, upstream).then(finish, finish);
+    });
+  };
+
+  const recheck = (): void => {
+    const inbound = registry
+      .connections()
+      .flatMap((c) => (c.policyRequest === undefined ? [] : [{ tracked: c, request: c.policyRequest() }]));
+    for (const { connection, decision } of engine.reevaluate(inbound)) {
+      logger.info(
+        {
+          src: connection.tracked.source,
+          dst: connection.tracked.destination,
+          policy: decision.policy,
+          reason: decision.reason,
+        },
+        `open connection denied by ${deniedBy(decision, () => engine.explain(connection.request))}, closing`,
+      );
+      connection.tracked.close();
+    }
+  };
+
+  return { handleTunnel, handlePlaintext, recheck };
+}

@@ -1,0 +1,241 @@
+// Outbound: from a local pod to wherever it asked (SOCKS5) or was going (in-pod capture on 15001).
+// The destination is decided by the workload store's pure functions; this module dials it (HBONE to a
+// waypoint or a mesh pod, plain TCP otherwise) and carries the bytes.
+import { once } from "node:events";
+import { connect, type Socket } from "node:net";
+import {
+  HBONE_STATUS,
+  type HboneClient,
+  type HboneCredentials,
+  HboneError,
+  pipeTunnel,
+  type TunnelStream,
+} from "@ambient/hbone";
+import type { X509Svid } from "@ambient/spiffe";
+import type { Workload } from "@ambient/xds";
+import type { ConnectionRegistry } from "./connections.js";
+import { ZtunnelError } from "./errors.js";
+import { SOCKS5_REPLY } from "./socks5.js";
+import { connectionLabels, type createTcpMetrics, type TcpMetricLabels } from "./tcp-metrics.js";
+import type { Logger } from "./telemetry.js";
+import { identityOf, usesHbone, type WorkloadStore, waypointOf } from "./workload-store.js";
+
+/** Where outbound connections of one source leave from: this process's namespace, or a pod's. */
+export interface OutboundNetwork {
+  /** Plain TCP to a destination outside the mesh, from `localAddress`. */
+  connectTcp(host: string, port: number, localAddress: string): Socket;
+  /** The HBONE client to tunnel with (pooled connections live in it). */
+  hboneClient(credentials: HboneCredentials): HboneClient;
+}
+
+/** A dialed destination. */
+export interface DialedOutbound {
+  stream: TunnelStream | Socket;
+  labels: TcpMetricLabels;
+  destination: string;
+  dstId?: string;
+}
+
+export interface OutboundOptions {
+  store: WorkloadStore;
+  svidOf(identity: string): Promise<X509Svid>;
+  trustBundle: string;
+  hbonePort: number;
+  registry: ConnectionRegistry;
+  tcpMetrics: ReturnType<typeof createTcpMetrics>;
+  logger: Logger;
+}
+
+/** What a client connection carried before the proxied bytes began (the SOCKS5 handshake). */
+export interface HandshakeBytes {
+  sent: number;
+  received: number;
+}
+
+export interface Outbound {
+  /** Dials `request` (a canonical IP, or the VIP of a Service) for `src`; throws on refusal. */
+  dial(
+    network: OutboundNetwork,
+    srcIp: string,
+    src: Workload,
+    request: { ip: string; port: number },
+  ): Promise<DialedOutbound>;
+  /** Tracks and pipes an accepted client connection to a dialed destination until both ends close. */
+  carry(options: {
+    socket: Socket;
+    dialed: DialedOutbound;
+    srcIp: string;
+    src: Workload;
+    requested: string;
+    handshakeBytes?: HandshakeBytes;
+    owner?: string;
+  }): void;
+}
+
+/** SOCKS5 reply code for a failed dial. */
+export function socksReplyFor(err: unknown): number {
+  if (err instanceof ZtunnelError && typeof err.details.reply === "number") return err.details.reply;
+  if (err instanceof HboneError) {
+    if (err.code === "ERR_HBONE_REFUSED") {
+      const status = (err as { status?: number }).status;
+      return status === HBONE_STATUS.denied ? SOCKS5_REPLY.notAllowed : SOCKS5_REPLY.connectionRefused;
+    }
+    if (err.code === "ERR_HBONE_TIMEOUT") return SOCKS5_REPLY.ttlExpired;
+    return SOCKS5_REPLY.hostUnreachable;
+  }
+  const code = (err as { code?: string }).code;
+  if (code === "ECONNREFUSED") return SOCKS5_REPLY.connectionRefused;
+  if (code === "EHOSTUNREACH" || code === "ENOTFOUND") return SOCKS5_REPLY.hostUnreachable;
+  if (code === "ENETUNREACH") return SOCKS5_REPLY.networkUnreachable;
+  return SOCKS5_REPLY.generalFailure;
+}
+
+function ipOf(w: Workload): string | undefined {
+  const bytes = w.addresses[0];
+  return bytes === undefined || bytes.length !== 4 ? undefined : Array.from(bytes).join(".");
+}
+
+/** The node's own namespace: plain `net.connect`, one shared HBONE client. */
+export function createHostNetwork(options: {
+  createClient(credentials: HboneCredentials): HboneClient;
+}): OutboundNetwork & { destroy(): void } {
+  let client: HboneClient | undefined;
+  return {
+    connectTcp: (host, port, localAddress) => connect({ host, port, localAddress, allowHalfOpen: true }),
+    hboneClient(credentials) {
+      client ??= options.createClient(credentials);
+      return client;
+    },
+    destroy: () => client?.destroy(),
+  };
+}
+
+export function createOutbound(options: OutboundOptions): Outbound {
+  const { store, trustBundle, registry, tcpMetrics, logger } = options;
+
+  const credentialsOf = async (identity: string): Promise<HboneCredentials> => {
+    const svid = await options.svidOf(identity);
+    return { key: svid.privateKeyPem, certChain: svid.certChainPem, trustBundle };
+  };
+
+  const dial: Outbound["dial"] = async (network, srcIp, src, request) => {
+    // `ip` is canonical: an address the client gave, or the VIP of the Service it named.
+    const host = request.ip;
+    // A Service bound to a waypoint: the waypoint picks the endpoint, so tunnel to it with the
+    // original VIP:port as the authority.
+    const viaWaypoint = store.findService(host, request.port);
+    const waypoint = viaWaypoint === undefined ? undefined : waypointOf(viaWaypoint.service);
+    if (viaWaypoint !== undefined && waypoint !== undefined) {
+      const wpWorkload = store.findByAddress(waypoint.ip);
+      if (wpWorkload === undefined) {
+        throw new ZtunnelError("ERR_SOCKS5_UNSUPPORTED", `waypoint ${waypoint.ip} is not a known workload`, {
+          reply: SOCKS5_REPLY.hostUnreachable,
+        });
+      }
+      const dstId = identityOf(wpWorkload);
+      const creds = await credentialsOf(identityOf(src));
+      const authority = `${host}:${request.port}`;
+      const tunnel = await network.hboneClient(creds).connect({
+        address: `${waypoint.ip}:${waypoint.port}`,
+        authority,
+        expectedIdentities: [dstId],
+        sourceAddress: srcIp,
+        credentials: creds,
+      });
+      const labels = connectionLabels({
+        reporter: "source",
+        source: src,
+        destination: wpWorkload,
+        destinationService: viaWaypoint.service.hostname,
+        mutualTls: true,
+      });
+      return { stream: tunnel, labels, destination: authority, dstId };
+    }
+    const dest = store.resolve(host, request.port);
+    if (dest.kind === "no-endpoint") {
+      throw new ZtunnelError(
+        "ERR_SOCKS5_UNSUPPORTED",
+        `service ${dest.service.key} has no healthy endpoint`,
+        {
+          reply: SOCKS5_REPLY.hostUnreachable,
+        },
+      );
+    }
+    const endpoint = dest.kind === "passthrough" ? undefined : dest.endpoint;
+    const destinationService = dest.kind === "service" ? dest.service.service.hostname : undefined;
+    const dstWorkload = endpoint?.workload;
+    const dstIp = dstWorkload === undefined ? undefined : ipOf(dstWorkload);
+    if (
+      endpoint !== undefined &&
+      dstWorkload !== undefined &&
+      dstIp !== undefined &&
+      usesHbone(dstWorkload)
+    ) {
+      const dstId = identityOf(dstWorkload);
+      const creds = await credentialsOf(identityOf(src));
+      const tunnel = await network.hboneClient(creds).connect({
+        address: `${dstIp}:${options.hbonePort}`,
+        authority: `${dstIp}:${endpoint.targetPort}`,
+        expectedIdentities: [dstId],
+        sourceAddress: srcIp,
+        credentials: creds,
+      });
+      const labels = connectionLabels({
+        reporter: "source",
+        source: src,
+        destination: dstWorkload,
+        ...(destinationService === undefined ? {} : { destinationService }),
+        mutualTls: true,
+      });
+      return { stream: tunnel, labels, destination: `${dstIp}:${endpoint.targetPort}`, dstId };
+    }
+    // Not in the mesh: plain TCP from the pod's own address.
+    const targetHost = dstIp ?? host;
+    const targetPort = endpoint?.targetPort ?? request.port;
+    const socket = network.connectTcp(targetHost, targetPort, srcIp);
+    try {
+      await once(socket, "connect");
+    } catch (err) {
+      socket.destroy();
+      throw err;
+    }
+    const labels = connectionLabels({
+      reporter: "source",
+      source: src,
+      destination: dstWorkload,
+      ...(destinationService === undefined ? {} : { destinationService }),
+      mutualTls: false,
+    });
+    return { stream: socket, labels, destination: `${targetHost}:${targetPort}` };
+  };
+
+  const carry: Outbound["carry"] = ({ socket, dialed, srcIp, src, requested, handshakeBytes, owner }) => {
+    const { stream, labels } = dialed;
+    registry.trackSocket(socket, owner);
+    const id = registry.add({
+      direction: "outbound",
+      source: srcIp,
+      destination: dialed.destination,
+      sourceIdentity: identityOf(src),
+      ...(dialed.dstId === undefined ? {} : { destinationIdentity: dialed.dstId }),
+      ...(owner === undefined ? {} : { owner }),
+      close() {
+        stream.destroy();
+        socket.resetAndDestroy();
+      },
+    });
+    tcpMetrics.opened(labels);
+    logger.debug({ src: srcIp, dst: dialed.destination, requested }, "outbound connection opened");
+    socket.resume();
+    const finish = () => {
+      registry.delete(id);
+      const received = socket.bytesRead - (handshakeBytes?.received ?? 0);
+      const sent = socket.bytesWritten - (handshakeBytes?.sent ?? 0);
+      tcpMetrics.closed(labels, { sent, received });
+      logger.debug({ src: srcIp, dst: dialed.destination, sent, received }, "outbound connection closed");
+    };
+    pipeTunnel(socket, stream).then(finish, finish);
+  };
+
+  return { dial, carry };
+}

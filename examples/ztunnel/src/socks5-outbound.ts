@@ -1,0 +1,70 @@
+// SOCKS5 outbound (15080 on the node IP): the handshake is socks5-server.ts's; this wires its CONNECT
+// requests to the outbound dialer, answering with the reply code a failure maps to.
+import { createServer, type Server } from "node:net";
+import type { Workload } from "@ambient/xds";
+import { type Outbound, type OutboundNetwork, socksReplyFor } from "./outbound.js";
+import { createSocks5Handler, type Socks5Connect, type Socks5Handler } from "./socks5-server.js";
+import type { Logger, MetricsSink } from "./telemetry.js";
+import { serviceVip, type WorkloadStore } from "./workload-store.js";
+
+export interface Socks5OutboundOptions {
+  outbound: Outbound;
+  network: OutboundNetwork;
+  store: WorkloadStore;
+  /** The mesh workload behind a client address, when it is a local pod. */
+  sourceOf(ip: string): Workload | undefined;
+  handshakeTimeoutMs?: number;
+  maxHandshakes?: number;
+  isClosed(): boolean;
+  logger: Logger;
+  metrics: MetricsSink;
+}
+
+/** A SOCKS5 listener (not yet listening) and its handshake bookkeeping. */
+export function createSocks5Outbound(options: Socks5OutboundOptions): {
+  server: Server;
+  handler: Socks5Handler;
+} {
+  const { outbound, network, logger } = options;
+
+  const serve = async (connect: Socks5Connect<Workload>): Promise<void> => {
+    const { socket, srcIp, source: src, request } = connect;
+    const requested = `${request.hostname ?? request.ip}:${request.port}`;
+    let dialed: Awaited<ReturnType<Outbound["dial"]>>;
+    try {
+      dialed = await outbound.dial(network, srcIp, src, request);
+    } catch (err) {
+      const code = socksReplyFor(err);
+      logger.info(
+        { src: srcIp, dst: requested, err: (err as Error).message, reply: code },
+        "outbound refused",
+      );
+      connect.refuse(code);
+      return;
+    }
+    if (options.isClosed() || !connect.succeed()) {
+      dialed.stream.destroy();
+      return;
+    }
+    outbound.carry({ socket, dialed, srcIp, src, requested, handshakeBytes: connect.handshakeBytes });
+  };
+
+  const handler = createSocks5Handler<Workload>({
+    ...(options.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: options.handshakeTimeoutMs }),
+    ...(options.maxHandshakes === undefined ? {} : { maxHandshakes: options.maxHandshakes }),
+    sourceOf: options.sourceOf,
+    resolveHostname: (hostname) => {
+      const service = options.store.findServiceByHostname(hostname);
+      return service === undefined ? undefined : serviceVip(service);
+    },
+    onConnect: (connect) =>
+      serve(connect).catch((err: unknown) => {
+        logger.warn({ src: connect.srcIp, err: (err as Error).message }, "SOCKS5 connection failed");
+        connect.socket.destroy();
+      }),
+    logger,
+    metrics: options.metrics,
+  });
+  const server = createServer({ allowHalfOpen: true, pauseOnConnect: false }, handler.handle);
+  return { server, handler };
+}
