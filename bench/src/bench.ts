@@ -55,7 +55,13 @@ export interface BulkResult {
 export interface TunnelResult {
   requested: number;
   opened: number;
-  errors: number;
+  /** Tunnels refused, reset or silent. */
+  failed: number;
+  /** Tunnels not attempted before the phase's deadline. */
+  notAttempted: number;
+  /** Seconds to open and prove the tunnels. */
+  openSeconds: number;
+  firstFailure?: string;
   /** RSS growth per open tunnel, per proxy process (outbound side first), in KiB. */
   rssKiBPerTunnel: number[];
   /** RSS of each proxy process with every tunnel open, in MiB. */
@@ -91,6 +97,8 @@ export interface BenchResult {
 }
 
 const GIB = 1024 ** 3;
+/** Time to open the tunnels through one pair: 10,000 mutual TLS handshakes take long on a busy CPU. */
+const TUNNEL_PHASE_MS = 60_000;
 
 function rotate<T>(items: readonly T[], by: number): T[] {
   const k = by % Math.max(1, items.length);
@@ -225,12 +233,15 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
               await sleep(500);
               open = pair.proxies.map((p) => rssBytes(p.pid));
             },
-            { deadlineMs: Math.max(20_000, count * 5) },
+            { deadlineMs: TUNNEL_PHASE_MS },
           );
           get(pair).tunnels = {
             requested: count,
             opened: held.opened,
-            errors: held.errors,
+            failed: held.failed,
+            notAttempted: held.notAttempted,
+            openSeconds: held.openSeconds,
+            ...(held.firstFailure === undefined ? {} : { firstFailure: held.firstFailure }),
             rssKiBPerTunnel: open.map((bytes, i) =>
               held.opened > 0 ? (bytes - (before[i] ?? 0)) / 1024 / held.opened : Number.NaN,
             ),

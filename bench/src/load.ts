@@ -122,9 +122,16 @@ export async function connectToFirstByte(
 
 /** What {@link holdTunnels} saw. */
 export interface HeldTunnels {
+  /** Proven with an echo and still open when `whileOpen` ran. */
   opened: number;
-  /** Connections that failed to open, to echo, or stayed open until the measurement. */
-  errors: number;
+  /** Refused, reset or silent: failed to open, to echo, or closed before the measurement. */
+  failed: number;
+  /** Not attempted because the deadline passed first (the machine was too slow, not an error). */
+  notAttempted: number;
+  /** Time to open and prove them all, seconds. */
+  openSeconds: number;
+  /** The first failure's message, if any. */
+  firstFailure?: string;
 }
 
 /**
@@ -138,10 +145,12 @@ export async function holdTunnels(
   options: { concurrency?: number; deadlineMs?: number } = {},
 ): Promise<HeldTunnels> {
   const concurrency = options.concurrency ?? 100;
-  const deadline = Date.now() + (options.deadlineMs ?? 60_000);
+  const started = Date.now();
+  const deadline = started + (options.deadlineMs ?? 60_000);
   const sockets: Socket[] = [];
   const proven = new Set<Socket>();
-  let errors = 0;
+  let failed = 0;
+  let firstFailure: string | undefined;
   let next = 0;
   const worker = async () => {
     while (next < count && Date.now() < deadline) {
@@ -153,19 +162,25 @@ export async function holdTunnels(
         // A new TLS connection per tunnel queues behind hundreds of handshakes on a busy CPU.
         await roundTrip(socket, PAYLOAD, 4 * ROUND_TRIP_TIMEOUT_MS);
         proven.add(socket);
-      } catch {
-        errors += 1;
+      } catch (err) {
+        failed += 1;
+        firstFailure ??= (err as Error).message;
       }
     }
   };
   try {
     await Promise.all(Array.from({ length: concurrency }, worker));
-    errors += count - next; // not even tried before the deadline
-    // Proven with an echo and still open: the others were counted as errors already or are now.
+    const openSeconds = (Date.now() - started) / 1000;
     const alive = sockets.filter((s) => proven.has(s) && !s.destroyed).length;
-    errors += proven.size - alive;
+    failed += proven.size - alive;
     await whileOpen();
-    return { opened: alive, errors };
+    return {
+      opened: alive,
+      failed,
+      notAttempted: count - next,
+      openSeconds,
+      ...(firstFailure === undefined ? {} : { firstFailure }),
+    };
   } finally {
     for (const socket of sockets) socket.destroy();
   }

@@ -56,7 +56,7 @@ function rows(streams: readonly number[]): Row[] {
       note: (p) =>
         p.tunnels === undefined
           ? ""
-          : ` [out ${fmt(p.tunnels.rssKiBPerTunnel[0] ?? Number.NaN, 1)} / in ${fmt(p.tunnels.rssKiBPerTunnel[1] ?? Number.NaN, 1)}; ${p.tunnels.opened}/${p.tunnels.requested} open, ${p.tunnels.errors} errors]`,
+          : ` [out ${fmt(p.tunnels.rssKiBPerTunnel[0] ?? Number.NaN, 1)} / in ${fmt(p.tunnels.rssKiBPerTunnel[1] ?? Number.NaN, 1)}; ${p.tunnels.opened}/${p.tunnels.requested} open in ${fmt(p.tunnels.openSeconds, 1)} s, ${p.tunnels.failed} failed, ${p.tunnels.notAttempted} not attempted by the deadline]`,
     },
   );
   return out;
@@ -101,6 +101,9 @@ export function formatReport(result: BenchResult): string {
   }
   for (const pair of result.pairs) {
     for (const error of pair.errors) lines.push(`ERROR ${pair.pair}: ${error}`);
+    if (pair.tunnels?.firstFailure !== undefined) {
+      lines.push(`${pair.pair}: first tunnel failure: ${pair.tunnels.firstFailure}`);
+    }
   }
   lines.push("", `BENCH_JSON ${JSON.stringify(result)}`);
   return lines.join("\n");
