@@ -32,6 +32,12 @@ export interface AuthorizationRequest {
     headers: Record<string, string | readonly string[] | undefined>;
     /** `iss/sub` of a verified JWT. */
     requestPrincipal?: string;
+    /** Verified JWT audiences (`request.auth.audiences`). */
+    audiences?: readonly string[];
+    /** Verified JWT `azp` (`request.auth.presenter`). */
+    presenter?: string;
+    /** Verified JWT claims (`request.auth.claims[...]`). */
+    claims?: Record<string, unknown>;
   };
 }
 

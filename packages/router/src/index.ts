@@ -31,6 +31,13 @@ export type {
 export { parseGatewayDuration } from "./duration.js";
 export { RouterError, type RouterErrorCode, type RouterErrorDetails } from "./errors.js";
 export type { LoadBalancingPolicy } from "./load-balancer.js";
+export type {
+  AccessLogEntry,
+  AccessLogSink,
+  RequestAuthenticator,
+  RequestAuthInput,
+  RequestAuthOutcome,
+} from "./request-log.js";
 export { ISTIO_REQUEST_LABELS, type IstioRequestLabel } from "./request-metrics.js";
 export {
   type CompiledRule,

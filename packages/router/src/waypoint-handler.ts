@@ -16,6 +16,7 @@ import {
 } from "./load-balancer.js";
 import { RequestBody } from "./request-body.js";
 import { parseRequestHead, type RequestHead } from "./request-head.js";
+import type { AccessLogSink, RequestAuthenticator, RequestAuthOutcome } from "./request-log.js";
 import { type IstioRequestLabel, RequestMetrics } from "./request-metrics.js";
 import {
   type CompiledRule,
@@ -156,6 +157,14 @@ export interface WaypointHandlerOptions {
   clusterDomain?: string;
   /** Mark traces this proxy starts as sampled. Default false. */
   sampleNewTraces?: boolean;
+  /**
+   * Verifies request credentials after the head is parsed and before L7 policy; a rejection is answered
+   * 401 and an authenticated request reaches policy with its `request.auth.*` facts. Default: none
+   * (every request anonymous). Istio `RequestAuthentication`, Envoy `jwt_authn`.
+   */
+  authenticate?: RequestAuthenticator;
+  /** Called once per finished request with Istio's access log fields. Default: none; meshConfig `accessLogFile`. */
+  accessLog?: AccessLogSink;
   logger?: Logger;
   metrics?: MetricsSink;
 }
@@ -214,11 +223,15 @@ interface Exchange {
   head: RequestHead | undefined;
   upgrade: UpgradeRequest | undefined;
   start: number;
+  /** Wall-clock arrival time, for the access log's `start_time`. */
+  startedAt: number;
   grpc: boolean;
   flags: string;
   status: number;
   grpcStatus: string;
   responseBytes: number;
+  /** Part of `responseBytes` that is the upstream response head (counted for metrics only). */
+  responseHeadBytes: number;
   body: RequestBody | undefined;
   backend: ResolvedBackendRef | undefined;
   endpoint: Endpoint | undefined;
@@ -228,6 +241,10 @@ interface Exchange {
   onClose: (() => void) | undefined;
   /** Stream idle timer, refreshed whenever body bytes move. */
   idle: NodeJS.Timeout | undefined;
+  /** `namespace/name` of the matched route. */
+  route: string | undefined;
+  /** Verified request principal, if any. */
+  requestPrincipal: string | undefined;
 }
 
 function headerBytes(headers: Record<string, unknown>): number {
@@ -436,6 +453,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       const reqBytes = headerBytes(x.req.headers) + (x.body?.bytes ?? 0);
       metrics.record(labels(x), duration, reqBytes, x.responseBytes);
     }
+    if (options.accessLog !== undefined) writeAccessLog(x, duration, options.accessLog);
     if (logger === noopLogger) return;
     logger.debug(
       {
@@ -451,6 +469,50 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       },
       "request complete",
     );
+  }
+
+  function writeAccessLog(x: Exchange, duration: number, sink: AccessLogSink): void {
+    const dash = (v: unknown) =>
+      typeof v === "string" && v !== "" ? v : Array.isArray(v) ? v.join(",") : "-";
+    const headers: Record<string, unknown> = x.head?.headers ?? x.req.headers;
+    const b = x.backend;
+    const socket = (x.h2 ? undefined : (x.req as http.IncomingMessage).socket) as
+      | { remoteAddress?: string; remotePort?: number }
+      | undefined;
+    const remoteIp = x.info.remoteAddress ?? socket?.remoteAddress;
+    const remotePort = x.info.remotePort ?? socket?.remotePort;
+    const dst = x.info.destination;
+    // Body bytes only: the metrics counter also holds the response head.
+    const sent = Math.max(0, x.responseBytes - x.responseHeadBytes);
+    try {
+      sink({
+        start_time: new Date(x.startedAt).toISOString(),
+        method: x.head?.method ?? x.req.method ?? "-",
+        path: x.head === undefined ? (x.req.url ?? "-") : x.head.path + x.head.query,
+        protocol: x.h2 ? "HTTP/2" : `HTTP/${(x.req as http.IncomingMessage).httpVersion}`,
+        response_code: x.status,
+        response_flags: x.flags,
+        bytes_received: x.body?.bytes ?? 0,
+        bytes_sent: sent,
+        duration: Math.round(duration),
+        x_forwarded_for: dash(headers["x-forwarded-for"]),
+        user_agent: dash(headers["user-agent"]),
+        request_id: dash(headers["x-request-id"]),
+        authority: dash(x.head?.host ?? x.req.headers.host ?? x.req.headers[":authority"]),
+        upstream_host: x.endpoint === undefined ? "-" : endpointKey(x.endpoint),
+        upstream_cluster:
+          b === undefined ? "-" : `outbound|${b.port ?? ""}||${b.name}.${b.namespace}.svc.${clusterDomain}`,
+        downstream_remote_address: remoteIp === undefined ? "-" : `${remoteIp}:${remotePort ?? 0}`,
+        downstream_local_address: dst?.address === undefined ? "-" : `${dst.address}:${dst.port ?? 0}`,
+        route_name: x.route ?? "-",
+        source_principal: x.info.peerIdentity ?? "-",
+        destination_principal: x.endpoint?.workload?.principal ?? "-",
+        request_principal: x.requestPrincipal ?? "-",
+        grpc_status: x.grpcStatus === "" ? "-" : x.grpcStatus,
+      });
+    } catch (err) {
+      logger.warn({ err }, "access log sink threw");
+    }
   }
 
   function resetDownstream(x: Exchange): void {
@@ -502,7 +564,29 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     return out;
   }
 
-  function authorize(x: Exchange, head: RequestHead): AuthorizationDecision | undefined {
+  async function authenticate(x: Exchange, head: RequestHead): Promise<RequestAuthOutcome> {
+    const authenticator = options.authenticate;
+    if (authenticator === undefined) return { kind: "anonymous" };
+    try {
+      return await authenticator({
+        method: head.method,
+        path: head.path,
+        query: head.query,
+        host: head.host,
+        headers: head.headers,
+        service: x.info.destination?.service,
+      });
+    } catch (err) {
+      logger.warn({ err }, "request authenticator threw; rejecting");
+      return { kind: "rejected", reason: "authentication failed" };
+    }
+  }
+
+  function authorize(
+    x: Exchange,
+    head: RequestHead,
+    auth: RequestAuthOutcome,
+  ): AuthorizationDecision | undefined {
     const policy = options.policy;
     if (policy === undefined) return undefined;
     const info = x.info;
@@ -527,6 +611,14 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
           path: head.path,
           pathNormalized: true,
           headers: { ...head.headers },
+          ...(auth.kind === "authenticated"
+            ? {
+                requestPrincipal: auth.principal,
+                audiences: auth.audiences,
+                claims: auth.claims,
+                ...(auth.presenter === undefined ? {} : { presenter: auth.presenter }),
+              }
+            : {}),
         },
       });
     } catch (err) {
@@ -708,11 +800,13 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       head: undefined,
       upgrade,
       start: performance.now(),
+      startedAt: Date.now(),
       grpc: typeof contentType === "string" && contentType.startsWith("application/grpc"),
       flags: "-",
       status: 0,
       grpcStatus: "",
       responseBytes: 0,
+      responseHeadBytes: 0,
       body: undefined,
       backend: undefined,
       endpoint: undefined,
@@ -720,6 +814,8 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       recorded: false,
       onClose: undefined,
       idle: undefined,
+      route: undefined,
+      requestPrincipal: undefined,
     };
     res.on("close", () => {
       x.onClose?.();
@@ -767,7 +863,18 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       return localReply(x, 400, "upgrade request with a body", "-");
     const headers = requestHeaders(head, x.trace);
 
-    const decision = authorize(x, head);
+    const auth = await authenticate(x, head);
+    if (auth.kind === "rejected") {
+      logger.debug({ reason: auth.reason }, "request credential rejected");
+      return localReply(x, 401, "Jwt verification fails", "-", {
+        "www-authenticate": 'Bearer realm="ambient", error="invalid_token"',
+      });
+    }
+    if (auth.kind === "authenticated") {
+      x.requestPrincipal = auth.principal;
+      for (const name of auth.removeHeaders ?? []) delete headers[name.toLowerCase()];
+    }
+    const decision = authorize(x, head, auth);
     if (decision?.badRequest === true) return localReply(x, 400, "bad request", "-");
     if (decision !== undefined && !decision.allowed) {
       logger.debug({ reason: decision.reason, policy: decision.policy }, "request denied");
@@ -778,6 +885,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     const found = routeFor(target, { host, path, query, method, headers, grpc: x.grpc, target });
     if (found === undefined) return localReply(x, 404, "", "NR");
     const { rule, matchedPrefix } = found;
+    x.route = rule.route;
 
     if (rule.redirect !== undefined) {
       const location = redirectLocation(rule.redirect, { scheme: "http", host, path, query }, matchedPrefix);
@@ -999,7 +1107,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     x.status = up.status;
     const gs = headers["grpc-status"];
     if (typeof gs === "string") x.grpcStatus = gs;
-    if (metricsEnabled) x.responseBytes = headerBytes(headers);
+    if (metricsEnabled) x.responseBytes = x.responseHeadBytes = headerBytes(headers);
     const res = x.res;
     res.writeHead(up.status, headers);
     const body = up.body;
@@ -1110,7 +1218,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     // The response object gave the socket its `close` bookkeeping; from here the bytes are not HTTP.
     x.onClose = undefined;
     x.status = 101;
-    x.responseBytes = 0;
+    x.responseBytes = x.responseHeadBytes = 0;
     client.write(`${lines.join("\r\n")}\r\n\r\n`);
     if (switched.head.length > 0) client.write(switched.head);
     if (down.head.length > 0) upstream.write(down.head);

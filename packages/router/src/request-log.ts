@@ -1,0 +1,90 @@
+/**
+ * Hooks the waypoint handler calls around each request: an authenticator that runs after the head is
+ * parsed and before L7 policy (Istio's `RequestAuthentication`, Envoy's `jwt_authn` filter), and an
+ * access log sink called once per finished request with Envoy's default access log fields.
+ */
+import type { HeaderMap } from "./header-filters.js";
+
+/** What a {@link RequestAuthenticator} sees of a request: the one parsed, normalized head. */
+export interface RequestAuthInput {
+  method: string;
+  /** Normalized path without the query. */
+  path: string;
+  /** `""` or the raw `?...` suffix. */
+  query: string;
+  host: string;
+  /** Lower-case names, as they will be forwarded. */
+  headers: Readonly<HeaderMap>;
+  /** The Service the tunnel was addressed to, when known. */
+  service: { name: string; namespace: string } | undefined;
+}
+
+/**
+ * The authenticator's verdict. `anonymous`: no credential was presented, the request goes on without a
+ * request principal. `authenticated`: the credential verified; its facts reach L7 policy as
+ * `request.auth.*`. `rejected`: a credential was presented and failed, answered 401 as Envoy's
+ * `jwt_authn` does.
+ */
+export type RequestAuthOutcome =
+  | { kind: "anonymous" }
+  | {
+      kind: "authenticated";
+      /** `request.auth.principal`: `<iss>/<sub>`. */
+      principal: string;
+      /** `request.auth.audiences`. */
+      audiences: readonly string[];
+      /** `request.auth.presenter` (the `azp` claim). */
+      presenter?: string;
+      /** `request.auth.claims`. */
+      claims: Record<string, unknown>;
+      /** Request headers removed before the request goes upstream (Istio `forwardOriginalToken: false`). */
+      removeHeaders?: readonly string[];
+    }
+  | { kind: "rejected"; reason: string };
+
+/** Verifies a request's credentials; a throw is answered 401 like a rejection. */
+export type RequestAuthenticator = (
+  request: RequestAuthInput,
+) => RequestAuthOutcome | Promise<RequestAuthOutcome>;
+
+/**
+ * One finished request, named as in Istio's JSON access log format (`"-"` where Envoy prints `-`),
+ * plus the source and destination principals of the `istio_requests_total` labels.
+ */
+export interface AccessLogEntry {
+  /** `%START_TIME%`, ISO 8601. */
+  start_time: string;
+  method: string;
+  /** Path and query as received, after normalization and before any rewrite. */
+  path: string;
+  /** `HTTP/1.1` or `HTTP/2`. */
+  protocol: string;
+  response_code: number;
+  response_flags: string;
+  /** Request body bytes. */
+  bytes_received: number;
+  /** Response body bytes. */
+  bytes_sent: number;
+  /** Milliseconds from the request's arrival to the end of the exchange. */
+  duration: number;
+  x_forwarded_for: string;
+  user_agent: string;
+  request_id: string;
+  authority: string;
+  /** `ip:port` of the endpoint the request went to. */
+  upstream_host: string;
+  /** Istio's cluster name, `outbound|<port>||<service host>`. */
+  upstream_cluster: string;
+  downstream_remote_address: string;
+  downstream_local_address: string;
+  /** `namespace/name` of the matched route. */
+  route_name: string;
+  source_principal: string;
+  destination_principal: string;
+  /** `<iss>/<sub>` of a verified JWT. */
+  request_principal: string;
+  grpc_status: string;
+}
+
+/** Receives one {@link AccessLogEntry} per request. */
+export type AccessLogSink = (entry: AccessLogEntry) => void;
