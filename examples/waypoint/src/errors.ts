@@ -3,7 +3,8 @@ export type WaypointErrorCode =
   | "ERR_WAYPOINT_INVALID_OPTION"
   | "ERR_WAYPOINT_LISTEN"
   | "ERR_WAYPOINT_UNKNOWN_ENDPOINT"
-  | "ERR_WAYPOINT_CLOSED";
+  | "ERR_WAYPOINT_CLOSED"
+  | "ERR_WAYPOINT_INVALID_REQUEST_AUTHENTICATION";
 
 /** Extra fields carried by a {@link WaypointError}. */
 export interface WaypointErrorDetails {

@@ -12,6 +12,11 @@ export interface WaypointManifests {
   routes: Record<string, unknown>[];
   /** AuthorizationPolicy objects that name this waypoint's Gateway in `targetRefs`. */
   policies: Record<string, unknown>[];
+  /**
+   * RequestAuthentication objects whose `targetRefs` name this waypoint's Gateway or a Service (the
+   * latter apply to requests to that Service only).
+   */
+  requestAuthentications: Record<string, unknown>[];
   /** Documents that were skipped, and why. */
   issues: string[];
 }
@@ -26,6 +31,17 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 function namespaceOf(obj: Record<string, unknown>): string {
   const meta = isRecord(obj.metadata) ? obj.metadata : {};
   return typeof meta.namespace === "string" && meta.namespace !== "" ? meta.namespace : "default";
+}
+
+/** Whether a RequestAuthentication's `targetRefs` name the Gateway `waypoint` or any Service. */
+export function targetsWaypointOrService(
+  obj: Record<string, unknown>,
+  waypoint: { name: string; namespace: string },
+): boolean {
+  if (targetsWaypoint(obj, waypoint)) return true;
+  const spec = isRecord(obj.spec) ? obj.spec : {};
+  const refs = [...(Array.isArray(spec.targetRefs) ? spec.targetRefs : []), spec.targetRef];
+  return refs.some((ref) => isRecord(ref) && ref.kind === "Service" && (ref.group ?? "") === "");
 }
 
 /** Whether a policy's `targetRefs` (or `targetRef`) name the Gateway `waypoint`. */
@@ -54,7 +70,7 @@ export function selectWaypointManifests(
   files: readonly ManifestText[],
   waypoint: { name: string; namespace: string },
 ): WaypointManifests {
-  const out: WaypointManifests = { routes: [], policies: [], issues: [] };
+  const out: WaypointManifests = { routes: [], policies: [], requestAuthentications: [], issues: [] };
   const sorted = [...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   for (const file of sorted) {
     parseAllDocuments(file.text).forEach((doc, index) => {
@@ -68,6 +84,8 @@ export function selectWaypointManifests(
       if (typeof value.kind === "string" && ROUTE_KINDS.has(value.kind)) out.routes.push(value);
       else if (value.kind === "AuthorizationPolicy" && targetsWaypoint(value, waypoint))
         out.policies.push(value);
+      else if (value.kind === "RequestAuthentication" && targetsWaypointOrService(value, waypoint))
+        out.requestAuthentications.push(value);
     });
   }
   return out;

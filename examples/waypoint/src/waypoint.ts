@@ -26,6 +26,14 @@ import { createXdsClient, TypeUrl, type WorkloadAddress, type XdsChangeEvent } f
 import * as prom from "prom-client";
 import { resolveServiceBackend, serviceAtVip } from "./backends.js";
 import { WaypointError } from "./errors.js";
+import {
+  DEFAULT_OPERATOR_PORTS,
+  isLoopback,
+  type OperatorAddresses,
+  type OperatorPorts,
+  startOperatorEndpoints,
+} from "./operator-endpoints.js";
+import { RequestAuthenticationStore } from "./request-authentication.js";
 import { type ManifestText, selectWaypointManifests } from "./waypoint-manifests.js";
 
 /** Options of {@link startWaypoint}. */
@@ -61,6 +69,18 @@ export interface WaypointOptions {
   pathNormalization?: PathNormalization;
   /** Time a downstream connection may go without a request in flight. Default 60000 (the router's). */
   headersTimeoutMs?: number;
+  /**
+   * Operator listener ports (admin 15000, metrics 15020, readiness 15021, as istio-proxy); 0 picks an
+   * ephemeral port.
+   */
+  ports?: Partial<OperatorPorts>;
+  /**
+   * Address of the admin listener (`/config_dump`); only a loopback address is accepted. Default: `ip`
+   * when it is a loopback address (every pod address of the local mesh is), else `127.0.0.1`.
+   */
+  adminIp?: string;
+  /** One access log line per request at info level, with Istio's fields. Default true. */
+  accessLog?: boolean;
   /** Default: no-op. */
   logger?: Logger;
   /** prom-client registry. Default: a new one. */
@@ -73,12 +93,24 @@ export interface RunningWaypoint {
   readonly address: string;
   /** SPIFFE ID the waypoint presents. */
   readonly identity: string;
+  /** Where the admin, metrics and readiness listeners are (`ip:port`). */
+  readonly operatorAddresses: OperatorAddresses;
   /** Resolves once the certificate and the first xDS state are in and the listener is up. */
   readonly ready: Promise<void>;
   /** Re-reads the routes and policies from `meshDir`. */
   reload(): Promise<void>;
   metricsText(): Promise<string>;
   close(): Promise<void>;
+}
+
+function svidSummary(svid: X509Svid | undefined) {
+  return svid === undefined
+    ? undefined
+    : {
+        identity: svid.spiffeId.toString(),
+        notBefore: svid.notBefore.toISOString(),
+        notAfter: svid.notAfter.toISOString(),
+      };
 }
 
 async function readManifests(dir: string): Promise<ManifestText[]> {
@@ -112,7 +144,15 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   const trustBundle = options.rootCertPem;
   const clusterId = options.clusterId ?? "Kubernetes";
 
+  const adminIp = options.adminIp ?? (isLoopback(options.ip) ? options.ip : "127.0.0.1");
+  if (!isLoopback(adminIp)) {
+    throw new WaypointError(
+      "ERR_WAYPOINT_INVALID_OPTION",
+      `adminIp ${JSON.stringify(adminIp)} is not loopback`,
+    );
+  }
   const store = new WorkloadStore();
+  const requestAuthentications = new RequestAuthenticationStore(gateway);
   const pathNormalization = options.pathNormalization ?? "BASE";
   // The router normalizes each path once and hands policy that result: both must use the same mode.
   const policy = createAuthorizationEngine({ l7Attachment: "waypoint", pathNormalization, logger, metrics });
@@ -178,21 +218,32 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     waypoint: gateway,
     pathNormalization,
     identity,
+    authenticate: requestAuthentications.authenticate,
+    ...(options.accessLog === false ? {} : { accessLog: (entry) => logger.info(entry, "access") }),
     ...(options.headersTimeoutMs === undefined ? {} : { headersTimeoutMs: options.headersTimeoutMs }),
     logger,
     metrics,
   });
 
   const appliedPolicies = new Set<string>();
+  /** What `/config_dump` shows: the objects in force. */
+  let routesInForce: readonly Record<string, unknown>[] = [];
+  const policiesInForce = new Map<string, Record<string, unknown>>();
   const reload = async (): Promise<void> => {
     const selected = selectWaypointManifests(await readManifests(options.meshDir), gateway);
     for (const issue of selected.issues) logger.warn({ issue }, "manifest skipped");
     handler.setRoutes(selected.routes);
+    routesInForce = selected.routes;
+    for (const issue of requestAuthentications.apply(selected.requestAuthentications)) {
+      logger.warn({ issue }, "RequestAuthentication ignored; its last good version stays");
+    }
     const next = new Set<string>();
     for (const p of selected.policies) {
       try {
         const result = policy.apply(p);
-        next.add(result.resource.slice(result.resource.indexOf(" ") + 1));
+        const key = result.resource.slice(result.resource.indexOf(" ") + 1);
+        next.add(key);
+        policiesInForce.set(key, p);
       } catch (err) {
         logger.warn({ err: (err as Error).message }, "waypoint policy ignored");
       }
@@ -201,6 +252,7 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
       if (next.has(key)) continue;
       const [ns = "", name = ""] = key.split("/");
       policy.delete("AuthorizationPolicy", ns, name);
+      policiesInForce.delete(key);
     }
     appliedPolicies.clear();
     for (const key of next) appliedPolicies.add(key);
@@ -226,9 +278,37 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     });
   };
 
+  let readyFlag = false;
+  const configDump = () => ({
+    gateway,
+    identity,
+    ready: readyFlag,
+    certificates: [svidSummary(secrets.get(identity))].flatMap((c) => (c === undefined ? [] : [c])),
+    routes: routesInForce,
+    authorizationPolicies: [...policiesInForce.values()],
+    requestAuthentications: requestAuthentications.summary(),
+    backends: [...store.services().values()].map((service) => ({
+      service: `${service.namespace}/${service.name}`,
+      hostname: service.hostname,
+      addresses: service.addresses,
+      ports: service.ports,
+      endpoints:
+        resolveServiceBackend(store, {
+          kind: "Service",
+          group: "",
+          name: service.name,
+          namespace: service.namespace,
+          port: undefined,
+        }) ?? [],
+    })),
+  });
+  let operator: Awaited<ReturnType<typeof startOperatorEndpoints>> | undefined;
+
   const close = async (): Promise<void> => {
     if (closed) return;
     closed = true;
+    readyFlag = false;
+    await operator?.close();
     xds.close();
     await server?.close({ timeoutMs: 500 }).catch(() => {});
     await handler.close();
@@ -260,6 +340,7 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     }
     server = s;
     if (closed) await s.close({ timeoutMs: 0 });
+    else readyFlag = true;
     logger.info({ ip: options.ip, identity }, "waypoint ready");
   })();
   ready.catch(() => {});
@@ -271,9 +352,26 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     });
   });
 
+  try {
+    operator = await startOperatorEndpoints({
+      ip: options.ip,
+      adminIp,
+      ports: { ...DEFAULT_OPERATOR_PORTS, ...options.ports },
+      isReady: () => readyFlag,
+      registry,
+      configDump,
+    });
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  const operatorAddresses = operator.addresses;
+  logger.info({ ...operatorAddresses }, "waypoint operator endpoints listening");
+
   return {
     address: `${options.ip}:${hbonePort}`,
     identity,
+    operatorAddresses,
     ready,
     reload,
     metricsText: () => registry.metrics(),

@@ -1,0 +1,380 @@
+/**
+ * RequestAuthentication (security.istio.io/v1) for the waypoint: which JWT rules apply to a request,
+ * where its tokens are, and whether they verify. A request without a token goes on anonymous; a token
+ * that fails (bad signature, expired, wrong issuer or audience, no rule for its issuer) is rejected,
+ * which the router answers 401, as Envoy's `jwt_authn` filter with Istio's `allow_missing` does.
+ */
+import type { RequestAuthInput, RequestAuthOutcome } from "@ambient/router";
+import {
+  createLocalJWKSet,
+  createRemoteJWKSet,
+  decodeJwt,
+  type JSONWebKeySet,
+  type JWTVerifyGetKey,
+  jwtVerify,
+} from "jose";
+import { WaypointError } from "./errors.js";
+import { targetsWaypoint } from "./waypoint-manifests.js";
+
+/** Where a rule looks for a token. */
+export type TokenLocation =
+  | { kind: "header"; name: string; prefix: string }
+  | { kind: "param"; name: string };
+
+/** One `jwtRules` entry, checked and ready to verify with. */
+export interface CompiledJwtRule {
+  issuer: string;
+  /** Empty: the `aud` claim is not checked. */
+  audiences: readonly string[];
+  locations: readonly TokenLocation[];
+  forwardOriginalToken: boolean;
+  /** Where the keys come from, for `/config_dump`. */
+  keySource: "jwks" | string;
+  keys: JWTVerifyGetKey;
+}
+
+/** A RequestAuthentication with its rules and what it applies to. */
+export interface CompiledRequestAuthentication {
+  /** `namespace/name`. */
+  key: string;
+  /** True when `targetRefs` names the waypoint Gateway: it applies to every request. */
+  wholeWaypoint: boolean;
+  /** `namespace/name` of the Services named in `targetRefs`. */
+  services: readonly string[];
+  rules: readonly CompiledJwtRule[];
+}
+
+/** Istio's default token locations: `Authorization: Bearer <token>`, then the `access_token` parameter. */
+export const DEFAULT_TOKEN_LOCATIONS: readonly TokenLocation[] = Object.freeze([
+  { kind: "header", name: "authorization", prefix: "Bearer " },
+  { kind: "param", name: "access_token" },
+]);
+
+/** Istio `jwtRules[].timeout` default for fetching a JWKS, in ms. */
+export const DEFAULT_JWKS_TIMEOUT_MS = 5000;
+/** Clock skew allowed on `exp`/`nbf`, in seconds; Envoy `clock_skew_seconds`. */
+export const CLOCK_SKEW_SECONDS = 60;
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function invalid(key: string, message: string): WaypointError {
+  return new WaypointError("ERR_WAYPOINT_INVALID_REQUEST_AUTHENTICATION", `${key}: ${message}`);
+}
+
+function strings(value: unknown, key: string, field: string): string[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value) || !value.every((v) => typeof v === "string")) {
+    throw invalid(key, `${field} must be a list of strings`);
+  }
+  return value;
+}
+
+/** Gateway API durations in `timeout` (`"5s"`, `"500ms"`): only what Istio's `Duration` fields carry. */
+function durationMs(value: unknown, key: string, field: string): number {
+  if (value === undefined) return DEFAULT_JWKS_TIMEOUT_MS;
+  const m = typeof value === "string" ? /^(\d+(?:\.\d+)?)(ms|s|m)$/.exec(value) : null;
+  if (m === null) throw invalid(key, `${field} must be a duration like "5s"`);
+  const n = Number(m[1]);
+  return Math.round(m[2] === "ms" ? n : m[2] === "s" ? n * 1000 : n * 60_000);
+}
+
+/** A cache of remote key sets by URI, kept across reloads so a reload does not refetch every JWKS. */
+export type RemoteKeySets = Map<string, JWTVerifyGetKey>;
+
+function compileRule(raw: unknown, index: number, key: string, remote: RemoteKeySets): CompiledJwtRule {
+  const field = `spec.jwtRules[${index}]`;
+  if (!isRecord(raw)) throw invalid(key, `${field} must be an object`);
+  if (typeof raw.issuer !== "string" || raw.issuer === "") throw invalid(key, `${field}.issuer is required`);
+  const locations: TokenLocation[] = [];
+  const fromHeaders = raw.fromHeaders ?? [];
+  if (!Array.isArray(fromHeaders)) throw invalid(key, `${field}.fromHeaders must be a list`);
+  for (const [i, h] of fromHeaders.entries()) {
+    if (!isRecord(h) || typeof h.name !== "string" || h.name === "") {
+      throw invalid(key, `${field}.fromHeaders[${i}].name is required`);
+    }
+    if (h.prefix !== undefined && typeof h.prefix !== "string") {
+      throw invalid(key, `${field}.fromHeaders[${i}].prefix must be a string`);
+    }
+    locations.push({ kind: "header", name: h.name.toLowerCase(), prefix: h.prefix ?? "" });
+  }
+  for (const name of strings(raw.fromParams, key, `${field}.fromParams`)) {
+    if (name === "") throw invalid(key, `${field}.fromParams has an empty name`);
+    locations.push({ kind: "param", name });
+  }
+  const timeoutMs = durationMs(raw.timeout, key, `${field}.timeout`);
+  let keys: JWTVerifyGetKey;
+  let keySource: string;
+  if (typeof raw.jwks === "string" && raw.jwks !== "") {
+    let set: unknown;
+    try {
+      set = JSON.parse(raw.jwks);
+    } catch {
+      throw invalid(key, `${field}.jwks is not JSON`);
+    }
+    if (!isRecord(set) || !Array.isArray(set.keys)) throw invalid(key, `${field}.jwks has no "keys" list`);
+    try {
+      keys = createLocalJWKSet(set as unknown as JSONWebKeySet);
+    } catch (cause) {
+      throw invalid(key, `${field}.jwks: ${(cause as Error).message}`);
+    }
+    keySource = "jwks";
+  } else if (typeof raw.jwksUri === "string" && raw.jwksUri !== "") {
+    let url: URL;
+    try {
+      url = new URL(raw.jwksUri);
+    } catch {
+      throw invalid(key, `${field}.jwksUri is not a URL`);
+    }
+    if (url.protocol !== "https:" && url.protocol !== "http:") {
+      throw invalid(key, `${field}.jwksUri must be http or https`);
+    }
+    keySource = url.href;
+    const cacheKey = `${url.href} ${timeoutMs}`;
+    const cached = remote.get(cacheKey);
+    // Istio refreshes fetched keys every 20 minutes (PILOT_JWT_PUB_KEY_REFRESH_INTERVAL).
+    keys =
+      cached ??
+      createRemoteJWKSet(url, {
+        timeoutDuration: timeoutMs,
+        cooldownDuration: 30_000,
+        cacheMaxAge: 1_200_000,
+      });
+    remote.set(cacheKey, keys);
+  } else {
+    // Istio would discover the keys through the issuer's OpenID configuration; this waypoint does not.
+    throw invalid(key, `${field} needs jwks or jwksUri`);
+  }
+  if (raw.forwardOriginalToken !== undefined && typeof raw.forwardOriginalToken !== "boolean") {
+    throw invalid(key, `${field}.forwardOriginalToken must be a boolean`);
+  }
+  return {
+    issuer: raw.issuer,
+    audiences: strings(raw.audiences, key, `${field}.audiences`),
+    locations: locations.length === 0 ? DEFAULT_TOKEN_LOCATIONS : locations,
+    forwardOriginalToken: raw.forwardOriginalToken === true,
+    keySource,
+    keys,
+  };
+}
+
+/**
+ * Checks one RequestAuthentication object and builds its verifiers. Throws a `WaypointError`
+ * (`ERR_WAYPOINT_INVALID_REQUEST_AUTHENTICATION`) naming the field at fault.
+ */
+export function compileRequestAuthentication(
+  obj: Record<string, unknown>,
+  waypoint: { name: string; namespace: string },
+  remote: RemoteKeySets = new Map(),
+): CompiledRequestAuthentication {
+  const meta = isRecord(obj.metadata) ? obj.metadata : {};
+  const namespace = typeof meta.namespace === "string" && meta.namespace !== "" ? meta.namespace : "default";
+  const key = `${namespace}/${typeof meta.name === "string" ? meta.name : ""}`;
+  const spec = isRecord(obj.spec) ? obj.spec : {};
+  const refs = [...(Array.isArray(spec.targetRefs) ? spec.targetRefs : []), spec.targetRef];
+  const services = refs.flatMap((ref) =>
+    isRecord(ref) && ref.kind === "Service" && (ref.group ?? "") === "" && typeof ref.name === "string"
+      ? [`${typeof ref.namespace === "string" ? ref.namespace : namespace}/${ref.name}`]
+      : [],
+  );
+  const rawRules = spec.jwtRules ?? [];
+  if (!Array.isArray(rawRules)) throw invalid(key, "spec.jwtRules must be a list");
+  return {
+    key,
+    wholeWaypoint: targetsWaypoint(obj, waypoint),
+    services,
+    rules: rawRules.map((r, i) => compileRule(r, i, key, remote)),
+  };
+}
+
+/** The rules in force for a request to `service` (`namespace/name`, if known). */
+export function rulesFor(
+  policies: Iterable<CompiledRequestAuthentication>,
+  service: string | undefined,
+): CompiledJwtRule[] {
+  const out: CompiledJwtRule[] = [];
+  for (const p of policies) {
+    if (p.wholeWaypoint || (service !== undefined && p.services.includes(service))) out.push(...p.rules);
+  }
+  return out;
+}
+
+/** A token found in a request, and where. */
+export interface FoundToken {
+  token: string;
+  location: TokenLocation;
+}
+
+function locationKey(l: TokenLocation): string {
+  return l.kind === "header" ? `h:${l.name}:${l.prefix}` : `p:${l.name}`;
+}
+
+function queryParams(query: string): URLSearchParams {
+  return new URLSearchParams(query.startsWith("?") ? query.slice(1) : query);
+}
+
+/**
+ * Every token in the request at the locations of `rules`, once per location, in rule order. A header
+ * whose value lacks the location's prefix holds no token (e.g. `Authorization: Basic ...`).
+ */
+export function findTokens(
+  request: Pick<RequestAuthInput, "headers" | "query">,
+  rules: readonly CompiledJwtRule[],
+): FoundToken[] {
+  const seen = new Set<string>();
+  const out: FoundToken[] = [];
+  let params: URLSearchParams | undefined;
+  for (const rule of rules) {
+    for (const location of rule.locations) {
+      const k = locationKey(location);
+      if (seen.has(k)) continue;
+      seen.add(k);
+      if (location.kind === "header") {
+        const raw = request.headers[location.name];
+        for (const value of Array.isArray(raw) ? raw : raw === undefined ? [] : [raw]) {
+          const v = String(value);
+          if (!v.startsWith(location.prefix)) continue;
+          const token = v.slice(location.prefix.length).trim();
+          if (token !== "") out.push({ token, location });
+        }
+      } else {
+        params ??= queryParams(request.query);
+        for (const token of params.getAll(location.name)) if (token !== "") out.push({ token, location });
+      }
+    }
+  }
+  return out;
+}
+
+/** Verifies the tokens of a request against the rules in force. */
+export async function authenticateRequest(
+  request: Pick<RequestAuthInput, "headers" | "query">,
+  rules: readonly CompiledJwtRule[],
+): Promise<RequestAuthOutcome> {
+  if (rules.length === 0) return { kind: "anonymous" };
+  const tokens = findTokens(request, rules);
+  if (tokens.length === 0) return { kind: "anonymous" };
+  let first: Extract<RequestAuthOutcome, { kind: "authenticated" }> | undefined;
+  const removeHeaders = new Set<string>();
+  for (const { token, location } of tokens) {
+    let issuer: unknown;
+    try {
+      issuer = decodeJwt(token).iss;
+    } catch {
+      return { kind: "rejected", reason: "Jwt is not in the form of Header.Payload.Signature" };
+    }
+    const k = locationKey(location);
+    const candidates = rules.filter(
+      (r) => r.issuer === issuer && r.locations.some((l) => locationKey(l) === k),
+    );
+    if (candidates.length === 0) return { kind: "rejected", reason: "Jwt issuer is not configured" };
+    let verified: Awaited<ReturnType<typeof jwtVerify>> | undefined;
+    let rule: CompiledJwtRule | undefined;
+    let reason = "Jwt verification fails";
+    for (const candidate of candidates) {
+      try {
+        verified = await jwtVerify(token, candidate.keys, {
+          issuer: candidate.issuer,
+          ...(candidate.audiences.length === 0 ? {} : { audience: [...candidate.audiences] }),
+          clockTolerance: CLOCK_SKEW_SECONDS,
+        });
+        rule = candidate;
+        break;
+      } catch (err) {
+        reason = (err as { code?: string }).code ?? reason;
+      }
+    }
+    if (verified === undefined || rule === undefined) return { kind: "rejected", reason };
+    if (location.kind === "header" && !rule.forwardOriginalToken) removeHeaders.add(location.name);
+    if (first !== undefined) continue;
+    const claims = verified.payload as Record<string, unknown>;
+    const aud = claims.aud;
+    first = {
+      kind: "authenticated",
+      principal: `${String(claims.iss)}/${typeof claims.sub === "string" ? claims.sub : ""}`,
+      audiences: typeof aud === "string" ? [aud] : Array.isArray(aud) ? aud.map(String) : [],
+      claims,
+      ...(typeof claims.azp === "string" ? { presenter: claims.azp } : {}),
+    };
+  }
+  if (first === undefined) return { kind: "anonymous" };
+  return { ...first, removeHeaders: [...removeHeaders] };
+}
+
+/**
+ * The waypoint's RequestAuthentications: applies manifests (an invalid one keeps its last good version)
+ * and authenticates requests for the router's `authenticate` hook.
+ */
+export class RequestAuthenticationStore {
+  readonly #waypoint: { name: string; namespace: string };
+  readonly #remote: RemoteKeySets = new Map();
+  #inForce = new Map<string, CompiledRequestAuthentication>();
+
+  constructor(waypoint: { name: string; namespace: string }) {
+    this.#waypoint = waypoint;
+  }
+
+  /**
+   * Replaces the set in force with `objects`. Returns the problems found; an object that fails keeps
+   * the version of the same name already in force, if any.
+   */
+  apply(objects: readonly Record<string, unknown>[]): string[] {
+    const issues: string[] = [];
+    const next = new Map<string, CompiledRequestAuthentication>();
+    for (const obj of objects) {
+      try {
+        const compiled = compileRequestAuthentication(obj, this.#waypoint, this.#remote);
+        next.set(compiled.key, compiled);
+      } catch (err) {
+        issues.push((err as Error).message);
+        const meta = isRecord(obj.metadata) ? obj.metadata : {};
+        const ns = typeof meta.namespace === "string" && meta.namespace !== "" ? meta.namespace : "default";
+        const key = `${ns}/${typeof meta.name === "string" ? meta.name : ""}`;
+        const old = this.#inForce.get(key);
+        if (old !== undefined) next.set(key, old);
+      }
+    }
+    this.#inForce = next;
+    return issues;
+  }
+
+  /** The router's `authenticate` hook. */
+  readonly authenticate = (request: RequestAuthInput): Promise<RequestAuthOutcome> => {
+    const service =
+      request.service === undefined ? undefined : `${request.service.namespace}/${request.service.name}`;
+    return authenticateRequest(request, rulesFor(this.#inForce.values(), service));
+  };
+
+  /** What is in force, for `/config_dump`. */
+  summary(): {
+    name: string;
+    targets: string[];
+    rules: {
+      issuer: string;
+      audiences: readonly string[];
+      keys: string;
+      locations: string[];
+      forwardOriginalToken: boolean;
+    }[];
+  }[] {
+    return [...this.#inForce.values()].map((p) => ({
+      name: p.key,
+      targets: [
+        ...(p.wholeWaypoint ? [`Gateway ${this.#waypoint.namespace}/${this.#waypoint.name}`] : []),
+        ...p.services.map((s) => `Service ${s}`),
+      ],
+      rules: p.rules.map((r) => ({
+        issuer: r.issuer,
+        audiences: r.audiences,
+        keys: r.keySource,
+        locations: r.locations.map((l) =>
+          l.kind === "header"
+            ? `header ${l.name}${l.prefix === "" ? "" : ` prefix ${JSON.stringify(l.prefix)}`}`
+            : `param ${l.name}`,
+        ),
+        forwardOriginalToken: r.forwardOriginalToken,
+      })),
+    }));
+  }
+}
