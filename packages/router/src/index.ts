@@ -30,6 +30,7 @@ export type {
 } from "./authorization.js";
 export { parseGatewayDuration } from "./duration.js";
 export { RouterError, type RouterErrorCode, type RouterErrorDetails } from "./errors.js";
+export type { HeaderMap } from "./header-filters.js";
 export type { LoadBalancingPolicy } from "./load-balancer.js";
 export type {
   AccessLogEntry,
