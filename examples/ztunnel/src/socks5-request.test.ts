@@ -11,8 +11,9 @@ import {
   type Socks5RequestDecision,
 } from "./socks5-request.js";
 
-const services: Record<string, string> = { "echo.demo.svc.cluster.local": "127.30.0.1" };
-const resolve = (name: string): string | undefined => services[name];
+// A Map, as the workload store keeps Services: a plain object would answer `__proto__` or `constructor`.
+const services = new Map([["echo.demo.svc.cluster.local", "127.30.0.1"]]);
+const resolve = (name: string): string | undefined => services.get(name);
 
 function domain(name: string, port = 80, command = 1): number[] {
   const bytes = [...Buffer.from(name, "latin1")];

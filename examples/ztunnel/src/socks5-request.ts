@@ -96,7 +96,8 @@ export function decideRequest(
     if (ip === undefined) {
       hostname = normalizeName(name);
       const vip = resolveHostname(hostname);
-      ip = vip === undefined ? undefined : canonicalIp(vip);
+      // Only a string from the resolver is an answer, whatever a caller's lookup table returns.
+      ip = typeof vip === "string" ? canonicalIp(vip) : undefined;
       if (ip === undefined) {
         return {
           kind: "refuse",
