@@ -18,21 +18,33 @@ import { installExitHandlers } from "./processes.js";
 import { formatReport } from "./report.js";
 import type { PairName } from "./topology.js";
 
+const usage = `usage: pnpm bench [-- --quick] [--bulk-seconds=N] [--latency-seconds=N] [--tunnels=N]
+       [--phases=bulk,ping,connect,tunnels] [--pairs=haproxy,node-tls,ztunnel] [--cpu-prof] [--no-pin]`;
+
 const argv = process.argv.slice(2);
 if (argv[0] === "--") argv.shift();
-const { values } = parseArgs({
-  args: argv,
-  options: {
-    quick: { type: "boolean", default: false },
-    "bulk-seconds": { type: "string" },
-    "latency-seconds": { type: "string" },
-    tunnels: { type: "string" },
-    phases: { type: "string" },
-    pairs: { type: "string" },
-    "cpu-prof": { type: "boolean", default: false },
-    "no-pin": { type: "boolean", default: false },
-  },
-});
+const options = {
+  help: { type: "boolean", short: "h", default: false },
+  quick: { type: "boolean", default: false },
+  "bulk-seconds": { type: "string" },
+  "latency-seconds": { type: "string" },
+  tunnels: { type: "string" },
+  phases: { type: "string" },
+  pairs: { type: "string" },
+  "cpu-prof": { type: "boolean", default: false },
+  "no-pin": { type: "boolean", default: false },
+} as const;
+let values: ReturnType<typeof parseArgs<{ args: string[]; options: typeof options }>>["values"];
+try {
+  ({ values } = parseArgs({ args: argv, options }));
+} catch (err) {
+  console.error(`${(err as Error).message}\n${usage}`);
+  process.exit(2);
+}
+if (values.help) {
+  console.log(usage);
+  process.exit(0);
+}
 
 function positive(name: string, text: string | undefined, fallback: number): number {
   if (text === undefined) return fallback;
