@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createServer, type Server } from "node:http";
+import { createServer, get, type Server } from "node:http";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -17,7 +17,7 @@ import {
 } from "@ambient/example-ztunnel";
 import { type RunningWaypoint, startWaypoint } from "../src/index.js";
 
-// The exposition text of a running waypoint, after requests it allowed, refused and could not route,
+// The exposition text a running waypoint serves on its metrics port, after requests it allowed, refused and could not route,
 // linted by the Prometheus project's own `promtool check metrics` (Debian `prometheus`, installed by
 // scripts/test-prerequisites.mjs). Any problem it reports fails the test, except the one in ACCEPTED.
 // The CLI (src/main.ts) adds prom-client's default Node process metrics on top; three of those are gauges
@@ -150,6 +150,21 @@ function withSampleInEveryFamily(text: string): string {
   return out.join("\n");
 }
 
+function scrape(address: string): Promise<{ status: number; type: string; body: string }> {
+  return new Promise((resolve, reject) => {
+    get(`http://${address}/stats/prometheus`, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk: string) => {
+        body += chunk;
+      });
+      res.on("end", () =>
+        resolve({ status: res.statusCode ?? 0, type: String(res.headers["content-type"]), body }),
+      );
+    }).once("error", reject);
+  });
+}
+
 /** One HTTP/1.1 request through a ztunnel's SOCKS5 port; resolves with the raw response text. */
 async function request(proxy: string, from: string, path: string): Promise<string> {
   const [h, p] = proxy.split(":");
@@ -226,6 +241,7 @@ describe("waypoint metric names pass promtool check metrics", { timeout: 60_000 
       rootCertPem: cp.rootCertPem,
       controlPlaneAddress: cp.address,
       meshDir: dir,
+      ports: { admin: 0, metrics: 0, readiness: 0 },
     });
     await Promise.all([...ztunnels.map((z) => z.ready), waypoint.ready]);
     const socks5 = ztunnels[0]?.addresses.socks5 ?? "";
@@ -263,8 +279,11 @@ describe("waypoint metric names pass promtool check metrics", { timeout: 60_000 
     assert.match(problems[0] ?? "", /^bad_requests .*_total/);
   });
 
-  it("the waypoint's metrics, with Istio request samples", async () => {
-    const text = await waypoint.metricsText();
+  it("the waypoint's /stats/prometheus, with Istio request samples", async () => {
+    const scraped = await scrape(waypoint.operatorAddresses.metrics);
+    assert.equal(scraped.status, 200);
+    assert.match(scraped.type, /^text\/plain/);
+    const text = scraped.body;
     for (const name of [
       "istio_requests_total",
       "istio_request_duration_milliseconds_bucket",
