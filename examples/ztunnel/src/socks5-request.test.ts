@@ -146,7 +146,7 @@ describe("decideRequest over random bytes", () => {
             const name = Buffer.from(bytes.subarray(5, 5 + (bytes[4] ?? 0))).toString("latin1");
             // A name is dialled only when it is canonical IP text or a known Service.
             if (d.hostname === undefined) assert.equal(canonicalIp(name)?.text !== undefined, true);
-            else assert.equal(services[d.hostname], d.ip);
+            else assert.equal(services.get(d.hostname), d.ip);
           }
         } else if (d.kind === "refuse") {
           assert.ok(Number.isInteger(d.reply) && d.reply > 0 && d.reply <= 8);
