@@ -24,6 +24,7 @@ import {
 } from "./manifests.js";
 import { loadMeshState, TOKEN_ISSUER, writeNodeTokens } from "./mesh-state.js";
 import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
+import { type EnvoyConfig, translateEnvoy } from "./translate-envoy.js";
 import {
   type MeshConfig,
   parsePodCidrs,
@@ -111,6 +112,8 @@ export interface ControlPlane {
   reload(): Promise<ReloadResult>;
   /** The configuration currently served. */
   config(): MeshConfig;
+  /** The Envoy resources (LDS/RDS/CDS/EDS) currently served, for proxyless gRPC and Envoy clients. */
+  envoyConfig(): EnvoyConfig;
   /** Manifest edits not applied at the last reload (also in `/debug/config` under `errors`). */
   errors(): ManifestError[];
   /** Stops watching, ends every stream and closes the servers. */
@@ -302,6 +305,13 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     nodes: new Map(),
     issues: [],
   };
+  let currentEnvoy: EnvoyConfig = {
+    listeners: new Map(),
+    routeConfigurations: new Map(),
+    clusters: new Map(),
+    clusterLoadAssignments: new Map(),
+    issues: [],
+  };
   let currentErrors: ManifestError[] = [];
   // Manifest file -> the objects served from it: what a broken edit of that file falls back to.
   let lastGood = new Map<string, KubeObject[]>();
@@ -368,6 +378,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     const merged = applyLastGood(lastGood, files, validateManifestObject);
     const objects = [...merged.files.keys()].sort().flatMap((file) => merged.files.get(file) ?? []);
     const next = translateMesh(objects, translateOptions);
+    const envoy = translateEnvoy(objects, next, translateOptions);
     const cache = xds.cache;
     let changed = 0;
     let removed = 0;
@@ -399,16 +410,37 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       for (const name of cache.names(TypeUrl.authorization)) {
         if (!next.authorizations.has(name) && cache.delete(TypeUrl.authorization, name)) removed++;
       }
+      // Clusters and their endpoints before the listeners and routes that name them (make before break).
+      const envoyTypes = [
+        [TypeUrl.cluster, envoy.clusters],
+        [TypeUrl.clusterLoadAssignment, envoy.clusterLoadAssignments],
+        [TypeUrl.listener, envoy.listeners],
+        [TypeUrl.routeConfiguration, envoy.routeConfigurations],
+      ] as const;
+      for (const [typeUrl, resources] of envoyTypes) {
+        for (const [name, resource] of resources) {
+          put(typeUrl, name, () => cache.set(typeUrl, name, resource as never));
+        }
+      }
+      for (const [typeUrl, resources] of [...envoyTypes].reverse()) {
+        for (const name of cache.names(typeUrl)) {
+          if (!resources.has(name) && cache.delete(typeUrl, name)) removed++;
+        }
+      }
     });
     current = next;
+    currentEnvoy = envoy;
     lastGood = merged.files;
     currentErrors = merged.errors;
     resources.set({ type: "workload" }, next.workloads.length);
     resources.set({ type: "service" }, next.services.length);
     resources.set({ type: "authorization" }, next.authorizations.size);
-    issuesGauge.set({}, next.issues.length);
+    resources.set({ type: "listener" }, envoy.listeners.size);
+    resources.set({ type: "cluster" }, envoy.clusters.size);
+    const issues = [...next.issues, ...envoy.issues];
+    issuesGauge.set({}, issues.length);
     errorsGauge.set({}, merged.errors.length);
-    for (const issue of next.issues) logger.warn({ source: issue.source }, issue.message);
+    for (const issue of issues) logger.warn({ source: issue.source }, issue.message);
     for (const { message, ...where } of merged.errors)
       logger.error(where, `manifest not applied: ${message}`);
     if (options.stateDir !== undefined) {
@@ -423,7 +455,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       authorizations: next.authorizations.size,
       changed,
       removed,
-      issues: next.issues,
+      issues,
       errors: merged.errors,
     };
     logger.info(
@@ -570,6 +602,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     tokenFor: (node) => state.tokenFor(node),
     reload,
     config: () => current,
+    envoyConfig: () => currentEnvoy,
     errors: () => currentErrors,
     close() {
       closing ??= (async () => {

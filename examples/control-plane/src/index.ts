@@ -1,6 +1,7 @@
 /**
  * A reference control plane for the local ambient mesh: reads Kubernetes-style manifests from a
- * directory, serves workloads, services and authorization policies over Delta xDS, and signs
+ * directory, serves workloads, services and authorization policies over Delta xDS (and Envoy
+ * LDS/RDS/CDS/EDS for proxyless gRPC over SotW or Delta), and signs
  * workload certificates for node agents (ztunnels) that hold a node token.
  *
  * @example
@@ -46,6 +47,7 @@ export { TOKEN_AUDIENCE, TOKEN_ISSUER } from "./mesh-state.js";
 export { DEFAULT_POD_CIDRS, type Ipv4Cidr, parseIpv4Cidr, podIpProblem } from "./pod-address.js";
 export type { Counter, Gauge, Histogram, Logger, MetricLabels, MetricsSink } from "./telemetry.js";
 export { noopLogger, noopMetrics } from "./telemetry.js";
+export { type EnvoyConfig, outboundClusterName, translateEnvoy } from "./translate-envoy.js";
 export {
   ipv4Bytes,
   type MeshConfig,

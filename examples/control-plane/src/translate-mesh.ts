@@ -9,6 +9,7 @@ import {
   validateResource,
   type WireAuthorization,
 } from "@ambient/policy";
+import { validateRoute } from "@ambient/router";
 import type { istio, MessageInit, Service, Workload } from "@ambient/xds";
 import { ControlPlaneError } from "./errors.js";
 import type { KubeObject, MeshIssue } from "./manifests.js";
@@ -309,7 +310,7 @@ function typeProblem(
 
 /**
  * Why an object read from a manifest cannot be served as written, or undefined when it can: policies
- * must pass `@ambient/policy` validation, and the Pod and Service fields the translation reads must
+ * must pass `@ambient/policy` validation, HTTPRoutes and GRPCRoutes `@ambient/router`'s, and the Pod and Service fields the translation reads must
  * have their Kubernetes types. Used to keep an object's last good version instead of a broken edit.
  */
 export function validateManifestObject(obj: KubeObject): string | undefined {
@@ -321,6 +322,15 @@ export function validateManifestObject(obj: KubeObject): string | undefined {
         metadata: obj.metadata,
         ...(obj.spec === undefined ? {} : { spec: obj.spec }),
       });
+      return undefined;
+    } catch (err) {
+      return err instanceof Error ? err.message : String(err);
+    }
+  }
+  if (obj.kind === "HTTPRoute" || obj.kind === "GRPCRoute") {
+    try {
+      const { source: _source, ...raw } = obj;
+      validateRoute(raw);
       return undefined;
     } catch (err) {
       return err instanceof Error ? err.message : String(err);
@@ -350,7 +360,8 @@ function sortByKey<T extends { key: string }>(list: T[]): T[] {
 }
 
 /**
- * Turns manifests into what the control plane serves: one Workload per pod (key = uid), one
+ * Turns manifests into what the control plane serves: one Workload per pod (key = uid, locality from
+ * its Node's topology labels), one
  * Service per Kubernetes Service (key `namespace/hostname`), the Authorizations istiod would send
  * ztunnel, and the identities scheduled on every node. Pure: same input, same output.
  */
@@ -364,8 +375,21 @@ export function translateMesh(objects: readonly KubeObject[], options: Translate
   const issues: MeshIssue[] = [];
 
   const namespaceLabels = new Map<string, Record<string, string>>();
+  const nodeLocality = new Map<string, { region: string; zone: string; subzone: string }>();
   for (const obj of objects) {
     if (obj.kind === "Namespace") namespaceLabels.set(obj.metadata.name, obj.metadata.labels ?? {});
+    if (obj.kind === "Node") {
+      // Kubernetes' topology labels, and Istio's for the sub-zone (istiod reads the same three).
+      const labels = obj.metadata.labels ?? {};
+      const locality = {
+        region: labels["topology.kubernetes.io/region"] ?? "",
+        zone: labels["topology.kubernetes.io/zone"] ?? "",
+        subzone: labels["topology.istio.io/subzone"] ?? "",
+      };
+      if (locality.region !== "" || locality.zone !== "" || locality.subzone !== "") {
+        nodeLocality.set(obj.metadata.name, locality);
+      }
+    }
   }
 
   // Policies first: workloads list the selector policies that select them.
@@ -597,6 +621,8 @@ export function translateMesh(objects: readonly KubeObject[], options: Translate
       clusterId,
     };
     if (trustDomain !== "cluster.local") workload.trustDomain = trustDomain;
+    const locality = nodeLocality.get(pod.node);
+    if (locality !== undefined) workload.locality = locality;
     workloads.push({ key: uid, aliases: [`${network}/${pod.ip}`], workload });
   }
 

@@ -1,0 +1,414 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { TypeUrl, typeRegistry } from "@ambient/xds";
+import { parseManifests } from "./manifests.js";
+import { type EnvoyConfig, outboundClusterName, translateEnvoy } from "./translate-envoy.js";
+import { translateMesh } from "./translate-mesh.js";
+
+function translate(yaml: string): EnvoyConfig {
+  const { objects, issues } = parseManifests([{ path: "m.yaml", text: yaml }]);
+  assert.deepEqual(issues, []);
+  return translateEnvoy(objects, translateMesh(objects));
+}
+
+const BASE = `
+apiVersion: v1
+kind: Node
+metadata: { name: node-a, labels: { topology.kubernetes.io/region: r1, topology.kubernetes.io/zone: z1 } }
+---
+apiVersion: v1
+kind: Node
+metadata: { name: node-b, labels: { topology.kubernetes.io/region: r1, topology.kubernetes.io/zone: z2 } }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: echo-0, namespace: demo, labels: { app: echo, version: v1 } }
+spec: { nodeName: node-a, containers: [{ name: e, ports: [{ name: grpc, containerPort: 9000 }] }] }
+status: { podIP: 127.10.0.3 }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: echo-1, namespace: demo, labels: { app: echo, version: v2 } }
+spec: { nodeName: node-b, containers: [{ name: e, ports: [{ name: grpc, containerPort: 9000 }] }] }
+status: { podIP: 127.10.0.4 }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: echo-2, namespace: demo, labels: { app: echo, version: v2 } }
+spec: { nodeName: node-b, containers: [{ name: e, ports: [{ name: grpc, containerPort: 9000 }] }] }
+status: { podIP: 127.10.0.5 }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: echo, namespace: demo }
+spec: { clusterIP: 127.30.0.1, selector: { app: echo }, ports: [{ port: 80, targetPort: grpc }] }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: echo-v1, namespace: demo }
+spec: { clusterIP: None, selector: { app: echo, version: v1 }, ports: [{ port: 80, targetPort: 9000 }] }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: echo-v2, namespace: demo }
+spec: { clusterIP: None, selector: { app: echo, version: v2 }, ports: [{ port: 80, targetPort: 9000 }] }
+`;
+const ECHO = "echo.demo.svc.cluster.local";
+const V1 = outboundClusterName("echo-v1.demo.svc.cluster.local", 80);
+const V2 = outboundClusterName("echo-v2.demo.svc.cluster.local", 80);
+
+function routesOf(config: EnvoyConfig, name = `${ECHO}:80`) {
+  const rc = config.routeConfigurations.get(name);
+  assert.ok(rc, name);
+  return rc.virtualHosts?.[0]?.routes ?? [];
+}
+
+describe("translateEnvoy: resources per Service port", () => {
+  const config = translate(BASE);
+
+  it("names listeners and routes <host>:<port>, clusters and endpoints outbound|<port>||<host>", () => {
+    const hosts = ["echo-v1.demo.svc.cluster.local", "echo-v2.demo.svc.cluster.local", ECHO];
+    assert.deepEqual(
+      [...config.listeners.keys()],
+      hosts.map((h) => `${h}:80`),
+    );
+    assert.deepEqual(
+      [...config.routeConfigurations.keys()],
+      hosts.map((h) => `${h}:80`),
+    );
+    assert.deepEqual(
+      [...config.clusters.keys()],
+      hosts.map((h) => `outbound|80||${h}`),
+    );
+    assert.deepEqual(
+      [...config.clusterLoadAssignments.keys()],
+      hosts.map((h) => `outbound|80||${h}`),
+    );
+    assert.deepEqual(config.issues, []);
+  });
+
+  it("makes an API listener whose connection manager reads its routes over ADS and ends with the router", () => {
+    const listener = config.listeners.get(`${ECHO}:80`);
+    const any = listener?.apiListener?.apiListener;
+    assert.ok(any?.typeUrl && any.value);
+    const hcm = typeRegistry.unpack({ typeUrl: any.typeUrl, value: any.value }) as {
+      rds: { routeConfigName: string; configSource: { ads?: object } };
+      httpFilters: { name: string; typedConfig: { typeUrl: string } }[];
+    };
+    assert.equal(hcm.rds.routeConfigName, `${ECHO}:80`);
+    assert.deepEqual(hcm.rds.configSource.ads, {});
+    assert.equal(hcm.httpFilters.at(-1)?.typedConfig.typeUrl, TypeUrl.router);
+  });
+
+  it("routes everything to the Service when no route attaches, under istiod's host name variants", () => {
+    const vh = config.routeConfigurations.get(`${ECHO}:80`)?.virtualHosts?.[0];
+    assert.deepEqual(vh?.routes, [
+      { name: "default", match: { prefix: "/" }, route: { cluster: `outbound|80||${ECHO}` } },
+    ]);
+    for (const d of [ECHO, `${ECHO}:80`, "echo", "echo.demo:80", "echo.demo.svc", "127.30.0.1:80"]) {
+      assert.ok(vh?.domains?.includes(d), d);
+    }
+  });
+
+  it("makes EDS clusters and groups pods by their node's locality, each pod weighing 1", () => {
+    const cluster = config.clusters.get(`outbound|80||${ECHO}`);
+    assert.equal(cluster?.type, "EDS");
+    assert.deepEqual(cluster?.edsClusterConfig?.edsConfig?.ads, {});
+    const cla = config.clusterLoadAssignments.get(`outbound|80||${ECHO}`);
+    assert.deepEqual(
+      cla?.endpoints?.map((e) => ({
+        locality: e.locality,
+        weight: e.loadBalancingWeight?.value,
+        ips: e.lbEndpoints?.map((l) => {
+          const s = l.endpoint?.address?.socketAddress;
+          return `${s?.address}:${s?.portValue}`;
+        }),
+      })),
+      [
+        { locality: { region: "r1", zone: "z1", subZone: "" }, weight: 1, ips: ["127.10.0.3:9000"] },
+        {
+          locality: { region: "r1", zone: "z2", subZone: "" },
+          weight: 2,
+          ips: ["127.10.0.4:9000", "127.10.0.5:9000"],
+        },
+      ],
+    );
+  });
+
+  it("produces resources that encode (what the cache stores)", () => {
+    for (const [map, type] of [
+      [config.listeners, TypeUrl.listener],
+      [config.routeConfigurations, TypeUrl.routeConfiguration],
+      [config.clusters, TypeUrl.cluster],
+      [config.clusterLoadAssignments, TypeUrl.clusterLoadAssignment],
+    ] as const) {
+      for (const value of map.values()) assert.ok(typeRegistry.encode(type, value as never).length > 0);
+    }
+  });
+});
+
+const grpcRoute = (rules: string, name = "echo") => `
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: { name: ${name}, namespace: demo }
+spec:
+  parentRefs: [{ group: "", kind: Service, name: echo, port: 80 }]
+  rules:
+${rules}`;
+const httpRoute = (rules: string, name = "web") => `
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: ${name}, namespace: demo }
+spec:
+  parentRefs: [{ group: "", kind: Service, name: echo }]
+  rules:
+${rules}`;
+
+describe("translateEnvoy: routes", () => {
+  const cases: { name: string; yaml: string; routes: unknown[]; issues?: RegExp[] }[] = [
+    {
+      name: "GRPCRoute weights become weighted clusters",
+      yaml: grpcRoute(
+        `    - backendRefs: [{ name: echo-v1, port: 80, weight: 1 }, { name: echo-v2, port: 80, weight: 3 }]`,
+      ),
+      routes: [
+        {
+          name: "demo.echo.0.0",
+          match: { prefix: "/" },
+          route: {
+            weightedClusters: {
+              clusters: [
+                { name: V1, weight: { value: 1 } },
+                { name: V2, weight: { value: 3 } },
+              ],
+            },
+          },
+        },
+      ],
+    },
+    {
+      name: "a header match ranks before the catch-all rule, whatever the rule order",
+      yaml: grpcRoute(`    - backendRefs: [{ name: echo-v1, port: 80 }]
+    - matches: [{ headers: [{ name: X-Version, value: v2 }] }]
+      backendRefs: [{ name: echo-v2, port: 80 }]`),
+      routes: [
+        {
+          name: "demo.echo.1.0",
+          match: { prefix: "/", headers: [{ name: "x-version", stringMatch: { exact: "v2" } }] },
+          route: { cluster: V2 },
+        },
+        { name: "demo.echo.0.0", match: { prefix: "/" }, route: { cluster: V1 } },
+      ],
+    },
+    {
+      name: "gRPC service and method matches become paths (exact > prefix > regex)",
+      yaml: grpcRoute(`    - matches: [{ method: { method: Who } }]
+      backendRefs: [{ name: echo-v2, port: 80 }]
+    - matches: [{ method: { service: test.Echo } }]
+      backendRefs: [{ name: echo-v1, port: 80 }]
+    - matches: [{ method: { service: test.Echo, method: Who } }]
+      backendRefs: [{ name: echo-v2, port: 80 }]`),
+      routes: [
+        { name: "demo.echo.2.0", match: { path: "/test.Echo/Who" }, route: { cluster: V2 } },
+        { name: "demo.echo.1.0", match: { prefix: "/test.Echo/" }, route: { cluster: V1 } },
+        { name: "demo.echo.0.0", match: { safeRegex: { regex: "/[^/]+/Who" } }, route: { cluster: V2 } },
+      ],
+    },
+    {
+      name: "PathPrefix matches whole segments: the path itself and below it",
+      yaml: httpRoute(`    - matches: [{ path: { type: PathPrefix, value: /api/ }, method: GET }]
+      backendRefs: [{ name: echo-v1, port: 80 }]`),
+      routes: [
+        {
+          name: "demo.web.0.0.0",
+          match: { path: "/api", headers: [{ name: ":method", stringMatch: { exact: "GET" } }] },
+          route: { cluster: V1 },
+        },
+        {
+          name: "demo.web.0.0.1",
+          match: { prefix: "/api/", headers: [{ name: ":method", stringMatch: { exact: "GET" } }] },
+          route: { cluster: V1 },
+        },
+      ],
+    },
+    {
+      name: "header edits, query matches, timeouts and retries",
+      yaml: httpRoute(`    - matches: [{ path: { type: Exact, value: /x }, queryParams: [{ type: RegularExpression, name: q, value: "a+" }] }]
+      filters:
+        - type: RequestHeaderModifier
+          requestHeaderModifier: { set: [{ name: X-A, value: "1" }], add: [{ name: x-b, value: "2" }], remove: [X-C] }
+        - type: ResponseHeaderModifier
+          responseHeaderModifier: { remove: [server] }
+      backendRefs: [{ name: echo-v1, port: 80 }]
+      timeouts: { request: 10s, backendRequest: 2500ms }
+      retry: { attempts: 3, codes: [503], backoff: 100ms }`),
+      routes: [
+        {
+          name: "demo.web.0.0",
+          match: {
+            path: "/x",
+            queryParameters: [{ name: "q", stringMatch: { safeRegex: { regex: "a+" } } }],
+          },
+          route: {
+            cluster: V1,
+            timeout: { seconds: 10, nanos: 0 },
+            retryPolicy: {
+              retryOn: "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+              numRetries: { value: 3 },
+              retriableStatusCodes: [503],
+              perTryTimeout: { seconds: 2, nanos: 500_000_000 },
+              retryBackOff: { baseInterval: { seconds: 0, nanos: 100_000_000 } },
+            },
+          },
+          requestHeadersToAdd: [
+            { header: { key: "x-a", value: "1" }, appendAction: "OVERWRITE_IF_EXISTS_OR_ADD" },
+            { header: { key: "x-b", value: "2" }, appendAction: "APPEND_IF_EXISTS_OR_ADD" },
+          ],
+          requestHeadersToRemove: ["x-c"],
+          responseHeadersToRemove: ["server"],
+        },
+      ],
+    },
+    {
+      name: "redirect and rewrite keep the rest of a segment prefix",
+      yaml: httpRoute(`    - matches: [{ path: { type: PathPrefix, value: /old } }]
+      filters: [{ type: RequestRedirect, requestRedirect: { scheme: https, statusCode: 301, path: { type: ReplacePrefixMatch, replacePrefixMatch: /new } } }]
+    - matches: [{ path: { type: PathPrefix, value: /v1 } }]
+      filters: [{ type: URLRewrite, urlRewrite: { hostname: internal, path: { type: ReplacePrefixMatch, replacePrefixMatch: / } } }]
+      backendRefs: [{ name: echo-v1, port: 80 }]`),
+      routes: [
+        {
+          name: "demo.web.0.0.0",
+          match: { path: "/old" },
+          redirect: { schemeRedirect: "https", responseCode: "MOVED_PERMANENTLY", prefixRewrite: "/new" },
+        },
+        {
+          name: "demo.web.0.0.1",
+          match: { prefix: "/old/" },
+          redirect: { schemeRedirect: "https", responseCode: "MOVED_PERMANENTLY", prefixRewrite: "/new/" },
+        },
+        {
+          name: "demo.web.1.0.0",
+          match: { path: "/v1" },
+          route: { cluster: V1, hostRewriteLiteral: "internal", prefixRewrite: "/" },
+        },
+        {
+          name: "demo.web.1.0.1",
+          match: { prefix: "/v1/" },
+          route: { cluster: V1, hostRewriteLiteral: "internal", prefixRewrite: "/" },
+        },
+      ],
+    },
+    {
+      name: "a mirror at 10 % and a backend with its own header edit",
+      yaml: httpRoute(`    - filters: [{ type: RequestMirror, requestMirror: { backendRef: { name: echo-v2, port: 80 }, percent: 10 } }]
+      backendRefs:
+        - name: echo-v1
+          port: 80
+          filters: [{ type: RequestHeaderModifier, requestHeaderModifier: { add: [{ name: x-v, value: "1" }] } }]`),
+      routes: [
+        {
+          name: "demo.web.0.0",
+          match: { prefix: "/" },
+          route: {
+            weightedClusters: {
+              clusters: [
+                {
+                  name: V1,
+                  weight: { value: 1 },
+                  requestHeadersToAdd: [
+                    { header: { key: "x-v", value: "1" }, appendAction: "APPEND_IF_EXISTS_OR_ADD" },
+                  ],
+                },
+              ],
+            },
+            requestMirrorPolicies: [
+              { cluster: V2, runtimeFraction: { defaultValue: { numerator: 10, denominator: "HUNDRED" } } },
+            ],
+          },
+        },
+      ],
+    },
+    {
+      name: "no usable backend answers 500 and says why",
+      yaml: httpRoute(`    - backendRefs: [{ name: nowhere, port: 80 }]
+    - matches: [{ path: { type: Exact, value: /zero } }]
+      backendRefs: [{ name: echo-v1, port: 80, weight: 0 }]`),
+      routes: [
+        { name: "demo.web.1.0", match: { path: "/zero" }, directResponse: { status: 500 } },
+        { name: "demo.web.0.0", match: { prefix: "/" }, directResponse: { status: 500 } },
+      ],
+      issues: [/no Service port nowhere\.demo\.svc\.cluster\.local:80/],
+    },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      const config = translate(BASE + c.yaml);
+      assert.deepEqual(routesOf(config), c.routes);
+      assert.deepEqual(
+        config.issues.map((i) => i.message),
+        config.issues.map((i, n) =>
+          c.issues?.[n]?.test(i.message) ? i.message : `unexpected: ${i.message}`,
+        ),
+      );
+      assert.equal(config.issues.length, c.issues?.length ?? 0);
+      // Other Service ports keep their default route.
+      assert.equal(routesOf(config, "echo-v1.demo.svc.cluster.local:80")[0]?.name, "default");
+      for (const rc of config.routeConfigurations.values())
+        typeRegistry.encode(TypeUrl.routeConfiguration, rc);
+    });
+  }
+
+  it("reports an invalid route and a consumer route instead of translating them", () => {
+    const config = translate(
+      `${BASE}${grpcRoute("    - backendRefs: [{ name: echo-v1, port: 80, weight: -1 }]", "bad")}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: consumer, namespace: other }
+spec:
+  parentRefs: [{ group: "", kind: Service, name: echo, namespace: demo }]
+  rules: [{ backendRefs: [{ name: echo-v1, port: 80 }] }]
+`,
+    );
+    assert.equal(routesOf(config)[0]?.name, "default");
+    assert.deepEqual(
+      config.issues.map((i) => i.source),
+      ["GRPCRoute/demo/bad", "HTTPRoute/other/consumer"],
+    );
+  });
+});
+
+describe("translateEnvoy: what an edit changes", () => {
+  const changed = (a: EnvoyConfig, b: EnvoyConfig): string[] => {
+    const out: string[] = [];
+    for (const key of ["listeners", "routeConfigurations", "clusters", "clusterLoadAssignments"] as const) {
+      const names = new Set([...a[key].keys(), ...b[key].keys()]);
+      for (const n of names) {
+        if (JSON.stringify(a[key].get(n)) !== JSON.stringify(b[key].get(n))) out.push(`${key}:${n}`);
+      }
+    }
+    return out;
+  };
+
+  it("a pod IP change touches the endpoints of its Services only", () => {
+    const before = translate(BASE);
+    const after = translate(BASE.replace("127.10.0.3", "127.10.0.9"));
+    assert.deepEqual(changed(before, after), [
+      `clusterLoadAssignments:${V1}`,
+      `clusterLoadAssignments:outbound|80||${ECHO}`,
+    ]);
+  });
+
+  it("a route edit touches that Service port's RouteConfiguration only", () => {
+    const before = translate(BASE + grpcRoute("    - backendRefs: [{ name: echo-v1, port: 80 }]"));
+    const after = translate(BASE + grpcRoute("    - backendRefs: [{ name: echo-v2, port: 80 }]"));
+    assert.deepEqual(changed(before, after), [`routeConfigurations:${ECHO}:80`]);
+  });
+
+  it("is pure: the same manifests give the same resources", () => {
+    assert.deepEqual(changed(translate(BASE), translate(BASE)), []);
+  });
+});

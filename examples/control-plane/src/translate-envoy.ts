@@ -1,0 +1,687 @@
+/**
+ * Envoy LDS/RDS/CDS/EDS from the same manifests as the ambient resources: what proxyless gRPC
+ * clients (and any Envoy-API client) need to call a mesh Service by name. Pure: same input, same
+ * output, so an edit changes only the resources it touches and only those are pushed.
+ */
+import {
+  type GRPCRoute,
+  type GRPCRouteMatch,
+  type HTTPHeaderFilter,
+  type HTTPPathModifier,
+  type HTTPRequestMirrorFilter,
+  type HTTPRoute,
+  type HTTPRouteFilter,
+  type HTTPRouteMatch,
+  parseGatewayDuration,
+  validateRoute,
+} from "@ambient/router";
+import { type envoy, type MessageInit, TypeUrl, typeRegistry } from "@ambient/xds";
+import type { KubeObject, MeshIssue } from "./manifests.js";
+import type { MeshConfig, TranslateOptions } from "./translate-mesh.js";
+
+type Listener = MessageInit<envoy.config.listener.v3.Listener>;
+type RouteConfiguration = MessageInit<envoy.config.route.v3.RouteConfiguration>;
+type EnvoyRoute = MessageInit<envoy.config.route.v3.Route>;
+type RouteMatch = MessageInit<envoy.config.route.v3.RouteMatch>;
+type RouteAction = MessageInit<envoy.config.route.v3.RouteAction>;
+type HeaderMatcher = MessageInit<envoy.config.route.v3.HeaderMatcher>;
+type HeaderValueOption = MessageInit<envoy.config.core.v3.HeaderValueOption>;
+type Cluster = MessageInit<envoy.config.cluster.v3.Cluster>;
+type ClusterLoadAssignment = MessageInit<envoy.config.endpoint.v3.ClusterLoadAssignment>;
+type Duration = { seconds: number; nanos: number };
+
+/** The Envoy resources for every Service port, by resource name, each map sorted by name. */
+export interface EnvoyConfig {
+  /** `<host>:<port>` -> API listener (HTTP connection manager routed by RDS over ADS). */
+  listeners: Map<string, Listener>;
+  /** `<host>:<port>` -> the Service port's routes. */
+  routeConfigurations: Map<string, RouteConfiguration>;
+  /** `outbound|<port>||<host>` -> EDS cluster. */
+  clusters: Map<string, Cluster>;
+  /** `outbound|<port>||<host>` -> endpoints by locality. */
+  clusterLoadAssignments: Map<string, ClusterLoadAssignment>;
+  /** Routes or parts of routes not translated, and why. */
+  issues: MeshIssue[];
+}
+
+/** istiod's outbound cluster name of a Service port. */
+export function outboundClusterName(host: string, port: number): string {
+  return `outbound|${port}||${host}`;
+}
+
+/** Istio's `ConnectTimeout` default. */
+const CONNECT_TIMEOUT: Duration = { seconds: 10, nanos: 0 };
+/** Istio's retry conditions for Gateway API `retry` (plus the listed status codes). */
+const RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+/** Gateway API leaves the default attempt count to the implementation; Istio's default is 2. */
+const DEFAULT_RETRY_ATTEMPTS = 2;
+const ADS = { ads: {}, resourceApiVersion: "V3" } as const;
+const REDIRECT_CODES: Record<number, envoy.config.route.v3.RedirectAction.RedirectResponseCode> = {
+  301: "MOVED_PERMANENTLY",
+  302: "FOUND",
+  303: "SEE_OTHER",
+  307: "TEMPORARY_REDIRECT",
+  308: "PERMANENT_REDIRECT",
+};
+
+function duration(ms: number): Duration {
+  return { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1_000_000 };
+}
+
+function byName<V>(map: Map<string, V>): Map<string, V> {
+  return new Map([...map].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)));
+}
+
+interface ServicePort {
+  host: string;
+  name: string;
+  namespace: string;
+  port: number;
+  /** The other names a client may use for the Service: short names and the VIP. */
+  domains: string[];
+}
+
+/** One Gateway API match, ready to sort by precedence and turn into Envoy routes. */
+interface RankedMatch {
+  route: HTTPRoute | GRPCRoute;
+  ruleIndex: number;
+  matchIndex: number;
+  /** 0 exact, 1 prefix, 2 regex. */
+  pathRank: number;
+  pathLength: number;
+  hasMethod: boolean;
+  headers: number;
+  queries: number;
+  /** The Envoy matches this one becomes (a segment prefix becomes an exact path and a `/`-prefix). */
+  envoyMatches: { match: RouteMatch; prefixOf?: string; exactPath?: string }[];
+  action: Omit<EnvoyRoute, "match" | "name">;
+  /** URLRewrite path, applied per Envoy match. */
+  rewrite?: HTTPPathModifier;
+  /** RequestRedirect path, applied per Envoy match. */
+  redirectPath?: HTTPPathModifier;
+}
+
+function headerMatcher(name: string, type: string | undefined, value: string): HeaderMatcher {
+  return type === "RegularExpression"
+    ? { name: name.toLowerCase(), stringMatch: { safeRegex: { regex: value } } }
+    : { name: name.toLowerCase(), stringMatch: { exact: value } };
+}
+
+function httpMatches(match: HTTPRouteMatch): {
+  matches: { match: RouteMatch; prefixOf?: string; exactPath?: string }[];
+  pathRank: number;
+  pathLength: number;
+} {
+  const headers: HeaderMatcher[] = (match.headers ?? []).map((h) => headerMatcher(h.name, h.type, h.value));
+  if (match.method !== undefined) headers.push({ name: ":method", stringMatch: { exact: match.method } });
+  const queryParameters = (match.queryParams ?? []).map((q) => ({
+    name: q.name,
+    stringMatch: q.type === "RegularExpression" ? { safeRegex: { regex: q.value } } : { exact: q.value },
+  }));
+  const extra: Pick<RouteMatch, "headers" | "queryParameters"> = {
+    ...(headers.length > 0 ? { headers } : {}),
+    ...(queryParameters.length > 0 ? { queryParameters } : {}),
+  };
+  const type = match.path?.type ?? "PathPrefix";
+  const value = match.path?.value ?? "/";
+  if (type === "Exact") {
+    return {
+      matches: [{ match: { path: value, ...extra }, exactPath: value }],
+      pathRank: 0,
+      pathLength: value.length,
+    };
+  }
+  if (type === "RegularExpression") {
+    return {
+      matches: [{ match: { safeRegex: { regex: value }, ...extra } }],
+      pathRank: 2,
+      pathLength: value.length,
+    };
+  }
+  // PathPrefix matches whole segments: "/abc" is "/abc" itself or anything under "/abc/". Envoy's
+  // path_separated_prefix says the same but proxyless gRPC refuses it; two matches work for both.
+  const trimmed = value.replace(/\/+$/, "");
+  if (trimmed === "")
+    return { matches: [{ match: { prefix: "/", ...extra }, prefixOf: "/" }], pathRank: 1, pathLength: 1 };
+  return {
+    matches: [
+      { match: { path: trimmed, ...extra }, exactPath: trimmed },
+      { match: { prefix: `${trimmed}/`, ...extra }, prefixOf: `${trimmed}/` },
+    ],
+    pathRank: 1,
+    pathLength: trimmed.length,
+  };
+}
+
+const NAME_SEGMENT = "[^/]+";
+
+function escapeRegex(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+function grpcMatch(match: GRPCRouteMatch): { match: RouteMatch; pathRank: number; pathLength: number } {
+  const headers = (match.headers ?? []).map((h) => headerMatcher(h.name, h.type, h.value));
+  const extra: Pick<RouteMatch, "headers"> = headers.length > 0 ? { headers } : {};
+  const service = match.method?.service?.replace(/^\./, "");
+  const method = match.method?.method;
+  if (match.method?.type === "RegularExpression") {
+    const regex = `/${service ?? NAME_SEGMENT}/${method ?? NAME_SEGMENT}`;
+    return { match: { safeRegex: { regex }, ...extra }, pathRank: 2, pathLength: regex.length };
+  }
+  if (service !== undefined && method !== undefined) {
+    const path = `/${service}/${method}`;
+    return { match: { path, ...extra }, pathRank: 0, pathLength: path.length };
+  }
+  if (service !== undefined) {
+    return { match: { prefix: `/${service}/`, ...extra }, pathRank: 1, pathLength: service.length + 2 };
+  }
+  if (method !== undefined) {
+    const regex = `/${NAME_SEGMENT}/${escapeRegex(method)}`;
+    return { match: { safeRegex: { regex }, ...extra }, pathRank: 2, pathLength: regex.length };
+  }
+  return { match: { prefix: "/", ...extra }, pathRank: 1, pathLength: 1 };
+}
+
+function headerEdits(filter: HTTPHeaderFilter | undefined): {
+  add: HeaderValueOption[];
+  remove: string[];
+} {
+  const add: HeaderValueOption[] = [
+    ...(filter?.set ?? []).map((h) => ({
+      header: { key: h.name.toLowerCase(), value: h.value },
+      appendAction: "OVERWRITE_IF_EXISTS_OR_ADD" as const,
+    })),
+    ...(filter?.add ?? []).map((h) => ({
+      header: { key: h.name.toLowerCase(), value: h.value },
+      appendAction: "APPEND_IF_EXISTS_OR_ADD" as const,
+    })),
+  ];
+  return { add, remove: (filter?.remove ?? []).map((n) => n.toLowerCase()) };
+}
+
+/** Route-level request/response header edits of a rule's (or a backend's) filters. */
+function headerFields(filters: readonly HTTPRouteFilter[] | undefined): {
+  requestHeadersToAdd?: HeaderValueOption[];
+  requestHeadersToRemove?: string[];
+  responseHeadersToAdd?: HeaderValueOption[];
+  responseHeadersToRemove?: string[];
+} {
+  const request = { add: [] as HeaderValueOption[], remove: [] as string[] };
+  const response = { add: [] as HeaderValueOption[], remove: [] as string[] };
+  for (const f of filters ?? []) {
+    if (f.type === "RequestHeaderModifier") {
+      const e = headerEdits(f.requestHeaderModifier);
+      request.add.push(...e.add);
+      request.remove.push(...e.remove);
+    } else if (f.type === "ResponseHeaderModifier") {
+      const e = headerEdits(f.responseHeaderModifier);
+      response.add.push(...e.add);
+      response.remove.push(...e.remove);
+    }
+  }
+  return {
+    ...(request.add.length > 0 ? { requestHeadersToAdd: request.add } : {}),
+    ...(request.remove.length > 0 ? { requestHeadersToRemove: request.remove } : {}),
+    ...(response.add.length > 0 ? { responseHeadersToAdd: response.add } : {}),
+    ...(response.remove.length > 0 ? { responseHeadersToRemove: response.remove } : {}),
+  };
+}
+
+function mirrorFraction(
+  mirror: HTTPRequestMirrorFilter,
+): MessageInit<envoy.config.core.v3.RuntimeFractionalPercent> | undefined {
+  if (mirror.fraction !== undefined) {
+    const denominator = mirror.fraction.denominator ?? 100;
+    if (mirror.fraction.numerator >= denominator) return undefined;
+    return {
+      defaultValue: {
+        numerator: Math.round((mirror.fraction.numerator * 1_000_000) / denominator),
+        denominator: "MILLION",
+      },
+    };
+  }
+  const percent = mirror.percent ?? 100;
+  return percent >= 100 ? undefined : { defaultValue: { numerator: percent, denominator: "HUNDRED" } };
+}
+
+interface TranslateContext {
+  domainSuffix: string;
+  /** Hosts of the Services known, with their ports. */
+  services: Map<string, Set<number>>;
+  issues: MeshIssue[];
+}
+
+function routeId(route: HTTPRoute | GRPCRoute): string {
+  return `${route.kind}/${route.metadata.namespace ?? "default"}/${route.metadata.name}`;
+}
+
+function backendCluster(
+  ctx: TranslateContext,
+  route: HTTPRoute | GRPCRoute,
+  ref: { group?: string; kind?: string; name: string; namespace?: string; port?: number },
+  where: string,
+): string | undefined {
+  const namespace = ref.namespace ?? route.metadata.namespace ?? "default";
+  if ((ref.group ?? "") !== "" || (ref.kind ?? "Service") !== "Service") {
+    ctx.issues.push({ source: routeId(route), message: `${where}: only Service backends are supported` });
+    return undefined;
+  }
+  if (namespace !== (route.metadata.namespace ?? "default")) {
+    // A ReferenceGrant would be needed; none is read.
+    ctx.issues.push({
+      source: routeId(route),
+      message: `${where}: a backend in another namespace is not allowed`,
+    });
+    return undefined;
+  }
+  const host = `${ref.name}.${namespace}.svc.${ctx.domainSuffix}`;
+  if (ref.port === undefined || !ctx.services.get(host)?.has(ref.port)) {
+    ctx.issues.push({
+      source: routeId(route),
+      message: `${where}: no Service port ${host}:${ref.port ?? "?"}`,
+    });
+    return undefined;
+  }
+  return outboundClusterName(host, ref.port);
+}
+
+/** Envoy route action (everything but the match) of one HTTPRoute or GRPCRoute rule. */
+function ruleAction(
+  ctx: TranslateContext,
+  route: HTTPRoute | GRPCRoute,
+  ruleIndex: number,
+): {
+  action: Omit<EnvoyRoute, "match" | "name">;
+  rewrite?: HTTPPathModifier;
+  redirectPath?: HTTPPathModifier;
+} {
+  const rule = route.spec.rules?.[ruleIndex] ?? {};
+  const where = `spec.rules[${ruleIndex}]`;
+  const filters = (rule.filters ?? []) as HTTPRouteFilter[];
+  const headers = headerFields(filters);
+  for (const f of filters) {
+    if (f.type === "ExtensionRef" || f.type === "CORS") {
+      ctx.issues.push({ source: routeId(route), message: `${where}: filter ${f.type} is not translated` });
+    }
+  }
+  const redirect = filters.find((f) => f.type === "RequestRedirect")?.requestRedirect;
+  if (redirect !== undefined) {
+    return {
+      action: {
+        redirect: {
+          ...(redirect.scheme === undefined ? {} : { schemeRedirect: redirect.scheme }),
+          ...(redirect.hostname === undefined ? {} : { hostRedirect: redirect.hostname }),
+          ...(redirect.port === undefined ? {} : { portRedirect: redirect.port }),
+          responseCode: REDIRECT_CODES[redirect.statusCode ?? 302] ?? "FOUND",
+        },
+        ...headers,
+      },
+      ...(redirect.path === undefined ? {} : { redirectPath: redirect.path }),
+    };
+  }
+  const clusters: MessageInit<envoy.config.route.v3.WeightedCluster.ClusterWeight>[] = [];
+  (rule.backendRefs ?? []).forEach((ref, i) => {
+    const weight = ref.weight ?? 1;
+    const cluster = backendCluster(ctx, route, ref, `${where}.backendRefs[${i}]`);
+    if (cluster === undefined || weight === 0) return;
+    clusters.push({
+      name: cluster,
+      weight: { value: weight },
+      ...headerFields(ref.filters as HTTPRouteFilter[]),
+    });
+  });
+  if (clusters.length === 0) {
+    // Gateway API: no usable backend answers 500.
+    return { action: { directResponse: { status: 500 }, ...headers } };
+  }
+  const action: RouteAction = {};
+  const only = clusters[0];
+  if (clusters.length === 1 && only !== undefined && Object.keys(only).length === 2)
+    action.cluster = only.name as string;
+  else action.weightedClusters = { clusters };
+  const rewrite = filters.find((f) => f.type === "URLRewrite")?.urlRewrite;
+  if (rewrite?.hostname !== undefined) action.hostRewriteLiteral = rewrite.hostname;
+  const mirrors = filters
+    .filter((f) => f.type === "RequestMirror" && f.requestMirror !== undefined)
+    .flatMap((f, i) => {
+      const mirror = f.requestMirror as HTTPRequestMirrorFilter;
+      const cluster = backendCluster(ctx, route, mirror.backendRef, `${where}.filters[${i}].requestMirror`);
+      if (cluster === undefined) return [];
+      const fraction = mirrorFraction(mirror);
+      return [{ cluster, ...(fraction === undefined ? {} : { runtimeFraction: fraction }) }];
+    });
+  if (mirrors.length > 0) action.requestMirrorPolicies = mirrors;
+  if (route.kind === "HTTPRoute") {
+    const httpRule = route.spec.rules?.[ruleIndex];
+    const request = httpRule?.timeouts?.request;
+    const backend = httpRule?.timeouts?.backendRequest;
+    const requestMs =
+      request === undefined ? undefined : parseGatewayDuration(request, `${where}.timeouts.request`);
+    const backendMs =
+      backend === undefined ? undefined : parseGatewayDuration(backend, `${where}.timeouts.backendRequest`);
+    const timeoutMs = requestMs ?? backendMs;
+    if (timeoutMs !== undefined) action.timeout = duration(timeoutMs);
+    const retry = httpRule?.retry;
+    const attempts = retry?.attempts ?? (retry === undefined ? 0 : DEFAULT_RETRY_ATTEMPTS);
+    if (attempts > 0) {
+      action.retryPolicy = {
+        retryOn: RETRY_ON,
+        numRetries: { value: attempts },
+        ...(retry?.codes === undefined ? {} : { retriableStatusCodes: retry.codes }),
+        ...(backendMs !== undefined && backendMs > 0 ? { perTryTimeout: duration(backendMs) } : {}),
+        ...(retry?.backoff === undefined
+          ? {}
+          : {
+              retryBackOff: {
+                baseInterval: duration(parseGatewayDuration(retry.backoff, `${where}.retry.backoff`)),
+              },
+            }),
+      };
+    }
+  }
+  return {
+    action: { route: action, ...headers },
+    ...(rewrite?.path === undefined ? {} : { rewrite: rewrite.path }),
+  };
+}
+
+/** Sets the path rewrite of one Envoy match: `ReplacePrefixMatch` depends on which half of a segment prefix it is. */
+function withPath(
+  action: Omit<EnvoyRoute, "match" | "name">,
+  envoyMatch: { prefixOf?: string; exactPath?: string },
+  rewrite: HTTPPathModifier | undefined,
+  redirectPath: HTTPPathModifier | undefined,
+): Omit<EnvoyRoute, "match" | "name"> {
+  const modifier = rewrite ?? redirectPath;
+  if (modifier === undefined) return action;
+  let prefix: string | undefined;
+  let full: string | undefined;
+  if (modifier.type === "ReplaceFullPath") {
+    full = modifier.replaceFullPath ?? "/";
+  } else {
+    const replacement = modifier.replacePrefixMatch ?? "/";
+    if (envoyMatch.exactPath !== undefined) prefix = replacement;
+    else prefix = replacement.endsWith("/") ? replacement : `${replacement}/`;
+  }
+  if (redirectPath !== undefined && action.redirect !== undefined) {
+    return {
+      ...action,
+      redirect: {
+        ...action.redirect,
+        ...(full !== undefined ? { pathRedirect: full } : { prefixRewrite: prefix }),
+      } as EnvoyRoute["redirect"],
+    } as Omit<EnvoyRoute, "match" | "name">;
+  }
+  if (action.route === undefined) return action;
+  return {
+    ...action,
+    route: {
+      ...action.route,
+      ...(full !== undefined
+        ? { regexRewrite: { pattern: { regex: "^/.*$" }, substitution: full } }
+        : { prefixRewrite: prefix }),
+    } as RouteAction,
+  } as Omit<EnvoyRoute, "match" | "name">;
+}
+
+function parentPorts(route: HTTPRoute | GRPCRoute, servicePort: ServicePort): boolean {
+  const namespace = route.metadata.namespace ?? "default";
+  return (route.spec.parentRefs ?? []).some(
+    (p) =>
+      p.group === "" &&
+      p.kind === "Service" &&
+      p.name === servicePort.name &&
+      (p.namespace ?? namespace) === servicePort.namespace &&
+      namespace === servicePort.namespace &&
+      (p.port === undefined || p.port === servicePort.port),
+  );
+}
+
+function compareMatches(a: RankedMatch, b: RankedMatch): number {
+  if (a.pathRank !== b.pathRank) return a.pathRank - b.pathRank;
+  if (a.pathLength !== b.pathLength) return b.pathLength - a.pathLength;
+  if (a.hasMethod !== b.hasMethod) return a.hasMethod ? -1 : 1;
+  if (a.headers !== b.headers) return b.headers - a.headers;
+  if (a.queries !== b.queries) return b.queries - a.queries;
+  const ta = a.route.metadata.creationTimestamp;
+  const tb = b.route.metadata.creationTimestamp;
+  if (ta !== tb) {
+    if (ta === undefined) return 1;
+    if (tb === undefined) return -1;
+    const d = Date.parse(ta) - Date.parse(tb);
+    if (d !== 0) return d;
+  }
+  const ka = `${a.route.metadata.namespace ?? "default"}/${a.route.metadata.name}`;
+  const kb = `${b.route.metadata.namespace ?? "default"}/${b.route.metadata.name}`;
+  if (ka !== kb) return ka < kb ? -1 : 1;
+  if (a.route.kind !== b.route.kind) return a.route.kind < b.route.kind ? -1 : 1;
+  return a.ruleIndex - b.ruleIndex || a.matchIndex - b.matchIndex;
+}
+
+function rankedMatches(ctx: TranslateContext, route: HTTPRoute | GRPCRoute): RankedMatch[] {
+  const out: RankedMatch[] = [];
+  const rules = route.spec.rules ?? [{}];
+  rules.forEach((_rule, ruleIndex) => {
+    const { action, rewrite, redirectPath } = ruleAction(ctx, route, ruleIndex);
+    if (route.kind === "HTTPRoute") {
+      const matches = route.spec.rules?.[ruleIndex]?.matches ?? [{}];
+      matches.forEach((m, matchIndex) => {
+        const { matches: envoyMatches, pathRank, pathLength } = httpMatches(m);
+        out.push({
+          route,
+          ruleIndex,
+          matchIndex,
+          pathRank,
+          pathLength,
+          hasMethod: m.method !== undefined,
+          headers: m.headers?.length ?? 0,
+          queries: m.queryParams?.length ?? 0,
+          envoyMatches,
+          action,
+          ...(rewrite === undefined ? {} : { rewrite }),
+          ...(redirectPath === undefined ? {} : { redirectPath }),
+        });
+      });
+    } else {
+      const matches = route.spec.rules?.[ruleIndex]?.matches ?? [{}];
+      matches.forEach((m, matchIndex) => {
+        const { match, pathRank, pathLength } = grpcMatch(m);
+        out.push({
+          route,
+          ruleIndex,
+          matchIndex,
+          pathRank,
+          pathLength,
+          hasMethod: false,
+          headers: m.headers?.length ?? 0,
+          queries: 0,
+          envoyMatches: [{ match }],
+          action,
+        });
+      });
+    }
+  });
+  return out;
+}
+
+/** The virtual host domains of a Service port, as istiod builds them for sidecars. */
+function domainsOf(sp: ServicePort): string[] {
+  const names = [sp.host, ...sp.domains];
+  return names.flatMap((n) => [n, `${n}:${sp.port}`]);
+}
+
+function routeConfiguration(
+  ctx: TranslateContext,
+  sp: ServicePort,
+  routes: readonly (HTTPRoute | GRPCRoute)[],
+): RouteConfiguration {
+  const name = `${sp.host}:${sp.port}`;
+  const attached = routes.filter((r) => parentPorts(r, sp));
+  let envoyRoutes: EnvoyRoute[];
+  if (attached.length === 0) {
+    envoyRoutes = [
+      { name: "default", match: { prefix: "/" }, route: { cluster: outboundClusterName(sp.host, sp.port) } },
+    ];
+  } else {
+    const ranked = attached.flatMap((r) => rankedMatches(ctx, r)).sort(compareMatches);
+    envoyRoutes = ranked.flatMap((m) =>
+      m.envoyMatches.map(
+        (e, i) =>
+          ({
+            name: `${m.route.metadata.namespace ?? "default"}.${m.route.metadata.name}.${m.ruleIndex}.${m.matchIndex}${m.envoyMatches.length > 1 ? `.${i}` : ""}`,
+            match: e.match,
+            ...withPath(m.action, e, m.rewrite, m.redirectPath),
+          }) as EnvoyRoute,
+      ),
+    );
+  }
+  return { name, virtualHosts: [{ name, domains: domainsOf(sp), routes: envoyRoutes }] };
+}
+
+/**
+ * Translates the mesh into Envoy resources: per Service port an API listener and a
+ * RouteConfiguration named `<host>:<port>` (its HTTPRoutes and GRPCRoutes attached through a Service
+ * `parentRef`, or a default route to the Service), an EDS Cluster and a ClusterLoadAssignment named
+ * `outbound|<port>||<host>`, with the Service's pods as endpoints grouped by locality. `mesh` is
+ * {@link translateMesh}'s result for the same `objects`.
+ */
+export function translateEnvoy(
+  objects: readonly KubeObject[],
+  mesh: MeshConfig,
+  options: TranslateOptions = {},
+): EnvoyConfig {
+  const domainSuffix = options.domainSuffix ?? "cluster.local";
+  const issues: MeshIssue[] = [];
+  const ctx: TranslateContext = { domainSuffix, services: new Map(), issues };
+
+  const routes: (HTTPRoute | GRPCRoute)[] = [];
+  for (const obj of objects) {
+    if (obj.kind !== "HTTPRoute" && obj.kind !== "GRPCRoute") continue;
+    try {
+      const { source: _source, ...raw } = obj;
+      routes.push(validateRoute(raw));
+    } catch (err) {
+      issues.push({
+        source: `${obj.kind}/${obj.metadata.namespace ?? "default"}/${obj.metadata.name}`,
+        message: err instanceof Error ? err.message : String(err),
+      });
+    }
+  }
+  for (const route of routes) {
+    const namespace = route.metadata.namespace ?? "default";
+    for (const p of route.spec.parentRefs ?? []) {
+      if (p.group === "" && p.kind === "Service" && (p.namespace ?? namespace) !== namespace) {
+        issues.push({
+          source: routeId(route),
+          message: `parentRef ${p.namespace}/${p.name}: a route for a Service in another namespace (consumer route) is not translated`,
+        });
+      }
+    }
+  }
+
+  const servicePorts: ServicePort[] = [];
+  for (const { service } of mesh.services) {
+    const host = service.hostname ?? "";
+    const name = service.name ?? "";
+    const namespace = service.namespace ?? "default";
+    const ports = new Set<number>();
+    const vips = (service.addresses ?? []).map((a) => [...(a.address ?? [])].join("."));
+    for (const p of service.ports ?? []) {
+      const port = p.servicePort ?? 0;
+      if (port === 0 || ports.has(port)) continue;
+      ports.add(port);
+      servicePorts.push({
+        host,
+        name,
+        namespace,
+        port,
+        domains: [name, `${name}.${namespace}`, `${name}.${namespace}.svc`, ...vips],
+      });
+    }
+    ctx.services.set(host, ports);
+  }
+
+  const listeners = new Map<string, Listener>();
+  const routeConfigurations = new Map<string, RouteConfiguration>();
+  const clusters = new Map<string, Cluster>();
+  const clusterLoadAssignments = new Map<string, ClusterLoadAssignment>();
+  for (const sp of servicePorts) {
+    const name = `${sp.host}:${sp.port}`;
+    const clusterName = outboundClusterName(sp.host, sp.port);
+    listeners.set(name, {
+      name,
+      apiListener: {
+        apiListener: typeRegistry.pack(TypeUrl.httpConnectionManager, {
+          statPrefix: name,
+          rds: { configSource: ADS, routeConfigName: name },
+          httpFilters: [
+            { name: "envoy.filters.http.router", typedConfig: typeRegistry.pack(TypeUrl.router, {}) },
+          ],
+        }),
+      },
+    });
+    routeConfigurations.set(name, routeConfiguration(ctx, sp, routes));
+    clusters.set(clusterName, {
+      name: clusterName,
+      type: "EDS",
+      edsClusterConfig: { edsConfig: ADS, serviceName: clusterName },
+      connectTimeout: CONNECT_TIMEOUT,
+      lbPolicy: "ROUND_ROBIN",
+      commonLbConfig: { localityWeightedLbConfig: {} },
+    });
+    clusterLoadAssignments.set(clusterName, loadAssignment(mesh, sp, clusterName));
+  }
+
+  return {
+    listeners: byName(listeners),
+    routeConfigurations: byName(routeConfigurations),
+    clusters: byName(clusters),
+    clusterLoadAssignments: byName(clusterLoadAssignments),
+    issues,
+  };
+}
+
+/** The pods behind a Service port, grouped by locality; every pod weighs 1, a locality the sum. */
+function loadAssignment(mesh: MeshConfig, sp: ServicePort, clusterName: string): ClusterLoadAssignment {
+  const serviceKey = `${sp.namespace}/${sp.host}`;
+  const byLocality = new Map<
+    string,
+    {
+      locality: MessageInit<envoy.config.core.v3.Locality>;
+      endpoints: MessageInit<envoy.config.endpoint.v3.LbEndpoint>[];
+      weight: number;
+    }
+  >();
+  for (const { workload } of mesh.workloads) {
+    const target = workload.services?.[serviceKey]?.ports?.find((p) => p.servicePort === sp.port)?.targetPort;
+    const address = workload.addresses?.[0];
+    if (target === undefined || target === 0 || address === undefined) continue;
+    const locality = {
+      region: workload.locality?.region ?? "",
+      zone: workload.locality?.zone ?? "",
+      subZone: workload.locality?.subzone ?? "",
+    };
+    const key = `${locality.region}/${locality.zone}/${locality.subZone}`;
+    let group = byLocality.get(key);
+    if (group === undefined) {
+      group = { locality, endpoints: [], weight: 0 };
+      byLocality.set(key, group);
+    }
+    const weight = workload.capacity?.value ?? 1;
+    group.weight += weight;
+    group.endpoints.push({
+      endpoint: { address: { socketAddress: { address: [...address].join("."), portValue: target } } },
+      healthStatus: workload.status === "UNHEALTHY" ? "UNHEALTHY" : "HEALTHY",
+      loadBalancingWeight: { value: weight },
+    });
+  }
+  const endpoints = [...byLocality.entries()]
+    .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+    .map(([, g]) => ({
+      locality: g.locality,
+      lbEndpoints: g.endpoints,
+      loadBalancingWeight: { value: g.weight },
+      priority: 0,
+    }));
+  return { clusterName, endpoints };
+}
