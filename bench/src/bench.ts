@@ -3,6 +3,7 @@
  * goes first, so a change in machine load does not always hit the same one), and returns raw numbers.
  * Ratios to haproxy are computed by the report.
  */
+import { spawnSync } from "node:child_process";
 import { cpus, loadavg } from "node:os";
 import {
   connectToFirstByte,
@@ -81,6 +82,8 @@ export interface PairResult {
 /** A whole run. */
 export interface BenchResult {
   startedAt: string;
+  /** `git` commit of the tree, with "+changes" when the proxies' sources differ from it. */
+  revision: string;
   node: string;
   cpus: number;
   pinned: boolean;
@@ -131,6 +134,16 @@ async function bulkCase(pair: Pair, streams: number, seconds: number, bindIp: st
   };
 }
 
+/** The commit measured, and whether the code under test had uncommitted changes. */
+function revision(): string {
+  const git = (...args: string[]) => spawnSync("git", args, { encoding: "utf8" }).stdout?.trim() ?? "";
+  const head = git("rev-parse", "--short", "HEAD");
+  if (head === "") return "unknown";
+  const root = git("rev-parse", "--show-toplevel");
+  const dirty = git("-C", root, "status", "--porcelain", "--", "packages", "examples", "bench/src");
+  return dirty === "" ? head : `${head}+changes`;
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Starts everything, runs the phases, stops everything (also on error). */
@@ -144,6 +157,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   const pinned = (options.pin ?? true) && canPin;
   const result: BenchResult = {
     startedAt: new Date().toISOString(),
+    revision: revision(),
     node: process.version,
     cpus: cpus().length,
     pinned,

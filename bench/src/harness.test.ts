@@ -62,6 +62,7 @@ test("the report puts ratios to haproxy beside the raw numbers and ends with the
   });
   const result: BenchResult = {
     startedAt: "2026-12-05T00:00:00.000Z",
+    revision: "abc1234",
     node: "v20",
     cpus: 2,
     pinned: true,

@@ -67,7 +67,7 @@ export function formatReport(result: BenchResult): string {
   const haproxy = result.pairs.find((p) => p.pair === "haproxy");
   const lines: string[] = [];
   lines.push(
-    `ambient mesh bench, ${result.startedAt}, Node ${result.node}, ${result.cpus} CPUs, ${
+    `ambient mesh bench, ${result.startedAt}, ${result.revision}, Node ${result.node}, ${result.cpus} CPUs, ${
       result.pinned ? "proxies pinned (outbound side CPU 0, inbound side CPU 1)" : "not pinned"
     }, load average ${result.loadAverage.start.join(" ")} at start, ${result.loadAverage.end.join(" ")} at end`,
   );
