@@ -22,6 +22,23 @@
  */
 export { type BackendRef, resolveServiceBackend, serviceAtVip } from "./backends.js";
 export { WaypointError, type WaypointErrorCode, type WaypointErrorDetails } from "./errors.js";
+export {
+  DEFAULT_OPERATOR_PORTS,
+  isLoopback,
+  type OperatorAddresses,
+  type OperatorPorts,
+} from "./operator-endpoints.js";
+export {
+  authenticateRequest,
+  type CompiledJwtRule,
+  type CompiledRequestAuthentication,
+  compileRequestAuthentication,
+  DEFAULT_TOKEN_LOCATIONS,
+  findTokens,
+  RequestAuthenticationStore,
+  rulesFor,
+  type TokenLocation,
+} from "./request-authentication.js";
 export { type RunningWaypoint, startWaypoint, type WaypointOptions } from "./waypoint.js";
 export {
   type ManifestText,

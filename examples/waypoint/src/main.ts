@@ -9,7 +9,24 @@ import { startWaypoint } from "./waypoint.js";
 
 const usage = `usage: pnpm start -- [--name waypoint] [--namespace demo] [--ip 127.10.0.6] [--node node-a]
        [--control-plane 127.0.0.1:15012] [--mesh-dir <repo>/mesh] [--state-dir <repo>/.mesh-state]
-       [--path-normalization BASE] [--log-level info]`;
+       [--path-normalization BASE] [--admin-ip <ip>] [--admin-port 15000] [--stats-port 15020]
+       [--readiness-port 15021] [--no-access-log] [--log-level info]
+
+  --name, --namespace     the waypoint Gateway this proxy serves (its routes and policies attach to it)
+  --ip                    the waypoint pod's IP: HBONE on :15008, readiness and metrics listen here
+  --node                  the node the waypoint pod runs on (its token gets the certificate)
+  --control-plane         xDS and CA address (istio-proxy XDS_ADDRESS / CA_ADDRESS)
+  --mesh-dir              manifests with HTTPRoutes, AuthorizationPolicies, RequestAuthentications
+  --state-dir             the local mesh's state: root-cert.pem and tokens/<node>.jwt
+  --path-normalization    NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES (meshConfig pathNormalization)
+  --admin-ip              loopback address of the admin listener (/config_dump); default --ip when it is
+                          a loopback address, else 127.0.0.1; anything else is refused
+  --admin-port            admin listener port (Envoy admin, 15000); 0 = ephemeral
+  --stats-port            Prometheus port, /metrics and /stats/prometheus (15020); 0 = ephemeral
+  --readiness-port        readiness port, /healthz/ready (15021); 0 = ephemeral
+  --no-access-log         no access log lines (one per request at info level, Istio's fields)
+  --log-level             pino level: trace, debug, info, warn, error
+  --help                  this text`;
 
 const argv = process.argv.slice(2);
 if (argv[0] === "--") argv.shift();
@@ -27,6 +44,11 @@ function parse() {
       "mesh-dir": { type: "string", default: repo("mesh/") },
       "state-dir": { type: "string", default: repo(".mesh-state/") },
       "path-normalization": { type: "string", default: "BASE" },
+      "admin-ip": { type: "string" },
+      "admin-port": { type: "string", default: "15000" },
+      "stats-port": { type: "string", default: "15020" },
+      "readiness-port": { type: "string", default: "15021" },
+      "no-access-log": { type: "boolean", default: false },
       "log-level": { type: "string", default: "info" },
       help: { type: "boolean", default: false },
     },
@@ -48,6 +70,16 @@ if (!PATH_NORMALIZATIONS.includes(pathNormalization as PathNormalization)) {
   console.error(`--path-normalization must be one of ${PATH_NORMALIZATIONS.join(", ")}\n${usage}`);
   process.exit(2);
 }
+const port = (flag: "admin-port" | "stats-port" | "readiness-port"): number => {
+  const text = values[flag];
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n > 65535) {
+    console.error(`--${flag} must be a port number (0-65535)\n${usage}`);
+    process.exit(2);
+  }
+  return n;
+};
+const ports = { admin: port("admin-port"), metrics: port("stats-port"), readiness: port("readiness-port") };
 const logger = pino({ level: values["log-level"], base: { waypoint: `${values.namespace}/${values.name}` } });
 const stateDir = values["state-dir"];
 let rootCertPem: string;
@@ -61,18 +93,27 @@ try {
 }
 const registry = new Registry();
 collectDefaultMetrics({ register: registry });
-const waypoint = await startWaypoint({
-  gateway: { name: values.name, namespace: values.namespace },
-  ip: values.ip,
-  nodeName: values.node,
-  token,
-  rootCertPem,
-  controlPlaneAddress: values["control-plane"],
-  meshDir: values["mesh-dir"],
-  pathNormalization: pathNormalization as PathNormalization,
-  logger,
-  registry,
-});
+let waypoint: Awaited<ReturnType<typeof startWaypoint>>;
+try {
+  waypoint = await startWaypoint({
+    gateway: { name: values.name, namespace: values.namespace },
+    ip: values.ip,
+    nodeName: values.node,
+    token,
+    rootCertPem,
+    controlPlaneAddress: values["control-plane"],
+    meshDir: values["mesh-dir"],
+    pathNormalization: pathNormalization as PathNormalization,
+    ports,
+    ...(values["admin-ip"] === undefined ? {} : { adminIp: values["admin-ip"] }),
+    accessLog: !values["no-access-log"],
+    logger,
+    registry,
+  });
+} catch (err) {
+  logger.error({ err: (err as Error).message }, "cannot start the waypoint");
+  process.exit(1);
+}
 await waypoint.ready;
 const stop = () => {
   waypoint.close().then(() => process.exit(0));
