@@ -5,13 +5,18 @@ import { existsSync } from "node:fs";
 import { test } from "node:test";
 import type { BenchResult } from "./bench.js";
 import { iperf, openRoute, percentiles } from "./load.js";
+import { installExitHandlers } from "./processes.js";
 import { formatReport } from "./report.js";
 import { socks5ConnectBytes } from "./socks5-client.js";
 import { startTopology } from "./topology.js";
 
+// No child outlives the test run, even when it is interrupted.
+installExitHandlers();
+
 test("every pair carries an echo and an iperf3 run, and close stops every process", async () => {
-  // Subnet 78 keeps clear of a bench running at the same time (77).
-  const topology = await startTopology({ subnet: 78, pin: false });
+  // A subnet of its own (127.180-249.x.y), clear of a bench run (127.77) and of another copy of this
+  // test running in a second checkout at the same time.
+  const topology = await startTopology({ subnet: 180 + Math.floor(Math.random() * 70), pin: false });
   const pids: number[] = [];
   try {
     assert.deepEqual(
