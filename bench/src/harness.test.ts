@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { test } from "node:test";
+import { connect as tlsConnect } from "node:tls";
 import type { BenchResult } from "./bench.js";
 import { iperf, openRoute, percentiles } from "./load.js";
 import { installExitHandlers } from "./processes.js";
@@ -34,6 +35,11 @@ test("every pair carries an echo and an iperf3 run, and close stops every proces
       socket.write("x");
       assert.equal(await answer, "x", `${pair.name} echoed the byte`);
       socket.destroy();
+      if (pair.inboundTls !== undefined) {
+        const refused = await withoutClientCertificate(pair.inboundTls.host, pair.inboundTls.port);
+        assert.equal(refused.protocol, "TLSv1.3", `${pair.name} speaks TLS 1.3`);
+        assert.equal(refused.echoed, false, `${pair.name} refuses a client without a certificate`);
+      }
       const run = await iperf(pair.iperfAddress.host, pair.iperfAddress.port, topology.clientPodIp, 1, 1);
       assert.ok(run.bytes > 0, `${pair.name} carried iperf3 bytes`);
     }
@@ -42,6 +48,29 @@ test("every pair carries an echo and an iperf3 run, and close stops every proces
   }
   for (const pid of pids) assert.equal(existsSync(`/proc/${pid}`), false, `process ${pid} stopped`);
 });
+
+/** Completes a TLS handshake without a client certificate, sends a byte, and sees whether it comes back. */
+function withoutClientCertificate(
+  host: string,
+  port: number,
+): Promise<{ protocol: string | null; echoed: boolean }> {
+  return new Promise((resolve) => {
+    let protocol: string | null = null;
+    let echoed = false;
+    const socket = tlsConnect({ host, port, rejectUnauthorized: false });
+    socket.once("secureConnect", () => {
+      protocol = socket.getProtocol();
+      socket.write("x");
+    });
+    socket.on("data", () => {
+      echoed = true;
+      socket.destroy();
+    });
+    socket.on("error", () => {});
+    socket.once("close", () => resolve({ protocol, echoed }));
+    setTimeout(() => socket.destroy(), 5000).unref();
+  });
+}
 
 test("SOCKS5 CONNECT bytes for an IPv4 target", () => {
   assert.deepEqual(

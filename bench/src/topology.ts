@@ -51,6 +51,8 @@ export interface Pair {
   route(target: TargetName): Route;
   /** Plain `host:port` for iperf3 (for the ztunnel pair: the SOCKS5 shim in front of it). */
   iperfAddress: { host: string; port: number };
+  /** The TLS listener of the inbound side for the echo backend (the relay pairs; the ztunnel's is HBONE). */
+  inboundTls?: { host: string; port: number };
   /** Extra processes on the path that are not the pair (the shim), measured apart. */
   helpers: BenchChild[];
 }
@@ -311,6 +313,7 @@ export async function startTopology(options: TopologyOptions = {}): Promise<Topo
         helpers: [],
         route: routeVia(outIp),
         iperfAddress: { host: outIp, port: ROUTE_PORTS.iperf },
+        inboundTls: { host: inIp, port: ROUTE_PORTS.echo },
       });
       log(`haproxy pair: ${outIp} -> mTLS -> ${inIp}`);
     }
@@ -354,6 +357,7 @@ export async function startTopology(options: TopologyOptions = {}): Promise<Topo
         helpers: [],
         route: routeVia(outIp),
         iperfAddress: { host: outIp, port: ROUTE_PORTS.iperf },
+        inboundTls: { host: inIp, port: ROUTE_PORTS.echo },
       });
       log(`node tls relay pair: ${outIp} -> mTLS -> ${inIp}`);
     }
