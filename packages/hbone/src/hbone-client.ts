@@ -1,3 +1,4 @@
+import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { type TLSSocket, connect as tlsConnect } from "node:tls";
 import { peerSpiffeId, type SpiffeId } from "@ambient/spiffe";
@@ -48,6 +49,12 @@ export interface HboneClientOptions extends HboneCredentials, HboneTlsOptions {
    * @deprecated
    */
   maxSessionMemoryMib?: number;
+  /**
+   * Opens the TCP connection of each new pooled connection, e.g. from inside a pod's network
+   * namespace (`connectFromNetns`); TLS then runs over it. Default: `net.connect` from
+   * `sourceAddress`. Connections are pooled per client, so use one client per network.
+   */
+  connectSocket?: (target: { host: string; port: number }, sourceAddress: string | undefined) => Socket;
   logger?: Logger;
   metrics?: MetricsSink;
 }
@@ -147,10 +154,12 @@ class HboneClientImpl implements HboneClient {
   #pool: ConnectionPool;
   #inner = new Set<Http2Connection>();
   #closed = false;
+  #connectSocket: HboneClientOptions["connectSocket"];
 
   constructor(options: HboneClientOptions) {
     this.#credentials = checkCredentials(options, "createHboneClient");
     this.#tls = { allowTls12: options.allowTls12 === true };
+    this.#connectSocket = options.connectSocket;
     const d = HBONE_DEFAULTS;
     this.#limits = {
       streamWindow: num("streamWindowBytes", options.streamWindowBytes, d.streamWindowBytes),
@@ -340,12 +349,17 @@ class HboneClientImpl implements HboneClient {
   ): Promise<{ session: Http2Connection; peerIdentity: SpiffeId }> {
     const { socket, peerIdentity } = await this.#handshake(
       () =>
-        tlsConnect({
-          ...clientTlsOptions(credentials, this.#tls, expected),
-          host: target.host,
-          port: target.port,
-          ...(sourceAddress ? { localAddress: sourceAddress } : {}),
-        }),
+        this.#connectSocket === undefined
+          ? tlsConnect({
+              ...clientTlsOptions(credentials, this.#tls, expected),
+              host: target.host,
+              port: target.port,
+              ...(sourceAddress ? { localAddress: sourceAddress } : {}),
+            })
+          : tlsConnect({
+              ...clientTlsOptions(credentials, this.#tls, expected),
+              socket: this.#connectSocket({ host: target.host, port: target.port }, sourceAddress),
+            }),
       `dial ${target.host}:${target.port}`,
       undefined,
     );
