@@ -4,7 +4,9 @@ export type ZtunnelErrorCode =
   | "ERR_SOCKS5_PROTOCOL"
   | "ERR_SOCKS5_UNSUPPORTED"
   | "ERR_ZTUNNEL_LISTEN"
-  | "ERR_ZTUNNEL_CLOSED";
+  | "ERR_ZTUNNEL_CLOSED"
+  /** In-pod mode: a pod handed over is not a workload of this node in xDS. */
+  | "ERR_ZTUNNEL_UNKNOWN_WORKLOAD";
 
 /** Extra fields carried by a {@link ZtunnelError}. */
 export interface ZtunnelErrorDetails {

@@ -5,6 +5,7 @@ import { once } from "node:events";
 import type { Server as HttpServer } from "node:http";
 import { type AddressInfo, isIP, type Server } from "node:net";
 import { createHboneClient } from "@ambient/hbone";
+import { createZdsClient, type ZdsClient } from "@ambient/netns/zds";
 import { createAuthorizationEngine, type WireAuthorization } from "@ambient/policy";
 import type { X509Svid } from "@ambient/spiffe";
 import { createCertificateServiceClient, SecretManager } from "@ambient/spiffe/ca";
@@ -21,6 +22,7 @@ import { createAdminServers } from "./admin.js";
 import { ConnectionRegistry, type ConnectionSummary } from "./connections.js";
 import { controlPlaneChannel } from "./control-plane-channel.js";
 import { ZtunnelError } from "./errors.js";
+import { createInPodProxies, type InPodPorts, type InPodSummary, type InPodWorkload } from "./in-pod.js";
 import { createInbound } from "./inbound.js";
 import { createNodePods, type LocalPodSummary } from "./node-pods.js";
 import { createHostNetwork, createOutbound } from "./outbound.js";
@@ -31,6 +33,7 @@ import { type Logger, noopLogger } from "./telemetry.js";
 import { usesHbone, WorkloadStore } from "./workload-store.js";
 
 export type { ConnectionSummary } from "./connections.js";
+export { INPOD_MARK, type InPodPorts, type InPodSummary, type InPodWorkload } from "./in-pod.js";
 export { deniedBy } from "./inbound.js";
 
 /** Listening ports of a node proxy (all on the node IP except `hbone`, which is per pod IP). */
@@ -71,6 +74,22 @@ export interface ZtunnelOptions {
   registry?: prom.Registry;
   /** Requested certificate lifetime. Default 24 h; ztunnel `SECRET_TTL`. */
   certificateTtlSeconds?: number;
+  /**
+   * In-pod mode: pods are handed over with their network namespaces (`addPod`, or ZDS), and each
+   * gets its listeners inside its namespace; no listener is opened on pod IPs in this process's
+   * namespace. Implied by `zdsSocketPath`.
+   */
+  inPod?: {
+    /** Ports inside each pod: outbound 15001, inboundPlaintext 15006, hbone = `ports.hbone` (15008). */
+    ports?: Partial<Omit<InPodPorts, "hbone">>;
+    /** How long an added pod waits for its workload in xDS. Default 5000 ms. */
+    workloadWaitMs?: number;
+  };
+  /**
+   * The node agent's ZDS socket (Unix SOCK_SEQPACKET): the proxy connects as a client and serves the
+   * pods it is handed; ztunnel `INPOD_UDS` (`/var/run/ztunnel/ztunnel.sock`). Default: no ZDS.
+   */
+  zdsSocketPath?: string;
   /** SOCKS5 listener limits. */
   socks5?: {
     /** Time from accept to the final reply (the dial included). Default 10 000 ms. */
@@ -106,6 +125,8 @@ export interface ConfigDump {
   localPods: LocalPodSummary[];
   certificates: { identity: string; notAfter: string }[];
   connections: ConnectionSummary[];
+  /** In-pod mode: pods served inside their network namespaces. */
+  inPodPods: InPodSummary[];
   /** SOCKS5 connections not yet answered, and how handshakes ended since start. */
   socks5: { handshakesInProgress: number; handshakes: Readonly<Record<Socks5HandshakeOutcome, number>> };
 }
@@ -120,6 +141,16 @@ export interface RunningZtunnel {
   /** Prometheus text of every metric of this proxy. */
   metricsText(): Promise<string>;
   configDump(): ConfigDump;
+  /**
+   * In-pod mode: serves `pod` inside its network namespace (listeners on 15001, 15006, 15008, its
+   * sockets marked 0x539). Takes ownership of `pod.netns`. Rejects when the pod's workload is not
+   * known on this node or a listener cannot be opened.
+   */
+  addPod(pod: InPodWorkload): Promise<void>;
+  /** Closes a pod's listeners and connections; false when it was not served. */
+  removePod(uid: string): Promise<boolean>;
+  /** Sockets this proxy has open for the data path (all, or one in-pod pod's): for leak checks. */
+  openSockets(podUid?: string): number;
   /** Closes every listener and connection and the control-plane streams. */
   close(): Promise<void>;
 }
@@ -253,10 +284,63 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     onTunnel: (pod, tunnel) => inbound.handleTunnel(pod, tunnel),
     pause,
     isClosed,
-    identityInUse: () => false,
+    identityInUse: (identity) => inPod.identityInUse(identity),
     logger,
     metrics,
   });
+  const inPodMode = options.inPod !== undefined || options.zdsSocketPath !== undefined;
+  let stateReady = false;
+  const stateReadyWaiters: (() => void)[] = [];
+  const inPod = createInPodProxies({
+    nodeName: node.name,
+    ports: {
+      outbound: options.inPod?.ports?.outbound ?? 15001,
+      inboundPlaintext: options.inPod?.ports?.inboundPlaintext ?? 15006,
+      hbone: ports.hbone,
+    },
+    store,
+    svidOf,
+    trustBundle,
+    inbound,
+    outbound,
+    registry: connections,
+    stateReady: () =>
+      stateReady || closed ? Promise.resolve() : new Promise((resolve) => stateReadyWaiters.push(resolve)),
+    ...(options.inPod?.workloadWaitMs === undefined ? {} : { workloadWaitMs: options.inPod.workloadWaitMs }),
+    logger,
+    metrics,
+  });
+  const removePod = async (uid: string): Promise<boolean> => {
+    const identity = inPod.summaries().find((p) => p.uid === uid)?.identity;
+    const removed = await inPod.remove(uid);
+    if (identity !== undefined && !inPod.identityInUse(identity) && !nodePods.has(identity)) {
+      secrets.forget(identity);
+    }
+    return removed;
+  };
+  let zds: ZdsClient | undefined;
+  if (options.zdsSocketPath !== undefined) {
+    zds = createZdsClient({
+      path: options.zdsSocketPath,
+      handler: {
+        addWorkload: ({ uid, workloadInfo, netns }) =>
+          inPod.add({
+            uid,
+            netns,
+            workloadInfo: {
+              name: workloadInfo.name,
+              namespace: workloadInfo.namespace,
+              serviceAccount: workloadInfo.serviceAccount,
+            },
+          }),
+        deleteWorkload: async (uid) => {
+          await removePod(uid);
+        },
+      },
+      logger,
+    });
+  }
+
   const isLocalSource = (ip: string): Workload | undefined => {
     const w = store.findByAddress(ip);
     return w !== undefined && w.node === node.name && usesHbone(w) ? w : undefined;
@@ -278,13 +362,14 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
   // Certificate rotation: the per-pod listeners take the new SVID; outbound reads it per connection.
   secrets.on("rotated", (event: { identity: { toString(): string }; svid: X509Svid }) => {
     nodePods.rotate(event.identity.toString(), event.svid);
+    inPod.rotate(event.identity.toString(), event.svid);
   });
 
   xds.onChange((event: XdsChangeEvent) => {
     if (event.typeUrl === TypeUrl.address) {
       for (const r of [...event.added, ...event.updated]) store.upsert(r.name, r.resource as WorkloadAddress);
       for (const name of event.removed) store.remove(name);
-      nodePods.reconcile();
+      if (!inPodMode) nodePods.reconcile();
     } else if (event.typeUrl === TypeUrl.authorization) {
       for (const r of [...event.added, ...event.updated]) {
         try {
@@ -321,6 +406,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
       return svid === undefined ? [] : [{ identity: id.toString(), notAfter: svid.notAfter.toISOString() }];
     }),
     connections: connections.summaries(),
+    inPodPods: inPod.summaries(),
     socks5: { handshakesInProgress: socks5.handler.inProgress(), handshakes: socks5.handler.outcomes() },
   });
   const adminServers = createAdminServers({ configDump, registry, isReady: () => readyFlag });
@@ -334,6 +420,8 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     }
     timers.clear();
     xds.close();
+    zds?.close();
+    for (const resolve of stateReadyWaiters.splice(0)) resolve();
     connections.closeAll();
     socks5.handler.destroyAll();
     const servers: (Server | HttpServer)[] = [
@@ -353,6 +441,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
       ),
     );
     await nodePods.close();
+    await inPod.close();
     hostNetwork.destroy();
     secrets.close();
     caClient.close();
@@ -376,8 +465,13 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
   const ready = (async () => {
     await xds.ready();
     if (closed) throw new ZtunnelError("ERR_ZTUNNEL_CLOSED", "closed before it was ready");
-    nodePods.reconcile();
-    await nodePods.started();
+    stateReady = true;
+    for (const resolve of stateReadyWaiters.splice(0)) resolve();
+    if (!inPodMode) {
+      nodePods.reconcile();
+      await nodePods.started();
+    }
+    await zds?.ready();
     if (closed) throw new ZtunnelError("ERR_ZTUNNEL_CLOSED", "closed before it was ready");
     readyFlag = true;
     logger.info({ pods: nodePods.size() }, "ztunnel ready");
@@ -392,6 +486,9 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     isReady: () => readyFlag,
     metricsText: () => registry.metrics(),
     configDump,
+    addPod: (pod) => inPod.add(pod),
+    removePod,
+    openSockets: (podUid) => connections.socketCount(podUid),
     close,
   };
 }

@@ -26,6 +26,8 @@ export interface TestControlPlane {
   issue(spiffeId: string): Promise<{ privateKeyPem: string; certChainPem: string }>;
   /** Applies an AuthorizationPolicy (YAML) and serves its wire form. */
   applyPolicy(yaml: string): void;
+  /** Serves a wire policy as is (e.g. the static STRICT one every STRICT workload references). */
+  setAuthorization(wire: WireAuthorization): void;
   close(): Promise<void>;
 }
 
@@ -106,6 +108,7 @@ export async function startTestControlPlane(): Promise<TestControlPlane> {
         if (wire !== undefined) xds.cache.set(TypeUrl.authorization, `${wire.namespace}/${wire.name}`, wire);
       }
     },
+    setAuthorization: (wire) => xds.cache.set(TypeUrl.authorization, `${wire.namespace}/${wire.name}`, wire),
     close: async () => {
       xds.closeStreams();
       await xds.close();

@@ -1,0 +1,337 @@
+// In-pod mode: a pod handed over with its network namespace gets its own logical proxy, with
+// listeners opened inside that namespace, as Istio's ztunnel does for pods istio-cni captures:
+// 15001 (outbound, redirected by the pod's iptables), 15006 (plaintext inbound) and 15008 (HBONE
+// inbound). Every socket the proxy makes there carries mark 0x539, which the capture rules skip.
+import type { Server as NetServer, Socket } from "node:net";
+import { createServer } from "node:net";
+import { createHboneClient, createHboneServer, type HboneClient, type HboneServer } from "@ambient/hbone";
+import { connectFromNetns, getOriginalDestination, listenInNetns, type NetnsHandle } from "@ambient/netns";
+import type { X509Svid } from "@ambient/spiffe";
+import type { Workload } from "@ambient/xds";
+import type { ConnectionRegistry } from "./connections.js";
+import { ZtunnelError } from "./errors.js";
+import type { Inbound, InboundPod } from "./inbound.js";
+import type { Outbound, OutboundNetwork } from "./outbound.js";
+import type { Logger, MetricsSink } from "./telemetry.js";
+import { identityOf, type WorkloadStore } from "./workload-store.js";
+
+/** ztunnel `DEFAULT_INPOD_MARK`: the pod's capture rules let packets with this mark pass. */
+export const INPOD_MARK = 0x539;
+
+/** Ports of the listeners inside each pod's namespace. */
+export interface InPodPorts {
+  /** Outbound capture. Default 15001. */
+  outbound: number;
+  /** Plaintext inbound capture. Default 15006. */
+  inboundPlaintext: number;
+  /** HBONE inbound. Default 15008 (the `hbone` port of the proxy). */
+  hbone: number;
+}
+
+/** A pod to serve in its namespace. */
+export interface InPodWorkload {
+  /** Pod uid as the node agent knows it; also the workload uid in xDS, if it matches one. */
+  uid: string;
+  /** Name, namespace and service account (ZDS `WorkloadInfo`): used when no xDS workload has `uid`. */
+  workloadInfo?: { name: string; namespace: string; serviceAccount?: string };
+  /** The pod's network namespace; the proxy owns it from the call on and closes it on removal. */
+  netns: NetnsHandle;
+}
+
+/** A pod served in its namespace, as `/config_dump` lists it. */
+export interface InPodSummary {
+  uid: string;
+  ip: string;
+  identity: string;
+  workload: string;
+}
+
+export interface InPodOptions {
+  nodeName: string;
+  ports: InPodPorts;
+  store: WorkloadStore;
+  svidOf(identity: string): Promise<X509Svid>;
+  trustBundle: string;
+  inbound: Inbound;
+  outbound: Outbound;
+  registry: ConnectionRegistry;
+  /** Resolves when the first xDS state is in (a pod's workload must be known to serve it). */
+  stateReady(): Promise<void>;
+  /** How long to wait for a pod's workload to appear in xDS. Default 5000 ms (ztunnel waits 5 s). */
+  workloadWaitMs?: number;
+  logger: Logger;
+  metrics: MetricsSink;
+}
+
+interface InPodProxy {
+  uid: string;
+  ip: string;
+  workload: Workload;
+  netns: NetnsHandle;
+  servers: NetServer[];
+  hboneServer: HboneServer;
+  network: OutboundNetwork & { destroy(): Promise<void> };
+}
+
+export interface InPodProxies {
+  /** Opens the pod's listeners in its namespace; rejects (closing `netns`) when it cannot. */
+  add(pod: InPodWorkload): Promise<void>;
+  /** Closes the pod's listeners and every connection it carries; false when it was not served. */
+  remove(uid: string): Promise<boolean>;
+  has(uid: string): boolean;
+  /** New SVID for `identity`: the HBONE listeners serving it take it. */
+  rotate(identity: string, svid: X509Svid): void;
+  identityInUse(identity: string): boolean;
+  summaries(): InPodSummary[];
+  close(): Promise<void>;
+}
+
+function ipOf(w: Workload): string | undefined {
+  const bytes = w.addresses[0];
+  return bytes === undefined || bytes.length !== 4 ? undefined : Array.from(bytes).join(".");
+}
+
+function closeServer(server: NetServer): Promise<void> {
+  return new Promise((resolve) => {
+    if (server.listening) server.close(() => resolve());
+    else resolve();
+  });
+}
+
+export function createInPodProxies(options: InPodOptions): InPodProxies {
+  const { store, registry, logger, metrics, trustBundle, inbound, outbound } = options;
+  const proxies = new Map<string, InPodProxy>();
+  /** Pods being added, so a removal that races an add wins. */
+  const adding = new Map<string, { cancelled: boolean }>();
+
+  const findWorkload = (pod: InPodWorkload): Workload | undefined => {
+    for (const w of store.workloads().values()) if (w.uid === pod.uid) return w;
+    const info = pod.workloadInfo;
+    if (info === undefined) return undefined;
+    return [...store.workloads().values()].find(
+      (w) => w.name === info.name && w.namespace === info.namespace && w.node === options.nodeName,
+    );
+  };
+
+  const waitForWorkload = async (pod: InPodWorkload): Promise<Workload> => {
+    await options.stateReady();
+    const deadline = Date.now() + (options.workloadWaitMs ?? 5000);
+    for (;;) {
+      const w = findWorkload(pod);
+      if (w !== undefined) return w;
+      if (Date.now() >= deadline) {
+        throw new ZtunnelError(
+          "ERR_ZTUNNEL_UNKNOWN_WORKLOAD",
+          `pod ${pod.uid} is not a known workload on this node`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+
+  const add = async (pod: InPodWorkload): Promise<void> => {
+    const state = { cancelled: false };
+    adding.set(pod.uid, state);
+    const opened: NetServer[] = [];
+    let hboneServer: HboneServer | undefined;
+    let network: (OutboundNetwork & { destroy(): Promise<void> }) | undefined;
+    try {
+      if (proxies.has(pod.uid)) await remove(pod.uid);
+      const workload = await waitForWorkload(pod);
+      const ip = ipOf(workload);
+      if (ip === undefined) {
+        throw new ZtunnelError("ERR_ZTUNNEL_UNKNOWN_WORKLOAD", `pod ${pod.uid} has no IPv4 address`);
+      }
+      const identity = identityOf(workload);
+      const svid = await options.svidOf(identity);
+      if (state.cancelled)
+        throw new ZtunnelError("ERR_ZTUNNEL_CLOSED", `pod ${pod.uid} was removed while being added`);
+      const { netns } = pod;
+      const mark = INPOD_MARK;
+      const connectUpstream = (host: string, port: number): Socket =>
+        connectFromNetns(netns, { host, port, mark, allowHalfOpen: true });
+      const inboundPod: InboundPod = { uid: pod.uid, ip, connectUpstream };
+      network = podNetwork(netns);
+      hboneServer = createHboneServer({
+        key: svid.privateKeyPem,
+        certChain: svid.certChainPem,
+        trustBundle,
+        onTunnel: (tunnel) => inbound.handleTunnel(inboundPod, tunnel),
+        logger,
+        metrics,
+      });
+      await listenInNetns(netns, {
+        host: "0.0.0.0",
+        port: options.ports.hbone,
+        mark,
+        server: hboneServer.nodeServer,
+      });
+
+      const outboundServer = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
+        registry.trackSocket(socket, pod.uid);
+        serveOutbound(pod.uid, ip, workload, network as OutboundNetwork, socket);
+      });
+      opened.push(outboundServer);
+      await listenInNetns(netns, {
+        host: "0.0.0.0",
+        port: options.ports.outbound,
+        mark,
+        server: outboundServer,
+      });
+
+      const plaintextServer = createServer({ allowHalfOpen: true }, (socket) => {
+        let destination: { address: string; port: number };
+        try {
+          destination = getOriginalDestination(socket);
+        } catch (err) {
+          logger.warn(
+            { pod: pod.uid, err: (err as Error).message },
+            "inbound plaintext without original destination",
+          );
+          socket.resetAndDestroy();
+          return;
+        }
+        inbound.handlePlaintext(inboundPod, socket, { ip: destination.address, port: destination.port });
+      });
+      opened.push(plaintextServer);
+      await listenInNetns(netns, {
+        host: "0.0.0.0",
+        port: options.ports.inboundPlaintext,
+        mark,
+        server: plaintextServer,
+      });
+      if (state.cancelled)
+        throw new ZtunnelError("ERR_ZTUNNEL_CLOSED", `pod ${pod.uid} was removed while being added`);
+
+      proxies.set(pod.uid, { uid: pod.uid, ip, workload, netns, servers: opened, hboneServer, network });
+      logger.info({ pod: pod.uid, ip, identity }, "in-pod proxy up");
+    } catch (err) {
+      await Promise.all(opened.map(closeServer));
+      await hboneServer?.close({ timeoutMs: 0 }).catch(() => {});
+      await network?.destroy();
+      registry.closeAll(pod.uid);
+      pod.netns.close();
+      throw err;
+    } finally {
+      if (adding.get(pod.uid) === state) adding.delete(pod.uid);
+    }
+  };
+
+  /** Connections that leave from inside the pod's namespace, marked; one HBONE pool per pod. */
+  const podNetwork = (netns: NetnsHandle): OutboundNetwork & { destroy(): Promise<void> } => {
+    let client: HboneClient | undefined;
+    return {
+      connectTcp: (host, port, localAddress) =>
+        connectFromNetns(netns, { host, port, localAddress, mark: INPOD_MARK, allowHalfOpen: true }),
+      hboneClient(credentials) {
+        client ??= createHboneClient({
+          ...credentials,
+          connectSocket: (target, sourceAddress) =>
+            connectFromNetns(netns, {
+              host: target.host,
+              port: target.port,
+              ...(sourceAddress === undefined ? {} : { localAddress: sourceAddress }),
+              mark: INPOD_MARK,
+            }),
+          logger,
+          metrics,
+        });
+        return client;
+      },
+      destroy: async () => {
+        await client?.destroy();
+      },
+    };
+  };
+
+  const serveOutbound = (
+    uid: string,
+    ip: string,
+    src: Workload,
+    network: OutboundNetwork,
+    socket: Socket,
+  ) => {
+    let requested: { ip: string; port: number };
+    try {
+      const dst = getOriginalDestination(socket);
+      requested = { ip: dst.address, port: dst.port };
+    } catch (err) {
+      logger.warn({ pod: uid, err: (err as Error).message }, "outbound capture without original destination");
+      socket.resetAndDestroy();
+      return;
+    }
+    const target = `${requested.ip}:${requested.port}`;
+    // A connection redirected back to this proxy's own ports would loop.
+    if (
+      (requested.ip === ip || requested.ip.startsWith("127.")) &&
+      Object.values(options.ports).includes(requested.port)
+    ) {
+      logger.warn({ pod: uid, dst: target }, "outbound capture to the proxy itself refused");
+      socket.resetAndDestroy();
+      return;
+    }
+    outbound.dial(network, ip, src, requested).then(
+      (dialed) => {
+        if (socket.destroyed || !proxies.has(uid)) {
+          dialed.stream.destroy();
+          socket.destroy();
+          return;
+        }
+        outbound.carry({ socket, dialed, srcIp: ip, src, requested: target, owner: uid });
+      },
+      (err: unknown) => {
+        logger.info({ src: ip, dst: target, err: (err as Error).message }, "outbound refused");
+        socket.resetAndDestroy();
+      },
+    );
+  };
+
+  const remove = async (uid: string): Promise<boolean> => {
+    const pending = adding.get(uid);
+    if (pending !== undefined) pending.cancelled = true;
+    const proxy = proxies.get(uid);
+    if (proxy === undefined) return false;
+    proxies.delete(uid);
+    // The pod is gone (its veth with it): no GOAWAY, just close everything at once.
+    const closing = [
+      ...proxy.servers.map(closeServer),
+      proxy.hboneServer.close({ timeoutMs: 0 }).catch(() => {}),
+    ];
+    registry.closeAll(uid);
+    await Promise.all(closing);
+    await proxy.network.destroy();
+    registry.closeAll(uid);
+    proxy.netns.close();
+    logger.info({ pod: uid, ip: proxy.ip }, "in-pod proxy removed");
+    return true;
+  };
+
+  return {
+    add,
+    remove,
+    has: (uid) => proxies.has(uid),
+    rotate(identity, svid) {
+      for (const p of proxies.values()) {
+        if (identityOf(p.workload) === identity) {
+          p.hboneServer.setCredentials({
+            key: svid.privateKeyPem,
+            certChain: svid.certChainPem,
+            trustBundle,
+          });
+        }
+      }
+    },
+    identityInUse: (identity) => [...proxies.values()].some((p) => identityOf(p.workload) === identity),
+    summaries: () =>
+      [...proxies.values()].map((p) => ({
+        uid: p.uid,
+        ip: p.ip,
+        identity: identityOf(p.workload),
+        workload: `${p.workload.namespace}/${p.workload.name}`,
+      })),
+    async close() {
+      for (const s of adding.values()) s.cancelled = true;
+      await Promise.all([...proxies.keys()].map(remove));
+    },
+  };
+}

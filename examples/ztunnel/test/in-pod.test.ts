@@ -1,0 +1,406 @@
+// In-pod capture end to end, as root on Linux: two pod network namespaces joined by a veth pair, the
+// in-pod capture rules inside each, both pods handed to one ztunnel over ZDS, and unmodified clients
+// run with `ip netns exec`. Everything lives in namespaces this test creates and removes.
+import assert from "node:assert/strict";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { once } from "node:events";
+import { mkdtempSync, readdirSync, readlinkSync, rmSync, statSync } from "node:fs";
+import { createServer as createHttpServer } from "node:http";
+import type { AddressInfo, Server, Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { connectFromNetns, listenInNetns, openNetns } from "@ambient/netns";
+import { createZdsServer, type ZdsServer } from "@ambient/netns/zds";
+import { staticStrictAuthorization } from "@ambient/policy";
+import type { Workload } from "@ambient/xds";
+import { INPOD_MARK, type RunningZtunnel, startZtunnel } from "../src/index.js";
+import { startTestControlPlane, type TestControlPlane } from "./control-plane.js";
+
+function has(command: string, args: string[]): boolean {
+  return spawnSync(command, args, { stdio: "ignore" }).status === 0;
+}
+
+/** Why this suite cannot run here, or false. */
+function skipReason(): string | false {
+  if (process.platform !== "linux") return "in-pod capture needs Linux network namespaces";
+  if (process.getuid?.() !== 0) return "in-pod capture needs root (setns, iptables, ip netns)";
+  if (!has("ip", ["-V"])) return "iproute2 (ip) is not installed";
+  if (!has("iptables", ["--version"])) return "iptables is not installed";
+  if (!has("ss", ["-V"])) return "ss (iproute2) is not installed";
+  return false;
+}
+
+const skip = skipReason();
+if (skip !== false) console.log(`# in-pod capture tests skipped: ${skip}`);
+
+const run = (...args: string[]): string =>
+  execFileSync(args[0] as string, args.slice(1), { encoding: "utf8" });
+const inNs = (ns: string, ...args: string[]): string => run("ip", "netns", "exec", ns, ...args);
+
+/** Runs an unmodified client inside `ns`; resolves with its exit code and output (bounded in time). */
+function client(ns: string, args: string[], timeoutMs = 8000): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve) => {
+    const child = spawn("ip", ["netns", "exec", ns, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    child.stdout.on("data", (c: Buffer) => {
+      out += c.toString();
+    });
+    child.stderr.on("data", (c: Buffer) => {
+      out += c.toString();
+    });
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.once("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, out });
+    });
+  });
+}
+
+/**
+ * In-pod capture, the REDIRECT variant of istio-cni's rules (ztunnel's own redirect script does the
+ * same): outbound TCP that is not loopback, not to the pod itself and not marked 0x539 goes to 15001;
+ * inbound TCP from outside goes to 15006 unless it is for 15008. Istio uses TPROXY in mangle for
+ * inbound, which keeps the destination address as is; with REDIRECT the original destination comes
+ * from conntrack (SO_ORIGINAL_DST) instead, and the proxy is the same.
+ */
+function installCaptureRules(ns: string, podIp: string): void {
+  const ipt = (...args: string[]) => inNs(ns, "iptables", "-w", "-t", "nat", ...args);
+  ipt("-N", "AMBIENT_OUTPUT");
+  ipt("-A", "OUTPUT", "-p", "tcp", "-j", "AMBIENT_OUTPUT");
+  ipt("-A", "AMBIENT_OUTPUT", "-m", "mark", "--mark", `${INPOD_MARK}/0xfff`, "-j", "RETURN");
+  ipt("-A", "AMBIENT_OUTPUT", "-o", "lo", "-j", "RETURN");
+  ipt("-A", "AMBIENT_OUTPUT", "-d", `${podIp}/32`, "-j", "RETURN");
+  ipt("-A", "AMBIENT_OUTPUT", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001");
+  ipt("-N", "AMBIENT_PREROUTING");
+  ipt("-A", "PREROUTING", "-p", "tcp", "-j", "AMBIENT_PREROUTING");
+  ipt("-A", "AMBIENT_PREROUTING", "-i", "lo", "-j", "RETURN");
+  ipt("-A", "AMBIENT_PREROUTING", "-p", "tcp", "--dport", "15008", "-j", "RETURN");
+  ipt("-A", "AMBIENT_PREROUTING", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15006");
+}
+
+function bytes(address: string): Uint8Array {
+  return Uint8Array.from(address.split(".").map(Number));
+}
+
+function workload(name: string, address: string, extra: Partial<Workload> = {}): Workload {
+  return {
+    uid: `Kubernetes//Pod/default/${name}`,
+    name,
+    namespace: "default",
+    addresses: [bytes(address)],
+    hostname: "",
+    network: "",
+    tunnelProtocol: "HBONE",
+    trustDomain: "",
+    serviceAccount: name,
+    node: "node-a",
+    canonicalName: name,
+    canonicalRevision: "latest",
+    workloadType: "POD",
+    workloadName: name,
+    nativeTunnel: false,
+    services: {},
+    authorizationPolicies: [],
+    status: "HEALTHY",
+    clusterId: "Kubernetes",
+    networkMode: "STANDARD",
+    extensions: [],
+    ...extra,
+  };
+}
+
+/** Listening and established TCP sockets in a namespace (TIME-WAIT left out: no descriptor holds it). */
+function tcpSockets(ns: string): string[] {
+  return inNs(ns, "ss", "-Htan", "state", "listening", "state", "established", "state", "syn-sent")
+    .split("\n")
+    .filter((l) => l.trim() !== "");
+}
+
+/** Descriptors of this process that hold the namespace `ns` open (opened by path, or received). */
+function netnsRefs(ns: string): number {
+  const ino = statSync(`/var/run/netns/${ns}`).ino;
+  let n = 0;
+  for (const fd of readdirSync("/proc/self/fd")) {
+    try {
+      const target = readlinkSync(`/proc/self/fd/${fd}`);
+      if (target === `net:[${ino}]` || target.endsWith(`/netns/${ns}`)) n++;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return n;
+}
+
+/** Resolves when the socket has closed, however it ended (events.once would reject on a reset). */
+function closedOf(socket: Socket): Promise<void> {
+  return new Promise((resolve) => socket.once("close", () => resolve()));
+}
+
+async function until(what: string, condition: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function counter(text: string, name: string, match: Record<string, string>): number {
+  let total = 0;
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(`${name}{`)) continue;
+    if (!Object.entries(match).every(([k, v]) => line.includes(`${k}="${v}"`))) continue;
+    total += Number(line.slice(line.lastIndexOf(" ") + 1));
+  }
+  return total;
+}
+
+describe("in-pod capture over ZDS", { skip, timeout: 60_000 }, () => {
+  const id = Math.random().toString(36).slice(2, 8);
+  const ns = { sleep: `amb-${id}-sleep`, echo: `amb-${id}-echo` };
+  // A private range that exists only inside the two namespaces.
+  const net = `10.${100 + Math.floor(Math.random() * 100)}.${Math.floor(Math.random() * 256)}`;
+  const ip = { sleep: `${net}.11`, echo: `${net}.12` };
+  const created: string[] = [];
+  const dir = mkdtempSync(join(tmpdir(), "ambient-zds-"));
+  const zdsPath = join(dir, "ztunnel.sock");
+  const logs: string[] = [];
+  const logger = {
+    debug: () => {},
+    info: (o: object, msg?: string) => logs.push(`${msg ?? ""} ${JSON.stringify(o)}`),
+    warn: (o: object, msg?: string) => logs.push(`${msg ?? ""} ${JSON.stringify(o)}`),
+    error: (o: object, msg?: string) => logs.push(`${msg ?? ""} ${JSON.stringify(o)}`),
+  };
+  let cp: TestControlPlane | undefined;
+  let zds: ZdsServer | undefined;
+  let ztunnel: RunningZtunnel | undefined;
+  const apps: Server[] = [];
+  let allowedPort = 0;
+  let deniedPort = 0;
+  let fdsBefore = 0;
+
+  before(async () => {
+    for (const name of [ns.sleep, ns.echo]) {
+      run("ip", "netns", "add", name);
+      created.push(name);
+      inNs(name, "ip", "link", "set", "lo", "up");
+    }
+    run(
+      "ip",
+      "-n",
+      ns.sleep,
+      "link",
+      "add",
+      "eth0",
+      "type",
+      "veth",
+      "peer",
+      "name",
+      "eth0",
+      "netns",
+      ns.echo,
+    );
+    for (const [name, address] of [
+      [ns.sleep, ip.sleep],
+      [ns.echo, ip.echo],
+    ] as const) {
+      run("ip", "-n", name, "addr", "add", `${address}/24`, "dev", "eth0");
+      run("ip", "-n", name, "link", "set", "eth0", "up");
+      installCaptureRules(name, address);
+    }
+
+    // The apps in the echo pod: plain HTTP servers that know nothing of the mesh.
+    const echoNs = openNetns(`/var/run/netns/${ns.echo}`);
+    try {
+      for (const body of ["allowed", "denied"]) {
+        const app = createHttpServer((req, res) =>
+          res.end(`${body} from echo, peer ${req.socket.remoteAddress}\n`),
+        );
+        await listenInNetns(echoNs, { host: ip.echo, port: 0, server: app });
+        apps.push(app);
+      }
+    } finally {
+      echoNs.close();
+    }
+    allowedPort = (apps[0]?.address() as AddressInfo).port;
+    deniedPort = (apps[1]?.address() as AddressInfo).port;
+
+    cp = await startTestControlPlane();
+    const strict = staticStrictAuthorization();
+    cp.setAuthorization(strict);
+    cp.setWorkload(workload("sleep", ip.sleep));
+    cp.setWorkload(
+      workload("echo", ip.echo, { authorizationPolicies: [`${strict.namespace}/${strict.name}`] }),
+    );
+    cp.applyPolicy(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: sleep-to-allowed-port, namespace: default }
+spec:
+  rules:
+  - from: [{ source: { principals: ["cluster.local/ns/default/sa/sleep"] } }]
+    to: [{ operation: { ports: ["${allowedPort}"] } }]
+`);
+    zds = createZdsServer({ path: zdsPath });
+    await zds.listen();
+    fdsBefore = readdirSync("/proc/self/fd").length;
+    ztunnel = await startZtunnel({
+      nodeName: "node-a",
+      nodeIp: "127.0.0.1",
+      controlPlaneAddress: cp.address,
+      rootCertPem: cp.rootCertPem,
+      token: await cp.tokenFor("node-a"),
+      ports: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
+      zdsSocketPath: zdsPath,
+      inPod: { workloadWaitMs: 1000 },
+      logger,
+    });
+    await ztunnel.ready;
+    for (const name of ["sleep", "echo"] as const) {
+      const acked = await zds.addWorkload({
+        uid: `pod-uid-${name}`,
+        workloadInfo: { name, namespace: "default", serviceAccount: name },
+        netns: openNetns(`/var/run/netns/${ns[name]}`),
+      });
+      assert.equal(acked, true, `ZDS Add of ${name} was acknowledged`);
+    }
+  });
+
+  after(async () => {
+    await ztunnel?.close().catch(() => {});
+    zds?.close();
+    await cp?.close().catch(() => {});
+    for (const app of apps) app.close();
+    // Deleting a namespace takes its veth end, addresses and iptables rules with it.
+    for (const name of created) spawnSync("ip", ["netns", "del", name], { stdio: "ignore" });
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("serves both pods inside their namespaces, listeners marked 0x539", () => {
+    const pods = ztunnel?.configDump().inPodPods ?? [];
+    assert.deepEqual(pods.map((p) => [p.uid, p.ip, p.identity]).sort(), [
+      ["pod-uid-echo", ip.echo, "spiffe://cluster.local/ns/default/sa/echo"],
+      ["pod-uid-sleep", ip.sleep, "spiffe://cluster.local/ns/default/sa/sleep"],
+    ]);
+    for (const name of [ns.sleep, ns.echo]) {
+      const listening = inNs(name, "ss", "-Htln").split("\n").join(" ");
+      for (const port of [15001, 15006, 15008])
+        assert.match(listening, new RegExp(`0\\.0\\.0\\.0:${port}\\b`));
+      const marked = inNs(name, "ss", "-Htlne", "sport", "= :15001");
+      assert.match(marked, /fwmark:0x539/, `the 15001 listener carries the mark: ${marked}`);
+    }
+  });
+
+  it("an unmodified curl in the sleep pod reaches echo over HBONE with both identities", async () => {
+    const { code, out } = await client(ns.sleep, [
+      "curl",
+      "-sS",
+      "--max-time",
+      "5",
+      `http://${ip.echo}:${allowedPort}/`,
+    ]);
+    assert.equal(code, 0, out);
+    // The app sees the connection from its own pod's address: the echo pod's proxy connected it.
+    assert.match(out, new RegExp(`^allowed from echo, peer ${ip.echo.replaceAll(".", "\\.")}`));
+    const metrics = (await ztunnel?.metricsText()) ?? "";
+    const labels = {
+      source_principal: "spiffe://cluster.local/ns/default/sa/sleep",
+      destination_principal: "spiffe://cluster.local/ns/default/sa/echo",
+      connection_security_policy: "mutual_tls",
+    };
+    assert.ok(counter(metrics, "istio_tcp_connections_opened_total", { ...labels, reporter: "source" }) >= 1);
+    assert.ok(
+      counter(metrics, "istio_tcp_connections_opened_total", { ...labels, reporter: "destination" }) >= 1,
+    );
+  });
+
+  it("refuses a call the policy does not allow", async () => {
+    const { code, out } = await client(ns.sleep, [
+      "curl",
+      "-sS",
+      "--max-time",
+      "5",
+      `http://${ip.echo}:${deniedPort}/`,
+    ]);
+    assert.notEqual(code, 0, out);
+    assert.doesNotMatch(out, /denied from echo/);
+    await until("the denial log", () =>
+      logs.some((l) => l.startsWith("denied by default/sleep-to-allowed-port")),
+    );
+  });
+
+  it("refuses plaintext into the STRICT echo pod, from a client outside the mesh", async () => {
+    // Marked 0x539, the connection skips the sleep pod's capture: plain TCP from outside the mesh.
+    const sleepNs = openNetns(`/var/run/netns/${ns.sleep}`);
+    let socket: Socket;
+    try {
+      socket = connectFromNetns(sleepNs, { host: ip.echo, port: allowedPort, mark: INPOD_MARK });
+    } finally {
+      sleepNs.close();
+    }
+    const got: Buffer[] = [];
+    socket.on("data", (c: Buffer) => got.push(c));
+    socket.on("error", () => {});
+    socket.once("connect", () => socket.write(`GET / HTTP/1.1\r\nhost: ${ip.echo}\r\n\r\n`));
+    await closedOf(socket);
+    assert.equal(Buffer.concat(got).toString(), "", "nothing from the app");
+    await until("the STRICT denial log", () =>
+      logs.some((l) => l.startsWith("denied by istio-system/istio_converted_static_strict")),
+    );
+  });
+
+  it("NACKs a pod that is not a workload of this node", async () => {
+    await assert.rejects(
+      zds?.addWorkload({
+        uid: "pod-uid-ghost",
+        workloadInfo: { name: "ghost", namespace: "default", serviceAccount: "ghost" },
+        netns: openNetns(`/var/run/netns/${ns.sleep}`),
+      }) ?? Promise.resolve(),
+      (err: Error & { code?: string; details?: { reason?: string } }) =>
+        err.code === "ERR_ZDS_NACK" &&
+        /not a known workload/.test(String(err.details?.reason ?? err.message)),
+    );
+    assert.equal(
+      ztunnel?.configDump().inPodPods.some((p) => p.uid === "pod-uid-ghost"),
+      false,
+    );
+    // The node agent keeps a NACKed pod (as istio-cni does) until it is deleted, which closes its handle.
+    await zds?.deleteWorkload("pod-uid-ghost");
+  });
+
+  it("a pod deleted over ZDS while a connection flows leaves no listener, socket or namespace reference", async () => {
+    // A long-lived captured connection from the sleep pod (unmarked: it goes through 15001).
+    const sleepNs = openNetns(`/var/run/netns/${ns.sleep}`);
+    let socket: Socket;
+    try {
+      socket = connectFromNetns(sleepNs, { host: ip.echo, port: allowedPort });
+    } finally {
+      sleepNs.close();
+    }
+    socket.on("error", () => {});
+    await once(socket, "connect");
+    socket.write(`GET / HTTP/1.1\r\nhost: ${ip.echo}\r\n\r\n`);
+    await once(socket, "data");
+    const closed = closedOf(socket);
+    assert.ok((ztunnel?.openSockets("pod-uid-sleep") ?? 0) > 0, "the connection is tracked for the pod");
+
+    for (const name of ["sleep", "echo"] as const) await zds?.deleteWorkload(`pod-uid-${name}`);
+    await closed;
+    socket.destroy();
+    await until("the pods to be gone", () => (ztunnel?.configDump().inPodPods.length ?? -1) === 0);
+    assert.equal(ztunnel?.openSockets(), 0);
+    // Only the apps' own listeners remain in the namespaces.
+    const appListener = (line: string) =>
+      line.startsWith("LISTEN") &&
+      apps.some((a) => line.includes(`${ip.echo}:${(a.address() as AddressInfo).port} `));
+    await until("no proxy socket left in the pod namespaces", () =>
+      [ns.sleep, ns.echo].every((name) => tcpSockets(name).every(appListener)),
+    );
+    for (const name of [ns.sleep, ns.echo]) assert.equal(netnsRefs(name), 0, `no descriptor holds ${name}`);
+    // The proxy's own descriptors are back where they were before the pods came (the ZDS and
+    // control-plane connections are part of "before" only through the proxy, so allow those).
+    await ztunnel?.close();
+    ztunnel = undefined;
+    await until("descriptors to return", () => readdirSync("/proc/self/fd").length <= fdsBefore, 5000);
+  });
+});
