@@ -93,12 +93,16 @@ export function formatReport(result: BenchResult): string {
     lines.push(`| ${row.label} | ${cells.join(" | ")} |`);
   }
   const d = result.direct;
-  if (d.pingPong !== undefined || d.connect !== undefined) {
-    lines.push(
-      "",
-      `direct (no proxy): ping-pong p50 ${fmt(d.pingPong?.p50 ?? Number.NaN, 0)} us, p99 ${fmt(d.pingPong?.p99 ?? Number.NaN, 0)} us; new connection to first byte p50 ${fmt(d.connect?.p50 ?? Number.NaN, 0)} us, p99 ${fmt(d.connect?.p99 ?? Number.NaN, 0)} us`,
+  const direct: string[] = [];
+  if (d.pingPong !== undefined) {
+    direct.push(`ping-pong p50 ${fmt(d.pingPong.p50, 0)} us, p99 ${fmt(d.pingPong.p99, 0)} us`);
+  }
+  if (d.connect !== undefined) {
+    direct.push(
+      `new connection to first byte p50 ${fmt(d.connect.p50, 0)} us, p99 ${fmt(d.connect.p99, 0)} us`,
     );
   }
+  if (direct.length > 0) lines.push("", `direct (no proxy): ${direct.join("; ")}`);
   for (const pair of result.pairs) {
     for (const error of pair.errors) lines.push(`ERROR ${pair.pair}: ${error}`);
     if (pair.tunnels?.firstFailure !== undefined) {
