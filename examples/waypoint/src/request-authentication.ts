@@ -44,6 +44,8 @@ export interface CompiledRequestAuthentication {
   rules: readonly CompiledJwtRule[];
 }
 
+const ANONYMOUS: RequestAuthOutcome = Object.freeze({ kind: "anonymous" });
+
 /** Istio's default token locations: `Authorization: Bearer <token>`, then the `access_token` parameter. */
 export const DEFAULT_TOKEN_LOCATIONS: readonly TokenLocation[] = Object.freeze([
   { kind: "header", name: "authorization", prefix: "Bearer " },
@@ -340,10 +342,14 @@ export class RequestAuthenticationStore {
   }
 
   /** The router's `authenticate` hook. */
-  readonly authenticate = (request: RequestAuthInput): Promise<RequestAuthOutcome> => {
+  readonly authenticate = (request: RequestAuthInput): RequestAuthOutcome | Promise<RequestAuthOutcome> => {
+    if (this.#inForce.size === 0) return ANONYMOUS;
     const service =
       request.service === undefined ? undefined : `${request.service.namespace}/${request.service.name}`;
-    return authenticateRequest(request, rulesFor(this.#inForce.values(), service));
+    const rules = rulesFor(this.#inForce.values(), service);
+    // Only a request that carries a token waits for verification.
+    if (rules.length === 0 || findTokens(request, rules).length === 0) return ANONYMOUS;
+    return authenticateRequest(request, rules);
   };
 
   /** What is in force, for `/config_dump`. */

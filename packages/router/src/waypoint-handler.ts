@@ -564,11 +564,22 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     return out;
   }
 
-  async function authenticate(x: Exchange, head: RequestHead): Promise<RequestAuthOutcome> {
+  const ANONYMOUS: RequestAuthOutcome = Object.freeze({ kind: "anonymous" });
+  const AUTH_FAILED: RequestAuthOutcome = Object.freeze({
+    kind: "rejected",
+    reason: "authentication failed",
+  });
+
+  /** Synchronous when the authenticator answers synchronously, so requests without credentials wait on nothing. */
+  function authenticate(x: Exchange, head: RequestHead): RequestAuthOutcome | Promise<RequestAuthOutcome> {
     const authenticator = options.authenticate;
-    if (authenticator === undefined) return { kind: "anonymous" };
+    if (authenticator === undefined) return ANONYMOUS;
+    const failed = (err: unknown) => {
+      logger.warn({ err }, "request authenticator threw; rejecting");
+      return AUTH_FAILED;
+    };
     try {
-      return await authenticator({
+      const out = authenticator({
         method: head.method,
         path: head.path,
         query: head.query,
@@ -576,9 +587,9 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
         headers: head.headers,
         service: x.info.destination?.service,
       });
+      return out instanceof Promise ? out.catch(failed) : out;
     } catch (err) {
-      logger.warn({ err }, "request authenticator threw; rejecting");
-      return { kind: "rejected", reason: "authentication failed" };
+      return failed(err);
     }
   }
 
@@ -863,7 +874,8 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       return localReply(x, 400, "upgrade request with a body", "-");
     const headers = requestHeaders(head, x.trace);
 
-    const auth = await authenticate(x, head);
+    const pending = authenticate(x, head);
+    const auth = pending instanceof Promise ? await pending : pending;
     if (auth.kind === "rejected") {
       logger.debug({ reason: auth.reason }, "request credential rejected");
       return localReply(x, 401, "Jwt verification fails", "-", {
