@@ -2,7 +2,7 @@
 // its ztunnel's SOCKS5 port, travel an HBONE tunnel to the waypoint, and leave over HBONE to the pod.
 import assert from "node:assert/strict";
 import { once } from "node:events";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
@@ -447,6 +447,28 @@ describe("waypoint operator endpoints, access log and RequestAuthentication", { 
     );
     assert.doesNotMatch(res.body, /"type": "Buffer"|"0": \d+/);
     assert.equal((await httpGet(waypoint.operatorAddresses.admin, "/healthz/ready")).status, 404);
+  });
+
+  it("keeps the last good RequestAuthentication when an edit breaks it", async () => {
+    const good = await token(keyA, { sub: "alice", groups: ["dev"] });
+    const text = await readFile(join(dir, "mesh.yaml"), "utf8");
+    // issuer-a loses its issuer: invalid, so the version in force stays.
+    await writeFile(join(dir, "mesh.yaml"), text.replace(`- issuer: ${ISSUER_A}\n`, `- issuerUrl: ${ISSUER_A}\n`));
+    logLines.length = 0;
+    try {
+      await waypoint.reload();
+      assert.ok(
+        logLines.some((l) => String(l.issue).includes("shop/issuer-a: spec.jwtRules[0].issuer is required")),
+      );
+      assert.equal(await get("/members", bearer(good)), 200);
+      assert.equal(
+        await get("/members", bearer(await token(otherKey, { sub: "alice", groups: ["dev"] }))),
+        401,
+      );
+    } finally {
+      await writeFile(join(dir, "mesh.yaml"), text);
+      await waypoint.reload();
+    }
   });
 
   it("keeps a not-ready 503 while the control plane is unreachable, and refuses a non-loopback admin address", async () => {
