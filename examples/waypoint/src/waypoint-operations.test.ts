@@ -453,7 +453,10 @@ describe("waypoint operator endpoints, access log and RequestAuthentication", { 
     const good = await token(keyA, { sub: "alice", groups: ["dev"] });
     const text = await readFile(join(dir, "mesh.yaml"), "utf8");
     // issuer-a loses its issuer: invalid, so the version in force stays.
-    await writeFile(join(dir, "mesh.yaml"), text.replace(`- issuer: ${ISSUER_A}\n`, `- issuerUrl: ${ISSUER_A}\n`));
+    await writeFile(
+      join(dir, "mesh.yaml"),
+      text.replace(`- issuer: ${ISSUER_A}\n`, `- issuerUrl: ${ISSUER_A}\n`),
+    );
     logLines.length = 0;
     try {
       await waypoint.reload();
