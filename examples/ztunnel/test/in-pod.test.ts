@@ -157,10 +157,11 @@ function counter(text: string, name: string, match: Record<string, string>): num
 
 describe("in-pod capture over ZDS", { skip, timeout: 60_000 }, () => {
   const id = Math.random().toString(36).slice(2, 8);
-  const ns = { sleep: `amb-${id}-sleep`, echo: `amb-${id}-echo` };
+  // `extra` is a third pod with loopback only: enough to be served, and to be dropped by a snapshot.
+  const ns = { sleep: `amb-${id}-sleep`, echo: `amb-${id}-echo`, extra: `amb-${id}-extra` };
   // A private range that exists only inside the two namespaces.
   const net = `10.${100 + Math.floor(Math.random() * 100)}.${Math.floor(Math.random() * 256)}`;
-  const ip = { sleep: `${net}.11`, echo: `${net}.12` };
+  const ip = { sleep: `${net}.11`, echo: `${net}.12`, extra: `${net}.13` };
   const created: string[] = [];
   const dir = mkdtempSync(join(tmpdir(), "ambient-zds-"));
   const zdsPath = join(dir, "ztunnel.sock");
@@ -180,7 +181,7 @@ describe("in-pod capture over ZDS", { skip, timeout: 60_000 }, () => {
   let fdsBefore = 0;
 
   before(async () => {
-    for (const name of [ns.sleep, ns.echo]) {
+    for (const name of [ns.sleep, ns.echo, ns.extra]) {
       run("ip", "netns", "add", name);
       created.push(name);
       inNs(name, "ip", "link", "set", "lo", "up");
@@ -229,6 +230,7 @@ describe("in-pod capture over ZDS", { skip, timeout: 60_000 }, () => {
     const strict = staticStrictAuthorization();
     cp.setAuthorization(strict);
     cp.setWorkload(workload("sleep", ip.sleep));
+    cp.setWorkload(workload("extra", ip.extra));
     cp.setWorkload(
       workload("echo", ip.echo, { authorizationPolicies: [`${strict.namespace}/${strict.name}`] }),
     );
@@ -256,7 +258,7 @@ spec:
       logger,
     });
     await ztunnel.ready;
-    for (const name of ["sleep", "echo"] as const) {
+    for (const name of ["sleep", "echo", "extra"] as const) {
       const acked = await zds.addWorkload({
         uid: `pod-uid-${name}`,
         workloadInfo: { name, namespace: "default", serviceAccount: name },
@@ -276,13 +278,14 @@ spec:
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it("serves both pods inside their namespaces, listeners marked 0x539", () => {
+  it("serves each pod inside its namespace, listeners marked 0x539", () => {
     const pods = ztunnel?.configDump().inPodPods ?? [];
     assert.deepEqual(pods.map((p) => [p.uid, p.ip, p.identity]).sort(), [
       ["pod-uid-echo", ip.echo, "spiffe://cluster.local/ns/default/sa/echo"],
+      ["pod-uid-extra", ip.extra, "spiffe://cluster.local/ns/default/sa/extra"],
       ["pod-uid-sleep", ip.sleep, "spiffe://cluster.local/ns/default/sa/sleep"],
     ]);
-    for (const name of [ns.sleep, ns.echo]) {
+    for (const name of [ns.sleep, ns.echo, ns.extra]) {
       const listening = inNs(name, "ss", "-Htln").split("\n").join(" ");
       for (const port of [15001, 15006, 15008])
         assert.match(listening, new RegExp(`0\\.0\\.0\\.0:${port}\\b`));
@@ -366,6 +369,42 @@ spec:
     );
     // The node agent keeps a NACKed pod (as istio-cni does) until it is deleted, which closes its handle.
     await zds?.deleteWorkload("pod-uid-ghost");
+  });
+
+  it("after the node agent restarts, its snapshot keeps the pods it lists and drops the others", async () => {
+    zds?.close();
+    // The new agent knows sleep and echo (same namespaces), not extra.
+    zds = createZdsServer({ path: zdsPath });
+    for (const name of ["sleep", "echo"] as const) {
+      const sent = await zds.addWorkload({
+        uid: `pod-uid-${name}`,
+        workloadInfo: { name, namespace: "default", serviceAccount: name },
+        netns: openNetns(`/var/run/netns/${ns[name]}`),
+      });
+      assert.equal(sent, false, "no ztunnel connected yet: sent with the snapshot");
+    }
+    zds.listen();
+    await until("extra to be dropped", () =>
+      (ztunnel?.configDump().inPodPods ?? []).every((p) => p.uid !== "pod-uid-extra"),
+    );
+    assert.deepEqual(
+      ztunnel
+        ?.configDump()
+        .inPodPods.map((p) => p.uid)
+        .sort(),
+      ["pod-uid-echo", "pod-uid-sleep"],
+    );
+    await until("extra's listeners to close", () => tcpSockets(ns.extra).length === 0);
+    assert.equal(netnsRefs(ns.extra), 0);
+    // The kept pods still work, without having been re-added.
+    const { code, out } = await client(ns.sleep, [
+      "curl",
+      "-sS",
+      "--max-time",
+      "5",
+      `http://${ip.echo}:${allowedPort}/`,
+    ]);
+    assert.equal(code, 0, out);
   });
 
   it("a pod deleted over ZDS while a connection flows leaves no listener, socket or namespace reference", async () => {
