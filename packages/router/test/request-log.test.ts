@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import http2 from "node:http2";
 import { after, before, describe, it } from "node:test";
 import type { AuthorizationDecision, AuthorizationRequest } from "../src/authorization.js";
 import type { AccessLogEntry, RequestAuthInput, RequestAuthOutcome } from "../src/request-log.js";
@@ -140,6 +141,35 @@ describe("request authentication and access log hooks", () => {
       request_principal: "https://issuer.test/alice",
       grpc_status: "-",
     });
+  });
+
+  it("answers a gRPC request with a rejected credential UNAUTHENTICATED (16), logged as HTTP/2", async () => {
+    logs.length = 0;
+    const client = http2.connect(`http://127.0.0.1:${wp.port}`);
+    try {
+      const headers = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
+        const req = client.request({
+          ":method": "POST",
+          ":path": "/grpc.Svc/Call",
+          ":authority": "svc",
+          "content-type": "application/grpc",
+          authorization: "Bearer bad",
+        });
+        req.on("response", resolve);
+        req.on("error", reject);
+        req.resume();
+        req.end();
+      });
+      assert.equal(headers[":status"], 200);
+      assert.equal(headers["grpc-status"], "16");
+    } finally {
+      client.close();
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.deepEqual(
+      logs.map((e) => `${e.protocol} ${e.response_code} ${e.grpc_status}`),
+      ["HTTP/2 200 16"],
+    );
   });
 
   it("logs refusals with their status and flags", async () => {
