@@ -1,7 +1,7 @@
 import { type FSWatcher, constants as fsConstants, watch } from "node:fs";
 import { open, readdir } from "node:fs/promises";
 import { createServer, type Server as HttpServer } from "node:http";
-import type { AddressInfo } from "node:net";
+import { type AddressInfo, isIP } from "node:net";
 import { extname, join } from "node:path";
 import {
   callerFromKubernetesClaims,
@@ -23,6 +23,7 @@ import {
   unreadableManifestFile,
 } from "./manifests.js";
 import { loadMeshState, TOKEN_ISSUER, writeNodeTokens } from "./mesh-state.js";
+import { issueServingCertificate, servingHosts } from "./serving-certificate.js";
 import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
 import { type EnvoyConfig, translateEnvoy } from "./translate-envoy.js";
 import {
@@ -75,6 +76,12 @@ export interface ControlPlaneOptions extends TranslateOptions {
   xdsDebounceMs?: number;
   /** Require a valid node token on xDS streams. Default true (istiod authenticates every xDS client). */
   requireXdsToken?: boolean;
+  /**
+   * DNS names and IP addresses in the serving certificate besides `istiod.istio-system.svc` (always
+   * there, the name ztunnel verifies by default) and the `listen` host when it is an IP. Default none;
+   * istiod `ISTIOD_CUSTOM_HOST`.
+   */
+  servingHosts?: readonly string[];
   /** Nodes that get a token even when no manifest names them. Default `node-a`, `node-b`, `node-c`. */
   extraNodes?: readonly string[];
   logger?: Logger;
@@ -106,6 +113,11 @@ export interface ControlPlane {
   readonly plaintextAddress: string | undefined;
   /** The mesh trust bundle: the CA root that signs SVIDs and the control plane's own certificate. */
   readonly rootCertPem: string;
+  /**
+   * The serving certificate chain (leaf first): URI SAN `spiffe://<td>/ns/istio-system/sa/istiod`,
+   * DNS SAN `istiod.istio-system.svc` and the `servingHosts`.
+   */
+  readonly servingCertPem: string;
   /** A node token (bound service-account token stand-in) for the ztunnel of `node`. */
   tokenFor(node: string): Promise<string>;
   /** Re-reads the mesh directory now and pushes what changed. */
@@ -286,8 +298,11 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
 
   const state = await loadMeshState(options.stateDir, trustDomain);
   // No hot certificate swap in grpc-js server credentials: the serving certificate outlives a demo run.
-  const serving = await state.ca.issue({
+  const listenHost = listen.slice(0, listen.lastIndexOf(":")).replace(/^\[(.*)\]$/, "$1");
+  const specificIp = isIP(listenHost) !== 0 && listenHost !== "0.0.0.0" && listenHost !== "::";
+  const serving = await issueServingCertificate(state.cacerts, {
     spiffeId: `spiffe://${trustDomain}/ns/istio-system/sa/istiod`,
+    hosts: servingHosts([...(specificIp ? [listenHost] : []), ...(options.servingHosts ?? [])]),
     ttlSeconds: SERVING_CERT_TTL_SECONDS,
   });
   const authenticator = createJwtAuthenticator({
@@ -599,6 +614,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     adminAddress,
     plaintextAddress,
     rootCertPem: state.rootCertPem,
+    servingCertPem: serving.certChainPem,
     tokenFor: (node) => state.tokenFor(node),
     reload,
     config: () => current,

@@ -15,6 +15,8 @@ const TOKEN_TTL_SECONDS = 24 * 60 * 60;
 /** The CA and the token-signing key, created once and kept in the state directory. */
 export interface MeshState {
   ca: CertificateAuthority;
+  /** The CA's certificates and key, which also sign the control plane's serving certificate. */
+  cacerts: CaCertsPem;
   rootCertPem: string;
   /** Public JWKS that verifies node tokens. */
   jwks: { keys: JWK[] };
@@ -85,6 +87,7 @@ export async function loadMeshState(stateDir: string | undefined, trustDomain: s
     const kid = privateJwk.kid ?? TOKEN_KID;
     return {
       ca,
+      cacerts,
       rootCertPem,
       jwks: { keys: [{ ...publicJwk, kid, alg: "ES256", use: "sig" }] },
       tokenFor(node: string) {

@@ -1,0 +1,103 @@
+/**
+ * The control plane's own TLS certificate, shaped like istiod's: its SPIFFE ID as the URI SAN plus the
+ * DNS names (and IPs) clients dial, since Istio's ztunnel verifies the server by host name
+ * (`istiod.istio-system.svc` by default), not by SPIFFE ID.
+ */
+import { createPrivateKey, randomBytes, webcrypto } from "node:crypto";
+import { isIP } from "node:net";
+import type { CaCertsPem } from "@ambient/spiffe/ca";
+import "reflect-metadata";
+import * as x509 from "@peculiar/x509";
+
+/** The name ztunnel and istio-agent verify by default (ztunnel `CA_ADDRESS`/`XDS_ADDRESS` host). */
+export const ISTIOD_SERVICE_NAME = "istiod.istio-system.svc";
+
+/** A key and the certificate chain (leaf first, root last) for a TLS server. */
+export interface ServingCertificate {
+  certChainPem: string;
+  privateKeyPem: string;
+}
+
+/** Options of {@link issueServingCertificate}. */
+export interface ServingCertificateOptions {
+  /** URI SAN, e.g. `spiffe://cluster.local/ns/istio-system/sa/istiod`. */
+  spiffeId: string;
+  /** DNS names and IP addresses the certificate is valid for (IPs go in IP SANs). */
+  hosts: readonly string[];
+  ttlSeconds: number;
+  /** NotBefore is this much before now, for clock skew. Default 120 s, as istiod's certificates. */
+  backdateSeconds?: number;
+}
+
+const ECDSA_P256 = { name: "ECDSA", namedCurve: "P-256" } as const;
+
+function pemBlocks(pem: string): string[] {
+  return pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+}
+
+/** The serving hosts with istiod's service name first, duplicates and empty names removed. */
+export function servingHosts(configured: readonly string[] = []): string[] {
+  return [...new Set([ISTIOD_SERVICE_NAME, ...configured.map((h) => h.trim()).filter((h) => h !== "")])];
+}
+
+/**
+ * Issues an ECDSA P-256 server certificate signed by the mesh CA key: URI SAN `spiffe://…/sa/istiod`,
+ * DNS and IP SANs from `hosts`, serverAuth and clientAuth, empty subject (so the SAN is critical).
+ */
+export async function issueServingCertificate(
+  cacerts: CaCertsPem,
+  options: ServingCertificateOptions,
+): Promise<ServingCertificate> {
+  const { subtle } = webcrypto;
+  const caKeyObject = createPrivateKey(cacerts.caKeyPem);
+  const caKeyDer = caKeyObject.export({ format: "der", type: "pkcs8" });
+  const caAlgorithm =
+    caKeyObject.asymmetricKeyType === "ec"
+      ? {
+          ...ECDSA_P256,
+          namedCurve: caKeyObject.asymmetricKeyDetails?.namedCurve === "prime256v1" ? "P-256" : "P-384",
+          hash: "SHA-256",
+        }
+      : { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" };
+  const signingKey = await subtle.importKey("pkcs8", caKeyDer, caAlgorithm, false, ["sign"]);
+  const caCert = new x509.X509Certificate(cacerts.caCertPem);
+  const keys = (await subtle.generateKey(ECDSA_P256, true, ["sign", "verify"])) as webcrypto.CryptoKeyPair;
+  const now = Math.floor(Date.now() / 1000) * 1000;
+  const notBefore = new Date(now - (options.backdateSeconds ?? 120) * 1000);
+  const notAfter = new Date(Math.min(now + options.ttlSeconds * 1000, caCert.notAfter.getTime()));
+  const names: x509.JsonGeneralName[] = [{ type: "url", value: options.spiffeId }];
+  for (const host of options.hosts) names.push({ type: isIP(host) === 0 ? "dns" : "ip", value: host });
+  const serial = randomBytes(16);
+  serial[0] = (serial[0] as number) & 0x7f;
+  const leaf = await x509.X509CertificateGenerator.create({
+    serialNumber: serial.toString("hex"),
+    issuer: caCert.subject,
+    subject: "",
+    notBefore,
+    notAfter,
+    publicKey: keys.publicKey,
+    signingKey,
+    signingAlgorithm: caAlgorithm,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(
+        x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment,
+        true,
+      ),
+      new x509.ExtendedKeyUsageExtension([
+        x509.ExtendedKeyUsage.serverAuth,
+        x509.ExtendedKeyUsage.clientAuth,
+      ]),
+      await x509.AuthorityKeyIdentifierExtension.create(caCert),
+      new x509.SubjectAlternativeNameExtension(names, true),
+    ],
+  });
+  const pkcs8 = await subtle.exportKey("pkcs8", keys.privateKey);
+  const privateKeyPem = x509.PemConverter.encode(pkcs8, "PRIVATE KEY");
+  const chain = [leaf.toString("pem"), ...pemBlocks(cacerts.caCertPem)];
+  for (const root of pemBlocks(cacerts.rootCertPem)) if (!chain.includes(root)) chain.push(root);
+  return {
+    certChainPem: `${chain.map((c) => c.trim()).join("\n")}\n`,
+    privateKeyPem: `${privateKeyPem.trim()}\n`,
+  };
+}
