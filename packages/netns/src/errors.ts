@@ -1,3 +1,5 @@
+import { brandErrorClass } from "@ambient/telemetry";
+
 /**
  * Stable error codes of `@ambient/netns`. Each names what went wrong, not where.
  */
@@ -25,8 +27,6 @@ export type NetnsErrorCode =
   | "ERR_ZDS_TIMEOUT"
   /** The ZDS connection closed before the request was answered. */
   | "ERR_ZDS_DISCONNECTED";
-
-const BRAND = Symbol.for("@ambient/netns.error");
 
 /** Extra fields carried by a {@link NetnsError}. */
 export interface NetnsErrorDetails {
@@ -58,10 +58,7 @@ export class NetnsError extends Error {
     this.errno = errno;
     this.syscall = syscall;
     this.details = rest;
-    Object.defineProperty(this, BRAND, { value: true });
-  }
-
-  static override [Symbol.hasInstance](value: unknown): boolean {
-    return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
   }
 }
+
+brandErrorClass(NetnsError, "@ambient/netns.error");

@@ -1,3 +1,5 @@
+import { brandErrorClass } from "@ambient/telemetry";
+
 /**
  * Stable error codes of `@ambient/router`. Each names the rule that was broken.
  */
@@ -21,8 +23,6 @@ export type RouterErrorCode =
   /** The handler was closed. */
   | "ERR_CLOSED";
 
-const BRAND = Symbol.for("@ambient/router.error");
-
 /** Extra fields carried by a {@link RouterError}. */
 export interface RouterErrorDetails {
   cause?: unknown;
@@ -43,10 +43,7 @@ export class RouterError extends Error {
     super(message, cause === undefined ? undefined : { cause });
     this.code = code;
     this.details = rest;
-    Object.defineProperty(this, BRAND, { value: true });
-  }
-
-  static override [Symbol.hasInstance](value: unknown): boolean {
-    return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
   }
 }
+
+brandErrorClass(RouterError, "@ambient/router.error");

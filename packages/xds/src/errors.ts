@@ -1,4 +1,4 @@
-const BRAND = Symbol.for("@ambient/xds.error");
+import { brandErrorClass } from "@ambient/telemetry";
 
 /** Stable error codes of {@link XdsError}. */
 export type XdsErrorCode =
@@ -43,10 +43,7 @@ export class XdsError extends Error {
     this.grpcCode = details.grpcCode;
     this.field = details.field;
     this.messageType = details.messageType;
-    Object.defineProperty(this, BRAND, { value: true });
-  }
-
-  static override [Symbol.hasInstance](value: unknown): boolean {
-    return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
   }
 }
+
+brandErrorClass(XdsError, "@ambient/xds.error");
