@@ -4,7 +4,8 @@ import { DEFAULT_POD_CIDRS } from "./pod-address.js";
 
 const usage = `usage: pnpm start [-- options]
 
-Serves the mesh manifests of a folder to ztunnels over Delta xDS (TLS, node tokens) and runs the mesh CA.
+Serves the mesh manifests of a folder to ztunnels over Delta xDS (TLS, node tokens), as Envoy
+LDS/RDS/CDS/EDS to proxyless gRPC clients (SotW or Delta), and runs the mesh CA.
 
 options:
   --mesh-dir DIR        manifests to serve, watched for edits (default: <repo>/mesh)
@@ -13,6 +14,8 @@ options:
   --admin HOST:PORT     admin HTTP address: /metrics, /debug/config, /ready (default 127.0.0.1:15014)
   --plaintext HOST:PORT also serve xDS without TLS or authentication, e.g. 127.0.0.1:15010
                         (debugging only; default off)
+  --serving-host NAME   DNS name or IP for the serving certificate besides istiod.istio-system.svc;
+                        repeat it or separate names with commas (default none)
   --pod-cidr CIDR       IPv4 range pod IPs must be in; repeat it or separate ranges with commas
                         (default ${DEFAULT_POD_CIDRS.join(",")}); pods outside are reported, not served
   --log-level LEVEL     pino level: fatal, error, warn, info, debug, trace (default info)
@@ -30,6 +33,7 @@ function parseCommandLine(args: string[]) {
       admin: { type: "string", default: "127.0.0.1:15014" },
       plaintext: { type: "string" },
       "pod-cidr": { type: "string", multiple: true },
+      "serving-host": { type: "string", multiple: true },
       "log-level": { type: "string", default: "info" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -55,6 +59,10 @@ async function main(): Promise<void> {
     ?.flatMap((list) => list.split(","))
     .map((c) => c.trim())
     .filter((c) => c !== "");
+  const servingHosts = values["serving-host"]
+    ?.flatMap((list) => list.split(","))
+    .map((h) => h.trim())
+    .filter((h) => h !== "");
   // Loaded after the arguments are read, so --help and a bad flag answer without loading the servers.
   const [{ createPromClientSink }, { pino }, prom, { startControlPlane }] = await Promise.all([
     import("@ambient/telemetry"),
@@ -72,6 +80,7 @@ async function main(): Promise<void> {
     admin: values.admin,
     ...(values.plaintext === undefined ? {} : { plaintextListen: values.plaintext }),
     ...(podCidrs === undefined ? {} : { podCidrs }),
+    ...(servingHosts === undefined ? {} : { servingHosts }),
     logger,
     metrics: createPromClientSink(prom, registry),
     metricsText: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
