@@ -1,5 +1,12 @@
 import { constants as cryptoConstants } from "node:crypto";
-import type { ConnectionOptions, PeerCertificate, SecureContextOptions, TlsOptions } from "node:tls";
+import {
+  type ConnectionOptions,
+  createSecureContext,
+  type PeerCertificate,
+  type SecureContext,
+  type SecureContextOptions,
+  type TlsOptions,
+} from "node:tls";
 import { SpiffeId, spiffeIdFromCertificate, type TrustBundle, type X509Svid } from "@ambient/spiffe";
 import { TLS12_CIPHERS, TLS13_CIPHERSUITES } from "./defaults.js";
 import { HboneError } from "./errors.js";
@@ -88,6 +95,25 @@ export function serverTlsOptions(credentials: HboneCredentials, tls: HboneTlsOpt
   };
 }
 
+// Parsing the key, the chain and the roots costs more than the rest of a handshake's set-up, so a
+// client builds its context once per credentials object (a rotation brings a new object) and TLS mode.
+const clientContexts = new WeakMap<HboneCredentials, Map<boolean, SecureContext>>();
+
+function clientContext(credentials: HboneCredentials, tls: HboneTlsOptions): SecureContext {
+  const tls12 = tls.allowTls12 === true;
+  let byMode = clientContexts.get(credentials);
+  if (byMode === undefined) {
+    byMode = new Map();
+    clientContexts.set(credentials, byMode);
+  }
+  let context = byMode.get(tls12);
+  if (context === undefined) {
+    context = createSecureContext(baseTls(credentials, tls));
+    byMode.set(tls12, context);
+  }
+  return context;
+}
+
 /**
  * Node TLS options for dialing an HBONE peer: no SNI (the name would be an IP address), ALPN h2,
  * chain verified against the bundle, and the server's URI SAN checked against `expected`.
@@ -98,7 +124,7 @@ export function clientTlsOptions(
   expected: readonly string[],
 ): ConnectionOptions {
   return {
-    ...baseTls(credentials, tls),
+    secureContext: clientContext(credentials, tls),
     ALPNProtocols: ["h2"],
     rejectUnauthorized: true,
     checkServerIdentity: (_host: string, cert: PeerCertificate) => checkPeerIdentity(cert, expected),
