@@ -1,3 +1,5 @@
+import { brandErrorClass } from "@ambient/telemetry";
+
 /** Stable codes of {@link WaypointError}. */
 export type WaypointErrorCode =
   | "ERR_WAYPOINT_INVALID_OPTION"
@@ -12,8 +14,6 @@ export interface WaypointErrorDetails {
   [key: string]: unknown;
 }
 
-const BRAND = Symbol.for("@ambient/example-waypoint.error");
-
 /** The one error class of the waypoint. */
 export class WaypointError extends Error {
   readonly code: WaypointErrorCode;
@@ -24,10 +24,7 @@ export class WaypointError extends Error {
     this.name = "WaypointError";
     this.code = code;
     this.details = details;
-    Object.defineProperty(this, BRAND, { value: true });
-  }
-
-  static override [Symbol.hasInstance](value: unknown): boolean {
-    return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
   }
 }
+
+brandErrorClass(WaypointError, "@ambient/example-waypoint.error");
