@@ -97,7 +97,10 @@ export interface ReloadResult {
   changed: number;
   /** Resources removed. */
   removed: number;
-  /** Translation notes: objects skipped or partly used (bad pod IP, taken VIP, unknown waypoint). */
+  /**
+   * Translation notes: objects skipped or partly used (bad pod IP, taken VIP, unknown waypoint, route
+   * parts not translated to Envoy).
+   */
   issues: MeshIssue[];
   /** Manifest edits not applied (unreadable, invalid, over a limit), and what is served instead. */
   errors: ManifestError[];
@@ -443,7 +446,9 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
         }
       }
     });
-    current = next;
+    const issues = [...next.issues, ...envoy.issues];
+    // Route problems are listed with the rest (`config().issues`, `/debug/config`).
+    current = { ...next, issues };
     currentEnvoy = envoy;
     lastGood = merged.files;
     currentErrors = merged.errors;
@@ -452,7 +457,6 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     resources.set({ type: "authorization" }, next.authorizations.size);
     resources.set({ type: "listener" }, envoy.listeners.size);
     resources.set({ type: "cluster" }, envoy.clusters.size);
-    const issues = [...next.issues, ...envoy.issues];
     issuesGauge.set({}, issues.length);
     errorsGauge.set({}, merged.errors.length);
     for (const issue of issues) logger.warn({ source: issue.source }, issue.message);
