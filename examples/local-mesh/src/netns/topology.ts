@@ -1,0 +1,120 @@
+// Network namespaces for the demo pods: one netns per pod with a veth onto its node's bridge (each
+// node a netns holding a bridge, the bridges joined by one veth), and istio-cni's in-pod capture
+// rules inside each mesh pod. Everything lives in namespaces created here; remove() deletes them,
+// which takes every link, address and rule with them.
+import { execFileSync, spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+
+/** ztunnel `DEFAULT_INPOD_MARK`. */
+const INPOD_MARK = 0x539;
+
+export interface TopologyPod {
+  name: string;
+  node: string;
+  /** IPv4 address inside the pod (prefix `/16` on its eth0). */
+  ip: string;
+  /** Install the capture rules (a mesh pod); false for a client outside the mesh. */
+  captured: boolean;
+}
+
+export interface Topology {
+  /** netns name of each pod, by pod name. */
+  netns: Map<string, string>;
+  /** Every namespace made here, nodes included. */
+  all(): string[];
+  /** Deletes every namespace made here (idempotent; also after a partial build). */
+  remove(): void;
+}
+
+/** Why the netns mode cannot run here, or undefined. */
+export function netnsUnavailable(): string | undefined {
+  if (process.platform !== "linux") return "needs Linux network namespaces";
+  if (process.getuid?.() !== 0) return "needs root (ip netns, iptables, setns)";
+  for (const [cmd, arg] of [
+    ["ip", "-V"],
+    ["iptables", "--version"],
+    ["curl", "--version"],
+  ] as const) {
+    if (spawnSync(cmd, [arg], { stdio: "ignore" }).status !== 0) return `${cmd} is not installed`;
+  }
+  return undefined;
+}
+
+function run(...args: string[]): void {
+  execFileSync(args[0] as string, args.slice(1), { stdio: ["ignore", "ignore", "pipe"] });
+}
+
+/**
+ * In-pod capture, the REDIRECT variant of istio-cni's rules: outbound TCP that is not marked 0x539,
+ * not on loopback and not for the pod itself goes to 15001; inbound TCP from outside goes to 15006
+ * unless it is for 15008. (Istio redirects inbound with TPROXY in mangle; REDIRECT keeps the original
+ * destination in conntrack instead, which the proxy reads, so the proxy is the same.)
+ */
+export function installCaptureRules(netns: string, podIp: string): void {
+  const ipt = (...args: string[]) =>
+    run("ip", "netns", "exec", netns, "iptables", "-w", "-t", "nat", ...args);
+  ipt("-N", "AMBIENT_OUTPUT");
+  ipt("-A", "OUTPUT", "-p", "tcp", "-j", "AMBIENT_OUTPUT");
+  ipt("-A", "AMBIENT_OUTPUT", "-m", "mark", "--mark", `${INPOD_MARK}/0xfff`, "-j", "RETURN");
+  ipt("-A", "AMBIENT_OUTPUT", "-o", "lo", "-j", "RETURN");
+  ipt("-A", "AMBIENT_OUTPUT", "-d", `${podIp}/32`, "-j", "RETURN");
+  ipt("-A", "AMBIENT_OUTPUT", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001");
+  ipt("-N", "AMBIENT_PREROUTING");
+  ipt("-A", "PREROUTING", "-p", "tcp", "-j", "AMBIENT_PREROUTING");
+  ipt("-A", "AMBIENT_PREROUTING", "-i", "lo", "-j", "RETURN");
+  ipt("-A", "AMBIENT_PREROUTING", "-p", "tcp", "--dport", "15008", "-j", "RETURN");
+  ipt("-A", "AMBIENT_PREROUTING", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15006");
+}
+
+/** Builds the namespaces; on any failure removes what it made and rethrows. */
+export function createTopology(
+  pods: readonly TopologyPod[],
+  prefix = `amb-${randomBytes(3).toString("hex")}`,
+): Topology {
+  const made: string[] = [];
+  const netns = new Map<string, string>();
+  const remove = () => {
+    for (const name of made.splice(0).reverse()) spawnSync("ip", ["netns", "del", name], { stdio: "ignore" });
+  };
+  const add = (name: string) => {
+    run("ip", "netns", "add", name);
+    made.push(name);
+    run("ip", "-n", name, "link", "set", "lo", "up");
+  };
+  try {
+    const nodes = [...new Set(pods.map((p) => p.node))].sort();
+    const nodeNs = new Map<string, string>();
+    for (const node of nodes) {
+      const name = `${prefix}-${node}`;
+      add(name);
+      run("ip", "-n", name, "link", "add", "br0", "type", "bridge");
+      run("ip", "-n", name, "link", "set", "br0", "up");
+      nodeNs.set(node, name);
+    }
+    // One L2 segment across nodes: a veth between consecutive node bridges.
+    for (let i = 1; i < nodes.length; i++) {
+      const a = nodeNs.get(nodes[i - 1] as string) as string;
+      const b = nodeNs.get(nodes[i] as string) as string;
+      run("ip", "-n", a, "link", "add", `up${i}`, "type", "veth", "peer", "name", `down${i}`, "netns", b);
+      run("ip", "-n", a, "link", "set", `up${i}`, "master", "br0", "up");
+      run("ip", "-n", b, "link", "set", `down${i}`, "master", "br0", "up");
+    }
+    pods.forEach((pod, i) => {
+      const name = `${prefix}-${pod.name}`;
+      const node = nodeNs.get(pod.node) as string;
+      add(name);
+      netns.set(pod.name, name);
+      run("ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", `v${i}`, "netns", node);
+      run("ip", "-n", node, "link", "set", `v${i}`, "master", "br0", "up");
+      run("ip", "-n", name, "addr", "add", `${pod.ip}/16`, "dev", "eth0");
+      run("ip", "-n", name, "link", "set", "eth0", "up");
+      // Service VIPs are outside the pod subnet: route them out, so the capture rules see them.
+      run("ip", "-n", name, "route", "add", "default", "dev", "eth0");
+      if (pod.captured) installCaptureRules(name, pod.ip);
+    });
+  } catch (err) {
+    remove();
+    throw err;
+  }
+  return { netns, all: () => [...made], remove };
+}
