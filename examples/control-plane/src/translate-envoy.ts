@@ -335,21 +335,20 @@ function ruleAction(
     return { action: { directResponse: { status: 500 }, ...headers } };
   }
   const action: RouteAction = {};
-  const only = clusters[0];
-  if (clusters.length === 1 && only !== undefined && Object.keys(only).length === 2)
-    action.cluster = only.name as string;
+  const backendHasFilters = (rule.backendRefs ?? []).some((ref) => (ref.filters ?? []).length > 0);
+  // One backend without its own header edits is a plain cluster; anything else a weighted list.
+  if (clusters.length === 1 && !backendHasFilters) action.cluster = clusters[0]?.name as string;
   else action.weightedClusters = { clusters };
   const rewrite = filters.find((f) => f.type === "URLRewrite")?.urlRewrite;
   if (rewrite?.hostname !== undefined) action.hostRewriteLiteral = rewrite.hostname;
-  const mirrors = filters
-    .filter((f) => f.type === "RequestMirror" && f.requestMirror !== undefined)
-    .flatMap((f, i) => {
-      const mirror = f.requestMirror as HTTPRequestMirrorFilter;
-      const cluster = backendCluster(ctx, route, mirror.backendRef, `${where}.filters[${i}].requestMirror`);
-      if (cluster === undefined) return [];
-      const fraction = mirrorFraction(mirror);
-      return [{ cluster, ...(fraction === undefined ? {} : { runtimeFraction: fraction }) }];
-    });
+  const mirrors = filters.flatMap((f, i) => {
+    if (f.type !== "RequestMirror" || f.requestMirror === undefined) return [];
+    const mirror = f.requestMirror;
+    const cluster = backendCluster(ctx, route, mirror.backendRef, `${where}.filters[${i}].requestMirror`);
+    if (cluster === undefined) return [];
+    const fraction = mirrorFraction(mirror);
+    return [{ cluster, ...(fraction === undefined ? {} : { runtimeFraction: fraction }) }];
+  });
   if (mirrors.length > 0) action.requestMirrorPolicies = mirrors;
   if (route.kind === "HTTPRoute") {
     const httpRule = route.spec.rules?.[ruleIndex];
@@ -424,7 +423,8 @@ function withPath(
   } as Omit<EnvoyRoute, "match" | "name">;
 }
 
-function parentPorts(route: HTTPRoute | GRPCRoute, servicePort: ServicePort): boolean {
+/** True when the route attaches to the Service port through a Service parentRef of its own namespace. */
+function attachesTo(route: HTTPRoute | GRPCRoute, servicePort: ServicePort): boolean {
   const namespace = route.metadata.namespace ?? "default";
   return (route.spec.parentRefs ?? []).some(
     (p) =>
@@ -516,7 +516,7 @@ function routeConfiguration(
   routes: readonly (HTTPRoute | GRPCRoute)[],
 ): RouteConfiguration {
   const name = `${sp.host}:${sp.port}`;
-  const attached = routes.filter((r) => parentPorts(r, sp));
+  const attached = routes.filter((r) => attachesTo(r, sp));
   let envoyRoutes: EnvoyRoute[];
   if (attached.length === 0) {
     envoyRoutes = [
@@ -637,7 +637,10 @@ export function translateEnvoy(
     routeConfigurations: byName(routeConfigurations),
     clusters: byName(clusters),
     clusterLoadAssignments: byName(clusterLoadAssignments),
-    issues,
+    // A route attached to several ports is translated once per port; report each problem once.
+    issues: issues.filter(
+      (issue, i) => issues.findIndex((o) => o.source === issue.source && o.message === issue.message) === i,
+    ),
   };
 }
 
