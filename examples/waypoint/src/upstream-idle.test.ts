@@ -1,22 +1,10 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { type ControlPlane, startControlPlane } from "@ambient/example-control-plane";
-import {
-  encodeGreeting,
-  encodeRequest,
-  parseReply,
-  type RunningZtunnel,
-  SOCKS5_REPLY,
-  startZtunnel,
-} from "@ambient/example-ztunnel";
-import { type RunningWaypoint, startWaypoint } from "./waypoint.js";
+import { socks5Dial, startTestMesh, type TestMesh } from "../test/mesh-fixture.js";
 
 // Backends that close idle keep-alive connections, reached by the waypoint over real HBONE tunnels: a
 // client pod on node-a calls a Service bound to the waypoint (on node-a); the waypoint's upstream
@@ -238,38 +226,17 @@ async function call(
   body = "",
   bodyDelayMs = 0,
 ): Promise<{ status: number; body: string }> {
-  const [host, port] = socks5.split(":");
-  const socket = net.connect({ host, port: Number(port), localAddress: CLIENT_IP, allowHalfOpen: true });
-  await once(socket, "connect");
-  socket.on("error", () => {});
-  socket.write(encodeGreeting());
-  socket.write(encodeRequest(vip, 80));
+  const { socket, text: received } = await socks5Dial({ proxy: socks5, from: CLIENT_IP, to: `${vip}:80` });
   const head = `${method} ${path} HTTP/1.1\r\nhost: ${vip}\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n`;
-  let buffered = Buffer.alloc(0);
-  let reply: number | undefined;
+  // The answer ends with the connection (`connection: close`).
   const closed = once(socket, "close");
-  // The answer ends with the connection (`connection: close`); then close our side too.
-  socket.on("end", () => socket.end());
-  socket.on("data", (chunk: Buffer) => {
-    buffered = Buffer.concat([buffered, chunk]);
-    if (reply !== undefined || buffered.length < 2) return;
-    const parsed = parseReply(buffered.subarray(2));
-    if (parsed === undefined) return;
-    reply = parsed.reply;
-    buffered = buffered.subarray(2 + parsed.length);
-    if (reply !== SOCKS5_REPLY.succeeded) {
-      socket.destroy();
-      return;
-    }
-    if (bodyDelayMs === 0) socket.write(head + body);
-    else {
-      socket.write(head);
-      setTimeout(() => socket.write(body), bodyDelayMs);
-    }
-  });
+  if (bodyDelayMs === 0) socket.write(head + body);
+  else {
+    socket.write(head);
+    setTimeout(() => socket.write(body), bodyDelayMs);
+  }
   await closed;
-  assert.equal(reply, SOCKS5_REPLY.succeeded);
-  const text = buffered.toString();
+  const text = received();
   const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0);
   const headEnd = text.indexOf("\r\n\r\n");
   let rest = text.slice(headEnd + 4);
@@ -287,53 +254,28 @@ async function call(
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe("waypoint upstream connections over HBONE, to backends that close idle ones", () => {
-  let dir: string;
-  let controlPlane: ControlPlane;
-  const ztunnels: RunningZtunnel[] = [];
-  let waypoint: RunningWaypoint;
+  let mesh: TestMesh;
   const closers: (() => Promise<void>)[] = [];
   const seen: Record<keyof typeof SERVICES, Seen> = { idleH1: [], idleH2: [], dropH1: [], dropH2: [] };
   let socks5 = "";
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), "waypoint-idle-"));
-    await writeFile(join(dir, "mesh.yaml"), manifests());
     closers.push(await idleClosingH1(SERVICES.idleH1.port, seen.idleH1));
     closers.push(await idleClosingH2(SERVICES.idleH2.port, seen.idleH2));
     closers.push(await dropsSecondH1(SERVICES.dropH1.port, seen.dropH1));
     closers.push(await dropsSecondH2(SERVICES.dropH2.port, seen.dropH2));
-    controlPlane = await startControlPlane({ meshDir: dir, listen: "127.0.0.1:0" });
-    for (const [index, node] of ["node-a", "node-b"].entries()) {
-      ztunnels.push(
-        await startZtunnel({
-          nodeName: node,
-          nodeIp: `127.20.200.${index + 1}`,
-          controlPlaneAddress: controlPlane.address,
-          rootCertPem: controlPlane.rootCertPem,
-          token: await controlPlane.tokenFor(node),
-        }),
-      );
-    }
-    waypoint = await startWaypoint({
-      gateway: { name: "waypoint", namespace: "idle" },
-      ip: WAYPOINT_IP,
-      nodeName: "node-a",
-      token: await controlPlane.tokenFor("node-a"),
-      rootCertPem: controlPlane.rootCertPem,
-      controlPlaneAddress: controlPlane.address,
-      meshDir: dir,
+    mesh = await startTestMesh({
+      manifests: manifests(),
+      tempPrefix: "waypoint-idle-",
+      nodeIps: ["127.20.200.1", "127.20.200.2"],
+      waypoint: { gateway: { name: "waypoint", namespace: "idle" }, ip: WAYPOINT_IP },
     });
-    await Promise.all(ztunnels.map((z) => z.ready));
-    await waypoint.ready;
-    socks5 = ztunnels[0]!.addresses.socks5;
+    socks5 = mesh.socks5;
   });
 
   after(async () => {
-    await waypoint?.close();
-    await Promise.allSettled(ztunnels.map((z) => z.close()));
-    await controlPlane?.close();
+    await mesh?.close();
     await Promise.allSettled(closers.map((close) => close()));
-    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
   });
 
   for (const [name, protocol] of [

@@ -2,28 +2,23 @@
 // its ztunnel's SOCKS5 port, travel an HBONE tunnel to the waypoint, and leave over HBONE to the pod.
 import assert from "node:assert/strict";
 import { once } from "node:events";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server } from "node:http";
-import { connect, type Socket } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { type ControlPlane, startControlPlane } from "@ambient/example-control-plane";
-import {
-  encodeGreeting,
-  encodeRequest,
-  parseReply,
-  type RunningZtunnel,
-  startZtunnel,
-} from "@ambient/example-ztunnel";
 import { type CryptoKey, exportJWK, generateKeyPair, type JWK, SignJWT } from "jose";
 import { pino } from "pino";
+import {
+  httpOverSocks,
+  loopbackSubnet,
+  startTestMesh,
+  type TestMesh,
+  waitFor,
+} from "../test/mesh-fixture.js";
 import { WaypointError } from "./errors.js";
 import { type RunningWaypoint, startWaypoint } from "./index.js";
 
-// A fresh 127.x.y.0/24 per run, so this never shares an address with another suite.
-const base = `127.${40 + Math.floor(Math.random() * 200)}.${Math.floor(Math.random() * 256)}`;
-const ip = (n: number) => `${base}.${n}`;
+const { cidr, ip } = loopbackSubnet();
 const CLIENT = "spiffe://cluster.local/ns/shop/sa/client";
 const WAYPOINT = "spiffe://cluster.local/ns/shop/sa/waypoint";
 const ISSUER_A = "https://a.example.test";
@@ -111,50 +106,9 @@ spec:
   ].join("\n---\n");
 }
 
-/** A connection from the client pod to the api Service VIP through its ztunnel's SOCKS5 port. */
-async function dial(proxy: string): Promise<{ socket: Socket; text: () => string }> {
-  const [h, p] = proxy.split(":");
-  const socket = connect({ host: h, port: Number(p), localAddress: ip(2) });
-  socket.on("error", () => {});
-  await once(socket, "connect");
-  socket.write(encodeGreeting());
-  socket.write(encodeRequest(ip(100), 80));
-  let buffered = Buffer.alloc(0);
-  const chunks: Buffer[] = [];
-  let connected = false;
-  await new Promise<void>((resolve, reject) => {
-    socket.on("data", (chunk: Buffer) => {
-      if (connected) {
-        chunks.push(chunk);
-        return;
-      }
-      buffered = Buffer.concat([buffered, chunk]);
-      const parsed = buffered.length < 2 ? undefined : parseReply(buffered.subarray(2));
-      if (parsed === undefined) return;
-      connected = true;
-      if (parsed.reply !== 0) reject(new Error(`SOCKS5 reply ${parsed.reply}`));
-      chunks.push(buffered.subarray(2 + parsed.length));
-      resolve();
-    });
-    socket.once("close", () => reject(new Error("closed during SOCKS5")));
-  });
-  return { socket, text: () => Buffer.concat(chunks).toString("latin1") };
-}
-
-async function exchange(proxy: string, data: string): Promise<string> {
-  const c = await dial(proxy);
-  c.socket.write(data);
-  await once(c.socket, "close");
-  return c.text();
-}
-
-async function waitFor(check: () => boolean, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error("condition not met in time");
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
+/** Writes `data` from the client pod to the api Service VIP; resolves with everything received once the connection closes. */
+const exchange = (proxy: string, data: string) =>
+  httpOverSocks({ proxy, from: ip(2), to: `${ip(100)}:80` }, data);
 
 async function httpGet(
   address: string,
@@ -165,9 +119,9 @@ async function httpGet(
 }
 
 describe("waypoint operator endpoints, access log and RequestAuthentication", { timeout: 120_000 }, () => {
+  let mesh: TestMesh;
   let dir: string;
-  let cp: ControlPlane;
-  const ztunnels: RunningZtunnel[] = [];
+  let cp: TestMesh["controlPlane"];
   let waypoint: RunningWaypoint;
   let app: Server;
   let jwksServer: Server;
@@ -214,14 +168,6 @@ describe("waypoint operator endpoints, access log and RequestAuthentication", { 
     await once(jwksServer, "listening");
     const jwksPort = (jwksServer.address() as { port: number }).port;
 
-    dir = await mkdtemp(join(tmpdir(), "waypoint-operations-"));
-    await writeFile(join(dir, "mesh.yaml"), meshYaml(jwksA, `http://127.0.0.1:${jwksPort}/jwks.json`));
-    cp = await startControlPlane({
-      meshDir: dir,
-      listen: "127.0.0.1:0",
-      watch: false,
-      podCidrs: [`${base}.0/24`],
-    });
     app = createServer((req: IncomingMessage, res) => {
       seen.push({
         url: req.url ?? "",
@@ -233,43 +179,29 @@ describe("waypoint operator endpoints, access log and RequestAuthentication", { 
     });
     app.listen(8080, ip(7));
     await once(app, "listening");
-    for (const [i, node] of ["node-a", "node-b"].entries()) {
-      ztunnels.push(
-        await startZtunnel({
-          nodeName: node,
-          nodeIp: ip(200 + i),
-          controlPlaneAddress: cp.address,
-          rootCertPem: cp.rootCertPem,
-          token: await cp.tokenFor(node),
-          ports: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
-        }),
-      );
-    }
     const logger = pino({ level: "info" }, { write: (line: string) => logLines.push(JSON.parse(line)) });
-    waypoint = await startWaypoint({
-      gateway: { name: "waypoint", namespace: "shop" },
-      ip: ip(6),
-      nodeName: "node-a",
-      token: await cp.tokenFor("node-a"),
-      rootCertPem: cp.rootCertPem,
-      controlPlaneAddress: cp.address,
-      meshDir: dir,
-      ports: { admin: 0, metrics: 0, readiness: 0 },
-      logger,
+    mesh = await startTestMesh({
+      manifests: meshYaml(jwksA, `http://127.0.0.1:${jwksPort}/jwks.json`),
+      tempPrefix: "waypoint-operations-",
+      nodeIps: [ip(200), ip(201)],
+      controlPlane: { watch: false, podCidrs: [cidr] },
+      ztunnelPorts: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
+      waypoint: {
+        gateway: { name: "waypoint", namespace: "shop" },
+        ip: ip(6),
+        ports: { admin: 0, metrics: 0, readiness: 0 },
+        logger,
+      },
     });
-    await Promise.all([...ztunnels.map((z) => z.ready), waypoint.ready]);
-    socks = ztunnels[0]?.addresses.socks5 ?? "";
+    ({ dir, controlPlane: cp, waypoint, socks5: socks } = mesh);
   });
 
   after(async () => {
-    await waypoint?.close();
-    await Promise.all(ztunnels.map((z) => z.close()));
-    await cp?.close();
+    await mesh?.close();
     app?.closeAllConnections();
     app?.close();
     jwksServer?.closeAllConnections();
     jwksServer?.close();
-    if (dir) await rm(dir, { recursive: true, force: true });
   });
 
   const get = async (path: string, extra = "") => {

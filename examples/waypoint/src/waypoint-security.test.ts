@@ -2,25 +2,19 @@
 // ztunnel's SOCKS5 port, travel an HBONE tunnel to the waypoint, and leave over HBONE to the pod.
 import assert from "node:assert/strict";
 import { once } from "node:events";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server } from "node:http";
-import { connect, type Socket } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import type { Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
-import { type ControlPlane, startControlPlane } from "@ambient/example-control-plane";
 import {
-  encodeGreeting,
-  encodeRequest,
-  parseReply,
-  type RunningZtunnel,
-  startZtunnel,
-} from "@ambient/example-ztunnel";
-import { type RunningWaypoint, startWaypoint } from "./index.js";
+  httpOverSocks,
+  loopbackSubnet,
+  socks5Dial,
+  startTestMesh,
+  type TestMesh,
+  waitFor,
+} from "../test/mesh-fixture.js";
 
-// A fresh 127.x.y.0/24 per run, so this never shares an address with another suite.
-const base = `127.${40 + Math.floor(Math.random() * 200)}.${Math.floor(Math.random() * 256)}`;
-const ip = (n: number) => `${base}.${n}`;
+const { cidr, ip } = loopbackSubnet();
 const CLIENT = "spiffe://cluster.local/ns/shop/sa/client";
 const WAYPOINT = "spiffe://cluster.local/ns/shop/sa/waypoint";
 
@@ -32,7 +26,7 @@ spec: { nodeName: ${node}, serviceAccountName: ${sa} }
 status: { podIP: ${ip(n)} }
 `;
 
-const mesh = [
+const manifests = [
   `
 apiVersion: v1
 kind: Namespace
@@ -102,52 +96,11 @@ spec:
 ].join("\n---\n");
 
 /** A connection from the client pod to the api Service VIP through its ztunnel's SOCKS5 port. */
-async function dial(proxy: string): Promise<{ socket: Socket; text: () => string; bytes: () => Buffer }> {
-  const [h, p] = proxy.split(":");
-  const socket = connect({ host: h, port: Number(p), localAddress: ip(2) });
-  socket.on("error", () => {});
-  await once(socket, "connect");
-  socket.write(encodeGreeting());
-  socket.write(encodeRequest(ip(100), 80));
-  let buffered = Buffer.alloc(0);
-  const chunks: Buffer[] = [];
-  let connected = false;
-  await new Promise<void>((resolve, reject) => {
-    const onData = (chunk: Buffer) => {
-      if (connected) {
-        chunks.push(chunk);
-        return;
-      }
-      buffered = Buffer.concat([buffered, chunk]);
-      const parsed = buffered.length < 2 ? undefined : parseReply(buffered.subarray(2));
-      if (parsed === undefined) return;
-      connected = true;
-      if (parsed.reply !== 0) reject(new Error(`SOCKS5 reply ${parsed.reply}`));
-      chunks.push(buffered.subarray(2 + parsed.length));
-      resolve();
-    };
-    socket.on("data", onData);
-    socket.once("close", () => reject(new Error("closed during SOCKS5")));
-  });
-  const bytes = () => Buffer.concat(chunks);
-  return { socket, bytes, text: () => bytes().toString("latin1") };
-}
-
-async function waitFor(check: () => boolean, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error("condition not met in time");
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
+const dial = (proxy: string) => socks5Dial({ proxy, from: ip(2), to: `${ip(100)}:80` });
 
 /** Writes `data`, then resolves with everything received once the connection closes. */
-async function exchange(proxy: string, data: string | Buffer): Promise<string> {
-  const c = await dial(proxy);
-  c.socket.write(data);
-  await once(c.socket, "close");
-  return c.text();
-}
+const exchange = (proxy: string, data: string | Buffer) =>
+  httpOverSocks({ proxy, from: ip(2), to: `${ip(100)}:80` }, data);
 
 function h2Frame(type: number, flags: number, streamId: number, payload: Buffer): Buffer {
   const head = Buffer.alloc(9);
@@ -186,10 +139,7 @@ function h2Request(method: Buffer, path: Buffer, extra: Buffer = Buffer.alloc(0)
 }
 
 describe("waypoint request path over HBONE", { timeout: 120_000 }, () => {
-  let dir: string;
-  let cp: ControlPlane;
-  const ztunnels: RunningZtunnel[] = [];
-  let waypoint: RunningWaypoint;
+  let mesh: TestMesh;
   const apps: Server[] = [];
   const seen: { app: string; method: string; url: string; xfcc: string; peer: string }[] = [];
   let socks = "";
@@ -204,14 +154,6 @@ describe("waypoint request path over HBONE", { timeout: 120_000 }, () => {
     });
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), "waypoint-security-"));
-    await writeFile(join(dir, "mesh.yaml"), mesh);
-    cp = await startControlPlane({
-      meshDir: dir,
-      listen: "127.0.0.1:0",
-      watch: false,
-      podCidrs: [`${base}.0/24`],
-    });
     for (const [name, n] of [
       ["api-0", 7],
       ["admin-0", 8],
@@ -240,41 +182,23 @@ describe("waypoint request path over HBONE", { timeout: 120_000 }, () => {
       await once(app, "listening");
       apps.push(app);
     }
-    for (const [i, node] of ["node-a", "node-b"].entries()) {
-      ztunnels.push(
-        await startZtunnel({
-          nodeName: node,
-          nodeIp: ip(200 + i),
-          controlPlaneAddress: cp.address,
-          rootCertPem: cp.rootCertPem,
-          token: await cp.tokenFor(node),
-          ports: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
-        }),
-      );
-    }
-    waypoint = await startWaypoint({
-      gateway: { name: "waypoint", namespace: "shop" },
-      ip: ip(6),
-      nodeName: "node-a",
-      token: await cp.tokenFor("node-a"),
-      rootCertPem: cp.rootCertPem,
-      controlPlaneAddress: cp.address,
-      meshDir: dir,
-      headersTimeoutMs: 1000,
+    mesh = await startTestMesh({
+      manifests,
+      tempPrefix: "waypoint-security-",
+      nodeIps: [ip(200), ip(201)],
+      controlPlane: { watch: false, podCidrs: [cidr] },
+      ztunnelPorts: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
+      waypoint: { gateway: { name: "waypoint", namespace: "shop" }, ip: ip(6), headersTimeoutMs: 1000 },
     });
-    await Promise.all([...ztunnels.map((z) => z.ready), waypoint.ready]);
-    socks = ztunnels[0]?.addresses.socks5 ?? "";
+    socks = mesh.socks5;
   });
 
   after(async () => {
-    await waypoint?.close();
-    await Promise.all(ztunnels.map((z) => z.close()));
-    await cp?.close();
+    await mesh?.close();
     for (const app of apps) {
       app.closeAllConnections();
       app.close();
     }
-    if (dir) await rm(dir, { recursive: true, force: true });
   });
 
   const get = (path: string, extra = "") =>

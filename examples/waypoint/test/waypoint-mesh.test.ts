@@ -1,26 +1,13 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
-import { connect } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { type ControlPlane, startControlPlane } from "@ambient/example-control-plane";
-import {
-  encodeGreeting,
-  encodeRequest,
-  parseReply,
-  type RunningZtunnel,
-  startZtunnel,
-} from "@ambient/example-ztunnel";
-import { type RunningWaypoint, startWaypoint } from "../src/index.js";
+import type { RunningWaypoint } from "../src/index.js";
+import { httpOverSocks, loopbackSubnet, startTestMesh, type TestMesh } from "./mesh-fixture.js";
 
-// A fresh 127.x.y.0/24 per run, so this never shares an address with another suite.
-const base = `127.${40 + Math.floor(Math.random() * 200)}.${Math.floor(Math.random() * 256)}`;
-const ip = (n: number) => `${base}.${n}`;
+const { cidr, ip } = loopbackSubnet();
 
-const mesh = `
+const manifests = `
 apiVersion: v1
 kind: Namespace
 metadata: { name: shop, labels: { istio.io/dataplane-mode: ambient } }
@@ -84,90 +71,41 @@ spec:
   rules: [{ from: [{ source: { principals: ["cluster.local/ns/shop/sa/client"] } }] }]
 `;
 
-/** One HTTP/1.1 request through a ztunnel's SOCKS5 port; resolves with the raw response text. */
-async function request(proxy: string, from: string, path: string): Promise<string> {
-  const [h, p] = proxy.split(":");
-  const socket = connect({ host: h, port: Number(p), localAddress: from, allowHalfOpen: true });
-  await once(socket, "connect");
-  socket.write(encodeGreeting());
-  socket.write(encodeRequest(ip(100), 80));
-  let buffered = Buffer.alloc(0);
-  let connected = false;
-  let text = "";
-  socket.on("data", (chunk: Buffer) => {
-    if (connected) {
-      text += chunk.toString();
-    } else {
-      buffered = Buffer.concat([buffered, chunk]);
-      const parsed = buffered.length < 2 ? undefined : parseReply(buffered.subarray(2));
-      if (parsed === undefined) return;
-      connected = true;
-      if (parsed.reply !== 0) {
-        socket.end();
-        return;
-      }
-      text += buffered.subarray(2 + parsed.length).toString();
-      socket.write(`GET ${path} HTTP/1.1\r\nhost: api.shop\r\ncontent-length: 0\r\n\r\n`);
-    }
-    const length = /content-length: (\d+)\r\n/i.exec(text);
-    const end = text.indexOf("\r\n\r\n");
-    if (length && end !== -1 && text.length - end - 4 >= Number(length[1])) socket.end();
-  });
-  socket.on("error", () => {});
-  await once(socket, "close");
-  return text;
+/** One HTTP/1.1 GET to the api Service through a ztunnel's SOCKS5 port; resolves with the raw response text. */
+function request(proxy: string, from: string, path: string): Promise<string> {
+  return httpOverSocks(
+    { proxy, from, to: `${ip(100)}:80` },
+    `GET ${path} HTTP/1.1\r\nhost: api.shop\r\ncontent-length: 0\r\n\r\n`,
+    { untilResponse: true },
+  );
 }
 
 describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { timeout: 60_000 }, () => {
-  let dir: string;
-  let cp: ControlPlane;
-  const ztunnels: RunningZtunnel[] = [];
+  let mesh: TestMesh;
   let waypoint: RunningWaypoint;
+  let ztunnels: TestMesh["ztunnels"];
   let app: Server;
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), "waypoint-"));
-    await writeFile(join(dir, "mesh.yaml"), mesh);
-    cp = await startControlPlane({
-      meshDir: dir,
-      listen: "127.0.0.1:0",
-      watch: false,
-      podCidrs: [`${base}.0/24`],
-    });
     app = createServer((req, res) => {
       res.end(`api-0 got ${req.method} ${req.url}`);
     });
     app.listen(8080, ip(7));
     await once(app, "listening");
-    for (const [i, node] of ["node-a", "node-b"].entries()) {
-      const z = await startZtunnel({
-        nodeName: node,
-        nodeIp: ip(200 + i),
-        controlPlaneAddress: cp.address,
-        rootCertPem: cp.rootCertPem,
-        token: await cp.tokenFor(node),
-        ports: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
-      });
-      ztunnels.push(z);
-    }
-    waypoint = await startWaypoint({
-      gateway: { name: "waypoint", namespace: "shop" },
-      ip: ip(6),
-      nodeName: "node-a",
-      token: await cp.tokenFor("node-a"),
-      rootCertPem: cp.rootCertPem,
-      controlPlaneAddress: cp.address,
-      meshDir: dir,
+    mesh = await startTestMesh({
+      manifests,
+      tempPrefix: "waypoint-",
+      nodeIps: [ip(200), ip(201)],
+      controlPlane: { watch: false, podCidrs: [cidr] },
+      ztunnelPorts: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
+      waypoint: { gateway: { name: "waypoint", namespace: "shop" }, ip: ip(6) },
     });
-    await Promise.all([...ztunnels.map((z) => z.ready), waypoint.ready]);
+    ({ waypoint, ztunnels } = mesh);
   });
 
   after(async () => {
-    await waypoint?.close();
-    await Promise.all(ztunnels.map((z) => z.close()));
-    await cp?.close();
+    await mesh?.close();
     app?.close();
-    if (dir) await rm(dir, { recursive: true, force: true });
   });
 
   it("holds the waypoint identity from the CA", () => {
