@@ -1,4 +1,4 @@
-const BRAND = Symbol.for("@ambient/example-control-plane.error");
+import { brandErrorClass } from "@ambient/telemetry";
 
 /** Stable error codes of the control plane. */
 export type ControlPlaneErrorCode =
@@ -15,7 +15,6 @@ export interface ControlPlaneErrorDetails {
 export class ControlPlaneError extends Error {
   readonly code: ControlPlaneErrorCode;
   readonly details: Readonly<Record<string, unknown>>;
-  readonly [BRAND] = true;
 
   constructor(code: ControlPlaneErrorCode, message: string, details: ControlPlaneErrorDetails = {}) {
     const { cause, ...rest } = details;
@@ -24,8 +23,6 @@ export class ControlPlaneError extends Error {
     this.code = code;
     this.details = rest;
   }
-
-  static override [Symbol.hasInstance](value: unknown): boolean {
-    return typeof value === "object" && value !== null && (value as { [BRAND]?: unknown })[BRAND] === true;
-  }
 }
+
+brandErrorClass(ControlPlaneError, "@ambient/example-control-plane.error");
