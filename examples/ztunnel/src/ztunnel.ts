@@ -6,17 +6,10 @@ import type { Server as HttpServer } from "node:http";
 import { type AddressInfo, isIP, type Server } from "node:net";
 import { createHboneClient } from "@ambient/hbone";
 import { createZdsClient, type ZdsClient } from "@ambient/netns/zds";
-import { createAuthorizationEngine, type WireAuthorization } from "@ambient/policy";
+import type { WireAuthorization } from "@ambient/policy";
 import type { X509Svid } from "@ambient/spiffe";
-import { createCertificateServiceClient, SecretManager } from "@ambient/spiffe/ca";
 import { createPromClientSink } from "@ambient/telemetry";
-import {
-  createXdsClient,
-  TypeUrl,
-  type Workload,
-  type WorkloadAddress,
-  type XdsChangeEvent,
-} from "@ambient/xds";
+import type { Workload } from "@ambient/xds";
 import * as prom from "prom-client";
 import { createAdminServers } from "./admin.js";
 import { ConnectionRegistry, type ConnectionSummary } from "./connections.js";
@@ -24,13 +17,14 @@ import { controlPlaneChannel } from "./control-plane-channel.js";
 import { ZtunnelError } from "./errors.js";
 import { createInPodProxies, type InPodPorts, type InPodSummary, type InPodWorkload } from "./in-pod.js";
 import { createInbound } from "./inbound.js";
+import { createMeshState } from "./mesh-state.js";
 import { createNodePods, type LocalPodSummary } from "./node-pods.js";
 import { createHostNetwork, createOutbound } from "./outbound.js";
 import { createSocks5Outbound } from "./socks5-outbound.js";
 import type { Socks5HandshakeOutcome } from "./socks5-server.js";
 import { createTcpMetrics } from "./tcp-metrics.js";
 import { type Logger, noopLogger } from "./telemetry.js";
-import { usesHbone, WorkloadStore } from "./workload-store.js";
+import { usesHbone } from "./workload-store.js";
 
 export type { ConnectionSummary } from "./connections.js";
 export { INPOD_MARK, type InPodPorts, type InPodSummary, type InPodWorkload } from "./in-pod.js";
@@ -215,27 +209,20 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
   const trustBundle = options.rootCertPem;
 
   // ---- control plane and state --------------------------------------------------------------------
-  const store = new WorkloadStore();
-  const engine = createAuthorizationEngine({ logger, metrics });
-  const connections = new ConnectionRegistry();
-  const caClient = createCertificateServiceClient({ address, ...channel, token: options.token, clusterId });
-  const secrets = new SecretManager({
-    client: caClient,
-    impersonate: true,
-    logger,
-    metrics,
-    ...(options.certificateTtlSeconds === undefined ? {} : { ttlSeconds: options.certificateTtlSeconds }),
-  });
-  const xds = createXdsClient({
+  const state = createMeshState({
     address,
-    ...channel,
-    node: { id: node.id, metadata: { NODE_NAME: node.name, CLUSTER_ID: clusterId } },
-    headers: { authorization: `Bearer ${options.token}` },
+    channel,
+    token: options.token,
+    clusterId,
+    node,
+    ...(options.certificateTtlSeconds === undefined
+      ? {}
+      : { certificateTtlSeconds: options.certificateTtlSeconds }),
     logger,
     metrics,
   });
-  const svidOf = async (identity: string): Promise<X509Svid> =>
-    secrets.get(identity) ?? secrets.fetch(identity);
+  const { store, engine, secrets, svidOf } = state;
+  const connections = new ConnectionRegistry();
 
   let closed = false;
   let readyFlag = false;
@@ -365,33 +352,10 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     inPod.rotate(event.identity.toString(), event.svid);
   });
 
-  xds.onChange((event: XdsChangeEvent) => {
-    if (event.typeUrl === TypeUrl.address) {
-      for (const r of [...event.added, ...event.updated]) store.upsert(r.name, r.resource as WorkloadAddress);
-      for (const name of event.removed) store.remove(name);
-      if (!inPodMode) nodePods.reconcile();
-    } else if (event.typeUrl === TypeUrl.authorization) {
-      for (const r of [...event.added, ...event.updated]) {
-        try {
-          engine.setAuthorization(r.resource as unknown as WireAuthorization);
-        } catch (err) {
-          logger.warn({ policy: r.name, err: (err as Error).message }, "authorization ignored");
-        }
-      }
-      for (const name of event.removed) {
-        const slash = name.indexOf("/");
-        if (slash > 0) engine.delete("Authorization", name.slice(0, slash), name.slice(slash + 1));
-      }
-    }
+  state.onChange((kind) => {
+    if (kind === "workloads" && !inPodMode) nodePods.reconcile();
     inbound.recheck();
   });
-  xds.onConnection((connected, error) => {
-    if (connected) logger.info({ address }, "xDS connected");
-    else logger.warn({ address, err: error?.message }, "xDS disconnected");
-  });
-  xds.onNack((typeUrl, message) => logger.warn({ typeUrl, message }, "xDS response rejected"));
-  xds.watch(TypeUrl.address);
-  xds.watch(TypeUrl.authorization);
 
   // ---- admin --------------------------------------------------------------------------------------
   const configDump = (): ConfigDump => ({
@@ -419,7 +383,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
       resolve();
     }
     timers.clear();
-    xds.close();
+    state.stopUpdates();
     zds?.close();
     for (const resolve of stateReadyWaiters.splice(0)) resolve();
     connections.closeAll();
@@ -443,8 +407,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     await nodePods.close();
     await inPod.close();
     hostNetwork.destroy();
-    secrets.close();
-    caClient.close();
+    state.close();
   };
 
   let addresses: ZtunnelAddresses;
@@ -463,7 +426,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
   logger.info({ nodeName: node.name, ip: node.ip, ...addresses, controlPlane: address }, "ztunnel listening");
 
   const ready = (async () => {
-    await xds.ready();
+    await state.ready();
     if (closed) throw new ZtunnelError("ERR_ZTUNNEL_CLOSED", "closed before it was ready");
     stateReady = true;
     for (const resolve of stateReadyWaiters.splice(0)) resolve();

@@ -1,0 +1,115 @@
+// State from the control plane: workloads and Services (xDS `Address`), policies (xDS
+// `Authorization`) and the local pods' certificates (CA, by impersonation). The data path reads it;
+// `onChange` tells the proxy when to reconcile listeners and recheck open connections.
+import { type AuthorizationEngine, createAuthorizationEngine, type WireAuthorization } from "@ambient/policy";
+import type { X509Svid } from "@ambient/spiffe";
+import { createCertificateServiceClient, SecretManager } from "@ambient/spiffe/ca";
+import { createXdsClient, TypeUrl, type WorkloadAddress, type XdsChangeEvent } from "@ambient/xds";
+import type { ControlPlaneChannel } from "./control-plane-channel.js";
+import type { Logger, MetricsSink } from "./telemetry.js";
+import { WorkloadStore } from "./workload-store.js";
+
+export interface MeshStateOptions {
+  /** Control plane gRPC target (xDS and CA). */
+  address: string;
+  /** TLS channel to it (see control-plane-channel.ts). */
+  channel: ControlPlaneChannel;
+  token: string;
+  clusterId: string;
+  node: { id: string; name: string };
+  certificateTtlSeconds?: number;
+  logger: Logger;
+  metrics: MetricsSink;
+}
+
+export interface MeshState {
+  store: WorkloadStore;
+  engine: AuthorizationEngine;
+  secrets: SecretManager;
+  /** The SVID of `identity`, fetched from the CA when not held yet. */
+  svidOf(identity: string): Promise<X509Svid>;
+  /** Called after every applied xDS change: which kind of state changed. */
+  onChange(listener: (kind: "workloads" | "policies") => void): void;
+  /** Resolves when the first response of both types is in. */
+  ready(): Promise<void>;
+  /** Closes the xDS stream (no more changes). */
+  stopUpdates(): void;
+  /** Stops renewing certificates and closes the CA channel. */
+  close(): void;
+}
+
+export function createMeshState(options: MeshStateOptions): MeshState {
+  const { address, channel, logger, metrics } = options;
+  const store = new WorkloadStore();
+  const engine = createAuthorizationEngine({ logger, metrics });
+  const caClient = createCertificateServiceClient({
+    address,
+    ...channel,
+    token: options.token,
+    clusterId: options.clusterId,
+  });
+  const secrets = new SecretManager({
+    client: caClient,
+    impersonate: true,
+    logger,
+    metrics,
+    ...(options.certificateTtlSeconds === undefined ? {} : { ttlSeconds: options.certificateTtlSeconds }),
+  });
+  const xds = createXdsClient({
+    address,
+    ...channel,
+    node: { id: options.node.id, metadata: { NODE_NAME: options.node.name, CLUSTER_ID: options.clusterId } },
+    headers: { authorization: `Bearer ${options.token}` },
+    logger,
+    metrics,
+  });
+  const listeners: ((kind: "workloads" | "policies") => void)[] = [];
+
+  xds.onChange((event: XdsChangeEvent) => {
+    let kind: "workloads" | "policies" | undefined;
+    if (event.typeUrl === TypeUrl.address) {
+      for (const r of [...event.added, ...event.updated]) store.upsert(r.name, r.resource as WorkloadAddress);
+      for (const name of event.removed) store.remove(name);
+      kind = "workloads";
+    } else if (event.typeUrl === TypeUrl.authorization) {
+      for (const r of [...event.added, ...event.updated]) {
+        try {
+          engine.setAuthorization(r.resource as unknown as WireAuthorization);
+        } catch (err) {
+          // Last good state wins: a policy that does not validate leaves the one in force.
+          logger.warn({ policy: r.name, err: (err as Error).message }, "authorization ignored");
+        }
+      }
+      for (const name of event.removed) {
+        const slash = name.indexOf("/");
+        if (slash > 0) engine.delete("Authorization", name.slice(0, slash), name.slice(slash + 1));
+      }
+      kind = "policies";
+    }
+    if (kind !== undefined) for (const listener of listeners) listener(kind);
+  });
+  xds.onConnection((connected, error) => {
+    if (connected) logger.info({ address }, "xDS connected");
+    else logger.warn({ address, err: error?.message }, "xDS disconnected");
+  });
+  xds.onNack((typeUrl, message) => logger.warn({ typeUrl, message }, "xDS response rejected"));
+  xds.watch(TypeUrl.address);
+  xds.watch(TypeUrl.authorization);
+
+  return {
+    store,
+    engine,
+    secrets,
+    svidOf: async (identity) => secrets.get(identity) ?? secrets.fetch(identity),
+    onChange: (listener) => {
+      listeners.push(listener);
+    },
+    ready: () => xds.ready(),
+    stopUpdates: () => xds.close(),
+    close() {
+      xds.close();
+      secrets.close();
+      caClient.close();
+    },
+  };
+}
