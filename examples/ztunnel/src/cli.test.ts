@@ -24,6 +24,11 @@ describe("ztunnel CLI", () => {
       ["--node", "node-b", "--", "--log-level", "debug"],
       { node: "node-b", "log-level": "debug" },
     ],
+    [
+      "in-pod mode over ZDS",
+      ["--zds-socket", "/var/run/ztunnel/ztunnel.sock"],
+      { "zds-socket": "/var/run/ztunnel/ztunnel.sock" },
+    ],
     ["several --", ["--", "--", "--node=node-c", "--"], { node: "node-c" }],
     ["--help after --", ["--", "--help"], "help"],
     ["an unknown flag", ["--nope"], "error"],

@@ -62,6 +62,12 @@ export const ZTUNNEL_FLAGS = {
     default: "1024",
     description: "SOCKS5 connections in their handshake at once; more are closed on accept.",
   },
+  "zds-socket": {
+    type: "string",
+    value: "path",
+    description:
+      "In-pod mode (Linux, root): connect to the node agent's ZDS socket (istio-cni's is /var/run/ztunnel/ztunnel.sock) and serve the pods it hands over inside their network namespaces.",
+  },
   "log-level": {
     type: "string",
     value: "level",

@@ -57,7 +57,10 @@ export interface InPodOptions {
   registry: ConnectionRegistry;
   /** Resolves when the first xDS state is in (a pod's workload must be known to serve it). */
   stateReady(): Promise<void>;
-  /** How long to wait for a pod's workload to appear in xDS. Default 5000 ms (ztunnel waits 5 s). */
+  /**
+   * How long an added pod waits for its workload to appear in xDS. Default 3000 ms, so a NACK
+   * reaches the node agent before its 5 s answer timeout.
+   */
   workloadWaitMs?: number;
   logger: Logger;
   metrics: MetricsSink;
@@ -115,7 +118,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
 
   const waitForWorkload = async (pod: InPodWorkload): Promise<Workload> => {
     await options.stateReady();
-    const deadline = Date.now() + (options.workloadWaitMs ?? 5000);
+    const deadline = Date.now() + (options.workloadWaitMs ?? 3000);
     for (;;) {
       const w = findWorkload(pod);
       if (w !== undefined) return w;

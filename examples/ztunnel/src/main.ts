@@ -54,6 +54,7 @@ const ztunnel = await startZtunnel({
   logger,
   registry,
   socks5: cli.socks5,
+  ...(values["zds-socket"] === undefined ? {} : { zdsSocketPath: values["zds-socket"] }),
 });
 ztunnel.ready.then(
   () => logger.info({ socks5: ztunnel.addresses.socks5 }, "ready: point SOCKS5 clients here"),

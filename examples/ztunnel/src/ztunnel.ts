@@ -76,7 +76,7 @@ export interface ZtunnelOptions {
   inPod?: {
     /** Ports inside each pod: outbound 15001, inboundPlaintext 15006, hbone = `ports.hbone` (15008). */
     ports?: Partial<Omit<InPodPorts, "hbone">>;
-    /** How long an added pod waits for its workload in xDS. Default 5000 ms. */
+    /** How long an added pod waits for its workload in xDS (then it is refused). Default 3000 ms. */
     workloadWaitMs?: number;
   };
   /**
