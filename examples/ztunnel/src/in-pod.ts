@@ -10,6 +10,7 @@ import type { X509Svid } from "@ambient/spiffe";
 import type { Workload } from "@ambient/xds";
 import type { ConnectionRegistry } from "./connections.js";
 import { ZtunnelError } from "./errors.js";
+import { decideCapturedOutbound } from "./in-pod-decisions.js";
 import type { Inbound, InboundPod } from "./inbound.js";
 import type { Outbound, OutboundNetwork } from "./outbound.js";
 import type { Logger, MetricsSink } from "./telemetry.js";
@@ -55,6 +56,8 @@ export interface InPodOptions {
   inbound: Inbound;
   outbound: Outbound;
   registry: ConnectionRegistry;
+  /** True once the proxy is closing: pending adds give up. */
+  isClosed(): boolean;
   /** Resolves when the first xDS state is in (a pod's workload must be known to serve it). */
   stateReady(): Promise<void>;
   /**
@@ -122,6 +125,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
     for (;;) {
       const w = findWorkload(pod);
       if (w !== undefined) return w;
+      if (options.isClosed()) throw new ZtunnelError("ERR_ZTUNNEL_CLOSED", "the proxy is closing");
       if (Date.now() >= deadline) {
         throw new ZtunnelError(
           "ERR_ZTUNNEL_UNKNOWN_WORKLOAD",
@@ -264,12 +268,15 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
       return;
     }
     const target = `${requested.ip}:${requested.port}`;
-    // A connection redirected back to this proxy's own ports would loop.
-    if (
-      (requested.ip === ip || requested.ip.startsWith("127.")) &&
-      Object.values(options.ports).includes(requested.port)
-    ) {
-      logger.warn({ pod: uid, dst: target }, "outbound capture to the proxy itself refused");
+    const decision = decideCapturedOutbound(
+      { ip, proxyPorts: Object.values(options.ports) },
+      {
+        address: requested.ip,
+        port: requested.port,
+      },
+    );
+    if (decision.kind === "refuse") {
+      logger.warn({ pod: uid, dst: target, reason: decision.reason }, "outbound capture refused");
       socket.resetAndDestroy();
       return;
     }

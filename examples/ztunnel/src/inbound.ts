@@ -10,6 +10,7 @@ import type {
   PolicyExplanation,
 } from "@ambient/policy";
 import type { ConnectionRegistry } from "./connections.js";
+import { decidePlaintextInbound } from "./in-pod-decisions.js";
 import { decideInboundDestination } from "./inbound-destination.js";
 import { connectionLabels, type createTcpMetrics } from "./tcp-metrics.js";
 import type { Logger } from "./telemetry.js";
@@ -190,14 +191,18 @@ export function createInbound(options: InboundOptions): Inbound {
     const srcIp = plainIp(socket.remoteAddress);
     const owner = pod.uid;
     registry.trackSocket(socket, owner);
-    const dst = store.findByAddress(destination.ip);
     const logFields = { src: srcIp, dst: `${destination.ip}:${destination.port}`, pod: pod.ip };
-    // Only the pod's own address is served here; the HBONE port is never a plaintext destination.
-    if (destination.ip !== pod.ip || destination.port === options.hbonePort || dst === undefined) {
-      logger.warn(logFields, "inbound plaintext refused: not this pod");
+    const target = decidePlaintextInbound(
+      { ip: pod.ip, hbonePort: options.hbonePort },
+      { address: destination.ip, port: destination.port },
+      store,
+    );
+    if (target.kind === "refuse") {
+      logger.warn({ ...logFields, reason: target.reason }, "inbound plaintext refused");
       socket.resetAndDestroy();
       return;
     }
+    const dst = target.workload;
     const request = inboundRequest(srcIp, undefined, destination.ip, destination.port);
     const decision = authorize(request, { ...logFields, peer: "none" });
     if (!decision.allowed) {

@@ -291,6 +291,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     inbound,
     outbound,
     registry: connections,
+    isClosed,
     stateReady: () =>
       stateReady || closed ? Promise.resolve() : new Promise((resolve) => stateReadyWaiters.push(resolve)),
     ...(options.inPod?.workloadWaitMs === undefined ? {} : { workloadWaitMs: options.inPod.workloadWaitMs }),

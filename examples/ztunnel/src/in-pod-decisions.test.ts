@@ -1,0 +1,48 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { Workload } from "@ambient/xds";
+import { decideCapturedOutbound, decidePlaintextInbound } from "./in-pod-decisions.js";
+
+describe("decideCapturedOutbound", () => {
+  const pod = { ip: "10.0.1.11", proxyPorts: [15001, 15006, 15008] };
+  const cases: [string, string, number, string][] = [
+    ["another pod", "10.0.2.12", 8080, "dial"],
+    ["a Service VIP", "10.96.0.10", 80, "dial"],
+    ["another pod's HBONE port (not this proxy)", "10.0.2.12", 15008, "dial"],
+    ["the pod itself on an app port", "10.0.1.11", 8080, "dial"],
+    ["the pod itself on 15001", "10.0.1.11", 15001, "refuse"],
+    ["loopback on 15006", "127.0.0.1", 15006, "refuse"],
+    ["IPv6 loopback on 15008", "::1", 15008, "refuse"],
+    ["an unspecified address", "0.0.0.0", 80, "refuse"],
+    ["port 0", "10.0.2.12", 0, "refuse"],
+  ];
+  for (const [name, address, port, want] of cases) {
+    it(`${want}s ${name}`, () => assert.equal(decideCapturedOutbound(pod, { address, port }).kind, want));
+  }
+});
+
+describe("decidePlaintextInbound", () => {
+  const echo = { name: "echo", namespace: "demo" } as Workload;
+  const store = { findByAddress: (ip: string) => (ip === "10.0.2.12" ? echo : undefined) };
+  const pod = { ip: "10.0.2.12", hbonePort: 15008 };
+  const cases: [string, string, number, string][] = [
+    ["the pod's app port", "10.0.2.12", 8080, "serve"],
+    ["another address (a spoofed original destination)", "10.0.2.13", 8080, "not addressed to this pod"],
+    ["the HBONE port", "10.0.2.12", 15008, "the HBONE port takes no plaintext"],
+  ];
+  for (const [name, address, port, want] of cases) {
+    it(`${name}: ${want}`, () => {
+      const got = decidePlaintextInbound(pod, { address, port }, store);
+      assert.equal(got.kind === "serve" ? "serve" : got.reason, want);
+      if (got.kind === "serve") assert.equal(got.workload, echo);
+    });
+  }
+  it("refuses a pod that is not a known workload", () => {
+    const got = decidePlaintextInbound(
+      { ip: "10.0.2.99", hbonePort: 15008 },
+      { address: "10.0.2.99", port: 80 },
+      store,
+    );
+    assert.deepEqual(got, { kind: "refuse", reason: "not a known workload" });
+  });
+});

@@ -1,0 +1,48 @@
+// The decisions of the in-pod listeners, as pure functions over the original destination the
+// kernel reports (SO_ORIGINAL_DST) and the workload store, so they are tested by tables.
+import type { Workload } from "@ambient/xds";
+import type { WorkloadStore } from "./workload-store.js";
+
+/** What the outbound capture listener (15001) does with a redirected connection. */
+export type CapturedOutboundDecision =
+  | { kind: "dial"; ip: string; port: number }
+  | { kind: "refuse"; reason: string };
+
+/**
+ * A connection redirected to 15001: dial its original destination, unless that is the proxy itself
+ * (loopback or the pod's own IP on one of the proxy's ports, which would loop) or no address at all.
+ */
+export function decideCapturedOutbound(
+  pod: { ip: string; proxyPorts: readonly number[] },
+  original: { address: string; port: number },
+): CapturedOutboundDecision {
+  const { address, port } = original;
+  if (address === "0.0.0.0" || address === "::" || port === 0) {
+    return { kind: "refuse", reason: "no original destination" };
+  }
+  const self = address === pod.ip || address.startsWith("127.") || address === "::1";
+  if (self && pod.proxyPorts.includes(port))
+    return { kind: "refuse", reason: "destination is the proxy itself" };
+  return { kind: "dial", ip: address, port };
+}
+
+/** What the plaintext inbound listener (15006) does with a captured connection. */
+export type PlaintextInboundDecision =
+  | { kind: "serve"; workload: Workload; ip: string; port: number }
+  | { kind: "refuse"; reason: string };
+
+/**
+ * A plaintext connection captured into 15006 may only reach the pod it was captured in, on any port
+ * but HBONE's, and the pod must be a known workload (its policies decide next, with no identity).
+ */
+export function decidePlaintextInbound(
+  pod: { ip: string; hbonePort: number },
+  original: { address: string; port: number },
+  store: Pick<WorkloadStore, "findByAddress">,
+): PlaintextInboundDecision {
+  if (original.address !== pod.ip) return { kind: "refuse", reason: "not addressed to this pod" };
+  if (original.port === pod.hbonePort) return { kind: "refuse", reason: "the HBONE port takes no plaintext" };
+  const workload = store.findByAddress(original.address);
+  if (workload === undefined) return { kind: "refuse", reason: "not a known workload" };
+  return { kind: "serve", workload, ip: original.address, port: original.port };
+}
