@@ -58,6 +58,20 @@ function client(ns: string, args: string[], timeoutMs = 8000): Promise<{ code: n
 }
 
 /**
+ * An unmodified HTTP client in `ns`: curl where it is installed, else a Node one-liner (no proxy
+ * settings either way; only the pod's iptables rules send it through the ztunnel).
+ */
+const hasCurl = has("curl", ["--version"]);
+const NODE_GET =
+  'const r=require("http").get(process.argv[1],(res)=>{let b="";res.on("data",(c)=>{b+=c});res.on("end",()=>{process.stdout.write(b);process.exit(0)})});r.setTimeout(5000,()=>r.destroy(new Error("timeout")));r.on("error",(e)=>{process.stderr.write(String(e.code||e.message));process.exit(7)})';
+function httpGet(ns: string, url: string): Promise<{ code: number | null; out: string }> {
+  return client(
+    ns,
+    hasCurl ? ["curl", "-sS", "--max-time", "5", url] : [process.execPath, "-e", NODE_GET, url],
+  );
+}
+
+/**
  * In-pod capture, the REDIRECT variant of istio-cni's rules (ztunnel's own redirect script does the
  * same): outbound TCP that is not loopback, not to the pod itself and not marked 0x539 goes to 15001;
  * inbound TCP from outside goes to 15006 unless it is for 15008. Istio uses TPROXY in mangle for
@@ -294,14 +308,8 @@ spec:
     }
   });
 
-  it("an unmodified curl in the sleep pod reaches echo over HBONE with both identities", async () => {
-    const { code, out } = await client(ns.sleep, [
-      "curl",
-      "-sS",
-      "--max-time",
-      "5",
-      `http://${ip.echo}:${allowedPort}/`,
-    ]);
+  it("an unmodified client (curl) in the sleep pod reaches echo over HBONE with both identities", async () => {
+    const { code, out } = await httpGet(ns.sleep, `http://${ip.echo}:${allowedPort}/`);
     assert.equal(code, 0, out);
     // The app sees the connection from its own pod's address: the echo pod's proxy connected it.
     assert.match(out, new RegExp(`^allowed from echo, peer ${ip.echo.replaceAll(".", "\\.")}`));
@@ -318,13 +326,7 @@ spec:
   });
 
   it("refuses a call the policy does not allow", async () => {
-    const { code, out } = await client(ns.sleep, [
-      "curl",
-      "-sS",
-      "--max-time",
-      "5",
-      `http://${ip.echo}:${deniedPort}/`,
-    ]);
+    const { code, out } = await httpGet(ns.sleep, `http://${ip.echo}:${deniedPort}/`);
     assert.notEqual(code, 0, out);
     assert.doesNotMatch(out, /denied from echo/);
     await until("the denial log", () =>
@@ -397,13 +399,7 @@ spec:
     await until("extra's listeners to close", () => tcpSockets(ns.extra).length === 0);
     assert.equal(netnsRefs(ns.extra), 0);
     // The kept pods still work, without having been re-added.
-    const { code, out } = await client(ns.sleep, [
-      "curl",
-      "-sS",
-      "--max-time",
-      "5",
-      `http://${ip.echo}:${allowedPort}/`,
-    ]);
+    const { code, out } = await httpGet(ns.sleep, `http://${ip.echo}:${allowedPort}/`);
     assert.equal(code, 0, out);
   });
 
