@@ -1,8 +1,8 @@
 // The local mesh on network namespaces: one netns per demo pod (see topology.ts), one ztunnel per
 // node in in-pod mode, and a node agent per node that hands the node's pods to its ztunnel over ZDS,
-// as istio-cni does. Apps are plain HTTP servers in their pods; clients are unmodified `curl`s run
+// as istio-cni does. Apps are plain HTTP servers in their pods; clients are unmodified `curl`s (or Node one-liners where curl is missing) run
 // with `ip netns exec`, captured by the pods' iptables rules.
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import { tmpdir } from "node:os";
@@ -31,10 +31,12 @@ export interface NetnsMesh {
   topology: Topology;
   ztunnels: Map<string, RunningZtunnel>;
   ip: { sleep: string; stranger: string; echo: string; outsider: string; vip: string };
-  /** Runs `curl <args>` inside a pod's namespace, bounded in time. */
-  curl(pod: string, args: string[], timeoutMs?: number): Promise<ClientRun>;
-  /** Starts `curl` and hands back the child (for a connection that stays open). */
-  curlStream(pod: string, url: string): ReturnType<typeof spawn>;
+  /** The client the pods run: `curl`, or a Node one-liner where curl is not installed. */
+  client: "curl" | "node";
+  /** GETs `url` from inside a pod's namespace with an unmodified client, bounded in time. */
+  httpGet(pod: string, url: string, timeoutMs?: number): Promise<ClientRun>;
+  /** Starts a streaming GET and hands back the child (for a connection that stays open). */
+  httpStream(pod: string, url: string): ReturnType<typeof spawn>;
   /** Replaces the demo's AuthorizationPolicy file; the control plane pushes it. */
   setPolicy(yaml: string): Promise<void>;
   close(): Promise<void>;
@@ -91,6 +93,16 @@ kind: PeerAuthentication
 metadata: { name: default, namespace: demo }
 spec: { mtls: { mode: STRICT } }
 `;
+}
+
+const hasCurl = spawnSync("curl", ["--version"], { stdio: "ignore" }).status === 0;
+/** GET with Node's http, printing the body as it arrives; exit 7 on a connection error. */
+const NODE_GET =
+  'const r=require("http").get(process.argv[1],(res)=>{res.on("data",(c)=>process.stdout.write(c));res.on("end",()=>process.exit(0));res.on("error",()=>process.exit(18))});r.setTimeout(20000,()=>r.destroy(new Error("timeout")));r.on("error",(e)=>{process.stderr.write(String(e.code||e.message));process.exit(7)})';
+
+function clientArgs(url: string, stream: boolean): string[] {
+  if (!hasCurl) return [process.execPath, "-e", NODE_GET, url];
+  return stream ? ["curl", "-sSN", "--max-time", "20", url] : ["curl", "-sS", "--max-time", "5", url];
 }
 
 /** The echo app: `/` answers who called, `/stream` sends a line every 200 ms until closed. */
@@ -194,17 +206,18 @@ export async function startNetnsMesh(options: NetnsMeshOptions = {}): Promise<Ne
     if (name === undefined) throw new Error(`no pod ${pod}`);
     return name;
   };
-  const curlStream = (pod: string, url: string) =>
-    spawn("ip", ["netns", "exec", nsOf(pod), "curl", "-sSN", "--max-time", "20", url], {
+  const httpStream = (pod: string, url: string) =>
+    spawn("ip", ["netns", "exec", nsOf(pod), ...clientArgs(url, true)], {
       stdio: ["ignore", "pipe", "pipe"],
     });
   return {
     topology,
     ztunnels,
     ip,
-    curl: (pod, args, timeoutMs = 8000) =>
+    client: hasCurl ? "curl" : "node",
+    httpGet: (pod, url, timeoutMs = 8000) =>
       new Promise((resolve) => {
-        const child = spawn("ip", ["netns", "exec", nsOf(pod), "curl", "-sS", "--max-time", "5", ...args], {
+        const child = spawn("ip", ["netns", "exec", nsOf(pod), ...clientArgs(url, false)], {
           stdio: ["ignore", "pipe", "pipe"],
         });
         let out = "";
@@ -220,7 +233,7 @@ export async function startNetnsMesh(options: NetnsMeshOptions = {}): Promise<Ne
           resolve({ code, out });
         });
       }),
-    curlStream,
+    httpStream,
     setPolicy: (yaml) => writeFile(join(meshDir, "policy.yaml"), yaml),
     close,
   };

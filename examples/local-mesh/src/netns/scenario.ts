@@ -32,16 +32,17 @@ export async function runScenario(
   mesh: NetnsMesh,
   log: (line: string) => void = () => {},
 ): Promise<ScenarioResult> {
-  const allowed = await mesh.curl("sleep-0", [`http://${mesh.ip.vip}/`]);
-  log(`sleep-0 $ curl http://${mesh.ip.vip}/  -> exit ${allowed.code}: ${allowed.out.trim()}`);
-  const denied = await mesh.curl("stranger-0", [`http://${mesh.ip.vip}/`]);
-  log(`stranger-0 $ curl http://${mesh.ip.vip}/  -> exit ${denied.code}: ${denied.out.trim()}`);
-  const plaintext = await mesh.curl("outsider", [`http://${mesh.ip.echo}:8080/`]);
+  const get = mesh.client === "curl" ? "curl" : "node -e <http.get>";
+  const allowed = await mesh.httpGet("sleep-0", `http://${mesh.ip.vip}/`);
+  log(`sleep-0 $ ${get} http://${mesh.ip.vip}/  -> exit ${allowed.code}: ${allowed.out.trim()}`);
+  const denied = await mesh.httpGet("stranger-0", `http://${mesh.ip.vip}/`);
+  log(`stranger-0 $ ${get} http://${mesh.ip.vip}/  -> exit ${denied.code}: ${denied.out.trim()}`);
+  const plaintext = await mesh.httpGet("outsider", `http://${mesh.ip.echo}:8080/`);
   log(
-    `outsider $ curl http://${mesh.ip.echo}:8080/  (plaintext, STRICT)  -> exit ${plaintext.code}: ${plaintext.out.trim()}`,
+    `outsider $ ${get} http://${mesh.ip.echo}:8080/  (plaintext, STRICT)  -> exit ${plaintext.code}: ${plaintext.out.trim()}`,
   );
 
-  const stream = mesh.curlStream("sleep-0", `http://${mesh.ip.vip}/stream`);
+  const stream = mesh.httpStream("sleep-0", `http://${mesh.ip.vip}/stream`);
   let lines = 0;
   stream.stdout?.on("data", (c: Buffer) => {
     lines += c.toString().split("\n").length - 1;
@@ -51,7 +52,7 @@ export async function runScenario(
   while (lines < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   const linesBefore = lines;
   log(
-    `sleep-0 $ curl -N http://${mesh.ip.vip}/stream  -> ${linesBefore} lines so far; now only stranger is allowed`,
+    `sleep-0 $ ${get} http://${mesh.ip.vip}/stream  -> ${linesBefore} lines so far; now only stranger is allowed`,
   );
   await mesh.setPolicy(STRANGER_ONLY_POLICY);
   const closed = await Promise.race([

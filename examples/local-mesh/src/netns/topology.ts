@@ -33,7 +33,6 @@ export function netnsUnavailable(): string | undefined {
   for (const [cmd, arg] of [
     ["ip", "-V"],
     ["iptables", "--version"],
-    ["curl", "--version"],
   ] as const) {
     if (spawnSync(cmd, [arg], { stdio: "ignore" }).status !== 0) return `${cmd} is not installed`;
   }
