@@ -1,0 +1,49 @@
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { MESH_DIR, run } from "./test-helpers.js";
+
+const BIN = fileURLToPath(new URL("./bin.ts", import.meta.url));
+
+describe("ambient (the program)", () => {
+  it("has --help on every command", async () => {
+    for (const argv of [[], ["ztunnel-config"], ["authz"], ["authz", "check"], ["analyze"]]) {
+      const r = await run([...argv, "--help"]);
+      assert.equal(r.code, 0, argv.join(" "));
+      assert.match(r.stdout, /^Usage: ambient/, argv.join(" "));
+    }
+    const zc = await run(["ztunnel-config", "--help"]);
+    for (const flag of ["--node <name>", "--admin <ip:port>", "-o, --output <format>"])
+      assert.ok(zc.stdout.includes(flag), flag);
+  });
+
+  it("reports an unknown command or option in one line, with exit code 2", async () => {
+    for (const argv of [["ztunnel-confg"], ["analyze", MESH_DIR, "--strict"]]) {
+      const r = await run(argv);
+      assert.equal(r.code, 2);
+      assert.equal(r.stdout, "");
+      assert.match(r.stderr, /^error: unknown .*\(see ambient --help\)\n$/s);
+    }
+  });
+
+  it("colours the verdict only on a TTY, and never with NO_COLOR", async () => {
+    const argv = ["authz", "check", "--from", "stranger", "--to", "echo:80", "--manifests", MESH_DIR];
+    assert.ok((await run(argv, { tty: true })).stdout.startsWith("\u001b[31mDENIED\u001b[39m"));
+    assert.match((await run(argv, { tty: false })).stdout, /^DENIED /);
+    assert.match((await run(argv, { tty: true, env: { NO_COLOR: "1" } })).stdout, /^DENIED /);
+    // An empty NO_COLOR does not count (no-color.org).
+    assert.ok((await run(argv, { tty: true, env: { NO_COLOR: "" } })).stdout.startsWith("\u001b[31m"));
+  });
+
+  it("runs as a process: exit code 1 from analyze on errors, 0 on the mesh", () => {
+    const spawn = (args: string[]) =>
+      spawnSync(process.execPath, ["--import", "tsx", BIN, ...args], { encoding: "utf8", timeout: 60_000 });
+    const ok = spawn(["analyze", MESH_DIR]);
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.match(ok.stdout, /No problems found/);
+    const bad = spawn(["analyze", fileURLToPath(new URL("./fixtures/", import.meta.url))]);
+    assert.equal(bad.status, 1, bad.stderr);
+    assert.match(bad.stdout, /config-dump-node-a\.json:1 +document 0 +- +kind: missing/);
+  });
+});

@@ -1,0 +1,231 @@
+// The `ambient` command: argument parsing (commander), output formats and exit codes. The work itself
+// is in ztunnel-config.ts, authz-check.ts and analyze.ts, which return data.
+import { Command, CommanderError, Option } from "commander";
+import { type AnalyzeResult, analyzeManifests } from "./analyze.js";
+import { type AuthzCheckResult, authzCheck } from "./authz-check.js";
+import { CliError } from "./errors.js";
+import { loadManifests } from "./manifests.js";
+import {
+  colourEnabled,
+  OUTPUT_FORMATS,
+  type OutputFormat,
+  parseOutputFormat,
+  renderData,
+  renderTable,
+  type Styles,
+  styles,
+} from "./output.js";
+import {
+  DEFAULT_ADMIN_ADDRESSES,
+  ZTUNNEL_CONFIG_SECTIONS,
+  type ZtunnelConfigSection,
+  ztunnelConfig,
+} from "./ztunnel-config.js";
+
+/** Where {@link runCli} reads its environment and writes its output. */
+export interface CliIo {
+  stdout: { write(text: string): unknown; isTTY?: boolean };
+  stderr: { write(text: string): unknown; isTTY?: boolean };
+  /** Default `process.env`. */
+  env?: Readonly<Record<string, string | undefined>>;
+}
+
+/** Exit codes: 0 done, 1 `analyze` found an error or a command failed, 2 bad usage. */
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+function outputOption(): Option {
+  return new Option("-o, --output <format>", `output format: ${OUTPUT_FORMATS.join(", ")}`)
+    .default("table")
+    .argParser(parseOutputFormat);
+}
+
+function printAuthz(result: AuthzCheckResult, s: Styles): string {
+  const verdict = result.allowed ? s.green("ALLOWED") : s.red("DENIED");
+  const lines = [`${verdict}  ${result.from} -> ${result.to}`];
+  result.hops.forEach((h, i) => {
+    const mark = h.allowed ? s.green("allow") : s.red("deny ");
+    lines.push(`  ${i + 1}. ${mark}  ${h.enforcedBy}, ${h.layer}: ${h.source} -> ${h.destination}`);
+    lines.push(`            ${h.explanation}`);
+  });
+  for (const n of result.notes) lines.push(`  note: ${n}`);
+  return `${lines.join("\n")}\n`;
+}
+
+function printAnalyze(result: AnalyzeResult, s: Styles): string {
+  if (result.findings.length === 0) return `${s.green("✔")} No problems found in ${result.dir}.\n`;
+  const rows = result.findings.map((f) => [
+    f.severity === "error" ? s.red("Error") : s.yellow("Warning"),
+    `${f.file}${f.line > 0 ? `:${f.line}` : ""}`,
+    f.object,
+    f.field || "-",
+    `${f.message} [${f.check}]`,
+  ]);
+  // Colour codes would break the alignment, so the table is laid out on plain text and coloured after.
+  const plain = renderTable({
+    columns: ["SEVERITY", "FILE", "OBJECT", "FIELD", "MESSAGE"],
+    rows: result.findings.map((f, i) => [
+      f.severity === "error" ? "Error" : "Warning",
+      ...(rows[i]?.slice(1) ?? []),
+    ]),
+  });
+  const [header = "", ...body] = plain.trimEnd().split("\n");
+  const coloured = body.map((line, i) =>
+    result.findings[i]?.severity === "error"
+      ? line.replace(/^Error/, s.red("Error"))
+      : line.replace(/^Warning/, s.yellow("Warning")),
+  );
+  const summary = `${result.errors} error(s), ${result.warnings} warning(s) in ${result.dir}`;
+  return `${[s.bold(header), ...coloured].join("\n")}\n${summary}\n`;
+}
+
+/** The `ambient` program, writing to `io`. Exit codes come back through `exitOverride`. */
+export function createProgram(io: CliIo, setExitCode: (code: number) => void): Command {
+  const env = io.env ?? process.env;
+  const s = styles(colourEnabled(io.stdout, env));
+  const write = (text: string) => io.stdout.write(text);
+  const program = new Command("ambient")
+    .description("Look at an ambient mesh: ztunnel config, authorization checks, manifest analysis.")
+    .showSuggestionAfterError()
+    .exitOverride()
+    .configureOutput({
+      writeOut: (str) => io.stdout.write(str),
+      writeErr: (str) => io.stderr.write(str),
+      outputError: (str, out) => out(`${str.trimEnd()} (see ambient --help)\n`),
+    });
+
+  program
+    .command("ztunnel-config")
+    .description("Show what the ztunnels hold, from their admin /config_dump (like istioctl ztunnel-config).")
+    .argument("<section>", `one of ${ZTUNNEL_CONFIG_SECTIONS.join(", ")}`)
+    .option("--node <name>", "only the ztunnel of this node (and, for workloads, the workloads on it)")
+    .option(
+      "--admin <ip:port>",
+      `ztunnel admin endpoint; repeat for several (default ${DEFAULT_ADMIN_ADDRESSES.join(", ")})`,
+      collect,
+    )
+    .option("--timeout <ms>", "deadline of each admin request in milliseconds", "5000")
+    .addOption(outputOption())
+    .action(
+      async (
+        section: string,
+        opts: { node?: string; admin?: string[]; timeout: string; output: OutputFormat },
+      ) => {
+        const timeoutMs = Number(opts.timeout);
+        if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) {
+          throw new CliError(
+            "ERR_CLI_USAGE",
+            `--timeout "${opts.timeout}" is not a positive number of milliseconds`,
+          );
+        }
+        const options: Parameters<typeof ztunnelConfig>[1] = { timeoutMs };
+        if (opts.admin !== undefined) options.admins = opts.admin;
+        if (opts.node !== undefined) options.node = opts.node;
+        const result = await ztunnelConfig(section as ZtunnelConfigSection, options);
+        for (const w of result.warnings) io.stderr.write(`warning: ${w}\n`);
+        if (opts.output !== "table") write(renderData(result.items, opts.output));
+        else if (result.table.rows.length === 0) write(`No ${section} found.\n`);
+        else write(renderTable(result.table, s));
+      },
+    );
+
+  const authz = program.command("authz").description("Authorization policy tools.");
+  authz
+    .command("check")
+    .description(
+      "Decide a call from a pod to a pod or service with the policies of a manifests folder, and say why.",
+    )
+    .requiredOption("--from <pod>", "calling pod: name, namespace/name or name.namespace")
+    .requiredOption(
+      "--to <target:port>",
+      "called pod or service and port, e.g. echo:80 (pod/ or svc/ prefix to choose)",
+    )
+    .option("--method <method>", "HTTP method, checked at a waypoint (L7)")
+    .option("--path <path>", "HTTP path, checked at a waypoint (L7)")
+    .option("--manifests <dir>", "folder of manifests with the pods, services and policies", ".")
+    .option("--root-namespace <ns>", "mesh root namespace", "istio-system")
+    .addOption(outputOption())
+    .action(
+      async (opts: {
+        from: string;
+        to: string;
+        method?: string;
+        path?: string;
+        manifests: string;
+        rootNamespace: string;
+        output: OutputFormat;
+      }) => {
+        const set = await loadManifests(opts.manifests);
+        const checkOptions: Parameters<typeof authzCheck>[1] = {
+          from: opts.from,
+          to: opts.to,
+          rootNamespace: opts.rootNamespace,
+        };
+        if (opts.method !== undefined) checkOptions.method = opts.method;
+        if (opts.path !== undefined) checkOptions.path = opts.path;
+        const result = authzCheck(set, checkOptions);
+        if (opts.output === "table") write(printAuthz(result, s));
+        else {
+          // The engine's decision objects carry a PolicyError on malformed requests; keep its message.
+          const data = {
+            ...result,
+            hops: result.hops.map(({ decision, ...h }) => ({
+              ...h,
+              decision: { ...decision, error: decision.error?.message },
+            })),
+          };
+          write(renderData(data, opts.output));
+        }
+      },
+    );
+
+  program
+    .command("analyze")
+    .description(
+      "Report every problem in a folder of manifests, with file, object and field path (like istioctl analyze).",
+    )
+    .argument("<dir>", "folder of manifests")
+    .option("--root-namespace <ns>", "mesh root namespace", "istio-system")
+    .addOption(outputOption())
+    .action(async (dir: string, opts: { rootNamespace: string; output: OutputFormat }) => {
+      const result = analyzeManifests(await loadManifests(dir), { rootNamespace: opts.rootNamespace });
+      write(opts.output === "table" ? printAnalyze(result, s) : renderData(result, opts.output));
+      if (result.errors > 0) setExitCode(EXIT_FAILURE);
+    });
+
+  for (const command of [program, ...program.commands, ...authz.commands]) {
+    command.exitOverride().configureOutput(program.configureOutput());
+  }
+  return program;
+}
+
+/**
+ * Runs `ambient` with `argv` (without the node and script paths) and resolves with the exit code.
+ * Errors are written to `io.stderr` as one line that says what to do.
+ */
+export async function runCli(argv: readonly string[], io: CliIo = process): Promise<number> {
+  let exitCode = EXIT_OK;
+  const program = createProgram(io, (code) => {
+    exitCode = code;
+  });
+  try {
+    await program.parseAsync([...argv], { from: "user" });
+    return exitCode;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // --help and --version end here with code 0; parse errors were already written.
+      return err.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
+    }
+    if (err instanceof CliError) {
+      io.stderr.write(`error: ${err.message}\n`);
+      return err.code === "ERR_CLI_USAGE" ? EXIT_USAGE : EXIT_FAILURE;
+    }
+    io.stderr.write(`error: ${err instanceof Error ? err.message : String(err)}\n`);
+    return EXIT_FAILURE;
+  }
+}

@@ -1,0 +1,47 @@
+import { brandErrorClass } from "@ambient/telemetry";
+
+/**
+ * Stable error codes of `@ambient/cli`. Each names what went wrong; the message says what to do.
+ */
+export type CliErrorCode =
+  /** A flag or argument is malformed (an address that is not `ip:port`, an unknown output format, ...). */
+  | "ERR_CLI_USAGE"
+  /** A ztunnel admin endpoint could not be reached or did not answer in time. */
+  | "ERR_ADMIN_UNREACHABLE"
+  /** A ztunnel admin endpoint answered something that is not a `/config_dump` document. */
+  | "ERR_ADMIN_RESPONSE"
+  /** The `/config_dump` has no section for what was asked (e.g. an older ztunnel without `connections`). */
+  | "ERR_NOT_IN_CONFIG_DUMP"
+  /** No ztunnel among the admin addresses serves the node given with `--node`. */
+  | "ERR_NODE_NOT_FOUND"
+  /** The manifests folder cannot be read. */
+  | "ERR_MANIFESTS_UNREADABLE"
+  /** A pod or service named on the command line is not in the manifests, or is ambiguous. */
+  | "ERR_OBJECT_NOT_FOUND"
+  /** An object named on the command line lacks a field the check needs (a pod IP, a service port). */
+  | "ERR_OBJECT_INCOMPLETE";
+
+/** Extra fields carried by a {@link CliError}. */
+export interface CliErrorDetails {
+  cause?: unknown;
+  [key: string]: unknown;
+}
+
+/**
+ * The one error class of `@ambient/cli`. Its message is one line that says what to do; `instanceof`
+ * works across the ESM and CJS copies of the package thanks to a `Symbol.for` brand.
+ */
+export class CliError extends Error {
+  override readonly name = "CliError";
+  readonly code: CliErrorCode;
+  readonly details: Readonly<Record<string, unknown>>;
+
+  constructor(code: CliErrorCode, message: string, details: CliErrorDetails = {}) {
+    const { cause, ...rest } = details;
+    super(message, cause === undefined ? undefined : { cause });
+    this.code = code;
+    this.details = rest;
+  }
+}
+
+brandErrorClass(CliError, "@ambient/cli.error");
