@@ -110,7 +110,11 @@ describe("ambient analyze", () => {
     const firstWarning = findings.findIndex((f) => f.severity === "warning");
     assert.ok(findings.slice(firstWarning).every((f) => f.severity === "warning"));
     const cidr = findings.find((f) => f.field === "spec.rules[0].from[0].source.ipBlocks[1]");
-    assert.equal(cidr?.line, 2, "the line where the object's document starts");
+    assert.equal(cidr?.line, 10, "the line of the field");
+    const typo = findings.find((f) => f.field === "spec.rulez");
+    assert.equal(typo?.line, 19);
+    const waypoint = findings.find((f) => f.field === 'metadata.labels["istio.io/use-waypoint"]');
+    assert.equal(waypoint?.line, 20);
   });
 
   it("prints an aligned table with a summary, coloured only on a TTY without NO_COLOR", async () => {
@@ -125,7 +129,7 @@ describe("ambient analyze", () => {
     assert.match(lines.at(-1) ?? "", /^10 error\(s\), 4 warning\(s\) in /);
     assert.match(
       plain.stdout,
-      /policy\.yaml:2 +AuthorizationPolicy demo\/bad-cidr +spec\.rules\[0\]\.from\[0\]\.source\.ipBlocks\[1\]/,
+      /policy\.yaml:10 +AuthorizationPolicy demo\/bad-cidr +spec\.rules\[0\]\.from\[0\]\.source\.ipBlocks\[1\]/,
     );
 
     const tty = await run(["analyze", broken.dir], { tty: true });
@@ -133,6 +137,36 @@ describe("ambient analyze", () => {
     const noColor = await run(["analyze", broken.dir], { tty: true, env: { NO_COLOR: "1" } });
     assert.ok(!noColor.stdout.includes("\u001b["));
     assert.equal(noColor.stdout, plain.stdout);
+  });
+
+  it("finds the field's line inside a kind: List", async () => {
+    const list = await tempManifests({
+      "list.yaml": [
+        "apiVersion: v1",
+        "kind: List",
+        "items:",
+        "  - apiVersion: security.istio.io/v1",
+        "    kind: PeerAuthentication",
+        "    metadata: { name: ok, namespace: demo }",
+        "  - apiVersion: security.istio.io/v1",
+        "    kind: PeerAuthentication",
+        "    metadata: { name: bad, namespace: demo }",
+        "    spec:",
+        "      mtls: { mode: STRUCT }",
+        "",
+      ].join("\n"),
+    });
+    try {
+      const r = await run(["analyze", list.dir, "-o", "json"]);
+      assert.equal(r.code, 1);
+      const { findings } = JSON.parse(r.stdout) as { findings: Finding[] };
+      assert.deepEqual(
+        findings.map((f) => `${f.file}:${f.line} ${f.object} ${f.field}`),
+        ["list.yaml:11 PeerAuthentication demo/bad spec.mtls.mode"],
+      );
+    } finally {
+      await list.remove();
+    }
   });
 
   it("exits 0 when there are only warnings, and -o yaml gives the same findings", async () => {
@@ -148,7 +182,7 @@ describe("ambient analyze", () => {
       assert.equal(data.warnings, 1);
       assert.deepEqual(
         data.findings.map((f) => `${f.file}:${f.line} ${f.object} ${f.field}: ${f.message}`),
-        ["svc.yaml:1 Service demo/lonely spec.selector: selects no pod in namespace demo"],
+        ["svc.yaml:4 Service demo/lonely spec.selector: selects no pod in namespace demo"],
       );
       const dup = await tempManifests({ "a.yaml": BROKEN["pods.yaml"], "b.yaml": BROKEN["pods.yaml"] });
       try {

@@ -24,7 +24,10 @@ export interface Finding {
   check: string;
   /** File name inside the folder. */
   file: string;
-  /** 1-based line where the object's document starts (0 when the file as a whole is concerned). */
+  /**
+   * 1-based line of the field (of the object's document when the field is absent; 0 when the file as
+   * a whole is concerned).
+   */
   line: number;
   /** `Kind namespace/name`, or `document N` when no object could be read. */
   object: string;
@@ -54,7 +57,7 @@ function finding(
     severity,
     check,
     file: object.file,
-    line: object.line,
+    line: field === "" ? object.line : object.locate(field),
     object: objectName(object),
     field,
     message,

@@ -2,7 +2,7 @@
 // remember where they came from, so every finding and every error can name a file and a line.
 import { readdir, readFile, stat } from "node:fs/promises";
 import { extname, join } from "node:path";
-import { LineCounter, parseAllDocuments } from "yaml";
+import { type Document, isNode, LineCounter, parseAllDocuments } from "yaml";
 import { CliError } from "./errors.js";
 
 /** A Kubernetes object read from a manifest file (only the fields the commands look at are typed). */
@@ -22,6 +22,12 @@ export interface ManifestObject {
   file: string;
   /** 1-based line where the object's document starts. */
   line: number;
+  /**
+   * 1-based line of a field path such as `spec.rules[0].from[0].source.ipBlocks[1]` or
+   * `metadata.labels["istio.io/use-waypoint"]`; the line of its nearest present parent when the field
+   * is absent.
+   */
+  locate(path: string): number;
 }
 
 /** A part of a file that could not be read into an object. */
@@ -59,6 +65,28 @@ function stringMap(value: unknown): Record<string, string> {
   return out;
 }
 
+/** `a.b[0]["c.d"]` as keys `a`, `b`, 0, `c.d`. */
+function pathKeys(path: string): (string | number)[] {
+  const keys: (string | number)[] = [];
+  for (const m of path.matchAll(/\["([^"]*)"\]|\[(\d+)\]|([^.[\]]+)/g)) {
+    if (m[1] !== undefined) keys.push(m[1]);
+    else if (m[2] !== undefined) keys.push(Number(m[2]));
+    else if (m[3] !== undefined) keys.push(m[3]);
+  }
+  return keys;
+}
+
+function locator(doc: Document.Parsed, lines: LineCounter, prefix: (string | number)[], fallback: number) {
+  return (path: string): number => {
+    const keys = [...prefix, ...pathKeys(path)];
+    for (let n = keys.length; n >= prefix.length; n--) {
+      const node = doc.getIn(keys.slice(0, n), true);
+      if (isNode(node) && node.range) return lines.linePos(node.range[0]).line;
+    }
+    return fallback;
+  };
+}
+
 /**
  * Reads one manifest file's text: every document that is an object with a `kind` and a
  * `metadata.name` becomes an object (a `kind: List` is unpacked), the rest become problems.
@@ -91,7 +119,8 @@ export function parseManifestText(file: string, text: string): Pick<ManifestSet,
       return;
     }
     if (value === null || value === undefined) return;
-    const items = isRecord(value) && value.kind === "List" ? value.items : [value];
+    const isList = isRecord(value) && value.kind === "List";
+    const items = isList && isRecord(value) ? value.items : [value];
     if (!Array.isArray(items)) {
       problems.push({ file, line, object, message: "a List needs an items array" });
       return;
@@ -124,6 +153,7 @@ export function parseManifestText(file: string, text: string): Pick<ManifestSet,
         raw: item,
         file,
         line,
+        locate: locator(doc, lines, isList ? ["items", i] : [], line),
       };
       if (typeof item.apiVersion === "string") out.apiVersion = item.apiVersion;
       if (isRecord(item.spec)) out.spec = item.spec;
