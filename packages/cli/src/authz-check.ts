@@ -199,7 +199,7 @@ export function explainDecision(
     .join("; ");
 }
 
-function hop(
+export function hop(
   engine: AuthorizationEngine,
   request: AuthorizationRequest,
   fields: Pick<AuthzHop, "enforcedBy" | "destination" | "source">,

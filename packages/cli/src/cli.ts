@@ -3,6 +3,7 @@
 import { Command, CommanderError, Option } from "commander";
 import { type AnalyzeResult, analyzeManifests } from "./analyze.js";
 import { type AuthzCheckResult, authzCheck } from "./authz-check.js";
+import { authzCheckLive } from "./authz-check-live.js";
 import { CliError } from "./errors.js";
 import { loadManifests } from "./manifests.js";
 import {
@@ -17,6 +18,7 @@ import {
 } from "./output.js";
 import {
   DEFAULT_ADMIN_ADDRESSES,
+  fetchConfigDumps,
   ZTUNNEL_CONFIG_SECTIONS,
   type ZtunnelConfigSection,
   ztunnelConfig,
@@ -138,7 +140,7 @@ export function createProgram(io: CliIo, setExitCode: (code: number) => void): C
   authz
     .command("check")
     .description(
-      "Decide a call from a pod to a pod or service with the policies of a manifests folder, and say why.",
+      "Decide a call from a pod to a pod or service with the policies of a manifests folder (or, with --live, of the running ztunnels), and say why.",
     )
     .requiredOption("--from <pod>", "calling pod: name, namespace/name or name.namespace")
     .requiredOption(
@@ -148,6 +150,15 @@ export function createProgram(io: CliIo, setExitCode: (code: number) => void): C
     .option("--method <method>", "HTTP method, checked at a waypoint (L7)")
     .option("--path <path>", "HTTP path, checked at a waypoint (L7)")
     .option("--manifests <dir>", "folder of manifests with the pods, services and policies", ".")
+    .option(
+      "--live",
+      "use the workloads and policies of the running ztunnels instead of --manifests (L4 only)",
+    )
+    .option(
+      "--admin <ip:port>",
+      `with --live: ztunnel admin endpoint; repeat for several (default ${DEFAULT_ADMIN_ADDRESSES.join(", ")})`,
+      collect,
+    )
     .option("--root-namespace <ns>", "mesh root namespace", "istio-system")
     .addOption(outputOption())
     .action(
@@ -157,18 +168,33 @@ export function createProgram(io: CliIo, setExitCode: (code: number) => void): C
         method?: string;
         path?: string;
         manifests: string;
+        live?: boolean;
+        admin?: string[];
         rootNamespace: string;
         output: OutputFormat;
       }) => {
-        const set = await loadManifests(opts.manifests);
-        const checkOptions: Parameters<typeof authzCheck>[1] = {
-          from: opts.from,
-          to: opts.to,
-          rootNamespace: opts.rootNamespace,
-        };
-        if (opts.method !== undefined) checkOptions.method = opts.method;
-        if (opts.path !== undefined) checkOptions.path = opts.path;
-        const result = authzCheck(set, checkOptions);
+        let result: AuthzCheckResult;
+        if (opts.live === true) {
+          const { dumps, warnings } = await fetchConfigDumps(opts.admin);
+          for (const w of warnings) io.stderr.write(`warning: ${w}\n`);
+          result = authzCheckLive(dumps, { from: opts.from, to: opts.to, rootNamespace: opts.rootNamespace });
+          if (opts.method !== undefined || opts.path !== undefined) {
+            result.notes.push("--live checks the ztunnels (L4) only: --method and --path were not used");
+          }
+        } else {
+          if (opts.admin !== undefined) {
+            throw new CliError("ERR_CLI_USAGE", "--admin is for --live checks: add --live, or drop --admin");
+          }
+          const set = await loadManifests(opts.manifests);
+          const checkOptions: Parameters<typeof authzCheck>[1] = {
+            from: opts.from,
+            to: opts.to,
+            rootNamespace: opts.rootNamespace,
+          };
+          if (opts.method !== undefined) checkOptions.method = opts.method;
+          if (opts.path !== undefined) checkOptions.path = opts.path;
+          result = authzCheck(set, checkOptions);
+        }
         if (opts.output === "table") write(printAuthz(result, s));
         else {
           // The engine's decision objects carry a PolicyError on malformed requests; keep its message.

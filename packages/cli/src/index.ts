@@ -30,6 +30,7 @@ export {
   authzCheck,
   explainDecision,
 } from "./authz-check.js";
+export { type AuthzCheckLiveOptions, authzCheckLive, ipBytes, wireFromDump } from "./authz-check-live.js";
 export { type CliIo, createProgram, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, runCli } from "./cli.js";
 export { CliError, type CliErrorCode, type CliErrorDetails } from "./errors.js";
 export {
@@ -52,6 +53,7 @@ export {
   DEFAULT_ADMIN_ADDRESSES,
   type FetchedConfigDump,
   fetchConfigDump,
+  fetchConfigDumps,
   parseAdminAddress,
   sectionTable,
   ZTUNNEL_CONFIG_SECTIONS,

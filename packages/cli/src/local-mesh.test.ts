@@ -110,6 +110,16 @@ describe("ambient against the running local mesh", () => {
       meshDir,
     ]);
     assert.match(allowed.stdout, /^ALLOWED /);
+    // The same answers from the ztunnels' own state.
+    const live = ["--live", ...admins];
+    assert.match(
+      (await run(["authz", "check", "--from", "stranger", "--to", "echo:80", ...live])).stdout,
+      /^DENIED /,
+    );
+    assert.match(
+      (await run(["authz", "check", "--from", "sleep-0", "--to", "echo:80", ...live])).stdout,
+      /^ALLOWED /,
+    );
     const answered = await mesh.call("sleep-0", "127.30.0.1", 80, "hello");
     assert.equal(answered.reply, 0);
   });

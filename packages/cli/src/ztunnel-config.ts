@@ -277,6 +277,28 @@ const COLUMNS: Record<ZtunnelConfigSection, string[]> = {
 };
 
 /**
+ * Fetches `/config_dump` from every admin endpoint (default {@link DEFAULT_ADMIN_ADDRESSES}). An
+ * endpoint that fails is a warning while another answers; when none does, its error is thrown.
+ */
+export async function fetchConfigDumps(
+  admins: readonly string[] | undefined,
+  timeoutMs?: number,
+): Promise<{ dumps: FetchedConfigDump[]; warnings: string[] }> {
+  const list = admins !== undefined && admins.length > 0 ? admins : DEFAULT_ADMIN_ADDRESSES;
+  for (const a of list) parseAdminAddress(a);
+  const settled = await Promise.allSettled(list.map((a) => fetchConfigDump(a, timeoutMs)));
+  const dumps: FetchedConfigDump[] = [];
+  const failures: Error[] = [];
+  for (const s of settled) {
+    if (s.status === "fulfilled") dumps.push(s.value);
+    else failures.push(s.reason instanceof Error ? s.reason : new Error(String(s.reason)));
+  }
+  if (dumps.length === 0)
+    throw failures[0] ?? new CliError("ERR_ADMIN_UNREACHABLE", "no admin address given");
+  return { dumps, warnings: failures.map((f) => f.message) };
+}
+
+/**
  * Fetches `/config_dump` from every admin endpoint and returns one section as items and a table.
  * Workloads, services and policies are the mesh-wide state every ztunnel holds, so they are listed
  * once; certificates and connections belong to a node and carry its name. An unreachable endpoint is
@@ -292,19 +314,7 @@ export async function ztunnelConfig(
       `unknown section "${section}": use one of ${ZTUNNEL_CONFIG_SECTIONS.join(", ")}`,
     );
   }
-  const admins =
-    options.admins !== undefined && options.admins.length > 0 ? options.admins : DEFAULT_ADMIN_ADDRESSES;
-  for (const a of admins) parseAdminAddress(a);
-  const settled = await Promise.allSettled(admins.map((a) => fetchConfigDump(a, options.timeoutMs)));
-  const dumps: FetchedConfigDump[] = [];
-  const failures: Error[] = [];
-  for (const s of settled) {
-    if (s.status === "fulfilled") dumps.push(s.value);
-    else failures.push(s.reason instanceof Error ? s.reason : new Error(String(s.reason)));
-  }
-  if (dumps.length === 0)
-    throw failures[0] ?? new CliError("ERR_ADMIN_UNREACHABLE", "no admin address given");
-  const warnings = failures.map((f) => f.message);
+  const { dumps, warnings } = await fetchConfigDumps(options.admins, options.timeoutMs);
   let selected = dumps;
   if (options.node !== undefined) {
     selected = dumps.filter((d) => d.node === options.node);
