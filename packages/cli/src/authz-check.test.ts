@@ -141,7 +141,7 @@ describe("ambient authz check against the repository's mesh/", () => {
       ],
       [
         ["--from", "sleep-0"],
-        /^error: required option '--to <target:port>' not specified \(see ambient --help\)\n$/,
+        /^error: required option '--to <target:port>' not specified \(see ambient authz check --help\)\n$/,
       ],
     ];
     for (const [argv, expected] of cases) {

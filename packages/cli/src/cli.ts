@@ -98,7 +98,6 @@ export function createProgram(io: CliIo, setExitCode: (code: number) => void): C
     .configureOutput({
       writeOut: (str) => io.stdout.write(str),
       writeErr: (str) => io.stderr.write(str),
-      outputError: (str, out) => out(`${str.trimEnd()} (see ambient --help)\n`),
     });
 
   program
@@ -224,8 +223,15 @@ export function createProgram(io: CliIo, setExitCode: (code: number) => void): C
       if (result.errors > 0) setExitCode(EXIT_FAILURE);
     });
 
+  // Each command's usage errors point at its own help.
   for (const command of [program, ...program.commands, ...authz.commands]) {
-    command.exitOverride().configureOutput(program.configureOutput());
+    const names: string[] = [];
+    for (let c: Command | null = command; c !== null; c = c.parent) names.unshift(c.name());
+    command.exitOverride().configureOutput({
+      ...program.configureOutput(),
+      outputError: (str, out) =>
+        out(`${str.trim().replace(/\s*\n\s*/g, " ")} (see ${names.join(" ")} --help)\n`),
+    });
   }
   return program;
 }
