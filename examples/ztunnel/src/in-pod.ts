@@ -280,10 +280,11 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
       socket.resetAndDestroy();
       return;
     }
-    outbound.dial(network, ip, src, requested).then(
+    outbound.dial(network, ip, src, requested, socket.remotePort).then(
       (dialed) => {
         if (socket.destroyed || !proxies.has(uid)) {
           dialed.stream.destroy();
+          dialed.accessLog.complete({ sent: 0, received: 0, error: "client closed before the dial ended" });
           socket.destroy();
           return;
         }

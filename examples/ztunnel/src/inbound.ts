@@ -9,6 +9,7 @@ import type {
   AuthorizationRequest,
   PolicyExplanation,
 } from "@ambient/policy";
+import { errorText, logConnectionFailed, startAccessLog } from "./access-log.js";
 import type { ConnectionRegistry } from "./connections.js";
 import { decidePlaintextInbound } from "./in-pod-decisions.js";
 import { decideInboundDestination } from "./inbound-destination.js";
@@ -112,17 +113,37 @@ export function createInbound(options: InboundOptions): Inbound {
       tunnel.authority,
       store,
     );
+    const srcIp = plainIp(tunnel.remoteAddress);
+    const srcAddr = `${srcIp}:${tunnel.remotePort}`;
+    const dstAddr = `${pod.ip}:${options.hbonePort}`;
     if (target.kind === "refuse") {
-      logger.warn({ authority: tunnel.rawAuthority, pod: pod.ip, reason: target.reason }, "inbound refused");
+      logConnectionFailed(logger, {
+        direction: "inbound",
+        srcAddr,
+        dstAddr,
+        error: `authority ${tunnel.rawAuthority}: ${target.reason}`,
+      });
       tunnel.refuse(target.status, target.reason);
       return;
     }
     const dst = target.workload;
     const authority = { host: target.ip, port: target.port };
-    const srcIp = plainIp(tunnel.remoteAddress);
     const peer = tunnel.peerIdentity.toString();
     const request = inboundRequest(srcIp, peer, authority.host, authority.port);
     const decision = engine.evaluate(request);
+    const destinationService = target.service ?? serviceForTargetPort(dst, authority.port);
+    const source = store.findByAddress(srcIp);
+    const accessLog = startAccessLog(logger, {
+      direction: "inbound",
+      srcAddr,
+      source,
+      srcIdentity: peer,
+      dstAddr,
+      hboneAddr: `${authority.host}:${authority.port}`,
+      destination: dst,
+      ...(destinationService === undefined ? {} : { destinationService }),
+      dstIdentity: identityOf(dst),
+    });
     const logFields = {
       src: srcIp,
       peer,
@@ -130,10 +151,9 @@ export function createInbound(options: InboundOptions): Inbound {
       reason: decision.reason,
     };
     if (!decision.allowed) {
-      logger.info(
-        { ...logFields, policy: decision.policy },
-        `denied by ${deniedBy(decision, () => engine.explain(request))}`,
-      );
+      const by = deniedBy(decision, () => engine.explain(request));
+      logger.info({ ...logFields, policy: decision.policy }, `denied by ${by}`);
+      accessLog.complete({ sent: 0, received: 0, error: `policy rejection: denied by ${by}` });
       tunnel.refuse(HBONE_STATUS.denied, decision.reason);
       return;
     }
@@ -142,19 +162,20 @@ export function createInbound(options: InboundOptions): Inbound {
     upstream.once("error", (err) => {
       if (tunnel.state === "pending") {
         logger.warn({ ...logFields, err: err.message }, "inbound upstream dial failed");
+        accessLog.complete({ sent: 0, received: 0, error: `upstream unavailable: ${err.message}` });
         tunnel.refuse(HBONE_STATUS.noUpstream, "upstream unavailable");
       }
     });
     upstream.once("connect", () => {
       if (tunnel.state !== "pending" || options.isClosed()) {
+        accessLog.complete({ sent: 0, received: 0, error: "tunnel closed before the upstream connected" });
         upstream.destroy();
         return;
       }
       const stream = tunnel.accept();
-      const destinationService = target.service ?? serviceForTargetPort(dst, authority.port);
       const labels = connectionLabels({
         reporter: "destination",
-        source: store.findByAddress(srcIp),
+        source,
         sourcePrincipal: peer,
         destination: dst,
         ...(destinationService === undefined ? {} : { destinationService }),
@@ -175,20 +196,26 @@ export function createInbound(options: InboundOptions): Inbound {
       });
       tcpMetrics.opened(labels);
       logger.debug(logFields, "inbound connection opened");
-      const finish = () => {
+      const finish = (err?: unknown) => {
         registry.delete(id);
         tcpMetrics.closed(labels, { sent: upstream.bytesRead, received: upstream.bytesWritten });
-        logger.debug(
-          { ...logFields, sent: upstream.bytesRead, received: upstream.bytesWritten },
-          "inbound closed",
-        );
+        accessLog.complete({
+          sent: upstream.bytesRead,
+          received: upstream.bytesWritten,
+          ...(err === undefined ? {} : { error: errorText(err) }),
+        });
       };
-      pipeTunnel(stream, upstream).then(finish, finish);
+      pipeTunnel(stream, upstream).then(
+        () => finish(),
+        (err: unknown) => finish(err),
+      );
     });
   };
 
   const handlePlaintext = (pod: InboundPod, socket: Socket, destination: { ip: string; port: number }) => {
     const srcIp = plainIp(socket.remoteAddress);
+    const srcAddr = `${srcIp}:${socket.remotePort}`;
+    const dstAddr = `${destination.ip}:${destination.port}`;
     const owner = pod.uid;
     registry.trackSocket(socket, owner);
     const logFields = { src: srcIp, dst: `${destination.ip}:${destination.port}`, pod: pod.ip };
@@ -199,31 +226,49 @@ export function createInbound(options: InboundOptions): Inbound {
     );
     if (target.kind === "refuse") {
       logger.warn({ ...logFields, reason: target.reason }, "inbound plaintext refused");
+      logConnectionFailed(logger, { direction: "inbound", srcAddr, dstAddr, error: target.reason });
       socket.resetAndDestroy();
       return;
     }
     const dst = target.workload;
+    const source = store.findByAddress(srcIp);
+    const destinationService = serviceForTargetPort(dst, destination.port);
+    const accessLog = startAccessLog(logger, {
+      direction: "inbound",
+      srcAddr,
+      source,
+      dstAddr,
+      destination: dst,
+      ...(destinationService === undefined ? {} : { destinationService }),
+    });
     const request = inboundRequest(srcIp, undefined, destination.ip, destination.port);
     const decision = authorize(request, { ...logFields, peer: "none" });
     if (!decision.allowed) {
+      accessLog.complete({
+        sent: 0,
+        received: 0,
+        error: `policy rejection: denied by ${deniedBy(decision, () => engine.explain(request))}`,
+      });
       socket.resetAndDestroy();
       return;
     }
     const upstream = (pod.connectUpstream ?? defaultConnector)(destination.ip, destination.port);
     registry.trackSocket(upstream, owner);
-    upstream.once("error", () => socket.resetAndDestroy());
+    upstream.once("error", (err) => {
+      accessLog.complete({ sent: 0, received: 0, error: `upstream unavailable: ${err.message}` });
+      socket.resetAndDestroy();
+    });
     upstream.once("connect", () => {
       if (options.isClosed() || socket.destroyed) {
+        accessLog.complete({ sent: 0, received: 0, error: "client closed before the upstream connected" });
         upstream.destroy();
         return;
       }
       const labels = connectionLabels({
         reporter: "destination",
-        source: store.findByAddress(srcIp),
+        source,
         destination: dst,
-        ...(serviceForTargetPort(dst, destination.port) === undefined
-          ? {}
-          : { destinationService: serviceForTargetPort(dst, destination.port) as string }),
+        ...(destinationService === undefined ? {} : { destinationService }),
         mutualTls: false,
       });
       const id = registry.add({
@@ -240,11 +285,19 @@ export function createInbound(options: InboundOptions): Inbound {
       });
       tcpMetrics.opened(labels);
       logger.debug(logFields, "inbound plaintext connection opened");
-      const finish = () => {
+      const finish = (err?: unknown) => {
         registry.delete(id);
         tcpMetrics.closed(labels, { sent: upstream.bytesRead, received: upstream.bytesWritten });
+        accessLog.complete({
+          sent: upstream.bytesRead,
+          received: upstream.bytesWritten,
+          ...(err === undefined ? {} : { error: errorText(err) }),
+        });
       };
-      pipeTunnel(socket, upstream).then(finish, finish);
+      pipeTunnel(socket, upstream).then(
+        () => finish(),
+        (err: unknown) => finish(err),
+      );
     });
   };
 

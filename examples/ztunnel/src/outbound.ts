@@ -13,6 +13,7 @@ import {
 } from "@ambient/hbone";
 import type { X509Svid } from "@ambient/spiffe";
 import type { Workload } from "@ambient/xds";
+import { type AccessLogEntry, errorText, logConnectionFailed, startAccessLog } from "./access-log.js";
 import type { ConnectionRegistry } from "./connections.js";
 import { ZtunnelError } from "./errors.js";
 import { SOCKS5_REPLY } from "./socks5.js";
@@ -34,6 +35,8 @@ export interface DialedOutbound {
   labels: TcpMetricLabels;
   destination: string;
   dstId?: string;
+  /** The connection's access log line, written when it ends (or by whoever drops it). */
+  accessLog: AccessLogEntry;
 }
 
 export interface OutboundOptions {
@@ -53,12 +56,16 @@ export interface HandshakeBytes {
 }
 
 export interface Outbound {
-  /** Dials `request` (a canonical IP, or the VIP of a Service) for `src`; throws on refusal. */
+  /**
+   * Dials `request` (a canonical IP, or the VIP of a Service) for `src`; throws on refusal, after
+   * writing the access log line. `srcPort` is the client's port, for the log.
+   */
   dial(
     network: OutboundNetwork,
     srcIp: string,
     src: Workload,
     request: { ip: string; port: number },
+    srcPort?: number,
   ): Promise<DialedOutbound>;
   /** Tracks and pipes an accepted client connection to a dialed destination until both ends close. */
   carry(options: {
@@ -118,9 +125,32 @@ export function createOutbound(options: OutboundOptions): Outbound {
     return { key: svid.privateKeyPem, certChain: svid.certChainPem, trustBundle };
   };
 
-  const dial: Outbound["dial"] = async (network, srcIp, src, request) => {
+  const dial: Outbound["dial"] = async (network, srcIp, src, request, srcPort) => {
     // `ip` is canonical: an address the client gave, or the VIP of the Service it named.
     const host = request.ip;
+    const srcAddr = srcPort === undefined ? srcIp : `${srcIp}:${srcPort}`;
+    const refuse = (err: ZtunnelError): never => {
+      logConnectionFailed(logger, {
+        direction: "outbound",
+        srcAddr,
+        dstAddr: `${host}:${request.port}`,
+        error: err.message,
+      });
+      throw err;
+    };
+    /** Runs `connect` with the access log started; a failure is logged before it is rethrown. */
+    const logged = async <T>(
+      parties: Omit<Parameters<typeof startAccessLog>[1], "direction" | "srcAddr" | "source">,
+      connect: () => Promise<T>,
+    ): Promise<{ value: T; accessLog: AccessLogEntry }> => {
+      const accessLog = startAccessLog(logger, { direction: "outbound", srcAddr, source: src, ...parties });
+      try {
+        return { value: await connect(), accessLog };
+      } catch (err) {
+        accessLog.complete({ sent: 0, received: 0, error: errorText(err) });
+        throw err;
+      }
+    };
     // A Service bound to a waypoint: the waypoint picks the endpoint, so tunnel to it with the
     // original VIP:port as the authority.
     const viaWaypoint = store.findService(host, request.port);
@@ -128,20 +158,35 @@ export function createOutbound(options: OutboundOptions): Outbound {
     if (viaWaypoint !== undefined && waypoint !== undefined) {
       const wpWorkload = store.findByAddress(waypoint.ip);
       if (wpWorkload === undefined) {
-        throw new ZtunnelError("ERR_SOCKS5_UNSUPPORTED", `waypoint ${waypoint.ip} is not a known workload`, {
-          reply: SOCKS5_REPLY.hostUnreachable,
-        });
+        return refuse(
+          new ZtunnelError("ERR_SOCKS5_UNSUPPORTED", `waypoint ${waypoint.ip} is not a known workload`, {
+            reply: SOCKS5_REPLY.hostUnreachable,
+          }),
+        );
       }
       const dstId = identityOf(wpWorkload);
-      const creds = await credentialsOf(identityOf(src));
       const authority = `${host}:${request.port}`;
-      const tunnel = await network.hboneClient(creds).connect({
-        address: `${waypoint.ip}:${waypoint.port}`,
-        authority,
-        expectedIdentities: [dstId],
-        sourceAddress: srcIp,
-        credentials: creds,
-      });
+      const address = `${waypoint.ip}:${waypoint.port}`;
+      const { value: tunnel, accessLog } = await logged(
+        {
+          srcIdentity: identityOf(src),
+          dstAddr: address,
+          hboneAddr: authority,
+          destination: wpWorkload,
+          destinationService: viaWaypoint.service.hostname,
+          dstIdentity: dstId,
+        },
+        async () => {
+          const creds = await credentialsOf(identityOf(src));
+          return network.hboneClient(creds).connect({
+            address,
+            authority,
+            expectedIdentities: [dstId],
+            sourceAddress: srcIp,
+            credentials: creds,
+          });
+        },
+      );
       const labels = connectionLabels({
         reporter: "source",
         source: src,
@@ -149,16 +194,14 @@ export function createOutbound(options: OutboundOptions): Outbound {
         destinationService: viaWaypoint.service.hostname,
         mutualTls: true,
       });
-      return { stream: tunnel, labels, destination: authority, dstId };
+      return { stream: tunnel, labels, destination: authority, dstId, accessLog };
     }
     const dest = store.resolve(host, request.port);
     if (dest.kind === "no-endpoint") {
-      throw new ZtunnelError(
-        "ERR_SOCKS5_UNSUPPORTED",
-        `service ${dest.service.key} has no healthy endpoint`,
-        {
+      return refuse(
+        new ZtunnelError("ERR_SOCKS5_UNSUPPORTED", `service ${dest.service.key} has no healthy endpoint`, {
           reply: SOCKS5_REPLY.hostUnreachable,
-        },
+        }),
       );
     }
     const endpoint = dest.kind === "passthrough" ? undefined : dest.endpoint;
@@ -172,14 +215,28 @@ export function createOutbound(options: OutboundOptions): Outbound {
       usesHbone(dstWorkload)
     ) {
       const dstId = identityOf(dstWorkload);
-      const creds = await credentialsOf(identityOf(src));
-      const tunnel = await network.hboneClient(creds).connect({
-        address: `${dstIp}:${options.hbonePort}`,
-        authority: `${dstIp}:${endpoint.targetPort}`,
-        expectedIdentities: [dstId],
-        sourceAddress: srcIp,
-        credentials: creds,
-      });
+      const address = `${dstIp}:${options.hbonePort}`;
+      const authority = `${dstIp}:${endpoint.targetPort}`;
+      const { value: tunnel, accessLog } = await logged(
+        {
+          srcIdentity: identityOf(src),
+          dstAddr: address,
+          hboneAddr: authority,
+          destination: dstWorkload,
+          ...(destinationService === undefined ? {} : { destinationService }),
+          dstIdentity: dstId,
+        },
+        async () => {
+          const creds = await credentialsOf(identityOf(src));
+          return network.hboneClient(creds).connect({
+            address,
+            authority,
+            expectedIdentities: [dstId],
+            sourceAddress: srcIp,
+            credentials: creds,
+          });
+        },
+      );
       const labels = connectionLabels({
         reporter: "source",
         source: src,
@@ -187,18 +244,28 @@ export function createOutbound(options: OutboundOptions): Outbound {
         ...(destinationService === undefined ? {} : { destinationService }),
         mutualTls: true,
       });
-      return { stream: tunnel, labels, destination: `${dstIp}:${endpoint.targetPort}`, dstId };
+      return { stream: tunnel, labels, destination: authority, dstId, accessLog };
     }
     // Not in the mesh: plain TCP from the pod's own address.
     const targetHost = dstIp ?? host;
     const targetPort = endpoint?.targetPort ?? request.port;
-    const socket = network.connectTcp(targetHost, targetPort, srcIp);
-    try {
-      await once(socket, "connect");
-    } catch (err) {
-      socket.destroy();
-      throw err;
-    }
+    const { value: socket, accessLog } = await logged(
+      {
+        dstAddr: `${targetHost}:${targetPort}`,
+        destination: dstWorkload,
+        ...(destinationService === undefined ? {} : { destinationService }),
+      },
+      async () => {
+        const socket = network.connectTcp(targetHost, targetPort, srcIp);
+        try {
+          await once(socket, "connect");
+        } catch (err) {
+          socket.destroy();
+          throw err;
+        }
+        return socket;
+      },
+    );
     const labels = connectionLabels({
       reporter: "source",
       source: src,
@@ -206,7 +273,7 @@ export function createOutbound(options: OutboundOptions): Outbound {
       ...(destinationService === undefined ? {} : { destinationService }),
       mutualTls: false,
     });
-    return { stream: socket, labels, destination: `${targetHost}:${targetPort}` };
+    return { stream: socket, labels, destination: `${targetHost}:${targetPort}`, accessLog };
   };
 
   const carry: Outbound["carry"] = ({ socket, dialed, srcIp, src, requested, handshakeBytes, owner }) => {
@@ -227,14 +294,22 @@ export function createOutbound(options: OutboundOptions): Outbound {
     tcpMetrics.opened(labels);
     logger.debug({ src: srcIp, dst: dialed.destination, requested }, "outbound connection opened");
     socket.resume();
-    const finish = () => {
+    const finish = (err?: unknown) => {
       registry.delete(id);
       const received = socket.bytesRead - (handshakeBytes?.received ?? 0);
       const sent = socket.bytesWritten - (handshakeBytes?.sent ?? 0);
       tcpMetrics.closed(labels, { sent, received });
-      logger.debug({ src: srcIp, dst: dialed.destination, sent, received }, "outbound connection closed");
+      // The pod sent what this proxy received from it, and received what was written back.
+      dialed.accessLog.complete({
+        sent: received,
+        received: sent,
+        ...(err === undefined ? {} : { error: errorText(err) }),
+      });
     };
-    pipeTunnel(socket, stream).then(finish, finish);
+    pipeTunnel(socket, stream).then(
+      () => finish(),
+      (err: unknown) => finish(err),
+    );
   };
 
   return { dial, carry };

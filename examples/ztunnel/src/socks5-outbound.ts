@@ -32,7 +32,7 @@ export function createSocks5Outbound(options: Socks5OutboundOptions): {
     const requested = `${request.hostname ?? request.ip}:${request.port}`;
     let dialed: Awaited<ReturnType<Outbound["dial"]>>;
     try {
-      dialed = await outbound.dial(network, srcIp, src, request);
+      dialed = await outbound.dial(network, srcIp, src, request, socket.remotePort);
     } catch (err) {
       const code = socksReplyFor(err);
       logger.info(
@@ -44,6 +44,7 @@ export function createSocks5Outbound(options: Socks5OutboundOptions): {
     }
     if (options.isClosed() || !connect.succeed()) {
       dialed.stream.destroy();
+      dialed.accessLog.complete({ sent: 0, received: 0, error: "client closed before the reply" });
       return;
     }
     outbound.carry({ socket, dialed, srcIp, src, requested, handshakeBytes: connect.handshakeBytes });

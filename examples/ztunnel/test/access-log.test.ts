@@ -1,0 +1,283 @@
+// The `connection complete` access log, as two real ztunnels write it for an allowed and a denied
+// connection (SOCKS5 -> HBONE -> echo pod).
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net";
+import { after, before, describe, it } from "node:test";
+import type { Service, Workload } from "@ambient/xds";
+import { type RunningZtunnel, startZtunnel } from "../src/index.js";
+import { encodeGreeting, encodeRequest, parseReply, SOCKS5_REPLY } from "../src/socks5.js";
+import { startTestControlPlane, type TestControlPlane } from "./control-plane.js";
+
+const base = `127.${40 + Math.floor(Math.random() * 200)}.${Math.floor(Math.random() * 256)}`;
+const ip = {
+  nodeA: `${base}.1`,
+  nodeB: `${base}.2`,
+  sleep: `${base}.11`,
+  echo: `${base}.12`,
+  stranger: `${base}.13`,
+  vip: `${base}.100`,
+};
+const echoHost = "echo.default.svc.cluster.local";
+
+function bytes(address: string): Uint8Array {
+  return Uint8Array.from(address.split(".").map(Number));
+}
+
+function workload(
+  name: string,
+  namespace: string,
+  node: string,
+  address: string,
+  extra: Partial<Workload> = {},
+) {
+  const w: Workload = {
+    uid: `Kubernetes//Pod/${namespace}/${name}`,
+    name,
+    namespace,
+    addresses: [bytes(address)],
+    hostname: "",
+    network: "",
+    tunnelProtocol: "HBONE",
+    trustDomain: "",
+    serviceAccount: name,
+    node,
+    canonicalName: name,
+    canonicalRevision: "latest",
+    workloadType: "POD",
+    workloadName: name,
+    nativeTunnel: false,
+    services: {},
+    authorizationPolicies: [],
+    status: "HEALTHY",
+    clusterId: "Kubernetes",
+    networkMode: "STANDARD",
+    extensions: [],
+    ...extra,
+  };
+  return w;
+}
+
+interface Line {
+  level: "debug" | "info" | "warn" | "error";
+  fields: Record<string, unknown>;
+  msg: string;
+}
+
+function captureLogger(lines: Line[]) {
+  const at = (level: Line["level"]) => (fields: object, msg?: string) =>
+    lines.push({ level, fields: fields as Record<string, unknown>, msg: msg ?? "" });
+  return { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
+}
+
+async function socksConnect(proxy: string, from: string, host: string, port: number) {
+  const [proxyHost, proxyPort] = proxy.split(":");
+  const socket = connect({
+    host: proxyHost,
+    port: Number(proxyPort),
+    localAddress: from,
+    allowHalfOpen: true,
+  });
+  await once(socket, "connect");
+  socket.write(encodeGreeting());
+  socket.write(encodeRequest(host, port));
+  let buffered = Buffer.alloc(0);
+  let methodSeen = false;
+  return new Promise<{ socket: Socket; reply: number }>((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      buffered = Buffer.concat([buffered, chunk]);
+      if (!methodSeen) {
+        if (buffered.length < 2) return;
+        methodSeen = true;
+        buffered = buffered.subarray(2);
+      }
+      const reply = parseReply(buffered);
+      if (reply === undefined) return;
+      socket.off("data", onData);
+      const rest = buffered.subarray(reply.length);
+      if (rest.length > 0) socket.unshift(rest);
+      resolve({ socket, reply: reply.reply });
+    };
+    socket.on("data", onData);
+    socket.once("end", () => reject(new Error("proxy closed before replying")));
+    socket.once("error", reject);
+  });
+}
+
+async function until<T>(find: () => T | undefined): Promise<T> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const found = find();
+    if (found !== undefined) return found;
+    if (Date.now() > deadline) throw new Error("timed out waiting for an access log line");
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+const complete = (lines: Line[], srcIp: string) =>
+  lines.find((l) => l.msg === "connection complete" && String(l.fields["src.addr"]).startsWith(`${srcIp}:`));
+
+describe("access log", { timeout: 60_000 }, () => {
+  let cp: TestControlPlane;
+  let nodeA: RunningZtunnel;
+  let nodeB: RunningZtunnel;
+  let echo: Server;
+  let echoPort: number;
+  const linesA: Line[] = [];
+  const linesB: Line[] = [];
+
+  before(async () => {
+    cp = await startTestControlPlane();
+    echo = createServer({ allowHalfOpen: true }, (socket) => {
+      socket.on("error", () => {});
+      socket.on("data", () => {});
+      // A reply longer than the request, so the two byte counts differ.
+      socket.once("end", () => socket.end("a reply of thirty bytes.......")); // 30 bytes
+    });
+    echo.listen(0, ip.echo);
+    await once(echo, "listening");
+    echoPort = (echo.address() as AddressInfo).port;
+    const serviceKey = `default/${echoHost}`;
+    cp.setWorkload(workload("sleep", "default", "node-a", ip.sleep));
+    cp.setWorkload(workload("stranger", "other", "node-a", ip.stranger));
+    cp.setWorkload(
+      workload("echo", "default", "node-b", ip.echo, {
+        services: {
+          [serviceKey]: { ports: [{ servicePort: 80, targetPort: echoPort, appProtocol: "TCP" }] },
+        },
+      }),
+    );
+    const service: Service = {
+      name: "echo",
+      namespace: "default",
+      hostname: echoHost,
+      addresses: [{ network: "", address: bytes(ip.vip) }],
+      ports: [{ servicePort: 80, targetPort: echoPort, appProtocol: "TCP" }],
+      subjectAltNames: [],
+      ipFamilies: "IPV4_ONLY",
+      extensions: [],
+      canonical: true,
+      ingressUseWaypoint: false,
+      weightedWaypoints: [],
+      visibility: "PUBLIC",
+    };
+    cp.setService(service);
+    cp.applyPolicy(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: allow-sleep, namespace: default }
+spec:
+  rules:
+  - from: [{ source: { principals: ["cluster.local/ns/default/sa/sleep"] } }]
+`);
+    const common = {
+      controlPlaneAddress: cp.address,
+      rootCertPem: cp.rootCertPem,
+      ports: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
+    };
+    nodeA = await startZtunnel({
+      ...common,
+      nodeName: "node-a",
+      nodeIp: ip.nodeA,
+      token: await cp.tokenFor("node-a"),
+      logger: captureLogger(linesA),
+    });
+    nodeB = await startZtunnel({
+      ...common,
+      nodeName: "node-b",
+      nodeIp: ip.nodeB,
+      token: await cp.tokenFor("node-b"),
+      logger: captureLogger(linesB),
+    });
+    await Promise.all([nodeA.ready, nodeB.ready]);
+  });
+
+  after(async () => {
+    await Promise.all([nodeA?.close(), nodeB?.close()]);
+    await cp?.close();
+    echo?.close();
+  });
+
+  it("logs an allowed connection once on each side, at info, with Istio's fields", async () => {
+    const { socket, reply } = await socksConnect(nodeA.addresses.socks5, ip.sleep, ip.vip, 80);
+    assert.equal(reply, SOCKS5_REPLY.succeeded);
+    const clientPort = socket.localPort;
+    const ended = once(socket, "end");
+    socket.on("data", () => {});
+    socket.end("hello"); // 5 bytes
+    await ended;
+    socket.destroy();
+
+    const out = await until(() => complete(linesA, ip.sleep));
+    const inbound = await until(() => complete(linesB, ip.sleep));
+    assert.equal(out.level, "info");
+    const { duration: outDuration, ...outFields } = out.fields;
+    assert.match(String(outDuration), /^\d+ms$/);
+    assert.deepEqual(outFields, {
+      "src.addr": `${ip.sleep}:${clientPort}`,
+      "src.workload": "sleep",
+      "src.namespace": "default",
+      "src.identity": "spiffe://cluster.local/ns/default/sa/sleep",
+      "dst.addr": `${ip.echo}:15008`,
+      "dst.hbone_addr": `${ip.echo}:${echoPort}`,
+      "dst.service": echoHost,
+      "dst.workload": "echo",
+      "dst.namespace": "default",
+      "dst.identity": "spiffe://cluster.local/ns/default/sa/echo",
+      direction: "outbound",
+      bytes_sent: 5,
+      bytes_recv: 30,
+    });
+
+    assert.equal(inbound.level, "info");
+    const { duration: inDuration, "src.addr": inSrc, ...inFields } = inbound.fields;
+    assert.match(String(inDuration), /^\d+ms$/);
+    assert.match(String(inSrc), new RegExp(`^${ip.sleep.replaceAll(".", "\\.")}:\\d+$`));
+    assert.deepEqual(inFields, {
+      "src.workload": "sleep",
+      "src.namespace": "default",
+      "src.identity": "spiffe://cluster.local/ns/default/sa/sleep",
+      "dst.addr": `${ip.echo}:15008`,
+      "dst.hbone_addr": `${ip.echo}:${echoPort}`,
+      "dst.service": echoHost,
+      "dst.workload": "echo",
+      "dst.namespace": "default",
+      "dst.identity": "spiffe://cluster.local/ns/default/sa/echo",
+      direction: "inbound",
+      // The echo pod sent the reply and received the request.
+      bytes_sent: 30,
+      bytes_recv: 5,
+    });
+    // One line per connection on each side.
+    assert.equal(linesA.filter((l) => l.msg === "connection complete").length, 1);
+    assert.equal(linesB.filter((l) => l.msg === "connection complete").length, 1);
+  });
+
+  it("logs a denied connection at error level with the error, on both sides", async () => {
+    const { socket, reply } = await socksConnect(nodeA.addresses.socks5, ip.stranger, ip.vip, 80);
+    socket.destroy();
+    assert.equal(reply, SOCKS5_REPLY.notAllowed);
+
+    const inbound = await until(() => complete(linesB, ip.stranger));
+    assert.equal(inbound.level, "error");
+    assert.equal(inbound.fields.error, "policy rejection: denied by default/allow-sleep");
+    assert.equal(inbound.fields.direction, "inbound");
+    assert.equal(inbound.fields["src.workload"], "stranger");
+    assert.equal(inbound.fields["src.namespace"], "other");
+    assert.equal(inbound.fields["src.identity"], "spiffe://cluster.local/ns/other/sa/stranger");
+    assert.equal(inbound.fields["dst.workload"], "echo");
+    assert.equal(inbound.fields.bytes_sent, 0);
+    assert.equal(inbound.fields.bytes_recv, 0);
+
+    const out = await until(() => complete(linesA, ip.stranger));
+    assert.equal(out.level, "error");
+    assert.equal(out.fields.direction, "outbound");
+    assert.equal(out.fields["src.identity"], "spiffe://cluster.local/ns/other/sa/stranger");
+    assert.equal(out.fields["dst.addr"], `${ip.echo}:15008`);
+    assert.equal(out.fields["dst.workload"], "echo");
+    assert.equal(out.fields["dst.service"], echoHost);
+    assert.equal(typeof out.fields.error, "string");
+    assert.notEqual(out.fields.error, "");
+    assert.equal(out.fields.bytes_sent, 0);
+  });
+});
