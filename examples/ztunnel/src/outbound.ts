@@ -196,7 +196,7 @@ export function createOutbound(options: OutboundOptions): Outbound {
       });
       return { stream: tunnel, labels, destination: authority, dstId, accessLog };
     }
-    const dest = store.resolve(host, request.port);
+    const dest = store.resolve(host, request.port, src);
     if (dest.kind === "no-endpoint") {
       return refuse(
         new ZtunnelError("ERR_SOCKS5_UNSUPPORTED", `service ${dest.service.key} has no healthy endpoint`, {

@@ -134,6 +134,58 @@ describe("WorkloadStore", () => {
     assert.equal(s.resolve("127.30.0.2", 80).kind, "no-endpoint");
   });
 
+  it("loadBalancing: round robin among the nearest endpoints for the source, STRICT, PASSTHROUGH, ALLOW_ALL", () => {
+    const s = store();
+    const zoned = (name: string, address: string, zone: string, targetPort: number) =>
+      s.upsert(`Kubernetes//Pod/default/${name}`, {
+        workload: workload(name, {
+          ip: address,
+          locality: { region: "r1", zone, subzone: "" },
+          services: ports(80, targetPort),
+        }),
+      });
+    zoned("echo-1", "127.10.0.2", "z1", 8080);
+    zoned("echo-2", "127.10.0.3", "z2", 9090);
+    zoned("echo-3", "127.10.0.5", "z1", 7070);
+    const from = (zone: string) =>
+      workload("client", { ip: "127.10.0.9", locality: { region: "r1", zone, subzone: "" } });
+    const withLb = (loadBalancing: Service["loadBalancing"]) =>
+      s.upsert(svcKey, {
+        service: { ...echoService, ...(loadBalancing === undefined ? {} : { loadBalancing }) },
+      });
+    const picks = (source: Workload, n: number) =>
+      Array.from({ length: n }, () => {
+        const d = s.resolve("127.30.0.1", 80, source);
+        return d.kind === "service" ? d.endpoint.workload.name : d.kind;
+      });
+
+    withLb({ mode: "FAILOVER", routingPreference: ["REGION", "ZONE"], healthPolicy: "ONLY_HEALTHY" });
+    assert.deepEqual(picks(from("z1"), 4), ["echo-1", "echo-3", "echo-1", "echo-3"]);
+    assert.deepEqual(picks(from("z2"), 2), ["echo-2", "echo-2"]);
+    // Nothing in z9: failover to the whole region.
+    assert.deepEqual(new Set(picks(from("z9"), 3)), new Set(["echo-1", "echo-2", "echo-3"]));
+
+    withLb({ mode: "STRICT", routingPreference: ["REGION", "ZONE"], healthPolicy: "ONLY_HEALTHY" });
+    assert.deepEqual(picks(from("z9"), 1), ["no-endpoint"]);
+    assert.deepEqual(picks(from("z2"), 1), ["echo-2"]);
+
+    // Default: plain round robin over every healthy endpoint, whatever the source.
+    withLb(undefined);
+    assert.deepEqual(new Set(picks(from("z1"), 3)), new Set(["echo-1", "echo-2", "echo-3"]));
+
+    withLb({ mode: "PASSTHROUGH", routingPreference: [], healthPolicy: "ONLY_HEALTHY" });
+    assert.deepEqual(s.resolve("127.30.0.1", 80, from("z1")), {
+      kind: "passthrough",
+      ip: "127.30.0.1",
+      port: 80,
+    });
+
+    withLb({ mode: "UNSPECIFIED_MODE", routingPreference: [], healthPolicy: "ALLOW_ALL" });
+    const match = s.findService("127.30.0.1", 80);
+    assert.ok(match);
+    assert.ok(s.endpointsOf(match).some((e) => e.workload.name === "echo-sick"));
+  });
+
   it("updates and removals re-index addresses", () => {
     const s = store();
     s.upsert("Kubernetes//Pod/default/echo-1", {

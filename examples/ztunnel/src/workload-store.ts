@@ -1,5 +1,6 @@
 import type { Service, Workload, WorkloadAddress } from "@ambient/xds";
 import { canonicalFromBytes } from "./ip-address.js";
+import { selectByLocality } from "./load-balancing.js";
 
 /** A healthy workload that serves a service port, with the port to dial on it. */
 export interface Endpoint {
@@ -195,11 +196,15 @@ export class WorkloadStore {
     return key === undefined ? undefined : this.#services.get(key);
   }
 
-  /** Healthy workloads that list the service port, in a stable order (by uid). */
+  /**
+   * Healthy workloads that list the service port, in a stable order (by uid); unhealthy ones too when
+   * the Service's `loadBalancing.healthPolicy` is ALLOW_ALL.
+   */
   endpointsOf(match: ServiceMatch): Endpoint[] {
     const out: Endpoint[] = [];
+    const allowAll = match.service.loadBalancing?.healthPolicy === "ALLOW_ALL";
     for (const [uid, w] of [...this.#workloads].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-      if (w.status !== "HEALTHY" || w.addresses.length === 0) continue;
+      if ((w.status !== "HEALTHY" && !allowAll) || w.addresses.length === 0) continue;
       const ports = w.services[match.key];
       if (ports === undefined || uid === "") continue;
       const p = ports.ports.find((x) => x.servicePort === match.servicePort);
@@ -209,20 +214,27 @@ export class WorkloadStore {
     return out;
   }
 
-  /** The next endpoint of the service, round robin over {@link endpointsOf}. */
-  selectEndpoint(match: ServiceMatch): Endpoint | undefined {
-    const endpoints = this.endpointsOf(match);
+  /**
+   * The next endpoint of the service for a connection from `source`: round robin over the endpoints
+   * {@link selectByLocality} keeps under the Service's `loadBalancing` (all of them by default).
+   */
+  selectEndpoint(match: ServiceMatch, source?: Workload): Endpoint | undefined {
+    const endpoints = selectByLocality(this.endpointsOf(match), source, match.service.loadBalancing);
     const counter = this.#roundRobin.get(match.key) ?? 0;
     const chosen = pickEndpoint(endpoints, counter);
     if (chosen !== undefined) this.#roundRobin.set(match.key, counter + 1);
     return chosen;
   }
 
-  /** Service VIP:port, then pod IP:port, else a passthrough destination. */
-  resolve(ip: string, port: number): Destination {
+  /**
+   * Service VIP:port (an endpoint chosen for `source`), then pod IP:port, else a passthrough
+   * destination. A Service in `loadBalancing` mode PASSTHROUGH is passed through to the VIP as is.
+   */
+  resolve(ip: string, port: number, source?: Workload): Destination {
     const service = this.findService(ip, port);
+    if (service?.service.loadBalancing?.mode === "PASSTHROUGH") return { kind: "passthrough", ip, port };
     if (service !== undefined) {
-      const endpoint = this.selectEndpoint(service);
+      const endpoint = this.selectEndpoint(service, source);
       return endpoint === undefined
         ? { kind: "no-endpoint", service }
         : { kind: "service", service, endpoint };
