@@ -19,6 +19,11 @@
  * @packageDocumentation
  */
 
+export {
+  type AccessLogOutcome,
+  type AccessLogParties,
+  accessLogRecord,
+} from "./access-log.js";
 export { adminJson, adminJsonView } from "./admin-json.js";
 export {
   parseZtunnelCli,
@@ -49,6 +54,13 @@ export {
   parseIpv4,
   parseIpv6,
 } from "./ip-address.js";
+export {
+  type LocalityOf,
+  type LocalityScope,
+  localityRank,
+  sameScope,
+  selectByLocality,
+} from "./load-balancing.js";
 export {
   encodeGreeting,
   encodeMethodSelection,
