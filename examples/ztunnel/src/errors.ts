@@ -1,3 +1,5 @@
+import { brandErrorClass } from "@ambient/telemetry";
+
 /** Stable codes of {@link ZtunnelError}. */
 export type ZtunnelErrorCode =
   | "ERR_ZTUNNEL_INVALID_OPTION"
@@ -14,8 +16,6 @@ export interface ZtunnelErrorDetails {
   [key: string]: unknown;
 }
 
-const BRAND = Symbol.for("@ambient/example-ztunnel.error");
-
 /** The one error class of the node proxy. */
 export class ZtunnelError extends Error {
   readonly code: ZtunnelErrorCode;
@@ -26,10 +26,7 @@ export class ZtunnelError extends Error {
     this.name = "ZtunnelError";
     this.code = code;
     this.details = details;
-    Object.defineProperty(this, BRAND, { value: true });
-  }
-
-  static override [Symbol.hasInstance](value: unknown): boolean {
-    return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
   }
 }
+
+brandErrorClass(ZtunnelError, "@ambient/example-ztunnel.error");
