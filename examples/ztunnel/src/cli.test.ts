@@ -61,6 +61,27 @@ describe("ztunnel CLI", () => {
     });
   });
 
+  it("parses --dedicated namespace/name and refuses what cannot be meant", () => {
+    const ok = parseZtunnelCli(["--dedicated", "demo/sleep-0", "--dedicated-netns", "/var/run/netns/sleep"]);
+    assert.deepEqual(ok.kind === "run" ? ok.dedicated : undefined, {
+      workload: { namespace: "demo", name: "sleep-0" },
+      netnsPath: "/var/run/netns/sleep",
+    });
+    const plain = parseZtunnelCli([]);
+    assert.equal(plain.kind === "run" ? plain.dedicated : "not run", undefined);
+    for (const [args, message] of [
+      [["--dedicated", "sleep-0"], /namespace\/name/],
+      [["--dedicated", "a/b/c"], /namespace\/name/],
+      [["--dedicated", "/b"], /namespace\/name/],
+      [["--dedicated-netns", "/var/run/netns/x"], /needs --dedicated/],
+      [["--dedicated", "a/b", "--zds-socket", "/tmp/z.sock"], /drop --zds-socket/],
+    ] as const) {
+      const got = parseZtunnelCli([...args]);
+      assert.equal(got.kind, "error", args.join(" "));
+      assert.match(got.kind === "error" ? got.message : "", message);
+    }
+  });
+
   it("keeps -- when it is a flag's value", () => {
     assert.deepEqual(withoutSeparators(["--", "--state-dir", "--", "--"]), ["--state-dir", "--"]);
   });

@@ -68,6 +68,18 @@ export const ZTUNNEL_FLAGS = {
     description:
       "In-pod mode (Linux, root): connect to the node agent's ZDS socket (istio-cni's is /var/run/ztunnel/ztunnel.sock) and serve the pods it hands over inside their network namespaces.",
   },
+  dedicated: {
+    type: "string",
+    value: "namespace/name",
+    description:
+      "Dedicated mode (Linux, root): serve only this workload, with its listeners (15001, 15006, 15008) in this process's network namespace and no node agent.",
+  },
+  "dedicated-netns": {
+    type: "string",
+    value: "path",
+    description:
+      "With --dedicated: serve in the network namespace at this path instead of the process's own (for example /var/run/netns/<name>).",
+  },
   "log-level": {
     type: "string",
     value: "level",
@@ -98,7 +110,13 @@ export type ZtunnelArgs = {
 export type ZtunnelCli =
   | { kind: "help" }
   | { kind: "error"; message: string }
-  | { kind: "run"; args: ZtunnelArgs; socks5: { handshakeTimeoutMs: number; maxHandshakes: number } };
+  | {
+      kind: "run";
+      args: ZtunnelArgs;
+      socks5: { handshakeTimeoutMs: number; maxHandshakes: number };
+      /** `--dedicated namespace/name` (and `--dedicated-netns`), parsed. */
+      dedicated?: { workload: { namespace: string; name: string }; netnsPath?: string };
+    };
 
 /**
  * Drops pnpm's `--` separator wherever it stands (`pnpm start -- --node b`, `pnpm start --node b --
@@ -151,9 +169,29 @@ export function parseZtunnelCli(argv: readonly string[]): ZtunnelCli {
   if (typeof timeout === "string") return { kind: "error", message: timeout };
   const max = positiveInteger("socks5-max-handshakes", String(values["socks5-max-handshakes"]));
   if (typeof max === "string") return { kind: "error", message: max };
+  const dedicatedText = values.dedicated;
+  const netnsPath = values["dedicated-netns"];
+  let dedicated: { workload: { namespace: string; name: string }; netnsPath?: string } | undefined;
+  if (typeof dedicatedText === "string") {
+    const [namespace, name, extra] = dedicatedText.split("/");
+    if (extra !== undefined || !namespace || !name)
+      return {
+        kind: "error",
+        message: `--dedicated takes namespace/name, got ${JSON.stringify(dedicatedText)}`,
+      };
+    if (values["zds-socket"] !== undefined)
+      return {
+        kind: "error",
+        message: "--dedicated serves one workload without a node agent: drop --zds-socket",
+      };
+    dedicated = { workload: { namespace, name }, ...(typeof netnsPath === "string" ? { netnsPath } : {}) };
+  } else if (netnsPath !== undefined) {
+    return { kind: "error", message: "--dedicated-netns needs --dedicated namespace/name" };
+  }
   return {
     kind: "run",
     args: values as ZtunnelArgs,
     socks5: { handshakeTimeoutMs: timeout, maxHandshakes: max },
+    ...(dedicated === undefined ? {} : { dedicated }),
   };
 }

@@ -55,10 +55,17 @@ const ztunnel = await startZtunnel({
   registry,
   socks5: cli.socks5,
   ...(values["zds-socket"] === undefined ? {} : { zdsSocketPath: values["zds-socket"] }),
+  ...(cli.dedicated === undefined ? {} : { dedicated: cli.dedicated }),
 });
 ztunnel.ready.then(
   () => logger.info({ socks5: ztunnel.addresses.socks5 }, "ready: point SOCKS5 clients here"),
-  () => {},
+  (err: unknown) => {
+    // Closing before ready (a signal) is not a failure; anything else, such as a dedicated workload
+    // that xDS does not know, is.
+    if ((err as { code?: unknown }).code === "ERR_ZTUNNEL_CLOSED") return;
+    logger.error({ err: (err as Error).message }, "the proxy cannot become ready");
+    void ztunnel.close().finally(() => process.exit(1));
+  },
 );
 
 for (const signal of ["SIGINT", "SIGTERM"] as const) {

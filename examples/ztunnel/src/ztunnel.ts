@@ -5,6 +5,7 @@ import { once } from "node:events";
 import type { Server as HttpServer } from "node:http";
 import { type AddressInfo, isIP, type Server } from "node:net";
 import { createHboneClient } from "@ambient/hbone";
+import { openNetns } from "@ambient/netns";
 import { createZdsClient, type ZdsClient } from "@ambient/netns/zds";
 import type { WireAuthorization } from "@ambient/policy";
 import type { X509Svid } from "@ambient/spiffe";
@@ -84,6 +85,18 @@ export interface ZtunnelOptions {
    * pods it is handed; ztunnel `INPOD_UDS` (`/var/run/ztunnel/ztunnel.sock`). Default: no ZDS.
    */
   zdsSocketPath?: string;
+  /**
+   * Dedicated mode: serve exactly one workload, with no node agent: its listeners (15001, 15006,
+   * 15008) open in `netnsPath`, by default this process's own network namespace, once the workload is
+   * known in xDS; ztunnel `PROXY_MODE=dedicated`, for a proxy beside one process or on a VM. Implies
+   * in-pod mode; readiness waits for the workload's listeners.
+   */
+  dedicated?: {
+    /** The workload served: its name and namespace (ZDS `WorkloadInfo`), or `uid` of its xDS workload. */
+    workload: { name: string; namespace: string; serviceAccount?: string; uid?: string };
+    /** Network namespace to serve in. Default `/proc/self/ns/net`. */
+    netnsPath?: string;
+  };
   /** SOCKS5 listener limits. */
   socks5?: {
     /** Time from accept to the final reply (the dial included). Default 10 000 ms. */
@@ -275,7 +288,8 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     logger,
     metrics,
   });
-  const inPodMode = options.inPod !== undefined || options.zdsSocketPath !== undefined;
+  const inPodMode =
+    options.inPod !== undefined || options.zdsSocketPath !== undefined || options.dedicated !== undefined;
   let stateReady = false;
   const stateReadyWaiters: (() => void)[] = [];
   const inPod = createInPodProxies({
@@ -426,6 +440,16 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
   }
   logger.info({ nodeName: node.name, ip: node.ip, ...addresses, controlPlane: address }, "ztunnel listening");
 
+  // Dedicated mode is in-pod mode with one pod that nobody hands over: the proxy adds it itself.
+  const serveDedicated = async (dedicated: NonNullable<ZtunnelOptions["dedicated"]>): Promise<void> => {
+    const { uid, ...workloadInfo } = dedicated.workload;
+    await inPod.add({
+      uid: uid ?? `${workloadInfo.namespace}/${workloadInfo.name}`,
+      workloadInfo,
+      netns: openNetns(dedicated.netnsPath ?? "/proc/self/ns/net"),
+    });
+  };
+
   const ready = (async () => {
     await state.ready();
     if (closed) throw new ZtunnelError("ERR_ZTUNNEL_CLOSED", "closed before it was ready");
@@ -436,6 +460,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
       await nodePods.started();
     }
     await zds?.ready();
+    if (options.dedicated !== undefined) await serveDedicated(options.dedicated);
     if (closed) throw new ZtunnelError("ERR_ZTUNNEL_CLOSED", "closed before it was ready");
     readyFlag = true;
     logger.info({ pods: nodePods.size() }, "ztunnel ready");
