@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { get } from "node:http";
 import { type AddressInfo, connect, createServer, type Server } from "node:net";
 import { after, before, describe, it } from "node:test";
 import type { Service, Workload } from "@ambient/xds";
+import { promtoolCheckMetrics, withSampleInEveryFamily } from "../../../scripts/testing/promtool.js";
 import { type RunningZtunnel, startZtunnel } from "../src/index.js";
 import { encodeGreeting, encodeRequest, parseReply, SOCKS5_REPLY } from "../src/socks5.js";
 import { startTestControlPlane, type TestControlPlane } from "./control-plane.js";
@@ -25,45 +25,6 @@ const ip = {
   vip: `${base}.100`,
 };
 const echoHost = "echo.default.svc.cluster.local";
-
-/** Problems promtool reports as `<metric> <text>`, and whether it could read the text at all. */
-async function promtoolCheckMetrics(text: string): Promise<{ code: number; problems: string[] }> {
-  const child = spawn("promtool", ["check", "metrics"], { stdio: ["pipe", "pipe", "pipe"] });
-  let output = "";
-  child.stdout.on("data", (chunk: Buffer) => {
-    output += chunk;
-  });
-  child.stderr.on("data", (chunk: Buffer) => {
-    output += chunk;
-  });
-  child.stdin.end(text);
-  const [code] = (await once(child, "close")) as [number | null];
-  return { code: code ?? 1, problems: output.split("\n").filter((line) => line.trim() !== "") };
-}
-
-/**
- * promtool skips a family that has no sample (a labelled counter nothing has counted yet), so this adds
- * one zero sample of the right shape to each such family: then every declared name is linted too.
- */
-function withSampleInEveryFamily(text: string): string {
-  const lines = text.split("\n");
-  const out: string[] = [];
-  for (const [i, line] of lines.entries()) {
-    out.push(line);
-    const declared = /^# TYPE (\S+) (\S+)$/.exec(line);
-    if (declared === null) continue;
-    const [, name, type] = declared as unknown as [string, string, string];
-    const next = lines.slice(i + 1).find((l) => !l.startsWith("#"));
-    const sampled = /^[^{\s]+/.exec(next ?? "")?.[0];
-    if (sampled !== undefined && [name, `${name}_bucket`, `${name}_sum`, `${name}_count`].includes(sampled)) {
-      continue;
-    }
-    if (type === "histogram") out.push(`${name}_bucket{le="+Inf"} 0`, `${name}_sum 0`, `${name}_count 0`);
-    else if (type === "summary") out.push(`${name}_sum 0`, `${name}_count 0`);
-    else out.push(`${name} 0`);
-  }
-  return out.join("\n");
-}
 
 function bytes(address: string): Uint8Array {
   return Uint8Array.from(address.split(".").map(Number));
