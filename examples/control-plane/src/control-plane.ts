@@ -1,8 +1,5 @@
-import { type FSWatcher, constants as fsConstants, watch } from "node:fs";
-import { open, readdir } from "node:fs/promises";
 import { createServer, type Server as HttpServer } from "node:http";
 import { type AddressInfo, isIP } from "node:net";
-import { extname, join } from "node:path";
 import {
   callerFromKubernetesClaims,
   createCertificateService,
@@ -12,27 +9,15 @@ import {
 import { createXdsServer, TypeUrl, XdsError, type XdsServer } from "@ambient/xds";
 import { Metadata, Server, ServerCredentials } from "@grpc/grpc-js";
 import { ControlPlaneError } from "./errors.js";
-import { applyLastGood, type ManifestError } from "./last-good.js";
-import {
-  DEFAULT_MANIFEST_LIMITS,
-  type KubeObject,
-  type ManifestLimits,
-  type MeshIssue,
-  type ParsedManifestFile,
-  parseManifestFile,
-  unreadableManifestFile,
-} from "./manifests.js";
+import type { ManifestError } from "./last-good.js";
+import type { ManifestLimits, MeshIssue } from "./manifests.js";
 import { loadMeshState, TOKEN_ISSUER, writeNodeTokens } from "./mesh-state.js";
 import { issueServingCertificate, servingHosts } from "./serving-certificate.js";
+import type { ConfigSnapshot, ConfigSource } from "./sources/config-source.js";
+import { createFolderSource } from "./sources/folder-source.js";
 import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
 import { type EnvoyConfig, translateEnvoy } from "./translate-envoy.js";
-import {
-  type MeshConfig,
-  parsePodCidrs,
-  type TranslateOptions,
-  translateMesh,
-  validateManifestObject,
-} from "./translate-mesh.js";
+import { type MeshConfig, parsePodCidrs, type TranslateOptions, translateMesh } from "./translate-mesh.js";
 
 /** SPIFFE ID of the control plane's serving certificate. */
 export const CONTROL_PLANE_IDENTITY = "spiffe://cluster.local/ns/istio-system/sa/istiod";
@@ -40,12 +25,19 @@ const DEFAULT_NODES = ["node-a", "node-b", "node-c"];
 const SERVING_CERT_TTL_SECONDS = 30 * 24 * 60 * 60;
 // Tokens live 24 h; the files are rewritten well before they expire.
 const TOKEN_REFRESH_MS = 12 * 60 * 60 * 1000;
-const MANIFEST_EXTENSIONS = new Set([".yaml", ".yml", ".json"]);
 
 /** Options of {@link startControlPlane}. */
 export interface ControlPlaneOptions extends TranslateOptions {
-  /** Directory of `*.yaml` / `*.yml` / `*.json` manifests (not recursive). Required. */
-  meshDir: string;
+  /**
+   * Directory of `*.yaml` / `*.yml` / `*.json` manifests (not recursive), read by the folder source.
+   * Exactly one of `meshDir` and `source` is required.
+   */
+  meshDir?: string;
+  /**
+   * Where the objects come from instead of `meshDir`, e.g. the Kubernetes source. The control plane
+   * owns it: it is closed by `close()`, and when `startControlPlane` rejects.
+   */
+  source?: ConfigSource;
   /**
    * Where the CA, the token key, `root-cert.pem` and `tokens/<node>.jwt` are kept. Default: none,
    * everything stays in memory (a new CA on every start).
@@ -135,64 +127,6 @@ export interface ControlPlane {
   close(): Promise<void>;
 }
 
-async function readManifestText(path: string, maxBytes: number): Promise<string> {
-  // O_NONBLOCK: opening a FIFO named like a manifest must not wait for a writer.
-  const handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
-  try {
-    const stats = await handle.stat();
-    if (!stats.isFile()) throw new Error("not a regular file");
-    const { size } = stats;
-    // Not read at all when over the limit; a file still growing is caught by the parser's check.
-    if (size > maxBytes) throw new RangeError(`file is ${size} bytes, over the ${maxBytes}-byte limit`);
-    const buffer = Buffer.alloc(Math.min(size, maxBytes) + 1);
-    const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
-    return buffer.subarray(0, bytesRead).toString("utf8");
-  } finally {
-    await handle.close();
-  }
-}
-
-/**
- * Reads every manifest of `dir` within `limits`. A file whose text did not change since the last
- * reload is not parsed again (`cache`), so a hostile file costs its parse once, not on every edit.
- */
-async function readManifestDir(
-  dir: string,
-  limits: Required<ManifestLimits>,
-  cache: Map<string, { text: string; parsed: ParsedManifestFile }>,
-): Promise<ParsedManifestFile[]> {
-  const names = (await readdir(dir)).filter((n) => MANIFEST_EXTENSIONS.has(extname(n)) && !n.startsWith("."));
-  const files: ParsedManifestFile[] = [];
-  const present = new Set<string>();
-  for (const name of names.sort()) {
-    let text: string;
-    try {
-      text = await readManifestText(join(dir, name), limits.maxFileBytes);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      // A file removed between listing and reading is simply not there any more.
-      if (code === "ENOENT") continue;
-      present.add(name);
-      cache.delete(name);
-      files.push(unreadableManifestFile(name, err instanceof Error ? err.message : String(err)));
-      continue;
-    }
-    present.add(name);
-    const cached = cache.get(name);
-    if (cached !== undefined && cached.text === text) {
-      files.push(cached.parsed);
-      continue;
-    }
-    // Each parse is bounded by the limits; between files the event loop serves xDS and the CA.
-    await new Promise<void>((resolveTurn) => setImmediate(resolveTurn));
-    const parsed = parseManifestFile({ path: name, text }, limits);
-    cache.set(name, { text, parsed });
-    files.push(parsed);
-  }
-  for (const name of cache.keys()) if (!present.has(name)) cache.delete(name);
-  return files;
-}
-
 function ipText(bytes: Uint8Array | undefined): string {
   return bytes === undefined ? "" : [...bytes].join(".");
 }
@@ -264,8 +198,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   validAddress(listen, "listen");
   if (options.admin !== undefined) validAddress(options.admin, "admin");
   if (options.plaintextListen !== undefined) validAddress(options.plaintextListen, "plaintextListen");
-  if (typeof options.meshDir !== "string" || options.meshDir === "") {
-    throw new ControlPlaneError("ERR_CONTROL_PLANE_CONFIG", "meshDir is required");
+  if ((options.meshDir === undefined) === (options.source === undefined)) {
+    throw new ControlPlaneError("ERR_CONTROL_PLANE_CONFIG", "exactly one of meshDir and source is required");
   }
   const translateOptions: TranslateOptions = {
     ...(options.clusterId === undefined ? {} : { clusterId: options.clusterId }),
@@ -276,15 +210,15 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     ...(options.podCidrs === undefined ? {} : { podCidrs: options.podCidrs }),
   };
   parsePodCidrs(options.podCidrs);
-  const limits: Required<ManifestLimits> = { ...DEFAULT_MANIFEST_LIMITS, ...options.manifestLimits };
-  for (const [name, value] of Object.entries(limits)) {
-    if (!Number.isSafeInteger(value) || value < 0) {
-      throw new ControlPlaneError(
-        "ERR_CONTROL_PLANE_CONFIG",
-        `manifestLimits.${name} must be a non-negative integer`,
-      );
-    }
-  }
+  const source =
+    options.source ??
+    createFolderSource({
+      dir: options.meshDir ?? "",
+      ...(options.manifestLimits === undefined ? {} : { limits: options.manifestLimits }),
+      ...(options.watch === undefined ? {} : { watch: options.watch }),
+      ...(options.watchDebounceMs === undefined ? {} : { debounceMs: options.watchDebounceMs }),
+      logger,
+    });
 
   const reloads = metrics.counter("ambient_control_plane_reloads_total", "Mesh directory reloads", [
     "result",
@@ -299,7 +233,11 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     "Manifest edits not applied (last good version kept or nothing served)",
   );
 
-  const state = await loadMeshState(options.stateDir, trustDomain);
+  const closeSourceAndThrow = async (err: unknown): Promise<never> => {
+    await source.close();
+    throw err;
+  };
+  const state = await loadMeshState(options.stateDir, trustDomain).catch(closeSourceAndThrow);
   // No hot certificate swap in grpc-js server credentials: the serving certificate outlives a demo run.
   const listenHost = listen.slice(0, listen.lastIndexOf(":")).replace(/^\[(.*)\]$/, "$1");
   const specificIp = isIP(listenHost) !== 0 && listenHost !== "0.0.0.0" && listenHost !== "::";
@@ -307,7 +245,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     spiffeId: `spiffe://${trustDomain}/ns/istio-system/sa/istiod`,
     hosts: servingHosts([...(specificIp ? [listenHost] : []), ...(options.servingHosts ?? [])]),
     ttlSeconds: SERVING_CERT_TTL_SECONDS,
-  });
+  }).catch(closeSourceAndThrow);
   const authenticator = createJwtAuthenticator({
     keys: state.jwks,
     issuer: TOKEN_ISSUER,
@@ -331,9 +269,6 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     issues: [],
   };
   let currentErrors: ManifestError[] = [];
-  // Manifest file -> the objects served from it: what a broken edit of that file falls back to.
-  let lastGood = new Map<string, KubeObject[]>();
-  const parseCache = new Map<string, { text: string; parsed: ParsedManifestFile }>();
   const tokenNodes = new Set<string>();
 
   const xds = createXdsServer({
@@ -382,19 +317,16 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   });
 
   async function apply(): Promise<ReloadResult> {
-    let files: ParsedManifestFile[];
+    // The source decides what is in force (last good state, informer caches); apply only translates.
+    let merged: ConfigSnapshot;
     try {
-      files = await readManifestDir(options.meshDir, limits, parseCache);
+      merged = await source.snapshot();
     } catch (cause) {
       reloads.inc({ result: "error" });
-      throw new ControlPlaneError(
-        "ERR_CONTROL_PLANE_CONFIG",
-        `cannot read mesh directory ${options.meshDir}`,
-        { cause },
-      );
+      if (cause instanceof ControlPlaneError) throw cause;
+      throw new ControlPlaneError("ERR_CONTROL_PLANE_CONFIG", `cannot read ${source.description}`, { cause });
     }
-    const merged = applyLastGood(lastGood, files, validateManifestObject);
-    const objects = [...merged.files.keys()].sort().flatMap((file) => merged.files.get(file) ?? []);
+    const { objects } = merged;
     const next = translateMesh(objects, translateOptions);
     const envoy = translateEnvoy(objects, next, translateOptions);
     const cache = xds.cache;
@@ -450,7 +382,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     // Route problems are listed with the rest (`config().issues`, `/debug/config`).
     current = { ...next, issues };
     currentEnvoy = envoy;
-    lastGood = merged.files;
+    merged.accept();
     currentErrors = merged.errors;
     resources.set({ type: "workload" }, next.workloads.length);
     resources.set({ type: "service" }, next.services.length);
@@ -500,7 +432,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   try {
     await reload();
   } catch (err) {
-    await xds.close();
+    await Promise.all([xds.close(), source.close()]);
     throw err;
   }
 
@@ -516,7 +448,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   try {
     port = await bindGrpc(grpcServer, listen, credentials);
   } catch (cause) {
-    await xds.close();
+    await Promise.all([xds.close(), source.close()]);
     grpcServer.forceShutdown();
     throw new ControlPlaneError("ERR_CONTROL_PLANE_LISTEN", `cannot listen on ${listen}`, { cause });
   }
@@ -553,7 +485,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     try {
       adminAddress = await listenHttp(admin, options.admin);
     } catch (cause) {
-      await xds.close();
+      await Promise.all([xds.close(), source.close()]);
       grpcServer.forceShutdown();
       throw new ControlPlaneError("ERR_CONTROL_PLANE_LISTEN", `cannot listen on ${options.admin}`, { cause });
     }
@@ -573,7 +505,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       const p = await plaintext.listen(options.plaintextListen);
       plaintextAddress = `${options.plaintextListen.slice(0, options.plaintextListen.lastIndexOf(":"))}:${p}`;
     } catch (cause) {
-      await Promise.all([xds.close(), plaintext.close()]);
+      await Promise.all([xds.close(), plaintext.close(), source.close()]);
       grpcServer.forceShutdown();
       admin?.close();
       throw new ControlPlaneError("ERR_CONTROL_PLANE_LISTEN", `cannot listen on ${options.plaintextListen}`, {
@@ -593,22 +525,12 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     tokenRefresh.unref();
   }
 
-  let watcher: FSWatcher | undefined;
-  let watchTimer: NodeJS.Timeout | undefined;
-  if (options.watch !== false) {
-    const debounce = options.watchDebounceMs ?? 100;
-    watcher = watch(options.meshDir, () => {
-      clearTimeout(watchTimer);
-      watchTimer = setTimeout(() => {
-        watchTimer = undefined;
-        reload().catch((err: unknown) => logger.error({ err }, "mesh reload failed"));
-      }, debounce);
-    });
-    watcher.on("error", (err) => logger.error({ err }, "mesh directory watch failed"));
-  }
+  source.start(() => {
+    reload().catch((err: unknown) => logger.error({ err }, "mesh reload failed"));
+  });
 
   logger.info(
-    { address, admin: adminAddress, plaintext: plaintextAddress, meshDir: options.meshDir },
+    { address, admin: adminAddress, plaintext: plaintextAddress, source: source.description },
     "control plane listening",
   );
 
@@ -626,9 +548,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     errors: () => currentErrors,
     close() {
       closing ??= (async () => {
-        watcher?.close();
-        clearTimeout(watchTimer);
         clearInterval(tokenRefresh);
+        await source.close();
         await chain;
         await Promise.all([xds.close(), plaintext?.close()]);
         await new Promise<void>((resolve) => {

@@ -1,0 +1,163 @@
+// The folder source: every `*.yaml` / `*.yml` / `*.json` file of one directory, re-read when the
+// directory changes. An edit that does not read or validate keeps the file's last good objects
+// (see last-good.ts), so a half-written policy never opens the mesh.
+import { type FSWatcher, constants as fsConstants, watch } from "node:fs";
+import { open, readdir } from "node:fs/promises";
+import { extname, join } from "node:path";
+import { ControlPlaneError } from "../errors.js";
+import { applyLastGood } from "../last-good.js";
+import {
+  DEFAULT_MANIFEST_LIMITS,
+  type KubeObject,
+  type ManifestLimits,
+  type ParsedManifestFile,
+  parseManifestFile,
+  unreadableManifestFile,
+} from "../manifests.js";
+import type { Logger } from "../telemetry.js";
+import { noopLogger } from "../telemetry.js";
+import { validateManifestObject } from "../translate-mesh.js";
+import type { ConfigSnapshot, ConfigSource } from "./config-source.js";
+
+const MANIFEST_EXTENSIONS = new Set([".yaml", ".yml", ".json"]);
+
+/** Options of {@link createFolderSource}. */
+export interface FolderSourceOptions {
+  /** Directory of `*.yaml` / `*.yml` / `*.json` manifests (not recursive). Required. */
+  dir: string;
+  /** Limits of one manifest file. Default {@link DEFAULT_MANIFEST_LIMITS}. */
+  limits?: ManifestLimits;
+  /** Report changes of the directory (`fs.watch`). Default true. */
+  watch?: boolean;
+  /** Quiet time after the last file event before a change is reported. Default 100 ms. */
+  debounceMs?: number;
+  logger?: Logger;
+}
+
+async function readManifestText(path: string, maxBytes: number): Promise<string> {
+  // O_NONBLOCK: opening a FIFO named like a manifest must not wait for a writer.
+  const handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+  try {
+    const stats = await handle.stat();
+    if (!stats.isFile()) throw new Error("not a regular file");
+    const { size } = stats;
+    // Not read at all when over the limit; a file still growing is caught by the parser's check.
+    if (size > maxBytes) throw new RangeError(`file is ${size} bytes, over the ${maxBytes}-byte limit`);
+    const buffer = Buffer.alloc(Math.min(size, maxBytes) + 1);
+    const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
+    return buffer.subarray(0, bytesRead).toString("utf8");
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Reads every manifest of `dir` within `limits`. A file whose text did not change since the last
+ * reload is not parsed again (`cache`), so a hostile file costs its parse once, not on every edit.
+ */
+async function readManifestDir(
+  dir: string,
+  limits: Required<ManifestLimits>,
+  cache: Map<string, { text: string; parsed: ParsedManifestFile }>,
+): Promise<ParsedManifestFile[]> {
+  const names = (await readdir(dir)).filter((n) => MANIFEST_EXTENSIONS.has(extname(n)) && !n.startsWith("."));
+  const files: ParsedManifestFile[] = [];
+  const present = new Set<string>();
+  for (const name of names.sort()) {
+    let text: string;
+    try {
+      text = await readManifestText(join(dir, name), limits.maxFileBytes);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      // A file removed between listing and reading is simply not there any more.
+      if (code === "ENOENT") continue;
+      present.add(name);
+      cache.delete(name);
+      files.push(unreadableManifestFile(name, err instanceof Error ? err.message : String(err)));
+      continue;
+    }
+    present.add(name);
+    const cached = cache.get(name);
+    if (cached !== undefined && cached.text === text) {
+      files.push(cached.parsed);
+      continue;
+    }
+    // Each parse is bounded by the limits; between files the event loop serves xDS and the CA.
+    await new Promise<void>((resolveTurn) => setImmediate(resolveTurn));
+    const parsed = parseManifestFile({ path: name, text }, limits);
+    cache.set(name, { text, parsed });
+    files.push(parsed);
+  }
+  for (const name of cache.keys()) if (!present.has(name)) cache.delete(name);
+  return files;
+}
+
+/** Checks the limits before anything is read: a bad value is a configuration error at start. */
+export function resolveManifestLimits(limits: ManifestLimits | undefined): Required<ManifestLimits> {
+  const resolved: Required<ManifestLimits> = { ...DEFAULT_MANIFEST_LIMITS, ...limits };
+  for (const [name, value] of Object.entries(resolved)) {
+    if (!Number.isSafeInteger(value) || value < 0) {
+      throw new ControlPlaneError(
+        "ERR_CONTROL_PLANE_CONFIG",
+        `manifestLimits.${name} must be a non-negative integer`,
+      );
+    }
+  }
+  return resolved;
+}
+
+/** A {@link ConfigSource} over one directory of manifests, with last-good-state semantics per file. */
+export function createFolderSource(options: FolderSourceOptions): ConfigSource {
+  const { dir } = options;
+  if (typeof dir !== "string" || dir === "") {
+    throw new ControlPlaneError("ERR_CONTROL_PLANE_CONFIG", "meshDir is required");
+  }
+  const limits = resolveManifestLimits(options.limits);
+  const logger = options.logger ?? noopLogger;
+  // Manifest file -> the objects served from it: what a broken edit of that file falls back to.
+  let lastGood = new Map<string, KubeObject[]>();
+  const parseCache = new Map<string, { text: string; parsed: ParsedManifestFile }>();
+  let watcher: FSWatcher | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let closed = false;
+
+  return {
+    description: `folder ${dir}`,
+    async snapshot(): Promise<ConfigSnapshot> {
+      let files: ParsedManifestFile[];
+      try {
+        files = await readManifestDir(dir, limits, parseCache);
+      } catch (cause) {
+        throw new ControlPlaneError("ERR_CONTROL_PLANE_CONFIG", `cannot read mesh directory ${dir}`, {
+          cause,
+        });
+      }
+      const merged = applyLastGood(lastGood, files, validateManifestObject);
+      const objects = [...merged.files.keys()].sort().flatMap((file) => merged.files.get(file) ?? []);
+      return {
+        objects,
+        errors: merged.errors,
+        accept: () => {
+          lastGood = merged.files;
+        },
+      };
+    },
+    start(onChange) {
+      if (options.watch === false || closed || watcher !== undefined) return;
+      const debounce = options.debounceMs ?? 100;
+      watcher = watch(dir, () => {
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          timer = undefined;
+          if (!closed) onChange();
+        }, debounce);
+      });
+      watcher.on("error", (err) => logger.error({ err }, "mesh directory watch failed"));
+    },
+    async close() {
+      closed = true;
+      watcher?.close();
+      clearTimeout(timer);
+    },
+  };
+}
