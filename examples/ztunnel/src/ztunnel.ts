@@ -12,7 +12,7 @@ import type { X509Svid } from "@ambient/spiffe";
 import { createPromClientSink } from "@ambient/telemetry";
 import type { Workload } from "@ambient/xds";
 import * as prom from "prom-client";
-import { createAdminServers } from "./admin.js";
+import { createAdminServers, createConnectionHistory } from "./admin.js";
 import { ConnectionRegistry, type ConnectionSummary } from "./connections.js";
 import { controlPlaneChannel } from "./control-plane-channel.js";
 import { ZtunnelError } from "./errors.js";
@@ -207,7 +207,9 @@ function validate(options: ZtunnelOptions): void {
 export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtunnel> {
   validate(options);
   const ports: ZtunnelPorts = { ...DEFAULT_PORTS, ...options.ports };
-  const logger = options.logger ?? noopLogger;
+  // The access log also feeds the admin `/recent_connections`.
+  const connectionHistory = createConnectionHistory(options.logger ?? noopLogger);
+  const logger = connectionHistory.logger;
   const registry = options.registry ?? new prom.Registry();
   const metrics = createPromClientSink(prom, registry);
   const tcpMetrics = createTcpMetrics(metrics);
@@ -388,7 +390,12 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     inPodPods: inPod.summaries(),
     socks5: { handshakesInProgress: socks5.handler.inProgress(), handshakes: socks5.handler.outcomes() },
   });
-  const adminServers = createAdminServers({ configDump, registry, isReady: () => readyFlag });
+  const adminServers = createAdminServers({
+    configDump,
+    recentConnections: connectionHistory.recent,
+    registry,
+    isReady: () => readyFlag,
+  });
 
   const close = async (): Promise<void> => {
     if (closed) return;
