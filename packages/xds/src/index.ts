@@ -21,7 +21,7 @@
  */
 export { ADS_SERVICE, adsServiceDefinition } from "./ads-service.js";
 export { XdsError, type XdsErrorCode, type XdsErrorDetails } from "./errors.js";
-export type { envoy, google, istio, MessageTypes } from "./gen/types.js";
+export type { ambient, envoy, google, istio, MessageTypes } from "./gen/types.js";
 export {
   DEFAULT_RECONNECT_BACKOFF,
   type ReconnectBackoff,
@@ -70,7 +70,7 @@ export {
   type XdsStreamStats,
 } from "./xds-server.js";
 
-import type { istio } from "./gen/types.js";
+import type { ambient, istio } from "./gen/types.js";
 /** `istio.workload.Address`: a Workload or a Service. */
 export type WorkloadAddress = istio.workload.Address;
 /** `istio.workload.Workload`. */
@@ -79,3 +79,5 @@ export type Workload = istio.workload.Workload;
 export type Service = istio.workload.Service;
 /** `istio.security.Authorization`. */
 export type Authorization = istio.security.Authorization;
+/** `ambient.waypoint.v1.WaypointPolicy`. */
+export type WaypointPolicy = ambient.waypoint.v1.WaypointPolicy;

@@ -6,6 +6,7 @@ import { XdsError } from "./errors.js";
 import { descriptor } from "./gen/descriptor.js";
 import type { istio } from "./gen/types.js";
 import { ResourceCache } from "./resource-cache.js";
+import { structFromJson, structToJson } from "./struct.js";
 import { TypeRegistry, TypeUrl, typeRegistry } from "./type-registry.js";
 
 const root = protobuf.Root.fromJSON(descriptor as protobuf.INamespace);
@@ -229,6 +230,28 @@ describe("typeRegistry", () => {
     assert.ok(match?.sourceIps[0]?.address instanceof Uint8Array);
     // Oneofs carry only the member that is set.
     assert.deepEqual(Object.keys(match?.principals[0] ?? {}), ["suffix"]);
+  });
+
+  it("carries a waypoint policy's spec through a Struct unchanged", () => {
+    const spec = {
+      targetRefs: [{ group: "gateway.networking.k8s.io", kind: "Gateway", name: "waypoint" }],
+      action: "DENY",
+      rules: [{ to: [{ operation: { methods: ["POST"], ports: ["8080"] } }], when: [] }],
+    };
+    const input = {
+      kind: "AuthorizationPolicy",
+      apiVersion: "security.istio.io/v1",
+      name: "no-post",
+      namespace: "demo",
+      spec: structFromJson(spec),
+    };
+    const decoded = typeRegistry.decode(
+      TypeUrl.waypointPolicy,
+      typeRegistry.encode(TypeUrl.waypointPolicy, input),
+    );
+    assert.equal(decoded.kind, "AuthorizationPolicy");
+    assert.equal(decoded.namespace, "demo");
+    assert.deepEqual(structToJson(decoded.spec), spec);
   });
 
   it("fills scalar defaults, leaves unset messages out, and keeps proto3 optional presence", () => {

@@ -55,6 +55,12 @@ export const TypeUrl = {
   workload: "type.googleapis.com/istio.workload.Workload",
   /** WADS, `istio.security.Authorization`. */
   authorization: "type.googleapis.com/istio.security.Authorization",
+  /**
+   * `ambient.waypoint.v1.WaypointPolicy`: an AuthorizationPolicy or RequestAuthentication for
+   * waypoints, its spec carried as written (this package's own type; Istio compiles these into
+   * Envoy filters instead).
+   */
+  waypointPolicy: "type.googleapis.com/ambient.waypoint.v1.WaypointPolicy",
   /** Packed inside `Listener.api_listener`. */
   httpConnectionManager:
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",

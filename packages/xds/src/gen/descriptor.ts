@@ -2,6 +2,42 @@
 // Plain JSON; typed as protobufjs INamespace where it is loaded.
 export const descriptor: unknown = {
  "nested": {
+  "ambient": {
+   "nested": {
+    "waypoint": {
+     "nested": {
+      "v1": {
+       "nested": {
+        "WaypointPolicy": {
+         "fields": {
+          "kind": {
+           "type": "string",
+           "id": 1
+          },
+          "apiVersion": {
+           "type": "string",
+           "id": 2
+          },
+          "name": {
+           "type": "string",
+           "id": 3
+          },
+          "namespace": {
+           "type": "string",
+           "id": 4
+          },
+          "spec": {
+           "type": "google.protobuf.Struct",
+           "id": 5
+          }
+         }
+        }
+       }
+      }
+     }
+    }
+   }
+  },
   "envoy": {
    "nested": {
     "config": {
@@ -2092,18 +2128,6 @@ export const descriptor: unknown = {
    "nested": {
     "protobuf": {
      "nested": {
-      "Any": {
-       "fields": {
-        "typeUrl": {
-         "type": "string",
-         "id": 1
-        },
-        "value": {
-         "type": "bytes",
-         "id": 2
-        }
-       }
-      },
       "Struct": {
        "fields": {
         "fields": {
@@ -2164,6 +2188,18 @@ export const descriptor: unknown = {
          "rule": "repeated",
          "type": "Value",
          "id": 1
+        }
+       }
+      },
+      "Any": {
+       "fields": {
+        "typeUrl": {
+         "type": "string",
+         "id": 1
+        },
+        "value": {
+         "type": "bytes",
+         "id": 2
         }
        }
       },
