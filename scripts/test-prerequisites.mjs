@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // The programs from Debian that the test suites run as independent peers (openssl, python3-h2, nghttp,
-// the Prometheus parser, promtool) or use for namespaces and load (ip, iptables, iperf3, haproxy). This is
-// the one list: `pnpm test` runs this script first and `.ci/run` runs it to set a machine up.
+// the Prometheus parser, promtool, a headless chromium) or use for namespaces and load (ip, iptables,
+// iperf3, haproxy). This is the one list: `pnpm test` runs this script first and `.ci/run` runs it to
+// set a machine up.
 //
 // Each package is probed by what the tests actually call. If something is missing and we are root (or
 // have passwordless sudo) on a machine with apt-get, it is installed; otherwise the script stops at once
@@ -38,6 +39,7 @@ const PREREQUISITES = [
   // and an init script; apt does not start it where no init runs (containers, CI), since invoke-rc.d finds
   // no runlevel there and refuses the start, as does a Docker image's policy-rc.d.
   { pkg: "prometheus", programs: ["promtool"], why: "promtool check metrics lints the metric names (apps)" },
+  { pkg: "chromium", programs: ["chromium"], why: "the live mesh page in a real browser (local-mesh)" },
 ];
 
 const SEARCH = [...(process.env.PATH ?? "").split(delimiter), "/usr/local/sbin", "/usr/sbin", "/sbin"];
