@@ -9,17 +9,21 @@
  *   --cpu-prof           write V8 CPU profiles of the Node proxies (ztunnels, TLS relays) to bench/profiles/;
  *                      summarize them with `node --import tsx src/profile-summary.ts profiles/*.cpuprofile`
  *   --no-pin             do not pin the proxies to CPUs
+ *   --netns              the namespace mesh instead of loopback (root): pods are network namespaces,
+ *                      the ztunnels capture in-pod, phases bulk, ping, connect (src/netns-bench.ts)
  */
 import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { ALL_PHASES, type Phase, runBench } from "./bench.js";
+import { ALL_PHASES, type BenchResult, type Phase, runBench } from "./bench.js";
+import { NETNS_PHASES, netnsPreamble, runNetnsBench } from "./netns-bench.js";
+import { netnsUnavailable } from "./netns-topology.js";
 import { installExitHandlers } from "./processes.js";
 import { formatReport } from "./report.js";
 import type { PairName } from "./topology.js";
 
 const usage = `usage: pnpm bench [-- --quick] [--bulk-seconds=N] [--latency-seconds=N] [--tunnels=N]
-       [--phases=bulk,ping,connect,tunnels] [--pairs=haproxy,node-tls,ztunnel] [--cpu-prof] [--no-pin]`;
+       [--phases=bulk,ping,connect,tunnels] [--pairs=haproxy,node-tls,ztunnel] [--cpu-prof] [--no-pin] [--netns]`;
 
 const argv = process.argv.slice(2);
 if (argv[0] === "--") argv.shift();
@@ -33,6 +37,7 @@ const options = {
   pairs: { type: "string" },
   "cpu-prof": { type: "boolean", default: false },
   "no-pin": { type: "boolean", default: false },
+  netns: { type: "boolean", default: false },
 } as const;
 let values: ReturnType<typeof parseArgs<{ args: string[]; options: typeof options }>>["values"];
 try {
@@ -73,7 +78,12 @@ function list<T extends string>(
 
 installExitHandlers();
 const quick = values.quick;
-const phases = list<Phase>("phases", values.phases, ALL_PHASES);
+const phases = list<Phase>("phases", values.phases, values.netns ? NETNS_PHASES : ALL_PHASES);
+const netnsProblem = values.netns ? netnsUnavailable() : undefined;
+if (netnsProblem !== undefined) {
+  console.error(`--netns: ${netnsProblem}`);
+  process.exit(2);
+}
 const pairs = list<PairName>("pairs", values.pairs, ["haproxy", "node-tls", "ztunnel"]);
 const profileDir = fileURLToPath(new URL("../profiles/", import.meta.url));
 if (values["cpu-prof"]) mkdirSync(profileDir, { recursive: true });
@@ -85,18 +95,35 @@ const watchdog = setTimeout(() => {
 watchdog.unref();
 
 try {
-  const result = await runBench({
-    quick,
-    bulkSeconds: positive("bulk-seconds", values["bulk-seconds"], quick ? 1 : 4),
-    latencySeconds: positive("latency-seconds", values["latency-seconds"], quick ? 1 : 3),
-    tunnels: positive("tunnels", values.tunnels, quick ? 200 : 10_000),
-    ...(phases === undefined ? {} : { phases }),
-    ...(pairs === undefined ? {} : { pairs }),
-    pin: !values["no-pin"],
-    ...(values["cpu-prof"] ? { proxyNodeFlags: ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] } : {}),
-    log: (line) => console.error(`bench: ${line}`),
-  });
-  console.log(formatReport(result));
+  const run = values.netns
+    ? async (): Promise<{ result: BenchResult; preamble: string }> => {
+        const result = await runNetnsBench({
+          quick,
+          bulkSeconds: positive("bulk-seconds", values["bulk-seconds"], quick ? 1 : 4),
+          latencySeconds: positive("latency-seconds", values["latency-seconds"], quick ? 1 : 3),
+          ...(phases === undefined ? {} : { phases }),
+          ...(pairs === undefined ? {} : { pairs }),
+          pin: !values["no-pin"],
+          ...(values["cpu-prof"] ? { proxyNodeFlags: ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] } : {}),
+          log: (line) => console.error(`bench: ${line}`),
+        });
+        return { result, preamble: `${netnsPreamble(result)}\n` };
+      }
+    : async () => ({ result: await loopback(), preamble: "" });
+  const loopback = () =>
+    runBench({
+      quick,
+      bulkSeconds: positive("bulk-seconds", values["bulk-seconds"], quick ? 1 : 4),
+      latencySeconds: positive("latency-seconds", values["latency-seconds"], quick ? 1 : 3),
+      tunnels: positive("tunnels", values.tunnels, quick ? 200 : 10_000),
+      ...(phases === undefined ? {} : { phases }),
+      ...(pairs === undefined ? {} : { pairs }),
+      pin: !values["no-pin"],
+      ...(values["cpu-prof"] ? { proxyNodeFlags: ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] } : {}),
+      log: (line) => console.error(`bench: ${line}`),
+    });
+  const { result, preamble } = await run();
+  console.log(`${preamble}${formatReport(result)}`);
   const failed = result.pairs.some((p) => p.errors.length > 0);
   process.exitCode = failed ? 1 : 0;
 } catch (err) {

@@ -1,0 +1,145 @@
+// The namespace mesh's wiring, as root on Linux (skipped with the reason elsewhere): every pair carries
+// an echo and a 1 s iperf3 run from inside the client pod, and nothing is left behind afterwards, also
+// when the bench is interrupted. Only namespaces the test creates, in a random private 10.x.0.0/24 that
+// exists only inside them. Nothing here asserts a speed.
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { echoInPod, iperfInPod } from "./netns-load.js";
+import { captureRules, netnsUnavailable, startNetnsTopology, UNCAPTURED_PORTS } from "./netns-topology.js";
+import { installExitHandlers, totalCpuSeconds } from "./processes.js";
+
+installExitHandlers();
+const skip = netnsUnavailable();
+if (skip !== undefined) console.log(`# namespace-mesh bench tests skipped: ${skip}`);
+
+const text = (...args: string[]) =>
+  spawnSync(args[0] as string, args.slice(1), { encoding: "utf8" }).stdout ?? "";
+/** What this test could leave behind in the root namespace: namespaces, links, iptables rules. */
+const rootState = () => ({
+  links: text("ip", "-o", "link", "show")
+    .split("\n")
+    .map((l) => l.split(":")[1]?.trim() ?? "")
+    .filter((l) => l !== "")
+    .sort(),
+  iptables: text("iptables-save", "-t", "nat")
+    .split("\n")
+    .filter((l) => l.startsWith("-"))
+    .sort(),
+});
+const namespacesWith = (prefix: string) =>
+  text("ip", "netns", "list")
+    .split("\n")
+    .filter((l) => l.startsWith(prefix));
+
+test("the capture rules leave the proxy's mark, loopback, the pod itself and the bench ports alone", () => {
+  const rules = captureRules("10.9.0.1").map((r) => r.join(" "));
+  const ports = `${UNCAPTURED_PORTS.first}:${UNCAPTURED_PORTS.last}`;
+  const redirectOut = rules.indexOf("-A AMBIENT_OUTPUT -p tcp -j REDIRECT --to-ports 15001");
+  const redirectIn = rules.indexOf("-A AMBIENT_PREROUTING -p tcp -j REDIRECT --to-ports 15006");
+  for (const rule of [
+    "-A AMBIENT_OUTPUT -m mark --mark 1337/0xfff -j RETURN",
+    "-A AMBIENT_OUTPUT -o lo -j RETURN",
+    "-A AMBIENT_OUTPUT -d 10.9.0.1/32 -j RETURN",
+    `-A AMBIENT_OUTPUT -p tcp --dport ${ports} -j RETURN`,
+  ]) {
+    const at = rules.indexOf(rule);
+    assert.ok(at >= 0 && at < redirectOut, `${rule} before the outbound redirect`);
+  }
+  for (const rule of [
+    "-A AMBIENT_PREROUTING -p tcp --dport 15008 -j RETURN",
+    `-A AMBIENT_PREROUTING -p tcp --dport ${ports} -j RETURN`,
+  ]) {
+    const at = rules.indexOf(rule);
+    assert.ok(at >= 0 && at < redirectIn, `${rule} before the inbound redirect`);
+  }
+  // The ztunnel's own ports and the apps' ports stay captured.
+  for (const port of [5201, 7007, 15001, 15006, 15008]) {
+    assert.ok(port < UNCAPTURED_PORTS.first || port > UNCAPTURED_PORTS.last, `${port} is captured`);
+  }
+});
+
+test(
+  "every pair carries an echo and an iperf3 run inside the pods, and close leaves nothing behind",
+  { skip: skip ?? false, timeout: 150_000 },
+  async () => {
+    const before = rootState();
+    const prefix = `ambt-${Math.random().toString(36).slice(2, 8)}`;
+    const topology = await startNetnsTopology({ prefix, pin: false });
+    const pids: number[] = [];
+    try {
+      assert.deepEqual(namespacesWith(prefix), [`${prefix}-client`, `${prefix}-server`]);
+      assert.deepEqual(
+        topology.pairs.map((p) => p.name),
+        ["haproxy", "node-tls", "ztunnel"],
+      );
+      const client = topology.namespaces.client;
+      assert.equal((await echoInPod(client, topology.direct("echo"))).echoed, "x", "direct echo");
+      for (const pair of topology.pairs) {
+        pids.push(...pair.proxies.map((p) => p.pid));
+        assert.equal(
+          (await echoInPod(client, pair.route("echo"))).echoed,
+          "x",
+          `${pair.name} echoed the byte`,
+        );
+        const cpu = totalCpuSeconds(pair.proxies.map((p) => p.pid));
+        const run = await iperfInPod(client, pair.route("iperf"), 1, 1, topology.dir);
+        assert.ok(run.bytes > 0, `${pair.name} carried iperf3 bytes`);
+        // The bytes went through this pair's processes (for the ztunnels: captured, not direct).
+        assert.ok(totalCpuSeconds(pair.proxies.map((p) => p.pid)) > cpu, `${pair.name} did the work`);
+      }
+    } finally {
+      await topology.close();
+    }
+    for (const pid of pids) assert.equal(existsSync(`/proc/${pid}`), false, `process ${pid} stopped`);
+    assert.deepEqual(namespacesWith(prefix), []);
+    assert.deepEqual(rootState(), before);
+  },
+);
+
+test(
+  "an interrupted namespace-mesh bench removes its namespaces and stops its processes",
+  { skip: skip ?? false, timeout: 120_000 },
+  async () => {
+    const before = rootState();
+    const bench = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        fileURLToPath(new URL("./main.ts", import.meta.url)),
+        "--netns",
+        "--quick",
+        "--pairs=haproxy,ztunnel",
+      ],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    let log = "";
+    bench.stdout.on("data", (c: Buffer) => {
+      log += c.toString();
+    });
+    bench.stderr.on("data", (c: Buffer) => {
+      log += c.toString();
+    });
+    const exited = new Promise<number | null>((resolve) => bench.once("exit", (code) => resolve(code)));
+    // Interrupt once traffic flows through the mesh: every process and both namespaces exist then.
+    const deadline = Date.now() + 90_000;
+    while (!/bulk warm-up/.test(log) && Date.now() < deadline && bench.exitCode === null) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const ns = /pods: (\S+)-client /.exec(log)?.[1];
+    assert.ok(ns !== undefined, `the bench started its pods:\n${log}`);
+    assert.equal(namespacesWith(ns).length, 2);
+    const benchPids = text("pgrep", "-f", `${ns}|ambient-bench-netns`).trim();
+    assert.ok(benchPids.split("\n").length >= 4, `haproxy pair and ztunnels running: ${benchPids}`);
+    bench.kill("SIGINT");
+    assert.equal(await exited, 130, log);
+    assert.deepEqual(namespacesWith(ns), []);
+    assert.deepEqual(rootState(), before);
+    for (const pid of benchPids.split("\n").filter((p) => p !== "")) {
+      assert.equal(existsSync(`/proc/${pid}`), false, `process ${pid} stopped`);
+    }
+  },
+);
