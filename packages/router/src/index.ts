@@ -29,6 +29,21 @@ export type {
   AuthorizationRequest,
 } from "./authorization.js";
 export { parseGatewayDuration } from "./duration.js";
+export {
+  backendOfCluster,
+  type CompiledEnvoyRoutes,
+  compileEnvoyRouteConfiguration,
+  createEnvoyRouteTable,
+  type EnvoyHeaderMatcher,
+  type EnvoyRoute,
+  type EnvoyRouteAction,
+  type EnvoyRouteBinding,
+  type EnvoyRouteConfiguration,
+  type EnvoyRouteMatch,
+  type EnvoyRouteOptions,
+  parseWaypointRouteName,
+  waypointRouteName,
+} from "./envoy-routes.js";
 export { RouterError, type RouterErrorCode, type RouterErrorDetails } from "./errors.js";
 export type { HeaderMap } from "./header-filters.js";
 export type { LoadBalancingPolicy } from "./load-balancer.js";

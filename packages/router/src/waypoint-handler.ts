@@ -169,12 +169,17 @@ export interface WaypointHandlerOptions {
   metrics?: MetricsSink;
 }
 
-/** Serves HTTP/1.1 and HTTP/2 arriving on tunnel streams. */
+/** Serves HTTP/1.1 and HTTP/2 arriving on tunnel streams. See also `createEnvoyRouteTable`. */
 export interface WaypointHandler {
   /** Serves one tunnel stream (any Duplex); HTTP/2 is detected by its connection preface. */
   handle(stream: Duplex, info?: TunnelInfo): void;
   /** Replaces the route table; invalid routes throw and leave the current table in place. */
   setRoutes(routes: readonly unknown[]): void;
+  /**
+   * Replaces the route table with one built elsewhere (e.g. `createEnvoyRouteTable` from RDS).
+   * Requests already routed keep their rule; the next request, on any connection, uses the new table.
+   */
+  setRouteTable(table: RouteTable): void;
   /** Closes every downstream stream and pooled upstream connection. */
   close(): Promise<void>;
 }
@@ -1311,6 +1316,10 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     handle,
     setRoutes(routes) {
       table = createRouteTable(routes, { waypoint: options.waypoint });
+      defaultRoutes.clear();
+    },
+    setRouteTable(next) {
+      table = next;
       defaultRoutes.clear();
     },
     async close() {

@@ -1,0 +1,368 @@
+import assert from "node:assert/strict";
+import http from "node:http";
+import net, { type AddressInfo } from "node:net";
+import { describe, it } from "node:test";
+import {
+  backendOfCluster,
+  compileEnvoyRouteConfiguration,
+  createEnvoyRouteTable,
+  type EnvoyRoute,
+  type EnvoyRouteConfiguration,
+  parseWaypointRouteName,
+  waypointRouteName,
+} from "./envoy-routes.js";
+import { RouterError } from "./errors.js";
+import type { RouteRequest } from "./route-table.js";
+import { createWaypointHandler } from "./waypoint-handler.js";
+
+const WEB = { name: "web", namespace: "demo" };
+const V1 = "outbound|80||web-v1.demo.svc.cluster.local";
+const V2 = "outbound|80||web-v2.demo.svc.cluster.local";
+
+/** What the control plane sends for demo/web:80 (as translate-envoy sorts it). */
+function config(routes: EnvoyRoute[], domains = ["*"]): EnvoyRouteConfiguration {
+  return {
+    name: waypointRouteName("web.demo.svc.cluster.local", 80),
+    virtualHosts: [{ name: "web", domains, routes }],
+  };
+}
+
+function table(cfg: EnvoyRouteConfiguration) {
+  return createEnvoyRouteTable([
+    { service: WEB, port: 80, routes: compileEnvoyRouteConfiguration(cfg, "demo") },
+  ]);
+}
+
+function request(over: Partial<RouteRequest> = {}): RouteRequest {
+  return {
+    host: "web.demo:80",
+    path: "/",
+    method: "GET",
+    headers: {},
+    target: { service: WEB, port: 80 },
+    ...over,
+  };
+}
+
+const ROUTES: EnvoyRoute[] = [
+  {
+    name: "exact",
+    match: { path: "/login", headers: [{ name: ":method", stringMatch: { exact: "POST" } }] },
+    route: { cluster: V2 },
+  },
+  // A Gateway API PathPrefix /api, split in two as the control plane writes it.
+  { name: "api.0", match: { path: "/api" }, route: { cluster: V2, prefixRewrite: "/v2" } },
+  { name: "api.1", match: { prefix: "/api/" }, route: { cluster: V2, prefixRewrite: "/v2/" } },
+  { name: "sep", match: { pathSeparatedPrefix: "/docs" }, route: { cluster: V1 } },
+  { name: "regex", match: { safeRegex: { regex: "/item/[0-9]+" } }, route: { cluster: V1 } },
+  {
+    name: "header",
+    match: { prefix: "/", headers: [{ name: "x-version", stringMatch: { exact: "v2" } }] },
+    route: {
+      weightedClusters: {
+        clusters: [
+          { name: V1, weight: { value: 1 } },
+          { name: V2, weight: { value: 3 } },
+        ],
+      },
+    },
+  },
+  {
+    name: "query",
+    match: { prefix: "/", queryParameters: [{ name: "debug", presentMatch: true }] },
+    route: { cluster: V1 },
+  },
+  {
+    name: "not-beta",
+    match: { prefix: "/beta", headers: [{ name: "x-beta", exactMatch: "yes", invertMatch: true }] },
+    directResponse: { status: 500 },
+  },
+  { name: "default", match: { prefix: "/" }, route: { cluster: V1 } },
+];
+
+describe("createEnvoyRouteTable: first matching route wins, Envoy match semantics", () => {
+  const t = table(config(ROUTES));
+  const cases: [string, Partial<RouteRequest>, string | undefined, string | undefined][] = [
+    ["exact path and :method", { path: "/login", method: "POST" }, "exact", "/login"],
+    ["exact path, other method falls through", { path: "/login" }, "default", "/"],
+    ["segment prefix, the path itself", { path: "/api" }, "api.0", "/api"],
+    ["segment prefix, below it", { path: "/api/users" }, "api.1", "/api/"],
+    ["not a segment of the prefix", { path: "/apix" }, "default", "/"],
+    ["path_separated_prefix itself", { path: "/docs" }, "sep", "/docs"],
+    ["path_separated_prefix below", { path: "/docs/a" }, "sep", "/docs"],
+    ["path_separated_prefix is whole segments", { path: "/docsx" }, "default", "/"],
+    ["regex is a whole-path match", { path: "/item/42" }, "regex", undefined],
+    ["regex does not match a longer path", { path: "/item/42/x" }, "default", "/"],
+    ["header exact", { path: "/x", headers: { "x-version": "v2" } }, "header", "/"],
+    ["query parameter present", { path: "/x", query: "debug=1" }, "query", "/"],
+    ["inverted header matcher matches an absent header", { path: "/beta" }, "not-beta", "/beta"],
+    [
+      "inverted header matcher, header present",
+      { path: "/beta", headers: { "x-beta": "yes" } },
+      "default",
+      "/",
+    ],
+  ];
+  for (const [what, over, route, prefix] of cases) {
+    it(what, () => {
+      const found = t.match(request(over));
+      assert.equal(found?.rule.route, route);
+      assert.equal(found?.matchedPrefix, prefix);
+    });
+  }
+
+  it("turns actions into the rule the handler runs", () => {
+    const api = t.match(request({ path: "/api/x" }))?.rule;
+    assert.deepEqual(api?.rewrite, { path: { type: "ReplacePrefixMatch", replacePrefixMatch: "/v2/" } });
+    assert.deepEqual(
+      api?.backends.map((b) => [b.namespace, b.name, b.port, b.weight]),
+      [["demo", "web-v2", 80, 1]],
+    );
+    const weighted = t.match(request({ headers: { "x-version": "v2" } }))?.rule;
+    assert.deepEqual(
+      weighted?.backends.map((b) => [b.name, b.weight]),
+      [
+        ["web-v1", 1],
+        ["web-v2", 3],
+      ],
+    );
+    assert.deepEqual(t.match(request({ path: "/beta" }))?.rule.backends, []);
+  });
+
+  it("answers only for the Service port it was given", () => {
+    assert.equal(t.hasRoutesFor({ service: WEB, port: 80 }), true);
+    assert.equal(t.hasRoutesFor({ service: WEB, port: 81 }), false);
+    assert.equal(t.hasRoutesFor({ service: { name: "web", namespace: "other" }, port: 80 }), false);
+    assert.equal(t.match(request({ target: { service: WEB, port: 81 } })), undefined);
+  });
+});
+
+describe("virtual hosts by Envoy's domain order", () => {
+  const two: EnvoyRouteConfiguration = {
+    name: "x",
+    virtualHosts: [
+      {
+        name: "any",
+        domains: ["*"],
+        routes: [{ name: "any", match: { prefix: "/" }, route: { cluster: V1 } }],
+      },
+      {
+        name: "web",
+        domains: ["web.demo", "web.demo:80", "*.example.com"],
+        routes: [{ name: "web", match: { prefix: "/" }, route: { cluster: V2 } }],
+      },
+    ],
+  };
+  const t = table(two);
+  const cases: [string, string | undefined][] = [
+    ["web.demo", "web"],
+    ["WEB.demo:80", "web"],
+    ["web.demo:8080", "any"],
+    ["a.example.com", "web"],
+    ["example.com", "any"],
+    ["127.30.0.2:80", "any"],
+  ];
+  for (const [host, route] of cases) {
+    it(`${host} -> ${route}`, () => assert.equal(t.match(request({ host }))?.rule.route, route));
+  }
+  it("no virtual host for the host: no route (404)", () => {
+    const only = table(config([{ name: "d", match: { prefix: "/" }, route: { cluster: V1 } }], ["web.demo"]));
+    assert.equal(only.match(request({ host: "other" })), undefined);
+  });
+});
+
+describe("compileEnvoyRouteConfiguration", () => {
+  it("maps timeouts, retries, mirrors, redirects and header edits", () => {
+    const compiled = compileEnvoyRouteConfiguration(
+      config([
+        {
+          name: "r",
+          match: { prefix: "/" },
+          requestHeadersToAdd: [
+            { header: { key: "x-set", value: "1" }, appendAction: "OVERWRITE_IF_EXISTS_OR_ADD" },
+            { header: { key: "x-add", value: "2" }, appendAction: "APPEND_IF_EXISTS_OR_ADD" },
+          ],
+          requestHeadersToRemove: ["x-drop"],
+          route: {
+            cluster: V1,
+            timeout: { seconds: 2, nanos: 500_000_000 },
+            hostRewriteLiteral: "web.example",
+            regexRewrite: { pattern: { regex: "^/.*$" }, substitution: "/full" },
+            retryPolicy: {
+              numRetries: { value: 3 },
+              retriableStatusCodes: [502],
+              perTryTimeout: { seconds: 1 },
+              retryBackOff: { baseInterval: { nanos: 50_000_000 } },
+            },
+            requestMirrorPolicies: [
+              { cluster: V2, runtimeFraction: { defaultValue: { numerator: 25, denominator: "HUNDRED" } } },
+            ],
+          },
+        },
+        {
+          name: "redirect",
+          match: { path: "/old" },
+          redirect: {
+            schemeRedirect: "https",
+            hostRedirect: "new.example",
+            prefixRewrite: "/new",
+            responseCode: "FOUND",
+          },
+        },
+      ]),
+      "demo",
+    );
+    const rule = compiled.virtualHosts[0]?.routes[0]?.rule;
+    assert.deepEqual(rule?.requestHeaders, {
+      set: [{ name: "x-set", value: "1" }],
+      add: [{ name: "x-add", value: "2" }],
+      remove: ["x-drop"],
+    });
+    assert.equal(rule?.requestTimeoutMs, 2500);
+    assert.equal(rule?.backendTimeoutMs, 1000);
+    assert.deepEqual(rule?.retry, { attempts: 3, codes: [502], backoffMs: 50 });
+    assert.deepEqual(rule?.rewrite, {
+      path: { type: "ReplaceFullPath", replaceFullPath: "/full" },
+      hostname: "web.example",
+    });
+    assert.deepEqual(rule?.mirrors[0]?.fraction, { numerator: 25, denominator: 100 });
+    assert.equal(rule?.mirrors[0]?.backend.name, "web-v2");
+    assert.deepEqual(compiled.virtualHosts[0]?.routes[1]?.rule.redirect, {
+      statusCode: 302,
+      scheme: "https",
+      hostname: "new.example",
+      path: { type: "ReplacePrefixMatch", replacePrefixMatch: "/new" },
+    });
+  });
+
+  const bad: [string, EnvoyRoute, string, string][] = [
+    [
+      "a cluster that is not a Service port",
+      { match: { prefix: "/" }, route: { cluster: "blackhole" } },
+      "ERR_ROUTE_UNSUPPORTED",
+      "virtualHosts[0].routes[0].route.cluster",
+    ],
+    [
+      "a cluster_header target",
+      { match: { prefix: "/" }, route: { clusterHeader: "x-cluster" } },
+      "ERR_ROUTE_UNSUPPORTED",
+      "virtualHosts[0].routes[0].route",
+    ],
+    [
+      "an arbitrary regex rewrite",
+      {
+        match: { prefix: "/" },
+        route: { cluster: V1, regexRewrite: { pattern: { regex: "^/a(.*)$" }, substitution: "/b\\1" } },
+      },
+      "ERR_ROUTE_UNSUPPORTED",
+      "virtualHosts[0].routes[0].route.regexRewrite",
+    ],
+    [
+      "an unsafe regex",
+      { match: { safeRegex: { regex: "(a+)+" } }, route: { cluster: V1 } },
+      "ERR_REGEX_INVALID",
+      "virtualHosts[0].routes[0].match.safeRegex.regex",
+    ],
+    [
+      "a route without a path match",
+      { match: {}, route: { cluster: V1 } },
+      "ERR_ROUTE_INVALID",
+      "virtualHosts[0].routes[0].match",
+    ],
+    [
+      "a direct response other than 500",
+      { match: { prefix: "/" }, directResponse: { status: 418 } },
+      "ERR_ROUTE_UNSUPPORTED",
+      "virtualHosts[0].routes[0].directResponse.status",
+    ],
+    ["no action", { match: { prefix: "/" } }, "ERR_ROUTE_UNSUPPORTED", "virtualHosts[0].routes[0]"],
+  ];
+  for (const [what, route, code, field] of bad) {
+    it(`refuses ${what}`, () => {
+      assert.throws(
+        () => compileEnvoyRouteConfiguration(config([route]), "demo"),
+        (err: unknown) => err instanceof RouterError && err.code === code && err.details.field === field,
+      );
+    });
+  }
+});
+
+describe("names", () => {
+  it("cluster names and waypoint route names round-trip to Service ports", () => {
+    assert.equal(backendOfCluster(V1, "f").name, "web-v1");
+    assert.throws(() => backendOfCluster("outbound|80|v1|web.demo.svc.cluster.local", "f"), RouterError);
+    const name = waypointRouteName("web.demo.svc.cluster.local", 80);
+    assert.equal(name, "inbound-vip|80|http|web.demo.svc.cluster.local");
+    assert.deepEqual(parseWaypointRouteName(name), {
+      host: "web.demo.svc.cluster.local",
+      port: 80,
+      service: { name: "web", namespace: "demo" },
+    });
+    assert.equal(parseWaypointRouteName("web.demo.svc.cluster.local:80"), undefined);
+  });
+});
+
+describe("setRouteTable", () => {
+  it("applies a new table to the next request on a kept-alive connection", async () => {
+    const backend = http.createServer((req, res) => res.end(`${req.headers.host} ${req.url}`));
+    await new Promise<void>((resolve) => backend.listen(0, "127.0.0.1", resolve));
+    const backendPort = (backend.address() as AddressInfo).port;
+    const handler = createWaypointHandler({
+      routes: [],
+      resolveBackend: (ref) => [{ address: "127.0.0.1", port: backendPort, workload: { name: ref.name } }],
+      connect: (endpoint) => net.connect(endpoint.port, endpoint.address),
+    });
+    const server = net.createServer((socket) =>
+      handler.handle(socket, { destination: { address: "127.30.0.2", port: 80, service: WEB } }),
+    );
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const sockets = new Set<unknown>();
+    const get = () =>
+      new Promise<string>((resolve, reject) => {
+        const req = http.get(
+          {
+            host: "127.0.0.1",
+            port: (server.address() as AddressInfo).port,
+            path: "/a",
+            agent,
+            headers: { host: "web.demo" },
+          },
+          (res) => {
+            let body = "";
+            res.on("data", (c: Buffer) => {
+              body += c.toString();
+            });
+            res.on("end", () => resolve(`${res.statusCode} ${body}`));
+          },
+        );
+        req.on("socket", (s) => sockets.add(s));
+        req.on("error", reject);
+      });
+    try {
+      handler.setRouteTable(
+        table(
+          config([{ name: "one", match: { prefix: "/" }, route: { cluster: V1, prefixRewrite: "/one/" } }]),
+        ),
+      );
+      assert.equal(await get(), "200 web.demo /one/a");
+      handler.setRouteTable(
+        table(
+          config([{ name: "two", match: { prefix: "/" }, route: { cluster: V1, prefixRewrite: "/two/" } }]),
+        ),
+      );
+      assert.equal(await get(), "200 web.demo /two/a");
+      handler.setRouteTable(
+        table(config([{ name: "none", match: { path: "/elsewhere" }, route: { cluster: V1 } }])),
+      );
+      assert.equal(await get(), "404 ");
+      assert.equal(sockets.size, 1, "one kept-alive connection carried every request");
+    } finally {
+      agent.destroy();
+      await handler.close();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      backend.closeAllConnections();
+      await new Promise<void>((resolve) => backend.close(() => resolve()));
+    }
+  });
+});
