@@ -8,6 +8,12 @@ import {
 } from "@ambient/spiffe/ca";
 import { createXdsServer, TypeUrl, XdsError, type XdsServer } from "@ambient/xds";
 import { Metadata, Server, ServerCredentials } from "@grpc/grpc-js";
+import {
+  type DashboardOptions,
+  type MeshCollector,
+  type RunningDashboard,
+  startDashboard,
+} from "./dashboard/index.js";
 import { ControlPlaneError } from "./errors.js";
 import type { ManifestError } from "./last-good.js";
 import type { ManifestLimits, MeshIssue } from "./manifests.js";
@@ -52,6 +58,11 @@ export interface ControlPlaneOptions extends TranslateOptions {
    * Default: not started; istiod's plaintext port 15010.
    */
   plaintextListen?: string;
+  /**
+   * The live mesh page on the admin port (`/dashboard`): the proxies it reads (more with
+   * `dashboard.addProxy`) and how often. Served whenever `admin` is set.
+   */
+  dashboard?: DashboardOptions;
   /** Body of `/metrics` (prom-client `registry.metrics()`). Default: `/metrics` answers 404. */
   metricsText?: () => Promise<{ contentType: string; body: string }>;
   /**
@@ -106,6 +117,8 @@ export interface ControlPlane {
   readonly adminAddress: string | undefined;
   /** `host:port` of the plaintext xDS server, when started. */
   readonly plaintextAddress: string | undefined;
+  /** The live mesh page's reader of proxies (`/dashboard` on the admin port), when `admin` is set. */
+  readonly dashboard: MeshCollector | undefined;
   /** The mesh trust bundle: the CA root that signs SVIDs and the control plane's own certificate. */
   readonly rootCertPem: string;
   /**
@@ -456,8 +469,16 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
 
   let admin: HttpServer | undefined;
   let adminAddress: string | undefined;
+  let dashboard: RunningDashboard | undefined;
   if (options.admin !== undefined) {
+    const live = startDashboard(() => current, {
+      ...options.dashboard,
+      rootNamespace: options.rootNamespace,
+      logger,
+    });
+    dashboard = live;
     admin = createServer((req, res) => {
+      if (live.handle(req, res)) return;
       const path = (req.url ?? "/").split("?")[0];
       if (path === "/debug/config") {
         res.writeHead(200, { "content-type": "application/json" });
@@ -485,6 +506,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     try {
       adminAddress = await listenHttp(admin, options.admin);
     } catch (cause) {
+      dashboard?.close();
       await Promise.all([xds.close(), source.close()]);
       grpcServer.forceShutdown();
       throw new ControlPlaneError("ERR_CONTROL_PLANE_LISTEN", `cannot listen on ${options.admin}`, { cause });
@@ -507,6 +529,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     } catch (cause) {
       await Promise.all([xds.close(), plaintext.close(), source.close()]);
       grpcServer.forceShutdown();
+      dashboard?.close();
       admin?.close();
       throw new ControlPlaneError("ERR_CONTROL_PLANE_LISTEN", `cannot listen on ${options.plaintextListen}`, {
         cause,
@@ -539,6 +562,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     address,
     adminAddress,
     plaintextAddress,
+    dashboard: dashboard?.collector,
     rootCertPem: state.rootCertPem,
     servingCertPem: serving.certChainPem,
     tokenFor: (node) => state.tokenFor(node),
@@ -559,6 +583,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
             resolve();
           });
         });
+        dashboard?.close();
         if (admin !== undefined) {
           const server = admin;
           server.closeAllConnections();
