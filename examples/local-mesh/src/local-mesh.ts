@@ -35,6 +35,11 @@ export interface LocalMeshOptions {
   log?: (line: string) => void;
   /** Structured logger (a pino logger fits) for the waypoints. Default: none. */
   waypointLogger?: WaypointLogger;
+  /**
+   * Control plane admin address (`/debug/config`, and the live mesh page `/dashboard`, which reads every
+   * ztunnel and waypoint of the mesh). Default: not started.
+   */
+  controlPlaneAdmin?: string;
 }
 
 /** A pod of the mesh as the demo sees it. */
@@ -224,6 +229,7 @@ export async function startLocalMesh(options: LocalMeshOptions): Promise<LocalMe
     meshDir: options.meshDir,
     ...(options.stateDir !== undefined ? { stateDir: options.stateDir } : {}),
     listen: options.controlPlaneListen ?? "127.0.0.1:15012",
+    ...(options.controlPlaneAdmin === undefined ? {} : { admin: options.controlPlaneAdmin }),
   });
   const ztunnels = new Map<string, RunningZtunnel>();
   const waypoints = new Map<string, RunningWaypoint>();
@@ -270,6 +276,7 @@ export async function startLocalMesh(options: LocalMeshOptions): Promise<LocalMe
         token: await controlPlane.tokenFor(node),
       });
       ztunnels.set(node, ztunnel);
+      controlPlane.dashboard?.addProxy({ kind: "ztunnel", name: node, admin: ztunnel.addresses.admin });
       log(
         `ztunnel ${node} on ${prefix}.${index + 1}: SOCKS5 ${ztunnel.addresses.socks5}, metrics ${ztunnel.addresses.metrics}`,
       );
@@ -300,6 +307,13 @@ export async function startLocalMesh(options: LocalMeshOptions): Promise<LocalMe
         ...(options.waypointLogger === undefined ? {} : { logger: options.waypointLogger }),
       });
       waypoints.set(key, waypoint);
+      controlPlane.dashboard?.addProxy({
+        kind: "waypoint",
+        name: key,
+        admin: waypoint.operatorAddresses.admin,
+        metrics: waypoint.operatorAddresses.metrics,
+        address: ip,
+      });
     }
     await Promise.all([...ztunnels.values()].map((z) => z.ready));
     log("every ztunnel is ready: certificates issued, workloads and policies received");
