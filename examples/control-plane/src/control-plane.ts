@@ -24,6 +24,7 @@ import { createFolderSource } from "./sources/folder-source.js";
 import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
 import { type EnvoyConfig, translateEnvoy } from "./translate-envoy.js";
 import { type MeshConfig, parsePodCidrs, type TranslateOptions, translateMesh } from "./translate-mesh.js";
+import { translateWaypoint } from "./translate-waypoint.js";
 
 /** SPIFFE ID of the control plane's serving certificate. */
 export const CONTROL_PLANE_IDENTITY = "spiffe://cluster.local/ns/istio-system/sa/istiod";
@@ -342,6 +343,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     const { objects } = merged;
     const next = translateMesh(objects, translateOptions);
     const envoy = translateEnvoy(objects, next, translateOptions);
+    // Waypoints: RDS per bound Service port, and their L7 policies (ambient.waypoint.v1.WaypointPolicy).
+    const waypoint = translateWaypoint(objects, next, envoy);
     const cache = xds.cache;
     let changed = 0;
     let removed = 0;
@@ -378,7 +381,11 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
         [TypeUrl.cluster, envoy.clusters],
         [TypeUrl.clusterLoadAssignment, envoy.clusterLoadAssignments],
         [TypeUrl.listener, envoy.listeners],
-        [TypeUrl.routeConfiguration, envoy.routeConfigurations],
+        [
+          TypeUrl.routeConfiguration,
+          new Map([...envoy.routeConfigurations, ...waypoint.routeConfigurations]),
+        ],
+        [TypeUrl.waypointPolicy, waypoint.policies],
       ] as const;
       for (const [typeUrl, resources] of envoyTypes) {
         for (const [name, resource] of resources) {
@@ -391,7 +398,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
         }
       }
     });
-    const issues = [...next.issues, ...envoy.issues];
+    const issues = [...next.issues, ...envoy.issues, ...waypoint.issues];
     // Route problems are listed with the rest (`config().issues`, `/debug/config`).
     current = { ...next, issues };
     currentEnvoy = envoy;

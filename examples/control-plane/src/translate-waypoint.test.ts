@@ -1,0 +1,154 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { structToJson, TypeUrl, typeRegistry } from "@ambient/xds";
+import { parseManifests } from "./manifests.js";
+import { translateEnvoy } from "./translate-envoy.js";
+import { translateMesh } from "./translate-mesh.js";
+import { translateWaypoint, type WaypointConfig } from "./translate-waypoint.js";
+
+function translate(yaml: string): WaypointConfig & { envoy: ReturnType<typeof translateEnvoy> } {
+  const { objects, issues } = parseManifests([{ path: "m.yaml", text: yaml }]);
+  assert.deepEqual(issues, []);
+  const mesh = translateMesh(objects);
+  const envoy = translateEnvoy(objects, mesh);
+  return { ...translateWaypoint(objects, mesh, envoy), envoy };
+}
+
+const MESH = `
+apiVersion: v1
+kind: Namespace
+metadata: { name: shop, labels: { istio.io/use-waypoint: waypoint } }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: waypoint, namespace: demo }
+spec: { gatewayClassName: istio-waypoint }
+status: { addresses: [{ value: 127.10.0.6 }] }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: waypoint, namespace: shop }
+spec: { gatewayClassName: istio-waypoint }
+status: { addresses: [{ value: 127.10.0.9 }] }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: demo, labels: { istio.io/use-waypoint: waypoint } }
+spec: { clusterIP: 127.30.0.2, ports: [{ port: 80, targetPort: 8080, appProtocol: http }, { name: admin, port: 9090 }] }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: web-v1, namespace: demo }
+spec: { clusterIP: None, ports: [{ port: 80, targetPort: 8080 }] }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: echo, namespace: demo }
+spec: { clusterIP: 127.30.0.1, ports: [{ port: 80, targetPort: 8080 }] }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: cart, namespace: shop }
+spec: { clusterIP: 127.30.0.5, ports: [{ port: 8080 }] }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: web, namespace: demo }
+spec:
+  parentRefs: [{ group: "", kind: Service, name: web, port: 80 }]
+  rules:
+    - matches: [{ path: { type: PathPrefix, value: /api } }]
+      backendRefs: [{ name: web-v1, port: 80 }]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: web-get, namespace: demo }
+spec:
+  targetRefs: [{ group: gateway.networking.k8s.io, kind: Gateway, name: waypoint }]
+  rules: [{ to: [{ operation: { methods: [GET], ports: ["80"] } }] }]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: pods-only-waypoint, namespace: demo }
+spec:
+  selector: { matchLabels: { app: web } }
+  rules: [{ from: [{ source: { principals: [cluster.local/ns/demo/sa/waypoint] } }] }]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: { name: jwt, namespace: demo }
+spec:
+  targetRefs: [{ group: "", kind: Service, name: web }]
+  jwtRules: [{ issuer: https://issuer.example, jwksUri: "http://127.0.0.1:9/jwks", forwardOriginalToken: true }]
+`;
+
+describe("translateWaypoint", () => {
+  const out = translate(MESH);
+
+  it("serves a RouteConfiguration per port of each Service bound to a waypoint, and no other", () => {
+    assert.deepEqual(
+      [...out.routeConfigurations.keys()],
+      [
+        "inbound-vip|8080|http|cart.shop.svc.cluster.local",
+        "inbound-vip|80|http|web.demo.svc.cluster.local",
+        "inbound-vip|9090|http|web.demo.svc.cluster.local",
+      ],
+    );
+  });
+
+  it("keeps the Service's routes in Envoy's order, in one virtual host for any Host", () => {
+    const rc = out.routeConfigurations.get("inbound-vip|80|http|web.demo.svc.cluster.local");
+    const proxyless = out.envoy.routeConfigurations.get("web.demo.svc.cluster.local:80");
+    assert.equal(rc?.virtualHosts?.length, 1);
+    assert.deepEqual(rc?.virtualHosts?.[0]?.domains, ["*"]);
+    assert.deepEqual(rc?.virtualHosts?.[0]?.routes, proxyless?.virtualHosts?.[0]?.routes);
+    assert.deepEqual(
+      rc?.virtualHosts?.[0]?.routes?.map((r) => r.match),
+      [{ path: "/api" }, { prefix: "/api/" }],
+    );
+    // A Service port without routes of its own routes to itself.
+    const admin = out.routeConfigurations.get("inbound-vip|9090|http|web.demo.svc.cluster.local");
+    assert.deepEqual(admin?.virtualHosts?.[0]?.routes, [
+      {
+        name: "default",
+        match: { prefix: "/" },
+        route: { cluster: "outbound|9090||web.demo.svc.cluster.local" },
+      },
+    ]);
+    // Every resource encodes as the RDS type.
+    for (const r of out.routeConfigurations.values()) typeRegistry.encode(TypeUrl.routeConfiguration, r);
+  });
+
+  it("sends policies with targetRefs, spec unchanged, and leaves selector policies to ztunnel", () => {
+    assert.deepEqual(
+      [...out.policies.keys()],
+      ["AuthorizationPolicy/demo/web-get", "RequestAuthentication/demo/jwt"],
+    );
+    const policy = out.policies.get("AuthorizationPolicy/demo/web-get");
+    const decoded = typeRegistry.decode(
+      TypeUrl.waypointPolicy,
+      typeRegistry.encode(TypeUrl.waypointPolicy, policy ?? {}),
+    );
+    assert.equal(decoded.kind, "AuthorizationPolicy");
+    assert.equal(decoded.apiVersion, "security.istio.io/v1");
+    assert.deepEqual([decoded.namespace, decoded.name], ["demo", "web-get"]);
+    assert.deepEqual(structToJson(decoded.spec), {
+      targetRefs: [{ group: "gateway.networking.k8s.io", kind: "Gateway", name: "waypoint" }],
+      rules: [{ to: [{ operation: { methods: ["GET"], ports: ["80"] } }] }],
+    });
+    const jwt = typeRegistry.decode(
+      TypeUrl.waypointPolicy,
+      typeRegistry.encode(TypeUrl.waypointPolicy, out.policies.get("RequestAuthentication/demo/jwt") ?? {}),
+    );
+    assert.deepEqual(structToJson(jwt.spec).jwtRules, [
+      { issuer: "https://issuer.example", jwksUri: "http://127.0.0.1:9/jwks", forwardOriginalToken: true },
+    ]);
+    assert.deepEqual(out.issues, []);
+  });
+
+  it("is pure: the same manifests give the same resources", () => {
+    const again = translate(MESH);
+    assert.deepEqual(again.routeConfigurations, out.routeConfigurations);
+    assert.deepEqual(again.policies, out.policies);
+  });
+});
