@@ -1,0 +1,155 @@
+// The few raw Kubernetes REST calls the Kubernetes source makes beside @kubernetes/client-node's
+// typed APIs: chunked lists that keep objects exactly as the server sent them (the informers' watch
+// events are raw JSON too, so list and watch agree field for field), and a merge patch of a status.
+import { request as httpRequest } from "node:http";
+import { Agent as HttpsAgent, request as httpsRequest, type RequestOptions } from "node:https";
+import type { KubeConfig } from "@kubernetes/client-node";
+
+/** One REST resource: group (`""` for core), version, kind, lowercase plural, scope. */
+export interface KubeResource {
+  group: string;
+  version: string;
+  kind: string;
+  plural: string;
+  namespaced: boolean;
+}
+
+/** A Kubernetes object as the API server sends it. */
+export interface RawKubeObject {
+  apiVersion?: string;
+  kind?: string;
+  metadata?: {
+    name?: string;
+    namespace?: string;
+    uid?: string;
+    resourceVersion?: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    creationTimestamp?: string;
+    [field: string]: unknown;
+  };
+  spec?: Record<string, unknown>;
+  status?: Record<string, unknown>;
+  [field: string]: unknown;
+}
+
+/** A list response: items and the resourceVersion to watch from. */
+export interface RawKubeList {
+  metadata: { resourceVersion?: string; continue?: string };
+  items: RawKubeObject[];
+}
+
+/** An API answer that was not 2xx; `statusCode` as @kubernetes/client-node's watch errors carry it. */
+export class KubeRequestError extends Error {
+  readonly statusCode: number;
+  /** `reason` of the Kubernetes Status body (`NotFound`, `Expired`, `Conflict`...). */
+  readonly reason: string | undefined;
+  constructor(statusCode: number, message: string, reason: string | undefined) {
+    super(message);
+    this.name = "KubeRequestError";
+    this.statusCode = statusCode;
+    this.reason = reason;
+  }
+}
+
+export function apiVersionOf(resource: KubeResource): string {
+  return resource.group === "" ? resource.version : `${resource.group}/${resource.version}`;
+}
+
+/** `/api/v1/pods`, `/apis/gateway.networking.k8s.io/v1/namespaces/ns/gateways/name/status`... */
+export function resourcePath(
+  resource: KubeResource,
+  where: { namespace?: string; name?: string; subresource?: string } = {},
+): string {
+  const root =
+    resource.group === "" ? `/api/${resource.version}` : `/apis/${resource.group}/${resource.version}`;
+  const ns =
+    where.namespace !== undefined && resource.namespaced
+      ? `/namespaces/${encodeURIComponent(where.namespace)}`
+      : "";
+  const name = where.name === undefined ? "" : `/${encodeURIComponent(where.name)}`;
+  const sub = where.subresource === undefined ? "" : `/${where.subresource}`;
+  return `${root}${ns}/${resource.plural}${name}${sub}`;
+}
+
+/** Sends one request to the current cluster of `kc` with its credentials; resolves with the parsed JSON body. */
+export async function kubeRequest(
+  kc: KubeConfig,
+  method: string,
+  path: string,
+  body?: { contentType: string; value: unknown },
+  timeoutMs = 30_000,
+): Promise<unknown> {
+  const cluster = kc.getCurrentCluster();
+  if (cluster === null) throw new Error("kubeconfig has no current cluster");
+  const url = new URL(cluster.server.replace(/\/$/, "") + path);
+  const opts: RequestOptions = { method, headers: { accept: "application/json" } };
+  await kc.applyToHTTPSOptions(opts);
+  const plain = url.protocol === "http:";
+  // A plain-HTTP server (tests, `kubectl proxy`) takes no TLS agent.
+  if (plain && opts.agent instanceof HttpsAgent) delete opts.agent;
+  const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body.value));
+  if (body !== undefined) (opts.headers as Record<string, string>)["content-type"] = body.contentType;
+  return new Promise((resolve, reject) => {
+    const req = (plain ? httpRequest : httpsRequest)(url, { ...opts, timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("error", reject);
+      res.on("end", () => {
+        const text = Buffer.concat(chunks).toString("utf8");
+        let parsed: unknown;
+        try {
+          parsed = text === "" ? undefined : JSON.parse(text);
+        } catch {
+          parsed = undefined;
+        }
+        const code = res.statusCode ?? 0;
+        if (code >= 200 && code < 300) {
+          resolve(parsed);
+          return;
+        }
+        const statusBody = (parsed ?? {}) as { message?: string; reason?: string };
+        reject(
+          new KubeRequestError(
+            code,
+            `${method} ${path}: ${code} ${statusBody.message ?? text.slice(0, 200)}`,
+            statusBody.reason,
+          ),
+        );
+      });
+    });
+    req.on("timeout", () => req.destroy(new Error(`${method} ${path}: no answer in ${timeoutMs} ms`)));
+    req.on("error", reject);
+    req.end(payload);
+  });
+}
+
+/**
+ * Lists a collection in pages of `pageSize` (`limit`/`continue`), as client-go's pager does. When the
+ * continue token expires (410, the snapshot was compacted) the list starts over without paging, so the
+ * result is always one consistent snapshot.
+ */
+export async function listAll(kc: KubeConfig, path: string, pageSize = 500): Promise<RawKubeList> {
+  const items: RawKubeObject[] = [];
+  let token: string | undefined;
+  let resourceVersion: string | undefined;
+  for (;;) {
+    const query = new URLSearchParams({ limit: String(pageSize) });
+    if (token !== undefined) query.set("continue", token);
+    let page: RawKubeList;
+    try {
+      page = (await kubeRequest(kc, "GET", `${path}?${query}`)) as RawKubeList;
+    } catch (err) {
+      if (err instanceof KubeRequestError && err.statusCode === 410 && token !== undefined) {
+        return (await kubeRequest(kc, "GET", path)) as RawKubeList;
+      }
+      throw err;
+    }
+    items.push(...(page.items ?? []));
+    resourceVersion ??= page.metadata?.resourceVersion;
+    token = page.metadata?.continue;
+    if (token === undefined || token === "") {
+      return { metadata: resourceVersion === undefined ? {} : { resourceVersion }, items };
+    }
+  }
+}
