@@ -163,6 +163,10 @@ interface Signer {
   hash: string;
   /** DER authorityKeyIdentifier extension pointing at the signer's key. */
   authorityKeyIdExtension: Buffer;
+  /** The TBS fields after the serial and before the validity: signature algorithm and issuer. */
+  algorithmAndIssuer: Buffer;
+  /** The extensions every leaf carries, before its SAN: key usages, basic constraints, AKI. */
+  leafExtensions: Buffer;
   root: ParsedCertificate;
 }
 
@@ -177,6 +181,9 @@ const EXT_KEY_USAGE_EXT = extension(
   seq(encodeOid("1.3.6.1.5.5.7.3.1"), encodeOid("1.3.6.1.5.5.7.3.2")),
 );
 const BASIC_CONSTRAINTS_LEAF_EXT = extension("2.5.29.19", true, seq());
+// The SAN extension's OID and critical flag, ahead of the one value that changes per leaf.
+const SAN_OID_CRITICAL = Buffer.concat([encodeOid(OID_SAN), Buffer.from([0x01, 0x01, 0xff])]);
+const UNUSED_BITS_NONE = Buffer.from([0]);
 
 function signatureAlgorithmOf(algorithm: KeyAlgorithm): { der: Buffer; hash: string } {
   switch (algorithm) {
@@ -228,6 +235,7 @@ function makeSigner(
 ): Signer {
   const cert = parseCertificateDer(decodeCertificatesPem(certPem)[0] as Buffer);
   const { der, hash } = signatureAlgorithmOf(key.algorithm);
+  const authorityKeyIdExtension = extension("2.5.29.35", false, seq(tlv(0x80, keyIdentifier(cert))));
   return {
     key,
     keyPem,
@@ -235,7 +243,14 @@ function makeSigner(
     chainPem,
     signatureAlgorithm: der,
     hash,
-    authorityKeyIdExtension: extension("2.5.29.35", false, seq(tlv(0x80, keyIdentifier(cert)))),
+    authorityKeyIdExtension,
+    algorithmAndIssuer: Buffer.concat([der, cert.subjectDer]),
+    leafExtensions: Buffer.concat([
+      KEY_USAGE_EXT,
+      EXT_KEY_USAGE_EXT,
+      BASIC_CONSTRAINTS_LEAF_EXT,
+      authorityKeyIdExtension,
+    ]),
     root,
   };
 }
@@ -384,11 +399,8 @@ export async function createCertificateAuthority(
     bundle.addRoots(trustDomain, root.pem);
   }
 
-  async function signPublicKey(
-    spki: Buffer,
-    id: SpiffeId,
-    ttlSeconds: number | undefined,
-  ): Promise<SignedCertificate> {
+  // Synchronous from the CSR to the PEM chain: the signing path has no I/O, and every await costs.
+  function signPublicKey(spki: Buffer, id: SpiffeId, ttlSeconds: number | undefined): SignedCertificate {
     let ttl = ttlSeconds === undefined || !(ttlSeconds > 0) ? defaultTtl : ttlSeconds;
     if (!Number.isFinite(ttl)) ttl = defaultTtl;
     if (ttl > maxTtl) {
@@ -415,25 +427,21 @@ export async function createCertificateAuthority(
     const tbs = seq(
       VERSION_V3,
       encodeUnsignedInteger(serialBytes()),
-      s.signatureAlgorithm,
-      s.cert.subjectDer,
+      s.algorithmAndIssuer,
       seq(encodeTime(notBefore), encodeTime(notAfter)),
       EMPTY_NAME,
       spki,
       tlv(
         0xa3,
         seq(
-          KEY_USAGE_EXT,
-          EXT_KEY_USAGE_EXT,
-          BASIC_CONSTRAINTS_LEAF_EXT,
-          s.authorityKeyIdExtension,
+          s.leafExtensions,
           // Critical because the subject is empty (RFC 5280 4.2.1.6, X.509-SVID spec).
-          extension(OID_SAN, true, seq(tlv(0x86, Buffer.from(id.toString(), "latin1")))),
+          seq(SAN_OID_CRITICAL, tlv(0x04, seq(tlv(0x86, Buffer.from(id.toString(), "latin1"))))),
         ),
       ),
     );
     const signature = sign(s.hash, tbs, s.key.keyObject);
-    const leafDer = seq(tbs, s.signatureAlgorithm, tlv(0x03, Buffer.from([0]), signature));
+    const leafDer = seq(tbs, s.signatureAlgorithm, tlv(0x03, UNUSED_BITS_NONE, signature));
     issued.inc();
     return {
       spiffeId: id,
@@ -455,8 +463,9 @@ export async function createCertificateAuthority(
     async sign(csrPem, signOptions) {
       try {
         const id = toId(signOptions.spiffeId);
-        const csr = await parseCsr(csrPem);
-        const asked = csr.uriSans.filter((u) => u !== id.toString());
+        const csr = parseCsr(csrPem);
+        const idText = id.toString();
+        const asked = csr.uriSans.filter((u) => u !== idText);
         if (asked.length > 0) {
           throw new SpiffeError(
             "ERR_CSR_IDENTITY_MISMATCH",
@@ -464,7 +473,7 @@ export async function createCertificateAuthority(
             { requested: asked, identity: id.toString() },
           );
         }
-        return await signPublicKey(csr.publicKeySpki, id, signOptions.ttlSeconds);
+        return signPublicKey(csr.publicKeySpki, id, signOptions.ttlSeconds);
       } catch (err) {
         refused.inc({ code: err instanceof SpiffeError ? err.code : "unknown" });
         logger.warn({ err, spiffeId: String(signOptions.spiffeId) }, "CSR signing refused");
@@ -476,7 +485,7 @@ export async function createCertificateAuthority(
       const pair = await generateKeyPair({ algorithm: issueOptions.keyAlgorithm ?? "ECDSA_P256" });
       const key = await loadSigningKey(pair.privateKeyPem);
       const spki = key.publicKeyObject.export({ type: "spki", format: "der" });
-      const signed = await signPublicKey(spki, id, issueOptions.ttlSeconds);
+      const signed = signPublicKey(spki, id, issueOptions.ttlSeconds);
       const chain = signed.certChain;
       return {
         spiffeId: id,

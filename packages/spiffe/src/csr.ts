@@ -1,5 +1,5 @@
 import { verify } from "node:crypto";
-import { childrenOf, contentOf, decodeOid, expectTag, readTlv, type Tlv } from "./der.js";
+import { childrenOf, contentOf, decodeOid, expectTag, isOid, oidValue, readTlv, type Tlv } from "./der.js";
 import { SpiffeError } from "./errors.js";
 import { loadSigningKey } from "./key-pair.js";
 import { decodePem } from "./pem.js";
@@ -38,8 +38,8 @@ export interface ParsedCsr {
   uriSans: string[];
 }
 
-const OID_EXTENSION_REQUEST = "1.2.840.113549.1.9.14";
-const OID_SAN = "2.5.29.17";
+const OID_EXTENSION_REQUEST = oidValue("1.2.840.113549.1.9.14");
+const OID_SAN = oidValue("2.5.29.17");
 const CSR_SIGNATURE_HASH: Readonly<Record<string, string>> = {
   "1.2.840.10045.4.3.2": "sha256",
   "1.2.840.10045.4.3.3": "sha384",
@@ -53,12 +53,11 @@ function uriSansOfAttributes(der: Buffer, attributes: Tlv): string[] {
   const uris: string[] = [];
   for (const attr of childrenOf(der, attributes)) {
     const [oidTlv, values] = childrenOf(der, expectTag(attr, 0x30, "attribute"));
-    if (decodeOid(contentOf(der, expectTag(oidTlv, 0x06, "attribute OID"))) !== OID_EXTENSION_REQUEST)
-      continue;
+    if (!isOid(der, expectTag(oidTlv, 0x06, "attribute OID"), OID_EXTENSION_REQUEST)) continue;
     for (const exts of childrenOf(der, expectTag(values, 0x31, "attribute values"))) {
       for (const ext of childrenOf(der, expectTag(exts, 0x30, "extensions"))) {
         const parts = childrenOf(der, expectTag(ext, 0x30, "extension"));
-        if (decodeOid(contentOf(der, expectTag(parts[0], 0x06, "extension OID"))) !== OID_SAN) continue;
+        if (!isOid(der, expectTag(parts[0], 0x06, "extension OID"), OID_SAN)) continue;
         const octets = expectTag(parts[parts.length - 1], 0x04, "extension value");
         const names = readTlv(der, octets.valueStart, octets.end);
         for (const n of childrenOf(der, expectTag(names, 0x30, "subjectAltName"))) {
@@ -70,8 +69,8 @@ function uriSansOfAttributes(der: Buffer, attributes: Tlv): string[] {
   return uris;
 }
 
-/** Parses a PEM CSR and verifies its self-signature. */
-export async function parseCsr(csrPem: string): Promise<ParsedCsr> {
+/** Parses a PEM CSR and verifies its self-signature (synchronous: it is on the CA's signing path). */
+export function parseCsr(csrPem: string): ParsedCsr {
   if (typeof csrPem !== "string") throw new SpiffeError("ERR_CSR_INVALID", "CSR must be a PEM string");
   let der: Buffer;
   try {

@@ -59,6 +59,22 @@ export function bytesOf(buf: Uint8Array, t: Tlv): Uint8Array {
   return buf.subarray(t.start, t.end);
 }
 
+/**
+ * True when element `t` of `buf` is the OBJECT IDENTIFIER whose content bytes are `value` (from
+ * {@link oidValue}): a byte comparison, for hot paths that only ask "is it this one?".
+ */
+export function isOid(buf: Uint8Array, t: Tlv | undefined, value: Uint8Array): boolean {
+  if (!t || t.tag !== 0x06 || t.end - t.valueStart !== value.length) return false;
+  for (let i = 0; i < value.length; i++) if (buf[t.valueStart + i] !== value[i]) return false;
+  return true;
+}
+
+/** The content bytes of an OBJECT IDENTIFIER, to compare with {@link isOid}. */
+export function oidValue(dotted: string): Buffer {
+  const der = encodeOid(dotted);
+  return der.subarray(readTlv(der, 0).valueStart);
+}
+
 /** Dotted form of an OBJECT IDENTIFIER value. */
 export function decodeOid(v: Uint8Array): string {
   if (v.length === 0) throw malformed("empty OID");
@@ -98,17 +114,38 @@ export function decodeTime(buf: Uint8Array, t: Tlv): Date {
 
 // ---- writer ----
 
-function lengthBytes(len: number): Buffer {
-  if (len < 0x80) return Buffer.from([len]);
-  const bytes: number[] = [];
-  for (let n = len; n > 0; n = Math.floor(n / 256)) bytes.unshift(n & 0xff);
-  return Buffer.from([0x80 | bytes.length, ...bytes]);
+/** Bytes of the DER length field for `len`. */
+function lengthSize(len: number): number {
+  if (len < 0x80) return 1;
+  let n = 1;
+  for (let v = len; v > 0xff; v = Math.floor(v / 256)) n++;
+  return 1 + n;
 }
 
-/** Encodes one element from its tag and value parts. */
+/** Writes the DER length field of `len` at `pos`; returns the position after it. */
+function writeLength(out: Buffer, pos: number, len: number): number {
+  const size = lengthSize(len);
+  if (size === 1) {
+    out[pos] = len;
+    return pos + 1;
+  }
+  out[pos] = 0x80 | (size - 1);
+  for (let i = size - 1, v = len; i >= 1; i--, v = Math.floor(v / 256)) out[pos + i] = v & 0xff;
+  return pos + size;
+}
+
+/** Encodes one element from its tag and value parts, in one allocation (a hot path when signing). */
 export function tlv(tag: number, ...parts: Uint8Array[]): Buffer {
-  const value = Buffer.concat(parts);
-  return Buffer.concat([Buffer.from([tag]), lengthBytes(value.length), value]);
+  let len = 0;
+  for (const p of parts) len += p.length;
+  const out = Buffer.allocUnsafe(1 + lengthSize(len) + len);
+  out[0] = tag;
+  let pos = writeLength(out, 1, len);
+  for (const p of parts) {
+    out.set(p, pos);
+    pos += p.length;
+  }
+  return out;
 }
 
 export const seq = (...parts: Uint8Array[]): Buffer => tlv(0x30, ...parts);
@@ -126,11 +163,26 @@ export function encodeOid(dotted: string): Buffer {
 
 /** UTCTime before 2050, GeneralizedTime from 2050 on (RFC 5280 4.1.2.5). */
 export function encodeTime(d: Date): Buffer {
-  const pad = (n: number, w = 2) => String(n).padStart(w, "0");
-  const rest = `${pad(d.getUTCMonth() + 1)}${pad(d.getUTCDate())}${pad(d.getUTCHours())}${pad(d.getUTCMinutes())}${pad(d.getUTCSeconds())}Z`;
   const year = d.getUTCFullYear();
-  if (year >= 1950 && year < 2050) return tlv(0x17, Buffer.from(`${pad(year % 100)}${rest}`, "latin1"));
-  return tlv(0x18, Buffer.from(`${pad(year, 4)}${rest}`, "latin1"));
+  const utc = year >= 1950 && year < 2050;
+  const digits = utc ? 12 : 14;
+  const out = Buffer.allocUnsafe(2 + digits + 1);
+  out[0] = utc ? 0x17 : 0x18;
+  out[1] = digits + 1;
+  let pos = utc ? putDigits(out, 2, year % 100, 2) : putDigits(out, 2, year, 4);
+  pos = putDigits(out, pos, d.getUTCMonth() + 1, 2);
+  pos = putDigits(out, pos, d.getUTCDate(), 2);
+  pos = putDigits(out, pos, d.getUTCHours(), 2);
+  pos = putDigits(out, pos, d.getUTCMinutes(), 2);
+  pos = putDigits(out, pos, d.getUTCSeconds(), 2);
+  out[pos] = 0x5a; // "Z"
+  return out;
+}
+
+/** Writes `n` as `width` ASCII digits at `pos`; returns the position after them. */
+function putDigits(out: Buffer, pos: number, n: number, width: number): number {
+  for (let i = width - 1, v = n; i >= 0; i--, v = Math.floor(v / 10)) out[pos + i] = 0x30 + (v % 10);
+  return pos + width;
 }
 
 /** A positive INTEGER from big-endian magnitude bytes. */

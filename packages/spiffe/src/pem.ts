@@ -19,7 +19,8 @@ export function decodePem(text: string): PemBlock[] {
     if (!BASE64_BODY.test(body)) {
       throw new SpiffeError("ERR_PEM_INVALID", `PEM block "${label}" has a body that is not base64`);
     }
-    const der = Buffer.from(body.replace(/\s+/g, ""), "base64");
+    // Node's base64 decoder skips whitespace, and BASE64_BODY let nothing else through.
+    const der = Buffer.from(body, "base64");
     if (der.length === 0) throw new SpiffeError("ERR_PEM_INVALID", `PEM block "${label}" is empty`);
     blocks.push({ label, der });
   }
@@ -36,6 +37,7 @@ export function decodeCertificatesPem(text: string): Buffer[] {
 /** PEM-encodes DER with 64-column lines and a trailing newline. */
 export function encodePem(label: string, der: Uint8Array | ArrayBuffer): string {
   const b64 = Buffer.from(der instanceof ArrayBuffer ? new Uint8Array(der) : der).toString("base64");
-  const lines = b64.match(/.{1,64}/g) ?? [];
-  return `-----BEGIN ${label}-----\n${lines.join("\n")}\n-----END ${label}-----\n`;
+  let body = "";
+  for (let i = 0; i < b64.length; i += 64) body += `${b64.slice(i, i + 64)}\n`;
+  return `-----BEGIN ${label}-----\n${body}-----END ${label}-----\n`;
 }

@@ -1,11 +1,11 @@
 import { createPublicKey, type KeyObject } from "node:crypto";
-import { childrenOf, contentOf, decodeOid, readTlv } from "./der.js";
+import { childrenOf, isOid, oidValue, readTlv } from "./der.js";
 
-const OID_EC_PUBLIC_KEY = "1.2.840.10045.2.1";
-const CURVES: Readonly<Record<string, { crv: string; size: number }>> = {
-  "1.2.840.10045.3.1.7": { crv: "P-256", size: 32 },
-  "1.3.132.0.34": { crv: "P-384", size: 48 },
-};
+const OID_EC_PUBLIC_KEY = oidValue("1.2.840.10045.2.1");
+const CURVES: readonly { oid: Buffer; crv: string; size: number }[] = [
+  { oid: oidValue("1.2.840.10045.3.1.7"), crv: "P-256", size: 32 },
+  { oid: oidValue("1.3.132.0.34"), crv: "P-384", size: 48 },
+];
 
 /**
  * A public key from SPKI DER. EC keys go through JWK import, which Node performs several times
@@ -17,12 +17,12 @@ export function publicKeyFromSpki(spki: Buffer): KeyObject {
     const [alg, bits] = childrenOf(spki, outer);
     if (alg && bits && bits.tag === 0x03) {
       const [algOid, params] = childrenOf(spki, alg);
-      if (algOid && params?.tag === 0x06 && decodeOid(contentOf(spki, algOid)) === OID_EC_PUBLIC_KEY) {
-        const curve = CURVES[decodeOid(contentOf(spki, params))];
-        const point = contentOf(spki, bits).subarray(1);
-        if (curve && point[0] === 0x04 && point.length === 1 + 2 * curve.size) {
-          const x = Buffer.from(point.subarray(1, 1 + curve.size)).toString("base64url");
-          const y = Buffer.from(point.subarray(1 + curve.size)).toString("base64url");
+      if (params?.tag === 0x06 && isOid(spki, algOid, OID_EC_PUBLIC_KEY)) {
+        const curve = CURVES.find((c) => isOid(spki, params, c.oid));
+        const bitsStart = bits.valueStart + 1; // after the unused-bits byte
+        if (curve && spki[bitsStart] === 0x04 && bits.end - bitsStart === 1 + 2 * curve.size) {
+          const x = spki.toString("base64url", bitsStart + 1, bitsStart + 1 + curve.size);
+          const y = spki.toString("base64url", bitsStart + 1 + curve.size, bits.end);
           return createPublicKey({ key: { kty: "EC", crv: curve.crv, x, y }, format: "jwk" });
         }
       }

@@ -8,6 +8,11 @@ export const MAX_TRUST_DOMAIN_BYTES = 255;
 
 const TRUST_DOMAIN_CHAR = /^[a-z0-9._-]$/;
 const PATH_SEGMENT_CHAR = /^[a-zA-Z0-9._-]$/;
+// Whole-string forms of the rules above: valid IDs pass these in one test each; only an invalid
+// one takes the character-by-character walk that names its problem.
+const VALID_TRUST_DOMAIN = /^[a-z0-9._-]{1,255}$/;
+const VALID_PATH = /^(?:\/[a-zA-Z0-9._-]+)*$/;
+const DOT_SEGMENT = /\/\.\.?(?:\/|$)/;
 
 /** The Istio identity carried in `spiffe://<td>/ns/<namespace>/sa/<serviceAccount>`. */
 export interface IstioIdentity {
@@ -54,6 +59,7 @@ function describeBadChar(ch: string, where: "trust domain" | "path"): string {
 
 /** Returns a reason string when `td` is not a valid trust domain name, else undefined. */
 function trustDomainProblem(td: string): string | undefined {
+  if (VALID_TRUST_DOMAIN.test(td)) return undefined;
   if (td.length === 0) return "the trust domain is empty";
   if (Buffer.byteLength(td) > MAX_TRUST_DOMAIN_BYTES) {
     return `the trust domain is longer than ${MAX_TRUST_DOMAIN_BYTES} bytes`;
@@ -65,7 +71,7 @@ function trustDomainProblem(td: string): string | undefined {
 }
 
 function pathProblem(path: string): string | undefined {
-  if (path === "") return undefined;
+  if (VALID_PATH.test(path) && !DOT_SEGMENT.test(path)) return undefined;
   if (!path.startsWith("/")) return "the path must start with '/'";
   const segments = path.slice(1).split("/");
   for (let i = 0; i < segments.length; i++) {
