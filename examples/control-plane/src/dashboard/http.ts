@@ -14,6 +14,7 @@ const ASSETS: Record<string, { file: string; type: string }> = {
   [`${DASHBOARD_PATH}/`]: { file: "index.html", type: "text/html; charset=utf-8" },
   [`${DASHBOARD_PATH}/app.js`]: { file: "app.js", type: "text/javascript; charset=utf-8" },
   [`${DASHBOARD_PATH}/app.css`]: { file: "app.css", type: "text/css; charset=utf-8" },
+  [`${DASHBOARD_PATH}/favicon.svg`]: { file: "favicon.svg", type: "image/svg+xml" },
 };
 const SECURITY_HEADERS = {
   "content-security-policy":

@@ -193,7 +193,12 @@ export function buildSnapshot(input: {
     const ip = ipOf(p.address);
     const known = ip === undefined ? undefined : byAddress.get(ip);
     if (known !== undefined) return known;
-    return ip === undefined ? p.workload : `outside/${ip}`;
+    if (ip !== undefined) return `outside/${ip}`;
+    // Only an identity (a waypoint's metrics): the workload that has it, when exactly one does.
+    const withIdentity = [...workloads.values()].filter(
+      (w) => p.identity !== undefined && w.identity === p.identity,
+    );
+    return withIdentity.length === 1 ? withIdentity[0]?.id : p.workload;
   };
   const outside = (id: string): DashboardWorkload => {
     let w = workloads.get(id);

@@ -2,12 +2,13 @@
 // column per node, boxed by namespace; edges are the flows of the last minute. Every text from the
 // mesh goes in with textContent, never as markup.
 const SVG = "http://www.w3.org/2000/svg";
-const COLUMN_WIDTH = 250;
-const COLUMN_GAP = 190;
-const BOX_WIDTH = 210;
+const COLUMN_WIDTH = 220;
+const COLUMN_GAP = 210;
+const BOX_WIDTH = 184;
 const BOX_HEIGHT = 38;
 const ROW_GAP = 14;
-const TOP = 20;
+// Room above the columns for edges that arc over a lane.
+const TOP = 64;
 
 let snapshot;
 let selected;
@@ -44,23 +45,32 @@ function shortIdentity(id) {
   return m ? `${m[1]}/sa/${m[2]}` : (id ?? "");
 }
 
-/** Positions: a column per node ("" = outside the mesh, last), namespaces stacked inside. */
+/**
+ * Positions: a column per node ("" = outside the mesh, last), namespaces stacked inside, and the
+ * waypoints in a lane of their own after the first node, so client -> waypoint -> service reads left
+ * to right (each waypoint still names its node).
+ */
 function layout(data) {
   const nodes = [...data.nodes.filter((n) => n !== ""), ...(data.nodes.includes("") ? [""] : [])];
+  const lanes = nodes.map((node) => ({ node, waypoints: false }));
+  if (data.workloads.some((w) => w.waypoint))
+    lanes.splice(Math.min(1, lanes.length), 0, { node: "", waypoints: true });
   const positions = new Map();
   const columns = [];
   let height = 0;
-  nodes.forEach((node, i) => {
+  lanes.forEach((lane, i) => {
     const x = 20 + i * (COLUMN_WIDTH + COLUMN_GAP);
     let y = TOP + 46;
     const groups = [];
     for (const ns of data.namespaces) {
-      const members = data.workloads.filter((w) => w.node === node && w.namespace === ns);
+      const members = data.workloads.filter((w) =>
+        lane.waypoints
+          ? w.waypoint && w.namespace === ns
+          : !w.waypoint && w.node === lane.node && w.namespace === ns,
+      );
       if (members.length === 0) continue;
       const top = y;
       y += 22;
-      // Waypoints first in their namespace, so client -> waypoint -> service reads top to bottom.
-      members.sort((a, b) => Number(b.waypoint) - Number(a.waypoint) || (a.name < b.name ? -1 : 1));
       for (const w of members) {
         positions.set(w.id, { x: x + (COLUMN_WIDTH - BOX_WIDTH) / 2, y, column: i });
         y += BOX_HEIGHT + ROW_GAP;
@@ -68,10 +78,11 @@ function layout(data) {
       groups.push({ ns, top, bottom: y });
       y += 10;
     }
-    columns.push({ node, x, groups, bottom: y });
+    columns.push({ ...lane, x, groups, bottom: y });
     height = Math.max(height, y);
   });
-  return { columns, positions, width: 40 + nodes.length * (COLUMN_WIDTH + COLUMN_GAP), height: height + 20 };
+  const width = 40 + lanes.length * COLUMN_WIDTH + Math.max(0, lanes.length - 1) * COLUMN_GAP + 120;
+  return { columns, positions, width, height: height + 40 };
 }
 
 function edgePath(a, b, bend) {
@@ -91,6 +102,16 @@ function edgePath(a, b, bend) {
   const x1 = forward ? a.x + BOX_WIDTH : a.x;
   const x2 = forward ? b.x : b.x + BOX_WIDTH;
   const dx = (x2 - x1) * 0.45;
+  if (Math.abs(b.column - a.column) > 1) {
+    // Over the lanes in between, not through their boxes.
+    const cy = Math.max(4, TOP - 40 - Math.abs(bend) - (Math.min(ay, by) - TOP) * 0.15);
+    const peak = 0.25 * ((ay + by) / 2) + 0.75 * cy;
+    return {
+      d: `M${x1},${ay} C${x1 + dx},${cy - 40} ${x2 - dx},${cy - 40} ${x2},${by}`,
+      mx: (x1 + x2) / 2,
+      my: peak + 4,
+    };
+  }
   const c1y = ay + bend;
   const c2y = by + bend;
   return {
@@ -117,15 +138,11 @@ function draw(data) {
   const svg = document.getElementById("graph");
   const { columns, positions, width, height } = layout(data);
   svg.replaceChildren();
-  svg.setAttribute("width", String(width));
-  svg.setAttribute("height", String(height));
+  // Scales down to the window, never up.
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.style.maxWidth = `${width}px`;
   const defs = el("defs", {}, svg);
-  for (const [id, colour] of [
-    ["arrow-mtls", "var(--mtls)"],
-    ["arrow-plain", "var(--plain)"],
-    ["arrow-denied", "var(--denied)"],
-  ]) {
+  for (const id of ["arrow-mtls", "arrow-plain", "arrow-denied"]) {
     const m = el(
       "marker",
       {
@@ -139,7 +156,7 @@ function draw(data) {
       },
       defs,
     );
-    el("path", { d: "M0,0 L10,5 L0,10 z", style: `fill:${colour}` }, m);
+    el("path", { d: "M0,0 L10,5 L0,10 z" }, m);
   }
 
   const ztunnels = new Map(data.proxies.filter((p) => p.kind === "ztunnel").map((p) => [p.name, p]));
@@ -149,9 +166,19 @@ function draw(data) {
       { x: c.x, y: TOP, width: COLUMN_WIDTH, height: c.bottom - TOP, rx: 10, class: "column-box" },
       svg,
     );
-    text(svg, c.x + 12, TOP + 18, c.node === "" ? "outside the mesh" : `node ${c.node}`, "column-title");
+    const title = c.waypoints ? "waypoints" : c.node === "" ? "outside the mesh" : `node ${c.node}`;
+    text(svg, c.x + 12, TOP + 18, title, "column-title");
     const z = ztunnels.get(c.node);
-    if (c.node !== "") {
+    if (c.waypoints) {
+      const waypoints = data.proxies.filter((p) => p.kind === "waypoint");
+      text(
+        svg,
+        c.x + 12,
+        TOP + 34,
+        waypoints.map((p) => `${p.name} ${p.up ? "up" : "down"}`).join(", ") || "no waypoint read",
+        `column-sub${waypoints.every((p) => p.up) ? "" : " down"}`,
+      );
+    } else if (c.node !== "") {
       const sub = text(
         svg,
         c.x + 12,
@@ -185,6 +212,7 @@ function draw(data) {
   const edgeLayer = el("g", { class: "edges" }, svg);
   const labelLayer = el("g", { class: "labels" }, svg);
   const pairs = new Map();
+  const placed = [];
   for (const e of data.edges) {
     const a = positions.get(e.source);
     const b = positions.get(e.target);
@@ -220,12 +248,20 @@ function draw(data) {
     ].join("\n");
     const g = el("g", { class: `edge-label ${kind}`, "data-edge": e.id }, labelLayer);
     const first = edgeLabel(e);
-    const second = `${shortIdentity(e.sourceIdentity)} → ${shortIdentity(e.targetIdentity)}`;
+    const second = [e.sourceIdentity, e.targetIdentity]
+      .map((id) => (id ? shortIdentity(id) : "?"))
+      .join(" → ");
     const t1 = text(g, mx, my - 2, first);
     const t2 = text(g, mx, my + 11, second);
     for (const t of [t1, t2]) t.setAttribute("text-anchor", "middle");
+    // Labels do not cover each other: a label that would is moved down until it fits.
     const w = Math.max(first.length, second.length) * 5.6 + 8;
-    const bg = el("rect", { x: mx - w / 2, y: my - 13, width: w, height: 28, rx: 4 });
+    let ly = my;
+    while (placed.some((b) => Math.abs(b.x - mx) < (b.w + w) / 2 && Math.abs(b.y - ly) < 30)) ly += 31;
+    placed.push({ x: mx, y: ly, w });
+    t1.setAttribute("y", String(ly - 2));
+    t2.setAttribute("y", String(ly + 11));
+    const bg = el("rect", { x: mx - w / 2, y: ly - 13, width: w, height: 28, rx: 4 });
     g.insertBefore(bg, t1);
   }
 
@@ -240,7 +276,7 @@ function draw(data) {
     ];
     const g = el("g", { class: cls.filter(Boolean).join(" "), "data-id": w.id, tabindex: 0 }, svg);
     el("rect", { x: p.x, y: p.y, width: BOX_WIDTH, height: BOX_HEIGHT, rx: 7 }, g);
-    text(g, p.x + 10, p.y + 16, w.waypoint ? `◆ ${w.name}` : w.name, "name");
+    text(g, p.x + 10, p.y + 16, w.waypoint ? `◆ ${w.name} · ${w.node}` : w.name, "name");
     text(g, p.x + 10, p.y + 30, w.identity ? shortIdentity(w.identity) : w.address, "sub");
     g.addEventListener("click", () => select(w.id));
     g.addEventListener("keydown", (ev) => {
