@@ -1,7 +1,8 @@
 /**
- * A waypoint for the local ambient mesh: terminates HBONE from ztunnels on its pod IP, applies the
- * AuthorizationPolicies attached to its Gateway and the HTTPRoutes of its Services, and sends each
- * request over HBONE to the chosen endpoint's ztunnel.
+ * A waypoint for the local ambient mesh: terminates HBONE from ztunnels on its pod IP for the Services
+ * bound to it, applies the AuthorizationPolicies attached to its Gateway and the routes of its Services,
+ * all received from the control plane over xDS, and sends each request over HBONE to the chosen
+ * endpoint's ztunnel.
  *
  * @example
  * ```ts
@@ -13,7 +14,7 @@
  *   nodeName: "node-a",
  *   token, // node-a's token from the control plane
  *   rootCertPem,
- *   meshDir: "mesh",
+ *   controlPlaneAddress: "127.0.0.1:15012", // routes, backends and L7 policies come from here
  * });
  * await waypoint.ready;
  * ```
@@ -28,6 +29,7 @@ export {
   type OperatorAddresses,
   type OperatorPorts,
 } from "./operator-endpoints.js";
+export { targetsWaypoint, targetsWaypointOrService } from "./policy-targets.js";
 export {
   authenticateRequest,
   type CompiledJwtRule,
@@ -41,8 +43,12 @@ export {
 } from "./request-authentication.js";
 export { type RunningWaypoint, startWaypoint, type WaypointOptions } from "./waypoint.js";
 export {
-  type ManifestText,
-  selectWaypointManifests,
-  targetsWaypoint,
-  type WaypointManifests,
-} from "./waypoint-manifests.js";
+  appliesTo,
+  boundRouteNames,
+  isBoundTo,
+  policyObject,
+  resourceProblem,
+  type WaypointSelf,
+  WaypointXdsConfig,
+  type WaypointXdsTargets,
+} from "./xds-config.js";

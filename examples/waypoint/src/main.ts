@@ -8,15 +8,15 @@ import { collectDefaultMetrics, Registry } from "prom-client";
 import { startWaypoint } from "./waypoint.js";
 
 const usage = `usage: pnpm start -- [--name waypoint] [--namespace demo] [--ip 127.10.0.6] [--node node-a]
-       [--control-plane 127.0.0.1:15012] [--mesh-dir <repo>/mesh] [--state-dir <repo>/.mesh-state]
+       [--control-plane 127.0.0.1:15012] [--state-dir <repo>/.mesh-state]
        [--path-normalization BASE] [--admin-ip <ip>] [--admin-port 15000] [--stats-port 15020]
        [--readiness-port 15021] [--no-access-log] [--log-level info]
 
   --name, --namespace     the waypoint Gateway this proxy serves (its routes and policies attach to it)
   --ip                    the waypoint pod's IP: HBONE on :15008, readiness and metrics listen here
   --node                  the node the waypoint pod runs on (its token gets the certificate)
-  --control-plane         xDS and CA address (istio-proxy XDS_ADDRESS / CA_ADDRESS)
-  --mesh-dir              manifests with HTTPRoutes, AuthorizationPolicies, RequestAuthentications
+  --control-plane         xDS and CA address (istio-proxy XDS_ADDRESS / CA_ADDRESS): routes, backends,
+                          AuthorizationPolicies and RequestAuthentications all come from there
   --state-dir             the local mesh's state: root-cert.pem and tokens/<node>.jwt
   --path-normalization    NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES (meshConfig pathNormalization)
   --admin-ip              loopback address of the admin listener (/config_dump); default --ip when it is
@@ -41,7 +41,6 @@ function parse() {
       ip: { type: "string", default: "127.10.0.6" },
       node: { type: "string", default: "node-a" },
       "control-plane": { type: "string", default: "127.0.0.1:15012" },
-      "mesh-dir": { type: "string", default: repo("mesh/") },
       "state-dir": { type: "string", default: repo(".mesh-state/") },
       "path-normalization": { type: "string", default: "BASE" },
       "admin-ip": { type: "string" },
@@ -102,7 +101,6 @@ try {
     token,
     rootCertPem,
     controlPlaneAddress: values["control-plane"],
-    meshDir: values["mesh-dir"],
     pathNormalization: pathNormalization as PathNormalization,
     ports,
     ...(values["admin-ip"] === undefined ? {} : { adminIp: values["admin-ip"] }),

@@ -14,7 +14,7 @@ import {
   jwtVerify,
 } from "jose";
 import { WaypointError } from "./errors.js";
-import { targetsWaypoint } from "./waypoint-manifests.js";
+import { targetsWaypoint } from "./policy-targets.js";
 
 /** Where a rule looks for a token. */
 export type TokenLocation =

@@ -318,7 +318,8 @@ describe("waypoint operator endpoints, access log and RequestAuthentication", { 
         authority: "api.shop",
         upstream_host: `${ip(7)}:8080`,
         upstream_cluster: "outbound|80||api.shop.svc.cluster.local",
-        route_name: "shop/api",
+        // The Envoy route's name from RDS: <namespace>.<route>.<rule>.<match>.
+        route_name: "shop.api.0.0",
         source_principal: CLIENT,
         destination_principal: "spiffe://cluster.local/ns/shop/sa/api",
         request_principal: `${ISSUER_A}/alice`,
@@ -356,9 +357,10 @@ describe("waypoint operator endpoints, access log and RequestAuthentication", { 
     assert.equal(dump.certificates.length, 1);
     assert.equal(dump.certificates[0].identity, WAYPOINT);
     assert.ok(Date.parse(dump.certificates[0].notAfter) > Date.now());
+    // The RouteConfigurations in force, as received over RDS.
     assert.deepEqual(
-      dump.routes.map((r: { metadata: { name: string } }) => r.metadata.name),
-      ["api"],
+      dump.routes.map((r: { name: string }) => r.name),
+      ["inbound-vip|80|http|api.shop.svc.cluster.local"],
     );
     assert.deepEqual(
       dump.authorizationPolicies.map((p: { metadata: { name: string } }) => p.metadata.name),
@@ -391,9 +393,14 @@ describe("waypoint operator endpoints, access log and RequestAuthentication", { 
     );
     logLines.length = 0;
     try {
-      await waypoint.reload();
-      assert.ok(
-        logLines.some((l) => String(l.issue).includes("shop/issuer-a: spec.jwtRules[0].issuer is required")),
+      // The control plane serves it; the waypoint NACKs it and keeps the version in force.
+      await cp.reload();
+      await waitFor(() =>
+        logLines.some(
+          (l) =>
+            l.msg === "xds update refused; last good kept" &&
+            String(l.message).includes("shop/issuer-a: spec.jwtRules[0].issuer is required"),
+        ),
       );
       assert.equal(await get("/members", bearer(good)), 200);
       assert.equal(
@@ -402,7 +409,8 @@ describe("waypoint operator endpoints, access log and RequestAuthentication", { 
       );
     } finally {
       await writeFile(join(dir, "mesh.yaml"), text);
-      await waypoint.reload();
+      // The version in force is this one already.
+      await cp.reload();
     }
   });
 
@@ -414,7 +422,6 @@ describe("waypoint operator endpoints, access log and RequestAuthentication", { 
       token: "t",
       rootCertPem: cp.rootCertPem,
       controlPlaneAddress: `${ip(250)}:9`,
-      meshDir: dir,
       ports: { admin: 0, metrics: 0, readiness: 0 },
     };
     await assert.rejects(startWaypoint({ ...options, adminIp: "192.0.2.1" }), (err: unknown) => {

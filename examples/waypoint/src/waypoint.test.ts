@@ -10,7 +10,6 @@ describe("startWaypoint options", () => {
     nodeName: "node-a",
     token: "t",
     rootCertPem: "-----BEGIN CERTIFICATE-----",
-    meshDir: ".",
   };
   const cases: { name: string; patch: Record<string, unknown>; message: RegExp }[] = [
     { name: "not an IPv4 address", patch: { ip: "waypoint" }, message: /ip "waypoint" is not IPv4/ },

@@ -1,6 +1,4 @@
-import { readdir, readFile } from "node:fs/promises";
 import { isIP } from "node:net";
-import { join } from "node:path";
 import {
   controlPlaneChannel,
   deniedBy,
@@ -22,9 +20,9 @@ import { createWaypointHandler, type Endpoint, type WaypointHandler } from "@amb
 import type { X509Svid } from "@ambient/spiffe";
 import { createCertificateServiceClient, SecretManager } from "@ambient/spiffe/ca";
 import { createPromClientSink } from "@ambient/telemetry";
-import { createXdsClient, TypeUrl, type WorkloadAddress, type XdsChangeEvent } from "@ambient/xds";
+import { createXdsClient } from "@ambient/xds";
 import * as prom from "prom-client";
-import { resolveServiceBackend, serviceAtVip } from "./backends.js";
+import { resolveServiceBackend } from "./backends.js";
 import { WaypointError } from "./errors.js";
 import {
   DEFAULT_OPERATOR_PORTS,
@@ -34,7 +32,7 @@ import {
   startOperatorEndpoints,
 } from "./operator-endpoints.js";
 import { RequestAuthenticationStore } from "./request-authentication.js";
-import { type ManifestText, selectWaypointManifests } from "./waypoint-manifests.js";
+import { resourceProblem, type WaypointSelf, WaypointXdsConfig } from "./xds-config.js";
 
 /** Options of {@link startWaypoint}. */
 export interface WaypointOptions {
@@ -54,8 +52,6 @@ export interface WaypointOptions {
   controlPlaneAddress?: string;
   /** URI SAN of the control plane. Default `spiffe://cluster.local/ns/istio-system/sa/istiod`. */
   controlPlaneIdentity?: string;
-  /** Folder of manifests with the HTTPRoutes and the waypoint's AuthorizationPolicies (the mesh/ folder). */
-  meshDir: string;
   /** Inbound HBONE port, also dialled on endpoints. Default 15008. */
   hbonePort?: number;
   /** Default `cluster.local`; meshConfig `trustDomain`. */
@@ -97,8 +93,11 @@ export interface RunningWaypoint {
   readonly operatorAddresses: OperatorAddresses;
   /** Resolves once the certificate and the first xDS state are in and the listener is up. */
   readonly ready: Promise<void>;
-  /** Re-reads the routes and policies from `meshDir`. */
-  reload(): Promise<void>;
+  /**
+   * Counts the configuration changes put in force (routes, policies); it moves when an accepted xDS
+   * update reaches the router or the policy engine.
+   */
+  configGeneration(): number;
   metricsText(): Promise<string>;
   close(): Promise<void>;
 }
@@ -113,16 +112,13 @@ function svidSummary(svid: X509Svid | undefined) {
       };
 }
 
-async function readManifests(dir: string): Promise<ManifestText[]> {
-  const names = (await readdir(dir)).filter((n) => n.endsWith(".yaml") || n.endsWith(".yml"));
-  return Promise.all(names.map(async (path) => ({ path, text: await readFile(join(dir, path), "utf8") })));
-}
-
 /**
- * Starts a waypoint: gets its certificate from the mesh CA through its node's token, follows the
- * Address resources over Delta xDS for endpoints, reads HTTPRoutes and the AuthorizationPolicies
- * attached to its Gateway from the manifests, and serves HBONE on `ip:15008`. Every accepted tunnel
- * goes through L7 policy and routing; upstream requests travel HBONE to the endpoint pod's 15008.
+ * Starts a waypoint: gets its certificate from the mesh CA through its node's token, takes all of its
+ * configuration from the control plane over one Delta xDS stream (Address resources for the Services
+ * bound to it and their endpoints, an Envoy RouteConfiguration per bound Service port, and the
+ * AuthorizationPolicies and RequestAuthentications attached to it), and serves HBONE on `ip:15008`.
+ * Every accepted tunnel goes through L7 policy and routing; upstream requests travel HBONE to the
+ * endpoint pod's 15008. Reads no files.
  */
 export async function startWaypoint(options: WaypointOptions): Promise<RunningWaypoint> {
   if (isIP(options.ip) !== 4) {
@@ -158,6 +154,7 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   const policy = createAuthorizationEngine({ l7Attachment: "waypoint", pathNormalization, logger, metrics });
   const caClient = createCertificateServiceClient({ address, ...channel, token: options.token, clusterId });
   const secrets = new SecretManager({ client: caClient, impersonate: true, logger, metrics });
+  const self: WaypointSelf = { gateway, ip: options.ip };
   const xds = createXdsClient({
     address,
     ...channel,
@@ -166,15 +163,12 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
       metadata: { NODE_NAME: options.nodeName, CLUSTER_ID: clusterId },
     },
     headers: { authorization: `Bearer ${options.token}` },
+    // A resource the waypoint cannot use is NACKed: the last good version stays in force.
+    validate: (typeUrl, name, resource) => resourceProblem(typeUrl, name, resource, self),
     logger,
     metrics,
   });
-  xds.onChange((event: XdsChangeEvent) => {
-    if (event.typeUrl !== TypeUrl.address) return;
-    for (const r of [...event.added, ...event.updated]) store.upsert(r.name, r.resource as WorkloadAddress);
-    for (const name of event.removed) store.remove(name);
-  });
-  xds.watch(TypeUrl.address);
+  xds.onNack((typeUrl, message) => logger.warn({ typeUrl, message }, "xds update refused; last good kept"));
 
   let client: HboneClient | undefined;
   let server: HboneServer | undefined;
@@ -225,47 +219,21 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     metrics,
   });
 
-  const appliedPolicies = new Set<string>();
-  /** What `/config_dump` shows: the objects in force. */
-  let routesInForce: readonly Record<string, unknown>[] = [];
-  const policiesInForce = new Map<string, Record<string, unknown>>();
-  const reload = async (): Promise<void> => {
-    const selected = selectWaypointManifests(await readManifests(options.meshDir), gateway);
-    for (const issue of selected.issues) logger.warn({ issue }, "manifest skipped");
-    handler.setRoutes(selected.routes);
-    routesInForce = selected.routes;
-    for (const issue of requestAuthentications.apply(selected.requestAuthentications)) {
-      logger.warn({ issue }, "RequestAuthentication ignored; its last good version stays");
-    }
-    const next = new Set<string>();
-    for (const p of selected.policies) {
-      try {
-        const result = policy.apply(p);
-        const key = result.resource.slice(result.resource.indexOf(" ") + 1);
-        next.add(key);
-        policiesInForce.set(key, p);
-      } catch (err) {
-        logger.warn({ err: (err as Error).message }, "waypoint policy ignored");
-      }
-    }
-    for (const key of appliedPolicies) {
-      if (next.has(key)) continue;
-      const [ns = "", name = ""] = key.split("/");
-      policy.delete("AuthorizationPolicy", ns, name);
-      policiesInForce.delete(key);
-    }
-    appliedPolicies.clear();
-    for (const key of next) appliedPolicies.add(key);
-    logger.info({ routes: selected.routes.length, policies: next.size }, "waypoint configuration loaded");
-  };
+  const config = new WaypointXdsConfig(xds, self, { store, handler, policy, requestAuthentications, logger });
 
   const onTunnel = (tunnel: InboundTunnel): void => {
     const authority = tunnel.authority;
-    const service = authority.kind === "ip" ? serviceAtVip(store, authority.host, authority.port) : undefined;
-    if (service === undefined) {
+    const match = authority.kind === "ip" ? store.findService(authority.host, authority.port) : undefined;
+    // Only the Services bound to this waypoint (istio.io/use-waypoint), as ztunnel's waypoint checks.
+    if (match === undefined || !config.serves(match.service)) {
+      logger.debug(
+        { authority: `${authority.host}:${authority.port}` },
+        "tunnel refused: not a service of this waypoint",
+      );
       tunnel.refuse(HBONE_STATUS.badRequest, "not a service of this waypoint");
       return;
     }
+    const service = match.service;
     const remote = tunnel.remoteAddress?.replace(/^::ffff:/, "");
     handler.handle(tunnel.accept(), {
       peerIdentity: tunnel.peerIdentity.toString(),
@@ -284,8 +252,8 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     identity,
     ready: readyFlag,
     certificates: [svidSummary(secrets.get(identity))].flatMap((c) => (c === undefined ? [] : [c])),
-    routes: routesInForce,
-    authorizationPolicies: [...policiesInForce.values()],
+    routes: config.inForce().routes,
+    authorizationPolicies: config.inForce().policies,
     requestAuthentications: requestAuthentications.summary(),
     backends: [...store.services().values()].map((service) => ({
       service: `${service.namespace}/${service.name}`,
@@ -318,9 +286,8 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   };
 
   const ready = (async () => {
-    await reload();
     const own = await svid();
-    await xds.ready();
+    await config.ready();
     if (closed) throw new WaypointError("ERR_WAYPOINT_CLOSED", "closed before it was ready");
     const s = createHboneServer({
       key: own.privateKeyPem,
@@ -373,7 +340,7 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     identity,
     operatorAddresses,
     ready,
-    reload,
+    configGeneration: () => config.generation,
     metricsText: () => registry.metrics(),
     close,
   };

@@ -40,10 +40,7 @@ export interface TestMeshOptions {
   /** The ztunnels' ports; the ztunnel's defaults when not given. */
   ztunnelPorts?: ZtunnelOptions["ports"];
   /** The waypoint's own options; the mesh supplies its token, roots, control plane and folder. */
-  waypoint: Omit<
-    WaypointOptions,
-    "nodeName" | "token" | "rootCertPem" | "controlPlaneAddress" | "meshDir"
-  > & {
+  waypoint: Omit<WaypointOptions, "nodeName" | "token" | "rootCertPem" | "controlPlaneAddress"> & {
     /** Default: node-a. */
     nodeName?: string;
   };
@@ -103,7 +100,6 @@ export async function startTestMesh(options: TestMeshOptions): Promise<TestMesh>
       token: await cp.tokenFor(nodeName),
       rootCertPem: cp.rootCertPem,
       controlPlaneAddress: cp.address,
-      meshDir: dir,
     });
     await Promise.all([...ztunnels.map((z) => z.ready), waypoint.ready]);
     const [a, b] = ztunnels as [RunningZtunnel, RunningZtunnel];

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { selectWaypointManifests, targetsWaypoint } from "./waypoint-manifests.js";
+import { targetsWaypoint, targetsWaypointOrService } from "./policy-targets.js";
 
 const WAYPOINT = { name: "waypoint", namespace: "demo" };
 
@@ -48,44 +48,21 @@ describe("targetsWaypoint", () => {
   for (const c of cases) it(c.name, () => assert.equal(targetsWaypoint(c.policy, WAYPOINT), c.expect));
 });
 
-describe("selectWaypointManifests", () => {
-  it("keeps routes and waypoint policies, skips the rest and reports bad YAML", () => {
-    const text = `
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: { name: web, namespace: demo }
-spec: { parentRefs: [{ group: "", kind: Service, name: web }] }
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: { name: at-waypoint, namespace: demo }
-spec: { targetRefs: [{ kind: Gateway, group: gateway.networking.k8s.io, name: waypoint }] }
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: { name: at-ztunnel, namespace: demo }
-spec: { selector: { matchLabels: { app: web } } }
----
-apiVersion: v1
-kind: Service
-metadata: { name: web, namespace: demo }
-`;
-    const out = selectWaypointManifests(
-      [
-        { path: "b.yaml", text },
-        { path: "a.yaml", text: "kind: [\n" },
-      ],
-      WAYPOINT,
+describe("targetsWaypointOrService", () => {
+  it("takes the waypoint's Gateway and any Service, nothing else", () => {
+    const spec = (refs: unknown[]) => ({
+      metadata: { name: "j", namespace: "demo" },
+      spec: { targetRefs: refs },
+    });
+    assert.equal(targetsWaypointOrService(spec([{ kind: "Gateway", name: "waypoint" }]), WAYPOINT), true);
+    assert.equal(
+      targetsWaypointOrService(spec([{ group: "", kind: "Service", name: "web" }]), WAYPOINT),
+      true,
     );
-    assert.deepEqual(
-      out.routes.map((r) => (r.metadata as { name: string }).name),
-      ["web"],
+    assert.equal(targetsWaypointOrService(spec([{ kind: "Gateway", name: "ingress" }]), WAYPOINT), false);
+    assert.equal(
+      targetsWaypointOrService({ metadata: { name: "j" }, spec: { selector: {} } }, WAYPOINT),
+      false,
     );
-    assert.deepEqual(
-      out.policies.map((p) => (p.metadata as { name: string }).name),
-      ["at-waypoint"],
-    );
-    assert.equal(out.issues.length, 1);
-    assert.match(out.issues[0] ?? "", /^a\.yaml#0: malformed YAML/);
   });
 });

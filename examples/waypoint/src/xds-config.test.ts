@@ -1,0 +1,288 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { noopLogger, WorkloadStore } from "@ambient/example-ztunnel";
+import { createAuthorizationEngine } from "@ambient/policy";
+import type { RouteTable } from "@ambient/router";
+import {
+  createXdsClient,
+  createXdsServer,
+  type MessageInit,
+  type Service,
+  structFromJson,
+  TypeUrl,
+  type WaypointPolicy,
+  type XdsClient,
+  type XdsServer,
+} from "@ambient/xds";
+import { RequestAuthenticationStore } from "./request-authentication.js";
+import {
+  boundRouteNames,
+  isBoundTo,
+  policyObject,
+  resourceProblem,
+  type WaypointSelf,
+  WaypointXdsConfig,
+} from "./xds-config.js";
+
+const SELF: WaypointSelf = { gateway: { name: "waypoint", namespace: "shop" }, ip: "127.0.0.6" };
+const WEB_ROUTES = "inbound-vip|80|http|web.shop.svc.cluster.local";
+const V1 = "outbound|80||web-v1.shop.svc.cluster.local";
+const V2 = "outbound|80||web-v2.shop.svc.cluster.local";
+
+function service(name: string, waypoint?: Service["waypoint"], ports = [80]): Service {
+  return {
+    name,
+    namespace: "shop",
+    hostname: `${name}.shop.svc.cluster.local`,
+    addresses: [],
+    ports: ports.map((p) => ({ servicePort: p, targetPort: 8080, appProtocol: "UNKNOWN" })),
+    subjectAltNames: [],
+    ...(waypoint === undefined ? {} : { waypoint }),
+  } as unknown as Service;
+}
+const byIp = (ip: string) => ({
+  address: { network: "", address: new Uint8Array(ip.split(".").map(Number)) },
+  hboneMtlsPort: 15008,
+});
+
+describe("which Services a waypoint serves", () => {
+  const cases: [string, Service["waypoint"], boolean][] = [
+    ["its own IP", byIp("127.0.0.6"), true],
+    ["another waypoint's IP", byIp("127.0.0.9"), false],
+    [
+      "its Gateway's host name",
+      {
+        hostname: { namespace: "shop", hostname: "waypoint.shop.svc.cluster.local" },
+        hboneMtlsPort: 15008,
+      } as Service["waypoint"],
+      true,
+    ],
+    [
+      "a same-named Gateway of another namespace",
+      {
+        hostname: { namespace: "other", hostname: "waypoint.other.svc.cluster.local" },
+        hboneMtlsPort: 15008,
+      } as Service["waypoint"],
+      false,
+    ],
+    ["no waypoint", undefined, false],
+  ];
+  for (const [what, waypoint, bound] of cases) {
+    it(what, () => assert.equal(isBoundTo(service("web", waypoint), SELF), bound));
+  }
+  it("subscribes to the routes of every port of the bound Services only", () => {
+    assert.deepEqual(
+      boundRouteNames(
+        [service("web", byIp("127.0.0.6"), [80, 9090]), service("echo"), service("db", byIp("127.0.0.9"))],
+        SELF,
+      ),
+      [WEB_ROUTES, "inbound-vip|9090|http|web.shop.svc.cluster.local"],
+    );
+  });
+});
+
+describe("resourceProblem (the NACK decision)", () => {
+  const policy = (kind: string, spec: Record<string, unknown>): WaypointPolicy =>
+    ({
+      kind,
+      apiVersion: "security.istio.io/v1",
+      name: "p",
+      namespace: "shop",
+      spec: structFromJson(spec as never),
+    }) as WaypointPolicy;
+  const cases: [string, string, string, unknown, RegExp | undefined][] = [
+    [
+      "a good route",
+      TypeUrl.routeConfiguration,
+      WEB_ROUTES,
+      { virtualHosts: [{ domains: ["*"], routes: [{ match: { prefix: "/" }, route: { cluster: V1 } }] }] },
+      undefined,
+    ],
+    [
+      "a route name that names no Service port",
+      TypeUrl.routeConfiguration,
+      "web.shop.svc.cluster.local:80",
+      { virtualHosts: [] },
+      /not a waypoint route name/,
+    ],
+    [
+      "a route the router cannot follow",
+      TypeUrl.routeConfiguration,
+      WEB_ROUTES,
+      {
+        virtualHosts: [
+          { domains: ["*"], routes: [{ match: { prefix: "/" }, route: { clusterHeader: "x" } }] },
+        ],
+      },
+      /only cluster and weightedClusters/,
+    ],
+    [
+      "a valid AuthorizationPolicy",
+      TypeUrl.waypointPolicy,
+      "AuthorizationPolicy/shop/p",
+      policy("AuthorizationPolicy", {
+        action: "DENY",
+        rules: [{ to: [{ operation: { methods: ["POST"] } }] }],
+      }),
+      undefined,
+    ],
+    [
+      "an AuthorizationPolicy with an unknown action",
+      TypeUrl.waypointPolicy,
+      "AuthorizationPolicy/shop/p",
+      policy("AuthorizationPolicy", { action: "MAYBE" }),
+      /action/,
+    ],
+    [
+      "a RequestAuthentication without issuer",
+      TypeUrl.waypointPolicy,
+      "RequestAuthentication/shop/p",
+      policy("RequestAuthentication", { jwtRules: [{ jwksUri: "http://127.0.0.1:1/k" }] }),
+      /issuer is required/,
+    ],
+    [
+      "another kind",
+      TypeUrl.waypointPolicy,
+      "PeerAuthentication/shop/p",
+      policy("PeerAuthentication", {}),
+      /not a waypoint policy/,
+    ],
+  ];
+  for (const [what, typeUrl, name, resource, problem] of cases) {
+    it(what, () => {
+      const found = resourceProblem(typeUrl, name, resource, SELF);
+      if (problem === undefined) assert.equal(found, undefined);
+      else assert.match(found ?? "", problem);
+    });
+  }
+  it("gives the policy engine the Kubernetes shape back", () => {
+    assert.deepEqual(policyObject(policy("AuthorizationPolicy", { action: "DENY" })), {
+      apiVersion: "security.istio.io/v1",
+      kind: "AuthorizationPolicy",
+      metadata: { name: "p", namespace: "shop" },
+      spec: { action: "DENY" },
+    });
+  });
+});
+
+describe("WaypointXdsConfig over a real xDS stream", () => {
+  let server: XdsServer;
+  let client: XdsClient;
+  let config: WaypointXdsConfig;
+  const tables: RouteTable[] = [];
+  const nacks: string[] = [];
+  const policy = createAuthorizationEngine({ l7Attachment: "waypoint" });
+  const routes = (cluster: string) => ({
+    name: WEB_ROUTES,
+    virtualHosts: [
+      {
+        name: "web",
+        domains: ["*"],
+        routes: [{ name: cluster, match: { prefix: "/" }, route: { cluster } }],
+      },
+    ],
+  });
+  const apPolicy = (methods: string[]): MessageInit<WaypointPolicy> => ({
+    kind: "AuthorizationPolicy",
+    apiVersion: "security.istio.io/v1",
+    name: "web-get",
+    namespace: "shop",
+    spec: structFromJson({
+      targetRefs: [{ group: "gateway.networking.k8s.io", kind: "Gateway", name: "waypoint" }],
+      rules: [{ to: [{ operation: { methods } }] }],
+    }),
+  });
+  const routed = () =>
+    tables.at(-1)?.match({
+      host: "web",
+      path: "/",
+      method: "GET",
+      headers: {},
+      target: { service: { name: "web", namespace: "shop" }, port: 80 },
+    })?.rule.route;
+  const allowed = (method: string) =>
+    policy.evaluate({
+      source: { ip: "127.0.0.2", identity: "spiffe://cluster.local/ns/shop/sa/client" },
+      destination: {
+        ip: "127.30.0.2",
+        port: 80,
+        targets: [
+          { kind: "Gateway", group: "gateway.networking.k8s.io", name: "waypoint", namespace: "shop" },
+        ],
+      },
+      http: { method, path: "/", host: "web", headers: {} },
+    }).allowed;
+  const policySpec = () => JSON.stringify(config.inForce().policies.map((p) => p.spec));
+  async function until(check: () => boolean): Promise<void> {
+    const end = Date.now() + 5000;
+    while (!check()) {
+      if (Date.now() > end) throw new Error("condition not met in time");
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  before(async () => {
+    server = createXdsServer({ debounceMs: 5 });
+    const web = service("web", byIp(SELF.ip));
+    server.cache.set(TypeUrl.address, "shop/web.shop.svc.cluster.local", { service: web as never });
+    server.cache.set(TypeUrl.routeConfiguration, WEB_ROUTES, routes(V1));
+    server.cache.set(TypeUrl.waypointPolicy, "AuthorizationPolicy/shop/web-get", apPolicy(["GET"]));
+    const port = await server.listen("127.0.0.1:0");
+    client = createXdsClient({
+      address: `127.0.0.1:${port}`,
+      node: { id: "waypoint~127.0.0.6~waypoint.shop~shop.svc.cluster.local" },
+      validate: (typeUrl, name, resource) => resourceProblem(typeUrl, name, resource, SELF),
+    });
+    client.onNack((_typeUrl, message) => nacks.push(message));
+    config = new WaypointXdsConfig(client, SELF, {
+      store: new WorkloadStore(),
+      handler: { setRouteTable: (t) => tables.push(t) },
+      policy,
+      requestAuthentications: new RequestAuthenticationStore(SELF.gateway),
+      logger: noopLogger,
+    });
+    await config.ready();
+  });
+  after(async () => {
+    client?.close();
+    await server?.close();
+  });
+
+  it("puts the routes of its bound Service and its policy in force", () => {
+    assert.equal(routed(), V1);
+    assert.match(policySpec(), /"GET"/);
+    assert.equal(allowed("GET"), true);
+    assert.equal(allowed("POST"), false);
+  });
+
+  it("follows a route edit, keeps the last good route through a NACK, then takes the next good one", async () => {
+    server.cache.set(TypeUrl.routeConfiguration, WEB_ROUTES, routes(V2));
+    await until(() => routed() === V2);
+    const generation = config.generation;
+    server.cache.set(TypeUrl.routeConfiguration, WEB_ROUTES, routes("blackhole"));
+    await until(() => nacks.some((m) => m.includes("blackhole")));
+    assert.equal(routed(), V2, "the NACKed route never reached the router");
+    assert.equal(config.generation, generation);
+    server.cache.set(TypeUrl.routeConfiguration, WEB_ROUTES, routes(V1));
+    await until(() => routed() === V1);
+  });
+
+  it("follows a policy edit and keeps the last good policy through a NACK", async () => {
+    server.cache.set(TypeUrl.waypointPolicy, "AuthorizationPolicy/shop/web-get", apPolicy(["POST"]));
+    await until(() => policySpec().includes('"POST"'));
+    const bad = apPolicy(["GET"]);
+    bad.spec = structFromJson({ targetRefs: [{ kind: "Gateway", name: "waypoint" }], action: "MAYBE" });
+    server.cache.set(TypeUrl.waypointPolicy, "AuthorizationPolicy/shop/web-get", bad);
+    await until(() => nacks.some((m) => m.includes("AuthorizationPolicy/shop/web-get")));
+    assert.match(policySpec(), /"POST"/);
+    assert.equal(allowed("GET"), false, "GET stays refused by the POST-only policy in force");
+    assert.equal(allowed("POST"), true);
+  });
+
+  it("drops the routes of a Service no longer bound to it", async () => {
+    server.cache.set(TypeUrl.address, "shop/web.shop.svc.cluster.local", {
+      service: service("web") as never,
+    });
+    await until(() => routed() === undefined);
+  });
+});

@@ -1,0 +1,274 @@
+/**
+ * The waypoint's configuration, all of it from the control plane over one Delta xDS stream: Address
+ * resources (which Services are bound to this waypoint, and their endpoints), an Envoy
+ * RouteConfiguration per bound Service port (`inbound-vip|<port>|http|<host>`), and the L7 policies
+ * (`ambient.waypoint.v1.WaypointPolicy`). A resource the waypoint cannot use is NACKed by `validate`,
+ * so the client keeps the last good version; what is accepted is put in force at once.
+ */
+import type { Logger, WorkloadStore } from "@ambient/example-ztunnel";
+import { type AuthorizationEngine, validateResource } from "@ambient/policy";
+import {
+  type CompiledEnvoyRoutes,
+  compileEnvoyRouteConfiguration,
+  createEnvoyRouteTable,
+  type EnvoyRouteConfiguration,
+  parseWaypointRouteName,
+  type RouteTable,
+  waypointRouteName,
+} from "@ambient/router";
+import {
+  type Service,
+  structToJson,
+  TypeUrl,
+  type WaypointPolicy,
+  type WorkloadAddress,
+  type XdsChangeEvent,
+  type XdsClient,
+} from "@ambient/xds";
+import { targetsWaypoint, targetsWaypointOrService } from "./policy-targets.js";
+import { compileRequestAuthentication, type RequestAuthenticationStore } from "./request-authentication.js";
+
+/** The waypoint as the control plane's resources name it. */
+export interface WaypointSelf {
+  gateway: { name: string; namespace: string };
+  /** Its pod IP: a Service bound by address names it. */
+  ip: string;
+  /** DNS suffix of Service hosts. Default `cluster.local`. */
+  clusterDomain?: string;
+}
+
+function ipText(bytes: Uint8Array | undefined): string {
+  return bytes === undefined ? "" : [...bytes].join(".");
+}
+
+/**
+ * Whether the Service's Address resource names this waypoint (`istio.io/use-waypoint` on the Service
+ * or its namespace), by the waypoint's IP or by its Gateway's host name.
+ */
+export function isBoundTo(service: Pick<Service, "waypoint">, self: WaypointSelf): boolean {
+  const w = service.waypoint;
+  if (w === undefined) return false;
+  if (w.address !== undefined) return ipText(w.address.address) === self.ip;
+  if (w.hostname !== undefined) {
+    const { name, namespace } = self.gateway;
+    return (
+      w.hostname.namespace === namespace &&
+      w.hostname.hostname === `${name}.${namespace}.svc.${self.clusterDomain ?? "cluster.local"}`
+    );
+  }
+  return false;
+}
+
+/** The RouteConfiguration names of every port of the Services bound to this waypoint, sorted. */
+export function boundRouteNames(services: Iterable<Service>, self: WaypointSelf): string[] {
+  const names = new Set<string>();
+  for (const service of services) {
+    if (!isBoundTo(service, self)) continue;
+    for (const p of service.ports)
+      if (p.servicePort > 0) names.add(waypointRouteName(service.hostname, p.servicePort));
+  }
+  return [...names].sort();
+}
+
+/** A WaypointPolicy as the Kubernetes-shaped object the policy engine and RequestAuthentication read. */
+export function policyObject(resource: WaypointPolicy): Record<string, unknown> {
+  return {
+    apiVersion: resource.apiVersion,
+    kind: resource.kind,
+    metadata: { name: resource.name, namespace: resource.namespace },
+    spec: structToJson(resource.spec),
+  };
+}
+
+/** Whether an accepted WaypointPolicy applies to this waypoint (its Gateway, or for JWTs a Service). */
+export function appliesTo(resource: WaypointPolicy, self: WaypointSelf): boolean {
+  const obj = policyObject(resource);
+  if (resource.kind === "AuthorizationPolicy") return targetsWaypoint(obj, self.gateway);
+  if (resource.kind === "RequestAuthentication") return targetsWaypointOrService(obj, self.gateway);
+  return false;
+}
+
+/**
+ * Why the waypoint cannot use a resource (the xDS client NACKs the response then), or undefined. A
+ * RouteConfiguration must be named for a Service port and compile (`@ambient/router`); a
+ * WaypointPolicy must be an AuthorizationPolicy that passes `@ambient/policy` validation or a
+ * RequestAuthentication whose rules compile.
+ */
+export function resourceProblem(
+  typeUrl: string,
+  name: string,
+  resource: unknown,
+  self: WaypointSelf,
+): string | undefined {
+  try {
+    if (typeUrl === TypeUrl.routeConfiguration) {
+      const target = parseWaypointRouteName(name, self.clusterDomain);
+      if (target === undefined) return `${name} is not a waypoint route name`;
+      compileEnvoyRouteConfiguration(resource as EnvoyRouteConfiguration, target.service.namespace, {
+        ...(self.clusterDomain === undefined ? {} : { clusterDomain: self.clusterDomain }),
+      });
+    } else if (typeUrl === TypeUrl.waypointPolicy) {
+      const policy = resource as WaypointPolicy;
+      const obj = policyObject(policy);
+      if (policy.kind === "AuthorizationPolicy") validateResource(obj);
+      else if (policy.kind === "RequestAuthentication") compileRequestAuthentication(obj, self.gateway);
+      else return `${name}: kind ${JSON.stringify(policy.kind)} is not a waypoint policy`;
+    }
+    return undefined;
+  } catch (err) {
+    return `${name}: ${err instanceof Error ? err.message : String(err)}`;
+  }
+}
+
+/** What {@link WaypointXdsConfig} puts in force. */
+export interface WaypointXdsTargets {
+  store: WorkloadStore;
+  handler: { setRouteTable(table: RouteTable): void };
+  policy: Pick<AuthorizationEngine, "apply" | "delete">;
+  requestAuthentications: RequestAuthenticationStore;
+  logger: Logger;
+}
+
+/**
+ * Follows the waypoint's xDS resources and keeps the router, the policy engine and the
+ * RequestAuthentications in step with them. Construct it with a client created with
+ * `validate: (t, n, r) => resourceProblem(t, n, r, self)`.
+ */
+export class WaypointXdsConfig {
+  readonly #xds: XdsClient;
+  readonly #self: WaypointSelf;
+  readonly #targets: WaypointXdsTargets;
+  readonly #routes = new Map<string, { raw: unknown; compiled: CompiledEnvoyRoutes }>();
+  readonly #policies = new Map<string, WaypointPolicy>();
+  readonly #applied = new Set<string>();
+  #routeNames: string[] = [];
+  #watchingRoutes = false;
+  #generation = 0;
+
+  constructor(xds: XdsClient, self: WaypointSelf, targets: WaypointXdsTargets) {
+    this.#xds = xds;
+    this.#self = self;
+    this.#targets = targets;
+    xds.onChange((event) => this.#onChange(event));
+    xds.watch(TypeUrl.address);
+    xds.watch(TypeUrl.waypointPolicy);
+  }
+
+  /** Resolves once the first Address, policy and (for bound Services) route responses are in. */
+  async ready(): Promise<void> {
+    await Promise.all([this.#xds.ready(TypeUrl.address), this.#xds.ready(TypeUrl.waypointPolicy)]);
+    if (this.#watchingRoutes) await this.#xds.ready(TypeUrl.routeConfiguration);
+  }
+
+  /** Counts every change put in force; a test or a demo waits for it to move. */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  /** Whether `service` is bound to this waypoint. */
+  serves(service: Pick<Service, "waypoint">): boolean {
+    return isBoundTo(service, this.#self);
+  }
+
+  /** The routes and policies in force, for `/config_dump`. */
+  inForce(): { routes: unknown[]; policies: Record<string, unknown>[] } {
+    return {
+      routes: [...this.#routes.values()].map((r) => r.raw),
+      policies: [...this.#policies.values()]
+        .filter((p) => p.kind === "AuthorizationPolicy" && appliesTo(p, this.#self))
+        .map(policyObject),
+    };
+  }
+
+  #onChange(event: XdsChangeEvent): void {
+    if (event.typeUrl === TypeUrl.address) {
+      const { store } = this.#targets;
+      for (const r of [...event.added, ...event.updated]) store.upsert(r.name, r.resource as WorkloadAddress);
+      for (const name of event.removed) store.remove(name);
+      this.#followBoundServices();
+    } else if (event.typeUrl === TypeUrl.routeConfiguration) {
+      for (const r of [...event.added, ...event.updated]) {
+        const target = parseWaypointRouteName(r.name, this.#self.clusterDomain);
+        if (target === undefined) continue;
+        // Already accepted by validate: this compile does not throw.
+        const compiled = compileEnvoyRouteConfiguration(
+          r.resource as EnvoyRouteConfiguration,
+          target.service.namespace,
+          this.#self.clusterDomain === undefined ? {} : { clusterDomain: this.#self.clusterDomain },
+        );
+        this.#routes.set(r.name, { raw: r.resource, compiled });
+      }
+      for (const name of event.removed) this.#routes.delete(name);
+      this.#applyRoutes();
+    } else if (event.typeUrl === TypeUrl.waypointPolicy) {
+      for (const r of [...event.added, ...event.updated])
+        this.#policies.set(r.name, r.resource as WaypointPolicy);
+      for (const name of event.removed) this.#policies.delete(name);
+      this.#applyPolicies();
+    }
+  }
+
+  /** Subscribes to the RouteConfigurations of the bound Service ports, and drops the rest. */
+  #followBoundServices(): void {
+    const names = boundRouteNames(this.#targets.store.services().values(), this.#self);
+    const before = new Set(this.#routeNames);
+    const after = new Set(names);
+    this.#routeNames = names;
+    const added = names.filter((n) => !before.has(n));
+    const removed = [...before].filter((n) => !after.has(n));
+    if (!this.#watchingRoutes) {
+      if (names.length === 0) return;
+      this.#watchingRoutes = true;
+      this.#xds.watch(TypeUrl.routeConfiguration, { wildcard: false, names });
+      return;
+    }
+    if (added.length > 0) this.#xds.subscribe(TypeUrl.routeConfiguration, added);
+    if (removed.length > 0) this.#xds.unsubscribe(TypeUrl.routeConfiguration, removed);
+  }
+
+  #applyRoutes(): void {
+    const bindings = [...this.#routes].flatMap(([name, { compiled }]) => {
+      const target = parseWaypointRouteName(name, this.#self.clusterDomain);
+      return target === undefined ? [] : [{ service: target.service, port: target.port, routes: compiled }];
+    });
+    this.#targets.handler.setRouteTable(createEnvoyRouteTable(bindings));
+    this.#generation++;
+    this.#targets.logger.info({ routes: bindings.length }, "waypoint routes in force");
+  }
+
+  #applyPolicies(): void {
+    const { policy, requestAuthentications, logger } = this.#targets;
+    const next = new Set<string>();
+    const jwt: Record<string, unknown>[] = [];
+    for (const resource of this.#policies.values()) {
+      if (!appliesTo(resource, this.#self)) continue;
+      const obj = policyObject(resource);
+      if (resource.kind === "RequestAuthentication") {
+        jwt.push(obj);
+        continue;
+      }
+      try {
+        policy.apply(obj);
+        next.add(`${resource.namespace}/${resource.name}`);
+      } catch (err) {
+        // validate accepted it; an engine refusal keeps the version already in force.
+        logger.warn({ err: (err as Error).message }, "waypoint policy ignored");
+        if (this.#applied.has(`${resource.namespace}/${resource.name}`)) {
+          next.add(`${resource.namespace}/${resource.name}`);
+        }
+      }
+    }
+    for (const key of this.#applied) {
+      if (next.has(key)) continue;
+      const [ns = "", name = ""] = key.split("/");
+      policy.delete("AuthorizationPolicy", ns, name);
+    }
+    this.#applied.clear();
+    for (const key of next) this.#applied.add(key);
+    for (const issue of requestAuthentications.apply(jwt)) {
+      logger.warn({ issue }, "RequestAuthentication ignored; its last good version stays");
+    }
+    this.#generation++;
+    logger.info({ policies: next.size, requestAuthentications: jwt.length }, "waypoint policies in force");
+  }
+}
