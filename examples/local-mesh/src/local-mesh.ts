@@ -302,8 +302,8 @@ export async function startLocalMesh(options: LocalMeshOptions): Promise<LocalMe
         nodeName: pod.node,
         token: await controlPlane.tokenFor(pod.node),
         rootCertPem: controlPlane.rootCertPem,
+        // Routes, backends and L7 policies come from the control plane over xDS.
         controlPlaneAddress: controlPlane.address,
-        meshDir: options.meshDir,
         ...(options.waypointLogger === undefined ? {} : { logger: options.waypointLogger }),
       });
       waypoints.set(key, waypoint);
