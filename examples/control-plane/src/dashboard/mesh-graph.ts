@@ -292,7 +292,9 @@ export function buildSnapshot(input: {
   for (const [id, list] of decisions) {
     const w = workloads.get(id);
     if (w !== undefined)
-      w.decisions = list.sort((a, b) => (a.time < b.time ? 1 : -1)).slice(0, MAX_DECISIONS);
+      w.decisions = list
+        .sort((a, b) => (a.time < b.time ? 1 : a.time > b.time ? -1 : 0))
+        .slice(0, MAX_DECISIONS);
   }
 
   const sortedWorkloads = [...workloads.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));

@@ -1,0 +1,478 @@
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { after, before, describe, it } from "node:test";
+import { type ControlPlane, startControlPlane } from "../control-plane.js";
+import { ControlPlaneError } from "../errors.js";
+import { parseManifests } from "../manifests.js";
+import { noopLogger } from "../telemetry.js";
+import { type MeshConfig, translateMesh } from "../translate-mesh.js";
+import { createMeshCollector } from "./collector.js";
+import {
+  type FlowEvent,
+  flowFromAccessLog,
+  flowsFromRequestCounters,
+  parsePrometheusText,
+  type RecentConnectionLine,
+  requestCounters,
+} from "./flow-events.js";
+import { buildSnapshot, type ProxyView } from "./mesh-graph.js";
+
+const MESH_DIR = new URL("../../../../mesh/", import.meta.url);
+
+function demoConfig(): MeshConfig {
+  const files = readdirSync(MESH_DIR)
+    .filter((n) => n.endsWith(".yaml"))
+    .map((path) => ({ path, text: readFileSync(new URL(path, MESH_DIR), "utf8") }));
+  return translateMesh(parseManifests(files).objects);
+}
+
+const T0 = Date.parse("2026-12-05T08:00:00Z");
+const line = (
+  fields: Record<string, unknown>,
+  extra: Partial<RecentConnectionLine> = {},
+): RecentConnectionLine => ({
+  seq: 1,
+  time: new Date(T0).toISOString(),
+  message: "connection complete",
+  fields,
+  ...extra,
+});
+const SLEEP = { "src.workload": "sleep-0", "src.namespace": "demo", "src.addr": "127.10.0.2:40000" };
+const SLEEP_ID = "spiffe://cluster.local/ns/demo/sa/sleep";
+const ECHO_ID = "spiffe://cluster.local/ns/demo/sa/echo";
+const TO_ECHO = {
+  "dst.workload": "echo-0",
+  "dst.namespace": "demo",
+  "dst.addr": "127.10.0.3:15008",
+  "dst.identity": ECHO_ID,
+};
+
+describe("flowFromAccessLog", () => {
+  const viaZtunnel = (d: { address?: string }) => d.address?.startsWith("127.10.0.3") === true;
+  const cases: { name: string; line: RecentConnectionLine; expect: Partial<FlowEvent> | undefined }[] = [
+    {
+      name: "inbound, allowed: bytes both ways and both identities",
+      line: line({
+        ...SLEEP,
+        "src.identity": SLEEP_ID,
+        ...TO_ECHO,
+        direction: "inbound",
+        bytes_sent: 30,
+        bytes_recv: 12,
+      }),
+      expect: { allowed: true, bytes: 42, layer: "L4", count: 1 },
+    },
+    {
+      name: "inbound, refused by policy: the policy is named",
+      line: line({
+        ...SLEEP,
+        ...TO_ECHO,
+        direction: "inbound",
+        bytes_sent: 0,
+        bytes_recv: 0,
+        error: "policy rejection: denied by demo/echo-allow-sleep",
+      }),
+      expect: { allowed: false, deniedBy: "demo/echo-allow-sleep", bytes: 0 },
+    },
+    {
+      name: "outbound to a workload behind a ztunnel: left to the inbound line",
+      line: line({ ...SLEEP, ...TO_ECHO, direction: "outbound", bytes_sent: 30 }),
+      expect: undefined,
+    },
+    {
+      name: "outbound to a waypoint: counted here, no ztunnel receives it",
+      line: line({
+        ...SLEEP,
+        "dst.workload": "waypoint-0",
+        "dst.namespace": "demo",
+        "dst.addr": "127.10.0.6:15008",
+        "dst.service": "web.demo.svc.cluster.local",
+        direction: "outbound",
+        bytes_sent: 5,
+      }),
+      expect: { allowed: true, service: "web.demo.svc.cluster.local", bytes: 5 },
+    },
+    {
+      name: "an upstream failure is allowed by policy but carries the error",
+      line: line({ ...SLEEP, ...TO_ECHO, direction: "inbound", error: "upstream unavailable: ECONNREFUSED" }),
+      expect: { allowed: true, error: "upstream unavailable: ECONNREFUSED" },
+    },
+    {
+      name: "connection failed (no destination known): not a flow",
+      line: line(
+        { "src.addr": "127.10.0.2:1", direction: "outbound", error: "no endpoint" },
+        { message: "connection failed" },
+      ),
+      expect: undefined,
+    },
+    {
+      name: "a line without a valid time: not a flow",
+      line: line({ ...SLEEP, ...TO_ECHO, direction: "inbound" }, { time: "yesterday" }),
+      expect: undefined,
+    },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      const event = flowFromAccessLog("ztunnel/node-b", c.line, viaZtunnel);
+      if (c.expect === undefined) {
+        assert.equal(event, undefined);
+        return;
+      }
+      assert.ok(event !== undefined);
+      for (const [k, v] of Object.entries(c.expect)) assert.deepEqual(event[k as keyof FlowEvent], v, k);
+      assert.equal(event.source.workload, "demo/sleep-0");
+      assert.equal(event.at, T0);
+    });
+  }
+});
+
+describe("waypoint request counters", () => {
+  const metric = (labels: Record<string, string>, value: number) =>
+    `istio_requests_total{${Object.entries(labels)
+      .map(([k, v]) => `${k}="${v}"`)
+      .join(",")}} ${value}`;
+  const denied = {
+    source_workload: "unknown",
+    source_workload_namespace: "unknown",
+    source_principal: SLEEP_ID,
+    destination_service: "unknown",
+    response_code: "403",
+    response_flags: "RBAC",
+  };
+  const ok = {
+    ...denied,
+    source_workload: "sleep-0",
+    source_workload_namespace: "demo",
+    response_code: "200",
+    response_flags: "-",
+  };
+  const text = (a: number, b: number) =>
+    [
+      "# HELP istio_requests_total Requests handled by the waypoint.",
+      "# TYPE istio_requests_total counter",
+      metric(denied, a),
+      metric(ok, b),
+      'istio_request_bytes_bucket{le="1"} 3',
+    ].join("\n");
+
+  it("parses the samples asked for, with escaped label values", () => {
+    const samples = parsePrometheusText('a{x="q\\"uote",y="n\\nl"} 2\nb 3\n# a 4\n', new Set(["a"]));
+    assert.deepEqual(samples, [{ name: "a", labels: { x: 'q"uote', y: "n\nl" }, value: 2 }]);
+  });
+
+  it("counts nothing on the first scrape, the increase after, and all of a counter that went down", () => {
+    const base = { reporter: "waypoint/demo/waypoint", at: T0, waypointWorkload: "demo/waypoint-0" };
+    const policies = ["demo/web-get-from-sleep"];
+    const first = requestCounters(text(2, 5));
+    assert.deepEqual(
+      flowsFromRequestCounters({ ...base, previous: undefined, current: first, waypointPolicies: policies }),
+      [],
+    );
+    const second = requestCounters(text(3, 5));
+    const events = flowsFromRequestCounters({
+      ...base,
+      previous: first,
+      current: second,
+      waypointPolicies: policies,
+    });
+    assert.equal(events.length, 1);
+    assert.deepEqual(events[0], {
+      at: T0,
+      reporter: "waypoint/demo/waypoint",
+      layer: "L7",
+      source: { identity: SLEEP_ID },
+      destination: { workload: "demo/waypoint-0" },
+      bytes: 0,
+      count: 1,
+      allowed: false,
+      deniedBy: "demo/web-get-from-sleep",
+      error: "HTTP 403 RBAC",
+    });
+    // The waypoint restarted: 1 < 3 means one new refusal since it started, and 2 allowed.
+    const restarted = requestCounters(text(1, 2));
+    const after = flowsFromRequestCounters({
+      ...base,
+      previous: second,
+      current: restarted,
+      waypointPolicies: [],
+    });
+    assert.deepEqual(
+      after.map((e) => [e.allowed, e.count, e.deniedBy]),
+      [
+        [false, 1, "waypoint/demo/waypoint (no policy name reported)"],
+        [true, 2, undefined],
+      ],
+    );
+  });
+});
+
+describe("buildSnapshot", () => {
+  const config = demoConfig();
+  const ztunnel = (name: string, certificates: ProxyView["certificates"]): ProxyView => ({
+    status: { kind: "ztunnel", name, admin: "127.20.0.1:15000", up: true },
+    certificates,
+    openConnections: [],
+    policies: [],
+  });
+  const event = (e: Partial<FlowEvent>): FlowEvent => ({
+    at: T0 - 1000,
+    reporter: "ztunnel/node-b",
+    layer: "L4",
+    source: { workload: "demo/sleep-0", identity: SLEEP_ID },
+    destination: { workload: "demo/echo-0", identity: ECHO_ID },
+    bytes: 0,
+    count: 1,
+    allowed: true,
+    ...e,
+  });
+  const notAfter = new Date(T0 + 3_600_000).toISOString();
+  const snapshot = buildSnapshot({
+    config,
+    proxies: [
+      ztunnel("node-a", [{ identity: ECHO_ID, notAfter: "2000-01-01T00:00:00.000Z" }]),
+      ztunnel("node-b", [{ identity: ECHO_ID, notAfter }]),
+      {
+        status: { kind: "waypoint", name: "demo/waypoint", admin: "127.10.0.6:15000", up: true },
+        workload: "demo/waypoint-0",
+        certificates: [],
+        openConnections: [{ source: "127.10.0.6", destination: "127.10.0.7:8080", destinationIdentity: "x" }],
+        policies: ["demo/web-get-from-sleep"],
+      },
+    ],
+    events: [
+      event({ bytes: 3000 }),
+      event({ bytes: 3000, at: T0 - 2000 }),
+      event({ at: T0 - 61_000, bytes: 1_000_000 }),
+      event({ source: { workload: "demo/stranger" }, allowed: false, deniedBy: "demo/echo-allow-sleep" }),
+      event({
+        source: { identity: SLEEP_ID },
+        destination: { workload: "demo/waypoint-0" },
+        layer: "L7",
+        allowed: false,
+        deniedBy: "demo/web-get-from-sleep",
+      }),
+      event({ source: { address: "10.1.2.3:5555" }, destination: { address: "127.10.0.4:15008" } }),
+    ],
+    now: T0,
+    windowMs: 60_000,
+  });
+  const w = (id: string) => {
+    const found = snapshot.workloads.find((x) => x.id === id);
+    assert.ok(found, id);
+    return found;
+  };
+  const edge = (id: string) => {
+    const found = snapshot.edges.find((x) => x.id === id);
+    assert.ok(found, `${id} in ${snapshot.edges.map((e) => e.id).join(" ")}`);
+    return found;
+  };
+
+  it("lists the workloads by namespace and node, the waypoint marked", () => {
+    assert.deepEqual(snapshot.nodes, ["", "node-a", "node-b"]);
+    assert.deepEqual(snapshot.namespaces, ["demo", "outside"]);
+    assert.equal(w("demo/waypoint-0").waypoint, true);
+    assert.equal(w("demo/sleep-0").waypoint, false);
+    assert.equal(w("demo/echo-0").node, "node-b");
+    assert.equal(w("demo/web-v1").usesWaypoint, "127.10.0.6:15008");
+  });
+
+  it("gives each workload its identity, its own node's certificate, services and policies", () => {
+    const echo = w("demo/echo-0");
+    assert.equal(echo.identity, ECHO_ID);
+    // node-a's expired copy of the identity is not echo-0's: echo-0 runs on node-b.
+    assert.deepEqual(echo.certificate, { notAfter, expired: false, reportedBy: "ztunnel/node-b" });
+    assert.deepEqual(echo.services, ["demo/echo.demo.svc.cluster.local"]);
+    assert.ok(
+      echo.policies.includes("demo/echo-allow-sleep (ALLOW, workload selector)"),
+      echo.policies.join(),
+    );
+    assert.ok(!w("demo/sleep-0").policies.some((p) => p.startsWith("demo/echo-allow-sleep")));
+    assert.ok(w("demo/waypoint-0").policies.includes("demo/web-get-from-sleep (L7, at this waypoint)"));
+  });
+
+  it("adds up the last minute per edge: bytes/s, identities, mTLS; refusals apart, with the policy", () => {
+    const ok = edge("demo/sleep-0->demo/echo-0");
+    assert.equal(ok.connections, 2);
+    assert.equal(ok.bytesPerSecond, 100);
+    assert.equal(ok.mtls, true);
+    assert.equal(ok.sourceIdentity, SLEEP_ID);
+    const refused = edge("demo/stranger->demo/echo-0!");
+    assert.equal(refused.allowed, false);
+    assert.deepEqual(refused.deniedBy, ["demo/echo-allow-sleep"]);
+    assert.equal(refused.mtls, false);
+    // A waypoint's refusal names only the identity; the one workload with it is the source.
+    assert.deepEqual(edge("demo/sleep-0->demo/waypoint-0!").deniedBy, ["demo/web-get-from-sleep"]);
+    assert.equal(edge("demo/waypoint-0->demo/web-v1").open, 1);
+    // An address outside the mesh becomes a workload of its own.
+    assert.equal(edge("outside/10.1.2.3->demo/echo-1").connections, 1);
+    assert.equal(w("outside/10.1.2.3").node, "");
+  });
+
+  it("lists each workload's recent decisions, newest first, on both ends", () => {
+    assert.deepEqual(
+      w("demo/echo-0").decisions.map((d) => [d.direction, d.peer, d.allowed, d.by]),
+      [
+        ["in", "demo/sleep-0", true, undefined],
+        ["in", "demo/stranger", false, "demo/echo-allow-sleep"],
+        ["in", "demo/sleep-0", true, undefined],
+      ],
+    );
+    assert.equal(w("demo/stranger").decisions[0]?.direction, "out");
+  });
+});
+
+/** A stand-in ztunnel admin: its `/config_dump` and `/recent_connections` bodies can change. */
+async function fakeZtunnel(port = 0) {
+  const state = {
+    startedAt: new Date().toISOString(),
+    lines: [] as RecentConnectionLine[],
+  };
+  const server: Server = createServer((req, res) => {
+    if (req.url === "/config_dump") {
+      res.end(
+        JSON.stringify({
+          certificates: [{ identity: ECHO_ID, notAfter: "2030-01-01T00:00:00Z" }],
+          connections: [],
+        }),
+      );
+    } else if (req.url === "/recent_connections") {
+      res.end(JSON.stringify({ startedAt: state.startedAt, connections: state.lines }));
+    } else res.writeHead(404).end();
+  });
+  server.listen(port, "127.0.0.1");
+  await new Promise((resolve) => server.once("listening", resolve));
+  const address = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const close = () =>
+    new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    });
+  return { state, address, close, port: (server.address() as AddressInfo).port };
+}
+
+const inbound = (seq: number, src: string) =>
+  line(
+    { "src.workload": src, "src.namespace": "demo", ...TO_ECHO, direction: "inbound", bytes_sent: 10 },
+    { seq, time: new Date().toISOString() },
+  );
+
+describe("createMeshCollector", () => {
+  it("refuses a proxy address that is not ip:port", () => {
+    const collector = createMeshCollector(demoConfig, { logger: noopLogger, pollIntervalMs: 60_000 });
+    try {
+      assert.throws(
+        () => collector.addProxy({ kind: "ztunnel", name: "node-a", admin: "localhost:15000" }),
+        (err: unknown) => err instanceof ControlPlaneError && err.code === "ERR_CONTROL_PLANE_CONFIG",
+      );
+      assert.deepEqual(collector.proxies(), []);
+    } finally {
+      collector.close();
+    }
+  });
+
+  it("keeps working while a ztunnel restarts: marked down, data kept, new lines counted once it is back", async () => {
+    const config = demoConfig();
+    let ztunnel = await fakeZtunnel();
+    const collector = createMeshCollector(() => config, {
+      logger: noopLogger,
+      pollIntervalMs: 60_000,
+      proxies: [{ kind: "ztunnel", name: "node-b", admin: ztunnel.address }],
+    });
+    try {
+      ztunnel.state.lines = [inbound(1, "sleep-0"), inbound(2, "sleep-0")];
+      await collector.poll();
+      const edgeOf = () => collector.snapshot().edges.find((e) => e.id === "demo/sleep-0->demo/echo-0");
+      assert.equal(edgeOf()?.connections, 2);
+      // Read again: the same lines are not counted twice.
+      await collector.poll();
+      assert.equal(edgeOf()?.connections, 2);
+      assert.equal(collector.snapshot().proxies[0]?.up, true);
+
+      await ztunnel.close();
+      await collector.poll();
+      const down = collector.snapshot();
+      assert.equal(down.proxies[0]?.up, false);
+      assert.ok(down.proxies[0]?.error !== undefined);
+      assert.equal(edgeOf()?.connections, 2, "what it reported stays for the window");
+      assert.equal(
+        down.workloads.find((x) => x.id === "demo/echo-0")?.certificate?.reportedBy,
+        "ztunnel/node-b",
+      );
+
+      // The new process on the same port numbers its lines from 1 again.
+      ztunnel = await fakeZtunnel(ztunnel.port);
+      ztunnel.state.startedAt = new Date(Date.now() + 1000).toISOString();
+      ztunnel.state.lines = [inbound(1, "stranger")];
+      await collector.poll();
+      const back = collector.snapshot();
+      assert.equal(back.proxies[0]?.up, true);
+      assert.equal(back.edges.find((e) => e.id === "demo/stranger->demo/echo-0")?.connections, 1);
+      assert.equal(edgeOf()?.connections, 2);
+    } finally {
+      collector.close();
+      await ztunnel.close();
+    }
+  });
+});
+
+describe("the dashboard on the control plane's admin port", () => {
+  let cp: ControlPlane;
+  let base: string;
+  before(async () => {
+    cp = await startControlPlane({
+      meshDir: new URL(MESH_DIR).pathname,
+      listen: "127.0.0.1:0",
+      admin: "127.0.0.1:0",
+      watch: false,
+      dashboard: { pollIntervalMs: 200 },
+    });
+    base = `http://${cp.adminAddress}`;
+  });
+  after(async () => {
+    await cp?.close();
+  });
+
+  it("serves the page, its script and style from this origin only", async () => {
+    const page = await fetch(`${base}/dashboard`);
+    assert.equal(page.status, 200);
+    assert.match(page.headers.get("content-security-policy") ?? "", /script-src 'self'.*style-src 'self'/);
+    const html = await page.text();
+    assert.ok(!/https?:\/\//.test(html.replace('"http://www.w3.org', "")), "no outside URL in the page");
+    for (const asset of ["/dashboard/app.js", "/dashboard/app.css", "/dashboard/favicon.svg"]) {
+      assert.ok(html.includes(asset), asset);
+      assert.equal((await fetch(`${base}${asset}`)).status, 200, asset);
+    }
+    assert.equal((await fetch(`${base}/dashboard/nothing`)).status, 404);
+    assert.equal((await fetch(`${base}/dashboard/data`, { method: "POST" })).status, 405);
+    assert.equal((await fetch(`${base}/ready`)).status, 200);
+  });
+
+  it("streams the data as Server-Sent Events, again after every round", async () => {
+    cp.dashboard?.addProxy({ kind: "ztunnel", name: "node-z", admin: "127.0.0.1:9" });
+    const controller = new AbortController();
+    const res = await fetch(`${base}/dashboard/events`, { signal: controller.signal });
+    assert.equal(res.headers.get("content-type"), "text/event-stream");
+    const reader = res.body?.getReader();
+    assert.ok(reader !== undefined);
+    let text = "";
+    const decoder = new TextDecoder();
+    while ((text.match(/event: snapshot\n/g) ?? []).length < 2) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += decoder.decode(value);
+    }
+    controller.abort();
+    const events = text.split("\n\n").filter((e) => e.startsWith("event: snapshot"));
+    assert.ok(events.length >= 2);
+    const last = JSON.parse(events[1]?.split("\ndata: ")[1] ?? "{}");
+    assert.equal(last.workloads.length, 7);
+    assert.deepEqual(
+      last.proxies.map((p: { name: string; up: boolean }) => [p.name, p.up]),
+      [["node-z", false]],
+    );
+    const data = (await (await fetch(`${base}/dashboard/data`)).json()) as { workloads: unknown[] };
+    assert.equal(data.workloads.length, 7);
+  });
+});
