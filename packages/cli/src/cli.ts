@@ -4,6 +4,7 @@ import { Command, CommanderError, Option } from "commander";
 import { type AnalyzeResult, analyzeManifests } from "./analyze.js";
 import { type AuthzCheckResult, authzCheck } from "./authz-check.js";
 import { authzCheckLive } from "./authz-check-live.js";
+import { DEFAULT_CONTROL_PLANE_ADMIN, dashboardInfo, openInBrowser } from "./dashboard.js";
 import { CliError } from "./errors.js";
 import { loadManifests } from "./manifests.js";
 import {
@@ -92,7 +93,9 @@ export function createProgram(io: CliIo, setExitCode: (code: number) => void): C
   const s = styles(colourEnabled(io.stdout, env));
   const write = (text: string) => io.stdout.write(text);
   const program = new Command("ambient")
-    .description("Look at an ambient mesh: ztunnel config, authorization checks, manifest analysis.")
+    .description(
+      "Look at an ambient mesh: ztunnel config, authorization checks, manifest analysis, the live mesh page.",
+    )
     .showSuggestionAfterError()
     .exitOverride()
     .configureOutput({
@@ -221,6 +224,37 @@ export function createProgram(io: CliIo, setExitCode: (code: number) => void): C
       const result = analyzeManifests(await loadManifests(dir), { rootNamespace: opts.rootNamespace });
       write(opts.output === "table" ? printAnalyze(result, s) : renderData(result, opts.output));
       if (result.errors > 0) setExitCode(EXIT_FAILURE);
+    });
+
+  program
+    .command("dashboard")
+    .description(
+      "Print the address of the live mesh page (served by the control plane's admin port) and open it in a browser when run at a terminal.",
+    )
+    .option("--admin <ip:port>", "control plane admin address", DEFAULT_CONTROL_PLANE_ADMIN)
+    .option("--no-browser", "only print the address, never open a browser")
+    .option("--timeout <ms>", "deadline of the check that the page answers, in milliseconds", "5000")
+    .action(async (opts: { admin: string; browser: boolean; timeout: string }) => {
+      const timeoutMs = Number(opts.timeout);
+      if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) {
+        throw new CliError(
+          "ERR_CLI_USAGE",
+          `--timeout "${opts.timeout}" is not a positive number of milliseconds`,
+        );
+      }
+      const info = await dashboardInfo(opts.admin, timeoutMs);
+      write(`${info.url}\n`);
+      const up = info.proxies.filter((p) => p.up).length;
+      io.stderr.write(
+        `${info.workloads} workloads, ${info.edges} edges in the last minute, ${up} of ${info.proxies.length} proxies answering\n`,
+      );
+      const opened = openInBrowser(info.url, {
+        isTTY: io.stdout.isTTY === true,
+        path: env.PATH,
+        enabled: opts.browser,
+      });
+      if (opened === "opened") io.stderr.write("opened in your browser (xdg-open)\n");
+      else if (opened === "no xdg-open") io.stderr.write("xdg-open not found: open the address above\n");
     });
 
   // Each command's usage errors point at its own help.

@@ -32,6 +32,14 @@ export {
 } from "./authz-check.js";
 export { type AuthzCheckLiveOptions, authzCheckLive, ipBytes, wireFromDump } from "./authz-check-live.js";
 export { type CliIo, createProgram, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, runCli } from "./cli.js";
+export {
+  type DashboardInfo,
+  DEFAULT_CONTROL_PLANE_ADMIN,
+  dashboardInfo,
+  findOnPath,
+  type OpenOutcome,
+  openInBrowser,
+} from "./dashboard.js";
 export { CliError, type CliErrorCode, type CliErrorDetails } from "./errors.js";
 export {
   loadManifests,
