@@ -2,7 +2,10 @@
 // two network namespaces instead of loopback (issue 15's restated goal: >= 0.9). Root on Linux only;
 // not part of `pnpm bench`. Run in packages/hbone:
 // `node --import tsx bench/veth-bench.ts`. Env: VETH_ROUNDS (default 5),
-// VETH_EACH_MIB (default 32 per stream), VETH_CPU_PROF=<dir> (V8 profiles of both sides), VETH_NO_PIN=1.
+// VETH_EACH_MIB (default 32 per stream), VETH_CPU_PROF=<dir> (V8 profiles of both sides), VETH_NO_PIN=1,
+// VETH_ONLY=multi-hbone,multi-tls,single-hbone,single-tls (a subset, to profile one variant),
+// VETH_PERF=<file> (`perf record -g` of both processes while the client runs), VETH_STREAM_WINDOW_MIB and
+// VETH_CONNECTION_WINDOW_MIB (the receiver's HTTP/2 windows; default the package's 4 and 16 MiB).
 //
 // The client side runs in one namespace pinned to CPU 0, the server side in the other pinned to CPU 1,
 // joined by one veth pair (MTU 1500, the kernel's defaults). Everything the bench makes lives in those
@@ -13,7 +16,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { CLIENT_ID, createTestPki, SERVER_ID } from "../test/fixtures.js";
-import type { VethClientOptions, VethClientResult, VethSample } from "./veth-client.js";
+import type { Variant, VethClientOptions, VethClientResult, VethSample } from "./veth-client.js";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
 
@@ -99,7 +102,14 @@ const firstLine = async (child: ChildProcess): Promise<string> => {
 const server = pki.issue(SERVER_ID);
 const client = pki.issue(CLIENT_ID);
 const ca = join(pki.dir, "root.pem");
-const peer = nodeIn(ns.server, 1, "veth-peer.ts", [server.keyPath, server.certPath, ca, ip.server]);
+const peer = nodeIn(ns.server, 1, "veth-peer.ts", [
+  server.keyPath,
+  server.certPath,
+  ca,
+  ip.server,
+  process.env.VETH_STREAM_WINDOW_MIB ?? "",
+  process.env.VETH_CONNECTION_WINDOW_MIB ?? "",
+]);
 const ports = JSON.parse(await firstLine(peer)) as { hbonePort: number; tlsPort: number };
 const clockTicks = Number(spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).stdout.trim()) || 100;
 const options: VethClientOptions = {
@@ -113,11 +123,24 @@ const options: VethClientOptions = {
   rounds: Number(process.env.VETH_ROUNDS ?? 5),
   eachMiB: Number(process.env.VETH_EACH_MIB ?? 32),
   clockTicks,
+  ...(process.env.VETH_ONLY === undefined ? {} : { only: process.env.VETH_ONLY.split(",") as Variant[] }),
 };
 const loadStart = (await import("node:os")).loadavg();
 const started = new Date().toISOString();
 const sender = nodeIn(ns.client, 0, "veth-client.ts", [JSON.stringify(options)]);
+const perfFile = process.env.VETH_PERF;
+const perf =
+  perfFile === undefined
+    ? undefined
+    : spawn("perf", ["record", "-q", "-g", "-F", "499", "-o", perfFile, "-p", `${sender.pid},${peer.pid}`], {
+        stdio: "ignore",
+      });
+if (perf !== undefined) children.push(perf);
 const result = JSON.parse(await firstLine(sender)) as VethClientResult;
+if (perf !== undefined) {
+  perf.kill("SIGINT");
+  await new Promise((r) => perf.once("exit", r));
+}
 const loadEnd = (await import("node:os")).loadavg();
 
 const median = (values: number[]) => {
@@ -127,6 +150,18 @@ const median = (values: number[]) => {
 };
 const f = (n: number, d = 0) => n.toFixed(d);
 const line = (label: string, h: VethSample[], t: VethSample[], goal: string) => {
+  if (h.length === 0 || t.length === 0) {
+    for (const [kind, s] of [
+      ["hbone", h],
+      ["tls", t],
+    ] as const) {
+      if (s.length === 0) continue;
+      console.log(
+        `${label}, ${kind} only: ${f(median(s.map((x) => x.mibPerSecond)))} MiB/s, CPU s/GiB sender ${f(median(s.map((x) => x.clientCpuPerGiB)), 2)} / receiver ${f(median(s.map((x) => x.serverCpuPerGiB)), 2)}`,
+      );
+    }
+    return;
+  }
   const ratios = h.map((x, i) => x.mibPerSecond / (t[i] as VethSample).mibPerSecond);
   console.log(
     `${label}: hbone ${f(median(h.map((x) => x.mibPerSecond)))} MiB/s, tls ${f(median(t.map((x) => x.mibPerSecond)))} MiB/s, ratio ${f(median(ratios), 2)} (${goal}); per round ${ratios.map((r) => f(r, 2)).join(" ")}`,

@@ -21,7 +21,11 @@ export interface VethClientOptions {
   rounds: number;
   eachMiB: number;
   clockTicks: number;
+  /** Variants to run (for profiling one at a time); default all four. */
+  only?: Variant[];
 }
+
+export type Variant = "multi-hbone" | "multi-tls" | "single-hbone" | "single-tls";
 
 /** One measured transfer. */
 export interface VethSample {
@@ -123,15 +127,24 @@ async function transfer(kind: "hbone" | "tls", count: number, each: number): Pro
 
 const result: VethClientResult = { multi: { hbone: [], tls: [] }, single: { hbone: [], tls: [] } };
 const each = o.eachMiB * MiB;
+const runs = (variant: Variant) => o.only === undefined || o.only.includes(variant);
+const multi = async (kind: "hbone" | "tls") => {
+  if (runs(`multi-${kind}`)) result.multi[kind].push(await transfer(kind, 8, each));
+};
+const single = async (kind: "hbone" | "tls") => {
+  if (runs(`single-${kind}`)) result.single[kind].push(await transfer(kind, 1, 8 * each));
+};
 // One unrecorded round of each (JIT, heaps, the veth's first connections), then rounds in
 // alternating order, as `pnpm bench` does on loopback.
-await transfer("hbone", 8, each);
-await transfer("tls", 8, each);
-await transfer("hbone", 1, 8 * each);
-await transfer("tls", 1, 8 * each);
+await multi("hbone");
+await multi("tls");
+await single("hbone");
+await single("tls");
+result.multi = { hbone: [], tls: [] };
+result.single = { hbone: [], tls: [] };
 for (let round = 0; round < o.rounds; round++) {
   const order = round % 2 === 0 ? (["hbone", "tls"] as const) : (["tls", "hbone"] as const);
-  for (const kind of order) result.multi[kind].push(await transfer(kind, 8, each));
-  for (const kind of order) result.single[kind].push(await transfer(kind, 1, 8 * each));
+  for (const kind of order) await multi(kind);
+  for (const kind of order) await single(kind);
 }
 process.stdout.write(`${JSON.stringify(result)}\n`);

@@ -1,6 +1,7 @@
 // The server side of the veth bench (veth-bench.ts), run inside the server namespace: an HBONE server
 // and a plain mutual-TLS server with the same certificates, both counting what they receive and
-// answering the count when the sender ends. Usage: veth-peer.ts <key> <cert> <ca> <host>; prints
+// answering the count when the sender ends. Usage: veth-peer.ts <key> <cert> <ca> <host>
+// [<stream window MiB> <connection window MiB>] (the package defaults when left out); prints
 // {"hbonePort":n,"tlsPort":n} once listening, exits when stdin closes.
 import { readFileSync } from "node:fs";
 import type { Duplex } from "node:stream";
@@ -8,7 +9,19 @@ import { createServer as createTlsServer, type TLSSocket } from "node:tls";
 import { serverTlsOptions } from "../src/credentials.js";
 import { createHboneServer } from "../src/index.js";
 
-const [keyPath, certPath, caPath, host] = process.argv.slice(2) as [string, string, string, string];
+const [keyPath, certPath, caPath, host, streamMiB, connectionMiB] = process.argv.slice(2) as [
+  string,
+  string,
+  string,
+  string,
+  string | undefined,
+  string | undefined,
+];
+const MiB = 1024 * 1024;
+const windows = {
+  ...(streamMiB ? { streamWindowBytes: Number(streamMiB) * MiB } : {}),
+  ...(connectionMiB ? { connectionWindowBytes: Number(connectionMiB) * MiB } : {}),
+};
 const credentials = {
   key: readFileSync(keyPath, "utf8"),
   certChain: readFileSync(certPath, "utf8"),
@@ -27,6 +40,7 @@ function sink(stream: Duplex): void {
 
 const hbone = createHboneServer({
   ...credentials,
+  ...windows,
   keepaliveIntervalMs: 0,
   onTunnel: (t) => sink(t.accept()),
 });
