@@ -19,8 +19,10 @@ export interface FakeResource {
 
 export const CORE_RESOURCES: readonly FakeResource[] = [
   { group: "", version: "v1", kind: "Namespace", plural: "namespaces", namespaced: false },
+  { group: "", version: "v1", kind: "Node", plural: "nodes", namespaced: false },
   { group: "", version: "v1", kind: "Pod", plural: "pods", namespaced: true },
   { group: "", version: "v1", kind: "Service", plural: "services", namespaced: true },
+  { group: "", version: "v1", kind: "ServiceAccount", plural: "serviceaccounts", namespaced: true },
   { group: "", version: "v1", kind: "Secret", plural: "secrets", namespaced: true },
   { group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", namespaced: true },
 ];

@@ -1,0 +1,434 @@
+// The Kubernetes source: one @kubernetes/client-node informer (list, then watch) per resource the mesh
+// reads, each cache turned into the same objects the folder source produces. A resource whose CRD is not
+// installed is reported and skipped, and looked for again later; an object that fails validation keeps
+// its last good version, as in the folder source.
+import { type KubeConfig, type KubernetesObject, ListWatch, Watch } from "@kubernetes/client-node";
+import { ControlPlaneError } from "../errors.js";
+import type { ManifestError } from "../last-good.js";
+import { objectId } from "../last-good.js";
+import type { KubeObject } from "../manifests.js";
+import { type Logger, noopLogger } from "../telemetry.js";
+import { validateManifestObject } from "../translate-mesh.js";
+import type { ConfigSnapshot, ConfigSource } from "./config-source.js";
+import {
+  apiVersionOf,
+  KubeRequestError,
+  type KubeResource,
+  listAll,
+  type RawKubeObject,
+  resourcePath,
+} from "./kube-client.js";
+
+/** What the mesh reads from a cluster, in translation order. */
+export const MESH_RESOURCES: readonly KubeResource[] = [
+  { group: "", version: "v1", kind: "Namespace", plural: "namespaces", namespaced: false },
+  { group: "", version: "v1", kind: "Node", plural: "nodes", namespaced: false },
+  { group: "", version: "v1", kind: "Service", plural: "services", namespaced: true },
+  { group: "", version: "v1", kind: "Pod", plural: "pods", namespaced: true },
+  {
+    group: "security.istio.io",
+    version: "v1",
+    kind: "AuthorizationPolicy",
+    plural: "authorizationpolicies",
+    namespaced: true,
+  },
+  {
+    group: "security.istio.io",
+    version: "v1",
+    kind: "PeerAuthentication",
+    plural: "peerauthentications",
+    namespaced: true,
+  },
+  {
+    group: "gateway.networking.k8s.io",
+    version: "v1",
+    kind: "Gateway",
+    plural: "gateways",
+    namespaced: true,
+  },
+  {
+    group: "gateway.networking.k8s.io",
+    version: "v1",
+    kind: "HTTPRoute",
+    plural: "httproutes",
+    namespaced: true,
+  },
+  {
+    group: "gateway.networking.k8s.io",
+    version: "v1",
+    kind: "GRPCRoute",
+    plural: "grpcroutes",
+    namespaced: true,
+  },
+];
+
+/** Options of {@link createKubernetesSource}. */
+export interface KubernetesSourceOptions {
+  /** Where the API server is and how to authenticate (kubeconfig or in-cluster service account). */
+  kubeConfig: KubeConfig;
+  /** Resources to watch. Default {@link MESH_RESOURCES}. */
+  resources?: readonly KubeResource[];
+  /** Items per list page (`limit`). Default 500, client-go's pager default. */
+  pageSize?: number;
+  /**
+   * `timeoutSeconds` of each watch, after which the server ends it and the informer resumes from its
+   * resourceVersion. Default 300 (client-go picks 5-10 min).
+   */
+  watchTimeoutSeconds?: number;
+  /**
+   * A watch that delivered nothing (no event, no bookmark) for this long is dropped and resumed: a
+   * half-open connection or a stuck server. Default 150 s (the apiserver sends a bookmark about every
+   * minute).
+   */
+  watchIdleTimeoutMs?: number;
+  /** First retry delay after a failed list or watch; doubles up to 30 s. Default 1000 ms. */
+  retryDelayMs?: number;
+  /** How often a resource that is not installed is looked for again. Default 60 s. */
+  missingRetryMs?: number;
+  /** Longest wait for the first list of every installed resource. Default 60 s. */
+  syncTimeoutMs?: number;
+  logger?: Logger;
+}
+
+/** A Kubernetes config source, with the informer cache lookups the CA's node checks need. */
+export interface KubernetesSource extends ConfigSource {
+  /** `group/version/plural` of the resources found not installed at the last attempt. */
+  missing(): string[];
+  /** A pod from the informer cache. */
+  pod(namespace: string, name: string): RawKubeObject | undefined;
+  /** Pods whose `spec.nodeName` is `node`, from the informer cache. */
+  podsOnNode(node: string): RawKubeObject[];
+}
+
+interface Cached {
+  object: KubeObject;
+  problem: string | undefined;
+}
+
+interface ResourceWatch {
+  resource: KubeResource;
+  informer: ListWatch<KubernetesObject>;
+  /** Listed at least once since the last start. */
+  listed: boolean;
+  missing: boolean;
+  lastActivity: number;
+  retryMs: number;
+  retryTimer: NodeJS.Timeout | undefined;
+  /** A stop() done to restart: its abort error is not a failure. */
+  restarting: boolean;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function stringMap(value: unknown): Record<string, string> | undefined {
+  if (!isRecord(value)) return undefined;
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(value)) if (typeof v === "string") out[k] = v;
+  return out;
+}
+
+/**
+ * The object the translation reads, from what the API server sent: the same fields the folder source
+ * keeps from a manifest. `kind` and `apiVersion` come from the resource (list items may lack them).
+ */
+export function kubeObjectFromApi(resource: KubeResource, raw: RawKubeObject): KubeObject | undefined {
+  const meta = raw.metadata;
+  if (meta === undefined || typeof meta.name !== "string" || meta.name === "") return undefined;
+  const metadata: KubeObject["metadata"] = { name: meta.name };
+  if (resource.namespaced && typeof meta.namespace === "string" && meta.namespace !== "") {
+    metadata.namespace = meta.namespace;
+  }
+  if (typeof meta.uid === "string" && meta.uid !== "") metadata.uid = meta.uid;
+  const labels = stringMap(meta.labels);
+  if (labels) metadata.labels = labels;
+  const annotations = stringMap(meta.annotations);
+  if (annotations) metadata.annotations = annotations;
+  if (typeof meta.creationTimestamp === "string") metadata.creationTimestamp = meta.creationTimestamp;
+  const object: KubeObject = {
+    apiVersion: apiVersionOf(resource),
+    kind: resource.kind,
+    metadata,
+    source: `${resource.kind}/${metadata.namespace ?? ""}/${metadata.name}`.replace("//", "/"),
+  };
+  if (isRecord(raw.spec)) object.spec = raw.spec;
+  if (isRecord(raw.status)) object.status = raw.status;
+  return object;
+}
+
+function resourceName(r: KubeResource): string {
+  return `${apiVersionOf(r)}/${r.plural}`;
+}
+
+/**
+ * Starts one informer per resource and resolves once each installed resource is listed (resources
+ * that answer 404 are reported as not installed and skipped). Rejects with `ERR_CONTROL_PLANE_CONFIG`
+ * when an installed resource cannot be listed within `syncTimeoutMs` (no access, no server).
+ */
+export async function createKubernetesSource(options: KubernetesSourceOptions): Promise<KubernetesSource> {
+  const kc = options.kubeConfig;
+  const logger = options.logger ?? noopLogger;
+  const resources = options.resources ?? MESH_RESOURCES;
+  const pageSize = options.pageSize ?? 500;
+  const watchTimeoutSeconds = options.watchTimeoutSeconds ?? 300;
+  const idleTimeoutMs = options.watchIdleTimeoutMs ?? 150_000;
+  const baseRetryMs = options.retryDelayMs ?? 1000;
+  const missingRetryMs = options.missingRetryMs ?? 60_000;
+  const syncTimeoutMs = options.syncTimeoutMs ?? 60_000;
+  const rank = new Map(resources.map((r, i) => [r, i] as const));
+
+  let closed = false;
+  let onChange: (() => void) | undefined;
+  // Set when a change was reported and no snapshot has been taken since: one reload covers a burst.
+  let notified = false;
+  let changedSinceSnapshot = false;
+  const converted = new WeakMap<object, Cached>();
+  let lastGood = new Map<string, KubeObject>();
+  const podsByNode = new Map<string, Map<string, RawKubeObject>>();
+  const podNode = new Map<string, string>();
+
+  const changed = (): void => {
+    changedSinceSnapshot = true;
+    if (onChange === undefined || notified || closed) return;
+    notified = true;
+    // Once per turn of the event loop: a relist's thousands of callbacks make one reload.
+    setImmediate(() => {
+      if (!closed) onChange?.();
+    });
+  };
+
+  const indexPod = (raw: RawKubeObject, removed: boolean): void => {
+    const key = `${raw.metadata?.namespace ?? ""}/${raw.metadata?.name ?? ""}`;
+    const before = podNode.get(key);
+    if (before !== undefined) {
+      podsByNode.get(before)?.delete(key);
+      if (podsByNode.get(before)?.size === 0) podsByNode.delete(before);
+      podNode.delete(key);
+    }
+    const node = raw.spec?.nodeName;
+    if (removed || typeof node !== "string" || node === "") return;
+    let pods = podsByNode.get(node);
+    if (pods === undefined) {
+      pods = new Map();
+      podsByNode.set(node, pods);
+    }
+    pods.set(key, raw);
+    podNode.set(key, node);
+  };
+
+  const watches: ResourceWatch[] = resources.map((resource) => {
+    const path = resourcePath(resource);
+    const client = new Watch(kc);
+    let w: ResourceWatch;
+    // Every line of the watch (events and bookmarks) proves the connection alive.
+    const tracked = {
+      watch: (
+        watchPath: string,
+        query: Record<string, string | number | boolean | undefined>,
+        callback: (phase: string, apiObj: unknown, watchObj?: unknown) => void,
+        done: (err: unknown) => void,
+      ) => {
+        w.lastActivity = Date.now();
+        return client.watch(
+          watchPath,
+          query,
+          (phase, obj, raw) => {
+            w.lastActivity = Date.now();
+            w.retryMs = baseRetryMs;
+            callback(phase, obj, raw);
+          },
+          done,
+        );
+      },
+    } as unknown as Watch;
+    const informer = new ListWatch<KubernetesObject>(
+      `${path}?allowWatchBookmarks=true&timeoutSeconds=${watchTimeoutSeconds}`,
+      tracked,
+      async () => {
+        const list = await listAll(kc, path, pageSize);
+        w.listed = true;
+        if (w.missing) logger.info({ resource: resourceName(resource) }, "kubernetes resource now installed");
+        w.missing = false;
+        return list as unknown as never;
+      },
+      false,
+    );
+    w = {
+      resource,
+      informer,
+      listed: false,
+      missing: false,
+      lastActivity: Date.now(),
+      retryMs: baseRetryMs,
+      retryTimer: undefined,
+      restarting: false,
+    };
+    const onObject = (removed: boolean) => (obj: KubernetesObject) => {
+      if (resource.kind === "Pod") indexPod(obj as RawKubeObject, removed);
+      changed();
+    };
+    informer.on("add", onObject(false));
+    informer.on("update", onObject(false));
+    informer.on("delete", onObject(true));
+    informer.on("error", (err: unknown) => {
+      if (closed) return;
+      if (w.restarting && (err as { name?: string })?.name === "AbortError") return;
+      const status =
+        err instanceof KubeRequestError ? err.statusCode : (err as { statusCode?: number }).statusCode;
+      if (status === 404 && !w.listed) {
+        if (!w.missing) {
+          logger.warn(
+            { resource: resourceName(resource) },
+            "kubernetes resource not installed: skipped, looked for again later",
+          );
+        }
+        w.missing = true;
+        retry(w, missingRetryMs);
+        return;
+      }
+      logger.warn(
+        {
+          resource: resourceName(resource),
+          err: err instanceof Error ? err.message : String(err),
+          retryMs: w.retryMs,
+        },
+        "kubernetes list/watch failed: retrying",
+      );
+      retry(w, w.retryMs);
+      w.retryMs = Math.min(w.retryMs * 2, 30_000);
+    });
+    return w;
+  });
+
+  function retry(w: ResourceWatch, delayMs: number): void {
+    clearTimeout(w.retryTimer);
+    w.retryTimer = setTimeout(() => {
+      w.retryTimer = undefined;
+      if (!closed) void w.informer.start();
+    }, delayMs);
+    w.retryTimer.unref?.();
+  }
+
+  // Drops watches that went silent; the informer resumes from its resourceVersion.
+  const idleCheck = setInterval(
+    () => {
+      const now = Date.now();
+      for (const w of watches) {
+        if (w.missing || w.retryTimer !== undefined || now - w.lastActivity < idleTimeoutMs) continue;
+        logger.warn({ resource: resourceName(w.resource) }, "kubernetes watch idle: reconnecting");
+        w.lastActivity = now;
+        w.restarting = true;
+        void w.informer
+          .stop()
+          .then(() => (closed ? undefined : w.informer.start()))
+          .finally(() => {
+            w.restarting = false;
+          });
+      }
+    },
+    Math.max(10, Math.min(idleTimeoutMs / 4, 5000)),
+  );
+  idleCheck.unref();
+
+  await Promise.all(watches.map((w) => w.informer.start()));
+  const deadline = Date.now() + syncTimeoutMs;
+  while (watches.some((w) => !w.listed && !w.missing)) {
+    if (Date.now() > deadline) {
+      closed = true;
+      clearInterval(idleCheck);
+      for (const w of watches) clearTimeout(w.retryTimer);
+      await Promise.all(watches.map((w) => w.informer.stop()));
+      const pending = watches.filter((w) => !w.listed && !w.missing).map((w) => resourceName(w.resource));
+      throw new ControlPlaneError(
+        "ERR_CONTROL_PLANE_CONFIG",
+        `cannot list ${pending.join(", ")} from ${kc.getCurrentCluster()?.server ?? "the cluster"} within ${syncTimeoutMs} ms`,
+        { pending },
+      );
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+
+  const convert = (resource: KubeResource, raw: KubernetesObject): Cached | undefined => {
+    let cached = converted.get(raw);
+    if (cached === undefined) {
+      const object = kubeObjectFromApi(resource, raw as RawKubeObject);
+      if (object === undefined) return undefined;
+      cached = { object, problem: validateManifestObject(object) };
+      converted.set(raw, cached);
+    }
+    return cached;
+  };
+
+  const server = kc.getCurrentCluster()?.server ?? "";
+  return {
+    description: `kubernetes ${server}`,
+    async snapshot(): Promise<ConfigSnapshot> {
+      notified = false;
+      changedSinceSnapshot = false;
+      const entries: { rank: number; object: KubeObject }[] = [];
+      const next = new Map<string, KubeObject>();
+      const errors: ManifestError[] = [];
+      for (const w of watches) {
+        for (const raw of w.informer.list()) {
+          const cached = convert(w.resource, raw);
+          if (cached === undefined) continue;
+          const id = objectId(cached.object);
+          let object: KubeObject | undefined = cached.object;
+          if (cached.problem !== undefined) {
+            object = lastGood.get(id);
+            errors.push({
+              file: "kubernetes",
+              object: id,
+              message: `${cached.problem}${object === undefined ? ": not served" : ": serving its last good version"}`,
+              keeping: object === undefined ? [] : [id],
+            });
+          }
+          if (object === undefined) continue;
+          next.set(id, object);
+          entries.push({ rank: rank.get(w.resource) ?? 0, object });
+        }
+      }
+      // Older objects first, as istiod settles conflicts (two pods on one IP): by creation time, then name.
+      entries.sort(
+        (a, b) =>
+          a.rank - b.rank ||
+          (a.object.metadata.creationTimestamp ?? "").localeCompare(
+            b.object.metadata.creationTimestamp ?? "",
+          ) ||
+          objectId(a.object).localeCompare(objectId(b.object)),
+      );
+      return {
+        objects: entries.map((e) => e.object),
+        errors,
+        accept: () => {
+          lastGood = next;
+        },
+      };
+    },
+    start(callback) {
+      if (onChange !== undefined || closed) return;
+      onChange = callback;
+      // Changes between the first snapshot and now.
+      if (changedSinceSnapshot) {
+        changedSinceSnapshot = false;
+        changed();
+      }
+    },
+    missing: () => watches.filter((w) => w.missing).map((w) => resourceName(w.resource)),
+    pod(namespace, name) {
+      const pods = watches.find((w) => w.resource.kind === "Pod");
+      return pods?.informer.get(name, namespace) as RawKubeObject | undefined;
+    },
+    podsOnNode(node) {
+      return [...(podsByNode.get(node)?.values() ?? [])];
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      clearInterval(idleCheck);
+      for (const w of watches) clearTimeout(w.retryTimer);
+      await Promise.all(watches.map((w) => w.informer.stop()));
+    },
+  };
+}

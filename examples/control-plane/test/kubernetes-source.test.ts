@@ -1,0 +1,293 @@
+// The Kubernetes source against the fake apiserver, through a running control plane and real xDS
+// clients: the same objects give the same xDS as the folder source, one pod change is one push,
+// missing CRDs are skipped, and the informers survive the apiserver's faults.
+import assert from "node:assert/strict";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { after, afterEach, describe, it } from "node:test";
+import { createXdsClient, TypeUrl, type XdsChangeEvent, type XdsClient } from "@ambient/xds";
+import { KubeConfig } from "@kubernetes/client-node";
+import { type ControlPlane, parseManifests, startControlPlane } from "../src/index.js";
+import { createKubernetesSource, type KubernetesSourceOptions } from "../src/sources/kubernetes-source.js";
+import { createFakeApiServer, type FakeApiServer, type KubeJson } from "./fake-apiserver/fake-apiserver.js";
+
+const DEMO_MESH = resolve(import.meta.dirname, "../../../mesh");
+/** The workload of pod `demo/<name>`, keyed by uid in Kubernetes (by name in the demo folder). */
+function workloadOf(cp: ControlPlane, name: string) {
+  return cp.config().workloads.find((w) => w.workload.name === name && w.workload.namespace === "demo");
+}
+const XDS_TYPES = [
+  TypeUrl.address,
+  TypeUrl.authorization,
+  TypeUrl.listener,
+  TypeUrl.cluster,
+  TypeUrl.routeConfiguration,
+  TypeUrl.clusterLoadAssignment,
+];
+
+async function until(
+  what: string,
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 10_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** The demo mesh's objects, as plain JSON. */
+async function demoObjects(): Promise<KubeJson[]> {
+  const files = await Promise.all(
+    (await readdir(DEMO_MESH))
+      .filter((n) => n.endsWith(".yaml"))
+      .map(async (n) => ({ path: n, text: await readFile(join(DEMO_MESH, n), "utf8") })),
+  );
+  return parseManifests(files).objects.map(({ source: _source, ...o }) => o as unknown as KubeJson);
+}
+
+function kubeConfigOf(server: FakeApiServer): KubeConfig {
+  const kc = new KubeConfig();
+  kc.loadFromString(server.kubeconfig());
+  return kc;
+}
+
+/** Every resource of every type a client can see, as name -> resource. */
+async function xdsSnapshot(address: string, names: { routes: string[]; endpoints: string[] }) {
+  const client = createXdsClient({
+    address,
+    node: { id: "snapshot~127.0.0.1~x.default~default.svc.cluster.local" },
+  });
+  try {
+    client.watch(TypeUrl.address);
+    client.watch(TypeUrl.authorization);
+    client.watch(TypeUrl.listener);
+    client.watch(TypeUrl.cluster);
+    client.watch(TypeUrl.routeConfiguration, { names: names.routes });
+    client.watch(TypeUrl.clusterLoadAssignment, { names: names.endpoints });
+    await client.ready();
+    const out: Record<string, Record<string, unknown>> = {};
+    for (const t of XDS_TYPES) {
+      out[t] = Object.fromEntries([...client.resources(t)].map(([n, r]) => [n, r.resource]));
+    }
+    return out;
+  } finally {
+    client.close();
+  }
+}
+
+describe("kubernetes source", { timeout: 60_000 }, () => {
+  const cleanups: (() => Promise<void> | void)[] = [];
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c();
+  });
+  after(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c();
+  });
+
+  async function fake(options: Parameters<typeof createFakeApiServer>[0] = {}): Promise<FakeApiServer> {
+    const server = await createFakeApiServer({ bookmarkIntervalMs: 200, ...options });
+    cleanups.push(() => server.close());
+    return server;
+  }
+
+  async function kubernetesPlane(
+    server: FakeApiServer,
+    sourceOptions: Partial<KubernetesSourceOptions> = {},
+  ): Promise<ControlPlane> {
+    const source = await createKubernetesSource({ kubeConfig: kubeConfigOf(server), ...sourceOptions });
+    cleanups.push(() => source.close());
+    const cp = await startControlPlane({
+      source,
+      listen: "127.0.0.1:0",
+      plaintextListen: "127.0.0.1:0",
+      requireXdsToken: false,
+      xdsDebounceMs: 5,
+    });
+    cleanups.push(() => cp.close());
+    return cp;
+  }
+
+  function client(cp: ControlPlane): XdsClient {
+    const c = createXdsClient({
+      address: cp.plaintextAddress as string,
+      node: { id: "ztunnel~127.0.0.1~ztunnel-a.istio-system~istio-system.svc.cluster.local" },
+    });
+    cleanups.push(() => c.close());
+    c.watch(TypeUrl.address);
+    c.watch(TypeUrl.authorization);
+    return c;
+  }
+
+  it("gives the same xDS resources as the folder source for the same objects", async () => {
+    const server = await fake();
+    for (const o of await demoObjects()) server.apply(o);
+    // The folder holds what the API server stored (uid, resourceVersion, creationTimestamp included).
+    const dir = await mkdtemp(join(tmpdir(), "k8s-vs-folder-"));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    const kc = kubeConfigOf(server);
+    const stored: unknown[] = [];
+    for (const plural of ["namespaces", "pods", "services", "serviceaccounts"]) {
+      const list = (await (await fetch(`${server.url}/api/v1/${plural}`)).json()) as { items: unknown[] };
+      stored.push(...list.items);
+    }
+    for (const [group, plurals] of [
+      ["security.istio.io", ["authorizationpolicies", "peerauthentications"]],
+      ["gateway.networking.k8s.io", ["gateways", "httproutes", "grpcroutes"]],
+    ] as const) {
+      for (const plural of plurals) {
+        const list = (await (await fetch(`${server.url}/apis/${group}/v1/${plural}`)).json()) as {
+          items: unknown[];
+        };
+        stored.push(...list.items);
+      }
+    }
+    await writeFile(
+      join(dir, "stored.json"),
+      JSON.stringify({ apiVersion: "v1", kind: "List", items: stored }),
+    );
+    const folder = await startControlPlane({
+      meshDir: dir,
+      listen: "127.0.0.1:0",
+      plaintextListen: "127.0.0.1:0",
+      requireXdsToken: false,
+      watch: false,
+    });
+    cleanups.push(() => folder.close());
+    const kube = await kubernetesPlane(server);
+    assert.ok(kc.getCurrentCluster());
+
+    assert.ok(folder.config().workloads.length >= 5, "the demo mesh has workloads");
+    assert.ok(folder.envoyConfig().listeners.size > 0, "and routes that make Envoy listeners");
+    const names = {
+      routes: [...folder.envoyConfig().routeConfigurations.keys()],
+      endpoints: [...folder.envoyConfig().clusterLoadAssignments.keys()],
+    };
+    const fromFolder = await xdsSnapshot(folder.plaintextAddress as string, names);
+    const fromKube = await xdsSnapshot(kube.plaintextAddress as string, names);
+    for (const t of XDS_TYPES) {
+      assert.ok(Object.keys(fromFolder[t] ?? {}).length > 0, `${t} is not empty`);
+      assert.deepEqual(fromKube[t], fromFolder[t], t);
+    }
+    assert.deepEqual(kube.errors(), []);
+  });
+
+  it("pushes one Address resource for one pod update, and nothing for a change xDS does not carry", async () => {
+    const server = await fake();
+    for (const o of await demoObjects()) server.apply(o);
+    const cp = await kubernetesPlane(server);
+    const c = client(cp);
+    await c.ready();
+    const events: XdsChangeEvent[] = [];
+    c.onChange((e) => events.push(e));
+
+    const echo = server.get("v1", "Pod", "echo-0", "demo") as KubeJson;
+    server.apply({ ...echo, metadata: { ...echo.metadata, annotations: { unrelated: "yes" } } });
+    server.apply({ ...echo, status: { ...(echo.status as object), podIP: "127.10.0.99" } });
+    await until("the push", () => events.length > 0);
+    // Anything more would have come with the same debounce; wait well past it.
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(events.length, 1);
+    const [event] = events as [XdsChangeEvent];
+    assert.equal(event.typeUrl, TypeUrl.address);
+    // A pod with a uid is keyed by it (istiod: `<cluster>/<group>/<kind>/<ns>/<name>` without one).
+    assert.deepEqual(
+      event.updated.map((r) => r.name),
+      [echo.metadata.uid],
+    );
+    assert.deepEqual(event.added, []);
+    assert.deepEqual(event.removed, []);
+  });
+
+  it("reports resources whose CRDs are not installed, serves the rest, and picks a CRD up once installed", async () => {
+    const server = await fake({ crds: [] });
+    for (const o of await demoObjects()) {
+      if (o.apiVersion === "v1") server.apply(o);
+    }
+    const source = await createKubernetesSource({ kubeConfig: kubeConfigOf(server), missingRetryMs: 100 });
+    cleanups.push(() => source.close());
+    assert.deepEqual(source.missing().sort(), [
+      "gateway.networking.k8s.io/v1/gateways",
+      "gateway.networking.k8s.io/v1/grpcroutes",
+      "gateway.networking.k8s.io/v1/httproutes",
+      "security.istio.io/v1/authorizationpolicies",
+      "security.istio.io/v1/peerauthentications",
+    ]);
+    const cp = await startControlPlane({
+      source,
+      listen: "127.0.0.1:0",
+      plaintextListen: "127.0.0.1:0",
+      requireXdsToken: false,
+      xdsDebounceMs: 5,
+    });
+    cleanups.push(() => cp.close());
+    assert.ok(workloadOf(cp, "echo-0") !== undefined);
+    assert.equal(cp.config().authorizations.size, 0);
+
+    server.installCrd({
+      group: "security.istio.io",
+      version: "v1",
+      kind: "AuthorizationPolicy",
+      plural: "authorizationpolicies",
+      namespaced: true,
+    });
+    for (const o of await demoObjects()) if (o.kind === "AuthorizationPolicy") server.apply(o);
+    await until("the policies", () => cp.config().authorizations.size > 0);
+    assert.ok(!source.missing().includes("security.istio.io/v1/authorizationpolicies"));
+  });
+
+  it("keeps the last good version of a policy whose update does not validate", async () => {
+    const server = await fake();
+    for (const o of await demoObjects()) server.apply(o);
+    const cp = await kubernetesPlane(server);
+    const before = [...cp.config().authorizations.keys()].sort();
+    assert.ok(before.includes("demo/echo-allow-sleep"));
+    const policy = server.get(
+      "security.istio.io/v1",
+      "AuthorizationPolicy",
+      "echo-allow-sleep",
+      "demo",
+    ) as KubeJson;
+    server.apply({ ...policy, spec: { ...(policy.spec as object), action: "MAYBE" } });
+    await until("the error", () => cp.errors().length > 0);
+    assert.equal(cp.errors()[0]?.object, "AuthorizationPolicy/demo/echo-allow-sleep");
+    assert.deepEqual(cp.errors()[0]?.keeping, ["AuthorizationPolicy/demo/echo-allow-sleep"]);
+    assert.deepEqual([...cp.config().authorizations.keys()].sort(), before);
+  });
+
+  it("converges after an apiserver restart that lost its watch history (410, relist)", async () => {
+    const server = await fake();
+    for (const o of await demoObjects()) server.apply(o);
+    const cp = await kubernetesPlane(server, { retryDelayMs: 50 });
+    assert.ok(workloadOf(cp, "echo-0") !== undefined);
+    await server.restart({
+      downMs: 100,
+      dropHistory: true,
+      whileDown: () => server.remove("v1", "Pod", "echo-0", "demo"),
+    });
+    await until("echo-0 gone", () => !workloadOf(cp, "echo-0") !== undefined, 15_000);
+  });
+
+  it("drops a watch that went silent and resumes it", async () => {
+    const server = await fake({ bookmarkIntervalMs: 50 });
+    for (const o of await demoObjects()) server.apply(o);
+    const cp = await kubernetesPlane(server, { watchIdleTimeoutMs: 400, retryDelayMs: 50 });
+    const podWatches = () =>
+      server.requests.filter((r) => r.path === "/api/v1/pods" && r.query.watch === "true");
+    const first = podWatches().length;
+    // Nothing, not even a bookmark, reaches the client for a while.
+    server.setWatchDelay(60_000);
+    await until("a new pod watch", () => podWatches().length > first, 10_000);
+    server.setWatchDelay(0);
+    const echo = server.get("v1", "Pod", "echo-0", "demo") as KubeJson;
+    server.apply({ ...echo, status: { ...(echo.status as object), podIP: "127.10.0.98" } });
+    await until(
+      "the change",
+      () => [...(workloadOf(cp, "echo-0")?.workload.addresses?.[0] ?? [])].join(".") === "127.10.0.98",
+    );
+    const pods = server.requests.filter((r) => r.path === "/api/v1/pods" && r.query.watch !== "true");
+    assert.equal(pods.length, 1, "resumed from its resourceVersion, not relisted");
+  });
+});
