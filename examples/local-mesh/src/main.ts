@@ -14,6 +14,8 @@ options:
   --state-dir <dir>         keep the CA and the node tokens in this folder across runs
                             (default: in memory, a new CA every run)
   --control-plane <ip:port> where the control plane serves xDS and the CA (default 127.0.0.1:15012)
+  --admin <ip:port>         the control plane's admin port, with the live mesh page at /dashboard
+                            (default 127.0.0.1:15014; \`ambient dashboard\` opens it)
   --node-ip-prefix <a.b.c>  node n's ztunnel listens on <a.b.c>.<n> (default 127.20.0); pod addresses
                             come from the manifests
   --keep-running            leave the mesh up after the checks until Ctrl-C; edits in the mesh folder
@@ -27,6 +29,7 @@ let values: {
   "mesh-dir": string;
   "state-dir"?: string | undefined;
   "control-plane": string;
+  admin: string;
   "node-ip-prefix": string;
   "keep-running": boolean;
   help: boolean;
@@ -38,6 +41,7 @@ try {
       "mesh-dir": { type: "string", default: fileURLToPath(new URL("../../../mesh/", import.meta.url)) },
       "state-dir": { type: "string" },
       "control-plane": { type: "string", default: "127.0.0.1:15012" },
+      admin: { type: "string", default: "127.0.0.1:15014" },
       "node-ip-prefix": { type: "string", default: "127.20.0" },
       "keep-running": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
@@ -67,6 +71,7 @@ try {
     meshDir: values["mesh-dir"],
     ...(values["state-dir"] === undefined ? {} : { stateDir: values["state-dir"] }),
     controlPlaneListen: values["control-plane"],
+    controlPlaneAdmin: values.admin,
     nodeIpPrefix: values["node-ip-prefix"],
     log: (line) => console.log(`  ${line}`),
   });
@@ -74,6 +79,8 @@ try {
   console.error(`demo: ${describeStartFailure(err)}`);
   process.exit(1);
 }
+const pageUrl = `http://${mesh.controlPlane.adminAddress}/dashboard`;
+console.log(`  live mesh page: ${pageUrl}`);
 let ok = true;
 try {
   console.log("\nsleep-0 -> echo.demo (VIP 127.30.0.1:80), allowed by demo/echo-allow-sleep:");
@@ -153,7 +160,7 @@ try {
   }
 } finally {
   if (keepRunning && ok) {
-    console.log("\nthe mesh keeps running; Ctrl-C stops it");
+    console.log(`\nthe mesh keeps running; Ctrl-C stops it. Live mesh page: ${pageUrl} (ambient dashboard)`);
     await new Promise<void>((resolve) => {
       process.once("SIGINT", resolve);
       process.once("SIGTERM", resolve);
