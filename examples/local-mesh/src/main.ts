@@ -65,10 +65,14 @@ const keepRunning = values["keep-running"];
 // grpc-js prints its own copy of a failed bind; the demo reports failures itself, in one line.
 process.env.GRPC_VERBOSITY ??= "NONE";
 const { startLocalMesh } = await import("./local-mesh.js");
+const { copyMeshDir, editRouteLive } = await import("./live-edit.js");
+// The checks run on a copy of the folder, so the live edit below never touches it; --keep-running
+// serves the folder itself, so that your own edits reconfigure the mesh.
+const copy = keepRunning ? undefined : await copyMeshDir(values["mesh-dir"]);
 let mesh: Awaited<ReturnType<typeof startLocalMesh>>;
 try {
   mesh = await startLocalMesh({
-    meshDir: values["mesh-dir"],
+    meshDir: copy?.dir ?? values["mesh-dir"],
     ...(values["state-dir"] === undefined ? {} : { stateDir: values["state-dir"] }),
     controlPlaneListen: values["control-plane"],
     controlPlaneAdmin: values.admin,
@@ -76,6 +80,7 @@ try {
     log: (line) => console.log(`  ${line}`),
   });
 } catch (err) {
+  await copy?.remove();
   console.error(`demo: ${describeStartFailure(err)}`);
   process.exit(1);
 }
@@ -132,6 +137,19 @@ try {
   console.log(
     "  (POST and other identities are refused by demo/web-get-from-sleep, attached to the waypoint)",
   );
+  if (copy === undefined) {
+    console.log(
+      "  live edit: skipped with --keep-running; edit the HTTPRoutes in the folder and the waypoint follows",
+    );
+  } else {
+    const edit = await editRouteLive(mesh, copy.dir);
+    if (edit.edited) {
+      console.log(
+        `  live edit: HTTPRoute demo/web's default rule -> web-v2, no restart: GET /hello ${edit.status} "${edit.body}" ${edit.ms} ms after the edit`,
+      );
+      if (edit.status !== 200 || !edit.body.startsWith("web-v2")) ok = false;
+    }
+  }
 
   const webV1 = mesh.pods.find((p) => p.name === "web-v1");
   if (webV1 !== undefined) {
@@ -167,6 +185,7 @@ try {
     });
   }
   await mesh.close();
+  await copy?.remove();
 }
 console.log(ok ? "\nlocal mesh demo: OK" : "\nlocal mesh demo: FAILED");
 process.exitCode = ok ? 0 : 1;
