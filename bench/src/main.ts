@@ -11,6 +11,8 @@
  *   --no-pin             do not pin the proxies to CPUs
  *   --netns              the namespace mesh instead of loopback (root): pods are network namespaces,
  *                      the ztunnels capture in-pod, phases bulk, ping, connect (src/netns-bench.ts)
+ *   --waypoint           the waypoint against haproxy in HTTP mode with h2load (src/waypoint-bench.ts);
+ *                      --waypoint-slices=N (default 6) slices of --waypoint-seconds=N (default 3)
  */
 import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -21,9 +23,11 @@ import { netnsUnavailable } from "./netns-topology.js";
 import { installExitHandlers } from "./processes.js";
 import { formatReport } from "./report.js";
 import type { PairName } from "./topology.js";
+import { formatWaypointReport, runWaypointBench } from "./waypoint-bench.js";
 
 const usage = `usage: pnpm bench [-- --quick] [--bulk-seconds=N] [--latency-seconds=N] [--tunnels=N]
-       [--phases=bulk,ping,connect,tunnels] [--pairs=haproxy,node-tls,ztunnel] [--cpu-prof] [--no-pin] [--netns]`;
+       [--phases=bulk,ping,connect,tunnels] [--pairs=haproxy,node-tls,ztunnel] [--cpu-prof] [--no-pin] [--netns]
+       [--waypoint [--waypoint-slices=N] [--waypoint-seconds=N]]`;
 
 const argv = process.argv.slice(2);
 if (argv[0] === "--") argv.shift();
@@ -38,6 +42,9 @@ const options = {
   "cpu-prof": { type: "boolean", default: false },
   "no-pin": { type: "boolean", default: false },
   netns: { type: "boolean", default: false },
+  waypoint: { type: "boolean", default: false },
+  "waypoint-slices": { type: "string" },
+  "waypoint-seconds": { type: "string" },
 } as const;
 let values: ReturnType<typeof parseArgs<{ args: string[]; options: typeof options }>>["values"];
 try {
@@ -93,6 +100,23 @@ const watchdog = setTimeout(() => {
   process.kill(process.pid, "SIGTERM");
 }, 600_000);
 watchdog.unref();
+
+if (values.waypoint) {
+  try {
+    const result = await runWaypointBench({
+      slices: positive("waypoint-slices", values["waypoint-slices"], quick ? 2 : 6),
+      sliceSeconds: positive("waypoint-seconds", values["waypoint-seconds"], quick ? 1 : 3),
+      pin: !values["no-pin"],
+      ...(values["cpu-prof"] ? { waypointNodeFlags: ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] } : {}),
+      log: (line) => console.error(`bench: ${line}`),
+    });
+    await new Promise((done) => process.stdout.write(`${formatWaypointReport(result)}\n`, done));
+  } catch (err) {
+    console.error(`bench failed: ${(err as Error).stack ?? err}`);
+    process.exitCode = 1;
+  }
+  process.exit(); // the pair bench below is not part of this run
+}
 
 try {
   const run = values.netns

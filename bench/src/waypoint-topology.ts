@@ -1,0 +1,413 @@
+/**
+ * The processes of the waypoint bench, on 127.<subnet>.x.y only: the same HTTP/1.1 traffic reaches
+ * one backend through the waypoint (HBONE in, routing by HTTPRoute, HBONE out) or through haproxy in
+ * HTTP mode (TLS 1.3 mutual in, the same routing as haproxy ACLs, TLS 1.3 mutual out). Certificates
+ * come from one CA, the mesh CA the control plane serves.
+ *
+ *   h2load -> client end --mTLS--> proxy under test --mTLS--> server end -> backend
+ *
+ * The two ends are small Node processes of the same shape for both proxies, standing in for the
+ * ztunnels on either side of a waypoint: HBONE (`waypoint-hbone-shim.ts`) for the waypoint, plain TLS
+ * (`tls-relay.ts`) for haproxy. Their CPU is measured and printed apart, never billed to the proxy.
+ * The proxy under test is pinned to CPU 1; h2load, both ends and the backend to CPU 0.
+ */
+import { spawnSync } from "node:child_process";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createCertificateAuthority } from "@ambient/spiffe/ca";
+import {
+  type BenchChild,
+  forgetTempDir,
+  removeOnExit,
+  startChild,
+  stopAll,
+  waitForPort,
+} from "./processes.js";
+import type { RelayConfig } from "./tls-relay.js";
+import type { HboneShimConfig } from "./waypoint-hbone-shim.js";
+
+/** The proxies the waypoint bench compares. */
+export type WaypointProxyName = "waypoint" | "haproxy";
+
+/** One proxy with the two ends that carry h2load's traffic to it and from it to the backend. */
+export interface WaypointPath {
+  name: WaypointProxyName;
+  /** The proxy under test: its CPU per request is the measurement. */
+  proxy: BenchChild;
+  /** The client end, the server end: measured apart. */
+  ends: BenchChild[];
+  /** Where h2load connects (plaintext HTTP/1.1). */
+  entry: { host: string; port: number };
+}
+
+/** The running waypoint bench topology. */
+export interface WaypointTopology {
+  paths: WaypointPath[];
+  backend: BenchChild;
+  /** The Host h2load sends (haproxy routes on it; the waypoint routes by the Service it is bound to). */
+  host: string;
+  /** A path every route table sends to the backend. */
+  path: string;
+  close(): Promise<void>;
+}
+
+/** Options of {@link startWaypointTopology}. */
+export interface WaypointTopologyOptions {
+  /** Second octet of every address (127.<n>.x.y). Default 78, clear of the pair bench's 77. */
+  subnet?: number;
+  /** Pin the proxies to CPU 1 and everything else to CPU 0. Default true. */
+  pin?: boolean;
+  /** Proxies to start. Default both. */
+  proxies?: readonly WaypointProxyName[];
+  /** Extra node flags for the waypoint (e.g. `--cpu-prof`). */
+  waypointNodeFlags?: readonly string[];
+  /** Write the waypoint's access log (one line per request; Istio's default is off). Default false. */
+  accessLog?: boolean;
+  log?: (line: string) => void;
+}
+
+const BACKEND_PORT = 8080;
+const SERVICE_PORT = 80;
+const ENTRY_PORT = 15201;
+const HBONE_PORT = 15008;
+const START_TIMEOUT_MS = 30_000;
+const HOST = "api.bench.svc.cluster.local";
+const PATH = "/api/echo";
+
+const here = (file: string) => fileURLToPath(new URL(file, import.meta.url));
+const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
+
+function nodeScript(
+  name: string,
+  script: string,
+  args: readonly string[],
+  cpu?: number,
+  flags: readonly string[] = [],
+) {
+  return startChild(name, process.execPath, [...flags, "--import", "tsx", script, ...args], {
+    ...(cpu === undefined ? {} : { cpu }),
+  });
+}
+
+async function until<T>(what: string, child: BenchChild, probe: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  for (;;) {
+    if (child.process.exitCode !== null) throw new Error(`${child.name} exited:\n${child.output()}`);
+    const value = await probe().catch(() => undefined);
+    if (value !== undefined) return value;
+    if (Date.now() > deadline)
+      throw new Error(`${child.name}: ${what} after ${START_TIMEOUT_MS} ms:\n${child.output()}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const printedReady = (child: BenchChild) =>
+  until("not ready", child, async () => (/^ready$/m.test(child.output()) ? true : undefined));
+
+/**
+ * The mesh: a client pod and the waypoint pod on node-a, the server pod on node-b, Service `api`
+ * bound to the waypoint, and an HTTPRoute whose rules haproxyConfig() mirrors.
+ */
+function meshManifests(ip: (c: number, d: number) => string): string {
+  return `apiVersion: v1
+kind: Namespace
+metadata: { name: bench, labels: { istio.io/dataplane-mode: ambient } }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: waypoint, namespace: bench }
+spec: { gatewayClassName: istio-waypoint }
+status: { addresses: [{ type: IPAddress, value: ${ip(0, 6)} }] }
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: waypoint-0
+  namespace: bench
+  labels: { gateway.networking.k8s.io/gateway-name: waypoint, istio.io/dataplane-mode: none }
+spec: { nodeName: node-a, serviceAccountName: waypoint }
+status: { podIP: ${ip(0, 6)} }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: client-0, namespace: bench, labels: { app: client } }
+spec: { nodeName: node-a, serviceAccountName: client }
+status: { podIP: ${ip(0, 1)} }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: server-0, namespace: bench, labels: { app: server } }
+spec: { nodeName: node-b, serviceAccountName: server }
+status: { podIP: ${ip(0, 2)} }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: api, namespace: bench, labels: { istio.io/use-waypoint: waypoint } }
+spec:
+  clusterIP: ${ip(0, 100)}
+  selector: { app: server }
+  ports: [{ name: http, port: ${SERVICE_PORT}, targetPort: ${BACKEND_PORT}, appProtocol: http }]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: api, namespace: bench }
+spec:
+  parentRefs: [{ group: "", kind: Service, name: api, port: ${SERVICE_PORT} }]
+  rules:
+    - matches: [{ path: { type: Exact, value: /healthz } }]
+      backendRefs: [{ name: api, port: ${SERVICE_PORT} }]
+    - matches: [{ path: { type: PathPrefix, value: /static }, method: GET }]
+      backendRefs: [{ name: api, port: ${SERVICE_PORT} }]
+    - matches: [{ path: { type: PathPrefix, value: /admin }, headers: [{ name: x-admin, value: "yes" }] }]
+      backendRefs: [{ name: api, port: ${SERVICE_PORT} }]
+    - matches: [{ path: { type: PathPrefix, value: /api } }]
+      backendRefs: [{ name: api, port: ${SERVICE_PORT} }]
+`;
+}
+
+/**
+ * haproxy in HTTP mode as the waypoint: mutual TLS 1.3 in (client certificates from the mesh CA),
+ * the HTTPRoute's rules as ACLs on Host and path (404 when none matches, as the router answers),
+ * mutual TLS 1.3 out to the server end with kept-alive backend connections.
+ */
+function haproxyConfig(listen: string, serverEnd: string, dir: string): string {
+  return `${[
+    "global",
+    "  maxconn 4000",
+    "  nbthread 1",
+    "  ssl-server-verify required",
+    "defaults",
+    "  mode http",
+    "  option http-keep-alive",
+    "  timeout connect 5s",
+    "  timeout client 120s",
+    "  timeout server 120s",
+    "  timeout http-keep-alive 120s",
+    "frontend waypoint",
+    `  bind ${listen} ssl crt ${join(dir, "waypoint.pem")} ca-file ${join(dir, "root.pem")} verify required ssl-min-ver TLSv1.3`,
+    `  acl api_host hdr(host) -i ${HOST} ${HOST}:${SERVICE_PORT}`,
+    "  acl healthz path /healthz",
+    "  acl static path_beg /static",
+    "  acl get method GET",
+    "  acl admin path_beg /admin",
+    "  acl admin_header req.hdr(x-admin) -m str yes",
+    "  acl api path_beg /api",
+    "  use_backend api if api_host healthz",
+    "  use_backend api if api_host static get",
+    "  use_backend api if api_host admin admin_header",
+    "  use_backend api if api_host api",
+    "  default_backend none",
+    "backend none",
+    "  http-request return status 404",
+    "backend api",
+    `  server pod ${serverEnd} ssl crt ${join(dir, "waypoint.pem")} ca-file ${join(dir, "root.pem")} verify required ssl-min-ver TLSv1.3`,
+  ].join("\n")}\n`;
+}
+
+/** The waypoint CLI reads its routes from the manifests folder when it still takes `--mesh-dir`. */
+function waypointTakesMeshDir(): boolean {
+  const help = spawnSync(
+    process.execPath,
+    ["--import", "tsx", join(repoRoot, "examples/waypoint/src/main.ts"), "--help"],
+    { encoding: "utf8", timeout: 30_000 },
+  );
+  return `${help.stdout}`.includes("--mesh-dir");
+}
+
+/** Starts the backend, the mesh with the waypoint, haproxy and both pairs of ends. */
+export async function startWaypointTopology(
+  options: WaypointTopologyOptions = {},
+): Promise<WaypointTopology> {
+  const log = options.log ?? (() => {});
+  const net = options.subnet ?? 78;
+  const ip = (c: number, d: number) => `127.${net}.${c}.${d}`;
+  const clientPodIp = ip(0, 1);
+  const serverPodIp = ip(0, 2);
+  const pin = options.pin ?? true;
+  const proxyCpu = pin ? 1 : undefined;
+  const loadCpu = pin ? 0 : undefined;
+  const want = new Set(options.proxies ?? ["waypoint", "haproxy"]);
+  const dir = await mkdtemp(join(tmpdir(), "ambient-waypoint-bench-"));
+  removeOnExit(dir);
+  const close = async () => {
+    await stopAll();
+    await rm(dir, { recursive: true, force: true });
+    forgetTempDir(dir);
+  };
+  try {
+    const ca = await createCertificateAuthority({ trustDomain: "cluster.local" });
+    const cacerts = ca.exportCacerts();
+    const stateDir = join(dir, "mesh-state");
+    await mkdir(join(stateDir, "ca"), { recursive: true });
+    await writeFile(join(stateDir, "ca", "ca-cert.pem"), cacerts.caCertPem);
+    await writeFile(join(stateDir, "ca", "ca-key.pem"), cacerts.caKeyPem, { mode: 0o600 });
+    await writeFile(join(stateDir, "ca", "root-cert.pem"), cacerts.rootCertPem);
+    await writeFile(join(dir, "root.pem"), cacerts.rootCertPem);
+    for (const sa of ["client", "server", "waypoint"]) {
+      const svid = await ca.issue({ spiffeId: `spiffe://cluster.local/ns/bench/sa/${sa}` });
+      await writeFile(join(dir, `${sa}-cert.pem`), svid.certChainPem);
+      await writeFile(join(dir, `${sa}-key.pem`), svid.privateKeyPem, { mode: 0o600 });
+      await writeFile(join(dir, `${sa}.pem`), svid.certChainPem + svid.privateKeyPem, { mode: 0o600 });
+    }
+
+    const backend = nodeScript(
+      "http backend",
+      here("./waypoint-backend.ts"),
+      [serverPodIp, String(BACKEND_PORT)],
+      loadCpu,
+    );
+    await printedReady(backend);
+    const paths: WaypointPath[] = [];
+
+    if (want.has("waypoint")) {
+      const cpIp = ip(1, 10);
+      const waypointIp = ip(0, 6);
+      const meshDir = join(dir, "mesh");
+      await mkdir(meshDir);
+      await writeFile(join(meshDir, "bench.yaml"), meshManifests(ip));
+      const cp = nodeScript("control plane", join(repoRoot, "examples/control-plane/src/main.ts"), [
+        "--mesh-dir",
+        meshDir,
+        "--state-dir",
+        stateDir,
+        "--listen",
+        `${cpIp}:15012`,
+        "--admin",
+        `${cpIp}:15014`,
+        "--pod-cidr",
+        `127.${net}.0.0/24`,
+        "--log-level",
+        "warn",
+      ]);
+      await waitForPort(cpIp, 15012, START_TIMEOUT_MS, cp);
+      await until("no node token", cp, () => readFile(join(stateDir, "tokens", "node-a.jwt"), "utf8"));
+      const waypoint = nodeScript(
+        "waypoint",
+        join(repoRoot, "examples/waypoint/src/main.ts"),
+        [
+          "--name",
+          "waypoint",
+          "--namespace",
+          "bench",
+          "--ip",
+          waypointIp,
+          "--node",
+          "node-a",
+          "--control-plane",
+          `${cpIp}:15012`,
+          "--state-dir",
+          stateDir,
+          ...(waypointTakesMeshDir() ? ["--mesh-dir", meshDir] : []),
+          ...(options.accessLog ? [] : ["--no-access-log"]),
+          "--log-level",
+          options.accessLog ? "info" : "warn",
+        ],
+        proxyCpu,
+        options.waypointNodeFlags ?? [],
+      );
+      await until("not ready", waypoint, async () => {
+        const res = await fetch(`http://${waypointIp}:15021/healthz/ready`, {
+          signal: AbortSignal.timeout(1000),
+        });
+        return res.status === 200 ? true : undefined;
+      });
+      const shim = async (name: string, config: HboneShimConfig) => {
+        await writeFile(join(dir, `${name}.json`), JSON.stringify(config));
+        const child = nodeScript(
+          `waypoint ${name}`,
+          here("./waypoint-hbone-shim.ts"),
+          [join(dir, `${name}.json`)],
+          loadCpu,
+        );
+        await printedReady(child);
+        return child;
+      };
+      const serverEnd = await shim("hbone-in", {
+        mode: "in",
+        listenHost: serverPodIp,
+        listenPort: HBONE_PORT,
+        certFile: join(dir, "server-cert.pem"),
+        keyFile: join(dir, "server-key.pem"),
+        caFile: join(dir, "root.pem"),
+      });
+      const entry = { host: ip(5, 1), port: ENTRY_PORT };
+      const clientEnd = await shim("hbone-out", {
+        mode: "out",
+        listenHost: entry.host,
+        listenPort: entry.port,
+        waypoint: {
+          address: `${waypointIp}:${HBONE_PORT}`,
+          authority: `${ip(0, 100)}:${SERVICE_PORT}`,
+          identity: "spiffe://cluster.local/ns/bench/sa/waypoint",
+        },
+        sourceAddress: clientPodIp,
+        certFile: join(dir, "client-cert.pem"),
+        keyFile: join(dir, "client-key.pem"),
+        caFile: join(dir, "root.pem"),
+      });
+      paths.push({ name: "waypoint", proxy: waypoint, ends: [clientEnd, serverEnd], entry });
+      log(
+        `waypoint ${waypointIp}: ${entry.host}:${entry.port} -> HBONE -> waypoint -> HBONE -> ${serverPodIp}`,
+      );
+    }
+
+    if (want.has("haproxy")) {
+      const proxyIp = ip(6, 10);
+      const serverEnd = { host: ip(6, 2), port: 15443 };
+      const entry = { host: ip(6, 1), port: ENTRY_PORT };
+      await writeFile(
+        join(dir, "haproxy-waypoint.cfg"),
+        haproxyConfig(`${proxyIp}:15443`, `${serverEnd.host}:${serverEnd.port}`, dir),
+      );
+      const haproxy = startChild(
+        "haproxy (http)",
+        "haproxy",
+        ["-db", "-f", join(dir, "haproxy-waypoint.cfg")],
+        {
+          ...(proxyCpu === undefined ? {} : { cpu: proxyCpu }),
+        },
+      );
+      await waitForPort(proxyIp, 15443, START_TIMEOUT_MS, haproxy);
+      const relay = async (mode: "out" | "in", config: RelayConfig) => {
+        await writeFile(join(dir, `relay-${mode}.json`), JSON.stringify(config));
+        const child = nodeScript(
+          `haproxy tls ${mode}`,
+          here("./tls-relay.ts"),
+          [join(dir, `relay-${mode}.json`)],
+          loadCpu,
+        );
+        await printedReady(child);
+        return child;
+      };
+      const tlsIn = await relay("in", {
+        mode: "in",
+        routes: [
+          {
+            listenHost: serverEnd.host,
+            listenPort: serverEnd.port,
+            toHost: serverPodIp,
+            toPort: BACKEND_PORT,
+          },
+        ],
+        certFile: join(dir, "server-cert.pem"),
+        keyFile: join(dir, "server-key.pem"),
+        caFile: join(dir, "root.pem"),
+      });
+      const tlsOut = await relay("out", {
+        mode: "out",
+        routes: [{ listenHost: entry.host, listenPort: entry.port, toHost: proxyIp, toPort: 15443 }],
+        certFile: join(dir, "client-cert.pem"),
+        keyFile: join(dir, "client-key.pem"),
+        caFile: join(dir, "root.pem"),
+      });
+      paths.push({ name: "haproxy", proxy: haproxy, ends: [tlsOut, tlsIn], entry });
+      log(`haproxy ${proxyIp}: ${entry.host}:${entry.port} -> mTLS -> haproxy -> mTLS -> ${serverEnd.host}`);
+    }
+    return { paths, backend, host: HOST, path: PATH, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
