@@ -1,21 +1,38 @@
 import assert from "node:assert/strict";
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { copyMeshDir, DEFAULT_RULE, editRouteLive } from "./live-edit.js";
 import { type LocalMesh, startLocalMesh } from "./local-mesh.js";
 
-// The demo mesh exactly as `pnpm demo` runs it, on the repository's own manifests, with the control
-// plane on an ephemeral port.
+// The demo mesh exactly as `pnpm demo` runs it, on a copy of the repository's own manifests (the live
+// edits at the end change the copy), with the control plane on an ephemeral port.
 describe("local demo mesh", () => {
   let mesh: LocalMesh;
+  let copy: Awaited<ReturnType<typeof copyMeshDir>>;
   before(async () => {
-    mesh = await startLocalMesh({
-      meshDir: fileURLToPath(new URL("../../../mesh/", import.meta.url)),
-      controlPlaneListen: "127.0.0.1:0",
-    });
+    copy = await copyMeshDir(fileURLToPath(new URL("../../../mesh/", import.meta.url)));
+    mesh = await startLocalMesh({ meshDir: copy.dir, controlPlaneListen: "127.0.0.1:0" });
   });
   after(async () => {
     await mesh?.close();
+    await copy?.remove();
   });
+
+  /** Calls web.demo from `from` (a new connection each time) until `done` holds; at most 5 s. */
+  async function webUntil(
+    from: string,
+    method: string,
+    done: (r: { status: number; body: string }) => boolean,
+  ): Promise<{ status: number; body: string }> {
+    const end = Date.now() + 5000;
+    for (;;) {
+      const r = await mesh.httpCall(from, "127.30.0.2", 80, { method, path: "/live" });
+      if (done(r) || Date.now() > end) return r;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
 
   it("carries sleep's calls to both echo replicas through the Service VIP", async () => {
     const answeredBy = new Set<string>();
@@ -107,5 +124,72 @@ describe("local demo mesh", () => {
           l.includes('source_principal="spiffe://cluster.local/ns/demo/sa/waypoint"'),
       );
     assert.ok(line, text);
+  });
+
+  it("follows a live HTTPRoute edit at the waypoint, fed only over xDS", async () => {
+    const web = join(copy.dir, "web.yaml");
+    const original = await readFile(web, "utf8");
+    try {
+      const edit = await editRouteLive(mesh, copy.dir);
+      assert.deepEqual([edit.edited, edit.status, edit.body], [true, 200, "web-v2 answered GET /hello"]);
+      // What the waypoint holds is the control plane's RouteConfiguration, not a file it read.
+      const dump = JSON.parse(
+        await (
+          await fetch(`http://${mesh.waypoints.get("demo/waypoint")?.operatorAddresses.admin}/config_dump`)
+        ).text(),
+      );
+      assert.deepEqual(
+        dump.routes.map((r: { name: string }) => r.name),
+        ["inbound-vip|80|http|web.demo.svc.cluster.local"],
+      );
+    } finally {
+      await writeFile(web, original);
+    }
+    const back = await webUntil("sleep-0", "GET", (r) => r.body.startsWith("web-v1"));
+    assert.deepEqual(back, { reply: 0, status: 200, body: "web-v1 answered GET /live" });
+  });
+
+  it("follows a live AuthorizationPolicy edit at the waypoint", async () => {
+    const web = join(copy.dir, "web.yaml");
+    const original = await readFile(web, "utf8");
+    assert.ok(original.includes('methods: ["GET"]'));
+    try {
+      await writeFile(web, original.replace('methods: ["GET"]', 'methods: ["GET", "POST"]'));
+      const post = await webUntil("sleep-0", "POST", (r) => r.status === 200);
+      assert.deepEqual(post, { reply: 0, status: 200, body: "web-v1 answered POST /live" });
+    } finally {
+      await writeFile(web, original);
+    }
+    const refused = await webUntil("sleep-0", "POST", (r) => r.status === 403);
+    assert.deepEqual(refused, { reply: 0, status: 403, body: "RBAC: access denied" });
+  });
+
+  it("keeps the last good route and policy at the waypoint through a broken edit", async () => {
+    const web = join(copy.dir, "web.yaml");
+    const original = await readFile(web, "utf8");
+    assert.ok(original.includes(DEFAULT_RULE));
+    try {
+      // The default rule would go to v2 and POST would be allowed, but both objects are invalid.
+      await writeFile(
+        web,
+        original
+          .replace(
+            DEFAULT_RULE,
+            '- matches: [{ path: { type: RegularExpression, value: "(a+)+" } }]\n      backendRefs: [{ name: web-v2, port: 80 }]',
+          )
+          .replace('methods: ["GET"]', 'methods: ["GET", "POST"]')
+          .replace("action: ALLOW", "action: MAYBE"),
+      );
+      await mesh.controlPlane.reload();
+      assert.ok(mesh.controlPlane.errors().length > 0, "the control plane reports the broken edit");
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const get = await mesh.httpCall("sleep-0", "127.30.0.2", 80, { method: "GET", path: "/live" });
+      assert.deepEqual(get, { reply: 0, status: 200, body: "web-v1 answered GET /live" });
+      const post = await mesh.httpCall("sleep-0", "127.30.0.2", 80, { method: "POST", path: "/live" });
+      assert.deepEqual(post, { reply: 0, status: 403, body: "RBAC: access denied" });
+    } finally {
+      await writeFile(web, original);
+      await mesh.controlPlane.reload();
+    }
   });
 });
