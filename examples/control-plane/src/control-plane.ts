@@ -1,6 +1,8 @@
 import { createServer, type Server as HttpServer } from "node:http";
 import { type AddressInfo, isIP } from "node:net";
 import {
+  type Authenticator,
+  type CaCertsPem,
   callerFromKubernetesClaims,
   createCertificateService,
   createJwtAuthenticator,
@@ -88,6 +90,21 @@ export interface ControlPlaneOptions extends TranslateOptions {
   servingHosts?: readonly string[];
   /** Nodes that get a token even when no manifest names them. Default `node-a`, `node-b`, `node-c`. */
   extraNodes?: readonly string[];
+  /**
+   * Authenticates xDS clients and CA callers instead of the minted node tokens, e.g. TokenReview on
+   * Kubernetes (`createTokenReviewAuthenticator`). Default: the control plane's own node tokens.
+   */
+  authenticator?: Authenticator;
+  /**
+   * The identities of the pods on a node, for the CA's impersonation check. Default: from the served
+   * configuration. On Kubernetes: the informer cache (`identitiesOfPods(source.podsOnNode(node))`).
+   */
+  identitiesOnNode?: (node: string) => Iterable<string | { toString(): string }>;
+  /**
+   * The CA's certificates and key (e.g. from the `cacerts` or `istio-ca-secret` Secret), so every
+   * replica signs with the same root. Default: kept in `stateDir`, or created in memory.
+   */
+  cacerts?: CaCertsPem;
   logger?: Logger;
   metrics?: MetricsSink;
 }
@@ -251,7 +268,9 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     await source.close();
     throw err;
   };
-  const state = await loadMeshState(options.stateDir, trustDomain).catch(closeSourceAndThrow);
+  const state = await loadMeshState(options.stateDir, trustDomain, options.cacerts).catch(
+    closeSourceAndThrow,
+  );
   // No hot certificate swap in grpc-js server credentials: the serving certificate outlives a demo run.
   const listenHost = listen.slice(0, listen.lastIndexOf(":")).replace(/^\[(.*)\]$/, "$1");
   const specificIp = isIP(listenHost) !== 0 && listenHost !== "0.0.0.0" && listenHost !== "::";
@@ -260,13 +279,15 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     hosts: servingHosts([...(specificIp ? [listenHost] : []), ...(options.servingHosts ?? [])]),
     ttlSeconds: SERVING_CERT_TTL_SECONDS,
   }).catch(closeSourceAndThrow);
-  const authenticator = createJwtAuthenticator({
-    keys: state.jwks,
-    issuer: TOKEN_ISSUER,
-    trustDomain,
-    algorithms: ["ES256"],
-    callerFromClaims: callerFromKubernetesClaims,
-  });
+  const authenticator =
+    options.authenticator ??
+    createJwtAuthenticator({
+      keys: state.jwks,
+      issuer: TOKEN_ISSUER,
+      trustDomain,
+      algorithms: ["ES256"],
+      callerFromClaims: callerFromKubernetesClaims,
+    });
 
   let current: MeshConfig = {
     workloads: [],
@@ -324,7 +345,10 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     authenticators: [authenticator],
     nodeAuthorizer: createNodeAuthorizer({
       trustedNodeAccounts: ["istio-system/ztunnel"],
-      identitiesOnNode: (node) => current.nodes.get(node) ?? [],
+      identitiesOnNode: (node) =>
+        options.identitiesOnNode === undefined
+          ? (current.nodes.get(node) ?? [])
+          : [...options.identitiesOnNode(node)].map(String),
     }),
     logger,
     metrics,

@@ -45,9 +45,14 @@ async function writeAtomic(path: string, text: string, mode = 0o644): Promise<vo
  * memory when `stateDir` is undefined. Files: `ca/{ca-cert,ca-key,root-cert}.pem`,
  * `token-key.jwk`, and `root-cert.pem` (the trust bundle node agents read).
  */
-export async function loadMeshState(stateDir: string | undefined, trustDomain: string): Promise<MeshState> {
+export async function loadMeshState(
+  stateDir: string | undefined,
+  trustDomain: string,
+  given?: CaCertsPem,
+): Promise<MeshState> {
   try {
-    let cacerts: CaCertsPem | undefined;
+    // Given CA material (a Kubernetes Secret) wins over the state directory and is not written to it.
+    let cacerts: CaCertsPem | undefined = given;
     let privateJwk: JWK | undefined;
     if (stateDir !== undefined) {
       const dir = join(stateDir, "ca");
@@ -57,7 +62,12 @@ export async function loadMeshState(stateDir: string | undefined, trustDomain: s
         readOptional(join(dir, "root-cert.pem")),
         readOptional(join(stateDir, "token-key.jwk")),
       ]);
-      if (caCertPem !== undefined && caKeyPem !== undefined && rootCertPem !== undefined) {
+      if (
+        cacerts === undefined &&
+        caCertPem !== undefined &&
+        caKeyPem !== undefined &&
+        rootCertPem !== undefined
+      ) {
         cacerts = { caCertPem, caKeyPem, rootCertPem };
       }
       if (jwkText !== undefined) privateJwk = JSON.parse(jwkText) as JWK;
