@@ -32,6 +32,15 @@ async function movedMesh(): Promise<string> {
   return dir;
 }
 
+/** The page's globals as far as the checks use them (this package is typed without the DOM library). */
+interface PageGlobals {
+  document: {
+    body: { dataset: Record<string, string | undefined> };
+    querySelector(selector: string): { textContent: string | null } | null;
+  };
+  getComputedStyle(element: unknown): { stroke: string };
+}
+
 interface PageData {
   generatedAt: string;
   proxies: { kind: string; name: string; up: boolean }[];
@@ -95,7 +104,7 @@ describe("live mesh page (chromium)", () => {
     assert.deepEqual(outside, [], "every script and style comes from the control plane");
     // Marks this document: an update that reloaded the page would lose it.
     await page.evaluate(() => {
-      (window as unknown as { loadMark: number }).loadMark = 42;
+      (globalThis as unknown as { loadMark: number }).loadMark = 42;
     });
   });
 
@@ -109,7 +118,7 @@ describe("live mesh page (chromium)", () => {
     assert.match(label ?? "", /B\/s/);
     assert.match(label ?? "", /mTLS/);
     assert.match(label ?? "", /demo\/sa\/sleep → demo\/sa\/echo/);
-    assert.equal(await page.evaluate(() => (window as unknown as { loadMark?: number }).loadMark), 42);
+    assert.equal(await page.evaluate(() => (globalThis as unknown as { loadMark?: number }).loadMark), 42);
   });
 
   it("shows a refused call in red with the policy that refused it", async () => {
@@ -117,7 +126,10 @@ describe("live mesh page (chromium)", () => {
     assert.equal(reply, 2);
     const denied = 'path.edge.denied[data-source="demo/stranger"][data-target^="demo/echo-"]';
     await page.waitForSelector(denied, { state: "attached", timeout: 10_000 });
-    const stroke = await page.$eval(denied, (el) => getComputedStyle(el).stroke);
+    const stroke = await page.$eval(
+      denied,
+      (el) => (globalThis as unknown as PageGlobals).getComputedStyle(el).stroke,
+    );
     assert.equal(stroke, "rgb(208, 49, 45)");
     const label = await page.textContent('g.edge-label.denied[data-edge^="demo/stranger->demo/echo-"]');
     assert.match(label ?? "", /refused · demo\/echo-allow-sleep/);
@@ -191,9 +203,13 @@ describe("live mesh page (chromium)", () => {
     const proxies = (await data()).proxies;
     assert.equal(proxies.find((p) => p.name === "node-b")?.up, true);
     assert.equal(proxies.find((p) => p.name === "node-a")?.up, false);
-    await page.waitForFunction((since) => document.body.dataset.generatedAt !== since, downSince, {
-      timeout: 10_000,
-    });
+    await page.waitForFunction(
+      (since) => (globalThis as unknown as PageGlobals).document.body.dataset.generatedAt !== since,
+      downSince,
+      {
+        timeout: 10_000,
+      },
+    );
     const restarted = await startZtunnel({
       nodeName: "node-a",
       nodeIp: `${NODE_PREFIX}.1`,
@@ -211,7 +227,7 @@ describe("live mesh page (chromium)", () => {
     assert.equal(get.status, 200);
     await page.waitForFunction(
       (n) => {
-        const label = document.querySelector(
+        const label = (globalThis as unknown as PageGlobals).document.querySelector(
           'g.edge-label.allowed[data-edge="demo/sleep-0->demo/waypoint-0"]',
         );
         const m = /(\d+) conn/.exec(label?.textContent ?? "");
