@@ -14,6 +14,7 @@ import type { istio, MessageInit, Service, Workload } from "@ambient/xds";
 import { ControlPlaneError } from "./errors.js";
 import type { KubeObject, MeshIssue } from "./manifests.js";
 import { DEFAULT_POD_CIDRS, type Ipv4Cidr, ipv4Bytes, parseIpv4Cidr, podIpProblem } from "./pod-address.js";
+import { serviceLoadBalancing } from "./service-load-balancing.js";
 
 export { ipv4Bytes };
 
@@ -355,6 +356,21 @@ export function validateManifestObject(obj: KubeObject): string | undefined {
   return found.length === 0 ? undefined : `invalid ${objectKey(obj)}: ${found.join("; ")}`;
 }
 
+/** `loadBalancing` from trafficDistribution, internalTrafficPolicy and the traffic-distribution annotation. */
+function loadBalancingOf(
+  obj: KubeObject,
+  namespaceAnnotations: Record<string, string> | undefined,
+): { loadBalancing?: MessageInit<istio.workload.LoadBalancing> } {
+  const loadBalancing = serviceLoadBalancing({
+    trafficDistribution: obj.spec?.trafficDistribution,
+    internalTrafficPolicy: obj.spec?.internalTrafficPolicy,
+    publishNotReadyAddresses: obj.spec?.publishNotReadyAddresses,
+    ...(obj.metadata.annotations === undefined ? {} : { serviceAnnotations: obj.metadata.annotations }),
+    ...(namespaceAnnotations === undefined ? {} : { namespaceAnnotations }),
+  });
+  return loadBalancing === undefined ? {} : { loadBalancing };
+}
+
 function sortByKey<T extends { key: string }>(list: T[]): T[] {
   return list.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
 }
@@ -375,9 +391,11 @@ export function translateMesh(objects: readonly KubeObject[], options: Translate
   const issues: MeshIssue[] = [];
 
   const namespaceLabels = new Map<string, Record<string, string>>();
+  const namespaceAnnotations = new Map<string, Record<string, string>>();
   const nodeLocality = new Map<string, { region: string; zone: string; subzone: string }>();
   for (const obj of objects) {
     if (obj.kind === "Namespace") namespaceLabels.set(obj.metadata.name, obj.metadata.labels ?? {});
+    if (obj.kind === "Namespace") namespaceAnnotations.set(obj.metadata.name, obj.metadata.annotations ?? {});
     if (obj.kind === "Node") {
       // Kubernetes' topology labels, and Istio's for the sub-zone (istiod reads the same three).
       const labels = obj.metadata.labels ?? {};
@@ -528,6 +546,7 @@ export function translateMesh(objects: readonly KubeObject[], options: Translate
           ...(p.appProtocol ? { appProtocol: p.appProtocol } : {}),
         })),
         ...(waypoint === undefined ? {} : { waypoint }),
+        ...loadBalancingOf(obj, namespaceAnnotations.get(namespace)),
       },
     });
   }
