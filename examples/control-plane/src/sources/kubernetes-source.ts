@@ -96,6 +96,10 @@ export interface KubernetesSource extends ConfigSource {
   missing(): string[];
   /** A pod from the informer cache. */
   pod(namespace: string, name: string): RawKubeObject | undefined;
+  /** Every cached object of a kind (`Gateway`, `Service`...), as the API server sent it. */
+  objects(kind: string): RawKubeObject[];
+  /** One cached object of a kind. */
+  object(kind: string, namespace: string | undefined, name: string): RawKubeObject | undefined;
   /** Pods whose `spec.nodeName` is `node`, from the informer cache. */
   podsOnNode(node: string): RawKubeObject[];
 }
@@ -419,6 +423,14 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
     pod(namespace, name) {
       const pods = watches.find((w) => w.resource.kind === "Pod");
       return pods?.informer.get(name, namespace) as RawKubeObject | undefined;
+    },
+    objects(kind) {
+      const w = watches.find((x) => x.resource.kind === kind);
+      return (w?.informer.list() ?? []) as RawKubeObject[];
+    },
+    object(kind, namespace, name) {
+      const w = watches.find((x) => x.resource.kind === kind);
+      return w?.informer.get(name, namespace) as RawKubeObject | undefined;
     },
     podsOnNode(node) {
       return [...(podsByNode.get(node)?.values() ?? [])];

@@ -1,0 +1,120 @@
+// The control plane as it runs in a cluster: objects from the Kubernetes source, callers checked by
+// TokenReview, the CA root from a Secret shared by every replica, and one leader (a Lease) that writes
+// waypoint Gateway status. A composition root: each part lives in its own module.
+import type { KubeConfig } from "@kubernetes/client-node";
+import { type ControlPlane, type ControlPlaneOptions, startControlPlane } from "../control-plane.js";
+import { type Logger, noopLogger } from "../telemetry.js";
+import { gatewayStatusUpdates, writeGatewayStatus } from "./gateway-status.js";
+import { loadCaFromSecrets } from "./kubernetes-ca.js";
+import {
+  createKubernetesSource,
+  type KubernetesSource,
+  type KubernetesSourceOptions,
+} from "./kubernetes-source.js";
+import { type LeaderElection, type LeaderElectionOptions, startLeaderElection } from "./leader-election.js";
+import { createTokenReviewAuthenticator, identitiesOfPods } from "./token-review-authenticator.js";
+
+/** Options of {@link startKubernetesControlPlane}. */
+export interface KubernetesControlPlaneOptions
+  extends Omit<
+    ControlPlaneOptions,
+    | "meshDir"
+    | "source"
+    | "authenticator"
+    | "identitiesOnNode"
+    | "cacerts"
+    | "stateDir"
+    | "watch"
+    | "watchDebounceMs"
+    | "manifestLimits"
+    | "extraNodes"
+  > {
+  kubeConfig: KubeConfig;
+  /** This replica's name (the pod name, `POD_NAME`), its `holderIdentity` in the Lease. */
+  identity: string;
+  /** Namespace of the CA Secrets and the Lease. Default `istio-system`. */
+  systemNamespace?: string;
+  /** Informer settings (page size, watch timeouts, retries). */
+  sourceOptions?: Omit<KubernetesSourceOptions, "kubeConfig" | "logger">;
+  /** Lease settings. Defaults: 15 s lease, 10 s renew deadline, 2 s retry (client-go's). */
+  leaderElection?: Pick<
+    LeaderElectionOptions,
+    "name" | "leaseDurationSeconds" | "renewDeadlineMs" | "retryPeriodMs"
+  >;
+  /** How often the leader compares waypoint Gateway status with their Services. Default 2000 ms. */
+  statusIntervalMs?: number;
+  logger?: Logger;
+}
+
+/** A control plane replica on Kubernetes. */
+export interface KubernetesControlPlane {
+  controlPlane: ControlPlane;
+  source: KubernetesSource;
+  /** The Secret the CA came from (`cacerts` or `istio-ca-secret`). */
+  caSecret: string;
+  isLeader(): boolean;
+  /** Steps down, stops the informers and the servers. */
+  close(): Promise<void>;
+}
+
+/** Starts one replica; several may run against the same cluster. */
+export async function startKubernetesControlPlane(
+  options: KubernetesControlPlaneOptions,
+): Promise<KubernetesControlPlane> {
+  const { kubeConfig, identity, sourceOptions, leaderElection, statusIntervalMs, systemNamespace, ...rest } =
+    options;
+  const logger = options.logger ?? noopLogger;
+  const trustDomain = options.trustDomain ?? "cluster.local";
+  const namespace = systemNamespace ?? "istio-system";
+  const ca = await loadCaFromSecrets({ kubeConfig, namespace, trustDomain });
+  logger.info({ secret: `${namespace}/${ca.secret}`, created: ca.created }, "CA loaded from Secret");
+  const source = await createKubernetesSource({ kubeConfig, logger, ...sourceOptions });
+  const missing = source.missing();
+  if (missing.length > 0) logger.warn({ missing }, "kubernetes resources not installed: served without them");
+  const controlPlane = await startControlPlane({
+    ...rest,
+    source,
+    cacerts: ca.cacerts,
+    authenticator: createTokenReviewAuthenticator({
+      kubeConfig,
+      trustDomain,
+      pod: (ns, name) => source.pod(ns, name),
+    }),
+    identitiesOnNode: (node) => identitiesOfPods(source.podsOnNode(node), trustDomain),
+  });
+
+  let writing: Promise<unknown> = Promise.resolve();
+  const reconcileStatus = (): void => {
+    // One pass at a time; a pass that finds everything current writes nothing.
+    writing = writing.then(async () => {
+      if (!election.isLeader()) return;
+      const updates = gatewayStatusUpdates(source.objects("Gateway"), (ns, name) =>
+        source.object("Service", ns, name),
+      );
+      if (updates.length > 0) await writeGatewayStatus(kubeConfig, updates, logger);
+    });
+  };
+  const election: LeaderElection = startLeaderElection({
+    kubeConfig,
+    namespace,
+    identity,
+    logger,
+    ...leaderElection,
+    onStartedLeading: reconcileStatus,
+  });
+  const statusTimer = setInterval(reconcileStatus, statusIntervalMs ?? 2000);
+  statusTimer.unref();
+
+  return {
+    controlPlane,
+    source,
+    caSecret: ca.secret,
+    isLeader: () => election.isLeader(),
+    async close() {
+      clearInterval(statusTimer);
+      await election.stop();
+      await writing;
+      await controlPlane.close();
+    },
+  };
+}

@@ -1,0 +1,269 @@
+// Control plane replicas on (fake) Kubernetes: TokenReview authentication and node-scoped
+// impersonation from the informer cache, one CA root shared through a Secret, one Lease leader that
+// writes waypoint Gateway status, and a replica that lost its lease still serving.
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { generateKeyPair, SpiffeError, TrustBundle, verifySvid } from "@ambient/spiffe";
+import { createCertificateServiceClient, createCsr } from "@ambient/spiffe/ca";
+import { createXdsClient, TypeUrl, XdsError } from "@ambient/xds";
+import { KubeConfig } from "@kubernetes/client-node";
+import { controlPlaneChannel } from "../src/index.js";
+import {
+  type KubernetesControlPlane,
+  startKubernetesControlPlane,
+} from "../src/sources/kubernetes-control-plane.js";
+import { createFakeApiServer, type FakeApiServer, type KubeJson } from "./fake-apiserver/fake-apiserver.js";
+
+const ZTUNNEL_A_UID = "0b6c1b1e-0000-4000-8000-00000000000a";
+
+function pod(namespace: string, name: string, node: string, sa: string, ip: string, uid?: string): KubeJson {
+  return {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: { name, namespace, ...(uid === undefined ? {} : { uid }), labels: { app: name } },
+    spec: { nodeName: node, serviceAccountName: sa, containers: [{ name: "c", image: "i" }] },
+    status: { phase: "Running", podIP: ip },
+  };
+}
+
+/** A bound token as TokenReview reports it: the ztunnel pod on `node`. */
+function ztunnelToken(podName: string, uid: string) {
+  return {
+    username: "system:serviceaccount:istio-system:ztunnel",
+    audiences: ["istio-ca"],
+    extra: {
+      "authentication.kubernetes.io/pod-name": [podName],
+      "authentication.kubernetes.io/pod-uid": [uid],
+    },
+  };
+}
+
+async function until(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe("control plane replicas on kubernetes", { timeout: 60_000 }, () => {
+  let server: FakeApiServer;
+  const replicas: KubernetesControlPlane[] = [];
+
+  before(async () => {
+    server = await createFakeApiServer({
+      bookmarkIntervalMs: 200,
+      tokens: {
+        "zt-a": ztunnelToken("ztunnel-a", ZTUNNEL_A_UID),
+        // Bound to a ztunnel pod that has since been replaced by one of the same name (another uid).
+        "zt-a-old": ztunnelToken("ztunnel-a", "0b6c1b1e-0000-4000-8000-0000000000ff"),
+        "zt-wrong-audience": {
+          ...ztunnelToken("ztunnel-a", ZTUNNEL_A_UID),
+          audiences: ["https://kubernetes.default.svc"],
+        },
+        "sleep-token": { username: "system:serviceaccount:demo:sleep", audiences: ["istio-ca"] },
+      },
+    });
+    server.apply({
+      apiVersion: "v1",
+      kind: "Namespace",
+      metadata: { name: "demo", labels: { "istio.io/dataplane-mode": "ambient" } },
+    });
+    server.apply(pod("istio-system", "ztunnel-a", "node-a", "ztunnel", "127.10.1.1", ZTUNNEL_A_UID));
+    server.apply(pod("demo", "sleep-0", "node-a", "sleep", "127.10.1.2"));
+    server.apply(pod("demo", "echo-0", "node-b", "echo", "127.10.1.3"));
+    server.apply({
+      apiVersion: "gateway.networking.k8s.io/v1",
+      kind: "Gateway",
+      metadata: { name: "waypoint", namespace: "demo" },
+      spec: {
+        gatewayClassName: "istio-waypoint",
+        listeners: [{ name: "mesh", port: 15008, protocol: "HBONE" }],
+      },
+    });
+    server.apply({
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: { name: "waypoint", namespace: "demo" },
+      spec: { clusterIP: "127.10.1.50", ports: [{ name: "mesh", port: 15008 }] },
+    });
+    for (const name of ["replica-1", "replica-2"]) {
+      const kc = new KubeConfig();
+      kc.loadFromString(server.kubeconfig());
+      replicas.push(
+        await startKubernetesControlPlane({
+          kubeConfig: kc,
+          identity: name,
+          listen: "127.0.0.1:0",
+          xdsDebounceMs: 5,
+          statusIntervalMs: 100,
+          leaderElection: { leaseDurationSeconds: 1, renewDeadlineMs: 800, retryPeriodMs: 100 },
+        }),
+      );
+    }
+  });
+
+  after(async () => {
+    for (const r of replicas) await r.close();
+    await server.close();
+  });
+
+  async function requestSvid(
+    replica: KubernetesControlPlane,
+    token: string,
+    identity: string,
+  ): Promise<string[]> {
+    const { controlPlane } = replica;
+    const client = createCertificateServiceClient({
+      address: controlPlane.address,
+      ...controlPlaneChannel(controlPlane.rootCertPem),
+      token,
+    });
+    try {
+      const keys = await generateKeyPair();
+      const csr = await createCsr({ spiffeId: identity, privateKeyPem: keys.privateKeyPem });
+      return await client.createCertificate(csr, { impersonatedIdentity: identity });
+    } finally {
+      client.close();
+    }
+  }
+
+  it("shares one CA root, created once in istio-ca-secret", () => {
+    const [a, b] = replicas as [KubernetesControlPlane, KubernetesControlPlane];
+    assert.equal(a.controlPlane.rootCertPem, b.controlPlane.rootCertPem);
+    assert.equal(a.caSecret, "istio-ca-secret");
+    const secret = server.get("v1", "Secret", "istio-ca-secret", "istio-system");
+    assert.ok(secret);
+    const stored = Buffer.from(
+      (secret.data as Record<string, string>)["ca-cert.pem"] ?? "",
+      "base64",
+    ).toString("utf8");
+    assert.equal(stored.trim(), a.controlPlane.rootCertPem.trim());
+  });
+
+  it("issues a ztunnel-impersonated SVID for a pod on the ztunnel's node, checked by TokenReview, from either replica", async () => {
+    for (const replica of replicas) {
+      const chain = await requestSvid(replica, "zt-a", "spiffe://cluster.local/ns/demo/sa/sleep");
+      const bundle = TrustBundle.fromPem("cluster.local", replica.controlPlane.rootCertPem);
+      assert.equal(verifySvid(chain, bundle).toString(), "spiffe://cluster.local/ns/demo/sa/sleep");
+    }
+    const reviews = server.requests.filter((r) => r.path === "/apis/authentication.k8s.io/v1/tokenreviews");
+    assert.ok(reviews.length >= 2);
+  });
+
+  const refusals: [string, string, string][] = [
+    ["a pod on another node", "zt-a", "spiffe://cluster.local/ns/demo/sa/echo"],
+    [
+      "a token of a replaced ztunnel pod (uid differs)",
+      "zt-a-old",
+      "spiffe://cluster.local/ns/demo/sa/sleep",
+    ],
+    ["a token for another audience", "zt-wrong-audience", "spiffe://cluster.local/ns/demo/sa/sleep"],
+    ["an unknown token", "forged", "spiffe://cluster.local/ns/demo/sa/sleep"],
+    ["a workload acting for another", "sleep-token", "spiffe://cluster.local/ns/demo/sa/echo"],
+  ];
+  for (const [name, token, identity] of refusals) {
+    it(`refuses ${name}`, async () => {
+      await assert.rejects(
+        requestSvid(replicas[0] as KubernetesControlPlane, token, identity),
+        (err: unknown) => {
+          assert.ok(err instanceof SpiffeError, String(err));
+          assert.equal(err.code, "ERR_UNAUTHENTICATED");
+          return true;
+        },
+      );
+    });
+  }
+
+  it("serves xDS only to callers TokenReview accepts", async () => {
+    const replica = replicas[1] as KubernetesControlPlane;
+    const connect = (token: string) => {
+      const c = createXdsClient({
+        address: replica.controlPlane.address,
+        ...controlPlaneChannel(replica.controlPlane.rootCertPem),
+        node: { id: "ztunnel~127.10.1.1~ztunnel-a.istio-system~istio-system.svc.cluster.local" },
+        headers: { authorization: `Bearer ${token}` },
+        initialBackoffMs: 50,
+        maxBackoffMs: 200,
+      });
+      c.watch(TypeUrl.address);
+      return c;
+    };
+    const good = connect("zt-a");
+    try {
+      await good.ready();
+      assert.ok(
+        [...good.resources(TypeUrl.address).values()].some((r) =>
+          JSON.stringify(r.resource).includes("sleep-0"),
+        ),
+      );
+    } finally {
+      good.close();
+    }
+    const bad = connect("forged");
+    try {
+      const refused = await new Promise<XdsError | undefined>((resolve) => {
+        bad.onConnection((connected, error) => {
+          if (!connected && error !== undefined) resolve(error);
+        });
+      });
+      assert.ok(refused instanceof XdsError);
+      assert.match(refused.message, /authentication failed|UNAUTHENTICATED/i);
+    } finally {
+      bad.close();
+    }
+  });
+
+  it("elects one leader, which writes the waypoint Gateway's status address", async () => {
+    await until("one leader", () => replicas.filter((r) => r.isLeader()).length === 1);
+    await until("gateway status", () => {
+      const gw = server.get("gateway.networking.k8s.io/v1", "Gateway", "waypoint", "demo");
+      return (
+        JSON.stringify((gw?.status as { addresses?: unknown } | undefined)?.addresses) ===
+        JSON.stringify([{ type: "IPAddress", value: "127.10.1.50" }])
+      );
+    });
+    const patches = server.requests.filter((r) => r.method === "PATCH");
+    assert.equal(patches.length, 1, "written once, by the leader");
+    // Read back through the informers: every replica now serves the waypoint's address.
+    for (const r of replicas) {
+      await until("waypoint address served", () =>
+        r.controlPlane.config().issues.every((i) => !i.message.includes("waypoint has no IPv4")),
+      );
+    }
+  });
+
+  it("keeps serving on a replica that lost its lease", async () => {
+    const leader = replicas.find((r) => r.isLeader()) as KubernetesControlPlane;
+    const lease = server.get(
+      "coordination.k8s.io/v1",
+      "Lease",
+      "ambient-control-plane-leader",
+      "istio-system",
+    ) as KubeJson;
+    // Another holder takes the lease (as after a network partition of this replica).
+    const takeover = () =>
+      server.apply({
+        ...lease,
+        spec: {
+          ...(lease.spec as object),
+          holderIdentity: "intruder",
+          renewTime: new Date().toISOString(),
+          leaseDurationSeconds: 30,
+        },
+      });
+    takeover();
+    await until("stepped down", () => !leader.isLeader());
+    assert.ok(replicas.every((r) => !r.isLeader()));
+    const chain = await requestSvid(leader, "zt-a", "spiffe://cluster.local/ns/demo/sa/sleep");
+    assert.equal(
+      verifySvid(chain, TrustBundle.fromPem("cluster.local", leader.controlPlane.rootCertPem)).toString(),
+      "spiffe://cluster.local/ns/demo/sa/sleep",
+    );
+    // And it still follows the cluster.
+    server.apply(pod("demo", "late-0", "node-a", "sleep", "127.10.1.9"));
+    await until("new pod served", () =>
+      leader.controlPlane.config().workloads.some((w) => w.workload.name === "late-0"),
+    );
+  });
+});
