@@ -73,7 +73,7 @@ describe("live mesh page (chromium)", () => {
       // Root in a container has no user namespaces for chromium's sandbox.
       args: process.getuid?.() === 0 ? ["--no-sandbox"] : [],
     });
-    page = await browser.newPage({ viewport: { width: 1400, height: 800 } });
+    page = await browser.newPage({ viewport: { width: 1400, height: 620 } });
     page.on("console", (msg) => {
       if (msg.type() === "error") pageErrors.push(msg.text());
     });

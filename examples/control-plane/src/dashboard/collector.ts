@@ -208,6 +208,7 @@ export function createMeshCollector(
           previous: r.counters,
           current: counters,
           waypointWorkload: workload,
+          waypointIdentity: identity,
           waypointPolicies: r.view.policies,
         }),
       );

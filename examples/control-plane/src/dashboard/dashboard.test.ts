@@ -140,6 +140,7 @@ describe("waypoint request counters", () => {
     destination_service: "unknown",
     response_code: "403",
     response_flags: "RBAC",
+    connection_security_policy: "mutual_tls",
   };
   const ok = {
     ...denied,
@@ -176,6 +177,7 @@ describe("waypoint request counters", () => {
       previous: first,
       current: second,
       waypointPolicies: policies,
+      waypointIdentity: "spiffe://cluster.local/ns/demo/sa/waypoint",
     });
     assert.equal(events.length, 1);
     assert.deepEqual(events[0], {
@@ -183,7 +185,7 @@ describe("waypoint request counters", () => {
       reporter: "waypoint/demo/waypoint",
       layer: "L7",
       source: { identity: SLEEP_ID },
-      destination: { workload: "demo/waypoint-0" },
+      destination: { workload: "demo/waypoint-0", identity: "spiffe://cluster.local/ns/demo/sa/waypoint" },
       bytes: 0,
       count: 1,
       allowed: false,

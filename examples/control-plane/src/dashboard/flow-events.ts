@@ -157,6 +157,8 @@ export function flowsFromRequestCounters(options: {
   previous: ReadonlyMap<string, PromSample> | undefined;
   current: ReadonlyMap<string, PromSample>;
   waypointWorkload: string | undefined;
+  /** The waypoint's SPIFFE ID: the far end of the client's mutual TLS. */
+  waypointIdentity?: string | undefined;
   waypointPolicies: readonly string[];
 }): FlowEvent[] {
   if (options.previous === undefined) return [];
@@ -175,6 +177,9 @@ export function flowsFromRequestCounters(options: {
     if (srcId !== undefined) source.identity = srcId;
     const destination: FlowParty = {};
     if (options.waypointWorkload !== undefined) destination.workload = options.waypointWorkload;
+    if (options.waypointIdentity !== undefined && l.connection_security_policy === "mutual_tls") {
+      destination.identity = options.waypointIdentity;
+    }
     const event: FlowEvent = {
       at: options.at,
       reporter: options.reporter,

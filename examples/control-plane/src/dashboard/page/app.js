@@ -8,7 +8,7 @@ const BOX_WIDTH = 184;
 const BOX_HEIGHT = 38;
 const ROW_GAP = 14;
 // Room above the columns for edges that arc over a lane.
-const TOP = 64;
+const TOP = 100;
 
 let snapshot;
 let selected;
@@ -104,12 +104,12 @@ function edgePath(a, b, bend) {
   const dx = (x2 - x1) * 0.45;
   if (Math.abs(b.column - a.column) > 1) {
     // Over the lanes in between, not through their boxes.
-    const cy = Math.max(4, TOP - 40 - Math.abs(bend) - (Math.min(ay, by) - TOP) * 0.15);
+    const cy = Math.max(0, TOP - 80 + Math.abs(bend) - (Math.min(ay, by) - TOP) * 0.3);
     const peak = 0.25 * ((ay + by) / 2) + 0.75 * cy;
     return {
-      d: `M${x1},${ay} C${x1 + dx},${cy - 40} ${x2 - dx},${cy - 40} ${x2},${by}`,
+      d: `M${x1},${ay} C${x1 + dx},${cy} ${x2 - dx},${cy} ${x2},${by}`,
       mx: (x1 + x2) / 2,
-      my: peak + 4,
+      my: peak,
     };
   }
   const c1y = ay + bend;
