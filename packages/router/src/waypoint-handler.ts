@@ -271,6 +271,10 @@ function sleep(ms: number): Promise<void> {
  */
 export function createWaypointHandler(options: WaypointHandlerOptions): WaypointHandler {
   const logger = options.logger ?? noopLogger;
+  // pino and similar loggers say whether a level is on; the per-request debug line is only built then.
+  const levels = logger as { isLevelEnabled?: (level: string) => boolean };
+  const debugEnabled = (): boolean =>
+    logger !== noopLogger && (levels.isLevelEnabled === undefined || levels.isLevelEnabled("debug"));
   const metrics = new RequestMetrics(options.metrics ?? noopMetrics);
   // Without a metrics sink the 25 labels of every request are not worth building.
   const metricsEnabled = options.metrics !== undefined && options.metrics !== noopMetrics;
@@ -459,7 +463,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       metrics.record(labels(x), duration, reqBytes, x.responseBytes);
     }
     if (options.accessLog !== undefined) writeAccessLog(x, duration, options.accessLog);
-    if (logger === noopLogger) return;
+    if (!debugEnabled()) return;
     logger.debug(
       {
         route: x.backend?.name,
