@@ -2,7 +2,12 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { WorkloadStore } from "@ambient/example-ztunnel";
 import type { Service, Workload } from "@ambient/xds";
-import { resolveServiceBackend, serviceAtVip } from "./backends.js";
+import {
+  createBackendResolver,
+  resolveServiceBackend,
+  serviceAtVip,
+  VersionedWorkloadStore,
+} from "./backends.js";
 
 const ip = (text: string) => Uint8Array.from(text.split(".").map(Number));
 
@@ -47,8 +52,7 @@ function service(name: string, vip: string | undefined, appProtocol: string): Se
   } as unknown as Service;
 }
 
-function store(): WorkloadStore {
-  const s = new WorkloadStore();
+function store(s: WorkloadStore = new WorkloadStore()): WorkloadStore {
   const key = "demo/web.demo.svc.cluster.local";
   const v1 = "demo/web-v1.demo.svc.cluster.local";
   s.upsert(key, { service: service("web", "127.30.0.2", "HTTP11") } as never);
@@ -129,5 +133,42 @@ describe("serviceAtVip", () => {
     });
     assert.equal(serviceAtVip(s, "127.30.0.2", 81), undefined);
     assert.equal(serviceAtVip(s, "127.10.0.7", 8080), undefined);
+  });
+});
+
+describe("createBackendResolver", () => {
+  const web = { kind: "Service", group: "", name: "web", namespace: "demo", port: 80 };
+  const addresses = (endpoints: readonly { address: string }[] | undefined) =>
+    endpoints?.map((e) => e.address);
+
+  it("answers as resolveServiceBackend, once per store change, with frozen results", () => {
+    const s = new VersionedWorkloadStore();
+    store(s);
+    const resolve = createBackendResolver(s);
+    const first = resolve(web);
+    assert.deepEqual(first, resolveServiceBackend(s, web));
+    assert.equal(resolve(web), first, "the same answer until the store changes");
+    assert.ok(
+      Object.isFrozen(first) && first?.every((e) => Object.isFrozen(e) && Object.isFrozen(e.workload)),
+    );
+    assert.equal(resolve({ ...web, name: "nope" }), undefined);
+    assert.deepEqual(addresses(resolve({ ...web, name: "web-v1" })), ["127.10.0.7"]);
+
+    const before = s.generation;
+    const ports = {
+      ports: [{ servicePort: 80, targetPort: 8080 }],
+    } as unknown as Workload["services"][string];
+    s.upsert("d", {
+      workload: workload("web-d", "127.10.0.10", { "demo/web.demo.svc.cluster.local": ports }),
+    } as never);
+    assert.ok(s.generation > before);
+    assert.deepEqual(addresses(resolve(web)), ["127.10.0.7", "127.10.0.8", "127.10.0.10"]);
+    assert.equal(s.remove("a"), true);
+    assert.deepEqual(addresses(resolve(web)), ["127.10.0.8", "127.10.0.10"]);
+    const unchanged = s.generation;
+    assert.equal(s.remove("a"), false);
+    assert.equal(s.generation, unchanged, "removing nothing is no change");
+    s.remove("demo/web.demo.svc.cluster.local");
+    assert.equal(resolve(web), undefined, "a removed Service is unknown at once");
   });
 });

@@ -1,6 +1,6 @@
-import { identityOf, ipFromBytes, type WorkloadStore } from "@ambient/example-ztunnel";
+import { identityOf, ipFromBytes, WorkloadStore } from "@ambient/example-ztunnel";
 import type { Endpoint } from "@ambient/router";
-import type { Workload } from "@ambient/xds";
+import type { Workload, WorkloadAddress } from "@ambient/xds";
 
 /** A backend reference as the router hands it over. */
 export interface BackendRef {
@@ -73,5 +73,59 @@ function workloadInfo(w: Workload): NonNullable<Endpoint["workload"]> {
     canonicalService: w.canonicalName,
     canonicalRevision: w.canonicalRevision,
     cluster: w.clusterId,
+  };
+}
+
+/** A {@link WorkloadStore} that counts its changes, so answers derived from it can be kept until the next. */
+export class VersionedWorkloadStore extends WorkloadStore {
+  #generation = 0;
+
+  /** Goes up with every change to the workloads or services. */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  override upsert(name: string, address: WorkloadAddress): void {
+    super.upsert(name, address);
+    this.#generation++;
+  }
+
+  override remove(name: string): boolean {
+    const removed = super.remove(name);
+    if (removed) this.#generation++;
+    return removed;
+  }
+}
+
+/**
+ * {@link resolveServiceBackend} for the router's `resolveBackend`, run once per backendRef and store
+ * generation instead of once per request: the router asks on every request, and the answer (a sort of
+ * every workload, a new endpoint object each) only changes when xDS changes the store. The arrays and
+ * endpoints it returns are frozen, since every request shares them.
+ */
+export function createBackendResolver(
+  store: VersionedWorkloadStore,
+  clusterDomain = "cluster.local",
+): (ref: BackendRef) => readonly Endpoint[] | undefined {
+  let generation = -1;
+  const cache = new Map<string, readonly Endpoint[] | undefined>();
+  return (ref) => {
+    if (store.generation !== generation) {
+      cache.clear();
+      generation = store.generation;
+    }
+    const key = `${ref.kind}/${ref.group}/${ref.namespace}/${ref.name}/${ref.port ?? ""}`;
+    if (cache.has(key)) return cache.get(key);
+    const endpoints = resolveServiceBackend(store, ref, clusterDomain);
+    const frozen =
+      endpoints === undefined
+        ? undefined
+        : Object.freeze(
+            endpoints.map((e) =>
+              Object.freeze(e.workload === undefined ? e : { ...e, workload: Object.freeze(e.workload) }),
+            ),
+          );
+    cache.set(key, frozen);
+    return frozen;
   };
 }

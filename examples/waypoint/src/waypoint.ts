@@ -1,12 +1,5 @@
 import { isIP } from "node:net";
-import {
-  controlPlaneChannel,
-  deniedBy,
-  identityOf,
-  type Logger,
-  noopLogger,
-  WorkloadStore,
-} from "@ambient/example-ztunnel";
+import { controlPlaneChannel, deniedBy, identityOf, type Logger, noopLogger } from "@ambient/example-ztunnel";
 import {
   createHboneClient,
   createHboneServer,
@@ -22,7 +15,7 @@ import { createCertificateServiceClient, SecretManager } from "@ambient/spiffe/c
 import { createPromClientSink } from "@ambient/telemetry";
 import { createXdsClient } from "@ambient/xds";
 import * as prom from "prom-client";
-import { resolveServiceBackend } from "./backends.js";
+import { createBackendResolver, resolveServiceBackend, VersionedWorkloadStore } from "./backends.js";
 import { WaypointError } from "./errors.js";
 import {
   DEFAULT_OPERATOR_PORTS,
@@ -147,7 +140,7 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
       `adminIp ${JSON.stringify(adminIp)} is not loopback`,
     );
   }
-  const store = new WorkloadStore();
+  const store = new VersionedWorkloadStore();
   const requestAuthentications = new RequestAuthenticationStore(gateway);
   const pathNormalization = options.pathNormalization ?? "BASE";
   // The router normalizes each path once and hands policy that result: both must use the same mode.
@@ -196,7 +189,7 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   const handler: WaypointHandler = createWaypointHandler({
     routes: [],
     connect,
-    resolveBackend: (ref) => resolveServiceBackend(store, ref),
+    resolveBackend: createBackendResolver(store),
     policy: {
       evaluate: (request) => {
         const decision = policy.evaluate(request);
