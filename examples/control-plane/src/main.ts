@@ -18,6 +18,15 @@ options:
                         repeat it or separate names with commas (default none)
   --pod-cidr CIDR       IPv4 range pod IPs must be in; repeat it or separate ranges with commas
                         (default ${DEFAULT_POD_CIDRS.join(",")}); pods outside are reported, not served
+  --xds-debounce-ms MS  delay that coalesces changes into one push (default 100; istiod
+                        PILOT_DEBOUNCE_AFTER). A change reaches clients after it plus the translation
+  --kubernetes          read a cluster instead of --mesh-dir: informers, TokenReview, the CA from the
+                        istio-system Secret cacerts or istio-ca-secret, a Lease leader (see
+                        deploy/kubernetes/README.md); --state-dir is not used
+  --kubeconfig PATH     with --kubernetes: the kubeconfig (default: $KUBECONFIG, ~/.kube/config, or
+                        the in-cluster service account)
+  --pod-name NAME       with --kubernetes: this replica's name in the Lease (default: $POD_NAME, else
+                        the host name)
   --log-level LEVEL     pino level: fatal, error, warn, info, debug, trace (default info)
   -h, --help            print this help and exit`;
 
@@ -34,6 +43,10 @@ function parseCommandLine(args: string[]) {
       plaintext: { type: "string" },
       "pod-cidr": { type: "string", multiple: true },
       "serving-host": { type: "string", multiple: true },
+      "xds-debounce-ms": { type: "string" },
+      kubernetes: { type: "boolean", default: false },
+      kubeconfig: { type: "string" },
+      "pod-name": { type: "string" },
       "log-level": { type: "string", default: "info" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -63,6 +76,16 @@ async function main(): Promise<void> {
     ?.flatMap((list) => list.split(","))
     .map((h) => h.trim())
     .filter((h) => h !== "");
+  const debounce = values["xds-debounce-ms"];
+  const xdsDebounceMs = debounce === undefined ? undefined : Number(debounce);
+  if (xdsDebounceMs !== undefined && (!Number.isInteger(xdsDebounceMs) || xdsDebounceMs < 0)) {
+    console.error(`control-plane: --xds-debounce-ms must be a non-negative integer\n\n${usage}`);
+    process.exit(2);
+  }
+  if (values.kubernetes) {
+    await mainKubernetes(values, { podCidrs, servingHosts, xdsDebounceMs });
+    return;
+  }
   // Loaded after the arguments are read, so --help and a bad flag answer without loading the servers.
   const [{ createPromClientSink }, { pino }, prom, { startControlPlane }] = await Promise.all([
     import("@ambient/telemetry"),
@@ -81,6 +104,7 @@ async function main(): Promise<void> {
     ...(values.plaintext === undefined ? {} : { plaintextListen: values.plaintext }),
     ...(podCidrs === undefined ? {} : { podCidrs }),
     ...(servingHosts === undefined ? {} : { servingHosts }),
+    ...(xdsDebounceMs === undefined ? {} : { xdsDebounceMs }),
     logger,
     metrics: createPromClientSink(prom, registry),
     metricsText: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
@@ -95,6 +119,66 @@ async function main(): Promise<void> {
     stopping = true;
     logger.info({ signal }, "shutting down");
     cp.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ err }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGTERM", () => stop("SIGTERM"));
+}
+
+/** `--kubernetes`: one replica against the cluster of the kubeconfig or the in-cluster account. */
+async function mainKubernetes(
+  values: ReturnType<typeof parseCommandLine>,
+  parsed: {
+    podCidrs: string[] | undefined;
+    servingHosts: string[] | undefined;
+    xdsDebounceMs: number | undefined;
+  },
+): Promise<void> {
+  const [
+    { hostname },
+    { createPromClientSink },
+    { pino },
+    prom,
+    { KubeConfig },
+    { startKubernetesControlPlane },
+  ] = await Promise.all([
+    import("node:os"),
+    import("@ambient/telemetry"),
+    import("pino"),
+    import("prom-client"),
+    import("@kubernetes/client-node"),
+    import("./sources/kubernetes-control-plane.js"),
+  ]);
+  const logger = pino({ name: "control-plane", level: values["log-level"] });
+  const registry = new prom.Registry();
+  prom.collectDefaultMetrics({ register: registry });
+  const kubeConfig = new KubeConfig();
+  if (values.kubeconfig !== undefined) kubeConfig.loadFromFile(resolve(values.kubeconfig));
+  else kubeConfig.loadFromDefault();
+  const replica = await startKubernetesControlPlane({
+    kubeConfig,
+    identity: values["pod-name"] ?? process.env.POD_NAME ?? hostname(),
+    listen: values.listen,
+    admin: values.admin,
+    ...(values.plaintext === undefined ? {} : { plaintextListen: values.plaintext }),
+    ...(parsed.podCidrs === undefined ? {} : { podCidrs: parsed.podCidrs }),
+    ...(parsed.servingHosts === undefined ? {} : { servingHosts: parsed.servingHosts }),
+    ...(parsed.xdsDebounceMs === undefined ? {} : { xdsDebounceMs: parsed.xdsDebounceMs }),
+    logger,
+    metrics: createPromClientSink(prom, registry),
+    metricsText: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
+  });
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, "shutting down");
+    replica.close().then(
       () => process.exit(0),
       (err: unknown) => {
         logger.error({ err }, "shutdown failed");

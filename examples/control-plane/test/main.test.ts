@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -96,3 +96,71 @@ it("refuses an unknown flag and a bad pod range with a message", { timeout: 60_0
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /pod CIDR "127\.10\.0\.1\/16" has host bits set/);
 });
+
+it(
+  "--kubernetes reads the cluster of --kubeconfig and exits cleanly on SIGTERM",
+  { timeout: 60_000 },
+  async () => {
+    const { createFakeApiServer } = await import("./fake-apiserver/fake-apiserver.js");
+    const server = await createFakeApiServer({ crds: [] });
+    const dir = await mkdtemp(join(tmpdir(), "control-plane-kube-cli-"));
+    server.apply({
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: "p", namespace: "default" },
+      spec: { nodeName: "n1", serviceAccountName: "a" },
+      status: { podIP: "127.10.0.7" },
+    });
+    const kubeconfig = join(dir, "kubeconfig");
+    await writeFile(kubeconfig, server.kubeconfig());
+    const child = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        MAIN,
+        "--kubernetes",
+        "--kubeconfig",
+        kubeconfig,
+        "--pod-name",
+        "cli-replica",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--xds-debounce-ms",
+        "10",
+      ],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
+    const exited = new Promise<number | null>((resolveExit) => child.on("exit", (code) => resolveExit(code)));
+    try {
+      const admin = await new Promise<string>((resolveLine, reject) => {
+        const lines = createInterface({ input: child.stdout });
+        lines.on("line", (line) => {
+          const entry = JSON.parse(line) as { msg?: string; admin?: string; source?: string };
+          if (entry.msg === "control plane listening" && entry.admin) {
+            assert.equal(entry.source, `kubernetes ${server.url}`);
+            resolveLine(entry.admin);
+          }
+        });
+        child.once("exit", (code) => reject(new Error(`control plane exited early with ${code}`)));
+      });
+      const config = (await (await fetch(`http://${admin}/debug/config`)).json()) as {
+        workloads: { name: string }[];
+      };
+      assert.deepEqual(
+        config.workloads.map((w) => w.name),
+        ["p"],
+      );
+      // The CA Secret it created for the replicas to share.
+      assert.ok(server.get("v1", "Secret", "istio-ca-secret", "istio-system"));
+      child.kill("SIGTERM");
+      assert.equal(await exited, 0);
+    } finally {
+      if (child.exitCode === null) child.kill("SIGKILL");
+      await server.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+);

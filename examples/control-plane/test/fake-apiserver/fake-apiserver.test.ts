@@ -146,8 +146,10 @@ describe("fake apiserver with @kubernetes/client-node", () => {
     assert.equal(lists(server).length, 2);
     assert.ok(events.includes("delete b") && events.includes("add d"));
     // The resume that got 410 named the old resourceVersion; the one after the relist the new one.
-    const resumed = watches(server).map((r) => r.query.resourceVersion);
-    assert.ok(resumed.length >= 3, `watches: ${resumed.join()}`);
+    await until("the watch after the relist", () => watches(server).length >= 3);
+    const [first, resumed, afterRelist] = watches(server).map((r) => Number(r.query.resourceVersion));
+    assert.equal(resumed, first);
+    assert.equal(afterRelist, server.resourceVersion());
   });
 
   it("resumes from its resourceVersion after a restart that keeps the history: no relist, nothing lost", async () => {
