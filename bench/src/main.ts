@@ -8,11 +8,14 @@
  *   --pairs=a,b          haproxy, node-tls, ztunnel (default all)
  *   --cpu-prof           write V8 CPU profiles of the Node proxies (ztunnels, TLS relays) to bench/profiles/;
  *                      summarize them with `node --import tsx src/profile-summary.ts profiles/*.cpuprofile`
+ *   --base-tree=DIR      also run the ztunnel pair of another built checkout (e.g. a `git worktree` of an
+ *                      older commit) as `ztunnel-base`, with its own pods, in the same run: before/after
  *   --no-pin             do not pin the proxies to CPUs
  *   --netns              the namespace mesh instead of loopback (root): pods are network namespaces,
  *                      the ztunnels capture in-pod, phases bulk, ping, connect (src/netns-bench.ts)
  *   --waypoint           the waypoint against haproxy in HTTP mode with h2load (src/waypoint-bench.ts);
- *                      --waypoint-slices=N (default 6) slices of --waypoint-seconds=N (default 3)
+ *                      --waypoint-slices=N (default 6) slices of --waypoint-seconds=N (default 3);
+ *                      --waypoint-baseline=DIR runs a second waypoint from a snapshot of earlier code
  */
 import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -27,7 +30,8 @@ import { formatWaypointReport, runWaypointBench } from "./waypoint-bench.js";
 
 const usage = `usage: pnpm bench [-- --quick] [--bulk-seconds=N] [--latency-seconds=N] [--tunnels=N]
        [--phases=bulk,ping,connect,tunnels] [--pairs=haproxy,node-tls,ztunnel] [--cpu-prof] [--no-pin] [--netns]
-       [--waypoint [--waypoint-slices=N] [--waypoint-seconds=N]]`;
+       [--base-tree=DIR]
+       [--waypoint [--waypoint-slices=N] [--waypoint-seconds=N] [--waypoint-baseline=DIR]]`;
 
 const argv = process.argv.slice(2);
 if (argv[0] === "--") argv.shift();
@@ -40,11 +44,13 @@ const options = {
   phases: { type: "string" },
   pairs: { type: "string" },
   "cpu-prof": { type: "boolean", default: false },
+  "base-tree": { type: "string" },
   "no-pin": { type: "boolean", default: false },
   netns: { type: "boolean", default: false },
   waypoint: { type: "boolean", default: false },
   "waypoint-slices": { type: "string" },
   "waypoint-seconds": { type: "string" },
+  "waypoint-baseline": { type: "string" },
 } as const;
 let values: ReturnType<typeof parseArgs<{ args: string[]; options: typeof options }>>["values"];
 try {
@@ -107,6 +113,7 @@ if (values.waypoint) {
       slices: positive("waypoint-slices", values["waypoint-slices"], quick ? 2 : 6),
       sliceSeconds: positive("waypoint-seconds", values["waypoint-seconds"], quick ? 1 : 3),
       pin: !values["no-pin"],
+      ...(values["waypoint-baseline"] === undefined ? {} : { baseline: values["waypoint-baseline"] }),
       ...(values["cpu-prof"] ? { waypointNodeFlags: ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] } : {}),
       log: (line) => console.error(`bench: ${line}`),
     });
@@ -144,6 +151,7 @@ try {
       ...(pairs === undefined ? {} : { pairs }),
       pin: !values["no-pin"],
       ...(values["cpu-prof"] ? { proxyNodeFlags: ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] } : {}),
+      ...(values["base-tree"] === undefined ? {} : { baseTree: values["base-tree"] }),
       log: (line) => console.error(`bench: ${line}`),
     });
   const { result, preamble } = await run();

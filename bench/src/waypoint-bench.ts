@@ -27,6 +27,8 @@ export interface WaypointBenchOptions {
   proxies?: readonly WaypointProxyName[];
   subnet?: number;
   waypointNodeFlags?: readonly string[];
+  /** A snapshot of earlier waypoint code to run beside the current one (see WaypointTopologyOptions). */
+  baseline?: string;
   accessLog?: boolean;
   log?: (line: string) => void;
 }
@@ -54,6 +56,8 @@ export interface WaypointBenchResult {
   sliceSeconds: number;
   pinned: boolean;
   accessLog: boolean;
+  /** The snapshot "waypoint-before" ran from, if any. */
+  baseline?: string;
   proxies: WaypointProxyResult[];
 }
 
@@ -121,6 +125,7 @@ export async function runWaypointBench(options: WaypointBenchOptions = {}): Prom
     ...(options.proxies === undefined ? {} : { proxies: options.proxies }),
     ...(options.subnet === undefined ? {} : { subnet: options.subnet }),
     ...(options.waypointNodeFlags === undefined ? {} : { waypointNodeFlags: options.waypointNodeFlags }),
+    ...(options.baseline === undefined ? {} : { baseline: options.baseline }),
   });
   const bodyFile = join(tmpdir(), `waypoint-bench-body-${process.pid}`);
   writeFileSync(bodyFile, Buffer.alloc(1024, 0x62));
@@ -136,8 +141,11 @@ export async function runWaypointBench(options: WaypointBenchOptions = {}): Prom
       await h2load(path.entry, topology, bodyFile, 3, connections, pin);
     }
     for (let slice = 0; slice < slices; slice++) {
-      // Swap which proxy goes first, so neither always follows the other.
-      const order = slice % 2 === 0 ? topology.paths : [...topology.paths].reverse();
+      // Rotate which proxy goes first, so none always follows the same one.
+      const n = topology.paths.length;
+      const order = topology.paths.map(
+        (_, i) => topology.paths[(i + slice) % n] as (typeof topology.paths)[number],
+      );
       for (const path of order) {
         const endPids = path.ends.map((e) => e.pid);
         const before = {
@@ -172,6 +180,7 @@ export async function runWaypointBench(options: WaypointBenchOptions = {}): Prom
       sliceSeconds,
       pinned: pin,
       accessLog: options.accessLog ?? false,
+      ...(options.baseline === undefined ? {} : { baseline: options.baseline }),
       proxies: [...totals].map(([name, t]) => ({
         name,
         requests: t.requests,
@@ -201,18 +210,27 @@ export function formatWaypointReport(result: WaypointBenchResult): string {
   const ratio = (value: number, base: number | undefined) =>
     base === undefined || base === 0 ? "" : ` (${fmt(value / base, 2)}x)`;
   const lines = [
-    `waypoint vs haproxy (HTTP mode), h2load --h1 -c ${result.connections}, 1 KiB bodies, ${result.proxies[0]?.sliceRequestsPerSecond.length ?? 0} slices of ${result.sliceSeconds} s per proxy${result.pinned ? ", proxies on CPU 1, h2load, ends and backend on CPU 0" : ", not pinned"}; access log ${result.accessLog ? "on" : "off"}; load ${result.loadAverage}; ${result.startedAt}`,
+    `waypoint vs haproxy (HTTP mode)${result.baseline === undefined ? "" : ` and the waypoint before (${result.baseline})`}, h2load --h1 -c ${result.connections}, 1 KiB bodies, ${result.proxies[0]?.sliceRequestsPerSecond.length ?? 0} slices of ${result.sliceSeconds} s per proxy${result.pinned ? ", proxies on CPU 1, h2load, ends and backend on CPU 0" : ", not pinned"}; access log ${result.accessLog ? "on" : "off"}; load ${result.loadAverage}; ${result.startedAt}`,
     "",
-    "| measurement | haproxy | waypoint | goal |",
-    "| --- | --- | --- | --- |",
   ];
+  const names = (["haproxy", "waypoint-before", "waypoint"] as const).filter((n) =>
+    result.proxies.some((p) => p.name === n),
+  );
+  const before = result.proxies.find((p) => p.name === "waypoint-before");
+  lines.push(
+    `| measurement | ${names.join(" | ")} |${before === undefined ? "" : " waypoint / waypoint-before |"} goal |`,
+    `| --- | ${names.map(() => "---").join(" | ")} |${before === undefined ? "" : " --- |"} --- |`,
+  );
   const row = (label: string, pick: (p: WaypointProxyResult) => number, digits: number, goal: string) => {
     const cell = (name: WaypointProxyName) => {
       const p = result.proxies.find((x) => x.name === name);
       if (p === undefined) return "-";
       return `${fmt(pick(p), digits)}${name === "haproxy" ? "" : ratio(pick(p), haproxy === undefined ? undefined : pick(haproxy))}`;
     };
-    lines.push(`| ${label} | ${cell("haproxy")} | ${cell("waypoint")} | ${goal} |`);
+    const now = result.proxies.find((p) => p.name === "waypoint");
+    const vsBefore =
+      before === undefined ? "" : ` ${now === undefined ? "-" : fmt(pick(now) / pick(before), 2)} |`;
+    lines.push(`| ${label} | ${names.map(cell).join(" | ")} |${vsBefore} ${goal} |`);
   };
   row("requests per second", (p) => p.requestsPerSecond, 0, ">= 0.5x");
   row(

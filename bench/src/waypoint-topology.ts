@@ -29,7 +29,7 @@ import type { RelayConfig } from "./tls-relay.js";
 import type { HboneShimConfig } from "./waypoint-hbone-shim.js";
 
 /** The proxies the waypoint bench compares. */
-export type WaypointProxyName = "waypoint" | "haproxy";
+export type WaypointProxyName = "waypoint" | "haproxy" | "waypoint-before";
 
 /** One proxy with the two ends that carry h2load's traffic to it and from it to the backend. */
 export interface WaypointPath {
@@ -61,6 +61,11 @@ export interface WaypointTopologyOptions {
   pin?: boolean;
   /** Proxies to start. Default both. */
   proxies?: readonly WaypointProxyName[];
+  /**
+   * A snapshot folder with earlier copies of the waypoint's code at their repository paths (see
+   * `waypoint-baseline-hook.ts`): a second waypoint, "waypoint-before", runs from it in the same run.
+   */
+  baseline?: string;
   /** Extra node flags for the waypoint (e.g. `--cpu-prof`). */
   waypointNodeFlags?: readonly string[];
   /** Write the waypoint's access log (one line per request; Istio's default is off). Default false. */
@@ -106,29 +111,64 @@ async function until<T>(what: string, child: BenchChild, probe: () => Promise<T 
 const printedReady = (child: BenchChild) =>
   until("not ready", child, async () => (/^ready$/m.test(child.output()) ? true : undefined));
 
+/** One waypoint of the mesh: its Gateway (and service account) name, pod IP and Service VIP. */
+interface WaypointSpec {
+  gateway: string;
+  ip: string;
+  service: string;
+  vip: string;
+}
+
 /**
- * The mesh: a client pod and the waypoint pod on node-a, the server pod on node-b, Service `api`
- * bound to the waypoint, and an HTTPRoute whose rules haproxyConfig() mirrors.
+ * The mesh: a client pod and the waypoint pods on node-a, the server pod on node-b, per waypoint one
+ * Service bound to it (all select the server pod) with an HTTPRoute whose rules haproxyConfig()
+ * mirrors.
  */
-function meshManifests(ip: (c: number, d: number) => string): string {
-  return `apiVersion: v1
-kind: Namespace
-metadata: { name: bench, labels: { istio.io/dataplane-mode: ambient } }
----
-apiVersion: gateway.networking.k8s.io/v1
+function meshManifests(ip: (c: number, d: number) => string, waypoints: readonly WaypointSpec[]): string {
+  const perWaypoint = waypoints.map(
+    (w) => `apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
-metadata: { name: waypoint, namespace: bench }
+metadata: { name: ${w.gateway}, namespace: bench }
 spec: { gatewayClassName: istio-waypoint }
-status: { addresses: [{ type: IPAddress, value: ${ip(0, 6)} }] }
+status: { addresses: [{ type: IPAddress, value: ${w.ip} }] }
 ---
 apiVersion: v1
 kind: Pod
 metadata:
-  name: waypoint-0
+  name: ${w.gateway}-0
   namespace: bench
-  labels: { gateway.networking.k8s.io/gateway-name: waypoint, istio.io/dataplane-mode: none }
-spec: { nodeName: node-a, serviceAccountName: waypoint }
-status: { podIP: ${ip(0, 6)} }
+  labels: { gateway.networking.k8s.io/gateway-name: ${w.gateway}, istio.io/dataplane-mode: none }
+spec: { nodeName: node-a, serviceAccountName: ${w.gateway} }
+status: { podIP: ${w.ip} }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: ${w.service}, namespace: bench, labels: { istio.io/use-waypoint: ${w.gateway} } }
+spec:
+  clusterIP: ${w.vip}
+  selector: { app: server }
+  ports: [{ name: http, port: ${SERVICE_PORT}, targetPort: ${BACKEND_PORT}, appProtocol: http }]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: ${w.service}, namespace: bench }
+spec:
+  parentRefs: [{ group: "", kind: Service, name: ${w.service}, port: ${SERVICE_PORT} }]
+  rules:
+    - matches: [{ path: { type: Exact, value: /healthz } }]
+      backendRefs: [{ name: ${w.service}, port: ${SERVICE_PORT} }]
+    - matches: [{ path: { type: PathPrefix, value: /static }, method: GET }]
+      backendRefs: [{ name: ${w.service}, port: ${SERVICE_PORT} }]
+    - matches: [{ path: { type: PathPrefix, value: /admin }, headers: [{ name: x-admin, value: "yes" }] }]
+      backendRefs: [{ name: ${w.service}, port: ${SERVICE_PORT} }]
+    - matches: [{ path: { type: PathPrefix, value: /api } }]
+      backendRefs: [{ name: ${w.service}, port: ${SERVICE_PORT} }]
+`,
+  );
+  return [
+    `apiVersion: v1
+kind: Namespace
+metadata: { name: bench, labels: { istio.io/dataplane-mode: ambient } }
 ---
 apiVersion: v1
 kind: Pod
@@ -141,30 +181,9 @@ kind: Pod
 metadata: { name: server-0, namespace: bench, labels: { app: server } }
 spec: { nodeName: node-b, serviceAccountName: server }
 status: { podIP: ${ip(0, 2)} }
----
-apiVersion: v1
-kind: Service
-metadata: { name: api, namespace: bench, labels: { istio.io/use-waypoint: waypoint } }
-spec:
-  clusterIP: ${ip(0, 100)}
-  selector: { app: server }
-  ports: [{ name: http, port: ${SERVICE_PORT}, targetPort: ${BACKEND_PORT}, appProtocol: http }]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: { name: api, namespace: bench }
-spec:
-  parentRefs: [{ group: "", kind: Service, name: api, port: ${SERVICE_PORT} }]
-  rules:
-    - matches: [{ path: { type: Exact, value: /healthz } }]
-      backendRefs: [{ name: api, port: ${SERVICE_PORT} }]
-    - matches: [{ path: { type: PathPrefix, value: /static }, method: GET }]
-      backendRefs: [{ name: api, port: ${SERVICE_PORT} }]
-    - matches: [{ path: { type: PathPrefix, value: /admin }, headers: [{ name: x-admin, value: "yes" }] }]
-      backendRefs: [{ name: api, port: ${SERVICE_PORT} }]
-    - matches: [{ path: { type: PathPrefix, value: /api } }]
-      backendRefs: [{ name: api, port: ${SERVICE_PORT} }]
-`;
+`,
+    ...perWaypoint,
+  ].join("---\n");
 }
 
 /**
@@ -207,12 +226,11 @@ function haproxyConfig(listen: string, serverEnd: string, dir: string): string {
 }
 
 /** The waypoint CLI reads its routes from the manifests folder when it still takes `--mesh-dir`. */
-function waypointTakesMeshDir(): boolean {
-  const help = spawnSync(
-    process.execPath,
-    ["--import", "tsx", join(repoRoot, "examples/waypoint/src/main.ts"), "--help"],
-    { encoding: "utf8", timeout: 30_000 },
-  );
+function waypointTakesMeshDir(main: string): boolean {
+  const help = spawnSync(process.execPath, ["--import", "tsx", main, "--help"], {
+    encoding: "utf8",
+    timeout: 30_000,
+  });
   return `${help.stdout}`.includes("--mesh-dir");
 }
 
@@ -261,12 +279,25 @@ export async function startWaypointTopology(
     await printedReady(backend);
     const paths: WaypointPath[] = [];
 
+    const specs: (WaypointSpec & { name: WaypointProxyName; snapshot?: string })[] = [];
     if (want.has("waypoint")) {
+      specs.push({ name: "waypoint", gateway: "waypoint", ip: ip(0, 6), service: "api", vip: ip(0, 100) });
+    }
+    if (options.baseline !== undefined) {
+      specs.push({
+        name: "waypoint-before",
+        gateway: "waypoint-before",
+        ip: ip(0, 7),
+        service: "api-before",
+        vip: ip(0, 101),
+        snapshot: options.baseline,
+      });
+    }
+    if (specs.length > 0) {
       const cpIp = ip(1, 10);
-      const waypointIp = ip(0, 6);
       const meshDir = join(dir, "mesh");
       await mkdir(meshDir);
-      await writeFile(join(meshDir, "bench.yaml"), meshManifests(ip));
+      await writeFile(join(meshDir, "bench.yaml"), meshManifests(ip, specs));
       const cp = nodeScript("control plane", join(repoRoot, "examples/control-plane/src/main.ts"), [
         "--mesh-dir",
         meshDir,
@@ -283,36 +314,6 @@ export async function startWaypointTopology(
       ]);
       await waitForPort(cpIp, 15012, START_TIMEOUT_MS, cp);
       await until("no node token", cp, () => readFile(join(stateDir, "tokens", "node-a.jwt"), "utf8"));
-      const waypoint = nodeScript(
-        "waypoint",
-        join(repoRoot, "examples/waypoint/src/main.ts"),
-        [
-          "--name",
-          "waypoint",
-          "--namespace",
-          "bench",
-          "--ip",
-          waypointIp,
-          "--node",
-          "node-a",
-          "--control-plane",
-          `${cpIp}:15012`,
-          "--state-dir",
-          stateDir,
-          ...(waypointTakesMeshDir() ? ["--mesh-dir", meshDir] : []),
-          ...(options.accessLog ? [] : ["--no-access-log"]),
-          "--log-level",
-          options.accessLog ? "info" : "warn",
-        ],
-        proxyCpu,
-        options.waypointNodeFlags ?? [],
-      );
-      await until("not ready", waypoint, async () => {
-        const res = await fetch(`http://${waypointIp}:15021/healthz/ready`, {
-          signal: AbortSignal.timeout(1000),
-        });
-        return res.status === 200 ? true : undefined;
-      });
       const shim = async (name: string, config: HboneShimConfig) => {
         await writeFile(join(dir, `${name}.json`), JSON.stringify(config));
         const child = nodeScript(
@@ -324,6 +325,7 @@ export async function startWaypointTopology(
         await printedReady(child);
         return child;
       };
+      // One server end for every waypoint: the slices take turns, so its CPU per slice is one path's.
       const serverEnd = await shim("hbone-in", {
         mode: "in",
         listenHost: serverPodIp,
@@ -332,25 +334,72 @@ export async function startWaypointTopology(
         keyFile: join(dir, "server-key.pem"),
         caFile: join(dir, "root.pem"),
       });
-      const entry = { host: ip(5, 1), port: ENTRY_PORT };
-      const clientEnd = await shim("hbone-out", {
-        mode: "out",
-        listenHost: entry.host,
-        listenPort: entry.port,
-        waypoint: {
-          address: `${waypointIp}:${HBONE_PORT}`,
-          authority: `${ip(0, 100)}:${SERVICE_PORT}`,
-          identity: "spiffe://cluster.local/ns/bench/sa/waypoint",
-        },
-        sourceAddress: clientPodIp,
-        certFile: join(dir, "client-cert.pem"),
-        keyFile: join(dir, "client-key.pem"),
-        caFile: join(dir, "root.pem"),
-      });
-      paths.push({ name: "waypoint", proxy: waypoint, ends: [clientEnd, serverEnd], entry });
-      log(
-        `waypoint ${waypointIp}: ${entry.host}:${entry.port} -> HBONE -> waypoint -> HBONE -> ${serverPodIp}`,
-      );
+      for (const [index, spec] of specs.entries()) {
+        const main =
+          spec.snapshot === undefined
+            ? join(repoRoot, "examples/waypoint/src/main.ts")
+            : join(spec.snapshot, "examples/waypoint/src/main.ts");
+        // The hook goes after tsx, so that it resolves first: the snapshot's copies win.
+        const flags = [
+          ...(options.waypointNodeFlags ?? []),
+          "--import",
+          "tsx",
+          ...(spec.snapshot === undefined ? [] : ["--import", here("./waypoint-baseline-hook.ts")]),
+        ];
+        const waypoint = startChild(
+          spec.name,
+          process.execPath,
+          [
+            ...flags,
+            main,
+            "--name",
+            spec.gateway,
+            "--namespace",
+            "bench",
+            "--ip",
+            spec.ip,
+            "--node",
+            "node-a",
+            "--control-plane",
+            `${cpIp}:15012`,
+            "--state-dir",
+            stateDir,
+            ...(waypointTakesMeshDir(main) ? ["--mesh-dir", meshDir] : []),
+            ...(options.accessLog ? [] : ["--no-access-log"]),
+            "--log-level",
+            options.accessLog ? "info" : "warn",
+          ],
+          {
+            ...(proxyCpu === undefined ? {} : { cpu: proxyCpu }),
+            env: { ...process.env, AMBIENT_BENCH_BASELINE: spec.snapshot ?? "" },
+          },
+        );
+        await until("not ready", waypoint, async () => {
+          const res = await fetch(`http://${spec.ip}:15021/healthz/ready`, {
+            signal: AbortSignal.timeout(1000),
+          });
+          return res.status === 200 ? true : undefined;
+        });
+        const entry = { host: ip(5, 1 + index), port: ENTRY_PORT };
+        const clientEnd = await shim(`hbone-out-${spec.gateway}`, {
+          mode: "out",
+          listenHost: entry.host,
+          listenPort: entry.port,
+          waypoint: {
+            address: `${spec.ip}:${HBONE_PORT}`,
+            authority: `${spec.vip}:${SERVICE_PORT}`,
+            identity: `spiffe://cluster.local/ns/bench/sa/${spec.gateway}`,
+          },
+          sourceAddress: clientPodIp,
+          certFile: join(dir, "client-cert.pem"),
+          keyFile: join(dir, "client-key.pem"),
+          caFile: join(dir, "root.pem"),
+        });
+        paths.push({ name: spec.name, proxy: waypoint, ends: [clientEnd, serverEnd], entry });
+        log(
+          `${spec.name} ${spec.ip}${spec.snapshot === undefined ? "" : ` (from ${spec.snapshot})`}: ${entry.host}:${entry.port} -> HBONE -> waypoint -> HBONE -> ${serverPodIp}`,
+        );
+      }
     }
 
     if (want.has("haproxy")) {
