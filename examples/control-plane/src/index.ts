@@ -25,6 +25,14 @@ export {
   startControlPlane,
 } from "./control-plane.js";
 export { CONTROL_PLANE_SERVER_NAME, controlPlaneChannel } from "./control-plane-credentials.js";
+export type {
+  DashboardEdge,
+  DashboardOptions,
+  DashboardProxy,
+  DashboardSnapshot,
+  DashboardWorkload,
+  MeshCollector,
+} from "./dashboard/index.js";
 export { ControlPlaneError, type ControlPlaneErrorCode, type ControlPlaneErrorDetails } from "./errors.js";
 export {
   applyLastGood,
