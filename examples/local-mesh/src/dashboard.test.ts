@@ -108,12 +108,15 @@ describe("live mesh page (chromium)", () => {
     });
   });
 
-  it("draws a new edge, marked mTLS, after a call, without a reload", async () => {
+  it("draws a new edge, marked mTLS, after a call, without a reload", async (t) => {
     const edge = 'path.edge.allowed.mtls[data-source="demo/sleep-0"][data-target^="demo/echo-"]';
     assert.equal(await page.$(edge), null);
     const { reply } = await mesh.call("sleep-0", `${VIP}.1`, 80, "hello");
     assert.equal(reply, 0);
+    const called = Date.now();
     await page.waitForSelector(edge, { state: "attached", timeout: 10_000 });
+    // Reported, not asserted: the page reads the proxies every second (docs/architecture.md).
+    t.diagnostic(`edge drawn ${Date.now() - called} ms after the call ended`);
     const label = await page.textContent('g.edge-label.allowed[data-edge^="demo/sleep-0->demo/echo-"]');
     assert.match(label ?? "", /B\/s/);
     assert.match(label ?? "", /mTLS/);
