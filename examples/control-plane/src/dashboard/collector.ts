@@ -57,6 +57,9 @@ export interface MeshCollector {
   close(): void;
 }
 
+/** Flows kept at most, across proxies (each ztunnel keeps at most 500 lines a minute). */
+const MAX_EVENTS = 20_000;
+
 interface ProxyRecord {
   proxy: DashboardProxy;
   view: ProxyView;
@@ -242,7 +245,7 @@ export function createMeshCollector(
       try {
         await Promise.all([...records.values()].map(read));
         const since = Date.now() - windowMs;
-        events = events.filter((e) => e.at >= since);
+        events = events.filter((e) => e.at >= since).slice(-MAX_EVENTS);
         current = build();
         for (const listener of listeners) listener(current);
       } finally {

@@ -17,6 +17,7 @@ import {
   type RecentConnectionLine,
   requestCounters,
 } from "./flow-events.js";
+import { MAX_EVENT_STREAMS } from "./http.js";
 import { buildSnapshot, type ProxyView } from "./mesh-graph.js";
 
 const MESH_DIR = new URL("../../../../mesh/", import.meta.url);
@@ -476,5 +477,36 @@ describe("the dashboard on the control plane's admin port", () => {
     );
     const data = (await (await fetch(`${base}/dashboard/data`)).json()) as { workloads: unknown[] };
     assert.equal(data.workloads.length, 7);
+  });
+
+  it("follows at most MAX_EVENT_STREAMS pages at once", async () => {
+    const controller = new AbortController();
+    try {
+      const open = await Promise.all(
+        Array.from({ length: MAX_EVENT_STREAMS }, () =>
+          fetch(`${base}/dashboard/events`, { signal: controller.signal }),
+        ),
+      );
+      assert.ok(open.every((r) => r.status === 200));
+      const refused = await fetch(`${base}/dashboard/events`);
+      assert.equal(refused.status, 503);
+      assert.equal(refused.headers.get("retry-after"), "5");
+      await refused.text();
+    } finally {
+      controller.abort();
+    }
+    // Closed streams are let go: a new page gets one.
+    for (let i = 0; i < 50; i++) {
+      const again = await fetch(`${base}/dashboard/events`, { signal: AbortSignal.timeout(2000) }).catch(
+        () => undefined,
+      );
+      if (again?.status === 200) {
+        await again.body?.cancel();
+        return;
+      }
+      await again?.text();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.fail("no stream after the others closed");
   });
 });

@@ -24,6 +24,8 @@ const SECURITY_HEADERS = {
 };
 /** A comment line that keeps idle event streams open through proxies. */
 const KEEPALIVE_MS = 15_000;
+/** Event streams open at once; more are answered 503 (each costs a JSON copy of the data per second). */
+export const MAX_EVENT_STREAMS = 32;
 
 /** Serves the dashboard; `handle` returns false for paths that are not the dashboard's. */
 export function createDashboardHandler(collector: MeshCollector): {
@@ -51,6 +53,12 @@ export function createDashboardHandler(collector: MeshCollector): {
         res.writeHead(200, { "content-type": "application/json", ...SECURITY_HEADERS });
         res.end(req.method === "HEAD" ? undefined : `${JSON.stringify(collector.snapshot())}\n`);
       } else if (path === `${DASHBOARD_PATH}/events`) {
+        if (streams.size >= MAX_EVENT_STREAMS) {
+          res
+            .writeHead(503, { "content-type": "text/plain", "retry-after": "5" })
+            .end(`at most ${MAX_EVENT_STREAMS} pages may follow the mesh at once\n`);
+          return true;
+        }
         res.writeHead(200, {
           "content-type": "text/event-stream",
           connection: "keep-alive",
