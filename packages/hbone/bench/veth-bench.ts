@@ -4,7 +4,8 @@
 // `node --import tsx bench/veth-bench.ts`. Env: VETH_ROUNDS (default 5),
 // VETH_EACH_MIB (default 32 per stream), VETH_CPU_PROF=<dir> (V8 profiles of both sides), VETH_NO_PIN=1,
 // VETH_ONLY=multi-hbone,multi-tls,single-hbone,single-tls (a subset, to profile one variant),
-// VETH_PERF=<file> (`perf record -g` of both processes while the client runs), VETH_STREAM_WINDOW_MIB and
+// VETH_PERF=<file> (`perf record -g` of both processes while the client runs; with VETH_PERF_SCHED=1 their
+// scheduler switches, for `perf sched timehist`), VETH_STREAM_WINDOW_MIB and
 // VETH_CONNECTION_WINDOW_MIB (the receiver's HTTP/2 windows; default the package's 4 and 16 MiB).
 //
 // The client side runs in one namespace pinned to CPU 0, the server side in the other pinned to CPU 1,
@@ -129,13 +130,20 @@ const loadStart = (await import("node:os")).loadavg();
 const started = new Date().toISOString();
 const sender = nodeIn(ns.client, 0, "veth-client.ts", [JSON.stringify(options)]);
 const perfFile = process.env.VETH_PERF;
+// VETH_PERF_SCHED=1 records every CPU's scheduler switches instead of samples of the two processes
+// (`perf sched timehist` needs both sides of each switch): then filter on the pids printed here.
+const perfArgs =
+  process.env.VETH_PERF_SCHED === "1"
+    ? ["-a", "-e", "sched:sched_switch", "-e", "sched:sched_wakeup", "-e", "sched:sched_waking"]
+    : ["-g", "-F", "499", "-p", `${sender.pid},${peer.pid}`];
 const perf =
   perfFile === undefined
     ? undefined
-    : spawn("perf", ["record", "-q", "-g", "-F", "499", "-o", perfFile, "-p", `${sender.pid},${peer.pid}`], {
-        stdio: "ignore",
-      });
-if (perf !== undefined) children.push(perf);
+    : spawn("perf", ["record", "-q", ...perfArgs, "-o", perfFile], { stdio: "ignore" });
+if (perf !== undefined) {
+  children.push(perf);
+  console.log(`perf: sender pid ${sender.pid}, receiver pid ${peer.pid}, ${perfFile}`);
+}
 const result = JSON.parse(await firstLine(sender)) as VethClientResult;
 if (perf !== undefined) {
   perf.kill("SIGINT");
