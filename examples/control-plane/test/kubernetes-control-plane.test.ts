@@ -225,6 +225,14 @@ describe("control plane replicas on kubernetes", { timeout: 60_000 }, () => {
     });
     const patches = server.requests.filter((r) => r.method === "PATCH");
     assert.equal(patches.length, 1, "written once, by the leader");
+    // The root for ztunnels (istio-system) and for the waypoint's pods (demo).
+    for (const ns of ["istio-system", "demo"]) {
+      const cm = server.get("v1", "ConfigMap", "istio-ca-root-cert", ns);
+      assert.equal(
+        (cm?.data as Record<string, string> | undefined)?.["root-cert.pem"],
+        replicas[0]?.controlPlane.rootCertPem,
+      );
+    }
     // Read back through the informers: every replica now serves the waypoint's address.
     for (const r of replicas) {
       await until("waypoint address served", () =>

@@ -39,13 +39,16 @@ export function gatewayStatusUpdates(
   return updates;
 }
 
-/** Writes the updates with a JSON merge patch of the status subresource. Failures are logged, not thrown. */
+/**
+ * Writes the updates with a JSON merge patch of the status subresource; returns those written.
+ * Failures are logged, not thrown.
+ */
 export async function writeGatewayStatus(
   kc: KubeConfig,
   updates: readonly GatewayStatusUpdate[],
   logger: Logger = noopLogger,
-): Promise<number> {
-  let written = 0;
+): Promise<GatewayStatusUpdate[]> {
+  const written: GatewayStatusUpdate[] = [];
   for (const u of updates) {
     try {
       await kubeRequest(
@@ -54,7 +57,7 @@ export async function writeGatewayStatus(
         `/apis/gateway.networking.k8s.io/v1/namespaces/${u.namespace}/gateways/${u.name}/status`,
         { contentType: "application/merge-patch+json", value: { status: { addresses: u.addresses } } },
       );
-      written++;
+      written.push(u);
     } catch (err) {
       logger.warn(
         { gateway: `${u.namespace}/${u.name}`, err: err instanceof Error ? err.message : String(err) },

@@ -12,6 +12,7 @@ import {
   type KubernetesSourceOptions,
 } from "./kubernetes-source.js";
 import { type LeaderElection, type LeaderElectionOptions, startLeaderElection } from "./leader-election.js";
+import { createRootCertPublisher } from "./root-cert-publisher.js";
 import { createTokenReviewAuthenticator, identitiesOfPods } from "./token-review-authenticator.js";
 
 /** Options of {@link startKubernetesControlPlane}. */
@@ -83,15 +84,30 @@ export async function startKubernetesControlPlane(
     identitiesOnNode: (node) => identitiesOfPods(source.podsOnNode(node), trustDomain),
   });
 
+  const rootCerts = createRootCertPublisher(kubeConfig, controlPlane.rootCertPem, logger);
   let writing: Promise<unknown> = Promise.resolve();
+  // Gateway -> the address this replica last wrote, until the cache shows something else.
+  const statusWritten = new Map<string, string>();
   const reconcileStatus = (): void => {
     // One pass at a time; a pass that finds everything current writes nothing.
     writing = writing.then(async () => {
       if (!election.isLeader()) return;
-      const updates = gatewayStatusUpdates(source.objects("Gateway"), (ns, name) =>
-        source.object("Service", ns, name),
+      const gateways = source.objects("Gateway");
+      const waypointNamespaces = gateways
+        .filter((g) => g.spec?.gatewayClassName === "istio-waypoint")
+        .map((g) => g.metadata?.namespace ?? "");
+      await rootCerts.publish([namespace, ...waypointNamespaces.filter((n) => n !== "")]);
+      // A status just written may not be in the informer cache yet: not written twice.
+      const due = gatewayStatusUpdates(gateways, (ns, name) => source.object("Service", ns, name));
+      const dueKeys = new Set(due.map((u) => `${u.namespace}/${u.name}`));
+      // Seen current in the cache: a later change by anyone is written again.
+      for (const key of statusWritten.keys()) if (!dueKeys.has(key)) statusWritten.delete(key);
+      const updates = due.filter(
+        (u) => statusWritten.get(`${u.namespace}/${u.name}`) !== u.addresses[0]?.value,
       );
-      if (updates.length > 0) await writeGatewayStatus(kubeConfig, updates, logger);
+      for (const u of await writeGatewayStatus(kubeConfig, updates, logger)) {
+        statusWritten.set(`${u.namespace}/${u.name}`, u.addresses[0]?.value ?? "");
+      }
     });
   };
   const election: LeaderElection = startLeaderElection({
@@ -100,7 +116,11 @@ export async function startKubernetesControlPlane(
     identity,
     logger,
     ...leaderElection,
-    onStartedLeading: reconcileStatus,
+    onStartedLeading: () => {
+      rootCerts.reset();
+      statusWritten.clear();
+      reconcileStatus();
+    },
   });
   const statusTimer = setInterval(reconcileStatus, statusIntervalMs ?? 2000);
   statusTimer.unref();

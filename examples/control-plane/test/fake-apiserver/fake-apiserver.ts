@@ -24,6 +24,7 @@ export const CORE_RESOURCES: readonly FakeResource[] = [
   { group: "", version: "v1", kind: "Service", plural: "services", namespaced: true },
   { group: "", version: "v1", kind: "ServiceAccount", plural: "serviceaccounts", namespaced: true },
   { group: "", version: "v1", kind: "Secret", plural: "secrets", namespaced: true },
+  { group: "", version: "v1", kind: "ConfigMap", plural: "configmaps", namespaced: true },
   { group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", namespaced: true },
 ];
 
