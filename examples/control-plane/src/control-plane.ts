@@ -368,7 +368,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     const next = translateMesh(objects, translateOptions);
     const envoy = translateEnvoy(objects, next, translateOptions);
     // Waypoints: RDS per bound Service port, and their L7 policies (ambient.waypoint.v1.WaypointPolicy).
-    const waypoint = translateWaypoint(objects, next, envoy);
+    const waypoint = translateWaypoint(objects, next, envoy, translateOptions);
     const cache = xds.cache;
     let changed = 0;
     let removed = 0;

@@ -151,4 +151,46 @@ describe("translateWaypoint", () => {
     assert.deepEqual(again.routeConfigurations, out.routeConfigurations);
     assert.deepEqual(again.policies, out.policies);
   });
+
+  it("gives a bound Service port without routes of its own the routes attached to its waypoint Gateway", () => {
+    const out = translate(`${MESH}
+---
+apiVersion: v1
+kind: Service
+metadata: { name: basket-v2, namespace: shop }
+spec: { clusterIP: 127.30.0.7, ports: [{ port: 8080 }] }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: all, namespace: shop }
+spec:
+  parentRefs: [{ kind: Gateway, name: waypoint }]
+  rules: [{ matches: [{ path: { type: Exact, value: /v2 } }], backendRefs: [{ name: basket-v2, port: 8080 }] }]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: gateway-route-of-demo, namespace: demo }
+spec:
+  parentRefs: [{ kind: Gateway, name: waypoint }]
+  rules: [{ backendRefs: [{ name: web-v1, port: 80 }] }]
+`);
+    // shop/cart (bound through its namespace's label) has no route of its own.
+    const cart = out.routeConfigurations.get("inbound-vip|8080|http|cart.shop.svc.cluster.local");
+    assert.deepEqual(
+      cart?.virtualHosts?.[0]?.routes?.map((r) => [r.match, r.route?.cluster]),
+      [[{ path: "/v2" }, "outbound|8080||basket-v2.shop.svc.cluster.local"]],
+    );
+    // demo/web has a route of its own on port 80: the Gateway's route does not replace it there...
+    const web = out.routeConfigurations.get("inbound-vip|80|http|web.demo.svc.cluster.local");
+    assert.deepEqual(
+      web?.virtualHosts?.[0]?.routes?.map((r) => r.match),
+      [{ path: "/api" }, { prefix: "/api/" }],
+    );
+    // ...but applies on port 9090, which has none.
+    const admin = out.routeConfigurations.get("inbound-vip|9090|http|web.demo.svc.cluster.local");
+    assert.equal(
+      admin?.virtualHosts?.[0]?.routes?.[0]?.route?.cluster,
+      "outbound|80||web-v1.demo.svc.cluster.local",
+    );
+  });
 });

@@ -2,7 +2,8 @@
  * What waypoints get over xDS, from the same manifests: per Service port bound to a waypoint an Envoy
  * RouteConfiguration `inbound-vip|<port>|http|<host>` (the Service's routes as translate-envoy writes
  * them, in one virtual host for any Host, since the waypoint already knows the Service from the
- * tunnel's VIP), and every AuthorizationPolicy and RequestAuthentication with `targetRefs` as an
+ * tunnel's VIP; a Service without routes of its own takes the routes attached to its waypoint
+ * Gateway), and every AuthorizationPolicy and RequestAuthentication with `targetRefs` as an
  * `ambient.waypoint.v1.WaypointPolicy`. Pure: same input, same output.
  */
 import { waypointRouteName } from "@ambient/router";
@@ -14,8 +15,8 @@ import {
   type WaypointPolicy,
 } from "@ambient/xds";
 import type { KubeObject, MeshIssue } from "./manifests.js";
-import type { EnvoyConfig } from "./translate-envoy.js";
-import type { MeshConfig } from "./translate-mesh.js";
+import { type EnvoyConfig, translateEnvoy } from "./translate-envoy.js";
+import type { MeshConfig, TranslateOptions } from "./translate-mesh.js";
 
 type RouteConfiguration = MessageInit<envoy.config.route.v3.RouteConfiguration>;
 
@@ -34,6 +35,90 @@ function byName<V>(map: Map<string, V>): Map<string, V> {
   return new Map([...map].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)));
 }
 
+const GATEWAY_GROUP = "gateway.networking.k8s.io";
+const ROUTE_KINDS = new Set(["HTTPRoute", "GRPCRoute"]);
+
+interface ParentRef {
+  group?: string;
+  kind?: string;
+  name?: string;
+  namespace?: string;
+  port?: number;
+}
+
+function parentRefs(route: KubeObject): ParentRef[] {
+  const refs = route.spec?.parentRefs;
+  return Array.isArray(refs) ? (refs.filter((r) => typeof r === "object" && r !== null) as ParentRef[]) : [];
+}
+
+/** Whether a route attaches to the Service port (a `kind: Service` parentRef of its own namespace). */
+function attachesToService(route: KubeObject, name: string, namespace: string, port: number): boolean {
+  const ns = route.metadata.namespace ?? "default";
+  return (
+    ns === namespace &&
+    parentRefs(route).some(
+      (p) =>
+        (p.group ?? GATEWAY_GROUP) === "" &&
+        p.kind === "Service" &&
+        p.name === name &&
+        (p.namespace ?? ns) === ns &&
+        (p.port === undefined || p.port === port),
+    )
+  );
+}
+
+/** The waypoint Gateways by their address (`status.addresses[0].value` or the address annotation). */
+function gatewaysByIp(objects: readonly KubeObject[]): Map<string, { name: string; namespace: string }> {
+  const out = new Map<string, { name: string; namespace: string }>();
+  for (const obj of objects) {
+    if (obj.kind !== "Gateway" || obj.spec?.gatewayClassName !== "istio-waypoint") continue;
+    const addresses = Array.isArray(obj.status?.addresses) ? (obj.status.addresses as unknown[]) : [];
+    const first = addresses[0] as { value?: unknown } | undefined;
+    const ip =
+      typeof first?.value === "string" ? first.value : obj.metadata.annotations?.["ambient.dev/address"];
+    if (ip !== undefined)
+      out.set(ip, { name: obj.metadata.name, namespace: obj.metadata.namespace ?? "default" });
+  }
+  return out;
+}
+
+/**
+ * The routes attached to a waypoint Gateway, re-attached to one of its Services so translate-envoy
+ * writes them for that Service's ports: only routes of the Service's namespace (no cross-namespace
+ * attachment is read), with the parentRef's port kept as the Service port it applies to.
+ */
+function gatewayRoutesFor(
+  objects: readonly KubeObject[],
+  gateway: { name: string; namespace: string },
+  service: { name: string; namespace: string },
+): KubeObject[] {
+  const out: KubeObject[] = [];
+  for (const route of objects) {
+    if (!ROUTE_KINDS.has(route.kind) || (route.metadata.namespace ?? "default") !== service.namespace)
+      continue;
+    const ns = route.metadata.namespace ?? "default";
+    const refs = parentRefs(route).filter(
+      (p) =>
+        (p.group ?? GATEWAY_GROUP) === GATEWAY_GROUP &&
+        (p.kind ?? "Gateway") === "Gateway" &&
+        p.name === gateway.name &&
+        (p.namespace ?? ns) === gateway.namespace,
+    );
+    if (refs.length === 0) continue;
+    const spec = {
+      ...route.spec,
+      parentRefs: refs.map((p) => ({
+        group: "",
+        kind: "Service",
+        name: service.name,
+        ...(p.port === undefined ? {} : { port: p.port }),
+      })),
+    };
+    out.push({ ...route, spec });
+  }
+  return out;
+}
+
 function hasTargetRefs(spec: Record<string, unknown> | undefined): boolean {
   const refs = spec?.targetRefs;
   return (
@@ -50,20 +135,60 @@ export function translateWaypoint(
   objects: readonly KubeObject[],
   mesh: MeshConfig,
   envoyConfig: EnvoyConfig,
+  options: TranslateOptions = {},
 ): WaypointConfig {
   const issues: MeshIssue[] = [];
   const routeConfigurations = new Map<string, RouteConfiguration>();
+  const gateways = gatewaysByIp(objects);
+  const gatewayOf = (service: MeshConfig["services"][number]["service"]) =>
+    gateways.get([...(service.waypoint?.address?.address ?? [])].join("."));
+  // The routes attached to each waypoint Gateway, re-attached to its Services and translated once per
+  // Gateway; a Service port uses them only when it has no route of its own.
+  const viaGateway = new Map<string, KubeObject[]>();
+  for (const { service } of mesh.services) {
+    const gateway = gatewayOf(service);
+    if (gateway === undefined) continue;
+    const key = `${gateway.namespace}/${gateway.name}`;
+    const routes = gatewayRoutesFor(objects, gateway, {
+      name: service.name ?? "",
+      namespace: service.namespace ?? "default",
+    });
+    viaGateway.set(key, [...(viaGateway.get(key) ?? []), ...routes]);
+  }
+  const gatewayConfigs = new Map<string, EnvoyConfig>();
+  for (const [key, routes] of viaGateway) {
+    if (routes.length === 0) continue;
+    const config = translateEnvoy(routes, mesh, options);
+    gatewayConfigs.set(key, config);
+    for (const issue of config.issues) {
+      if (!issues.some((i) => i.source === issue.source && i.message === issue.message)) issues.push(issue);
+    }
+  }
   for (const { service } of mesh.services) {
     if (service.waypoint === undefined) continue;
     const host = service.hostname ?? "";
+    const name = service.name ?? "";
+    const namespace = service.namespace ?? "default";
+    const gateway = gatewayOf(service);
+    const gatewayConfig =
+      gateway === undefined ? undefined : gatewayConfigs.get(`${gateway.namespace}/${gateway.name}`);
     for (const port of service.ports ?? []) {
       const servicePort = port.servicePort ?? 0;
-      const source = envoyConfig.routeConfigurations.get(`${host}:${servicePort}`);
+      const own = objects.some(
+        (o) => ROUTE_KINDS.has(o.kind) && attachesToService(o, name, namespace, servicePort),
+      );
+      const fromGateway = own ? undefined : gatewayConfig?.routeConfigurations.get(`${host}:${servicePort}`);
+      const fromGatewayRoutes = fromGateway?.virtualHosts?.[0]?.routes ?? [];
+      // A Gateway route that names another port translates to the default route: the Service's own then.
+      const source =
+        fromGateway !== undefined && fromGatewayRoutes.some((r) => r.name !== "default")
+          ? fromGateway
+          : envoyConfig.routeConfigurations.get(`${host}:${servicePort}`);
       if (servicePort === 0 || source === undefined) continue;
-      const name = waypointRouteName(host, servicePort);
-      routeConfigurations.set(name, {
-        name,
-        virtualHosts: [{ name, domains: ["*"], routes: source.virtualHosts?.[0]?.routes ?? [] }],
+      const routeName = waypointRouteName(host, servicePort);
+      routeConfigurations.set(routeName, {
+        name: routeName,
+        virtualHosts: [{ name: routeName, domains: ["*"], routes: source.virtualHosts?.[0]?.routes ?? [] }],
       });
     }
   }
