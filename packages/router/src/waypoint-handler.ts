@@ -261,6 +261,9 @@ function headerBytes(headers: Record<string, unknown>): number {
   return n;
 }
 
+/** Stands for "none" among the objects request label sets are kept by. */
+const NO_OBJECT = Object.freeze({});
+
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -416,7 +419,47 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     return pick();
   }
 
-  function labels(x: Exchange): Record<IstioRequestLabel, string> {
+  /**
+   * The label set of a request, built once per distinct set and frozen: requests repeat the same
+   * source, endpoint workload, backend and outcome, and a frozen set is handed to the sink as it is.
+   * Sets are kept per source, workload and backend object, and only while those are frozen (a
+   * resolver's cached endpoints) or the router's own (the backend), so no one can change them later.
+   */
+  function labels(x: Exchange): Readonly<Record<IstioRequestLabel, string>> {
+    const source = x.info.source;
+    const workload = x.endpoint?.workload;
+    if (
+      (source !== undefined && !Object.isFrozen(source)) ||
+      (workload !== undefined && !Object.isFrozen(workload))
+    )
+      return buildLabels(x);
+    let byWorkload = labelSets.get(source ?? NO_OBJECT);
+    if (byWorkload === undefined) {
+      byWorkload = new WeakMap();
+      labelSets.set(source ?? NO_OBJECT, byWorkload);
+    }
+    let byBackend = byWorkload.get(workload ?? NO_OBJECT);
+    if (byBackend === undefined) {
+      byBackend = new WeakMap();
+      byWorkload.set(workload ?? NO_OBJECT, byBackend);
+    }
+    let sets = byBackend.get(x.backend ?? NO_OBJECT);
+    if (sets === undefined) {
+      sets = new Map();
+      byBackend.set(x.backend ?? NO_OBJECT, sets);
+    }
+    const key = `${x.status} ${x.grpcStatus} ${x.flags} ${x.grpc ? 1 : 0} ${x.info.peerIdentity ?? ""}`;
+    let set = sets.get(key);
+    if (set === undefined) {
+      // Bounded: outcomes times peer identities; a flood of distinct peers starts the map over.
+      if (sets.size >= 1024) sets.clear();
+      set = Object.freeze(buildLabels(x));
+      sets.set(key, set);
+    }
+    return set;
+  }
+
+  function buildLabels(x: Exchange): Record<IstioRequestLabel, string> {
     const src = x.info.source ?? {};
     const dst = x.endpoint?.workload ?? {};
     const b = x.backend;
@@ -453,6 +496,11 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       connection_security_policy: x.info.peerIdentity === undefined ? "unknown" : "mutual_tls",
     };
   }
+
+  const labelSets = new WeakMap<
+    object,
+    WeakMap<object, WeakMap<object, Map<string, Readonly<Record<IstioRequestLabel, string>>>>>
+  >();
 
   function record(x: Exchange): void {
     if (x.recorded) return;

@@ -58,6 +58,25 @@ describe("createPromClientSink", () => {
     assert.equal(histogram?.samples.find(([n]) => n === "hbone_bytes_sum")?.[2], 555);
   });
 
+  it("records frozen label objects as they are, through every kind of metric and the text output", async () => {
+    const registry = new prom.Registry();
+    const sink = createPromClientSink(prom, registry);
+    const labels = Object.freeze({ k: "a" });
+    const c = sink.counter("frozen_total", "help", ["k"]);
+    const h = sink.histogram("frozen_size", "help", ["k"], [1, 10]);
+    const g = sink.gauge("frozen_level", "help", ["k"]);
+    for (let i = 0; i < 3; i++) {
+      c.inc(labels);
+      h.observe(labels, 5);
+      g.inc(labels);
+    }
+    const parsed = parseWithPrometheus(await registry.metrics());
+    assert.deepEqual(parsed.frozen?.samples, [["frozen_total", { k: "a" }, 3]]);
+    assert.equal(parsed.frozen_size?.samples.find(([n]) => n === "frozen_size_count")?.[2], 3);
+    assert.equal(parsed.frozen_level?.samples[0]?.[2], 3);
+    assert.deepEqual(labels, { k: "a" });
+  });
+
   it("copies label objects, so a caller may reuse and change its own", async () => {
     const registry = new prom.Registry();
     const c = createPromClientSink(prom, registry).counter("reused_total", "help", ["k"]);

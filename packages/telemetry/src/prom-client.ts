@@ -62,8 +62,11 @@ export function createPromClientSink<R>(prom: PromClientModule<R>, registry: R):
     made.set(name, { kind, metric });
     return metric;
   }
-  // prom-client keeps the label objects it is given; callers may reuse theirs.
-  const copy = (labels: MetricLabels | undefined): PromLabels => ({ ...labels });
+  // prom-client keeps the label objects it is given; callers may reuse theirs. A frozen object cannot
+  // change, so it is kept as it is (prom-client only reads label objects): callers that hand the same
+  // frozen set to every request save a copy per sample.
+  const copy = (labels: MetricLabels | undefined): PromLabels =>
+    labels !== undefined && Object.isFrozen(labels) ? (labels as PromLabels) : { ...labels };
   const config = (
     name: string,
     help: string,
