@@ -1,0 +1,194 @@
+// deploy/kubernetes/ parses, and says what the code needs: the RBAC grants exactly the informers,
+// Secrets and Lease the control plane uses (no more), and every command line names flags that exist.
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { readdir, readFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { describe, it } from "node:test";
+import { parseAllDocuments } from "yaml";
+import { PLUGGED_CA_SECRET, SELF_SIGNED_CA_SECRET } from "../src/sources/kubernetes-ca.js";
+import { MESH_RESOURCES } from "../src/sources/kubernetes-source.js";
+import { ROOT_CERT_CONFIG_MAP } from "../src/sources/root-cert-publisher.js";
+
+const REPO = resolve(import.meta.dirname, "../../..");
+const DEPLOY = join(REPO, "deploy/kubernetes");
+
+interface Doc {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string };
+  [field: string]: unknown;
+}
+interface Rule {
+  apiGroups: string[];
+  resources: string[];
+  verbs: string[];
+  resourceNames?: string[];
+}
+
+async function manifests(): Promise<Doc[]> {
+  const docs: Doc[] = [];
+  for (const name of (await readdir(DEPLOY)).filter((n) => n.endsWith(".yaml")).sort()) {
+    for (const doc of parseAllDocuments(await readFile(join(DEPLOY, name), "utf8"))) {
+      assert.deepEqual(doc.errors, [], name);
+      const value = doc.toJS() as Doc;
+      assert.ok(
+        value.apiVersion && value.kind && value.metadata?.name,
+        `${name}: apiVersion, kind, metadata.name`,
+      );
+      docs.push(value);
+    }
+  }
+  return docs;
+}
+
+function find(docs: Doc[], kind: string, name: string): Doc {
+  const doc = docs.find((d) => d.kind === kind && d.metadata.name === name);
+  assert.ok(doc, `${kind} ${name}`);
+  return doc;
+}
+
+/** `group/resource` -> verbs (and names, when limited). */
+function grants(rules: Rule[]): Map<string, { verbs: Set<string>; names: string[] | undefined }[]> {
+  const out = new Map<string, { verbs: Set<string>; names: string[] | undefined }[]>();
+  for (const r of rules) {
+    for (const g of r.apiGroups) {
+      for (const res of r.resources) {
+        const key = `${g}/${res}`;
+        out.set(key, [...(out.get(key) ?? []), { verbs: new Set(r.verbs), names: r.resourceNames }]);
+      }
+    }
+  }
+  return out;
+}
+
+function containerArgs(doc: Doc): string[] {
+  const spec = (doc.spec as { template: { spec: { containers: { args?: string[] }[] } } }).template.spec;
+  return spec.containers[0]?.args ?? [];
+}
+
+describe("deploy/kubernetes manifests", () => {
+  it("parse as Kubernetes objects, each with apiVersion, kind and name", async () => {
+    const docs = await manifests();
+    assert.ok(docs.length >= 12);
+  });
+
+  it("grant the control plane list+watch on exactly what its informers read, and no wildcard", async () => {
+    const docs = await manifests();
+    const clusterRole = find(docs, "ClusterRole", "ambient-control-plane");
+    const rules = clusterRole.rules as Rule[];
+    for (const r of rules) {
+      for (const field of [r.apiGroups, r.resources, r.verbs])
+        assert.ok(!field.includes("*"), JSON.stringify(r));
+    }
+    const byResource = grants(rules);
+    const watched = [...byResource].filter(([, gs]) => gs.some((g) => g.verbs.has("watch"))).map(([k]) => k);
+    assert.deepEqual(watched.sort(), MESH_RESOURCES.map((r) => `${r.group}/${r.plural}`).sort());
+    for (const key of watched) {
+      const verbs = [...(byResource.get(key) ?? [])].flatMap((g) => [...g.verbs]).sort();
+      assert.deepEqual(verbs, ["list", "watch"], `${key}: read through informers only`);
+    }
+    assert.deepEqual(
+      [...(byResource.get("gateway.networking.k8s.io/gateways/status")?.[0]?.verbs ?? [])],
+      ["patch"],
+    );
+    assert.deepEqual(
+      [...(byResource.get("authentication.k8s.io/tokenreviews")?.[0]?.verbs ?? [])],
+      ["create"],
+    );
+    assert.ok(!byResource.has("/secrets"), "no Secret access cluster-wide");
+    const configMaps = byResource.get("/configmaps") ?? [];
+    for (const g of configMaps) {
+      if (g.verbs.has("get") || g.verbs.has("update")) assert.deepEqual(g.names, [ROOT_CERT_CONFIG_MAP]);
+    }
+  });
+
+  it("limit Secrets and the Lease in istio-system to the names the code uses", async () => {
+    const docs = await manifests();
+    const role = find(docs, "Role", "ambient-control-plane");
+    assert.equal(role.metadata.namespace, "istio-system");
+    const byResource = grants(role.rules as Rule[]);
+    const secretReads = (byResource.get("/secrets") ?? []).filter((g) => g.verbs.has("get"));
+    assert.deepEqual(
+      secretReads.map((g) => g.names?.sort()),
+      [[PLUGGED_CA_SECRET, SELF_SIGNED_CA_SECRET].sort()],
+    );
+    for (const g of byResource.get("/secrets") ?? []) {
+      assert.ok(!g.verbs.has("list") && !g.verbs.has("watch") && !g.verbs.has("update"), "no Secret listing");
+    }
+    const leaseUpdates = (byResource.get("coordination.k8s.io/leases") ?? []).filter((g) =>
+      g.verbs.has("update"),
+    );
+    assert.deepEqual(
+      leaseUpdates.map((g) => g.names),
+      [["ambient-control-plane-leader"]],
+    );
+    // Bound to the service account the Deployment runs as.
+    for (const kind of ["RoleBinding", "ClusterRoleBinding"]) {
+      const binding = find(docs, kind, "ambient-control-plane");
+      assert.deepEqual(binding.subjects, [
+        { kind: "ServiceAccount", name: "istiod", namespace: "istio-system" },
+      ]);
+    }
+  });
+
+  it("give ztunnel the capture capabilities and a bound istio-ca token, and nothing more", async () => {
+    const docs = await manifests();
+    const ds = find(docs, "DaemonSet", "ztunnel");
+    const pod = (ds.spec as { template: { spec: Record<string, unknown> } }).template.spec;
+    assert.equal(pod.automountServiceAccountToken, false);
+    const container = (
+      pod.containers as {
+        securityContext: { privileged: boolean; capabilities: { add: string[]; drop: string[] } };
+      }[]
+    )[0];
+    assert.equal(container?.securityContext.privileged, false);
+    assert.deepEqual(container?.securityContext.capabilities.drop, ["ALL"]);
+    assert.deepEqual(container?.securityContext.capabilities.add.sort(), [
+      "NET_ADMIN",
+      "NET_RAW",
+      "SYS_ADMIN",
+    ]);
+    const token = JSON.stringify(pod.volumes);
+    assert.match(token, /"serviceAccountToken":\{"audience":"istio-ca"/);
+  });
+
+  it("run entry points that exist with flags they accept", async () => {
+    const docs = await manifests();
+    const cases: [Doc, string][] = [
+      [find(docs, "Deployment", "istiod"), "examples/control-plane/src/main.ts"],
+      [find(docs, "DaemonSet", "ztunnel"), "examples/ztunnel/src/main.ts"],
+    ];
+    for (const [doc, entry] of cases) {
+      const args = containerArgs(doc);
+      assert.equal(args[0], entry);
+      assert.ok(existsSync(join(REPO, entry)), entry);
+      const source = await readFile(
+        join(REPO, entry.replace("main.ts", entry.includes("ztunnel") ? "cli.ts" : "main.ts")),
+        "utf8",
+      );
+      for (const flag of args.filter((a) => a.startsWith("--"))) {
+        const name = flag.slice(2);
+        assert.ok(
+          source.includes(`"${name}"`) || source.includes(`  ${name}: {`),
+          `${entry} accepts ${flag}`,
+        );
+      }
+    }
+    const waypoint = find(docs, "Deployment", "waypoint");
+    const script = containerArgs(waypoint).join(" ");
+    const waypointMain = await readFile(join(REPO, "examples/waypoint/src/main.ts"), "utf8");
+    assert.match(script, /examples\/waypoint\/src\/main\.ts/);
+    // The flags after the entry point (node's own --import comes before it).
+    for (const [, flag] of script.slice(script.indexOf("main.ts")).matchAll(/\s--([a-z-]+)/g)) {
+      assert.ok(waypointMain.includes(`--${flag}`), `waypoint accepts --${flag}`);
+    }
+    const gateway = find(docs, "Gateway", "waypoint");
+    const service = find(docs, "Service", "waypoint");
+    assert.equal(
+      service.metadata.namespace,
+      gateway.metadata.namespace,
+      "the Service the leader reads the address from",
+    );
+  });
+});
