@@ -16,6 +16,7 @@ import {
 } from "@ambient/xds";
 import { RequestAuthenticationStore } from "./request-authentication.js";
 import {
+  appliesTo,
   boundRouteNames,
   isBoundTo,
   policyObject,
@@ -155,6 +156,22 @@ describe("resourceProblem (the NACK decision)", () => {
       else assert.match(found ?? "", problem);
     });
   }
+  it("applies policies that target its Gateway or a Service, and no others", () => {
+    const target = (kind: string, refs: unknown[]) => policy(kind, { targetRefs: refs });
+    const gw = { group: "gateway.networking.k8s.io", kind: "Gateway", name: "waypoint" };
+    assert.equal(appliesTo(target("AuthorizationPolicy", [gw]), SELF), true);
+    assert.equal(
+      appliesTo(target("AuthorizationPolicy", [{ group: "", kind: "Service", name: "web" }]), SELF),
+      true,
+    );
+    assert.equal(appliesTo(target("AuthorizationPolicy", [{ ...gw, name: "other" }]), SELF), false);
+    assert.equal(appliesTo(target("RequestAuthentication", [gw]), SELF), true);
+    assert.equal(
+      appliesTo(policy("AuthorizationPolicy", { selector: { matchLabels: { app: "web" } } }), SELF),
+      false,
+    );
+  });
+
   it("gives the policy engine the Kubernetes shape back", () => {
     assert.deepEqual(policyObject(policy("AuthorizationPolicy", { action: "DENY" })), {
       apiVersion: "security.istio.io/v1",

@@ -25,7 +25,7 @@ import {
   type XdsChangeEvent,
   type XdsClient,
 } from "@ambient/xds";
-import { targetsWaypoint, targetsWaypointOrService } from "./policy-targets.js";
+import { targetsWaypointOrService } from "./policy-targets.js";
 import { compileRequestAuthentication, type RequestAuthenticationStore } from "./request-authentication.js";
 
 /** The waypoint as the control plane's resources name it. */
@@ -80,12 +80,14 @@ export function policyObject(resource: WaypointPolicy): Record<string, unknown> 
   };
 }
 
-/** Whether an accepted WaypointPolicy applies to this waypoint (its Gateway, or for JWTs a Service). */
+/**
+ * Whether an accepted WaypointPolicy applies at this waypoint: one whose `targetRefs` name its Gateway
+ * (every request) or a Service (requests to that Service, as Istio enforces Service-attached policies
+ * at the Service's waypoint; the policy engine matches the Service per request).
+ */
 export function appliesTo(resource: WaypointPolicy, self: WaypointSelf): boolean {
-  const obj = policyObject(resource);
-  if (resource.kind === "AuthorizationPolicy") return targetsWaypoint(obj, self.gateway);
-  if (resource.kind === "RequestAuthentication") return targetsWaypointOrService(obj, self.gateway);
-  return false;
+  if (resource.kind !== "AuthorizationPolicy" && resource.kind !== "RequestAuthentication") return false;
+  return targetsWaypointOrService(policyObject(resource), self.gateway);
 }
 
 /**
