@@ -112,6 +112,7 @@ if (values.waypoint) {
     const result = await runWaypointBench({
       slices: positive("waypoint-slices", values["waypoint-slices"], quick ? 2 : 6),
       sliceSeconds: positive("waypoint-seconds", values["waypoint-seconds"], quick ? 1 : 3),
+      ...(quick ? { warmupSeconds: 1 } : {}),
       pin: !values["no-pin"],
       ...(values["waypoint-baseline"] === undefined ? {} : { baseline: values["waypoint-baseline"] }),
       ...(values["cpu-prof"] ? { waypointNodeFlags: ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] } : {}),

@@ -21,6 +21,8 @@ export interface WaypointBenchOptions {
   slices?: number;
   /** Seconds per slice. Default 3. */
   sliceSeconds?: number;
+  /** Unrecorded seconds through each proxy first, for the JIT (Node) and the caches. Default 8. */
+  warmupSeconds?: number;
   /** h2load connections. Default 32. */
   connections?: number;
   pin?: boolean;
@@ -138,7 +140,7 @@ export async function runWaypointBench(options: WaypointBenchOptions = {}): Prom
     );
     for (const path of topology.paths) {
       log(`warm-up through ${path.name}`);
-      await h2load(path.entry, topology, bodyFile, 3, connections, pin);
+      await h2load(path.entry, topology, bodyFile, options.warmupSeconds ?? 8, connections, pin);
     }
     for (let slice = 0; slice < slices; slice++) {
       // Rotate which proxy goes first, so none always follows the same one.
