@@ -29,10 +29,20 @@ const rootState = () => ({
     .filter((l) => l.startsWith("-"))
     .sort(),
 });
+/** Root-namespace links and nat rules that are there now and were not in `before` (others may remove theirs). */
+const addedSince = (before: ReturnType<typeof rootState>) => {
+  const now = rootState();
+  return {
+    links: now.links.filter((l) => !before.links.includes(l)),
+    iptables: now.iptables.filter((r) => !before.iptables.includes(r)),
+  };
+};
 const namespacesWith = (prefix: string) =>
   text("ip", "netns", "list")
     .split("\n")
-    .filter((l) => l.startsWith(prefix));
+    .map((l) => l.split(" ")[0] ?? "") // "name" or "name (id: N)"
+    .filter((l) => l.startsWith(prefix))
+    .sort();
 
 test("the capture rules leave the proxy's mark, loopback, the pod itself and the bench ports alone", () => {
   const rules = captureRules("10.9.0.1").map((r) => r.join(" "));
@@ -63,7 +73,7 @@ test("the capture rules leave the proxy's mark, loopback, the pod itself and the
 
 test(
   "every pair carries an echo and an iperf3 run inside the pods, and close leaves nothing behind",
-  { skip: skip ?? false, timeout: 150_000 },
+  { skip: skip ?? false, timeout: 240_000 },
   async () => {
     const before = rootState();
     const prefix = `ambt-${Math.random().toString(36).slice(2, 8)}`;
@@ -95,13 +105,38 @@ test(
     }
     for (const pid of pids) assert.equal(existsSync(`/proc/${pid}`), false, `process ${pid} stopped`);
     assert.deepEqual(namespacesWith(prefix), []);
-    assert.deepEqual(rootState(), before);
+    assert.deepEqual(addedSince(before), { links: [], iptables: [] });
+  },
+);
+
+test(
+  "a start that fails part-way removes the namespaces it made",
+  { skip: skip ?? false, timeout: 60_000 },
+  async () => {
+    const before = rootState();
+    // An address no namespace can take fails while the pods are being built...
+    const badNet = `ambt-${Math.random().toString(36).slice(2, 8)}`;
+    await assert.rejects(startNetnsTopology({ prefix: badNet, net: 300, pin: false }), /addr add/);
+    assert.deepEqual(namespacesWith(badNet), []);
+    // ...and a proxy that cannot start fails after the pods, the apps and the certificates exist.
+    const badProxy = `ambt-${Math.random().toString(36).slice(2, 8)}`;
+    await assert.rejects(
+      startNetnsTopology({
+        prefix: badProxy,
+        pairs: ["node-tls"],
+        proxyNodeFlags: ["--no-such-node-flag"],
+        pin: false,
+      }),
+      /node-tls (in|out) exited/,
+    );
+    assert.deepEqual(namespacesWith(badProxy), []);
+    assert.deepEqual(addedSince(before), { links: [], iptables: [] });
   },
 );
 
 test(
   "an interrupted namespace-mesh bench removes its namespaces and stops its processes",
-  { skip: skip ?? false, timeout: 120_000 },
+  { skip: skip ?? false, timeout: 180_000 },
   async () => {
     const before = rootState();
     const bench = spawn(
@@ -137,7 +172,7 @@ test(
     bench.kill("SIGINT");
     assert.equal(await exited, 130, log);
     assert.deepEqual(namespacesWith(ns), []);
-    assert.deepEqual(rootState(), before);
+    assert.deepEqual(addedSince(before), { links: [], iptables: [] });
     for (const pid of benchPids.split("\n").filter((p) => p !== "")) {
       assert.equal(existsSync(`/proc/${pid}`), false, `process ${pid} stopped`);
     }
