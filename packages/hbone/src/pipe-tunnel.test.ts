@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { createServer, connect as netConnect, type Server, type Socket } from "node:net";
+import type { Duplex } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import { CLIENT_ID, createTestPki, SERVER_ID, type TestPki } from "../test/fixtures.js";
 import { errorOf, readAll, startServer, type TestServer, until } from "../test/harness.js";
@@ -154,5 +155,133 @@ describe("pipeTunnel: an HBONE server forwarding to local TCP", () => {
     assert.equal(upstreamError, "ECONNRESET");
     assert.ok((await results.at(-1)) instanceof HboneError);
     up.server.close();
+  });
+});
+
+describe("pipeTunnel: a local TCP connection into an HBONE client tunnel", () => {
+  let pki: TestPki;
+  let srv: TestServer;
+  let client: HboneClient;
+
+  before(async () => {
+    pki = createTestPki();
+    srv = await startServer(pki);
+    client = createHboneClient(pki.issue(CLIENT_ID));
+  });
+  after(async () => {
+    await client.destroy();
+    await srv.server.close({ timeoutMs: 500 });
+    pki.cleanup();
+  });
+
+  /**
+   * A local client connection (`local`), its accepted socket piped into a new tunnel, and the
+   * server's end of that tunnel (`remote`).
+   */
+  async function joined(
+    options: { signal?: AbortSignal; beforePipe?: (remote: Duplex, tunnel: Duplex) => Promise<void> } = {},
+  ) {
+    let accepted: (s: Socket) => void = () => {};
+    const gotSocket = new Promise<Socket>((r) => {
+      accepted = r;
+    });
+    const listener = await tcpServer((s) => accepted(s));
+    const local = netConnect({ host: "127.0.0.1", port: listener.port, allowHalfOpen: true });
+    const socket = await gotSocket;
+    listener.server.close();
+    const [tunnel, remote] = await Promise.all([
+      client.connect({ address: srv.address, authority: "10.0.0.1:80", expectedIdentities: [SERVER_ID] }),
+      srv.nextTunnel().then((inbound) => inbound.accept()),
+    ]);
+    await options.beforePipe?.(remote, tunnel);
+    const result = pipeTunnel(socket, tunnel, options.signal ? { signal: options.signal } : {}).catch(
+      (e: Error) => e,
+    );
+    return { local, socket, tunnel, remote, result };
+  }
+
+  it("copies both ways, forwards each half-close and counts the bytes", async () => {
+    const { local, remote, result } = await joined();
+    const payload = Buffer.alloc(3 * 1024 * 1024 + 11, 7);
+    const received = readAll(remote);
+    local.end(payload);
+    assert.equal((await received).length, payload.length);
+    // The local side's end arrived; the other direction still flows until the remote ends it.
+    remote.end("reply after the client's end");
+    assert.equal((await readAll(local)).toString(), "reply after the client's end");
+    assert.deepEqual(await result, { aToB: payload.length, bToA: "reply after the client's end".length });
+  });
+
+  it("stops reading the local socket while the tunnel's reader is paused", async () => {
+    const { local, remote, result } = await joined();
+    remote.pause();
+    const chunk = Buffer.alloc(64 * 1024, 1);
+    const limit = 96 * 1024 * 1024;
+    let written = 0;
+    while (written < limit) {
+      written += chunk.length;
+      if (local.write(chunk)) continue;
+      const drained = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), 300);
+        local.once("drain", () => {
+          clearTimeout(timer);
+          resolve(true);
+        });
+      });
+      if (!drained) break;
+    }
+    // The stream window (4 MiB), the relay's buffer and kernel socket buffers bound what is in flight.
+    assert.ok(written < limit / 2, `the local writer was never pushed back (wrote ${written} bytes)`);
+    local.end();
+    const received = await readAll(remote);
+    assert.equal(received.length, written);
+    remote.end();
+    await readAll(local);
+    assert.deepEqual(await result, { aToB: written, bToA: 0 });
+  });
+
+  it("destroying the tunnel while it relays resets the local socket and rejects", async () => {
+    const { local, tunnel, remote, result } = await joined();
+    let localError: string | undefined;
+    local.on("error", (e: NodeJS.ErrnoException) => {
+      localError = e.code;
+    });
+    const remoteError = errorOf(remote);
+    local.write("hello");
+    await new Promise<void>((r) => remote.once("data", () => r()));
+    tunnel.destroy();
+    const e = await result;
+    assert.ok(e instanceof HboneError, String(e));
+    assert.equal(e.code, "ERR_HBONE_CONNECTION");
+    const reset = await remoteError;
+    assert.ok(reset instanceof HboneError && reset.code === "ERR_HBONE_RESET", String(reset));
+    await until(() => local.destroyed || localError !== undefined, "local socket reset");
+    await until(() => localError !== undefined, "local socket error");
+    assert.equal(localError, "ECONNRESET");
+  });
+
+  it("an abort signal ends the relay with ERR_HBONE_ABORTED", async () => {
+    const controller = new AbortController();
+    const { local, remote, result } = await joined({ signal: controller.signal });
+    local.on("error", () => {});
+    remote.on("error", () => {});
+    controller.abort();
+    const e = await result;
+    assert.ok(e instanceof HboneError, String(e));
+    assert.equal(e.code, "ERR_HBONE_ABORTED");
+  });
+
+  it("a tunnel with bytes already buffered is copied through the stream interface, bytes intact", async () => {
+    const { local, remote, result } = await joined({
+      beforePipe: async (remote, tunnel) => {
+        remote.write("early");
+        await until(() => tunnel.readableLength === 5, "the early bytes are buffered in the tunnel");
+      },
+    });
+    remote.end(" and late");
+    assert.equal((await readAll(local)).toString(), "early and late");
+    local.end("up");
+    assert.equal((await readAll(remote)).toString(), "up");
+    assert.deepEqual(await result, { aToB: 2, bToA: 14 });
   });
 });

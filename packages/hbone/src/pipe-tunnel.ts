@@ -1,5 +1,6 @@
 import type { Duplex } from "node:stream";
 import { toHboneError } from "./node-error.js";
+import { TunnelStream } from "./tunnel-stream.js";
 
 /** Bytes moved by {@link pipeTunnel}. */
 export interface PipeTunnelResult {
@@ -24,6 +25,16 @@ export interface PipeTunnelOptions {
  * Resolves with the byte counts; rejects with an HboneError whose message includes them.
  */
 export function pipeTunnel(a: Duplex, b: Duplex, options: PipeTunnelOptions = {}): Promise<PipeTunnelResult> {
+  if (options.signal?.aborted !== true) {
+    // A tunnel and a plain socket: the tunnel's HTTP/2 stream is joined to the socket directly.
+    if (b instanceof TunnelStream && !(a instanceof TunnelStream)) {
+      const relayed = relay(b, a, options.signal, "bToA");
+      if (relayed !== undefined) return relayed;
+    } else if (a instanceof TunnelStream && !(b instanceof TunnelStream)) {
+      const relayed = relay(a, b, options.signal, "aToB");
+      if (relayed !== undefined) return relayed;
+    }
+  }
   const result: PipeTunnelResult = { aToB: 0, bToA: 0 };
   return new Promise((resolve, reject) => {
     let failed = false;
@@ -93,6 +104,46 @@ export function pipeTunnel(a: Duplex, b: Duplex, options: PipeTunnelOptions = {}
     watch(b);
     pump(a, b, "aToB");
     pump(b, a, "bToA");
+  });
+}
+
+/**
+ * {@link pipeTunnel} through {@link TunnelStream._relay}; `undefined` when the tunnel cannot be relayed
+ * directly (it was already read from or written to). `tunnelToSocket` names the result field that
+ * counts the tunnel's bytes.
+ */
+function relay(
+  tunnel: TunnelStream,
+  socket: Duplex,
+  signal: AbortSignal | undefined,
+  tunnelToSocket: "aToB" | "bToA",
+): Promise<PipeTunnelResult> | undefined {
+  type Counts = { toSocket: number; fromSocket: number };
+  let settle: ((err: unknown, counts: Counts) => void) | undefined;
+  let early: [unknown, Counts] | undefined;
+  const started = tunnel._relay(socket, (err, counts) => {
+    if (settle === undefined) early = [err, counts];
+    else settle(err, counts);
+  });
+  if (!started) return undefined;
+  return new Promise((resolve, reject) => {
+    const onAbort = () => tunnel.destroy(toHboneError(signal?.reason ?? new Error("aborted"), "tunnel copy"));
+    settle = (err, counts) => {
+      signal?.removeEventListener("abort", onAbort);
+      const result: PipeTunnelResult =
+        tunnelToSocket === "aToB"
+          ? { aToB: counts.toSocket, bToA: counts.fromSocket }
+          : { aToB: counts.fromSocket, bToA: counts.toSocket };
+      if (err === undefined) {
+        resolve(result);
+        return;
+      }
+      const mapped = toHboneError(err, `tunnel copy after ${result.aToB}/${result.bToA} bytes`);
+      abort(socket, mapped);
+      reject(mapped);
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+    if (early !== undefined) settle(...early);
   });
 }
 

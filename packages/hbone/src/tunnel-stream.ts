@@ -6,6 +6,33 @@ import { H2_ERROR } from "./h2/frames.js";
 import { resetError } from "./node-error.js";
 
 /**
+ * Bytes a relayed socket may hold unsent before the tunnel stops giving window back to its sender,
+ * and bytes queued toward the HTTP/2 connection before the socket is no longer read.
+ */
+const RELAY_BUFFER_BYTES = 256 * 1024;
+/** Tunnel data arriving in pieces this large is bulk: written to the socket once per event-loop turn. */
+const RELAY_BATCH_BYTES = 8 * 1024;
+
+/** A {@link TunnelStream} joined straight to a socket by {@link TunnelStream._relay}. */
+interface Relay {
+  socket: Duplex;
+  /** Bytes from the tunnel written to the socket / read from the socket and sent into the tunnel. */
+  toSocket: number;
+  fromSocket: number;
+  /** Tunnel bytes the socket has not taken yet: given back to the sender's window on `drain`. */
+  owed: number;
+  /** The socket is paused until the tunnel took what was queued. */
+  paused: boolean;
+  /** The socket is corked until the end of this event-loop turn ({@link RELAY_BATCH_BYTES}). */
+  batching: boolean;
+  endBatch: () => void;
+  socketClosed: boolean;
+  done: boolean;
+  /** Ends the relay once: `err` undefined when both directions finished cleanly. */
+  finish(err: unknown): void;
+}
+
+/**
  * Header fields of a CONNECT request or response as Node shows them: lower-case names, repeated fields
  * joined (`set-cookie` a list).
  */
@@ -37,6 +64,7 @@ export class TunnelStream extends Duplex implements TunnelInfo {
   #owed = 0;
   #sawEnd = false;
   #endSent = false;
+  #relay: Relay | undefined;
 
   constructor(h2: H2Stream, info: TunnelInfo) {
     super({ allowHalfOpen: true, writableHighWaterMark: 256 * 1024, readableHighWaterMark: 256 * 1024 });
@@ -57,28 +85,189 @@ export class TunnelStream extends Duplex implements TunnelInfo {
   }
 
   #onData(chunk: Buffer): void {
+    const relay = this.#relay;
+    if (relay !== undefined) {
+      // Straight to the socket: the window is given back once the socket took the bytes.
+      const n = chunk.length;
+      if (relay.done) {
+        this.#h2.consume(n);
+        return;
+      }
+      relay.toSocket += n;
+      const socket = relay.socket;
+      if (n >= RELAY_BATCH_BYTES && !relay.batching) {
+        // A full TLS record's worth: bulk. What else arrives in this turn of the event loop (the
+        // rest of the socket read, a frame's short tail) joins it in one write.
+        relay.batching = true;
+        socket.cork();
+        setImmediate(relay.endBatch);
+      }
+      socket.write(chunk);
+      if (relay.owed === 0 && socket.writableLength <= RELAY_BUFFER_BYTES) this.#h2.consume(n);
+      else relay.owed += n;
+      return;
+    }
     if (this.push(chunk)) this.#h2.consume(chunk.length);
     else this.#owed += chunk.length;
   }
 
   #onEnd(): void {
     this.#sawEnd = true;
+    const relay = this.#relay;
+    if (relay !== undefined) {
+      if (!relay.done) relay.socket.end();
+      return;
+    }
     this.push(null);
   }
 
   #onClosed(rstCode: number, err: HboneError | undefined): void {
     if (this.destroyed) return;
-    if (err !== undefined) {
-      this.destroy(err);
+    const failure = this.#closeFailure(rstCode, err);
+    const relay = this.#relay;
+    if (relay !== undefined) {
+      if (failure !== undefined) relay.finish(failure);
+      else if (relay.socketClosed) relay.finish(undefined);
       return;
     }
+    if (failure !== undefined) this.destroy(failure);
+  }
+
+  /** Why the HTTP/2 stream's close loses data, if it does. */
+  #closeFailure(rstCode: number, err: HboneError | undefined): HboneError | undefined {
+    if (err !== undefined) return err;
     // Both directions already ended: nothing can be lost, whatever code the stream closed with.
-    if (this.#sawEnd && this.#endSent) return;
-    if (rstCode !== H2_ERROR.NO_ERROR) this.destroy(resetError(rstCode, "peer"));
-    else
-      this.destroy(
-        new HboneError("ERR_HBONE_CONNECTION", `tunnel ${this.authority} closed before both sides finished`),
-      );
+    if (this.#sawEnd && this.#endSent) return undefined;
+    if (rstCode !== H2_ERROR.NO_ERROR) return resetError(rstCode, "peer");
+    return new HboneError(
+      "ERR_HBONE_CONNECTION",
+      `tunnel ${this.authority} closed before both sides finished`,
+    );
+  }
+
+  /**
+   * Joins this tunnel straight to `socket` (what {@link pipeTunnel} does, without the stream
+   * machinery in between): tunnel bytes are written to the socket, socket bytes to the HTTP/2 stream,
+   * each end forwarded as a half-close, back-pressure through the HTTP/2 windows and by pausing the
+   * socket. `done` runs once, with the byte counts and the failure if there was one; on a failure
+   * this tunnel is reset and destroyed, and the socket is left for the caller to abort. Returns false
+   * (and does nothing) when the tunnel was already read from, written to or ended: then use the
+   * stream interface.
+   * @internal
+   */
+  _relay(
+    socket: Duplex,
+    done: (err: unknown, counts: { toSocket: number; fromSocket: number }) => void,
+  ): boolean {
+    if (
+      this.#relay !== undefined ||
+      this.destroyed ||
+      this.#sawEnd ||
+      this.#endSent ||
+      this.#owed !== 0 ||
+      this.readableLength !== 0 ||
+      this.readableFlowing !== null ||
+      this.writableLength !== 0 ||
+      this.writableEnded ||
+      this.listenerCount("data") !== 0 ||
+      this.listenerCount("readable") !== 0 ||
+      this.#h2.closed
+    ) {
+      return false;
+    }
+    const h2 = this.#h2;
+    const relay: Relay = {
+      socket,
+      toSocket: 0,
+      fromSocket: 0,
+      owed: 0,
+      paused: false,
+      batching: false,
+      endBatch: () => {
+        relay.batching = false;
+        socket.uncork();
+      },
+      socketClosed: false,
+      done: false,
+      finish: (err) => {
+        if (relay.done) return;
+        relay.done = true;
+        socket.off("data", onSocketData);
+        socket.off("end", onSocketEnd);
+        socket.off("drain", onSocketDrain);
+        socket.off("close", onSocketClose);
+        // A failure resets the stream (CANCEL); after a clean finish it is already closed.
+        if (err !== undefined && !h2.closed) h2.reset(H2_ERROR.CANCEL);
+        if (!this.destroyed) this.destroy();
+        done(err, { toSocket: relay.toSocket, fromSocket: relay.fromSocket });
+      },
+    };
+    const resume = (err?: Error | null) => {
+      if (err) {
+        relay.finish(err);
+        return;
+      }
+      if (relay.paused && !relay.done) {
+        relay.paused = false;
+        socket.resume();
+      }
+    };
+    const onSocketData = (chunk: Buffer) => {
+      const n = chunk.length;
+      relay.fromSocket += n;
+      // Stop reading once the HTTP/2 stream has to queue (no window) or the connection's socket is
+      // backed up; `resume` runs when this chunk has been handed on and that socket drained.
+      const conn = h2.connection;
+      const blocked =
+        h2.queued ||
+        n > h2.sendWindow ||
+        n > conn._sendWindow ||
+        conn.socket.writableLength + n > RELAY_BUFFER_BYTES;
+      if (blocked) {
+        relay.paused = true;
+        socket.pause();
+        h2.write(chunk, resume);
+      } else {
+        h2.write(chunk);
+      }
+    };
+    const onSocketEnd = () => {
+      this.#endSent = true;
+      if (h2.closed) {
+        relay.finish(new HboneError("ERR_HBONE_CONNECTION", `tunnel ${this.authority} closed before end()`));
+        return;
+      }
+      h2.end((err) => {
+        if (err) relay.finish(err);
+      });
+    };
+    const onSocketDrain = () => {
+      const owed = relay.owed;
+      if (owed === 0 || socket.writableLength > RELAY_BUFFER_BYTES) return;
+      relay.owed = 0;
+      h2.consume(owed);
+    };
+    const onSocketError = (err: Error) => relay.finish(err);
+    const onSocketClose = () => {
+      if (!socket.readableEnded || !socket.writableFinished) {
+        const err = new Error("stream closed before both directions finished");
+        relay.finish(Object.assign(err, { code: "ERR_STREAM_PREMATURE_CLOSE" }));
+        return;
+      }
+      relay.socketClosed = true;
+      if (h2.closed) relay.finish(this.#closeFailure(h2.rstCode ?? H2_ERROR.NO_ERROR, undefined));
+    };
+    this.#relay = relay;
+    // Errors of either side end the relay and reach `done`; these listeners stay so that a late
+    // error after the end is not an unhandled one.
+    this.on("error", onSocketError);
+    socket.on("data", onSocketData);
+    socket.once("end", onSocketEnd);
+    socket.on("drain", onSocketDrain);
+    socket.on("error", onSocketError);
+    socket.once("close", onSocketClose);
+    socket.resume();
+    return true;
   }
 
   override _read(): void {
@@ -109,6 +298,16 @@ export class TunnelStream extends Duplex implements TunnelInfo {
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    const relay = this.#relay;
+    if (relay !== undefined && !relay.done) {
+      // Destroyed from outside while relaying: that ends the relay as a failure.
+      relay.finish(
+        err ??
+          Object.assign(new Error("tunnel destroyed before both directions finished"), {
+            code: "ERR_STREAM_PREMATURE_CLOSE",
+          }),
+      );
+    }
     const h2 = this.#h2;
     if (!h2.closed && (err !== null || !this.#sawEnd || !this.#endSent)) h2.reset(H2_ERROR.CANCEL);
     cb(err);

@@ -126,6 +126,16 @@ export class H2Stream {
     }
   }
 
+  /** The connection this stream belongs to. */
+  get connection(): Http2Connection {
+    return this.#conn;
+  }
+
+  /** Whether written data waits in this stream's queue (for window). */
+  get queued(): boolean {
+    return this.#queue.length > 0;
+  }
+
   /** Runs `listener` once the stream is closed (at once if it already is). */
   onClose(listener: () => void): void {
     if (this.closed) listener();
@@ -385,6 +395,12 @@ export class Http2Connection extends EventEmitter {
   #headerBlock: { streamId: number; flags: number; parts: Buffer[]; size: number } | undefined;
   #closeTimer: NodeJS.Timeout | undefined;
   #closeEmitted = false;
+  /** Large DATA frames of this turn of the event loop are held in the corked socket until its end. */
+  #batching = false;
+  readonly #endBatch = (): void => {
+    this.#batching = false;
+    this.socket.uncork();
+  };
 
   constructor(socket: Duplex, options: Http2ConnectionOptions) {
     super();
@@ -500,11 +516,16 @@ export class Http2Connection extends EventEmitter {
     const header = Buffer.allocUnsafe(FRAME_HEADER_BYTES);
     writeFrameHeader(header, 0, payload.length, FRAME_DATA, flags, streamId);
     const socket = this.socket;
-    if (socket.destroyed) return;
-    socket.cork();
+    if (socket.destroyed || !socket.writable) return;
+    if (!this.#batching) {
+      // Bulk data: the frames written until the end of this event-loop turn leave in one TLS write,
+      // so TLS records are full and the peer reads (and forwards) fewer, larger pieces.
+      this.#batching = true;
+      socket.cork();
+      setImmediate(this.#endBatch);
+    }
     socket.write(header);
     socket.write(payload);
-    socket.uncork();
   }
 
   _sendReset(streamId: number, code: number): void {
