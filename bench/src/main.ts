@@ -18,6 +18,7 @@
  *                      --waypoint-baseline=DIR runs a second waypoint from a snapshot of earlier code
  */
 import { mkdirSync } from "node:fs";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { ALL_PHASES, type BenchResult, type Phase, runBench } from "./bench.js";
@@ -115,7 +116,10 @@ if (values.waypoint) {
       ...(quick ? { warmupSeconds: 1 } : {}),
       pin: !values["no-pin"],
       ...(values["waypoint-baseline"] === undefined ? {} : { baseline: values["waypoint-baseline"] }),
-      ...(values["cpu-prof"] ? { waypointNodeFlags: ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] } : {}),
+      // A folder of its own, so a pair bench profiling at the same time does not mix with it.
+      ...(values["cpu-prof"]
+        ? { waypointNodeFlags: ["--cpu-prof", `--cpu-prof-dir=${join(profileDir, "waypoint")}`] }
+        : {}),
       log: (line) => console.error(`bench: ${line}`),
     });
     await new Promise((done) => process.stdout.write(`${formatWaypointReport(result)}\n`, done));
