@@ -36,6 +36,8 @@ export interface BenchOptions {
   subnet?: number;
   pin?: boolean;
   proxyNodeFlags?: readonly string[];
+  /** Another built checkout: adds its ztunnel pair as `ztunnel-base` (see TopologyOptions.baseTree). */
+  baseTree?: string;
   log?: (line: string) => void;
 }
 
@@ -170,6 +172,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     ...(options.subnet === undefined ? {} : { subnet: options.subnet }),
     ...(options.pairs === undefined ? {} : { pairs: options.pairs }),
     ...(options.proxyNodeFlags === undefined ? {} : { proxyNodeFlags: options.proxyNodeFlags }),
+    ...(options.baseTree === undefined ? {} : { baseTree: options.baseTree }),
     pin: pinned,
     log,
   });

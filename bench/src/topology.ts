@@ -23,7 +23,7 @@ import {
 import type { RelayConfig } from "./tls-relay.js";
 
 /** Which pair carried the traffic. */
-export type PairName = "haproxy" | "node-tls" | "ztunnel";
+export type PairName = "haproxy" | "node-tls" | "ztunnel" | "ztunnel-base";
 /** Backends on the server pod. */
 export type TargetName = "iperf" | "echo";
 
@@ -80,6 +80,12 @@ export interface TopologyOptions {
   pairs?: readonly PairName[];
   /** Extra node flags for the Node proxies, ztunnels and TLS relays (e.g. `--cpu-prof`). */
   proxyNodeFlags?: readonly string[];
+  /**
+   * Another checkout of this repository (built): adds the pair `ztunnel-base`, that tree's control
+   * plane and ztunnels with their own pods and backends, so old and new code meet the same load in one
+   * run. Only with the `ztunnel` pair's other options (no --netns).
+   */
+  baseTree?: string;
   /** Progress lines. */
   log?: (line: string) => void;
 }
@@ -362,41 +368,47 @@ export async function startTopology(options: TopologyOptions = {}): Promise<Topo
       log(`node tls relay pair: ${outIp} -> mTLS -> ${inIp}`);
     }
 
-    if (want.has("ztunnel")) {
-      const cpIp = ip(1, 10);
-      const meshDir = join(dir, "mesh");
+    const ztunnelPair = async (
+      name: "ztunnel" | "ztunnel-base",
+      root: string,
+      octet: number,
+      podIps: { client: string; server: string },
+      meshState: string,
+    ): Promise<void> => {
+      const cpIp = ip(octet, 10);
+      const meshDir = join(dir, `mesh-${name}`);
       await mkdir(meshDir);
-      await writeFile(join(meshDir, "bench.yaml"), meshManifests(clientPodIp, serverPodIp));
-      const cp = nodeScript("control plane", join(repoRoot, "examples/control-plane/src/main.ts"), [
+      await writeFile(join(meshDir, "bench.yaml"), meshManifests(podIps.client, podIps.server));
+      const cp = nodeScript(`control plane (${name})`, join(root, "examples/control-plane/src/main.ts"), [
         "--mesh-dir",
         meshDir,
         "--state-dir",
-        stateDir,
+        meshState,
         "--listen",
         `${cpIp}:15012`,
         "--admin",
         `${cpIp}:15014`,
         "--pod-cidr",
-        `127.${net}.0.0/24`,
+        `${podIps.server.split(".").slice(0, 3).join(".")}.0/24`,
         "--log-level",
         "warn",
       ]);
       await waitForPort(cpIp, 15012, START_TIMEOUT_MS, cp);
       const ztunnels: BenchChild[] = [];
       for (const [index, node] of ["node-a", "node-b"].entries()) {
-        await waitForFile(join(stateDir, "tokens", `${node}.jwt`), START_TIMEOUT_MS, cp);
+        await waitForFile(join(meshState, "tokens", `${node}.jwt`), START_TIMEOUT_MS, cp);
         const z = nodeScript(
-          `ztunnel ${node}`,
-          join(repoRoot, "examples/ztunnel/src/main.ts"),
+          `${name} ${node}`,
+          join(root, "examples/ztunnel/src/main.ts"),
           [
             "--node",
             node,
             "--node-ip",
-            ip(1, index + 1),
+            ip(octet, index + 1),
             "--control-plane",
             `${cpIp}:15012`,
             "--state-dir",
-            stateDir,
+            meshState,
             "--log-level",
             "warn",
           ],
@@ -407,43 +419,73 @@ export async function startTopology(options: TopologyOptions = {}): Promise<Topo
       }
       for (const [index, z] of ztunnels.entries()) {
         await waitForHttp200(
-          `http://${ip(1, index + 1)}:${READINESS_PORT}/healthz/ready`,
+          `http://${ip(octet, index + 1)}:${READINESS_PORT}/healthz/ready`,
           START_TIMEOUT_MS,
           z,
         );
       }
-      const socks5 = { proxyHost: ip(1, 1), proxyPort: SOCKS5_PORT };
-      const shimIp = ip(4, 1);
-      const shim = nodeScript("socks5 shim", here("./socks5-shim.ts"), [
+      const socks5 = { proxyHost: ip(octet, 1), proxyPort: SOCKS5_PORT };
+      const shimIp = ip(octet, 21);
+      const shim = nodeScript(`socks5 shim (${name})`, here("./socks5-shim.ts"), [
         shimIp,
         String(ROUTE_PORTS.iperf),
         socks5.proxyHost,
         String(SOCKS5_PORT),
-        clientPodIp,
-        serverPodIp,
+        podIps.client,
+        podIps.server,
         String(IPERF_PORT),
       ]);
       await printedReady(shim);
       pairs.push({
-        name: "ztunnel",
+        name,
         maxTunnels: childFileLimit - 200,
         proxies: ztunnels,
         helpers: [shim],
         route: (target) => ({
           host: socks5.proxyHost,
           port: socks5.proxyPort,
-          localAddress: clientPodIp,
+          localAddress: podIps.client,
           socks5: {
             ...socks5,
-            targetIp: serverPodIp,
+            targetIp: podIps.server,
             targetPort: target === "iperf" ? IPERF_PORT : ECHO_PORT,
           },
         }),
         iperfAddress: { host: shimIp, port: ROUTE_PORTS.iperf },
       });
       log(
-        `ztunnel pair: SOCKS5 ${socks5.proxyHost}:${SOCKS5_PORT} -> HBONE -> ${serverPodIp}; shim ${shimIp}`,
+        `${name} pair (${root}): SOCKS5 ${socks5.proxyHost}:${SOCKS5_PORT} -> HBONE -> ${podIps.server}; shim ${shimIp}`,
       );
+    };
+
+    if (want.has("ztunnel")) {
+      await ztunnelPair("ztunnel", repoRoot, 1, { client: clientPodIp, server: serverPodIp }, stateDir);
+    }
+
+    if (options.baseTree !== undefined) {
+      // The base tree's pods and backends live on 127.<n>.5.x, its nodes on 127.<n>.6.x; the CA is shared.
+      const base = { client: ip(5, 1), server: ip(5, 2) };
+      const baseState = join(dir, "mesh-state-base");
+      await mkdir(join(baseState, "ca"), { recursive: true });
+      for (const file of ["ca-cert.pem", "ca-key.pem", "root-cert.pem"]) {
+        await writeFile(join(baseState, "ca", file), await readFile(join(stateDir, "ca", file)), {
+          mode: 0o600,
+        });
+      }
+      const baseIperf = startChild("iperf3 server (base)", "iperf3", [
+        "-s",
+        "-B",
+        base.server,
+        "-p",
+        String(IPERF_PORT),
+      ]);
+      const baseEcho = nodeScript("echo server (base)", here("./echo-server.ts"), [
+        base.server,
+        String(ECHO_PORT),
+      ]);
+      await printedReady(baseEcho);
+      await waitForPort(base.server, IPERF_PORT, START_TIMEOUT_MS, baseIperf);
+      await ztunnelPair("ztunnel-base", options.baseTree, 6, base, baseState);
     }
 
     return {
