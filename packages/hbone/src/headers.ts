@@ -279,11 +279,11 @@ export function formatTraceparent(tp: TraceParent): string {
 
 /** A fresh random trace context (flags 00, as ztunnel sends per outbound connection). */
 export function createTraceparent(options: { sampled?: boolean } = {}): TraceParent {
-  let traceId: string;
-  let parentId: string;
-  do traceId = randomBytes(16).toString("hex");
-  while (/^0+$/.test(traceId));
-  do parentId = randomBytes(8).toString("hex");
-  while (/^0+$/.test(parentId));
+  // One draw for both ids (an all-zero id is invalid: that half is drawn again, which never happens).
+  const bytes = randomBytes(24);
+  let traceId = bytes.toString("hex", 0, 16);
+  let parentId = bytes.toString("hex", 16, 24);
+  while (/^0+$/.test(traceId)) traceId = randomBytes(16).toString("hex");
+  while (/^0+$/.test(parentId)) parentId = randomBytes(8).toString("hex");
   return { version: "00", traceId, parentId, flags: options.sampled ? 1 : 0 };
 }

@@ -68,9 +68,9 @@ export class InboundTunnel {
   readonly traceparent: TraceParent | undefined;
   /** `x-forwarded-network` (set on the inner CONNECT of double HBONE). */
   readonly forwardedNetwork: string | undefined;
-  /** Aborts when the client goes away before the tunnel was accepted or refused. */
-  readonly signal: AbortSignal;
   #stream: H2Stream;
+  /** Made on the first read of {@link InboundTunnel.signal}: most tunnels are answered without it. */
+  #controller: AbortController | undefined;
   #state: InboundTunnelState = "pending";
   #onAnswer: ((status: number) => void) | undefined;
 
@@ -94,16 +94,25 @@ export class InboundTunnel {
     this.baggage = tryParse(single(headers[HBONE_HEADER_NAMES.baggage]), parseBaggage);
     this.traceparent = tryParse(single(headers[HBONE_HEADER_NAMES.traceparent]), parseTraceparent);
     this.forwardedNetwork = single(headers[HBONE_HEADER_NAMES.forwardedNetwork]);
-    const controller = new AbortController();
-    this.signal = controller.signal;
     stream.onClose(() => {
       if (this.#state === "pending") {
         this.#state = "closed";
-        controller.abort(
-          new HboneError("ERR_HBONE_RESET", "client went away before the tunnel was answered"),
-        );
+        this.#controller?.abort(InboundTunnel.#goneError());
       }
     });
+  }
+
+  static #goneError(): HboneError {
+    return new HboneError("ERR_HBONE_RESET", "client went away before the tunnel was answered");
+  }
+
+  /** Aborts when the client goes away before the tunnel was accepted or refused. */
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      if (this.#state === "closed") this.#controller.abort(InboundTunnel.#goneError());
+    }
+    return this.#controller.signal;
   }
 
   get state(): InboundTunnelState {

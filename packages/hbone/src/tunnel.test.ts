@@ -293,6 +293,23 @@ describe("HBONE tunnels", () => {
     await c.destroy();
   });
 
+  it("signal read only after the client left is already aborted, with the reset as its reason", async () => {
+    const received = srv.nextTunnel();
+    const controller = new AbortController();
+    const pending = client.connect({
+      address: srv.address,
+      authority: "10.0.0.10:80",
+      expectedIdentities: [SERVER_ID],
+      signal: controller.signal,
+    });
+    const t = await received;
+    controller.abort();
+    await assert.rejects(pending, (e: unknown) => e instanceof HboneError && e.code === "ERR_HBONE_ABORTED");
+    await until(() => t.state === "closed", "the server saw the client leave");
+    assert.equal(t.signal.aborted, true);
+    assert.ok(t.signal.reason instanceof HboneError && t.signal.reason.code === "ERR_HBONE_RESET");
+  });
+
   it("accept() after the client left returns a stream that reports the reset instead of throwing", async () => {
     const accepted = srv.nextTunnel().then(async (t) => {
       await new Promise((resolve) => t.signal.addEventListener("abort", resolve));
