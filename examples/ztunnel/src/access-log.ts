@@ -78,9 +78,12 @@ export function startAccessLog(
     complete(outcome) {
       if (done) return;
       done = true;
+      const level = outcome.error === undefined ? "info" : "error";
+      // pino can say whether the line would be written at all; then the record is not built for nothing.
+      if ((logger as { isLevelEnabled?: (level: string) => boolean }).isLevelEnabled?.(level) === false)
+        return;
       const record = accessLogRecord(parties, { ...outcome, durationMs: now() - started });
-      if (outcome.error === undefined) logger.info(record, "connection complete");
-      else logger.error(record, "connection complete");
+      logger[level](record, "connection complete");
     },
   };
 }

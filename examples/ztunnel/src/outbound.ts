@@ -120,9 +120,17 @@ export function createHostNetwork(options: {
 export function createOutbound(options: OutboundOptions): Outbound {
   const { store, trustBundle, registry, tcpMetrics, logger } = options;
 
+  // One credentials object per SVID: the HBONE client caches what it derives from it (the identity
+  // parsed from the certificate), so a new object per connection would parse it again each time.
+  const credentialsBySvid = new WeakMap<X509Svid, HboneCredentials>();
   const credentialsOf = async (identity: string): Promise<HboneCredentials> => {
     const svid = await options.svidOf(identity);
-    return { key: svid.privateKeyPem, certChain: svid.certChainPem, trustBundle };
+    let credentials = credentialsBySvid.get(svid);
+    if (credentials === undefined) {
+      credentials = { key: svid.privateKeyPem, certChain: svid.certChainPem, trustBundle };
+      credentialsBySvid.set(svid, credentials);
+    }
+    return credentials;
   };
 
   const dial: Outbound["dial"] = async (network, srcIp, src, request, srcPort) => {
