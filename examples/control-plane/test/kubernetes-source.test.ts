@@ -201,6 +201,37 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
     assert.deepEqual(event.removed, []);
   });
 
+  it("keeps neither managedFields nor kubectl's last-applied copy in the informer cache", async () => {
+    const server = await fake();
+    const bulky = {
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: {
+        name: "bulky",
+        namespace: "demo",
+        annotations: { "kubectl.kubernetes.io/last-applied-configuration": "{...}", keep: "me" },
+        managedFields: [{ manager: "kubectl", operation: "Update", fieldsV1: { "f:spec": {} } }],
+      },
+      spec: { nodeName: "node-a" },
+      status: { podIP: "127.10.0.44" },
+    };
+    server.apply(bulky);
+    const source = await createKubernetesSource({ kubeConfig: kubeConfigOf(server) });
+    cleanups.push(() => source.close());
+    const listed = source.pod("demo", "bulky");
+    assert.equal(listed?.metadata?.managedFields, undefined);
+    assert.deepEqual(listed?.metadata?.annotations, { keep: "me" });
+    let seen = false;
+    source.start(() => {
+      seen = true;
+    });
+    server.apply({ ...bulky, status: { podIP: "127.10.0.45" } });
+    await until("the update", () => seen && source.pod("demo", "bulky")?.status?.podIP === "127.10.0.45");
+    const watched = source.pod("demo", "bulky");
+    assert.equal(watched?.metadata?.managedFields, undefined);
+    assert.deepEqual(watched?.metadata?.annotations, { keep: "me" });
+  });
+
   it("reports resources whose CRDs are not installed, serves the rest, and picks a CRD up once installed", async () => {
     const server = await fake({ crds: [] });
     for (const o of await demoObjects()) {

@@ -161,6 +161,23 @@ export function kubeObjectFromApi(resource: KubeResource, raw: RawKubeObject): K
   return object;
 }
 
+const LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration";
+
+/**
+ * Drops what the informer cache would hold for nothing: `metadata.managedFields` and kubectl's
+ * last-applied copy of the object, often most of an object's bytes on a real cluster. In place.
+ */
+export function trimForCache<T>(object: T): T {
+  const meta = (object as RawKubeObject | undefined)?.metadata;
+  if (meta === undefined) return object;
+  delete meta.managedFields;
+  if (meta.annotations !== undefined && LAST_APPLIED in meta.annotations) {
+    delete meta.annotations[LAST_APPLIED];
+    if (Object.keys(meta.annotations).length === 0) delete meta.annotations;
+  }
+  return object;
+}
+
 function resourceName(r: KubeResource): string {
   return `${apiVersionOf(r)}/${r.plural}`;
 }
@@ -240,7 +257,7 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
           (phase, obj, raw) => {
             w.lastActivity = Date.now();
             w.retryMs = baseRetryMs;
-            callback(phase, obj, raw);
+            callback(phase, trimForCache(obj), raw);
           },
           done,
         );
@@ -251,6 +268,7 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
       tracked,
       async () => {
         const list = await listAll(kc, path, pageSize);
+        for (const item of list.items) trimForCache(item);
         w.listed = true;
         if (w.missing) logger.info({ resource: resourceName(resource) }, "kubernetes resource now installed");
         w.missing = false;
