@@ -1,0 +1,97 @@
+// The Lease election against the fake API server: one leader, handover on release, takeover of a
+// lease whose holder stopped renewing (judged on this replica's clock), and stepping down when another
+// holder appears.
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { KubeConfig } from "@kubernetes/client-node";
+import { type LeaderElection, startLeaderElection } from "../src/sources/leader-election.js";
+import { createFakeApiServer, type FakeApiServer } from "./fake-apiserver/fake-apiserver.js";
+
+async function until(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe("leader election over a Lease", { timeout: 60_000 }, () => {
+  let server: FakeApiServer;
+  let kc: KubeConfig;
+  const running: LeaderElection[] = [];
+
+  before(async () => {
+    server = await createFakeApiServer();
+    kc = new KubeConfig();
+    kc.loadFromString(server.kubeconfig());
+  });
+  after(async () => {
+    for (const e of running) await e.stop();
+    await server.close();
+  });
+
+  function elect(identity: string, name: string, events: string[] = []): LeaderElection {
+    const e = startLeaderElection({
+      kubeConfig: kc,
+      identity,
+      name,
+      leaseDurationSeconds: 1,
+      renewDeadlineMs: 800,
+      retryPeriodMs: 50,
+      onStartedLeading: () => events.push(`${identity} leads`),
+      onStoppedLeading: () => events.push(`${identity} stops`),
+    });
+    running.push(e);
+    return e;
+  }
+
+  it("elects one of two, and hands over when the leader releases the lease", async () => {
+    const events: string[] = [];
+    const a = elect("a", "handover", events);
+    await until("a leads", () => a.isLeader());
+    const b = elect("b", "handover", events);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(b.isLeader(), false, "b waits while a renews");
+    await a.stop();
+    await until("b leads", () => b.isLeader(), 5_000);
+    assert.deepEqual(events, ["a leads", "a stops", "b leads"]);
+    const lease = server.get("coordination.k8s.io/v1", "Lease", "handover", "istio-system");
+    assert.equal((lease?.spec as { holderIdentity?: string }).holderIdentity, "b");
+    assert.equal((lease?.spec as { leaseTransitions?: number }).leaseTransitions, 1);
+  });
+
+  it("takes over a lease whose holder stopped renewing, whatever the holder's clock said", async () => {
+    // A dead holder whose renewTime is in the future by this machine's clock.
+    server.apply({
+      apiVersion: "coordination.k8s.io/v1",
+      kind: "Lease",
+      metadata: { name: "expiry", namespace: "istio-system" },
+      spec: {
+        holderIdentity: "dead",
+        leaseDurationSeconds: 1,
+        renewTime: new Date(Date.now() + 3_600_000).toISOString(),
+      },
+    });
+    const c = elect("c", "expiry");
+    await new Promise((r) => setTimeout(r, 400));
+    assert.equal(c.isLeader(), false, "not before a full lease duration without renewal");
+    await until("c takes over", () => c.isLeader(), 5_000);
+  });
+
+  it("steps down when another holder renews the lease", async () => {
+    const d = elect("d", "contested");
+    await until("d leads", () => d.isLeader());
+    const lease = server.get("coordination.k8s.io/v1", "Lease", "contested", "istio-system");
+    assert.ok(lease);
+    server.apply({
+      ...lease,
+      spec: {
+        ...(lease.spec as object),
+        holderIdentity: "other",
+        leaseDurationSeconds: 30,
+        renewTime: new Date().toISOString(),
+      },
+    });
+    await until("d steps down", () => !d.isLeader());
+  });
+});
