@@ -65,8 +65,10 @@ export function startLeaderElection(options: LeaderElectionOptions): LeaderElect
   // Another holder's lease, and when this replica first saw its current renewTime (local clock only).
   let observed: { renewTime: string | undefined; holder: string | undefined; at: number } | undefined;
 
+  let inflight: Promise<void> = Promise.resolve();
   const setLeader = (value: boolean): void => {
-    if (leader === value) return;
+    // An attempt that was in flight when stop() was called does not make a stopped replica lead.
+    if (leader === value || (value && stopped)) return;
     leader = value;
     logger.info(
       { lease: `${namespace}/${name}`, identity: options.identity, leader: value },
@@ -137,7 +139,8 @@ export function startLeaderElection(options: LeaderElectionOptions): LeaderElect
   const loop = async (): Promise<void> => {
     if (stopped) return;
     try {
-      await attempt();
+      inflight = attempt();
+      await inflight;
     } catch (err) {
       // 409: another replica wrote first. Anything else: the API server is away.
       if (!(err instanceof KubeRequestError && err.statusCode === 409)) {
@@ -161,7 +164,8 @@ export function startLeaderElection(options: LeaderElectionOptions): LeaderElect
     async stop() {
       stopped = true;
       clearTimeout(timer);
-      if (!leader) return;
+      // An attempt in flight may still take or renew the lease: release after it.
+      await inflight.catch(() => undefined);
       setLeader(false);
       // Released, so a successor need not wait out the lease.
       try {
