@@ -9,7 +9,7 @@ import { resetError } from "./node-error.js";
  * Bytes a relayed socket may hold unsent before the tunnel stops giving window back to its sender,
  * and bytes queued toward the HTTP/2 connection before the socket is no longer read.
  */
-const RELAY_BUFFER_BYTES = 256 * 1024;
+const RELAY_BUFFER_BYTES = 1024 * 1024;
 /** Tunnel data arriving in pieces this large is bulk: written to the socket once per event-loop turn. */
 const RELAY_BATCH_BYTES = 8 * 1024;
 
