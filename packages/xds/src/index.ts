@@ -54,16 +54,20 @@ export {
 } from "./type-registry.js";
 export {
   createXdsClient,
+  DEFAULT_LOOKUP_TIMEOUT_MS,
+  type LookupOptions,
   type WatchOptions,
   type XdsChangeEvent,
   XdsClient,
   type XdsClientNode,
   type XdsClientOptions,
+  type XdsLookupResult,
   type XdsResource,
 } from "./xds-client.js";
 export {
   createXdsServer,
   type XdsAuthRequest,
+  type XdsRelatedNames,
   type XdsResolver,
   XdsServer,
   type XdsServerOptions,

@@ -53,6 +53,16 @@ export interface SessionHost {
   readonly maxNamesPerType: number;
   visible(ctx: XdsStreamContext, entry: Entry): boolean;
   resolve(ctx: XdsStreamContext, typeUrl: string, names: string[]): Promise<void>;
+  /**
+   * Names a non-wildcard Delta stream should also receive, given names it asked for (or that changed)
+   * and what it is subscribed to; undefined when the server has no such hook.
+   */
+  related?(
+    ctx: XdsStreamContext,
+    typeUrl: string,
+    names: readonly string[],
+    subscribed: ReadonlySet<string>,
+  ): Iterable<string>;
   onNack(ctx: XdsStreamContext, nack: NackRecord): void;
   onPush(ctx: XdsStreamContext, typeUrl: string, resources: number, bytes: number): void;
   debug(obj: object, msg: string): void;
@@ -134,7 +144,13 @@ abstract class Session {
 
 interface DeltaWatch {
   wildcard: boolean;
+  /** Names the client subscribed to (primary names or aliases). */
   readonly names: Set<string>;
+  /**
+   * Primary names the server subscribed the client to on its behalf (on-demand): the resources that
+   * answered an alias, and what the `related` hook added (a Service's workloads, node-local pods).
+   */
+  readonly implied: Set<string>;
   /** Versions the client holds, by primary name. */
   readonly sent: Map<string, string>;
   nonce: string;
@@ -149,7 +165,9 @@ export class DeltaSession extends Session {
   /** Subscriptions by type, for debugging. */
   subscriptions(): Map<string, { wildcard: boolean; names: string[] }> {
     const out = new Map<string, { wildcard: boolean; names: string[] }>();
-    for (const [t, w] of this.watches) out.set(t, { wildcard: w.wildcard, names: [...w.names] });
+    for (const [t, w] of this.watches) {
+      out.set(t, { wildcard: w.wildcard, names: [...new Set([...w.names, ...w.implied])] });
+    }
     return out;
   }
 
@@ -166,6 +184,7 @@ export class DeltaSession extends Session {
       w = {
         wildcard: false,
         names: new Set(),
+        implied: new Set(),
         sent: new Map(),
         nonce: "",
         awaitingAck: false,
@@ -205,10 +224,11 @@ export class DeltaSession extends Session {
       }
       w.names.delete(name);
       const primary = this.host.cache.resolveName(typeUrl, name) ?? name;
+      w.implied.delete(primary);
       if (!w.wildcard) w.sent.delete(primary);
       w.sent.delete(name);
     }
-    this.checkLimit(w.names.size, typeUrl);
+    this.checkLimit(w.names.size + w.implied.size, typeUrl);
     const wildcardOn = w.wildcard && (first || !wasWildcard);
     if (!first && added.length === 0 && !wildcardOn) {
       if (!w.awaitingAck && w.dirty.size > 0 && this.writable()) this.push(typeUrl, w);
@@ -217,6 +237,8 @@ export class DeltaSession extends Session {
     const missing = added.filter((n) => this.host.cache.internalEntry(typeUrl, n) === undefined);
     if (missing.length > 0) await this.host.resolve(this.ctx, typeUrl, missing);
     if (this.closed) return;
+    // On-demand: what the server adds to what was asked for (istiod's "additional" subscriptions).
+    const extra = w.wildcard ? [] : this.addRelated(typeUrl, w, added);
 
     const resources = new Map<string, Entry>();
     const removed = new Set<string>();
@@ -236,6 +258,13 @@ export class DeltaSession extends Session {
         // A name in resource_names_subscribe is always sent, even when the client has it.
         resources.set(entry.name, entry);
       }
+      // The primary name answers for the alias from now on: its changes reach the client.
+      if (entry !== undefined && !w.wildcard && entry.name !== name) w.implied.add(entry.name);
+    }
+    for (const name of extra) {
+      const entry = this.host.cache.internalEntry(typeUrl, name);
+      if (entry === undefined || !this.host.visible(this.ctx, entry)) continue;
+      if (w.sent.get(entry.name) !== entry.version) resources.set(entry.name, entry);
     }
     if (first) {
       // Resources the client remembers from an earlier stream that are gone or no longer wanted.
@@ -254,16 +283,47 @@ export class DeltaSession extends Session {
 
   private matches(w: DeltaWatch, entry: Entry): boolean {
     if (!this.host.visible(this.ctx, entry)) return false;
-    if (w.wildcard || w.names.has(entry.name)) return true;
+    if (w.wildcard || w.names.has(entry.name) || w.implied.has(entry.name)) return true;
     for (const a of entry.aliases) if (w.names.has(a)) return true;
     return false;
+  }
+
+  /**
+   * Asks the server's `related` hook which names to add for `names` and subscribes the stream to the
+   * new ones; returns them. Names already subscribed are left out.
+   */
+  private addRelated(typeUrl: string, w: DeltaWatch, names: readonly string[]): string[] {
+    const related = this.host.related;
+    if (related === undefined) return [];
+    const subscribed = new Set([...w.names, ...w.implied]);
+    const out: string[] = [];
+    for (const name of related.call(this.host, this.ctx, typeUrl, names, subscribed)) {
+      if (typeof name !== "string" || name === "" || name === "*" || subscribed.has(name)) continue;
+      subscribed.add(name);
+      w.implied.add(name);
+      out.push(name);
+    }
+    this.checkLimit(w.names.size + w.implied.size, typeUrl);
+    return out;
   }
 
   onChange(typeUrl: string, names: ReadonlySet<string>, aliases: ReadonlySet<string>): void {
     const w = this.watches.get(typeUrl);
     if (w === undefined || this.closed) return;
-    for (const n of names) if (w.wildcard || w.names.has(n) || w.sent.has(n)) w.dirty.add(n);
+    const unmatched: string[] = [];
+    for (const n of names) {
+      if (w.wildcard || w.names.has(n) || w.implied.has(n) || w.sent.has(n)) w.dirty.add(n);
+      else unmatched.push(n);
+    }
     for (const a of aliases) if (w.names.has(a)) w.dirty.add(a);
+    // A new pod behind a subscribed Service, or on the client's node, joins its subscriptions.
+    if (!w.wildcard && unmatched.length > 0 && this.host.related !== undefined) {
+      try {
+        for (const name of this.addRelated(typeUrl, w, unmatched)) w.dirty.add(name);
+      } catch (err) {
+        this.host.debug({ stream: this.ctx.id, typeUrl, err: String(err) }, "related names failed");
+      }
+    }
     if (!w.awaitingAck && w.dirty.size > 0 && this.writable()) this.push(typeUrl, w);
   }
 

@@ -170,6 +170,74 @@ describe("XdsClient (delta specifics)", () => {
   });
 
   it(
+    "lookup waits for the answer: found (with what the server adds), missing",
+    { timeout: 20_000 },
+    async () => {
+      const related = createXdsServer({
+        debounceMs: 0,
+        // u1 "backs" the alias net/10.96.0.1 (stands for a Service VIP and its pods).
+        related: ({ names }) => (names.includes("net/10.0.0.2") ? ["u1"] : []),
+      });
+      related.cache.set(A, "u1", workload("u1", "w1", 1), { aliases: ["net/10.0.0.1"] });
+      related.cache.set(A, "u2", workload("u2", "w2", 2), { aliases: ["net/10.0.0.2"] });
+      const relatedPort = await related.listen();
+      const client = createXdsClient({ address: `127.0.0.1:${relatedPort}`, node: { id: "zt" } });
+      client.watch(A, { wildcard: false });
+      await client.ready(A);
+      assert.equal(client.resources(A).size, 0);
+      const result = await client.lookup(A, ["net/10.0.0.2", "net/10.9.9.9"]);
+      assert.equal(result.found.get("net/10.0.0.2")?.name, "u2");
+      assert.deepEqual(result.missing, ["net/10.9.9.9"]);
+      assert.deepEqual(result.unanswered, []);
+      // The server's addition is held too, and follows later changes.
+      assert.equal(client.get(A, "u1")?.workload?.name, "w1");
+      related.cache.set(A, "u1", workload("u1", "renamed", 1), { aliases: ["net/10.0.0.1"] });
+      await until(client, () => client.get(A, "u1")?.workload?.name === "renamed");
+      // A name the client holds resolves as found.
+      assert.equal((await client.lookup(A, ["u2"])).found.get("u2")?.name, "u2");
+      client.close();
+      await related.close();
+    },
+  );
+
+  it("lookup gives up after its timeout, and on close", { timeout: 20_000 }, async () => {
+    let release: () => void = () => {};
+    const slow = createXdsServer({
+      debounceMs: 0,
+      resolveTimeoutMs: 10_000,
+      resolver: () =>
+        new Promise<void>((resolve) => {
+          release = resolve;
+        }),
+    });
+    const slowPort = await slow.listen();
+    const client = createXdsClient({ address: `127.0.0.1:${slowPort}`, node: { id: "zt" } });
+    client.watch(A, { wildcard: false });
+    await client.ready(A);
+    const timedOut = await client.lookup(A, ["net/10.7.7.7"], { timeoutMs: 50 });
+    assert.deepEqual(timedOut, { found: new Map(), missing: [], unanswered: ["net/10.7.7.7"] });
+    const pending = client.lookup(A, ["net/10.7.7.8"], { timeoutMs: 10_000 });
+    client.close();
+    assert.deepEqual((await pending).unanswered, ["net/10.7.7.8"]);
+    release();
+    await slow.close();
+  });
+
+  it("lookup is for delta streams with a watch", () => {
+    const sotw = createXdsClient({ address: "127.0.0.1:1", protocol: "sotw", node: { id: "zt" } });
+    assert.throws(
+      () => sotw.lookup(A, ["x"]),
+      (e: unknown) => e instanceof XdsError,
+    );
+    sotw.watch(A, { names: ["x"] });
+    assert.throws(
+      () => sotw.lookup(A, ["x"]),
+      (e: unknown) => e instanceof XdsError && e.code === "ERR_XDS_INVALID_ARGUMENT",
+    );
+    sotw.close();
+  });
+
+  it(
     "after a reconnect receives only what changed (initial_resource_versions)",
     { timeout: 20_000 },
     async () => {

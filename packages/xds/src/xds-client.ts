@@ -77,6 +77,27 @@ export interface XdsClientOptions {
   metrics?: MetricsSink;
 }
 
+/** Default bound on {@link XdsClient.lookup}: 5 s. */
+export const DEFAULT_LOOKUP_TIMEOUT_MS = 5000;
+
+/** What the server answered to {@link XdsClient.lookup}. */
+export interface XdsLookupResult<T = unknown> {
+  /** Names answered with a resource (sent under the name or with it as an alias), by the name asked. */
+  found: Map<string, XdsResource<T>>;
+  /** Names the server said do not exist (`removed_resources`). */
+  missing: string[];
+  /** Names with no answer before the timeout, or when the client closed. */
+  unanswered: string[];
+}
+
+/** Options of {@link XdsClient.lookup}. */
+export interface LookupOptions {
+  /** Longest wait for the answer: default {@link DEFAULT_LOOKUP_TIMEOUT_MS}. */
+  timeoutMs?: number;
+}
+
+type LookupAnswer = { kind: "found"; resource: XdsResource } | { kind: "missing" } | { kind: "unanswered" };
+
 /** How to watch a type: everything, a set of names, or (on-demand) nothing until names are added. */
 export interface WatchOptions {
   /** Receive every resource of the type: default true when `names` is empty. */
@@ -100,6 +121,8 @@ interface TypeWatch {
   /** Delta: names to add/remove in the next request. */
   pendingSubscribe: Set<string>;
   pendingUnsubscribe: Set<string>;
+  /** Delta: lookups waiting for the server's answer, by the name asked. */
+  readonly lookups: Map<string, Set<(answer: LookupAnswer) => void>>;
 }
 
 type Stream = grpc.ClientDuplexStream<Uint8Array, Buffer>;
@@ -207,6 +230,7 @@ export class XdsClient {
         pendingSubscribe: new Set(),
         pendingUnsubscribe: new Set(),
         dropped: new Set(),
+        lookups: new Map(),
       };
       this.watches.set(typeUrl, w);
       if (this.stream === undefined) this.connect();
@@ -230,6 +254,90 @@ export class XdsClient {
       w.dropped.delete(name);
     }
     this.sendUpdate(typeUrl, w);
+  }
+
+  /**
+   * On-demand lookup (Delta): subscribes to `names` (primary names or aliases such as `network/IP`)
+   * and resolves once the server has answered each of them, with a resource or as missing, or when
+   * `timeoutMs` has passed. Never rejects once started; the names stay subscribed, so their later
+   * changes arrive as usual. What the server sends along (a Service's workloads) is in
+   * {@link XdsClient.resources} and the change events by the time it resolves.
+   */
+  lookup<K extends string>(
+    typeUrl: K,
+    names: readonly string[],
+    options: LookupOptions = {},
+  ): Promise<XdsLookupResult<MessageOf<K>>> {
+    const w = this.requireWatch(typeUrl);
+    if (this.protocol !== "delta") {
+      throw new XdsError("ERR_XDS_INVALID_ARGUMENT", "lookup needs the delta protocol", { typeUrl });
+    }
+    const timeoutMs = options.timeoutMs ?? DEFAULT_LOOKUP_TIMEOUT_MS;
+    if (!Number.isFinite(timeoutMs) || timeoutMs < 0) {
+      throw new XdsError("ERR_XDS_INVALID_ARGUMENT", `lookup timeoutMs must be >= 0, got ${timeoutMs}`);
+    }
+    const unique = [...new Set(names)];
+    const result: XdsLookupResult<MessageOf<K>> = { found: new Map(), missing: [], unanswered: [] };
+    if (unique.length === 0) return Promise.resolve(result);
+    return new Promise((resolve) => {
+      let open = unique.length;
+      const settlers = new Map<string, (answer: LookupAnswer) => void>();
+      const done = () => {
+        clearTimeout(timer);
+        for (const [name, settle] of settlers) this.dropLookup(w, name, settle);
+        resolve(result);
+      };
+      const timer = setTimeout(() => {
+        for (const settle of [...settlers.values()]) settle({ kind: "unanswered" });
+      }, timeoutMs);
+      for (const n of unique) {
+        const settle = (answer: LookupAnswer) => {
+          if (!settlers.delete(n)) return;
+          this.dropLookup(w, n, settle);
+          if (answer.kind === "found") result.found.set(n, answer.resource as XdsResource<MessageOf<K>>);
+          else if (answer.kind === "missing") result.missing.push(n);
+          else result.unanswered.push(n);
+          if (--open === 0) done();
+        };
+        settlers.set(n, settle);
+        let set = w.lookups.get(n);
+        if (set === undefined) {
+          set = new Set();
+          w.lookups.set(n, set);
+        }
+        set.add(settle);
+      }
+      this.subscribe(typeUrl, unique);
+    });
+  }
+
+  private dropLookup(w: TypeWatch, name: string, settle: (answer: LookupAnswer) => void): void {
+    const set = w.lookups.get(name);
+    if (set === undefined) return;
+    set.delete(settle);
+    if (set.size === 0) w.lookups.delete(name);
+  }
+
+  /** Settles the lookups a Delta response answered, and those for names the client now holds. */
+  private settleLookups(w: TypeWatch, answered: readonly XdsResource[], removed: readonly string[]): void {
+    if (w.lookups.size === 0) return;
+    const settle = (name: string, answer: LookupAnswer) => {
+      const set = w.lookups.get(name);
+      if (set === undefined) return;
+      for (const s of [...set]) s(answer);
+    };
+    for (const r of answered) {
+      settle(r.name, { kind: "found", resource: r });
+      for (const a of r.aliases) settle(a, { kind: "found", resource: r });
+    }
+    for (const name of removed) settle(name, { kind: "missing" });
+    // After a reconnect the server does not resend what the client already has at the same version.
+    if (w.lookups.size === 0) return;
+    for (const r of w.resources.values()) {
+      settle(r.name, { kind: "found", resource: r });
+      for (const a of r.aliases) settle(a, { kind: "found", resource: r });
+      if (w.lookups.size === 0) return;
+    }
   }
 
   /** Removes names from a watched type; their resources are dropped (and reported removed). */
@@ -289,6 +397,10 @@ export class XdsClient {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.reconnectTimer);
+    for (const w of this.watches.values()) {
+      for (const set of [...w.lookups.values()])
+        for (const settle of [...set]) settle({ kind: "unanswered" });
+    }
     const stream = this.stream;
     this.stream = undefined;
     stream?.cancel();
@@ -496,18 +608,39 @@ export class XdsClient {
       }
     } catch (err) {
       this.reject(typeUrl, w, response.nonce, err instanceof Error ? err.message : String(err));
+      // The server did answer: lookups of names it carried end, with what the client holds.
+      const named = response.resources.flatMap((r) => [r.name, ...r.aliases]);
+      this.settleLookups(
+        w,
+        [],
+        [...named, ...response.removedResources].filter((n) => !this.holds(w, n)),
+      );
+      this.settleLookups(w, [], []);
       return;
     }
     const event: XdsChangeEvent = { typeUrl, added: [], updated: [], removed: [] };
     for (const r of decoded) {
-      // A push that crossed our unsubscribe on the wire is not wanted any more.
-      if (!w.wildcard && !w.names.has(r.name) && !r.aliases.some((a) => w.names.has(a))) continue;
+      // A push that crossed our unsubscribe on the wire is not wanted any more. Other names we did not
+      // ask for are the server's additions (a Service's workloads for its VIP) and are kept.
+      if (!w.wildcard && !this.wanted(w, r)) continue;
       (w.resources.has(r.name) ? event.updated : event.added).push(r);
       w.resources.set(r.name, r);
     }
     for (const name of response.removedResources) if (w.resources.delete(name)) event.removed.push(name);
     this.write(DELTA_REQ, { typeUrl, responseNonce: response.nonce });
     this.accept(w, event);
+    this.settleLookups(w, decoded, response.removedResources);
+  }
+
+  private holds(w: TypeWatch, name: string): boolean {
+    if (w.resources.has(name)) return true;
+    for (const r of w.resources.values()) if (r.aliases.includes(name)) return true;
+    return false;
+  }
+
+  private wanted(w: TypeWatch, r: XdsResource): boolean {
+    if (w.names.has(r.name) || r.aliases.some((a) => w.names.has(a))) return true;
+    return !w.dropped.has(r.name) && !r.aliases.some((a) => w.dropped.has(a));
   }
 
   private onSotwResponse(buffer: Buffer): void {

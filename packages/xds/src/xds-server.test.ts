@@ -305,6 +305,117 @@ describe("server hooks", () => {
     await server.close();
   });
 
+  it("answers a VIP or hostname with the Service and the workloads the related hook names", async () => {
+    const seen: string[][] = [];
+    const svc = (vip: number) => ({
+      service: {
+        name: "web",
+        namespace: "ns",
+        hostname: "web.ns.svc.cluster.local",
+        addresses: [{ network: "net", address: new Uint8Array([10, 96, 0, vip]) }],
+      },
+    });
+    const backing = (uid: string, ip: number, node = "other") => ({
+      workload: {
+        uid,
+        name: uid,
+        namespace: "ns",
+        node,
+        addresses: [new Uint8Array([10, 0, 0, ip])],
+        services: { "ns/web.ns.svc.cluster.local": { ports: [] } },
+      },
+    });
+    const server = createXdsServer({
+      debounceMs: 0,
+      // What the control plane supplies: a Service's workloads, and the pods of the client's node.
+      related: ({ names, subscribed, cache, context, typeUrl }) => {
+        seen.push([...names]);
+        const out: string[] = [];
+        for (const name of cache.names(typeUrl)) {
+          const w = cache.get(A, name)?.workload;
+          if (w === undefined) continue;
+          if (w.node === context.node?.metadata.NODE_NAME) out.push(name);
+          for (const asked of [...names, ...subscribed]) {
+            const primary = cache.resolveName(A, asked);
+            if (primary !== undefined && w.services[primary] !== undefined) out.push(name);
+          }
+        }
+        return out;
+      },
+    });
+    server.cache.batch(() => {
+      server.cache.set(A, "ns/web.ns.svc.cluster.local", svc(1), { aliases: ["net/10.96.0.1"] });
+      server.cache.set(A, "pod-1", backing("pod-1", 1), { aliases: ["net/10.0.0.1"] });
+      server.cache.set(A, "local", backing("local", 5, "node-a"), { aliases: ["net/10.0.0.5"] });
+      server.cache.set(A, "stranger", workload("stranger", "s", 7), { aliases: ["net/10.0.0.7"] });
+    });
+    const port = await server.listen();
+    const s = openDelta(port);
+    s.send({
+      typeUrl: A,
+      node: { id: "zt", metadata: structFromJson({ NODE_NAME: "node-a" }) },
+      resourceNamesSubscribe: ["*"],
+      resourceNamesUnsubscribe: ["*"],
+    });
+    const first = await s.next();
+    assert.deepEqual(deltaNames(first), ["local"], "subscribing to nothing still brings the node's pods");
+    s.send({ typeUrl: A, responseNonce: first.nonce });
+    s.send({ typeUrl: A, resourceNamesSubscribe: ["net/10.96.0.1", "net/10.1.2.3"] });
+    const answer = await s.next();
+    assert.deepEqual(deltaNames(answer), ["ns/web.ns.svc.cluster.local", "pod-1"]);
+    assert.deepEqual(answer.resources.find((r) => r.name === "ns/web.ns.svc.cluster.local")?.aliases, [
+      "net/10.96.0.1",
+    ]);
+    assert.deepEqual(answer.removedResources, ["net/10.1.2.3"], "an unknown name is reported removed");
+    s.send({ typeUrl: A, responseNonce: answer.nonce });
+    // A new pod behind the Service joins the subscription; a pod of no interest does not reach it.
+    server.cache.set(A, "unrelated", workload("unrelated", "u", 8), { aliases: ["net/10.0.0.8"] });
+    server.cache.set(A, "pod-2", backing("pod-2", 2), { aliases: ["net/10.0.0.2"] });
+    const push = await s.next();
+    assert.deepEqual(deltaNames(push), ["pod-2"]);
+    s.send({ typeUrl: A, responseNonce: push.nonce });
+    // By hostname: the Service's primary name is its `namespace/hostname`.
+    s.send({ typeUrl: A, resourceNamesSubscribe: ["ns/web.ns.svc.cluster.local"] });
+    assert.deepEqual(deltaNames(await s.next()), ["ns/web.ns.svc.cluster.local"]);
+    const subs = server.subscriptions(server.streams()[0]?.id ?? -1)?.get(A);
+    assert.equal(subs?.wildcard, false);
+    assert.deepEqual([...(subs?.names ?? [])].sort(), [
+      "local",
+      "net/10.1.2.3",
+      "net/10.96.0.1",
+      "ns/web.ns.svc.cluster.local",
+      "pod-1",
+      "pod-2",
+    ]);
+    assert.deepEqual(seen[0], [], "the hook sees the first request");
+    s.close();
+    await server.close();
+  });
+
+  it("a wildcard stream never calls the related hook, and a throwing hook adds nothing", async () => {
+    let calls = 0;
+    const server = createXdsServer({
+      debounceMs: 0,
+      related: () => {
+        calls++;
+        throw new Error("broken hook");
+      },
+    });
+    seed(server, 2);
+    const port = await server.listen();
+    const wild = openDelta(port);
+    wild.send({ typeUrl: A });
+    assert.deepEqual(deltaNames(await wild.next()), ["u1", "u2"]);
+    assert.equal(calls, 0);
+    const named = openDelta(port);
+    named.send({ typeUrl: A, resourceNamesSubscribe: ["net/10.0.0.2"] });
+    assert.deepEqual(deltaNames(await named.next()), ["u2"]);
+    assert.equal(calls, 1);
+    wild.close();
+    named.close();
+    await server.close();
+  });
+
   it("shows each stream only what its visibility hook allows, by node metadata", async () => {
     const Z = TypeUrl.authorization;
     const server = createXdsServer({

@@ -34,6 +34,24 @@ export type XdsResolver = (request: {
   cache: ResourceCache;
 }) => void | Promise<void>;
 
+/**
+ * On-demand (Delta, non-wildcard streams): names a client should also receive besides the ones it
+ * asked for, as istiod adds a Service's pods to a subscription to its VIP, and the pods of the
+ * client's own node. Called with the names a request subscribes (primary names or aliases such as
+ * `network/IP`; empty on a first request that subscribes to nothing) and with the names a cache change
+ * touched that the stream does not follow yet. The returned primary names are subscribed on the
+ * client's behalf: sent now when they exist, and pushed on every later change.
+ */
+export type XdsRelatedNames = (request: {
+  context: XdsStreamContext;
+  typeUrl: string;
+  /** Names asked for, or changed names the stream does not follow. */
+  names: readonly string[];
+  /** What the stream follows now: names it subscribed to and names added for it. */
+  subscribed: ReadonlySet<string>;
+  cache: ResourceCache;
+}) => Iterable<string>;
+
 /** Options of {@link createXdsServer}. */
 export interface XdsServerOptions {
   /** Cache to serve; default a new empty {@link ResourceCache}. */
@@ -59,6 +77,11 @@ export interface XdsServerOptions {
   resolver?: XdsResolver;
   /** Longest wait for the resolver before answering anyway: default 5000 ms. */
   resolveTimeoutMs?: number;
+  /**
+   * On-demand hook: more names to send a non-wildcard Delta stream with what it asked for (a Service's
+   * workloads for its VIP); default none. A hook that throws adds nothing (logged).
+   */
+  related?: XdsRelatedNames;
   /** Cap on subscribed names per type and stream; above it the stream is closed: default 100000. */
   maxNamesPerType?: number;
   /**
@@ -195,6 +218,28 @@ export class XdsServer {
         // The resolver's cache writes are answered by this request, not by a second push.
         this.flushNow();
       },
+      ...(options.related === undefined
+        ? {}
+        : {
+            related: (
+              context: XdsStreamContext,
+              typeUrl: string,
+              names: readonly string[],
+              subscribed: ReadonlySet<string>,
+            ) => {
+              try {
+                return [
+                  ...(options.related?.({ context, typeUrl, names, subscribed, cache: this.cache }) ?? []),
+                ];
+              } catch (err) {
+                this.logger.warn(
+                  { stream: context.id, typeUrl, err: String(err) },
+                  "xds related-names hook failed",
+                );
+                return [];
+              }
+            },
+          }),
       onNack: (context, nack) => {
         this.metrics.rejects.inc({ type: shortTypeName(nack.typeUrl) });
         this.logger.warn(
