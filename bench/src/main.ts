@@ -15,7 +15,8 @@
  *                      the ztunnels capture in-pod, phases bulk, ping, connect (src/netns-bench.ts)
  *   --waypoint           the waypoint against haproxy in HTTP mode with h2load (src/waypoint-bench.ts);
  *                      --waypoint-slices=N (default 6) slices of --waypoint-seconds=N (default 3);
- *                      --waypoint-baseline=DIR runs a second waypoint from a snapshot of earlier code
+ *                      --waypoint-baseline=DIR runs a second waypoint from a snapshot of earlier code;
+ *                      --waypoint-node-flags="..." starts the current waypoint alone with those node flags
  */
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
@@ -32,7 +33,8 @@ import { formatWaypointReport, runWaypointBench } from "./waypoint-bench.js";
 const usage = `usage: pnpm bench [-- --quick] [--bulk-seconds=N] [--latency-seconds=N] [--tunnels=N]
        [--phases=bulk,ping,connect,tunnels] [--pairs=haproxy,node-tls,ztunnel] [--cpu-prof] [--no-pin] [--netns]
        [--base-tree=DIR]
-       [--waypoint [--waypoint-slices=N] [--waypoint-seconds=N] [--waypoint-baseline=DIR]]`;
+       [--waypoint [--waypoint-slices=N] [--waypoint-seconds=N] [--waypoint-baseline=DIR]
+        [--waypoint-node-flags="..."]]`;
 
 const argv = process.argv.slice(2);
 if (argv[0] === "--") argv.shift();
@@ -52,6 +54,7 @@ const options = {
   "waypoint-slices": { type: "string" },
   "waypoint-seconds": { type: "string" },
   "waypoint-baseline": { type: "string" },
+  "waypoint-node-flags": { type: "string" },
 } as const;
 let values: ReturnType<typeof parseArgs<{ args: string[]; options: typeof options }>>["values"];
 try {
@@ -116,6 +119,9 @@ if (values.waypoint) {
       ...(quick ? { warmupSeconds: 1 } : {}),
       pin: !values["no-pin"],
       ...(values["waypoint-baseline"] === undefined ? {} : { baseline: values["waypoint-baseline"] }),
+      ...(values["waypoint-node-flags"] === undefined
+        ? {}
+        : { currentWaypointNodeFlags: values["waypoint-node-flags"].split(" ").filter(Boolean) }),
       // A folder of its own, so a pair bench profiling at the same time does not mix with it.
       ...(values["cpu-prof"]
         ? { waypointNodeFlags: ["--cpu-prof", `--cpu-prof-dir=${join(profileDir, "waypoint")}`] }

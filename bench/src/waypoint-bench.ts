@@ -29,6 +29,8 @@ export interface WaypointBenchOptions {
   proxies?: readonly WaypointProxyName[];
   subnet?: number;
   waypointNodeFlags?: readonly string[];
+  /** Node flags for the current waypoint only (see WaypointTopologyOptions). */
+  currentWaypointNodeFlags?: readonly string[];
   /** A snapshot of earlier waypoint code to run beside the current one (see WaypointTopologyOptions). */
   baseline?: string;
   accessLog?: boolean;
@@ -60,6 +62,8 @@ export interface WaypointBenchResult {
   accessLog: boolean;
   /** The snapshot "waypoint-before" ran from, if any. */
   baseline?: string;
+  /** Node flags the current waypoint alone was started with, if any. */
+  currentWaypointNodeFlags?: readonly string[];
   proxies: WaypointProxyResult[];
 }
 
@@ -127,6 +131,9 @@ export async function runWaypointBench(options: WaypointBenchOptions = {}): Prom
     ...(options.proxies === undefined ? {} : { proxies: options.proxies }),
     ...(options.subnet === undefined ? {} : { subnet: options.subnet }),
     ...(options.waypointNodeFlags === undefined ? {} : { waypointNodeFlags: options.waypointNodeFlags }),
+    ...(options.currentWaypointNodeFlags === undefined
+      ? {}
+      : { currentWaypointNodeFlags: options.currentWaypointNodeFlags }),
     ...(options.baseline === undefined ? {} : { baseline: options.baseline }),
   });
   const bodyFile = join(tmpdir(), `waypoint-bench-body-${process.pid}`);
@@ -183,6 +190,9 @@ export async function runWaypointBench(options: WaypointBenchOptions = {}): Prom
       pinned: pin,
       accessLog: options.accessLog ?? false,
       ...(options.baseline === undefined ? {} : { baseline: options.baseline }),
+      ...(options.currentWaypointNodeFlags === undefined
+        ? {}
+        : { currentWaypointNodeFlags: options.currentWaypointNodeFlags }),
       proxies: [...totals].map(([name, t]) => ({
         name,
         requests: t.requests,
@@ -212,7 +222,7 @@ export function formatWaypointReport(result: WaypointBenchResult): string {
   const ratio = (value: number, base: number | undefined) =>
     base === undefined || base === 0 ? "" : ` (${fmt(value / base, 2)}x)`;
   const lines = [
-    `waypoint vs haproxy (HTTP mode)${result.baseline === undefined ? "" : ` and the waypoint before (${result.baseline})`}, h2load --h1 -c ${result.connections}, 1 KiB bodies, ${result.proxies[0]?.sliceRequestsPerSecond.length ?? 0} slices of ${result.sliceSeconds} s per proxy${result.pinned ? ", proxies on CPU 1, h2load, ends and backend on CPU 0" : ", not pinned"}; access log ${result.accessLog ? "on" : "off"}; load ${result.loadAverage}; ${result.startedAt}`,
+    `waypoint vs haproxy (HTTP mode)${result.baseline === undefined ? "" : ` and the waypoint before (${result.baseline})`}, h2load --h1 -c ${result.connections}, 1 KiB bodies, ${result.proxies[0]?.sliceRequestsPerSecond.length ?? 0} slices of ${result.sliceSeconds} s per proxy${result.pinned ? ", proxies on CPU 1, h2load, ends and backend on CPU 0" : ", not pinned"}; access log ${result.accessLog ? "on" : "off"};${result.currentWaypointNodeFlags === undefined ? "" : ` waypoint started with ${result.currentWaypointNodeFlags.join(" ")};`} load ${result.loadAverage}; ${result.startedAt}`,
     "",
   ];
   const names = (["haproxy", "waypoint-before", "waypoint"] as const).filter((n) =>

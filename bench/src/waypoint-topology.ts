@@ -68,6 +68,8 @@ export interface WaypointTopologyOptions {
   baseline?: string;
   /** Extra node flags for the waypoint (e.g. `--cpu-prof`). */
   waypointNodeFlags?: readonly string[];
+  /** Node flags for the current waypoint only, not "waypoint-before" (to measure a runtime setting). */
+  currentWaypointNodeFlags?: readonly string[];
   /** Write the waypoint's access log (one line per request; Istio's default is off). Default false. */
   accessLog?: boolean;
   log?: (line: string) => void;
@@ -342,6 +344,7 @@ export async function startWaypointTopology(
         // The hook goes after tsx, so that it resolves first: the snapshot's copies win.
         const flags = [
           ...(options.waypointNodeFlags ?? []),
+          ...(spec.snapshot === undefined ? (options.currentWaypointNodeFlags ?? []) : []),
           "--import",
           "tsx",
           ...(spec.snapshot === undefined ? [] : ["--import", here("./waypoint-baseline-hook.ts")]),
