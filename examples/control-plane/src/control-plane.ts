@@ -20,6 +20,7 @@ import { ControlPlaneError } from "./errors.js";
 import type { ManifestError } from "./last-good.js";
 import type { ManifestLimits, MeshIssue } from "./manifests.js";
 import { loadMeshState, TOKEN_ISSUER, writeNodeTokens } from "./mesh-state.js";
+import { relatedAddressesHook } from "./on-demand.js";
 import { issueServingCertificate, servingHosts } from "./serving-certificate.js";
 import type { ConfigSnapshot, ConfigSource } from "./sources/config-source.js";
 import { createFolderSource } from "./sources/folder-source.js";
@@ -308,6 +309,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
 
   const xds = createXdsServer({
     debounceMs: options.xdsDebounceMs ?? 100,
+    // On-demand ztunnels (XDS_ON_DEMAND): a Service VIP brings its workloads, and a node its pods.
+    related: relatedAddressesHook(() => current),
     logger,
     metrics,
     authenticate: async ({ headers, node }) => {
@@ -551,6 +554,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     plaintext = createXdsServer({
       cache: xds.cache,
       debounceMs: options.xdsDebounceMs ?? 100,
+      related: relatedAddressesHook(() => current),
       logger,
       metrics,
     });
