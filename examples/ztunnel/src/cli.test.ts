@@ -61,6 +61,16 @@ describe("ztunnel CLI", () => {
     });
   });
 
+  it("turns on on-demand lookups with their timeout, and off by default", () => {
+    const on = parseZtunnelCli(["--on-demand", "--on-demand-timeout-ms", "750"]);
+    assert.deepEqual(on.kind === "run" ? on.onDemand : "not run", { timeoutMs: 750 });
+    const dflt = parseZtunnelCli(["--on-demand"]);
+    assert.deepEqual(dflt.kind === "run" ? dflt.onDemand : "not run", { timeoutMs: 5000 });
+    const off = parseZtunnelCli([]);
+    assert.equal(off.kind === "run" ? off.onDemand : "not run", undefined);
+    assert.equal(parseZtunnelCli(["--on-demand", "--on-demand-timeout-ms", "0"]).kind, "error");
+  });
+
   it("parses --dedicated namespace/name and refuses what cannot be meant", () => {
     const ok = parseZtunnelCli(["--dedicated", "demo/sleep-0", "--dedicated-netns", "/var/run/netns/sleep"]);
     assert.deepEqual(ok.kind === "run" ? ok.dedicated : undefined, {

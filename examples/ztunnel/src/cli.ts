@@ -80,6 +80,18 @@ export const ZTUNNEL_FLAGS = {
     description:
       "With --dedicated: serve in the network namespace at this path instead of the process's own (for example /var/run/netns/<name>).",
   },
+  "on-demand": {
+    type: "boolean",
+    description:
+      "Take only this node's pods from the control plane and look up any other destination by network/IP when it is met, as ztunnel with XDS_ON_DEMAND=true; default: every address.",
+  },
+  "on-demand-timeout-ms": {
+    type: "string",
+    value: "ms",
+    default: "5000",
+    description:
+      "With --on-demand: longest wait for the control plane's answer before an unknown destination is decided as today (passed through or refused).",
+  },
   "log-level": {
     type: "string",
     value: "level",
@@ -114,6 +126,8 @@ export type ZtunnelCli =
       kind: "run";
       args: ZtunnelArgs;
       socks5: { handshakeTimeoutMs: number; maxHandshakes: number };
+      /** `--on-demand` with its timeout; absent when off. */
+      onDemand?: { timeoutMs: number };
       /** `--dedicated namespace/name` (and `--dedicated-netns`), parsed. */
       dedicated?: { workload: { namespace: string; name: string }; netnsPath?: string };
     };
@@ -169,6 +183,8 @@ export function parseZtunnelCli(argv: readonly string[]): ZtunnelCli {
   if (typeof timeout === "string") return { kind: "error", message: timeout };
   const max = positiveInteger("socks5-max-handshakes", String(values["socks5-max-handshakes"]));
   if (typeof max === "string") return { kind: "error", message: max };
+  const onDemandTimeout = positiveInteger("on-demand-timeout-ms", String(values["on-demand-timeout-ms"]));
+  if (typeof onDemandTimeout === "string") return { kind: "error", message: onDemandTimeout };
   const dedicatedText = values.dedicated;
   const netnsPath = values["dedicated-netns"];
   let dedicated: { workload: { namespace: string; name: string }; netnsPath?: string } | undefined;
@@ -192,6 +208,7 @@ export function parseZtunnelCli(argv: readonly string[]): ZtunnelCli {
     kind: "run",
     args: values as ZtunnelArgs,
     socks5: { handshakeTimeoutMs: timeout, maxHandshakes: max },
+    ...(values["on-demand"] === true ? { onDemand: { timeoutMs: onDemandTimeout } } : {}),
     ...(dedicated === undefined ? {} : { dedicated }),
   };
 }

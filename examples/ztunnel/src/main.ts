@@ -56,6 +56,7 @@ const ztunnel = await startZtunnel({
   socks5: cli.socks5,
   ...(values["zds-socket"] === undefined ? {} : { zdsSocketPath: values["zds-socket"] }),
   ...(cli.dedicated === undefined ? {} : { dedicated: cli.dedicated }),
+  ...(cli.onDemand === undefined ? {} : { onDemand: cli.onDemand }),
 });
 ztunnel.ready.then(
   () => logger.info({ socks5: ztunnel.addresses.socks5 }, "ready: point SOCKS5 clients here"),

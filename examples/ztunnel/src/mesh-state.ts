@@ -18,6 +18,11 @@ export interface MeshStateOptions {
   clusterId: string;
   node: { id: string; name: string };
   certificateTtlSeconds?: number;
+  /**
+   * On-demand Addresses (ztunnel `XDS_ON_DEMAND`): no wildcard watch; the control plane sends the
+   * node's pods, and the rest is asked for with `lookupAddresses`. Default false.
+   */
+  onDemand?: boolean;
   logger: Logger;
   metrics: MetricsSink;
 }
@@ -30,6 +35,11 @@ export interface MeshState {
   svidOf(identity: string): Promise<X509Svid>;
   /** Called after every applied xDS change: which kind of state changed. */
   onChange(listener: (kind: "workloads" | "policies") => void): void;
+  /**
+   * Asks the control plane for Address names (`network/IP`, `namespace/hostname`) and resolves when it
+   * answered, with what it had, or after `timeoutMs`; what came is in the store by then.
+   */
+  lookupAddresses(names: string[], timeoutMs: number): Promise<{ unanswered: readonly string[] }>;
   /** Resolves when the first response of both types is in. */
   ready(): Promise<void>;
   /** Closes the xDS stream (no more changes). */
@@ -93,7 +103,7 @@ export function createMeshState(options: MeshStateOptions): MeshState {
     else logger.warn({ address, err: error?.message }, "xDS disconnected");
   });
   xds.onNack((typeUrl, message) => logger.warn({ typeUrl, message }, "xDS response rejected"));
-  xds.watch(TypeUrl.address);
+  xds.watch(TypeUrl.address, options.onDemand === true ? { wildcard: false } : {});
   xds.watch(TypeUrl.authorization);
 
   return {
@@ -104,6 +114,7 @@ export function createMeshState(options: MeshStateOptions): MeshState {
     onChange: (listener) => {
       listeners.push(listener);
     },
+    lookupAddresses: async (names, timeoutMs) => xds.lookup(TypeUrl.address, names, { timeoutMs }),
     ready: () => xds.ready(),
     stopUpdates: () => xds.close(),
     close() {

@@ -20,6 +20,7 @@ import { createInPodProxies, type InPodPorts, type InPodSummary, type InPodWorkl
 import { createInbound } from "./inbound.js";
 import { createMeshState } from "./mesh-state.js";
 import { createNodePods, type LocalPodSummary } from "./node-pods.js";
+import { onDemandOf, withOnDemand } from "./on-demand.js";
 import { createHostNetwork, createOutbound } from "./outbound.js";
 import { createSocks5Outbound } from "./socks5-outbound.js";
 import type { Socks5HandshakeOutcome } from "./socks5-server.js";
@@ -97,6 +98,13 @@ export interface ZtunnelOptions {
     /** Network namespace to serve in. Default `/proc/self/ns/net`. */
     netnsPath?: string;
   };
+  /**
+   * On-demand Address lookup (ztunnel `XDS_ON_DEMAND=true`): no wildcard Address watch; the control
+   * plane sends this node's pods, and an outbound destination (SOCKS5 or captured) the proxy does not
+   * know is asked for by `network/IP` (its Service's waypoint too), waiting up to `timeoutMs` (default
+   * 5000) before the usual decision. Default false: every address, as ztunnel's default.
+   */
+  onDemand?: boolean | { timeoutMs?: number; network?: string };
   /** SOCKS5 listener limits. */
   socks5?: {
     /** Time from accept to the final reply (the dial included). Default 10 000 ms. */
@@ -233,6 +241,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     ...(options.certificateTtlSeconds === undefined
       ? {}
       : { certificateTtlSeconds: options.certificateTtlSeconds }),
+    onDemand: options.onDemand !== undefined && options.onDemand !== false,
     logger,
     metrics,
   });
@@ -264,7 +273,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     logger,
     isClosed,
   });
-  const outbound = createOutbound({
+  const directOutbound = createOutbound({
     store,
     svidOf,
     trustBundle,
@@ -273,6 +282,9 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     tcpMetrics,
     logger,
   });
+  // On-demand: an unknown destination is asked for (bounded wait) before the same decision.
+  const onDemand = onDemandOf(options.onDemand, store, state.lookupAddresses, logger);
+  const outbound = withOnDemand(directOutbound, onDemand);
   const hostNetwork = createHostNetwork({
     createClient: (credentials) => createHboneClient({ ...credentials, logger, metrics }),
   });

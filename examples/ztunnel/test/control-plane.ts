@@ -5,10 +5,17 @@ import {
   createJwtAuthenticator,
   createNodeAuthorizer,
 } from "@ambient/spiffe/ca";
-import { createXdsServer, type Service, TypeUrl, type Workload } from "@ambient/xds";
+import {
+  createXdsServer,
+  type ResourceCache,
+  type Service,
+  TypeUrl,
+  type Workload,
+  type XdsResolver,
+} from "@ambient/xds";
 import * as grpc from "@grpc/grpc-js";
 import { createLocalJWKSet, exportJWK, generateKeyPair, jwtVerify, SignJWT } from "jose";
-import { identityOf } from "../src/workload-store.js";
+import { identityOf, ipFromBytes } from "../src/workload-store.js";
 
 const ISSUER = "ambient-control-plane";
 const AUDIENCE = "istio-ca";
@@ -31,7 +38,51 @@ export interface TestControlPlane {
   close(): Promise<void>;
 }
 
-export async function startTestControlPlane(): Promise<TestControlPlane> {
+/** Options of {@link startTestControlPlane}. */
+export interface TestControlPlaneOptions {
+  /** The xDS server's on-demand resolver (e.g. one that never answers some names). */
+  resolver?: XdsResolver;
+  /** How long the server waits for it. Default 5000 ms. */
+  resolveTimeoutMs?: number;
+}
+
+/**
+ * On-demand answers as the control plane gives them (examples/control-plane `relatedAddresses`): a
+ * Service's workloads with it, a workload behind a followed Service, the pods of the client's node.
+ */
+function relatedAddresses(
+  cache: ResourceCache,
+  resolveName: (name: string) => string | undefined,
+  names: readonly string[],
+  subscribed: ReadonlySet<string>,
+  nodeName: unknown,
+): string[] {
+  const out: string[] = [];
+  const asked = names.map((n) => resolveName(n) ?? n);
+  for (const key of cache.names(TypeUrl.address)) {
+    const w = cache.get(TypeUrl.address, key)?.workload;
+    if (w === undefined) continue;
+    const services = Object.keys(w.services);
+    if (
+      w.node === nodeName ||
+      services.some((s) => asked.includes(s)) ||
+      (asked.includes(key) && services.some((s) => subscribed.has(s)))
+    )
+      out.push(key);
+  }
+  return out;
+}
+
+function aliasesOf(addresses: { network: string; bytes: Uint8Array }[]): string[] {
+  return addresses.flatMap(({ network, bytes }) => {
+    const ip = ipFromBytes(bytes);
+    return ip === undefined ? [] : [`${network}/${ip}`];
+  });
+}
+
+export async function startTestControlPlane(
+  options: TestControlPlaneOptions = {},
+): Promise<TestControlPlane> {
   const ca = await createCertificateAuthority({ trustDomain: "cluster.local" });
   const istiod = await ca.issue({ spiffeId: "spiffe://cluster.local/ns/istio-system/sa/istiod" });
   const rootCertPem = ca.trustBundle().toPem();
@@ -41,6 +92,16 @@ export async function startTestControlPlane(): Promise<TestControlPlane> {
 
   const xds = createXdsServer({
     debounceMs: 5,
+    ...(options.resolver === undefined ? {} : { resolver: options.resolver }),
+    ...(options.resolveTimeoutMs === undefined ? {} : { resolveTimeoutMs: options.resolveTimeoutMs }),
+    related: ({ names, subscribed, context, cache }) =>
+      relatedAddresses(
+        cache,
+        (name) => cache.resolveName(TypeUrl.address, name),
+        names,
+        subscribed,
+        context.node?.metadata.NODE_NAME,
+      ),
     authenticate: async ({ headers }) => {
       const header = headers.authorization?.[0] ?? "";
       const token = /^Bearer\s+(\S+)$/i.exec(header)?.[1];
@@ -94,12 +155,23 @@ export async function startTestControlPlane(): Promise<TestControlPlane> {
         .setExpirationTime("24h")
         .sign(privateKey),
     issue: (spiffeId) => ca.issue({ spiffeId }),
-    setWorkload: (workload) => xds.cache.set(TypeUrl.address, workload.uid, { workload }),
+    setWorkload: (workload) =>
+      xds.cache.set(
+        TypeUrl.address,
+        workload.uid,
+        { workload },
+        { aliases: aliasesOf(workload.addresses.map((bytes) => ({ network: workload.network, bytes }))) },
+      ),
     removeWorkload: (uid) => {
       xds.cache.delete(TypeUrl.address, uid);
     },
     setService: (service) =>
-      xds.cache.set(TypeUrl.address, `${service.namespace}/${service.hostname}`, { service }),
+      xds.cache.set(
+        TypeUrl.address,
+        `${service.namespace}/${service.hostname}`,
+        { service },
+        { aliases: aliasesOf(service.addresses.map((a) => ({ network: a.network, bytes: a.address }))) },
+      ),
     applyPolicy: (yaml) => {
       const { applied, errors } = policies.applyYaml(yaml);
       if (errors.length > 0) throw errors[0];

@@ -1,0 +1,132 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { Service, Workload } from "@ambient/xds";
+import { addressKey, createOnDemand, missingAddresses } from "./on-demand.js";
+import { noopLogger } from "./telemetry.js";
+import { WorkloadStore } from "./workload-store.js";
+
+const bytes = (ip: string) => Uint8Array.from(ip.split(".").map(Number));
+const workload = (uid: string, ip: string) =>
+  ({ uid, name: uid, namespace: "ns", addresses: [bytes(ip)], services: {} }) as unknown as Workload;
+const service = (vip: string, waypoint?: string) =>
+  ({
+    name: "web",
+    namespace: "ns",
+    hostname: "web.ns.svc.cluster.local",
+    addresses: [{ network: "", address: bytes(vip) }],
+    ports: [{ servicePort: 80, targetPort: 8080 }],
+    ...(waypoint === undefined ? {} : { waypoint: { address: { network: "", address: bytes(waypoint) } } }),
+  }) as unknown as Service;
+
+function storeWith(...addresses: ({ workload: Workload } | { service: Service })[]): WorkloadStore {
+  const store = new WorkloadStore();
+  for (const a of addresses) {
+    const name = "workload" in a ? a.workload.uid : `${a.service.namespace}/${a.service.hostname}`;
+    store.upsert(name, a);
+  }
+  return store;
+}
+
+describe("missingAddresses", () => {
+  const cases: [string, WorkloadStore, string, number, string[]][] = [
+    ["an unknown IP is asked for", storeWith(), "10.0.0.9", 80, ["10.0.0.9"]],
+    ["a known pod needs nothing", storeWith({ workload: workload("p", "10.0.0.1") }), "10.0.0.1", 80, []],
+    [
+      "a known Service without waypoint needs nothing",
+      storeWith({ service: service("10.96.0.1") }),
+      "10.96.0.1",
+      80,
+      [],
+    ],
+    [
+      "a known Service's unknown waypoint is asked for",
+      storeWith({ service: service("10.96.0.1", "10.0.0.50") }),
+      "10.96.0.1",
+      80,
+      ["10.0.0.50"],
+    ],
+    [
+      "a known waypoint needs nothing",
+      storeWith({ service: service("10.96.0.1", "10.0.0.50") }, { workload: workload("wp", "10.0.0.50") }),
+      "10.96.0.1",
+      80,
+      [],
+    ],
+    [
+      "a VIP on a port the Service lacks needs nothing more",
+      storeWith({ service: service("10.96.0.1", "10.0.0.50") }),
+      "10.96.0.1",
+      81,
+      [],
+    ],
+  ];
+  for (const [name, store, ip, port, want] of cases) {
+    it(name, () => assert.deepEqual(missingAddresses(store, ip, port), want));
+  }
+
+  it("keys are network/IP", () => {
+    assert.equal(addressKey("10.0.0.1"), "/10.0.0.1");
+    assert.equal(addressKey("10.0.0.1", "net-1"), "net-1/10.0.0.1");
+  });
+});
+
+describe("createOnDemand", () => {
+  it("asks for the destination, then its Service's waypoint, then decides", async () => {
+    const store = new WorkloadStore();
+    const asked: string[][] = [];
+    const onDemand = createOnDemand({
+      store,
+      logger: noopLogger,
+      lookup: async (names) => {
+        asked.push(names);
+        if (names[0] === "/10.96.0.1")
+          store.upsert("ns/web.ns.svc.cluster.local", { service: service("10.96.0.1", "10.0.0.50") });
+        if (names[0] === "/10.0.0.50") store.upsert("wp", { workload: workload("wp", "10.0.0.50") });
+        return { unanswered: [] };
+      },
+    });
+    await onDemand.ensure("10.96.0.1", 80);
+    assert.deepEqual(asked, [["/10.96.0.1"], ["/10.0.0.50"]]);
+    await onDemand.ensure("10.96.0.1", 80);
+    assert.equal(asked.length, 2, "nothing asked once known");
+  });
+
+  it("shares one lookup among concurrent connections, and asks once when the answer is 'nothing'", async () => {
+    let calls = 0;
+    let release: () => void = () => {};
+    const onDemand = createOnDemand({
+      store: new WorkloadStore(),
+      logger: noopLogger,
+      lookup: (_names, timeoutMs) => {
+        calls++;
+        assert.equal(timeoutMs, 250);
+        return new Promise((resolve) => {
+          release = () => resolve({ unanswered: [] });
+        });
+      },
+      timeoutMs: 250,
+    });
+    const all = Promise.all([onDemand.ensure("10.0.0.9", 80), onDemand.ensure("10.0.0.9", 443)]);
+    release();
+    await all;
+    assert.equal(calls, 1);
+    assert.deepEqual(onDemand.stats(), { lookups: 1, unanswered: 0 });
+  });
+
+  it("never rejects: an unanswered or failed lookup leaves the decision to the store", async () => {
+    const unanswered = createOnDemand({
+      store: new WorkloadStore(),
+      logger: noopLogger,
+      lookup: async (names) => ({ unanswered: names }),
+    });
+    await unanswered.ensure("10.0.0.9", 80);
+    assert.deepEqual(unanswered.stats(), { lookups: 1, unanswered: 1 });
+    const failing = createOnDemand({
+      store: new WorkloadStore(),
+      logger: noopLogger,
+      lookup: () => Promise.reject(new Error("client closed")),
+    });
+    await failing.ensure("10.0.0.9", 80);
+    assert.deepEqual(failing.stats(), { lookups: 1, unanswered: 1 });
+  });
+});

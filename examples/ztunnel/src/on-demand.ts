@@ -1,0 +1,127 @@
+// On-demand Address lookup, ztunnel's `XDS_ON_DEMAND`: the proxy does not take every address of the
+// mesh, only its node's pods (sent by the control plane), and asks for a destination by `network/IP`
+// when it meets one it does not know, waiting a bounded time before the outbound decision is made.
+// Which keys are missing is a pure function over the store; the waiting lives in this I/O shell.
+import type { Outbound } from "./outbound.js";
+import type { Logger } from "./telemetry.js";
+import { type WorkloadStore, waypointOf } from "./workload-store.js";
+
+/** Longest wait for the control plane's answer to a lookup: 5 s. ztunnel itself waits without a bound. */
+export const DEFAULT_ON_DEMAND_TIMEOUT_MS = 5000;
+
+/** The name an Address answers to for an IP: `network/IP` (the network is `""` in this mesh). */
+export function addressKey(ip: string, network = ""): string {
+  return `${network}/${ip}`;
+}
+
+/** What {@link missingAddresses} reads from the store. */
+export type OnDemandLookups = Pick<WorkloadStore, "findService" | "findServiceByVip" | "findByAddress">;
+
+/**
+ * The IPs the store lacks to decide a connection to `ip:port`: the destination itself when it is
+ * neither a known Service VIP nor a known workload; else the waypoint of its Service when that
+ * waypoint's workload is unknown; else none. The decision itself is the store's `resolve`.
+ */
+export function missingAddresses(store: OnDemandLookups, ip: string, port: number): string[] {
+  if (store.findServiceByVip(ip) === undefined && store.findByAddress(ip) === undefined) return [ip];
+  const service = store.findService(ip, port);
+  const waypoint = service === undefined ? undefined : waypointOf(service.service);
+  if (waypoint !== undefined && store.findByAddress(waypoint.ip) === undefined) return [waypoint.ip];
+  return [];
+}
+
+/** Options of {@link createOnDemand}. */
+export interface OnDemandOptions {
+  store: OnDemandLookups;
+  /** Asks the control plane for Address names; resolves when it answered or `timeoutMs` passed. */
+  lookup(names: string[], timeoutMs: number): Promise<{ unanswered: readonly string[] }>;
+  /** Default {@link DEFAULT_ON_DEMAND_TIMEOUT_MS}. */
+  timeoutMs?: number;
+  /** Network part of the keys asked for. Default `""`; ztunnel `NETWORK`. */
+  network?: string;
+  logger: Logger;
+}
+
+/** Fetches unknown destinations before they are decided. */
+export interface OnDemand {
+  /**
+   * Resolves once the store holds what deciding `ip:port` needs, or the control plane answered that
+   * it has nothing, or the wait timed out; never rejects. Concurrent calls for one key share a lookup.
+   */
+  ensure(ip: string, port: number): Promise<void>;
+  /** Lookups sent to the control plane so far, and how many went unanswered. */
+  stats(): { lookups: number; unanswered: number };
+}
+
+/** Rounds of lookups for one connection: the destination, then its Service's waypoint. */
+const MAX_ROUNDS = 2;
+
+export function createOnDemand(options: OnDemandOptions): OnDemand {
+  const { store, logger } = options;
+  const timeoutMs = options.timeoutMs ?? DEFAULT_ON_DEMAND_TIMEOUT_MS;
+  const inFlight = new Map<string, Promise<void>>();
+  const counts = { lookups: 0, unanswered: 0 };
+
+  const fetchKey = (key: string): Promise<void> => {
+    let pending = inFlight.get(key);
+    if (pending === undefined) {
+      counts.lookups++;
+      logger.debug({ key }, "on-demand address lookup");
+      pending = options
+        .lookup([key], timeoutMs)
+        .then(
+          (result) => {
+            if (result.unanswered.length > 0) {
+              counts.unanswered++;
+              logger.warn({ key, timeoutMs }, "on-demand address lookup unanswered");
+            }
+          },
+          (err: unknown) => {
+            counts.unanswered++;
+            logger.warn({ key, err: (err as Error).message }, "on-demand address lookup failed");
+          },
+        )
+        .finally(() => inFlight.delete(key));
+      inFlight.set(key, pending);
+    }
+    return pending;
+  };
+
+  return {
+    async ensure(ip, port) {
+      let previous: string[] = [];
+      for (let round = 0; round < MAX_ROUNDS; round++) {
+        const missing = missingAddresses(store, ip, port);
+        // Asked already and still unknown: the control plane has nothing more to say.
+        if (missing.length === 0 || missing.every((m) => previous.includes(m))) return;
+        await Promise.all(missing.map((m) => fetchKey(addressKey(m, options.network))));
+        previous = [...previous, ...missing];
+      }
+    },
+    stats: () => ({ ...counts }),
+  };
+}
+
+/** The outbound dialer with a lookup of unknown destinations before each dial (same decision after). */
+export function withOnDemand(outbound: Outbound, onDemand: OnDemand | undefined): Outbound {
+  if (onDemand === undefined) return outbound;
+  return {
+    dial: async (network, srcIp, src, request, srcPort) => {
+      await onDemand.ensure(request.ip, request.port);
+      return outbound.dial(network, srcIp, src, request, srcPort);
+    },
+    carry: (args) => outbound.carry(args),
+  };
+}
+
+/** The proxy's {@link OnDemand} from its `onDemand` option; undefined when it is off. */
+export function onDemandOf(
+  option: boolean | { timeoutMs?: number; network?: string } | undefined,
+  store: OnDemandLookups,
+  lookup: OnDemandOptions["lookup"],
+  logger: Logger,
+): OnDemand | undefined {
+  if (option === undefined || option === false) return undefined;
+  const settings = option === true ? {} : option;
+  return createOnDemand({ store, lookup, logger, ...settings });
+}
