@@ -62,6 +62,12 @@ export {
   selectByLocality,
 } from "./load-balancing.js";
 export {
+  addressKey,
+  DEFAULT_ON_DEMAND_TIMEOUT_MS,
+  missingAddresses,
+  type OnDemandLookups,
+} from "./on-demand.js";
+export {
   encodeGreeting,
   encodeMethodSelection,
   encodeReply,
