@@ -63,6 +63,7 @@ export {
 } from "./load-balancing.js";
 export {
   addressKey,
+  DEFAULT_MAX_UNRESOLVED_ADDRESSES,
   DEFAULT_ON_DEMAND_TIMEOUT_MS,
   missingAddresses,
   type OnDemandLookups,

@@ -39,7 +39,12 @@ export interface MeshState {
    * Asks the control plane for Address names (`network/IP`, `namespace/hostname`) and resolves when it
    * answered, with what it had, or after `timeoutMs`; what came is in the store by then.
    */
-  lookupAddresses(names: string[], timeoutMs: number): Promise<{ unanswered: readonly string[] }>;
+  lookupAddresses(
+    names: string[],
+    timeoutMs: number,
+  ): Promise<{ missing: readonly string[]; unanswered: readonly string[] }>;
+  /** Stops following Address names asked for with `lookupAddresses`. */
+  forgetAddresses(names: string[]): void;
   /** Resolves when the first response of both types is in. */
   ready(): Promise<void>;
   /** Closes the xDS stream (no more changes). */
@@ -115,6 +120,13 @@ export function createMeshState(options: MeshStateOptions): MeshState {
       listeners.push(listener);
     },
     lookupAddresses: async (names, timeoutMs) => xds.lookup(TypeUrl.address, names, { timeoutMs }),
+    forgetAddresses: (names) => {
+      try {
+        xds.unsubscribe(TypeUrl.address, names);
+      } catch {
+        // Closed: nothing is followed any more.
+      }
+    },
     ready: () => xds.ready(),
     stopUpdates: () => xds.close(),
     close() {

@@ -77,12 +77,13 @@ describe("createOnDemand", () => {
     const onDemand = createOnDemand({
       store,
       logger: noopLogger,
+      forget: () => {},
       lookup: async (names) => {
         asked.push(names);
         if (names[0] === "/10.96.0.1")
           store.upsert("ns/web.ns.svc.cluster.local", { service: service("10.96.0.1", "10.0.0.50") });
         if (names[0] === "/10.0.0.50") store.upsert("wp", { workload: workload("wp", "10.0.0.50") });
-        return { unanswered: [] };
+        return { missing: [], unanswered: [] };
       },
     });
     await onDemand.ensure("10.96.0.1", 80);
@@ -97,11 +98,12 @@ describe("createOnDemand", () => {
     const onDemand = createOnDemand({
       store: new WorkloadStore(),
       logger: noopLogger,
+      forget: () => {},
       lookup: (_names, timeoutMs) => {
         calls++;
         assert.equal(timeoutMs, 250);
         return new Promise((resolve) => {
-          release = () => resolve({ unanswered: [] });
+          release = () => resolve({ missing: [], unanswered: [] });
         });
       },
       timeoutMs: 250,
@@ -110,23 +112,58 @@ describe("createOnDemand", () => {
     release();
     await all;
     assert.equal(calls, 1);
-    assert.deepEqual(onDemand.stats(), { lookups: 1, unanswered: 0 });
+    assert.deepEqual(onDemand.stats(), { lookups: 1, unanswered: 0, unresolved: 0 });
   });
 
   it("never rejects: an unanswered or failed lookup leaves the decision to the store", async () => {
     const unanswered = createOnDemand({
       store: new WorkloadStore(),
       logger: noopLogger,
-      lookup: async (names) => ({ unanswered: names }),
+      forget: () => {},
+      lookup: async (names) => ({ missing: [], unanswered: names }),
     });
     await unanswered.ensure("10.0.0.9", 80);
-    assert.deepEqual(unanswered.stats(), { lookups: 1, unanswered: 1 });
+    assert.deepEqual(unanswered.stats(), { lookups: 1, unanswered: 1, unresolved: 1 });
     const failing = createOnDemand({
       store: new WorkloadStore(),
       logger: noopLogger,
+      forget: () => {},
       lookup: () => Promise.reject(new Error("client closed")),
     });
     await failing.ensure("10.0.0.9", 80);
-    assert.deepEqual(failing.stats(), { lookups: 1, unanswered: 1 });
+    assert.deepEqual(failing.stats(), { lookups: 1, unanswered: 1, unresolved: 0 });
+  });
+
+  it("does not ask again for what the control plane has nothing for, and bounds what stays subscribed", async () => {
+    const store = new WorkloadStore();
+    const asked: string[] = [];
+    const forgotten: string[] = [];
+    const onDemand = createOnDemand({
+      store,
+      logger: noopLogger,
+      maxUnresolved: 2,
+      forget: (names) => forgotten.push(...names),
+      lookup: async (names) => {
+        asked.push(...names);
+        if (names[0] === "/10.0.0.3") store.upsert("p3", { workload: workload("p3", "10.0.0.3") });
+        return names[0] === "/10.0.0.3"
+          ? { missing: [], unanswered: [] }
+          : names[0] === "/10.0.0.9"
+            ? { missing: [], unanswered: names }
+            : { missing: names, unanswered: [] };
+      },
+    });
+    await onDemand.ensure("10.0.0.1", 80);
+    await onDemand.ensure("10.0.0.1", 80);
+    assert.deepEqual(asked, ["/10.0.0.1"], "an answered 'nothing' is not asked again");
+    await onDemand.ensure("10.0.0.9", 80);
+    await onDemand.ensure("10.0.0.9", 80);
+    assert.deepEqual(asked.slice(1), ["/10.0.0.9", "/10.0.0.9"], "no answer: asked again next time");
+    await onDemand.ensure("10.0.0.2", 80);
+    assert.deepEqual(forgotten, ["/10.0.0.1"], "the oldest unresolved address is unsubscribed");
+    await onDemand.ensure("10.0.0.3", 80);
+    assert.deepEqual(onDemand.stats().unresolved, 2, "found addresses are not counted");
+    await onDemand.ensure("10.0.0.1", 80);
+    assert.equal(asked.at(-1), "/10.0.0.1", "forgotten, so asked again");
   });
 });

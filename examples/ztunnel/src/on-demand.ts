@@ -30,13 +30,30 @@ export function missingAddresses(store: OnDemandLookups, ip: string, port: numbe
   return [];
 }
 
+/**
+ * Addresses the control plane had nothing for that stay subscribed (so it pushes them if they appear):
+ * 1024. Past it the oldest are unsubscribed, so pods that name many non-mesh addresses cannot grow the
+ * proxy's xDS subscription without bound (the server closes a stream above its own name limit).
+ */
+export const DEFAULT_MAX_UNRESOLVED_ADDRESSES = 1024;
+
 /** Options of {@link createOnDemand}. */
 export interface OnDemandOptions {
   store: OnDemandLookups;
-  /** Asks the control plane for Address names; resolves when it answered or `timeoutMs` passed. */
-  lookup(names: string[], timeoutMs: number): Promise<{ unanswered: readonly string[] }>;
+  /**
+   * Asks the control plane for Address names; resolves when it answered (`missing`: it has nothing)
+   * or `timeoutMs` passed (`unanswered`).
+   */
+  lookup(
+    names: string[],
+    timeoutMs: number,
+  ): Promise<{ missing: readonly string[]; unanswered: readonly string[] }>;
+  /** Unsubscribes names (the oldest unresolved ones, past `maxUnresolved`). */
+  forget(names: string[]): void;
   /** Default {@link DEFAULT_ON_DEMAND_TIMEOUT_MS}. */
   timeoutMs?: number;
+  /** Default {@link DEFAULT_MAX_UNRESOLVED_ADDRESSES}. */
+  maxUnresolved?: number;
   /** Network part of the keys asked for. Default `""`; ztunnel `NETWORK`. */
   network?: string;
   logger: Logger;
@@ -46,11 +63,13 @@ export interface OnDemandOptions {
 export interface OnDemand {
   /**
    * Resolves once the store holds what deciding `ip:port` needs, or the control plane answered that
-   * it has nothing, or the wait timed out; never rejects. Concurrent calls for one key share a lookup.
+   * it has nothing, or the wait timed out; never rejects. Concurrent calls for one key share a lookup;
+   * a key the control plane already said it has nothing for is not asked again while it stays
+   * subscribed (the control plane pushes it if it appears).
    */
   ensure(ip: string, port: number): Promise<void>;
-  /** Lookups sent to the control plane so far, and how many went unanswered. */
-  stats(): { lookups: number; unanswered: number };
+  /** Lookups sent so far, how many went unanswered, and the unresolved keys still subscribed. */
+  stats(): { lookups: number; unanswered: number; unresolved: number };
 }
 
 /** Rounds of lookups for one connection: the destination, then its Service's waypoint. */
@@ -59,10 +78,27 @@ const MAX_ROUNDS = 2;
 export function createOnDemand(options: OnDemandOptions): OnDemand {
   const { store, logger } = options;
   const timeoutMs = options.timeoutMs ?? DEFAULT_ON_DEMAND_TIMEOUT_MS;
+  const maxUnresolved = options.maxUnresolved ?? DEFAULT_MAX_UNRESOLVED_ADDRESSES;
   const inFlight = new Map<string, Promise<void>>();
+  /** Keys without a resource, oldest first: their IP, and whether the control plane said "nothing". */
+  const unresolved = new Map<string, { ip: string; answeredMissing: boolean }>();
   const counts = { lookups: 0, unanswered: 0 };
 
-  const fetchKey = (key: string): Promise<void> => {
+  const remember = (key: string, ip: string, answeredMissing: boolean): void => {
+    unresolved.delete(key);
+    unresolved.set(key, { ip, answeredMissing });
+    const forget: string[] = [];
+    for (const [oldest, entry] of unresolved) {
+      if (unresolved.size <= maxUnresolved) break;
+      unresolved.delete(oldest);
+      // An address that has since arrived stays subscribed: it is followed like any other.
+      if (store.findServiceByVip(entry.ip) === undefined && store.findByAddress(entry.ip) === undefined)
+        forget.push(oldest);
+    }
+    if (forget.length > 0) options.forget(forget);
+  };
+
+  const fetchKey = (key: string, ip: string): Promise<void> => {
     let pending = inFlight.get(key);
     if (pending === undefined) {
       counts.lookups++;
@@ -74,7 +110,9 @@ export function createOnDemand(options: OnDemandOptions): OnDemand {
             if (result.unanswered.length > 0) {
               counts.unanswered++;
               logger.warn({ key, timeoutMs }, "on-demand address lookup unanswered");
-            }
+              remember(key, ip, false);
+            } else if (result.missing.length > 0) remember(key, ip, true);
+            else unresolved.delete(key);
           },
           (err: unknown) => {
             counts.unanswered++;
@@ -91,14 +129,17 @@ export function createOnDemand(options: OnDemandOptions): OnDemand {
     async ensure(ip, port) {
       let previous: string[] = [];
       for (let round = 0; round < MAX_ROUNDS; round++) {
-        const missing = missingAddresses(store, ip, port);
-        // Asked already and still unknown: the control plane has nothing more to say.
-        if (missing.length === 0 || missing.every((m) => previous.includes(m))) return;
-        await Promise.all(missing.map((m) => fetchKey(addressKey(m, options.network))));
+        const missing = missingAddresses(store, ip, port).filter(
+          (m) =>
+            !previous.includes(m) && unresolved.get(addressKey(m, options.network))?.answeredMissing !== true,
+        );
+        // Nothing left to ask: the control plane has said what it knows.
+        if (missing.length === 0) return;
+        await Promise.all(missing.map((m) => fetchKey(addressKey(m, options.network), m)));
         previous = [...previous, ...missing];
       }
     },
-    stats: () => ({ ...counts }),
+    stats: () => ({ ...counts, unresolved: unresolved.size }),
   };
 }
 
@@ -116,12 +157,21 @@ export function withOnDemand(outbound: Outbound, onDemand: OnDemand | undefined)
 
 /** The proxy's {@link OnDemand} from its `onDemand` option; undefined when it is off. */
 export function onDemandOf(
-  option: boolean | { timeoutMs?: number; network?: string } | undefined,
+  option: boolean | { timeoutMs?: number; maxUnresolved?: number; network?: string } | undefined,
   store: OnDemandLookups,
-  lookup: OnDemandOptions["lookup"],
+  state: {
+    lookupAddresses: OnDemandOptions["lookup"];
+    forgetAddresses: OnDemandOptions["forget"];
+  },
   logger: Logger,
 ): OnDemand | undefined {
   if (option === undefined || option === false) return undefined;
   const settings = option === true ? {} : option;
-  return createOnDemand({ store, lookup, logger, ...settings });
+  return createOnDemand({
+    store,
+    lookup: state.lookupAddresses,
+    forget: state.forgetAddresses,
+    logger,
+    ...settings,
+  });
 }

@@ -102,9 +102,10 @@ export interface ZtunnelOptions {
    * On-demand Address lookup (ztunnel `XDS_ON_DEMAND=true`): no wildcard Address watch; the control
    * plane sends this node's pods, and an outbound destination (SOCKS5 or captured) the proxy does not
    * know is asked for by `network/IP` (its Service's waypoint too), waiting up to `timeoutMs` (default
-   * 5000) before the usual decision. Default false: every address, as ztunnel's default.
+   * 5000) before the usual decision; at most `maxUnresolved` (1024) addresses without a resource stay
+   * subscribed. Default false: every address, as ztunnel's default.
    */
-  onDemand?: boolean | { timeoutMs?: number; network?: string };
+  onDemand?: boolean | { timeoutMs?: number; maxUnresolved?: number; network?: string };
   /** SOCKS5 listener limits. */
   socks5?: {
     /** Time from accept to the final reply (the dial included). Default 10 000 ms. */
@@ -283,7 +284,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     logger,
   });
   // On-demand: an unknown destination is asked for (bounded wait) before the same decision.
-  const onDemand = onDemandOf(options.onDemand, store, state.lookupAddresses, logger);
+  const onDemand = onDemandOf(options.onDemand, store, state, logger);
   const outbound = withOnDemand(directOutbound, onDemand);
   const hostNetwork = createHostNetwork({
     createClient: (credentials) => createHboneClient({ ...credentials, logger, metrics }),
