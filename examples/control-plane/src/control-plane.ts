@@ -26,6 +26,7 @@ import type { ConfigSnapshot, ConfigSource } from "./sources/config-source.js";
 import { createFolderSource } from "./sources/folder-source.js";
 import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
 import { type EnvoyConfig, translateEnvoy } from "./translate-envoy.js";
+import { createTranslationMemo } from "./translate-memo.js";
 import { type MeshConfig, parsePodCidrs, type TranslateOptions, translateMesh } from "./translate-mesh.js";
 import { translateWaypoint } from "./translate-waypoint.js";
 
@@ -119,6 +120,8 @@ export interface ReloadResult {
   changed: number;
   /** Resources removed. */
   removed: number;
+  /** Resources encoded for the xDS cache: new or re-translated ones only, not every resource. */
+  encoded: number;
   /**
    * Translation notes: objects skipped or partly used (bad pod IP, taken VIP, unknown waypoint, route
    * parts not translated to Envoy).
@@ -357,6 +360,10 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     metrics,
   });
 
+  // Unchanged objects keep their translated resource objects across reloads (the memo), and a
+  // resource object already in the cache is not encoded again: one pod change costs O(change).
+  const memo = createTranslationMemo();
+  let served = new Map<string, unknown>();
   async function apply(): Promise<ReloadResult> {
     // The source decides what is in force (last good state, informer caches); apply only translates.
     let merged: ConfigSnapshot;
@@ -368,15 +375,21 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       throw new ControlPlaneError("ERR_CONTROL_PLANE_CONFIG", `cannot read ${source.description}`, { cause });
     }
     const { objects } = merged;
-    const next = translateMesh(objects, translateOptions);
-    const envoy = translateEnvoy(objects, next, translateOptions);
+    const next = translateMesh(objects, translateOptions, memo);
+    const envoy = translateEnvoy(objects, next, translateOptions, memo);
     // Waypoints: RDS per bound Service port, and their L7 policies (ambient.waypoint.v1.WaypointPolicy).
     const waypoint = translateWaypoint(objects, next, envoy, translateOptions);
     const cache = xds.cache;
     let changed = 0;
     let removed = 0;
+    const nowServed = new Map<string, unknown>();
+    let encoded = 0;
     cache.batch(() => {
-      const put = (typeUrl: string, key: string, write: () => void): void => {
+      const put = (typeUrl: string, key: string, from: unknown, write: () => void): void => {
+        const id = `${typeUrl} ${key}`;
+        nowServed.set(id, from);
+        if (served.get(id) === from && cache.entry(typeUrl, key) !== undefined) return;
+        encoded++;
         const before = cache.entry(typeUrl, key)?.version;
         write();
         if (cache.entry(typeUrl, key)?.version !== before) changed++;
@@ -384,13 +397,13 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       const keep = new Set<string>();
       for (const w of next.workloads) {
         keep.add(w.key);
-        put(TypeUrl.address, w.key, () =>
+        put(TypeUrl.address, w.key, w, () =>
           cache.set(TypeUrl.address, w.key, { workload: w.workload }, { aliases: w.aliases }),
         );
       }
       for (const s of next.services) {
         keep.add(s.key);
-        put(TypeUrl.address, s.key, () =>
+        put(TypeUrl.address, s.key, s, () =>
           cache.set(TypeUrl.address, s.key, { service: s.service }, { aliases: s.aliases }),
         );
       }
@@ -398,7 +411,9 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
         if (!keep.has(name) && cache.delete(TypeUrl.address, name)) removed++;
       }
       for (const [key, authorization] of next.authorizations) {
-        put(TypeUrl.authorization, key, () => cache.set(TypeUrl.authorization, key, authorization));
+        put(TypeUrl.authorization, key, authorization, () =>
+          cache.set(TypeUrl.authorization, key, authorization),
+        );
       }
       for (const name of cache.names(TypeUrl.authorization)) {
         if (!next.authorizations.has(name) && cache.delete(TypeUrl.authorization, name)) removed++;
@@ -416,7 +431,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       ] as const;
       for (const [typeUrl, resources] of envoyTypes) {
         for (const [name, resource] of resources) {
-          put(typeUrl, name, () => cache.set(typeUrl, name, resource as never));
+          put(typeUrl, name, resource, () => cache.set(typeUrl, name, resource as never));
         }
       }
       for (const [typeUrl, resources] of [...envoyTypes].reverse()) {
@@ -425,6 +440,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
         }
       }
     });
+    served = nowServed;
     const issues = [...next.issues, ...envoy.issues, ...waypoint.issues];
     // Route problems are listed with the rest (`config().issues`, `/debug/config`).
     current = { ...next, issues };
@@ -453,6 +469,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       authorizations: next.authorizations.size,
       changed,
       removed,
+      encoded,
       issues,
       errors: merged.errors,
     };

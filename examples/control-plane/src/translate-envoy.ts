@@ -17,7 +17,8 @@ import {
 } from "@ambient/router";
 import { type envoy, type MessageInit, TypeUrl, typeRegistry } from "@ambient/xds";
 import type { KubeObject, MeshIssue } from "./manifests.js";
-import type { MeshConfig, TranslateOptions } from "./translate-mesh.js";
+import { sameItems, type TranslationMemo } from "./translate-memo.js";
+import type { MeshConfig, MeshWorkload, TranslateOptions } from "./translate-mesh.js";
 
 type Listener = MessageInit<envoy.config.listener.v3.Listener>;
 type RouteConfiguration = MessageInit<envoy.config.route.v3.RouteConfiguration>;
@@ -543,20 +544,26 @@ function routeConfiguration(
  * RouteConfiguration named `<host>:<port>` (its HTTPRoutes and GRPCRoutes attached through a Service
  * `parentRef`, or a default route to the Service), an EDS Cluster and a ClusterLoadAssignment named
  * `outbound|<port>||<host>`, with the Service's pods as endpoints grouped by locality. `mesh` is
- * {@link translateMesh}'s result for the same `objects`.
+ * {@link translateMesh}'s result for the same `objects`. With a `memo` (the same one for every call),
+ * a resource whose inputs are the same objects as in the previous call is not built again: a load
+ * assignment when its Service port has the same workload objects, a route configuration when no route
+ * and no Service changed, a listener and cluster always (they depend on the name alone).
  */
 export function translateEnvoy(
   objects: readonly KubeObject[],
   mesh: MeshConfig,
   options: TranslateOptions = {},
+  memo?: TranslationMemo,
 ): EnvoyConfig {
   const domainSuffix = options.domainSuffix ?? "cluster.local";
   const issues: MeshIssue[] = [];
   const ctx: TranslateContext = { domainSuffix, services: new Map(), issues };
 
   const routes: (HTTPRoute | GRPCRoute)[] = [];
+  const context: unknown[] = [domainSuffix];
   for (const obj of objects) {
     if (obj.kind !== "HTTPRoute" && obj.kind !== "GRPCRoute") continue;
+    context.push(obj);
     try {
       const { source: _source, ...raw } = obj;
       routes.push(validateRoute(raw));
@@ -601,6 +608,25 @@ export function translateEnvoy(
     ctx.services.set(host, ports);
   }
 
+  // Route configurations read every Service (backend ports): reused only when no route and no Service changed.
+  for (const s of mesh.services) context.push(s);
+  const reuseRoutes = memo !== undefined && sameItems(memo.envoy.context, context);
+  const next = {
+    context,
+    servicePorts: new Map<string, unknown>(),
+    routeConfigurations: new Map<string, { value: unknown; issues: readonly MeshIssue[] }>(),
+    loadAssignments: new Map<string, { workloads: readonly unknown[]; value: unknown }>(),
+  };
+  // The workloads behind each Service, in workload order: one pass, not one per Service port.
+  const workloadsByService = new Map<string, MeshWorkload[]>();
+  for (const w of mesh.workloads) {
+    for (const serviceKey of Object.keys(w.workload.services ?? {})) {
+      const list = workloadsByService.get(serviceKey);
+      if (list === undefined) workloadsByService.set(serviceKey, [w]);
+      else list.push(w);
+    }
+  }
+
   const listeners = new Map<string, Listener>();
   const routeConfigurations = new Map<string, RouteConfiguration>();
   const clusters = new Map<string, Cluster>();
@@ -608,6 +634,39 @@ export function translateEnvoy(
   for (const sp of servicePorts) {
     const name = `${sp.host}:${sp.port}`;
     const clusterName = outboundClusterName(sp.host, sp.port);
+    const behind = workloadsByService.get(`${sp.namespace}/${sp.host}`) ?? [];
+    const lastAssignment = memo?.envoy.loadAssignments.get(clusterName);
+    let assignment: ClusterLoadAssignment;
+    if (lastAssignment !== undefined && sameItems(lastAssignment.workloads, behind)) {
+      assignment = lastAssignment.value as ClusterLoadAssignment;
+    } else {
+      assignment = loadAssignment(behind, sp, clusterName);
+      if (memo !== undefined) memo.counts.loadAssignments++;
+    }
+    clusterLoadAssignments.set(clusterName, assignment);
+    next.loadAssignments.set(clusterName, { workloads: behind, value: assignment });
+    const lastRoutes = reuseRoutes ? memo.envoy.routeConfigurations.get(name) : undefined;
+    if (lastRoutes !== undefined) {
+      routeConfigurations.set(name, lastRoutes.value as RouteConfiguration);
+      issues.push(...lastRoutes.issues);
+      next.routeConfigurations.set(name, lastRoutes);
+    } else {
+      const firstIssue = issues.length;
+      const routeConfig = routeConfiguration(ctx, sp, routes);
+      routeConfigurations.set(name, routeConfig);
+      next.routeConfigurations.set(name, { value: routeConfig, issues: issues.slice(firstIssue) });
+      if (memo !== undefined) memo.counts.routeConfigurations++;
+    }
+    const lastPort = memo?.envoy.servicePorts.get(name) as
+      | { listener: Listener; cluster: Cluster }
+      | undefined;
+    if (lastPort !== undefined) {
+      listeners.set(name, lastPort.listener);
+      clusters.set(clusterName, lastPort.cluster);
+      next.servicePorts.set(name, lastPort);
+      continue;
+    }
+    if (memo !== undefined) memo.counts.servicePorts++;
     listeners.set(name, {
       name,
       apiListener: {
@@ -620,7 +679,6 @@ export function translateEnvoy(
         }),
       },
     });
-    routeConfigurations.set(name, routeConfiguration(ctx, sp, routes));
     clusters.set(clusterName, {
       name: clusterName,
       type: "EDS",
@@ -629,8 +687,12 @@ export function translateEnvoy(
       lbPolicy: "ROUND_ROBIN",
       commonLbConfig: { localityWeightedLbConfig: {} },
     });
-    clusterLoadAssignments.set(clusterName, loadAssignment(mesh, sp, clusterName));
+    next.servicePorts.set(name, {
+      listener: listeners.get(name),
+      cluster: clusters.get(clusterName),
+    });
   }
+  if (memo !== undefined) memo.envoy = next;
 
   return {
     listeners: byName(listeners),
@@ -645,7 +707,11 @@ export function translateEnvoy(
 }
 
 /** The pods behind a Service port, grouped by locality; every pod weighs 1, a locality the sum. */
-function loadAssignment(mesh: MeshConfig, sp: ServicePort, clusterName: string): ClusterLoadAssignment {
+function loadAssignment(
+  workloads: readonly MeshWorkload[],
+  sp: ServicePort,
+  clusterName: string,
+): ClusterLoadAssignment {
   const serviceKey = `${sp.namespace}/${sp.host}`;
   const byLocality = new Map<
     string,
@@ -655,7 +721,7 @@ function loadAssignment(mesh: MeshConfig, sp: ServicePort, clusterName: string):
       weight: number;
     }
   >();
-  for (const { workload } of mesh.workloads) {
+  for (const { workload } of workloads) {
     const target = workload.services?.[serviceKey]?.ports?.find((p) => p.servicePort === sp.port)?.targetPort;
     const address = workload.addresses?.[0];
     if (target === undefined || target === 0 || address === undefined) continue;

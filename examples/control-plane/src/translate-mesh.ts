@@ -15,6 +15,7 @@ import { ControlPlaneError } from "./errors.js";
 import type { KubeObject, MeshIssue } from "./manifests.js";
 import { DEFAULT_POD_CIDRS, type Ipv4Cidr, ipv4Bytes, parseIpv4Cidr, podIpProblem } from "./pod-address.js";
 import { serviceLoadBalancing } from "./service-load-balancing.js";
+import { sameItems, type TranslationMemo } from "./translate-memo.js";
 
 export { ipv4Bytes };
 
@@ -96,6 +97,15 @@ interface PodModel {
   workloadName: string;
   workloadType: istio.workload.WorkloadType;
   source: string;
+  /** The Pod object it comes from (none for a Deployment's pods). */
+  object?: KubeObject;
+}
+
+interface ServiceModel {
+  key: string;
+  namespace: string;
+  selector: Record<string, string> | undefined;
+  ports: ServicePortModel[];
 }
 
 const AMBIENT_LABEL = "istio.io/dataplane-mode";
@@ -165,6 +175,7 @@ function podsOf(objects: readonly KubeObject[], issues: MeshIssue[]): PodModel[]
         workloadName: obj.metadata.name,
         workloadType: "POD",
         source: objectKey(obj),
+        object: obj,
       });
     } else if (obj.kind === "Deployment") {
       const annotations = obj.metadata.annotations ?? {};
@@ -379,9 +390,16 @@ function sortByKey<T extends { key: string }>(list: T[]): T[] {
  * Turns manifests into what the control plane serves: one Workload per pod (key = uid, locality from
  * its Node's topology labels), one
  * Service per Kubernetes Service (key `namespace/hostname`), the Authorizations istiod would send
- * ztunnel, and the identities scheduled on every node. Pure: same input, same output.
+ * ztunnel, and the identities scheduled on every node. Pure: same input, same output. With a `memo`
+ * (the same one for every call), a Pod or Service object that is the same object as in the previous
+ * call, in the same context (options and every object that is neither a Pod nor a Service), is not
+ * translated again: its previous result is reused, so one pod change costs one pod's translation.
  */
-export function translateMesh(objects: readonly KubeObject[], options: TranslateOptions = {}): MeshConfig {
+export function translateMesh(
+  objects: readonly KubeObject[],
+  options: TranslateOptions = {},
+  memo?: TranslationMemo,
+): MeshConfig {
   const clusterId = options.clusterId ?? "Kubernetes";
   const trustDomain = options.trustDomain ?? "cluster.local";
   const rootNamespace = options.rootNamespace ?? "istio-system";
@@ -473,13 +491,14 @@ export function translateMesh(objects: readonly KubeObject[], options: Translate
   // Services; a use-waypoint label on the Service, else on its Namespace, binds it to a waypoint.
   const waypoints = waypointGateways(objects, issues, podCidrs);
   const serviceObjects = objects.filter((o) => o.kind === "Service");
+  const context: unknown[] = [JSON.stringify(options)];
+  for (const obj of objects) if (obj.kind !== "Pod" && obj.kind !== "Service") context.push(obj);
+  const reuse = memo !== undefined && sameItems(memo.mesh.context, context);
+  // Pods depend on every Service (their ports per Service): reused only when no Service changed.
+  const reusePods = reuse && sameItems(memo.mesh.services, serviceObjects);
+  const nextByService = new Map<KubeObject, { value: unknown; issues: readonly MeshIssue[] }>();
   const services: MeshService[] = [];
-  const serviceModels: {
-    key: string;
-    namespace: string;
-    selector: Record<string, string> | undefined;
-    ports: ServicePortModel[];
-  }[] = [];
+  const serviceModels: ServiceModel[] = [];
   const seenVips = new Map<string, string>();
   for (const obj of serviceObjects) {
     const namespace = obj.metadata.namespace ?? "default";
@@ -509,9 +528,21 @@ export function translateMesh(objects: readonly KubeObject[], options: Translate
       addresses.push({ network, address: bytes });
       aliases.push(`${network}/${clusterIP}`);
     }
+    const hit = reuse ? memo.mesh.byService.get(obj) : undefined;
+    if (hit !== undefined) {
+      const value = hit.value as { service: MeshService; model: ServiceModel };
+      issues.push(...hit.issues);
+      services.push(value.service);
+      serviceModels.push(value.model);
+      nextByService.set(obj, hit);
+      continue;
+    }
+    if (memo !== undefined) memo.counts.services++;
+    const firstIssue = issues.length;
     const ports = servicePorts(obj, issues);
     const selector = isRecord(obj.spec?.selector) ? (obj.spec.selector as Record<string, string>) : undefined;
-    serviceModels.push({ key, namespace, selector, ports });
+    const model: ServiceModel = { key, namespace, selector, ports };
+    serviceModels.push(model);
     const nsLabels = namespaceLabels.get(namespace) ?? {};
     const own = obj.metadata.labels ?? {};
     const useWaypoint = own[USE_WAYPOINT_LABEL] ?? nsLabels[USE_WAYPOINT_LABEL];
@@ -532,7 +563,7 @@ export function translateMesh(objects: readonly KubeObject[], options: Translate
         waypoint = { address: { network, address: bytes }, hboneMtlsPort: WAYPOINT_HBONE_PORT };
       }
     }
-    services.push({
+    const meshService: MeshService = {
       key,
       aliases,
       service: {
@@ -548,14 +579,39 @@ export function translateMesh(objects: readonly KubeObject[], options: Translate
         ...(waypoint === undefined ? {} : { waypoint }),
         ...loadBalancingOf(obj, namespaceAnnotations.get(namespace)),
       },
-    });
+    };
+    services.push(meshService);
+    nextByService.set(obj, { value: { service: meshService, model }, issues: issues.slice(firstIssue) });
   }
+  // Services by namespace and the first label of their selector: a pod looks up only the Services
+  // that may select it (a selector without labels selects nothing).
+  const serviceOrder = new Map<ServiceModel, number>();
+  const servicesByLabel = new Map<string, ServiceModel[]>();
+  serviceModels.forEach((model, i) => {
+    serviceOrder.set(model, i);
+    const first = model.selector === undefined ? undefined : Object.entries(model.selector)[0];
+    if (first === undefined) return;
+    const indexKey = `${model.namespace}\u0000${first[0]}\u0000${first[1]}`;
+    const list = servicesByLabel.get(indexKey);
+    if (list === undefined) servicesByLabel.set(indexKey, [model]);
+    else list.push(model);
+  });
+  const servicesSelecting = (pod: PodModel): ServiceModel[] => {
+    const out: ServiceModel[] = [];
+    for (const [k, v] of Object.entries(pod.labels)) {
+      for (const model of servicesByLabel.get(`${pod.namespace}\u0000${k}\u0000${v}`) ?? []) {
+        if (labelsMatch(model.selector, pod.labels)) out.push(model);
+      }
+    }
+    return out.length > 1 ? out.sort((a, b) => (serviceOrder.get(a) ?? 0) - (serviceOrder.get(b) ?? 0)) : out;
+  };
 
   // Workloads.
   const workloads: MeshWorkload[] = [];
   const nodes = new Map<string, Set<string>>();
   const seenIps = new Map<string, string>();
   const seenUids = new Set<string>();
+  const nextByPod = new Map<KubeObject, unknown>();
   for (const pod of podsOf(objects, issues)) {
     const where = `Pod/${pod.namespace}/${pod.name}`;
     const problem = podIpProblem(pod.ip, podCidrs);
@@ -578,10 +634,26 @@ export function translateMesh(objects: readonly KubeObject[], options: Translate
     seenUids.add(uid);
     const mode = pod.labels[AMBIENT_LABEL] ?? namespaceLabels.get(pod.namespace)?.[AMBIENT_LABEL];
     const ambient = mode === "ambient";
+    const spiffeId = `spiffe://${trustDomain}/ns/${pod.namespace}/sa/${pod.serviceAccount}`;
+    // A waypoint pod is not captured by its node's ztunnel, but gets its certificate through it.
+    const waypointPod = pod.labels[GATEWAY_NAME_LABEL] !== undefined;
+    if ((ambient || waypointPod) && pod.node !== "") {
+      const set = nodes.get(pod.node) ?? new Set<string>();
+      set.add(spiffeId);
+      nodes.set(pod.node, set);
+    } else if (pod.node !== "" && !nodes.has(pod.node)) {
+      nodes.set(pod.node, new Set());
+    }
+    const hit = reusePods && pod.object !== undefined ? memo.mesh.byPod.get(pod.object) : undefined;
+    if (hit !== undefined) {
+      workloads.push(hit as MeshWorkload);
+      if (pod.object !== undefined) nextByPod.set(pod.object, hit);
+      continue;
+    }
+    if (memo !== undefined) memo.counts.workloads++;
 
     const portLists: Record<string, { ports: { servicePort: number; targetPort: number }[] }> = {};
-    for (const svc of serviceModels) {
-      if (svc.namespace !== pod.namespace || !labelsMatch(svc.selector, pod.labels)) continue;
+    for (const svc of servicesSelecting(pod)) {
       const ports: { servicePort: number; targetPort: number }[] = [];
       for (const p of svc.ports) {
         const target =
@@ -610,17 +682,6 @@ export function translateMesh(objects: readonly KubeObject[], options: Translate
     });
     for (const k of effectivePeerAuthenticationKeys(rootNamespace, applicable)) policyKeys.add(k);
 
-    const spiffeId = `spiffe://${trustDomain}/ns/${pod.namespace}/sa/${pod.serviceAccount}`;
-    // A waypoint pod is not captured by its node's ztunnel, but gets its certificate through it.
-    const waypointPod = pod.labels[GATEWAY_NAME_LABEL] !== undefined;
-    if ((ambient || waypointPod) && pod.node !== "") {
-      const set = nodes.get(pod.node) ?? new Set<string>();
-      set.add(spiffeId);
-      nodes.set(pod.node, set);
-    } else if (pod.node !== "" && !nodes.has(pod.node)) {
-      nodes.set(pod.node, new Set());
-    }
-
     const workload: MessageInit<Workload> = {
       uid,
       name: pod.name,
@@ -642,7 +703,12 @@ export function translateMesh(objects: readonly KubeObject[], options: Translate
     if (trustDomain !== "cluster.local") workload.trustDomain = trustDomain;
     const locality = nodeLocality.get(pod.node);
     if (locality !== undefined) workload.locality = locality;
-    workloads.push({ key: uid, aliases: [`${network}/${pod.ip}`], workload });
+    const meshWorkload: MeshWorkload = { key: uid, aliases: [`${network}/${pod.ip}`], workload };
+    workloads.push(meshWorkload);
+    if (pod.object !== undefined) nextByPod.set(pod.object, meshWorkload);
+  }
+  if (memo !== undefined) {
+    memo.mesh = { context, services: serviceObjects, byService: nextByService, byPod: nextByPod };
   }
 
   // The static STRICT policy is sent when some workload refers to it.
