@@ -4,12 +4,13 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { test } from "node:test";
 import { connect as tlsConnect } from "node:tls";
+import { fileURLToPath } from "node:url";
 import type { BenchResult } from "./bench.js";
 import { iperf, openRoute, percentiles } from "./load.js";
 import { installExitHandlers } from "./processes.js";
 import { formatReport } from "./report.js";
 import { socks5ConnectBytes } from "./socks5-client.js";
-import { startTopology } from "./topology.js";
+import { type Pair, startTopology } from "./topology.js";
 
 // No child outlives the test run, even when it is interrupted.
 installExitHandlers();
@@ -41,6 +42,49 @@ test("every pair carries an echo and an iperf3 run, and close stops every proces
         assert.equal(refused.echoed, false, `${pair.name} refuses a client without a certificate`);
       }
       const run = await iperf(pair.iperfAddress.host, pair.iperfAddress.port, topology.clientPodIp, 1, 1);
+      assert.ok(run.bytes > 0, `${pair.name} carried iperf3 bytes`);
+    }
+  } finally {
+    await topology.close();
+  }
+  for (const pid of pids) assert.equal(existsSync(`/proc/${pid}`), false, `process ${pid} stopped`);
+});
+
+test("baseTree adds a second ztunnel pair with its own pods, and close stops it too", async () => {
+  // This checkout as its own base: the point is the wiring (own control plane, pods, backends).
+  const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
+  const topology = await startTopology({
+    subnet: 180 + Math.floor(Math.random() * 70),
+    pin: false,
+    pairs: ["ztunnel"],
+    baseTree: repoRoot,
+  });
+  const pids: number[] = [];
+  try {
+    assert.deepEqual(
+      topology.pairs.map((p) => p.name),
+      ["ztunnel", "ztunnel-base"],
+    );
+    const [own, base] = topology.pairs as [Pair, Pair];
+    assert.notEqual(base.route("echo").socks5?.targetIp, own.route("echo").socks5?.targetIp);
+    for (const pair of topology.pairs) {
+      pids.push(...pair.proxies.map((p) => p.pid), ...pair.helpers.map((p) => p.pid));
+      const socket = await openRoute(pair.route("echo"));
+      const answer = new Promise<string>((resolve, reject) => {
+        socket.once("data", (chunk: Buffer) => resolve(chunk.toString()));
+        socket.once("error", reject);
+      });
+      socket.resume();
+      socket.write("y");
+      assert.equal(await answer, "y", `${pair.name} echoed the byte`);
+      socket.destroy();
+      const run = await iperf(
+        pair.iperfAddress.host,
+        pair.iperfAddress.port,
+        pair.route("iperf").localAddress,
+        1,
+        1,
+      );
       assert.ok(run.bytes > 0, `${pair.name} carried iperf3 bytes`);
     }
   } finally {
