@@ -217,6 +217,8 @@ export class DeltaSession extends Session {
         added.push(name);
       }
     }
+    /** Primary names followed for an alias given up now; kept if still related otherwise. */
+    const released: string[] = [];
     for (const name of req.resourceNamesUnsubscribe) {
       if (name === "*") {
         w.wildcard = false;
@@ -224,9 +226,17 @@ export class DeltaSession extends Session {
       }
       w.names.delete(name);
       const primary = this.host.cache.resolveName(typeUrl, name) ?? name;
-      w.implied.delete(primary);
-      if (!w.wildcard) w.sent.delete(primary);
+      if (primary !== name && w.implied.delete(primary)) released.push(primary);
+      else {
+        w.implied.delete(primary);
+        if (!w.wildcard) w.sent.delete(primary);
+      }
       w.sent.delete(name);
+    }
+    if (released.length > 0) {
+      // A pod behind another followed Service, or on the client's node, stays followed.
+      const kept = new Set(w.wildcard ? [] : this.addRelated(typeUrl, w, released));
+      for (const primary of released) if (!kept.has(primary) && !w.wildcard) w.sent.delete(primary);
     }
     this.checkLimit(w.names.size + w.implied.size, typeUrl);
     const wildcardOn = w.wildcard && (first || !wasWildcard);

@@ -175,8 +175,11 @@ describe("XdsClient (delta specifics)", () => {
     async () => {
       const related = createXdsServer({
         debounceMs: 0,
-        // u1 "backs" the alias net/10.96.0.1 (stands for a Service VIP and its pods).
-        related: ({ names }) => (names.includes("net/10.0.0.2") ? ["u1"] : []),
+        // u1 comes with net/10.0.0.2, as a Service's pods come with its VIP.
+        related: ({ names, subscribed }) =>
+          names.includes("net/10.0.0.2") || (names.includes("u1") && subscribed.has("net/10.0.0.2"))
+            ? ["u1"]
+            : [],
       });
       related.cache.set(A, "u1", workload("u1", "w1", 1), { aliases: ["net/10.0.0.1"] });
       related.cache.set(A, "u2", workload("u2", "w2", 2), { aliases: ["net/10.0.0.2"] });
@@ -195,6 +198,13 @@ describe("XdsClient (delta specifics)", () => {
       await until(client, () => client.get(A, "u1")?.workload?.name === "renamed");
       // A name the client holds resolves as found.
       assert.equal((await client.lookup(A, ["u2"])).found.get("u2")?.name, "u2");
+      // An alias given up while it had no resource does not keep out a later resource with it.
+      assert.deepEqual((await client.lookup(A, ["net/10.0.0.3"])).missing, ["net/10.0.0.3"]);
+      client.unsubscribe(A, ["net/10.0.0.3"]);
+      related.cache.set(A, "u1", workload("u1", "renamed-again", 1), {
+        aliases: ["net/10.0.0.1", "net/10.0.0.3"],
+      });
+      await until(client, () => client.get(A, "u1")?.workload?.name === "renamed-again");
       client.close();
       await related.close();
     },

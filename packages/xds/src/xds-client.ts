@@ -640,7 +640,9 @@ export class XdsClient {
 
   private wanted(w: TypeWatch, r: XdsResource): boolean {
     if (w.names.has(r.name) || r.aliases.some((a) => w.names.has(a))) return true;
-    return !w.dropped.has(r.name) && !r.aliases.some((a) => w.dropped.has(a));
+    // Only a dropped primary name marks a crossing push: an alias given up (an address that had no
+    // resource then) may be reused by a resource the server sends for its own reasons later.
+    return !w.dropped.has(r.name);
   }
 
   private onSotwResponse(buffer: Buffer): void {

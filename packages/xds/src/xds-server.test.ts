@@ -392,6 +392,40 @@ describe("server hooks", () => {
     await server.close();
   });
 
+  it("stops following the resource that answered an alias once the alias is unsubscribed", async () => {
+    const server = createXdsServer({
+      debounceMs: 0,
+      // u2 comes with net/10.0.0.1; u3 with it too, and is also "on the client's node".
+      related: ({ names, subscribed }) => [
+        ...(names.includes("net/10.0.0.1") || subscribed.has("net/10.0.0.1") ? ["u2"] : []),
+        "u3",
+      ],
+    });
+    seed(server, 3);
+    const port = await server.listen();
+    const s = openDelta(port);
+    s.send({ typeUrl: A, resourceNamesSubscribe: ["*"], resourceNamesUnsubscribe: ["*"] });
+    const first = await s.next();
+    assert.deepEqual(deltaNames(first), ["u3"]);
+    s.send({ typeUrl: A, responseNonce: first.nonce });
+    s.send({ typeUrl: A, resourceNamesSubscribe: ["net/10.0.0.1"] });
+    const answer = await s.next();
+    assert.deepEqual(deltaNames(answer), ["u1", "u2"]);
+    s.send({ typeUrl: A, responseNonce: answer.nonce });
+    const id = server.streams()[0]?.id ?? -1;
+    s.send({ typeUrl: A, resourceNamesUnsubscribe: ["net/10.0.0.1"] });
+    for (let i = 0; i < 200 && server.subscriptions(id)?.get(A)?.names.includes("u1"); i++) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    // u1 answered the alias and is released (the hook does not name it); what the hook added stays.
+    assert.deepEqual([...(server.subscriptions(id)?.get(A)?.names ?? [])].sort(), ["u2", "u3"]);
+    server.cache.set(A, "u1", workload("u1", "changed", 1), { aliases: ["net/10.0.0.1"] });
+    server.cache.set(A, "u3", workload("u3", "changed", 3), { aliases: ["net/10.0.0.3"] });
+    assert.deepEqual(deltaNames(await s.next()), ["u3"]);
+    s.close();
+    await server.close();
+  });
+
   it("a wildcard stream never calls the related hook, and a throwing hook adds nothing", async () => {
     let calls = 0;
     const server = createXdsServer({
