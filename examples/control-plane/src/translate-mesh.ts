@@ -156,11 +156,34 @@ function objectKey(obj: KubeObject): string {
   return `${obj.kind}/${obj.metadata.namespace ?? "default"}/${obj.metadata.name}`;
 }
 
-function podsOf(objects: readonly KubeObject[], issues: MeshIssue[]): PodModel[] {
-  const pods: PodModel[] = [];
+/** A Pod's translation, as the memo keeps it: the workload and what the checks across pods read. */
+interface PodResult {
+  object: KubeObject;
+  ip: string;
+  where: string;
+  source: string;
+  node: string;
+  spiffeId: string;
+  /** Its identity is listed on its node (an ambient or waypoint pod). */
+  captured: boolean;
+  workload: MeshWorkload;
+}
+
+/** The pods of the objects in order; a Pod that `reused` knows is its earlier result instead. */
+function podsOf(
+  objects: readonly KubeObject[],
+  issues: MeshIssue[],
+  reused?: (obj: KubeObject) => PodResult | undefined,
+): (PodModel | PodResult)[] {
+  const pods: (PodModel | PodResult)[] = [];
   for (const obj of objects) {
     const namespace = obj.metadata.namespace ?? "default";
     if (obj.kind === "Pod") {
+      const hit = reused?.(obj);
+      if (hit !== undefined) {
+        pods.push(hit);
+        continue;
+      }
       const spec = obj.spec ?? {};
       const ip = str(obj.status?.podIP, "");
       pods.push({
@@ -612,7 +635,41 @@ export function translateMesh(
   const seenIps = new Map<string, string>();
   const seenUids = new Set<string>();
   const nextByPod = new Map<KubeObject, unknown>();
-  for (const pod of podsOf(objects, issues)) {
+  const addToNode = (node: string, spiffeId: string, captured: boolean): void => {
+    if (captured && node !== "") {
+      const set = nodes.get(node) ?? new Set<string>();
+      set.add(spiffeId);
+      nodes.set(node, set);
+    } else if (node !== "" && !nodes.has(node)) {
+      nodes.set(node, new Set());
+    }
+  };
+  const reused = reusePods
+    ? (obj: KubeObject) => memo.mesh.byPod.get(obj) as PodResult | undefined
+    : undefined;
+  for (const item of podsOf(objects, issues, reused)) {
+    if ("workload" in item) {
+      // The same Pod object in the same context: only the checks against the other pods run again.
+      const owner = seenIps.get(item.ip);
+      if (owner !== undefined) {
+        issues.push({
+          source: item.source,
+          message: `${item.where}: pod IP ${item.ip} is already used by ${owner}`,
+        });
+        continue;
+      }
+      if (seenUids.has(item.workload.key)) {
+        issues.push({ source: item.source, message: `${item.where}: duplicate uid ${item.workload.key}` });
+        continue;
+      }
+      seenIps.set(item.ip, item.where);
+      seenUids.add(item.workload.key);
+      addToNode(item.node, item.spiffeId, item.captured);
+      workloads.push(item.workload);
+      nextByPod.set(item.object, item);
+      continue;
+    }
+    const pod = item;
     const where = `Pod/${pod.namespace}/${pod.name}`;
     const problem = podIpProblem(pod.ip, podCidrs);
     const bytes = ipv4Bytes(pod.ip);
@@ -637,19 +694,7 @@ export function translateMesh(
     const spiffeId = `spiffe://${trustDomain}/ns/${pod.namespace}/sa/${pod.serviceAccount}`;
     // A waypoint pod is not captured by its node's ztunnel, but gets its certificate through it.
     const waypointPod = pod.labels[GATEWAY_NAME_LABEL] !== undefined;
-    if ((ambient || waypointPod) && pod.node !== "") {
-      const set = nodes.get(pod.node) ?? new Set<string>();
-      set.add(spiffeId);
-      nodes.set(pod.node, set);
-    } else if (pod.node !== "" && !nodes.has(pod.node)) {
-      nodes.set(pod.node, new Set());
-    }
-    const hit = reusePods && pod.object !== undefined ? memo.mesh.byPod.get(pod.object) : undefined;
-    if (hit !== undefined) {
-      workloads.push(hit as MeshWorkload);
-      if (pod.object !== undefined) nextByPod.set(pod.object, hit);
-      continue;
-    }
+    addToNode(pod.node, spiffeId, ambient || waypointPod);
     if (memo !== undefined) memo.counts.workloads++;
 
     const portLists: Record<string, { ports: { servicePort: number; targetPort: number }[] }> = {};
@@ -705,7 +750,19 @@ export function translateMesh(
     if (locality !== undefined) workload.locality = locality;
     const meshWorkload: MeshWorkload = { key: uid, aliases: [`${network}/${pod.ip}`], workload };
     workloads.push(meshWorkload);
-    if (pod.object !== undefined) nextByPod.set(pod.object, meshWorkload);
+    if (pod.object !== undefined) {
+      const result: PodResult = {
+        object: pod.object,
+        ip: pod.ip,
+        where,
+        source: pod.source,
+        node: pod.node,
+        spiffeId,
+        captured: ambient || waypointPod,
+        workload: meshWorkload,
+      };
+      nextByPod.set(pod.object, result);
+    }
   }
   if (memo !== undefined) {
     memo.mesh = { context, services: serviceObjects, byService: nextByService, byPod: nextByPod };

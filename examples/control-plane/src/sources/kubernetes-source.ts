@@ -161,6 +161,9 @@ export function kubeObjectFromApi(resource: KubeResource, raw: RawKubeObject): K
   return object;
 }
 
+/** Compares as `String.prototype.localeCompare` without arguments does (ECMA-402), without a collator per call. */
+const collator = new Intl.Collator();
+
 const LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration";
 
 /**
@@ -388,7 +391,7 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
     async snapshot(): Promise<ConfigSnapshot> {
       notified = false;
       changedSinceSnapshot = false;
-      const entries: { rank: number; object: KubeObject }[] = [];
+      const entries: { rank: number; created: string; id: string; object: KubeObject }[] = [];
       const next = new Map<string, KubeObject>();
       const errors: ManifestError[] = [];
       for (const w of watches) {
@@ -408,17 +411,18 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
           }
           if (object === undefined) continue;
           next.set(id, object);
-          entries.push({ rank: rank.get(w.resource) ?? 0, object });
+          entries.push({
+            rank: rank.get(w.resource) ?? 0,
+            created: object.metadata.creationTimestamp ?? "",
+            id: objectId(object),
+            object,
+          });
         }
       }
       // Older objects first, as istiod settles conflicts (two pods on one IP): by creation time, then name.
+      // One collator and the keys computed once: `localeCompare` per comparison costs seconds at 10,000s of objects.
       entries.sort(
-        (a, b) =>
-          a.rank - b.rank ||
-          (a.object.metadata.creationTimestamp ?? "").localeCompare(
-            b.object.metadata.creationTimestamp ?? "",
-          ) ||
-          objectId(a.object).localeCompare(objectId(b.object)),
+        (a, b) => a.rank - b.rank || collator.compare(a.created, b.created) || collator.compare(a.id, b.id),
       );
       return {
         objects: entries.map((e) => e.object),

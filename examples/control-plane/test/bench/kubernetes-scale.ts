@@ -4,7 +4,7 @@
 // baseline, and how long one pod change takes to reach every client.
 //
 //   node --expose-gc --import tsx test/bench/kubernetes-scale.ts [--pods 10000] [--services 1000]
-//        [--clients 100] [--changes 5] [--xds-debounce-ms 100]
+//        [--clients 100] [--changes 5] [--xds-debounce-ms 100] [--profile-dir DIR]
 //
 // Not a test: nothing is asserted. Results and method: docs/benchmarks.md.
 import { type ChildProcess, fork } from "node:child_process";
@@ -142,6 +142,7 @@ async function main(): Promise<void> {
       clients: { type: "string", default: "100" },
       changes: { type: "string", default: "5" },
       "xds-debounce-ms": { type: "string", default: "100" },
+      "profile-dir": { type: "string" },
     },
   });
   const pods = Number(values.pods);
@@ -152,7 +153,16 @@ async function main(): Promise<void> {
   const { startControlPlane } = await import("../../src/control-plane.js");
   const { createKubernetesSource } = await import("../../src/sources/kubernetes-source.js");
   const self = new URL(import.meta.url).pathname;
-  const childOptions = { execArgv: ["--import", "tsx"], stdio: "inherit" as const };
+  // --profile-dir: CPU profiles of the API server and client processes (run this one with --cpu-prof).
+  const profile = values["profile-dir"];
+  const childOptions = {
+    execArgv: [
+      "--import",
+      "tsx",
+      ...(profile === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${profile}`]),
+    ],
+    stdio: "inherit" as const,
+  };
 
   const api = fork(self, ["apiserver", String(pods), String(services)], childOptions);
   const { kubeconfig } = await next<{ kubeconfig: string }>(api, "ready");
