@@ -12,6 +12,8 @@ import { resetError } from "./node-error.js";
 const RELAY_BUFFER_BYTES = 1024 * 1024;
 /** Tunnel data arriving in pieces this large is bulk: written to the socket once per event-loop turn. */
 const RELAY_BATCH_BYTES = 8 * 1024;
+/** A batch toward the socket is written once it holds this much, without waiting for the turn's end. */
+const RELAY_BATCH_FLUSH_BYTES = 256 * 1024;
 
 /** A {@link TunnelStream} joined straight to a socket by {@link TunnelStream._relay}. */
 interface Relay {
@@ -103,6 +105,7 @@ export class TunnelStream extends Duplex implements TunnelInfo {
         setImmediate(relay.endBatch);
       }
       socket.write(chunk);
+      if (relay.batching && socket.writableLength >= RELAY_BATCH_FLUSH_BYTES) relay.endBatch();
       if (relay.owed === 0 && socket.writableLength <= RELAY_BUFFER_BYTES) this.#h2.consume(n);
       else relay.owed += n;
       return;
@@ -184,6 +187,7 @@ export class TunnelStream extends Duplex implements TunnelInfo {
       paused: false,
       batching: false,
       endBatch: () => {
+        if (!relay.batching) return;
         relay.batching = false;
         socket.uncork();
       },

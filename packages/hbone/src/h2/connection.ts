@@ -293,6 +293,8 @@ export class H2Stream {
 }
 
 const EMPTY = Buffer.alloc(0);
+/** A batch of DATA frames is written once it holds this much, without waiting for the turn's end. */
+const BATCH_FLUSH_BYTES = 256 * 1024;
 
 /** Options of {@link Http2Connection}. */
 export interface Http2ConnectionOptions {
@@ -398,6 +400,7 @@ export class Http2Connection extends EventEmitter {
   /** Large DATA frames of this turn of the event loop are held in the corked socket until its end. */
   #batching = false;
   readonly #endBatch = (): void => {
+    if (!this.#batching) return;
     this.#batching = false;
     this.socket.uncork();
   };
@@ -526,6 +529,8 @@ export class Http2Connection extends EventEmitter {
     }
     socket.write(header);
     socket.write(payload);
+    // A long turn (many reads in a row) leaves in pieces of a few records, not all at its end.
+    if (this.#batching && socket.writableLength >= BATCH_FLUSH_BYTES) this.#endBatch();
   }
 
   _sendReset(streamId: number, code: number): void {
