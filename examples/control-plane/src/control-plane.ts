@@ -363,7 +363,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   // Unchanged objects keep their translated resource objects across reloads (the memo), and a
   // resource object already in the cache is not encoded again: one pod change costs O(change).
   const memo = createTranslationMemo();
-  let served = new Map<string, unknown>();
+  let served = new Map<string, Map<string, unknown>>();
   async function apply(): Promise<ReloadResult> {
     // The source decides what is in force (last good state, informer caches); apply only translates.
     let merged: ConfigSnapshot;
@@ -382,13 +382,17 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     const cache = xds.cache;
     let changed = 0;
     let removed = 0;
-    const nowServed = new Map<string, unknown>();
+    const nowServed = new Map<string, Map<string, unknown>>();
     let encoded = 0;
     cache.batch(() => {
       const put = (typeUrl: string, key: string, from: unknown, write: () => void): void => {
-        const id = `${typeUrl} ${key}`;
-        nowServed.set(id, from);
-        if (served.get(id) === from && cache.entry(typeUrl, key) !== undefined) return;
+        let now = nowServed.get(typeUrl);
+        if (now === undefined) {
+          now = new Map();
+          nowServed.set(typeUrl, now);
+        }
+        now.set(key, from);
+        if (served.get(typeUrl)?.get(key) === from && cache.entry(typeUrl, key) !== undefined) return;
         encoded++;
         const before = cache.entry(typeUrl, key)?.version;
         write();

@@ -119,13 +119,15 @@ async function runClients(address: string, count: number): Promise<void> {
 
 function next<T>(child: ChildProcess, kind: string): Promise<T> {
   return new Promise((resolve, reject) => {
+    const onExit = (code: number | null) => reject(new Error(`child exited with ${code} before ${kind}`));
     const onMessage = (m: { kind: string }) => {
       if (m.kind !== kind) return;
       child.off("message", onMessage);
+      child.off("exit", onExit);
       resolve(m as T);
     };
     child.on("message", onMessage);
-    child.once("exit", (code) => reject(new Error(`child exited with ${code} before ${kind}`)));
+    child.once("exit", onExit);
   });
 }
 
@@ -173,7 +175,21 @@ async function main(): Promise<void> {
   const source = await createKubernetesSource({ kubeConfig: kc });
   const syncMs = performance.now() - t;
   t = performance.now();
+  // When each reload finished and how many resources it encoded (the "mesh configuration loaded" line).
+  const reloads: { at: number; encoded: number }[] = [];
+  const quiet = () => {};
+  const logger = {
+    debug: quiet,
+    warn: quiet,
+    error: quiet,
+    info(obj: object, msg?: string) {
+      if (msg === "mesh configuration loaded") {
+        reloads.push({ at: Date.now(), encoded: (obj as { encoded: number }).encoded });
+      }
+    },
+  };
   const cp = await startControlPlane({
+    logger,
     source,
     listen: "127.0.0.1:0",
     plaintextListen: "127.0.0.1:0",
@@ -187,6 +203,8 @@ async function main(): Promise<void> {
   const afterPush = rssMiB();
 
   const latencies: number[] = [];
+  const reloadLatencies: number[] = [];
+  const encodedPerChange: number[] = [];
   for (let k = 0; k < Number(values.changes); k++) {
     const pod = 17 + k * 101;
     const ip = ipOf("127.10", pods + 1000 + k);
@@ -196,6 +214,9 @@ async function main(): Promise<void> {
     const t0 = Date.now();
     api.send({ kind: "change", pod, ip });
     latencies.push((await arrived).last - t0);
+    const reload = reloads.find((r) => r.at >= t0);
+    reloadLatencies.push(reload === undefined ? -1 : reload.at - t0);
+    encodedPerChange.push(reloads.filter((r) => r.at >= t0).reduce((n, r) => n + r.encoded, 0));
     await new Promise((r) => setTimeout(r, 300));
   }
   const workloads = cp.config().workloads.length;
@@ -217,6 +238,8 @@ async function main(): Promise<void> {
         bytesPerPodAfterSync: Math.round(((afterSync - baseline) * 2 ** 20) / pods),
         bytesPerPodAfterPush: Math.round(((afterPush - baseline) * 2 ** 20) / pods),
         oneChangeToAllClientsMs: latencies,
+        oneChangeReloadedMs: reloadLatencies,
+        resourcesEncodedPerChange: encodedPerChange,
       },
       null,
       2,
