@@ -201,6 +201,8 @@ async function main(): Promise<void> {
   const clients = fork(self, ["clients", cp.plaintextAddress as string, String(clientCount)], childOptions);
   const ready = await next<{ firstPushMs: number; resources: number }>(clients, "ready");
   const afterPush = rssMiB();
+  // What the RSS after the push holds: the JS heap, and Buffers (gRPC/HTTP2 and encoded resources).
+  const memoryAfterPush = process.memoryUsage();
 
   const latencies: number[] = [];
   const reloadLatencies: number[] = [];
@@ -237,6 +239,8 @@ async function main(): Promise<void> {
         rssAfterPushMiB: Math.round(afterPush),
         bytesPerPodAfterSync: Math.round(((afterSync - baseline) * 2 ** 20) / pods),
         bytesPerPodAfterPush: Math.round(((afterPush - baseline) * 2 ** 20) / pods),
+        heapUsedAfterPushMiB: Math.round(memoryAfterPush.heapUsed / 2 ** 20),
+        arrayBuffersAfterPushMiB: Math.round(memoryAfterPush.arrayBuffers / 2 ** 20),
         oneChangeToAllClientsMs: latencies,
         oneChangeReloadedMs: reloadLatencies,
         resourcesEncodedPerChange: encodedPerChange,
