@@ -120,6 +120,7 @@ export {
   noopLogger,
   noopMetrics,
 } from "./telemetry.js";
+export { type TokenFileReader, tokenFileReader } from "./token-file.js";
 export {
   type Destination,
   type Endpoint,

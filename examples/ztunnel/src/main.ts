@@ -4,6 +4,7 @@ import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import { parseZtunnelCli, ztunnelUsage } from "./cli.js";
+import { type TokenFileReader, tokenFileReader } from "./token-file.js";
 import { startZtunnel } from "./ztunnel.js";
 
 const cli = parseZtunnelCli(process.argv.slice(2));
@@ -30,10 +31,13 @@ const nodeIp = values["node-ip"] ?? (letter ? `127.20.0.${letter.charCodeAt(0) -
 const stateDir = values["state-dir"];
 
 let rootCertPem: string;
-let token: string;
+let token: TokenFileReader;
 try {
   rootCertPem = readFileSync(values["root-cert"] ?? join(stateDir, "root-cert.pem"), "utf8");
-  token = readFileSync(values["token-file"] ?? join(stateDir, "tokens", `${values.node}.jwt`), "utf8").trim();
+  // Read again for every CA call and xDS stream: the kubelet rotates a projected token in place.
+  token = tokenFileReader(values["token-file"] ?? join(stateDir, "tokens", `${values.node}.jwt`), (err) =>
+    logger.warn({ err: err.message }, "cannot read the node token again; using the last good one"),
+  );
 } catch (err) {
   logger.error(
     { err: (err as Error).message },

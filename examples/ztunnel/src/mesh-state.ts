@@ -14,7 +14,7 @@ export interface MeshStateOptions {
   address: string;
   /** TLS channel to it (see control-plane-channel.ts). */
   channel: ControlPlaneChannel;
-  token: string;
+  token: string | (() => string);
   clusterId: string;
   node: { id: string; name: string };
   certificateTtlSeconds?: number;
@@ -55,12 +55,14 @@ export interface MeshState {
 
 export function createMeshState(options: MeshStateOptions): MeshState {
   const { address, channel, logger, metrics } = options;
+  const { token } = options;
+  const tokenNow = typeof token === "function" ? token : () => token;
   const store = new WorkloadStore();
   const engine = createAuthorizationEngine({ logger, metrics });
   const caClient = createCertificateServiceClient({
     address,
     ...channel,
-    token: options.token,
+    token: tokenNow,
     clusterId: options.clusterId,
   });
   const secrets = new SecretManager({
@@ -74,7 +76,7 @@ export function createMeshState(options: MeshStateOptions): MeshState {
     address,
     ...channel,
     node: { id: options.node.id, metadata: { NODE_NAME: options.node.name, CLUSTER_ID: options.clusterId } },
-    headers: { authorization: `Bearer ${options.token}` },
+    headers: () => ({ authorization: `Bearer ${tokenNow()}` }),
     logger,
     metrics,
   });

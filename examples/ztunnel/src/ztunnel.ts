@@ -56,8 +56,12 @@ export interface ZtunnelOptions {
   controlPlaneAddress?: string;
   /** Mesh roots (PEM): verify the control plane and every peer; ztunnel `ROOT_CA`. */
   rootCertPem: string;
-  /** Bearer token of the node's service account, sent on CA and xDS calls. */
-  token: string;
+  /**
+   * Bearer token of the node's service account, sent on CA and xDS calls. A function is called for
+   * each CA call and xDS stream, so a projected token the kubelet rotates is picked up (see
+   * `tokenFileReader`).
+   */
+  token: string | (() => string);
   /** URI SAN the control plane's certificate must carry. Default `spiffe://cluster.local/ns/istio-system/sa/istiod`. */
   controlPlaneIdentity?: string;
   /** Sent as `clusterid` on CA calls. Default `Kubernetes`; ztunnel `CLUSTER_ID`. */
@@ -201,7 +205,9 @@ function validate(options: ZtunnelOptions): void {
     );
   }
   if (options.nodeName === "") throw new ZtunnelError("ERR_ZTUNNEL_INVALID_OPTION", "nodeName is empty");
-  if (options.token === "") throw new ZtunnelError("ERR_ZTUNNEL_INVALID_OPTION", "token is empty");
+  if (options.token === "" || (typeof options.token !== "string" && typeof options.token !== "function")) {
+    throw new ZtunnelError("ERR_ZTUNNEL_INVALID_OPTION", "token must be a non-empty string or a function");
+  }
   if (!options.rootCertPem.includes("-----BEGIN CERTIFICATE-----")) {
     throw new ZtunnelError("ERR_ZTUNNEL_INVALID_OPTION", "rootCertPem holds no PEM certificate");
   }

@@ -441,4 +441,49 @@ describe("XdsClient after a control-plane outage", () => {
       );
     }
   });
+
+  it(
+    "calls a headers function for every stream and keeps the last good headers when it throws",
+    {
+      timeout: 20_000,
+    },
+    async () => {
+      const seen: string[] = [];
+      const authServer = createXdsServer({
+        debounceMs: 0,
+        authenticate: async ({ headers }) => {
+          seen.push(headers.authorization?.[0] ?? "");
+          return undefined;
+        },
+      });
+      authServer.cache.set(A, "h1", workload("h1", "w1", 1));
+      const p = await authServer.listen();
+      // A rotating token file as the kubelet keeps it: read for each stream, briefly unreadable.
+      const tokens: (string | Error)[] = ["token-1", new Error("ENOENT"), "token-3"];
+      let calls = 0;
+      const client = createXdsClient({
+        address: `127.0.0.1:${p}`,
+        node: { id: "zt" },
+        initialBackoffMs: 5,
+        headers: () => {
+          const next = tokens[Math.min(calls++, tokens.length - 1)];
+          if (next instanceof Error) throw next;
+          return { authorization: `Bearer ${next}` };
+        },
+      });
+      try {
+        client.watch(A);
+        await client.ready();
+        for (let i = 0; i < 2; i++) {
+          const before = seen.length;
+          authServer.closeStreams();
+          while (seen.length === before) await new Promise((r) => setTimeout(r, 10));
+        }
+        assert.deepEqual(seen, ["Bearer token-1", "Bearer token-1", "Bearer token-3"]);
+      } finally {
+        client.close();
+        await authServer.close();
+      }
+    },
+  );
 });

@@ -55,8 +55,12 @@ export interface XdsClientOptions {
   /** `"delta"` (what ztunnel uses, the default) or `"sotw"`. */
   protocol?: "delta" | "sotw";
   node: XdsClientNode;
-  /** Headers sent on every stream, e.g. `{ authorization: "Bearer <jwt>" }`; ztunnel `XDS_HEADER_*`. */
-  headers?: Readonly<Record<string, string>>;
+  /**
+   * Headers sent on every stream, e.g. `{ authorization: "Bearer <jwt>" }`; ztunnel `XDS_HEADER_*`.
+   * A function is called for each new stream (every reconnect), so a token that the kubelet rotates
+   * on disk is read afresh; if it throws, the headers of the previous stream are sent again.
+   */
+  headers?: Readonly<Record<string, string>> | (() => Readonly<Record<string, string>>);
   /**
    * Checks a decoded resource; throwing (or returning a string) NACKs the whole response and the
    * client keeps its previous resources. Default: accept everything that decodes.
@@ -422,10 +426,24 @@ export class XdsClient {
     return w;
   }
 
+  private lastHeaders: Readonly<Record<string, string>> = {};
+
+  /** The headers for a new stream; a failing header function keeps the last good ones. */
+  private streamHeaders(): Readonly<Record<string, string>> {
+    const { headers } = this.options;
+    if (typeof headers !== "function") return headers ?? {};
+    try {
+      this.lastHeaders = headers();
+    } catch (err) {
+      this.logger.warn({ err: String(err) }, "xds headers function threw; sending the previous headers");
+    }
+    return this.lastHeaders;
+  }
+
   private connect(): void {
     if (this.closed) return;
     const metadata = new grpc.Metadata();
-    for (const [k, v] of Object.entries(this.options.headers ?? {})) metadata.set(k, v);
+    for (const [k, v] of Object.entries(this.streamHeaders())) metadata.set(k, v);
     const method = this.protocol === "delta" ? "DeltaAggregatedResources" : "StreamAggregatedResources";
     const stream: Stream = this.grpcClient.makeBidiStreamRequest(
       `/${ADS_SERVICE}/${method}`,
