@@ -48,6 +48,7 @@ export { RouterError, type RouterErrorCode, type RouterErrorDetails } from "./er
 export type { HeaderMap } from "./header-filters.js";
 export type { LoadBalancingPolicy } from "./load-balancer.js";
 export type {
+  AccessLogAuthorization,
   AccessLogEntry,
   AccessLogSink,
   RequestAuthenticator,

@@ -84,6 +84,28 @@ export interface AccessLogEntry {
   /** `<iss>/<sub>` of a verified JWT. */
   request_principal: string;
   grpc_status: string;
+  /**
+   * The L7 authorization decision, as Envoy's RBAC filter leaves it in dynamic metadata
+   * (`%DYNAMIC_METADATA(envoy.filters.http.rbac)%`); `"-"` when no policy was asked (no evaluator, or
+   * the request was answered before policy, e.g. 400 or 401).
+   */
+  authorization: AccessLogAuthorization | "-";
+}
+
+/** What L7 policy decided on a request, and which policy decided it. */
+export interface AccessLogAuthorization {
+  /** `allowed` or `denied` (Envoy's `enforced_engine_result`). */
+  result: "allowed" | "denied";
+  /**
+   * `namespace/name` of the deciding policy (Envoy's `enforced_effective_policy_id`), as the evaluator
+   * names it; `"-"` when none did (allowed because no ALLOW policy applies, or an evaluator that gives no
+   * name).
+   */
+  policy: string;
+  /** The deciding policy's action; `"-"` without a policy. */
+  action: "ALLOW" | "DENY" | "CUSTOM" | "AUDIT" | "-";
+  /** Index of the rule that matched, when the evaluator gives it. */
+  rule?: number;
 }
 
 /** Receives one {@link AccessLogEntry} per request. */

@@ -16,7 +16,12 @@ import {
 } from "./load-balancer.js";
 import { RequestBody } from "./request-body.js";
 import { parseRequestHead, type RequestHead } from "./request-head.js";
-import type { AccessLogSink, RequestAuthenticator, RequestAuthOutcome } from "./request-log.js";
+import type {
+  AccessLogAuthorization,
+  AccessLogSink,
+  RequestAuthenticator,
+  RequestAuthOutcome,
+} from "./request-log.js";
 import { type IstioRequestLabel, RequestMetrics } from "./request-metrics.js";
 import {
   type CompiledRule,
@@ -250,6 +255,19 @@ interface Exchange {
   route: string | undefined;
   /** Verified request principal, if any. */
   requestPrincipal: string | undefined;
+  /** What L7 policy decided; undefined until (and unless) it was asked. */
+  decision: AuthorizationDecision | undefined;
+}
+
+/** The access log's view of a decision: result, deciding policy, its action and rule. */
+function authorizationRecord(decision: AuthorizationDecision): AccessLogAuthorization {
+  const policy = decision.policy ?? "";
+  return {
+    result: decision.allowed ? "allowed" : "denied",
+    policy: policy === "" ? "-" : policy,
+    action: policy === "" ? "-" : (decision.action ?? "-"),
+    ...(decision.rule === undefined ? {} : { rule: decision.rule }),
+  };
 }
 
 function headerBytes(headers: Record<string, unknown>): number {
@@ -566,6 +584,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
         destination_principal: x.endpoint?.workload?.principal ?? "-",
         request_principal: x.requestPrincipal ?? "-",
         grpc_status: x.grpcStatus === "" ? "-" : x.grpcStatus,
+        authorization: x.decision === undefined ? "-" : authorizationRecord(x.decision),
       });
     } catch (err) {
       logger.warn({ err }, "access log sink threw");
@@ -884,6 +903,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       idle: undefined,
       route: undefined,
       requestPrincipal: undefined,
+      decision: undefined,
     };
     res.on("close", () => {
       x.onClose?.();
@@ -944,6 +964,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       for (const name of auth.removeHeaders ?? []) delete headers[name.toLowerCase()];
     }
     const decision = authorize(x, head, auth);
+    if (decision?.badRequest !== true) x.decision = decision;
     if (decision?.badRequest === true) return localReply(x, 400, "bad request", "-");
     if (decision !== undefined && !decision.allowed) {
       logger.debug({ reason: decision.reason, policy: decision.policy }, "request denied");

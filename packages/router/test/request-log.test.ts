@@ -56,8 +56,15 @@ describe("request authentication and access log hooks", () => {
           evaluate(r: AuthorizationRequest): AuthorizationDecision {
             seen.push(r);
             return r.http?.path === "/members" && r.http.requestPrincipal === undefined
-              ? { allowed: false, reason: "needs a request principal" }
-              : { allowed: true, reason: "" };
+              ? {
+                  allowed: false,
+                  reason: "needs a request principal",
+                  policy: "default/members-need-jwt",
+                  action: "ALLOW",
+                }
+              : r.http?.path === "/log/me"
+                ? { allowed: true, reason: "", policy: "default/log", action: "ALLOW", rule: 2 }
+                : { allowed: true, reason: "" };
           },
         },
       },
@@ -140,6 +147,7 @@ describe("request authentication and access log hooks", () => {
       destination_principal: "-",
       request_principal: "https://issuer.test/alice",
       grpc_status: "-",
+      authorization: { result: "allowed", policy: "default/log", action: "ALLOW", rule: 2 },
     });
   });
 
@@ -180,6 +188,11 @@ describe("request authentication and access log hooks", () => {
     assert.deepEqual(
       logs.map((e) => `${e.response_code} ${e.response_flags} ${e.upstream_host}`),
       ["401 - -", "403 RBAC -"],
+    );
+    // The denial names the policy that decided it; the 401 never reached policy.
+    assert.deepEqual(
+      logs.map((e) => e.authorization),
+      ["-", { result: "denied", policy: "default/members-need-jwt", action: "ALLOW" }],
     );
   });
 });
