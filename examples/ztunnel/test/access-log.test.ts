@@ -2,12 +2,13 @@
 // connection (SOCKS5 -> HBONE -> echo pod).
 import assert from "node:assert/strict";
 import { once } from "node:events";
-import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net";
+import { type AddressInfo, createServer, type Server } from "node:net";
 import { after, before, describe, it } from "node:test";
 import type { Service, Workload } from "@ambient/xds";
 import { type RunningZtunnel, startZtunnel } from "../src/index.js";
-import { encodeGreeting, encodeRequest, parseReply, SOCKS5_REPLY } from "../src/socks5.js";
+import { SOCKS5_REPLY } from "../src/socks5.js";
 import { startTestControlPlane, type TestControlPlane } from "./control-plane.js";
+import { ipBytes as bytes, socksConnect, testWorkload } from "./fixtures.js";
 
 const base = `127.${40 + Math.floor(Math.random() * 200)}.${Math.floor(Math.random() * 256)}`;
 const ip = {
@@ -20,44 +21,6 @@ const ip = {
 };
 const echoHost = "echo.default.svc.cluster.local";
 
-function bytes(address: string): Uint8Array {
-  return Uint8Array.from(address.split(".").map(Number));
-}
-
-function workload(
-  name: string,
-  namespace: string,
-  node: string,
-  address: string,
-  extra: Partial<Workload> = {},
-) {
-  const w: Workload = {
-    uid: `Kubernetes//Pod/${namespace}/${name}`,
-    name,
-    namespace,
-    addresses: [bytes(address)],
-    hostname: "",
-    network: "",
-    tunnelProtocol: "HBONE",
-    trustDomain: "",
-    serviceAccount: name,
-    node,
-    canonicalName: name,
-    canonicalRevision: "latest",
-    workloadType: "POD",
-    workloadName: name,
-    nativeTunnel: false,
-    services: {},
-    authorizationPolicies: [],
-    status: "HEALTHY",
-    clusterId: "Kubernetes",
-    networkMode: "STANDARD",
-    extensions: [],
-    ...extra,
-  };
-  return w;
-}
-
 interface Line {
   level: "debug" | "info" | "warn" | "error";
   fields: Record<string, unknown>;
@@ -68,40 +31,6 @@ function captureLogger(lines: Line[]) {
   const at = (level: Line["level"]) => (fields: object, msg?: string) =>
     lines.push({ level, fields: fields as Record<string, unknown>, msg: msg ?? "" });
   return { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
-}
-
-async function socksConnect(proxy: string, from: string, host: string, port: number) {
-  const [proxyHost, proxyPort] = proxy.split(":");
-  const socket = connect({
-    host: proxyHost,
-    port: Number(proxyPort),
-    localAddress: from,
-    allowHalfOpen: true,
-  });
-  await once(socket, "connect");
-  socket.write(encodeGreeting());
-  socket.write(encodeRequest(host, port));
-  let buffered = Buffer.alloc(0);
-  let methodSeen = false;
-  return new Promise<{ socket: Socket; reply: number }>((resolve, reject) => {
-    const onData = (chunk: Buffer) => {
-      buffered = Buffer.concat([buffered, chunk]);
-      if (!methodSeen) {
-        if (buffered.length < 2) return;
-        methodSeen = true;
-        buffered = buffered.subarray(2);
-      }
-      const reply = parseReply(buffered);
-      if (reply === undefined) return;
-      socket.off("data", onData);
-      const rest = buffered.subarray(reply.length);
-      if (rest.length > 0) socket.unshift(rest);
-      resolve({ socket, reply: reply.reply });
-    };
-    socket.on("data", onData);
-    socket.once("end", () => reject(new Error("proxy closed before replying")));
-    socket.once("error", reject);
-  });
 }
 
 async function until<T>(find: () => T | undefined): Promise<T> {
@@ -116,6 +45,14 @@ async function until<T>(find: () => T | undefined): Promise<T> {
 
 const complete = (lines: Line[], srcIp: string) =>
   lines.find((l) => l.msg === "connection complete" && String(l.fields["src.addr"]).startsWith(`${srcIp}:`));
+
+const workload = (
+  name: string,
+  namespace: string,
+  node: string,
+  address: string,
+  extra: Partial<Workload> = {},
+) => testWorkload(name, node, address, { namespace, ...extra });
 
 describe("access log", { timeout: 60_000 }, () => {
   let cp: TestControlPlane;

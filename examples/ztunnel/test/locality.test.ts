@@ -8,6 +8,7 @@ import type { Service, Workload } from "@ambient/xds";
 import { type RunningZtunnel, startZtunnel } from "../src/index.js";
 import { encodeGreeting, encodeRequest, parseReply, SOCKS5_REPLY } from "../src/socks5.js";
 import { startTestControlPlane, type TestControlPlane } from "./control-plane.js";
+import { ipBytes as bytes, testWorkload } from "./fixtures.js";
 
 const base = `127.${40 + Math.floor(Math.random() * 200)}.${Math.floor(Math.random() * 256)}`;
 const ip = {
@@ -20,39 +21,6 @@ const ip = {
 };
 const host = "zoned.default.svc.cluster.local";
 const key = `default/${host}`;
-
-function bytes(address: string): Uint8Array {
-  return Uint8Array.from(address.split(".").map(Number));
-}
-
-function workload(name: string, node: string, address: string, zone: string, extra: Partial<Workload> = {}) {
-  const w: Workload = {
-    uid: `Kubernetes//Pod/default/${name}`,
-    name,
-    namespace: "default",
-    addresses: [bytes(address)],
-    hostname: "",
-    network: "",
-    tunnelProtocol: "HBONE",
-    trustDomain: "",
-    serviceAccount: name,
-    node,
-    canonicalName: name,
-    canonicalRevision: "latest",
-    workloadType: "POD",
-    workloadName: name,
-    nativeTunnel: false,
-    services: {},
-    authorizationPolicies: [],
-    status: "HEALTHY",
-    clusterId: "Kubernetes",
-    locality: { region: "r1", zone, subzone: "" },
-    networkMode: "STANDARD",
-    extensions: [],
-    ...extra,
-  };
-  return w;
-}
 
 /** A TCP app that answers every connection with its name. */
 async function namedServer(address: string, name: string, port = 0): Promise<Server> {
@@ -83,6 +51,9 @@ async function answerThrough(proxy: string): Promise<string> {
   assert.equal(reply.reply, SOCKS5_REPLY.succeeded);
   return afterMethod.subarray(reply.length).toString();
 }
+
+const workload = (name: string, node: string, address: string, zone: string, extra: Partial<Workload> = {}) =>
+  testWorkload(name, node, address, { locality: { region: "r1", zone, subzone: "" }, ...extra });
 
 describe("locality-aware load balancing", { timeout: 60_000 }, () => {
   let cp: TestControlPlane;

@@ -1,12 +1,13 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
 import { get } from "node:http";
-import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net";
+import { type AddressInfo, connect, type Server, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import type { Service, Workload } from "@ambient/xds";
 import { type RunningZtunnel, startZtunnel } from "../src/index.js";
-import { encodeGreeting, encodeRequest, parseReply, SOCKS5_REPLY } from "../src/socks5.js";
+import { SOCKS5_REPLY } from "../src/socks5.js";
 import { startTestControlPlane, type TestControlPlane } from "./control-plane.js";
+import { ipBytes as bytes, echoServer, socksConnect, testWorkload } from "./fixtures.js";
 
 // A fresh 127.x.y.0/24 per run so parallel runs never share an address.
 const base = `127.${40 + Math.floor(Math.random() * 200)}.${Math.floor(Math.random() * 256)}`;
@@ -22,98 +23,7 @@ const ip = {
 };
 const echoHost = "echo.default.svc.cluster.local";
 
-function bytes(address: string): Uint8Array {
-  return Uint8Array.from(address.split(".").map(Number));
-}
-
-function workload(
-  name: string,
-  namespace: string,
-  node: string,
-  address: string,
-  extra: Partial<Workload> = {},
-) {
-  const w: Workload = {
-    uid: `Kubernetes//Pod/${namespace}/${name}`,
-    name,
-    namespace,
-    addresses: [bytes(address)],
-    hostname: "",
-    network: "",
-    tunnelProtocol: "HBONE",
-    trustDomain: "",
-    serviceAccount: name,
-    node,
-    canonicalName: name,
-    canonicalRevision: "latest",
-    workloadType: "POD",
-    workloadName: name,
-    nativeTunnel: false,
-    services: {},
-    authorizationPolicies: [],
-    status: "HEALTHY",
-    clusterId: "Kubernetes",
-    networkMode: "STANDARD",
-    extensions: [],
-    ...extra,
-  };
-  return w;
-}
-
-async function echoServer(host: string): Promise<Server> {
-  const server = createServer({ allowHalfOpen: true }, (socket) => {
-    socket.on("error", () => {});
-    // Echoes, and writes "." only after the client's FIN: a reply that proves half-close.
-    socket.pipe(socket, { end: false });
-    socket.once("end", () => socket.end("."));
-  });
-  server.listen(0, host);
-  await once(server, "listening");
-  return server;
-}
-
 /** SOCKS5 CONNECT from `from` through `proxy`; resolves with the socket and the reply code. */
-async function socksConnect(
-  proxy: string,
-  from: string,
-  host: string,
-  port: number,
-): Promise<{ socket: Socket; reply: number }> {
-  const [proxyHost, proxyPort] = proxy.split(":");
-  const socket = connect({
-    host: proxyHost,
-    port: Number(proxyPort),
-    localAddress: from,
-    allowHalfOpen: true,
-  });
-  await once(socket, "connect");
-  socket.write(encodeGreeting());
-  socket.write(encodeRequest(host, port));
-  let buffered = Buffer.alloc(0);
-  let methodSeen = false;
-  return new Promise((resolve, reject) => {
-    const onData = (chunk: Buffer) => {
-      buffered = Buffer.concat([buffered, chunk]);
-      if (!methodSeen) {
-        if (buffered.length < 2) return;
-        methodSeen = true;
-        buffered = buffered.subarray(2);
-      }
-      const reply = parseReply(buffered);
-      if (reply === undefined) return;
-      socket.off("data", onData);
-      socket.off("end", onEnd);
-      const rest = buffered.subarray(reply.length);
-      if (rest.length > 0) socket.unshift(rest);
-      resolve({ socket, reply: reply.reply });
-    };
-    const onEnd = () => reject(new Error("proxy closed before replying"));
-    socket.on("data", onData);
-    socket.once("end", onEnd);
-    socket.once("error", reject);
-  });
-}
-
 function readAll(socket: Socket): Promise<string> {
   const chunks: Buffer[] = [];
   socket.on("data", (c: Buffer) => chunks.push(c));
@@ -149,6 +59,14 @@ function counterValue(text: string, name: string, match: Record<string, string>)
 async function until(condition: () => boolean): Promise<void> {
   while (!condition()) await new Promise((resolve) => setTimeout(resolve, 10));
 }
+
+const workload = (
+  name: string,
+  namespace: string,
+  node: string,
+  address: string,
+  extra: Partial<Workload> = {},
+) => testWorkload(name, node, address, { namespace, ...extra });
 
 describe("two ztunnels, one control plane", { timeout: 60_000 }, () => {
   let cp: TestControlPlane;

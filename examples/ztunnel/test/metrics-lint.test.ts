@@ -3,11 +3,12 @@ import { once } from "node:events";
 import { get } from "node:http";
 import { type AddressInfo, connect, createServer, type Server } from "node:net";
 import { after, before, describe, it } from "node:test";
-import type { Service, Workload } from "@ambient/xds";
+import type { Service } from "@ambient/xds";
 import { promtoolCheckMetrics, withSampleInEveryFamily } from "../../../scripts/testing/promtool.js";
 import { type RunningZtunnel, startZtunnel } from "../src/index.js";
 import { encodeGreeting, encodeRequest, parseReply, SOCKS5_REPLY } from "../src/socks5.js";
 import { startTestControlPlane, type TestControlPlane } from "./control-plane.js";
+import { ipBytes as bytes, testWorkload as workload } from "./fixtures.js";
 
 // The exposition text that two running ztunnels serve on their metrics port, after a proxied connection,
 // linted by the Prometheus project's own `promtool check metrics` (Debian `prometheus`, installed by
@@ -25,37 +26,6 @@ const ip = {
   vip: `${base}.100`,
 };
 const echoHost = "echo.default.svc.cluster.local";
-
-function bytes(address: string): Uint8Array {
-  return Uint8Array.from(address.split(".").map(Number));
-}
-
-function workload(name: string, node: string, address: string, extra: Partial<Workload> = {}): Workload {
-  return {
-    uid: `Kubernetes//Pod/default/${name}`,
-    name,
-    namespace: "default",
-    addresses: [bytes(address)],
-    hostname: "",
-    network: "",
-    tunnelProtocol: "HBONE",
-    trustDomain: "",
-    serviceAccount: name,
-    node,
-    canonicalName: name,
-    canonicalRevision: "latest",
-    workloadType: "POD",
-    workloadName: name,
-    nativeTunnel: false,
-    services: {},
-    authorizationPolicies: [],
-    status: "HEALTHY",
-    clusterId: "Kubernetes",
-    networkMode: "STANDARD",
-    extensions: [],
-    ...extra,
-  };
-}
 
 function scrape(address: string): Promise<{ status: number; type: string; body: string }> {
   return new Promise((resolve, reject) => {

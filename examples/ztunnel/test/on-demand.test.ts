@@ -3,12 +3,13 @@
 // plane does not answer for is decided as before once the bounded wait is over.
 import assert from "node:assert/strict";
 import { once } from "node:events";
-import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net";
+import type { AddressInfo, Server, Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
-import type { Service, Workload } from "@ambient/xds";
+import type { Service } from "@ambient/xds";
 import { type RunningZtunnel, startZtunnel } from "../src/index.js";
-import { encodeGreeting, encodeRequest, parseReply, SOCKS5_REPLY } from "../src/socks5.js";
+import { SOCKS5_REPLY } from "../src/socks5.js";
 import { startTestControlPlane, type TestControlPlane } from "./control-plane.js";
+import { ipBytes as bytes, echoServer, socksConnect, testWorkload as workload } from "./fixtures.js";
 
 const base = `127.${40 + Math.floor(Math.random() * 200)}.${Math.floor(Math.random() * 256)}`;
 const ip = {
@@ -22,78 +23,6 @@ const ip = {
   vip: `${base}.100`,
 };
 const ON_DEMAND_TIMEOUT_MS = 300;
-
-const bytes = (address: string) => Uint8Array.from(address.split(".").map(Number));
-
-function workload(name: string, node: string, address: string, extra: Partial<Workload> = {}): Workload {
-  return {
-    uid: `Kubernetes//Pod/default/${name}`,
-    name,
-    namespace: "default",
-    addresses: [bytes(address)],
-    hostname: "",
-    network: "",
-    tunnelProtocol: "HBONE",
-    trustDomain: "",
-    serviceAccount: name,
-    node,
-    canonicalName: name,
-    canonicalRevision: "latest",
-    workloadType: "POD",
-    workloadName: name,
-    nativeTunnel: false,
-    services: {},
-    authorizationPolicies: [],
-    status: "HEALTHY",
-    clusterId: "Kubernetes",
-    networkMode: "STANDARD",
-    extensions: [],
-    ...extra,
-  };
-}
-
-async function echoServer(host: string): Promise<Server> {
-  const server = createServer({ allowHalfOpen: true }, (socket) => {
-    socket.on("error", () => {});
-    socket.pipe(socket, { end: false });
-    socket.once("end", () => socket.end("."));
-  });
-  server.listen(0, host);
-  await once(server, "listening");
-  return server;
-}
-
-async function socksConnect(proxy: string, from: string, host: string, port: number) {
-  const [proxyHost, proxyPort] = proxy.split(":");
-  const socket = connect({
-    host: proxyHost,
-    port: Number(proxyPort),
-    localAddress: from,
-    allowHalfOpen: true,
-  });
-  await once(socket, "connect");
-  socket.write(encodeGreeting());
-  socket.write(encodeRequest(host, port));
-  let buffered = Buffer.alloc(0);
-  let methodSeen = false;
-  return new Promise<{ socket: Socket; reply: number }>((resolve, reject) => {
-    const onData = (chunk: Buffer) => {
-      buffered = Buffer.concat([buffered, chunk]);
-      if (!methodSeen) {
-        if (buffered.length < 2) return;
-        methodSeen = true;
-        buffered = buffered.subarray(2);
-      }
-      const reply = parseReply(buffered);
-      if (reply === undefined) return;
-      socket.off("data", onData);
-      resolve({ socket, reply: reply.reply });
-    };
-    socket.on("data", onData);
-    socket.once("end", () => reject(new Error("proxy closed before replying")));
-    socket.once("error", reject);
-  });
-}
 
 /** Sends `text` through a connected SOCKS5 socket to an echo server and returns the echo. */
 async function roundTrip(socket: Socket, text: string): Promise<string> {

@@ -3,10 +3,11 @@ import { once } from "node:events";
 import { connect } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { createHboneServer, type HboneServer } from "@ambient/hbone";
-import type { Service, Workload } from "@ambient/xds";
+import type { Service } from "@ambient/xds";
 import { type RunningZtunnel, startZtunnel } from "../src/index.js";
 import { encodeGreeting, encodeRequest, parseReply, SOCKS5_REPLY } from "../src/socks5.js";
 import { startTestControlPlane, type TestControlPlane } from "./control-plane.js";
+import { ipBytes as bytes, testWorkload as workload } from "./fixtures.js";
 
 const base = `127.${40 + Math.floor(Math.random() * 200)}.${Math.floor(Math.random() * 256)}`;
 const ip = {
@@ -18,34 +19,6 @@ const ip = {
   lostVip: `${base}.101`,
   nowhere: `${base}.30`,
 };
-const bytes = (a: string) => Uint8Array.from(a.split(".").map(Number));
-
-function workload(name: string, node: string, address: string, extra: Partial<Workload> = {}): Workload {
-  return {
-    uid: `Kubernetes//Pod/default/${name}`,
-    name,
-    namespace: "default",
-    addresses: [bytes(address)],
-    hostname: "",
-    network: "",
-    tunnelProtocol: "HBONE",
-    trustDomain: "",
-    serviceAccount: name,
-    node,
-    canonicalName: name,
-    canonicalRevision: "latest",
-    workloadType: "POD",
-    workloadName: name,
-    nativeTunnel: false,
-    services: {},
-    authorizationPolicies: [],
-    status: "HEALTHY",
-    clusterId: "Kubernetes",
-    networkMode: "STANDARD",
-    extensions: [],
-    ...extra,
-  };
-}
 
 function service(name: string, vip: string, waypointIp: string): Service {
   return {
