@@ -31,6 +31,14 @@ export {
 } from "./operator-endpoints.js";
 export { targetsWaypoint, targetsWaypointOrService } from "./policy-targets.js";
 export {
+  createRequestHistory,
+  type RecentRequest,
+  type RecentRequests,
+  type RequestHistory,
+  type RequestHistoryOptions,
+  withDecidingPolicy,
+} from "./recent-requests.js";
+export {
   authenticateRequest,
   type CompiledJwtRule,
   type CompiledRequestAuthentication,

@@ -1,7 +1,7 @@
 /**
  * The waypoint's operator endpoints, as istio-proxy serves them: readiness (`/healthz/ready`, 503 until
  * the certificate and the configuration are in), Prometheus (`/metrics`, `/stats/prometheus`) and the
- * admin listener (`/config_dump`), which only ever binds a loopback address.
+ * admin listener (`/config_dump`, `/recent_requests`), which only ever binds a loopback address.
  */
 import { once } from "node:events";
 import { createServer, type Server, type ServerResponse } from "node:http";
@@ -12,7 +12,7 @@ import { WaypointError } from "./errors.js";
 
 /** Ports of the operator endpoints; 0 picks an ephemeral port. */
 export interface OperatorPorts {
-  /** Admin (`/config_dump`). Default 15000; Envoy admin `proxyAdminPort`. */
+  /** Admin (`/config_dump`, `/recent_requests`). Default 15000; Envoy admin `proxyAdminPort`. */
   admin: number;
   /** Prometheus (`/metrics`, `/stats/prometheus`). Default 15020; istio-agent `STATS_PORT`. */
   metrics: number;
@@ -43,6 +43,8 @@ export interface OperatorEndpointsOptions {
   isReady(): boolean;
   registry: Registry;
   configDump(): unknown;
+  /** `/recent_requests` on the admin listener (the requests of the last minute); answers 404 when absent. */
+  recentRequests?: () => unknown;
 }
 
 /** Whether `ip` is IPv4 127.0.0.0/8 or IPv6 `::1`: an address no other host can reach. */
@@ -82,11 +84,14 @@ export async function startOperatorEndpoints(
   const notFound = (res: ServerResponse) =>
     res.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
   const path = (url: string | undefined) => (url ?? "").split("?")[0];
+  const adminRoutes = new Map<string, () => unknown>([["/config_dump", options.configDump]]);
+  if (options.recentRequests !== undefined) adminRoutes.set("/recent_requests", options.recentRequests);
   const admin = createServer((req, res) => {
-    if (req.method !== "GET" || path(req.url) !== "/config_dump") return notFound(res);
+    const route = req.method === "GET" ? adminRoutes.get(path(req.url) ?? "") : undefined;
+    if (route === undefined) return notFound(res);
     let text: string;
     try {
-      text = adminJson(options.configDump());
+      text = adminJson(route());
     } catch (err) {
       res.writeHead(500, { "content-type": "text/plain" }).end(`${(err as Error).message}\n`);
       return;

@@ -330,6 +330,51 @@ describe("waypoint operator endpoints, access log and RequestAuthentication", { 
       [denied.response_code, denied.response_flags, denied.upstream_host, denied.request_principal],
       [403, "RBAC", "-", "-"],
     );
+    // The policy that decided each: rule 1 allowed alice; no rule of the one ALLOW policy allowed the
+    // anonymous request, so that policy refused it.
+    assert.deepEqual(ok.authorization, {
+      result: "allowed",
+      policy: "shop/members",
+      action: "ALLOW",
+      rule: 1,
+    });
+    assert.deepEqual(denied.authorization, { result: "denied", policy: "shop/members", action: "ALLOW" });
+  });
+
+  it("serves the requests of the last minute with their deciding policy on the admin /recent_requests", async () => {
+    assert.equal(await get("/open?probe=recent"), 200);
+    assert.equal(await get("/members?probe=recent"), 403);
+    const res = await httpGet(waypoint.operatorAddresses.admin, "/recent_requests");
+    assert.equal(res.status, 200);
+    assert.match(res.type, /^application\/json/);
+    const body = JSON.parse(res.body) as {
+      startedAt: string;
+      requests: { seq: number; time: string; fields: Record<string, unknown> }[];
+    };
+    assert.ok(Date.parse(body.startedAt) <= Date.now());
+    const seqs = body.requests.map((r) => r.seq);
+    assert.deepEqual(
+      seqs,
+      seqs.map((_, i) => (seqs[0] ?? 0) + i),
+    );
+    const probes = body.requests
+      .filter((r) => String(r.fields.path).endsWith("probe=recent"))
+      .map((r) => [r.fields.path, r.fields.response_code, r.fields.source_principal, r.fields.authorization]);
+    assert.deepEqual(probes, [
+      [
+        "/open?probe=recent",
+        200,
+        CLIENT,
+        { result: "allowed", policy: "shop/members", action: "ALLOW", rule: 0 },
+      ],
+      ["/members?probe=recent", 403, CLIENT, { result: "denied", policy: "shop/members", action: "ALLOW" }],
+    ]);
+    // Only on the loopback admin listener, and only GET.
+    assert.equal((await httpGet(waypoint.operatorAddresses.metrics, "/recent_requests")).status, 404);
+    const post = await fetch(`http://${waypoint.operatorAddresses.admin}/recent_requests`, {
+      method: "POST",
+    });
+    assert.equal(post.status, 404);
   });
 
   it("serves istio_requests_total on /metrics and /stats/prometheus", async () => {

@@ -24,6 +24,7 @@ import {
   type OperatorPorts,
   startOperatorEndpoints,
 } from "./operator-endpoints.js";
+import { createRequestHistory, withDecidingPolicy } from "./recent-requests.js";
 import { RequestAuthenticationStore } from "./request-authentication.js";
 import { resourceProblem, type WaypointSelf, WaypointXdsConfig } from "./xds-config.js";
 
@@ -64,11 +65,14 @@ export interface WaypointOptions {
    */
   ports?: Partial<OperatorPorts>;
   /**
-   * Address of the admin listener (`/config_dump`); only a loopback address is accepted. Default: `ip`
+   * Address of the admin listener (`/config_dump`, `/recent_requests`); only a loopback address is accepted. Default: `ip`
    * when it is a loopback address (every pod address of the local mesh is), else `127.0.0.1`.
    */
   adminIp?: string;
-  /** One access log line per request at info level, with Istio's fields. Default true. */
+  /**
+   * One access log line per request at info level, with Istio's fields and `authorization` (the policy
+   * that decided it). Default true. The admin endpoint `/recent_requests` keeps the same entries either way.
+   */
   accessLog?: boolean;
   /** Default: no-op. */
   logger?: Logger;
@@ -186,17 +190,20 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     return stream;
   };
 
+  // Every finished request, for the admin endpoint /recent_requests (also when the access log is off).
+  const history = createRequestHistory();
   const handler: WaypointHandler = createWaypointHandler({
     routes: [],
     connect,
     resolveBackend: createBackendResolver(store),
     policy: {
       evaluate: (request) => {
-        const decision = policy.evaluate(request);
+        // Named here so the access log and /recent_requests say which policy refused the request.
+        const decision = withDecidingPolicy(policy.evaluate(request), () => policy.explain(request));
         if (!decision.allowed) {
           logger.info(
             { peer: request.source.identity, method: request.http?.method, reason: decision.reason },
-            `denied by ${deniedBy(decision, () => policy.explain(request))}`,
+            `denied by ${deniedBy(decision, () => [])}`,
           );
         }
         return decision;
@@ -206,7 +213,13 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     pathNormalization,
     identity,
     authenticate: requestAuthentications.authenticate,
-    ...(options.accessLog === false ? {} : { accessLog: (entry) => logger.info(entry, "access") }),
+    accessLog:
+      options.accessLog === false
+        ? history.record
+        : (entry) => {
+            history.record(entry);
+            logger.info(entry, "access");
+          },
     ...(options.headersTimeoutMs === undefined ? {} : { headersTimeoutMs: options.headersTimeoutMs }),
     logger,
     metrics,
@@ -320,6 +333,7 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
       isReady: () => readyFlag,
       registry,
       configDump,
+      recentRequests: history.recent,
     });
   } catch (err) {
     await close();

@@ -1,0 +1,169 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { AuthorizationDecision, PolicyExplanation } from "@ambient/policy";
+import type { AccessLogEntry } from "@ambient/router";
+import { createRequestHistory, withDecidingPolicy } from "./recent-requests.js";
+
+function entry(path: string, authorization: AccessLogEntry["authorization"]): AccessLogEntry {
+  return {
+    start_time: "2026-12-05T08:00:00.000Z",
+    method: "GET",
+    path,
+    protocol: "HTTP/1.1",
+    response_code: authorization !== "-" && authorization.result === "denied" ? 403 : 200,
+    response_flags: authorization !== "-" && authorization.result === "denied" ? "RBAC" : "-",
+    bytes_received: 0,
+    bytes_sent: 0,
+    duration: 1,
+    x_forwarded_for: "-",
+    user_agent: "-",
+    request_id: "-",
+    authority: "web.demo",
+    upstream_host: "-",
+    upstream_cluster: "-",
+    downstream_remote_address: "127.0.0.2:40000",
+    downstream_local_address: "127.0.0.100:80",
+    route_name: "-",
+    source_principal: "spiffe://cluster.local/ns/demo/sa/sleep",
+    destination_principal: "-",
+    request_principal: "-",
+    grpc_status: "-",
+    authorization,
+  };
+}
+
+describe("createRequestHistory", () => {
+  it("numbers the requests, keeps at most maxEntries and none older than the window", () => {
+    let clock = Date.parse("2026-12-05T08:00:00.000Z");
+    const history = createRequestHistory({ maxEntries: 3, now: () => clock });
+    const denied = { result: "denied", policy: "demo/web-get-from-sleep", action: "ALLOW" } as const;
+    history.record(entry("/a", "-"));
+    clock += 1000;
+    history.record(entry("/b", denied));
+    history.record(entry("/c", { result: "allowed", policy: "-", action: "-" }));
+    const first = history.recent();
+    assert.equal(first.startedAt, "2026-12-05T08:00:00.000Z");
+    assert.deepEqual(
+      first.requests.map((r) => [r.seq, r.time, r.fields.path, r.fields.authorization]),
+      [
+        [1, "2026-12-05T08:00:00.000Z", "/a", "-"],
+        [2, "2026-12-05T08:00:01.000Z", "/b", denied],
+        [3, "2026-12-05T08:00:01.000Z", "/c", { result: "allowed", policy: "-", action: "-" }],
+      ],
+    );
+    // A fourth pushes the oldest out (cap 3).
+    history.record(entry("/d", "-"));
+    assert.deepEqual(
+      history.recent().requests.map((r) => r.seq),
+      [2, 3, 4],
+    );
+    // The kept entry is a copy: the caller's object may change after.
+    const mine = entry("/e", "-");
+    history.record(mine);
+    mine.path = "/changed";
+    assert.equal(history.recent().requests.at(-1)?.fields.path, "/e");
+    // A minute after the last, all are gone; numbering goes on.
+    clock += 60_001;
+    assert.deepEqual(history.recent().requests, []);
+    history.record(entry("/f", "-"));
+    assert.deepEqual(
+      history.recent().requests.map((r) => r.seq),
+      [6],
+    );
+  });
+});
+
+describe("withDecidingPolicy", () => {
+  const allowP = (policy: string, dryRun = false): PolicyExplanation => ({
+    policy,
+    action: "ALLOW",
+    dryRun,
+    rules: ["method POST not in [GET]"],
+  });
+  const noneAllowed: AuthorizationDecision = {
+    allowed: false,
+    reason: "allow policies exist, but none allowed (checked: demo/web-get-from-sleep)",
+    layer: "L7",
+  };
+  const cases: {
+    name: string;
+    decision: AuthorizationDecision;
+    explain: () => PolicyExplanation[];
+    policy: string | undefined;
+    action: string | undefined;
+  }[] = [
+    {
+      name: "no ALLOW policy allowed: the one that applies refused",
+      decision: noneAllowed,
+      explain: () => [allowP("demo/web-get-from-sleep")],
+      policy: "demo/web-get-from-sleep",
+      action: "ALLOW",
+    },
+    {
+      name: "several ALLOW policies, dry-run and DENY ones left out",
+      decision: noneAllowed,
+      explain: () => [
+        allowP("demo/a"),
+        allowP("demo/shadow", true),
+        { policy: "demo/d", action: "DENY", dryRun: false, rules: ["no match"] },
+        allowP("istio-system/b"),
+      ],
+      policy: "demo/a, istio-system/b",
+      action: "ALLOW",
+    },
+    {
+      name: "a DENY policy that matched keeps its own name and rule",
+      decision: {
+        allowed: false,
+        reason: "explicitly denied",
+        policy: "demo/deny",
+        action: "DENY",
+        rule: 2,
+        layer: "L7",
+      },
+      explain: () => [allowP("demo/other")],
+      policy: "demo/deny",
+      action: "DENY",
+    },
+    {
+      name: "allowed by default stays without a policy",
+      decision: { allowed: true, reason: "no ALLOW policy applies: allowed by default", layer: "L7" },
+      explain: () => [allowP("demo/x")],
+      policy: undefined,
+      action: undefined,
+    },
+    {
+      name: "a bad request is not a policy's refusal",
+      decision: { allowed: false, badRequest: true, reason: "bad path", layer: "L7" },
+      explain: () => [allowP("demo/x")],
+      policy: undefined,
+      action: undefined,
+    },
+    {
+      name: "explain fails: unchanged",
+      decision: noneAllowed,
+      explain: () => {
+        throw new Error("bad request");
+      },
+      policy: undefined,
+      action: undefined,
+    },
+    {
+      name: "explain lists no ALLOW policy: unchanged",
+      decision: noneAllowed,
+      explain: () => [],
+      policy: undefined,
+      action: undefined,
+    },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      const out = withDecidingPolicy(c.decision, c.explain);
+      assert.equal(out.policy, c.policy);
+      assert.equal(out.action, c.action);
+      assert.equal(out.allowed, c.decision.allowed);
+      assert.equal(out.reason, c.decision.reason);
+      if (c.decision.rule !== undefined) assert.equal(out.rule, c.decision.rule);
+    });
+  }
+});

@@ -1,0 +1,92 @@
+/**
+ * The waypoint's requests of the last minute, for the admin endpoint `/recent_requests`: each access
+ * log entry (with `authorization`, the policy that decided it) numbered and kept in memory, bounded in
+ * count and age, as the ztunnel keeps its connections for `/recent_connections`. Operators' tools read
+ * who asked what of whom and which policy refused it without scraping logs.
+ */
+import type { AuthorizationDecision, PolicyExplanation } from "@ambient/policy";
+import type { AccessLogEntry } from "@ambient/router";
+
+/** One finished request kept for `/recent_requests`. */
+export interface RecentRequest {
+  /** Increases by one per request since the waypoint started. */
+  seq: number;
+  /** ISO 8601 time the request finished (its access log entry was written). */
+  time: string;
+  /** The access log entry, `authorization` included. */
+  fields: AccessLogEntry;
+}
+
+/** The body of `/recent_requests`. */
+export interface RecentRequests {
+  /** When this waypoint started: a new value means `seq` started again. */
+  startedAt: string;
+  /** Oldest first; at most `maxEntries`, none older than `windowMs`. */
+  requests: RecentRequest[];
+}
+
+/** Options of {@link createRequestHistory}. */
+export interface RequestHistoryOptions {
+  /** Requests kept at most. Default 500. */
+  maxEntries?: number;
+  /** How long a request is kept. Default 60 000 ms: what a dashboard shows as "the last minute". */
+  windowMs?: number;
+  now?: () => number;
+}
+
+/** The requests of the last minute, in memory. */
+export interface RequestHistory {
+  /** Keeps one finished request; an `AccessLogSink`. */
+  record(entry: AccessLogEntry): void;
+  recent(): RecentRequests;
+}
+
+/** Creates a {@link RequestHistory}; `startedAt` is the time of this call. */
+export function createRequestHistory(options: RequestHistoryOptions = {}): RequestHistory {
+  const maxEntries = options.maxEntries ?? 500;
+  const windowMs = options.windowMs ?? 60_000;
+  const now = options.now ?? Date.now;
+  const startedAt = new Date(now()).toISOString();
+  // A ring would save the shifts; at 500 entries the array is as fast and simpler to read.
+  const entries: { at: number; request: RecentRequest }[] = [];
+  let seq = 0;
+  const prune = (at: number) => {
+    while (entries.length > maxEntries || (entries[0] !== undefined && at - entries[0].at > windowMs)) {
+      entries.shift();
+    }
+  };
+  return {
+    record(entry) {
+      const at = now();
+      seq++;
+      entries.push({ at, request: { seq, time: new Date(at).toISOString(), fields: { ...entry } } });
+      prune(at);
+    },
+    recent() {
+      prune(now());
+      return { startedAt, requests: entries.map((e) => e.request) };
+    },
+  };
+}
+
+/**
+ * The decision with the policy that decided it named, also when the engine names none: a request that
+ * no ALLOW policy allowed is refused by the ALLOW policies that apply to it (`explain` lists them; more
+ * than one are joined with `, `), as Istio reports such a denial against its ALLOW policies. Other
+ * decisions are returned unchanged; so is this one when `explain` fails or lists no ALLOW policy.
+ */
+export function withDecidingPolicy(
+  decision: AuthorizationDecision,
+  explain: () => readonly PolicyExplanation[],
+): AuthorizationDecision {
+  if (decision.allowed || decision.badRequest === true || decision.policy !== undefined) return decision;
+  let names: string[];
+  try {
+    names = explain()
+      .filter((p) => p.action === "ALLOW" && !p.dryRun)
+      .map((p) => p.policy);
+  } catch {
+    return decision;
+  }
+  return names.length === 0 ? decision : { ...decision, policy: names.join(", "), action: "ALLOW" };
+}
