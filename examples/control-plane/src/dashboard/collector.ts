@@ -1,7 +1,8 @@
 // Reads the proxies' admin endpoints every second (ztunnel `/config_dump` and `/recent_connections`,
-// waypoint `/config_dump` and `/metrics`) and keeps the flows of the last minute. A proxy that does not
-// answer (restarting, gone) is marked down and read again on the next round; what it reported before
-// stays until it ages out, and a restarted ztunnel is recognised by its new `startedAt`.
+// waypoint `/config_dump` and `/recent_requests`, or `/metrics` for a waypoint without it) and keeps the
+// flows of the last minute. A proxy that does not answer (restarting, gone) is marked down and read
+// again on the next round; what it reported before stays until it ages out, and a restarted proxy is
+// recognised by its new `startedAt`.
 import { isIP } from "node:net";
 import { ControlPlaneError } from "../errors.js";
 import type { Logger } from "../telemetry.js";
@@ -10,9 +11,11 @@ import {
   type FlowEvent,
   type FlowParty,
   flowFromAccessLog,
+  flowFromWaypointRequest,
   flowsFromRequestCounters,
   type PromSample,
   type RecentConnectionLine,
+  type RecentRequestLine,
   requestCounters,
 } from "./flow-events.js";
 import { buildSnapshot, type DashboardSnapshot, type ProxyView } from "./mesh-graph.js";
@@ -24,7 +27,7 @@ export interface DashboardProxy {
   name: string;
   /** `ip:port` of the admin listener: ztunnel `ADMIN_PORT` 15000, the waypoint's Envoy admin 15000. */
   admin: string;
-  /** `ip:port` of the Prometheus listener (15020); read for waypoints. */
+  /** `ip:port` of the Prometheus listener (15020); read for a waypoint that does not serve `/recent_requests`. */
   metrics?: string;
   /** A waypoint's pod address, to find its workload. Default: the workload with its identity. */
   address?: string;
@@ -86,8 +89,16 @@ const asArray = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
 const asString = (v: unknown): string | undefined => (typeof v === "string" ? v : undefined);
 
 async function getText(address: string, path: string, timeoutMs: number): Promise<string> {
+  const text = await getIfServed(address, path, timeoutMs);
+  if (text === undefined) throw new Error(`${path} answered 404`);
+  return text;
+}
+
+/** The body, or undefined when the proxy answers 404 (it does not serve `path`). */
+async function getIfServed(address: string, path: string, timeoutMs: number): Promise<string | undefined> {
   const res = await fetch(`http://${address}${path}`, { signal: AbortSignal.timeout(timeoutMs) });
   const text = await res.text();
+  if (res.status === 404) return undefined;
   if (!res.ok) throw new Error(`${path} answered ${res.status}`);
   return text;
 }
@@ -138,6 +149,15 @@ export function createMeshCollector(
     return w?.hbone === true;
   };
 
+  /** A new proxy process (a new `startedAt`): its line numbers start again. */
+  const restarted = (r: ProxyRecord, recent: Record<string, unknown>): void => {
+    const startedAt = asString(recent.startedAt);
+    if (startedAt !== r.startedAt) {
+      r.startedAt = startedAt;
+      r.lastSeq = 0;
+    }
+  };
+
   const readZtunnel = async (r: ProxyRecord): Promise<void> => {
     const [dumpText, recentText] = await Promise.all([
       getText(r.proxy.admin, "/config_dump", timeoutMs),
@@ -162,12 +182,7 @@ export function createMeshCollector(
         },
       ];
     });
-    const startedAt = asString(recent.startedAt);
-    if (startedAt !== r.startedAt) {
-      // A new proxy process: its line numbers start again.
-      r.startedAt = startedAt;
-      r.lastSeq = 0;
-    }
+    restarted(r, recent);
     for (const item of asArray(recent.connections)) {
       const x = asRecord(item);
       const line: RecentConnectionLine = {
@@ -202,7 +217,31 @@ export function createMeshCollector(
         .map((w) => `${w.namespace}/${w.name}`)[0];
     }
     if (workload !== undefined) r.view.workload = workload;
-    if (r.proxy.metrics !== undefined) {
+    // Each request with the policy that decided it; a waypoint without the endpoint falls back to its
+    // request counters, which do not name the policy.
+    const recentText = await getIfServed(r.proxy.admin, "/recent_requests", timeoutMs);
+    if (recentText !== undefined) {
+      const recent = asRecord(JSON.parse(recentText));
+      restarted(r, recent);
+      for (const item of asArray(recent.requests)) {
+        const x = asRecord(item);
+        const line: RecentRequestLine = {
+          seq: typeof x.seq === "number" ? x.seq : 0,
+          time: asString(x.time) ?? "",
+          fields: asRecord(x.fields),
+        };
+        if (line.seq <= r.lastSeq) continue;
+        r.lastSeq = line.seq;
+        const event = flowFromWaypointRequest({
+          reporter: `waypoint/${r.proxy.name}`,
+          line,
+          waypointWorkload: workload,
+          waypointIdentity: identity,
+          workloadAt: (clientIp) => workloadByIp(clientIp)?.id,
+        });
+        if (event !== undefined) events.push(event);
+      }
+    } else if (r.proxy.metrics !== undefined) {
       const counters = requestCounters(await getText(r.proxy.metrics, "/metrics", timeoutMs));
       events.push(
         ...flowsFromRequestCounters({

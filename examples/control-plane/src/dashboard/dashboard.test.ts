@@ -12,9 +12,11 @@ import { createMeshCollector } from "./collector.js";
 import {
   type FlowEvent,
   flowFromAccessLog,
+  flowFromWaypointRequest,
   flowsFromRequestCounters,
   parsePrometheusText,
   type RecentConnectionLine,
+  type RecentRequestLine,
   requestCounters,
 } from "./flow-events.js";
 import { MAX_EVENT_STREAMS } from "./http.js";
@@ -211,6 +213,109 @@ describe("waypoint request counters", () => {
   });
 });
 
+const WAYPOINT_ID = "spiffe://cluster.local/ns/demo/sa/waypoint";
+/** A waypoint access log entry (the fields the dashboard reads), as `/recent_requests` serves it. */
+const request = (
+  seq: number,
+  fields: Record<string, unknown>,
+  time = new Date(T0).toISOString(),
+): RecentRequestLine => ({
+  seq,
+  time,
+  fields: {
+    method: "GET",
+    path: "/",
+    response_code: 200,
+    response_flags: "-",
+    downstream_remote_address: "127.10.0.2:40000",
+    source_principal: SLEEP_ID,
+    upstream_cluster: "outbound|80||web.demo.svc.cluster.local",
+    authorization: { result: "allowed", policy: "demo/web-get-from-sleep", action: "ALLOW", rule: 0 },
+    ...fields,
+  },
+});
+const REFUSED_POST = {
+  method: "POST",
+  response_code: 403,
+  response_flags: "RBAC",
+  upstream_cluster: "-",
+  authorization: { result: "denied", policy: "demo/web-get-from-sleep", action: "ALLOW" },
+};
+
+describe("flowFromWaypointRequest", () => {
+  const workloadAt = (ip: string) => (ip === "127.10.0.2" ? "demo/sleep-0" : undefined);
+  const base = {
+    reporter: "waypoint/demo/waypoint",
+    waypointWorkload: "demo/waypoint-0",
+    waypointIdentity: WAYPOINT_ID,
+    workloadAt,
+  };
+  const cases: {
+    name: string;
+    line: RecentRequestLine;
+    want: Partial<FlowEvent> | undefined;
+  }[] = [
+    {
+      name: "an allowed request: client to the waypoint's workload, mTLS, the Service it went to",
+      line: request(1, {}),
+      want: {
+        layer: "L7",
+        allowed: true,
+        count: 1,
+        bytes: 0,
+        source: { workload: "demo/sleep-0", identity: SLEEP_ID },
+        destination: { workload: "demo/waypoint-0", identity: WAYPOINT_ID },
+        service: "web.demo.svc.cluster.local",
+      },
+    },
+    {
+      name: "a refusal names exactly the policy the waypoint recorded",
+      line: request(2, REFUSED_POST),
+      want: {
+        allowed: false,
+        deniedBy: "demo/web-get-from-sleep",
+        error: "HTTP 403 RBAC",
+        source: { workload: "demo/sleep-0", identity: SLEEP_ID },
+      },
+    },
+    {
+      name: "a DENY policy's rule index goes with the error",
+      line: request(3, {
+        ...REFUSED_POST,
+        authorization: { result: "denied", policy: "demo/no-admin", action: "DENY", rule: 1 },
+      }),
+      want: { allowed: false, deniedBy: "demo/no-admin", error: "HTTP 403 RBAC, rule 1" },
+    },
+    {
+      name: "a refusal without a policy name names the waypoint",
+      line: request(4, { ...REFUSED_POST, authorization: { result: "denied", policy: "-", action: "-" } }),
+      want: { allowed: false, deniedBy: "waypoint/demo/waypoint (no policy name reported)" },
+    },
+    {
+      name: "a 401 before policy (authorization `-`) is not a policy refusal",
+      line: request(5, { response_code: 401, upstream_cluster: "-", authorization: "-" }),
+      want: { allowed: true, deniedBy: undefined },
+    },
+    {
+      name: "plaintext from an address outside the mesh: no identities, no workload",
+      line: request(6, { downstream_remote_address: "192.0.2.9:5000", source_principal: "-" }),
+      want: { source: {}, destination: { workload: "demo/waypoint-0" } },
+    },
+    { name: "a line without a valid time is skipped", line: request(7, {}, "soon"), want: undefined },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      const event = flowFromWaypointRequest({ ...base, line: c.line });
+      if (c.want === undefined) return assert.equal(event, undefined);
+      assert.ok(event !== undefined);
+      for (const [k, v] of Object.entries(c.want)) {
+        assert.deepEqual(event[k as keyof FlowEvent], v, k);
+      }
+      assert.equal(event.at, T0);
+    });
+  }
+});
+
 describe("buildSnapshot", () => {
   const config = demoConfig();
   const ztunnel = (name: string, certificates: ProxyView["certificates"]): ProxyView => ({
@@ -355,6 +460,44 @@ async function fakeZtunnel(port = 0) {
   return { state, address, close, port: (server.address() as AddressInfo).port };
 }
 
+/** A waypoint's admin (`/config_dump`, and `/recent_requests` unless `recent` is false) and metrics. */
+async function fakeWaypoint(recent: boolean) {
+  const state = {
+    startedAt: new Date().toISOString(),
+    requests: [] as RecentRequestLine[],
+    refused: 0,
+  };
+  const server: Server = createServer((req, res) => {
+    if (req.url === "/config_dump") {
+      res.end(
+        JSON.stringify({
+          identity: WAYPOINT_ID,
+          certificates: [{ identity: WAYPOINT_ID, notAfter: "2030-01-01T00:00:00Z" }],
+          authorizationPolicies: [
+            { metadata: { namespace: "demo", name: "web-get-from-sleep" } },
+            { metadata: { namespace: "demo", name: "web-audit" } },
+          ],
+        }),
+      );
+    } else if (req.url === "/recent_requests" && recent) {
+      res.end(JSON.stringify({ startedAt: state.startedAt, requests: state.requests }));
+    } else if (req.url === "/metrics") {
+      res.end(
+        `istio_requests_total{source_principal="${SLEEP_ID}",response_code="403",response_flags="RBAC",connection_security_policy="mutual_tls"} ${state.refused}\n`,
+      );
+    } else res.writeHead(404).end();
+  });
+  server.listen(0, "127.0.0.1");
+  await new Promise((resolve) => server.once("listening", resolve));
+  const address = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const close = () =>
+    new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    });
+  return { state, address, close };
+}
+
 const inbound = (seq: number, src: string) =>
   line(
     { "src.workload": src, "src.namespace": "demo", ...TO_ECHO, direction: "inbound", bytes_sent: 10 },
@@ -416,6 +559,80 @@ describe("createMeshCollector", () => {
     } finally {
       collector.close();
       await ztunnel.close();
+    }
+  });
+});
+
+describe("createMeshCollector and waypoints", () => {
+  const refusedEdge = (collector: ReturnType<typeof createMeshCollector>) =>
+    collector.snapshot().edges.find((e) => e.id === "demo/sleep-0->demo/waypoint-0!");
+
+  it("draws a waypoint's refusal with the policy its /recent_requests names, each request once", async () => {
+    const waypoint = await fakeWaypoint(true);
+    const collector = createMeshCollector(demoConfig, {
+      logger: noopLogger,
+      pollIntervalMs: 60_000,
+      proxies: [
+        {
+          kind: "waypoint",
+          name: "demo/waypoint",
+          admin: waypoint.address,
+          metrics: waypoint.address,
+          address: "127.10.0.6",
+        },
+      ],
+    });
+    try {
+      const now = new Date().toISOString();
+      // The metrics say one refusal too; they are not read while /recent_requests answers.
+      waypoint.state.refused = 1;
+      waypoint.state.requests = [request(1, {}, now), request(2, REFUSED_POST, now)];
+      await collector.poll();
+      await collector.poll();
+      assert.deepEqual(refusedEdge(collector)?.deniedBy, ["demo/web-get-from-sleep"]);
+      assert.equal(refusedEdge(collector)?.requests, 1);
+      assert.equal(
+        collector.snapshot().edges.find((e) => e.id === "demo/sleep-0->demo/waypoint-0")?.requests,
+        1,
+      );
+      // Restarted: numbering from 1 again under a new startedAt; the new refusal counts.
+      waypoint.state.startedAt = new Date(Date.now() + 1000).toISOString();
+      waypoint.state.requests = [request(1, REFUSED_POST, new Date().toISOString())];
+      await collector.poll();
+      assert.equal(refusedEdge(collector)?.requests, 2);
+      const sleep = collector.snapshot().workloads.find((w) => w.id === "demo/sleep-0");
+      assert.equal(sleep?.decisions.find((d) => !d.allowed)?.by, "demo/web-get-from-sleep");
+    } finally {
+      collector.close();
+      await waypoint.close();
+    }
+  });
+
+  it("falls back to the metrics for a waypoint without /recent_requests, naming its policies", async () => {
+    const waypoint = await fakeWaypoint(false);
+    const collector = createMeshCollector(demoConfig, {
+      logger: noopLogger,
+      pollIntervalMs: 60_000,
+      proxies: [
+        {
+          kind: "waypoint",
+          name: "demo/waypoint",
+          admin: waypoint.address,
+          metrics: waypoint.address,
+          address: "127.10.0.6",
+        },
+      ],
+    });
+    try {
+      await collector.poll();
+      waypoint.state.refused = 2;
+      await collector.poll();
+      assert.equal(collector.snapshot().proxies[0]?.up, true);
+      assert.deepEqual(refusedEdge(collector)?.deniedBy, ["demo/web-get-from-sleep, demo/web-audit"]);
+      assert.equal(refusedEdge(collector)?.requests, 2);
+    } finally {
+      collector.close();
+      await waypoint.close();
     }
   });
 });

@@ -1,6 +1,7 @@
 // What the proxies report, turned into one kind of record: a flow (a connection or, at a waypoint, a
 // request) from one party to another, allowed or refused, at a time. Pure functions over the JSON the
-// ztunnel admin (`/recent_connections`, `/config_dump`) and the waypoint's Prometheus text return.
+// ztunnel admin (`/recent_connections`, `/config_dump`) and the waypoint admin (`/recent_requests`)
+// return, and over the waypoint's Prometheus text (for a waypoint without `/recent_requests`).
 
 /** One end of a flow. `workload` is `namespace/name` when the proxy named a mesh workload. */
 export interface FlowParty {
@@ -97,6 +98,73 @@ export function flowFromAccessLog(
   return event;
 }
 
+/** One request of a waypoint's `/recent_requests`: `fields` is its access log entry. */
+export interface RecentRequestLine {
+  seq: number;
+  time: string;
+  fields: Record<string, unknown>;
+}
+
+const ipOfAddress = (address: string | undefined): string | undefined =>
+  address?.replace(/^\[(.*)\](:\d+)?$/, "$1").replace(/^([^:]+):\d+$/, "$1");
+
+/**
+ * A request a waypoint answered, as a flow from the client to the waypoint's own workload (as the
+ * metrics give it, so both sources draw the same edge). A refusal names the policy the waypoint
+ * recorded in the entry's `authorization` (`policy`, `namespace/name`), exactly; an entry without one
+ * names the waypoint. Bytes are left to the ztunnel's connection line, which already counts them.
+ */
+export function flowFromWaypointRequest(options: {
+  reporter: string;
+  line: RecentRequestLine;
+  waypointWorkload: string | undefined;
+  /** The waypoint's SPIFFE ID: the far end of the client's mutual TLS. */
+  waypointIdentity?: string | undefined;
+  /** The mesh workload (`namespace/name`) at a client IP, if any. */
+  workloadAt: (ip: string) => string | undefined;
+}): FlowEvent | undefined {
+  const f = options.line.fields;
+  const at = Date.parse(options.line.time);
+  if (!Number.isFinite(at)) return undefined;
+  const auth = f.authorization;
+  const decided = auth !== null && typeof auth === "object" ? (auth as Record<string, unknown>) : {};
+  const code = typeof f.response_code === "number" ? f.response_code : 0;
+  const flags = str(f.response_flags) ?? "-";
+  const denied = decided.result === "denied" || flags === "RBAC";
+  const source: FlowParty = {};
+  const clientIp = ipOfAddress(str(f.downstream_remote_address));
+  const clientWorkload = clientIp === undefined ? undefined : options.workloadAt(clientIp);
+  if (clientWorkload !== undefined) source.workload = clientWorkload;
+  const principal = known(str(f.source_principal));
+  if (principal !== undefined && principal !== "-") source.identity = principal;
+  const destination: FlowParty = {};
+  if (options.waypointWorkload !== undefined) destination.workload = options.waypointWorkload;
+  if (options.waypointIdentity !== undefined && source.identity !== undefined) {
+    destination.identity = options.waypointIdentity;
+  }
+  const event: FlowEvent = {
+    at,
+    reporter: options.reporter,
+    layer: "L7",
+    source,
+    destination,
+    bytes: 0,
+    count: 1,
+    allowed: !denied,
+  };
+  // `outbound|<port>||<host>`: set once a route chose a backend.
+  const service = /^outbound\|\d*\|\|(.+)$/.exec(str(f.upstream_cluster) ?? "")?.[1];
+  if (service !== undefined) event.service = service;
+  if (denied) {
+    const policy = str(decided.policy);
+    event.deniedBy =
+      policy !== undefined && policy !== "-" ? policy : `${options.reporter} (no policy name reported)`;
+    const rule = typeof decided.rule === "number" ? `, rule ${decided.rule}` : "";
+    event.error = `HTTP ${code} ${flags}${rule}`;
+  }
+  return event;
+}
+
 /** One sample of the Prometheus text format: name, labels, value. */
 export interface PromSample {
   name: string;
@@ -149,7 +217,7 @@ const known = (v: string | undefined): string | undefined =>
  * The waypoint's requests since the previous scrape, as flows from the client to the waypoint's own
  * workload: a counter that went down means the waypoint restarted and counts from zero again. Refused
  * requests (403 with Envoy's `RBAC` flag) name the policies attached to the waypoint, since the
- * metric does not say which one refused.
+ * metric does not say which one refused. The fallback for a waypoint without `/recent_requests`.
  */
 export function flowsFromRequestCounters(options: {
   reporter: string;
