@@ -18,6 +18,23 @@ const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 /** Set to a PNG path to save a screenshot of the page with the demo's traffic (docs/). */
 const SCREENSHOT = process.env.DASHBOARD_SCREENSHOT;
 
+/**
+ * A second policy attached to the waypoint that matches none of the test's calls, so the page can only
+ * name `demo/web-get-from-sleep` alone on the waypoint's refusal if the waypoint said which policy
+ * refused (the policies attached to it would be both). Left out of a screenshot run: the docs show the
+ * demo as it ships.
+ */
+const SECOND_WAYPOINT_POLICY = `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: web-no-admin, namespace: demo }
+spec:
+  targetRefs:
+    - { group: gateway.networking.k8s.io, kind: Gateway, name: waypoint }
+  action: DENY
+  rules:
+    - to: [{ operation: { paths: ["/admin", "/admin/*"] } }]
+`;
+
 async function movedMesh(): Promise<string> {
   const source = fileURLToPath(new URL("../../../mesh/", import.meta.url));
   const dir = await mkdtemp(join(tmpdir(), "ambient-dashboard-mesh-"));
@@ -29,6 +46,7 @@ async function movedMesh(): Promise<string> {
       text.replaceAll("127.10.0.", `${POD}.`).replaceAll("127.30.0.", `${VIP}.`),
     );
   }
+  if (SCREENSHOT === undefined) await writeFile(join(dir, "web-no-admin.yaml"), SECOND_WAYPOINT_POLICY);
   return dir;
 }
 
@@ -44,7 +62,14 @@ interface PageGlobals {
 interface PageData {
   generatedAt: string;
   proxies: { kind: string; name: string; up: boolean }[];
-  edges: { id: string; source: string; target: string; allowed: boolean; connections: number }[];
+  edges: {
+    id: string;
+    source: string;
+    target: string;
+    allowed: boolean;
+    connections: number;
+    deniedBy: string[];
+  }[];
 }
 
 describe("live mesh page (chromium)", () => {
@@ -136,13 +161,19 @@ describe("live mesh page (chromium)", () => {
     assert.equal(stroke, "rgb(208, 49, 45)");
     const label = await page.textContent('g.edge-label.denied[data-edge^="demo/stranger->demo/echo-"]');
     assert.match(label ?? "", /refused · demo\/echo-allow-sleep/);
-    // At the waypoint (L7): sleep's POST is refused by the policy attached to the Gateway.
+    // At the waypoint (L7): sleep's POST is refused by demo/web-get-from-sleep (its only rule allows
+    // GET), named by the waypoint in /recent_requests; demo/web-no-admin, also attached, is not named.
     const post = await mesh.httpCall("sleep-0", `${VIP}.2`, 80, { method: "POST", path: "/hello" });
     assert.equal(post.status, 403);
     const l7 = 'path.edge.denied[data-source="demo/sleep-0"][data-target="demo/waypoint-0"]';
     await page.waitForSelector(l7, { state: "attached", timeout: 10_000 });
-    const l7Label = await page.textContent('g.edge-label.denied[data-edge="demo/sleep-0->demo/waypoint-0!"]');
-    assert.match(l7Label ?? "", /demo\/web-get-from-sleep/);
+    // The label's first line: the count and the refusing policy; the second: both identities.
+    const l7Label = await page.textContent(
+      'g.edge-label.denied[data-edge="demo/sleep-0->demo/waypoint-0!"] text:first-of-type',
+    );
+    assert.match(l7Label ?? "", /^✕ \d+ refused · demo\/web-get-from-sleep$/);
+    const refused = (await data()).edges.find((e) => e.id === "demo/sleep-0->demo/waypoint-0!");
+    assert.deepEqual(refused?.deniedBy, ["demo/web-get-from-sleep"]);
   });
 
   it("draws the waypoint between the client and the service", async () => {
