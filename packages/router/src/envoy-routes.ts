@@ -71,13 +71,15 @@ export interface EnvoyHeaderValueOption {
   header?: { key?: string; value?: string };
   appendAction?: string;
 }
-interface EnvoyHeaderEdits {
+/** Header additions and removals of a route or a weighted cluster (Envoy's field names). */
+export interface EnvoyHeaderEdits {
   requestHeadersToAdd?: readonly EnvoyHeaderValueOption[];
   requestHeadersToRemove?: readonly string[];
   responseHeadersToAdd?: readonly EnvoyHeaderValueOption[];
   responseHeadersToRemove?: readonly string[];
 }
-type EnvoyDuration = { seconds?: number; nanos?: number };
+/** `google.protobuf.Duration` as decoded. */
+export type EnvoyDuration = { seconds?: number; nanos?: number };
 /** `envoy.config.route.v3.RouteAction`. */
 export interface EnvoyRouteAction {
   cluster?: string;
@@ -126,13 +128,13 @@ export interface EnvoyRouteConfiguration {
 }
 
 /** One matcher on a header, a pseudo-header (`:method`, `:authority`, `:path`) or a query parameter. */
-interface ValueMatcher {
+export interface ValueMatcher {
   name: string;
   test: (value: string | undefined) => boolean;
 }
 
 /** One Envoy route, compiled. */
-interface CompiledEnvoyRoute {
+export interface CompiledEnvoyRoute {
   path: (path: string) => string | false | undefined;
   headers: readonly ValueMatcher[];
   query: readonly ValueMatcher[];

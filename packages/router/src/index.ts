@@ -31,17 +31,25 @@ export type {
 export { parseGatewayDuration } from "./duration.js";
 export {
   backendOfCluster,
+  type CompiledEnvoyRoute,
   type CompiledEnvoyRoutes,
   compileEnvoyRouteConfiguration,
   createEnvoyRouteTable,
+  type EnvoyDuration,
+  type EnvoyHeaderEdits,
   type EnvoyHeaderMatcher,
+  type EnvoyHeaderValueOption,
+  type EnvoyQueryParameterMatcher,
+  type EnvoyRegexMatcher,
   type EnvoyRoute,
   type EnvoyRouteAction,
   type EnvoyRouteBinding,
   type EnvoyRouteConfiguration,
   type EnvoyRouteMatch,
   type EnvoyRouteOptions,
+  type EnvoyStringMatcher,
   parseWaypointRouteName,
+  type ValueMatcher,
   waypointRouteName,
 } from "./envoy-routes.js";
 export { RouterError, type RouterErrorCode, type RouterErrorDetails } from "./errors.js";
