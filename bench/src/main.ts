@@ -36,8 +36,9 @@ const usage = `usage: pnpm bench [-- --quick] [--bulk-seconds=N] [--latency-seco
        [--waypoint [--waypoint-slices=N] [--waypoint-seconds=N] [--waypoint-baseline=DIR]
         [--waypoint-node-flags="..."]]`;
 
-const argv = process.argv.slice(2);
-if (argv[0] === "--") argv.shift();
+// pnpm passes its "--" separator through, also after the options of a script such as `bench:netns`;
+// the bench takes no positional arguments, so a "--" anywhere is only that separator.
+const argv = process.argv.slice(2).filter((arg) => arg !== "--");
 const options = {
   help: { type: "boolean", short: "h", default: false },
   quick: { type: "boolean", default: false },
