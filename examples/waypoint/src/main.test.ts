@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 
@@ -26,5 +28,36 @@ describe("waypoint CLI", () => {
     const out = run("--stats-port", "http");
     assert.equal(out.status, 2);
     assert.match(out.stderr, /--stats-port must be a port number/);
+  });
+
+  it("exits 1 naming --token-file when it cannot be read or is empty, before starting anything", () => {
+    const dir = mkdtempSync(join(tmpdir(), "waypoint-cli-"));
+    try {
+      const rootCert = join(dir, "root-cert.pem");
+      writeFileSync(rootCert, "-----BEGIN CERTIFICATE-----\n");
+      const missing = join(dir, "no-such-token");
+      const out = run("--root-cert", rootCert, "--token-file", missing, "--ip", "127.0.0.1");
+      assert.equal(out.status, 1);
+      assert.ok(out.stdout.includes(`cannot read the token file ${missing}`), out.stdout);
+      const empty = join(dir, "empty-token");
+      writeFileSync(empty, "\n");
+      const out2 = run("--root-cert", rootCert, "--token-file", empty, "--ip", "127.0.0.1");
+      assert.equal(out2.status, 1);
+      assert.ok(out2.stdout.includes(`the token file ${empty} is empty`), out2.stdout);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("reads the roots from --root-cert, not from --state-dir", () => {
+    const dir = mkdtempSync(join(tmpdir(), "waypoint-cli-"));
+    try {
+      const missing = join(dir, "no-such-root.pem");
+      const out = run("--root-cert", missing, "--state-dir", dir, "--ip", "127.0.0.1");
+      assert.equal(out.status, 1);
+      assert.ok(out.stdout.includes(missing), out.stdout);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { type TokenFileReader, tokenFileReader } from "@ambient/example-ztunnel";
 import { PATH_NORMALIZATIONS, type PathNormalization } from "@ambient/policy";
 import { pino } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
@@ -9,6 +10,7 @@ import { startWaypoint } from "./waypoint.js";
 
 const usage = `usage: pnpm start -- [--name waypoint] [--namespace demo] [--ip 127.10.0.6] [--node node-a]
        [--control-plane 127.0.0.1:15012] [--state-dir <repo>/.mesh-state]
+       [--root-cert <file>] [--token-file <file>]
        [--path-normalization BASE] [--admin-ip <ip>] [--admin-port 15000] [--stats-port 15020]
        [--readiness-port 15021] [--no-access-log] [--log-level info]
 
@@ -18,6 +20,10 @@ const usage = `usage: pnpm start -- [--name waypoint] [--namespace demo] [--ip 1
   --control-plane         xDS and CA address (istio-proxy XDS_ADDRESS / CA_ADDRESS): routes, backends,
                           AuthorizationPolicies and RequestAuthentications all come from there
   --state-dir             the local mesh's state: root-cert.pem and tokens/<node>.jwt
+  --root-cert             mesh root certificate(s), PEM (default <state-dir>/root-cert.pem)
+  --token-file            the service-account token for CA and xDS calls, read again for every CA call
+                          and xDS stream so a rotated projected token is used (default
+                          <state-dir>/tokens/<node>.jwt)
   --path-normalization    NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES (meshConfig pathNormalization)
   --admin-ip              loopback address of the admin listener (/config_dump); default --ip when it is
                           a loopback address, else 127.0.0.1; anything else is refused
@@ -42,6 +48,8 @@ function parse() {
       node: { type: "string", default: "node-a" },
       "control-plane": { type: "string", default: "127.0.0.1:15012" },
       "state-dir": { type: "string", default: repo(".mesh-state/") },
+      "root-cert": { type: "string" },
+      "token-file": { type: "string" },
       "path-normalization": { type: "string", default: "BASE" },
       "admin-ip": { type: "string" },
       "admin-port": { type: "string", default: "15000" },
@@ -82,10 +90,13 @@ const ports = { admin: port("admin-port"), metrics: port("stats-port"), readines
 const logger = pino({ level: values["log-level"], base: { waypoint: `${values.namespace}/${values.name}` } });
 const stateDir = values["state-dir"];
 let rootCertPem: string;
-let token: string;
+let token: TokenFileReader;
 try {
-  rootCertPem = readFileSync(join(stateDir, "root-cert.pem"), "utf8");
-  token = readFileSync(join(stateDir, "tokens", `${values.node}.jwt`), "utf8").trim();
+  rootCertPem = readFileSync(values["root-cert"] ?? join(stateDir, "root-cert.pem"), "utf8");
+  // Read again for every CA call and xDS stream: the kubelet rotates a projected token in place.
+  token = tokenFileReader(values["token-file"] ?? join(stateDir, "tokens", `${values.node}.jwt`), (err) =>
+    logger.warn({ err: err.message }, "cannot read the token again; using the last good one"),
+  );
 } catch (err) {
   logger.error({ err: (err as Error).message }, "cannot read the mesh root or the node token");
   process.exit(1);

@@ -38,8 +38,12 @@ export interface WaypointOptions {
   serviceAccount?: string;
   /** Node the waypoint pod runs on; its token obtains the waypoint's certificate. */
   nodeName: string;
-  /** Bearer token of the node (sent on CA and xDS calls). */
-  token: string;
+  /**
+   * Bearer token of the node, sent on CA and xDS calls. A function is called for each CA call and
+   * xDS stream, so a projected token the kubelet rotates is picked up (see the ztunnel's
+   * `tokenFileReader`, which `--token-file` uses).
+   */
+  token: string | (() => string);
   /** Mesh roots (PEM): verify the control plane and every peer. */
   rootCertPem: string;
   /** Control plane (xDS and CA). Default `127.0.0.1:15012`; istio-proxy `XDS_ADDRESS`/`CA_ADDRESS`. */
@@ -121,7 +125,14 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   if (isIP(options.ip) !== 4) {
     throw new WaypointError("ERR_WAYPOINT_INVALID_OPTION", `ip ${JSON.stringify(options.ip)} is not IPv4`);
   }
-  if (options.token === "") throw new WaypointError("ERR_WAYPOINT_INVALID_OPTION", "token is empty");
+  const { token } = options;
+  if (token === "" || (typeof token !== "string" && typeof token !== "function")) {
+    throw new WaypointError(
+      "ERR_WAYPOINT_INVALID_OPTION",
+      "token is empty: a non-empty string or a function",
+    );
+  }
+  const tokenNow = typeof token === "function" ? token : () => token;
   const logger = options.logger ?? noopLogger;
   const registry = options.registry ?? new prom.Registry();
   const metrics = createPromClientSink(prom, registry);
@@ -149,7 +160,7 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   const pathNormalization = options.pathNormalization ?? "BASE";
   // The router normalizes each path once and hands policy that result: both must use the same mode.
   const policy = createAuthorizationEngine({ l7Attachment: "waypoint", pathNormalization, logger, metrics });
-  const caClient = createCertificateServiceClient({ address, ...channel, token: options.token, clusterId });
+  const caClient = createCertificateServiceClient({ address, ...channel, token: tokenNow, clusterId });
   const secrets = new SecretManager({ client: caClient, impersonate: true, logger, metrics });
   const self: WaypointSelf = { gateway, ip: options.ip };
   const xds = createXdsClient({
@@ -159,7 +170,7 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
       id: `waypoint~${options.ip}~${gateway.name}.${gateway.namespace}~${gateway.namespace}.svc.cluster.local`,
       metadata: { NODE_NAME: options.nodeName, CLUSTER_ID: clusterId },
     },
-    headers: { authorization: `Bearer ${options.token}` },
+    headers: () => ({ authorization: `Bearer ${tokenNow()}` }),
     // A resource the waypoint cannot use is NACKed: the last good version stays in force.
     validate: (typeUrl, name, resource) => resourceProblem(typeUrl, name, resource, self),
     logger,
