@@ -17,6 +17,7 @@ import { createXdsClient } from "@ambient/xds";
 import * as prom from "prom-client";
 import { createBackendResolver, resolveServiceBackend, VersionedWorkloadStore } from "./backends.js";
 import { WaypointError } from "./errors.js";
+import { createLabelSetSink } from "./label-set-metrics.js";
 import {
   DEFAULT_OPERATOR_PORTS,
   isLoopback,
@@ -233,7 +234,9 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
           },
     ...(options.headersTimeoutMs === undefined ? {} : { headersTimeoutMs: options.headersTimeoutMs }),
     logger,
-    metrics,
+    // Four samples per request under the same frozen label sets: counted without prom-client's
+    // per-sample label checks and hashing, served from the same registry.
+    metrics: createLabelSetSink(registry, metrics),
   });
 
   const config = new WaypointXdsConfig(xds, self, { store, handler, policy, requestAuthentications, logger });
