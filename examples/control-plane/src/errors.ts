@@ -4,7 +4,9 @@ import { brandErrorClass } from "@ambient/telemetry";
 export type ControlPlaneErrorCode =
   | "ERR_CONTROL_PLANE_CONFIG"
   | "ERR_CONTROL_PLANE_STATE"
-  | "ERR_CONTROL_PLANE_LISTEN";
+  | "ERR_CONTROL_PLANE_LISTEN"
+  /** A ServiceEntry or WorkloadEntry that does not validate; its last good version is kept. */
+  | "ERR_CONTROL_PLANE_INVALID_OBJECT";
 
 export interface ControlPlaneErrorDetails {
   cause?: unknown;

@@ -16,6 +16,7 @@ import type { KubeObject, MeshIssue } from "./manifests.js";
 import { DEFAULT_POD_CIDRS, type Ipv4Cidr, ipv4Bytes, parseIpv4Cidr, podIpProblem } from "./pod-address.js";
 import { serviceLoadBalancing } from "./service-load-balancing.js";
 import { sameItems, type TranslationMemo } from "./translate-memo.js";
+import { entryWorkloads, networkingEntryProblem, serviceEntryServices } from "./translate-service-entry.js";
 
 export { ipv4Bytes };
 
@@ -349,6 +350,7 @@ function typeProblem(
  * have their Kubernetes types. Used to keep an object's last good version instead of a broken edit.
  */
 export function validateManifestObject(obj: KubeObject): string | undefined {
+  if (obj.kind === "ServiceEntry" || obj.kind === "WorkloadEntry") return networkingEntryProblem(obj);
   if (POLICY_KINDS.has(obj.kind)) {
     try {
       validateResource({
@@ -513,6 +515,29 @@ export function translateMesh(
 
   // Services; a use-waypoint label on the Service, else on its Namespace, binds it to a waypoint.
   const waypoints = waypointGateways(objects, issues, podCidrs);
+  const serviceWaypoint = (obj: KubeObject, namespace: string): MessageInit<Service>["waypoint"] => {
+    const nsLabels = namespaceLabels.get(namespace) ?? {};
+    const own = obj.metadata.labels ?? {};
+    const useWaypoint = own[USE_WAYPOINT_LABEL] ?? nsLabels[USE_WAYPOINT_LABEL];
+    let waypoint: MessageInit<Service>["waypoint"];
+    if (useWaypoint !== undefined && useWaypoint !== "none") {
+      const wpNamespace =
+        (own[USE_WAYPOINT_LABEL] !== undefined
+          ? own[USE_WAYPOINT_NAMESPACE_LABEL]
+          : nsLabels[USE_WAYPOINT_NAMESPACE_LABEL]) ?? namespace;
+      const ip = waypoints.get(`${wpNamespace}/${useWaypoint}`);
+      const bytes = ip === undefined ? undefined : ipv4Bytes(ip);
+      if (bytes === undefined) {
+        issues.push({
+          source: objectKey(obj),
+          message: `waypoint ${wpNamespace}/${useWaypoint} is not a known istio-waypoint Gateway`,
+        });
+      } else {
+        waypoint = { address: { network, address: bytes }, hboneMtlsPort: WAYPOINT_HBONE_PORT };
+      }
+    }
+    return waypoint;
+  };
   const serviceObjects = objects.filter((o) => o.kind === "Service");
   const context: unknown[] = [JSON.stringify(options)];
   for (const obj of objects) if (obj.kind !== "Pod" && obj.kind !== "Service") context.push(obj);
@@ -566,26 +591,7 @@ export function translateMesh(
     const selector = isRecord(obj.spec?.selector) ? (obj.spec.selector as Record<string, string>) : undefined;
     const model: ServiceModel = { key, namespace, selector, ports };
     serviceModels.push(model);
-    const nsLabels = namespaceLabels.get(namespace) ?? {};
-    const own = obj.metadata.labels ?? {};
-    const useWaypoint = own[USE_WAYPOINT_LABEL] ?? nsLabels[USE_WAYPOINT_LABEL];
-    let waypoint: MessageInit<Service>["waypoint"];
-    if (useWaypoint !== undefined && useWaypoint !== "none") {
-      const wpNamespace =
-        (own[USE_WAYPOINT_LABEL] !== undefined
-          ? own[USE_WAYPOINT_NAMESPACE_LABEL]
-          : nsLabels[USE_WAYPOINT_NAMESPACE_LABEL]) ?? namespace;
-      const ip = waypoints.get(`${wpNamespace}/${useWaypoint}`);
-      const bytes = ip === undefined ? undefined : ipv4Bytes(ip);
-      if (bytes === undefined) {
-        issues.push({
-          source: objectKey(obj),
-          message: `waypoint ${wpNamespace}/${useWaypoint} is not a known istio-waypoint Gateway`,
-        });
-      } else {
-        waypoint = { address: { network, address: bytes }, hboneMtlsPort: WAYPOINT_HBONE_PORT };
-      }
-    }
+    const waypoint = serviceWaypoint(obj, namespace);
     const meshService: MeshService = {
       key,
       aliases,
@@ -606,6 +612,21 @@ export function translateMesh(
     services.push(meshService);
     nextByService.set(obj, { value: { service: meshService, model }, issues: issues.slice(firstIssue) });
   }
+  // ServiceEntry hosts come after the Services, which keep a key or VIP both claim; a ServiceEntry's
+  // workloadSelector picks pods as a Service selector does (translate-service-entry.ts).
+  const kubeServiceModels = [...serviceModels];
+  const entryContext = {
+    clusterId,
+    network,
+    trustDomain,
+    issues,
+    waypointFor: serviceWaypoint,
+    seenVips,
+    serviceKeys: new Set(services.map((s) => s.key)),
+  };
+  const entryServices = serviceEntryServices(objects, entryContext);
+  services.push(...entryServices.services);
+  serviceModels.push(...entryServices.models);
   // Services by namespace and the first label of their selector: a pod looks up only the Services
   // that may select it (a selector without labels selects nothing).
   const serviceOrder = new Map<ServiceModel, number>();
@@ -627,6 +648,23 @@ export function translateMesh(
       }
     }
     return out.length > 1 ? out.sort((a, b) => (serviceOrder.get(a) ?? 0) - (serviceOrder.get(b) ?? 0)) : out;
+  };
+
+  // Selector AuthorizationPolicies and PeerAuthentications of a workload's labels in its namespace.
+  const policyKeysFor = (namespace: string, labels: Record<string, string>): string[] => {
+    const policyKeys = new Set<string>();
+    for (const sp of selectorPolicies) {
+      if ((sp.namespace === namespace || sp.namespace === rootNamespace) && labelsMatch(sp.labels, labels)) {
+        policyKeys.add(sp.key);
+      }
+    }
+    const applicable = peerAuthentications.filter((pa) => {
+      const sel = paSelector(pa);
+      if (pa.metadata.namespace === rootNamespace) return sel === undefined;
+      return pa.metadata.namespace === namespace && (sel === undefined || labelsMatch(sel, labels));
+    });
+    for (const k of effectivePeerAuthenticationKeys(rootNamespace, applicable)) policyKeys.add(k);
+    return [...policyKeys].sort();
   };
 
   // Workloads.
@@ -711,22 +749,6 @@ export function translateMesh(
       portLists[svc.key] = { ports };
     }
 
-    const policyKeys = new Set<string>();
-    for (const sp of selectorPolicies) {
-      if (
-        (sp.namespace === pod.namespace || sp.namespace === rootNamespace) &&
-        labelsMatch(sp.labels, pod.labels)
-      ) {
-        policyKeys.add(sp.key);
-      }
-    }
-    const applicable = peerAuthentications.filter((pa) => {
-      const sel = paSelector(pa);
-      if (pa.metadata.namespace === rootNamespace) return sel === undefined;
-      return pa.metadata.namespace === pod.namespace && (sel === undefined || labelsMatch(sel, pod.labels));
-    });
-    for (const k of effectivePeerAuthenticationKeys(rootNamespace, applicable)) policyKeys.add(k);
-
     const workload: MessageInit<Workload> = {
       uid,
       name: pod.name,
@@ -741,7 +763,7 @@ export function translateMesh(
       workloadType: pod.workloadType,
       workloadName: pod.workloadName,
       services: portLists,
-      authorizationPolicies: [...policyKeys].sort(),
+      authorizationPolicies: policyKeysFor(pod.namespace, pod.labels),
       status: "HEALTHY",
       clusterId,
     };
@@ -764,6 +786,17 @@ export function translateMesh(
       nextByPod.set(pod.object, result);
     }
   }
+  // WorkloadEntries and ServiceEntry endpoints after the pods, which keep an address both claim.
+  workloads.push(
+    ...entryWorkloads(objects, {
+      ...entryContext,
+      kubeServices: kubeServiceModels,
+      entries: entryServices,
+      policyKeys: policyKeysFor,
+      seenIps,
+      seenUids,
+    }),
+  );
   if (memo !== undefined) {
     memo.mesh = { context, services: serviceObjects, byService: nextByService, byPod: nextByPod };
   }

@@ -1,0 +1,484 @@
+// ServiceEntry and WorkloadEntry through translateMesh, against what istiod's ambient index sends for
+// the same objects (ambientindex_serviceentry_test.go, ambientindex_workloadentry_test.go), as tables.
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { ControlPlaneError } from "./errors.js";
+import { type KubeObject, parseManifests } from "./manifests.js";
+import { type MeshConfig, translateMesh, validateManifestObject } from "./translate-mesh.js";
+import { parseServiceEntry } from "./translate-service-entry.js";
+
+function objects(yaml: string): KubeObject[] {
+  const parsed = parseManifests([{ path: "m.yaml", text: yaml }]);
+  assert.deepEqual(parsed.issues, []);
+  return parsed.objects;
+}
+
+function translate(yaml: string): MeshConfig {
+  return translateMesh(objects(yaml), { podCidrs: ["127.10.0.0/16"] });
+}
+
+const ip = (bytes: Uint8Array | undefined) => (bytes === undefined ? undefined : [...bytes].join("."));
+
+function service(config: MeshConfig, key: string) {
+  const s = config.services.find((x) => x.key === key);
+  assert.ok(s, `service ${key}; have ${config.services.map((x) => x.key).join(", ")}`);
+  return s;
+}
+
+function workload(config: MeshConfig, uid: string) {
+  const w = config.workloads.find((x) => x.key === uid);
+  assert.ok(w, `workload ${uid}; have ${config.workloads.map((x) => x.key).join(", ")}`);
+  return w;
+}
+
+const NS = `
+apiVersion: v1
+kind: Namespace
+metadata: { name: ns1 }
+`;
+const se = (name: string, spec: string, meta = "") => `
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: ${name}, namespace: ns1${meta} }
+spec: ${spec}
+`;
+const we = (name: string, spec: string, meta = "") => `
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: { name: ${name}, namespace: ns1${meta} }
+spec: ${spec}
+`;
+const pod = (name: string, podIp: string, labels: string, ns = "ns1") => `
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: ${name}, namespace: ${ns}, labels: ${labels} }
+spec: { nodeName: node1, serviceAccountName: sa1, containers: [{ name: c, ports: [{ name: http, containerPort: 8080 }] }] }
+status: { podIP: ${podIp} }
+`;
+
+describe("ServiceEntry -> Address services", () => {
+  it("one Service per host, named after the ServiceEntry, ports with targetPort defaulting to the port", () => {
+    const config = translate(
+      NS +
+        se(
+          "name1",
+          `{ hosts: [se.istio.io], addresses: [240.240.23.45], resolution: STATIC,
+             ports: [{ number: 80, name: http, targetPort: 8080 }, { number: 443, name: tls }],
+             subjectAltNames: ["spiffe://cluster.local/ns/ns1/sa/vm"] }`,
+        ),
+    );
+    const s = service(config, "ns1/se.istio.io");
+    assert.deepEqual(s.aliases, ["/240.240.23.45"]);
+    assert.equal(s.service.name, "name1");
+    assert.equal(s.service.namespace, "ns1");
+    assert.equal(s.service.hostname, "se.istio.io");
+    assert.deepEqual(
+      s.service.addresses?.map((a) => ip(a.address)),
+      ["240.240.23.45"],
+    );
+    assert.deepEqual(s.service.ports, [
+      { servicePort: 80, targetPort: 8080 },
+      { servicePort: 443, targetPort: 443 },
+    ]);
+    assert.deepEqual(s.service.subjectAltNames, ["spiffe://cluster.local/ns/ns1/sa/vm"]);
+    assert.deepEqual(config.issues, []);
+  });
+
+  const cases: { name: string; yaml: string; served: Record<string, string[]>; issue?: RegExp }[] = [
+    {
+      name: "a /32 CIDR is a VIP",
+      yaml: se("a", "{ hosts: [a.example.com], addresses: [240.240.0.1/32], ports: [{ number: 80 }] }"),
+      served: { "ns1/a.example.com": ["240.240.0.1"] },
+    },
+    {
+      name: "a wider CIDR leaves the ServiceEntry without Services (istiod: only single-IP CIDRs)",
+      yaml: se("a", "{ hosts: [a.example.com], addresses: [240.240.0.0/24], ports: [{ number: 80 }] }"),
+      served: {},
+      issue: /only a single IPv4 address \(or a \/32\) can be a VIP: no Service is served for it/,
+    },
+    {
+      name: "no addresses and resolution NONE: a Service without VIP",
+      yaml: se("a", "{ hosts: [a.example.com], resolution: NONE, ports: [{ number: 80 }] }"),
+      served: { "ns1/a.example.com": [] },
+    },
+    {
+      name: "allocated status.addresses are used for their host unless resolution is NONE",
+      yaml: `${se(
+        "a",
+        "{ hosts: [a.example.com, b.example.com], resolution: DNS, ports: [{ number: 80 }] }",
+      )}status: { addresses: [{ host: a.example.com, value: 240.240.0.9 }] }\n`,
+      served: { "ns1/a.example.com": ["240.240.0.9"], "ns1/b.example.com": [] },
+    },
+    {
+      name: "two hosts, one address: the first host has the VIP",
+      yaml: se(
+        "a",
+        "{ hosts: [a.example.com, b.example.com], addresses: [240.240.0.1], ports: [{ number: 80 }] }",
+      ),
+      served: { "ns1/a.example.com": ["240.240.0.1"], "ns1/b.example.com": [] },
+      issue: /host b\.example\.com: spec\.addresses are served for host a\.example\.com only/,
+    },
+    {
+      name: "a VIP a Service already has: the Service keeps it",
+      yaml: `
+---
+apiVersion: v1
+kind: Service
+metadata: { name: svc, namespace: ns1 }
+spec: { clusterIP: 240.240.0.1, ports: [{ port: 80 }] }
+${se("a", "{ hosts: [a.example.com], addresses: [240.240.0.1], ports: [{ number: 80 }] }")}`,
+      served: { "ns1/svc.ns1.svc.cluster.local": ["240.240.0.1"] },
+      issue: /address 240\.240\.0\.1 is already used by ns1\/svc\.ns1\.svc\.cluster\.local: not served/,
+    },
+    {
+      name: "a host that is a Service's name: the Service keeps the key",
+      yaml: `
+---
+apiVersion: v1
+kind: Service
+metadata: { name: svc, namespace: ns1 }
+spec: { clusterIP: 240.240.0.1, ports: [{ port: 80 }] }
+${se("a", "{ hosts: [svc.ns1.svc.cluster.local], addresses: [240.240.0.2], ports: [{ number: 80 }] }")}`,
+      served: { "ns1/svc.ns1.svc.cluster.local": ["240.240.0.1"] },
+      issue: /ns1\/svc\.ns1\.svc\.cluster\.local is already a Service: not served/,
+    },
+    {
+      name: "an IPv6 address is reported, not served",
+      yaml: se("a", "{ hosts: [a.example.com], addresses: ['2001:db8::1'], ports: [{ number: 80 }] }"),
+      served: {},
+      issue: /2001:db8::1 is not IPv4/,
+    },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      const config = translate(NS + c.yaml);
+      assert.deepEqual(
+        Object.fromEntries(
+          config.services.map((s) => [s.key, s.service.addresses?.map((a) => ip(a.address) ?? "") ?? []]),
+        ),
+        c.served,
+      );
+      if (c.issue === undefined) assert.deepEqual(config.issues, []);
+      else
+        assert.ok(
+          config.issues.some((i) => c.issue?.test(i.message)),
+          JSON.stringify(config.issues),
+        );
+    });
+  }
+
+  it("is bound to a waypoint by the use-waypoint label, and asks for close endpoints by annotation", () => {
+    const config = translate(`
+apiVersion: v1
+kind: Namespace
+metadata: { name: ns1 }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: wp, namespace: ns1 }
+spec: { gatewayClassName: istio-waypoint }
+status: { addresses: [{ value: 127.10.0.6 }] }
+${se(
+  "a",
+  "{ hosts: [a.example.com], addresses: [240.240.0.1], ports: [{ number: 80 }] }",
+  ", labels: { istio.io/use-waypoint: wp }, annotations: { networking.istio.io/traffic-distribution: PreferClose }",
+)}`);
+    const s = service(config, "ns1/a.example.com").service;
+    assert.equal(ip(s.waypoint?.address?.address), "127.10.0.6");
+    assert.equal(s.waypoint?.hboneMtlsPort, 15008);
+    assert.equal(s.loadBalancing?.mode, "FAILOVER");
+  });
+});
+
+describe("ServiceEntry and WorkloadEntry -> Address workloads", () => {
+  it("inline endpoints: one workload each, uid by address, the endpoint's named port overrides", () => {
+    const config = translate(
+      NS +
+        se(
+          "name1",
+          `{ hosts: [se.istio.io], addresses: [240.240.23.45], resolution: STATIC,
+             ports: [{ number: 80, name: http, targetPort: 8080 }],
+             endpoints: [{ address: 127.0.0.1, ports: { http: 8081 } }, { address: 192.0.2.7, serviceAccount: vm, weight: 3, locality: r1/z1 }] }`,
+        ),
+    );
+    const a = workload(config, "Kubernetes/networking.istio.io/ServiceEntry/ns1/name1/127.0.0.1");
+    assert.deepEqual(a.aliases, ["/127.0.0.1"]);
+    assert.deepEqual(
+      { ...a.workload, addresses: a.workload.addresses?.map((b) => ip(b)) },
+      {
+        uid: "Kubernetes/networking.istio.io/ServiceEntry/ns1/name1/127.0.0.1",
+        name: "name1",
+        namespace: "ns1",
+        addresses: ["127.0.0.1"],
+        network: "",
+        tunnelProtocol: "NONE",
+        serviceAccount: "",
+        node: "",
+        canonicalName: "name1",
+        canonicalRevision: "latest",
+        workloadType: "POD",
+        workloadName: "name1",
+        services: { "ns1/se.istio.io": { ports: [{ servicePort: 80, targetPort: 8081 }] } },
+        authorizationPolicies: [],
+        status: "HEALTHY",
+        clusterId: "Kubernetes",
+      },
+    );
+    const b = workload(config, "Kubernetes/networking.istio.io/ServiceEntry/ns1/name1/192.0.2.7").workload;
+    assert.deepEqual(b.services, { "ns1/se.istio.io": { ports: [{ servicePort: 80, targetPort: 8080 }] } });
+    assert.equal(b.serviceAccount, "vm");
+    assert.deepEqual(b.capacity, { value: 3 });
+    assert.deepEqual(b.locality, { region: "r1", zone: "z1", subzone: "" });
+  });
+
+  it("DNS resolution without endpoints or selector: one workload per host, by hostname", () => {
+    const config = translate(
+      NS +
+        se(
+          "ext",
+          "{ hosts: [api.example.com, '*.wild.example.com'], resolution: DNS, ports: [{ number: 443 }] }",
+        ),
+    );
+    const w = workload(
+      config,
+      "Kubernetes/networking.istio.io/ServiceEntry/ns1/ext/api.example.com",
+    ).workload;
+    assert.equal(w.hostname, "api.example.com");
+    assert.deepEqual(w.addresses, []);
+    assert.deepEqual(w.services, {
+      "ns1/api.example.com": { ports: [{ servicePort: 443, targetPort: 443 }] },
+    });
+    assert.equal(config.workloads.length, 1, "no endpoint for the wildcard host");
+  });
+
+  it("workloadSelector picks pods and WorkloadEntries of its namespace only", () => {
+    const config = translate(
+      NS +
+        pod("pod1", "127.10.0.10", "{ app: a }") +
+        pod("pod2", "127.10.0.11", "{ app: other }") +
+        pod("pod3", "127.10.0.12", "{ app: a }", "other") +
+        we("name0", "{ address: 140.140.0.10, serviceAccount: sa1, labels: { app: a } }") +
+        we("name1", "{ address: 140.140.0.11, ports: { http: 9090 } }", ", labels: { app: a }") +
+        we("name2", "{ address: 140.140.0.12, labels: { app: other } }") +
+        se(
+          "name1",
+          "{ hosts: [se.istio.io], addresses: [240.240.23.45], workloadSelector: { labels: { app: a } }, ports: [{ number: 80, name: http, targetPort: 8080 }] }",
+        ),
+    );
+    const services = (uid: string) => workload(config, uid).workload.services;
+    const port8080 = { "ns1/se.istio.io": { ports: [{ servicePort: 80, targetPort: 8080 }] } };
+    assert.deepEqual(services("Kubernetes//Pod/ns1/pod1"), port8080);
+    assert.deepEqual(services("Kubernetes//Pod/ns1/pod2"), {});
+    assert.deepEqual(services("Kubernetes//Pod/other/pod3"), {});
+    assert.deepEqual(services("Kubernetes/networking.istio.io/WorkloadEntry/ns1/name0"), port8080);
+    // Labels in the metadata count too; the WorkloadEntry's named port wins.
+    assert.deepEqual(services("Kubernetes/networking.istio.io/WorkloadEntry/ns1/name1"), {
+      "ns1/se.istio.io": { ports: [{ servicePort: 80, targetPort: 9090 }] },
+    });
+    assert.deepEqual(services("Kubernetes/networking.istio.io/WorkloadEntry/ns1/name2"), {});
+    const name0 = workload(config, "Kubernetes/networking.istio.io/WorkloadEntry/ns1/name0").workload;
+    assert.equal(name0.name, "name0");
+    assert.equal(name0.serviceAccount, "sa1");
+    assert.equal(name0.canonicalName, "a");
+    assert.equal(name0.workloadName, "name0");
+    assert.equal(name0.tunnelProtocol, "NONE");
+    assert.deepEqual(config.issues, []);
+  });
+
+  it("a Service selects WorkloadEntries; a named targetPort must be in the entry's ports", () => {
+    const config = translate(`${NS}
+---
+apiVersion: v1
+kind: Service
+metadata: { name: svc, namespace: ns1 }
+spec:
+  clusterIP: 240.240.0.1
+  selector: { app: vm }
+  ports: [{ name: web, port: 80, targetPort: http }, { name: raw, port: 81, targetPort: 7000 }]
+${we("with-port", "{ address: 140.140.0.20, ports: { http: 8080 }, labels: { app: vm } }")}
+${we("without", "{ address: 140.140.0.21, labels: { app: vm } }")}`);
+    const key = "ns1/svc.ns1.svc.cluster.local";
+    assert.deepEqual(
+      workload(config, "Kubernetes/networking.istio.io/WorkloadEntry/ns1/with-port").workload.services,
+      {
+        [key]: {
+          ports: [
+            { servicePort: 80, targetPort: 8080 },
+            { servicePort: 81, targetPort: 7000 },
+          ],
+        },
+      },
+    );
+    assert.deepEqual(
+      workload(config, "Kubernetes/networking.istio.io/WorkloadEntry/ns1/without").workload.services,
+      { [key]: { ports: [{ servicePort: 81, targetPort: 7000 }] } },
+    );
+  });
+
+  it("policies, tunnel, network, workload name and canonical labels of a WorkloadEntry", () => {
+    const config = translate(`${NS}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: vm-only, namespace: ns1 }
+spec: { selector: { matchLabels: { app: vm } }, action: ALLOW, rules: [{}] }
+${we(
+  "vm-1",
+  "{ address: 140.140.0.30, network: net2, labels: { app: vm, app.kubernetes.io/version: v2 } }",
+  ", labels: { service.istio.io/workload-name: vms }, annotations: { ambient.istio.io/redirection: enabled }",
+)}`);
+    const w = workload(config, "Kubernetes/networking.istio.io/WorkloadEntry/ns1/vm-1");
+    assert.deepEqual(w.aliases, ["net2/140.140.0.30"]);
+    assert.equal(w.workload.network, "net2");
+    assert.deepEqual(w.workload.authorizationPolicies, ["ns1/vm-only"]);
+    assert.equal(w.workload.tunnelProtocol, "HBONE");
+    assert.equal(w.workload.workloadName, "vms");
+    assert.equal(w.workload.canonicalName, "vm");
+    assert.equal(w.workload.canonicalRevision, "v2");
+  });
+
+  const conflicts: { name: string; yaml: string; issue: RegExp; served: string[] }[] = [
+    {
+      name: "a pod keeps its IP; the WorkloadEntry is not served",
+      yaml: pod("pod1", "127.10.0.10", "{ app: a }") + we("dup", "{ address: 127.10.0.10 }"),
+      issue: /WorkloadEntry\/ns1\/dup.*address 127\.10\.0\.10 is already used by Pod\/ns1\/pod1/,
+      served: ["Kubernetes//Pod/ns1/pod1"],
+    },
+    {
+      name: "a WorkloadEntry keeps its IP before an inline endpoint",
+      yaml:
+        we("first", "{ address: 140.140.0.1 }") +
+        se("later", "{ hosts: [x.example.com], resolution: STATIC, endpoints: [{ address: 140.140.0.1 }] }"),
+      issue: /ServiceEntry\/ns1\/later endpoint 140\.140\.0\.1.*already used by WorkloadEntry\/ns1\/first/,
+      served: ["Kubernetes/networking.istio.io/WorkloadEntry/ns1/first"],
+    },
+    {
+      name: "a multicast address is refused",
+      yaml: we("mc", "{ address: 224.0.0.1 }"),
+      issue: /address 224\.0\.0\.1 is multicast \(224\.0\.0\.0\/4\): not served/,
+      served: [],
+    },
+  ];
+  for (const c of conflicts) {
+    it(c.name, () => {
+      const config = translate(NS + c.yaml);
+      assert.deepEqual(
+        config.workloads.map((w) => w.key),
+        c.served,
+      );
+      assert.ok(
+        config.issues.some((i) => c.issue.test(`${i.source} ${i.message}`)),
+        JSON.stringify(config.issues),
+      );
+    });
+  }
+});
+
+describe("ServiceEntry and WorkloadEntry validation", () => {
+  const cases: { name: string; yaml: string; problem: RegExp | undefined }[] = [
+    { name: "v1beta1 is read", yaml: "", problem: undefined },
+    {
+      name: "another API group",
+      yaml: "apiVersion: example.com/v1",
+      problem: /apiVersion must be one of networking\.istio\.io\/v1/,
+    },
+    { name: "no hosts", yaml: "spec: { ports: [] }", problem: /spec\.hosts must name at least one host/ },
+    { name: "a host that is not a name", yaml: "spec: { hosts: ['a b'] }", problem: /spec\.hosts\[0\]/ },
+    {
+      name: "a port out of range",
+      yaml: "spec: { hosts: [a.example.com], ports: [{ number: 70000 }] }",
+      problem: /spec\.ports\[0\]\.number must be a port number/,
+    },
+    {
+      name: "the same port twice",
+      yaml: "spec: { hosts: [a.example.com], ports: [{ number: 80 }, { number: 80 }] }",
+      problem: /80 is listed twice/,
+    },
+    {
+      name: "an unknown resolution",
+      yaml: "spec: { hosts: [a.example.com], resolution: MAGIC }",
+      problem: /spec\.resolution must be one of/,
+    },
+    {
+      name: "an unknown location",
+      yaml: "spec: { hosts: [a.example.com], location: MESH_SOMEWHERE }",
+      problem: /spec\.location must be one of MESH_EXTERNAL, MESH_INTERNAL/,
+    },
+    {
+      name: "selector and endpoints together",
+      yaml: "spec: { hosts: [a.example.com], workloadSelector: { labels: { app: a } }, endpoints: [{ address: 1.2.3.4 }] }",
+      problem: /cannot be given together with spec\.workloadSelector/,
+    },
+    {
+      name: "a STATIC endpoint named by hostname",
+      yaml: "spec: { hosts: [a.example.com], resolution: STATIC, endpoints: [{ address: vm.example.com }] }",
+      problem: /spec\.endpoints\[0\]\.address "vm\.example\.com" must be an IPv4 address/,
+    },
+    {
+      name: "an endpoint address that is neither IP nor name",
+      yaml: "spec: { hosts: [a.example.com], resolution: DNS, endpoints: [{ address: 'unix:///sock' }] }",
+      problem: /is neither an IPv4 address nor a DNS name/,
+    },
+    {
+      name: "an address that is not an IP",
+      yaml: "spec: { hosts: [a.example.com], addresses: [example.com] }",
+      problem: /spec\.addresses\[0\] "example\.com" is not an IP address or CIDR/,
+    },
+  ];
+  for (const c of cases) {
+    it(`ServiceEntry: ${c.name}`, () => {
+      const base = {
+        apiVersion: "networking.istio.io/v1beta1",
+        kind: "ServiceEntry",
+        metadata: { name: "a", namespace: "ns1" },
+        spec: { hosts: ["a.example.com"] },
+        source: "m.yaml#0",
+      };
+      const patch = c.yaml === "" ? {} : objects(`kind: X\nmetadata: { name: x }\n${c.yaml}`)[0];
+      const { kind: _k, metadata: _m, source: _s, ...fields } = patch as KubeObject;
+      const obj = { ...base, ...fields } as KubeObject;
+      const problem = validateManifestObject(obj);
+      if (c.problem === undefined) assert.equal(problem, undefined);
+      else assert.match(problem ?? "", c.problem);
+      if (c.problem !== undefined) {
+        assert.throws(
+          () => parseServiceEntry(obj),
+          (err: unknown) =>
+            err instanceof ControlPlaneError && err.code === "ERR_CONTROL_PLANE_INVALID_OBJECT",
+        );
+      }
+    });
+  }
+
+  const weCases: { name: string; spec: string; problem: RegExp }[] = [
+    { name: "no address", spec: "{ ports: { http: 80 } }", problem: /spec\.address is required/ },
+    {
+      name: "a port that is not a number",
+      spec: "{ address: 1.2.3.4, ports: { http: x } }",
+      problem: /spec\.ports\.http/,
+    },
+    { name: "a negative weight", spec: "{ address: 1.2.3.4, weight: -1 }", problem: /spec\.weight/ },
+    {
+      name: "labels that are not strings",
+      spec: "{ address: 1.2.3.4, labels: { a: [1] } }",
+      problem: /spec\.labels\.a/,
+    },
+  ];
+  for (const c of weCases) {
+    it(`WorkloadEntry: ${c.name}`, () => {
+      const [obj] = objects(
+        `apiVersion: networking.istio.io/v1alpha3\nkind: WorkloadEntry\nmetadata: { name: w, namespace: ns1 }\nspec: ${c.spec}\n`,
+      );
+      assert.match(validateManifestObject(obj as KubeObject) ?? "", c.problem);
+    });
+  }
+
+  it("an invalid entry is reported by the translation and serves nothing", () => {
+    const config = translate(NS + we("bad", "{ address: 1.2.3.4, weight: -1 }"));
+    assert.deepEqual(config.workloads, []);
+    assert.match(config.issues[0]?.message ?? "", /invalid WorkloadEntry\/ns1\/bad: spec\.weight/);
+  });
+});

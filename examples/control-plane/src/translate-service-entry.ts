@@ -1,0 +1,649 @@
+// ServiceEntry and WorkloadEntry (networking.istio.io) to Address resources, as istiod's ambient index
+// builds them (pilot/pkg/serviceregistry/kube/controller/ambient: services.go, workloads.go): one
+// Service per host of a ServiceEntry, one Workload per WorkloadEntry and per inline endpoint, and the
+// pods and WorkloadEntries a `workloadSelector` picks listing the ServiceEntry's hosts among their
+// services. Validation throws a typed `ControlPlaneError`, so an invalid edit keeps its last good version.
+import type { istio, MessageInit, Service, Workload } from "@ambient/xds";
+import { ControlPlaneError } from "./errors.js";
+import type { KubeObject, MeshIssue } from "./manifests.js";
+import { type Ipv4Cidr, ipv4Bytes, parseIpv4Cidr, podIpProblem } from "./pod-address.js";
+import { serviceLoadBalancing } from "./service-load-balancing.js";
+import type { MeshService, MeshWorkload } from "./translate-mesh.js";
+
+/** The API versions a ServiceEntry or WorkloadEntry is read in (the folder also takes the older two). */
+export const NETWORKING_API_VERSIONS: readonly string[] = [
+  "networking.istio.io/v1",
+  "networking.istio.io/v1beta1",
+  "networking.istio.io/v1alpha3",
+];
+
+/** `spec.resolution` values (istio.networking.v1alpha3.ServiceEntry.Resolution). */
+const RESOLUTIONS = new Set(["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS"]);
+/** `spec.location` values; istiod's ambient index does not read the field, and neither does this. */
+const LOCATIONS = new Set(["MESH_EXTERNAL", "MESH_INTERNAL"]);
+/** Workload name of an auto-registered WorkloadEntry (label, then annotation), as istiod reads it. */
+const WORKLOAD_NAME_LABEL = "service.istio.io/workload-name";
+const AUTO_REGISTRATION_GROUP_ANNOTATION = "istio.io/autoRegistrationGroup";
+/** What makes istiod send HBONE for a WorkloadEntry: it runs a ztunnel, or it speaks HBONE itself. */
+const AMBIENT_REDIRECTION_ANNOTATION = "ambient.istio.io/redirection";
+const TUNNEL_LABEL = "networking.istio.io/tunnel";
+
+const DNS_LABEL = "[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?";
+const HOST = new RegExp(`^(\\*\\.)?${DNS_LABEL}(\\.${DNS_LABEL})*$`);
+/** Every IPv4 address is a candidate; `podIpProblem` still refuses unspecified, multicast and broadcast. */
+const ANY_IPV4 = parseIpv4Cidr("0.0.0.0/0") as Ipv4Cidr;
+
+/** One `spec.ports[]` entry of a ServiceEntry. */
+export interface ServiceEntryPort {
+  number: number;
+  name?: string;
+  protocol?: string;
+  /** Port on the endpoints; unset means `number`. */
+  targetPort?: number;
+}
+
+/** A WorkloadEntry's spec, or one inline `endpoints[]` entry of a ServiceEntry. */
+export interface WorkloadEntrySpec {
+  /** Canonical IPv4 address or DNS name. */
+  address: string;
+  /** Port name -> port on this endpoint. */
+  ports: Record<string, number>;
+  labels: Record<string, string>;
+  network?: string;
+  /** `region/zone/subzone`. */
+  locality?: string;
+  weight?: number;
+  serviceAccount?: string;
+}
+
+/** A ServiceEntry's spec, checked. */
+export interface ServiceEntrySpec {
+  hosts: string[];
+  /** As written: canonical IPv4, IPv4 CIDRs, or other families (which the translation reports). */
+  addresses: string[];
+  ports: ServiceEntryPort[];
+  location: "MESH_EXTERNAL" | "MESH_INTERNAL";
+  resolution: string;
+  /** `workloadSelector.labels`, when there is a selector. */
+  selector?: Record<string, string>;
+  /** Inline endpoints, when given (never together with a selector). */
+  endpoints?: WorkloadEntrySpec[];
+  subjectAltNames: string[];
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function invalid(obj: KubeObject, field: string, message: string): ControlPlaneError {
+  const id = `${obj.kind}/${obj.metadata.namespace ?? "default"}/${obj.metadata.name}`;
+  return new ControlPlaneError("ERR_CONTROL_PLANE_INVALID_OBJECT", `invalid ${id}: ${field} ${message}`, {
+    object: id,
+    field,
+  });
+}
+
+function stringMapAt(obj: KubeObject, value: unknown, field: string): Record<string, string> {
+  if (value === undefined) return {};
+  if (!isRecord(value)) throw invalid(obj, field, "must be a string map");
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(value)) {
+    if (typeof v !== "string") throw invalid(obj, `${field}.${k}`, "must be a string");
+    out[k] = v;
+  }
+  return out;
+}
+
+function portNumberAt(obj: KubeObject, value: unknown, field: string): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > 65535) {
+    throw invalid(obj, field, "must be a port number (1-65535)");
+  }
+  return value;
+}
+
+function optionalString(obj: KubeObject, value: unknown, field: string): string | undefined {
+  if (value === undefined || value === "") return undefined;
+  if (typeof value !== "string") throw invalid(obj, field, "must be a string");
+  return value;
+}
+
+function stringList(obj: KubeObject, value: unknown, field: string): string[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value) || !value.every((v) => typeof v === "string")) {
+    throw invalid(obj, field, "must be a list of strings");
+  }
+  return value as string[];
+}
+
+function checkApiVersion(obj: KubeObject): void {
+  if (obj.apiVersion !== undefined && !NETWORKING_API_VERSIONS.includes(obj.apiVersion)) {
+    throw invalid(obj, "apiVersion", `must be one of ${NETWORKING_API_VERSIONS.join(", ")}`);
+  }
+}
+
+/** An endpoint address: canonical IPv4 (checked by the translation) or a DNS name; nothing else. */
+function addressAt(obj: KubeObject, value: unknown, field: string, ipOnly: boolean): string {
+  if (typeof value !== "string" || value === "") throw invalid(obj, field, "is required");
+  if (ipv4Bytes(value) !== undefined) return value;
+  if (ipOnly) throw invalid(obj, field, `${JSON.stringify(value)} must be an IPv4 address`);
+  if (!HOST.test(value) || value.startsWith("*.")) {
+    throw invalid(obj, field, `${JSON.stringify(value)} is neither an IPv4 address nor a DNS name`);
+  }
+  return value;
+}
+
+function workloadEntrySpecAt(
+  obj: KubeObject,
+  spec: Record<string, unknown>,
+  field: string,
+  ipOnly: boolean,
+): WorkloadEntrySpec {
+  const out: WorkloadEntrySpec = {
+    address: addressAt(obj, spec.address, `${field}.address`, ipOnly),
+    ports: {},
+    labels: stringMapAt(obj, spec.labels, `${field}.labels`),
+  };
+  if (spec.ports !== undefined) {
+    if (!isRecord(spec.ports)) throw invalid(obj, `${field}.ports`, "must map port names to numbers");
+    for (const [name, port] of Object.entries(spec.ports)) {
+      out.ports[name] = portNumberAt(obj, port, `${field}.ports.${name}`);
+    }
+  }
+  const network = optionalString(obj, spec.network, `${field}.network`);
+  if (network !== undefined) out.network = network;
+  const locality = optionalString(obj, spec.locality, `${field}.locality`);
+  if (locality !== undefined) out.locality = locality;
+  const serviceAccount = optionalString(obj, spec.serviceAccount, `${field}.serviceAccount`);
+  if (serviceAccount !== undefined) out.serviceAccount = serviceAccount;
+  if (spec.weight !== undefined) {
+    const w = spec.weight;
+    if (typeof w !== "number" || !Number.isInteger(w) || w < 0 || w > 0xffffffff) {
+      throw invalid(obj, `${field}.weight`, "must be a non-negative integer");
+    }
+    if (w > 0) out.weight = w;
+  }
+  return out;
+}
+
+/** Reads a WorkloadEntry's spec; throws `ERR_CONTROL_PLANE_INVALID_OBJECT` naming the field at fault. */
+export function parseWorkloadEntry(obj: KubeObject): WorkloadEntrySpec {
+  checkApiVersion(obj);
+  if (!isRecord(obj.spec)) throw invalid(obj, "spec", "is required");
+  return workloadEntrySpecAt(obj, obj.spec, "spec", false);
+}
+
+/** Reads a ServiceEntry's spec; throws `ERR_CONTROL_PLANE_INVALID_OBJECT` naming the field at fault. */
+export function parseServiceEntry(obj: KubeObject): ServiceEntrySpec {
+  checkApiVersion(obj);
+  const spec = obj.spec;
+  if (!isRecord(spec)) throw invalid(obj, "spec", "is required");
+  const hosts = stringList(obj, spec.hosts, "spec.hosts");
+  if (hosts.length === 0) throw invalid(obj, "spec.hosts", "must name at least one host");
+  hosts.forEach((h, i) => {
+    if (!HOST.test(h)) throw invalid(obj, `spec.hosts[${i}]`, `${JSON.stringify(h)} is not a DNS name`);
+  });
+  if (new Set(hosts).size !== hosts.length) throw invalid(obj, "spec.hosts", "lists a host twice");
+  const addresses = stringList(obj, spec.addresses, "spec.addresses");
+  addresses.forEach((a, i) => {
+    // IPv4, an IPv4 CIDR or an IPv6 form: the translation decides what it can serve.
+    if (!/^[0-9a-fA-F:.]+(\/\d{1,3})?$/.test(a)) {
+      throw invalid(obj, `spec.addresses[${i}]`, `${JSON.stringify(a)} is not an IP address or CIDR`);
+    }
+  });
+  if (spec.ports !== undefined && !Array.isArray(spec.ports))
+    throw invalid(obj, "spec.ports", "must be a list");
+  const ports: ServiceEntryPort[] = [];
+  const numbers = new Set<number>();
+  ((spec.ports ?? []) as unknown[]).forEach((p, i) => {
+    const field = `spec.ports[${i}]`;
+    if (!isRecord(p)) throw invalid(obj, field, "must be an object");
+    const port: ServiceEntryPort = { number: portNumberAt(obj, p.number, `${field}.number`) };
+    if (numbers.has(port.number)) throw invalid(obj, `${field}.number`, `${port.number} is listed twice`);
+    numbers.add(port.number);
+    const name = optionalString(obj, p.name, `${field}.name`);
+    if (name !== undefined) port.name = name;
+    const protocol = optionalString(obj, p.protocol, `${field}.protocol`);
+    if (protocol !== undefined) port.protocol = protocol;
+    if (p.targetPort !== undefined && p.targetPort !== 0) {
+      port.targetPort = portNumberAt(obj, p.targetPort, `${field}.targetPort`);
+    }
+    ports.push(port);
+  });
+  const location = optionalString(obj, spec.location, "spec.location") ?? "MESH_EXTERNAL";
+  if (!LOCATIONS.has(location))
+    throw invalid(obj, "spec.location", `must be one of ${[...LOCATIONS].join(", ")}`);
+  const resolution = optionalString(obj, spec.resolution, "spec.resolution") ?? "NONE";
+  if (!RESOLUTIONS.has(resolution)) {
+    throw invalid(obj, "spec.resolution", `must be one of ${[...RESOLUTIONS].join(", ")}`);
+  }
+  const out: ServiceEntrySpec = {
+    hosts,
+    addresses,
+    ports,
+    location: location as ServiceEntrySpec["location"],
+    resolution,
+    subjectAltNames: stringList(obj, spec.subjectAltNames, "spec.subjectAltNames"),
+  };
+  if (spec.workloadSelector !== undefined) {
+    if (!isRecord(spec.workloadSelector)) throw invalid(obj, "spec.workloadSelector", "must be an object");
+    out.selector = stringMapAt(obj, spec.workloadSelector.labels, "spec.workloadSelector.labels");
+  }
+  if (spec.endpoints !== undefined) {
+    if (!Array.isArray(spec.endpoints)) throw invalid(obj, "spec.endpoints", "must be a list");
+    if (out.selector !== undefined) {
+      throw invalid(obj, "spec.endpoints", "cannot be given together with spec.workloadSelector");
+    }
+    // STATIC and NONE send traffic to the addresses themselves: they must be IPs (Istio's validation).
+    const ipOnly = resolution === "STATIC" || resolution === "NONE";
+    out.endpoints = spec.endpoints.map((e, i) => {
+      if (!isRecord(e)) throw invalid(obj, `spec.endpoints[${i}]`, "must be an object");
+      return workloadEntrySpecAt(obj, e, `spec.endpoints[${i}]`, ipOnly);
+    });
+  }
+  return out;
+}
+
+/**
+ * Why a ServiceEntry or WorkloadEntry cannot be served as written, or undefined when it can (the
+ * message of the `ControlPlaneError` the parser throws). Other kinds: undefined.
+ */
+export function networkingEntryProblem(obj: KubeObject): string | undefined {
+  if (obj.kind !== "ServiceEntry" && obj.kind !== "WorkloadEntry") return undefined;
+  try {
+    if (obj.kind === "ServiceEntry") parseServiceEntry(obj);
+    else parseWorkloadEntry(obj);
+    return undefined;
+  } catch (err) {
+    if (err instanceof ControlPlaneError) return err.message;
+    throw err;
+  }
+}
+
+/** A Service a ServiceEntry host became, as the pod and WorkloadEntry translations select by it. */
+export interface EntryServiceModel {
+  /** `namespace/host`. */
+  key: string;
+  namespace: string;
+  /** `workloadSelector.labels`; undefined selects nothing. */
+  selector: Record<string, string> | undefined;
+  /** `targetPort` is the number, or `targetPort` when set. */
+  ports: { name?: string; port: number; targetPort: number }[];
+}
+
+/** A Kubernetes Service as the WorkloadEntry translation selects by it (named target ports included). */
+export interface KubeServiceModel {
+  key: string;
+  namespace: string;
+  selector: Record<string, string> | undefined;
+  ports: { port: number; targetPort: number | string }[];
+}
+
+/** What the ServiceEntry and WorkloadEntry translations read from the rest of the mesh. */
+export interface EntryContext {
+  clusterId: string;
+  network: string;
+  /** Sent in `trustDomain` only when it is not `cluster.local` (istiod's `pickTrustDomain`). */
+  trustDomain: string;
+  issues: MeshIssue[];
+  /** The waypoint a Service bound by `istio.io/use-waypoint` (on it or its Namespace) goes through. */
+  waypointFor(obj: KubeObject, namespace: string): MessageInit<Service>["waypoint"] | undefined;
+  /** VIP -> the Service key using it; ServiceEntry addresses are added. */
+  seenVips: Map<string, string>;
+  /** Keys of the Services already built (Kubernetes Services win a clash with a ServiceEntry host). */
+  serviceKeys: Set<string>;
+}
+
+/** The ServiceEntries' Services, and per ServiceEntry the models of the hosts it got. */
+export interface EntryServices {
+  services: MeshService[];
+  /** Every host served, in object order, for selecting pods and WorkloadEntries. */
+  models: EntryServiceModel[];
+  byEntry: Map<KubeObject, EntryServiceModel[]>;
+}
+
+function where(obj: KubeObject): string {
+  return `${obj.kind}/${obj.metadata.namespace ?? "default"}/${obj.metadata.name}`;
+}
+
+/** Canonical IPv4 of an address or single-IP CIDR, or why it cannot be a VIP here. */
+function vipOf(text: string): string | { problem: string } {
+  const slash = text.indexOf("/");
+  if (slash >= 0) {
+    const cidr = parseIpv4Cidr(text);
+    if (typeof cidr === "string" || cidr.text.endsWith("/32") === false) {
+      return { problem: `spec.addresses ${text}: only a single IPv4 address (or a /32) can be a VIP` };
+    }
+    return text.slice(0, slash);
+  }
+  if (ipv4Bytes(text) === undefined) {
+    return { problem: `spec.addresses ${text} is not IPv4, which this control plane does not serve` };
+  }
+  return text;
+}
+
+/**
+ * One Service per host of every valid ServiceEntry, in object order (istiod `constructServiceEntries`):
+ * hostname = the host, name and namespace of the ServiceEntry, `spec.addresses` as VIPs (an address
+ * that is not one IPv4 address leaves the ServiceEntry without Services, as in istiod), else the
+ * addresses in `status.addresses` for that host unless `resolution: NONE`, ports with `targetPort`
+ * defaulting to the port, `subjectAltNames`, the use-waypoint binding and the traffic-distribution
+ * annotation. A host whose key a Service already has, or a VIP already taken, is reported and skipped.
+ */
+export function serviceEntryServices(objects: readonly KubeObject[], ctx: EntryContext): EntryServices {
+  const out: EntryServices = { services: [], models: [], byEntry: new Map() };
+  for (const obj of objects) {
+    if (obj.kind !== "ServiceEntry") continue;
+    let spec: ServiceEntrySpec;
+    try {
+      spec = parseServiceEntry(obj);
+    } catch (err) {
+      ctx.issues.push({ source: where(obj), message: (err as Error).message });
+      continue;
+    }
+    const namespace = obj.metadata.namespace ?? "default";
+    const vips: string[] = [];
+    let unusable: string | undefined;
+    for (const a of spec.addresses) {
+      const vip = vipOf(a);
+      if (typeof vip === "string") vips.push(vip);
+      else unusable ??= vip.problem;
+    }
+    if (unusable !== undefined) {
+      ctx.issues.push({ source: where(obj), message: `${unusable}: no Service is served for it` });
+      out.byEntry.set(obj, []);
+      continue;
+    }
+    const ports = spec.ports.map((p) => ({
+      ...(p.name === undefined ? {} : { name: p.name }),
+      port: p.number,
+      targetPort: p.targetPort ?? p.number,
+    }));
+    const waypoint = ctx.waypointFor(obj, namespace);
+    const loadBalancing = serviceLoadBalancing({
+      ...(obj.metadata.annotations === undefined ? {} : { serviceAnnotations: obj.metadata.annotations }),
+    });
+    const allocated = Array.isArray(obj.status?.addresses) ? obj.status.addresses : [];
+    const models: EntryServiceModel[] = [];
+    let vipsServedBy: string | undefined;
+    for (const host of spec.hosts) {
+      const key = `${namespace}/${host}`;
+      if (ctx.serviceKeys.has(key)) {
+        ctx.issues.push({
+          source: where(obj),
+          message: `host ${host}: ${key} is already a Service: not served`,
+        });
+        continue;
+      }
+      let hostVips = vips;
+      if (vipsServedBy !== undefined) {
+        // istiod gives every host all of spec.addresses; a VIP here names one Service, the first host's.
+        ctx.issues.push({
+          source: where(obj),
+          message: `host ${host}: spec.addresses are served for host ${vipsServedBy} only`,
+        });
+        hostVips = [];
+      } else if (hostVips.length === 0 && !host.startsWith("*.") && spec.resolution !== "NONE") {
+        // Addresses an allocator recorded for this host (istiod's auto-allocation, v2).
+        hostVips = allocated.flatMap((a: unknown) =>
+          isRecord(a) && a.host === host && typeof a.value === "string" && ipv4Bytes(a.value) !== undefined
+            ? [a.value]
+            : [],
+        );
+      }
+      const taken = hostVips.find((vip) => ctx.seenVips.has(vip));
+      if (taken !== undefined) {
+        ctx.issues.push({
+          source: where(obj),
+          message: `host ${host}: address ${taken} is already used by ${ctx.seenVips.get(taken)}: not served`,
+        });
+        continue;
+      }
+      for (const vip of hostVips) ctx.seenVips.set(vip, key);
+      if (vips.length > 0) vipsServedBy = host;
+      ctx.serviceKeys.add(key);
+      const service: MessageInit<Service> = {
+        name: obj.metadata.name,
+        namespace,
+        hostname: host,
+        addresses: hostVips.map((vip) => ({ network: ctx.network, address: ipv4Bytes(vip) as Uint8Array })),
+        ports: ports.map((p) => ({ servicePort: p.port, targetPort: p.targetPort })),
+        ...(spec.subjectAltNames.length === 0 ? {} : { subjectAltNames: spec.subjectAltNames }),
+        ...(waypoint === undefined ? {} : { waypoint }),
+        ...(loadBalancing === undefined ? {} : { loadBalancing }),
+      };
+      out.services.push({ key, aliases: hostVips.map((vip) => `${ctx.network}/${vip}`), service });
+      const model: EntryServiceModel = { key, namespace, selector: spec.selector, ports };
+      models.push(model);
+      out.models.push(model);
+    }
+    out.byEntry.set(obj, models);
+  }
+  return out;
+}
+
+function labelsMatch(selector: Record<string, string> | undefined, labels: Record<string, string>): boolean {
+  if (selector === undefined) return false;
+  const entries = Object.entries(selector);
+  return entries.length > 0 && entries.every(([k, v]) => labels[k] === v);
+}
+
+/** istiod `CanonicalService`: the canonical name and revision from the usual labels. */
+function canonical(labels: Record<string, string>, workloadName: string): [string, string] {
+  return [
+    labels["service.istio.io/canonical-name"] ??
+      labels["app.kubernetes.io/name"] ??
+      labels.app ??
+      workloadName,
+    labels["service.istio.io/canonical-revision"] ??
+      labels["app.kubernetes.io/version"] ??
+      labels.version ??
+      "latest",
+  ];
+}
+
+/**
+ * Ports of an endpoint for a ServiceEntry host (istiod `constructServicesFromWorkloadEntry`): a port
+ * whose name the endpoint's `ports` lists goes there, else to the ServiceEntry's target port.
+ */
+function entryPorts(model: EntryServiceModel, ports: Record<string, number>) {
+  return model.ports.map((p) => ({
+    servicePort: p.port,
+    targetPort: (p.name === undefined ? undefined : ports[p.name]) ?? p.targetPort,
+  }));
+}
+
+/**
+ * Ports of a WorkloadEntry for a Kubernetes Service selecting it: a named target port must be in the
+ * WorkloadEntry's `ports`, else that port is left out (as for a pod without the container port).
+ */
+function kubePorts(model: KubeServiceModel, ports: Record<string, number>) {
+  const out: { servicePort: number; targetPort: number }[] = [];
+  for (const p of model.ports) {
+    const target = typeof p.targetPort === "number" ? p.targetPort : ports[p.targetPort];
+    if (target !== undefined) out.push({ servicePort: p.port, targetPort: target });
+  }
+  return out;
+}
+
+/** What {@link entryWorkloads} reads besides {@link EntryContext}. */
+export interface EntryWorkloadContext extends EntryContext {
+  /** The Services' models, which select WorkloadEntries of their namespace too. */
+  kubeServices: readonly KubeServiceModel[];
+  /** The ServiceEntries' Services ({@link serviceEntryServices}). */
+  entries: EntryServices;
+  /** Selector AuthorizationPolicies and PeerAuthentications that apply to labels in a namespace. */
+  policyKeys(namespace: string, labels: Record<string, string>): string[];
+  /** IP -> what uses it; pods are in it already and keep their address. */
+  seenIps: Map<string, string>;
+  seenUids: Set<string>;
+}
+
+interface EndpointSource {
+  uid: string;
+  name: string;
+  namespace: string;
+  spec: WorkloadEntrySpec;
+  /** Labels policies and selectors match. */
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  workloadName: string;
+  services: Record<string, { ports: { servicePort: number; targetPort: number }[] }>;
+  where: string;
+}
+
+function endpointWorkload(e: EndpointSource, ctx: EntryWorkloadContext): MeshWorkload | undefined {
+  const { spec } = e;
+  const ip = ipv4Bytes(spec.address) === undefined ? undefined : spec.address;
+  if (ip !== undefined) {
+    const problem = podIpProblem(ip, [ANY_IPV4]);
+    if (problem !== undefined) {
+      ctx.issues.push({ source: e.where, message: `${problem.replace(/^pod IP/, "address")}: not served` });
+      return undefined;
+    }
+    const owner = ctx.seenIps.get(ip);
+    if (owner !== undefined) {
+      ctx.issues.push({ source: e.where, message: `address ${ip} is already used by ${owner}: not served` });
+      return undefined;
+    }
+  }
+  if (ctx.seenUids.has(e.uid)) {
+    ctx.issues.push({ source: e.where, message: `duplicate uid ${e.uid}: not served` });
+    return undefined;
+  }
+  if (ip !== undefined) ctx.seenIps.set(ip, e.where);
+  ctx.seenUids.add(e.uid);
+  const network = spec.network ?? ctx.network;
+  const hbone =
+    e.annotations[AMBIENT_REDIRECTION_ANNOTATION] === "enabled" || e.labels[TUNNEL_LABEL] === "http";
+  const [canonicalName, canonicalRevision] = canonical(e.labels, e.workloadName);
+  const workload: MessageInit<Workload> = {
+    uid: e.uid,
+    name: e.name,
+    namespace: e.namespace,
+    addresses: ip === undefined ? [] : [ipv4Bytes(ip) as Uint8Array],
+    ...(ip === undefined ? { hostname: spec.address } : {}),
+    network,
+    tunnelProtocol: hbone ? "HBONE" : "NONE",
+    ...(e.labels[TUNNEL_LABEL] === "http" ? { nativeTunnel: true } : {}),
+    serviceAccount: spec.serviceAccount ?? "",
+    node: "",
+    canonicalName,
+    canonicalRevision,
+    // istiod sends WorkloadEntries as pods too.
+    workloadType: "POD" as istio.workload.WorkloadType,
+    workloadName: e.workloadName,
+    services: e.services,
+    authorizationPolicies: ctx.policyKeys(e.namespace, e.labels),
+    status: "HEALTHY",
+    clusterId: ctx.clusterId,
+  };
+  if (ctx.trustDomain !== "cluster.local") workload.trustDomain = ctx.trustDomain;
+  if (spec.locality !== undefined) {
+    const [region = "", zone = "", subzone = ""] = spec.locality.split("/");
+    if (region !== "" || zone !== "" || subzone !== "") workload.locality = { region, zone, subzone };
+  }
+  if (spec.weight !== undefined) workload.capacity = { value: spec.weight };
+  return { key: e.uid, aliases: ip === undefined ? [] : [`${network}/${ip}`], workload };
+}
+
+/**
+ * The Workloads of WorkloadEntries, then of ServiceEntries' inline endpoints, in object order (pods
+ * were translated before, so a pod keeps an address an entry also claims). A WorkloadEntry (uid
+ * `<cluster>/networking.istio.io/WorkloadEntry/<ns>/<name>`) lists the ServiceEntries and Services of
+ * its namespace whose selector matches its labels. An inline endpoint (uid
+ * `<cluster>/networking.istio.io/ServiceEntry/<ns>/<name>/<address>`) lists every host of its
+ * ServiceEntry; a DNS ServiceEntry with neither endpoints nor selector gets one endpoint per host, by
+ * hostname. Addresses that are not IPv4 are sent as `hostname`, as istiod does.
+ */
+export function entryWorkloads(objects: readonly KubeObject[], ctx: EntryWorkloadContext): MeshWorkload[] {
+  const out: MeshWorkload[] = [];
+  const namespaceOf = (obj: KubeObject) => obj.metadata.namespace ?? "default";
+  for (const obj of objects) {
+    if (obj.kind !== "WorkloadEntry") continue;
+    let spec: WorkloadEntrySpec;
+    try {
+      spec = parseWorkloadEntry(obj);
+    } catch (err) {
+      ctx.issues.push({ source: where(obj), message: (err as Error).message });
+      continue;
+    }
+    const namespace = namespaceOf(obj);
+    // Labels may be in the spec or the metadata (istiod merges them; the metadata wins).
+    const labels = { ...spec.labels, ...obj.metadata.labels };
+    const annotations = obj.metadata.annotations ?? {};
+    const services: EndpointSource["services"] = {};
+    for (const model of ctx.entries.models) {
+      if (model.namespace !== namespace || !labelsMatch(model.selector, labels)) continue;
+      services[model.key] = { ports: entryPorts(model, spec.ports) };
+    }
+    for (const model of ctx.kubeServices) {
+      if (model.namespace !== namespace || !labelsMatch(model.selector, labels)) continue;
+      services[model.key] = { ports: kubePorts(model, spec.ports) };
+    }
+    const workload = endpointWorkload(
+      {
+        uid: `${ctx.clusterId}/networking.istio.io/WorkloadEntry/${namespace}/${obj.metadata.name}`,
+        name: obj.metadata.name,
+        namespace,
+        spec,
+        labels,
+        annotations,
+        workloadName:
+          labels[WORKLOAD_NAME_LABEL] ?? annotations[AUTO_REGISTRATION_GROUP_ANNOTATION] ?? obj.metadata.name,
+        services,
+        where: where(obj),
+      },
+      ctx,
+    );
+    if (workload !== undefined) out.push(workload);
+  }
+  for (const obj of objects) {
+    if (obj.kind !== "ServiceEntry") continue;
+    let spec: ServiceEntrySpec;
+    try {
+      spec = parseServiceEntry(obj);
+    } catch {
+      continue; // Reported with its Services.
+    }
+    const namespace = namespaceOf(obj);
+    const models = ctx.entries.byEntry.get(obj) ?? [];
+    const implicit =
+      spec.endpoints === undefined &&
+      spec.selector === undefined &&
+      (spec.resolution === "DNS" || spec.resolution === "DNS_ROUND_ROBIN");
+    const endpoints: { spec: WorkloadEntrySpec; hosts: EntryServiceModel[] }[] = implicit
+      ? spec.hosts.flatMap((host) => {
+          const model = models.find((m) => m.key === `${namespace}/${host}`);
+          // A wildcard host names no single endpoint to resolve.
+          if (host.startsWith("*.")) return [];
+          return [
+            { spec: { address: host, ports: {}, labels: {} }, hosts: model === undefined ? [] : [model] },
+          ];
+        })
+      : (spec.endpoints ?? []).map((e) => ({ spec: e, hosts: models }));
+    const labels = obj.metadata.labels ?? {};
+    const annotations = obj.metadata.annotations ?? {};
+    for (const endpoint of endpoints) {
+      const services: EndpointSource["services"] = {};
+      for (const model of endpoint.hosts)
+        services[model.key] = { ports: entryPorts(model, endpoint.spec.ports) };
+      const workload = endpointWorkload(
+        {
+          uid: `${ctx.clusterId}/networking.istio.io/ServiceEntry/${namespace}/${obj.metadata.name}/${endpoint.spec.address}`,
+          name: obj.metadata.name,
+          namespace,
+          spec: endpoint.spec,
+          // Policies match the ServiceEntry's labels, as in istiod.
+          labels,
+          annotations,
+          workloadName: obj.metadata.name,
+          services,
+          where: `${where(obj)} endpoint ${endpoint.spec.address}`,
+        },
+        ctx,
+      );
+      if (workload !== undefined) out.push(workload);
+    }
+  }
+  return out;
+}
