@@ -38,6 +38,61 @@ async function until(
   }
 }
 
+/**
+ * ServiceEntries and WorkloadEntries beside the demo mesh: a VM behind an external host (selected by
+ * label), inline endpoints, a DNS host, and a selector that also picks the echo pods.
+ */
+const NETWORKING_OBJECTS: KubeJson[] = [
+  {
+    apiVersion: "networking.istio.io/v1",
+    kind: "ServiceEntry",
+    metadata: { name: "vm-api", namespace: "demo" },
+    spec: {
+      hosts: ["api.vm.example"],
+      addresses: ["127.30.0.50"],
+      resolution: "STATIC",
+      location: "MESH_INTERNAL",
+      ports: [{ number: 80, name: "http", targetPort: 8080 }],
+      workloadSelector: { labels: { app: "vm-api" } },
+    },
+  },
+  {
+    apiVersion: "networking.istio.io/v1",
+    kind: "WorkloadEntry",
+    metadata: { name: "vm-1", namespace: "demo", labels: { app: "vm-api" } },
+    spec: { address: "192.0.2.10", serviceAccount: "vm", ports: { http: 9090 }, locality: "r1/z1" },
+  },
+  {
+    apiVersion: "networking.istio.io/v1",
+    kind: "ServiceEntry",
+    metadata: { name: "inline", namespace: "demo" },
+    spec: {
+      hosts: ["inline.example"],
+      addresses: ["127.30.0.51"],
+      resolution: "STATIC",
+      ports: [{ number: 443, name: "tls" }],
+      endpoints: [{ address: "192.0.2.20" }, { address: "192.0.2.21", weight: 2 }],
+    },
+  },
+  {
+    apiVersion: "networking.istio.io/v1",
+    kind: "ServiceEntry",
+    metadata: { name: "external", namespace: "demo" },
+    spec: { hosts: ["httpbin.example"], resolution: "DNS", ports: [{ number: 80, name: "http" }] },
+  },
+  {
+    apiVersion: "networking.istio.io/v1",
+    kind: "ServiceEntry",
+    metadata: { name: "echo-alias", namespace: "demo" },
+    spec: {
+      hosts: ["echo.alias.example"],
+      addresses: ["127.30.0.52"],
+      ports: [{ number: 80, targetPort: 8080 }],
+      workloadSelector: { labels: { app: "echo" } },
+    },
+  },
+];
+
 /** The demo mesh's objects, as plain JSON. */
 async function demoObjects(): Promise<KubeJson[]> {
   const files = await Promise.all(
@@ -123,7 +178,7 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
 
   it("gives the same xDS resources as the folder source for the same objects", async () => {
     const server = await fake();
-    for (const o of await demoObjects()) server.apply(o);
+    for (const o of [...(await demoObjects()), ...NETWORKING_OBJECTS]) server.apply(o);
     // The folder holds what the API server stored (uid, resourceVersion, creationTimestamp included).
     const dir = await mkdtemp(join(tmpdir(), "k8s-vs-folder-"));
     cleanups.push(() => rm(dir, { recursive: true, force: true }));
@@ -136,6 +191,7 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
     for (const [group, plurals] of [
       ["security.istio.io", ["authorizationpolicies", "peerauthentications"]],
       ["gateway.networking.k8s.io", ["gateways", "httproutes", "grpcroutes"]],
+      ["networking.istio.io", ["serviceentries", "workloadentries"]],
     ] as const) {
       for (const plural of plurals) {
         const list = (await (await fetch(`${server.url}/apis/${group}/v1/${plural}`)).json()) as {
@@ -161,6 +217,29 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
 
     assert.ok(folder.config().workloads.length >= 5, "the demo mesh has workloads");
     assert.ok(folder.envoyConfig().listeners.size > 0, "and routes that make Envoy listeners");
+    // The ServiceEntries and WorkloadEntries are in what both serve.
+    const entryKeys = [
+      "demo/api.vm.example",
+      "demo/inline.example",
+      "demo/httpbin.example",
+      "demo/echo.alias.example",
+      "Kubernetes/networking.istio.io/WorkloadEntry/demo/vm-1",
+      "Kubernetes/networking.istio.io/ServiceEntry/demo/inline/192.0.2.20",
+      "Kubernetes/networking.istio.io/ServiceEntry/demo/inline/192.0.2.21",
+      "Kubernetes/networking.istio.io/ServiceEntry/demo/external/httpbin.example",
+    ];
+    for (const cp of [folder, kube]) {
+      const keys = [...cp.config().services, ...cp.config().workloads].map((r) => r.key);
+      for (const key of entryKeys) assert.ok(keys.includes(key), `${key} in ${keys.join(", ")}`);
+      assert.ok(
+        Object.keys(workloadOf(cp, "echo-0")?.workload.services ?? {}).includes("demo/echo.alias.example"),
+        "the selector picks the echo pods",
+      );
+      assert.deepEqual(
+        cp.config().issues.filter((i) => /ServiceEntry|WorkloadEntry/.test(i.source)),
+        [],
+      );
+    }
     const names = {
       routes: [...folder.envoyConfig().routeConfigurations.keys()],
       endpoints: [...folder.envoyConfig().clusterLoadAssignments.keys()],
@@ -243,6 +322,8 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
       "gateway.networking.k8s.io/v1/gateways",
       "gateway.networking.k8s.io/v1/grpcroutes",
       "gateway.networking.k8s.io/v1/httproutes",
+      "networking.istio.io/v1/serviceentries",
+      "networking.istio.io/v1/workloadentries",
       "security.istio.io/v1/authorizationpolicies",
       "security.istio.io/v1/peerauthentications",
     ]);
@@ -286,6 +367,42 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
     assert.equal(cp.errors()[0]?.object, "AuthorizationPolicy/demo/echo-allow-sleep");
     assert.deepEqual(cp.errors()[0]?.keeping, ["AuthorizationPolicy/demo/echo-allow-sleep"]);
     assert.deepEqual([...cp.config().authorizations.keys()].sort(), before);
+  });
+
+  it("keeps the last good ServiceEntry and WorkloadEntry when an update does not validate", async () => {
+    const server = await fake();
+    for (const o of [...(await demoObjects()), ...NETWORKING_OBJECTS]) server.apply(o);
+    const cp = await kubernetesPlane(server);
+    const vm = "Kubernetes/networking.istio.io/WorkloadEntry/demo/vm-1";
+    const served = () => ({
+      service: cp.config().services.find((s) => s.key === "demo/api.vm.example")?.service.ports,
+      workload: cp.config().workloads.find((w) => w.key === vm)?.workload.services,
+    });
+    const before = served();
+    assert.deepEqual(before.service, [{ servicePort: 80, targetPort: 8080 }]);
+    assert.deepEqual(before.workload, {
+      "demo/api.vm.example": { ports: [{ servicePort: 80, targetPort: 9090 }] },
+    });
+    const entry = server.get("networking.istio.io/v1", "ServiceEntry", "vm-api", "demo") as KubeJson;
+    server.apply({ ...entry, spec: { ...(entry.spec as object), ports: [{ number: 0 }] } });
+    const workloadEntry = server.get("networking.istio.io/v1", "WorkloadEntry", "vm-1", "demo") as KubeJson;
+    server.apply({
+      ...workloadEntry,
+      spec: { ...(workloadEntry.spec as object), address: "not an address" },
+    });
+    await until("both errors", () => cp.errors().length === 2);
+    assert.deepEqual(
+      cp
+        .errors()
+        .map((e) => [e.object, e.keeping])
+        .sort(),
+      [
+        ["ServiceEntry/demo/vm-api", ["ServiceEntry/demo/vm-api"]],
+        ["WorkloadEntry/demo/vm-1", ["WorkloadEntry/demo/vm-1"]],
+      ],
+    );
+    assert.match(cp.errors()[0]?.message ?? "", /serving its last good version/);
+    assert.deepEqual(served(), before);
   });
 
   it("converges after an apiserver restart that lost its watch history (410, relist)", async () => {

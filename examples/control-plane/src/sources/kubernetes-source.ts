@@ -60,6 +60,20 @@ export const MESH_RESOURCES: readonly KubeResource[] = [
     plural: "grpcroutes",
     namespaced: true,
   },
+  {
+    group: "networking.istio.io",
+    version: "v1",
+    kind: "ServiceEntry",
+    plural: "serviceentries",
+    namespaced: true,
+  },
+  {
+    group: "networking.istio.io",
+    version: "v1",
+    kind: "WorkloadEntry",
+    plural: "workloadentries",
+    namespaced: true,
+  },
 ];
 
 /** Options of {@link createKubernetesSource}. */

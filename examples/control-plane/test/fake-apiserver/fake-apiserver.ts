@@ -65,6 +65,20 @@ export const MESH_CRDS: readonly FakeResource[] = [
     plural: "grpcroutes",
     namespaced: true,
   },
+  {
+    group: "networking.istio.io",
+    version: "v1",
+    kind: "ServiceEntry",
+    plural: "serviceentries",
+    namespaced: true,
+  },
+  {
+    group: "networking.istio.io",
+    version: "v1",
+    kind: "WorkloadEntry",
+    plural: "workloadentries",
+    namespaced: true,
+  },
 ];
 
 /** What TokenReview answers for one token. */
