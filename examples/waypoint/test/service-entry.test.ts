@@ -1,0 +1,105 @@
+// A ServiceEntry VIP through real ztunnels: a client pod's connection to the VIP of a ServiceEntry
+// that selects a WorkloadEntry reaches the WorkloadEntry's address, on the port its named port gives.
+// (The fixture starts a waypoint too; nothing here is bound to it.)
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { type AddressInfo, createServer, type Server } from "node:net";
+import { after, before, describe, it } from "node:test";
+import { httpOverSocks, loopbackSubnet, startTestMesh, type TestMesh } from "./mesh-fixture.js";
+
+const { cidr, ip } = loopbackSubnet();
+
+function manifests(vmPort: number): string {
+  return `
+apiVersion: v1
+kind: Namespace
+metadata: { name: shop, labels: { istio.io/dataplane-mode: ambient } }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: waypoint, namespace: shop }
+spec: { gatewayClassName: istio-waypoint }
+status: { addresses: [{ type: IPAddress, value: ${ip(6)} }] }
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: waypoint-0
+  namespace: shop
+  labels: { gateway.networking.k8s.io/gateway-name: waypoint, istio.io/dataplane-mode: none }
+spec: { nodeName: node-a, serviceAccountName: waypoint }
+status: { podIP: ${ip(6)} }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: client, namespace: shop, labels: { app: client } }
+spec: { nodeName: node-a, serviceAccountName: client }
+status: { podIP: ${ip(2)} }
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: vm-api, namespace: shop }
+spec:
+  hosts: [api.vm.example]
+  addresses: [${ip(100)}]
+  resolution: STATIC
+  location: MESH_INTERNAL
+  ports: [{ number: 80, name: tcp-api, targetPort: 1 }]
+  workloadSelector: { labels: { app: vm-api } }
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: WorkloadEntry
+metadata: { name: vm-1, namespace: shop }
+spec:
+  address: ${ip(50)}
+  labels: { app: vm-api }
+  ports: { tcp-api: ${vmPort} }
+`;
+}
+
+describe("ServiceEntry VIP to a WorkloadEntry through the ztunnel", { timeout: 120_000 }, () => {
+  let mesh: TestMesh;
+  let vm: Server;
+
+  before(async () => {
+    // The VM: a plain TCP app (no ztunnel of its own, so the tunnel protocol is NONE).
+    vm = createServer((socket) => {
+      socket.on("error", () => {});
+      socket.once("data", (chunk: Buffer) => socket.end(`vm-1 got ${chunk.toString()}`));
+    });
+    vm.listen(0, ip(50));
+    await once(vm, "listening");
+    mesh = await startTestMesh({
+      manifests: manifests((vm.address() as AddressInfo).port),
+      tempPrefix: "service-entry-",
+      nodeIps: [ip(200), ip(201)],
+      controlPlane: { watch: false, podCidrs: [cidr] },
+      ztunnelPorts: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
+      waypoint: {
+        gateway: { name: "waypoint", namespace: "shop" },
+        ip: ip(6),
+        ports: { admin: 0, metrics: 0, readiness: 0 },
+        accessLog: false,
+      },
+    });
+  });
+  after(async () => {
+    await mesh?.close();
+    vm?.close();
+  });
+
+  it("serves the ServiceEntry host and the WorkloadEntry, and the client reaches the VM by the VIP", async () => {
+    const config = mesh.controlPlane.config();
+    assert.deepEqual(config.issues, []);
+    const entry = config.workloads.find(
+      (w) => w.key === "Kubernetes/networking.istio.io/WorkloadEntry/shop/vm-1",
+    );
+    assert.deepEqual(entry?.workload.services, {
+      "shop/api.vm.example": {
+        ports: [{ servicePort: 80, targetPort: (vm.address() as AddressInfo).port }],
+      },
+    });
+    const answer = await httpOverSocks({ proxy: mesh.socks5, from: ip(2), to: `${ip(100)}:80` }, "hello");
+    assert.equal(answer, "vm-1 got hello");
+  });
+});
