@@ -69,3 +69,11 @@ export {
   WAYPOINT_HBONE_PORT,
   waypointGateways,
 } from "./translate-mesh.js";
+export {
+  NETWORKING_API_VERSIONS,
+  parseServiceEntry,
+  parseWorkloadEntry,
+  type ServiceEntryPort,
+  type ServiceEntrySpec,
+  type WorkloadEntrySpec,
+} from "./translate-service-entry.js";
