@@ -1,8 +1,16 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { AuthorizationDecision, PolicyExplanation } from "@ambient/policy";
-import type { AccessLogEntry } from "@ambient/router";
+import type { AccessLogEntry, FinishedRequest } from "@ambient/router";
 import { createRequestHistory, withDecidingPolicy } from "./recent-requests.js";
+
+/** A finished request whose entry is built on each read, as the router's are. */
+function finished(path: string, authorization: AccessLogEntry["authorization"]): FinishedRequest {
+  return {
+    startedAt: Date.parse("2026-12-05T08:00:00.000Z"),
+    accessLogEntry: () => entry(path, authorization),
+  };
+}
 
 function entry(path: string, authorization: AccessLogEntry["authorization"]): AccessLogEntry {
   return {
@@ -37,10 +45,10 @@ describe("createRequestHistory", () => {
     let clock = Date.parse("2026-12-05T08:00:00.000Z");
     const history = createRequestHistory({ maxEntries: 3, now: () => clock });
     const denied = { result: "denied", policy: "demo/web-get-from-sleep", action: "ALLOW" } as const;
-    history.record(entry("/a", "-"));
+    history.record(finished("/a", "-"));
     clock += 1000;
-    history.record(entry("/b", denied));
-    history.record(entry("/c", { result: "allowed", policy: "-", action: "-" }));
+    history.record(finished("/b", denied));
+    history.record(finished("/c", { result: "allowed", policy: "-", action: "-" }));
     const first = history.recent();
     assert.equal(first.startedAt, "2026-12-05T08:00:00.000Z");
     assert.deepEqual(
@@ -52,23 +60,58 @@ describe("createRequestHistory", () => {
       ],
     );
     // A fourth pushes the oldest out (cap 3).
-    history.record(entry("/d", "-"));
+    history.record(finished("/d", "-"));
     assert.deepEqual(
       history.recent().requests.map((r) => r.seq),
       [2, 3, 4],
     );
-    // The kept entry is a copy: the caller's object may change after.
-    const mine = entry("/e", "-");
-    history.record(mine);
-    mine.path = "/changed";
+    // Each read builds its own entries: changing one that was served changes nothing kept.
+    history.record(finished("/e", "-"));
+    const served = history.recent().requests.at(-1);
+    assert.equal(served?.fields.path, "/e");
+    if (served !== undefined) served.fields.path = "/changed";
     assert.equal(history.recent().requests.at(-1)?.fields.path, "/e");
+    assert.deepEqual(
+      history.recent().requests.map((r) => r.seq),
+      [3, 4, 5],
+    );
     // A minute after the last, all are gone; numbering goes on.
     clock += 60_001;
     assert.deepEqual(history.recent().requests, []);
-    history.record(entry("/f", "-"));
+    history.record(finished("/f", "-"));
     assert.deepEqual(
       history.recent().requests.map((r) => r.seq),
       [6],
+    );
+  });
+});
+
+describe("createRequestHistory ring", () => {
+  it("keeps the newest requests in order however often it wrapped, and ages them out oldest first", () => {
+    let clock = 0;
+    const history = createRequestHistory({ maxEntries: 3, windowMs: 100, now: () => clock });
+    for (let i = 1; i <= 10; i++) {
+      history.record(finished(`/${i}`, "-"));
+      clock += 10;
+    }
+    assert.deepEqual(
+      history.recent().requests.map((r) => [r.seq, r.fields.path, r.time]),
+      [
+        [8, "/8", new Date(70).toISOString()],
+        [9, "/9", new Date(80).toISOString()],
+        [10, "/10", new Date(90).toISOString()],
+      ],
+    );
+    clock = 175; // /8 (at 70) is now older than 100 ms
+    assert.deepEqual(
+      history.recent().requests.map((r) => r.seq),
+      [9, 10],
+    );
+    history.record(finished("/11", "-"));
+    history.record(finished("/12", "-"));
+    assert.deepEqual(
+      history.recent().requests.map((r) => r.fields.path),
+      ["/10", "/11", "/12"],
     );
   });
 });

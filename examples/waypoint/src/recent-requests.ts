@@ -5,13 +5,13 @@
  * who asked what of whom and which policy refused it without scraping logs.
  */
 import type { AuthorizationDecision, PolicyExplanation } from "@ambient/policy";
-import type { AccessLogEntry } from "@ambient/router";
+import type { AccessLogEntry, FinishedRequest } from "@ambient/router";
 
 /** One finished request kept for `/recent_requests`. */
 export interface RecentRequest {
   /** Increases by one per request since the waypoint started. */
   seq: number;
-  /** ISO 8601 time the request finished (its access log entry was written). */
+  /** ISO 8601 time the request finished (was recorded). */
   time: string;
   /** The access log entry, `authorization` included. */
   fields: AccessLogEntry;
@@ -36,35 +36,60 @@ export interface RequestHistoryOptions {
 
 /** The requests of the last minute, in memory. */
 export interface RequestHistory {
-  /** Keeps one finished request; an `AccessLogSink`. */
-  record(entry: AccessLogEntry): void;
+  /** Keeps one finished request; the router's `onRequestFinished`. Its entry is built when read. */
+  record(request: FinishedRequest): void;
   recent(): RecentRequests;
 }
 
-/** Creates a {@link RequestHistory}; `startedAt` is the time of this call. */
+/**
+ * Creates a {@link RequestHistory}; `startedAt` is the time of this call. Recording is a few stores into
+ * a ring: the access log entries (and their time strings) are built only when `/recent_requests` is read,
+ * as that page is read far less often than requests arrive.
+ */
 export function createRequestHistory(options: RequestHistoryOptions = {}): RequestHistory {
-  const maxEntries = options.maxEntries ?? 500;
+  const maxEntries = Math.max(1, options.maxEntries ?? 500);
   const windowMs = options.windowMs ?? 60_000;
   const now = options.now ?? Date.now;
   const startedAt = new Date(now()).toISOString();
-  // A ring would save the shifts; at 500 entries the array is as fast and simpler to read.
-  const entries: { at: number; request: RecentRequest }[] = [];
-  let seq = 0;
+  const requests: (FinishedRequest | undefined)[] = new Array(maxEntries).fill(undefined);
+  const times = new Array<number>(maxEntries).fill(0);
+  let oldest = 0; // slot of the oldest kept request
+  let size = 0;
+  let seq = 0; // of the newest request
   const prune = (at: number) => {
-    while (entries.length > maxEntries || (entries[0] !== undefined && at - entries[0].at > windowMs)) {
-      entries.shift();
+    while (size > 0 && at - (times[oldest] as number) > windowMs) {
+      requests[oldest] = undefined;
+      oldest = (oldest + 1) % maxEntries;
+      size--;
     }
   };
   return {
-    record(entry) {
+    record(request) {
       const at = now();
       seq++;
-      entries.push({ at, request: { seq, time: new Date(at).toISOString(), fields: { ...entry } } });
+      if (size === maxEntries) {
+        requests[oldest] = undefined;
+        oldest = (oldest + 1) % maxEntries;
+        size--;
+      }
+      const slot = (oldest + size) % maxEntries;
+      requests[slot] = request;
+      times[slot] = at;
+      size++;
       prune(at);
     },
     recent() {
       prune(now());
-      return { startedAt, requests: entries.map((e) => e.request) };
+      const out: RecentRequest[] = [];
+      for (let i = 0; i < size; i++) {
+        const slot = (oldest + i) % maxEntries;
+        out.push({
+          seq: seq - size + 1 + i,
+          time: new Date(times[slot] as number).toISOString(),
+          fields: (requests[slot] as FinishedRequest).accessLogEntry(),
+        });
+      }
+      return { startedAt, requests: out };
     },
   };
 }

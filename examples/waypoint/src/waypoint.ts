@@ -225,13 +225,8 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     pathNormalization,
     identity,
     authenticate: requestAuthentications.authenticate,
-    accessLog:
-      options.accessLog === false
-        ? history.record
-        : (entry) => {
-            history.record(entry);
-            logger.info(entry, "access");
-          },
+    ...(options.accessLog === false ? {} : { accessLog: (entry) => logger.info(entry, "access") }),
+    onRequestFinished: history.record,
     ...(options.headersTimeoutMs === undefined ? {} : { headersTimeoutMs: options.headersTimeoutMs }),
     logger,
     // Four samples per request under the same frozen label sets: counted without prom-client's

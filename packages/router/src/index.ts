@@ -59,6 +59,8 @@ export type {
   AccessLogAuthorization,
   AccessLogEntry,
   AccessLogSink,
+  FinishedRequest,
+  FinishedRequestSink,
   RequestAuthenticator,
   RequestAuthInput,
   RequestAuthOutcome,

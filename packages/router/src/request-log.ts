@@ -110,3 +110,17 @@ export interface AccessLogAuthorization {
 
 /** Receives one {@link AccessLogEntry} per request. */
 export type AccessLogSink = (entry: AccessLogEntry) => void;
+
+/**
+ * A finished request as the router saw it; its {@link AccessLogEntry} is built only when asked for, so
+ * an in-memory history can keep every request at little cost and build entries for those it serves.
+ */
+export interface FinishedRequest {
+  /** Wall-clock time the request arrived, in ms since the epoch (`start_time` of its entry). */
+  readonly startedAt: number;
+  /** The request's access log entry, built anew on each call. */
+  accessLogEntry(): AccessLogEntry;
+}
+
+/** Receives one {@link FinishedRequest} per request. */
+export type FinishedRequestSink = (request: FinishedRequest) => void;

@@ -18,7 +18,10 @@ import { RequestBody } from "./request-body.js";
 import { parseRequestHead, type RequestHead } from "./request-head.js";
 import type {
   AccessLogAuthorization,
+  AccessLogEntry,
   AccessLogSink,
+  FinishedRequest,
+  FinishedRequestSink,
   RequestAuthenticator,
   RequestAuthOutcome,
 } from "./request-log.js";
@@ -170,6 +173,12 @@ export interface WaypointHandlerOptions {
   authenticate?: RequestAuthenticator;
   /** Called once per finished request with Istio's access log fields. Default: none; meshConfig `accessLogFile`. */
   accessLog?: AccessLogSink;
+  /**
+   * Called once per finished request with a record that builds the same access log entry on demand:
+   * for an in-memory history (an admin page of recent requests) that reads few of the entries it keeps.
+   * Default: none.
+   */
+  onRequestFinished?: FinishedRequestSink;
   logger?: Logger;
   metrics?: MetricsSink;
 }
@@ -257,6 +266,116 @@ interface Exchange {
   requestPrincipal: string | undefined;
   /** What L7 policy decided; undefined until (and unless) it was asked. */
   decision: AuthorizationDecision | undefined;
+}
+
+/**
+ * What the access log entry of a finished exchange is made of, copied when it finished (no strings built,
+ * nothing of the connection kept): the entry itself is built only when asked for.
+ */
+class FinishedExchange implements FinishedRequest {
+  readonly startedAt: number;
+  readonly #duration: number;
+  readonly #clusterDomain: string;
+  readonly #method: string | undefined;
+  /** Normalized path and query (from the parsed head), or the raw target when the head was refused. */
+  readonly #path: string | undefined;
+  readonly #query: string;
+  readonly #httpVersion: string | undefined;
+  readonly #status: number;
+  readonly #flags: string;
+  readonly #bytesReceived: number;
+  readonly #bytesSent: number;
+  readonly #forwardedFor: unknown;
+  readonly #userAgent: unknown;
+  readonly #requestId: unknown;
+  readonly #authority: unknown;
+  readonly #endpoint: Endpoint | undefined;
+  readonly #backend: ResolvedBackendRef | undefined;
+  readonly #remoteIp: string | undefined;
+  readonly #remotePort: number | undefined;
+  readonly #localAddress: string | undefined;
+  readonly #localPort: number | undefined;
+  readonly #route: string | undefined;
+  readonly #peerIdentity: string | undefined;
+  readonly #requestPrincipal: string | undefined;
+  readonly #grpcStatus: string;
+  readonly #decision: AuthorizationDecision | undefined;
+
+  constructor(x: Exchange, duration: number, clusterDomain: string) {
+    const head = x.head;
+    const req = x.req;
+    const headers: Record<string, unknown> = head?.headers ?? req.headers;
+    const socket = (x.h2 ? undefined : (req as http.IncomingMessage).socket) as
+      | { remoteAddress?: string; remotePort?: number }
+      | undefined;
+    const info = x.info;
+    this.startedAt = x.startedAt;
+    this.#duration = duration;
+    this.#clusterDomain = clusterDomain;
+    this.#method = head?.method ?? req.method;
+    this.#path = head === undefined ? req.url : head.path;
+    this.#query = head === undefined ? "" : head.query;
+    this.#httpVersion = x.h2 ? undefined : (req as http.IncomingMessage).httpVersion;
+    this.#status = x.status;
+    this.#flags = x.flags;
+    this.#bytesReceived = x.body?.bytes ?? 0;
+    // Body bytes only: the metrics counter also holds the response head.
+    this.#bytesSent = Math.max(0, x.responseBytes - x.responseHeadBytes);
+    this.#forwardedFor = headers["x-forwarded-for"];
+    this.#userAgent = headers["user-agent"];
+    this.#requestId = headers["x-request-id"];
+    this.#authority = head?.host ?? req.headers.host ?? req.headers[":authority"];
+    this.#endpoint = x.endpoint;
+    this.#backend = x.backend;
+    this.#remoteIp = info.remoteAddress ?? socket?.remoteAddress;
+    this.#remotePort = info.remotePort ?? socket?.remotePort;
+    this.#localAddress = info.destination?.address;
+    this.#localPort = info.destination?.port;
+    this.#route = x.route;
+    this.#peerIdentity = info.peerIdentity;
+    this.#requestPrincipal = x.requestPrincipal;
+    this.#grpcStatus = x.grpcStatus;
+    this.#decision = x.decision;
+  }
+
+  accessLogEntry(): AccessLogEntry {
+    const b = this.#backend;
+    const remoteIp = this.#remoteIp;
+    return {
+      start_time: new Date(this.startedAt).toISOString(),
+      method: this.#method ?? "-",
+      path: this.#path === undefined ? "-" : this.#path + this.#query,
+      protocol: this.#httpVersion === undefined ? "HTTP/2" : `HTTP/${this.#httpVersion}`,
+      response_code: this.#status,
+      response_flags: this.#flags,
+      bytes_received: this.#bytesReceived,
+      bytes_sent: this.#bytesSent,
+      duration: Math.round(this.#duration),
+      x_forwarded_for: dash(this.#forwardedFor),
+      user_agent: dash(this.#userAgent),
+      request_id: dash(this.#requestId),
+      authority: dash(this.#authority),
+      upstream_host: this.#endpoint === undefined ? "-" : endpointKey(this.#endpoint),
+      upstream_cluster:
+        b === undefined
+          ? "-"
+          : `outbound|${b.port ?? ""}||${b.name}.${b.namespace}.svc.${this.#clusterDomain}`,
+      downstream_remote_address: remoteIp === undefined ? "-" : `${remoteIp}:${this.#remotePort ?? 0}`,
+      downstream_local_address:
+        this.#localAddress === undefined ? "-" : `${this.#localAddress}:${this.#localPort ?? 0}`,
+      route_name: this.#route ?? "-",
+      source_principal: this.#peerIdentity ?? "-",
+      destination_principal: this.#endpoint?.workload?.principal ?? "-",
+      request_principal: this.#requestPrincipal ?? "-",
+      grpc_status: this.#grpcStatus === "" ? "-" : this.#grpcStatus,
+      authorization: this.#decision === undefined ? "-" : authorizationRecord(this.#decision),
+    };
+  }
+}
+
+/** An access log field: the string, a list joined with commas, or `-` for anything else or empty. */
+function dash(v: unknown): string {
+  return typeof v === "string" && v !== "" ? v : Array.isArray(v) ? v.join(",") : "-";
 }
 
 /** The access log's view of a decision: result, deciding policy, its action and rule. */
@@ -528,7 +647,25 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       const reqBytes = headerBytes(x.req.headers) + (x.body?.bytes ?? 0);
       metrics.record(labels(x), duration, reqBytes, x.responseBytes);
     }
-    if (options.accessLog !== undefined) writeAccessLog(x, duration, options.accessLog);
+    const accessLog = options.accessLog;
+    const onFinished = options.onRequestFinished;
+    if (accessLog !== undefined || onFinished !== undefined) {
+      const finished = new FinishedExchange(x, duration, clusterDomain);
+      if (accessLog !== undefined) {
+        try {
+          accessLog(finished.accessLogEntry());
+        } catch (err) {
+          logger.warn({ err }, "access log sink threw");
+        }
+      }
+      if (onFinished !== undefined) {
+        try {
+          onFinished(finished);
+        } catch (err) {
+          logger.warn({ err }, "onRequestFinished threw");
+        }
+      }
+    }
     if (!debugEnabled()) return;
     logger.debug(
       {
@@ -544,51 +681,6 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       },
       "request complete",
     );
-  }
-
-  function writeAccessLog(x: Exchange, duration: number, sink: AccessLogSink): void {
-    const dash = (v: unknown) =>
-      typeof v === "string" && v !== "" ? v : Array.isArray(v) ? v.join(",") : "-";
-    const headers: Record<string, unknown> = x.head?.headers ?? x.req.headers;
-    const b = x.backend;
-    const socket = (x.h2 ? undefined : (x.req as http.IncomingMessage).socket) as
-      | { remoteAddress?: string; remotePort?: number }
-      | undefined;
-    const remoteIp = x.info.remoteAddress ?? socket?.remoteAddress;
-    const remotePort = x.info.remotePort ?? socket?.remotePort;
-    const dst = x.info.destination;
-    // Body bytes only: the metrics counter also holds the response head.
-    const sent = Math.max(0, x.responseBytes - x.responseHeadBytes);
-    try {
-      sink({
-        start_time: new Date(x.startedAt).toISOString(),
-        method: x.head?.method ?? x.req.method ?? "-",
-        path: x.head === undefined ? (x.req.url ?? "-") : x.head.path + x.head.query,
-        protocol: x.h2 ? "HTTP/2" : `HTTP/${(x.req as http.IncomingMessage).httpVersion}`,
-        response_code: x.status,
-        response_flags: x.flags,
-        bytes_received: x.body?.bytes ?? 0,
-        bytes_sent: sent,
-        duration: Math.round(duration),
-        x_forwarded_for: dash(headers["x-forwarded-for"]),
-        user_agent: dash(headers["user-agent"]),
-        request_id: dash(headers["x-request-id"]),
-        authority: dash(x.head?.host ?? x.req.headers.host ?? x.req.headers[":authority"]),
-        upstream_host: x.endpoint === undefined ? "-" : endpointKey(x.endpoint),
-        upstream_cluster:
-          b === undefined ? "-" : `outbound|${b.port ?? ""}||${b.name}.${b.namespace}.svc.${clusterDomain}`,
-        downstream_remote_address: remoteIp === undefined ? "-" : `${remoteIp}:${remotePort ?? 0}`,
-        downstream_local_address: dst?.address === undefined ? "-" : `${dst.address}:${dst.port ?? 0}`,
-        route_name: x.route ?? "-",
-        source_principal: x.info.peerIdentity ?? "-",
-        destination_principal: x.endpoint?.workload?.principal ?? "-",
-        request_principal: x.requestPrincipal ?? "-",
-        grpc_status: x.grpcStatus === "" ? "-" : x.grpcStatus,
-        authorization: x.decision === undefined ? "-" : authorizationRecord(x.decision),
-      });
-    } catch (err) {
-      logger.warn({ err }, "access log sink threw");
-    }
   }
 
   function resetDownstream(x: Exchange): void {
