@@ -7,6 +7,10 @@ export class ConnectionDeadline {
   #active = 0;
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
+  readonly #fire = (): void => {
+    this.#timer = undefined;
+    if (this.#active === 0 && !this.#stopped) this.onExpire();
+  };
 
   /** `ms` of 0 disables the deadline. */
   constructor(
@@ -16,10 +20,13 @@ export class ConnectionDeadline {
     this.#arm();
   }
 
-  /** A request head is complete: no deadline while it is in flight. */
+  /**
+   * A request head is complete: no deadline while it is in flight. The timer is left to run (a timer
+   * that fires with a request in flight does nothing), so a keep-alive connection re-arms the same
+   * timer once per request instead of making a new one.
+   */
   begin(): void {
     this.#active++;
-    this.#clear();
   }
 
   /** A request finished: once none is in flight, the next head must arrive within the deadline. */
@@ -31,20 +38,14 @@ export class ConnectionDeadline {
   /** The connection closed, or was handed over to something with deadlines of its own. */
   stop(): void {
     this.#stopped = true;
-    this.#clear();
-  }
-
-  #arm(): void {
-    this.#clear();
-    if (this.ms <= 0 || this.#stopped) return;
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      if (this.#active === 0 && !this.#stopped) this.onExpire();
-    }, this.ms);
-  }
-
-  #clear(): void {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
+  }
+
+  /** Starts the deadline over from now. */
+  #arm(): void {
+    if (this.ms <= 0 || this.#stopped) return;
+    if (this.#timer === undefined) this.#timer = setTimeout(this.#fire, this.ms);
+    else this.#timer.refresh();
   }
 }
