@@ -248,6 +248,34 @@ describe("Delta ADS server", () => {
     s.close();
     await debounced.close();
   });
+
+  it("with a leading edge, a change after a quiet window is pushed without waiting for the window", async () => {
+    // A window of ten minutes: the trailing debounce would hold this push past the 10 s bound below.
+    const leading = createXdsServer({ debounceMs: 600_000, debounceLeadingEdge: true });
+    seed(leading, 2);
+    const p = await leading.listen();
+    const s = openDelta(p);
+    s.send({ typeUrl: A });
+    const first = await s.next();
+    s.send({ typeUrl: A, responseNonce: first.nonce });
+    // Two writes in one turn still make one push.
+    leading.cache.set(A, "u1", workload("u1", "n1", 1));
+    leading.cache.set(A, "u2", workload("u2", "x", 2));
+    let bound: NodeJS.Timeout | undefined;
+    try {
+      const push = await Promise.race([
+        s.next(),
+        new Promise<never>((_, reject) => {
+          bound = setTimeout(() => reject(new Error("no push within 10 s")), 10_000);
+        }),
+      ]);
+      assert.deepEqual(deltaNames(push), ["u1", "u2"]);
+    } finally {
+      clearTimeout(bound);
+      s.close();
+      await leading.close();
+    }
+  });
 });
 
 describe("server hooks", () => {

@@ -3,6 +3,7 @@ import { adsServiceDefinition } from "./ads-service.js";
 import { XdsError } from "./errors.js";
 import type { envoy } from "./gen/types.js";
 import { GrpcStatus, grpcStatusOf, toXdsError } from "./node-error.js";
+import { PushDebouncer } from "./push-debounce.js";
 import { type CacheChange, type CachedResource, ResourceCache, shortTypeName } from "./resource-cache.js";
 import {
   DeltaSession,
@@ -61,6 +62,13 @@ export interface XdsServerOptions {
    * 0 pushes on the next event-loop turn.
    */
   debounceMs?: number;
+  /**
+   * Leading-edge debounce: a change that comes after a quiet `debounceMs` (nothing pushed in it) goes
+   * out on the next event-loop turn instead of waiting `debounceMs`; changes that follow within the
+   * window are merged into one push at its end, so a burst still costs one push per window. Default
+   * false (every push waits `debounceMs` from its first change, as istiod's `PILOT_DEBOUNCE_AFTER`).
+   */
+  debounceLeadingEdge?: boolean;
   /**
    * Called with the first request of each stream. Return a value to attach as `context.identity`;
    * throw (an {@link XdsError} with `ERR_XDS_PERMISSION_DENIED` for 7, anything else for 16) to refuse
@@ -160,7 +168,7 @@ export class XdsServer {
   private readonly logger: Logger;
   private readonly live = new Set<LiveStream>();
   private readonly dirty = new Map<string, { names: Set<string>; aliases: Set<string>; since: number }>();
-  private timer: NodeJS.Timeout | undefined;
+  private readonly debouncer: PushDebouncer;
   private grpcServer: grpc.Server | undefined;
   private nextId = 0;
   private closed = false;
@@ -178,6 +186,11 @@ export class XdsServer {
     this.options = options;
     this.cache = options.cache ?? new ResourceCache();
     this.logger = options.logger ?? noopLogger;
+    this.debouncer = new PushDebouncer({
+      windowMs: options.debounceMs ?? 100,
+      leadingEdge: options.debounceLeadingEdge ?? false,
+      flush: () => this.flushNow(),
+    });
     const m = options.metrics ?? noopMetrics;
     this.metrics = {
       clients: m.gauge("pilot_xds", "Connected xDS streams", ["protocol", "kind"]),
@@ -313,10 +326,8 @@ export class XdsServer {
 
   /** Pushes pending cache changes now instead of waiting for the debounce timer. */
   flushNow(): void {
-    if (this.timer !== undefined) {
-      clearTimeout(this.timer);
-      this.timer = undefined;
-    }
+    // A flush that reached no stream (the cache filled before anyone connected) opens no window.
+    this.debouncer.flushed(this.dirty.size > 0 && this.live.size > 0);
     const batches = [...this.dirty];
     this.dirty.clear();
     for (const [typeUrl, d] of batches) {
@@ -335,8 +346,7 @@ export class XdsServer {
     if (this.closed) return;
     this.closed = true;
     this.unsubscribe();
-    clearTimeout(this.timer);
-    this.timer = undefined;
+    this.debouncer.stop();
     for (const s of [...this.live]) this.finish(s, GrpcStatus.UNAVAILABLE, "xds server shutting down");
     const server = this.grpcServer;
     if (server !== undefined) {
@@ -361,12 +371,7 @@ export class XdsServer {
     }
     for (const n of change.names) d.names.add(n);
     for (const a of change.aliases) d.aliases.add(a);
-    if (this.timer === undefined && !this.closed) {
-      this.timer = setTimeout(() => {
-        this.timer = undefined;
-        this.flushNow();
-      }, this.options.debounceMs ?? 100);
-    }
+    if (!this.closed) this.debouncer.changed();
   }
 
   private finish(stream: LiveStream, code: number, details: string): void {
