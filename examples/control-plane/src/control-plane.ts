@@ -82,6 +82,12 @@ export interface ControlPlaneOptions extends TranslateOptions {
   watchDebounceMs?: number;
   /** Push debounce of the xDS server. Default 100 ms; istiod `PILOT_DEBOUNCE_AFTER`. */
   xdsDebounceMs?: number;
+  /**
+   * Leading-edge push debounce: a change after a quiet `xdsDebounceMs` is pushed at once, and only the
+   * changes that follow within the window wait for its end (a rollout still makes one push per window).
+   * Default true; false waits `xdsDebounceMs` before every push.
+   */
+  xdsDebounceLeadingEdge?: boolean;
   /** Require a valid node token on xDS streams. Default true (istiod authenticates every xDS client). */
   requireXdsToken?: boolean;
   /**
@@ -312,6 +318,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
 
   const xds = createXdsServer({
     debounceMs: options.xdsDebounceMs ?? 100,
+    debounceLeadingEdge: options.xdsDebounceLeadingEdge ?? true,
     // On-demand ztunnels (XDS_ON_DEMAND): a Service VIP brings its workloads, and a node its pods.
     related: relatedAddressesHook(() => current),
     logger,
@@ -575,6 +582,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     plaintext = createXdsServer({
       cache: xds.cache,
       debounceMs: options.xdsDebounceMs ?? 100,
+      debounceLeadingEdge: options.xdsDebounceLeadingEdge ?? true,
       related: relatedAddressesHook(() => current),
       logger,
       metrics,
