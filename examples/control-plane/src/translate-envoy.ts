@@ -602,7 +602,13 @@ export function translateEnvoy(
         name,
         namespace,
         port,
-        domains: [name, `${name}.${namespace}`, `${name}.${namespace}.svc`, ...vips],
+        // Short names only for a Kubernetes Service's host; a ServiceEntry host is only itself.
+        domains: [
+          ...(host === `${name}.${namespace}.svc.${domainSuffix}`
+            ? [name, `${name}.${namespace}`, `${name}.${namespace}.svc`]
+            : []),
+          ...vips,
+        ],
       });
     }
     ctx.services.set(host, ports);

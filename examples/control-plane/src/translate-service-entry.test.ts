@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { ControlPlaneError } from "./errors.js";
 import { type KubeObject, parseManifests } from "./manifests.js";
+import { translateEnvoy } from "./translate-envoy.js";
 import { type MeshConfig, translateMesh, validateManifestObject } from "./translate-mesh.js";
 import { parseServiceEntry } from "./translate-service-entry.js";
 
@@ -190,6 +191,28 @@ ${se(
     assert.equal(ip(s.waypoint?.address?.address), "127.10.0.6");
     assert.equal(s.waypoint?.hboneMtlsPort, 15008);
     assert.equal(s.loadBalancing?.mode, "FAILOVER");
+  });
+});
+
+describe("ServiceEntry -> Envoy resources", () => {
+  it("a host's listener, route and endpoints: the WorkloadEntry at its port, no Kubernetes short names", () => {
+    const objs = objects(
+      NS +
+        se(
+          "vm-api",
+          "{ hosts: [api.vm.example], addresses: [240.240.0.1], workloadSelector: { labels: { app: vm } }, ports: [{ number: 80, name: http }] }",
+        ) +
+        we("vm-1", "{ address: 140.140.0.1, labels: { app: vm }, ports: { http: 9090 } }"),
+    );
+    const envoy = translateEnvoy(objs, translateMesh(objs));
+    assert.ok(envoy.listeners.has("api.vm.example:80"));
+    const domains = envoy.routeConfigurations.get("api.vm.example:80")?.virtualHosts?.[0]?.domains;
+    assert.deepEqual(domains, ["api.vm.example", "api.vm.example:80", "240.240.0.1", "240.240.0.1:80"]);
+    const endpoints = envoy.clusterLoadAssignments.get("outbound|80||api.vm.example")?.endpoints;
+    assert.deepEqual(
+      endpoints?.flatMap((e) => e.lbEndpoints?.map((l) => l.endpoint?.address?.socketAddress) ?? []),
+      [{ address: "140.140.0.1", portValue: 9090 }],
+    );
   });
 });
 
