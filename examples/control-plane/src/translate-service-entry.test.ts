@@ -352,6 +352,11 @@ ${we(
   "vm-1",
   "{ address: 140.140.0.30, network: net2, labels: { app: vm, app.kubernetes.io/version: v2 } }",
   ", labels: { service.istio.io/workload-name: vms }, annotations: { ambient.istio.io/redirection: enabled }",
+)}
+${we(
+  "vm-2",
+  "{ address: 140.140.0.31 }",
+  ", labels: { service.istio.io/workload-name: vms }, annotations: { istio.io/autoRegistrationGroup: group-a }",
 )}`);
     const w = workload(config, "Kubernetes/networking.istio.io/WorkloadEntry/ns1/vm-1");
     assert.deepEqual(w.aliases, ["net2/140.140.0.30"]);
@@ -361,6 +366,11 @@ ${we(
     assert.equal(w.workload.workloadName, "vms");
     assert.equal(w.workload.canonicalName, "vm");
     assert.equal(w.workload.canonicalRevision, "v2");
+    // The auto-registration group wins over the label.
+    assert.equal(
+      workload(config, "Kubernetes/networking.istio.io/WorkloadEntry/ns1/vm-2").workload.workloadName,
+      "group-a",
+    );
   });
 
   const conflicts: { name: string; yaml: string; issue: RegExp; served: string[] }[] = [

@@ -21,7 +21,7 @@ export const NETWORKING_API_VERSIONS: readonly string[] = [
 const RESOLUTIONS = new Set(["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS"]);
 /** `spec.location` values; istiod's ambient index does not read the field, and neither does this. */
 const LOCATIONS = new Set(["MESH_EXTERNAL", "MESH_INTERNAL"]);
-/** Workload name of an auto-registered WorkloadEntry (label, then annotation), as istiod reads it. */
+/** Workload name of a WorkloadEntry (annotation, then label), as istiod's WorkloadNameFromWorkloadEntry. */
 const WORKLOAD_NAME_LABEL = "service.istio.io/workload-name";
 const AUTO_REGISTRATION_GROUP_ANNOTATION = "istio.io/autoRegistrationGroup";
 /** What makes istiod send HBONE for a WorkloadEntry: it runs a ztunnel, or it speaks HBONE itself. */
@@ -589,7 +589,7 @@ export function entryWorkloads(objects: readonly KubeObject[], ctx: EntryWorkloa
         labels,
         annotations,
         workloadName:
-          labels[WORKLOAD_NAME_LABEL] ?? annotations[AUTO_REGISTRATION_GROUP_ANNOTATION] ?? obj.metadata.name,
+          annotations[AUTO_REGISTRATION_GROUP_ANNOTATION] ?? labels[WORKLOAD_NAME_LABEL] ?? obj.metadata.name,
         services,
         where: where(obj),
       },
