@@ -1,5 +1,5 @@
 import { HboneError } from "./errors.js";
-import { MAX_MAX_FRAME, MIN_MAX_FRAME } from "./h2/frames.js";
+import { MAX_MAX_FRAME, MAX_WINDOW, MIN_MAX_FRAME } from "./h2/frames.js";
 
 /**
  * Default limits, matching ztunnel's. Every option that takes one of these documents it.
@@ -11,6 +11,11 @@ export const HBONE_DEFAULTS = Object.freeze({
   streamWindowBytes: 4 * 1024 * 1024,
   /** HTTP/2 connection window, 4x the stream window; ztunnel `HTTP2_CONNECTION_WINDOW_SIZE`. */
   connectionWindowBytes: 16 * 1024 * 1024,
+  /**
+   * How far a receive window may grow when window probes show it limits a transfer, as a multiple of
+   * the configured window (the `maxStreamWindowBytes` and `maxConnectionWindowBytes` options).
+   */
+  windowGrowthFactor: 4,
   /** Largest HTTP/2 frame accepted; ztunnel `HTTP2_FRAME_SIZE`. */
   maxFrameBytes: 1024 * 1024,
   /** Concurrent streams a server advertises; ztunnel server `max_concurrent_streams`. */
@@ -53,4 +58,19 @@ export function maxFrameOption(value: number | undefined): number {
     );
   }
   return v;
+}
+
+/**
+ * A `max...WindowBytes` option: at least the configured `window`, at most 2^31 - 1; default
+ * {@link HBONE_DEFAULTS.windowGrowthFactor} times the window.
+ */
+export function maxWindowOption(name: string, value: number | undefined, window: number): number {
+  if (value === undefined) return Math.min(MAX_WINDOW, window * HBONE_DEFAULTS.windowGrowthFactor);
+  if (!Number.isInteger(value) || value < window || value > MAX_WINDOW) {
+    throw new HboneError(
+      "ERR_HBONE_INVALID_ARGUMENT",
+      `${name} must be an integer from the window (${window}) to ${MAX_WINDOW}, got ${value}`,
+    );
+  }
+  return value;
 }

@@ -12,7 +12,7 @@ import {
   normaliseIdentities,
   ownIdentity,
 } from "./credentials.js";
-import { HBONE_DEFAULTS, maxFrameOption } from "./defaults.js";
+import { HBONE_DEFAULTS, maxFrameOption, maxWindowOption } from "./defaults.js";
 import { HboneError } from "./errors.js";
 import { type H2Headers, type H2Stream, Http2Connection, outgoingFields } from "./h2/connection.js";
 import { H2_ERROR } from "./h2/frames.js";
@@ -28,6 +28,13 @@ export interface HboneClientOptions extends HboneCredentials, HboneTlsOptions {
   streamWindowBytes?: number;
   /** Connection window, sent as WINDOW_UPDATE at start. Default 16 MiB; ztunnel `HTTP2_CONNECTION_WINDOW_SIZE`. */
   connectionWindowBytes?: number;
+  /**
+   * Largest a stream window grows to when window probes (PINGs during downloads) show the window, not
+   * the reader, limits a transfer. Default 4x `streamWindowBytes`; equal to it turns growth off.
+   */
+  maxStreamWindowBytes?: number;
+  /** The same for the connection window. Default 4x `connectionWindowBytes`. */
+  maxConnectionWindowBytes?: number;
   /** Max frame size. Default 1 MiB; ztunnel `HTTP2_FRAME_SIZE`. */
   maxFrameBytes?: number;
   /** Max response header list. Default 16 KiB; ztunnel client `max_header_list_size`. */
@@ -137,6 +144,8 @@ function urlHost(a: TunnelAuthority): string {
 interface Limits {
   streamWindow: number;
   connectionWindow: number;
+  maxStreamWindow: number;
+  maxConnectionWindow: number;
   maxFrame: number;
   maxHeaderList: number;
   maxStreams: number;
@@ -161,9 +170,21 @@ class HboneClientImpl implements HboneClient {
     this.#tls = { allowTls12: options.allowTls12 === true };
     this.#connectSocket = options.connectSocket;
     const d = HBONE_DEFAULTS;
+    const streamWindow = num("streamWindowBytes", options.streamWindowBytes, d.streamWindowBytes);
+    const connectionWindow = num(
+      "connectionWindowBytes",
+      options.connectionWindowBytes,
+      d.connectionWindowBytes,
+    );
     this.#limits = {
-      streamWindow: num("streamWindowBytes", options.streamWindowBytes, d.streamWindowBytes),
-      connectionWindow: num("connectionWindowBytes", options.connectionWindowBytes, d.connectionWindowBytes),
+      streamWindow,
+      connectionWindow,
+      maxStreamWindow: maxWindowOption("maxStreamWindowBytes", options.maxStreamWindowBytes, streamWindow),
+      maxConnectionWindow: maxWindowOption(
+        "maxConnectionWindowBytes",
+        options.maxConnectionWindowBytes,
+        connectionWindow,
+      ),
       maxFrame: maxFrameOption(options.maxFrameBytes),
       maxHeaderList: num("maxHeaderListBytes", options.maxHeaderListBytes, d.clientMaxHeaderListBytes),
       maxStreams: num(
@@ -452,6 +473,8 @@ class HboneClientImpl implements HboneClient {
       role: "client",
       streamWindow: l.streamWindow,
       connectionWindow: l.connectionWindow,
+      maxStreamWindow: l.maxStreamWindow,
+      maxConnectionWindow: l.maxConnectionWindow,
       maxFrameSize: l.maxFrame,
       maxHeaderListSize: l.maxHeaderList,
     });

@@ -9,7 +9,7 @@ import {
   ownIdentity,
   serverTlsOptions,
 } from "./credentials.js";
-import { HBONE_DEFAULTS, maxFrameOption } from "./defaults.js";
+import { HBONE_DEFAULTS, maxFrameOption, maxWindowOption } from "./defaults.js";
 import { HboneError } from "./errors.js";
 import { type H2Headers, type H2Stream, Http2Connection } from "./h2/connection.js";
 import { H2_ERROR } from "./h2/frames.js";
@@ -34,6 +34,13 @@ export interface HboneServerOptions extends HboneCredentials, HboneTlsOptions {
   streamWindowBytes?: number;
   /** Connection window. Default 16 MiB; ztunnel `HTTP2_CONNECTION_WINDOW_SIZE`. */
   connectionWindowBytes?: number;
+  /**
+   * Largest a stream window grows to when window probes (PINGs during uploads) show the window, not
+   * the reader, limits a transfer. Default 4x `streamWindowBytes`; equal to it turns growth off.
+   */
+  maxStreamWindowBytes?: number;
+  /** The same for the connection window. Default 4x `connectionWindowBytes`. */
+  maxConnectionWindowBytes?: number;
   /** Max frame size. Default 1 MiB; ztunnel `HTTP2_FRAME_SIZE`. */
   maxFrameBytes?: number;
   /** Concurrent streams advertised per connection. Default 200; ztunnel server setting. */
@@ -114,6 +121,8 @@ class HboneServerImpl implements HboneServer {
   #tls: HboneTlsOptions;
   #connectionWindow: number;
   #streamWindow: number;
+  #maxConnectionWindow: number;
+  #maxStreamWindow: number;
   #maxFrameBytes: number;
   #maxConcurrentStreams: number;
   #maxHeaderListBytes: number;
@@ -147,6 +156,16 @@ class HboneServerImpl implements HboneServer {
       "connectionWindowBytes",
       options.connectionWindowBytes,
       d.connectionWindowBytes,
+    );
+    this.#maxStreamWindow = maxWindowOption(
+      "maxStreamWindowBytes",
+      options.maxStreamWindowBytes,
+      this.#streamWindow,
+    );
+    this.#maxConnectionWindow = maxWindowOption(
+      "maxConnectionWindowBytes",
+      options.maxConnectionWindowBytes,
+      this.#connectionWindow,
     );
     this.#keepaliveIntervalMs = positive(
       "keepaliveIntervalMs",
@@ -258,6 +277,8 @@ class HboneServerImpl implements HboneServer {
       role: "server",
       streamWindow: this.#streamWindow,
       connectionWindow: this.#connectionWindow,
+      maxStreamWindow: this.#maxStreamWindow,
+      maxConnectionWindow: this.#maxConnectionWindow,
       maxFrameSize: this.#maxFrameBytes,
       maxHeaderListSize: this.#maxHeaderListBytes,
       maxConcurrentStreams: this.#maxConcurrentStreams,

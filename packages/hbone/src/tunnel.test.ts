@@ -141,6 +141,69 @@ describe("HBONE tunnels", () => {
     tunnel.end();
   });
 
+  it("back-pressure after the window grew: a reader that stops holds the writer to the grown window", async () => {
+    // Small windows, so that growth (up to 1 MiB for the stream) and its bound are quick to reach.
+    const small = createHboneClient({
+      ...pki.issue(CLIENT_ID),
+      streamWindowBytes: 256 * 1024,
+      connectionWindowBytes: 1024 * 1024,
+      maxStreamWindowBytes: 1024 * 1024,
+    });
+    const chunk = Buffer.alloc(64 * 1024, 7);
+    const serverSide = srv.nextTunnel().then(async (t) => {
+      const stream = t.accept();
+      let written = 0;
+      while (written < 256 * 1024 * 1024) {
+        written += chunk.length;
+        if (stream.write(chunk)) continue;
+        const drained = await new Promise<boolean>((resolve) => {
+          const timer = setTimeout(() => resolve(false), 300);
+          stream.once("drain", () => {
+            clearTimeout(timer);
+            resolve(true);
+          });
+        });
+        if (!drained) break;
+      }
+      return { stream, written };
+    });
+    const tunnel = await small.connect({
+      address: srv.address,
+      authority: "10.0.0.3:80",
+      expectedIdentities: [SERVER_ID],
+    });
+    // Read fast for 16 MiB (the window probes see a reader that keeps up), then stop reading.
+    let read = 0;
+    await new Promise<void>((resolve) => {
+      const onData = (c: Buffer) => {
+        read += c.length;
+        if (read < 16 * 1024 * 1024) return;
+        tunnel.off("data", onData);
+        tunnel.pause();
+        resolve();
+      };
+      tunnel.on("data", onData);
+    });
+    const { stream, written } = await serverSide;
+    // In flight once the writer stopped: at most the grown stream window (1 MiB) plus the writer's
+    // own buffer (256 KiB) and a chunk; without a bound it would reach the 256 MiB cap.
+    const outstanding = written - read;
+    assert.ok(
+      outstanding <= 1.5 * 1024 * 1024,
+      `writer ran ${outstanding} bytes ahead of the stopped reader`,
+    );
+    let rest = 0;
+    tunnel.on("data", (c: Buffer) => {
+      rest += c.length;
+    });
+    tunnel.resume();
+    stream.end();
+    await new Promise<void>((resolve) => tunnel.once("end", resolve));
+    assert.equal(read + rest, written);
+    tunnel.end();
+    await small.destroy();
+  });
+
   it("a client reset surfaces as ERR_HBONE_RESET on the server side", async () => {
     const serverStream = srv.nextTunnel().then((t) => t.accept());
     const tunnel = await client.connect({

@@ -213,14 +213,15 @@ describe("HTTP/2 connection: protocol rules", () => {
     peer.send(DATA, 0, 1, Buffer.alloc(0)); // an empty frame changes nothing
     await waitFor(() => Buffer.concat(received).length === 47_400, "the data bytes");
     assert.ok(Buffer.concat(received).every((b) => b === 7));
-    // Window comes back for data and padding alike: 3 × 15,800 consumed plus 2 × 200 padding
-    // when the half-window mark was crossed (without the padding it would be 47,400).
-    await waitFor(() => credited(peer, 1) === 47_800, "WINDOW_UPDATE counting the padding");
+    // Window comes back for data and padding alike: the quarter-window mark (16,383) is crossed by
+    // the second frame's data, after 2 × 15,800 consumed plus the first frame's 200 of padding
+    // (without the padding it would be 31,600); the rest stays below the next mark.
+    await waitFor(() => credited(peer, 1) === 31_800, "WINDOW_UPDATE counting the padding");
     peer.send(DATA, PADDED | END_STREAM, 3, Buffer.from([0])); // stream 3 is idle
     assert.equal(await peer.goawayCode(), H2_ERROR.PROTOCOL_ERROR);
   });
 
-  it("gives window back only as the reader consumes, in half-window steps", async () => {
+  it("gives window back only as the reader consumes, in quarter-window steps", async () => {
     let stream: H2Stream | undefined;
     const pending: Buffer[] = [];
     const srv = await server({ streamWindow: 65_535, connectionWindow: 1 << 20 }, (s) => {
@@ -234,10 +235,71 @@ describe("HTTP/2 connection: protocol rules", () => {
     assert.equal(credited(peer, 1), 0, "nothing credited while unread");
     (stream as H2Stream).consume(16_000);
     await new Promise((r) => setTimeout(r, 20));
-    assert.equal(credited(peer, 1), 0, "below half the window");
+    assert.equal(credited(peer, 1), 0, "below a quarter of the window");
     (stream as H2Stream).consume(32_000);
     await waitFor(() => credited(peer, 1) === 48_000, "a WINDOW_UPDATE of 48,000");
     peer.socket.destroy();
+  });
+
+  /** Opens stream 1 against a server whose windows may grow, and sends `first` bytes of DATA. */
+  async function probedStream(consume: boolean) {
+    let stream: H2Stream | undefined;
+    const srv = await server(
+      {
+        streamWindow: 65_535,
+        connectionWindow: 65_535,
+        maxStreamWindow: 262_144,
+        maxConnectionWindow: 1 << 20,
+      },
+      (s) => {
+        stream = s;
+        s.attach({ data: (c) => consume && s.consume(c.length), end: () => {}, closed: () => {} });
+      },
+    );
+    const peer = await rawClient(srv.port);
+    peer.headers(1, CONNECT);
+    // A quarter of the window arrives: the server starts a window probe (a PING).
+    peer.send(DATA, 0, 1, Buffer.alloc(16_384));
+    const ping = await peer.take((f) => f.type === PING && (f.flags & 1) === 0, "the window probe");
+    // Most of the window arrives within the probe's round trip, then the ACK.
+    for (let i = 0; i < 3; i++) peer.send(DATA, 0, 1, Buffer.alloc(16_000));
+    peer.send(PING, 1, 0, ping.payload);
+    return { peer, stream: () => stream as H2Stream };
+  }
+  const grants = (peer: FramePeer, streamId: number) =>
+    peer.frames
+      .filter((f) => f.type === WINDOW_UPDATE && f.streamId === streamId)
+      .map((f) => f.payload.readUInt32BE(0));
+
+  it("grows the windows when a probe shows the window, not the reader, limits the sender", async () => {
+    const { peer, stream } = await probedStream(true);
+    // 48,000 bytes in one round trip is over 2/3 of the 65,535 window: both windows grow to twice
+    // that, 96,000 (the stream's ceiling is 262,144), by a WINDOW_UPDATE of the difference.
+    await waitFor(() => stream().window === 96_000, "the stream window grown to 96,000");
+    await waitFor(() => grants(peer, 1).includes(96_000 - 65_535), "a stream WINDOW_UPDATE of the growth");
+    await waitFor(
+      () => grants(peer, 0).includes(96_000 - 65_535),
+      "a connection WINDOW_UPDATE of the growth",
+    );
+    // The grown window is usable: a frame that would have overrun 65,535 is accepted.
+    const before = credited(peer, 1);
+    peer.send(DATA, 0, 1, Buffer.alloc(16_000));
+    peer.send(DATA, 0, 1, Buffer.alloc(16_000));
+    await waitFor(() => credited(peer, 1) > before, "window given back for the new data");
+    assert.equal(stream().closed, false);
+    peer.socket.destroy();
+  });
+
+  it("does not grow the window of a reader that lags behind", async () => {
+    const { peer, stream } = await probedStream(false);
+    // The same data and round trip, but nothing was consumed: the reader, not the window, is the limit.
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(stream().window, 65_535);
+    assert.deepEqual(grants(peer, 1), []);
+    assert.deepEqual(grants(peer, 0), []);
+    // The sender is held to the windows it had: one byte beyond 65,535 ends the connection.
+    peer.send(DATA, 0, 1, Buffer.alloc(65_535 - 64_384 + 1));
+    assert.equal(await peer.goawayCode(), H2_ERROR.FLOW_CONTROL_ERROR);
   });
 
   it("waits for window before sending, and resumes on WINDOW_UPDATE and SETTINGS", async () => {

@@ -97,6 +97,11 @@ export class H2Stream {
   #unconsumed = 0;
   /** Consumed but not yet announced with WINDOW_UPDATE. */
   #credit = 0;
+  /** The window this stream is given (its announced size); grows with {@link _grow}. */
+  #window: number;
+  /** Bytes received while the connection's window probe {@link #probeEpoch} was out. */
+  #probeEpoch = 0;
+  #probeBytes = 0;
   #queue: QueuedWrite[] = [];
   /** END_STREAM sent (or queued behind data) / received. */
   localEnded = false;
@@ -112,6 +117,7 @@ export class H2Stream {
     this.id = id;
     this.recvWindow = recvWindow;
     this.sendWindow = sendWindow;
+    this.#window = recvWindow;
   }
 
   /** Connects the stream to its consumer; events that arrived before are replayed in order. */
@@ -204,16 +210,47 @@ export class H2Stream {
     this._credit(n);
   }
 
-  /** Gives `n` received bytes back to both windows (WINDOW_UPDATE in half-window steps). */
+  /** Gives `n` received bytes back to both windows (WINDOW_UPDATE in quarter-window steps). */
   _credit(n: number): void {
     this.#conn._consume(n);
     if (this.remoteEnded || this.closed) return;
     this.#credit += n;
-    if (this.#credit >= this.#conn._windowUpdateThreshold) {
+    if (this.#credit >= this.#window / WINDOW_UPDATE_FRACTION) {
       this.recvWindow += this.#credit;
       this.#conn._sendWindowUpdate(this.id, this.#credit);
       this.#credit = 0;
     }
+  }
+
+  /** The stream's current window size (what it announced, grown or not). */
+  get window(): number {
+    return this.#window;
+  }
+
+  /** Counts a DATA frame of `n` bytes toward the window probe `epoch` (see {@link Http2Connection}). */
+  _probeCount(epoch: number, n: number): void {
+    if (this.#probeEpoch !== epoch) {
+      this.#probeEpoch = epoch;
+      this.#probeBytes = 0;
+    }
+    this.#probeBytes += n;
+  }
+
+  /**
+   * The window probe `epoch` came back: when this stream received most of its window within that
+   * round trip while its reader kept up, the window (not the reader) limits it, so it grows up to
+   * `max` with a WINDOW_UPDATE of the difference.
+   */
+  _probed(epoch: number, max: number): void {
+    if (this.#probeEpoch !== epoch || this.remoteEnded || this.closed) return;
+    const bytes = this.#probeBytes;
+    const window = this.#window;
+    if (window >= max || bytes * 3 < window * 2 || this.#unconsumed > window / WINDOW_UPDATE_FRACTION) return;
+    const grow = Math.min(max, 2 * bytes) - window;
+    if (grow <= 0) return;
+    this.#window += grow;
+    this.recvWindow += grow;
+    this.#conn._sendWindowUpdate(this.id, grow);
   }
 
   _receiveData(chunk: Buffer): void {
@@ -293,6 +330,15 @@ export class H2Stream {
 }
 
 const EMPTY = Buffer.alloc(0);
+/**
+ * WINDOW_UPDATE is sent once a quarter of a window was consumed, so a sender that waits for it still
+ * has three quarters in flight (nghttp2 and ztunnel's h2 wait for half; Go's x/net/http2 for 4 KiB).
+ */
+const WINDOW_UPDATE_FRACTION = 4;
+/** A window probe starts after a quarter of the stream window (at most this) since the last one... */
+const PROBE_MIN_BYTES = 1024 * 1024;
+/** ...and at most this often, so a bulk transfer costs a few PINGs per second. */
+const PROBE_INTERVAL_MS = 25;
 /** A batch of DATA frames is written once it holds this much, without waiting for the turn's end. */
 const BATCH_FLUSH_BYTES = 256 * 1024;
 
@@ -309,6 +355,13 @@ export interface Http2ConnectionOptions {
   maxHeaderListSize: number;
   /** Server: concurrent streams we announce and enforce. */
   maxConcurrentStreams?: number;
+  /**
+   * Largest a stream window may grow to when a window probe shows the window, not the reader, limits
+   * the transfer. Default `streamWindow` (no growth).
+   */
+  maxStreamWindow?: number;
+  /** The same for the connection window. Default `connectionWindow`. */
+  maxConnectionWindow?: number;
 }
 
 /** A header block larger than this (across CONTINUATION frames) ends the connection. */
@@ -365,7 +418,6 @@ export class Http2Connection extends EventEmitter {
   destroyed = false;
   _sendWindow = DEFAULT_WINDOW;
   _peerMaxFrame = MIN_MAX_FRAME;
-  readonly _windowUpdateThreshold: number;
   #options: Http2ConnectionOptions;
   #streams = new Map<number, H2Stream>();
   #decoder = new HpackDecoder();
@@ -374,6 +426,22 @@ export class Http2Connection extends EventEmitter {
   #goawaySent = false;
   #connCredit = 0;
   #connRecvWindow = DEFAULT_WINDOW;
+  /** The connection window's current size (announced; grows like a stream's). */
+  #connWindow: number;
+  #maxStreamWindow: number;
+  #maxConnWindow: number;
+  /**
+   * Window probes (BDP estimation, as hyper's adaptive window and gRPC do): a PING is sent while
+   * DATA flows, and the DATA bytes received before its ACK are what the peer could send in one round
+   * trip. When that is most of a window, the window limits the transfer, and it grows.
+   */
+  #probing: boolean;
+  #probeOut = false;
+  #probeEpoch = 0;
+  #probeBytes = 0;
+  #probeIdleBytes = 0;
+  #probeNextAt = 0;
+  #probeMinBytes: number;
   #localSettingsAcked = false;
   #sawPeerSettings = false;
   /** Streams that wait for connection window. */
@@ -412,7 +480,17 @@ export class Http2Connection extends EventEmitter {
     this.#options = options;
     this.#nextStreamId = options.role === "client" ? 1 : 2;
     this.#state = options.role === "server" ? ParseState.Preface : ParseState.Header;
-    this._windowUpdateThreshold = Math.max(1, Math.floor(options.streamWindow / 2));
+    this.#connWindow = Math.max(DEFAULT_WINDOW, options.connectionWindow);
+    this.#maxStreamWindow = Math.min(
+      MAX_WINDOW,
+      Math.max(options.streamWindow, options.maxStreamWindow ?? 0),
+    );
+    this.#maxConnWindow = Math.min(MAX_WINDOW, Math.max(this.#connWindow, options.maxConnectionWindow ?? 0));
+    this.#probeMinBytes = Math.min(
+      PROBE_MIN_BYTES,
+      Math.floor(options.streamWindow / WINDOW_UPDATE_FRACTION),
+    );
+    this.#probing = this.#maxStreamWindow > options.streamWindow || this.#maxConnWindow > this.#connWindow;
     socket.on("data", (chunk: Buffer) => this.#onData(chunk));
     socket.on("drain", () => this.#onDrain());
     socket.on("end", () => this.#onSocketEnd());
@@ -543,10 +621,10 @@ export class Http2Connection extends EventEmitter {
     this.#write(windowUpdate(streamId, increment));
   }
 
-  /** Connection-level consumption: reopens the connection window in half-window steps. */
+  /** Connection-level consumption: reopens the connection window in quarter-window steps. */
   _consume(n: number): void {
     this.#connCredit += n;
-    if (this.#connCredit >= this.#options.connectionWindow / 2 && !this.destroyed) {
+    if (this.#connCredit >= this.#connWindow / WINDOW_UPDATE_FRACTION && !this.destroyed) {
       this.#connRecvWindow += this.#connCredit;
       this.#write(windowUpdate(0, this.#connCredit));
       this.#connCredit = 0;
@@ -824,6 +902,7 @@ export class Http2Connection extends EventEmitter {
       stream = undefined;
     } else {
       stream.recvWindow -= length;
+      if (this.#probing && length > 0) this.#probe(stream, length);
     }
     this.#dataStream = stream;
     this.#state = ParseState.Data;
@@ -847,6 +926,47 @@ export class Http2Connection extends EventEmitter {
 
   /** Padding octets (and the pad length octet) of the current DATA frame. */
   #padTotal = 0;
+
+  /** Counts a DATA frame for the window probe out, or starts one once enough data flowed. */
+  #probe(stream: H2Stream, length: number): void {
+    if (this.#probeOut) {
+      this.#probeBytes += length;
+      stream._probeCount(this.#probeEpoch, length);
+      return;
+    }
+    this.#probeIdleBytes += length;
+    if (this.#probeIdleBytes < this.#probeMinBytes) return;
+    const now = performance.now();
+    if (now < this.#probeNextAt) return;
+    this.#probeOut = true;
+    this.#probeIdleBytes = 0;
+    this.#probeBytes = 0;
+    const epoch = ++this.#probeEpoch;
+    this.ping((err) => this.#probed(epoch, err));
+  }
+
+  /** A window probe's ACK: grows the windows that limited what arrived in that round trip. */
+  #probed(epoch: number, err: Error | null): void {
+    this.#probeOut = false;
+    this.#probeNextAt = performance.now() + PROBE_INTERVAL_MS;
+    if (err !== null || this.destroyed) return;
+    const bytes = this.#probeBytes;
+    const window = this.#connWindow;
+    const unconsumed = window - this.#connRecvWindow - this.#connCredit;
+    if (
+      window < this.#maxConnWindow &&
+      bytes * 3 >= window * 2 &&
+      unconsumed <= window / WINDOW_UPDATE_FRACTION
+    ) {
+      const grow = Math.min(this.#maxConnWindow, 2 * bytes) - window;
+      if (grow > 0) {
+        this.#connWindow += grow;
+        this.#connRecvWindow += grow;
+        this.#write(windowUpdate(0, grow));
+      }
+    }
+    for (const stream of this.#streams.values()) stream._probed(epoch, this.#maxStreamWindow);
+  }
 
   /**
    * Until the peer acknowledged our SETTINGS it may still assume the default stream window; when
