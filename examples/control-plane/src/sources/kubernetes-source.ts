@@ -10,6 +10,7 @@ import type { KubeObject } from "../manifests.js";
 import { type Logger, noopLogger } from "../telemetry.js";
 import { validateManifestObject } from "../translate-mesh.js";
 import type { ConfigSnapshot, ConfigSource } from "./config-source.js";
+import { transformForCache, trimMetadata } from "./informer-transform.js";
 import {
   apiVersionOf,
   KubeRequestError,
@@ -178,22 +179,11 @@ export function kubeObjectFromApi(resource: KubeResource, raw: RawKubeObject): K
 /** Compares as `String.prototype.localeCompare` without arguments does (ECMA-402), without a collator per call. */
 const collator = new Intl.Collator();
 
-const LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration";
-
 /**
  * Drops what the informer cache would hold for nothing: `metadata.managedFields` and kubectl's
- * last-applied copy of the object, often most of an object's bytes on a real cluster. In place.
+ * last-applied copy of the object. In place. Pods are cut further as they arrive (`transformForCache`).
  */
-export function trimForCache<T>(object: T): T {
-  const meta = (object as RawKubeObject | undefined)?.metadata;
-  if (meta === undefined) return object;
-  delete meta.managedFields;
-  if (meta.annotations !== undefined && LAST_APPLIED in meta.annotations) {
-    delete meta.annotations[LAST_APPLIED];
-    if (Object.keys(meta.annotations).length === 0) delete meta.annotations;
-  }
-  return object;
-}
+export const trimForCache: <T>(object: T) => T = trimMetadata;
 
 function resourceName(r: KubeResource): string {
   return `${apiVersionOf(r)}/${r.plural}`;
@@ -274,7 +264,7 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
           (phase, obj, raw) => {
             w.lastActivity = Date.now();
             w.retryMs = baseRetryMs;
-            callback(phase, trimForCache(obj), raw);
+            callback(phase, transformForCache(resource.kind, obj), raw);
           },
           done,
         );
@@ -285,7 +275,7 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
       tracked,
       async () => {
         const list = await listAll(kc, path, pageSize);
-        for (const item of list.items) trimForCache(item);
+        for (const item of list.items) transformForCache(resource.kind, item);
         w.listed = true;
         if (w.missing) logger.info({ resource: resourceName(resource) }, "kubernetes resource now installed");
         w.missing = false;
