@@ -8,6 +8,7 @@
 //
 // Not a test: nothing is asserted. Results and method: docs/benchmarks.md.
 import { type ChildProcess, fork } from "node:child_process";
+import os from "node:os";
 import { parseArgs } from "node:util";
 
 const role = process.argv[2];
@@ -65,56 +66,129 @@ async function runApiServer(pods: number, services: number): Promise<void> {
   });
 }
 
-async function runClients(address: string, count: number): Promise<void> {
+// One of the client processes: `count` Delta clients, the first `full` of them full clients
+// (createXdsClient: every resource decoded to a message, as a ztunnel does), the rest envelope
+// clients (names, versions, nonce and ACK; no resource decoded). All connect on "connect".
+async function runClients(address: string, count: number, full: number, firstIndex: number): Promise<void> {
   const { createXdsClient, TypeUrl } = await import("@ambient/xds");
-  const watchers = new Map<string, (at: number) => void>();
-  const clients = Array.from({ length: count }, (_, i) => {
-    const client = createXdsClient({
-      address,
-      node: { id: `ztunnel~127.0.0.1~ztunnel-${i}.istio-system~istio-system.svc.cluster.local` },
-    });
-    client.onChange((event) => {
-      const at = Date.now();
-      for (const r of [...event.updated, ...event.added]) {
-        const name = (r.resource as { workload?: { name?: string; addresses?: Uint8Array[] } }).workload
-          ?.name;
-        const ip = [
-          ...((r.resource as { workload?: { addresses?: Uint8Array[] } }).workload?.addresses?.[0] ?? []),
-        ].join(".");
-        const key = `${i}|${name}|${ip}`;
-        watchers.get(key)?.(at);
-      }
-    });
-    return client;
-  });
-  const t0 = performance.now();
-  for (const c of clients) {
-    c.watch(TypeUrl.address);
-    c.watch(TypeUrl.authorization);
-  }
-  await Promise.all(clients.map((c) => c.ready()));
-  const firstPushMs = performance.now() - t0;
-  const resources = clients[0]?.resources(TypeUrl.address).size ?? 0;
-  process.send?.({ kind: "ready", firstPushMs, resources });
-  process.on("message", (m: { kind: string; pod?: string; ip?: string }) => {
-    if (m.kind === "expect" && m.pod !== undefined && m.ip !== undefined) {
-      const arrivals: number[] = [];
-      for (let i = 0; i < count; i++) {
-        const key = `${i}|${m.pod}|${m.ip}`;
-        watchers.set(key, (at) => {
-          watchers.delete(key);
-          arrivals.push(at);
-          if (arrivals.length === count)
-            process.send?.({ kind: "arrived", last: Math.max(...arrivals), first: Math.min(...arrivals) });
+  const { createEnvelopeClient, versionsDigest } = await import("./envelope-xds-client.js");
+  type Expect = { name: string; pod: string; ip: string };
+  // The change being waited for, and when each client saw it.
+  let expect: Expect | undefined;
+  let arrivals: number[] = [];
+  let agreeVersion = new Set<string>();
+  const arrived = (at: number, version: string) => {
+    arrivals.push(at);
+    agreeVersion.add(version);
+    if (arrivals.length === count) {
+      process.send?.({
+        kind: "arrived",
+        last: Math.max(...arrivals),
+        first: Math.min(...arrivals),
+        versions: [...agreeVersion],
+        cpu: process.cpuUsage(),
+      });
+      expect = undefined;
+    }
+  };
+  type Handle = {
+    ready(): Promise<void>;
+    digest(typeUrl: string): string;
+    close(): void;
+    size(): number;
+    /** Forget that the awaited change was seen. */
+    reset(): void;
+  };
+  const handles: Handle[] = [];
+  const start = () => {
+    for (let i = 0; i < count; i++) {
+      const nodeId = `ztunnel~127.0.0.1~ztunnel-${firstIndex + i}.istio-system~istio-system.svc.cluster.local`;
+      if (i < full) {
+        const client = createXdsClient({ address, node: { id: nodeId } });
+        let seen = false;
+        client.onChange((event) => {
+          const e = expect;
+          if (e === undefined || seen || event.typeUrl !== TypeUrl.address) return;
+          for (const r of [...event.updated, ...event.added]) {
+            const workload = (r.resource as { workload?: { name?: string; addresses?: Uint8Array[] } })
+              .workload;
+            if (r.name !== e.name || workload?.name !== e.pod) continue;
+            // A full client checks what it decoded: the new IP, not only a new version.
+            if ([...(workload.addresses?.[0] ?? [])].join(".") !== e.ip) continue;
+            seen = true;
+            arrived(Date.now(), r.version);
+          }
+        });
+        client.watch(TypeUrl.address);
+        client.watch(TypeUrl.authorization);
+        handles.push({
+          ready: () => client.ready(),
+          digest: (t) =>
+            versionsDigest(new Map([...client.resources(t)].map(([n, r]) => [n, r.version] as const))),
+          close: () => client.close(),
+          size: () => client.resources(TypeUrl.address).size,
+          reset: () => {
+            seen = false;
+          },
+        });
+      } else {
+        let seen = false;
+        const client = createEnvelopeClient({
+          address,
+          nodeId,
+          typeUrls: [TypeUrl.address, TypeUrl.authorization],
+          onResponse(envelope) {
+            const e = expect;
+            if (e === undefined || seen || envelope.typeUrl !== TypeUrl.address) return;
+            const r = envelope.resources.find((x) => x.name === e.name);
+            if (r === undefined) return;
+            seen = true;
+            arrived(Date.now(), r.version);
+          },
+        });
+        handles.push({
+          ready: () => client.ready(),
+          digest: (t) => versionsDigest(client.versions.get(t)),
+          close: () => client.close(),
+          size: () => client.versions.get(TypeUrl.address)?.size ?? 0,
+          reset: () => {
+            seen = false;
+          },
         });
       }
+    }
+  };
+  const digests = () => [
+    ...new Set(handles.map((h) => `${h.digest(TypeUrl.address)}|${h.digest(TypeUrl.authorization)}`)),
+  ];
+  process.on("message", (m: { kind: string } & Partial<Expect>) => {
+    if (m.kind === "connect") {
+      const cpu = process.cpuUsage();
+      start();
+      void Promise.all(handles.map((h) => h.ready())).then(() => {
+        process.send?.({
+          kind: "ready",
+          at: Date.now(),
+          resources: handles[0]?.size() ?? 0,
+          digests: digests(),
+          cpu: process.cpuUsage(cpu),
+        });
+      });
+    }
+    if (m.kind === "expect" && m.name !== undefined && m.pod !== undefined && m.ip !== undefined) {
+      arrivals = [];
+      agreeVersion = new Set();
+      for (const h of handles) h.reset();
+      expect = { name: m.name, pod: m.pod, ip: m.ip };
       process.send?.({ kind: "expecting" });
     }
+    if (m.kind === "digest") process.send?.({ kind: "digest", digests: digests() });
     if (m.kind === "exit") {
-      for (const c of clients) c.close();
+      for (const h of handles) h.close();
       process.exit(0);
     }
   });
+  process.send?.({ kind: "started" });
 }
 
 function next<T>(child: ChildProcess, kind: string): Promise<T> {
@@ -143,7 +217,10 @@ async function main(): Promise<void> {
       services: { type: "string", default: "1000" },
       clients: { type: "string", default: "100" },
       changes: { type: "string", default: "5" },
+      "client-processes": { type: "string", default: "4" },
+      "full-clients": { type: "string", default: "5" },
       "xds-debounce-ms": { type: "string", default: "100" },
+      "trailing-debounce": { type: "boolean", default: false },
       "profile-dir": { type: "string" },
     },
   });
@@ -151,6 +228,8 @@ async function main(): Promise<void> {
   const services = Number(values.services);
   const clientCount = Number(values.clients);
   const xdsDebounceMs = Number(values["xds-debounce-ms"]);
+  const processes = Math.max(1, Math.min(Number(values["client-processes"]), clientCount));
+  const fullClients = Math.min(Number(values["full-clients"]), clientCount);
   const { KubeConfig } = await import("@kubernetes/client-node");
   const { startControlPlane } = await import("../../src/control-plane.js");
   const { createKubernetesSource } = await import("../../src/sources/kubernetes-source.js");
@@ -195,32 +274,77 @@ async function main(): Promise<void> {
     plaintextListen: "127.0.0.1:0",
     requireXdsToken: false,
     xdsDebounceMs,
+    xdsDebounceLeadingEdge: !values["trailing-debounce"],
   });
   const translateMs = performance.now() - t;
   const afterSync = rssMiB();
-  const clients = fork(self, ["clients", cp.plaintextAddress as string, String(clientCount)], childOptions);
-  const ready = await next<{ firstPushMs: number; resources: number }>(clients, "ready");
+  // The clients, spread over processes; the full clients spread over them too.
+  const children: ChildProcess[] = [];
+  for (let k = 0, first = 0; k < processes; k++) {
+    const count = Math.floor(clientCount / processes) + (k < clientCount % processes ? 1 : 0);
+    const full = Math.floor(fullClients / processes) + (k < fullClients % processes ? 1 : 0);
+    const child = fork(
+      self,
+      ["clients", cp.plaintextAddress as string, String(count), String(full), String(first)],
+      childOptions,
+    );
+    await next(child, "started");
+    children.push(child);
+    first += count;
+  }
+  type Ready = { at: number; resources: number; digests: string[]; cpu: NodeJS.CpuUsage };
+  const cpuBeforePush = process.cpuUsage();
+  const pushStart = Date.now();
+  const readyAll = Promise.all(children.map((c) => next<Ready>(c, "ready")));
+  for (const c of children) c.send({ kind: "connect" });
+  const readies = await readyAll;
+  const firstPushMs = Math.max(...readies.map((r) => r.at)) - pushStart;
+  const pushCpu = process.cpuUsage(cpuBeforePush);
   const afterPush = rssMiB();
   // What the RSS after the push holds: the JS heap, and Buffers (gRPC/HTTP2 and encoded resources).
   const memoryAfterPush = process.memoryUsage();
+  // Every client, full or envelope, must hold the same names and versions.
+  const pushDigests = new Set(readies.flatMap((r) => r.digests));
 
   const latencies: number[] = [];
   const reloadLatencies: number[] = [];
   const encodedPerChange: number[] = [];
+  const changeCpuMs: number[] = [];
+  const versionsAgree: boolean[] = [];
   for (let k = 0; k < Number(values.changes); k++) {
     const pod = 17 + k * 101;
     const ip = ipOf("127.10", pods + 1000 + k);
-    clients.send({ kind: "expect", pod: `pod-${pod}`, ip });
-    await next(clients, "expecting");
-    const arrived = next<{ last: number }>(clients, "arrived");
+    const name = cp.config().workloads.find((w) => w.workload.name === `pod-${pod}`)?.key;
+    if (name === undefined) throw new Error(`pod-${pod} is not served`);
+    for (const c of children) c.send({ kind: "expect", name, pod: `pod-${pod}`, ip });
+    await Promise.all(children.map((c) => next(c, "expecting")));
+    const arrived = Promise.all(
+      children.map((c) => next<{ last: number; versions: string[] }>(c, "arrived")),
+    );
+    const cpu = process.cpuUsage();
     const t0 = Date.now();
     api.send({ kind: "change", pod, ip });
-    latencies.push((await arrived).last - t0);
+    const arrivals = await arrived;
+    latencies.push(Math.max(...arrivals.map((a) => a.last)) - t0);
+    const used = process.cpuUsage(cpu);
+    changeCpuMs.push(Math.round((used.user + used.system) / 1000));
+    versionsAgree.push(new Set(arrivals.flatMap((a) => a.versions)).size === 1);
     const reload = reloads.find((r) => r.at >= t0);
     reloadLatencies.push(reload === undefined ? -1 : reload.at - t0);
     encodedPerChange.push(reloads.filter((r) => r.at >= t0).reduce((n, r) => n + r.encoded, 0));
     await new Promise((r) => setTimeout(r, 300));
   }
+  const finalDigests = new Set(
+    (
+      await Promise.all(
+        children.map((c) => {
+          const d = next<{ digests: string[] }>(c, "digest");
+          c.send({ kind: "digest" });
+          return d;
+        }),
+      )
+    ).flatMap((d) => d.digests),
+  );
   const workloads = cp.config().workloads.length;
   console.log(
     JSON.stringify(
@@ -229,11 +353,19 @@ async function main(): Promise<void> {
         services,
         clients: clientCount,
         xdsDebounceMs,
+        debounce: values["trailing-debounce"] ? "trailing" : "leading edge",
+        clientProcesses: processes,
+        fullClients,
+        envelopeClients: clientCount - fullClients,
         workloadsServed: workloads,
-        addressResourcesPerClient: ready.resources,
+        addressResourcesPerClient: readies[0]?.resources,
+        clientsAgreeAfterPush: pushDigests.size === 1,
+        clientsAgreeAtEnd: finalDigests.size === 1,
         informerSyncMs: Math.round(syncMs),
         firstTranslationMs: Math.round(translateMs),
-        firstFullPushToAllClientsMs: Math.round(ready.firstPushMs),
+        firstFullPushToAllClientsMs: firstPushMs,
+        controlPlaneCpuMsForPush: Math.round((pushCpu.user + pushCpu.system) / 1000),
+        clientProcessesCpuMsForPush: readies.map((r) => Math.round((r.cpu.user + r.cpu.system) / 1000)),
         rssBaselineMiB: Math.round(baseline),
         rssAfterSyncMiB: Math.round(afterSync),
         rssAfterPushMiB: Math.round(afterPush),
@@ -244,16 +376,21 @@ async function main(): Promise<void> {
         oneChangeToAllClientsMs: latencies,
         oneChangeReloadedMs: reloadLatencies,
         resourcesEncodedPerChange: encodedPerChange,
+        controlPlaneCpuMsPerChange: changeCpuMs,
+        clientsAgreeOnChangedVersion: versionsAgree,
+        loadAverage: os.loadavg().map((l) => Math.round(l * 10) / 10),
       },
       null,
       2,
     ),
   );
-  clients.send({ kind: "exit" });
+  for (const c of children) c.send({ kind: "exit" });
   api.send({ kind: "exit" });
   await cp.close();
 }
 
 if (role === "apiserver") await runApiServer(Number(process.argv[3]), Number(process.argv[4]));
-else if (role === "clients") await runClients(process.argv[3] as string, Number(process.argv[4]));
-else await main();
+else if (role === "clients") {
+  const [address, count, full, first] = process.argv.slice(3);
+  await runClients(address as string, Number(count), Number(full), Number(first));
+} else await main();

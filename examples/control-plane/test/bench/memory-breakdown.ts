@@ -1,0 +1,308 @@
+// What each pod costs the control plane, structure by structure, without servers: the JS heap and
+// ArrayBuffer bytes (after a forced GC) added by each stage of holding N pods and M Services, divided
+// by N. Pods come as JSON text parsed the way an informer list does, either minimal (the scale bench's
+// shape) or shaped like a real cluster's (managedFields, container images, env, probes, volumes,
+// container statuses).
+//
+//   node --expose-gc --import tsx test/bench/memory-breakdown.ts [--pods 10000] [--services 1000]
+//        [--realistic] [--no-transform]
+//
+// Not a test: nothing is asserted. Results: docs/benchmarks.md.
+import { parseArgs } from "node:util";
+import { ResourceCache, TypeUrl } from "@ambient/xds";
+import type { KubeObject } from "../../src/manifests.js";
+import { transformForCache } from "../../src/sources/informer-transform.js";
+import type { KubeResource, RawKubeObject } from "../../src/sources/kube-client.js";
+import { kubeObjectFromApi, MESH_RESOURCES } from "../../src/sources/kubernetes-source.js";
+import { translateEnvoy } from "../../src/translate-envoy.js";
+import { createTranslationMemo } from "../../src/translate-memo.js";
+import { translateMesh } from "../../src/translate-mesh.js";
+
+const { values } = parseArgs({
+  options: {
+    pods: { type: "string", default: "10000" },
+    services: { type: "string", default: "1000" },
+    realistic: { type: "boolean", default: false },
+    "no-transform": { type: "boolean", default: false },
+  },
+});
+const pods = Number(values.pods);
+const services = Number(values.services);
+const ip = (base: string, i: number) => `${base}.${1 + Math.floor(i / 250)}.${(i % 250) + 1}`;
+const gc = (globalThis as { gc?: () => void }).gc;
+if (gc === undefined) throw new Error("run with --expose-gc");
+
+function used(): number {
+  gc?.();
+  gc?.();
+  const m = process.memoryUsage();
+  return m.heapUsed + m.arrayBuffers;
+}
+
+/** A pod as the fake API server stores it (uid, resourceVersion, creationTimestamp added). */
+function podJson(p: number): RawKubeObject {
+  const s = p % services;
+  const meta = {
+    name: `pod-${p}`,
+    namespace: `ns-${s % 10}`,
+    uid: `6f1c${String(p).padStart(4, "0")}-8d2a-4c1e-9b7f-0a3e5d${String(p).padStart(6, "0")}`,
+    resourceVersion: String(1000 + p),
+    creationTimestamp: "2026-12-05T10:00:00Z",
+    labels: { app: `svc-${s}` },
+  };
+  if (!values.realistic) {
+    return {
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: meta,
+      spec: {
+        nodeName: `node-${p % 100}`,
+        serviceAccountName: `sa-${s}`,
+        containers: [{ name: "app", image: "app", ports: [{ containerPort: 8080 }] }],
+      },
+      status: { phase: "Running", podIP: ip("127.10", p) },
+    };
+  }
+  const time = "2026-12-05T10:00:00Z";
+  return {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: {
+      ...meta,
+      generateName: `svc-${s}-5c8d7b9f4-`,
+      labels: { app: `svc-${s}`, "pod-template-hash": "5c8d7b9f4", version: "v1" },
+      annotations: { "kubectl.kubernetes.io/restartedAt": time },
+      ownerReferences: [
+        {
+          apiVersion: "apps/v1",
+          kind: "ReplicaSet",
+          name: `svc-${s}-5c8d7b9f4`,
+          uid: "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0",
+          controller: true,
+          blockOwnerDeletion: true,
+        },
+      ],
+      managedFields: [
+        {
+          manager: "kube-controller-manager",
+          operation: "Update",
+          apiVersion: "v1",
+          time,
+          fieldsType: "FieldsV1",
+          fieldsV1: {
+            "f:metadata": { "f:generateName": {}, "f:labels": { ".": {}, "f:app": {}, "f:version": {} } },
+            "f:spec": { "f:containers": { 'k:{"name":"app"}': { ".": {}, "f:image": {}, "f:ports": {} } } },
+          },
+        },
+        {
+          manager: "kubelet",
+          operation: "Update",
+          apiVersion: "v1",
+          time,
+          fieldsType: "FieldsV1",
+          subresource: "status",
+          fieldsV1: { "f:status": { "f:conditions": {}, "f:containerStatuses": {}, "f:podIP": {} } },
+        },
+      ],
+    },
+    spec: {
+      nodeName: `node-${p % 100}`,
+      serviceAccountName: `sa-${s}`,
+      containers: [
+        {
+          name: "app",
+          image: "registry.example.com/team/app:1.24.3",
+          ports: [{ name: "http", containerPort: 8080, protocol: "TCP" }],
+          env: [
+            { name: "LOG_LEVEL", value: "info" },
+            { name: "POD_NAME", valueFrom: { fieldRef: { apiVersion: "v1", fieldPath: "metadata.name" } } },
+          ],
+          resources: { limits: { memory: "256Mi" }, requests: { cpu: "100m", memory: "128Mi" } },
+          readinessProbe: {
+            httpGet: { path: "/ready", port: 8080, scheme: "HTTP" },
+            periodSeconds: 10,
+            timeoutSeconds: 1,
+            successThreshold: 1,
+            failureThreshold: 3,
+          },
+          volumeMounts: [
+            {
+              name: "kube-api-access-x7k2p",
+              readOnly: true,
+              mountPath: "/var/run/secrets/kubernetes.io/serviceaccount",
+            },
+          ],
+          terminationMessagePath: "/dev/termination-log",
+          terminationMessagePolicy: "File",
+          imagePullPolicy: "IfNotPresent",
+        },
+      ],
+      volumes: [
+        {
+          name: "kube-api-access-x7k2p",
+          projected: {
+            sources: [
+              { serviceAccountToken: { expirationSeconds: 3607, path: "token" } },
+              { configMap: { name: "kube-root-ca.crt", items: [{ key: "ca.crt", path: "ca.crt" }] } },
+            ],
+            defaultMode: 420,
+          },
+        },
+      ],
+      restartPolicy: "Always",
+      terminationGracePeriodSeconds: 30,
+      dnsPolicy: "ClusterFirst",
+      schedulerName: "default-scheduler",
+      tolerations: [
+        {
+          key: "node.kubernetes.io/not-ready",
+          operator: "Exists",
+          effect: "NoExecute",
+          tolerationSeconds: 300,
+        },
+        {
+          key: "node.kubernetes.io/unreachable",
+          operator: "Exists",
+          effect: "NoExecute",
+          tolerationSeconds: 300,
+        },
+      ],
+      priority: 0,
+      enableServiceLinks: true,
+      preemptionPolicy: "PreemptLowerPriority",
+    },
+    status: {
+      phase: "Running",
+      conditions: [
+        "PodReadyToStartContainers",
+        "Initialized",
+        "Ready",
+        "ContainersReady",
+        "PodScheduled",
+      ].map((type) => ({ type, status: "True", lastProbeTime: null, lastTransitionTime: time })),
+      hostIP: ip("192.168", p % 100),
+      hostIPs: [{ ip: ip("192.168", p % 100) }],
+      podIP: ip("127.10", p),
+      podIPs: [{ ip: ip("127.10", p) }],
+      startTime: time,
+      containerStatuses: [
+        {
+          name: "app",
+          state: { running: { startedAt: time } },
+          lastState: {},
+          ready: true,
+          restartCount: 0,
+          image: "registry.example.com/team/app:1.24.3",
+          imageID:
+            "registry.example.com/team/app@sha256:0d5f1e6a7b8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f80",
+          containerID: `containerd://${String(p).padStart(64, "0")}`,
+          started: true,
+        },
+      ],
+      qosClass: "Burstable",
+    },
+  };
+}
+
+const resourceOf = (kind: string): KubeResource =>
+  MESH_RESOURCES.find((r) => r.kind === kind) as KubeResource;
+const report: Record<string, number> = {};
+let last = used();
+const stage = (name: string) => {
+  const now = used();
+  report[name] = Math.round((now - last) / pods);
+  last = now;
+};
+
+// Services and namespaces first: what follows is per pod.
+const fixed: RawKubeObject[] = [];
+for (let n = 0; n < 10; n++)
+  fixed.push({ metadata: { name: `ns-${n}`, labels: { "istio.io/dataplane-mode": "ambient" } } });
+for (let s = 0; s < services; s++) {
+  fixed.push({
+    metadata: { name: `svc-${s}`, namespace: `ns-${s % 10}`, uid: `svc-uid-${s}`, resourceVersion: "1" },
+    spec: {
+      selector: { app: `svc-${s}` },
+      clusterIP: ip("127.30", s),
+      ports: [{ name: "http", port: 80, targetPort: 8080 }],
+    },
+  });
+}
+const fixedObjects = fixed.map(
+  (raw, i) => kubeObjectFromApi(resourceOf(i < 10 ? "Namespace" : "Service"), raw) as KubeObject,
+);
+last = used();
+
+// 1. The informer's objects, parsed from a list's JSON text page by page (as the API answers).
+let text = JSON.stringify(Array.from({ length: pods }, (_, p) => podJson(p)));
+const jsonBytesPerPod = Math.round(Buffer.byteLength(text) / pods);
+let raws: RawKubeObject[] = JSON.parse(text) as RawKubeObject[];
+text = "";
+const informer = new Map<string, RawKubeObject>();
+for (const r of raws) informer.set(`${r.metadata?.namespace}/${r.metadata?.name}`, r);
+raws = [];
+stage("informer objects (as sent)");
+if (!values["no-transform"]) {
+  for (const r of informer.values()) transformForCache("Pod", r);
+  stage("informer transform (negative: bytes freed)");
+}
+// 2. The objects the translation reads, one per informer object.
+const converted = new WeakMap<object, KubeObject>();
+const podObjects: KubeObject[] = [];
+for (const r of informer.values()) {
+  const o = kubeObjectFromApi(resourceOf("Pod"), r) as KubeObject;
+  converted.set(r, o);
+  podObjects.push(o);
+}
+stage("converted objects");
+// 3. The translations with the memo, as the control plane keeps them.
+const objects = [...fixedObjects, ...podObjects];
+const memo = createTranslationMemo();
+const mesh = translateMesh(objects, {}, memo);
+stage("mesh translation + memo");
+const envoy = translateEnvoy(objects, mesh, {}, memo);
+stage("envoy translation + memo");
+// 4. The xDS cache: every resource encoded once.
+const cache = new ResourceCache();
+cache.batch(() => {
+  for (const w of mesh.workloads)
+    cache.set(TypeUrl.address, w.key, { workload: w.workload }, { aliases: w.aliases });
+  for (const s of mesh.services)
+    cache.set(TypeUrl.address, s.key, { service: s.service }, { aliases: s.aliases });
+  for (const [k, v] of envoy.clusterLoadAssignments) cache.set(TypeUrl.clusterLoadAssignment, k, v);
+  for (const [k, v] of envoy.clusters) cache.set(TypeUrl.cluster, k, v);
+  for (const [k, v] of envoy.listeners) cache.set(TypeUrl.listener, k, v);
+});
+stage("xds cache (encoded)");
+// 5. The Delta wrappers built on the first push to a Delta client.
+for (const name of cache.names(TypeUrl.address)) {
+  (cache.entry(TypeUrl.address, name) as unknown as { deltaBytes(): Uint8Array }).deltaBytes();
+}
+stage("delta wrappers (first push)");
+const payload = [...cache.names(TypeUrl.address)]
+  .filter((n) => !n.includes("/"))
+  .reduce((sum, n) => sum + (cache.entry(TypeUrl.address, n)?.payload.length ?? 0), 0);
+console.log(
+  JSON.stringify(
+    {
+      pods,
+      services,
+      shape: values.realistic ? "realistic" : "minimal",
+      transform: !values["no-transform"],
+      jsonBytesPerPod,
+      encodedWorkloadBytesPerPod: Math.round(payload / pods),
+      bytesPerPod: report,
+      totalBytesPerPod: Object.values(report).reduce((a, b) => a + b, 0),
+      keep: [
+        informer.size,
+        podObjects.length,
+        converted,
+        memo,
+        envoy.clusters.size,
+        cache.names(TypeUrl.address).length > 0,
+      ],
+    },
+    (k, v) => (k === "keep" ? undefined : v),
+    2,
+  ),
+);
