@@ -1,23 +1,24 @@
 // Scale of the Kubernetes mode: N pods and M services in a fake API server (its own process), the
-// control plane in this process (its RSS is what is measured), and C Delta xDS clients in a third
-// process. Prints time to sync, time to the first full push to every client, RSS per pod above the
-// baseline, and how long one pod change takes to reach every client.
+// control plane in this process (its RSS and CPU are what is measured), and C Delta xDS clients spread
+// over P client processes. Of the clients, F are full clients (createXdsClient: every resource decoded,
+// as a ztunnel does) and the rest envelope clients (names, versions, nonce and ACK; see
+// envelope-xds-client.ts); every client must end up with the same names and versions. Prints time to
+// sync, time to the first full push to every client, the control plane's CPU for it, RSS per pod above
+// the baseline, and how long one pod change takes to reach every client.
 //
 //   node --expose-gc --import tsx test/bench/kubernetes-scale.ts [--pods 10000] [--services 1000]
-//        [--clients 100] [--changes 5] [--xds-debounce-ms 100] [--profile-dir DIR]
+//        [--clients 100] [--client-processes 4] [--full-clients 5] [--changes 5]
+//        [--xds-debounce-ms 100] [--trailing-debounce] [--realistic-pods] [--profile-dir DIR]
 //
 // Not a test: nothing is asserted. Results and method: docs/benchmarks.md.
 import { type ChildProcess, fork } from "node:child_process";
 import os from "node:os";
 import { parseArgs } from "node:util";
+import { benchPod, ipOf } from "./pod-shapes.js";
 
 const role = process.argv[2];
 
-function ipOf(base: string, i: number): string {
-  return `${base}.${1 + Math.floor(i / 250)}.${(i % 250) + 1}`;
-}
-
-async function runApiServer(pods: number, services: number): Promise<void> {
+async function runApiServer(pods: number, services: number, realistic: boolean): Promise<void> {
   const { createFakeApiServer } = await import("../fake-apiserver/fake-apiserver.js");
   const server = await createFakeApiServer({ bookmarkIntervalMs: 1000, crds: [] });
   const namespaces = 10;
@@ -40,20 +41,7 @@ async function runApiServer(pods: number, services: number): Promise<void> {
       },
     });
   }
-  for (let p = 0; p < pods; p++) {
-    const s = p % services;
-    server.apply({
-      apiVersion: "v1",
-      kind: "Pod",
-      metadata: { name: `pod-${p}`, namespace: `ns-${s % namespaces}`, labels: { app: `svc-${s}` } },
-      spec: {
-        nodeName: `node-${p % 100}`,
-        serviceAccountName: `sa-${s}`,
-        containers: [{ name: "app", image: "app", ports: [{ containerPort: 8080 }] }],
-      },
-      status: { phase: "Running", podIP: ipOf("127.10", p) },
-    });
-  }
+  for (let p = 0; p < pods; p++) server.apply(benchPod(p, services, realistic) as never);
   process.send?.({ kind: "ready", kubeconfig: server.kubeconfig() });
   process.on("message", (m: { kind: string; pod?: number; ip?: string }) => {
     if (m.kind === "change" && m.pod !== undefined && m.ip !== undefined) {
@@ -221,6 +209,7 @@ async function main(): Promise<void> {
       "full-clients": { type: "string", default: "5" },
       "xds-debounce-ms": { type: "string", default: "100" },
       "trailing-debounce": { type: "boolean", default: false },
+      "realistic-pods": { type: "boolean", default: false },
       "profile-dir": { type: "string" },
     },
   });
@@ -245,7 +234,11 @@ async function main(): Promise<void> {
     stdio: "inherit" as const,
   };
 
-  const api = fork(self, ["apiserver", String(pods), String(services)], childOptions);
+  const api = fork(
+    self,
+    ["apiserver", String(pods), String(services), values["realistic-pods"] ? "realistic" : "minimal"],
+    childOptions,
+  );
   const { kubeconfig } = await next<{ kubeconfig: string }>(api, "ready");
   const baseline = rssMiB();
   const kc = new KubeConfig();
@@ -354,6 +347,7 @@ async function main(): Promise<void> {
         clients: clientCount,
         xdsDebounceMs,
         debounce: values["trailing-debounce"] ? "trailing" : "leading edge",
+        podShape: values["realistic-pods"] ? "realistic" : "minimal",
         clientProcesses: processes,
         fullClients,
         envelopeClients: clientCount - fullClients,
@@ -389,8 +383,9 @@ async function main(): Promise<void> {
   await cp.close();
 }
 
-if (role === "apiserver") await runApiServer(Number(process.argv[3]), Number(process.argv[4]));
-else if (role === "clients") {
+if (role === "apiserver") {
+  await runApiServer(Number(process.argv[3]), Number(process.argv[4]), process.argv[5] === "realistic");
+} else if (role === "clients") {
   const [address, count, full, first] = process.argv.slice(3);
   await runClients(address as string, Number(count), Number(full), Number(first));
 } else await main();
