@@ -249,22 +249,18 @@ class HboneClientImpl implements HboneClient {
     } catch (err) {
       throw toHboneError(err, `connect ${options.address}`);
     }
-    let released = false;
-    const release = () => {
-      if (released) return;
-      released = true;
-      this.#pool.release(conn);
-    };
     try {
       const { stream, response } = await this.#request(conn.session, headers, signal);
-      stream.onClose(release);
-      return new TunnelStream(stream, {
+      const tunnel = new TunnelStream(stream, {
         authority: String(options.authority),
         peerIdentity: conn.peerIdentity,
         headers: response,
       });
+      // A closure of its own: one made here would keep this call's whole scope for the tunnel's life.
+      stream.onClose(releaser(this.#pool, conn));
+      return tunnel;
     } catch (err) {
-      release();
+      this.#pool.release(conn);
       const mapped = toHboneError(err, `CONNECT ${options.authority} via ${options.address}`);
       if (mapped.code === "ERR_HBONE_CONNECTION" || mapped.code === "ERR_HBONE_PROTOCOL")
         this.#pool.evict(conn);
@@ -510,6 +506,8 @@ class HboneClientImpl implements HboneClient {
         clearTimeout(timer);
         signal?.removeEventListener("abort", onAbort);
         stream.onResponse = undefined;
+        // Settled: the tunnel must not keep this request's timer and closures for its whole life.
+        stream.offClose(onClosed);
         if (err) {
           stream.reset(H2_ERROR.CANCEL);
           reject(err);
@@ -528,7 +526,7 @@ class HboneClientImpl implements HboneClient {
       const onAbort = () =>
         finish(new HboneError("ERR_HBONE_ABORTED", "CONNECT aborted", { cause: signal?.reason }));
       signal?.addEventListener("abort", onAbort, { once: true });
-      stream.onClose(() => {
+      const onClosed = () => {
         const code = stream.rstCode ?? H2_ERROR.NO_ERROR;
         // A dying connection closes its streams with the reason it knows (TLS alert, GOAWAY code).
         finish(
@@ -537,7 +535,8 @@ class HboneClientImpl implements HboneClient {
               ? new HboneError("ERR_HBONE_CONNECTION", "stream closed before the CONNECT response")
               : resetError(code, "peer")),
         );
-      });
+      };
+      stream.onClose(onClosed);
       stream.onResponse = (response) => {
         const status = Number(response[":status"]);
         if (status === 200) finish(undefined, response);
@@ -554,4 +553,14 @@ class HboneClientImpl implements HboneClient {
       };
     });
   }
+}
+
+/** A pool release for one tunnel's stream close, run at most once. */
+function releaser(pool: ConnectionPool, conn: PooledConnection): () => void {
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    pool.release(conn);
+  };
 }

@@ -74,11 +74,8 @@ export class TunnelStream extends Duplex implements TunnelInfo {
     this.peerIdentity = info.peerIdentity;
     this.headers = info.headers;
     this.#h2 = h2;
-    h2.attach({
-      data: (chunk) => this.#onData(chunk),
-      end: () => this.#onEnd(),
-      closed: (rstCode, err) => this.#onClosed(rstCode, err),
-    });
+    // The tunnel is its stream's sink itself: no object and closures of its own per tunnel.
+    h2.attach(this);
   }
 
   /** HTTP/2 stream id, for logs. */
@@ -86,7 +83,8 @@ export class TunnelStream extends Duplex implements TunnelInfo {
     return this.#h2.id;
   }
 
-  #onData(chunk: Buffer): void {
+  /** @internal The HTTP/2 stream sink: a DATA payload. */
+  _h2Data(chunk: Buffer): void {
     const relay = this.#relay;
     if (relay !== undefined) {
       // Straight to the socket: the window is given back once the socket took the bytes.
@@ -114,7 +112,8 @@ export class TunnelStream extends Duplex implements TunnelInfo {
     else this.#owed += chunk.length;
   }
 
-  #onEnd(): void {
+  /** @internal The HTTP/2 stream sink: the peer ended its side. */
+  _h2End(): void {
     this.#sawEnd = true;
     const relay = this.#relay;
     if (relay !== undefined) {
@@ -124,7 +123,8 @@ export class TunnelStream extends Duplex implements TunnelInfo {
     this.push(null);
   }
 
-  #onClosed(rstCode: number, err: HboneError | undefined): void {
+  /** @internal The HTTP/2 stream sink: the stream closed. */
+  _h2Closed(rstCode: number, err: HboneError | undefined): void {
     if (this.destroyed) return;
     const failure = this.#closeFailure(rstCode, err);
     const relay = this.#relay;

@@ -197,12 +197,12 @@ describe("HTTP/2 connection: protocol rules", () => {
     const received: Buffer[] = [];
     const srv = await server({}, (s) =>
       s.attach({
-        data: (c) => {
+        _h2Data: (c) => {
           received.push(Buffer.from(c));
           s.consume(c.length);
         },
-        end: () => {},
-        closed: () => {},
+        _h2End: () => {},
+        _h2Closed: () => {},
       }),
     );
     const peer = await rawClient(srv.port);
@@ -226,7 +226,7 @@ describe("HTTP/2 connection: protocol rules", () => {
     const pending: Buffer[] = [];
     const srv = await server({ streamWindow: 65_535, connectionWindow: 1 << 20 }, (s) => {
       stream = s;
-      s.attach({ data: (c) => pending.push(c), end: () => {}, closed: () => {} });
+      s.attach({ _h2Data: (c) => pending.push(c), _h2End: () => {}, _h2Closed: () => {} });
     });
     const peer = await rawClient(srv.port);
     peer.headers(1, CONNECT);
@@ -253,7 +253,7 @@ describe("HTTP/2 connection: protocol rules", () => {
       },
       (s) => {
         stream = s;
-        s.attach({ data: (c) => consume && s.consume(c.length), end: () => {}, closed: () => {} });
+        s.attach({ _h2Data: (c) => consume && s.consume(c.length), _h2End: () => {}, _h2Closed: () => {} });
       },
     );
     const peer = await rawClient(srv.port);
@@ -535,9 +535,9 @@ describe("HTTP/2 connection: random frames", () => {
   it("survives 300 connections of random frames: each ends in GOAWAY or keeps working, nothing throws", async () => {
     const srv = await startH2Server({ maxFrameSize: 16_384 }, (s) =>
       s.attach({
-        data: (c) => s.consume(c.length),
-        end: () => s.respond([[":status", "200"]], true),
-        closed: () => {},
+        _h2Data: (c) => s.consume(c.length),
+        _h2End: () => s.respond([[":status", "200"]], true),
+        _h2Closed: () => {},
       }),
     );
     // A small deterministic generator, so a failure can be replayed.

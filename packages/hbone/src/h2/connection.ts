@@ -59,14 +59,14 @@ class ConnectionError extends Error {
 /** Receives what happens on an {@link H2Stream}. */
 export interface H2StreamSink {
   /** DATA payload; call {@link H2Stream.consume} once the bytes are taken, to reopen the window. */
-  data(chunk: Buffer): void;
+  _h2Data(chunk: Buffer): void;
   /** The peer sent END_STREAM. */
-  end(): void;
+  _h2End(): void;
   /**
    * The stream is closed: `rstCode` is the peer's RST_STREAM code, `H2_ERROR.NO_ERROR` after a
    * clean end in both directions or our own reset; `err` is set when the connection failed.
    */
-  closed(rstCode: number, err: HboneError | undefined): void;
+  _h2Closed(rstCode: number, err: HboneError | undefined): void;
 }
 
 interface QueuedWrite {
@@ -126,9 +126,9 @@ export class H2Stream {
     const buffered = this.#buffered;
     this.#buffered = [];
     for (const b of buffered) {
-      if (b.kind === "data") sink.data(b.chunk);
-      else if (b.kind === "end") sink.end();
-      else sink.closed(b.code, b.err);
+      if (b.kind === "data") sink._h2Data(b.chunk);
+      else if (b.kind === "end") sink._h2End();
+      else sink._h2Closed(b.code, b.err);
     }
   }
 
@@ -146,6 +146,12 @@ export class H2Stream {
   onClose(listener: () => void): void {
     if (this.closed) listener();
     else this.#closeListeners.push(listener);
+  }
+
+  /** Forgets a listener given to {@link onClose} (and whatever it holds). */
+  offClose(listener: () => void): void {
+    const i = this.#closeListeners.indexOf(listener);
+    if (i >= 0) this.#closeListeners.splice(i, 1);
   }
 
   /** Sends response headers (server side). */
@@ -255,14 +261,14 @@ export class H2Stream {
 
   _receiveData(chunk: Buffer): void {
     this.#unconsumed += chunk.length;
-    if (this.#sink !== undefined) this.#sink.data(chunk);
+    if (this.#sink !== undefined) this.#sink._h2Data(chunk);
     else this.#buffered.push({ kind: "data", chunk });
   }
 
   _receiveEnd(): void {
     if (this.remoteEnded || this.closed) return;
     this.remoteEnded = true;
-    if (this.#sink !== undefined) this.#sink.end();
+    if (this.#sink !== undefined) this.#sink._h2End();
     else this.#buffered.push({ kind: "end" });
     this.#maybeClose();
   }
@@ -313,7 +319,7 @@ export class H2Stream {
     }
     this.#conn._streamClosed(this);
     // The sink hears the reason first, so a writer waiting for window learns of the reset itself.
-    if (this.#sink !== undefined) this.#sink.closed(code, err);
+    if (this.#sink !== undefined) this.#sink._h2Closed(code, err);
     else this.#buffered.push({ kind: "closed", code, ...(err ? { err } : {}) });
     if (dropped.length > 0) {
       const failure =
