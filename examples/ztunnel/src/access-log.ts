@@ -66,26 +66,42 @@ export interface AccessLogEntry {
   complete(outcome: { sent: number; received: number; error?: string }): void;
 }
 
+const defaultNow = (): number => performance.now();
+
 /** Starts the clock on a connection whose parties are known. */
 export function startAccessLog(
   logger: Logger,
   parties: AccessLogParties,
-  now: () => number = performance.now.bind(performance),
+  now: () => number = defaultNow,
 ): AccessLogEntry {
-  const started = now();
-  let done = false;
-  return {
-    complete(outcome) {
-      if (done) return;
-      done = true;
-      const level = outcome.error === undefined ? "info" : "error";
-      // pino can say whether the line would be written at all; then the record is not built for nothing.
-      if ((logger as { isLevelEnabled?: (level: string) => boolean }).isLevelEnabled?.(level) === false)
-        return;
-      const record = accessLogRecord(parties, { ...outcome, durationMs: now() - started });
-      logger[level](record, "connection complete");
-    },
-  };
+  return new PendingAccessLog(logger, parties, now);
+}
+
+/** One object per open connection (no closure over the caller's scope): what its line needs, no more. */
+class PendingAccessLog implements AccessLogEntry {
+  readonly #logger: Logger;
+  readonly #parties: AccessLogParties;
+  readonly #now: () => number;
+  readonly #started: number;
+  #done = false;
+
+  constructor(logger: Logger, parties: AccessLogParties, now: () => number) {
+    this.#logger = logger;
+    this.#parties = parties;
+    this.#now = now;
+    this.#started = now();
+  }
+
+  complete(outcome: { sent: number; received: number; error?: string }): void {
+    if (this.#done) return;
+    this.#done = true;
+    const logger = this.#logger;
+    const level = outcome.error === undefined ? "info" : "error";
+    // pino can say whether the line would be written at all; then the record is not built for nothing.
+    if ((logger as { isLevelEnabled?: (level: string) => boolean }).isLevelEnabled?.(level) === false) return;
+    const record = accessLogRecord(this.#parties, { ...outcome, durationMs: this.#now() - this.#started });
+    logger[level](record, "connection complete");
+  }
 }
 
 /**

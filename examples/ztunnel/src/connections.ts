@@ -19,6 +19,7 @@ export interface TrackedConnection extends ConnectionSummary {
   policyRequest?: () => AuthorizationRequest;
   /** In-pod mode: uid of the pod whose proxy carries it. */
   owner?: string;
+  /** Closes the connection; called without `this`. */
   close(): void;
 }
 
@@ -27,11 +28,20 @@ export class ConnectionRegistry {
   #nextId = 1;
   readonly #connections = new Map<number, TrackedConnection>();
   readonly #sockets = new Map<Socket, string | undefined>();
+  /** One `close` listener for every tracked socket (`this` is the socket), not a closure per socket. */
+  readonly #untrack: (this: Socket) => void;
+
+  constructor() {
+    const sockets = this.#sockets;
+    this.#untrack = function (this: Socket) {
+      sockets.delete(this);
+    };
+  }
 
   /** Registers a connection; returns its id. */
   add(connection: Omit<TrackedConnection, "id">): number {
     const id = this.#nextId++;
-    this.#connections.set(id, { ...connection, id });
+    this.#connections.set(id, new Tracked(id, connection));
     return id;
   }
 
@@ -42,8 +52,12 @@ export class ConnectionRegistry {
   /** Tracks a socket until it closes, so close() and pod removal can destroy it. */
   trackSocket(socket: Socket, owner?: string): void {
     if (socket.destroyed) return;
+    if (this.#sockets.has(socket)) {
+      this.#sockets.set(socket, owner);
+      return;
+    }
     this.#sockets.set(socket, owner);
-    socket.once("close", () => this.#sockets.delete(socket));
+    socket.on("close", this.#untrack);
   }
 
   connections(): TrackedConnection[] {
@@ -51,7 +65,17 @@ export class ConnectionRegistry {
   }
 
   summaries(): ConnectionSummary[] {
-    return this.connections().map(({ policyRequest: _p, close: _c, owner: _o, ...summary }) => summary);
+    return this.connections().map((c) => {
+      const summary: ConnectionSummary = {
+        id: c.id,
+        direction: c.direction,
+        source: c.source,
+        destination: c.destination,
+      };
+      if (c.sourceIdentity !== undefined) summary.sourceIdentity = c.sourceIdentity;
+      if (c.destinationIdentity !== undefined) summary.destinationIdentity = c.destinationIdentity;
+      return summary;
+    });
   }
 
   /** Sockets still open (for tests and leak checks), optionally of one owner. */
@@ -66,5 +90,40 @@ export class ConnectionRegistry {
   closeAll(owner?: string): void {
     for (const c of this.connections()) if (owner === undefined || c.owner === owner) c.close();
     for (const [s, o] of [...this.#sockets]) if (owner === undefined || o === owner) s.destroy();
+  }
+}
+
+/**
+ * A registered connection. Its own class (one shape for all of them) rather than a spread copy of the
+ * caller's object, which V8 gives a hidden class of its own each time: a few hundred bytes per open
+ * connection.
+ */
+class Tracked implements TrackedConnection {
+  readonly id: number;
+  readonly direction: "inbound" | "outbound";
+  readonly source: string;
+  readonly destination: string;
+  readonly sourceIdentity: string | undefined;
+  readonly destinationIdentity: string | undefined;
+  readonly policyRequest: (() => AuthorizationRequest) | undefined;
+  readonly owner: string | undefined;
+  /** The caller's `close`, kept alone (called without `this`), so its object can be collected. */
+  readonly #close: () => void;
+
+  constructor(id: number, c: Omit<TrackedConnection, "id">) {
+    this.id = id;
+    this.direction = c.direction;
+    this.source = c.source;
+    this.destination = c.destination;
+    this.sourceIdentity = c.sourceIdentity;
+    this.destinationIdentity = c.destinationIdentity;
+    this.policyRequest = c.policyRequest;
+    this.owner = c.owner;
+    this.#close = c.close;
+  }
+
+  close(): void {
+    const close = this.#close;
+    close();
   }
 }

@@ -64,7 +64,10 @@ export interface Inbound {
   recheck(): void;
 }
 
-const defaultConnector: UpstreamConnector = (host, port) => connect({ host, port, allowHalfOpen: true });
+// No Nagle delay toward the pod: a relay writes each piece once, as it arrives (ztunnel sets
+// TCP_NODELAY on its sockets too).
+const defaultConnector: UpstreamConnector = (host, port) =>
+  connect({ host, port, allowHalfOpen: true, noDelay: true });
 
 function plainIp(address: string | undefined): string {
   if (address === undefined) return "";

@@ -17,7 +17,12 @@ import { type AccessLogEntry, errorText, logConnectionFailed, startAccessLog } f
 import type { ConnectionRegistry } from "./connections.js";
 import { ZtunnelError } from "./errors.js";
 import { SOCKS5_REPLY } from "./socks5.js";
-import { connectionLabels, type createTcpMetrics, type TcpMetricLabels } from "./tcp-metrics.js";
+import {
+  connectionLabels,
+  type createTcpMetrics,
+  type TcpMetricLabels,
+  type TcpMetrics,
+} from "./tcp-metrics.js";
 import type { Logger } from "./telemetry.js";
 import { identityOf, usesHbone, type WorkloadStore, waypointOf } from "./workload-store.js";
 
@@ -108,7 +113,8 @@ export function createHostNetwork(options: {
 }): OutboundNetwork & { destroy(): void } {
   let client: HboneClient | undefined;
   return {
-    connectTcp: (host, port, localAddress) => connect({ host, port, localAddress, allowHalfOpen: true }),
+    connectTcp: (host, port, localAddress) =>
+      connect({ host, port, localAddress, allowHalfOpen: true, noDelay: true }),
     hboneClient(credentials) {
       client ??= options.createClient(credentials);
       return client;
@@ -285,7 +291,7 @@ export function createOutbound(options: OutboundOptions): Outbound {
   };
 
   const carry: Outbound["carry"] = ({ socket, dialed, srcIp, src, requested, handshakeBytes, owner }) => {
-    const { stream, labels } = dialed;
+    const { stream } = dialed;
     registry.trackSocket(socket, owner);
     const id = registry.add({
       direction: "outbound",
@@ -299,26 +305,58 @@ export function createOutbound(options: OutboundOptions): Outbound {
         socket.resetAndDestroy();
       },
     });
-    tcpMetrics.opened(labels);
+    tcpMetrics.opened(dialed.labels);
     logger.debug({ src: srcIp, dst: dialed.destination, requested }, "outbound connection opened");
+    // The relay writes each piece as it arrives: no Nagle delay toward the pod either.
+    socket.setNoDelay(true);
     socket.resume();
-    const finish = (err?: unknown) => {
-      registry.delete(id);
-      const received = socket.bytesRead - (handshakeBytes?.received ?? 0);
-      const sent = socket.bytesWritten - (handshakeBytes?.sent ?? 0);
-      tcpMetrics.closed(labels, { sent, received });
-      // The pod sent what this proxy received from it, and received what was written back.
-      dialed.accessLog.complete({
-        sent: received,
-        received: sent,
-        ...(err === undefined ? {} : { error: errorText(err) }),
-      });
-    };
+    // The handshake is over: its byte counts are final, and only the numbers are kept (not the
+    // handshake's state), for as long as the connection is open.
+    const carried = new CarriedOutbound(
+      id,
+      socket,
+      dialed.labels,
+      dialed.accessLog,
+      handshakeBytes?.received ?? 0,
+      handshakeBytes?.sent ?? 0,
+      registry,
+      tcpMetrics,
+    );
     pipeTunnel(socket, stream).then(
-      () => finish(),
-      (err: unknown) => finish(err),
+      () => carried.finish(undefined),
+      (err: unknown) => carried.finish(err),
     );
   };
 
   return { dial, carry };
+}
+
+/**
+ * What an open outbound connection keeps until it ends: one object rather than a closure over the
+ * dial's and the handshake's state, so an idle tunnel holds no more than it needs.
+ */
+class CarriedOutbound {
+  constructor(
+    readonly id: number,
+    readonly socket: Socket,
+    readonly labels: TcpMetricLabels,
+    readonly accessLog: AccessLogEntry,
+    readonly handshakeReceived: number,
+    readonly handshakeSent: number,
+    readonly registry: ConnectionRegistry,
+    readonly tcpMetrics: TcpMetrics,
+  ) {}
+
+  finish(err: unknown): void {
+    this.registry.delete(this.id);
+    const received = this.socket.bytesRead - this.handshakeReceived;
+    const sent = this.socket.bytesWritten - this.handshakeSent;
+    this.tcpMetrics.closed(this.labels, { sent, received });
+    // The pod sent what this proxy received from it, and received what was written back.
+    this.accessLog.complete({
+      sent: received,
+      received: sent,
+      ...(err === undefined ? {} : { error: errorText(err) }),
+    });
+  }
 }

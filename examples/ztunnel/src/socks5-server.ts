@@ -136,10 +136,13 @@ export function createSocks5Handler<S>(options: Socks5HandlerOptions<S>): Socks5
     outcomeCounter.inc({ outcome });
   };
   const pending = new Set<Socket>();
+  // One listener for every socket: a closure per connection would keep its handshake state alive.
+  const logSocketError = (err: Error): void =>
+    logger.debug({ err: err.message }, "SOCKS5 client socket error");
 
   const handle = (socket: Socket): void => {
     // An error may come in any phase; after hand-over the new owner listens too.
-    socket.on("error", (err) => logger.debug({ err: err.message }, "SOCKS5 client socket error"));
+    socket.on("error", logSocketError);
     if (pending.size >= maxHandshakes) {
       record("limit");
       socket.destroy();
@@ -182,14 +185,16 @@ export function createSocks5Handler<S>(options: Socks5HandlerOptions<S>): Socks5
       logger.debug({ src: srcIp, phase }, "SOCKS5 handshake deadline passed");
       fail("timeout");
     }, timeoutMs);
-    socket.once("close", () => {
+    const onClose = (): void => {
       if (phase !== "done") {
         if (phase !== "refusing") record("client_closed");
         phase = "done";
       }
       release();
-    });
-    socket.on("error", () => fail("error"));
+    };
+    socket.once("close", onClose);
+    const onError = (): void => fail("error");
+    socket.on("error", onError);
     // The client half-closed before its request was complete (or while it waits for the reply).
     const onEnd = (): void => {
       if (phase === "refusing") {
@@ -261,7 +266,10 @@ export function createSocks5Handler<S>(options: Socks5HandlerOptions<S>): Socks5
           if (phase !== "dialing" || socket.destroyed) return false;
           phase = "done";
           release();
+          // Handed over: the handshake's listeners (and the state they hold) go with it.
           socket.off("end", onEnd);
+          socket.off("close", onClose);
+          socket.off("error", onError);
           record("connected");
           const reply = encodeReply(SOCKS5_REPLY.succeeded);
           sent += reply.length;

@@ -85,6 +85,52 @@ describe("connectionLabels", () => {
   }
 });
 
+describe("connectionLabels sharing", () => {
+  const parties: ConnectionParties = {
+    reporter: "source",
+    source: sleep,
+    destination: echo,
+    destinationService: "echo.default.svc",
+    mutualTls: true,
+  };
+
+  it("gives connections between the same parties one frozen label set", () => {
+    const a = connectionLabels(parties);
+    assert.equal(connectionLabels({ ...parties }), a);
+    assert.ok(Object.isFrozen(a));
+  });
+
+  it("makes new labels when a party differs or a workload was replaced by an update", () => {
+    const a = connectionLabels(parties);
+    const otherService = connectionLabels({ ...parties, destinationService: "echo-v2.default.svc" });
+    assert.notEqual(otherService, a);
+    assert.equal(otherService.destination_service, "echo-v2.default.svc");
+    assert.notEqual(connectionLabels({ ...parties, mutualTls: false }), a);
+    assert.notEqual(connectionLabels({ ...parties, reporter: "destination" }), a);
+    assert.equal(
+      connectionLabels({ ...parties, sourcePrincipal: "spiffe://x/ns/a/sa/b" }).source_principal,
+      "spiffe://x/ns/a/sa/b",
+    );
+    // The control plane replaces a workload object when it changes: the new one is labelled anew.
+    const renamed = { ...echo, workloadName: "echo-next" } as Workload;
+    const next = connectionLabels({ ...parties, destination: renamed });
+    assert.equal(next.destination_workload, "echo-next");
+    assert.equal(connectionLabels(parties).destination_workload, "echo");
+    // Absent parties are labelled unknown, and shared too.
+    const anonymous = connectionLabels({
+      reporter: "destination",
+      source: undefined,
+      destination: echo,
+      mutualTls: true,
+    });
+    assert.equal(anonymous.source_workload, "unknown");
+    assert.equal(
+      connectionLabels({ reporter: "destination", source: undefined, destination: echo, mutualTls: true }),
+      anonymous,
+    );
+  });
+});
+
 describe("createTcpMetrics", () => {
   it("counts opens, closes and bytes (never negative)", () => {
     const seen: [string, MetricLabels | undefined, number | undefined][] = [];

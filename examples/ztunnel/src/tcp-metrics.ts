@@ -37,9 +37,43 @@ function principal(w: Workload | undefined): string {
   return w === undefined ? UNKNOWN : identityOf(w);
 }
 
-/** Istio's labels for a connection, `unknown` where a party is not a mesh workload. */
+/** Label sets already made, by source workload, then destination workload, then the rest. */
+const labelCache = new WeakMap<object, WeakMap<object, Map<string, TcpMetricLabels>>>();
+/** Stands for an absent workload in {@link labelCache}. */
+const NO_WORKLOAD = {};
+/** Label sets kept per pair of workloads before that pair's entries are dropped and made again. */
+const MAX_LABEL_SETS_PER_PAIR = 64;
+
+/**
+ * Istio's labels for a connection, `unknown` where a party is not a mesh workload. Connections between
+ * the same workloads share one frozen object: an open connection holds no label set of its own, and
+ * the metrics sink can keep it as it is instead of copying it for each of the five samples. Workloads
+ * are replaced, not changed, when the control plane updates them, so a changed workload gets new labels.
+ */
 export function connectionLabels(p: ConnectionParties): TcpMetricLabels {
-  // Frozen: the metrics sink can keep it as it is instead of copying it for each of the five samples.
+  const source = p.source ?? NO_WORKLOAD;
+  const destination = p.destination ?? NO_WORKLOAD;
+  let bySource = labelCache.get(source);
+  if (bySource === undefined) {
+    bySource = new WeakMap();
+    labelCache.set(source, bySource);
+  }
+  let sets = bySource.get(destination);
+  if (sets === undefined) {
+    sets = new Map();
+    bySource.set(destination, sets);
+  }
+  const key = `${p.reporter}\n${p.sourcePrincipal ?? "\0"}\n${p.destinationService ?? "\0"}\n${p.mutualTls}`;
+  let labels = sets.get(key);
+  if (labels === undefined) {
+    if (sets.size >= MAX_LABEL_SETS_PER_PAIR) sets.clear();
+    labels = makeLabels(p);
+    sets.set(key, labels);
+  }
+  return labels;
+}
+
+function makeLabels(p: ConnectionParties): TcpMetricLabels {
   return Object.freeze({
     reporter: p.reporter,
     source_workload: p.source?.workloadName || p.source?.name || UNKNOWN,
