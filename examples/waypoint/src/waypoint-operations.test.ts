@@ -388,6 +388,10 @@ describe("waypoint operator endpoints, access log and RequestAuthentication", { 
         res.body,
         /^istio_requests_total\{[^}]*reporter="waypoint"[^}]*response_code="200"[^}]*\} \d+$/m,
       );
+      assert.match(res.body, /^istio_request_duration_milliseconds_bucket\{le="\+Inf",reporter="waypoint"/m);
+      // The policy engine's decisions, counted per label set like the request metrics.
+      assert.match(res.body, /^ambient_policy_decisions_total\{decision="allow"\} [1-9]\d*$/m);
+      assert.match(res.body, /^ambient_policy_decisions_total\{decision="deny"\} [1-9]\d*$/m);
     }
     assert.equal((await httpGet(waypoint.operatorAddresses.metrics, "/config_dump")).status, 404);
   });

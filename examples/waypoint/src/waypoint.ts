@@ -137,6 +137,9 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   const logger = options.logger ?? noopLogger;
   const registry = options.registry ?? new prom.Registry();
   const metrics = createPromClientSink(prom, registry);
+  // Metrics with samples on every request (the router's four, the policy engine's decisions): counted
+  // per label set without prom-client's per-sample label checks and hashing, served from the same registry.
+  const perRequestMetrics = createLabelSetSink(registry, metrics);
   const hbonePort = options.hbonePort ?? 15008;
   const gateway = options.gateway;
   const identity = identityOf({
@@ -160,7 +163,12 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   const requestAuthentications = new RequestAuthenticationStore(gateway);
   const pathNormalization = options.pathNormalization ?? "BASE";
   // The router normalizes each path once and hands policy that result: both must use the same mode.
-  const policy = createAuthorizationEngine({ l7Attachment: "waypoint", pathNormalization, logger, metrics });
+  const policy = createAuthorizationEngine({
+    l7Attachment: "waypoint",
+    pathNormalization,
+    logger,
+    metrics: perRequestMetrics,
+  });
   const caClient = createCertificateServiceClient({ address, ...channel, token: tokenNow, clusterId });
   const secrets = new SecretManager({ client: caClient, impersonate: true, logger, metrics });
   const self: WaypointSelf = { gateway, ip: options.ip };
@@ -229,9 +237,7 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     onRequestFinished: history.record,
     ...(options.headersTimeoutMs === undefined ? {} : { headersTimeoutMs: options.headersTimeoutMs }),
     logger,
-    // Four samples per request under the same frozen label sets: counted without prom-client's
-    // per-sample label checks and hashing, served from the same registry.
-    metrics: createLabelSetSink(registry, metrics),
+    metrics: perRequestMetrics,
   });
 
   const config = new WaypointXdsConfig(xds, self, { store, handler, policy, requestAuthentications, logger });
