@@ -2,6 +2,7 @@ import protobuf from "protobufjs/light.js";
 import { XdsError } from "./errors.js";
 import type { envoy, google } from "./gen/types.js";
 import type { ResourceCache } from "./resource-cache.js";
+import type { SharedResourceSections } from "./shared-sections.js";
 import { type JsonValue, structToJson } from "./struct.js";
 import { TYPE_URL_PREFIX, TypeUrl, typeRegistry } from "./type-registry.js";
 
@@ -51,6 +52,8 @@ export interface XdsStreamContext {
 export interface SessionHost {
   readonly cache: ResourceCache;
   readonly maxNamesPerType: number;
+  /** Encoded `resources` parts of Delta responses, shared between streams sent the same list. */
+  readonly sections: SharedResourceSections;
   visible(ctx: XdsStreamContext, entry: Entry): boolean;
   resolve(ctx: XdsStreamContext, typeUrl: string, names: string[]): Promise<void>;
   /**
@@ -363,16 +366,15 @@ export class DeltaSession extends Session {
 
   private respond(typeUrl: string, w: DeltaWatch, resources: Entry[], removed: string[]): void {
     const nonce = this.nextNonce();
-    const out = protobuf.Writer.create();
-    out.uint32(10).string(this.host.cache.version(typeUrl));
-    for (const entry of resources) {
-      out.uint32(18).bytes(entry.deltaBytes());
-      w.sent.set(entry.name, entry.version);
-    }
-    out.uint32(34).string(typeUrl);
-    out.uint32(42).string(nonce);
-    for (const name of removed) out.uint32(50).string(name);
-    const bytes = out.finish();
+    const head = protobuf.Writer.create().uint32(10).string(this.host.cache.version(typeUrl)).finish();
+    const section = this.host.sections.encode(typeUrl, resources);
+    for (const entry of resources) w.sent.set(entry.name, entry.version);
+    const tail = protobuf.Writer.create();
+    tail.uint32(34).string(typeUrl);
+    tail.uint32(42).string(nonce);
+    for (const name of removed) tail.uint32(50).string(name);
+    // Fields in number order, as one encoder would write them: 1, the repeated 2, then 4, 5, 6.
+    const bytes = Buffer.concat([head, section, tail.finish()]);
     w.nonce = nonce;
     w.awaitingAck = true;
     this.send(bytes);

@@ -14,6 +14,7 @@ import {
   SotwSession,
   type XdsStreamContext,
 } from "./server-session.js";
+import { SharedResourceSections } from "./shared-sections.js";
 import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
 import { typeRegistry } from "./type-registry.js";
 
@@ -208,6 +209,7 @@ export class XdsServer {
     this.host = {
       cache: this.cache,
       maxNamesPerType: options.maxNamesPerType ?? 100_000,
+      sections: new SharedResourceSections(),
       visible:
         options.visible === undefined
           ? () => true
@@ -347,6 +349,7 @@ export class XdsServer {
     this.closed = true;
     this.unsubscribe();
     this.debouncer.stop();
+    this.host.sections.clear();
     for (const s of [...this.live]) this.finish(s, GrpcStatus.UNAVAILABLE, "xds server shutting down");
     const server = this.grpcServer;
     if (server !== undefined) {

@@ -1,0 +1,72 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import protobuf from "protobufjs/light.js";
+import { deltaNames, openDelta } from "../test/raw-ads.js";
+import { type SectionEntry, SharedResourceSections } from "./shared-sections.js";
+import { TypeUrl } from "./type-registry.js";
+import { createXdsServer } from "./xds-server.js";
+
+const A = TypeUrl.address;
+const entry = (text: string): SectionEntry => {
+  const bytes = new TextEncoder().encode(text);
+  return { deltaBytes: () => bytes };
+};
+const plain = (entries: SectionEntry[]) => {
+  const w = protobuf.Writer.create();
+  for (const e of entries) w.uint32(18).bytes(e.deltaBytes());
+  return Buffer.from(w.finish());
+};
+
+describe("SharedResourceSections", () => {
+  it("encodes a list as the repeated resources field, and reuses it for the same entries", () => {
+    const sections = new SharedResourceSections(3);
+    const list = ["a", "bb", "ccc", "dddd"].map(entry);
+    const first = sections.encode(A, list);
+    assert.deepEqual(Buffer.from(first), plain(list));
+    assert.equal(sections.encode(A, [...list]), first, "same entries, another array: shared bytes");
+    // Another entry object (a new version) in the same place is not the same list.
+    const changed = [...list];
+    changed[2] = entry("ccc");
+    assert.notEqual(sections.encode(A, changed), first);
+    assert.deepEqual(Buffer.from(sections.encode(A, list.slice(0, 3))), plain(list.slice(0, 3)));
+    // Another type keeps its own slot; short lists are never kept.
+    assert.deepEqual(Buffer.from(sections.encode(TypeUrl.cluster, list)), plain(list));
+    const short = list.slice(0, 2);
+    assert.notEqual(sections.encode(A, short), sections.encode(A, short));
+  });
+
+  it("serves fleets of wildcard clients the same bytes, and a later client the current versions", async () => {
+    const server = createXdsServer({ debounceMs: 0 });
+    const workload = (i: number, name: string) => ({ workload: { uid: `u${i}`, name, addresses: [] } });
+    for (let i = 0; i < 400; i++) server.cache.set(A, `u${i}`, workload(i, `w${i}`));
+    const port = await server.listen();
+    const streams = [openDelta(port), openDelta(port)];
+    try {
+      for (const s of streams) s.send({ typeUrl: A });
+      const [one, two] = await Promise.all(streams.map((s) => s.next()));
+      assert.ok(one !== undefined && two !== undefined);
+      assert.equal(one.resources.length, 400);
+      assert.deepEqual(
+        one.resources.map((r) => [r.name, r.version, Buffer.from(r.resource?.value ?? []).toString("hex")]),
+        two.resources.map((r) => [r.name, r.version, Buffer.from(r.resource?.value ?? []).toString("hex")]),
+      );
+      assert.notEqual(one.nonce, "");
+      streams[0]?.send({ typeUrl: A, responseNonce: one.nonce });
+      streams[1]?.send({ typeUrl: A, responseNonce: two.nonce });
+      server.cache.set(A, "u7", workload(7, "w7-new"));
+      const late = openDelta(port);
+      streams.push(late);
+      late.send({ typeUrl: A });
+      const fresh = await late.next();
+      const u7 = fresh.resources.find((r) => r.name === "u7");
+      assert.equal(fresh.resources.length, 400);
+      assert.notEqual(u7?.version, one.resources.find((r) => r.name === "u7")?.version);
+      // The earlier streams get only the change.
+      const push = await (streams[0] as (typeof streams)[0]).next();
+      assert.deepEqual(deltaNames(push), ["u7"]);
+    } finally {
+      for (const s of streams) s.close();
+      await server.close();
+    }
+  });
+});
