@@ -4,16 +4,17 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import { type AddressInfo, createServer, type Server } from "node:net";
 import { after, before, describe, it } from "node:test";
-import type { Service, Workload } from "@ambient/xds";
-import { type RunningZtunnel, startZtunnel } from "../src/index.js";
 import { SOCKS5_REPLY } from "../src/socks5.js";
-import { startTestControlPlane, type TestControlPlane } from "./control-plane.js";
-import { ipBytes as bytes, socksConnect, testWorkload } from "./fixtures.js";
+import {
+  configureSleepEcho,
+  loopbackSubnet,
+  socksConnect,
+  startTwoNodeMesh,
+  type TwoNodeMesh,
+} from "./fixtures.js";
 
-const base = `127.${40 + Math.floor(Math.random() * 200)}.${Math.floor(Math.random() * 256)}`;
+const base = loopbackSubnet();
 const ip = {
-  nodeA: `${base}.1`,
-  nodeB: `${base}.2`,
   sleep: `${base}.11`,
   echo: `${base}.12`,
   stranger: `${base}.13`,
@@ -46,25 +47,14 @@ async function until<T>(find: () => T | undefined): Promise<T> {
 const complete = (lines: Line[], srcIp: string) =>
   lines.find((l) => l.msg === "connection complete" && String(l.fields["src.addr"]).startsWith(`${srcIp}:`));
 
-const workload = (
-  name: string,
-  namespace: string,
-  node: string,
-  address: string,
-  extra: Partial<Workload> = {},
-) => testWorkload(name, node, address, { namespace, ...extra });
-
 describe("access log", { timeout: 60_000 }, () => {
-  let cp: TestControlPlane;
-  let nodeA: RunningZtunnel;
-  let nodeB: RunningZtunnel;
+  let mesh: TwoNodeMesh;
   let echo: Server;
   let echoPort: number;
   const linesA: Line[] = [];
   const linesB: Line[] = [];
 
   before(async () => {
-    cp = await startTestControlPlane();
     echo = createServer({ allowHalfOpen: true }, (socket) => {
       socket.on("error", () => {});
       socket.on("data", () => {});
@@ -74,69 +64,21 @@ describe("access log", { timeout: 60_000 }, () => {
     echo.listen(0, ip.echo);
     await once(echo, "listening");
     echoPort = (echo.address() as AddressInfo).port;
-    const serviceKey = `default/${echoHost}`;
-    cp.setWorkload(workload("sleep", "default", "node-a", ip.sleep));
-    cp.setWorkload(workload("stranger", "other", "node-a", ip.stranger));
-    cp.setWorkload(
-      workload("echo", "default", "node-b", ip.echo, {
-        services: {
-          [serviceKey]: { ports: [{ servicePort: 80, targetPort: echoPort, appProtocol: "TCP" }] },
-        },
-      }),
-    );
-    const service: Service = {
-      name: "echo",
-      namespace: "default",
-      hostname: echoHost,
-      addresses: [{ network: "", address: bytes(ip.vip) }],
-      ports: [{ servicePort: 80, targetPort: echoPort, appProtocol: "TCP" }],
-      subjectAltNames: [],
-      ipFamilies: "IPV4_ONLY",
-      extensions: [],
-      canonical: true,
-      ingressUseWaypoint: false,
-      weightedWaypoints: [],
-      visibility: "PUBLIC",
-    };
-    cp.setService(service);
-    cp.applyPolicy(`
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: { name: allow-sleep, namespace: default }
-spec:
-  rules:
-  - from: [{ source: { principals: ["cluster.local/ns/default/sa/sleep"] } }]
-`);
-    const common = {
-      controlPlaneAddress: cp.address,
-      rootCertPem: cp.rootCertPem,
-      ports: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
-    };
-    nodeA = await startZtunnel({
-      ...common,
-      nodeName: "node-a",
-      nodeIp: ip.nodeA,
-      token: await cp.tokenFor("node-a"),
-      logger: captureLogger(linesA),
+    mesh = await startTwoNodeMesh({
+      subnet: base,
+      configure: (cp) => configureSleepEcho(cp, ip, echoPort),
+      nodeA: { logger: captureLogger(linesA) },
+      nodeB: { logger: captureLogger(linesB) },
     });
-    nodeB = await startZtunnel({
-      ...common,
-      nodeName: "node-b",
-      nodeIp: ip.nodeB,
-      token: await cp.tokenFor("node-b"),
-      logger: captureLogger(linesB),
-    });
-    await Promise.all([nodeA.ready, nodeB.ready]);
   });
 
   after(async () => {
-    await Promise.all([nodeA?.close(), nodeB?.close()]);
-    await cp?.close();
+    await mesh?.close();
     echo?.close();
   });
 
   it("logs an allowed connection once on each side, at info, with Istio's fields", async () => {
-    const { socket, reply } = await socksConnect(nodeA.addresses.socks5, ip.sleep, ip.vip, 80);
+    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, ip.vip, 80);
     assert.equal(reply, SOCKS5_REPLY.succeeded);
     const clientPort = socket.localPort;
     const ended = once(socket, "end");
@@ -191,7 +133,7 @@ spec:
   });
 
   it("logs a denied connection at error level with the error, on both sides", async () => {
-    const { socket, reply } = await socksConnect(nodeA.addresses.socks5, ip.stranger, ip.vip, 80);
+    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.stranger, ip.vip, 80);
     socket.destroy();
     assert.equal(reply, SOCKS5_REPLY.notAllowed);
 

@@ -1,9 +1,21 @@
-// What the ztunnel integration tests share: a pod's Workload as the control plane would send it, an
-// echo server that proves half-close, and a SOCKS5 CONNECT through a ztunnel from a pod's address.
+// What the ztunnel integration tests share: a pod's Workload and a Service as the control plane would
+// send them, a mesh of two ztunnels (node-a, node-b) on one test control plane, an echo server that
+// proves half-close, and a SOCKS5 CONNECT through a ztunnel from a pod's address.
 import { once } from "node:events";
 import { connect, createServer, type Server, type Socket } from "node:net";
-import type { Workload } from "@ambient/xds";
+import type { Service, Workload } from "@ambient/xds";
+import { type RunningZtunnel, startZtunnel, type ZtunnelOptions } from "../src/index.js";
 import { encodeGreeting, encodeRequest, parseReply } from "../src/socks5.js";
+import {
+  startTestControlPlane,
+  type TestControlPlane,
+  type TestControlPlaneOptions,
+} from "./control-plane.js";
+
+/** A random 127.x.y (a /24 of loopback), so test files running at once never share an address. */
+export function loopbackSubnet(): string {
+  return `127.${40 + Math.floor(Math.random() * 200)}.${Math.floor(Math.random() * 256)}`;
+}
 
 /** An IPv4 address as the bytes of a workload address. */
 export function ipBytes(address: string): Uint8Array {
@@ -102,4 +114,152 @@ export async function socksConnect(
     socket.once("end", onEnd);
     socket.once("error", reject);
   });
+}
+
+/**
+ * A canonical, PUBLIC, IPv4 Service `name` in `extra.namespace` (default `default`), hostname
+ * `<name>.<namespace>.svc.cluster.local`, on the VIP `vip` with `ports`; `extra` overrides any field.
+ */
+export function testService(
+  name: string,
+  vip: string,
+  ports: Service["ports"],
+  extra: Partial<Service> = {},
+): Service {
+  const namespace = extra.namespace ?? "default";
+  return {
+    name,
+    namespace,
+    hostname: `${name}.${namespace}.svc.cluster.local`,
+    addresses: [{ network: "", address: ipBytes(vip) }],
+    ports,
+    subjectAltNames: [],
+    ipFamilies: "IPV4_ONLY",
+    extensions: [],
+    canonical: true,
+    ingressUseWaypoint: false,
+    weightedWaypoints: [],
+    visibility: "PUBLIC",
+    ...extra,
+  };
+}
+
+/** Where {@link configureSleepEcho} puts its pods and the echo Service. */
+export interface SleepEchoAddresses {
+  sleep: string;
+  stranger: string;
+  echo: string;
+  vip: string;
+}
+
+/**
+ * A small mesh with a policy: pods `sleep` (namespace default) and `stranger` (namespace other) on
+ * node-a; pod `echo` on node-b behind Service `echo.default.svc.cluster.local` (`ip.vip`:80 to
+ * `echoPort`, TCP); and AuthorizationPolicy default/allow-sleep, which lets only sleep's identity in.
+ */
+export function configureSleepEcho(cp: TestControlPlane, ip: SleepEchoAddresses, echoPort: number): void {
+  const ports: Service["ports"] = [{ servicePort: 80, targetPort: echoPort, appProtocol: "TCP" }];
+  const service = testService("echo", ip.vip, ports);
+  cp.setWorkload(testWorkload("sleep", "node-a", ip.sleep));
+  cp.setWorkload(testWorkload("stranger", "node-a", ip.stranger, { namespace: "other" }));
+  cp.setWorkload(
+    testWorkload("echo", "node-b", ip.echo, { services: { [`default/${service.hostname}`]: { ports } } }),
+  );
+  cp.setService(service);
+  cp.applyPolicy(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: allow-sleep, namespace: default }
+spec:
+  rules:
+  - from: [{ source: { principals: ["cluster.local/ns/default/sa/sleep"] } }]
+`);
+}
+
+/** Options of {@link startTwoNodeMesh}. */
+export interface TwoNodeMeshOptions {
+  /** The 127.x.y of the test (see {@link loopbackSubnet}): node-a binds `<subnet>.1`, node-b `<subnet>.2`. */
+  subnet: string;
+  /** Options of the test control plane (an on-demand resolver, its timeout). */
+  controlPlane?: TestControlPlaneOptions;
+  /** Fills the control plane (workloads, Services, policies) before either proxy starts. */
+  configure?: (cp: TestControlPlane) => void | Promise<void>;
+  /** Options both proxies take (a logger). */
+  ztunnel?: Partial<ZtunnelOptions>;
+  /** node-a's own options, over `ztunnel`'s. */
+  nodeA?: Partial<ZtunnelOptions>;
+  /** node-b's own options, over `ztunnel`'s. */
+  nodeB?: Partial<ZtunnelOptions>;
+  /** How long both proxies may take to be ready before the start fails. Default 30 000 ms. */
+  readyTimeoutMs?: number;
+}
+
+/** A running test control plane with two ready ztunnels, node-a and node-b. */
+export interface TwoNodeMesh {
+  cp: TestControlPlane;
+  nodeA: RunningZtunnel;
+  nodeB: RunningZtunnel;
+  /** Closes both proxies, then the control plane; the same promise on every call. */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a test control plane, lets `configure` fill it, then starts node-a and node-b (ephemeral
+ * node ports, each with its node token) and waits until both are ready. A start that fails part-way
+ * (a proxy that does not start, or is not ready in time) closes whatever it had started and rejects.
+ */
+export async function startTwoNodeMesh(options: TwoNodeMeshOptions): Promise<TwoNodeMesh> {
+  let cp: TestControlPlane | undefined;
+  const nodes: RunningZtunnel[] = [];
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      // Every close is tried, whatever the others do; the first failure is reported after.
+      const proxies = await Promise.allSettled(nodes.map((node) => node.close()));
+      const plane = cp === undefined ? [] : await Promise.allSettled([cp.close()]);
+      const failed = [...proxies, ...plane].find((r): r is PromiseRejectedResult => r.status === "rejected");
+      if (failed !== undefined) throw failed.reason;
+    })();
+    return closing;
+  };
+  const start = async (
+    plane: TestControlPlane,
+    nodeName: string,
+    nodeIp: string,
+    own: Partial<ZtunnelOptions> | undefined,
+  ): Promise<RunningZtunnel> => {
+    const node = await startZtunnel({
+      controlPlaneAddress: plane.address,
+      rootCertPem: plane.rootCertPem,
+      ports: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
+      nodeName,
+      nodeIp,
+      token: await plane.tokenFor(nodeName),
+      ...options.ztunnel,
+      ...own,
+    });
+    nodes.push(node);
+    return node;
+  };
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    cp = await startTestControlPlane(options.controlPlane);
+    await options.configure?.(cp);
+    const nodeA = await start(cp, "node-a", `${options.subnet}.1`, options.nodeA);
+    const nodeB = await start(cp, "node-b", `${options.subnet}.2`, options.nodeB);
+    const timeoutMs = options.readyTimeoutMs ?? 30_000;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`node-a and node-b not both ready within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+    });
+    await Promise.race([Promise.all([nodeA.ready, nodeB.ready]), timedOut]);
+    return { cp, nodeA, nodeB, close };
+  } catch (error) {
+    await close().catch(() => {});
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
 }

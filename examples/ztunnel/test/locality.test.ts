@@ -4,16 +4,12 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import { type AddressInfo, connect, createServer, type Server } from "node:net";
 import { after, before, describe, it } from "node:test";
-import type { Service, Workload } from "@ambient/xds";
-import { type RunningZtunnel, startZtunnel } from "../src/index.js";
+import type { Workload } from "@ambient/xds";
 import { encodeGreeting, encodeRequest, parseReply, SOCKS5_REPLY } from "../src/socks5.js";
-import { startTestControlPlane, type TestControlPlane } from "./control-plane.js";
-import { ipBytes as bytes, testWorkload } from "./fixtures.js";
+import { loopbackSubnet, startTwoNodeMesh, type TwoNodeMesh, testService, testWorkload } from "./fixtures.js";
 
-const base = `127.${40 + Math.floor(Math.random() * 200)}.${Math.floor(Math.random() * 256)}`;
+const base = loopbackSubnet();
 const ip = {
-  nodeA: `${base}.1`,
-  nodeB: `${base}.2`,
   sleep: `${base}.11`,
   near: `${base}.21`,
   far: `${base}.22`,
@@ -56,84 +52,55 @@ const workload = (name: string, node: string, address: string, zone: string, ext
   testWorkload(name, node, address, { locality: { region: "r1", zone, subzone: "" }, ...extra });
 
 describe("locality-aware load balancing", { timeout: 60_000 }, () => {
-  let cp: TestControlPlane;
-  let nodeA: RunningZtunnel;
-  let nodeB: RunningZtunnel;
+  let mesh: TwoNodeMesh;
   let near: Server;
   let far: Server;
 
   before(async () => {
-    cp = await startTestControlPlane();
     near = await namedServer(ip.near, "near");
     // Both apps listen on the same port number, so the Service's target port fits either.
     const port = (near.address() as AddressInfo).port;
     far = await namedServer(ip.far, "far", port);
-    const services = {
-      [key]: { ports: [{ servicePort: 80, targetPort: port, appProtocol: "TCP" as const }] },
-    };
-    cp.setWorkload(workload("sleep", "node-a", ip.sleep, "z1"));
-    cp.setWorkload(workload("near", "node-b", ip.near, "z1", { services }));
-    cp.setWorkload(workload("far", "node-b", ip.far, "z2", { services }));
-    const service: Service = {
-      name: "zoned",
-      namespace: "default",
-      hostname: host,
-      addresses: [{ network: "", address: bytes(ip.vip) }],
-      ports: [{ servicePort: 80, targetPort: port, appProtocol: "TCP" }],
-      subjectAltNames: [],
-      loadBalancing: {
-        mode: "FAILOVER",
-        routingPreference: ["REGION", "ZONE"],
-        healthPolicy: "ONLY_HEALTHY",
+    const ports = [{ servicePort: 80, targetPort: port, appProtocol: "TCP" as const }];
+    const services = { [key]: { ports } };
+    mesh = await startTwoNodeMesh({
+      subnet: base,
+      configure: (cp) => {
+        cp.setWorkload(workload("sleep", "node-a", ip.sleep, "z1"));
+        cp.setWorkload(workload("near", "node-b", ip.near, "z1", { services }));
+        cp.setWorkload(workload("far", "node-b", ip.far, "z2", { services }));
+        cp.setService(
+          testService("zoned", ip.vip, ports, {
+            loadBalancing: {
+              mode: "FAILOVER",
+              routingPreference: ["REGION", "ZONE"],
+              healthPolicy: "ONLY_HEALTHY",
+            },
+          }),
+        );
       },
-      ipFamilies: "IPV4_ONLY",
-      extensions: [],
-      canonical: true,
-      ingressUseWaypoint: false,
-      weightedWaypoints: [],
-      visibility: "PUBLIC",
-    };
-    cp.setService(service);
-    const common = {
-      controlPlaneAddress: cp.address,
-      rootCertPem: cp.rootCertPem,
-      ports: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
-    };
-    nodeA = await startZtunnel({
-      ...common,
-      nodeName: "node-a",
-      nodeIp: ip.nodeA,
-      token: await cp.tokenFor("node-a"),
     });
-    nodeB = await startZtunnel({
-      ...common,
-      nodeName: "node-b",
-      nodeIp: ip.nodeB,
-      token: await cp.tokenFor("node-b"),
-    });
-    await Promise.all([nodeA.ready, nodeB.ready]);
   });
 
   after(async () => {
-    await Promise.all([nodeA?.close(), nodeB?.close()]);
-    await cp?.close();
+    await mesh?.close();
     near?.close();
     far?.close();
   });
 
   it("sends every connection to the endpoint in the client's zone while it is there", async () => {
     const answers: string[] = [];
-    for (let i = 0; i < 4; i++) answers.push(await answerThrough(nodeA.addresses.socks5));
+    for (let i = 0; i < 4; i++) answers.push(await answerThrough(mesh.nodeA.addresses.socks5));
     assert.deepEqual(answers, ["near", "near", "near", "near"]);
   });
 
   it("fails over to the other zone when the near endpoint leaves", async () => {
-    cp.removeWorkload("Kubernetes//Pod/default/near");
+    mesh.cp.removeWorkload("Kubernetes//Pod/default/near");
     const deadline = Date.now() + 10_000;
-    while (nodeA.configDump().workloads.some((w) => w.name === "near")) {
+    while (mesh.nodeA.configDump().workloads.some((w) => w.name === "near")) {
       if (Date.now() > deadline) throw new Error("the near workload was not removed");
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
-    assert.equal(await answerThrough(nodeA.addresses.socks5), "far");
+    assert.equal(await answerThrough(mesh.nodeA.addresses.socks5), "far");
   });
 });

@@ -3,17 +3,22 @@ import { once } from "node:events";
 import { get } from "node:http";
 import { type AddressInfo, connect, type Server, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
-import type { Service, Workload } from "@ambient/xds";
-import { type RunningZtunnel, startZtunnel } from "../src/index.js";
+import type { Workload } from "@ambient/xds";
+import { startZtunnel } from "../src/index.js";
 import { SOCKS5_REPLY } from "../src/socks5.js";
-import { startTestControlPlane, type TestControlPlane } from "./control-plane.js";
-import { ipBytes as bytes, echoServer, socksConnect, testWorkload } from "./fixtures.js";
+import {
+  configureSleepEcho,
+  echoServer,
+  loopbackSubnet,
+  socksConnect,
+  startTwoNodeMesh,
+  type TwoNodeMesh,
+  testWorkload,
+} from "./fixtures.js";
 
-// A fresh 127.x.y.0/24 per run so parallel runs never share an address.
-const base = `127.${40 + Math.floor(Math.random() * 200)}.${Math.floor(Math.random() * 256)}`;
+// A fresh 127.x.y.0/24 per run so parallel runs never share an address: node-a is .1, node-b .2.
+const base = loopbackSubnet();
 const ip = {
-  nodeA: `${base}.1`,
-  nodeB: `${base}.2`,
   sleep: `${base}.11`,
   echo: `${base}.12`,
   stranger: `${base}.13`,
@@ -69,9 +74,7 @@ const workload = (
 ) => testWorkload(name, node, address, { namespace, ...extra });
 
 describe("two ztunnels, one control plane", { timeout: 60_000 }, () => {
-  let cp: TestControlPlane;
-  let nodeA: RunningZtunnel;
-  let nodeB: RunningZtunnel;
+  let mesh: TwoNodeMesh;
   let echo: Server;
   let plain: Server;
   let echoPort: number;
@@ -85,75 +88,26 @@ describe("two ztunnels, one control plane", { timeout: 60_000 }, () => {
   };
 
   before(async () => {
-    cp = await startTestControlPlane();
     echo = await echoServer(ip.echo);
     plain = await echoServer(ip.plain);
     echoPort = (echo.address() as AddressInfo).port;
-    const serviceKey = `default/${echoHost}`;
-    cp.setWorkload(workload("sleep", "default", "node-a", ip.sleep));
-    cp.setWorkload(workload("stranger", "other", "node-a", ip.stranger));
-    cp.setWorkload(
-      workload("echo", "default", "node-b", ip.echo, {
-        services: {
-          [serviceKey]: { ports: [{ servicePort: 80, targetPort: echoPort, appProtocol: "TCP" }] },
-        },
-      }),
-    );
-    const service: Service = {
-      name: "echo",
-      namespace: "default",
-      hostname: echoHost,
-      addresses: [{ network: "", address: bytes(ip.vip) }],
-      ports: [{ servicePort: 80, targetPort: echoPort, appProtocol: "TCP" }],
-      subjectAltNames: [],
-      ipFamilies: "IPV4_ONLY",
-      extensions: [],
-      canonical: true,
-      ingressUseWaypoint: false,
-      weightedWaypoints: [],
-      visibility: "PUBLIC",
-    };
-    cp.setService(service);
-    cp.applyPolicy(`
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: { name: allow-sleep, namespace: default }
-spec:
-  rules:
-  - from: [{ source: { principals: ["cluster.local/ns/default/sa/sleep"] } }]
-`);
-    const common = {
-      controlPlaneAddress: cp.address,
-      rootCertPem: cp.rootCertPem,
-      ports: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
-      logger,
-    };
-    nodeA = await startZtunnel({
-      ...common,
-      nodeName: "node-a",
-      nodeIp: ip.nodeA,
-      token: await cp.tokenFor("node-a"),
+    mesh = await startTwoNodeMesh({
+      subnet: base,
+      configure: (cp) => configureSleepEcho(cp, ip, echoPort),
+      ztunnel: { logger },
     });
-    nodeB = await startZtunnel({
-      ...common,
-      nodeName: "node-b",
-      nodeIp: ip.nodeB,
-      token: await cp.tokenFor("node-b"),
-    });
-    await Promise.all([nodeA.ready, nodeB.ready]);
   });
 
   after(async () => {
-    await Promise.all([nodeA?.close(), nodeB?.close()]);
-    await cp?.close();
+    await mesh?.close();
     echo?.close();
     plain?.close();
   });
 
   it("is ready, with certificates and state in /config_dump", async () => {
-    const readiness = await httpGet(nodeA.addresses.readiness, "/healthz/ready");
+    const readiness = await httpGet(mesh.nodeA.addresses.readiness, "/healthz/ready");
     assert.equal(readiness.status, 200);
-    const dump = JSON.parse((await httpGet(nodeA.addresses.admin, "/config_dump")).body) as {
+    const dump = JSON.parse((await httpGet(mesh.nodeA.addresses.admin, "/config_dump")).body) as {
       workloads: unknown[];
       localPods: { identity: string; listening: boolean }[];
       policies: { name: string }[];
@@ -171,7 +125,7 @@ spec:
   });
 
   it("sleep reaches echo through SOCKS5 -> HBONE via the Service VIP, with half-close", async () => {
-    const { socket, reply } = await socksConnect(nodeA.addresses.socks5, ip.sleep, ip.vip, 80);
+    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, ip.vip, 80);
     assert.equal(reply, SOCKS5_REPLY.succeeded);
     const received = readAll(socket);
     socket.write("hello ");
@@ -181,7 +135,7 @@ spec:
   });
 
   it("resolves the Service by hostname", async () => {
-    const { socket, reply } = await socksConnect(nodeA.addresses.socks5, ip.sleep, echoHost, 80);
+    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, echoHost, 80);
     assert.equal(reply, SOCKS5_REPLY.succeeded);
     const received = readAll(socket);
     socket.end("by name");
@@ -190,7 +144,7 @@ spec:
   });
 
   it("refuses the stranger pod by policy (HBONE 401 -> SOCKS5 not allowed)", async () => {
-    const { socket, reply } = await socksConnect(nodeA.addresses.socks5, ip.stranger, ip.vip, 80);
+    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.stranger, ip.vip, 80);
     socket.destroy();
     assert.equal(reply, SOCKS5_REPLY.notAllowed);
     assert.ok(
@@ -200,17 +154,17 @@ spec:
   });
 
   it("refuses a source that is not a local pod", async () => {
-    const { socket, reply } = await socksConnect(nodeA.addresses.socks5, ip.outsider, ip.vip, 80);
+    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.outsider, ip.vip, 80);
     socket.destroy();
     assert.equal(reply, SOCKS5_REPLY.notAllowed);
     // echo is a pod of node-b, not node-a.
-    const other = await socksConnect(nodeA.addresses.socks5, ip.echo, ip.vip, 80);
+    const other = await socksConnect(mesh.nodeA.addresses.socks5, ip.echo, ip.vip, 80);
     other.socket.destroy();
     assert.equal(other.reply, SOCKS5_REPLY.notAllowed);
   });
 
   it("closes a client that does not speak SOCKS5", async () => {
-    const [host, port] = nodeA.addresses.socks5.split(":");
+    const [host, port] = mesh.nodeA.addresses.socks5.split(":");
     const socket = connect({ host, port: Number(port), localAddress: ip.sleep });
     await once(socket, "connect");
     socket.on("error", () => {});
@@ -221,13 +175,13 @@ spec:
 
   it("gets no certificates for another node's pods (CA node authorizer)", async () => {
     const impostor = await startZtunnel({
-      controlPlaneAddress: cp.address,
-      rootCertPem: cp.rootCertPem,
+      controlPlaneAddress: mesh.cp.address,
+      rootCertPem: mesh.cp.rootCertPem,
       ports: { admin: 0, metrics: 0, readiness: 0, socks5: 0, hbone: 0 },
       logger,
       nodeName: "node-a",
       nodeIp: `${base}.3`,
-      token: await cp.tokenFor("node-b"),
+      token: await mesh.cp.tokenFor("node-b"),
     });
     try {
       await until(() =>
@@ -243,7 +197,7 @@ spec:
 
   it("passes non-mesh destinations through as plain TCP", async () => {
     const port = (plain.address() as AddressInfo).port;
-    const { socket, reply } = await socksConnect(nodeA.addresses.socks5, ip.sleep, ip.plain, port);
+    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, ip.plain, port);
     assert.equal(reply, SOCKS5_REPLY.succeeded);
     const received = readAll(socket);
     socket.end("plain");
@@ -252,8 +206,8 @@ spec:
   });
 
   it("reports Istio TCP metrics on both sides", async () => {
-    const source = await nodeA.metricsText();
-    const destination = await nodeB.metricsText();
+    const source = await mesh.nodeA.metricsText();
+    const destination = await mesh.nodeB.metricsText();
     const outbound = { reporter: "source", source_workload: "sleep", destination_workload: "echo" };
     const inbound = {
       reporter: "destination",
@@ -270,7 +224,7 @@ spec:
     assert.ok(counterValue(destination, "istio_tcp_sent_bytes_total", inbound) >= 29);
     assert.ok(counterValue(source, "istio_tcp_received_bytes_total", outbound) >= 29);
     assert.match(destination, /hbone_server_requests_total/);
-    const scraped = await httpGet(nodeB.addresses.metrics, "/stats/prometheus");
+    const scraped = await httpGet(mesh.nodeB.addresses.metrics, "/stats/prometheus");
     assert.equal(scraped.status, 200);
     assert.match(scraped.body, /istio_tcp_connections_opened_total/);
   });
@@ -281,27 +235,27 @@ spec:
     try {
       const port = (late.address() as AddressInfo).port;
       const uid = "Kubernetes//Pod/default/late";
-      cp.setWorkload(workload("late", "default", "node-b", lateIp));
-      const listening = () => nodeB.configDump().localPods.some((p) => p.ip === lateIp && p.listening);
+      mesh.cp.setWorkload(workload("late", "default", "node-b", lateIp));
+      const listening = () => mesh.nodeB.configDump().localPods.some((p) => p.ip === lateIp && p.listening);
       await until(listening);
-      const { socket, reply } = await socksConnect(nodeA.addresses.socks5, ip.sleep, lateIp, port);
+      const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, lateIp, port);
       assert.equal(reply, SOCKS5_REPLY.succeeded);
       const received = readAll(socket);
       socket.end("late");
       assert.equal(await received, "late.");
       socket.destroy();
-      const connections = nodeB.configDump().connections;
+      const connections = mesh.nodeB.configDump().connections;
       assert.ok(connections.every((c) => c.destination !== `${lateIp}:${port}`));
-      cp.removeWorkload(uid);
-      await until(() => !nodeB.configDump().localPods.some((p) => p.ip === lateIp));
-      assert.ok(nodeB.configDump().certificates.every((c) => !c.identity.endsWith("/sa/late")));
+      mesh.cp.removeWorkload(uid);
+      await until(() => !mesh.nodeB.configDump().localPods.some((p) => p.ip === lateIp));
+      assert.ok(mesh.nodeB.configDump().certificates.every((c) => !c.identity.endsWith("/sa/late")));
     } finally {
       late.close();
     }
   });
 
   it("closes an open connection when a DENY policy arrives", async () => {
-    const { socket, reply } = await socksConnect(nodeA.addresses.socks5, ip.sleep, ip.vip, 80);
+    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, ip.vip, 80);
     assert.equal(reply, SOCKS5_REPLY.succeeded);
     socket.on("error", () => {});
     const first = once(socket, "data");
@@ -309,7 +263,7 @@ spec:
     assert.equal(String((await first)[0]), "ping");
     // The proxy resets the connection: "close" comes, maybe after an ECONNRESET "error".
     const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
-    cp.applyPolicy(`
+    mesh.cp.applyPolicy(`
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: { name: deny-sleep, namespace: default }
@@ -323,7 +277,7 @@ spec:
       logs.some((l) => l.startsWith("open connection denied by default/deny-sleep")),
       logs.join("\n"),
     );
-    const again = await socksConnect(nodeA.addresses.socks5, ip.sleep, ip.vip, 80);
+    const again = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, ip.vip, 80);
     again.socket.destroy();
     assert.equal(again.reply, SOCKS5_REPLY.notAllowed);
   });

@@ -3,12 +3,15 @@ import { once } from "node:events";
 import { get } from "node:http";
 import { type AddressInfo, connect, createServer, type Server } from "node:net";
 import { after, before, describe, it } from "node:test";
-import type { Service } from "@ambient/xds";
 import { promtoolCheckMetrics, withSampleInEveryFamily } from "../../../scripts/testing/promtool.js";
-import { type RunningZtunnel, startZtunnel } from "../src/index.js";
 import { encodeGreeting, encodeRequest, parseReply, SOCKS5_REPLY } from "../src/socks5.js";
-import { startTestControlPlane, type TestControlPlane } from "./control-plane.js";
-import { ipBytes as bytes, testWorkload as workload } from "./fixtures.js";
+import {
+  loopbackSubnet,
+  startTwoNodeMesh,
+  type TwoNodeMesh,
+  testService,
+  testWorkload as workload,
+} from "./fixtures.js";
 
 // The exposition text that two running ztunnels serve on their metrics port, after a proxied connection,
 // linted by the Prometheus project's own `promtool check metrics` (Debian `prometheus`, installed by
@@ -17,10 +20,8 @@ import { ipBytes as bytes, testWorkload as workload } from "./fixtures.js";
 // named `nodejs_active_{handles,requests,resources}_total`, which promtool flags. They are prom-client's
 // names, not this proxy's, so they are outside this check.
 
-const base = `127.${40 + Math.floor(Math.random() * 200)}.${Math.floor(Math.random() * 256)}`;
+const base = loopbackSubnet();
 const ip = {
-  nodeA: `${base}.1`,
-  nodeB: `${base}.2`,
   sleep: `${base}.11`,
   echo: `${base}.12`,
   vip: `${base}.100`,
@@ -69,13 +70,10 @@ async function echoThroughMesh(socks5: string, message: string): Promise<string>
 }
 
 describe("ztunnel metric names pass promtool check metrics", { timeout: 60_000 }, () => {
-  let cp: TestControlPlane;
-  let nodeA: RunningZtunnel;
-  let nodeB: RunningZtunnel;
+  let mesh: TwoNodeMesh;
   let echo: Server;
 
   before(async () => {
-    cp = await startTestControlPlane();
     echo = createServer({ allowHalfOpen: true }, (socket) => {
       socket.on("error", () => {});
       socket.pipe(socket);
@@ -84,47 +82,21 @@ describe("ztunnel metric names pass promtool check metrics", { timeout: 60_000 }
     await once(echo, "listening");
     const echoPort = (echo.address() as AddressInfo).port;
     const ports = [{ servicePort: 80, targetPort: echoPort, appProtocol: "TCP" as const }];
-    cp.setWorkload(workload("sleep", "node-a", ip.sleep));
-    cp.setWorkload(workload("echo", "node-b", ip.echo, { services: { [`default/${echoHost}`]: { ports } } }));
-    const service: Service = {
-      name: "echo",
-      namespace: "default",
-      hostname: echoHost,
-      addresses: [{ network: "", address: bytes(ip.vip) }],
-      ports,
-      subjectAltNames: [],
-      ipFamilies: "IPV4_ONLY",
-      extensions: [],
-      canonical: true,
-      ingressUseWaypoint: false,
-      weightedWaypoints: [],
-      visibility: "PUBLIC",
-    };
-    cp.setService(service);
-    const common = {
-      controlPlaneAddress: cp.address,
-      rootCertPem: cp.rootCertPem,
-      ports: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
-    };
-    nodeA = await startZtunnel({
-      ...common,
-      nodeName: "node-a",
-      nodeIp: ip.nodeA,
-      token: await cp.tokenFor("node-a"),
+    mesh = await startTwoNodeMesh({
+      subnet: base,
+      configure: (cp) => {
+        cp.setWorkload(workload("sleep", "node-a", ip.sleep));
+        cp.setWorkload(
+          workload("echo", "node-b", ip.echo, { services: { [`default/${echoHost}`]: { ports } } }),
+        );
+        cp.setService(testService("echo", ip.vip, ports));
+      },
     });
-    nodeB = await startZtunnel({
-      ...common,
-      nodeName: "node-b",
-      nodeIp: ip.nodeB,
-      token: await cp.tokenFor("node-b"),
-    });
-    await Promise.all([nodeA.ready, nodeB.ready]);
-    assert.equal(await echoThroughMesh(nodeA.addresses.socks5, "ping"), "ping");
+    assert.equal(await echoThroughMesh(mesh.nodeA.addresses.socks5, "ping"), "ping");
   });
 
   after(async () => {
-    await Promise.all([nodeA?.close(), nodeB?.close()]);
-    await cp?.close();
+    await mesh?.close();
     echo?.close();
   });
 
@@ -142,7 +114,7 @@ describe("ztunnel metric names pass promtool check metrics", { timeout: 60_000 }
 
   for (const side of ["source", "destination"] as const) {
     it(`the ${side} ztunnel's /metrics, with Istio TCP samples`, async () => {
-      const node = side === "source" ? nodeA : nodeB;
+      const node = side === "source" ? mesh.nodeA : mesh.nodeB;
       const scraped = await scrape(node.addresses.metrics);
       assert.equal(scraped.status, 200);
       assert.match(scraped.type, /^text\/plain/);

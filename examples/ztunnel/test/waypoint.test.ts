@@ -7,9 +7,9 @@ import type { Service } from "@ambient/xds";
 import { type RunningZtunnel, startZtunnel } from "../src/index.js";
 import { encodeGreeting, encodeRequest, parseReply, SOCKS5_REPLY } from "../src/socks5.js";
 import { startTestControlPlane, type TestControlPlane } from "./control-plane.js";
-import { ipBytes as bytes, testWorkload as workload } from "./fixtures.js";
+import { ipBytes as bytes, loopbackSubnet, testService, testWorkload as workload } from "./fixtures.js";
 
-const base = `127.${40 + Math.floor(Math.random() * 200)}.${Math.floor(Math.random() * 256)}`;
+const base = loopbackSubnet();
 const ip = {
   nodeA: `${base}.1`,
   sleep: `${base}.11`,
@@ -21,21 +21,9 @@ const ip = {
 };
 
 function service(name: string, vip: string, waypointIp: string): Service {
-  return {
-    name,
-    namespace: "default",
-    hostname: `${name}.default.svc.cluster.local`,
-    addresses: [{ network: "", address: bytes(vip) }],
-    ports: [{ servicePort: 80, targetPort: 8080, appProtocol: "HTTP11" }],
-    subjectAltNames: [],
-    ipFamilies: "IPV4_ONLY",
-    extensions: [],
-    canonical: true,
-    ingressUseWaypoint: false,
-    weightedWaypoints: [],
-    visibility: "PUBLIC",
+  return testService(name, vip, [{ servicePort: 80, targetPort: 8080, appProtocol: "HTTP11" }], {
     waypoint: { address: { network: "", address: bytes(waypointIp) }, hboneMtlsPort: 15008 },
-  } as Service;
+  });
 }
 
 /** SOCKS5 CONNECT, then half-close and read until the peer closes. */
