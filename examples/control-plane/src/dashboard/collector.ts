@@ -18,7 +18,7 @@ import {
   type RecentRequestLine,
   requestCounters,
 } from "./flow-events.js";
-import { buildSnapshot, type DashboardSnapshot, type ProxyView } from "./mesh-graph.js";
+import { buildSnapshot, type DashboardSnapshot, dashboardWorkloadId, type ProxyView } from "./mesh-graph.js";
 
 /** A proxy for the dashboard to read. */
 export interface DashboardProxy {
@@ -138,7 +138,7 @@ export function createMeshCollector(
   const workloadByIp = (ip: string): { id: string; hbone: boolean } | undefined => {
     for (const { workload: w } of config().workloads) {
       if ((w.addresses ?? []).some((a) => [...a].join(".") === ip)) {
-        return { id: `${w.namespace}/${w.name}`, hbone: w.tunnelProtocol === "HBONE" };
+        return { id: dashboardWorkloadId(w), hbone: w.tunnelProtocol === "HBONE" };
       }
     }
     return undefined;
@@ -214,7 +214,7 @@ export function createMeshCollector(
       workload = config()
         .workloads.map(({ workload: w }) => w)
         .filter((w) => match !== null && w.namespace === match[1] && w.serviceAccount === match[2])
-        .map((w) => `${w.namespace}/${w.name}`)[0];
+        .map((w) => dashboardWorkloadId(w))[0];
     }
     if (workload !== undefined) r.view.workload = workload;
     // Each request with the policy that decided it; a waypoint without the endpoint falls back to its

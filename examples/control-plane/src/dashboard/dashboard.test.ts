@@ -431,6 +431,104 @@ describe("buildSnapshot", () => {
   });
 });
 
+describe("buildSnapshot with ServiceEntry and WorkloadEntry workloads", () => {
+  // Two inline endpoints of one ServiceEntry share its namespace and name; a WorkloadEntry is named
+  // like a pod of the demo. Each must stay a workload of its own, and the pods must keep their ids.
+  const entries = `
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: payments, namespace: demo }
+spec:
+  hosts: [payments.example.com]
+  resolution: STATIC
+  ports: [{ number: 443, name: tls, protocol: TLS }]
+  endpoints: [{ address: 192.0.2.7 }, { address: 192.0.2.8 }]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: archive, namespace: demo }
+spec:
+  hosts: [archive.example.com]
+  resolution: DNS
+  ports: [{ number: 443, name: tls, protocol: TLS }]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: { name: sleep-0, namespace: demo }
+spec: { address: 192.0.2.20, serviceAccount: vm }
+`;
+  const files = readdirSync(MESH_DIR)
+    .filter((n) => n.endsWith(".yaml"))
+    .map((path) => ({ path, text: readFileSync(new URL(path, MESH_DIR), "utf8") }));
+  const parsed = parseManifests([...files, { path: "entries.yaml", text: entries }]);
+  const config = translateMesh(parsed.objects);
+  const endpoint = (ip: string) => `Kubernetes/networking.istio.io/ServiceEntry/demo/payments/${ip}`;
+  const vm = "Kubernetes/networking.istio.io/WorkloadEntry/demo/sleep-0";
+  const snapshot = buildSnapshot({
+    config,
+    proxies: [],
+    events: [
+      // sleep-0's ztunnel names the entry's workload by the ServiceEntry's name; the address tells which.
+      {
+        at: T0 - 1000,
+        reporter: "ztunnel/node-a",
+        layer: "L4",
+        source: { workload: "demo/sleep-0", address: "127.10.0.2:40000", identity: SLEEP_ID },
+        destination: { workload: "demo/payments", address: "192.0.2.8:443" },
+        bytes: 600,
+        count: 1,
+        allowed: true,
+      },
+    ],
+    now: T0,
+    windowMs: 60_000,
+  });
+  const byId = new Map(snapshot.workloads.map((w) => [w.id, w]));
+
+  it("the entries parse and translate", () => {
+    assert.deepEqual(parsed.issues, []);
+    assert.ok(config.workloads.some((w) => w.key === endpoint("192.0.2.8")));
+  });
+
+  it("draws each inline endpoint as its own workload, keyed by uid, with its own address", () => {
+    const payments = snapshot.workloads.filter((w) => w.name === "payments");
+    assert.deepEqual(
+      payments.map((w) => [w.id, w.namespace, w.address]),
+      [
+        [endpoint("192.0.2.7"), "demo", "192.0.2.7"],
+        [endpoint("192.0.2.8"), "demo", "192.0.2.8"],
+      ],
+    );
+    assert.deepEqual(byId.get(endpoint("192.0.2.7"))?.services, ["demo/payments.example.com"]);
+    // A DNS ServiceEntry's endpoint has no IP: it shows its hostname.
+    const archive = "Kubernetes/networking.istio.io/ServiceEntry/demo/archive/archive.example.com";
+    assert.equal(byId.get(archive)?.address, "archive.example.com");
+  });
+
+  it("keeps a pod's id and node when a WorkloadEntry has its namespace and name", () => {
+    assert.equal(byId.get("demo/sleep-0")?.node, "node-a");
+    assert.equal(byId.get("demo/sleep-0")?.address, "127.10.0.2");
+    assert.equal(byId.get(vm)?.address, "192.0.2.20");
+    assert.equal(byId.get(vm)?.identity, "spiffe://cluster.local/ns/demo/sa/vm");
+    // The demo's pods are listed by namespace/name, as before.
+    for (const id of ["demo/echo-0", "demo/stranger", "demo/waypoint-0", "demo/web-v1"]) {
+      assert.ok(byId.has(id), id);
+    }
+  });
+
+  it("puts a flow on the endpoint its address names", () => {
+    assert.deepEqual(
+      snapshot.edges.map((e) => [e.source, e.target, e.connections]),
+      [["demo/sleep-0", endpoint("192.0.2.8"), 1]],
+    );
+    assert.deepEqual(
+      byId.get(endpoint("192.0.2.8"))?.decisions.map((d) => [d.direction, d.peer]),
+      [["in", "demo/sleep-0"]],
+    );
+    assert.deepEqual(byId.get(endpoint("192.0.2.7"))?.decisions, []);
+  });
+});
+
 /** A stand-in ztunnel admin: its `/config_dump` and `/recent_connections` bodies can change. */
 async function fakeZtunnel(port = 0) {
   const state = {

@@ -21,7 +21,7 @@ export interface ProxyStatus {
 /** What the proxies told about certificates and open connections, from their `/config_dump`. */
 export interface ProxyView {
   status: ProxyStatus;
-  /** The proxy's own workload (`namespace/name`): a waypoint's pod. */
+  /** The proxy's own workload (its {@link dashboardWorkloadId}): a waypoint's pod. */
   workload?: string;
   certificates: { identity: string; notAfter: string }[];
   /** Open connections: inbound at a ztunnel. */
@@ -36,11 +36,15 @@ export interface ProxyView {
 }
 
 export interface DashboardWorkload {
-  /** `namespace/name`. */
+  /**
+   * The workload's key on the page (see {@link dashboardWorkloadId}): `namespace/name` for a pod, the
+   * uid for a workload of a ServiceEntry or WorkloadEntry, `outside/<ip>` for an address outside the mesh.
+   */
   id: string;
   name: string;
   namespace: string;
   node: string;
+  /** Its first IP; the hostname of an endpoint known by name only. */
   address: string;
   identity: string;
   waypoint: boolean;
@@ -95,6 +99,22 @@ export interface DashboardSnapshot {
   edges: DashboardEdge[];
 }
 
+const ENTRY_UID = /^[^/]*\/networking\.istio\.io\/(ServiceEntry|WorkloadEntry)\//;
+
+/**
+ * The page's key of a workload. A pod keeps `namespace/name`, the name the proxies' access logs and
+ * metrics give it. A workload made from a ServiceEntry or WorkloadEntry is keyed by its uid
+ * (`<cluster>/networking.istio.io/<Kind>/<ns>/<name>[/<address>]`): all inline endpoints of one
+ * ServiceEntry carry that entry's namespace and name, and an entry may share a pod's.
+ */
+export function dashboardWorkloadId(w: {
+  uid?: string | undefined;
+  namespace?: string | undefined;
+  name?: string | undefined;
+}): string {
+  return w.uid !== undefined && ENTRY_UID.test(w.uid) ? w.uid : `${w.namespace}/${w.name}`;
+}
+
 const ipOf = (address: string | undefined): string | undefined =>
   address === undefined ? undefined : address.replace(/:\d+$/, "").replace(/^\[(.*)\]$/, "$1");
 
@@ -126,9 +146,11 @@ export function buildSnapshot(input: {
     if (ip !== "") waypointIps.add(ip);
   }
   for (const { workload: w } of input.config.workloads) {
-    const id = `${w.namespace}/${w.name}`;
-    const address = ipText(w.addresses?.[0]);
-    if (address !== "") byAddress.set(address, id);
+    const id = dashboardWorkloadId(w);
+    const ip = ipText(w.addresses?.[0]);
+    if (ip !== "") byAddress.set(ip, id);
+    // An endpoint known by hostname only (a DNS ServiceEntry's) shows that name.
+    const address = ip === "" ? (w.hostname ?? "") : ip;
     const policies: string[] = [];
     for (const [key, p] of input.config.authorizations) {
       const applies =
@@ -145,7 +167,7 @@ export function buildSnapshot(input: {
       node: w.node ?? "",
       address,
       identity: `spiffe://${w.trustDomain || "cluster.local"}/ns/${w.namespace}/sa/${w.serviceAccount || "default"}`,
-      waypoint: waypointIps.has(address),
+      waypoint: waypointIps.has(ip),
       ...(waypointIp === "" ? {} : { usesWaypoint: `${waypointIp}:${w.waypoint?.hboneMtlsPort || 15008}` }),
       services: Object.keys(w.services ?? {}).sort(),
       policies,

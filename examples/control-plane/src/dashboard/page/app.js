@@ -277,7 +277,9 @@ function draw(data) {
     const g = el("g", { class: cls.filter(Boolean).join(" "), "data-id": w.id, tabindex: 0 }, svg);
     el("rect", { x: p.x, y: p.y, width: BOX_WIDTH, height: BOX_HEIGHT, rx: 7 }, g);
     text(g, p.x + 10, p.y + 16, w.waypoint ? `◆ ${w.name} · ${w.node}` : w.name, "name");
-    text(g, p.x + 10, p.y + 30, w.identity ? shortIdentity(w.identity) : w.address, "sub");
+    // A workload keyed by uid (a ServiceEntry's endpoint) shares its name with others: its address tells it apart.
+    const byUid = w.id !== `${w.namespace}/${w.name}` && w.address !== "";
+    text(g, p.x + 10, p.y + 30, w.identity && !byUid ? shortIdentity(w.identity) : w.address, "sub");
     g.addEventListener("click", () => select(w.id));
     g.addEventListener("keydown", (ev) => {
       if (ev.key === "Enter" || ev.key === " ") select(w.id);
