@@ -24,11 +24,15 @@ import { buildSnapshot, type ProxyView } from "./mesh-graph.js";
 
 const MESH_DIR = new URL("../../../../mesh/", import.meta.url);
 
-function demoConfig(): MeshConfig {
-  const files = readdirSync(MESH_DIR)
+/** The demo mesh's manifests (mesh/*.yaml). */
+function demoFiles(): { path: string; text: string }[] {
+  return readdirSync(MESH_DIR)
     .filter((n) => n.endsWith(".yaml"))
     .map((path) => ({ path, text: readFileSync(new URL(path, MESH_DIR), "utf8") }));
-  return translateMesh(parseManifests(files).objects);
+}
+
+function demoConfig(): MeshConfig {
+  return translateMesh(parseManifests(demoFiles()).objects);
 }
 
 const T0 = Date.parse("2026-12-05T08:00:00Z");
@@ -457,10 +461,7 @@ kind: WorkloadEntry
 metadata: { name: sleep-0, namespace: demo }
 spec: { address: 192.0.2.20, serviceAccount: vm }
 `;
-  const files = readdirSync(MESH_DIR)
-    .filter((n) => n.endsWith(".yaml"))
-    .map((path) => ({ path, text: readFileSync(new URL(path, MESH_DIR), "utf8") }));
-  const parsed = parseManifests([...files, { path: "entries.yaml", text: entries }]);
+  const parsed = parseManifests([...demoFiles(), { path: "entries.yaml", text: entries }]);
   const config = translateMesh(parsed.objects);
   const endpoint = (ip: string) => `Kubernetes/networking.istio.io/ServiceEntry/demo/payments/${ip}`;
   const vm = "Kubernetes/networking.istio.io/WorkloadEntry/demo/sleep-0";
