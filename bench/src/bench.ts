@@ -1,18 +1,21 @@
 /**
  * One bench run: starts the topology, drives the same phases through every pair (rotating which pair
  * goes first, so a change in machine load does not always hit the same one), and returns raw numbers.
- * Ratios to haproxy are computed by the report.
+ * The bulk phase runs in interleaved slices (`bulk-slices.ts`); its per-round ratios to haproxy are
+ * part of the result, the other ratios are computed by the report.
  */
 import { spawnSync } from "node:child_process";
 import { cpus, loadavg } from "node:os";
 import {
-  connectToFirstByte,
-  holdTunnels,
-  type IperfResult,
-  iperf,
-  type Percentiles,
-  pingPong,
-} from "./load.js";
+  addRoundRatios,
+  type BulkSlice,
+  type RoundRatios,
+  rotate,
+  runSlicedBulk,
+  type SliceSample,
+  sliceSecondsFor,
+} from "./bulk-slices.js";
+import { connectToFirstByte, holdTunnels, iperf, type Percentiles, pingPong } from "./load.js";
 import { canPin, rssBytes, totalCpuSeconds } from "./processes.js";
 import { type Pair, type PairName, startTopology } from "./topology.js";
 
@@ -23,8 +26,10 @@ export const ALL_PHASES: readonly Phase[] = ["bulk", "ping", "connect", "tunnels
 export interface BenchOptions {
   /** Marks the run as a smoke run in the report. Default false. */
   quick?: boolean;
-  /** Seconds per bulk case (iperf3 `-t`). Default 4. */
+  /** Seconds per bulk case and pair, split over {@link bulkSlices} slices. Default 4. */
   bulkSeconds?: number;
+  /** Interleaved rounds per bulk case: each pair runs one slice of `bulkSeconds / bulkSlices` s (at least 1) per round. Default 4. */
+  bulkSlices?: number;
   /** Seconds of ping-pong and of new connections per pair. Default 3. */
   latencySeconds?: number;
   /** Tunnels held open at once. Default 10,000. */
@@ -41,7 +46,7 @@ export interface BenchOptions {
   log?: (line: string) => void;
 }
 
-/** One bulk case through one pair. */
+/** One bulk case through one pair: totals over all its slices. */
 export interface BulkResult {
   streams: number;
   gbitPerSecond: number;
@@ -52,6 +57,10 @@ export interface BulkResult {
   proxyCpuSecondsPerGiB: number;
   /** The same for the helpers on the path that are not the pair (the ztunnel's SOCKS5 shim). */
   helperCpuSecondsPerGiB?: number;
+  /** Each slice of the case, in round order (absent in results from before the bulk phase was sliced). */
+  slices?: BulkSlice[];
+  /** Per-round ratios to the baseline pair's slices of the same stream count (not on the baseline itself). */
+  vsBaseline?: RoundRatios & { pair: string };
 }
 
 /** Tunnels held open through one pair. */
@@ -92,6 +101,10 @@ export interface BenchResult {
   loadAverage: { start: number[]; end: number[] };
   options: {
     bulkSeconds: number;
+    /** Interleaved rounds per bulk case (absent before the bulk phase was sliced). */
+    bulkSlices?: number;
+    /** Seconds of each slice (absent before the bulk phase was sliced). */
+    bulkSliceSeconds?: number;
     latencySeconds: number;
     tunnels: number;
     streams: number[];
@@ -101,38 +114,21 @@ export interface BenchResult {
   pairs: PairResult[];
 }
 
-const GIB = 1024 ** 3;
 /** Time to open the tunnels through one pair: 10,000 mutual TLS handshakes take long on a busy CPU. */
 const TUNNEL_PHASE_MS = 60_000;
 
-function rotate<T>(items: readonly T[], by: number): T[] {
-  const k = by % Math.max(1, items.length);
-  return [...items.slice(k), ...items.slice(0, k)];
-}
-
-async function bulkCase(pair: Pair, streams: number, seconds: number, bindIp: string): Promise<BulkResult> {
+/** One slice through one pair: iperf3 from the client pod, proxy (and shim) CPU read around it. */
+async function bulkSlice(pair: Pair, streams: number, seconds: number, bindIp: string): Promise<SliceSample> {
   const proxyPids = pair.proxies.map((p) => p.pid);
   const helperPids = pair.helpers.map((p) => p.pid);
   const cpu0 = totalCpuSeconds(proxyPids);
   const help0 = totalCpuSeconds(helperPids);
-  const result: IperfResult = await iperf(
-    pair.iperfAddress.host,
-    pair.iperfAddress.port,
-    bindIp,
-    streams,
-    seconds,
-  );
-  const proxyCpuSeconds = totalCpuSeconds(proxyPids) - cpu0;
-  const helperCpu = totalCpuSeconds(helperPids) - help0;
-  const gib = result.bytes / GIB;
+  const result = await iperf(pair.iperfAddress.host, pair.iperfAddress.port, bindIp, streams, seconds);
   return {
-    streams,
-    gbitPerSecond: result.bitsPerSecond / 1e9,
     bytes: result.bytes,
     seconds: result.seconds,
-    proxyCpuSeconds,
-    proxyCpuSecondsPerGiB: gib > 0 ? proxyCpuSeconds / gib : Number.NaN,
-    ...(helperPids.length > 0 ? { helperCpuSecondsPerGiB: gib > 0 ? helperCpu / gib : Number.NaN } : {}),
+    proxyCpuSeconds: totalCpuSeconds(proxyPids) - cpu0,
+    ...(helperPids.length > 0 ? { helperCpuSeconds: totalCpuSeconds(helperPids) - help0 } : {}),
   };
 }
 
@@ -152,6 +148,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export async function runBench(options: BenchOptions = {}): Promise<BenchResult> {
   const log = options.log ?? (() => {});
   const bulkSeconds = options.bulkSeconds ?? 4;
+  const bulkSlices = options.bulkSlices ?? 4;
+  const bulkSliceSeconds = sliceSecondsFor(bulkSeconds, bulkSlices);
   const latencySeconds = options.latencySeconds ?? 3;
   const tunnels = options.tunnels ?? 10_000;
   const streams = [...(options.streams ?? [1, 8])];
@@ -164,7 +162,15 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     cpus: cpus().length,
     pinned,
     loadAverage: { start: loadavg().map((l) => Number(l.toFixed(2))), end: [] },
-    options: { bulkSeconds, latencySeconds, tunnels, streams, quick: options.quick ?? false },
+    options: {
+      bulkSeconds,
+      bulkSlices,
+      bulkSliceSeconds,
+      latencySeconds,
+      tunnels,
+      streams,
+      quick: options.quick ?? false,
+    },
     direct: {},
     pairs: [],
   };
@@ -203,15 +209,20 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
         });
         await sleep(300);
       }
-      for (const [i, n] of streams.entries()) {
-        for (const pair of rotate(topology.pairs, i)) {
-          log(`bulk ${n} stream(s) through ${pair.name}, ${bulkSeconds} s`);
-          await attempt(pair, `bulk ${n}`, async () => {
-            get(pair).bulk.push(await bulkCase(pair, n, bulkSeconds, topology.clientPodIp));
-          });
-          await sleep(300); // let the iperf3 server close the test
-        }
-      }
+      const bulk = await runSlicedBulk({
+        pairs: topology.pairs,
+        streams,
+        slices: bulkSlices,
+        sliceSeconds: bulkSliceSeconds,
+        measure: (pair, n, seconds) => bulkSlice(pair, n, seconds, topology.clientPodIp),
+        onError: (pair, what, err) => {
+          get(pair).errors.push(`${what}: ${err.message}`);
+          log(`${pair.name} ${what}: ${err.message}`);
+        },
+        log,
+      });
+      for (const pair of topology.pairs) get(pair).bulk.push(...(bulk.get(pair.name) ?? []));
+      addRoundRatios(result.pairs);
     }
     if (phases.has("ping")) {
       log(`64-byte ping-pong, direct, ${latencySeconds} s`);

@@ -1,7 +1,9 @@
 /**
  * `pnpm bench` in bench/ (or at the root): the mesh data-path benchmark. Flags:
  *   --quick              1 s per case and 200 tunnels: a smoke run, not a measurement
- *   --bulk-seconds=N     iperf3 seconds per bulk case (default 4)
+ *   --bulk-seconds=N     seconds per bulk case and pair (default 4), split over the slices
+ *   --bulk-slices=N      interleaved rounds per bulk case (default 4; 1 with --quick): each round runs
+ *                      every pair for one slice of bulk-seconds/N s (at least 1) in a rotated order
  *   --latency-seconds=N  seconds of ping-pong and of new connections per pair (default 3)
  *   --tunnels=N          tunnels held open at once (default 10000)
  *   --phases=a,b         bulk, ping, connect, tunnels (default all)
@@ -30,7 +32,7 @@ import { formatReport } from "./report.js";
 import type { PairName } from "./topology.js";
 import { formatWaypointReport, runWaypointBench } from "./waypoint-bench.js";
 
-const usage = `usage: pnpm bench [-- --quick] [--bulk-seconds=N] [--latency-seconds=N] [--tunnels=N]
+const usage = `usage: pnpm bench [-- --quick] [--bulk-seconds=N] [--bulk-slices=N] [--latency-seconds=N] [--tunnels=N]
        [--phases=bulk,ping,connect,tunnels] [--pairs=haproxy,node-tls,ztunnel] [--cpu-prof] [--no-pin] [--netns]
        [--base-tree=DIR]
        [--waypoint [--waypoint-slices=N] [--waypoint-seconds=N] [--waypoint-baseline=DIR]
@@ -43,6 +45,7 @@ const options = {
   help: { type: "boolean", short: "h", default: false },
   quick: { type: "boolean", default: false },
   "bulk-seconds": { type: "string" },
+  "bulk-slices": { type: "string" },
   "latency-seconds": { type: "string" },
   tunnels: { type: "string" },
   phases: { type: "string" },
@@ -143,6 +146,7 @@ try {
         const result = await runNetnsBench({
           quick,
           bulkSeconds: positive("bulk-seconds", values["bulk-seconds"], quick ? 1 : 4),
+          bulkSlices: positive("bulk-slices", values["bulk-slices"], quick ? 1 : 4),
           latencySeconds: positive("latency-seconds", values["latency-seconds"], quick ? 1 : 3),
           ...(phases === undefined ? {} : { phases }),
           ...(pairs === undefined ? {} : { pairs }),
@@ -157,6 +161,7 @@ try {
     runBench({
       quick,
       bulkSeconds: positive("bulk-seconds", values["bulk-seconds"], quick ? 1 : 4),
+      bulkSlices: positive("bulk-slices", values["bulk-slices"], quick ? 1 : 4),
       latencySeconds: positive("latency-seconds", values["latency-seconds"], quick ? 1 : 3),
       tunnels: positive("tunnels", values.tunnels, quick ? 200 : 10_000),
       ...(phases === undefined ? {} : { phases }),

@@ -1,13 +1,15 @@
 /**
  * One run of the bench on the namespace mesh (`pnpm bench -- --netns`): the same bulk, ping-pong and
  * new-connection phases as on loopback, driven from inside the client pod through each pair, with the
- * same rotation of which pair goes first. Returns a {@link BenchResult}, so the report is the same.
+ * same rotation of which pair goes first and the same interleaved bulk slices (`bulk-slices.ts`).
+ * Returns a {@link BenchResult}, so the report is the same.
  * The open-tunnels phase stays on loopback (it measures the proxies' memory, not the path).
  */
 
 import { spawnSync } from "node:child_process";
 import { cpus, loadavg } from "node:os";
-import type { BenchResult, BulkResult, PairResult, Phase } from "./bench.js";
+import type { BenchResult, PairResult, Phase } from "./bench.js";
+import { addRoundRatios, rotate, runSlicedBulk, type SliceSample, sliceSecondsFor } from "./bulk-slices.js";
 import { connectInPod, iperfInPod, pingPongInPod } from "./netns-load.js";
 import { type NetnsPair, type NetnsTopology, startNetnsTopology } from "./netns-topology.js";
 import { canPin, totalCpuSeconds } from "./processes.js";
@@ -17,8 +19,10 @@ export const NETNS_PHASES: readonly Phase[] = ["bulk", "ping", "connect"];
 
 export interface NetnsBenchOptions {
   quick?: boolean;
-  /** Seconds per bulk case. Default 4. */
+  /** Seconds per bulk case and pair, split over `bulkSlices` slices. Default 4. */
   bulkSeconds?: number;
+  /** Interleaved rounds per bulk case (see BenchOptions.bulkSlices). Default 4. */
+  bulkSlices?: number;
   /** Seconds of ping-pong and of new connections per pair. Default 3. */
   latencySeconds?: number;
   streams?: readonly number[];
@@ -36,13 +40,7 @@ export interface NetnsBenchResult extends BenchResult {
   directBulk: { streams: number; gbitPerSecond: number }[];
 }
 
-const GIB = 1024 ** 3;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function rotate<T>(items: readonly T[], by: number): T[] {
-  const k = by % Math.max(1, items.length);
-  return [...items.slice(k), ...items.slice(0, k)];
-}
 
 function revision(): string {
   const git = (...args: string[]) => spawnSync("git", args, { encoding: "utf8" }).stdout?.trim() ?? "";
@@ -53,12 +51,13 @@ function revision(): string {
   return dirty === "" ? head : `${head}+changes`;
 }
 
-async function bulkCase(
+/** One slice through one pair: unmodified iperf3 in the client pod, the pair's proxy CPU read around it. */
+async function bulkSlice(
   topology: NetnsTopology,
   pair: NetnsPair,
   streams: number,
   seconds: number,
-): Promise<BulkResult> {
+): Promise<SliceSample> {
   const pids = pair.proxies.map((p) => p.pid);
   const cpu0 = totalCpuSeconds(pids);
   const result = await iperfInPod(
@@ -68,15 +67,10 @@ async function bulkCase(
     seconds,
     topology.dir,
   );
-  const proxyCpuSeconds = totalCpuSeconds(pids) - cpu0;
-  const gib = result.bytes / GIB;
   return {
-    streams,
-    gbitPerSecond: result.bitsPerSecond / 1e9,
     bytes: result.bytes,
     seconds: result.seconds,
-    proxyCpuSeconds,
-    proxyCpuSecondsPerGiB: gib > 0 ? proxyCpuSeconds / gib : Number.NaN,
+    proxyCpuSeconds: totalCpuSeconds(pids) - cpu0,
   };
 }
 
@@ -84,6 +78,8 @@ async function bulkCase(
 export async function runNetnsBench(options: NetnsBenchOptions = {}): Promise<NetnsBenchResult> {
   const log = options.log ?? (() => {});
   const bulkSeconds = options.bulkSeconds ?? 4;
+  const bulkSlices = options.bulkSlices ?? 4;
+  const bulkSliceSeconds = sliceSecondsFor(bulkSeconds, bulkSlices);
   const latencySeconds = options.latencySeconds ?? 3;
   const streams = [...(options.streams ?? [1, 8])];
   const phases = new Set(options.phases ?? NETNS_PHASES);
@@ -96,7 +92,15 @@ export async function runNetnsBench(options: NetnsBenchOptions = {}): Promise<Ne
     cpus: cpus().length,
     pinned,
     loadAverage: { start: loadavg().map((l) => Number(l.toFixed(2))), end: [] },
-    options: { bulkSeconds, latencySeconds, tunnels: 0, streams, quick: options.quick ?? false },
+    options: {
+      bulkSeconds,
+      bulkSlices,
+      bulkSliceSeconds,
+      latencySeconds,
+      tunnels: 0,
+      streams,
+      quick: options.quick ?? false,
+    },
     direct: {},
     directBulk: [],
     pairs: [],
@@ -134,23 +138,31 @@ export async function runNetnsBench(options: NetnsBenchOptions = {}): Promise<Ne
         });
         await sleep(300);
       }
-      for (const [i, n] of streams.entries()) {
-        log(`bulk ${n} stream(s) direct across the veth, ${bulkSeconds} s`);
-        try {
-          const direct = await iperfInPod(client, topology.direct("iperf"), n, bulkSeconds, topology.dir);
-          result.directBulk.push({ streams: n, gbitPerSecond: direct.bitsPerSecond / 1e9 });
-        } catch (err) {
-          log(`direct bulk ${n}: ${(err as Error).message}`);
-        }
-        await sleep(300);
-        for (const pair of rotate(topology.pairs, i)) {
-          log(`bulk ${n} stream(s) through ${pair.name}, ${bulkSeconds} s`);
-          await attempt(pair, `bulk ${n}`, async () => {
-            get(pair).bulk.push(await bulkCase(topology, pair, n, bulkSeconds));
-          });
+      const bulk = await runSlicedBulk({
+        pairs: topology.pairs,
+        streams,
+        slices: bulkSlices,
+        sliceSeconds: bulkSliceSeconds,
+        // The veth's own rate for this stream count, once, before the pairs' rounds.
+        beforeStreams: async (n) => {
+          log(`bulk ${n} stream(s) direct across the veth, ${bulkSeconds} s`);
+          try {
+            const direct = await iperfInPod(client, topology.direct("iperf"), n, bulkSeconds, topology.dir);
+            result.directBulk.push({ streams: n, gbitPerSecond: direct.bitsPerSecond / 1e9 });
+          } catch (err) {
+            log(`direct bulk ${n}: ${(err as Error).message}`);
+          }
           await sleep(300);
-        }
-      }
+        },
+        measure: (pair, n, seconds) => bulkSlice(topology, pair, n, seconds),
+        onError: (pair, what, err) => {
+          get(pair).errors.push(`${what}: ${err.message}`);
+          log(`${pair.name} ${what}: ${err.message}`);
+        },
+        log,
+      });
+      for (const pair of topology.pairs) get(pair).bulk.push(...(bulk.get(pair.name) ?? []));
+      addRoundRatios(result.pairs);
     }
     if (phases.has("ping")) {
       log(`64-byte ping-pong, direct, ${latencySeconds} s`);

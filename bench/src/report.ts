@@ -1,8 +1,10 @@
 /**
  * Prints a run as one Markdown table (raw numbers, and the ratio to the haproxy pair beside each) and
- * one machine-readable line, `BENCH_JSON {...}`.
+ * one machine-readable line, `BENCH_JSON {...}`. A bulk case measured in interleaved slices shows the
+ * median of its per-round ratios with their min-max, e.g. `6.00 (1.69x, 1.20-2.10)`.
  */
-import type { BenchResult, PairResult } from "./bench.js";
+import type { BenchResult, BulkResult, PairResult } from "./bench.js";
+import type { RatioSpread } from "./bulk-slices.js";
 
 interface Row {
   label: string;
@@ -11,6 +13,8 @@ interface Row {
   digits: number;
   /** An extra note after the number (e.g. the shim's own CPU). */
   note?(pair: PairResult): string;
+  /** The ratio to haproxy measured per round, when the row has one; else value / haproxy's value. */
+  spread?(pair: PairResult): RatioSpread | undefined;
 }
 
 function fmt(n: number, digits: number): string {
@@ -23,20 +27,28 @@ function sum(values: readonly number[]): number {
   return values.reduce((a, b) => a + b, 0);
 }
 
+function bulkOf(p: PairResult, streams: number): BulkResult | undefined {
+  return p.bulk.find((b) => b.streams === streams);
+}
+
+const plural = (n: number) => (n === 1 ? "" : "s");
+
 function rows(streams: readonly number[]): Row[] {
   const out: Row[] = [];
   for (const n of streams) {
-    const bulk = (p: PairResult) => p.bulk.find((b) => b.streams === n);
+    const bulk = (p: PairResult) => bulkOf(p, n);
     out.push(
       {
-        label: `bulk ${n} stream${n === 1 ? "" : "s"}, Gbit/s`,
+        label: `bulk ${n} stream${plural(n)}, Gbit/s`,
         value: (p) => bulk(p)?.gbitPerSecond,
         digits: 2,
+        spread: (p) => bulk(p)?.vsBaseline?.gbitPerSecond,
       },
       {
-        label: `proxy CPU s/GiB, ${n} stream${n === 1 ? "" : "s"}`,
+        label: `proxy CPU s/GiB, ${n} stream${plural(n)}`,
         value: (p) => bulk(p)?.proxyCpuSecondsPerGiB,
         digits: 2,
+        spread: (p) => bulk(p)?.vsBaseline?.proxyCpuSecondsPerGiB,
         note: (p) => {
           const helper = bulk(p)?.helperCpuSecondsPerGiB;
           return helper === undefined ? "" : ` [+ shim ${fmt(helper, 2)}, not billed]`;
@@ -72,8 +84,13 @@ export function formatReport(result: BenchResult): string {
     }, load average ${result.loadAverage.start.join(" ")} at start, ${result.loadAverage.end.join(" ")} at end`,
   );
   if (result.options.quick) lines.push("--quick: a smoke run of the harness, not a measurement");
+  const o = result.options;
+  const bulkText =
+    o.bulkSlices === undefined
+      ? `bulk ${o.bulkSeconds} s per case (iperf3)`
+      : `bulk ${o.bulkSlices} interleaved round${plural(o.bulkSlices)} of ${o.bulkSliceSeconds ?? "?"} s per pair and case (iperf3; totals over all slices, ratio = median of the per-round ratios to haproxy, min-max)`;
   lines.push(
-    `bulk ${result.options.bulkSeconds} s per case (iperf3), latency ${result.options.latencySeconds} s per pair, ${result.options.tunnels} tunnels; ratios are to the haproxy pair in this run`,
+    `${bulkText}, latency ${result.options.latencySeconds} s per pair, ${result.options.tunnels} tunnels; ratios are to the haproxy pair in this run`,
     "",
   );
   lines.push(`| measurement | ${result.pairs.map((p) => p.pair).join(" | ")} |`);
@@ -85,7 +102,10 @@ export function formatReport(result: BenchResult): string {
       if (v === undefined) return "-";
       let ratio = "";
       // A ratio to a baseline at or below zero (an added p99 lost in noise) means nothing.
-      if (pair.pair !== "haproxy" && base !== undefined) {
+      const spread = pair.pair === "haproxy" ? undefined : row.spread?.(pair);
+      if (spread !== undefined) {
+        ratio = ` (${fmt(spread.median, 2)}x, ${fmt(spread.min, 2)}-${fmt(spread.max, 2)})`;
+      } else if (pair.pair !== "haproxy" && base !== undefined) {
         ratio = base > 0 && v >= 0 ? ` (${fmt(v / base, 2)}x)` : " (no ratio)";
       }
       return `${fmt(v, row.digits)}${ratio}${row.note?.(pair) ?? ""}`;
@@ -103,6 +123,8 @@ export function formatReport(result: BenchResult): string {
     );
   }
   if (direct.length > 0) lines.push("", `direct (no proxy): ${direct.join("; ")}`);
+  const perRound = roundLines(result);
+  if (perRound.length > 0) lines.push("", ...perRound);
   for (const pair of result.pairs) {
     for (const error of pair.errors) lines.push(`ERROR ${pair.pair}: ${error}`);
     if (pair.tunnels?.firstFailure !== undefined) {
@@ -111,4 +133,20 @@ export function formatReport(result: BenchResult): string {
   }
   lines.push("", `BENCH_JSON ${JSON.stringify(result)}`);
   return lines.join("\n");
+}
+
+/** Each pair's per-round ratios to haproxy, round by round, so the spread behind a median is visible. */
+function roundLines(result: BenchResult): string[] {
+  const lines: string[] = [];
+  for (const pair of result.pairs) {
+    for (const bulk of pair.bulk) {
+      const vs = bulk.vsBaseline;
+      if (vs === undefined) continue;
+      const list = (s: RatioSpread) => s.rounds.map((r) => `${fmt(r, 2)}x`).join(" ");
+      lines.push(
+        `per round, ${pair.pair} / ${vs.pair}, ${bulk.streams} stream${plural(bulk.streams)}: CPU s/GiB ${list(vs.proxyCpuSecondsPerGiB)}; Gbit/s ${list(vs.gbitPerSecond)}`,
+      );
+    }
+  }
+  return lines;
 }
