@@ -6,7 +6,8 @@
 // VETH_ONLY=multi-hbone,multi-tls,single-hbone,single-tls (a subset, to profile one variant),
 // VETH_PERF=<file> (`perf record -g` of both processes while the client runs; with VETH_PERF_SCHED=1 their
 // scheduler switches, for `perf sched timehist`), VETH_STREAM_WINDOW_MIB and
-// VETH_CONNECTION_WINDOW_MIB (the receiver's HTTP/2 windows; default the package's 4 and 16 MiB).
+// VETH_CONNECTION_WINDOW_MIB (the receiver's HTTP/2 windows; default the package's 4 and 16 MiB),
+// VETH_TCP_WMEM_MIB (the largest TCP send buffer in both namespaces).
 //
 // The client side runs in one namespace pinned to CPU 0, the server side in the other pinned to CPU 1,
 // joined by one veth pair (MTU 1500, the kernel's defaults). Everything the bench makes lives in those
@@ -66,6 +67,33 @@ for (const side of ["client", "server"] as const) {
   run("ip", "-n", ns[side], "addr", "add", `${ip[side]}/24`, "dev", "eth0");
   run("ip", "-n", ns[side], "link", "set", "eth0", "up");
 }
+// VETH_TCP_WMEM_MIB: the largest TCP send buffer in both namespaces (`net.ipv4.tcp_wmem` max, per
+// namespace since Linux 4.15), to see whether one connection's send buffer bounds the multiplexed case.
+const wmemMiB = process.env.VETH_TCP_WMEM_MIB;
+if (wmemMiB !== undefined) {
+  for (const name of [ns.client, ns.server]) {
+    run(
+      "ip",
+      "netns",
+      "exec",
+      name,
+      "sysctl",
+      "-q",
+      "-w",
+      `net.ipv4.tcp_wmem=4096 16384 ${Number(wmemMiB) * 1024 * 1024}`,
+    );
+  }
+}
+const tcpMem = spawnSync(
+  "ip",
+  ["netns", "exec", ns.client, "cat", "/proc/sys/net/ipv4/tcp_wmem", "/proc/sys/net/ipv4/tcp_rmem"],
+  {
+    encoding: "utf8",
+  },
+)
+  .stdout.replace(/\s+/g, " ")
+  .trim();
+console.log(`tcp_wmem / tcp_rmem in the namespaces: ${tcpMem}`);
 
 const pin = process.env.VETH_NO_PIN !== "1" && spawnSync("taskset", ["-c", "1", "true"]).status === 0;
 const profDir = process.env.VETH_CPU_PROF;
