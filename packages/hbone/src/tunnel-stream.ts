@@ -27,7 +27,6 @@ interface Relay {
   paused: boolean;
   /** The socket is corked until the end of this event-loop turn ({@link RELAY_BATCH_BYTES}). */
   batching: boolean;
-  endBatch: () => void;
   socketClosed: boolean;
   done: boolean;
   /** Ends the relay once: `err` undefined when both directions finished cleanly. */
@@ -100,10 +99,10 @@ export class TunnelStream extends Duplex implements TunnelInfo {
         // rest of the socket read, a frame's short tail) joins it in one write.
         relay.batching = true;
         socket.cork();
-        setImmediate(relay.endBatch);
+        setImmediate(endRelayBatch, relay);
       }
       socket.write(chunk);
-      if (relay.batching && socket.writableLength >= RELAY_BATCH_FLUSH_BYTES) relay.endBatch();
+      if (relay.batching && socket.writableLength >= RELAY_BATCH_FLUSH_BYTES) endRelayBatch(relay);
       if (relay.owed === 0 && socket.writableLength <= RELAY_BUFFER_BYTES) this.#h2.consume(n);
       else relay.owed += n;
       return;
@@ -186,11 +185,6 @@ export class TunnelStream extends Duplex implements TunnelInfo {
       owed: 0,
       paused: false,
       batching: false,
-      endBatch: () => {
-        if (!relay.batching) return;
-        relay.batching = false;
-        socket.uncork();
-      },
       socketClosed: false,
       done: false,
       finish: (err) => {
@@ -206,16 +200,8 @@ export class TunnelStream extends Duplex implements TunnelInfo {
         done(err, { toSocket: relay.toSocket, fromSocket: relay.fromSocket });
       },
     };
-    const resume = (err?: Error | null) => {
-      if (err) {
-        relay.finish(err);
-        return;
-      }
-      if (relay.paused && !relay.done) {
-        relay.paused = false;
-        socket.resume();
-      }
-    };
+    // Made the first time the socket has to wait (an idle tunnel never needs it).
+    let resume: ((err?: Error | null) => void) | undefined;
     const onSocketData = (chunk: Buffer) => {
       const n = chunk.length;
       relay.fromSocket += n;
@@ -230,6 +216,16 @@ export class TunnelStream extends Duplex implements TunnelInfo {
       if (blocked) {
         relay.paused = true;
         socket.pause();
+        resume ??= (err?: Error | null) => {
+          if (err) {
+            relay.finish(err);
+            return;
+          }
+          if (relay.paused && !relay.done) {
+            relay.paused = false;
+            socket.resume();
+          }
+        };
         h2.write(chunk, resume);
       } else {
         h2.write(chunk);
@@ -266,10 +262,12 @@ export class TunnelStream extends Duplex implements TunnelInfo {
     // error after the end is not an unhandled one.
     this.on("error", onSocketError);
     socket.on("data", onSocketData);
-    socket.once("end", onSocketEnd);
+    // `on`, not `once`: each fires at most once, and `finish` removes them; a `once` wrapper would be
+    // two more objects per open tunnel.
+    socket.on("end", onSocketEnd);
     socket.on("drain", onSocketDrain);
     socket.on("error", onSocketError);
-    socket.once("close", onSocketClose);
+    socket.on("close", onSocketClose);
     socket.resume();
     return true;
   }
@@ -316,4 +314,11 @@ export class TunnelStream extends Duplex implements TunnelInfo {
     if (!h2.closed && (err !== null || !this.#sawEnd || !this.#endSent)) h2.reset(H2_ERROR.CANCEL);
     cb(err);
   }
+}
+
+/** Ends a relay's batch toward its socket (from `setImmediate`, or once the batch is large). */
+function endRelayBatch(relay: Relay): void {
+  if (!relay.batching) return;
+  relay.batching = false;
+  relay.socket.uncork();
 }
