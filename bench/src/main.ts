@@ -13,6 +13,7 @@
  *   --base-tree=DIR      also run the ztunnel pair of another built checkout (e.g. a `git worktree` of an
  *                      older commit) as `ztunnel-base`, with its own pods, in the same run: before/after
  *   --no-pin             do not pin the proxies to CPUs
+ *   --subnet=N           loopback addresses 127.N.x.y (default 77), so two loopback runs can share a machine
  *   --netns              the namespace mesh instead of loopback (root): pods are network namespaces,
  *                      the ztunnels capture in-pod, phases bulk, ping, connect (src/netns-bench.ts)
  *   --waypoint           the waypoint against haproxy in HTTP mode with h2load (src/waypoint-bench.ts);
@@ -33,7 +34,7 @@ import type { PairName } from "./topology.js";
 import { formatWaypointReport, runWaypointBench } from "./waypoint-bench.js";
 
 const usage = `usage: pnpm bench [-- --quick] [--bulk-seconds=N] [--bulk-slices=N] [--latency-seconds=N] [--tunnels=N]
-       [--phases=bulk,ping,connect,tunnels] [--pairs=haproxy,node-tls,ztunnel] [--cpu-prof] [--no-pin] [--netns]
+       [--phases=bulk,ping,connect,tunnels] [--pairs=haproxy,node-tls,ztunnel] [--cpu-prof] [--no-pin] [--subnet=N] [--netns]
        [--base-tree=DIR]
        [--waypoint [--waypoint-slices=N] [--waypoint-seconds=N] [--waypoint-baseline=DIR]
         [--waypoint-node-flags="..."]]`;
@@ -53,6 +54,7 @@ const options = {
   "cpu-prof": { type: "boolean", default: false },
   "base-tree": { type: "string" },
   "no-pin": { type: "boolean", default: false },
+  subnet: { type: "string" },
   netns: { type: "boolean", default: false },
   waypoint: { type: "boolean", default: false },
   "waypoint-slices": { type: "string" },
@@ -77,6 +79,15 @@ function positive(name: string, text: string | undefined, fallback: number): num
   const n = Number(text);
   if (!Number.isInteger(n) || n <= 0) {
     console.error(`--${name} must be a positive integer`);
+    process.exit(2);
+  }
+  return n;
+}
+
+function subnetOf(text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1 || n > 254) {
+    console.error("--subnet must be an integer from 1 to 254");
     process.exit(2);
   }
   return n;
@@ -164,6 +175,7 @@ try {
       bulkSlices: positive("bulk-slices", values["bulk-slices"], quick ? 1 : 4),
       latencySeconds: positive("latency-seconds", values["latency-seconds"], quick ? 1 : 3),
       tunnels: positive("tunnels", values.tunnels, quick ? 200 : 10_000),
+      ...(values.subnet === undefined ? {} : { subnet: subnetOf(values.subnet) }),
       ...(phases === undefined ? {} : { phases }),
       ...(pairs === undefined ? {} : { pairs }),
       pin: !values["no-pin"],
