@@ -193,3 +193,34 @@ test("rounds interleave the pairs in a rotated order; a failed slice is reported
   const json = /^BENCH_JSON (.*)$/m.exec(text)?.[1];
   assert.deepEqual(JSON.parse(json ?? "null"), result);
 });
+
+test("with one round the report gives the ratio without a range", () => {
+  const slice = (gib: number, cpu: number) =>
+    toSlice({ bytes: gib * GIB, seconds: 4, proxyCpuSeconds: cpu }, 0, 0);
+  const results: PairResult[] = [
+    { pair: "haproxy", bulk: [totals(1, [slice(2, 4)])], errors: [] },
+    { pair: "ztunnel", bulk: [totals(1, [slice(1, 3)])], errors: [] },
+  ];
+  addRoundRatios(results);
+  const text = formatReport({
+    startedAt: "2026-12-05T00:00:00.000Z",
+    revision: "abc1234",
+    node: "v20",
+    cpus: 2,
+    pinned: false,
+    loadAverage: { start: [1, 1, 1], end: [1, 1, 1] },
+    options: {
+      bulkSeconds: 4,
+      bulkSlices: 1,
+      bulkSliceSeconds: 4,
+      latencySeconds: 1,
+      tunnels: 0,
+      streams: [1],
+      quick: false,
+    },
+    direct: {},
+    pairs: results,
+  });
+  assert.match(text, /1 interleaved round of 4 s per pair/);
+  assert.match(text, /\| proxy CPU s\/GiB, 1 stream \| 2\.00 \| 3\.00 \(1\.50x\) \|/);
+});

@@ -104,7 +104,11 @@ export function formatReport(result: BenchResult): string {
       // A ratio to a baseline at or below zero (an added p99 lost in noise) means nothing.
       const spread = pair.pair === "haproxy" ? undefined : row.spread?.(pair);
       if (spread !== undefined) {
-        ratio = ` (${fmt(spread.median, 2)}x, ${fmt(spread.min, 2)}-${fmt(spread.max, 2)})`;
+        // One round (--bulk-slices=1) has no spread to show.
+        ratio =
+          spread.rounds.length > 1
+            ? ` (${fmt(spread.median, 2)}x, ${fmt(spread.min, 2)}-${fmt(spread.max, 2)})`
+            : ` (${fmt(spread.median, 2)}x)`;
       } else if (pair.pair !== "haproxy" && base !== undefined) {
         ratio = base > 0 && v >= 0 ? ` (${fmt(v / base, 2)}x)` : " (no ratio)";
       }
