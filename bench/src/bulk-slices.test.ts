@@ -5,6 +5,7 @@ import { test } from "node:test";
 import type { BenchResult, PairResult } from "./bench.js";
 import {
   addRoundRatios,
+  BUSY_RETRIES,
   medianRange,
   ratioSpread,
   rotate,
@@ -223,4 +224,31 @@ test("with one round the report gives the ratio without a range", () => {
   });
   assert.match(text, /1 interleaved round of 4 s per pair/);
   assert.match(text, /\| proxy CPU s\/GiB, 1 stream \| 2\.00 \| 3\.00 \(1\.50x\) \|/);
+});
+
+test("a slice the iperf3 server refused as busy is tried again, a bounded number of times", async () => {
+  const busy = new Error("iperf3 to 127.77.0.2:5201: the server is busy running a test. try again later");
+  const attempts = new Map<string, number>();
+  const errors: string[] = [];
+  const out = await runSlicedBulk({
+    pairs: [{ name: "haproxy" }, { name: "ztunnel" }],
+    streams: [1],
+    slices: 1,
+    sliceSeconds: 1,
+    measure: async (pair) => {
+      const n = (attempts.get(pair.name) ?? 0) + 1;
+      attempts.set(pair.name, n);
+      // haproxy's server is busy once; the ztunnel's never stops being busy.
+      if (pair.name === "ztunnel" || n === 1) throw busy;
+      return { bytes: GIB, seconds: 1, proxyCpuSeconds: 1 };
+    },
+    onError: (pair, what, err) => errors.push(`${pair.name} ${what}: ${err.message}`),
+    pauseMs: 0,
+    busyRetryMs: 0,
+  });
+  assert.equal(attempts.get("haproxy"), 2);
+  assert.equal(out.get("haproxy")?.[0]?.slices?.length, 1);
+  assert.equal(attempts.get("ztunnel"), 1 + BUSY_RETRIES);
+  assert.deepEqual(out.get("ztunnel"), []);
+  assert.deepEqual(errors, [`ztunnel bulk 1 round 1: ${busy.message}`]);
 });

@@ -160,7 +160,21 @@ export interface SlicedBulkOptions<P extends { name: string }> {
   onError(pair: P, what: string, err: Error): void;
   /** Pause after each slice, so the iperf3 server has closed the test. Default 300 ms. */
   pauseMs?: number;
+  /** Wait before retrying a slice the iperf3 server refused as busy (at most {@link BUSY_RETRIES} times). Default 1,000 ms. */
+  busyRetryMs?: number;
   log?: (line: string) => void;
+}
+
+/** Retries of a slice whose iperf3 server was still closing the previous test. */
+export const BUSY_RETRIES = 3;
+
+/**
+ * iperf3's refusal while its server still runs (or closes) the previous test: nothing was measured, so
+ * the slice is tried again. Slices are short and many, so a loaded machine hits this more often than
+ * one long case per pair did.
+ */
+export function serverBusy(err: Error): boolean {
+  return /server is busy running a test/.test(err.message);
 }
 
 /**
@@ -181,11 +195,19 @@ export async function runSlicedBulk<P extends { name: string }>(
         log(
           `bulk ${n} stream(s) through ${pair.name}, round ${round + 1}/${options.slices}, ${options.sliceSeconds} s`,
         );
-        try {
-          const sample = await options.measure(pair, n, options.sliceSeconds);
-          slices.get(pair.name)?.push(toSlice(sample, round, position));
-        } catch (err) {
-          options.onError(pair, `bulk ${n} round ${round + 1}`, err as Error);
+        for (let attempt = 0; ; attempt++) {
+          try {
+            const sample = await options.measure(pair, n, options.sliceSeconds);
+            slices.get(pair.name)?.push(toSlice(sample, round, position));
+          } catch (err) {
+            if (serverBusy(err as Error) && attempt < BUSY_RETRIES) {
+              log(`${pair.name}: iperf3 server busy, slice tried again`);
+              await new Promise((r) => setTimeout(r, options.busyRetryMs ?? 1000));
+              continue;
+            }
+            options.onError(pair, `bulk ${n} round ${round + 1}`, err as Error);
+          }
+          break;
         }
         if (pauseMs > 0) await new Promise((r) => setTimeout(r, pauseMs));
       }
