@@ -105,7 +105,11 @@ export type ZtunnelFlag = keyof typeof ZTUNNEL_FLAGS;
 
 /** The help text: one entry per flag, with its value, default and description. */
 export function ztunnelUsage(): string {
-  const lines = ["usage: pnpm start -- [flags]   (or: node --import tsx src/main.ts [flags])", "", "flags:"];
+  const lines = [
+    "usage: pnpm start -- [flags]   (or, after pnpm build: node dist/main.js [flags])",
+    "",
+    "flags:",
+  ];
   for (const [name, spec] of Object.entries(ZTUNNEL_FLAGS) as [string, FlagSpec][]) {
     const head = `  --${name}${spec.value === undefined ? "" : ` <${spec.value}>`}`;
     const dflt = spec.default === undefined ? "" : ` Default: ${spec.default}.`;
