@@ -31,6 +31,7 @@ import {
 } from "./processes.js";
 import type { RelayConfig } from "./tls-relay.js";
 import type { PairName, TargetName } from "./topology.js";
+import { ztunnelEntry } from "./ztunnel-entry.js";
 
 /** ztunnel `DEFAULT_INPOD_MARK`: the proxy's own sockets carry it, and the capture rules let them pass. */
 const INPOD_MARK = 0x539;
@@ -487,9 +488,7 @@ export async function startNetnsTopology(options: NetnsTopologyOptions = {}): Pr
             process.execPath,
             [
               ...flags,
-              "--import",
-              "tsx",
-              join(repoRoot, "examples/ztunnel/src/main.ts"),
+              ...ztunnelEntry(repoRoot, repoRoot).nodeArgs,
               "--node",
               node,
               "--node-ip",

@@ -21,6 +21,7 @@ import {
   waitForPort,
 } from "./processes.js";
 import type { RelayConfig } from "./tls-relay.js";
+import { ztunnelEntry } from "./ztunnel-entry.js";
 
 /** Which pair carried the traffic. */
 export type PairName = "haproxy" | "node-tls" | "ztunnel" | "ztunnel-base";
@@ -395,12 +396,16 @@ export async function startTopology(options: TopologyOptions = {}): Promise<Topo
       ]);
       await waitForPort(cpIp, 15012, START_TIMEOUT_MS, cp);
       const ztunnels: BenchChild[] = [];
+      const entry = ztunnelEntry(root, repoRoot);
       for (const [index, node] of ["node-a", "node-b"].entries()) {
         await waitForFile(join(meshState, "tokens", `${node}.jwt`), START_TIMEOUT_MS, cp);
-        const z = nodeScript(
+        const cpu = index === 0 ? outCpu : inCpu;
+        const z = startChild(
           `${name} ${node}`,
-          join(root, "examples/ztunnel/src/main.ts"),
+          process.execPath,
           [
+            ...(options.proxyNodeFlags ?? []),
+            ...entry.nodeArgs,
             "--node",
             node,
             "--node-ip",
@@ -412,8 +417,7 @@ export async function startTopology(options: TopologyOptions = {}): Promise<Topo
             "--log-level",
             "warn",
           ],
-          index === 0 ? outCpu : inCpu,
-          options.proxyNodeFlags ?? [],
+          { ...(cpu === undefined ? {} : { cpu }) },
         );
         ztunnels.push(z);
       }
@@ -454,7 +458,7 @@ export async function startTopology(options: TopologyOptions = {}): Promise<Topo
         iperfAddress: { host: shimIp, port: ROUTE_PORTS.iperf },
       });
       log(
-        `${name} pair (${root}): SOCKS5 ${socks5.proxyHost}:${SOCKS5_PORT} -> HBONE -> ${podIps.server}; shim ${shimIp}`,
+        `${name} pair (${root}; ${entry.describe}): SOCKS5 ${socks5.proxyHost}:${SOCKS5_PORT} -> HBONE -> ${podIps.server}; shim ${shimIp}`,
       );
     };
 
