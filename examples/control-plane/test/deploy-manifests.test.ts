@@ -155,19 +155,41 @@ describe("deploy/kubernetes manifests", () => {
 
   it("run entry points that exist with flags they accept", async () => {
     const docs = await manifests();
-    const cases: [Doc, string][] = [
-      [find(docs, "Deployment", "istiod"), "examples/control-plane/src/main.ts"],
-      [find(docs, "DaemonSet", "ztunnel"), "examples/ztunnel/src/main.ts"],
-      [find(docs, "Deployment", "waypoint"), "examples/waypoint/src/main.ts"],
+    // [manifest, first argument, the source file that must exist, the file that names its flags]
+    const cases: [Doc, string, string, string][] = [
+      [
+        find(docs, "Deployment", "istiod"),
+        "examples/control-plane/src/main.ts",
+        "examples/control-plane/src/main.ts",
+        "examples/control-plane/src/main.ts",
+      ],
+      // The ztunnel runs its build (tsup, src/main.ts -> dist/main.js) with plain node, no loader.
+      [
+        find(docs, "DaemonSet", "ztunnel"),
+        "examples/ztunnel/dist/main.js",
+        "examples/ztunnel/src/main.ts",
+        "examples/ztunnel/src/cli.ts",
+      ],
+      [
+        find(docs, "Deployment", "waypoint"),
+        "examples/waypoint/src/main.ts",
+        "examples/waypoint/src/main.ts",
+        "examples/waypoint/src/main.ts",
+      ],
     ];
-    for (const [doc, entry] of cases) {
+    const ztunnelContainer = (
+      find(docs, "DaemonSet", "ztunnel").spec as {
+        template: { spec: { containers: { command?: string[] }[] } };
+      }
+    ).template.spec.containers[0];
+    assert.deepEqual(ztunnelContainer?.command, ["node"]);
+    const tsup = await readFile(join(REPO, "examples/ztunnel/tsup.config.ts"), "utf8");
+    assert.match(tsup, /entry: \{ main: "src\/main\.ts" \}/);
+    for (const [doc, entry, main, flagsFile] of cases) {
       const args = containerArgs(doc);
       assert.equal(args[0], entry);
-      assert.ok(existsSync(join(REPO, entry)), entry);
-      const source = await readFile(
-        join(REPO, entry.replace("main.ts", entry.includes("ztunnel") ? "cli.ts" : "main.ts")),
-        "utf8",
-      );
+      assert.ok(existsSync(join(REPO, main)), main);
+      const source = await readFile(join(REPO, flagsFile), "utf8");
       for (const flag of args.filter((a) => a.startsWith("--"))) {
         const name = flag.slice(2);
         assert.ok(
