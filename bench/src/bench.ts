@@ -26,7 +26,7 @@ export const ALL_PHASES: readonly Phase[] = ["bulk", "ping", "connect", "tunnels
 export interface BenchOptions {
   /** Marks the run as a smoke run in the report. Default false. */
   quick?: boolean;
-  /** Seconds per bulk case and pair, split over {@link bulkSlices} slices. Default 4. */
+  /** Seconds per bulk case and pair, split over {@link bulkSlices} slices. Default 8. */
   bulkSeconds?: number;
   /** Interleaved rounds per bulk case: each pair runs one slice of `bulkSeconds / bulkSlices` s (at least 1) per round. Default 4. */
   bulkSlices?: number;
@@ -147,7 +147,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Starts everything, runs the phases, stops everything (also on error). */
 export async function runBench(options: BenchOptions = {}): Promise<BenchResult> {
   const log = options.log ?? (() => {});
-  const bulkSeconds = options.bulkSeconds ?? 4;
+  const bulkSeconds = options.bulkSeconds ?? 8;
   const bulkSlices = options.bulkSlices ?? 4;
   const bulkSliceSeconds = sliceSecondsFor(bulkSeconds, bulkSlices);
   const latencySeconds = options.latencySeconds ?? 3;

@@ -1,7 +1,7 @@
 /**
  * `pnpm bench` in bench/ (or at the root): the mesh data-path benchmark. Flags:
  *   --quick              1 s per case and 200 tunnels: a smoke run, not a measurement
- *   --bulk-seconds=N     seconds per bulk case and pair (default 4), split over the slices
+ *   --bulk-seconds=N     seconds per bulk case and pair (default 8), split over the slices
  *   --bulk-slices=N      interleaved rounds per bulk case (default 4; 1 with --quick): each round runs
  *                      every pair for one slice of bulk-seconds/N s (at least 1) in a rotated order
  *   --latency-seconds=N  seconds of ping-pong and of new connections per pair (default 3)
@@ -156,7 +156,7 @@ try {
     ? async (): Promise<{ result: BenchResult; preamble: string }> => {
         const result = await runNetnsBench({
           quick,
-          bulkSeconds: positive("bulk-seconds", values["bulk-seconds"], quick ? 1 : 4),
+          bulkSeconds: positive("bulk-seconds", values["bulk-seconds"], quick ? 1 : 8),
           bulkSlices: positive("bulk-slices", values["bulk-slices"], quick ? 1 : 4),
           latencySeconds: positive("latency-seconds", values["latency-seconds"], quick ? 1 : 3),
           ...(phases === undefined ? {} : { phases }),
@@ -171,7 +171,7 @@ try {
   const loopback = () =>
     runBench({
       quick,
-      bulkSeconds: positive("bulk-seconds", values["bulk-seconds"], quick ? 1 : 4),
+      bulkSeconds: positive("bulk-seconds", values["bulk-seconds"], quick ? 1 : 8),
       bulkSlices: positive("bulk-slices", values["bulk-slices"], quick ? 1 : 4),
       latencySeconds: positive("latency-seconds", values["latency-seconds"], quick ? 1 : 3),
       tunnels: positive("tunnels", values.tunnels, quick ? 200 : 10_000),

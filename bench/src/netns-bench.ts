@@ -19,7 +19,7 @@ export const NETNS_PHASES: readonly Phase[] = ["bulk", "ping", "connect"];
 
 export interface NetnsBenchOptions {
   quick?: boolean;
-  /** Seconds per bulk case and pair, split over `bulkSlices` slices. Default 4. */
+  /** Seconds per bulk case and pair, split over `bulkSlices` slices. Default 8. */
   bulkSeconds?: number;
   /** Interleaved rounds per bulk case (see BenchOptions.bulkSlices). Default 4. */
   bulkSlices?: number;
@@ -77,7 +77,7 @@ async function bulkSlice(
 /** Builds the namespace mesh, runs the phases, removes everything (also on error). */
 export async function runNetnsBench(options: NetnsBenchOptions = {}): Promise<NetnsBenchResult> {
   const log = options.log ?? (() => {});
-  const bulkSeconds = options.bulkSeconds ?? 4;
+  const bulkSeconds = options.bulkSeconds ?? 8;
   const bulkSlices = options.bulkSlices ?? 4;
   const bulkSliceSeconds = sliceSecondsFor(bulkSeconds, bulkSlices);
   const latencySeconds = options.latencySeconds ?? 3;
