@@ -7,30 +7,13 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { type ControlPlane, startControlPlane } from "@ambient/example-control-plane";
 import { tokenFileReader } from "@ambient/example-ztunnel";
-import { loopbackSubnet } from "../test/mesh-fixture.js";
+import { loopbackSubnet, shopWithWaypoint } from "../test/mesh-fixture.js";
 import { startWaypoint } from "./index.js";
 
 const { ip } = loopbackSubnet();
 
 const MESH = `
-apiVersion: v1
-kind: Namespace
-metadata: { name: shop, labels: { istio.io/dataplane-mode: ambient } }
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: { name: waypoint, namespace: shop }
-spec: { gatewayClassName: istio-waypoint }
-status: { addresses: [{ type: IPAddress, value: ${ip(6)} }] }
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: waypoint-0
-  namespace: shop
-  labels: { gateway.networking.k8s.io/gateway-name: waypoint, istio.io/dataplane-mode: none }
-spec: { nodeName: node-a, serviceAccountName: waypoint }
-status: { podIP: ${ip(6)} }
+${shopWithWaypoint(ip(6))}
 `;
 
 describe("waypoint token file", { timeout: 30_000 }, () => {

@@ -16,6 +16,7 @@ import { createCertificateServiceClient, SecretManager } from "@ambient/spiffe/c
 import {
   loopbackSubnet,
   type SocksConnection,
+  shopWithWaypoint,
   socks5Dial,
   startTestMesh,
   type TestMesh,
@@ -45,24 +46,7 @@ spec:
 `;
 
 const BASE = `
-apiVersion: v1
-kind: Namespace
-metadata: { name: shop, labels: { istio.io/dataplane-mode: ambient } }
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: { name: waypoint, namespace: shop }
-spec: { gatewayClassName: istio-waypoint }
-status: { addresses: [{ type: IPAddress, value: ${ip(6)} }] }
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: waypoint-0
-  namespace: shop
-  labels: { gateway.networking.k8s.io/gateway-name: waypoint, istio.io/dataplane-mode: none }
-spec: { nodeName: node-a, serviceAccountName: waypoint }
-status: { podIP: ${ip(6)} }
+${shopWithWaypoint(ip(6))}
 ---
 apiVersion: v1
 kind: Pod

@@ -28,6 +28,31 @@ export function loopbackSubnet(): { cidr: string; ip: (n: number) => string } {
   return { cidr: `${base}.0/24`, ip: (n: number) => `${base}.${n}` };
 }
 
+/**
+ * The `shop` namespace in the ambient mesh with its waypoint: the Gateway (its address in `status`) and
+ * the waypoint's pod at `waypointIp`, on node-a. Tests append their own pods, Services and policies.
+ */
+export function shopWithWaypoint(waypointIp: string): string {
+  return `apiVersion: v1
+kind: Namespace
+metadata: { name: shop, labels: { istio.io/dataplane-mode: ambient } }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: waypoint, namespace: shop }
+spec: { gatewayClassName: istio-waypoint }
+status: { addresses: [{ type: IPAddress, value: ${waypointIp} }] }
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: waypoint-0
+  namespace: shop
+  labels: { gateway.networking.k8s.io/gateway-name: waypoint, istio.io/dataplane-mode: none }
+spec: { nodeName: node-a, serviceAccountName: waypoint }
+status: { podIP: ${waypointIp} }`;
+}
+
 export interface TestMeshOptions {
   /** The manifests, written to `mesh.yaml` in a new temp folder the control plane serves. */
   manifests: string;

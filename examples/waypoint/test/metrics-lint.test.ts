@@ -4,7 +4,13 @@ import { createServer, get, type Server } from "node:http";
 import { after, before, describe, it } from "node:test";
 import { promtoolCheckMetrics, withSampleInEveryFamily } from "../../../scripts/testing/promtool.js";
 import type { RunningWaypoint } from "../src/index.js";
-import { httpOverSocks, loopbackSubnet, startTestMesh, type TestMesh } from "./mesh-fixture.js";
+import {
+  httpOverSocks,
+  loopbackSubnet,
+  shopWithWaypoint,
+  startTestMesh,
+  type TestMesh,
+} from "./mesh-fixture.js";
 
 // The exposition text a running waypoint serves on its metrics port, after requests it allowed, refused and could not route,
 // linted by the Prometheus project's own `promtool check metrics` (Debian `prometheus`, installed by
@@ -35,24 +41,7 @@ async function lint(text: string): Promise<{ code: number; problems: string[] }>
 const { cidr, ip } = loopbackSubnet();
 
 const manifests = `
-apiVersion: v1
-kind: Namespace
-metadata: { name: shop, labels: { istio.io/dataplane-mode: ambient } }
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: { name: waypoint, namespace: shop }
-spec: { gatewayClassName: istio-waypoint }
-status: { addresses: [{ type: IPAddress, value: ${ip(6)} }] }
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: waypoint-0
-  namespace: shop
-  labels: { gateway.networking.k8s.io/gateway-name: waypoint, istio.io/dataplane-mode: none }
-spec: { nodeName: node-a, serviceAccountName: waypoint }
-status: { podIP: ${ip(6)} }
+${shopWithWaypoint(ip(6))}
 ---
 apiVersion: v1
 kind: Pod

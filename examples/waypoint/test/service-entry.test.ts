@@ -5,30 +5,19 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import { type AddressInfo, createServer, type Server } from "node:net";
 import { after, before, describe, it } from "node:test";
-import { httpOverSocks, loopbackSubnet, startTestMesh, type TestMesh } from "./mesh-fixture.js";
+import {
+  httpOverSocks,
+  loopbackSubnet,
+  shopWithWaypoint,
+  startTestMesh,
+  type TestMesh,
+} from "./mesh-fixture.js";
 
 const { cidr, ip } = loopbackSubnet();
 
 function manifests(vmPort: number): string {
   return `
-apiVersion: v1
-kind: Namespace
-metadata: { name: shop, labels: { istio.io/dataplane-mode: ambient } }
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: { name: waypoint, namespace: shop }
-spec: { gatewayClassName: istio-waypoint }
-status: { addresses: [{ type: IPAddress, value: ${ip(6)} }] }
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: waypoint-0
-  namespace: shop
-  labels: { gateway.networking.k8s.io/gateway-name: waypoint, istio.io/dataplane-mode: none }
-spec: { nodeName: node-a, serviceAccountName: waypoint }
-status: { podIP: ${ip(6)} }
+${shopWithWaypoint(ip(6))}
 ---
 apiVersion: v1
 kind: Pod
