@@ -73,7 +73,8 @@ function byName<V>(map: Map<string, V>): Map<string, V> {
   return new Map([...map].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)));
 }
 
-interface ServicePort {
+/** @internal One port of a Service, as the Envoy resources are built for it. */
+export interface ServicePort {
   host: string;
   name: string;
   namespace: string;
@@ -622,7 +623,14 @@ export function translateEnvoy(
     servicePorts: new Map<string, unknown>(),
     routeConfigurations: new Map<string, { value: unknown; issues: readonly MeshIssue[] }>(),
     loadAssignments: new Map<string, { workloads: readonly unknown[]; value: unknown }>(),
+    portsByService: new Map<string, ServicePort[]>(),
   };
+  for (const sp of servicePorts) {
+    const serviceKey = `${sp.namespace}/${sp.host}`;
+    const list = next.portsByService.get(serviceKey);
+    if (list === undefined) next.portsByService.set(serviceKey, [sp]);
+    else list.push(sp);
+  }
   // The workloads behind each Service, in workload order: one pass, not one per Service port.
   const workloadsByService = new Map<string, MeshWorkload[]>();
   for (const w of mesh.workloads) {
@@ -712,8 +720,11 @@ export function translateEnvoy(
   };
 }
 
-/** The pods behind a Service port, grouped by locality; every pod weighs 1, a locality the sum. */
-function loadAssignment(
+/**
+ * @internal The pods behind a Service port, grouped by locality; every pod weighs 1, a locality the
+ * sum. `workloads` in workload key order.
+ */
+export function loadAssignment(
   workloads: readonly MeshWorkload[],
   sp: ServicePort,
   clusterName: string,

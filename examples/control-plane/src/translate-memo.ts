@@ -39,6 +39,8 @@ export interface TranslationMemo {
     services: readonly KubeObject[];
     byService: Map<KubeObject, Memoized<unknown>>;
     byPod: Map<KubeObject, unknown>;
+    /** What the last translation translated each pod against (`WorkloadContext`). */
+    workloadContext: unknown;
   };
   /** @internal */
   envoy: {
@@ -47,6 +49,8 @@ export interface TranslationMemo {
     servicePorts: Map<string, unknown>;
     routeConfigurations: Map<string, Memoized<unknown>>;
     loadAssignments: Map<string, { workloads: readonly unknown[]; value: unknown }>;
+    /** Service key (`namespace/hostname`) -> its ports as the last translation built them. */
+    portsByService: Map<string, readonly unknown[]>;
   };
 }
 
@@ -54,12 +58,13 @@ export interface TranslationMemo {
 export function createTranslationMemo(): TranslationMemo {
   return {
     counts: { workloads: 0, services: 0, loadAssignments: 0, servicePorts: 0, routeConfigurations: 0 },
-    mesh: { context: [], services: [], byService: new Map(), byPod: new Map() },
+    mesh: { context: [], services: [], byService: new Map(), byPod: new Map(), workloadContext: undefined },
     envoy: {
       context: [],
       servicePorts: new Map(),
       routeConfigurations: new Map(),
       loadAssignments: new Map(),
+      portsByService: new Map(),
     },
   };
 }

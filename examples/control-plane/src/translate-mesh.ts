@@ -86,7 +86,8 @@ interface PodPort {
   containerPort: number;
 }
 
-interface PodModel {
+/** @internal A pod as the translation reads it (a Pod object, or one of a Deployment's pods). */
+export interface PodModel {
   name: string;
   namespace: string;
   uid?: string;
@@ -102,7 +103,8 @@ interface PodModel {
   object?: KubeObject;
 }
 
-interface ServiceModel {
+/** @internal */
+export interface ServiceModel {
   key: string;
   namespace: string;
   selector: Record<string, string> | undefined;
@@ -157,8 +159,8 @@ function objectKey(obj: KubeObject): string {
   return `${obj.kind}/${obj.metadata.namespace ?? "default"}/${obj.metadata.name}`;
 }
 
-/** A Pod's translation, as the memo keeps it: the workload and what the checks across pods read. */
-interface PodResult {
+/** @internal A Pod's translation, as the memo keeps it: the workload and what the checks across pods read. */
+export interface PodResult {
   object: KubeObject;
   ip: string;
   where: string;
@@ -168,6 +170,25 @@ interface PodResult {
   /** Its identity is listed on its node (an ambient or waypoint pod). */
   captured: boolean;
   workload: MeshWorkload;
+}
+
+/** @internal What the translation reads of one Pod object. */
+export function podModel(obj: KubeObject): PodModel {
+  const spec = obj.spec ?? {};
+  return {
+    name: obj.metadata.name,
+    namespace: obj.metadata.namespace ?? "default",
+    ...(obj.metadata.uid === undefined ? {} : { uid: obj.metadata.uid }),
+    labels: obj.metadata.labels ?? {},
+    node: str(spec.nodeName, ""),
+    serviceAccount: str(spec.serviceAccountName, "default"),
+    ip: str(obj.status?.podIP, ""),
+    ports: containerPorts(spec),
+    workloadName: obj.metadata.name,
+    workloadType: "POD",
+    source: objectKey(obj),
+    object: obj,
+  };
 }
 
 /** The pods of the objects in order; a Pod that `reused` knows is its earlier result instead. */
@@ -180,27 +201,7 @@ function podsOf(
   for (const obj of objects) {
     const namespace = obj.metadata.namespace ?? "default";
     if (obj.kind === "Pod") {
-      const hit = reused?.(obj);
-      if (hit !== undefined) {
-        pods.push(hit);
-        continue;
-      }
-      const spec = obj.spec ?? {};
-      const ip = str(obj.status?.podIP, "");
-      pods.push({
-        name: obj.metadata.name,
-        namespace,
-        ...(obj.metadata.uid === undefined ? {} : { uid: obj.metadata.uid }),
-        labels: obj.metadata.labels ?? {},
-        node: str(spec.nodeName, ""),
-        serviceAccount: str(spec.serviceAccountName, "default"),
-        ip,
-        ports: containerPorts(spec),
-        workloadName: obj.metadata.name,
-        workloadType: "POD",
-        source: objectKey(obj),
-        object: obj,
-      });
+      pods.push(reused?.(obj) ?? podModel(obj));
     } else if (obj.kind === "Deployment") {
       const annotations = obj.metadata.annotations ?? {};
       const ips = (annotations[POD_IPS_ANNOTATION] ?? "")
@@ -405,6 +406,98 @@ function loadBalancingOf(
     ...(namespaceAnnotations === undefined ? {} : { namespaceAnnotations }),
   });
   return loadBalancing === undefined ? {} : { loadBalancing };
+}
+
+/**
+ * @internal What translating one pod reads besides the pod itself, built once per translation from
+ * the options and every object that is not a Pod: a pod changed alone is translated against it.
+ */
+export interface WorkloadContext {
+  clusterId: string;
+  trustDomain: string;
+  network: string;
+  podCidrs: readonly Ipv4Cidr[];
+  namespaceLabels: ReadonlyMap<string, Record<string, string>>;
+  nodeLocality: ReadonlyMap<string, { region: string; zone: string; subzone: string }>;
+  /** The Services (and ServiceEntries) whose selector picks the pod, in translation order. */
+  servicesSelecting(pod: PodModel): ServiceModel[];
+  /** Keys of the selector policies and PeerAuthentications that apply to a workload's labels. */
+  policyKeysFor(namespace: string, labels: Record<string, string>): string[];
+}
+
+/** @internal A pod's address, uid and name in messages, or why it is not served. */
+export function podAddress(
+  pod: PodModel,
+  ctx: Pick<WorkloadContext, "clusterId" | "podCidrs">,
+): { bytes: Uint8Array; uid: string; where: string } | string {
+  const where = `Pod/${pod.namespace}/${pod.name}`;
+  const problem = podIpProblem(pod.ip, ctx.podCidrs);
+  const bytes = ipv4Bytes(pod.ip);
+  if (problem !== undefined || bytes === undefined) return `${where}: ${problem ?? "no pod IP"}: not served`;
+  return { bytes, uid: pod.uid ?? `${ctx.clusterId}//Pod/${pod.namespace}/${pod.name}`, where };
+}
+
+/**
+ * @internal One pod's workload, once its address passed the checks against the other pods (IP and uid
+ * not taken). `object` is the Pod object (none for a Deployment's pods).
+ */
+export function translatePod(
+  pod: PodModel,
+  address: { bytes: Uint8Array; uid: string; where: string },
+  ctx: WorkloadContext,
+): Omit<PodResult, "object"> & { object: KubeObject | undefined } {
+  const { clusterId, trustDomain, network } = ctx;
+  const mode = pod.labels[AMBIENT_LABEL] ?? ctx.namespaceLabels.get(pod.namespace)?.[AMBIENT_LABEL];
+  const ambient = mode === "ambient";
+  const spiffeId = `spiffe://${trustDomain}/ns/${pod.namespace}/sa/${pod.serviceAccount}`;
+  // A waypoint pod is not captured by its node's ztunnel, but gets its certificate through it.
+  const waypointPod = pod.labels[GATEWAY_NAME_LABEL] !== undefined;
+
+  const portLists: Record<string, { ports: { servicePort: number; targetPort: number }[] }> = {};
+  for (const svc of ctx.servicesSelecting(pod)) {
+    const ports: { servicePort: number; targetPort: number }[] = [];
+    for (const p of svc.ports) {
+      const target =
+        typeof p.targetPort === "number"
+          ? p.targetPort
+          : pod.ports.find((cp) => cp.name === p.targetPort)?.containerPort;
+      if (target === undefined) continue;
+      ports.push({ servicePort: p.port, targetPort: target });
+    }
+    portLists[svc.key] = { ports };
+  }
+
+  const workload: MessageInit<Workload> = {
+    uid: address.uid,
+    name: pod.name,
+    namespace: pod.namespace,
+    addresses: [address.bytes],
+    network,
+    tunnelProtocol: ambient ? "HBONE" : "NONE",
+    serviceAccount: pod.serviceAccount,
+    node: pod.node,
+    canonicalName: pod.labels["service.istio.io/canonical-name"] ?? pod.labels.app ?? pod.workloadName,
+    canonicalRevision: pod.labels["service.istio.io/canonical-revision"] ?? pod.labels.version ?? "latest",
+    workloadType: pod.workloadType,
+    workloadName: pod.workloadName,
+    services: portLists,
+    authorizationPolicies: ctx.policyKeysFor(pod.namespace, pod.labels),
+    status: "HEALTHY",
+    clusterId,
+  };
+  if (trustDomain !== "cluster.local") workload.trustDomain = trustDomain;
+  const locality = ctx.nodeLocality.get(pod.node);
+  if (locality !== undefined) workload.locality = locality;
+  return {
+    object: pod.object,
+    ip: pod.ip,
+    where: address.where,
+    source: pod.source,
+    node: pod.node,
+    spiffeId,
+    captured: ambient || waypointPod,
+    workload: { key: address.uid, aliases: [`${network}/${pod.ip}`], workload },
+  };
 }
 
 function sortByKey<T extends { key: string }>(list: T[]): T[] {
@@ -667,6 +760,17 @@ export function translateMesh(
     return [...policyKeys].sort();
   };
 
+  const workloadContext: WorkloadContext = {
+    clusterId,
+    trustDomain,
+    network,
+    podCidrs,
+    namespaceLabels,
+    nodeLocality,
+    servicesSelecting,
+    policyKeysFor,
+  };
+
   // Workloads.
   const workloads: MeshWorkload[] = [];
   const nodes = new Map<string, Set<string>>();
@@ -708,83 +812,30 @@ export function translateMesh(
       continue;
     }
     const pod = item;
-    const where = `Pod/${pod.namespace}/${pod.name}`;
-    const problem = podIpProblem(pod.ip, podCidrs);
-    const bytes = ipv4Bytes(pod.ip);
-    if (problem !== undefined || bytes === undefined) {
-      issues.push({ source: pod.source, message: `${where}: ${problem ?? "no pod IP"}: not served` });
+    const address = podAddress(pod, workloadContext);
+    if (typeof address === "string") {
+      issues.push({ source: pod.source, message: address });
       continue;
     }
     const owner = seenIps.get(pod.ip);
     if (owner !== undefined) {
-      issues.push({ source: pod.source, message: `${where}: pod IP ${pod.ip} is already used by ${owner}` });
-      continue;
-    }
-    const uid = pod.uid ?? `${clusterId}//Pod/${pod.namespace}/${pod.name}`;
-    if (seenUids.has(uid)) {
-      issues.push({ source: pod.source, message: `${where}: duplicate uid ${uid}` });
-      continue;
-    }
-    seenIps.set(pod.ip, where);
-    seenUids.add(uid);
-    const mode = pod.labels[AMBIENT_LABEL] ?? namespaceLabels.get(pod.namespace)?.[AMBIENT_LABEL];
-    const ambient = mode === "ambient";
-    const spiffeId = `spiffe://${trustDomain}/ns/${pod.namespace}/sa/${pod.serviceAccount}`;
-    // A waypoint pod is not captured by its node's ztunnel, but gets its certificate through it.
-    const waypointPod = pod.labels[GATEWAY_NAME_LABEL] !== undefined;
-    addToNode(pod.node, spiffeId, ambient || waypointPod);
-    if (memo !== undefined) memo.counts.workloads++;
-
-    const portLists: Record<string, { ports: { servicePort: number; targetPort: number }[] }> = {};
-    for (const svc of servicesSelecting(pod)) {
-      const ports: { servicePort: number; targetPort: number }[] = [];
-      for (const p of svc.ports) {
-        const target =
-          typeof p.targetPort === "number"
-            ? p.targetPort
-            : pod.ports.find((cp) => cp.name === p.targetPort)?.containerPort;
-        if (target === undefined) continue;
-        ports.push({ servicePort: p.port, targetPort: target });
-      }
-      portLists[svc.key] = { ports };
-    }
-
-    const workload: MessageInit<Workload> = {
-      uid,
-      name: pod.name,
-      namespace: pod.namespace,
-      addresses: [bytes],
-      network,
-      tunnelProtocol: ambient ? "HBONE" : "NONE",
-      serviceAccount: pod.serviceAccount,
-      node: pod.node,
-      canonicalName: pod.labels["service.istio.io/canonical-name"] ?? pod.labels.app ?? pod.workloadName,
-      canonicalRevision: pod.labels["service.istio.io/canonical-revision"] ?? pod.labels.version ?? "latest",
-      workloadType: pod.workloadType,
-      workloadName: pod.workloadName,
-      services: portLists,
-      authorizationPolicies: policyKeysFor(pod.namespace, pod.labels),
-      status: "HEALTHY",
-      clusterId,
-    };
-    if (trustDomain !== "cluster.local") workload.trustDomain = trustDomain;
-    const locality = nodeLocality.get(pod.node);
-    if (locality !== undefined) workload.locality = locality;
-    const meshWorkload: MeshWorkload = { key: uid, aliases: [`${network}/${pod.ip}`], workload };
-    workloads.push(meshWorkload);
-    if (pod.object !== undefined) {
-      const result: PodResult = {
-        object: pod.object,
-        ip: pod.ip,
-        where,
+      issues.push({
         source: pod.source,
-        node: pod.node,
-        spiffeId,
-        captured: ambient || waypointPod,
-        workload: meshWorkload,
-      };
-      nextByPod.set(pod.object, result);
+        message: `${address.where}: pod IP ${pod.ip} is already used by ${owner}`,
+      });
+      continue;
     }
+    if (seenUids.has(address.uid)) {
+      issues.push({ source: pod.source, message: `${address.where}: duplicate uid ${address.uid}` });
+      continue;
+    }
+    seenIps.set(pod.ip, address.where);
+    seenUids.add(address.uid);
+    const result = translatePod(pod, address, workloadContext);
+    addToNode(result.node, result.spiffeId, result.captured);
+    if (memo !== undefined) memo.counts.workloads++;
+    workloads.push(result.workload);
+    if (result.object !== undefined) nextByPod.set(result.object, result as PodResult);
   }
   // WorkloadEntries and ServiceEntry endpoints after the pods, which keep an address both claim.
   workloads.push(
@@ -798,7 +849,13 @@ export function translateMesh(
     }),
   );
   if (memo !== undefined) {
-    memo.mesh = { context, services: serviceObjects, byService: nextByService, byPod: nextByPod };
+    memo.mesh = {
+      context,
+      services: serviceObjects,
+      byService: nextByService,
+      byPod: nextByPod,
+      workloadContext,
+    };
   }
 
   // The static STRICT policy is sent when some workload refers to it.
