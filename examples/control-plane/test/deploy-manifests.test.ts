@@ -156,14 +156,14 @@ describe("deploy/kubernetes manifests", () => {
   it("run entry points that exist with flags they accept", async () => {
     const docs = await manifests();
     // [manifest, first argument, the source file that must exist, the file that names its flags]
+    // Each app runs its build (tsup, src/main.ts -> dist/main.js) with the image's plain `node`, no loader.
     const cases: [Doc, string, string, string][] = [
       [
         find(docs, "Deployment", "istiod"),
-        "examples/control-plane/src/main.ts",
+        "examples/control-plane/dist/main.js",
         "examples/control-plane/src/main.ts",
         "examples/control-plane/src/main.ts",
       ],
-      // The ztunnel runs its build (tsup, src/main.ts -> dist/main.js) with plain node, no loader.
       [
         find(docs, "DaemonSet", "ztunnel"),
         "examples/ztunnel/dist/main.js",
@@ -172,19 +172,29 @@ describe("deploy/kubernetes manifests", () => {
       ],
       [
         find(docs, "Deployment", "waypoint"),
-        "examples/waypoint/src/main.ts",
+        "examples/waypoint/dist/main.js",
         "examples/waypoint/src/main.ts",
         "examples/waypoint/src/main.ts",
       ],
     ];
-    const ztunnelContainer = (
-      find(docs, "DaemonSet", "ztunnel").spec as {
-        template: { spec: { containers: { command?: string[] }[] } };
-      }
-    ).template.spec.containers[0];
-    assert.deepEqual(ztunnelContainer?.command, ["node"]);
-    const tsup = await readFile(join(REPO, "examples/ztunnel/tsup.config.ts"), "utf8");
-    assert.match(tsup, /entry: \{ main: "src\/main\.ts" \}/);
+    const dockerfile = await readFile(join(REPO, "deploy/kubernetes/Dockerfile"), "utf8");
+    assert.match(dockerfile, /^ENTRYPOINT \["node"\]$/m);
+    assert.match(dockerfile, /pnpm build/);
+    for (const [doc, entry] of cases) {
+      const container = (doc.spec as { template: { spec: { containers: { command?: string[] }[] } } })
+        .template.spec.containers[0];
+      assert.equal(container?.command, undefined, `${entry}: the image's entry point (node) runs it`);
+      const app = join(REPO, entry.replace("/dist/main.js", ""));
+      const tsup = await readFile(join(app, "tsup.config.ts"), "utf8");
+      assert.match(tsup, /entry: \{ main: "src\/main\.ts" \}/);
+      const scripts = (
+        JSON.parse(await readFile(join(app, "package.json"), "utf8")) as {
+          scripts: Record<string, string>;
+        }
+      ).scripts;
+      assert.equal(scripts.build, "tsup", `${entry}: pnpm build makes it`);
+      assert.equal(scripts.start, "node dist/main.js");
+    }
     for (const [doc, entry, main, flagsFile] of cases) {
       const args = containerArgs(doc);
       assert.equal(args[0], entry);
