@@ -9,7 +9,7 @@ import { SharedResourceSections } from "../src/shared-sections.js";
 
 const entries = Array.from({ length: 11_000 }, (_, i) => {
   const bytes = new Uint8Array(250).fill(i & 255);
-  return { deltaBytes: () => bytes };
+  return { name: `r${i}`, version: "v1", deltaBytes: () => bytes };
 });
 /** What grpc-js does with a serialized message: a new buffer with the 5-byte frame header. */
 const frame = (bytes: Uint8Array) => {
@@ -28,7 +28,7 @@ const sections = new SharedResourceSections();
 function shared(): Buffer {
   const head = protobuf.Writer.create().uint32(10).string("v1").finish();
   const tail = protobuf.Writer.create().uint32(34).string("type").uint32(42).string("nonce").finish();
-  return frame(Buffer.concat([head, sections.encode("t", entries), tail]));
+  return frame(Buffer.concat([head, sections.encode("t", entries).bytes, tail]));
 }
 const rounds = Number(process.argv[2] ?? 8);
 const cpu: Record<string, number[]> = { copyEach: [], shared: [] };

@@ -88,10 +88,14 @@ function encodeAny(typeUrl: string, payload: Uint8Array): Uint8Array {
   return protobuf.Writer.create().uint32(10).string(typeUrl).uint32(18).bytes(payload).finish();
 }
 
+const EMPTY_LIST: readonly Entry[] = Object.freeze([]);
+
 interface TypeState {
   counter: number;
   readonly entries: Map<string, Entry>;
   readonly aliasIndex: Map<string, string>;
+  /** Every entry in the map's order, built on demand and dropped at the next change. */
+  list: readonly Entry[] | undefined;
 }
 
 function hashVersion(bytes: Uint8Array): string {
@@ -115,7 +119,7 @@ export class ResourceCache {
   private state(typeUrl: string): TypeState {
     let s = this.types.get(typeUrl);
     if (s === undefined) {
-      s = { counter: 0, entries: new Map(), aliasIndex: new Map() };
+      s = { counter: 0, entries: new Map(), aliasIndex: new Map(), list: undefined };
       this.types.set(typeUrl, s);
     }
     return s;
@@ -166,6 +170,7 @@ export class ResourceCache {
       changedAliases.add(a);
     }
     s.entries.set(name, new Entry(typeUrl, name, version, aliases, payload));
+    s.list = undefined;
     this.record(typeUrl, name, changedAliases);
   }
 
@@ -175,6 +180,7 @@ export class ResourceCache {
     const old = s?.entries.get(name);
     if (s === undefined || old === undefined) return false;
     s.entries.delete(name);
+    s.list = undefined;
     for (const a of old.aliases) if (s.aliasIndex.get(a) === name) s.aliasIndex.delete(a);
     this.record(typeUrl, name, new Set(old.aliases));
     return true;
@@ -217,6 +223,17 @@ export class ResourceCache {
   /** @internal Iterates every entry of a type. */
   internalEntries(typeUrl: string): IterableIterator<Entry> {
     return (this.types.get(typeUrl)?.entries ?? new Map<string, Entry>()).values();
+  }
+
+  /**
+   * @internal Every entry of a type in iteration order, as one frozen array shared by every caller
+   * until the type changes (so streams sent the whole type share one list, its encoding and versions).
+   */
+  internalList(typeUrl: string): readonly Entry[] {
+    const s = this.types.get(typeUrl);
+    if (s === undefined) return EMPTY_LIST;
+    if (s.list === undefined) s.list = Object.freeze([...s.entries.values()]);
+    return s.list;
   }
 
   /** Primary name for a name or alias, or undefined. */

@@ -2,6 +2,7 @@ import protobuf from "protobufjs/light.js";
 import { XdsError } from "./errors.js";
 import type { envoy, google } from "./gen/types.js";
 import type { ResourceCache } from "./resource-cache.js";
+import { SentVersions, versionsOf } from "./sent-versions.js";
 import type { SharedResourceSections } from "./shared-sections.js";
 import { type JsonValue, structToJson } from "./struct.js";
 import { TYPE_URL_PREFIX, TypeUrl, typeRegistry } from "./type-registry.js";
@@ -55,6 +56,13 @@ export interface SessionHost {
   /** Encoded `resources` parts of Delta responses, shared between streams sent the same list. */
   readonly sections: SharedResourceSections;
   visible(ctx: XdsStreamContext, entry: Entry): boolean;
+  /** True when the server has no visibility hook: every stream sees every resource. */
+  readonly visibleToAll: boolean;
+  /**
+   * The next server-wide nonce sequence number (increasing). A stream's nonces only increase, so a
+   * response built for one stream can go to another stream whose last nonce is lower.
+   */
+  nextNonceSeq(): number;
   resolve(ctx: XdsStreamContext, typeUrl: string, names: string[]): Promise<void>;
   /**
    * Names a non-wildcard Delta stream should also receive, given names it asked for (or that changed)
@@ -98,7 +106,8 @@ function statusOf(detail: google.rpc.Status): { code: number; message: string } 
 }
 
 abstract class Session {
-  protected nonceCounter = 0;
+  /** Sequence number of this stream's last nonce: its nonces only increase, so none repeats. */
+  protected lastNonceSeq = 0;
   closed = false;
 
   constructor(
@@ -110,8 +119,8 @@ abstract class Session {
   ) {}
 
   protected nextNonce(): string {
-    this.nonceCounter++;
-    return this.nonceCounter.toString(36);
+    this.lastNonceSeq = this.host.nextNonceSeq();
+    return this.lastNonceSeq.toString(36);
   }
 
   protected recordNack(typeUrl: string, nonce: string, versionInfo: string, detail: google.rpc.Status): void {
@@ -154,8 +163,8 @@ interface DeltaWatch {
    * answered an alias, and what the `related` hook added (a Service's workloads, node-local pods).
    */
   readonly implied: Set<string>;
-  /** Versions the client holds, by primary name. */
-  readonly sent: Map<string, string>;
+  /** Versions the client holds, by primary name (shared with the streams in step with this one). */
+  readonly sent: SentVersions;
   nonce: string;
   awaitingAck: boolean;
   readonly dirty: Set<string>;
@@ -188,7 +197,7 @@ export class DeltaSession extends Session {
         wildcard: false,
         names: new Set(),
         implied: new Set(),
-        sent: new Map(),
+        sent: this.sentVersions(typeUrl),
         nonce: "",
         awaitingAck: false,
         dirty: new Set(),
@@ -252,6 +261,15 @@ export class DeltaSession extends Session {
     if (this.closed) return;
     // On-demand: what the server adds to what was asked for (istiod's "additional" subscriptions).
     const extra = w.wildcard ? [] : this.addRelated(typeUrl, w, added);
+    if (wildcardOn && added.length === 0 && w.sent.size === 0 && this.host.visibleToAll) {
+      // Every stream in this state is sent the whole type: the cache's own shared list, unfiltered.
+      const all = this.host.cache.internalList(typeUrl);
+      for (const name of w.dirty) {
+        if (this.host.cache.internalEntry(typeUrl, name)?.name === name) w.dirty.delete(name);
+      }
+      this.respond(typeUrl, w, all, []);
+      return;
+    }
 
     const resources = new Map<string, Entry>();
     const removed = new Set<string>();
@@ -292,6 +310,15 @@ export class DeltaSession extends Session {
     // Changes that arrived while this request was waiting are covered by this response.
     for (const name of w.dirty) if (resources.has(name)) w.dirty.delete(name);
     this.respond(typeUrl, w, [...resources.values()], [...removed]);
+  }
+
+  private sentVersions(typeUrl: string): SentVersions {
+    // A record that outgrows its shared base moves onto the cache's current versions, which the
+    // streams in step with it share too.
+    return new SentVersions(() => {
+      const list = this.host.cache.internalList(typeUrl);
+      return list.length === 0 ? undefined : versionsOf(list);
+    });
   }
 
   private matches(w: DeltaWatch, entry: Entry): boolean {
@@ -364,18 +391,37 @@ export class DeltaSession extends Session {
     if (resources.size > 0 || removed.length > 0) this.respond(typeUrl, w, [...resources.values()], removed);
   }
 
-  private respond(typeUrl: string, w: DeltaWatch, resources: Entry[], removed: string[]): void {
-    const nonce = this.nextNonce();
-    const head = protobuf.Writer.create().uint32(10).string(this.host.cache.version(typeUrl)).finish();
+  private respond(typeUrl: string, w: DeltaWatch, resources: readonly Entry[], removed: string[]): void {
+    const version = this.host.cache.version(typeUrl);
     const section = this.host.sections.encode(typeUrl, resources);
-    for (const entry of resources) w.sent.set(entry.name, entry.version);
-    const tail = protobuf.Writer.create();
-    tail.uint32(34).string(typeUrl);
-    tail.uint32(42).string(nonce);
-    for (const name of removed) tail.uint32(50).string(name);
-    // Fields in number order, as one encoder would write them: 1, the repeated 2, then 4, 5, 6.
-    const bytes = Buffer.concat([head, section, tail.finish()]);
-    w.nonce = nonce;
+    if (section.shared) w.sent.setAll(section.versions());
+    else for (const entry of resources) w.sent.set(entry.name, entry.version);
+    let bytes: Uint8Array;
+    const built = section.response;
+    if (
+      removed.length === 0 &&
+      built !== undefined &&
+      built.version === version &&
+      built.nonceSeq > this.lastNonceSeq
+    ) {
+      // Another stream was sent these exact bytes (same resources, version, type and no removals);
+      // its nonce is newer than any this stream has had, so it is unique on this stream as well.
+      this.lastNonceSeq = built.nonceSeq;
+      bytes = built.bytes;
+    } else {
+      const nonce = this.nextNonce();
+      const head = protobuf.Writer.create().uint32(10).string(version).finish();
+      const tail = protobuf.Writer.create();
+      tail.uint32(34).string(typeUrl);
+      tail.uint32(42).string(nonce);
+      for (const name of removed) tail.uint32(50).string(name);
+      // Fields in number order, as one encoder would write them: 1, the repeated 2, then 4, 5, 6.
+      bytes = Buffer.concat([head, section.bytes, tail.finish()]);
+      if (section.shared && removed.length === 0) {
+        section.response = { version, nonceSeq: this.lastNonceSeq, bytes };
+      }
+    }
+    w.nonce = this.lastNonceSeq.toString(36);
     w.awaitingAck = true;
     this.send(bytes);
     this.host.onPush(this.ctx, typeUrl, resources.length, bytes.length);

@@ -7,9 +7,11 @@ import { TypeUrl } from "./type-registry.js";
 import { createXdsServer } from "./xds-server.js";
 
 const A = TypeUrl.address;
+let made = 0;
 const entry = (text: string): SectionEntry => {
   const bytes = new TextEncoder().encode(text);
-  return { deltaBytes: () => bytes };
+  made++;
+  return { name: text, version: `v${made}`, deltaBytes: () => bytes };
 };
 const plain = (entries: SectionEntry[]) => {
   const w = protobuf.Writer.create();
@@ -22,17 +24,42 @@ describe("SharedResourceSections", () => {
     const sections = new SharedResourceSections(3);
     const list = ["a", "bb", "ccc", "dddd"].map(entry);
     const first = sections.encode(A, list);
-    assert.deepEqual(Buffer.from(first), plain(list));
-    assert.equal(sections.encode(A, [...list]), first, "same entries, another array: shared bytes");
+    assert.deepEqual(Buffer.from(first.bytes), plain(list));
+    assert.equal(first.shared, true);
+    const again = sections.encode(A, [...list]);
+    assert.equal(again, first, "same entries, another array: the same shared section");
+    assert.equal(again.bytes, first.bytes);
+    assert.deepEqual(
+      [...first.versions()],
+      list.map((e) => [e.name, e.version]),
+    );
+    assert.equal(again.versions(), first.versions(), "one versions map per shared section");
     // Another entry object (a new version) in the same place is not the same list.
     const changed = [...list];
     changed[2] = entry("ccc");
-    assert.notEqual(sections.encode(A, changed), first);
-    assert.deepEqual(Buffer.from(sections.encode(A, list.slice(0, 3))), plain(list.slice(0, 3)));
+    const other = sections.encode(A, changed);
+    assert.notEqual(other, first);
+    assert.equal(other.versions().get("ccc"), changed[2]?.version);
+    assert.deepEqual(Buffer.from(sections.encode(A, list.slice(0, 3)).bytes), plain(list.slice(0, 3)));
     // Another type keeps its own slot; short lists are never kept.
-    assert.deepEqual(Buffer.from(sections.encode(TypeUrl.cluster, list)), plain(list));
+    assert.deepEqual(Buffer.from(sections.encode(TypeUrl.cluster, list).bytes), plain(list));
     const short = list.slice(0, 2);
-    assert.notEqual(sections.encode(A, short), sections.encode(A, short));
+    const shortOnce = sections.encode(A, short);
+    assert.equal(shortOnce.shared, false);
+    assert.notEqual(shortOnce.bytes, sections.encode(A, short).bytes);
+  });
+
+  it("keeps its own copy of a list that can change, and the caller's list when it is frozen", () => {
+    const sections = new SharedResourceSections(2);
+    const list = ["a", "b", "c"].map(entry);
+    const section = sections.encode(A, list);
+    const before = [...section.versions()];
+    list[1] = entry("z");
+    assert.deepEqual([...section.versions()], before, "a later change to the caller's array is not seen");
+    const frozen = Object.freeze(["d", "e"].map(entry));
+    const shared = sections.encode(A, frozen);
+    assert.equal(sections.encode(A, frozen), shared);
+    assert.deepEqual([...shared.versions().keys()], ["d", "e"]);
   });
 
   it("serves fleets of wildcard clients the same bytes, and a later client the current versions", async () => {

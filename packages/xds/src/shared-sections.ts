@@ -1,32 +1,71 @@
 // The `resources` part of a Delta response, encoded once and shared by the streams that are sent the
 // same resources. Wildcard clients that connect together (a fleet of ztunnels after a control plane
 // restart) all get every resource of a type in the cache's order; without this, each response copies
-// every resource's bytes again, one small copy per resource.
+// every resource's bytes again, one small copy per resource. A shared section also carries the
+// versions it holds (the streams' shared record of what they were sent) and the last whole response
+// built around it, which the next stream in the same state sends as it is.
 import protobuf from "protobufjs/light.js";
+import { type VersionedEntry, versionsOf } from "./sent-versions.js";
 
 /** What the section needs of a cache entry: immutable, so the same entry always encodes the same. */
-export interface SectionEntry {
+export interface SectionEntry extends VersionedEntry {
   deltaBytes(): Uint8Array;
+}
+
+/** A whole response built around a shared section, with no removed names. */
+export interface AssembledResponse {
+  /** The type version in the response. */
+  readonly version: string;
+  /** The server-wide nonce sequence number the response carries. */
+  readonly nonceSeq: number;
+  readonly bytes: Uint8Array;
+}
+
+/** An encoded `resources` field, shared or built for one response. */
+export interface EncodedSection {
+  readonly bytes: Uint8Array;
+  /** Kept for later lists with the same entries, which get this same object. */
+  readonly shared: boolean;
+  /** name -> version of the section's entries (built once for a shared section). */
+  versions(): ReadonlyMap<string, string>;
+  /** Shared sections only: the last response built around it with no removed names. */
+  response: AssembledResponse | undefined;
+}
+
+class Section implements EncodedSection {
+  response: AssembledResponse | undefined;
+  constructor(
+    readonly entries: readonly SectionEntry[],
+    readonly bytes: Uint8Array,
+    readonly shared: boolean,
+  ) {}
+
+  versions(): ReadonlyMap<string, string> {
+    if (this.shared) return versionsOf(this.entries);
+    return new Map(this.entries.map((e) => [e.name, e.version]));
+  }
 }
 
 /**
  * One encoded section per type URL: the last large list encoded. A list with the same entries (by
- * identity) in the same order reuses its bytes. Holds at most one list and its bytes per type.
+ * identity) in the same order reuses it. Holds at most one list, its bytes and one response per type.
  */
 export class SharedResourceSections {
-  private readonly byType = new Map<string, { entries: readonly SectionEntry[]; bytes: Uint8Array }>();
+  private readonly byType = new Map<string, Section>();
 
   /** Lists shorter than this are encoded each time: sharing them saves little. */
   constructor(private readonly minEntries = 256) {}
 
   /** The repeated `resources` field (field 2) of a `DeltaDiscoveryResponse` holding `entries`. */
-  encode(typeUrl: string, entries: readonly SectionEntry[]): Uint8Array {
-    if (entries.length < this.minEntries) return encodeSection(entries);
+  encode(typeUrl: string, entries: readonly SectionEntry[]): EncodedSection {
+    if (entries.length < this.minEntries) return new Section(entries, encodeSection(entries), false);
     const last = this.byType.get(typeUrl);
-    if (last !== undefined && sameEntries(last.entries, entries)) return last.bytes;
-    const bytes = encodeSection(entries);
-    this.byType.set(typeUrl, { entries: [...entries], bytes });
-    return bytes;
+    if (last !== undefined && sameEntries(last.entries, entries)) return last;
+    // A frozen list (the cache's own) cannot change under the section; any other is copied.
+    const kept = Object.isFrozen(entries) ? entries : Object.freeze([...entries]);
+    const section = new Section(kept, encodeSection(kept), true);
+    this.byType.set(typeUrl, section);
+    return section;
   }
 
   /** Forgets every section (the server closed). */
@@ -42,6 +81,7 @@ function encodeSection(entries: readonly SectionEntry[]): Uint8Array {
 }
 
 function sameEntries(a: readonly SectionEntry[], b: readonly SectionEntry[]): boolean {
+  if (a === b) return true;
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;

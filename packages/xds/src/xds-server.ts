@@ -172,6 +172,8 @@ export class XdsServer {
   private readonly debouncer: PushDebouncer;
   private grpcServer: grpc.Server | undefined;
   private nextId = 0;
+  /** Nonces are numbered server-wide, so streams in step can be sent one response's bytes. */
+  private nonceSeq = 0;
   private closed = false;
   private readonly unsubscribe: () => void;
   private readonly host: SessionHost;
@@ -210,6 +212,8 @@ export class XdsServer {
       cache: this.cache,
       maxNamesPerType: options.maxNamesPerType ?? 100_000,
       sections: new SharedResourceSections(),
+      visibleToAll: options.visible === undefined,
+      nextNonceSeq: () => ++this.nonceSeq,
       visible:
         options.visible === undefined
           ? () => true
