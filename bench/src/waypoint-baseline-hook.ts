@@ -1,24 +1,25 @@
 /**
  * Lets the waypoint bench run a second, "before" waypoint in the same run as the current one, for
- * before/after lines measured under the same load. A snapshot folder (`AMBIENT_BENCH_BASELINE`) holds
- * copies of some of the repository's files at their repository paths (for example
- * `packages/router/dist/`, `examples/waypoint/src/`). Loaded with `--import` after tsx, this hook
- * makes the process use the snapshot's copy of any module it has one of, and resolves the bare
- * imports of snapshot files as if they sat at their original place (so their dependencies resolve
- * through the repository's node_modules). Nothing changes when the variable is unset.
+ * before/after lines measured under the same load. A snapshot folder holds copies of some of the
+ * repository's files at their repository paths (for example `packages/router/dist/`,
+ * `examples/waypoint/src/` or `examples/waypoint/dist/`). Given to node with `--import` (after tsx when the
+ * snapshot's waypoint runs from its sources), the module this returns registers resolve hooks that make the
+ * process use the snapshot's copy of any module it has one of, and resolve the bare imports of snapshot
+ * files as if they sat at their original place (so their dependencies resolve through the repository's
+ * node_modules). It is a `data:` URL of plain JavaScript, so a built waypoint needs no TypeScript loader
+ * to take it.
  */
-import { register } from "node:module";
 import { pathToFileURL } from "node:url";
 
-const snapshot = process.env.AMBIENT_BENCH_BASELINE;
-if (snapshot !== undefined && snapshot !== "") {
-  const repoRoot = new URL("../../", import.meta.url).href;
+/** A `data:` module URL for `node --import` that redirects the process's modules to `snapshot`'s copies. */
+export function baselineHookImport(snapshot: string, repoRoot: string): string {
+  const repoUrl = pathToFileURL(repoRoot.endsWith("/") ? repoRoot : `${repoRoot}/`).href;
   const snapshotUrl = pathToFileURL(snapshot.endsWith("/") ? snapshot : `${snapshot}/`).href;
   // Plain JavaScript, run on the loader thread.
   const hooks = `
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-const repo = ${JSON.stringify(repoRoot)};
+const repo = ${JSON.stringify(repoUrl)};
 const snap = ${JSON.stringify(snapshotUrl)};
 const bare = (s) => !s.startsWith(".") && !s.startsWith("/") && !/^[a-z]+:/.test(s);
 export async function resolve(specifier, context, next) {
@@ -34,5 +35,6 @@ export async function resolve(specifier, context, next) {
   return resolved;
 }
 `;
-  register(`data:text/javascript,${encodeURIComponent(hooks)}`);
+  const registration = `import { register } from "node:module";\nregister(${JSON.stringify(`data:text/javascript,${encodeURIComponent(hooks)}`)});\n`;
+  return `data:text/javascript,${encodeURIComponent(registration)}`;
 }

@@ -17,6 +17,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createCertificateAuthority } from "@ambient/spiffe/ca";
+import { appEntry } from "./app-entry.js";
 import {
   type BenchChild,
   forgetTempDir,
@@ -26,6 +27,7 @@ import {
   waitForPort,
 } from "./processes.js";
 import type { RelayConfig } from "./tls-relay.js";
+import { baselineHookImport } from "./waypoint-baseline-hook.js";
 import type { HboneShimConfig } from "./waypoint-hbone-shim.js";
 
 /** The proxies the waypoint bench compares. */
@@ -63,7 +65,10 @@ export interface WaypointTopologyOptions {
   proxies?: readonly WaypointProxyName[];
   /**
    * A snapshot folder with earlier copies of the waypoint's code at their repository paths (see
-   * `waypoint-baseline-hook.ts`): a second waypoint, "waypoint-before", runs from it in the same run.
+   * `waypoint-baseline-hook.ts`): a second waypoint, "waypoint-before", runs from it in the same run,
+   * from the snapshot's `examples/waypoint/dist/main.js` when it has one, else from its
+   * `examples/waypoint/src/main.ts` under tsx. The current waypoint always runs from this tree's
+   * `examples/waypoint/dist/main.js` (build it first).
    */
   baseline?: string;
   /** Extra node flags for the waypoint (e.g. `--cpu-prof`). */
@@ -228,8 +233,8 @@ function haproxyConfig(listen: string, serverEnd: string, dir: string): string {
 }
 
 /** The waypoint CLI reads its routes from the manifests folder when it still takes `--mesh-dir`. */
-function waypointTakesMeshDir(main: string): boolean {
-  const help = spawnSync(process.execPath, ["--import", "tsx", main, "--help"], {
+function waypointTakesMeshDir(nodeArgs: readonly string[]): boolean {
+  const help = spawnSync(process.execPath, [...nodeArgs, "--help"], {
     encoding: "utf8",
     timeout: 30_000,
   });
@@ -337,17 +342,19 @@ export async function startWaypointTopology(
         caFile: join(dir, "root.pem"),
       });
       for (const [index, spec] of specs.entries()) {
-        const main =
-          spec.snapshot === undefined
-            ? join(repoRoot, "examples/waypoint/src/main.ts")
-            : join(spec.snapshot, "examples/waypoint/src/main.ts");
-        // The hook goes after tsx, so that it resolves first: the snapshot's copies win.
+        // The current waypoint from this tree's build; a snapshot's from its build when it has one (the
+        // hook then redirects the bundle's package imports to the snapshot's copies), else from its
+        // sources under tsx, the hook after tsx so that it resolves first.
+        const start = appEntry("waypoint", spec.snapshot ?? repoRoot, repoRoot);
+        const main = start.nodeArgs[start.nodeArgs.length - 1] as string;
+        const loaders = [
+          ...start.nodeArgs.slice(0, -1),
+          ...(spec.snapshot === undefined ? [] : ["--import", baselineHookImport(spec.snapshot, repoRoot)]),
+        ];
         const flags = [
           ...(options.waypointNodeFlags ?? []),
           ...(spec.snapshot === undefined ? (options.currentWaypointNodeFlags ?? []) : []),
-          "--import",
-          "tsx",
-          ...(spec.snapshot === undefined ? [] : ["--import", here("./waypoint-baseline-hook.ts")]),
+          ...loaders,
         ];
         const waypoint = startChild(
           spec.name,
@@ -367,14 +374,13 @@ export async function startWaypointTopology(
             `${cpIp}:15012`,
             "--state-dir",
             stateDir,
-            ...(waypointTakesMeshDir(main) ? ["--mesh-dir", meshDir] : []),
+            ...(waypointTakesMeshDir([...loaders, main]) ? ["--mesh-dir", meshDir] : []),
             ...(options.accessLog ? [] : ["--no-access-log"]),
             "--log-level",
             options.accessLog ? "info" : "warn",
           ],
           {
             ...(proxyCpu === undefined ? {} : { cpu: proxyCpu }),
-            env: { ...process.env, AMBIENT_BENCH_BASELINE: spec.snapshot ?? "" },
           },
         );
         await until("not ready", waypoint, async () => {
@@ -400,7 +406,7 @@ export async function startWaypointTopology(
         });
         paths.push({ name: spec.name, proxy: waypoint, ends: [clientEnd, serverEnd], entry });
         log(
-          `${spec.name} ${spec.ip}${spec.snapshot === undefined ? "" : ` (from ${spec.snapshot})`}: ${entry.host}:${entry.port} -> HBONE -> waypoint -> HBONE -> ${serverPodIp}`,
+          `${spec.name} ${spec.ip} (${start.describe}${spec.snapshot === undefined ? "" : ` from ${spec.snapshot}`}): ${entry.host}:${entry.port} -> HBONE -> waypoint -> HBONE -> ${serverPodIp}`,
         );
       }
     }

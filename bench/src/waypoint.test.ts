@@ -48,6 +48,13 @@ test(
         topology.paths.map((p) => p.name),
         ["waypoint", "haproxy"],
       );
+      // The waypoint under test is this tree's build with plain node, no TypeScript loader.
+      const waypointArgs = topology.paths[0]?.proxy.process.spawnargs ?? [];
+      assert.ok(
+        waypointArgs.some((a) => a.endsWith("examples/waypoint/dist/main.js")),
+        waypointArgs.join(" "),
+      );
+      assert.ok(!waypointArgs.includes("tsx"), waypointArgs.join(" "));
       for (const path of topology.paths) {
         pids.push(path.proxy.pid, ...path.ends.map((e) => e.pid));
         const cases: [string, string, number][] = [

@@ -1,0 +1,39 @@
+// How the bench starts a reference app (ztunnel, waypoint, control plane): from its built JavaScript,
+// never through a TypeScript loader, except for an older tree given to compare against that predates
+// examples/<app>/dist/main.js.
+import { existsSync } from "node:fs";
+import { join, resolve } from "node:path";
+
+/** The reference apps that build `examples/<app>/dist/main.js`. */
+export type BenchApp = "ztunnel" | "waypoint" | "control-plane";
+
+export interface AppEntry {
+  /** Node arguments before the app's own flags: the script, and a loader only for an old tree. */
+  readonly nodeArgs: readonly string[];
+  /** For the bench log: what runs. */
+  readonly describe: string;
+  /** True when the app runs its sources under tsx (an older tree without a build). */
+  readonly underTsx: boolean;
+}
+
+/**
+ * The entry point of `app` in `root`. This tree (`repoRoot`) must have been built (`pnpm build`); a different
+ * tree without `examples/<app>/dist/main.js` falls back to its `src/main.ts` under `tsx`, and says so.
+ */
+export function appEntry(app: BenchApp, root: string, repoRoot: string): AppEntry {
+  const built = join(root, `examples/${app}/dist/main.js`);
+  if (existsSync(built)) {
+    return { nodeArgs: [built], describe: `node examples/${app}/dist/main.js`, underTsx: false };
+  }
+  if (resolve(root) === resolve(repoRoot)) {
+    throw new Error(
+      `${built} is missing: build the repository first (pnpm build, or pnpm --filter @ambient/example-${app} build)`,
+    );
+  }
+  const source = join(root, `examples/${app}/src/main.ts`);
+  return {
+    nodeArgs: ["--import", "tsx", source],
+    describe: `node --import tsx examples/${app}/src/main.ts (this tree has no dist/main.js)`,
+    underTsx: true,
+  };
+}
