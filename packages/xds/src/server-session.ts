@@ -417,9 +417,8 @@ export class DeltaSession extends Session {
       for (const name of removed) tail.uint32(50).string(name);
       // Fields in number order, as one encoder would write them: 1, the repeated 2, then 4, 5, 6.
       bytes = Buffer.concat([head, section.bytes, tail.finish()]);
-      if (section.shared && removed.length === 0) {
-        section.response = { version, nonceSeq: this.lastNonceSeq, bytes };
-      }
+      if (removed.length === 0)
+        section.keepResponse({ version, nonceSeq: this.lastNonceSeq, bytes }, head.length);
     }
     w.nonce = this.lastNonceSeq.toString(36);
     w.awaitingAck = true;

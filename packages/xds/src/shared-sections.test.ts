@@ -62,6 +62,22 @@ describe("SharedResourceSections", () => {
     assert.deepEqual([...shared.versions().keys()], ["d", "e"]);
   });
 
+  it("keeps the last response built around a shared section and refers to its bytes there", () => {
+    const sections = new SharedResourceSections(2);
+    const section = sections.encode(A, ["a", "b", "c"].map(entry));
+    const own = Buffer.from(section.bytes);
+    const head = Buffer.from([10, 1, 49]);
+    const response = Buffer.concat([head, section.bytes, Buffer.from([34, 1, 116])]);
+    section.keepResponse({ version: "1", nonceSeq: 7, bytes: response }, head.length);
+    assert.equal(section.response?.nonceSeq, 7);
+    assert.deepEqual(Buffer.from(section.bytes), own);
+    assert.equal(section.bytes.buffer, response.buffer, "one copy of the resources is held, in the response");
+    // A list too short to share keeps nothing.
+    const short = sections.encode(A, ["d"].map(entry));
+    short.keepResponse({ version: "1", nonceSeq: 8, bytes: response }, head.length);
+    assert.equal(short.response, undefined);
+  });
+
   it("serves fleets of wildcard clients the same bytes, and a later client the current versions", async () => {
     const server = createXdsServer({ debounceMs: 0 });
     const workload = (i: number, name: string) => ({ workload: { uid: `u${i}`, name, addresses: [] } });

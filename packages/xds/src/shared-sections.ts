@@ -29,16 +29,27 @@ export interface EncodedSection {
   /** name -> version of the section's entries (built once for a shared section). */
   versions(): ReadonlyMap<string, string>;
   /** Shared sections only: the last response built around it with no removed names. */
-  response: AssembledResponse | undefined;
+  readonly response: AssembledResponse | undefined;
+  /**
+   * Keeps `response` for the next stream in the same state. `offset` is where the section's bytes
+   * start in it: the section then refers to them there and drops its own copy.
+   */
+  keepResponse(response: AssembledResponse, offset: number): void;
 }
 
 class Section implements EncodedSection {
   response: AssembledResponse | undefined;
   constructor(
     readonly entries: readonly SectionEntry[],
-    readonly bytes: Uint8Array,
+    public bytes: Uint8Array,
     readonly shared: boolean,
   ) {}
+
+  keepResponse(response: AssembledResponse, offset: number): void {
+    if (!this.shared) return;
+    this.response = response;
+    this.bytes = response.bytes.subarray(offset, offset + this.bytes.length);
+  }
 
   versions(): ReadonlyMap<string, string> {
     if (this.shared) return versionsOf(this.entries);

@@ -1,0 +1,262 @@
+// The server's cost of a first push to a fleet of wildcard Delta streams, before and after a change
+// to the session code, in one run. "Before" is src/server-session.ts and src/shared-sections.ts as
+// they were at a git commit (default: the commit before streams shared their state), copied out of
+// git into node_modules/.cache and run against this tree's cache and types; "after" is this tree.
+// Each round builds 100 sessions on an in-memory host (no sockets), sends each the first wildcard
+// request, and frames every response as grpc-js does (one copy). It records the CPU time of the 100
+// first responses, the JS heap plus ArrayBuffers held by the 100 sessions afterwards (after a forced
+// GC, the framed copies released), and the CPU time of one changed resource pushed to all 100.
+// Rounds alternate before/after; the medians and their ratios are printed.
+//
+//   node --expose-gc --import tsx bench/first-push.ts [--rounds 6] [--streams 100]
+//        [--resources 11000] [--bytes 250] [--baseline <commit>]
+import { execFileSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+import type { envoy } from "../src/gen/types.js";
+import { ResourceCache } from "../src/resource-cache.js";
+import type { SessionHost, XdsStreamContext } from "../src/server-session.js";
+import { TypeUrl, typeRegistry } from "../src/type-registry.js";
+
+const { values } = parseArgs({
+  options: {
+    rounds: { type: "string", default: "6" },
+    streams: { type: "string", default: "100" },
+    resources: { type: "string", default: "11000" },
+    bytes: { type: "string", default: "250" },
+    baseline: { type: "string", default: "93d1cdb" },
+  },
+});
+const rounds = Number(values.rounds);
+const streamCount = Number(values.streams);
+const resourceCount = Number(values.resources);
+const gc = (globalThis as { gc?: () => void }).gc;
+if (gc === undefined) throw new Error("run with node --expose-gc");
+
+const here = dirname(fileURLToPath(import.meta.url));
+const src = join(here, "../src");
+
+/** Writes the baseline's session files next to each other, importing everything else from src. */
+function baselineModule(commit: string): string {
+  const dir = join(here, "../node_modules/.cache/xds-first-push", commit);
+  mkdirSync(dir, { recursive: true });
+  const root = execFileSync("git", ["rev-parse", "--show-toplevel"], { cwd: here }).toString().trim();
+  for (const file of ["server-session.ts", "shared-sections.ts"]) {
+    const text = execFileSync("git", ["show", `${commit}:packages/xds/src/${file}`], {
+      cwd: root,
+    }).toString();
+    const rewritten = text.replace(/from "\.\/([\w-]+)\.js"/g, (whole, name: string) =>
+      name === "shared-sections" || name === "server-session"
+        ? whole
+        : `from "${pathToFileURL(join(src, `${name}.ts`)).href}"`,
+    );
+    writeFileSync(join(dir, file), rewritten);
+  }
+  return dir;
+}
+
+interface Variant {
+  name: string;
+  DeltaSession: new (
+    host: SessionHost,
+    ctx: XdsStreamContext,
+    send: (bytes: Uint8Array) => void,
+  ) => {
+    handle(req: envoy.service.discovery.v3.DeltaDiscoveryRequest): Promise<void>;
+    onChange(typeUrl: string, names: ReadonlySet<string>, aliases: ReadonlySet<string>): void;
+  };
+  Sections: new () => unknown;
+}
+
+async function load(name: string, dir: string): Promise<Variant> {
+  const session = await import(pathToFileURL(join(dir, "server-session.ts")).href);
+  const sections = await import(pathToFileURL(join(dir, "shared-sections.ts")).href);
+  return { name, DeltaSession: session.DeltaSession, Sections: sections.SharedResourceSections };
+}
+
+const A = TypeUrl.address;
+const cache = new ResourceCache();
+cache.batch(() => {
+  for (let i = 0; i < resourceCount; i++) {
+    const payload = new Uint8Array(Number(values.bytes)).fill(i & 255);
+    payload[0] = i >> 8;
+    cache.setEncoded(A, `Kubernetes//Pod/ns-${i % 10}/pod-${i}`, payload, { aliases: [`/10.${i}`] });
+  }
+});
+const names = cache.names(A);
+
+const request = deltaRequest({
+  typeUrl: A,
+  node: { id: "ztunnel~10.0.0.1~zt.istio-system~istio-system.svc.cluster.local" },
+});
+
+let nonceSeq = 0;
+function host(variant: Variant): SessionHost {
+  return {
+    cache,
+    maxNamesPerType: 100_000,
+    sections: new variant.Sections() as SessionHost["sections"],
+    visible: () => true,
+    visibleToAll: true,
+    nextNonceSeq: () => ++nonceSeq,
+    resolve: async () => {},
+    onNack: () => {},
+    onPush: () => {},
+    debug: () => {},
+  };
+}
+
+/** Collects until what is unreachable (the large response buffers included) is freed. */
+async function collect(): Promise<void> {
+  for (let i = 0; i < 3; i++) {
+    gc?.();
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+const heldBytes = () => {
+  const m = process.memoryUsage();
+  return m.heapUsed + m.arrayBuffers;
+};
+const cpuMs = (start: NodeJS.CpuUsage) => {
+  const used = process.cpuUsage(start);
+  return (used.user + used.system) / 1000;
+};
+
+/** The nonce of an encoded response (field 5), found by skipping fields 1 and 2 by their lengths. */
+function nonceOf(bytes: Uint8Array): string {
+  let i = 0;
+  const varint = () => {
+    let v = 0;
+    for (let shift = 0; ; shift += 7) {
+      const b = bytes[i++] as number;
+      v += (b & 127) * 2 ** shift;
+      if (b < 128) return v;
+    }
+  };
+  while (i < bytes.length) {
+    const at = i;
+    if (varint() >> 3 === 4) {
+      const rest = typeRegistry.decode(
+        "envoy.service.discovery.v3.DeltaDiscoveryResponse",
+        bytes.subarray(at),
+      );
+      return (rest as { nonce: string }).nonce;
+    }
+    const length = varint();
+    i += length;
+  }
+  throw new Error("response without a nonce");
+}
+
+function deltaRequest(init: object): envoy.service.discovery.v3.DeltaDiscoveryRequest {
+  return typeRegistry.decode(
+    "envoy.service.discovery.v3.DeltaDiscoveryRequest",
+    typeRegistry.encode("envoy.service.discovery.v3.DeltaDiscoveryRequest", init as never),
+  ) as envoy.service.discovery.v3.DeltaDiscoveryRequest;
+}
+
+/** One round: 100 first responses, what the sessions hold then, and one change pushed to all. */
+async function round(variant: Variant, change: number) {
+  await collect();
+  const baseHeld = heldBytes();
+  const h = host(variant);
+  let framed = 0;
+  // The last response of each stream, kept only until its nonce is read (outside the timed parts).
+  const last: (Uint8Array | undefined)[] = [];
+  const sessions = Array.from({ length: streamCount }, (_, id) => {
+    const context: XdsStreamContext = {
+      id,
+      protocol: "delta",
+      peer: "bench",
+      headers: {},
+      node: undefined,
+      identity: undefined,
+      nacks: [],
+      acks: new Map(),
+    };
+    // grpc-js frames each message into a new buffer (a 5-byte header); the copy is dropped once written.
+    return new variant.DeltaSession(h, context, (bytes) => {
+      const out = Buffer.allocUnsafe(bytes.length + 5);
+      out.set(bytes, 5);
+      framed += out.length;
+      last[id] = bytes;
+    });
+  });
+  const start = process.cpuUsage();
+  for (const s of sessions) await s.handle(request);
+  const firstPush = cpuMs(start);
+  if (framed < streamCount * resourceCount * Number(values.bytes)) throw new Error("short responses");
+  const acks = last.map((bytes) =>
+    deltaRequest({ typeUrl: A, responseNonce: nonceOf(bytes ?? new Uint8Array()) }),
+  );
+  last.length = 0;
+  await collect();
+  const held = heldBytes() - baseHeld;
+  for (const [i, s] of sessions.entries()) await s.handle(acks[i] as (typeof acks)[0]);
+  const name = names[change % names.length] as string;
+  const payload = new Uint8Array(Number(values.bytes)).fill(change & 255);
+  payload[1] = 0xee;
+  cache.setEncoded(A, name, payload, { aliases: cache.entry(A, name)?.aliases ?? [] });
+  const before = framed;
+  const changeStart = process.cpuUsage();
+  for (const s of sessions) s.onChange(A, new Set([name]), new Set());
+  const oneChange = cpuMs(changeStart);
+  if (framed - before < streamCount * Number(values.bytes)) throw new Error("the change was not pushed");
+  return { firstPush, held, oneChange };
+}
+
+const variants = [await load("before", baselineModule(values.baseline)), await load("after", src)];
+
+const results: Record<string, { firstPush: number[]; held: number[]; oneChange: number[] }> = {};
+for (const v of variants) results[v.name] = { firstPush: [], held: [], oneChange: [] };
+let change = 0;
+// A warm-up round of each, not recorded.
+for (const v of variants) await round(v, change++);
+for (let r = 0; r < rounds; r++) {
+  for (const v of r % 2 === 0 ? variants : [...variants].reverse()) {
+    const out = await round(v, change++);
+    const rec = results[v.name];
+    rec?.firstPush.push(Math.round(out.firstPush));
+    rec?.held.push(out.held);
+    rec?.oneChange.push(Number(out.oneChange.toFixed(2)));
+  }
+}
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
+const summary = Object.fromEntries(
+  Object.entries(results).map(([name, r]) => [
+    name,
+    {
+      firstPushCpuMs: median(r.firstPush),
+      heldPerStreamKB: Number((median(r.held) / streamCount / 1024).toFixed(1)),
+      oneChangeCpuMs: median(r.oneChange),
+      rounds: r,
+    },
+  ]),
+);
+const b = summary.before;
+const a = summary.after;
+console.log(
+  JSON.stringify(
+    {
+      streams: streamCount,
+      resources: resourceCount,
+      baseline: values.baseline,
+      loadavg: (await import("node:os")).loadavg().map((x) => Number(x.toFixed(2))),
+      ratios:
+        a !== undefined && b !== undefined
+          ? {
+              firstPushCpu: Number((a.firstPushCpuMs / b.firstPushCpuMs).toFixed(3)),
+              held: Number(
+                (median(results.after?.held ?? []) / median(results.before?.held ?? [])).toFixed(3),
+              ),
+              oneChangeCpu: Number((a.oneChangeCpuMs / b.oneChangeCpuMs).toFixed(3)),
+            }
+          : undefined,
+      summary,
+    },
+    null,
+    1,
+  ),
+);
