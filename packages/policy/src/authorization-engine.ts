@@ -216,6 +216,7 @@ const NO_IDENTITY: IdentityParts = identityAttributes(undefined);
 const CACHE_LIMIT = 8192;
 
 const ALLOW_LABELS = { decision: "allow" } as const;
+const NO_ALLOW_POLICY = "no ALLOW policy applies: allowed by default";
 const DENY_LABELS = { decision: "deny" } as const;
 
 /** A request whose every field was checked, and the attributes policies match on. */
@@ -575,8 +576,22 @@ export class AuthorizationEngine {
    * Never throws: a malformed request (missing or wrong-typed field, bad address or port, a path
    * refused by normalization) is denied with `error` set, and with `badRequest` when the answer
    * must be 400.
+   *
+   * When no policy can apply (the engine holds none, or, with `l7Attachment: "waypoint"`, none
+   * targets the request's namespaces or the root namespace), an object request is allowed by default
+   * without its fields being checked or copied: no policy would read them. `logDecisions` turns this
+   * off, so that every decision is logged from checked values.
    */
   evaluate(request: AuthorizationRequest): AuthorizationDecision {
+    if (!this.#logDecisions && this.#noPolicyCanApply(request)) {
+      this.#decisions.inc(ALLOW_LABELS);
+      return { allowed: true, reason: NO_ALLOW_POLICY, layer: request.http === undefined ? "L4" : "L7" };
+    }
+    return this.#evaluateChecked(request);
+  }
+
+  /** {@link evaluate} with every field checked, whatever policies are held. */
+  #evaluateChecked(request: AuthorizationRequest): AuthorizationDecision {
     let checked: CheckedRequest;
     try {
       checked = this.#check(request);
@@ -685,7 +700,7 @@ export class AuthorizationEngine {
               new PolicyError("ERR_REQUEST_INVALID", "an open connection needs a request object"),
               "L4",
             )
-          : this.evaluate(request);
+          : this.#evaluateChecked(request);
       if (!decision.allowed) denied.push({ connection, decision });
     }
     return denied;
@@ -868,6 +883,44 @@ export class AuthorizationEngine {
           canonicalGroup(t.kind, t.group) === canonicalGroup(ref.kind, ref.group),
       );
     });
+  }
+
+  /**
+   * True when {@link #collect} would find no policy for this request whatever its other fields hold:
+   * the engine holds no policy at all, or it attaches L7 policy to waypoints and no policy in the
+   * namespaces of the request's targets or the root namespace is a targeted one. The connection's
+   * addresses, ports and identity are checked (allocation-free, the addresses through the cache), so a
+   * malformed connection is still denied; nothing is copied, and the HTTP attributes, the workload and
+   * the targets beyond their namespaces are not read. Anything unexpected answers false: the checked
+   * path then decides, and denies it.
+   */
+  #noPolicyCanApply(request: unknown): boolean {
+    try {
+      if (!isRecord(request)) return false;
+      const source = request.source;
+      const destination = request.destination;
+      if (!isRecord(source) || !isRecord(destination)) return false;
+      this.#address(source.ip, "source.ip");
+      this.#address(destination.ip, "destination.ip");
+      if (!isPort(destination.port)) return false;
+      if (source.port !== undefined && !isPort(source.port)) return false;
+      if (source.identity !== undefined && typeof source.identity !== "string") return false;
+      if (destination.sni !== undefined && typeof destination.sni !== "string") return false;
+      if (this.#entries.size === 0 && this.#peerAuthentications.size === 0) return true;
+      if (this.#l7Attachment !== "waypoint" || request.http === undefined) return false;
+      const targets = destination.targets;
+      if (targets === undefined) return true;
+      if (!Array.isArray(targets)) return false;
+      if ((this.#byNamespace.get(this.#rootNamespace)?.targeted.length ?? 0) > 0) return false;
+      for (let i = 0; i < targets.length; i++) {
+        const target: unknown = targets[i];
+        if (!isRecord(target) || typeof target.namespace !== "string") return false;
+        if ((this.#byNamespace.get(target.namespace)?.targeted.length ?? 0) > 0) return false;
+      }
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   #applicable(request: AuthorizationRequest, layer: "L4" | "L7"): readonly Entry[] {
@@ -1239,8 +1292,7 @@ export class AuthorizationEngine {
       }
     }
     if (decision === undefined) {
-      if (allowPolicies === 0)
-        decision = { allowed: true, reason: "no ALLOW policy applies: allowed by default", layer };
+      if (allowPolicies === 0) decision = { allowed: true, reason: NO_ALLOW_POLICY, layer };
       else {
         // Names are only gathered on this (rare) path to keep the allow path allocation-free.
         const names: string[] = [];
