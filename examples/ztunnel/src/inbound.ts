@@ -11,6 +11,7 @@ import type {
 } from "@ambient/policy";
 import { errorText, logConnectionFailed, startAccessLog } from "./access-log.js";
 import type { ConnectionRegistry } from "./connections.js";
+import { type DialFailureMetrics, errnoOf, upstreamRefusalReason } from "./dial-failure.js";
 import { decidePlaintextInbound } from "./in-pod-decisions.js";
 import { decideInboundDestination } from "./inbound-destination.js";
 import { connectionLabels, type createTcpMetrics } from "./tcp-metrics.js";
@@ -48,6 +49,8 @@ export interface InboundOptions {
   engine: AuthorizationEngine;
   registry: ConnectionRegistry;
   tcpMetrics: ReturnType<typeof createTcpMetrics>;
+  /** Counts failed connects to the local app by errno. */
+  dialFailures?: DialFailureMetrics;
   logger: Logger;
   isClosed(): boolean;
 }
@@ -76,6 +79,8 @@ function plainIp(address: string | undefined): string {
 
 export function createInbound(options: InboundOptions): Inbound {
   const { store, engine, registry, tcpMetrics, logger } = options;
+  const recordDialFailure = (err: unknown): string =>
+    options.dialFailures?.record("inbound", err) ?? errnoOf(err) ?? "unknown";
 
   const inboundRequest = (
     src: string,
@@ -164,9 +169,11 @@ export function createInbound(options: InboundOptions): Inbound {
     registry.trackSocket(upstream, pod.connectUpstream === undefined ? undefined : pod.uid);
     upstream.once("error", (err) => {
       if (tunnel.state === "pending") {
-        logger.warn({ ...logFields, err: err.message }, "inbound upstream dial failed");
+        const errno = recordDialFailure(err);
+        logger.warn({ ...logFields, err: err.message, errno }, "inbound upstream dial failed");
         accessLog.complete({ sent: 0, received: 0, error: `upstream unavailable: ${err.message}` });
-        tunnel.refuse(HBONE_STATUS.noUpstream, "upstream unavailable");
+        // The errno goes back to the peer: it answers its client with the reply code that fits it.
+        tunnel.refuse(HBONE_STATUS.noUpstream, upstreamRefusalReason(err));
       }
     });
     upstream.once("connect", () => {
@@ -258,6 +265,8 @@ export function createInbound(options: InboundOptions): Inbound {
     const upstream = (pod.connectUpstream ?? defaultConnector)(destination.ip, destination.port);
     registry.trackSocket(upstream, owner);
     upstream.once("error", (err) => {
+      const errno = recordDialFailure(err);
+      logger.warn({ ...logFields, err: err.message, errno }, "inbound upstream dial failed");
       accessLog.complete({ sent: 0, received: 0, error: `upstream unavailable: ${err.message}` });
       socket.resetAndDestroy();
     });

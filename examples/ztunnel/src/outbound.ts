@@ -3,14 +3,7 @@
 // waypoint or a mesh pod, plain TCP otherwise) and carries the bytes.
 import { once } from "node:events";
 import { connect, type Socket } from "node:net";
-import {
-  HBONE_STATUS,
-  type HboneClient,
-  type HboneCredentials,
-  HboneError,
-  pipeTunnel,
-  type TunnelStream,
-} from "@ambient/hbone";
+import { type HboneClient, type HboneCredentials, pipeTunnel, type TunnelStream } from "@ambient/hbone";
 import type { X509Svid } from "@ambient/spiffe";
 import type { Workload } from "@ambient/xds";
 import { type AccessLogEntry, errorText, logConnectionFailed, startAccessLog } from "./access-log.js";
@@ -82,24 +75,6 @@ export interface Outbound {
     handshakeBytes?: HandshakeBytes;
     owner?: string;
   }): void;
-}
-
-/** SOCKS5 reply code for a failed dial. */
-export function socksReplyFor(err: unknown): number {
-  if (err instanceof ZtunnelError && typeof err.details.reply === "number") return err.details.reply;
-  if (err instanceof HboneError) {
-    if (err.code === "ERR_HBONE_REFUSED") {
-      const status = (err as { status?: number }).status;
-      return status === HBONE_STATUS.denied ? SOCKS5_REPLY.notAllowed : SOCKS5_REPLY.connectionRefused;
-    }
-    if (err.code === "ERR_HBONE_TIMEOUT") return SOCKS5_REPLY.ttlExpired;
-    return SOCKS5_REPLY.hostUnreachable;
-  }
-  const code = (err as { code?: string }).code;
-  if (code === "ECONNREFUSED") return SOCKS5_REPLY.connectionRefused;
-  if (code === "EHOSTUNREACH" || code === "ENOTFOUND") return SOCKS5_REPLY.hostUnreachable;
-  if (code === "ENETUNREACH") return SOCKS5_REPLY.networkUnreachable;
-  return SOCKS5_REPLY.generalFailure;
 }
 
 function ipOf(w: Workload): string | undefined {

@@ -2,7 +2,8 @@
 // requests to the outbound dialer, answering with the reply code a failure maps to.
 import { createServer, type Server } from "node:net";
 import type { Workload } from "@ambient/xds";
-import { type Outbound, type OutboundNetwork, socksReplyFor } from "./outbound.js";
+import { type DialFailureMetrics, socksReplyFor } from "./dial-failure.js";
+import type { Outbound, OutboundNetwork } from "./outbound.js";
 import { createSocks5Handler, type Socks5Connect, type Socks5Handler } from "./socks5-server.js";
 import type { Logger, MetricsSink } from "./telemetry.js";
 import { serviceVip, type WorkloadStore } from "./workload-store.js";
@@ -18,6 +19,7 @@ export interface Socks5OutboundOptions {
   isClosed(): boolean;
   logger: Logger;
   metrics: MetricsSink;
+  dialFailures: DialFailureMetrics;
 }
 
 /** A SOCKS5 listener (not yet listening) and its handshake bookkeeping. */
@@ -35,8 +37,9 @@ export function createSocks5Outbound(options: Socks5OutboundOptions): {
       dialed = await outbound.dial(network, srcIp, src, request, socket.remotePort);
     } catch (err) {
       const code = socksReplyFor(err);
+      const errno = options.dialFailures.record("outbound", err);
       logger.info(
-        { src: srcIp, dst: requested, err: (err as Error).message, reply: code },
+        { src: srcIp, dst: requested, err: (err as Error).message, errno, reply: code },
         "outbound refused",
       );
       connect.refuse(code);

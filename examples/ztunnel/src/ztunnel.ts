@@ -15,6 +15,7 @@ import * as prom from "prom-client";
 import { createAdminServers, createConnectionHistory } from "./admin.js";
 import { ConnectionRegistry, type ConnectionSummary } from "./connections.js";
 import { controlPlaneChannel } from "./control-plane-channel.js";
+import { createDialFailureMetrics } from "./dial-failure.js";
 import { ZtunnelError } from "./errors.js";
 import { createInPodProxies, type InPodPorts, type InPodSummary, type InPodWorkload } from "./in-pod.js";
 import { createInbound } from "./inbound.js";
@@ -228,6 +229,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
   const registry = options.registry ?? new prom.Registry();
   const metrics = createPromClientSink(prom, registry);
   const tcpMetrics = createTcpMetrics(metrics);
+  const dialFailures = createDialFailureMetrics(metrics);
   const node: ZtunnelNode = {
     name: options.nodeName,
     ip: options.nodeIp,
@@ -277,6 +279,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     engine,
     registry: connections,
     tcpMetrics,
+    dialFailures,
     logger,
     isClosed,
   });
@@ -380,6 +383,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     isClosed,
     logger,
     metrics,
+    dialFailures,
   });
 
   // Certificate rotation: the per-pod listeners take the new SVID; outbound reads it per connection.

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
 import { get } from "node:http";
-import { type AddressInfo, connect, type Server, type Socket } from "node:net";
+import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import type { Workload } from "@ambient/xds";
 import { startZtunnel } from "../src/index.js";
@@ -203,6 +203,33 @@ describe("two ztunnels, one control plane", { timeout: 60_000 }, () => {
     socket.end("plain");
     assert.equal(await received, "plain.");
     socket.destroy();
+  });
+
+  it("answers an app port that refuses with reply 5, and both sides name the errno", async () => {
+    // A port of the echo pod nobody listens on: node-b's connect to it is refused.
+    const closed = createServer();
+    closed.listen(0, ip.echo);
+    await once(closed, "listening");
+    const { port } = closed.address() as AddressInfo;
+    await new Promise((done) => closed.close(done));
+    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, ip.echo, port);
+    socket.destroy();
+    assert.equal(reply, SOCKS5_REPLY.connectionRefused);
+    const failures = { direction: "inbound", errno: "ECONNREFUSED" };
+    assert.equal(counterValue(await mesh.nodeB.metricsText(), "ztunnel_connect_failures_total", failures), 1);
+    assert.equal(
+      counterValue(await mesh.nodeA.metricsText(), "ztunnel_connect_failures_total", {
+        direction: "outbound",
+        errno: "ECONNREFUSED",
+      }),
+      1,
+    );
+    assert.ok(
+      warnings.some(
+        (w) => w.startsWith("inbound upstream dial failed") && w.includes('"errno":"ECONNREFUSED"'),
+      ),
+      warnings.join("\n"),
+    );
   });
 
   it("reports Istio TCP metrics on both sides", async () => {
