@@ -4,10 +4,31 @@
 import type { ManifestError } from "../last-good.js";
 import type { KubeObject } from "../manifests.js";
 
+/** One object added, changed or removed since the last snapshot the control plane accepted. */
+export interface ObjectChange {
+  /** `kind/namespace/name` (`objectId`). */
+  readonly id: string;
+  readonly kind: string;
+  /** The object served until now; undefined when it is new. */
+  readonly before: KubeObject | undefined;
+  /** The object served from now on; undefined when it is gone. */
+  readonly after: KubeObject | undefined;
+}
+
 /** The objects a source holds at one moment. */
 export interface ConfigSnapshot {
-  /** The objects to translate, in an order that does not depend on arrival order. */
-  objects: KubeObject[];
+  /**
+   * The objects to translate, in an order that does not depend on arrival order. A source may build
+   * the list on first read (a getter), so that a reload translated from `changes` never walks it.
+   */
+  readonly objects: KubeObject[];
+  /**
+   * What differs from the last accepted snapshot, when the source knows it (informer events, a diff
+   * of the folder): `objects` is that snapshot with these changes applied, every other object being
+   * the same object as before. Undefined when the source does not know (its first snapshot): the
+   * control plane then translates every object.
+   */
+  readonly changes?: readonly ObjectChange[];
   /** Edits the source did not apply (a file that does not parse, an invalid object), with what it serves instead. */
   errors: ManifestError[];
   /**

@@ -5,7 +5,7 @@ import { type FSWatcher, constants as fsConstants, watch } from "node:fs";
 import { open, readdir } from "node:fs/promises";
 import { extname, join } from "node:path";
 import { ControlPlaneError } from "../errors.js";
-import { applyLastGood } from "../last-good.js";
+import { applyLastGood, objectId } from "../last-good.js";
 import {
   DEFAULT_MANIFEST_LIMITS,
   type KubeObject,
@@ -17,7 +17,7 @@ import {
 import type { Logger } from "../telemetry.js";
 import { noopLogger } from "../telemetry.js";
 import { validateManifestObject } from "../translate-mesh.js";
-import type { ConfigSnapshot, ConfigSource } from "./config-source.js";
+import type { ConfigSnapshot, ConfigSource, ObjectChange } from "./config-source.js";
 
 const MANIFEST_EXTENSIONS = new Set([".yaml", ".yml", ".json"]);
 
@@ -116,6 +116,8 @@ export function createFolderSource(options: FolderSourceOptions): ConfigSource {
   const logger = options.logger ?? noopLogger;
   // Manifest file -> the objects served from it: what a broken edit of that file falls back to.
   let lastGood = new Map<string, KubeObject[]>();
+  // The objects served, by id, when each id is defined once.
+  let acceptedById: Map<string, KubeObject> | undefined;
   const parseCache = new Map<string, { text: string; parsed: ParsedManifestFile }>();
   let watcher: FSWatcher | undefined;
   let timer: NodeJS.Timeout | undefined;
@@ -134,11 +136,29 @@ export function createFolderSource(options: FolderSourceOptions): ConfigSource {
       }
       const merged = applyLastGood(lastGood, files, validateManifestObject);
       const objects = [...merged.files.keys()].sort().flatMap((file) => merged.files.get(file) ?? []);
+      // The change set against the accepted objects: an unchanged file keeps its parsed objects, so
+      // identity tells what changed. Not given when two files define one object.
+      const byId = new Map<string, KubeObject>();
+      for (const object of objects) byId.set(objectId(object), object);
+      const unique = byId.size === objects.length;
+      let changes: ObjectChange[] | undefined;
+      if (unique && acceptedById !== undefined) {
+        changes = [];
+        for (const [id, after] of byId) {
+          const before = acceptedById.get(id);
+          if (before !== after) changes.push({ id, kind: after.kind, before, after });
+        }
+        for (const [id, before] of acceptedById) {
+          if (!byId.has(id)) changes.push({ id, kind: before.kind, before, after: undefined });
+        }
+      }
       return {
         objects,
+        ...(changes === undefined ? {} : { changes }),
         errors: merged.errors,
         accept: () => {
           lastGood = merged.files;
+          acceptedById = unique ? byId : undefined;
         },
       };
     },

@@ -9,7 +9,7 @@ import { objectId } from "../last-good.js";
 import type { KubeObject } from "../manifests.js";
 import { type Logger, noopLogger } from "../telemetry.js";
 import { validateManifestObject } from "../translate-mesh.js";
-import type { ConfigSnapshot, ConfigSource } from "./config-source.js";
+import type { ConfigSnapshot, ConfigSource, ObjectChange } from "./config-source.js";
 import { transformForCache, trimMetadata } from "./informer-transform.js";
 import {
   apiVersionOf,
@@ -125,6 +125,13 @@ interface Cached {
   problem: string | undefined;
 }
 
+/** An object an informer reported, to read again from its cache at the next snapshot. */
+interface DirtyObject {
+  watch: ResourceWatch;
+  name: string;
+  namespace: string | undefined;
+}
+
 interface ResourceWatch {
   resource: KubeResource;
   informer: ListWatch<KubernetesObject>;
@@ -210,7 +217,17 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
   let notified = false;
   let changedSinceSnapshot = false;
   const converted = new WeakMap<object, Cached>();
+  // What the control plane accepted last (the objects served), and whether it accepted anything yet:
+  // until then every snapshot is a full one.
   let lastGood = new Map<string, KubeObject>();
+  let baseline = false;
+  // Objects an informer reported since the last snapshot, and those of the last snapshot not yet
+  // accepted: the next snapshot's change set is read from the informer caches for these ids.
+  let dirty = new Map<string, DirtyObject>();
+  let pending = new Map<string, DirtyObject>();
+  // Objects that fail validation, with the error reported for each.
+  const problems = new Map<string, ManifestError>();
+  let snapshots = 0;
   const snapshotOrder = new SnapshotOrder();
   const podsByNode = new Map<string, Map<string, RawKubeObject>>();
   const podNode = new Map<string, string>();
@@ -294,6 +311,12 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
     };
     const onObject = (removed: boolean) => (obj: KubernetesObject) => {
       if (resource.kind === "Pod") indexPod(obj as RawKubeObject, removed);
+      const name = obj.metadata?.name;
+      if (typeof name === "string" && name !== "") {
+        const namespace = resource.namespaced ? obj.metadata?.namespace : undefined;
+        const id = `${resource.kind}/${namespace === undefined || namespace === "" ? "default" : namespace}/${name}`;
+        dirty.set(id, { watch: w, name, namespace });
+      }
       changed();
     };
     informer.on("add", onObject(false));
@@ -394,42 +417,96 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
     async snapshot(): Promise<ConfigSnapshot> {
       notified = false;
       changedSinceSnapshot = false;
-      const entries: { rank: number; created: string; id: string; object: KubeObject }[] = [];
-      const next = new Map<string, KubeObject>();
-      const errors: ManifestError[] = [];
-      for (const w of watches) {
-        for (const raw of w.informer.list()) {
-          const cached = convert(w.resource, raw);
-          if (cached === undefined) continue;
-          const id = objectId(cached.object);
-          let object: KubeObject | undefined = cached.object;
-          if (cached.problem !== undefined) {
-            object = lastGood.get(id);
-            errors.push({
-              file: "kubernetes",
-              object: id,
-              message: `${cached.problem}${object === undefined ? ": not served" : ": serving its last good version"}`,
-              keeping: object === undefined ? [] : [id],
+      const token = ++snapshots;
+      const ids = pending;
+      for (const [id, d] of dirty) ids.set(id, d);
+      dirty = new Map();
+      pending = ids;
+      const problemOf = (id: string, cached: Cached): ManifestError => {
+        const last = lastGood.get(id);
+        return {
+          file: "kubernetes",
+          object: id,
+          message: `${cached.problem}${last === undefined ? ": not served" : ": serving its last good version"}`,
+          keeping: last === undefined ? [] : [id],
+        };
+      };
+      // Every object, in translation order, with the objects that fail validation at their last good
+      // version (or left out).
+      const walk = (): { objects: KubeObject[]; served: Map<string, KubeObject> } => {
+        const entries: { rank: number; created: string; id: string; object: KubeObject }[] = [];
+        const served = new Map<string, KubeObject>();
+        problems.clear();
+        for (const w of watches) {
+          for (const raw of w.informer.list()) {
+            const cached = convert(w.resource, raw);
+            if (cached === undefined) continue;
+            const id = objectId(cached.object);
+            let object: KubeObject | undefined = cached.object;
+            if (cached.problem !== undefined) {
+              object = lastGood.get(id);
+              problems.set(id, problemOf(id, cached));
+            }
+            if (object === undefined) continue;
+            served.set(id, object);
+            entries.push({
+              rank: rank.get(w.resource) ?? 0,
+              created: object.metadata.creationTimestamp ?? "",
+              id: objectId(object),
+              object,
             });
           }
-          if (object === undefined) continue;
-          next.set(id, object);
-          entries.push({
-            rank: rank.get(w.resource) ?? 0,
-            created: object.metadata.creationTimestamp ?? "",
-            id: objectId(object),
-            object,
-          });
         }
+        // Older objects first, as istiod settles conflicts (two pods on one IP): by creation time, then
+        // name. The last order is reused when no key changed (most reloads).
+        const order = snapshotOrder.sort(entries);
+        return { objects: order.map((i) => (entries[i] as (typeof entries)[number]).object), served };
+      };
+      const settled = (): void => {
+        if (token === snapshots) pending = new Map();
+      };
+
+      if (!baseline) {
+        const { objects, served } = walk();
+        return {
+          objects,
+          errors: [...problems.values()],
+          accept: () => {
+            lastGood = served;
+            baseline = true;
+            settled();
+          },
+        };
       }
-      // Older objects first, as istiod settles conflicts (two pods on one IP): by creation time, then
-      // name. The last order is reused when no key changed (most reloads).
-      const order = snapshotOrder.sort(entries);
+      // What changed since the accepted snapshot, from the informer caches: O(change).
+      const changes: ObjectChange[] = [];
+      for (const [id, { watch: w, name, namespace }] of ids) {
+        const raw = w.informer.get(name, namespace);
+        const cached = raw === undefined ? undefined : convert(w.resource, raw);
+        let after = cached?.object;
+        if (cached?.problem !== undefined) {
+          after = lastGood.get(id);
+          problems.set(id, problemOf(id, cached));
+        } else {
+          problems.delete(id);
+        }
+        const before = lastGood.get(id);
+        if (after !== before) changes.push({ id, kind: w.resource.kind, before, after });
+      }
+      let objects: KubeObject[] | undefined;
       return {
-        objects: order.map((i) => (entries[i] as (typeof entries)[number]).object),
-        errors,
+        get objects() {
+          objects ??= walk().objects;
+          return objects;
+        },
+        changes,
+        errors: [...problems.values()],
         accept: () => {
-          lastGood = next;
+          for (const { id, after } of changes) {
+            if (after === undefined) lastGood.delete(id);
+            else lastGood.set(id, after);
+          }
+          settled();
         },
       };
     },

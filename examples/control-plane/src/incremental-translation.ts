@@ -1,0 +1,393 @@
+// A reload that changes only Pods, applied to the last translation instead of translating every object.
+// The changed pods are translated against the context the last full translation built (Services,
+// policies, namespaces, nodes); the workload list, the node identities and the load assignments of
+// the Services those pods are behind are updated; nothing else is read, so one pod change costs one
+// pod's work whatever the size of the mesh. When the result could depend on more than the changed
+// pods (an object that is not a Pod, an IP or uid that two pods claim before or after, Deployments or
+// ServiceEntries that add workloads beside the pods, the static STRICT policy appearing or going), it
+// declines and the control plane translates every object. Both give the same resources
+// (test/incremental-translation.test.ts compares them after random changes).
+import { STATIC_STRICT_POLICY_NAME } from "@ambient/policy";
+import type { envoy, MessageInit } from "@ambient/xds";
+import { objectId } from "./last-good.js";
+import type { KubeObject, MeshIssue } from "./manifests.js";
+import type { ObjectChange } from "./sources/config-source.js";
+import {
+  type EnvoyConfig,
+  loadAssignment,
+  outboundClusterName,
+  type ServicePort,
+} from "./translate-envoy.js";
+import type { TranslationMemo } from "./translate-memo.js";
+import {
+  type MeshConfig,
+  type MeshWorkload,
+  type PodResult,
+  podAddress,
+  podModel,
+  type TranslateOptions,
+  translatePod,
+  type WorkloadContext,
+} from "./translate-mesh.js";
+
+type ClusterLoadAssignment = MessageInit<envoy.config.endpoint.v3.ClusterLoadAssignment>;
+
+/** What a change set of Pods did to the last translation. */
+export interface PodChanges {
+  mesh: MeshConfig;
+  envoy: EnvoyConfig;
+  /** Workloads added or translated again. */
+  written: MeshWorkload[];
+  /** Keys of workloads no longer served. */
+  removed: string[];
+  /** Load assignments built again (their Services' pods changed), by cluster name. */
+  loadAssignments: Map<string, ClusterLoadAssignment>;
+}
+
+/** Kinds whose objects add workloads beside the pods and check their addresses against them. */
+const WORKLOAD_KINDS = new Set(["Deployment", "ServiceEntry", "WorkloadEntry"]);
+
+interface NodeEntry {
+  /** Served pods on the node. */
+  pods: number;
+  /** Identity -> captured pods with it. */
+  ids: Map<string, number>;
+}
+
+interface State {
+  memo: TranslationMemo;
+  ctx: WorkloadContext;
+  strictKey: string;
+  mesh: MeshConfig;
+  envoy: EnvoyConfig;
+  /** Pod id -> its translation when it is served, else the Pod object. */
+  pods: Map<string, PodResult | KubeObject>;
+  /** Pod IP -> pods with a valid address that claim it (served or not). */
+  ipClaims: Map<string, number>;
+  /** Workload uid -> pods with a valid address that claim it. */
+  uidClaims: Map<string, number>;
+  nodes: Map<string, NodeEntry>;
+  /** Service key -> workload key -> workload, for the Services' load assignments. */
+  behind: Map<string, Map<string, MeshWorkload>>;
+  /** Workloads that list the static STRICT policy. */
+  strictRefs: number;
+}
+
+function isResult(entry: PodResult | KubeObject | undefined): entry is PodResult {
+  return entry !== undefined && "workload" in entry;
+}
+
+function bump(map: Map<string, number>, key: string, by: number): void {
+  const n = (map.get(key) ?? 0) + by;
+  if (n === 0) map.delete(key);
+  else map.set(key, n);
+}
+
+/** Adds to a count and keeps the entry at zero: a delta of zero still names a touched key. */
+function add(map: Map<string, number>, key: string, by: number): void {
+  map.set(key, (map.get(key) ?? 0) + by);
+}
+
+function byKey(a: { key: string }, b: { key: string }): number {
+  return a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
+}
+
+/** Index of the first workload whose key is not below `key` (the list is sorted by key). */
+function lowerBound(list: readonly MeshWorkload[], key: string): number {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if ((list[mid] as MeshWorkload).key < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** A pod's claim on an IP and a uid, when its address is valid; the check against other pods comes after. */
+function claimOf(
+  entry: PodResult | KubeObject | undefined,
+  ctx: WorkloadContext,
+): { ip: string; uid: string } | undefined {
+  if (entry === undefined) return undefined;
+  if (isResult(entry)) return { ip: entry.ip, uid: entry.workload.key };
+  const model = podModel(entry);
+  const address = podAddress(model, ctx);
+  return typeof address === "string" ? undefined : { ip: model.ip, uid: address.uid };
+}
+
+/**
+ * Keeps what applying a change set of Pods needs between reloads. `reset` after every full
+ * translation; `applyPodChanges` for a reload whose source knows what changed.
+ */
+export class IncrementalTranslation {
+  private state: State | undefined;
+
+  /**
+   * Adopts a full translation of `objects` (made with `memo`) as the base of the next change sets. A
+   * mesh with Deployments, ServiceEntries or WorkloadEntries, or two Pods with one id, is not one
+   * change sets are applied to.
+   */
+  reset(
+    objects: readonly KubeObject[],
+    mesh: MeshConfig,
+    envoyConfig: EnvoyConfig,
+    memo: TranslationMemo,
+    options: TranslateOptions = {},
+  ): void {
+    this.state = undefined;
+    const ctx = memo.mesh.workloadContext as WorkloadContext | undefined;
+    if (ctx === undefined) return;
+    const state: State = {
+      memo,
+      ctx,
+      strictKey: `${options.rootNamespace ?? "istio-system"}/${STATIC_STRICT_POLICY_NAME}`,
+      mesh,
+      envoy: envoyConfig,
+      pods: new Map(),
+      ipClaims: new Map(),
+      uidClaims: new Map(),
+      nodes: new Map(),
+      behind: new Map(),
+      strictRefs: 0,
+    };
+    for (const obj of objects) {
+      if (WORKLOAD_KINDS.has(obj.kind)) return;
+      if (obj.kind !== "Pod") continue;
+      const id = objectId(obj);
+      if (state.pods.has(id)) return;
+      const result = memo.mesh.byPod.get(obj) as PodResult | undefined;
+      const entry = result ?? obj;
+      state.pods.set(id, entry);
+      const claim = claimOf(entry, ctx);
+      if (claim !== undefined) {
+        bump(state.ipClaims, claim.ip, 1);
+        bump(state.uidClaims, claim.uid, 1);
+      }
+      if (result !== undefined) this.addToNode(state, result, 1);
+    }
+    for (const w of mesh.workloads) {
+      for (const service of Object.keys(w.workload.services ?? {})) {
+        let workloads = state.behind.get(service);
+        if (workloads === undefined) {
+          workloads = new Map();
+          state.behind.set(service, workloads);
+        }
+        workloads.set(w.key, w);
+      }
+      if (w.workload.authorizationPolicies?.includes(state.strictKey)) state.strictRefs++;
+    }
+    this.state = state;
+  }
+
+  /** Forgets the base: the next reload translates every object. */
+  invalidate(): void {
+    this.state = undefined;
+  }
+
+  /**
+   * The last translation with `changes` applied, or undefined when they are not Pod changes that can
+   * be applied alone (see the file comment) or do not start from the base this instance holds. On
+   * success the result is the new base.
+   */
+  applyPodChanges(changes: readonly ObjectChange[]): PodChanges | undefined {
+    const s = this.state;
+    if (s === undefined) return undefined;
+    // Check and translate first; nothing is modified until every change is known to apply.
+    const seen = new Set<string>();
+    const ipDelta = new Map<string, number>();
+    const uidDelta = new Map<string, number>();
+    const planned: {
+      change: ObjectChange;
+      old: PodResult | KubeObject | undefined;
+      result: PodResult | undefined;
+      issue: MeshIssue | undefined;
+    }[] = [];
+    let strictDelta = 0;
+    for (const change of changes) {
+      if (change.kind !== "Pod" || seen.has(change.id)) return undefined;
+      seen.add(change.id);
+      const old = s.pods.get(change.id);
+      const oldObject = isResult(old) ? old.object : old;
+      if (oldObject !== change.before) return undefined;
+      const oldClaim = claimOf(old, s.ctx);
+      if (oldClaim !== undefined) {
+        add(ipDelta, oldClaim.ip, -1);
+        add(uidDelta, oldClaim.uid, -1);
+      }
+      if (isResult(old) && old.workload.workload.authorizationPolicies?.includes(s.strictKey)) strictDelta--;
+      let result: PodResult | undefined;
+      let issue: MeshIssue | undefined;
+      if (change.after !== undefined) {
+        const model = podModel(change.after);
+        const address = podAddress(model, s.ctx);
+        if (typeof address === "string") {
+          issue = { source: model.source, message: address };
+        } else {
+          add(ipDelta, model.ip, 1);
+          add(uidDelta, address.uid, 1);
+          result = translatePod(model, address, s.ctx) as PodResult;
+          s.memo.counts.workloads++;
+          if (result.workload.workload.authorizationPolicies?.includes(s.strictKey)) strictDelta++;
+        }
+      }
+      planned.push({ change, old, result, issue });
+    }
+    // An address two pods claim is settled by the objects' order, which only a full translation reads.
+    for (const [claims, delta] of [
+      [s.ipClaims, ipDelta],
+      [s.uidClaims, uidDelta],
+    ] as const) {
+      for (const [key, d] of delta) {
+        const n = claims.get(key) ?? 0;
+        if (n > 1 || n + d > 1) return undefined;
+      }
+    }
+    // The static STRICT policy is served while some workload lists it.
+    if ((s.strictRefs === 0) !== (s.strictRefs + strictDelta === 0)) return undefined;
+
+    try {
+      return this.commit(s, planned, strictDelta);
+    } catch (err) {
+      this.state = undefined;
+      throw err;
+    }
+  }
+
+  private addToNode(s: State, result: PodResult, by: number): void {
+    if (result.node === "") return;
+    let entry = s.nodes.get(result.node);
+    if (entry === undefined) {
+      entry = { pods: 0, ids: new Map() };
+      s.nodes.set(result.node, entry);
+    }
+    entry.pods += by;
+    if (result.captured) bump(entry.ids, result.spiffeId, by);
+    if (entry.pods === 0) s.nodes.delete(result.node);
+  }
+
+  private commit(
+    s: State,
+    planned: readonly {
+      change: ObjectChange;
+      old: PodResult | KubeObject | undefined;
+      result: PodResult | undefined;
+      issue: MeshIssue | undefined;
+    }[],
+    strictDelta: number,
+  ): PodChanges {
+    const workloads = s.mesh.workloads.slice();
+    const written = new Map<string, MeshWorkload>();
+    const removed = new Set<string>();
+    const services = new Set<string>();
+    const nodes = new Set<string>();
+    const sources = new Set<string>();
+    const newIssues: MeshIssue[] = [];
+    for (const { change, old, result, issue } of planned) {
+      sources.add(change.id);
+      const oldClaim = claimOf(old, s.ctx);
+      if (oldClaim !== undefined) {
+        bump(s.ipClaims, oldClaim.ip, -1);
+        bump(s.uidClaims, oldClaim.uid, -1);
+      }
+      if (isResult(old)) {
+        const key = old.workload.key;
+        const at = lowerBound(workloads, key);
+        if (workloads[at]?.key === key) workloads.splice(at, 1);
+        for (const service of Object.keys(old.workload.workload.services ?? {})) {
+          s.behind.get(service)?.delete(key);
+          services.add(service);
+        }
+        this.addToNode(s, old, -1);
+        nodes.add(old.node);
+        removed.add(key);
+        written.delete(key);
+        s.memo.mesh.byPod.delete(old.object);
+      }
+      s.pods.delete(change.id);
+      const after = change.after;
+      if (after === undefined) continue;
+      if (result === undefined) {
+        s.pods.set(change.id, after);
+        if (issue !== undefined) newIssues.push(issue);
+        continue;
+      }
+      const key = result.workload.key;
+      bump(s.ipClaims, result.ip, 1);
+      bump(s.uidClaims, key, 1);
+      workloads.splice(lowerBound(workloads, key), 0, result.workload);
+      for (const service of Object.keys(result.workload.workload.services ?? {})) {
+        let list = s.behind.get(service);
+        if (list === undefined) {
+          list = new Map();
+          s.behind.set(service, list);
+        }
+        list.set(key, result.workload);
+        services.add(service);
+      }
+      this.addToNode(s, result, 1);
+      nodes.add(result.node);
+      removed.delete(key);
+      written.set(key, result.workload);
+      s.pods.set(change.id, result);
+      s.memo.mesh.byPod.set(after, result);
+    }
+    s.strictRefs += strictDelta;
+
+    // The identities per node, for the touched nodes; the list stays sorted by node name.
+    let nodeMap = s.mesh.nodes;
+    const touched = [...nodes].filter((n) => n !== "");
+    if (touched.length > 0) {
+      nodeMap = new Map(nodeMap);
+      let added = false;
+      for (const node of touched) {
+        const entry = s.nodes.get(node);
+        if (entry === undefined) {
+          nodeMap.delete(node);
+          continue;
+        }
+        if (!nodeMap.has(node)) added = true;
+        nodeMap.set(node, [...entry.ids.keys()].sort());
+      }
+      if (added) nodeMap = new Map([...nodeMap].sort((a, b) => (a[0] < b[0] ? -1 : 1)));
+    }
+    const issues = [...s.mesh.issues.filter((i) => !sources.has(i.source)), ...newIssues];
+    const mesh: MeshConfig = {
+      workloads,
+      services: s.mesh.services,
+      authorizations: s.mesh.authorizations,
+      nodes: nodeMap,
+      issues,
+    };
+
+    // The endpoints of every port of the Services whose pods changed.
+    const loadAssignments = new Map<string, ClusterLoadAssignment>();
+    for (const service of services) {
+      const ports = s.memo.envoy.portsByService.get(service) as readonly ServicePort[] | undefined;
+      if (ports === undefined) continue;
+      const behind = [...(s.behind.get(service)?.values() ?? [])].sort(byKey);
+      for (const sp of ports) {
+        const clusterName = outboundClusterName(sp.host, sp.port);
+        const assignment = loadAssignment(behind, sp, clusterName);
+        s.memo.counts.loadAssignments++;
+        s.memo.envoy.loadAssignments.set(clusterName, { workloads: behind, value: assignment });
+        loadAssignments.set(clusterName, assignment);
+      }
+    }
+    let envoyConfig = s.envoy;
+    if (loadAssignments.size > 0) {
+      const clusterLoadAssignments = new Map(s.envoy.clusterLoadAssignments);
+      for (const [name, assignment] of loadAssignments) clusterLoadAssignments.set(name, assignment);
+      envoyConfig = { ...s.envoy, clusterLoadAssignments };
+    }
+    s.mesh = mesh;
+    s.envoy = envoyConfig;
+    return {
+      mesh,
+      envoy: envoyConfig,
+      written: [...written.values()],
+      removed: [...removed],
+      loadAssignments,
+    };
+  }
+}

@@ -1,0 +1,190 @@
+// A reload translated from a change set must serve exactly what a translation of every object serves.
+// Random edits (fixed seeds, bounded counts) are applied one change set at a time; after each, the
+// result is compared with a from-scratch translation of the same objects, and at the end the xDS a
+// control plane serves is compared with that of a control plane started on the final objects.
+import assert from "node:assert/strict";
+import { after, describe, it } from "node:test";
+import { createXdsClient, TypeUrl } from "@ambient/xds";
+import { type ControlPlane, startControlPlane } from "../src/control-plane.js";
+import { IncrementalTranslation } from "../src/incremental-translation.js";
+import type { KubeObject, MeshIssue } from "../src/manifests.js";
+import type { ConfigSource, ObjectChange } from "../src/sources/config-source.js";
+import { type EnvoyConfig, translateEnvoy } from "../src/translate-envoy.js";
+import { createTranslationMemo } from "../src/translate-memo.js";
+import { type MeshConfig, translateMesh } from "../src/translate-mesh.js";
+import { RandomMesh, seededRandom } from "./random-mesh.js";
+
+function sortedIssues(issues: readonly MeshIssue[]): MeshIssue[] {
+  return [...issues].sort((a, b) =>
+    a.source === b.source ? (a.message < b.message ? -1 : 1) : a.source < b.source ? -1 : 1,
+  );
+}
+
+/** Equal as served: every resource, in order; issues as a set (a change set appends its pods' issues). */
+function assertSameConfig(
+  mesh: MeshConfig,
+  envoy: EnvoyConfig,
+  expectedMesh: MeshConfig,
+  expectedEnvoy: EnvoyConfig,
+  step: string,
+): void {
+  assert.deepEqual(mesh.workloads, expectedMesh.workloads, `${step}: workloads`);
+  assert.deepEqual(mesh.services, expectedMesh.services, `${step}: services`);
+  assert.deepEqual([...mesh.authorizations], [...expectedMesh.authorizations], `${step}: authorizations`);
+  assert.deepEqual([...mesh.nodes], [...expectedMesh.nodes], `${step}: nodes`);
+  assert.deepEqual(sortedIssues(mesh.issues), sortedIssues(expectedMesh.issues), `${step}: issues`);
+  for (const key of ["listeners", "routeConfigurations", "clusters", "clusterLoadAssignments"] as const) {
+    assert.deepEqual([...envoy[key]], [...expectedEnvoy[key]], `${step}: ${key}`);
+  }
+  assert.deepEqual(envoy.issues, expectedEnvoy.issues, `${step}: envoy issues`);
+}
+
+describe("reloads translated from change sets", () => {
+  for (const seed of [1, 2, 3]) {
+    it(`equal a translation of every object after 250 random change sets (seed ${seed})`, () => {
+      const mesh = new RandomMesh(seededRandom(seed), 40);
+      const memo = createTranslationMemo();
+      const incremental = new IncrementalTranslation();
+      let current = translateMesh(mesh.objects, {}, memo);
+      let currentEnvoy = translateEnvoy(mesh.objects, current, {}, memo);
+      incremental.reset(mesh.objects, current, currentEnvoy, memo);
+      let applied = 0;
+      let podOnly = 0;
+      for (let step = 0; step < 250; step++) {
+        const changes = mesh.edits(0.08);
+        if (changes.every((c) => c.kind === "Pod")) podOnly++;
+        const result = incremental.applyPodChanges(changes);
+        if (result !== undefined) {
+          applied++;
+          current = result.mesh;
+          currentEnvoy = result.envoy;
+        } else {
+          current = translateMesh(mesh.objects, {}, memo);
+          currentEnvoy = translateEnvoy(mesh.objects, current, {}, memo);
+          incremental.reset(mesh.objects, current, currentEnvoy, memo);
+        }
+        const expected = translateMesh(mesh.objects, {});
+        const expectedEnvoy = translateEnvoy(mesh.objects, expected, {});
+        assertSameConfig(current, currentEnvoy, expected, expectedEnvoy, `seed ${seed} step ${step}`);
+      }
+      // The comparison means something only if most Pod change sets took the change-set path.
+      assert.ok(applied > podOnly / 2, `${applied} of ${podOnly} Pod-only change sets applied alone`);
+    });
+  }
+
+  it("declines a change set that does not start from the translation it holds", () => {
+    const mesh = new RandomMesh(seededRandom(9), 10);
+    const memo = createTranslationMemo();
+    const incremental = new IncrementalTranslation();
+    const first = translateMesh(mesh.objects, {}, memo);
+    incremental.reset(mesh.objects, first, translateEnvoy(mesh.objects, first, {}, memo), memo);
+    const name = first.workloads[0]?.workload.name;
+    const pod = mesh.objects.find((o) => o.kind === "Pod" && o.metadata.name === name) as KubeObject;
+    const stranger = { ...pod };
+    const change: ObjectChange = {
+      id: `Pod/${pod.metadata.namespace}/${pod.metadata.name}`,
+      kind: "Pod",
+      before: stranger,
+      after: { ...pod, status: { podIP: "127.10.3.3" } },
+    };
+    assert.equal(incremental.applyPodChanges([change]), undefined);
+    assert.ok(incremental.applyPodChanges([{ ...change, before: pod }]) !== undefined);
+  });
+});
+
+/** A source over a RandomMesh that reports each edit as a change set, as the Kubernetes source does. */
+function randomSource(mesh: RandomMesh): ConfigSource & { pending: ObjectChange[] } {
+  return {
+    pending: [],
+    description: "random",
+    async snapshot() {
+      const changes = this.pending;
+      const objects = [...mesh.objects];
+      return {
+        objects,
+        changes,
+        errors: [],
+        accept: () => {
+          if (this.pending === changes) this.pending = [];
+        },
+      };
+    },
+    start() {},
+    async close() {},
+  };
+}
+
+const XDS_TYPES = [
+  TypeUrl.address,
+  TypeUrl.authorization,
+  TypeUrl.listener,
+  TypeUrl.cluster,
+  TypeUrl.routeConfiguration,
+  TypeUrl.clusterLoadAssignment,
+];
+
+/** Every resource a client sees, name -> resource, for each type. */
+async function served(cp: ControlPlane): Promise<Record<string, Record<string, unknown>>> {
+  const client = createXdsClient({
+    address: cp.plaintextAddress as string,
+    node: { id: "snapshot~127.0.0.1~x.default~default.svc.cluster.local" },
+  });
+  try {
+    client.watch(TypeUrl.address);
+    client.watch(TypeUrl.authorization);
+    client.watch(TypeUrl.listener);
+    client.watch(TypeUrl.cluster);
+    client.watch(TypeUrl.routeConfiguration, { names: [...cp.envoyConfig().routeConfigurations.keys()] });
+    client.watch(TypeUrl.clusterLoadAssignment, {
+      names: [...cp.envoyConfig().clusterLoadAssignments.keys()],
+    });
+    await client.ready();
+    const out: Record<string, Record<string, unknown>> = {};
+    for (const t of XDS_TYPES) {
+      out[t] = Object.fromEntries([...client.resources(t)].map(([n, r]) => [n, r.resource]));
+    }
+    return out;
+  } finally {
+    client.close();
+  }
+}
+
+describe("control plane reloads from change sets", () => {
+  const planes: ControlPlane[] = [];
+  after(async () => {
+    for (const cp of planes) await cp.close();
+  });
+
+  it("serves the same xDS as a control plane started on the final objects", async () => {
+    const mesh = new RandomMesh(seededRandom(42), 40);
+    const source = randomSource(mesh);
+    const options = { listen: "127.0.0.1:0", plaintextListen: "127.0.0.1:0", requireXdsToken: false };
+    const cp = await startControlPlane({ source, ...options });
+    planes.push(cp);
+    const translated = { all: 0, changes: 0 };
+    for (let step = 0; step < 120; step++) {
+      // Sometimes two edits wait for one reload: one change per object, from the first before to the last after.
+      const byId = new Map(source.pending.map((c) => [c.id, c] as const));
+      for (const c of mesh.edits(0.05)) {
+        const first = byId.get(c.id);
+        byId.set(c.id, { ...c, before: first === undefined ? c.before : first.before });
+      }
+      source.pending = [...byId.values()].filter((c) => c.before !== c.after);
+      if (step % 7 === 3) continue;
+      const result = await cp.reload();
+      translated[result.translated]++;
+    }
+    await cp.reload();
+    assert.ok(translated.changes > 60, JSON.stringify(translated));
+
+    const fresh = await startControlPlane({ source: randomSource(mesh), ...options });
+    planes.push(fresh);
+    const expectedMesh = fresh.config();
+    assertSameConfig(cp.config(), cp.envoyConfig(), expectedMesh, fresh.envoyConfig(), "final");
+    const [got, want] = await Promise.all([served(cp), served(fresh)]);
+    for (const t of XDS_TYPES) {
+      assert.ok(Object.keys(want[t] ?? {}).length > 0, `${t} is not empty`);
+      assert.deepEqual(got[t], want[t], t);
+    }
+  });
+});
