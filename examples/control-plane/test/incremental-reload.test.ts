@@ -1,6 +1,9 @@
 // A single pod change must cost O(change): the reload encodes the resources that pod touches (its
 // workload and its Service's endpoints), not every resource of the mesh. Counts encodings, not time.
 import assert from "node:assert/strict";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { type ControlPlane, startControlPlane } from "../src/control-plane.js";
 import type { KubeObject } from "../src/manifests.js";
@@ -130,4 +133,45 @@ describe("incremental reload", () => {
       assert.ok(service.changed > 0 && service.changed < 30, String(service.changed));
     });
   }
+
+  it("applies a folder edit that changes only pods from the folder's diff", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "incremental-folder-"));
+    try {
+      const yaml = (objects: KubeObject[]) =>
+        objects.map(({ source: _source, ...o }) => JSON.stringify(o)).join("\n---\n");
+      const services = Array.from(
+        { length: 3 },
+        (_, s): KubeObject => ({
+          apiVersion: "v1",
+          kind: "Service",
+          metadata: { name: `svc-${s}`, namespace: "ns" },
+          spec: { selector: { app: `svc-${s}` }, clusterIP: `127.30.0.${s + 1}`, ports: [{ port: 80 }] },
+          source: "",
+        }),
+      );
+      await writeFile(join(dir, "services.yaml"), yaml(services));
+      await writeFile(join(dir, "pods.yaml"), yaml([pod(0), pod(1), pod(2)]));
+      const cp = await startControlPlane({
+        meshDir: dir,
+        listen: "127.0.0.1:0",
+        requireXdsToken: false,
+        watch: false,
+      });
+      planes.push(cp);
+      await writeFile(join(dir, "pods.yaml"), yaml([pod(0), pod(1, "127.10.5.5")]));
+      const edit = await cp.reload();
+      assert.equal(edit.translated, "changes");
+      assert.deepEqual(
+        cp.config().workloads.map((w) => [w.workload.name, [...(w.workload.addresses?.[0] ?? [])].join(".")]),
+        [
+          ["pod-0", "127.10.1.1"],
+          ["pod-1", "127.10.5.5"],
+        ],
+      );
+      await writeFile(join(dir, "services.yaml"), yaml(services.slice(0, 2)));
+      assert.equal((await cp.reload()).translated, "all");
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });

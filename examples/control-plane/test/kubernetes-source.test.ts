@@ -350,6 +350,52 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
     assert.ok(!source.missing().includes("security.istio.io/v1/authorizationpolicies"));
   });
 
+  it("reports what changed since the accepted snapshot, read from the informer caches", async () => {
+    const server = await fake();
+    for (const o of await demoObjects()) server.apply(o);
+    const source = await createKubernetesSource({ kubeConfig: kubeConfigOf(server) });
+    cleanups.push(() => source.close());
+    const first = await source.snapshot();
+    assert.equal(first.changes, undefined, "the first snapshot is a full one");
+    first.accept();
+    const podIp = (name: string) =>
+      (source.pod("demo", name)?.status as { podIP?: string } | undefined)?.podIP;
+    const echo = server.get("v1", "Pod", "echo-0", "demo") as KubeJson;
+    server.apply({ ...echo, status: { ...(echo.status as object), podIP: "127.10.0.99" } });
+    server.remove("v1", "Pod", "sleep-0", "demo");
+    await until(
+      "the informer",
+      () => podIp("echo-0") === "127.10.0.99" && source.pod("demo", "sleep-0") === undefined,
+    );
+    const second = await source.snapshot();
+    const summary = (snapshot: typeof second) =>
+      (snapshot.changes ?? [])
+        .map((c) => [c.id, c.before?.status?.podIP ?? null, c.after?.status?.podIP ?? null])
+        .sort();
+    assert.deepEqual(summary(second), [
+      ["Pod/demo/echo-0", "127.10.0.3", "127.10.0.99"],
+      ["Pod/demo/sleep-0", "127.10.0.2", null],
+    ]);
+    // Not accepted (the reload failed): the next snapshot reports the same changes, and one more.
+    const stranger = server.get("v1", "Pod", "stranger", "demo") as KubeJson;
+    server.apply({ ...stranger, spec: { ...(stranger.spec as object), nodeName: 7 } });
+    await until("the invalid pod", () => source.pod("demo", "stranger")?.spec?.nodeName === 7);
+    const third = await source.snapshot();
+    assert.deepEqual(summary(third), summary(second), "an invalid update keeps the last good pod: no change");
+    assert.deepEqual(
+      third.errors.map((e) => [e.object, e.keeping]),
+      [["Pod/demo/stranger", ["Pod/demo/stranger"]]],
+    );
+    // The objects, when read, are the accepted ones with the changes applied.
+    const ids = third.objects.map((o) => `${o.kind}/${o.metadata.namespace ?? "default"}/${o.metadata.name}`);
+    assert.ok(!ids.includes("Pod/demo/sleep-0"));
+    assert.equal(third.objects.find((o) => o.metadata.name === "echo-0")?.status?.podIP, "127.10.0.99");
+    third.accept();
+    const fourth = await source.snapshot();
+    assert.deepEqual(fourth.changes, []);
+    assert.equal(fourth.errors.length, 1);
+  });
+
   it("keeps the last good version of a policy whose update does not validate", async () => {
     const server = await fake();
     for (const o of await demoObjects()) server.apply(o);
