@@ -9,6 +9,7 @@
 //   node --expose-gc --import tsx test/bench/kubernetes-scale.ts [--pods 10000] [--services 1000]
 //        [--clients 100] [--client-processes 4] [--full-clients 5] [--changes 5]
 //        [--xds-debounce-ms 100] [--trailing-debounce] [--realistic-pods] [--profile-dir DIR]
+//        [--every-object]   (translate every object on every reload: `incrementalReload: false`)
 //
 // Not a test: nothing is asserted. Results and method: docs/benchmarks.md.
 import { type ChildProcess, fork } from "node:child_process";
@@ -211,6 +212,7 @@ async function main(): Promise<void> {
       "trailing-debounce": { type: "boolean", default: false },
       "realistic-pods": { type: "boolean", default: false },
       "profile-dir": { type: "string" },
+      "every-object": { type: "boolean", default: false },
     },
   });
   const pods = Number(values.pods);
@@ -249,7 +251,7 @@ async function main(): Promise<void> {
   const syncMs = performance.now() - t;
   t = performance.now();
   // When each reload finished and how many resources it encoded (the "mesh configuration loaded" line).
-  const reloads: { at: number; encoded: number }[] = [];
+  const reloads: { at: number; encoded: number; translated: string }[] = [];
   const quiet = () => {};
   const logger = {
     debug: quiet,
@@ -257,7 +259,8 @@ async function main(): Promise<void> {
     error: quiet,
     info(obj: object, msg?: string) {
       if (msg === "mesh configuration loaded") {
-        reloads.push({ at: Date.now(), encoded: (obj as { encoded: number }).encoded });
+        const { encoded, translated } = obj as { encoded: number; translated: string };
+        reloads.push({ at: Date.now(), encoded, translated });
       }
     },
   };
@@ -269,6 +272,7 @@ async function main(): Promise<void> {
     requireXdsToken: false,
     xdsDebounceMs,
     xdsDebounceLeadingEdge: !values["trailing-debounce"],
+    incrementalReload: !values["every-object"],
   });
   const translateMs = performance.now() - t;
   const afterSync = rssMiB();
@@ -304,6 +308,7 @@ async function main(): Promise<void> {
   const latencies: number[] = [];
   const reloadLatencies: number[] = [];
   const encodedPerChange: number[] = [];
+  const translatedPerChange: string[] = [];
   const changeCpuMs: number[] = [];
   const versionsAgree: boolean[] = [];
   for (let k = 0; k < Number(values.changes); k++) {
@@ -327,6 +332,12 @@ async function main(): Promise<void> {
     const reload = reloads.find((r) => r.at >= t0);
     reloadLatencies.push(reload === undefined ? -1 : reload.at - t0);
     encodedPerChange.push(reloads.filter((r) => r.at >= t0).reduce((n, r) => n + r.encoded, 0));
+    translatedPerChange.push(
+      reloads
+        .filter((r) => r.at >= t0)
+        .map((r) => r.translated)
+        .join("+"),
+    );
     await new Promise((r) => setTimeout(r, 300));
   }
   const finalDigests = new Set(
@@ -388,6 +399,7 @@ async function main(): Promise<void> {
         oneChangeToAllClientsMs: latencies,
         oneChangeReloadedMs: reloadLatencies,
         resourcesEncodedPerChange: encodedPerChange,
+        reloadsTranslated: translatedPerChange,
         controlPlaneCpuMsPerChange: changeCpuMs,
         clientsAgreeOnChangedVersion: versionsAgree,
         loadAverage: os.loadavg().map((l) => Math.round(l * 10) / 10),
