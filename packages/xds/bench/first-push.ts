@@ -5,7 +5,8 @@
 // Each round builds 100 sessions on an in-memory host (no sockets), sends each the first wildcard
 // request, and frames every response as grpc-js does (one copy). It records the CPU time of the 100
 // first responses, the JS heap plus ArrayBuffers held by the 100 sessions afterwards (after a forced
-// GC, the framed copies released), and the CPU time of one changed resource pushed to all 100.
+// GC, the framed copies released), and the CPU time of pushing one changed resource, then 600 changed
+// at once, to all 100.
 // Rounds alternate before/after; the medians and their ratios are printed.
 //
 //   node --expose-gc --import tsx bench/first-push.ts [--rounds 6] [--streams 100]
@@ -188,39 +189,61 @@ async function round(variant: Variant, change: number) {
   for (const s of sessions) await s.handle(request);
   const firstPush = cpuMs(start);
   if (framed < streamCount * resourceCount * Number(values.bytes)) throw new Error("short responses");
-  const acks = last.map((bytes) =>
-    deltaRequest({ typeUrl: A, responseNonce: nonceOf(bytes ?? new Uint8Array()) }),
-  );
+  const acks = last.map((bytes) => nonceOf(bytes ?? new Uint8Array()));
   last.length = 0;
   await collect();
   const held = heldBytes() - baseHeld;
-  for (const [i, s] of sessions.entries()) await s.handle(acks[i] as (typeof acks)[0]);
-  const name = names[change % names.length] as string;
-  const payload = new Uint8Array(Number(values.bytes)).fill(change & 255);
-  payload[1] = 0xee;
-  cache.setEncoded(A, name, payload, { aliases: cache.entry(A, name)?.aliases ?? [] });
-  const before = framed;
-  const changeStart = process.cpuUsage();
-  for (const s of sessions) s.onChange(A, new Set([name]), new Set());
-  const oneChange = cpuMs(changeStart);
-  if (framed - before < streamCount * Number(values.bytes)) throw new Error("the change was not pushed");
-  return { firstPush, held, oneChange };
+  for (const [i, s] of sessions.entries()) {
+    await s.handle(deltaRequest({ typeUrl: A, responseNonce: acks[i] as string }));
+  }
+  const oneChange = await pushChange(sessions, last, [names[change % names.length] as string], change);
+  // A rollout's worth at once: every stream is sent the same 600 changed resources.
+  const bulk = Array.from({ length: 600 }, (_, k) => names[(change * 600 + k * 7) % names.length] as string);
+  const bulkChange = await pushChange(sessions, last, bulk, change);
+  return { firstPush, held, oneChange, bulkChange };
+}
+
+/** ACKs every stream's last response, changes `changed` in the cache, and times the push to all. */
+async function pushChange(
+  sessions: InstanceType<Variant["DeltaSession"]>[],
+  last: (Uint8Array | undefined)[],
+  changed: string[],
+  change: number,
+): Promise<number> {
+  for (const [i, s] of sessions.entries()) {
+    const bytes = last[i];
+    if (bytes !== undefined) await s.handle(deltaRequest({ typeUrl: A, responseNonce: nonceOf(bytes) }));
+  }
+  last.length = 0;
+  cache.batch(() => {
+    for (const name of changed) {
+      const payload = new Uint8Array(Number(values.bytes)).fill(change & 255);
+      payload[1] = 0xee;
+      payload[2] = (cache.entry(A, name)?.payload[2] ?? 0) + 1;
+      cache.setEncoded(A, name, payload, { aliases: cache.entry(A, name)?.aliases ?? [] });
+    }
+  });
+  const start = process.cpuUsage();
+  for (const s of sessions) s.onChange(A, new Set(changed), new Set());
+  const used = cpuMs(start);
+  const pushed = last.filter((b) => b !== undefined && b.length >= changed.length * Number(values.bytes));
+  if (pushed.length !== sessions.length) throw new Error("the change was not pushed to every stream");
+  return used;
 }
 
 const variants = [await load("before", baselineModule(values.baseline)), await load("after", src)];
 
-const results: Record<string, { firstPush: number[]; held: number[]; oneChange: number[] }> = {};
-for (const v of variants) results[v.name] = { firstPush: [], held: [], oneChange: [] };
-let change = 0;
+type Metric = "firstPush" | "held" | "oneChange" | "bulkChange";
+const metrics: Metric[] = ["firstPush", "held", "oneChange", "bulkChange"];
+const results: Record<string, Record<Metric, number[]>> = {};
+for (const v of variants) results[v.name] = { firstPush: [], held: [], oneChange: [], bulkChange: [] };
+let change = 1;
 // A warm-up round of each, not recorded.
 for (const v of variants) await round(v, change++);
 for (let r = 0; r < rounds; r++) {
   for (const v of r % 2 === 0 ? variants : [...variants].reverse()) {
     const out = await round(v, change++);
-    const rec = results[v.name];
-    rec?.firstPush.push(Math.round(out.firstPush));
-    rec?.held.push(out.held);
-    rec?.oneChange.push(Number(out.oneChange.toFixed(2)));
+    for (const m of metrics) results[v.name]?.[m].push(Number(out[m].toFixed(2)));
   }
 }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
@@ -231,12 +254,13 @@ const summary = Object.fromEntries(
       firstPushCpuMs: median(r.firstPush),
       heldPerStreamKB: Number((median(r.held) / streamCount / 1024).toFixed(1)),
       oneChangeCpuMs: median(r.oneChange),
+      change600CpuMs: median(r.bulkChange),
       rounds: r,
     },
   ]),
 );
-const b = summary.before;
-const a = summary.after;
+const ratio = (m: Metric) =>
+  Number((median(results.after?.[m] ?? []) / median(results.before?.[m] ?? [])).toFixed(3));
 console.log(
   JSON.stringify(
     {
@@ -244,16 +268,7 @@ console.log(
       resources: resourceCount,
       baseline: values.baseline,
       loadavg: (await import("node:os")).loadavg().map((x) => Number(x.toFixed(2))),
-      ratios:
-        a !== undefined && b !== undefined
-          ? {
-              firstPushCpu: Number((a.firstPushCpuMs / b.firstPushCpuMs).toFixed(3)),
-              held: Number(
-                (median(results.after?.held ?? []) / median(results.before?.held ?? [])).toFixed(3),
-              ),
-              oneChangeCpu: Number((a.oneChangeCpuMs / b.oneChangeCpuMs).toFixed(3)),
-            }
-          : undefined,
+      ratios: Object.fromEntries(metrics.map((m) => [m, ratio(m)])),
       summary,
     },
     null,

@@ -81,11 +81,15 @@ export class SentVersions {
       this.count = own.size;
       return this;
     }
-    const had = this.has(name);
-    if (this.base.get(name) === version) this.overlay.delete(name);
-    else this.overlay.set(name, version);
-    if (!had) this.count++;
-    this.compactIfLarge();
+    const own = this.overlay.get(name);
+    const inBase = this.base.get(name);
+    if (own === undefined ? inBase === undefined : own === GONE) this.count++;
+    if (inBase === version) {
+      if (own !== undefined) this.overlay.delete(name);
+    } else {
+      this.overlay.set(name, version);
+      this.compactIfLarge();
+    }
     return this;
   }
 

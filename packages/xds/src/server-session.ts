@@ -394,7 +394,9 @@ export class DeltaSession extends Session {
   private respond(typeUrl: string, w: DeltaWatch, resources: readonly Entry[], removed: string[]): void {
     const version = this.host.cache.version(typeUrl);
     const section = this.host.sections.encode(typeUrl, resources);
-    if (section.shared) w.sent.setAll(section.versions());
+    // Taking the section's shared versions walks what the stream holds: worth it when that is no more
+    // than the section (a first push); a few hundred changes to a full stream go in one by one.
+    if (section.shared && w.sent.size <= resources.length) w.sent.setAll(section.versions());
     else for (const entry of resources) w.sent.set(entry.name, entry.version);
     let bytes: Uint8Array;
     const built = section.response;
