@@ -136,7 +136,7 @@ export interface HeldTunnels {
 
 /**
  * Opens `count` connections along `route`, `concurrency` at a time, proves each with one echo, calls
- * `whileOpen` with all of them open, then closes them all. Stops opening at `deadlineMs` from now.
+ * `whileOpen` with all of them open, then resets them all. Stops opening at `deadlineMs` from now.
  */
 export async function holdTunnels(
   route: Route,
@@ -182,7 +182,11 @@ export async function holdTunnels(
       ...(firstFailure === undefined ? {} : { firstFailure }),
     };
   } finally {
-    for (const socket of sockets) socket.destroy();
+    // Reset, not FIN: a client that closes first keeps each port it bound (`localAddress`) in
+    // TIME_WAIT for 60 s, and Linux gives no port held by a bind() to an unbound connect(), for any
+    // address. 20,000 such ports from two earlier pairs left the next pair's inbound proxy 8,232 ports
+    // for its connects to the echo server: the rest failed with EADDRNOTAVAIL (bench/RESULTS.md, runs D1-D4).
+    for (const socket of sockets) socket.resetAndDestroy();
   }
 }
 
