@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { deltaNames, openDelta } from "../test/raw-ads.js";
+import { structFromJson } from "./struct.js";
 import { TypeUrl } from "./type-registry.js";
 import { createXdsServer, type XdsServer } from "./xds-server.js";
 
@@ -136,6 +137,41 @@ describe("Delta streams sharing their state", () => {
       assert.deepEqual(resync.removedResources, ["gone"]);
     } finally {
       s.close();
+    }
+  });
+  it("keeps each stream's view under a visibility hook, sharing only between streams with the same view", async () => {
+    const hooked = createXdsServer({
+      debounceMs: 0,
+      visible: (context, resource) =>
+        Number(resource.name.slice(1)) % 2 === (context.node?.metadata.ODD === "yes" ? 1 : 0),
+    });
+    hooked.cache.batch(() => {
+      for (let i = 0; i < 2 * COUNT; i++) hooked.cache.set(A, `u${i}`, workload(i, `w${i}`));
+    });
+    const hookedPort = await hooked.listen();
+    const node = (odd: boolean) => ({ id: "zt", metadata: structFromJson({ ODD: odd ? "yes" : "no" }) });
+    const streams = [openDelta(hookedPort), openDelta(hookedPort), openDelta(hookedPort)];
+    try {
+      const views = [];
+      for (const [i, s] of streams.entries()) {
+        s.send({ typeUrl: A, node: node(i === 1) });
+        views.push(await s.next());
+      }
+      const [even, odd, evenAgain] = views;
+      assert.ok(even !== undefined && odd !== undefined && evenAgain !== undefined);
+      assert.equal(even.resources.length, COUNT);
+      assert.ok(even.resources.every((r) => Number(r.name.slice(1)) % 2 === 0));
+      assert.ok(odd.resources.every((r) => Number(r.name.slice(1)) % 2 === 1));
+      assert.equal(odd.resources.length, COUNT);
+      assert.deepEqual(deltaNames(evenAgain), deltaNames(even));
+      for (const [i, s] of streams.entries()) s.send({ typeUrl: A, responseNonce: views[i]?.nonce ?? "" });
+      hooked.cache.set(A, "u2", workload(2, "w2-new"));
+      hooked.cache.set(A, "u3", workload(3, "w3-new"));
+      const pushes = await Promise.all(streams.map((s) => s.next()));
+      assert.deepEqual(pushes.map(deltaNames), [["u2"], ["u3"], ["u2"]]);
+    } finally {
+      for (const s of streams) s.close();
+      await hooked.close();
     }
   });
 });
