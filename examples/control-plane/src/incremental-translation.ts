@@ -67,8 +67,6 @@ interface State {
   /** Workload uid -> pods with a valid address that claim it. */
   uidClaims: Map<string, number>;
   nodes: Map<string, NodeEntry>;
-  /** Service key -> workload key -> workload, for the Services' load assignments. */
-  behind: Map<string, Map<string, MeshWorkload>>;
   /** Workloads that list the static STRICT policy. */
   strictRefs: number;
 }
@@ -148,15 +146,15 @@ export class IncrementalTranslation {
       ipClaims: new Map(),
       uidClaims: new Map(),
       nodes: new Map(),
-      behind: new Map(),
       strictRefs: 0,
     };
     for (const obj of objects) {
       if (WORKLOAD_KINDS.has(obj.kind)) return;
       if (obj.kind !== "Pod") continue;
-      const id = objectId(obj);
-      if (state.pods.has(id)) return;
       const result = memo.mesh.byPod.get(obj) as PodResult | undefined;
+      // A served pod's source is its id: the key shares that string.
+      const id = result?.source ?? objectId(obj);
+      if (state.pods.has(id)) return;
       const entry = result ?? obj;
       state.pods.set(id, entry);
       const claim = claimOf(entry, ctx);
@@ -167,14 +165,6 @@ export class IncrementalTranslation {
       if (result !== undefined) this.addToNode(state, result, 1);
     }
     for (const w of mesh.workloads) {
-      for (const service of Object.keys(w.workload.services ?? {})) {
-        let workloads = state.behind.get(service);
-        if (workloads === undefined) {
-          workloads = new Map();
-          state.behind.set(service, workloads);
-        }
-        workloads.set(w.key, w);
-      }
       if (w.workload.authorizationPolicies?.includes(state.strictKey)) state.strictRefs++;
     }
     this.state = state;
@@ -279,7 +269,16 @@ export class IncrementalTranslation {
     const workloads = s.mesh.workloads.slice();
     const written = new Map<string, MeshWorkload>();
     const removed = new Set<string>();
-    const services = new Set<string>();
+    // Per Service: keys of the workloads that left it (or changed), and the workloads now in it.
+    const services = new Map<string, { removed: Set<string>; added: Map<string, MeshWorkload> }>();
+    const serviceEdits = (service: string) => {
+      let edits = services.get(service);
+      if (edits === undefined) {
+        edits = { removed: new Set(), added: new Map() };
+        services.set(service, edits);
+      }
+      return edits;
+    };
     const nodes = new Set<string>();
     const sources = new Set<string>();
     const newIssues: MeshIssue[] = [];
@@ -295,8 +294,7 @@ export class IncrementalTranslation {
         const at = lowerBound(workloads, key);
         if (workloads[at]?.key === key) workloads.splice(at, 1);
         for (const service of Object.keys(old.workload.workload.services ?? {})) {
-          s.behind.get(service)?.delete(key);
-          services.add(service);
+          serviceEdits(service).removed.add(key);
         }
         this.addToNode(s, old, -1);
         nodes.add(old.node);
@@ -317,13 +315,7 @@ export class IncrementalTranslation {
       bump(s.uidClaims, key, 1);
       workloads.splice(lowerBound(workloads, key), 0, result.workload);
       for (const service of Object.keys(result.workload.workload.services ?? {})) {
-        let list = s.behind.get(service);
-        if (list === undefined) {
-          list = new Map();
-          s.behind.set(service, list);
-        }
-        list.set(key, result.workload);
-        services.add(service);
+        serviceEdits(service).added.set(key, result.workload);
       }
       this.addToNode(s, result, 1);
       nodes.add(result.node);
@@ -362,10 +354,18 @@ export class IncrementalTranslation {
 
     // The endpoints of every port of the Services whose pods changed.
     const loadAssignments = new Map<string, ClusterLoadAssignment>();
-    for (const service of services) {
+    for (const [service, edits] of services) {
       const ports = s.memo.envoy.portsByService.get(service) as readonly ServicePort[] | undefined;
-      if (ports === undefined) continue;
-      const behind = [...(s.behind.get(service)?.values() ?? [])].sort(byKey);
+      const first = ports?.[0];
+      if (ports === undefined || first === undefined) continue;
+      // The workloads behind the Service, as its load assignments were last built (every port of a
+      // Service has the same list), without those that left, with those that came, in key order.
+      const last = s.memo.envoy.loadAssignments.get(outboundClusterName(first.host, first.port));
+      const behind = ((last?.workloads ?? []) as readonly MeshWorkload[]).filter(
+        (w) => !edits.removed.has(w.key) && !edits.added.has(w.key),
+      );
+      behind.push(...edits.added.values());
+      behind.sort(byKey);
       for (const sp of ports) {
         const clusterName = outboundClusterName(sp.host, sp.port);
         const assignment = loadAssignment(behind, sp, clusterName);

@@ -423,6 +423,22 @@ export interface WorkloadContext {
   servicesSelecting(pod: PodModel): ServiceModel[];
   /** Keys of the selector policies and PeerAuthentications that apply to a workload's labels. */
   policyKeysFor(namespace: string, labels: Record<string, string>): string[];
+  /**
+   * One value per key among the workloads translated in this context (a SPIFFE ID, a services map, a
+   * policy list): `make` runs for the first workload with that key, the others get the same value.
+   */
+  shared<T>(key: string, make: (key: string) => T): T;
+}
+
+/** @internal A {@link WorkloadContext.shared} over a map that lives as long as the context. */
+export function sharedValues(): WorkloadContext["shared"] {
+  const values = new Map<string, unknown>();
+  return <T>(key: string, make: (key: string) => T): T => {
+    if (values.has(key)) return values.get(key) as T;
+    const value = make(key);
+    values.set(key, value);
+    return value;
+  };
 }
 
 /** @internal A pod's address, uid and name in messages, or why it is not served. */
@@ -430,7 +446,8 @@ export function podAddress(
   pod: PodModel,
   ctx: Pick<WorkloadContext, "clusterId" | "podCidrs">,
 ): { bytes: Uint8Array; uid: string; where: string } | string {
-  const where = `Pod/${pod.namespace}/${pod.name}`;
+  // A Pod object's source is this same text: share the string (one less per pod held by the memo).
+  const where = pod.object === undefined ? `Pod/${pod.namespace}/${pod.name}` : pod.source;
   const problem = podIpProblem(pod.ip, ctx.podCidrs);
   const bytes = ipv4Bytes(pod.ip);
   if (problem !== undefined || bytes === undefined) return `${where}: ${problem ?? "no pod IP"}: not served`;
@@ -449,13 +466,20 @@ export function translatePod(
   const { clusterId, trustDomain, network } = ctx;
   const mode = pod.labels[AMBIENT_LABEL] ?? ctx.namespaceLabels.get(pod.namespace)?.[AMBIENT_LABEL];
   const ambient = mode === "ambient";
-  const spiffeId = `spiffe://${trustDomain}/ns/${pod.namespace}/sa/${pod.serviceAccount}`;
+  const spiffeId = ctx.shared(
+    `spiffe://${trustDomain}/ns/${pod.namespace}/sa/${pod.serviceAccount}`,
+    (id) => id,
+  );
   // A waypoint pod is not captured by its node's ztunnel, but gets its certificate through it.
   const waypointPod = pod.labels[GATEWAY_NAME_LABEL] !== undefined;
 
-  const portLists: Record<string, { ports: { servicePort: number; targetPort: number }[] }> = {};
+  // Pods behind the same Services with the same target ports share one services map, and pods with the
+  // same policies one list: the workloads are read, never modified, once translated.
+  const selected: { key: string; ports: { servicePort: number; targetPort: number }[] }[] = [];
+  let portsKey = "";
   for (const svc of ctx.servicesSelecting(pod)) {
     const ports: { servicePort: number; targetPort: number }[] = [];
+    portsKey += `${svc.key}\u0000`;
     for (const p of svc.ports) {
       const target =
         typeof p.targetPort === "number"
@@ -463,9 +487,18 @@ export function translatePod(
           : pod.ports.find((cp) => cp.name === p.targetPort)?.containerPort;
       if (target === undefined) continue;
       ports.push({ servicePort: p.port, targetPort: target });
+      portsKey += `${p.port}:${target},`;
     }
-    portLists[svc.key] = { ports };
+    portsKey += "\u0000";
+    selected.push({ key: svc.key, ports });
   }
+  const portLists = ctx.shared(`services\u0000${portsKey}`, () => {
+    const lists: Record<string, { ports: { servicePort: number; targetPort: number }[] }> = {};
+    for (const { key, ports } of selected) lists[key] = { ports };
+    return lists;
+  });
+  const policyKeys = ctx.policyKeysFor(pod.namespace, pod.labels);
+  const policies = ctx.shared(`policies\u0000${policyKeys.join("\u0000")}`, () => policyKeys);
 
   const workload: MessageInit<Workload> = {
     uid: address.uid,
@@ -481,7 +514,7 @@ export function translatePod(
     workloadType: pod.workloadType,
     workloadName: pod.workloadName,
     services: portLists,
-    authorizationPolicies: ctx.policyKeysFor(pod.namespace, pod.labels),
+    authorizationPolicies: policies,
     status: "HEALTHY",
     clusterId,
   };
@@ -769,6 +802,7 @@ export function translateMesh(
     nodeLocality,
     servicesSelecting,
     policyKeysFor,
+    shared: sharedValues(),
   };
 
   // Workloads.

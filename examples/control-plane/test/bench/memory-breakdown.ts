@@ -10,6 +10,7 @@
 // Not a test: nothing is asserted. Results: docs/benchmarks.md.
 import { parseArgs } from "node:util";
 import { ResourceCache, TypeUrl } from "@ambient/xds";
+import { IncrementalTranslation } from "../../src/incremental-translation.js";
 import type { KubeObject } from "../../src/manifests.js";
 import { transformForCache } from "../../src/sources/informer-transform.js";
 import type { KubeResource, RawKubeObject } from "../../src/sources/kube-client.js";
@@ -98,6 +99,10 @@ const mesh = translateMesh(objects, {}, memo);
 stage("mesh translation + memo");
 const envoy = translateEnvoy(objects, mesh, {}, memo);
 stage("envoy translation + memo");
+// What a reload from a change set reads: pods by id, address claims, pods per node and per Service.
+const incremental = new IncrementalTranslation();
+incremental.reset(objects, mesh, envoy, memo);
+stage("change-set index");
 // 4. The xDS cache: every resource encoded once.
 const cache = new ResourceCache();
 cache.batch(() => {
@@ -134,6 +139,7 @@ console.log(
         podObjects.length,
         converted,
         memo,
+        incremental,
         envoy.clusters.size,
         cache.names(TypeUrl.address).length > 0,
       ],
