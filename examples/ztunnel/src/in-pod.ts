@@ -9,6 +9,7 @@ import { connectFromNetns, getOriginalDestination, listenInNetns, type NetnsHand
 import type { X509Svid } from "@ambient/spiffe";
 import type { Workload } from "@ambient/xds";
 import type { ConnectionRegistry } from "./connections.js";
+import { type DialFailureMetrics, errnoOf } from "./dial-failure.js";
 import { ZtunnelError } from "./errors.js";
 import { decideCapturedOutbound } from "./in-pod-decisions.js";
 import type { Inbound, InboundPod } from "./inbound.js";
@@ -67,6 +68,8 @@ export interface InPodOptions {
   workloadWaitMs?: number;
   logger: Logger;
   metrics: MetricsSink;
+  /** Counts refused dials of captured connections by errno. */
+  dialFailures?: DialFailureMetrics;
 }
 
 interface InPodProxy {
@@ -291,7 +294,8 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
         outbound.carry({ socket, dialed, srcIp: ip, src, requested: target, owner: uid });
       },
       (err: unknown) => {
-        logger.info({ src: ip, dst: target, err: (err as Error).message }, "outbound refused");
+        const errno = options.dialFailures?.record("outbound", err) ?? errnoOf(err) ?? "unknown";
+        logger.info({ src: ip, dst: target, err: (err as Error).message, errno }, "outbound refused");
         socket.resetAndDestroy();
       },
     );

@@ -335,6 +335,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     ...(options.inPod?.workloadWaitMs === undefined ? {} : { workloadWaitMs: options.inPod.workloadWaitMs }),
     logger,
     metrics,
+    dialFailures,
   });
   const removePod = async (uid: string): Promise<boolean> => {
     const identity = inPod.summaries().find((p) => p.uid === uid)?.identity;
