@@ -155,10 +155,13 @@ describe("createDialFailureMetrics", () => {
       "ECONNREFUSED",
     );
     assert.equal(metrics.record("outbound", new Error("policy")), "unknown");
+    // A made-up errno from a peer is logged as it came but counted as "other".
+    assert.equal(metrics.record("outbound", refusal(503, "upstream connect failed (EMADEUP7)")), "EMADEUP7");
     assert.deepEqual(seen, [
       { name: "ztunnel_connect_failures_total", labels: { direction: "inbound", errno: "EADDRNOTAVAIL" } },
       { name: "ztunnel_connect_failures_total", labels: { direction: "outbound", errno: "ECONNREFUSED" } },
       { name: "ztunnel_connect_failures_total", labels: { direction: "outbound", errno: "unknown" } },
+      { name: "ztunnel_connect_failures_total", labels: { direction: "outbound", errno: "other" } },
     ]);
   });
 });

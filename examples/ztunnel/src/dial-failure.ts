@@ -100,6 +100,27 @@ export interface DialFailureMetrics {
   record(direction: DialDirection, err: unknown): string;
 }
 
+/**
+ * Errnos the metric names; any other is counted as `other`, so a peer cannot grow the label set with
+ * made-up names in its refusals.
+ */
+const METRIC_ERRNOS = new Set([
+  ...LOCAL_RESOURCE,
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ECONNABORTED",
+  "EPIPE",
+  "EHOSTUNREACH",
+  "EHOSTDOWN",
+  "ENETUNREACH",
+  "ENETDOWN",
+  "ETIMEDOUT",
+  "ENOTFOUND",
+  "EACCES",
+  "EPERM",
+  "EINVAL",
+]);
+
 export function createDialFailureMetrics(sink: MetricsSink): DialFailureMetrics {
   const failures = sink.counter(
     "ztunnel_connect_failures_total",
@@ -108,9 +129,10 @@ export function createDialFailureMetrics(sink: MetricsSink): DialFailureMetrics 
   );
   return {
     record(direction, err) {
-      const errno = errnoOf(err) ?? "unknown";
-      failures.inc({ direction, errno });
-      return errno;
+      const errno = errnoOf(err);
+      const label = errno === undefined ? "unknown" : METRIC_ERRNOS.has(errno) ? errno : "other";
+      failures.inc({ direction, errno: label });
+      return errno ?? "unknown";
     },
   };
 }
