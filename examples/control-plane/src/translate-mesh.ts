@@ -13,7 +13,14 @@ import { validateRoute } from "@ambient/router";
 import type { istio, MessageInit, Service, Workload } from "@ambient/xds";
 import { ControlPlaneError } from "./errors.js";
 import type { KubeObject, MeshIssue } from "./manifests.js";
-import { DEFAULT_POD_CIDRS, type Ipv4Cidr, ipv4Bytes, parseIpv4Cidr, podIpProblem } from "./pod-address.js";
+import {
+  compactBytes,
+  DEFAULT_POD_CIDRS,
+  type Ipv4Cidr,
+  ipv4Bytes,
+  parseIpv4Cidr,
+  podIpProblem,
+} from "./pod-address.js";
 import { serviceLoadBalancing } from "./service-load-balancing.js";
 import { sameItems, type TranslationMemo } from "./translate-memo.js";
 import { entryWorkloads, networkingEntryProblem, serviceEntryServices } from "./translate-service-entry.js";
@@ -451,7 +458,11 @@ export function podAddress(
   const problem = podIpProblem(pod.ip, ctx.podCidrs);
   const bytes = ipv4Bytes(pod.ip);
   if (problem !== undefined || bytes === undefined) return `${where}: ${problem ?? "no pod IP"}: not served`;
-  return { bytes, uid: pod.uid ?? `${ctx.clusterId}//Pod/${pod.namespace}/${pod.name}`, where };
+  return {
+    bytes: compactBytes(bytes),
+    uid: pod.uid ?? `${ctx.clusterId}//Pod/${pod.namespace}/${pod.name}`,
+    where,
+  };
 }
 
 /**
