@@ -102,14 +102,39 @@ describe("translation memo: what a change re-translates", () => {
       work: { workloads: 0, services: 0, loadAssignments: 1, servicePorts: 0, routeConfigurations: 0 },
     },
     {
-      name: "a Service's port: that Service, and every pod, endpoint and route (they read every Service)",
+      name: "a Service's port: that Service, its pods and endpoints, and every route (routes read every Service)",
       edit: (objects) => objects.map((o) => (o.metadata.name === "svc-4" ? service(4, 81) : o)),
       work: {
-        workloads: PODS,
+        workloads: PODS / SERVICES,
         services: 1,
-        loadAssignments: SERVICES,
+        loadAssignments: 1,
         servicePorts: 1,
         routeConfigurations: SERVICES,
+      },
+    },
+    {
+      name: "a Service's selector: that Service, the pods it selected and those it selects now",
+      edit: (objects) =>
+        objects.map((o) =>
+          o.metadata.name === "svc-4" ? { ...o, spec: { ...o.spec, selector: { app: "svc-5" } } } : o,
+        ),
+      work: {
+        workloads: (2 * PODS) / SERVICES,
+        services: 1,
+        loadAssignments: 2,
+        servicePorts: 0,
+        routeConfigurations: SERVICES,
+      },
+    },
+    {
+      name: "a Service removed: the pods it selected and their endpoints",
+      edit: (objects) => objects.filter((o) => o.metadata.name !== "svc-4"),
+      work: {
+        workloads: PODS / SERVICES,
+        services: 0,
+        loadAssignments: 0,
+        servicePorts: 0,
+        routeConfigurations: SERVICES - 1,
       },
     },
     {

@@ -555,7 +555,8 @@ function sortByKey<T extends { key: string }>(list: T[]): T[] {
  * ztunnel, and the identities scheduled on every node. Pure: same input, same output. With a `memo`
  * (the same one for every call), a Pod or Service object that is the same object as in the previous
  * call, in the same context (options and every object that is neither a Pod nor a Service), is not
- * translated again: its previous result is reused, so one pod change costs one pod's translation.
+ * translated again: its previous result is reused, so one pod change costs one pod's translation. A
+ * pod is translated again also when a Service that selects it, before or now, changed.
  */
 export function translateMesh(
   objects: readonly KubeObject[],
@@ -679,8 +680,9 @@ export function translateMesh(
   const context: unknown[] = [JSON.stringify(options)];
   for (const obj of objects) if (obj.kind !== "Pod" && obj.kind !== "Service") context.push(obj);
   const reuse = memo !== undefined && sameItems(memo.mesh.context, context);
-  // Pods depend on every Service (their ports per Service): reused only when no Service changed.
-  const reusePods = reuse && sameItems(memo.mesh.services, serviceObjects);
+  // Keys of the Services translated anew (added, changed, or back from a conflict) or gone since the
+  // last translation: a pod keeps its last workload unless one of these selects it, now or before.
+  const changedServices = new Set<string>();
   const nextByService = new Map<KubeObject, { value: unknown; issues: readonly MeshIssue[] }>();
   const services: MeshService[] = [];
   const serviceModels: ServiceModel[] = [];
@@ -723,6 +725,7 @@ export function translateMesh(
       continue;
     }
     if (memo !== undefined) memo.counts.services++;
+    changedServices.add(key);
     const firstIssue = issues.length;
     const ports = servicePorts(obj, issues);
     const selector = isRecord(obj.spec?.selector) ? (obj.spec.selector as Record<string, string>) : undefined;
@@ -748,6 +751,13 @@ export function translateMesh(
     };
     services.push(meshService);
     nextByService.set(obj, { value: { service: meshService, model }, issues: issues.slice(firstIssue) });
+  }
+  if (reuse) {
+    const now = new Set(services.map((s) => s.key));
+    for (const { value } of memo.mesh.byService.values()) {
+      const { key } = (value as { service: MeshService }).service;
+      if (!now.has(key)) changedServices.add(key);
+    }
   }
   // ServiceEntry hosts come after the Services, which keep a key or VIP both claim; a ServiceEntry's
   // workloadSelector picks pods as a Service selector does (translate-service-entry.ts).
@@ -831,8 +841,19 @@ export function translateMesh(
       nodes.set(node, new Set());
     }
   };
-  const reused = reusePods
-    ? (obj: KubeObject) => memo.mesh.byPod.get(obj) as PodResult | undefined
+  const reused = reuse
+    ? (obj: KubeObject): PodResult | undefined => {
+        const hit = memo.mesh.byPod.get(obj) as PodResult | undefined;
+        if (hit === undefined || changedServices.size === 0) return hit;
+        for (const key of Object.keys(hit.workload.workload.services ?? {})) {
+          if (changedServices.has(key)) return undefined;
+        }
+        const selecting = servicesSelecting({
+          namespace: obj.metadata.namespace ?? "default",
+          labels: obj.metadata.labels ?? {},
+        } as PodModel);
+        return selecting.some((model) => changedServices.has(model.key)) ? undefined : hit;
+      }
     : undefined;
   for (const item of podsOf(objects, issues, reused)) {
     if ("workload" in item) {

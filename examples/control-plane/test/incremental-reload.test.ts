@@ -123,14 +123,17 @@ describe("incremental reload", () => {
       assert.equal(gone.removed, 1);
       assert.equal(gone.translated, translated);
 
-      // A Service change is translated with every object (every pod again: a pod's workload lists its
-      // Services' ports) and changes only the resources it touches.
+      // A Service change is translated with every object: its pods again (a workload lists its
+      // Services' ports), and only the resources it touches are encoded and changed.
       source.objects = source.objects.map((o) =>
         o.metadata.name === "svc-3" ? { ...o, spec: { ...o.spec, ports: [{ port: 81 }] } } : o,
       );
       const service = await cp.reload();
       assert.equal(service.translated, "all");
       assert.ok(service.changed > 0 && service.changed < 30, String(service.changed));
+      // svc-3 and its 10 pods, the new port's listener, cluster and endpoints, and the 20 route
+      // configurations (they read every Service); not the other 190 pods.
+      assert.ok(service.encoded < 40, String(service.encoded));
     });
   }
 
