@@ -149,8 +149,20 @@ function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
+/**
+ * The string entries of a label or annotation map: the map itself when they all are (no copy per
+ * object; the translation only reads it), else a copy without the others.
+ */
 function stringMap(value: unknown): Record<string, string> | undefined {
   if (!isRecord(value)) return undefined;
+  let all = true;
+  for (const k in value) {
+    if (typeof value[k] !== "string") {
+      all = false;
+      break;
+    }
+  }
+  if (all) return value as Record<string, string>;
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(value)) if (typeof v === "string") out[k] = v;
   return out;
