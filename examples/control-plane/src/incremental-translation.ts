@@ -3,9 +3,9 @@
 // policies, namespaces, nodes); the workload list, the node identities and the load assignments of
 // the Services those pods are behind are updated; nothing else is read, so one pod change costs one
 // pod's work whatever the size of the mesh. When the result could depend on more than the changed
-// pods (an object that is not a Pod, an IP or uid that two pods claim before or after, Deployments or
-// ServiceEntries that add workloads beside the pods, the static STRICT policy appearing or going), it
-// declines and the control plane translates every object. Both give the same resources
+// pods (an object that is not a Pod; an IP or uid that two pods, or a pod and a WorkloadEntry or
+// ServiceEntry endpoint, claim before or after; the demo's Deployments; the static STRICT policy
+// appearing or going), it declines and the control plane translates every object. Both give the same resources
 // (test/incremental-translation.test.ts compares them after random changes).
 import { STATIC_STRICT_POLICY_NAME } from "@ambient/policy";
 import type { envoy, MessageInit } from "@ambient/xds";
@@ -44,8 +44,8 @@ export interface PodChanges {
   loadAssignments: Map<string, ClusterLoadAssignment>;
 }
 
-/** Kinds whose objects add workloads beside the pods and check their addresses against them. */
-const WORKLOAD_KINDS = new Set(["Deployment", "ServiceEntry", "WorkloadEntry"]);
+/** The demo's Deployments make pods of their own, which the change sets do not follow. */
+const WORKLOAD_KINDS = new Set(["Deployment"]);
 
 interface NodeEntry {
   /** Served pods on the node. */
@@ -123,8 +123,8 @@ export class IncrementalTranslation {
 
   /**
    * Adopts a full translation of `objects` (made with `memo`) as the base of the next change sets. A
-   * mesh with Deployments, ServiceEntries or WorkloadEntries, or two Pods with one id, is not one
-   * change sets are applied to.
+   * mesh with Deployments, two Pods with one id, or an entry refused for an address or uid another
+   * workload has, is not one change sets are applied to.
    */
   reset(
     objects: readonly KubeObject[],
@@ -164,8 +164,24 @@ export class IncrementalTranslation {
       }
       if (result !== undefined) this.addToNode(state, result, 1);
     }
+    // WorkloadEntries and ServiceEntry endpoints claim addresses after the pods: a pod change that
+    // touches one of theirs is declined like one that touches another pod's.
+    const podKeys = new Set<string>();
+    for (const entry of state.pods.values()) if (isResult(entry)) podKeys.add(entry.workload.key);
     for (const w of mesh.workloads) {
       if (w.workload.authorizationPolicies?.includes(state.strictKey)) state.strictRefs++;
+      if (podKeys.has(w.key)) continue;
+      bump(state.uidClaims, w.key, 1);
+      for (const address of w.workload.addresses ?? []) bump(state.ipClaims, [...address].join("."), 1);
+    }
+    // An entry refused for an address or uid someone else has: its claim is not in the result.
+    for (const issue of mesh.issues) {
+      if (
+        /^(WorkloadEntry|ServiceEntry)\//.test(issue.source) &&
+        /is already used by|duplicate uid/.test(issue.message)
+      ) {
+        return;
+      }
     }
     this.state = state;
   }

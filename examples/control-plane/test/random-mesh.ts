@@ -2,8 +2,8 @@
 // change set with a translation of every object. Deterministic for a seed. The edits favour Pods (what
 // a cluster changes most) and include the cases the change-set path must refuse or get right: two pods
 // on one IP, a pod without an IP or outside the pod range, a pod moving between Services, nodes and
-// namespaces, a duplicate uid, the last pod under a STRICT PeerAuthentication leaving, and changes to
-// Services, Namespaces and policies.
+// namespaces, a duplicate uid, a pod on a WorkloadEntry's or ServiceEntry endpoint's address, the last
+// pod under a STRICT PeerAuthentication leaving, and changes to Services, Namespaces and policies.
 import type { KubeObject } from "../src/manifests.js";
 import type { ObjectChange } from "../src/sources/config-source.js";
 
@@ -136,6 +136,43 @@ export class RandomMesh {
         source: "HTTPRoute/ns-a/web-split",
       },
     );
+    // A VM on an address pods may also get, behind the api Services, and a ServiceEntry whose selector
+    // picks cache pods, with an endpoint of its own.
+    this.objects.push(
+      {
+        apiVersion: "networking.istio.io/v1",
+        kind: "ServiceEntry",
+        metadata: { name: "cache-alias", namespace: "ns-b" },
+        spec: {
+          hosts: ["cache.alias.example"],
+          addresses: ["127.30.1.1"],
+          resolution: "STATIC",
+          ports: [{ number: 6379, name: "redis", targetPort: 8080 }],
+          workloadSelector: { labels: { app: "cache" } },
+        },
+        source: "ServiceEntry/ns-b/cache-alias",
+      },
+      {
+        apiVersion: "networking.istio.io/v1",
+        kind: "ServiceEntry",
+        metadata: { name: "external", namespace: "ns-a" },
+        spec: {
+          hosts: ["external.example"],
+          addresses: ["127.30.1.2"],
+          resolution: "STATIC",
+          ports: [{ number: 443, name: "tls" }],
+          endpoints: [{ address: "127.10.1.150" }],
+        },
+        source: "ServiceEntry/ns-a/external",
+      },
+      {
+        apiVersion: "networking.istio.io/v1",
+        kind: "WorkloadEntry",
+        metadata: { name: "vm-1", namespace: "ns-a", labels: { app: "api" } },
+        spec: { address: "127.10.0.77", serviceAccount: "vm", ports: { http: 9090 } },
+        source: "WorkloadEntry/ns-a/vm-1",
+      },
+    );
     for (let i = 0; i < pods; i++) this.objects.push(this.newPod());
   }
 
@@ -170,6 +207,7 @@ export class RandomMesh {
     const r = this.random();
     if (r < 0.05) return "";
     if (r < 0.08) return "10.99.0.1";
+    if (r < 0.085) return this.pick(["127.10.0.77", "127.10.1.150"]);
     return `127.10.${Math.floor(this.random() * 2)}.${1 + Math.floor(this.random() * 200)}`;
   }
 
