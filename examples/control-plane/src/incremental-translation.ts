@@ -186,11 +186,6 @@ export class IncrementalTranslation {
     this.state = state;
   }
 
-  /** Forgets the base: the next reload translates every object. */
-  invalidate(): void {
-    this.state = undefined;
-  }
-
   /**
    * The last translation with `changes` applied, or undefined when they are not Pod changes that can
    * be applied alone (see the file comment) or do not start from the base this instance holds. On
