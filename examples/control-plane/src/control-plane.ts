@@ -21,7 +21,7 @@ import { IncrementalTranslation, type PodChanges } from "./incremental-translati
 import type { ManifestError } from "./last-good.js";
 import type { ManifestLimits, MeshIssue } from "./manifests.js";
 import { loadMeshState, TOKEN_ISSUER, writeNodeTokens } from "./mesh-state.js";
-import { relatedAddressesHook } from "./on-demand.js";
+import { carryOnDemandIndex, relatedAddressesHook } from "./on-demand.js";
 import { issueServingCertificate, servingHosts } from "./serving-certificate.js";
 import type { ConfigSnapshot, ConfigSource } from "./sources/config-source.js";
 import { createFolderSource } from "./sources/folder-source.js";
@@ -519,7 +519,10 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     currentWaypoint = waypoint;
     const issues = [...next.issues, ...envoy.issues, ...waypoint.issues];
     // Route problems are listed with the rest (`config().issues`, `/debug/config`).
+    const last = current;
     current = { ...next, issues };
+    // On-demand lookups read an index of the served workloads: a change set updates the last one.
+    if (applied !== undefined) carryOnDemandIndex(last, current, applied.replaced, applied.written);
     currentEnvoy = envoy;
     merged.accept();
     currentErrors = merged.errors;

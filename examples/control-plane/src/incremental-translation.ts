@@ -40,6 +40,8 @@ export interface PodChanges {
   written: MeshWorkload[];
   /** Keys of workloads no longer served. */
   removed: string[];
+  /** The workloads of the last translation that the changes removed or replaced. */
+  replaced: MeshWorkload[];
   /** Load assignments built again (their Services' pods changed), by cluster name. */
   loadAssignments: Map<string, ClusterLoadAssignment>;
 }
@@ -278,6 +280,7 @@ export class IncrementalTranslation {
     strictDelta: number,
   ): PodChanges {
     const workloads = s.mesh.workloads.slice();
+    const replaced: MeshWorkload[] = [];
     const written = new Map<string, MeshWorkload>();
     const removed = new Set<string>();
     // Per Service: keys of the workloads that left it (or changed), and the workloads now in it.
@@ -310,6 +313,7 @@ export class IncrementalTranslation {
         this.addToNode(s, old, -1);
         nodes.add(old.node);
         removed.add(key);
+        replaced.push(old.workload);
         written.delete(key);
         s.memo.mesh.byPod.delete(old.object);
       }
@@ -398,6 +402,7 @@ export class IncrementalTranslation {
       envoy: envoyConfig,
       written: [...written.values()],
       removed: [...removed],
+      replaced,
       loadAssignments,
     };
   }

@@ -3,7 +3,7 @@
 // (`AdditionalPodSubscriptions`), the answer for a Service also carries the workloads behind it, and
 // the ztunnel gets the pods of its own node without asking. Pure over the translated mesh.
 import { TypeUrl, type XdsRelatedNames } from "@ambient/xds";
-import type { MeshConfig } from "./translate-mesh.js";
+import type { MeshConfig, MeshWorkload } from "./translate-mesh.js";
 
 /** The lookups an on-demand answer needs, built once per translated mesh. */
 export interface OnDemandIndex {
@@ -40,6 +40,57 @@ export function onDemandIndex(config: Pick<MeshConfig, "workloads">): OnDemandIn
   const index: OnDemandIndex = { workloadsOfService, servicesOfWorkload, workloadsOnNode };
   indexes.set(config as MeshConfig, index);
   return index;
+}
+
+function insertSorted(list: string[], key: string): string[] {
+  let at = list.length;
+  while (at > 0 && (list[at - 1] as string) > key) at--;
+  list.splice(at, 0, key);
+  return list;
+}
+
+/**
+ * Gives `next` the index of `last` updated for the workloads that changed between them (`before`:
+ * their versions in `last`, gone or replaced; `after`: their versions in `next`), so a reload from a
+ * change set does not make the next on-demand lookup walk every workload. Nothing when `last` has no
+ * index yet (no lookup since it was served).
+ */
+export function carryOnDemandIndex(
+  last: Pick<MeshConfig, "workloads">,
+  next: Pick<MeshConfig, "workloads">,
+  before: readonly MeshWorkload[],
+  after: readonly MeshWorkload[],
+): void {
+  const index = indexes.get(last as MeshConfig);
+  if (index === undefined) return;
+  const workloadsOfService = new Map(index.workloadsOfService) as Map<string, readonly string[]>;
+  const servicesOfWorkload = new Map(index.servicesOfWorkload);
+  const workloadsOnNode = new Map(index.workloadsOnNode) as Map<string, readonly string[]>;
+  const edit = (map: Map<string, readonly string[]>, key: string, change: (list: string[]) => string[]) => {
+    const list = change([...(map.get(key) ?? [])]);
+    if (list.length === 0) map.delete(key);
+    else map.set(key, list);
+  };
+  for (const w of before) {
+    servicesOfWorkload.delete(w.key);
+    for (const s of Object.keys(w.workload.services ?? {})) {
+      edit(workloadsOfService, s, (list) => list.filter((k) => k !== w.key));
+    }
+    const node = w.workload.node;
+    if (typeof node === "string" && node !== "") {
+      edit(workloadsOnNode, node, (list) => list.filter((k) => k !== w.key));
+    }
+  }
+  for (const w of after) {
+    const services = Object.keys(w.workload.services ?? {}).sort();
+    servicesOfWorkload.set(w.key, services);
+    for (const s of services) edit(workloadsOfService, s, (list) => insertSorted(list, w.key));
+    const node = w.workload.node;
+    if (typeof node === "string" && node !== "") {
+      edit(workloadsOnNode, node, (list) => insertSorted(list, w.key));
+    }
+  }
+  indexes.set(next as MeshConfig, { workloadsOfService, servicesOfWorkload, workloadsOnNode });
 }
 
 /** What {@link relatedAddresses} decides on. */

@@ -8,6 +8,7 @@ import { createXdsClient, TypeUrl } from "@ambient/xds";
 import { type ControlPlane, startControlPlane } from "../src/control-plane.js";
 import { IncrementalTranslation } from "../src/incremental-translation.js";
 import type { KubeObject, MeshIssue } from "../src/manifests.js";
+import { carryOnDemandIndex, onDemandIndex } from "../src/on-demand.js";
 import type { ConfigSource, ObjectChange } from "../src/sources/config-source.js";
 import { type EnvoyConfig, translateEnvoy } from "../src/translate-envoy.js";
 import { createTranslationMemo } from "../src/translate-memo.js";
@@ -56,6 +57,7 @@ describe("reloads translated from change sets", () => {
         const result = incremental.applyPodChanges(changes);
         if (result !== undefined) {
           applied++;
+          carryOnDemandIndex(current, result.mesh, result.replaced, result.written);
           current = result.mesh;
           currentEnvoy = result.envoy;
         } else {
@@ -66,6 +68,16 @@ describe("reloads translated from change sets", () => {
         const expected = translateMesh(mesh.objects, {});
         const expectedEnvoy = translateEnvoy(mesh.objects, expected, {});
         assertSameConfig(current, currentEnvoy, expected, expectedEnvoy, `seed ${seed} step ${step}`);
+        // The on-demand index: carried over from the last one by a change set, built anew otherwise.
+        const index = onDemandIndex(current);
+        const fresh = onDemandIndex({ workloads: [...expected.workloads] });
+        for (const key of ["workloadsOfService", "servicesOfWorkload", "workloadsOnNode"] as const) {
+          assert.deepEqual(
+            [...index[key]].sort((a, b) => (a[0] < b[0] ? -1 : 1)),
+            [...fresh[key]].sort((a, b) => (a[0] < b[0] ? -1 : 1)),
+            `seed ${seed} step ${step}: ${key}`,
+          );
+        }
       }
       // The comparison means something only if most Pod change sets took the change-set path.
       assert.ok(applied > podOnly / 2, `${applied} of ${podOnly} Pod-only change sets applied alone`);
