@@ -309,6 +309,30 @@ describe("typeRegistry", () => {
     assert.equal(w?.capacity?.value, 3);
   });
 
+  it("decodes 64-bit integers to numbers, bytes to Buffers, and writes fields in field order", () => {
+    const duration = typeRegistry.decode(
+      "google.protobuf.Duration",
+      typeRegistry.encode("google.protobuf.Duration", { seconds: 90, nanos: 5 }),
+    );
+    assert.deepEqual(duration, { seconds: 90, nanos: 5 });
+    assert.equal(typeof duration.seconds, "number");
+    const address = typeRegistry.decode(
+      "istio.workload.NetworkAddress",
+      typeRegistry.encode("istio.workload.NetworkAddress", {
+        network: "n1",
+        address: new Uint8Array([10, 0, 0, 1]),
+      }),
+    );
+    assert.ok(Buffer.isBuffer(address.address));
+    assert.deepEqual(Object.keys(address), ["network", "address"]);
+    // Two decodes never share arrays.
+    const bytes = typeRegistry.encode(TypeUrl.authorization, { name: "p", groups: [{ rules: [] }] });
+    const one = typeRegistry.decode(TypeUrl.authorization, bytes);
+    const two = typeRegistry.decode(TypeUrl.authorization, bytes);
+    assert.notEqual(one.groups, two.groups);
+    assert.deepEqual(one, two);
+  });
+
   it("packs and unpacks Any by type URL", () => {
     const any = typeRegistry.pack(TypeUrl.router, {});
     assert.equal(any.typeUrl, "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router");

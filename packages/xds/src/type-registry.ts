@@ -84,43 +84,96 @@ function toNumber(value: unknown): number {
   return Number(value);
 }
 
-function convertValue(field: protobuf.Field, value: unknown): unknown {
-  const resolved = field.resolvedType;
-  if (resolved instanceof protobuf.Type) return messageToPlain(resolved, value as Record<string, unknown>);
-  if (resolved instanceof protobuf.Enum) {
-    return typeof value === "number" ? (resolved.valuesById[value] ?? value) : value;
-  }
-  if (LONG_TYPES.has(field.type)) return toNumber(value);
-  if (field.type === "bytes") {
-    if (!(value instanceof Uint8Array)) return Buffer.alloc(0);
-    return Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
-  }
-  return value;
+/** Converts one decoded value of a field to the wire shape; undefined when the value is kept as is. */
+type Convert = ((value: unknown) => unknown) | undefined;
+
+function bytesToBuffer(value: unknown): Buffer {
+  if (!(value instanceof Uint8Array)) return Buffer.alloc(0);
+  return Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
 }
 
-/** Plain object of a decoded protobufjs message in the package's wire shape. */
-function messageToPlain(type: protobuf.Type, message: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
+function converterOf(field: protobuf.Field): Convert {
+  const resolved = field.resolvedType;
+  if (resolved instanceof protobuf.Type) {
+    return (value) => plainConverterOf(resolved)(value as Record<string, unknown>);
+  }
+  if (resolved instanceof protobuf.Enum) {
+    const names = resolved.valuesById;
+    return (value) => (typeof value === "number" ? (names[value] ?? value) : value);
+  }
+  if (LONG_TYPES.has(field.type)) return toNumber;
+  if (field.type === "bytes") return bytesToBuffer;
+  return undefined;
+}
+
+type PlainConverter = (message: Record<string, unknown>) => Record<string, unknown>;
+const plainConverters = new WeakMap<protobuf.Type, PlainConverter>();
+
+function mapToPlain(value: unknown, convert: Convert): Record<string, unknown> {
+  const map: Record<string, unknown> = {};
+  if (value === null || value === undefined) return map;
+  for (const [k, v] of Object.entries(value as Record<string, unknown>))
+    map[k] = convert === undefined ? v : convert(v);
+  return map;
+}
+
+/**
+ * The converter from a decoded protobufjs message of `type` to a plain object in the package's wire
+ * shape, generated once per type (as protobufjs generates its decoders): each field read and written
+ * by its constant name, in field order, so every object of a type gets one hidden class and the
+ * conversion does no per-field lookups. A field's value is converted only where its type needs it
+ * (messages, enums, 64-bit integers, bytes).
+ */
+function plainConverterOf(type: protobuf.Type): PlainConverter {
+  const known = plainConverters.get(type);
+  if (known !== undefined) return known;
+  let generated: PlainConverter | undefined;
+  // Generated on first use: the field types are resolved by then, including types that refer to themselves.
+  const convert: PlainConverter = (message) => {
+    generated ??= generateConverter(type);
+    return generated(message);
+  };
+  plainConverters.set(type, convert);
+  return convert;
+}
+
+function generateConverter(type: protobuf.Type): PlainConverter {
+  const converters: Convert[] = [];
+  const defaults: unknown[] = [];
+  const lines = ["var o = {}, v;"];
   for (const field of type.fieldsArray) {
-    const name = field.name;
-    const value = message[name];
-    const present = Object.hasOwn(message, name) && value !== null && value !== undefined;
+    const i = converters.length;
+    const convert = converterOf(field);
+    converters.push(convert);
+    defaults.push(field.typeDefault);
+    const key = JSON.stringify(field.name);
+    const apply = (x: string) => (convert === undefined ? x : `c[${i}](${x})`);
+    const present = `(v !== null && v !== undefined && h(m, ${key}))`;
+    lines.push(`v = m[${key}];`);
     if (field.map) {
-      const map: Record<string, unknown> = {};
-      if (present) {
-        for (const [k, v] of Object.entries(value as Record<string, unknown>))
-          map[k] = convertValue(field, v);
-      }
-      out[name] = map;
+      lines.push(`o[${key}] = p(${present} ? v : undefined, c[${i}]);`);
     } else if (field.repeated) {
-      out[name] = Array.isArray(value) ? value.map((v: unknown) => convertValue(field, v)) : [];
+      lines.push(
+        `o[${key}] = Array.isArray(v) ? ${convert === undefined ? "v.slice()" : `v.map(c[${i}])`} : [];`,
+      );
     } else if (field.partOf || field.resolvedType instanceof protobuf.Type) {
-      if (present) out[name] = convertValue(field, value);
+      // A message field or a oneof member is set only when present.
+      lines.push(`if ${present} o[${key}] = ${apply("v")};`);
     } else {
-      out[name] = convertValue(field, present ? value : field.typeDefault);
+      lines.push(`o[${key}] = ${apply(`${present} ? v : d[${i}]`)};`);
     }
   }
-  return out;
+  lines.push("return o;");
+  // Array.prototype.map passes (value, index, array): the converters take the value alone.
+  const unary = converters.map((c) => (c === undefined ? undefined : (v: unknown) => c(v)));
+  const factory = new Function(
+    "c",
+    "d",
+    "h",
+    "p",
+    `"use strict"; return function (m) {\n${lines.join("\n")}\n};`,
+  );
+  return factory(unary, defaults, Object.hasOwn, mapToPlain) as PlainConverter;
 }
 
 /**
@@ -431,7 +484,7 @@ export class TypeRegistry {
         typeUrl: typeUrlOrName,
       });
     }
-    return messageToPlain(type, message as unknown as Record<string, unknown>) as MessageOf<K>;
+    return plainConverterOf(type)(message as unknown as Record<string, unknown>) as MessageOf<K>;
   }
 
   /** Packs a message into an `Any` with a `type.googleapis.com/` URL. */
