@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import http2 from "node:http2";
 import { createServer } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { XdsError } from "./errors.js";
@@ -338,6 +339,50 @@ describe("XdsClient (delta specifics)", () => {
       () => client.watch(A),
       (e: unknown) => e instanceof XdsError && e.code === "ERR_XDS_CLOSED",
     );
+  });
+});
+
+describe("XdsClient flow control", () => {
+  /** The SETTINGS and connection window a client opens with, as an HTTP/2 server sees them. */
+  async function windowsOf(
+    channelOptions?: Record<string, number>,
+  ): Promise<{ stream: number; connection: number }> {
+    const server = http2.createServer();
+    const seen = new Promise<{ stream: number; connection: number }>((resolve) => {
+      server.on("stream", (stream) => {
+        const session = stream.session;
+        // The connection window arrives as a WINDOW_UPDATE right after the client's SETTINGS.
+        setTimeout(() => {
+          resolve({
+            stream: session?.remoteSettings.initialWindowSize ?? -1,
+            connection: session?.state.remoteWindowSize ?? -1,
+          });
+          stream.close(http2.constants.NGHTTP2_CANCEL);
+        }, 100);
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as { port: number }).port;
+    const client = createXdsClient({
+      address: `127.0.0.1:${port}`,
+      node: { id: "ztunnel~127.0.0.1~t.default~default.svc.cluster.local" },
+      ...(channelOptions === undefined ? {} : { channelOptions }),
+    });
+    try {
+      client.watch(TypeUrl.address);
+      return await seen;
+    } finally {
+      client.close();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  }
+
+  it("opens with a 4 MiB receive window, or the one given", { timeout: 20_000 }, async () => {
+    const byDefault = await windowsOf();
+    assert.equal(byDefault.stream, 4 * 1024 * 1024);
+    assert.ok(byDefault.connection >= 4 * 1024 * 1024, `connection window ${byDefault.connection}`);
+    const given = await windowsOf({ "grpc-node.flow_control_window": 65_535 });
+    assert.equal(given.stream, 65_535);
   });
 });
 

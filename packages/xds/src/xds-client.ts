@@ -49,7 +49,9 @@ export interface XdsClientOptions {
    * Extra gRPC channel options, e.g. `{ "grpc.ssl_target_name_override": "istiod.istio-system.svc" }`
    * when `address` is an IP. `grpc.max_receive_message_length` comes from `maxReceiveMessageBytes`,
    * and grpc-js' reconnect back-off options from `initialBackoffMs`/`maxBackoffMs`
-   * (see `reconnectChannelOptions`); values given here for those keys are replaced.
+   * (see `reconnectChannelOptions`); values given here for those keys are replaced. The HTTP/2 receive
+   * window (`grpc-node.flow_control_window`, for the stream and the connection) defaults to 4 MiB, so
+   * a first push of several megabytes is not paced by 64 KiB window updates; give it here to change it.
    */
   channelOptions?: grpc.ChannelOptions;
   /** `"delta"` (what ztunnel uses, the default) or `"sotw"`. */
@@ -133,6 +135,8 @@ type Stream = grpc.ClientDuplexStream<Uint8Array, Buffer>;
 
 const DELTA_REQ = "envoy.service.discovery.v3.DeltaDiscoveryRequest";
 const DELTA_RESP = "envoy.service.discovery.v3.DeltaDiscoveryResponse";
+/** The client's HTTP/2 receive window, per stream and for the connection (HTTP/2's default is 64 KiB). */
+const DEFAULT_RECEIVE_WINDOW_BYTES = 4 * 1024 * 1024;
 const SOTW_REQ = "envoy.service.discovery.v3.DiscoveryRequest";
 const SOTW_RESP = "envoy.service.discovery.v3.DiscoveryResponse";
 const passThrough = (value: Uint8Array): Buffer =>
@@ -201,6 +205,7 @@ export class XdsClient {
       options.address,
       options.credentials ?? grpc.credentials.createInsecure(),
       {
+        "grpc-node.flow_control_window": DEFAULT_RECEIVE_WINDOW_BYTES,
         ...options.channelOptions,
         ...reconnectChannelOptions(this.backoff),
         "grpc.max_receive_message_length": options.maxReceiveMessageBytes ?? 200 * 1024 * 1024,

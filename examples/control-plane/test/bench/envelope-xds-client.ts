@@ -100,6 +100,8 @@ export interface EnvelopeClientOptions {
   nodeId: string;
   /** Types to watch, wildcard. */
   typeUrls: readonly string[];
+  /** Extra gRPC channel options (e.g. `grpc-node.flow_control_window`). */
+  channelOptions?: grpc.ChannelOptions;
   /** Called for every response, after the client's state is updated and the ACK written. */
   onResponse?: (envelope: DeltaEnvelope) => void;
 }
@@ -117,6 +119,7 @@ export interface EnvelopeClient {
 export function createEnvelopeClient(options: EnvelopeClientOptions): EnvelopeClient {
   const def = adsServiceDefinition.DeltaAggregatedResources as grpc.MethodDefinition<Uint8Array, Buffer>;
   const channel = new grpc.Client(options.address, grpc.credentials.createInsecure(), {
+    ...options.channelOptions,
     "grpc.max_receive_message_length": 200 * 1024 * 1024,
   });
   const stream = channel.makeBidiStreamRequest(def.path, def.requestSerialize, def.responseDeserialize);

@@ -10,6 +10,8 @@
 //        [--clients 100] [--client-processes 4] [--full-clients 5] [--changes 5]
 //        [--xds-debounce-ms 100] [--trailing-debounce] [--realistic-pods] [--profile-dir DIR]
 //        [--every-object]   (translate every object on every reload: `incrementalReload: false`)
+//        [--client-window BYTES]   (each client's HTTP/2 receive window, `grpc-node.flow_control_window`;
+//                                   default 4 MiB, createXdsClient's default; 65535 is HTTP/2's)
 //
 // Not a test: nothing is asserted. Results and method: docs/benchmarks.md.
 import { type ChildProcess, fork } from "node:child_process";
@@ -58,7 +60,14 @@ async function runApiServer(pods: number, services: number, realistic: boolean):
 // One of the client processes: `count` Delta clients, the first `full` of them full clients
 // (createXdsClient: every resource decoded to a message, as a ztunnel does), the rest envelope
 // clients (names, versions, nonce and ACK; no resource decoded). All connect on "connect".
-async function runClients(address: string, count: number, full: number, firstIndex: number): Promise<void> {
+async function runClients(
+  address: string,
+  count: number,
+  full: number,
+  firstIndex: number,
+  window: number,
+): Promise<void> {
+  const channelOptions = window > 0 ? { "grpc-node.flow_control_window": window } : {};
   const { createXdsClient, TypeUrl } = await import("@ambient/xds");
   const { createEnvelopeClient, versionsDigest } = await import("./envelope-xds-client.js");
   type Expect = { name: string; pod: string; ip: string };
@@ -93,7 +102,7 @@ async function runClients(address: string, count: number, full: number, firstInd
     for (let i = 0; i < count; i++) {
       const nodeId = `ztunnel~127.0.0.1~ztunnel-${firstIndex + i}.istio-system~istio-system.svc.cluster.local`;
       if (i < full) {
-        const client = createXdsClient({ address, node: { id: nodeId } });
+        const client = createXdsClient({ address, node: { id: nodeId }, channelOptions });
         let seen = false;
         client.onChange((event) => {
           const e = expect;
@@ -125,6 +134,7 @@ async function runClients(address: string, count: number, full: number, firstInd
         const client = createEnvelopeClient({
           address,
           nodeId,
+          channelOptions,
           typeUrls: [TypeUrl.address, TypeUrl.authorization],
           onResponse(envelope) {
             const e = expect;
@@ -213,6 +223,7 @@ async function main(): Promise<void> {
       "realistic-pods": { type: "boolean", default: false },
       "profile-dir": { type: "string" },
       "every-object": { type: "boolean", default: false },
+      "client-window": { type: "string", default: String(4 * 1024 * 1024) },
     },
   });
   const pods = Number(values.pods);
@@ -284,7 +295,14 @@ async function main(): Promise<void> {
     const full = Math.floor(fullClients / processes) + (k < fullClients % processes ? 1 : 0);
     const child = fork(
       self,
-      ["clients", cp.plaintextAddress as string, String(count), String(full), String(first)],
+      [
+        "clients",
+        cp.plaintextAddress as string,
+        String(count),
+        String(full),
+        String(first),
+        String(Number(values["client-window"])),
+      ],
       childOptions,
     );
     await next(child, "started");
@@ -366,6 +384,7 @@ async function main(): Promise<void> {
         envelopeClients: clientCount - fullClients,
         workloadsServed: workloads,
         addressResourcesPerClient: readies[0]?.resources,
+        clientReceiveWindowBytes: Number(values["client-window"]),
         clientsAgreeAfterPush: pushDigests.size === 1,
         clientsAgreeAtEnd: finalDigests.size === 1,
         informerSyncMs: Math.round(syncMs),
@@ -416,6 +435,6 @@ async function main(): Promise<void> {
 if (role === "apiserver") {
   await runApiServer(Number(process.argv[3]), Number(process.argv[4]), process.argv[5] === "realistic");
 } else if (role === "clients") {
-  const [address, count, full, first] = process.argv.slice(3);
-  await runClients(address as string, Number(count), Number(full), Number(first));
+  const [address, count, full, first, window] = process.argv.slice(3);
+  await runClients(address as string, Number(count), Number(full), Number(first), Number(window));
 } else await main();
