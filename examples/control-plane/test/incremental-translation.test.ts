@@ -4,7 +4,6 @@
 // control plane serves is compared with that of a control plane started on the final objects.
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
-import { createXdsClient, TypeUrl } from "@ambient/xds";
 import { type ControlPlane, startControlPlane } from "../src/control-plane.js";
 import { IncrementalTranslation } from "../src/incremental-translation.js";
 import type { KubeObject, MeshIssue } from "../src/manifests.js";
@@ -14,6 +13,7 @@ import { type EnvoyConfig, translateEnvoy } from "../src/translate-envoy.js";
 import { createTranslationMemo } from "../src/translate-memo.js";
 import { type MeshConfig, translateMesh } from "../src/translate-mesh.js";
 import { RandomMesh, seededRandom } from "./random-mesh.js";
+import { servedBy, XDS_TYPES } from "./served-xds.js";
 
 function sortedIssues(issues: readonly MeshIssue[]): MeshIssue[] {
   return [...issues].sort((a, b) =>
@@ -126,41 +126,6 @@ function randomSource(mesh: RandomMesh): ConfigSource & { pending: ObjectChange[
   };
 }
 
-const XDS_TYPES = [
-  TypeUrl.address,
-  TypeUrl.authorization,
-  TypeUrl.listener,
-  TypeUrl.cluster,
-  TypeUrl.routeConfiguration,
-  TypeUrl.clusterLoadAssignment,
-];
-
-/** Every resource a client sees, name -> resource, for each type. */
-async function served(cp: ControlPlane): Promise<Record<string, Record<string, unknown>>> {
-  const client = createXdsClient({
-    address: cp.plaintextAddress as string,
-    node: { id: "snapshot~127.0.0.1~x.default~default.svc.cluster.local" },
-  });
-  try {
-    client.watch(TypeUrl.address);
-    client.watch(TypeUrl.authorization);
-    client.watch(TypeUrl.listener);
-    client.watch(TypeUrl.cluster);
-    client.watch(TypeUrl.routeConfiguration, { names: [...cp.envoyConfig().routeConfigurations.keys()] });
-    client.watch(TypeUrl.clusterLoadAssignment, {
-      names: [...cp.envoyConfig().clusterLoadAssignments.keys()],
-    });
-    await client.ready();
-    const out: Record<string, Record<string, unknown>> = {};
-    for (const t of XDS_TYPES) {
-      out[t] = Object.fromEntries([...client.resources(t)].map(([n, r]) => [n, r.resource]));
-    }
-    return out;
-  } finally {
-    client.close();
-  }
-}
-
 describe("control plane reloads from change sets", () => {
   const planes: ControlPlane[] = [];
   after(async () => {
@@ -193,7 +158,7 @@ describe("control plane reloads from change sets", () => {
     planes.push(fresh);
     const expectedMesh = fresh.config();
     assertSameConfig(cp.config(), cp.envoyConfig(), expectedMesh, fresh.envoyConfig(), "final");
-    const [got, want] = await Promise.all([served(cp), served(fresh)]);
+    const [got, want] = await Promise.all([servedBy(cp), servedBy(fresh)]);
     for (const t of XDS_TYPES) {
       assert.ok(Object.keys(want[t] ?? {}).length > 0, `${t} is not empty`);
       assert.deepEqual(got[t], want[t], t);

@@ -4,22 +4,13 @@
 import assert from "node:assert/strict";
 import { afterEach, describe, it } from "node:test";
 import { isDeepStrictEqual } from "node:util";
-import { createXdsClient, TypeUrl } from "@ambient/xds";
 import { KubeConfig } from "@kubernetes/client-node";
 import { type ControlPlane, startControlPlane } from "../src/control-plane.js";
 import type { KubeObject } from "../src/manifests.js";
 import { createKubernetesSource } from "../src/sources/kubernetes-source.js";
 import { createFakeApiServer, type FakeApiServer, type KubeJson } from "./fake-apiserver/fake-apiserver.js";
 import { RandomMesh, seededRandom } from "./random-mesh.js";
-
-const XDS_TYPES = [
-  TypeUrl.address,
-  TypeUrl.authorization,
-  TypeUrl.listener,
-  TypeUrl.cluster,
-  TypeUrl.routeConfiguration,
-  TypeUrl.clusterLoadAssignment,
-];
+import { servedBy, XDS_TYPES } from "./served-xds.js";
 
 function json(o: KubeObject): KubeJson {
   const { source: _source, ...rest } = o;
@@ -31,31 +22,6 @@ async function until(what: string, check: () => boolean, timeoutMs = 15_000): Pr
   while (!check()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-async function served(cp: ControlPlane): Promise<Record<string, Record<string, unknown>>> {
-  const client = createXdsClient({
-    address: cp.plaintextAddress as string,
-    node: { id: "snapshot~127.0.0.1~x.default~default.svc.cluster.local" },
-  });
-  try {
-    client.watch(TypeUrl.address);
-    client.watch(TypeUrl.authorization);
-    client.watch(TypeUrl.listener);
-    client.watch(TypeUrl.cluster);
-    client.watch(TypeUrl.routeConfiguration, { names: [...cp.envoyConfig().routeConfigurations.keys()] });
-    client.watch(TypeUrl.clusterLoadAssignment, {
-      names: [...cp.envoyConfig().clusterLoadAssignments.keys()],
-    });
-    await client.ready();
-    const out: Record<string, Record<string, unknown>> = {};
-    for (const t of XDS_TYPES) {
-      out[t] = Object.fromEntries([...client.resources(t)].map(([n, r]) => [n, r.resource]));
-    }
-    return out;
-  } finally {
-    client.close();
   }
 }
 
@@ -166,7 +132,7 @@ describe("kubernetes source change sets under random edits", { timeout: 90_000 }
     assert.deepEqual(following.config().services, expected.services);
     assert.deepEqual([...following.config().nodes], [...expected.nodes]);
     assert.deepEqual([...following.config().authorizations], [...expected.authorizations]);
-    const [got, want] = await Promise.all([served(following), served(fresh)]);
+    const [got, want] = await Promise.all([servedBy(following), servedBy(fresh)]);
     for (const t of XDS_TYPES) assert.deepEqual(got[t], want[t], t);
     assert.deepEqual(following.errors(), fresh.errors());
   });

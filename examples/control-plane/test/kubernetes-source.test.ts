@@ -11,20 +11,13 @@ import { KubeConfig } from "@kubernetes/client-node";
 import { type ControlPlane, parseManifests, startControlPlane } from "../src/index.js";
 import { createKubernetesSource, type KubernetesSourceOptions } from "../src/sources/kubernetes-source.js";
 import { createFakeApiServer, type FakeApiServer, type KubeJson } from "./fake-apiserver/fake-apiserver.js";
+import { servedXds, XDS_TYPES } from "./served-xds.js";
 
 const DEMO_MESH = resolve(import.meta.dirname, "../../../mesh");
 /** The workload of pod `demo/<name>`, keyed by uid in Kubernetes (by name in the demo folder). */
 function workloadOf(cp: ControlPlane, name: string) {
   return cp.config().workloads.find((w) => w.workload.name === name && w.workload.namespace === "demo");
 }
-const XDS_TYPES = [
-  TypeUrl.address,
-  TypeUrl.authorization,
-  TypeUrl.listener,
-  TypeUrl.cluster,
-  TypeUrl.routeConfiguration,
-  TypeUrl.clusterLoadAssignment,
-];
 
 async function until(
   what: string,
@@ -107,30 +100,6 @@ function kubeConfigOf(server: FakeApiServer): KubeConfig {
   const kc = new KubeConfig();
   kc.loadFromString(server.kubeconfig());
   return kc;
-}
-
-/** Every resource of every type a client can see, as name -> resource. */
-async function xdsSnapshot(address: string, names: { routes: string[]; endpoints: string[] }) {
-  const client = createXdsClient({
-    address,
-    node: { id: "snapshot~127.0.0.1~x.default~default.svc.cluster.local" },
-  });
-  try {
-    client.watch(TypeUrl.address);
-    client.watch(TypeUrl.authorization);
-    client.watch(TypeUrl.listener);
-    client.watch(TypeUrl.cluster);
-    client.watch(TypeUrl.routeConfiguration, { names: names.routes });
-    client.watch(TypeUrl.clusterLoadAssignment, { names: names.endpoints });
-    await client.ready();
-    const out: Record<string, Record<string, unknown>> = {};
-    for (const t of XDS_TYPES) {
-      out[t] = Object.fromEntries([...client.resources(t)].map(([n, r]) => [n, r.resource]));
-    }
-    return out;
-  } finally {
-    client.close();
-  }
 }
 
 describe("kubernetes source", { timeout: 60_000 }, () => {
@@ -244,8 +213,8 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
       routes: [...folder.envoyConfig().routeConfigurations.keys()],
       endpoints: [...folder.envoyConfig().clusterLoadAssignments.keys()],
     };
-    const fromFolder = await xdsSnapshot(folder.plaintextAddress as string, names);
-    const fromKube = await xdsSnapshot(kube.plaintextAddress as string, names);
+    const fromFolder = await servedXds(folder.plaintextAddress as string, names);
+    const fromKube = await servedXds(kube.plaintextAddress as string, names);
     for (const t of XDS_TYPES) {
       assert.ok(Object.keys(fromFolder[t] ?? {}).length > 0, `${t} is not empty`);
       assert.deepEqual(fromKube[t], fromFolder[t], t);
