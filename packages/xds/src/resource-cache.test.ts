@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { describe, it } from "node:test";
 import { XdsError } from "./errors.js";
 import { type CacheChange, ResourceCache } from "./resource-cache.js";
-import { TypeUrl } from "./type-registry.js";
+import { TypeUrl, typeRegistry } from "./type-registry.js";
 
 const workload = (uid: string, name: string) => ({ workload: { uid, name, namespace: "ns" } });
 
@@ -64,5 +65,125 @@ describe("ResourceCache", () => {
       (e: unknown) => e instanceof XdsError && e.code === "ERR_XDS_INVALID_ARGUMENT",
     );
     assert.equal(cache.size(), 0);
+  });
+
+  describe("stored bytes", () => {
+    type Internal = { deltaBytes(): Uint8Array; anyBytes(): Uint8Array };
+    const internal = (cache: ResourceCache, typeUrl: string, name: string) =>
+      cache.internalEntry(typeUrl, name) as unknown as Internal;
+    /** What a fresh encoding of the entry's Delta `Resource` gives, by the generated encoder. */
+    const fresh = (cache: ResourceCache, typeUrl: string, name: string) => {
+      const e = cache.entry(typeUrl, name);
+      assert.ok(e !== undefined, name);
+      return Buffer.from(
+        typeRegistry.encode("envoy.service.discovery.v3.Resource", {
+          version: e.version,
+          name: e.name,
+          aliases: [...e.aliases],
+          resource: { typeUrl, value: e.payload },
+        }),
+      );
+    };
+    const payloadOf = (i: number, size = 40 + (i % 50)) =>
+      new Uint8Array(size).map((_, j) => (i * 31 + j * 7) & 255);
+    const versionOf = (payload: Uint8Array) =>
+      createHash("sha256").update(payload).digest("base64url").slice(0, 16);
+
+    it("equal a fresh encoding of the Delta Resource, its Any and its payload", () => {
+      const cache = new ResourceCache();
+      const big = payloadOf(1, 9000);
+      const cases: [string, Uint8Array, string[]][] = [
+        ["plain", payloadOf(2), []],
+        ["with-aliases", payloadOf(3), ["net/10.0.0.3", "net/10.0.0.3", "with-aliases", "net/::3"]],
+        ["ünïcode/名前", payloadOf(4), ["ä/1"]],
+        ["empty", new Uint8Array(0), []],
+        ["big", big, ["net/10.0.0.9"]],
+        ["mid", payloadOf(5, 2500), []],
+      ];
+      for (const [name, payload, aliases] of cases)
+        cache.setEncoded(TypeUrl.address, name, payload, { aliases });
+      for (const [name, payload] of cases) {
+        const e = cache.entry(TypeUrl.address, name);
+        assert.ok(e !== undefined);
+        assert.deepEqual(Buffer.from(e.payload), Buffer.from(payload), name);
+        assert.equal(e.version, versionOf(payload), "the version clients see is unchanged");
+        assert.deepEqual(
+          Buffer.from(internal(cache, TypeUrl.address, name).deltaBytes()),
+          fresh(cache, TypeUrl.address, name),
+        );
+        assert.deepEqual(
+          Buffer.from(internal(cache, TypeUrl.address, name).anyBytes()),
+          Buffer.from(
+            typeRegistry.encode("google.protobuf.Any", { typeUrl: TypeUrl.address, value: payload }),
+          ),
+        );
+      }
+      assert.deepEqual(cache.entry(TypeUrl.address, "with-aliases")?.aliases, ["net/10.0.0.3", "net/::3"]);
+      assert.equal(
+        cache.entry(TypeUrl.address, "plain")?.aliases,
+        cache.entry(TypeUrl.address, "empty")?.aliases,
+        "entries without aliases share one empty list",
+      );
+    });
+
+    it("keep their own copy: a caller's payload changed after setEncoded does not change the cache", () => {
+      const cache = new ResourceCache();
+      const payload = payloadOf(9);
+      const before = Buffer.from(payload);
+      cache.setEncoded(TypeUrl.address, "a", payload);
+      payload.fill(0);
+      assert.deepEqual(Buffer.from(cache.entry(TypeUrl.address, "a")?.payload ?? []), before);
+      assert.equal(cache.entry(TypeUrl.address, "a")?.version, versionOf(before));
+    });
+
+    it("of an entry survive the other entries in its slab being replaced and deleted", () => {
+      const cache = new ResourceCache();
+      const n = 400; // about 40 slabs' worth of small entries
+      for (let i = 0; i < n; i++)
+        cache.setEncoded(TypeUrl.address, `r${i}`, payloadOf(i), {
+          aliases: [`net/10.0.${i >> 8}.${i & 255}`],
+        });
+      const kept = new Map<string, { entry: unknown; bytes: Buffer }>();
+      for (let i = 0; i < n; i += 37) {
+        const name = `r${i}`;
+        kept.set(name, {
+          entry: cache.entry(TypeUrl.address, name),
+          bytes: fresh(cache, TypeUrl.address, name),
+        });
+      }
+      // Every other entry is replaced (new bytes written after them) or deleted, twice over.
+      for (let round = 1; round <= 2; round++) {
+        for (let i = 0; i < n; i++) {
+          if (kept.has(`r${i}`)) continue;
+          if (i % 5 === 0) cache.delete(TypeUrl.address, `r${i}`);
+          else cache.setEncoded(TypeUrl.address, `r${i}`, payloadOf(i + 1000 * round));
+        }
+      }
+      for (const [name, { entry, bytes }] of kept) {
+        assert.equal(cache.entry(TypeUrl.address, name), entry, "an unchanged entry is the same object");
+        assert.deepEqual(Buffer.from(internal(cache, TypeUrl.address, name).deltaBytes()), bytes, name);
+        assert.equal(
+          cache.resolveName(
+            TypeUrl.address,
+            `net/10.0.${Number(name.slice(1)) >> 8}.${Number(name.slice(1)) & 255}`,
+          ),
+          name,
+        );
+      }
+      for (let i = 0; i < n; i++) {
+        const name = `r${i}`;
+        if (kept.has(name)) continue;
+        const e = cache.entry(TypeUrl.address, name);
+        if (i % 5 === 0) assert.equal(e, undefined);
+        else {
+          assert.deepEqual(Buffer.from(e?.payload ?? []), Buffer.from(payloadOf(i + 2000)), name);
+          assert.deepEqual(
+            Buffer.from(internal(cache, TypeUrl.address, name).deltaBytes()),
+            fresh(cache, TypeUrl.address, name),
+          );
+          assert.deepEqual(e?.aliases, []);
+        }
+      }
+    });
   });
 });
