@@ -7,10 +7,12 @@
 // first responses, the JS heap plus ArrayBuffers held by the 100 sessions afterwards (after a forced
 // GC, the framed copies released), and the CPU time of pushing one changed resource, then 600 changed
 // at once, to all 100.
+// With --baseline-cache, src/resource-cache.ts is taken from the commit too, and each variant has its
+// own cache with the same resources (to compare the cache's own changes).
 // Rounds alternate before/after; the medians and their ratios are printed.
 //
 //   node --expose-gc --import tsx bench/first-push.ts [--rounds 6] [--streams 100]
-//        [--resources 11000] [--bytes 250] [--baseline <commit>]
+//        [--resources 11000] [--bytes 250] [--baseline <commit>] [--baseline-cache]
 import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -28,6 +30,7 @@ const { values } = parseArgs({
     resources: { type: "string", default: "11000" },
     bytes: { type: "string", default: "250" },
     baseline: { type: "string", default: "93d1cdb" },
+    "baseline-cache": { type: "boolean", default: false },
   },
 });
 const rounds = Number(values.rounds);
@@ -44,14 +47,17 @@ function baselineModule(commit: string): string {
   const dir = join(here, "../node_modules/.cache/xds-first-push", commit);
   mkdirSync(dir, { recursive: true });
   const root = execFileSync("git", ["rev-parse", "--show-toplevel"], { cwd: here }).toString().trim();
-  for (const file of ["server-session.ts", "shared-sections.ts"]) {
+  const copied = [
+    "server-session",
+    "shared-sections",
+    ...(values["baseline-cache"] ? ["resource-cache"] : []),
+  ];
+  for (const file of copied.map((name) => `${name}.ts`)) {
     const text = execFileSync("git", ["show", `${commit}:packages/xds/src/${file}`], {
       cwd: root,
     }).toString();
     const rewritten = text.replace(/from "\.\/([\w-]+)\.js"/g, (whole, name: string) =>
-      name === "shared-sections" || name === "server-session"
-        ? whole
-        : `from "${pathToFileURL(join(src, `${name}.ts`)).href}"`,
+      copied.includes(name) ? whole : `from "${pathToFileURL(join(src, `${name}.ts`)).href}"`,
     );
     writeFileSync(join(dir, file), rewritten);
   }
@@ -69,24 +75,49 @@ interface Variant {
     onChange(typeUrl: string, names: ReadonlySet<string>, aliases: ReadonlySet<string>): void;
   };
   Sections: new () => unknown;
+  cache: ResourceCache;
+  names: string[];
+  /** Held by the variant's own cache with every Delta wrapper built, per resource (0 when shared). */
+  cacheBytesPerResource: number;
 }
 
-async function load(name: string, dir: string): Promise<Variant> {
+/** The variant's session code; its own cache when its cache code differs from this tree's. */
+async function load(name: string, dir: string, shared: ResourceCache | undefined): Promise<Variant> {
   const session = await import(pathToFileURL(join(dir, "server-session.ts")).href);
   const sections = await import(pathToFileURL(join(dir, "shared-sections.ts")).href);
-  return { name, DeltaSession: session.DeltaSession, Sections: sections.SharedResourceSections };
+  let cache = shared;
+  let cacheBytesPerResource = 0;
+  if (cache === undefined) {
+    const module = await import(pathToFileURL(join(dir, "resource-cache.ts")).href);
+    await collect();
+    const before = heldBytes();
+    cache = filled(new module.ResourceCache() as ResourceCache);
+    for (const entry of cache.internalList(A)) entry.deltaBytes();
+    await collect();
+    cacheBytesPerResource = Math.round((heldBytes() - before) / resourceCount);
+  }
+  const names = cache.names(A);
+  return {
+    name,
+    DeltaSession: session.DeltaSession,
+    Sections: sections.SharedResourceSections,
+    cache,
+    names,
+    cacheBytesPerResource,
+  };
 }
 
 const A = TypeUrl.address;
-const cache = new ResourceCache();
-cache.batch(() => {
-  for (let i = 0; i < resourceCount; i++) {
-    const payload = new Uint8Array(Number(values.bytes)).fill(i & 255);
-    payload[0] = i >> 8;
-    cache.setEncoded(A, `Kubernetes//Pod/ns-${i % 10}/pod-${i}`, payload, { aliases: [`/10.${i}`] });
-  }
-});
-const names = cache.names(A);
+function filled(cache: ResourceCache): ResourceCache {
+  cache.batch(() => {
+    for (let i = 0; i < resourceCount; i++) {
+      const payload = new Uint8Array(Number(values.bytes)).fill(i & 255);
+      payload[0] = i >> 8;
+      cache.setEncoded(A, `Kubernetes//Pod/ns-${i % 10}/pod-${i}`, payload, { aliases: [`/10.${i}`] });
+    }
+  });
+  return cache;
+}
 
 const request = deltaRequest({
   typeUrl: A,
@@ -96,7 +127,7 @@ const request = deltaRequest({
 let nonceSeq = 0;
 function host(variant: Variant): SessionHost {
   return {
-    cache,
+    cache: variant.cache,
     maxNamesPerType: 100_000,
     sections: new variant.Sections() as SessionHost["sections"],
     visible: () => true,
@@ -196,15 +227,23 @@ async function round(variant: Variant, change: number) {
   for (const [i, s] of sessions.entries()) {
     await s.handle(deltaRequest({ typeUrl: A, responseNonce: acks[i] as string }));
   }
-  const oneChange = await pushChange(sessions, last, [names[change % names.length] as string], change);
+  const names = variant.names;
+  const oneChange = await pushChange(
+    variant,
+    sessions,
+    last,
+    [names[change % names.length] as string],
+    change,
+  );
   // A rollout's worth at once: every stream is sent the same 600 changed resources.
   const bulk = Array.from({ length: 600 }, (_, k) => names[(change * 600 + k * 7) % names.length] as string);
-  const bulkChange = await pushChange(sessions, last, bulk, change);
+  const bulkChange = await pushChange(variant, sessions, last, bulk, change);
   return { firstPush, held, oneChange, bulkChange };
 }
 
 /** ACKs every stream's last response, changes `changed` in the cache, and times the push to all. */
 async function pushChange(
+  { cache }: Variant,
   sessions: InstanceType<Variant["DeltaSession"]>[],
   last: (Uint8Array | undefined)[],
   changed: string[],
@@ -231,7 +270,11 @@ async function pushChange(
   return used;
 }
 
-const variants = [await load("before", baselineModule(values.baseline)), await load("after", src)];
+const ours = values["baseline-cache"] ? undefined : filled(new ResourceCache());
+const variants = [
+  await load("before", baselineModule(values.baseline), ours),
+  await load("after", src, ours),
+];
 
 type Metric = "firstPush" | "held" | "oneChange" | "bulkChange";
 const metrics: Metric[] = ["firstPush", "held", "oneChange", "bulkChange"];
@@ -252,6 +295,7 @@ const summary = Object.fromEntries(
     name,
     {
       firstPushCpuMs: median(r.firstPush),
+      cacheBytesPerResource: variants.find((v) => v.name === name)?.cacheBytesPerResource,
       heldPerStreamKB: Number((median(r.held) / streamCount / 1024).toFixed(1)),
       oneChangeCpuMs: median(r.oneChange),
       change600CpuMs: median(r.bulkChange),
@@ -267,6 +311,7 @@ console.log(
       streams: streamCount,
       resources: resourceCount,
       baseline: values.baseline,
+      baselineCache: values["baseline-cache"],
       loadavg: (await import("node:os")).loadavg().map((x) => Number(x.toFixed(2))),
       ratios: Object.fromEntries(metrics.map((m) => [m, ratio(m)])),
       summary,
