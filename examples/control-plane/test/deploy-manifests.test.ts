@@ -185,7 +185,9 @@ describe("deploy/kubernetes manifests", () => {
         .template.spec.containers[0];
       assert.equal(container?.command, undefined, `${entry}: the image's entry point (node) runs it`);
       const app = join(REPO, entry.replace("/dist/main.js", ""));
-      const tsup = await readFile(join(app, "tsup.config.ts"), "utf8");
+      // The entry is the app's own or the examples' shared build definition's (examples/tsup-app.ts).
+      let tsup = await readFile(join(app, "tsup.config.ts"), "utf8");
+      if (/\bappBuild\b/.test(tsup)) tsup = await readFile(join(REPO, "examples/tsup-app.ts"), "utf8");
       assert.match(tsup, /entry: \{ main: "src\/main\.ts" \}/);
       const scripts = (
         JSON.parse(await readFile(join(app, "package.json"), "utf8")) as {
