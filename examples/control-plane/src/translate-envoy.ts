@@ -15,7 +15,7 @@ import {
   parseGatewayDuration,
   validateRoute,
 } from "@ambient/router";
-import { type envoy, type MessageInit, TypeUrl, typeRegistry } from "@ambient/xds";
+import { type envoy, type google, type MessageInit, TypeUrl, typeRegistry } from "@ambient/xds";
 import type { KubeObject, MeshIssue } from "./manifests.js";
 import { sameItems, type TranslationMemo } from "./translate-memo.js";
 import type { MeshConfig, MeshWorkload, TranslateOptions } from "./translate-mesh.js";
@@ -720,6 +720,9 @@ export function translateEnvoy(
   };
 }
 
+/** Every endpoint of weight 1 (all pods) shares this one message: load assignments are read, never modified. */
+const WEIGHT_ONE: MessageInit<google.protobuf.UInt32Value> = { value: 1 };
+
 /**
  * @internal The pods behind a Service port, grouped by locality; every pod weighs 1, a locality the
  * sum. `workloads` in workload key order.
@@ -758,7 +761,7 @@ export function loadAssignment(
     group.endpoints.push({
       endpoint: { address: { socketAddress: { address: [...address].join("."), portValue: target } } },
       healthStatus: workload.status === "UNHEALTHY" ? "UNHEALTHY" : "HEALTHY",
-      loadBalancingWeight: { value: weight },
+      loadBalancingWeight: weight === 1 ? WEIGHT_ONE : { value: weight },
     });
   }
   const endpoints = [...byLocality.entries()]

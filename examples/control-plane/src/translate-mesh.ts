@@ -182,6 +182,8 @@ export interface PodResult {
 /** @internal What the translation reads of one Pod object. */
 export function podModel(obj: KubeObject): PodModel {
   const spec = obj.spec ?? {};
+  // The Kubernetes source names a Pod object by this same text: keep its string, not a copy per pod.
+  const key = objectKey(obj);
   return {
     name: obj.metadata.name,
     namespace: obj.metadata.namespace ?? "default",
@@ -193,7 +195,7 @@ export function podModel(obj: KubeObject): PodModel {
     ports: containerPorts(spec),
     workloadName: obj.metadata.name,
     workloadType: "POD",
-    source: objectKey(obj),
+    source: obj.source === key ? obj.source : key,
     object: obj,
   };
 }

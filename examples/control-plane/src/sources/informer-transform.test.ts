@@ -6,7 +6,7 @@ import { TypeUrl, typeRegistry } from "@ambient/xds";
 import type { KubeObject } from "../manifests.js";
 import { translateEnvoy } from "../translate-envoy.js";
 import { translateMesh, validateManifestObject } from "../translate-mesh.js";
-import { slimPod, transformForCache } from "./informer-transform.js";
+import { InternTable, internShared, slimPod, transformForCache, trimMetadata } from "./informer-transform.js";
 import type { KubeResource, RawKubeObject } from "./kube-client.js";
 import { kubeObjectFromApi, MESH_RESOURCES } from "./kubernetes-source.js";
 import { identitiesOfPods } from "./token-review-authenticator.js";
@@ -220,5 +220,102 @@ describe("informer transform", () => {
       assert.ok(problem !== undefined);
       assert.equal(validateManifestObject(after), problem);
     }
+  });
+});
+
+describe("informer transform: what pods have in common is held once", () => {
+  it("never changes a value: every pod reads the same before and after", () => {
+    const table = new InternTable();
+    const pods = Array.from({ length: 12 }, (_, i) => slimPod(trimMetadata(fullPod(i))));
+    const before = pods.map((p) => structuredClone(p));
+    for (const p of pods) internShared("Pod", p, table);
+    assert.deepStrictEqual(pods, before);
+    assert.equal(JSON.stringify(pods), JSON.stringify(before));
+  });
+
+  it("shares equal label maps, containers, owner references, conditions and repeated strings", () => {
+    const table = new InternTable();
+    // Pods 0 and 3 are of one app (same labels, containers, owner), on node-0 and node-1.
+    const a = transformForCache("Pod", fullPod(0), table);
+    const b = transformForCache("Pod", fullPod(3), table);
+    const c = transformForCache("Pod", fullPod(6), table);
+    assert.equal(a.metadata?.labels, c.metadata?.labels);
+    assert.equal(a.metadata?.ownerReferences, b.metadata?.ownerReferences);
+    assert.equal(a.metadata?.annotations, b.metadata?.annotations);
+    assert.equal(a.spec?.containers, b.spec?.containers);
+    assert.equal(a.status?.conditions, c.status?.conditions);
+    // Pod 3 is not Ready: its conditions are its own.
+    assert.notEqual(a.status?.conditions, b.status?.conditions);
+    assert.deepEqual(b.status?.conditions, [{ type: "Ready", status: "False" }]);
+    // Shared values are frozen: a write fails loudly instead of changing other pods.
+    assert.ok(Object.isFrozen(a.metadata?.labels));
+    assert.ok(Object.isFrozen((a.spec?.containers as object[])[0]));
+    assert.throws(() => {
+      (a.metadata?.labels as Record<string, string>).app = "changed";
+    }, TypeError);
+    assert.equal(c.metadata?.labels?.app, "app-0");
+    // Each pod keeps its own metadata, spec and status objects.
+    assert.notEqual(a.metadata, c.metadata);
+    assert.notEqual(a.spec, c.spec);
+  });
+
+  it("returns the table's copy of an equal string", () => {
+    const table = new InternTable();
+    const first = ["2026-12-05T10:00:00", "Z"].join("");
+    const second = ["2026-12-05T10:00", ":00Z"].join("");
+    assert.equal(table.string(first), first);
+    assert.equal(table.string(second), first);
+    assert.equal(table.size, 1);
+  });
+
+  it("leaves values that are not plain JSON as they came", () => {
+    const table = new InternTable();
+    class Labels {
+      app = "x";
+    }
+    const odd: unknown[] = [
+      { app: undefined },
+      { n: Number.NaN },
+      { n: -0 },
+      new Labels(),
+      new Array(3),
+      { f: () => 1 },
+      { [Symbol("s")]: 1 },
+    ];
+    for (const v of odd) {
+      assert.equal(table.value(v), v);
+      assert.equal(Object.isFrozen(v), false);
+    }
+    // `{ app: undefined }` is not taken for `{}`, nor `-0` for `0`.
+    assert.notEqual(table.value({}), odd[0]);
+    const zero = { n: 0 };
+    assert.equal(table.value(zero), zero);
+    // A null-prototype map is not taken for a plain one with the same entries.
+    const bare = Object.assign(Object.create(null) as object, { app: "x" });
+    const plain = { app: "x" };
+    assert.equal(table.value(plain), plain);
+    assert.equal(table.value(bare), bare);
+    assert.equal(Object.getPrototypeOf(table.value({ app: "x" })), Object.prototype);
+  });
+
+  it("holds at most its bounds, however many distinct values arrive", () => {
+    const table = new InternTable({ entries: 10, keyChars: 200, maxKeyChars: 50 });
+    for (let i = 0; i < 1000; i++) {
+      const s = `value-${i}`;
+      assert.equal(table.string(s), s);
+      const labels = { app: `app-${i % 40}`, i: String(i % 7) };
+      assert.deepEqual(table.value(structuredClone(labels)), labels);
+      assert.ok(table.size <= 10, `size ${table.size}`);
+      assert.ok(table.keyChars <= 200, `keyChars ${table.keyChars}`);
+    }
+    // A value longer than maxKeyChars is never held.
+    const long = { note: "x".repeat(60) };
+    assert.equal(table.value(long), long);
+    assert.notEqual(table.value({ note: "x".repeat(60) }), long);
+    assert.equal(Object.isFrozen(long), false);
+    // The default bounds.
+    const big = new InternTable();
+    for (let i = 0; i < 20_000; i++) big.value({ app: `app-${i}` });
+    assert.ok(big.size <= 16_384, `size ${big.size}`);
   });
 });

@@ -10,7 +10,7 @@ import type { KubeObject } from "../manifests.js";
 import { type Logger, noopLogger } from "../telemetry.js";
 import { validateManifestObject } from "../translate-mesh.js";
 import type { ConfigSnapshot, ConfigSource, ObjectChange } from "./config-source.js";
-import { transformForCache, trimMetadata } from "./informer-transform.js";
+import { InternTable, transformForCache, trimMetadata } from "./informer-transform.js";
 import {
   apiVersionOf,
   KubeRequestError,
@@ -175,22 +175,39 @@ function stringMap(value: unknown): Record<string, string> | undefined {
 export function kubeObjectFromApi(resource: KubeResource, raw: RawKubeObject): KubeObject | undefined {
   const meta = raw.metadata;
   if (meta === undefined || typeof meta.name !== "string" || meta.name === "") return undefined;
-  const metadata: KubeObject["metadata"] = { name: meta.name };
-  if (resource.namespaced && typeof meta.namespace === "string" && meta.namespace !== "") {
-    metadata.namespace = meta.namespace;
-  }
-  if (typeof meta.uid === "string" && meta.uid !== "") metadata.uid = meta.uid;
+  const name = meta.name;
+  const namespace =
+    resource.namespaced && typeof meta.namespace === "string" && meta.namespace !== ""
+      ? meta.namespace
+      : undefined;
+  const uid = typeof meta.uid === "string" && meta.uid !== "" ? meta.uid : undefined;
   const labels = stringMap(meta.labels);
-  if (labels) metadata.labels = labels;
   const annotations = stringMap(meta.annotations);
-  if (annotations) metadata.annotations = annotations;
-  if (typeof meta.creationTimestamp === "string") metadata.creationTimestamp = meta.creationTimestamp;
-  const object: KubeObject = {
-    apiVersion: apiVersionOf(resource),
-    kind: resource.kind,
-    metadata,
-    source: `${resource.kind}/${metadata.namespace ?? ""}/${metadata.name}`.replace("//", "/"),
-  };
+  const created = typeof meta.creationTimestamp === "string" ? meta.creationTimestamp : undefined;
+  // A pod's usual metadata and object are each built by one literal: properties added one by one
+  // past the first few go to a separate backing store (about 50 bytes more per object in Node 20).
+  let metadata: KubeObject["metadata"];
+  if (namespace !== undefined && uid !== undefined && labels !== undefined && created !== undefined) {
+    metadata =
+      annotations === undefined
+        ? { name, namespace, uid, labels, creationTimestamp: created }
+        : { name, namespace, uid, labels, annotations, creationTimestamp: created };
+  } else {
+    metadata = { name };
+    if (namespace !== undefined) metadata.namespace = namespace;
+    if (uid !== undefined) metadata.uid = uid;
+    if (labels) metadata.labels = labels;
+    if (annotations) metadata.annotations = annotations;
+    if (created !== undefined) metadata.creationTimestamp = created;
+  }
+  const apiVersion = apiVersionOf(resource);
+  const kind = resource.kind;
+  // `replace` also leaves one flat string instead of a chain of joined pieces (about 24 bytes less).
+  const source = `${kind}/${namespace ?? ""}/${name}`.replace("//", "/");
+  if (isRecord(raw.spec) && isRecord(raw.status)) {
+    return { apiVersion, kind, metadata, source, spec: raw.spec, status: raw.status };
+  }
+  const object: KubeObject = { apiVersion, kind, metadata, source };
   if (isRecord(raw.spec)) object.spec = raw.spec;
   if (isRecord(raw.status)) object.status = raw.status;
   return object;
@@ -242,6 +259,8 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
   let snapshots = 0;
   const snapshotOrder = new SnapshotOrder();
   const podsByNode = new Map<string, Map<string, RawKubeObject>>();
+  // What the cached objects have in common (labels, containers, creation times...), held once.
+  const shared = new InternTable();
   const podNode = new Map<string, string>();
 
   const changed = (): void => {
@@ -292,7 +311,7 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
           (phase, obj, raw) => {
             w.lastActivity = Date.now();
             w.retryMs = baseRetryMs;
-            callback(phase, transformForCache(resource.kind, obj), raw);
+            callback(phase, transformForCache(resource.kind, obj, shared), raw);
           },
           done,
         );
@@ -303,7 +322,7 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
       tracked,
       async () => {
         const list = await listAll(kc, path, pageSize);
-        for (const item of list.items) transformForCache(resource.kind, item);
+        for (const item of list.items) transformForCache(resource.kind, item, shared);
         w.listed = true;
         if (w.missing) logger.info({ resource: resourceName(resource) }, "kubernetes resource now installed");
         w.missing = false;

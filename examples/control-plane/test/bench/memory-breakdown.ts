@@ -12,7 +12,7 @@ import { parseArgs } from "node:util";
 import { ResourceCache, TypeUrl } from "@ambient/xds";
 import { IncrementalTranslation } from "../../src/incremental-translation.js";
 import type { KubeObject } from "../../src/manifests.js";
-import { transformForCache } from "../../src/sources/informer-transform.js";
+import { InternTable, transformForCache } from "../../src/sources/informer-transform.js";
 import type { KubeResource, RawKubeObject } from "../../src/sources/kube-client.js";
 import { kubeObjectFromApi, MESH_RESOURCES } from "../../src/sources/kubernetes-source.js";
 import { translateEnvoy } from "../../src/translate-envoy.js";
@@ -80,7 +80,8 @@ for (const r of raws) informer.set(`${r.metadata?.namespace}/${r.metadata?.name}
 raws = [];
 stage("informer objects (as sent)");
 if (!values["no-transform"]) {
-  for (const r of informer.values()) transformForCache("Pod", r);
+  const table = new InternTable();
+  for (const r of informer.values()) transformForCache("Pod", r, table);
   stage("informer transform (negative: bytes freed)");
 }
 // 2. The objects the translation reads, one per informer object.
