@@ -64,8 +64,10 @@ class Entry implements CachedResource {
 
   /** Encoded payload (the `Any.value`): a view into the entry's bytes. */
   get payload(): Uint8Array {
-    const any = this.anyBytes();
-    return fieldValue(any, 0, any.length, 2) ?? any.subarray(any.length);
+    const slab = this.slab;
+    const anyStart = fieldStart(slab, this.start, this.start + this.length, 2);
+    const start = fieldStart(slab, anyStart, anyStart + fieldLength, 2);
+    return slab.subarray(start, start + fieldLength);
   }
 
   /** Encoded `envoy.service.discovery.v3.Resource`: a view of the entry's bytes. */
@@ -75,37 +77,41 @@ class Entry implements CachedResource {
 
   /** Encoded `google.protobuf.Any`: a view into the entry's bytes. */
   anyBytes(): Uint8Array {
-    const delta = this.deltaBytes();
-    const any = fieldValue(delta, 0, delta.length, 2);
-    if (any === undefined) throw new XdsError("ERR_XDS_ENCODE", `cached ${this.name} has no resource`);
-    return any;
+    const start = fieldStart(this.slab, this.start, this.start + this.length, 2);
+    return this.slab.subarray(start, start + fieldLength);
   }
 }
 
-/** The bytes of the first length-delimited field `field` in `bytes[start, end)`, or undefined. */
-function fieldValue(bytes: Uint8Array, start: number, end: number, field: number): Uint8Array | undefined {
+/** Length of the field {@link fieldStart} found last (module state: no object per lookup). */
+let fieldLength = 0;
+
+/**
+ * Where the value of the length-delimited field `field` starts in the message `bytes[start, end)`; its
+ * length is left in {@link fieldLength}. The cache wrote the message, so the field is there.
+ */
+function fieldStart(bytes: Uint8Array, start: number, end: number, field: number): number {
   let i = start;
-  const varint = (): number => {
-    let value = 0;
+  while (i < end) {
+    let key = 0;
     for (let shift = 0; ; shift += 7) {
       const b = bytes[i++] as number;
-      value += (b & 127) * 2 ** shift;
-      if (b < 128) return value;
+      key += (b & 127) * 2 ** shift;
+      if (b < 128) break;
     }
-  };
-  while (i < end) {
-    const key = varint();
-    const wireType = key & 7;
-    if (wireType === 2) {
-      const length = varint();
-      if (key >>> 3 === field) return bytes.subarray(i, i + length);
-      i += length;
-    } else if (wireType === 0) varint();
-    else if (wireType === 1) i += 8;
-    else if (wireType === 5) i += 4;
-    else return undefined;
+    // Every field the cache writes in a Resource or an Any is length-delimited (wire type 2).
+    let length = 0;
+    for (let shift = 0; ; shift += 7) {
+      const b = bytes[i++] as number;
+      length += (b & 127) * 2 ** shift;
+      if (b < 128) break;
+    }
+    if (Math.floor(key / 8) === field) {
+      fieldLength = length;
+      return i;
+    }
+    i += length;
   }
-  return undefined;
+  throw new XdsError("ERR_XDS_ENCODE", `cached resource without field ${field}`);
 }
 
 /** Encodes a Delta `Resource` as protobufjs encodes the message, fields in number order. */
