@@ -245,7 +245,10 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
   // Set when a change was reported and no snapshot has been taken since: one reload covers a burst.
   let notified = false;
   let changedSinceSnapshot = false;
-  const converted = new WeakMap<object, Cached>();
+  // The object each cached one converts to, and the validation problem of those that have one: a
+  // pod that passes costs one entry, not a wrapper as well.
+  const converted = new WeakMap<object, KubeObject>();
+  const invalid = new WeakMap<object, string>();
   // What the control plane accepted last (the objects served), and whether it accepted anything yet:
   // until then every snapshot is a full one.
   let lastGood = new Map<string, KubeObject>();
@@ -432,14 +435,16 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
   }
 
   const convert = (resource: KubeResource, raw: KubernetesObject): Cached | undefined => {
-    let cached = converted.get(raw);
-    if (cached === undefined) {
-      const object = kubeObjectFromApi(resource, raw as RawKubeObject);
+    let object = converted.get(raw);
+    if (object === undefined) {
+      object = kubeObjectFromApi(resource, raw as RawKubeObject);
       if (object === undefined) return undefined;
-      cached = { object, problem: validateManifestObject(object) };
-      converted.set(raw, cached);
+      const problem = validateManifestObject(object);
+      converted.set(raw, object);
+      if (problem !== undefined) invalid.set(raw, problem);
+      return { object, problem };
     }
-    return cached;
+    return { object, problem: invalid.get(raw) };
   };
 
   const server = kc.getCurrentCluster()?.server ?? "";
