@@ -43,13 +43,18 @@ export interface CacheStats {
   encodes: number;
   /** Bytes produced by those encodings. */
   encodedBytes: number;
+  /** Bytes of the resources held in shared slabs (the encoded Delta `Resource` of each). */
+  slabBytesInUse: number;
+  /** Bytes of the slabs written since the cache last repacked them: at most about twice those in use. */
+  slabBytesWritten: number;
 }
 
 /**
  * One resource, held as its encoded Delta `envoy.service.discovery.v3.Resource` (version, the `Any`,
  * name, aliases) in a span of a shared slab. The SotW `Any` and the payload are spans inside it, so
  * the payload bytes are held once, and no `Uint8Array` object is kept per entry: views are made when
- * asked for. Immutable: the same entry always yields the same bytes.
+ * asked for. Immutable: the same entry always yields the same bytes (the cache may move them to
+ * another slab, never change them).
  */
 class Entry implements CachedResource {
   constructor(
@@ -57,10 +62,17 @@ class Entry implements CachedResource {
     readonly name: string,
     readonly version: string,
     readonly aliases: readonly string[],
-    private readonly slab: Uint8Array,
-    private readonly start: number,
-    private readonly length: number,
+    private slab: Uint8Array,
+    private start: number,
+    readonly length: number,
   ) {}
+
+  /** Copies the entry's bytes into `slabs` and reads them from there from now on. */
+  moveTo(slabs: Slabs): void {
+    slabs.copy(this.deltaBytes());
+    this.slab = slabs.lastSlab;
+    this.start = slabs.lastStart;
+  }
 
   /** Encoded payload (the `Any.value`): a view into the entry's bytes. */
   get payload(): Uint8Array {
@@ -133,7 +145,9 @@ function encodeResource(
 /**
  * Packs entries' bytes into shared slabs: one `Uint8Array` object per slab instead of one per entry
  * (each costs about 100 bytes beyond its bytes in Node 20, 200 with a buffer of its own). A slab is
- * freed when no entry in it is left; large entries get a buffer of their own.
+ * freed when no entry in it is left; large entries get a buffer of their own. The cache repacks its
+ * entries into fresh slabs when the slabs written hold more than twice the bytes still in use, so
+ * entries that outlive their neighbours cannot keep mostly dead slabs alive.
  */
 class Slabs {
   private slab = new Uint8Array(0);
@@ -141,11 +155,18 @@ class Slabs {
   /** Slab the last {@link Slabs.copy} wrote to, and where. */
   lastSlab: Uint8Array = this.slab;
   lastStart = 0;
+  /** Bytes of every slab this instance created. */
+  allocated = 0;
 
   constructor(
-    private readonly slabBytes = 16 * 1024,
-    private readonly ownBufferFrom = 2 * 1024,
+    readonly slabBytes = 16 * 1024,
+    readonly ownBufferFrom = 2 * 1024,
   ) {}
+
+  /** True when bytes of this length go to a slab rather than a buffer of their own. */
+  inSlab(length: number): boolean {
+    return length < this.ownBufferFrom;
+  }
 
   copy(bytes: Uint8Array): void {
     if (bytes.length >= this.ownBufferFrom) {
@@ -157,6 +178,7 @@ class Slabs {
     }
     if (this.used + bytes.length > this.slab.length) {
       this.slab = new Uint8Array(this.slabBytes);
+      this.allocated += this.slabBytes;
       this.used = 0;
     }
     this.slab.set(bytes, this.used);
@@ -207,8 +229,10 @@ export class ResourceCache {
   private readonly listeners = new Set<Listener>();
   private batchDepth = 0;
   private readonly pending = new Map<string, { names: Set<string>; aliases: Set<string> }>();
-  private readonly counters: CacheStats = { encodes: 0, encodedBytes: 0 };
-  private readonly slabs = new Slabs();
+  private readonly counters = { encodes: 0, encodedBytes: 0 };
+  private slabs = new Slabs();
+  /** Bytes of the entries held in slabs (not those with a buffer of their own). */
+  private slabBytesInUse = 0;
 
   private state(typeUrl: string): TypeState {
     let s = this.types.get(typeUrl);
@@ -270,6 +294,9 @@ export class ResourceCache {
       name,
       new Entry(typeUrl, name, version, aliases, slabs.lastSlab, slabs.lastStart, bytes.length),
     );
+    if (old !== undefined) this.released(old);
+    if (slabs.inSlab(bytes.length)) this.slabBytesInUse += bytes.length;
+    this.repackIfSparse();
     s.list = undefined;
     this.record(typeUrl, name, changedAliases);
   }
@@ -280,10 +307,30 @@ export class ResourceCache {
     const old = s?.entries.get(name);
     if (s === undefined || old === undefined) return false;
     s.entries.delete(name);
+    this.released(old);
     s.list = undefined;
     for (const a of old.aliases) if (s.aliasIndex.get(a) === name) s.aliasIndex.delete(a);
     this.record(typeUrl, name, new Set(old.aliases));
     return true;
+  }
+
+  private released(entry: Entry): void {
+    if (this.slabs.inSlab(entry.length)) this.slabBytesInUse -= entry.length;
+  }
+
+  /**
+   * Moves every slab entry into fresh slabs when the slabs written since the last repack hold more than
+   * twice the bytes in use (and a few slabs more): replaced entries leave dead bytes behind, and one
+   * live entry keeps its whole slab. Amortized, each byte written is copied at most once more.
+   */
+  private repackIfSparse(): void {
+    const slabs = this.slabs;
+    if (slabs.allocated <= 2 * this.slabBytesInUse + 4 * slabs.slabBytes) return;
+    const fresh = new Slabs(slabs.slabBytes, slabs.ownBufferFrom);
+    for (const s of this.types.values()) {
+      for (const entry of s.entries.values()) if (fresh.inSlab(entry.length)) entry.moveTo(fresh);
+    }
+    this.slabs = fresh;
   }
 
   /** Runs `fn` and reports all its changes as one change per type when it returns. */
@@ -364,9 +411,13 @@ export class ResourceCache {
     return [...this.types.keys()];
   }
 
-  /** Encoding counters. */
+  /** Encoding counters, and the bytes its slabs hold. */
   stats(): CacheStats {
-    return { ...this.counters };
+    return {
+      ...this.counters,
+      slabBytesInUse: this.slabBytesInUse,
+      slabBytesWritten: this.slabs.allocated,
+    };
   }
 
   /** Subscribes to changes; returns the unsubscribe function. */
