@@ -28,7 +28,10 @@ export type ObjectValidator = (object: KubeObject) => string | undefined;
 
 /** `Kind/namespace/name`, the identity an object keeps across edits. */
 export function objectId(object: KubeObject): string {
-  return `${object.kind}/${object.metadata.namespace ?? "default"}/${object.metadata.name}`;
+  const id = `${object.kind}/${object.metadata.namespace ?? "default"}/${object.metadata.name}`;
+  // The Kubernetes source names a namespaced object by this same text: hand back its string, so the
+  // maps keyed by id (last good state, change-set index) hold no copy per object.
+  return object.source === id ? object.source : id;
 }
 
 function documentOf(source: string): number | undefined {
