@@ -8,6 +8,7 @@ import { after, before, describe, it } from "node:test";
 import {
   httpOverSocks,
   loopbackSubnet,
+  shopWithWaypoint,
   socks5Dial,
   startTestMesh,
   type TestMesh,
@@ -27,25 +28,7 @@ status: { podIP: ${ip(n)} }
 `;
 
 const manifests = [
-  `
-apiVersion: v1
-kind: Namespace
-metadata: { name: shop, labels: { istio.io/dataplane-mode: ambient } }
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: { name: waypoint, namespace: shop }
-spec: { gatewayClassName: istio-waypoint }
-status: { addresses: [{ type: IPAddress, value: ${ip(6)} }] }
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: waypoint-0
-  namespace: shop
-  labels: { gateway.networking.k8s.io/gateway-name: waypoint, istio.io/dataplane-mode: none }
-spec: { nodeName: node-a, serviceAccountName: waypoint }
-status: { podIP: ${ip(6)} }`,
+  shopWithWaypoint(ip(6)),
   pod("client", "client", "node-a", "client", 2),
   pod("api-0", "api", "node-b", "api", 7),
   pod("admin-0", "admin", "node-b", "admin", 8),
