@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { appEntry } from "./app-entry.js";
+import { fileURLToPath } from "node:url";
+import { appEntry, startFlags } from "./app-entry.js";
 import { baselineHookImport } from "./waypoint-baseline-hook.js";
 
 describe("appEntry", () => {
@@ -34,6 +36,43 @@ describe("appEntry", () => {
       assert.match(entry.describe, /tsx.*no dist\/main\.js/);
     });
   }
+
+  it("passes the Node flags of the app's start script before the script", async () => {
+    const app = join(dir, "flags/examples/ztunnel");
+    await mkdir(join(app, "dist"), { recursive: true });
+    await writeFile(join(app, "dist/main.js"), "");
+    const start = "node --initial-old-space-size=64 --stack-size=2000 dist/main.js";
+    await writeFile(join(app, "package.json"), JSON.stringify({ scripts: { start } }));
+    const entry = appEntry("ztunnel", join(dir, "flags"), join(dir, "flags"));
+    assert.deepEqual(entry.nodeArgs, [
+      "--initial-old-space-size=64",
+      "--stack-size=2000",
+      join(app, "dist/main.js"),
+    ]);
+    assert.equal(
+      entry.describe,
+      "node --initial-old-space-size=64 --stack-size=2000 examples/ztunnel/dist/main.js",
+    );
+  });
+
+  it("takes no flags from a start script that does not run node dist/main.js", async () => {
+    const pkg = join(dir, "other-package.json");
+    await writeFile(pkg, JSON.stringify({ scripts: { start: "tsx --inspect src/main.ts" } }));
+    assert.deepEqual(startFlags(pkg), []);
+    assert.deepEqual(startFlags(join(dir, "missing.json")), []);
+  });
+
+  it("runs this repository's apps with the flags of their pnpm start", () => {
+    const repo = fileURLToPath(new URL("../../", import.meta.url));
+    for (const app of ["ztunnel", "waypoint", "control-plane"] as const) {
+      const start = JSON.parse(readFileSync(join(repo, `examples/${app}/package.json`), "utf8")).scripts
+        .start;
+      assert.equal(
+        ["node", ...startFlags(join(repo, `examples/${app}/package.json`)), "dist/main.js"].join(" "),
+        start,
+      );
+    }
+  });
 
   it("refuses this tree's waypoint without a build", () => {
     assert.throws(() => appEntry("waypoint", join(dir, "old"), join(dir, "old")), /example-waypoint build/);

@@ -195,14 +195,20 @@ describe("deploy/kubernetes manifests", () => {
         }
       ).scripts;
       assert.equal(scripts.build, "tsup", `${entry}: pnpm build makes it`);
-      assert.equal(scripts.start, "node dist/main.js");
+      // `pnpm start` is `node [Node flags] dist/main.js`; the container runs the same Node flags.
+      const start = scripts.start?.split(" ") ?? [];
+      assert.equal(start[0], "node");
+      assert.equal(start.at(-1), "dist/main.js");
+      const nodeFlags = start.slice(1, -1);
+      assert.deepEqual(containerArgs(doc).slice(0, nodeFlags.length + 1), [...nodeFlags, entry]);
     }
     for (const [doc, entry, main, flagsFile] of cases) {
       const args = containerArgs(doc);
-      assert.equal(args[0], entry);
+      const appArgs = args.slice(args.indexOf(entry));
+      assert.equal(appArgs[0], entry);
       assert.ok(existsSync(join(REPO, main)), main);
       const source = await readFile(join(REPO, flagsFile), "utf8");
-      for (const flag of args.filter((a) => a.startsWith("--"))) {
+      for (const flag of appArgs.filter((a) => a.startsWith("--"))) {
         const name = flag.slice(2);
         assert.ok(
           source.includes(`"${name}"`) || source.includes(`  ${name}: {`),
