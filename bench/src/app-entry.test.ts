@@ -53,6 +53,7 @@ describe("appEntry", () => {
       entry.describe,
       "node --initial-old-space-size=64 --stack-size=2000 examples/ztunnel/dist/main.js",
     );
+    assert.deepEqual(entry.startFlags, ["--initial-old-space-size=64", "--stack-size=2000"]);
   });
 
   it("takes no flags from a start script that does not run node dist/main.js", async () => {

@@ -13,6 +13,8 @@ export interface AppEntry {
    * script, and a loader only for an old tree.
    */
   readonly nodeArgs: readonly string[];
+  /** The Node flags of `pnpm start` that lead {@link nodeArgs} (none for an old tree under tsx). */
+  readonly startFlags: readonly string[];
   /** For the bench log: what runs. */
   readonly describe: string;
   /** True when the app runs its sources under tsx (an older tree without a build). */
@@ -29,6 +31,7 @@ export function appEntry(app: BenchApp, root: string, repoRoot: string): AppEntr
     const flags = startFlags(join(root, `examples/${app}/package.json`));
     return {
       nodeArgs: [...flags, built],
+      startFlags: flags,
       describe: ["node", ...flags, `examples/${app}/dist/main.js`].join(" "),
       underTsx: false,
     };
@@ -41,6 +44,7 @@ export function appEntry(app: BenchApp, root: string, repoRoot: string): AppEntr
   const source = join(root, `examples/${app}/src/main.ts`);
   return {
     nodeArgs: ["--import", "tsx", source],
+    startFlags: [],
     describe: `node --import tsx examples/${app}/src/main.ts (this tree has no dist/main.js)`,
     underTsx: true,
   };

@@ -239,7 +239,13 @@ export interface NetnsTopologyOptions {
   pairs?: readonly PairName[];
   /** Pin each pair's client-side process to CPU 0 and its server-side process to CPU 1. Default true. */
   pin?: boolean;
+  /** Extra Node flags for every Node proxy (node-tls and the ztunnels), before their own. */
   proxyNodeFlags?: readonly string[];
+  /**
+   * Node flags for the ztunnels in place of those of their `pnpm start` (an A/B of runtime flags:
+   * `src/operating-point.ts --ab`). Default: the start script's.
+   */
+  ztunnelStartFlags?: readonly string[];
   log?: (line: string) => void;
 }
 
@@ -463,6 +469,11 @@ export async function startNetnsTopology(options: NetnsTopologyOptions = {}): Pr
       ]);
       await waitForPort(cpIp, 15012, START_TIMEOUT_MS, cp);
       const ztunnels: BenchChild[] = [];
+      const entry = ztunnelEntry(repoRoot, repoRoot);
+      const ztunnelArgs =
+        options.ztunnelStartFlags === undefined
+          ? entry.nodeArgs
+          : [...options.ztunnelStartFlags, ...entry.nodeArgs.slice(entry.startFlags.length)];
       for (const [index, [node, podNs, pod, sa]] of (
         [
           ["node-a", ns.client, "client-0", "client"],
@@ -488,7 +499,7 @@ export async function startNetnsTopology(options: NetnsTopologyOptions = {}): Pr
             process.execPath,
             [
               ...flags,
-              ...ztunnelEntry(repoRoot, repoRoot).nodeArgs,
+              ...ztunnelArgs,
               "--node",
               node,
               "--node-ip",
