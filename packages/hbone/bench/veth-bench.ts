@@ -7,7 +7,8 @@
 // VETH_PERF=<file> (`perf record -g` of both processes while the client runs; with VETH_PERF_SCHED=1 their
 // scheduler switches, for `perf sched timehist`), VETH_STREAM_WINDOW_MIB and
 // VETH_CONNECTION_WINDOW_MIB (the receiver's HTTP/2 windows; default the package's 4 and 16 MiB),
-// VETH_TCP_WMEM_MIB (the largest TCP send buffer in both namespaces).
+// VETH_TCP_WMEM_MIB (the largest TCP send buffer in both namespaces), VETH_NODE_FLAGS (Node flags of
+// both sides; default --initial-old-space-size=64).
 //
 // The client side runs in one namespace pinned to CPU 0, the server side in the other pinned to CPU 1,
 // joined by one veth pair (MTU 1500, the kernel's defaults). Everything the bench makes lives in those
@@ -97,7 +98,12 @@ console.log(`tcp_wmem / tcp_rmem in the namespaces: ${tcpMem}`);
 
 const pin = process.env.VETH_NO_PIN !== "1" && spawnSync("taskset", ["-c", "1", "true"]).status === 0;
 const profDir = process.env.VETH_CPU_PROF;
-const nodeFlags = profDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${profDir}`];
+// Both sides run as the package README advises for a relaying process (a floor under V8's old
+// generation: "Heap settings for a proxy"); VETH_NODE_FLAGS replaces it, empty for none.
+const nodeFlags = [
+  ...(process.env.VETH_NODE_FLAGS ?? "--initial-old-space-size=64").split(" ").filter((f) => f !== ""),
+  ...(profDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${profDir}`]),
+];
 /** `node` inside `netns`, pinned to `cpu`: taskset and `ip netns exec` exec in place, so the pid is node's. */
 function nodeIn(netns: string, cpu: number, script: string, args: string[]): ChildProcess {
   const argv = [
@@ -208,7 +214,7 @@ const line = (label: string, h: VethSample[], t: VethSample[], goal: string) => 
   );
 };
 console.log(
-  `hbone across a veth pair between two namespaces, ${started}, Node ${process.version}, ${pin ? "sender pinned to CPU 0, receiver to CPU 1" : "not pinned"}, load average ${loadStart.map((l) => f(l, 2)).join(" ")} at start, ${loadEnd.map((l) => f(l, 2)).join(" ")} at end`,
+  `hbone across a veth pair between two namespaces, ${started}, Node ${process.version} [${nodeFlags.join(" ")}], ${pin ? "sender pinned to CPU 0, receiver to CPU 1" : "not pinned"}, load average ${loadStart.map((l) => f(l, 2)).join(" ")} at start, ${loadEnd.map((l) => f(l, 2)).join(" ")} at end`,
 );
 line(
   `8 tunnels on 1 connection vs 8 TLS connections (median of ${options.rounds} rounds × 8 × ${options.eachMiB} MiB)`,
