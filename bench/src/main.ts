@@ -19,7 +19,8 @@
  *   --waypoint           the waypoint against haproxy in HTTP mode with h2load (src/waypoint-bench.ts);
  *                      --waypoint-slices=N (default 6) slices of --waypoint-seconds=N (default 3);
  *                      --waypoint-baseline=DIR runs a second waypoint from a snapshot of earlier code;
- *                      --waypoint-node-flags="..." starts the current waypoint alone with those node flags
+ *                      --waypoint-node-flags="..." starts the current waypoint with those node flags in
+ *                      place of those of its `pnpm start`
  */
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";

@@ -73,7 +73,10 @@ export interface WaypointTopologyOptions {
   baseline?: string;
   /** Extra node flags for the waypoint (e.g. `--cpu-prof`). */
   waypointNodeFlags?: readonly string[];
-  /** Node flags for the current waypoint only, not "waypoint-before" (to measure a runtime setting). */
+  /**
+   * Node flags for the current waypoint only, not "waypoint-before", in place of those of its
+   * `pnpm start` (to measure a runtime setting).
+   */
   currentWaypointNodeFlags?: readonly string[];
   /** Write the waypoint's access log (one line per request; Istio's default is off). Default false. */
   accessLog?: boolean;
@@ -348,14 +351,15 @@ export async function startWaypointTopology(
         const start = appEntry("waypoint", spec.snapshot ?? repoRoot, repoRoot);
         const main = start.nodeArgs[start.nodeArgs.length - 1] as string;
         const loaders = [
-          ...start.nodeArgs.slice(0, -1),
+          ...start.nodeArgs.slice(start.startFlags.length, -1),
           ...(spec.snapshot === undefined ? [] : ["--import", baselineHookImport(spec.snapshot, repoRoot)]),
         ];
-        const flags = [
-          ...(options.waypointNodeFlags ?? []),
-          ...(spec.snapshot === undefined ? (options.currentWaypointNodeFlags ?? []) : []),
-          ...loaders,
-        ];
+        // The Node flags of its `pnpm start`, or for the current waypoint those given in their place.
+        const startFlags =
+          spec.snapshot === undefined && options.currentWaypointNodeFlags !== undefined
+            ? options.currentWaypointNodeFlags
+            : start.startFlags;
+        const flags = [...(options.waypointNodeFlags ?? []), ...startFlags, ...loaders];
         const waypoint = startChild(
           spec.name,
           process.execPath,
