@@ -4,9 +4,10 @@
 // exists only inside them. Nothing here asserts a speed.
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
+import { startFlags } from "./app-entry.js";
 import { echoInPod, iperfInPod } from "./netns-load.js";
 import { captureRules, netnsUnavailable, startNetnsTopology, UNCAPTURED_PORTS } from "./netns-topology.js";
 import { installExitHandlers, totalCpuSeconds } from "./processes.js";
@@ -89,6 +90,17 @@ test(
       assert.equal((await echoInPod(client, topology.direct("echo"))).echoed, "x", "direct echo");
       for (const pair of topology.pairs) {
         pids.push(...pair.proxies.map((p) => p.pid));
+        if (pair.name === "ztunnel") {
+          // The ztunnels run with the Node flags of their `pnpm start`.
+          const flags = startFlags(
+            fileURLToPath(new URL("../../examples/ztunnel/package.json", import.meta.url)),
+          );
+          assert.ok(flags.length > 0, "the ztunnel's start script has Node flags");
+          for (const p of pair.proxies) {
+            const argv = readFileSync(`/proc/${p.pid}/cmdline`, "utf8").split("\0");
+            for (const flag of flags) assert.ok(argv.includes(flag), `${p.name} runs with ${flag}`);
+          }
+        }
         assert.equal(
           (await echoInPod(client, pair.route("echo"))).echoed,
           "x",
@@ -130,6 +142,18 @@ test(
       /node-tls (in|out) exited/,
     );
     assert.deepEqual(namespacesWith(badProxy), []);
+    // The ztunnels' Node flags in place of their start script's are the ones they run with.
+    const badFlags = `ambt-${Math.random().toString(36).slice(2, 8)}`;
+    await assert.rejects(
+      startNetnsTopology({
+        prefix: badFlags,
+        pairs: ["ztunnel"],
+        ztunnelStartFlags: ["--no-such-node-flag"],
+        pin: false,
+      }),
+      /ztunnel node-a/,
+    );
+    assert.deepEqual(namespacesWith(badFlags), []);
     assert.deepEqual(addedSince(before), { links: [], iptables: [] });
   },
 );
