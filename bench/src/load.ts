@@ -81,7 +81,6 @@ export const PING_WARM_UP_MS = 1000;
 export async function pingPong(route: Route, durationMs: number, maxSamples = 200_000): Promise<Percentiles> {
   const socket = await openRoute(route);
   try {
-    // Unrecorded warm-up, at least 200 round trips and PING_WARM_UP_MS.
     const warm = Date.now() + PING_WARM_UP_MS;
     for (let i = 0; i < 200 || Date.now() < warm; i++)
       await roundTrip(socket, PAYLOAD, ROUND_TRIP_TIMEOUT_MS);
