@@ -9,12 +9,11 @@
 //   node --expose-gc --import tsx bench/decode.ts [--rounds 9] [--resources 11000] [--baseline <commit>]
 
 import { deepStrictEqual } from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { TypeUrl, typeRegistry } from "../src/type-registry.js";
+import { baselineFiles } from "./baseline-files.js";
 
 const { values } = parseArgs({
   options: {
@@ -25,26 +24,9 @@ const { values } = parseArgs({
 });
 const rounds = Number(values.rounds);
 const count = Number(values.resources);
-const here = dirname(fileURLToPath(import.meta.url));
-const src = join(here, "../src");
-
-function baselineModule(commit: string): string {
-  const dir = join(here, "../node_modules/.cache/xds-decode", commit);
-  mkdirSync(dir, { recursive: true });
-  const root = execFileSync("git", ["rev-parse", "--show-toplevel"], { cwd: here }).toString().trim();
-  const text = execFileSync("git", ["show", `${commit}:packages/xds/src/type-registry.ts`], {
-    cwd: root,
-  }).toString();
-  const rewritten = text.replace(
-    /from "\.\/([\w/-]+)\.js"/g,
-    (_whole, name: string) => `from "${pathToFileURL(join(src, `${name}.ts`)).href}"`,
-  );
-  writeFileSync(join(dir, "type-registry.ts"), rewritten);
-  return join(dir, "type-registry.ts");
-}
-
 type Registry = typeof typeRegistry;
-const before = (await import(pathToFileURL(baselineModule(values.baseline)).href)).typeRegistry as Registry;
+const baseline = join(baselineFiles(values.baseline, "xds-decode", ["type-registry"]), "type-registry.ts");
+const before = (await import(pathToFileURL(baseline).href)).typeRegistry as Registry;
 
 // Encoded once with this tree; both registries decode the same bytes.
 const addresses: Uint8Array[] = [];

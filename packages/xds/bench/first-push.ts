@@ -13,15 +13,14 @@
 //
 //   node --expose-gc --import tsx bench/first-push.ts [--rounds 6] [--streams 100]
 //        [--resources 11000] [--bytes 250] [--baseline <commit>] [--baseline-cache]
-import { execFileSync } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import type { envoy } from "../src/gen/types.js";
 import { ResourceCache } from "../src/resource-cache.js";
 import type { SessionHost, XdsStreamContext } from "../src/server-session.js";
 import { TypeUrl, typeRegistry } from "../src/type-registry.js";
+import { baselineFiles, src } from "./baseline-files.js";
 
 const { values } = parseArgs({
   options: {
@@ -38,31 +37,6 @@ const streamCount = Number(values.streams);
 const resourceCount = Number(values.resources);
 const gc = (globalThis as { gc?: () => void }).gc;
 if (gc === undefined) throw new Error("run with node --expose-gc");
-
-const here = dirname(fileURLToPath(import.meta.url));
-const src = join(here, "../src");
-
-/** Writes the baseline's session files next to each other, importing everything else from src. */
-function baselineModule(commit: string): string {
-  const dir = join(here, "../node_modules/.cache/xds-first-push", commit);
-  mkdirSync(dir, { recursive: true });
-  const root = execFileSync("git", ["rev-parse", "--show-toplevel"], { cwd: here }).toString().trim();
-  const copied = [
-    "server-session",
-    "shared-sections",
-    ...(values["baseline-cache"] ? ["resource-cache"] : []),
-  ];
-  for (const file of copied.map((name) => `${name}.ts`)) {
-    const text = execFileSync("git", ["show", `${commit}:packages/xds/src/${file}`], {
-      cwd: root,
-    }).toString();
-    const rewritten = text.replace(/from "\.\/([\w-]+)\.js"/g, (whole, name: string) =>
-      copied.includes(name) ? whole : `from "${pathToFileURL(join(src, `${name}.ts`)).href}"`,
-    );
-    writeFileSync(join(dir, file), rewritten);
-  }
-  return dir;
-}
 
 interface Variant {
   name: string;
@@ -272,7 +246,15 @@ async function pushChange(
 
 const ours = values["baseline-cache"] ? undefined : filled(new ResourceCache());
 const variants = [
-  await load("before", baselineModule(values.baseline), ours),
+  await load(
+    "before",
+    baselineFiles(values.baseline, "xds-first-push", [
+      "server-session",
+      "shared-sections",
+      ...(values["baseline-cache"] ? ["resource-cache"] : []),
+    ]),
+    ours,
+  ),
   await load("after", src, ours),
 ];
 
