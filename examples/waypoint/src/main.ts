@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { missingProxyNodeFlags, type TokenFileReader, tokenFileReader } from "@ambient/example-ztunnel";
+import { type TokenFileReader, tokenFileReader, warnMissingProxyNodeFlags } from "@ambient/example-ztunnel";
 import { PATH_NORMALIZATIONS, type PathNormalization } from "@ambient/policy";
 import { pino } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
@@ -88,13 +88,7 @@ const port = (flag: "admin-port" | "stats-port" | "readiness-port"): number => {
 };
 const ports = { admin: port("admin-port"), metrics: port("stats-port"), readiness: port("readiness-port") };
 const logger = pino({ level: values["log-level"], base: { waypoint: `${values.namespace}/${values.name}` } });
-const missingFlags = missingProxyNodeFlags();
-if (missingFlags.length > 0) {
-  logger.warn(
-    { missing: missingFlags },
-    "started without these Node flags (pnpm start passes them): more CPU per request (README, Runtime flags)",
-  );
-}
+warnMissingProxyNodeFlags(logger, "more CPU per request");
 const stateDir = values["state-dir"];
 let rootCertPem: string;
 let token: TokenFileReader;

@@ -68,7 +68,7 @@ export {
   missingAddresses,
   type OnDemandLookups,
 } from "./on-demand.js";
-export { missingProxyNodeFlags, PROXY_NODE_FLAGS } from "./runtime-flags.js";
+export { missingProxyNodeFlags, PROXY_NODE_FLAGS, warnMissingProxyNodeFlags } from "./runtime-flags.js";
 export {
   encodeGreeting,
   encodeMethodSelection,

@@ -4,7 +4,7 @@ import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import { parseZtunnelCli, ztunnelUsage } from "./cli.js";
-import { missingProxyNodeFlags } from "./runtime-flags.js";
+import { warnMissingProxyNodeFlags } from "./runtime-flags.js";
 import { type TokenFileReader, tokenFileReader } from "./token-file.js";
 import { startZtunnel } from "./ztunnel.js";
 
@@ -26,13 +26,7 @@ const values = {
 };
 
 const logger = pino({ level: values["log-level"], base: { node: values.node } });
-const missingFlags = missingProxyNodeFlags();
-if (missingFlags.length > 0) {
-  logger.warn(
-    { missing: missingFlags },
-    "started without these Node flags (pnpm start passes them): bulk traffic can cost up to twice the CPU per byte (README, Runtime flags)",
-  );
-}
+warnMissingProxyNodeFlags(logger, "bulk traffic can cost up to twice the CPU per byte");
 // node-a -> 127.20.0.1, node-b -> 127.20.0.2, ... unless given.
 const letter = /^node-([a-z])$/.exec(values.node)?.[1];
 const nodeIp = values["node-ip"] ?? (letter ? `127.20.0.${letter.charCodeAt(0) - 96}` : "127.20.0.1");

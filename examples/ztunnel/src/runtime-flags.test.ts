@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
-import { missingProxyNodeFlags, PROXY_NODE_FLAGS } from "./runtime-flags.js";
+import { missingProxyNodeFlags, PROXY_NODE_FLAGS, warnMissingProxyNodeFlags } from "./runtime-flags.js";
 
 const startScript = (app: string) =>
   (
@@ -33,5 +33,20 @@ describe("missingProxyNodeFlags", () => {
 
   it("reads this process's own flags by default", () => {
     assert.deepEqual(missingProxyNodeFlags(), missingProxyNodeFlags(process.execArgv));
+  });
+});
+
+describe("warnMissingProxyNodeFlags", () => {
+  it("logs one warning with the missing flags and the cost, or nothing", () => {
+    const warnings: [object, string][] = [];
+    warnMissingProxyNodeFlags({ warn: (obj, msg) => warnings.push([obj, msg]) }, "more CPU");
+    const missing = missingProxyNodeFlags();
+    if (missing.length === 0) {
+      assert.deepEqual(warnings, []);
+    } else {
+      assert.deepEqual(warnings[0]?.[0], { missing });
+      assert.match(warnings[0]?.[1] ?? "", /more CPU/);
+      assert.equal(warnings.length, 1);
+    }
   });
 });

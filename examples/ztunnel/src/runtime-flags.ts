@@ -19,3 +19,19 @@ export function missingProxyNodeFlags(execArgv: readonly string[] = process.exec
   const given = new Set(execArgv.filter((a) => a.startsWith("--")).map(flagName));
   return PROXY_NODE_FLAGS.filter((flag) => !given.has(flagName(flag)));
 }
+
+/**
+ * Logs one warning naming the flags of {@link PROXY_NODE_FLAGS} this process runs without, and what
+ * that costs (`cost`); nothing when it has them all.
+ */
+export function warnMissingProxyNodeFlags(
+  logger: { warn(obj: object, msg: string): void },
+  cost: string,
+): void {
+  const missing = missingProxyNodeFlags();
+  if (missing.length === 0) return;
+  logger.warn(
+    { missing },
+    `started without these Node flags (pnpm start passes them): ${cost} (README, Runtime flags)`,
+  );
+}
