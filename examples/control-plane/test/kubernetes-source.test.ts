@@ -280,6 +280,28 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
     assert.deepEqual(watched?.metadata?.annotations, { keep: "me" });
   });
 
+  it("holds one object per Pod: the informer cache's is the one the snapshot serves", async () => {
+    const server = await fake();
+    for (const o of await demoObjects()) server.apply(o);
+    const source = await createKubernetesSource({ kubeConfig: kubeConfigOf(server) });
+    cleanups.push(() => source.close());
+    const first = await source.snapshot();
+    first.accept();
+    const served = first.objects.find((o) => o.kind === "Pod" && o.metadata.name === "echo-0");
+    assert.ok(served !== undefined);
+    assert.equal(served, source.pod("demo", "echo-0") as unknown, "listed: the same object");
+    assert.equal(served.source, "Pod/demo/echo-0");
+    assert.match(String(source.pod("demo", "echo-0")?.metadata?.resourceVersion), /^\d+$/);
+    const echo = server.get("v1", "Pod", "echo-0", "demo") as KubeJson;
+    server.apply({ ...echo, status: { ...(echo.status as object), podIP: "127.10.0.98" } });
+    await until("the update", () => source.pod("demo", "echo-0")?.status?.podIP === "127.10.0.98");
+    const second = await source.snapshot();
+    const change = second.changes?.find((c) => c.id === "Pod/demo/echo-0");
+    assert.equal(change?.before, served);
+    assert.equal(change?.after, source.pod("demo", "echo-0") as unknown, "watched: the same object");
+    second.accept();
+  });
+
   it("reports resources whose CRDs are not installed, serves the rest, and picks a CRD up once installed", async () => {
     const server = await fake({ crds: [] });
     for (const o of await demoObjects()) {

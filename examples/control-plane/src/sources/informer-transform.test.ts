@@ -8,7 +8,7 @@ import { translateEnvoy } from "../translate-envoy.js";
 import { translateMesh, validateManifestObject } from "../translate-mesh.js";
 import { InternTable, internShared, slimPod, transformForCache, trimMetadata } from "./informer-transform.js";
 import type { KubeResource, RawKubeObject } from "./kube-client.js";
-import { kubeObjectFromApi, MESH_RESOURCES } from "./kubernetes-source.js";
+import { kubeObjectFromApi, MESH_RESOURCES, podForCache } from "./kubernetes-source.js";
 import { identitiesOfPods } from "./token-review-authenticator.js";
 
 /** A Pod as a real API server sends it: most of it is never read by the mesh. */
@@ -203,6 +203,47 @@ describe("informer transform", () => {
         identitiesOfPods(onNode(pods.map((p) => structuredClone(p)))).map(String),
       );
     }
+  });
+
+  it("keeps each Pod as the object the translation reads, with the metadata the informer needs", () => {
+    const pods = Array.from({ length: 8 }, (_, i) => transformForCache("Pod", fullPod(i)));
+    // Metadata the translation does not read as it came: a label that is not a string, an empty uid.
+    const odd = transformForCache("Pod", fullPod(8));
+    (odd.metadata as Record<string, unknown>).labels = { app: "app-2", "pod-template-hash": 7 };
+    (odd.metadata as Record<string, unknown>).uid = "";
+    const all = [...pods, odd];
+    const cached = all.map((p) => podForCache(structuredClone(p)));
+    const converted = all.map((p) => kubeObjectFromApi(resource("Pod"), structuredClone(p)) as KubeObject);
+    for (const [i, c] of cached.entries()) {
+      const o = c as unknown as KubeObject;
+      const raw = all[i] as RawKubeObject;
+      // What the translation reads is what kubeObjectFromApi makes of the Pod...
+      const k = converted[i] as KubeObject;
+      assert.deepEqual(
+        [o.apiVersion, o.kind, o.source, o.spec, o.status],
+        [k.apiVersion, k.kind, k.source, k.spec, k.status],
+      );
+      for (const f of ["name", "namespace", "uid", "labels", "annotations", "creationTimestamp"] as const) {
+        assert.deepEqual(o.metadata[f], k.metadata[f], f);
+      }
+      // ...and the informer and the CA's node checks still find every field they read.
+      assert.equal(c.metadata?.resourceVersion, raw.metadata?.resourceVersion);
+      assert.deepEqual(c.metadata?.ownerReferences, raw.metadata?.ownerReferences);
+      assert.deepEqual(c.spec, raw.spec);
+    }
+    // A well-formed Pod's metadata is not copied; the odd one's is.
+    const same = structuredClone(pods[0] as RawKubeObject);
+    assert.equal(podForCache(same).metadata, same.metadata);
+    assert.equal(
+      validateManifestObject(cached[8] as unknown as KubeObject),
+      validateManifestObject(converted[8] as KubeObject),
+    );
+    const served = xdsOf([...toObjects([]), ...(cached as unknown as KubeObject[])]);
+    assert.ok([...served.keys()].filter((k) => k.startsWith(`${TypeUrl.address} `)).length > 8);
+    assert.deepEqual(served, xdsOf([...toObjects([]), ...converted]));
+    // A Pod without a name is left as it came: nothing translates it.
+    const nameless: RawKubeObject = { metadata: { namespace: "demo" }, spec: {}, status: {} };
+    assert.equal(podForCache(nameless), nameless);
   });
 
   it("keeps fields of the wrong type as they came, so validation reports the same problems", () => {

@@ -213,6 +213,65 @@ export function kubeObjectFromApi(resource: KubeResource, raw: RawKubeObject): K
   return object;
 }
 
+const POD_RESOURCE = MESH_RESOURCES.find((r) => r.kind === "Pod") as KubeResource;
+
+/** True when {@link kubeObjectFromApi} would keep this Pod metadata's fields as they are. */
+function readsAsIs(meta: NonNullable<RawKubeObject["metadata"]>): boolean {
+  const m = meta as Record<string, unknown>;
+  return (
+    typeof m.name === "string" &&
+    m.name !== "" &&
+    typeof m.namespace === "string" &&
+    m.namespace !== "" &&
+    (m.uid === undefined || (typeof m.uid === "string" && m.uid !== "")) &&
+    (m.labels === undefined || (isRecord(m.labels) && stringMap(m.labels) === m.labels)) &&
+    (m.annotations === undefined ||
+      (isRecord(m.annotations) && stringMap(m.annotations) === m.annotations)) &&
+    (m.creationTimestamp === undefined || typeof m.creationTimestamp === "string")
+  );
+}
+
+/**
+ * A Pod as the informer cache keeps it: one object that is both what the translation reads (the
+ * {@link kubeObjectFromApi} object: `apiVersion`, `kind`, `source`) and what the informer and the CA's
+ * node checks read (the metadata as the API server sent it, with its resourceVersion; `spec` and
+ * `status`). Pods are most of a cluster's objects: one object per pod, not a cached one and a
+ * converted one. A Pod without a name is returned as it came (nothing translates it).
+ */
+export function podForCache(raw: RawKubeObject): RawKubeObject {
+  const meta = raw.metadata;
+  if (meta !== undefined && readsAsIs(meta) && isRecord(raw.spec) && isRecord(raw.status)) {
+    const source = `Pod/${meta.namespace}/${meta.name}`.replace("//", "/");
+    const pod: KubeObject = {
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: meta as KubeObject["metadata"],
+      source,
+      spec: raw.spec,
+      status: raw.status,
+    };
+    return pod as unknown as RawKubeObject;
+  }
+  const object = kubeObjectFromApi(POD_RESOURCE, raw);
+  if (object === undefined) return raw;
+  // Malformed metadata: the checked fields as the translation reads them, the others as they came.
+  const metadata: Record<string, unknown> = { ...meta };
+  for (const key of ["namespace", "uid", "labels", "annotations", "creationTimestamp"] as const) {
+    const value = object.metadata[key];
+    if (value === undefined) delete metadata[key];
+    else metadata[key] = value;
+  }
+  object.metadata = metadata as KubeObject["metadata"];
+  return object as unknown as RawKubeObject;
+}
+
+/** True for an object {@link podForCache} made (every named Pod in the cache is one). */
+function isCachedPod(raw: unknown): raw is KubeObject {
+  return (
+    typeof (raw as Partial<KubeObject>).source === "string" && (raw as Partial<KubeObject>).kind === "Pod"
+  );
+}
+
 /**
  * Drops what the informer cache would hold for nothing: `metadata.managedFields` and kubectl's
  * last-applied copy of the object. In place. Pods are cut further as they arrive (`transformForCache`).
@@ -245,8 +304,8 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
   // Set when a change was reported and no snapshot has been taken since: one reload covers a burst.
   let notified = false;
   let changedSinceSnapshot = false;
-  // The object each cached one converts to, and the validation problem of those that have one: a
-  // pod that passes costs one entry, not a wrapper as well.
+  // The object each cached one converts to (but Pods: the cache keeps them converted, `podForCache`),
+  // and the validation problem of those that have one: an object that passes costs no entry here.
   const converted = new WeakMap<object, KubeObject>();
   const invalid = new WeakMap<object, string>();
   // What the control plane accepted last (the objects served), and whether it accepted anything yet:
@@ -265,6 +324,18 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
   // What the cached objects have in common (labels, containers, creation times...), held once.
   const shared = new InternTable();
   const podNode = new Map<string, string>();
+
+  // What the informer cache keeps of an object as it arrives; a Pod is validated once, here.
+  const forCache = (resource: KubeResource, raw: RawKubeObject): RawKubeObject => {
+    transformForCache(resource.kind, raw, shared);
+    if (resource.kind !== "Pod") return raw;
+    const pod = podForCache(raw);
+    if (isCachedPod(pod)) {
+      const problem = validateManifestObject(pod);
+      if (problem !== undefined) invalid.set(pod, problem);
+    }
+    return pod;
+  };
 
   const changed = (): void => {
     changedSinceSnapshot = true;
@@ -314,7 +385,7 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
           (phase, obj, raw) => {
             w.lastActivity = Date.now();
             w.retryMs = baseRetryMs;
-            callback(phase, transformForCache(resource.kind, obj, shared), raw);
+            callback(phase, forCache(resource, obj as RawKubeObject), raw);
           },
           done,
         );
@@ -325,7 +396,7 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
       tracked,
       async () => {
         const list = await listAll(kc, path, pageSize);
-        for (const item of list.items) transformForCache(resource.kind, item, shared);
+        list.items = list.items.map((item) => forCache(resource, item));
         w.listed = true;
         if (w.missing) logger.info({ resource: resourceName(resource) }, "kubernetes resource now installed");
         w.missing = false;
@@ -435,6 +506,9 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
   }
 
   const convert = (resource: KubeResource, raw: KubernetesObject): Cached | undefined => {
+    if (resource.kind === "Pod") {
+      return isCachedPod(raw) ? { object: raw, problem: invalid.get(raw) } : undefined;
+    }
     let object = converted.get(raw);
     if (object === undefined) {
       object = kubeObjectFromApi(resource, raw as RawKubeObject);

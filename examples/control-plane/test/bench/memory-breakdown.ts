@@ -14,7 +14,7 @@ import { IncrementalTranslation } from "../../src/incremental-translation.js";
 import type { KubeObject } from "../../src/manifests.js";
 import { InternTable, transformForCache } from "../../src/sources/informer-transform.js";
 import type { KubeResource, RawKubeObject } from "../../src/sources/kube-client.js";
-import { kubeObjectFromApi, MESH_RESOURCES } from "../../src/sources/kubernetes-source.js";
+import { kubeObjectFromApi, MESH_RESOURCES, podForCache } from "../../src/sources/kubernetes-source.js";
 import { translateEnvoy } from "../../src/translate-envoy.js";
 import { createTranslationMemo } from "../../src/translate-memo.js";
 import { translateMesh } from "../../src/translate-mesh.js";
@@ -84,15 +84,15 @@ if (!values["no-transform"]) {
   for (const r of informer.values()) transformForCache("Pod", r, table);
   stage("informer transform (negative: bytes freed)");
 }
-// 2. The objects the translation reads, one per informer object.
-const converted = new WeakMap<object, KubeObject>();
+// 2. The objects the translation reads: the cache keeps each Pod in that form (`podForCache`), in
+// place of the object as parsed.
 const podObjects: KubeObject[] = [];
-for (const r of informer.values()) {
-  const o = kubeObjectFromApi(resourceOf("Pod"), r) as KubeObject;
-  converted.set(r, o);
-  podObjects.push(o);
+for (const [key, r] of informer) {
+  const o = podForCache(r);
+  informer.set(key, o);
+  podObjects.push(o as unknown as KubeObject);
 }
-stage("converted objects");
+stage("converted objects (the cache's Pods)");
 // 3. The translations with the memo, as the control plane keeps them.
 const objects = [...fixedObjects, ...podObjects];
 const memo = createTranslationMemo();
@@ -138,7 +138,6 @@ console.log(
       keep: [
         informer.size,
         podObjects.length,
-        converted,
         memo,
         incremental,
         envoy.clusters.size,
