@@ -348,7 +348,8 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
   };
 
   const indexPod = (raw: RawKubeObject, removed: boolean): void => {
-    const key = `${raw.metadata?.namespace ?? ""}/${raw.metadata?.name ?? ""}`;
+    // One flat string (`join`), not a template literal's chain of pieces: kept once per pod.
+    const key = [raw.metadata?.namespace ?? "", raw.metadata?.name ?? ""].join("/");
     const before = podNode.get(key);
     if (before !== undefined) {
       podsByNode.get(before)?.delete(key);
