@@ -60,8 +60,8 @@ export function parsePodCidrs(podCidrs: readonly string[] = DEFAULT_POD_CIDRS): 
 export interface MeshWorkload {
   /** Resource name: the workload uid. */
   key: string;
-  /** `network/IP` aliases. */
-  aliases: string[];
+  /** `network/IP` aliases. Frozen: the xDS cache keeps the same array instead of a copy. */
+  aliases: readonly string[];
   workload: MessageInit<Workload>;
 }
 
@@ -542,8 +542,9 @@ export function translatePod(
     node: pod.node,
     spiffeId,
     captured: ambient || waypointPod,
-    // `join` makes one flat string; a template literal leaves a chain of pieces (24-32 bytes more per pod).
-    workload: { key: address.uid, aliases: [[network, pod.ip].join("/")], workload },
+    // `join` makes one flat string; a template literal leaves a chain of pieces (24-32 bytes more per
+    // pod). The frozen list is the one the xDS cache keeps.
+    workload: { key: address.uid, aliases: Object.freeze([[network, pod.ip].join("/")]), workload },
   };
 }
 

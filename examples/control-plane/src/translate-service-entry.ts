@@ -543,7 +543,7 @@ function endpointWorkload(e: EndpointSource, ctx: EntryWorkloadContext): MeshWor
     if (region !== "" || zone !== "" || subzone !== "") workload.locality = { region, zone, subzone };
   }
   if (spec.weight !== undefined) workload.capacity = { value: spec.weight };
-  return { key: e.uid, aliases: ip === undefined ? [] : [`${network}/${ip}`], workload };
+  return { key: e.uid, aliases: Object.freeze(ip === undefined ? [] : [`${network}/${ip}`]), workload };
 }
 
 /**

@@ -128,6 +128,26 @@ describe("ResourceCache", () => {
       );
     });
 
+    it("keep a frozen alias list as given, and copy one that can still change", () => {
+      const cache = new ResourceCache();
+      const frozen = Object.freeze(["net/10.0.0.1", "net/::1"]);
+      cache.setEncoded(TypeUrl.address, "f", payloadOf(6), { aliases: frozen });
+      assert.equal(cache.entry(TypeUrl.address, "f")?.aliases, frozen, "no copy of a frozen list");
+      // A frozen list the cache would change (a repeat, the name itself) is still cleaned into a copy.
+      const messy = Object.freeze(["net/10.0.0.2", "net/10.0.0.2", "m"]);
+      cache.setEncoded(TypeUrl.address, "m", payloadOf(7), { aliases: messy });
+      assert.deepEqual(cache.entry(TypeUrl.address, "m")?.aliases, ["net/10.0.0.2"]);
+      const open = ["net/10.0.0.3"];
+      cache.setEncoded(TypeUrl.address, "o", payloadOf(8), { aliases: open });
+      open[0] = "net/10.0.0.4";
+      open.push("net/10.0.0.5");
+      assert.deepEqual(cache.entry(TypeUrl.address, "o")?.aliases, ["net/10.0.0.3"]);
+      assert.equal(cache.entry(TypeUrl.address, "o")?.payload.length, payloadOf(8).length);
+      assert.equal(cache.resolveName(TypeUrl.address, "net/10.0.0.4"), undefined);
+      assert.equal(cache.resolveName(TypeUrl.address, "net/10.0.0.3"), "o");
+      assert.equal(cache.resolveName(TypeUrl.address, "net/::1"), "f");
+    });
+
     it("keep their own copy: a caller's payload changed after setEncoded does not change the cache", () => {
       const cache = new ResourceCache();
       const payload = payloadOf(9);

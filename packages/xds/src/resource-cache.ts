@@ -33,7 +33,11 @@ export interface CacheChange {
 
 /** Options for {@link ResourceCache.set}. */
 export interface SetOptions {
-  /** Other names the resource answers to, e.g. `network/IP` for an Address. Default none. */
+  /**
+   * Other names the resource answers to, e.g. `network/IP` for an Address. Default none. A frozen
+   * array of distinct aliases without the name is kept as it is, not copied: one array per resource,
+   * not two, when the caller keeps its own.
+   */
   aliases?: readonly string[];
 }
 
@@ -190,12 +194,24 @@ class Slabs {
 
 const NO_ALIASES: readonly string[] = Object.freeze([]);
 
+/** True when `list` has no repeated value and not `name`. */
+function distinctWithout(name: string, list: readonly string[]): boolean {
+  for (let i = 0; i < list.length; i++) {
+    const a = list[i];
+    if (a === name) return false;
+    for (let j = 0; j < i; j++) if (list[j] === a) return false;
+  }
+  return true;
+}
+
 /**
  * The distinct aliases other than the name, in order, in an array of exactly that length (one grown by
- * `push` keeps room for 17); one shared empty list when there are none.
+ * `push` keeps room for 17); one shared empty list when there are none. A frozen list that already is
+ * that is kept: it cannot change under the cache.
  */
 function aliasList(name: string, given: readonly string[] | undefined): readonly string[] {
   if (given === undefined || given.length === 0) return NO_ALIASES;
+  if (Object.isFrozen(given) && distinctWithout(name, given)) return given;
   if (given.length === 1) return given[0] === name ? NO_ALIASES : [given[0] as string];
   const out: string[] = [];
   for (const alias of given) if (alias !== name && !out.includes(alias)) out.push(alias);
