@@ -49,4 +49,13 @@ describe("SnapshotOrder", () => {
     const removed = added.slice(1);
     assert.deepEqual(ids(removed, sorter.sort(removed)), fresh(removed));
   });
+
+  it("compares with the keys as they were, not with the key objects it was given", () => {
+    const sorter = new SnapshotOrder();
+    const keys = [key(3, "", "Pod/ns/b"), key(3, "", "Pod/ns/a")];
+    assert.deepEqual(ids(keys, sorter.sort(keys)), ["Pod/ns/a", "Pod/ns/b"]);
+    // The same key objects, one edited in place: that is a change of key, so they are sorted again.
+    (keys[1] as { created: string }).created = "2026-12-01T00:00:00Z";
+    assert.deepEqual(ids(keys, sorter.sort(keys)), ["Pod/ns/b", "Pod/ns/a"]);
+  });
 });

@@ -23,28 +23,33 @@ function compare(a: OrderKey, b: OrderKey): number {
 
 /** Sorts snapshot keys, remembering the last result for the next snapshot. */
 export class SnapshotOrder {
-  private keys: readonly OrderKey[] = [];
+  // The last keys, column by column: the key objects (and whatever they carry, such as the snapshot's
+  // objects) are not held until the next snapshot.
+  private ranks = new Int32Array(0);
+  private created: readonly string[] = [];
+  private ids: readonly string[] = [];
   private order: readonly number[] = [];
 
   /** Indexes into `keys` in translation order. The result is not to be modified. */
   sort(keys: readonly OrderKey[]): readonly number[] {
-    if (!sameKeys(this.keys, keys)) {
+    if (!this.sameKeys(keys)) {
       const order = keys.map((_, i) => i);
       // Stable: equal keys keep their walk order, as sorting the keys themselves did.
       order.sort((a, b) => compare(keys[a] as OrderKey, keys[b] as OrderKey));
       this.order = order;
+      this.ranks = Int32Array.from(keys, (k) => k.rank);
+      this.created = keys.map((k) => k.created);
+      this.ids = keys.map((k) => k.id);
     }
-    this.keys = keys;
     return this.order;
   }
-}
 
-function sameKeys(a: readonly OrderKey[], b: readonly OrderKey[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) {
-    const x = a[i] as OrderKey;
-    const y = b[i] as OrderKey;
-    if (x.rank !== y.rank || x.created !== y.created || x.id !== y.id) return false;
+  private sameKeys(keys: readonly OrderKey[]): boolean {
+    if (keys.length !== this.ids.length) return false;
+    for (let i = 0; i < keys.length; i++) {
+      const k = keys[i] as OrderKey;
+      if (k.rank !== this.ranks[i] || k.created !== this.created[i] || k.id !== this.ids[i]) return false;
+    }
+    return true;
   }
-  return true;
 }
