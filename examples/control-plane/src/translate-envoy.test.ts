@@ -135,6 +135,21 @@ describe("translateEnvoy: resources per Service port", () => {
     );
   });
 
+  it("holds a load assignment's inputs, not its endpoint messages, and encodes it as the message", () => {
+    const cla = config.clusterLoadAssignments.get(`outbound|80||${ECHO}`);
+    assert.ok(cla !== undefined);
+    // Built when read: two reads are two lists; the only own field is the cluster name.
+    assert.notEqual(cla.endpoints, cla.endpoints);
+    assert.deepEqual(cla.endpoints, cla.endpoints);
+    assert.deepEqual(Object.keys(cla), ["clusterName"]);
+    const plain = JSON.parse(JSON.stringify(cla));
+    assert.equal(plain.endpoints.length, 2);
+    assert.deepEqual(
+      Buffer.from(typeRegistry.encode(TypeUrl.clusterLoadAssignment, cla)),
+      Buffer.from(typeRegistry.encode(TypeUrl.clusterLoadAssignment, plain)),
+    );
+  });
+
   it("produces resources that encode (what the cache stores)", () => {
     for (const [map, type] of [
       [config.listeners, TypeUrl.listener],

@@ -723,15 +723,58 @@ export function translateEnvoy(
 /** Every endpoint of weight 1 (all pods) shares this one message: load assignments are read, never modified. */
 const WEIGHT_ONE: MessageInit<google.protobuf.UInt32Value> = { value: 1 };
 
+const ASSIGNMENT_INPUTS: unique symbol = Symbol("load assignment inputs");
+
 /**
- * @internal The pods behind a Service port, grouped by locality; every pod weighs 1, a locality the
- * sum. `workloads` in workload key order.
+ * @internal The load assignment of a Service port, built when read. It keeps the workloads behind
+ * the port (in workload key order; the list the memo keeps anyway) and makes the endpoint messages
+ * each time `endpoints` is read, which is mostly to encode it once: held, those messages cost about
+ * 200 bytes per pod and port for as long as the assignment is served. Reads and JSON are those of the
+ * message.
+ */
+export class LoadAssignment implements ClusterLoadAssignment {
+  readonly clusterName: string;
+  /**
+   * What the endpoints are made of, under a symbol: encoding and JSON read the message's fields
+   * only, and deep equality compares it (equal inputs make equal endpoints).
+   */
+  readonly [ASSIGNMENT_INPUTS]: {
+    readonly workloads: readonly MeshWorkload[];
+    readonly servicePort: ServicePort;
+  };
+
+  constructor(workloads: readonly MeshWorkload[], servicePort: ServicePort, clusterName: string) {
+    this.clusterName = clusterName;
+    this[ASSIGNMENT_INPUTS] = { workloads, servicePort };
+  }
+
+  /** The pods behind the port, grouped by locality; every pod weighs 1, a locality the sum. */
+  get endpoints(): MessageInit<envoy.config.endpoint.v3.LocalityLbEndpoints>[] {
+    const { workloads, servicePort } = this[ASSIGNMENT_INPUTS];
+    return localityEndpoints(workloads, servicePort);
+  }
+
+  toJSON(): ClusterLoadAssignment {
+    return { clusterName: this.clusterName, endpoints: this.endpoints };
+  }
+}
+
+/**
+ * @internal The load assignment of the pods behind a Service port (see {@link LoadAssignment}).
+ * `workloads` in workload key order.
  */
 export function loadAssignment(
   workloads: readonly MeshWorkload[],
   sp: ServicePort,
   clusterName: string,
-): ClusterLoadAssignment {
+): LoadAssignment {
+  return new LoadAssignment(workloads, sp, clusterName);
+}
+
+function localityEndpoints(
+  workloads: readonly MeshWorkload[],
+  sp: ServicePort,
+): MessageInit<envoy.config.endpoint.v3.LocalityLbEndpoints>[] {
   const serviceKey = `${sp.namespace}/${sp.host}`;
   const byLocality = new Map<
     string,
@@ -764,7 +807,7 @@ export function loadAssignment(
       loadBalancingWeight: weight === 1 ? WEIGHT_ONE : { value: weight },
     });
   }
-  const endpoints = [...byLocality.entries()]
+  return [...byLocality.entries()]
     .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
     .map(([, g]) => ({
       locality: g.locality,
@@ -772,5 +815,4 @@ export function loadAssignment(
       loadBalancingWeight: { value: g.weight },
       priority: 0,
     }));
-  return { clusterName, endpoints };
 }
