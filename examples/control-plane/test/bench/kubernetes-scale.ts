@@ -12,6 +12,8 @@
 //        [--every-object]   (translate every object on every reload: `incrementalReload: false`)
 //        [--client-window BYTES]   (each client's HTTP/2 receive window, `grpc-node.flow_control_window`;
 //                                   default 4 MiB, createXdsClient's default; 65535 is HTTP/2's)
+//        [--idle-seconds N]   (also RSS once idle: N s without work before the baseline and again at
+//                              the end, so V8 and the allocator give back what a burst left them)
 //
 // Not a test: nothing is asserted. Results and method: docs/benchmarks.md.
 import { type ChildProcess, fork } from "node:child_process";
@@ -232,6 +234,7 @@ async function main(): Promise<void> {
       "profile-dir": { type: "string" },
       "every-object": { type: "boolean", default: false },
       "client-window": { type: "string", default: String(4 * 1024 * 1024) },
+      "idle-seconds": { type: "string", default: "0" },
     },
   });
   const pods = Number(values.pods);
@@ -261,6 +264,15 @@ async function main(): Promise<void> {
     childOptions,
   );
   const { kubeconfig } = await next<{ kubeconfig: string }>(api, "ready");
+  const idleMs = Number(values["idle-seconds"]) * 1000;
+  const idle = () => new Promise((r) => setTimeout(r, idleMs));
+  // Once idle, the heap's young generation and the allocator's arenas have shrunk back: what a pod
+  // costs the process in steady state, not what the last burst left.
+  let idleBaseline: number | undefined;
+  if (idleMs > 0) {
+    await idle();
+    idleBaseline = await settledRssMiB();
+  }
   const baseline = await settledRssMiB();
   const heapBaseline = process.memoryUsage();
   const kc = new KubeConfig();
@@ -377,6 +389,11 @@ async function main(): Promise<void> {
       )
     ).flatMap((d) => d.digests),
   );
+  let afterIdle: number | undefined;
+  if (idleMs > 0) {
+    await idle();
+    afterIdle = await settledRssMiB();
+  }
   const workloads = cp.config().workloads.length;
   console.log(
     JSON.stringify(
@@ -405,6 +422,14 @@ async function main(): Promise<void> {
         rssAfterPushMiB: Math.round(afterPush),
         bytesPerPodAfterSync: Math.round(((afterSync - baseline) * 2 ** 20) / pods),
         bytesPerPodAfterPush: Math.round(((afterPush - baseline) * 2 ** 20) / pods),
+        ...(idleBaseline === undefined || afterIdle === undefined
+          ? {}
+          : {
+              idleSeconds: idleMs / 1000,
+              rssIdleBaselineMiB: Math.round(idleBaseline),
+              rssIdleAtEndMiB: Math.round(afterIdle),
+              bytesPerPodIdle: Math.round(((afterIdle - idleBaseline) * 2 ** 20) / pods),
+            }),
         // Retained JS heap + ArrayBuffers per pod: what the process holds, without the allocator's
         // unreturned peak that RSS also counts.
         heldBytesPerPodAfterSync: Math.round(
