@@ -285,8 +285,14 @@ export function createMeshCollector(
         await Promise.all([...records.values()].map(read));
         const since = Date.now() - windowMs;
         events = events.filter((e) => e.at >= since).slice(-MAX_EVENTS);
-        current = build();
-        for (const listener of listeners) listener(current);
+        // Laid out for someone only: a subscriber now, or the next snapshot() call. With no page open,
+        // a mesh of thousands of pods would be laid out every second for no one (CPU and garbage).
+        current = undefined;
+        if (listeners.size > 0) {
+          const snapshot = build();
+          current = snapshot;
+          for (const listener of listeners) listener(snapshot);
+        }
       } finally {
         running = undefined;
       }

@@ -604,6 +604,36 @@ const inbound = (seq: number, src: string) =>
   );
 
 describe("createMeshCollector", () => {
+  it("lays the mesh out only for a subscriber or a snapshot() call, not on every poll", async () => {
+    let reads = 0;
+    const counted = () => {
+      reads++;
+      return demoConfig();
+    };
+    const collector = createMeshCollector(counted, { logger: noopLogger, pollIntervalMs: 60_000 });
+    try {
+      for (let i = 0; i < 5; i++) await collector.poll();
+      assert.equal(reads, 0, "nobody looked: nothing laid out");
+      const first = collector.snapshot();
+      assert.equal(reads, 1);
+      assert.equal(collector.snapshot(), first, "the same layout until the next poll");
+      const seen: unknown[] = [];
+      const unsubscribe = collector.subscribe((snapshot) => seen.push(snapshot));
+      await collector.poll();
+      await collector.poll();
+      assert.equal(reads, 3, "one layout per poll while subscribed");
+      assert.equal(seen.length, 2);
+      assert.equal(collector.snapshot(), seen[1], "a subscriber's layout is the snapshot");
+      unsubscribe();
+      await collector.poll();
+      assert.equal(reads, 3);
+      assert.notEqual(collector.snapshot(), seen[1], "laid out again after the poll, when asked");
+      assert.equal(reads, 4);
+    } finally {
+      collector.close();
+    }
+  });
+
   it("refuses a proxy address that is not ip:port", () => {
     const collector = createMeshCollector(demoConfig, { logger: noopLogger, pollIntervalMs: 60_000 });
     try {
