@@ -1,0 +1,211 @@
+// What a pod costs the control plane in resident memory, measured on the shipped program: `node
+// dist/main.js --kubernetes` against a fake API server with N pods and M Services, then against the
+// same Services and no pods, then against an empty cluster, one after the other. Each serves C Delta
+// clients (the scale bench's client processes) until every client has its first full push, is left
+// idle (so V8's young generation and the allocator's arenas settle as they do in a steady state), and
+// its RSS is read from /proc, its V8 heap from its own /metrics. The difference over N is the RSS
+// per pod above either baseline, without the bench's own process (tsx, bookkeeping) in any figure.
+//
+//   pnpm build && node --import tsx test/bench/rss-per-pod.ts [--pods 10000] [--services 1000]
+//        [--clients 100] [--client-processes 4] [--idle-seconds 30] [--runs 1]
+//        [--node-flags "--max-semi-space-size=4"]   (instead of the start script's flags)
+//
+// Not a test: nothing is asserted. Results and method: docs/benchmarks.md.
+import { type ChildProcess, fork, spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { parseArgs } from "node:util";
+
+const here = (file: string) => new URL(file, import.meta.url).pathname;
+const mainJs = here("../../dist/main.js");
+const scaleBench = here("./kubernetes-scale.ts");
+/** The Node flags of the package's `start` script (`node <flags> dist/main.js`). */
+const startFlags = (): string[] => {
+  const start = (
+    JSON.parse(readFileSync(here("../../package.json"), "utf8")) as { scripts: { start: string } }
+  ).scripts.start;
+  return start.split(" ").filter((w) => w.startsWith("--"));
+};
+
+const { values } = parseArgs({
+  options: {
+    pods: { type: "string", default: "10000" },
+    services: { type: "string", default: "1000" },
+    clients: { type: "string", default: "100" },
+    "client-processes": { type: "string", default: "4" },
+    "idle-seconds": { type: "string", default: "30" },
+    runs: { type: "string", default: "1" },
+    "node-flags": { type: "string" },
+  },
+});
+const pods = Number(values.pods);
+const services = Number(values.services);
+const clients = Number(values.clients);
+const processes = Math.max(1, Math.min(Number(values["client-processes"]), clients));
+const idleMs = Number(values["idle-seconds"]) * 1000;
+const nodeFlags =
+  values["node-flags"] === undefined ? startFlags() : values["node-flags"].split(" ").filter((f) => f !== "");
+if (!existsSync(mainJs)) throw new Error(`${mainJs} is missing: run pnpm build first`);
+
+const children = new Set<ChildProcess>();
+const stopAll = () => {
+  for (const c of children) c.kill("SIGKILL");
+  children.clear();
+};
+process.on("exit", stopAll);
+
+/** Resolves with the first IPC message of `kind` from `child`; rejects if it exits first. */
+function next<T>(child: ChildProcess, kind: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const onExit = (code: number | null) => reject(new Error(`child exited with ${code} before ${kind}`));
+    const onMessage = (m: { kind: string }) => {
+      if (m.kind !== kind) return;
+      child.off("message", onMessage);
+      child.off("exit", onExit);
+      resolve(m as T);
+    };
+    child.on("message", onMessage);
+    child.once("exit", onExit);
+  });
+}
+
+function forkBench(args: string[]): ChildProcess {
+  const child = fork(scaleBench, args, { execArgv: ["--import", "tsx"], stdio: "inherit" });
+  children.add(child);
+  return child;
+}
+
+interface RunningPlane {
+  child: ChildProcess;
+  /** The admin HTTP address (`/metrics`) and the plaintext xDS address. */
+  admin: string;
+  plaintext: string;
+}
+
+/** `node dist/main.js --kubernetes`, resolved once its first translation served `workloads` pods. */
+function controlPlane(kubeconfigFile: string, workloads: number, name: string): Promise<RunningPlane> {
+  const args = ["--kubernetes", "--kubeconfig", kubeconfigFile, "--pod-name", name];
+  for (const flag of ["--listen", "--admin", "--plaintext"]) args.push(flag, "127.0.0.1:0");
+  const child = spawn(process.execPath, [...nodeFlags, mainJs, ...args], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  children.add(child);
+  return new Promise((resolve, reject) => {
+    child.once("exit", (code) => reject(new Error(`control plane ${name} exited with ${code}`)));
+    let listening: { admin: string; plaintext: string } | undefined;
+    let loaded = false;
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
+      let entry: { msg?: string; workloads?: number; admin?: string; plaintext?: string };
+      try {
+        entry = JSON.parse(line);
+      } catch {
+        return;
+      }
+      if (entry.msg === "control plane listening") {
+        listening = { admin: entry.admin as string, plaintext: entry.plaintext as string };
+      }
+      if (entry.msg === "mesh configuration loaded" && entry.workloads === workloads) loaded = true;
+      if (loaded && listening !== undefined) resolve({ child, ...listening });
+    });
+  });
+}
+
+async function rssMiB(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, "utf8");
+  const kb = Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1]);
+  if (!Number.isFinite(kb)) throw new Error(`no VmRSS for ${pid}`);
+  return kb / 1024;
+}
+
+/** The V8 heap in use, from the process's own Prometheus metrics (prom-client's default ones). */
+async function heapUsedMiB(admin: string): Promise<number> {
+  const text = await (await fetch(`http://${admin}/metrics`)).text();
+  return Number(/^nodejs_heap_size_used_bytes (\S+)$/m.exec(text)?.[1]) / 2 ** 20;
+}
+
+/** One control plane against a cluster of `podCount` pods and `serviceCount` Services, measured idle. */
+async function measure(
+  dir: string,
+  podCount: number,
+  serviceCount: number,
+  name: string,
+): Promise<{ rssMiB: number; heapUsedMiB: number; resourcesPerClient: number }> {
+  const api = forkBench(["apiserver", String(podCount), String(serviceCount), "minimal"]);
+  const { kubeconfig } = await next<{ kubeconfig: string }>(api, "ready");
+  const file = join(dir, `${name}.kubeconfig`);
+  await writeFile(file, kubeconfig);
+  const plane = await controlPlane(file, podCount, name);
+  const group: ChildProcess[] = [];
+  let first = 0;
+  for (let p = 0; p < processes && clients > 0; p++) {
+    const count = Math.floor(clients / processes) + (p < clients % processes ? 1 : 0);
+    const full = p === 0 ? 1 : 0;
+    const child = forkBench([
+      "clients",
+      plane.plaintext,
+      String(count),
+      String(full),
+      String(first),
+      "4194304",
+    ]);
+    await next(child, "started");
+    group.push(child);
+    first += count;
+  }
+  const ready = Promise.all(group.map((c) => next<{ resources: number }>(c, "ready")));
+  for (const c of group) c.send({ kind: "connect" });
+  const readies = await ready;
+  await new Promise((r) => setTimeout(r, idleMs));
+  const result = {
+    rssMiB: await rssMiB(plane.child.pid as number),
+    heapUsedMiB: await heapUsedMiB(plane.admin),
+    resourcesPerClient: readies[0]?.resources ?? 0,
+  };
+  for (const c of [...group, plane.child, api]) {
+    c.removeAllListeners("exit");
+    c.kill("SIGKILL");
+    children.delete(c);
+  }
+  return result;
+}
+
+const round = (n: number) => Math.round(n * 10) / 10;
+const perPod = (a: number, b: number) => Math.round(((a - b) * 2 ** 20) / pods);
+const dir = await mkdtemp(join(tmpdir(), "rss-per-pod-"));
+try {
+  const runs: unknown[] = [];
+  for (let run = 0; run < Number(values.runs); run++) {
+    const withPods = await measure(dir, pods, services, `rss-${run}-pods`);
+    const servicesOnly = await measure(dir, 0, services, `rss-${run}-services`);
+    const empty = await measure(dir, 0, 0, `rss-${run}-empty`);
+    runs.push({
+      rssMiB: {
+        pods: round(withPods.rssMiB),
+        servicesOnly: round(servicesOnly.rssMiB),
+        empty: round(empty.rssMiB),
+      },
+      heapUsedMiB: {
+        pods: round(withPods.heapUsedMiB),
+        servicesOnly: round(servicesOnly.heapUsedMiB),
+        empty: round(empty.heapUsedMiB),
+      },
+      addressResourcesPerClient: withPods.resourcesPerClient,
+      rssBytesPerPod: perPod(withPods.rssMiB, servicesOnly.rssMiB),
+      rssBytesPerPodOverEmptyCluster: perPod(withPods.rssMiB, empty.rssMiB),
+      heapBytesPerPod: perPod(withPods.heapUsedMiB, servicesOnly.heapUsedMiB),
+    });
+  }
+  console.log(
+    JSON.stringify(
+      { pods, services, clients, idleSeconds: idleMs / 1000, nodeFlags, node: process.version, runs },
+      null,
+      2,
+    ),
+  );
+} finally {
+  stopAll();
+  await rm(dir, { recursive: true, force: true });
+}
