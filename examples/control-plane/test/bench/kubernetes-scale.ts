@@ -19,6 +19,7 @@
 import { type ChildProcess, fork } from "node:child_process";
 import os from "node:os";
 import { parseArgs } from "node:util";
+import { next } from "./child-messages.js";
 import { benchPod, ipOf } from "./pod-shapes.js";
 
 const role = process.argv[2];
@@ -190,20 +191,6 @@ async function runClients(
     }
   });
   process.send?.({ kind: "started" });
-}
-
-function next<T>(child: ChildProcess, kind: string): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const onExit = (code: number | null) => reject(new Error(`child exited with ${code} before ${kind}`));
-    const onMessage = (m: { kind: string }) => {
-      if (m.kind !== kind) return;
-      child.off("message", onMessage);
-      child.off("exit", onExit);
-      resolve(m as T);
-    };
-    child.on("message", onMessage);
-    child.once("exit", onExit);
-  });
 }
 
 /**

@@ -18,6 +18,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
+import { next } from "./child-messages.js";
 
 const here = (file: string) => new URL(file, import.meta.url).pathname;
 const mainJs = here("../../dist/main.js");
@@ -56,21 +57,6 @@ const stopAll = () => {
   children.clear();
 };
 process.on("exit", stopAll);
-
-/** Resolves with the first IPC message of `kind` from `child`; rejects if it exits first. */
-function next<T>(child: ChildProcess, kind: string): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const onExit = (code: number | null) => reject(new Error(`child exited with ${code} before ${kind}`));
-    const onMessage = (m: { kind: string }) => {
-      if (m.kind !== kind) return;
-      child.off("message", onMessage);
-      child.off("exit", onExit);
-      resolve(m as T);
-    };
-    child.on("message", onMessage);
-    child.once("exit", onExit);
-  });
-}
 
 function forkBench(args: string[]): ChildProcess {
   const child = fork(scaleBench, args, { execArgv: ["--import", "tsx"], stdio: "inherit" });
