@@ -302,6 +302,58 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
     second.accept();
   });
 
+  it("keeps the pods per node in step with the informer cache through updates, deletes and a relist", async () => {
+    const server = await fake();
+    const pod = (name: string, node: string | undefined, ip: string): KubeJson => ({
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name, namespace: "demo", uid: `uid-${name}` },
+      spec: { ...(node === undefined ? {} : { nodeName: node }), serviceAccountName: name },
+      status: { phase: "Running", podIP: ip },
+    });
+    for (const p of [
+      pod("a", "node-1", "127.10.0.1"),
+      pod("b", "node-1", "127.10.0.2"),
+      pod("c", "node-2", "127.10.0.3"),
+    ]) {
+      server.apply(p);
+    }
+    const source = await createKubernetesSource({ kubeConfig: kubeConfigOf(server), retryDelayMs: 50 });
+    cleanups.push(() => source.close());
+    // Each node's pods, by name, and each the object the cache holds now (no stale version).
+    const onNode = (node: string) => {
+      const pods = source.podsOnNode(node);
+      for (const p of pods)
+        assert.equal(p, source.pod("demo", p.metadata?.name as string), "the cached object");
+      return pods.map((p) => p.metadata?.name).sort();
+    };
+    const settled = (what: string, expected: Record<string, string[]>) =>
+      until(what, () =>
+        Object.entries(expected).every(([node, names]) => onNode(node).join() === names.join()),
+      );
+    await settled("the list", { "node-1": ["a", "b"], "node-2": ["c"] });
+    // An update on the same node, a pod scheduled (no node, then one), a delete.
+    server.apply(pod("a", "node-1", "127.10.0.11"));
+    server.apply(pod("d", undefined, "127.10.0.4"));
+    server.remove("v1", "Pod", "c", "demo");
+    await settled("the watch", { "node-1": ["a", "b"], "node-2": [] });
+    assert.equal(source.pod("demo", "a")?.status?.podIP, "127.10.0.11");
+    server.apply(pod("d", "node-2", "127.10.0.4"));
+    await settled("d scheduled", { "node-1": ["a", "b"], "node-2": ["d"] });
+    // History lost while the server is down: the relist updates one pod, adds one and drops one.
+    await server.restart({
+      downMs: 100,
+      dropHistory: true,
+      whileDown: () => {
+        server.remove("v1", "Pod", "b", "demo");
+        server.apply(pod("a", "node-1", "127.10.0.21"));
+        server.apply(pod("e", "node-2", "127.10.0.5"));
+      },
+    });
+    await settled("the relist", { "node-1": ["a"], "node-2": ["d", "e"] });
+    assert.equal(source.pod("demo", "a")?.status?.podIP, "127.10.0.21");
+  });
+
   it("reports resources whose CRDs are not installed, serves the rest, and picks a CRD up once installed", async () => {
     const server = await fake({ crds: [] });
     for (const o of await demoObjects()) {
@@ -452,7 +504,7 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
       dropHistory: true,
       whileDown: () => server.remove("v1", "Pod", "echo-0", "demo"),
     });
-    await until("echo-0 gone", () => !workloadOf(cp, "echo-0") !== undefined, 15_000);
+    await until("echo-0 gone", () => workloadOf(cp, "echo-0") === undefined, 15_000);
   });
 
   it("drops a watch that went silent and resumes it", async () => {

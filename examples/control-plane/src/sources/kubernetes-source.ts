@@ -320,10 +320,14 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
   const problems = new Map<string, ManifestError>();
   let snapshots = 0;
   const snapshotOrder = new SnapshotOrder();
-  const podsByNode = new Map<string, Map<string, RawKubeObject>>();
   // What the cached objects have in common (labels, containers, creation times...), held once.
   const shared = new InternTable();
-  const podNode = new Map<string, string>();
+  // Pods by `spec.nodeName`, for the CA's node checks: the cached objects themselves, one set entry
+  // per pod. An update or a watch's delete names the new object; the cached one it replaces is read
+  // from the informer just before the informer applies the event or the list (`replaced`), so no map
+  // by name is kept beside the informer's own.
+  const podsByNode = new Map<string, Set<RawKubeObject>>();
+  const replaced = new WeakMap<object, RawKubeObject>();
 
   // What the informer cache keeps of an object as it arrives; a Pod is validated once, here.
   const forCache = (resource: KubeResource, raw: RawKubeObject): RawKubeObject => {
@@ -347,24 +351,31 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
     });
   };
 
-  const indexPod = (raw: RawKubeObject, removed: boolean): void => {
-    // One flat string (`join`), not a template literal's chain of pieces: kept once per pod.
-    const key = [raw.metadata?.namespace ?? "", raw.metadata?.name ?? ""].join("/");
-    const before = podNode.get(key);
-    if (before !== undefined) {
-      podsByNode.get(before)?.delete(key);
-      if (podsByNode.get(before)?.size === 0) podsByNode.delete(before);
-      podNode.delete(key);
-    }
-    const node = raw.spec?.nodeName;
-    if (removed || typeof node !== "string" || node === "") return;
+  const nodeOf = (pod: RawKubeObject): string | undefined => {
+    const node = pod.spec?.nodeName;
+    return typeof node === "string" && node !== "" ? node : undefined;
+  };
+  const indexPod = (pod: RawKubeObject): void => {
+    const node = nodeOf(pod);
+    if (node === undefined) return;
     let pods = podsByNode.get(node);
     if (pods === undefined) {
-      pods = new Map();
+      pods = new Set();
       podsByNode.set(node, pods);
     }
-    pods.set(key, raw);
-    podNode.set(key, node);
+    pods.add(pod);
+  };
+  const unindexPod = (pod: RawKubeObject): void => {
+    const node = nodeOf(pod);
+    const pods = node === undefined ? undefined : podsByNode.get(node);
+    if (pods?.delete(pod) && pods.size === 0) podsByNode.delete(node as string);
+  };
+  /** Remembers the cached Pod that `pod` (just made by `forCache`) is about to replace, if any. */
+  const rememberReplaced = (w: ResourceWatch, pod: RawKubeObject): void => {
+    const name = pod.metadata?.name;
+    if (typeof name !== "string" || name === "") return;
+    const old = w.informer.get(name, pod.metadata?.namespace);
+    if (old !== undefined && old !== pod) replaced.set(pod, old as RawKubeObject);
   };
 
   const watches: ResourceWatch[] = resources.map((resource) => {
@@ -386,7 +397,9 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
           (phase, obj, raw) => {
             w.lastActivity = Date.now();
             w.retryMs = baseRetryMs;
-            callback(phase, forCache(resource, obj as RawKubeObject), raw);
+            const cached = forCache(resource, obj as RawKubeObject);
+            if (resource.kind === "Pod") rememberReplaced(w, cached);
+            callback(phase, cached, raw);
           },
           done,
         );
@@ -398,6 +411,7 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
       async () => {
         const list = await listAll(kc, path, pageSize);
         list.items = list.items.map((item) => forCache(resource, item));
+        if (resource.kind === "Pod") for (const item of list.items) rememberReplaced(w, item);
         w.listed = true;
         if (w.missing) logger.info({ resource: resourceName(resource) }, "kubernetes resource now installed");
         w.missing = false;
@@ -416,7 +430,12 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
       restarting: false,
     };
     const onObject = (removed: boolean) => (obj: KubernetesObject) => {
-      if (resource.kind === "Pod") indexPod(obj as RawKubeObject, removed);
+      if (resource.kind === "Pod") {
+        // A relist's delete names the cached object itself; an update or a watch's delete the new one.
+        const old = replaced.get(obj) ?? (removed ? (obj as RawKubeObject) : undefined);
+        if (old !== undefined) unindexPod(old);
+        if (!removed) indexPod(obj as RawKubeObject);
+      }
       const name = obj.metadata?.name;
       if (typeof name === "string" && name !== "") {
         const namespace = resource.namespaced ? obj.metadata?.namespace : undefined;
@@ -644,7 +663,7 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
       return w?.informer.get(name, namespace) as RawKubeObject | undefined;
     },
     podsOnNode(node) {
-      return [...(podsByNode.get(node)?.values() ?? [])];
+      return [...(podsByNode.get(node) ?? [])];
     },
     async close() {
       if (closed) return;
