@@ -329,18 +329,6 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
   const podsByNode = new Map<string, Set<RawKubeObject>>();
   const replaced = new WeakMap<object, RawKubeObject>();
 
-  // What the informer cache keeps of an object as it arrives; a Pod is validated once, here.
-  const forCache = (resource: KubeResource, raw: RawKubeObject): RawKubeObject => {
-    transformForCache(resource.kind, raw, shared);
-    if (resource.kind !== "Pod") return raw;
-    const pod = podForCache(raw);
-    if (isCachedPod(pod)) {
-      const problem = validateManifestObject(pod);
-      if (problem !== undefined) invalid.set(pod, problem);
-    }
-    return pod;
-  };
-
   const changed = (): void => {
     changedSinceSnapshot = true;
     if (onChange === undefined || notified || closed) return;
@@ -370,12 +358,18 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
     const pods = node === undefined ? undefined : podsByNode.get(node);
     if (pods?.delete(pod) && pods.size === 0) podsByNode.delete(node as string);
   };
-  /** Remembers the cached Pod that `pod` (just made by `forCache`) is about to replace, if any. */
-  const rememberReplaced = (w: ResourceWatch, pod: RawKubeObject): void => {
-    const name = pod.metadata?.name;
-    if (typeof name !== "string" || name === "") return;
-    const old = w.informer.get(name, pod.metadata?.namespace);
+  // What the informer cache keeps of an object as it arrives, called before the informer applies the
+  // event or the list: a Pod is validated once, here, and the cached Pod it replaces remembered.
+  const forCache = (w: ResourceWatch, raw: RawKubeObject): RawKubeObject => {
+    transformForCache(w.resource.kind, raw, shared);
+    if (w.resource.kind !== "Pod") return raw;
+    const pod = podForCache(raw);
+    if (!isCachedPod(pod)) return pod;
+    const problem = validateManifestObject(pod);
+    if (problem !== undefined) invalid.set(pod, problem);
+    const old = w.informer.get(pod.metadata.name, pod.metadata.namespace);
     if (old !== undefined && old !== pod) replaced.set(pod, old as RawKubeObject);
+    return pod;
   };
 
   const watches: ResourceWatch[] = resources.map((resource) => {
@@ -397,9 +391,7 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
           (phase, obj, raw) => {
             w.lastActivity = Date.now();
             w.retryMs = baseRetryMs;
-            const cached = forCache(resource, obj as RawKubeObject);
-            if (resource.kind === "Pod") rememberReplaced(w, cached);
-            callback(phase, cached, raw);
+            callback(phase, forCache(w, obj as RawKubeObject), raw);
           },
           done,
         );
@@ -410,8 +402,7 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
       tracked,
       async () => {
         const list = await listAll(kc, path, pageSize);
-        list.items = list.items.map((item) => forCache(resource, item));
-        if (resource.kind === "Pod") for (const item of list.items) rememberReplaced(w, item);
+        list.items = list.items.map((item) => forCache(w, item));
         w.listed = true;
         if (w.missing) logger.info({ resource: resourceName(resource) }, "kubernetes resource now installed");
         w.missing = false;

@@ -12,25 +12,18 @@
 //
 // Not a test: nothing is asserted. Results and method: docs/benchmarks.md.
 import { type ChildProcess, fork, spawn } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
+import { startFlags } from "../../../../bench/src/app-entry.js";
 import { next } from "./child-messages.js";
 
 const here = (file: string) => new URL(file, import.meta.url).pathname;
 const mainJs = here("../../dist/main.js");
 const scaleBench = here("./kubernetes-scale.ts");
-/** The Node flags of the package's `start` script (`node <flags> dist/main.js`). */
-const startFlags = (): string[] => {
-  const start = (
-    JSON.parse(readFileSync(here("../../package.json"), "utf8")) as { scripts: { start: string } }
-  ).scripts.start;
-  return start.split(" ").filter((w) => w.startsWith("--"));
-};
-
 const { values } = parseArgs({
   options: {
     pods: { type: "string", default: "10000" },
@@ -48,7 +41,9 @@ const clients = Number(values.clients);
 const processes = Math.max(1, Math.min(Number(values["client-processes"]), clients));
 const idleMs = Number(values["idle-seconds"]) * 1000;
 const nodeFlags =
-  values["node-flags"] === undefined ? startFlags() : values["node-flags"].split(" ").filter((f) => f !== "");
+  values["node-flags"] === undefined
+    ? startFlags(here("../../package.json"))
+    : values["node-flags"].split(" ").filter((f) => f !== "");
 if (!existsSync(mainJs)) throw new Error(`${mainJs} is missing: run pnpm build first`);
 
 const children = new Set<ChildProcess>();
