@@ -20,9 +20,10 @@ import {
 } from "./translate-envoy.js";
 import type { TranslationMemo } from "./translate-memo.js";
 import {
+  authorizationPoliciesOf,
   type MeshConfig,
   type MeshWorkload,
-  type PodResult,
+  PodWorkload,
   podAddress,
   podModel,
   type TranslateOptions,
@@ -63,7 +64,7 @@ interface State {
   mesh: MeshConfig;
   envoy: EnvoyConfig;
   /** Pod id -> its translation when it is served, else the Pod object. */
-  pods: Map<string, PodResult | KubeObject>;
+  pods: Map<string, PodWorkload | KubeObject>;
   /** Pod IP -> pods with a valid address that claim it (served or not). */
   ipClaims: Map<string, number>;
   /** Workload uid -> pods with a valid address that claim it. */
@@ -73,8 +74,8 @@ interface State {
   strictRefs: number;
 }
 
-function isResult(entry: PodResult | KubeObject | undefined): entry is PodResult {
-  return entry !== undefined && "workload" in entry;
+function isResult(entry: PodWorkload | KubeObject | undefined): entry is PodWorkload {
+  return entry instanceof PodWorkload;
 }
 
 function bump(map: Map<string, number>, key: string, by: number): void {
@@ -106,11 +107,11 @@ function lowerBound(list: readonly MeshWorkload[], key: string): number {
 
 /** A pod's claim on an IP and a uid, when its address is valid; the check against other pods comes after. */
 function claimOf(
-  entry: PodResult | KubeObject | undefined,
+  entry: PodWorkload | KubeObject | undefined,
   ctx: WorkloadContext,
 ): { ip: string; uid: string } | undefined {
   if (entry === undefined) return undefined;
-  if (isResult(entry)) return { ip: entry.ip, uid: entry.workload.key };
+  if (isResult(entry)) return { ip: entry.ip, uid: entry.key };
   const model = podModel(entry);
   const address = podAddress(model, ctx);
   return typeof address === "string" ? undefined : { ip: model.ip, uid: address.uid };
@@ -153,7 +154,7 @@ export class IncrementalTranslation {
     for (const obj of objects) {
       if (WORKLOAD_KINDS.has(obj.kind)) return;
       if (obj.kind !== "Pod") continue;
-      const result = memo.mesh.byPod.get(obj) as PodResult | undefined;
+      const result = memo.mesh.byPod.get(obj) as PodWorkload | undefined;
       // A served pod's source is its id: the key shares that string.
       const id = result?.source ?? objectId(obj);
       if (state.pods.has(id)) return;
@@ -169,9 +170,9 @@ export class IncrementalTranslation {
     // WorkloadEntries and ServiceEntry endpoints claim addresses after the pods: a pod change that
     // touches one of theirs is declined like one that touches another pod's.
     const podKeys = new Set<string>();
-    for (const entry of state.pods.values()) if (isResult(entry)) podKeys.add(entry.workload.key);
+    for (const entry of state.pods.values()) if (isResult(entry)) podKeys.add(entry.key);
     for (const w of mesh.workloads) {
-      if (w.workload.authorizationPolicies?.includes(state.strictKey)) state.strictRefs++;
+      if (authorizationPoliciesOf(w).includes(state.strictKey)) state.strictRefs++;
       if (podKeys.has(w.key)) continue;
       bump(state.uidClaims, w.key, 1);
       for (const address of w.workload.addresses ?? []) bump(state.ipClaims, [...address].join("."), 1);
@@ -202,8 +203,8 @@ export class IncrementalTranslation {
     const uidDelta = new Map<string, number>();
     const planned: {
       change: ObjectChange;
-      old: PodResult | KubeObject | undefined;
-      result: PodResult | undefined;
+      old: PodWorkload | KubeObject | undefined;
+      result: PodWorkload | undefined;
       issue: MeshIssue | undefined;
     }[] = [];
     let strictDelta = 0;
@@ -218,8 +219,8 @@ export class IncrementalTranslation {
         add(ipDelta, oldClaim.ip, -1);
         add(uidDelta, oldClaim.uid, -1);
       }
-      if (isResult(old) && old.workload.workload.authorizationPolicies?.includes(s.strictKey)) strictDelta--;
-      let result: PodResult | undefined;
+      if (isResult(old) && old.authorizationPolicies.includes(s.strictKey)) strictDelta--;
+      let result: PodWorkload | undefined;
       let issue: MeshIssue | undefined;
       if (change.after !== undefined) {
         const model = podModel(change.after);
@@ -229,9 +230,9 @@ export class IncrementalTranslation {
         } else {
           add(ipDelta, model.ip, 1);
           add(uidDelta, address.uid, 1);
-          result = translatePod(model, address, s.ctx) as PodResult;
+          result = translatePod(model, address, s.ctx);
           s.memo.counts.workloads++;
-          if (result.workload.workload.authorizationPolicies?.includes(s.strictKey)) strictDelta++;
+          if (result.authorizationPolicies.includes(s.strictKey)) strictDelta++;
         }
       }
       planned.push({ change, old, result, issue });
@@ -257,7 +258,7 @@ export class IncrementalTranslation {
     }
   }
 
-  private addToNode(s: State, result: PodResult, by: number): void {
+  private addToNode(s: State, result: PodWorkload, by: number): void {
     if (result.node === "") return;
     let entry = s.nodes.get(result.node);
     if (entry === undefined) {
@@ -273,8 +274,8 @@ export class IncrementalTranslation {
     s: State,
     planned: readonly {
       change: ObjectChange;
-      old: PodResult | KubeObject | undefined;
-      result: PodResult | undefined;
+      old: PodWorkload | KubeObject | undefined;
+      result: PodWorkload | undefined;
       issue: MeshIssue | undefined;
     }[],
     strictDelta: number,
@@ -304,18 +305,16 @@ export class IncrementalTranslation {
         bump(s.uidClaims, oldClaim.uid, -1);
       }
       if (isResult(old)) {
-        const key = old.workload.key;
+        const key = old.key;
         const at = lowerBound(workloads, key);
         if (workloads[at]?.key === key) workloads.splice(at, 1);
-        for (const service of Object.keys(old.workload.workload.services ?? {})) {
-          serviceEdits(service).removed.add(key);
-        }
+        for (const service of Object.keys(old.services)) serviceEdits(service).removed.add(key);
         this.addToNode(s, old, -1);
         nodes.add(old.node);
         removed.add(key);
-        replaced.push(old.workload);
+        replaced.push(old);
         written.delete(key);
-        s.memo.mesh.byPod.delete(old.object);
+        s.memo.mesh.byPod.delete(old.object as KubeObject);
       }
       s.pods.delete(change.id);
       const after = change.after;
@@ -325,17 +324,15 @@ export class IncrementalTranslation {
         if (issue !== undefined) newIssues.push(issue);
         continue;
       }
-      const key = result.workload.key;
+      const key = result.key;
       bump(s.ipClaims, result.ip, 1);
       bump(s.uidClaims, key, 1);
-      workloads.splice(lowerBound(workloads, key), 0, result.workload);
-      for (const service of Object.keys(result.workload.workload.services ?? {})) {
-        serviceEdits(service).added.set(key, result.workload);
-      }
+      workloads.splice(lowerBound(workloads, key), 0, result);
+      for (const service of Object.keys(result.services)) serviceEdits(service).added.set(key, result);
       this.addToNode(s, result, 1);
       nodes.add(result.node);
       removed.delete(key);
-      written.set(key, result.workload);
+      written.set(key, result);
       s.pods.set(change.id, result);
       s.memo.mesh.byPod.set(after, result);
     }

@@ -31,10 +31,10 @@ export function onDemandIndex(config: Pick<MeshConfig, "workloads">): OnDemandIn
   const servicesOfWorkload = new Map<string, string[]>();
   const workloadsOnNode = new Map<string, string[]>();
   for (const w of config.workloads) {
-    const services = Object.keys(w.workload.services ?? {}).sort();
+    const { services: behind, node } = w.workload;
+    const services = Object.keys(behind ?? {}).sort();
     servicesOfWorkload.set(w.key, services);
     for (const s of services) push(workloadsOfService, s, w.key);
-    const node = w.workload.node;
     if (typeof node === "string" && node !== "") push(workloadsOnNode, node, w.key);
   }
   const index: OnDemandIndex = { workloadsOfService, servicesOfWorkload, workloadsOnNode };
@@ -73,19 +73,19 @@ export function carryOnDemandIndex(
   };
   for (const w of before) {
     servicesOfWorkload.delete(w.key);
-    for (const s of Object.keys(w.workload.services ?? {})) {
+    const { services, node } = w.workload;
+    for (const s of Object.keys(services ?? {})) {
       edit(workloadsOfService, s, (list) => list.filter((k) => k !== w.key));
     }
-    const node = w.workload.node;
     if (typeof node === "string" && node !== "") {
       edit(workloadsOnNode, node, (list) => list.filter((k) => k !== w.key));
     }
   }
   for (const w of after) {
-    const services = Object.keys(w.workload.services ?? {}).sort();
+    const { services: behind, node } = w.workload;
+    const services = Object.keys(behind ?? {}).sort();
     servicesOfWorkload.set(w.key, services);
     for (const s of services) edit(workloadsOfService, s, (list) => insertSorted(list, w.key));
-    const node = w.workload.node;
     if (typeof node === "string" && node !== "") {
       edit(workloadsOnNode, node, (list) => insertSorted(list, w.key));
     }

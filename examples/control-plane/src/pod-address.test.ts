@@ -1,12 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import {
-  compactBytes,
-  DEFAULT_POD_CIDRS,
-  type Ipv4Cidr,
-  parseIpv4Cidr,
-  podIpProblem,
-} from "./pod-address.js";
+import { DEFAULT_POD_CIDRS, type Ipv4Cidr, parseIpv4Cidr, podIpProblem } from "./pod-address.js";
 
 function cidrs(list: readonly string[]): Ipv4Cidr[] {
   return list.map((text) => {
@@ -71,16 +65,4 @@ describe("podIpProblem", () => {
       else assert.match(problem ?? "accepted", row.problem);
     });
   }
-});
-
-describe("compactBytes", () => {
-  it("keeps every address apart, across slabs", () => {
-    const kept = Array.from({ length: 600 }, (_, i) =>
-      compactBytes(new Uint8Array([127, 10, i >> 8, i & 255])),
-    );
-    kept.forEach((bytes, i) => {
-      assert.equal(bytes.length, 4);
-      assert.deepEqual([...bytes], [127, 10, i >> 8, i & 255]);
-    });
-  });
 });

@@ -14,25 +14,6 @@ export interface Ipv4Cidr {
   readonly mask: number;
 }
 
-// Pod addresses live as long as their workloads: a 4-byte view into a shared 1 KiB slab costs about
-// half of a Uint8Array of its own (about 100 bytes against 210 per address, Node 20). A slab stays
-// while one of its addresses does, so it is kept small.
-const SLAB_BYTES = 1024;
-let slab = new Uint8Array(SLAB_BYTES);
-let slabUsed = 0;
-
-/** A copy of `bytes` (a few bytes: an address) in a shared slab, for values kept long. */
-export function compactBytes(bytes: Uint8Array): Uint8Array {
-  if (slabUsed + bytes.length > SLAB_BYTES) {
-    slab = new Uint8Array(SLAB_BYTES);
-    slabUsed = 0;
-  }
-  const view = slab.subarray(slabUsed, slabUsed + bytes.length);
-  view.set(bytes);
-  slabUsed += bytes.length;
-  return view;
-}
-
 /** The 4 bytes of a canonical dotted IPv4 address (no leading zeros, no shorthand), or undefined. */
 export function ipv4Bytes(text: string): Uint8Array | undefined {
   const parts = text.split(".");

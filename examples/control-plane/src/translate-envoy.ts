@@ -18,7 +18,7 @@ import {
 import { type envoy, type google, type MessageInit, TypeUrl, typeRegistry } from "@ambient/xds";
 import type { KubeObject, MeshIssue } from "./manifests.js";
 import { sameItems, type TranslationMemo } from "./translate-memo.js";
-import type { MeshConfig, MeshWorkload, TranslateOptions } from "./translate-mesh.js";
+import { type MeshConfig, type MeshWorkload, servicesOf, type TranslateOptions } from "./translate-mesh.js";
 
 type Listener = MessageInit<envoy.config.listener.v3.Listener>;
 type RouteConfiguration = MessageInit<envoy.config.route.v3.RouteConfiguration>;
@@ -634,7 +634,7 @@ export function translateEnvoy(
   // The workloads behind each Service, in workload order: one pass, not one per Service port.
   const workloadsByService = new Map<string, MeshWorkload[]>();
   for (const w of mesh.workloads) {
-    for (const serviceKey of Object.keys(w.workload.services ?? {})) {
+    for (const serviceKey of Object.keys(servicesOf(w))) {
       const list = workloadsByService.get(serviceKey);
       if (list === undefined) workloadsByService.set(serviceKey, [w]);
       else list.push(w);

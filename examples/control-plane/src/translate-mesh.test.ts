@@ -89,6 +89,33 @@ describe("translateMesh: workloads", () => {
     assert.deepEqual(w.aliases, ["/127.10.0.9"]);
   });
 
+  it("keeps a pod's workload as a few values and builds the message when it is read", () => {
+    const config = translate(AMBIENT_NS + pod("web-0", "127.10.0.9"));
+    const w = workload(config, "web-0");
+    const first = w.workload;
+    assert.notEqual(w.workload, first, "a new message per read: none is held");
+    assert.deepEqual(w.workload, first);
+    // What the workload holds besides the message's accessor: no message, no address bytes.
+    const held = Object.entries(w)
+      .filter(([k, v]) => k !== "workload" && typeof v === "object" && v !== null)
+      .map(([, v]) => v as unknown);
+    assert.ok(!held.some((v) => v instanceof Uint8Array || (v as { uid?: unknown }).uid !== undefined));
+    // Deep equality, spreading and JSON see the message, as on a plain workload.
+    assert.ok(Object.keys(w).includes("workload"));
+    assert.deepEqual({ ...w }.workload, first);
+    const json = JSON.parse(JSON.stringify(w)) as {
+      key: string;
+      aliases: string[];
+      workload: { name: string };
+    };
+    assert.deepEqual(Object.keys(json), ["key", "aliases", "workload"]);
+    assert.equal(json.workload.name, "web-0");
+    const other = workload(translate(AMBIENT_NS + pod("web-0", "127.10.0.9")), "web-0");
+    assert.deepEqual(other, w);
+    const moved = workload(translate(AMBIENT_NS + pod("web-0", "127.10.0.8")), "web-0");
+    assert.notDeepEqual(moved, w);
+  });
+
   it("expands a Deployment over its annotated pod IPs and nodes", () => {
     const config = translate(`${AMBIENT_NS}---
 kind: Deployment

@@ -13,14 +13,7 @@ import { validateRoute } from "@ambient/router";
 import type { istio, MessageInit, Service, Workload } from "@ambient/xds";
 import { ControlPlaneError } from "./errors.js";
 import type { KubeObject, MeshIssue } from "./manifests.js";
-import {
-  compactBytes,
-  DEFAULT_POD_CIDRS,
-  type Ipv4Cidr,
-  ipv4Bytes,
-  parseIpv4Cidr,
-  podIpProblem,
-} from "./pod-address.js";
+import { DEFAULT_POD_CIDRS, type Ipv4Cidr, ipv4Bytes, parseIpv4Cidr, podIpProblem } from "./pod-address.js";
 import { serviceLoadBalancing } from "./service-load-balancing.js";
 import { sameItems, type TranslationMemo } from "./translate-memo.js";
 import { entryWorkloads, networkingEntryProblem, serviceEntryServices } from "./translate-service-entry.js";
@@ -166,24 +159,146 @@ function objectKey(obj: KubeObject): string {
   return `${obj.kind}/${obj.metadata.namespace ?? "default"}/${obj.metadata.name}`;
 }
 
-/** @internal A Pod's translation, as the memo keeps it: the workload and what the checks across pods read. */
-export interface PodResult {
-  object: KubeObject;
-  ip: string;
-  where: string;
-  source: string;
-  node: string;
-  spiffeId: string;
-  /** Its identity is listed on its node (an ambient or waypoint pod). */
-  captured: boolean;
-  workload: MeshWorkload;
+/** What every workload of one translation with the same mode and locality has in common. */
+interface WorkloadProfile {
+  readonly tunnelProtocol: "HBONE" | "NONE";
+  readonly network: string;
+  readonly clusterId: string;
+  readonly trustDomain: string;
+  readonly locality: { region: string; zone: string; subzone: string } | undefined;
+}
+
+/**
+ * The accessor that makes {@link PodWorkload.workload} an own, enumerable property: deep equality and
+ * JSON read the message, as they would on a plain {@link MeshWorkload}. One descriptor for all
+ * instances, so they share one hidden class and the accessor costs no slot.
+ */
+const WORKLOAD_PROPERTY: PropertyDescriptor = {
+  enumerable: true,
+  get(this: PodWorkload): MessageInit<Workload> {
+    return this.message();
+  },
+};
+
+/**
+ * @internal A pod's translation, as the memo keeps it: the workload's key and aliases, what the checks
+ * across pods read, and the few values the translation chose (shared between pods where they can be).
+ * The Workload message is built each time `workload` is read, which is mostly to encode it once: held,
+ * it and its address bytes cost about 300 bytes per pod for as long as the pod is served.
+ */
+export class PodWorkload implements MeshWorkload {
+  /** The Pod object (a Deployment's pods: what the translation read), out of deep equality's sight. */
+  readonly #pod: KubeObject | PodModel;
+  declare readonly workload: MessageInit<Workload>;
+
+  constructor(
+    readonly key: string,
+    /** `network/IP`. Frozen: the xDS cache keeps the same array instead of a copy. */
+    readonly aliases: readonly string[],
+    pod: KubeObject | PodModel,
+    readonly ip: string,
+    readonly node: string,
+    readonly spiffeId: string,
+    /** Its identity is listed on its node (an ambient or waypoint pod). */
+    readonly captured: boolean,
+    /** The Services that select it, with their ports (one map shared by pods behind the same ones). */
+    readonly services: Record<string, { ports: { servicePort: number; targetPort: number }[] }>,
+    readonly authorizationPolicies: readonly string[],
+    readonly profile: WorkloadProfile,
+  ) {
+    this.#pod = pod;
+    Object.defineProperty(this, "workload", WORKLOAD_PROPERTY);
+  }
+
+  /** The Pod object it was translated from (none for a Deployment's pods). */
+  get object(): KubeObject | undefined {
+    const pod = this.#pod;
+    return "metadata" in pod ? pod : undefined;
+  }
+
+  /** Where it comes from, as issues name it: `Pod/namespace/name`. */
+  get where(): string {
+    const pod = this.#pod;
+    return "metadata" in pod ? podSource(pod) : `Pod/${pod.namespace}/${pod.name}`;
+  }
+
+  /** The id of its source object, for change sets. */
+  get source(): string {
+    const pod = this.#pod;
+    return "metadata" in pod ? podSource(pod) : pod.source;
+  }
+
+  /** The JSON of a plain {@link MeshWorkload}. */
+  toJSON(): MeshWorkload {
+    return { key: this.key, aliases: this.aliases, workload: this.message() };
+  }
+
+  /** @internal Builds the Workload message (see the class comment). */
+  message(): MessageInit<Workload> {
+    const pod = this.#pod;
+    const model = "metadata" in pod ? podNames(pod) : pod;
+    const labels = model.labels;
+    const profile = this.profile;
+    const workload: MessageInit<Workload> = {
+      uid: this.key,
+      name: model.name,
+      namespace: model.namespace,
+      addresses: [ipv4Bytes(this.ip) as Uint8Array],
+      network: profile.network,
+      tunnelProtocol: profile.tunnelProtocol,
+      serviceAccount: model.serviceAccount,
+      node: this.node,
+      canonicalName: labels["service.istio.io/canonical-name"] ?? labels.app ?? model.workloadName,
+      canonicalRevision: labels["service.istio.io/canonical-revision"] ?? labels.version ?? "latest",
+      workloadType: model.workloadType,
+      workloadName: model.workloadName,
+      services: this.services,
+      authorizationPolicies: this.authorizationPolicies as string[],
+      status: "HEALTHY",
+      clusterId: profile.clusterId,
+    };
+    if (profile.trustDomain !== "cluster.local") workload.trustDomain = profile.trustDomain;
+    if (profile.locality !== undefined) workload.locality = profile.locality;
+    return workload;
+  }
+}
+
+/** @internal The policy keys a workload lists, without building a pod's message. */
+export function authorizationPoliciesOf(w: MeshWorkload): readonly string[] {
+  return w instanceof PodWorkload ? w.authorizationPolicies : (w.workload.authorizationPolicies ?? []);
+}
+
+/** @internal The keys of the Services a workload is behind, without building a pod's message. */
+export function servicesOf(w: MeshWorkload): Readonly<Record<string, unknown>> {
+  return w instanceof PodWorkload ? w.services : (w.workload.services ?? {});
+}
+
+/**
+ * A Pod object's `Pod/namespace/name`. The Kubernetes source names a Pod object by this same text:
+ * its string is returned, not a copy per pod.
+ */
+function podSource(obj: KubeObject): string {
+  const key = objectKey(obj);
+  return obj.source === key ? obj.source : key;
+}
+
+/** What a Workload message reads of a Pod object besides the translation's own choices. */
+function podNames(
+  obj: KubeObject,
+): Pick<PodModel, "name" | "namespace" | "labels" | "serviceAccount" | "workloadName" | "workloadType"> {
+  return {
+    name: obj.metadata.name,
+    namespace: obj.metadata.namespace ?? "default",
+    labels: obj.metadata.labels ?? {},
+    serviceAccount: str(obj.spec?.serviceAccountName, "default"),
+    workloadName: obj.metadata.name,
+    workloadType: "POD",
+  };
 }
 
 /** @internal What the translation reads of one Pod object. */
 export function podModel(obj: KubeObject): PodModel {
   const spec = obj.spec ?? {};
-  // The Kubernetes source names a Pod object by this same text: keep its string, not a copy per pod.
-  const key = objectKey(obj);
   return {
     name: obj.metadata.name,
     namespace: obj.metadata.namespace ?? "default",
@@ -195,7 +310,7 @@ export function podModel(obj: KubeObject): PodModel {
     ports: containerPorts(spec),
     workloadName: obj.metadata.name,
     workloadType: "POD",
-    source: obj.source === key ? obj.source : key,
+    source: podSource(obj),
     object: obj,
   };
 }
@@ -204,9 +319,9 @@ export function podModel(obj: KubeObject): PodModel {
 function podsOf(
   objects: readonly KubeObject[],
   issues: MeshIssue[],
-  reused?: (obj: KubeObject) => PodResult | undefined,
-): (PodModel | PodResult)[] {
-  const pods: (PodModel | PodResult)[] = [];
+  reused?: (obj: KubeObject) => PodWorkload | undefined,
+): (PodModel | PodWorkload)[] {
+  const pods: (PodModel | PodWorkload)[] = [];
   for (const obj of objects) {
     const namespace = obj.metadata.namespace ?? "default";
     if (obj.kind === "Pod") {
@@ -454,17 +569,14 @@ export function sharedValues(): WorkloadContext["shared"] {
 export function podAddress(
   pod: PodModel,
   ctx: Pick<WorkloadContext, "clusterId" | "podCidrs">,
-): { bytes: Uint8Array; uid: string; where: string } | string {
+): { uid: string; where: string } | string {
   // A Pod object's source is this same text: share the string (one less per pod held by the memo).
   const where = pod.object === undefined ? `Pod/${pod.namespace}/${pod.name}` : pod.source;
   const problem = podIpProblem(pod.ip, ctx.podCidrs);
-  const bytes = ipv4Bytes(pod.ip);
-  if (problem !== undefined || bytes === undefined) return `${where}: ${problem ?? "no pod IP"}: not served`;
-  return {
-    bytes: compactBytes(bytes),
-    uid: pod.uid ?? `${ctx.clusterId}//Pod/${pod.namespace}/${pod.name}`,
-    where,
-  };
+  if (problem !== undefined || ipv4Bytes(pod.ip) === undefined) {
+    return `${where}: ${problem ?? "no pod IP"}: not served`;
+  }
+  return { uid: pod.uid ?? `${ctx.clusterId}//Pod/${pod.namespace}/${pod.name}`, where };
 }
 
 /**
@@ -473,9 +585,9 @@ export function podAddress(
  */
 export function translatePod(
   pod: PodModel,
-  address: { bytes: Uint8Array; uid: string; where: string },
+  address: { uid: string; where: string },
   ctx: WorkloadContext,
-): Omit<PodResult, "object"> & { object: KubeObject | undefined } {
+): PodWorkload {
   const { clusterId, trustDomain, network } = ctx;
   const mode = pod.labels[AMBIENT_LABEL] ?? ctx.namespaceLabels.get(pod.namespace)?.[AMBIENT_LABEL];
   const ambient = mode === "ambient";
@@ -513,39 +625,28 @@ export function translatePod(
   const policyKeys = ctx.policyKeysFor(pod.namespace, pod.labels);
   const policies = ctx.shared(`policies\u0000${policyKeys.join("\u0000")}`, () => policyKeys);
 
-  const workload: MessageInit<Workload> = {
-    uid: address.uid,
-    name: pod.name,
-    namespace: pod.namespace,
-    addresses: [address.bytes],
-    network,
-    tunnelProtocol: ambient ? "HBONE" : "NONE",
-    serviceAccount: pod.serviceAccount,
-    node: pod.node,
-    canonicalName: pod.labels["service.istio.io/canonical-name"] ?? pod.labels.app ?? pod.workloadName,
-    canonicalRevision: pod.labels["service.istio.io/canonical-revision"] ?? pod.labels.version ?? "latest",
-    workloadType: pod.workloadType,
-    workloadName: pod.workloadName,
-    services: portLists,
-    authorizationPolicies: policies,
-    status: "HEALTHY",
-    clusterId,
-  };
-  if (trustDomain !== "cluster.local") workload.trustDomain = trustDomain;
   const locality = ctx.nodeLocality.get(pod.node);
-  if (locality !== undefined) workload.locality = locality;
-  return {
-    object: pod.object,
-    ip: pod.ip,
-    where: address.where,
-    source: pod.source,
-    node: pod.node,
-    spiffeId,
-    captured: ambient || waypointPod,
+  const profile = ctx.shared(`profile\u0000${ambient}\u0000${pod.node}`, () => ({
+    tunnelProtocol: ambient ? ("HBONE" as const) : ("NONE" as const),
+    network,
+    clusterId,
+    trustDomain,
+    locality,
+  }));
+  return new PodWorkload(
+    address.uid,
     // `join` makes one flat string; a template literal leaves a chain of pieces (24-32 bytes more per
     // pod). The frozen list is the one the xDS cache keeps.
-    workload: { key: address.uid, aliases: Object.freeze([[network, pod.ip].join("/")]), workload },
-  };
+    Object.freeze([[network, pod.ip].join("/")]),
+    pod.object ?? pod,
+    pod.ip,
+    pod.node,
+    spiffeId,
+    ambient || waypointPod,
+    portLists,
+    policies,
+    profile,
+  );
 }
 
 function sortByKey<T extends { key: string }>(list: T[]): T[] {
@@ -846,10 +947,10 @@ export function translateMesh(
     }
   };
   const reused = reuse
-    ? (obj: KubeObject): PodResult | undefined => {
-        const hit = memo.mesh.byPod.get(obj) as PodResult | undefined;
+    ? (obj: KubeObject): PodWorkload | undefined => {
+        const hit = memo.mesh.byPod.get(obj) as PodWorkload | undefined;
         if (hit === undefined || changedServices.size === 0) return hit;
-        for (const key of Object.keys(hit.workload.workload.services ?? {})) {
+        for (const key of Object.keys(hit.services)) {
           if (changedServices.has(key)) return undefined;
         }
         const selecting = servicesSelecting({
@@ -860,7 +961,7 @@ export function translateMesh(
       }
     : undefined;
   for (const item of podsOf(objects, issues, reused)) {
-    if ("workload" in item) {
+    if (item instanceof PodWorkload) {
       // The same Pod object in the same context: only the checks against the other pods run again.
       const owner = seenIps.get(item.ip);
       if (owner !== undefined) {
@@ -870,15 +971,15 @@ export function translateMesh(
         });
         continue;
       }
-      if (seenUids.has(item.workload.key)) {
-        issues.push({ source: item.source, message: `${item.where}: duplicate uid ${item.workload.key}` });
+      if (seenUids.has(item.key)) {
+        issues.push({ source: item.source, message: `${item.where}: duplicate uid ${item.key}` });
         continue;
       }
       seenIps.set(item.ip, item.where);
-      seenUids.add(item.workload.key);
+      seenUids.add(item.key);
       addToNode(item.node, item.spiffeId, item.captured);
-      workloads.push(item.workload);
-      nextByPod.set(item.object, item);
+      workloads.push(item);
+      nextByPod.set(item.object as KubeObject, item);
       continue;
     }
     const pod = item;
@@ -904,8 +1005,8 @@ export function translateMesh(
     const result = translatePod(pod, address, workloadContext);
     addToNode(result.node, result.spiffeId, result.captured);
     if (memo !== undefined) memo.counts.workloads++;
-    workloads.push(result.workload);
-    if (result.object !== undefined) nextByPod.set(result.object, result as PodResult);
+    workloads.push(result);
+    if (pod.object !== undefined) nextByPod.set(pod.object, result);
   }
   // WorkloadEntries and ServiceEntry endpoints after the pods, which keep an address both claim.
   workloads.push(
@@ -930,7 +1031,7 @@ export function translateMesh(
 
   // The static STRICT policy is sent when some workload refers to it.
   const strictKey = `${rootNamespace}/${STATIC_STRICT_POLICY_NAME}`;
-  if (workloads.some((w) => w.workload.authorizationPolicies?.includes(strictKey))) {
+  if (workloads.some((w) => authorizationPoliciesOf(w).includes(strictKey))) {
     authorizations.set(strictKey, staticStrictAuthorization(rootNamespace));
   }
 
