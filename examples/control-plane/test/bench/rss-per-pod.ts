@@ -8,7 +8,7 @@
 //
 //   pnpm build && node --import tsx test/bench/rss-per-pod.ts [--pods 10000] [--services 1000]
 //        [--clients 100] [--client-processes 4] [--idle-seconds 30] [--runs 1]
-//        [--node-flags "--max-semi-space-size=4"]   (instead of the start script's flags)
+//        [--node-flags=--max-semi-space-size=4]   (instead of the start script's flags; with "=")
 //
 // Not a test: nothing is asserted. Results and method: docs/benchmarks.md.
 import { type ChildProcess, fork, spawn } from "node:child_process";
@@ -101,10 +101,21 @@ async function rssMiB(pid: number): Promise<number> {
   return kb / 1024;
 }
 
-/** The V8 heap in use, from the process's own Prometheus metrics (prom-client's default ones). */
-async function heapUsedMiB(admin: string): Promise<number> {
+/**
+ * The V8 heap in use, the heap V8 has reserved (used or not), and the memory outside the heap that V8
+ * knows of (ArrayBuffers, Buffers), from the process's own Prometheus metrics (prom-client's default
+ * ones). What RSS holds beyond the last two is the allocator's, Node's and the code's.
+ */
+async function v8Memory(
+  admin: string,
+): Promise<{ heapUsedMiB: number; heapTotalMiB: number; externalMiB: number }> {
   const text = await (await fetch(`http://${admin}/metrics`)).text();
-  return Number(/^nodejs_heap_size_used_bytes (\S+)$/m.exec(text)?.[1]) / 2 ** 20;
+  const mib = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1]) / 2 ** 20;
+  return {
+    heapUsedMiB: mib("nodejs_heap_size_used_bytes"),
+    heapTotalMiB: mib("nodejs_heap_size_total_bytes"),
+    externalMiB: mib("nodejs_external_memory_bytes"),
+  };
 }
 
 /** One control plane against a cluster of `podCount` pods and `serviceCount` Services, measured idle. */
@@ -113,7 +124,13 @@ async function measure(
   podCount: number,
   serviceCount: number,
   name: string,
-): Promise<{ rssMiB: number; heapUsedMiB: number; resourcesPerClient: number }> {
+): Promise<{
+  rssMiB: number;
+  heapUsedMiB: number;
+  heapTotalMiB: number;
+  externalMiB: number;
+  resourcesPerClient: number;
+}> {
   const api = forkBench(["apiserver", String(podCount), String(serviceCount), "minimal"]);
   const { kubeconfig } = await next<{ kubeconfig: string }>(api, "ready");
   const file = join(dir, `${name}.kubeconfig`);
@@ -142,7 +159,7 @@ async function measure(
   await new Promise((r) => setTimeout(r, idleMs));
   const result = {
     rssMiB: await rssMiB(plane.child.pid as number),
-    heapUsedMiB: await heapUsedMiB(plane.admin),
+    ...(await v8Memory(plane.admin)),
     resourcesPerClient: readies[0]?.resources ?? 0,
   };
   for (const c of [...group, plane.child, api]) {
@@ -168,15 +185,21 @@ try {
         servicesOnly: round(servicesOnly.rssMiB),
         empty: round(empty.rssMiB),
       },
-      heapUsedMiB: {
-        pods: round(withPods.heapUsedMiB),
-        servicesOnly: round(servicesOnly.heapUsedMiB),
-        empty: round(empty.heapUsedMiB),
-      },
+      ...Object.fromEntries(
+        (["heapUsedMiB", "heapTotalMiB", "externalMiB"] as const).map((k) => [
+          k,
+          { pods: round(withPods[k]), servicesOnly: round(servicesOnly[k]), empty: round(empty[k]) },
+        ]),
+      ),
       addressResourcesPerClient: withPods.resourcesPerClient,
       rssBytesPerPod: perPod(withPods.rssMiB, servicesOnly.rssMiB),
       rssBytesPerPodOverEmptyCluster: perPod(withPods.rssMiB, empty.rssMiB),
       heapBytesPerPod: perPod(withPods.heapUsedMiB, servicesOnly.heapUsedMiB),
+      heapBytesPerPodOverEmptyCluster: perPod(withPods.heapUsedMiB, empty.heapUsedMiB),
+      heapAndExternalBytesPerPodOverEmptyCluster: perPod(
+        withPods.heapUsedMiB + withPods.externalMiB,
+        empty.heapUsedMiB + empty.externalMiB,
+      ),
     });
   }
   console.log(
