@@ -78,6 +78,29 @@ describe("SharedResourceSections", () => {
     assert.equal(short.response, undefined);
   });
 
+  it("lets go of a section no stream asked for in idleMs, and keeps one that is still asked for", (t) => {
+    t.mock.timers.enable({ apis: ["setTimeout", "Date"] });
+    const sections = new SharedResourceSections(2, 60_000);
+    const list = Object.freeze(["a", "b", "c"].map(entry));
+    const clusters = Object.freeze(["d", "e"].map(entry));
+    const section = sections.encode(A, list);
+    const other = sections.encode(TypeUrl.cluster, clusters);
+    // Asked for again every 20 s: kept well past 60 s.
+    for (let i = 0; i < 6; i++) {
+      t.mock.timers.tick(20_000);
+      assert.equal(sections.encode(A, list), section, `asked for after ${(i + 1) * 20} s`);
+    }
+    // The other type was not asked for since it was made: gone, a new section for the same list.
+    const again = sections.encode(TypeUrl.cluster, clusters);
+    assert.notEqual(again, other);
+    assert.deepEqual(Buffer.from(again.bytes), Buffer.from(other.bytes));
+    t.mock.timers.tick(59_000);
+    assert.equal(sections.encode(A, list), section, "59 s idle: still kept");
+    t.mock.timers.tick(60_000);
+    assert.notEqual(sections.encode(A, list), section, "60 s idle: encoded again");
+    sections.clear();
+  });
+
   it("serves fleets of wildcard clients the same bytes, and a later client the current versions", async () => {
     const server = createXdsServer({ debounceMs: 0 });
     const workload = (i: number, name: string) => ({ workload: { uid: `u${i}`, name, addresses: [] } });

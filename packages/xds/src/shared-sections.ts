@@ -59,17 +59,29 @@ class Section implements EncodedSection {
 
 /**
  * One encoded section per type URL: the last large list encoded. A list with the same entries (by
- * identity) in the same order reuses it. Holds at most one list, its bytes and one response per type.
+ * identity) in the same order reuses it. Holds at most one list, its bytes and one response per type,
+ * and lets go of them once no stream has asked for that list for `idleMs`: they serve the streams that
+ * connect together (a burst of reconnecting clients), and in a steady state they are the size of a
+ * whole type's push (megabytes at 10,000 workloads) kept for a client that may never come.
  */
 export class SharedResourceSections {
   private readonly byType = new Map<string, Section>();
+  /** Last use of each type's section (ms, `Date.now()`). */
+  private readonly lastUse = new Map<string, number>();
+  private timer: NodeJS.Timeout | undefined;
 
-  /** Lists shorter than this are encoded each time: sharing them saves little. */
-  constructor(private readonly minEntries = 256) {}
+  constructor(
+    /** Lists shorter than this are encoded each time: sharing them saves little. */
+    private readonly minEntries = 256,
+    /** A section no stream asked for in this long is dropped. */
+    private readonly idleMs = 30_000,
+  ) {}
 
   /** The repeated `resources` field (field 2) of a `DeltaDiscoveryResponse` holding `entries`. */
   encode(typeUrl: string, entries: readonly SectionEntry[]): EncodedSection {
     if (entries.length < this.minEntries) return new Section(entries, encodeSection(entries), false);
+    this.lastUse.set(typeUrl, Date.now());
+    this.armExpiry(this.idleMs);
     const last = this.byType.get(typeUrl);
     if (last !== undefined && sameEntries(last.entries, entries)) return last;
     // A frozen list (the cache's own) cannot change under the section; any other is copied.
@@ -82,6 +94,30 @@ export class SharedResourceSections {
   /** Forgets every section (the server closed). */
   clear(): void {
     this.byType.clear();
+    this.lastUse.clear();
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  /** One timer for all types, not keeping the process alive, due when the oldest section expires. */
+  private armExpiry(inMs: number): void {
+    if (this.timer !== undefined) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      const now = Date.now();
+      let next = Number.POSITIVE_INFINITY;
+      for (const [typeUrl, used] of this.lastUse) {
+        const left = used + this.idleMs - now;
+        if (left > 0) {
+          next = Math.min(next, left);
+        } else {
+          this.byType.delete(typeUrl);
+          this.lastUse.delete(typeUrl);
+        }
+      }
+      if (next !== Number.POSITIVE_INFINITY) this.armExpiry(next);
+    }, inMs);
+    this.timer.unref();
   }
 }
 
