@@ -377,9 +377,11 @@ async function main(): Promise<void> {
     ).flatMap((d) => d.digests),
   );
   let afterIdle: number | undefined;
+  let memoryAfterIdle: NodeJS.MemoryUsage | undefined;
   if (idleMs > 0) {
     await idle();
     afterIdle = await settledRssMiB();
+    memoryAfterIdle = process.memoryUsage();
   }
   const workloads = cp.config().workloads.length;
   console.log(
@@ -416,6 +418,13 @@ async function main(): Promise<void> {
               rssIdleBaselineMiB: Math.round(idleBaseline),
               rssIdleAtEndMiB: Math.round(afterIdle),
               bytesPerPodIdle: Math.round(((afterIdle - idleBaseline) * 2 ** 20) / pods),
+              heldBytesPerPodIdle: Math.round(
+                ((memoryAfterIdle as NodeJS.MemoryUsage).heapUsed +
+                  (memoryAfterIdle as NodeJS.MemoryUsage).arrayBuffers -
+                  heapBaseline.heapUsed -
+                  heapBaseline.arrayBuffers) /
+                  pods,
+              ),
             }),
         // Retained JS heap + ArrayBuffers per pod: what the process holds, without the allocator's
         // unreturned peak that RSS also counts.
