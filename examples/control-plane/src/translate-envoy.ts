@@ -18,7 +18,13 @@ import {
 import { type envoy, type google, type MessageInit, TypeUrl, typeRegistry } from "@ambient/xds";
 import type { KubeObject, MeshIssue } from "./manifests.js";
 import { sameItems, type TranslationMemo } from "./translate-memo.js";
-import { type MeshConfig, type MeshWorkload, servicesOf, type TranslateOptions } from "./translate-mesh.js";
+import {
+  type MeshConfig,
+  type MeshWorkload,
+  PodWorkload,
+  servicesOf,
+  type TranslateOptions,
+} from "./translate-mesh.js";
 
 type Listener = MessageInit<envoy.config.listener.v3.Listener>;
 type RouteConfiguration = MessageInit<envoy.config.route.v3.RouteConfiguration>;
@@ -771,6 +777,41 @@ export function loadAssignment(
   return new LoadAssignment(workloads, sp, clusterName);
 }
 
+/**
+ * What an endpoint of `serviceKey`'s `port` is made of, from a workload: a pod's is read from its
+ * translation without building its Workload message. Undefined when the workload has no such target
+ * port or no address.
+ */
+function endpointOf(
+  w: MeshWorkload,
+  serviceKey: string,
+  port: number,
+):
+  | {
+      address: string;
+      target: number;
+      weight: number;
+      healthy: boolean;
+      locality: { region?: string; zone?: string; subzone?: string } | undefined;
+    }
+  | undefined {
+  const pod = w instanceof PodWorkload;
+  const workload = pod ? undefined : w.workload;
+  const services = pod ? w.services : workload?.services;
+  const target = services?.[serviceKey]?.ports?.find((p) => p.servicePort === port)?.targetPort;
+  if (target === undefined || target === 0) return undefined;
+  if (pod) return { address: w.ip, target, weight: 1, healthy: true, locality: w.profile.locality };
+  const bytes = workload?.addresses?.[0];
+  if (bytes === undefined) return undefined;
+  return {
+    address: [...bytes].join("."),
+    target,
+    weight: workload?.capacity?.value ?? 1,
+    healthy: workload?.status !== "UNHEALTHY",
+    locality: workload?.locality ?? undefined,
+  };
+}
+
 function localityEndpoints(
   workloads: readonly MeshWorkload[],
   sp: ServicePort,
@@ -784,14 +825,14 @@ function localityEndpoints(
       weight: number;
     }
   >();
-  for (const { workload } of workloads) {
-    const target = workload.services?.[serviceKey]?.ports?.find((p) => p.servicePort === sp.port)?.targetPort;
-    const address = workload.addresses?.[0];
-    if (target === undefined || target === 0 || address === undefined) continue;
+  for (const w of workloads) {
+    const endpoint = endpointOf(w, serviceKey, sp.port);
+    if (endpoint === undefined) continue;
+    const { address, target, weight, healthy } = endpoint;
     const locality = {
-      region: workload.locality?.region ?? "",
-      zone: workload.locality?.zone ?? "",
-      subZone: workload.locality?.subzone ?? "",
+      region: endpoint.locality?.region ?? "",
+      zone: endpoint.locality?.zone ?? "",
+      subZone: endpoint.locality?.subzone ?? "",
     };
     const key = `${locality.region}/${locality.zone}/${locality.subZone}`;
     let group = byLocality.get(key);
@@ -799,11 +840,10 @@ function localityEndpoints(
       group = { locality, endpoints: [], weight: 0 };
       byLocality.set(key, group);
     }
-    const weight = workload.capacity?.value ?? 1;
     group.weight += weight;
     group.endpoints.push({
-      endpoint: { address: { socketAddress: { address: [...address].join("."), portValue: target } } },
-      healthStatus: workload.status === "UNHEALTHY" ? "UNHEALTHY" : "HEALTHY",
+      endpoint: { address: { socketAddress: { address, portValue: target } } },
+      healthStatus: healthy ? "HEALTHY" : "UNHEALTHY",
       loadBalancingWeight: weight === 1 ? WEIGHT_ONE : { value: weight },
     });
   }

@@ -214,6 +214,45 @@ describe("ServiceEntry -> Envoy resources", () => {
       [{ address: "140.140.0.1", portValue: 9090 }],
     );
   });
+
+  it("endpoints keep an entry endpoint's weight and locality, and a pod's weight of 1", () => {
+    const objs = objects(
+      NS +
+        se(
+          "mixed",
+          `{ hosts: [mixed.example], addresses: [240.240.0.2], resolution: STATIC,
+             ports: [{ number: 80, name: http, targetPort: 8080 }],
+             endpoints: [{ address: 192.0.2.7, weight: 3, locality: r1/z1 }, { address: 192.0.2.8 }] }`,
+        ),
+    );
+    const endpoints = translateEnvoy(objs, translateMesh(objs)).clusterLoadAssignments.get(
+      "outbound|80||mixed.example",
+    )?.endpoints;
+    assert.deepEqual(
+      endpoints?.map((e) => ({
+        locality: e.locality,
+        weight: e.loadBalancingWeight?.value,
+        endpoints: e.lbEndpoints?.map((l) => [
+          l.endpoint?.address?.socketAddress?.address,
+          l.endpoint?.address?.socketAddress?.portValue,
+          l.loadBalancingWeight?.value,
+          l.healthStatus,
+        ]),
+      })),
+      [
+        {
+          locality: { region: "", zone: "", subZone: "" },
+          weight: 1,
+          endpoints: [["192.0.2.8", 8080, 1, "HEALTHY"]],
+        },
+        {
+          locality: { region: "r1", zone: "z1", subZone: "" },
+          weight: 3,
+          endpoints: [["192.0.2.7", 8080, 3, "HEALTHY"]],
+        },
+      ],
+    );
+  });
 });
 
 describe("ServiceEntry and WorkloadEntry -> Address workloads", () => {
