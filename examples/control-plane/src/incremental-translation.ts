@@ -65,12 +65,10 @@ interface State {
   envoy: EnvoyConfig;
   /** Pod id -> its translation when it is served, else the Pod object. */
   pods: Map<string, PodWorkload | KubeObject>;
-  /**
-   * Pod IP or workload uid -> the pods with a valid address (served or not) and the entries that claim
-   * it. One map for both: an IP written as some workload's uid only counts as claimed twice, which
-   * sends the change to a full translation (always right), and a pod costs one entry less.
-   */
-  claims: Map<string, number>;
+  /** Pod IP -> pods with a valid address that claim it (served or not). */
+  ipClaims: Map<string, number>;
+  /** Workload uid -> pods with a valid address that claim it. */
+  uidClaims: Map<string, number>;
   nodes: Map<string, NodeEntry>;
   /** Workloads that list the static STRICT policy. */
   strictRefs: number;
@@ -148,7 +146,8 @@ export class IncrementalTranslation {
       mesh,
       envoy: envoyConfig,
       pods: new Map(),
-      claims: new Map(),
+      ipClaims: new Map(),
+      uidClaims: new Map(),
       nodes: new Map(),
       strictRefs: 0,
     };
@@ -163,8 +162,8 @@ export class IncrementalTranslation {
       state.pods.set(id, entry);
       const claim = claimOf(entry, ctx);
       if (claim !== undefined) {
-        bump(state.claims, claim.ip, 1);
-        bump(state.claims, claim.uid, 1);
+        bump(state.ipClaims, claim.ip, 1);
+        bump(state.uidClaims, claim.uid, 1);
       }
       if (result !== undefined) this.addToNode(state, result, 1);
     }
@@ -175,8 +174,8 @@ export class IncrementalTranslation {
     for (const w of mesh.workloads) {
       if (authorizationPoliciesOf(w).includes(state.strictKey)) state.strictRefs++;
       if (podKeys.has(w.key)) continue;
-      bump(state.claims, w.key, 1);
-      for (const address of w.workload.addresses ?? []) bump(state.claims, [...address].join("."), 1);
+      bump(state.uidClaims, w.key, 1);
+      for (const address of w.workload.addresses ?? []) bump(state.ipClaims, [...address].join("."), 1);
     }
     // An entry refused for an address or uid someone else has: its claim is not in the result.
     for (const issue of mesh.issues) {
@@ -200,7 +199,8 @@ export class IncrementalTranslation {
     if (s === undefined) return undefined;
     // Check and translate first; nothing is modified until every change is known to apply.
     const seen = new Set<string>();
-    const delta = new Map<string, number>();
+    const ipDelta = new Map<string, number>();
+    const uidDelta = new Map<string, number>();
     const planned: {
       change: ObjectChange;
       old: PodWorkload | KubeObject | undefined;
@@ -216,8 +216,8 @@ export class IncrementalTranslation {
       if (oldObject !== change.before) return undefined;
       const oldClaim = claimOf(old, s.ctx);
       if (oldClaim !== undefined) {
-        add(delta, oldClaim.ip, -1);
-        add(delta, oldClaim.uid, -1);
+        add(ipDelta, oldClaim.ip, -1);
+        add(uidDelta, oldClaim.uid, -1);
       }
       if (isResult(old) && old.authorizationPolicies.includes(s.strictKey)) strictDelta--;
       let result: PodWorkload | undefined;
@@ -228,8 +228,8 @@ export class IncrementalTranslation {
         if (typeof address === "string") {
           issue = { source: model.source, message: address };
         } else {
-          add(delta, model.ip, 1);
-          add(delta, address.uid, 1);
+          add(ipDelta, model.ip, 1);
+          add(uidDelta, address.uid, 1);
           result = translatePod(model, address, s.ctx);
           s.memo.counts.workloads++;
           if (result.authorizationPolicies.includes(s.strictKey)) strictDelta++;
@@ -238,9 +238,14 @@ export class IncrementalTranslation {
       planned.push({ change, old, result, issue });
     }
     // An address two pods claim is settled by the objects' order, which only a full translation reads.
-    for (const [key, d] of delta) {
-      const n = s.claims.get(key) ?? 0;
-      if (n > 1 || n + d > 1) return undefined;
+    for (const [claims, delta] of [
+      [s.ipClaims, ipDelta],
+      [s.uidClaims, uidDelta],
+    ] as const) {
+      for (const [key, d] of delta) {
+        const n = claims.get(key) ?? 0;
+        if (n > 1 || n + d > 1) return undefined;
+      }
     }
     // The static STRICT policy is served while some workload lists it.
     if ((s.strictRefs === 0) !== (s.strictRefs + strictDelta === 0)) return undefined;
@@ -296,8 +301,8 @@ export class IncrementalTranslation {
       sources.add(change.id);
       const oldClaim = claimOf(old, s.ctx);
       if (oldClaim !== undefined) {
-        bump(s.claims, oldClaim.ip, -1);
-        bump(s.claims, oldClaim.uid, -1);
+        bump(s.ipClaims, oldClaim.ip, -1);
+        bump(s.uidClaims, oldClaim.uid, -1);
       }
       if (isResult(old)) {
         const key = old.key;
@@ -320,8 +325,8 @@ export class IncrementalTranslation {
         continue;
       }
       const key = result.key;
-      bump(s.claims, result.ip, 1);
-      bump(s.claims, key, 1);
+      bump(s.ipClaims, result.ip, 1);
+      bump(s.uidClaims, key, 1);
       workloads.splice(lowerBound(workloads, key), 0, result);
       for (const service of Object.keys(result.services)) serviceEdits(service).added.set(key, result);
       this.addToNode(s, result, 1);

@@ -102,52 +102,6 @@ describe("reloads translated from change sets", () => {
     assert.equal(incremental.applyPodChanges([change]), undefined);
     assert.ok(incremental.applyPodChanges([{ ...change, before: pod }]) !== undefined);
   });
-
-  it("declines a change to a pod whose uid is written as another pod's IP, and stays exact", () => {
-    const ns: KubeObject = { apiVersion: "v1", kind: "Namespace", metadata: { name: "demo" }, source: "m" };
-    const pod = (name: string, uid: string, ip: string): KubeObject => ({
-      apiVersion: "v1",
-      kind: "Pod",
-      metadata: { name, namespace: "demo", uid },
-      spec: { nodeName: "node-a" },
-      status: { podIP: ip },
-      source: "m",
-    });
-    const a = pod("a", "uid-a", "127.10.0.5");
-    const b = pod("b", "127.10.0.5", "127.10.0.6");
-    const objects = [ns, a, b];
-    const memo = createTranslationMemo();
-    const incremental = new IncrementalTranslation();
-    const mesh = translateMesh(objects, {}, memo);
-    incremental.reset(objects, mesh, translateEnvoy(objects, mesh, {}, memo), memo);
-    const moved = pod("b", "127.10.0.5", "127.10.0.7");
-    const change: ObjectChange = { id: "Pod/demo/b", kind: "Pod", before: b, after: moved };
-    assert.equal(
-      incremental.applyPodChanges([change]),
-      undefined,
-      "one key claimed twice: a full translation",
-    );
-    const edited = [ns, a, moved];
-    const full = translateMesh(edited, {}, memo);
-    incremental.reset(edited, full, translateEnvoy(edited, full, {}, memo), memo);
-    assert.deepEqual(
-      full.workloads.map((w) => [w.key, w.aliases]),
-      [
-        ["127.10.0.5", ["/127.10.0.7"]],
-        ["uid-a", ["/127.10.0.5"]],
-      ],
-    );
-    // A pod that shares no key with another is applied alone.
-    const c = pod("c", "uid-c", "127.10.0.8");
-    const added = incremental.applyPodChanges([
-      { id: "Pod/demo/c", kind: "Pod", before: undefined, after: c },
-    ]);
-    assert.ok(added !== undefined);
-    assert.deepEqual(
-      added.written.map((w) => w.key),
-      ["uid-c"],
-    );
-  });
 });
 
 /** A source over a RandomMesh that reports each edit as a change set, as the Kubernetes source does. */
