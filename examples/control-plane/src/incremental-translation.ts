@@ -63,8 +63,14 @@ interface State {
   strictKey: string;
   mesh: MeshConfig;
   envoy: EnvoyConfig;
-  /** Pod id -> its translation when it is served, else the Pod object. */
-  pods: Map<string, PodWorkload | KubeObject>;
+  /**
+   * Pod id -> the translation of each served pod: the memo's `byPod` of the translation this state
+   * started from (one map per pod, not two). A later full translation gives the memo another map,
+   * and a change set is then declined until `reset`.
+   */
+  served: Map<string, unknown>;
+  /** Pod id -> the Pod object, for the pods that are not served. */
+  unserved: Map<string, KubeObject>;
   /** Pod IP -> pods with a valid address that claim it (served or not). */
   ipClaims: Map<string, number>;
   /** Workload uid -> pods with a valid address that claim it. */
@@ -145,21 +151,24 @@ export class IncrementalTranslation {
       strictKey: `${options.rootNamespace ?? "istio-system"}/${STATIC_STRICT_POLICY_NAME}`,
       mesh,
       envoy: envoyConfig,
-      pods: new Map(),
+      served: memo.mesh.byPod,
+      unserved: new Map(),
       ipClaims: new Map(),
       uidClaims: new Map(),
       nodes: new Map(),
       strictRefs: 0,
     };
+    const ids = new Set<string>();
     for (const obj of objects) {
       if (WORKLOAD_KINDS.has(obj.kind)) return;
       if (obj.kind !== "Pod") continue;
-      const result = memo.mesh.byPod.get(obj) as PodWorkload | undefined;
-      // A served pod's source is its id: the key shares that string.
-      const id = result?.source ?? objectId(obj);
-      if (state.pods.has(id)) return;
+      const id = objectId(obj);
+      if (ids.has(id)) return;
+      ids.add(id);
+      const result = memo.mesh.byPod.get(id) as PodWorkload | undefined;
+      if (result !== undefined && result.object !== obj) return;
       const entry = result ?? obj;
-      state.pods.set(id, entry);
+      if (result === undefined) state.unserved.set(id, obj);
       const claim = claimOf(entry, ctx);
       if (claim !== undefined) {
         bump(state.ipClaims, claim.ip, 1);
@@ -170,7 +179,7 @@ export class IncrementalTranslation {
     // WorkloadEntries and ServiceEntry endpoints claim addresses after the pods: a pod change that
     // touches one of theirs is declined like one that touches another pod's.
     const podKeys = new Set<string>();
-    for (const entry of state.pods.values()) if (isResult(entry)) podKeys.add(entry.key);
+    for (const entry of memo.mesh.byPod.values()) podKeys.add((entry as PodWorkload).key);
     for (const w of mesh.workloads) {
       if (authorizationPoliciesOf(w).includes(state.strictKey)) state.strictRefs++;
       if (podKeys.has(w.key)) continue;
@@ -196,7 +205,7 @@ export class IncrementalTranslation {
    */
   applyPodChanges(changes: readonly ObjectChange[]): PodChanges | undefined {
     const s = this.state;
-    if (s === undefined) return undefined;
+    if (s === undefined || s.memo.mesh.byPod !== s.served) return undefined;
     // Check and translate first; nothing is modified until every change is known to apply.
     const seen = new Set<string>();
     const ipDelta = new Map<string, number>();
@@ -211,7 +220,7 @@ export class IncrementalTranslation {
     for (const change of changes) {
       if (change.kind !== "Pod" || seen.has(change.id)) return undefined;
       seen.add(change.id);
-      const old = s.pods.get(change.id);
+      const old = (s.served.get(change.id) as PodWorkload | undefined) ?? s.unserved.get(change.id);
       const oldObject = isResult(old) ? old.object : old;
       if (oldObject !== change.before) return undefined;
       const oldClaim = claimOf(old, s.ctx);
@@ -314,13 +323,14 @@ export class IncrementalTranslation {
         removed.add(key);
         replaced.push(old);
         written.delete(key);
-        s.memo.mesh.byPod.delete(old.object as KubeObject);
+        s.served.delete(change.id);
       }
-      s.pods.delete(change.id);
+      s.unserved.delete(change.id);
       const after = change.after;
       if (after === undefined) continue;
       if (result === undefined) {
-        s.pods.set(change.id, after);
+        // The object's own id string (the source's), not the change's copy.
+        s.unserved.set(objectId(after), after);
         if (issue !== undefined) newIssues.push(issue);
         continue;
       }
@@ -333,8 +343,7 @@ export class IncrementalTranslation {
       nodes.add(result.node);
       removed.delete(key);
       written.set(key, result);
-      s.pods.set(change.id, result);
-      s.memo.mesh.byPod.set(after, result);
+      s.served.set(result.source, result);
     }
     s.strictRefs += strictDelta;
 

@@ -38,7 +38,8 @@ export interface TranslationMemo {
     context: readonly unknown[];
     services: readonly KubeObject[];
     byService: Map<KubeObject, Memoized<unknown>>;
-    byPod: Map<KubeObject, unknown>;
+    /** Pod id (`Pod/namespace/name`) -> its translation, which names the Pod object it was made from. */
+    byPod: Map<string, unknown>;
     /** What the last translation translated each pod against (`WorkloadContext`). */
     workloadContext: unknown;
   };

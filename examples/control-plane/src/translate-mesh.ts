@@ -936,7 +936,7 @@ export function translateMesh(
   const nodes = new Map<string, Set<string>>();
   const seenIps = new Map<string, string>();
   const seenUids = new Set<string>();
-  const nextByPod = new Map<KubeObject, unknown>();
+  const nextByPod = new Map<string, unknown>();
   const addToNode = (node: string, spiffeId: string, captured: boolean): void => {
     if (captured && node !== "") {
       const set = nodes.get(node) ?? new Set<string>();
@@ -948,8 +948,9 @@ export function translateMesh(
   };
   const reused = reuse
     ? (obj: KubeObject): PodWorkload | undefined => {
-        const hit = memo.mesh.byPod.get(obj) as PodWorkload | undefined;
-        if (hit === undefined || changedServices.size === 0) return hit;
+        const hit = memo.mesh.byPod.get(podSource(obj)) as PodWorkload | undefined;
+        if (hit === undefined || hit.object !== obj) return undefined;
+        if (changedServices.size === 0) return hit;
         for (const key of Object.keys(hit.services)) {
           if (changedServices.has(key)) return undefined;
         }
@@ -979,7 +980,7 @@ export function translateMesh(
       seenUids.add(item.key);
       addToNode(item.node, item.spiffeId, item.captured);
       workloads.push(item);
-      nextByPod.set(item.object as KubeObject, item);
+      nextByPod.set(item.source, item);
       continue;
     }
     const pod = item;
@@ -1006,7 +1007,7 @@ export function translateMesh(
     addToNode(result.node, result.spiffeId, result.captured);
     if (memo !== undefined) memo.counts.workloads++;
     workloads.push(result);
-    if (pod.object !== undefined) nextByPod.set(pod.object, result);
+    if (pod.object !== undefined) nextByPod.set(pod.source, result);
   }
   // WorkloadEntries and ServiceEntry endpoints after the pods, which keep an address both claim.
   workloads.push(

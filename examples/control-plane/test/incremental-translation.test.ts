@@ -102,6 +102,30 @@ describe("reloads translated from change sets", () => {
     assert.equal(incremental.applyPodChanges([change]), undefined);
     assert.ok(incremental.applyPodChanges([{ ...change, before: pod }]) !== undefined);
   });
+
+  it("declines after the memo moved on to another full translation, until reset", () => {
+    const mesh = new RandomMesh(seededRandom(11), 10);
+    const memo = createTranslationMemo();
+    const incremental = new IncrementalTranslation();
+    const first = translateMesh(mesh.objects, {}, memo);
+    incremental.reset(mesh.objects, first, translateEnvoy(mesh.objects, first, {}, memo), memo);
+    const name = first.workloads.find((w) => w.key.startsWith("uid-"))?.workload.name;
+    const pod = mesh.objects.find((o) => o.kind === "Pod" && o.metadata.name === name) as KubeObject;
+    const change: ObjectChange = {
+      id: `Pod/${pod.metadata.namespace}/${pod.metadata.name}`,
+      kind: "Pod",
+      before: pod,
+      after: { ...pod, status: { podIP: "127.10.3.3" } },
+    };
+    // A full translation the index was not reset to (it failed to be served, say).
+    const other = translateMesh(mesh.objects, {}, memo);
+    assert.equal(incremental.applyPodChanges([change]), undefined);
+    incremental.reset(mesh.objects, other, translateEnvoy(mesh.objects, other, {}, memo), memo);
+    const applied = incremental.applyPodChanges([change]);
+    assert.ok(applied !== undefined);
+    const edited = mesh.objects.map((o) => (o === pod ? (change.after as KubeObject) : o));
+    assert.deepEqual(applied.mesh.workloads, translateMesh(edited, {}).workloads);
+  });
 });
 
 /** A source over a RandomMesh that reports each edit as a change set, as the Kubernetes source does. */
