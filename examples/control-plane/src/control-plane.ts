@@ -427,10 +427,18 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       write();
       if (cache.entry(typeUrl, key)?.version !== before) changed++;
     };
-    const putWorkload = (target: Map<string, Map<string, unknown>>, w: MeshWorkload): void =>
-      put(target, TypeUrl.address, w.key, w, () =>
-        cache.set(TypeUrl.address, w.key, { workload: w.workload }, { aliases: w.aliases }),
-      );
+    /**
+     * Writes a workload unless it is one the last reload served and it is still in the cache. The
+     * workloads are not in `served`: the last config lists them, so a full translation looks them up
+     * in a set of its own for as long as it runs, not in a map kept per pod.
+     */
+    const putWorkload = (w: MeshWorkload, lastServed: ReadonlySet<MeshWorkload> | undefined): void => {
+      if (lastServed?.has(w) && cache.entry(TypeUrl.address, w.key) !== undefined) return;
+      encoded++;
+      const before = cache.entry(TypeUrl.address, w.key)?.version;
+      cache.set(TypeUrl.address, w.key, { workload: w.workload }, { aliases: w.aliases });
+      if (cache.entry(TypeUrl.address, w.key)?.version !== before) changed++;
+    };
 
     let applied: PodChanges | undefined;
     if (merged.changes !== undefined && options.incrementalReload !== false) {
@@ -449,16 +457,13 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       ({ mesh: next, envoy } = changes);
       waypoint = currentWaypoint;
       cache.batch(() => {
-        for (const w of changes.written) putWorkload(served, w);
+        for (const w of changes.written) putWorkload(w, undefined);
         for (const [name, assignment] of changes.loadAssignments) {
           put(served, TypeUrl.clusterLoadAssignment, name, assignment, () =>
             cache.set(TypeUrl.clusterLoadAssignment, name, assignment),
           );
         }
-        for (const key of changes.removed) {
-          served.get(TypeUrl.address)?.delete(key);
-          if (cache.delete(TypeUrl.address, key)) removed++;
-        }
+        for (const key of changes.removed) if (cache.delete(TypeUrl.address, key)) removed++;
       });
     } else {
       const { objects } = merged;
@@ -469,9 +474,10 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       const nowServed = new Map<string, Map<string, unknown>>();
       cache.batch(() => {
         const keep = new Set<string>();
+        const lastWorkloads = new Set(current.workloads);
         for (const w of next.workloads) {
           keep.add(w.key);
-          putWorkload(nowServed, w);
+          putWorkload(w, lastWorkloads);
         }
         for (const s of next.services) {
           keep.add(s.key);
