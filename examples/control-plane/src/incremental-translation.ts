@@ -73,8 +73,12 @@ interface State {
   unserved: Map<string, KubeObject>;
   /** Pod IP -> pods with a valid address that claim it (served or not). */
   ipClaims: Map<string, number>;
-  /** Workload uid -> pods with a valid address that claim it. */
-  uidClaims: Map<string, number>;
+  /**
+   * Workload uid -> the pods that claim it with a valid address and are not served (refused for an
+   * address or uid another has). The other claims are the served workloads, which the sorted
+   * workload list finds by key: no map entry per pod.
+   */
+  unservedUids: Map<string, number>;
   nodes: Map<string, NodeEntry>;
   /** Workloads that list the static STRICT policy. */
   strictRefs: number;
@@ -154,7 +158,7 @@ export class IncrementalTranslation {
       served: memo.mesh.byPod,
       unserved: new Map(),
       ipClaims: new Map(),
-      uidClaims: new Map(),
+      unservedUids: new Map(),
       nodes: new Map(),
       strictRefs: 0,
     };
@@ -172,7 +176,7 @@ export class IncrementalTranslation {
       const claim = claimOf(entry, ctx);
       if (claim !== undefined) {
         bump(state.ipClaims, claim.ip, 1);
-        bump(state.uidClaims, claim.uid, 1);
+        if (result === undefined) bump(state.unservedUids, claim.uid, 1);
       }
       if (result !== undefined) this.addToNode(state, result, 1);
     }
@@ -183,7 +187,6 @@ export class IncrementalTranslation {
     for (const w of mesh.workloads) {
       if (authorizationPoliciesOf(w).includes(state.strictKey)) state.strictRefs++;
       if (podKeys.has(w.key)) continue;
-      bump(state.uidClaims, w.key, 1);
       for (const address of w.workload.addresses ?? []) bump(state.ipClaims, [...address].join("."), 1);
     }
     // An entry refused for an address or uid someone else has: its claim is not in the result.
@@ -247,14 +250,14 @@ export class IncrementalTranslation {
       planned.push({ change, old, result, issue });
     }
     // An address two pods claim is settled by the objects' order, which only a full translation reads.
-    for (const [claims, delta] of [
-      [s.ipClaims, ipDelta],
-      [s.uidClaims, uidDelta],
-    ] as const) {
-      for (const [key, d] of delta) {
-        const n = claims.get(key) ?? 0;
-        if (n > 1 || n + d > 1) return undefined;
-      }
+    for (const [key, d] of ipDelta) {
+      const n = s.ipClaims.get(key) ?? 0;
+      if (n > 1 || n + d > 1) return undefined;
+    }
+    for (const [key, d] of uidDelta) {
+      const served = s.mesh.workloads[lowerBound(s.mesh.workloads, key)]?.key === key ? 1 : 0;
+      const n = served + (s.unservedUids.get(key) ?? 0);
+      if (n > 1 || n + d > 1) return undefined;
     }
     // The static STRICT policy is served while some workload lists it.
     if ((s.strictRefs === 0) !== (s.strictRefs + strictDelta === 0)) return undefined;
@@ -311,7 +314,8 @@ export class IncrementalTranslation {
       const oldClaim = claimOf(old, s.ctx);
       if (oldClaim !== undefined) {
         bump(s.ipClaims, oldClaim.ip, -1);
-        bump(s.uidClaims, oldClaim.uid, -1);
+        // A served pod's claim leaves with its workload (below).
+        if (!isResult(old)) bump(s.unservedUids, oldClaim.uid, -1);
       }
       if (isResult(old)) {
         const key = old.key;
@@ -336,7 +340,6 @@ export class IncrementalTranslation {
       }
       const key = result.key;
       bump(s.ipClaims, result.ip, 1);
-      bump(s.uidClaims, key, 1);
       workloads.splice(lowerBound(workloads, key), 0, result);
       for (const service of Object.keys(result.services)) serviceEdits(service).added.set(key, result);
       this.addToNode(s, result, 1);
