@@ -84,27 +84,9 @@ describe("reloads translated from change sets", () => {
     });
   }
 
-  it("declines a change set that does not start from the translation it holds", () => {
-    const mesh = new RandomMesh(seededRandom(9), 10);
-    const memo = createTranslationMemo();
-    const incremental = new IncrementalTranslation();
-    const first = translateMesh(mesh.objects, {}, memo);
-    incremental.reset(mesh.objects, first, translateEnvoy(mesh.objects, first, {}, memo), memo);
-    const name = first.workloads.find((w) => w.key.startsWith("uid-"))?.workload.name;
-    const pod = mesh.objects.find((o) => o.kind === "Pod" && o.metadata.name === name) as KubeObject;
-    const stranger = { ...pod };
-    const change: ObjectChange = {
-      id: `Pod/${pod.metadata.namespace}/${pod.metadata.name}`,
-      kind: "Pod",
-      before: stranger,
-      after: { ...pod, status: { podIP: "127.10.3.3" } },
-    };
-    assert.equal(incremental.applyPodChanges([change]), undefined);
-    assert.ok(incremental.applyPodChanges([{ ...change, before: pod }]) !== undefined);
-  });
-
-  it("declines after the memo moved on to another full translation, until reset", () => {
-    const mesh = new RandomMesh(seededRandom(11), 10);
+  /** A small random mesh translated with a memo, the index reset to it, and a move of a served pod. */
+  function servedPodMove(seed: number) {
+    const mesh = new RandomMesh(seededRandom(seed), 10);
     const memo = createTranslationMemo();
     const incremental = new IncrementalTranslation();
     const first = translateMesh(mesh.objects, {}, memo);
@@ -117,6 +99,17 @@ describe("reloads translated from change sets", () => {
       before: pod,
       after: { ...pod, status: { podIP: "127.10.3.3" } },
     };
+    return { mesh, memo, incremental, pod, change };
+  }
+
+  it("declines a change set that does not start from the translation it holds", () => {
+    const { incremental, pod, change } = servedPodMove(9);
+    assert.equal(incremental.applyPodChanges([{ ...change, before: { ...pod } }]), undefined);
+    assert.ok(incremental.applyPodChanges([change]) !== undefined);
+  });
+
+  it("declines after the memo moved on to another full translation, until reset", () => {
+    const { mesh, memo, incremental, pod, change } = servedPodMove(11);
     // A full translation the index was not reset to (it failed to be served, say).
     const other = translateMesh(mesh.objects, {}, memo);
     assert.equal(incremental.applyPodChanges([change]), undefined);
