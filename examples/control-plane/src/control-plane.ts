@@ -422,6 +422,10 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       }
       now.set(key, from);
       if (last === from && cache.entry(typeUrl, key) !== undefined) return;
+      encode(typeUrl, key, write);
+    };
+    /** Runs `write` (one resource into the cache) and counts it as encoded, and as changed if it did. */
+    const encode = (typeUrl: string, key: string, write: () => void): void => {
       encoded++;
       const before = cache.entry(typeUrl, key)?.version;
       write();
@@ -434,10 +438,9 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
      */
     const putWorkload = (w: MeshWorkload, lastServed: ReadonlySet<MeshWorkload> | undefined): void => {
       if (lastServed?.has(w) && cache.entry(TypeUrl.address, w.key) !== undefined) return;
-      encoded++;
-      const before = cache.entry(TypeUrl.address, w.key)?.version;
-      cache.set(TypeUrl.address, w.key, { workload: w.workload }, { aliases: w.aliases });
-      if (cache.entry(TypeUrl.address, w.key)?.version !== before) changed++;
+      encode(TypeUrl.address, w.key, () =>
+        cache.set(TypeUrl.address, w.key, { workload: w.workload }, { aliases: w.aliases }),
+      );
     };
 
     let applied: PodChanges | undefined;

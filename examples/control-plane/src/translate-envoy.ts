@@ -795,21 +795,37 @@ function endpointOf(
       locality: { region?: string; zone?: string; subzone?: string } | undefined;
     }
   | undefined {
-  const pod = w instanceof PodWorkload;
-  const workload = pod ? undefined : w.workload;
-  const services = pod ? w.services : workload?.services;
-  const target = services?.[serviceKey]?.ports?.find((p) => p.servicePort === port)?.targetPort;
-  if (target === undefined || target === 0) return undefined;
-  if (pod) return { address: w.ip, target, weight: 1, healthy: true, locality: w.profile.locality };
-  const bytes = workload?.addresses?.[0];
-  if (bytes === undefined) return undefined;
+  if (w instanceof PodWorkload) {
+    const target = targetPortOf(w.services, serviceKey, port);
+    return target === undefined
+      ? undefined
+      : { address: w.ip, target, weight: 1, healthy: true, locality: w.profile.locality };
+  }
+  const { workload } = w;
+  const target = targetPortOf(workload.services, serviceKey, port);
+  const bytes = workload.addresses?.[0];
+  if (target === undefined || bytes === undefined) return undefined;
   return {
     address: [...bytes].join("."),
     target,
-    weight: workload?.capacity?.value ?? 1,
-    healthy: workload?.status !== "UNHEALTHY",
-    locality: workload?.locality ?? undefined,
+    weight: workload.capacity?.value ?? 1,
+    healthy: workload.status !== "UNHEALTHY",
+    locality: workload.locality ?? undefined,
   };
+}
+
+/** The pod port a Service port sends to, from a workload's services map; none for 0 or no such port. */
+function targetPortOf(
+  services:
+    | Readonly<
+        Record<string, { ports?: readonly { servicePort?: number; targetPort?: number }[] } | undefined>
+      >
+    | undefined,
+  serviceKey: string,
+  port: number,
+): number | undefined {
+  const target = services?.[serviceKey]?.ports?.find((p) => p.servicePort === port)?.targetPort;
+  return target === undefined || target === 0 ? undefined : target;
 }
 
 function localityEndpoints(

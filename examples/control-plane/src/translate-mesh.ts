@@ -299,6 +299,7 @@ function podNames(
 /** @internal What the translation reads of one Pod object. */
 export function podModel(obj: KubeObject): PodModel {
   const spec = obj.spec ?? {};
+  // Field by field, not a spread of podNames(): this runs for every pod of a full translation.
   return {
     name: obj.metadata.name,
     namespace: obj.metadata.namespace ?? "default",

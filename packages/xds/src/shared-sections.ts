@@ -39,6 +39,8 @@ export interface EncodedSection {
 
 class Section implements EncodedSection {
   response: AssembledResponse | undefined;
+  /** When a stream last asked for this list (ms, `Date.now()`); shared sections only. */
+  usedAt = 0;
   constructor(
     readonly entries: readonly SectionEntry[],
     public bytes: Uint8Array,
@@ -66,8 +68,6 @@ class Section implements EncodedSection {
  */
 export class SharedResourceSections {
   private readonly byType = new Map<string, Section>();
-  /** Last use of each type's section (ms, `Date.now()`). */
-  private readonly lastUse = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -80,21 +80,21 @@ export class SharedResourceSections {
   /** The repeated `resources` field (field 2) of a `DeltaDiscoveryResponse` holding `entries`. */
   encode(typeUrl: string, entries: readonly SectionEntry[]): EncodedSection {
     if (entries.length < this.minEntries) return new Section(entries, encodeSection(entries), false);
-    this.lastUse.set(typeUrl, Date.now());
     this.armExpiry(this.idleMs);
-    const last = this.byType.get(typeUrl);
-    if (last !== undefined && sameEntries(last.entries, entries)) return last;
-    // A frozen list (the cache's own) cannot change under the section; any other is copied.
-    const kept = Object.isFrozen(entries) ? entries : Object.freeze([...entries]);
-    const section = new Section(kept, encodeSection(kept), true);
-    this.byType.set(typeUrl, section);
+    let section = this.byType.get(typeUrl);
+    if (section === undefined || !sameEntries(section.entries, entries)) {
+      // A frozen list (the cache's own) cannot change under the section; any other is copied.
+      const kept = Object.isFrozen(entries) ? entries : Object.freeze([...entries]);
+      section = new Section(kept, encodeSection(kept), true);
+      this.byType.set(typeUrl, section);
+    }
+    section.usedAt = Date.now();
     return section;
   }
 
   /** Forgets every section (the server closed). */
   clear(): void {
     this.byType.clear();
-    this.lastUse.clear();
     clearTimeout(this.timer);
     this.timer = undefined;
   }
@@ -106,14 +106,10 @@ export class SharedResourceSections {
       this.timer = undefined;
       const now = Date.now();
       let next = Number.POSITIVE_INFINITY;
-      for (const [typeUrl, used] of this.lastUse) {
-        const left = used + this.idleMs - now;
-        if (left > 0) {
-          next = Math.min(next, left);
-        } else {
-          this.byType.delete(typeUrl);
-          this.lastUse.delete(typeUrl);
-        }
+      for (const [typeUrl, section] of this.byType) {
+        const left = section.usedAt + this.idleMs - now;
+        if (left > 0) next = Math.min(next, left);
+        else this.byType.delete(typeUrl);
       }
       if (next !== Number.POSITIVE_INFINITY) this.armExpiry(next);
     }, inMs);
