@@ -182,6 +182,8 @@ export interface ControlPlane {
   envoyConfig(): EnvoyConfig;
   /** Manifest edits not applied at the last reload (also in `/debug/config` under `errors`). */
   errors(): ManifestError[];
+  /** Bytes of xDS responses (TLS and plaintext servers) not yet let out to their clients. */
+  xdsBufferedBytes(): number;
   /** Stops watching, ends every stream and closes the servers. */
   close(): Promise<void>;
 }
@@ -712,6 +714,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     config: () => current,
     envoyConfig: () => currentEnvoy,
     errors: () => currentErrors,
+    xdsBufferedBytes: () => xds.bufferedBytes() + (plaintext?.bufferedBytes() ?? 0),
     close() {
       closing ??= (async () => {
         clearInterval(tokenRefresh);

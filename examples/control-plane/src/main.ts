@@ -1,6 +1,8 @@
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
+import type { MemoryRelease } from "./memory-release.js";
 import { DEFAULT_POD_CIDRS } from "./pod-address.js";
+import type { Logger } from "./telemetry.js";
 
 const usage = `usage: pnpm start [-- options]
 
@@ -113,11 +115,13 @@ async function main(): Promise<void> {
     { stateDir: resolve(values["state-dir"]), rootCert: resolve(values["state-dir"], "root-cert.pem") },
     "node tokens written to <state-dir>/tokens/<node>.jwt",
   );
+  const release = await releaseMemoryAfterPushes(() => cp.xdsBufferedBytes(), logger);
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, "shutting down");
+    release?.stop();
     cp.close().then(
       () => process.exit(0),
       (err: unknown) => {
@@ -173,11 +177,13 @@ async function mainKubernetes(
     metrics: createPromClientSink(prom, registry),
     metricsText: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
   });
+  const release = await releaseMemoryAfterPushes(() => replica.controlPlane.xdsBufferedBytes(), logger);
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, "shutting down");
+    release?.stop();
     replica.close().then(
       () => process.exit(0),
       (err: unknown) => {
@@ -188,6 +194,25 @@ async function mainKubernetes(
   };
   process.on("SIGINT", () => stop("SIGINT"));
   process.on("SIGTERM", () => stop("SIGTERM"));
+}
+
+/**
+ * Collects the response copies a push leaves behind once they are dead (`src/memory-release.ts`), when
+ * Node runs with `--expose-gc` as `pnpm start` and the Deployment start it; without the flag, nothing.
+ */
+async function releaseMemoryAfterPushes(
+  inFlight: () => number,
+  logger: Logger,
+): Promise<MemoryRelease | undefined> {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (typeof gc !== "function") return undefined;
+  const { startMemoryRelease } = await import("./memory-release.js");
+  return startMemoryRelease({
+    collect: () => gc(),
+    arrayBuffers: () => process.memoryUsage().arrayBuffers,
+    inFlight,
+    logger,
+  });
 }
 
 main().catch((err: unknown) => {

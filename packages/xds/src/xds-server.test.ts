@@ -713,6 +713,12 @@ describe("slow consumer", () => {
         "the slow stream to block",
       );
       const responsesWhenBlocked = stats().responses;
+      assert.equal(
+        server.bufferedBytes(),
+        stats().bufferedBytes + (server.streamStats(fastId)?.bufferedBytes ?? 0),
+        "the server's total is the streams' sum",
+      );
+      assert.ok(server.bufferedBytes() > 0);
       assert.ok(responsesWhenBlocked < NAMES, `${responsesWhenBlocked} responses written`);
 
       // Many updates while it is blocked: the other stream gets every one of them.
@@ -752,6 +758,7 @@ describe("slow consumer", () => {
       assert.ok((sends.get("b1") ?? 0) - b1Sends <= 2, `b1 sent ${sends.get("b1")} times`);
       assert.ok(responses <= NAMES + 4, `${responses} responses`);
       assert.ok(stats().peakBufferedBytes <= bound, `peak ${stats().peakBufferedBytes} > ${bound}`);
+      await until(() => server.bufferedBytes() === 0, "every response to leave the server");
     } finally {
       slow.close();
       session.close();

@@ -330,6 +330,16 @@ export class XdsServer {
     return undefined;
   }
 
+  /**
+   * Bytes of responses handed to gRPC and not yet let out to their clients, over every open stream:
+   * the response copies a push keeps alive (grpc-js frames each response into a buffer of its own).
+   */
+  bufferedBytes(): number {
+    let total = 0;
+    for (const s of this.live) total += s.stats.bufferedBytes;
+    return total;
+  }
+
   /** Pushes pending cache changes now instead of waiting for the debounce timer. */
   flushNow(): void {
     // A flush that reached no stream (the cache filled before anyone connected) opens no window.

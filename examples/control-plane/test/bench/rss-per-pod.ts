@@ -3,8 +3,9 @@
 // same Services and no pods, then against an empty cluster, one after the other. Each serves C Delta
 // clients (the scale bench's client processes) until every client has its first full push, is left
 // idle (so V8's young generation and the allocator's arenas settle as they do in a steady state), and
-// its RSS is read from /proc, its V8 heap from its own /metrics. The difference over N is the RSS
-// per pod above either baseline, without the bench's own process (tsx, bookkeeping) in any figure.
+// its RSS (and its peak so far, VmHWM) is read from /proc, its V8 heap from its own /metrics. The
+// difference over N is the RSS per pod above either baseline, without the bench's own process (tsx,
+// bookkeeping) in any figure.
 //
 //   pnpm build && node --import tsx test/bench/rss-per-pod.ts [--pods 10000] [--services 1000]
 //        [--clients 100] [--client-processes 4] [--idle-seconds 30] [--runs 1]
@@ -94,10 +95,11 @@ function controlPlane(kubeconfigFile: string, workloads: number, name: string): 
   });
 }
 
-async function rssMiB(pid: number): Promise<number> {
+/** A `/proc/<pid>/status` field in MiB: `VmRSS` (resident now) or `VmHWM` (the most resident so far). */
+async function statusMiB(pid: number, field: "VmRSS" | "VmHWM"): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, "utf8");
-  const kb = Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1]);
-  if (!Number.isFinite(kb)) throw new Error(`no VmRSS for ${pid}`);
+  const kb = Number(new RegExp(`^${field}:\\s+(\\d+) kB$`, "m").exec(status)?.[1]);
+  if (!Number.isFinite(kb)) throw new Error(`no ${field} for ${pid}`);
   return kb / 1024;
 }
 
@@ -126,6 +128,7 @@ async function measure(
   name: string,
 ): Promise<{
   rssMiB: number;
+  peakRssMiB: number;
   heapUsedMiB: number;
   heapTotalMiB: number;
   externalMiB: number;
@@ -158,7 +161,8 @@ async function measure(
   const readies = await ready;
   await new Promise((r) => setTimeout(r, idleMs));
   const result = {
-    rssMiB: await rssMiB(plane.child.pid as number),
+    rssMiB: await statusMiB(plane.child.pid as number, "VmRSS"),
+    peakRssMiB: await statusMiB(plane.child.pid as number, "VmHWM"),
     ...(await v8Memory(plane.admin)),
     resourcesPerClient: readies[0]?.resources ?? 0,
   };
@@ -184,6 +188,12 @@ try {
         pods: round(withPods.rssMiB),
         servicesOnly: round(servicesOnly.rssMiB),
         empty: round(empty.rssMiB),
+      },
+      // The high-water mark: the list parse and the first push (every client's copy of its response).
+      peakRssMiB: {
+        pods: round(withPods.peakRssMiB),
+        servicesOnly: round(servicesOnly.peakRssMiB),
+        empty: round(empty.peakRssMiB),
       },
       ...Object.fromEntries(
         (["heapUsedMiB", "heapTotalMiB", "externalMiB"] as const).map((k) => [
