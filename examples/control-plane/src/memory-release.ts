@@ -16,7 +16,7 @@ export interface MemoryReleaseOptions {
   arrayBuffers: () => number;
   /** Bytes of xDS responses not yet let out to their clients (`XdsServer.bufferedBytes()`). */
   inFlight: () => number;
-  /** Growth over the level the last collection left that makes a collection worth it. Default 64 MiB. */
+  /** Growth over the level the last collection left that makes a collection worth it. Default 16 MiB. */
   thresholdBytes?: number;
   /** How often the level is read. Default 10 s. */
   intervalMs?: number;
@@ -39,7 +39,7 @@ export interface MemoryRelease {
  * does not keep the process alive.
  */
 export function startMemoryRelease(options: MemoryReleaseOptions): MemoryRelease {
-  const threshold = options.thresholdBytes ?? 64 * 1024 * 1024;
+  const threshold = options.thresholdBytes ?? 16 * 1024 * 1024;
   const intervalMs = options.intervalMs ?? 10_000;
   const logger = options.logger ?? noopLogger;
   let reference = options.arrayBuffers();
