@@ -67,6 +67,30 @@ describe("startMemoryRelease", () => {
     }
   });
 
+  it("collects the other clients' dead copies while one client holds its response", () => {
+    const p = fakeProcess();
+    const release = startMemoryRelease({ ...p, thresholdBytes: 64 * MiB, intervalMs: 1000 });
+    try {
+      // 100 copies sent; 99 clients read theirs, one stopped reading with its 3 MiB in flight.
+      p.state.live += 3 * MiB;
+      p.state.inFlight = 3 * MiB;
+      p.state.dead += 297 * MiB;
+      mock.timers.tick(1000);
+      assert.equal(p.state.collections, 1);
+      assert.equal(p.arrayBuffers(), 13 * MiB, "the held response stays");
+      mock.timers.tick(5000);
+      assert.equal(p.state.collections, 1);
+      // The stuck client reads at last: its copy is dead but under the threshold, so it waits.
+      p.state.live -= 3 * MiB;
+      p.state.dead += 3 * MiB;
+      p.state.inFlight = 0;
+      mock.timers.tick(5000);
+      assert.equal(p.state.collections, 1);
+    } finally {
+      release.stop();
+    }
+  });
+
   it("follows a lower level that V8 reached by itself", () => {
     const p = fakeProcess();
     p.state.live = 200 * MiB;

@@ -4,7 +4,8 @@
 // after its push allocates nothing and so collects nothing: the control plane could sit on hundreds
 // of megabytes of dead buffers for as long as it stays idle (docs/benchmarks.md,
 // `test/bench/fresh-memory.ts`). This watches for that state, ArrayBuffer memory well above what the
-// last collection left while no response is waiting for its client, and then collects once.
+// last collection left, not counting the responses still on their way to clients, and then collects
+// once.
 import type { Logger } from "./telemetry.js";
 import { noopLogger } from "./telemetry.js";
 
@@ -32,29 +33,32 @@ export interface MemoryRelease {
 }
 
 /**
- * Every `intervalMs`, collects garbage once when ArrayBuffer memory exceeds what the last collection
- * left by `thresholdBytes` and no xDS response is in flight (a collection in the middle of a push
- * would find the buffers still in use). The level after each collection is the new reference, so
- * memory that is really in use, a larger cache for instance, costs at most one collection. The timer
- * does not keep the process alive.
+ * Every `intervalMs`, collects garbage once when ArrayBuffer memory, less the xDS responses still in
+ * flight (live, a collection cannot free them), exceeds what the last collection left by
+ * `thresholdBytes`. A client that stops reading therefore does not hold back the release of the other
+ * clients' copies. The level after each collection is the new reference, so memory that is really in
+ * use, a larger cache for instance, costs at most one collection. The timer does not keep the process
+ * alive.
  */
 export function startMemoryRelease(options: MemoryReleaseOptions): MemoryRelease {
   const threshold = options.thresholdBytes ?? 16 * 1024 * 1024;
   const intervalMs = options.intervalMs ?? 10_000;
   const logger = options.logger ?? noopLogger;
-  let reference = options.arrayBuffers();
+  // ArrayBuffer bytes besides the responses in flight.
+  const held = () => options.arrayBuffers() - options.inFlight();
+  let reference = held();
   let collections = 0;
   const check = () => {
-    const before = options.arrayBuffers();
+    const before = held();
     if (before < reference) {
       // V8 collected on its own: what it left is the reference now.
       reference = before;
       return;
     }
-    if (before - reference < threshold || options.inFlight() > 0) return;
+    if (before - reference < threshold) return;
     options.collect();
     collections++;
-    reference = options.arrayBuffers();
+    reference = held();
     logger.debug({ before, after: reference }, "collected the buffers a push left behind");
   };
   const timer = setInterval(check, intervalMs);
