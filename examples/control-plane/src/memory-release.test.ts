@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it, mock } from "node:test";
-import { startMemoryRelease } from "./memory-release.js";
+import { type MemoryRelease, startMemoryRelease } from "./memory-release.js";
 
 const MiB = 1024 * 1024;
 
@@ -18,14 +18,27 @@ function fakeProcess() {
   };
 }
 
+/** Runs `steps` against a release over `p` (checks every second), stopped afterwards. */
+function withRelease(
+  p: ReturnType<typeof fakeProcess>,
+  thresholdBytes: number,
+  steps: (release: MemoryRelease) => void,
+): void {
+  const release = startMemoryRelease({ ...p, thresholdBytes, intervalMs: 1000 });
+  try {
+    steps(release);
+  } finally {
+    release.stop();
+  }
+}
+
 describe("startMemoryRelease", () => {
   beforeEach(() => mock.timers.enable({ apis: ["setInterval"] }));
   afterEach(() => mock.timers.reset());
 
   it("collects once after a push whose buffers are dead, and not again while nothing grows", () => {
     const p = fakeProcess();
-    const release = startMemoryRelease({ ...p, thresholdBytes: 64 * MiB, intervalMs: 1000 });
-    try {
+    withRelease(p, 64 * MiB, (release) => {
       // The push: 300 MiB of response copies in flight, then taken by the clients.
       p.state.live += 300 * MiB;
       p.state.inFlight = 300 * MiB;
@@ -40,15 +53,12 @@ describe("startMemoryRelease", () => {
       assert.equal(p.arrayBuffers(), 10 * MiB);
       mock.timers.tick(10_000);
       assert.equal(p.state.collections, 1, "nothing left to give back");
-    } finally {
-      release.stop();
-    }
+    });
   });
 
   it("leaves growth under the threshold alone, and takes memory in use as the new level", () => {
     const p = fakeProcess();
-    const release = startMemoryRelease({ ...p, thresholdBytes: 64 * MiB, intervalMs: 1000 });
-    try {
+    withRelease(p, 64 * MiB, () => {
       p.state.dead += 63 * MiB;
       mock.timers.tick(5000);
       assert.equal(p.state.collections, 0);
@@ -62,15 +72,12 @@ describe("startMemoryRelease", () => {
       p.state.dead += 64 * MiB;
       mock.timers.tick(1000);
       assert.equal(p.state.collections, 2);
-    } finally {
-      release.stop();
-    }
+    });
   });
 
   it("collects the other clients' dead copies while one client holds its response", () => {
     const p = fakeProcess();
-    const release = startMemoryRelease({ ...p, thresholdBytes: 64 * MiB, intervalMs: 1000 });
-    try {
+    withRelease(p, 64 * MiB, () => {
       // 100 copies sent; 99 clients read theirs, one stopped reading with its 3 MiB in flight.
       p.state.live += 3 * MiB;
       p.state.inFlight = 3 * MiB;
@@ -86,25 +93,20 @@ describe("startMemoryRelease", () => {
       p.state.inFlight = 0;
       mock.timers.tick(5000);
       assert.equal(p.state.collections, 1);
-    } finally {
-      release.stop();
-    }
+    });
   });
 
   it("follows a lower level that V8 reached by itself", () => {
     const p = fakeProcess();
     p.state.live = 200 * MiB;
-    const release = startMemoryRelease({ ...p, thresholdBytes: 64 * MiB, intervalMs: 1000 });
-    try {
+    withRelease(p, 64 * MiB, () => {
       p.state.live = 20 * MiB;
       mock.timers.tick(1000);
       // 70 MiB over the 20 MiB level V8 left, not over the 200 MiB the release started from.
       p.state.dead = 70 * MiB;
       mock.timers.tick(1000);
       assert.equal(p.state.collections, 1);
-    } finally {
-      release.stop();
-    }
+    });
   });
 
   it("stops checking once stopped", () => {

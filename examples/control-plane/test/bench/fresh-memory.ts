@@ -88,15 +88,15 @@ async function runCase(name: Case): Promise<Record<string, number>> {
       const withCopies = rssMiB();
       kept = [];
       await new Promise((r) => setTimeout(r, Number(values["idle-seconds"]) * 1000));
+      const afterIdle = rssMiB();
+      const arrayBuffersAfterIdle = process.memoryUsage().arrayBuffers / 2 ** 20;
+      gc();
+      await settle();
       return {
         rssWithCopiesMiB: Math.round(withCopies),
-        rssAfterIdleMiB: Math.round(rssMiB()),
-        arrayBuffersAfterIdleMiB: Math.round(process.memoryUsage().arrayBuffers / 2 ** 20),
-        rssAfterCollectionMiB: await (async () => {
-          gc();
-          await settle();
-          return Math.round(rssMiB());
-        })(),
+        rssAfterIdleMiB: Math.round(afterIdle),
+        arrayBuffersAfterIdleMiB: Math.round(arrayBuffersAfterIdle),
+        rssAfterCollectionMiB: Math.round(rssMiB()),
       };
     }
   }
