@@ -101,6 +101,12 @@ export interface ControlPlaneOptions extends TranslateOptions {
    * Default true; false waits `xdsDebounceMs` before every push.
    */
   xdsDebounceLeadingEdge?: boolean;
+  /**
+   * Response bytes an xDS server may hold for all its streams together before further responses wait
+   * their turn (`@ambient/xds` `maxTotalBufferedBytes`; istiod `PILOT_PUSH_THROTTLE`). Default 16 MiB:
+   * a full push then goes to about 16 MiB / state size clients at a time.
+   */
+  xdsMaxTotalBufferedBytes?: number;
   /** Require a valid node token on xDS streams. Default true (istiod authenticates every xDS client). */
   requireXdsToken?: boolean;
   /**
@@ -336,9 +342,14 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   let currentErrors: ManifestError[] = [];
   const tokenNodes = new Set<string>();
 
+  const xdsThrottle =
+    options.xdsMaxTotalBufferedBytes === undefined
+      ? {}
+      : { maxTotalBufferedBytes: options.xdsMaxTotalBufferedBytes };
   const xds = createXdsServer({
     debounceMs: options.xdsDebounceMs ?? 100,
     debounceLeadingEdge: options.xdsDebounceLeadingEdge ?? true,
+    ...xdsThrottle,
     // On-demand ztunnels (XDS_ON_DEMAND): a Service VIP brings its workloads, and a node its pods.
     related: relatedAddressesHook(() => current),
     logger,
@@ -663,6 +674,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       cache: xds.cache,
       debounceMs: options.xdsDebounceMs ?? 100,
       debounceLeadingEdge: options.xdsDebounceLeadingEdge ?? true,
+      ...xdsThrottle,
       related: relatedAddressesHook(() => current),
       logger,
       metrics,

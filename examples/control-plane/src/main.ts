@@ -22,6 +22,9 @@ options:
                         (default ${DEFAULT_POD_CIDRS.join(",")}); pods outside are reported, not served
   --xds-debounce-ms MS  delay that coalesces changes into one push (default 100; istiod
                         PILOT_DEBOUNCE_AFTER). A change reaches clients after it plus the translation
+  --xds-push-buffer-mib N  response MiB the xDS server holds for all clients together before
+                        further responses wait their turn (default 16; istiod PILOT_PUSH_THROTTLE).
+                        A full push goes to about N MiB / state size clients at a time
   --kubernetes          read a cluster instead of --mesh-dir: informers, TokenReview, the CA from the
                         istio-system Secret cacerts or istio-ca-secret, a Lease leader (see
                         deploy/kubernetes/README.md); --state-dir is not used
@@ -46,6 +49,7 @@ function parseCommandLine(args: string[]) {
       "pod-cidr": { type: "string", multiple: true },
       "serving-host": { type: "string", multiple: true },
       "xds-debounce-ms": { type: "string" },
+      "xds-push-buffer-mib": { type: "string" },
       kubernetes: { type: "boolean", default: false },
       kubeconfig: { type: "string" },
       "pod-name": { type: "string" },
@@ -84,8 +88,15 @@ async function main(): Promise<void> {
     console.error(`control-plane: --xds-debounce-ms must be a non-negative integer\n\n${usage}`);
     process.exit(2);
   }
+  const pushBuffer = values["xds-push-buffer-mib"];
+  const pushBufferMiB = pushBuffer === undefined ? undefined : Number(pushBuffer);
+  if (pushBufferMiB !== undefined && (!Number.isInteger(pushBufferMiB) || pushBufferMiB < 1)) {
+    console.error(`control-plane: --xds-push-buffer-mib must be a positive integer\n\n${usage}`);
+    process.exit(2);
+  }
+  const xdsMaxTotalBufferedBytes = pushBufferMiB === undefined ? undefined : pushBufferMiB * 2 ** 20;
   if (values.kubernetes) {
-    await mainKubernetes(values, { podCidrs, servingHosts, xdsDebounceMs });
+    await mainKubernetes(values, { podCidrs, servingHosts, xdsDebounceMs, xdsMaxTotalBufferedBytes });
     return;
   }
   // Loaded after the arguments are read, so --help and a bad flag answer without loading the servers.
@@ -107,6 +118,7 @@ async function main(): Promise<void> {
     ...(podCidrs === undefined ? {} : { podCidrs }),
     ...(servingHosts === undefined ? {} : { servingHosts }),
     ...(xdsDebounceMs === undefined ? {} : { xdsDebounceMs }),
+    ...(xdsMaxTotalBufferedBytes === undefined ? {} : { xdsMaxTotalBufferedBytes }),
     logger,
     metrics: createPromClientSink(prom, registry),
     metricsText: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
@@ -141,6 +153,7 @@ async function mainKubernetes(
     podCidrs: string[] | undefined;
     servingHosts: string[] | undefined;
     xdsDebounceMs: number | undefined;
+    xdsMaxTotalBufferedBytes: number | undefined;
   },
 ): Promise<void> {
   const [
@@ -173,6 +186,9 @@ async function mainKubernetes(
     ...(parsed.podCidrs === undefined ? {} : { podCidrs: parsed.podCidrs }),
     ...(parsed.servingHosts === undefined ? {} : { servingHosts: parsed.servingHosts }),
     ...(parsed.xdsDebounceMs === undefined ? {} : { xdsDebounceMs: parsed.xdsDebounceMs }),
+    ...(parsed.xdsMaxTotalBufferedBytes === undefined
+      ? {}
+      : { xdsMaxTotalBufferedBytes: parsed.xdsMaxTotalBufferedBytes }),
     logger,
     metrics: createPromClientSink(prom, registry),
     metricsText: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),

@@ -88,14 +88,30 @@ it("--help after pnpm's -- separator describes every flag", { timeout: 60_000 },
   }
 });
 
-it("refuses an unknown flag and a bad pod range with a message", { timeout: 60_000 }, async () => {
-  const unknown = await run(["--", "--nope"]);
-  assert.equal(unknown.code, 2);
-  assert.match(unknown.stderr, /Unknown option '--nope'[\s\S]*usage:/);
-  const bad = await run(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--pod-cidr", "127.10.0.1/16"]);
-  assert.equal(bad.code, 1);
-  assert.match(bad.stderr, /pod CIDR "127\.10\.0\.1\/16" has host bits set/);
-});
+it(
+  "refuses an unknown flag, a bad push buffer and a bad pod range with a message",
+  { timeout: 60_000 },
+  async () => {
+    const unknown = await run(["--", "--nope"]);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /Unknown option '--nope'[\s\S]*usage:/);
+    for (const value of ["0", "1.5", "lots"]) {
+      const buffer = await run(["--xds-push-buffer-mib", value]);
+      assert.equal(buffer.code, 2, value);
+      assert.match(buffer.stderr, /--xds-push-buffer-mib must be a positive integer[\s\S]*usage:/);
+    }
+    const bad = await run([
+      "--listen",
+      "127.0.0.1:0",
+      "--admin",
+      "127.0.0.1:0",
+      "--pod-cidr",
+      "127.10.0.1/16",
+    ]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /pod CIDR "127\.10\.0\.1\/16" has host bits set/);
+  },
+);
 
 it(
   "--kubernetes reads the cluster of --kubeconfig and exits cleanly on SIGTERM",

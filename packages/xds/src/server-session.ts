@@ -116,6 +116,8 @@ abstract class Session {
     protected readonly send: (bytes: Uint8Array) => void,
     /** False while the stream holds too many unsent bytes: pushes then wait and coalesce. */
     protected readonly writable: () => boolean = () => true,
+    /** Resolves once the stream may write (undefined when it may now): a response then goes out. */
+    protected readonly turn: () => Promise<void> | undefined = () => undefined,
   ) {}
 
   protected nextNonce(): string {
@@ -258,6 +260,9 @@ export class DeltaSession extends Session {
     }
     const missing = added.filter((n) => this.host.cache.internalEntry(typeUrl, n) === undefined);
     if (missing.length > 0) await this.host.resolve(this.ctx, typeUrl, missing);
+    // The response is computed once the stream may write, so it carries the state of that moment.
+    const turn = this.turn();
+    if (turn !== undefined) await turn;
     if (this.closed) return;
     // On-demand: what the server adds to what was asked for (istiod's "additional" subscriptions).
     const extra = w.wildcard ? [] : this.addRelated(typeUrl, w, added);
@@ -489,6 +494,8 @@ export class SotwSession extends Session {
     if (changed) {
       const missing = names.filter((n) => this.host.cache.internalEntry(typeUrl, n) === undefined);
       if (missing.length > 0) await this.host.resolve(this.ctx, typeUrl, missing);
+      const turn = this.turn();
+      if (turn !== undefined) await turn;
       if (this.closed) return;
       this.respond(typeUrl, w);
     } else if (w.dirty && !w.awaitingAck && this.writable()) {

@@ -639,6 +639,54 @@ describe("slow consumer", () => {
     }
   }
 
+  interface RawResponse {
+    typeUrl: string;
+    nonce: string;
+    resources: { name: string; version: string }[];
+  }
+
+  /**
+   * A bare HTTP/2 gRPC Delta stream on a connection of its own with a 64 KiB window: once paused it
+   * takes one window of responses and no more. It ACKs each response it reads for which `ack` says so.
+   */
+  function openRaw(port: number, ack: (res: RawResponse) => boolean = () => true) {
+    const session = http2.connect(`http://127.0.0.1:${port}`, { settings: { initialWindowSize: 65535 } });
+    session.on("error", () => {});
+    const stream = session.request({
+      ":method": "POST",
+      ":path": `/${ADS_SERVICE}/DeltaAggregatedResources`,
+      "content-type": "application/grpc",
+      te: "trailers",
+    });
+    stream.on("error", () => {});
+    const client = {
+      stream,
+      /** Version of each resource last received, and how many times each was sent. */
+      seen: new Map<string, string>(),
+      sends: new Map<string, number>(),
+      responses: 0,
+      send: (request: object) => stream.write(grpcFrame(DELTA_REQ, request)),
+      // Destroyed, not closed: a paused stream with data waiting would keep the session open.
+      close: () => session.destroy(),
+    };
+    let pending = Buffer.alloc(0);
+    stream.on("data", (chunk: Buffer) => {
+      pending = Buffer.concat([pending, chunk]);
+      while (pending.length >= 5 && pending.length >= 5 + pending.readUInt32BE(1)) {
+        const body = pending.subarray(5, 5 + pending.readUInt32BE(1));
+        pending = pending.subarray(5 + body.length);
+        const res = typeRegistry.decode(DELTA_RES, body) as RawResponse;
+        client.responses++;
+        for (const r of res.resources) {
+          client.seen.set(r.name, r.version);
+          client.sends.set(r.name, (client.sends.get(r.name) ?? 0) + 1);
+        }
+        if (ack(res)) client.send({ typeUrl: res.typeUrl, responseNonce: res.nonce });
+      }
+    });
+    return client;
+  }
+
   it("bounds the bytes buffered for a stream that stops reading and coalesces its pushes", async () => {
     const maxBufferedBytes = 16 * 1024;
     // Past the limit the server writes at most one more response per request it handles.
@@ -654,41 +702,9 @@ describe("slow consumer", () => {
     });
     const port = await server.listen();
     const fast = openDelta(port);
-    // A bare HTTP/2 gRPC stream: once paused it takes one 64 KiB window of responses and no more.
-    const session = http2.connect(`http://127.0.0.1:${port}`, { settings: { initialWindowSize: 65535 } });
-    session.on("error", () => {});
-    const slow = session.request({
-      ":method": "POST",
-      ":path": `/${ADS_SERVICE}/DeltaAggregatedResources`,
-      "content-type": "application/grpc",
-      te: "trailers",
-    });
-    slow.on("error", () => {});
-    const seen = new Map<string, string>();
-    const sends = new Map<string, number>();
-    let responses = 0;
-    let pending = Buffer.alloc(0);
-    slow.on("data", (chunk: Buffer) => {
-      pending = Buffer.concat([pending, chunk]);
-      while (pending.length >= 5 && pending.length >= 5 + pending.readUInt32BE(1)) {
-        const body = pending.subarray(5, 5 + pending.readUInt32BE(1));
-        pending = pending.subarray(5 + body.length);
-        const res = typeRegistry.decode(DELTA_RES, body) as {
-          typeUrl: string;
-          nonce: string;
-          resources: { name: string; version: string }[];
-        };
-        responses++;
-        for (const r of res.resources) {
-          seen.set(r.name, r.version);
-          sends.set(r.name, (sends.get(r.name) ?? 0) + 1);
-        }
-        // Only the policy is ACKed before the stall; after it, everything is.
-        if (res.typeUrl === TypeUrl.authorization || !slow.isPaused()) {
-          slow.write(grpcFrame(DELTA_REQ, { typeUrl: res.typeUrl, responseNonce: res.nonce }));
-        }
-      }
-    });
+    // Only the policy is ACKed before the stall; after it, everything is.
+    const raw = openRaw(port, (res) => res.typeUrl === TypeUrl.authorization || !raw.stream.isPaused());
+    const { stream: slow, seen, sends } = raw;
     try {
       fast.send({ typeUrl: A, node: { id: "fast" }, resourceNamesSubscribe: ["b1"] });
       let ack = (await fast.next()).nonce;
@@ -756,13 +772,105 @@ describe("slow consumer", () => {
       );
       assert.equal((sends.get("ns/p1") ?? 0) - policySends, 1, `policy sent again for ${UPDATES} updates`);
       assert.ok((sends.get("b1") ?? 0) - b1Sends <= 2, `b1 sent ${sends.get("b1")} times`);
-      assert.ok(responses <= NAMES + 4, `${responses} responses`);
+      assert.ok(raw.responses <= NAMES + 4, `${raw.responses} responses`);
       assert.ok(stats().peakBufferedBytes <= bound, `peak ${stats().peakBufferedBytes} > ${bound}`);
       await until(() => server.bufferedBytes() === 0, "every response to leave the server");
     } finally {
-      slow.close();
-      session.close();
+      raw.close();
       fast.close();
+      await server.close();
+    }
+  });
+
+  it("bounds the response bytes of every stream together and lets waiting streams through in turn", async () => {
+    const maxTotalBufferedBytes = 64 * 1024;
+    const server = createXdsServer({ debounceMs: 60_000, maxTotalBufferedBytes });
+    // About 160 KB: one response to a wildcard subscription passes the bound on its own.
+    const NAMES = 20;
+    server.cache.batch(() => {
+      for (let i = 1; i <= NAMES; i++) server.cache.set(A, `b${i}`, big(i, 0));
+    });
+    const port = await server.listen();
+    const clients = [0, 1, 2, 3].map(() => openRaw(port));
+    try {
+      for (const [i, c] of clients.entries()) {
+        c.stream.pause();
+        c.send({ typeUrl: A, node: { id: `c${i}` }, resourceNamesSubscribe: ["*"] });
+      }
+      const stats = () => server.streams().map((ctx) => server.streamStats(ctx.id));
+      await until(
+        () =>
+          stats().length === 4 &&
+          stats().filter((s) => s?.responses === 1).length === 1 &&
+          stats().filter((s) => s?.waiting === true && s.responses === 0).length === 3,
+        "one stream to be sent its state and three to wait",
+      );
+      const response = server.bufferedBytes();
+      assert.ok(response > maxTotalBufferedBytes, `${response} bytes: one whole response`);
+      const first = clients.findIndex((_, i) => {
+        const ctx = server.streams().find((c) => c.node?.id === `c${i}`);
+        return ctx !== undefined && server.streamStats(ctx.id)?.responses === 1;
+      });
+      // Changes while they wait: the first stream holds them (not ACKed), the others are sent the
+      // latest state when their turn comes.
+      for (let rev = 1; rev <= 5; rev++) {
+        server.cache.set(A, "b1", big(1, rev));
+        server.flushNow();
+      }
+      assert.equal(stats().filter((s) => s?.waiting === true).length, 3);
+      assert.ok(server.bufferedBytes() === response, "nothing more was written");
+      (clients[first] as (typeof clients)[number]).stream.resume();
+      await until(
+        () => stats().filter((s) => s?.responses === 1 && !s.waiting).length === 1,
+        "the next stream's turn",
+      );
+      for (const c of clients) c.stream.resume();
+      const latest = server.cache.entry(A, "b1")?.version;
+      await until(
+        () => clients.every((c) => c.seen.size === NAMES && c.seen.get("b1") === latest),
+        "every stream to reach the latest state",
+      );
+      await until(() => server.bufferedBytes() === 0, "every response to leave the server");
+      const peak = server.peakBufferedBytes();
+      assert.ok(peak >= response && peak < maxTotalBufferedBytes + response, `peak ${peak}`);
+      for (const [i, c] of clients.entries()) {
+        const b1 = c.sends.get("b1") ?? 0;
+        assert.ok(b1 <= (i === first ? 2 : 1), `client ${i}: b1 sent ${b1} times`);
+      }
+    } finally {
+      for (const c of clients) c.close();
+      await server.close();
+    }
+  });
+
+  it("stops counting a response its client does not take after stalledResponseMs", async () => {
+    const server = createXdsServer({
+      debounceMs: 60_000,
+      maxTotalBufferedBytes: 64 * 1024,
+      stalledResponseMs: 300,
+    });
+    server.cache.batch(() => {
+      for (let i = 1; i <= 20; i++) server.cache.set(A, `b${i}`, big(i, 0));
+    });
+    const port = await server.listen();
+    const stuck = openRaw(port);
+    const reader = openRaw(port);
+    try {
+      stuck.stream.pause();
+      stuck.send({ typeUrl: A, node: { id: "stuck" }, resourceNamesSubscribe: ["*"] });
+      const idOf = (node: string) => server.streams().find((c) => c.node?.id === node)?.id ?? -1;
+      await until(() => server.streamStats(idOf("stuck"))?.responses === 1, "the stuck stream's response");
+      const started = Date.now();
+      reader.send({ typeUrl: A, node: { id: "reader" }, resourceNamesSubscribe: ["*"] });
+      await until(() => server.streamStats(idOf("reader"))?.waiting === true, "the reader to wait");
+      await until(() => reader.seen.size === 20, "the reader's state");
+      const waited = Date.now() - started;
+      assert.ok(waited >= 250, `the reader waited ${waited} ms`);
+      // The stuck stream still holds its response; it no longer counts toward the total.
+      assert.ok((server.streamStats(idOf("stuck"))?.bufferedBytes ?? 0) > 64 * 1024);
+    } finally {
+      stuck.close();
+      reader.close();
       await server.close();
     }
   });

@@ -4,6 +4,7 @@ import { XdsError } from "./errors.js";
 import type { envoy } from "./gen/types.js";
 import { GrpcStatus, grpcStatusOf, toXdsError } from "./node-error.js";
 import { PushDebouncer } from "./push-debounce.js";
+import { type InFlightResponse, PushThrottle } from "./push-throttle.js";
 import { type CacheChange, type CachedResource, ResourceCache, shortTypeName } from "./resource-cache.js";
 import {
   DeltaSession,
@@ -105,6 +106,24 @@ export interface XdsServerOptions {
    * pushes queued for a connection.
    */
   maxBufferedBytes?: number;
+  /**
+   * Response bytes all streams of this server together may hold that their clients have not taken yet
+   * before a stream's next response waits its turn: default 16 MiB. grpc-js copies every response it
+   * sends, so a push of the whole state to every client at once would otherwise hold clients times
+   * state size (istiod bounds concurrent pushes with `PILOT_PUSH_THROTTLE`). Waiting streams coalesce
+   * their changes as a blocked stream does and go through in the order they came as the total falls;
+   * each response goes out whole, so the total may pass the bound by one response, and a response
+   * larger than the bound goes out alone. A response counts toward the bound until its client takes
+   * it or for `stalledResponseMs`, whichever comes first. Pushes of the whole state run about
+   * bound / state size at a time: raise it when that is below a few and memory allows.
+   */
+  maxTotalBufferedBytes?: number;
+  /**
+   * How long a response counts toward `maxTotalBufferedBytes` while its client does not take it:
+   * default 5000 ms. After that a client that stopped reading holds back no one else (its own stream
+   * stays bounded by `maxBufferedBytes`).
+   */
+  stalledResponseMs?: number;
   /** Called for every NACK, with the error detail the client sent. */
   onNack?: (context: XdsStreamContext, nack: NackRecord) => void;
   /** Structured logger; default no-op. */
@@ -126,6 +145,11 @@ export interface XdsStreamStats {
   peakBufferedBytes: number;
   /** True while `bufferedBytes` is at or above `maxBufferedBytes`: pushes are held and coalesced. */
   blocked: boolean;
+  /**
+   * True while the stream waits its turn under `maxTotalBufferedBytes`: pushes are held and
+   * coalesced, and the answer to a request waits (computed when the turn comes).
+   */
+  waiting: boolean;
   /** Requests received and not handled yet. */
   queuedRequests: number;
   /** Responses written to the stream so far. */
@@ -138,6 +162,10 @@ interface LiveStream {
   readonly stats: XdsStreamStats;
   /** Wakes a request waiting for the stream to drain. */
   wake(): void;
+  /** Wakes a response waiting for its turn; false when none waits. */
+  wakeTurn(): boolean;
+  /** Stops counting the stream's unsent responses toward the server's total (the stream ended). */
+  release(): void;
   /** Labels under which the stream was counted in `pilot_xds`, once authenticated. */
   counted?: { protocol: string; kind: string };
   readonly context: XdsStreamContext;
@@ -170,6 +198,7 @@ export class XdsServer {
   private readonly live = new Set<LiveStream>();
   private readonly dirty = new Map<string, { names: Set<string>; aliases: Set<string>; since: number }>();
   private readonly debouncer: PushDebouncer;
+  private readonly throttle: PushThrottle<LiveStream>;
   private grpcServer: grpc.Server | undefined;
   private nextId = 0;
   /** Nonces are numbered server-wide, so streams in step can be sent one response's bytes. */
@@ -193,6 +222,16 @@ export class XdsServer {
       windowMs: options.debounceMs ?? 100,
       leadingEdge: options.debounceLeadingEdge ?? false,
       flush: () => this.flushNow(),
+    });
+    this.throttle = new PushThrottle<LiveStream>({
+      maxBytes: options.maxTotalBufferedBytes ?? 16 * 1024 * 1024,
+      stalledMs: options.stalledResponseMs ?? 5000,
+      admit: (stream) => {
+        stream.stats.waiting = false;
+        if (stream.session.closed) return false;
+        stream.session.resume();
+        return !stream.stats.blocked && stream.wakeTurn();
+      },
     });
     const m = options.metrics ?? noopMetrics;
     this.metrics = {
@@ -340,6 +379,14 @@ export class XdsServer {
     return total;
   }
 
+  /**
+   * Highest total of response bytes counted toward `maxTotalBufferedBytes` so far (responses not yet
+   * taken by their clients, less those stalled past `stalledResponseMs`).
+   */
+  peakBufferedBytes(): number {
+    return this.throttle.peakBytes;
+  }
+
   /** Pushes pending cache changes now instead of waiting for the debounce timer. */
   flushNow(): void {
     // A flush that reached no stream (the cache filled before anyone connected) opens no window.
@@ -363,6 +410,7 @@ export class XdsServer {
     this.closed = true;
     this.unsubscribe();
     this.debouncer.stop();
+    this.throttle.close();
     this.host.sections.clear();
     for (const s of [...this.live]) this.finish(s, GrpcStatus.UNAVAILABLE, "xds server shutting down");
     const server = this.grpcServer;
@@ -394,7 +442,9 @@ export class XdsServer {
   private finish(stream: LiveStream, code: number, details: string): void {
     if (!this.live.delete(stream)) return;
     stream.session.closed = true;
+    stream.release();
     stream.wake();
+    stream.wakeTurn();
     if (stream.counted !== undefined) this.metrics.clients.dec(stream.counted);
     if (code === GrpcStatus.OK) stream.call.end();
     else stream.call.emit("error", { code, details });
@@ -422,6 +472,7 @@ export class XdsServer {
       bufferedResponses: 0,
       peakBufferedBytes: 0,
       blocked: false,
+      waiting: false,
       queuedRequests: 0,
       responses: 0,
       bytes: 0,
@@ -433,10 +484,23 @@ export class XdsServer {
       waiter = undefined;
       w?.();
     };
-    const writable = () => !stats.blocked;
+    const writable = () => {
+      if (stats.blocked) return false;
+      stats.waiting = !this.throttle.mayWrite(stream);
+      return !stats.waiting;
+    };
+    // Responses counted toward the server's total and not yet taken.
+    const inFlight = new Set<InFlightResponse>();
+    const release = () => {
+      for (const response of inFlight) this.throttle.taken(response);
+      inFlight.clear();
+      this.throttle.forget(stream);
+    };
     // The write callback runs once grpc-js has handed the bytes to HTTP/2 and flow control let them out.
     const send = (bytes: Uint8Array) => {
       if (stream.session.closed) return;
+      const response = this.throttle.sent(bytes.length);
+      inFlight.add(response);
       stats.bufferedBytes += bytes.length;
       stats.bufferedResponses++;
       stats.responses++;
@@ -446,11 +510,18 @@ export class XdsServer {
       call.write(bytes, () => {
         stats.bufferedBytes -= bytes.length;
         stats.bufferedResponses--;
-        if (stats.blocked && stats.bufferedBytes < maxBuffered) {
-          stats.blocked = false;
-          if (stream.session.closed) return;
+        const unblocked = stats.blocked && stats.bufferedBytes < maxBuffered;
+        if (unblocked) stats.blocked = false;
+        // Streams waiting for the server's total go first, in their order; then this one.
+        inFlight.delete(response);
+        this.throttle.taken(response);
+        if (unblocked && !stream.session.closed) {
           stream.session.resume();
-          if (!stats.blocked) wake();
+          if (!stats.blocked) {
+            wake();
+            // A waiting stream's answer is woken by its turn instead.
+            if (!stats.waiting) wakeTurn();
+          }
         }
       });
     };
@@ -460,11 +531,26 @@ export class XdsServer {
         waiter = resolve;
       });
     };
+    // A response to a request waits here until the stream may write: unblocked, and its turn under
+    // the server's total. Checked again when woken, as another stream may have written first.
+    let turnWaiter: (() => void) | undefined;
+    const wakeTurn = (): boolean => {
+      const w = turnWaiter;
+      turnWaiter = undefined;
+      w?.();
+      return w !== undefined;
+    };
+    const turn = (): Promise<void> | undefined => {
+      if (stream.session.closed || writable()) return undefined;
+      return new Promise<void>((resolve) => {
+        turnWaiter = resolve;
+      }).then(turn);
+    };
     const session =
       protocol === "delta"
-        ? new DeltaSession(this.host, context, send, writable)
-        : new SotwSession(this.host, context, send, writable);
-    const stream: LiveStream = { context, session, call, stats, wake };
+        ? new DeltaSession(this.host, context, send, writable, turn)
+        : new SotwSession(this.host, context, send, writable, turn);
+    const stream: LiveStream = { context, session, call, stats, wake, wakeTurn, release };
     this.live.add(stream);
     let authenticated = false;
     let chain = Promise.resolve();

@@ -10,6 +10,8 @@
 //        [--clients 100] [--client-processes 4] [--full-clients 5] [--changes 5]
 //        [--xds-debounce-ms 100] [--trailing-debounce] [--realistic-pods] [--profile-dir DIR]
 //        [--every-object]   (translate every object on every reload: `incrementalReload: false`)
+//        [--push-buffer-mib N|off]   (the xDS servers' bound on unsent response bytes of all streams
+//                                     together, `xdsMaxTotalBufferedBytes`; default the shipped 16)
 //        [--client-window BYTES]   (each client's HTTP/2 receive window, `grpc-node.flow_control_window`;
 //                                   default 4 MiB, createXdsClient's default; 65535 is HTTP/2's)
 //        [--idle-seconds N]   (also RSS once idle: N s without work before the baseline and again at
@@ -17,6 +19,7 @@
 //
 // Not a test: nothing is asserted. Results and method: docs/benchmarks.md.
 import { type ChildProcess, fork } from "node:child_process";
+import { readFile } from "node:fs/promises";
 import os from "node:os";
 import { parseArgs } from "node:util";
 import { next } from "./child-messages.js";
@@ -206,6 +209,12 @@ async function settledRssMiB(): Promise<number> {
   return process.memoryUsage().rss / 2 ** 20;
 }
 
+/** The most this process has had resident so far (`VmHWM`), in MiB. */
+async function peakRssMiB(): Promise<number> {
+  const status = await readFile("/proc/self/status", "utf8");
+  return Number(/^VmHWM:\s+(\d+) kB$/m.exec(status)?.[1]) / 1024;
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -216,6 +225,7 @@ async function main(): Promise<void> {
       "client-processes": { type: "string", default: "4" },
       "full-clients": { type: "string", default: "5" },
       "xds-debounce-ms": { type: "string", default: "100" },
+      "push-buffer-mib": { type: "string" },
       "trailing-debounce": { type: "boolean", default: false },
       "realistic-pods": { type: "boolean", default: false },
       "profile-dir": { type: "string" },
@@ -228,6 +238,13 @@ async function main(): Promise<void> {
   const services = Number(values.services);
   const clientCount = Number(values.clients);
   const xdsDebounceMs = Number(values["xds-debounce-ms"]);
+  const pushBufferFlag = values["push-buffer-mib"];
+  const pushBuffer =
+    pushBufferFlag === undefined
+      ? undefined
+      : pushBufferFlag === "off"
+        ? Number.POSITIVE_INFINITY
+        : Number(pushBufferFlag) * 2 ** 20;
   const processes = Math.max(1, Math.min(Number(values["client-processes"]), clientCount));
   const fullClients = Math.min(Number(values["full-clients"]), clientCount);
   const { KubeConfig } = await import("@kubernetes/client-node");
@@ -291,6 +308,7 @@ async function main(): Promise<void> {
     xdsDebounceMs,
     xdsDebounceLeadingEdge: !values["trailing-debounce"],
     incrementalReload: !values["every-object"],
+    ...(pushBuffer === undefined ? {} : { xdsMaxTotalBufferedBytes: pushBuffer }),
   });
   const translateMs = performance.now() - t;
   const afterSync = await settledRssMiB();
@@ -325,6 +343,7 @@ async function main(): Promise<void> {
   const firstPushMs = Math.max(...readies.map((r) => r.at)) - pushStart;
   const pushCpu = process.cpuUsage(cpuBeforePush);
   const afterPush = await settledRssMiB();
+  const peakAfterPush = await peakRssMiB();
   // What the RSS after the push holds: the JS heap, and Buffers (gRPC/HTTP2 and encoded resources).
   const memoryAfterPush = process.memoryUsage();
   // Every client, full or envelope, must hold the same names and versions.
@@ -391,6 +410,7 @@ async function main(): Promise<void> {
         services,
         clients: clientCount,
         xdsDebounceMs,
+        pushBufferMiB: pushBufferFlag ?? "16 (default)",
         debounce: values["trailing-debounce"] ? "trailing" : "leading edge",
         podShape: values["realistic-pods"] ? "realistic" : "minimal",
         clientProcesses: processes,
@@ -409,6 +429,7 @@ async function main(): Promise<void> {
         rssBaselineMiB: Math.round(baseline),
         rssAfterSyncMiB: Math.round(afterSync),
         rssAfterPushMiB: Math.round(afterPush),
+        peakRssAfterPushMiB: Math.round(peakAfterPush),
         bytesPerPodAfterSync: Math.round(((afterSync - baseline) * 2 ** 20) / pods),
         bytesPerPodAfterPush: Math.round(((afterPush - baseline) * 2 ** 20) / pods),
         ...(idleBaseline === undefined || afterIdle === undefined
