@@ -7,8 +7,14 @@
 // difference over N is the RSS per pod above either baseline, without the bench's own process (tsx,
 // bookkeeping) in any figure.
 //
+// An idle process gives back the young generation a push grew (tens of MiB) only when V8's memory
+// reducer runs, some seconds to over half a minute into the idle time, so a fixed wait measured some
+// processes before it and some after. With --settle-seconds S (default 90) each process is read
+// every 2 s after the idle time until its V8 heap has settled (reserved within 8 MiB of used) or S
+// more seconds have passed; `settledAfterSeconds` says when, or null when it did not settle.
+//
 //   pnpm build && node --import tsx test/bench/rss-per-pod.ts [--pods 10000] [--services 1000]
-//        [--clients 100] [--client-processes 4] [--idle-seconds 30] [--runs 1]
+//        [--clients 100] [--client-processes 4] [--idle-seconds 30] [--settle-seconds 90] [--runs 1]
 //        [--node-flags=--max-semi-space-size=4]   (instead of the start script's flags; with "=")
 //
 // Not a test: nothing is asserted. Results and method: docs/benchmarks.md.
@@ -32,6 +38,7 @@ const { values } = parseArgs({
     clients: { type: "string", default: "100" },
     "client-processes": { type: "string", default: "4" },
     "idle-seconds": { type: "string", default: "30" },
+    "settle-seconds": { type: "string", default: "90" },
     runs: { type: "string", default: "1" },
     "node-flags": { type: "string" },
   },
@@ -41,6 +48,7 @@ const services = Number(values.services);
 const clients = Number(values.clients);
 const processes = Math.max(1, Math.min(Number(values["client-processes"]), clients));
 const idleMs = Number(values["idle-seconds"]) * 1000;
+const settleMs = Number(values["settle-seconds"]) * 1000;
 const nodeFlags =
   values["node-flags"] === undefined
     ? startFlags(here("../../package.json"))
@@ -132,6 +140,7 @@ async function measure(
   heapUsedMiB: number;
   heapTotalMiB: number;
   externalMiB: number;
+  settledAfterSeconds: number | null;
   resourcesPerClient: number;
 }> {
   const api = forkBench(["apiserver", String(podCount), String(serviceCount), "minimal"]);
@@ -160,10 +169,22 @@ async function measure(
   for (const c of group) c.send({ kind: "connect" });
   const readies = await ready;
   await new Promise((r) => setTimeout(r, idleMs));
+  let heap = await v8Memory(plane.admin);
+  let settledAfterSeconds: number | null = idleMs / 1000;
+  for (let waited = 0; heap.heapTotalMiB - heap.heapUsedMiB > 8; waited += 2000) {
+    if (waited >= settleMs) {
+      settledAfterSeconds = null;
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 2000));
+    heap = await v8Memory(plane.admin);
+    settledAfterSeconds = (idleMs + waited + 2000) / 1000;
+  }
   const result = {
     rssMiB: await statusMiB(plane.child.pid as number, "VmRSS"),
     peakRssMiB: await statusMiB(plane.child.pid as number, "VmHWM"),
-    ...(await v8Memory(plane.admin)),
+    ...heap,
+    settledAfterSeconds,
     resourcesPerClient: readies[0]?.resources ?? 0,
   };
   for (const c of [...group, plane.child, api]) {
@@ -191,6 +212,11 @@ try {
           { pods: round(withPods[k]), servicesOnly: round(servicesOnly[k]), empty: round(empty[k]) },
         ]),
       ),
+      settledAfterSeconds: {
+        pods: withPods.settledAfterSeconds,
+        servicesOnly: servicesOnly.settledAfterSeconds,
+        empty: empty.settledAfterSeconds,
+      },
       addressResourcesPerClient: withPods.resourcesPerClient,
       rssBytesPerPod: perPod(withPods.rssMiB, servicesOnly.rssMiB),
       rssBytesPerPodOverEmptyCluster: perPod(withPods.rssMiB, empty.rssMiB),
@@ -204,7 +230,16 @@ try {
   }
   console.log(
     JSON.stringify(
-      { pods, services, clients, idleSeconds: idleMs / 1000, nodeFlags, node: process.version, runs },
+      {
+        pods,
+        services,
+        clients,
+        idleSeconds: idleMs / 1000,
+        settleSeconds: settleMs / 1000,
+        nodeFlags,
+        node: process.version,
+        runs,
+      },
       null,
       2,
     ),
