@@ -9,11 +9,13 @@ describe("PushThrottle", () => {
 
   function throttle(maxBytes = 100, stalledMs = 5000) {
     const admitted: string[] = [];
+    const waits: number[] = [];
     let onAdmit: (stream: string) => boolean | undefined = () => false;
     const t = new PushThrottle<string>({
       maxBytes,
       stalledMs,
       now: () => Date.now(),
+      waited: (ms) => waits.push(ms),
       admit: (stream) => {
         admitted.push(stream);
         return onAdmit(stream) === true;
@@ -22,7 +24,7 @@ describe("PushThrottle", () => {
     const setOnAdmit = (fn: (stream: string) => boolean | undefined): void => {
       onAdmit = fn;
     };
-    return { t, admitted, setOnAdmit };
+    return { t, admitted, waits, setOnAdmit };
   }
 
   it("lets streams write below the bound and queues them at it, letting them through in order", () => {
@@ -109,6 +111,18 @@ describe("PushThrottle", () => {
     mock.timers.tick(2000);
     assert.deepEqual(admitted, ["a"]);
     assert.equal(t.bytes, 0);
+  });
+
+  it("reports how long each stream waited, from its first refusal", () => {
+    const { t, waits } = throttle();
+    const r = t.sent(100);
+    t.mayWrite("a");
+    mock.timers.tick(100);
+    t.mayWrite("b");
+    t.mayWrite("a");
+    mock.timers.tick(150);
+    t.taken(r);
+    assert.deepEqual(waits, [250, 150]);
   });
 
   it("stops counting stalled responses when no stream waits", () => {

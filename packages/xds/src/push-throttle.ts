@@ -21,6 +21,8 @@ export interface PushThrottleOptions<S> {
    * it has asked again with {@link PushThrottle.mayWrite}, so the turn is not given out twice.
    */
   admit: (stream: S) => boolean;
+  /** Called with how long (ms) a stream waited, each time one is let through. */
+  waited?: (ms: number) => void;
   /** Clock in ms; default `performance.now`. */
   now?: () => number;
 }
@@ -35,9 +37,10 @@ export class PushThrottle<S> {
   readonly #maxBytes: number;
   readonly #stalledMs: number;
   readonly #admit: (stream: S) => boolean;
+  readonly #waited: ((ms: number) => void) | undefined;
   readonly #now: () => number;
-  /** Streams refused a write, in the order they were refused (a Set keeps insertion order). */
-  readonly #waiting = new Set<S>();
+  /** Streams refused a write, in the order they were refused (a Map keeps insertion order), and since when. */
+  readonly #waiting = new Map<S, number>();
   /** The stream given a turn it takes later, until it asks again. */
   #holder: S | undefined;
   /** Counted responses in the order they were written, from `#head` on; taken ones are skipped. */
@@ -51,6 +54,7 @@ export class PushThrottle<S> {
     this.#maxBytes = options.maxBytes;
     this.#stalledMs = options.stalledMs;
     this.#admit = options.admit;
+    this.#waited = options.waited;
     this.#now = options.now ?? (() => performance.now());
   }
 
@@ -81,7 +85,7 @@ export class PushThrottle<S> {
       this.#waiting.delete(stream);
       return true;
     }
-    this.#waiting.add(stream);
+    if (!this.#waiting.has(stream)) this.#waiting.set(stream, this.#now());
     this.#arm();
     return false;
   }
@@ -125,10 +129,11 @@ export class PushThrottle<S> {
 
   #admitWaiting(): void {
     if (this.#waiting.size === 0 || this.#total >= this.#maxBytes || this.#holder !== undefined) return;
-    for (const stream of [...this.#waiting]) {
+    for (const [stream, since] of [...this.#waiting]) {
       if (this.#total >= this.#maxBytes) break;
       // Taken off before the call: a stream refused again inside `admit` goes to the back.
       this.#waiting.delete(stream);
+      this.#waited?.(this.#now() - since);
       if (this.#admit(stream)) {
         this.#holder = stream;
         break;

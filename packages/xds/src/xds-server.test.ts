@@ -784,7 +784,20 @@ describe("slow consumer", () => {
 
   it("bounds the response bytes of every stream together and lets waiting streams through in turn", async () => {
     const maxTotalBufferedBytes = 64 * 1024;
-    const server = createXdsServer({ debounceMs: 60_000, maxTotalBufferedBytes });
+    const queueTimes: number[] = [];
+    const server = createXdsServer({
+      debounceMs: 60_000,
+      maxTotalBufferedBytes,
+      metrics: {
+        counter: () => ({ inc: () => {} }),
+        gauge: () => ({ set: () => {}, inc: () => {}, dec: () => {} }),
+        histogram: (name) => ({
+          observe: (_labels, value) => {
+            if (name === "pilot_proxy_queue_time") queueTimes.push(value);
+          },
+        }),
+      },
+    });
     // About 160 KB: one response to a wildcard subscription passes the bound on its own.
     const NAMES = 20;
     server.cache.batch(() => {
@@ -837,6 +850,12 @@ describe("slow consumer", () => {
         const b1 = c.sends.get("b1") ?? 0;
         assert.ok(b1 <= (i === first ? 2 : 1), `client ${i}: b1 sent ${b1} times`);
       }
+      // Each of the three waited until the one before it was taken.
+      assert.ok(queueTimes.length >= 3, `${queueTimes.length} waits observed`);
+      assert.ok(
+        queueTimes.every((s) => s >= 0 && s < 10),
+        queueTimes.join(", "),
+      );
     } finally {
       for (const c of clients) c.close();
       await server.close();

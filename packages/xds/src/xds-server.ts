@@ -130,7 +130,8 @@ export interface XdsServerOptions {
   logger?: Logger;
   /**
    * Metrics sink; default no-op. Emits `pilot_xds` (streams by protocol and node kind),
-   * `pilot_xds_pushes`, `pilot_xds_push_bytes`, `pilot_total_xds_rejects` and `pilot_xds_push_time`.
+   * `pilot_xds_pushes`, `pilot_xds_push_bytes`, `pilot_total_xds_rejects`, `pilot_xds_push_time` and
+   * `pilot_proxy_queue_time` (how long a stream waited for its turn under `maxTotalBufferedBytes`).
    */
   metrics?: MetricsSink;
 }
@@ -212,6 +213,7 @@ export class XdsServer {
     pushBytes: ReturnType<MetricsSink["counter"]>;
     rejects: ReturnType<MetricsSink["counter"]>;
     pushTime: ReturnType<MetricsSink["histogram"]>;
+    queueTime: ReturnType<MetricsSink["histogram"]>;
   };
 
   constructor(options: XdsServerOptions = {}) {
@@ -226,6 +228,7 @@ export class XdsServer {
     this.throttle = new PushThrottle<LiveStream>({
       maxBytes: options.maxTotalBufferedBytes ?? 16 * 1024 * 1024,
       stalledMs: options.stalledResponseMs ?? 5000,
+      waited: (ms) => this.metrics.queueTime.observe({}, ms / 1000),
       admit: (stream) => {
         stream.stats.waiting = false;
         if (stream.session.closed) return false;
@@ -243,6 +246,12 @@ export class XdsServer {
         "pilot_xds_push_time",
         "Seconds from a cache change to the push of all affected streams",
         ["type"],
+        [0.001, 0.01, 0.1, 0.5, 1, 3, 5, 10],
+      ),
+      queueTime: m.histogram(
+        "pilot_proxy_queue_time",
+        "Seconds a stream waited for its turn under maxTotalBufferedBytes",
+        [],
         [0.001, 0.01, 0.1, 0.5, 1, 3, 5, 10],
       ),
     };
