@@ -82,21 +82,15 @@ async function main(): Promise<void> {
     ?.flatMap((list) => list.split(","))
     .map((h) => h.trim())
     .filter((h) => h !== "");
-  const debounce = values["xds-debounce-ms"];
-  const xdsDebounceMs = debounce === undefined ? undefined : Number(debounce);
-  if (xdsDebounceMs !== undefined && (!Number.isInteger(xdsDebounceMs) || xdsDebounceMs < 0)) {
-    console.error(`control-plane: --xds-debounce-ms must be a non-negative integer\n\n${usage}`);
-    process.exit(2);
-  }
-  const pushBuffer = values["xds-push-buffer-mib"];
-  const pushBufferMiB = pushBuffer === undefined ? undefined : Number(pushBuffer);
-  if (pushBufferMiB !== undefined && (!Number.isInteger(pushBufferMiB) || pushBufferMiB < 1)) {
-    console.error(`control-plane: --xds-push-buffer-mib must be a positive integer\n\n${usage}`);
-    process.exit(2);
-  }
-  const xdsMaxTotalBufferedBytes = pushBufferMiB === undefined ? undefined : pushBufferMiB * 2 ** 20;
+  const xdsDebounceMs = integerFlag(values, "xds-debounce-ms", 0, "a non-negative");
+  const pushBufferMiB = integerFlag(values, "xds-push-buffer-mib", 1, "a positive");
+  // The xDS tuning both modes pass on as they are given.
+  const xdsTuning = {
+    ...(xdsDebounceMs === undefined ? {} : { xdsDebounceMs }),
+    ...(pushBufferMiB === undefined ? {} : { xdsMaxTotalBufferedBytes: pushBufferMiB * 2 ** 20 }),
+  };
   if (values.kubernetes) {
-    await mainKubernetes(values, { podCidrs, servingHosts, xdsDebounceMs, xdsMaxTotalBufferedBytes });
+    await mainKubernetes(values, { podCidrs, servingHosts, xdsTuning });
     return;
   }
   // Loaded after the arguments are read, so --help and a bad flag answer without loading the servers.
@@ -117,8 +111,7 @@ async function main(): Promise<void> {
     ...(values.plaintext === undefined ? {} : { plaintextListen: values.plaintext }),
     ...(podCidrs === undefined ? {} : { podCidrs }),
     ...(servingHosts === undefined ? {} : { servingHosts }),
-    ...(xdsDebounceMs === undefined ? {} : { xdsDebounceMs }),
-    ...(xdsMaxTotalBufferedBytes === undefined ? {} : { xdsMaxTotalBufferedBytes }),
+    ...xdsTuning,
     logger,
     metrics: createPromClientSink(prom, registry),
     metricsText: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
@@ -152,8 +145,7 @@ async function mainKubernetes(
   parsed: {
     podCidrs: string[] | undefined;
     servingHosts: string[] | undefined;
-    xdsDebounceMs: number | undefined;
-    xdsMaxTotalBufferedBytes: number | undefined;
+    xdsTuning: { xdsDebounceMs?: number; xdsMaxTotalBufferedBytes?: number };
   },
 ): Promise<void> {
   const [
@@ -185,10 +177,7 @@ async function mainKubernetes(
     ...(values.plaintext === undefined ? {} : { plaintextListen: values.plaintext }),
     ...(parsed.podCidrs === undefined ? {} : { podCidrs: parsed.podCidrs }),
     ...(parsed.servingHosts === undefined ? {} : { servingHosts: parsed.servingHosts }),
-    ...(parsed.xdsDebounceMs === undefined ? {} : { xdsDebounceMs: parsed.xdsDebounceMs }),
-    ...(parsed.xdsMaxTotalBufferedBytes === undefined
-      ? {}
-      : { xdsMaxTotalBufferedBytes: parsed.xdsMaxTotalBufferedBytes }),
+    ...parsed.xdsTuning,
     logger,
     metrics: createPromClientSink(prom, registry),
     metricsText: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
@@ -210,6 +199,23 @@ async function mainKubernetes(
   };
   process.on("SIGINT", () => stop("SIGINT"));
   process.on("SIGTERM", () => stop("SIGTERM"));
+}
+
+/** An integer flag of at least `min`, or undefined when absent; anything else exits with the usage. */
+function integerFlag(
+  values: ReturnType<typeof parseCommandLine>,
+  name: "xds-debounce-ms" | "xds-push-buffer-mib",
+  min: number,
+  what: string,
+): number | undefined {
+  const text = values[name];
+  if (text === undefined) return undefined;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < min) {
+    console.error(`control-plane: --${name} must be ${what} integer\n\n${usage}`);
+    process.exit(2);
+  }
+  return value;
 }
 
 /**

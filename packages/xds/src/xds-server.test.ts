@@ -862,6 +862,24 @@ describe("slow consumer", () => {
     }
   });
 
+  it("refuses bounds that would hold every stream, with a typed error", () => {
+    for (const options of [
+      { maxTotalBufferedBytes: 0 },
+      { maxTotalBufferedBytes: -1 },
+      { maxTotalBufferedBytes: Number.NaN },
+      { stalledResponseMs: 0 },
+      { stalledResponseMs: Number.POSITIVE_INFINITY },
+    ]) {
+      assert.throws(
+        () => createXdsServer(options),
+        (err: unknown) => err instanceof XdsError && err.code === "ERR_XDS_INVALID_ARGUMENT",
+        JSON.stringify(options),
+      );
+    }
+    // No bound at all is a choice a caller may make.
+    void createXdsServer({ maxTotalBufferedBytes: Number.POSITIVE_INFINITY }).close();
+  });
+
   it("stops counting a response its client does not take after stalledResponseMs", async () => {
     const server = createXdsServer({
       debounceMs: 60_000,

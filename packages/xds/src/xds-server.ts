@@ -174,6 +174,38 @@ interface LiveStream {
   readonly call: grpc.ServerDuplexStream<Buffer, Uint8Array>;
 }
 
+/**
+ * A limit option: a number above 0 (`Infinity` where `infinite`), or its default when absent. A zero,
+ * negative or NaN bound would hold every stream forever, so it is refused.
+ */
+function limitOption(name: string, value: number | undefined, fallback: number, infinite = false): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !(value > 0) || (!infinite && !Number.isFinite(value))) {
+    throw new XdsError(
+      "ERR_XDS_INVALID_ARGUMENT",
+      `${name} must be a ${infinite ? "" : "finite "}number above 0, got ${String(value)}`,
+    );
+  }
+  return value;
+}
+
+/** One parked caller at a time: `wait()` parks it, `wake()` resumes it (true when one was parked). */
+function waitSlot(): { wait(): Promise<void>; wake(): boolean } {
+  let parked: (() => void) | undefined;
+  return {
+    wait: () =>
+      new Promise<void>((resolve) => {
+        parked = resolve;
+      }),
+    wake: () => {
+      const resume = parked;
+      parked = undefined;
+      resume?.();
+      return resume !== undefined;
+    },
+  };
+}
+
 function headersOf(metadata: grpc.Metadata): Record<string, string[]> {
   const out: Record<string, string[]> = {};
   for (const [key, values] of Object.entries(metadata.toJSON())) {
@@ -226,8 +258,8 @@ export class XdsServer {
       flush: () => this.flushNow(),
     });
     this.throttle = new PushThrottle<LiveStream>({
-      maxBytes: options.maxTotalBufferedBytes ?? 16 * 1024 * 1024,
-      stalledMs: options.stalledResponseMs ?? 5000,
+      maxBytes: limitOption("maxTotalBufferedBytes", options.maxTotalBufferedBytes, 16 * 1024 * 1024, true),
+      stalledMs: limitOption("stalledResponseMs", options.stalledResponseMs, 5000),
       waited: (ms) => this.metrics.queueTime.observe({}, ms / 1000),
       admit: (stream) => {
         stream.stats.waiting = false;
@@ -486,13 +518,11 @@ export class XdsServer {
       responses: 0,
       bytes: 0,
     };
-    // Set while a request waits for the client to take its responses.
-    let waiter: (() => void) | undefined;
-    const wake = () => {
-      const w = waiter;
-      waiter = undefined;
-      w?.();
-    };
+    // A request waiting for the client to take its responses, and an answer waiting for its turn.
+    const drain = waitSlot();
+    const wake = drain.wake;
+    const turnSlot = waitSlot();
+    const wakeTurn = turnSlot.wake;
     const writable = () => {
       if (stats.blocked) return false;
       stats.waiting = !this.throttle.mayWrite(stream);
@@ -534,27 +564,12 @@ export class XdsServer {
         }
       });
     };
-    const drained = (): Promise<void> | undefined => {
-      if (!stats.blocked || stream.session.closed) return undefined;
-      return new Promise<void>((resolve) => {
-        waiter = resolve;
-      });
-    };
+    const drained = (): Promise<void> | undefined =>
+      !stats.blocked || stream.session.closed ? undefined : drain.wait();
     // A response to a request waits here until the stream may write: unblocked, and its turn under
     // the server's total. Checked again when woken, as another stream may have written first.
-    let turnWaiter: (() => void) | undefined;
-    const wakeTurn = (): boolean => {
-      const w = turnWaiter;
-      turnWaiter = undefined;
-      w?.();
-      return w !== undefined;
-    };
-    const turn = (): Promise<void> | undefined => {
-      if (stream.session.closed || writable()) return undefined;
-      return new Promise<void>((resolve) => {
-        turnWaiter = resolve;
-      }).then(turn);
-    };
+    const turn = (): Promise<void> | undefined =>
+      stream.session.closed || writable() ? undefined : turnSlot.wait().then(turn);
     const session =
       protocol === "delta"
         ? new DeltaSession(this.host, context, send, writable, turn)
