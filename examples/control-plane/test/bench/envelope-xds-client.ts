@@ -104,6 +104,11 @@ export interface EnvelopeClientOptions {
   channelOptions?: grpc.ChannelOptions;
   /** Called for every response, after the client's state is updated and the ACK written. */
   onResponse?: (envelope: DeltaEnvelope) => void;
+  /**
+   * Names and versions held once for every client given the same map (clients of one process hold
+   * the same names): what each client keeps is then its map's entries, not a copy of every string.
+   */
+  strings?: Map<string, string>;
 }
 
 /** A running envelope client. */
@@ -137,7 +142,11 @@ export function createEnvelopeClient(options: EnvelopeClientOptions): EnvelopeCl
       held = new Map();
       versions.set(envelope.typeUrl, held);
     }
-    for (const { name, version } of envelope.resources) held.set(name, version);
+    const strings = options.strings;
+    for (const { name, version } of envelope.resources) {
+      if (strings === undefined) held.set(name, version);
+      else held.set(shared(strings, name), shared(strings, version));
+    }
     for (const name of envelope.removed) held.delete(name);
     stream.write(
       typeRegistry.encode(DELTA_REQ, { typeUrl: envelope.typeUrl, responseNonce: envelope.nonce }),
@@ -162,6 +171,14 @@ export function createEnvelopeClient(options: EnvelopeClientOptions): EnvelopeCl
       channel.close();
     },
   };
+}
+
+/** The copy of `s` in `strings`, which is `s` the first time. */
+function shared(strings: Map<string, string>, s: string): string {
+  const held = strings.get(s);
+  if (held !== undefined) return held;
+  strings.set(s, s);
+  return s;
 }
 
 /** Order-independent digest of name/version pairs, to compare what two clients hold. */

@@ -104,6 +104,8 @@ async function runClients(
     reset(): void;
   };
   const handles: Handle[] = [];
+  // The envelope clients of this process hold one copy of each name and version between them.
+  const strings = new Map<string, string>();
   const start = () => {
     for (let i = 0; i < count; i++) {
       const nodeId = `ztunnel~127.0.0.1~ztunnel-${firstIndex + i}.istio-system~istio-system.svc.cluster.local`;
@@ -141,6 +143,7 @@ async function runClients(
           address,
           nodeId,
           channelOptions,
+          strings,
           typeUrls: [TypeUrl.address, TypeUrl.authorization],
           onResponse(envelope) {
             const e = expect;
@@ -170,12 +173,13 @@ async function runClients(
     if (m.kind === "connect") {
       const cpu = process.cpuUsage();
       start();
+      // The digests are asked for once every process is ready ("digest"): computed here, they would
+      // take CPU from the push to the other processes' clients.
       void Promise.all(handles.map((h) => h.ready())).then(() => {
         process.send?.({
           kind: "ready",
           at: Date.now(),
           resources: handles[0]?.size() ?? 0,
-          digests: digests(),
           cpu: process.cpuUsage(cpu),
         });
       });
@@ -334,7 +338,19 @@ async function main(): Promise<void> {
     children.push(child);
     first += count;
   }
-  type Ready = { at: number; resources: number; digests: string[]; cpu: NodeJS.CpuUsage };
+  type Ready = { at: number; resources: number; cpu: NodeJS.CpuUsage };
+  const clientDigests = async () =>
+    new Set(
+      (
+        await Promise.all(
+          children.map((c) => {
+            const d = next<{ digests: string[] }>(c, "digest");
+            c.send({ kind: "digest" });
+            return d;
+          }),
+        )
+      ).flatMap((d) => d.digests),
+    );
   const cpuBeforePush = process.cpuUsage();
   const pushStart = Date.now();
   const readyAll = Promise.all(children.map((c) => next<Ready>(c, "ready")));
@@ -347,7 +363,7 @@ async function main(): Promise<void> {
   // What the RSS after the push holds: the JS heap, and Buffers (gRPC/HTTP2 and encoded resources).
   const memoryAfterPush = process.memoryUsage();
   // Every client, full or envelope, must hold the same names and versions.
-  const pushDigests = new Set(readies.flatMap((r) => r.digests));
+  const pushDigests = await clientDigests();
 
   const latencies: number[] = [];
   const reloadLatencies: number[] = [];
@@ -384,17 +400,7 @@ async function main(): Promise<void> {
     );
     await new Promise((r) => setTimeout(r, 300));
   }
-  const finalDigests = new Set(
-    (
-      await Promise.all(
-        children.map((c) => {
-          const d = next<{ digests: string[] }>(c, "digest");
-          c.send({ kind: "digest" });
-          return d;
-        }),
-      )
-    ).flatMap((d) => d.digests),
-  );
+  const finalDigests = await clientDigests();
   let afterIdle: number | undefined;
   let memoryAfterIdle: NodeJS.MemoryUsage | undefined;
   if (idleMs > 0) {
