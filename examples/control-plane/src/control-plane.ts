@@ -8,7 +8,7 @@ import {
   createJwtAuthenticator,
   createNodeAuthorizer,
 } from "@ambient/spiffe/ca";
-import { createXdsServer, TypeUrl, XdsError, type XdsServer } from "@ambient/xds";
+import { createXdsPushThrottle, createXdsServer, TypeUrl, XdsError, type XdsServer } from "@ambient/xds";
 import { Metadata, Server, ServerCredentials } from "@grpc/grpc-js";
 import {
   type DashboardOptions,
@@ -102,9 +102,10 @@ export interface ControlPlaneOptions extends TranslateOptions {
    */
   xdsDebounceLeadingEdge?: boolean;
   /**
-   * Response bytes an xDS server may hold for all its streams together before further responses wait
-   * their turn (`@ambient/xds` `maxTotalBufferedBytes`; istiod `PILOT_PUSH_THROTTLE`). Default 16 MiB:
-   * a full push then goes to about 16 MiB / state size clients at a time.
+   * Response bytes the xDS servers may hold for all their streams together (the TLS port and the
+   * plaintext one share the bound) before further responses wait their turn (`@ambient/xds`
+   * `maxTotalBufferedBytes`; istiod `PILOT_PUSH_THROTTLE`). Default 16 MiB: a full push then goes to
+   * about 16 MiB / state size clients at a time.
    */
   xdsMaxTotalBufferedBytes?: number;
   /** Require a valid node token on xDS streams. Default true (istiod authenticates every xDS client). */
@@ -342,14 +343,16 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   let currentErrors: ManifestError[] = [];
   const tokenNodes = new Set<string>();
 
-  const xdsThrottle =
+  // One bound for both xDS ports: they serve one cache, so a push to both is one push's memory.
+  const pushThrottle = createXdsPushThrottle(
     options.xdsMaxTotalBufferedBytes === undefined
       ? {}
-      : { maxTotalBufferedBytes: options.xdsMaxTotalBufferedBytes };
+      : { maxTotalBufferedBytes: options.xdsMaxTotalBufferedBytes },
+  );
   const xds = createXdsServer({
     debounceMs: options.xdsDebounceMs ?? 100,
     debounceLeadingEdge: options.xdsDebounceLeadingEdge ?? true,
-    ...xdsThrottle,
+    pushThrottle,
     // On-demand ztunnels (XDS_ON_DEMAND): a Service VIP brings its workloads, and a node its pods.
     related: relatedAddressesHook(() => current),
     logger,
@@ -674,7 +677,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       cache: xds.cache,
       debounceMs: options.xdsDebounceMs ?? 100,
       debounceLeadingEdge: options.xdsDebounceLeadingEdge ?? true,
-      ...xdsThrottle,
+      pushThrottle,
       related: relatedAddressesHook(() => current),
       logger,
       metrics,

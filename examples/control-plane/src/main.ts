@@ -22,7 +22,7 @@ options:
                         (default ${DEFAULT_POD_CIDRS.join(",")}); pods outside are reported, not served
   --xds-debounce-ms MS  delay that coalesces changes into one push (default 100; istiod
                         PILOT_DEBOUNCE_AFTER). A change reaches clients after it plus the translation
-  --xds-push-buffer-mib N  response MiB the xDS server holds for all clients together before
+  --xds-push-buffer-mib N  response MiB the xDS ports hold for all clients together before
                         further responses wait their turn (default 16; istiod PILOT_PUSH_THROTTLE).
                         A full push goes to about N MiB / state size clients at a time
   --kubernetes          read a cluster instead of --mesh-dir: informers, TokenReview, the CA from the

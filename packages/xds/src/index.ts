@@ -22,6 +22,7 @@
 export { ADS_SERVICE, adsServiceDefinition } from "./ads-service.js";
 export { XdsError, type XdsErrorCode, type XdsErrorDetails } from "./errors.js";
 export type { ambient, envoy, google, istio, MessageTypes } from "./gen/types.js";
+export { createXdsPushThrottle, XdsPushThrottle, type XdsPushThrottleOptions } from "./push-throttle.js";
 export {
   DEFAULT_RECONNECT_BACKOFF,
   type ReconnectBackoff,

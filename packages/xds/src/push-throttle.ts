@@ -1,6 +1,8 @@
-// The server-wide bound on response bytes handed to gRPC and not yet taken by their clients. grpc-js
-// frames every response into a copy of its own, so pushing the whole state to every stream at once
-// holds streams times state size; under the bound, streams take turns instead, in the order they came.
+// The bound on response bytes handed to gRPC and not yet taken by their clients, over every stream of
+// a server (or of several servers sharing one throttle). grpc-js frames every response into a copy of
+// its own, so pushing the whole state to every stream at once holds streams times state size; under
+// the bound, streams take turns instead, in the order they came.
+import { XdsError } from "./errors.js";
 
 /** One response written to a stream: counted toward the total until its client takes it or it stalls. */
 export interface InFlightResponse {
@@ -22,7 +24,7 @@ export interface PushThrottleOptions<S> {
    */
   admit: (stream: S) => boolean;
   /** Called with how long (ms) a stream waited, each time one is let through. */
-  waited?: (ms: number) => void;
+  waited?: (ms: number, stream: S) => void;
   /** Clock in ms; default `performance.now`. */
   now?: () => number;
 }
@@ -37,7 +39,7 @@ export class PushThrottle<S> {
   readonly #maxBytes: number;
   readonly #stalledMs: number;
   readonly #admit: (stream: S) => boolean;
-  readonly #waited: ((ms: number) => void) | undefined;
+  readonly #waited: ((ms: number, stream: S) => void) | undefined;
   readonly #now: () => number;
   /** Streams refused a write, in the order they were refused (a Map keeps insertion order), and since when. */
   readonly #waiting = new Map<S, number>();
@@ -133,7 +135,7 @@ export class PushThrottle<S> {
       if (this.#total >= this.#maxBytes) break;
       // Taken off before the call: a stream refused again inside `admit` goes to the back.
       this.#waiting.delete(stream);
-      this.#waited?.(this.#now() - since);
+      this.#waited?.(this.#now() - since, stream);
       if (this.#admit(stream)) {
         this.#holder = stream;
         break;
@@ -186,4 +188,82 @@ export class PushThrottle<S> {
     this.#admitWaiting();
     this.#arm();
   }
+}
+
+/**
+ * A limit option: a number above 0 (`Infinity` where `infinite`), or its default when absent. A zero,
+ * negative or NaN bound would hold every stream forever, so it is refused.
+ */
+export function limitOption(
+  name: string,
+  value: number | undefined,
+  fallback: number,
+  infinite = false,
+): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !(value > 0) || (!infinite && !Number.isFinite(value))) {
+    throw new XdsError(
+      "ERR_XDS_INVALID_ARGUMENT",
+      `${name} must be a ${infinite ? "" : "finite "}number above 0, got ${String(value)}`,
+    );
+  }
+  return value;
+}
+
+/** @internal A stream as an {@link XdsPushThrottle} sees it, whichever server it belongs to. */
+export interface ThrottledStream {
+  /** Its turn came: true when it takes it later (see {@link PushThrottleOptions.admit}). */
+  takeTurn(): boolean;
+  /** It waited `ms` for its turn (its server's `pilot_proxy_queue_time`). */
+  waited(ms: number): void;
+}
+
+/** Options of {@link createXdsPushThrottle}. */
+export interface XdsPushThrottleOptions {
+  /**
+   * Response bytes the streams together may hold that their clients have not taken yet before a
+   * stream's next response waits its turn: default 16 MiB. Above 0; `Infinity` for no bound.
+   */
+  maxTotalBufferedBytes?: number;
+  /** How long a response counts toward the bound while its client does not take it: default 5000 ms. */
+  stalledResponseMs?: number;
+}
+
+/**
+ * The bound on unsent response bytes that {@link XdsServer}s count their streams against. Each server
+ * makes its own unless given one (`pushThrottle`); servers given the same one share the bound and one
+ * queue, in the order their streams came, e.g. a TLS port and a plaintext debug port on one cache.
+ */
+export class XdsPushThrottle {
+  /** @internal */
+  readonly inner: PushThrottle<ThrottledStream>;
+
+  constructor(options: XdsPushThrottleOptions = {}) {
+    this.inner = new PushThrottle<ThrottledStream>({
+      maxBytes: limitOption("maxTotalBufferedBytes", options.maxTotalBufferedBytes, 16 * 1024 * 1024, true),
+      stalledMs: limitOption("stalledResponseMs", options.stalledResponseMs, 5000),
+      admit: (stream) => stream.takeTurn(),
+      waited: (ms, stream) => stream.waited(ms),
+    });
+  }
+
+  /** Response bytes counted toward the bound now. */
+  get bufferedBytes(): number {
+    return this.inner.bytes;
+  }
+
+  /** Highest {@link XdsPushThrottle.bufferedBytes} so far. */
+  get peakBufferedBytes(): number {
+    return this.inner.peakBytes;
+  }
+
+  /** Streams waiting for their turn, over every server that uses this throttle. */
+  get waiting(): number {
+    return this.inner.waiting;
+  }
+}
+
+/** A push throttle to share between servers (`createXdsServer({ pushThrottle })`). */
+export function createXdsPushThrottle(options: XdsPushThrottleOptions = {}): XdsPushThrottle {
+  return new XdsPushThrottle(options);
 }

@@ -5,6 +5,7 @@ import * as grpc from "@grpc/grpc-js";
 import { deltaNames, openDelta, openSotw } from "../test/raw-ads.js";
 import { ADS_SERVICE } from "./ads-service.js";
 import { XdsError } from "./errors.js";
+import { createXdsPushThrottle } from "./push-throttle.js";
 import type { NackRecord } from "./server-session.js";
 import { structFromJson } from "./struct.js";
 import type { Counter, MetricsSink } from "./telemetry.js";
@@ -909,6 +910,72 @@ describe("slow consumer", () => {
       stuck.close();
       reader.close();
       await server.close();
+    }
+  });
+
+  it("shares one bound between servers given the same pushThrottle, and outlives one of them", async () => {
+    const pushThrottle = createXdsPushThrottle({ maxTotalBufferedBytes: 64 * 1024 });
+    const first = createXdsServer({ debounceMs: 60_000, pushThrottle });
+    const second = createXdsServer({ debounceMs: 60_000, pushThrottle, cache: first.cache });
+    first.cache.batch(() => {
+      for (let i = 1; i <= 20; i++) first.cache.set(A, `b${i}`, big(i, 0));
+    });
+    const firstPort = await first.listen();
+    const secondPort = await second.listen();
+    const held = openRaw(firstPort);
+    const reader = openRaw(secondPort);
+    let firstClosed = false;
+    try {
+      held.stream.pause();
+      held.send({ typeUrl: A, node: { id: "held" }, resourceNamesSubscribe: ["*"] });
+      await until(
+        () => first.streams().length === 1 && pushThrottle.bufferedBytes > 64 * 1024,
+        "a response over the bound",
+      );
+      const response = pushThrottle.bufferedBytes;
+      // The other server's stream waits for the first server's response, not a bound of its own.
+      reader.send({ typeUrl: A, node: { id: "reader" }, resourceNamesSubscribe: ["*"] });
+      const readerId = () => second.streams()[0]?.id ?? -1;
+      await until(() => second.streamStats(readerId())?.waiting === true, "the reader to wait");
+      assert.equal(pushThrottle.waiting, 1);
+      assert.equal(reader.seen.size, 0);
+      // Closing the first server ends its stream and releases its response; the queue goes on.
+      await first.close();
+      firstClosed = true;
+      await until(() => reader.seen.size === 20, "the reader's state once the first server closed");
+      await until(() => pushThrottle.bufferedBytes === 0, "every response to leave");
+      assert.equal(pushThrottle.waiting, 0);
+      assert.ok(pushThrottle.peakBufferedBytes >= response, `peak ${pushThrottle.peakBufferedBytes}`);
+      assert.ok(
+        pushThrottle.peakBufferedBytes < 64 * 1024 + response,
+        `peak ${pushThrottle.peakBufferedBytes}`,
+      );
+      assert.equal(second.peakBufferedBytes(), pushThrottle.peakBufferedBytes);
+    } finally {
+      held.close();
+      reader.close();
+      if (!firstClosed) await first.close();
+      await second.close();
+    }
+  });
+
+  it("refuses a shared throttle together with bounds of its own, or one not made by createXdsPushThrottle", () => {
+    const pushThrottle = createXdsPushThrottle();
+    for (const options of [
+      { pushThrottle, maxTotalBufferedBytes: 1024 },
+      { pushThrottle, stalledResponseMs: 100 },
+      { pushThrottle: { bufferedBytes: 0, peakBufferedBytes: 0, waiting: 0 } as never },
+    ]) {
+      assert.throws(
+        () => createXdsServer(options),
+        (err: unknown) => err instanceof XdsError && err.code === "ERR_XDS_INVALID_ARGUMENT",
+      );
+    }
+    for (const options of [{ maxTotalBufferedBytes: 0 }, { stalledResponseMs: Number.NaN }]) {
+      assert.throws(
+        () => createXdsPushThrottle(options),
+        (err: unknown) => err instanceof XdsError && err.code === "ERR_XDS_INVALID_ARGUMENT",
+      );
     }
   });
 });

@@ -4,7 +4,12 @@ import { XdsError } from "./errors.js";
 import type { envoy } from "./gen/types.js";
 import { GrpcStatus, grpcStatusOf, toXdsError } from "./node-error.js";
 import { PushDebouncer } from "./push-debounce.js";
-import { type InFlightResponse, PushThrottle } from "./push-throttle.js";
+import {
+  type InFlightResponse,
+  type PushThrottle,
+  type ThrottledStream,
+  XdsPushThrottle,
+} from "./push-throttle.js";
 import { type CacheChange, type CachedResource, ResourceCache, shortTypeName } from "./resource-cache.js";
 import {
   DeltaSession,
@@ -124,6 +129,12 @@ export interface XdsServerOptions {
    * stays bounded by `maxBufferedBytes`).
    */
   stalledResponseMs?: number;
+  /**
+   * A bound shared with other servers ({@link createXdsPushThrottle}) instead of one of this server's
+   * own: their streams together stay under it and take turns in one queue. Not together with
+   * `maxTotalBufferedBytes` or `stalledResponseMs`, which the shared throttle was made with.
+   */
+  pushThrottle?: XdsPushThrottle;
   /** Called for every NACK, with the error detail the client sent. */
   onNack?: (context: XdsStreamContext, nack: NackRecord) => void;
   /** Structured logger; default no-op. */
@@ -159,7 +170,7 @@ export interface XdsStreamStats {
   bytes: number;
 }
 
-interface LiveStream {
+interface LiveStream extends ThrottledStream {
   readonly stats: XdsStreamStats;
   /** Wakes a request waiting for the stream to drain. */
   wake(): void;
@@ -172,21 +183,6 @@ interface LiveStream {
   readonly context: XdsStreamContext;
   readonly session: DeltaSession | SotwSession;
   readonly call: grpc.ServerDuplexStream<Buffer, Uint8Array>;
-}
-
-/**
- * A limit option: a number above 0 (`Infinity` where `infinite`), or its default when absent. A zero,
- * negative or NaN bound would hold every stream forever, so it is refused.
- */
-function limitOption(name: string, value: number | undefined, fallback: number, infinite = false): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== "number" || !(value > 0) || (!infinite && !Number.isFinite(value))) {
-    throw new XdsError(
-      "ERR_XDS_INVALID_ARGUMENT",
-      `${name} must be a ${infinite ? "" : "finite "}number above 0, got ${String(value)}`,
-    );
-  }
-  return value;
 }
 
 /** One parked caller at a time: `wait()` parks it, `wake()` resumes it (true when one was parked). */
@@ -231,7 +227,7 @@ export class XdsServer {
   private readonly live = new Set<LiveStream>();
   private readonly dirty = new Map<string, { names: Set<string>; aliases: Set<string>; since: number }>();
   private readonly debouncer: PushDebouncer;
-  private readonly throttle: PushThrottle<LiveStream>;
+  private readonly throttle: PushThrottle<ThrottledStream>;
   private grpcServer: grpc.Server | undefined;
   private nextId = 0;
   /** Nonces are numbered server-wide, so streams in step can be sent one response's bytes. */
@@ -257,17 +253,25 @@ export class XdsServer {
       leadingEdge: options.debounceLeadingEdge ?? false,
       flush: () => this.flushNow(),
     });
-    this.throttle = new PushThrottle<LiveStream>({
-      maxBytes: limitOption("maxTotalBufferedBytes", options.maxTotalBufferedBytes, 16 * 1024 * 1024, true),
-      stalledMs: limitOption("stalledResponseMs", options.stalledResponseMs, 5000),
-      waited: (ms) => this.metrics.queueTime.observe({}, ms / 1000),
-      admit: (stream) => {
-        stream.stats.waiting = false;
-        if (stream.session.closed) return false;
-        stream.session.resume();
-        return !stream.stats.blocked && stream.wakeTurn();
-      },
-    });
+    if (
+      options.pushThrottle !== undefined &&
+      (options.maxTotalBufferedBytes !== undefined || options.stalledResponseMs !== undefined)
+    ) {
+      throw new XdsError(
+        "ERR_XDS_INVALID_ARGUMENT",
+        "pushThrottle carries its own maxTotalBufferedBytes and stalledResponseMs: give one or the other",
+      );
+    }
+    if (options.pushThrottle !== undefined && !(options.pushThrottle instanceof XdsPushThrottle)) {
+      throw new XdsError("ERR_XDS_INVALID_ARGUMENT", "pushThrottle must come from createXdsPushThrottle()");
+    }
+    this.throttle = (
+      options.pushThrottle ??
+      new XdsPushThrottle({
+        maxTotalBufferedBytes: options.maxTotalBufferedBytes,
+        stalledResponseMs: options.stalledResponseMs,
+      })
+    ).inner;
     const m = options.metrics ?? noopMetrics;
     this.metrics = {
       clients: m.gauge("pilot_xds", "Connected xDS streams", ["protocol", "kind"]),
@@ -422,7 +426,8 @@ export class XdsServer {
 
   /**
    * Highest total of response bytes counted toward `maxTotalBufferedBytes` so far (responses not yet
-   * taken by their clients, less those stalled past `stalledResponseMs`).
+   * taken by their clients, less those stalled past `stalledResponseMs`); with a shared
+   * `pushThrottle`, over every server that shares it.
    */
   peakBufferedBytes(): number {
     return this.throttle.peakBytes;
@@ -451,7 +456,8 @@ export class XdsServer {
     this.closed = true;
     this.unsubscribe();
     this.debouncer.stop();
-    this.throttle.close();
+    // A shared throttle goes on for the other servers; this one's streams leave it as they finish.
+    if (this.options.pushThrottle === undefined) this.throttle.close();
     this.host.sections.clear();
     for (const s of [...this.live]) this.finish(s, GrpcStatus.UNAVAILABLE, "xds server shutting down");
     const server = this.grpcServer;
@@ -574,7 +580,22 @@ export class XdsServer {
       protocol === "delta"
         ? new DeltaSession(this.host, context, send, writable, turn)
         : new SotwSession(this.host, context, send, writable, turn);
-    const stream: LiveStream = { context, session, call, stats, wake, wakeTurn, release };
+    const stream: LiveStream = {
+      context,
+      session,
+      call,
+      stats,
+      wake,
+      wakeTurn,
+      release,
+      takeTurn: () => {
+        stats.waiting = false;
+        if (session.closed) return false;
+        session.resume();
+        return !stats.blocked && wakeTurn();
+      },
+      waited: (ms) => this.metrics.queueTime.observe({}, ms / 1000),
+    };
     this.live.add(stream);
     let authenticated = false;
     let chain = Promise.resolve();
