@@ -124,7 +124,9 @@ function claimOf(
   if (isResult(entry)) return { ip: entry.ip, uid: entry.key };
   const model = podModel(entry);
   const address = podAddress(model, ctx);
-  return typeof address === "string" ? undefined : { ip: model.ip, uid: address.uid };
+  return address === undefined || typeof address === "string"
+    ? undefined
+    : { ip: model.ip, uid: address.uid };
 }
 
 /**
@@ -237,9 +239,10 @@ export class IncrementalTranslation {
       if (change.after !== undefined) {
         const model = podModel(change.after);
         const address = podAddress(model, s.ctx);
+        // A finished pod is kept as an unserved one without an issue: no claim, no workload.
         if (typeof address === "string") {
           issue = { source: model.source, message: address };
-        } else {
+        } else if (address !== undefined) {
           add(ipDelta, model.ip, 1);
           add(uidDelta, address.uid, 1);
           result = translatePod(model, address, s.ctx);

@@ -11,6 +11,8 @@ export interface KubeObject {
     labels?: Record<string, string>;
     annotations?: Record<string, string>;
     creationTimestamp?: string;
+    /** Set once the object is being deleted (a pod in its grace period). */
+    deletionTimestamp?: string;
   };
   spec?: Record<string, unknown>;
   status?: Record<string, unknown>;
@@ -217,6 +219,7 @@ function toObject(value: unknown, source: string): KubeObject | string {
   const annotations = stringMap(metadata.annotations);
   if (annotations) meta.annotations = annotations;
   if (typeof metadata.creationTimestamp === "string") meta.creationTimestamp = metadata.creationTimestamp;
+  if (typeof metadata.deletionTimestamp === "string") meta.deletionTimestamp = metadata.deletionTimestamp;
   const obj: KubeObject = { kind, metadata: meta, source };
   if (typeof value.apiVersion === "string") obj.apiVersion = value.apiVersion;
   if (isRecord(value.spec)) obj.spec = value.spec;

@@ -135,6 +135,27 @@ describe("translateEnvoy: resources per Service port", () => {
     );
   });
 
+  it("marks the endpoints of pods that are not Ready or are being deleted UNHEALTHY", () => {
+    const yaml = BASE.replace(
+      "status: { podIP: 127.10.0.4 }",
+      `status: { podIP: 127.10.0.4, conditions: [{ type: Ready, status: "False" }] }`,
+    ).replace(
+      "metadata: { name: echo-2, namespace: demo, labels: { app: echo, version: v2 } }",
+      "metadata: { name: echo-2, namespace: demo, labels: { app: echo, version: v2 }, deletionTimestamp: 2026-12-06T05:00:00Z }",
+    );
+    const cla = translate(yaml).clusterLoadAssignments.get(`outbound|80||${ECHO}`);
+    assert.deepEqual(
+      cla?.endpoints?.flatMap((e) =>
+        (e.lbEndpoints ?? []).map((l) => [l.endpoint?.address?.socketAddress?.address, l.healthStatus]),
+      ),
+      [
+        ["127.10.0.3", "HEALTHY"],
+        ["127.10.0.4", "UNHEALTHY"],
+        ["127.10.0.5", "UNHEALTHY"],
+      ],
+    );
+  });
+
   it("holds a load assignment's inputs, not its endpoint messages, and encodes it as the message", () => {
     const cla = config.clusterLoadAssignments.get(`outbound|80||${ECHO}`);
     assert.ok(cla !== undefined);

@@ -799,7 +799,7 @@ function endpointOf(
     const target = targetPortOf(w.services, serviceKey, port);
     return target === undefined
       ? undefined
-      : { address: w.ip, target, weight: 1, healthy: true, locality: w.profile.locality };
+      : { address: w.ip, target, weight: 1, healthy: w.healthy, locality: w.profile.locality };
   }
   const { workload } = w;
   const target = targetPortOf(workload.services, serviceKey, port);

@@ -158,6 +158,73 @@ spec:
   });
 });
 
+describe("translateMesh: pod lifecycle", () => {
+  // A pod with a status of its own: the phase, the Ready condition, a deletion in progress.
+  const podWith = (name: string, ip: string, status: string, metadata = ""): string => `
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: ${name}, namespace: demo, labels: { app: web }${metadata} }
+spec: { nodeName: node-a, serviceAccountName: ${name} }
+status: { podIP: ${ip}, ${status} }
+`;
+  const SVC = `
+---
+kind: Service
+metadata: { name: web, namespace: demo }
+spec: { selector: { app: web }, clusterIP: 127.30.0.1, ports: [{ port: 80, targetPort: 8080 }] }
+`;
+
+  it("marks a pod UNHEALTHY while it is not Ready or is being deleted, as istiod does", () => {
+    const config = translate(
+      AMBIENT_NS +
+        SVC +
+        podWith("ready", "127.10.0.1", `phase: Running, conditions: [{ type: Ready, status: "True" }]`) +
+        podWith("starting", "127.10.0.2", `phase: Pending, conditions: [{ type: Ready, status: "False" }]`) +
+        podWith("unknown", "127.10.0.3", `phase: Running, conditions: [{ type: Ready, status: Unknown }]`) +
+        podWith(
+          "leaving",
+          "127.10.0.4",
+          `phase: Running, conditions: [{ type: Ready, status: "True" }]`,
+          ", deletionTimestamp: 2026-12-06T05:00:00Z",
+        ) +
+        // Hand-written: no conditions at all.
+        podWith("declared", "127.10.0.5", "phase: Running") +
+        podWith("other-conditions", "127.10.0.6", `conditions: [{ type: PodScheduled, status: "True" }]`),
+    );
+    const status = Object.fromEntries(config.workloads.map((w) => [w.workload.name, w.workload.status]));
+    assert.deepEqual(status, {
+      ready: "HEALTHY",
+      starting: "UNHEALTHY",
+      unknown: "UNHEALTHY",
+      leaving: "UNHEALTHY",
+      declared: "HEALTHY",
+      "other-conditions": "HEALTHY",
+    });
+    // Unhealthy pods are still workloads behind the Service (ztunnel skips them unless the Service
+    // publishes not-ready addresses), and their nodes still get their identities.
+    for (const w of config.workloads) assert.ok(w.workload.services?.["demo/web.demo.svc.cluster.local"]);
+    assert.equal(config.nodes.get("node-a")?.length, 6);
+    assert.deepEqual(config.issues, []);
+  });
+
+  it("serves no workload for a finished pod, and its IP goes to the pod that has it now", () => {
+    const config = translate(
+      AMBIENT_NS +
+        podWith("job-done", "127.10.0.7", "phase: Succeeded") +
+        podWith("job-failed", "127.10.0.8", "phase: Failed") +
+        podWith("web-new", "127.10.0.7", `phase: Running, conditions: [{ type: Ready, status: "True" }]`),
+    );
+    assert.deepEqual(
+      config.workloads.map((w) => [w.workload.name, w.aliases[0]]),
+      [["web-new", "/127.10.0.7"]],
+    );
+    // Finishing is a pod's normal end, not a problem in the manifests; nor is the reused IP.
+    assert.deepEqual(config.issues, []);
+    assert.deepEqual(config.nodes.get("node-a"), ["spiffe://cluster.local/ns/demo/sa/web-new"]);
+  });
+});
+
 describe("translateMesh: pod addresses", () => {
   const bad = ["0.0.0.0", "224.0.0.1", "255.255.255.255", "127.0.0.1", "127.20.0.1", "8.8.8.8"];
   it("reports and skips pods at unspecified, multicast, broadcast or out-of-range addresses", () => {

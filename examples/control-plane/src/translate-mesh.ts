@@ -210,6 +210,15 @@ export class PodWorkload implements MeshWorkload {
     Object.defineProperty(this, "workload", WORKLOAD_PROPERTY);
   }
 
+  /**
+   * Whether it takes traffic (the Workload's status, its endpoints' health): see {@link podHealthy}.
+   * A Deployment's pods are healthy. Read from the Pod object, so it costs the workload no field.
+   */
+  get healthy(): boolean {
+    const pod = this.#pod;
+    return !("metadata" in pod) || podHealthy(pod);
+  }
+
   /** The Pod object it was translated from (none for a Deployment's pods). */
   get object(): KubeObject | undefined {
     const pod = this.#pod;
@@ -254,7 +263,7 @@ export class PodWorkload implements MeshWorkload {
       workloadName: model.workloadName,
       services: this.services,
       authorizationPolicies: this.authorizationPolicies as string[],
-      status: "HEALTHY",
+      status: this.healthy ? "HEALTHY" : "UNHEALTHY",
       clusterId: profile.clusterId,
     };
     if (profile.trustDomain !== "cluster.local") workload.trustDomain = profile.trustDomain;
@@ -294,6 +303,31 @@ function podNames(
     workloadName: obj.metadata.name,
     workloadType: "POD",
   };
+}
+
+/**
+ * True for a pod whose containers will not run again (phase `Succeeded` or `Failed`, as a Job's pods
+ * end): istiod serves no workload for it, and the kubelet gives its IP to other pods.
+ */
+export function podFinished(obj: KubeObject): boolean {
+  const phase = obj.status?.phase;
+  return phase === "Succeeded" || phase === "Failed";
+}
+
+/**
+ * Whether a pod takes traffic, as istiod decides a Workload's status: not while it is being deleted
+ * (`metadata.deletionTimestamp`), and not while its `Ready` condition is other than `"True"`. A pod
+ * with no `Ready` condition at all is taken as ready: the API server's pods carry one from the status
+ * update that gives them an IP, so only a hand-written manifest (the folder source) lacks it.
+ */
+export function podHealthy(obj: KubeObject): boolean {
+  if (obj.metadata.deletionTimestamp !== undefined) return false;
+  const conditions = obj.status?.conditions;
+  if (!Array.isArray(conditions)) return true;
+  for (const c of conditions) {
+    if (isRecord(c) && c.type === "Ready") return c.status === "True";
+  }
+  return true;
 }
 
 /** @internal What the translation reads of one Pod object. */
@@ -570,7 +604,9 @@ export function sharedValues(): WorkloadContext["shared"] {
 export function podAddress(
   pod: PodModel,
   ctx: Pick<WorkloadContext, "clusterId" | "podCidrs">,
-): { uid: string; where: string } | string {
+): { uid: string; where: string } | string | undefined {
+  // A finished pod is no workload, and its IP is free for the next pod (a Job's pods keep theirs).
+  if (pod.object !== undefined && podFinished(pod.object)) return undefined;
   // A Pod object's source is this same text: share the string (one less per pod held by the memo).
   const where = pod.object === undefined ? `Pod/${pod.namespace}/${pod.name}` : pod.source;
   const problem = podIpProblem(pod.ip, ctx.podCidrs);
@@ -986,6 +1022,7 @@ export function translateMesh(
     }
     const pod = item;
     const address = podAddress(pod, workloadContext);
+    if (address === undefined) continue;
     if (typeof address === "string") {
       issues.push({ source: pod.source, message: address });
       continue;

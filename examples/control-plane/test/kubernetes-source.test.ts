@@ -249,6 +249,54 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
     assert.deepEqual(event.removed, []);
   });
 
+  it("follows a pod's lifecycle: unready and deleting pods are UNHEALTHY, a finished pod frees its IP", async () => {
+    const server = await fake();
+    for (const o of await demoObjects()) server.apply(o);
+    const cp = await kubernetesPlane(server);
+    const c = client(cp);
+    await c.ready();
+    const echo = server.get("v1", "Pod", "echo-0", "demo") as KubeJson;
+    const uid = echo.metadata.uid as string;
+    const ip = (echo.status as { podIP: string }).podIP;
+    const workloadOf = (name: string) =>
+      [...c.resources(TypeUrl.address).values()]
+        .map(
+          (r) =>
+            (r.resource as { workload?: { name?: string; status?: unknown; addresses?: Uint8Array[] } })
+              .workload,
+        )
+        .find((w) => w?.name === name);
+    const statusOf = () =>
+      (c.resources(TypeUrl.address).get(uid)?.resource as { workload?: { status?: unknown } })?.workload
+        ?.status;
+    assert.notEqual(statusOf(), "UNHEALTHY");
+    const running = { ...(echo.status as object), phase: "Running" };
+
+    server.apply({ ...echo, status: { ...running, conditions: [{ type: "Ready", status: "False" }] } });
+    await until("the unready pod's status", () => statusOf() === "UNHEALTHY");
+    server.apply({ ...echo, status: { ...running, conditions: [{ type: "Ready", status: "True" }] } });
+    await until("the ready pod's status", () => statusOf() !== "UNHEALTHY");
+    const ready = server.get("v1", "Pod", "echo-0", "demo") as KubeJson;
+    server.apply({ ...ready, metadata: { ...ready.metadata, deletionTimestamp: "2026-12-06T05:00:00Z" } });
+    await until("the deleting pod's status", () => statusOf() === "UNHEALTHY");
+
+    // It finishes (as a Job's pod does, keeping its IP in its status), and the kubelet gives the IP
+    // to a new pod: that one is served at it, with no conflict.
+    const deleting = server.get("v1", "Pod", "echo-0", "demo") as KubeJson;
+    server.apply({ ...deleting, status: { ...(deleting.status as object), phase: "Succeeded" } });
+    await until("the finished pod to go", () => !c.resources(TypeUrl.address).has(uid));
+    server.apply({
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: "next-0", namespace: "demo", uid: "uid-next-0", labels: { app: "echo" } },
+      spec: echo.spec,
+      status: { phase: "Running", podIP: ip, conditions: [{ type: "Ready", status: "True" }] },
+    });
+    await until("the new pod at the freed IP", () => workloadOf("next-0") !== undefined);
+    assert.equal([...(workloadOf("next-0")?.addresses?.[0] ?? [])].join("."), ip);
+    assert.deepEqual(cp.errors(), []);
+  });
+
   it("keeps neither managedFields nor kubectl's last-applied copy in the informer cache", async () => {
     const server = await fake();
     const bulky = {

@@ -3,7 +3,8 @@
 // a cluster changes most) and include the cases the change-set path must refuse or get right: two pods
 // on one IP, a pod without an IP or outside the pod range, a pod moving between Services, nodes and
 // namespaces, a duplicate uid, a pod on a WorkloadEntry's or ServiceEntry endpoint's address, the last
-// pod under a STRICT PeerAuthentication leaving, and changes to Services, Namespaces and policies.
+// pod under a STRICT PeerAuthentication leaving, a pod turning unready, being deleted or finishing
+// (freeing its IP), and changes to Services, Namespaces and policies.
 import type { KubeObject } from "../src/manifests.js";
 import type { ObjectChange } from "../src/sources/config-source.js";
 
@@ -289,12 +290,16 @@ export class RandomMesh {
     const spec = { ...pod.spec };
     const status = { ...pod.status };
     const what = this.random();
-    if (what < 0.35) status.podIP = this.ip();
-    else if (what < 0.6) metadata.labels = this.labels();
-    else if (what < 0.75) spec.nodeName = this.pick(NODES);
-    else if (what < 0.85) spec.serviceAccountName = this.pick(["default", "web", "api", "db"]);
-    else if (what < 0.88) metadata.uid = `uid-${this.pick(pods).metadata.name}`;
-    else metadata.annotations = { touched: String(this.random()) };
+    if (what < 0.3) status.podIP = this.ip();
+    else if (what < 0.5) metadata.labels = this.labels();
+    else if (what < 0.62) spec.nodeName = this.pick(NODES);
+    else if (what < 0.72) spec.serviceAccountName = this.pick(["default", "web", "api", "db"]);
+    else if (what < 0.75) metadata.uid = `uid-${this.pick(pods).metadata.name}`;
+    else if (what < 0.8) metadata.annotations = { touched: String(this.random()) };
+    // Its lifecycle: readiness flips, a deletion starts, it finishes (its IP free for others) or runs again.
+    else if (what < 0.9) status.conditions = [{ type: "Ready", status: this.pick(["True", "False"]) }];
+    else if (what < 0.94) metadata.deletionTimestamp = "2026-01-02T00:00:00Z";
+    else status.phase = this.pick(["Succeeded", "Failed", "Running"]);
     return [replace(pod, { ...pod, metadata, spec, status })];
   }
 

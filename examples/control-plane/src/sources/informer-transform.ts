@@ -163,13 +163,17 @@ export function trimMetadata<T>(object: T): T {
 
 /** `spec` fields of a Pod that are read: the workload's node and identity, and the declared ports. */
 const POD_SPEC_FIELDS = ["nodeName", "serviceAccountName", "hostNetwork"] as const;
-/** `status` fields of a Pod that are read, or that a later reader of readiness needs. */
-const POD_STATUS_FIELDS = ["phase", "podIP", "podIPs", "hostIP"] as const;
+/**
+ * `status` fields of a Pod that are read, or that a later reader of readiness needs. Not `podIPs`:
+ * workloads are single-stack and read `podIP`, which the API server sets to `podIPs[0]`; the list
+ * would cost each pod an array, an object and a second copy of its IP.
+ */
+const POD_STATUS_FIELDS = ["phase", "podIP", "hostIP"] as const;
 
 /**
  * A Pod cut to what the mesh reads, in place: `spec.nodeName`, `spec.serviceAccountName`,
- * `spec.hostNetwork`, each container's `name` and `ports`; `status.phase`, `podIP`, `podIPs`,
- * `hostIP` and the `Ready` condition. A field of the wrong type is kept as it came, so validation
+ * `spec.hostNetwork`, each container's `name` and `ports`; `status.phase`, `podIP`, `hostIP` and
+ * the `Ready` condition. A field of the wrong type is kept as it came, so validation
  * reports it exactly as it would without the cut.
  */
 export function slimPod<T>(object: T): T {

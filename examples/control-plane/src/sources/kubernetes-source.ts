@@ -184,10 +184,17 @@ export function kubeObjectFromApi(resource: KubeResource, raw: RawKubeObject): K
   const labels = stringMap(meta.labels);
   const annotations = stringMap(meta.annotations);
   const created = typeof meta.creationTimestamp === "string" ? meta.creationTimestamp : undefined;
+  const deleting = typeof meta.deletionTimestamp === "string" ? meta.deletionTimestamp : undefined;
   // A pod's usual metadata and object are each built by one literal: properties added one by one
   // past the first few go to a separate backing store (about 50 bytes more per object in Node 20).
   let metadata: KubeObject["metadata"];
-  if (namespace !== undefined && uid !== undefined && labels !== undefined && created !== undefined) {
+  if (
+    namespace !== undefined &&
+    uid !== undefined &&
+    labels !== undefined &&
+    created !== undefined &&
+    deleting === undefined
+  ) {
     metadata =
       annotations === undefined
         ? { name, namespace, uid, labels, creationTimestamp: created }
@@ -199,6 +206,7 @@ export function kubeObjectFromApi(resource: KubeResource, raw: RawKubeObject): K
     if (labels) metadata.labels = labels;
     if (annotations) metadata.annotations = annotations;
     if (created !== undefined) metadata.creationTimestamp = created;
+    if (deleting !== undefined) metadata.deletionTimestamp = deleting;
   }
   const apiVersion = apiVersionOf(resource);
   const kind = resource.kind;
@@ -227,7 +235,8 @@ function readsAsIs(meta: NonNullable<RawKubeObject["metadata"]>): boolean {
     (m.labels === undefined || (isRecord(m.labels) && stringMap(m.labels) === m.labels)) &&
     (m.annotations === undefined ||
       (isRecord(m.annotations) && stringMap(m.annotations) === m.annotations)) &&
-    (m.creationTimestamp === undefined || typeof m.creationTimestamp === "string")
+    (m.creationTimestamp === undefined || typeof m.creationTimestamp === "string") &&
+    (m.deletionTimestamp === undefined || typeof m.deletionTimestamp === "string")
   );
 }
 
@@ -258,7 +267,14 @@ export function podForCache(raw: RawKubeObject): RawKubeObject {
   if (object === undefined) return raw;
   // Malformed metadata: the checked fields as the translation reads them, the others as they came.
   const metadata: Record<string, unknown> = { ...meta };
-  for (const key of ["namespace", "uid", "labels", "annotations", "creationTimestamp"] as const) {
+  for (const key of [
+    "namespace",
+    "uid",
+    "labels",
+    "annotations",
+    "creationTimestamp",
+    "deletionTimestamp",
+  ] as const) {
     const value = object.metadata[key];
     if (value === undefined) delete metadata[key];
     else metadata[key] = value;
