@@ -341,6 +341,9 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     issues: [],
   };
   let currentErrors: ManifestError[] = [];
+  // The issues and manifest errors logged so far (see the end of a reload), by their text.
+  let loggedIssues = new Map<string, MeshIssue>();
+  let loggedErrors = new Map<string, ManifestError>();
   const tokenNodes = new Set<string>();
 
   // One bound for both xDS ports: they serve one cache, so a push to both is one push's memory.
@@ -558,9 +561,26 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     resources.set({ type: "cluster" }, envoy.clusters.size);
     issuesGauge.set({}, issues.length);
     errorsGauge.set({}, merged.errors.length);
-    for (const issue of issues) logger.warn({ source: issue.source }, issue.message);
-    for (const { message, ...where } of merged.errors)
-      logger.error(where, `manifest not applied: ${message}`);
+    // Each issue and manifest error is logged when it appears and when it is gone, not at every
+    // reload: with a reload per pod change, every standing one would be logged again each time.
+    const issueKeys = new Map<string, MeshIssue>();
+    for (const issue of issues) issueKeys.set(`${issue.source}\u0000${issue.message}`, issue);
+    for (const [key, issue] of issueKeys) {
+      if (!loggedIssues.has(key)) logger.warn({ source: issue.source }, issue.message);
+    }
+    for (const [key, issue] of loggedIssues) {
+      if (!issueKeys.has(key)) logger.info({ source: issue.source }, `resolved: ${issue.message}`);
+    }
+    loggedIssues = issueKeys;
+    const errorKeys = new Map<string, ManifestError>();
+    for (const error of merged.errors) errorKeys.set(JSON.stringify(error), error);
+    for (const [key, { message, ...where }] of errorKeys) {
+      if (!loggedErrors.has(key)) logger.error(where, `manifest not applied: ${message}`);
+    }
+    for (const [key, { message, ...where }] of loggedErrors) {
+      if (!errorKeys.has(key)) logger.info(where, `resolved: manifest not applied: ${message}`);
+    }
+    loggedErrors = errorKeys;
     if (options.stateDir !== undefined) {
       const fresh = [...next.nodes.keys()].filter((n) => !tokenNodes.has(n));
       await writeNodeTokens(options.stateDir, state, fresh);

@@ -223,6 +223,23 @@ spec: { selector: { app: web }, clusterIP: 127.30.0.1, ports: [{ port: 80, targe
     assert.deepEqual(config.issues, []);
     assert.deepEqual(config.nodes.get("node-a"), ["spiffe://cluster.local/ns/demo/sa/web-new"]);
   });
+
+  it("serves a pending pod once it has an IP, and reports only a declared pod without one", () => {
+    const config = translate(
+      AMBIENT_NS +
+        podWith("scheduling", '""', "phase: Pending") +
+        podWith("starting", "127.10.0.2", "phase: Pending") +
+        podWith("declared", '""', "phase: Running"),
+    );
+    assert.deepEqual(
+      config.workloads.map((w) => [w.workload.name, w.workload.status]),
+      [["starting", "HEALTHY"]],
+    );
+    assert.deepEqual(
+      config.issues.map((i) => i.source),
+      ["Pod/demo/declared"],
+    );
+  });
 });
 
 describe("translateMesh: pod addresses", () => {

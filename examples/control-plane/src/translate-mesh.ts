@@ -605,8 +605,12 @@ export function podAddress(
   pod: PodModel,
   ctx: Pick<WorkloadContext, "clusterId" | "podCidrs">,
 ): { uid: string; where: string } | string | undefined {
-  // A finished pod is no workload, and its IP is free for the next pod (a Job's pods keep theirs).
-  if (pod.object !== undefined && podFinished(pod.object)) return undefined;
+  // A finished pod is no workload, and its IP is free for the next pod (a Job's pods keep theirs). A
+  // pending pod without an IP yet is none yet: every new pod passes through that, so it is no issue.
+  if (pod.object !== undefined) {
+    if (podFinished(pod.object)) return undefined;
+    if (pod.ip === "" && pod.object.status?.phase === "Pending") return undefined;
+  }
   // A Pod object's source is this same text: share the string (one less per pod held by the memo).
   const where = pod.object === undefined ? `Pod/${pod.namespace}/${pod.name}` : pod.source;
   const problem = podIpProblem(pod.ip, ctx.podCidrs);

@@ -299,7 +299,7 @@ export class RandomMesh {
     // Its lifecycle: readiness flips, a deletion starts, it finishes (its IP free for others) or runs again.
     else if (what < 0.9) status.conditions = [{ type: "Ready", status: this.pick(["True", "False"]) }];
     else if (what < 0.94) metadata.deletionTimestamp = "2026-01-02T00:00:00Z";
-    else status.phase = this.pick(["Succeeded", "Failed", "Running"]);
+    else status.phase = this.pick(["Succeeded", "Failed", "Pending", "Running"]);
     return [replace(pod, { ...pod, metadata, spec, status })];
   }
 
