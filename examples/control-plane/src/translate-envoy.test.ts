@@ -156,6 +156,24 @@ describe("translateEnvoy: resources per Service port", () => {
     );
   });
 
+  it("marks every endpoint HEALTHY for a Service that publishes not-ready addresses", () => {
+    const yaml = BASE.replace(
+      "status: { podIP: 127.10.0.4 }",
+      `status: { podIP: 127.10.0.4, conditions: [{ type: Ready, status: "False" }] }`,
+    ).replace(
+      "spec: { clusterIP: 127.30.0.1, selector: { app: echo }, ports: [{ port: 80, targetPort: grpc }] }",
+      "spec: { clusterIP: 127.30.0.1, selector: { app: echo }, ports: [{ port: 80, targetPort: grpc }], publishNotReadyAddresses: true }",
+    );
+    const config = translate(yaml);
+    const health = (cluster: string) =>
+      config.clusterLoadAssignments
+        .get(cluster)
+        ?.endpoints?.flatMap((e) => (e.lbEndpoints ?? []).map((l) => l.healthStatus));
+    assert.deepEqual(health(`outbound|80||${ECHO}`), ["HEALTHY", "HEALTHY", "HEALTHY"]);
+    // The same pod behind a Service that does not: still UNHEALTHY there.
+    assert.deepEqual(health(V2), ["UNHEALTHY", "HEALTHY"]);
+  });
+
   it("holds a load assignment's inputs, not its endpoint messages, and encodes it as the message", () => {
     const cla = config.clusterLoadAssignments.get(`outbound|80||${ECHO}`);
     assert.ok(cla !== undefined);

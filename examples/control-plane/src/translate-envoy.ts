@@ -87,6 +87,11 @@ export interface ServicePort {
   port: number;
   /** The other names a client may use for the Service: short names and the VIP. */
   domains: string[];
+  /**
+   * Its endpoints are all healthy, ready or not: a Service that publishes not-ready addresses (its
+   * load balancing's health policy `ALLOW_ALL`), whose EndpointSlices list every pod as ready.
+   */
+  allowUnready: boolean;
 }
 
 /** One Gateway API match, ready to sort by precedence and turn into Envoy routes. */
@@ -600,6 +605,7 @@ export function translateEnvoy(
     const namespace = service.namespace ?? "default";
     const ports = new Set<number>();
     const vips = (service.addresses ?? []).map((a) => [...(a.address ?? [])].join("."));
+    const allowUnready = service.loadBalancing?.healthPolicy === "ALLOW_ALL";
     for (const p of service.ports ?? []) {
       const port = p.servicePort ?? 0;
       if (port === 0 || ports.has(port)) continue;
@@ -616,6 +622,7 @@ export function translateEnvoy(
             : []),
           ...vips,
         ],
+        allowUnready,
       });
     }
     ctx.services.set(host, ports);
@@ -859,7 +866,7 @@ function localityEndpoints(
     group.weight += weight;
     group.endpoints.push({
       endpoint: { address: { socketAddress: { address, portValue: target } } },
-      healthStatus: healthy ? "HEALTHY" : "UNHEALTHY",
+      healthStatus: healthy || sp.allowUnready ? "HEALTHY" : "UNHEALTHY",
       loadBalancingWeight: weight === 1 ? WEIGHT_ONE : { value: weight },
     });
   }
