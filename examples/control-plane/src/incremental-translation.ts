@@ -115,18 +115,21 @@ function lowerBound(list: readonly MeshWorkload[], key: string): number {
   return lo;
 }
 
-/** A pod's claim on an IP and a uid, when its address is valid; the check against other pods comes after. */
+/**
+ * A pod's claim on an IP and a uid, when its address is valid; the check against other pods comes
+ * after. A host-network pod claims no IP (its node's pods share the node's).
+ */
 function claimOf(
   entry: PodWorkload | KubeObject | undefined,
   ctx: WorkloadContext,
-): { ip: string; uid: string } | undefined {
+): { ip: string | undefined; uid: string } | undefined {
   if (entry === undefined) return undefined;
-  if (isResult(entry)) return { ip: entry.ip, uid: entry.key };
+  if (isResult(entry)) return { ip: entry.hostNetwork ? undefined : entry.ip, uid: entry.key };
   const model = podModel(entry);
   const address = podAddress(model, ctx);
   return address === undefined || typeof address === "string"
     ? undefined
-    : { ip: model.ip, uid: address.uid };
+    : { ip: model.hostNetwork ? undefined : model.ip, uid: address.uid };
 }
 
 /**
@@ -177,7 +180,7 @@ export class IncrementalTranslation {
       if (result === undefined) state.unserved.set(id, obj);
       const claim = claimOf(entry, ctx);
       if (claim !== undefined) {
-        bump(state.ipClaims, claim.ip, 1);
+        if (claim.ip !== undefined) bump(state.ipClaims, claim.ip, 1);
         if (result === undefined) bump(state.unservedUids, claim.uid, 1);
       }
       if (result !== undefined) this.addToNode(state, result, 1);
@@ -230,7 +233,7 @@ export class IncrementalTranslation {
       if (oldObject !== change.before) return undefined;
       const oldClaim = claimOf(old, s.ctx);
       if (oldClaim !== undefined) {
-        add(ipDelta, oldClaim.ip, -1);
+        if (oldClaim.ip !== undefined) add(ipDelta, oldClaim.ip, -1);
         add(uidDelta, oldClaim.uid, -1);
       }
       if (isResult(old) && old.authorizationPolicies.includes(s.strictKey)) strictDelta--;
@@ -243,7 +246,7 @@ export class IncrementalTranslation {
         if (typeof address === "string") {
           issue = { source: model.source, message: address };
         } else if (address !== undefined) {
-          add(ipDelta, model.ip, 1);
+          if (!model.hostNetwork) add(ipDelta, model.ip, 1);
           add(uidDelta, address.uid, 1);
           result = translatePod(model, address, s.ctx);
           s.memo.counts.workloads++;
@@ -316,7 +319,7 @@ export class IncrementalTranslation {
       sources.add(change.id);
       const oldClaim = claimOf(old, s.ctx);
       if (oldClaim !== undefined) {
-        bump(s.ipClaims, oldClaim.ip, -1);
+        if (oldClaim.ip !== undefined) bump(s.ipClaims, oldClaim.ip, -1);
         // A served pod's claim leaves with its workload (below).
         if (!isResult(old)) bump(s.unservedUids, oldClaim.uid, -1);
       }
@@ -342,7 +345,7 @@ export class IncrementalTranslation {
         continue;
       }
       const key = result.key;
-      bump(s.ipClaims, result.ip, 1);
+      if (!result.hostNetwork) bump(s.ipClaims, result.ip, 1);
       workloads.splice(lowerBound(workloads, key), 0, result);
       for (const service of Object.keys(result.services)) serviceEdits(service).added.set(key, result);
       this.addToNode(s, result, 1);

@@ -84,6 +84,21 @@ const NEVER: readonly { network: number; mask: number; why: string }[] = [
  * 127.0.0.1 are refused unless a configured range holds them).
  */
 export function podIpProblem(text: string, podCidrs: readonly Ipv4Cidr[]): string | undefined {
+  const problem = hostIpProblem(text);
+  if (problem !== undefined) return problem;
+  const ip = toNumber(ipv4Bytes(text) as Uint8Array);
+  if (!podCidrs.some((c) => inRange(ip, c))) {
+    return `pod IP ${text} is outside the pod ranges (${podCidrs.map((c) => c.text).join(", ") || "none"})`;
+  }
+  return undefined;
+}
+
+/**
+ * Why `text` cannot be the address of a host-network pod (its node's), or undefined when it can: the
+ * checks of {@link podIpProblem} but the pod ranges. Such an address is never an identity: ztunnel
+ * does not look a host-network workload up by it, since every such pod on a node shares it.
+ */
+export function hostIpProblem(text: string): string | undefined {
   const bytes = ipv4Bytes(text);
   if (bytes === undefined) {
     if (text === "::" || (isIPv6(text) && /^[0:]+$/.test(text))) return `pod IP ${text} is unspecified`;
@@ -92,8 +107,5 @@ export function podIpProblem(text: string, podCidrs: readonly Ipv4Cidr[]): strin
   }
   const ip = toNumber(bytes);
   for (const range of NEVER) if (inRange(ip, range)) return `pod IP ${text} ${range.why}`;
-  if (!podCidrs.some((c) => inRange(ip, c))) {
-    return `pod IP ${text} is outside the pod ranges (${podCidrs.map((c) => c.text).join(", ") || "none"})`;
-  }
   return undefined;
 }

@@ -156,6 +156,24 @@ describe("translateEnvoy: resources per Service port", () => {
     );
   });
 
+  it("gives a host-network pod's endpoint its node's address", () => {
+    const yaml = BASE.replace(
+      "spec: { nodeName: node-b, containers: [{ name: e, ports: [{ name: grpc, containerPort: 9000 }] }] }\nstatus: { podIP: 127.10.0.5 }",
+      "spec: { nodeName: node-b, hostNetwork: true, containers: [{ name: e, ports: [{ name: grpc, containerPort: 9000 }] }] }\nstatus: { podIP: 192.168.0.2 }",
+    );
+    assert.notEqual(yaml, BASE);
+    const cla = translate(yaml).clusterLoadAssignments.get(`outbound|80||${ECHO}`);
+    assert.deepEqual(
+      cla?.endpoints?.flatMap((e) =>
+        (e.lbEndpoints ?? []).map((l) => {
+          const a = l.endpoint?.address?.socketAddress;
+          return `${a?.address}:${a?.portValue}`;
+        }),
+      ),
+      ["127.10.0.3:9000", "127.10.0.4:9000", "192.168.0.2:9000"],
+    );
+  });
+
   it("marks every endpoint HEALTHY for a Service that publishes not-ready addresses", () => {
     const yaml = BASE.replace(
       "status: { podIP: 127.10.0.4 }",

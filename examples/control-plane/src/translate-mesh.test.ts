@@ -242,6 +242,61 @@ spec: { selector: { app: web }, clusterIP: 127.30.0.1, ports: [{ port: 80, targe
   });
 });
 
+describe("translateMesh: host-network pods", () => {
+  const hostPod = (name: string, ip: string, labels = "app: agent"): string => `
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: ${name}, namespace: demo, labels: { ${labels} } }
+spec: { nodeName: node-a, serviceAccountName: ${name}, hostNetwork: true }
+status: { phase: Running, podIP: ${ip} }
+`;
+
+  it("serves them at their node's address as HOST_NETWORK: shared, no alias, no HBONE, no identity", () => {
+    const config = translate(
+      AMBIENT_NS +
+        hostPod("agent", "192.168.0.10") +
+        hostPod("exporter", "192.168.0.10", "app: exporter, istio.io/dataplane-mode: ambient") +
+        pod("web-0", "127.10.0.9") +
+        `
+---
+kind: Service
+metadata: { name: agent, namespace: demo }
+spec: { selector: { app: agent }, clusterIP: 127.30.0.7, ports: [{ port: 80, targetPort: 7070 }] }
+`,
+    );
+    assert.deepEqual(config.issues, []);
+    const agent = workload(config, "agent");
+    const exporter = workload(config, "exporter");
+    for (const w of [agent, exporter]) {
+      assert.equal(w.workload.networkMode, "HOST_NETWORK");
+      assert.equal(w.workload.tunnelProtocol, "NONE");
+      assert.deepEqual([...(w.workload.addresses?.[0] ?? [])], [192, 168, 0, 10]);
+      assert.deepEqual(w.aliases, []);
+    }
+    assert.deepEqual(agent.workload.services?.["demo/agent.demo.svc.cluster.local"], {
+      ports: [{ servicePort: 80, targetPort: 7070 }],
+    });
+    assert.equal(workload(config, "web-0").workload.networkMode, undefined);
+    // The node's identities are its captured pods' only.
+    assert.deepEqual(config.nodes.get("node-a"), ["spiffe://cluster.local/ns/demo/sa/web"]);
+  });
+
+  it("checks their address as a node's, not against the pod ranges, and lets a pod have the same", () => {
+    const config = translate(
+      AMBIENT_NS + hostPod("agent", "127.10.0.9") + pod("web-0", "127.10.0.9") + hostPod("bad", "0.0.0.0"),
+    );
+    assert.deepEqual(
+      config.workloads.map((w) => w.workload.name),
+      ["agent", "web-0"],
+    );
+    assert.deepEqual(
+      config.issues.map((i) => i.message),
+      ["Pod/demo/bad: pod IP 0.0.0.0 is unspecified (0.0.0.0/8): not served"],
+    );
+  });
+});
+
 describe("translateMesh: pod addresses", () => {
   const bad = ["0.0.0.0", "224.0.0.1", "255.255.255.255", "127.0.0.1", "127.20.0.1", "8.8.8.8"];
   it("reports and skips pods at unspecified, multicast, broadcast or out-of-range addresses", () => {

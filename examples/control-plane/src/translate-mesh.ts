@@ -13,7 +13,14 @@ import { validateRoute } from "@ambient/router";
 import type { istio, MessageInit, Service, Workload } from "@ambient/xds";
 import { ControlPlaneError } from "./errors.js";
 import type { KubeObject, MeshIssue } from "./manifests.js";
-import { DEFAULT_POD_CIDRS, type Ipv4Cidr, ipv4Bytes, parseIpv4Cidr, podIpProblem } from "./pod-address.js";
+import {
+  DEFAULT_POD_CIDRS,
+  hostIpProblem,
+  type Ipv4Cidr,
+  ipv4Bytes,
+  parseIpv4Cidr,
+  podIpProblem,
+} from "./pod-address.js";
 import { serviceLoadBalancing } from "./service-load-balancing.js";
 import { sameItems, type TranslationMemo } from "./translate-memo.js";
 import { entryWorkloads, networkingEntryProblem, serviceEntryServices } from "./translate-service-entry.js";
@@ -99,6 +106,8 @@ export interface PodModel {
   workloadName: string;
   workloadType: istio.workload.WorkloadType;
   source: string;
+  /** `spec.hostNetwork`: the pod has its node's network, and the node's address. */
+  hostNetwork: boolean;
   /** The Pod object it comes from (none for a Deployment's pods). */
   object?: KubeObject;
 }
@@ -162,6 +171,8 @@ function objectKey(obj: KubeObject): string {
 /** What every workload of one translation with the same mode and locality has in common. */
 interface WorkloadProfile {
   readonly tunnelProtocol: "HBONE" | "NONE";
+  /** `HOST_NETWORK` for a pod on its node's network: ztunnel never looks it up by its address. */
+  readonly networkMode: "STANDARD" | "HOST_NETWORK";
   readonly network: string;
   readonly clusterId: string;
   readonly trustDomain: string;
@@ -219,6 +230,14 @@ export class PodWorkload implements MeshWorkload {
     return !("metadata" in pod) || podHealthy(pod);
   }
 
+  /**
+   * It has its node's network and address (`spec.hostNetwork`): it claims no IP (the node's pods
+   * share it) and has no `network/IP` alias, and no identity on its node (nothing captures it).
+   */
+  get hostNetwork(): boolean {
+    return this.profile.networkMode === "HOST_NETWORK";
+  }
+
   /** The Pod object it was translated from (none for a Deployment's pods). */
   get object(): KubeObject | undefined {
     const pod = this.#pod;
@@ -268,6 +287,7 @@ export class PodWorkload implements MeshWorkload {
     };
     if (profile.trustDomain !== "cluster.local") workload.trustDomain = profile.trustDomain;
     if (profile.locality !== undefined) workload.locality = profile.locality;
+    if (profile.networkMode === "HOST_NETWORK") workload.networkMode = "HOST_NETWORK";
     return workload;
   }
 }
@@ -346,6 +366,7 @@ export function podModel(obj: KubeObject): PodModel {
     workloadName: obj.metadata.name,
     workloadType: "POD",
     source: podSource(obj),
+    hostNetwork: spec.hostNetwork === true,
     object: obj,
   };
 }
@@ -397,6 +418,7 @@ function podsOf(
           workloadName: obj.metadata.name,
           workloadType: "DEPLOYMENT",
           source: objectKey(obj),
+          hostNetwork: false,
         });
       });
     }
@@ -613,7 +635,8 @@ export function podAddress(
   }
   // A Pod object's source is this same text: share the string (one less per pod held by the memo).
   const where = pod.object === undefined ? `Pod/${pod.namespace}/${pod.name}` : pod.source;
-  const problem = podIpProblem(pod.ip, ctx.podCidrs);
+  // A host-network pod has its node's address, outside the pod ranges, and never an identity.
+  const problem = pod.hostNetwork ? hostIpProblem(pod.ip) : podIpProblem(pod.ip, ctx.podCidrs);
   if (problem !== undefined || ipv4Bytes(pod.ip) === undefined) {
     return `${where}: ${problem ?? "no pod IP"}: not served`;
   }
@@ -631,7 +654,8 @@ export function translatePod(
 ): PodWorkload {
   const { clusterId, trustDomain, network } = ctx;
   const mode = pod.labels[AMBIENT_LABEL] ?? ctx.namespaceLabels.get(pod.namespace)?.[AMBIENT_LABEL];
-  const ambient = mode === "ambient";
+  // Nothing captures a host-network pod (its network is its node's): no HBONE, whatever the labels.
+  const ambient = mode === "ambient" && !pod.hostNetwork;
   const spiffeId = ctx.shared(
     `spiffe://${trustDomain}/ns/${pod.namespace}/sa/${pod.serviceAccount}`,
     (id) => id,
@@ -667,8 +691,10 @@ export function translatePod(
   const policies = ctx.shared(`policies\u0000${policyKeys.join("\u0000")}`, () => policyKeys);
 
   const locality = ctx.nodeLocality.get(pod.node);
-  const profile = ctx.shared(`profile\u0000${ambient}\u0000${pod.node}`, () => ({
+  const networkMode = pod.hostNetwork ? ("HOST_NETWORK" as const) : ("STANDARD" as const);
+  const profile = ctx.shared(`profile\u0000${ambient}\u0000${pod.node}\u0000${networkMode}`, () => ({
     tunnelProtocol: ambient ? ("HBONE" as const) : ("NONE" as const),
+    networkMode,
     network,
     clusterId,
     trustDomain,
@@ -678,17 +704,20 @@ export function translatePod(
     address.uid,
     // `join` makes one flat string; a template literal leaves a chain of pieces (24-32 bytes more per
     // pod). The frozen list is the one the xDS cache keeps.
-    Object.freeze([[network, pod.ip].join("/")]),
+    pod.hostNetwork ? NO_ALIASES : Object.freeze([[network, pod.ip].join("/")]),
     pod.object ?? pod,
     pod.ip,
     pod.node,
     spiffeId,
-    ambient || waypointPod,
+    ambient || (waypointPod && !pod.hostNetwork),
     portLists,
     policies,
     profile,
   );
 }
+
+/** The aliases of a host-network pod: its address is its node's, shared by the node's other such pods. */
+const NO_ALIASES: readonly string[] = Object.freeze([]);
 
 function sortByKey<T extends { key: string }>(list: T[]): T[] {
   return list.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
@@ -1005,7 +1034,7 @@ export function translateMesh(
   for (const item of podsOf(objects, issues, reused)) {
     if (item instanceof PodWorkload) {
       // The same Pod object in the same context: only the checks against the other pods run again.
-      const owner = seenIps.get(item.ip);
+      const owner = item.hostNetwork ? undefined : seenIps.get(item.ip);
       if (owner !== undefined) {
         issues.push({
           source: item.source,
@@ -1017,7 +1046,7 @@ export function translateMesh(
         issues.push({ source: item.source, message: `${item.where}: duplicate uid ${item.key}` });
         continue;
       }
-      seenIps.set(item.ip, item.where);
+      if (!item.hostNetwork) seenIps.set(item.ip, item.where);
       seenUids.add(item.key);
       addToNode(item.node, item.spiffeId, item.captured);
       workloads.push(item);
@@ -1031,7 +1060,7 @@ export function translateMesh(
       issues.push({ source: pod.source, message: address });
       continue;
     }
-    const owner = seenIps.get(pod.ip);
+    const owner = pod.hostNetwork ? undefined : seenIps.get(pod.ip);
     if (owner !== undefined) {
       issues.push({
         source: pod.source,
@@ -1043,7 +1072,7 @@ export function translateMesh(
       issues.push({ source: pod.source, message: `${address.where}: duplicate uid ${address.uid}` });
       continue;
     }
-    seenIps.set(pod.ip, address.where);
+    if (!pod.hostNetwork) seenIps.set(pod.ip, address.where);
     seenUids.add(address.uid);
     const result = translatePod(pod, address, workloadContext);
     addToNode(result.node, result.spiffeId, result.captured);

@@ -4,7 +4,8 @@
 // on one IP, a pod without an IP or outside the pod range, a pod moving between Services, nodes and
 // namespaces, a duplicate uid, a pod on a WorkloadEntry's or ServiceEntry endpoint's address, the last
 // pod under a STRICT PeerAuthentication leaving, a pod turning unready, being deleted or finishing
-// (freeing its IP), and changes to Services, Namespaces and policies.
+// (freeing its IP), host-network pods sharing their node's address, and changes to Services,
+// Namespaces and policies.
 import type { KubeObject } from "../src/manifests.js";
 import type { ObjectChange } from "../src/sources/config-source.js";
 
@@ -222,7 +223,7 @@ export class RandomMesh {
   private newPod(namespace = this.pick(NAMESPACES)): KubeObject {
     const name = `pod-${this.podCount++}`;
     this.clock++;
-    return {
+    const pod: KubeObject = {
       apiVersion: "v1",
       kind: "Pod",
       metadata: {
@@ -240,6 +241,14 @@ export class RandomMesh {
       status: { podIP: this.ip() },
       source: `Pod/${namespace}/${name}`,
     };
+    // Every eleventh pod is a host-network pod: its node's address, which the node's other such pods
+    // share. Chosen by number, so the random draws stay those of the other pods.
+    const node = pod.spec?.nodeName as string;
+    if (this.podCount % 11 === 4 && node !== "") {
+      pod.spec = { ...pod.spec, hostNetwork: true };
+      pod.status = { podIP: `127.20.0.${1 + NODES.indexOf(node)}` };
+    }
+    return pod;
   }
 
   private pods(): KubeObject[] {

@@ -200,6 +200,43 @@ describe("WorkloadStore", () => {
     assert.equal(s.findService("127.30.0.1", 80), undefined);
   });
 
+  it("never finds a host-network workload by address, nor as a node's pod, only as an endpoint", () => {
+    const s = store();
+    // Two host-network pods on node-b share its address; a meshed pod at the same address is found.
+    for (const name of ["agent", "exporter"]) {
+      s.upsert(`Kubernetes//Pod/default/${name}`, {
+        workload: workload(name, {
+          ip: "127.20.0.2",
+          node: "node-b",
+          networkMode: "HOST_NETWORK",
+          tunnelProtocol: "NONE",
+          services: name === "agent" ? ports(80, 7070) : {},
+        }),
+      });
+    }
+    assert.equal(s.findByAddress("127.20.0.2"), undefined);
+    assert.deepEqual(s.resolve("127.20.0.2", 7070), { kind: "passthrough", ip: "127.20.0.2", port: 7070 });
+    assert.deepEqual(
+      s
+        .workloadsOnNode("node-b")
+        .map((w) => w.name)
+        .sort(),
+      ["echo-1", "echo-2"],
+    );
+    const match = s.findService("127.30.0.1", 80);
+    assert.ok(match);
+    assert.ok(s.endpointsOf(match).some((e) => e.workload.name === "agent" && e.targetPort === 7070));
+    // Replacing or removing one leaves a workload of that address alone.
+    s.upsert("Kubernetes//Pod/default/node-b-pod", {
+      workload: workload("node-b-pod", { ip: "127.20.0.2" }),
+    });
+    s.upsert("Kubernetes//Pod/default/agent", {
+      workload: workload("agent", { ip: "127.20.0.2", networkMode: "HOST_NETWORK" }),
+    });
+    assert.equal(s.remove("Kubernetes//Pod/default/exporter"), true);
+    assert.equal(s.findByAddress("127.20.0.2")?.name, "node-b-pod");
+  });
+
   it("workloadsOnNode", () => {
     assert.deepEqual(
       store()

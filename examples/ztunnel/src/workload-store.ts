@@ -119,6 +119,10 @@ export class WorkloadStore {
       const key = w.uid === "" ? name : w.uid;
       this.#workloads.set(key, w);
       this.#byName.set(name, { kind: "workload", key });
+      // A host-network workload has its node's address, which the node and its other such pods
+      // share: it is never found by address (so never taken as the source or destination of a
+      // connection to that address), only as a Service's endpoint.
+      if (w.networkMode === "HOST_NETWORK") return;
       for (const bytes of w.addresses) {
         const ip = ipFromBytes(bytes);
         if (ip !== undefined) this.#workloadByIp.set(ip, key);
@@ -244,9 +248,14 @@ export class WorkloadStore {
     return { kind: "passthrough", ip, port };
   }
 
-  /** Workloads scheduled on `node` with an address (the pods a node proxy serves). */
+  /**
+   * Workloads scheduled on `node` with an address (the pods a node proxy serves); not host-network
+   * ones, whose network is the node's own.
+   */
   workloadsOnNode(node: string): Workload[] {
-    return [...this.#workloads.values()].filter((w) => w.node === node && w.addresses.length > 0);
+    return [...this.#workloads.values()].filter(
+      (w) => w.node === node && w.addresses.length > 0 && w.networkMode !== "HOST_NETWORK",
+    );
   }
 
   /** Every workload, by uid. */
