@@ -9,7 +9,7 @@ import {
   createNodeAuthorizer,
 } from "@ambient/spiffe/ca";
 import { createXdsPushThrottle, createXdsServer, TypeUrl, XdsError, type XdsServer } from "@ambient/xds";
-import { Metadata, Server, ServerCredentials } from "@grpc/grpc-js";
+import { experimental, Metadata, Server, type ServerCredentials } from "@grpc/grpc-js";
 import {
   type DashboardOptions,
   type MeshCollector,
@@ -22,7 +22,7 @@ import type { ManifestError } from "./last-good.js";
 import type { ManifestLimits, MeshIssue } from "./manifests.js";
 import { loadMeshState, TOKEN_ISSUER, writeNodeTokens } from "./mesh-state.js";
 import { carryOnDemandIndex, relatedAddressesHook } from "./on-demand.js";
-import { issueServingCertificate, servingHosts } from "./serving-certificate.js";
+import { issueServingCertificate, RenewingServingCertificate, servingHosts } from "./serving-certificate.js";
 import type { ConfigSnapshot, ConfigSource } from "./sources/config-source.js";
 import { createFolderSource } from "./sources/folder-source.js";
 import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
@@ -116,6 +116,11 @@ export interface ControlPlaneOptions extends TranslateOptions {
    * istiod `ISTIOD_CUSTOM_HOST`.
    */
   servingHosts?: readonly string[];
+  /**
+   * Lifetime of the serving certificate, in seconds: a new one is issued at half of it and served to
+   * new connections (open ones keep theirs). Default 30 days.
+   */
+  servingCertTtlSeconds?: number;
   /** Nodes that get a token even when no manifest names them. Default `node-a`, `node-b`, `node-c`. */
   extraNodes?: readonly string[];
   /**
@@ -176,7 +181,8 @@ export interface ControlPlane {
   readonly rootCertPem: string;
   /**
    * The serving certificate chain (leaf first): URI SAN `spiffe://<td>/ns/istio-system/sa/istiod`,
-   * DNS SAN `istiod.istio-system.svc` and the `servingHosts`.
+   * DNS SAN `istiod.istio-system.svc` and the `servingHosts`. The one new connections get now: it is
+   * renewed at half its lifetime (`servingCertTtlSeconds`).
    */
   readonly servingCertPem: string;
   /** A node token (bound service-account token stand-in) for the ztunnel of `node`. */
@@ -266,6 +272,13 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   validAddress(listen, "listen");
   if (options.admin !== undefined) validAddress(options.admin, "admin");
   if (options.plaintextListen !== undefined) validAddress(options.plaintextListen, "plaintextListen");
+  const servingTtl = options.servingCertTtlSeconds ?? SERVING_CERT_TTL_SECONDS;
+  if (typeof servingTtl !== "number" || !(servingTtl >= 1) || !Number.isFinite(servingTtl)) {
+    throw new ControlPlaneError(
+      "ERR_CONTROL_PLANE_CONFIG",
+      `servingCertTtlSeconds must be a finite number of seconds, at least 1; got ${String(servingTtl)}`,
+    );
+  }
   if ((options.meshDir === undefined) === (options.source === undefined)) {
     throw new ControlPlaneError("ERR_CONTROL_PLANE_CONFIG", "exactly one of meshDir and source is required");
   }
@@ -308,14 +321,32 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   const state = await loadMeshState(options.stateDir, trustDomain, options.cacerts).catch(
     closeSourceAndThrow,
   );
-  // No hot certificate swap in grpc-js server credentials: the serving certificate outlives a demo run.
+  const servingExpiry = metrics.gauge(
+    "ambient_control_plane_serving_cert_expiry_timestamp_seconds",
+    "When the serving certificate new connections get expires (Unix time); it is renewed at half its lifetime",
+  );
   const listenHost = listen.slice(0, listen.lastIndexOf(":")).replace(/^\[(.*)\]$/, "$1");
   const specificIp = isIP(listenHost) !== 0 && listenHost !== "0.0.0.0" && listenHost !== "::";
-  const serving = await issueServingCertificate(state.cacerts, {
-    spiffeId: `spiffe://${trustDomain}/ns/istio-system/sa/istiod`,
-    hosts: servingHosts([...(specificIp ? [listenHost] : []), ...(options.servingHosts ?? [])]),
-    ttlSeconds: SERVING_CERT_TTL_SECONDS,
+  const hosts = servingHosts([...(specificIp ? [listenHost] : []), ...(options.servingHosts ?? [])]);
+  const serving = await RenewingServingCertificate.start({
+    issue: () =>
+      issueServingCertificate(state.cacerts, {
+        spiffeId: `spiffe://${trustDomain}/ns/istio-system/sa/istiod`,
+        hosts,
+        ttlSeconds: servingTtl,
+      }),
+    ttlSeconds: servingTtl,
+    renewed: (_certificate, notAfter) => {
+      servingExpiry.set({}, notAfter.getTime() / 1000);
+      logger.info({ notAfter: notAfter.toISOString() }, "serving certificate renewed");
+    },
+    failed: (err, retryInMs) =>
+      logger.error(
+        { err: err instanceof Error ? err.message : String(err), retryInMs },
+        "serving certificate renewal failed: the current one stays served",
+      ),
   }).catch(closeSourceAndThrow);
+  servingExpiry.set({}, serving.notAfter.getTime() / 1000);
   const authenticator =
     options.authenticator ??
     createJwtAuthenticator({
@@ -621,6 +652,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   try {
     await reload();
   } catch (err) {
+    serving.close();
     await Promise.all([xds.close(), source.close()]);
     throw err;
   }
@@ -628,15 +660,18 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   const grpcServer = new Server();
   xds.addTo(grpcServer);
   grpcServer.addService(certificateService.definition, certificateService.implementation);
-  const credentials = ServerCredentials.createSsl(
+  // The certificate comes from the renewing provider (the first argument is the server's own
+  // certificate; no CA: clients are not asked for one): new connections get each renewed one.
+  const credentials: ServerCredentials = experimental.createCertificateProviderServerCredentials(
+    serving,
     null,
-    [{ private_key: Buffer.from(serving.privateKeyPem), cert_chain: Buffer.from(serving.certChainPem) }],
     false,
   );
   let port: number;
   try {
     port = await bindGrpc(grpcServer, listen, credentials);
   } catch (cause) {
+    serving.close();
     await Promise.all([xds.close(), source.close()]);
     grpcServer.forceShutdown();
     throw new ControlPlaneError("ERR_CONTROL_PLANE_LISTEN", `cannot listen on ${listen}`, { cause });
@@ -683,6 +718,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       adminAddress = await listenHttp(admin, options.admin);
     } catch (cause) {
       dashboard?.close();
+      serving.close();
       await Promise.all([xds.close(), source.close()]);
       grpcServer.forceShutdown();
       throw new ControlPlaneError("ERR_CONTROL_PLANE_LISTEN", `cannot listen on ${options.admin}`, { cause });
@@ -706,6 +742,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       const p = await plaintext.listen(options.plaintextListen);
       plaintextAddress = `${options.plaintextListen.slice(0, options.plaintextListen.lastIndexOf(":"))}:${p}`;
     } catch (cause) {
+      serving.close();
       await Promise.all([xds.close(), plaintext.close(), source.close()]);
       grpcServer.forceShutdown();
       dashboard?.close();
@@ -743,7 +780,9 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     plaintextAddress,
     dashboard: dashboard?.collector,
     rootCertPem: state.rootCertPem,
-    servingCertPem: serving.certChainPem,
+    get servingCertPem() {
+      return serving.current.certChainPem;
+    },
     tokenFor: (node) => state.tokenFor(node),
     reload,
     config: () => current,
@@ -753,6 +792,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     close() {
       closing ??= (async () => {
         clearInterval(tokenRefresh);
+        serving.close();
         await source.close();
         await chain;
         await Promise.all([xds.close(), plaintext?.close()]);

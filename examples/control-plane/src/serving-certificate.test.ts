@@ -3,7 +3,12 @@ import { X509Certificate } from "node:crypto";
 import { describe, it } from "node:test";
 import type { KeyAlgorithm } from "@ambient/spiffe";
 import { createCertificateAuthority } from "@ambient/spiffe/ca";
-import { ISTIOD_SERVICE_NAME, issueServingCertificate, servingHosts } from "./serving-certificate.js";
+import {
+  ISTIOD_SERVICE_NAME,
+  issueServingCertificate,
+  RenewingServingCertificate,
+  servingHosts,
+} from "./serving-certificate.js";
 
 const ID = "spiffe://cluster.local/ns/istio-system/sa/istiod";
 
@@ -46,5 +51,119 @@ describe("issueServingCertificate", () => {
       "cp.example",
       "10.0.0.1",
     ]);
+  });
+});
+
+describe("RenewingServingCertificate", () => {
+  async function issuer(ttlSeconds: number) {
+    const cacerts = (await createCertificateAuthority({ trustDomain: "cluster.local" })).exportCacerts();
+    return () => issueServingCertificate(cacerts, { spiffeId: ID, hosts: servingHosts(), ttlSeconds });
+  }
+  const serialOf = (pem: string) =>
+    new X509Certificate(
+      (pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [])[0] as string,
+    ).serialNumber;
+  const until = async (what: string, check: () => boolean, ms = 10_000) => {
+    const deadline = Date.now() + ms;
+    while (!check()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+
+  it("gives grpc-js its certificate once it listens, and each renewed one at half the lifetime", async () => {
+    const issue = await issuer(2);
+    const renewals: Date[] = [];
+    const serving = await RenewingServingCertificate.start({
+      issue,
+      ttlSeconds: 2,
+      renewed: (_c, notAfter) => renewals.push(notAfter),
+    });
+    try {
+      const updates: string[] = [];
+      const listener = (u: { certificate: Buffer } | null) => updates.push(serialOf(String(u?.certificate)));
+      serving.addIdentityCertificateListener(listener);
+      // Not in the same tick: grpc-js adds its own watcher right after this listener.
+      assert.deepEqual(updates, []);
+      await Promise.resolve();
+      const first = serialOf(serving.current.certChainPem);
+      assert.deepEqual(updates, [first]);
+      await until("a renewal", () => renewals.length >= 1, 5000);
+      const second = serialOf(serving.current.certChainPem);
+      assert.notEqual(second, first);
+      assert.deepEqual(updates, [first, second]);
+      assert.ok((renewals[0] as Date).getTime() > Date.now(), "the renewed certificate is valid");
+      assert.equal(serving.notAfter.getTime(), (renewals[0] as Date).getTime());
+      serving.removeIdentityCertificateListener(listener);
+      await serving.renew();
+      assert.equal(updates.length, 2, "a removed listener hears nothing");
+    } finally {
+      serving.close();
+    }
+  });
+
+  it("keeps the current certificate when a renewal fails, and tries again", async () => {
+    const real = await issuer(2);
+    let fail = 0;
+    const failures: number[] = [];
+    const renewals: Date[] = [];
+    const serving = await RenewingServingCertificate.start({
+      issue: async () => {
+        if (fail > 0) {
+          fail--;
+          throw new Error("CA unavailable");
+        }
+        return real();
+      },
+      ttlSeconds: 2,
+      renewed: (_c, notAfter) => renewals.push(notAfter),
+      failed: (_err, retryInMs) => failures.push(retryInMs),
+    });
+    try {
+      const first = serving.current.certChainPem;
+      fail = 2;
+      await until("two failures and a renewal", () => renewals.length === 1, 8000);
+      assert.deepEqual(failures, [200, 200]);
+      assert.notEqual(serving.current.certChainPem, first);
+    } finally {
+      serving.close();
+    }
+  });
+
+  it("waits past the longest timer in steps for a long lifetime, and stops when closed", async (t) => {
+    const issue = await issuer(90 * 24 * 3600);
+    // The timers it sets, by delay: a delay past 2^31 - 1 ms would fire at once (Node clamps it to 1).
+    const timers: { ms: number; fn: () => void }[] = [];
+    let cleared = 0;
+    t.mock.method(globalThis, "setTimeout", (fn: () => void, ms: number) => {
+      timers.push({ fn, ms });
+      return { unref() {}, ref() {} };
+    });
+    t.mock.method(globalThis, "clearTimeout", () => {
+      cleared++;
+    });
+    let issued = 0;
+    const serving = await RenewingServingCertificate.start({
+      issue: async () => {
+        issued++;
+        return issue();
+      },
+      ttlSeconds: 90 * 24 * 3600,
+    });
+    // 45 days to the renewal: a step of the longest timer, then (as it fires) another.
+    assert.deepEqual(
+      timers.map((x) => x.ms),
+      [2 ** 31 - 1],
+    );
+    timers[0]?.fn();
+    assert.equal(timers.length, 2);
+    assert.equal(timers[1]?.ms, 2 ** 31 - 1);
+    assert.equal(issued, 1);
+    serving.close();
+    assert.equal(cleared, 1);
+    // A step that fires after close sets nothing more.
+    timers[1]?.fn();
+    assert.equal(timers.length, 2);
+    assert.equal(issued, 1);
   });
 });

@@ -6,6 +6,7 @@
 import { createPrivateKey, randomBytes, webcrypto } from "node:crypto";
 import { isIP } from "node:net";
 import type { CaCertsPem } from "@ambient/spiffe/ca";
+import type { experimental } from "@grpc/grpc-js";
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
 
@@ -99,5 +100,138 @@ export async function issueServingCertificate(
   return {
     certChainPem: `${chain.map((c) => c.trim()).join("\n")}\n`,
     privateKeyPem: `${privateKeyPem.trim()}\n`,
+  };
+}
+
+/** The longest `setTimeout` delay (about 24.8 days); longer waits are taken in steps. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** Options of {@link RenewingServingCertificate.start}. */
+export interface ServingCertificateRenewal {
+  /** Issues a certificate valid for `ttlSeconds` from now. */
+  issue: () => Promise<ServingCertificate>;
+  ttlSeconds: number;
+  /** Called after each renewal (not for the first certificate). */
+  renewed?: (certificate: ServingCertificate, notAfter: Date) => void;
+  /** Called when a renewal fails; the current certificate stays served and it is tried again. */
+  failed?: (err: unknown, retryInMs: number) => void;
+}
+
+/**
+ * The control plane's serving certificate, replaced before it expires: a grpc-js certificate
+ * provider (`experimental.createCertificateProviderServerCredentials`), so new TLS connections get
+ * the new certificate and open ones carry on. A new certificate is issued at half its predecessor's
+ * lifetime (as ztunnel renews its own), and a failed issue is tried again every tenth of the lifetime
+ * (at most a minute apart) while the current one is served.
+ */
+export class RenewingServingCertificate implements experimental.CertificateProvider {
+  #current: ServingCertificate;
+  #notAfter: Date;
+  #update: experimental.IdentityCertificateUpdate;
+  readonly #listeners = new Set<experimental.IdentityCertificateUpdateListener>();
+  readonly #options: ServingCertificateRenewal;
+  #timer: NodeJS.Timeout | undefined;
+  #closed = false;
+
+  private constructor(first: ServingCertificate, options: ServingCertificateRenewal) {
+    this.#options = options;
+    this.#current = first;
+    this.#notAfter = notAfterOf(first);
+    this.#update = updateOf(first);
+  }
+
+  /** Issues the first certificate and schedules its renewals. */
+  static async start(options: ServingCertificateRenewal): Promise<RenewingServingCertificate> {
+    const renewing = new RenewingServingCertificate(await options.issue(), options);
+    renewing.#schedule(renewing.#renewAt());
+    return renewing;
+  }
+
+  /** The certificate served now. */
+  get current(): ServingCertificate {
+    return this.#current;
+  }
+
+  /** When the certificate served now expires. */
+  get notAfter(): Date {
+    return this.#notAfter;
+  }
+
+  /** Issues a new certificate now and serves it to new connections. */
+  async renew(): Promise<void> {
+    const next = await this.#options.issue();
+    if (this.#closed) return;
+    this.#current = next;
+    this.#notAfter = notAfterOf(next);
+    this.#update = updateOf(next);
+    for (const listener of this.#listeners) listener(this.#update);
+    this.#options.renewed?.(next, this.#notAfter);
+  }
+
+  /** Stops renewing. */
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  addIdentityCertificateListener(listener: experimental.IdentityCertificateUpdateListener): void {
+    this.#listeners.add(listener);
+    // grpc-js registers its own watcher only after adding this listener: an update given now would
+    // reach no server, so it is given on the next microtask (the server drops connections until then).
+    queueMicrotask(() => {
+      if (this.#listeners.has(listener)) listener(this.#update);
+    });
+  }
+
+  removeIdentityCertificateListener(listener: experimental.IdentityCertificateUpdateListener): void {
+    this.#listeners.delete(listener);
+  }
+
+  // The server asks for no client certificate: no CA to provide.
+  addCaCertificateListener(): void {}
+  removeCaCertificateListener(): void {}
+
+  /**
+   * When the current certificate is to be replaced: half way to its expiry (which the CA's own may
+   * bring before the TTL), and not sooner than a second from now.
+   */
+  #renewAt(): number {
+    const now = Date.now();
+    return now + Math.max(1000, (this.#notAfter.getTime() - now) / 2);
+  }
+
+  #schedule(at: number): void {
+    if (this.#closed) return;
+    const wait = at - Date.now();
+    if (wait > MAX_TIMER_MS) {
+      this.#timer = setTimeout(() => this.#schedule(at), MAX_TIMER_MS);
+    } else {
+      this.#timer = setTimeout(() => void this.#renewNow(), Math.max(0, wait));
+    }
+    this.#timer.unref();
+  }
+
+  async #renewNow(): Promise<void> {
+    try {
+      await this.renew();
+      this.#schedule(this.#renewAt());
+    } catch (err) {
+      const retryInMs = Math.min(60_000, (this.#options.ttlSeconds * 1000) / 10);
+      this.#options.failed?.(err, retryInMs);
+      this.#schedule(Date.now() + retryInMs);
+    }
+  }
+}
+
+function notAfterOf(certificate: ServingCertificate): Date {
+  const [leaf] = pemBlocks(certificate.certChainPem);
+  return new x509.X509Certificate(leaf as string).notAfter;
+}
+
+function updateOf(certificate: ServingCertificate): experimental.IdentityCertificateUpdate {
+  return {
+    certificate: Buffer.from(certificate.certChainPem),
+    privateKey: Buffer.from(certificate.privateKeyPem),
   };
 }

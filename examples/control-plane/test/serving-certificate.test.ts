@@ -9,8 +9,9 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { checkServerIdentity, connect, type PeerCertificate } from "node:tls";
 import "reflect-metadata";
+import { createXdsClient, TypeUrl } from "@ambient/xds";
 import * as x509 from "@peculiar/x509";
-import { type ControlPlane, startControlPlane } from "../src/index.js";
+import { type ControlPlane, controlPlaneChannel, startControlPlane } from "../src/index.js";
 
 const ISTIOD = "istiod.istio-system.svc";
 
@@ -131,5 +132,108 @@ describe("serving certificate", { timeout: 30_000 }, () => {
     const wrong = verify("istiod.other.svc");
     assert.notEqual(wrong.status, 0);
     assert.match(wrong.stderr + wrong.stdout, /hostname mismatch/);
+  });
+});
+
+describe("serving certificate renewal", { timeout: 30_000 }, () => {
+  it("gives new connections the renewed certificate while open streams carry on", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "cp-renew-"));
+    const gauges = new Map<string, number>();
+    const logged: string[] = [];
+    const quiet = () => {};
+    const controlPlane = await startControlPlane({
+      meshDir: dir,
+      listen: "127.0.0.1:0",
+      watch: false,
+      xdsDebounceMs: 5,
+      servingCertTtlSeconds: 3,
+      logger: { debug: quiet, warn: quiet, error: quiet, info: (_f, m) => logged.push(m ?? "") },
+      metrics: {
+        counter: () => ({ inc: quiet }),
+        histogram: () => ({ observe: quiet }),
+        gauge: (name) => ({
+          set: (_labels, value) => gauges.set(name, value),
+          inc: quiet,
+          dec: quiet,
+        }),
+      },
+    });
+    const client = createXdsClient({
+      address: controlPlane.address,
+      ...controlPlaneChannel(controlPlane.rootCertPem),
+      node: { id: "ztunnel~127.20.0.1~ztunnel-node-a.istio-system~istio-system.svc.cluster.local" },
+      headers: { authorization: `Bearer ${await controlPlane.tokenFor("node-a")}` },
+    });
+    try {
+      client.watch(TypeUrl.address);
+      await client.ready();
+      const colon = controlPlane.address.lastIndexOf(":");
+      const handshake = () =>
+        new Promise<PeerCertificate>((resolve, reject) => {
+          const socket = connect({
+            host: controlPlane.address.slice(0, colon),
+            port: Number(controlPlane.address.slice(colon + 1)),
+            servername: ISTIOD,
+            ca: controlPlane.rootCertPem,
+            ALPNProtocols: ["h2"],
+          });
+          socket.once("secureConnect", () => {
+            resolve(socket.getPeerCertificate());
+            socket.destroy();
+          });
+          socket.once("error", reject);
+        });
+      const leafOf = (pem: string) =>
+        new x509.X509Certificate(
+          (pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [])[0] as string,
+        );
+      const first = leafOf(controlPlane.servingCertPem);
+      assert.equal((await handshake()).serialNumber.toLowerCase(), first.serialNumber.toLowerCase());
+      const expiry = "ambient_control_plane_serving_cert_expiry_timestamp_seconds";
+      assert.equal(gauges.get(expiry), first.notAfter.getTime() / 1000);
+
+      // Renewed at half its life (1.5 s): new handshakes get the new one, verified as before.
+      const deadline = Date.now() + 10_000;
+      while (leafOf(controlPlane.servingCertPem).serialNumber === first.serialNumber) {
+        assert.ok(Date.now() < deadline, "timed out waiting for the renewal");
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const second = leafOf(controlPlane.servingCertPem);
+      const peer = await handshake();
+      assert.equal(peer.serialNumber.toLowerCase(), second.serialNumber.toLowerCase());
+      assert.equal(checkServerIdentity(ISTIOD, peer), undefined);
+      assert.equal(gauges.get(expiry), second.notAfter.getTime() / 1000);
+      assert.ok(logged.includes("serving certificate renewed"));
+
+      // The stream opened before the renewal still gets pushes.
+      const pushed = new Promise<void>((resolve) => {
+        const off = client.onChange((event) => {
+          if (event.added.some((r) => r.name.endsWith("/late-0"))) {
+            off();
+            resolve();
+          }
+        });
+      });
+      await writeFile(
+        join(dir, "late.yaml"),
+        "kind: Pod\nmetadata: { name: late-0, namespace: demo }\nspec: { nodeName: node-a }\nstatus: { podIP: 127.10.0.42 }\n",
+      );
+      await controlPlane.reload();
+      await pushed;
+    } finally {
+      client.close();
+      await controlPlane.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("refuses a lifetime under a second", async () => {
+    for (const servingCertTtlSeconds of [0, 0.5, -1, Number.NaN, Number.POSITIVE_INFINITY]) {
+      await assert.rejects(
+        startControlPlane({ meshDir: tmpdir(), listen: "127.0.0.1:0", watch: false, servingCertTtlSeconds }),
+        { code: "ERR_CONTROL_PLANE_CONFIG" },
+        String(servingCertTtlSeconds),
+      );
+    }
   });
 });
