@@ -15,6 +15,25 @@ import { type ControlPlane, controlPlaneChannel, startControlPlane } from "../sr
 
 const ISTIOD = "istiod.istio-system.svc";
 
+/** A TLS handshake that checks the server the way ztunnel does: the mesh root and the host name. */
+function handshake(controlPlane: ControlPlane): Promise<{ peer: PeerCertificate; authorized: boolean }> {
+  const colon = controlPlane.address.lastIndexOf(":");
+  return new Promise((resolve, reject) => {
+    const socket = connect({
+      host: controlPlane.address.slice(0, colon),
+      port: Number(controlPlane.address.slice(colon + 1)),
+      servername: ISTIOD,
+      ca: controlPlane.rootCertPem,
+      ALPNProtocols: ["h2"],
+    });
+    socket.once("secureConnect", () => {
+      resolve({ peer: socket.getPeerCertificate(), authorized: socket.authorized });
+      socket.destroy();
+    });
+    socket.once("error", reject);
+  });
+}
+
 describe("serving certificate", { timeout: 30_000 }, () => {
   let dir: string;
   let controlPlane: ControlPlane;
@@ -30,24 +49,7 @@ describe("serving certificate", { timeout: 30_000 }, () => {
       servingHosts: ["istiod.mesh.example", "127.0.0.2"],
       watch: false,
     });
-    const colon = controlPlane.address.lastIndexOf(":");
-    // A TLS client that checks the server the way ztunnel does: the mesh root and the host name.
-    ({ peer, authorized } = await new Promise<{ peer: PeerCertificate; authorized: boolean }>(
-      (resolve, reject) => {
-        const socket = connect({
-          host: controlPlane.address.slice(0, colon),
-          port: Number(controlPlane.address.slice(colon + 1)),
-          servername: ISTIOD,
-          ca: controlPlane.rootCertPem,
-          ALPNProtocols: ["h2"],
-        });
-        socket.once("secureConnect", () => {
-          resolve({ peer: socket.getPeerCertificate(), authorized: socket.authorized });
-          socket.destroy();
-        });
-        socket.once("error", reject);
-      },
-    ));
+    ({ peer, authorized } = await handshake(controlPlane));
   });
 
   after(async () => {
@@ -167,28 +169,15 @@ describe("serving certificate renewal", { timeout: 30_000 }, () => {
     try {
       client.watch(TypeUrl.address);
       await client.ready();
-      const colon = controlPlane.address.lastIndexOf(":");
-      const handshake = () =>
-        new Promise<PeerCertificate>((resolve, reject) => {
-          const socket = connect({
-            host: controlPlane.address.slice(0, colon),
-            port: Number(controlPlane.address.slice(colon + 1)),
-            servername: ISTIOD,
-            ca: controlPlane.rootCertPem,
-            ALPNProtocols: ["h2"],
-          });
-          socket.once("secureConnect", () => {
-            resolve(socket.getPeerCertificate());
-            socket.destroy();
-          });
-          socket.once("error", reject);
-        });
       const leafOf = (pem: string) =>
         new x509.X509Certificate(
           (pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [])[0] as string,
         );
       const first = leafOf(controlPlane.servingCertPem);
-      assert.equal((await handshake()).serialNumber.toLowerCase(), first.serialNumber.toLowerCase());
+      assert.equal(
+        (await handshake(controlPlane)).peer.serialNumber.toLowerCase(),
+        first.serialNumber.toLowerCase(),
+      );
       const expiry = "ambient_control_plane_serving_cert_expiry_timestamp_seconds";
       assert.equal(gauges.get(expiry), first.notAfter.getTime() / 1000);
 
@@ -199,7 +188,7 @@ describe("serving certificate renewal", { timeout: 30_000 }, () => {
         await new Promise((r) => setTimeout(r, 50));
       }
       const second = leafOf(controlPlane.servingCertPem);
-      const peer = await handshake();
+      const { peer } = await handshake(controlPlane);
       assert.equal(peer.serialNumber.toLowerCase(), second.serialNumber.toLowerCase());
       assert.equal(checkServerIdentity(ISTIOD, peer), undefined);
       assert.equal(gauges.get(expiry), second.notAfter.getTime() / 1000);
