@@ -403,6 +403,44 @@ status: { podIP: 127.10.0.10 }
     assert.deepEqual(workload(config, "web-9").workload.services, {});
   });
 
+  it("sets ingressUseWaypoint from the Service's label, else its Namespace's, read as a Go bool", () => {
+    const service = (name: string, labels: string, vip: number) => `
+---
+kind: Service
+metadata: { name: ${name}, namespace: demo${labels === "" ? "" : `, labels: { ${labels} }`} }
+spec: { clusterIP: 127.30.0.${vip}, selector: { app: ${name} }, ports: [{ port: 80 }] }
+`;
+    const ns = (labels: string) =>
+      `apiVersion: v1\nkind: Namespace\nmetadata: { name: demo, labels: { ${labels} } }\n`;
+    const services = [
+      service("plain", "", 1),
+      service("yes", 'istio.io/ingress-use-waypoint: "true"', 2),
+      service("one", 'istio.io/ingress-use-waypoint: "1"', 3),
+      service("shout", 'istio.io/ingress-use-waypoint: "TRUE"', 4),
+      service("no", 'istio.io/ingress-use-waypoint: "false"', 5),
+      service("typo", 'istio.io/ingress-use-waypoint: "yes"', 6),
+    ].join("");
+    const flags = (config: MeshConfig) =>
+      Object.fromEntries(config.services.map((s) => [s.service.name, s.service.ingressUseWaypoint === true]));
+    assert.deepEqual(flags(translate(ns("a: b") + services)), {
+      plain: false,
+      yes: true,
+      one: true,
+      shout: true,
+      no: false,
+      typo: false,
+    });
+    // The Namespace's label applies where the Service has none of its own.
+    assert.deepEqual(flags(translate(ns('istio.io/ingress-use-waypoint: "true"') + services)), {
+      plain: true,
+      yes: true,
+      one: true,
+      shout: true,
+      no: false,
+      typo: false,
+    });
+  });
+
   it("headless service has no address; a taken VIP is an issue", () => {
     const second = `
 ---

@@ -123,6 +123,7 @@ export interface ServiceModel {
 const AMBIENT_LABEL = "istio.io/dataplane-mode";
 const USE_WAYPOINT_LABEL = "istio.io/use-waypoint";
 const USE_WAYPOINT_NAMESPACE_LABEL = "istio.io/use-waypoint-namespace";
+const INGRESS_USE_WAYPOINT_LABEL = "istio.io/ingress-use-waypoint";
 const GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name";
 const WAYPOINT_CLASS = "istio-waypoint";
 /** Gateway annotation giving the waypoint's address when `status.addresses` is empty. */
@@ -332,6 +333,19 @@ function podNames(
 export function podFinished(obj: KubeObject): boolean {
   const phase = obj.status?.phase;
   return phase === "Succeeded" || phase === "Failed";
+}
+
+/**
+ * `istio.io/ingress-use-waypoint` of a Service, else of its Namespace, read as Go's `ParseBool` reads
+ * it (`1`, `t`, `T`, `TRUE`, `true`, `True`; anything else is false), as istiod does: ingress gateways
+ * then send the Service's traffic through its waypoint.
+ */
+function ingressUsesWaypoint(
+  own: Record<string, string> | undefined,
+  namespace: Record<string, string> | undefined,
+): boolean {
+  const value = own?.[INGRESS_USE_WAYPOINT_LABEL] ?? namespace?.[INGRESS_USE_WAYPOINT_LABEL];
+  return value !== undefined && ["1", "t", "T", "TRUE", "true", "True"].includes(value);
 }
 
 /**
@@ -921,6 +935,9 @@ export function translateMesh(
           ...(p.appProtocol ? { appProtocol: p.appProtocol } : {}),
         })),
         ...(waypoint === undefined ? {} : { waypoint }),
+        ...(ingressUsesWaypoint(obj.metadata.labels, namespaceLabels.get(namespace))
+          ? { ingressUseWaypoint: true }
+          : {}),
         ...loadBalancingOf(obj, namespaceAnnotations.get(namespace)),
       },
     };
