@@ -614,6 +614,22 @@ spec: { clusterIP: 127.30.0.2, selector: { app: web }, ports: [{ port: 80, targe
       issue: /waypoint address: 0\.0\.0\.0 is unspecified/,
     },
     {
+      name: "a waypoint for all traffic takes a Service",
+      yaml: `${gateway(", labels: { istio.io/waypoint-for: all }, annotations: { ambient.dev/address: 127.10.0.6 }")}${service(", labels: { istio.io/use-waypoint: waypoint }")}`,
+      waypoint: "127.10.0.6",
+    },
+    {
+      name: "a waypoint for workload traffic only does not take a Service (an issue)",
+      yaml: `${gateway(", labels: { istio.io/waypoint-for: workload }, annotations: { ambient.dev/address: 127.10.0.6 }")}${service(", labels: { istio.io/use-waypoint: waypoint }")}`,
+      issue:
+        /waypoint demo\/waypoint does not take Service traffic \(istio\.io\/waypoint-for: workload\): not bound/,
+    },
+    {
+      name: "a waypoint for no traffic does not take a Service (an issue)",
+      yaml: `${gateway(", labels: { istio.io/waypoint-for: none }, annotations: { ambient.dev/address: 127.10.0.6 }")}${service(", labels: { istio.io/use-waypoint: waypoint }")}`,
+      issue: /does not take Service traffic \(istio\.io\/waypoint-for: none\)/,
+    },
+    {
       name: "a waypoint outside the pod ranges is an issue",
       yaml: `${gateway(", annotations: { ambient.dev/address: 127.0.0.1 }")}${service(", labels: { istio.io/use-waypoint: waypoint }")}`,
       issue: /waypoint address: 127\.0\.0\.1 is outside the pod ranges/,

@@ -124,6 +124,8 @@ const AMBIENT_LABEL = "istio.io/dataplane-mode";
 const USE_WAYPOINT_LABEL = "istio.io/use-waypoint";
 const USE_WAYPOINT_NAMESPACE_LABEL = "istio.io/use-waypoint-namespace";
 const INGRESS_USE_WAYPOINT_LABEL = "istio.io/ingress-use-waypoint";
+/** What traffic a waypoint Gateway takes: `service` (the default), `workload`, `all` or `none`. */
+const WAYPOINT_FOR_LABEL = "istio.io/waypoint-for";
 const GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name";
 const WAYPOINT_CLASS = "istio-waypoint";
 /** Gateway annotation giving the waypoint's address when `status.addresses` is empty. */
@@ -842,6 +844,15 @@ export function translateMesh(
 
   // Services; a use-waypoint label on the Service, else on its Namespace, binds it to a waypoint.
   const waypoints = waypointGateways(objects, issues, podCidrs);
+  // What each waypoint takes (its Gateway's `istio.io/waypoint-for`): Services bind to one that takes
+  // Service traffic (`service`, the default, or `all`), as istiod binds them.
+  const waypointFor = new Map<string, string>();
+  for (const obj of objects) {
+    if (obj.kind !== "Gateway" || obj.spec?.gatewayClassName !== WAYPOINT_CLASS) continue;
+    const forLabel = obj.metadata.labels?.[WAYPOINT_FOR_LABEL];
+    if (forLabel !== undefined)
+      waypointFor.set(`${obj.metadata.namespace ?? "default"}/${obj.metadata.name}`, forLabel);
+  }
   const serviceWaypoint = (obj: KubeObject, namespace: string): MessageInit<Service>["waypoint"] => {
     const nsLabels = namespaceLabels.get(namespace) ?? {};
     const own = obj.metadata.labels ?? {};
@@ -854,10 +865,16 @@ export function translateMesh(
           : nsLabels[USE_WAYPOINT_NAMESPACE_LABEL]) ?? namespace;
       const ip = waypoints.get(`${wpNamespace}/${useWaypoint}`);
       const bytes = ip === undefined ? undefined : ipv4Bytes(ip);
+      const takes = waypointFor.get(`${wpNamespace}/${useWaypoint}`) ?? "service";
       if (bytes === undefined) {
         issues.push({
           source: objectKey(obj),
           message: `waypoint ${wpNamespace}/${useWaypoint} is not a known istio-waypoint Gateway`,
+        });
+      } else if (takes !== "service" && takes !== "all") {
+        issues.push({
+          source: objectKey(obj),
+          message: `waypoint ${wpNamespace}/${useWaypoint} does not take Service traffic (${WAYPOINT_FOR_LABEL}: ${takes}): not bound`,
         });
       } else {
         waypoint = { address: { network, address: bytes }, hboneMtlsPort: WAYPOINT_HBONE_PORT };
