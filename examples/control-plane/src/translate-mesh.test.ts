@@ -441,6 +441,27 @@ spec: { clusterIP: 127.30.0.${vip}, selector: { app: ${name} }, ports: [{ port: 
     });
   });
 
+  it("sends spec.ipFamilies as ip_families: one family only, or DUAL", () => {
+    const service = (name: string, families: string, vip: number) => `
+---
+kind: Service
+metadata: { name: ${name}, namespace: demo }
+spec: { clusterIP: 127.30.0.${vip}, selector: { app: ${name} }, ports: [{ port: 80 }]${families} }
+`;
+    const config = translate(
+      service("none", "", 1) +
+        service("v4", ", ipFamilies: [IPv4]", 2) +
+        service("v6", ", ipFamilies: [IPv6]", 3) +
+        service("dual", ", ipFamilies: [IPv4, IPv6]", 4),
+    );
+    assert.deepEqual(Object.fromEntries(config.services.map((s) => [s.service.name, s.service.ipFamilies])), {
+      none: undefined,
+      v4: "IPV4_ONLY",
+      v6: "IPV6_ONLY",
+      dual: "DUAL",
+    });
+  });
+
   it("headless service has no address; a taken VIP is an issue", () => {
     const second = `
 ---

@@ -351,6 +351,20 @@ function ingressUsesWaypoint(
 }
 
 /**
+ * A Service's `spec.ipFamilies` as istiod sends them (`ip_families`, which ztunnel's DNS proxy
+ * answers by): one family is that family only, two are DUAL; none (or anything else) is AUTOMATIC,
+ * the field's default, left out.
+ */
+function ipFamiliesOf(families: unknown): Pick<MessageInit<Service>, "ipFamilies"> {
+  if (!Array.isArray(families)) return {};
+  if (families.length === 2) return { ipFamilies: "DUAL" };
+  if (families.length !== 1) return {};
+  if (families[0] === "IPv4") return { ipFamilies: "IPV4_ONLY" };
+  if (families[0] === "IPv6") return { ipFamilies: "IPV6_ONLY" };
+  return {};
+}
+
+/**
  * Whether a pod takes traffic, as istiod decides a Workload's status: not while it is being deleted
  * (`metadata.deletionTimestamp`), and not while its `Ready` condition is other than `"True"`. A pod
  * with no `Ready` condition at all is taken as ready: the API server's pods carry one from the status
@@ -955,6 +969,7 @@ export function translateMesh(
         ...(ingressUsesWaypoint(obj.metadata.labels, namespaceLabels.get(namespace))
           ? { ingressUseWaypoint: true }
           : {}),
+        ...ipFamiliesOf(obj.spec?.ipFamilies),
         ...loadBalancingOf(obj, namespaceAnnotations.get(namespace)),
       },
     };
