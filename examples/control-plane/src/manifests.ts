@@ -13,6 +13,10 @@ export interface KubeObject {
     creationTimestamp?: string;
     /** Set once the object is being deleted (a pod in its grace period). */
     deletionTimestamp?: string;
+    /** The prefix its name was generated from (a controller's pods). */
+    generateName?: string;
+    /** Its owners; the one with `controller: true` made it (a pod's ReplicaSet, Job, ...). */
+    ownerReferences?: { kind?: string; name?: string; controller?: boolean }[];
   };
   spec?: Record<string, unknown>;
   status?: Record<string, unknown>;
@@ -220,6 +224,10 @@ function toObject(value: unknown, source: string): KubeObject | string {
   if (annotations) meta.annotations = annotations;
   if (typeof metadata.creationTimestamp === "string") meta.creationTimestamp = metadata.creationTimestamp;
   if (typeof metadata.deletionTimestamp === "string") meta.deletionTimestamp = metadata.deletionTimestamp;
+  if (typeof metadata.generateName === "string") meta.generateName = metadata.generateName;
+  if (Array.isArray(metadata.ownerReferences)) {
+    meta.ownerReferences = metadata.ownerReferences as NonNullable<KubeObject["metadata"]["ownerReferences"]>;
+  }
   const obj: KubeObject = { kind, metadata: meta, source };
   if (typeof value.apiVersion === "string") obj.apiVersion = value.apiVersion;
   if (isRecord(value.spec)) obj.spec = value.spec;

@@ -83,6 +83,27 @@ describe("translateMesh: workloads", () => {
     });
   }
 
+  it("names a controller's pod after its workload, and its canonical service from Kubernetes' labels", () => {
+    const config = translate(`${AMBIENT_NS}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: shop-7d9f8b6c5-x2kq4
+  generateName: shop-7d9f8b6c5-
+  namespace: demo
+  labels: { pod-template-hash: 7d9f8b6c5, app.kubernetes.io/name: storefront, app.kubernetes.io/version: 2.1.0 }
+  ownerReferences: [{ apiVersion: apps/v1, kind: ReplicaSet, name: shop-7d9f8b6c5, controller: true }]
+spec: { nodeName: node-a }
+status: { podIP: 127.10.0.20 }
+`);
+    const w = workload(config, "shop-7d9f8b6c5-x2kq4").workload;
+    assert.deepEqual(
+      [w.workloadName, w.workloadType, w.canonicalName, w.canonicalRevision],
+      ["shop", "POD", "storefront", "2.1.0"],
+    );
+  });
+
   it("encodes the pod IP as 4 bytes and aliases it as network/IP", () => {
     const w = workload(translate(AMBIENT_NS + pod("web-0", "127.10.0.9")), "web-0");
     assert.deepEqual(w.workload.addresses, [new Uint8Array([127, 10, 0, 9])]);

@@ -24,6 +24,7 @@ import {
 import { serviceLoadBalancing } from "./service-load-balancing.js";
 import { sameItems, type TranslationMemo } from "./translate-memo.js";
 import { entryWorkloads, networkingEntryProblem, serviceEntryServices } from "./translate-service-entry.js";
+import { canonicalService, podWorkloadName } from "./workload-names.js";
 
 export { ipv4Bytes };
 
@@ -268,8 +269,8 @@ export class PodWorkload implements MeshWorkload {
   message(): MessageInit<Workload> {
     const pod = this.#pod;
     const model = "metadata" in pod ? podNames(pod) : pod;
-    const labels = model.labels;
     const profile = this.profile;
+    const [canonicalName, canonicalRevision] = canonicalService(model.labels, model.workloadName);
     const workload: MessageInit<Workload> = {
       uid: this.key,
       name: model.name,
@@ -279,8 +280,8 @@ export class PodWorkload implements MeshWorkload {
       tunnelProtocol: profile.tunnelProtocol,
       serviceAccount: model.serviceAccount,
       node: this.node,
-      canonicalName: labels["service.istio.io/canonical-name"] ?? labels.app ?? model.workloadName,
-      canonicalRevision: labels["service.istio.io/canonical-revision"] ?? labels.version ?? "latest",
+      canonicalName,
+      canonicalRevision,
       workloadType: model.workloadType,
       workloadName: model.workloadName,
       services: this.services,
@@ -323,7 +324,7 @@ function podNames(
     namespace: obj.metadata.namespace ?? "default",
     labels: obj.metadata.labels ?? {},
     serviceAccount: str(obj.spec?.serviceAccountName, "default"),
-    workloadName: obj.metadata.name,
+    workloadName: podWorkloadName(obj),
     workloadType: "POD",
   };
 }
@@ -393,7 +394,7 @@ export function podModel(obj: KubeObject): PodModel {
     serviceAccount: str(spec.serviceAccountName, "default"),
     ip: str(obj.status?.podIP, ""),
     ports: containerPorts(spec),
-    workloadName: obj.metadata.name,
+    workloadName: podWorkloadName(obj),
     workloadType: "POD",
     source: podSource(obj),
     hostNetwork: spec.hostNetwork === true,

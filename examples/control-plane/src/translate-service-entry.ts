@@ -9,6 +9,7 @@ import type { KubeObject, MeshIssue } from "./manifests.js";
 import { type Ipv4Cidr, ipv4Bytes, parseIpv4Cidr, podIpProblem } from "./pod-address.js";
 import { serviceLoadBalancing } from "./service-load-balancing.js";
 import type { MeshService, MeshWorkload } from "./translate-mesh.js";
+import { canonicalService, WORKLOAD_NAME_LABEL } from "./workload-names.js";
 
 /** The API versions a ServiceEntry or WorkloadEntry is read in (the folder also takes the older two). */
 export const NETWORKING_API_VERSIONS: readonly string[] = [
@@ -22,7 +23,6 @@ const RESOLUTIONS = new Set(["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMI
 /** `spec.location` values; istiod's ambient index does not read the field, and neither does this. */
 const LOCATIONS = new Set(["MESH_EXTERNAL", "MESH_INTERNAL"]);
 /** Workload name of a WorkloadEntry (annotation, then label), as istiod's WorkloadNameFromWorkloadEntry. */
-const WORKLOAD_NAME_LABEL = "service.istio.io/workload-name";
 const AUTO_REGISTRATION_GROUP_ANNOTATION = "istio.io/autoRegistrationGroup";
 /** What makes istiod send HBONE for a WorkloadEntry: it runs a ztunnel, or it speaks HBONE itself. */
 const AMBIENT_REDIRECTION_ANNOTATION = "ambient.istio.io/redirection";
@@ -427,20 +427,6 @@ function labelsMatch(selector: Record<string, string> | undefined, labels: Recor
   return entries.length > 0 && entries.every(([k, v]) => labels[k] === v);
 }
 
-/** istiod `CanonicalService`: the canonical name and revision from the usual labels. */
-function canonical(labels: Record<string, string>, workloadName: string): [string, string] {
-  return [
-    labels["service.istio.io/canonical-name"] ??
-      labels["app.kubernetes.io/name"] ??
-      labels.app ??
-      workloadName,
-    labels["service.istio.io/canonical-revision"] ??
-      labels["app.kubernetes.io/version"] ??
-      labels.version ??
-      "latest",
-  ];
-}
-
 /**
  * Ports of an endpoint for a ServiceEntry host (istiod `constructServicesFromWorkloadEntry`): a port
  * whose name the endpoint's `ports` lists goes there, else to the ServiceEntry's target port.
@@ -515,7 +501,7 @@ function endpointWorkload(e: EndpointSource, ctx: EntryWorkloadContext): MeshWor
   const network = spec.network ?? ctx.network;
   const hbone =
     e.annotations[AMBIENT_REDIRECTION_ANNOTATION] === "enabled" || e.labels[TUNNEL_LABEL] === "http";
-  const [canonicalName, canonicalRevision] = canonical(e.labels, e.workloadName);
+  const [canonicalName, canonicalRevision] = canonicalService(e.labels, e.workloadName);
   const workload: MessageInit<Workload> = {
     uid: e.uid,
     name: e.name,

@@ -36,6 +36,24 @@ async function until(
  * label), inline endpoints, a DNS host, and a selector that also picks the echo pods.
  */
 const NETWORKING_OBJECTS: KubeJson[] = [
+  // A Deployment's pod that is not ready: its workload name, canonical labels and health come from
+  // fields the folder and the informer cache must both keep.
+  {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: {
+      name: "shop-7d9f8b6c5-x2kq4",
+      generateName: "shop-7d9f8b6c5-",
+      namespace: "demo",
+      uid: "uid-shop",
+      labels: { "pod-template-hash": "7d9f8b6c5", "app.kubernetes.io/name": "storefront" },
+      ownerReferences: [
+        { apiVersion: "apps/v1", kind: "ReplicaSet", name: "shop-7d9f8b6c5", controller: true },
+      ],
+    },
+    spec: { nodeName: "node-a", containers: [{ name: "shop", ports: [{ containerPort: 8080 }] }] },
+    status: { phase: "Running", podIP: "127.10.0.60", conditions: [{ type: "Ready", status: "False" }] },
+  },
   {
     apiVersion: "networking.istio.io/v1",
     kind: "ServiceEntry",
@@ -203,6 +221,11 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
       assert.ok(
         Object.keys(workloadOf(cp, "echo-0")?.workload.services ?? {}).includes("demo/echo.alias.example"),
         "the selector picks the echo pods",
+      );
+      const shop = workloadOf(cp, "shop-7d9f8b6c5-x2kq4")?.workload;
+      assert.deepEqual(
+        [shop?.workloadName, shop?.canonicalName, shop?.status],
+        ["shop", "storefront", "UNHEALTHY"],
       );
       assert.deepEqual(
         cp.config().issues.filter((i) => /ServiceEntry|WorkloadEntry/.test(i.source)),

@@ -208,6 +208,15 @@ export function kubeObjectFromApi(resource: KubeResource, raw: RawKubeObject): K
     if (created !== undefined) metadata.creationTimestamp = created;
     if (deleting !== undefined) metadata.deletionTimestamp = deleting;
   }
+  // What a pod's workload name is read from (its controller), as the folder keeps them.
+  if (resource.kind === "Pod") {
+    if (typeof meta.generateName === "string") metadata.generateName = meta.generateName;
+    if (Array.isArray(meta.ownerReferences)) {
+      metadata.ownerReferences = meta.ownerReferences as NonNullable<
+        KubeObject["metadata"]["ownerReferences"]
+      >;
+    }
+  }
   const apiVersion = apiVersionOf(resource);
   const kind = resource.kind;
   // One flat string (`join`), not a chain of pieces: it lives as long as the object.
