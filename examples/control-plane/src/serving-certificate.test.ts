@@ -130,6 +130,24 @@ describe("RenewingServingCertificate", () => {
     }
   });
 
+  it("refuses a renewed certificate that has already expired (its CA has), keeping the current one", async () => {
+    const cacerts = (await createCertificateAuthority({ trustDomain: "cluster.local" })).exportCacerts();
+    let ttlSeconds = 3600;
+    const serving = await RenewingServingCertificate.start({
+      issue: () => issueServingCertificate(cacerts, { spiffeId: ID, hosts: servingHosts(), ttlSeconds }),
+      ttlSeconds: 3600,
+    });
+    try {
+      const first = serving.current;
+      // Capped as a CA that expires now would cap it.
+      ttlSeconds = 0.5;
+      await assert.rejects(serving.renew(), { code: "ERR_CONTROL_PLANE_STATE", message: /has expired/ });
+      assert.equal(serving.current, first);
+    } finally {
+      serving.close();
+    }
+  });
+
   it("waits past the longest timer in steps for a long lifetime, and stops when closed", async (t) => {
     const issue = await issuer(90 * 24 * 3600);
     // The timers it sets, by delay: a delay past 2^31 - 1 ms would fire at once (Node clamps it to 1).

@@ -9,6 +9,7 @@ import type { CaCertsPem } from "@ambient/spiffe/ca";
 import type { experimental } from "@grpc/grpc-js";
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
+import { ControlPlaneError } from "./errors.js";
 
 /** The name ztunnel and istio-agent verify by default (ztunnel `CA_ADDRESS`/`XDS_ADDRESS` host). */
 export const ISTIOD_SERVICE_NAME = "istiod.istio-system.svc";
@@ -157,12 +158,23 @@ export class RenewingServingCertificate implements experimental.CertificateProvi
     return this.#notAfter;
   }
 
-  /** Issues a new certificate now and serves it to new connections. */
+  /**
+   * Issues a new certificate now and serves it to new connections. One that would be expired within
+   * a second (the mesh CA's own certificate has expired, and caps it) is refused with
+   * `ERR_CONTROL_PLANE_STATE`, and the current one stays served.
+   */
   async renew(): Promise<void> {
     const next = await this.#options.issue();
     if (this.#closed) return;
+    const notAfter = notAfterOf(next);
+    if (notAfter.getTime() <= Date.now() + 1000) {
+      throw new ControlPlaneError(
+        "ERR_CONTROL_PLANE_STATE",
+        `the new serving certificate expires at ${notAfter.toISOString()}: the mesh CA certificate that signs it has expired`,
+      );
+    }
     this.#current = next;
-    this.#notAfter = notAfterOf(next);
+    this.#notAfter = notAfter;
     this.#update = updateOf(next);
     for (const listener of this.#listeners) listener(this.#update);
     this.#options.renewed?.(next, this.#notAfter);
