@@ -61,6 +61,10 @@ function store(s: WorkloadStore = new WorkloadStore()): WorkloadStore {
   s.upsert("a", { workload: workload("web-a", "127.10.0.7", { [key]: ports, [v1]: ports }) } as never);
   s.upsert("b", { workload: workload("web-b", "127.10.0.8", { [key]: ports }) } as never);
   s.upsert("c", { workload: workload("web-c", "127.10.0.9", { [key]: ports }, "UNHEALTHY") } as never);
+  // A host-network pod behind the Service: reached only in plaintext at its node's address.
+  s.upsert("h", {
+    workload: { ...workload("web-host", "127.20.0.2", { [key]: ports }), networkMode: "HOST_NETWORK" },
+  } as never);
   return s;
 }
 
@@ -71,7 +75,7 @@ describe("resolveServiceBackend", () => {
     expect: { address: string; port: number; protocol?: string }[] | undefined;
   }[] = [
     {
-      name: "healthy endpoints at the target port, http1 from appProtocol",
+      name: "healthy endpoints at the target port, http1 from appProtocol (not a host-network pod)",
       ref: { kind: "Service", group: "", name: "web", namespace: "demo", port: 80 },
       expect: [
         { address: "127.10.0.7", port: 8080, protocol: "http1" },

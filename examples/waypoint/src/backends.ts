@@ -53,6 +53,9 @@ export function resolveServiceBackend(
         : undefined;
   const out: Endpoint[] = [];
   for (const { workload, targetPort } of store.endpointsOf(match)) {
+    // A host-network pod is reached in plaintext at its node's address, which the node's other such
+    // pods share: not a workload this waypoint tunnels to (it finds endpoints by address).
+    if (workload.networkMode === "HOST_NETWORK") continue;
     const address = ipFromBytes(workload.addresses[0] ?? new Uint8Array());
     if (address === undefined) continue;
     out.push({
