@@ -1,5 +1,12 @@
-import { isIP } from "node:net";
-import { controlPlaneChannel, deniedBy, identityOf, type Logger, noopLogger } from "@ambient/example-ztunnel";
+import { connect as connectTcp, isIP } from "node:net";
+import {
+  controlPlaneChannel,
+  deniedBy,
+  identityOf,
+  type Logger,
+  noopLogger,
+  usesHbone,
+} from "@ambient/example-ztunnel";
 import {
   createHboneClient,
   createHboneServer,
@@ -196,6 +203,11 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     const workload = store.findByAddress(endpoint.address);
     if (workload === undefined) {
       throw new WaypointError("ERR_WAYPOINT_UNKNOWN_ENDPOINT", `${endpoint.address} is not a known workload`);
+    }
+    // A workload outside the mesh (tunnel protocol NONE: nothing terminates HBONE for it) is reached
+    // in plaintext, from the waypoint's address, as Istio's waypoints reach it.
+    if (!usesHbone(workload)) {
+      return connectTcp({ host: endpoint.address, port: endpoint.port, localAddress: options.ip });
     }
     const own = await svid();
     const creds = { key: own.privateKeyPem, certChain: own.certChainPem, trustBundle };

@@ -42,6 +42,20 @@ spec:
   selector: { app: api }
   ports: [{ name: http, port: 80, targetPort: 8080, appProtocol: http }]
 ---
+apiVersion: v1
+kind: Pod
+metadata: { name: legacy-0, namespace: shop, labels: { app: legacy, istio.io/dataplane-mode: none } }
+spec: { nodeName: node-b, serviceAccountName: legacy }
+status: { podIP: ${ip(8)} }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: legacy, namespace: shop, labels: { istio.io/use-waypoint: waypoint } }
+spec:
+  clusterIP: ${ip(101)}
+  selector: { app: legacy }
+  ports: [{ name: http, port: 80, targetPort: 8080, appProtocol: http }]
+---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: { name: api, namespace: shop }
@@ -74,6 +88,7 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
   let waypoint: RunningWaypoint;
   let ztunnels: TestMesh["ztunnels"];
   let app: Server;
+  let legacy: Server;
 
   before(async () => {
     app = createServer((req, res) => {
@@ -81,6 +96,12 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     });
     app.listen(8080, ip(7));
     await once(app, "listening");
+    // A pod outside the mesh (tunnel protocol NONE) behind a Service bound to the waypoint.
+    legacy = createServer((req, res) => {
+      res.end(`legacy-0 got ${req.method} ${req.url} from ${req.socket.remoteAddress}`);
+    });
+    legacy.listen(8080, ip(8));
+    await once(legacy, "listening");
     mesh = await startTestMesh({
       manifests,
       tempPrefix: "waypoint-",
@@ -95,6 +116,7 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
   after(async () => {
     await mesh?.close();
     app?.close();
+    legacy?.close();
   });
 
   it("holds the waypoint identity from the CA", () => {
@@ -106,6 +128,16 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     const text = await request(ztunnels[0]?.addresses.socks5 ?? "", ip(2), "/v1/items");
     assert.match(text, /^HTTP\/1\.1 200 /);
     assert.ok(text.endsWith("api-0 got GET /internal/items"), text);
+  });
+
+  it("reaches a pod outside the mesh behind a Service in plaintext, from the waypoint's address", async () => {
+    const text = await httpOverSocks(
+      { proxy: ztunnels[0]?.addresses.socks5 ?? "", from: ip(2), to: `${ip(101)}:80` },
+      "GET /old HTTP/1.1\r\nhost: legacy.shop\r\ncontent-length: 0\r\n\r\n",
+      { untilResponse: true },
+    );
+    assert.match(text, /^HTTP\/1\.1 200 /);
+    assert.ok(text.endsWith(`legacy-0 got GET /old from ${ip(6)}`), text);
   });
 
   it("answers 404 for a path no rule matches", async () => {
