@@ -260,6 +260,23 @@ function validAddress(address: string, what: string): void {
 }
 
 /**
+ * Reports what is in `items` and was not in `last` (`appeared`) and what was in `last` and is not in
+ * `items` any more (`resolved`), each by its `key`; returns the record for the next call.
+ */
+function logTransitions<T>(
+  last: ReadonlyMap<string, T>,
+  items: readonly T[],
+  key: (item: T) => string,
+  log: { appeared: (item: T) => void; resolved: (item: T) => void },
+): Map<string, T> {
+  const now = new Map<string, T>();
+  for (const item of items) now.set(key(item), item);
+  for (const [k, item] of now) if (!last.has(k)) log.appeared(item);
+  for (const [k, item] of last) if (!now.has(k)) log.resolved(item);
+  return now;
+}
+
+/**
  * Starts the control plane: loads (or creates) the CA and token key, reads the manifests, and serves
  * Delta/SotW xDS (`istio.workload.Address`, `istio.security.Authorization`) and the Istio certificate
  * service on one TLS gRPC port.
@@ -336,7 +353,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
         ttlSeconds: servingTtl,
       }),
     ttlSeconds: servingTtl,
-    renewed: (_certificate, notAfter) => {
+    renewed: (notAfter) => {
       servingExpiry.set({}, notAfter.getTime() / 1000);
       logger.info({ notAfter: notAfter.toISOString() }, "serving certificate renewed");
     },
@@ -594,24 +611,14 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     errorsGauge.set({}, merged.errors.length);
     // Each issue and manifest error is logged when it appears and when it is gone, not at every
     // reload: with a reload per pod change, every standing one would be logged again each time.
-    const issueKeys = new Map<string, MeshIssue>();
-    for (const issue of issues) issueKeys.set(`${issue.source}\u0000${issue.message}`, issue);
-    for (const [key, issue] of issueKeys) {
-      if (!loggedIssues.has(key)) logger.warn({ source: issue.source }, issue.message);
-    }
-    for (const [key, issue] of loggedIssues) {
-      if (!issueKeys.has(key)) logger.info({ source: issue.source }, `resolved: ${issue.message}`);
-    }
-    loggedIssues = issueKeys;
-    const errorKeys = new Map<string, ManifestError>();
-    for (const error of merged.errors) errorKeys.set(JSON.stringify(error), error);
-    for (const [key, { message, ...where }] of errorKeys) {
-      if (!loggedErrors.has(key)) logger.error(where, `manifest not applied: ${message}`);
-    }
-    for (const [key, { message, ...where }] of loggedErrors) {
-      if (!errorKeys.has(key)) logger.info(where, `resolved: manifest not applied: ${message}`);
-    }
-    loggedErrors = errorKeys;
+    loggedIssues = logTransitions(loggedIssues, issues, (i) => `${i.source}\u0000${i.message}`, {
+      appeared: (i) => logger.warn({ source: i.source }, i.message),
+      resolved: (i) => logger.info({ source: i.source }, `resolved: ${i.message}`),
+    });
+    loggedErrors = logTransitions(loggedErrors, merged.errors, (e) => JSON.stringify(e), {
+      appeared: ({ message, ...where }) => logger.error(where, `manifest not applied: ${message}`),
+      resolved: ({ message, ...where }) => logger.info(where, `resolved: manifest not applied: ${message}`),
+    });
     if (options.stateDir !== undefined) {
       const fresh = [...next.nodes.keys()].filter((n) => !tokenNodes.has(n));
       await writeNodeTokens(options.stateDir, state, fresh);

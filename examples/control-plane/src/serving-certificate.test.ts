@@ -77,7 +77,7 @@ describe("RenewingServingCertificate", () => {
     const serving = await RenewingServingCertificate.start({
       issue,
       ttlSeconds: 2,
-      renewed: (_c, notAfter) => renewals.push(notAfter),
+      renewed: (notAfter) => renewals.push(notAfter),
     });
     try {
       const updates: string[] = [];
@@ -116,7 +116,7 @@ describe("RenewingServingCertificate", () => {
         return real();
       },
       ttlSeconds: 2,
-      renewed: (_c, notAfter) => renewals.push(notAfter),
+      renewed: (notAfter) => renewals.push(notAfter),
       failed: (_err, retryInMs) => failures.push(retryInMs),
     });
     try {

@@ -112,8 +112,8 @@ export interface ServingCertificateRenewal {
   /** Issues a certificate valid for `ttlSeconds` from now. */
   issue: () => Promise<ServingCertificate>;
   ttlSeconds: number;
-  /** Called after each renewal (not for the first certificate). */
-  renewed?: (certificate: ServingCertificate, notAfter: Date) => void;
+  /** Called with the new certificate's expiry after each renewal (not for the first certificate). */
+  renewed?: (notAfter: Date) => void;
   /** Called when a renewal fails; the current certificate stays served and it is tried again. */
   failed?: (err: unknown, retryInMs: number) => void;
 }
@@ -177,7 +177,7 @@ export class RenewingServingCertificate implements experimental.CertificateProvi
     this.#notAfter = notAfter;
     this.#update = updateOf(next);
     for (const listener of this.#listeners) listener(this.#update);
-    this.#options.renewed?.(next, this.#notAfter);
+    this.#options.renewed?.(notAfter);
   }
 
   /** Stops renewing. */
