@@ -194,14 +194,12 @@ export class IncrementalTranslation {
       if (podKeys.has(w.key)) continue;
       for (const address of w.workload.addresses ?? []) bump(state.ipClaims, [...address].join("."), 1);
     }
-    // An entry refused for an address or uid someone else has: its claim is not in the result.
+    // An entry refused for an address someone else has claims it still: a pod change that touches
+    // the address is declined, and the entry is served once a full translation finds it free. One
+    // refused for a uid another has is not one change sets are applied to.
+    for (const ip of memo.mesh.refusedEntryIps) bump(state.ipClaims, ip, 1);
     for (const issue of mesh.issues) {
-      if (
-        /^(WorkloadEntry|ServiceEntry)\//.test(issue.source) &&
-        /is already used by|duplicate uid/.test(issue.message)
-      ) {
-        return;
-      }
+      if (/^(WorkloadEntry|ServiceEntry)\//.test(issue.source) && /duplicate uid/.test(issue.message)) return;
     }
     this.state = state;
   }

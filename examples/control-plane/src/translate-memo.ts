@@ -42,6 +42,8 @@ export interface TranslationMemo {
     byPod: Map<string, unknown>;
     /** What the last translation translated each pod against (`WorkloadContext`). */
     workloadContext: unknown;
+    /** Addresses of the WorkloadEntries and ServiceEntry endpoints refused as taken, by the last translation. */
+    refusedEntryIps: readonly string[];
   };
   /** @internal */
   envoy: {
@@ -59,7 +61,14 @@ export interface TranslationMemo {
 export function createTranslationMemo(): TranslationMemo {
   return {
     counts: { workloads: 0, services: 0, loadAssignments: 0, servicePorts: 0, routeConfigurations: 0 },
-    mesh: { context: [], services: [], byService: new Map(), byPod: new Map(), workloadContext: undefined },
+    mesh: {
+      context: [],
+      services: [],
+      byService: new Map(),
+      byPod: new Map(),
+      workloadContext: undefined,
+      refusedEntryIps: [],
+    },
     envoy: {
       context: [],
       servicePorts: new Map(),

@@ -1131,6 +1131,7 @@ export function translateMesh(
     if (pod.object !== undefined) nextByPod.set(pod.source, result);
   }
   // WorkloadEntries and ServiceEntry endpoints after the pods, which keep an address both claim.
+  const refusedEntryIps: string[] = [];
   workloads.push(
     ...entryWorkloads(objects, {
       ...entryContext,
@@ -1139,6 +1140,7 @@ export function translateMesh(
       policyKeys: policyKeysFor,
       seenIps,
       seenUids,
+      refusedIps: refusedEntryIps,
     }),
   );
   if (memo !== undefined) {
@@ -1148,6 +1150,7 @@ export function translateMesh(
       byService: nextByService,
       byPod: nextByPod,
       workloadContext,
+      refusedEntryIps,
     };
   }
 

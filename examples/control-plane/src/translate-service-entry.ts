@@ -462,6 +462,8 @@ export interface EntryWorkloadContext extends EntryContext {
   /** IP -> what uses it; pods are in it already and keep their address. */
   seenIps: Map<string, string>;
   seenUids: Set<string>;
+  /** Where the addresses of the entries refused because another workload has them are added. */
+  refusedIps?: string[];
 }
 
 interface EndpointSource {
@@ -489,6 +491,7 @@ function endpointWorkload(e: EndpointSource, ctx: EntryWorkloadContext): MeshWor
     const owner = ctx.seenIps.get(ip);
     if (owner !== undefined) {
       ctx.issues.push({ source: e.where, message: `address ${ip} is already used by ${owner}: not served` });
+      ctx.refusedIps?.push(ip);
       return undefined;
     }
   }
