@@ -186,12 +186,13 @@ export class IncrementalTranslation {
       if (result !== undefined) this.addToNode(state, result, 1);
     }
     // WorkloadEntries and ServiceEntry endpoints claim addresses after the pods: a pod change that
-    // touches one of theirs is declined like one that touches another pod's.
+    // touches one of theirs is declined like one that touches another pod's. EndpointSlice endpoints
+    // (HOST_NETWORK) claim none.
     const podKeys = new Set<string>();
     for (const entry of memo.mesh.byPod.values()) podKeys.add((entry as PodWorkload).key);
     for (const w of mesh.workloads) {
       if (authorizationPoliciesOf(w).includes(state.strictKey)) state.strictRefs++;
-      if (podKeys.has(w.key)) continue;
+      if (podKeys.has(w.key) || w.workload.networkMode === "HOST_NETWORK") continue;
       for (const address of w.workload.addresses ?? []) bump(state.ipClaims, [...address].join("."), 1);
     }
     // An entry refused for an address someone else has claims it still: a pod change that touches

@@ -20,6 +20,10 @@ export interface KubeObject {
   };
   spec?: Record<string, unknown>;
   status?: Record<string, unknown>;
+  /** An EndpointSlice's fields, which the API has at the top level instead of in a spec. */
+  addressType?: unknown;
+  endpoints?: unknown;
+  ports?: unknown;
   /** Where it came from: `file#document`. */
   source: string;
 }
@@ -232,5 +236,13 @@ function toObject(value: unknown, source: string): KubeObject | string {
   if (typeof value.apiVersion === "string") obj.apiVersion = value.apiVersion;
   if (isRecord(value.spec)) obj.spec = value.spec;
   if (isRecord(value.status)) obj.status = value.status;
+  if (kind === "EndpointSlice") keepSliceFields(value, obj);
   return obj;
+}
+
+/** Copies an EndpointSlice's top-level fields (`addressType`, `endpoints`, `ports`) that are present. */
+export function keepSliceFields(from: Record<string, unknown>, to: KubeObject): void {
+  if (from.addressType !== undefined) to.addressType = from.addressType;
+  if (from.endpoints !== undefined) to.endpoints = from.endpoints;
+  if (from.ports !== undefined) to.ports = from.ports;
 }

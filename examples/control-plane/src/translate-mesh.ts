@@ -22,6 +22,7 @@ import {
   podIpProblem,
 } from "./pod-address.js";
 import { serviceLoadBalancing } from "./service-load-balancing.js";
+import { endpointSliceWorkloads } from "./translate-endpoint-slice.js";
 import { sameItems, type TranslationMemo } from "./translate-memo.js";
 import { entryWorkloads, networkingEntryProblem, serviceEntryServices } from "./translate-service-entry.js";
 import { canonicalService, podWorkloadName } from "./workload-names.js";
@@ -600,6 +601,12 @@ export function validateManifestObject(obj: KubeObject): string | undefined {
       typeProblem(obj.spec?.selector, "spec.selector", "string map"),
       typeProblem(obj.spec?.ports, "spec.ports", "list"),
     );
+  } else if (obj.kind === "EndpointSlice") {
+    problems.push(
+      typeProblem(obj.addressType, "addressType", "string"),
+      typeProblem(obj.endpoints, "endpoints", "list"),
+      typeProblem(obj.ports, "ports", "list"),
+    );
   }
   const found = problems.filter((p) => p !== undefined);
   return found.length === 0 ? undefined : `invalid ${objectKey(obj)}: ${found.join("; ")}`;
@@ -899,7 +906,11 @@ export function translateMesh(
   };
   const serviceObjects = objects.filter((o) => o.kind === "Service");
   const context: unknown[] = [JSON.stringify(options)];
-  for (const obj of objects) if (obj.kind !== "Pod" && obj.kind !== "Service") context.push(obj);
+  // EndpointSlices are not context: their workloads are made again by every translation (few, cheap),
+  // and a pod's slice changes with every pod change.
+  for (const obj of objects) {
+    if (obj.kind !== "Pod" && obj.kind !== "Service" && obj.kind !== "EndpointSlice") context.push(obj);
+  }
   const reuse = memo !== undefined && sameItems(memo.mesh.context, context);
   // Keys of the Services translated anew (added, changed, or back from a conflict) or gone since the
   // last translation: a pod keeps its last workload unless one of these selects it, now or before.
@@ -1141,6 +1152,18 @@ export function translateMesh(
       seenIps,
       seenUids,
       refusedIps: refusedEntryIps,
+    }),
+  );
+  // The endpoints of Services without pods, from their EndpointSlices.
+  workloads.push(
+    ...endpointSliceWorkloads(objects, {
+      clusterId,
+      network,
+      trustDomain,
+      domainSuffix,
+      services: new Map(kubeServiceModels.map((m) => [m.key, m])),
+      seenUids,
+      issues,
     }),
   );
   if (memo !== undefined) {

@@ -104,6 +104,35 @@ const NETWORKING_OBJECTS: KubeJson[] = [
   },
 ];
 
+/**
+ * A Service without a selector and its EndpointSlices, as a controller writes them: a non-pod endpoint
+ * ready, one not ready, and a pod's endpoint (served from the pod, not the slice).
+ */
+const SLICE_OBJECTS: KubeJson[] = [
+  {
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: { name: "legacy-db", namespace: "demo" },
+    spec: { clusterIP: "127.30.0.40", ports: [{ name: "sql", port: 5432, targetPort: 15432 }] },
+  },
+  {
+    apiVersion: "discovery.k8s.io/v1",
+    kind: "EndpointSlice",
+    metadata: {
+      name: "legacy-db-1",
+      namespace: "demo",
+      labels: { "kubernetes.io/service-name": "legacy-db" },
+    },
+    addressType: "IPv4",
+    endpoints: [
+      { addresses: ["127.30.0.41"], conditions: { ready: true, serving: true }, nodeName: "node-a" },
+      { addresses: ["127.30.0.42"], conditions: { ready: false } },
+      { addresses: ["127.10.0.3"], targetRef: { kind: "Pod", name: "echo-0", namespace: "demo" } },
+    ],
+    ports: [{ name: "sql", port: 15432, protocol: "TCP" }],
+  },
+];
+
 /** The demo mesh's objects, as plain JSON. */
 async function demoObjects(): Promise<KubeJson[]> {
   const files = await Promise.all(
@@ -165,7 +194,7 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
 
   it("gives the same xDS resources as the folder source for the same objects", async () => {
     const server = await fake();
-    for (const o of [...(await demoObjects()), ...NETWORKING_OBJECTS]) server.apply(o);
+    for (const o of [...(await demoObjects()), ...NETWORKING_OBJECTS, ...SLICE_OBJECTS]) server.apply(o);
     // The folder holds what the API server stored (uid, resourceVersion, creationTimestamp included).
     const dir = await mkdtemp(join(tmpdir(), "k8s-vs-folder-"));
     cleanups.push(() => rm(dir, { recursive: true, force: true }));
@@ -179,6 +208,7 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
       ["security.istio.io", ["authorizationpolicies", "peerauthentications"]],
       ["gateway.networking.k8s.io", ["gateways", "httproutes", "grpcroutes"]],
       ["networking.istio.io", ["serviceentries", "workloadentries"]],
+      ["discovery.k8s.io", ["endpointslices"]],
     ] as const) {
       for (const plural of plurals) {
         const list = (await (await fetch(`${server.url}/apis/${group}/v1/${plural}`)).json()) as {
@@ -214,6 +244,8 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
       "Kubernetes/networking.istio.io/ServiceEntry/demo/inline/192.0.2.20",
       "Kubernetes/networking.istio.io/ServiceEntry/demo/inline/192.0.2.21",
       "Kubernetes/networking.istio.io/ServiceEntry/demo/external/httpbin.example",
+      "Kubernetes/discovery.k8s.io/EndpointSlice/demo/legacy-db-1/127.30.0.41",
+      "Kubernetes/discovery.k8s.io/EndpointSlice/demo/legacy-db-1/127.30.0.42",
     ];
     for (const cp of [folder, kube]) {
       const keys = [...cp.config().services, ...cp.config().workloads].map((r) => r.key);
@@ -228,8 +260,12 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
         ["shop", "storefront", "UNHEALTHY"],
       );
       assert.deepEqual(
-        cp.config().issues.filter((i) => /ServiceEntry|WorkloadEntry/.test(i.source)),
+        cp.config().issues.filter((i) => /ServiceEntry|WorkloadEntry|EndpointSlice/.test(i.source)),
         [],
+      );
+      assert.ok(
+        !cp.config().workloads.some((w) => w.key.endsWith("/legacy-db-1/127.10.0.3")),
+        "a pod's endpoint is the pod's workload",
       );
     }
     const names = {
@@ -510,6 +546,69 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
     assert.equal(fourth.errors.length, 1);
   });
 
+  it("reports no change for updates the translation does not read: node heartbeats, pod endpoints of slices", async () => {
+    const server = await fake();
+    const node = { apiVersion: "v1", kind: "Node", metadata: { name: "node-a", labels: { zone: "a" } } };
+    for (const o of [...(await demoObjects()), ...SLICE_OBJECTS, node]) server.apply(o);
+    const source = await createKubernetesSource({ kubeConfig: kubeConfigOf(server) });
+    cleanups.push(() => source.close());
+    (await source.snapshot()).accept();
+    let reloads = 0;
+    source.start(() => reloads++);
+    const nodeVersion = () => source.object("Node", undefined, "node-a")?.metadata?.resourceVersion;
+    const sliceVersion = () =>
+      source.object("EndpointSlice", "demo", "legacy-db-1")?.metadata?.resourceVersion;
+
+    // A heartbeat (status, annotations) and churn of the slice's pod endpoints.
+    const before = [nodeVersion(), sliceVersion()];
+    const storedNode = server.get("v1", "Node", "node-a") as KubeJson;
+    server.apply({
+      ...storedNode,
+      metadata: { ...storedNode.metadata, annotations: { "node.alpha.kubernetes.io/ttl": "0" } },
+      status: { conditions: [{ type: "Ready", status: "True", lastHeartbeatTime: "2026-12-06T08:00:00Z" }] },
+    });
+    const slice = server.get("discovery.k8s.io/v1", "EndpointSlice", "legacy-db-1", "demo") as KubeJson & {
+      endpoints: unknown[];
+    };
+    server.apply({
+      ...slice,
+      endpoints: [
+        ...slice.endpoints,
+        { addresses: ["127.10.0.2"], targetRef: { kind: "Pod", name: "sleep-0", namespace: "demo" } },
+      ],
+    });
+    await until("the updates in the informer caches", () => {
+      const now = [nodeVersion(), sliceVersion()];
+      return now[0] !== before[0] && now[1] !== before[1];
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(reloads, 0, "no reload for them");
+    assert.deepEqual((await source.snapshot()).changes, []);
+    const cached = source.object("Node", undefined, "node-a");
+    assert.deepEqual(
+      [cached?.status, cached?.spec, cached?.metadata?.annotations],
+      [undefined, undefined, undefined],
+    );
+    assert.deepEqual(
+      (source.object("EndpointSlice", "demo", "legacy-db-1") as { endpoints?: unknown }).endpoints,
+      [
+        { addresses: ["127.30.0.41"], conditions: { ready: true } },
+        { addresses: ["127.30.0.42"], conditions: { ready: false } },
+      ],
+      "the cache keeps the non-pod endpoints and their ready condition",
+    );
+
+    // What it reads is a change: a node's labels, a slice's non-pod endpoint.
+    server.apply({ ...storedNode, metadata: { ...storedNode.metadata, labels: { zone: "b" } } });
+    server.apply({ ...slice, endpoints: [{ addresses: ["127.30.0.43"] }] });
+    await until("the reload", () => reloads > 0);
+    const changes = (await source.snapshot()).changes ?? [];
+    assert.deepEqual(changes.map((c) => c.id).sort(), [
+      "EndpointSlice/demo/legacy-db-1",
+      "Node/default/node-a",
+    ]);
+  });
+
   it("keeps the last good version of a policy whose update does not validate", async () => {
     const server = await fake();
     for (const o of await demoObjects()) server.apply(o);
@@ -531,7 +630,7 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
 
   it("keeps the last good ServiceEntry and WorkloadEntry when an update does not validate", async () => {
     const server = await fake();
-    for (const o of [...(await demoObjects()), ...NETWORKING_OBJECTS]) server.apply(o);
+    for (const o of [...(await demoObjects()), ...NETWORKING_OBJECTS, ...SLICE_OBJECTS]) server.apply(o);
     const cp = await kubernetesPlane(server);
     const vm = "Kubernetes/networking.istio.io/WorkloadEntry/demo/vm-1";
     const served = () => ({

@@ -5,7 +5,7 @@
 // namespaces, a duplicate uid, a pod on a WorkloadEntry's or ServiceEntry endpoint's address, the last
 // pod under a STRICT PeerAuthentication leaving, a pod turning unready, being deleted or finishing
 // (freeing its IP), host-network pods sharing their node's address, and changes to Services,
-// Namespaces and policies.
+// Namespaces, policies and the EndpointSlices of Services without a selector.
 import type { KubeObject } from "../src/manifests.js";
 import type { ObjectChange } from "../src/sources/config-source.js";
 
@@ -175,7 +175,24 @@ export class RandomMesh {
         source: "WorkloadEntry/ns-a/vm-1",
       },
     );
+    // The selector-less Services' endpoints: one not a pod, one a pod's (served from the pod).
+    for (const namespace of NAMESPACES) this.objects.push(this.slice(namespace, "127.10.1.160", "true"));
     for (let i = 0; i < pods; i++) this.objects.push(this.newPod());
+  }
+
+  private slice(namespace: string, address: string, ready: string): KubeObject {
+    return {
+      apiVersion: "discovery.k8s.io/v1",
+      kind: "EndpointSlice",
+      metadata: { name: "empty-1", namespace, labels: { "kubernetes.io/service-name": "empty" } },
+      addressType: "IPv4",
+      endpoints: [
+        { addresses: [address], conditions: { ready: ready === "true" } },
+        { addresses: ["127.10.0.5"], targetRef: { kind: "Pod", name: "pod-0", namespace } },
+      ],
+      ports: [{ name: "http", port: 8080, protocol: "TCP" }],
+      source: `EndpointSlice/${namespace}/empty-1`,
+    };
   }
 
   private service(
@@ -279,6 +296,12 @@ export class RandomMesh {
         if (labels["istio.io/dataplane-mode"] === undefined) labels["istio.io/dataplane-mode"] = "ambient";
         else delete labels["istio.io/dataplane-mode"];
         return [replace(ns, { ...ns, metadata: { ...ns.metadata, labels } })];
+      }
+      if (r < 0.8) {
+        const slice = this.pick(this.objects.filter((o) => o.kind === "EndpointSlice"));
+        const address = this.pick(["127.10.1.160", "127.10.1.161", "127.10.0.5"]);
+        const next = this.slice(slice.metadata.namespace ?? "default", address, this.pick(["true", "false"]));
+        return [replace(slice, next)];
       }
       const policy = this.pick(this.objects.filter((o) => o.kind === "AuthorizationPolicy"));
       const spec = { ...policy.spec, selector: { matchLabels: { app: this.pick(APPS) } } };

@@ -1,6 +1,7 @@
-// A ServiceEntry VIP through real ztunnels: a client pod's connection to the VIP of a ServiceEntry
-// that selects a WorkloadEntry reaches the WorkloadEntry's address, on the port its named port gives.
-// (The fixture starts a waypoint too; nothing here is bound to it.)
+// VIPs whose endpoints are not pods, through real ztunnels: a client pod's connection to the VIP of a
+// ServiceEntry that selects a WorkloadEntry reaches the WorkloadEntry's address, on the port its named
+// port gives; one to the VIP of a Service without a selector reaches the ready endpoint of its
+// EndpointSlice. (The fixture starts a waypoint too; nothing here is bound to it.)
 import assert from "node:assert/strict";
 import { once } from "node:events";
 import { type AddressInfo, createServer, type Server } from "node:net";
@@ -15,7 +16,7 @@ import {
 
 const { cidr, ip } = loopbackSubnet();
 
-function manifests(vmPort: number): string {
+function manifests(vmPort: number, dbPort: number): string {
   return `
 ${shopWithWaypoint(ip(6))}
 ---
@@ -43,14 +44,41 @@ spec:
   address: ${ip(50)}
   labels: { app: vm-api }
   ports: { tcp-api: ${vmPort} }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: legacy-db, namespace: shop }
+spec: { clusterIP: ${ip(101)}, ports: [{ name: sql, port: 5432 }] }
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: { name: legacy-db-1, namespace: shop, labels: { kubernetes.io/service-name: legacy-db } }
+addressType: IPv4
+endpoints:
+  - { addresses: [${ip(51)}], conditions: { ready: true } }
+  - { addresses: [${ip(52)}], conditions: { ready: false } }
+ports: [{ name: sql, port: ${dbPort}, protocol: TCP }]
 `;
 }
 
 describe("ServiceEntry VIP to a WorkloadEntry through the ztunnel", { timeout: 120_000 }, () => {
   let mesh: TestMesh;
   let vm: Server;
+  const dbs: Server[] = [];
+  let dbPort = 0;
 
   before(async () => {
+    // The Service's endpoints: a plain TCP app on both addresses, one port; only the ready one is used.
+    for (const n of [51, 52]) {
+      const db = createServer((socket) => {
+        socket.on("error", () => {});
+        socket.once("data", (chunk: Buffer) => socket.end(`db at ${n} got ${chunk.toString()}`));
+      });
+      db.listen(dbPort, ip(n));
+      await once(db, "listening");
+      dbPort = (db.address() as AddressInfo).port;
+      dbs.push(db);
+    }
     // The VM: a plain TCP app (no ztunnel of its own, so the tunnel protocol is NONE).
     vm = createServer((socket) => {
       socket.on("error", () => {});
@@ -59,7 +87,7 @@ describe("ServiceEntry VIP to a WorkloadEntry through the ztunnel", { timeout: 1
     vm.listen(0, ip(50));
     await once(vm, "listening");
     mesh = await startTestMesh({
-      manifests: manifests((vm.address() as AddressInfo).port),
+      manifests: manifests((vm.address() as AddressInfo).port, dbPort),
       tempPrefix: "service-entry-",
       nodeIps: [ip(200), ip(201)],
       controlPlane: { watch: false, podCidrs: [cidr] },
@@ -75,6 +103,7 @@ describe("ServiceEntry VIP to a WorkloadEntry through the ztunnel", { timeout: 1
   after(async () => {
     await mesh?.close();
     vm?.close();
+    for (const db of dbs) db.close();
   });
 
   it("serves the ServiceEntry host and the WorkloadEntry, and the client reaches the VM by the VIP", async () => {
@@ -90,5 +119,21 @@ describe("ServiceEntry VIP to a WorkloadEntry through the ztunnel", { timeout: 1
     });
     const answer = await httpOverSocks({ proxy: mesh.socks5, from: ip(2), to: `${ip(100)}:80` }, "hello");
     assert.equal(answer, "vm-1 got hello");
+  });
+
+  it("sends a Service without a selector to the ready endpoints of its EndpointSlice, in plaintext", async () => {
+    const config = mesh.controlPlane.config();
+    const endpoints = config.workloads.filter((w) => w.key.includes("/EndpointSlice/shop/legacy-db-1/"));
+    assert.deepEqual(
+      endpoints.map((w) => [w.workload.addresses?.length, w.workload.status, w.workload.tunnelProtocol]),
+      [
+        [1, "HEALTHY", "NONE"],
+        [1, "UNHEALTHY", "NONE"],
+      ],
+    );
+    for (let i = 0; i < 4; i++) {
+      const answer = await httpOverSocks({ proxy: mesh.socks5, from: ip(2), to: `${ip(101)}:5432` }, `q${i}`);
+      assert.equal(answer, `db at 51 got q${i}`);
+    }
   });
 });

@@ -209,6 +209,53 @@ export function slimPod<T>(object: T): T {
   return object;
 }
 
+/**
+ * An EndpointSlice cut to what the mesh reads, in place: the endpoints that are not pods (a pod's
+ * endpoint is served from the Pod), each with its `addresses`, its `ready` condition and its
+ * `targetRef`; none of a slice without the `kubernetes.io/service-name` label, which belongs to no
+ * Service. The slices of Services with a selector are then empty of endpoints and stay equal as their
+ * pods come and go. A field of the wrong type is kept as it came, for validation to report.
+ */
+export function slimEndpointSlice<T>(object: T): T {
+  const slice = object as RawKubeObject & { endpoints?: unknown };
+  if (!Array.isArray(slice.endpoints)) return object;
+  if (slice.metadata?.labels?.["kubernetes.io/service-name"] === undefined) {
+    slice.endpoints = [];
+    return object;
+  }
+  const kept: unknown[] = [];
+  for (const ep of slice.endpoints as unknown[]) {
+    if (!isRecord(ep)) {
+      kept.push(ep);
+      continue;
+    }
+    if (isRecord(ep.targetRef) && ep.targetRef.kind === "Pod") continue;
+    const slim: Record<string, unknown> = {};
+    if ("addresses" in ep) slim.addresses = ep.addresses;
+    if (isRecord(ep.conditions)) {
+      if ("ready" in ep.conditions) slim.conditions = { ready: ep.conditions.ready };
+    } else if ("conditions" in ep) {
+      slim.conditions = ep.conditions;
+    }
+    if ("targetRef" in ep) slim.targetRef = ep.targetRef;
+    kept.push(slim);
+  }
+  slice.endpoints = kept;
+  return object;
+}
+
+/**
+ * A Node cut to its metadata without annotations, in place: the mesh reads a node's locality labels
+ * only, and its status (heartbeats, images, conditions) changes every few minutes on every node.
+ */
+export function slimNode<T>(object: T): T {
+  const node = object as RawKubeObject;
+  delete node.spec;
+  delete node.status;
+  if (node.metadata !== undefined) delete node.metadata.annotations;
+  return object;
+}
+
 /** `record[field]` replaced with the table's copy when it is a string. */
 function internString(record: Record<string, unknown>, field: string, table: InternTable): void {
   const v = record[field];
@@ -246,11 +293,13 @@ export function internShared<T>(kind: string, object: T, table: InternTable = de
 
 /**
  * What the informer cache keeps of an object of `kind`, from the object as the API server sent it. In
- * place: trimmed, cut if a Pod, and its repeated parts shared through `table`.
+ * place: trimmed, cut if a Pod, an EndpointSlice or a Node, and its repeated parts shared through `table`.
  */
 export function transformForCache<T>(kind: string, object: T, table: InternTable = defaultTable): T {
   trimMetadata(object);
   if (kind === "Pod") slimPod(object);
+  else if (kind === "EndpointSlice") slimEndpointSlice(object);
+  else if (kind === "Node") slimNode(object);
   internShared(kind, object, table);
   return object;
 }

@@ -2,11 +2,12 @@
 // reads, each cache turned into the same objects the folder source produces. A resource whose CRD is not
 // installed is reported and skipped, and looked for again later; an object that fails validation keeps
 // its last good version, as in the folder source.
+import { isDeepStrictEqual } from "node:util";
 import { type KubeConfig, type KubernetesObject, ListWatch, Watch } from "@kubernetes/client-node";
 import { ControlPlaneError } from "../errors.js";
 import type { ManifestError } from "../last-good.js";
 import { objectId } from "../last-good.js";
-import type { KubeObject } from "../manifests.js";
+import { type KubeObject, keepSliceFields } from "../manifests.js";
 import { type Logger, noopLogger } from "../telemetry.js";
 import { validateManifestObject } from "../translate-mesh.js";
 import type { ConfigSnapshot, ConfigSource, ObjectChange } from "./config-source.js";
@@ -27,6 +28,13 @@ export const MESH_RESOURCES: readonly KubeResource[] = [
   { group: "", version: "v1", kind: "Node", plural: "nodes", namespaced: false },
   { group: "", version: "v1", kind: "Service", plural: "services", namespaced: true },
   { group: "", version: "v1", kind: "Pod", plural: "pods", namespaced: true },
+  {
+    group: "discovery.k8s.io",
+    version: "v1",
+    kind: "EndpointSlice",
+    plural: "endpointslices",
+    namespaced: true,
+  },
   {
     group: "security.istio.io",
     version: "v1",
@@ -227,6 +235,7 @@ export function kubeObjectFromApi(resource: KubeResource, raw: RawKubeObject): K
   const object: KubeObject = { apiVersion, kind, metadata, source };
   if (isRecord(raw.spec)) object.spec = raw.spec;
   if (isRecord(raw.status)) object.status = raw.status;
+  if (kind === "EndpointSlice") keepSliceFields(raw as Record<string, unknown>, object);
   return object;
 }
 
@@ -389,7 +398,10 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
   // event or the list: a Pod is validated once, here, and the cached Pod it replaces remembered.
   const forCache = (w: ResourceWatch, raw: RawKubeObject): RawKubeObject => {
     transformForCache(w.resource.kind, raw, shared);
-    if (w.resource.kind !== "Pod") return raw;
+    if (w.resource.kind !== "Pod") {
+      keepIfUnchanged(w, raw);
+      return raw;
+    }
     const pod = podForCache(raw);
     if (!isCachedPod(pod)) return pod;
     const problem = validateManifestObject(pod);
@@ -397,6 +409,25 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
     const old = w.informer.get(pod.metadata.name, pod.metadata.namespace);
     if (old !== undefined && old !== pod) replaced.set(pod, old as RawKubeObject);
     return pod;
+  };
+
+  // Updates that change nothing the translation reads: a Node's heartbeat (its status is not kept), the
+  // slice of a Service with a selector as its pods change (their endpoints are not kept), a new
+  // resourceVersion alone. Such an object converts to the object already served, which it keeps, and
+  // reports no change: no reload, and the translation's memo still sees the same objects.
+  const unchanged = new WeakSet<object>();
+  const keepIfUnchanged = (w: ResourceWatch, raw: RawKubeObject): void => {
+    const name = raw.metadata?.name;
+    if (typeof name !== "string") return;
+    const old = w.informer.get(name, w.resource.namespaced ? raw.metadata?.namespace : undefined);
+    const before = old === undefined ? undefined : converted.get(old);
+    if (before === undefined) return;
+    const after = kubeObjectFromApi(w.resource, raw);
+    if (after === undefined || !isDeepStrictEqual(after, before)) return;
+    converted.set(raw, before);
+    const problem = invalid.get(old as object);
+    if (problem !== undefined) invalid.set(raw, problem);
+    unchanged.add(raw);
   };
 
   const watches: ResourceWatch[] = resources.map((resource) => {
@@ -448,6 +479,7 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
       restarting: false,
     };
     const onObject = (removed: boolean) => (obj: KubernetesObject) => {
+      if (!removed && unchanged.has(obj)) return;
       if (resource.kind === "Pod") {
         // A relist's delete names the cached object itself; an update or a watch's delete the new one.
         const old = replaced.get(obj) ?? (removed ? (obj as RawKubeObject) : undefined);

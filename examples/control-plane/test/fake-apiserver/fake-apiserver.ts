@@ -26,6 +26,13 @@ export const CORE_RESOURCES: readonly FakeResource[] = [
   { group: "", version: "v1", kind: "Secret", plural: "secrets", namespaced: true },
   { group: "", version: "v1", kind: "ConfigMap", plural: "configmaps", namespaced: true },
   { group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", namespaced: true },
+  {
+    group: "discovery.k8s.io",
+    version: "v1",
+    kind: "EndpointSlice",
+    plural: "endpointslices",
+    namespaced: true,
+  },
 ];
 
 /** The Istio and Gateway API custom resources a mesh control plane reads. */
