@@ -75,11 +75,12 @@ describe("resolveServiceBackend", () => {
     expect: { address: string; port: number; protocol?: string }[] | undefined;
   }[] = [
     {
-      name: "healthy endpoints at the target port, http1 from appProtocol (not a host-network pod)",
+      name: "healthy endpoints at the target port, http1 from appProtocol (a host-network pod too)",
       ref: { kind: "Service", group: "", name: "web", namespace: "demo", port: 80 },
       expect: [
         { address: "127.10.0.7", port: 8080, protocol: "http1" },
         { address: "127.10.0.8", port: 8080, protocol: "http1" },
+        { address: "127.20.0.2", port: 8080, protocol: "http1" },
       ],
     },
     {
@@ -127,6 +128,23 @@ describe("resolveServiceBackend", () => {
   });
 });
 
+describe("VersionedWorkloadStore", () => {
+  it("knows its host-network addresses through replacements and removals", () => {
+    const s = new VersionedWorkloadStore();
+    store(s);
+    assert.equal(s.hasHostNetworkAddress("127.20.0.2"), true);
+    assert.equal(s.hasHostNetworkAddress("127.10.0.7"), false, "a pod's own address is not one");
+    const host = (name: string) =>
+      ({ workload: { ...workload(name, "127.20.0.2", {}), networkMode: "HOST_NETWORK" } }) as never;
+    s.upsert("h2", host("agent"));
+    s.remove("h");
+    assert.equal(s.hasHostNetworkAddress("127.20.0.2"), true, "another still has it");
+    s.upsert("h2", { workload: workload("agent", "127.20.0.3", {}) } as never);
+    assert.equal(s.hasHostNetworkAddress("127.20.0.2"), false, "replaced by a pod at another address");
+    assert.equal(s.findByAddress("127.20.0.3")?.name, "agent");
+  });
+});
+
 describe("serviceAtVip", () => {
   it("finds the Service of a VIP and port, and nothing else", () => {
     const s = store();
@@ -166,9 +184,9 @@ describe("createBackendResolver", () => {
       workload: workload("web-d", "127.10.0.10", { "demo/web.demo.svc.cluster.local": ports }),
     } as never);
     assert.ok(s.generation > before);
-    assert.deepEqual(addresses(resolve(web)), ["127.10.0.7", "127.10.0.8", "127.10.0.10"]);
+    assert.deepEqual(addresses(resolve(web)), ["127.10.0.7", "127.10.0.8", "127.10.0.10", "127.20.0.2"]);
     assert.equal(s.remove("a"), true);
-    assert.deepEqual(addresses(resolve(web)), ["127.10.0.8", "127.10.0.10"]);
+    assert.deepEqual(addresses(resolve(web)), ["127.10.0.8", "127.10.0.10", "127.20.0.2"]);
     const unchanged = s.generation;
     assert.equal(s.remove("a"), false);
     assert.equal(s.generation, unchanged, "removing nothing is no change");

@@ -53,9 +53,6 @@ export function resolveServiceBackend(
         : undefined;
   const out: Endpoint[] = [];
   for (const { workload, targetPort } of store.endpointsOf(match)) {
-    // A host-network pod is reached in plaintext at its node's address, which the node's other such
-    // pods share: not a workload this waypoint tunnels to (it finds endpoints by address).
-    if (workload.networkMode === "HOST_NETWORK") continue;
     const address = ipFromBytes(workload.addresses[0] ?? new Uint8Array());
     if (address === undefined) continue;
     out.push({
@@ -79,9 +76,24 @@ function workloadInfo(w: Workload): NonNullable<Endpoint["workload"]> {
   };
 }
 
-/** A {@link WorkloadStore} that counts its changes, so answers derived from it can be kept until the next. */
+/**
+ * A {@link WorkloadStore} that counts its changes, so answers derived from it can be kept until the
+ * next, and knows the addresses of its host-network workloads (never found by address).
+ */
 export class VersionedWorkloadStore extends WorkloadStore {
   #generation = 0;
+  /** Resource name -> the addresses of a host-network workload; address -> such workloads at it. */
+  readonly #hostNetworkNamed = new Map<string, string[]>();
+  readonly #hostNetworkAt = new Map<string, number>();
+
+  /**
+   * Whether a host-network workload has `ip`: a pod on its node's network, or an EndpointSlice
+   * endpoint of a Service without pods. Such an endpoint runs no HBONE server of its own and is
+   * reached in plaintext.
+   */
+  hasHostNetworkAddress(ip: string): boolean {
+    return this.#hostNetworkAt.has(ip);
+  }
 
   /** Goes up with every change to the workloads or services. */
   get generation(): number {
@@ -90,10 +102,30 @@ export class VersionedWorkloadStore extends WorkloadStore {
 
   override upsert(name: string, address: WorkloadAddress): void {
     super.upsert(name, address);
+    const w = address.workload;
+    if (w?.networkMode === "HOST_NETWORK") {
+      const ips: string[] = [];
+      for (const bytes of w.addresses) {
+        const ip = ipFromBytes(bytes);
+        if (ip === undefined) continue;
+        ips.push(ip);
+        this.#hostNetworkAt.set(ip, (this.#hostNetworkAt.get(ip) ?? 0) + 1);
+      }
+      this.#hostNetworkNamed.set(name, ips);
+    }
     this.#generation++;
   }
 
   override remove(name: string): boolean {
+    const ips = this.#hostNetworkNamed.get(name);
+    if (ips !== undefined) {
+      this.#hostNetworkNamed.delete(name);
+      for (const ip of ips) {
+        const n = (this.#hostNetworkAt.get(ip) ?? 0) - 1;
+        if (n > 0) this.#hostNetworkAt.set(ip, n);
+        else this.#hostNetworkAt.delete(ip);
+      }
+    }
     const removed = super.remove(name);
     if (removed) this.#generation++;
     return removed;

@@ -201,11 +201,15 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
 
   const connect = async (endpoint: Endpoint) => {
     const workload = store.findByAddress(endpoint.address);
+    // A workload outside the mesh (tunnel protocol NONE: nothing terminates HBONE for it) is reached
+    // in plaintext, from the waypoint's address, as Istio's waypoints reach it; so is a host-network
+    // one (a pod on its node's network, a Service's EndpointSlice endpoint), never found by address.
+    if (workload === undefined && store.hasHostNetworkAddress(endpoint.address)) {
+      return connectTcp({ host: endpoint.address, port: endpoint.port, localAddress: options.ip });
+    }
     if (workload === undefined) {
       throw new WaypointError("ERR_WAYPOINT_UNKNOWN_ENDPOINT", `${endpoint.address} is not a known workload`);
     }
-    // A workload outside the mesh (tunnel protocol NONE: nothing terminates HBONE for it) is reached
-    // in plaintext, from the waypoint's address, as Istio's waypoints reach it.
     if (!usesHbone(workload)) {
       return connectTcp({ host: endpoint.address, port: endpoint.port, localAddress: options.ip });
     }

@@ -56,6 +56,20 @@ spec:
   selector: { app: legacy }
   ports: [{ name: http, port: 80, targetPort: 8080, appProtocol: http }]
 ---
+apiVersion: v1
+kind: Service
+metadata: { name: external-db, namespace: shop, labels: { istio.io/use-waypoint: waypoint } }
+spec:
+  clusterIP: ${ip(102)}
+  ports: [{ name: http, port: 80, appProtocol: http }]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: { name: external-db-1, namespace: shop, labels: { kubernetes.io/service-name: external-db } }
+addressType: IPv4
+endpoints: [{ addresses: [${ip(9)}] }]
+ports: [{ name: http, port: 8080, protocol: TCP }]
+---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: { name: api, namespace: shop }
@@ -89,6 +103,7 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
   let ztunnels: TestMesh["ztunnels"];
   let app: Server;
   let legacy: Server;
+  let external: Server;
 
   before(async () => {
     app = createServer((req, res) => {
@@ -102,6 +117,12 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     });
     legacy.listen(8080, ip(8));
     await once(legacy, "listening");
+    // The endpoint of a Service without a selector, known from its EndpointSlice only.
+    external = createServer((req, res) => {
+      res.end(`external got ${req.method} ${req.url} from ${req.socket.remoteAddress}`);
+    });
+    external.listen(8080, ip(9));
+    await once(external, "listening");
     mesh = await startTestMesh({
       manifests,
       tempPrefix: "waypoint-",
@@ -117,6 +138,7 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     await mesh?.close();
     app?.close();
     legacy?.close();
+    external?.close();
   });
 
   it("holds the waypoint identity from the CA", () => {
@@ -128,6 +150,16 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     const text = await request(ztunnels[0]?.addresses.socks5 ?? "", ip(2), "/v1/items");
     assert.match(text, /^HTTP\/1\.1 200 /);
     assert.ok(text.endsWith("api-0 got GET /internal/items"), text);
+  });
+
+  it("reaches the EndpointSlice endpoint of a Service without a selector in plaintext", async () => {
+    const text = await httpOverSocks(
+      { proxy: ztunnels[0]?.addresses.socks5 ?? "", from: ip(2), to: `${ip(102)}:80` },
+      "GET /rows HTTP/1.1\r\nhost: external-db.shop\r\ncontent-length: 0\r\n\r\n",
+      { untilResponse: true },
+    );
+    assert.match(text, /^HTTP\/1\.1 200 /);
+    assert.ok(text.endsWith(`external got GET /rows from ${ip(6)}`), text);
   });
 
   it("reaches a pod outside the mesh behind a Service in plaintext, from the waypoint's address", async () => {
