@@ -242,4 +242,93 @@ status: { podIP: 127.10.0.9 }
     assert.ok(sliceWorkloads(config).some((w) => w.key.endsWith("/192.168.49.5")));
     assert.ok(!sliceWorkloads(config).some((w) => w.key.endsWith("/192.168.49.4")));
   });
+
+  describe("pods a slice names by targetRef", () => {
+    const mesh = (namedPods: string) => `
+apiVersion: v1
+kind: Namespace
+metadata: { name: db, labels: { istio.io/dataplane-mode: ambient } }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: pg, namespace: db }
+spec: { clusterIP: 10.96.0.40, ports: [{ name: sql, port: 5432, targetPort: sql }] }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: pg-direct, namespace: db }
+spec: { clusterIP: 10.96.0.41, selector: { app: pg }, ports: [{ name: sql, port: 5432, targetPort: 5432 }] }
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: { name: pg-1, namespace: db, labels: { kubernetes.io/service-name: pg } }
+addressType: IPv4
+endpoints: [${namedPods}]
+ports: [{ name: sql, port: 5432 }]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: { name: pg-direct-1, namespace: db, labels: { kubernetes.io/service-name: pg-direct } }
+addressType: IPv4
+endpoints: [{ addresses: [127.10.0.21], targetRef: { kind: Pod, name: pg-0, namespace: db, uid: uid-pg-0 } }]
+ports: [{ name: sql, port: 5432 }]
+${["pg-0", "pg-1", "pg-2"]
+  .map(
+    (name, i) => `---
+apiVersion: v1
+kind: Pod
+metadata: { name: ${name}, namespace: db, uid: uid-${name}, labels: { app: pg } }
+spec: { nodeName: node-a, containers: [{ name: pg, ports: [{ name: sql, containerPort: 15432 }] }] }
+status: { podIP: 127.10.0.${21 + i} }`,
+  )
+  .join("\n")}
+`;
+    const ref = (name: string, uid = `uid-${name}`) =>
+      `{ targetRef: { kind: Pod, name: ${name}, uid: ${uid} } }`;
+    const servicesOf = (config: MeshConfig, name: string) =>
+      Object.keys(config.workloads.find((w) => w.workload.name === name)?.workload.services ?? {});
+
+    it("lists the slice's Service in the pods it names (by name and uid), once", () => {
+      const config = translate(mesh(`${ref("pg-0")}, ${ref("pg-1", "another-uid")}, ${ref("pg-0")}`));
+      assert.deepEqual(config.issues, []);
+      assert.deepEqual(servicesOf(config, "pg-0"), [
+        "db/pg.db.svc.cluster.local",
+        "db/pg-direct.db.svc.cluster.local",
+      ]);
+      assert.deepEqual(
+        servicesOf(config, "pg-1"),
+        ["db/pg-direct.db.svc.cluster.local"],
+        "another pod by that name",
+      );
+      // The Service's named target port resolves against the pod's container ports, as for a selector.
+      assert.deepEqual(
+        config.workloads.find((w) => w.workload.name === "pg-0")?.workload.services?.[
+          "db/pg.db.svc.cluster.local"
+        ],
+        {
+          ports: [{ servicePort: 5432, targetPort: 15432 }],
+        },
+      );
+      assert.equal(sliceWorkloads(config).length, 0, "a pod's endpoint is no workload of its own");
+    });
+
+    it("translates again only the pods whose slices changed, as a full translation would", () => {
+      const memo = createTranslationMemo();
+      const first = parse(mesh(`${ref("pg-0")}, ${ref("pg-1")}`));
+      translateMesh(first, {}, memo);
+      const before = memo.counts.workloads;
+      const edited = parse(mesh(`${ref("pg-1")}, ${ref("pg-2")}`));
+      // The same Pod objects as before; only the slice is new.
+      const next = first.map((o) =>
+        o.kind === "EndpointSlice" && o.metadata.name === "pg-1"
+          ? (edited.find((e) => e.metadata.name === "pg-1") as typeof o)
+          : o,
+      );
+      const config = translateMesh(next, {}, memo);
+      assert.equal(memo.counts.workloads - before, 2, "pg-0 (left the slice) and pg-2 (joined it)");
+      assert.deepEqual(config.workloads, translateMesh(next, {}).workloads);
+      assert.deepEqual(servicesOf(config, "pg-0"), ["db/pg-direct.db.svc.cluster.local"]);
+      assert.ok(servicesOf(config, "pg-2").includes("db/pg.db.svc.cluster.local"));
+    });
+  });
 });

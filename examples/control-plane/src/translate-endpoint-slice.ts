@@ -124,3 +124,45 @@ export function endpointSliceWorkloads(
   }
   return out;
 }
+
+/** How a slice's `targetRef` names a pod: `namespace/name/uid`. */
+export function podRefKey(namespace: string, name: string, uid: string): string {
+  return `${namespace}/${name}/${uid}`;
+}
+
+/**
+ * The Services a pod is an endpoint of by its EndpointSlices rather than by their selector, by the
+ * pod's {@link podRefKey}: a slice labelled `kubernetes.io/service-name` with a served Service, not
+ * FQDN, whose endpoint's `targetRef` names the pod (kind, name and uid; the namespace defaults to the
+ * slice's). A Service without a selector whose endpoints are pods (a controller or a user writes its
+ * slices) then lists those pods, as istiod's ambient index finds them; a Service with a selector
+ * lists its pods by the selector in any case.
+ */
+export function sliceServicesByPod(
+  objects: readonly KubeObject[],
+  services: ReadonlyMap<string, ServiceModel>,
+  domainSuffix: string,
+): Map<string, ServiceModel[]> {
+  const out = new Map<string, ServiceModel[]>();
+  for (const obj of objects) {
+    if (obj.kind !== "EndpointSlice" || obj.addressType === "FQDN" || !Array.isArray(obj.endpoints)) continue;
+    const serviceName = obj.metadata.labels?.[SERVICE_NAME_LABEL];
+    if (serviceName === undefined) continue;
+    const namespace = obj.metadata.namespace ?? "default";
+    const service = services.get(`${namespace}/${serviceName}.${namespace}.svc.${domainSuffix}`);
+    if (service === undefined) continue;
+    for (const ep of obj.endpoints) {
+      const ref = isRecord(ep) && isRecord(ep.targetRef) ? ep.targetRef : undefined;
+      if (ref?.kind !== "Pod" || typeof ref.name !== "string") continue;
+      const key = podRefKey(
+        typeof ref.namespace === "string" && ref.namespace !== "" ? ref.namespace : namespace,
+        ref.name,
+        typeof ref.uid === "string" ? ref.uid : "",
+      );
+      const list = out.get(key);
+      if (list === undefined) out.set(key, [service]);
+      else if (!list.includes(service)) list.push(service);
+    }
+  }
+  return out;
+}

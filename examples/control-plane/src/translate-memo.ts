@@ -44,6 +44,8 @@ export interface TranslationMemo {
     workloadContext: unknown;
     /** Addresses of the WorkloadEntries and ServiceEntry endpoints refused as taken, by the last translation. */
     refusedEntryIps: readonly string[];
+    /** Pod ref (`namespace/name/uid`) -> the Services its EndpointSlices name, at the last translation. */
+    sliceServices: ReadonlyMap<string, readonly unknown[]>;
   };
   /** @internal */
   envoy: {
@@ -68,6 +70,7 @@ export function createTranslationMemo(): TranslationMemo {
       byPod: new Map(),
       workloadContext: undefined,
       refusedEntryIps: [],
+      sliceServices: new Map(),
     },
     envoy: {
       context: [],

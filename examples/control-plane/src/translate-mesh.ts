@@ -22,7 +22,7 @@ import {
   podIpProblem,
 } from "./pod-address.js";
 import { serviceLoadBalancing } from "./service-load-balancing.js";
-import { endpointSliceWorkloads } from "./translate-endpoint-slice.js";
+import { endpointSliceWorkloads, podRefKey, sliceServicesByPod } from "./translate-endpoint-slice.js";
 import { sameItems, type TranslationMemo } from "./translate-memo.js";
 import { entryWorkloads, networkingEntryProblem, serviceEntryServices } from "./translate-service-entry.js";
 import { canonicalService, podWorkloadName } from "./workload-names.js";
@@ -998,6 +998,7 @@ export function translateMesh(
   // ServiceEntry hosts come after the Services, which keep a key or VIP both claim; a ServiceEntry's
   // workloadSelector picks pods as a Service selector does (translate-service-entry.ts).
   const kubeServiceModels = [...serviceModels];
+  const kubeServiceByKey = new Map(kubeServiceModels.map((m) => [m.key, m]));
   const entryContext = {
     clusterId,
     network,
@@ -1023,6 +1024,12 @@ export function translateMesh(
     if (list === undefined) servicesByLabel.set(indexKey, [model]);
     else list.push(model);
   });
+  // Services whose EndpointSlices name a pod by targetRef (Services without a selector, mostly).
+  const sliceServices = sliceServicesByPod(objects, kubeServiceByKey, domainSuffix);
+  const slicesNaming = (pod: Pick<PodModel, "namespace" | "name" | "uid">): ServiceModel[] | undefined =>
+    sliceServices.size === 0
+      ? undefined
+      : sliceServices.get(podRefKey(pod.namespace, pod.name, pod.uid ?? ""));
   const servicesSelecting = (pod: PodModel): ServiceModel[] => {
     const out: ServiceModel[] = [];
     for (const [k, v] of Object.entries(pod.labels)) {
@@ -1030,6 +1037,7 @@ export function translateMesh(
         if (labelsMatch(model.selector, pod.labels)) out.push(model);
       }
     }
+    for (const model of slicesNaming(pod) ?? []) if (!out.includes(model)) out.push(model);
     return out.length > 1 ? out.sort((a, b) => (serviceOrder.get(a) ?? 0) - (serviceOrder.get(b) ?? 0)) : out;
   };
 
@@ -1081,14 +1089,27 @@ export function translateMesh(
     ? (obj: KubeObject): PodWorkload | undefined => {
         const hit = memo.mesh.byPod.get(podSource(obj)) as PodWorkload | undefined;
         if (hit === undefined || hit.object !== obj) return undefined;
+        const ref = {
+          namespace: obj.metadata.namespace ?? "default",
+          name: obj.metadata.name,
+          uid: obj.metadata.uid,
+          labels: obj.metadata.labels ?? {},
+        };
+        // The Services its slices name, now and at the last translation.
+        if (sliceServices.size > 0 || memo.mesh.sliceServices.size > 0) {
+          const key = podRefKey(ref.namespace, ref.name, ref.uid ?? "");
+          const before = memo.mesh.sliceServices.get(key) as readonly ServiceModel[] | undefined;
+          const now = sliceServices.get(key);
+          if (
+            (before ?? []).map((m) => m.key).join("\u0000") !== (now ?? []).map((m) => m.key).join("\u0000")
+          )
+            return undefined;
+        }
         if (changedServices.size === 0) return hit;
         for (const key of Object.keys(hit.services)) {
           if (changedServices.has(key)) return undefined;
         }
-        const selecting = servicesSelecting({
-          namespace: obj.metadata.namespace ?? "default",
-          labels: obj.metadata.labels ?? {},
-        } as PodModel);
+        const selecting = servicesSelecting(ref as PodModel);
         return selecting.some((model) => changedServices.has(model.key)) ? undefined : hit;
       }
     : undefined;
@@ -1161,7 +1182,7 @@ export function translateMesh(
       network,
       trustDomain,
       domainSuffix,
-      services: new Map(kubeServiceModels.map((m) => [m.key, m])),
+      services: kubeServiceByKey,
       seenUids,
       issues,
     }),
@@ -1174,6 +1195,7 @@ export function translateMesh(
       byPod: nextByPod,
       workloadContext,
       refusedEntryIps,
+      sliceServices,
     };
   }
 

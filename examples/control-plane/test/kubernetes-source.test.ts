@@ -131,6 +131,28 @@ const SLICE_OBJECTS: KubeJson[] = [
     ],
     ports: [{ name: "sql", port: 15432, protocol: "TCP" }],
   },
+  // What Kubernetes' EndpointSlice controller writes for the echo Service (it has a selector).
+  {
+    apiVersion: "discovery.k8s.io/v1",
+    kind: "EndpointSlice",
+    metadata: {
+      name: "echo-abcde",
+      namespace: "demo",
+      labels: {
+        "kubernetes.io/service-name": "echo",
+        "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+      },
+    },
+    addressType: "IPv4",
+    endpoints: [
+      {
+        addresses: ["127.10.0.3"],
+        conditions: { ready: true },
+        targetRef: { kind: "Pod", name: "echo-0", namespace: "demo" },
+      },
+    ],
+    ports: [{ name: "http", port: 8080, protocol: "TCP" }],
+  },
 ];
 
 /** The demo mesh's objects, as plain JSON. */
@@ -195,6 +217,30 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
   it("gives the same xDS resources as the folder source for the same objects", async () => {
     const server = await fake();
     for (const o of [...(await demoObjects()), ...NETWORKING_OBJECTS, ...SLICE_OBJECTS]) server.apply(o);
+    // A slice that names a pod (by its uid, which the server gave it) as an endpoint of legacy-db.
+    const shopPod = server.get("v1", "Pod", "shop-7d9f8b6c5-x2kq4", "demo") as KubeJson;
+    server.apply({
+      apiVersion: "discovery.k8s.io/v1",
+      kind: "EndpointSlice",
+      metadata: {
+        name: "legacy-db-2",
+        namespace: "demo",
+        labels: { "kubernetes.io/service-name": "legacy-db" },
+      },
+      addressType: "IPv4",
+      endpoints: [
+        {
+          addresses: ["127.10.0.60"],
+          targetRef: {
+            kind: "Pod",
+            name: shopPod.metadata.name,
+            namespace: "demo",
+            uid: shopPod.metadata.uid,
+          },
+        },
+      ],
+      ports: [{ name: "sql", port: 15432, protocol: "TCP" }],
+    } as KubeJson);
     // The folder holds what the API server stored (uid, resourceVersion, creationTimestamp included).
     const dir = await mkdtemp(join(tmpdir(), "k8s-vs-folder-"));
     cleanups.push(() => rm(dir, { recursive: true, force: true }));
@@ -255,6 +301,11 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
         "the selector picks the echo pods",
       );
       const shop = workloadOf(cp, "shop-7d9f8b6c5-x2kq4")?.workload;
+      assert.deepEqual(
+        shop?.services?.["demo/legacy-db.demo.svc.cluster.local"],
+        { ports: [{ servicePort: 5432, targetPort: 15432 }] },
+        "a pod a slice names is an endpoint of its Service",
+      );
       assert.deepEqual(
         [shop?.workloadName, shop?.canonicalName, shop?.status],
         ["shop", "storefront", "UNHEALTHY"],
@@ -546,7 +597,7 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
     assert.equal(fourth.errors.length, 1);
   });
 
-  it("reports no change for updates the translation does not read: node heartbeats, pod endpoints of slices", async () => {
+  it("reports no change for updates the translation does not read: node heartbeats, a selector Service's slice", async () => {
     const server = await fake();
     const node = { apiVersion: "v1", kind: "Node", metadata: { name: "node-a", labels: { zone: "a" } } };
     for (const o of [...(await demoObjects()), ...SLICE_OBJECTS, node]) server.apply(o);
@@ -557,9 +608,11 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
     source.start(() => reloads++);
     const nodeVersion = () => source.object("Node", undefined, "node-a")?.metadata?.resourceVersion;
     const sliceVersion = () =>
-      source.object("EndpointSlice", "demo", "legacy-db-1")?.metadata?.resourceVersion;
+      source.object("EndpointSlice", "demo", "echo-abcde")?.metadata?.resourceVersion;
+    const endpointsOf = (name: string) =>
+      (source.object("EndpointSlice", "demo", name) as { endpoints?: unknown }).endpoints;
 
-    // A heartbeat (status, annotations) and churn of the slice's pod endpoints.
+    // A heartbeat (status, annotations), and the EndpointSlice controller following the echo pods.
     const before = [nodeVersion(), sliceVersion()];
     const storedNode = server.get("v1", "Node", "node-a") as KubeJson;
     server.apply({
@@ -567,13 +620,13 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
       metadata: { ...storedNode.metadata, annotations: { "node.alpha.kubernetes.io/ttl": "0" } },
       status: { conditions: [{ type: "Ready", status: "True", lastHeartbeatTime: "2026-12-06T08:00:00Z" }] },
     });
-    const slice = server.get("discovery.k8s.io/v1", "EndpointSlice", "legacy-db-1", "demo") as KubeJson & {
+    const echoSlice = server.get("discovery.k8s.io/v1", "EndpointSlice", "echo-abcde", "demo") as KubeJson & {
       endpoints: unknown[];
     };
     server.apply({
-      ...slice,
+      ...echoSlice,
       endpoints: [
-        ...slice.endpoints,
+        ...echoSlice.endpoints,
         { addresses: ["127.10.0.2"], targetRef: { kind: "Pod", name: "sleep-0", namespace: "demo" } },
       ],
     });
@@ -589,18 +642,21 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
       [cached?.status, cached?.spec, cached?.metadata?.annotations],
       [undefined, undefined, undefined],
     );
+    assert.deepEqual(endpointsOf("echo-abcde"), [], "the selector finds its pods");
     assert.deepEqual(
-      (source.object("EndpointSlice", "demo", "legacy-db-1") as { endpoints?: unknown }).endpoints,
+      endpointsOf("legacy-db-1"),
       [
         { addresses: ["127.30.0.41"], conditions: { ready: true } },
         { addresses: ["127.30.0.42"], conditions: { ready: false } },
+        { targetRef: { kind: "Pod", name: "echo-0", namespace: "demo" } },
       ],
-      "the cache keeps the non-pod endpoints and their ready condition",
+      "other slices keep their non-pod endpoints with the ready condition, and the pods they name",
     );
 
-    // What it reads is a change: a node's labels, a slice's non-pod endpoint.
+    // What it reads is a change: a node's labels, another slice's endpoints.
+    const legacy = server.get("discovery.k8s.io/v1", "EndpointSlice", "legacy-db-1", "demo") as KubeJson;
     server.apply({ ...storedNode, metadata: { ...storedNode.metadata, labels: { zone: "b" } } });
-    server.apply({ ...slice, endpoints: [{ addresses: ["127.30.0.43"] }] });
+    server.apply({ ...legacy, endpoints: [{ addresses: ["127.30.0.43"] }] });
     await until("the reload", () => reloads > 0);
     const changes = (await source.snapshot()).changes ?? [];
     assert.deepEqual(changes.map((c) => c.id).sort(), [

@@ -24,6 +24,8 @@ export function seededRandom(seed: number): () => number {
 const NAMESPACES = ["ns-a", "ns-b", "ns-c"];
 const APPS = ["api", "web", "db", "cache", "none"];
 const NODES = ["node-0", "node-1", "node-2", "node-3"];
+/** The addresses of the WorkloadEntry and the ServiceEntry endpoint, which pods sometimes take. */
+export const ENTRY_ADDRESSES: readonly string[] = ["127.10.0.77", "127.10.1.150"];
 
 function id(o: KubeObject): string {
   return `${o.kind}/${o.metadata.namespace ?? "default"}/${o.metadata.name}`;
@@ -163,7 +165,7 @@ export class RandomMesh {
           addresses: ["127.30.1.2"],
           resolution: "STATIC",
           ports: [{ number: 443, name: "tls" }],
-          endpoints: [{ address: "127.10.1.150" }],
+          endpoints: [{ address: ENTRY_ADDRESSES[1] }],
         },
         source: "ServiceEntry/ns-a/external",
       },
@@ -171,16 +173,18 @@ export class RandomMesh {
         apiVersion: "networking.istio.io/v1",
         kind: "WorkloadEntry",
         metadata: { name: "vm-1", namespace: "ns-a", labels: { app: "api" } },
-        spec: { address: "127.10.0.77", serviceAccount: "vm", ports: { http: 9090 } },
+        spec: { address: ENTRY_ADDRESSES[0], serviceAccount: "vm", ports: { http: 9090 } },
         source: "WorkloadEntry/ns-a/vm-1",
       },
     );
-    // The selector-less Services' endpoints: one not a pod, one a pod's (served from the pod).
-    for (const namespace of NAMESPACES) this.objects.push(this.slice(namespace, "127.10.1.160", "true"));
+    // The selector-less Services' endpoints: one not a pod, and pods it names (which then list the
+    // Service; the first few pods of any namespace, by name and uid, so some names miss).
+    for (const namespace of NAMESPACES)
+      this.objects.push(this.slice(namespace, "127.10.1.160", "true", [0, 3]));
     for (let i = 0; i < pods; i++) this.objects.push(this.newPod());
   }
 
-  private slice(namespace: string, address: string, ready: string): KubeObject {
+  private slice(namespace: string, address: string, ready: string, pods: readonly number[]): KubeObject {
     return {
       apiVersion: "discovery.k8s.io/v1",
       kind: "EndpointSlice",
@@ -188,7 +192,10 @@ export class RandomMesh {
       addressType: "IPv4",
       endpoints: [
         { addresses: [address], conditions: { ready: ready === "true" } },
-        { addresses: ["127.10.0.5"], targetRef: { kind: "Pod", name: "pod-0", namespace } },
+        ...pods.map((n) => ({
+          addresses: ["127.10.0.5"],
+          targetRef: { kind: "Pod", name: `pod-${n}`, namespace, uid: `uid-pod-${n}` },
+        })),
       ],
       ports: [{ name: "http", port: 8080, protocol: "TCP" }],
       source: `EndpointSlice/${namespace}/empty-1`,
@@ -226,7 +233,7 @@ export class RandomMesh {
     const r = this.random();
     if (r < 0.05) return "";
     if (r < 0.08) return "10.99.0.1";
-    if (r < 0.085) return this.pick(["127.10.0.77", "127.10.1.150"]);
+    if (r < 0.085) return this.pick(ENTRY_ADDRESSES);
     return `127.10.${Math.floor(this.random() * 2)}.${1 + Math.floor(this.random() * 200)}`;
   }
 
@@ -300,7 +307,9 @@ export class RandomMesh {
       if (r < 0.8) {
         const slice = this.pick(this.objects.filter((o) => o.kind === "EndpointSlice"));
         const address = this.pick(["127.10.1.160", "127.10.1.161", "127.10.0.5"]);
-        const next = this.slice(slice.metadata.namespace ?? "default", address, this.pick(["true", "false"]));
+        const pods = [0, 1, 2, 3, 4, 5, 6, 7].filter(() => this.random() < 0.4);
+        const ready = this.pick(["true", "false"]);
+        const next = this.slice(slice.metadata.namespace ?? "default", address, ready, pods);
         return [replace(slice, next)];
       }
       const policy = this.pick(this.objects.filter((o) => o.kind === "AuthorizationPolicy"));

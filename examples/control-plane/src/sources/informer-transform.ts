@@ -209,27 +209,41 @@ export function slimPod<T>(object: T): T {
   return object;
 }
 
+/** The value of `endpointslice.kubernetes.io/managed-by` on the slices Kubernetes makes from a selector. */
+const SLICE_CONTROLLER = "endpointslice-controller.k8s.io";
+
 /**
- * An EndpointSlice cut to what the mesh reads, in place: the endpoints that are not pods (a pod's
- * endpoint is served from the Pod), each with its `addresses`, its `ready` condition and its
- * `targetRef`; none of a slice without the `kubernetes.io/service-name` label, which belongs to no
- * Service. The slices of Services with a selector are then empty of endpoints and stay equal as their
- * pods come and go. A field of the wrong type is kept as it came, for validation to report.
+ * An EndpointSlice cut to what the mesh reads, in place. Each endpoint that is not a pod keeps its
+ * `addresses`, its `ready` condition and its `targetRef`; a pod's keeps its `targetRef` alone (kind,
+ * namespace, name, uid: the pod is served from the Pod, which this names as a Service's endpoint),
+ * except in the slices Kubernetes' EndpointSlice controller makes for a Service with a selector,
+ * whose pods the selector finds: those are dropped, so such a slice stays equal as its pods come and
+ * go. A slice without the `kubernetes.io/service-name` label belongs to no Service and keeps no
+ * endpoint. A field of the wrong type is kept as it came, for validation to report.
  */
 export function slimEndpointSlice<T>(object: T): T {
   const slice = object as RawKubeObject & { endpoints?: unknown };
   if (!Array.isArray(slice.endpoints)) return object;
-  if (slice.metadata?.labels?.["kubernetes.io/service-name"] === undefined) {
+  const labels = slice.metadata?.labels;
+  if (labels?.["kubernetes.io/service-name"] === undefined) {
     slice.endpoints = [];
     return object;
   }
+  const fromSelector = labels["endpointslice.kubernetes.io/managed-by"] === SLICE_CONTROLLER;
   const kept: unknown[] = [];
   for (const ep of slice.endpoints as unknown[]) {
     if (!isRecord(ep)) {
       kept.push(ep);
       continue;
     }
-    if (isRecord(ep.targetRef) && ep.targetRef.kind === "Pod") continue;
+    const ref = ep.targetRef;
+    if (isRecord(ref) && ref.kind === "Pod") {
+      if (fromSelector) continue;
+      const podRef: Record<string, unknown> = { kind: "Pod" };
+      for (const f of ["namespace", "name", "uid"]) if (f in ref) podRef[f] = ref[f];
+      kept.push({ targetRef: podRef });
+      continue;
+    }
     const slim: Record<string, unknown> = {};
     if ("addresses" in ep) slim.addresses = ep.addresses;
     if (isRecord(ep.conditions)) {
