@@ -672,6 +672,16 @@ spec: { clusterIP: 127.30.0.2, selector: { app: web }, ports: [{ port: 80, targe
       issue: /does not take Service traffic \(istio\.io\/waypoint-for: none\)/,
     },
     {
+      name: "the GatewayClass's waypoint-for is the default: workload only (an issue)",
+      yaml: `apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: { name: istio-waypoint, labels: { istio.io/waypoint-for: workload } }\n${gateway(", annotations: { ambient.dev/address: 127.10.0.6 }")}${service(", labels: { istio.io/use-waypoint: waypoint }")}`,
+      issue: /does not take Service traffic \(istio\.io\/waypoint-for: workload\)/,
+    },
+    {
+      name: "the Gateway's waypoint-for overrides its class's",
+      yaml: `apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: { name: istio-waypoint, labels: { istio.io/waypoint-for: workload } }\n${gateway(", labels: { istio.io/waypoint-for: service }, annotations: { ambient.dev/address: 127.10.0.6 }")}${service(", labels: { istio.io/use-waypoint: waypoint }")}`,
+      waypoint: "127.10.0.6",
+    },
+    {
       name: "a waypoint outside the pod ranges is an issue",
       yaml: `${gateway(", annotations: { ambient.dev/address: 127.0.0.1 }")}${service(", labels: { istio.io/use-waypoint: waypoint }")}`,
       issue: /waypoint address: 127\.0\.0\.1 is outside the pod ranges/,
@@ -697,6 +707,97 @@ spec: { clusterIP: 127.30.0.2, selector: { app: web }, ports: [{ port: 80, targe
         );
     });
   }
+
+  describe("a Service of another namespace binds only where the waypoint's HBONE listener allows it", () => {
+    const waypointIn = (listeners: string) => `
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: waypoint, namespace: demo, annotations: { ambient.dev/address: 127.10.0.6 } }
+spec: { gatewayClassName: istio-waypoint, listeners: ${listeners} }
+---
+apiVersion: v1
+kind: Namespace
+metadata: { name: shop, labels: { team: a } }
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: cart
+  namespace: shop
+  labels: { istio.io/use-waypoint: waypoint, istio.io/use-waypoint-namespace: demo }
+spec: { clusterIP: 127.30.0.9, selector: { app: cart }, ports: [{ port: 80 }] }
+`;
+    const hbone = (allowed: string) => `[{ name: mesh, port: 15008, protocol: HBONE${allowed} }]`;
+    const cases: [string, string, boolean][] = [
+      ["no allowedRoutes: its own namespace only", hbone(""), false],
+      ["from: Same", hbone(", allowedRoutes: { namespaces: { from: Same } }"), false],
+      ["from: All", hbone(", allowedRoutes: { namespaces: { from: All } }"), true],
+      [
+        "a listener on another port does not count",
+        "[{ name: x, port: 15009, protocol: HBONE, allowedRoutes: { namespaces: { from: All } } }]",
+        false,
+      ],
+      ["no listeners", "[]", false],
+      [
+        "Selector, matchLabels",
+        hbone(", allowedRoutes: { namespaces: { from: Selector, selector: { matchLabels: { team: a } } } }"),
+        true,
+      ],
+      [
+        "Selector, other labels",
+        hbone(", allowedRoutes: { namespaces: { from: Selector, selector: { matchLabels: { team: b } } } }"),
+        false,
+      ],
+      [
+        "Selector, In",
+        hbone(
+          ", allowedRoutes: { namespaces: { from: Selector, selector: { matchExpressions: [{ key: team, operator: In, values: [a, c] }] } } }",
+        ),
+        true,
+      ],
+      [
+        "Selector, NotIn",
+        hbone(
+          ", allowedRoutes: { namespaces: { from: Selector, selector: { matchExpressions: [{ key: team, operator: NotIn, values: [a] }] } } }",
+        ),
+        false,
+      ],
+      [
+        "Selector without a selector selects nothing",
+        hbone(", allowedRoutes: { namespaces: { from: Selector } }"),
+        false,
+      ],
+    ];
+    for (const [name, listeners, bound] of cases) {
+      it(name, () => {
+        const config = translate(waypointIn(listeners));
+        const cart = config.services.find((x) => x.key === "shop/cart.shop.svc.cluster.local");
+        assert.ok(cart);
+        assert.equal(cart.service.waypoint !== undefined, bound);
+        const refused = config.issues.filter((i) =>
+          /does not allow namespace shop to attach/.test(i.message),
+        );
+        assert.equal(refused.length, bound ? 0 : 1, JSON.stringify(config.issues));
+      });
+    }
+
+    it("applies to a namespace's use-waypoint label too", () => {
+      const config = translate(
+        waypointIn(hbone(""))
+          .replace(
+            "labels: { team: a }",
+            "labels: { team: a, istio.io/use-waypoint: waypoint, istio.io/use-waypoint-namespace: demo }",
+          )
+          .replace(
+            "  labels: { istio.io/use-waypoint: waypoint, istio.io/use-waypoint-namespace: demo }\n",
+            "",
+          ),
+      );
+      const cart = config.services.find((x) => x.key === "shop/cart.shop.svc.cluster.local");
+      assert.equal(cart?.service.waypoint, undefined);
+      assert.ok(config.issues.some((i) => /does not allow namespace shop to attach/.test(i.message)));
+    });
+  });
 
   it("a waypoint pod gets no HBONE but its node may request its identity", () => {
     const config = translate(

@@ -25,6 +25,7 @@ import { serviceLoadBalancing } from "./service-load-balancing.js";
 import { endpointSliceWorkloads, podRefKey, sliceServicesByPod } from "./translate-endpoint-slice.js";
 import { sameItems, type TranslationMemo } from "./translate-memo.js";
 import { entryWorkloads, networkingEntryProblem, serviceEntryServices } from "./translate-service-entry.js";
+import { allowsAttachment, type WaypointAttachment, waypointAttachment } from "./waypoint-attachment.js";
 import { canonicalService, podWorkloadName } from "./workload-names.js";
 
 export { ipv4Bytes };
@@ -868,12 +869,18 @@ export function translateMesh(
   const waypoints = waypointGateways(objects, issues, podCidrs);
   // What each waypoint takes (its Gateway's `istio.io/waypoint-for`): Services bind to one that takes
   // Service traffic (`service`, the default, or `all`), as istiod binds them.
+  // Who may bind to each (its HBONE listener's allowedRoutes; its own namespace by default).
   const waypointFor = new Map<string, string>();
+  const attachments = new Map<string, WaypointAttachment>();
+  // The GatewayClass's label is the default, the Gateway's overrides it.
+  const classFor = objects.find((o) => o.kind === "GatewayClass" && o.metadata.name === WAYPOINT_CLASS)
+    ?.metadata.labels?.[WAYPOINT_FOR_LABEL];
   for (const obj of objects) {
     if (obj.kind !== "Gateway" || obj.spec?.gatewayClassName !== WAYPOINT_CLASS) continue;
-    const forLabel = obj.metadata.labels?.[WAYPOINT_FOR_LABEL];
-    if (forLabel !== undefined)
-      waypointFor.set(`${obj.metadata.namespace ?? "default"}/${obj.metadata.name}`, forLabel);
+    const key = `${obj.metadata.namespace ?? "default"}/${obj.metadata.name}`;
+    const forLabel = obj.metadata.labels?.[WAYPOINT_FOR_LABEL] ?? classFor;
+    if (forLabel !== undefined) waypointFor.set(key, forLabel);
+    attachments.set(key, waypointAttachment(obj));
   }
   const serviceWaypoint = (obj: KubeObject, namespace: string): MessageInit<Service>["waypoint"] => {
     const nsLabels = namespaceLabels.get(namespace) ?? {};
@@ -885,13 +892,20 @@ export function translateMesh(
         (own[USE_WAYPOINT_LABEL] !== undefined
           ? own[USE_WAYPOINT_NAMESPACE_LABEL]
           : nsLabels[USE_WAYPOINT_NAMESPACE_LABEL]) ?? namespace;
-      const ip = waypoints.get(`${wpNamespace}/${useWaypoint}`);
+      const wpKey = `${wpNamespace}/${useWaypoint}`;
+      const ip = waypoints.get(wpKey);
       const bytes = ip === undefined ? undefined : ipv4Bytes(ip);
-      const takes = waypointFor.get(`${wpNamespace}/${useWaypoint}`) ?? "service";
+      const takes = waypointFor.get(wpKey) ?? "service";
+      const attachment = attachments.get(wpKey) ?? { from: "Same" };
       if (bytes === undefined) {
         issues.push({
           source: objectKey(obj),
-          message: `waypoint ${wpNamespace}/${useWaypoint} is not a known istio-waypoint Gateway`,
+          message: `waypoint ${wpKey} is not a known istio-waypoint Gateway`,
+        });
+      } else if (!allowsAttachment(attachment, wpNamespace, namespace, nsLabels)) {
+        issues.push({
+          source: objectKey(obj),
+          message: `waypoint ${wpKey} does not allow namespace ${namespace} to attach (its HBONE listener's allowedRoutes.namespaces): not bound`,
         });
       } else if (takes !== "service" && takes !== "all") {
         issues.push({

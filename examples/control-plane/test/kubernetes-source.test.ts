@@ -155,6 +155,14 @@ const SLICE_OBJECTS: KubeJson[] = [
   },
 ];
 
+/** The waypoints' class, cluster-scoped: its `istio.io/waypoint-for` is the default of its Gateways. */
+const GATEWAY_CLASS: KubeJson = {
+  apiVersion: "gateway.networking.k8s.io/v1",
+  kind: "GatewayClass",
+  metadata: { name: "istio-waypoint", labels: { "istio.io/waypoint-for": "all" } },
+  spec: { controllerName: "istio.io/mesh-controller" },
+};
+
 /** The demo mesh's objects, as plain JSON. */
 async function demoObjects(): Promise<KubeJson[]> {
   const files = await Promise.all(
@@ -216,7 +224,9 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
 
   it("gives the same xDS resources as the folder source for the same objects", async () => {
     const server = await fake();
-    for (const o of [...(await demoObjects()), ...NETWORKING_OBJECTS, ...SLICE_OBJECTS]) server.apply(o);
+    for (const o of [...(await demoObjects()), ...NETWORKING_OBJECTS, ...SLICE_OBJECTS, GATEWAY_CLASS]) {
+      server.apply(o);
+    }
     // A slice that names a pod (by its uid, which the server gave it) as an endpoint of legacy-db.
     const shopPod = server.get("v1", "Pod", "shop-7d9f8b6c5-x2kq4", "demo") as KubeJson;
     server.apply({
@@ -252,7 +262,7 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
     }
     for (const [group, plurals] of [
       ["security.istio.io", ["authorizationpolicies", "peerauthentications"]],
-      ["gateway.networking.k8s.io", ["gateways", "httproutes", "grpcroutes"]],
+      ["gateway.networking.k8s.io", ["gatewayclasses", "gateways", "httproutes", "grpcroutes"]],
       ["networking.istio.io", ["serviceentries", "workloadentries"]],
       ["discovery.k8s.io", ["endpointslices"]],
     ] as const) {
@@ -520,6 +530,7 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
     const source = await createKubernetesSource({ kubeConfig: kubeConfigOf(server), missingRetryMs: 100 });
     cleanups.push(() => source.close());
     assert.deepEqual(source.missing().sort(), [
+      "gateway.networking.k8s.io/v1/gatewayclasses",
       "gateway.networking.k8s.io/v1/gateways",
       "gateway.networking.k8s.io/v1/grpcroutes",
       "gateway.networking.k8s.io/v1/httproutes",

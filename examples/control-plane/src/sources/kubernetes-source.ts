@@ -52,6 +52,13 @@ export const MESH_RESOURCES: readonly KubeResource[] = [
   {
     group: "gateway.networking.k8s.io",
     version: "v1",
+    kind: "GatewayClass",
+    plural: "gatewayclasses",
+    namespaced: false,
+  },
+  {
+    group: "gateway.networking.k8s.io",
+    version: "v1",
     kind: "Gateway",
     plural: "gateways",
     namespaced: true,

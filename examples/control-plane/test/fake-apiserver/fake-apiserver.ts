@@ -54,6 +54,13 @@ export const MESH_CRDS: readonly FakeResource[] = [
   {
     group: "gateway.networking.k8s.io",
     version: "v1",
+    kind: "GatewayClass",
+    plural: "gatewayclasses",
+    namespaced: false,
+  },
+  {
+    group: "gateway.networking.k8s.io",
+    version: "v1",
     kind: "Gateway",
     plural: "gateways",
     namespaced: true,
