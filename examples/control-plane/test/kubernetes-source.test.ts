@@ -610,8 +610,12 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
 
   it("reports no change for updates the translation does not read: node heartbeats, a selector Service's slice", async () => {
     const server = await fake();
-    const node = { apiVersion: "v1", kind: "Node", metadata: { name: "node-a", labels: { zone: "a" } } };
-    for (const o of [...(await demoObjects()), ...SLICE_OBJECTS, node]) server.apply(o);
+    const nodeObject = {
+      apiVersion: "v1",
+      kind: "Node",
+      metadata: { name: "node-a", labels: { zone: "a" } },
+    };
+    for (const o of [...(await demoObjects()), ...SLICE_OBJECTS, nodeObject]) server.apply(o);
     const source = await createKubernetesSource({ kubeConfig: kubeConfigOf(server) });
     cleanups.push(() => source.close());
     (await source.snapshot()).accept();
@@ -619,18 +623,25 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
     source.start(() => reloads++);
     const nodeVersion = () => source.object("Node", undefined, "node-a")?.metadata?.resourceVersion;
     const sliceVersion = () =>
-      source.object("EndpointSlice", "demo", "echo-abcde")?.metadata?.resourceVersion;
+      source.object("EndpointSlice", "demo", "legacy-db-1")?.metadata?.resourceVersion;
     const endpointsOf = (name: string) =>
-      (source.object("EndpointSlice", "demo", name) as { endpoints?: unknown }).endpoints;
+      (source.object("EndpointSlice", "demo", name) as { endpoints?: unknown } | undefined)?.endpoints;
 
-    // A heartbeat (status, annotations), and the EndpointSlice controller following the echo pods.
+    // The slices Kubernetes makes for a Service with a selector are not even listed or watched.
+    assert.equal(source.object("EndpointSlice", "demo", "echo-abcde"), undefined);
+    const sliceRequests = server.requests.filter((r) => r.path.endsWith("/endpointslices"));
+    assert.ok(sliceRequests.length >= 2, "a list and a watch");
+    for (const r of sliceRequests) {
+      assert.equal(
+        r.query.labelSelector,
+        "endpointslice.kubernetes.io/managed-by!=endpointslice-controller.k8s.io",
+      );
+    }
+
+    // A heartbeat (status, annotations); a slice's fields the mesh does not read (zone, serving); and
+    // the EndpointSlice controller following the echo pods.
     const before = [nodeVersion(), sliceVersion()];
     const storedNode = server.get("v1", "Node", "node-a") as KubeJson;
-    server.apply({
-      ...storedNode,
-      metadata: { ...storedNode.metadata, annotations: { "node.alpha.kubernetes.io/ttl": "0" } },
-      status: { conditions: [{ type: "Ready", status: "True", lastHeartbeatTime: "2026-12-06T08:00:00Z" }] },
-    });
     const echoSlice = server.get("discovery.k8s.io/v1", "EndpointSlice", "echo-abcde", "demo") as KubeJson & {
       endpoints: unknown[];
     };
@@ -641,11 +652,32 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
         { addresses: ["127.10.0.2"], targetRef: { kind: "Pod", name: "sleep-0", namespace: "demo" } },
       ],
     });
+    const legacySlice = server.get(
+      "discovery.k8s.io/v1",
+      "EndpointSlice",
+      "legacy-db-1",
+      "demo",
+    ) as KubeJson & {
+      endpoints: Record<string, unknown>[];
+    };
+    server.apply({
+      ...legacySlice,
+      endpoints: legacySlice.endpoints.map((e) => ({
+        ...e,
+        zone: "z1",
+        hints: { forZones: [{ name: "z1" }] },
+      })),
+    });
+    server.apply({
+      ...storedNode,
+      metadata: { ...storedNode.metadata, annotations: { "node.alpha.kubernetes.io/ttl": "0" } },
+      status: { conditions: [{ type: "Ready", status: "True", lastHeartbeatTime: "2026-12-06T08:00:00Z" }] },
+    });
     await until("the updates in the informer caches", () => {
       const now = [nodeVersion(), sliceVersion()];
       return now[0] !== before[0] && now[1] !== before[1];
     });
-    await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 100));
     assert.equal(reloads, 0, "no reload for them");
     assert.deepEqual((await source.snapshot()).changes, []);
     const cached = source.object("Node", undefined, "node-a");
@@ -653,7 +685,6 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
       [cached?.status, cached?.spec, cached?.metadata?.annotations],
       [undefined, undefined, undefined],
     );
-    assert.deepEqual(endpointsOf("echo-abcde"), [], "the selector finds its pods");
     assert.deepEqual(
       endpointsOf("legacy-db-1"),
       [
@@ -661,12 +692,13 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
         { addresses: ["127.30.0.42"], conditions: { ready: false } },
         { targetRef: { kind: "Pod", name: "echo-0", namespace: "demo" } },
       ],
-      "other slices keep their non-pod endpoints with the ready condition, and the pods they name",
+      "a slice keeps its non-pod endpoints with the ready condition, and the pods it names",
     );
 
     // What it reads is a change: a node's labels, another slice's endpoints.
     const legacy = server.get("discovery.k8s.io/v1", "EndpointSlice", "legacy-db-1", "demo") as KubeJson;
-    server.apply({ ...storedNode, metadata: { ...storedNode.metadata, labels: { zone: "b" } } });
+    const node = server.get("v1", "Node", "node-a") as KubeJson;
+    server.apply({ ...node, metadata: { ...node.metadata, labels: { zone: "b" } } });
     server.apply({ ...legacy, endpoints: [{ addresses: ["127.30.0.43"] }] });
     await until("the reload", () => reloads > 0);
     const changes = (await source.snapshot()).changes ?? [];

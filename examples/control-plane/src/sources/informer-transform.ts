@@ -209,8 +209,10 @@ export function slimPod<T>(object: T): T {
   return object;
 }
 
-/** The value of `endpointslice.kubernetes.io/managed-by` on the slices Kubernetes makes from a selector. */
-const SLICE_CONTROLLER = "endpointslice-controller.k8s.io";
+/** The label that names what manages an EndpointSlice. */
+export const SLICE_MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by";
+/** Its value on the slices Kubernetes' EndpointSlice controller makes for a Service with a selector. */
+export const SLICE_CONTROLLER = "endpointslice-controller.k8s.io";
 
 /**
  * An EndpointSlice cut to what the mesh reads, in place. Each endpoint that is not a pod keeps its
@@ -229,7 +231,7 @@ export function slimEndpointSlice<T>(object: T): T {
     slice.endpoints = [];
     return object;
   }
-  const fromSelector = labels["endpointslice.kubernetes.io/managed-by"] === SLICE_CONTROLLER;
+  const fromSelector = labels[SLICE_MANAGED_BY_LABEL] === SLICE_CONTROLLER;
   const kept: unknown[] = [];
   for (const ep of slice.endpoints as unknown[]) {
     if (!isRecord(ep)) {
@@ -284,7 +286,8 @@ function internValue(record: Record<string, unknown>, field: string, table: Inte
 /**
  * Replaces the parts of an object that repeat across objects with the table's copies, in place: in
  * metadata the namespace, generated name, creation time, labels, annotations and owner references;
- * in a (slimmed) Pod the node, service account, containers, phase, host IP and conditions.
+ * in a (slimmed) Pod the node, service account, containers, phase, host IP and conditions; an
+ * EndpointSlice's ports.
  */
 export function internShared<T>(kind: string, object: T, table: InternTable = defaultTable): T {
   const raw = object as RawKubeObject;
@@ -293,6 +296,8 @@ export function internShared<T>(kind: string, object: T, table: InternTable = de
     for (const f of ["namespace", "generateName", "creationTimestamp"]) internString(meta, f, table);
     for (const f of ["labels", "annotations", "ownerReferences"]) internValue(meta, f, table);
   }
+  // Every slice of a Service has the same few ports.
+  if (kind === "EndpointSlice") internValue(raw as Record<string, unknown>, "ports", table);
   if (kind !== "Pod") return object;
   if (isRecord(raw.spec)) {
     for (const f of ["nodeName", "serviceAccountName"]) internString(raw.spec, f, table);

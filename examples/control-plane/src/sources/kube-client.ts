@@ -12,6 +12,8 @@ export interface KubeResource {
   kind: string;
   plural: string;
   namespaced: boolean;
+  /** Only the objects with these labels (the `labelSelector` the server filters lists and watches by). */
+  labelSelector?: string;
 }
 
 /** A Kubernetes object as the API server sends it. */
@@ -129,19 +131,26 @@ export async function kubeRequest(
  * continue token expires (410, the snapshot was compacted) the list starts over without paging, so the
  * result is always one consistent snapshot.
  */
-export async function listAll(kc: KubeConfig, path: string, pageSize = 500): Promise<RawKubeList> {
+export async function listAll(
+  kc: KubeConfig,
+  path: string,
+  pageSize = 500,
+  labelSelector?: string,
+): Promise<RawKubeList> {
   const items: RawKubeObject[] = [];
   let token: string | undefined;
   let resourceVersion: string | undefined;
+  const selected = labelSelector === undefined ? "" : `?${new URLSearchParams({ labelSelector })}`;
   for (;;) {
     const query = new URLSearchParams({ limit: String(pageSize) });
+    if (labelSelector !== undefined) query.set("labelSelector", labelSelector);
     if (token !== undefined) query.set("continue", token);
     let page: RawKubeList;
     try {
       page = (await kubeRequest(kc, "GET", `${path}?${query}`)) as RawKubeList;
     } catch (err) {
       if (err instanceof KubeRequestError && err.statusCode === 410 && token !== undefined) {
-        return (await kubeRequest(kc, "GET", path)) as RawKubeList;
+        return (await kubeRequest(kc, "GET", `${path}${selected}`)) as RawKubeList;
       }
       throw err;
     }

@@ -11,7 +11,13 @@ import { type KubeObject, keepSliceFields } from "../manifests.js";
 import { type Logger, noopLogger } from "../telemetry.js";
 import { validateManifestObject } from "../translate-mesh.js";
 import type { ConfigSnapshot, ConfigSource, ObjectChange } from "./config-source.js";
-import { InternTable, transformForCache, trimMetadata } from "./informer-transform.js";
+import {
+  InternTable,
+  SLICE_CONTROLLER,
+  SLICE_MANAGED_BY_LABEL,
+  transformForCache,
+  trimMetadata,
+} from "./informer-transform.js";
 import {
   apiVersionOf,
   KubeRequestError,
@@ -34,6 +40,9 @@ export const MESH_RESOURCES: readonly KubeResource[] = [
     kind: "EndpointSlice",
     plural: "endpointslices",
     namespaced: true,
+    // Not the slices Kubernetes makes for a Service with a selector, which change with every pod and
+    // name only pods the selector finds anyway.
+    labelSelector: `${SLICE_MANAGED_BY_LABEL}!=${SLICE_CONTROLLER}`,
   },
   {
     group: "security.istio.io",
@@ -321,6 +330,16 @@ function isCachedPod(raw: unknown): raw is KubeObject {
  */
 export const trimForCache: <T>(object: T) => T = trimMetadata;
 
+/**
+ * An object the translation would read nothing from, so not converted or served: an EndpointSlice
+ * left without endpoints by the cache's cut (the slices of Services with a selector).
+ */
+function omitted(resource: KubeResource, raw: RawKubeObject): boolean {
+  if (resource.kind !== "EndpointSlice") return false;
+  const endpoints = (raw as { endpoints?: unknown }).endpoints;
+  return Array.isArray(endpoints) && endpoints.length === 0;
+}
+
 function resourceName(r: KubeResource): string {
   return `${apiVersionOf(r)}/${r.plural}`;
 }
@@ -427,6 +446,10 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
     const name = raw.metadata?.name;
     if (typeof name !== "string") return;
     const old = w.informer.get(name, w.resource.namespaced ? raw.metadata?.namespace : undefined);
+    if (old !== undefined && omitted(w.resource, raw) && omitted(w.resource, old as RawKubeObject)) {
+      unchanged.add(raw);
+      return;
+    }
     const before = old === undefined ? undefined : converted.get(old);
     if (before === undefined) return;
     const after = kubeObjectFromApi(w.resource, raw);
@@ -462,11 +485,15 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
         );
       },
     } as unknown as Watch;
+    const selector =
+      resource.labelSelector === undefined
+        ? ""
+        : `&${new URLSearchParams({ labelSelector: resource.labelSelector })}`;
     const informer = new ListWatch<KubernetesObject>(
-      `${path}?allowWatchBookmarks=true&timeoutSeconds=${watchTimeoutSeconds}`,
+      `${path}?allowWatchBookmarks=true&timeoutSeconds=${watchTimeoutSeconds}${selector}`,
       tracked,
       async () => {
-        const list = await listAll(kc, path, pageSize);
+        const list = await listAll(kc, path, pageSize, resource.labelSelector);
         list.items = list.items.map((item) => forCache(w, item));
         w.listed = true;
         if (w.missing) logger.info({ resource: resourceName(resource) }, "kubernetes resource now installed");
@@ -586,6 +613,7 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
     if (resource.kind === "Pod") {
       return isCachedPod(raw) ? { object: raw, problem: invalid.get(raw) } : undefined;
     }
+    if (omitted(resource, raw as RawKubeObject)) return undefined;
     let object = converted.get(raw);
     if (object === undefined) {
       object = kubeObjectFromApi(resource, raw as RawKubeObject);

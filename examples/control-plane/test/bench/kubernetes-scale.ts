@@ -16,6 +16,8 @@
 //                                   default 4 MiB, createXdsClient's default; 65535 is HTTP/2's)
 //        [--idle-seconds N]   (also RSS once idle: N s without work before the baseline and again at
 //                              the end, so V8 and the allocator give back what a burst left them)
+//        [--endpoint-slices]   (one EndpointSlice per Service as Kubernetes' controller keeps it,
+//                               updated after each pod change as the controller does)
 //
 // Not a test: nothing is asserted. Results and method: docs/benchmarks.md.
 import { type ChildProcess, fork } from "node:child_process";
@@ -27,7 +29,55 @@ import { benchPod, ipOf } from "./pod-shapes.js";
 
 const role = process.argv[2];
 
-async function runApiServer(pods: number, services: number, realistic: boolean): Promise<void> {
+/**
+ * The EndpointSlice Kubernetes' controller keeps for Service `s`: its pods (`p % services === s`),
+ * each named by targetRef, ready, at its IP.
+ */
+function controllerSlice(
+  s: number,
+  pods: number,
+  services: number,
+  ipOfPod: (p: number) => string | undefined,
+) {
+  const endpoints = [];
+  for (let p = s; p < pods; p += services) {
+    const ip = ipOfPod(p);
+    if (ip === undefined) continue;
+    endpoints.push({
+      addresses: [ip],
+      conditions: { ready: true, serving: true, terminating: false },
+      nodeName: `node-${p % 100}`,
+      targetRef: {
+        kind: "Pod",
+        namespace: `ns-${s % 10}`,
+        name: `pod-${p}`,
+        uid: benchPod(p, services, false).metadata?.uid,
+      },
+    });
+  }
+  return {
+    apiVersion: "discovery.k8s.io/v1",
+    kind: "EndpointSlice",
+    metadata: {
+      name: `svc-${s}-abcde`,
+      namespace: `ns-${s % 10}`,
+      labels: {
+        "kubernetes.io/service-name": `svc-${s}`,
+        "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+      },
+    },
+    addressType: "IPv4",
+    endpoints,
+    ports: [{ name: "http", port: 8080, protocol: "TCP" }],
+  };
+}
+
+async function runApiServer(
+  pods: number,
+  services: number,
+  realistic: boolean,
+  slices: boolean,
+): Promise<void> {
   const { createFakeApiServer } = await import("../fake-apiserver/fake-apiserver.js");
   const server = await createFakeApiServer({ bookmarkIntervalMs: 1000, crds: [] });
   const namespaces = 10;
@@ -51,6 +101,11 @@ async function runApiServer(pods: number, services: number, realistic: boolean):
     });
   }
   for (let p = 0; p < pods; p++) server.apply(benchPod(p, services, realistic) as never);
+  const ipOfPod = (p: number) =>
+    (server.get("v1", "Pod", `pod-${p}`, `ns-${(p % services) % namespaces}`)?.status as { podIP?: string })
+      ?.podIP;
+  if (slices)
+    for (let s = 0; s < services; s++) server.apply(controllerSlice(s, pods, services, ipOfPod) as never);
   process.send?.({ kind: "ready", kubeconfig: server.kubeconfig() });
   process.on("message", (m: { kind: string; pod?: number; ip?: string }) => {
     if (m.kind === "change" && m.pod !== undefined && m.ip !== undefined) {
@@ -58,6 +113,8 @@ async function runApiServer(pods: number, services: number, realistic: boolean):
       const current = server.get("v1", "Pod", `pod-${m.pod}`, `ns-${s % namespaces}`);
       if (current === undefined) return;
       server.apply({ ...current, status: { ...(current.status as object), podIP: m.ip } });
+      // The EndpointSlice controller follows, as in a cluster: one more update, of the pod's slice.
+      if (slices) server.apply(controllerSlice(s, pods, services, ipOfPod) as never);
     }
     if (m.kind === "exit") void server.close().then(() => process.exit(0));
   });
@@ -232,6 +289,7 @@ async function main(): Promise<void> {
       "push-buffer-mib": { type: "string" },
       "trailing-debounce": { type: "boolean", default: false },
       "realistic-pods": { type: "boolean", default: false },
+      "endpoint-slices": { type: "boolean", default: false },
       "profile-dir": { type: "string" },
       "every-object": { type: "boolean", default: false },
       "client-window": { type: "string", default: String(4 * 1024 * 1024) },
@@ -268,7 +326,13 @@ async function main(): Promise<void> {
 
   const api = fork(
     self,
-    ["apiserver", String(pods), String(services), values["realistic-pods"] ? "realistic" : "minimal"],
+    [
+      "apiserver",
+      String(pods),
+      String(services),
+      values["realistic-pods"] ? "realistic" : "minimal",
+      values["endpoint-slices"] ? "slices" : "no-slices",
+    ],
     childOptions,
   );
   const { kubeconfig } = await next<{ kubeconfig: string }>(api, "ready");
@@ -489,7 +553,12 @@ async function main(): Promise<void> {
 }
 
 if (role === "apiserver") {
-  await runApiServer(Number(process.argv[3]), Number(process.argv[4]), process.argv[5] === "realistic");
+  await runApiServer(
+    Number(process.argv[3]),
+    Number(process.argv[4]),
+    process.argv[5] === "realistic",
+    process.argv[6] === "slices",
+  );
 } else if (role === "clients") {
   const [address, count, full, first, window] = process.argv.slice(3);
   await runClients(address as string, Number(count), Number(full), Number(first), Number(window));

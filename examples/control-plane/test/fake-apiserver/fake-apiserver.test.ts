@@ -48,14 +48,20 @@ describe("fake apiserver with @kubernetes/client-node", () => {
   }
 
   /** A pod informer as the Kubernetes source builds one: paged list, bookmarks, restart after errors. */
-  function podInformer(kc: KubeConfig, opts: { pageSize?: number } = {}) {
+  function podInformer(kc: KubeConfig, opts: { pageSize?: number; labelSelector?: string } = {}) {
     const watch = new Watch(kc);
-    const path = `${PODS}?allowWatchBookmarks=true`;
+    const selector =
+      opts.labelSelector === undefined
+        ? ""
+        : `&${new URLSearchParams({ labelSelector: opts.labelSelector })}`;
+    const path = `${PODS}?allowWatchBookmarks=true${selector}`;
     const informer = new ListWatch<KubernetesObject>(
       path,
       watch,
       async () =>
-        (await listAll(kc, PODS, opts.pageSize ?? 500)) as unknown as { items: KubernetesObject[] } as never,
+        (await listAll(kc, PODS, opts.pageSize ?? 500, opts.labelSelector)) as unknown as {
+          items: KubernetesObject[];
+        } as never,
       false,
     );
     const events: string[] = [];
@@ -108,6 +114,48 @@ describe("fake apiserver with @kubernetes/client-node", () => {
     server.remove("v1", "Pod", "b", "default");
     await until("events", () => events.length === 8);
     assert.deepEqual(events.slice(5), ["add f", `update a ${server.resourceVersion() - 1}`, "delete b"]);
+  });
+
+  it("filters lists and watches by labelSelector: objects entering the selection are added, leaving it deleted", async () => {
+    const { server, kc } = await start();
+    server.apply(pod("a", { labels: { tier: "web" } }));
+    server.apply(pod("b", { labels: { tier: "db" } }));
+    server.apply(pod("c"));
+    server.apply(pod("d", { labels: { tier: "web" } }));
+    const { informer, events } = podInformer(kc, { pageSize: 1, labelSelector: "tier!=db" });
+    await informer.start();
+    assert.deepEqual(names(informer), ["a", "c", "d"], "!= selects objects without the label too");
+    assert.ok(lists(server).every((r) => r.query.labelSelector === "tier!=db"));
+    await until("watch", () => watches(server).length === 1);
+
+    server.apply(pod("a", { labels: { tier: "db" } })); // leaves
+    server.apply(pod("b", { labels: { tier: "web" } })); // enters
+    server.apply(pod("b", { labels: { tier: "web", v: "2" } })); // stays
+    server.apply(pod("e", { labels: { tier: "db" } })); // never in
+    server.remove("v1", "Pod", "c", "default");
+    await until("events", () => events.length === 7);
+    assert.deepEqual(
+      events.slice(3).map((e) => e.split(" ").slice(0, 2).join(" ")),
+      ["delete a", "add b", "update b", "delete c"],
+    );
+    assert.deepEqual(names(informer), ["b", "d"]);
+
+    for (const selector of ["tier in (web,db)", "!tier", "tier", "tier==web,v=2", "tier notin (db)"]) {
+      const list = (await listAll(kc, PODS, 500, selector)) as RawKubeList;
+      const want = {
+        "tier in (web,db)": ["a", "b", "d", "e"],
+        "!tier": [],
+        tier: ["a", "b", "d", "e"],
+        "tier==web,v=2": ["b"],
+        "tier notin (db)": ["b", "d"],
+      }[selector];
+      assert.deepEqual(list.items.map((o) => o.metadata?.name).sort(), want, selector);
+    }
+    await assert.rejects(listAll(kc, PODS, 500, "tier in web"), (err: unknown) => {
+      assert.ok(err instanceof KubeRequestError);
+      assert.equal(err.statusCode, 400);
+      return true;
+    });
   });
 
   it("advances the informer's resourceVersion by bookmarks when other kinds change", async () => {

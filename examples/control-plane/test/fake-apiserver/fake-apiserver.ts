@@ -5,6 +5,7 @@
 import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
+import { parseLabelSelector } from "./label-selector.js";
 
 /** One REST resource the server serves. */
 export interface FakeResource {
@@ -141,11 +142,15 @@ interface StoredEvent {
   resource: FakeResource;
   type: "ADDED" | "MODIFIED" | "DELETED";
   object: KubeJson;
+  /** The object before a MODIFIED event: a label selector's watch sees it enter or leave. */
+  before?: KubeJson;
 }
 
 interface Watcher {
   resource: FakeResource;
   namespace: string | undefined;
+  /** The watch's `labelSelector`. */
+  selects: (labels: Readonly<Record<string, string>> | undefined) => boolean;
   res: ServerResponse;
   bookmarks: boolean;
   timers: NodeJS.Timeout[];
@@ -319,8 +324,15 @@ export async function createFakeApiServer(options: FakeApiServerOptions = {}): P
     if (w.queue.length === 0) endWatch(w);
     else w.endWhenFlushed = true;
   };
-  const record = (resource: FakeResource, type: StoredEvent["type"], object: KubeJson): void => {
-    history.push({ rv, resource, type, object });
+  const record = (
+    resource: FakeResource,
+    type: StoredEvent["type"],
+    object: KubeJson,
+    before?: KubeJson,
+  ): void => {
+    const event: StoredEvent = { rv, resource, type, object };
+    if (before !== undefined) event.before = before;
+    history.push(event);
     if (history.length > historyLimit) {
       const dropped = history.splice(0, history.length - historyLimit);
       compactedRv = Math.max(compactedRv, (dropped.at(-1) as StoredEvent).rv);
@@ -329,8 +341,21 @@ export async function createFakeApiServer(options: FakeApiServerOptions = {}): P
     for (const w of watchers) {
       if (w.resource !== resource) continue;
       if (w.namespace !== undefined && object.metadata.namespace !== w.namespace) continue;
-      writeLine(w, JSON.stringify({ type, object }));
+      const seen = seenBy(w, event);
+      if (seen !== undefined) writeLine(w, JSON.stringify({ type: seen, object }));
     }
+  };
+  /**
+   * The event type a watch with a label selector sees, as the API server's watch cache sends it: an
+   * object that enters the selection is ADDED, one that leaves it DELETED; none when it is outside.
+   */
+  const seenBy = (w: Pick<Watcher, "selects">, e: StoredEvent): StoredEvent["type"] | undefined => {
+    const now = w.selects(e.object.metadata.labels as Record<string, string> | undefined);
+    if (e.type !== "MODIFIED") return now ? e.type : undefined;
+    const was = w.selects(e.before?.metadata.labels as Record<string, string> | undefined);
+    if (was && now) return "MODIFIED";
+    if (now) return "ADDED";
+    return was ? "DELETED" : undefined;
   };
 
   const write = (r: FakeResource, object: KubeJson): KubeJson => {
@@ -349,7 +374,7 @@ export async function createFakeApiServer(options: FakeApiServerOptions = {}): P
       stored.metadata.creationTimestamp ??
       new Date().toISOString().replace(/\.\d+Z$/, "Z");
     b.set(key, stored);
-    record(r, existing === undefined ? "ADDED" : "MODIFIED", stored);
+    record(r, existing === undefined ? "ADDED" : "MODIFIED", stored, existing);
     return stored;
   };
   const erase = (r: FakeResource, namespace: string | undefined, name: string): KubeJson | undefined => {
@@ -399,6 +424,11 @@ export async function createFakeApiServer(options: FakeApiServerOptions = {}): P
 
   const list = (p: ParsedPath, query: Record<string, string>, res: ServerResponse, path: string): void => {
     const limit = Number(query.limit ?? "0");
+    const selects = parseLabelSelector(query.labelSelector);
+    if (typeof selects === "string") {
+      send(res, 400, status(400, "BadRequest", `unable to parse requirement: ${selects}`));
+      return;
+    }
     let items: KubeJson[];
     let snapshotRv = rv;
     let start = 0;
@@ -410,7 +440,7 @@ export async function createFakeApiServer(options: FakeApiServerOptions = {}): P
         send(res, 400, status(400, "BadRequest", "invalid continue token"));
         return;
       }
-      const snap = snapshots.get(`${token.rv}|${path}`);
+      const snap = snapshots.get(`${token.rv}|${path}|${query.labelSelector ?? ""}`);
       if (snap === undefined || token.rv < compactedRv) {
         send(
           res,
@@ -429,9 +459,11 @@ export async function createFakeApiServer(options: FakeApiServerOptions = {}): P
     } else {
       items = [...bucket(p.resource).entries()]
         .filter(([, o]) => p.namespace === undefined || o.metadata.namespace === p.namespace)
+        .filter(([, o]) => selects(o.metadata.labels as Record<string, string> | undefined))
         .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
         .map(([, o]) => o);
-      if (limit > 0 && items.length > limit) snapshots.set(`${rv}|${path}`, items);
+      if (limit > 0 && items.length > limit)
+        snapshots.set(`${rv}|${path}|${query.labelSelector ?? ""}`, items);
     }
     const end = limit > 0 ? Math.min(items.length, start + limit) : items.length;
     const metadata: Record<string, unknown> = { resourceVersion: String(snapshotRv) };
@@ -448,11 +480,17 @@ export async function createFakeApiServer(options: FakeApiServerOptions = {}): P
   };
 
   const watch = (p: ParsedPath, query: Record<string, string>, res: ServerResponse): void => {
+    const selects = parseLabelSelector(query.labelSelector);
+    if (typeof selects === "string") {
+      send(res, 400, status(400, "BadRequest", `unable to parse requirement: ${selects}`));
+      return;
+    }
     res.writeHead(200, { "content-type": "application/json", "transfer-encoding": "chunked" });
     res.flushHeaders();
     const w: Watcher = {
       resource: p.resource,
       namespace: p.namespace,
+      selects,
       res,
       bookmarks: query.allowWatchBookmarks === "true",
       timers: [],
@@ -464,6 +502,7 @@ export async function createFakeApiServer(options: FakeApiServerOptions = {}): P
     if (from === "" || from === "0") {
       // "Start at most recent": the current state as ADDED events, then changes.
       for (const o of bucket(p.resource).values()) {
+        if (!selects(o.metadata.labels as Record<string, string> | undefined)) continue;
         if (p.namespace === undefined || o.metadata.namespace === p.namespace) {
           writeLine(w, JSON.stringify({ type: "ADDED", object: o }));
         }
@@ -484,7 +523,8 @@ export async function createFakeApiServer(options: FakeApiServerOptions = {}): P
       for (const e of history) {
         if (e.rv <= since || e.resource !== p.resource) continue;
         if (p.namespace !== undefined && e.object.metadata.namespace !== p.namespace) continue;
-        writeLine(w, JSON.stringify({ type: e.type, object: e.object }));
+        const seen = seenBy(w, e);
+        if (seen !== undefined) writeLine(w, JSON.stringify({ type: seen, object: e.object }));
       }
     }
     watchers.add(w);
