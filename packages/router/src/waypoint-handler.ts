@@ -105,6 +105,13 @@ export interface TunnelInfo {
     address?: string;
     port?: number;
     service?: { name: string; namespace: string };
+    /**
+     * The workload a tunnel addressed to a workload rather than a Service goes on to (Istio: a
+     * workload bound to its own waypoint). Requests with no route of their own are sent to it, as a
+     * waypoint sends workload-addressed traffic on to its original destination; without it (and
+     * without a Service) they are answered 404.
+     */
+    endpoint?: Endpoint;
   };
   /** Source workload facts for telemetry labels. */
   source?: WorkloadInfo;
@@ -199,6 +206,8 @@ export interface WaypointHandler {
 }
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+/** The backend kind of a workload-addressed tunnel's route: its original destination. */
+const ORIGINAL_DESTINATION = "OriginalDestination";
 const GRPC_STATUS_FOR: Record<number, number> = {
   400: 13,
   401: 16,
@@ -359,7 +368,9 @@ class FinishedExchange implements FinishedRequest {
       upstream_cluster:
         b === undefined
           ? "-"
-          : `outbound|${b.port ?? ""}||${b.name}.${b.namespace}.svc.${this.#clusterDomain}`,
+          : b.kind === ORIGINAL_DESTINATION
+            ? `inbound-pod|${b.port ?? ""}||${b.name}`
+            : `outbound|${b.port ?? ""}||${b.name}.${b.namespace}.svc.${this.#clusterDomain}`,
       downstream_remote_address: remoteIp === undefined ? "-" : `${remoteIp}:${this.#remotePort ?? 0}`,
       downstream_local_address:
         this.#localAddress === undefined ? "-" : `${this.#localAddress}:${this.#localPort ?? 0}`,
@@ -448,6 +459,9 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
   const pickerByBackend = new WeakMap<ResolvedBackendRef, EndpointPicker<Endpoint>>();
   const targets = new WeakMap<ResolvedBackendRef, BackendTarget>();
   const defaultRoutes = new Map<string, { rule: CompiledRule; matchedPrefix: undefined }>();
+  // Workload-addressed tunnels: one rule per original destination, and the endpoint of its backend.
+  const originalRoutes = new Map<string, { rule: CompiledRule; matchedPrefix: undefined }>();
+  const originalEndpoints = new WeakMap<ResolvedBackendRef, Endpoint>();
   const weighted = new WeakMap<CompiledRule, () => ResolvedBackendRef | undefined>();
   const streams = new Set<Duplex>();
   const infoByStream = new WeakMap<object, TunnelInfo>();
@@ -599,7 +613,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
   function buildLabels(x: Exchange): Record<IstioRequestLabel, string> {
     const src = x.info.source ?? {};
     const dst = x.endpoint?.workload ?? {};
-    const b = x.backend;
+    const b = x.backend?.kind === "Service" ? x.backend : undefined;
     const u = (v: string | undefined) => (v === undefined || v === "" ? "unknown" : v);
     return {
       reporter: "waypoint",
@@ -836,13 +850,34 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     return found;
   }
 
+  /**
+   * The route of a tunnel addressed to a workload: its one backend is the original destination. Kept
+   * per endpoint (bounded), so its backend keeps one endpoint picker across requests.
+   */
+  function originalDestinationRoute(endpoint: Endpoint): { rule: CompiledRule; matchedPrefix: undefined } {
+    const key = endpointKey(endpoint);
+    let found = originalRoutes.get(key);
+    if (
+      found === undefined ||
+      originalEndpoints.get(found.rule.backends[0] as ResolvedBackendRef) !== endpoint
+    ) {
+      if (originalRoutes.size >= 4096) originalRoutes.clear();
+      const namespace = endpoint.workload?.namespace ?? "";
+      found = defaultRoute({ name: endpoint.address, namespace }, endpoint.port, ORIGINAL_DESTINATION);
+      originalEndpoints.set(found.rule.backends[0] as ResolvedBackendRef, endpoint);
+      originalRoutes.set(key, found);
+    }
+    return found;
+  }
+
   function defaultRoute(
     svc: { name: string; namespace: string },
     port: number | undefined,
+    kind = "Service",
   ): { rule: CompiledRule; matchedPrefix: undefined } {
     const backend: ResolvedBackendRef = {
       group: "",
-      kind: "Service",
+      kind,
       name: svc.name,
       namespace: svc.namespace,
       port,
@@ -1064,7 +1099,10 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     }
 
     const target: RouteTarget = { service: x.info.destination?.service, port: x.info.destination?.port };
-    const found = routeFor(target, { host, path, query, method, headers, grpc: x.grpc, target });
+    const original = target.service === undefined ? x.info.destination?.endpoint : undefined;
+    const found =
+      routeFor(target, { host, path, query, method, headers, grpc: x.grpc, target }) ??
+      (original === undefined ? undefined : originalDestinationRoute(original));
     if (found === undefined) return localReply(x, 404, "", "NR");
     const { rule, matchedPrefix } = found;
     x.route = rule.route;
@@ -1117,6 +1155,9 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
         logger.warn({ err, backend: backend.name }, "resolveBackend threw");
         endpoints = undefined;
       }
+    } else if (backend.kind === ORIGINAL_DESTINATION) {
+      const endpoint = originalEndpoints.get(backend);
+      endpoints = endpoint === undefined ? undefined : [endpoint];
     }
     if (endpoints === undefined) return localReply(x, 500, "invalid backend", "-");
     if (endpoints.length === 0) return localReply(x, 503, "no healthy upstream", "UH");

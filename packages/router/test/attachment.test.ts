@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { RouterError } from "../src/errors.js";
+import type { MetricsSink } from "../src/telemetry.js";
 import { createWaypointHandler } from "../src/waypoint-handler.js";
 import {
   type Backend,
@@ -151,6 +152,60 @@ describe("default route of a Service without routes", () => {
     } finally {
       await wp.close();
       await Promise.all([a, b].map((s) => stopServer(s.server)));
+    }
+  });
+});
+
+describe("a tunnel addressed to a workload (its own waypoint)", () => {
+  it("sends requests without a route of their own to the original destination, and 404s without one", async () => {
+    const db = await startBackend("db-0");
+    const entries: { upstream_cluster: string; route_name: string; upstream_host: string }[] = [];
+    const counted: Record<string, string | number>[] = [];
+    const metrics: MetricsSink = {
+      counter: (name) => ({
+        inc: (labels) =>
+          name === "istio_requests_total" && labels !== undefined && counted.push({ ...labels }),
+      }),
+      gauge: () => ({ set: () => {}, inc: () => {}, dec: () => {} }),
+      histogram: () => ({ observe: () => {} }),
+    };
+    const wp = await startWaypoint(
+      {},
+      { routes: [], accessLog: (e) => entries.push(e), metrics },
+      {
+        destination: {
+          address: db.endpoint.address,
+          port: db.endpoint.port,
+          endpoint: {
+            ...db.endpoint,
+            workload: { name: "db", namespace: "data", principal: "spiffe://cluster.local/ns/data/sa/db" },
+          },
+        },
+      },
+    );
+    try {
+      for (let i = 0; i < 2; i++) {
+        const r = await request(wp.port, { path: "/rows" });
+        assert.equal(r.status, 200);
+        assert.equal(r.headers["x-backend"], "db-0");
+      }
+      assert.deepEqual(
+        entries.map((e) => [e.upstream_cluster, e.route_name, e.upstream_host]),
+        Array(2).fill([
+          `inbound-pod|${db.endpoint.port}||${db.endpoint.address}`,
+          "default",
+          `${db.endpoint.address}:${db.endpoint.port}`,
+        ]),
+      );
+      assert.equal(counted[0]?.destination_service, "unknown", "no Service");
+      assert.equal(counted[0]?.destination_workload, "db");
+
+      // Without the endpoint (and without a Service) nothing routes it.
+      wp.info.destination = { address: db.endpoint.address, port: db.endpoint.port };
+      assert.equal((await request(wp.port, { path: "/rows" })).status, 404);
+    } finally {
+      await wp.close();
+      await stopServer(db.server);
     }
   });
 });
