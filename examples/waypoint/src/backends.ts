@@ -65,6 +65,26 @@ export function resolveServiceBackend(
   return out;
 }
 
+/**
+ * The endpoint of a tunnel addressed to `workload` itself at `address:port` (a workload bound to this
+ * waypoint): the one object per workload and port, so the router keeps one route for it.
+ */
+const workloadEndpoints = new WeakMap<Workload, Map<string, Endpoint>>();
+export function workloadEndpoint(workload: Workload, address: string, port: number): Endpoint {
+  let byAddress = workloadEndpoints.get(workload);
+  if (byAddress === undefined) {
+    byAddress = new Map();
+    workloadEndpoints.set(workload, byAddress);
+  }
+  const key = `${address}:${port}`;
+  let endpoint = byAddress.get(key);
+  if (endpoint === undefined) {
+    endpoint = Object.freeze({ address, port, workload: Object.freeze(workloadInfo(workload)) });
+    byAddress.set(key, endpoint);
+  }
+  return endpoint;
+}
+
 function workloadInfo(w: Workload): NonNullable<Endpoint["workload"]> {
   return {
     name: w.workloadName === "" ? w.name : w.workloadName,

@@ -22,7 +22,12 @@ import { createCertificateServiceClient, SecretManager } from "@ambient/spiffe/c
 import { createPromClientSink } from "@ambient/telemetry";
 import { createXdsClient } from "@ambient/xds";
 import * as prom from "prom-client";
-import { createBackendResolver, resolveServiceBackend, VersionedWorkloadStore } from "./backends.js";
+import {
+  createBackendResolver,
+  resolveServiceBackend,
+  VersionedWorkloadStore,
+  workloadEndpoint,
+} from "./backends.js";
 import { WaypointError } from "./errors.js";
 import { createLabelSetSink } from "./label-set-metrics.js";
 import {
@@ -264,7 +269,25 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   const onTunnel = (tunnel: InboundTunnel): void => {
     const authority = tunnel.authority;
     const match = authority.kind === "ip" ? store.findService(authority.host, authority.port) : undefined;
-    // Only the Services bound to this waypoint (istio.io/use-waypoint), as ztunnel's waypoint checks.
+    const remote = tunnel.remoteAddress?.replace(/^::ffff:/, "");
+    // A workload bound to this waypoint itself (istio.io/use-waypoint on the workload), addressed
+    // directly: its requests go on to it unless a route says otherwise.
+    const workload =
+      match === undefined && authority.kind === "ip" ? store.findByAddress(authority.host) : undefined;
+    if (workload !== undefined && config.serves(workload)) {
+      handler.handle(tunnel.accept(), {
+        peerIdentity: tunnel.peerIdentity.toString(),
+        ...(remote === undefined ? {} : { remoteAddress: remote }),
+        destination: {
+          address: authority.host,
+          port: authority.port,
+          endpoint: workloadEndpoint(workload, authority.host, authority.port),
+        },
+      });
+      return;
+    }
+    // Only the Services and workloads bound to this waypoint (istio.io/use-waypoint), as ztunnel's
+    // waypoint checks.
     if (match === undefined || !config.serves(match.service)) {
       logger.debug(
         { authority: `${authority.host}:${authority.port}` },
@@ -274,7 +297,6 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
       return;
     }
     const service = match.service;
-    const remote = tunnel.remoteAddress?.replace(/^::ffff:/, "");
     handler.handle(tunnel.accept(), {
       peerIdentity: tunnel.peerIdentity.toString(),
       ...(remote === undefined ? {} : { remoteAddress: remote }),

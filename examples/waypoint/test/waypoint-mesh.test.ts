@@ -13,8 +13,12 @@ import {
 
 const { cidr, ip } = loopbackSubnet();
 
+// The waypoint takes workload traffic too, so a pod can be bound to it (db-0 below).
 const manifests = `
-${shopWithWaypoint(ip(6))}
+${shopWithWaypoint(ip(6)).replace(
+  "metadata: { name: waypoint, namespace: shop }",
+  "metadata: { name: waypoint, namespace: shop, labels: { istio.io/waypoint-for: all } }",
+)}
 ---
 apiVersion: v1
 kind: Pod
@@ -55,6 +59,12 @@ spec:
   clusterIP: ${ip(101)}
   selector: { app: legacy }
   ports: [{ name: http, port: 80, targetPort: 8080, appProtocol: http }]
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: db-0, namespace: shop, labels: { app: db, istio.io/use-waypoint: waypoint } }
+spec: { nodeName: node-b, serviceAccountName: db }
+status: { podIP: ${ip(10)} }
 ---
 apiVersion: v1
 kind: Service
@@ -104,6 +114,7 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
   let app: Server;
   let legacy: Server;
   let external: Server;
+  let db: Server;
 
   before(async () => {
     app = createServer((req, res) => {
@@ -123,6 +134,12 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     });
     external.listen(8080, ip(9));
     await once(external, "listening");
+    // A pod bound to the waypoint itself, reached by its own address.
+    db = createServer((req, res) => {
+      res.end(`db-0 got ${req.method} ${req.url}`);
+    });
+    db.listen(8080, ip(10));
+    await once(db, "listening");
     mesh = await startTestMesh({
       manifests,
       tempPrefix: "waypoint-",
@@ -139,6 +156,7 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     app?.close();
     legacy?.close();
     external?.close();
+    db?.close();
   });
 
   it("holds the waypoint identity from the CA", () => {
@@ -150,6 +168,20 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     const text = await request(ztunnels[0]?.addresses.socks5 ?? "", ip(2), "/v1/items");
     assert.match(text, /^HTTP\/1\.1 200 /);
     assert.ok(text.endsWith("api-0 got GET /internal/items"), text);
+  });
+
+  it("sends traffic addressed to a pod bound to it through it, with its policies", async () => {
+    const rows = (from: string) =>
+      httpOverSocks(
+        { proxy: ztunnels[0]?.addresses.socks5 ?? "", from, to: `${ip(10)}:8080` },
+        "GET /rows HTTP/1.1\r\nhost: db-0\r\ncontent-length: 0\r\n\r\n",
+        { untilResponse: true },
+      );
+    const allowed = await rows(ip(2));
+    assert.match(allowed, /^HTTP\/1\.1 200 /);
+    assert.ok(allowed.endsWith("db-0 got GET /rows"), allowed);
+    // The waypoint's policy admits the client only: another pod is refused there, not let around it.
+    assert.match(await rows(ip(3)), /^HTTP\/1\.1 403 /);
   });
 
   it("reaches the EndpointSlice endpoint of a Service without a selector in plaintext", async () => {
