@@ -8,6 +8,8 @@ import { WorkloadStore } from "./workload-store.js";
 const bytes = (ip: string) => Uint8Array.from(ip.split(".").map(Number));
 const workload = (uid: string, ip: string) =>
   ({ uid, name: uid, namespace: "ns", addresses: [bytes(ip)], services: {} }) as unknown as Workload;
+const waypointAt = (ip: string) =>
+  ({ address: { network: "", address: bytes(ip) } }) as unknown as Workload["waypoint"];
 const service = (vip: string, waypoint?: string) =>
   ({
     name: "web",
@@ -49,6 +51,23 @@ describe("missingAddresses", () => {
       "a known waypoint needs nothing",
       storeWith({ service: service("10.96.0.1", "10.0.0.50") }, { workload: workload("wp", "10.0.0.50") }),
       "10.96.0.1",
+      80,
+      [],
+    ],
+    [
+      "a pod's own unknown waypoint is asked for",
+      storeWith({ workload: { ...workload("p", "10.0.0.1"), waypoint: waypointAt("10.0.0.50") } }),
+      "10.0.0.1",
+      80,
+      ["10.0.0.50"],
+    ],
+    [
+      "a pod's own known waypoint needs nothing",
+      storeWith(
+        { workload: { ...workload("p", "10.0.0.1"), waypoint: waypointAt("10.0.0.50") } },
+        { workload: workload("wp", "10.0.0.50") },
+      ),
+      "10.0.0.1",
       80,
       [],
     ],

@@ -19,13 +19,21 @@ export type OnDemandLookups = Pick<WorkloadStore, "findService" | "findServiceBy
 
 /**
  * The IPs the store lacks to decide a connection to `ip:port`: the destination itself when it is
- * neither a known Service VIP nor a known workload; else the waypoint of its Service when that
- * waypoint's workload is unknown; else none. The decision itself is the store's `resolve`.
+ * neither a known Service VIP nor a known workload; else the waypoint of its Service (or, for a pod
+ * addressed directly, the pod's own waypoint) when that waypoint's workload is unknown; else none. The
+ * decision itself is the store's `resolve`.
  */
 export function missingAddresses(store: OnDemandLookups, ip: string, port: number): string[] {
-  if (store.findServiceByVip(ip) === undefined && store.findByAddress(ip) === undefined) return [ip];
+  const vip = store.findServiceByVip(ip);
+  const workload = vip === undefined ? store.findByAddress(ip) : undefined;
+  if (vip === undefined && workload === undefined) return [ip];
   const service = store.findService(ip, port);
-  const waypoint = service === undefined ? undefined : waypointOf(service.service);
+  const waypoint =
+    service !== undefined
+      ? waypointOf(service.service)
+      : workload === undefined
+        ? undefined
+        : waypointOf(workload);
   if (waypoint !== undefined && store.findByAddress(waypoint.ip) === undefined) return [waypoint.ip];
   return [];
 }

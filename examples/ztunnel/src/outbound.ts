@@ -17,7 +17,13 @@ import {
   type TcpMetrics,
 } from "./tcp-metrics.js";
 import type { Logger } from "./telemetry.js";
-import { identityOf, usesHbone, type WorkloadStore, waypointOf } from "./workload-store.js";
+import {
+  identityOf,
+  usesHbone,
+  type WaypointTarget,
+  type WorkloadStore,
+  waypointOf,
+} from "./workload-store.js";
 
 /** Where outbound connections of one source leave from: this process's namespace, or a pod's. */
 export interface OutboundNetwork {
@@ -140,11 +146,15 @@ export function createOutbound(options: OutboundOptions): Outbound {
         throw err;
       }
     };
-    // A Service bound to a waypoint: the waypoint picks the endpoint, so tunnel to it with the
-    // original VIP:port as the authority.
-    const viaWaypoint = store.findService(host, request.port);
-    const waypoint = viaWaypoint === undefined ? undefined : waypointOf(viaWaypoint.service);
-    if (viaWaypoint !== undefined && waypoint !== undefined) {
+    /**
+     * A tunnel to a waypoint, with the original destination as the authority: the waypoint picks the
+     * endpoint (a Service's) or goes on to it (a workload's own waypoint).
+     */
+    const throughWaypoint = async (
+      waypoint: WaypointTarget,
+      authority: string,
+      destinationService: string | undefined,
+    ): Promise<DialedOutbound> => {
       const wpWorkload = store.findByAddress(waypoint.ip);
       if (wpWorkload === undefined) {
         return refuse(
@@ -154,15 +164,15 @@ export function createOutbound(options: OutboundOptions): Outbound {
         );
       }
       const dstId = identityOf(wpWorkload);
-      const authority = `${host}:${request.port}`;
       const address = `${waypoint.ip}:${waypoint.port}`;
+      const service = destinationService === undefined ? {} : { destinationService };
       const { value: tunnel, accessLog } = await logged(
         {
           srcIdentity: identityOf(src),
           dstAddr: address,
           hboneAddr: authority,
           destination: wpWorkload,
-          destinationService: viaWaypoint.service.hostname,
+          ...service,
           dstIdentity: dstId,
         },
         async () => {
@@ -180,10 +190,17 @@ export function createOutbound(options: OutboundOptions): Outbound {
         reporter: "source",
         source: src,
         destination: wpWorkload,
-        destinationService: viaWaypoint.service.hostname,
+        ...service,
         mutualTls: true,
       });
       return { stream: tunnel, labels, destination: authority, dstId, accessLog };
+    };
+    // A Service bound to a waypoint: the waypoint picks the endpoint, so tunnel to it with the
+    // original VIP:port as the authority.
+    const viaWaypoint = store.findService(host, request.port);
+    const waypoint = viaWaypoint === undefined ? undefined : waypointOf(viaWaypoint.service);
+    if (viaWaypoint !== undefined && waypoint !== undefined) {
+      return throughWaypoint(waypoint, `${host}:${request.port}`, viaWaypoint.service.hostname);
     }
     const dest = store.resolve(host, request.port, src);
     if (dest.kind === "no-endpoint") {
@@ -197,6 +214,13 @@ export function createOutbound(options: OutboundOptions): Outbound {
     const destinationService = dest.kind === "service" ? dest.service.service.hostname : undefined;
     const dstWorkload = endpoint?.workload;
     const dstIp = dstWorkload === undefined ? undefined : ipOf(dstWorkload);
+    // A pod addressed directly whose own traffic goes through a waypoint (`istio.io/use-waypoint` on
+    // the workload): to the waypoint, with the pod's address as the authority; not when the waypoint
+    // itself is the caller.
+    const workloadWaypoint = dest.kind === "workload" ? waypointOf(dest.endpoint.workload) : undefined;
+    if (workloadWaypoint !== undefined && dstIp !== undefined && workloadWaypoint.ip !== srcIp) {
+      return throughWaypoint(workloadWaypoint, `${dstIp}:${request.port}`, undefined);
+    }
     if (
       endpoint !== undefined &&
       dstWorkload !== undefined &&

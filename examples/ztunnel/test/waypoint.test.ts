@@ -15,6 +15,8 @@ const ip = {
   sleep: `${base}.11`,
   web: `${base}.12`,
   waypoint: `${base}.20`,
+  db: `${base}.13`,
+  cache: `${base}.14`,
   vip: `${base}.100`,
   lostVip: `${base}.101`,
   nowhere: `${base}.30`,
@@ -54,7 +56,7 @@ async function call(proxy: string, host: string, port: number): Promise<{ reply:
   return { reply: reply ?? -1, answer: Buffer.concat(answer).toString() };
 }
 
-describe("outbound to a Service bound to a waypoint", { timeout: 60_000 }, () => {
+describe("outbound to a Service or a pod bound to a waypoint", { timeout: 60_000 }, () => {
   let cp: TestControlPlane;
   let nodeA: RunningZtunnel;
   let waypoint: HboneServer;
@@ -74,6 +76,13 @@ describe("outbound to a Service bound to a waypoint", { timeout: 60_000 }, () =>
     );
     cp.setWorkload(workload("waypoint", "node-w", ip.waypoint, { tunnelProtocol: "NONE" }));
     cp.setService(service("web", ip.vip, ip.waypoint));
+    // Pods bound to a waypoint themselves (istio.io/use-waypoint on the workload): db's is known,
+    // cache's is no workload.
+    const own = (at: string) => ({
+      waypoint: { address: { network: "", address: bytes(at) }, hboneMtlsPort: 15008 },
+    });
+    cp.setWorkload(workload("db", "node-b", ip.db, own(ip.waypoint)));
+    cp.setWorkload(workload("cache", "node-b", ip.cache, own(ip.nowhere)));
     cp.setService(service("lost", ip.lostVip, ip.nowhere));
     const svid = await cp.issue("spiffe://cluster.local/ns/default/sa/waypoint");
     waypoint = createHboneServer({
@@ -112,6 +121,17 @@ describe("outbound to a Service bound to a waypoint", { timeout: 60_000 }, () =>
 
   it("refuses when the waypoint address is no known workload", async () => {
     const { reply } = await call(nodeA.addresses.socks5, ip.lostVip, 80);
+    assert.equal(reply, SOCKS5_REPLY.hostUnreachable);
+  });
+
+  it("tunnels to a pod's own waypoint with the pod's address:port, when the pod is addressed directly", async () => {
+    const { reply, answer } = await call(nodeA.addresses.socks5, ip.db, 5432);
+    assert.equal(reply, SOCKS5_REPLY.succeeded);
+    assert.equal(answer, `waypoint got ${ip.db}:5432 from spiffe://cluster.local/ns/default/sa/sleep`);
+  });
+
+  it("refuses a pod whose own waypoint is no known workload, rather than going around it", async () => {
+    const { reply } = await call(nodeA.addresses.socks5, ip.cache, 6379);
     assert.equal(reply, SOCKS5_REPLY.hostUnreachable);
   });
 });
