@@ -799,6 +799,135 @@ spec: { clusterIP: 127.30.0.9, selector: { app: cart }, ports: [{ port: 80 }] }
     });
   });
 
+  describe("a workload's own waypoint (istio.io/use-waypoint on the pod or its namespace)", () => {
+    const mesh = (waypointFor: string, podLabels: string, nsLabels = "istio.io/dataplane-mode: ambient") => `
+apiVersion: v1
+kind: Namespace
+metadata: { name: demo, labels: { ${nsLabels} } }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: waypoint
+  namespace: demo
+  labels: { istio.io/waypoint-for: ${waypointFor} }
+  annotations: { ambient.dev/address: 127.10.0.6 }
+spec: { gatewayClassName: istio-waypoint, listeners: [{ name: mesh, port: 15008, protocol: HBONE }] }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: waypoint-0, namespace: demo, labels: { gateway.networking.k8s.io/gateway-name: waypoint } }
+spec: { nodeName: node-a, serviceAccountName: waypoint }
+status: { podIP: 127.10.0.6 }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: api-0, namespace: demo, labels: { app: api${podLabels} } }
+spec: { nodeName: node-a, serviceAccountName: api }
+status: { podIP: 127.10.0.7 }
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: { name: vm-1, namespace: demo, labels: { app: vm${podLabels} } }
+spec: { address: 192.0.2.9 }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: api, namespace: demo }
+spec: { clusterIP: 127.30.0.7, selector: { app: api }, ports: [{ port: 80 }] }
+`;
+    const waypointOf = (config: MeshConfig, name: string) =>
+      config.workloads.find((w) => w.workload.name === name)?.workload.waypoint;
+    const expected = { address: { network: "", address: ipv4Bytes("127.10.0.6") }, hboneMtlsPort: 15008 };
+    const cases: { name: string; yaml: string; bound: boolean; serviceBound?: boolean }[] = [
+      {
+        name: "the pod's label, a waypoint for workloads",
+        yaml: mesh("workload", ", istio.io/use-waypoint: waypoint"),
+        bound: true,
+      },
+      {
+        name: "a waypoint for all traffic",
+        yaml: mesh("all", ", istio.io/use-waypoint: waypoint"),
+        bound: true,
+      },
+      {
+        name: "a waypoint for Services only takes no workload (and no issue)",
+        yaml: mesh("service", ", istio.io/use-waypoint: waypoint"),
+        bound: false,
+      },
+      {
+        name: "the namespace's label binds its workloads and Services to a waypoint for all",
+        yaml: mesh("all", "", "istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint"),
+        bound: true,
+        serviceBound: true,
+      },
+      {
+        name: "the pod's none overrides its namespace",
+        yaml: mesh("all", ", istio.io/use-waypoint: none", "istio.io/use-waypoint: waypoint"),
+        bound: false,
+        serviceBound: true,
+      },
+      {
+        name: "an unknown waypoint binds nothing",
+        yaml: mesh("all", ", istio.io/use-waypoint: other"),
+        bound: false,
+      },
+    ];
+    for (const c of cases) {
+      it(c.name, () => {
+        const config = translate(c.yaml);
+        assert.deepEqual(config.issues, []);
+        for (const name of ["api-0", "vm-1"])
+          assert.deepEqual(waypointOf(config, name), c.bound ? expected : undefined, name);
+        assert.equal(waypointOf(config, "waypoint-0"), undefined, "a waypoint's own pod has none");
+        const service = config.services.find((x) => x.key === "demo/api.demo.svc.cluster.local");
+        assert.equal(service?.service.waypoint !== undefined, c.serviceBound ?? false);
+      });
+    }
+
+    it("an inline ServiceEntry endpoint is bound by its own labels", () => {
+      const config = translate(`${mesh("workload", "")}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: ext, namespace: demo }
+spec:
+  hosts: [ext.example]
+  addresses: [127.30.0.8]
+  resolution: STATIC
+  ports: [{ number: 80, name: http }]
+  endpoints:
+    - { address: 192.0.2.10, labels: { istio.io/use-waypoint: waypoint } }
+    - { address: 192.0.2.11 }
+`);
+      const byAddress = (ip: string) =>
+        config.workloads.find((w) => w.key.endsWith(`/ServiceEntry/demo/ext/${ip}`))?.workload.waypoint;
+      assert.deepEqual(byAddress("192.0.2.10"), expected);
+      assert.equal(byAddress("192.0.2.11"), undefined);
+    });
+
+    it("only from a namespace the waypoint lets attach", () => {
+      const config = translate(
+        `${mesh("workload", "")}
+---
+apiVersion: v1
+kind: Namespace
+metadata: { name: other }
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-0
+  namespace: other
+  labels: { istio.io/use-waypoint: waypoint, istio.io/use-waypoint-namespace: demo }
+spec: { nodeName: node-a, serviceAccountName: web }
+status: { podIP: 127.10.0.8 }
+`,
+      );
+      assert.equal(waypointOf(config, "web-0"), undefined);
+    });
+  });
+
   it("a waypoint pod gets no HBONE but its node may request its identity", () => {
     const config = translate(
       `${AMBIENT_NS}${pod("waypoint-0", "127.10.0.6")}`.replace(

@@ -183,6 +183,8 @@ interface WorkloadProfile {
   readonly clusterId: string;
   readonly trustDomain: string;
   readonly locality: { region: string; zone: string; subzone: string } | undefined;
+  /** The waypoint its own traffic goes through (`istio.io/use-waypoint` for workloads). */
+  readonly waypoint: MessageInit<Workload>["waypoint"] | undefined;
 }
 
 /**
@@ -294,6 +296,7 @@ export class PodWorkload implements MeshWorkload {
     if (profile.trustDomain !== "cluster.local") workload.trustDomain = profile.trustDomain;
     if (profile.locality !== undefined) workload.locality = profile.locality;
     if (profile.networkMode === "HOST_NETWORK") workload.networkMode = "HOST_NETWORK";
+    if (profile.waypoint !== undefined) workload.waypoint = profile.waypoint;
     return workload;
   }
 }
@@ -644,6 +647,16 @@ export interface WorkloadContext {
   /** Keys of the selector policies and PeerAuthentications that apply to a workload's labels. */
   policyKeysFor(namespace: string, labels: Record<string, string>): string[];
   /**
+   * The waypoint a workload of `namespace` with `labels` sends its own traffic through: its
+   * `istio.io/use-waypoint` label, else its Namespace's, naming a waypoint that takes workload traffic
+   * (`istio.io/waypoint-for` `workload` or `all`) and lets the namespace attach; none for a waypoint's
+   * own pods.
+   */
+  workloadWaypoint(
+    namespace: string,
+    labels: Record<string, string>,
+  ): MessageInit<Workload>["waypoint"] | undefined;
+  /**
    * One value per key among the workloads translated in this context (a SPIFFE ID, a services map, a
    * policy list): `make` runs for the first workload with that key, the others get the same value.
    */
@@ -731,14 +744,20 @@ export function translatePod(
 
   const locality = ctx.nodeLocality.get(pod.node);
   const networkMode = pod.hostNetwork ? ("HOST_NETWORK" as const) : ("STANDARD" as const);
-  const profile = ctx.shared(`profile\u0000${ambient}\u0000${pod.node}\u0000${networkMode}`, () => ({
-    tunnelProtocol: ambient ? ("HBONE" as const) : ("NONE" as const),
-    networkMode,
-    network,
-    clusterId,
-    trustDomain,
-    locality,
-  }));
+  const waypoint = ctx.workloadWaypoint(pod.namespace, pod.labels);
+  const waypointKey = waypoint === undefined ? "" : [...(waypoint.address?.address ?? [])].join(".");
+  const profile = ctx.shared(
+    `profile\u0000${ambient}\u0000${pod.node}\u0000${networkMode}\u0000${waypointKey}`,
+    () => ({
+      tunnelProtocol: ambient ? ("HBONE" as const) : ("NONE" as const),
+      networkMode,
+      network,
+      clusterId,
+      trustDomain,
+      locality,
+      waypoint,
+    }),
+  );
   return new PodWorkload(
     address.uid,
     // `join` makes one flat string; a template literal leaves a chain of pieces (24-32 bytes more per
@@ -918,6 +937,36 @@ export function translateMesh(
     }
     return waypoint;
   };
+  // A workload's own waypoint, as istiod's computeWaypoint finds it; unlike a Service's, a binding that
+  // does not hold is no issue (istiod reports none for workloads), the workload just has no waypoint.
+  const workloadWaypoints = new Map<string, MessageInit<Workload>["waypoint"]>();
+  const workloadWaypoint = (
+    namespace: string,
+    labels: Record<string, string>,
+  ): MessageInit<Workload>["waypoint"] | undefined => {
+    const instanceOf = labels[GATEWAY_NAME_LABEL];
+    if (instanceOf !== undefined && waypoints.has(`${namespace}/${instanceOf}`)) return undefined;
+    const nsLabels = namespaceLabels.get(namespace) ?? {};
+    const bound = labels[USE_WAYPOINT_LABEL] !== undefined ? labels : nsLabels;
+    const name = bound[USE_WAYPOINT_LABEL];
+    if (name === undefined || name === "none") return undefined;
+    const wpNamespace = bound[USE_WAYPOINT_NAMESPACE_LABEL] ?? namespace;
+    const key = `${wpNamespace}/${name}`;
+    const ip = waypoints.get(key);
+    const bytes = ip === undefined ? undefined : ipv4Bytes(ip);
+    if (bytes === undefined) return undefined;
+    if (!allowsAttachment(attachments.get(key) ?? { from: "Same" }, wpNamespace, namespace, nsLabels)) {
+      return undefined;
+    }
+    const takes = waypointFor.get(key) ?? "service";
+    if (takes !== "workload" && takes !== "all") return undefined;
+    let waypoint = workloadWaypoints.get(key);
+    if (waypoint === undefined) {
+      waypoint = { address: { network, address: bytes }, hboneMtlsPort: WAYPOINT_HBONE_PORT };
+      workloadWaypoints.set(key, waypoint);
+    }
+    return waypoint;
+  };
   const serviceObjects = objects.filter((o) => o.kind === "Service");
   const context: unknown[] = [JSON.stringify(options)];
   // EndpointSlices are not context: their workloads are made again by every translation (few, cheap),
@@ -1019,6 +1068,7 @@ export function translateMesh(
     trustDomain,
     issues,
     waypointFor: serviceWaypoint,
+    workloadWaypoint,
     seenVips,
     serviceKeys: new Set(services.map((s) => s.key)),
   };
@@ -1081,6 +1131,7 @@ export function translateMesh(
     nodeLocality,
     servicesSelecting,
     policyKeysFor,
+    workloadWaypoint,
     shared: sharedValues(),
   };
 

@@ -287,6 +287,11 @@ export interface EntryContext {
   issues: MeshIssue[];
   /** The waypoint a Service bound by `istio.io/use-waypoint` (on it or its Namespace) goes through. */
   waypointFor(obj: KubeObject, namespace: string): MessageInit<Service>["waypoint"] | undefined;
+  /** The waypoint a workload's own traffic goes through, from its labels (or its Namespace's). */
+  workloadWaypoint?(
+    namespace: string,
+    labels: Record<string, string>,
+  ): MessageInit<Workload>["waypoint"] | undefined;
   /** VIP -> the Service key using it; ServiceEntry addresses are added. */
   seenVips: Map<string, string>;
   /** Keys of the Services already built (Kubernetes Services win a clash with a ServiceEntry host). */
@@ -477,6 +482,8 @@ interface EndpointSource {
   workloadName: string;
   services: Record<string, { ports: { servicePort: number; targetPort: number }[] }>;
   where: string;
+  /** The labels its own waypoint is found by (none for a DNS ServiceEntry's implicit endpoints). */
+  waypointLabels: Record<string, string> | undefined;
 }
 
 function endpointWorkload(e: EndpointSource, ctx: EntryWorkloadContext): MeshWorkload | undefined {
@@ -532,6 +539,9 @@ function endpointWorkload(e: EndpointSource, ctx: EntryWorkloadContext): MeshWor
     if (region !== "" || zone !== "" || subzone !== "") workload.locality = { region, zone, subzone };
   }
   if (spec.weight !== undefined) workload.capacity = { value: spec.weight };
+  const waypoint =
+    e.waypointLabels === undefined ? undefined : ctx.workloadWaypoint?.(e.namespace, e.waypointLabels);
+  if (waypoint !== undefined) workload.waypoint = waypoint;
   return { key: e.uid, aliases: Object.freeze(ip === undefined ? [] : [`${network}/${ip}`]), workload };
 }
 
@@ -581,6 +591,7 @@ export function entryWorkloads(objects: readonly KubeObject[], ctx: EntryWorkloa
           annotations[AUTO_REGISTRATION_GROUP_ANNOTATION] ?? labels[WORKLOAD_NAME_LABEL] ?? obj.metadata.name,
         services,
         where: where(obj),
+        waypointLabels: labels,
       },
       ctx,
     );
@@ -628,6 +639,8 @@ export function entryWorkloads(objects: readonly KubeObject[], ctx: EntryWorkloa
           workloadName: obj.metadata.name,
           services,
           where: `${where(obj)} endpoint ${endpoint.spec.address}`,
+          // An inline endpoint is bound by its own labels, as istiod builds its metadata.
+          waypointLabels: implicit ? undefined : endpoint.spec.labels,
         },
         ctx,
       );
