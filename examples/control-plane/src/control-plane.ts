@@ -306,7 +306,18 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     ...(options.domainSuffix === undefined ? {} : { domainSuffix: options.domainSuffix }),
     ...(options.network === undefined ? {} : { network: options.network }),
     ...(options.podCidrs === undefined ? {} : { podCidrs: options.podCidrs }),
+    ...(options.captureSignal === undefined ? {} : { captureSignal: options.captureSignal }),
   };
+  if (
+    options.captureSignal !== undefined &&
+    options.captureSignal !== "dataplane-mode" &&
+    options.captureSignal !== "redirection"
+  ) {
+    throw new ControlPlaneError(
+      "ERR_CONTROL_PLANE_CONFIG",
+      `captureSignal must be "dataplane-mode" or "redirection"; got ${JSON.stringify(options.captureSignal)}`,
+    );
+  }
   parsePodCidrs(options.podCidrs);
   const source =
     options.source ??

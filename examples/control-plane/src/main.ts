@@ -32,6 +32,10 @@ options:
                         the in-cluster service account)
   --pod-name NAME       with --kubernetes: this replica's name in the Lease (default: $POD_NAME, else
                         the host name)
+  --capture-signal S    what makes a pod HBONE: dataplane-mode (its istio.io/dataplane-mode label or
+                        its namespace's; the default with --mesh-dir) or redirection (the
+                        ambient.istio.io/redirection annotation istio-cni sets; the default with
+                        --kubernetes)
   --log-level LEVEL     pino level: fatal, error, warn, info, debug, trace (default info)
   -h, --help            print this help and exit`;
 
@@ -53,6 +57,7 @@ function parseCommandLine(args: string[]) {
       kubernetes: { type: "boolean", default: false },
       kubeconfig: { type: "string" },
       "pod-name": { type: "string" },
+      "capture-signal": { type: "string" },
       "log-level": { type: "string", default: "info" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -84,10 +89,17 @@ async function main(): Promise<void> {
     .filter((h) => h !== "");
   const xdsDebounceMs = integerFlag(values, "xds-debounce-ms", 0, "a non-negative");
   const pushBufferMiB = integerFlag(values, "xds-push-buffer-mib", 1, "a positive");
-  // The xDS tuning both modes pass on as they are given.
+  // The xDS tuning and capture signal both modes pass on as they are given.
+  const signal = values["capture-signal"];
+  if (signal !== undefined && signal !== "dataplane-mode" && signal !== "redirection") {
+    console.error(`control-plane: --capture-signal must be dataplane-mode or redirection\n\n${usage}`);
+    process.exit(2);
+  }
+  const captureSignal = signal as "dataplane-mode" | "redirection" | undefined;
   const xdsTuning = {
     ...(xdsDebounceMs === undefined ? {} : { xdsDebounceMs }),
     ...(pushBufferMiB === undefined ? {} : { xdsMaxTotalBufferedBytes: pushBufferMiB * 2 ** 20 }),
+    ...(captureSignal === undefined ? {} : { captureSignal }),
   };
   if (values.kubernetes) {
     await mainKubernetes(values, { podCidrs, servingHosts, xdsTuning });
@@ -145,7 +157,11 @@ async function mainKubernetes(
   parsed: {
     podCidrs: string[] | undefined;
     servingHosts: string[] | undefined;
-    xdsTuning: { xdsDebounceMs?: number; xdsMaxTotalBufferedBytes?: number };
+    xdsTuning: {
+      xdsDebounceMs?: number;
+      xdsMaxTotalBufferedBytes?: number;
+      captureSignal?: "dataplane-mode" | "redirection";
+    };
   },
 ): Promise<void> {
   const [

@@ -179,6 +179,35 @@ spec:
   });
 });
 
+describe("translateMesh: what makes a pod HBONE (captureSignal)", () => {
+  const yaml = `${AMBIENT_NS}${pod("web-0", "127.10.0.9")}${pod("web-1", "127.10.0.10").replace(
+    "labels: { app: web }",
+    "labels: { app: web }, annotations: { ambient.istio.io/redirection: enabled }",
+  )}${pod("other-0", "127.10.0.11")
+    .replace("namespace: demo", "namespace: plain")
+    .replace(
+      "labels: { app: other }",
+      "labels: { app: other }, annotations: { ambient.istio.io/redirection: enabled }",
+    )}`;
+  const tunnels = (config: MeshConfig) =>
+    Object.fromEntries(config.workloads.map((w) => [w.workload.name, w.workload.tunnelProtocol]));
+
+  it("dataplane-mode (the default): the pod's or its namespace's label", () => {
+    const config = translate(yaml);
+    assert.deepEqual(tunnels(config), { "web-0": "HBONE", "web-1": "HBONE", "other-0": "NONE" });
+  });
+
+  it("redirection: istio-cni's annotation, whatever the labels", () => {
+    const config = translate(yaml, { captureSignal: "redirection" });
+    assert.deepEqual(tunnels(config), { "web-0": "NONE", "web-1": "HBONE", "other-0": "HBONE" });
+    // Only a captured pod's identity is its node's to ask for.
+    assert.deepEqual(config.nodes.get("node-a"), [
+      "spiffe://cluster.local/ns/demo/sa/web",
+      "spiffe://cluster.local/ns/plain/sa/other",
+    ]);
+  });
+});
+
 describe("translateMesh: pod lifecycle", () => {
   // A pod with a status of its own: the phase, the Ready condition, a deletion in progress.
   const podWith = (name: string, ip: string, status: string, metadata = ""): string => `

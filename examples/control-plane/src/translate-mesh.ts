@@ -48,7 +48,20 @@ export interface TranslateOptions {
    * `--cluster-cidr`.
    */
   podCidrs?: readonly string[];
+  /**
+   * What makes a pod an HBONE workload, captured by its node's ztunnel: `"dataplane-mode"`, its
+   * `istio.io/dataplane-mode: ambient` label or its Namespace's (the default, and what the ztunnels
+   * this project starts capture by); or `"redirection"`, the `ambient.istio.io/redirection: enabled`
+   * annotation istio-cni sets on a pod once it has redirected its traffic, as istiod reads it (the
+   * Kubernetes mode's default): a labelled pod istio-cni has not captured yet, or never will (one
+   * with a sidecar, one it failed on), is then reached in plaintext rather than on an HBONE port
+   * nothing listens on.
+   */
+  captureSignal?: "dataplane-mode" | "redirection";
 }
+
+/** The annotation istio-cni sets on a pod it has redirected to its node's ztunnel. */
+export const REDIRECTION_ANNOTATION = "ambient.istio.io/redirection";
 
 /** Parses `podCidrs`, throwing `ERR_CONTROL_PLANE_CONFIG` for one that is not an IPv4 range. */
 export function parsePodCidrs(podCidrs: readonly string[] = DEFAULT_POD_CIDRS): Ipv4Cidr[] {
@@ -642,6 +655,8 @@ export interface WorkloadContext {
   podCidrs: readonly Ipv4Cidr[];
   namespaceLabels: ReadonlyMap<string, Record<string, string>>;
   nodeLocality: ReadonlyMap<string, { region: string; zone: string; subzone: string }>;
+  /** What makes a pod an HBONE workload ({@link TranslateOptions.captureSignal}). */
+  captureSignal: "dataplane-mode" | "redirection";
   /** The Services (and ServiceEntries) whose selector picks the pod, in translation order. */
   servicesSelecting(pod: PodModel): ServiceModel[];
   /** Keys of the selector policies and PeerAuthentications that apply to a workload's labels. */
@@ -705,9 +720,12 @@ export function translatePod(
   ctx: WorkloadContext,
 ): PodWorkload {
   const { clusterId, trustDomain, network } = ctx;
-  const mode = pod.labels[AMBIENT_LABEL] ?? ctx.namespaceLabels.get(pod.namespace)?.[AMBIENT_LABEL];
+  const captured =
+    ctx.captureSignal === "redirection"
+      ? pod.object?.metadata.annotations?.[REDIRECTION_ANNOTATION] === "enabled"
+      : (pod.labels[AMBIENT_LABEL] ?? ctx.namespaceLabels.get(pod.namespace)?.[AMBIENT_LABEL]) === "ambient";
   // Nothing captures a host-network pod (its network is its node's): no HBONE, whatever the labels.
-  const ambient = mode === "ambient" && !pod.hostNetwork;
+  const ambient = captured && !pod.hostNetwork;
   const spiffeId = ctx.shared(
     `spiffe://${trustDomain}/ns/${pod.namespace}/sa/${pod.serviceAccount}`,
     (id) => id,
@@ -1129,6 +1147,7 @@ export function translateMesh(
     podCidrs,
     namespaceLabels,
     nodeLocality,
+    captureSignal: options.captureSignal ?? "dataplane-mode",
     servicesSelecting,
     policyKeysFor,
     workloadWaypoint,

@@ -214,6 +214,20 @@ describe("control plane replicas on kubernetes", { timeout: 60_000 }, () => {
     }
   });
 
+  it("makes a pod HBONE once istio-cni has annotated it as redirected, not for its namespace's label", async () => {
+    const replica = replicas[0] as KubernetesControlPlane;
+    const tunnel = () =>
+      replica.controlPlane.config().workloads.find((w) => w.workload.name === "echo-0")?.workload
+        .tunnelProtocol;
+    assert.equal(tunnel(), "NONE", "labelled, but nothing captured it yet");
+    const echo = server.get("v1", "Pod", "echo-0", "demo") as KubeJson;
+    server.apply({
+      ...echo,
+      metadata: { ...echo.metadata, annotations: { "ambient.istio.io/redirection": "enabled" } },
+    });
+    await until("the annotated pod", () => tunnel() === "HBONE");
+  });
+
   it("elects one leader, which writes the waypoint Gateway's status address", async () => {
     await until("one leader", () => replicas.filter((r) => r.isLeader()).length === 1);
     await until("gateway status", () => {

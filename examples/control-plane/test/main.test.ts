@@ -89,7 +89,7 @@ it("--help after pnpm's -- separator describes every flag", { timeout: 60_000 },
 });
 
 it(
-  "refuses an unknown flag, a bad push buffer and a bad pod range with a message",
+  "refuses an unknown flag, a bad push buffer, a bad capture signal and a bad pod range with a message",
   { timeout: 60_000 },
   async () => {
     const unknown = await run(["--", "--nope"]);
@@ -100,6 +100,9 @@ it(
       assert.equal(buffer.code, 2, value);
       assert.match(buffer.stderr, /--xds-push-buffer-mib must be a positive integer[\s\S]*usage:/);
     }
+    const signal = await run(["--capture-signal", "label"]);
+    assert.equal(signal.code, 2);
+    assert.match(signal.stderr, /--capture-signal must be dataplane-mode or redirection[\s\S]*usage:/);
     const bad = await run([
       "--listen",
       "127.0.0.1:0",

@@ -74,6 +74,8 @@ export async function startKubernetesControlPlane(
   if (missing.length > 0) logger.warn({ missing }, "kubernetes resources not installed: served without them");
   const controlPlane = await startControlPlane({
     ...rest,
+    // Pods are HBONE once istio-cni has captured them, as istiod reads it.
+    captureSignal: options.captureSignal ?? "redirection",
     source,
     cacerts: ca.cacerts,
     authenticator: createTokenReviewAuthenticator({

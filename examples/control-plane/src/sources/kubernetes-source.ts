@@ -437,10 +437,11 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
     return pod;
   };
 
-  // Updates that change nothing the translation reads: a Node's heartbeat (its status is not kept), the
-  // slice of a Service with a selector as its pods change (their endpoints are not kept), a new
-  // resourceVersion alone. Such an object converts to the object already served, which it keeps, and
-  // reports no change: no reload, and the translation's memo still sees the same objects.
+  // Updates that change nothing the translation reads: a Node's heartbeat (its status is not kept), an
+  // EndpointSlice's zones, hints or serving conditions (not kept), a slice that stays without
+  // endpoints, a new resourceVersion alone. Such an object converts to the object already served,
+  // which it keeps, and reports no change: no reload, and the translation's memo still sees the same
+  // objects.
   const unchanged = new WeakSet<object>();
   const keepIfUnchanged = (w: ResourceWatch, raw: RawKubeObject): void => {
     const name = raw.metadata?.name;
