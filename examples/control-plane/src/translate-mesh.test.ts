@@ -197,6 +197,19 @@ describe("translateMesh: what makes a pod HBONE (captureSignal)", () => {
     assert.deepEqual(tunnels(config), { "web-0": "HBONE", "web-1": "HBONE", "other-0": "NONE" });
   });
 
+  it("networking.istio.io/tunnel: http is a pod that speaks HBONE itself, captured or not", () => {
+    const native = pod("gw-0", "127.10.0.12")
+      .replace("namespace: demo", "namespace: plain")
+      .replace("labels: { app: gw }", "labels: { app: gw, networking.istio.io/tunnel: http }");
+    for (const captureSignal of ["dataplane-mode", "redirection"] as const) {
+      const config = translate(native, { captureSignal });
+      const w = workload(config, "gw-0").workload;
+      assert.deepEqual([w.tunnelProtocol, w.nativeTunnel], ["HBONE", true], captureSignal);
+      assert.deepEqual(config.nodes.get("node-a"), [], "no ztunnel asks for its identity");
+    }
+    assert.equal(workload(translate(yaml), "web-0").workload.nativeTunnel, undefined);
+  });
+
   it("redirection: istio-cni's annotation, whatever the labels", () => {
     const config = translate(yaml, { captureSignal: "redirection" });
     assert.deepEqual(tunnels(config), { "web-0": "NONE", "web-1": "HBONE", "other-0": "HBONE" });

@@ -137,6 +137,8 @@ export interface ServiceModel {
 }
 
 const AMBIENT_LABEL = "istio.io/dataplane-mode";
+/** `http` on a workload that terminates HBONE itself (istiod's `model.SupportsTunnel`). */
+const TUNNEL_LABEL = "networking.istio.io/tunnel";
 const USE_WAYPOINT_LABEL = "istio.io/use-waypoint";
 const USE_WAYPOINT_NAMESPACE_LABEL = "istio.io/use-waypoint-namespace";
 const INGRESS_USE_WAYPOINT_LABEL = "istio.io/ingress-use-waypoint";
@@ -198,6 +200,8 @@ interface WorkloadProfile {
   readonly locality: { region: string; zone: string; subzone: string } | undefined;
   /** The waypoint its own traffic goes through (`istio.io/use-waypoint` for workloads). */
   readonly waypoint: MessageInit<Workload>["waypoint"] | undefined;
+  /** It terminates HBONE itself (`networking.istio.io/tunnel: http`), no ztunnel in front of it. */
+  readonly nativeTunnel: boolean;
 }
 
 /**
@@ -310,6 +314,7 @@ export class PodWorkload implements MeshWorkload {
     if (profile.locality !== undefined) workload.locality = profile.locality;
     if (profile.networkMode === "HOST_NETWORK") workload.networkMode = "HOST_NETWORK";
     if (profile.waypoint !== undefined) workload.waypoint = profile.waypoint;
+    if (profile.nativeTunnel) workload.nativeTunnel = true;
     return workload;
   }
 }
@@ -726,6 +731,8 @@ export function translatePod(
       : (pod.labels[AMBIENT_LABEL] ?? ctx.namespaceLabels.get(pod.namespace)?.[AMBIENT_LABEL]) === "ambient";
   // Nothing captures a host-network pod (its network is its node's): no HBONE, whatever the labels.
   const ambient = captured && !pod.hostNetwork;
+  // A pod that speaks HBONE itself is reached over HBONE whether or not a ztunnel captures it.
+  const nativeTunnel = pod.labels[TUNNEL_LABEL] === "http";
   const spiffeId = ctx.shared(
     `spiffe://${trustDomain}/ns/${pod.namespace}/sa/${pod.serviceAccount}`,
     (id) => id,
@@ -765,9 +772,10 @@ export function translatePod(
   const waypoint = ctx.workloadWaypoint(pod.namespace, pod.labels);
   const waypointKey = waypoint === undefined ? "" : [...(waypoint.address?.address ?? [])].join(".");
   const profile = ctx.shared(
-    `profile\u0000${ambient}\u0000${pod.node}\u0000${networkMode}\u0000${waypointKey}`,
+    `profile\u0000${ambient}\u0000${nativeTunnel}\u0000${pod.node}\u0000${networkMode}\u0000${waypointKey}`,
     () => ({
-      tunnelProtocol: ambient ? ("HBONE" as const) : ("NONE" as const),
+      tunnelProtocol: ambient || nativeTunnel ? ("HBONE" as const) : ("NONE" as const),
+      nativeTunnel,
       networkMode,
       network,
       clusterId,
