@@ -269,26 +269,18 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   const onTunnel = (tunnel: InboundTunnel): void => {
     const authority = tunnel.authority;
     const match = authority.kind === "ip" ? store.findService(authority.host, authority.port) : undefined;
-    const remote = tunnel.remoteAddress?.replace(/^::ffff:/, "");
     // A workload bound to this waypoint itself (istio.io/use-waypoint on the workload), addressed
     // directly: its requests go on to it unless a route says otherwise.
     const workload =
       match === undefined && authority.kind === "ip" ? store.findByAddress(authority.host) : undefined;
-    if (workload !== undefined && config.serves(workload)) {
-      handler.handle(tunnel.accept(), {
-        peerIdentity: tunnel.peerIdentity.toString(),
-        ...(remote === undefined ? {} : { remoteAddress: remote }),
-        destination: {
-          address: authority.host,
-          port: authority.port,
-          endpoint: workloadEndpoint(workload, authority.host, authority.port),
-        },
-      });
-      return;
-    }
-    // Only the Services and workloads bound to this waypoint (istio.io/use-waypoint), as ztunnel's
-    // waypoint checks.
-    if (match === undefined || !config.serves(match.service)) {
+    let target: { service: { name: string; namespace: string } } | { endpoint: Endpoint };
+    if (match !== undefined && config.serves(match.service)) {
+      target = { service: { name: match.service.name, namespace: match.service.namespace } };
+    } else if (workload !== undefined && config.serves(workload)) {
+      target = { endpoint: workloadEndpoint(workload, authority.host, authority.port) };
+    } else {
+      // Only the Services and workloads bound to this waypoint (istio.io/use-waypoint), as ztunnel's
+      // waypoint checks.
       logger.debug(
         { authority: `${authority.host}:${authority.port}` },
         "tunnel refused: not a service of this waypoint",
@@ -296,15 +288,11 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
       tunnel.refuse(HBONE_STATUS.badRequest, "not a service of this waypoint");
       return;
     }
-    const service = match.service;
+    const remote = tunnel.remoteAddress?.replace(/^::ffff:/, "");
     handler.handle(tunnel.accept(), {
       peerIdentity: tunnel.peerIdentity.toString(),
       ...(remote === undefined ? {} : { remoteAddress: remote }),
-      destination: {
-        address: authority.host,
-        port: authority.port,
-        service: { name: service.name, namespace: service.namespace },
-      },
+      destination: { address: authority.host, port: authority.port, ...target },
     });
   };
 
