@@ -202,6 +202,12 @@ interface Entry {
   /** The Kubernetes form, compiled for L7 on first use (most entries are only ever used at L4). */
   readonly policy: AuthorizationPolicy | undefined;
   l7: CompiledL7Policy | undefined;
+  /**
+   * A `targetRefs` policy as a waypoint applies it to a connection it carries as TCP (no `http`):
+   * its wire form, HTTP rules dropped as for ztunnel. Undefined for other policies, and when nothing
+   * of the policy applies at L4.
+   */
+  readonly tcp?: Entry;
 }
 
 interface NamespaceBucket {
@@ -750,7 +756,7 @@ export class AuthorizationEngine {
     if (targetRefs.length > 0) scope = "TARGET_REF";
     else if (spec.selector !== undefined) scope = "WORKLOAD_SELECTOR";
     else scope = namespace === this.#rootNamespace ? "GLOBAL" : "NAMESPACE";
-    this.#put({
+    const entry: Entry = {
       key: `${namespace}/${name}`,
       kind: "AuthorizationPolicy",
       namespace,
@@ -766,7 +772,20 @@ export class AuthorizationEngine {
       // A dry-run policy refused for ztunnel is not enforced anywhere.
       policy: conversion.skipped === "dry-run-disabled" ? undefined : policy,
       l7: undefined,
-    });
+    };
+    // At a waypoint, a connection that is not HTTP meets the targetRefs policies in their L4 form.
+    let tcp: Entry | undefined;
+    if (scope === "TARGET_REF" && this.#l7Attachment === "waypoint") {
+      const { targetRefs: _refs, targetRef: _ref, ...untargeted } = spec;
+      const l4 = toWireAuthorization(
+        { ...policy, spec: untargeted },
+        { rootNamespace: this.#rootNamespace, enableDryRun: this.#enableDryRun },
+      );
+      if (l4.authorization !== undefined) {
+        tcp = { ...entry, wire: compileWireAuthorization(l4.authorization), ruleIndexes: l4.ruleIndexes };
+      }
+    }
+    this.#put(tcp === undefined ? entry : { ...entry, tcp });
     return conversion;
   }
 
@@ -948,7 +967,8 @@ export class AuthorizationEngine {
     const out: Entry[] = [];
     const l4 = layer === "L4";
     const workload = request.destination.workload;
-    const waypoint = !l4 && this.#l7Attachment === "waypoint";
+    // A waypoint applies its targetRefs policies only, to HTTP requests and TCP connections alike.
+    const waypoint = this.#l7Attachment === "waypoint";
     if (!waypoint) {
       for (let i = 0; i < this.#global.length; i++) this.#add(out, this.#global[i] as Entry, l4);
       if (workload !== undefined) {
@@ -976,14 +996,17 @@ export class AuthorizationEngine {
         }
       }
     }
-    if (!l4 && request.destination.targets !== undefined) {
+    if ((!l4 || waypoint) && request.destination.targets !== undefined) {
       const namespaces = new Set(request.destination.targets.map((t) => t.namespace));
       namespaces.add(this.#rootNamespace);
       for (const ns of namespaces) {
         const bucket = this.#byNamespace.get(ns);
-        if (bucket)
-          for (const e of bucket.targeted)
-            if (this.#targetMatches(e, request.destination.targets)) this.#add(out, e, l4);
+        if (!bucket) continue;
+        for (const e of bucket.targeted) {
+          if (!this.#targetMatches(e, request.destination.targets)) continue;
+          if (!l4) this.#add(out, e, false);
+          else if (e.tcp !== undefined) out.push(e.tcp);
+        }
       }
     }
     return out;

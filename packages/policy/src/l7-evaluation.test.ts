@@ -235,8 +235,76 @@ spec: { action: DENY, rules: [{ to: [{ operation: { methods: ['PUT'] } }] }] }
     assert.equal(
       waypointMode.evaluate({ ...viaWaypoint("POST"), http: undefined }).allowed,
       true,
-      "targetRefs policies never run at L4",
+      "a connection carried as TCP: a DENY of methods leaves nothing to enforce",
     );
+  });
+
+  it("applies a waypoint's targetRefs policies to a connection it carries as TCP, in their L4 form", () => {
+    const yaml = `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: clients, namespace: foo }
+spec:
+  targetRefs: [{ kind: Gateway, group: gateway.networking.k8s.io, name: waypoint }]
+  rules: [{ from: [{ source: { principals: ['cluster.local/ns/foo/sa/client'] } }] }]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: no-admin, namespace: foo }
+spec:
+  targetRefs: [{ kind: Gateway, group: gateway.networking.k8s.io, name: waypoint }]
+  action: DENY
+  rules:
+    - from: [{ source: { principals: ['cluster.local/ns/foo/sa/admin'] } }]
+    - from: [{ source: { principals: ['cluster.local/ns/foo/sa/client'] } }]
+      to: [{ operation: { paths: ['/admin'] } }]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: ns-wide, namespace: foo }
+spec: { action: DENY, rules: [{ from: [{ source: { principals: ['cluster.local/ns/foo/sa/client'] } }] }] }
+`;
+    const engine = createAuthorizationEngine({ l7Attachment: "waypoint" });
+    engine.applyYaml(yaml);
+    const connection = (identity: string): AuthorizationRequest => ({
+      source: { ip: "10.0.0.1", identity },
+      destination: {
+        ip: "10.96.0.40",
+        port: 5432,
+        targets: [
+          { kind: "Gateway", group: "gateway.networking.k8s.io", name: "waypoint", namespace: "foo" },
+        ],
+      },
+    });
+    const client = engine.evaluate(connection("spiffe://cluster.local/ns/foo/sa/client"));
+    assert.deepEqual(
+      [client.allowed, client.policy],
+      [true, "foo/clients"],
+      "the namespace's own policy is ztunnel's",
+    );
+    const other = engine.evaluate(connection("spiffe://cluster.local/ns/foo/sa/other"));
+    assert.equal(other.allowed, false, "an ALLOW the caller does not match denies");
+    const admin = engine.evaluate(connection("spiffe://cluster.local/ns/foo/sa/admin"));
+    assert.deepEqual([admin.allowed, admin.policy], [false, "foo/no-admin"], "a DENY's L4 rule applies");
+    // ...and its rule with an HTTP part is left out, as for ztunnel: the client is not denied by it.
+    // Nothing of it is for ztunnel.
+    assert.deepEqual(
+      engine
+        .wireAuthorizations()
+        .map((w) => w.name)
+        .sort(),
+      ["ns-wide"],
+    );
+
+    // An ALLOW whose rules are all HTTP matches no connection: deny-all for TCP.
+    const httpOnly = createAuthorizationEngine({ l7Attachment: "waypoint" });
+    httpOnly.applyYaml(`apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: gets, namespace: foo }
+spec:
+  targetRefs: [{ kind: Gateway, group: gateway.networking.k8s.io, name: waypoint }]
+  rules: [{ to: [{ operation: { methods: ['GET'] } }] }]
+`);
+    assert.equal(httpOnly.evaluate(connection("spiffe://cluster.local/ns/foo/sa/client")).allowed, false);
   });
 
   it("lets L7 rules that ztunnel drops apply at L7", () => {
