@@ -178,6 +178,16 @@ export interface WaypointHandlerOptions {
    * (every request anonymous). Istio `RequestAuthentication`, Envoy `jwt_authn`.
    */
   authenticate?: RequestAuthenticator;
+  /**
+   * Carry a tunnel whose first bytes are not HTTP as TCP, as Istio's waypoints detect the protocol:
+   * after L4 policy (the request without `http`), to an endpoint of the destination Service (or the
+   * tunnel's `destination.endpoint`), both ways with half-close. Routes do not apply, and no request
+   * metrics or access log entry are made for it. Default false: such a tunnel is answered as bad HTTP.
+   * The bytes are not HTTP when they do not start with an HTTP/2 preface or an upper-case method and
+   * a space; a protocol whose server speaks first (MySQL, SMTP) waits for the client's bytes, so it
+   * must not be sent through a waypoint.
+   */
+  opaqueTcp?: boolean;
   /** Called once per finished request with Istio's access log fields. Default: none; meshConfig `accessLogFile`. */
   accessLog?: AccessLogSink;
   /**
@@ -208,6 +218,23 @@ export interface WaypointHandler {
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 /** The backend kind of a workload-addressed tunnel's route: its original destination. */
 const ORIGINAL_DESTINATION = "OriginalDestination";
+/** Longest method an HTTP/1.1 request line is looked for in before the bytes are taken as not HTTP. */
+const MAX_METHOD_BYTES = 20;
+
+/**
+ * Whether `bytes` start like an HTTP/1.1 request: a method of upper-case letters, `-` or `_`, then a
+ * space. `"more"` while every byte so far could still be one.
+ */
+function http1Start(bytes: Buffer): "http" | "other" | "more" {
+  const n = Math.min(bytes.length, MAX_METHOD_BYTES + 1);
+  for (let i = 0; i < n; i++) {
+    const c = bytes[i] as number;
+    if (c === 0x20) return i > 0 ? "http" : "other";
+    const token = (c >= 0x41 && c <= 0x5a) || c === 0x2d || c === 0x5f;
+    if (!token) return "other";
+  }
+  return bytes.length > MAX_METHOD_BYTES ? "other" : "more";
+}
 const GRPC_STATUS_FOR: Record<number, number> = {
   400: 13,
   401: 16,
@@ -838,13 +865,22 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     if (table.hasRoutesFor(target)) return table.match(request);
     const svc = target.service;
     if (svc === undefined) return undefined;
-    // A Service without routes of its own routes to itself (Istio waypoint default). The rule is kept,
-    // so its backend keeps one weighted picker and one endpoint picker across requests.
-    const key = `${svc.namespace}/${svc.name}:${target.port ?? ""}`;
+    return serviceDefaultRoute(svc, target.port);
+  }
+
+  /**
+   * A Service without routes of its own routes to itself (Istio waypoint default). The rule is kept,
+   * so its backend keeps one weighted picker and one endpoint picker across requests.
+   */
+  function serviceDefaultRoute(
+    svc: { name: string; namespace: string },
+    port: number | undefined,
+  ): { rule: CompiledRule; matchedPrefix: undefined } {
+    const key = `${svc.namespace}/${svc.name}:${port ?? ""}`;
     let found = defaultRoutes.get(key);
     if (found === undefined) {
       if (defaultRoutes.size >= 4096) defaultRoutes.clear();
-      found = defaultRoute(svc, target.port);
+      found = defaultRoute(svc, port);
       defaultRoutes.set(key, found);
     }
     return found;
@@ -1463,6 +1499,94 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     finished(client, closeBoth);
   }
 
+  /** A tunnel carried as TCP ({@link WaypointHandlerOptions.opaqueTcp}); `first` are its bytes so far. */
+  function serveTcp(stream: Duplex, info: TunnelInfo, first: Buffer): void {
+    const destination = info.destination;
+    const refuse = (reason: string) => {
+      logger.debug(
+        { reason, destination: `${destination?.address}:${destination?.port}` },
+        "tcp tunnel closed",
+      );
+      stream.destroy();
+    };
+    const policy = options.policy;
+    if (policy !== undefined) {
+      let decision: AuthorizationDecision;
+      try {
+        decision = policy.evaluate({
+          source: { ip: info.remoteAddress ?? "0.0.0.0", port: info.remotePort, identity: info.peerIdentity },
+          destination: {
+            ip: destination?.address ?? "0.0.0.0",
+            port: destination?.port ?? 0,
+            targets: policyTargets(info),
+          },
+        });
+      } catch (err) {
+        logger.error({ err }, "authorization policy threw; denying");
+        decision = { allowed: false, reason: "authorization policy failed" };
+      }
+      if (!decision.allowed) {
+        refuse(`denied: ${decision.reason}`);
+        return;
+      }
+    }
+    const service = destination?.service;
+    const route =
+      service !== undefined && destination?.port !== undefined
+        ? serviceDefaultRoute(service, destination.port)
+        : destination?.endpoint === undefined
+          ? undefined
+          : originalDestinationRoute(destination.endpoint);
+    const backend = route?.rule.backends[0];
+    if (backend === undefined) {
+      refuse("no Service or workload to send it to");
+      return;
+    }
+    let endpoints: readonly Endpoint[] | undefined;
+    try {
+      const original = originalEndpoints.get(backend);
+      endpoints = original !== undefined ? [original] : options.resolveBackend(backendTarget(backend));
+    } catch (err) {
+      logger.warn({ err, backend: backend.name }, "resolveBackend threw");
+    }
+    if (endpoints === undefined || endpoints.length === 0) {
+      refuse("no healthy upstream");
+      return;
+    }
+    const picker = pickerFor(backend);
+    const endpoint = picker.pick(endpoints) as Endpoint;
+    const done = picker.begin(endpoint);
+    Promise.resolve()
+      .then(() => options.connect(endpoint))
+      .then(
+        (upstream) => {
+          if (stream.destroyed || closed) {
+            upstream.destroy();
+            done();
+            return;
+          }
+          upstream.on("error", () => {});
+          upstream.write(first);
+          upstream.pipe(stream);
+          stream.pipe(upstream);
+          let ended = false;
+          const closeBoth = () => {
+            if (ended) return;
+            ended = true;
+            done();
+            upstream.destroy();
+            stream.destroy();
+          };
+          finished(upstream, closeBoth);
+          finished(stream, closeBoth);
+        },
+        (err: unknown) => {
+          done();
+          refuse(`upstream connect failed: ${err instanceof Error ? err.message : String(err)}`);
+        },
+      );
+  }
+
   function handle(stream: Duplex, info: TunnelInfo = {}): void {
     if (closed) {
       stream.destroy();
@@ -1496,8 +1620,15 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       const n = Math.min(buffered.length, H2_PREFACE.length);
       const looksH2 = buffered.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
       if (looksH2 && buffered.length < H2_PREFACE.length) return;
+      const start = looksH2 || options.opaqueTcp !== true ? "http" : http1Start(buffered);
+      if (start === "more") return;
       cleanup();
       stream.pause();
+      if (start === "other") {
+        deadline.stop();
+        serveTcp(stream, info, buffered);
+        return;
+      }
       stream.unshift(buffered);
       if (looksH2) {
         pendingInfo = info;

@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { once } from "node:events";
+import net from "node:net";
 import { after, before, describe, it } from "node:test";
 import { RouterError } from "../src/errors.js";
 import type { MetricsSink } from "../src/telemetry.js";
@@ -205,6 +207,108 @@ describe("a tunnel addressed to a workload (its own waypoint)", () => {
       assert.equal((await request(wp.port, { path: "/rows" })).status, 404);
     } finally {
       await wp.close();
+      await stopServer(db.server);
+    }
+  });
+});
+
+describe("a tunnel whose bytes are not HTTP (opaqueTcp)", () => {
+  /** A TCP backend that answers everything it got, once the client has half-closed. */
+  async function tcpBackend(name: string) {
+    const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+      const chunks: Buffer[] = [];
+      socket.on("data", (c: Buffer) => chunks.push(c));
+      socket.on("end", () => socket.end(`${name} got ${Buffer.concat(chunks).toString("hex")}`));
+      socket.on("error", () => {});
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    return { server, endpoint: { address: "127.0.0.1", port: (server.address() as net.AddressInfo).port } };
+  }
+
+  /** Sends `bytes` through the waypoint, half-closes, and reads until the waypoint closes. */
+  async function send(port: number, bytes: Buffer): Promise<string> {
+    const socket = net.connect({ port, host: "127.0.0.1", allowHalfOpen: true });
+    const chunks: Buffer[] = [];
+    socket.on("data", (c: Buffer) => chunks.push(c));
+    socket.on("error", () => {});
+    socket.write(bytes.subarray(0, 1));
+    await new Promise((r) => setTimeout(r, 20));
+    socket.end(bytes.subarray(1));
+    await once(socket, "close");
+    return Buffer.concat(chunks).toString();
+  }
+
+  const postgresStartup = Buffer.from("0000000804d2162f", "hex");
+  const HALF_OPEN = { allowHalfOpen: true };
+
+  it("carries it as TCP to the Service's endpoint, or the workload's, with half-close", async () => {
+    const db = await tcpBackend("db-0");
+    const wp = await startWaypoint(
+      { "data/db": [db.endpoint] },
+      { routes: [], opaqueTcp: true },
+      { destination: { address: "10.96.0.40", port: 5432, service: { name: "db", namespace: "data" } } },
+      HALF_OPEN,
+    );
+    try {
+      assert.equal(await send(wp.port, postgresStartup), `db-0 got ${postgresStartup.toString("hex")}`);
+      wp.info.destination = { address: db.endpoint.address, port: db.endpoint.port, endpoint: db.endpoint };
+      assert.equal(
+        await send(wp.port, Buffer.from("*1\r\n$4\r\nPING\r\n")),
+        `db-0 got ${Buffer.from("*1\r\n$4\r\nPING\r\n").toString("hex")}`,
+      );
+      // HTTP is still HTTP: routed (here to nothing: 404), not piped.
+      wp.info.destination = { address: "10.0.0.9", port: 80 };
+      const head = await send(
+        wp.port,
+        Buffer.from("GET / HTTP/1.1\r\nhost: db\r\nconnection: close\r\n\r\n"),
+      );
+      assert.match(head, /^HTTP\/1\.1 404 /);
+    } finally {
+      await wp.close();
+      await stopServer(db.server);
+    }
+  });
+
+  it("applies L4 policy first, and closes what it cannot carry", async () => {
+    const db = await tcpBackend("db-0");
+    const denied = await startWaypoint(
+      { "data/db": [db.endpoint] },
+      {
+        routes: [],
+        opaqueTcp: true,
+        policy: {
+          evaluate: (r) =>
+            r.http === undefined && r.source.identity === "spiffe://cluster.local/ns/a/sa/ok"
+              ? { allowed: true, reason: "ok" }
+              : { allowed: false, reason: "nope" },
+        },
+      },
+      {
+        peerIdentity: "spiffe://cluster.local/ns/a/sa/other",
+        destination: { address: "10.96.0.40", port: 5432, service: { name: "db", namespace: "data" } },
+      },
+      HALF_OPEN,
+    );
+    const nowhere = await startWaypoint(
+      {},
+      { routes: [], opaqueTcp: true },
+      { destination: { address: "10.0.0.9", port: 1 } },
+    );
+    const off = await startWaypoint(
+      { "data/db": [db.endpoint] },
+      { routes: [] },
+      {
+        destination: { address: "10.96.0.40", port: 5432, service: { name: "db", namespace: "data" } },
+      },
+    );
+    try {
+      assert.equal(await send(denied.port, postgresStartup), "", "denied: closed, nothing sent on");
+      denied.info.peerIdentity = "spiffe://cluster.local/ns/a/sa/ok";
+      assert.equal(await send(denied.port, postgresStartup), `db-0 got ${postgresStartup.toString("hex")}`);
+      assert.equal(await send(nowhere.port, postgresStartup), "", "no Service and no workload");
+      assert.match(await send(off.port, postgresStartup), /^HTTP\/1\.1 400 /, "off: bad HTTP, as before");
+    } finally {
+      await Promise.all([denied.close(), nowhere.close(), off.close()]);
       await stopServer(db.server);
     }
   });

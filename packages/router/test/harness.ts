@@ -73,6 +73,8 @@ export async function startWaypoint(
   services: Record<string, readonly Endpoint[] | undefined>,
   options: Partial<WaypointHandlerOptions> & { routes: readonly unknown[] },
   info: TunnelInfo = {},
+  /** `allowHalfOpen` for tunnels that carry a half-close through, as HBONE streams do. */
+  serverOptions: net.ServerOpts = {},
 ): Promise<Waypoint> {
   const resolveBackend: ResolveBackend = (b) => services[`${b.namespace}/${b.name}`];
   const handler = createWaypointHandler({
@@ -81,7 +83,7 @@ export async function startWaypoint(
     ...options,
   });
   const wp = { handler, info } as Waypoint;
-  const server = net.createServer((socket) => handler.handle(socket, wp.info));
+  const server = net.createServer(serverOptions, (socket) => handler.handle(socket, wp.info));
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   wp.server = server;
   wp.port = (server.address() as AddressInfo).port;
