@@ -235,6 +235,8 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   const history = createRequestHistory();
   const handler: WaypointHandler = createWaypointHandler({
     routes: [],
+    // What is not HTTP is carried as TCP under L4 policy, as Istio's waypoints detect the protocol.
+    opaqueTcp: true,
     connect,
     resolveBackend: createBackendResolver(store),
     policy: {

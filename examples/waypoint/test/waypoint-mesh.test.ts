@@ -1,12 +1,14 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
 import { createServer, type Server } from "node:http";
+import { createServer as createNetServer, type Server as NetServer } from "node:net";
 import { after, before, describe, it } from "node:test";
 import type { RunningWaypoint } from "../src/index.js";
 import {
   httpOverSocks,
   loopbackSubnet,
   shopWithWaypoint,
+  socks5Dial,
   startTestMesh,
   type TestMesh,
 } from "./mesh-fixture.js";
@@ -67,6 +69,17 @@ spec: { nodeName: node-b, serviceAccountName: db }
 status: { podIP: ${ip(10)} }
 ---
 apiVersion: v1
+kind: Pod
+metadata: { name: cache-0, namespace: shop, labels: { app: cache } }
+spec: { nodeName: node-b, serviceAccountName: cache }
+status: { podIP: ${ip(11)} }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: cache, namespace: shop, labels: { istio.io/use-waypoint: waypoint } }
+spec: { clusterIP: ${ip(103)}, selector: { app: cache }, ports: [{ name: redis, port: 6379 }] }
+---
+apiVersion: v1
 kind: Service
 metadata: { name: external-db, namespace: shop, labels: { istio.io/use-waypoint: waypoint } }
 spec:
@@ -115,6 +128,7 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
   let legacy: Server;
   let external: Server;
   let db: Server;
+  let cache: NetServer;
 
   before(async () => {
     app = createServer((req, res) => {
@@ -140,6 +154,13 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     });
     db.listen(8080, ip(10));
     await once(db, "listening");
+    // A Service whose protocol is not HTTP (Redis), bound to the waypoint.
+    cache = createNetServer((socket) => {
+      socket.on("error", () => {});
+      socket.on("data", (chunk: Buffer) => socket.write(`+PONG ${chunk.length}\r\n`));
+    });
+    cache.listen(6379, ip(11));
+    await once(cache, "listening");
     mesh = await startTestMesh({
       manifests,
       tempPrefix: "waypoint-",
@@ -157,6 +178,7 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     legacy?.close();
     external?.close();
     db?.close();
+    cache?.close();
   });
 
   it("holds the waypoint identity from the CA", () => {
@@ -182,6 +204,23 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     assert.ok(allowed.endsWith("db-0 got GET /rows"), allowed);
     // The waypoint's policy admits the client only: another pod is refused there, not let around it.
     assert.match(await rows(ip(3)), /^HTTP\/1\.1 403 /);
+  });
+
+  it("carries what is not HTTP as TCP under its L4 policy", async () => {
+    const ping = async (from: string) => {
+      const c = await socks5Dial({ proxy: ztunnels[0]?.addresses.socks5 ?? "", from, to: `${ip(103)}:6379` });
+      const closed = once(c.socket, "close");
+      c.socket.on("data", () => {
+        if (c.text().endsWith("\r\n")) c.socket.end();
+      });
+      c.socket.write("*1\r\n$4\r\nPING\r\n");
+      // A refused connection is reset, which is how it ends.
+      await closed.catch(() => {});
+      return c.text();
+    };
+    assert.equal(await ping(ip(2)), "+PONG 14\r\n");
+    // The waypoint's policy admits the client only.
+    assert.equal(await ping(ip(3)), "");
   });
 
   it("reaches the EndpointSlice endpoint of a Service without a selector in plaintext", async () => {
