@@ -10,20 +10,22 @@ import { socks5Dial, startTestMesh, type TestMesh } from "../test/mesh-fixture.j
 // client pod on node-a calls a Service bound to the waypoint (on node-a); the waypoint's upstream
 // requests travel HBONE to node-b's ztunnel and on to the pod. When a backend closes an idle
 // connection, node-b's ztunnel half-closes the tunnel; the waypoint must not send the next request
-// into it. Addresses (inside the control plane's pod and Service ranges): pods 127.10.200.x, nodes
-// 127.20.200.x, Service VIPs 127.30.200.x.
+// into it. Addresses (inside the control plane's pod and Service ranges): pods 127.10.R.x, nodes
+// 127.20.R.x, Service VIPs 127.30.R.x, with R drawn per run so that two runs never share one.
 
-const CLIENT_IP = "127.10.200.2";
-const WEB_IP = "127.10.200.3";
-const WAYPOINT_IP = "127.10.200.4";
+const R = 1 + Math.floor(Math.random() * 254);
+
+const CLIENT_IP = `127.10.${R}.2`;
+const WEB_IP = `127.10.${R}.3`;
+const WAYPOINT_IP = `127.10.${R}.4`;
 const IDLE_MS = 200;
 
 /** Services bound to the waypoint: VIP, target port on the web pod, appProtocol. */
 const SERVICES = {
-  idleH1: { vip: "127.30.200.1", port: 8080, appProtocol: "http" },
-  idleH2: { vip: "127.30.200.2", port: 8081, appProtocol: "http2" },
-  dropH1: { vip: "127.30.200.3", port: 8082, appProtocol: "http" },
-  dropH2: { vip: "127.30.200.4", port: 8083, appProtocol: "http2" },
+  idleH1: { vip: `127.30.${R}.1`, port: 8080, appProtocol: "http" },
+  idleH2: { vip: `127.30.${R}.2`, port: 8081, appProtocol: "http2" },
+  dropH1: { vip: `127.30.${R}.3`, port: 8082, appProtocol: "http" },
+  dropH2: { vip: `127.30.${R}.4`, port: 8083, appProtocol: "http2" },
 } as const;
 
 function manifests(): string {
@@ -267,7 +269,7 @@ describe("waypoint upstream connections over HBONE, to backends that close idle 
     mesh = await startTestMesh({
       manifests: manifests(),
       tempPrefix: "waypoint-idle-",
-      nodeIps: ["127.20.200.1", "127.20.200.2"],
+      nodeIps: [`127.20.${R}.1`, `127.20.${R}.2`],
       waypoint: { gateway: { name: "waypoint", namespace: "idle" }, ip: WAYPOINT_IP },
     });
     socks5 = mesh.socks5;
