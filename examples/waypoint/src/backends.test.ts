@@ -4,6 +4,7 @@ import { WorkloadStore } from "@ambient/example-ztunnel";
 import type { Service, Workload } from "@ambient/xds";
 import {
   createBackendResolver,
+  declaredHttp,
   resolveServiceBackend,
   serviceAtVip,
   VersionedWorkloadStore,
@@ -142,6 +143,24 @@ describe("VersionedWorkloadStore", () => {
     s.upsert("h2", { workload: workload("agent", "127.20.0.3", {}) } as never);
     assert.equal(s.hasHostNetworkAddress("127.20.0.2"), false, "replaced by a pod at another address");
     assert.equal(s.findByAddress("127.20.0.3")?.name, "agent");
+  });
+});
+
+describe("declaredHttp", () => {
+  it("is true for an HTTP, HTTP/2 or gRPC port, false for TCP, undeclared and unknown ports", () => {
+    const svc = {
+      ports: [
+        { servicePort: 80, appProtocol: "HTTP11" },
+        { servicePort: 81, appProtocol: "HTTP2" },
+        { servicePort: 82, appProtocol: "GRPC" },
+        { servicePort: 83, appProtocol: "TCP" },
+        { servicePort: 84 },
+      ],
+    } as unknown as Service;
+    assert.deepEqual(
+      [80, 81, 82, 83, 84, 85].map((p) => declaredHttp(svc, p)),
+      [true, true, true, false, false, false],
+    );
   });
 });
 

@@ -1,6 +1,6 @@
 import { identityOf, ipFromBytes, WorkloadStore } from "@ambient/example-ztunnel";
 import type { Endpoint } from "@ambient/router";
-import type { Workload, WorkloadAddress } from "@ambient/xds";
+import type { Service, Workload, WorkloadAddress } from "@ambient/xds";
 
 /** A backend reference as the router hands it over. */
 export interface BackendRef {
@@ -9,6 +9,15 @@ export interface BackendRef {
   name: string;
   namespace: string;
   port: number | undefined;
+}
+
+/**
+ * Whether a Service port is declared HTTP (`appProtocol` HTTP/1.1, HTTP/2 or gRPC): the router then
+ * never carries its tunnels as TCP (`destination.httpOnly`), so no bytes reach it around L7 policy.
+ */
+export function declaredHttp(service: Pick<Service, "ports">, servicePort: number): boolean {
+  const declared = service.ports.find((p) => p.servicePort === servicePort)?.appProtocol;
+  return declared === "HTTP11" || declared === "HTTP2" || declared === "GRPC";
 }
 
 /** The Service a VIP belongs to, for the router's `destination.service`. */

@@ -106,6 +106,12 @@ export interface TunnelInfo {
     port?: number;
     service?: { name: string; namespace: string };
     /**
+     * The destination port is declared HTTP (an HTTP, HTTP/2 or gRPC `appProtocol`): its tunnels are
+     * HTTP only and never carried as TCP by `opaqueTcp`, as Istio's waypoints detect the protocol of
+     * undeclared ports only. Bytes that are not HTTP are then answered as bad HTTP.
+     */
+    httpOnly?: boolean;
+    /**
      * The workload a tunnel addressed to a workload rather than a Service goes on to (Istio: a
      * workload bound to its own waypoint). Requests with no route of their own are sent to it, as a
      * waypoint sends workload-addressed traffic on to its original destination; without it (and
@@ -183,9 +189,10 @@ export interface WaypointHandlerOptions {
    * after L4 policy (the request without `http`), to an endpoint of the destination Service (or the
    * tunnel's `destination.endpoint`), both ways with half-close. Routes do not apply, and no request
    * metrics or access log entry are made for it. Default false: such a tunnel is answered as bad HTTP.
-   * The bytes are not HTTP when they do not start with an HTTP/2 preface or an upper-case method and
-   * a space; a protocol whose server speaks first (MySQL, SMTP) waits for the client's bytes, so it
-   * must not be sent through a waypoint.
+   * The bytes are not HTTP when they do not start with an HTTP/2 preface or (after empty lines) a
+   * method of letters and a space; a destination declared HTTP (`destination.httpOnly`) is never
+   * carried as TCP. A protocol whose server speaks first (MySQL, SMTP) waits for the client's bytes, so
+   * it must not be sent through a waypoint.
    */
   opaqueTcp?: boolean;
   /** Called once per finished request with Istio's access log fields. Default: none; meshConfig `accessLogFile`. */
@@ -222,18 +229,23 @@ const ORIGINAL_DESTINATION = "OriginalDestination";
 const MAX_METHOD_BYTES = 20;
 
 /**
- * Whether `bytes` start like an HTTP/1.1 request: a method of upper-case letters, `-` or `_`, then a
- * space. `"more"` while every byte so far could still be one.
+ * Whether `bytes` start like an HTTP/1.1 request, generously: empty lines (CR, LF), then a method of
+ * letters of either case, `-` or `_`, then a space. Anything an HTTP server might read as a request
+ * stays HTTP (and meets L7 policy, which refuses what is malformed); `"more"` while every byte so far
+ * could still be one.
  */
 function http1Start(bytes: Buffer): "http" | "other" | "more" {
-  const n = Math.min(bytes.length, MAX_METHOD_BYTES + 1);
-  for (let i = 0; i < n; i++) {
+  let start = 0;
+  while (start < bytes.length && (bytes[start] === 0x0d || bytes[start] === 0x0a)) start++;
+  if (start > MAX_METHOD_BYTES) return "other";
+  const n = Math.min(bytes.length, start + MAX_METHOD_BYTES + 1);
+  for (let i = start; i < n; i++) {
     const c = bytes[i] as number;
-    if (c === 0x20) return i > 0 ? "http" : "other";
-    const token = (c >= 0x41 && c <= 0x5a) || c === 0x2d || c === 0x5f;
+    if (c === 0x20) return i > start ? "http" : "other";
+    const token = (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c === 0x2d || c === 0x5f;
     if (!token) return "other";
   }
-  return bytes.length > MAX_METHOD_BYTES ? "other" : "more";
+  return bytes.length - start > MAX_METHOD_BYTES ? "other" : "more";
 }
 const GRPC_STATUS_FOR: Record<number, number> = {
   400: 13,
@@ -1620,7 +1632,10 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       const n = Math.min(buffered.length, H2_PREFACE.length);
       const looksH2 = buffered.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
       if (looksH2 && buffered.length < H2_PREFACE.length) return;
-      const start = looksH2 || options.opaqueTcp !== true ? "http" : http1Start(buffered);
+      const start =
+        looksH2 || options.opaqueTcp !== true || info.destination?.httpOnly === true
+          ? "http"
+          : http1Start(buffered);
       if (start === "more") return;
       cleanup();
       stream.pause();

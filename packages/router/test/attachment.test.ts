@@ -256,13 +256,19 @@ describe("a tunnel whose bytes are not HTTP (opaqueTcp)", () => {
         await send(wp.port, Buffer.from("*1\r\n$4\r\nPING\r\n")),
         `db-0 got ${Buffer.from("*1\r\n$4\r\nPING\r\n").toString("hex")}`,
       );
-      // HTTP is still HTTP: routed (here to nothing: 404), not piped.
+      // HTTP is still HTTP: routed (here to nothing: 404), not piped; so is what a server might read as
+      // HTTP (empty lines first), and a lower-case method is refused as HTTP, never piped around policy.
       wp.info.destination = { address: "10.0.0.9", port: 80 };
-      const head = await send(
-        wp.port,
-        Buffer.from("GET / HTTP/1.1\r\nhost: db\r\nconnection: close\r\n\r\n"),
-      );
-      assert.match(head, /^HTTP\/1\.1 404 /);
+      for (const text of ["GET / HTTP/1.1", "\r\nGET / HTTP/1.1"]) {
+        const head = await send(wp.port, Buffer.from(`${text}\r\nhost: db\r\nconnection: close\r\n\r\n`));
+        assert.match(head, /^HTTP\/1\.1 404 /, JSON.stringify(text));
+      }
+      wp.info.destination = { address: "10.96.0.40", port: 5432, service: { name: "db", namespace: "data" } };
+      const lower = await send(wp.port, Buffer.from("get /admin HTTP/1.1\r\nhost: db\r\n\r\n"));
+      assert.match(lower, /^HTTP\/1\.1 400 /);
+      // A port declared HTTP is HTTP only.
+      wp.info.destination = { ...wp.info.destination, httpOnly: true };
+      assert.match(await send(wp.port, postgresStartup), /^HTTP\/1\.1 400 /);
     } finally {
       await wp.close();
       await stopServer(db.server);
