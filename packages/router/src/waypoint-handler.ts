@@ -1513,6 +1513,8 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
 
   /** A tunnel carried as TCP ({@link WaypointHandlerOptions.opaqueTcp}); `first` are its bytes so far. */
   function serveTcp(stream: Duplex, info: TunnelInfo, first: Buffer): void {
+    // The HTTP servers' error handling is not on it: a reset before the upstream answers is a close.
+    stream.on("error", () => {});
     const destination = info.destination;
     const refuse = (reason: string) => {
       logger.debug(

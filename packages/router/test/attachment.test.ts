@@ -275,6 +275,36 @@ describe("a tunnel whose bytes are not HTTP (opaqueTcp)", () => {
     }
   });
 
+  it("takes a reset while the upstream is still connecting as a close", async () => {
+    const db = await tcpBackend("db-0");
+    const wp = await startWaypoint(
+      { "data/db": [db.endpoint] },
+      {
+        routes: [],
+        opaqueTcp: true,
+        connect: async (ep) => {
+          await new Promise((r) => setTimeout(r, 100));
+          return net.connect(ep.port, ep.address);
+        },
+      },
+      { destination: { address: "10.96.0.40", port: 5432, service: { name: "db", namespace: "data" } } },
+      HALF_OPEN,
+    );
+    try {
+      const socket = net.connect({ port: wp.port, host: "127.0.0.1" });
+      socket.on("error", () => {});
+      await once(socket, "connect");
+      socket.write(postgresStartup);
+      await new Promise((r) => setTimeout(r, 20));
+      socket.resetAndDestroy();
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(await send(wp.port, postgresStartup), `db-0 got ${postgresStartup.toString("hex")}`);
+    } finally {
+      await wp.close();
+      await stopServer(db.server);
+    }
+  });
+
   it("applies L4 policy first, and closes what it cannot carry", async () => {
     const db = await tcpBackend("db-0");
     const denied = await startWaypoint(
