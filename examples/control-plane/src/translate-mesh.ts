@@ -24,7 +24,13 @@ import {
 import { serviceLoadBalancing } from "./service-load-balancing.js";
 import { endpointSliceWorkloads, podRefKey, sliceServicesByPod } from "./translate-endpoint-slice.js";
 import { sameItems, type TranslationMemo } from "./translate-memo.js";
-import { entryWorkloads, networkingEntryProblem, serviceEntryServices } from "./translate-service-entry.js";
+import {
+  entryWorkloads,
+  networkingEntryProblem,
+  REDIRECTION_ANNOTATION,
+  serviceEntryServices,
+  TUNNEL_LABEL,
+} from "./translate-service-entry.js";
 import { allowsAttachment, type WaypointAttachment, waypointAttachment } from "./waypoint-attachment.js";
 import { canonicalService, podWorkloadName } from "./workload-names.js";
 
@@ -59,9 +65,6 @@ export interface TranslateOptions {
    */
   captureSignal?: "dataplane-mode" | "redirection";
 }
-
-/** The annotation istio-cni sets on a pod it has redirected to its node's ztunnel. */
-export const REDIRECTION_ANNOTATION = "ambient.istio.io/redirection";
 
 /** Parses `podCidrs`, throwing `ERR_CONTROL_PLANE_CONFIG` for one that is not an IPv4 range. */
 export function parsePodCidrs(podCidrs: readonly string[] = DEFAULT_POD_CIDRS): Ipv4Cidr[] {
@@ -137,8 +140,6 @@ export interface ServiceModel {
 }
 
 const AMBIENT_LABEL = "istio.io/dataplane-mode";
-/** `http` on a workload that terminates HBONE itself (istiod's `model.SupportsTunnel`). */
-const TUNNEL_LABEL = "networking.istio.io/tunnel";
 const USE_WAYPOINT_LABEL = "istio.io/use-waypoint";
 const USE_WAYPOINT_NAMESPACE_LABEL = "istio.io/use-waypoint-namespace";
 const INGRESS_USE_WAYPOINT_LABEL = "istio.io/ingress-use-waypoint";
@@ -912,12 +913,10 @@ export function translateMesh(
 
   // Services; a use-waypoint label on the Service, else on its Namespace, binds it to a waypoint.
   const waypoints = waypointGateways(objects, issues, podCidrs);
-  // What each waypoint takes (its Gateway's `istio.io/waypoint-for`): Services bind to one that takes
-  // Service traffic (`service`, the default, or `all`), as istiod binds them.
-  // Who may bind to each (its HBONE listener's allowedRoutes; its own namespace by default).
+  // What each waypoint takes (its Gateway's `istio.io/waypoint-for`, else its class's; `service` by
+  // default) and who may bind to it (its HBONE listener's allowedRoutes; its own namespace by default).
   const waypointFor = new Map<string, string>();
   const attachments = new Map<string, WaypointAttachment>();
-  // The GatewayClass's label is the default, the Gateway's overrides it.
   const classFor = objects.find((o) => o.kind === "GatewayClass" && o.metadata.name === WAYPOINT_CLASS)
     ?.metadata.labels?.[WAYPOINT_FOR_LABEL];
   for (const obj of objects) {
@@ -927,51 +926,19 @@ export function translateMesh(
     if (forLabel !== undefined) waypointFor.set(key, forLabel);
     attachments.set(key, waypointAttachment(obj));
   }
-  const serviceWaypoint = (obj: KubeObject, namespace: string): MessageInit<Service>["waypoint"] => {
-    const nsLabels = namespaceLabels.get(namespace) ?? {};
-    const own = obj.metadata.labels ?? {};
-    const useWaypoint = own[USE_WAYPOINT_LABEL] ?? nsLabels[USE_WAYPOINT_LABEL];
-    let waypoint: MessageInit<Service>["waypoint"];
-    if (useWaypoint !== undefined && useWaypoint !== "none") {
-      const wpNamespace =
-        (own[USE_WAYPOINT_LABEL] !== undefined
-          ? own[USE_WAYPOINT_NAMESPACE_LABEL]
-          : nsLabels[USE_WAYPOINT_NAMESPACE_LABEL]) ?? namespace;
-      const wpKey = `${wpNamespace}/${useWaypoint}`;
-      const ip = waypoints.get(wpKey);
-      const bytes = ip === undefined ? undefined : ipv4Bytes(ip);
-      const takes = waypointFor.get(wpKey) ?? "service";
-      const attachment = attachments.get(wpKey) ?? { from: "Same" };
-      if (bytes === undefined) {
-        issues.push({
-          source: objectKey(obj),
-          message: `waypoint ${wpKey} is not a known istio-waypoint Gateway`,
-        });
-      } else if (!allowsAttachment(attachment, wpNamespace, namespace, nsLabels)) {
-        issues.push({
-          source: objectKey(obj),
-          message: `waypoint ${wpKey} does not allow namespace ${namespace} to attach (its HBONE listener's allowedRoutes.namespaces): not bound`,
-        });
-      } else if (takes !== "service" && takes !== "all") {
-        issues.push({
-          source: objectKey(obj),
-          message: `waypoint ${wpNamespace}/${useWaypoint} does not take Service traffic (${WAYPOINT_FOR_LABEL}: ${takes}): not bound`,
-        });
-      } else {
-        waypoint = { address: { network, address: bytes }, hboneMtlsPort: WAYPOINT_HBONE_PORT };
-      }
-    }
-    return waypoint;
-  };
-  // A workload's own waypoint, as istiod's computeWaypoint finds it; unlike a Service's, a binding that
-  // does not hold is no issue (istiod reports none for workloads), the workload just has no waypoint.
-  const workloadWaypoints = new Map<string, MessageInit<Workload>["waypoint"]>();
-  const workloadWaypoint = (
+  // One address object per waypoint, shared by everything bound to it.
+  const waypointAddresses = new Map<string, MessageInit<Workload>["waypoint"]>();
+  /**
+   * The waypoint an object of `namespace` with `labels` names (its `istio.io/use-waypoint`, else its
+   * Namespace's; `none` opts out), as istiod's fetchWaypointForTarget finds it: the address of one
+   * that exists, lets the namespace attach and takes `traffic`; else why not, or nothing when none
+   * is named.
+   */
+  const boundWaypoint = (
     namespace: string,
     labels: Record<string, string>,
-  ): MessageInit<Workload>["waypoint"] | undefined => {
-    const instanceOf = labels[GATEWAY_NAME_LABEL];
-    if (instanceOf !== undefined && waypoints.has(`${namespace}/${instanceOf}`)) return undefined;
+    traffic: "service" | "workload",
+  ): { key: string; waypoint: MessageInit<Workload>["waypoint"] } | { problem: string } | undefined => {
     const nsLabels = namespaceLabels.get(namespace) ?? {};
     const bound = labels[USE_WAYPOINT_LABEL] !== undefined ? labels : nsLabels;
     const name = bound[USE_WAYPOINT_LABEL];
@@ -980,18 +947,42 @@ export function translateMesh(
     const key = `${wpNamespace}/${name}`;
     const ip = waypoints.get(key);
     const bytes = ip === undefined ? undefined : ipv4Bytes(ip);
-    if (bytes === undefined) return undefined;
+    if (bytes === undefined) return { problem: `waypoint ${key} is not a known istio-waypoint Gateway` };
     if (!allowsAttachment(attachments.get(key) ?? { from: "Same" }, wpNamespace, namespace, nsLabels)) {
-      return undefined;
+      return {
+        problem: `waypoint ${key} does not allow namespace ${namespace} to attach (its HBONE listener's allowedRoutes.namespaces): not bound`,
+      };
     }
     const takes = waypointFor.get(key) ?? "service";
-    if (takes !== "workload" && takes !== "all") return undefined;
-    let waypoint = workloadWaypoints.get(key);
+    if (takes !== traffic && takes !== "all") {
+      return {
+        problem: `waypoint ${key} does not take ${traffic === "service" ? "Service" : "workload"} traffic (${WAYPOINT_FOR_LABEL}: ${takes}): not bound`,
+      };
+    }
+    let waypoint = waypointAddresses.get(key);
     if (waypoint === undefined) {
       waypoint = { address: { network, address: bytes }, hboneMtlsPort: WAYPOINT_HBONE_PORT };
-      workloadWaypoints.set(key, waypoint);
+      waypointAddresses.set(key, waypoint);
     }
-    return waypoint;
+    return { key, waypoint };
+  };
+  // A Service's waypoint; a binding that does not hold is an issue.
+  const serviceWaypoint = (obj: KubeObject, namespace: string): MessageInit<Service>["waypoint"] => {
+    const found = boundWaypoint(namespace, obj.metadata.labels ?? {}, "service");
+    if (found !== undefined && "problem" in found)
+      issues.push({ source: objectKey(obj), message: found.problem });
+    return found === undefined || "problem" in found ? undefined : found.waypoint;
+  };
+  // A workload's own waypoint (none for a waypoint's own pods); unlike a Service's, a binding that does
+  // not hold is no issue (istiod reports none for workloads): the workload just has no waypoint.
+  const workloadWaypoint = (
+    namespace: string,
+    labels: Record<string, string>,
+  ): MessageInit<Workload>["waypoint"] | undefined => {
+    const instanceOf = labels[GATEWAY_NAME_LABEL];
+    if (instanceOf !== undefined && waypoints.has(`${namespace}/${instanceOf}`)) return undefined;
+    const found = boundWaypoint(namespace, labels, "workload");
+    return found === undefined || "problem" in found ? undefined : found.waypoint;
   };
   const serviceObjects = objects.filter((o) => o.kind === "Service");
   const context: unknown[] = [JSON.stringify(options)];

@@ -24,9 +24,10 @@ const RESOLUTIONS = new Set(["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMI
 const LOCATIONS = new Set(["MESH_EXTERNAL", "MESH_INTERNAL"]);
 /** Workload name of a WorkloadEntry (annotation, then label), as istiod's WorkloadNameFromWorkloadEntry. */
 const AUTO_REGISTRATION_GROUP_ANNOTATION = "istio.io/autoRegistrationGroup";
-/** What makes istiod send HBONE for a WorkloadEntry: it runs a ztunnel, or it speaks HBONE itself. */
-const AMBIENT_REDIRECTION_ANNOTATION = "ambient.istio.io/redirection";
-const TUNNEL_LABEL = "networking.istio.io/tunnel";
+/** What istio-cni sets on a workload it has redirected to a ztunnel: istiod sends it HBONE. */
+export const REDIRECTION_ANNOTATION = "ambient.istio.io/redirection";
+/** `http` on a workload that terminates HBONE itself (istiod's `model.SupportsTunnel`). */
+export const TUNNEL_LABEL = "networking.istio.io/tunnel";
 
 const DNS_LABEL = "[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?";
 const HOST = new RegExp(`^(\\*\\.)?${DNS_LABEL}(\\.${DNS_LABEL})*$`);
@@ -509,8 +510,7 @@ function endpointWorkload(e: EndpointSource, ctx: EntryWorkloadContext): MeshWor
   if (ip !== undefined) ctx.seenIps.set(ip, e.where);
   ctx.seenUids.add(e.uid);
   const network = spec.network ?? ctx.network;
-  const hbone =
-    e.annotations[AMBIENT_REDIRECTION_ANNOTATION] === "enabled" || e.labels[TUNNEL_LABEL] === "http";
+  const hbone = e.annotations[REDIRECTION_ANNOTATION] === "enabled" || e.labels[TUNNEL_LABEL] === "http";
   const [canonicalName, canonicalRevision] = canonicalService(e.labels, e.workloadName);
   const workload: MessageInit<Workload> = {
     uid: e.uid,

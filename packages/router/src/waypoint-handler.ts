@@ -825,34 +825,49 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     const socket = (x.h2 ? undefined : (x.req as http.IncomingMessage).socket) as
       | { remoteAddress?: string; remotePort?: number }
       | undefined;
+    return decide(policy, {
+      ...connectionFacts(info, socket),
+      http: {
+        host: head.host,
+        method: head.method,
+        path: head.path,
+        pathNormalized: true,
+        headers: { ...head.headers },
+        ...(auth.kind === "authenticated"
+          ? {
+              requestPrincipal: auth.principal,
+              audiences: auth.audiences,
+              claims: auth.claims,
+              ...(auth.presenter === undefined ? {} : { presenter: auth.presenter }),
+            }
+          : {}),
+      },
+    });
+  }
+
+  /** The connection's part of an authorization request: who calls, and what it was sent to. */
+  function connectionFacts(
+    info: TunnelInfo,
+    socket?: { remoteAddress?: string; remotePort?: number },
+  ): Omit<AuthorizationRequest, "http"> {
+    return {
+      source: {
+        ip: info.remoteAddress ?? socket?.remoteAddress ?? "0.0.0.0",
+        port: info.remotePort ?? socket?.remotePort,
+        identity: info.peerIdentity,
+      },
+      destination: {
+        ip: info.destination?.address ?? "0.0.0.0",
+        port: info.destination?.port ?? 0,
+        targets: policyTargets(info),
+      },
+    };
+  }
+
+  /** The policy's decision; a policy that throws denies. */
+  function decide(policy: AuthorizationEvaluator, request: AuthorizationRequest): AuthorizationDecision {
     try {
-      return policy.evaluate({
-        source: {
-          ip: info.remoteAddress ?? socket?.remoteAddress ?? "0.0.0.0",
-          port: info.remotePort ?? socket?.remotePort,
-          identity: info.peerIdentity,
-        },
-        destination: {
-          ip: info.destination?.address ?? "0.0.0.0",
-          port: info.destination?.port ?? 0,
-          targets: policyTargets(info),
-        },
-        http: {
-          host: head.host,
-          method: head.method,
-          path: head.path,
-          pathNormalized: true,
-          headers: { ...head.headers },
-          ...(auth.kind === "authenticated"
-            ? {
-                requestPrincipal: auth.principal,
-                audiences: auth.audiences,
-                claims: auth.claims,
-                ...(auth.presenter === undefined ? {} : { presenter: auth.presenter }),
-              }
-            : {}),
-        },
-      });
+      return policy.evaluate(request);
     } catch (err) {
       logger.error({ err }, "authorization policy threw; denying");
       return { allowed: false, reason: "authorization policy failed" };
@@ -896,6 +911,24 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       defaultRoutes.set(key, found);
     }
     return found;
+  }
+
+  /**
+   * The endpoints of a backend: a Service's from `resolveBackend`, an original destination's its one
+   * endpoint; undefined for another kind or when `resolveBackend` throws.
+   */
+  function backendEndpoints(backend: ResolvedBackendRef): readonly Endpoint[] | undefined {
+    if (backend.kind === ORIGINAL_DESTINATION) {
+      const endpoint = originalEndpoints.get(backend);
+      return endpoint === undefined ? undefined : [endpoint];
+    }
+    if (backend.group !== "" || backend.kind !== "Service" || backend.port === undefined) return undefined;
+    try {
+      return options.resolveBackend(backendTarget(backend));
+    } catch (err) {
+      logger.warn({ err, backend: backend.name }, "resolveBackend threw");
+      return undefined;
+    }
   }
 
   /**
@@ -1195,18 +1228,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     if (backend === undefined) return localReply(x, 500, "all backends have weight 0", "-");
     x.backend = backend;
     applyHeaderFilter(headers, backend.requestHeaders);
-    let endpoints: readonly Endpoint[] | undefined;
-    if (backend.group === "" && backend.kind === "Service" && backend.port !== undefined) {
-      try {
-        endpoints = options.resolveBackend(backendTarget(backend));
-      } catch (err) {
-        logger.warn({ err, backend: backend.name }, "resolveBackend threw");
-        endpoints = undefined;
-      }
-    } else if (backend.kind === ORIGINAL_DESTINATION) {
-      const endpoint = originalEndpoints.get(backend);
-      endpoints = endpoint === undefined ? undefined : [endpoint];
-    }
+    const endpoints = backendEndpoints(backend);
     if (endpoints === undefined) return localReply(x, 500, "invalid backend", "-");
     if (endpoints.length === 0) return localReply(x, 503, "no healthy upstream", "UH");
 
@@ -1525,20 +1547,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     };
     const policy = options.policy;
     if (policy !== undefined) {
-      let decision: AuthorizationDecision;
-      try {
-        decision = policy.evaluate({
-          source: { ip: info.remoteAddress ?? "0.0.0.0", port: info.remotePort, identity: info.peerIdentity },
-          destination: {
-            ip: destination?.address ?? "0.0.0.0",
-            port: destination?.port ?? 0,
-            targets: policyTargets(info),
-          },
-        });
-      } catch (err) {
-        logger.error({ err }, "authorization policy threw; denying");
-        decision = { allowed: false, reason: "authorization policy failed" };
-      }
+      const decision = decide(policy, connectionFacts(info));
       if (!decision.allowed) {
         refuse(`denied: ${decision.reason}`);
         return;
@@ -1556,13 +1565,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       refuse("no Service or workload to send it to");
       return;
     }
-    let endpoints: readonly Endpoint[] | undefined;
-    try {
-      const original = originalEndpoints.get(backend);
-      endpoints = original !== undefined ? [original] : options.resolveBackend(backendTarget(backend));
-    } catch (err) {
-      logger.warn({ err, backend: backend.name }, "resolveBackend threw");
-    }
+    const endpoints = backendEndpoints(backend);
     if (endpoints === undefined || endpoints.length === 0) {
       refuse("no healthy upstream");
       return;
