@@ -221,6 +221,21 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     assert.equal(await ping(ip(2)), "+PONG 14\r\n");
     // The waypoint's policy admits the client only.
     assert.equal(await ping(ip(3)), "");
+    // Both are in Istio's TCP metrics, the refusal with its flag; the bytes of the one carried.
+    const lines = (await waypoint.metricsText()).split("\n");
+    const series = (name: string, flags: string) =>
+      lines.filter(
+        (l) =>
+          l.startsWith(`${name}{`) &&
+          l.includes('reporter="waypoint"') &&
+          l.includes('request_protocol="tcp"') &&
+          l.includes(`response_flags="${flags}"`),
+      );
+    assert.equal(series("istio_tcp_connections_opened_total", "-").length, 1, lines.join("\n"));
+    assert.match(series("istio_tcp_connections_closed_total", "-")[0] ?? "", / 1$/);
+    assert.match(series("istio_tcp_received_bytes_total", "-")[0] ?? "", / 14$/);
+    assert.match(series("istio_tcp_sent_bytes_total", "-")[0] ?? "", / 10$/);
+    assert.match(series("istio_tcp_connections_closed_total", "RBAC")[0] ?? "", / 1$/);
   });
 
   it("reaches the EndpointSlice endpoint of a Service without a selector in plaintext", async () => {

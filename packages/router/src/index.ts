@@ -65,7 +65,12 @@ export type {
   RequestAuthInput,
   RequestAuthOutcome,
 } from "./request-log.js";
-export { ISTIO_REQUEST_LABELS, type IstioRequestLabel } from "./request-metrics.js";
+export {
+  ISTIO_REQUEST_LABELS,
+  ISTIO_TCP_LABELS,
+  type IstioRequestLabel,
+  type IstioTcpLabel,
+} from "./request-metrics.js";
 export {
   type CompiledRule,
   createRouteTable,

@@ -31,6 +31,16 @@ export const ISTIO_REQUEST_LABELS = [
 
 export type IstioRequestLabel = (typeof ISTIO_REQUEST_LABELS)[number];
 
+/**
+ * Istio's TCP metric labels, as its waypoints report them: the request labels without the response's
+ * code and gRPC status (`request_protocol` is `tcp`).
+ */
+export const ISTIO_TCP_LABELS = ISTIO_REQUEST_LABELS.filter(
+  (l) => l !== "response_code" && l !== "grpc_response_status",
+) as readonly IstioTcpLabel[];
+
+export type IstioTcpLabel = Exclude<IstioRequestLabel, "response_code" | "grpc_response_status">;
+
 /** Istio's default duration buckets (milliseconds). */
 const DURATION_BUCKETS = [
   0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000,
@@ -77,5 +87,50 @@ export class RequestMetrics {
     this.duration.observe(labels, durationMs);
     this.requestBytes.observe(labels, requestBytes);
     this.responseBytes.observe(labels, responseBytes);
+  }
+}
+
+/** The four Istio TCP metrics, reported with `reporter="waypoint"` for tunnels carried as TCP. */
+export class TcpConnectionMetrics {
+  private readonly opened: Counter;
+  private readonly closed: Counter;
+  private readonly sent: Counter;
+  private readonly received: Counter;
+
+  constructor(sink: MetricsSink) {
+    this.opened = sink.counter(
+      "istio_tcp_connections_opened_total",
+      "TCP connections the waypoint opened.",
+      ISTIO_TCP_LABELS,
+    );
+    this.closed = sink.counter(
+      "istio_tcp_connections_closed_total",
+      "TCP connections the waypoint closed.",
+      ISTIO_TCP_LABELS,
+    );
+    this.sent = sink.counter(
+      "istio_tcp_sent_bytes_total",
+      "Bytes sent toward the source (response direction) on TCP connections.",
+      ISTIO_TCP_LABELS,
+    );
+    this.received = sink.counter(
+      "istio_tcp_received_bytes_total",
+      "Bytes received from the source (request direction) on TCP connections.",
+      ISTIO_TCP_LABELS,
+    );
+  }
+
+  open(labels: MetricLabels): void {
+    this.opened.inc(labels, 1);
+  }
+
+  /** Bytes moved since the last report, each way. */
+  bytes(labels: MetricLabels, sent: number, received: number): void {
+    if (sent > 0) this.sent.inc(labels, sent);
+    if (received > 0) this.received.inc(labels, received);
+  }
+
+  close(labels: MetricLabels): void {
+    this.closed.inc(labels, 1);
   }
 }

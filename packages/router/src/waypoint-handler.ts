@@ -25,7 +25,12 @@ import type {
   RequestAuthenticator,
   RequestAuthOutcome,
 } from "./request-log.js";
-import { type IstioRequestLabel, RequestMetrics } from "./request-metrics.js";
+import {
+  type IstioRequestLabel,
+  type IstioTcpLabel,
+  RequestMetrics,
+  TcpConnectionMetrics,
+} from "./request-metrics.js";
 import {
   type CompiledRule,
   createRouteTable,
@@ -187,8 +192,11 @@ export interface WaypointHandlerOptions {
   /**
    * Carry a tunnel whose first bytes are not HTTP as TCP, as Istio's waypoints detect the protocol:
    * after L4 policy (the request without `http`), to an endpoint of the destination Service (or the
-   * tunnel's `destination.endpoint`), both ways with half-close. Routes do not apply, and no request
-   * metrics or access log entry are made for it. Default false: such a tunnel is answered as bad HTTP.
+   * tunnel's `destination.endpoint`), both ways with half-close. Routes do not apply. Each such tunnel
+   * counts in Istio's `istio_tcp_*` metrics (`request_protocol="tcp"`; bytes added every 5 s and at
+   * close) and makes one access log entry (and `onRequestFinished` record) when it ends, with `-` for
+   * the HTTP fields and response code 0, as Envoy's TCP proxy logs. Default false: such a tunnel is
+   * answered as bad HTTP.
    * The bytes are not HTTP when they do not start with an HTTP/2 preface or (after empty lines) a
    * method of letters and a space; a destination declared HTTP (`destination.httpOnly`) is never
    * carried as TCP. A protocol whose server speaks first (MySQL, SMTP) waits for the client's bytes, so
@@ -404,12 +412,7 @@ class FinishedExchange implements FinishedRequest {
       request_id: dash(this.#requestId),
       authority: dash(this.#authority),
       upstream_host: this.#endpoint === undefined ? "-" : endpointKey(this.#endpoint),
-      upstream_cluster:
-        b === undefined
-          ? "-"
-          : b.kind === ORIGINAL_DESTINATION
-            ? `inbound-pod|${b.port ?? ""}||${b.name}`
-            : `outbound|${b.port ?? ""}||${b.name}.${b.namespace}.svc.${this.#clusterDomain}`,
+      upstream_cluster: upstreamCluster(b, this.#clusterDomain),
       downstream_remote_address: remoteIp === undefined ? "-" : `${remoteIp}:${this.#remotePort ?? 0}`,
       downstream_local_address:
         this.#localAddress === undefined ? "-" : `${this.#localAddress}:${this.#localPort ?? 0}`,
@@ -419,6 +422,94 @@ class FinishedExchange implements FinishedRequest {
       request_principal: this.#requestPrincipal ?? "-",
       grpc_status: this.#grpcStatus === "" ? "-" : this.#grpcStatus,
       authorization: this.#decision === undefined ? "-" : authorizationRecord(this.#decision),
+    };
+  }
+}
+
+/** Istio's cluster name of a backend: `outbound|<port>||<host>`, or `inbound-pod|<port>||<ip>`. */
+function upstreamCluster(b: ResolvedBackendRef | undefined, clusterDomain: string): string {
+  if (b === undefined) return "-";
+  return b.kind === ORIGINAL_DESTINATION
+    ? `inbound-pod|${b.port ?? ""}||${b.name}`
+    : `outbound|${b.port ?? ""}||${b.name}.${b.namespace}.svc.${clusterDomain}`;
+}
+
+/** The labels {@link IstioRequestLabel} and {@link IstioTcpLabel} share: who talked to whom. */
+type PartyLabel = Exclude<
+  IstioTcpLabel,
+  "request_protocol" | "response_flags" | "connection_security_policy"
+>;
+
+/** How often an open TCP tunnel's bytes are added to the counters (Envoy's `tcp_reporting_duration`). */
+const TCP_REPORT_MS = 5000;
+
+/** One tunnel carried as TCP: what its metrics and access log entry are made of. */
+class TcpTunnel {
+  readonly startedAt = Date.now();
+  readonly start = performance.now();
+  /** Envoy's response flags: `-`, or why it was not carried (`RBAC`, `NR`, `UH`, `UF`, `DC`). */
+  flags = "-";
+  decision: AuthorizationDecision | undefined;
+  backend: ResolvedBackendRef | undefined;
+  endpoint: Endpoint | undefined;
+  labels: Readonly<Record<IstioTcpLabel, string>> | undefined;
+  /** Bytes from the client toward the upstream. */
+  received = 0;
+  /** Bytes from the upstream toward the client. */
+  sent = 0;
+  reportedReceived = 0;
+  reportedSent = 0;
+
+  constructor(
+    readonly info: TunnelInfo,
+    readonly socket: { remoteAddress?: string; remotePort?: number },
+  ) {}
+}
+
+/** A finished TCP tunnel's access log entry, with `-` (and 0) where Envoy's TCP proxy logs them. */
+class FinishedTcpTunnel implements FinishedRequest {
+  readonly startedAt: number;
+  readonly #t: TcpTunnel;
+  readonly #duration: number;
+  readonly #clusterDomain: string;
+
+  constructor(t: TcpTunnel, duration: number, clusterDomain: string) {
+    this.startedAt = t.startedAt;
+    this.#t = t;
+    this.#duration = duration;
+    this.#clusterDomain = clusterDomain;
+  }
+
+  accessLogEntry(): AccessLogEntry {
+    const t = this.#t;
+    const info = t.info;
+    const remoteIp = info.remoteAddress ?? t.socket.remoteAddress;
+    const local = info.destination;
+    return {
+      start_time: new Date(this.startedAt).toISOString(),
+      method: "-",
+      path: "-",
+      protocol: "-",
+      response_code: 0,
+      response_flags: t.flags,
+      bytes_received: t.received,
+      bytes_sent: t.sent,
+      duration: Math.round(this.#duration),
+      x_forwarded_for: "-",
+      user_agent: "-",
+      request_id: "-",
+      authority: "-",
+      upstream_host: t.endpoint === undefined ? "-" : endpointKey(t.endpoint),
+      upstream_cluster: upstreamCluster(t.backend, this.#clusterDomain),
+      downstream_remote_address:
+        remoteIp === undefined ? "-" : `${remoteIp}:${info.remotePort ?? t.socket.remotePort ?? 0}`,
+      downstream_local_address: local?.address === undefined ? "-" : `${local.address}:${local.port ?? 0}`,
+      route_name: "-",
+      source_principal: info.peerIdentity ?? "-",
+      destination_principal: t.endpoint?.workload?.principal ?? "-",
+      request_principal: "-",
+      grpc_status: "-",
+      authorization: t.decision === undefined ? "-" : authorizationRecord(t.decision),
     };
   }
 }
@@ -465,7 +556,8 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
   const levels = logger as { isLevelEnabled?: (level: string) => boolean };
   const debugEnabled = (): boolean =>
     logger !== noopLogger && (levels.isLevelEnabled === undefined || levels.isLevelEnabled("debug"));
-  const metrics = new RequestMetrics(options.metrics ?? noopMetrics);
+  const metricsSink = options.metrics ?? noopMetrics;
+  const metrics = new RequestMetrics(metricsSink);
   // Without a metrics sink the 25 labels of every request are not worth building.
   const metricsEnabled = options.metrics !== undefined && options.metrics !== noopMetrics;
   const lbPolicy = options.loadBalancing ?? "least-request";
@@ -650,9 +742,25 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
   }
 
   function buildLabels(x: Exchange): Record<IstioRequestLabel, string> {
-    const src = x.info.source ?? {};
-    const dst = x.endpoint?.workload ?? {};
-    const b = x.backend?.kind === "Service" ? x.backend : undefined;
+    return {
+      ...partyLabels(x.info, x.endpoint, x.backend),
+      request_protocol: x.grpc ? "grpc" : "http",
+      response_code: String(x.status),
+      grpc_response_status: x.grpcStatus,
+      response_flags: x.flags,
+      connection_security_policy: x.info.peerIdentity === undefined ? "unknown" : "mutual_tls",
+    };
+  }
+
+  /** The labels naming the source, the destination workload and the destination Service. */
+  function partyLabels(
+    info: TunnelInfo,
+    endpoint: Endpoint | undefined,
+    backend: ResolvedBackendRef | undefined,
+  ): Record<PartyLabel, string> {
+    const src = info.source ?? {};
+    const dst = endpoint?.workload ?? {};
+    const b = backend?.kind === "Service" ? backend : undefined;
     const u = (v: string | undefined) => (v === undefined || v === "" ? "unknown" : v);
     return {
       reporter: "waypoint",
@@ -662,7 +770,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
         src.canonicalRevision ?? src.version ?? (src.name === undefined ? undefined : "latest"),
       ),
       source_workload_namespace: u(src.namespace),
-      source_principal: u(x.info.peerIdentity),
+      source_principal: u(info.peerIdentity),
       source_app: u(src.app),
       source_version: u(src.version),
       source_cluster: u(src.cluster),
@@ -679,11 +787,6 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
         dst.canonicalRevision ?? dst.version ?? (dst.name === undefined ? undefined : "latest"),
       ),
       destination_cluster: u(dst.cluster),
-      request_protocol: x.grpc ? "grpc" : "http",
-      response_code: String(x.status),
-      grpc_response_status: x.grpcStatus,
-      response_flags: x.flags,
-      connection_security_policy: x.info.peerIdentity === undefined ? "unknown" : "mutual_tls",
     };
   }
 
@@ -700,24 +803,8 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       const reqBytes = headerBytes(x.req.headers) + (x.body?.bytes ?? 0);
       metrics.record(labels(x), duration, reqBytes, x.responseBytes);
     }
-    const accessLog = options.accessLog;
-    const onFinished = options.onRequestFinished;
-    if (accessLog !== undefined || onFinished !== undefined) {
-      const finished = new FinishedExchange(x, duration, clusterDomain);
-      if (accessLog !== undefined) {
-        try {
-          accessLog(finished.accessLogEntry());
-        } catch (err) {
-          logger.warn({ err }, "access log sink threw");
-        }
-      }
-      if (onFinished !== undefined) {
-        try {
-          onFinished(finished);
-        } catch (err) {
-          logger.warn({ err }, "onRequestFinished threw");
-        }
-      }
+    if (options.accessLog !== undefined || options.onRequestFinished !== undefined) {
+      logFinished(new FinishedExchange(x, duration, clusterDomain));
     }
     if (!debugEnabled()) return;
     logger.debug(
@@ -1537,19 +1624,24 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
   function serveTcp(stream: Duplex, info: TunnelInfo, first: Buffer): void {
     // The HTTP servers' error handling is not on it: a reset before the upstream answers is a close.
     stream.on("error", () => {});
+    const t = new TcpTunnel(info, stream as { remoteAddress?: string; remotePort?: number });
     const destination = info.destination;
-    const refuse = (reason: string) => {
+    const refuse = (flags: string, reason: string) => {
       logger.debug(
         { reason, destination: `${destination?.address}:${destination?.port}` },
         "tcp tunnel closed",
       );
       stream.destroy();
+      t.flags = flags;
+      tcpOpened(t);
+      tcpClosed(t);
     };
     const policy = options.policy;
     if (policy !== undefined) {
       const decision = decide(policy, connectionFacts(info));
+      t.decision = decision;
       if (!decision.allowed) {
-        refuse(`denied: ${decision.reason}`);
+        refuse("RBAC", `denied: ${decision.reason}`);
         return;
       }
     }
@@ -1562,16 +1654,18 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
           : originalDestinationRoute(destination.endpoint);
     const backend = route?.rule.backends[0];
     if (backend === undefined) {
-      refuse("no Service or workload to send it to");
+      refuse("NR", "no Service or workload to send it to");
       return;
     }
+    t.backend = backend;
     const endpoints = backendEndpoints(backend);
     if (endpoints === undefined || endpoints.length === 0) {
-      refuse("no healthy upstream");
+      refuse("UH", "no healthy upstream");
       return;
     }
     const picker = pickerFor(backend);
     const endpoint = picker.pick(endpoints) as Endpoint;
+    t.endpoint = endpoint;
     const done = picker.begin(endpoint);
     Promise.resolve()
       .then(() => options.connect(endpoint))
@@ -1580,10 +1674,22 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
           if (stream.destroyed || closed) {
             upstream.destroy();
             done();
+            // The client left while the upstream connected: as Envoy's downstream connection termination.
+            t.flags = "DC";
+            tcpOpened(t);
+            tcpClosed(t);
             return;
           }
           upstream.on("error", () => {});
+          tcpOpened(t);
+          t.received = first.length;
           upstream.write(first);
+          stream.on("data", (chunk: Buffer) => {
+            t.received += chunk.length;
+          });
+          upstream.on("data", (chunk: Buffer) => {
+            t.sent += chunk.length;
+          });
           upstream.pipe(stream);
           stream.pipe(upstream);
           let ended = false;
@@ -1593,15 +1699,83 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
             done();
             upstream.destroy();
             stream.destroy();
+            tcpClosed(t);
           };
           finished(upstream, closeBoth);
           finished(stream, closeBoth);
         },
         (err: unknown) => {
           done();
-          refuse(`upstream connect failed: ${err instanceof Error ? err.message : String(err)}`);
+          refuse("UF", `upstream connect failed: ${err instanceof Error ? err.message : String(err)}`);
         },
       );
+  }
+
+  /** TCP tunnels carried now whose bytes are reported every {@link TCP_REPORT_MS}, as Envoy's `tcp_reporting_duration`. */
+  const openTcp = new Set<TcpTunnel>();
+  let tcpReportTimer: NodeJS.Timeout | undefined;
+  const tcpMetrics =
+    metricsEnabled && options.opaqueTcp === true ? new TcpConnectionMetrics(metricsSink) : undefined;
+
+  function reportTcpBytes(t: TcpTunnel): void {
+    if (tcpMetrics === undefined || t.labels === undefined) return;
+    tcpMetrics.bytes(t.labels, t.sent - t.reportedSent, t.received - t.reportedReceived);
+    t.reportedSent = t.sent;
+    t.reportedReceived = t.received;
+  }
+
+  function tcpOpened(t: TcpTunnel): void {
+    if (tcpMetrics === undefined) return;
+    t.labels = tcpLabels(t);
+    tcpMetrics.open(t.labels);
+    openTcp.add(t);
+    tcpReportTimer ??= setInterval(() => {
+      for (const open of openTcp) reportTcpBytes(open);
+    }, TCP_REPORT_MS).unref();
+  }
+
+  function tcpClosed(t: TcpTunnel): void {
+    if (tcpMetrics !== undefined && t.labels !== undefined) {
+      reportTcpBytes(t);
+      tcpMetrics.close(t.labels);
+      openTcp.delete(t);
+      if (openTcp.size === 0 && tcpReportTimer !== undefined) {
+        clearInterval(tcpReportTimer);
+        tcpReportTimer = undefined;
+      }
+    }
+    if (options.accessLog !== undefined || options.onRequestFinished !== undefined) {
+      logFinished(new FinishedTcpTunnel(t, performance.now() - t.start, clusterDomain));
+    }
+  }
+
+  /** Hands a finished request or TCP tunnel to the access log and `onRequestFinished`. */
+  function logFinished(finished: FinishedRequest): void {
+    const accessLog = options.accessLog;
+    if (accessLog !== undefined) {
+      try {
+        accessLog(finished.accessLogEntry());
+      } catch (err) {
+        logger.warn({ err }, "access log sink threw");
+      }
+    }
+    const onFinished = options.onRequestFinished;
+    if (onFinished !== undefined) {
+      try {
+        onFinished(finished);
+      } catch (err) {
+        logger.warn({ err }, "onRequestFinished threw");
+      }
+    }
+  }
+
+  function tcpLabels(t: TcpTunnel): Readonly<Record<IstioTcpLabel, string>> {
+    return Object.freeze({
+      ...partyLabels(t.info, t.endpoint, t.backend),
+      request_protocol: "tcp",
+      response_flags: t.flags,
+      connection_security_policy: t.info.peerIdentity === undefined ? "unknown" : "mutual_tls",
+    });
   }
 
   function handle(stream: Duplex, info: TunnelInfo = {}): void {
@@ -1681,6 +1855,8 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     },
     async close() {
       closed = true;
+      if (tcpReportTimer !== undefined) clearInterval(tcpReportTimer);
+      tcpReportTimer = undefined;
       for (const s of streams) s.destroy();
       streams.clear();
       pool.close();

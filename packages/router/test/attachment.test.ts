@@ -3,6 +3,8 @@ import { once } from "node:events";
 import net from "node:net";
 import { after, before, describe, it } from "node:test";
 import { RouterError } from "../src/errors.js";
+import type { AccessLogEntry } from "../src/request-log.js";
+import { ISTIO_TCP_LABELS } from "../src/request-metrics.js";
 import type { MetricsSink } from "../src/telemetry.js";
 import { createWaypointHandler } from "../src/waypoint-handler.js";
 import {
@@ -302,6 +304,152 @@ describe("a tunnel whose bytes are not HTTP (opaqueTcp)", () => {
     } finally {
       await wp.close();
       await stopServer(db.server);
+    }
+  });
+
+  it("counts each TCP tunnel in Istio's TCP metrics and logs it once, refusals included", async () => {
+    const db = await tcpBackend("db-0");
+    const counted: { name: string; labels: Record<string, string | number>; value: number }[] = [];
+    const metrics: MetricsSink = {
+      counter: (name) => ({
+        inc: (labels, value) => counted.push({ name, labels: { ...labels }, value: value ?? 1 }),
+      }),
+      gauge: () => ({ set: () => {}, inc: () => {}, dec: () => {} }),
+      histogram: () => ({ observe: () => {} }),
+    };
+    const entries: AccessLogEntry[] = [];
+    const peer = "spiffe://cluster.local/ns/a/sa/client";
+    const wp = await startWaypoint(
+      {
+        "data/db": [
+          {
+            ...db.endpoint,
+            workload: { name: "db", namespace: "data", principal: "spiffe://cluster.local/ns/data/sa/db" },
+          },
+        ],
+      },
+      {
+        routes: [],
+        opaqueTcp: true,
+        metrics,
+        accessLog: (e) => entries.push(e),
+        policy: {
+          evaluate: (r) =>
+            r.source.identity === peer
+              ? { allowed: true, reason: "ok", policy: "data/allow-client", action: "ALLOW" }
+              : { allowed: false, reason: "nope" },
+        },
+      },
+      {
+        peerIdentity: peer,
+        source: { name: "client", namespace: "a" },
+        destination: { address: "10.96.0.40", port: 5432, service: { name: "db", namespace: "data" } },
+      },
+      HALF_OPEN,
+    );
+    try {
+      const reply = await send(wp.port, postgresStartup);
+      await new Promise((r) => setTimeout(r, 50));
+      const sum = (name: string) => counted.filter((c) => c.name === name).reduce((n, c) => n + c.value, 0);
+      assert.equal(sum("istio_tcp_connections_opened_total"), 1);
+      assert.equal(sum("istio_tcp_connections_closed_total"), 1);
+      assert.equal(sum("istio_tcp_received_bytes_total"), postgresStartup.length);
+      assert.equal(sum("istio_tcp_sent_bytes_total"), Buffer.byteLength(reply));
+      assert.equal(sum("istio_requests_total"), 0, "no request metrics for TCP");
+      const labels = counted.find((c) => c.name === "istio_tcp_connections_opened_total")?.labels;
+      assert.deepEqual(Object.keys(labels ?? {}).sort(), [...ISTIO_TCP_LABELS].sort());
+      assert.equal(labels?.reporter, "waypoint");
+      assert.equal(labels?.request_protocol, "tcp");
+      assert.equal(labels?.response_flags, "-");
+      assert.equal(labels?.source_workload, "client");
+      assert.equal(labels?.source_principal, peer);
+      assert.equal(labels?.destination_workload, "db");
+      assert.equal(labels?.destination_service, "db.data.svc.cluster.local");
+      assert.equal(labels?.connection_security_policy, "mutual_tls");
+      assert.equal(entries.length, 1);
+      const entry = entries[0] as AccessLogEntry;
+      assert.equal(entry.method, "-");
+      assert.equal(entry.protocol, "-");
+      assert.equal(entry.response_code, 0);
+      assert.equal(entry.response_flags, "-");
+      assert.equal(entry.bytes_received, postgresStartup.length);
+      assert.equal(entry.bytes_sent, Buffer.byteLength(reply));
+      assert.equal(entry.upstream_host, `${db.endpoint.address}:${db.endpoint.port}`);
+      assert.equal(entry.upstream_cluster, "outbound|5432||db.data.svc.cluster.local");
+      assert.equal(entry.downstream_local_address, "10.96.0.40:5432");
+      assert.equal(entry.source_principal, peer);
+      assert.equal(entry.destination_principal, "spiffe://cluster.local/ns/data/sa/db");
+      assert.deepEqual(entry.authorization, {
+        result: "allowed",
+        policy: "data/allow-client",
+        action: "ALLOW",
+      });
+
+      // Refused: counted opened and closed with why, no bytes, and logged.
+      counted.length = 0;
+      wp.info.peerIdentity = "spiffe://cluster.local/ns/a/sa/other";
+      assert.equal(await send(wp.port, postgresStartup), "");
+      wp.info.peerIdentity = peer;
+      wp.info.destination = { address: "10.0.0.9", port: 1 };
+      assert.equal(await send(wp.port, postgresStartup), "");
+      await new Promise((r) => setTimeout(r, 50));
+      const flags = counted
+        .filter((c) => c.name === "istio_tcp_connections_closed_total")
+        .map((c) => c.labels.response_flags);
+      assert.deepEqual(flags, ["RBAC", "NR"]);
+      assert.equal(sum("istio_tcp_connections_opened_total"), 2);
+      assert.equal(sum("istio_tcp_received_bytes_total") + sum("istio_tcp_sent_bytes_total"), 0);
+      assert.deepEqual(
+        entries.slice(1).map((e) => [e.response_flags, e.upstream_cluster, e.bytes_received]),
+        [
+          ["RBAC", "-", 0],
+          ["NR", "-", 0],
+        ],
+      );
+      assert.deepEqual((entries[1] as AccessLogEntry).authorization, {
+        result: "denied",
+        policy: "-",
+        action: "-",
+      });
+    } finally {
+      await wp.close();
+      await stopServer(db.server);
+    }
+  });
+
+  it("adds an open TCP tunnel's bytes to the counters while it is open", { timeout: 20_000 }, async () => {
+    const echo = net.createServer((socket) => socket.pipe(socket));
+    await new Promise<void>((resolve) => echo.listen(0, "127.0.0.1", resolve));
+    const endpoint = { address: "127.0.0.1", port: (echo.address() as net.AddressInfo).port };
+    const received: number[] = [];
+    const metrics: MetricsSink = {
+      counter: (name) => ({
+        inc: (_labels, value) => {
+          if (name === "istio_tcp_received_bytes_total") received.push(value ?? 1);
+        },
+      }),
+      gauge: () => ({ set: () => {}, inc: () => {}, dec: () => {} }),
+      histogram: () => ({ observe: () => {} }),
+    };
+    const wp = await startWaypoint(
+      { "data/cache": [endpoint] },
+      { routes: [], opaqueTcp: true, metrics },
+      { destination: { address: "10.96.0.41", port: 6379, service: { name: "cache", namespace: "data" } } },
+    );
+    const socket = net.connect({ port: wp.port, host: "127.0.0.1" });
+    try {
+      socket.on("error", () => {});
+      await once(socket, "connect");
+      socket.write("*1\r\n$4\r\nPING\r\n");
+      await once(socket, "data");
+      // Still open: the report every 5 s carries the bytes so far.
+      const deadline = Date.now() + 8000;
+      while (received.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      assert.deepEqual(received, [14]);
+    } finally {
+      socket.destroy();
+      await wp.close();
+      await stopServer(echo);
     }
   });
 
