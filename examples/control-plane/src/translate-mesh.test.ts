@@ -424,6 +424,20 @@ spec:
       workload: [{ servicePort: 9090, targetPort: 9090 }],
     },
     {
+      name: "the protocol from appProtocol, the port's name, or a server-first well-known port",
+      ports: "[{ name: grpc-api, port: 9090 }, { name: http, port: 81, appProtocol: redis }, { port: 25 }]",
+      service: [
+        { servicePort: 9090, targetPort: 9090, appProtocol: "GRPC" },
+        { servicePort: 81, targetPort: 81, appProtocol: "TCP" },
+        { servicePort: 25, targetPort: 25, appProtocol: "TCP" },
+      ],
+      workload: [
+        { servicePort: 9090, targetPort: 9090 },
+        { servicePort: 81, targetPort: 81 },
+        { servicePort: 25, targetPort: 25 },
+      ],
+    },
+    {
       name: "named targetPort resolves per pod",
       ports: "[{ port: 80, targetPort: http }, { port: 81, targetPort: missing }]",
       service: [

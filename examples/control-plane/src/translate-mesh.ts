@@ -21,6 +21,7 @@ import {
   parseIpv4Cidr,
   podIpProblem,
 } from "./pod-address.js";
+import { servicePortProtocol } from "./port-protocol.js";
 import { serviceLoadBalancing } from "./service-load-balancing.js";
 import { endpointSliceWorkloads, podRefKey, sliceServicesByPod } from "./translate-endpoint-slice.js";
 import { sameItems, type TranslationMemo } from "./translate-memo.js";
@@ -481,15 +482,6 @@ function podsOf(
   return pods;
 }
 
-const APP_PROTOCOLS: Record<string, istio.workload.AppProtocol> = {
-  http: "HTTP11",
-  http2: "HTTP2",
-  h2c: "HTTP2",
-  grpc: "GRPC",
-  tcp: "TCP",
-  tls: "TLS",
-};
-
 interface ServicePortModel {
   name?: string;
   port: number;
@@ -518,8 +510,8 @@ function servicePorts(obj: KubeObject, issues: MeshIssue[]): ServicePortModel[] 
         : p.port;
     const model: ServicePortModel = { port: p.port, targetPort: target };
     if (typeof p.name === "string") model.name = p.name;
-    const proto = typeof p.appProtocol === "string" ? APP_PROTOCOLS[p.appProtocol.toLowerCase()] : undefined;
-    if (proto) model.appProtocol = proto;
+    const proto = servicePortProtocol(p as { port: number });
+    if (proto !== undefined) model.appProtocol = proto;
     out.push(model);
   }
   return out;

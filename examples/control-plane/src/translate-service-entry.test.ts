@@ -61,13 +61,14 @@ status: { podIP: ${podIp} }
 `;
 
 describe("ServiceEntry -> Address services", () => {
-  it("one Service per host, named after the ServiceEntry, ports with targetPort defaulting to the port", () => {
+  it("one Service per host, named after the ServiceEntry, ports with targetPort defaulting to the port and their protocol", () => {
     const config = translate(
       NS +
         se(
           "name1",
           `{ hosts: [se.istio.io], addresses: [240.240.23.45], resolution: STATIC,
-             ports: [{ number: 80, name: http, targetPort: 8080 }, { number: 443, name: tls }],
+             ports: [{ number: 80, name: http, targetPort: 8080, protocol: HTTP }, { number: 443, name: tls, protocol: TLS },
+                     { number: 27017, name: db, protocol: MONGO }, { number: 9000 }],
              subjectAltNames: ["spiffe://cluster.local/ns/ns1/sa/vm"] }`,
         ),
     );
@@ -80,9 +81,12 @@ describe("ServiceEntry -> Address services", () => {
       s.service.addresses?.map((a) => ip(a.address)),
       ["240.240.23.45"],
     );
+    // The protocol is the port's `protocol`, not its name.
     assert.deepEqual(s.service.ports, [
-      { servicePort: 80, targetPort: 8080 },
-      { servicePort: 443, targetPort: 443 },
+      { servicePort: 80, targetPort: 8080, appProtocol: "HTTP11" },
+      { servicePort: 443, targetPort: 443, appProtocol: "TLS" },
+      { servicePort: 27017, targetPort: 27017, appProtocol: "TCP" },
+      { servicePort: 9000, targetPort: 9000 },
     ]);
     assert.deepEqual(s.service.subjectAltNames, ["spiffe://cluster.local/ns/ns1/sa/vm"]);
     assert.deepEqual(config.issues, []);

@@ -7,6 +7,7 @@ import type { istio, MessageInit, Service, Workload } from "@ambient/xds";
 import { ControlPlaneError } from "./errors.js";
 import type { KubeObject, MeshIssue } from "./manifests.js";
 import { type Ipv4Cidr, ipv4Bytes, parseIpv4Cidr, podIpProblem } from "./pod-address.js";
+import { serviceEntryPortProtocol } from "./port-protocol.js";
 import { serviceLoadBalancing } from "./service-load-balancing.js";
 import type { MeshService, MeshWorkload } from "./translate-mesh.js";
 import { canonicalService, WORKLOAD_NAME_LABEL } from "./workload-names.js";
@@ -359,11 +360,15 @@ export function serviceEntryServices(objects: readonly KubeObject[], ctx: EntryC
       out.byEntry.set(obj, []);
       continue;
     }
-    const ports = spec.ports.map((p) => ({
-      ...(p.name === undefined ? {} : { name: p.name }),
-      port: p.number,
-      targetPort: p.targetPort ?? p.number,
-    }));
+    const ports = spec.ports.map((p) => {
+      const appProtocol = serviceEntryPortProtocol(p.protocol);
+      return {
+        ...(p.name === undefined ? {} : { name: p.name }),
+        port: p.number,
+        targetPort: p.targetPort ?? p.number,
+        ...(appProtocol === undefined ? {} : { appProtocol }),
+      };
+    });
     const waypoint = ctx.waypointFor(obj, namespace);
     const loadBalancing = serviceLoadBalancing({
       ...(obj.metadata.annotations === undefined ? {} : { serviceAnnotations: obj.metadata.annotations }),
@@ -412,7 +417,11 @@ export function serviceEntryServices(objects: readonly KubeObject[], ctx: EntryC
         namespace,
         hostname: host,
         addresses: hostVips.map((vip) => ({ network: ctx.network, address: ipv4Bytes(vip) as Uint8Array })),
-        ports: ports.map((p) => ({ servicePort: p.port, targetPort: p.targetPort })),
+        ports: ports.map((p) => ({
+          servicePort: p.port,
+          targetPort: p.targetPort,
+          ...(p.appProtocol === undefined ? {} : { appProtocol: p.appProtocol }),
+        })),
         ...(spec.subjectAltNames.length === 0 ? {} : { subjectAltNames: spec.subjectAltNames }),
         ...(waypoint === undefined ? {} : { waypoint }),
         ...(loadBalancing === undefined ? {} : { loadBalancing }),

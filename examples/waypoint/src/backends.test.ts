@@ -4,7 +4,7 @@ import { WorkloadStore } from "@ambient/example-ztunnel";
 import type { Service, Workload } from "@ambient/xds";
 import {
   createBackendResolver,
-  declaredHttp,
+  declaredProtocol,
   resolveServiceBackend,
   serviceAtVip,
   VersionedWorkloadStore,
@@ -146,8 +146,8 @@ describe("VersionedWorkloadStore", () => {
   });
 });
 
-describe("declaredHttp", () => {
-  it("is true for an HTTP, HTTP/2 or gRPC port, false for TCP, undeclared and unknown ports", () => {
+describe("declaredProtocol", () => {
+  it("is http for an HTTP, HTTP/2 or gRPC port, tcp for TCP and TLS, undefined for undeclared and unknown ports", () => {
     const svc = {
       ports: [
         { servicePort: 80, appProtocol: "HTTP11" },
@@ -155,11 +155,12 @@ describe("declaredHttp", () => {
         { servicePort: 82, appProtocol: "GRPC" },
         { servicePort: 83, appProtocol: "TCP" },
         { servicePort: 84 },
+        { servicePort: 85, appProtocol: "TLS" },
       ],
     } as unknown as Service;
     assert.deepEqual(
-      [80, 81, 82, 83, 84, 85].map((p) => declaredHttp(svc, p)),
-      [true, true, true, false, false, false],
+      [80, 81, 82, 83, 84, 85, 86].map((p) => declaredProtocol(svc, p)),
+      ["http", "http", "http", "tcp", undefined, "tcp", undefined],
     );
   });
 });

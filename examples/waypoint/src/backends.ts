@@ -12,12 +12,19 @@ export interface BackendRef {
 }
 
 /**
- * Whether a Service port is declared HTTP (`appProtocol` HTTP/1.1, HTTP/2 or gRPC): the router then
- * never carries its tunnels as TCP (`destination.httpOnly`), so no bytes reach it around L7 policy.
+ * What a Service port is declared to carry, from its Address resource's `appProtocol`: `"http"` (HTTP/1.1,
+ * HTTP/2 or gRPC: the router never carries its tunnels as TCP, `destination.httpOnly`, so no bytes
+ * reach it around L7 policy), `"tcp"` (TCP or TLS: carried as TCP from the start,
+ * `destination.tcpOnly`, so a server may speak first), or undefined (the router detects HTTP).
  */
-export function declaredHttp(service: Pick<Service, "ports">, servicePort: number): boolean {
+export function declaredProtocol(
+  service: Pick<Service, "ports">,
+  servicePort: number,
+): "http" | "tcp" | undefined {
   const declared = service.ports.find((p) => p.servicePort === servicePort)?.appProtocol;
-  return declared === "HTTP11" || declared === "HTTP2" || declared === "GRPC";
+  if (declared === "HTTP11" || declared === "HTTP2" || declared === "GRPC") return "http";
+  if (declared === "TCP" || declared === "TLS") return "tcp";
+  return undefined;
 }
 
 /** The Service a VIP belongs to, for the router's `destination.service`. */

@@ -24,7 +24,7 @@ import { createXdsClient } from "@ambient/xds";
 import * as prom from "prom-client";
 import {
   createBackendResolver,
-  declaredHttp,
+  declaredProtocol,
   resolveServiceBackend,
   VersionedWorkloadStore,
   workloadEndpoint,
@@ -276,11 +276,15 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     // directly: its requests go on to it unless a route says otherwise.
     const workload =
       match === undefined && authority.kind === "ip" ? store.findByAddress(authority.host) : undefined;
-    let target: { service: { name: string; namespace: string }; httpOnly: boolean } | { endpoint: Endpoint };
+    let target:
+      | { service: { name: string; namespace: string }; httpOnly: boolean; tcpOnly: boolean }
+      | { endpoint: Endpoint };
     if (match !== undefined && config.serves(match.service)) {
+      const declared = declaredProtocol(match.service, match.servicePort);
       target = {
         service: { name: match.service.name, namespace: match.service.namespace },
-        httpOnly: declaredHttp(match.service, match.servicePort),
+        httpOnly: declared === "http",
+        tcpOnly: declared === "tcp",
       };
     } else if (workload !== undefined && config.serves(workload)) {
       target = { endpoint: workloadEndpoint(workload, authority.host, authority.port) };

@@ -80,6 +80,17 @@ metadata: { name: cache, namespace: shop, labels: { istio.io/use-waypoint: waypo
 spec: { clusterIP: ${ip(103)}, selector: { app: cache }, ports: [{ name: redis, port: 6379 }] }
 ---
 apiVersion: v1
+kind: Pod
+metadata: { name: mysql-0, namespace: shop, labels: { app: mysql } }
+spec: { nodeName: node-b, serviceAccountName: mysql }
+status: { podIP: ${ip(12)} }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: mysql, namespace: shop, labels: { istio.io/use-waypoint: waypoint } }
+spec: { clusterIP: ${ip(104)}, selector: { app: mysql }, ports: [{ port: 3306, targetPort: 13306 }] }
+---
+apiVersion: v1
 kind: Service
 metadata: { name: external-db, namespace: shop, labels: { istio.io/use-waypoint: waypoint } }
 spec:
@@ -129,6 +140,7 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
   let external: Server;
   let db: Server;
   let cache: NetServer;
+  let mysql: NetServer;
 
   before(async () => {
     app = createServer((req, res) => {
@@ -161,6 +173,13 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     });
     cache.listen(6379, ip(11));
     await once(cache, "listening");
+    // A server that speaks first (MySQL's greeting), on MySQL's well-known port: TCP without a name.
+    mysql = createNetServer((socket) => {
+      socket.on("error", () => {});
+      socket.write("mysql greeting\n");
+    });
+    mysql.listen(13306, ip(12));
+    await once(mysql, "listening");
     mesh = await startTestMesh({
       manifests,
       tempPrefix: "waypoint-",
@@ -179,6 +198,7 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     external?.close();
     db?.close();
     cache?.close();
+    mysql?.close();
   });
 
   it("holds the waypoint identity from the CA", () => {
@@ -236,6 +256,20 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     assert.match(series("istio_tcp_received_bytes_total", "-")[0] ?? "", / 14$/);
     assert.match(series("istio_tcp_sent_bytes_total", "-")[0] ?? "", / 10$/);
     assert.match(series("istio_tcp_connections_closed_total", "RBAC")[0] ?? "", / 1$/);
+  });
+
+  it("carries a port declared TCP from the start, so a server that speaks first is heard", async () => {
+    const c = await socks5Dial({
+      proxy: ztunnels[0]?.addresses.socks5 ?? "",
+      from: ip(2),
+      to: `${ip(104)}:3306`,
+    });
+    const closed = once(c.socket, "close");
+    c.socket.on("data", () => {
+      if (c.text().endsWith("\n")) c.socket.destroy();
+    });
+    await closed;
+    assert.equal(c.text(), "mysql greeting\n");
   });
 
   it("reaches the EndpointSlice endpoint of a Service without a selector in plaintext", async () => {

@@ -117,6 +117,13 @@ export interface TunnelInfo {
      */
     httpOnly?: boolean;
     /**
+     * The destination port is declared TCP (Istio's `tcp`, `tls`, `https`, `mongo`, `redis`, `mysql`
+     * protocols, or a well-known port of a protocol whose server speaks first): with `opaqueTcp`, its
+     * tunnels are carried as TCP from the start, without waiting for the client's first bytes, so a
+     * server that speaks first (MySQL, SMTP) works; as Istio's waypoints give such a port no HTTP chain.
+     */
+    tcpOnly?: boolean;
+    /**
      * The workload a tunnel addressed to a workload rather than a Service goes on to (Istio: a
      * workload bound to its own waypoint). Requests with no route of their own are sent to it, as a
      * waypoint sends workload-addressed traffic on to its original destination; without it (and
@@ -199,8 +206,9 @@ export interface WaypointHandlerOptions {
    * answered as bad HTTP.
    * The bytes are not HTTP when they do not start with an HTTP/2 preface or (after empty lines) a
    * method of letters and a space; a destination declared HTTP (`destination.httpOnly`) is never
-   * carried as TCP. A protocol whose server speaks first (MySQL, SMTP) waits for the client's bytes, so
-   * it must not be sent through a waypoint.
+   * carried as TCP; one declared TCP (`destination.tcpOnly`) is carried as TCP from the start, without
+   * waiting for the client's bytes, so a protocol whose server speaks first (MySQL, SMTP) works there
+   * and only there: on an undeclared port its server and the handler would wait for each other.
    */
   opaqueTcp?: boolean;
   /** Called once per finished request with Istio's access log fields. Default: none; meshConfig `accessLogFile`. */
@@ -231,6 +239,7 @@ export interface WaypointHandler {
 }
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+const EMPTY = Buffer.alloc(0);
 /** The backend kind of a workload-addressed tunnel's route: its original destination. */
 const ORIGINAL_DESTINATION = "OriginalDestination";
 /** Longest method an HTTP/1.1 request line is looked for in before the bytes are taken as not HTTP. */
@@ -1683,7 +1692,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
           upstream.on("error", () => {});
           tcpOpened(t);
           t.received = first.length;
-          upstream.write(first);
+          if (first.length > 0) upstream.write(first);
           stream.on("data", (chunk: Buffer) => {
             t.received += chunk.length;
           });
@@ -1785,6 +1794,16 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     }
     ensureBufferWrites(stream);
     streams.add(stream);
+    if (
+      options.opaqueTcp === true &&
+      info.destination?.tcpOnly === true &&
+      info.destination.httpOnly !== true
+    ) {
+      // Declared TCP: carried from the first byte, so a server may speak first.
+      stream.once("close", () => streams.delete(stream));
+      serveTcp(stream, info, EMPTY);
+      return;
+    }
     // Until the first request head is complete, and whenever no request is in flight.
     const deadline = new ConnectionDeadline(headersTimeout, () => {
       logger.debug({ timeoutMs: headersTimeout }, "no request head within the headers timeout; closing");

@@ -453,6 +453,48 @@ describe("a tunnel whose bytes are not HTTP (opaqueTcp)", () => {
     }
   });
 
+  it("carries a destination declared TCP from the start, so its server may speak first", async () => {
+    const smtp = net.createServer((socket) => {
+      socket.on("error", () => {});
+      socket.write("220 mail ready\r\n");
+      socket.on("data", (c: Buffer) => socket.end(`250 got ${c.length}\r\n`));
+    });
+    await new Promise<void>((resolve) => smtp.listen(0, "127.0.0.1", resolve));
+    const endpoint = { address: "127.0.0.1", port: (smtp.address() as net.AddressInfo).port };
+    const destination = { address: "10.96.0.42", port: 25, service: { name: "mail", namespace: "data" } };
+    const wp = await startWaypoint(
+      { "data/mail": [endpoint] },
+      { routes: [], opaqueTcp: true, headersTimeoutMs: 300 },
+      { destination: { ...destination, tcpOnly: true } },
+      HALF_OPEN,
+    );
+    const greeting = async (): Promise<string> => {
+      const socket = net.connect({ port: wp.port, host: "127.0.0.1" });
+      socket.on("error", () => {});
+      const chunks: Buffer[] = [];
+      socket.on("data", (c: Buffer) => {
+        chunks.push(c);
+        if (Buffer.concat(chunks).includes("\r\n")) socket.destroy();
+      });
+      await once(socket, "close");
+      return Buffer.concat(chunks).toString();
+    };
+    try {
+      assert.equal(await greeting(), "220 mail ready\r\n");
+      // The client's bytes still go both ways after the greeting.
+      assert.match(await send(wp.port, Buffer.from("HELO x\r\n")), /^220 mail ready\r\n250 got \d+\r\n$/);
+      // Undeclared, the handler waits for the client as the server waits for it: the headers deadline ends it.
+      wp.info.destination = destination;
+      assert.equal(await greeting(), "");
+      // Declared HTTP wins over declared TCP.
+      wp.info.destination = { ...destination, tcpOnly: true, httpOnly: true };
+      assert.equal(await greeting(), "");
+    } finally {
+      await wp.close();
+      await stopServer(smtp);
+    }
+  });
+
   it("applies L4 policy first, and closes what it cannot carry", async () => {
     const db = await tcpBackend("db-0");
     const denied = await startWaypoint(
