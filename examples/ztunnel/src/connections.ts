@@ -19,6 +19,8 @@ export interface TrackedConnection extends ConnectionSummary {
   policyRequest?: () => AuthorizationRequest;
   /** In-pod mode: uid of the pod whose proxy carries it. */
   owner?: string;
+  /** Its byte counts, reported to the TCP metrics while it is open ({@link ConnectionRegistry.reportBytes}). */
+  traffic?: { reportBytes(): void };
   /** Closes the connection; called without `this`. */
   close(): void;
 }
@@ -64,6 +66,11 @@ export class ConnectionRegistry {
     return [...this.#connections.values()];
   }
 
+  /** Adds the bytes every open connection moved since its last report to the TCP metrics. */
+  reportBytes(): void {
+    for (const c of this.#connections.values()) c.traffic?.reportBytes();
+  }
+
   summaries(): ConnectionSummary[] {
     return this.connections().map((c) => {
       const summary: ConnectionSummary = {
@@ -107,6 +114,7 @@ class Tracked implements TrackedConnection {
   readonly destinationIdentity: string | undefined;
   readonly policyRequest: (() => AuthorizationRequest) | undefined;
   readonly owner: string | undefined;
+  readonly traffic: { reportBytes(): void } | undefined;
   /** The caller's `close`, kept alone (called without `this`), so its object can be collected. */
   readonly #close: () => void;
 
@@ -119,6 +127,7 @@ class Tracked implements TrackedConnection {
     this.destinationIdentity = c.destinationIdentity;
     this.policyRequest = c.policyRequest;
     this.owner = c.owner;
+    this.traffic = c.traffic;
     this.#close = c.close;
   }
 

@@ -34,8 +34,8 @@ export type InboundDecision =
       workload: Workload;
       /** How the authority named the pod. */
       via: "pod-address" | "waypoint" | "service-hostname";
-      /** `hostname` of the Service the authority named, if it named one. */
-      service?: string;
+      /** The Service the authority named, if it named one. */
+      service?: Service;
     }
   | { kind: "refuse"; status: 400 | 503; reason: string };
 
@@ -70,7 +70,7 @@ export function decideInboundDestination(
   }
   let port = authority.port;
   let via: "pod-address" | "waypoint" | "service-hostname";
-  let service: string | undefined;
+  let service: Service | undefined;
   if (authority.kind === "hostname") {
     const svc = store.findServiceByHostname(authority.host, pod.namespace);
     if (svc === undefined) {
@@ -86,7 +86,7 @@ export function decideInboundDestination(
     }
     port = target;
     via = "service-hostname";
-    service = svc.hostname;
+    service = svc;
   } else {
     const ip = canonicalIp(authority.host)?.text;
     if (ip === undefined) return { kind: "refuse", status: 400, reason: "authority is not a canonical IP" };
@@ -104,7 +104,7 @@ export function decideInboundDestination(
         };
       }
       via = "waypoint";
-      if (svc !== undefined) service = svc.hostname;
+      if (svc !== undefined) service = svc;
     }
   }
   if (listener.illegalPorts.includes(port)) {

@@ -9,14 +9,23 @@ import type {
   AuthorizationRequest,
   PolicyExplanation,
 } from "@ambient/policy";
+import type { Workload } from "@ambient/xds";
 import { errorText, logConnectionFailed, startAccessLog } from "./access-log.js";
 import type { ConnectionRegistry } from "./connections.js";
 import { type DialFailureMetrics, errnoOf, upstreamRefusalReason } from "./dial-failure.js";
 import { decidePlaintextInbound } from "./in-pod-decisions.js";
 import { decideInboundDestination } from "./inbound-destination.js";
-import { connectionLabels, type createTcpMetrics } from "./tcp-metrics.js";
+import {
+  connectionLabels,
+  countRefused,
+  type createTcpMetrics,
+  MeteredConnection,
+  type ServiceDescription,
+  type TcpMetricLabels,
+  type TcpMetrics,
+} from "./tcp-metrics.js";
 import type { Logger } from "./telemetry.js";
-import { identityOf, serviceForTargetPort, type WorkloadStore } from "./workload-store.js";
+import { identityOf, serviceKeyForTargetPort, type WorkloadStore } from "./workload-store.js";
 
 /**
  * The policy a denial names: the DENY policy that matched, or the ALLOW policies of which none
@@ -115,6 +124,23 @@ export function createInbound(options: InboundOptions): Inbound {
     return decision;
   };
 
+  /**
+   * The Service through which `dst` serves `targetPort`, for labelling inbound connections, whose
+   * tunnels name only the pod; only its key's parts when the Service itself is not known.
+   */
+  const serviceAtTargetPort = (dst: Workload, targetPort: number): ServiceDescription | undefined => {
+    const key = serviceKeyForTargetPort(dst, targetPort);
+    if (key === undefined) return undefined;
+    const slash = key.indexOf("/");
+    return (
+      store.services().get(key) ?? {
+        namespace: key.slice(0, slash),
+        name: "",
+        hostname: key.slice(slash + 1),
+      }
+    );
+  };
+
   const handleTunnel = (pod: InboundPod, tunnel: InboundTunnel): void => {
     const target = decideInboundDestination(
       { podIp: pod.ip, nodeName: options.nodeName, illegalPorts: [options.hbonePort] },
@@ -139,8 +165,16 @@ export function createInbound(options: InboundOptions): Inbound {
     const peer = tunnel.peerIdentity.toString();
     const request = inboundRequest(srcIp, peer, authority.host, authority.port);
     const decision = engine.evaluate(request);
-    const destinationService = target.service ?? serviceForTargetPort(dst, authority.port);
+    const destinationService = target.service ?? serviceAtTargetPort(dst, authority.port);
     const source = store.findByAddress(srcIp);
+    const labels = connectionLabels({
+      reporter: "destination",
+      source,
+      sourcePrincipal: peer,
+      destination: dst,
+      ...(destinationService === undefined ? {} : { destinationService }),
+      mutualTls: true,
+    });
     const accessLog = startAccessLog(logger, {
       direction: "inbound",
       srcAddr,
@@ -149,7 +183,7 @@ export function createInbound(options: InboundOptions): Inbound {
       dstAddr,
       hboneAddr: `${authority.host}:${authority.port}`,
       destination: dst,
-      ...(destinationService === undefined ? {} : { destinationService }),
+      ...(destinationService === undefined ? {} : { destinationService: destinationService.hostname }),
       dstIdentity: identityOf(dst),
     });
     const logFields = {
@@ -162,6 +196,7 @@ export function createInbound(options: InboundOptions): Inbound {
       const by = deniedBy(decision, () => engine.explain(request));
       logger.info({ ...logFields, policy: decision.policy }, `denied by ${by}`);
       accessLog.complete({ sent: 0, received: 0, error: `policy rejection: denied by ${by}` });
+      countRefused(tcpMetrics, labels, "DENY");
       tunnel.refuse(HBONE_STATUS.denied, decision.reason);
       return;
     }
@@ -172,6 +207,7 @@ export function createInbound(options: InboundOptions): Inbound {
         const errno = recordDialFailure(err);
         logger.warn({ ...logFields, err: err.message, errno }, "inbound upstream dial failed");
         accessLog.complete({ sent: 0, received: 0, error: `upstream unavailable: ${err.message}` });
+        countRefused(tcpMetrics, labels, "CONNECT");
         // The errno goes back to the peer: it answers its client with the reply code that fits it.
         tunnel.refuse(HBONE_STATUS.noUpstream, upstreamRefusalReason(err));
       }
@@ -183,14 +219,7 @@ export function createInbound(options: InboundOptions): Inbound {
         return;
       }
       const stream = tunnel.accept();
-      const labels = connectionLabels({
-        reporter: "destination",
-        source,
-        sourcePrincipal: peer,
-        destination: dst,
-        ...(destinationService === undefined ? {} : { destinationService }),
-        mutualTls: true,
-      });
+      const carried = new CarriedInbound(upstream, labels, tcpMetrics);
       const id = registry.add({
         direction: "inbound",
         source: srcIp,
@@ -199,6 +228,7 @@ export function createInbound(options: InboundOptions): Inbound {
         destinationIdentity: identityOf(dst),
         policyRequest: () => inboundRequest(srcIp, peer, authority.host, authority.port),
         ...(pod.connectUpstream === undefined ? {} : { owner: pod.uid }),
+        traffic: carried,
         close() {
           stream.destroy();
           upstream.resetAndDestroy();
@@ -208,7 +238,7 @@ export function createInbound(options: InboundOptions): Inbound {
       logger.debug(logFields, "inbound connection opened");
       const finish = (err?: unknown) => {
         registry.delete(id);
-        tcpMetrics.closed(labels, { sent: upstream.bytesRead, received: upstream.bytesWritten });
+        carried.reportClosed();
         accessLog.complete({
           sent: upstream.bytesRead,
           received: upstream.bytesWritten,
@@ -242,14 +272,21 @@ export function createInbound(options: InboundOptions): Inbound {
     }
     const dst = target.workload;
     const source = store.findByAddress(srcIp);
-    const destinationService = serviceForTargetPort(dst, destination.port);
+    const destinationService = serviceAtTargetPort(dst, destination.port);
+    const labels = connectionLabels({
+      reporter: "destination",
+      source,
+      destination: dst,
+      ...(destinationService === undefined ? {} : { destinationService }),
+      mutualTls: false,
+    });
     const accessLog = startAccessLog(logger, {
       direction: "inbound",
       srcAddr,
       source,
       dstAddr,
       destination: dst,
-      ...(destinationService === undefined ? {} : { destinationService }),
+      ...(destinationService === undefined ? {} : { destinationService: destinationService.hostname }),
     });
     const request = inboundRequest(srcIp, undefined, destination.ip, destination.port);
     const decision = authorize(request, { ...logFields, peer: "none" });
@@ -259,6 +296,7 @@ export function createInbound(options: InboundOptions): Inbound {
         received: 0,
         error: `policy rejection: denied by ${deniedBy(decision, () => engine.explain(request))}`,
       });
+      countRefused(tcpMetrics, labels, "DENY");
       socket.resetAndDestroy();
       return;
     }
@@ -268,6 +306,7 @@ export function createInbound(options: InboundOptions): Inbound {
       const errno = recordDialFailure(err);
       logger.warn({ ...logFields, err: err.message, errno }, "inbound upstream dial failed");
       accessLog.complete({ sent: 0, received: 0, error: `upstream unavailable: ${err.message}` });
+      countRefused(tcpMetrics, labels, "CONNECT");
       socket.resetAndDestroy();
     });
     upstream.once("connect", () => {
@@ -276,13 +315,7 @@ export function createInbound(options: InboundOptions): Inbound {
         upstream.destroy();
         return;
       }
-      const labels = connectionLabels({
-        reporter: "destination",
-        source,
-        destination: dst,
-        ...(destinationService === undefined ? {} : { destinationService }),
-        mutualTls: false,
-      });
+      const carried = new CarriedInbound(upstream, labels, tcpMetrics);
       const id = registry.add({
         direction: "inbound",
         source: srcIp,
@@ -290,6 +323,7 @@ export function createInbound(options: InboundOptions): Inbound {
         destinationIdentity: identityOf(dst),
         policyRequest: () => inboundRequest(srcIp, undefined, destination.ip, destination.port),
         owner,
+        traffic: carried,
         close() {
           socket.resetAndDestroy();
           upstream.resetAndDestroy();
@@ -299,7 +333,7 @@ export function createInbound(options: InboundOptions): Inbound {
       logger.debug(logFields, "inbound plaintext connection opened");
       const finish = (err?: unknown) => {
         registry.delete(id);
-        tcpMetrics.closed(labels, { sent: upstream.bytesRead, received: upstream.bytesWritten });
+        carried.reportClosed();
         accessLog.complete({
           sent: upstream.bytesRead,
           received: upstream.bytesWritten,
@@ -332,4 +366,25 @@ export function createInbound(options: InboundOptions): Inbound {
   };
 
   return { handleTunnel, handlePlaintext, recheck };
+}
+
+/** An open inbound connection's byte counts, read from its upstream socket. */
+class CarriedInbound extends MeteredConnection {
+  constructor(
+    readonly upstream: Socket,
+    labels: TcpMetricLabels,
+    tcpMetrics: TcpMetrics,
+  ) {
+    super(labels, tcpMetrics);
+  }
+
+  /** Bytes the pod sent back toward the source. */
+  sentBytes(): number {
+    return this.upstream.bytesRead;
+  }
+
+  /** Bytes from the source written to the pod. */
+  receivedBytes(): number {
+    return this.upstream.bytesWritten;
+  }
 }

@@ -106,10 +106,15 @@ export {
 export {
   type ConnectionParties,
   connectionLabels,
+  countRefused,
   createTcpMetrics,
+  MeteredConnection,
+  type ServiceDescription,
+  TCP_BYTES_REPORT_MS,
   TCP_METRIC_LABELS,
   type TcpMetricLabels,
   type TcpMetrics,
+  type TcpResponseFlag,
 } from "./tcp-metrics.js";
 export {
   type Counter,

@@ -11,8 +11,12 @@ import type { ConnectionRegistry } from "./connections.js";
 import { ZtunnelError } from "./errors.js";
 import { SOCKS5_REPLY } from "./socks5.js";
 import {
+  type ConnectionParties,
   connectionLabels,
+  countRefused,
   type createTcpMetrics,
+  MeteredConnection,
+  type ServiceDescription,
   type TcpMetricLabels,
   type TcpMetrics,
 } from "./tcp-metrics.js";
@@ -133,9 +137,13 @@ export function createOutbound(options: OutboundOptions): Outbound {
       });
       throw err;
     };
-    /** Runs `connect` with the access log started; a failure is logged before it is rethrown. */
+    /**
+     * Runs `connect` with the access log started; a failure is logged, and counted as a connection
+     * closed with `CONNECT`, before it is rethrown.
+     */
     const logged = async <T>(
       parties: Omit<Parameters<typeof startAccessLog>[1], "direction" | "srcAddr" | "source">,
+      labels: TcpMetricLabels,
       connect: () => Promise<T>,
     ): Promise<{ value: T; accessLog: AccessLogEntry }> => {
       const accessLog = startAccessLog(logger, { direction: "outbound", srcAddr, source: src, ...parties });
@@ -143,8 +151,18 @@ export function createOutbound(options: OutboundOptions): Outbound {
         return { value: await connect(), accessLog };
       } catch (err) {
         accessLog.complete({ sent: 0, received: 0, error: errorText(err) });
+        countRefused(tcpMetrics, labels, "CONNECT");
         throw err;
       }
+    };
+    const labelsFor = (
+      destination: Workload | undefined,
+      service: ServiceDescription | undefined,
+      mutualTls: boolean,
+    ): TcpMetricLabels => {
+      const parties: ConnectionParties = { reporter: "source", source: src, destination, mutualTls };
+      if (service !== undefined) parties.destinationService = service;
+      return connectionLabels(parties);
     };
     /**
      * A tunnel to a waypoint, with the original destination as the authority: the waypoint picks the
@@ -153,7 +171,7 @@ export function createOutbound(options: OutboundOptions): Outbound {
     const throughWaypoint = async (
       waypoint: WaypointTarget,
       authority: string,
-      destinationService: string | undefined,
+      destinationService: ServiceDescription | undefined,
     ): Promise<DialedOutbound> => {
       const wpWorkload = store.findByAddress(waypoint.ip);
       if (wpWorkload === undefined) {
@@ -165,7 +183,9 @@ export function createOutbound(options: OutboundOptions): Outbound {
       }
       const dstId = identityOf(wpWorkload);
       const address = `${waypoint.ip}:${waypoint.port}`;
-      const service = destinationService === undefined ? {} : { destinationService };
+      const service =
+        destinationService === undefined ? {} : { destinationService: destinationService.hostname };
+      const labels = labelsFor(wpWorkload, destinationService, true);
       const { value: tunnel, accessLog } = await logged(
         {
           srcIdentity: identityOf(src),
@@ -175,6 +195,7 @@ export function createOutbound(options: OutboundOptions): Outbound {
           ...service,
           dstIdentity: dstId,
         },
+        labels,
         async () => {
           const creds = await credentialsOf(identityOf(src));
           return network.hboneClient(creds).connect({
@@ -186,13 +207,6 @@ export function createOutbound(options: OutboundOptions): Outbound {
           });
         },
       );
-      const labels = connectionLabels({
-        reporter: "source",
-        source: src,
-        destination: wpWorkload,
-        ...service,
-        mutualTls: true,
-      });
       return { stream: tunnel, labels, destination: authority, dstId, accessLog };
     };
     // A Service bound to a waypoint: the waypoint picks the endpoint, so tunnel to it with the
@@ -200,7 +214,7 @@ export function createOutbound(options: OutboundOptions): Outbound {
     const viaWaypoint = store.findService(host, request.port);
     const waypoint = viaWaypoint === undefined ? undefined : waypointOf(viaWaypoint.service);
     if (viaWaypoint !== undefined && waypoint !== undefined) {
-      return throughWaypoint(waypoint, `${host}:${request.port}`, viaWaypoint.service.hostname);
+      return throughWaypoint(waypoint, `${host}:${request.port}`, viaWaypoint.service);
     }
     const dest = store.resolve(host, request.port, src);
     if (dest.kind === "no-endpoint") {
@@ -211,7 +225,8 @@ export function createOutbound(options: OutboundOptions): Outbound {
       );
     }
     const endpoint = dest.kind === "passthrough" ? undefined : dest.endpoint;
-    const destinationService = dest.kind === "service" ? dest.service.service.hostname : undefined;
+    const service = dest.kind === "service" ? dest.service.service : undefined;
+    const destinationService = service?.hostname;
     const dstWorkload = endpoint?.workload;
     const dstIp = dstWorkload === undefined ? undefined : ipOf(dstWorkload);
     // A pod addressed directly whose own traffic goes through a waypoint (`istio.io/use-waypoint` on
@@ -230,6 +245,7 @@ export function createOutbound(options: OutboundOptions): Outbound {
       const dstId = identityOf(dstWorkload);
       const address = `${dstIp}:${options.hbonePort}`;
       const authority = `${dstIp}:${endpoint.targetPort}`;
+      const labels = labelsFor(dstWorkload, service, true);
       const { value: tunnel, accessLog } = await logged(
         {
           srcIdentity: identityOf(src),
@@ -239,6 +255,7 @@ export function createOutbound(options: OutboundOptions): Outbound {
           ...(destinationService === undefined ? {} : { destinationService }),
           dstIdentity: dstId,
         },
+        labels,
         async () => {
           const creds = await credentialsOf(identityOf(src));
           return network.hboneClient(creds).connect({
@@ -250,24 +267,19 @@ export function createOutbound(options: OutboundOptions): Outbound {
           });
         },
       );
-      const labels = connectionLabels({
-        reporter: "source",
-        source: src,
-        destination: dstWorkload,
-        ...(destinationService === undefined ? {} : { destinationService }),
-        mutualTls: true,
-      });
       return { stream: tunnel, labels, destination: authority, dstId, accessLog };
     }
     // Not in the mesh: plain TCP from the pod's own address.
     const targetHost = dstIp ?? host;
     const targetPort = endpoint?.targetPort ?? request.port;
+    const labels = labelsFor(dstWorkload, service, false);
     const { value: socket, accessLog } = await logged(
       {
         dstAddr: `${targetHost}:${targetPort}`,
         destination: dstWorkload,
         ...(destinationService === undefined ? {} : { destinationService }),
       },
+      labels,
       async () => {
         const socket = network.connectTcp(targetHost, targetPort, srcIp);
         try {
@@ -279,26 +291,31 @@ export function createOutbound(options: OutboundOptions): Outbound {
         return socket;
       },
     );
-    const labels = connectionLabels({
-      reporter: "source",
-      source: src,
-      destination: dstWorkload,
-      ...(destinationService === undefined ? {} : { destinationService }),
-      mutualTls: false,
-    });
     return { stream: socket, labels, destination: `${targetHost}:${targetPort}`, accessLog };
   };
 
   const carry: Outbound["carry"] = ({ socket, dialed, srcIp, src, requested, handshakeBytes, owner }) => {
     const { stream } = dialed;
     registry.trackSocket(socket, owner);
-    const id = registry.add({
+    // The handshake is over: its byte counts are final, and only the numbers are kept (not the
+    // handshake's state), for as long as the connection is open.
+    const carried = new CarriedOutbound(
+      socket,
+      dialed.labels,
+      dialed.accessLog,
+      handshakeBytes?.received ?? 0,
+      handshakeBytes?.sent ?? 0,
+      registry,
+      tcpMetrics,
+    );
+    carried.id = registry.add({
       direction: "outbound",
       source: srcIp,
       destination: dialed.destination,
       sourceIdentity: identityOf(src),
       ...(dialed.dstId === undefined ? {} : { destinationIdentity: dialed.dstId }),
       ...(owner === undefined ? {} : { owner }),
+      traffic: carried,
       close() {
         stream.destroy();
         socket.resetAndDestroy();
@@ -309,18 +326,6 @@ export function createOutbound(options: OutboundOptions): Outbound {
     // The relay writes each piece as it arrives: no Nagle delay toward the pod either.
     socket.setNoDelay(true);
     socket.resume();
-    // The handshake is over: its byte counts are final, and only the numbers are kept (not the
-    // handshake's state), for as long as the connection is open.
-    const carried = new CarriedOutbound(
-      id,
-      socket,
-      dialed.labels,
-      dialed.accessLog,
-      handshakeBytes?.received ?? 0,
-      handshakeBytes?.sent ?? 0,
-      registry,
-      tcpMetrics,
-    );
     pipeTunnel(socket, stream).then(
       () => carried.finish(undefined),
       (err: unknown) => carried.finish(err),
@@ -334,27 +339,38 @@ export function createOutbound(options: OutboundOptions): Outbound {
  * What an open outbound connection keeps until it ends: one object rather than a closure over the
  * dial's and the handshake's state, so an idle tunnel holds no more than it needs.
  */
-class CarriedOutbound {
+class CarriedOutbound extends MeteredConnection {
+  id = 0;
+
   constructor(
-    readonly id: number,
     readonly socket: Socket,
-    readonly labels: TcpMetricLabels,
+    labels: TcpMetricLabels,
     readonly accessLog: AccessLogEntry,
     readonly handshakeReceived: number,
     readonly handshakeSent: number,
     readonly registry: ConnectionRegistry,
-    readonly tcpMetrics: TcpMetrics,
-  ) {}
+    tcpMetrics: TcpMetrics,
+  ) {
+    super(labels, tcpMetrics);
+  }
+
+  /** Bytes written back to the pod (toward the source). */
+  sentBytes(): number {
+    return this.socket.bytesWritten - this.handshakeSent;
+  }
+
+  /** Bytes the pod sent. */
+  receivedBytes(): number {
+    return this.socket.bytesRead - this.handshakeReceived;
+  }
 
   finish(err: unknown): void {
     this.registry.delete(this.id);
-    const received = this.socket.bytesRead - this.handshakeReceived;
-    const sent = this.socket.bytesWritten - this.handshakeSent;
-    this.tcpMetrics.closed(this.labels, { sent, received });
+    this.reportClosed();
     // The pod sent what this proxy received from it, and received what was written back.
     this.accessLog.complete({
-      sent: received,
-      received: sent,
+      sent: this.receivedBytes(),
+      received: this.sentBytes(),
       ...(err === undefined ? {} : { error: errorText(err) }),
     });
   }

@@ -4,7 +4,10 @@ import type { Workload } from "@ambient/xds";
 import {
   type ConnectionParties,
   connectionLabels,
+  countRefused,
   createTcpMetrics,
+  MeteredConnection,
+  TCP_METRIC_LABELS,
   type TcpMetricLabels,
 } from "./tcp-metrics.js";
 import type { MetricLabels, MetricsSink } from "./telemetry.js";
@@ -13,6 +16,8 @@ const sleep = {
   name: "sleep-7f9",
   workloadName: "sleep",
   canonicalName: "sleep",
+  canonicalRevision: "v1",
+  clusterId: "Kubernetes",
   namespace: "default",
   trustDomain: "",
   serviceAccount: "sleep",
@@ -23,8 +28,10 @@ const echo = {
   name: "echo-1",
   workloadName: "echo",
   canonicalName: "echo",
+  canonicalRevision: "v2",
   serviceAccount: "echo",
 };
+const echoService = { name: "echo", namespace: "default", hostname: "echo.default.svc.cluster.local" };
 const plain = { ...echo, tunnelProtocol: "NONE" } as Workload;
 
 describe("connectionLabels", () => {
@@ -35,14 +42,26 @@ describe("connectionLabels", () => {
         reporter: "source",
         source: sleep,
         destination: echo,
-        destinationService: "echo.default.svc",
+        destinationService: echoService,
         mutualTls: true,
       },
       {
         source_workload: "sleep",
+        source_canonical_service: "sleep",
+        source_canonical_revision: "v1",
+        source_app: "sleep",
+        source_version: "v1",
+        source_cluster: "Kubernetes",
         source_principal: "spiffe://cluster.local/ns/default/sa/sleep",
         destination_principal: "spiffe://cluster.local/ns/default/sa/echo",
-        destination_service: "echo.default.svc",
+        destination_service: "echo.default.svc.cluster.local",
+        destination_service_name: "echo",
+        destination_service_namespace: "default",
+        destination_canonical_revision: "v2",
+        destination_version: "v2",
+        destination_app: "echo",
+        request_protocol: "tcp",
+        response_flags: "-",
         connection_security_policy: "mutual_tls",
       },
     ],
@@ -58,7 +77,11 @@ describe("connectionLabels", () => {
       {
         source_workload: "unknown",
         source_workload_namespace: "unknown",
+        source_app: "unknown",
+        source_cluster: "unknown",
         source_principal: "spiffe://td/ns/a/sa/b",
+        destination_service: "unknown",
+        destination_service_name: "unknown",
       },
     ],
     [
@@ -90,7 +113,7 @@ describe("connectionLabels sharing", () => {
     reporter: "source",
     source: sleep,
     destination: echo,
-    destinationService: "echo.default.svc",
+    destinationService: echoService,
     mutualTls: true,
   };
 
@@ -102,9 +125,13 @@ describe("connectionLabels sharing", () => {
 
   it("makes new labels when a party differs or a workload was replaced by an update", () => {
     const a = connectionLabels(parties);
-    const otherService = connectionLabels({ ...parties, destinationService: "echo-v2.default.svc" });
+    const otherService = connectionLabels({
+      ...parties,
+      destinationService: { ...echoService, name: "echo-v2", hostname: "echo-v2.default.svc.cluster.local" },
+    });
     assert.notEqual(otherService, a);
-    assert.equal(otherService.destination_service, "echo-v2.default.svc");
+    assert.equal(otherService.destination_service, "echo-v2.default.svc.cluster.local");
+    assert.equal(otherService.destination_service_name, "echo-v2");
     assert.notEqual(connectionLabels({ ...parties, mutualTls: false }), a);
     assert.notEqual(connectionLabels({ ...parties, reporter: "destination" }), a);
     assert.equal(
@@ -132,7 +159,7 @@ describe("connectionLabels sharing", () => {
 });
 
 describe("createTcpMetrics", () => {
-  it("counts opens, closes and bytes (never negative)", () => {
+  it("counts opens, bytes (never negative) and closes, a refusal under its flag", () => {
     const seen: [string, MetricLabels | undefined, number | undefined][] = [];
     const sink: MetricsSink = {
       counter: (name) => ({ inc: (labels, value) => seen.push([name, labels, value]) }),
@@ -140,16 +167,64 @@ describe("createTcpMetrics", () => {
       histogram: () => ({ observe: () => {} }),
     };
     const m = createTcpMetrics(sink);
-    m.opened({ reporter: "source" });
-    m.closed({ reporter: "source" }, { sent: 5, received: -1 });
+    const labels = connectionLabels({
+      reporter: "source",
+      source: sleep,
+      destination: echo,
+      mutualTls: true,
+    });
+    m.opened(labels);
+    m.bytes(labels, 5, -1);
+    m.closed(labels);
+    countRefused(m, labels, "DENY");
     assert.deepEqual(
-      seen.map(([n, , v]) => `${n}=${v ?? 1}`),
+      seen.map(([n, l, v]) => `${n}=${v ?? 1} ${l?.response_flags}`),
       [
-        "istio_tcp_connections_opened_total=1",
-        "istio_tcp_connections_closed_total=1",
-        "istio_tcp_sent_bytes_total=5",
-        "istio_tcp_received_bytes_total=0",
+        "istio_tcp_connections_opened_total=1 -",
+        "istio_tcp_sent_bytes_total=5 -",
+        "istio_tcp_received_bytes_total=0 -",
+        "istio_tcp_connections_closed_total=1 -",
+        "istio_tcp_connections_opened_total=1 -",
+        "istio_tcp_connections_closed_total=1 DENY",
       ],
     );
+    for (const [, l] of seen) assert.deepEqual(Object.keys(l ?? {}), [...TCP_METRIC_LABELS]);
+  });
+
+  it("reports an open connection's bytes as they grow, and the rest at its close", () => {
+    const seen: string[] = [];
+    const sink: MetricsSink = {
+      counter: (name) => ({ inc: (_labels, value) => seen.push(`${name}=${value ?? 1}`) }),
+      gauge: () => ({ set: () => {}, inc: () => {}, dec: () => {} }),
+      histogram: () => ({ observe: () => {} }),
+    };
+    const labels = connectionLabels({
+      reporter: "source",
+      source: sleep,
+      destination: echo,
+      mutualTls: true,
+    });
+    const totals = { sent: 0, received: 0 };
+    const c = new (class extends MeteredConnection {
+      sentBytes = () => totals.sent;
+      receivedBytes = () => totals.received;
+    })(labels, createTcpMetrics(sink));
+    c.reportBytes();
+    assert.deepEqual(seen, [], "nothing moved: nothing reported");
+    totals.received = 10;
+    totals.sent = 4;
+    c.reportBytes();
+    totals.received = 15;
+    c.reportBytes();
+    c.reportClosed();
+    assert.deepEqual(seen, [
+      "istio_tcp_sent_bytes_total=4",
+      "istio_tcp_received_bytes_total=10",
+      "istio_tcp_sent_bytes_total=0",
+      "istio_tcp_received_bytes_total=5",
+      "istio_tcp_sent_bytes_total=0",
+      "istio_tcp_received_bytes_total=0",
+      "istio_tcp_connections_closed_total=1",
+    ]);
   });
 });

@@ -1,23 +1,44 @@
-import type { Workload } from "@ambient/xds";
-import type { MetricLabels, MetricsSink } from "./telemetry.js";
+import type { Service, Workload } from "@ambient/xds";
+import type { MetricsSink } from "./telemetry.js";
 import { identityOf } from "./workload-store.js";
 
-/** Label names of the Istio TCP metrics, as ztunnel reports them. */
+/** Label names of the Istio TCP metrics, as Istio's ztunnel reports them, in its order. */
 export const TCP_METRIC_LABELS = [
   "reporter",
   "source_workload",
   "source_canonical_service",
+  "source_canonical_revision",
   "source_workload_namespace",
   "source_principal",
+  "source_app",
+  "source_version",
+  "source_cluster",
+  "destination_service",
+  "destination_service_namespace",
+  "destination_service_name",
   "destination_workload",
   "destination_canonical_service",
+  "destination_canonical_revision",
   "destination_workload_namespace",
   "destination_principal",
-  "destination_service",
+  "destination_app",
+  "destination_version",
+  "destination_cluster",
+  "request_protocol",
+  "response_flags",
   "connection_security_policy",
 ] as const;
 
 export type TcpMetricLabels = Record<(typeof TCP_METRIC_LABELS)[number], string>;
+
+/**
+ * `response_flags` of a connection: `-`, `DENY` (authorization policy refused it) or `CONNECT` (its
+ * upstream could not be reached), as Istio's ztunnel sets them on `istio_tcp_connections_closed_total`.
+ */
+export type TcpResponseFlag = "-" | "DENY" | "CONNECT";
+
+/** The Service a connection was addressed to, as the labels name it. */
+export type ServiceDescription = Pick<Service, "hostname" | "name" | "namespace">;
 
 /** What one connection is labelled with. */
 export interface ConnectionParties {
@@ -26,8 +47,8 @@ export interface ConnectionParties {
   /** Verified peer identity when the source is not in the store (or to override it). */
   sourcePrincipal?: string;
   destination: Workload | undefined;
-  /** `hostname` of the Service the client addressed, if any. */
-  destinationService?: string;
+  /** The Service the client addressed, if any. */
+  destinationService?: ServiceDescription;
   mutualTls: boolean;
 }
 
@@ -45,10 +66,11 @@ const NO_WORKLOAD = {};
 const MAX_LABEL_SETS_PER_PAIR = 64;
 
 /**
- * Istio's labels for a connection, `unknown` where a party is not a mesh workload. Connections between
- * the same workloads share one frozen object: an open connection holds no label set of its own, and
- * the metrics sink can keep it as it is instead of copying it for each of the five samples. Workloads
- * are replaced, not changed, when the control plane updates them, so a changed workload gets new labels.
+ * Istio's labels for a connection, `unknown` where a party is not a mesh workload, `response_flags`
+ * `-`. Connections between the same workloads share one frozen object: an open connection holds no
+ * label set of its own, and the metrics sink can keep it as it is instead of copying it for each of
+ * the five samples. Workloads are replaced, not changed, when the control plane updates them, so a
+ * changed workload gets new labels.
  */
 export function connectionLabels(p: ConnectionParties): TcpMetricLabels {
   const source = p.source ?? NO_WORKLOAD;
@@ -63,7 +85,9 @@ export function connectionLabels(p: ConnectionParties): TcpMetricLabels {
     sets = new Map();
     bySource.set(destination, sets);
   }
-  const key = `${p.reporter}\n${p.sourcePrincipal ?? "\0"}\n${p.destinationService ?? "\0"}\n${p.mutualTls}`;
+  const svc = p.destinationService;
+  const service = svc === undefined ? "\0" : `${svc.namespace}/${svc.name}/${svc.hostname}`;
+  const key = `${p.reporter}\n${p.sourcePrincipal ?? "\0"}\n${service}\n${p.mutualTls}`;
   let labels = sets.get(key);
   if (labels === undefined) {
     if (sets.size >= MAX_LABEL_SETS_PER_PAIR) sets.clear();
@@ -73,26 +97,68 @@ export function connectionLabels(p: ConnectionParties): TcpMetricLabels {
   return labels;
 }
 
+/** `value`, or `unknown` when it is absent or empty. */
+function known(value: string | undefined): string {
+  return value === undefined || value === "" ? UNKNOWN : value;
+}
+
 function makeLabels(p: ConnectionParties): TcpMetricLabels {
+  const src = p.source;
+  const dst = p.destination;
+  const svc = p.destinationService;
   return Object.freeze({
     reporter: p.reporter,
-    source_workload: p.source?.workloadName || p.source?.name || UNKNOWN,
-    source_canonical_service: p.source?.canonicalName || UNKNOWN,
-    source_workload_namespace: p.source?.namespace || UNKNOWN,
-    source_principal: p.sourcePrincipal ?? principal(p.source),
-    destination_workload: p.destination?.workloadName || p.destination?.name || UNKNOWN,
-    destination_canonical_service: p.destination?.canonicalName || UNKNOWN,
-    destination_workload_namespace: p.destination?.namespace || UNKNOWN,
-    destination_principal: p.destination?.tunnelProtocol === "HBONE" ? principal(p.destination) : UNKNOWN,
-    destination_service: p.destinationService ?? UNKNOWN,
-    connection_security_policy: p.mutualTls ? "mutual_tls" : "unknown",
+    source_workload: known(src?.workloadName || src?.name),
+    source_canonical_service: known(src?.canonicalName),
+    source_canonical_revision: known(src?.canonicalRevision),
+    source_workload_namespace: known(src?.namespace),
+    source_principal: p.sourcePrincipal ?? principal(src),
+    // Istio's ztunnel reports the canonical name and revision as app and version.
+    source_app: known(src?.canonicalName),
+    source_version: known(src?.canonicalRevision),
+    source_cluster: known(src?.clusterId),
+    destination_service: known(svc?.hostname),
+    destination_service_namespace: known(svc?.namespace),
+    destination_service_name: known(svc?.name),
+    destination_workload: known(dst?.workloadName || dst?.name),
+    destination_canonical_service: known(dst?.canonicalName),
+    destination_canonical_revision: known(dst?.canonicalRevision),
+    destination_workload_namespace: known(dst?.namespace),
+    destination_principal: dst?.tunnelProtocol === "HBONE" ? principal(dst) : UNKNOWN,
+    destination_app: known(dst?.canonicalName),
+    destination_version: known(dst?.canonicalRevision),
+    destination_cluster: known(dst?.clusterId),
+    request_protocol: "tcp",
+    response_flags: "-",
+    connection_security_policy: p.mutualTls ? "mutual_tls" : UNKNOWN,
   });
+}
+
+/** The label sets with another `response_flags`, made once per label set and flag. */
+const flaggedCache = new WeakMap<TcpMetricLabels, Map<TcpResponseFlag, TcpMetricLabels>>();
+
+function flagged(labels: TcpMetricLabels, flag: TcpResponseFlag): TcpMetricLabels {
+  if (flag === labels.response_flags) return labels;
+  let byFlag = flaggedCache.get(labels);
+  if (byFlag === undefined) {
+    byFlag = new Map();
+    flaggedCache.set(labels, byFlag);
+  }
+  let out = byFlag.get(flag);
+  if (out === undefined) {
+    out = Object.freeze({ ...labels, response_flags: flag });
+    byFlag.set(flag, out);
+  }
+  return out;
 }
 
 /** The four Istio TCP metrics. */
 export interface TcpMetrics {
-  opened(labels: MetricLabels): void;
-  closed(labels: MetricLabels, bytes: { sent: number; received: number }): void;
+  opened(labels: TcpMetricLabels): void;
+  /** Adds bytes moved since the last call for the connection: toward the source, and from it. */
+  bytes(labels: TcpMetricLabels, sent: number, received: number): void;
+  /** Counts the close, under `flag` when the connection was refused or failed. */
+  closed(labels: TcpMetricLabels, flag?: TcpResponseFlag): void;
 }
 
 /** Registers `istio_tcp_connections_{opened,closed}_total` and `istio_tcp_{sent,received}_bytes_total`. */
@@ -119,10 +185,56 @@ export function createTcpMetrics(sink: MetricsSink): TcpMetrics {
   );
   return {
     opened: (labels) => opened.inc(labels),
-    closed: (labels, bytes) => {
-      closed.inc(labels);
-      sent.inc(labels, Math.max(0, bytes.sent));
-      received.inc(labels, Math.max(0, bytes.received));
+    bytes: (labels, s, r) => {
+      sent.inc(labels, Math.max(0, s));
+      received.inc(labels, Math.max(0, r));
     },
+    closed: (labels, flag = "-") => closed.inc(flagged(labels, flag)),
   };
+}
+
+/** How often the bytes of open connections are added to the counters. */
+export const TCP_BYTES_REPORT_MS = 5000;
+
+/**
+ * The byte counts of one carried connection: what the counters were last given, so each report adds
+ * only what moved since. The proxy reports every open connection every {@link TCP_BYTES_REPORT_MS}
+ * (a long-lived connection shows its traffic while it lasts, as Istio's ztunnel counts bytes as they
+ * move) and once more when it closes, reading the sockets' own totals: no work per chunk.
+ */
+export abstract class MeteredConnection {
+  #reportedSent = 0;
+  #reportedReceived = 0;
+
+  constructor(
+    readonly labels: TcpMetricLabels,
+    readonly tcpMetrics: TcpMetrics,
+  ) {}
+
+  /** Bytes toward the source so far. */
+  abstract sentBytes(): number;
+  /** Bytes from the source so far. */
+  abstract receivedBytes(): number;
+
+  /** Adds the bytes moved since the last report (at close even when none did). */
+  reportBytes(closing = false): void {
+    const sent = this.sentBytes();
+    const received = this.receivedBytes();
+    if (!closing && sent === this.#reportedSent && received === this.#reportedReceived) return;
+    this.tcpMetrics.bytes(this.labels, sent - this.#reportedSent, received - this.#reportedReceived);
+    this.#reportedSent = sent;
+    this.#reportedReceived = received;
+  }
+
+  /** Reports the last bytes and counts the close. */
+  reportClosed(): void {
+    this.reportBytes(true);
+    this.tcpMetrics.closed(this.labels);
+  }
+}
+
+/** Counts a connection that was refused (`DENY`) or whose upstream failed (`CONNECT`): opened and closed. */
+export function countRefused(tcpMetrics: TcpMetrics, labels: TcpMetricLabels, flag: TcpResponseFlag): void {
+  tcpMetrics.opened(labels);
+  tcpMetrics.closed(labels, flag);
 }

@@ -52,9 +52,17 @@ export function serviceForTargetPort(
   workload: Pick<Workload, "services">,
   targetPort: number,
 ): string | undefined {
+  const key = serviceKeyForTargetPort(workload, targetPort);
+  return key === undefined ? undefined : key.slice(key.indexOf("/") + 1);
+}
+
+/** Key (`namespace/hostname`) of the first service (by key) through which `workload` serves `targetPort`. */
+export function serviceKeyForTargetPort(
+  workload: Pick<Workload, "services">,
+  targetPort: number,
+): string | undefined {
   for (const key of Object.keys(workload.services).sort()) {
-    if (workload.services[key]?.ports.some((p) => p.targetPort === targetPort))
-      return key.slice(key.indexOf("/") + 1);
+    if (workload.services[key]?.ports.some((p) => p.targetPort === targetPort)) return key;
   }
   return undefined;
 }

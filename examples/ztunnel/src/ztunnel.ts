@@ -25,7 +25,7 @@ import { onDemandOf, withOnDemand } from "./on-demand.js";
 import { createHostNetwork, createOutbound } from "./outbound.js";
 import { createSocks5Outbound } from "./socks5-outbound.js";
 import type { Socks5HandshakeOutcome } from "./socks5-server.js";
-import { createTcpMetrics } from "./tcp-metrics.js";
+import { createTcpMetrics, TCP_BYTES_REPORT_MS } from "./tcp-metrics.js";
 import { type Logger, noopLogger } from "./telemetry.js";
 import { usesHbone } from "./workload-store.js";
 
@@ -256,6 +256,8 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
   });
   const { store, engine, secrets, svidOf } = state;
   const connections = new ConnectionRegistry();
+  // Open connections' bytes reach the TCP metrics while they last, not only when they close.
+  const bytesReport = setInterval(() => connections.reportBytes(), TCP_BYTES_REPORT_MS).unref();
 
   let closed = false;
   let readyFlag = false;
@@ -424,6 +426,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
   const close = async (): Promise<void> => {
     if (closed) return;
     closed = true;
+    clearInterval(bytesReport);
     for (const [t, resolve] of timers) {
       clearTimeout(t);
       resolve();

@@ -151,6 +151,24 @@ describe("two ztunnels, one control plane", { timeout: 60_000 }, () => {
       logs.some((l) => l === "denied by default/allow-sleep"),
       logs.join("\n"),
     );
+    // Counted on both sides: refused by policy at the destination, a tunnel not opened at the source.
+    const refused = { source_workload: "stranger", destination_service_name: "echo" };
+    assert.equal(
+      counterValue(await mesh.nodeB.metricsText(), "istio_tcp_connections_closed_total", {
+        ...refused,
+        reporter: "destination",
+        response_flags: "DENY",
+      }),
+      1,
+    );
+    assert.equal(
+      counterValue(await mesh.nodeA.metricsText(), "istio_tcp_connections_closed_total", {
+        ...refused,
+        reporter: "source",
+        response_flags: "CONNECT",
+      }),
+      1,
+    );
   });
 
   it("refuses a source that is not a local pod", async () => {
@@ -217,6 +235,11 @@ describe("two ztunnels, one control plane", { timeout: 60_000 }, () => {
     assert.equal(reply, SOCKS5_REPLY.connectionRefused);
     const failures = { direction: "inbound", errno: "ECONNREFUSED" };
     assert.equal(counterValue(await mesh.nodeB.metricsText(), "ztunnel_connect_failures_total", failures), 1);
+    const flagged = { reporter: "destination", response_flags: "CONNECT", source_workload: "sleep" };
+    assert.equal(
+      counterValue(await mesh.nodeB.metricsText(), "istio_tcp_connections_closed_total", flagged),
+      1,
+    );
     assert.equal(
       counterValue(await mesh.nodeA.metricsText(), "ztunnel_connect_failures_total", {
         direction: "outbound",
@@ -241,6 +264,10 @@ describe("two ztunnels, one control plane", { timeout: 60_000 }, () => {
       source_principal: "spiffe://cluster.local/ns/default/sa/sleep",
       destination_workload: "echo",
       destination_service: echoHost,
+      destination_service_name: "echo",
+      destination_service_namespace: "default",
+      request_protocol: "tcp",
+      response_flags: "-",
       connection_security_policy: "mutual_tls",
     };
     assert.ok(counterValue(source, "istio_tcp_connections_opened_total", outbound) >= 2);
@@ -254,6 +281,27 @@ describe("two ztunnels, one control plane", { timeout: 60_000 }, () => {
     const scraped = await httpGet(mesh.nodeB.addresses.metrics, "/stats/prometheus");
     assert.equal(scraped.status, 200);
     assert.match(scraped.body, /istio_tcp_connections_opened_total/);
+  });
+
+  it("adds an open connection's bytes to the TCP metrics while it is open", { timeout: 20_000 }, async () => {
+    const inbound = { reporter: "destination", source_workload: "sleep", response_flags: "-" };
+    const received = async () =>
+      counterValue(await mesh.nodeB.metricsText(), "istio_tcp_received_bytes_total", inbound);
+    const before = await received();
+    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, ip.vip, 80);
+    assert.equal(reply, SOCKS5_REPLY.succeeded);
+    try {
+      socket.write("x".repeat(1000));
+      // Reported within one 5 s period, with the connection still open.
+      const deadline = Date.now() + 8000;
+      while ((await received()) < before + 1000 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      assert.equal(await received(), before + 1000);
+      assert.equal(socket.destroyed, false);
+    } finally {
+      socket.destroy();
+    }
   });
 
   it("starts and stops a pod's listener as the pod comes and goes", async () => {
