@@ -64,6 +64,26 @@ metadata: { name: api, namespace: demo, labels: { istio.io/use-waypoint: missing
 spec:
   selector: { app: api }
   ports: [{ name: http, port: 80, targetPort: web }]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: pods-only, namespace: demo, labels: { istio.io/waypoint-for: workload } }
+spec: { gatewayClassName: istio-waypoint }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: services-only, namespace: demo }
+spec: { gatewayClassName: istio-waypoint }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: db, namespace: demo, labels: { istio.io/use-waypoint: pods-only } }
+spec: { ports: [{ port: 5432 }] }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: worker-0, namespace: demo, labels: { istio.io/use-waypoint: services-only } }
+status: { podIP: 127.10.0.20 }
 `,
   "syntax.yaml": "apiVersion: v1\nkind: Pod\nmetadata: { name: broken\n",
   "nokind.yaml": "apiVersion: v1\nmetadata: { name: x }\n",
@@ -100,6 +120,8 @@ describe("ambient analyze", () => {
       "warning UnknownServiceAccount pods.yaml Pod demo/api-1 spec.serviceAccountName",
       'error ReferencedResourceNotFound pods.yaml Service demo/api metadata.labels["istio.io/use-waypoint"]',
       "warning TargetPortNotFound pods.yaml Service demo/api spec.ports[0].targetPort",
+      'warning WaypointNotBound pods.yaml Service demo/db metadata.labels["istio.io/use-waypoint"]',
+      'warning WaypointNotBound pods.yaml Pod demo/worker-0 metadata.labels["istio.io/use-waypoint"]',
       "warning UnknownServiceAccount policy.yaml AuthorizationPolicy demo/ghost-target spec.rules[0].from[0].source.principals[0]",
       "error UnreadableManifest syntax.yaml document 0 ",
       "error UnreadableManifest nokind.yaml document 0 ",
@@ -126,7 +148,7 @@ describe("ambient analyze", () => {
     const fileColumn = (lines[0] ?? "").indexOf("FILE");
     for (const line of lines.slice(1, -1))
       assert.match(line.slice(fileColumn), /^(policy|pods|syntax|nokind)\.yaml/);
-    assert.match(lines.at(-1) ?? "", /^10 error\(s\), 4 warning\(s\) in /);
+    assert.match(lines.at(-1) ?? "", /^10 error\(s\), 6 warning\(s\) in /);
     assert.match(
       plain.stdout,
       /policy\.yaml:10 +AuthorizationPolicy demo\/bad-cidr +spec\.rules\[0\]\.from\[0\]\.source\.ipBlocks\[1\]/,
@@ -188,7 +210,7 @@ describe("ambient analyze", () => {
       try {
         const d = await run(["analyze", dup.dir, "-o", "json"]);
         const findings = (JSON.parse(d.stdout) as { findings: Finding[] }).findings;
-        assert.equal(findings.filter((f) => f.check === "DuplicateObject" && f.file === "b.yaml").length, 4);
+        assert.equal(findings.filter((f) => f.check === "DuplicateObject" && f.file === "b.yaml").length, 8);
       } finally {
         await dup.remove();
       }

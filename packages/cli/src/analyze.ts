@@ -13,6 +13,7 @@ import {
   stringMap,
   USE_WAYPOINT_LABEL,
 } from "./manifests.js";
+import { waypointBinding } from "./waypoint-binding.js";
 
 /** How bad a finding is: an `error` makes `analyze` exit 1. */
 export type FindingSeverity = "error" | "warning";
@@ -258,41 +259,65 @@ function checkService(set: ManifestSet, o: ManifestObject, out: Finding[]): void
       }
     }
   });
-  const waypoint = o.metadata.labels[USE_WAYPOINT_LABEL];
-  if (waypoint !== undefined && waypoint !== "none") {
-    const ns = o.metadata.labels["istio.io/use-waypoint-namespace"] ?? o.metadata.namespace;
-    const field = `metadata.labels["${USE_WAYPOINT_LABEL}"]`;
-    const gateway = set.objects.find(
-      (x) => x.kind === "Gateway" && x.metadata.namespace === ns && x.metadata.name === waypoint,
+  checkWaypoint(set, o, "service", out);
+}
+
+/**
+ * A waypoint a Service (or its Namespace) names, or a pod names itself, that does not take its
+ * traffic: a missing Gateway is an error; a waypoint that does not take that kind of traffic or does
+ * not let the namespace attach is a warning (the object is reached without it); a bound waypoint
+ * without a pod is a warning. A pod bound through its Namespace's label only is not reported: a
+ * namespace labelled for its Services' waypoint leaves its pods unbound by design.
+ */
+function checkWaypoint(
+  set: ManifestSet,
+  o: ManifestObject,
+  traffic: "service" | "workload",
+  out: Finding[],
+): void {
+  if (traffic === "workload" && o.metadata.labels[USE_WAYPOINT_LABEL] === undefined) return;
+  const binding = waypointBinding(set, o, traffic);
+  if (binding.kind === "none") return;
+  const own = o.metadata.labels[USE_WAYPOINT_LABEL] !== undefined;
+  const field = own ? `metadata.labels["${USE_WAYPOINT_LABEL}"]` : "";
+  const where = own ? "" : ` (named by namespace ${o.metadata.namespace})`;
+  if (binding.kind === "unbound") {
+    const missing = !set.objects.some(
+      (x) =>
+        x.kind === "Gateway" &&
+        x.metadata.namespace === binding.namespace &&
+        x.metadata.name === binding.name,
     );
-    if (gateway === undefined) {
-      out.push(
-        finding(
-          o,
-          "error",
-          "ReferencedResourceNotFound",
-          field,
-          `waypoint Gateway ${ns}/${waypoint} is not in the manifests`,
-        ),
-      );
-    } else if (
-      !set.objects.some(
-        (x) =>
-          x.kind === "Pod" &&
-          x.metadata.namespace === ns &&
-          x.metadata.labels[GATEWAY_NAME_LABEL] === waypoint,
-      )
-    ) {
-      out.push(
-        finding(
-          o,
-          "warning",
-          "WaypointWithoutPod",
-          field,
-          `waypoint ${ns}/${waypoint} has no pod labelled ${GATEWAY_NAME_LABEL}=${waypoint}`,
-        ),
-      );
-    }
+    out.push(
+      missing
+        ? finding(o, "error", "ReferencedResourceNotFound", field, `${binding.reason}${where}`)
+        : finding(
+            o,
+            "warning",
+            "WaypointNotBound",
+            field,
+            `${binding.reason}${where}: traffic does not go through it`,
+          ),
+    );
+    return;
+  }
+  if (
+    !set.objects.some(
+      (x) =>
+        x.kind === "Pod" &&
+        x.metadata.namespace === binding.namespace &&
+        x.metadata.labels[GATEWAY_NAME_LABEL] === binding.name,
+    )
+  ) {
+    out.push(
+      finding(
+        o,
+        "warning",
+        "WaypointWithoutPod",
+        field,
+        `waypoint ${binding.namespace}/${binding.name} has no pod labelled ${GATEWAY_NAME_LABEL}=${binding.name}`,
+      ),
+    );
   }
 }
 
@@ -333,8 +358,10 @@ export function analyzeManifests(set: ManifestSet, options: { rootNamespace?: st
     seen.set(key, o);
     if (o.kind === "AuthorizationPolicy" || o.kind === "PeerAuthentication")
       checkPolicy(set, o, rootNamespace, findings);
-    else if (o.kind === "Pod") checkPod(set, o, byIp, findings);
-    else if (o.kind === "Service") checkService(set, o, findings);
+    else if (o.kind === "Pod") {
+      checkPod(set, o, byIp, findings);
+      checkWaypoint(set, o, "workload", findings);
+    } else if (o.kind === "Service") checkService(set, o, findings);
   }
   findings.sort(
     (a, b) =>

@@ -229,3 +229,163 @@ spec:
     );
   });
 });
+
+describe("ambient authz check: waypoints as istiod binds them", () => {
+  let folder: Awaited<ReturnType<typeof tempManifests>>;
+  before(async () => {
+    folder = await tempManifests({
+      "mesh.yaml": `
+apiVersion: v1
+kind: Namespace
+metadata: { name: shop, labels: { istio.io/dataplane-mode: ambient } }
+---
+apiVersion: v1
+kind: Namespace
+metadata: { name: other, labels: { istio.io/dataplane-mode: ambient, team: shop } }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: pods-waypoint, namespace: shop, labels: { istio.io/waypoint-for: workload } }
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{ name: mesh, port: 15008, protocol: HBONE }]
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: pods-waypoint-0, namespace: shop, labels: { gateway.networking.k8s.io/gateway-name: pods-waypoint } }
+spec: { nodeName: node-a, serviceAccountName: pods-waypoint }
+status: { podIP: 127.10.9.1 }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: client, namespace: shop }
+spec: { nodeName: node-a, serviceAccountName: client }
+status: { podIP: 127.10.9.2 }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: stranger, namespace: other }
+spec: { nodeName: node-a, serviceAccountName: stranger }
+status: { podIP: 127.10.9.3 }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: db-0, namespace: shop, labels: { app: db, istio.io/use-waypoint: pods-waypoint } }
+spec: { nodeName: node-b, serviceAccountName: db }
+status: { podIP: 127.10.9.4 }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: db, namespace: shop, labels: { istio.io/use-waypoint: pods-waypoint } }
+spec: { clusterIP: 127.30.9.1, selector: { app: db }, ports: [{ port: 5432 }] }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: api-0, namespace: other, labels: { app: api, istio.io/use-waypoint: pods-waypoint, istio.io/use-waypoint-namespace: shop } }
+spec: { nodeName: node-b, serviceAccountName: api }
+status: { podIP: 127.10.9.5 }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: shared, namespace: shop, labels: { istio.io/waypoint-for: all } }
+spec:
+  gatewayClassName: istio-waypoint
+  listeners:
+    - name: mesh
+      port: 15008
+      protocol: HBONE
+      allowedRoutes:
+        namespaces:
+          from: Selector
+          selector:
+            matchLabels: { team: shop }
+            matchExpressions: [{ key: istio.io/dataplane-mode, operator: In, values: [ambient] }]
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: shared-0, namespace: shop, labels: { gateway.networking.k8s.io/gateway-name: shared } }
+spec: { nodeName: node-a, serviceAccountName: shared }
+status: { podIP: 127.10.9.6 }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: api-1, namespace: other, labels: { app: api, istio.io/use-waypoint: shared, istio.io/use-waypoint-namespace: shop } }
+spec: { nodeName: node-b, serviceAccountName: api }
+status: { podIP: 127.10.9.7 }
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: client-only, namespace: shop }
+spec:
+  targetRefs: [{ group: gateway.networking.k8s.io, kind: Gateway, name: pods-waypoint }]
+  rules: [{ from: [{ source: { principals: ["cluster.local/ns/shop/sa/client"] } }] }]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: db-from-waypoint, namespace: shop }
+spec:
+  selector: { matchLabels: { app: db } }
+  rules: [{ from: [{ source: { principals: ["cluster.local/ns/shop/sa/pods-waypoint"] } }] }]
+`,
+    });
+  });
+  after(() => folder.remove());
+
+  it("checks a pod with its own waypoint at that waypoint, then at its ztunnel with the waypoint as caller", async () => {
+    const set = await loadManifests(folder.dir);
+    const allowed = authzCheck(set, { from: "shop/client", to: "pod/db-0:5432" });
+    assert.equal(allowed.allowed, true);
+    assert.deepEqual(
+      allowed.hops.map((h) => `${h.enforcedBy} ${h.source} ${h.explanation}`),
+      [
+        "waypoint shop/pods-waypoint shop/client (spiffe://cluster.local/ns/shop/sa/client) allowed by shop/client-only, rule 0",
+        "ztunnel (node node-b) shop/pods-waypoint-0 (spiffe://cluster.local/ns/shop/sa/pods-waypoint) allowed by shop/db-from-waypoint, rule 0",
+      ],
+    );
+    // Another caller is refused at the waypoint: the check stops there, as the mesh does.
+    const denied = authzCheck(set, { from: "other/stranger", to: "pod/db-0:5432" });
+    assert.equal(denied.allowed, false);
+    assert.deepEqual(
+      denied.hops.map((h) => h.enforcedBy),
+      ["waypoint shop/pods-waypoint"],
+    );
+  });
+
+  it("does not bind a Service to a waypoint for workloads, and says so", async () => {
+    const set = await loadManifests(folder.dir);
+    const result = authzCheck(set, { from: "shop/client", to: "svc/db:5432" });
+    assert.deepEqual(
+      result.hops.map((h) => h.enforcedBy),
+      ["ztunnel (node node-b)"],
+    );
+    // The ztunnel sees the client itself, whom the pod's policy does not admit.
+    assert.equal(result.allowed, false);
+    assert.ok(
+      result.notes.some((n) =>
+        n.includes(
+          "waypoint shop/pods-waypoint does not take Service traffic (istio.io/waypoint-for: workload)",
+        ),
+      ),
+      result.notes.join("\n"),
+    );
+  });
+
+  it("does not bind a workload of a namespace the waypoint does not let attach", async () => {
+    const set = await loadManifests(folder.dir);
+    const result = authzCheck(set, { from: "shop/client", to: "pod/api-0:8080" });
+    assert.deepEqual(
+      result.hops.map((h) => h.enforcedBy),
+      ["ztunnel (node node-b)"],
+    );
+    assert.ok(
+      result.notes.some((n) => n.includes("does not let namespace other attach")),
+      result.notes.join("\n"),
+    );
+    // A waypoint whose HBONE listener selects the namespace by its labels takes it.
+    const selected = authzCheck(set, { from: "shop/client", to: "pod/api-1:8080" });
+    assert.deepEqual(
+      selected.hops.map((h) => h.enforcedBy),
+      ["waypoint shop/shared", "ztunnel (node node-b)"],
+    );
+  });
+});

@@ -19,8 +19,8 @@ import {
   podServiceAccount,
   podsSelectedBy,
   stringMap,
-  USE_WAYPOINT_LABEL,
 } from "./manifests.js";
+import { type WaypointBinding, waypointBinding } from "./waypoint-binding.js";
 
 /** Options of {@link authzCheck}. */
 export interface AuthzCheckOptions {
@@ -230,6 +230,23 @@ function nodeOf(pod: ManifestObject): string {
   return typeof node === "string" && node !== "" ? node : "unknown";
 }
 
+/** The policy target that names a waypoint's Gateway. */
+function gatewayTarget(binding: Extract<WaypointBinding, { kind: "bound" }>) {
+  return {
+    kind: "Gateway",
+    group: "gateway.networking.k8s.io",
+    name: binding.name,
+    namespace: binding.namespace,
+  };
+}
+
+/** Whether `pod` is a pod of the bound waypoint. */
+function isPodOf(binding: Extract<WaypointBinding, { kind: "bound" }>, pod: ManifestObject): boolean {
+  return (
+    pod.metadata.namespace === binding.namespace && pod.metadata.labels[GATEWAY_NAME_LABEL] === binding.name
+  );
+}
+
 /**
  * Decides a call from one pod to a pod or service of `set`, with the policies of `set`
  * (AuthorizationPolicy and PeerAuthentication; invalid ones are skipped: run `analyze` for them).
@@ -302,6 +319,31 @@ export function authzCheck(set: ManifestSet, options: AuthzCheckOptions): AuthzC
     if (http !== undefined)
       notes.push("ztunnel enforces L4 only: --method and --path do not apply at a ztunnel");
   };
+  /** Checks `request` at the bound waypoint; returns the waypoint as the caller of the next hop. */
+  const atWaypoint = (
+    binding: Extract<WaypointBinding, { kind: "bound" }>,
+    request: AuthorizationRequest,
+    destination: string,
+  ): Caller => {
+    const waypointPod = one(
+      set.objects.filter(
+        (o) =>
+          o.kind === "Pod" &&
+          o.metadata.namespace === binding.namespace &&
+          o.metadata.labels[GATEWAY_NAME_LABEL] === binding.name,
+      ),
+      `a pod of waypoint ${binding.namespace}/${binding.name}`,
+      set.dir,
+    );
+    hops.push(
+      hop(waypointEngine, request, {
+        enforcedBy: `waypoint ${binding.namespace}/${binding.name}`,
+        destination,
+        source: source.label,
+      }),
+    );
+    return caller(set, waypointPod, trustDomain);
+  };
 
   if (services.length === 0) {
     const pod = one(pods, `pod or service "${targetText}"`, set.dir);
@@ -312,20 +354,45 @@ export function authzCheck(set: ManifestSet, options: AuthzCheckOptions): AuthzC
         `pod ${pod.metadata.namespace}/${pod.metadata.name} has no status.podIP in ${pod.file}: add one`,
       );
     }
-    l4Note();
-    const request: AuthorizationRequest = {
-      source:
-        source.identity === undefined ? { ip: source.ip } : { ip: source.ip, identity: source.identity },
-      destination: { ip, port, workload: podTarget(pod) },
-    };
-    hops.push(
-      hop(ztunnelEngine, request, {
-        enforcedBy: `ztunnel (node ${nodeOf(pod)})`,
-        destination: `pod ${pod.metadata.namespace}/${pod.metadata.name} ${ip}:${port}`,
-        source: source.label,
-      }),
-    );
-    return result(`pod ${pod.metadata.namespace}/${pod.metadata.name}:${port}`);
+    const podName = `${pod.metadata.namespace}/${pod.metadata.name}`;
+    // A pod with its own waypoint is reached through it, unless the caller is that waypoint.
+    const binding = waypointBinding(set, pod, "workload");
+    let podCaller = source;
+    if (binding.kind === "unbound")
+      notes.push(`pod ${podName}: ${binding.reason}: not bound, checked without it`);
+    if (binding.kind === "bound" && !isPodOf(binding, source.pod)) {
+      const request: AuthorizationRequest = {
+        source:
+          source.identity === undefined ? { ip: source.ip } : { ip: source.ip, identity: source.identity },
+        // Addressed to the workload: only policies attached to the waypoint itself apply there.
+        destination: { ip, port, targets: [gatewayTarget(binding)] },
+      };
+      if (http !== undefined) {
+        request.http = { host: `${ip}:${port}`, method: http.method, path: http.path, headers: {} };
+      }
+      podCaller = atWaypoint(
+        binding,
+        request,
+        `pod ${podName} ${ip}:${port}${http === undefined ? "" : ` (${http.method} ${http.path})`}`,
+      );
+    } else l4Note();
+    if (hops.every((h) => h.allowed)) {
+      const request: AuthorizationRequest = {
+        source:
+          podCaller.identity === undefined
+            ? { ip: podCaller.ip }
+            : { ip: podCaller.ip, identity: podCaller.identity },
+        destination: { ip, port, workload: podTarget(pod) },
+      };
+      hops.push(
+        hop(ztunnelEngine, request, {
+          enforcedBy: `ztunnel (node ${nodeOf(pod)})`,
+          destination: `pod ${podName} ${ip}:${port}`,
+          source: podCaller.label,
+        }),
+      );
+    }
+    return result(`pod ${podName}:${port}`);
   }
 
   const service = one(services, `service "${targetText}"`, set.dir);
@@ -341,30 +408,11 @@ export function authzCheck(set: ManifestSet, options: AuthzCheckOptions): AuthzC
   }
   const endpoints = podsSelectedBy(set, service.metadata.namespace, stringMap(service.spec?.selector));
   const clusterIp = typeof service.spec?.clusterIP === "string" ? service.spec.clusterIP : "None";
-  const namespaceObject = set.objects.find(
-    (o) => o.kind === "Namespace" && o.metadata.name === service.metadata.namespace,
-  );
-  const waypointLabel =
-    service.metadata.labels[USE_WAYPOINT_LABEL] ?? namespaceObject?.metadata.labels[USE_WAYPOINT_LABEL];
+  const binding = waypointBinding(set, service, "service");
   let caller2 = source;
-  if (waypointLabel !== undefined && waypointLabel !== "none") {
-    const gatewayNs =
-      service.metadata.labels["istio.io/use-waypoint-namespace"] ?? service.metadata.namespace;
-    const gateway = one(
-      find(set, "Gateway", { namespace: gatewayNs, name: waypointLabel }),
-      `waypoint Gateway ${gatewayNs}/${waypointLabel} (named by ${svcName})`,
-      set.dir,
-    );
-    const waypointPod = one(
-      set.objects.filter(
-        (o) =>
-          o.kind === "Pod" &&
-          o.metadata.namespace === gatewayNs &&
-          o.metadata.labels[GATEWAY_NAME_LABEL] === gateway.metadata.name,
-      ),
-      `a pod of waypoint ${gatewayNs}/${waypointLabel}`,
-      set.dir,
-    );
+  if (binding.kind === "unbound")
+    notes.push(`service ${svcName}: ${binding.reason}: not bound, checked without it`);
+  if (binding.kind === "bound") {
     const firstEndpoint = endpoints[0];
     const vip =
       clusterIp !== "None" && clusterIp !== ""
@@ -378,12 +426,7 @@ export function authzCheck(set: ManifestSet, options: AuthzCheckOptions): AuthzC
         ip: vip,
         port,
         targets: [
-          {
-            kind: "Gateway",
-            group: "gateway.networking.k8s.io",
-            name: gateway.metadata.name,
-            namespace: gatewayNs,
-          },
+          gatewayTarget(binding),
           { kind: "Service", group: "", name: service.metadata.name, namespace: service.metadata.namespace },
         ],
       },
@@ -396,14 +439,11 @@ export function authzCheck(set: ManifestSet, options: AuthzCheckOptions): AuthzC
         headers: {},
       };
     }
-    hops.push(
-      hop(waypointEngine, request, {
-        enforcedBy: `waypoint ${gatewayNs}/${gateway.metadata.name}`,
-        destination: `service ${svcName} ${vip}:${port}${l7 === undefined ? "" : ` (${l7.method} ${l7.path})`}`,
-        source: source.label,
-      }),
+    caller2 = atWaypoint(
+      binding,
+      request,
+      `service ${svcName} ${vip}:${port}${l7 === undefined ? "" : ` (${l7.method} ${l7.path})`}`,
     );
-    caller2 = caller(set, waypointPod, trustDomain);
   } else l4Note();
 
   if (endpoints.length === 0)
