@@ -14,7 +14,7 @@ import { ZtunnelError } from "./errors.js";
 import { decideCapturedOutbound } from "./in-pod-decisions.js";
 import type { Inbound, InboundPod } from "./inbound.js";
 import type { Outbound, OutboundNetwork } from "./outbound.js";
-import type { Logger, MetricsSink } from "./telemetry.js";
+import { type Logger, type MetricsSink, noopMetrics } from "./telemetry.js";
 import { identityOf, type WorkloadStore } from "./workload-store.js";
 
 /** ztunnel `DEFAULT_INPOD_MARK`: the pod's capture rules let packets with this mark pass. */
@@ -66,6 +66,8 @@ export interface InPodOptions {
    * reaches the node agent before its 5 s answer timeout.
    */
   workloadWaitMs?: number;
+  /** Count the proxies in Istio's `istio_inpod_*` metrics (in-pod mode). Default false. */
+  proxyMetrics?: boolean;
   logger: Logger;
   metrics: MetricsSink;
   /** Counts refused dials of captured connections by errno. */
@@ -112,6 +114,26 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
   const proxies = new Map<string, InPodProxy>();
   /** Pods being added, so a removal that races an add wins. */
   const adding = new Map<string, { cancelled: boolean }>();
+  // Istio's ztunnel names (src/inpod/metrics.rs), so its dashboards read them; in in-pod mode only,
+  // as Istio's ztunnel registers them. promtool flags the gauges' `_count` suffix: they are Istio's names.
+  const sink = options.proxyMetrics === true ? metrics : noopMetrics;
+  const activeGauge = sink.gauge(
+    "istio_inpod_active_proxy_count",
+    "Workloads with an active in-pod proxy",
+    [],
+  );
+  const pendingGauge = sink.gauge(
+    "istio_inpod_pending_proxy_count",
+    "Workloads whose in-pod proxy is being started",
+    [],
+  );
+  const started = sink.counter("istio_inpod_proxies_started_total", "In-pod proxies started", []);
+  const stopped = sink.counter("istio_inpod_proxies_stopped_total", "In-pod proxies stopped", []);
+  const countProxies = (): void => {
+    activeGauge.set({}, proxies.size);
+    pendingGauge.set({}, adding.size);
+  };
+  countProxies();
 
   const findWorkload = (pod: InPodWorkload): Workload | undefined => {
     for (const w of store.workloads().values()) if (w.uid === pod.uid) return w;
@@ -142,6 +164,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
   const add = async (pod: InPodWorkload): Promise<void> => {
     const state = { cancelled: false };
     adding.set(pod.uid, state);
+    countProxies();
     const opened: NetServer[] = [];
     let hboneServer: HboneServer | undefined;
     let network: (OutboundNetwork & { destroy(): Promise<void> }) | undefined;
@@ -214,6 +237,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
         throw new ZtunnelError("ERR_ZTUNNEL_CLOSED", `pod ${pod.uid} was removed while being added`);
 
       proxies.set(pod.uid, { uid: pod.uid, ip, workload, netns, servers: opened, hboneServer, network });
+      started.inc({});
       logger.info({ pod: pod.uid, ip, identity }, "in-pod proxy up");
     } catch (err) {
       await Promise.all(opened.map(closeServer));
@@ -224,6 +248,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
       throw err;
     } finally {
       if (adding.get(pod.uid) === state) adding.delete(pod.uid);
+      countProxies();
     }
   };
 
@@ -307,6 +332,8 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
     const proxy = proxies.get(uid);
     if (proxy === undefined) return false;
     proxies.delete(uid);
+    stopped.inc({});
+    countProxies();
     // The pod is gone (its veth with it): no GOAWAY, just close everything at once.
     const closing = [
       ...proxy.servers.map(closeServer),

@@ -110,6 +110,23 @@ export function createMeshState(options: MeshStateOptions): MeshState {
     else logger.warn({ address, err: error?.message }, "xDS disconnected");
   });
   xds.onNack((typeUrl, message) => logger.warn({ typeUrl, message }, "xDS response rejected"));
+  // Istio's ztunnel names (src/xds/metrics.rs), so its dashboards read them.
+  const terminations = metrics.counter(
+    "istio_xds_connection_terminations_total",
+    "Ended connections to the xDS server, by reason",
+    ["reason"],
+  );
+  const messages = metrics.counter("istio_xds_message_total", "xDS messages received", ["url"]);
+  const messageBytes = metrics.counter(
+    "istio_xds_message_bytes_total",
+    "Bytes of the resources in the xDS messages received",
+    ["url"],
+  );
+  xds.onStreamEnd((reason) => terminations.inc({ reason }));
+  xds.onMessage((url, bytes) => {
+    messages.inc({ url });
+    messageBytes.inc({ url }, bytes);
+  });
   xds.watch(TypeUrl.address, options.onDemand === true ? { wildcard: false } : {});
   xds.watch(TypeUrl.authorization);
 

@@ -75,6 +75,8 @@ export interface ZtunnelOptions {
   registry?: prom.Registry;
   /** Requested certificate lifetime. Default 24 h; ztunnel `SECRET_TTL`. */
   certificateTtlSeconds?: number;
+  /** `tag` of the `istio_build{component="ztunnel"}` gauge (Istio: the build's git tag). Default `unknown`. */
+  buildTag?: string;
   /**
    * In-pod mode: pods are handed over with their network namespaces (`addPod`, or ZDS), and each
    * gets its listeners inside its namespace; no listener is opened on pod IPs in this process's
@@ -229,6 +231,9 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
   const registry = options.registry ?? new prom.Registry();
   const metrics = createPromClientSink(prom, registry);
   const tcpMetrics = createTcpMetrics(metrics);
+  metrics
+    .gauge("istio_build", "Istio component build info", ["component", "tag"])
+    .set({ component: "ztunnel", tag: options.buildTag ?? "unknown" }, 1);
   const dialFailures = createDialFailureMetrics(metrics);
   const node: ZtunnelNode = {
     name: options.nodeName,
@@ -335,6 +340,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     stateReady: () =>
       stateReady || closed ? Promise.resolve() : new Promise((resolve) => stateReadyWaiters.push(resolve)),
     ...(options.inPod?.workloadWaitMs === undefined ? {} : { workloadWaitMs: options.inPod.workloadWaitMs }),
+    proxyMetrics: inPodMode,
     logger,
     metrics,
     dialFailures,

@@ -159,6 +159,12 @@ async function until(what: string, condition: () => boolean, timeoutMs = 5000): 
   }
 }
 
+/** The value of a metric without labels in a Prometheus text exposition, or undefined. */
+function unlabelled(text: string, name: string): number | undefined {
+  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
+  return line === undefined ? undefined : Number(line.slice(name.length + 1));
+}
+
 function counter(text: string, name: string, match: Record<string, string>): number {
   let total = 0;
   for (const line of text.split("\n")) {
@@ -308,6 +314,14 @@ spec:
     }
   });
 
+  it("counts its in-pod proxies under Istio's ztunnel names", async () => {
+    const metrics = (await ztunnel?.metricsText()) ?? "";
+    assert.equal(unlabelled(metrics, "istio_inpod_active_proxy_count"), 3);
+    assert.equal(unlabelled(metrics, "istio_inpod_pending_proxy_count"), 0);
+    assert.equal(unlabelled(metrics, "istio_inpod_proxies_started_total"), 3);
+    assert.equal(unlabelled(metrics, "istio_inpod_proxies_stopped_total"), 0);
+  });
+
   it("an unmodified client (curl) in the sleep pod reaches echo over HBONE with both identities", async () => {
     const { code, out } = await httpGet(ns.sleep, `http://${ip.echo}:${allowedPort}/`);
     assert.equal(code, 0, out);
@@ -423,6 +437,10 @@ spec:
     await closed;
     socket.destroy();
     await until("the pods to be gone", () => (ztunnel?.configDump().inPodPods.length ?? -1) === 0);
+    const metrics = (await ztunnel?.metricsText()) ?? "";
+    assert.equal(unlabelled(metrics, "istio_inpod_active_proxy_count"), 0);
+    // extra (dropped by the restarted agent's snapshot), then sleep and echo.
+    assert.equal(unlabelled(metrics, "istio_inpod_proxies_stopped_total"), 3);
     assert.equal(ztunnel?.openSockets(), 0);
     // Only the apps' own listeners remain in the namespaces.
     const appListener = (line: string) =>

@@ -126,6 +126,16 @@ describe("ztunnel metric names pass promtool check metrics", { timeout: 60_000 }
       ]) {
         assert.match(scraped.body, new RegExp(`^${name}\\{[^}]*reporter="${side}"[^}]*\\} [1-9]`, "m"), name);
       }
+      // Istio's ztunnel meta and xDS metrics, under its names.
+      assert.match(scraped.body, /^istio_build\{component="ztunnel",tag="unknown"\} 1$/m);
+      assert.match(
+        scraped.body,
+        /^istio_xds_message_total\{url="type\.googleapis\.com\/istio\.workload\.Address"\} [1-9]/m,
+      );
+      assert.match(
+        scraped.body,
+        /^istio_xds_message_bytes_total\{url="type\.googleapis\.com\/istio\.workload\.Address"\} [1-9]/m,
+      );
       const { code, problems } = await promtoolCheckMetrics(scraped.body);
       assert.deepEqual(problems, []);
       assert.equal(code, 0);

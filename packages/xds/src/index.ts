@@ -64,6 +64,7 @@ export {
   type XdsClientOptions,
   type XdsLookupResult,
   type XdsResource,
+  type XdsStreamEndReason,
 } from "./xds-client.js";
 export {
   createXdsServer,

@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import http2 from "node:http2";
 import { createServer } from "node:net";
 import { after, before, describe, it } from "node:test";
+import * as grpc from "@grpc/grpc-js";
+import { adsServiceDefinition } from "./ads-service.js";
 import { XdsError } from "./errors.js";
 import { DEFAULT_RECONNECT_BACKOFF, reconnectChannelOptions } from "./reconnect.js";
 import { TypeUrl } from "./type-registry.js";
@@ -339,6 +341,116 @@ describe("XdsClient (delta specifics)", () => {
       () => client.watch(A),
       (e: unknown) => e instanceof XdsError && e.code === "ERR_XDS_CLOSED",
     );
+  });
+});
+
+describe("XdsClient stream ends and messages, as Istio's ztunnel counts them", () => {
+  it("reports each response's type and resource bytes", { timeout: 20_000 }, async () => {
+    const server = createXdsServer({ debounceMs: 0 });
+    server.cache.set(A, "u1", workload("u1", "w1", 1), { aliases: ["net/10.0.0.1"] });
+    const port = await server.listen();
+    for (const protocol of ["delta", "sotw"] as const) {
+      const client = createXdsClient({
+        address: `127.0.0.1:${port}`,
+        protocol,
+        node: { id: `msg-${protocol}` },
+      });
+      const messages: [string, number][] = [];
+      client.onMessage((typeUrl, bytes) => messages.push([typeUrl, bytes]));
+      client.watch(A);
+      await client.ready();
+      const payload = server.cache.entry(A, "u1")?.payload.length ?? 0;
+      assert.ok(payload > 0);
+      assert.deepEqual(messages, [[A, payload]], protocol);
+      client.close();
+    }
+    await server.close();
+  });
+
+  it(
+    "tells a server it never reached from one that went away after answering",
+    { timeout: 20_000 },
+    async () => {
+      // A port with nothing behind it: the stream ends before any response.
+      const probe = createServer();
+      await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+      const deadPort = (probe.address() as { port: number }).port;
+      await new Promise((resolve) => probe.close(resolve));
+      const unreachable = createXdsClient({
+        address: `127.0.0.1:${deadPort}`,
+        node: { id: "end-unreachable" },
+        initialBackoffMs: 50,
+        maxBackoffMs: 100,
+      });
+      const first = new Promise<string>((resolve) => unreachable.onStreamEnd((reason) => resolve(reason)));
+      unreachable.watch(A);
+      assert.equal(await first, "ConnectionError");
+      unreachable.close();
+
+      const server = createXdsServer({ debounceMs: 0 });
+      server.cache.set(A, "u1", workload("u1", "w1", 1));
+      const port = await server.listen();
+      const client = createXdsClient({
+        address: `127.0.0.1:${port}`,
+        node: { id: "end-answered" },
+        initialBackoffMs: 5,
+      });
+      const reasons: string[] = [];
+      client.onStreamEnd((reason) => reasons.push(reason));
+      client.watch(A);
+      await client.ready();
+      // The server ends its streams (UNAVAILABLE) after answering: the client reconnects.
+      server.closeStreams();
+      const deadline = Date.now() + 5000;
+      while (reasons.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      assert.deepEqual(reasons, ["Reconnect"]);
+      // A listener that throws does not stop the client.
+      client.onStreamEnd(() => {
+        throw new Error("listener bug");
+      });
+      server.closeStreams();
+      while (reasons.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      assert.deepEqual(reasons, ["Reconnect", "Reconnect"]);
+      server.cache.set(A, "u2", workload("u2", "w2", 2));
+      await until(client, () => client.get(A, "u2") !== undefined);
+      client.close();
+      await server.close();
+    },
+  );
+});
+
+describe("XdsClient stream end reasons from a server that ends streams itself", () => {
+  it("reports Complete for OK and Error for a refusal", { timeout: 20_000 }, async () => {
+    // A bare ADS server whose first stream ends with OK and the others with PERMISSION_DENIED.
+    let calls = 0;
+    const server = new grpc.Server();
+    const end = (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+      calls++;
+      if (calls === 1) call.end();
+      else call.emit("error", { code: grpc.status.PERMISSION_DENIED, details: "not you" });
+    };
+    server.addService(adsServiceDefinition, {
+      StreamAggregatedResources: end,
+      DeltaAggregatedResources: end,
+    });
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) =>
+        err ? reject(err) : resolve(p),
+      ),
+    );
+    const client = createXdsClient({
+      address: `127.0.0.1:${port}`,
+      node: { id: "end-reasons" },
+      initialBackoffMs: 5,
+    });
+    const reasons: string[] = [];
+    client.onStreamEnd((reason) => reasons.push(reason));
+    client.watch(A);
+    const deadline = Date.now() + 5000;
+    while (reasons.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    client.close();
+    server.forceShutdown();
+    assert.deepEqual(reasons.slice(0, 2), ["Complete", "Error"]);
   });
 });
 

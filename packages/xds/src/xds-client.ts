@@ -155,6 +155,8 @@ export class XdsClient {
   private readonly changeListeners = new Set<(event: XdsChangeEvent) => void>();
   private readonly nackListeners = new Set<(typeUrl: string, message: string) => void>();
   private readonly stateListeners = new Set<(connected: boolean, error?: XdsError) => void>();
+  private readonly endListeners = new Set<(reason: XdsStreamEndReason, error: XdsError) => void>();
+  private readonly messageListeners = new Set<(typeUrl: string, resourceBytes: number) => void>();
   private readonly logger: Logger;
   private readonly backoff: { initialBackoffMs: number; maxBackoffMs: number };
   private readonly node: MessageInit<envoy.config.core.v3.Node>;
@@ -401,6 +403,28 @@ export class XdsClient {
     return () => this.stateListeners.delete(listener);
   }
 
+  /**
+   * Listens for the end of each stream the server or the network ended (not {@link XdsClient.close}),
+   * with why, in the classes Istio's ztunnel counts in `istio_xds_connection_terminations_total`:
+   * `ConnectionError` (no response came on it: the server was not reached), `Reconnect` (the server
+   * went away after answering, as at its connection's maximum age or a restart, or the stream was
+   * cancelled or timed out), `Complete` (the server ended it with OK), `Error` (any other status, e.g.
+   * PERMISSION_DENIED, or no status). The client reconnects after each.
+   */
+  onStreamEnd(listener: (reason: XdsStreamEndReason, error: XdsError) => void): () => void {
+    this.endListeners.add(listener);
+    return () => this.endListeners.delete(listener);
+  }
+
+  /**
+   * Listens for each response received: its type URL and the bytes of the resources it carries (the
+   * encoded payloads, as Istio's ztunnel counts `istio_xds_message_bytes_total`).
+   */
+  onMessage(listener: (typeUrl: string, resourceBytes: number) => void): () => void {
+    this.messageListeners.add(listener);
+    return () => this.messageListeners.delete(listener);
+  }
+
   /** Closes the stream and the channel; pending `ready()` promises stay pending. */
   close(): void {
     if (this.closed) return;
@@ -468,17 +492,22 @@ export class XdsClient {
       }
     });
     stream.on("error", (err: unknown) => this.onBroken(stream, err));
-    stream.on("end", () => this.onBroken(stream, { code: GrpcStatus.UNAVAILABLE, message: "stream ended" }));
+    // No error first: the server ended the stream with OK.
+    stream.on("end", () =>
+      this.onBroken(stream, { code: GrpcStatus.UNAVAILABLE, message: "stream ended" }, "Complete"),
+    );
     for (const [typeUrl, w] of this.watches) this.sendInitial(typeUrl, w);
   }
 
-  private onBroken(stream: Stream, err: unknown): void {
+  private onBroken(stream: Stream, err: unknown, ended?: XdsStreamEndReason): void {
     if (this.stream !== stream) return;
     this.stream = undefined;
     stream.cancel();
     if (this.closed) return;
     const error = toXdsError(err, "xds stream broken");
     for (const l of this.stateListeners) l(false, error);
+    const reason = ended ?? streamEndReason(error.grpcCode, this.firstResponseSeen);
+    for (const l of this.endListeners) this.notify(() => l(reason, error));
     const base = this.backoff.initialBackoffMs;
     const max = this.backoff.maxBackoffMs;
     const delay = Math.min(max, base * 2 ** Math.min(this.attempt, 30));
@@ -600,6 +629,22 @@ export class XdsClient {
     else this.onSotwResponse(buffer);
   }
 
+  /** Runs a listener; one that throws is logged and does not disturb the stream. */
+  private notify(call: () => void): void {
+    try {
+      call();
+    } catch (err) {
+      this.logger.warn({ err: String(err) }, "xds client listener threw");
+    }
+  }
+
+  private reportMessage(typeUrl: string, resources: readonly { value?: Uint8Array }[]): void {
+    if (this.messageListeners.size === 0) return;
+    let bytes = 0;
+    for (const r of resources) bytes += r.value?.length ?? 0;
+    for (const l of this.messageListeners) this.notify(() => l(typeUrl, bytes));
+  }
+
   private reject(typeUrl: string, w: TypeWatch | undefined, nonce: string, message: string): void {
     this.counters.nacks.inc({ type: typeUrl.slice(typeUrl.lastIndexOf(".") + 1) });
     this.logger.warn({ typeUrl, nonce, error: message }, "xds NACK");
@@ -614,6 +659,10 @@ export class XdsClient {
     const typeUrl = response.typeUrl;
     const w = this.watches.get(typeUrl);
     this.counters.responses.inc({ type: typeUrl.slice(typeUrl.lastIndexOf(".") + 1) });
+    this.reportMessage(
+      typeUrl,
+      response.resources.map((r) => r.resource ?? {}),
+    );
     if (w === undefined) {
       this.reject(typeUrl, undefined, response.nonce, `type ${typeUrl} was not requested`);
       return;
@@ -673,6 +722,7 @@ export class XdsClient {
     const typeUrl = response.typeUrl;
     const w = this.watches.get(typeUrl);
     this.counters.responses.inc({ type: typeUrl.slice(typeUrl.lastIndexOf(".") + 1) });
+    this.reportMessage(typeUrl, response.resources);
     if (w === undefined) return;
     w.nonce = response.nonce;
     const next = new Map<string, XdsResource>();
@@ -747,6 +797,18 @@ function sameBytes(typeUrl: string, a: unknown, b: unknown): boolean {
 }
 
 /** Creates an {@link XdsClient}; it connects when the first type is watched. */
+/** Why an xDS stream ended; see {@link XdsClient.onStreamEnd}. */
+export type XdsStreamEndReason = "ConnectionError" | "Error" | "Reconnect" | "Complete";
+
+/** The class of a stream that broke with gRPC status `code`, as Istio's ztunnel sorts them. */
+function streamEndReason(code: number | undefined, answered: boolean): XdsStreamEndReason {
+  if (code === GrpcStatus.UNAVAILABLE) return answered ? "Reconnect" : "ConnectionError";
+  if (code === GrpcStatus.CANCELLED || code === GrpcStatus.DEADLINE_EXCEEDED || code === GrpcStatus.UNKNOWN) {
+    return "Reconnect";
+  }
+  return "Error";
+}
+
 export function createXdsClient(options: XdsClientOptions): XdsClient {
   return new XdsClient(options);
 }
