@@ -17,6 +17,7 @@ import { access, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { inPodReplyRouting } from "@ambient/example-ztunnel";
 import { openNetns } from "@ambient/netns";
 import { createZdsServer, type ZdsServer } from "@ambient/netns/zds";
 import { createCertificateAuthority } from "@ambient/spiffe/ca";
@@ -156,6 +157,8 @@ export function createPodNamespaces(prefix: string, net: number): PodNamespaces 
       run("ip", "-n", ns, "link", "set", "eth0", "up");
       for (const rule of captureRules(ip))
         run("ip", "netns", "exec", ns, "iptables", "-w", "-t", "nat", ...rule);
+      // istio-cni's reply routing for the ztunnel's connections to the app from the client's address.
+      for (const command of inPodReplyRouting()) run("ip", "netns", "exec", ns, ...command);
     }
   } catch (err) {
     remove();

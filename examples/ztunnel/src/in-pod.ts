@@ -3,7 +3,7 @@
 // 15001 (outbound, redirected by the pod's iptables), 15006 (plaintext inbound) and 15008 (HBONE
 // inbound). Every socket the proxy makes there carries mark 0x539, which the capture rules skip.
 import type { Server as NetServer, Socket } from "node:net";
-import { createServer } from "node:net";
+import { createServer, isIPv4 } from "node:net";
 import { createHboneClient, createHboneServer, type HboneClient, type HboneServer } from "@ambient/hbone";
 import { connectFromNetns, getOriginalDestination, listenInNetns, type NetnsHandle } from "@ambient/netns";
 import type { X509Svid } from "@ambient/spiffe";
@@ -19,6 +19,58 @@ import { identityOf, type WorkloadStore } from "./workload-store.js";
 
 /** ztunnel `DEFAULT_INPOD_MARK`: the pod's capture rules let packets with this mark pass. */
 export const INPOD_MARK = 0x539;
+/** Connection mark istio-cni gives the proxy's connections to the app (its `InpodTProxyMark`). */
+export const INPOD_TPROXY_MARK = 0x111;
+
+/**
+ * istio-cni's in-pod routing for the replies to connections the proxy makes from the client's address
+ * (original source), as the commands that install it in a pod's namespace: a packet marked 0x539 (the
+ * proxy's, arriving over `lo`) gives its connection mark 0x111; the app's replies take that mark back
+ * and table 100, a local route, delivers them to the proxy's transparent socket, not out of `eth0`.
+ * Each entry is an argument list for `ip netns exec <ns> ...`.
+ */
+export function inPodReplyRouting(): string[][] {
+  const mark = (value: number) => `0x${value.toString(16)}/0xfff`;
+  return [
+    [
+      "iptables",
+      "-w",
+      "-t",
+      "mangle",
+      "-A",
+      "PREROUTING",
+      "-m",
+      "mark",
+      "--mark",
+      mark(INPOD_MARK),
+      "-j",
+      "CONNMARK",
+      "--set-xmark",
+      mark(INPOD_TPROXY_MARK),
+    ],
+    [
+      "iptables",
+      "-w",
+      "-t",
+      "mangle",
+      "-A",
+      "OUTPUT",
+      "-m",
+      "connmark",
+      "--mark",
+      mark(INPOD_TPROXY_MARK),
+      "-j",
+      "CONNMARK",
+      "--restore-mark",
+      "--nfmask",
+      "0xffffffff",
+      "--ctmask",
+      "0xffffffff",
+    ],
+    ["ip", "rule", "add", "fwmark", mark(INPOD_TPROXY_MARK), "pref", "32764", "lookup", "100"],
+    ["ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100"],
+  ];
+}
 
 /** Ports of the listeners inside each pod's namespace. */
 export interface InPodPorts {
@@ -68,6 +120,13 @@ export interface InPodOptions {
   workloadWaitMs?: number;
   /** Count the proxies in Istio's `istio_inpod_*` metrics (in-pod mode). Default false. */
   proxyMetrics?: boolean;
+  /**
+   * Connect to each pod's app from the client's own address (IP_TRANSPARENT), so the app sees who
+   * called, as Istio's ztunnel does in in-pod mode (`ENABLE_ORIG_SRC`). It needs istio-cni's in-pod
+   * routing of the replies (connmark 0x111, `ip rule fwmark 0x111/0xfff lookup 100`, a local route
+   * in table 100). Default false: the app sees its own pod's address.
+   */
+  originalSource?: boolean;
   logger: Logger;
   metrics: MetricsSink;
   /** Counts refused dials of captured connections by errno. */
@@ -134,6 +193,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
     pendingGauge.set({}, adding.size);
   };
   countProxies();
+  const originalSource = new OriginalSource(options.originalSource === true, logger);
 
   const findWorkload = (pod: InPodWorkload): Workload | undefined => {
     for (const w of store.workloads().values()) if (w.uid === pod.uid) return w;
@@ -181,8 +241,8 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
         throw new ZtunnelError("ERR_ZTUNNEL_CLOSED", `pod ${pod.uid} was removed while being added`);
       const { netns } = pod;
       const mark = INPOD_MARK;
-      const connectUpstream = (host: string, port: number): Socket =>
-        connectFromNetns(netns, { host, port, mark, allowHalfOpen: true });
+      const connectUpstream = (host: string, port: number, sourceIp: string): Socket =>
+        originalSource.connect(netns, pod.uid, ip, host, port, sourceIp);
       const inboundPod: InboundPod = { uid: pod.uid, ip, connectUpstream };
       network = podNetwork(netns);
       hboneServer = createHboneServer({
@@ -332,6 +392,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
     const proxy = proxies.get(uid);
     if (proxy === undefined) return false;
     proxies.delete(uid);
+    originalSource.forget(uid);
     stopped.inc({});
     countProxies();
     // The pod is gone (its veth with it): no GOAWAY, just close everything at once.
@@ -376,4 +437,56 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
       await Promise.all([...proxies.keys()].map(remove));
     },
   };
+}
+
+/**
+ * The in-pod connections to a pod's app, from the client's address when the original source is kept.
+ * A pod where IP_TRANSPARENT cannot be set (no CAP_NET_ADMIN) falls back to the pod's own address
+ * for its later connections, logged once, as Istio's ztunnel turns original source off when its
+ * listener cannot be made transparent.
+ */
+class OriginalSource {
+  /** Pods whose transparent connect failed at the socket level. */
+  readonly #fallback = new Set<string>();
+
+  constructor(
+    readonly enabled: boolean,
+    readonly logger: Logger,
+  ) {}
+
+  connect(
+    netns: NetnsHandle,
+    uid: string,
+    podIp: string,
+    host: string,
+    port: number,
+    sourceIp: string,
+  ): Socket {
+    const plain = () => connectFromNetns(netns, { host, port, mark: INPOD_MARK, allowHalfOpen: true });
+    // The pod calling itself (through its own 15006) keeps its address; so does a client address that
+    // is not IPv4, which the pod's routing does not know.
+    if (!this.enabled || this.#fallback.has(uid) || sourceIp === podIp || !isIPv4(sourceIp)) return plain();
+    try {
+      return connectFromNetns(netns, {
+        host,
+        port,
+        mark: INPOD_MARK,
+        transparent: true,
+        localAddress: sourceIp,
+        allowHalfOpen: true,
+      });
+    } catch (err) {
+      this.#fallback.add(uid);
+      this.logger.warn(
+        { pod: uid, err: (err as Error).message },
+        "cannot connect from the client's address in this pod (IP_TRANSPARENT); using the pod's own",
+      );
+      return plain();
+    }
+  }
+
+  /** Forgets a removed pod. */
+  forget(uid: string): void {
+    this.#fallback.delete(uid);
+  }
 }

@@ -40,7 +40,11 @@ export function deniedBy(decision: AuthorizationDecision, explain: () => PolicyE
 }
 
 /** Opens the connection to the local application. */
-export type UpstreamConnector = (host: string, port: number) => Socket;
+/**
+ * Connects to the app on behalf of a client at `sourceIp` (its address as the tunnel or the plaintext
+ * connection gave it), so a connector that preserves the original source can connect from it.
+ */
+export type UpstreamConnector = (host: string, port: number, sourceIp: string) => Socket;
 
 /** The pod an inbound connection is for. */
 export interface InboundPod {
@@ -200,7 +204,7 @@ export function createInbound(options: InboundOptions): Inbound {
       tunnel.refuse(HBONE_STATUS.denied, decision.reason);
       return;
     }
-    const upstream = (pod.connectUpstream ?? defaultConnector)(authority.host, authority.port);
+    const upstream = (pod.connectUpstream ?? defaultConnector)(authority.host, authority.port, srcIp);
     registry.trackSocket(upstream, pod.connectUpstream === undefined ? undefined : pod.uid);
     upstream.once("error", (err) => {
       if (tunnel.state === "pending") {
@@ -300,7 +304,7 @@ export function createInbound(options: InboundOptions): Inbound {
       socket.resetAndDestroy();
       return;
     }
-    const upstream = (pod.connectUpstream ?? defaultConnector)(destination.ip, destination.port);
+    const upstream = (pod.connectUpstream ?? defaultConnector)(destination.ip, destination.port, srcIp);
     registry.trackSocket(upstream, owner);
     upstream.once("error", (err) => {
       const errno = recordDialFailure(err);

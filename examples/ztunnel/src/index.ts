@@ -40,6 +40,7 @@ export {
   DEFAULT_CONTROL_PLANE_IDENTITY,
 } from "./control-plane-channel.js";
 export { ZtunnelError, type ZtunnelErrorCode, type ZtunnelErrorDetails } from "./errors.js";
+export { INPOD_TPROXY_MARK, inPodReplyRouting } from "./in-pod.js";
 export {
   decideInboundDestination,
   type InboundDecision,

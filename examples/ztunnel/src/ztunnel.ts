@@ -87,6 +87,12 @@ export interface ZtunnelOptions {
     ports?: Partial<Omit<InPodPorts, "hbone">>;
     /** How long an added pod waits for its workload in xDS (then it is refused). Default 3000 ms. */
     workloadWaitMs?: number;
+    /**
+     * Connect to each pod's app from the client's own address (IP_TRANSPARENT), as Istio's ztunnel
+     * does (`ENABLE_ORIG_SRC`); needs istio-cni's in-pod reply routing (connmark 0x111, table 100).
+     * Default true with a node agent (`zdsSocketPath` or `addPod`), false in dedicated mode.
+     */
+    originalSource?: boolean;
   };
   /**
    * The node agent's ZDS socket (Unix SOCK_SEQPACKET): the proxy connects as a client and serves the
@@ -341,6 +347,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
       stateReady || closed ? Promise.resolve() : new Promise((resolve) => stateReadyWaiters.push(resolve)),
     ...(options.inPod?.workloadWaitMs === undefined ? {} : { workloadWaitMs: options.inPod.workloadWaitMs }),
     proxyMetrics: inPodMode,
+    originalSource: options.inPod?.originalSource ?? options.dedicated === undefined,
     logger,
     metrics,
     dialFailures,

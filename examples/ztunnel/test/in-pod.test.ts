@@ -14,7 +14,7 @@ import { connectFromNetns, listenInNetns, openNetns } from "@ambient/netns";
 import { createZdsServer, type ZdsServer } from "@ambient/netns/zds";
 import { staticStrictAuthorization } from "@ambient/policy";
 import type { Workload } from "@ambient/xds";
-import { INPOD_MARK, type RunningZtunnel, startZtunnel } from "../src/index.js";
+import { INPOD_MARK, inPodReplyRouting, type RunningZtunnel, startZtunnel } from "../src/index.js";
 import { startTestControlPlane, type TestControlPlane } from "./control-plane.js";
 
 function has(command: string, args: string[]): boolean {
@@ -91,6 +91,8 @@ function installCaptureRules(ns: string, podIp: string): void {
   ipt("-A", "AMBIENT_PREROUTING", "-i", "lo", "-j", "RETURN");
   ipt("-A", "AMBIENT_PREROUTING", "-p", "tcp", "--dport", "15008", "-j", "RETURN");
   ipt("-A", "AMBIENT_PREROUTING", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15006");
+  // istio-cni's reply routing for the proxy's connections to the app from the client's address.
+  for (const command of inPodReplyRouting()) inNs(ns, ...command);
 }
 
 function bytes(address: string): Uint8Array {
@@ -325,8 +327,9 @@ spec:
   it("an unmodified client (curl) in the sleep pod reaches echo over HBONE with both identities", async () => {
     const { code, out } = await httpGet(ns.sleep, `http://${ip.echo}:${allowedPort}/`);
     assert.equal(code, 0, out);
-    // The app sees the connection from its own pod's address: the echo pod's proxy connected it.
-    assert.match(out, new RegExp(`^allowed from echo, peer ${ip.echo.replaceAll(".", "\\.")}`));
+    // The app sees the connection from the calling pod's address (original source), though the echo
+    // pod's proxy connected it.
+    assert.match(out, new RegExp(`^allowed from echo, peer ${ip.sleep.replaceAll(".", "\\.")}`));
     const metrics = (await ztunnel?.metricsText()) ?? "";
     const labels = {
       source_principal: "spiffe://cluster.local/ns/default/sa/sleep",

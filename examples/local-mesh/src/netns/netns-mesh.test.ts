@@ -28,7 +28,8 @@ describe("the demo mesh on network namespaces", { skip: skip ?? false, timeout: 
 
   it("carries an unmodified curl from sleep to the echo Service over HBONE", () => {
     assert.equal(result.allowed.code, 0, result.allowed.out);
-    assert.match(result.allowed.out, /^echo-0 answers /);
+    // The app sees its caller's address (original source), not its own pod's.
+    assert.equal(result.allowed.out.trim(), `echo-0 answers ${mesh?.ip.sleep}`);
     const pair = "spiffe://cluster.local/ns/demo/sa/sleep -> spiffe://cluster.local/ns/demo/sa/echo";
     assert.ok(result.metrics.source.includes(pair), `node-a: ${result.metrics.source}`);
     assert.ok(result.metrics.destination.includes(pair), `node-b: ${result.metrics.destination}`);

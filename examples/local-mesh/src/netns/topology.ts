@@ -4,6 +4,7 @@
 // which takes every link, address and rule with them.
 import { execFileSync, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { inPodReplyRouting } from "@ambient/example-ztunnel";
 
 /** ztunnel `DEFAULT_INPOD_MARK`. */
 const INPOD_MARK = 0x539;
@@ -63,6 +64,12 @@ export function installCaptureRules(netns: string, podIp: string): void {
   ipt("-A", "AMBIENT_PREROUTING", "-i", "lo", "-j", "RETURN");
   ipt("-A", "AMBIENT_PREROUTING", "-p", "tcp", "--dport", "15008", "-j", "RETURN");
   ipt("-A", "AMBIENT_PREROUTING", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15006");
+  installReplyRouting(netns);
+}
+
+/** istio-cni's reply routing for the proxy's connections to the app from the client's address. */
+function installReplyRouting(netns: string): void {
+  for (const command of inPodReplyRouting()) run("ip", "netns", "exec", netns, ...command);
 }
 
 /** Builds the namespaces; on any failure removes what it made and rethrows. */
