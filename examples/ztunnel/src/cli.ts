@@ -68,6 +68,17 @@ export const ZTUNNEL_FLAGS = {
     description:
       "In-pod mode (Linux, root): connect to the node agent's ZDS socket (istio-cni's is /var/run/ztunnel/ztunnel.sock) and serve the pods it hands over inside their network namespaces.",
   },
+  "no-original-source": {
+    type: "boolean",
+    description:
+      "With --zds-socket: connect to each pod's app from the pod's own address instead of the client's (ztunnel ENABLE_ORIG_SRC=false), for a node agent that does not route the replies to the client's address back to this proxy.",
+  },
+  "build-tag": {
+    type: "string",
+    value: "tag",
+    default: "unknown",
+    description: 'The tag of the istio_build{component="ztunnel"} metric (Istio: the build\'s version).',
+  },
   dedicated: {
     type: "string",
     value: "namespace/name",
@@ -180,6 +191,8 @@ export function parseZtunnelCli(argv: readonly string[]): ZtunnelCli {
     return { kind: "error", message: (err as Error).message };
   }
   if (values.help === true) return { kind: "help" };
+  if (values["no-original-source"] === true && values["zds-socket"] === undefined)
+    return { kind: "error", message: "--no-original-source applies to in-pod mode: add --zds-socket <path>" };
   const timeout = positiveInteger(
     "socks5-handshake-timeout-ms",
     String(values["socks5-handshake-timeout-ms"]),

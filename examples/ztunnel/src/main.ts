@@ -61,6 +61,8 @@ const ztunnel = await startZtunnel({
   registry,
   socks5: cli.socks5,
   ...(values["zds-socket"] === undefined ? {} : { zdsSocketPath: values["zds-socket"] }),
+  ...(values["no-original-source"] === true ? { inPod: { originalSource: false } } : {}),
+  buildTag: values["build-tag"] ?? "unknown",
   ...(cli.dedicated === undefined ? {} : { dedicated: cli.dedicated }),
   ...(cli.onDemand === undefined ? {} : { onDemand: cli.onDemand }),
 });
