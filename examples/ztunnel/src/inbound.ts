@@ -39,10 +39,10 @@ export function deniedBy(decision: AuthorizationDecision, explain: () => PolicyE
   return allow.length > 0 ? allow.join(", ") : "policy";
 }
 
-/** Opens the connection to the local application. */
 /**
- * Connects to the app on behalf of a client at `sourceIp` (its address as the tunnel or the plaintext
- * connection gave it), so a connector that preserves the original source can connect from it.
+ * Opens the connection to the local application on behalf of a client at `sourceIp` (its address as
+ * the tunnel or the plaintext connection gave it), so a connector that keeps the original source can
+ * connect from it.
  */
 export type UpstreamConnector = (host: string, port: number, sourceIp: string) => Socket;
 

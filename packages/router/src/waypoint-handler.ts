@@ -469,13 +469,23 @@ class TcpTunnel {
   reportedReceived = 0;
   reportedSent = 0;
 
+  /** The client's address: the tunnel's, else the stream's own (copied: the stream is not kept). */
+  readonly remoteIp: string | undefined;
+  readonly remotePort: number | undefined;
+
   constructor(
     readonly info: TunnelInfo,
-    readonly socket: { remoteAddress?: string; remotePort?: number },
-  ) {}
+    socket: { remoteAddress?: string; remotePort?: number },
+  ) {
+    this.remoteIp = info.remoteAddress ?? socket.remoteAddress;
+    this.remotePort = info.remotePort ?? socket.remotePort;
+  }
 }
 
-/** A finished TCP tunnel's access log entry, with `-` (and 0) where Envoy's TCP proxy logs them. */
+/**
+ * A finished TCP tunnel's access log entry, with `-` (and 0) where Envoy's TCP proxy logs them. The
+ * tunnel's record holds values only (no stream), so a history may keep many.
+ */
 class FinishedTcpTunnel implements FinishedRequest {
   readonly startedAt: number;
   readonly #t: TcpTunnel;
@@ -492,7 +502,7 @@ class FinishedTcpTunnel implements FinishedRequest {
   accessLogEntry(): AccessLogEntry {
     const t = this.#t;
     const info = t.info;
-    const remoteIp = info.remoteAddress ?? t.socket.remoteAddress;
+    const remoteIp = t.remoteIp;
     const local = info.destination;
     return {
       start_time: new Date(this.startedAt).toISOString(),
@@ -510,8 +520,7 @@ class FinishedTcpTunnel implements FinishedRequest {
       authority: "-",
       upstream_host: t.endpoint === undefined ? "-" : endpointKey(t.endpoint),
       upstream_cluster: upstreamCluster(t.backend, this.#clusterDomain),
-      downstream_remote_address:
-        remoteIp === undefined ? "-" : `${remoteIp}:${info.remotePort ?? t.socket.remotePort ?? 0}`,
+      downstream_remote_address: remoteIp === undefined ? "-" : `${remoteIp}:${t.remotePort ?? 0}`,
       downstream_local_address: local?.address === undefined ? "-" : `${local.address}:${local.port ?? 0}`,
       route_name: "-",
       source_principal: info.peerIdentity ?? "-",
