@@ -435,6 +435,25 @@ class FinishedExchange implements FinishedRequest {
   }
 }
 
+/**
+ * Carries bytes both ways between a client stream and its upstream; when either side finishes, both
+ * are destroyed and `onEnd` runs, once.
+ */
+function joinStreams(client: Duplex, upstream: Duplex, onEnd: () => void): void {
+  upstream.pipe(client);
+  client.pipe(upstream);
+  let ended = false;
+  const end = () => {
+    if (ended) return;
+    ended = true;
+    upstream.destroy();
+    client.destroy();
+    onEnd();
+  };
+  finished(upstream, end);
+  finished(client, end);
+}
+
 /** Istio's cluster name of a backend: `outbound|<port>||<host>`, or `inbound-pod|<port>||<ip>`. */
 function upstreamCluster(b: ResolvedBackendRef | undefined, clusterDomain: string): string {
   if (b === undefined) return "-";
@@ -1623,19 +1642,10 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     upstream.on("data", (c: Buffer) => {
       x.responseBytes += c.length;
     });
-    upstream.pipe(client);
-    client.pipe(upstream);
-    let closed = false;
-    const closeBoth = () => {
-      if (closed) return;
-      closed = true;
+    joinStreams(client, upstream, () => {
       done();
-      upstream.destroy();
-      client.destroy();
       record(x);
-    };
-    finished(upstream, closeBoth);
-    finished(client, closeBoth);
+    });
   }
 
   /** A tunnel carried as TCP ({@link WaypointHandlerOptions.opaqueTcp}); `first` are its bytes so far. */
@@ -1708,19 +1718,10 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
           upstream.on("data", (chunk: Buffer) => {
             t.sent += chunk.length;
           });
-          upstream.pipe(stream);
-          stream.pipe(upstream);
-          let ended = false;
-          const closeBoth = () => {
-            if (ended) return;
-            ended = true;
+          joinStreams(stream, upstream, () => {
             done();
-            upstream.destroy();
-            stream.destroy();
             tcpClosed(t);
-          };
-          finished(upstream, closeBoth);
-          finished(stream, closeBoth);
+          });
         },
         (err: unknown) => {
           done();

@@ -638,10 +638,15 @@ export class XdsClient {
     }
   }
 
-  private reportMessage(typeUrl: string, resources: readonly { value?: Uint8Array }[]): void {
+  /** Tells the message listeners, if any, of a response and the bytes of its resources' payloads. */
+  private reportMessage<R>(
+    typeUrl: string,
+    resources: readonly R[],
+    payload: (r: R) => Uint8Array | undefined,
+  ): void {
     if (this.messageListeners.size === 0) return;
     let bytes = 0;
-    for (const r of resources) bytes += r.value?.length ?? 0;
+    for (const r of resources) bytes += payload(r)?.length ?? 0;
     for (const l of this.messageListeners) this.notify(() => l(typeUrl, bytes));
   }
 
@@ -659,10 +664,7 @@ export class XdsClient {
     const typeUrl = response.typeUrl;
     const w = this.watches.get(typeUrl);
     this.counters.responses.inc({ type: typeUrl.slice(typeUrl.lastIndexOf(".") + 1) });
-    this.reportMessage(
-      typeUrl,
-      response.resources.map((r) => r.resource ?? {}),
-    );
+    this.reportMessage(typeUrl, response.resources, (r) => r.resource?.value);
     if (w === undefined) {
       this.reject(typeUrl, undefined, response.nonce, `type ${typeUrl} was not requested`);
       return;
@@ -722,7 +724,7 @@ export class XdsClient {
     const typeUrl = response.typeUrl;
     const w = this.watches.get(typeUrl);
     this.counters.responses.inc({ type: typeUrl.slice(typeUrl.lastIndexOf(".") + 1) });
-    this.reportMessage(typeUrl, response.resources);
+    this.reportMessage(typeUrl, response.resources, (any) => any.value);
     if (w === undefined) return;
     w.nonce = response.nonce;
     const next = new Map<string, XdsResource>();
