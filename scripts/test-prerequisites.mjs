@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The programs from Debian that the test suites run as independent peers (openssl, python3-h2, nghttp,
-// the Prometheus parser, promtool, a headless chromium) or use for namespaces and load (ip, iptables,
+// the Prometheus parser, promtool, a headless chromium, dig, dnsmasq) or use for namespaces and load (ip, iptables,
 // iperf3, haproxy). This is the one list: `pnpm test` runs this script first and `.ci/run` runs it to
 // set a machine up.
 //
@@ -35,6 +35,8 @@ const PREREQUISITES = [
   { pkg: "iptables", programs: ["iptables"], why: "traffic redirection in network namespaces" },
   { pkg: "iperf3", programs: ["iperf3"], why: "bounded throughput checks through tunnels" },
   { pkg: "haproxy", programs: ["haproxy"], why: "an independent proxy as a peer" },
+  { pkg: "bind9-dnsutils", programs: ["dig"], why: "an independent DNS client (dns, ztunnel's DNS proxy)" },
+  { pkg: "dnsmasq-base", programs: ["dnsmasq"], why: "an independent upstream DNS server (dns)" },
   // Only promtool is used (19 MB download, 96 MB installed). The package also ships the Prometheus server
   // and an init script; apt does not start it where no init runs (containers, CI), since invoke-rc.d finds
   // no runlevel there and refuses the start, as does a Docker image's policy-rc.d.

@@ -1,0 +1,290 @@
+import assert from "node:assert/strict";
+import dgram from "node:dgram";
+import net from "node:net";
+import { after, before, describe, it } from "node:test";
+import { type Dnsmasq, hasDnsmasq, startDnsmasq } from "../test/dnsmasq.js";
+import { type FakeUpstream, startFakeUpstream } from "../test/fake-upstream.js";
+import { eventually, freePort, makeQuery, openSocketCount } from "../test/sockets.js";
+import {
+  addressRecord,
+  createDnsForwarder,
+  type DnsForwarderOptions,
+  decodeMessage,
+  encodeMessage,
+  RecordType,
+  ResponseCode,
+  recordAddress,
+  replyTo,
+} from "./index.js";
+
+const noDnsmasq = hasDnsmasq ? false : "dnsmasq is not installed (scripts/test-prerequisites.mjs)";
+
+function assertCode(code: string) {
+  return (err: unknown): boolean => {
+    assert.equal((err as { code?: string }).code, code, String(err));
+    return true;
+  };
+}
+
+describe("DnsForwarder", { skip: noDnsmasq }, () => {
+  let dnsmasq: Dnsmasq;
+  let silent: FakeUpstream;
+  let baseline = 0;
+  const forwarders: { close(): void }[] = [];
+
+  function forwarder(options: Partial<DnsForwarderOptions> & Pick<DnsForwarderOptions, "nameservers">) {
+    const made = createDnsForwarder({ timeoutMs: 200, ...options });
+    forwarders.push(made);
+    return made;
+  }
+
+  before(async () => {
+    dnsmasq = await startDnsmasq();
+    silent = await startFakeUpstream(() => []);
+    baseline = openSocketCount();
+  });
+  after(async () => {
+    for (const made of forwarders) made.close();
+    await silent?.close();
+    await dnsmasq?.stop();
+  });
+
+  it("passes an answer through with the client's id", async () => {
+    const upstream = forwarder({ nameservers: [{ address: "127.0.0.1", port: dnsmasq.port }] });
+    const query = encodeMessage(makeQuery("web.example.test", RecordType.A, { id: 0x1234 }));
+    const reply = decodeMessage(await upstream.forward(query));
+    assert.equal(reply.id, 0x1234);
+    assert.equal(reply.rcode, ResponseCode.NOERROR);
+    assert.deepEqual(reply.answers.map(recordAddress), ["192.0.2.7"]);
+    // The same over TCP, and with a message rather than bytes.
+    const overTcp = decodeMessage(
+      await upstream.forward(makeQuery("big.test", RecordType.A, { id: 9 }), { protocol: "tcp" }),
+    );
+    assert.equal(overTcp.id, 9);
+    assert.deepEqual(overTcp.answers.map(recordAddress).sort(), ["192.0.2.1", "192.0.2.2"]);
+  });
+
+  it("passes NXDOMAIN through", async () => {
+    const upstream = forwarder({ nameservers: [{ address: "127.0.0.1", port: dnsmasq.port }] });
+    const reply = decodeMessage(
+      await upstream.forward(makeQuery("missing.nx.test", RecordType.A, { id: 77 })),
+    );
+    assert.deepEqual([reply.id, reply.rcode], [77, ResponseCode.NXDOMAIN]);
+  });
+
+  it("skips a nameserver that does not answer, and one that refuses the connection", async () => {
+    const closedPort = await freePort();
+    const upstream = forwarder({
+      nameservers: [
+        { address: "127.0.0.1", port: silent.port },
+        { address: "127.0.0.1", port: closedPort },
+        { address: "127.0.0.1", port: dnsmasq.port },
+      ],
+    });
+    const started = Date.now();
+    const reply = decodeMessage(await upstream.forward(makeQuery("example.test")));
+    const elapsed = Date.now() - started;
+    assert.deepEqual(reply.answers.map(recordAddress), ["192.0.2.7"]);
+    assert.ok(elapsed >= 190 && elapsed < 1000, `took ${elapsed} ms`);
+  });
+
+  it("moves on from REFUSED, but returns it when every try ends that way", async () => {
+    const refusing = await startFakeUpstream((query) => [
+      encodeMessage(replyTo(query, { rcode: ResponseCode.REFUSED })),
+    ]);
+    try {
+      const upstream = forwarder({
+        nameservers: [
+          { address: "127.0.0.1", port: refusing.port },
+          { address: "127.0.0.1", port: dnsmasq.port },
+        ],
+      });
+      const ok = decodeMessage(await upstream.forward(makeQuery("example.test")));
+      assert.equal(ok.rcode, ResponseCode.NOERROR);
+      // dnsmasq has no upstream for other names: it refuses too. Two rounds over two servers.
+      const refused = decodeMessage(
+        await upstream.forward(makeQuery("elsewhere.zz", RecordType.A, { id: 5 })),
+      );
+      assert.deepEqual([refused.id, refused.rcode], [5, ResponseCode.REFUSED]);
+      assert.equal(refusing.queries.length, 3);
+    } finally {
+      await refusing.close();
+    }
+  });
+
+  it("ignores answers with the wrong id or another question, and takes the right one", async () => {
+    const spoofer = await startFakeUpstream((query) => {
+      const right = replyTo(query, { answers: [addressRecord(query.questions[0]!.name, "192.0.2.99", 5)] });
+      const wrongId = {
+        ...right,
+        id: (query.id + 1) & 0xffff,
+        answers: [addressRecord("spoof.test", "6.6.6.6", 5)],
+      };
+      const otherName = replyTo(
+        { ...query, questions: [{ name: "other.test", type: 1, class: 1 }] },
+        {
+          answers: [addressRecord("other.test", "6.6.6.6", 5)],
+        },
+      );
+      const otherType = replyTo({ ...query, questions: [{ ...query.questions[0]!, type: RecordType.AAAA }] });
+      const notResponse = { ...right, response: false };
+      return [
+        encodeMessage(wrongId),
+        encodeMessage(otherName),
+        encodeMessage(otherType),
+        encodeMessage(notResponse),
+        Uint8Array.of(1, 2, 3),
+        encodeMessage(right),
+      ];
+    });
+    try {
+      const upstream = forwarder({ nameservers: [{ address: "127.0.0.1", port: spoofer.port }] });
+      const reply = decodeMessage(
+        await upstream.forward(makeQuery("Target.Test", RecordType.A, { id: 321 })),
+      );
+      assert.equal(reply.id, 321);
+      assert.deepEqual(reply.answers.map(recordAddress), ["192.0.2.99"]);
+      // The name is compared case-insensitively: an upstream may change its case (0x20 randomization).
+      const lowered = await startFakeUpstream((query) => {
+        const q = query.questions[0]!;
+        return [encodeMessage(replyTo({ ...query, questions: [{ ...q, name: q.name.toLowerCase() }] }))];
+      });
+      try {
+        const other = forwarder({ nameservers: [{ address: "127.0.0.1", port: lowered.port }] });
+        assert.equal(decodeMessage(await other.forward(makeQuery("MiXeD.test"))).rcode, ResponseCode.NOERROR);
+      } finally {
+        await lowered.close();
+      }
+    } finally {
+      await spoofer.close();
+    }
+  });
+
+  it("uses a fresh random id for every try", async () => {
+    const upstream = forwarder({ nameservers: [{ address: "127.0.0.1", port: silent.port }], attempts: 3 });
+    const before = silent.queries.length;
+    await assert.rejects(
+      upstream.forward(makeQuery("a.test", RecordType.A, { id: 0 })),
+      assertCode("ERR_DNS_UPSTREAM_TIMEOUT"),
+    );
+    const ids = silent.queries.slice(before).map((q) => q.message.id);
+    assert.equal(ids.length, 3);
+    assert.ok(new Set([...ids, 0]).size >= 3, `ids ${ids}`);
+  });
+
+  it("asks again over TCP when the UDP answer is truncated", async () => {
+    const truncating = await startFakeUpstream((query, protocol) => {
+      if (protocol === "udp") return [encodeMessage({ ...replyTo(query), truncated: true })];
+      const answers = Array.from({ length: 40 }, (_, i) =>
+        addressRecord("big.test", `198.51.100.${i + 1}`, 5),
+      );
+      return [encodeMessage(replyTo(query, { answers }))];
+    });
+    try {
+      const created: string[] = [];
+      const upstream = forwarder({
+        nameservers: [{ address: "127.0.0.1", port: truncating.port }],
+        createUdpSocket: (family) => {
+          created.push(`udp${family}`);
+          return dgram.createSocket("udp4");
+        },
+        connectTcp: ({ address, port }) => {
+          created.push(`tcp ${address}:${port}`);
+          return net.connect(port, address);
+        },
+      });
+      const reply = decodeMessage(await upstream.forward(makeQuery("big.test", RecordType.A, { id: 8 })));
+      assert.equal(reply.id, 8);
+      assert.equal(reply.answers.length, 40);
+      assert.deepEqual(
+        truncating.queries.map((q) => q.protocol),
+        ["udp", "tcp"],
+      );
+      assert.deepEqual(created, ["udp4", `tcp 127.0.0.1:${truncating.port}`]);
+    } finally {
+      await truncating.close();
+    }
+  });
+
+  it("rejects with ERR_DNS_UPSTREAM_TIMEOUT when nobody answers, ERR_DNS_UPSTREAM when refused", async () => {
+    const upstream = forwarder({ nameservers: [{ address: "127.0.0.1", port: silent.port }], attempts: 2 });
+    const started = Date.now();
+    await assert.rejects(upstream.forward(makeQuery("a.test")), assertCode("ERR_DNS_UPSTREAM_TIMEOUT"));
+    assert.ok(Date.now() - started >= 390);
+    const closedPort = await freePort();
+    const refused = forwarder({ nameservers: [{ address: "127.0.0.1", port: closedPort }] });
+    await assert.rejects(refused.forward(makeQuery("a.test")), (err: Error) => {
+      assertCode("ERR_DNS_UPSTREAM")(err);
+      assert.equal((err.cause as { code?: string }).code, "ECONNREFUSED");
+      return true;
+    });
+    await assert.rejects(
+      refused.forward(makeQuery("a.test"), { protocol: "tcp" }),
+      assertCode("ERR_DNS_UPSTREAM"),
+    );
+  });
+
+  it("rejects in-flight and later forwards with ERR_DNS_CLOSED after close()", async () => {
+    const upstream = createDnsForwarder({
+      nameservers: [{ address: "127.0.0.1", port: silent.port }],
+      timeoutMs: 5000,
+    });
+    const inFlight = upstream.forward(makeQuery("a.test"));
+    const overTcp = upstream.forward(makeQuery("a.test"), { protocol: "tcp" });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    upstream.close();
+    await assert.rejects(inFlight, assertCode("ERR_DNS_CLOSED"));
+    await assert.rejects(overTcp, assertCode("ERR_DNS_CLOSED"));
+    await assert.rejects(upstream.forward(makeQuery("a.test")), assertCode("ERR_DNS_CLOSED"));
+  });
+
+  it("rejects with ERR_DNS_ABORTED when the signal aborts", async () => {
+    const upstream = forwarder({
+      nameservers: [{ address: "127.0.0.1", port: silent.port }],
+      timeoutMs: 5000,
+    });
+    const controller = new AbortController();
+    const pending = upstream.forward(makeQuery("a.test"), { signal: controller.signal });
+    setTimeout(() => controller.abort(new Error("client went away")), 30);
+    await assert.rejects(pending, (err: Error) => {
+      assertCode("ERR_DNS_ABORTED")(err);
+      assert.equal((err.cause as Error).message, "client went away");
+      return true;
+    });
+    await assert.rejects(
+      upstream.forward(makeQuery("a.test"), { signal: AbortSignal.abort() }),
+      assertCode("ERR_DNS_ABORTED"),
+    );
+  });
+
+  it("refuses bad queries and options", async () => {
+    const upstream = forwarder({ nameservers: [{ address: "127.0.0.1", port: dnsmasq.port }] });
+    await assert.rejects(upstream.forward(Uint8Array.of(1, 2, 3)), assertCode("ERR_DNS_MALFORMED"));
+    const response = encodeMessage(makeQuery("a.test", 1, { response: true }));
+    await assert.rejects(upstream.forward(response), assertCode("ERR_DNS_MALFORMED"));
+    await assert.rejects(
+      upstream.forward({ ...makeQuery("a"), questions: [] }),
+      assertCode("ERR_DNS_INVALID_ARGUMENT"),
+    );
+    assert.throws(() => createDnsForwarder({ nameservers: [] }), assertCode("ERR_DNS_INVALID_ARGUMENT"));
+    assert.throws(
+      () => createDnsForwarder({ nameservers: [{ address: "dns.google" }] }),
+      assertCode("ERR_DNS_INVALID_ARGUMENT"),
+    );
+    assert.throws(
+      () => createDnsForwarder({ nameservers: [{ address: "127.0.0.1", port: 0 }] }),
+      assertCode("ERR_DNS_INVALID_ARGUMENT"),
+    );
+    assert.throws(
+      () => createDnsForwarder({ nameservers: [{ address: "::1" }], attempts: 0 }),
+      assertCode("ERR_DNS_INVALID_ARGUMENT"),
+    );
+  });
+
+  it("leaves no socket open", async () => {
+    assert.ok(
+      await eventually(() => openSocketCount() === baseline),
+      `open: ${openSocketCount()}, expected ${baseline}: ${process.getActiveResourcesInfo()}`,
+    );
+  });
+});

@@ -1,0 +1,346 @@
+// Forwards queries to upstream resolvers the way a careful stub resolver does: every try has a
+// fresh random id and a fresh UDP socket (so a fresh source port), and only an answer to exactly the
+// question asked is taken. Blind spoofing then has to guess 32 bits within one timeout.
+import { randomInt } from "node:crypto";
+import dgram from "node:dgram";
+import net from "node:net";
+import { type Logger, noopLogger } from "@ambient/telemetry";
+import { ResponseCode, recordTypeName } from "./constants.js";
+import { DnsError } from "./errors.js";
+import { type DnsMessage, type DnsQuestion, decodeMessage, encodeMessage, HEADER_BYTES } from "./message.js";
+import { sameName } from "./name.js";
+
+/** An upstream resolver. */
+export interface Nameserver {
+  /** An IPv4 or IPv6 literal. */
+  readonly address: string;
+  /** Default 53. */
+  readonly port?: number;
+}
+
+/** Options of {@link DnsForwarder}. */
+export interface DnsForwarderOptions {
+  /** At least one; tried in order. IPv4 or IPv6 literals, else `ERR_DNS_INVALID_ARGUMENT`. */
+  nameservers: readonly Nameserver[];
+  /** Default 2000: how long one try waits for its answer (resolv.conf `timeout:` is in seconds). */
+  timeoutMs?: number;
+  /** Default 2: rounds over the nameserver list (resolv.conf `attempts:`). */
+  attempts?: number;
+  /** Default `noopLogger`. */
+  logger?: Logger;
+  /** Makes the UDP socket for one try (default dgram.createSocket("udp4"/"udp6")); lets a caller make it in another network namespace or set a mark. Must return an unbound socket or one bound to an ephemeral port. */
+  createUdpSocket?: (family: 4 | 6) => dgram.Socket;
+  /** Opens the TCP connection to a nameserver (default net.connect). */
+  connectTcp?: (nameserver: { address: string; port: number }) => net.Socket;
+}
+
+/** Options of one {@link DnsForwarder.forward} call. */
+export interface ForwardOptions {
+  /** Default "udp" (then TCP when the answer is truncated); "tcp" asks over TCP straight away. */
+  protocol?: "udp" | "tcp";
+  /** Aborting it rejects the forward with `ERR_DNS_ABORTED` and closes its sockets. */
+  signal?: AbortSignal;
+}
+
+interface Upstream {
+  readonly address: string;
+  readonly port: number;
+  readonly family: 4 | 6;
+}
+
+/** How one try ended; a try rejects only when the forward is aborted or the forwarder closed. */
+type TryOutcome =
+  | { readonly kind: "answer"; readonly bytes: Uint8Array; readonly message: DnsMessage }
+  | { readonly kind: "timeout" }
+  | { readonly kind: "failed"; readonly error: unknown };
+
+// Answers that say "this server cannot help": the next one may.
+const TRY_NEXT = new Set<number>([ResponseCode.SERVFAIL, ResponseCode.REFUSED, ResponseCode.NOTIMP]);
+
+function invalid(why: string): DnsError {
+  return new DnsError("ERR_DNS_INVALID_ARGUMENT", why);
+}
+
+function toUpstream(nameserver: Nameserver): Upstream {
+  const family = net.isIP(nameserver.address);
+  if (family === 0) throw invalid(`nameserver ${JSON.stringify(nameserver.address)} is not an IP address`);
+  const port = nameserver.port ?? 53;
+  if (!Number.isInteger(port) || port < 1 || port > 0xffff)
+    throw invalid(`nameserver port ${port} is not in 1..65535`);
+  return { address: nameserver.address, port, family: family as 4 | 6 };
+}
+
+/** The query as bytes and decoded; validated to be a query with one question. */
+function readQuery(query: DnsMessage | Uint8Array): { bytes: Uint8Array; message: DnsMessage } {
+  if (query instanceof Uint8Array) {
+    const message = decodeMessage(query);
+    if (message.response || message.questions.length !== 1) {
+      throw new DnsError("ERR_DNS_MALFORMED", "the bytes to forward are not a query with one question");
+    }
+    return { bytes: query, message };
+  }
+  if (query.response || query.questions.length !== 1)
+    throw invalid("only a query with one question can be forwarded");
+  return { bytes: encodeMessage(query), message: query };
+}
+
+/** The decoded response if `bytes` answers exactly the try's question with the try's id, else undefined. */
+function matchingAnswer(bytes: Uint8Array, id: number, question: DnsQuestion): DnsMessage | undefined {
+  if (bytes.length < HEADER_BYTES || (((bytes[0] as number) << 8) | (bytes[1] as number)) !== id)
+    return undefined;
+  let message: DnsMessage;
+  try {
+    message = decodeMessage(bytes);
+  } catch {
+    return undefined;
+  }
+  const asked = message.questions[0];
+  if (!message.response || message.questions.length !== 1 || asked === undefined) return undefined;
+  if (
+    asked.type !== question.type ||
+    asked.class !== question.class ||
+    !sameName(asked.name, question.name)
+  ) {
+    return undefined;
+  }
+  return message;
+}
+
+/** A copy of `bytes` with a new id: never writes into a buffer someone else may hold. */
+function withId(bytes: Uint8Array, id: number): Uint8Array {
+  const copy = Uint8Array.from(bytes);
+  copy[0] = id >>> 8;
+  copy[1] = id & 0xff;
+  return copy;
+}
+
+/** Forwards queries to upstream nameservers over UDP, falling back to TCP for truncated answers. */
+export class DnsForwarder {
+  readonly #upstreams: readonly Upstream[];
+  readonly #timeoutMs: number;
+  readonly #attempts: number;
+  readonly #logger: Logger;
+  readonly #createUdpSocket: (family: 4 | 6) => dgram.Socket;
+  readonly #connectTcp: (nameserver: { address: string; port: number }) => net.Socket;
+  readonly #active = new Set<AbortController>();
+  #closed = false;
+
+  constructor(options: DnsForwarderOptions) {
+    if (!Array.isArray(options.nameservers) || options.nameservers.length === 0) {
+      throw invalid("a DNS forwarder needs at least one nameserver");
+    }
+    this.#upstreams = options.nameservers.map(toUpstream);
+    const timeoutMs = options.timeoutMs ?? 2000;
+    if (!Number.isFinite(timeoutMs) || timeoutMs <= 0)
+      throw invalid(`timeoutMs ${timeoutMs} is not a positive number`);
+    const attempts = options.attempts ?? 2;
+    if (!Number.isInteger(attempts) || attempts < 1)
+      throw invalid(`attempts ${attempts} is not a positive integer`);
+    this.#timeoutMs = timeoutMs;
+    this.#attempts = attempts;
+    this.#logger = options.logger ?? noopLogger;
+    this.#createUdpSocket =
+      options.createUdpSocket ?? ((family) => dgram.createSocket(family === 6 ? "udp6" : "udp4"));
+    this.#connectTcp =
+      options.connectTcp ?? ((nameserver) => net.connect(nameserver.port, nameserver.address));
+  }
+
+  /**
+   * Sends the query upstream and resolves with the response's bytes, their id set to the query's.
+   * Nameservers are tried in order, `attempts` rounds: a timeout, an unreachable server or a
+   * SERVFAIL/REFUSED/NOTIMP answer moves on to the next. If every try got one of those answers, the
+   * last one is returned. Rejects with `ERR_DNS_UPSTREAM_TIMEOUT` when no try got an answer and all
+   * timed out, `ERR_DNS_UPSTREAM` (with `cause`) when some failed otherwise, `ERR_DNS_MALFORMED` for
+   * bytes that are not a query, `ERR_DNS_ABORTED` when `signal` aborts, `ERR_DNS_CLOSED` after `close()`.
+   */
+  async forward(query: DnsMessage | Uint8Array, options: ForwardOptions = {}): Promise<Uint8Array> {
+    if (this.#closed) throw new DnsError("ERR_DNS_CLOSED", "the DNS forwarder was closed");
+    const { bytes, message } = readQuery(query);
+    const question = message.questions[0] as DnsQuestion;
+    const { signal } = options;
+    if (signal?.aborted)
+      throw new DnsError("ERR_DNS_ABORTED", "the forward was aborted", { cause: signal.reason });
+    const controller = new AbortController();
+    const onAbort = (): void =>
+      controller.abort(new DnsError("ERR_DNS_ABORTED", "the forward was aborted", { cause: signal?.reason }));
+    signal?.addEventListener("abort", onAbort, { once: true });
+    this.#active.add(controller);
+    try {
+      let refusal: Uint8Array | undefined;
+      let lastError: unknown;
+      for (let round = 0; round < this.#attempts; round += 1) {
+        for (const upstream of this.#upstreams) {
+          let outcome =
+            options.protocol === "tcp"
+              ? await this.#tryTcp(upstream, bytes, question, controller.signal)
+              : await this.#tryUdp(upstream, bytes, question, controller.signal);
+          if (outcome.kind === "answer" && outcome.message.truncated && options.protocol !== "tcp") {
+            outcome = await this.#tryTcp(upstream, bytes, question, controller.signal);
+          }
+          const where = {
+            nameserver: upstream.address,
+            port: upstream.port,
+            name: question.name,
+            type: recordTypeName(question.type),
+          };
+          if (outcome.kind === "answer") {
+            if (!TRY_NEXT.has(outcome.message.rcode)) return withId(outcome.bytes, message.id);
+            this.#logger.debug(
+              { ...where, rcode: outcome.message.rcode },
+              "upstream could not answer, trying the next",
+            );
+            refusal = outcome.bytes;
+          } else if (outcome.kind === "timeout") {
+            this.#logger.debug(where, "upstream DNS try timed out");
+          } else {
+            this.#logger.debug({ ...where, err: outcome.error }, "upstream DNS try failed");
+            lastError = outcome.error;
+          }
+        }
+      }
+      if (refusal !== undefined) return withId(refusal, message.id);
+      if (lastError === undefined) {
+        throw new DnsError("ERR_DNS_UPSTREAM_TIMEOUT", `no nameserver answered ${question.name} in time`, {
+          name: question.name,
+          type: recordTypeName(question.type),
+        });
+      }
+      throw new DnsError("ERR_DNS_UPSTREAM", `no nameserver answered ${question.name}`, {
+        cause: lastError,
+        name: question.name,
+        type: recordTypeName(question.type),
+      });
+    } finally {
+      this.#active.delete(controller);
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /** Closes the forwarder: forwards in flight reject with `ERR_DNS_CLOSED`, and so do later calls. */
+  close(): void {
+    this.#closed = true;
+    for (const controller of this.#active) {
+      controller.abort(new DnsError("ERR_DNS_CLOSED", "the DNS forwarder was closed"));
+    }
+    this.#active.clear();
+  }
+
+  /** Runs one try: `start` sets it up and calls `finish` once; sockets are released by `cleanup`. */
+  #runTry(
+    signal: AbortSignal,
+    start: (finish: (outcome: TryOutcome) => void) => () => void,
+  ): Promise<TryOutcome> {
+    return new Promise<TryOutcome>((resolve, reject) => {
+      if (signal.aborted) {
+        reject(signal.reason);
+        return;
+      }
+      let settled = false;
+      let cleanup = (): void => {};
+      const settle = (outcome: TryOutcome | { readonly kind: "aborted" }): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        signal.removeEventListener("abort", onAbort);
+        cleanup();
+        if (outcome.kind === "aborted") reject(signal.reason);
+        else resolve(outcome);
+      };
+      const onAbort = (): void => settle({ kind: "aborted" });
+      const timer = setTimeout(() => settle({ kind: "timeout" }), this.#timeoutMs);
+      signal.addEventListener("abort", onAbort, { once: true });
+      try {
+        cleanup = start(settle);
+      } catch (err) {
+        settle({ kind: "failed", error: err });
+      }
+      if (settled) cleanup();
+    });
+  }
+
+  #tryUdp(
+    upstream: Upstream,
+    query: Uint8Array,
+    question: DnsQuestion,
+    signal: AbortSignal,
+  ): Promise<TryOutcome> {
+    return this.#runTry(signal, (finish) => {
+      const id = randomInt(0, 0x10000);
+      const socket = this.#createUdpSocket(upstream.family);
+      const close = (): void => {
+        try {
+          socket.close();
+        } catch {
+          // already closed
+        }
+      };
+      socket.on("error", (error) => finish({ kind: "failed", error }));
+      socket.on("message", (bytes) => {
+        const message = matchingAnswer(bytes, id, question);
+        if (message === undefined) {
+          this.#logger.debug(
+            { nameserver: upstream.address, bytes: bytes.length },
+            "unexpected DNS datagram ignored",
+          );
+          return;
+        }
+        finish({ kind: "answer", bytes, message });
+      });
+      // Connected, so the kernel drops datagrams from other addresses and reports ICMP errors to us.
+      socket.connect(upstream.port, upstream.address, () => {
+        socket.send(withId(query, id), (error) => {
+          if (error) finish({ kind: "failed", error });
+        });
+      });
+      return close;
+    });
+  }
+
+  #tryTcp(
+    upstream: Upstream,
+    query: Uint8Array,
+    question: DnsQuestion,
+    signal: AbortSignal,
+  ): Promise<TryOutcome> {
+    return this.#runTry(signal, (finish) => {
+      const id = randomInt(0, 0x10000);
+      const socket = this.#connectTcp({ address: upstream.address, port: upstream.port });
+      socket.on("error", (error) => finish({ kind: "failed", error }));
+      socket.on("close", () =>
+        finish({
+          kind: "failed",
+          error: new DnsError(
+            "ERR_DNS_UPSTREAM",
+            `${upstream.address}:${upstream.port} closed the TCP connection unanswered`,
+          ),
+        }),
+      );
+      let pending: Buffer = Buffer.alloc(0);
+      socket.on("data", (chunk: Buffer) => {
+        pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
+        while (pending.length >= 2) {
+          const length = pending.readUInt16BE(0);
+          if (pending.length < 2 + length) return;
+          const frame = pending.subarray(2, 2 + length);
+          pending = pending.subarray(2 + length);
+          const message = matchingAnswer(frame, id, question);
+          if (message !== undefined) {
+            finish({ kind: "answer", bytes: frame, message });
+            return;
+          }
+          this.#logger.debug({ nameserver: upstream.address }, "unexpected DNS-over-TCP frame ignored");
+        }
+      });
+      const framed = Buffer.alloc(2 + query.length);
+      framed.writeUInt16BE(query.length, 0);
+      framed.set(withId(query, id), 2);
+      socket.write(framed);
+      return () => socket.destroy();
+    });
+  }
+}
+
+/** Creates a {@link DnsForwarder}. */
+export function createDnsForwarder(options: DnsForwarderOptions): DnsForwarder {
+  return new DnsForwarder(options);
+}

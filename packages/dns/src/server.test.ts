@@ -1,0 +1,330 @@
+import assert from "node:assert/strict";
+import dgram from "node:dgram";
+import net from "node:net";
+import { after, before, describe, it } from "node:test";
+import type { Logger } from "@ambient/telemetry";
+import { dig, hasDig } from "../test/dig.js";
+import {
+  connectFrames,
+  eventually,
+  frame,
+  makeQuery,
+  openSocketCount,
+  udpExchange,
+} from "../test/sockets.js";
+import {
+  addressRecord,
+  createDnsServer,
+  type DnsHandler,
+  type DnsServer,
+  decodeMessage,
+  encodeMessage,
+  RecordType,
+  ResponseCode,
+  recordAddress,
+  replyTo,
+} from "./index.js";
+
+const noDig = hasDig ? false : "dig is not installed (scripts/test-prerequisites.mjs)";
+
+/** Answers NAME.mesh.test itself: "many" with 60 addresses, "slow" after 200 ms, "fail" by throwing. */
+const meshHandler: DnsHandler = async ({ message }) => {
+  const { name, type } = message.questions[0]!;
+  if (name === "fail.mesh.test") throw new Error("boom");
+  if (name === "slow.mesh.test") await new Promise((resolve) => setTimeout(resolve, 200));
+  if (name === "many.mesh.test") {
+    const answers = Array.from({ length: 60 }, (_, i) => addressRecord(name, `10.1.0.${i + 1}`, 30));
+    return replyTo(message, { authoritative: true, answers });
+  }
+  if (!name.endsWith(".mesh.test")) return replyTo(message, { rcode: ResponseCode.NXDOMAIN });
+  const answers = type === RecordType.A ? [addressRecord(name, "10.0.0.7", 30)] : [];
+  return replyTo(message, { authoritative: true, answers });
+};
+
+function recordingLogger(): Logger & { warnings: unknown[] } {
+  const warnings: unknown[] = [];
+  const noop = (): void => {};
+  return {
+    warnings,
+    debug: noop,
+    info: noop,
+    error: noop,
+    warn: (fields, msg) => warnings.push({ ...fields, msg }),
+  };
+}
+
+describe("DnsServer", () => {
+  let server: DnsServer;
+  let port: number;
+  const logger = recordingLogger();
+
+  before(async () => {
+    server = createDnsServer({ handler: meshHandler, logger });
+    ({ port } = await server.listen({ host: "127.0.0.1", port: 0 }));
+  });
+  after(() => server.close());
+
+  it("answers dig over UDP and over TCP", { skip: noDig }, async () => {
+    const udp = await dig(port, ["web.mesh.test", "A"]);
+    assert.equal(udp.status, "NOERROR");
+    assert.deepEqual(udp.answers, ["10.0.0.7"]);
+    assert.ok(
+      ["qr", "aa", "rd", "ra"].every((flag) => udp.flags.includes(flag)),
+      udp.stdout,
+    );
+    const tcp = await dig(port, ["+tcp", "web.mesh.test", "A"]);
+    assert.deepEqual(tcp.answers, ["10.0.0.7"]);
+    assert.equal((await dig(port, ["+noedns", "nope.example", "A"])).status, "NXDOMAIN");
+  });
+
+  it(
+    "truncates a UDP answer over the client's payload size; dig retries over TCP",
+    { skip: noDig },
+    async () => {
+      const cut = await dig(port, ["+bufsize=512", "+ignore", "many.mesh.test", "A"]);
+      assert.ok(cut.flags.includes("tc"), cut.stdout);
+      assert.equal(cut.answers.length, 0);
+      const cutNoEdns = await dig(port, ["+noedns", "+ignore", "many.mesh.test", "A"]);
+      assert.ok(cutNoEdns.flags.includes("tc"), cutNoEdns.stdout);
+      const full = await dig(port, ["+bufsize=512", "many.mesh.test", "A"]);
+      assert.equal(full.answers.length, 60, full.stdout);
+      assert.ok(!full.flags.includes("tc"));
+      // A client that accepts 4096 bytes gets it all over UDP.
+      const large = await dig(port, ["+bufsize=4096", "+ignore", "many.mesh.test", "A"]);
+      assert.equal(large.answers.length, 60, large.stdout);
+    },
+  );
+
+  it("keeps the rcode and flags in a truncated reply", async () => {
+    const reply = await udpExchange(
+      port,
+      encodeMessage(makeQuery("many.mesh.test", RecordType.A, { id: 99 })),
+    );
+    assert.ok(reply);
+    const message = decodeMessage(reply);
+    assert.equal(message.id, 99);
+    assert.ok(message.truncated && message.authoritative && message.response && message.recursionDesired);
+    assert.deepEqual(message.questions, [{ name: "many.mesh.test", type: RecordType.A, class: 1 }]);
+    assert.equal(message.answers.length + message.additionals.length, 0);
+  });
+
+  it("replies FORMERR, NOTIMP and SERVFAIL on its own", async () => {
+    // Header readable, question missing: FORMERR with the id and no question.
+    const broken = Buffer.from("abcd0100000100000000000003", "hex");
+    const formerr = await udpExchange(port, broken);
+    assert.ok(formerr);
+    assert.deepEqual(decodeMessage(formerr), {
+      ...makeQuery("", 0, { id: 0xabcd, response: true, rcode: ResponseCode.FORMERR }),
+      questions: [],
+    });
+    const two = makeQuery("a.mesh.test");
+    const twoQuestions = { ...two, questions: [...two.questions, ...two.questions] };
+    const formerr2 = decodeMessage((await udpExchange(port, encodeMessage(twoQuestions)))!);
+    assert.equal(formerr2.rcode, ResponseCode.FORMERR);
+    const notimp = decodeMessage(
+      (await udpExchange(port, encodeMessage(makeQuery("a.mesh.test", 1, { opcode: 2 }))))!,
+    );
+    assert.equal(notimp.rcode, ResponseCode.NOTIMP);
+    assert.equal(notimp.opcode, 2);
+    const before = logger.warnings.length;
+    const servfail = decodeMessage((await udpExchange(port, encodeMessage(makeQuery("fail.mesh.test"))))!);
+    assert.equal(servfail.rcode, ResponseCode.SERVFAIL);
+    assert.deepEqual(servfail.questions, makeQuery("fail.mesh.test").questions);
+    assert.equal(logger.warnings.length, before + 1);
+    assert.deepEqual(
+      {
+        name: (logger.warnings.at(-1) as { name: string }).name,
+        type: (logger.warnings.at(-1) as { type: string }).type,
+      },
+      { name: "fail.mesh.test", type: "A" },
+    );
+  });
+
+  it("drops what is not a query: short datagrams and responses", async () => {
+    assert.equal(await udpExchange(port, Buffer.from("0102030405", "hex"), 300), undefined);
+    const response = encodeMessage(makeQuery("a.mesh.test", 1, { response: true }));
+    assert.equal(await udpExchange(port, response, 300), undefined);
+  });
+
+  it("answers queries pipelined on one TCP connection as they finish", async () => {
+    const client = await connectFrames(port);
+    const slow = encodeMessage(makeQuery("slow.mesh.test", RecordType.A, { id: 1 }));
+    const fast = encodeMessage(makeQuery("fast.mesh.test", RecordType.A, { id: 2 }));
+    client.socket.write(Buffer.concat([frame(slow), frame(fast)]));
+    const first = decodeMessage((await client.next())!);
+    const second = decodeMessage((await client.next())!);
+    assert.deepEqual(
+      [first.id, first.questions[0]?.name, second.id, second.questions[0]?.name],
+      [2, "fast.mesh.test", 1, "slow.mesh.test"],
+    );
+    assert.equal(recordAddress(second.answers[0]!), "10.0.0.7");
+    client.socket.destroy();
+  });
+
+  it("answers what is in flight after the client's half-close, then ends", async () => {
+    const client = await connectFrames(port);
+    client.socket.end(frame(encodeMessage(makeQuery("slow.mesh.test", RecordType.A, { id: 3 }))));
+    const reply = await client.next();
+    assert.equal(decodeMessage(reply!).id, 3);
+    await client.ended;
+    client.socket.destroy();
+  });
+
+  it("closes a TCP connection on a zero-length frame", async () => {
+    const client = await connectFrames(port);
+    client.socket.write(Buffer.of(0, 0));
+    await client.ended;
+    assert.equal(await client.next(100), undefined);
+    client.socket.destroy();
+  });
+});
+
+describe("DnsServer limits", () => {
+  it("closes idle TCP connections after tcpIdleTimeoutMs, counting from the last answer", async () => {
+    const server = createDnsServer({ handler: meshHandler, tcpIdleTimeoutMs: 150 });
+    const { port } = await server.listen({ host: "127.0.0.1", port: 0 });
+    try {
+      const silent = await connectFrames(port);
+      const started = Date.now();
+      await silent.ended;
+      assert.ok(Date.now() - started >= 100, "closed too early");
+      // A query in flight longer than the idle timeout keeps the connection open.
+      const busy = await connectFrames(port);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      busy.socket.write(frame(encodeMessage(makeQuery("slow.mesh.test"))));
+      assert.ok(await busy.next());
+      await busy.ended;
+      silent.socket.destroy();
+      busy.socket.destroy();
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("closes TCP connections over maxTcpConnections at once", async () => {
+    const server = createDnsServer({ handler: meshHandler, maxTcpConnections: 1 });
+    const { port } = await server.listen({ host: "127.0.0.1", port: 0 });
+    try {
+      const first = await connectFrames(port);
+      const second = await connectFrames(port);
+      await second.ended;
+      first.socket.write(frame(encodeMessage(makeQuery("a.mesh.test"))));
+      assert.ok(await first.next());
+      first.socket.destroy();
+      second.socket.destroy();
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("drops UDP queries and holds TCP frames over maxInFlight", async () => {
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const server = createDnsServer({
+      maxInFlight: 1,
+      handler: async ({ message }) => {
+        if (message.questions[0]?.name === "held.mesh.test") await gate;
+        return replyTo(message);
+      },
+    });
+    const { port } = await server.listen({ host: "127.0.0.1", port: 0 });
+    try {
+      const client = await connectFrames(port);
+      client.socket.write(frame(encodeMessage(makeQuery("held.mesh.test", 1, { id: 10 }))));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      client.socket.write(frame(encodeMessage(makeQuery("next.mesh.test", 1, { id: 11 }))));
+      assert.equal(await udpExchange(port, encodeMessage(makeQuery("udp.mesh.test")), 200), undefined);
+      assert.equal(await client.next(100), undefined, "the second frame waits for room");
+      release();
+      assert.equal(decodeMessage((await client.next())!).id, 10);
+      assert.equal(decodeMessage((await client.next())!).id, 11);
+      assert.ok(await udpExchange(port, encodeMessage(makeQuery("udp.mesh.test"))));
+      client.socket.destroy();
+    } finally {
+      release();
+      await server.close();
+    }
+  });
+});
+
+describe("DnsServer sockets", () => {
+  it("serves sockets made by the caller, sets the query's id on bytes from the handler, and closes them", async () => {
+    const canned = encodeMessage(
+      replyTo(makeQuery("canned.mesh.test", 1, { id: 7 }), { rcode: ResponseCode.REFUSED }),
+    );
+    const server = createDnsServer({
+      handler: async () => {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        return canned;
+      },
+    });
+    const udp = dgram.createSocket("udp4");
+    await new Promise<void>((resolve) => udp.bind(0, "127.0.0.1", resolve));
+    const tcp = net.createServer();
+    await new Promise<void>((resolve) => tcp.listen(0, "127.0.0.1", resolve));
+    server.serveUdp(udp);
+    server.serveTcp(tcp);
+    const reply = decodeMessage(
+      (await udpExchange(udp.address().port, encodeMessage(makeQuery("x", 1, { id: 500 }))))!,
+    );
+    assert.deepEqual([reply.id, reply.rcode], [500, ResponseCode.REFUSED]);
+    const client = await connectFrames((tcp.address() as net.AddressInfo).port);
+    // The client's FIN right after its query: the answer still comes, though tcp lacks allowHalfOpen.
+    client.socket.end(frame(encodeMessage(makeQuery("x", 1, { id: 501 }))));
+    assert.equal(decodeMessage((await client.next())!).id, 501);
+    await client.ended;
+    client.socket.destroy();
+    await server.close();
+    assert.ok(
+      await eventually(() => openSocketCount() === 0),
+      `sockets left: ${process.getActiveResourcesInfo()}`,
+    );
+  });
+
+  it("close() destroys connections and drops answers still being made", async () => {
+    let handled = 0;
+    const server = createDnsServer({
+      handler: async ({ message }) => {
+        handled += 1;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        return replyTo(message);
+      },
+    });
+    const { port } = await server.listen({ host: "127.0.0.1", port: 0 });
+    const client = await connectFrames(port);
+    client.socket.write(frame(encodeMessage(makeQuery("a.mesh.test"))));
+    const udpReply = udpExchange(port, encodeMessage(makeQuery("b.mesh.test")), 400);
+    assert.ok(await eventually(() => handled === 2));
+    await server.close();
+    await client.ended;
+    assert.equal(await client.next(50), undefined);
+    assert.equal(await udpReply, undefined);
+    client.socket.destroy();
+    await new Promise((resolve) => setTimeout(resolve, 150)); // the handlers finish into the void
+    assert.ok(
+      await eventually(() => openSocketCount() === 0),
+      `sockets left: ${process.getActiveResourcesInfo()}`,
+    );
+    await assert.rejects(server.listen({ host: "127.0.0.1", port: 0 }), { code: "ERR_DNS_CLOSED" });
+  });
+
+  it("listen() reports bind failures as ERR_DNS_BIND with the errno", async () => {
+    const taken = dgram.createSocket("udp4");
+    await new Promise<void>((resolve) => taken.bind(0, "127.0.0.1", resolve));
+    const server = createDnsServer({ handler: meshHandler });
+    try {
+      await assert.rejects(server.listen({ host: "127.0.0.1", port: taken.address().port }), (err: Error) => {
+        const { code, details } = err as Error & { code: string; details: { errno?: string } };
+        return code === "ERR_DNS_BIND" && details.errno === "EADDRINUSE";
+      });
+      await assert.rejects(server.listen({ host: "localhost", port: 0 }), {
+        code: "ERR_DNS_INVALID_ARGUMENT",
+      });
+    } finally {
+      taken.close();
+      await server.close();
+    }
+  });
+});
