@@ -100,6 +100,40 @@ describe("ztunnel CLI", () => {
     }
   });
 
+  it("turns the DNS proxy on in in-pod and dedicated mode, with its upstreams and domain", () => {
+    const zds = parseZtunnelCli(["--zds-socket", "/run/z.sock"]);
+    assert.deepEqual(zds.kind === "run" ? zds.dns : "not run", { clusterDomain: "cluster.local" });
+    const set = parseZtunnelCli([
+      "--dedicated",
+      "demo/sleep-0",
+      "--dns-nameservers",
+      "10.96.0.10, 10.96.0.11:5353",
+      "--cluster-domain",
+      "corp.internal",
+    ]);
+    assert.deepEqual(set.kind === "run" ? set.dns : "not run", {
+      nameservers: ["10.96.0.10", "10.96.0.11:5353"],
+      clusterDomain: "corp.internal",
+    });
+    const off = parseZtunnelCli(["--zds-socket", "/run/z.sock", "--no-dns-proxy", "--on-demand"]);
+    assert.equal(off.kind === "run" ? off.dns : "not run", false);
+    // SOCKS5 mode has no pods to give a resolver.
+    const socks = parseZtunnelCli([]);
+    assert.equal(socks.kind === "run" ? socks.dns : "not run", undefined);
+    for (const [args, message] of [
+      [["--no-dns-proxy"], /in-pod and dedicated mode/],
+      [["--dns-nameservers", "10.0.0.1"], /in-pod and dedicated mode/],
+      [["--zds-socket", "/z", "--no-dns-proxy", "--dns-nameservers", "10.0.0.1"], /no use/],
+      [["--zds-socket", "/z", "--dns-nameservers", "10.0.0.1,"], /empty entry/],
+      [["--zds-socket", "/z", "--cluster-domain", "Bad_Domain"], /not a DNS domain/],
+      [["--zds-socket", "/z", "--on-demand"], /add --no-dns-proxy/],
+    ] as const) {
+      const got = parseZtunnelCli([...args]);
+      assert.equal(got.kind, "error", args.join(" "));
+      assert.match(got.kind === "error" ? got.message : "", message);
+    }
+  });
+
   it("keeps -- when it is a flag's value", () => {
     assert.deepEqual(withoutSeparators(["--", "--state-dir", "--", "--"]), ["--state-dir", "--"]);
   });

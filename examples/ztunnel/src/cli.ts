@@ -73,6 +73,23 @@ export const ZTUNNEL_FLAGS = {
     description:
       "With --zds-socket: connect to each pod's app from the pod's own address instead of the client's (ztunnel ENABLE_ORIG_SRC=false), for a node agent that does not route the replies to the client's address back to this proxy.",
   },
+  "no-dns-proxy": {
+    type: "boolean",
+    description:
+      "In-pod and dedicated mode: open no DNS proxy (127.0.0.1:15053 in each pod); default on, as ztunnel with DNS capture.",
+  },
+  "dns-nameservers": {
+    type: "string",
+    value: "ip[:port],...",
+    description:
+      "Upstream resolvers for names the mesh does not have (default: the nameserver lines of /etc/resolv.conf).",
+  },
+  "cluster-domain": {
+    type: "string",
+    value: "domain",
+    default: "cluster.local",
+    description: "Kubernetes cluster domain: the DNS proxy expands short Service names with it.",
+  },
   "build-tag": {
     type: "string",
     value: "tag",
@@ -145,6 +162,8 @@ export type ZtunnelCli =
       onDemand?: { timeoutMs: number };
       /** `--dedicated namespace/name` (and `--dedicated-netns`), parsed. */
       dedicated?: { workload: { namespace: string; name: string }; netnsPath?: string };
+      /** In-pod and dedicated mode: the DNS proxy, false with `--no-dns-proxy`, else its settings. */
+      dns?: false | { nameservers?: string[]; clusterDomain: string };
     };
 
 /**
@@ -202,6 +221,35 @@ export function parseZtunnelCli(argv: readonly string[]): ZtunnelCli {
   if (typeof max === "string") return { kind: "error", message: max };
   const onDemandTimeout = positiveInteger("on-demand-timeout-ms", String(values["on-demand-timeout-ms"]));
   if (typeof onDemandTimeout === "string") return { kind: "error", message: onDemandTimeout };
+  const inPodMode = values["zds-socket"] !== undefined || values.dedicated !== undefined;
+  const dnsFlags = ["no-dns-proxy", "dns-nameservers"].filter((f) => values[f] !== undefined);
+  if (!inPodMode && dnsFlags.length > 0)
+    return {
+      kind: "error",
+      message: `--${dnsFlags[0]} applies to in-pod and dedicated mode: add --zds-socket or --dedicated`,
+    };
+  if (values["no-dns-proxy"] === true && values["dns-nameservers"] !== undefined)
+    return { kind: "error", message: "--dns-nameservers has no use with --no-dns-proxy" };
+  const nameserversText = values["dns-nameservers"];
+  const nameservers =
+    typeof nameserversText === "string" ? nameserversText.split(",").map((n) => n.trim()) : undefined;
+  if (nameservers?.some((n) => n === ""))
+    return {
+      kind: "error",
+      message: `--dns-nameservers has an empty entry: ${JSON.stringify(nameserversText)}`,
+    };
+  const clusterDomain = String(values["cluster-domain"]);
+  if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/.test(clusterDomain))
+    return {
+      kind: "error",
+      message: `--cluster-domain is not a DNS domain: ${JSON.stringify(clusterDomain)}`,
+    };
+  // On-demand lookups leave most Services unknown: the DNS proxy would forward their names.
+  if (values["on-demand"] === true && inPodMode && values["no-dns-proxy"] !== true)
+    return {
+      kind: "error",
+      message: "--on-demand leaves the DNS proxy without most Service names: add --no-dns-proxy",
+    };
   const dedicatedText = values.dedicated;
   const netnsPath = values["dedicated-netns"];
   let dedicated: { workload: { namespace: string; name: string }; netnsPath?: string } | undefined;
@@ -227,5 +275,13 @@ export function parseZtunnelCli(argv: readonly string[]): ZtunnelCli {
     socks5: { handshakeTimeoutMs: timeout, maxHandshakes: max },
     ...(values["on-demand"] === true ? { onDemand: { timeoutMs: onDemandTimeout } } : {}),
     ...(dedicated === undefined ? {} : { dedicated }),
+    ...(inPodMode
+      ? {
+          dns:
+            values["no-dns-proxy"] === true
+              ? false
+              : { ...(nameservers === undefined ? {} : { nameservers }), clusterDomain },
+        }
+      : {}),
   };
 }

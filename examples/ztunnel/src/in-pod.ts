@@ -1,15 +1,26 @@
 // In-pod mode: a pod handed over with its network namespace gets its own logical proxy, with
 // listeners opened inside that namespace, as Istio's ztunnel does for pods istio-cni captures:
-// 15001 (outbound, redirected by the pod's iptables), 15006 (plaintext inbound) and 15008 (HBONE
-// inbound). Every socket the proxy makes there carries mark 0x539, which the capture rules skip.
+// 15001 (outbound, redirected by the pod's iptables), 15006 (plaintext inbound), 15008 (HBONE
+// inbound) and, with the DNS proxy on, 15053 on 127.0.0.1 (UDP and TCP, the pod's DNS). Every socket
+// the proxy makes there carries mark 0x539, which the capture rules skip.
+import dgram from "node:dgram";
 import type { Server as NetServer, Socket } from "node:net";
 import { createServer, isIPv4 } from "node:net";
+import { createDnsServer, type DnsServer } from "@ambient/dns";
 import { createHboneClient, createHboneServer, type HboneClient, type HboneServer } from "@ambient/hbone";
-import { connectFromNetns, getOriginalDestination, listenInNetns, type NetnsHandle } from "@ambient/netns";
+import {
+  bindInNetns,
+  closeFd,
+  connectFromNetns,
+  getOriginalDestination,
+  listenInNetns,
+  type NetnsHandle,
+} from "@ambient/netns";
 import type { X509Svid } from "@ambient/spiffe";
 import type { Workload } from "@ambient/xds";
 import type { ConnectionRegistry } from "./connections.js";
 import { type DialFailureMetrics, errnoOf } from "./dial-failure.js";
+import type { DnsProxy } from "./dns-proxy.js";
 import { ZtunnelError } from "./errors.js";
 import { decideCapturedOutbound } from "./in-pod-decisions.js";
 import type { Inbound, InboundPod } from "./inbound.js";
@@ -72,6 +83,36 @@ export function inPodReplyRouting(): string[][] {
   ];
 }
 
+/**
+ * istio-cni's DNS capture in a pod's namespace, as the commands that install it: port 53 over UDP and
+ * TCP, unless the proxy sent it (mark 0x539), goes to the proxy's resolver on 127.0.0.1:`port`.
+ * Installed ahead of the TCP capture, which would otherwise take TCP port 53 to 15001. Each entry is
+ * an argument list for `ip netns exec <ns> ...`.
+ */
+export function inPodDnsCapture(port = 15053): string[][] {
+  return ["udp", "tcp"].map((proto) => [
+    "iptables",
+    "-w",
+    "-t",
+    "nat",
+    "-A",
+    "OUTPUT",
+    "-p",
+    proto,
+    "--dport",
+    "53",
+    "-m",
+    "mark",
+    "!",
+    "--mark",
+    `0x${INPOD_MARK.toString(16)}/0xfff`,
+    "-j",
+    "REDIRECT",
+    "--to-ports",
+    String(port),
+  ]);
+}
+
 /** Ports of the listeners inside each pod's namespace. */
 export interface InPodPorts {
   /** Outbound capture. Default 15001. */
@@ -80,6 +121,8 @@ export interface InPodPorts {
   inboundPlaintext: number;
   /** HBONE inbound. Default 15008 (the `hbone` port of the proxy). */
   hbone: number;
+  /** DNS proxy on 127.0.0.1, UDP and TCP, when it is on. Default 15053. */
+  dns?: number;
 }
 
 /** A pod to serve in its namespace. */
@@ -131,6 +174,8 @@ export interface InPodOptions {
   metrics: MetricsSink;
   /** Counts refused dials of captured connections by errno. */
   dialFailures?: DialFailureMetrics;
+  /** Answers each pod's DNS on 127.0.0.1:`ports.dns` in its namespace. Default: no DNS listeners. */
+  dnsProxy?: DnsProxy;
 }
 
 interface InPodProxy {
@@ -141,6 +186,7 @@ interface InPodProxy {
   servers: NetServer[];
   hboneServer: HboneServer;
   network: OutboundNetwork & { destroy(): Promise<void> };
+  dnsServer: DnsServer | undefined;
 }
 
 export interface InPodProxies {
@@ -228,6 +274,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
     const opened: NetServer[] = [];
     let hboneServer: HboneServer | undefined;
     let network: (OutboundNetwork & { destroy(): Promise<void> }) | undefined;
+    let dnsServer: DnsServer | undefined;
     try {
       if (proxies.has(pod.uid)) await remove(pod.uid);
       const workload = await waitForWorkload(pod);
@@ -293,14 +340,28 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
         mark,
         server: plaintextServer,
       });
+      if (options.dnsProxy !== undefined) {
+        dnsServer = createDnsServer({ handler: options.dnsProxy.handlerFor(workload), logger });
+        await listenDns(netns, options.ports.dns ?? 15053, dnsServer);
+      }
       if (state.cancelled)
         throw new ZtunnelError("ERR_ZTUNNEL_CLOSED", `pod ${pod.uid} was removed while being added`);
 
-      proxies.set(pod.uid, { uid: pod.uid, ip, workload, netns, servers: opened, hboneServer, network });
+      proxies.set(pod.uid, {
+        uid: pod.uid,
+        ip,
+        workload,
+        netns,
+        servers: opened,
+        hboneServer,
+        network,
+        dnsServer,
+      });
       started.inc({});
       logger.info({ pod: pod.uid, ip, identity }, "in-pod proxy up");
     } catch (err) {
       await Promise.all(opened.map(closeServer));
+      await dnsServer?.close();
       await hboneServer?.close({ timeoutMs: 0 }).catch(() => {});
       await network?.destroy();
       registry.closeAll(pod.uid);
@@ -399,6 +460,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
     const closing = [
       ...proxy.servers.map(closeServer),
       proxy.hboneServer.close({ timeoutMs: 0 }).catch(() => {}),
+      proxy.dnsServer?.close(),
     ];
     registry.closeAll(uid);
     await Promise.all(closing);
@@ -437,6 +499,46 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
       await Promise.all([...proxies.keys()].map(remove));
     },
   };
+}
+
+/**
+ * Opens the pod's DNS listeners, UDP and TCP on 127.0.0.1:`port` in its namespace (where the capture
+ * rules redirect port 53), marked so their replies and connections are not captured again, and has
+ * `server` serve them. On failure nothing is left open but `server`, which the caller closes.
+ */
+async function listenDns(netns: NetnsHandle, port: number, server: DnsServer): Promise<void> {
+  const fd = bindInNetns(netns, { host: "127.0.0.1", port, mark: INPOD_MARK });
+  const udp = dgram.createSocket("udp4");
+  try {
+    await new Promise<void>((resolve, reject) => {
+      udp.once("error", reject);
+      udp.bind({ fd }, () => {
+        udp.off("error", reject);
+        resolve();
+      });
+    });
+  } catch (err) {
+    // A socket that never took the descriptor does not close it.
+    try {
+      udp.close();
+    } catch {
+      // never running
+    }
+    try {
+      closeFd(fd);
+    } catch {
+      // already closed with the socket
+    }
+    throw err;
+  }
+  server.serveUdp(udp);
+  const tcp = await listenInNetns(netns, {
+    host: "127.0.0.1",
+    port,
+    mark: INPOD_MARK,
+    server: createServer(),
+  });
+  server.serveTcp(tcp);
 }
 
 /**

@@ -39,8 +39,19 @@ export {
   controlPlaneChannel,
   DEFAULT_CONTROL_PLANE_IDENTITY,
 } from "./control-plane-channel.js";
+export {
+  type AddressFamily,
+  type DnsClient,
+  kubernetesExpansions,
+  kubernetesSearchDomains,
+  MESH_RECORD_TTL,
+  type MeshAnswer,
+  type MeshNameSource,
+  resolveMeshName,
+} from "./dns-names.js";
+export { createDnsProxy, DNS_PROXY_PORT, type DnsProxy, type DnsProxyOptions } from "./dns-proxy.js";
 export { ZtunnelError, type ZtunnelErrorCode, type ZtunnelErrorDetails } from "./errors.js";
-export { INPOD_TPROXY_MARK, inPodReplyRouting } from "./in-pod.js";
+export { INPOD_TPROXY_MARK, inPodDnsCapture, inPodReplyRouting } from "./in-pod.js";
 export {
   decideInboundDestination,
   type InboundDecision,
@@ -150,6 +161,7 @@ export {
   type InPodPorts,
   type InPodSummary,
   type InPodWorkload,
+  parseNameserver,
   type RunningZtunnel,
   startZtunnel,
   type ZtunnelAddresses,

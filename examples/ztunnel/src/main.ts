@@ -65,6 +65,7 @@ const ztunnel = await startZtunnel({
   buildTag: values["build-tag"] ?? "unknown",
   ...(cli.dedicated === undefined ? {} : { dedicated: cli.dedicated }),
   ...(cli.onDemand === undefined ? {} : { onDemand: cli.onDemand }),
+  ...(cli.dns === undefined ? {} : { dns: cli.dns }),
 });
 ztunnel.ready.then(
   () => logger.info({ socks5: ztunnel.addresses.socks5 }, "ready: point SOCKS5 clients here"),

@@ -117,6 +117,8 @@ export class WorkloadStore {
   readonly #byName = new Map<string, { kind: "workload" | "service"; key: string }>();
   readonly #workloadByIp = new Map<string, string>();
   readonly #serviceByVip = new Map<string, string>();
+  /** Hostname -> keys (`namespace/hostname`) of the Services with it: one per namespace at most. */
+  readonly #servicesByHost = new Map<string, Set<string>>();
   readonly #roundRobin = new Map<string, number>();
 
   /** Adds or replaces the resource named `name` (a Workload uid or a Service `ns/hostname`). */
@@ -140,6 +142,12 @@ export class WorkloadStore {
       const key = `${s.namespace}/${s.hostname}`;
       this.#services.set(key, s);
       this.#byName.set(name, { kind: "service", key });
+      let keys = this.#servicesByHost.get(s.hostname);
+      if (keys === undefined) {
+        keys = new Set();
+        this.#servicesByHost.set(s.hostname, keys);
+      }
+      keys.add(key);
       for (const a of s.addresses) {
         const ip = ipFromBytes(a.address);
         if (ip !== undefined) this.#serviceByVip.set(ip, key);
@@ -163,6 +171,11 @@ export class WorkloadStore {
       const s = this.#services.get(entry.key);
       this.#services.delete(entry.key);
       this.#roundRobin.delete(entry.key);
+      if (s !== undefined) {
+        const keys = this.#servicesByHost.get(s.hostname);
+        keys?.delete(entry.key);
+        if (keys?.size === 0) this.#servicesByHost.delete(s.hostname);
+      }
       for (const a of s?.addresses ?? []) {
         const ip = ipFromBytes(a.address);
         if (ip !== undefined && this.#serviceByVip.get(ip) === entry.key) this.#serviceByVip.delete(ip);
@@ -192,14 +205,32 @@ export class WorkloadStore {
    * `preferNamespace` when there is one, else the first by `namespace/hostname` key.
    */
   findServiceByHostname(hostname: string, preferNamespace?: string): Service | undefined {
-    let found: Service | undefined;
-    for (const key of [...this.#services.keys()].sort()) {
+    const services = this.servicesByHostname(hostname);
+    return services.find((s) => s.namespace === preferNamespace) ?? services[0];
+  }
+
+  /** Every Service named `hostname` (one per namespace), by `namespace/hostname` key. */
+  servicesByHostname(hostname: string): Service[] {
+    const keys = this.#servicesByHost.get(hostname);
+    if (keys === undefined) return [];
+    const out: Service[] = [];
+    for (const key of [...keys].sort()) {
       const s = this.#services.get(key);
-      if (s === undefined || s.hostname !== hostname) continue;
-      if (s.namespace === preferNamespace) return s;
-      found ??= s;
+      if (s !== undefined) out.push(s);
     }
-    return found;
+    return out;
+  }
+
+  /**
+   * Healthy workloads that back the Service `key` (`namespace/hostname`) on any port, by uid: the
+   * answers for a Service without a VIP (a headless one).
+   */
+  workloadsOfService(key: string): Workload[] {
+    const out: Workload[] = [];
+    for (const [uid, w] of [...this.#workloads].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+      if (uid !== "" && w.status === "HEALTHY" && w.services[key] !== undefined) out.push(w);
+    }
+    return out;
   }
 
   /** The Service with VIP `vip` (any port), if any. */

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { AuthorizationDecision, PolicyExplanation } from "@ambient/policy";
 import { ZtunnelError } from "./errors.js";
-import { deniedBy, startZtunnel } from "./ztunnel.js";
+import { deniedBy, parseNameserver, startZtunnel, type ZtunnelOptions } from "./ztunnel.js";
 
 describe("deniedBy", () => {
   const explanation = (policy: string, action: "ALLOW" | "DENY", dryRun = false): PolicyExplanation => ({
@@ -52,11 +52,17 @@ describe("startZtunnel options", () => {
     rootCertPem: "-----BEGIN CERTIFICATE-----\n",
     token: "t",
   };
-  const cases: [string, Partial<typeof base>][] = [
+  const cases: [string, Partial<ZtunnelOptions>][] = [
     ["node IP that is not an IP", { nodeIp: "node-a.local" }],
     ["empty node name", { nodeName: "" }],
     ["empty token", { token: "" }],
     ["a root that is not PEM", { rootCertPem: "not a certificate" }],
+    ["a nameserver that is a name", { dns: { nameservers: ["dns.example"] } }],
+    ["a nameserver port out of range", { dns: { nameservers: ["10.0.0.1:70000"] } }],
+    ["no nameservers", { dns: { nameservers: [] } }],
+    ["a DNS port of 0", { dns: { port: 0 } }],
+    ["a DNS timeout of 0", { dns: { timeoutMs: 0 } }],
+    ["the DNS proxy with on-demand lookups", { dns: {}, onDemand: true }],
   ];
   for (const [name, override] of cases) {
     it(`refuses ${name}`, async () => {
@@ -66,4 +72,20 @@ describe("startZtunnel options", () => {
       );
     });
   }
+});
+
+describe("parseNameserver", () => {
+  it("reads ip, ip:port and [ipv6]:port", () => {
+    assert.deepEqual(parseNameserver("10.96.0.10"), { address: "10.96.0.10", port: 53 });
+    assert.deepEqual(parseNameserver("10.96.0.10:5353"), { address: "10.96.0.10", port: 5353 });
+    assert.deepEqual(parseNameserver("fd00::10"), { address: "fd00::10", port: 53 });
+    assert.deepEqual(parseNameserver("[fd00::10]:5353"), { address: "fd00::10", port: 5353 });
+    for (const bad of ["", "dns.example", "10.0.0.1:", "10.0.0.1:0", "[fd00::10]:x", "10.0.0.256"]) {
+      assert.throws(
+        () => parseNameserver(bad),
+        (err: unknown) => err instanceof ZtunnelError && err.code === "ERR_ZTUNNEL_INVALID_OPTION",
+        bad,
+      );
+    }
+  });
 });

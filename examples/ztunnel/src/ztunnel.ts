@@ -4,6 +4,7 @@
 import { once } from "node:events";
 import type { Server as HttpServer } from "node:http";
 import { type AddressInfo, isIP, type Server } from "node:net";
+import { createDnsForwarder, type Nameserver, readResolvConf } from "@ambient/dns";
 import { createHboneClient } from "@ambient/hbone";
 import { openNetns } from "@ambient/netns";
 import { createZdsClient, type ZdsClient } from "@ambient/netns/zds";
@@ -16,6 +17,7 @@ import { createAdminServers, createConnectionHistory } from "./admin.js";
 import { ConnectionRegistry, type ConnectionSummary } from "./connections.js";
 import { controlPlaneChannel } from "./control-plane-channel.js";
 import { createDialFailureMetrics } from "./dial-failure.js";
+import { createDnsProxy, DNS_PROXY_PORT, type DnsProxy } from "./dns-proxy.js";
 import { ZtunnelError } from "./errors.js";
 import { createInPodProxies, type InPodPorts, type InPodSummary, type InPodWorkload } from "./in-pod.js";
 import { createInbound } from "./inbound.js";
@@ -94,6 +96,28 @@ export interface ZtunnelOptions {
      */
     originalSource?: boolean;
   };
+  /**
+   * The DNS proxy of in-pod mode (Istio's ztunnel DNS capture): each served pod gets a resolver on
+   * 127.0.0.1:15053 (UDP and TCP) in its namespace, where the capture rules send its port-53 traffic.
+   * It answers mesh Service names (Kubernetes Services, ServiceEntry hosts with an address) as the pod
+   * would spell them, and forwards every other question to the upstream resolvers unchanged. On by
+   * default in in-pod mode; `false` turns it off (the pod's DNS then goes where its rules send it).
+   */
+  dns?:
+    | false
+    | {
+        /**
+         * Upstream resolvers, `ip` or `ip:port` (`[ipv6]:port`). Default: the `nameserver` lines of
+         * this process's /etc/resolv.conf (127.0.0.1 when there are none, as the C library does).
+         */
+        nameservers?: readonly string[];
+        /** Kubernetes cluster domain. Default `cluster.local`. */
+        clusterDomain?: string;
+        /** Port inside each pod. Default 15053. */
+        port?: number;
+        /** Per upstream try. Default 2000 ms. */
+        timeoutMs?: number;
+      };
   /**
    * The node agent's ZDS socket (Unix SOCK_SEQPACKET): the proxy connects as a client and serves the
    * pods it is handed; ztunnel `INPOD_UDS` (`/var/run/ztunnel/ztunnel.sock`). Default: no ZDS.
@@ -206,6 +230,55 @@ async function listenTcp(server: Server | HttpServer, host: string, port: number
   return server.address() as AddressInfo;
 }
 
+/** `ip`, `ip:port` or `[ipv6]:port` as a nameserver. */
+export function parseNameserver(text: string): Nameserver {
+  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(text);
+  const [host, port] =
+    bracketed !== null
+      ? [bracketed[1] ?? "", bracketed[2]]
+      : isIP(text) !== 0
+        ? [text, undefined]
+        : [text.slice(0, text.lastIndexOf(":")), text.slice(text.lastIndexOf(":") + 1)];
+  const portNumber = port === undefined ? 53 : Number(port);
+  if (isIP(host) === 0 || !Number.isInteger(portNumber) || portNumber < 1 || portNumber > 65535) {
+    throw new ZtunnelError(
+      "ERR_ZTUNNEL_INVALID_OPTION",
+      `nameserver ${JSON.stringify(text)} is not ip, ip:port or [ipv6]:port`,
+    );
+  }
+  return { address: host, port: portNumber };
+}
+
+async function startDnsProxy(
+  dns: Exclude<ZtunnelOptions["dns"], false>,
+  store: Parameters<typeof createDnsProxy>[0]["store"],
+  logger: Logger,
+  metrics: Parameters<typeof createDnsProxy>[0]["metrics"],
+): Promise<DnsProxy> {
+  let nameservers = dns?.nameservers?.map(parseNameserver);
+  if (nameservers === undefined) {
+    const conf = await readResolvConf().catch((err: unknown) => {
+      logger.warn({ err: (err as Error).message }, "cannot read /etc/resolv.conf; DNS goes to 127.0.0.1");
+      return undefined;
+    });
+    const listed = conf?.nameservers ?? [];
+    nameservers = (listed.length > 0 ? listed : ["127.0.0.1"]).map((address) => ({ address, port: 53 }));
+  }
+  const forwarder = createDnsForwarder({
+    nameservers,
+    ...(dns?.timeoutMs === undefined ? {} : { timeoutMs: dns.timeoutMs }),
+    logger,
+  });
+  logger.info({ nameservers: nameservers.map((n) => `${n.address}:${n.port}`) }, "dns proxy forwards to");
+  return createDnsProxy({
+    store,
+    forwarder,
+    ...(dns?.clusterDomain === undefined ? {} : { clusterDomain: dns.clusterDomain }),
+    logger,
+    metrics,
+  });
+}
+
 function validate(options: ZtunnelOptions): void {
   if (isIP(options.nodeIp) === 0) {
     throw new ZtunnelError(
@@ -219,6 +292,30 @@ function validate(options: ZtunnelOptions): void {
   }
   if (!options.rootCertPem.includes("-----BEGIN CERTIFICATE-----")) {
     throw new ZtunnelError("ERR_ZTUNNEL_INVALID_OPTION", "rootCertPem holds no PEM certificate");
+  }
+  if (
+    options.dns !== false &&
+    options.dns !== undefined &&
+    options.onDemand !== undefined &&
+    options.onDemand !== false
+  ) {
+    throw new ZtunnelError(
+      "ERR_ZTUNNEL_INVALID_OPTION",
+      "the DNS proxy needs every Service name: it cannot be on with onDemand (set dns: false)",
+    );
+  }
+  if (options.dns !== false && options.dns !== undefined) {
+    const { nameservers, port, timeoutMs } = options.dns;
+    if (nameservers !== undefined && nameservers.length === 0) {
+      throw new ZtunnelError("ERR_ZTUNNEL_INVALID_OPTION", "dns.nameservers is empty");
+    }
+    for (const n of nameservers ?? []) parseNameserver(n);
+    if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535)) {
+      throw new ZtunnelError("ERR_ZTUNNEL_INVALID_OPTION", `dns.port ${port} is not a port`);
+    }
+    if (timeoutMs !== undefined && !(timeoutMs > 0)) {
+      throw new ZtunnelError("ERR_ZTUNNEL_INVALID_OPTION", `dns.timeoutMs ${timeoutMs} is not positive`);
+    }
   }
 }
 
@@ -327,6 +424,11 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
   });
   const inPodMode =
     options.inPod !== undefined || options.zdsSocketPath !== undefined || options.dedicated !== undefined;
+  // On by default in in-pod mode, except with on-demand lookups (most Service names unknown).
+  const onDemandOn = options.onDemand !== undefined && options.onDemand !== false;
+  const dnsOn = inPodMode && options.dns !== false && (options.dns !== undefined || !onDemandOn);
+  const dnsProxy =
+    dnsOn && options.dns !== false ? await startDnsProxy(options.dns, store, logger, metrics) : undefined;
   let stateReady = false;
   const stateReadyWaiters: (() => void)[] = [];
   const inPod = createInPodProxies({
@@ -335,6 +437,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
       outbound: options.inPod?.ports?.outbound ?? 15001,
       inboundPlaintext: options.inPod?.ports?.inboundPlaintext ?? 15006,
       hbone: ports.hbone,
+      dns: (options.dns === false ? undefined : options.dns?.port) ?? DNS_PROXY_PORT,
     },
     store,
     svidOf,
@@ -351,6 +454,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     logger,
     metrics,
     dialFailures,
+    ...(dnsProxy === undefined ? {} : { dnsProxy }),
   });
   const removePod = async (uid: string): Promise<boolean> => {
     const identity = inPod.summaries().find((p) => p.uid === uid)?.identity;
@@ -468,6 +572,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     );
     await nodePods.close();
     await inPod.close();
+    dnsProxy?.close();
     hostNetwork.destroy();
     state.close();
   };

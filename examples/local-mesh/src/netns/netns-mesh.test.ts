@@ -2,6 +2,7 @@
 // it creates, in a random private /16 that exists only inside them, all removed afterwards.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { type NetnsMesh, startNetnsMesh } from "./netns-mesh.js";
 import { runScenario, type ScenarioResult } from "./scenario.js";
@@ -35,6 +36,11 @@ describe("the demo mesh on network namespaces", { skip: skip ?? false, timeout: 
     assert.ok(result.metrics.destination.includes(pair), `node-b: ${result.metrics.destination}`);
   });
 
+  it("resolves the Service's short name through the pod's ztunnel (DNS capture)", () => {
+    assert.equal(result.byName.code, 0, result.byName.out);
+    assert.equal(result.byName.out.trim(), `echo-0 answers ${mesh?.ip.sleep}`);
+  });
+
   it("refuses stranger by policy and plaintext from outside the mesh by STRICT", () => {
     assert.notEqual(result.denied.code, 0, result.denied.out);
     assert.doesNotMatch(result.denied.out, /echo-0 answers/);
@@ -52,6 +58,8 @@ describe("the demo mesh on network namespaces", { skip: skip ?? false, timeout: 
     mesh = undefined;
     const left = execFileSync("ip", ["netns", "list"], { encoding: "utf8" });
     for (const name of made) assert.doesNotMatch(left, new RegExp(`^${name}\\b`, "m"));
+    for (const name of made)
+      assert.equal(existsSync(`/etc/netns/${name}`), false, `/etc/netns/${name} removed`);
     assert.ok(made.length >= 6);
   });
 });

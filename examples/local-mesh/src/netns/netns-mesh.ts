@@ -128,11 +128,14 @@ export async function startNetnsMesh(options: NetnsMeshOptions = {}): Promise<Ne
     echo: `${net}.2.12`,
     vip: `${net}.200.1`,
   };
+  // The mesh pods' resolver is a cluster DNS address nothing listens on: the capture rules send port
+  // 53 to the pod's ztunnel, which answers the mesh's names (and would forward the rest upstream).
+  const dns = { nameserver: `${net}.200.10`, namespace: "demo" };
   const pods: TopologyPod[] = [
-    { name: "sleep-0", node: "node-a", ip: ip.sleep, captured: true },
-    { name: "stranger-0", node: "node-a", ip: ip.stranger, captured: true },
+    { name: "sleep-0", node: "node-a", ip: ip.sleep, captured: true, dns },
+    { name: "stranger-0", node: "node-a", ip: ip.stranger, captured: true, dns },
     { name: "outsider", node: "node-a", ip: ip.outsider, captured: false },
-    { name: "echo-0", node: "node-b", ip: ip.echo, captured: true },
+    { name: "echo-0", node: "node-b", ip: ip.echo, captured: true, dns },
   ];
   const dir = await mkdtemp(join(tmpdir(), "ambient-netns-mesh-"));
   const meshDir = join(dir, "mesh");

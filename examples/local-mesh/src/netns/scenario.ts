@@ -6,6 +6,8 @@ import { type NetnsMesh, STRANGER_ONLY_POLICY } from "./netns-mesh.js";
 export interface ScenarioResult {
   /** sleep-0 → echo Service VIP: HTTP answer. */
   allowed: { code: number | null; out: string };
+  /** sleep-0 → `http://echo/`: the short name answered by the ztunnel's DNS proxy, then the same path. */
+  byName: { code: number | null; out: string };
   /** stranger-0 → echo: refused by the AuthorizationPolicy. */
   denied: { code: number | null; out: string };
   /** outsider (no capture, no ztunnel) → echo pod IP in plaintext: refused by STRICT. */
@@ -35,6 +37,10 @@ export async function runScenario(
   const get = mesh.client === "curl" ? "curl" : "node -e <http.get>";
   const allowed = await mesh.httpGet("sleep-0", `http://${mesh.ip.vip}/`);
   log(`sleep-0 $ ${get} http://${mesh.ip.vip}/  -> exit ${allowed.code}: ${allowed.out.trim()}`);
+  const byName = await mesh.httpGet("sleep-0", "http://echo/");
+  log(
+    `sleep-0 $ ${get} http://echo/  (the pod's DNS, answered by its ztunnel)  -> exit ${byName.code}: ${byName.out.trim()}`,
+  );
   const denied = await mesh.httpGet("stranger-0", `http://${mesh.ip.vip}/`);
   log(`stranger-0 $ ${get} http://${mesh.ip.vip}/  -> exit ${denied.code}: ${denied.out.trim()}`);
   const plaintext = await mesh.httpGet("outsider", `http://${mesh.ip.echo}:8080/`);
@@ -69,6 +75,7 @@ export async function runScenario(
   log(`node-b reports (destination): ${metrics.destination.join("; ")}`);
   return {
     allowed,
+    byName,
     denied,
     plaintext,
     liveConnection: { linesBefore, closedAfterPolicyChange: closed },

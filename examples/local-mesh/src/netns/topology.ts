@@ -1,10 +1,12 @@
 // Network namespaces for the demo pods: one netns per pod with a veth onto its node's bridge (each
 // node a netns holding a bridge, the bridges joined by one veth), and istio-cni's in-pod capture
 // rules inside each mesh pod. Everything lives in namespaces created here; remove() deletes them,
-// which takes every link, address and rule with them.
+// which takes every link, address and rule with them, and each pod's /etc/netns/<name> folder (its
+// resolv.conf, which `ip netns exec` shows its programs as /etc/resolv.conf).
 import { execFileSync, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { inPodReplyRouting } from "@ambient/example-ztunnel";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { inPodDnsCapture, inPodReplyRouting } from "@ambient/example-ztunnel";
 
 /** ztunnel `DEFAULT_INPOD_MARK`. */
 const INPOD_MARK = 0x539;
@@ -16,6 +18,11 @@ export interface TopologyPod {
   ip: string;
   /** Install the capture rules (a mesh pod); false for a client outside the mesh. */
   captured: boolean;
+  /**
+   * The pod's resolv.conf, as kubelet writes one: its namespace's search path and this nameserver
+   * (`ndots:5`). Default: none, the host's resolv.conf.
+   */
+  dns?: { nameserver: string; namespace: string };
 }
 
 export interface Topology {
@@ -45,14 +52,16 @@ function run(...args: string[]): void {
 }
 
 /**
- * In-pod capture, the REDIRECT variant of istio-cni's rules: outbound TCP that is not marked 0x539,
- * not on loopback and not for the pod itself goes to 15001; inbound TCP from outside goes to 15006
- * unless it is for 15008. (Istio redirects inbound with TPROXY in mangle; REDIRECT keeps the original
- * destination in conntrack instead, which the proxy reads, so the proxy is the same.)
+ * In-pod capture, the REDIRECT variant of istio-cni's rules: DNS (port 53, UDP and TCP) not marked
+ * 0x539 goes to the proxy's resolver on 15053; other outbound TCP that is not marked, not on loopback
+ * and not for the pod itself goes to 15001; inbound TCP from outside goes to 15006 unless it is for
+ * 15008. (Istio redirects inbound with TPROXY in mangle; REDIRECT keeps the original destination in
+ * conntrack instead, which the proxy reads, so the proxy is the same.)
  */
 export function installCaptureRules(netns: string, podIp: string): void {
   const ipt = (...args: string[]) =>
     run("ip", "netns", "exec", netns, "iptables", "-w", "-t", "nat", ...args);
+  for (const command of inPodDnsCapture()) run("ip", "netns", "exec", netns, ...command);
   ipt("-N", "AMBIENT_OUTPUT");
   ipt("-A", "OUTPUT", "-p", "tcp", "-j", "AMBIENT_OUTPUT");
   ipt("-A", "AMBIENT_OUTPUT", "-m", "mark", "--mark", `${INPOD_MARK}/0xfff`, "-j", "RETURN");
@@ -80,7 +89,10 @@ export function createTopology(
   const made: string[] = [];
   const netns = new Map<string, string>();
   const remove = () => {
-    for (const name of made.splice(0).reverse()) spawnSync("ip", ["netns", "del", name], { stdio: "ignore" });
+    for (const name of made.splice(0).reverse()) {
+      spawnSync("ip", ["netns", "del", name], { stdio: "ignore" });
+      rmSync(`/etc/netns/${name}`, { recursive: true, force: true });
+    }
   };
   const add = (name: string) => {
     run("ip", "netns", "add", name);
@@ -117,6 +129,14 @@ export function createTopology(
       // Service VIPs are outside the pod subnet: route them out, so the capture rules see them.
       run("ip", "-n", name, "route", "add", "default", "dev", "eth0");
       if (pod.captured) installCaptureRules(name, pod.ip);
+      if (pod.dns !== undefined) {
+        const { nameserver, namespace } = pod.dns;
+        mkdirSync(`/etc/netns/${name}`, { recursive: true });
+        writeFileSync(
+          `/etc/netns/${name}/resolv.conf`,
+          `nameserver ${nameserver}\nsearch ${namespace}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n`,
+        );
+      }
     });
   } catch (err) {
     remove();

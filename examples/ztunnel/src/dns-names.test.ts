@@ -1,0 +1,213 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { Service, Workload } from "@ambient/xds";
+import { testService, testWorkload } from "../test/fixtures.js";
+import { type DnsClient, kubernetesExpansions, type MeshAnswer, resolveMeshName } from "./dns-names.js";
+import { parseIpv4, parseIpv6 } from "./ip-address.js";
+import { WorkloadStore } from "./workload-store.js";
+
+function bytes(ip: string): Uint8Array {
+  const parsed = ip.includes(":") ? parseIpv6(ip) : parseIpv4(ip);
+  if (parsed === undefined) throw new Error(`not an IP: ${ip}`);
+  return parsed;
+}
+
+const PORTS: Service["ports"] = [{ servicePort: 80, targetPort: 8080, appProtocol: "UNKNOWN" }];
+
+function service(namespace: string, hostname: string, vips: string[], extra: Partial<Service> = {}): Service {
+  return testService(hostname.split(".")[0] ?? hostname, "0.0.0.0", PORTS, {
+    namespace,
+    hostname,
+    addresses: vips.map((v) => ({ network: "", address: bytes(v) })),
+    ipFamilies: "AUTOMATIC",
+    ...extra,
+  });
+}
+
+function pod(
+  name: string,
+  namespace: string,
+  ips: string[],
+  serviceKeys: string[],
+  healthy = true,
+): Workload {
+  return testWorkload(name, "node-a", "0.0.0.0", {
+    namespace,
+    addresses: ips.map(bytes),
+    services: Object.fromEntries(serviceKeys.map((k) => [k, { ports: [] }])),
+    status: healthy ? "HEALTHY" : "UNHEALTHY",
+  });
+}
+
+function mesh(): WorkloadStore {
+  const store = new WorkloadStore();
+  const add = (s: Service) => store.upsert(`${s.namespace}/${s.hostname}`, { service: s });
+  add(service("ns1", "productpage.ns1.svc.cluster.local", ["10.0.0.9"]));
+  add(service("ns2", "example.ns2.svc.cluster.local", ["10.0.0.10"]));
+  // The same hostname in two namespaces (a ServiceEntry host each).
+  add(service("ns1", "api.example.com", ["240.240.0.1"]));
+  add(service("ns2", "api.example.com", ["240.240.0.2"]));
+  add(service("ns3", "*.wild.example.com", ["240.240.0.3"]));
+  add(service("ns2", "dual.ns2.svc.cluster.local", ["10.0.0.11", "fd00::11"]));
+  add(service("ns2", "v4.ns2.svc.cluster.local", ["10.0.0.12"], { ipFamilies: "IPV4_ONLY" }));
+  add(service("ns2", "private.ns2.svc.cluster.local", ["10.0.0.13"], { visibility: "NAMESPACE" }));
+  add(service("ns2", "db.ns2.svc.cluster.local", []));
+  add(service("ns2", "noaddress.example.com", []));
+  add(
+    service("ns2", "remote.ns2.svc.cluster.local", [], {
+      addresses: [
+        { network: "other", address: bytes("10.9.0.1") },
+        { network: "", address: bytes("10.0.0.14") },
+      ],
+    }),
+  );
+  store.upsert("db-0", {
+    workload: pod("db-0", "ns2", ["10.1.0.1", "fd00::1:1"], ["ns2/db.ns2.svc.cluster.local"]),
+  });
+  store.upsert("db-1", { workload: pod("db-1", "ns2", ["10.1.0.2"], ["ns2/db.ns2.svc.cluster.local"]) });
+  store.upsert("db-2", {
+    workload: pod("db-2", "ns2", ["10.1.0.3"], ["ns2/db.ns2.svc.cluster.local"], false),
+  });
+  return store;
+}
+
+const ns1: DnsClient = { namespace: "ns1", network: "" };
+const ns2: DnsClient = { namespace: "ns2", network: "" };
+
+function ask(client: DnsClient, name: string, family: 4 | 6 = 4): MeshAnswer {
+  const answer = resolveMeshName(mesh(), client, name, family);
+  return answer.kind === "answer" ? { ...answer, addresses: [...answer.addresses].sort() } : answer;
+}
+
+describe("resolveMeshName", () => {
+  it("answers a Service by every spelling a pod in its namespace may use", () => {
+    for (const name of [
+      "productpage.ns1.svc.cluster.local",
+      "productpage.ns1.svc.cluster.local.",
+      "ProductPage.NS1.svc.cluster.local",
+      "productpage.ns1.svc",
+      "productpage.ns1",
+      "productpage",
+    ]) {
+      assert.deepEqual(
+        ask(ns1, name),
+        { kind: "answer", service: "ns1/productpage.ns1.svc.cluster.local", addresses: ["10.0.0.9"] },
+        name,
+      );
+    }
+  });
+
+  it("answers another namespace's Service by name.namespace but not by its short name", () => {
+    assert.deepEqual(ask(ns1, "example.ns2").kind, "answer");
+    assert.deepEqual(ask(ns1, "example.ns2.svc").kind, "answer");
+    assert.deepEqual(ask(ns1, "example"), { kind: "forward" });
+  });
+
+  it("maps a name with a search domain appended to the name without it (CNAME)", () => {
+    assert.deepEqual(ask(ns1, "productpage.ns1.ns1.svc.cluster.local"), {
+      kind: "answer",
+      service: "ns1/productpage.ns1.svc.cluster.local",
+      canonicalName: "productpage.ns1",
+      addresses: ["10.0.0.9"],
+    });
+    assert.deepEqual(ask(ns1, "api.example.com.svc.cluster.local"), {
+      kind: "answer",
+      service: "ns1/api.example.com",
+      canonicalName: "api.example.com",
+      addresses: ["240.240.0.1"],
+    });
+    // An external name with a search domain appended is not a mesh name: forwarded as asked.
+    assert.deepEqual(ask(ns1, "www.example.org.ns1.svc.cluster.local"), { kind: "forward" });
+  });
+
+  it("prefers the client's namespace for a hostname several namespaces have", () => {
+    assert.deepEqual(ask(ns2, "api.example.com"), {
+      kind: "answer",
+      service: "ns2/api.example.com",
+      addresses: ["240.240.0.2"],
+    });
+    // From a third namespace: the first by namespace.
+    const other = ask({ namespace: "ns9", network: "" }, "api.example.com");
+    assert.equal(other.kind === "answer" && other.service, "ns1/api.example.com");
+  });
+
+  it("matches wildcard hosts without a CNAME", () => {
+    assert.deepEqual(ask(ns1, "a.wild.example.com"), {
+      kind: "answer",
+      service: "ns3/*.wild.example.com",
+      addresses: ["240.240.0.3"],
+    });
+    const suffixed = ask(ns1, "a.wild.example.com.ns1.svc.cluster.local");
+    assert.equal(suffixed.kind === "answer" && suffixed.canonicalName, undefined);
+    assert.deepEqual(ask(ns1, "wild.example.com"), { kind: "forward" });
+  });
+
+  it("answers the family asked for, and nothing for the family a single-stack Service lacks", () => {
+    assert.deepEqual((ask(ns2, "dual", 6) as { addresses: string[] }).addresses, ["fd00::11"]);
+    assert.deepEqual((ask(ns2, "dual", 4) as { addresses: string[] }).addresses, ["10.0.0.11"]);
+    assert.deepEqual(ask(ns2, "v4", 6), {
+      kind: "answer",
+      service: "ns2/v4.ns2.svc.cluster.local",
+      addresses: [],
+    });
+    // A Service with only IPv4 VIPs answers AAAA with no records (NOERROR), not a forward.
+    assert.deepEqual(ask(ns1, "productpage", 6), {
+      kind: "answer",
+      service: "ns1/productpage.ns1.svc.cluster.local",
+      addresses: [],
+    });
+  });
+
+  it("answers a headless Service with its healthy pods, and forwards a ServiceEntry without addresses", () => {
+    assert.deepEqual((ask(ns2, "db") as { addresses: string[] }).addresses, ["10.1.0.1", "10.1.0.2"]);
+    assert.deepEqual((ask(ns2, "db", 6) as { addresses: string[] }).addresses, ["fd00::1:1"]);
+    assert.deepEqual(ask(ns2, "noaddress.example.com"), { kind: "forward" });
+  });
+
+  it("keeps a namespace-visible Service to its namespace, and VIPs to the client's network", () => {
+    assert.equal(ask(ns2, "private").kind, "answer");
+    assert.deepEqual(ask(ns1, "private.ns2"), { kind: "forward" });
+    assert.deepEqual((ask(ns2, "remote") as { addresses: string[] }).addresses, ["10.0.0.14"]);
+    assert.deepEqual(
+      (ask({ namespace: "ns2", network: "other" }, "remote") as { addresses: string[] }).addresses,
+      ["10.9.0.1"],
+    );
+  });
+
+  it("forwards names the mesh does not have, and the root", () => {
+    assert.deepEqual(ask(ns1, "www.example.org"), { kind: "forward" });
+    assert.deepEqual(ask(ns1, ""), { kind: "forward" });
+    assert.deepEqual(ask(ns1, "."), { kind: "forward" });
+  });
+
+  it("follows the store: a removed Service is forwarded at once", () => {
+    const store = mesh();
+    assert.equal(resolveMeshName(store, ns1, "productpage", 4).kind, "answer");
+    store.remove("ns1/productpage.ns1.svc.cluster.local");
+    assert.deepEqual(resolveMeshName(store, ns1, "productpage", 4), { kind: "forward" });
+  });
+
+  it("uses the configured cluster domain", () => {
+    const store = new WorkloadStore();
+    const s = service("ns1", "web.ns1.svc.corp.internal", ["10.0.0.20"]);
+    store.upsert("ns1/web", { service: s });
+    assert.equal(resolveMeshName(store, ns1, "web", 4, "corp.internal").kind, "answer");
+    assert.equal(resolveMeshName(store, ns1, "web", 4).kind, "forward");
+  });
+});
+
+describe("kubernetesExpansions", () => {
+  it("expands short Kubernetes names only", () => {
+    const cases: [string, string[]][] = [
+      ["name", ["name.ns1.svc.cluster.local"]],
+      ["name.ns2", ["name.ns2.svc.cluster.local"]],
+      ["name.ns2.svc", ["name.ns2.svc.cluster.local"]],
+      ["name.ns2.not-svc", []],
+      ["name.ns2.svc.cluster", []],
+      ["name.ns2.svc.cluster.local", []],
+    ];
+    for (const [name, expected] of cases) {
+      assert.deepEqual(kubernetesExpansions(name, "ns1", "cluster.local"), expected, name);
+    }
+  });
+});

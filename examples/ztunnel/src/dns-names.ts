@@ -1,0 +1,189 @@
+// Which names the DNS proxy answers itself, and with what: the mesh's Service hostnames (Kubernetes
+// Services and ServiceEntry hosts with an address) as the client pod would spell them. Everything else
+// is forwarded upstream. Pure: the store is read through the small interface below.
+import type { Service, Workload } from "@ambient/xds";
+import { canonicalFromBytes } from "./ip-address.js";
+
+/** TTL of the records the proxy answers itself, in seconds (Istio's ztunnel uses 30). */
+export const MESH_RECORD_TTL = 30;
+
+/** What the name lookup reads from the workload store. */
+export interface MeshNameSource {
+  /** Every Service with this hostname, in a stable order. */
+  servicesByHostname(hostname: string): readonly Service[];
+  /** Healthy workloads backing the Service `namespace/hostname`, for one without a VIP. */
+  workloadsOfService(key: string): readonly Workload[];
+}
+
+/** The pod asking, as far as names are concerned. */
+export interface DnsClient {
+  namespace: string;
+  /** Its network: a VIP on another network is not answered. */
+  network: string;
+}
+
+/** How the proxy answers an A or AAAA question. */
+export type MeshAnswer =
+  /** Not a mesh name (or not for this client): ask the upstream resolver. */
+  | { kind: "forward" }
+  | {
+      kind: "answer";
+      /** `namespace/hostname` of the Service found. */
+      service: string;
+      /**
+       * Set when the name was found after stripping one of the client's search domains (the stub
+       * resolver appended it): the answer maps the asked name to this one with a CNAME, and the
+       * address records are owned by it.
+       */
+      canonicalName?: string;
+      /** The addresses of the asked family; empty is a NOERROR answer with no records. */
+      addresses: string[];
+    };
+
+/** One candidate spelling of the asked name. */
+interface Alias {
+  name: string;
+  /** The asked name with a search domain removed, when this alias came from one. */
+  stripped?: string;
+}
+
+/** `name` without a trailing dot, in lower case (DNS names compare without case). */
+function normalize(name: string): string {
+  return (name.endsWith(".") ? name.slice(0, -1) : name).toLowerCase();
+}
+
+/** The search domains a Kubernetes pod in `namespace` has (kubelet's ClusterFirst resolv.conf). */
+export function kubernetesSearchDomains(namespace: string, clusterDomain: string): string[] {
+  return [`${namespace}.svc.${clusterDomain}`, `svc.${clusterDomain}`, clusterDomain];
+}
+
+/**
+ * The fully qualified Service names a short Kubernetes name can stand for, from a pod in
+ * `namespace`: `name` -> `name.<namespace>.svc.<domain>`, `name.ns` -> `name.ns.svc.<domain>`,
+ * `name.ns.svc` -> `name.ns.svc.<domain>`. Longer names are taken as they are.
+ */
+export function kubernetesExpansions(name: string, namespace: string, clusterDomain: string): string[] {
+  const labels = name === "" ? 0 : name.split(".").length;
+  if (labels === 1) return [`${name}.${namespace}.svc.${clusterDomain}`];
+  if (labels === 2) return [`${name}.svc.${clusterDomain}`];
+  if (labels === 3 && name.endsWith(".svc")) return [`${name}.${clusterDomain}`];
+  return [];
+}
+
+/**
+ * Every spelling worth looking up for `name`, most specific first: the name itself, its Kubernetes
+ * expansions, then for each search domain it ends with, the name without it (and that name's
+ * expansions). `foo.ns.svc.cluster.local.client-ns.svc.cluster.local` is what a stub resolver sends
+ * for `foo.ns.svc.cluster.local` when its first search domain is tried first.
+ */
+function aliasesOf(name: string, client: DnsClient, clusterDomain: string): Alias[] {
+  const out: Alias[] = [];
+  const seen = new Set<string>();
+  const add = (alias: Alias) => {
+    if (alias.name === "" || seen.has(alias.name)) return;
+    seen.add(alias.name);
+    out.push(alias);
+  };
+  add({ name });
+  for (const fqdn of kubernetesExpansions(name, client.namespace, clusterDomain)) add({ name: fqdn });
+  for (const domain of kubernetesSearchDomains(client.namespace, clusterDomain)) {
+    if (!name.endsWith(`.${domain}`)) continue;
+    const stripped = name.slice(0, -(domain.length + 1));
+    add({ name: stripped, stripped });
+    for (const fqdn of kubernetesExpansions(stripped, client.namespace, clusterDomain)) {
+      add({ name: fqdn, stripped });
+    }
+  }
+  return out;
+}
+
+/** `a.b.c` -> `a.b.c`, `*.b.c`, `*.c`: a ServiceEntry host may be a wildcard. */
+function wildcardsOf(name: string): string[] {
+  const out = [name];
+  let rest = name;
+  for (let dot = rest.indexOf("."); dot !== -1; dot = rest.indexOf(".")) {
+    rest = rest.slice(dot + 1);
+    out.push(`*.${rest}`);
+  }
+  return out;
+}
+
+/** The family of address a question asks for. */
+export type AddressFamily = 4 | 6;
+
+/**
+ * The answer to an A (`family` 4) or AAAA (6) question for `asked` from `client`: a mesh Service's
+ * addresses when one of the name's spellings is a Service hostname the client may see, else forward.
+ * A Service with addresses answers with those on the client's network; a Kubernetes Service without
+ * any (headless) with its healthy pods' addresses; a Service that is single-stack answers the other
+ * family with no records. When several namespaces have the hostname, the client's own wins, then the
+ * first by namespace.
+ */
+export function resolveMeshName(
+  source: MeshNameSource,
+  client: DnsClient,
+  asked: string,
+  family: AddressFamily,
+  clusterDomain = "cluster.local",
+): MeshAnswer {
+  const name = normalize(asked);
+  if (name === "") return { kind: "forward" };
+  const kubernetesSuffix = `.svc.${clusterDomain}`;
+  for (const alias of aliasesOf(name, client, clusterDomain)) {
+    for (const candidate of wildcardsOf(alias.name)) {
+      const services = source.servicesByHostname(candidate).filter(
+        (s) =>
+          // A Service the client's namespace may not see is not its name to resolve.
+          (s.visibility !== "NAMESPACE" || s.namespace === client.namespace) &&
+          // Without an address only a Kubernetes (headless) Service is answered here; a
+          // ServiceEntry host without one is left to the upstream resolver.
+          (s.addresses.length > 0 || s.hostname.endsWith(kubernetesSuffix)),
+      );
+      const service = services.find((s) => s.namespace === client.namespace) ?? services[0];
+      if (service === undefined) continue;
+      const key = `${service.namespace}/${service.hostname}`;
+      const wildcard = candidate.startsWith("*.");
+      return {
+        kind: "answer",
+        service: key,
+        ...(alias.stripped !== undefined && !wildcard ? { canonicalName: alias.stripped } : {}),
+        addresses: familyAllowed(service, family) ? addressesOf(source, service, key, client, family) : [],
+      };
+    }
+  }
+  return { kind: "forward" };
+}
+
+function familyAllowed(service: Service, family: AddressFamily): boolean {
+  if (service.ipFamilies === "IPV4_ONLY") return family === 4;
+  if (service.ipFamilies === "IPV6_ONLY") return family === 6;
+  return true;
+}
+
+function addressesOf(
+  source: MeshNameSource,
+  service: Service,
+  key: string,
+  client: DnsClient,
+  family: AddressFamily,
+): string[] {
+  const out: string[] = [];
+  if (service.addresses.length === 0) {
+    // Headless: one address of the family per backing pod.
+    for (const w of source.workloadsOfService(key)) {
+      for (const bytes of w.addresses) {
+        const ip = canonicalFromBytes(bytes);
+        if (ip?.family === family) {
+          out.push(ip.text);
+          break;
+        }
+      }
+    }
+    return out;
+  }
+  for (const vip of service.addresses) {
+    const ip = canonicalFromBytes(vip.address);
+    if (ip?.family === family && vip.network === client.network) out.push(ip.text);
+  }
+  return out;
+}
