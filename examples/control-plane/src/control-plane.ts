@@ -57,6 +57,13 @@ export interface ControlPlaneOptions extends TranslateOptions {
    */
   source?: ConfigSource;
   /**
+   * With `meshDir`: give ServiceEntry hosts without addresses one each from 240.240.0.0/16, kept while
+   * the entry lasts (istiod's IP auto-allocation; the Kubernetes source reads the addresses its leader
+   * writes to the entries' status). Opt one entry out with the label
+   * `networking.istio.io/enable-autoallocate-ip: "false"`. Default true.
+   */
+  allocateServiceEntryAddresses?: boolean;
+  /**
    * Where the CA, the token key, `root-cert.pem` and `tokens/<node>.jwt` are kept. Default: none,
    * everything stays in memory (a new CA on every start).
    */
@@ -326,6 +333,9 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       ...(options.manifestLimits === undefined ? {} : { limits: options.manifestLimits }),
       ...(options.watch === undefined ? {} : { watch: options.watch }),
       ...(options.watchDebounceMs === undefined ? {} : { debounceMs: options.watchDebounceMs }),
+      ...(options.allocateServiceEntryAddresses === undefined
+        ? {}
+        : { allocateServiceEntryAddresses: options.allocateServiceEntryAddresses }),
       logger,
     });
 

@@ -53,6 +53,14 @@ export {
 } from "./manifests.js";
 export { TOKEN_AUDIENCE, TOKEN_ISSUER } from "./mesh-state.js";
 export { DEFAULT_POD_CIDRS, type Ipv4Cidr, parseIpv4Cidr, podIpProblem } from "./pod-address.js";
+export {
+  AUTO_ALLOCATE_LABEL,
+  type HostAddress,
+  ServiceEntryAddressAllocator,
+  type ServiceEntryLike,
+  statusAddresses,
+  wantsAllocatedAddresses,
+} from "./service-entry-addresses.js";
 export type { Counter, Gauge, Histogram, Logger, MetricLabels, MetricsSink } from "./telemetry.js";
 export { noopLogger, noopMetrics } from "./telemetry.js";
 export { type EnvoyConfig, outboundClusterName, translateEnvoy } from "./translate-envoy.js";

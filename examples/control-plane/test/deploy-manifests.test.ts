@@ -88,10 +88,13 @@ describe("deploy/kubernetes manifests", () => {
       const verbs = [...(byResource.get(key) ?? [])].flatMap((g) => [...g.verbs]).sort();
       assert.deepEqual(verbs, ["list", "watch"], `${key}: read through informers only`);
     }
-    assert.deepEqual(
-      [...(byResource.get("gateway.networking.k8s.io/gateways/status")?.[0]?.verbs ?? [])],
-      ["patch"],
-    );
+    // The leader's status writes, and nothing more on those objects.
+    for (const key of [
+      "gateway.networking.k8s.io/gateways/status",
+      "networking.istio.io/serviceentries/status",
+    ]) {
+      assert.deepEqual([...(byResource.get(key)?.[0]?.verbs ?? [])], ["patch"], key);
+    }
     assert.deepEqual(
       [...(byResource.get("authentication.k8s.io/tokenreviews")?.[0]?.verbs ?? [])],
       ["create"],

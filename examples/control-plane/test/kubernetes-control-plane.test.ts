@@ -1,6 +1,7 @@
 // Control plane replicas on (fake) Kubernetes: TokenReview authentication and node-scoped
 // impersonation from the informer cache, one CA root shared through a Secret, one Lease leader that
-// writes waypoint Gateway status, and a replica that lost its lease still serving.
+// writes waypoint Gateway status and ServiceEntry addresses, and a replica that lost its lease still
+// serving.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { generateKeyPair, SpiffeError, TrustBundle, verifySvid } from "@ambient/spiffe";
@@ -86,6 +87,18 @@ describe("control plane replicas on kubernetes", { timeout: 60_000 }, () => {
       kind: "Service",
       metadata: { name: "waypoint", namespace: "demo" },
       spec: { clusterIP: "127.10.1.50", ports: [{ name: "mesh", port: 15008 }] },
+    });
+    // A ServiceEntry without addresses: the leader allocates one for its host.
+    server.apply({
+      apiVersion: "networking.istio.io/v1",
+      kind: "ServiceEntry",
+      metadata: { name: "external-api", namespace: "demo" },
+      spec: {
+        hosts: ["api.example.com"],
+        ports: [{ number: 443, name: "tls", protocol: "TLS" }],
+        resolution: "DNS",
+        location: "MESH_EXTERNAL",
+      },
     });
     for (const name of ["replica-1", "replica-2"]) {
       const kc = new KubeConfig();
@@ -237,7 +250,7 @@ describe("control plane replicas on kubernetes", { timeout: 60_000 }, () => {
         JSON.stringify([{ type: "IPAddress", value: "127.10.1.50" }])
       );
     });
-    const patches = server.requests.filter((r) => r.method === "PATCH");
+    const patches = server.requests.filter((r) => r.method === "PATCH" && r.path.includes("/gateways/"));
     assert.equal(patches.length, 1, "written once, by the leader");
     // The root for ztunnels (istio-system) and for the waypoint's pods (demo).
     for (const ns of ["istio-system", "demo"]) {
@@ -253,6 +266,30 @@ describe("control plane replicas on kubernetes", { timeout: 60_000 }, () => {
         r.controlPlane.config().issues.every((i) => !i.message.includes("waypoint has no IPv4")),
       );
     }
+  });
+
+  it("has the leader allocate ServiceEntry addresses into status, which every replica serves", async () => {
+    await until("service entry status", () => {
+      const se = server.get("networking.istio.io/v1", "ServiceEntry", "external-api", "demo");
+      return (
+        JSON.stringify((se?.status as { addresses?: unknown } | undefined)?.addresses) ===
+        JSON.stringify([{ host: "api.example.com", value: "240.240.0.1" }])
+      );
+    });
+    for (const r of replicas) {
+      await until("the allocated VIP served", () =>
+        r.controlPlane
+          .config()
+          .services.some((s) => s.key === "demo/api.example.com" && s.aliases.includes("/240.240.0.1")),
+      );
+    }
+    // A status written is not written again once the informers show it.
+    await new Promise((r) => setTimeout(r, 400));
+    const patches = server.requests.filter(
+      (r) => r.method === "PATCH" && r.path.includes("/serviceentries/"),
+    );
+    assert.equal(patches.length, 1, "written once, by the leader");
+    assert.match(patches[0]?.path ?? "", /\/serviceentries\/external-api\/status$/);
   });
 
   it("keeps serving on a replica that lost its lease", async () => {

@@ -283,6 +283,10 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
       plaintextListen: "127.0.0.1:0",
       requireXdsToken: false,
       watch: false,
+      // The Kubernetes source reads allocated ServiceEntry addresses from status, which only a leader
+      // writes (kubernetes-control-plane.test.ts); no one writes them here, so the folder does not
+      // allocate either.
+      allocateServiceEntryAddresses: false,
     });
     cleanups.push(() => folder.close());
     const kube = await kubernetesPlane(server);

@@ -64,3 +64,76 @@ describe("ServiceEntry and WorkloadEntry in the folder", { timeout: 30_000 }, ()
     assert.deepEqual(served().ports, [{ servicePort: 8000, targetPort: 8000 }]);
   });
 });
+
+const external = (name: string, host: string, extra = "") => `
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: ${name}, namespace: demo${extra} }
+spec:
+  hosts: [${host}]
+  ports: [{ number: 443, name: tls, protocol: TLS }]
+  resolution: DNS
+  location: MESH_EXTERNAL
+`;
+
+describe("ServiceEntry addresses allocated in folder mode", { timeout: 30_000 }, () => {
+  let dir: string;
+  let cp: ControlPlane | undefined;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "control-plane-se-addresses-"));
+  });
+  after(async () => {
+    await cp?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const vips = (control: ControlPlane) =>
+    Object.fromEntries(
+      control
+        .config()
+        .services.filter((s) => s.key.endsWith(".example.com"))
+        .map((s) => [s.key, s.aliases]),
+    );
+
+  it("gives each host without addresses one from 240.240.0.0/16 and keeps it across edits", async () => {
+    await writeFile(join(dir, "b.yaml"), external("b", "b.example.com"));
+    cp = await startControlPlane({ meshDir: dir, listen: "127.0.0.1:0", watch: false });
+    assert.deepEqual(vips(cp), { "demo/b.example.com": ["/240.240.0.1"] });
+    // A file sorted before it: b keeps its address, a gets the next.
+    await writeFile(join(dir, "a.yaml"), external("a", "a.example.com"));
+    await cp.reload();
+    assert.deepEqual(vips(cp), {
+      "demo/a.example.com": ["/240.240.0.2"],
+      "demo/b.example.com": ["/240.240.0.1"],
+    });
+    // Edited (a second port): the same address.
+    await writeFile(
+      join(dir, "b.yaml"),
+      external("b", "b.example.com").replace("ports: [", "ports: [{ number: 80, name: http }, "),
+    );
+    await cp.reload();
+    assert.deepEqual(vips(cp)["demo/b.example.com"], ["/240.240.0.1"]);
+    // Opted out by label: no address, nothing for a pod's DNS to answer with.
+    await writeFile(
+      join(dir, "c.yaml"),
+      external("c", "c.example.com", ', labels: { networking.istio.io/enable-autoallocate-ip: "false" }'),
+    );
+    await cp.reload();
+    assert.deepEqual(vips(cp)["demo/c.example.com"], []);
+    assert.deepEqual(cp.errors(), []);
+  });
+
+  it("allocates nothing when turned off", async () => {
+    const off = await startControlPlane({
+      meshDir: dir,
+      listen: "127.0.0.1:0",
+      watch: false,
+      allocateServiceEntryAddresses: false,
+    });
+    try {
+      assert.deepEqual(Object.values(vips(off)), [[], [], []]);
+    } finally {
+      await off.close();
+    }
+  });
+});

@@ -14,6 +14,7 @@ import {
   parseManifestFile,
   unreadableManifestFile,
 } from "../manifests.js";
+import { ServiceEntryAddressAllocator } from "../service-entry-addresses.js";
 import type { Logger } from "../telemetry.js";
 import { noopLogger } from "../telemetry.js";
 import { validateManifestObject } from "../translate-mesh.js";
@@ -31,6 +32,12 @@ export interface FolderSourceOptions {
   watch?: boolean;
   /** Quiet time after the last file event before a change is reported. Default 100 ms. */
   debounceMs?: number;
+  /**
+   * Give ServiceEntry hosts without addresses one from 240.240.0.0/16, recorded in the objects'
+   * `status.addresses` as istiod's IP auto-allocation records them in the cluster (a status the file
+   * gives wins). Default true.
+   */
+  allocateServiceEntryAddresses?: boolean;
   logger?: Logger;
 }
 
@@ -122,6 +129,8 @@ export function createFolderSource(options: FolderSourceOptions): ConfigSource {
   let watcher: FSWatcher | undefined;
   let timer: NodeJS.Timeout | undefined;
   let closed = false;
+  const allocator =
+    options.allocateServiceEntryAddresses === false ? undefined : new ServiceEntryAddressAllocator();
 
   return {
     description: `folder ${dir}`,
@@ -136,6 +145,16 @@ export function createFolderSource(options: FolderSourceOptions): ConfigSource {
       }
       const merged = applyLastGood(lastGood, files, validateManifestObject);
       const objects = [...merged.files.keys()].sort().flatMap((file) => merged.files.get(file) ?? []);
+      // The allocation writes into the objects, as the cluster's allocator writes their status: an
+      // unchanged object already shows its addresses and is left as it is, so identity still tells
+      // what changed.
+      if (allocator !== undefined) {
+        const entries = objects.filter((o) => o.kind === "ServiceEntry");
+        for (const [entry, addresses] of allocator.assign(entries)) {
+          const object = entry as KubeObject;
+          object.status = { ...(object.status ?? {}), addresses };
+        }
+      }
       // The change set against the accepted objects: an unchanged file keeps its parsed objects, so
       // identity tells what changed. Not given when two files define one object.
       const byId = new Map<string, KubeObject>();

@@ -40,30 +40,48 @@ export function gatewayStatusUpdates(
 }
 
 /**
- * Writes the updates with a JSON merge patch of the status subresource; returns those written.
- * Failures are logged, not thrown.
+ * Writes each update as a JSON merge patch of the status subresource at `pathOf(update)` (the object's
+ * path); returns those the API server took. A failure is logged with `what` and the object's
+ * namespace/name, not thrown: the next pass tries again.
  */
-export async function writeGatewayStatus(
+export async function writeStatusPatches<U extends { namespace: string; name: string }>(
   kc: KubeConfig,
-  updates: readonly GatewayStatusUpdate[],
-  logger: Logger = noopLogger,
-): Promise<GatewayStatusUpdate[]> {
-  const written: GatewayStatusUpdate[] = [];
+  updates: readonly U[],
+  pathOf: (update: U) => string,
+  statusOf: (update: U) => Record<string, unknown>,
+  what: string,
+  logger: Logger,
+): Promise<U[]> {
+  const written: U[] = [];
   for (const u of updates) {
     try {
-      await kubeRequest(
-        kc,
-        "PATCH",
-        `/apis/gateway.networking.k8s.io/v1/namespaces/${u.namespace}/gateways/${u.name}/status`,
-        { contentType: "application/merge-patch+json", value: { status: { addresses: u.addresses } } },
-      );
+      await kubeRequest(kc, "PATCH", `${pathOf(u)}/status`, {
+        contentType: "application/merge-patch+json",
+        value: { status: statusOf(u) },
+      });
       written.push(u);
     } catch (err) {
       logger.warn(
-        { gateway: `${u.namespace}/${u.name}`, err: err instanceof Error ? err.message : String(err) },
-        "gateway status write failed",
+        { [what]: `${u.namespace}/${u.name}`, err: err instanceof Error ? err.message : String(err) },
+        `${what} status write failed`,
       );
     }
   }
   return written;
+}
+
+/** Writes the Gateways' status addresses; returns those written. Failures are logged, not thrown. */
+export function writeGatewayStatus(
+  kc: KubeConfig,
+  updates: readonly GatewayStatusUpdate[],
+  logger: Logger = noopLogger,
+): Promise<GatewayStatusUpdate[]> {
+  return writeStatusPatches(
+    kc,
+    updates,
+    (u) => `/apis/gateway.networking.k8s.io/v1/namespaces/${u.namespace}/gateways/${u.name}`,
+    (u) => ({ addresses: u.addresses }),
+    "gateway",
+    logger,
+  );
 }

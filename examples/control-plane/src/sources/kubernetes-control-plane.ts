@@ -13,6 +13,7 @@ import {
 } from "./kubernetes-source.js";
 import { type LeaderElection, type LeaderElectionOptions, startLeaderElection } from "./leader-election.js";
 import { createRootCertPublisher } from "./root-cert-publisher.js";
+import { ServiceEntryStatusPlanner, writeServiceEntryStatus } from "./service-entry-status.js";
 import { createTokenReviewAuthenticator, identitiesOfPods } from "./token-review-authenticator.js";
 
 /** Options of {@link startKubernetesControlPlane}. */
@@ -90,6 +91,9 @@ export async function startKubernetesControlPlane(
   let writing: Promise<unknown> = Promise.resolve();
   // Gateway -> the address this replica last wrote, until the cache shows something else.
   const statusWritten = new Map<string, string>();
+  // ServiceEntry hosts without addresses get one, written to the entries' status (istiod's allocation).
+  const entryStatus =
+    options.allocateServiceEntryAddresses === false ? undefined : new ServiceEntryStatusPlanner();
   const reconcileStatus = (): void => {
     // One pass at a time; a pass that finds everything current writes nothing.
     writing = writing.then(async () => {
@@ -110,6 +114,11 @@ export async function startKubernetesControlPlane(
       for (const u of await writeGatewayStatus(kubeConfig, updates, logger)) {
         statusWritten.set(`${u.namespace}/${u.name}`, u.addresses[0]?.value ?? "");
       }
+      if (entryStatus !== undefined) {
+        const entryUpdates = entryStatus.due(source.objects("ServiceEntry"));
+        for (const u of await writeServiceEntryStatus(kubeConfig, entryUpdates, logger))
+          entryStatus.written(u);
+      }
     });
   };
   const election: LeaderElection = startLeaderElection({
@@ -121,6 +130,7 @@ export async function startKubernetesControlPlane(
     onStartedLeading: () => {
       rootCerts.reset();
       statusWritten.clear();
+      entryStatus?.reset();
       reconcileStatus();
     },
   });
