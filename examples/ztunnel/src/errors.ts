@@ -8,7 +8,9 @@ export type ZtunnelErrorCode =
   | "ERR_ZTUNNEL_LISTEN"
   | "ERR_ZTUNNEL_CLOSED"
   /** In-pod mode: a pod handed over is not a workload of this node in xDS. */
-  | "ERR_ZTUNNEL_UNKNOWN_WORKLOAD";
+  | "ERR_ZTUNNEL_UNKNOWN_WORKLOAD"
+  /** An endpoint known by hostname could not be resolved to an address (no answer, no A record). */
+  | "ERR_ZTUNNEL_RESOLVE";
 
 /** Extra fields carried by a {@link ZtunnelError}. */
 export interface ZtunnelErrorDetails {

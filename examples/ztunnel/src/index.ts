@@ -51,6 +51,11 @@ export {
 } from "./dns-names.js";
 export { createDnsProxy, DNS_PROXY_PORT, type DnsProxy, type DnsProxyOptions } from "./dns-proxy.js";
 export { ZtunnelError, type ZtunnelErrorCode, type ZtunnelErrorDetails } from "./errors.js";
+export {
+  createHostnameResolver,
+  type HostnameResolver,
+  type HostnameResolverOptions,
+} from "./hostname-endpoints.js";
 export { INPOD_TPROXY_MARK, inPodDnsCapture, inPodReplyRouting } from "./in-pod.js";
 export {
   decideInboundDestination,

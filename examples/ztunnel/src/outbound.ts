@@ -9,6 +9,7 @@ import type { Workload } from "@ambient/xds";
 import { type AccessLogEntry, errorText, logConnectionFailed, startAccessLog } from "./access-log.js";
 import type { ConnectionRegistry } from "./connections.js";
 import { ZtunnelError } from "./errors.js";
+import type { HostnameResolver } from "./hostname-endpoints.js";
 import { SOCKS5_REPLY } from "./socks5.js";
 import {
   type ConnectionParties,
@@ -54,6 +55,8 @@ export interface OutboundOptions {
   hbonePort: number;
   registry: ConnectionRegistry;
   tcpMetrics: ReturnType<typeof createTcpMetrics>;
+  /** Resolves endpoints known only by hostname (DNS ServiceEntries). */
+  resolveHostname: HostnameResolver;
   logger: Logger;
 }
 
@@ -269,9 +272,11 @@ export function createOutbound(options: OutboundOptions): Outbound {
       );
       return { stream: tunnel, labels, destination: authority, dstId, accessLog };
     }
-    // Not in the mesh: plain TCP from the pod's own address.
-    const targetHost = dstIp ?? host;
+    // Not in the mesh: plain TCP from the pod's own address, to an endpoint known by hostname at the
+    // address its name resolves to.
+    const byName = dstIp === undefined && dstWorkload !== undefined ? dstWorkload.hostname : "";
     const targetPort = endpoint?.targetPort ?? request.port;
+    let targetHost = byName !== "" ? byName : (dstIp ?? host);
     const labels = labelsFor(dstWorkload, service, false);
     const { value: socket, accessLog } = await logged(
       {
@@ -281,6 +286,7 @@ export function createOutbound(options: OutboundOptions): Outbound {
       },
       labels,
       async () => {
+        if (byName !== "") targetHost = await options.resolveHostname(byName);
         const socket = network.connectTcp(targetHost, targetPort, srcIp);
         try {
           await once(socket, "connect");

@@ -247,7 +247,8 @@ export class WorkloadStore {
     const out: Endpoint[] = [];
     const allowAll = match.service.loadBalancing?.healthPolicy === "ALLOW_ALL";
     for (const [uid, w] of [...this.#workloads].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-      if ((w.status !== "HEALTHY" && !allowAll) || w.addresses.length === 0) continue;
+      // An endpoint without an address is reached by its hostname (a DNS ServiceEntry's).
+      if ((w.status !== "HEALTHY" && !allowAll) || (w.addresses.length === 0 && w.hostname === "")) continue;
       const ports = w.services[match.key];
       if (ports === undefined || uid === "") continue;
       const p = ports.ports.find((x) => x.servicePort === match.servicePort);

@@ -19,6 +19,7 @@ import { controlPlaneChannel } from "./control-plane-channel.js";
 import { createDialFailureMetrics } from "./dial-failure.js";
 import { createDnsProxy, DNS_PROXY_PORT, type DnsProxy } from "./dns-proxy.js";
 import { ZtunnelError } from "./errors.js";
+import { createHostnameResolver } from "./hostname-endpoints.js";
 import { createInPodProxies, type InPodPorts, type InPodSummary, type InPodWorkload } from "./in-pod.js";
 import { createInbound } from "./inbound.js";
 import { createMeshState } from "./mesh-state.js";
@@ -107,8 +108,9 @@ export interface ZtunnelOptions {
     | false
     | {
         /**
-         * Upstream resolvers, `ip` or `ip:port` (`[ipv6]:port`). Default: the `nameserver` lines of
-         * this process's /etc/resolv.conf (127.0.0.1 when there are none, as the C library does).
+         * Upstream resolvers, `ip` or `ip:port` (`[ipv6]:port`), also for endpoints known by hostname
+         * (DNS ServiceEntries). Default: the `nameserver` lines of this process's /etc/resolv.conf
+         * (127.0.0.1 when there are none, as the C library does).
          */
         nameservers?: readonly string[];
         /** Kubernetes cluster domain. Default `cluster.local`. */
@@ -393,6 +395,18 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     logger,
     isClosed,
   });
+  // Endpoints known by hostname (DNS ServiceEntries) resolve through the same upstreams as the DNS proxy.
+  const upstreams = options.dns === false ? undefined : options.dns?.nameservers;
+  const resolveHostname = createHostnameResolver(
+    upstreams === undefined
+      ? {}
+      : {
+          nameservers: upstreams.map((n) => {
+            const { address, port } = parseNameserver(n);
+            return address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
+          }),
+        },
+  );
   const directOutbound = createOutbound({
     store,
     svidOf,
@@ -400,6 +414,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     hbonePort: ports.hbone,
     registry: connections,
     tcpMetrics,
+    resolveHostname,
     logger,
   });
   // On-demand: an unknown destination is asked for (bounded wait) before the same decision.

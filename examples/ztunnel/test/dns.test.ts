@@ -8,8 +8,10 @@ import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_pr
 import dgram from "node:dgram";
 import { once } from "node:events";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
-import net from "node:net";
+import { createServer } from "node:http";
+import net, { type Server } from "node:net";
 import { after, before, describe, it } from "node:test";
+import { listenInNetns, openNetns } from "@ambient/netns";
 import type { Service } from "@ambient/xds";
 import { inPodDnsCapture, type RunningZtunnel, startZtunnel } from "../src/index.js";
 import { startTestControlPlane, type TestControlPlane } from "./control-plane.js";
@@ -121,6 +123,7 @@ describe("DNS proxy in a captured pod", { skip, timeout: 60_000 }, () => {
   let ztunnel: RunningZtunnel | undefined;
   let dnsmasq: ChildProcess | undefined;
   let upstreamPort = 0;
+  let app: Server | undefined;
 
   before(async () => {
     run("ip", "netns", "add", ns);
@@ -134,6 +137,25 @@ describe("DNS proxy in a captured pod", { skip, timeout: 60_000 }, () => {
     run("ip", "-n", ns, "link", "set", "eth0-peer", "up");
     // DNS capture, as istio-cni writes it: port 53 over UDP and TCP, unless the proxy sent it.
     for (const command of inPodDnsCapture()) run("ip", "netns", "exec", ns, ...command);
+    // Outbound capture for the allocated ServiceEntry range only (the rest of the pod's TCP is direct).
+    run("ip", "-n", ns, "route", "add", "240.240.0.0/16", "dev", "eth0");
+    run(
+      ..."ip netns exec".split(" "),
+      ns,
+      ..."iptables -w -t nat -A OUTPUT -p tcp -d 240.240.0.0/16 -m mark ! --mark 0x539/0xfff".split(" "),
+      ..."-j REDIRECT --to-ports 15001".split(" "),
+    );
+    // The external app a DNS ServiceEntry names: in the pod's namespace, at the address dnsmasq gives.
+    const podNs = openNetns(`/var/run/netns/${ns}`);
+    try {
+      app = await listenInNetns(podNs, {
+        host: podIp,
+        port: 8080,
+        server: createServer((_req, res) => res.end("external app\n")),
+      });
+    } finally {
+      podNs.close();
+    }
     // `ip netns exec` shows this file as the pod's /etc/resolv.conf: a Kubernetes pod's.
     mkdirSync(etcDir, { recursive: true });
     writeFileSync(
@@ -154,6 +176,7 @@ describe("DNS proxy in a captured pod", { skip, timeout: 60_000 }, () => {
         `--port=${upstreamPort}`,
         "--address=/external.test/192.0.2.7",
         "--address=/missing.test/",
+        `--address=/app.external.test/${podIp}`,
         "--txt-record=web.default.svc.cluster.local,from-upstream",
         "--pid-file=",
         "--user=root",
@@ -193,6 +216,25 @@ describe("DNS proxy in a captured pod", { skip, timeout: 60_000 }, () => {
         }),
       );
     }
+    // A DNS ServiceEntry: its allocated address, and one endpoint known only by hostname.
+    cp.setService(
+      testService("api", "240.240.0.9", [{ servicePort: 80, targetPort: 8080, appProtocol: "UNKNOWN" }], {
+        hostname: "api.external.test",
+      }),
+    );
+    cp.setWorkload(
+      testWorkload("api", "", "0.0.0.0", {
+        uid: "Kubernetes/networking.istio.io/ServiceEntry/default/api/app.external.test",
+        addresses: [],
+        hostname: "app.external.test",
+        tunnelProtocol: "NONE",
+        services: {
+          "default/api.external.test": {
+            ports: [{ servicePort: 80, targetPort: 8080, appProtocol: "UNKNOWN" }],
+          },
+        },
+      }),
+    );
     ztunnel = await startZtunnel({
       nodeName: "node-a",
       nodeIp: "127.0.0.1",
@@ -208,6 +250,7 @@ describe("DNS proxy in a captured pod", { skip, timeout: 60_000 }, () => {
   });
 
   after(async () => {
+    app?.close();
     await ztunnel?.close().catch(() => {});
     await cp?.close().catch(() => {});
     if (dnsmasq !== undefined && dnsmasq.exitCode === null) {
@@ -268,6 +311,16 @@ describe("DNS proxy in a captured pod", { skip, timeout: 60_000 }, () => {
     assert.match(txt.out, /"from-upstream"/);
     const tcp = await dig("+tcp", "+short", "external.test");
     assert.deepEqual(addresses(tcp.out), ["192.0.2.7"]);
+  });
+
+  it("carries a connection to a DNS ServiceEntry host to the address its endpoint's name resolves to", async () => {
+    // The pod resolves the host (the proxy answers with its allocated address), connects there, is
+    // captured, and the ztunnel resolves the endpoint's hostname upstream and connects to it.
+    const get =
+      'require("http").get(process.argv[1],(r)=>{let b="";r.on("data",(c)=>{b+=c});r.on("end",()=>{process.stdout.write(b)})}).on("error",(e)=>{process.stdout.write(String(e.code||e));process.exitCode=7})';
+    const res = await inPod(ns, [process.execPath, "-e", get, "http://api.external.test/"]);
+    assert.equal(res.code, 0, res.out);
+    assert.equal(res.out.trim(), "external app");
   });
 
   it("counts requests and forwards under Istio's ztunnel metric names", async () => {

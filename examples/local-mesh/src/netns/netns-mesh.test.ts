@@ -41,6 +41,11 @@ describe("the demo mesh on network namespaces", { skip: skip ?? false, timeout: 
     assert.equal(result.byName.out.trim(), `echo-0 answers ${mesh?.ip.sleep}`);
   });
 
+  it("reaches a ServiceEntry host by the address the control plane allocated and the DNS proxy gave", () => {
+    assert.equal(result.byServiceEntry.code, 0, result.byServiceEntry.out);
+    assert.equal(result.byServiceEntry.out.trim(), `echo-0 answers ${mesh?.ip.sleep}`);
+  });
+
   it("refuses stranger by policy and plaintext from outside the mesh by STRICT", () => {
     assert.notEqual(result.denied.code, 0, result.denied.out);
     assert.doesNotMatch(result.denied.out, /echo-0 answers/);

@@ -88,6 +88,17 @@ spec:
   selector: { app: echo }
   ports: [{ name: http, port: 80, targetPort: 8080, appProtocol: http }]
 ---
+# No address: the control plane allocates one (240.240.0.0/16) and the pods' DNS answers with it.
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: echo-internal, namespace: demo }
+spec:
+  hosts: [echo.internal.example]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{ number: 80, name: http, protocol: HTTP, targetPort: 8080 }]
+  workloadSelector: { labels: { app: echo } }
+---
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata: { name: default, namespace: demo }

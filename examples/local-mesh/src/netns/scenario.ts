@@ -8,6 +8,11 @@ export interface ScenarioResult {
   allowed: { code: number | null; out: string };
   /** sleep-0 → `http://echo/`: the short name answered by the ztunnel's DNS proxy, then the same path. */
   byName: { code: number | null; out: string };
+  /**
+   * sleep-0 → `http://echo.internal.example/`: a ServiceEntry host without an address; the control
+   * plane allocates one and the DNS proxy answers with it, so the connection is captured like a VIP's.
+   */
+  byServiceEntry: { code: number | null; out: string };
   /** stranger-0 → echo: refused by the AuthorizationPolicy. */
   denied: { code: number | null; out: string };
   /** outsider (no capture, no ztunnel) → echo pod IP in plaintext: refused by STRICT. */
@@ -40,6 +45,10 @@ export async function runScenario(
   const byName = await mesh.httpGet("sleep-0", "http://echo/");
   log(
     `sleep-0 $ ${get} http://echo/  (the pod's DNS, answered by its ztunnel)  -> exit ${byName.code}: ${byName.out.trim()}`,
+  );
+  const byServiceEntry = await mesh.httpGet("sleep-0", "http://echo.internal.example/");
+  log(
+    `sleep-0 $ ${get} http://echo.internal.example/  (a ServiceEntry host, its address allocated)  -> exit ${byServiceEntry.code}: ${byServiceEntry.out.trim()}`,
   );
   const denied = await mesh.httpGet("stranger-0", `http://${mesh.ip.vip}/`);
   log(`stranger-0 $ ${get} http://${mesh.ip.vip}/  -> exit ${denied.code}: ${denied.out.trim()}`);
@@ -76,6 +85,7 @@ export async function runScenario(
   return {
     allowed,
     byName,
+    byServiceEntry,
     denied,
     plaintext,
     liveConnection: { linesBefore, closedAfterPolicyChange: closed },
