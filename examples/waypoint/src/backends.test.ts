@@ -5,6 +5,7 @@ import type { Service, Workload } from "@ambient/xds";
 import {
   createBackendResolver,
   declaredProtocol,
+  declaredWorkloadProtocol,
   resolveServiceBackend,
   serviceAtVip,
   VersionedWorkloadStore,
@@ -162,6 +163,45 @@ describe("declaredProtocol", () => {
       [80, 81, 82, 83, 84, 85, 86].map((p) => declaredProtocol(svc, p)),
       ["http", "http", "http", "tcp", undefined, "tcp", undefined],
     );
+  });
+});
+
+describe("declaredWorkloadProtocol", () => {
+  const svc = (name: string, ports: { servicePort: number; targetPort: number; appProtocol: string }[]) =>
+    ({ name, namespace: "demo", ports }) as unknown as Service;
+  const services = new Map([
+    ["demo/db", svc("db", [{ servicePort: 3306, targetPort: 13306, appProtocol: "TCP" }])],
+    ["demo/web", svc("web", [{ servicePort: 80, targetPort: 0, appProtocol: "HTTP11" }])],
+    ["demo/admin", svc("admin", [{ servicePort: 9000, targetPort: 8080, appProtocol: "UNKNOWN" }])],
+    ["demo/api", svc("api", [{ servicePort: 8080, targetPort: 0, appProtocol: "HTTP11" }])],
+  ]);
+  const store = { services: () => services };
+  const backs = (...keys: [string, { servicePort: number; targetPort: number }[]][]) =>
+    ({ services: Object.fromEntries(keys.map(([k, ports]) => [k, { ports }])) }) as never;
+
+  it("reads the port as the Services that map to it declare it", () => {
+    // The workload's own mapping, else the Service's target port, else the Service port.
+    assert.equal(declaredWorkloadProtocol(store, backs(["demo/db", []]), 13306), "tcp");
+    assert.equal(
+      declaredWorkloadProtocol(store, backs(["demo/db", [{ servicePort: 3306, targetPort: 23306 }]]), 23306),
+      "tcp",
+    );
+    assert.equal(declaredWorkloadProtocol(store, backs(["demo/web", []]), 80), "http");
+    assert.equal(
+      declaredWorkloadProtocol(store, backs(["demo/db", []]), 3306),
+      undefined,
+      "not the port it maps",
+    );
+    assert.equal(declaredWorkloadProtocol(store, backs(), 13306), undefined, "no Service");
+  });
+
+  it("leaves a port undeclared when its Services disagree or do not declare it", () => {
+    assert.equal(
+      declaredWorkloadProtocol(store, backs(["demo/admin", []], ["demo/api", []]), 8080),
+      undefined,
+    );
+    assert.equal(declaredWorkloadProtocol(store, backs(["demo/admin", []]), 8080), undefined);
+    assert.equal(declaredWorkloadProtocol(store, backs(["demo/api", []], ["demo/gone", []]), 8080), "http");
   });
 });
 

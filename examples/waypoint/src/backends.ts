@@ -27,6 +27,30 @@ export function declaredProtocol(
   return undefined;
 }
 
+/**
+ * What port `port` of a workload is declared to carry, from the Services it backs: a Service port
+ * that maps to it (by the workload's own port mapping, else the Service's target port) declares it as
+ * {@link declaredProtocol} reads. Undefined when no Service port maps to it, or when they disagree
+ * (the router then detects HTTP). For a tunnel addressed to the workload itself.
+ */
+export function declaredWorkloadProtocol(
+  store: Pick<WorkloadStore, "services">,
+  workload: Pick<Workload, "services">,
+  port: number,
+): "http" | "tcp" | undefined {
+  const found = new Set<"http" | "tcp" | undefined>();
+  for (const [key, list] of Object.entries(workload.services)) {
+    const service = store.services().get(key);
+    if (service === undefined) continue;
+    for (const p of service.ports) {
+      const own = list.ports.find((x) => x.servicePort === p.servicePort)?.targetPort ?? 0;
+      const target = own !== 0 ? own : p.targetPort !== 0 ? p.targetPort : p.servicePort;
+      if (target === port) found.add(declaredProtocol(service, p.servicePort));
+    }
+  }
+  return found.size === 1 ? [...found][0] : undefined;
+}
+
 /** The Service a VIP belongs to, for the router's `destination.service`. */
 export function serviceAtVip(
   store: WorkloadStore,

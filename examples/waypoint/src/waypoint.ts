@@ -25,6 +25,7 @@ import * as prom from "prom-client";
 import {
   createBackendResolver,
   declaredProtocol,
+  declaredWorkloadProtocol,
   resolveServiceBackend,
   VersionedWorkloadStore,
   workloadEndpoint,
@@ -276,9 +277,10 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     // directly: its requests go on to it unless a route says otherwise.
     const workload =
       match === undefined && authority.kind === "ip" ? store.findByAddress(authority.host) : undefined;
-    let target:
-      | { service: { name: string; namespace: string }; httpOnly: boolean; tcpOnly: boolean }
-      | { endpoint: Endpoint };
+    let target: ({ service: { name: string; namespace: string } } | { endpoint: Endpoint }) & {
+      httpOnly: boolean;
+      tcpOnly: boolean;
+    };
     if (match !== undefined && config.serves(match.service)) {
       const declared = declaredProtocol(match.service, match.servicePort);
       target = {
@@ -287,7 +289,14 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
         tcpOnly: declared === "tcp",
       };
     } else if (workload !== undefined && config.serves(workload)) {
-      target = { endpoint: workloadEndpoint(workload, authority.host, authority.port) };
+      // The workload's port as the Services it backs declare it, so a server that speaks first on a
+      // port declared TCP is heard here too.
+      const declared = declaredWorkloadProtocol(store, workload, authority.port);
+      target = {
+        endpoint: workloadEndpoint(workload, authority.host, authority.port),
+        httpOnly: declared === "http",
+        tcpOnly: declared === "tcp",
+      };
     } else {
       // Only the Services and workloads bound to this waypoint (istio.io/use-waypoint), as ztunnel's
       // waypoint checks.

@@ -86,6 +86,12 @@ spec: { nodeName: node-b, serviceAccountName: mysql }
 status: { podIP: ${ip(12)} }
 ---
 apiVersion: v1
+kind: Pod
+metadata: { name: mysql-1, namespace: shop, labels: { app: mysql, istio.io/use-waypoint: waypoint } }
+spec: { nodeName: node-b, serviceAccountName: mysql }
+status: { podIP: ${ip(13)} }
+---
+apiVersion: v1
 kind: Service
 metadata: { name: mysql, namespace: shop, labels: { istio.io/use-waypoint: waypoint } }
 spec: { clusterIP: ${ip(104)}, selector: { app: mysql }, ports: [{ port: 3306, targetPort: 13306 }] }
@@ -141,6 +147,7 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
   let db: Server;
   let cache: NetServer;
   let mysql: NetServer;
+  let mysqlPod: NetServer;
 
   before(async () => {
     app = createServer((req, res) => {
@@ -180,6 +187,13 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     });
     mysql.listen(13306, ip(12));
     await once(mysql, "listening");
+    // Another MySQL pod, bound to the waypoint itself and reached by its own address.
+    mysqlPod = createNetServer((socket) => {
+      socket.on("error", () => {});
+      socket.write("mysql-1 greeting\n");
+    });
+    mysqlPod.listen(13306, ip(13));
+    await once(mysqlPod, "listening");
     mesh = await startTestMesh({
       manifests,
       tempPrefix: "waypoint-",
@@ -199,6 +213,7 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     db?.close();
     cache?.close();
     mysql?.close();
+    mysqlPod?.close();
   });
 
   it("holds the waypoint identity from the CA", () => {
@@ -269,7 +284,35 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
       if (c.text().endsWith("\n")) c.socket.destroy();
     });
     await closed;
-    assert.equal(c.text(), "mysql greeting\n");
+    // Either MySQL pod: both back the Service.
+    assert.match(c.text(), /^mysql(-1)? greeting\n$/);
+  });
+
+  it("carries a pod's own port declared TCP by its Service from the start, through its waypoint", async () => {
+    const c = await socks5Dial({
+      proxy: ztunnels[0]?.addresses.socks5 ?? "",
+      from: ip(2),
+      to: `${ip(13)}:13306`,
+    });
+    const closed = once(c.socket, "close");
+    c.socket.on("data", () => {
+      if (c.text().endsWith("\n")) c.socket.destroy();
+    });
+    // A waypoint waiting for the client's first bytes would never let the greeting through.
+    const deadline = setTimeout(() => c.socket.destroy(), 5000);
+    await closed;
+    clearTimeout(deadline);
+    assert.equal(c.text(), "mysql-1 greeting\n");
+    // Carried by the waypoint (directly, the greeting would be heard anyway).
+    const carried = (await waypoint.metricsText())
+      .split("\n")
+      .filter(
+        (l) =>
+          l.startsWith("istio_tcp_connections_opened_total{") &&
+          l.includes('reporter="waypoint"') &&
+          l.includes('destination_workload="mysql-1"'),
+      );
+    assert.equal(carried.length, 1, "the waypoint counted the connection");
   });
 
   it("reaches the EndpointSlice endpoint of a Service without a selector in plaintext", async () => {
