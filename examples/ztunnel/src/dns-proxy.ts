@@ -35,6 +35,16 @@ const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.1, 1, 5];
 
 const IN_CLASS = 1;
 
+/**
+ * The `request_query_type` label: the type's name for the types resolvers ask for, `other` for the
+ * rest, so a pod asking for random types cannot grow the metrics without bound.
+ */
+const LABELLED_TYPES = new Set(["A", "AAAA", "CNAME", "MX", "NS", "PTR", "SOA", "SRV", "TXT", "ANY"]);
+function queryTypeLabel(type: number): string {
+  const name = recordTypeName(type);
+  return LABELLED_TYPES.has(name) ? name.toLowerCase() : "other";
+}
+
 export interface DnsProxyOptions {
   store: MeshNameSource;
   /** Where names the mesh does not have are sent. */
@@ -117,7 +127,7 @@ export function createDnsProxy(options: DnsProxyOptions): DnsProxy {
       const question = message.questions[0];
       const type = question?.type ?? 0;
       const labels = {
-        request_query_type: recordTypeName(type).toLowerCase(),
+        request_query_type: queryTypeLabel(type),
         request_protocol: request.protocol,
         source_canonical_service: client.canonicalName === "" ? "unknown" : client.canonicalName,
         source_canonical_revision: client.canonicalRevision === "" ? "unknown" : client.canonicalRevision,

@@ -1,0 +1,153 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import {
+  DnsError,
+  type DnsForwarder,
+  type DnsMessage,
+  type DnsRequest,
+  decodeMessage,
+  encodeMessage,
+  RecordType,
+  ResponseCode,
+  recordAddress,
+  recordTarget,
+  replyTo,
+} from "@ambient/dns";
+import { createPromClientSink } from "@ambient/telemetry";
+import * as prom from "prom-client";
+import { testService, testWorkload } from "../test/fixtures.js";
+import { createDnsProxy } from "./dns-proxy.js";
+import { noopLogger } from "./telemetry.js";
+import { WorkloadStore } from "./workload-store.js";
+
+function query(name: string, type: number, cls = 1): DnsMessage {
+  return {
+    id: 7,
+    response: false,
+    opcode: 0,
+    authoritative: false,
+    truncated: false,
+    recursionDesired: true,
+    recursionAvailable: false,
+    authenticData: false,
+    checkingDisabled: false,
+    rcode: 0,
+    questions: [{ name, type, class: cls }],
+    answers: [],
+    authorities: [],
+    additionals: [],
+  };
+}
+
+function request(message: DnsMessage): DnsRequest {
+  return {
+    message,
+    bytes: encodeMessage(message),
+    protocol: "udp",
+    remote: { address: "127.0.0.1", port: 5353 },
+    local: { address: "127.0.0.1", port: 15053 },
+  };
+}
+
+/** A forwarder that answers from a function (or fails), recording what it was asked. */
+function fakeForwarder(answer: (q: DnsMessage) => DnsMessage | Error): DnsForwarder & { asked: string[] } {
+  const asked: string[] = [];
+  return {
+    asked,
+    forward: async (bytes: DnsMessage | Uint8Array) => {
+      const q = bytes instanceof Uint8Array ? decodeMessage(bytes) : bytes;
+      asked.push(q.questions[0]?.name ?? "");
+      const a = answer(q);
+      if (a instanceof Error) throw a;
+      return encodeMessage(a);
+    },
+    close: () => {},
+  } as unknown as DnsForwarder & { asked: string[] };
+}
+
+function setup(
+  answer: (q: DnsMessage) => DnsMessage | Error = (q) => replyTo(q, { rcode: ResponseCode.NXDOMAIN }),
+) {
+  const store = new WorkloadStore();
+  const web = testService("web", "10.96.0.20", [
+    { servicePort: 80, targetPort: 8080, appProtocol: "UNKNOWN" },
+  ]);
+  store.upsert("default/web.default.svc.cluster.local", { service: web });
+  const se = testService("api", "240.240.0.1", [{ servicePort: 443, targetPort: 443, appProtocol: "TLS" }], {
+    hostname: "api.example.com",
+  });
+  store.upsert("default/api.example.com", { service: se });
+  const registry = new prom.Registry();
+  const forwarder = fakeForwarder(answer);
+  const proxy = createDnsProxy({
+    store,
+    forwarder,
+    logger: noopLogger,
+    metrics: createPromClientSink(prom, registry),
+  });
+  const client = testWorkload("sleep", "node-a", "10.244.1.11", { canonicalRevision: "v1" });
+  const handle = proxy.handlerFor(client);
+  const ask = async (name: string, type: number, cls = 1) =>
+    (await handle(request(query(name, type, cls)))) as DnsMessage;
+  return { ask, registry, forwarder };
+}
+
+describe("the DNS proxy's handler", () => {
+  it("answers a mesh name itself, with authority and the Service's VIP", async () => {
+    const { ask, forwarder } = setup();
+    const reply = await ask("web", RecordType.A);
+    assert.equal(reply.authoritative, true);
+    assert.equal(reply.rcode, ResponseCode.NOERROR);
+    assert.deepEqual(
+      reply.answers.map((r) => [r.name, r.type, r.ttl, recordAddress(r)]),
+      [["web", RecordType.A, 30, "10.96.0.20"]],
+    );
+    assert.deepEqual(forwarder.asked, []);
+  });
+
+  it("maps a name with a search domain appended to the ServiceEntry host with a CNAME", async () => {
+    const { ask } = setup();
+    const reply = await ask("api.example.com.default.svc.cluster.local", RecordType.A);
+    assert.deepEqual(
+      reply.answers.map((r) => [r.name, r.type, recordTarget(r) ?? recordAddress(r)]),
+      [
+        ["api.example.com.default.svc.cluster.local", RecordType.CNAME, "api.example.com"],
+        ["api.example.com", RecordType.A, "240.240.0.1"],
+      ],
+    );
+  });
+
+  it("forwards other names, other types and other classes, and answers SERVFAIL when forwarding fails", async () => {
+    let fail = false;
+    const { ask, forwarder } = setup((q) =>
+      fail
+        ? new DnsError("ERR_DNS_UPSTREAM_TIMEOUT", "no answer")
+        : replyTo(q, { rcode: ResponseCode.NXDOMAIN }),
+    );
+    const bytes = async (name: string, type: number, cls = 1) => {
+      const r = (await ask(name, type, cls)) as unknown;
+      return decodeMessage(r as Uint8Array);
+    };
+    assert.equal((await bytes("www.example.org", RecordType.A)).rcode, ResponseCode.NXDOMAIN);
+    assert.equal((await bytes("web", RecordType.TXT)).rcode, ResponseCode.NXDOMAIN);
+    assert.equal((await bytes("web", RecordType.A, 3)).rcode, ResponseCode.NXDOMAIN);
+    assert.deepEqual(forwarder.asked, ["www.example.org", "web", "web"]);
+    fail = true;
+    const servfail = await ask("www.example.org", RecordType.A);
+    assert.equal(servfail.rcode, ResponseCode.SERVFAIL);
+  });
+
+  it("labels requests by query type, with unusual types as other", async () => {
+    const { ask, registry } = setup();
+    await ask("web", RecordType.A);
+    await ask("www.example.org", 4711);
+    const text = await registry.metrics();
+    assert.match(
+      text,
+      /istio_dns_requests_total\{request_query_type="a",request_protocol="udp",source_canonical_service="sleep",source_canonical_revision="v1"\} 1/,
+    );
+    assert.match(text, /istio_dns_requests_total\{request_query_type="other",[^}]*\} 1/);
+    assert.match(text, /istio_dns_upstream_requests_total\{request_query_type="other",[^}]*\} 1/);
+    assert.doesNotMatch(text, /TYPE4711|type4711/);
+  });
+});
