@@ -114,6 +114,28 @@ describe("WorkloadStore", () => {
     assert.deepEqual(picks, ["echo-1:8080", "echo-2:9090", "echo-1:8080", "echo-2:9090"]);
   });
 
+  it("counts an endpoint known by hostname, but not one with neither address nor hostname", () => {
+    const s = store();
+    s.upsert("se-endpoint", {
+      workload: workload("external", {
+        ip: "0.0.0.0",
+        addresses: [],
+        hostname: "api.example.com",
+        tunnelProtocol: "NONE",
+        services: ports(80, 443),
+      }),
+    });
+    s.upsert("nowhere", {
+      workload: workload("nowhere", { ip: "0.0.0.0", addresses: [], services: ports(80, 8080) }),
+    });
+    const match = s.findService("127.30.0.1", 80);
+    assert.ok(match);
+    const names = s.endpointsOf(match).map((e) => `${e.workload.name}:${e.targetPort}`);
+    assert.deepEqual(names.sort(), ["echo-1:8080", "echo-2:9090", "external:443"]);
+    // Never found by an address it does not have.
+    assert.equal(s.findByAddress("0.0.0.0"), undefined);
+  });
+
   it("resolve: service, workload, passthrough, no endpoint", () => {
     const s = store();
     assert.equal(s.resolve("127.30.0.1", 80).kind, "service");
