@@ -131,6 +131,7 @@ export { validateGrpcRoute, validateHttpRoute, validateRoute } from "./validate-
 export {
   createWaypointHandler,
   DEFAULT_RETRY_POLICY,
+  type DestinationService,
   type RetryOn,
   type RetryPolicy,
   type TunnelInfo,

@@ -14,8 +14,12 @@ import { validateRoute } from "./validate-route.js";
 
 /** The destination a request was sent to, used to find the routes attached to it. */
 export interface RouteTarget {
-  /** The Service the request is addressed to (a route attaches with a `kind: Service` parentRef). */
-  service?: { name: string; namespace: string };
+  /**
+   * The Service the request is addressed to (a route attaches with a `kind: Service` parentRef), or
+   * with `kind: "ServiceEntry"` a ServiceEntry host (a route attaches with a `networking.istio.io`
+   * `ServiceEntry` parentRef naming the ServiceEntry).
+   */
+  service?: { name: string; namespace: string; kind?: "Service" | "ServiceEntry"; hostname?: string };
   /** Destination port; routes whose parentRef sets a port only apply to that port. */
   port?: number;
 }
@@ -266,7 +270,9 @@ function scopeKeys(route: Route, waypoint: RouteTableOptions["waypoint"]): { key
     const kind = p.kind ?? "Gateway";
     const ns = p.namespace ?? namespace;
     if (group === "" && kind === "Service") keys.push({ key: `svc:${ns}/${p.name}`, port: p.port });
-    else if (group === "gateway.networking.k8s.io" && kind === "Gateway") {
+    else if (group === "networking.istio.io" && kind === "ServiceEntry") {
+      keys.push({ key: `se:${ns}/${p.name}`, port: p.port });
+    } else if (group === "gateway.networking.k8s.io" && kind === "Gateway") {
       if (waypoint === undefined || (waypoint.name === p.name && waypoint.namespace === ns)) {
         keys.push({ key: GATEWAY_SCOPE, port: p.port });
       }
@@ -595,7 +601,7 @@ export function createRouteTable(routes: readonly unknown[], options: RouteTable
   const scopeFor = (target: RouteTarget | undefined): Scope | undefined => {
     const svc = target?.service;
     if (svc !== undefined) {
-      const s = scopes.get(`svc:${svc.namespace}/${svc.name}`);
+      const s = scopes.get(`${svc.kind === "ServiceEntry" ? "se" : "svc"}:${svc.namespace}/${svc.name}`);
       if (s !== undefined && (s.allPorts || (target?.port !== undefined && s.ports.has(target.port))))
         return s;
     }

@@ -98,6 +98,20 @@ export const DEFAULT_RETRY_POLICY: RetryPolicy = Object.freeze({
   backoffMaxMs: 250,
 });
 
+/** The Service (or ServiceEntry host) a tunnel is addressed to. */
+export interface DestinationService {
+  name: string;
+  namespace: string;
+  /** Default `"Service"`. */
+  kind?: "Service" | "ServiceEntry";
+  /** The ServiceEntry host, for `kind: "ServiceEntry"`. */
+  hostname?: string;
+}
+
+/** The group and kind of a backendRef to a ServiceEntry host (Istio's). */
+const HOSTNAME_GROUP = "networking.istio.io";
+const HOSTNAME_KIND = "Hostname";
+
 /** Facts about the tunnel a stream arrived on. */
 export interface TunnelInfo {
   /** Verified SPIFFE ID of the HBONE peer (the source workload), e.g. `spiffe://cluster.local/ns/a/sa/b`. */
@@ -109,7 +123,13 @@ export interface TunnelInfo {
   destination?: {
     address?: string;
     port?: number;
-    service?: { name: string; namespace: string };
+    /**
+     * The Service addressed. `kind: "ServiceEntry"` for a ServiceEntry host (`name` the ServiceEntry's,
+     * `hostname` the host): its default backend is the host (backendRef `networking.istio.io`
+     * `Hostname`), its policy target the ServiceEntry, HTTPRoutes attach to it by a `ServiceEntry`
+     * parentRef, and its metrics name the host. Default `"Service"`.
+     */
+    service?: DestinationService;
     /**
      * The destination port is declared HTTP (an HTTP, HTTP/2 or gRPC `appProtocol`): its tunnels are
      * HTTP only and never carried as TCP by `opaqueTcp`, as Istio's waypoints detect the protocol of
@@ -798,6 +818,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     const src = info.source ?? {};
     const dst = endpoint?.workload ?? {};
     const b = backend?.kind === "Service" ? backend : undefined;
+    const host = backend?.kind === HOSTNAME_KIND && backend.group === HOSTNAME_GROUP ? backend : undefined;
     const u = (v: string | undefined) => (v === undefined || v === "" ? "unknown" : v);
     return {
       reporter: "waypoint",
@@ -816,9 +837,10 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       destination_principal: u(dst.principal),
       destination_app: u(dst.app),
       destination_version: u(dst.version),
-      destination_service: b === undefined ? "unknown" : `${b.name}.${b.namespace}.svc.${clusterDomain}`,
-      destination_service_name: u(b?.name),
-      destination_service_namespace: u(b?.namespace),
+      destination_service:
+        b !== undefined ? `${b.name}.${b.namespace}.svc.${clusterDomain}` : (host?.name ?? "unknown"),
+      destination_service_name: u(b?.name ?? host?.name),
+      destination_service_namespace: u(b?.namespace ?? host?.namespace),
       destination_canonical_service: u(dst.canonicalService ?? dst.app ?? dst.name),
       destination_canonical_revision: u(
         dst.canonicalRevision ?? dst.version ?? (dst.name === undefined ? undefined : "latest"),
@@ -1005,7 +1027,16 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       targets.push({ kind: "Gateway", group: "gateway.networking.k8s.io", ...waypoint });
     }
     const service = info.destination?.service;
-    if (service !== undefined) targets.push({ kind: "Service", group: "", ...service });
+    if (service?.kind === "ServiceEntry") {
+      targets.push({
+        kind: "ServiceEntry",
+        group: HOSTNAME_GROUP,
+        name: service.name,
+        namespace: service.namespace,
+      });
+    } else if (service !== undefined) {
+      targets.push({ kind: "Service", group: "", name: service.name, namespace: service.namespace });
+    }
     return targets;
   }
 
@@ -1024,14 +1055,22 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
    * so its backend keeps one weighted picker and one endpoint picker across requests.
    */
   function serviceDefaultRoute(
-    svc: { name: string; namespace: string },
+    svc: DestinationService,
     port: number | undefined,
   ): { rule: CompiledRule; matchedPrefix: undefined } {
-    const key = `${svc.namespace}/${svc.name}:${port ?? ""}`;
+    const host = svc.kind === "ServiceEntry" ? (svc.hostname ?? svc.name) : undefined;
+    const key =
+      host === undefined
+        ? `${svc.namespace}/${svc.name}:${port ?? ""}`
+        : `se:${svc.namespace}/${host}:${port ?? ""}`;
     let found = defaultRoutes.get(key);
     if (found === undefined) {
       if (defaultRoutes.size >= 4096) defaultRoutes.clear();
-      found = defaultRoute(svc, port);
+      // A ServiceEntry host goes to the host's endpoints (a backendRef of kind Hostname).
+      found =
+        host === undefined
+          ? defaultRoute(svc, port)
+          : defaultRoute({ name: host, namespace: svc.namespace }, port, HOSTNAME_KIND, HOSTNAME_GROUP);
       defaultRoutes.set(key, found);
     }
     return found;
@@ -1046,7 +1085,9 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       const endpoint = originalEndpoints.get(backend);
       return endpoint === undefined ? undefined : [endpoint];
     }
-    if (backend.group !== "" || backend.kind !== "Service" || backend.port === undefined) return undefined;
+    const service = backend.group === "" && backend.kind === "Service";
+    const host = backend.group === HOSTNAME_GROUP && backend.kind === HOSTNAME_KIND;
+    if ((!service && !host) || backend.port === undefined) return undefined;
     try {
       return options.resolveBackend(backendTarget(backend));
     } catch (err) {
@@ -1079,9 +1120,10 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     svc: { name: string; namespace: string },
     port: number | undefined,
     kind = "Service",
+    group = "",
   ): { rule: CompiledRule; matchedPrefix: undefined } {
     const backend: ResolvedBackendRef = {
-      group: "",
+      group,
       kind,
       name: svc.name,
       namespace: svc.namespace,
