@@ -51,6 +51,20 @@ export function declaredWorkloadProtocol(
   return found.size === 1 ? [...found][0] : undefined;
 }
 
+/**
+ * The router's `destination.service` for a Service of the Address resources: a Kubernetes Service
+ * (hostname `<name>.<namespace>.svc.<domain>`) by name, anything else as a ServiceEntry host.
+ */
+export function destinationServiceOf(
+  service: Pick<Service, "name" | "namespace" | "hostname">,
+  clusterDomain = "cluster.local",
+): { name: string; namespace: string; kind?: "ServiceEntry"; hostname?: string } {
+  const { name, namespace, hostname } = service;
+  return hostname === `${name}.${namespace}.svc.${clusterDomain}`
+    ? { name, namespace }
+    : { name, namespace, kind: "ServiceEntry", hostname };
+}
+
 /** The Service a VIP belongs to, for the router's `destination.service`. */
 export function serviceAtVip(
   store: WorkloadStore,
@@ -65,16 +79,22 @@ export function serviceAtVip(
 
 /**
  * The ready endpoints of a Service backendRef from the Address resources: every healthy workload
- * that lists `namespace/<name>.<namespace>.svc.<domain>` with the port, at its target port.
- * `undefined` for a kind other than Service or an unknown Service (the router answers 500).
+ * that lists `namespace/<name>.<namespace>.svc.<domain>` with the port, at its target port; for a
+ * ServiceEntry host (`networking.istio.io` `Hostname`, name = the host) the workloads that list
+ * `namespace/<host>`, an endpoint known only by hostname at that name (resolved when dialled).
+ * `undefined` for another kind or an unknown Service (the router answers 500).
  */
 export function resolveServiceBackend(
   store: WorkloadStore,
   ref: BackendRef,
   clusterDomain = "cluster.local",
 ): Endpoint[] | undefined {
-  if (ref.kind !== "Service" || ref.group !== "") return undefined;
-  const key = `${ref.namespace}/${ref.name}.${ref.namespace}.svc.${clusterDomain}`;
+  const kubernetes = ref.kind === "Service" && ref.group === "";
+  const host = ref.kind === "Hostname" && ref.group === "networking.istio.io";
+  if (!kubernetes && !host) return undefined;
+  const key = kubernetes
+    ? `${ref.namespace}/${ref.name}.${ref.namespace}.svc.${clusterDomain}`
+    : `${ref.namespace}/${ref.name}`;
   const service = store.services().get(key);
   if (service === undefined) return undefined;
   const port = service.ports.find((p) => ref.port === undefined || p.servicePort === ref.port);
@@ -93,7 +113,10 @@ export function resolveServiceBackend(
         : undefined;
   const out: Endpoint[] = [];
   for (const { workload, targetPort } of store.endpointsOf(match)) {
-    const address = ipFromBytes(workload.addresses[0] ?? new Uint8Array());
+    const address =
+      workload.addresses.length === 0 && workload.hostname !== ""
+        ? workload.hostname
+        : ipFromBytes(workload.addresses[0] ?? new Uint8Array());
     if (address === undefined) continue;
     out.push({
       address,

@@ -49,7 +49,7 @@ describe("targetsWaypoint", () => {
 });
 
 describe("targetsWaypointOrService", () => {
-  it("takes the waypoint's Gateway and any Service, nothing else", () => {
+  it("takes the waypoint's Gateway, any Service and any ServiceEntry, nothing else", () => {
     const spec = (refs: unknown[]) => ({
       metadata: { name: "j", namespace: "demo" },
       spec: { targetRefs: refs },
@@ -58,6 +58,18 @@ describe("targetsWaypointOrService", () => {
     assert.equal(
       targetsWaypointOrService(spec([{ group: "", kind: "Service", name: "web" }]), WAYPOINT),
       true,
+    );
+    assert.equal(
+      targetsWaypointOrService(
+        spec([{ group: "networking.istio.io", kind: "ServiceEntry", name: "api" }]),
+        WAYPOINT,
+      ),
+      true,
+    );
+    assert.equal(targetsWaypointOrService(spec([{ kind: "ServiceEntry", name: "api" }]), WAYPOINT), true);
+    assert.equal(
+      targetsWaypointOrService(spec([{ group: "example.com", kind: "ServiceEntry", name: "api" }]), WAYPOINT),
+      false,
     );
     assert.equal(targetsWaypointOrService(spec([{ kind: "Gateway", name: "ingress" }]), WAYPOINT), false);
     assert.equal(

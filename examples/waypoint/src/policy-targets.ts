@@ -10,7 +10,10 @@ function namespaceOf(obj: Record<string, unknown>): string {
   return typeof meta.namespace === "string" && meta.namespace !== "" ? meta.namespace : "default";
 }
 
-/** Whether a RequestAuthentication's `targetRefs` name the Gateway `waypoint` or any Service. */
+/**
+ * Whether a policy's `targetRefs` name the Gateway `waypoint`, any Service, or any ServiceEntry (a
+ * host bound to the waypoint, for egress).
+ */
 export function targetsWaypointOrService(
   obj: Record<string, unknown>,
   waypoint: { name: string; namespace: string },
@@ -18,7 +21,12 @@ export function targetsWaypointOrService(
   if (targetsWaypoint(obj, waypoint)) return true;
   const spec = isRecord(obj.spec) ? obj.spec : {};
   const refs = [...(Array.isArray(spec.targetRefs) ? spec.targetRefs : []), spec.targetRef];
-  return refs.some((ref) => isRecord(ref) && ref.kind === "Service" && (ref.group ?? "") === "");
+  return refs.some(
+    (ref) =>
+      isRecord(ref) &&
+      ((ref.kind === "Service" && (ref.group ?? "") === "") ||
+        (ref.kind === "ServiceEntry" && (ref.group ?? "networking.istio.io") === "networking.istio.io")),
+  );
 }
 
 /** Whether a policy's `targetRefs` (or `targetRef`) name the Gateway `waypoint`. */

@@ -16,7 +16,12 @@ import {
   type InboundTunnel,
 } from "@ambient/hbone";
 import { createAuthorizationEngine, type PathNormalization } from "@ambient/policy";
-import { createWaypointHandler, type Endpoint, type WaypointHandler } from "@ambient/router";
+import {
+  createWaypointHandler,
+  type DestinationService,
+  type Endpoint,
+  type WaypointHandler,
+} from "@ambient/router";
 import type { X509Svid } from "@ambient/spiffe";
 import { createCertificateServiceClient, SecretManager } from "@ambient/spiffe/ca";
 import { createPromClientSink } from "@ambient/telemetry";
@@ -26,6 +31,7 @@ import {
   createBackendResolver,
   declaredProtocol,
   declaredWorkloadProtocol,
+  destinationServiceOf,
   resolveServiceBackend,
   VersionedWorkloadStore,
   workloadEndpoint,
@@ -207,6 +213,16 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   const svid = async (): Promise<X509Svid> => secrets.get(identity) ?? secrets.fetch(identity);
 
   const connect = async (endpoint: Endpoint) => {
+    // An endpoint known by hostname (a DNS ServiceEntry's) is outside the mesh: plaintext to an address
+    // of that name, of the waypoint's own family.
+    if (isIP(endpoint.address) === 0) {
+      return connectTcp({
+        host: endpoint.address,
+        port: endpoint.port,
+        localAddress: options.ip,
+        family: isIP(options.ip) as 4 | 6,
+      });
+    }
     const workload = store.findByAddress(endpoint.address);
     // A workload outside the mesh (tunnel protocol NONE: nothing terminates HBONE for it) is reached
     // in plaintext, from the waypoint's address, as Istio's waypoints reach it; so is a host-network
@@ -277,14 +293,14 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     // directly: its requests go on to it unless a route says otherwise.
     const workload =
       match === undefined && authority.kind === "ip" ? store.findByAddress(authority.host) : undefined;
-    let target: ({ service: { name: string; namespace: string } } | { endpoint: Endpoint }) & {
+    let target: ({ service: DestinationService } | { endpoint: Endpoint }) & {
       httpOnly: boolean;
       tcpOnly: boolean;
     };
     if (match !== undefined && config.serves(match.service)) {
       const declared = declaredProtocol(match.service, match.servicePort);
       target = {
-        service: { name: match.service.name, namespace: match.service.namespace },
+        service: destinationServiceOf(match.service),
         httpOnly: declared === "http",
         tcpOnly: declared === "tcp",
       };

@@ -59,11 +59,17 @@ export function isBoundTo(service: Pick<Service, "waypoint">, self: WaypointSelf
   return false;
 }
 
-/** The RouteConfiguration names of every port of the Services bound to this waypoint, sorted. */
+/**
+ * The RouteConfiguration names of every port of the Kubernetes Services bound to this waypoint, sorted.
+ * A ServiceEntry host bound to it has none (routes are served for Services only): it takes the
+ * default route, to the host's endpoints.
+ */
 export function boundRouteNames(services: Iterable<Service>, self: WaypointSelf): string[] {
   const names = new Set<string>();
+  const domain = self.clusterDomain ?? "cluster.local";
   for (const service of services) {
     if (!isBoundTo(service, self)) continue;
+    if (service.hostname !== `${service.name}.${service.namespace}.svc.${domain}`) continue;
     for (const p of service.ports)
       if (p.servicePort > 0) names.add(waypointRouteName(service.hostname, p.servicePort));
   }

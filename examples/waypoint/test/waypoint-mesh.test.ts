@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
 import { createServer, type Server } from "node:http";
-import { createServer as createNetServer, type Server as NetServer } from "node:net";
+import { type AddressInfo, createServer as createNetServer, type Server as NetServer } from "node:net";
 import { after, before, describe, it } from "node:test";
 import type { RunningWaypoint } from "../src/index.js";
 import {
@@ -128,6 +128,32 @@ spec:
   rules: [{ from: [{ source: { principals: ["cluster.local/ns/shop/sa/client"] } }] }]
 `;
 
+/**
+ * A host outside the mesh behind the waypoint (Istio's egress pattern): a ServiceEntry bound to the
+ * waypoint whose one endpoint is known by hostname (`localhost`, the one name every machine resolves).
+ */
+const externalEntry = (port: number) => `
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: external-api, namespace: shop, labels: { istio.io/use-waypoint: waypoint } }
+spec:
+  hosts: [api.external.test]
+  addresses: [${ip(105)}]
+  ports: [{ number: 80, name: http, protocol: HTTP, targetPort: ${port} }]
+  resolution: DNS
+  location: MESH_EXTERNAL
+  endpoints: [{ address: localhost }]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: external-api-no-admin, namespace: shop }
+spec:
+  targetRefs: [{ group: networking.istio.io, kind: ServiceEntry, name: external-api }]
+  action: DENY
+  rules: [{ to: [{ operation: { paths: ["/admin"] } }] }]
+`;
+
 /** One HTTP/1.1 GET to the api Service through a ztunnel's SOCKS5 port; resolves with the raw response text. */
 function request(proxy: string, from: string, path: string): Promise<string> {
   return httpOverSocks(
@@ -148,6 +174,7 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
   let cache: NetServer;
   let mysql: NetServer;
   let mysqlPod: NetServer;
+  let externalApi: Server;
 
   before(async () => {
     app = createServer((req, res) => {
@@ -194,8 +221,14 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     });
     mysqlPod.listen(13306, ip(13));
     await once(mysqlPod, "listening");
+    // The external host's app, where `localhost` resolves.
+    externalApi = createServer((req, res) => {
+      res.end(`external-api got ${req.method} ${req.url} for ${req.headers.host}`);
+    });
+    externalApi.listen(0, "127.0.0.1");
+    await once(externalApi, "listening");
     mesh = await startTestMesh({
-      manifests,
+      manifests: manifests + externalEntry((externalApi.address() as AddressInfo).port),
       tempPrefix: "waypoint-",
       nodeIps: [ip(200), ip(201)],
       controlPlane: { watch: false, podCidrs: [cidr] },
@@ -214,6 +247,7 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     cache?.close();
     mysql?.close();
     mysqlPod?.close();
+    externalApi?.close();
   });
 
   it("holds the waypoint identity from the CA", () => {
@@ -313,6 +347,32 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
           l.includes('destination_workload="mysql-1"'),
       );
     assert.equal(carried.length, 1, "the waypoint counted the connection");
+  });
+
+  it("takes a ServiceEntry host bound to it to the address its endpoint's hostname resolves to", async () => {
+    const send = (from: string, path = "/status") =>
+      httpOverSocks(
+        { proxy: ztunnels[0]?.addresses.socks5 ?? "", from, to: `${ip(105)}:80` },
+        `GET ${path} HTTP/1.1\r\nhost: api.external.test\r\ncontent-length: 0\r\n\r\n`,
+        { untilResponse: true },
+      );
+    const text = await send(ip(2));
+    assert.match(text, /^HTTP\/1\.1 200 /);
+    assert.ok(text.endsWith("external-api got GET /status for api.external.test"), text);
+    // The waypoint's policies apply to it, a policy attached to the ServiceEntry too, and its metrics
+    // name the host.
+    assert.match(await send(ip(3)), /^HTTP\/1\.1 403 /);
+    assert.match(await send(ip(2), "/admin"), /^HTTP\/1\.1 403 /);
+    const lines = (await waypoint.metricsText()).split("\n");
+    assert.ok(
+      lines.some(
+        (l) =>
+          l.startsWith("istio_requests_total{") &&
+          l.includes('destination_service="api.external.test"') &&
+          l.includes('response_code="200"'),
+      ),
+      lines.filter((l) => l.startsWith("istio_requests_total{")).join("\n"),
+    );
   });
 
   it("reaches the EndpointSlice endpoint of a Service without a selector in plaintext", async () => {
