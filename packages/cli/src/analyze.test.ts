@@ -31,6 +31,7 @@ metadata: { name: ghost-target, namespace: demo }
 spec:
   targetRefs:
     - { group: gateway.networking.k8s.io, kind: Gateway, name: no-such-waypoint }
+    - { group: networking.istio.io, kind: ServiceEntry, name: no-such-entry }
   rules:
     - from: [{ source: { principals: ["cluster.local/ns/demo/sa/nobody"] } }]
 ---
@@ -115,6 +116,7 @@ describe("ambient analyze", () => {
       "error InvalidPolicy policy.yaml AuthorizationPolicy demo/typo spec.action",
       "error InvalidPolicy policy.yaml AuthorizationPolicy demo/typo spec.rulez",
       "error ReferencedResourceNotFound policy.yaml AuthorizationPolicy demo/ghost-target spec.targetRefs[0]",
+      "error ReferencedResourceNotFound policy.yaml AuthorizationPolicy demo/ghost-target spec.targetRefs[1]",
       "warning SelectorMatchesNothing policy.yaml AuthorizationPolicy demo/selects-nothing spec.selector.matchLabels",
       "error DuplicateAddress pods.yaml Pod demo/api-1 status.podIP",
       "warning UnknownServiceAccount pods.yaml Pod demo/api-1 spec.serviceAccountName",
@@ -148,7 +150,7 @@ describe("ambient analyze", () => {
     const fileColumn = (lines[0] ?? "").indexOf("FILE");
     for (const line of lines.slice(1, -1))
       assert.match(line.slice(fileColumn), /^(policy|pods|syntax|nokind)\.yaml/);
-    assert.match(lines.at(-1) ?? "", /^10 error\(s\), 6 warning\(s\) in /);
+    assert.match(lines.at(-1) ?? "", /^11 error\(s\), 6 warning\(s\) in /);
     assert.match(
       plain.stdout,
       /policy\.yaml:10 +AuthorizationPolicy demo\/bad-cidr +spec\.rules\[0\]\.from\[0\]\.source\.ipBlocks\[1\]/,

@@ -108,7 +108,7 @@ function checkPolicy(set: ManifestSet, o: ManifestObject, rootNamespace: string,
   const refField = Array.isArray(spec.targetRefs) ? "spec.targetRefs" : "spec.targetRef";
   refs.forEach((ref, i) => {
     if (!isRecord(ref) || typeof ref.kind !== "string" || typeof ref.name !== "string") return;
-    if (ref.kind !== "Gateway" && ref.kind !== "Service") return;
+    if (ref.kind !== "Gateway" && ref.kind !== "Service" && ref.kind !== "ServiceEntry") return;
     const refNs = typeof ref.namespace === "string" ? ref.namespace : ns;
     const exists = set.objects.some(
       (x) => x.kind === ref.kind && x.metadata.namespace === refNs && x.metadata.name === ref.name,
