@@ -7,6 +7,7 @@ import {
   type DnsRequest,
   decodeMessage,
   encodeMessage,
+  queryMessage,
   RecordType,
   ResponseCode,
   recordAddress,
@@ -21,22 +22,7 @@ import { noopLogger } from "./telemetry.js";
 import { WorkloadStore } from "./workload-store.js";
 
 function query(name: string, type: number, cls = 1): DnsMessage {
-  return {
-    id: 7,
-    response: false,
-    opcode: 0,
-    authoritative: false,
-    truncated: false,
-    recursionDesired: true,
-    recursionAvailable: false,
-    authenticData: false,
-    checkingDisabled: false,
-    rcode: 0,
-    questions: [{ name, type, class: cls }],
-    answers: [],
-    authorities: [],
-    additionals: [],
-  };
+  return queryMessage(name, type, { id: 7, questions: [{ name, type, class: cls }] });
 }
 
 function request(message: DnsMessage): DnsRequest {

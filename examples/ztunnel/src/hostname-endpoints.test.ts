@@ -13,7 +13,7 @@ import { createHostnameResolver } from "./hostname-endpoints.js";
 
 describe("createHostnameResolver", () => {
   let upstream: DnsServer;
-  let address = "";
+  let address = { address: "127.0.0.1", port: 0 };
   const asked: string[] = [];
   // name -> [addresses, ttl]
   const zone = new Map<string, [string[], number]>([
@@ -43,7 +43,7 @@ describe("createHostnameResolver", () => {
       },
     });
     const bound = await upstream.listen({ host: "127.0.0.1", port: 0 });
-    address = `127.0.0.1:${bound.port}`;
+    address = { address: "127.0.0.1", port: bound.port };
   });
   after(() => upstream.close());
 

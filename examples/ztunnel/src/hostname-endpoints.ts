@@ -3,14 +3,15 @@
 // Its traffic leaves as plain TCP to an address the upstream resolvers give for that name, looked up
 // when a connection needs it and kept for the answer's TTL, as Istio's ztunnel does.
 import { Resolver } from "node:dns/promises";
+import type { Nameserver } from "@ambient/dns";
 import { ZtunnelError } from "./errors.js";
 
 /** Resolves an endpoint's hostname to one IPv4 address. */
 export type HostnameResolver = (hostname: string) => Promise<string>;
 
 export interface HostnameResolverOptions {
-  /** Upstream resolvers, `ip` or `ip:port`. Default: this process's /etc/resolv.conf. */
-  nameservers?: readonly string[];
+  /** Upstream resolvers (port default 53). Default: this process's /etc/resolv.conf. */
+  nameservers?: readonly Nameserver[];
   /** Per try. Default 2000 ms. */
   timeoutMs?: number;
   /** Names kept at once; the oldest goes first. Default 1024. */
@@ -27,7 +28,13 @@ export interface HostnameResolverOptions {
  */
 export function createHostnameResolver(options: HostnameResolverOptions = {}): HostnameResolver {
   const resolver = new Resolver({ timeout: options.timeoutMs ?? 2000, tries: 2 });
-  if (options.nameservers !== undefined) resolver.setServers([...options.nameservers]);
+  if (options.nameservers !== undefined) {
+    resolver.setServers(
+      options.nameservers.map(({ address, port = 53 }) =>
+        address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`,
+      ),
+    );
+  }
   const maxEntries = options.maxEntries ?? 1024;
   const maxTtl = options.maxTtlSeconds ?? 30;
   const cache = new Map<string, { addresses: string[]; expires: number; next: number }>();

@@ -251,13 +251,15 @@ export function parseNameserver(text: string): Nameserver {
   return { address: host, port: portNumber };
 }
 
+/** The DNS proxy, forwarding to `upstreams` (the configured ones), else to /etc/resolv.conf's. */
 async function startDnsProxy(
   dns: Exclude<ZtunnelOptions["dns"], false>,
+  upstreams: Nameserver[] | undefined,
   store: Parameters<typeof createDnsProxy>[0]["store"],
   logger: Logger,
   metrics: Parameters<typeof createDnsProxy>[0]["metrics"],
 ): Promise<DnsProxy> {
-  let nameservers = dns?.nameservers?.map(parseNameserver);
+  let nameservers = upstreams;
   if (nameservers === undefined) {
     const conf = await readResolvConf().catch((err: unknown) => {
       logger.warn({ err: (err as Error).message }, "cannot read /etc/resolv.conf; DNS goes to 127.0.0.1");
@@ -311,7 +313,6 @@ function validate(options: ZtunnelOptions): void {
     if (nameservers !== undefined && nameservers.length === 0) {
       throw new ZtunnelError("ERR_ZTUNNEL_INVALID_OPTION", "dns.nameservers is empty");
     }
-    for (const n of nameservers ?? []) parseNameserver(n);
     if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535)) {
       throw new ZtunnelError("ERR_ZTUNNEL_INVALID_OPTION", `dns.port ${port} is not a port`);
     }
@@ -329,6 +330,11 @@ function validate(options: ZtunnelOptions): void {
  */
 export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtunnel> {
   validate(options);
+  // The configured upstream resolvers, parsed once (a bad one throws here, before anything starts).
+  const upstreams =
+    options.dns === false || options.dns === undefined
+      ? undefined
+      : options.dns.nameservers?.map(parseNameserver);
   const ports: ZtunnelPorts = { ...DEFAULT_PORTS, ...options.ports };
   // The access log also feeds the admin `/recent_connections`.
   const connectionHistory = createConnectionHistory(options.logger ?? noopLogger);
@@ -396,17 +402,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     isClosed,
   });
   // Endpoints known by hostname (DNS ServiceEntries) resolve through the same upstreams as the DNS proxy.
-  const upstreams = options.dns === false ? undefined : options.dns?.nameservers;
-  const resolveHostname = createHostnameResolver(
-    upstreams === undefined
-      ? {}
-      : {
-          nameservers: upstreams.map((n) => {
-            const { address, port } = parseNameserver(n);
-            return address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
-          }),
-        },
-  );
+  const resolveHostname = createHostnameResolver(upstreams === undefined ? {} : { nameservers: upstreams });
   const directOutbound = createOutbound({
     store,
     svidOf,
@@ -443,7 +439,9 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
   const onDemandOn = options.onDemand !== undefined && options.onDemand !== false;
   const dnsOn = inPodMode && options.dns !== false && (options.dns !== undefined || !onDemandOn);
   const dnsProxy =
-    dnsOn && options.dns !== false ? await startDnsProxy(options.dns, store, logger, metrics) : undefined;
+    dnsOn && options.dns !== false
+      ? await startDnsProxy(options.dns, upstreams, store, logger, metrics)
+      : undefined;
   let stateReady = false;
   const stateReadyWaiters: (() => void)[] = [];
   const inPod = createInPodProxies({

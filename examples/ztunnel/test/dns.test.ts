@@ -15,7 +15,7 @@ import { listenInNetns, openNetns } from "@ambient/netns";
 import type { Service } from "@ambient/xds";
 import { inPodDnsCapture, type RunningZtunnel, startZtunnel } from "../src/index.js";
 import { startTestControlPlane, type TestControlPlane } from "./control-plane.js";
-import { ipBytes, testService, testWorkload } from "./fixtures.js";
+import { ipBytes, runInNetns, testService, testWorkload } from "./fixtures.js";
 
 function has(command: string, args: string[]): boolean {
   return spawnSync(command, args, { stdio: "ignore" }).status === 0;
@@ -40,25 +40,6 @@ if (skip !== false) console.log(`# DNS proxy tests skipped: ${skip}`);
 
 const run = (...args: string[]): string =>
   execFileSync(args[0] as string, args.slice(1), { encoding: "utf8" });
-
-/** Runs a program inside `ns` (bounded in time); resolves with its exit code and output. */
-function inPod(ns: string, args: string[], timeoutMs = 8000): Promise<{ code: number | null; out: string }> {
-  return new Promise((resolve) => {
-    const child = spawn("ip", ["netns", "exec", ns, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    child.stdout.on("data", (c: Buffer) => {
-      out += c.toString();
-    });
-    child.stderr.on("data", (c: Buffer) => {
-      out += c.toString();
-    });
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    child.once("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, out });
-    });
-  });
-}
 
 const PORTS: Service["ports"] = [{ servicePort: 80, targetPort: 8080, appProtocol: "UNKNOWN" }];
 
@@ -261,7 +242,7 @@ describe("DNS proxy in a captured pod", { skip, timeout: 60_000 }, () => {
     if (created) spawnSync("ip", ["netns", "del", ns], { stdio: "ignore" });
   });
 
-  const dig = (...args: string[]) => inPod(ns, ["dig", `@${kubeDns}`, "+tries=1", "+time=3", ...args]);
+  const dig = (...args: string[]) => runInNetns(ns, ["dig", `@${kubeDns}`, "+tries=1", "+time=3", ...args]);
 
   it("answers a Service's name itself, with authority, over UDP and TCP", async () => {
     for (const transport of ["+notcp", "+tcp"]) {
@@ -289,7 +270,7 @@ describe("DNS proxy in a captured pod", { skip, timeout: 60_000 }, () => {
       ["api.other", "10.96.0.21"],
       ["db.example.internal", "240.240.0.5"],
     ] as const) {
-      const res = await inPod(ns, ["getent", "ahostsv4", name]);
+      const res = await runInNetns(ns, ["getent", "ahostsv4", name]);
       assert.equal(res.code, 0, `${name}: ${res.out}`);
       assert.match(res.out, new RegExp(`^${expected.replaceAll(".", "\\.")}\\s`, "m"), res.out);
     }
@@ -318,7 +299,7 @@ describe("DNS proxy in a captured pod", { skip, timeout: 60_000 }, () => {
     // captured, and the ztunnel resolves the endpoint's hostname upstream and connects to it.
     const get =
       'require("http").get(process.argv[1],(r)=>{let b="";r.on("data",(c)=>{b+=c});r.on("end",()=>{process.stdout.write(b)})}).on("error",(e)=>{process.stdout.write(String(e.code||e));process.exitCode=7})';
-    const res = await inPod(ns, [process.execPath, "-e", get, "http://api.external.test/"]);
+    const res = await runInNetns(ns, [process.execPath, "-e", get, "http://api.external.test/"]);
     assert.equal(res.code, 0, res.out);
     assert.equal(res.out.trim(), "external app");
   });

@@ -1,6 +1,7 @@
 // What the ztunnel integration tests share: a pod's Workload and a Service as the control plane would
 // send them, a mesh of two ztunnels (node-a, node-b) on one test control plane, an echo server that
 // proves half-close, and a SOCKS5 CONNECT through a ztunnel from a pod's address.
+import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import type { Service, Workload } from "@ambient/xds";
@@ -262,4 +263,30 @@ export async function startTwoNodeMesh(options: TwoNodeMeshOptions): Promise<Two
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * Runs an unmodified program inside the network namespace `ns` (`ip netns exec`, so the namespace's
+ * /etc/netns/<ns> files apply), bounded in time; resolves with its exit code and output.
+ */
+export function runInNetns(
+  ns: string,
+  args: string[],
+  timeoutMs = 8000,
+): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve) => {
+    const child = spawn("ip", ["netns", "exec", ns, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    child.stdout.on("data", (c: Buffer) => {
+      out += c.toString();
+    });
+    child.stderr.on("data", (c: Buffer) => {
+      out += c.toString();
+    });
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.once("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, out });
+    });
+  });
 }

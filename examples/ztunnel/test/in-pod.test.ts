@@ -2,7 +2,7 @@
 // in-pod capture rules inside each, both pods handed to one ztunnel over ZDS, and unmodified clients
 // run with `ip netns exec`. Everything lives in namespaces this test creates and removes.
 import assert from "node:assert/strict";
-import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { once } from "node:events";
 import { mkdtempSync, readdirSync, readlinkSync, rmSync, statSync } from "node:fs";
 import { createServer as createHttpServer } from "node:http";
@@ -16,6 +16,7 @@ import { staticStrictAuthorization } from "@ambient/policy";
 import type { Workload } from "@ambient/xds";
 import { INPOD_MARK, inPodReplyRouting, type RunningZtunnel, startZtunnel } from "../src/index.js";
 import { startTestControlPlane, type TestControlPlane } from "./control-plane.js";
+import { runInNetns } from "./fixtures.js";
 
 function has(command: string, args: string[]): boolean {
   return spawnSync(command, args, { stdio: "ignore" }).status === 0;
@@ -38,25 +39,6 @@ const run = (...args: string[]): string =>
   execFileSync(args[0] as string, args.slice(1), { encoding: "utf8" });
 const inNs = (ns: string, ...args: string[]): string => run("ip", "netns", "exec", ns, ...args);
 
-/** Runs an unmodified client inside `ns`; resolves with its exit code and output (bounded in time). */
-function client(ns: string, args: string[], timeoutMs = 8000): Promise<{ code: number | null; out: string }> {
-  return new Promise((resolve) => {
-    const child = spawn("ip", ["netns", "exec", ns, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    child.stdout.on("data", (c: Buffer) => {
-      out += c.toString();
-    });
-    child.stderr.on("data", (c: Buffer) => {
-      out += c.toString();
-    });
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    child.once("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, out });
-    });
-  });
-}
-
 /**
  * An unmodified HTTP client in `ns`: curl where it is installed, else a Node one-liner (no proxy
  * settings either way; only the pod's iptables rules send it through the ztunnel).
@@ -65,7 +47,7 @@ const hasCurl = has("curl", ["--version"]);
 const NODE_GET =
   'const r=require("http").get(process.argv[1],(res)=>{let b="";res.on("data",(c)=>{b+=c});res.on("end",()=>{process.stdout.write(b);process.exit(0)})});r.setTimeout(5000,()=>r.destroy(new Error("timeout")));r.on("error",(e)=>{process.stderr.write(String(e.code||e.message));process.exit(7)})';
 function httpGet(ns: string, url: string): Promise<{ code: number | null; out: string }> {
-  return client(
+  return runInNetns(
     ns,
     hasCurl ? ["curl", "-sS", "--max-time", "5", url] : [process.execPath, "-e", NODE_GET, url],
   );

@@ -41,6 +41,7 @@ export {
 export {
   addressRecord,
   cnameRecord,
+  queryMessage,
   type ReplyInit,
   recordAddress,
   recordTarget,

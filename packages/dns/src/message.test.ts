@@ -6,6 +6,7 @@ import {
   type DnsMessage,
   decodeMessage,
   encodeMessage,
+  queryMessage,
   RecordType,
   ResponseCode,
   recordAddress,
@@ -16,23 +17,7 @@ import {
 } from "./index.js";
 
 function query(name: string, type: number = RecordType.A, extra: Partial<DnsMessage> = {}): DnsMessage {
-  return {
-    id: 0x1234,
-    response: false,
-    opcode: 0,
-    authoritative: false,
-    truncated: false,
-    recursionDesired: true,
-    recursionAvailable: false,
-    authenticData: false,
-    checkingDisabled: false,
-    rcode: 0,
-    questions: [{ name, type, class: 1 }],
-    answers: [],
-    authorities: [],
-    additionals: [],
-    ...extra,
-  };
+  return queryMessage(name, type, { id: 0x1234, ...extra });
 }
 
 function hex(text: string): Uint8Array {

@@ -87,6 +87,35 @@ export interface ReplyInit {
 }
 
 /**
+ * A query for `name` and `type` (default A) in class IN, RD set and no other flag, id 0 (the server
+ * and the forwarder set their own ids); `init` overrides any field (`id`, or `additionals` with an OPT
+ * record).
+ */
+export function queryMessage(
+  name: string,
+  type: number = RecordType.A,
+  init: Partial<DnsMessage> = {},
+): DnsMessage {
+  return {
+    id: 0,
+    response: false,
+    opcode: 0,
+    authoritative: false,
+    truncated: false,
+    recursionDesired: true,
+    recursionAvailable: false,
+    authenticData: false,
+    checkingDisabled: false,
+    rcode: ResponseCode.NOERROR,
+    questions: [{ name, type, class: CLASS_IN }],
+    answers: [],
+    authorities: [],
+    additionals: [],
+    ...init,
+  };
+}
+
+/**
  * The reply to `query`: QR and RA set, id, opcode, RD, CD and the questions copied, the sections from
  * `init`. A query with EDNS gets an OPT record back (payload size 1232, no options) unless `init.additionals`
  * already holds one, as RFC 6891 asks of responders.

@@ -2,31 +2,15 @@
 // count of the process's open sockets.
 import dgram from "node:dgram";
 import net from "node:net";
-import { type DnsMessage, RecordType } from "../src/index.js";
+import { type DnsMessage, queryMessage, RecordType } from "../src/index.js";
 
-/** A query for `name`: id, RD set, one question of class IN. */
+/** A query for `name` with the tests' id (0x4242). */
 export function makeQuery(
   name: string,
   type: number = RecordType.A,
   extra: Partial<DnsMessage> = {},
 ): DnsMessage {
-  return {
-    id: 0x4242,
-    response: false,
-    opcode: 0,
-    authoritative: false,
-    truncated: false,
-    recursionDesired: true,
-    recursionAvailable: false,
-    authenticData: false,
-    checkingDisabled: false,
-    rcode: 0,
-    questions: [{ name, type, class: 1 }],
-    answers: [],
-    authorities: [],
-    additionals: [],
-    ...extra,
-  };
+  return queryMessage(name, type, { id: 0x4242, ...extra });
 }
 
 /** Sends `bytes` over UDP from a fresh socket and resolves with the first reply, or undefined after `timeoutMs`. */
