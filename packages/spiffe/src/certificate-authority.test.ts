@@ -12,7 +12,9 @@ import { generateKeyPair } from "./key-pair.js";
 import { parseCertificateDer } from "./parsed-certificate.js";
 import { decodeCertificatesPem } from "./pem.js";
 import { SpiffeId } from "./spiffe-id.js";
+import { TrustBundle } from "./trust-bundle.js";
 import { verifySvid } from "./verify-svid.js";
+import { x509SvidFromChain } from "./x509-svid.js";
 
 const ID = "spiffe://cluster.local/ns/default/sa/web";
 
@@ -134,7 +136,8 @@ describe("createCertificateAuthority (self-signed)", () => {
     const both = rca.trustBundle();
     assert.equal(both.rootsPem("cluster.local").length, 2);
     const newSvid = await rca.issue({ spiffeId: ID });
-    assert.deepEqual(newSvid.rootsPem, [rca.rootCertPem()]);
+    // Every root of the bundle is reported, so a workload learns the new one from its next answer.
+    assert.deepEqual(newSvid.rootsPem, [oldRoot, rca.rootCertPem()]);
     // During the overlap, both generations verify.
     assert.ok(verifySvid(oldSvid.certChainPem, both, { now }).equals(ID));
     assert.ok(verifySvid(newSvid.certChainPem, both, { now }).equals(ID));
@@ -169,6 +172,82 @@ describe("createCertificateAuthority (self-signed)", () => {
     assert.equal(decodeCertificatesPem(rotated.rootCertPem).length, 2);
     const both = await createCertificateAuthority({ clock: () => now, cacerts: rotated });
     assert.ok(verifySvid(before.certChainPem, both.trustBundle(), { now }).equals(ID));
+  });
+
+  it("re-issues its root for the same key: old and new certificates verify against either root", async () => {
+    const rca = await createCertificateAuthority({ organization: "Example Mesh", clock: () => now });
+    const oldSvid = await rca.issue({ spiffeId: ID });
+    const oldRootPem = rca.rootCertPem();
+    const oldKey = rca.exportCacerts().caKeyPem;
+    await rca.rotateRoot({ reuseKey: true });
+    const newRootPem = rca.rootCertPem();
+    assert.notEqual(newRootPem, oldRootPem);
+    assert.equal(rca.exportCacerts().caKeyPem, oldKey);
+    const oldRoot = new X509Certificate(oldRootPem);
+    const newRoot = new X509Certificate(newRootPem);
+    assert.equal(newRoot.subject, oldRoot.subject);
+    assert.notEqual(newRoot.serialNumber, oldRoot.serialNumber);
+    assert.ok(newRoot.publicKey.equals(oldRoot.publicKey));
+    const newSvid = await rca.issue({ spiffeId: ID });
+    const onlyOld = TrustBundle.fromPem("cluster.local", oldRootPem);
+    const onlyNew = TrustBundle.fromPem("cluster.local", newRootPem);
+    assert.ok(verifySvid(newSvid.certChainPem, onlyOld, { now }).equals(ID));
+    assert.ok(verifySvid(oldSvid.certChainPem, onlyNew, { now }).equals(ID));
+  });
+
+  it("answers with every root of the bundle in the chain's last element", async () => {
+    const rca = await createCertificateAuthority({ clock: () => now });
+    const oldRoot = rca.rootCertPem();
+    const { privateKeyPem } = await generateKeyPair();
+    const csr = await createCsr({ spiffeId: ID, privateKeyPem });
+    const before = await rca.sign(csr, { spiffeId: ID });
+    assert.equal(before.certChain.length, 2);
+    assert.equal(before.certChain[1], oldRoot);
+    await rca.rotateRoot();
+    const during = await rca.sign(csr, { spiffeId: ID });
+    assert.equal(during.certChain.length, 2);
+    assert.equal(during.certChain[1], oldRoot + rca.rootCertPem());
+    const svid = x509SvidFromChain(during.certChain, privateKeyPem);
+    assert.deepEqual(svid.rootsPem, [oldRoot, rca.rootCertPem()]);
+    assert.equal(decodeCertificatesPem(svid.certChainPem).length, 1);
+    rca.retireOldRoots();
+    const after = await rca.sign(csr, { spiffeId: ID });
+    assert.equal(after.certChain[1], rca.rootCertPem());
+  });
+
+  it("rotates a self-signed root loaded back from its export only when told it is its own", async () => {
+    const first = await createCertificateAuthority({ clock: () => now });
+    const exported = first.exportCacerts();
+    const plugged = await createCertificateAuthority({ clock: () => now, cacerts: exported });
+    assert.equal(plugged.selfSigned, false);
+    await assert.rejects(plugged.rotateRoot(), { code: "ERR_CA_CONFIG_INVALID" });
+    const own = await createCertificateAuthority({ clock: () => now, cacerts: exported, selfSigned: true });
+    assert.equal(own.selfSigned, true);
+    await own.rotateRoot({ reuseKey: true });
+    assert.equal(own.trustBundle().rootsPem("cluster.local").length, 2);
+    // Loaded again after the rotation: both roots kept, the new one signs, still rotatable.
+    const again = await createCertificateAuthority({
+      clock: () => now,
+      cacerts: own.exportCacerts(),
+      selfSigned: true,
+    });
+    assert.equal(again.rootCertPem(), own.rootCertPem());
+    assert.equal(again.trustBundle().rootsPem("cluster.local").length, 2);
+    // An intermediate is not a root the CA can re-issue.
+    const intermediate = await createCertificateAuthority({ clock: () => now });
+    const leafCa = await intermediate.issue({ spiffeId: ID });
+    await assert.rejects(
+      createCertificateAuthority({
+        clock: () => now,
+        cacerts: {
+          caCertPem: leafCa.certChainPem,
+          caKeyPem: leafCa.privateKeyPem,
+          rootCertPem: intermediate.rootCertPem(),
+        },
+        selfSigned: true,
+      }),
+      { code: "ERR_CA_CONFIG_INVALID" },
+    );
   });
 
   it("reports when the root is inside its rotation grace period", async () => {
@@ -225,6 +304,7 @@ describe("startRootRotator", () => {
     let retired = 0;
     const rotator = startRootRotator(ca, {
       timers,
+      reuseKey: false,
       retireAfterMs: 5000,
       onRotated: () => rotated++,
       onRetired: () => retired++,
@@ -244,6 +324,7 @@ describe("startRootRotator", () => {
     assert.ok(retire);
     pending.delete(retire[0]);
     retire[1].fn();
+    await new Promise((r) => setImmediate(r));
     assert.equal(retired, 1);
     assert.deepEqual(ca.trustBundle().rootsPem("cluster.local"), [ca.rootCertPem()]);
     rotator.stop();

@@ -80,6 +80,14 @@ export interface CertificateAuthorityOptions {
   rootTtlSeconds?: number;
   /** Organization of a generated root's subject. Default: the trust domain, as istiod. */
   organization?: string;
+  /**
+   * The `cacerts` hold a self-signed root this CA generated earlier and may rotate: what
+   * {@link CertificateAuthority.exportCacerts} wrote, as istiod keeps its own root in the
+   * `istio-ca-secret` (an operator's `cacerts` Secret is never rotated by istiod). `ca-cert.pem` must
+   * then be a self-signed CA certificate that is one of the roots. Default false with `cacerts`;
+   * without them the CA generates its root and is always self-signed.
+   */
+  selfSigned?: boolean;
   /** Workload certificate lifetime when the request gives none (or <= 0). Default 24 h; Istio `DEFAULT_WORKLOAD_CERT_TTL`. */
   defaultTtlSeconds?: number;
   /** Longest workload certificate lifetime; longer requests are refused. Default 90 d; Istio `MAX_WORKLOAD_CERT_TTL`. */
@@ -106,10 +114,25 @@ export interface IssueOptions extends SignOptions {
   keyAlgorithm?: KeyAlgorithm;
 }
 
+/** Options of {@link CertificateAuthority.rotateRoot}. */
+export interface RotateRootOptions {
+  /**
+   * Re-issue the root for the key it already has instead of generating a new key, as istiod rotates
+   * its self-signed root. The new root has the old one's subject and key, so certificates issued
+   * under either verify against either: no workload has to learn the new root before the switch.
+   * Default false (a new key: the old root must stay trusted until every workload has renewed).
+   */
+  reuseKey?: boolean;
+}
+
 /** A signed workload certificate with its chain. */
 export interface SignedCertificate {
   spiffeId: SpiffeId;
-  /** One PEM per element, each ending in a newline: leaf first, root last (Istio's `cert_chain`). */
+  /**
+   * One element per certificate, each PEM ending in a newline: leaf first, then the signing chain,
+   * and last every root of the trust domain's bundle concatenated in one element (Istio's
+   * `cert_chain`, whose last element ztunnel reads as all the roots it trusts).
+   */
   certChain: string[];
   notBefore: Date;
   notAfter: Date;
@@ -132,10 +155,11 @@ export interface CertificateAuthority {
   /** Generates a key and issues an SVID for it in one step. */
   issue(options: IssueOptions): Promise<X509Svid>;
   /**
-   * Generates a new root and makes it the signer; the old root stays in the trust bundle until
+   * Issues a new root and makes it the signer; the old root stays in the trust bundle until
    * {@link CertificateAuthority.retireOldRoots}. Self-signed CAs only.
+   * @throws SpiffeError `ERR_CA_CONFIG_INVALID` for a plugged-in CA.
    */
-  rotateRoot(): Promise<void>;
+  rotateRoot(options?: RotateRootOptions): Promise<void>;
   /** Removes every root but the active one from the trust bundle; returns how many were removed. */
   retireOldRoots(): number;
   /**
@@ -261,13 +285,24 @@ async function generateRoot(
   algorithm: KeyAlgorithm,
   ttlSeconds: number,
   now: Date,
+  existing?: { key: SigningKey; keyPem: string; subjectPem: string },
 ): Promise<{ key: SigningKey; keyPem: string; pem: string }> {
-  const pair = await generateKeyPair({ algorithm });
-  const key = await loadSigningKey(pair.privateKeyPem);
+  let key: SigningKey;
+  let keyPem: string;
+  if (existing === undefined) {
+    keyPem = (await generateKeyPair({ algorithm })).privateKeyPem;
+    key = await loadSigningKey(keyPem);
+  } else {
+    ({ key, keyPem } = existing);
+  }
   const notBefore = new Date(now.getTime() - 120_000);
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: serialNumber(),
-    name: [{ O: [organization] }],
+    // A re-issued root keeps the old one's subject byte for byte: certificates name it as issuer.
+    name:
+      existing === undefined
+        ? [{ O: [organization] }]
+        : new x509.X509Certificate(existing.subjectPem).subjectName,
     notBefore,
     notAfter: new Date(now.getTime() + ttlSeconds * 1000),
     keys: { privateKey: key.privateKey, publicKey: key.publicKey },
@@ -282,7 +317,7 @@ async function generateRoot(
       new x509.SubjectAlternativeNameExtension([{ type: "url", value: `spiffe://${trustDomain}` }], false),
     ],
   });
-  return { key, keyPem: pair.privateKeyPem, pem: cert.toString("pem").trimEnd().concat("\n") };
+  return { key, keyPem, pem: cert.toString("pem").trimEnd().concat("\n") };
 }
 
 function positiveSeconds(name: string, value: number | undefined, fallback: number): number {
@@ -387,17 +422,31 @@ export async function createCertificateAuthority(
 
   let signer: Signer;
   const bundle = new TrustBundle();
-  const selfSigned = options.cacerts === undefined;
+  const selfSigned = options.cacerts === undefined || options.selfSigned === true;
   if (options.cacerts !== undefined) {
     const pem = "dir" in options.cacerts ? await loadCaCertsDirectory(options.cacerts.dir) : options.cacerts;
     signer = await pluggedSigner(pem, trustDomain, clock());
     bundle.addRoots(trustDomain, pem.rootCertPem);
+    if (selfSigned && !(signer.cert.selfIssued && signer.cert.der.equals(signer.root.der))) {
+      throw new SpiffeError(
+        "ERR_CA_CONFIG_INVALID",
+        "selfSigned needs ca-cert.pem to be a self-signed root listed in root-cert.pem",
+      );
+    }
   } else {
     const root = await generateRoot(trustDomain, organization, rootAlgorithm, rootTtl, clock());
     const rootParsed = parseCertificateDer(decodeCertificatesPem(root.pem)[0] as Buffer);
     signer = makeSigner(root.key, root.keyPem, root.pem, [root.pem], rootParsed);
     bundle.addRoots(trustDomain, root.pem);
   }
+
+  // What follows the leaf in every answer: the signing chain without its root, then every root of
+  // the trust domain in one element. Rebuilt when the signer or the bundle changes.
+  let chainTail: string[] = [];
+  function refreshChainTail(): void {
+    chainTail = [...signer.chainPem.slice(0, -1), bundle.rootsPem(trustDomain).join("")];
+  }
+  refreshChainTail();
 
   // Synchronous from the CSR to the PEM chain: the signing path has no I/O, and every await costs.
   function signPublicKey(spki: Buffer, id: SpiffeId, ttlSeconds: number | undefined): SignedCertificate {
@@ -445,7 +494,7 @@ export async function createCertificateAuthority(
     issued.inc();
     return {
       spiffeId: id,
-      certChain: [encodePem("CERTIFICATE", leafDer), ...s.chainPem],
+      certChain: [encodePem("CERTIFICATE", leafDer), ...chainTail],
       notBefore,
       notAfter,
     };
@@ -493,21 +542,31 @@ export async function createCertificateAuthority(
         privateKeyPem: pair.privateKeyPem,
         notBefore: signed.notBefore,
         notAfter: signed.notAfter,
-        rootsPem: chain.slice(-1),
+        rootsPem: bundle.rootsPem(trustDomain),
       };
     },
-    async rotateRoot() {
+    async rotateRoot(rotateOptions = {}) {
       if (!selfSigned) {
         throw new SpiffeError(
           "ERR_CA_CONFIG_INVALID",
           "root rotation is only available for a self-signed CA",
         );
       }
-      const root = await generateRoot(trustDomain, organization, rootAlgorithm, rootTtl, clock());
+      const current = signer;
+      const reuseKey = rotateOptions.reuseKey === true;
+      const root = await generateRoot(
+        trustDomain,
+        organization,
+        rootAlgorithm,
+        rootTtl,
+        clock(),
+        reuseKey ? { key: current.key, keyPem: current.keyPem, subjectPem: current.root.pem } : undefined,
+      );
       const rootParsed = parseCertificateDer(decodeCertificatesPem(root.pem)[0] as Buffer);
       signer = makeSigner(root.key, root.keyPem, root.pem, [root.pem], rootParsed);
       bundle.addRoots(trustDomain, root.pem);
-      logger.info({ trustDomain, notAfter: rootParsed.notAfter }, "CA root rotated");
+      refreshChainTail();
+      logger.info({ trustDomain, notAfter: rootParsed.notAfter, reuseKey }, "CA root rotated");
     },
     exportCacerts() {
       return {
@@ -519,7 +578,10 @@ export async function createCertificateAuthority(
     },
     retireOldRoots() {
       const old = bundle.rootsPem(trustDomain).filter((pem) => pem !== signer.root.pem);
-      return old.length === 0 ? 0 : bundle.removeRoots(trustDomain, old.join(""));
+      if (old.length === 0) return 0;
+      const removed = bundle.removeRoots(trustDomain, old.join(""));
+      refreshChainTail();
+      return removed;
     },
     rootNeedsRotation(gracePercent = 20) {
       const { notBefore, notAfter } = signer.root;
@@ -547,10 +609,19 @@ export interface RootRotatorOptions {
    * Default 48 h (two default workload lifetimes).
    */
   retireAfterMs?: number;
-  /** Called after each rotation, e.g. to publish the new trust bundle. */
-  onRotated?: (ca: CertificateAuthority) => void;
-  /** Called after old roots are retired. */
-  onRetired?: (ca: CertificateAuthority) => void;
+  /**
+   * Re-issue the root for its current key (default true, as istiod): certificates under the old and
+   * the new root then verify against either. False generates a new key each time; see
+   * {@link RotateRootOptions.reuseKey}.
+   */
+  reuseKey?: boolean;
+  /**
+   * Called after each rotation, e.g. to persist and publish the new trust bundle. A returned promise
+   * is awaited before `check()` resolves; its rejection is logged, and the rotation stands.
+   */
+  onRotated?: (ca: CertificateAuthority) => unknown;
+  /** Called after old roots are retired; a rejected promise is logged. */
+  onRetired?: (ca: CertificateAuthority) => unknown;
   /** Default: Node's timers, unref'd. */
   timers?: RootRotatorTimers;
   logger?: Logger;
@@ -593,14 +664,20 @@ export function startRootRotator(ca: CertificateAuthority, options: RootRotatorO
 
   async function rotateIfDue(): Promise<boolean> {
     if (stopped || !ca.rootNeedsRotation(options.gracePercent ?? 20)) return false;
-    await ca.rotateRoot();
-    options.onRotated?.(ca);
+    await ca.rotateRoot({ reuseKey: options.reuseKey ?? true });
+    try {
+      await options.onRotated?.(ca);
+    } catch (err) {
+      logger.error({ err }, "publishing the rotated CA root failed");
+    }
     if (retireTimer !== undefined) timers.clearTimeout(retireTimer);
     retireTimer = timers.setTimeout(() => {
       retireTimer = undefined;
       if (stopped) return;
       ca.retireOldRoots();
-      options.onRetired?.(ca);
+      Promise.resolve()
+        .then(() => options.onRetired?.(ca))
+        .catch((err: unknown) => logger.error({ err }, "publishing the retired CA roots failed"));
     }, retireAfter);
     return true;
   }

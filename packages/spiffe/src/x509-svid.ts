@@ -1,5 +1,6 @@
 import { spiffeIdOfParsed } from "./certificate-identity.js";
 import { SpiffeError } from "./errors.js";
+import type { ParsedCertificate } from "./parsed-certificate.js";
 import type { SpiffeId } from "./spiffe-id.js";
 import { parseChain } from "./verify-svid.js";
 
@@ -16,28 +17,40 @@ export interface X509Svid {
   privateKeyPem: string;
   notBefore: Date;
   notAfter: Date;
-  /** Roots the CA reported with the chain (one PEM each), for building a trust bundle. */
+  /** Roots the CA reported with the chain (one PEM each; several during a root rotation), for a trust bundle. */
   rootsPem: string[];
 }
 
 /**
  * Builds an {@link X509Svid} from a CA answer (one PEM per element, leaf first, root last as
- * Istio's CA sends it) and the private key. A trailing self-issued CA certificate is taken as the
- * root and kept out of `certChainPem`.
+ * Istio's CA sends it) and the private key. The last element may hold several roots concatenated (a
+ * trust bundle during a root rotation, as ztunnel reads it); when every certificate in it is a
+ * self-issued CA they are all taken as roots and kept out of `certChainPem`. A chain given as one
+ * element keeps its trailing self-issued CA certificate as the root.
  */
 export function x509SvidFromChain(certChain: readonly string[], privateKeyPem: string): X509Svid {
-  const parsed = parseChain([...certChain]);
-  const leaf = parsed[0];
+  let body: ParsedCertificate[];
+  let roots: ParsedCertificate[] = [];
+  const lastElement = certChain.length > 1 ? parseChain([certChain[certChain.length - 1] as string]) : [];
+  if (lastElement.length > 0 && lastElement.every((c) => c.isCa && c.selfIssued)) {
+    body = parseChain(certChain.slice(0, -1));
+    roots = lastElement;
+  } else {
+    body = parseChain([...certChain]);
+    const last = body[body.length - 1];
+    if (body.length > 1 && last !== undefined && last.isCa && last.selfIssued) {
+      roots = [last];
+      body = body.slice(0, -1);
+    }
+  }
+  const leaf = body[0];
   if (leaf === undefined) throw new SpiffeError("ERR_CHAIN_EMPTY", "certificate chain is empty");
-  const last = parsed[parsed.length - 1];
-  const hasRoot = parsed.length > 1 && last !== undefined && last.isCa && last.selfIssued;
-  const body = hasRoot ? parsed.slice(0, -1) : parsed;
   return {
     spiffeId: spiffeIdOfParsed(leaf),
     certChainPem: body.map((c) => c.pem).join(""),
     privateKeyPem,
     notBefore: leaf.notBefore,
     notAfter: leaf.notAfter,
-    rootsPem: hasRoot && last ? [last.pem] : [],
+    rootsPem: roots.map((c) => c.pem),
   };
 }

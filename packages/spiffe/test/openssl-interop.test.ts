@@ -188,6 +188,31 @@ describe("openssl interop", () => {
     assert.equal(fromKey, fromCert);
   });
 
+  it("openssl verify accepts certificates across a root re-issued for the same key, both ways", async () => {
+    const ca = await createCertificateAuthority({ trustDomain: TD });
+    const before = await ca.issue({ spiffeId: SERVER_ID });
+    ossl.write("reissue-old-root.pem", ca.rootCertPem());
+    await ca.rotateRoot({ reuseKey: true });
+    const after = await ca.issue({ spiffeId: CLIENT_ID });
+    ossl.write("reissue-new-root.pem", ca.rootCertPem());
+    ossl.write("reissue-old-leaf.pem", before.certChainPem);
+    ossl.write("reissue-new-leaf.pem", after.certChainPem);
+    // A peer that only has the old root accepts the new generation, and the other way round.
+    assert.match(
+      ossl.run(["verify", "-CAfile", "reissue-old-root.pem", "reissue-new-leaf.pem"]),
+      /reissue-new-leaf.pem: OK/,
+    );
+    assert.match(
+      ossl.run(["verify", "-CAfile", "reissue-new-root.pem", "reissue-old-leaf.pem"]),
+      /reissue-old-leaf.pem: OK/,
+    );
+    // With a new key the old root alone does not: that rotation needs the bundle first.
+    await ca.rotateRoot();
+    ossl.write("rekey-leaf.pem", (await ca.issue({ spiffeId: CLIENT_ID })).certChainPem);
+    const refused = await ossl.tryRun(["verify", "-CAfile", "reissue-old-root.pem", "rekey-leaf.pem"]);
+    assert.notEqual(refused.code, 0, refused.output);
+  });
+
   it("offers no root rotation for a plugged-in CA", async () => {
     assert.equal(pluggedCa.selfSigned, false);
     await assert.rejects(pluggedCa.rotateRoot(), { code: "ERR_CA_CONFIG_INVALID" });
