@@ -1,3 +1,4 @@
+import { X509Certificate } from "node:crypto";
 import { createServer, type Server as HttpServer } from "node:http";
 import { type AddressInfo, isIP } from "node:net";
 import {
@@ -7,6 +8,7 @@ import {
   createCertificateService,
   createJwtAuthenticator,
   createNodeAuthorizer,
+  startRootRotator,
 } from "@ambient/spiffe/ca";
 import { createXdsPushThrottle, createXdsServer, TypeUrl, XdsError, type XdsServer } from "@ambient/xds";
 import { experimental, Metadata, Server, type ServerCredentials } from "@grpc/grpc-js";
@@ -145,8 +147,31 @@ export interface ControlPlaneOptions extends TranslateOptions {
    * replica signs with the same root. Default: kept in `stateDir`, or created in memory.
    */
   cacerts?: CaCertsPem;
+  /**
+   * Rotation of the control plane's own self-signed root (the one it generated, kept in `stateDir` or
+   * in memory), as istiod rotates its self-signed root: checked every `checkIntervalSeconds` (default
+   * 3600), re-issued for the same key and subject when less than `gracePercent` (default 20) of its
+   * life is left, so certificates under the old and the new root verify against either. The new root
+   * signs from then on, is written to `stateDir` and sent in every CA answer beside the old one (which
+   * ztunnels add to what they trust), and signs the next serving certificate, issued at once; the old
+   * root leaves the bundle after `retireAfterSeconds` (default 48 h). `false` turns it off. Given
+   * `cacerts` and a plugged-in CA in `stateDir` are never rotated.
+   */
+  rootRotation?: false | RootRotationOptions;
+  /** Lifetime of a root generated here, and of each re-issued one. Default 10 years; istiod `CITADEL_SELF_SIGNED_CA_CERT_TTL`. */
+  caRootTtlSeconds?: number;
   logger?: Logger;
   metrics?: MetricsSink;
+}
+
+/** Options of {@link ControlPlaneOptions.rootRotation}. */
+export interface RootRotationOptions {
+  /** Default 3600; istiod `CITADEL_SELF_SIGNED_ROOT_CERT_CHECK_INTERVAL`. */
+  checkIntervalSeconds?: number;
+  /** Default 20; istiod `CITADEL_SELF_SIGNED_ROOT_CERT_GRACE_PERIOD_PERCENTILE`. */
+  gracePercent?: number;
+  /** Default 172800 (48 h: two default workload certificate lifetimes). */
+  retireAfterSeconds?: number;
 }
 
 /** What one reload did. */
@@ -184,8 +209,17 @@ export interface ControlPlane {
   readonly plaintextAddress: string | undefined;
   /** The live mesh page's reader of proxies (`/dashboard` on the admin port), when `admin` is set. */
   readonly dashboard: MeshCollector | undefined;
-  /** The mesh trust bundle: the CA root that signs SVIDs and the control plane's own certificate. */
+  /**
+   * The mesh trust bundle now: the CA root that signs SVIDs and the control plane's own certificate,
+   * and while a rotated root's predecessor is still trusted, that one too.
+   */
   readonly rootCertPem: string;
+  /**
+   * Re-issues the control plane's self-signed root now, as the rotation does when it is due: the new
+   * root signs from now on, both are in the trust bundle and in CA answers, and `stateDir` is updated.
+   * @throws ControlPlaneError `ERR_CONTROL_PLANE_STATE` when the CA is plugged in (not its own root).
+   */
+  rotateRoot(): Promise<void>;
   /**
    * The serving certificate chain (leaf first): URI SAN `spiffe://<td>/ns/istio-system/sa/istiod`,
    * DNS SAN `istiod.istio-system.svc` and the `servingHosts`. The one new connections get now: it is
@@ -296,6 +330,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   validAddress(listen, "listen");
   if (options.admin !== undefined) validAddress(options.admin, "admin");
   if (options.plaintextListen !== undefined) validAddress(options.plaintextListen, "plaintextListen");
+  const rotation = rootRotationSettings(options.rootRotation);
   const servingTtl = options.servingCertTtlSeconds ?? SERVING_CERT_TTL_SECONDS;
   if (typeof servingTtl !== "number" || !(servingTtl >= 1) || !Number.isFinite(servingTtl)) {
     throw new ControlPlaneError(
@@ -356,9 +391,18 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     await source.close();
     throw err;
   };
-  const state = await loadMeshState(options.stateDir, trustDomain, options.cacerts).catch(
-    closeSourceAndThrow,
+  const state = await loadMeshState(options.stateDir, trustDomain, {
+    ...(options.cacerts === undefined ? {} : { given: options.cacerts }),
+    ...(options.caRootTtlSeconds === undefined ? {} : { rootTtlSeconds: options.caRootTtlSeconds }),
+  }).catch(closeSourceAndThrow);
+  const rootExpiry = metrics.gauge(
+    "citadel_server_root_cert_expiry_timestamp",
+    "When the CA root that signs now expires (Unix time)",
   );
+  const setRootExpiry = (): void => {
+    rootExpiry.set({}, Date.parse(new X509Certificate(state.ca.rootCertPem()).validTo) / 1000);
+  };
+  setRootExpiry();
   const servingExpiry = metrics.gauge(
     "ambient_control_plane_serving_cert_expiry_timestamp_seconds",
     "When the serving certificate new connections get expires (Unix time); it is renewed at half its lifetime",
@@ -368,7 +412,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   const hosts = servingHosts([...(specificIp ? [listenHost] : []), ...(options.servingHosts ?? [])]);
   const serving = await RenewingServingCertificate.start({
     issue: () =>
-      issueServingCertificate(state.cacerts, {
+      issueServingCertificate(state.cacerts(), {
         spiffeId: `spiffe://${trustDomain}/ns/istio-system/sa/istiod`,
         hosts,
         ttlSeconds: servingTtl,
@@ -796,6 +840,26 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     reload().catch((err: unknown) => logger.error({ err }, "mesh reload failed"));
   });
 
+  // After the root changes: on disk first (a restart must not go back to the old root), then a serving
+  // certificate under the new root.
+  const publishRoot = async (): Promise<void> => {
+    setRootExpiry();
+    await state.persistCa();
+    await serving.renew();
+  };
+  const rotator =
+    rotation !== undefined && state.ca.selfSigned
+      ? startRootRotator(state.ca, {
+          checkIntervalMs: rotation.checkIntervalSeconds * 1000,
+          gracePercent: rotation.gracePercent,
+          retireAfterMs: rotation.retireAfterSeconds * 1000,
+          reuseKey: true,
+          onRotated: publishRoot,
+          onRetired: () => state.persistCa(),
+          logger,
+        })
+      : undefined;
+
   logger.info(
     { address, admin: adminAddress, plaintext: plaintextAddress, source: source.description },
     "control plane listening",
@@ -807,7 +871,20 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     adminAddress,
     plaintextAddress,
     dashboard: dashboard?.collector,
-    rootCertPem: state.rootCertPem,
+    get rootCertPem() {
+      return state.rootCertPem();
+    },
+    async rotateRoot() {
+      if (!state.ca.selfSigned) {
+        throw new ControlPlaneError(
+          "ERR_CONTROL_PLANE_STATE",
+          "the CA is plugged in (cacerts): only the control plane's own root can be rotated",
+        );
+      }
+      await state.ca.rotateRoot({ reuseKey: true });
+      logger.info({ notAfter: new X509Certificate(state.ca.rootCertPem()).validTo }, "CA root re-issued");
+      await publishRoot();
+    },
     get servingCertPem() {
       return serving.current.certChainPem;
     },
@@ -820,6 +897,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     close() {
       closing ??= (async () => {
         clearInterval(tokenRefresh);
+        rotator?.stop();
         serving.close();
         await source.close();
         await chain;
@@ -840,5 +918,35 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       })();
       return closing;
     },
+  };
+}
+
+/** The root rotation's settings, checked; undefined when it is off. */
+function rootRotationSettings(
+  option: false | RootRotationOptions | undefined,
+): Required<RootRotationOptions> | undefined {
+  if (option === false) return undefined;
+  const given = option ?? {};
+  const positive = (name: keyof RootRotationOptions, value: number | undefined, fallback: number): number => {
+    if (value === undefined) return fallback;
+    if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
+      throw new ControlPlaneError(
+        "ERR_CONTROL_PLANE_CONFIG",
+        `rootRotation.${name} must be a positive number, got ${String(value)}`,
+      );
+    }
+    return value;
+  };
+  const gracePercent = positive("gracePercent", given.gracePercent, 20);
+  if (gracePercent >= 100) {
+    throw new ControlPlaneError(
+      "ERR_CONTROL_PLANE_CONFIG",
+      `rootRotation.gracePercent must be below 100, got ${gracePercent}`,
+    );
+  }
+  return {
+    checkIntervalSeconds: positive("checkIntervalSeconds", given.checkIntervalSeconds, 3600),
+    gracePercent,
+    retireAfterSeconds: positive("retireAfterSeconds", given.retireAfterSeconds, 2 * 24 * 3600),
   };
 }

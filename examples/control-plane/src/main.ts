@@ -25,6 +25,8 @@ options:
   --xds-push-buffer-mib N  response MiB the xDS ports hold for all clients together before
                         further responses wait their turn (default 16; istiod PILOT_PUSH_THROTTLE).
                         A full push goes to about N MiB / state size clients at a time
+  --no-root-rotation    do not re-issue the control plane's own CA root when less than 20% of its life
+                        is left (checked hourly, as istiod; the new root keeps the old one's key)
   --kubernetes          read a cluster instead of --mesh-dir: informers, TokenReview, the CA from the
                         istio-system Secret cacerts or istio-ca-secret, a Lease leader (see
                         deploy/kubernetes/README.md); --state-dir is not used
@@ -54,6 +56,7 @@ function parseCommandLine(args: string[]) {
       "serving-host": { type: "string", multiple: true },
       "xds-debounce-ms": { type: "string" },
       "xds-push-buffer-mib": { type: "string" },
+      "no-root-rotation": { type: "boolean", default: false },
       kubernetes: { type: "boolean", default: false },
       kubeconfig: { type: "string" },
       "pod-name": { type: "string" },
@@ -124,6 +127,7 @@ async function main(): Promise<void> {
     ...(podCidrs === undefined ? {} : { podCidrs }),
     ...(servingHosts === undefined ? {} : { servingHosts }),
     ...xdsTuning,
+    ...(values["no-root-rotation"] ? { rootRotation: false as const } : {}),
     logger,
     metrics: createPromClientSink(prom, registry),
     metricsText: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),

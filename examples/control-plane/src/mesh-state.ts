@@ -15,9 +15,15 @@ const TOKEN_TTL_SECONDS = 24 * 60 * 60;
 /** The CA and the token-signing key, created once and kept in the state directory. */
 export interface MeshState {
   ca: CertificateAuthority;
-  /** The CA's certificates and key, which also sign the control plane's serving certificate. */
-  cacerts: CaCertsPem;
-  rootCertPem: string;
+  /** The CA's certificates and key now, which also sign the control plane's serving certificate. */
+  cacerts(): CaCertsPem;
+  /** Every root of the trust bundle now (two while a rotated root's predecessor is kept). */
+  rootCertPem(): string;
+  /**
+   * Writes the CA as it is now to the state directory (`ca/` and the `root-cert.pem` node agents
+   * read), after a root rotation; each file is replaced atomically. Nothing without a state directory.
+   */
+  persistCa(): Promise<void>;
   /** Public JWKS that verifies node tokens. */
   jwks: { keys: JWK[] };
   /** Signs a bound-token stand-in for the ztunnel of `node`. */
@@ -45,11 +51,34 @@ async function writeAtomic(path: string, text: string, mode = 0o644): Promise<vo
  * memory when `stateDir` is undefined. Files: `ca/{ca-cert,ca-key,root-cert}.pem`,
  * `token-key.jwk`, and `root-cert.pem` (the trust bundle node agents read).
  */
+/** Options of {@link loadMeshState}. */
+export interface MeshStateOptions {
+  /** Given CA material (a Kubernetes Secret): wins over the state directory and is not written to it. */
+  given?: CaCertsPem;
+  /** The given material is the mesh's own self-signed root (`istio-ca-secret`), which may be rotated. */
+  givenSelfSigned?: boolean;
+  /** Lifetime of a root generated here, and of each re-issued one. Default 10 years. */
+  rootTtlSeconds?: number;
+}
+
+/** True when `ca-cert.pem` is itself one of the roots: a self-signed root, not a plugged-in CA. */
+function isOwnRoot(cacerts: CaCertsPem): boolean {
+  const signing = pemBlocks(cacerts.caCertPem)[0];
+  return signing !== undefined && pemBlocks(cacerts.rootCertPem).includes(signing);
+}
+
+function pemBlocks(text: string): string[] {
+  return (
+    text.replace(/\r\n?/g, "\n").match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? []
+  );
+}
+
 export async function loadMeshState(
   stateDir: string | undefined,
   trustDomain: string,
-  given?: CaCertsPem,
+  stateOptions: MeshStateOptions = {},
 ): Promise<MeshState> {
+  const given = stateOptions.given;
   try {
     // Given CA material (a Kubernetes Secret) wins over the state directory and is not written to it.
     let cacerts: CaCertsPem | undefined = given;
@@ -74,7 +103,14 @@ export async function loadMeshState(
     }
     if (cacerts === undefined) {
       // A generated 10-year root, exported with its key so the next start loads the same one.
-      cacerts = (await createCertificateAuthority({ trustDomain })).exportCacerts();
+      cacerts = (
+        await createCertificateAuthority({
+          trustDomain,
+          ...(stateOptions.rootTtlSeconds === undefined
+            ? {}
+            : { rootTtlSeconds: stateOptions.rootTtlSeconds }),
+        })
+      ).exportCacerts();
       if (stateDir !== undefined) {
         const dir = join(stateDir, "ca");
         await writeAtomic(join(dir, "ca-key.pem"), cacerts.caKeyPem, 0o600);
@@ -89,16 +125,41 @@ export async function loadMeshState(
         await writeAtomic(join(stateDir, "token-key.jwk"), `${JSON.stringify(privateJwk)}\n`, 0o600);
       }
     }
-    const ca = await createCertificateAuthority({ trustDomain, cacerts });
-    const rootCertPem = ca.rootCertPem();
-    if (stateDir !== undefined) await writeAtomic(join(stateDir, "root-cert.pem"), rootCertPem);
+    // The root kept in the state directory is the control plane's own (it generated it) unless an
+    // operator put a plugged-in CA there; a given one is its own when the caller says so.
+    const selfSigned = given === undefined ? isOwnRoot(cacerts) : stateOptions.givenSelfSigned === true;
+    const ca = await createCertificateAuthority({
+      trustDomain,
+      cacerts,
+      selfSigned,
+      ...(stateOptions.rootTtlSeconds === undefined ? {} : { rootTtlSeconds: stateOptions.rootTtlSeconds }),
+    });
+    const rootCertPem = () => ca.exportCacerts().rootCertPem;
+    if (stateDir !== undefined) await writeAtomic(join(stateDir, "root-cert.pem"), rootCertPem());
+    // One write at a time, in order: a retirement right after a rotation lands after it.
+    let persisting: Promise<void> = Promise.resolve();
+    const persistCa = (): Promise<void> => {
+      if (stateDir === undefined || given !== undefined) return Promise.resolve();
+      const run = persisting.then(async () => {
+        const now = ca.exportCacerts();
+        const dir = join(stateDir, "ca");
+        // The key first: a certificate is never on disk without the key that matches it.
+        await writeAtomic(join(dir, "ca-key.pem"), now.caKeyPem, 0o600);
+        await writeAtomic(join(dir, "ca-cert.pem"), now.caCertPem);
+        await writeAtomic(join(dir, "root-cert.pem"), now.rootCertPem);
+        await writeAtomic(join(stateDir, "root-cert.pem"), now.rootCertPem);
+      });
+      persisting = run.catch(() => undefined);
+      return run;
+    };
     const { d: _d, ...publicJwk } = privateJwk;
     const signingKey = await importJWK(privateJwk, "ES256");
     const kid = privateJwk.kid ?? TOKEN_KID;
     return {
       ca,
-      cacerts,
+      cacerts: () => ca.exportCacerts(),
       rootCertPem,
+      persistCa,
       jwks: { keys: [{ ...publicJwk, kid, alg: "ES256", use: "sig" }] },
       tokenFor(node: string) {
         return new SignJWT({

@@ -22,7 +22,7 @@ import {
   type Endpoint,
   type WaypointHandler,
 } from "@ambient/router";
-import type { X509Svid } from "@ambient/spiffe";
+import { trustedRootsOf, type X509Svid } from "@ambient/spiffe";
 import { createCertificateServiceClient, SecretManager } from "@ambient/spiffe/ca";
 import { createPromClientSink } from "@ambient/telemetry";
 import { createXdsClient } from "@ambient/xds";
@@ -169,7 +169,8 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   });
   const address = options.controlPlaneAddress ?? "127.0.0.1:15012";
   const channel = controlPlaneChannel(options.rootCertPem, options.controlPlaneIdentity);
-  const trustBundle = options.rootCertPem;
+  // The roots each certificate of the waypoint's trusts: the configured ones and those the CA sent.
+  const trustOf = trustedRootsOf(options.rootCertPem);
   const clusterId = options.clusterId ?? "Kubernetes";
 
   const adminIp = options.adminIp ?? (isLoopback(options.ip) ? options.ip : "127.0.0.1");
@@ -237,7 +238,7 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
       return connectTcp({ host: endpoint.address, port: endpoint.port, localAddress: options.ip });
     }
     const own = await svid();
-    const creds = { key: own.privateKeyPem, certChain: own.certChainPem, trustBundle };
+    const creds = { key: own.privateKeyPem, certChain: own.certChainPem, trustBundle: trustOf(own) };
     client ??= createHboneClient({ ...creds, logger, metrics });
     const stream = await client.connect({
       address: `${endpoint.address}:${hbonePort}`,
@@ -377,7 +378,7 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     const s = createHboneServer({
       key: own.privateKeyPem,
       certChain: own.certChainPem,
-      trustBundle,
+      trustBundle: trustOf(own),
       onTunnel,
       logger,
       metrics,
@@ -400,7 +401,7 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     server?.setCredentials({
       key: event.svid.privateKeyPem,
       certChain: event.svid.certChainPem,
-      trustBundle,
+      trustBundle: trustOf(event.svid),
     });
   });
 

@@ -148,7 +148,8 @@ export interface InPodOptions {
   ports: InPodPorts;
   store: WorkloadStore;
   svidOf(identity: string): Promise<X509Svid>;
-  trustBundle: string;
+  /** The roots a workload trusts, given its certificate (`trustedRootsOf`). */
+  trustOf(svid: X509Svid): string;
   inbound: Inbound;
   outbound: Outbound;
   registry: ConnectionRegistry;
@@ -215,7 +216,7 @@ function closeServer(server: NetServer): Promise<void> {
 }
 
 export function createInPodProxies(options: InPodOptions): InPodProxies {
-  const { store, registry, logger, metrics, trustBundle, inbound, outbound } = options;
+  const { store, registry, logger, metrics, trustOf, inbound, outbound } = options;
   const proxies = new Map<string, InPodProxy>();
   /** Pods being added, so a removal that races an add wins. */
   const adding = new Map<string, { cancelled: boolean }>();
@@ -295,7 +296,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
       hboneServer = createHboneServer({
         key: svid.privateKeyPem,
         certChain: svid.certChainPem,
-        trustBundle,
+        trustBundle: trustOf(svid),
         onTunnel: (tunnel) => inbound.handleTunnel(inboundPod, tunnel),
         logger,
         metrics,
@@ -481,7 +482,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
           p.hboneServer.setCredentials({
             key: svid.privateKeyPem,
             certChain: svid.certChainPem,
-            trustBundle,
+            trustBundle: trustOf(svid),
           });
         }
       }

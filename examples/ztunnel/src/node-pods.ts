@@ -33,7 +33,8 @@ export interface NodePodsOptions {
   store: WorkloadStore;
   secrets: SecretManager;
   svidOf(identity: string): Promise<X509Svid>;
-  trustBundle: string;
+  /** The roots a workload trusts, given its certificate (`trustedRootsOf`). */
+  trustOf(svid: X509Svid): string;
   onTunnel(pod: { uid: string; ip: string }, tunnel: InboundTunnel): void;
   /** A delay that the proxy's close() cuts short. */
   pause(ms: number): Promise<void>;
@@ -63,7 +64,7 @@ function ipOf(w: Workload): string | undefined {
 }
 
 export function createNodePods(options: NodePodsOptions): NodePods {
-  const { logger, metrics, trustBundle } = options;
+  const { logger, metrics, trustOf } = options;
   const pods = new Map<string, NodePod>();
 
   const startPod = async (pod: NodePod): Promise<void> => {
@@ -75,7 +76,7 @@ export function createNodePods(options: NodePodsOptions): NodePods {
         const server = createHboneServer({
           key: svid.privateKeyPem,
           certChain: svid.certChainPem,
-          trustBundle,
+          trustBundle: trustOf(svid),
           onTunnel: (tunnel) => options.onTunnel(pod, tunnel),
           logger,
           metrics,
@@ -136,7 +137,11 @@ export function createNodePods(options: NodePodsOptions): NodePods {
     rotate(identity, svid) {
       for (const pod of pods.values()) {
         if (pod.identity === identity && pod.server !== undefined) {
-          pod.server.setCredentials({ key: svid.privateKeyPem, certChain: svid.certChainPem, trustBundle });
+          pod.server.setCredentials({
+            key: svid.privateKeyPem,
+            certChain: svid.certChainPem,
+            trustBundle: trustOf(svid),
+          });
         }
       }
     },

@@ -51,7 +51,8 @@ export interface DialedOutbound {
 export interface OutboundOptions {
   store: WorkloadStore;
   svidOf(identity: string): Promise<X509Svid>;
-  trustBundle: string;
+  /** The roots a workload trusts, given its certificate (`trustedRootsOf`). */
+  trustOf(svid: X509Svid): string;
   hbonePort: number;
   registry: ConnectionRegistry;
   tcpMetrics: ReturnType<typeof createTcpMetrics>;
@@ -112,7 +113,7 @@ export function createHostNetwork(options: {
 }
 
 export function createOutbound(options: OutboundOptions): Outbound {
-  const { store, trustBundle, registry, tcpMetrics, logger } = options;
+  const { store, trustOf, registry, tcpMetrics, logger } = options;
 
   // One credentials object per SVID: the HBONE client caches what it derives from it (the identity
   // parsed from the certificate), so a new object per connection would parse it again each time.
@@ -121,7 +122,7 @@ export function createOutbound(options: OutboundOptions): Outbound {
     const svid = await options.svidOf(identity);
     let credentials = credentialsBySvid.get(svid);
     if (credentials === undefined) {
-      credentials = { key: svid.privateKeyPem, certChain: svid.certChainPem, trustBundle };
+      credentials = { key: svid.privateKeyPem, certChain: svid.certChainPem, trustBundle: trustOf(svid) };
       credentialsBySvid.set(svid, credentials);
     }
     return credentials;

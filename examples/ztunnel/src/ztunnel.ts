@@ -9,7 +9,7 @@ import { createHboneClient } from "@ambient/hbone";
 import { openNetns } from "@ambient/netns";
 import { createZdsClient, type ZdsClient } from "@ambient/netns/zds";
 import type { WireAuthorization } from "@ambient/policy";
-import type { X509Svid } from "@ambient/spiffe";
+import { trustedRootsOf, type X509Svid } from "@ambient/spiffe";
 import { createPromClientSink } from "@ambient/telemetry";
 import type { Workload } from "@ambient/xds";
 import * as prom from "prom-client";
@@ -354,7 +354,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
   const address = options.controlPlaneAddress ?? "127.0.0.1:15012";
   const clusterId = options.clusterId ?? "Kubernetes";
   const channel = controlPlaneChannel(options.rootCertPem, options.controlPlaneIdentity);
-  const trustBundle = options.rootCertPem;
+  const trustOf = trustedRootsOf(options.rootCertPem);
 
   // ---- control plane and state --------------------------------------------------------------------
   const state = createMeshState({
@@ -406,7 +406,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
   const directOutbound = createOutbound({
     store,
     svidOf,
-    trustBundle,
+    trustOf,
     hbonePort: ports.hbone,
     registry: connections,
     tcpMetrics,
@@ -425,7 +425,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     store,
     secrets,
     svidOf,
-    trustBundle,
+    trustOf,
     onTunnel: (pod, tunnel) => inbound.handleTunnel(pod, tunnel),
     pause,
     isClosed,
@@ -454,7 +454,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     },
     store,
     svidOf,
-    trustBundle,
+    trustOf,
     inbound,
     outbound,
     registry: connections,

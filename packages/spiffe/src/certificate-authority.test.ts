@@ -14,7 +14,7 @@ import { decodeCertificatesPem } from "./pem.js";
 import { SpiffeId } from "./spiffe-id.js";
 import { TrustBundle } from "./trust-bundle.js";
 import { verifySvid } from "./verify-svid.js";
-import { x509SvidFromChain } from "./x509-svid.js";
+import { trustedRootsOf, x509SvidFromChain } from "./x509-svid.js";
 
 const ID = "spiffe://cluster.local/ns/default/sa/web";
 
@@ -210,6 +210,12 @@ describe("createCertificateAuthority (self-signed)", () => {
     const svid = x509SvidFromChain(during.certChain, privateKeyPem);
     assert.deepEqual(svid.rootsPem, [oldRoot, rca.rootCertPem()]);
     assert.equal(decodeCertificatesPem(svid.certChainPem).length, 1);
+    // A workload configured with the old root trusts both once its certificate says so.
+    const trustOf = trustedRootsOf(oldRoot);
+    assert.equal(trustOf(svid), oldRoot + rca.rootCertPem());
+    assert.equal(trustOf(svid), trustOf(svid));
+    assert.equal(trustOf(x509SvidFromChain(before.certChain, privateKeyPem)), oldRoot);
+    assert.throws(() => trustedRootsOf("no pem here"), { code: "ERR_PEM_INVALID" });
     rca.retireOldRoots();
     const after = await rca.sign(csr, { spiffeId: ID });
     assert.equal(after.certChain[1], rca.rootCertPem());

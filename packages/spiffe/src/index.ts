@@ -38,4 +38,4 @@ export {
 } from "./tls-options.js";
 export { TrustBundle } from "./trust-bundle.js";
 export { type CertificateChainInput, type VerifySvidOptions, verifySvid } from "./verify-svid.js";
-export { type X509Svid, x509SvidFromChain } from "./x509-svid.js";
+export { trustedRootsOf, type X509Svid, x509SvidFromChain } from "./x509-svid.js";

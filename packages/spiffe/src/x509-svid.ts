@@ -1,6 +1,7 @@
 import { spiffeIdOfParsed } from "./certificate-identity.js";
 import { SpiffeError } from "./errors.js";
 import type { ParsedCertificate } from "./parsed-certificate.js";
+import { decodeCertificatesPem, encodePem } from "./pem.js";
 import type { SpiffeId } from "./spiffe-id.js";
 import { parseChain } from "./verify-svid.js";
 
@@ -52,5 +53,33 @@ export function x509SvidFromChain(certChain: readonly string[], privateKeyPem: s
     notBefore: leaf.notBefore,
     notAfter: leaf.notAfter,
     rootsPem: roots.map((c) => c.pem),
+  };
+}
+
+/**
+ * Returns a function that gives the roots (PEM) a workload's mutual TLS should trust: the configured
+ * mesh roots plus every root the CA sent with that workload's certificate (`rootsPem`), computed
+ * once per SVID. During a root rotation the CA lists the old and the new root, so a renewed SVID
+ * brings the new root with it; the configured roots keep an answer without roots from leaving a
+ * workload trusting nothing.
+ * @throws SpiffeError `ERR_PEM_INVALID` when `configuredRootsPem` holds no certificate.
+ */
+export function trustedRootsOf(configuredRootsPem: string): (svid: X509Svid) => string {
+  const configured = decodeCertificatesPem(configuredRootsPem).map((der) => encodePem("CERTIFICATE", der));
+  const bySvid = new WeakMap<X509Svid, string>();
+  return (svid) => {
+    let pem = bySvid.get(svid);
+    if (pem === undefined) {
+      const roots = [...configured];
+      for (const root of svid.rootsPem) {
+        for (const der of decodeCertificatesPem(root)) {
+          const text = encodePem("CERTIFICATE", der);
+          if (!roots.includes(text)) roots.push(text);
+        }
+      }
+      pem = roots.join("");
+      bySvid.set(svid, pem);
+    }
+    return pem;
   };
 }
