@@ -85,6 +85,8 @@ export interface ServicePort {
   name: string;
   namespace: string;
   port: number;
+  /** A Kubernetes Service's port, or a ServiceEntry host's (routes attach by a `ServiceEntry` parentRef). */
+  kind: "Service" | "ServiceEntry";
   /** The other names a client may use for the Service: short names and the VIP. */
   domains: string[];
   /**
@@ -268,6 +270,8 @@ function routeId(route: HTTPRoute | GRPCRoute): string {
   return `${route.kind}/${route.metadata.namespace ?? "default"}/${route.metadata.name}`;
 }
 
+const ISTIO_NETWORKING = "networking.istio.io";
+
 function backendCluster(
   ctx: TranslateContext,
   route: HTTPRoute | GRPCRoute,
@@ -275,8 +279,22 @@ function backendCluster(
   where: string,
 ): string | undefined {
   const namespace = ref.namespace ?? route.metadata.namespace ?? "default";
+  if (ref.group === ISTIO_NETWORKING && ref.kind === "Hostname") {
+    // A host of the mesh's registry (a ServiceEntry's, or a Service's full name), as Istio resolves it.
+    if (ref.port === undefined || !ctx.services.get(ref.name)?.has(ref.port)) {
+      ctx.issues.push({
+        source: routeId(route),
+        message: `${where}: no ServiceEntry or Service host ${ref.name}:${ref.port ?? "?"}`,
+      });
+      return undefined;
+    }
+    return outboundClusterName(ref.name, ref.port);
+  }
   if ((ref.group ?? "") !== "" || (ref.kind ?? "Service") !== "Service") {
-    ctx.issues.push({ source: routeId(route), message: `${where}: only Service backends are supported` });
+    ctx.issues.push({
+      source: routeId(route),
+      message: `${where}: only Service and networking.istio.io Hostname backends are supported`,
+    });
     return undefined;
   }
   if (namespace !== (route.metadata.namespace ?? "default")) {
@@ -436,13 +454,18 @@ function withPath(
   } as Omit<EnvoyRoute, "match" | "name">;
 }
 
-/** True when the route attaches to the Service port through a Service parentRef of its own namespace. */
+/**
+ * True when the route attaches to the port through a parentRef of its own namespace: a `Service` one
+ * for a Kubernetes Service, a `networking.istio.io` `ServiceEntry` one (naming the entry) for a
+ * ServiceEntry host, as Istio attaches routes to egress hosts.
+ */
 function attachesTo(route: HTTPRoute | GRPCRoute, servicePort: ServicePort): boolean {
   const namespace = route.metadata.namespace ?? "default";
+  const [group, kind] = servicePort.kind === "Service" ? ["", "Service"] : [ISTIO_NETWORKING, "ServiceEntry"];
   return (route.spec.parentRefs ?? []).some(
     (p) =>
-      p.group === "" &&
-      p.kind === "Service" &&
+      p.group === group &&
+      p.kind === kind &&
       p.name === servicePort.name &&
       (p.namespace ?? namespace) === servicePort.namespace &&
       namespace === servicePort.namespace &&
@@ -610,18 +633,15 @@ export function translateEnvoy(
       const port = p.servicePort ?? 0;
       if (port === 0 || ports.has(port)) continue;
       ports.add(port);
+      const kubernetes = host === `${name}.${namespace}.svc.${domainSuffix}`;
       servicePorts.push({
         host,
         name,
         namespace,
         port,
+        kind: kubernetes ? "Service" : "ServiceEntry",
         // Short names only for a Kubernetes Service's host; a ServiceEntry host is only itself.
-        domains: [
-          ...(host === `${name}.${namespace}.svc.${domainSuffix}`
-            ? [name, `${name}.${namespace}`, `${name}.${namespace}.svc`]
-            : []),
-          ...vips,
-        ],
+        domains: [...(kubernetes ? [name, `${name}.${namespace}`, `${name}.${namespace}.svc`] : []), ...vips],
         allowUnready,
       });
     }

@@ -193,4 +193,85 @@ spec:
       "outbound|80||web-v1.demo.svc.cluster.local",
     );
   });
+
+  it("serves an egress host's routes: attached by a ServiceEntry parentRef, to Hostname backends", () => {
+    const egress = `${MESH}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: httpbin, namespace: shop }
+spec:
+  hosts: [httpbin.example.org]
+  ports: [{ number: 80, name: http, protocol: HTTP }]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: httpbin-v2, namespace: shop }
+spec:
+  hosts: [v2.httpbin.example.org]
+  ports: [{ number: 80, name: http, protocol: HTTP }]
+  resolution: DNS
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: httpbin, namespace: shop }
+spec:
+  parentRefs: [{ group: networking.istio.io, kind: ServiceEntry, name: httpbin }]
+  rules:
+    - matches: [{ path: { type: PathPrefix, value: /v2 } }]
+      filters: [{ type: RequestHeaderModifier, requestHeaderModifier: { set: [{ name: x-egress, value: v2 }] } }]
+      backendRefs: [{ group: networking.istio.io, kind: Hostname, name: v2.httpbin.example.org, port: 80 }]
+    - backendRefs: [{ group: networking.istio.io, kind: Hostname, name: httpbin.example.org, port: 80 }]
+`;
+    const out = translate(egress);
+    // Both entries are bound through the shop namespace's label; httpbin has a route of its own.
+    const own = out.routeConfigurations.get("inbound-vip|80|http|httpbin.example.org");
+    assert.deepEqual(
+      own?.virtualHosts?.[0]?.routes?.map((r) => [
+        r.match,
+        r.route?.cluster,
+        r.requestHeadersToAdd?.[0]?.header?.key,
+      ]),
+      [
+        [{ path: "/v2" }, "outbound|80||v2.httpbin.example.org", "x-egress"],
+        [{ prefix: "/v2/" }, "outbound|80||v2.httpbin.example.org", "x-egress"],
+        [{ prefix: "/" }, "outbound|80||httpbin.example.org", undefined],
+      ],
+    );
+    const other = out.routeConfigurations.get("inbound-vip|80|http|v2.httpbin.example.org");
+    assert.deepEqual(
+      other?.virtualHosts?.[0]?.routes?.map((r) => r.route?.cluster),
+      ["outbound|80||v2.httpbin.example.org"],
+    );
+    assert.deepEqual(out.envoy.issues, []);
+
+    // A Service parentRef of the same name does not attach to the entry, and an unknown host is reported.
+    const wrong = translate(
+      egress
+        .replace(
+          "parentRefs: [{ group: networking.istio.io, kind: ServiceEntry, name: httpbin }]",
+          'parentRefs: [{ group: "", kind: Service, name: httpbin }]',
+        )
+        .replace("name: v2.httpbin.example.org, port: 80 }]", "name: v3.httpbin.example.org, port: 80 }]"),
+    );
+    assert.deepEqual(
+      wrong.routeConfigurations
+        .get("inbound-vip|80|http|httpbin.example.org")
+        ?.virtualHosts?.[0]?.routes?.map((r) => r.name),
+      ["default"],
+    );
+    const unknown = translate(
+      egress.replace(
+        "name: v2.httpbin.example.org, port: 80 }]",
+        "name: v3.httpbin.example.org, port: 80 }]",
+      ),
+    );
+    assert.ok(
+      unknown.envoy.issues.some((i) =>
+        /no ServiceEntry or Service host v3\.httpbin\.example\.org:80/.test(i.message),
+      ),
+      JSON.stringify(unknown.envoy.issues),
+    );
+  });
 });

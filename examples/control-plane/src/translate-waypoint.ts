@@ -36,6 +36,7 @@ function byName<V>(map: Map<string, V>): Map<string, V> {
 }
 
 const GATEWAY_GROUP = "gateway.networking.k8s.io";
+const ISTIO_NETWORKING = "networking.istio.io";
 const ROUTE_KINDS = new Set(["HTTPRoute", "GRPCRoute"]);
 
 interface ParentRef {
@@ -51,16 +52,31 @@ function parentRefs(route: KubeObject): ParentRef[] {
   return Array.isArray(refs) ? (refs.filter((r) => typeof r === "object" && r !== null) as ParentRef[]) : [];
 }
 
-/** Whether a route attaches to the Service port (a `kind: Service` parentRef of its own namespace). */
-function attachesToService(route: KubeObject, name: string, namespace: string, port: number): boolean {
+/** A Service's or a ServiceEntry's parentRef group and kind, as routes name them. */
+function parentKind(kind: "Service" | "ServiceEntry"): { group: string; kind: string } {
+  return kind === "Service"
+    ? { group: "", kind: "Service" }
+    : { group: ISTIO_NETWORKING, kind: "ServiceEntry" };
+}
+
+/**
+ * Whether a route attaches to the port: a `Service` parentRef of its own namespace, or for a
+ * ServiceEntry host a `networking.istio.io` `ServiceEntry` one naming the entry.
+ */
+function attachesToService(
+  route: KubeObject,
+  service: { name: string; namespace: string; kind: "Service" | "ServiceEntry" },
+  port: number,
+): boolean {
   const ns = route.metadata.namespace ?? "default";
+  const want = parentKind(service.kind);
   return (
-    ns === namespace &&
+    ns === service.namespace &&
     parentRefs(route).some(
       (p) =>
-        (p.group ?? GATEWAY_GROUP) === "" &&
-        p.kind === "Service" &&
-        p.name === name &&
+        (p.group ?? GATEWAY_GROUP) === want.group &&
+        p.kind === want.kind &&
+        p.name === service.name &&
         (p.namespace ?? ns) === ns &&
         (p.port === undefined || p.port === port),
     )
@@ -90,7 +106,7 @@ function gatewaysByIp(objects: readonly KubeObject[]): Map<string, { name: strin
 function gatewayRoutesFor(
   objects: readonly KubeObject[],
   gateway: { name: string; namespace: string },
-  service: { name: string; namespace: string },
+  service: { name: string; namespace: string; kind: "Service" | "ServiceEntry" },
 ): KubeObject[] {
   const out: KubeObject[] = [];
   for (const route of objects) {
@@ -108,8 +124,7 @@ function gatewayRoutesFor(
     const spec = {
       ...route.spec,
       parentRefs: refs.map((p) => ({
-        group: "",
-        kind: "Service",
+        ...parentKind(service.kind),
         name: service.name,
         ...(p.port === undefined ? {} : { port: p.port }),
       })),
@@ -140,6 +155,15 @@ export function translateWaypoint(
   const issues: MeshIssue[] = [];
   const routeConfigurations = new Map<string, RouteConfiguration>();
   const gateways = gatewaysByIp(objects);
+  const domainSuffix = options.domainSuffix ?? "cluster.local";
+  // A Kubernetes Service's host is <name>.<namespace>.svc.<suffix>; any other is a ServiceEntry's.
+  const serviceRef = (service: MeshConfig["services"][number]["service"]) => {
+    const name = service.name ?? "";
+    const namespace = service.namespace ?? "default";
+    const kind: "Service" | "ServiceEntry" =
+      service.hostname === `${name}.${namespace}.svc.${domainSuffix}` ? "Service" : "ServiceEntry";
+    return { name, namespace, kind };
+  };
   const gatewayOf = (service: MeshConfig["services"][number]["service"]) =>
     gateways.get([...(service.waypoint?.address?.address ?? [])].join("."));
   // The routes attached to each waypoint Gateway, re-attached to its Services and translated once per
@@ -149,10 +173,7 @@ export function translateWaypoint(
     const gateway = gatewayOf(service);
     if (gateway === undefined) continue;
     const key = `${gateway.namespace}/${gateway.name}`;
-    const routes = gatewayRoutesFor(objects, gateway, {
-      name: service.name ?? "",
-      namespace: service.namespace ?? "default",
-    });
+    const routes = gatewayRoutesFor(objects, gateway, serviceRef(service));
     viaGateway.set(key, [...(viaGateway.get(key) ?? []), ...routes]);
   }
   const gatewayConfigs = new Map<string, EnvoyConfig>();
@@ -167,16 +188,13 @@ export function translateWaypoint(
   for (const { service } of mesh.services) {
     if (service.waypoint === undefined) continue;
     const host = service.hostname ?? "";
-    const name = service.name ?? "";
-    const namespace = service.namespace ?? "default";
+    const ref = serviceRef(service);
     const gateway = gatewayOf(service);
     const gatewayConfig =
       gateway === undefined ? undefined : gatewayConfigs.get(`${gateway.namespace}/${gateway.name}`);
     for (const port of service.ports ?? []) {
       const servicePort = port.servicePort ?? 0;
-      const own = objects.some(
-        (o) => ROUTE_KINDS.has(o.kind) && attachesToService(o, name, namespace, servicePort),
-      );
+      const own = objects.some((o) => ROUTE_KINDS.has(o.kind) && attachesToService(o, ref, servicePort));
       const fromGateway = own ? undefined : gatewayConfig?.routeConfigurations.get(`${host}:${servicePort}`);
       const fromGatewayRoutes = fromGateway?.virtualHosts?.[0]?.routes ?? [];
       // A Gateway route that names another port translates to the default route: the Service's own then.

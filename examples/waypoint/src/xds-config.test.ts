@@ -80,6 +80,13 @@ describe("which Services a waypoint serves", () => {
       [WEB_ROUTES, "inbound-vip|9090|http|web.shop.svc.cluster.local"],
     );
   });
+
+  it("subscribes to the routes of a ServiceEntry host bound to it", () => {
+    const entry = { ...service("httpbin", byIp("127.0.0.6")), hostname: "httpbin.example.org" } as Service;
+    assert.deepEqual(boundRouteNames([entry, service("web")], SELF), [
+      "inbound-vip|80|http|httpbin.example.org",
+    ]);
+  });
 });
 
 describe("resourceProblem (the NACK decision)", () => {

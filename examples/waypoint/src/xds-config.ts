@@ -1,7 +1,7 @@
 /**
  * The waypoint's configuration, all of it from the control plane over one Delta xDS stream: Address
  * resources (which Services are bound to this waypoint, and their endpoints), an Envoy
- * RouteConfiguration per bound Service port (`inbound-vip|<port>|http|<host>`), and the L7 policies
+ * RouteConfiguration per bound Service or ServiceEntry host port (`inbound-vip|<port>|http|<host>`), and the L7 policies
  * (`ambient.waypoint.v1.WaypointPolicy`). A resource the waypoint cannot use is NACKed by `validate`,
  * so the client keeps the last good version; what is accepted is put in force at once.
  */
@@ -12,6 +12,7 @@ import {
   compileEnvoyRouteConfiguration,
   createEnvoyRouteTable,
   type EnvoyRouteConfiguration,
+  parseWaypointRouteHost,
   parseWaypointRouteName,
   type RouteTable,
   waypointRouteName,
@@ -25,6 +26,7 @@ import {
   type XdsChangeEvent,
   type XdsClient,
 } from "@ambient/xds";
+import { destinationServiceOf } from "./backends.js";
 import { targetsWaypointOrService } from "./policy-targets.js";
 import { compileRequestAuthentication, type RequestAuthenticationStore } from "./request-authentication.js";
 
@@ -60,20 +62,38 @@ export function isBoundTo(service: Pick<Service, "waypoint">, self: WaypointSelf
 }
 
 /**
- * The RouteConfiguration names of every port of the Kubernetes Services bound to this waypoint, sorted.
- * A ServiceEntry host bound to it has none (routes are served for Services only): it takes the
- * default route, to the host's endpoints.
+ * The RouteConfiguration names of every port of the Services and ServiceEntry hosts bound to this
+ * waypoint, sorted. A host without routes of its own is served its default route, to its endpoints.
  */
 export function boundRouteNames(services: Iterable<Service>, self: WaypointSelf): string[] {
   const names = new Set<string>();
-  const domain = self.clusterDomain ?? "cluster.local";
   for (const service of services) {
     if (!isBoundTo(service, self)) continue;
-    if (service.hostname !== `${service.name}.${service.namespace}.svc.${domain}`) continue;
     for (const p of service.ports)
       if (p.servicePort > 0) names.add(waypointRouteName(service.hostname, p.servicePort));
   }
   return [...names].sort();
+}
+
+/** What a RouteConfiguration serves: a Service port, or a ServiceEntry host's port. */
+interface RouteTarget {
+  service: { name: string; namespace: string; kind?: "ServiceEntry"; hostname?: string };
+  port: number;
+}
+
+/**
+ * The target of a waypoint route name: a Service port from the name itself, a ServiceEntry host's
+ * port from the bound entry of that host in `services` (undefined when none is bound here).
+ */
+function routeTargetOf(name: string, services: WorkloadStore, self: WaypointSelf): RouteTarget | undefined {
+  const service = parseWaypointRouteName(name, self.clusterDomain);
+  if (service !== undefined) return { service: service.service, port: service.port };
+  const host = parseWaypointRouteHost(name);
+  if (host === undefined) return undefined;
+  const entry = services.servicesByHostname(host.host).find((s) => isBoundTo(s, self));
+  return entry === undefined
+    ? undefined
+    : { service: destinationServiceOf(entry, self.clusterDomain), port: host.port };
 }
 
 /** A WaypointPolicy as the Kubernetes-shaped object the policy engine and RequestAuthentication read. */
@@ -110,9 +130,11 @@ export function resourceProblem(
 ): string | undefined {
   try {
     if (typeUrl === TypeUrl.routeConfiguration) {
+      // A ServiceEntry host's entry (and so its namespace) is looked up when the routes are applied.
       const target = parseWaypointRouteName(name, self.clusterDomain);
-      if (target === undefined) return `${name} is not a waypoint route name`;
-      compileEnvoyRouteConfiguration(resource as EnvoyRouteConfiguration, target.service.namespace, {
+      if (target === undefined && parseWaypointRouteHost(name) === undefined)
+        return `${name} is not a waypoint route name`;
+      compileEnvoyRouteConfiguration(resource as EnvoyRouteConfiguration, target?.service.namespace ?? "", {
         ...(self.clusterDomain === undefined ? {} : { clusterDomain: self.clusterDomain }),
       });
     } else if (typeUrl === TypeUrl.waypointPolicy) {
@@ -146,7 +168,8 @@ export class WaypointXdsConfig {
   readonly #xds: XdsClient;
   readonly #self: WaypointSelf;
   readonly #targets: WaypointXdsTargets;
-  readonly #routes = new Map<string, { raw: unknown; compiled: CompiledEnvoyRoutes }>();
+  /** Accepted RouteConfigurations by name, compiled for the target they had when they came. */
+  readonly #routes = new Map<string, { raw: unknown; target: RouteTarget; compiled: CompiledEnvoyRoutes }>();
   readonly #policies = new Map<string, WaypointPolicy>();
   readonly #applied = new Set<string>();
   #routeNames: string[] = [];
@@ -196,15 +219,18 @@ export class WaypointXdsConfig {
       this.#followBoundServices();
     } else if (event.typeUrl === TypeUrl.routeConfiguration) {
       for (const r of [...event.added, ...event.updated]) {
-        const target = parseWaypointRouteName(r.name, this.#self.clusterDomain);
-        if (target === undefined) continue;
+        const target = routeTargetOf(r.name, this.#targets.store, this.#self);
+        if (target === undefined) {
+          this.#routes.delete(r.name);
+          continue;
+        }
         // Already accepted by validate: this compile does not throw.
         const compiled = compileEnvoyRouteConfiguration(
           r.resource as EnvoyRouteConfiguration,
           target.service.namespace,
           this.#self.clusterDomain === undefined ? {} : { clusterDomain: this.#self.clusterDomain },
         );
-        this.#routes.set(r.name, { raw: r.resource, compiled });
+        this.#routes.set(r.name, { raw: r.resource, target, compiled });
       }
       for (const name of event.removed) this.#routes.delete(name);
       this.#applyRoutes();
@@ -235,10 +261,11 @@ export class WaypointXdsConfig {
   }
 
   #applyRoutes(): void {
-    const bindings = [...this.#routes].flatMap(([name, { compiled }]) => {
-      const target = parseWaypointRouteName(name, this.#self.clusterDomain);
-      return target === undefined ? [] : [{ service: target.service, port: target.port, routes: compiled }];
-    });
+    const bindings = [...this.#routes.values()].map(({ target, compiled }) => ({
+      service: target.service,
+      port: target.port,
+      routes: compiled,
+    }));
     this.#targets.handler.setRouteTable(createEnvoyRouteTable(bindings));
     this.#generation++;
     this.#targets.logger.info({ routes: bindings.length }, "waypoint routes in force");

@@ -145,6 +145,19 @@ spec:
   location: MESH_EXTERNAL
   endpoints: [{ address: localhost }]
 ---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: external-api, namespace: shop }
+spec:
+  parentRefs: [{ group: networking.istio.io, kind: ServiceEntry, name: external-api }]
+  rules:
+    - matches: [{ path: { type: PathPrefix, value: /v2 } }]
+      filters:
+        - { type: URLRewrite, urlRewrite: { path: { type: ReplacePrefixMatch, replacePrefixMatch: / } } }
+        - { type: RequestHeaderModifier, requestHeaderModifier: { set: [{ name: x-egress, value: v2 }] } }
+      backendRefs: [{ group: networking.istio.io, kind: Hostname, name: api.external.test, port: 80 }]
+    - backendRefs: [{ group: networking.istio.io, kind: Hostname, name: api.external.test, port: 80 }]
+---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: { name: external-api-no-admin, namespace: shop }
@@ -223,7 +236,10 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     await once(mysqlPod, "listening");
     // The external host's app, where `localhost` resolves.
     externalApi = createServer((req, res) => {
-      res.end(`external-api got ${req.method} ${req.url} for ${req.headers.host}`);
+      const egress = req.headers["x-egress"];
+      res.end(
+        `external-api got ${req.method} ${req.url} for ${req.headers.host}${egress ? ` x-egress=${egress}` : ""}`,
+      );
     });
     externalApi.listen(0, "127.0.0.1");
     await once(externalApi, "listening");
@@ -363,6 +379,10 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     // name the host.
     assert.match(await send(ip(3)), /^HTTP\/1\.1 403 /);
     assert.match(await send(ip(2), "/admin"), /^HTTP\/1\.1 403 /);
+    // An HTTPRoute attached to the ServiceEntry (served by the control plane over RDS) routes and
+    // rewrites its requests.
+    const routed = await send(ip(2), "/v2/status");
+    assert.ok(routed.endsWith("external-api got GET /status for api.external.test x-egress=v2"), routed);
     const lines = (await waypoint.metricsText()).split("\n");
     assert.ok(
       lines.some(

@@ -8,6 +8,7 @@ import {
   createEnvoyRouteTable,
   type EnvoyRoute,
   type EnvoyRouteConfiguration,
+  parseWaypointRouteHost,
   parseWaypointRouteName,
   waypointRouteName,
 } from "./envoy-routes.js";
@@ -299,6 +300,94 @@ describe("names", () => {
       service: { name: "web", namespace: "demo" },
     });
     assert.equal(parseWaypointRouteName("web.demo.svc.cluster.local:80"), undefined);
+  });
+
+  it("a ServiceEntry host's cluster is a Hostname backend, and its route name gives host and port", () => {
+    assert.deepEqual(backendOfCluster("outbound|443||api.example.com", "f", "cluster.local", "shop"), {
+      group: "networking.istio.io",
+      kind: "Hostname",
+      name: "api.example.com",
+      namespace: "shop",
+      port: 443,
+      weight: 1,
+      requestHeaders: undefined,
+      responseHeaders: undefined,
+    });
+    for (const bad of [
+      "outbound|80||*.example.com",
+      "outbound|80||Bad_Host",
+      "outbound|80||x.svc.cluster.local",
+    ]) {
+      assert.throws(() => backendOfCluster(bad, "f"), RouterError, bad);
+    }
+    const name = waypointRouteName("api.example.com", 443);
+    assert.deepEqual(parseWaypointRouteHost(name), { host: "api.example.com", port: 443 });
+    assert.equal(parseWaypointRouteName(name), undefined);
+    assert.deepEqual(parseWaypointRouteHost(waypointRouteName("web.demo.svc.cluster.local", 80)), {
+      host: "web.demo.svc.cluster.local",
+      port: 80,
+    });
+    assert.equal(parseWaypointRouteHost("inbound-vip|0|http|api.example.com"), undefined);
+    assert.equal(parseWaypointRouteHost("outbound|80||api.example.com"), undefined);
+  });
+});
+
+describe("createEnvoyRouteTable for a ServiceEntry host", () => {
+  const EXT = {
+    name: "external-api",
+    namespace: "shop",
+    kind: "ServiceEntry" as const,
+    hostname: "api.example.com",
+  };
+  const cfg: EnvoyRouteConfiguration = {
+    name: waypointRouteName("api.example.com", 80),
+    virtualHosts: [
+      {
+        name: "ext",
+        domains: ["*"],
+        routes: [
+          {
+            name: "v2",
+            match: { prefix: "/v2" },
+            route: { cluster: "outbound|80||api.example.com", prefixRewrite: "/" },
+            requestHeadersToAdd: [{ header: { key: "x-egress", value: "yes" } }],
+          },
+          { name: "default", match: { prefix: "/" }, route: { cluster: "outbound|80||api.example.com" } },
+        ],
+      },
+    ],
+  };
+  const routes = createEnvoyRouteTable([
+    { service: EXT, port: 80, routes: compileEnvoyRouteConfiguration(cfg, "shop") },
+    // A Kubernetes Service of the same name is another target.
+    {
+      service: { name: "external-api", namespace: "shop" },
+      port: 80,
+      routes: compileEnvoyRouteConfiguration(config(ROUTES), "shop"),
+    },
+  ]);
+
+  it("routes a request to the host by its own configuration, to a Hostname backend", () => {
+    const match = routes.match(
+      request({ host: "api.example.com", path: "/v2/x", target: { service: EXT, port: 80 } }),
+    );
+    assert.equal(match?.rule.route, "v2");
+    assert.deepEqual(
+      match?.rule.backends.map((b) => [b.group, b.kind, b.name, b.namespace, b.port]),
+      [["networking.istio.io", "Hostname", "api.example.com", "shop", 80]],
+    );
+    assert.equal(routes.hasRoutesFor({ service: EXT, port: 80 }), true);
+    assert.equal(routes.hasRoutesFor({ service: EXT, port: 443 }), false);
+    assert.equal(
+      routes.match(
+        request({
+          path: "/login",
+          method: "POST",
+          target: { service: { name: "external-api", namespace: "shop" }, port: 80 },
+        }),
+      )?.rule.route,
+      "exact",
+    );
   });
 });
 

@@ -178,20 +178,29 @@ function ms(d: EnvoyDuration | undefined): number | undefined {
   return (d.seconds ?? 0) * 1000 + Math.floor((d.nanos ?? 0) / 1_000_000);
 }
 
+const HOSTNAME_GROUP = "networking.istio.io";
+
+/** A DNS name as a ServiceEntry host is written: lower-case labels of letters, digits and `-`. */
+const HOST_NAME = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
+
 /**
- * The Service port behind a cluster name `outbound|<port>|<subset>|<name>.<namespace>.svc.<suffix>`
- * (istiod's naming), as a backend reference; anything else throws.
+ * The backend behind a cluster name `outbound|<port>||<host>` (istiod's naming): a Service port when
+ * the host is `<name>.<namespace>.svc.<suffix>`, else a ServiceEntry host, as the `networking.istio.io`
+ * `Hostname` backendRef Istio's routes use for it (its `namespace` is `namespace`, the routes' own).
+ * Anything else throws.
  */
 export function backendOfCluster(
   cluster: string,
   field: string,
   clusterDomain = "cluster.local",
+  namespace = "",
 ): ResolvedBackendRef {
   const parts = cluster.split("|");
   const port = Number(parts[1]);
   const host = parts[3] ?? "";
   const suffix = `.svc.${clusterDomain}`;
   const labels = host.endsWith(suffix) ? host.slice(0, -suffix.length).split(".") : [];
+  const service = labels.length === 2 && labels.every((l) => l !== "");
   if (
     parts.length !== 4 ||
     parts[0] !== "outbound" ||
@@ -199,16 +208,15 @@ export function backendOfCluster(
     port < 1 ||
     port > 65535 ||
     parts[2] !== "" ||
-    labels.length !== 2 ||
-    labels.some((l) => l === "")
+    !(service || (!host.endsWith(suffix) && HOST_NAME.test(host)))
   ) {
     throw unsupported(field, `cluster ${JSON.stringify(cluster)} is not outbound|<port>||<service host>`);
   }
   return {
-    group: "",
-    kind: "Service",
-    name: labels[0] as string,
-    namespace: labels[1] as string,
+    group: service ? "" : HOSTNAME_GROUP,
+    kind: service ? "Service" : "Hostname",
+    name: service ? (labels[0] as string) : host,
+    namespace: service ? (labels[1] as string) : namespace,
     port,
     weight: 1,
     requestHeaders: undefined,
@@ -325,12 +333,13 @@ function mirrorOf(
   policy: NonNullable<EnvoyRouteAction["requestMirrorPolicies"]>[number],
   field: string,
   clusterDomain: string,
+  namespace: string,
 ): HTTPRequestMirrorFilter & { backend: ResolvedBackendRef } {
-  const backend = backendOfCluster(policy.cluster ?? "", `${field}.cluster`, clusterDomain);
+  const backend = backendOfCluster(policy.cluster ?? "", `${field}.cluster`, clusterDomain, namespace);
   const fraction = policy.runtimeFraction?.defaultValue;
   const backendRef = {
-    group: "",
-    kind: "Service",
+    group: backend.group,
+    kind: backend.kind,
     name: backend.name,
     namespace: backend.namespace,
     port: backend.port,
@@ -408,12 +417,12 @@ function ruleOf(
   const where = `${field}.route`;
   let backends: ResolvedBackendRef[];
   if (action.cluster !== undefined)
-    backends = [backendOfCluster(action.cluster, `${where}.cluster`, clusterDomain)];
+    backends = [backendOfCluster(action.cluster, `${where}.cluster`, clusterDomain, namespace)];
   else if (action.weightedClusters !== undefined) {
     backends = (action.weightedClusters.clusters ?? []).map((c, i) => {
       const f = `${where}.weightedClusters.clusters[${i}]`;
       return {
-        ...backendOfCluster(c.name ?? "", `${f}.name`, clusterDomain),
+        ...backendOfCluster(c.name ?? "", `${f}.name`, clusterDomain, namespace),
         weight: c.weight?.value ?? 0,
         requestHeaders: headerFilter(
           c.requestHeadersToAdd,
@@ -455,7 +464,7 @@ function ruleOf(
     backends,
     rewrite,
     mirrors: (action.requestMirrorPolicies ?? []).map((m, i) =>
-      mirrorOf(m, `${where}.requestMirrorPolicies[${i}]`, clusterDomain),
+      mirrorOf(m, `${where}.requestMirrorPolicies[${i}]`, clusterDomain, namespace),
     ),
     requestTimeoutMs: ms(action.timeout),
     backendTimeoutMs: ms(retry?.perTryTimeout),
@@ -555,9 +564,23 @@ function requestValue(request: RouteRequest, name: string): string | undefined {
 
 /** The RouteConfiguration that serves one Service port, for {@link createEnvoyRouteTable}. */
 export interface EnvoyRouteBinding {
-  service: { name: string; namespace: string };
+  /**
+   * The Service, or with `kind: "ServiceEntry"` the ServiceEntry host (`hostname`), whose port the
+   * configuration serves; a request's {@link RouteTarget} names it the same way.
+   */
+  service: { name: string; namespace: string; kind?: "Service" | "ServiceEntry"; hostname?: string };
   port: number;
   routes: CompiledEnvoyRoutes;
+}
+
+/** One key per Service port, or per ServiceEntry host and port. */
+function bindingKey(
+  service: { name: string; namespace: string; kind?: "Service" | "ServiceEntry"; hostname?: string },
+  port: number,
+): string {
+  return service.kind === "ServiceEntry"
+    ? `se:${service.namespace}/${service.hostname ?? service.name}:${port}`
+    : `${service.namespace}/${service.name}:${port}`;
 }
 
 /**
@@ -568,11 +591,11 @@ export interface EnvoyRouteBinding {
  */
 export function createEnvoyRouteTable(bindings: readonly EnvoyRouteBinding[]): RouteTable {
   const byTarget = new Map<string, CompiledEnvoyRoutes>();
-  for (const b of bindings) byTarget.set(`${b.service.namespace}/${b.service.name}:${b.port}`, b.routes);
+  for (const b of bindings) byTarget.set(bindingKey(b.service, b.port), b.routes);
   const find = (target: RouteTarget | undefined) =>
     target?.service === undefined || target.port === undefined
       ? undefined
-      : byTarget.get(`${target.service.namespace}/${target.service.name}:${target.port}`);
+      : byTarget.get(bindingKey(target.service, target.port));
   return {
     size: byTarget.size,
     hasRoutesFor: (target) => find(target) !== undefined,
@@ -602,6 +625,19 @@ export function createEnvoyRouteTable(bindings: readonly EnvoyRouteBinding[]): R
 /** Name of the RouteConfiguration a waypoint serves a Service port with (istiod's inbound VIP name). */
 export function waypointRouteName(host: string, port: number): string {
   return `inbound-vip|${port}|http|${host}`;
+}
+
+/**
+ * The host and port of any {@link waypointRouteName} (a Service's or a ServiceEntry host's), or
+ * undefined for another name.
+ */
+export function parseWaypointRouteHost(name: string): { host: string; port: number } | undefined {
+  const parts = name.split("|");
+  if (parts.length !== 4 || parts[0] !== "inbound-vip" || parts[2] !== "http") return undefined;
+  const port = Number(parts[1]);
+  const host = parts[3] as string;
+  if (!Number.isInteger(port) || port < 1 || port > 65535 || !HOST_NAME.test(host)) return undefined;
+  return { host, port };
 }
 
 /** The Service port behind a {@link waypointRouteName}, or undefined for another name. */

@@ -48,6 +48,7 @@ export {
   type EnvoyRouteMatch,
   type EnvoyRouteOptions,
   type EnvoyStringMatcher,
+  parseWaypointRouteHost,
   parseWaypointRouteName,
   type ValueMatcher,
   waypointRouteName,
