@@ -148,6 +148,13 @@ export interface ControlPlaneOptions extends TranslateOptions {
    */
   cacerts?: CaCertsPem;
   /**
+   * The given `cacerts` are the mesh's own self-signed root (istiod's `istio-ca-secret`, not an
+   * operator's `cacerts`): it is rotated like a generated one, and `persistRoot` keeps each rotation.
+   */
+  cacertsSelfSigned?: boolean;
+  /** Where a rotated root is written when `cacerts` were given (the Secret they came from). */
+  persistRoot?: (cacerts: Required<CaCertsPem>) => Promise<void>;
+  /**
    * Rotation of the control plane's own self-signed root (the one it generated, kept in `stateDir` or
    * in memory), as istiod rotates its self-signed root: checked every `checkIntervalSeconds` (default
    * 3600), re-issued for the same key and subject when less than `gracePercent` (default 20) of its
@@ -172,6 +179,11 @@ export interface RootRotationOptions {
   gracePercent?: number;
   /** Default 172800 (48 h: two default workload certificate lifetimes). */
   retireAfterSeconds?: number;
+  /**
+   * Asked before a due rotation: only when it returns true does this control plane rotate (the leader
+   * of several replicas; the others take the new root with `ControlPlane.adoptRoot`). Default: always.
+   */
+  shouldRotate?: () => boolean;
 }
 
 /** What one reload did. */
@@ -220,6 +232,13 @@ export interface ControlPlane {
    * @throws ControlPlaneError `ERR_CONTROL_PLANE_STATE` when the CA is plugged in (not its own root).
    */
   rotateRoot(): Promise<void>;
+  /**
+   * Takes a root another replica re-issued for the shared key (read back from the Secret): it signs
+   * from now on, joins the trust bundle, and the serving certificate is re-issued under it. Resolves
+   * to false when it was already the signer.
+   * @throws ControlPlaneError `ERR_CONTROL_PLANE_STATE` for a root of another key or subject.
+   */
+  adoptRoot(rootPem: string): Promise<boolean>;
   /**
    * The serving certificate chain (leaf first): URI SAN `spiffe://<td>/ns/istio-system/sa/istiod`,
    * DNS SAN `istiod.istio-system.svc` and the `servingHosts`. The one new connections get now: it is
@@ -393,6 +412,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   };
   const state = await loadMeshState(options.stateDir, trustDomain, {
     ...(options.cacerts === undefined ? {} : { given: options.cacerts }),
+    ...(options.cacertsSelfSigned === true ? { givenSelfSigned: true } : {}),
+    ...(options.persistRoot === undefined ? {} : { persistGiven: options.persistRoot }),
     ...(options.caRootTtlSeconds === undefined ? {} : { rootTtlSeconds: options.caRootTtlSeconds }),
   }).catch(closeSourceAndThrow);
   const rootExpiry = metrics.gauge(
@@ -854,6 +875,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
           gracePercent: rotation.gracePercent,
           retireAfterMs: rotation.retireAfterSeconds * 1000,
           reuseKey: true,
+          ...(rotation.shouldRotate === undefined ? {} : { shouldRotate: rotation.shouldRotate }),
           onRotated: publishRoot,
           onRetired: () => state.persistCa(),
           logger,
@@ -884,6 +906,19 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       await state.ca.rotateRoot({ reuseKey: true });
       logger.info({ notAfter: new X509Certificate(state.ca.rootCertPem()).validTo }, "CA root re-issued");
       await publishRoot();
+    },
+    async adoptRoot(rootPem) {
+      const before = state.ca.rootCertPem();
+      try {
+        state.ca.adoptRoot(rootPem);
+      } catch (cause) {
+        throw new ControlPlaneError("ERR_CONTROL_PLANE_STATE", "cannot take the given CA root", { cause });
+      }
+      if (state.ca.rootCertPem() === before) return false;
+      logger.info({ notAfter: new X509Certificate(state.ca.rootCertPem()).validTo }, "CA root adopted");
+      setRootExpiry();
+      await serving.renew();
+      return true;
     },
     get servingCertPem() {
       return serving.current.certChainPem;
@@ -924,10 +959,16 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
 /** The root rotation's settings, checked; undefined when it is off. */
 function rootRotationSettings(
   option: false | RootRotationOptions | undefined,
-): Required<RootRotationOptions> | undefined {
+):
+  | (Required<Omit<RootRotationOptions, "shouldRotate">> & Pick<RootRotationOptions, "shouldRotate">)
+  | undefined {
   if (option === false) return undefined;
   const given = option ?? {};
-  const positive = (name: keyof RootRotationOptions, value: number | undefined, fallback: number): number => {
+  const positive = (
+    name: Exclude<keyof RootRotationOptions, "shouldRotate">,
+    value: number | undefined,
+    fallback: number,
+  ): number => {
     if (value === undefined) return fallback;
     if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
       throw new ControlPlaneError(
@@ -948,5 +989,6 @@ function rootRotationSettings(
     checkIntervalSeconds: positive("checkIntervalSeconds", given.checkIntervalSeconds, 3600),
     gracePercent,
     retireAfterSeconds: positive("retireAfterSeconds", given.retireAfterSeconds, 2 * 24 * 3600),
+    ...(given.shouldRotate === undefined ? {} : { shouldRotate: given.shouldRotate }),
   };
 }

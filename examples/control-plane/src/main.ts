@@ -25,8 +25,9 @@ options:
   --xds-push-buffer-mib N  response MiB the xDS ports hold for all clients together before
                         further responses wait their turn (default 16; istiod PILOT_PUSH_THROTTLE).
                         A full push goes to about N MiB / state size clients at a time
-  --no-root-rotation    do not re-issue the control plane's own CA root when less than 20% of its life
-                        is left (checked hourly, as istiod; the new root keeps the old one's key)
+  --no-root-rotation    do not re-issue the control plane's own CA root (state directory, or the
+                        leader's istio-ca-secret) when less than 20% of its life is left (checked
+                        hourly, as istiod; the new root keeps the old one's key)
   --kubernetes          read a cluster instead of --mesh-dir: informers, TokenReview, the CA from the
                         istio-system Secret cacerts or istio-ca-secret, a Lease leader (see
                         deploy/kubernetes/README.md); --state-dir is not used
@@ -198,6 +199,7 @@ async function mainKubernetes(
     ...(parsed.podCidrs === undefined ? {} : { podCidrs: parsed.podCidrs }),
     ...(parsed.servingHosts === undefined ? {} : { servingHosts: parsed.servingHosts }),
     ...parsed.xdsTuning,
+    ...(values["no-root-rotation"] ? { rootRotation: false as const } : {}),
     logger,
     metrics: createPromClientSink(prom, registry),
     metricsText: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),

@@ -21,7 +21,8 @@ export interface MeshState {
   rootCertPem(): string;
   /**
    * Writes the CA as it is now to the state directory (`ca/` and the `root-cert.pem` node agents
-   * read), after a root rotation; each file is replaced atomically. Nothing without a state directory.
+   * read), after a root rotation, each file replaced atomically; or, for given material, to where
+   * `persistGiven` keeps it. Nothing without either.
    */
   persistCa(): Promise<void>;
   /** Public JWKS that verifies node tokens. */
@@ -57,6 +58,8 @@ export interface MeshStateOptions {
   given?: CaCertsPem;
   /** The given material is the mesh's own self-signed root (`istio-ca-secret`), which may be rotated. */
   givenSelfSigned?: boolean;
+  /** Where the given material is written back after a rotation (its Secret). */
+  persistGiven?: (cacerts: Required<CaCertsPem>) => Promise<void>;
   /** Lifetime of a root generated here, and of each re-issued one. Default 10 years. */
   rootTtlSeconds?: number;
 }
@@ -138,8 +141,15 @@ export async function loadMeshState(
     if (stateDir !== undefined) await writeAtomic(join(stateDir, "root-cert.pem"), rootCertPem());
     // One write at a time, in order: a retirement right after a rotation lands after it.
     let persisting: Promise<void> = Promise.resolve();
+    const persistGiven = stateOptions.persistGiven;
     const persistCa = (): Promise<void> => {
-      if (stateDir === undefined || given !== undefined) return Promise.resolve();
+      if (given !== undefined) {
+        if (persistGiven === undefined) return Promise.resolve();
+        const run = persisting.then(() => persistGiven(ca.exportCacerts()));
+        persisting = run.catch(() => undefined);
+        return run;
+      }
+      if (stateDir === undefined) return Promise.resolve();
       const run = persisting.then(async () => {
         const now = ca.exportCacerts();
         const dir = join(stateDir, "ca");

@@ -103,7 +103,9 @@ describe("RenewingServingCertificate", () => {
   });
 
   it("keeps the current certificate when a renewal fails, and tries again", async () => {
-    const real = await issuer(2);
+    // 3 s: a certificate's NotAfter has whole seconds, and one that expires within a second is
+    // refused, so a 2 s lifetime left no margin for a slow issue on a loaded machine.
+    const real = await issuer(3);
     let fail = 0;
     const failures: number[] = [];
     const renewals: Date[] = [];
@@ -115,7 +117,7 @@ describe("RenewingServingCertificate", () => {
         }
         return real();
       },
-      ttlSeconds: 2,
+      ttlSeconds: 3,
       renewed: (notAfter) => renewals.push(notAfter),
       failed: (_err, retryInMs) => failures.push(retryInMs),
     });
@@ -123,7 +125,7 @@ describe("RenewingServingCertificate", () => {
       const first = serving.current.certChainPem;
       fail = 2;
       await until("two failures and a renewal", () => renewals.length === 1, 8000);
-      assert.deepEqual(failures, [200, 200]);
+      assert.deepEqual(failures, [300, 300]);
       assert.notEqual(serving.current.certChainPem, first);
     } finally {
       serving.close();

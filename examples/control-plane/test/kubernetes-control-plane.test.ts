@@ -111,6 +111,8 @@ describe("control plane replicas on kubernetes", { timeout: 60_000 }, () => {
           xdsDebounceMs: 5,
           statusIntervalMs: 100,
           leaderElection: { leaseDurationSeconds: 1, renewDeadlineMs: 800, retryPeriodMs: 100 },
+          // Replicas read istio-ca-secret for a re-issued root this often (a 10-year root is not due).
+          rootRotation: { checkIntervalSeconds: 0.2 },
         }),
       );
     }
@@ -290,6 +292,47 @@ describe("control plane replicas on kubernetes", { timeout: 60_000 }, () => {
     );
     assert.equal(patches.length, 1, "written once, by the leader");
     assert.match(patches[0]?.path ?? "", /\/serviceentries\/external-api\/status$/);
+  });
+
+  it("re-issues the root on the leader, writes it to istio-ca-secret, and every replica takes it", async () => {
+    await until("one leader", () => replicas.filter((r) => r.isLeader()).length === 1);
+    const leader = replicas.find((r) => r.isLeader()) as KubernetesControlPlane;
+    const follower = replicas.find((r) => !r.isLeader()) as KubernetesControlPlane;
+    const oldRoot = leader.controlPlane.rootCertPem;
+    await leader.controlPlane.rotateRoot();
+    const both = leader.controlPlane.rootCertPem;
+    const newRoot = both.slice(oldRoot.length);
+    assert.ok(both.startsWith(oldRoot) && newRoot.includes("BEGIN CERTIFICATE"));
+    const data = (server.get("v1", "Secret", "istio-ca-secret", "istio-system")?.data ?? {}) as Record<
+      string,
+      string
+    >;
+    const decoded = (key: string) => Buffer.from(data[key] ?? "", "base64").toString("utf8");
+    assert.equal(decoded("ca-cert.pem"), newRoot);
+    assert.equal(decoded("root-cert.pem"), both);
+    // The follower takes the new root from the Secret and answers with both roots.
+    await until("the follower took the new root", () => follower.controlPlane.rootCertPem === both);
+    const chain = await requestSvid(follower, "zt-a", "spiffe://cluster.local/ns/demo/sa/sleep");
+    assert.equal(chain.at(-1), both);
+    assert.equal(
+      verifySvid(chain, TrustBundle.fromPem("cluster.local", newRoot)).toString(),
+      "spiffe://cluster.local/ns/demo/sa/sleep",
+    );
+    // The leader publishes both roots where ztunnels and waypoints read them.
+    await until("istio-ca-root-cert lists both roots", () =>
+      ["istio-system", "demo"].every(
+        (ns) =>
+          (
+            server.get("v1", "ConfigMap", "istio-ca-root-cert", ns)?.data as
+              | Record<string, string>
+              | undefined
+          )?.["root-cert.pem"] === both,
+      ),
+    );
+    const secretWrites = server.requests.filter(
+      (r) => r.method === "PUT" && r.path.endsWith("/secrets/istio-ca-secret"),
+    );
+    assert.equal(secretWrites.length, 1, "written once, by the replica that rotated");
   });
 
   it("keeps serving on a replica that lost its lease", async () => {

@@ -41,6 +41,7 @@ export {
   type RootRotator,
   type RootRotatorOptions,
   type RootRotatorTimers,
+  type RotateRootOptions,
   type SignedCertificate,
   type SignOptions,
   startRootRotator,

@@ -256,6 +256,46 @@ describe("createCertificateAuthority (self-signed)", () => {
     );
   });
 
+  it("adopts a root another replica re-issued for the shared key, and refuses any other", async () => {
+    const exported = (await createCertificateAuthority({ clock: () => now })).exportCacerts();
+    // The leader rotates a day later: its new root outlives the shared one by a day.
+    const later = new Date(now.getTime() + 86_400_000);
+    const leader = await createCertificateAuthority({
+      clock: () => later,
+      cacerts: exported,
+      selfSigned: true,
+    });
+    const follower = await createCertificateAuthority({
+      clock: () => now,
+      cacerts: exported,
+      selfSigned: true,
+    });
+    const oldRoot = follower.rootCertPem();
+    await leader.rotateRoot({ reuseKey: true });
+    assert.equal(follower.adoptRoot(leader.rootCertPem()), true);
+    assert.equal(follower.rootCertPem(), leader.rootCertPem());
+    assert.deepEqual(follower.trustBundle().rootsPem("cluster.local"), [oldRoot, leader.rootCertPem()]);
+    const svid = await follower.issue({ spiffeId: ID });
+    assert.ok(leafOf(svid.certChainPem).issuerDer.equals(leafOf(leader.rootCertPem()).subjectDer));
+    assert.ok(
+      verifySvid(svid.certChainPem, TrustBundle.fromPem("cluster.local", leader.rootCertPem()), { now: later }),
+    );
+    // Already the signer, or an older root already known: nothing changes.
+    assert.equal(follower.adoptRoot(leader.rootCertPem()), false);
+    assert.equal(follower.adoptRoot(oldRoot), false);
+    assert.equal(follower.rootCertPem(), leader.rootCertPem());
+    // Another CA's root, two certificates, or no certificate at all.
+    const stranger = await createCertificateAuthority({ clock: () => now });
+    for (const bad of [stranger.rootCertPem(), oldRoot + leader.rootCertPem(), "nothing"]) {
+      assert.throws(() => follower.adoptRoot(bad), { code: "ERR_CA_CONFIG_INVALID" });
+    }
+    await assert.rejects(async () => stranger.adoptRoot(leader.rootCertPem()), {
+      code: "ERR_CA_CONFIG_INVALID",
+    });
+    const plugged = await createCertificateAuthority({ clock: () => now, cacerts: exported });
+    assert.throws(() => plugged.adoptRoot(leader.rootCertPem()), { code: "ERR_CA_CONFIG_INVALID" });
+  });
+
   it("reports when the root is inside its rotation grace period", async () => {
     let t = new Date("2030-01-01T00:00:00Z");
     const rca = await createCertificateAuthority({ rootTtlSeconds: 1000, clock: () => t });
@@ -335,5 +375,24 @@ describe("startRootRotator", () => {
     assert.deepEqual(ca.trustBundle().rootsPem("cluster.local"), [ca.rootCertPem()]);
     rotator.stop();
     assert.equal(pending.size, 0);
+  });
+
+  it("rotates only while shouldRotate says so", async () => {
+    let now = new Date("2030-01-01T00:00:00Z");
+    const ca = await createCertificateAuthority({ rootTtlSeconds: 1000, clock: () => now });
+    let leader = false;
+    const rotator = startRootRotator(ca, {
+      shouldRotate: () => leader,
+      timers: { setTimeout: () => 0, clearTimeout: () => {} },
+    });
+    now = new Date(now.getTime() + 900_000);
+    const before = ca.rootCertPem();
+    assert.equal(await rotator.check(), false);
+    assert.equal(ca.rootCertPem(), before);
+    leader = true;
+    assert.equal(await rotator.check(), true);
+    // Re-issued for the same key by default.
+    assert.ok(new X509Certificate(ca.rootCertPem()).publicKey.equals(new X509Certificate(before).publicKey));
+    rotator.stop();
   });
 });

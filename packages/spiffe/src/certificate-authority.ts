@@ -160,6 +160,15 @@ export interface CertificateAuthority {
    * @throws SpiffeError `ERR_CA_CONFIG_INVALID` for a plugged-in CA.
    */
   rotateRoot(options?: RotateRootOptions): Promise<void>;
+  /**
+   * Takes a root that another holder of this CA's key re-issued (`rotateRoot({ reuseKey: true })` on
+   * another replica, read back from the Secret they share): when `rootPem` is a self-signed CA
+   * certificate with the active root's subject and public key, it joins the trust bundle, and becomes
+   * the signer when it expires later than the active root. Returns true when it changed anything.
+   * Self-signed CAs only.
+   * @throws SpiffeError `ERR_CA_CONFIG_INVALID` for another key or subject, or a plugged-in CA.
+   */
+  adoptRoot(rootPem: string): boolean;
   /** Removes every root but the active one from the trust bundle; returns how many were removed. */
   retireOldRoots(): number;
   /**
@@ -568,6 +577,45 @@ export async function createCertificateAuthority(
       refreshChainTail();
       logger.info({ trustDomain, notAfter: rootParsed.notAfter, reuseKey }, "CA root rotated");
     },
+    adoptRoot(rootPem) {
+      if (!selfSigned) {
+        throw new SpiffeError(
+          "ERR_CA_CONFIG_INVALID",
+          "adopting a root is only available for a self-signed CA",
+        );
+      }
+      let root: ParsedCertificate;
+      try {
+        const der = decodeCertificatesPem(rootPem);
+        if (der.length !== 1) throw new SpiffeError("ERR_PEM_INVALID", `${der.length} certificates, not one`);
+        root = parseCertificateDer(der[0] as Buffer);
+      } catch (cause) {
+        throw new SpiffeError("ERR_CA_CONFIG_INVALID", "the root to adopt is not one PEM certificate", {
+          cause,
+        });
+      }
+      const active = signer;
+      const current = active.root;
+      if (
+        !root.isCa ||
+        !root.selfIssued ||
+        !root.subjectDer.equals(current.subjectDer) ||
+        !root.spkiDer.equals(current.spkiDer)
+      ) {
+        throw new SpiffeError(
+          "ERR_CA_CONFIG_INVALID",
+          "the root to adopt is not this CA's root re-issued for the same key and subject",
+        );
+      }
+      if (root.der.equals(current.der)) return false;
+      const known = bundle.rootsPem(trustDomain).includes(root.pem);
+      bundle.addRoots(trustDomain, root.pem);
+      const newer = root.notAfter.getTime() > current.notAfter.getTime();
+      if (newer) signer = makeSigner(active.key, active.keyPem, root.pem, [root.pem], root);
+      refreshChainTail();
+      if (newer) logger.info({ trustDomain, notAfter: root.notAfter }, "CA root adopted");
+      return newer || !known;
+    },
     exportCacerts() {
       return {
         caCertPem: signer.cert.pem,
@@ -622,6 +670,11 @@ export interface RootRotatorOptions {
   onRotated?: (ca: CertificateAuthority) => unknown;
   /** Called after old roots are retired; a rejected promise is logged. */
   onRetired?: (ca: CertificateAuthority) => unknown;
+  /**
+   * Asked before each rotation that is due: only when it returns true does this rotator rotate (the
+   * leader among replicas that share the CA; the others adopt what it wrote). Default: always.
+   */
+  shouldRotate?: () => boolean;
   /** Default: Node's timers, unref'd. */
   timers?: RootRotatorTimers;
   logger?: Logger;
@@ -664,6 +717,7 @@ export function startRootRotator(ca: CertificateAuthority, options: RootRotatorO
 
   async function rotateIfDue(): Promise<boolean> {
     if (stopped || !ca.rootNeedsRotation(options.gracePercent ?? 20)) return false;
+    if (options.shouldRotate !== undefined && !options.shouldRotate()) return false;
     await ca.rotateRoot({ reuseKey: options.reuseKey ?? true });
     try {
       await options.onRotated?.(ca);

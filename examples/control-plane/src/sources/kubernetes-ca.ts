@@ -132,3 +132,57 @@ export async function loadCaFromSecrets(options: CaSecretOptions): Promise<CaFro
     );
   }
 }
+
+/**
+ * Writes a rotated self-signed root back to `istio-ca-secret` (the leader does, after a rotation):
+ * `ca-cert.pem` the new root, `ca-key.pem` its key (unchanged by a re-issue), `root-cert.pem` every
+ * root of the bundle, so a replica that starts later trusts the old one too. A concurrent write (409)
+ * is read again and retried once.
+ */
+export async function writeSelfSignedCaSecret(
+  kc: KubeConfig,
+  namespace: string,
+  cacerts: CaCertsPem,
+): Promise<void> {
+  const path = `/api/v1/namespaces/${namespace}/secrets/${SELF_SIGNED_CA_SECRET}`;
+  const b64 = (text: string) => Buffer.from(text, "utf8").toString("base64");
+  for (let attempt = 0; ; attempt++) {
+    const current = (await kubeRequest(kc, "GET", path)) as {
+      metadata?: { resourceVersion?: string; labels?: Record<string, string> };
+      type?: string;
+    };
+    try {
+      await kubeRequest(kc, "PUT", path, {
+        contentType: "application/json",
+        value: {
+          apiVersion: "v1",
+          kind: "Secret",
+          type: current.type ?? "istio.io/ca-root",
+          metadata: {
+            name: SELF_SIGNED_CA_SECRET,
+            namespace,
+            ...(current.metadata?.resourceVersion === undefined
+              ? {}
+              : { resourceVersion: current.metadata.resourceVersion }),
+            ...(current.metadata?.labels === undefined ? {} : { labels: current.metadata.labels }),
+          },
+          data: {
+            "ca-cert.pem": b64(cacerts.caCertPem),
+            "ca-key.pem": b64(cacerts.caKeyPem),
+            "root-cert.pem": b64(cacerts.rootCertPem),
+          },
+        },
+      });
+      return;
+    } catch (err) {
+      if (attempt === 0 && err instanceof KubeRequestError && err.statusCode === 409) continue;
+      throw err;
+    }
+  }
+}
+
+/** The signing root `istio-ca-secret` holds now (`ca-cert.pem`), or undefined when it has none. */
+export async function readSelfSignedCaRoot(kc: KubeConfig, namespace: string): Promise<string | undefined> {
+  const data = await readSecret(kc, namespace, SELF_SIGNED_CA_SECRET);
+  return decode(data, "ca-cert.pem");
+}

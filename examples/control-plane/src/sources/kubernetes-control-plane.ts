@@ -5,7 +5,12 @@ import type { KubeConfig } from "@kubernetes/client-node";
 import { type ControlPlane, type ControlPlaneOptions, startControlPlane } from "../control-plane.js";
 import { type Logger, noopLogger } from "../telemetry.js";
 import { gatewayStatusUpdates, writeGatewayStatus } from "./gateway-status.js";
-import { loadCaFromSecrets } from "./kubernetes-ca.js";
+import {
+  loadCaFromSecrets,
+  readSelfSignedCaRoot,
+  SELF_SIGNED_CA_SECRET,
+  writeSelfSignedCaSecret,
+} from "./kubernetes-ca.js";
 import {
   createKubernetesSource,
   type KubernetesSource,
@@ -25,6 +30,8 @@ export interface KubernetesControlPlaneOptions
     | "authenticator"
     | "identitiesOnNode"
     | "cacerts"
+    | "cacertsSelfSigned"
+    | "persistRoot"
     | "stateDir"
     | "watch"
     | "watchDebounceMs"
@@ -73,8 +80,21 @@ export async function startKubernetesControlPlane(
   const source = await createKubernetesSource({ kubeConfig, logger, ...sourceOptions });
   const missing = source.missing();
   if (missing.length > 0) logger.warn({ missing }, "kubernetes resources not installed: served without them");
+  // The self-signed root in istio-ca-secret is rotated by the leader alone, which writes it back; every
+  // replica reads the Secret at each check and takes a root re-issued there (istiod's rotation).
+  const ownRoot = ca.secret === SELF_SIGNED_CA_SECRET;
+  let election: LeaderElection | undefined;
+  const rotation = options.rootRotation;
   const controlPlane = await startControlPlane({
     ...rest,
+    ...(ownRoot
+      ? {
+          cacertsSelfSigned: true,
+          persistRoot: (cacerts) => writeSelfSignedCaSecret(kubeConfig, namespace, cacerts),
+        }
+      : {}),
+    rootRotation:
+      rotation === false ? false : { ...rotation, shouldRotate: () => election?.isLeader() === true },
     // Pods are HBONE once istio-cni has captured them, as istiod reads it.
     captureSignal: options.captureSignal ?? "redirection",
     source,
@@ -87,7 +107,29 @@ export async function startKubernetesControlPlane(
     identitiesOnNode: (node) => identitiesOfPods(source.podsOnNode(node), trustDomain),
   });
 
-  const rootCerts = createRootCertPublisher(kubeConfig, controlPlane.rootCertPem, logger);
+  const rootCerts = createRootCertPublisher(kubeConfig, () => controlPlane.rootCertPem, logger);
+  let rootSeen: string | undefined;
+  const followRoot = async (): Promise<void> => {
+    const root = await readSelfSignedCaRoot(kubeConfig, namespace);
+    if (root === undefined || root === rootSeen) return;
+    rootSeen = root;
+    if (await controlPlane.adoptRoot(root)) reconcileStatus();
+  };
+  const rootTimer =
+    ownRoot && rotation !== false
+      ? setInterval(
+          () => {
+            followRoot().catch((err: unknown) =>
+              logger.warn(
+                { err: err instanceof Error ? err.message : String(err) },
+                "CA Secret check failed",
+              ),
+            );
+          },
+          (rotation?.checkIntervalSeconds ?? 3600) * 1000,
+        )
+      : undefined;
+  rootTimer?.unref();
   let writing: Promise<unknown> = Promise.resolve();
   // Gateway -> the address this replica last wrote, until the cache shows something else.
   const statusWritten = new Map<string, string>();
@@ -97,7 +139,7 @@ export async function startKubernetesControlPlane(
   const reconcileStatus = (): void => {
     // One pass at a time; a pass that finds everything current writes nothing.
     writing = writing.then(async () => {
-      if (!election.isLeader()) return;
+      if (election?.isLeader() !== true) return;
       const gateways = source.objects("Gateway");
       const waypointNamespaces = gateways
         .filter((g) => g.spec?.gatewayClassName === "istio-waypoint")
@@ -121,7 +163,7 @@ export async function startKubernetesControlPlane(
       }
     });
   };
-  const election: LeaderElection = startLeaderElection({
+  election = startLeaderElection({
     kubeConfig,
     namespace,
     identity,
@@ -141,10 +183,11 @@ export async function startKubernetesControlPlane(
     controlPlane,
     source,
     caSecret: ca.secret,
-    isLeader: () => election.isLeader(),
+    isLeader: () => election?.isLeader() === true,
     async close() {
       clearInterval(statusTimer);
-      await election.stop();
+      clearInterval(rootTimer);
+      await election?.stop();
       await writing;
       await controlPlane.close();
     },

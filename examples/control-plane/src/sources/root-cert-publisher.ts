@@ -9,10 +9,17 @@ import { KubeRequestError, kubeRequest } from "./kube-client.js";
 /** ConfigMap name; istiod's `istio-ca-root-cert`. */
 export const ROOT_CERT_CONFIG_MAP = "istio-ca-root-cert";
 
-/** Publishes the root in namespaces; remembers what it wrote so a steady state costs no request. */
-export function createRootCertPublisher(kc: KubeConfig, rootCertPem: string, logger: Logger = noopLogger) {
-  const published = new Set<string>();
-  const body = (namespace: string, resourceVersion?: string) => ({
+/**
+ * Publishes the roots (`rootCertPem()`, read at each publish: a rotation changes them) in namespaces;
+ * remembers what it wrote where, so a steady state costs no request.
+ */
+export function createRootCertPublisher(
+  kc: KubeConfig,
+  rootCertPem: () => string,
+  logger: Logger = noopLogger,
+) {
+  const published = new Map<string, string>();
+  const body = (namespace: string, roots: string, resourceVersion?: string) => ({
     apiVersion: "v1",
     kind: "ConfigMap",
     metadata: {
@@ -21,14 +28,15 @@ export function createRootCertPublisher(kc: KubeConfig, rootCertPem: string, log
       ...(resourceVersion === undefined ? {} : { resourceVersion }),
       labels: { "istio.io/config": "true" },
     },
-    data: { "root-cert.pem": rootCertPem },
+    data: { "root-cert.pem": roots },
   });
   return {
     /** Makes sure each namespace holds the current root; returns how many ConfigMaps were written. */
     async publish(namespaces: Iterable<string>): Promise<number> {
       let written = 0;
+      const roots = rootCertPem();
       for (const namespace of new Set(namespaces)) {
-        if (published.has(namespace)) continue;
+        if (published.get(namespace) === roots) continue;
         const path = `/api/v1/namespaces/${namespace}/configmaps`;
         try {
           let existing:
@@ -40,16 +48,19 @@ export function createRootCertPublisher(kc: KubeConfig, rootCertPem: string, log
             if (!(err instanceof KubeRequestError && err.statusCode === 404)) throw err;
           }
           if (existing === undefined) {
-            await kubeRequest(kc, "POST", path, { contentType: "application/json", value: body(namespace) });
+            await kubeRequest(kc, "POST", path, {
+              contentType: "application/json",
+              value: body(namespace, roots),
+            });
             written++;
-          } else if (existing.data?.["root-cert.pem"] !== rootCertPem) {
+          } else if (existing.data?.["root-cert.pem"] !== roots) {
             await kubeRequest(kc, "PUT", `${path}/${ROOT_CERT_CONFIG_MAP}`, {
               contentType: "application/json",
-              value: body(namespace, existing.metadata?.resourceVersion),
+              value: body(namespace, roots, existing.metadata?.resourceVersion),
             });
             written++;
           }
-          published.add(namespace);
+          published.set(namespace, roots);
         } catch (err) {
           logger.warn(
             { namespace, err: err instanceof Error ? err.message : String(err) },
