@@ -278,7 +278,9 @@ describe("createCertificateAuthority (self-signed)", () => {
     const svid = await follower.issue({ spiffeId: ID });
     assert.ok(leafOf(svid.certChainPem).issuerDer.equals(leafOf(leader.rootCertPem()).subjectDer));
     assert.ok(
-      verifySvid(svid.certChainPem, TrustBundle.fromPem("cluster.local", leader.rootCertPem()), { now: later }),
+      verifySvid(svid.certChainPem, TrustBundle.fromPem("cluster.local", leader.rootCertPem()), {
+        now: later,
+      }),
     );
     // Already the signer, or an older root already known: nothing changes.
     assert.equal(follower.adoptRoot(leader.rootCertPem()), false);
