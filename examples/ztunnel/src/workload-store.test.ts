@@ -222,6 +222,38 @@ describe("WorkloadStore", () => {
     assert.equal(s.findService("127.30.0.1", 80), undefined);
   });
 
+  it("keeps each Service's endpoints in step as workloads join, change Services and leave", () => {
+    const s = store();
+    const match = s.findService("127.30.0.1", 80);
+    assert.ok(match);
+    const endpoints = () => s.endpointsOf(match).map((e) => e.workload.name);
+    assert.deepEqual(endpoints(), ["echo-1", "echo-2"]);
+    assert.deepEqual(
+      s.workloadsOfService(svcKey).map((w) => w.name),
+      ["echo-1", "echo-2"],
+    );
+    // A new endpoint takes its place in uid order; one that leaves the Service, or the mesh, goes.
+    s.upsert("Kubernetes//Pod/default/echo-0", {
+      workload: workload("echo-0", { ip: "127.10.0.5", services: ports(80, 8080) }),
+    });
+    assert.deepEqual(endpoints(), ["echo-0", "echo-1", "echo-2"]);
+    s.upsert("Kubernetes//Pod/default/echo-1", { workload: workload("echo-1", { ip: "127.10.0.2" }) });
+    assert.deepEqual(endpoints(), ["echo-0", "echo-2"]);
+    s.remove("Kubernetes//Pod/default/echo-2");
+    assert.deepEqual(endpoints(), ["echo-0"]);
+    // Back into the Service, and recovering health.
+    s.upsert("Kubernetes//Pod/default/echo-1", {
+      workload: workload("echo-1", { ip: "127.10.0.2", services: ports(80, 8080) }),
+    });
+    s.upsert("Kubernetes//Pod/default/echo-sick", {
+      workload: workload("echo-sick", { ip: "127.10.0.4", services: ports(80, 8080) }),
+    });
+    assert.deepEqual(endpoints(), ["echo-0", "echo-1", "echo-sick"]);
+    for (const name of ["echo-0", "echo-1", "echo-sick"]) s.remove(`Kubernetes//Pod/default/${name}`);
+    assert.deepEqual(endpoints(), []);
+    assert.deepEqual(s.workloadsOfService(svcKey), []);
+  });
+
   it("never finds a host-network workload by address, nor as a node's pod, only as an endpoint", () => {
     const s = store();
     // Two host-network pods on node-b share its address; a meshed pod at the same address is found.

@@ -120,6 +120,10 @@ export class WorkloadStore {
   /** Hostname -> keys (`namespace/hostname`) of the Services with it: one per namespace at most. */
   readonly #servicesByHost = new Map<string, Set<string>>();
   readonly #roundRobin = new Map<string, number>();
+  /** Service key -> keys of the workloads that list it: a lookup reads its endpoints, not every workload. */
+  readonly #workloadsByService = new Map<string, Set<string>>();
+  /** The same keys sorted (a stable endpoint order), built on first use after a change. */
+  readonly #sortedByService = new Map<string, string[]>();
 
   /** Adds or replaces the resource named `name` (a Workload uid or a Service `ns/hostname`). */
   upsert(name: string, address: WorkloadAddress): void {
@@ -129,6 +133,15 @@ export class WorkloadStore {
       const key = w.uid === "" ? name : w.uid;
       this.#workloads.set(key, w);
       this.#byName.set(name, { kind: "workload", key });
+      for (const serviceKey of Object.keys(w.services)) {
+        let keys = this.#workloadsByService.get(serviceKey);
+        if (keys === undefined) {
+          keys = new Set();
+          this.#workloadsByService.set(serviceKey, keys);
+        }
+        keys.add(key);
+        this.#sortedByService.delete(serviceKey);
+      }
       // A host-network workload has its node's address, which the node and its other such pods
       // share: it is never found by address (so never taken as the source or destination of a
       // connection to that address), only as a Service's endpoint.
@@ -163,6 +176,12 @@ export class WorkloadStore {
     if (entry.kind === "workload") {
       const w = this.#workloads.get(entry.key);
       this.#workloads.delete(entry.key);
+      for (const serviceKey of Object.keys(w?.services ?? {})) {
+        const keys = this.#workloadsByService.get(serviceKey);
+        keys?.delete(entry.key);
+        if (keys?.size === 0) this.#workloadsByService.delete(serviceKey);
+        this.#sortedByService.delete(serviceKey);
+      }
       for (const bytes of w?.addresses ?? []) {
         const ip = ipFromBytes(bytes);
         if (ip !== undefined && this.#workloadByIp.get(ip) === entry.key) this.#workloadByIp.delete(ip);
@@ -227,10 +246,21 @@ export class WorkloadStore {
    */
   workloadsOfService(key: string): Workload[] {
     const out: Workload[] = [];
-    for (const [uid, w] of [...this.#workloads].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-      if (uid !== "" && w.status === "HEALTHY" && w.services[key] !== undefined) out.push(w);
+    for (const uid of this.#backing(key)) {
+      const w = this.#workloads.get(uid);
+      if (w !== undefined && uid !== "" && w.status === "HEALTHY") out.push(w);
     }
     return out;
+  }
+
+  /** Keys of the workloads that list the Service `key`, sorted. */
+  #backing(key: string): readonly string[] {
+    let sorted = this.#sortedByService.get(key);
+    if (sorted === undefined) {
+      sorted = [...(this.#workloadsByService.get(key) ?? [])].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+      this.#sortedByService.set(key, sorted);
+    }
+    return sorted;
   }
 
   /** The Service with VIP `vip` (any port), if any. */
@@ -246,7 +276,9 @@ export class WorkloadStore {
   endpointsOf(match: ServiceMatch): Endpoint[] {
     const out: Endpoint[] = [];
     const allowAll = match.service.loadBalancing?.healthPolicy === "ALLOW_ALL";
-    for (const [uid, w] of [...this.#workloads].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    for (const uid of this.#backing(match.key)) {
+      const w = this.#workloads.get(uid);
+      if (w === undefined) continue;
       // An endpoint without an address is reached by its hostname (a DNS ServiceEntry's).
       if ((w.status !== "HEALTHY" && !allowAll) || (w.addresses.length === 0 && w.hostname === "")) continue;
       const ports = w.services[match.key];
