@@ -243,7 +243,9 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
   const originalSource = new OriginalSource(options.originalSource === true, logger);
 
   const findWorkload = (pod: InPodWorkload): Workload | undefined => {
-    for (const w of store.workloads().values()) if (w.uid === pod.uid) return w;
+    // The store keys a workload by its uid.
+    const byUid = pod.uid === "" ? undefined : store.workloads().get(pod.uid);
+    if (byUid !== undefined) return byUid;
     const info = pod.workloadInfo;
     if (info === undefined) return undefined;
     return [...store.workloads().values()].find(
