@@ -162,7 +162,8 @@ export interface ControlPlaneOptions extends TranslateOptions {
    * signs from then on, is written to `stateDir` and sent in every CA answer beside the old one (which
    * ztunnels add to what they trust), and signs the next serving certificate, issued at once; the old
    * root leaves the bundle after `retireAfterSeconds` (default 48 h). `false` turns it off. Given
-   * `cacerts` and a plugged-in CA in `stateDir` are never rotated.
+   * `cacerts` are rotated only with `cacertsSelfSigned`; a plugged-in CA (an operator's `cacerts`, or
+   * one in `stateDir` whose signing certificate is not itself the root) never is.
    */
   rootRotation?: false | RootRotationOptions;
   /** Lifetime of a root generated here, and of each re-issued one. Default 10 years; istiod `CITADEL_SELF_SIGNED_CA_CERT_TTL`. */
@@ -228,7 +229,9 @@ export interface ControlPlane {
   readonly rootCertPem: string;
   /**
    * Re-issues the control plane's self-signed root now, as the rotation does when it is due: the new
-   * root signs from now on, both are in the trust bundle and in CA answers, and `stateDir` is updated.
+   * root signs from now on, both are in the trust bundle and in CA answers, and `stateDir` (or
+   * `persistRoot`) is updated. The previous root stays in the bundle until a due rotation's
+   * retirement removes it (it verifies the same certificates, being the same key).
    * @throws ControlPlaneError `ERR_CONTROL_PLANE_STATE` when the CA is plugged in (not its own root).
    */
   rotateRoot(): Promise<void>;

@@ -47,11 +47,6 @@ async function writeAtomic(path: string, text: string, mode = 0o644): Promise<vo
   await rename(tmp, path);
 }
 
-/**
- * Loads the CA and token key from `stateDir` (creating them on first start), or keeps them in
- * memory when `stateDir` is undefined. Files: `ca/{ca-cert,ca-key,root-cert}.pem`,
- * `token-key.jwk`, and `root-cert.pem` (the trust bundle node agents read).
- */
 /** Options of {@link loadMeshState}. */
 export interface MeshStateOptions {
   /** Given CA material (a Kubernetes Secret): wins over the state directory and is not written to it. */
@@ -76,6 +71,11 @@ function pemBlocks(text: string): string[] {
   );
 }
 
+/**
+ * Loads the CA and token key from `stateDir` (creating them on first start), or keeps them in
+ * memory when `stateDir` is undefined. Files: `ca/{ca-cert,ca-key,root-cert}.pem`,
+ * `token-key.jwk`, and `root-cert.pem` (the trust bundle node agents read).
+ */
 export async function loadMeshState(
   stateDir: string | undefined,
   trustDomain: string,
@@ -153,7 +153,7 @@ export async function loadMeshState(
       const run = persisting.then(async () => {
         const now = ca.exportCacerts();
         const dir = join(stateDir, "ca");
-        // The key first: a certificate is never on disk without the key that matches it.
+        // A re-issued root keeps its key, so key and certificate match at every step of these writes.
         await writeAtomic(join(dir, "ca-key.pem"), now.caKeyPem, 0o600);
         await writeAtomic(join(dir, "ca-cert.pem"), now.caCertPem);
         await writeAtomic(join(dir, "root-cert.pem"), now.rootCertPem);

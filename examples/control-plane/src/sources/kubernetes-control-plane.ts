@@ -109,11 +109,20 @@ export async function startKubernetesControlPlane(
 
   const rootCerts = createRootCertPublisher(kubeConfig, () => controlPlane.rootCertPem, logger);
   let rootSeen: string | undefined;
+  let following = false;
   const followRoot = async (): Promise<void> => {
-    const root = await readSelfSignedCaRoot(kubeConfig, namespace);
-    if (root === undefined || root === rootSeen) return;
-    rootSeen = root;
-    if (await controlPlane.adoptRoot(root)) reconcileStatus();
+    // One read at a time: a slow API server does not stack them up.
+    if (following) return;
+    following = true;
+    try {
+      const root = await readSelfSignedCaRoot(kubeConfig, namespace);
+      if (root === undefined || root === rootSeen) return;
+      // Remembered before adopting: a root that cannot be adopted is reported once, not every check.
+      rootSeen = root;
+      if (await controlPlane.adoptRoot(root)) reconcileStatus();
+    } finally {
+      following = false;
+    }
   };
   const rootTimer =
     ownRoot && rotation !== false
