@@ -4,6 +4,7 @@ import { dirname, join } from "node:path";
 import { type CaCertsPem, type CertificateAuthority, createCertificateAuthority } from "@ambient/spiffe/ca";
 import { exportJWK, generateKeyPair, importJWK, type JWK, SignJWT } from "jose";
 import { ControlPlaneError } from "./errors.js";
+import { pemBlocks } from "./serving-certificate.js";
 
 /** Issuer of the node tokens. */
 export const TOKEN_ISSUER = "ambient-control-plane";
@@ -63,12 +64,6 @@ export interface MeshStateOptions {
 function isOwnRoot(cacerts: CaCertsPem): boolean {
   const signing = pemBlocks(cacerts.caCertPem)[0];
   return signing !== undefined && pemBlocks(cacerts.rootCertPem).includes(signing);
-}
-
-function pemBlocks(text: string): string[] {
-  return (
-    text.replace(/\r\n?/g, "\n").match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? []
-  );
 }
 
 /**

@@ -33,8 +33,11 @@ export interface ServingCertificateOptions {
 
 const ECDSA_P256 = { name: "ECDSA", namedCurve: "P-256" } as const;
 
-function pemBlocks(pem: string): string[] {
-  return pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+/** Each certificate block of `pem`, with `\n` line ends, for comparing certificates as text. */
+export function pemBlocks(pem: string): string[] {
+  return (
+    pem.replace(/\r\n?/g, "\n").match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []
+  );
 }
 
 /** The serving hosts with istiod's service name first, duplicates and empty names removed. */
