@@ -322,7 +322,8 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
         server: outboundServer,
       });
 
-      const plaintextServer = createServer({ allowHalfOpen: true }, (socket) => {
+      // A relay writes each piece as it arrives: no Nagle delay on any of the pod's sockets.
+      const plaintextServer = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
         let destination: { address: string; port: number };
         try {
           destination = getOriginalDestination(socket);
@@ -376,12 +377,22 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
     }
   };
 
-  /** Connections that leave from inside the pod's namespace, marked; one HBONE pool per pod. */
+  /**
+   * Connections that leave from inside the pod's namespace, marked, without Nagle delay; one HBONE
+   * pool per pod.
+   */
   const podNetwork = (netns: NetnsHandle): OutboundNetwork & { destroy(): Promise<void> } => {
     let client: HboneClient | undefined;
     return {
       connectTcp: (host, port, localAddress) =>
-        connectFromNetns(netns, { host, port, localAddress, mark: INPOD_MARK, allowHalfOpen: true }),
+        connectFromNetns(netns, {
+          host,
+          port,
+          localAddress,
+          mark: INPOD_MARK,
+          allowHalfOpen: true,
+          noDelay: true,
+        }),
       hboneClient(credentials) {
         client ??= createHboneClient({
           ...credentials,
@@ -567,7 +578,8 @@ class OriginalSource {
     port: number,
     sourceIp: string,
   ): Socket {
-    const plain = () => connectFromNetns(netns, { host, port, mark: INPOD_MARK, allowHalfOpen: true });
+    const plain = () =>
+      connectFromNetns(netns, { host, port, mark: INPOD_MARK, allowHalfOpen: true, noDelay: true });
     // The pod calling itself (through its own 15006) keeps its address; so does a client address that
     // is not IPv4, which the pod's routing does not know.
     if (!this.enabled || this.#fallback.has(uid) || sourceIp === podIp || !isIPv4(sourceIp)) return plain();
@@ -579,6 +591,7 @@ class OriginalSource {
         transparent: true,
         localAddress: sourceIp,
         allowHalfOpen: true,
+        noDelay: true,
       });
     } catch (err) {
       this.#fallback.add(uid);

@@ -130,6 +130,31 @@ function netnsRefs(ns: string): number {
   return n;
 }
 
+/**
+ * TCP_NODELAY of this process's own socket with the kernel inode `ino` (from `ss -e`), read by a
+ * python3 child that is handed a duplicate of the descriptor (Node cannot call getsockopt).
+ */
+function noDelayOfInode(ino: string): number {
+  const fd = readdirSync("/proc/self/fd").find((n) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${n}`) === `socket:[${ino}]`;
+    } catch {
+      return false;
+    }
+  });
+  assert.ok(fd !== undefined, `socket inode ${ino} is one of this process's descriptors`);
+  const read = spawnSync(
+    "/usr/bin/python3",
+    [
+      "-c",
+      "import socket; print(socket.socket(fileno=3).getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))",
+    ],
+    { stdio: ["ignore", "pipe", "pipe", Number(fd)], encoding: "utf8" },
+  );
+  assert.equal(read.status, 0, read.stderr);
+  return Number(read.stdout.trim());
+}
+
 /** Resolves when the socket has closed, however it ended (events.once would reject on a reset). */
 function closedOf(socket: Socket): Promise<void> {
   return new Promise((resolve) => socket.once("close", () => resolve()));
@@ -400,6 +425,33 @@ spec:
     // The kept pods still work, without having been re-added.
     const { code, out } = await httpGet(ns.sleep, `http://${ip.echo}:${allowedPort}/`);
     assert.equal(code, 0, out);
+  });
+
+  it("relays without Nagle's delay: TCP_NODELAY on the captured socket and on the dial to the app", async () => {
+    const sleepNs = openNetns(`/var/run/netns/${ns.sleep}`);
+    let socket: Socket;
+    try {
+      socket = connectFromNetns(sleepNs, { host: ip.echo, port: allowedPort });
+    } finally {
+      sleepNs.close();
+    }
+    socket.on("error", () => {});
+    await once(socket, "connect");
+    socket.write(`GET / HTTP/1.1\r\nhost: ${ip.echo}\r\n\r\n`);
+    await once(socket, "data");
+    // The ztunnel's ends: the connection it accepted on 15001 in the sleep pod, and the one it
+    // opened to the app in the echo pod (both in this process, as is the app's own end).
+    const inodeOf = (ns: string, filter: string): string => {
+      const line = inNs(ns, "ss", "-Htne", "state", "established", filter);
+      const ino = /ino:(\d+)/.exec(line)?.[1];
+      assert.ok(ino !== undefined, `one socket for ${filter} in ${ns}: ${line}`);
+      return ino;
+    };
+    assert.equal(noDelayOfInode(inodeOf(ns.sleep, "sport = :15001")), 1, "captured socket (15001)");
+    assert.equal(noDelayOfInode(inodeOf(ns.echo, `dport = :${allowedPort}`)), 1, "in-pod dial to the app");
+    const closed = closedOf(socket);
+    socket.destroy();
+    await closed;
   });
 
   it("a pod deleted over ZDS while a connection flows leaves no listener, socket or namespace reference", async () => {

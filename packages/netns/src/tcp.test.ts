@@ -202,6 +202,24 @@ describe("network namespaces", () => {
     });
   });
 
+  it("turns Nagle off with noDelay, before the connection is made", { skip: needsRoot }, async () => {
+    await withPod(async (_pod, handle) => {
+      const server = await listenInNetns(handle, { host: "127.0.0.1", port: 0 });
+      const accepted = once<net.Socket>(server, "connection");
+      const fast = connectFromNetns(handle, { host: "127.0.0.1", port: portOf(server), noDelay: true });
+      // IPPROTO_TCP 6, TCP_NODELAY 1: set on the descriptor before connect(), as net.connect's option.
+      assert.equal(getIntOption(socketFd(fast), 6, 1), 1);
+      await once(fast, "connect");
+      assert.equal(getIntOption(socketFd(fast), 6, 1), 1);
+      const peer = await accepted;
+      const plain = connectFromNetns(handle, { host: "127.0.0.1", port: portOf(server) });
+      await once(plain, "connect");
+      assert.equal(getIntOption(socketFd(plain), 6, 1), 0, "Nagle stays on by default, as in net.connect");
+      for (const s of [fast, plain, peer]) s.destroy();
+      await close(server);
+    });
+  });
+
   it("binds a UDP socket in the namespace for node:dgram", { skip: needsRoot }, async () => {
     await withPod(async (pod, handle) => {
       const fd = bindInNetns(handle, { host: "127.0.0.1", port: 0, mark: 0x539 });

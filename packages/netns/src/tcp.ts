@@ -226,6 +226,12 @@ export interface ConnectFromNetnsOptions extends NetnsSocketOptions {
   freebind?: boolean;
   /** Passed to `net.Socket`: keep the writable side open after the peer ends. Default false. */
   allowHalfOpen?: boolean;
+  /**
+   * TCP_NODELAY (no Nagle delay), as `net.connect`'s option of that name. Default false. A relay
+   * wants it: it writes each piece once, as it arrives, and Nagle would hold a piece back until the
+   * previous one is acknowledged.
+   */
+  noDelay?: boolean;
   /** Node's `socket.setTimeout` in ms; 0 (default) none. The socket emits 'timeout'; it is not closed for you. */
   timeout?: number;
 }
@@ -270,6 +276,8 @@ export function connectFromNetns(netns: NetnsHandle, options: ConnectFromNetnsOp
     closeQuietly(fd);
     throw err;
   }
+  // Set on the descriptor now, before connect(): the first segment already leaves without delay.
+  if (options.noDelay) socket.setNoDelay(true);
   if (options.timeout) socket.setTimeout(options.timeout);
   return socket.connect({ host: options.host, port: options.port });
 }
