@@ -47,7 +47,7 @@ function queryTypeLabel(type: number): string {
 
 export interface DnsProxyOptions {
   store: MeshNameSource;
-  /** Where names the mesh does not have are sent. */
+  /** Where names the mesh does not have are sent, unless a pod's handler has its own forwarder. */
   forwarder: DnsForwarder;
   /** Kubernetes cluster domain. Default `cluster.local`. */
   clusterDomain?: string;
@@ -56,9 +56,13 @@ export interface DnsProxyOptions {
 }
 
 export interface DnsProxy {
-  /** The request handler of one pod's DNS listeners. */
-  handlerFor(client: Workload): DnsHandler;
-  /** Stops forwarding (in-flight forwards fail with SERVFAIL). */
+  /**
+   * The request handler of one pod's DNS listeners. Names the mesh does not have go to `forwarder`
+   * when one is given (the pod's own, whose sockets leave from the pod's namespace; its owner closes
+   * it), else to the proxy's.
+   */
+  handlerFor(client: Workload, forwarder?: DnsForwarder): DnsHandler;
+  /** Stops the proxy's own forwarder (in-flight forwards fail with SERVFAIL). */
   close(): void;
 }
 
@@ -73,7 +77,7 @@ function shuffled(list: readonly string[]): string[] {
 }
 
 export function createDnsProxy(options: DnsProxyOptions): DnsProxy {
-  const { store, forwarder, logger, metrics } = options;
+  const { store, logger, metrics } = options;
   const clusterDomain = options.clusterDomain ?? "cluster.local";
   const requests = metrics.counter("istio_dns_requests_total", "DNS requests received", LABELS);
   const upstreamRequests = metrics.counter(
@@ -94,6 +98,7 @@ export function createDnsProxy(options: DnsProxyOptions): DnsProxy {
   );
 
   const forward = async (
+    forwarder: DnsForwarder,
     request: DnsRequest,
     labels: Record<(typeof LABELS)[number], string>,
     client: Workload,
@@ -120,7 +125,7 @@ export function createDnsProxy(options: DnsProxyOptions): DnsProxy {
     }
   };
 
-  const handlerFor = (client: Workload): DnsHandler => {
+  const handlerFor = (client: Workload, forwarder = options.forwarder): DnsHandler => {
     const source = { namespace: client.namespace, network: client.network };
     return (request) => {
       const message = request.message;
@@ -139,7 +144,7 @@ export function createDnsProxy(options: DnsProxyOptions): DnsProxy {
         question.class !== IN_CLASS ||
         (type !== RecordType.A && type !== RecordType.AAAA)
       ) {
-        return forward(request, labels, client);
+        return forward(forwarder, request, labels, client);
       }
       const answer = resolveMeshName(
         store,
@@ -148,7 +153,7 @@ export function createDnsProxy(options: DnsProxyOptions): DnsProxy {
         type === RecordType.A ? 4 : 6,
         clusterDomain,
       );
-      if (answer.kind === "forward") return forward(request, labels, client);
+      if (answer.kind === "forward") return forward(forwarder, request, labels, client);
       const records: DnsRecord[] = [];
       let owner = question.name;
       if (answer.canonicalName !== undefined) {
@@ -170,5 +175,5 @@ export function createDnsProxy(options: DnsProxyOptions): DnsProxy {
     };
   };
 
-  return { handlerFor, close: () => forwarder.close() };
+  return { handlerFor, close: () => options.forwarder.close() };
 }

@@ -5,8 +5,8 @@
 // the proxy makes there carries mark 0x539, which the capture rules skip.
 import dgram from "node:dgram";
 import type { Server as NetServer, Socket } from "node:net";
-import { createServer, isIPv4 } from "node:net";
-import { createDnsServer, type DnsServer } from "@ambient/dns";
+import { connect, createServer, isIPv4 } from "node:net";
+import { createDnsServer, type DnsForwarder, type DnsForwarderOptions, type DnsServer } from "@ambient/dns";
 import { createHboneClient, createHboneServer, type HboneClient, type HboneServer } from "@ambient/hbone";
 import {
   bindInNetns,
@@ -177,7 +177,16 @@ export interface InPodOptions {
   dialFailures?: DialFailureMetrics;
   /** Answers each pod's DNS on 127.0.0.1:`ports.dns` in its namespace. Default: no DNS listeners. */
   dnsProxy?: DnsProxy;
+  /**
+   * Makes a pod's own DNS forwarder with the sockets given (see {@link podDnsSockets}), so the names
+   * the mesh does not have are asked from the pod's namespace, as Istio's ztunnel does. Default: the
+   * DNS proxy's forwarder, from this process's namespace.
+   */
+  dnsForwarderFor?: (sockets: PodDnsSockets) => DnsForwarder;
 }
+
+/** How a pod's DNS forwarder makes its sockets. */
+export type PodDnsSockets = Required<Pick<DnsForwarderOptions, "createUdpSocket" | "connectTcp">>;
 
 interface InPodProxy {
   uid: string;
@@ -188,6 +197,7 @@ interface InPodProxy {
   hboneServer: HboneServer;
   network: OutboundNetwork & { destroy(): Promise<void> };
   dnsServer: DnsServer | undefined;
+  dnsForwarder: DnsForwarder | undefined;
 }
 
 export interface InPodProxies {
@@ -278,6 +288,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
     let hboneServer: HboneServer | undefined;
     let network: (OutboundNetwork & { destroy(): Promise<void> }) | undefined;
     let dnsServer: DnsServer | undefined;
+    let dnsForwarder: DnsForwarder | undefined;
     try {
       if (proxies.has(pod.uid)) await remove(pod.uid);
       const workload = await waitForWorkload(pod);
@@ -345,7 +356,8 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
         server: plaintextServer,
       });
       if (options.dnsProxy !== undefined) {
-        dnsServer = createDnsServer({ handler: options.dnsProxy.handlerFor(workload), logger });
+        dnsForwarder = options.dnsForwarderFor?.(podDnsSockets(netns));
+        dnsServer = createDnsServer({ handler: options.dnsProxy.handlerFor(workload, dnsForwarder), logger });
         await listenDns(netns, options.ports.dns ?? 15053, dnsServer);
       }
       if (state.cancelled)
@@ -360,12 +372,14 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
         hboneServer,
         network,
         dnsServer,
+        dnsForwarder,
       });
       started.inc({});
       logger.info({ pod: pod.uid, ip, identity }, "in-pod proxy up");
     } catch (err) {
       await Promise.all(opened.map(closeServer));
       await dnsServer?.close();
+      dnsForwarder?.close();
       await hboneServer?.close({ timeoutMs: 0 }).catch(() => {});
       await network?.destroy();
       registry.closeAll(pod.uid);
@@ -476,6 +490,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
       proxy.hboneServer.close({ timeoutMs: 0 }).catch(() => {}),
       proxy.dnsServer?.close(),
     ];
+    proxy.dnsForwarder?.close();
     registry.closeAll(uid);
     await Promise.all(closing);
     await proxy.network.destroy();
@@ -553,6 +568,39 @@ async function listenDns(netns: NetnsHandle, port: number, server: DnsServer): P
     server: createServer(),
   });
   server.serveTcp(tcp);
+}
+
+/**
+ * The sockets of a pod's forwarded DNS queries: made in the pod's namespace and marked, so the pod's
+ * DNS capture lets them pass and the resolver sees the pod's address (Istio's ztunnel forwards from
+ * the pod too). A loopback nameserver is this host's own resolver, which no pod reaches: its queries
+ * leave from this process's namespace.
+ */
+export function podDnsSockets(netns: NetnsHandle): PodDnsSockets {
+  const loopback = (address: string) => address.startsWith("127.") || address === "::1";
+  return {
+    createUdpSocket(family, nameserver) {
+      const socket = dgram.createSocket(family === 6 ? "udp6" : "udp4");
+      if (loopback(nameserver.address)) return socket;
+      const fd = bindInNetns(netns, { host: family === 6 ? "::" : "0.0.0.0", port: 0, mark: INPOD_MARK });
+      try {
+        socket.bind({ fd });
+      } catch (err) {
+        closeFd(fd);
+        throw err;
+      }
+      return socket;
+    },
+    connectTcp: (nameserver) =>
+      loopback(nameserver.address)
+        ? connect({ host: nameserver.address, port: nameserver.port, noDelay: true })
+        : connectFromNetns(netns, {
+            host: nameserver.address,
+            port: nameserver.port,
+            mark: INPOD_MARK,
+            noDelay: true,
+          }),
+  };
 }
 
 /**

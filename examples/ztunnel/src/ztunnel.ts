@@ -4,7 +4,7 @@
 import { once } from "node:events";
 import type { Server as HttpServer } from "node:http";
 import { type AddressInfo, isIP, type Server } from "node:net";
-import { createDnsForwarder, type Nameserver, readResolvConf } from "@ambient/dns";
+import { createDnsForwarder, type DnsForwarder, type Nameserver, readResolvConf } from "@ambient/dns";
 import { createHboneClient } from "@ambient/hbone";
 import { openNetns } from "@ambient/netns";
 import { createZdsClient, type ZdsClient } from "@ambient/netns/zds";
@@ -20,7 +20,13 @@ import { createDialFailureMetrics } from "./dial-failure.js";
 import { createDnsProxy, DNS_PROXY_PORT, type DnsProxy } from "./dns-proxy.js";
 import { ZtunnelError } from "./errors.js";
 import { createHostnameResolver } from "./hostname-endpoints.js";
-import { createInPodProxies, type InPodPorts, type InPodSummary, type InPodWorkload } from "./in-pod.js";
+import {
+  createInPodProxies,
+  type InPodPorts,
+  type InPodSummary,
+  type InPodWorkload,
+  type PodDnsSockets,
+} from "./in-pod.js";
 import { createInbound } from "./inbound.js";
 import { createMeshState } from "./mesh-state.js";
 import { createNodePods, type LocalPodSummary } from "./node-pods.js";
@@ -258,7 +264,7 @@ async function startDnsProxy(
   store: Parameters<typeof createDnsProxy>[0]["store"],
   logger: Logger,
   metrics: Parameters<typeof createDnsProxy>[0]["metrics"],
-): Promise<DnsProxy> {
+): Promise<{ proxy: DnsProxy; forwarderFor: (sockets: PodDnsSockets) => DnsForwarder }> {
   let nameservers = upstreams;
   if (nameservers === undefined) {
     const conf = await readResolvConf().catch((err: unknown) => {
@@ -268,19 +274,24 @@ async function startDnsProxy(
     const listed = conf?.nameservers ?? [];
     nameservers = (listed.length > 0 ? listed : ["127.0.0.1"]).map((address) => ({ address, port: 53 }));
   }
-  const forwarder = createDnsForwarder({
-    nameservers,
-    ...(dns?.timeoutMs === undefined ? {} : { timeoutMs: dns.timeoutMs }),
-    logger,
-  });
+  const servers = nameservers;
+  // One forwarder of the proxy's own, and one per pod that makes its sockets in the pod.
+  const forwarderFor = (sockets?: PodDnsSockets): DnsForwarder =>
+    createDnsForwarder({
+      nameservers: servers,
+      ...(dns?.timeoutMs === undefined ? {} : { timeoutMs: dns.timeoutMs }),
+      logger,
+      ...sockets,
+    });
   logger.info({ nameservers: nameservers.map((n) => `${n.address}:${n.port}`) }, "dns proxy forwards to");
-  return createDnsProxy({
+  const proxy = createDnsProxy({
     store,
-    forwarder,
+    forwarder: forwarderFor(),
     ...(dns?.clusterDomain === undefined ? {} : { clusterDomain: dns.clusterDomain }),
     logger,
     metrics,
   });
+  return { proxy, forwarderFor };
 }
 
 function validate(options: ZtunnelOptions): void {
@@ -438,10 +449,11 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
   // On by default in in-pod mode, except with on-demand lookups (most Service names unknown).
   const onDemandOn = options.onDemand !== undefined && options.onDemand !== false;
   const dnsOn = inPodMode && options.dns !== false && (options.dns !== undefined || !onDemandOn);
-  const dnsProxy =
+  const dns =
     dnsOn && options.dns !== false
       ? await startDnsProxy(options.dns, upstreams, store, logger, metrics)
       : undefined;
+  const dnsProxy = dns?.proxy;
   let stateReady = false;
   const stateReadyWaiters: (() => void)[] = [];
   const inPod = createInPodProxies({
@@ -467,7 +479,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     logger,
     metrics,
     dialFailures,
-    ...(dnsProxy === undefined ? {} : { dnsProxy }),
+    ...(dns === undefined ? {} : { dnsProxy: dns.proxy, dnsForwarderFor: dns.forwarderFor }),
   });
   const removePod = async (uid: string): Promise<boolean> => {
     const identity = inPod.summaries().find((p) => p.uid === uid)?.identity;

@@ -343,3 +343,153 @@ describe("DNS proxy in a captured pod", { skip, timeout: 60_000 }, () => {
     assert.notEqual(res.code, 0, "nothing answers once the proxy is gone");
   });
 });
+
+describe("DNS proxy forwarding from the pod's namespace", { skip, timeout: 60_000 }, () => {
+  // A pod and, across a veth, a nameserver that only the pod's network reaches (as a pod reaches
+  // the cluster's DNS): the ztunnel's own namespace has no route to it.
+  const id = Math.random().toString(36).slice(2, 8);
+  const ns = { pod: `amb-${id}-dnsp`, upstream: `amb-${id}-dnsu` };
+  const net10 = `10.${100 + Math.floor(Math.random() * 100)}.${Math.floor(Math.random() * 256)}`;
+  const podIp = `${net10}.11`;
+  const kubeDns = `${net10}.53`;
+  const nameserver = `${net10}.54`;
+  const etcDir = `/etc/netns/${ns.pod}`;
+  const created: string[] = [];
+  let cp: TestControlPlane | undefined;
+  let ztunnel: RunningZtunnel | undefined;
+  let dnsmasq: ChildProcess | undefined;
+  let log = "";
+
+  before(async () => {
+    for (const name of [ns.pod, ns.upstream]) {
+      run("ip", "netns", "add", name);
+      created.push(name);
+      run("ip", "-n", name, "link", "set", "lo", "up");
+    }
+    run(
+      "ip",
+      "-n",
+      ns.pod,
+      "link",
+      "add",
+      "eth0",
+      "type",
+      "veth",
+      "peer",
+      "name",
+      "eth0",
+      "netns",
+      ns.upstream,
+    );
+    for (const [name, address] of [
+      [ns.pod, podIp],
+      [ns.upstream, nameserver],
+    ] as const) {
+      run("ip", "-n", name, "addr", "add", `${address}/24`, "dev", "eth0");
+      run("ip", "-n", name, "link", "set", "eth0", "up");
+    }
+    for (const command of inPodDnsCapture()) run("ip", "netns", "exec", ns.pod, ...command);
+    mkdirSync(etcDir, { recursive: true });
+    writeFileSync(`${etcDir}/resolv.conf`, `nameserver ${kubeDns}\noptions attempts:1 timeout:3\n`);
+    // dnsmasq logs each query with the address it came from.
+    dnsmasq = spawn(
+      "ip",
+      [
+        ..."netns exec".split(" "),
+        ns.upstream,
+        "dnsmasq",
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--bind-interfaces",
+        `--listen-address=${nameserver}`,
+        "--port=53",
+        "--address=/pod-side.test/192.0.2.8",
+        "--log-queries",
+        "--log-facility=-",
+        "--pid-file=",
+        "--user=root",
+      ],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    dnsmasq.stdout?.on("data", (chunk: Buffer) => {
+      log += chunk.toString();
+    });
+    dnsmasq.stderr?.on("data", (chunk: Buffer) => {
+      log += chunk.toString();
+    });
+    for (let i = 0; ; i++) {
+      const probe = spawnSync(
+        "ip",
+        [
+          "netns",
+          "exec",
+          ns.upstream,
+          "dig",
+          `@${nameserver}`,
+          "+short",
+          "+tries=1",
+          "+time=1",
+          "probe.pod-side.test",
+        ],
+        { encoding: "utf8" },
+      );
+      if (probe.stdout.includes("192.0.2.8")) break;
+      if (i > 50) throw new Error(`dnsmasq did not start: ${probe.stdout}${probe.stderr}${log}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+
+    cp = await startTestControlPlane();
+    cp.setWorkload(testWorkload("client", "node-a", podIp));
+    ztunnel = await startZtunnel({
+      nodeName: "node-a",
+      nodeIp: "127.0.0.1",
+      controlPlaneAddress: cp.address,
+      rootCertPem: cp.rootCertPem,
+      token: await cp.tokenFor("node-a"),
+      ports: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
+      dedicated: {
+        workload: { name: "client", namespace: "default" },
+        netnsPath: `/var/run/netns/${ns.pod}`,
+      },
+      inPod: { workloadWaitMs: 2000 },
+      dns: { nameservers: [`${nameserver}:53`], timeoutMs: 1000 },
+    });
+    await ztunnel.ready;
+  });
+
+  after(async () => {
+    await ztunnel?.close().catch(() => {});
+    await cp?.close().catch(() => {});
+    if (dnsmasq !== undefined && dnsmasq.exitCode === null) {
+      dnsmasq.kill("SIGTERM");
+      await once(dnsmasq, "exit");
+    }
+    rmSync(etcDir, { recursive: true, force: true });
+    for (const name of created) spawnSync("ip", ["netns", "del", name], { stdio: "ignore" });
+  });
+
+  it("asks the nameserver from the pod's namespace and address, over UDP and TCP", async () => {
+    const dig = (...args: string[]) =>
+      runInNetns(ns.pod, ["dig", `@${kubeDns}`, "+tries=1", "+time=3", "+short", ...args]);
+    const udp = await dig("udp.pod-side.test", "A");
+    assert.deepEqual(addresses(udp.out), ["192.0.2.8"], udp.out);
+    const tcp = await dig("+tcp", "tcp.pod-side.test", "A");
+    assert.deepEqual(addresses(tcp.out), ["192.0.2.8"], tcp.out);
+    // The pod asked kubeDns; the capture sent it to the proxy, whose forward left from the pod,
+    // marked (so not captured again), with the pod's address.
+    assert.match(
+      log,
+      new RegExp(`query\\[A\\] udp\\.pod-side\\.test from ${podIp.replaceAll(".", "\\.")}\\b`),
+      log,
+    );
+    assert.match(
+      log,
+      new RegExp(`query\\[A\\] tcp\\.pod-side\\.test from ${podIp.replaceAll(".", "\\.")}\\b`),
+      log,
+    );
+    const text = (await ztunnel?.metricsText()) ?? "";
+    assert.equal(counter(text, "istio_dns_upstream_failures_total", {}), 0);
+  });
+});

@@ -184,8 +184,8 @@ describe("DnsForwarder", { skip: noDnsmasq }, () => {
       const created: string[] = [];
       const upstream = forwarder({
         nameservers: [{ address: "127.0.0.1", port: truncating.port }],
-        createUdpSocket: (family) => {
-          created.push(`udp${family}`);
+        createUdpSocket: (family, { address, port }) => {
+          created.push(`udp${family} ${address}:${port}`);
           return dgram.createSocket("udp4");
         },
         connectTcp: ({ address, port }) => {
@@ -200,7 +200,7 @@ describe("DnsForwarder", { skip: noDnsmasq }, () => {
         truncating.queries.map((q) => q.protocol),
         ["udp", "tcp"],
       );
-      assert.deepEqual(created, ["udp4", `tcp 127.0.0.1:${truncating.port}`]);
+      assert.deepEqual(created, [`udp4 127.0.0.1:${truncating.port}`, `tcp 127.0.0.1:${truncating.port}`]);
     } finally {
       await truncating.close();
     }

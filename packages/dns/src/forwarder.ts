@@ -28,8 +28,12 @@ export interface DnsForwarderOptions {
   attempts?: number;
   /** Default `noopLogger`. */
   logger?: Logger;
-  /** Makes the UDP socket for one try (default dgram.createSocket("udp4"/"udp6")); lets a caller make it in another network namespace or set a mark. Must return an unbound socket or one bound to an ephemeral port. */
-  createUdpSocket?: (family: 4 | 6) => dgram.Socket;
+  /**
+   * Makes the UDP socket for one try (default dgram.createSocket("udp4"/"udp6")); lets a caller make
+   * it in another network namespace or set a mark, and choose by the nameserver it is for. Must return
+   * an unbound socket or one bound to an ephemeral port.
+   */
+  createUdpSocket?: (family: 4 | 6, nameserver: { address: string; port: number }) => dgram.Socket;
   /** Opens the TCP connection to a nameserver (default net.connect). */
   connectTcp?: (nameserver: { address: string; port: number }) => net.Socket;
 }
@@ -120,7 +124,7 @@ export class DnsForwarder {
   readonly #timeoutMs: number;
   readonly #attempts: number;
   readonly #logger: Logger;
-  readonly #createUdpSocket: (family: 4 | 6) => dgram.Socket;
+  readonly #createUdpSocket: (family: 4 | 6, nameserver: { address: string; port: number }) => dgram.Socket;
   readonly #connectTcp: (nameserver: { address: string; port: number }) => net.Socket;
   readonly #active = new Set<AbortController>();
   #closed = false;
@@ -266,7 +270,10 @@ export class DnsForwarder {
   ): Promise<TryOutcome> {
     return this.#runTry(signal, (finish) => {
       const id = randomInt(0, 0x10000);
-      const socket = this.#createUdpSocket(upstream.family);
+      const socket = this.#createUdpSocket(upstream.family, {
+        address: upstream.address,
+        port: upstream.port,
+      });
       const close = (): void => {
         try {
           socket.close();
