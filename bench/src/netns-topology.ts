@@ -17,7 +17,7 @@ import { access, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { inPodReplyRouting } from "@ambient/example-ztunnel";
+import { inPodReplyRouting, inPodTcpCapture } from "@ambient/example-ztunnel";
 import { openNetns } from "@ambient/netns";
 import { createZdsServer, type ZdsServer } from "@ambient/netns/zds";
 import { createCertificateAuthority } from "@ambient/spiffe/ca";
@@ -34,8 +34,6 @@ import type { RelayConfig } from "./tls-relay.js";
 import type { PairName, TargetName } from "./topology.js";
 import { ztunnelEntry } from "./ztunnel-entry.js";
 
-/** ztunnel `DEFAULT_INPOD_MARK`: the proxy's own sockets carry it, and the capture rules let them pass. */
-const INPOD_MARK = 0x539;
 const IPERF_PORT = 5201;
 const ECHO_PORT = 7007;
 /** Left out of capture in both pods: the TLS pairs and the direct baselines. */
@@ -97,28 +95,11 @@ function run(...args: string[]): string {
 }
 
 /**
- * istio-cni's in-pod rules (the REDIRECT variant, as `pnpm demo:netns` uses), with the bench's own
- * ports left out: outbound TCP not marked 0x539, not on loopback, not for the pod itself and not for
- * an uncaptured port goes to 15001; inbound TCP from outside goes to 15006 unless it is for 15008 or
- * an uncaptured port.
+ * istio-cni's in-pod TCP capture (the REDIRECT variant, as `pnpm demo:netns` uses), as the ztunnel's
+ * module spells it, with the bench's own ports excluded both ways: commands for `ip netns exec`.
  */
 export function captureRules(podIp: string): string[][] {
-  const ports = `${UNCAPTURED_PORTS.first}:${UNCAPTURED_PORTS.last}`;
-  return [
-    ["-N", "AMBIENT_OUTPUT"],
-    ["-A", "OUTPUT", "-p", "tcp", "-j", "AMBIENT_OUTPUT"],
-    ["-A", "AMBIENT_OUTPUT", "-m", "mark", "--mark", `${INPOD_MARK}/0xfff`, "-j", "RETURN"],
-    ["-A", "AMBIENT_OUTPUT", "-o", "lo", "-j", "RETURN"],
-    ["-A", "AMBIENT_OUTPUT", "-d", `${podIp}/32`, "-j", "RETURN"],
-    ["-A", "AMBIENT_OUTPUT", "-p", "tcp", "--dport", ports, "-j", "RETURN"],
-    ["-A", "AMBIENT_OUTPUT", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001"],
-    ["-N", "AMBIENT_PREROUTING"],
-    ["-A", "PREROUTING", "-p", "tcp", "-j", "AMBIENT_PREROUTING"],
-    ["-A", "AMBIENT_PREROUTING", "-i", "lo", "-j", "RETURN"],
-    ["-A", "AMBIENT_PREROUTING", "-p", "tcp", "--dport", "15008", "-j", "RETURN"],
-    ["-A", "AMBIENT_PREROUTING", "-p", "tcp", "--dport", ports, "-j", "RETURN"],
-    ["-A", "AMBIENT_PREROUTING", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15006"],
-  ];
+  return inPodTcpCapture(podIp, { excludePorts: [`${UNCAPTURED_PORTS.first}:${UNCAPTURED_PORTS.last}`] });
 }
 
 /** Two pod namespaces joined by a veth pair (eth0 in each), lo up, capture rules in both. */
@@ -155,8 +136,7 @@ export function createPodNamespaces(prefix: string, net: number): PodNamespaces 
     ] as const) {
       run("ip", "-n", ns, "addr", "add", `${ip}/24`, "dev", "eth0");
       run("ip", "-n", ns, "link", "set", "eth0", "up");
-      for (const rule of captureRules(ip))
-        run("ip", "netns", "exec", ns, "iptables", "-w", "-t", "nat", ...rule);
+      for (const rule of captureRules(ip)) run("ip", "netns", "exec", ns, ...rule);
       // istio-cni's reply routing for the ztunnel's connections to the app from the client's address.
       for (const command of inPodReplyRouting()) run("ip", "netns", "exec", ns, ...command);
     }

@@ -113,6 +113,67 @@ export function inPodDnsCapture(port = 15053): string[][] {
   ]);
 }
 
+/** Options of {@link inPodTcpCapture}. */
+export interface InPodTcpCaptureOptions {
+  /** The proxy's listeners in the pod. Default 15001, 15006 and 15008. */
+  ports?: Partial<Pick<InPodPorts, "outbound" | "inboundPlaintext" | "hbone">>;
+  /**
+   * Destination ports left alone both ways, as iptables spells them (`"9000"`, `"9000:9099"`):
+   * istio-cni's pod annotations for excluded ports do the same. Default none.
+   */
+  excludePorts?: readonly string[];
+}
+
+/**
+ * istio-cni's in-pod TCP capture, the REDIRECT variant (as ztunnel's own redirect script), as the
+ * commands that install it in a pod's namespace with IP `podIp`. nat `OUTPUT`: TCP marked 0x539 (the
+ * proxy's own), leaving on `lo`, for the pod itself or for an excluded port returns; the rest goes to
+ * the outbound listener (15001). nat `PREROUTING`: from `lo`, to the HBONE port (15008) or to an
+ * excluded port returns; the rest goes to the plaintext inbound listener (15006). Istio redirects
+ * inbound with TPROXY in mangle, which keeps the destination address; with REDIRECT the proxy reads it
+ * from conntrack, and serves it the same. Install {@link inPodDnsCapture} first, and
+ * {@link inPodReplyRouting} for original source. Each entry is an argument list for
+ * `ip netns exec <ns> ...`.
+ */
+export function inPodTcpCapture(podIp: string, options: InPodTcpCaptureOptions = {}): string[][] {
+  if (!isIPv4(podIp)) {
+    throw new ZtunnelError("ERR_ZTUNNEL_INVALID_OPTION", `pod IP ${JSON.stringify(podIp)} is not IPv4`);
+  }
+  const excluded = options.excludePorts ?? [];
+  for (const ports of excluded) {
+    const range = /^(\d{1,5})(?::(\d{1,5}))?$/.exec(ports);
+    const first = Number(range?.[1]);
+    const last = Number(range?.[2] ?? range?.[1]);
+    if (range === null || first < 1 || last > 65535 || first > last) {
+      throw new ZtunnelError(
+        "ERR_ZTUNNEL_INVALID_OPTION",
+        `excluded ports ${JSON.stringify(ports)} are not a port or first:last`,
+      );
+    }
+  }
+  const outbound = String(options.ports?.outbound ?? 15001);
+  const inbound = String(options.ports?.inboundPlaintext ?? 15006);
+  const hbone = String(options.ports?.hbone ?? 15008);
+  const nat = (...rule: string[]) => ["iptables", "-w", "-t", "nat", ...rule];
+  const out = (...rule: string[]) => nat("-A", "AMBIENT_OUTPUT", ...rule);
+  const pre = (...rule: string[]) => nat("-A", "AMBIENT_PREROUTING", ...rule);
+  return [
+    nat("-N", "AMBIENT_OUTPUT"),
+    nat("-A", "OUTPUT", "-p", "tcp", "-j", "AMBIENT_OUTPUT"),
+    out("-m", "mark", "--mark", `0x${INPOD_MARK.toString(16)}/0xfff`, "-j", "RETURN"),
+    out("-o", "lo", "-j", "RETURN"),
+    out("-d", `${podIp}/32`, "-j", "RETURN"),
+    ...excluded.map((ports) => out("-p", "tcp", "--dport", ports, "-j", "RETURN")),
+    out("-p", "tcp", "-j", "REDIRECT", "--to-ports", outbound),
+    nat("-N", "AMBIENT_PREROUTING"),
+    nat("-A", "PREROUTING", "-p", "tcp", "-j", "AMBIENT_PREROUTING"),
+    pre("-i", "lo", "-j", "RETURN"),
+    pre("-p", "tcp", "--dport", hbone, "-j", "RETURN"),
+    ...excluded.map((ports) => pre("-p", "tcp", "--dport", ports, "-j", "RETURN")),
+    pre("-p", "tcp", "-j", "REDIRECT", "--to-ports", inbound),
+  ];
+}
+
 /** Ports of the listeners inside each pod's namespace. */
 export interface InPodPorts {
   /** Outbound capture. Default 15001. */

@@ -56,7 +56,13 @@ export {
   type HostnameResolver,
   type HostnameResolverOptions,
 } from "./hostname-endpoints.js";
-export { INPOD_TPROXY_MARK, inPodDnsCapture, inPodReplyRouting } from "./in-pod.js";
+export {
+  INPOD_TPROXY_MARK,
+  type InPodTcpCaptureOptions,
+  inPodDnsCapture,
+  inPodReplyRouting,
+  inPodTcpCapture,
+} from "./in-pod.js";
 export {
   decideInboundDestination,
   type InboundDecision,

@@ -14,7 +14,13 @@ import { connectFromNetns, listenInNetns, openNetns } from "@ambient/netns";
 import { createZdsServer, type ZdsServer } from "@ambient/netns/zds";
 import { staticStrictAuthorization } from "@ambient/policy";
 import type { Workload } from "@ambient/xds";
-import { INPOD_MARK, inPodReplyRouting, type RunningZtunnel, startZtunnel } from "../src/index.js";
+import {
+  INPOD_MARK,
+  inPodReplyRouting,
+  inPodTcpCapture,
+  type RunningZtunnel,
+  startZtunnel,
+} from "../src/index.js";
 import { startTestControlPlane, type TestControlPlane } from "./control-plane.js";
 import { runInNetns } from "./fixtures.js";
 
@@ -53,28 +59,9 @@ function httpGet(ns: string, url: string): Promise<{ code: number | null; out: s
   );
 }
 
-/**
- * In-pod capture, the REDIRECT variant of istio-cni's rules (ztunnel's own redirect script does the
- * same): outbound TCP that is not loopback, not to the pod itself and not marked 0x539 goes to 15001;
- * inbound TCP from outside goes to 15006 unless it is for 15008. Istio uses TPROXY in mangle for
- * inbound, which keeps the destination address as is; with REDIRECT the original destination comes
- * from conntrack (SO_ORIGINAL_DST) instead, and the proxy is the same.
- */
+/** istio-cni's in-pod TCP capture and reply routing, as the proxy's module spells them. */
 function installCaptureRules(ns: string, podIp: string): void {
-  const ipt = (...args: string[]) => inNs(ns, "iptables", "-w", "-t", "nat", ...args);
-  ipt("-N", "AMBIENT_OUTPUT");
-  ipt("-A", "OUTPUT", "-p", "tcp", "-j", "AMBIENT_OUTPUT");
-  ipt("-A", "AMBIENT_OUTPUT", "-m", "mark", "--mark", `${INPOD_MARK}/0xfff`, "-j", "RETURN");
-  ipt("-A", "AMBIENT_OUTPUT", "-o", "lo", "-j", "RETURN");
-  ipt("-A", "AMBIENT_OUTPUT", "-d", `${podIp}/32`, "-j", "RETURN");
-  ipt("-A", "AMBIENT_OUTPUT", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001");
-  ipt("-N", "AMBIENT_PREROUTING");
-  ipt("-A", "PREROUTING", "-p", "tcp", "-j", "AMBIENT_PREROUTING");
-  ipt("-A", "AMBIENT_PREROUTING", "-i", "lo", "-j", "RETURN");
-  ipt("-A", "AMBIENT_PREROUTING", "-p", "tcp", "--dport", "15008", "-j", "RETURN");
-  ipt("-A", "AMBIENT_PREROUTING", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15006");
-  // istio-cni's reply routing for the proxy's connections to the app from the client's address.
-  for (const command of inPodReplyRouting()) inNs(ns, ...command);
+  for (const command of [...inPodTcpCapture(podIp), ...inPodReplyRouting()]) inNs(ns, ...command);
 }
 
 function bytes(address: string): Uint8Array {

@@ -6,10 +6,7 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
-import { inPodDnsCapture, inPodReplyRouting } from "@ambient/example-ztunnel";
-
-/** ztunnel `DEFAULT_INPOD_MARK`. */
-const INPOD_MARK = 0x539;
+import { inPodDnsCapture, inPodReplyRouting, inPodTcpCapture } from "@ambient/example-ztunnel";
 
 export interface TopologyPod {
   name: string;
@@ -52,33 +49,14 @@ function run(...args: string[]): void {
 }
 
 /**
- * In-pod capture, the REDIRECT variant of istio-cni's rules: DNS (port 53, UDP and TCP) not marked
- * 0x539 goes to the proxy's resolver on 15053; other outbound TCP that is not marked, not on loopback
- * and not for the pod itself goes to 15001; inbound TCP from outside goes to 15006 unless it is for
- * 15008. (Istio redirects inbound with TPROXY in mangle; REDIRECT keeps the original destination in
- * conntrack instead, which the proxy reads, so the proxy is the same.)
+ * istio-cni's in-pod rules, as the ztunnel's module spells them: DNS capture (port 53 to the proxy's
+ * resolver on 15053), TCP capture (outbound to 15001, inbound to 15006 unless for 15008; the REDIRECT
+ * variant), and the reply routing for connections to the app from the client's address.
  */
 export function installCaptureRules(netns: string, podIp: string): void {
-  const ipt = (...args: string[]) =>
-    run("ip", "netns", "exec", netns, "iptables", "-w", "-t", "nat", ...args);
-  for (const command of inPodDnsCapture()) run("ip", "netns", "exec", netns, ...command);
-  ipt("-N", "AMBIENT_OUTPUT");
-  ipt("-A", "OUTPUT", "-p", "tcp", "-j", "AMBIENT_OUTPUT");
-  ipt("-A", "AMBIENT_OUTPUT", "-m", "mark", "--mark", `${INPOD_MARK}/0xfff`, "-j", "RETURN");
-  ipt("-A", "AMBIENT_OUTPUT", "-o", "lo", "-j", "RETURN");
-  ipt("-A", "AMBIENT_OUTPUT", "-d", `${podIp}/32`, "-j", "RETURN");
-  ipt("-A", "AMBIENT_OUTPUT", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001");
-  ipt("-N", "AMBIENT_PREROUTING");
-  ipt("-A", "PREROUTING", "-p", "tcp", "-j", "AMBIENT_PREROUTING");
-  ipt("-A", "AMBIENT_PREROUTING", "-i", "lo", "-j", "RETURN");
-  ipt("-A", "AMBIENT_PREROUTING", "-p", "tcp", "--dport", "15008", "-j", "RETURN");
-  ipt("-A", "AMBIENT_PREROUTING", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15006");
-  installReplyRouting(netns);
-}
-
-/** istio-cni's reply routing for the proxy's connections to the app from the client's address. */
-function installReplyRouting(netns: string): void {
-  for (const command of inPodReplyRouting()) run("ip", "netns", "exec", netns, ...command);
+  for (const command of [...inPodDnsCapture(), ...inPodTcpCapture(podIp), ...inPodReplyRouting()]) {
+    run("ip", "netns", "exec", netns, ...command);
+  }
 }
 
 /** Builds the namespaces; on any failure removes what it made and rethrows. */
