@@ -398,6 +398,8 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   })();
   ready.catch(() => {});
   secrets.on("rotated", (event: { svid: X509Svid }) => {
+    // The control plane's certificate chains to the same roots as the answer's.
+    channel.trustRoots(trustOf(event.svid));
     server?.setCredentials({
       key: event.svid.privateKeyPem,
       certChain: event.svid.certChainPem,

@@ -105,4 +105,51 @@ describe("controlPlaneChannel", () => {
       assert.ok(attempts.length >= 4, `${attempts.length} attempts during the outage`);
     },
   );
+
+  it(
+    "trusts the roots it is told from the next handshake on, on the same channel",
+    { timeout: 30_000 },
+    async () => {
+      // The configured root is not the one the control plane's certificate chains to (as after a
+      // rotation once the configured root expired); the roots a CA answer brings let it connect.
+      const configured = await createCertificateAuthority({ trustDomain: "cluster.local" });
+      const serving = await createCertificateAuthority({ trustDomain: "cluster.local" });
+      const istiod = await serving.issue({ spiffeId: DEFAULT_CONTROL_PLANE_IDENTITY });
+      const server = createXdsServer({ debounceMs: 0 });
+      server.cache.set(TypeUrl.address, "u1", { workload: { uid: "u1", name: "w1", namespace: "ns" } });
+      const port = await server.listen(
+        "127.0.0.1:0",
+        grpc.ServerCredentials.createSsl(
+          null,
+          [{ private_key: Buffer.from(istiod.privateKeyPem), cert_chain: Buffer.from(istiod.certChainPem) }],
+          false,
+        ),
+      );
+      const channel = controlPlaneChannel(configured.rootCertPem(), DEFAULT_CONTROL_PLANE_IDENTITY, {
+        maxBackoffMs: 500,
+      });
+      const client = createXdsClient({
+        address: `127.0.0.1:${port}`,
+        ...channel,
+        node: { id: "ztunnel~127.0.0.1~ztunnel-test.istio-system~istio-system.svc.cluster.local" },
+      });
+      try {
+        let up = false;
+        const stop = client.onConnection((connected) => {
+          up ||= connected;
+        });
+        client.watch(TypeUrl.address);
+        await new Promise((r) => setTimeout(r, 1500));
+        assert.equal(up, false, "a certificate under a root it was not given is refused");
+        assert.throws(() => channel.trustRoots("not a certificate"), { code: "ERR_PEM_INVALID" });
+        channel.trustRoots(configured.rootCertPem() + serving.rootCertPem());
+        await client.ready();
+        stop();
+        assert.ok(up);
+      } finally {
+        client.close();
+        await server.close();
+      }
+    },
+  );
 });

@@ -17,6 +17,13 @@ export interface ControlPlaneChannel {
   /** The xDS client's own reconnect delays, the same as the channel's. */
   initialBackoffMs: number;
   maxBackoffMs: number;
+  /**
+   * Verifies the control plane against these roots (PEM, one or more) from the next handshake on:
+   * the configured roots and those learned from CA answers, so a reconnect after the configured root
+   * expired still trusts the rotated one. Connections already up are not checked again.
+   * @throws SpiffeError `ERR_PEM_INVALID` when `rootsPem` holds no certificate (the last roots stay).
+   */
+  trustRoots(rootsPem: string): void;
 }
 
 /**
@@ -30,8 +37,9 @@ export function controlPlaneChannel(
   identity = DEFAULT_CONTROL_PLANE_IDENTITY,
   reconnect: ReconnectBackoff = DEFAULT_RECONNECT_BACKOFF,
 ): ControlPlaneChannel {
+  const trustDomain = SpiffeId.parse(identity).trustDomain;
   const tls = grpcChannelCredentials({
-    bundle: TrustBundle.fromPem(SpiffeId.parse(identity).trustDomain, rootCertPem),
+    bundle: TrustBundle.fromPem(trustDomain, rootCertPem),
     expectedIds: [identity],
     serverName: CONTROL_PLANE_SERVER_NAME,
   });
@@ -41,5 +49,6 @@ export function controlPlaneChannel(
     channelOptions: { ...tls.channelOptions, ...reconnectChannelOptions(backoff) },
     initialBackoffMs: backoff.initialBackoffMs,
     maxBackoffMs: backoff.maxBackoffMs,
+    trustRoots: (rootsPem) => tls.trust(TrustBundle.fromPem(trustDomain, rootsPem)),
   };
 }

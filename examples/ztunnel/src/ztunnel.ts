@@ -533,6 +533,8 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
 
   // Certificate rotation: the per-pod listeners take the new SVID; outbound reads it per connection.
   secrets.on("rotated", (event: { identity: { toString(): string }; svid: X509Svid }) => {
+    // The control plane's certificate chains to the same roots as the answer's.
+    channel.trustRoots(trustOf(event.svid));
     nodePods.rotate(event.identity.toString(), event.svid);
     inPod.rotate(event.identity.toString(), event.svid);
   });

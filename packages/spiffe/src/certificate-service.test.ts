@@ -260,6 +260,44 @@ describe("certificate service over gRPC", () => {
     });
   });
 
+  it("verifies the server against the roots it was last told to trust, from the next handshake on", async () => {
+    // Given only another CA's root, the channel refuses this server; trusting the server's root
+    // afterwards (as a rotated root arrives) lets the next handshake through on the same channel.
+    const other = await createCertificateAuthority();
+    const channel = grpcChannelCredentials({
+      bundle: TrustBundle.fromPem("cluster.local", other.rootCertPem()),
+      expectedIds: [ISTIOD],
+      serverName: "istiod.istio-system.svc",
+    });
+    const c = createCertificateServiceClient({
+      address: `127.0.0.1:${jwtServer.port}`,
+      credentials: channel.credentials,
+      channelOptions: {
+        ...channel.channelOptions,
+        "grpc.initial_reconnect_backoff_ms": 100,
+        "grpc.max_reconnect_backoff_ms": 200,
+      },
+      token: await token("system:serviceaccount:default:web"),
+      timeoutMs: 2000,
+    });
+    clients.push(c);
+    const csr = await createCsr({ spiffeId: WEB, privateKeyPem: keys.privateKeyPem });
+    await expectRefusal(c.createCertificate(csr), "ERR_CA_UNAVAILABLE");
+    assert.throws(() => channel.trust(new TrustBundle()), { code: "ERR_BUNDLE_NO_ROOTS" });
+    channel.trust(TrustBundle.fromPem("cluster.local", other.rootCertPem() + ca.rootCertPem()));
+    let chain: string[] | undefined;
+    for (let attempt = 0; chain === undefined; attempt++) {
+      try {
+        chain = await c.createCertificate(csr);
+      } catch (err) {
+        // The channel may still be in its reconnect back-off from the refused handshake.
+        if (attempt >= 10) throw err;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+    assert.equal(verifySvid(chain, ca.trustBundle()).toString(), WEB);
+  });
+
   it("reports an unreachable CA as ERR_CA_UNAVAILABLE", async () => {
     const c = createCertificateServiceClient({
       address: "127.0.0.1:1",

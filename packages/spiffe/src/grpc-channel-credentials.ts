@@ -1,6 +1,6 @@
 // gRPC channel credentials from SPIFFE material. Kept apart from tls-options.ts so that the main entry
 // point never loads @grpc/grpc-js: it is a peer dependency, the app's own copy builds the credentials.
-import { type ChannelCredentials, type ChannelOptions, credentials } from "@grpc/grpc-js";
+import { type ChannelCredentials, type ChannelOptions, experimental } from "@grpc/grpc-js";
 import type { SpiffeId } from "./spiffe-id.js";
 import { rootsOf, serverIdentityCheck } from "./tls-options.js";
 import type { TrustBundle } from "./trust-bundle.js";
@@ -21,24 +21,95 @@ export interface GrpcChannelSpiffeOptions {
   serverName?: string;
 }
 
+/** What {@link grpcChannelCredentials} returns. */
+export interface GrpcChannelSpiffeCredentials {
+  credentials: ChannelCredentials;
+  channelOptions: ChannelOptions;
+  /**
+   * Verifies the server against `bundle` from the next TLS handshake on (a reconnect, or a channel
+   * made later with these credentials); connections already up are not checked again. For roots
+   * learned after start, such as a rotated CA root that arrives in certificate answers before the
+   * configured root expires.
+   * @throws SpiffeError `ERR_BUNDLE_NO_ROOTS` for a bundle without roots (the last one stays).
+   */
+  trust(bundle: TrustBundle): void;
+}
+
 /**
  * `@grpc/grpc-js` channel credentials and options for a SPIFFE server such as istiod's port 15012: the
  * server chain must verify against the bundle and its URI SAN must be one of `expectedIds`; the host
- * name is not checked. Pass both to `new grpc.Client(address, credentials, channelOptions)`, the xDS
- * client or the certificate service client.
+ * name is not checked. Pass `credentials` and `channelOptions` to `new grpc.Client(address,
+ * credentials, channelOptions)`, the xDS client or the certificate service client; `trust` replaces
+ * the roots for later handshakes.
  */
-export function grpcChannelCredentials(options: GrpcChannelSpiffeOptions): {
-  credentials: ChannelCredentials;
-  channelOptions: ChannelOptions;
-} {
-  const roots = Buffer.from(rootsOf(options.bundle).join("\n"));
-  const key = options.svid === undefined ? null : Buffer.from(options.svid.privateKeyPem);
-  const chain = options.svid === undefined ? null : Buffer.from(options.svid.certChainPem);
+export function grpcChannelCredentials(options: GrpcChannelSpiffeOptions): GrpcChannelSpiffeCredentials {
+  const roots = new LatestRoots(rootsOf(options.bundle));
+  const svid = options.svid;
+  const identity =
+    svid === undefined
+      ? null
+      : new FixedIdentity(Buffer.from(svid.certChainPem), Buffer.from(svid.privateKeyPem));
   return {
-    credentials: credentials.createSsl(roots, key, chain, {
+    // grpc-js makes each handshake's secure context from the latest roots its provider gave.
+    credentials: experimental.createCertificateProviderChannelCredentials(roots, identity, {
       checkServerIdentity: serverIdentityCheck(options.expectedIds),
     }),
     channelOptions:
       options.serverName === undefined ? {} : { "grpc.ssl_target_name_override": options.serverName },
+    trust: (bundle) => roots.set(rootsOf(bundle)),
   };
+}
+
+type GrpcCaListener = experimental.CaCertificateUpdateListener;
+type GrpcIdentityListener = experimental.IdentityCertificateUpdateListener;
+
+/** A grpc-js certificate provider of CA roots that change when told. */
+class LatestRoots implements experimental.CertificateProvider {
+  #update: { caCertificate: Buffer };
+  readonly #listeners = new Set<GrpcCaListener>();
+
+  constructor(rootsPem: readonly string[]) {
+    this.#update = { caCertificate: Buffer.from(rootsPem.join("\n")) };
+  }
+
+  set(rootsPem: readonly string[]): void {
+    this.#update = { caCertificate: Buffer.from(rootsPem.join("\n")) };
+    for (const listener of this.#listeners) listener(this.#update);
+  }
+
+  addCaCertificateListener(listener: GrpcCaListener): void {
+    this.#listeners.add(listener);
+    listener(this.#update);
+  }
+
+  removeCaCertificateListener(listener: GrpcCaListener): void {
+    this.#listeners.delete(listener);
+  }
+
+  addIdentityCertificateListener(listener: GrpcIdentityListener): void {
+    listener(null);
+  }
+
+  removeIdentityCertificateListener(): void {}
+}
+
+/** The client certificate of mutual TLS, as a grpc-js certificate provider. */
+class FixedIdentity implements experimental.CertificateProvider {
+  readonly #update: { certificate: Buffer; privateKey: Buffer };
+
+  constructor(certificate: Buffer, privateKey: Buffer) {
+    this.#update = { certificate, privateKey };
+  }
+
+  addCaCertificateListener(listener: GrpcCaListener): void {
+    listener(null);
+  }
+
+  removeCaCertificateListener(): void {}
+
+  addIdentityCertificateListener(listener: GrpcIdentityListener): void {
+    listener(this.#update);
+  }
+
+  removeIdentityCertificateListener(): void {}
 }

@@ -17,4 +17,8 @@
  * @packageDocumentation
  */
 
-export { type GrpcChannelSpiffeOptions, grpcChannelCredentials } from "./grpc-channel-credentials.js";
+export {
+  type GrpcChannelSpiffeCredentials,
+  type GrpcChannelSpiffeOptions,
+  grpcChannelCredentials,
+} from "./grpc-channel-credentials.js";
