@@ -24,11 +24,14 @@ describe("decideCapturedOutbound", () => {
 describe("decidePlaintextInbound", () => {
   const echo = { name: "echo", namespace: "demo" } as Workload;
   const store = { findByAddress: (ip: string) => (ip === "10.0.2.12" ? echo : undefined) };
-  const pod = { ip: "10.0.2.12", hbonePort: 15008 };
+  const pod = { ip: "10.0.2.12", hbonePort: 15008, proxyPorts: [15001, 15006] };
   const cases: [string, string, number, string][] = [
     ["the pod's app port", "10.0.2.12", 8080, "serve"],
     ["another address (a spoofed original destination)", "10.0.2.13", 8080, "not addressed to this pod"],
     ["the HBONE port", "10.0.2.12", 15008, "the HBONE port takes no plaintext"],
+    // A dial there reaches the proxy's own listener, which would serve it again: a loop.
+    ["the plaintext inbound port", "10.0.2.12", 15006, "destination is the proxy itself"],
+    ["the outbound capture port", "10.0.2.12", 15001, "destination is the proxy itself"],
   ];
   for (const [name, address, port, want] of cases) {
     it(`${name}: ${want}`, () => {

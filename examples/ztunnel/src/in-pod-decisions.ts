@@ -33,15 +33,20 @@ export type PlaintextInboundDecision =
 
 /**
  * A plaintext connection captured into 15006 may only reach the pod it was captured in, on any port
- * but HBONE's, and the pod must be a known workload (its policies decide next, with no identity).
+ * but the proxy's own (HBONE's, and `proxyPorts`: 15001 and 15006, where a dial would come back to
+ * the proxy and loop), and the pod must be a known workload (its policies decide next, with no
+ * identity).
  */
 export function decidePlaintextInbound(
-  pod: { ip: string; hbonePort: number },
+  pod: { ip: string; hbonePort: number; proxyPorts?: readonly number[] },
   original: { address: string; port: number },
   store: Pick<WorkloadStore, "findByAddress">,
 ): PlaintextInboundDecision {
   if (original.address !== pod.ip) return { kind: "refuse", reason: "not addressed to this pod" };
   if (original.port === pod.hbonePort) return { kind: "refuse", reason: "the HBONE port takes no plaintext" };
+  if (pod.proxyPorts?.includes(original.port) === true) {
+    return { kind: "refuse", reason: "destination is the proxy itself" };
+  }
   const workload = store.findByAddress(original.address);
   if (workload === undefined) return { kind: "refuse", reason: "not a known workload" };
   return { kind: "serve", workload, ip: original.address, port: original.port };

@@ -72,11 +72,17 @@ store.upsert("plain", { workload: workload("plain", "127.10.0.6", { tunnelProtoc
 store.upsert("wp", { workload: workload("wp", "127.10.0.7") });
 store.upsert("pinned", { workload: workload("pinned", "127.10.0.8", waypointAt("127.10.0.7")) });
 store.upsert("demo/echo.demo.svc.cluster.local", { service: service("echo", "127.30.0.3") });
+// A Service whose target port is the proxy's plaintext inbound listener.
+store.upsert("demo/loop.demo.svc.cluster.local", {
+  service: service("loop", "127.30.0.5", {
+    ports: [{ servicePort: 80, targetPort: 15006, appProtocol: "TCP" }],
+  }),
+});
 store.upsert("demo/web.demo.svc.cluster.local", {
   service: service("web", "127.30.0.4", waypointAt("127.10.0.7")),
 });
 
-const listener = (podIp: string) => ({ podIp, nodeName: "node-a", illegalPorts: [15008] });
+const listener = (podIp: string) => ({ podIp, nodeName: "node-a", illegalPorts: [15008, 15001, 15006] });
 
 describe("decideInboundDestination", () => {
   const cases: [
@@ -159,6 +165,15 @@ describe("decideInboundDestination", () => {
     ["not a local pod (other node)", "127.10.0.5", "127.10.0.5:80", { kind: "refuse", status: 503 }],
     ["not an HBONE pod", "127.10.0.6", "127.10.0.6:80", { kind: "refuse", status: 503 }],
     ["the HBONE port itself", "127.10.0.3", "127.10.0.3:15008", { kind: "refuse", status: 503 }],
+    // The proxy's in-pod listeners: a dial there would come back to the proxy (a loop).
+    ["the plaintext inbound port", "127.10.0.3", "127.10.0.3:15006", { kind: "refuse", status: 503 }],
+    ["the outbound capture port", "127.10.0.3", "127.10.0.3:15001", { kind: "refuse", status: 503 }],
+    [
+      "a Service hostname whose target port is the proxy's",
+      "127.10.0.3",
+      "loop.demo.svc.cluster.local:80",
+      { kind: "refuse", status: 503 },
+    ],
   ];
   for (const [name, podIp, authority, want] of cases) {
     it(name, () => {

@@ -58,6 +58,12 @@ export interface InboundOptions {
   nodeName: string;
   /** The HBONE port, never a valid inner destination. */
   hbonePort: number;
+  /**
+   * The proxy's other listener ports in a pod (in-pod: outbound 15001, plaintext inbound 15006). No
+   * tunnel or plaintext connection is sent on to them, nor to the HBONE port: the dial would reach the
+   * proxy's own listener and loop (Istio's `illegal_ports`, refused with 503). Default none.
+   */
+  proxyPorts?: readonly number[];
   store: WorkloadStore;
   engine: AuthorizationEngine;
   registry: ConnectionRegistry;
@@ -92,6 +98,7 @@ function plainIp(address: string | undefined): string {
 
 export function createInbound(options: InboundOptions): Inbound {
   const { store, engine, registry, tcpMetrics, logger } = options;
+  const proxyPorts = options.proxyPorts ?? [];
   const recordDialFailure = (err: unknown): string =>
     options.dialFailures?.record("inbound", err) ?? errnoOf(err) ?? "unknown";
 
@@ -147,7 +154,7 @@ export function createInbound(options: InboundOptions): Inbound {
 
   const handleTunnel = (pod: InboundPod, tunnel: InboundTunnel): void => {
     const target = decideInboundDestination(
-      { podIp: pod.ip, nodeName: options.nodeName, illegalPorts: [options.hbonePort] },
+      { podIp: pod.ip, nodeName: options.nodeName, illegalPorts: [options.hbonePort, ...proxyPorts] },
       tunnel.authority,
       store,
     );
@@ -264,7 +271,7 @@ export function createInbound(options: InboundOptions): Inbound {
     registry.trackSocket(socket, owner);
     const logFields = { src: srcIp, dst: `${destination.ip}:${destination.port}`, pod: pod.ip };
     const target = decidePlaintextInbound(
-      { ip: pod.ip, hbonePort: options.hbonePort },
+      { ip: pod.ip, hbonePort: options.hbonePort, proxyPorts },
       { address: destination.ip, port: destination.port },
       store,
     );

@@ -401,9 +401,14 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     });
 
   // ---- data path ----------------------------------------------------------------------------------
+  const inPodPorts = {
+    outbound: options.inPod?.ports?.outbound ?? 15001,
+    inboundPlaintext: options.inPod?.ports?.inboundPlaintext ?? 15006,
+  };
   const inbound = createInbound({
     nodeName: node.name,
     hbonePort: ports.hbone,
+    proxyPorts: [inPodPorts.outbound, inPodPorts.inboundPlaintext],
     store,
     engine,
     registry: connections,
@@ -459,8 +464,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
   const inPod = createInPodProxies({
     nodeName: node.name,
     ports: {
-      outbound: options.inPod?.ports?.outbound ?? 15001,
-      inboundPlaintext: options.inPod?.ports?.inboundPlaintext ?? 15006,
+      ...inPodPorts,
       hbone: ports.hbone,
       dns: (options.dns === false ? undefined : options.dns?.port) ?? DNS_PROXY_PORT,
     },

@@ -365,6 +365,35 @@ spec:
     );
   });
 
+  it("refuses connections to the proxy's own ports in a pod before any policy or dial", async () => {
+    // A dial to the pod's 15006 or 15001 would reach the proxy's own listener, which would take it
+    // again: refused as Istio's illegal ports, whether it arrives in a tunnel or as plaintext.
+    const sleepNs = openNetns(`/var/run/netns/${ns.sleep}`);
+    const sockets: Socket[] = [];
+    try {
+      // Captured: over HBONE to the echo pod's ztunnel, CONNECT echo:15006.
+      sockets.push(connectFromNetns(sleepNs, { host: ip.echo, port: 15006 }));
+      // Marked, so not captured: plaintext into the echo pod's capture, original destination 15001.
+      sockets.push(connectFromNetns(sleepNs, { host: ip.echo, port: 15001, mark: INPOD_MARK }));
+    } finally {
+      sleepNs.close();
+    }
+    for (const socket of sockets) {
+      socket.on("error", () => {});
+      socket.once("connect", () => socket.write("hello"));
+    }
+    await Promise.all(sockets.map(closedOf));
+    await until("both refusals in the log", () =>
+      [`port 15006 is the proxy's own`, "destination is the proxy itself"].every((reason) =>
+        logs.some((l) => l.includes(reason)),
+      ),
+    );
+    assert.ok(
+      !logs.some((l) => l.includes(`${ip.echo}:15006`) && l.startsWith("denied by")),
+      logs.join("\n"),
+    );
+  });
+
   it("NACKs a pod that is not a workload of this node", async () => {
     await assert.rejects(
       zds?.addWorkload({
