@@ -26,8 +26,11 @@ const root = resolve(here, "../../..");
 const fixtures = join(here, "fixtures");
 const tsc = createRequire(import.meta.url).resolve("typescript/lib/tsc.js");
 
-/** The app's own grpc-js: the lowest minor our peer range accepts, not the workspace's copy. */
-const APP_GRPC = "~1.10.0";
+/**
+ * The app's own grpc-js: the lowest minor every package's peer range accepts (`@ambient/spiffe`'s
+ * ^1.12, for its certificate-provider credentials; `@ambient/xds` takes ^1.10), not the workspace's copy.
+ */
+const APP_GRPC = "~1.12.0";
 /** Peers of `@ambient/spiffe/ca` and TypeScript's Node types, as an app would install them. */
 const APP_PEERS: Record<string, string> = {
   "@grpc/grpc-js": APP_GRPC,
@@ -254,7 +257,7 @@ describe("consumers of the packed packages", { concurrency: false, timeout: 600_
 
   it("takes credentials and servers built with the app's own @grpc/grpc-js", async () => {
     const out = await run(process.execPath, [join(app, "grpc-peer.mjs")], app, 60_000);
-    assert.match(out, /with the app's @grpc\/grpc-js 1\.10\.\d+/);
+    assert.match(out, /with the app's @grpc\/grpc-js 1\.12\.\d+/);
   });
 
   const compilers: Array<[string, Record<string, string>, string[]]> = [
