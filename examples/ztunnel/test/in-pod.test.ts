@@ -294,6 +294,25 @@ spec:
     rmSync(dir, { recursive: true, force: true });
   });
 
+  /**
+   * A captured connection from the sleep pod (unmarked: it goes through 15001) to the echo pod's
+   * allowed app, open after one request was answered.
+   */
+  const capturedRequest = async (): Promise<Socket> => {
+    const sleepNs = openNetns(`/var/run/netns/${ns.sleep}`);
+    let socket: Socket;
+    try {
+      socket = connectFromNetns(sleepNs, { host: ip.echo, port: allowedPort });
+    } finally {
+      sleepNs.close();
+    }
+    socket.on("error", () => {});
+    await once(socket, "connect");
+    socket.write(`GET / HTTP/1.1\r\nhost: ${ip.echo}\r\n\r\n`);
+    await once(socket, "data");
+    return socket;
+  };
+
   it("serves each pod inside its namespace, listeners marked 0x539", () => {
     const pods = ztunnel?.configDump().inPodPods ?? [];
     assert.deepEqual(pods.map((p) => [p.uid, p.ip, p.identity]).sort(), [
@@ -444,17 +463,7 @@ spec:
   });
 
   it("relays without Nagle's delay: TCP_NODELAY on the captured socket and on the dial to the app", async () => {
-    const sleepNs = openNetns(`/var/run/netns/${ns.sleep}`);
-    let socket: Socket;
-    try {
-      socket = connectFromNetns(sleepNs, { host: ip.echo, port: allowedPort });
-    } finally {
-      sleepNs.close();
-    }
-    socket.on("error", () => {});
-    await once(socket, "connect");
-    socket.write(`GET / HTTP/1.1\r\nhost: ${ip.echo}\r\n\r\n`);
-    await once(socket, "data");
+    const socket = await capturedRequest();
     // The ztunnel's ends: the connection it accepted on 15001 in the sleep pod, and the one it
     // opened to the app in the echo pod (both in this process, as is the app's own end).
     const inodeOf = (ns: string, filter: string): string => {
@@ -471,18 +480,7 @@ spec:
   });
 
   it("a pod deleted over ZDS while a connection flows leaves no listener, socket or namespace reference", async () => {
-    // A long-lived captured connection from the sleep pod (unmarked: it goes through 15001).
-    const sleepNs = openNetns(`/var/run/netns/${ns.sleep}`);
-    let socket: Socket;
-    try {
-      socket = connectFromNetns(sleepNs, { host: ip.echo, port: allowedPort });
-    } finally {
-      sleepNs.close();
-    }
-    socket.on("error", () => {});
-    await once(socket, "connect");
-    socket.write(`GET / HTTP/1.1\r\nhost: ${ip.echo}\r\n\r\n`);
-    await once(socket, "data");
+    const socket = await capturedRequest();
     const closed = closedOf(socket);
     assert.ok((ztunnel?.openSockets("pod-uid-sleep") ?? 0) > 0, "the connection is tracked for the pod");
 
