@@ -230,4 +230,16 @@ line(
 );
 if (process.env.BENCH_VERBOSE === "1") console.log(JSON.stringify(result));
 peer.stdin?.end();
+if (profDir !== undefined) {
+  // V8 writes a CPU profile when its process exits: let both sides finish (at most 15 s) before the
+  // exit handler kills what is left.
+  const exited = (child: ChildProcess) =>
+    child.exitCode !== null || child.signalCode !== null
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  await Promise.race([
+    Promise.all([exited(peer), exited(sender)]),
+    new Promise((resolve) => setTimeout(resolve, 15_000)),
+  ]);
+}
 process.exit(0);
