@@ -2,6 +2,7 @@ import { connect as connectTcp, isIP } from "node:net";
 import {
   controlPlaneChannel,
   deniedBy,
+  followRoots,
   identityOf,
   type Logger,
   noopLogger,
@@ -398,13 +399,12 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   })();
   ready.catch(() => {});
   secrets.on("rotated", (event: { svid: X509Svid }) => {
-    // The control plane's certificate chains to the same roots as the answer's.
-    channel.trustRoots(trustOf(event.svid));
     server?.setCredentials({
       key: event.svid.privateKeyPem,
       certChain: event.svid.certChainPem,
       trustBundle: trustOf(event.svid),
     });
+    followRoots(channel, trustOf(event.svid), logger);
   });
 
   try {

@@ -8,6 +8,7 @@ import {
   CONTROL_PLANE_SERVER_NAME,
   controlPlaneChannel,
   DEFAULT_CONTROL_PLANE_IDENTITY,
+  followRoots,
 } from "./control-plane-channel.js";
 
 describe("controlPlaneChannel", () => {
@@ -152,4 +153,15 @@ describe("controlPlaneChannel", () => {
       }
     },
   );
+
+  it("keeps its roots and logs when an answer's roots cannot be used", async () => {
+    const ca = await createCertificateAuthority({ trustDomain: "cluster.local" });
+    const channel = controlPlaneChannel(ca.rootCertPem());
+    const warnings: string[] = [];
+    const logger = { warn: (_o: object, msg?: string) => warnings.push(msg ?? "") };
+    followRoots(channel, "not a certificate", logger);
+    assert.deepEqual(warnings, ["control plane channel keeps its roots"]);
+    followRoots(channel, ca.rootCertPem(), logger);
+    assert.equal(warnings.length, 1);
+  });
 });

@@ -52,3 +52,20 @@ export function controlPlaneChannel(
     trustRoots: (rootsPem) => tls.trust(TrustBundle.fromPem(trustDomain, rootsPem)),
   };
 }
+
+/**
+ * Has the channel trust `rootsPem` (configured plus those of a CA answer: the control plane's
+ * certificate chains to the same roots); roots that cannot be used are logged and the last ones kept,
+ * so a bad answer never takes the channel's trust away.
+ */
+export function followRoots(
+  channel: Pick<ControlPlaneChannel, "trustRoots">,
+  rootsPem: string,
+  logger: { warn(obj: object, msg?: string): void },
+): void {
+  try {
+    channel.trustRoots(rootsPem);
+  } catch (err) {
+    logger.warn({ err: (err as Error).message }, "control plane channel keeps its roots");
+  }
+}

@@ -1,6 +1,7 @@
 // The decisions of the in-pod listeners, as pure functions over the original destination the
 // kernel reports (SO_ORIGINAL_DST) and the workload store, so they are tested by tables.
 import type { Workload } from "@ambient/xds";
+import { isLoopbackIp } from "./ip-address.js";
 import type { WorkloadStore } from "./workload-store.js";
 
 /** What the outbound capture listener (15001) does with a redirected connection. */
@@ -20,7 +21,7 @@ export function decideCapturedOutbound(
   if (address === "0.0.0.0" || address === "::" || port === 0) {
     return { kind: "refuse", reason: "no original destination" };
   }
-  const self = address === pod.ip || address.startsWith("127.") || address === "::1";
+  const self = address === pod.ip || isLoopbackIp(address);
   if (self && pod.proxyPorts.includes(port))
     return { kind: "refuse", reason: "destination is the proxy itself" };
   return { kind: "dial", ip: address, port };

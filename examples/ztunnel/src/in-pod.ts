@@ -24,6 +24,7 @@ import type { DnsProxy } from "./dns-proxy.js";
 import { ZtunnelError } from "./errors.js";
 import { decideCapturedOutbound } from "./in-pod-decisions.js";
 import type { Inbound, InboundPod } from "./inbound.js";
+import { isLoopbackIp } from "./ip-address.js";
 import type { Outbound, OutboundNetwork } from "./outbound.js";
 import { type Logger, type MetricsSink, noopMetrics } from "./telemetry.js";
 import { identityOf, type WorkloadStore } from "./workload-store.js";
@@ -638,11 +639,10 @@ async function listenDns(netns: NetnsHandle, port: number, server: DnsServer): P
  * leave from this process's namespace.
  */
 export function podDnsSockets(netns: NetnsHandle): PodDnsSockets {
-  const loopback = (address: string) => address.startsWith("127.") || address === "::1";
   return {
     createUdpSocket(family, nameserver) {
       const socket = dgram.createSocket(family === 6 ? "udp6" : "udp4");
-      if (loopback(nameserver.address)) return socket;
+      if (isLoopbackIp(nameserver.address)) return socket;
       const fd = bindInNetns(netns, { host: family === 6 ? "::" : "0.0.0.0", port: 0, mark: INPOD_MARK });
       try {
         socket.bind({ fd });
@@ -653,7 +653,7 @@ export function podDnsSockets(netns: NetnsHandle): PodDnsSockets {
       return socket;
     },
     connectTcp: (nameserver) =>
-      loopback(nameserver.address)
+      isLoopbackIp(nameserver.address)
         ? connect({ host: nameserver.address, port: nameserver.port, noDelay: true })
         : connectFromNetns(netns, {
             host: nameserver.address,

@@ -38,6 +38,7 @@ export {
   CONTROL_PLANE_SERVER_NAME,
   controlPlaneChannel,
   DEFAULT_CONTROL_PLANE_IDENTITY,
+  followRoots,
 } from "./control-plane-channel.js";
 export {
   type AddressFamily,

@@ -128,3 +128,8 @@ export function canonicalIp(text: string): CanonicalIp | undefined {
   const v6 = parseIpv6(text);
   return v6 === undefined ? undefined : canonicalFromBytes(v6);
 }
+
+/** True for a loopback address in canonical text: 127.0.0.0/8 or `::1`. */
+export function isLoopbackIp(address: string): boolean {
+  return address.startsWith("127.") || address === "::1";
+}

@@ -15,7 +15,7 @@ import type { Workload } from "@ambient/xds";
 import * as prom from "prom-client";
 import { createAdminServers, createConnectionHistory } from "./admin.js";
 import { ConnectionRegistry, type ConnectionSummary } from "./connections.js";
-import { controlPlaneChannel } from "./control-plane-channel.js";
+import { controlPlaneChannel, followRoots } from "./control-plane-channel.js";
 import { createDialFailureMetrics } from "./dial-failure.js";
 import { createDnsProxy, DNS_PROXY_PORT, type DnsProxy } from "./dns-proxy.js";
 import { ZtunnelError } from "./errors.js";
@@ -537,10 +537,9 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
 
   // Certificate rotation: the per-pod listeners take the new SVID; outbound reads it per connection.
   secrets.on("rotated", (event: { identity: { toString(): string }; svid: X509Svid }) => {
-    // The control plane's certificate chains to the same roots as the answer's.
-    channel.trustRoots(trustOf(event.svid));
     nodePods.rotate(event.identity.toString(), event.svid);
     inPod.rotate(event.identity.toString(), event.svid);
+    followRoots(channel, trustOf(event.svid), logger);
   });
 
   state.onChange((kind) => {
