@@ -82,6 +82,31 @@ store.upsert("demo/web.demo.svc.cluster.local", {
   service: service("web", "127.30.0.4", waypointAt("127.10.0.7")),
 });
 
+// A waypoint named, as the control plane names it, by the hostname of its own Service, whose endpoint
+// is the waypoint pod `wp2`.
+const byHostname = {
+  waypoint: {
+    hostname: { namespace: "demo", hostname: "wpsvc.demo.svc.cluster.local" },
+    hboneMtlsPort: 15008,
+  },
+};
+store.upsert("demo/wpsvc.demo.svc.cluster.local", {
+  service: service("wpsvc", "127.30.0.9", {
+    ports: [{ servicePort: 15008, targetPort: 15008, appProtocol: "TCP" }],
+  }),
+});
+store.upsert("wp2", {
+  workload: workload("wp2", "127.10.0.9", {
+    services: {
+      "demo/wpsvc.demo.svc.cluster.local": {
+        ports: [{ servicePort: 15008, targetPort: 15008, appProtocol: "TCP" }],
+      },
+    },
+  }),
+});
+store.upsert("demo/shop.demo.svc.cluster.local", { service: service("shop", "127.30.0.6", byHostname) });
+store.upsert("tagged", { workload: workload("tagged", "127.10.0.10", byHostname) });
+
 const listener = (podIp: string) => ({ podIp, nodeName: "node-a", illegalPorts: [15008, 15001, 15006] });
 
 describe("decideInboundDestination", () => {
@@ -160,6 +185,30 @@ describe("decideInboundDestination", () => {
       "waypoint: a pod that does not name it",
       "127.10.0.7",
       "127.10.0.3:9090",
+      { kind: "refuse", status: 400 },
+    ],
+    [
+      "waypoint by hostname: VIP of a Service it serves",
+      "127.10.0.9",
+      "127.30.0.6:80",
+      {
+        kind: "forward",
+        ip: "127.10.0.9",
+        port: 80,
+        via: "waypoint",
+        service: "shop.demo.svc.cluster.local",
+      },
+    ],
+    [
+      "waypoint by hostname: a pod that names it",
+      "127.10.0.9",
+      "127.10.0.10:8080",
+      { kind: "forward", ip: "127.10.0.9", port: 8080, via: "waypoint" },
+    ],
+    [
+      "waypoint by hostname: another waypoint pod is not it",
+      "127.10.0.7",
+      "127.30.0.6:80",
       { kind: "refuse", status: 400 },
     ],
     ["not a local pod (other node)", "127.10.0.5", "127.10.0.5:80", { kind: "refuse", status: 503 }],

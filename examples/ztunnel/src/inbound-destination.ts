@@ -15,13 +15,14 @@
 import type { TunnelAuthority } from "@ambient/hbone";
 import type { Service, Workload } from "@ambient/xds";
 import { canonicalIp } from "./ip-address.js";
-import { usesHbone, waypointOf } from "./workload-store.js";
+import { usesHbone, type WorkloadStore } from "./workload-store.js";
 
 /** The store lookups the decision needs. */
 export interface InboundLookups {
   findByAddress(ip: string): Workload | undefined;
   findServiceByVip(vip: string): Service | undefined;
   findServiceByHostname(hostname: string, preferNamespace?: string): Service | undefined;
+  isWaypointOf: WorkloadStore["isWaypointOf"];
 }
 
 /** Where an inbound tunnel goes, or the status it is refused with. */
@@ -92,11 +93,11 @@ export function decideInboundDestination(
     if (ip === undefined) return { kind: "refuse", status: 400, reason: "authority is not a canonical IP" };
     if (ip === listener.podIp) via = "pod-address";
     else {
-      // Sandwich: the address's Service or workload names this pod as its waypoint.
+      // Sandwich: the address's Service or workload names this pod as its waypoint (by the pod's
+      // address, or by a Service or hostname of which the pod is an instance).
       const svc = store.findServiceByVip(ip);
       const target = svc ?? store.findByAddress(ip);
-      const waypoint = target === undefined ? undefined : waypointOf(target);
-      if (waypoint?.ip !== listener.podIp) {
+      if (target === undefined || !store.isWaypointOf(target, pod, listener.podIp)) {
         return {
           kind: "refuse",
           status: 400,

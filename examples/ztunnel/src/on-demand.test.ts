@@ -55,6 +55,16 @@ describe("missingAddresses", () => {
       [],
     ],
     [
+      "a waypoint known as a Service (by its VIP) needs nothing",
+      storeWith(
+        { service: service("10.96.0.1", "10.96.0.50") },
+        { service: { ...service("10.96.0.50"), hostname: "wp" } },
+      ),
+      "10.96.0.1",
+      80,
+      [],
+    ],
+    [
       "a pod's own unknown waypoint is asked for",
       storeWith({ workload: { ...workload("p", "10.0.0.1"), waypoint: waypointAt("10.0.0.50") } }),
       "10.0.0.1",

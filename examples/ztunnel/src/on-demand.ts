@@ -20,8 +20,9 @@ export type OnDemandLookups = Pick<WorkloadStore, "findService" | "findServiceBy
 /**
  * The IPs the store lacks to decide a connection to `ip:port`: the destination itself when it is
  * neither a known Service VIP nor a known workload; else the waypoint of its Service (or, for a pod
- * addressed directly, the pod's own waypoint) when that waypoint's workload is unknown; else none. The
- * decision itself is the store's `resolve`.
+ * addressed directly, the pod's own waypoint) when that waypoint's address is neither; else none. A
+ * waypoint named by hostname is not asked for (an unknown one refuses the connection). The decision
+ * itself is the store's `resolve`.
  */
 export function missingAddresses(store: OnDemandLookups, ip: string, port: number): string[] {
   const vip = store.findServiceByVip(ip);
@@ -34,7 +35,13 @@ export function missingAddresses(store: OnDemandLookups, ip: string, port: numbe
       : workload === undefined
         ? undefined
         : waypointOf(workload);
-  if (waypoint !== undefined && store.findByAddress(waypoint.ip) === undefined) return [waypoint.ip];
+  // A waypoint named by address is its Service's VIP, or the waypoint workload's own address.
+  if (
+    waypoint !== undefined &&
+    store.findByAddress(waypoint.ip) === undefined &&
+    store.findServiceByVip(waypoint.ip) === undefined
+  )
+    return [waypoint.ip];
   return [];
 }
 

@@ -25,9 +25,9 @@ import type { Logger } from "./telemetry.js";
 import {
   identityOf,
   usesHbone,
-  type WaypointTarget,
+  type WaypointResolution,
+  type WaypointUpstream,
   type WorkloadStore,
-  waypointOf,
 } from "./workload-store.js";
 
 /** Where outbound connections of one source leave from: this process's namespace, or a pod's. */
@@ -173,18 +173,20 @@ export function createOutbound(options: OutboundOptions): Outbound {
      * endpoint (a Service's) or goes on to it (a workload's own waypoint).
      */
     const throughWaypoint = async (
-      waypoint: WaypointTarget,
+      resolution: Exclude<WaypointResolution, { kind: "none" }>,
       authority: string,
       destinationService: ServiceDescription | undefined,
     ): Promise<DialedOutbound> => {
-      const wpWorkload = store.findByAddress(waypoint.ip);
-      if (wpWorkload === undefined) {
+      if (resolution.kind === "unreachable") {
+        // Never around it: the waypoint is where the destination's policy is enforced.
         return refuse(
-          new ZtunnelError("ERR_SOCKS5_UNSUPPORTED", `waypoint ${waypoint.ip} is not a known workload`, {
+          new ZtunnelError("ERR_SOCKS5_UNSUPPORTED", resolution.reason, {
             reply: SOCKS5_REPLY.hostUnreachable,
           }),
         );
       }
+      const waypoint: WaypointUpstream = resolution.upstream;
+      const wpWorkload = waypoint.workload;
       const dstId = identityOf(wpWorkload);
       const address = `${waypoint.ip}:${waypoint.port}`;
       const service =
@@ -216,8 +218,8 @@ export function createOutbound(options: OutboundOptions): Outbound {
     // A Service bound to a waypoint: the waypoint picks the endpoint, so tunnel to it with the
     // original VIP:port as the authority.
     const viaWaypoint = store.findService(host, request.port);
-    const waypoint = viaWaypoint === undefined ? undefined : waypointOf(viaWaypoint.service);
-    if (viaWaypoint !== undefined && waypoint !== undefined) {
+    const waypoint = viaWaypoint === undefined ? undefined : store.resolveWaypoint(viaWaypoint.service, src);
+    if (viaWaypoint !== undefined && waypoint !== undefined && waypoint.kind !== "none") {
       return throughWaypoint(waypoint, `${host}:${request.port}`, viaWaypoint.service);
     }
     const dest = store.resolve(host, request.port, src);
@@ -234,10 +236,13 @@ export function createOutbound(options: OutboundOptions): Outbound {
     const dstWorkload = endpoint?.workload;
     const dstIp = dstWorkload === undefined ? undefined : ipOf(dstWorkload);
     // A pod addressed directly whose own traffic goes through a waypoint (`istio.io/use-waypoint` on
-    // the workload): to the waypoint, with the pod's address as the authority; not when the waypoint
-    // itself is the caller.
-    const workloadWaypoint = dest.kind === "workload" ? waypointOf(dest.endpoint.workload) : undefined;
-    if (workloadWaypoint !== undefined && dstIp !== undefined && workloadWaypoint.ip !== srcIp) {
+    // the workload): to the waypoint, with the pod's address as the authority; not when the caller
+    // is that waypoint (one of its instances, by identity and address).
+    const workloadWaypoint =
+      dest.kind === "workload" && !store.isWaypointOf(dest.endpoint.workload, src, srcIp)
+        ? store.resolveWaypoint(dest.endpoint.workload, src)
+        : undefined;
+    if (workloadWaypoint !== undefined && workloadWaypoint.kind !== "none" && dstIp !== undefined) {
       return throughWaypoint(workloadWaypoint, `${dstIp}:${request.port}`, undefined);
     }
     if (

@@ -143,9 +143,8 @@ describe("WorkloadStore", () => {
     assert.equal(direct.kind, "workload");
     assert.equal(direct.kind === "workload" ? direct.endpoint.targetPort : 0, 7);
     assert.deepEqual(s.resolve("127.99.0.1", 22), { kind: "passthrough", ip: "127.99.0.1", port: 22 });
-    // Port 90 is not in the endpoints' port maps: the Service's target port (90) is used.
-    const fallback = s.resolve("127.30.0.1", 90);
-    assert.equal(fallback.kind === "service" ? fallback.endpoint.targetPort : 0, 90);
+    // Port 90 has no target port of its own (a named one) and no endpoint's port map lists it.
+    assert.equal(s.resolve("127.30.0.1", 90).kind, "no-endpoint");
     s.upsert("default/lonely", {
       service: {
         ...echoService,
@@ -154,6 +153,33 @@ describe("WorkloadStore", () => {
       },
     });
     assert.equal(s.resolve("127.30.0.2", 80).kind, "no-endpoint");
+  });
+
+  it("a Service port without a target port (a named one) reaches only the endpoints that map it", () => {
+    // `targetPort: http` on the Service: the control plane sends target port 0 and lists the port in
+    // the port map of each pod that has a container port named `http`, with that pod's number; a pod
+    // without one does not list the port and is no endpoint of it (as in Kubernetes' EndpointSlices).
+    const s = store();
+    s.upsert("Kubernetes//Pod/default/echo-named", {
+      workload: workload("echo-named", {
+        ip: "127.10.0.6",
+        services: { [svcKey]: { ports: [{ servicePort: 90, targetPort: 9191, appProtocol: "UNKNOWN" }] } },
+      }),
+    });
+    const match = s.findService("127.30.0.1", 90);
+    assert.ok(match);
+    assert.deepEqual(
+      s.endpointsOf(match).map((e) => `${e.workload.name}:${e.targetPort}`),
+      ["echo-named:9191"],
+    );
+    const picks = [1, 2, 3].map(() => {
+      const d = s.resolve("127.30.0.1", 90);
+      return d.kind === "service" ? `${d.endpoint.workload.name}:${d.endpoint.targetPort}` : d.kind;
+    });
+    assert.deepEqual(picks, ["echo-named:9191", "echo-named:9191", "echo-named:9191"]);
+    s.remove("Kubernetes//Pod/default/echo-named");
+    // No pod has the named port: nothing to dial, rather than the Service port on a pod without it.
+    assert.equal(s.resolve("127.30.0.1", 90).kind, "no-endpoint");
   });
 
   it("loadBalancing: round robin among the nearest endpoints for the source, STRICT, PASSTHROUGH, ALLOW_ALL", () => {
@@ -299,6 +325,100 @@ describe("WorkloadStore", () => {
         .sort(),
       ["echo-1", "echo-2"],
     );
+  });
+});
+
+describe("resolveWaypoint", () => {
+  const WP_HOST = "waypoint.default.svc.cluster.local";
+  const wpKey = `default/${WP_HOST}`;
+  const hbonePorts = {
+    [wpKey]: { ports: [{ servicePort: 15008, targetPort: 15008, appProtocol: "UNKNOWN" as const }] },
+  };
+  const s = store();
+  s.upsert(wpKey, {
+    service: {
+      ...echoService,
+      name: "waypoint",
+      hostname: WP_HOST,
+      addresses: [{ network: "", address: ip("127.30.0.8") }],
+      ports: [{ servicePort: 15008, targetPort: 15008, appProtocol: "UNKNOWN" }],
+    },
+  });
+  s.upsert("Kubernetes//Pod/default/wp-1", {
+    workload: workload("wp-1", { ip: "127.10.0.21", tunnelProtocol: "NONE", services: hbonePorts }),
+  });
+  s.upsert("Kubernetes//Pod/default/wp-sick", {
+    workload: workload("wp-sick", {
+      ip: "127.10.0.22",
+      tunnelProtocol: "NONE",
+      status: "UNHEALTHY",
+      services: hbonePorts,
+    }),
+  });
+  const byHost = (namespace: string, hostname: string) => ({
+    waypoint: { hostname: { namespace, hostname }, hboneMtlsPort: 15008 },
+  });
+  const byIp = (address: string, hboneMtlsPort = 15008) => ({
+    waypoint: { address: { network: "", address: ip(address) }, hboneMtlsPort },
+  });
+  const cases: { name: string; target: Pick<Service, "waypoint">; want: string }[] = [
+    { name: "no waypoint", target: {}, want: "none" },
+    {
+      name: "by the hostname of its Service: a healthy endpoint",
+      target: byHost("default", WP_HOST),
+      want: "wp-1 127.10.0.21:15008",
+    },
+    {
+      name: "by its Service's VIP: a healthy endpoint",
+      target: byIp("127.30.0.8"),
+      want: "wp-1 127.10.0.21:15008",
+    },
+    {
+      name: "by a workload's address: that workload",
+      target: byIp("127.10.0.1", 15009),
+      want: "sleep 127.10.0.1:15009",
+    },
+    {
+      name: "by hostname, another namespace's is not it",
+      target: byHost("other", WP_HOST),
+      want: "unreachable",
+    },
+    { name: "an unknown address", target: byIp("127.10.9.9"), want: "unreachable" },
+    { name: "a Service without the HBONE port", target: byIp("127.30.0.1"), want: "unreachable" },
+    {
+      name: "no destination at all",
+      target: { waypoint: { hboneMtlsPort: 15008 } } as Pick<Service, "waypoint">,
+      want: "unreachable",
+    },
+    {
+      name: "address bytes of no family",
+      target: { waypoint: { address: { network: "", address: Uint8Array.of(1, 2) }, hboneMtlsPort: 15008 } },
+      want: "unreachable",
+    },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      const got = s.resolveWaypoint(c.target);
+      const text =
+        got.kind === "waypoint"
+          ? `${got.upstream.workload.name} ${got.upstream.ip}:${got.upstream.port}`
+          : got.kind;
+      assert.equal(text, c.want);
+    });
+  }
+
+  it("isWaypointOf: an instance of the waypoint by identity and address", () => {
+    const wp = s.findByAddress("127.10.0.21");
+    const sick = s.findByAddress("127.10.0.22");
+    const sleep = s.findByAddress("127.10.0.1");
+    assert.ok(wp && sick && sleep);
+    assert.equal(s.isWaypointOf(byHost("default", WP_HOST), wp, "127.10.0.21"), true);
+    assert.equal(s.isWaypointOf(byIp("127.30.0.8"), sick, "127.10.0.22"), true);
+    assert.equal(s.isWaypointOf(byHost("default", WP_HOST), sleep, "127.10.0.1"), false);
+    // The identity alone is not enough: the address must be the instance's.
+    assert.equal(s.isWaypointOf(byHost("default", WP_HOST), wp, "127.10.0.1"), false);
+    assert.equal(s.isWaypointOf(byIp("127.10.0.1"), sleep, "127.10.0.1"), true);
+    assert.equal(s.isWaypointOf({}, wp, "127.10.0.21"), false);
   });
 });
 

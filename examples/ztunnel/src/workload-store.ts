@@ -16,6 +16,11 @@ export interface ServiceMatch {
   servicePort: number;
   /** The Service's own target port, used when an endpoint lists none. */
   targetPort: number;
+  /**
+   * The Service gives no target port for this port (0: a named `targetPort`, resolved per workload):
+   * only workloads whose port map lists the port serve it.
+   */
+  namedTarget: boolean;
 }
 
 /** Where an outbound connection goes. */
@@ -80,8 +85,9 @@ export interface WaypointTarget {
 }
 
 /**
- * The waypoint a Service or Workload is bound to (`waypoint`), when it is given by address; a waypoint
- * named by hostname is not resolved and counts as none.
+ * The address a Service's or Workload's `waypoint` names, when it names one (a waypoint workload's
+ * address, or its Service's VIP), with the HBONE port; undefined for a waypoint named by hostname.
+ * Where such traffic goes is {@link WorkloadStore.resolveWaypoint}.
  */
 export function waypointOf(service: Pick<Service | Workload, "waypoint">): WaypointTarget | undefined {
   const bytes = service.waypoint?.address?.address;
@@ -91,6 +97,23 @@ export function waypointOf(service: Pick<Service | Workload, "waypoint">): Waypo
   return { ip, port: port === 0 ? 15008 : port };
 }
 
+/** A waypoint as the workload that takes the tunnel: one of its instances, at its HBONE port. */
+export interface WaypointUpstream {
+  workload: Workload;
+  ip: string;
+  port: number;
+}
+
+/**
+ * What a Service's or Workload's `waypoint` comes to: none; the instance to tunnel to; or a waypoint
+ * this proxy cannot reach (unknown, no healthy instance, malformed), whose traffic must be refused
+ * rather than sent around it.
+ */
+export type WaypointResolution =
+  | { kind: "none" }
+  | { kind: "waypoint"; upstream: WaypointUpstream }
+  | { kind: "unreachable"; reason: string };
+
 /** The VIP a Service is dialled at by name: its first IPv4 address, else its first address. */
 export function serviceVip(service: Pick<Service, "addresses">): string | undefined {
   const ips = service.addresses.flatMap((a) => {
@@ -98,6 +121,19 @@ export function serviceVip(service: Pick<Service, "addresses">): string | undefi
     return ip === undefined ? [] : [ip];
   });
   return (ips.find((ip) => ip.family === 4) ?? ips[0])?.text;
+}
+
+/** A workload's first address as text (an endpoint known only by hostname has none). */
+function firstIp(w: Workload): string | undefined {
+  const bytes = w.addresses[0];
+  return bytes === undefined ? undefined : ipFromBytes(bytes);
+}
+
+/** A waypoint reference as text, for logs: `namespace/hostname` or its address. */
+function gatewayText(gateway: NonNullable<Workload["waypoint"]>): string {
+  if (gateway.hostname !== undefined) return `${gateway.hostname.namespace}/${gateway.hostname.hostname}`;
+  if (gateway.address !== undefined) return ipFromBytes(gateway.address.address) ?? "(bad address)";
+  return "(no destination)";
 }
 
 /** Round robin: the endpoint at `counter` modulo the list; undefined when the list is empty. */
@@ -216,7 +252,13 @@ export class WorkloadStore {
     if (key === undefined || service === undefined) return undefined;
     const p = service.ports.find((x) => x.servicePort === port);
     if (p === undefined) return undefined;
-    return { key, service, servicePort: port, targetPort: p.targetPort === 0 ? port : p.targetPort };
+    return {
+      key,
+      service,
+      servicePort: port,
+      targetPort: p.targetPort === 0 ? port : p.targetPort,
+      namedTarget: p.targetPort === 0,
+    };
   }
 
   /**
@@ -284,8 +326,12 @@ export class WorkloadStore {
       const ports = w.services[match.key];
       if (ports === undefined || uid === "") continue;
       const p = ports.ports.find((x) => x.servicePort === match.servicePort);
-      const targetPort = p === undefined || p.targetPort === 0 ? match.targetPort : p.targetPort;
-      out.push({ workload: w, targetPort });
+      const own = p === undefined || p.targetPort === 0 ? undefined : p.targetPort;
+      // A Service port without a number of its own (a named `targetPort`) is served only by the
+      // workloads whose port map resolves it: one without that named port does not list the port,
+      // and dialling it at the Service port would reach whatever listens there, if anything.
+      if (own === undefined && match.namedTarget) continue;
+      out.push({ workload: w, targetPort: own ?? match.targetPort });
     }
     return out;
   }
@@ -318,6 +364,93 @@ export class WorkloadStore {
     const workload = this.findByAddress(ip);
     if (workload !== undefined) return { kind: "workload", endpoint: { workload, targetPort: port } };
     return { kind: "passthrough", ip, port };
+  }
+
+  /**
+   * The Service or Workload a waypoint reference names: by address, the Service with that VIP, else
+   * the workload with it; by hostname, the Service `namespace/hostname`, else the workload of that
+   * namespace with that hostname.
+   */
+  #waypointTarget(
+    gateway: NonNullable<Workload["waypoint"]>,
+  ): { service: Service; key: string } | { workload: Workload } | undefined {
+    if (gateway.address !== undefined) {
+      const ip = ipFromBytes(gateway.address.address);
+      if (ip === undefined) return undefined;
+      const key = this.#serviceByVip.get(ip);
+      const service = key === undefined ? undefined : this.#services.get(key);
+      if (key !== undefined && service !== undefined) return { service, key };
+      const workload = this.findByAddress(ip);
+      return workload === undefined ? undefined : { workload };
+    }
+    if (gateway.hostname !== undefined) {
+      const { namespace, hostname } = gateway.hostname;
+      const key = `${namespace}/${hostname}`;
+      const service = this.#services.get(key);
+      if (service !== undefined) return { service, key };
+      for (const w of this.#workloads.values()) {
+        if (w.namespace === namespace && w.hostname === hostname) return { workload: w };
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * Where traffic bound to `target`'s waypoint goes for a connection from `source`. A waypoint named
+   * by a Service (its VIP, or its hostname as the control plane usually sends it) is one of that
+   * Service's endpoints for the HBONE port, chosen as for any Service; one named by a workload is
+   * that workload at the HBONE port (`hboneMtlsPort`, 15008 when unset).
+   */
+  resolveWaypoint(target: Pick<Service | Workload, "waypoint">, source?: Workload): WaypointResolution {
+    const gateway = target.waypoint;
+    if (gateway === undefined) return { kind: "none" };
+    const port = gateway.hboneMtlsPort === 0 ? 15008 : gateway.hboneMtlsPort;
+    const named = gatewayText(gateway);
+    const found = this.#waypointTarget(gateway);
+    if (found === undefined) return { kind: "unreachable", reason: `waypoint ${named} is not known` };
+    if ("workload" in found) {
+      const ip = firstIp(found.workload);
+      if (ip === undefined) return { kind: "unreachable", reason: `waypoint ${named} has no address` };
+      return { kind: "waypoint", upstream: { workload: found.workload, ip, port } };
+    }
+    const p = found.service.ports.find((x) => x.servicePort === port);
+    const match: ServiceMatch | undefined =
+      p === undefined
+        ? undefined
+        : {
+            key: found.key,
+            service: found.service,
+            servicePort: port,
+            targetPort: p.targetPort === 0 ? port : p.targetPort,
+            namedTarget: p.targetPort === 0,
+          };
+    const endpoint = match === undefined ? undefined : this.selectEndpoint(match, source);
+    const ip = endpoint === undefined ? undefined : firstIp(endpoint.workload);
+    if (endpoint === undefined || ip === undefined) {
+      return { kind: "unreachable", reason: `waypoint ${named} has no healthy endpoint on port ${port}` };
+    }
+    return { kind: "waypoint", upstream: { workload: endpoint.workload, ip, port: endpoint.targetPort } };
+  }
+
+  /**
+   * Whether the workload `workload` at `ip` is an instance of `target`'s waypoint (the waypoint
+   * workload itself, or any workload of the waypoint's Service, healthy or not), by identity and
+   * address: a caller that is the waypoint is not sent back to it, and a tunnel for an address whose
+   * waypoint is the accepting pod is that pod's own.
+   */
+  isWaypointOf(target: Pick<Service | Workload, "waypoint">, workload: Workload, ip: string): boolean {
+    if (target.waypoint === undefined) return false;
+    const found = this.#waypointTarget(target.waypoint);
+    if (found === undefined) return false;
+    const identity = identityOf(workload);
+    const matches = (w: Workload) =>
+      identityOf(w) === identity && w.addresses.some((bytes) => ipFromBytes(bytes) === ip);
+    if ("workload" in found) return matches(found.workload);
+    for (const uid of this.#backing(found.key)) {
+      const w = this.#workloads.get(uid);
+      if (w !== undefined && matches(w)) return true;
+    }
+    return false;
   }
 
   /**

@@ -20,7 +20,13 @@ const ip = {
   vip: `${base}.100`,
   lostVip: `${base}.101`,
   nowhere: `${base}.30`,
+  api: `${base}.15`,
+  apiVip: `${base}.102`,
+  waypointVip: `${base}.103`,
+  apiByVip: `${base}.104`,
+  other: `${base}.16`,
 };
+const WAYPOINT_HOST = "waypoint.default.svc.cluster.local";
 
 function service(name: string, vip: string, waypointIp: string): Service {
   return testService(name, vip, [{ servicePort: 80, targetPort: 8080, appProtocol: "HTTP11" }], {
@@ -74,7 +80,47 @@ describe("outbound to a Service or a pod bound to a waypoint", { timeout: 60_000
         },
       }),
     );
-    cp.setWorkload(workload("waypoint", "node-w", ip.waypoint, { tunnelProtocol: "NONE" }));
+    // The waypoint is also the endpoint of its own Service (`waypoint`, port 15008), as a waypoint
+    // Deployment is: the control plane then names it by that Service's hostname.
+    cp.setWorkload(
+      workload("waypoint", "node-w", ip.waypoint, {
+        tunnelProtocol: "NONE",
+        services: {
+          [`default/${WAYPOINT_HOST}`]: {
+            ports: [{ servicePort: 15008, targetPort: 15008, appProtocol: "UNKNOWN" }],
+          },
+        },
+      }),
+    );
+    cp.setService(
+      testService(
+        "waypoint",
+        ip.waypointVip,
+        [{ servicePort: 15008, targetPort: 15008, appProtocol: "UNKNOWN" }],
+        {
+          hostname: WAYPOINT_HOST,
+        },
+      ),
+    );
+    const byHostname = {
+      waypoint: { hostname: { namespace: "default", hostname: WAYPOINT_HOST }, hboneMtlsPort: 15008 },
+    };
+    const apiPorts = [{ servicePort: 80, targetPort: 8080, appProtocol: "HTTP11" as const }];
+    cp.setWorkload(
+      workload("api", "node-b", ip.api, {
+        services: {
+          "default/api.default.svc.cluster.local": { ports: apiPorts },
+          "default/api-by-vip.default.svc.cluster.local": { ports: apiPorts },
+        },
+      }),
+    );
+    cp.setService(testService("api", ip.apiVip, apiPorts, byHostname));
+    cp.setService(
+      testService("api-by-vip", ip.apiByVip, apiPorts, {
+        waypoint: { address: { network: "", address: bytes(ip.waypointVip) }, hboneMtlsPort: 15008 },
+      }),
+    );
+    cp.setWorkload(workload("other", "node-b", ip.other, byHostname));
     cp.setService(service("web", ip.vip, ip.waypoint));
     // Pods bound to a waypoint themselves (istio.io/use-waypoint on the workload): db's is known,
     // cache's is no workload.
@@ -128,6 +174,24 @@ describe("outbound to a Service or a pod bound to a waypoint", { timeout: 60_000
     const { reply, answer } = await call(nodeA.addresses.socks5, ip.db, 5432);
     assert.equal(reply, SOCKS5_REPLY.succeeded);
     assert.equal(answer, `waypoint got ${ip.db}:5432 from spiffe://cluster.local/ns/default/sa/sleep`);
+  });
+
+  it("tunnels to a waypoint named by its Service's hostname, as the control plane names it", async () => {
+    const { reply, answer } = await call(nodeA.addresses.socks5, ip.apiVip, 80);
+    assert.equal(reply, SOCKS5_REPLY.succeeded);
+    assert.equal(answer, `waypoint got ${ip.apiVip}:80 from spiffe://cluster.local/ns/default/sa/sleep`);
+  });
+
+  it("tunnels to a waypoint named by its Service's VIP", async () => {
+    const { reply, answer } = await call(nodeA.addresses.socks5, ip.apiByVip, 80);
+    assert.equal(reply, SOCKS5_REPLY.succeeded);
+    assert.equal(answer, `waypoint got ${ip.apiByVip}:80 from spiffe://cluster.local/ns/default/sa/sleep`);
+  });
+
+  it("tunnels a pod addressed directly to its own waypoint named by hostname", async () => {
+    const { reply, answer } = await call(nodeA.addresses.socks5, ip.other, 9000);
+    assert.equal(reply, SOCKS5_REPLY.succeeded);
+    assert.equal(answer, `waypoint got ${ip.other}:9000 from spiffe://cluster.local/ns/default/sa/sleep`);
   });
 
   it("refuses a pod whose own waypoint is no known workload, rather than going around it", async () => {
