@@ -130,6 +130,24 @@ describe("createEnvoyRouteTable: first matching route wins, Envoy match semantic
     assert.deepEqual(t.match(request({ path: "/beta" }))?.rule.backends, []);
   });
 
+  it("compares query parameters as sent, without decoding them", () => {
+    const q = table(
+      config([
+        {
+          name: "plus",
+          match: { prefix: "/", queryParameters: [{ name: "lang", stringMatch: { exact: "c++" } }] },
+          route: { cluster: V2 },
+        },
+        { name: "default", match: { prefix: "/" }, route: { cluster: V1 } },
+      ]),
+    );
+    assert.equal(q.match(request({ query: "lang=c++" }))?.rule.route, "plus");
+    // Envoy reads the raw query: an encoded value is not the literal one.
+    assert.equal(q.match(request({ query: "lang=c%2B%2B" }))?.rule.route, "default");
+    assert.equal(q.match(request({ query: "lang=c++&lang=go" }))?.rule.route, "plus");
+    assert.equal(q.match(request({ query: "lang=go&lang=c++" }))?.rule.route, "default");
+  });
+
   it("answers only for the Service port it was given", () => {
     assert.equal(t.hasRoutesFor({ service: WEB, port: 80 }), true);
     assert.equal(t.hasRoutesFor({ service: WEB, port: 81 }), false);

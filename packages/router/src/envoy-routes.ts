@@ -6,6 +6,7 @@
  * an HTTPRoute rule becomes, so filters, retries, timeouts and balancing behave identically.
  */
 import { RouterError } from "./errors.js";
+import { firstQueryValues } from "./query-params.js";
 import type {
   CompiledRule,
   ResolvedBackendRef,
@@ -604,16 +605,16 @@ export function createEnvoyRouteTable(bindings: readonly EnvoyRouteBinding[]): R
       if (routes === undefined) return undefined;
       const vh = virtualHostFor(routes, request.host);
       if (vh === undefined) return undefined;
-      let params: URLSearchParams | undefined;
+      let params: Map<string, string> | undefined;
       for (const route of vh.routes) {
         if (route.grpcOnly && request.grpc !== true) continue;
         const prefix = route.path(request.path);
         if (prefix === false) continue;
         if (!route.headers.every((h) => h.test(requestValue(request, h.name)))) continue;
         if (route.query.length > 0) {
-          params ??= new URLSearchParams(request.query ?? "");
+          params ??= firstQueryValues(request.query);
           const p = params;
-          if (!route.query.every((q) => q.test(p.get(q.name) ?? undefined))) continue;
+          if (!route.query.every((q) => q.test(p.get(q.name)))) continue;
         }
         return { rule: route.rule, matchIndex: 0, matchedPrefix: prefix };
       }

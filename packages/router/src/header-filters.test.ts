@@ -51,6 +51,20 @@ describe("header modifiers and redirects", () => {
       redirectLocation({ scheme: "https", port: 443 }, req, undefined),
       "https://a.example.com/p?x=1",
     );
+    // A scheme without a port means that scheme's well-known port, even when the scheme is unchanged.
+    assert.equal(redirectLocation({ scheme: "http" }, req, undefined), "http://a.example.com/p?x=1");
+    assert.equal(
+      redirectLocation({ scheme: "http", hostname: "b.example.com" }, req, undefined),
+      "http://b.example.com/p?x=1",
+    );
+    assert.equal(
+      redirectLocation({ scheme: "http", port: 8443 }, req, undefined),
+      "http://a.example.com:8443/p?x=1",
+    );
+    assert.equal(
+      redirectLocation({ hostname: "b.example.com" }, req, undefined),
+      "http://b.example.com:8080/p?x=1",
+    );
     assert.equal(
       redirectLocation({ hostname: "b.example.com", port: 80 }, req, undefined),
       "http://b.example.com/p?x=1",

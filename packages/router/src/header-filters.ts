@@ -49,11 +49,9 @@ export function redirectLocation(
   const [hostOnly, portText] = splitHostPort(request.host);
   const hostname = redirect.hostname ?? hostOnly;
   let port: number | undefined = redirect.port;
-  if (port === undefined) {
-    // A scheme change without an explicit port uses the new scheme's well-known port.
-    if (redirect.scheme !== undefined && redirect.scheme !== request.scheme) port = undefined;
-    else if (portText !== undefined) port = Number(portText);
-  }
+  // Without a port, a redirect that names a scheme goes to that scheme's well-known port (left out of
+  // the Location), whether or not the scheme changes; one without a scheme keeps the request's port.
+  if (port === undefined && redirect.scheme === undefined && portText !== undefined) port = Number(portText);
   const defaultPort = scheme === "https" ? 443 : 80;
   const authority = port === undefined || port === defaultPort ? hostname : `${hostname}:${port}`;
   const path =

@@ -172,6 +172,28 @@ describe("route table precedence (Gateway API)", () => {
       want: undefined,
     },
     {
+      name: "query values are compared as sent: '+' is not a space",
+      routes: [route("a", [rule("q", [{ queryParams: [{ name: "lang", value: "c++" }] }])])],
+      request: req("/?lang=c++"),
+      want: "default/a#q",
+    },
+    {
+      name: "query values are compared as sent: no percent-decoding",
+      routes: [route("a", [rule("q", [{ queryParams: [{ name: "env", value: "prod" }] }])])],
+      request: req("/?env=pr%6Fd"),
+      want: undefined,
+    },
+    {
+      name: "a query parameter without '=' has the empty value",
+      routes: [
+        route("a", [
+          rule("q", [{ queryParams: [{ type: "RegularExpression", name: "debug", value: ".*" }] }]),
+        ]),
+      ],
+      request: req("/?debug"),
+      want: "default/a#q",
+    },
+    {
       name: "oldest route wins a tie",
       routes: [
         route("z-old", [rule("r", [{ path: { value: "/" } }])], {}, "2024-01-01T00:00:00Z"),
@@ -321,6 +343,70 @@ describe("route table attachment", () => {
       table.match(req("/", { target: { service: { name: "ratings", namespace: "bookinfo" } } })),
       undefined,
     );
+  });
+  it("ignores a route from a third namespace that names another namespace's Service", () => {
+    const foreign: HTTPRoute = {
+      ...svcRoute,
+      metadata: { name: "hijack", namespace: "tenant" },
+      spec: {
+        ...svcRoute.spec,
+        parentRefs: [{ group: "", kind: "Service", name: "reviews", namespace: "bookinfo", port: 9080 }],
+      },
+    };
+    const target = { service: { name: "reviews", namespace: "bookinfo" }, port: 9080 };
+    const waypoint = { name: "waypoint", namespace: "istio-system" };
+    assert.equal(createRouteTable([foreign]).hasRoutesFor(target), false);
+    assert.equal(createRouteTable([foreign], { waypoint }).hasRoutesFor(target), false);
+    // Same for a ServiceEntry parentRef.
+    const foreignEntry: HTTPRoute = {
+      ...foreign,
+      spec: {
+        ...foreign.spec,
+        parentRefs: [
+          { group: "networking.istio.io", kind: "ServiceEntry", name: "api", namespace: "bookinfo" },
+        ],
+      },
+    };
+    const entry = {
+      service: { name: "api", namespace: "bookinfo", kind: "ServiceEntry" as const },
+      port: 443,
+    };
+    assert.equal(createRouteTable([foreignEntry], { waypoint }).hasRoutesFor(entry), false);
+    // The Service's own namespace wins over the foreign route.
+    const table = createRouteTable([foreign, svcRoute], { waypoint });
+    assert.equal(table.match(req("/", { target }))?.rule.route, "bookinfo/reviews");
+  });
+  it("takes a route from the waypoint's own namespace for a Service elsewhere", () => {
+    const fromWaypointNs: HTTPRoute = {
+      ...svcRoute,
+      metadata: { name: "ops", namespace: "istio-system" },
+      spec: {
+        ...svcRoute.spec,
+        parentRefs: [{ group: "", kind: "Service", name: "reviews", namespace: "bookinfo", port: 9080 }],
+      },
+    };
+    const target = { service: { name: "reviews", namespace: "bookinfo" }, port: 9080 };
+    const table = createRouteTable([fromWaypointNs], {
+      waypoint: { name: "waypoint", namespace: "istio-system" },
+    });
+    assert.equal(table.match(req("/", { target }))?.rule.route, "istio-system/ops");
+  });
+  it("ignores a route from another namespace that names the waypoint Gateway", () => {
+    const foreign: HTTPRoute = {
+      ...route("hijack", [rule("r", [{}])]),
+      metadata: { name: "hijack", namespace: "tenant" },
+      spec: {
+        parentRefs: [{ kind: "Gateway", name: "waypoint", namespace: "default" }],
+        rules: [rule("r", [{}])],
+      },
+    };
+    assert.equal(
+      createRouteTable([foreign], { waypoint: { name: "waypoint", namespace: "default" } }).hasRoutesFor(
+        undefined,
+      ),
+      false,
+    );
+    assert.equal(createRouteTable([foreign]).hasRoutesFor(undefined), false);
   });
   it("honours the configured waypoint name", () => {
     const r = route("a", [rule("r", [{}])]);

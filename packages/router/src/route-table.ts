@@ -1,4 +1,5 @@
 import { parseGatewayDuration } from "./duration.js";
+import { firstQueryValues } from "./query-params.js";
 import type {
   BackendObjectReference,
   GRPCRouteMatch,
@@ -264,15 +265,24 @@ function compareEntries(a: Entry, b: Entry): number {
 
 function scopeKeys(route: Route, waypoint: RouteTableOptions["waypoint"]): { key: string; port?: number }[] {
   const namespace = route.metadata.namespace ?? "default";
+  // A route governs a Service's traffic only when it lives with the Service or with the waypoint:
+  // otherwise anyone able to write a route in any namespace could take over another team's
+  // Service at the waypoint. A route elsewhere is ignored, as it would be in an Istio waypoint.
+  const trusted = (ns: string) =>
+    ns === namespace || (waypoint !== undefined && waypoint.namespace === namespace);
   const keys: { key: string; port?: number }[] = [];
   for (const p of route.spec.parentRefs ?? []) {
     const group = p.group ?? "gateway.networking.k8s.io";
     const kind = p.kind ?? "Gateway";
     const ns = p.namespace ?? namespace;
-    if (group === "" && kind === "Service") keys.push({ key: `svc:${ns}/${p.name}`, port: p.port });
-    else if (group === "networking.istio.io" && kind === "ServiceEntry") {
-      keys.push({ key: `se:${ns}/${p.name}`, port: p.port });
+    if (group === "" && kind === "Service") {
+      if (trusted(ns)) keys.push({ key: `svc:${ns}/${p.name}`, port: p.port });
+    } else if (group === "networking.istio.io" && kind === "ServiceEntry") {
+      if (trusted(ns)) keys.push({ key: `se:${ns}/${p.name}`, port: p.port });
     } else if (group === "gateway.networking.k8s.io" && kind === "Gateway") {
+      // The waypoint's listener admits routes of its own namespace only (the Gateway API's default
+      // `allowedRoutes`).
+      if (ns !== namespace) continue;
       if (waypoint === undefined || (waypoint.name === p.name && waypoint.namespace === ns)) {
         keys.push({ key: GATEWAY_SCOPE, port: p.port });
       }
@@ -441,11 +451,11 @@ function stringMatches(m: StringMatcher, value: string | undefined): boolean {
 }
 
 class RequestView {
-  private params: URLSearchParams | undefined;
+  private params: Map<string, string> | undefined;
   constructor(readonly request: RouteRequest) {}
   queryValue(name: string): string | undefined {
-    this.params ??= new URLSearchParams(this.request.query ?? "");
-    return this.params.get(name) ?? undefined;
+    this.params ??= firstQueryValues(this.request.query);
+    return this.params.get(name);
   }
 }
 

@@ -67,6 +67,12 @@ describe("validateRoute", () => {
     assert.equal(r.kind, "HTTPRoute");
   });
 
+  it("accepts a disabled backendRequest timeout under a request timeout", () => {
+    // The Gateway API's rule only bounds a backendRequest longer than the request; "0s" disables it.
+    const r = validateRoute(http([{ timeouts: { request: "10s", backendRequest: "0s" } }]));
+    assert.equal(r.kind, "HTTPRoute");
+  });
+
   it("names the field path of each error", () => {
     fails({ metadata: { name: "x" }, spec: {} }, "ERR_ROUTE_INVALID", "kind");
     fails({ kind: "HTTPRoute", metadata: {}, spec: {} }, "ERR_ROUTE_INVALID", "metadata.name");

@@ -362,12 +362,9 @@ function checkHttpRoute(c: Checker, spec: Json): void {
     if (timeouts !== undefined) {
       const request = c.duration(timeouts.request, `${f}.timeouts.request`);
       const backend = c.duration(timeouts.backendRequest, `${f}.timeouts.backendRequest`);
-      if (
-        request !== undefined &&
-        request !== 0 &&
-        backend !== undefined &&
-        (backend === 0 || backend > request)
-      ) {
+      // Only a backendRequest longer than a (non-zero) request is refused; "0s" disables the per-attempt
+      // timeout and leaves the request timeout in charge, which the Gateway API accepts.
+      if (request !== undefined && request !== 0 && backend !== undefined && backend > request) {
         c.fail(`${f}.timeouts.backendRequest`, "must not be longer than timeouts.request");
       }
     }
