@@ -90,6 +90,17 @@ describe("createCertificateAuthority (self-signed)", () => {
     await assert.rejects(ca.issue({ spiffeId: "not-an-id" }), { code: "ERR_SPIFFE_ID_INVALID" });
   });
 
+  it("refuses the bare trust domain ID, which only signing certificates carry", async () => {
+    await assert.rejects(ca.issue({ spiffeId: "spiffe://cluster.local" }), {
+      code: "ERR_CA_SIGN_REFUSED",
+    });
+    const keys = await generateKeyPair();
+    const csr = await createCsr({ spiffeId: "spiffe://cluster.local", privateKeyPem: keys.privateKeyPem });
+    await assert.rejects(ca.sign(csr, { spiffeId: "spiffe://cluster.local" }), {
+      code: "ERR_CA_SIGN_REFUSED",
+    });
+  });
+
   it("rejects garbage, truncated and badly signed CSRs with ERR_CSR_INVALID", async () => {
     const keys = await generateKeyPair();
     const csr = await createCsr({ spiffeId: ID, privateKeyPem: keys.privateKeyPem });

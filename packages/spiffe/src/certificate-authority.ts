@@ -474,6 +474,13 @@ export async function createCertificateAuthority(
         `identity ${id} is not in this CA's trust domain "${trustDomain}"`,
       );
     }
+    if (id.path === "") {
+      // The bare trust domain ID is for signing certificates; a workload SVID needs a path.
+      throw new SpiffeError(
+        "ERR_CA_SIGN_REFUSED",
+        `identity ${id} has no path and cannot be a workload SVID`,
+      );
+    }
     const s = signer;
     // X.509 times have whole seconds; keep the returned dates equal to the encoded ones.
     const now = Math.floor(clock().getTime() / 1000) * 1000;

@@ -298,6 +298,29 @@ describe("certificate service over gRPC", () => {
     assert.equal(verifySvid(chain, ca.trustBundle()).toString(), WEB);
   });
 
+  it("refuses a server whose chain leads to a root of another trust domain", async () => {
+    // The server's root is in the bundle, but only for example.org: it may not vouch for istiod's
+    // cluster.local identity.
+    const other = await createCertificateAuthority();
+    const bundle = TrustBundle.fromPem("cluster.local", other.rootCertPem());
+    bundle.addRoots("example.org", ca.rootCertPem());
+    const channel = grpcChannelCredentials({
+      bundle,
+      expectedIds: [ISTIOD],
+      serverName: "istiod.istio-system.svc",
+    });
+    const c = createCertificateServiceClient({
+      address: `127.0.0.1:${jwtServer.port}`,
+      credentials: channel.credentials,
+      channelOptions: channel.channelOptions,
+      token: await token("system:serviceaccount:default:web"),
+      timeoutMs: 2000,
+    });
+    clients.push(c);
+    const csr = await createCsr({ spiffeId: WEB, privateKeyPem: keys.privateKeyPem });
+    await expectRefusal(c.createCertificate(csr), "ERR_CA_UNAVAILABLE");
+  });
+
   it("reports an unreachable CA as ERR_CA_UNAVAILABLE", async () => {
     const c = createCertificateServiceClient({
       address: "127.0.0.1:1",

@@ -43,7 +43,9 @@ export interface GrpcChannelSpiffeCredentials {
  * the roots for later handshakes.
  */
 export function grpcChannelCredentials(options: GrpcChannelSpiffeOptions): GrpcChannelSpiffeCredentials {
-  const roots = new LatestRoots(rootsOf(options.bundle));
+  // The bundle the server chain is checked against per trust domain; `trust` replaces it with the roots.
+  let bundle = options.bundle.clone();
+  const roots = new LatestRoots(rootsOf(bundle));
   const svid = options.svid;
   const identity =
     svid === undefined
@@ -52,11 +54,15 @@ export function grpcChannelCredentials(options: GrpcChannelSpiffeOptions): GrpcC
   return {
     // grpc-js makes each handshake's secure context from the latest roots its provider gave.
     credentials: experimental.createCertificateProviderChannelCredentials(roots, identity, {
-      checkServerIdentity: serverIdentityCheck(options.expectedIds),
+      checkServerIdentity: serverIdentityCheck(options.expectedIds, () => bundle),
     }),
     channelOptions:
       options.serverName === undefined ? {} : { "grpc.ssl_target_name_override": options.serverName },
-    trust: (bundle) => roots.set(rootsOf(bundle)),
+    trust: (next) => {
+      const copy = next.clone();
+      roots.set(rootsOf(copy));
+      bundle = copy;
+    },
   };
 }
 

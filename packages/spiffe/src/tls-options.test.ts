@@ -150,3 +150,54 @@ describe("TLS glue", () => {
     assert.equal((out.server.error as { code?: string }).code, "ERR_PEER_NOT_AUTHORIZED");
   });
 });
+
+describe("TLS glue with a bundle of several trust domains", () => {
+  let ca: CertificateAuthority;
+  // A CA trusted only for example.org that mints identities of cluster.local.
+  let rogueCa: CertificateAuthority;
+  let serverSvid: X509Svid;
+  let clientSvid: X509Svid;
+  before(async () => {
+    ca = await createCertificateAuthority();
+    rogueCa = await createCertificateAuthority();
+    serverSvid = await ca.issue({ spiffeId: SERVER_ID });
+    clientSvid = await ca.issue({ spiffeId: CLIENT_ID });
+  });
+
+  function federated() {
+    const bundle = ca.trustBundle();
+    bundle.addRoots("example.org", rogueCa.rootCertPem());
+    return bundle;
+  }
+
+  it("server refuses a client whose chain ends at another trust domain's root", async () => {
+    const forged = await rogueCa.issue({ spiffeId: CLIENT_ID });
+    const out = await connect(
+      tlsServerOptions({ svid: serverSvid, bundle: federated(), authorize: [CLIENT_ID] }),
+      tlsClientOptions({ svid: forged, bundle: federated(), expectedIds: [SERVER_ID] }),
+    );
+    assert.equal(out.server.id, undefined);
+    assert.equal((out.server.error as { code?: string }).code, "ERR_PEER_UNVERIFIED");
+  });
+
+  it("client refuses a server whose chain ends at another trust domain's root", async () => {
+    const forged = await rogueCa.issue({ spiffeId: SERVER_ID });
+    const out = await connect(
+      tlsServerOptions({ svid: forged, bundle: federated() }),
+      tlsClientOptions({ svid: clientSvid, bundle: federated(), expectedIds: [SERVER_ID] }),
+    );
+    assert.equal(out.client.id, undefined);
+    assert.equal((out.client.error as { code?: string }).code, "ERR_PEER_UNVERIFIED");
+  });
+
+  it("still connects when each chain ends at its own trust domain's root", async () => {
+    const out = await connect(
+      tlsServerOptions({ svid: serverSvid, bundle: federated(), authorize: [CLIENT_ID] }),
+      tlsClientOptions({ svid: clientSvid, bundle: federated(), expectedIds: [SERVER_ID] }),
+    );
+    assert.equal(out.client.error, undefined);
+    assert.equal(out.server.error, undefined);
+    assert.equal(out.server.id?.toString(), CLIENT_ID);
+    assert.equal(out.client.id?.toString(), SERVER_ID);
+  });
+});

@@ -1,8 +1,9 @@
-import type { PeerCertificate, TLSSocket } from "node:tls";
+import type { DetailedPeerCertificate, PeerCertificate, TLSSocket } from "node:tls";
 import { peerSpiffeId, spiffeIdFromCertificate } from "./certificate-identity.js";
 import { SpiffeError } from "./errors.js";
 import { SpiffeId } from "./spiffe-id.js";
 import type { TrustBundle } from "./trust-bundle.js";
+import { verifySvid } from "./verify-svid.js";
 import type { X509Svid } from "./x509-svid.js";
 
 /** Decides whether a verified peer identity may connect. */
@@ -72,6 +73,37 @@ function toAuthorizer(
   return (id) => allowed.has(id.toString());
 }
 
+/** The DER certificates of a peer, leaf first, as Node links them through `issuerCertificate`. */
+function peerChainDer(cert: PeerCertificate): Buffer[] {
+  const out: Buffer[] = [];
+  const seen = new Set<PeerCertificate>();
+  let current: PeerCertificate | undefined = cert;
+  while (current !== undefined && !seen.has(current) && current.raw) {
+    seen.add(current);
+    out.push(current.raw);
+    current = (current as Partial<DetailedPeerCertificate>).issuerCertificate;
+  }
+  return out;
+}
+
+/**
+ * Node verifies a peer against the roots of every trust domain at once, so a root trusted for one
+ * trust domain would vouch for identities of any other. The peer's chain is checked again here
+ * against the roots of its own SPIFFE ID's trust domain only, as the SPIFFE bundle model requires.
+ * @throws SpiffeError `ERR_PEER_UNVERIFIED` (the reason in `cause`).
+ */
+function verifyPeerChain(cert: PeerCertificate, bundle: TrustBundle): SpiffeId {
+  try {
+    return verifySvid(peerChainDer(cert), bundle);
+  } catch (cause) {
+    throw new SpiffeError(
+      "ERR_PEER_UNVERIFIED",
+      `TLS peer certificate is not a valid SVID of its trust domain: ${(cause as Error).message}`,
+      { cause },
+    );
+  }
+}
+
 /** The bundle's roots of every trust domain, as PEM texts. */
 export function rootsOf(bundle: TrustBundle): string[] {
   const roots = bundle.rootsPem();
@@ -85,15 +117,20 @@ export function rootsOf(bundle: TrustBundle): string[] {
  */
 export function tlsServerOptions(options: TlsServerSpiffeOptions): SpiffeTlsServerOptions {
   const authorizer = toAuthorizer(options.authorize, options.svid.spiffeId.trustDomain);
+  // A snapshot, so the per-trust-domain check trusts exactly the roots given to Node as `ca`.
+  const bundle = options.bundle.clone();
   return {
     key: options.svid.privateKeyPem,
     cert: options.svid.certChainPem,
-    ca: rootsOf(options.bundle),
+    ca: rootsOf(bundle),
     requestCert: true,
     rejectUnauthorized: true,
     minVersion: "TLSv1.3",
     authorizePeer(socket) {
-      const id = peerSpiffeId(socket);
+      // Node's verdict first (an unverified or absent certificate throws), then the chain again
+      // against the roots of the peer's own trust domain.
+      peerSpiffeId(socket);
+      const id = verifyPeerChain(socket.getPeerCertificate(true), bundle);
       if (!authorizer(id)) {
         throw new SpiffeError("ERR_PEER_NOT_AUTHORIZED", `peer ${id} is not allowed`, {
           spiffeId: id.toString(),
@@ -110,30 +147,37 @@ export function tlsServerOptions(options: TlsServerSpiffeOptions): SpiffeTlsServ
  * is sent.
  */
 export function tlsClientOptions(options: TlsClientSpiffeOptions): SpiffeTlsClientOptions {
+  const bundle = options.bundle.clone();
   return {
     key: options.svid.privateKeyPem,
     cert: options.svid.certChainPem,
-    ca: rootsOf(options.bundle),
+    ca: rootsOf(bundle),
     rejectUnauthorized: true,
     minVersion: "TLSv1.3",
     servername: "",
-    checkServerIdentity: serverIdentityCheck(options.expectedIds),
+    checkServerIdentity: serverIdentityCheck(options.expectedIds, bundle),
   };
 }
 
 /**
  * A `checkServerIdentity` that accepts a server whose certificate's URI SAN is one of `expectedIds`
- * and ignores the host name (a SPIFFE server is known by its identity, not its DNS name).
+ * and ignores the host name (a SPIFFE server is known by its identity, not its DNS name). With
+ * `bundle` (or a function returning the current one), the server's chain must also lead to a root
+ * of its own identity's trust domain in that bundle, not merely to any root Node was given.
  */
 export function serverIdentityCheck(
   expectedIds: ReadonlyArray<SpiffeId | string>,
+  bundle?: TrustBundle | (() => TrustBundle),
 ): (hostname: string, cert: PeerCertificate) => Error | undefined {
   const expected = new Set(
     expectedIds.map((a) => (typeof a === "string" ? SpiffeId.parse(a) : a).toString()),
   );
   return (_hostname, cert) => {
     try {
-      const id = spiffeIdFromCertificate(cert);
+      const id =
+        bundle === undefined
+          ? spiffeIdFromCertificate(cert)
+          : verifyPeerChain(cert, typeof bundle === "function" ? bundle() : bundle);
       if (expected.has(id.toString())) return undefined;
       return new SpiffeError(
         "ERR_PEER_NOT_AUTHORIZED",

@@ -111,6 +111,17 @@ describe("verifySvid", () => {
     );
   });
 
+  it("accepts chains up to maxChainLength certificates, root included, and no longer", () => {
+    // leaf + root: two certificates.
+    const bundle = ca.trustBundle();
+    assert.equal(verifySvid(svid.certChainPem, bundle, { now: NOW, maxChainLength: 2 }).toString(), ID);
+    expectCode(
+      () => verifySvid(svid.certChainPem, bundle, { now: NOW, maxChainLength: 1 }),
+      "ERR_CHAIN_UNTRUSTED",
+      /longer than 1/,
+    );
+  });
+
   it("builds an X509Svid from a CA answer", async () => {
     const signed = await ca.issue({ spiffeId: ID });
     const rebuilt = x509SvidFromChain([signed.certChainPem, ...signed.rootsPem], signed.privateKeyPem);

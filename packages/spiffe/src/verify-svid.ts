@@ -124,9 +124,12 @@ function signedBy(child: ParsedCertificate, issuer: ParsedCertificate): boolean 
   return couldHaveIssued(child, issuer) && child.verifySignature(issuer);
 }
 
-function checkLeaf(leaf: ParsedCertificate): void {
+function checkLeaf(leaf: ParsedCertificate, id: SpiffeId): void {
   if (leaf.isCa)
     throw new SpiffeError("ERR_SVID_LEAF_INVALID", "leaf SVID must not be a CA (basicConstraints cA=true)");
+  // The bare trust domain ID names a signing authority, never a workload.
+  if (id.path === "")
+    throw new SpiffeError("ERR_SVID_LEAF_INVALID", `leaf SVID ${id} must have a path after the trust domain`);
   if (leaf.keyUsage !== undefined) {
     if ((leaf.keyUsage & KEY_USAGE.keyCertSign) !== 0) {
       throw new SpiffeError("ERR_SVID_LEAF_INVALID", "leaf SVID must not have the keyCertSign key usage");
@@ -153,7 +156,7 @@ function checkLeaf(leaf: ParsedCertificate): void {
  * signature verifies with its issuer's key, issuers are CAs with keyCertSign and respect
  * pathLenConstraint, no unsupported critical extensions, and the path ends at a root the bundle
  * holds for the SVID's trust domain. Then the SVID leaf rules: exactly one URI SAN that is a valid
- * SPIFFE ID, not a CA, no keyCertSign or cRLSign.
+ * SPIFFE ID with a path, not a CA, no keyCertSign or cRLSign.
  *
  * @param chain Leaf first; intermediates may follow in any order; a trailing root is allowed.
  * @throws SpiffeError whose `code` names the broken rule.
@@ -181,7 +184,7 @@ export function verifySvid(
     );
   }
   const roots = bundleRoots(bundle, id.trustDomain);
-  checkLeaf(leaf);
+  checkLeaf(leaf, id);
 
   const now = (options.now ?? new Date()).getTime();
   const skewMs = Math.max(0, options.clockSkewSeconds ?? 0) * 1000;
@@ -223,8 +226,10 @@ export function validatePath(
   let currentLabel = startLabel;
   // Number of non-self-issued intermediate CAs already on the path below the next issuer.
   let caBelow = 0;
-  for (let depth = 1; depth <= maxLength; depth++) {
+  // `length` certificates are on the path so far; the issuer looked for would be one more.
+  for (let length = 1; length <= maxLength; length++) {
     if (roots.some((r) => r.der.equals(current.der))) return;
+    if (length === maxLength) break;
     const root = roots.find((r) => signedBy(current, r));
     if (root) {
       const label = `trust bundle root (${root.subject || "<empty subject>"})`;

@@ -118,6 +118,8 @@ describe("openssl interop", () => {
       ...base,
       "subjectAltName=critical,URI:spiffe://Cluster.Local/x",
     ]);
+    // The bare trust domain ID belongs to signing certificates; a leaf needs a path (X.509-SVID 3.1).
+    ossl.makeSigned("bare-id", "ca", "/O=x", [...base, "subjectAltName=critical,URI:spiffe://cluster.local"]);
     const chain = (name: string) => ossl.read(`${name}-cert.pem`) + ossl.read("ca-cert.pem");
     expectCode(() => verifySvid(chain("two-uris"), bundle), "ERR_SVID_MULTIPLE_URI_SANS");
     expectCode(
@@ -133,6 +135,7 @@ describe("openssl interop", () => {
     expectCode(() => verifySvid(chain("ca-flag"), bundle), "ERR_SVID_LEAF_INVALID");
     expectCode(() => verifySvid(chain("certsign"), bundle), "ERR_SVID_LEAF_INVALID");
     expectCode(() => verifySvid(chain("bad-id"), bundle), "ERR_SPIFFE_ID_INVALID");
+    expectCode(() => verifySvid(chain("bare-id"), bundle), "ERR_SVID_LEAF_INVALID");
   });
 
   it("rejects expired and not-yet-valid openssl-made certificates", () => {
