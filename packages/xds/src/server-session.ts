@@ -194,6 +194,15 @@ export class DeltaSession extends Session {
     }
     let w = this.watches.get(typeUrl);
     const first = w === undefined;
+    if (first && req.errorDetail !== undefined) {
+      // A NACK of a type this stream never asked for (a response of another stream or server): it is
+      // no subscription, and its empty name list must not read as a wildcard one.
+      this.host.debug(
+        { stream: this.ctx.id, typeUrl, nonce: req.responseNonce },
+        "NACK of an unwatched type",
+      );
+      return;
+    }
     if (w === undefined) {
       w = {
         wildcard: false,
@@ -462,8 +471,18 @@ export class SotwSession extends Session {
     }
     let w = this.watches.get(typeUrl);
     const first = w === undefined;
-    if (req.responseNonce !== "") {
-      if (w === undefined || req.responseNonce !== w.nonce) {
+    if (first && req.errorDetail !== undefined) {
+      // A NACK of a type this stream never asked for is no subscription.
+      this.host.debug(
+        { stream: this.ctx.id, typeUrl, nonce: req.responseNonce },
+        "NACK of an unwatched type",
+      );
+      return;
+    }
+    // A first request of a type is answered whatever nonce it carries: this stream sent it none, and a
+    // client back from a reconnect may echo the last nonce of its old stream.
+    if (req.responseNonce !== "" && w !== undefined) {
+      if (req.responseNonce !== w.nonce) {
         // A stale nonce answers a response the client has already superseded: nothing to do.
         this.host.debug({ stream: this.ctx.id, typeUrl, nonce: req.responseNonce }, "stale nonce");
         return;

@@ -147,6 +147,37 @@ for (const protocol of ["delta", "sotw"] as const) {
       assert.equal(client.get(A, "u1"), undefined);
       client.close();
     });
+
+    it(
+      "stays wildcard after unsubscribing the one name it also asked for by name",
+      { timeout: 20_000 },
+      async () => {
+        const client = connect({ node: { id: `wildcard-and-name-${protocol}` } });
+        try {
+          client.watch(A, { wildcard: true, names: ["u1"] });
+          await client.ready(A);
+          assert.equal(client.resources(A).size, server.cache.size(A));
+          const subscription = () => {
+            const ctx = server.streams().find((c) => c.node?.id === `wildcard-and-name-${protocol}`);
+            return ctx === undefined ? undefined : server.subscriptions(ctx.id)?.get(A);
+          };
+          client.unsubscribe(A, ["u1"]);
+          // The server has taken the unsubscribe before the change below is made.
+          while (subscription()?.names.includes("u1") !== false) await new Promise((r) => setTimeout(r, 5));
+          assert.equal(subscription()?.wildcard, true);
+          server.cache.set(A, "u2", workload("u2", `wildcard-${protocol}`, 2), { aliases: ["net/10.0.0.2"] });
+          await until(
+            client,
+            () =>
+              client.get(A, "u2")?.workload?.name === `wildcard-${protocol}` ||
+              client.resources(A).size === 0,
+          );
+          assert.deepEqual([...client.resources(A).keys()].sort(), server.cache.names(A).sort());
+        } finally {
+          client.close();
+        }
+      },
+    );
   });
 }
 

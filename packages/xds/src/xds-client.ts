@@ -119,6 +119,11 @@ interface TypeWatch {
   version: string;
   /** Nonce of the last response received on the current stream. */
   nonce: string;
+  /**
+   * SotW: a request on the current stream named resources. From then on an empty list means "none"
+   * to the server, so a wildcard watch must say `*`.
+   */
+  namedOnStream: boolean;
   ready: boolean;
   readonly readyPromise: Promise<void>;
   resolveReady: () => void;
@@ -235,6 +240,7 @@ export class XdsClient {
         resources: new Map(),
         version: "",
         nonce: "",
+        namedOnStream: false,
         ready: false,
         readyPromise,
         resolveReady,
@@ -552,6 +558,7 @@ export class XdsClient {
 
   private sendInitial(typeUrl: string, w: TypeWatch): void {
     w.nonce = "";
+    w.namedOnStream = false;
     w.pendingSubscribe.clear();
     w.pendingUnsubscribe.clear();
     if (this.protocol === "delta") {
@@ -582,7 +589,14 @@ export class XdsClient {
     errorDetail: { code: number; message: string } | undefined,
   ): void {
     if (!w.wildcard && w.names.size === 0 && w.nonce === "") return;
-    const names = w.wildcard ? (w.names.size > 0 ? ["*", ...w.names] : []) : [...w.names];
+    // The empty list asks for everything only until a request of the stream named something.
+    const names =
+      w.wildcard && w.names.size === 0 && !w.namedOnStream
+        ? []
+        : w.wildcard
+          ? ["*", ...w.names]
+          : [...w.names];
+    if (names.length > 0) w.namedOnStream = true;
     this.write(SOTW_REQ, {
       typeUrl,
       versionInfo: w.version,

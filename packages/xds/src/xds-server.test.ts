@@ -195,6 +195,18 @@ describe("Delta ADS server", () => {
     s.close();
   });
 
+  it("does not take a NACK of a type the stream never asked for as a subscription", async () => {
+    const s = openDelta(port);
+    s.send({ typeUrl: A, responseNonce: "elsewhere", errorDetail: { code: 3, message: "not requested" } });
+    s.send({ typeUrl: TypeUrl.authorization, resourceNamesSubscribe: ["sync"] });
+    assert.equal((await s.next()).typeUrl, TypeUrl.authorization);
+    s.send({ typeUrl: A, resourceNamesSubscribe: ["u1"] });
+    const named = await s.next();
+    assert.equal(named.typeUrl, A);
+    assert.deepEqual(deltaNames(named), ["u1"]);
+    s.close();
+  });
+
   it("ignores unknown type URLs and keeps the stream", async () => {
     const s = openDelta(port);
     s.send({ typeUrl: "type.googleapis.com/no.such.Type", resourceNamesSubscribe: ["x"] });
@@ -606,6 +618,49 @@ describe("SotW ADS server", () => {
     assert.equal(next.resources.length, 2);
     const ctx = server.streams().find((c) => c.nacks.length > 0);
     assert.equal(ctx?.nacks[0]?.errorDetail.message, "rejected");
+    s.close();
+  });
+
+  it("answers the first request of a type even when it carries a nonce of an earlier stream", async () => {
+    const s = openSotw(port);
+    // A client back from a reconnect may still echo the last nonce it saw on its old stream.
+    s.send({
+      typeUrl: TypeUrl.cluster,
+      versionInfo: "v-old",
+      responseNonce: "earlier-stream",
+      node: { id: "re" },
+    });
+    s.send({ typeUrl: EDS, resourceNames: ["c1"] });
+    const first = await s.next();
+    assert.equal(first.typeUrl, TypeUrl.cluster);
+    assert.ok(first.resources.length >= 2);
+    const second = await s.next();
+    assert.equal(second.typeUrl, EDS);
+    // Its ACK is taken as one, and an old nonce after that is still stale.
+    s.send({ typeUrl: TypeUrl.cluster, versionInfo: first.versionInfo, responseNonce: first.nonce });
+    s.send({ typeUrl: TypeUrl.cluster, resourceNames: ["c1"], responseNonce: "earlier-stream" });
+    s.send({ typeUrl: EDS, resourceNames: ["c2"], responseNonce: second.nonce });
+    const third = await s.next();
+    assert.equal(third.typeUrl, EDS);
+    const ctx = server.streams().find((c) => c.node?.id === "re");
+    assert.equal(ctx?.acks.get(TypeUrl.cluster)?.nonce, first.nonce);
+    s.close();
+  });
+
+  it("does not take a NACK of a type the stream never asked for as a subscription", async () => {
+    const s = openSotw(port);
+    s.send({
+      typeUrl: TypeUrl.cluster,
+      responseNonce: "elsewhere",
+      errorDetail: { code: 3, message: "not requested" },
+    });
+    s.send({ typeUrl: EDS, resourceNames: ["c1"] });
+    const first = await s.next();
+    assert.equal(first.typeUrl, EDS);
+    s.send({ typeUrl: TypeUrl.cluster, responseNonce: "" });
+    const clusters = await s.next();
+    assert.equal(clusters.typeUrl, TypeUrl.cluster);
+    assert.ok(clusters.resources.length >= 2);
     s.close();
   });
 });
