@@ -354,12 +354,22 @@ describe("translateEnvoy: routes", () => {
         {
           name: "demo.web.0.0.0",
           match: { path: "/old" },
-          redirect: { schemeRedirect: "https", responseCode: "MOVED_PERMANENTLY", prefixRewrite: "/new" },
+          redirect: {
+            schemeRedirect: "https",
+            portRedirect: 443,
+            responseCode: "MOVED_PERMANENTLY",
+            prefixRewrite: "/new",
+          },
         },
         {
           name: "demo.web.0.0.1",
           match: { prefix: "/old/" },
-          redirect: { schemeRedirect: "https", responseCode: "MOVED_PERMANENTLY", prefixRewrite: "/new/" },
+          redirect: {
+            schemeRedirect: "https",
+            portRedirect: 443,
+            responseCode: "MOVED_PERMANENTLY",
+            prefixRewrite: "/new/",
+          },
         },
         {
           name: "demo.web.1.0.0",

@@ -342,7 +342,13 @@ function ruleAction(
         redirect: {
           ...(redirect.scheme === undefined ? {} : { schemeRedirect: redirect.scheme }),
           ...(redirect.hostname === undefined ? {} : { hostRedirect: redirect.hostname }),
-          ...(redirect.port === undefined ? {} : { portRedirect: redirect.port }),
+          // A scheme without a port means that scheme's well-known port (Gateway API); Envoy would
+          // keep the request's port instead, so the port is sent explicitly.
+          ...(redirect.port !== undefined
+            ? { portRedirect: redirect.port }
+            : redirect.scheme !== undefined
+              ? { portRedirect: redirect.scheme === "https" ? 443 : 80 }
+              : {}),
           responseCode: REDIRECT_CODES[redirect.statusCode ?? 302] ?? "FOUND",
         },
         ...headers,

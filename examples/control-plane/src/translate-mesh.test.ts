@@ -539,6 +539,26 @@ spec: { clusterIP: 127.30.0.${vip}, selector: { app: ${name} }, ports: [{ port: 
     });
   });
 
+  it("serves no Service for an ExternalName Service: its name is left to the cluster's DNS", () => {
+    // A Service without an address is answered by ztunnel's DNS proxy from its endpoints: an
+    // ExternalName Service has none, and its CNAME would go unanswered.
+    const external = `
+---
+kind: Service
+metadata: { name: api, namespace: demo }
+spec: { type: ExternalName, externalName: api.example.com, selector: { app: web }, ports: [{ port: 443 }] }
+`;
+    const config = translate(AMBIENT_NS + pod("web-0", "127.10.0.9") + svc("[{ port: 80 }]") + external);
+    assert.deepEqual(
+      config.services.map((s) => s.key),
+      ["demo/web.demo.svc.cluster.local"],
+    );
+    assert.deepEqual(Object.keys(workload(config, "web-0").workload.services ?? {}), [
+      "demo/web.demo.svc.cluster.local",
+    ]);
+    assert.deepEqual(config.issues, []);
+  });
+
   it("headless service has no address; a taken VIP is an issue", () => {
     const second = `
 ---

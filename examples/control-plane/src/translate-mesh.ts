@@ -976,7 +976,10 @@ export function translateMesh(
     const found = boundWaypoint(namespace, labels, "workload");
     return found === undefined || "problem" in found ? undefined : found.waypoint;
   };
-  const serviceObjects = objects.filter((o) => o.kind === "Service");
+  // An ExternalName Service is a DNS alias (a CNAME the cluster's DNS answers), with no address and no
+  // endpoints: served, it would be a Service ztunnel's DNS proxy answers for itself, with no records,
+  // and its name would stop resolving for mesh pods. As istiod does, it is not served.
+  const serviceObjects = objects.filter((o) => o.kind === "Service" && o.spec?.type !== "ExternalName");
   const context: unknown[] = [JSON.stringify(options)];
   // EndpointSlices are not context: their workloads are made again by every translation (few, cheap),
   // and a pod's slice changes with every pod change.

@@ -188,13 +188,40 @@ spec: { gatewayClassName: istio-waypoint }
 status: { addresses: [{ value: 127.10.0.6 }] }
 ${se(
   "a",
-  "{ hosts: [a.example.com], addresses: [240.240.0.1], ports: [{ number: 80 }] }",
+  "{ hosts: [a.example.com], addresses: [240.240.0.1], resolution: STATIC, ports: [{ number: 80 }] }",
   ", labels: { istio.io/use-waypoint: wp }, annotations: { networking.istio.io/traffic-distribution: PreferClose }",
 )}`);
     const s = service(config, "ns1/a.example.com").service;
     assert.equal(ip(s.waypoint?.address?.address), "127.10.0.6");
     assert.equal(s.waypoint?.hboneMtlsPort, 15008);
     assert.equal(s.loadBalancing?.mode, "FAILOVER");
+  });
+});
+
+describe("ServiceEntry -> Address services: resolution NONE", () => {
+  it("passes traffic through to the address dialled: PASSTHROUGH, every endpoint allowed, no locality preference", () => {
+    // An entry that names external addresses (resolution NONE) has no endpoints of its own: its
+    // traffic goes to the address the client dialled, not to an endpoint chosen among none.
+    const annotation = ", annotations: { networking.istio.io/traffic-distribution: PreferClose }";
+    const config = translate(
+      NS +
+        se(
+          "redis",
+          "{ hosts: [redis.example.com], addresses: [240.240.0.7], resolution: NONE, ports: [{ number: 6379, name: tcp-redis, protocol: TCP }] }",
+          annotation,
+        ) +
+        se(
+          "api",
+          "{ hosts: [api.example.com], addresses: [240.240.0.8], resolution: STATIC, endpoints: [{ address: 203.0.113.5 }], ports: [{ number: 443 }] }",
+          annotation,
+        ),
+    );
+    assert.deepEqual(service(config, "ns1/redis.example.com").service.loadBalancing, {
+      mode: "PASSTHROUGH",
+      healthPolicy: "ALLOW_ALL",
+    });
+    assert.equal(service(config, "ns1/api.example.com").service.loadBalancing?.mode, "FAILOVER");
+    assert.deepEqual(config.issues, []);
   });
 });
 

@@ -334,7 +334,8 @@ function vipOf(text: string): string | { problem: string } {
  * that is not one IPv4 address leaves the ServiceEntry without Services, as in istiod), else the
  * addresses in `status.addresses` for that host unless `resolution: NONE`, ports with `targetPort`
  * defaulting to the port, `subjectAltNames`, the use-waypoint binding and the traffic-distribution
- * annotation. A host whose key a Service already has, or a VIP already taken, is reported and skipped.
+ * annotation (`resolution: NONE`: load balancing PASSTHROUGH instead). A host whose key a Service
+ * already has, or a VIP already taken, is reported and skipped.
  */
 export function serviceEntryServices(objects: readonly KubeObject[], ctx: EntryContext): EntryServices {
   const out: EntryServices = { services: [], models: [], byEntry: new Map() };
@@ -370,9 +371,17 @@ export function serviceEntryServices(objects: readonly KubeObject[], ctx: EntryC
       };
     });
     const waypoint = ctx.waypointFor(obj, namespace);
-    const loadBalancing = serviceLoadBalancing({
-      ...(obj.metadata.annotations === undefined ? {} : { serviceAnnotations: obj.metadata.annotations }),
-    });
+    // `resolution: NONE` names addresses, not endpoints to choose from: the traffic goes on to the
+    // address the client dialled (PASSTHROUGH), whatever its health or locality. Load balancing over
+    // its endpoints, of which such an entry usually has none, would refuse every connection.
+    const loadBalancing: MessageInit<istio.workload.LoadBalancing> | undefined =
+      spec.resolution === "NONE"
+        ? { mode: "PASSTHROUGH", healthPolicy: "ALLOW_ALL" }
+        : serviceLoadBalancing({
+            ...(obj.metadata.annotations === undefined
+              ? {}
+              : { serviceAnnotations: obj.metadata.annotations }),
+          });
     const allocated = Array.isArray(obj.status?.addresses) ? obj.status.addresses : [];
     const models: EntryServiceModel[] = [];
     let vipsServedBy: string | undefined;
