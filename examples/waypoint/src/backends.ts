@@ -104,6 +104,8 @@ export function resolveServiceBackend(
     service,
     servicePort: port.servicePort,
     targetPort: port.targetPort === 0 ? port.servicePort : port.targetPort,
+    // A named target port (0 here) is served only by the workloads whose port map resolves it.
+    namedTarget: port.targetPort === 0,
   };
   const protocol =
     port.appProtocol === "HTTP2" || port.appProtocol === "GRPC"
