@@ -123,6 +123,19 @@ export function serviceVip(service: Pick<Service, "addresses">): string | undefi
   return (ips.find((ip) => ip.family === 4) ?? ips[0])?.text;
 }
 
+/** `service` (known by `key`) on its port `port`, or undefined when it has no such port. */
+function serviceMatch(key: string, service: Service, port: number): ServiceMatch | undefined {
+  const p = service.ports.find((x) => x.servicePort === port);
+  if (p === undefined) return undefined;
+  return {
+    key,
+    service,
+    servicePort: port,
+    targetPort: p.targetPort === 0 ? port : p.targetPort,
+    namedTarget: p.targetPort === 0,
+  };
+}
+
 /** A workload's first address as text (an endpoint known only by hostname has none). */
 function firstIp(w: Workload): string | undefined {
   const bytes = w.addresses[0];
@@ -250,15 +263,7 @@ export class WorkloadStore {
     const key = this.#serviceByVip.get(vip);
     const service = key === undefined ? undefined : this.#services.get(key);
     if (key === undefined || service === undefined) return undefined;
-    const p = service.ports.find((x) => x.servicePort === port);
-    if (p === undefined) return undefined;
-    return {
-      key,
-      service,
-      servicePort: port,
-      targetPort: p.targetPort === 0 ? port : p.targetPort,
-      namedTarget: p.targetPort === 0,
-    };
+    return serviceMatch(key, service, port);
   }
 
   /**
@@ -413,17 +418,7 @@ export class WorkloadStore {
       if (ip === undefined) return { kind: "unreachable", reason: `waypoint ${named} has no address` };
       return { kind: "waypoint", upstream: { workload: found.workload, ip, port } };
     }
-    const p = found.service.ports.find((x) => x.servicePort === port);
-    const match: ServiceMatch | undefined =
-      p === undefined
-        ? undefined
-        : {
-            key: found.key,
-            service: found.service,
-            servicePort: port,
-            targetPort: p.targetPort === 0 ? port : p.targetPort,
-            namedTarget: p.targetPort === 0,
-          };
+    const match = serviceMatch(found.key, found.service, port);
     const endpoint = match === undefined ? undefined : this.selectEndpoint(match, source);
     const ip = endpoint === undefined ? undefined : firstIp(endpoint.workload);
     if (endpoint === undefined || ip === undefined) {
