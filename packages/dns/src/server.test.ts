@@ -108,6 +108,44 @@ describe("DnsServer", () => {
     assert.equal(message.answers.length + message.additionals.length, 0);
   });
 
+  it("keeps an OPT record in a truncated reply to an EDNS query", async () => {
+    // RFC 6891 section 7: the minimal (truncated) response to an EDNS query is the header, the
+    // question and an OPT record.
+    const opt = { name: "", type: RecordType.OPT, class: 512, ttl: 0, data: new Uint8Array(0) };
+    const reply = await udpExchange(
+      port,
+      encodeMessage(makeQuery("many.mesh.test", RecordType.A, { id: 98, additionals: [opt] })),
+    );
+    assert.ok(reply);
+    assert.ok(reply.length <= 512);
+    const message = decodeMessage(reply);
+    assert.equal(message.id, 98);
+    assert.ok(message.truncated && message.authoritative);
+    assert.deepEqual(message.questions, [{ name: "many.mesh.test", type: RecordType.A, class: 1 }]);
+    assert.equal(message.answers.length, 0);
+    assert.equal(message.additionals.length, 1);
+    assert.equal(message.additionals[0]?.type, RecordType.OPT);
+    assert.equal(message.additionals[0]?.name, "");
+    assert.equal(message.additionals[0]?.data.length, 0);
+    // The extended rcode and flags (here DO) of the response's own OPT record are kept.
+    const flagged = createDnsServer({
+      handler: ({ message: q }) =>
+        replyTo(q, {
+          answers: Array.from({ length: 60 }, (_, i) => addressRecord("x.mesh.test", `10.2.0.${i + 1}`, 30)),
+          additionals: [{ ...opt, class: 1232, ttl: 0x8000 }],
+        }),
+    });
+    const { port: flaggedPort } = await flagged.listen({ host: "127.0.0.1", port: 0 });
+    try {
+      const query = encodeMessage(makeQuery("x.mesh.test", RecordType.A, { additionals: [opt] }));
+      const cut = decodeMessage((await udpExchange(flaggedPort, query))!);
+      assert.ok(cut.truncated);
+      assert.equal(cut.additionals[0]?.ttl, 0x8000);
+    } finally {
+      await flagged.close();
+    }
+  });
+
   it("replies FORMERR, NOTIMP and SERVFAIL on its own", async () => {
     // Header readable, question missing: FORMERR with the id and no question.
     const broken = Buffer.from("abcd0100000100000000000003", "hex");
@@ -196,6 +234,29 @@ describe("DnsServer limits", () => {
       await busy.ended;
       silent.socket.destroy();
       busy.socket.destroy();
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("does not let a client keep a connection by trickling a frame that never completes", async () => {
+    const server = createDnsServer({ handler: meshHandler, tcpIdleTimeoutMs: 150 });
+    const { port } = await server.listen({ host: "127.0.0.1", port: 0 });
+    try {
+      const client = await connectFrames(port);
+      // A frame announced as 100 bytes, then one byte every 30 ms: 60 bytes take well over the idle
+      // timeout, and the frame is never complete.
+      client.socket.write(Buffer.of(0, 100));
+      let closedWhileTrickling = false;
+      void client.ended.then(() => {
+        closedWhileTrickling = true;
+      });
+      for (let i = 0; i < 60 && !closedWhileTrickling; i += 1) {
+        await new Promise((resolve) => setTimeout(resolve, 30));
+        if (!client.socket.destroyed) client.socket.write(Buffer.of(0));
+      }
+      assert.ok(closedWhileTrickling, "the server kept a connection whose frame never completed");
+      client.socket.destroy();
     } finally {
       await server.close();
     }

@@ -4,11 +4,11 @@
 import dgram from "node:dgram";
 import net from "node:net";
 import { type Logger, noopLogger } from "@ambient/telemetry";
-import { ResponseCode, recordTypeName } from "./constants.js";
+import { RecordType, ResponseCode, recordTypeName } from "./constants.js";
 import { DnsError } from "./errors.js";
 import { type DnsMessage, decodeMessage, encodeMessage, encodeQuestion, HEADER_BYTES } from "./message.js";
 import { errnoOf, toDnsError } from "./node-error.js";
-import { replyTo, udpPayloadLimit } from "./records.js";
+import { ADVERTISED_UDP_PAYLOAD, replyTo, udpPayloadLimit } from "./records.js";
 import { TcpConnection } from "./tcp-connection.js";
 
 /** One query as the handler sees it. */
@@ -33,7 +33,10 @@ export interface DnsServerOptions {
   handler: DnsHandler;
   /** Default `noopLogger`. */
   logger?: Logger;
-  /** Default 5000: a TCP connection with no query in flight and none arriving is closed. */
+  /**
+   * Default 5000: a TCP connection with no query in flight and no complete query arriving for this
+   * long is closed (bytes of a query still incomplete do not count).
+   */
   tcpIdleTimeoutMs?: number;
   /** Default 256: TCP connections over this number are closed at once. */
   maxTcpConnections?: number;
@@ -66,15 +69,39 @@ function formatErrorReply(query: Uint8Array): Uint8Array {
   return out;
 }
 
-/** The response cut to its header and the question, TC set, so the client asks again over TCP. */
+/**
+ * The OPT record of a truncated reply (RFC 6891 section 7: even the minimal response to an EDNS query
+ * carries one, else the client takes the server for one without EDNS). It keeps the extended rcode,
+ * version and flags of the response's own OPT record, when the response has one, and drops its options.
+ */
+function truncatedOpt(response: Uint8Array): Uint8Array {
+  let ttl = 0;
+  try {
+    ttl = decodeMessage(response).additionals.find((r) => r.type === RecordType.OPT)?.ttl ?? 0;
+  } catch {
+    // bytes from the handler that do not decode: a bare OPT record
+  }
+  const out = Buffer.alloc(11);
+  // Root owner (the zero byte already there), type, payload size, extended rcode/version/flags, no RDATA.
+  out.writeUInt16BE(RecordType.OPT, 1);
+  out.writeUInt16BE(ADVERTISED_UDP_PAYLOAD, 3);
+  out.writeUInt32BE(ttl, 5);
+  return out;
+}
+
+/** The response cut to its header, the question and (for an EDNS query) an OPT record, TC set, so the client asks again over TCP. */
 function truncatedReply(response: Uint8Array, query: DnsMessage): Uint8Array {
   const question = encodeQuestion(query.questions[0] as DnsMessage["questions"][number]);
-  const out = new Uint8Array(HEADER_BYTES + question.length);
+  const edns = query.additionals.some((r) => r.type === RecordType.OPT);
+  const opt = edns ? truncatedOpt(response) : new Uint8Array(0);
+  const out = new Uint8Array(HEADER_BYTES + question.length + opt.length);
   out.set(response.subarray(0, HEADER_BYTES));
   out[2] = (out[2] as number) | 0x02;
   out.fill(0, 4, HEADER_BYTES);
   out[5] = 1;
+  if (edns) out[11] = 1;
   out.set(question, HEADER_BYTES);
+  out.set(opt, HEADER_BYTES + question.length);
   return out;
 }
 

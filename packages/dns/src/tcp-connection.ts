@@ -1,6 +1,7 @@
 // One DNS-over-TCP connection (RFC 1035 4.2.2, RFC 7766): 2-byte length-prefixed frames, queries
 // handled concurrently and answered as they finish, reading paused while writes back up or while the
-// server has too many queries in flight, closed when idle.
+// server has too many queries in flight, closed when idle: no query in flight and no complete query
+// received for the idle timeout.
 import type net from "node:net";
 import type { Logger } from "@ambient/telemetry";
 import { isOrdinaryPeerError } from "./node-error.js";
@@ -40,9 +41,10 @@ export class TcpConnection {
     // made by the caller may not have been created with allowHalfOpen.
     socket.allowHalfOpen = true;
     socket.setNoDelay(true);
+    // Bytes alone do not re-arm the idle timer, only a complete query does (in #start, then #finish):
+    // a client trickling a frame that never completes would otherwise hold its connection forever.
     socket.on("data", (chunk: Buffer) => {
       this.#pending = this.#pending.length === 0 ? chunk : Buffer.concat([this.#pending, chunk]);
-      this.#armIdleTimer();
       this.#pump();
     });
     socket.on("end", () => {
@@ -103,6 +105,8 @@ export class TcpConnection {
       }
       if (this.#pending.length < 2 + length) break;
       if (!this.#hooks.hasRoom()) {
+        // A complete query waits on the server, not on the client: no idle deadline meanwhile.
+        clearTimeout(this.#idleTimer);
         socket.pause();
         this.#hooks.waitForRoom(this);
         return;
