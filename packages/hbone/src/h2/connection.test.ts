@@ -440,6 +440,23 @@ describe("HTTP/2 connection: protocol rules", () => {
     assert.ok(srv.streams.length > 900, `${srv.streams.length} streams opened before the cut-off`);
   });
 
+  it("stops a client that makes the server reset stream after stream (MadeYouReset)", async () => {
+    // Each WINDOW_UPDATE of 0 on an open stream makes the server reset it (a stream error): the
+    // stream was handed to the application first, and the reset frees its slot at once, so this
+    // is the rapid-reset loop with the resets sent by the server.
+    const srv = await server({ maxConcurrentStreams: 100 });
+    const peer = await rawClient(srv.port);
+    let id = 1;
+    for (let i = 0; i < 1500; i++) {
+      peer.headers(id, CONNECT);
+      peer.send(WINDOW_UPDATE, 0, id, u32(0));
+      id += 2;
+    }
+    assert.equal(await peer.goawayCode(), H2_ERROR.ENHANCE_YOUR_CALM);
+    assert.ok(srv.streams.length > 900, `${srv.streams.length} streams opened before the cut-off`);
+    assert.ok(srv.streams.length < 1500, `${srv.streams.length} streams opened: no cut-off`);
+  });
+
   it("drains gracefully: GOAWAY first, open streams finish, new ones are refused", async () => {
     const { srv, peer, stream } = await openStream();
     const conn = srv.connections[0] as Http2Connection;

@@ -374,7 +374,10 @@ export interface Http2ConnectionOptions {
 const MAX_HEADER_BLOCK_FACTOR = 4;
 /** CONTINUATION frames one header block may use (empty ones would otherwise be free to send). */
 const MAX_CONTINUATIONS = 256;
-/** Stream resets by a client: burst size and sustained rate per second before ENHANCE_YOUR_CALM. */
+/**
+ * Stream resets by a client, or provoked by it: burst size and sustained rate per second before
+ * ENHANCE_YOUR_CALM.
+ */
 const RESET_BURST = 1000;
 const RESET_RATE = 500;
 /**
@@ -1107,9 +1110,15 @@ export class Http2Connection extends EventEmitter {
     }
   }
 
-  /** A reset the peer provoked (a bad or refused stream), counted as a reply. */
+  /**
+   * A reset the peer provoked (a bad or refused stream), counted as a reply. On the server it also
+   * draws on the reset budget: a client that makes the server reset its streams (a WINDOW_UPDATE of
+   * 0, DATA past the window or after END_STREAM, ...) frees each stream's slot as fast as one that
+   * resets them itself ("MadeYouReset").
+   */
   #resetFor(stream: H2Stream | undefined, id: number, code: number): void {
     this.#countReply();
+    if (this.role === "server") this.#limitResets();
     if (stream !== undefined) stream.reset(code);
     else this._sendReset(id, code);
   }
@@ -1176,7 +1185,8 @@ export class Http2Connection extends EventEmitter {
 
   /**
    * Streams the client opens and resets at once cost the server work each (the "rapid reset"
-   * attack): a token bucket allows bursts of {@link RESET_BURST} and {@link RESET_RATE} per second.
+   * attack), and so do streams it makes the server reset: a token bucket shared by both allows
+   * bursts of {@link RESET_BURST} and {@link RESET_RATE} per second.
    */
   #resetTokens = RESET_BURST;
   #resetRefilled = Date.now();
