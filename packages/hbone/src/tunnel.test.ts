@@ -80,6 +80,22 @@ describe("HBONE tunnels", () => {
     assert.equal(parseTraceparent(generated).version, "00");
   });
 
+  it("keeps a header field named like an Object member (constructor) as sent", async () => {
+    const seen = srv.nextTunnel().then((t) => {
+      t.refuse(503);
+      return t.headers.constructor;
+    });
+    await assert.rejects(
+      client.connect({
+        address: srv.address,
+        authority: "10.0.0.1:80",
+        expectedIdentities: [SERVER_ID],
+        headers: { constructor: "a" },
+      }),
+    );
+    assert.equal(await seen, "a");
+  });
+
   it("half-close: client end() reaches the server as EOF while the server keeps sending", async () => {
     const serverSide = srv.nextTunnel().then(async (t) => {
       const stream = t.accept();

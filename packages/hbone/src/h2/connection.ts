@@ -1385,7 +1385,8 @@ function toHeaders(fields: readonly [string, string][], kind: "request" | "respo
     regular = true;
     if (name.length === 0 || BAD_NAME.test(name) || FORBIDDEN_FIELDS.has(name)) return undefined;
     if (name === "te" && value !== "trailers") return undefined;
-    const previous = headers[name];
+    // Own fields only: a field named like an Object member (`constructor`) is no repeat.
+    const previous = Object.hasOwn(headers, name) ? headers[name] : undefined;
     if (previous === undefined) headers[name] = name === "set-cookie" ? [value] : value;
     else if (Array.isArray(previous)) previous.push(value);
     else headers[name] = `${previous}${name === "cookie" ? "; " : ", "}${value}`;
