@@ -135,6 +135,31 @@ export function createInbound(options: InboundOptions): Inbound {
     return decision;
   };
 
+  // Counts recheck() calls: every change of policies or workloads. A connection is decided before
+  // its upstream is dialed but joins the registry (what recheck() sees) only once the dial is done,
+  // so a change in between would never reach it; it is decided again then, on the state in force.
+  let changes = 0;
+  const deniedSince = (
+    decidedAt: number,
+    request: () => AuthorizationRequest,
+  ): { decision: AuthorizationDecision; request: AuthorizationRequest } | undefined => {
+    if (changes === decidedAt) return undefined;
+    const current = request();
+    const decision = engine.evaluate(current);
+    return decision.allowed ? undefined : { decision, request: current };
+  };
+  const logLateDenial = (
+    late: { decision: AuthorizationDecision; request: AuthorizationRequest },
+    logFields: Record<string, unknown>,
+  ): string => {
+    const by = deniedBy(late.decision, () => engine.explain(late.request));
+    logger.info(
+      { ...logFields, reason: late.decision.reason, policy: late.decision.policy },
+      `denied by ${by} (policy changed while connecting)`,
+    );
+    return by;
+  };
+
   /**
    * The Service through which `dst` serves `targetPort`, for labelling inbound connections, whose
    * tunnels name only the pod; only its key's parts when the Service itself is not known.
@@ -176,6 +201,7 @@ export function createInbound(options: InboundOptions): Inbound {
     const peer = tunnel.peerIdentity.toString();
     const request = inboundRequest(srcIp, peer, authority.host, authority.port);
     const decision = engine.evaluate(request);
+    const decidedAt = changes;
     const destinationService = target.service ?? serviceAtTargetPort(dst, authority.port);
     const source = store.findByAddress(srcIp);
     const labels = connectionLabels({
@@ -226,6 +252,15 @@ export function createInbound(options: InboundOptions): Inbound {
     upstream.once("connect", () => {
       if (tunnel.state !== "pending" || options.isClosed()) {
         accessLog.complete({ sent: 0, received: 0, error: "tunnel closed before the upstream connected" });
+        upstream.destroy();
+        return;
+      }
+      const late = deniedSince(decidedAt, () => inboundRequest(srcIp, peer, authority.host, authority.port));
+      if (late !== undefined) {
+        const by = logLateDenial(late, logFields);
+        accessLog.complete({ sent: 0, received: 0, error: `policy rejection: denied by ${by}` });
+        countRefused(tcpMetrics, labels, "DENY");
+        tunnel.refuse(HBONE_STATUS.denied, late.decision.reason);
         upstream.destroy();
         return;
       }
@@ -301,6 +336,7 @@ export function createInbound(options: InboundOptions): Inbound {
     });
     const request = inboundRequest(srcIp, undefined, destination.ip, destination.port);
     const decision = authorize(request, { ...logFields, peer: "none" });
+    const decidedAt = changes;
     if (!decision.allowed) {
       accessLog.complete({
         sent: 0,
@@ -323,6 +359,17 @@ export function createInbound(options: InboundOptions): Inbound {
     upstream.once("connect", () => {
       if (options.isClosed() || socket.destroyed) {
         accessLog.complete({ sent: 0, received: 0, error: "client closed before the upstream connected" });
+        upstream.destroy();
+        return;
+      }
+      const late = deniedSince(decidedAt, () =>
+        inboundRequest(srcIp, undefined, destination.ip, destination.port),
+      );
+      if (late !== undefined) {
+        const by = logLateDenial(late, { ...logFields, peer: "none" });
+        accessLog.complete({ sent: 0, received: 0, error: `policy rejection: denied by ${by}` });
+        countRefused(tcpMetrics, labels, "DENY");
+        socket.resetAndDestroy();
         upstream.destroy();
         return;
       }
@@ -359,6 +406,7 @@ export function createInbound(options: InboundOptions): Inbound {
   };
 
   const recheck = (): void => {
+    changes++;
     const inbound = registry
       .connections()
       .flatMap((c) => (c.policyRequest === undefined ? [] : [{ tracked: c, request: c.policyRequest() }]));

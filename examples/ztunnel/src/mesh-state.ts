@@ -33,7 +33,10 @@ export interface MeshState {
   secrets: SecretManager;
   /** The SVID of `identity`, fetched from the CA when not held yet. */
   svidOf(identity: string): Promise<X509Svid>;
-  /** Called after every applied xDS change: which kind of state changed. */
+  /**
+   * Called after every applied xDS change (which kind of state changed), from the moment the first
+   * response of both types is in ({@link MeshState.ready}); earlier changes are not announced.
+   */
   onChange(listener: (kind: "workloads" | "policies") => void): void;
   /**
    * Asks the control plane for Address names (`network/IP`, `namespace/hostname`) and resolves when it
@@ -81,6 +84,11 @@ export function createMeshState(options: MeshStateOptions): MeshState {
     metrics,
   });
   const listeners: ((kind: "workloads" | "policies") => void)[] = [];
+  // Workloads without their policies are half a state: a node proxy told of its pods then would open
+  // their listeners and allow every connection until the policies came (or forever, if their first
+  // push never arrives). Nothing is announced until both types are in (set once both are watched,
+  // below); the proxy takes the whole state once ready.
+  let complete = false;
 
   xds.onChange((event: XdsChangeEvent) => {
     let kind: "workloads" | "policies" | undefined;
@@ -103,7 +111,7 @@ export function createMeshState(options: MeshStateOptions): MeshState {
       }
       kind = "policies";
     }
-    if (kind !== undefined) for (const listener of listeners) listener(kind);
+    if (kind !== undefined && complete) for (const listener of listeners) listener(kind);
   });
   xds.onConnection((connected, error) => {
     if (connected) logger.info({ address }, "xDS connected");
@@ -129,6 +137,12 @@ export function createMeshState(options: MeshStateOptions): MeshState {
   });
   xds.watch(TypeUrl.address, options.onDemand === true ? { wildcard: false } : {});
   xds.watch(TypeUrl.authorization);
+  xds.ready().then(
+    () => {
+      complete = true;
+    },
+    () => {},
+  );
 
   return {
     store,
