@@ -181,4 +181,65 @@ describe("RequestAuthenticationStore", () => {
     assert.deepEqual(store.apply([]), []);
     assert.deepEqual(store.summary(), []);
   });
+
+  describe("which RequestAuthentications a request meets", async () => {
+    const { publicKey, privateKey } = await generateKeyPair("ES256");
+    const jwks = JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: "k", alg: "ES256" }] });
+    const token = await new SignJWT({ iss: "https://iss", sub: "u" })
+      .setProtectedHeader({ alg: "ES256", kid: "k" })
+      .setExpirationTime("5m")
+      .sign(privateKey);
+    const jwtRules = [{ issuer: "https://iss", jwks }];
+    const inNamespace = (namespace: string, targetRefs: unknown[]) => ({
+      apiVersion: "security.istio.io/v1",
+      kind: "RequestAuthentication",
+      metadata: { name: "ra", namespace },
+      spec: { targetRefs, jwtRules },
+    });
+    const outcome = async (
+      objects: Record<string, unknown>[],
+      service: { name: string; namespace: string; kind?: "Service" | "ServiceEntry" },
+    ) => {
+      const store = new RequestAuthenticationStore(WAYPOINT);
+      assert.deepEqual(store.apply(objects), []);
+      const out = await store.authenticate({
+        method: "GET",
+        path: "/",
+        query: "",
+        host: "api",
+        headers: { authorization: `Bearer ${token}` },
+        service,
+      });
+      return out.kind;
+    };
+    const api = { name: "api", namespace: "shop" };
+
+    it("ignores one of another namespace that names the waypoint's Gateway or Services there", async () => {
+      const refs = [
+        { ...GATEWAY_REF, namespace: "shop" },
+        { group: "", kind: "Service", name: "api", namespace: "shop" },
+      ];
+      assert.equal(await outcome([inNamespace("tenant", refs)], api), "anonymous");
+      assert.equal(await outcome([inNamespace("istio-system", refs)], api), "anonymous");
+      assert.equal(await outcome([inNamespace("shop", refs)], api), "authenticated");
+    });
+
+    it("applies one of the root namespace that targets the waypoint GatewayClass", async () => {
+      const cls = { group: "gateway.networking.k8s.io", kind: "GatewayClass", name: "istio-waypoint" };
+      assert.equal(await outcome([inNamespace("istio-system", [cls])], api), "authenticated");
+      assert.equal(await outcome([inNamespace("shop", [cls])], api), "anonymous");
+    });
+
+    it("tells a ServiceEntry from a Service of the same name", async () => {
+      const entry = { ...api, kind: "ServiceEntry" as const };
+      const toEntry = inNamespace("shop", [
+        { group: "networking.istio.io", kind: "ServiceEntry", name: "api" },
+      ]);
+      const toService = inNamespace("shop", [{ group: "", kind: "Service", name: "api" }]);
+      assert.equal(await outcome([toEntry], entry), "authenticated");
+      assert.equal(await outcome([toEntry], api), "anonymous");
+      assert.equal(await outcome([toService], entry), "anonymous");
+      assert.equal(await outcome([toService], api), "authenticated");
+    });
+  });
 });

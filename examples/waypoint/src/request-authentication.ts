@@ -14,7 +14,7 @@ import {
   jwtVerify,
 } from "jose";
 import { WaypointError } from "./errors.js";
-import { targetsWaypoint } from "./policy-targets.js";
+import { DEFAULT_ROOT_NAMESPACE, targetsWaypoint, withAttachableTargets } from "./policy-targets.js";
 
 /** Where a rule looks for a token. */
 export type TokenLocation =
@@ -37,10 +37,15 @@ export interface CompiledJwtRule {
 export interface CompiledRequestAuthentication {
   /** `namespace/name`. */
   key: string;
-  /** True when `targetRefs` names the waypoint Gateway: it applies to every request. */
+  /**
+   * True when `targetRefs` names the waypoint Gateway (or, from the root namespace, the waypoint
+   * GatewayClass): it applies to every request.
+   */
   wholeWaypoint: boolean;
-  /** `namespace/name` of the Services named in `targetRefs`. */
+  /** `namespace/name` of the Services named in `targetRefs` (always of the policy's namespace). */
   services: readonly string[];
+  /** `namespace/name` of the ServiceEntries named in `targetRefs` (always of the policy's namespace). */
+  serviceEntries: readonly string[];
   rules: readonly CompiledJwtRule[];
 }
 
@@ -169,35 +174,50 @@ export function compileRequestAuthentication(
   obj: Record<string, unknown>,
   waypoint: { name: string; namespace: string },
   remote: RemoteKeySets = new Map(),
+  rootNamespace = DEFAULT_ROOT_NAMESPACE,
 ): CompiledRequestAuthentication {
   const meta = isRecord(obj.metadata) ? obj.metadata : {};
   const namespace = typeof meta.namespace === "string" && meta.namespace !== "" ? meta.namespace : "default";
   const key = `${namespace}/${typeof meta.name === "string" ? meta.name : ""}`;
   const spec = isRecord(obj.spec) ? obj.spec : {};
-  const refs = [...(Array.isArray(spec.targetRefs) ? spec.targetRefs : []), spec.targetRef];
-  const services = refs.flatMap((ref) =>
-    isRecord(ref) && ref.kind === "Service" && (ref.group ?? "") === "" && typeof ref.name === "string"
-      ? [`${typeof ref.namespace === "string" ? ref.namespace : namespace}/${ref.name}`]
-      : [],
-  );
+  // Only references into the policy's own namespace attach: a RequestAuthentication names the issuers
+  // whose tokens become request principals, so one namespace must not choose them for another's Services.
+  const attached = withAttachableTargets(obj, rootNamespace);
+  const attachedSpec = isRecord(attached.spec) ? attached.spec : {};
+  const refs = [
+    ...(Array.isArray(attachedSpec.targetRefs) ? attachedSpec.targetRefs : []),
+    attachedSpec.targetRef,
+  ];
+  const named = (kind: string, group: string) =>
+    refs.flatMap((ref) =>
+      isRecord(ref) && ref.kind === kind && (ref.group ?? group) === group && typeof ref.name === "string"
+        ? [`${namespace}/${ref.name}`]
+        : [],
+    );
   const rawRules = spec.jwtRules ?? [];
   if (!Array.isArray(rawRules)) throw invalid(key, "spec.jwtRules must be a list");
   return {
     key,
-    wholeWaypoint: targetsWaypoint(obj, waypoint),
-    services,
+    wholeWaypoint: targetsWaypoint(obj, waypoint, rootNamespace),
+    services: named("Service", ""),
+    serviceEntries: named("ServiceEntry", "networking.istio.io"),
     rules: rawRules.map((r, i) => compileRule(r, i, key, remote)),
   };
 }
 
-/** The rules in force for a request to `service` (`namespace/name`, if known). */
+/**
+ * The rules in force for a request to `service` (`namespace/name`, if known), a Kubernetes Service
+ * unless `kind` says it is a ServiceEntry host.
+ */
 export function rulesFor(
   policies: Iterable<CompiledRequestAuthentication>,
   service: string | undefined,
+  kind: "Service" | "ServiceEntry" = "Service",
 ): CompiledJwtRule[] {
   const out: CompiledJwtRule[] = [];
   for (const p of policies) {
-    if (p.wholeWaypoint || (service !== undefined && p.services.includes(service))) out.push(...p.rules);
+    const named = kind === "ServiceEntry" ? p.serviceEntries : p.services;
+    if (p.wholeWaypoint || (service !== undefined && named.includes(service))) out.push(...p.rules);
   }
   return out;
 }
@@ -310,11 +330,14 @@ export async function authenticateRequest(
  */
 export class RequestAuthenticationStore {
   readonly #waypoint: { name: string; namespace: string };
+  readonly #rootNamespace: string;
   readonly #remote: RemoteKeySets = new Map();
   #inForce = new Map<string, CompiledRequestAuthentication>();
 
-  constructor(waypoint: { name: string; namespace: string }) {
+  /** `rootNamespace`: default `istio-system`; meshConfig `rootNamespace`. */
+  constructor(waypoint: { name: string; namespace: string }, rootNamespace = DEFAULT_ROOT_NAMESPACE) {
     this.#waypoint = waypoint;
+    this.#rootNamespace = rootNamespace;
   }
 
   /**
@@ -326,7 +349,7 @@ export class RequestAuthenticationStore {
     const next = new Map<string, CompiledRequestAuthentication>();
     for (const obj of objects) {
       try {
-        const compiled = compileRequestAuthentication(obj, this.#waypoint, this.#remote);
+        const compiled = compileRequestAuthentication(obj, this.#waypoint, this.#remote, this.#rootNamespace);
         next.set(compiled.key, compiled);
       } catch (err) {
         issues.push((err as Error).message);
@@ -346,7 +369,13 @@ export class RequestAuthenticationStore {
     if (this.#inForce.size === 0) return ANONYMOUS;
     const service =
       request.service === undefined ? undefined : `${request.service.namespace}/${request.service.name}`;
-    const rules = rulesFor(this.#inForce.values(), service);
+    // The router hands over the tunnel's destination as it has it, with `kind` for a ServiceEntry host.
+    const kind = (request.service as { kind?: unknown } | undefined)?.kind;
+    const rules = rulesFor(
+      this.#inForce.values(),
+      service,
+      kind === "ServiceEntry" ? "ServiceEntry" : "Service",
+    );
     // Only a request that carries a token waits for verification.
     if (rules.length === 0 || findTokens(request, rules).length === 0) return ANONYMOUS;
     return authenticateRequest(request, rules);
@@ -369,6 +398,7 @@ export class RequestAuthenticationStore {
       targets: [
         ...(p.wholeWaypoint ? [`Gateway ${this.#waypoint.namespace}/${this.#waypoint.name}`] : []),
         ...p.services.map((s) => `Service ${s}`),
+        ...p.serviceEntries.map((s) => `ServiceEntry ${s}`),
       ],
       rules: p.rules.map((r) => ({
         issuer: r.issuer,

@@ -75,6 +75,14 @@ spec:
   rules:
     - to: [{ operation: { paths: ["/admin", "/admin/*"] } }]
     - to: [{ operation: { methods: ["GET"], paths: ["/no-get"] } }]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: mesh-no-internal, namespace: istio-system }
+spec:
+  targetRefs: [{ group: gateway.networking.k8s.io, kind: GatewayClass, name: istio-waypoint }]
+  action: DENY
+  rules: [{ to: [{ operation: { paths: ["/internal"] } }] }]
 `,
 ].join("\n---\n");
 
@@ -236,6 +244,16 @@ describe("waypoint request path over HBONE", { timeout: 120_000 }, () => {
     assert.deepEqual(
       seen.slice(before).map((r) => `${r.app} ${r.url}`),
       ["api-0 /hello"],
+    );
+  });
+
+  it("applies the root namespace's policy on the waypoint GatewayClass", async () => {
+    const before = seen.length;
+    assert.match(await get("/internal"), /^HTTP\/1\.1 403 /);
+    assert.match(await get("/internal-not"), /^HTTP\/1\.1 200 /);
+    assert.deepEqual(
+      seen.slice(before).map((r) => `${r.app} ${r.url}`),
+      ["api-0 /internal-not"],
     );
   });
 

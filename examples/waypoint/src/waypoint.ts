@@ -46,6 +46,7 @@ import {
   type OperatorPorts,
   startOperatorEndpoints,
 } from "./operator-endpoints.js";
+import { DEFAULT_ROOT_NAMESPACE, withWaypointClassTarget } from "./policy-targets.js";
 import { createRequestHistory, withDecidingPolicy } from "./recent-requests.js";
 import { RequestAuthenticationStore } from "./request-authentication.js";
 import { resourceProblem, type WaypointSelf, WaypointXdsConfig } from "./xds-config.js";
@@ -78,6 +79,11 @@ export interface WaypointOptions {
   trustDomain?: string;
   /** Default `Kubernetes`; `CLUSTER_ID`. */
   clusterId?: string;
+  /**
+   * Mesh root namespace: its policies that target the `istio-waypoint` GatewayClass apply at every
+   * waypoint. Default `istio-system`; meshConfig `rootNamespace`.
+   */
+  rootNamespace?: string;
   /**
    * How request paths are normalized, once, for L7 policy, routing and the upstream request alike.
    * Default `BASE`; meshConfig `pathNormalization`.
@@ -182,18 +188,20 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     );
   }
   const store = new VersionedWorkloadStore();
-  const requestAuthentications = new RequestAuthenticationStore(gateway);
+  const rootNamespace = options.rootNamespace ?? DEFAULT_ROOT_NAMESPACE;
+  const requestAuthentications = new RequestAuthenticationStore(gateway, rootNamespace);
   const pathNormalization = options.pathNormalization ?? "BASE";
   // The router normalizes each path once and hands policy that result: both must use the same mode.
   const policy = createAuthorizationEngine({
     l7Attachment: "waypoint",
+    rootNamespace,
     pathNormalization,
     logger,
     metrics: perRequestMetrics,
   });
   const caClient = createCertificateServiceClient({ address, ...channel, token: tokenNow, clusterId });
   const secrets = new SecretManager({ client: caClient, impersonate: true, logger, metrics });
-  const self: WaypointSelf = { gateway, ip: options.ip };
+  const self: WaypointSelf = { gateway, ip: options.ip, rootNamespace };
   const xds = createXdsClient({
     address,
     ...channel,
@@ -260,7 +268,10 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     connect,
     resolveBackend: createBackendResolver(store),
     policy: {
-      evaluate: (request) => {
+      evaluate: (routed) => {
+        // The router names the Gateway and the Service; a policy on the waypoint GatewayClass needs the
+        // class too. Only then is the request copied.
+        const request = config.classTargeted ? withWaypointClassTarget(routed, rootNamespace) : routed;
         // Named here so the access log and /recent_requests say which policy refused the request.
         const evaluated = policy.evaluate(request);
         // The common answer goes back as it is, with no closure made for the explanation it does not need.

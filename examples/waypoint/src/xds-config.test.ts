@@ -14,6 +14,7 @@ import {
   type XdsClient,
   type XdsServer,
 } from "@ambient/xds";
+import { withWaypointClassTarget } from "./policy-targets.js";
 import { RequestAuthenticationStore } from "./request-authentication.js";
 import {
   appliesTo,
@@ -179,6 +180,20 @@ describe("resourceProblem (the NACK decision)", () => {
     );
   });
 
+  it("applies no policy whose references reach into another namespace, and the root's on the GatewayClass", () => {
+    const inNamespace = (namespace: string, refs: unknown[]) =>
+      ({ ...policy("AuthorizationPolicy", { targetRefs: refs }), namespace }) as WaypointPolicy;
+    const gw = { group: "gateway.networking.k8s.io", kind: "Gateway", name: "waypoint", namespace: "shop" };
+    const web = { group: "", kind: "Service", name: "web", namespace: "shop" };
+    const cls = { group: "gateway.networking.k8s.io", kind: "GatewayClass", name: "istio-waypoint" };
+    assert.equal(appliesTo(inNamespace("shop", [gw]), SELF), true);
+    assert.equal(appliesTo(inNamespace("tenant", [gw]), SELF), false);
+    assert.equal(appliesTo(inNamespace("istio-system", [gw]), SELF), false);
+    assert.equal(appliesTo(inNamespace("tenant", [web]), SELF), false);
+    assert.equal(appliesTo(inNamespace("istio-system", [cls]), SELF), true);
+    assert.equal(appliesTo(inNamespace("shop", [cls]), SELF), false);
+  });
+
   it("gives the policy engine the Kubernetes shape back", () => {
     assert.deepEqual(policyObject(policy("AuthorizationPolicy", { action: "DENY" })), {
       apiVersion: "security.istio.io/v1",
@@ -301,6 +316,60 @@ describe("WaypointXdsConfig over a real xDS stream", () => {
     assert.match(policySpec(), /"POST"/);
     assert.equal(allowed("GET"), false, "GET stays refused by the POST-only policy in force");
     assert.equal(allowed("POST"), true);
+  });
+
+  it("enforces the root namespace's policy on the waypoint GatewayClass, and none reaching into its namespace", async () => {
+    const root = (name: string, spec: Record<string, unknown>): MessageInit<WaypointPolicy> => ({
+      kind: "AuthorizationPolicy",
+      apiVersion: "security.istio.io/v1",
+      name,
+      namespace: "istio-system",
+      spec: structFromJson(spec as never),
+    });
+    server.cache.set(
+      TypeUrl.waypointPolicy,
+      "AuthorizationPolicy/istio-system/no-admin",
+      root("no-admin", {
+        targetRefs: [{ group: "gateway.networking.k8s.io", kind: "GatewayClass", name: "istio-waypoint" }],
+        action: "DENY",
+        rules: [{ to: [{ operation: { paths: ["/admin"] } }] }],
+      }),
+    );
+    // Allow-all, meant for a root-namespace Service but also naming shop's web across namespaces.
+    server.cache.set(
+      TypeUrl.waypointPolicy,
+      "AuthorizationPolicy/istio-system/reach",
+      root("reach", {
+        targetRefs: [
+          { group: "", kind: "Service", name: "web", namespace: "shop" },
+          { group: "", kind: "Service", name: "mesh-api" },
+        ],
+        rules: [{}],
+      }),
+    );
+    await until(() => policySpec().includes("mesh-api"));
+    const toWeb = (method: string, path: string) => {
+      const request = {
+        source: { ip: "127.0.0.2", identity: "spiffe://cluster.local/ns/shop/sa/client" },
+        destination: {
+          ip: "127.30.0.2",
+          port: 80,
+          targets: [
+            { kind: "Gateway", group: "gateway.networking.k8s.io", name: "waypoint", namespace: "shop" },
+            { kind: "Service", group: "", name: "web", namespace: "shop" },
+          ],
+        },
+        http: { method, path, host: "web", headers: {} },
+      };
+      return policy.evaluate(config.classTargeted ? withWaypointClassTarget(request) : request).allowed;
+    };
+    assert.equal(toWeb("POST", "/"), true);
+    assert.equal(toWeb("POST", "/admin"), false, "the GatewayClass policy applies at the waypoint");
+    assert.equal(toWeb("GET", "/"), false, "the root's allow-all on shop/web does not attach");
+    server.cache.delete(TypeUrl.waypointPolicy, "AuthorizationPolicy/istio-system/no-admin");
+    server.cache.delete(TypeUrl.waypointPolicy, "AuthorizationPolicy/istio-system/reach");
+    await until(() => !policySpec().includes("mesh-api") && !config.classTargeted);
+    assert.equal(toWeb("POST", "/admin"), true);
   });
 
   it("drops the routes of a Service no longer bound to it", async () => {

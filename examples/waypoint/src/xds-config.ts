@@ -27,7 +27,7 @@ import {
   type XdsClient,
 } from "@ambient/xds";
 import { destinationServiceOf } from "./backends.js";
-import { targetsWaypointOrService } from "./policy-targets.js";
+import { DEFAULT_ROOT_NAMESPACE, targetsWaypointOrService, withAttachableTargets } from "./policy-targets.js";
 import { compileRequestAuthentication, type RequestAuthenticationStore } from "./request-authentication.js";
 
 /** The waypoint as the control plane's resources name it. */
@@ -37,6 +37,8 @@ export interface WaypointSelf {
   ip: string;
   /** DNS suffix of Service hosts. Default `cluster.local`. */
   clusterDomain?: string;
+  /** Mesh root namespace. Default `istio-system`; meshConfig `rootNamespace`. */
+  rootNamespace?: string;
 }
 
 function ipText(bytes: Uint8Array | undefined): string {
@@ -108,12 +110,28 @@ export function policyObject(resource: WaypointPolicy): Record<string, unknown> 
 
 /**
  * Whether an accepted WaypointPolicy applies at this waypoint: one whose `targetRefs` name its Gateway
- * (every request) or a Service (requests to that Service, as Istio enforces Service-attached policies
- * at the Service's waypoint; the policy engine matches the Service per request).
+ * or, from the root namespace, the waypoint GatewayClass (every request), or a Service or ServiceEntry
+ * of the policy's own namespace (requests to it, as Istio enforces Service-attached policies at the
+ * Service's waypoint; the policy engine matches the Service per request).
  */
 export function appliesTo(resource: WaypointPolicy, self: WaypointSelf): boolean {
   if (resource.kind !== "AuthorizationPolicy" && resource.kind !== "RequestAuthentication") return false;
-  return targetsWaypointOrService(policyObject(resource), self.gateway);
+  return targetsWaypointOrService(
+    policyObject(resource),
+    self.gateway,
+    self.rootNamespace ?? DEFAULT_ROOT_NAMESPACE,
+  );
+}
+
+/**
+ * Whether the policy targets the waypoint GatewayClass from the root namespace: the router names only
+ * the Gateway and the Service among a request's targets, so the waypoint adds the class for it.
+ */
+function targetsWaypointClass(obj: Record<string, unknown>): boolean {
+  const spec = obj.spec as { targetRefs?: unknown[]; targetRef?: unknown } | undefined;
+  return [...(spec?.targetRefs ?? []), spec?.targetRef].some(
+    (ref) => (ref as { kind?: unknown } | undefined)?.kind === "GatewayClass",
+  );
 }
 
 /**
@@ -175,6 +193,7 @@ export class WaypointXdsConfig {
   #routeNames: string[] = [];
   #watchingRoutes = false;
   #generation = 0;
+  #classTargeted = false;
 
   constructor(xds: XdsClient, self: WaypointSelf, targets: WaypointXdsTargets) {
     this.#xds = xds;
@@ -194,6 +213,14 @@ export class WaypointXdsConfig {
   /** Counts every change put in force; a test or a demo waits for it to move. */
   get generation(): number {
     return this.#generation;
+  }
+
+  /**
+   * Whether an AuthorizationPolicy in force targets the waypoint GatewayClass: requests then carry the
+   * class among their targets (`withWaypointClassTarget`).
+   */
+  get classTargeted(): boolean {
+    return this.#classTargeted;
   }
 
   /** Whether `service` is bound to this waypoint. */
@@ -275,6 +302,7 @@ export class WaypointXdsConfig {
     const { policy, requestAuthentications, logger } = this.#targets;
     const next = new Set<string>();
     const jwt: Record<string, unknown>[] = [];
+    let classTargeted = false;
     for (const resource of this.#policies.values()) {
       if (!appliesTo(resource, this.#self)) continue;
       const obj = policyObject(resource);
@@ -282,8 +310,12 @@ export class WaypointXdsConfig {
         jwt.push(obj);
         continue;
       }
+      // The engine matches a reference by the namespace it names: one into another namespace (which
+      // never attaches) must not reach it, nor a GatewayClass reference outside the root namespace.
+      const attached = withAttachableTargets(obj, this.#self.rootNamespace ?? DEFAULT_ROOT_NAMESPACE);
+      if (targetsWaypointClass(attached)) classTargeted = true;
       try {
-        policy.apply(obj);
+        policy.apply(attached);
         next.add(`${resource.namespace}/${resource.name}`);
       } catch (err) {
         // validate accepted it; an engine refusal keeps the version already in force.
@@ -300,6 +332,7 @@ export class WaypointXdsConfig {
     }
     this.#applied.clear();
     for (const key of next) this.#applied.add(key);
+    this.#classTargeted = classTargeted;
     for (const issue of requestAuthentications.apply(jwt)) {
       logger.warn({ issue }, "RequestAuthentication ignored; its last good version stays");
     }
