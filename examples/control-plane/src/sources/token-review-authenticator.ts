@@ -24,6 +24,8 @@ export interface TokenReviewAuthenticatorOptions {
 
 const POD_NAME = "authentication.kubernetes.io/pod-name";
 const POD_UID = "authentication.kubernetes.io/pod-uid";
+/** The group of every service account's token. */
+const SERVICE_ACCOUNTS_GROUP = "system:serviceaccounts";
 
 function bearerToken(metadata: Metadata): string | undefined {
   for (const v of metadata.get("authorization")) {
@@ -38,7 +40,7 @@ interface TokenReviewStatus {
   authenticated?: boolean;
   error?: string;
   audiences?: string[];
-  user?: { username?: string; uid?: string; extra?: Record<string, string[]> };
+  user?: { username?: string; uid?: string; groups?: string[]; extra?: Record<string, string[]> };
 }
 
 function refuse(message: string, cause?: unknown): never {
@@ -48,8 +50,9 @@ function refuse(message: string, cause?: unknown): never {
 /**
  * An {@link Authenticator} that checks `authorization: Bearer <token>` with the TokenReview API
  * (`authentication.k8s.io/v1`). The caller is `spiffe://<td>/ns/<ns>/sa/<sa>` from the reviewed
- * username; `node` is set only when the token is bound to a pod the informer cache holds with the same
- * uid and service account (the node authorizer then allows impersonation for that node's pods only).
+ * username, which must be a service account's (group `system:serviceaccounts`); `node` is set only
+ * when the token is bound to a pod the informer cache holds with the same uid and service account
+ * (the node authorizer then allows impersonation for that node's pods only).
  */
 export function createTokenReviewAuthenticator(options: TokenReviewAuthenticatorOptions): Authenticator {
   const audiences = options.audiences ?? ["istio-ca"];
@@ -85,6 +88,14 @@ export function createTokenReviewAuthenticator(options: TokenReviewAuthenticator
       if (!(status.audiences ?? []).some((a) => audiences.includes(a))) {
         refuse(
           `token audiences ${JSON.stringify(status.audiences ?? [])} do not include ${audiences.join(", ")}`,
+        );
+      }
+      // The API server's service-account authenticator puts every token it accepts in this group. A
+      // user of another authenticator (a webhook, OIDC) is not a service account, whatever its name
+      // says, so it gets no workload identity.
+      if (!(status.user?.groups ?? []).includes(SERVICE_ACCOUNTS_GROUP)) {
+        refuse(
+          `token user ${JSON.stringify(status.user?.username ?? "")} is not in the ${SERVICE_ACCOUNTS_GROUP} group`,
         );
       }
       const parts = (status.user?.username ?? "").split(":");
