@@ -893,12 +893,17 @@ export class AuthorizationEngine {
   #targetMatches(entry: Entry, targets: readonly PolicyTarget[] | undefined): boolean {
     if (targets === undefined || targets.length === 0) return false;
     return entry.targetRefs.some((ref) => {
-      const ns = ref.namespace ?? entry.namespace;
+      // A reference reaches into the policy's own namespace only (the API refuses any other), and
+      // the waypoint GatewayClass is a mesh-wide target, taken from the root namespace only: a
+      // policy elsewhere must not place rules on another namespace's Services or on every waypoint.
+      if (ref.namespace !== undefined && ref.namespace !== "" && ref.namespace !== entry.namespace)
+        return false;
+      if (ref.kind === "GatewayClass" && entry.namespace !== this.#rootNamespace) return false;
       return targets.some(
         (t) =>
           t.kind === ref.kind &&
           t.name === ref.name &&
-          (ref.kind === "GatewayClass" || t.namespace === ns) &&
+          (ref.kind === "GatewayClass" || t.namespace === entry.namespace) &&
           canonicalGroup(t.kind, t.group) === canonicalGroup(ref.kind, ref.group),
       );
     });

@@ -239,6 +239,48 @@ spec: { action: DENY, rules: [{ to: [{ operation: { methods: ['PUT'] } }] }] }
     );
   });
 
+  it("attaches targetRefs only within the policy's namespace, and the GatewayClass only from the root", () => {
+    const yaml = `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: reach-in, namespace: istio-system }
+spec:
+  targetRefs: [{ kind: Service, group: "", name: api, namespace: foo }]
+  action: DENY
+  rules: [{ to: [{ operation: { methods: ['POST'] } }] }]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: class, namespace: foo }
+spec:
+  targetRefs: [{ kind: GatewayClass, group: gateway.networking.k8s.io, name: istio-waypoint }]
+  action: DENY
+  rules: [{ to: [{ operation: { methods: ['PUT'] } }] }]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: class, namespace: istio-system }
+spec:
+  targetRefs: [{ kind: GatewayClass, group: gateway.networking.k8s.io, name: istio-waypoint }]
+  action: DENY
+  rules: [{ to: [{ operation: { methods: ['DELETE'] } }] }]
+`;
+    const engine = createAuthorizationEngine({ l7Attachment: "waypoint" });
+    engine.applyYaml(yaml);
+    const through = (method: string): AuthorizationRequest => ({
+      ...req({ method }),
+      destination: {
+        ...req().destination,
+        targets: [
+          { kind: "Service", group: "", name: "api", namespace: "foo" },
+          { kind: "GatewayClass", group: "gateway.networking.k8s.io", name: "istio-waypoint", namespace: "" },
+        ],
+      },
+    });
+    assert.equal(engine.evaluate(through("POST")).allowed, true, "the root namespace cannot reach into foo");
+    assert.equal(engine.evaluate(through("PUT")).allowed, true, "the class is targeted from the root only");
+    assert.equal(engine.evaluate(through("DELETE")).policy, "istio-system/class");
+  });
+
   it("applies a waypoint's targetRefs policies to a connection it carries as TCP, in their L4 form", () => {
     const yaml = `apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
