@@ -14,6 +14,7 @@ import {
   connectFromNetns,
   getOriginalDestination,
   listenInNetns,
+  NetnsError,
   type NetnsHandle,
 } from "@ambient/netns";
 import type { X509Svid } from "@ambient/spiffe";
@@ -342,6 +343,35 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
     }
   };
 
+  /** Set once IP_TRANSPARENT was refused (no CAP_NET_ADMIN): later pods do not try again. */
+  let transparentRefused = false;
+  /**
+   * Opens one of the pod's TCP listeners on 0.0.0.0:`port`, marked. SO_REUSEPORT, so the ztunnel
+   * that replaces this one (an upgrade runs both side by side while istio-cni hands the pods to the
+   * newer) can bind the same ports in the pod. IP_TRANSPARENT, because istio-cni captures inbound
+   * with TPROXY, and the kernel drops what TPROXY captures for a listener that is not transparent;
+   * it needs CAP_NET_ADMIN, so without it the listener is opened without (REDIRECT capture still
+   * reaches it), with one warning.
+   */
+  const listenInPod = async (netns: NetnsHandle, port: number, server: NetServer): Promise<void> => {
+    const listen = (transparent: boolean) =>
+      listenInNetns(netns, { host: "0.0.0.0", port, mark: INPOD_MARK, reusePort: true, transparent, server });
+    if (!transparentRefused) {
+      try {
+        await listen(true);
+        return;
+      } catch (err) {
+        if (!(err instanceof NetnsError && err.errno === "EPERM")) throw err;
+        transparentRefused = true;
+        logger.warn(
+          { err: (err as Error).message },
+          "cannot make in-pod listeners transparent (IP_TRANSPARENT); TPROXY capture will not reach them",
+        );
+      }
+    }
+    await listen(false);
+  };
+
   const add = async (pod: InPodWorkload): Promise<void> => {
     const state = { cancelled: false };
     adding.set(pod.uid, state);
@@ -363,7 +393,6 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
       if (state.cancelled)
         throw new ZtunnelError("ERR_ZTUNNEL_CLOSED", `pod ${pod.uid} was removed while being added`);
       const { netns } = pod;
-      const mark = INPOD_MARK;
       const connectUpstream = (host: string, port: number, sourceIp: string): Socket =>
         originalSource.connect(netns, pod.uid, ip, host, port, sourceIp);
       const inboundPod: InboundPod = { uid: pod.uid, ip, connectUpstream };
@@ -376,24 +405,14 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
         logger,
         metrics,
       });
-      await listenInNetns(netns, {
-        host: "0.0.0.0",
-        port: options.ports.hbone,
-        mark,
-        server: hboneServer.nodeServer,
-      });
+      await listenInPod(netns, options.ports.hbone, hboneServer.nodeServer);
 
       const outboundServer = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
         registry.trackSocket(socket, pod.uid);
         serveOutbound(pod.uid, ip, workload, network as OutboundNetwork, socket);
       });
       opened.push(outboundServer);
-      await listenInNetns(netns, {
-        host: "0.0.0.0",
-        port: options.ports.outbound,
-        mark,
-        server: outboundServer,
-      });
+      await listenInPod(netns, options.ports.outbound, outboundServer);
 
       // A relay writes each piece as it arrives: no Nagle delay on any of the pod's sockets.
       const plaintextServer = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
@@ -411,12 +430,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
         inbound.handlePlaintext(inboundPod, socket, { ip: destination.address, port: destination.port });
       });
       opened.push(plaintextServer);
-      await listenInNetns(netns, {
-        host: "0.0.0.0",
-        port: options.ports.inboundPlaintext,
-        mark,
-        server: plaintextServer,
-      });
+      await listenInPod(netns, options.ports.inboundPlaintext, plaintextServer);
       if (options.dnsProxy !== undefined) {
         dnsForwarder = options.dnsForwarderFor?.(podDnsSockets(netns));
         dnsServer = createDnsServer({ handler: options.dnsProxy.handlerFor(workload, dnsForwarder), logger });
@@ -598,7 +612,8 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
  * `server` serve them. On failure nothing is left open but `server`, which the caller closes.
  */
 async function listenDns(netns: NetnsHandle, port: number, server: DnsServer): Promise<void> {
-  const fd = bindInNetns(netns, { host: "127.0.0.1", port, mark: INPOD_MARK });
+  // SO_REUSEPORT as the TCP listeners: a replacing ztunnel binds the same port beside this one.
+  const fd = bindInNetns(netns, { host: "127.0.0.1", port, mark: INPOD_MARK, reusePort: true });
   const udp = dgram.createSocket("udp4");
   try {
     await new Promise<void>((resolve, reject) => {
@@ -627,6 +642,7 @@ async function listenDns(netns: NetnsHandle, port: number, server: DnsServer): P
     host: "127.0.0.1",
     port,
     mark: INPOD_MARK,
+    reusePort: true,
     server: createServer(),
   });
   server.serveTcp(tcp);

@@ -94,6 +94,30 @@ describe("connectionLabels", () => {
       },
     ],
     [
+      // Only mutual TLS proves who the source is: a plaintext connection names no source principal,
+      // whether the proxy reports it as the source or as the destination, even when the source's
+      // address belongs to a mesh workload.
+      "plaintext outbound names no source principal",
+      { reporter: "source", source: sleep, destination: plain, mutualTls: false },
+      { source_workload: "sleep", source_principal: "unknown", connection_security_policy: "unknown" },
+    ],
+    [
+      "plaintext inbound from a mesh workload's address names no source principal",
+      { reporter: "destination", source: sleep, destination: echo, mutualTls: false },
+      {
+        source_workload: "sleep",
+        source_workload_namespace: "default",
+        source_principal: "unknown",
+        destination_principal: "spiffe://cluster.local/ns/default/sa/echo",
+        connection_security_policy: "unknown",
+      },
+    ],
+    [
+      "mutual TLS outbound names the proxy's own source identity",
+      { reporter: "source", source: sleep, destination: echo, mutualTls: true },
+      { source_principal: "spiffe://cluster.local/ns/default/sa/sleep" },
+    ],
+    [
       "non-mesh workload has no principal",
       { reporter: "source", source: sleep, destination: plain, mutualTls: false },
       { destination_workload: "echo", destination_principal: "unknown" },

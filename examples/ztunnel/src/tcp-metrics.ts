@@ -44,7 +44,10 @@ export type ServiceDescription = Pick<Service, "hostname" | "name" | "namespace"
 export interface ConnectionParties {
   reporter: "source" | "destination";
   source: Workload | undefined;
-  /** Verified peer identity when the source is not in the store (or to override it). */
+  /**
+   * The source identity mutual TLS verified: the peer's on inbound (whether or not the source is in the
+   * store). Without it, an outbound connection over mutual TLS names the source workload's own identity.
+   */
   sourcePrincipal?: string;
   destination: Workload | undefined;
   /** The Service the client addressed, if any. */
@@ -112,7 +115,9 @@ function makeLabels(p: ConnectionParties): TcpMetricLabels {
     source_canonical_service: known(src?.canonicalName),
     source_canonical_revision: known(src?.canonicalRevision),
     source_workload_namespace: known(src?.namespace),
-    source_principal: p.sourcePrincipal ?? principal(src),
+    // Only mutual TLS proves who the source is: a plaintext connection names no source principal, even
+    // from the address of a mesh workload (an address proves nothing), as Istio's ztunnel labels it.
+    source_principal: p.mutualTls ? (p.sourcePrincipal ?? principal(src)) : UNKNOWN,
     // Istio's ztunnel reports the canonical name and revision as app and version.
     source_app: known(src?.canonicalName),
     source_version: known(src?.canonicalRevision),

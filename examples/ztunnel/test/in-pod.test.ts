@@ -10,7 +10,7 @@ import type { AddressInfo, Server, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { connectFromNetns, listenInNetns, openNetns } from "@ambient/netns";
+import { bindInNetns, closeFd, connectFromNetns, listenInNetns, openNetns } from "@ambient/netns";
 import { createZdsServer, type ZdsServer } from "@ambient/netns/zds";
 import { staticStrictAuthorization } from "@ambient/policy";
 import type { Workload } from "@ambient/xds";
@@ -326,6 +326,75 @@ spec:
         assert.match(listening, new RegExp(`0\\.0\\.0\\.0:${port}\\b`));
       const marked = inNs(name, "ss", "-Htlne", "sport", "= :15001");
       assert.match(marked, /fwmark:0x539/, `the 15001 listener carries the mark: ${marked}`);
+    }
+  });
+
+  it("lets a second ztunnel bind the pod's ports beside its own (SO_REUSEPORT, as in an upgrade)", async () => {
+    // istio-cni hands every pod to the newest ztunnel while the one it replaces (maxSurge 1) still
+    // serves them: the newcomer's listeners must bind the same ports in the same namespace.
+    const pod = openNetns(`/var/run/netns/${ns.sleep}`);
+    const opened: Server[] = [];
+    try {
+      for (const port of [15001, 15006, 15008]) {
+        opened.push(await listenInNetns(pod, { host: "0.0.0.0", port, mark: INPOD_MARK, reusePort: true }));
+      }
+      opened.push(await listenInNetns(pod, { host: "127.0.0.1", port: 15053, reusePort: true }));
+      const udp = bindInNetns(pod, { host: "127.0.0.1", port: 15053, reusePort: true });
+      closeFd(udp);
+    } finally {
+      pod.close();
+      for (const server of opened) server.close();
+    }
+  });
+
+  it("takes connections istio-cni's TPROXY rules capture (IP_TRANSPARENT listeners)", async (t) => {
+    // istio-cni captures inbound with TPROXY in mangle PREROUTING; the kernel hands such a packet
+    // only to a transparent listener and drops it otherwise.
+    const rule = [
+      "PREROUTING",
+      "-p",
+      "tcp",
+      "--dport",
+      "15008",
+      "-m",
+      "mark",
+      "!",
+      "--mark",
+      `0x${INPOD_MARK.toString(16)}/0xfff`,
+      "-j",
+      "TPROXY",
+      "--on-port",
+      "15008",
+      "--tproxy-mark",
+      "0x111/0xfff",
+    ];
+    const insert = ["netns", "exec", ns.echo, "iptables", "-w", "-t", "mangle", "-I", ...rule];
+    if (spawnSync("ip", insert, { stdio: "ignore" }).status !== 0) {
+      t.skip("iptables TPROXY target unavailable");
+      return;
+    }
+    const sleepNs = openNetns(`/var/run/netns/${ns.sleep}`);
+    let socket: Socket;
+    try {
+      // Marked, so the sleep pod's own capture lets it out unchanged.
+      socket = connectFromNetns(sleepNs, { host: ip.echo, port: 15008, mark: INPOD_MARK });
+    } finally {
+      sleepNs.close();
+    }
+    socket.on("error", () => {});
+    try {
+      let timer: NodeJS.Timeout | undefined;
+      const connected = await Promise.race([
+        once(socket, "connect").then(() => true),
+        new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(false), 5000);
+        }),
+      ]);
+      clearTimeout(timer);
+      assert.ok(connected, "the TPROXY-captured SYN reached the HBONE listener");
+    } finally {
+      socket.destroy();
+      inNs(ns.echo, "iptables", "-w", "-t", "mangle", "-D", ...rule);
     }
   });
 
