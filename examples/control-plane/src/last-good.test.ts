@@ -56,6 +56,12 @@ describe("applyLastGood: a broken policy edit keeps the last good policy", () =>
       message: /malformed YAML/,
     },
     { name: "an emptied (0-byte) file", text: "", message: /file is empty/ },
+    {
+      // kubectl would refuse it ("no matches for kind"): it is no new object, and no deletion.
+      name: "a misspelt policy kind (AuthorisationPolicy)",
+      text: POLICY_YAML.replace("kind: AuthorizationPolicy", "kind: AuthorisationPolicy"),
+      message: /security\.istio\.io has no kind "AuthorisationPolicy"/,
+    },
   ];
   for (const c of cases) {
     it(c.name, () => {

@@ -28,6 +28,11 @@ describe("parseManifests", () => {
     ["not an object", "- 1\n- 2\n", /must be an object/],
     ["no kind", "metadata: { name: x }\n", /kind is missing/],
     ["no name", "kind: Pod\nmetadata: {}\n", /metadata.name is missing/],
+    [
+      "a kind the security.istio.io group does not have",
+      "apiVersion: security.istio.io/v1\nkind: AuthorisationPolicy\nmetadata: { name: deny-all }\nspec: {}\n",
+      /security\.istio\.io has no kind "AuthorisationPolicy"/,
+    ],
   ];
   for (const [name, text, message] of bad) {
     it(`reports ${name} and keeps the other documents`, () => {

@@ -211,10 +211,29 @@ export function parseManifests(
   return { objects, issues };
 }
 
+/**
+ * API groups whose kinds are all known, with those kinds. A document of such a group with another
+ * kind is a misspelling the API server would refuse ("no matches for kind"). Read as an object of an
+ * unknown kind, it would be ignored without a word, and the policy it was meant to be (or to replace,
+ * which then counts as deleted) silently missing; as a part of the file that cannot be read, it is
+ * reported and the file's last good objects stay.
+ */
+const KINDS_OF_GROUP: ReadonlyMap<string, ReadonlySet<string>> = new Map([
+  ["security.istio.io", new Set(["AuthorizationPolicy", "PeerAuthentication", "RequestAuthentication"])],
+]);
+
 function toObject(value: unknown, source: string): KubeObject | string {
   if (!isRecord(value)) return "a manifest document must be an object";
   const { kind, metadata } = value;
   if (typeof kind !== "string" || kind === "") return "kind is missing";
+  if (typeof value.apiVersion === "string") {
+    const slash = value.apiVersion.indexOf("/");
+    const group = slash < 0 ? "" : value.apiVersion.slice(0, slash);
+    const kinds = KINDS_OF_GROUP.get(group);
+    if (kinds !== undefined && !kinds.has(kind)) {
+      return `${group} has no kind ${JSON.stringify(kind)} (it has ${[...kinds].join(", ")})`;
+    }
+  }
   if (!isRecord(metadata) || typeof metadata.name !== "string" || metadata.name === "") {
     return `${kind}: metadata.name is missing`;
   }

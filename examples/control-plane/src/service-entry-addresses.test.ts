@@ -105,6 +105,58 @@ describe("ServiceEntry address allocation", () => {
     assert.deepEqual(allocator.assign([a]).get(a), [{ host: "b.example.com", value: "240.240.0.2" }]);
   });
 
+  it("settles two entries showing one address: the older keeps it, the other gets a new one", () => {
+    const allocator = new ServiceEntryAddressAllocator();
+    // As after a leader change whose cache had not yet seen the last write, or a restored backup.
+    const younger = entry("a-younger", ["y.example.com"], {
+      status: [{ host: "y.example.com", value: "240.240.0.7" }],
+    });
+    const older = entry("z-older", ["o.example.com"], {
+      status: [{ host: "o.example.com", value: "240.240.0.7" }],
+    });
+    (younger.metadata as { creationTimestamp?: string }).creationTimestamp = "2026-03-02T00:00:00Z";
+    (older.metadata as { creationTimestamp?: string }).creationTimestamp = "2026-03-01T00:00:00Z";
+    const updates = allocator.assign([younger, older]);
+    assert.equal(updates.has(older), false, "the older entry keeps its address");
+    assert.deepEqual(updates.get(younger), [{ host: "y.example.com", value: "240.240.0.1" }]);
+    apply(updates);
+    assert.equal(allocator.assign([younger, older]).size, 0, "settled: nothing more to write");
+  });
+
+  it("moves an allocated address that another entry lists in spec.addresses", () => {
+    const allocator = new ServiceEntryAddressAllocator();
+    const auto = entry("auto", ["a.example.com"], {
+      status: [{ host: "a.example.com", value: "240.240.0.1" }],
+    });
+    const own = entry("own", ["o.example.com"], { addresses: ["240.240.0.1/32"] });
+    const updates = allocator.assign([auto, own]);
+    assert.deepEqual(updates.get(auto), [{ host: "a.example.com", value: "240.240.0.2" }]);
+    apply(updates);
+    assert.equal(allocator.assign([auto, own]).size, 0);
+  });
+
+  it("gives each host of one entry its own address, and a host listed twice one", () => {
+    const allocator = new ServiceEntryAddressAllocator();
+    const a = entry("a", ["a.example.com", "b.example.com"], {
+      status: [
+        { host: "a.example.com", value: "240.240.0.5" },
+        { host: "b.example.com", value: "240.240.0.5" },
+      ],
+    });
+    const updates = allocator.assign([a]);
+    assert.deepEqual(updates.get(a), [
+      { host: "a.example.com", value: "240.240.0.5" },
+      { host: "b.example.com", value: "240.240.0.1" },
+    ]);
+    apply(updates);
+    assert.equal(allocator.assign([a]).size, 0);
+    const twice = entry("twice", ["t.example.com", "t.example.com"]);
+    const given = allocator.assign([a, twice]);
+    assert.deepEqual(given.get(twice), [{ host: "t.example.com", value: "240.240.0.2" }]);
+    apply(given);
+    assert.equal(allocator.assign([a, twice]).size, 0);
+  });
+
   it("wraps around the range and stops when it is full", () => {
     const allocator = new ServiceEntryAddressAllocator();
     // 240.240.0.1 to 240.240.255.253 are in some status; 240.240.255.254, the last, is free.

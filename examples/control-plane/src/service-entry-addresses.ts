@@ -15,7 +15,12 @@ export const AUTO_ALLOCATE_LABEL = "networking.istio.io/enable-autoallocate-ip";
 
 /** The fields of a ServiceEntry the allocation reads (a manifest object or an informer's). */
 export interface ServiceEntryLike {
-  metadata?: { name?: string; namespace?: string; labels?: Record<string, string> };
+  metadata?: {
+    name?: string;
+    namespace?: string;
+    labels?: Record<string, string>;
+    creationTimestamp?: string;
+  };
   // biome-ignore lint/suspicious/noExplicitAny: the spec and status as the API server sent them, checked field by field
   spec?: any;
   // biome-ignore lint/suspicious/noExplicitAny: as above
@@ -56,11 +61,16 @@ export function wantsAllocatedAddresses(entry: ServiceEntryLike): boolean {
   return entry.metadata?.labels?.[AUTO_ALLOCATE_LABEL]?.toLowerCase() !== "false";
 }
 
-/** The hosts that get an address: every listed host but wildcards, which no address can stand for. */
+/**
+ * The hosts that get an address: every listed host but wildcards, which no address can stand for,
+ * each once (a host listed twice is one host, with one address).
+ */
 function allocatableHosts(entry: ServiceEntryLike): string[] {
   const hosts = entry.spec?.hosts;
   if (!Array.isArray(hosts)) return [];
-  return hosts.filter((h): h is string => typeof h === "string" && h !== "" && !h.startsWith("*"));
+  return [
+    ...new Set(hosts.filter((h): h is string => typeof h === "string" && h !== "" && !h.startsWith("*"))),
+  ];
 }
 
 /** `status.addresses` as `{ host, value }` pairs with an IPv4 value; anything else is left out. */
@@ -79,6 +89,16 @@ function entryKey(entry: ServiceEntryLike): string {
   return `${entry.metadata?.namespace ?? "default"}/${entry.metadata?.name ?? ""}`;
 }
 
+/** Older entries first, then by namespace/name: who keeps an address two entries claim. */
+function olderFirst(a: ServiceEntryLike, b: ServiceEntryLike): number {
+  const ca = a.metadata?.creationTimestamp ?? "";
+  const cb = b.metadata?.creationTimestamp ?? "";
+  if (ca !== cb) return ca < cb ? -1 : 1;
+  const ka = entryKey(a);
+  const kb = entryKey(b);
+  return ka < kb ? -1 : ka > kb ? 1 : 0;
+}
+
 /**
  * Hands out 240.240.0.0/16 addresses to ServiceEntry hosts. It remembers what it gave (by namespace,
  * name and host), so an entry keeps its addresses across reloads, and goes on from where it stopped
@@ -92,41 +112,65 @@ export class ServiceEntryAddressAllocator {
   /**
    * The `status.addresses` each ServiceEntry in `entries` should show, for those where that differs
    * from what it shows: every allocatable host with an address, kept from its status or from this
-   * allocator, else the next free one (in no one's status, `spec.addresses` or earlier gift). What is
-   * no longer among `entries` is forgotten. Hosts go without an address when the range is full.
+   * allocator, else the next free one (in no one's status, `spec.addresses` or earlier gift). An
+   * address two hosts claim stays with the older entry's host, one an entry lists in `spec.addresses`
+   * with none; the others get new ones. What is no longer among `entries` is forgotten. Hosts go
+   * without an address when the range is full.
    */
   assign(entries: readonly ServiceEntryLike[]): Map<ServiceEntryLike, HostAddress[]> {
     const used = new Set<number>();
+    /** Addresses an entry lists in `spec.addresses`: never also one allocated to another host. */
+    const listed = new Set<number>();
     for (const entry of entries) {
       for (const a of statusAddresses(entry)) used.add(numberOf(a.value) as number);
       const spec = Array.isArray(entry.spec?.addresses) ? entry.spec.addresses : [];
       for (const a of spec) {
         const n = typeof a === "string" ? numberOf(a.split("/")[0] ?? "") : undefined;
-        if (n !== undefined) used.add(n);
+        if (n !== undefined) {
+          used.add(n);
+          listed.add(n);
+        }
       }
+    }
+    const wanting = entries.filter(wantsAllocatedAddresses);
+    // Which address each host keeps. An address can be claimed twice: a new leader whose cache had
+    // not yet seen the last write allocates it again, a backup brings an old status back, an entry
+    // lists in `spec.addresses` one allocated to another. Only one host may keep it, or a client
+    // that resolved one host reaches the other: the oldest entry (then namespace/name, so every
+    // replica and restart decides alike), and none when an entry lists it. The others get new ones.
+    const keptBy = new Map<ServiceEntryLike, Map<string, string>>();
+    const claimed = new Set<number>();
+    for (const entry of [...wanting].sort(olderFirst)) {
+      const shown = statusAddresses(entry);
+      const before = this.#given.get(entryKey(entry));
+      const keep = new Map<string, string>();
+      for (const host of allocatableHosts(entry)) {
+        const value = shown.find((a) => a.host === host)?.value ?? before?.get(host);
+        const n = value === undefined ? undefined : numberOf(value);
+        if (value === undefined || n === undefined || claimed.has(n) || listed.has(n)) continue;
+        claimed.add(n);
+        used.add(n);
+        keep.set(host, value);
+      }
+      keptBy.set(entry, keep);
     }
     const given = new Map<string, Map<string, string>>();
     const out = new Map<ServiceEntryLike, HostAddress[]>();
-    const pending: { entry: ServiceEntryLike; shown: HostAddress[]; list: HostAddress[]; host: string }[] =
-      [];
-    for (const entry of entries) {
-      if (!wantsAllocatedAddresses(entry)) continue;
-      const key = entryKey(entry);
-      const shown = statusAddresses(entry);
-      const before = this.#given.get(key);
+    const pending: { entry: ServiceEntryLike; list: HostAddress[]; host: string }[] = [];
+    for (const entry of wanting) {
+      const keep = keptBy.get(entry);
       const mine = new Map<string, string>();
       const list: HostAddress[] = [];
       for (const host of allocatableHosts(entry)) {
-        const kept = shown.find((a) => a.host === host)?.value ?? before?.get(host);
+        const kept = keep?.get(host);
         if (kept !== undefined) {
-          used.add(numberOf(kept) as number);
           mine.set(host, kept);
           list.push({ host, value: kept });
         } else {
-          pending.push({ entry, shown, list, host });
+          pending.push({ entry, list, host });
         }
       }
-      given.set(key, mine);
+      given.set(entryKey(entry), mine);
       out.set(entry, list);
     }
     // New hosts only once every kept address is known to be taken.
