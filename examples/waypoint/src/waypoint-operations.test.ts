@@ -372,6 +372,24 @@ describe("waypoint operator endpoints, access log and RequestAuthentication", { 
         /^istio_requests_total\{[^}]*reporter="waypoint"[^}]*response_code="200"[^}]*\} \d+$/m,
       );
       assert.match(res.body, /^istio_request_duration_milliseconds_bucket\{le="\+Inf",reporter="waypoint"/m);
+      // The calling pod is named in the source labels (Kiali draws its graph edges from them), found
+      // by the address its tunnel came from; its principal is the one mutual TLS proved.
+      const fromClient = res.body
+        .split("\n")
+        .filter((l) => l.startsWith("istio_requests_total{") && l.includes('response_code="200"'));
+      assert.ok(fromClient.length > 0, res.body);
+      for (const line of fromClient) {
+        for (const label of [
+          'source_workload="client"',
+          'source_canonical_service="client"',
+          'source_canonical_revision="latest"',
+          'source_workload_namespace="shop"',
+          `source_principal="${CLIENT}"`,
+          'destination_workload="api-0"',
+        ]) {
+          assert.ok(line.includes(label), `${label} in ${line}`);
+        }
+      }
       // The policy engine's decisions, counted per label set like the request metrics.
       assert.match(res.body, /^ambient_policy_decisions_total\{decision="allow"\} [1-9]\d*$/m);
       assert.match(res.body, /^ambient_policy_decisions_total\{decision="deny"\} [1-9]\d*$/m);

@@ -22,11 +22,12 @@ import {
   type DestinationService,
   type Endpoint,
   type WaypointHandler,
+  type WorkloadInfo,
 } from "@ambient/router";
 import { trustedRootsOf, type X509Svid } from "@ambient/spiffe";
 import { createCertificateServiceClient, SecretManager } from "@ambient/spiffe/ca";
 import { createPromClientSink } from "@ambient/telemetry";
-import { createXdsClient } from "@ambient/xds";
+import { createXdsClient, type Workload } from "@ambient/xds";
 import * as prom from "prom-client";
 import {
   createBackendResolver,
@@ -50,6 +51,25 @@ import { DEFAULT_ROOT_NAMESPACE, withWaypointClassTarget } from "./policy-target
 import { createRequestHistory, withDecidingPolicy } from "./recent-requests.js";
 import { RequestAuthenticationStore } from "./request-authentication.js";
 import { resourceProblem, type WaypointSelf, WaypointXdsConfig } from "./xds-config.js";
+
+/** One frozen label source per workload: the router keeps its label sets per source object. */
+const sourceInfos = new WeakMap<Workload, WorkloadInfo>();
+
+/** What the metric labels say of a source workload (Istio's waypoints know no app or version of it). */
+function sourceInfoOf(w: Workload): WorkloadInfo {
+  let info = sourceInfos.get(w);
+  if (info === undefined) {
+    info = Object.freeze({
+      name: w.workloadName === "" ? w.name : w.workloadName,
+      namespace: w.namespace,
+      canonicalService: w.canonicalName,
+      canonicalRevision: w.canonicalRevision,
+      cluster: w.clusterId,
+    });
+    sourceInfos.set(w, info);
+  }
+  return info;
+}
 
 /** Options of {@link startWaypoint}. */
 export interface WaypointOptions {
@@ -337,9 +357,15 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
       return;
     }
     const remote = tunnel.remoteAddress?.replace(/^::ffff:/, "");
+    // The source workload, by the address the tunnel came from (its ztunnel dials from the pod's own
+    // address): the source_* labels of the request and TCP metrics name it, as Istio's waypoints do
+    // from their workload discovery data, so dashboards and Kiali show who called. Its identity in the
+    // labels stays the one mutual TLS proved.
+    const sourceWorkload = remote === undefined ? undefined : store.findByAddress(remote);
     handler.handle(tunnel.accept(), {
       peerIdentity: tunnel.peerIdentity.toString(),
       ...(remote === undefined ? {} : { remoteAddress: remote }),
+      ...(sourceWorkload === undefined ? {} : { source: sourceInfoOf(sourceWorkload) }),
       destination: { address: authority.host, port: authority.port, ...target },
     });
   };
