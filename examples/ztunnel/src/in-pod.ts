@@ -6,7 +6,13 @@
 import dgram from "node:dgram";
 import type { Server as NetServer, Socket } from "node:net";
 import { connect, createServer, isIPv4 } from "node:net";
-import { createDnsServer, type DnsForwarder, type DnsForwarderOptions, type DnsServer } from "@ambient/dns";
+import {
+  createDnsServer,
+  type DnsForwarder,
+  type DnsForwarderOptions,
+  type DnsHandler,
+  type DnsServer,
+} from "@ambient/dns";
 import { createHboneClient, createHboneServer, type HboneClient, type HboneServer } from "@ambient/hbone";
 import {
   bindInNetns,
@@ -221,8 +227,9 @@ export interface InPodOptions {
   /** Resolves when the first xDS state is in (a pod's workload must be known to serve it). */
   stateReady(): Promise<void>;
   /**
-   * How long an added pod waits for its workload to appear in xDS. Default 3000 ms, so a NACK
-   * reaches the node agent before its 5 s answer timeout.
+   * How long an add whose workload xDS already knows waits for the pod to be served (its
+   * certificate) before it resolves anyway, and how long an add with `requireWorkload` waits for
+   * its workload to appear in xDS. Default 3000 ms, within the node agent's 5 s answer timeout.
    */
   workloadWaitMs?: number;
   /** Count the proxies in Istio's `istio_inpod_*` metrics (in-pod mode). Default false. */
@@ -251,29 +258,101 @@ export interface InPodOptions {
 /** How a pod's DNS forwarder makes its sockets. */
 export type PodDnsSockets = Required<Pick<DnsForwarderOptions, "createUdpSocket" | "connectTcp">>;
 
-interface InPodProxy {
-  uid: string;
+/** What a pod's proxy serves with, once its workload (with its IP) and certificate are in. */
+interface PodServing {
   ip: string;
   workload: Workload;
-  netns: NetnsHandle;
-  servers: NetServer[];
   hboneServer: HboneServer;
   network: OutboundNetwork & { destroy(): Promise<void> };
+  inboundPod: InboundPod;
+}
+
+type ListenerKind = "hbone" | "outbound" | "plaintext";
+
+/** A connection accepted before its pod was served: paused until then, or reset at its deadline. */
+interface HeldConnection {
+  kind: ListenerKind;
+  timer: NodeJS.Timeout;
+  onError(): void;
+}
+
+interface InPodProxy {
+  uid: string;
+  pod: InPodWorkload;
+  netns: NetnsHandle;
+  /** The pod's TCP listeners (HBONE, outbound, plaintext inbound), open from the add on. */
+  servers: NetServer[];
   dnsServer: DnsServer | undefined;
   dnsForwarder: DnsForwarder | undefined;
+  /** Answers the pod's DNS: as the ZDS workload info tells until xDS has the workload, then as xDS. */
+  dnsHandler: DnsHandler | undefined;
+  held: Map<Socket, HeldConnection>;
+  serving: PodServing | undefined;
+  /** A certificate fetch for the pod is in flight. */
+  starting: boolean;
+  /** "waiting for its workload" was logged. */
+  waitLogged: boolean;
+  removed: boolean;
+  /** Resolves once the pod is served, or removed. */
+  settled: Promise<void>;
+  settle(): void;
 }
 
 export interface InPodProxies {
-  /** Opens the pod's listeners in its namespace; rejects (closing `netns`) when it cannot. */
-  add(pod: InPodWorkload): Promise<void>;
-  /** Closes the pod's listeners and every connection it carries; false when it was not served. */
+  /**
+   * Opens the pod's listeners in its namespace and resolves once they are open, as Istio's ztunnel
+   * acknowledges a ZDS add: the pod is served as soon as xDS has its workload (with its IP) and its
+   * certificate is in; connections that come before wait, for up to {@link HELD_CONNECTION_MS}. When
+   * the workload is already known, it resolves once the pod is served (or after `workloadWaitMs`).
+   * With `requireWorkload` (dedicated mode, where nobody waits for an answer), it waits up to
+   * `workloadWaitMs` for the workload before opening anything, and rejects when it does not come or
+   * the pod cannot be served. Rejects (closing `netns`) when a listener cannot be opened.
+   */
+  add(pod: InPodWorkload, addOptions?: { requireWorkload?: boolean }): Promise<void>;
+  /** Closes the pod's listeners and every connection it carries; false when it was not added. */
   remove(uid: string): Promise<boolean>;
   has(uid: string): boolean;
+  /** Workloads changed in xDS: pods waiting for theirs are served when it came. */
+  recheck(): void;
   /** New SVID for `identity`: the HBONE listeners serving it take it. */
   rotate(identity: string, svid: X509Svid): void;
   identityInUse(identity: string): boolean;
+  /** The pods served (pods still waiting for their workload are not listed). */
   summaries(): InPodSummary[];
   close(): Promise<void>;
+}
+
+/**
+ * How long a connection to a pod that is not served yet (its workload or certificate still to come)
+ * is held before it is reset.
+ */
+export const HELD_CONNECTION_MS = 10_000;
+
+/** A stand-in for the pod's xDS workload from its ZDS workload info, for its DNS until xDS has it. */
+function workloadFromInfo(pod: InPodWorkload, nodeName: string): Workload {
+  return {
+    uid: pod.uid,
+    name: pod.workloadInfo?.name ?? "",
+    namespace: pod.workloadInfo?.namespace ?? "",
+    addresses: [],
+    hostname: "",
+    network: "",
+    tunnelProtocol: "HBONE",
+    trustDomain: "",
+    serviceAccount: pod.workloadInfo?.serviceAccount ?? "",
+    node: nodeName,
+    canonicalName: "",
+    canonicalRevision: "",
+    workloadType: "POD",
+    workloadName: "",
+    nativeTunnel: false,
+    services: {},
+    authorizationPolicies: [],
+    status: "HEALTHY",
+    clusterId: "",
+    networkMode: "STANDARD",
+    extensions: [],
+  };
 }
 
 function ipOf(w: Workload): string | undefined {
@@ -309,9 +388,12 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
   const started = sink.counter("istio_inpod_proxies_started_total", "In-pod proxies started", []);
   const stopped = sink.counter("istio_inpod_proxies_stopped_total", "In-pod proxies stopped", []);
   const countProxies = (): void => {
-    activeGauge.set({}, proxies.size);
-    pendingGauge.set({}, adding.size);
+    let serving = 0;
+    for (const p of proxies.values()) if (p.serving !== undefined) serving++;
+    activeGauge.set({}, serving);
+    pendingGauge.set({}, adding.size + proxies.size - serving);
   };
+
   countProxies();
   const originalSource = new OriginalSource(options.originalSource === true, logger);
 
@@ -372,98 +454,249 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
     await listen(false);
   };
 
-  const add = async (pod: InPodWorkload): Promise<void> => {
-    const state = { cancelled: false };
-    adding.set(pod.uid, state);
+  /** Serves `proxy` as `workload`: fetches its certificate, then hands on what waited. */
+  const serve = async (proxy: InPodProxy, workload: Workload, ip: string): Promise<void> => {
+    const identity = identityOf(workload);
+    const svid = await options.svidOf(identity);
+    if (proxy.removed || proxy.serving !== undefined) return;
+    const { netns, uid } = proxy;
+    const connectUpstream = (host: string, port: number, sourceIp: string): Socket =>
+      originalSource.connect(netns, uid, ip, host, port, sourceIp);
+    const inboundPod: InboundPod = { uid, ip, connectUpstream };
+    const hboneServer = createHboneServer({
+      key: svid.privateKeyPem,
+      certChain: svid.certChainPem,
+      trustBundle: trustOf(svid),
+      onTunnel: (tunnel) => inbound.handleTunnel(inboundPod, tunnel),
+      logger,
+      metrics,
+    });
+    proxy.serving = { ip, workload, hboneServer, network: podNetwork(netns), inboundPod };
+    if (proxy.dnsHandler !== undefined && options.dnsProxy !== undefined) {
+      proxy.dnsHandler = options.dnsProxy.handlerFor(workload, proxy.dnsForwarder);
+    }
+    started.inc({});
     countProxies();
-    const opened: NetServer[] = [];
-    let hboneServer: HboneServer | undefined;
-    let network: (OutboundNetwork & { destroy(): Promise<void> }) | undefined;
-    let dnsServer: DnsServer | undefined;
-    let dnsForwarder: DnsForwarder | undefined;
-    try {
-      if (proxies.has(pod.uid)) await remove(pod.uid);
-      const workload = await waitForWorkload(pod);
-      const ip = ipOf(workload);
-      if (ip === undefined) {
-        throw new ZtunnelError("ERR_ZTUNNEL_UNKNOWN_WORKLOAD", `pod ${pod.uid} has no IPv4 address`);
+    logger.info({ pod: uid, ip, identity }, "in-pod proxy up");
+    const held = [...proxy.held];
+    proxy.held.clear();
+    for (const [socket, hold] of held) {
+      clearTimeout(hold.timer);
+      socket.off("error", hold.onError);
+      if (!socket.destroyed) dispatch(proxy, hold.kind, socket);
+    }
+    proxy.settle();
+  };
+
+  /** Serves `proxy` if its workload (with an IPv4 address) is known now; logs once that it waits. */
+  const tryServe = (proxy: InPodProxy): void => {
+    if (proxy.removed || proxy.serving !== undefined || proxy.starting) return;
+    const workload = findWorkload(proxy.pod);
+    const ip = workload === undefined ? undefined : ipOf(workload);
+    if (workload === undefined || ip === undefined) {
+      if (!proxy.waitLogged) {
+        proxy.waitLogged = true;
+        logger.info(
+          {
+            pod: proxy.uid,
+            workload: workload === undefined ? undefined : `${workload.namespace}/${workload.name}`,
+          },
+          workload === undefined
+            ? "in-pod proxy waiting for its workload"
+            : "in-pod proxy waiting for its workload's IPv4 address",
+        );
       }
-      const identity = identityOf(workload);
-      const svid = await options.svidOf(identity);
-      if (state.cancelled)
-        throw new ZtunnelError("ERR_ZTUNNEL_CLOSED", `pod ${pod.uid} was removed while being added`);
-      const { netns } = pod;
-      const connectUpstream = (host: string, port: number, sourceIp: string): Socket =>
-        originalSource.connect(netns, pod.uid, ip, host, port, sourceIp);
-      const inboundPod: InboundPod = { uid: pod.uid, ip, connectUpstream };
-      network = podNetwork(netns);
-      hboneServer = createHboneServer({
-        key: svid.privateKeyPem,
-        certChain: svid.certChainPem,
-        trustBundle: trustOf(svid),
-        onTunnel: (tunnel) => inbound.handleTunnel(inboundPod, tunnel),
-        logger,
-        metrics,
+      return;
+    }
+    proxy.starting = true;
+    serve(proxy, workload, ip)
+      .catch((err: unknown) => {
+        if (proxy.removed) return;
+        logger.warn({ pod: proxy.uid, err: (err as Error).message }, "in-pod proxy cannot start yet");
+        // Nothing else may change to bring it back (a CA that was down): try again shortly.
+        setTimeout(() => tryServe(proxy), 1000).unref();
+      })
+      .finally(() => {
+        proxy.starting = false;
       });
-      await listenInPod(netns, options.ports.hbone, hboneServer.nodeServer);
+  };
 
-      const outboundServer = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
-        registry.trackSocket(socket, pod.uid);
-        serveOutbound(pod.uid, ip, workload, network as OutboundNetwork, socket);
-      });
-      opened.push(outboundServer);
-      await listenInPod(netns, options.ports.outbound, outboundServer);
+  /** A connection a pod's listener accepted: handed on if the pod is served, else held. */
+  const accepted = (proxy: InPodProxy, kind: ListenerKind, socket: Socket): void => {
+    if (proxy.removed) {
+      socket.destroy();
+      return;
+    }
+    if (proxy.serving !== undefined) {
+      dispatch(proxy, kind, socket);
+      return;
+    }
+    // Paused (the listeners accept paused): what the client sends waits in the kernel meanwhile.
+    const onError = () => {};
+    const timer = setTimeout(() => {
+      proxy.held.delete(socket);
+      logger.info(
+        { pod: proxy.uid, listener: kind, src: `${socket.remoteAddress}:${socket.remotePort}` },
+        "connection reset: its pod is still waiting for its workload",
+      );
+      socket.resetAndDestroy();
+    }, HELD_CONNECTION_MS);
+    timer.unref();
+    socket.on("error", onError);
+    socket.once("close", () => {
+      const hold = proxy.held.get(socket);
+      if (hold === undefined) return;
+      clearTimeout(hold.timer);
+      proxy.held.delete(socket);
+    });
+    proxy.held.set(socket, { kind, timer, onError });
+  };
 
-      // A relay writes each piece as it arrives: no Nagle delay on any of the pod's sockets.
-      const plaintextServer = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
+  const dispatch = (proxy: InPodProxy, kind: ListenerKind, socket: Socket): void => {
+    const serving = proxy.serving as PodServing;
+    switch (kind) {
+      case "hbone":
+        // The TLS server takes the raw socket (and its handle) as if it had accepted it.
+        serving.hboneServer.nodeServer.emit("connection", socket);
+        return;
+      case "outbound":
+        registry.trackSocket(socket, proxy.uid);
+        serveOutbound(proxy.uid, serving.ip, serving.workload, serving.network, socket);
+        return;
+      case "plaintext": {
+        // Accepted paused: it reads again once the relay takes it, as a socket accepted unpaused
+        // (Node's stream state has a setter; the typings call it read-only).
+        (socket as { readableFlowing: boolean | null }).readableFlowing = null;
         let destination: { address: string; port: number };
         try {
           destination = getOriginalDestination(socket);
         } catch (err) {
           logger.warn(
-            { pod: pod.uid, err: (err as Error).message },
+            { pod: proxy.uid, err: (err as Error).message },
             "inbound plaintext without original destination",
           );
           socket.resetAndDestroy();
           return;
         }
-        inbound.handlePlaintext(inboundPod, socket, { ip: destination.address, port: destination.port });
+        inbound.handlePlaintext(serving.inboundPod, socket, {
+          ip: destination.address,
+          port: destination.port,
+        });
+        return;
+      }
+    }
+  };
+
+  const add = async (pod: InPodWorkload, addOptions: { requireWorkload?: boolean } = {}): Promise<void> => {
+    const state = { cancelled: false };
+    adding.set(pod.uid, state);
+    countProxies();
+    const opened: NetServer[] = [];
+    let dnsServer: DnsServer | undefined;
+    let dnsForwarder: DnsForwarder | undefined;
+    let proxy: InPodProxy;
+    try {
+      if (proxies.has(pod.uid)) await remove(pod.uid);
+      if (addOptions.requireWorkload === true) await waitForWorkload(pod);
+      if (options.isClosed()) throw new ZtunnelError("ERR_ZTUNNEL_CLOSED", "the proxy is closing");
+      const { netns } = pod;
+      let settle = () => {};
+      const settled = new Promise<void>((resolve) => {
+        settle = resolve;
       });
+      const p: InPodProxy = {
+        uid: pod.uid,
+        pod,
+        netns,
+        servers: opened,
+        dnsServer: undefined,
+        dnsForwarder: undefined,
+        dnsHandler: undefined,
+        held: new Map(),
+        serving: undefined,
+        starting: false,
+        waitLogged: false,
+        removed: false,
+        settled,
+        settle,
+      };
+      proxy = p;
+      // Every listener accepts paused, so a connection that comes before the pod is served waits
+      // with what it sent; the kernel queues those that come before the first accept.
+      const hboneListener = createServer({ pauseOnConnect: true }, (socket) => accepted(p, "hbone", socket));
+      opened.push(hboneListener);
+      await listenInPod(netns, options.ports.hbone, hboneListener);
+      const outboundServer = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) =>
+        accepted(p, "outbound", socket),
+      );
+      opened.push(outboundServer);
+      await listenInPod(netns, options.ports.outbound, outboundServer);
+      // A relay writes each piece as it arrives: no Nagle delay on any of the pod's sockets.
+      const plaintextServer = createServer(
+        { allowHalfOpen: true, noDelay: true, pauseOnConnect: true },
+        (socket) => accepted(p, "plaintext", socket),
+      );
       opened.push(plaintextServer);
       await listenInPod(netns, options.ports.inboundPlaintext, plaintextServer);
       if (options.dnsProxy !== undefined) {
+        // The pod's DNS works from the start: until xDS has the workload, it answers as the
+        // workload info (namespace) from the node agent tells.
         dnsForwarder = options.dnsForwarderFor?.(podDnsSockets(netns));
-        dnsServer = createDnsServer({ handler: options.dnsProxy.handlerFor(workload, dnsForwarder), logger });
+        p.dnsForwarder = dnsForwarder;
+        p.dnsHandler = options.dnsProxy.handlerFor(workloadFromInfo(pod, options.nodeName), dnsForwarder);
+        dnsServer = createDnsServer({
+          handler: (request) => (p.dnsHandler as DnsHandler)(request),
+          logger,
+        });
+        p.dnsServer = dnsServer;
         await listenDns(netns, options.ports.dns ?? 15053, dnsServer);
       }
       if (state.cancelled)
         throw new ZtunnelError("ERR_ZTUNNEL_CLOSED", `pod ${pod.uid} was removed while being added`);
-
-      proxies.set(pod.uid, {
-        uid: pod.uid,
-        ip,
-        workload,
-        netns,
-        servers: opened,
-        hboneServer,
-        network,
-        dnsServer,
-        dnsForwarder,
-      });
-      started.inc({});
-      logger.info({ pod: pod.uid, ip, identity }, "in-pod proxy up");
+      proxies.set(pod.uid, p);
     } catch (err) {
       await Promise.all(opened.map(closeServer));
       await dnsServer?.close();
       dnsForwarder?.close();
-      await hboneServer?.close({ timeoutMs: 0 }).catch(() => {});
-      await network?.destroy();
       registry.closeAll(pod.uid);
       pod.netns.close();
       throw err;
     } finally {
       if (adding.get(pod.uid) === state) adding.delete(pod.uid);
       countProxies();
+    }
+
+    if (addOptions.requireWorkload === true) {
+      const workload = findWorkload(pod);
+      const ip = workload === undefined ? undefined : ipOf(workload);
+      try {
+        if (workload === undefined || ip === undefined) {
+          throw new ZtunnelError("ERR_ZTUNNEL_UNKNOWN_WORKLOAD", `pod ${pod.uid} has no IPv4 address`);
+        }
+        proxy.starting = true;
+        await serve(proxy, workload, ip);
+      } catch (err) {
+        await remove(pod.uid);
+        throw err;
+      } finally {
+        proxy.starting = false;
+      }
+      return;
+    }
+    const known = findWorkload(pod) !== undefined;
+    tryServe(proxy);
+    // A pod xDS already knows is answered once it is served (its certificate fetched), within the
+    // wait; one it does not know yet is answered at once, as the node agent waits for the answer
+    // before the pod can start, and the pod gets its address only after that.
+    if (known && proxy.serving === undefined) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        proxy.settled,
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, options.workloadWaitMs ?? 3000);
+        }),
+      ]);
+      clearTimeout(timer);
     }
   };
 
@@ -557,33 +790,47 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
     const proxy = proxies.get(uid);
     if (proxy === undefined) return false;
     proxies.delete(uid);
+    proxy.removed = true;
+    proxy.settle();
     originalSource.forget(uid);
-    stopped.inc({});
+    const { serving } = proxy;
+    if (serving !== undefined) stopped.inc({});
     countProxies();
     // The pod is gone (its veth with it): no GOAWAY, just close everything at once.
+    for (const [socket, hold] of proxy.held) {
+      clearTimeout(hold.timer);
+      socket.destroy();
+    }
+    proxy.held.clear();
     const closing = [
       ...proxy.servers.map(closeServer),
-      proxy.hboneServer.close({ timeoutMs: 0 }).catch(() => {}),
+      serving?.hboneServer.close({ timeoutMs: 0 }).catch(() => {}),
       proxy.dnsServer?.close(),
     ];
     proxy.dnsForwarder?.close();
     registry.closeAll(uid);
     await Promise.all(closing);
-    await proxy.network.destroy();
+    await serving?.network.destroy();
     registry.closeAll(uid);
     proxy.netns.close();
-    logger.info({ pod: uid, ip: proxy.ip }, "in-pod proxy removed");
+    logger.info({ pod: uid, ip: serving?.ip }, "in-pod proxy removed");
     return true;
   };
+
+  const served = (): (InPodProxy & { serving: PodServing })[] =>
+    [...proxies.values()].filter((p): p is InPodProxy & { serving: PodServing } => p.serving !== undefined);
 
   return {
     add,
     remove,
     has: (uid) => proxies.has(uid),
+    recheck() {
+      for (const p of proxies.values()) tryServe(p);
+    },
     rotate(identity, svid) {
-      for (const p of proxies.values()) {
-        if (identityOf(p.workload) === identity) {
-          p.hboneServer.setCredentials({
+      for (const p of served()) {
+        if (identityOf(p.serving.workload) === identity) {
+          p.serving.hboneServer.setCredentials({
             key: svid.privateKeyPem,
             certChain: svid.certChainPem,
             trustBundle: trustOf(svid),
@@ -591,13 +838,13 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
         }
       }
     },
-    identityInUse: (identity) => [...proxies.values()].some((p) => identityOf(p.workload) === identity),
+    identityInUse: (identity) => served().some((p) => identityOf(p.serving.workload) === identity),
     summaries: () =>
-      [...proxies.values()].map((p) => ({
+      served().map((p) => ({
         uid: p.uid,
-        ip: p.ip,
-        identity: identityOf(p.workload),
-        workload: `${p.workload.namespace}/${p.workload.name}`,
+        ip: p.serving.ip,
+        identity: identityOf(p.serving.workload),
+        workload: `${p.serving.workload.namespace}/${p.serving.workload.name}`,
       })),
     async close() {
       for (const s of adding.values()) s.cancelled = true;

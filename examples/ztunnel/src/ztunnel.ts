@@ -94,7 +94,12 @@ export interface ZtunnelOptions {
   inPod?: {
     /** Ports inside each pod: outbound 15001, inboundPlaintext 15006, hbone = `ports.hbone` (15008). */
     ports?: Partial<Omit<InPodPorts, "hbone">>;
-    /** How long an added pod waits for its workload in xDS (then it is refused). Default 3000 ms. */
+    /**
+     * A pod added whose workload xDS already has is acknowledged once it is served, or after this
+     * long; one xDS does not have yet is acknowledged at once and served when its workload comes.
+     * In dedicated mode, how long the proxy waits for its workload in xDS (then it is not ready).
+     * Default 3000 ms.
+     */
     workloadWaitMs?: number;
     /**
      * Connect to each pod's app from the client's own address (IP_TRANSPARENT), as Istio's ztunnel
@@ -204,11 +209,13 @@ export interface RunningZtunnel {
   configDump(): ConfigDump;
   /**
    * In-pod mode: serves `pod` inside its network namespace (listeners on 15001, 15006, 15008, its
-   * sockets marked 0x539). Takes ownership of `pod.netns`. Rejects when the pod's workload is not
-   * known on this node or a listener cannot be opened.
+   * sockets marked 0x539). Takes ownership of `pod.netns`. Resolves once the listeners are open
+   * (and the pod served, when xDS already has its workload); a pod whose workload is not in xDS yet
+   * is served when it comes, its early connections held meanwhile. Rejects when a listener cannot
+   * be opened.
    */
   addPod(pod: InPodWorkload): Promise<void>;
-  /** Closes a pod's listeners and connections; false when it was not served. */
+  /** Closes a pod's listeners and connections; false when it was not added. */
   removePod(uid: string): Promise<boolean>;
   /** Sockets this proxy has open for the data path (all, or one in-pod pod's): for leak checks. */
   openSockets(podUid?: string): number;
@@ -544,6 +551,8 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
 
   state.onChange((kind) => {
     if (kind === "workloads" && !inPodMode) nodePods.reconcile();
+    // Pods added before xDS had their workload are served once it is in.
+    if (kind === "workloads") inPod.recheck();
     inbound.recheck();
   });
 
@@ -625,11 +634,15 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
   // Dedicated mode is in-pod mode with one pod that nobody hands over: the proxy adds it itself.
   const serveDedicated = async (dedicated: NonNullable<ZtunnelOptions["dedicated"]>): Promise<void> => {
     const { uid, ...workloadInfo } = dedicated.workload;
-    await inPod.add({
-      uid: uid ?? `${workloadInfo.namespace}/${workloadInfo.name}`,
-      workloadInfo,
-      netns: openNetns(dedicated.netnsPath ?? "/proc/self/ns/net"),
-    });
+    // Nobody waits for an answer here: the workload must be known, or the proxy is not ready.
+    await inPod.add(
+      {
+        uid: uid ?? `${workloadInfo.namespace}/${workloadInfo.name}`,
+        workloadInfo,
+        netns: openNetns(dedicated.netnsPath ?? "/proc/self/ns/net"),
+      },
+      { requireWorkload: true },
+    );
   };
 
   const ready = (async () => {
@@ -637,6 +650,8 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     if (closed) throw new ZtunnelError("ERR_ZTUNNEL_CLOSED", "closed before it was ready");
     stateReady = true;
     for (const resolve of stateReadyWaiters.splice(0)) resolve();
+    // Pods added before the first xDS state (their changes are not announced) are served from it.
+    inPod.recheck();
     if (!inPodMode) {
       nodePods.reconcile();
       await nodePods.started();

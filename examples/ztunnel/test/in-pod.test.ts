@@ -174,10 +174,17 @@ function counter(text: string, name: string, match: Record<string, string>): num
 describe("in-pod capture over ZDS", { skip, timeout: 60_000 }, () => {
   const id = Math.random().toString(36).slice(2, 8);
   // `extra` is a third pod with loopback only: enough to be served, and to be dropped by a snapshot.
-  const ns = { sleep: `amb-${id}-sleep`, echo: `amb-${id}-echo`, extra: `amb-${id}-extra` };
+  // `late` is a pod added before xDS has its workload, linked to the sleep pod by a second veth.
+  const ns = {
+    sleep: `amb-${id}-sleep`,
+    echo: `amb-${id}-echo`,
+    extra: `amb-${id}-extra`,
+    late: `amb-${id}-late`,
+  };
   // A private range that exists only inside the two namespaces.
   const net = `10.${100 + Math.floor(Math.random() * 100)}.${Math.floor(Math.random() * 256)}`;
-  const ip = { sleep: `${net}.11`, echo: `${net}.12`, extra: `${net}.13` };
+  const net2 = `10.${200 + Math.floor(Math.random() * 50)}.${Math.floor(Math.random() * 256)}`;
+  const ip = { sleep: `${net}.11`, echo: `${net}.12`, extra: `${net}.13`, late: `${net2}.14` };
   const created: string[] = [];
   const dir = mkdtempSync(join(tmpdir(), "ambient-zds-"));
   const zdsPath = join(dir, "ztunnel.sock");
@@ -194,10 +201,12 @@ describe("in-pod capture over ZDS", { skip, timeout: 60_000 }, () => {
   const apps: Server[] = [];
   let allowedPort = 0;
   let deniedPort = 0;
+  let latePort = 0;
+  let lateApp: Server | undefined;
   let fdsBefore = 0;
 
   before(async () => {
-    for (const name of [ns.sleep, ns.echo, ns.extra]) {
+    for (const name of [ns.sleep, ns.echo, ns.extra, ns.late]) {
       run("ip", "netns", "add", name);
       created.push(name);
       inNs(name, "ip", "link", "set", "lo", "up");
@@ -224,6 +233,34 @@ describe("in-pod capture over ZDS", { skip, timeout: 60_000 }, () => {
       run("ip", "-n", name, "addr", "add", `${address}/24`, "dev", "eth0");
       run("ip", "-n", name, "link", "set", "eth0", "up");
       installCaptureRules(name, address);
+    }
+    run(
+      "ip",
+      "-n",
+      ns.sleep,
+      "link",
+      "add",
+      "eth1",
+      "type",
+      "veth",
+      "peer",
+      "name",
+      "eth0",
+      "netns",
+      ns.late,
+    );
+    run("ip", "-n", ns.sleep, "addr", "add", `${net2}.1/24`, "dev", "eth1");
+    run("ip", "-n", ns.sleep, "link", "set", "eth1", "up");
+    run("ip", "-n", ns.late, "addr", "add", `${ip.late}/24`, "dev", "eth0");
+    run("ip", "-n", ns.late, "link", "set", "eth0", "up");
+    installCaptureRules(ns.late, ip.late);
+    const lateNs = openNetns(`/var/run/netns/${ns.late}`);
+    try {
+      lateApp = createHttpServer((_req, res) => res.end("late app\n"));
+      await listenInNetns(lateNs, { host: ip.late, port: 0, server: lateApp });
+      latePort = (lateApp.address() as AddressInfo).port;
+    } finally {
+      lateNs.close();
     }
 
     // The apps in the echo pod: plain HTTP servers that know nothing of the mesh.
@@ -289,6 +326,7 @@ spec:
     zds?.close();
     await cp?.close().catch(() => {});
     for (const app of apps) app.close();
+    lateApp?.close();
     // Deleting a namespace takes its veth end, addresses and iptables rules with it.
     for (const name of created) spawnSync("ip", ["netns", "del", name], { stdio: "ignore" });
     rmSync(dir, { recursive: true, force: true });
@@ -482,23 +520,99 @@ spec:
     );
   });
 
-  it("NACKs a pod that is not a workload of this node", async () => {
-    await assert.rejects(
-      zds?.addWorkload({
-        uid: "pod-uid-ghost",
-        workloadInfo: { name: "ghost", namespace: "default", serviceAccount: "ghost" },
-        netns: openNetns(`/var/run/netns/${ns.sleep}`),
-      }) ?? Promise.resolve(),
-      (err: Error & { code?: string; details?: { reason?: string } }) =>
-        err.code === "ERR_ZDS_NACK" &&
-        /not a known workload/.test(String(err.details?.reason ?? err.message)),
-    );
+  it("acknowledges a pod xDS does not know yet and serves a connection that came before its workload", async () => {
+    // istio-cni adds a pod before it has an address, so before xDS can have its workload: the add is
+    // acknowledged with the listeners open, and what connects meanwhile waits for the workload.
+    const acked = await zds?.addWorkload({
+      uid: "pod-uid-late",
+      workloadInfo: { name: "late", namespace: "other", serviceAccount: "late" },
+      netns: openNetns(`/var/run/netns/${ns.late}`),
+    });
+    assert.equal(acked, true, "ZDS Add of a pod without workload was acknowledged");
     assert.equal(
-      ztunnel?.configDump().inPodPods.some((p) => p.uid === "pod-uid-ghost"),
+      ztunnel?.configDump().inPodPods.some((p) => p.uid === "pod-uid-late"),
       false,
+      "not served yet",
     );
-    // The node agent keeps a NACKed pod (as istio-cni does) until it is deleted, which closes its handle.
-    await zds?.deleteWorkload("pod-uid-ghost");
+    const listening = tcpSockets(ns.late).filter((l) => l.startsWith("LISTEN"));
+    for (const port of [15001, 15006, 15008]) {
+      assert.ok(
+        listening.some((l) => l.includes(`:${port} `)),
+        `${port} listens: ${listening.join(" | ")}`,
+      );
+    }
+    assert.ok(
+      logs.some((l) => l.startsWith("in-pod proxy waiting for its workload") && l.includes("pod-uid-late")),
+      logs.join("\n"),
+    );
+
+    // Plaintext from the sleep pod (marked: not captured there), captured in the late pod to 15006.
+    const sleepNs = openNetns(`/var/run/netns/${ns.sleep}`);
+    let socket: Socket;
+    try {
+      socket = connectFromNetns(sleepNs, { host: ip.late, port: latePort, mark: INPOD_MARK });
+    } finally {
+      sleepNs.close();
+    }
+    const got: Buffer[] = [];
+    socket.on("data", (c: Buffer) => got.push(c));
+    socket.on("error", () => {});
+    await once(socket, "connect");
+    socket.write(`GET / HTTP/1.1\r\nhost: ${ip.late}\r\n\r\n`);
+    await until("the connection to reach the late pod's proxy", () =>
+      tcpSockets(ns.late).some((l) => l.startsWith("ESTAB") && l.includes(`${ip.late}:15006 `)),
+    );
+
+    cp?.setWorkload(workload("late", ip.late, { namespace: "other", serviceAccount: "late" }));
+    await until("the app's answer", () => Buffer.concat(got).toString().includes("late app"));
+    assert.match(Buffer.concat(got).toString(), /^HTTP\/1\.1 200 /);
+    assert.deepEqual(
+      ztunnel?.configDump().inPodPods.find((p) => p.uid === "pod-uid-late"),
+      {
+        uid: "pod-uid-late",
+        ip: ip.late,
+        identity: "spiffe://cluster.local/ns/other/sa/late",
+        workload: "other/late",
+      },
+    );
+    const closed = closedOf(socket);
+    socket.destroy();
+    await closed;
+    await zds?.deleteWorkload("pod-uid-late");
+    await until("late's listeners to close", () => tcpSockets(ns.late).every((l) => !/:1500[168] /.test(l)));
+    assert.equal(netnsRefs(ns.late), 0);
+  });
+
+  it("closes the connections a pod holds when it is deleted before its workload came", async () => {
+    const acked = await zds?.addWorkload({
+      uid: "pod-uid-never",
+      workloadInfo: { name: "never", namespace: "other", serviceAccount: "never" },
+      netns: openNetns(`/var/run/netns/${ns.late}`),
+    });
+    assert.equal(acked, true);
+    const sleepNs = openNetns(`/var/run/netns/${ns.sleep}`);
+    let socket: Socket;
+    try {
+      socket = connectFromNetns(sleepNs, { host: ip.late, port: latePort, mark: INPOD_MARK });
+    } finally {
+      sleepNs.close();
+    }
+    const got: Buffer[] = [];
+    socket.on("data", (c: Buffer) => got.push(c));
+    socket.on("error", () => {});
+    const closed = closedOf(socket);
+    await once(socket, "connect");
+    socket.write(`GET / HTTP/1.1\r\nhost: ${ip.late}\r\n\r\n`);
+    await until("the connection to reach the pod's proxy", () =>
+      tcpSockets(ns.late).some((l) => l.startsWith("ESTAB") && l.includes(`${ip.late}:15006 `)),
+    );
+    await zds?.deleteWorkload("pod-uid-never");
+    await closed;
+    assert.equal(Buffer.concat(got).toString(), "", "nothing from the app");
+    await until("the pod's listeners to close", () =>
+      tcpSockets(ns.late).every((l) => !/:1500[168] /.test(l)),
+    );
+    assert.equal(netnsRefs(ns.late), 0);
   });
 
   it("after the node agent restarts, its snapshot keeps the pods it lists and drops the others", async () => {
@@ -559,8 +673,8 @@ spec:
     await until("the pods to be gone", () => (ztunnel?.configDump().inPodPods.length ?? -1) === 0);
     const metrics = (await ztunnel?.metricsText()) ?? "";
     assert.equal(unlabelled(metrics, "istio_inpod_active_proxy_count"), 0);
-    // extra (dropped by the restarted agent's snapshot), then sleep and echo.
-    assert.equal(unlabelled(metrics, "istio_inpod_proxies_stopped_total"), 3);
+    // late (deleted), extra (dropped by the restarted agent's snapshot), then sleep and echo.
+    assert.equal(unlabelled(metrics, "istio_inpod_proxies_stopped_total"), 4);
     assert.equal(ztunnel?.openSockets(), 0);
     // Only the apps' own listeners remain in the namespaces.
     const appListener = (line: string) =>
