@@ -151,10 +151,14 @@ export function workloadEndpoint(workload: Workload, address: string, port: numb
 }
 
 function workloadInfo(w: Workload): NonNullable<Endpoint["workload"]> {
+  return { ...workloadLabels(w), principal: identityOf(w) };
+}
+
+/** What metric labels say of a workload, its principal aside (the source's comes from mutual TLS). */
+export function workloadLabels(w: Workload): Omit<NonNullable<Endpoint["workload"]>, "principal"> {
   return {
     name: w.workloadName === "" ? w.name : w.workloadName,
     namespace: w.namespace,
-    principal: identityOf(w),
     canonicalService: w.canonicalName,
     canonicalRevision: w.canonicalRevision,
     cluster: w.clusterId,

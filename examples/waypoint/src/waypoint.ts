@@ -37,6 +37,7 @@ import {
   resolveServiceBackend,
   VersionedWorkloadStore,
   workloadEndpoint,
+  workloadLabels,
 } from "./backends.js";
 import { WaypointError } from "./errors.js";
 import { createLabelSetSink } from "./label-set-metrics.js";
@@ -59,13 +60,7 @@ const sourceInfos = new WeakMap<Workload, WorkloadInfo>();
 function sourceInfoOf(w: Workload): WorkloadInfo {
   let info = sourceInfos.get(w);
   if (info === undefined) {
-    info = Object.freeze({
-      name: w.workloadName === "" ? w.name : w.workloadName,
-      namespace: w.namespace,
-      canonicalService: w.canonicalName,
-      canonicalRevision: w.canonicalRevision,
-      cluster: w.clusterId,
-    });
+    info = Object.freeze(workloadLabels(w));
     sourceInfos.set(w, info);
   }
   return info;
