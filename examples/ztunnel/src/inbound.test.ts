@@ -6,44 +6,19 @@ import { after, before, describe, it } from "node:test";
 import type { InboundTunnel } from "@ambient/hbone";
 import { createAuthorizationEngine, type WireAuthorization } from "@ambient/policy";
 import type { Workload } from "@ambient/xds";
+import { loopbackSubnet, testWorkload } from "../test/fixtures.js";
 import { ConnectionRegistry } from "./connections.js";
 import { createInbound, type InboundPod } from "./inbound.js";
 import { createTcpMetrics } from "./tcp-metrics.js";
 import { noopLogger, noopMetrics } from "./telemetry.js";
 import { WorkloadStore } from "./workload-store.js";
 
-// A fresh 127.x.y.0/24 per run so parallel runs never share an address.
-const base = `127.${40 + Math.floor(Math.random() * 200)}.${Math.floor(Math.random() * 256)}`;
+const base = loopbackSubnet();
 const podIp = `${base}.12`;
 const clientIp = `${base}.11`;
-const bytes = (address: string) => Uint8Array.from(address.split(".").map(Number));
 
-function echoWorkload(extra: Partial<Workload> = {}): Workload {
-  return {
-    uid: "Kubernetes//Pod/demo/echo",
-    name: "echo",
-    namespace: "demo",
-    addresses: [bytes(podIp)],
-    hostname: "",
-    network: "",
-    tunnelProtocol: "HBONE",
-    trustDomain: "",
-    serviceAccount: "echo",
-    node: "node-a",
-    canonicalName: "echo",
-    canonicalRevision: "latest",
-    workloadType: "POD",
-    workloadName: "echo",
-    nativeTunnel: false,
-    services: {},
-    authorizationPolicies: [],
-    status: "HEALTHY",
-    clusterId: "Kubernetes",
-    networkMode: "STANDARD",
-    extensions: [],
-    ...extra,
-  };
-}
+const echoWorkload = (extra: Partial<Workload> = {}): Workload =>
+  testWorkload("echo", "node-a", podIp, { namespace: "demo", ...extra });
 
 /** DENY everything (a group with no rules matches every connection). */
 function denyAll(name: string, scope: WireAuthorization["scope"]): WireAuthorization {
