@@ -20,6 +20,9 @@ import { noopLogger } from "../telemetry.js";
 import { validateManifestObject } from "../translate-mesh.js";
 import type { ConfigSnapshot, ConfigSource, ObjectChange } from "./config-source.js";
 
+/** Default {@link FolderSourceOptions.maxDebounceMs}: 10 s. */
+export const DEFAULT_MAX_DEBOUNCE_MS = 10_000;
+
 const MANIFEST_EXTENSIONS = new Set([".yaml", ".yml", ".json"]);
 
 /** Options of {@link createFolderSource}. */
@@ -32,6 +35,12 @@ export interface FolderSourceOptions {
   watch?: boolean;
   /** Quiet time after the last file event before a change is reported. Default 100 ms. */
   debounceMs?: number;
+  /**
+   * Longest a change waits for the directory to go quiet, from its first file event: a file written
+   * again and again (a tool that rewrites its output every few milliseconds) is still read at this
+   * pace. Default 10 s, istiod's `PILOT_DEBOUNCE_MAX`.
+   */
+  maxDebounceMs?: number;
   /**
    * Give ServiceEntry hosts without addresses one from 240.240.0.0/16, recorded in the objects'
    * `status.addresses` as istiod's IP auto-allocation records them in the cluster (a status the file
@@ -184,12 +193,20 @@ export function createFolderSource(options: FolderSourceOptions): ConfigSource {
     start(onChange) {
       if (options.watch === false || closed || watcher !== undefined) return;
       const debounce = options.debounceMs ?? 100;
+      const maxWait = options.maxDebounceMs ?? DEFAULT_MAX_DEBOUNCE_MS;
+      // When the first event of the change being gathered came (performance.now()).
+      let firstEventAt = 0;
       watcher = watch(dir, () => {
+        const now = performance.now();
+        if (timer === undefined) firstEventAt = now;
         clearTimeout(timer);
-        timer = setTimeout(() => {
-          timer = undefined;
-          if (!closed) onChange();
-        }, debounce);
+        timer = setTimeout(
+          () => {
+            timer = undefined;
+            if (!closed) onChange();
+          },
+          Math.min(debounce, Math.max(0, firstEventAt + maxWait - now)),
+        );
       });
       watcher.on("error", (err) => logger.error({ err }, "mesh directory watch failed"));
     },
