@@ -3,6 +3,7 @@ import { describe, it } from "node:test";
 import { TypeUrl, typeRegistry } from "@ambient/xds";
 import { parseManifests } from "./manifests.js";
 import { type EnvoyConfig, outboundClusterName, translateEnvoy } from "./translate-envoy.js";
+import { createTranslationMemo } from "./translate-memo.js";
 import { translateMesh } from "./translate-mesh.js";
 
 function translate(yaml: string): EnvoyConfig {
@@ -492,5 +493,138 @@ describe("translateEnvoy: what an edit changes", () => {
 
   it("is pure: the same manifests give the same resources", () => {
     assert.deepEqual(changed(translate(BASE), translate(BASE)), []);
+  });
+});
+
+describe("translateEnvoy: backends in another namespace (ReferenceGrant)", () => {
+  /** A Service of namespace `shop`, and the routes of `demo` that send to it. */
+  const SHOP = `
+---
+apiVersion: v1
+kind: Service
+metadata: { name: cart, namespace: shop }
+spec: { clusterIP: 127.30.0.9, ports: [{ port: 80 }] }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: orders, namespace: shop }
+spec: { clusterIP: 127.30.0.10, ports: [{ port: 80 }] }
+`;
+  const CART = outboundClusterName("cart.shop.svc.cluster.local", 80);
+  const toCart = httpRoute("    - backendRefs: [{ name: cart, namespace: shop, port: 80 }]");
+  const grpcToCart = grpcRoute("    - backendRefs: [{ name: cart, namespace: shop, port: 80 }]");
+  const grant = (
+    from: { group?: string; kind?: string; namespace?: string },
+    to: { group?: string; kind?: string; name?: string } = {},
+    namespace = "shop",
+    apiVersion = "gateway.networking.k8s.io/v1beta1",
+  ) => `
+---
+apiVersion: ${apiVersion}
+kind: ReferenceGrant
+metadata: { name: from-demo, namespace: ${namespace} }
+spec:
+  from: [{ group: ${JSON.stringify(from.group ?? "gateway.networking.k8s.io")}, kind: ${from.kind ?? "HTTPRoute"}, namespace: ${from.namespace ?? "demo"} }]
+  to: [{ group: ${JSON.stringify(to.group ?? "")}, kind: ${to.kind ?? "Service"}${to.name === undefined ? "" : `, name: ${to.name}`} }]
+`;
+  const refused = [{ name: "demo.web.0.0", match: { prefix: "/" }, directResponse: { status: 500 } }];
+
+  it("refuses the backend without a grant, and says so", () => {
+    const config = translate(BASE + SHOP + toCart);
+    assert.deepEqual(routesOf(config), refused);
+    assert.equal(config.issues.length, 1);
+    assert.equal(config.issues[0]?.source, "HTTPRoute/demo/web");
+    assert.match(
+      config.issues[0]?.message ?? "",
+      /backendRefs\[0\]: a backend in another namespace is not allowed/,
+    );
+  });
+
+  it("sends to it when a grant in its namespace names the route's kind and namespace", () => {
+    for (const to of [{}, { name: "cart" }]) {
+      const config = translate(BASE + SHOP + toCart + grant({}, to));
+      assert.deepEqual(routesOf(config), [
+        { name: "demo.web.0.0", match: { prefix: "/" }, route: { cluster: CART } },
+      ]);
+      assert.deepEqual(config.issues, []);
+    }
+    const grpc = translate(BASE + SHOP + grpcToCart + grant({ kind: "GRPCRoute" }));
+    assert.deepEqual(routesOf(grpc), [
+      { name: "demo.echo.0.0", match: { prefix: "/" }, route: { cluster: CART } },
+    ]);
+    // A mirror to another namespace is a reference like any other.
+    const mirror =
+      httpRoute(`    - filters: [{ type: RequestMirror, requestMirror: { backendRef: { name: cart, namespace: shop, port: 80 } } }]
+      backendRefs: [{ name: echo-v1, port: 80 }]`);
+    assert.deepEqual(routesOf(translate(BASE + SHOP + mirror + grant({}))), [
+      {
+        name: "demo.web.0.0",
+        match: { prefix: "/" },
+        route: { cluster: V1, requestMirrorPolicies: [{ cluster: CART }] },
+      },
+    ]);
+    const unmirrored = translate(BASE + SHOP + mirror);
+    assert.deepEqual(routesOf(unmirrored), [
+      { name: "demo.web.0.0", match: { prefix: "/" }, route: { cluster: V1 } },
+    ]);
+    assert.equal(unmirrored.issues.length, 1);
+  });
+
+  it("refuses it when the grant names another route kind, namespace, Service, group or place", () => {
+    const cases: [string, string][] = [
+      ["another route kind", grant({ kind: "GRPCRoute" })],
+      ["another route group", grant({ group: "networking.istio.io" })],
+      ["another route namespace", grant({ namespace: "elsewhere" })],
+      ["another Service", grant({}, { name: "orders" })],
+      ["another target kind", grant({}, { kind: "Secret" })],
+      ["another target group", grant({}, { group: "networking.istio.io" })],
+      ["a grant in the route's namespace", grant({}, {}, "demo")],
+      ["a grant in a third namespace", grant({}, {}, "elsewhere")],
+      ["a kind of another API group", grant({}, {}, "shop", "reference.k8s.io/v1alpha1")],
+    ];
+    for (const [name, yaml] of cases) {
+      const config = translate(BASE + SHOP + toCart + yaml);
+      assert.deepEqual(routesOf(config), refused, name);
+      assert.ok(
+        config.issues.some((i) => /a backend in another namespace is not allowed/.test(i.message)),
+        name,
+      );
+    }
+    // A GRPCRoute is not an HTTPRoute.
+    assert.deepEqual(routesOf(translate(BASE + SHOP + grpcToCart + grant({})))[0]?.directResponse, {
+      status: 500,
+    });
+  });
+
+  it("reads a grant whose spec is not what the API allows as granting nothing", () => {
+    const bad = `
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: { name: bad, namespace: shop }
+spec: { from: { group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: demo }, to: [{ group: "", kind: Service }] }
+`;
+    const config = translate(BASE + SHOP + toCart + bad);
+    assert.deepEqual(routesOf(config), refused);
+    assert.ok(
+      config.issues.some((i) => i.source === "ReferenceGrant/shop/bad"),
+      JSON.stringify(config.issues),
+    );
+  });
+
+  it("takes the backend away again once the grant is gone, with a memo too", () => {
+    const parse = (yaml: string) => parseManifests([{ path: "m.yaml", text: yaml }]).objects;
+    const granted = parse(BASE + SHOP + toCart + grant({}));
+    const revoked = granted.filter((o) => o.kind !== "ReferenceGrant");
+    // Grants are no part of the mesh's Address resources: one mesh serves both object lists, so only
+    // the grant itself can tell the memo that the routes must be translated again.
+    const mesh = translateMesh(granted);
+    assert.deepEqual(translateMesh(revoked), mesh);
+    const memo = createTranslationMemo();
+    assert.equal(routesOf(translateEnvoy(granted, mesh, {}, memo))[0]?.route?.cluster, CART);
+    const second = translateEnvoy(revoked, mesh, {}, memo);
+    assert.deepEqual(routesOf(second), refused);
+    assert.equal(second.issues.length, 1);
+    assert.equal(routesOf(translateEnvoy(granted, mesh, {}, memo))[0]?.route?.cluster, CART);
   });
 });

@@ -263,7 +263,82 @@ interface TranslateContext {
   domainSuffix: string;
   /** Hosts of the Services known, with their ports. */
   services: Map<string, Set<number>>;
+  /** The ReferenceGrants read, by the namespace they are in (the one they open to references). */
+  grants: Map<string, ReferenceGrant[]>;
   issues: MeshIssue[];
+}
+
+const GATEWAY_GROUP = "gateway.networking.k8s.io";
+
+/**
+ * What a Gateway API ReferenceGrant permits: references from objects of a kind in a namespace
+ * (`from`, combined by OR) to objects of its own namespace of a kind, or to one of them by name
+ * (`to`, combined by OR). Group `""` is the core API group.
+ */
+interface ReferenceGrant {
+  from: { group: string; kind: string; namespace: string }[];
+  to: { group: string; kind: string; name?: string }[];
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/**
+ * Reads a ReferenceGrant's spec, or says what is wrong with it. A grant widens what routes may
+ * reach, so one that is not exactly what the API allows grants nothing rather than something guessed.
+ */
+function readReferenceGrant(obj: KubeObject): ReferenceGrant | string {
+  const spec = obj.spec ?? {};
+  const { from, to } = spec;
+  if (!Array.isArray(from) || from.length === 0) return "spec.from must be a non-empty list";
+  if (!Array.isArray(to) || to.length === 0) return "spec.to must be a non-empty list";
+  const grant: ReferenceGrant = { from: [], to: [] };
+  for (const [i, f] of from.entries()) {
+    if (
+      !isRecord(f) ||
+      typeof f.group !== "string" ||
+      typeof f.kind !== "string" ||
+      typeof f.namespace !== "string"
+    ) {
+      return `spec.from[${i}] must have the strings group, kind and namespace`;
+    }
+    grant.from.push({ group: f.group, kind: f.kind, namespace: f.namespace });
+  }
+  for (const [i, t] of to.entries()) {
+    if (
+      !isRecord(t) ||
+      typeof t.group !== "string" ||
+      typeof t.kind !== "string" ||
+      (t.name !== undefined && t.name !== null && typeof t.name !== "string")
+    ) {
+      return `spec.to[${i}] must have the strings group and kind, and name a string when given`;
+    }
+    // No name (or an empty one) is every object of the kind in the grant's namespace.
+    grant.to.push({
+      group: t.group,
+      kind: t.kind,
+      ...(typeof t.name === "string" && t.name !== "" ? { name: t.name } : {}),
+    });
+  }
+  return grant;
+}
+
+/** True when a ReferenceGrant of `namespace` lets `route` reference the Service `name` there. */
+function serviceGranted(
+  ctx: TranslateContext,
+  route: HTTPRoute | GRPCRoute,
+  namespace: string,
+  name: string,
+): boolean {
+  const routeNamespace = route.metadata.namespace ?? "default";
+  return (ctx.grants.get(namespace) ?? []).some(
+    (g) =>
+      g.from.some(
+        (f) => f.group === GATEWAY_GROUP && f.kind === route.kind && f.namespace === routeNamespace,
+      ) &&
+      g.to.some((t) => t.group === "" && t.kind === "Service" && (t.name === undefined || t.name === name)),
+  );
 }
 
 function routeId(route: HTTPRoute | GRPCRoute): string {
@@ -297,11 +372,15 @@ function backendCluster(
     });
     return undefined;
   }
-  if (namespace !== (route.metadata.namespace ?? "default")) {
-    // A ReferenceGrant would be needed; none is read.
+  if (
+    namespace !== (route.metadata.namespace ?? "default") &&
+    !serviceGranted(ctx, route, namespace, ref.name)
+  ) {
+    // Gateway API: a reference into another namespace needs a ReferenceGrant there that permits it
+    // (the route's ResolvedRefs condition is False, reason RefNotPermitted); the backend is left out.
     ctx.issues.push({
       source: routeId(route),
-      message: `${where}: a backend in another namespace is not allowed`,
+      message: `${where}: a backend in another namespace is not allowed: no ReferenceGrant in ${namespace} permits ${route.kind}s of ${route.metadata.namespace ?? "default"} to reference Service ${ref.name} (RefNotPermitted)`,
     });
     return undefined;
   }
@@ -587,8 +666,10 @@ function routeConfiguration(
  * `outbound|<port>||<host>`, with the Service's pods as endpoints grouped by locality. `mesh` is
  * {@link translateMesh}'s result for the same `objects`. With a `memo` (the same one for every call),
  * a resource whose inputs are the same objects as in the previous call is not built again: a load
- * assignment when its Service port has the same workload objects, a route configuration when no route
- * and no Service changed, a listener and cluster always (they depend on the name alone).
+ * assignment when its Service port has the same workload objects, a route configuration when no route,
+ * no ReferenceGrant and no Service changed, a listener and cluster always (they depend on the name
+ * alone). A backendRef to a Service of another namespace is used only when a ReferenceGrant of that
+ * namespace permits it (Gateway API); otherwise it is left out and listed in `issues`.
  */
 export function translateEnvoy(
   objects: readonly KubeObject[],
@@ -598,11 +679,35 @@ export function translateEnvoy(
 ): EnvoyConfig {
   const domainSuffix = options.domainSuffix ?? "cluster.local";
   const issues: MeshIssue[] = [];
-  const ctx: TranslateContext = { domainSuffix, services: new Map(), issues };
+  const ctx: TranslateContext = { domainSuffix, services: new Map(), grants: new Map(), issues };
 
   const routes: (HTTPRoute | GRPCRoute)[] = [];
+  // Every route configuration reads the routes and the ReferenceGrants: a grant's edit or removal
+  // translates them again like a route's.
   const context: unknown[] = [domainSuffix];
   for (const obj of objects) {
+    if (obj.kind === "ReferenceGrant") {
+      context.push(obj);
+      const id = `ReferenceGrant/${obj.metadata.namespace ?? "default"}/${obj.metadata.name}`;
+      const slash = obj.apiVersion?.indexOf("/") ?? -1;
+      if (slash < 0 || obj.apiVersion?.slice(0, slash) !== GATEWAY_GROUP) {
+        issues.push({
+          source: id,
+          message: `not read: a ReferenceGrant of ${obj.apiVersion ?? "no apiVersion"} is not ${GATEWAY_GROUP}'s`,
+        });
+        continue;
+      }
+      const grant = readReferenceGrant(obj);
+      if (typeof grant === "string") {
+        issues.push({ source: id, message: `grants nothing: ${grant}` });
+        continue;
+      }
+      const namespace = obj.metadata.namespace ?? "default";
+      const list = ctx.grants.get(namespace);
+      if (list === undefined) ctx.grants.set(namespace, [grant]);
+      else list.push(grant);
+      continue;
+    }
     if (obj.kind !== "HTTPRoute" && obj.kind !== "GRPCRoute") continue;
     context.push(obj);
     try {
@@ -654,7 +759,7 @@ export function translateEnvoy(
     ctx.services.set(host, ports);
   }
 
-  // Route configurations read every Service (backend ports): reused only when no route and no Service changed.
+  // Route configurations read every Service (backend ports): reused only when no route, no grant and no Service changed.
   for (const s of mesh.services) context.push(s);
   const reuseRoutes = memo !== undefined && sameItems(memo.envoy.context, context);
   const next = {

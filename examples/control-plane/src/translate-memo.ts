@@ -49,7 +49,7 @@ export interface TranslationMemo {
   };
   /** @internal */
   envoy: {
-    /** The route objects and Address services of the last translation. */
+    /** The route objects, ReferenceGrants and Address services of the last translation. */
     context: readonly unknown[];
     servicePorts: Map<string, unknown>;
     routeConfigurations: Map<string, Memoized<unknown>>;

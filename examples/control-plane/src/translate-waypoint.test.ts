@@ -194,6 +194,42 @@ spec:
     );
   });
 
+  it("lets a route attached to the waypoint Gateway reach another namespace's Service only with a ReferenceGrant", () => {
+    const route = `${MESH}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: to-echo, namespace: shop }
+spec:
+  parentRefs: [{ kind: Gateway, name: waypoint }]
+  rules: [{ backendRefs: [{ name: echo, namespace: demo, port: 80 }] }]
+`;
+    const grant = `
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: { name: shop-routes, namespace: demo }
+spec:
+  from: [{ group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: shop }]
+  to: [{ group: "", kind: Service, name: echo }]
+`;
+    const cartRoutes = (out: WaypointConfig) =>
+      out.routeConfigurations
+        .get("inbound-vip|8080|http|cart.shop.svc.cluster.local")
+        ?.virtualHosts?.[0]?.routes?.map((r) => r.route?.cluster ?? r.directResponse?.status);
+    const granted = translate(route + grant);
+    assert.deepEqual(cartRoutes(granted), ["outbound|80||echo.demo.svc.cluster.local"]);
+    assert.equal(
+      granted.issues.some((i) => i.source === "HTTPRoute/shop/to-echo"),
+      false,
+    );
+    const refused = translate(route);
+    assert.notDeepEqual(cartRoutes(refused), ["outbound|80||echo.demo.svc.cluster.local"]);
+    assert.ok(
+      refused.issues.some((i) => i.source === "HTTPRoute/shop/to-echo" && /RefNotPermitted/.test(i.message)),
+    );
+  });
+
   it("serves an egress host's routes: attached by a ServiceEntry parentRef, to Hostname backends", () => {
     const egress = `${MESH}
 ---

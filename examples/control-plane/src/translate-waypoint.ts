@@ -176,10 +176,12 @@ export function translateWaypoint(
     const routes = gatewayRoutesFor(objects, gateway, serviceRef(service));
     viaGateway.set(key, [...(viaGateway.get(key) ?? []), ...routes]);
   }
+  // The ReferenceGrants go along: they decide which backends in other namespaces the routes may use.
+  const grants = objects.filter((o) => o.kind === "ReferenceGrant");
   const gatewayConfigs = new Map<string, EnvoyConfig>();
   for (const [key, routes] of viaGateway) {
     if (routes.length === 0) continue;
-    const config = translateEnvoy(routes, mesh, options);
+    const config = translateEnvoy([...grants, ...routes], mesh, options);
     gatewayConfigs.set(key, config);
     for (const issue of config.issues) {
       if (!issues.some((i) => i.source === issue.source && i.message === issue.message)) issues.push(issue);

@@ -10,7 +10,12 @@ import { createXdsClient, TypeUrl, type XdsChangeEvent, type XdsClient } from "@
 import { KubeConfig } from "@kubernetes/client-node";
 import { type ControlPlane, parseManifests, startControlPlane } from "../src/index.js";
 import { createKubernetesSource, type KubernetesSourceOptions } from "../src/sources/kubernetes-source.js";
-import { createFakeApiServer, type FakeApiServer, type KubeJson } from "./fake-apiserver/fake-apiserver.js";
+import {
+  createFakeApiServer,
+  type FakeApiServer,
+  type KubeJson,
+  MESH_CRDS,
+} from "./fake-apiserver/fake-apiserver.js";
 import { servedXds, XDS_TYPES } from "./served-xds.js";
 
 const DEMO_MESH = resolve(import.meta.dirname, "../../../mesh");
@@ -155,6 +160,72 @@ const SLICE_OBJECTS: KubeJson[] = [
   },
 ];
 
+/** Gateway API's ReferenceGrant, which the fake server does not install unless asked. */
+const REFERENCE_GRANT_CRD = {
+  group: "gateway.networking.k8s.io",
+  version: "v1beta1",
+  kind: "ReferenceGrant",
+  plural: "referencegrants",
+  namespaced: true,
+} as const;
+
+/**
+ * Routes of `demo` to Services of `shop`: a ReferenceGrant there lets HTTPRoutes of `demo` reach
+ * `cart`, and nothing else (`orders` stays out of reach).
+ */
+const GRANT_OBJECTS: KubeJson[] = [
+  {
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: { name: "cart", namespace: "shop" },
+    spec: { clusterIP: "127.30.0.60", ports: [{ name: "http", port: 80 }] },
+  },
+  {
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: { name: "orders", namespace: "shop" },
+    spec: { clusterIP: "127.30.0.61", ports: [{ name: "http", port: 80 }] },
+  },
+  {
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: { name: "front", namespace: "demo" },
+    spec: { clusterIP: "127.30.0.62", ports: [{ name: "http", port: 80 }] },
+  },
+  {
+    apiVersion: "gateway.networking.k8s.io/v1",
+    kind: "HTTPRoute",
+    metadata: { name: "front", namespace: "demo" },
+    spec: {
+      parentRefs: [{ group: "", kind: "Service", name: "front", port: 80 }],
+      rules: [
+        {
+          matches: [{ path: { type: "PathPrefix", value: "/orders" } }],
+          backendRefs: [{ name: "orders", namespace: "shop", port: 80 }],
+        },
+        { backendRefs: [{ name: "cart", namespace: "shop", port: 80 }] },
+      ],
+    },
+  },
+  {
+    apiVersion: "gateway.networking.k8s.io/v1beta1",
+    kind: "ReferenceGrant",
+    metadata: { name: "demo-routes", namespace: "shop" },
+    spec: {
+      from: [{ group: "gateway.networking.k8s.io", kind: "HTTPRoute", namespace: "demo" }],
+      to: [{ group: "", kind: "Service", name: "cart" }],
+    },
+  },
+];
+const FRONT = "front.demo.svc.cluster.local:80";
+const CART = "outbound|80||cart.shop.svc.cluster.local";
+
+/** The routes of `front`'s RouteConfiguration: where each sends (a cluster, or a status). */
+function frontRoutes(cp: ControlPlane): string[] {
+  const routes = cp.envoyConfig().routeConfigurations.get(FRONT)?.virtualHosts?.[0]?.routes ?? [];
+  return routes.map((r) => r.route?.cluster ?? `status ${r.directResponse?.status ?? "?"}`);
+}
+
 /** The waypoints' class, cluster-scoped: its `istio.io/waypoint-for` is the default of its Gateways. */
 const GATEWAY_CLASS: KubeJson = {
   apiVersion: "gateway.networking.k8s.io/v1",
@@ -223,8 +294,14 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
   }
 
   it("gives the same xDS resources as the folder source for the same objects", async () => {
-    const server = await fake();
-    for (const o of [...(await demoObjects()), ...NETWORKING_OBJECTS, ...SLICE_OBJECTS, GATEWAY_CLASS]) {
+    const server = await fake({ crds: [...MESH_CRDS, REFERENCE_GRANT_CRD] });
+    for (const o of [
+      ...(await demoObjects()),
+      ...NETWORKING_OBJECTS,
+      ...SLICE_OBJECTS,
+      ...GRANT_OBJECTS,
+      GATEWAY_CLASS,
+    ]) {
       server.apply(o);
     }
     // A slice that names a pod (by its uid, which the server gave it) as an endpoint of legacy-db.
@@ -273,6 +350,11 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
         stored.push(...list.items);
       }
     }
+    const grants = (await (
+      await fetch(`${server.url}/apis/gateway.networking.k8s.io/v1beta1/referencegrants`)
+    ).json()) as { items: unknown[] };
+    assert.equal(grants.items.length, 1);
+    stored.push(...grants.items);
     await writeFile(
       join(dir, "stored.json"),
       JSON.stringify({ apiVersion: "v1", kind: "List", items: stored }),
@@ -331,6 +413,15 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
       assert.ok(
         !cp.config().workloads.some((w) => w.key.endsWith("/legacy-db-1/127.10.0.3")),
         "a pod's endpoint is the pod's workload",
+      );
+      // The grant opens `cart` to demo's HTTPRoutes, not `orders`.
+      assert.deepEqual(frontRoutes(cp), ["status 500", "status 500", CART]);
+      assert.deepEqual(
+        cp
+          .config()
+          .issues.filter((i) => i.source === "HTTPRoute/demo/front")
+          .map((i) => i.message.split(":")[0]),
+        ["spec.rules[0].backendRefs[0]"],
       );
     }
     const names = {
@@ -538,6 +629,7 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
       "gateway.networking.k8s.io/v1/gateways",
       "gateway.networking.k8s.io/v1/grpcroutes",
       "gateway.networking.k8s.io/v1/httproutes",
+      "gateway.networking.k8s.io/v1beta1/referencegrants",
       "networking.istio.io/v1/serviceentries",
       "networking.istio.io/v1/workloadentries",
       "security.istio.io/v1/authorizationpolicies",
@@ -564,6 +656,21 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
     for (const o of await demoObjects()) if (o.kind === "AuthorizationPolicy") server.apply(o);
     await until("the policies", () => cp.config().authorizations.size > 0);
     assert.ok(!source.missing().includes("security.istio.io/v1/authorizationpolicies"));
+  });
+
+  it("takes a backend in another namespace away when its ReferenceGrant goes, and gives it back", async () => {
+    const server = await fake({ crds: [...MESH_CRDS, REFERENCE_GRANT_CRD] });
+    for (const o of [...(await demoObjects()), ...GRANT_OBJECTS]) server.apply(o);
+    const cp = await kubernetesPlane(server);
+    assert.deepEqual(frontRoutes(cp), ["status 500", "status 500", CART]);
+
+    assert.ok(server.remove("gateway.networking.k8s.io/v1beta1", "ReferenceGrant", "demo-routes", "shop"));
+    await until("the grant's removal", () => frontRoutes(cp).at(-1) === "status 500");
+    assert.deepEqual(frontRoutes(cp), ["status 500", "status 500", "status 500"]);
+
+    const grant = GRANT_OBJECTS.at(-1) as KubeJson;
+    server.apply(grant);
+    await until("the grant again", () => frontRoutes(cp).at(-1) === CART);
   });
 
   it("reports what changed since the accepted snapshot, read from the informer caches", async () => {

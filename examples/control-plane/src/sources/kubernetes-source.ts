@@ -87,6 +87,15 @@ export const MESH_RESOURCES: readonly KubeResource[] = [
     namespaced: true,
   },
   {
+    // What lets a route's backendRef reach a Service of another namespace. Served as v1beta1 since
+    // Gateway API v0.6 (the version istiod reads too).
+    group: "gateway.networking.k8s.io",
+    version: "v1beta1",
+    kind: "ReferenceGrant",
+    plural: "referencegrants",
+    namespaced: true,
+  },
+  {
     group: "networking.istio.io",
     version: "v1",
     kind: "ServiceEntry",
