@@ -2,7 +2,7 @@
 // node's pods have, what the translation sees of an API object, and what the cache keeps.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { gatewayStatusUpdates } from "./gateway-status.js";
+import { waypointStatusUpdates } from "./gateway-status.js";
 import type { RawKubeObject } from "./kube-client.js";
 import { kubeObjectFromApi, MESH_RESOURCES, trimForCache } from "./kubernetes-source.js";
 import { identitiesOfPods } from "./token-review-authenticator.js";
@@ -13,7 +13,7 @@ const gw = (name: string, cls: string, addresses?: unknown[]): RawKubeObject => 
   ...(addresses === undefined ? {} : { status: { addresses } }),
 });
 
-describe("gatewayStatusUpdates", () => {
+describe("waypointStatusUpdates: the address", () => {
   const services: Record<string, string> = { "demo/wp": "10.0.0.5", "demo/headless": "None" };
   const service = (ns: string, name: string): RawKubeObject | undefined => {
     const ip = services[`${ns}/${name}`];
@@ -37,14 +37,14 @@ describe("gatewayStatusUpdates", () => {
       undefined,
     ],
     ["another class is not ours", gw("wp", "istio"), undefined],
-    ["no Service yet: nothing to write", gw("missing", "istio-waypoint"), undefined],
+    ["no Service yet: no address to write", gw("missing", "istio-waypoint"), undefined],
     ["a headless Service has no address", gw("headless", "istio-waypoint"), undefined],
   ];
   for (const [name, gateway, want] of rows) {
     it(name, () => {
-      const got = gatewayStatusUpdates([gateway], service);
+      const got = waypointStatusUpdates([gateway], service);
       assert.deepEqual(
-        got.map((u) => u.addresses),
+        got.flatMap((u) => (u.status.addresses === undefined ? [] : [u.status.addresses])),
         want === undefined ? [] : [[{ type: "IPAddress", value: want }]],
       );
     });

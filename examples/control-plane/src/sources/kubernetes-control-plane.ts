@@ -4,7 +4,7 @@
 import type { KubeConfig } from "@kubernetes/client-node";
 import { type ControlPlane, type ControlPlaneOptions, startControlPlane } from "../control-plane.js";
 import { type Logger, noopLogger } from "../telemetry.js";
-import { gatewayStatusUpdates, writeGatewayStatus } from "./gateway-status.js";
+import { waypointStatusUpdates, writeGatewayStatus } from "./gateway-status.js";
 import {
   loadCaFromSecrets,
   readSelfSignedCaRoot,
@@ -50,7 +50,10 @@ export interface KubernetesControlPlaneOptions
     LeaderElectionOptions,
     "name" | "leaseDurationSeconds" | "renewDeadlineMs" | "retryPeriodMs"
   >;
-  /** How often the leader compares waypoint Gateway status with their Services. Default 2000 ms. */
+  /**
+   * How often the leader compares waypoint Gateway status (address, conditions, listeners) with their
+   * Services and specs. Default 2000 ms.
+   */
   statusIntervalMs?: number;
   logger?: Logger;
 }
@@ -140,8 +143,11 @@ export async function startKubernetesControlPlane(
       : undefined;
   rootTimer?.unref();
   let writing: Promise<unknown> = Promise.resolve();
-  // Gateway -> the address this replica last wrote, until the cache shows something else.
+  // Gateway -> the resourceVersion of the cached Gateway its last status write was planned from. While
+  // the cache still shows that version the write is not in it yet, and is not made again; any newer
+  // version (this write, or anyone's) is planned afresh.
   const statusWritten = new Map<string, string>();
+  const domainSuffix = options.domainSuffix ?? "cluster.local";
   // ServiceEntry hosts without addresses get one, written to the entries' status (istiod's allocation).
   const entryStatus =
     options.allocateServiceEntryAddresses === false ? undefined : new ServiceEntryStatusPlanner();
@@ -154,16 +160,20 @@ export async function startKubernetesControlPlane(
         .filter((g) => g.spec?.gatewayClassName === "istio-waypoint")
         .map((g) => g.metadata?.namespace ?? "");
       await rootCerts.publish([namespace, ...waypointNamespaces.filter((n) => n !== "")]);
-      // A status just written may not be in the informer cache yet: not written twice.
-      const due = gatewayStatusUpdates(gateways, (ns, name) => source.object("Service", ns, name));
+      const due = waypointStatusUpdates(gateways, (ns, name) => source.object("Service", ns, name), {
+        domainSuffix,
+      });
       const dueKeys = new Set(due.map((u) => `${u.namespace}/${u.name}`));
       // Seen current in the cache: a later change by anyone is written again.
       for (const key of statusWritten.keys()) if (!dueKeys.has(key)) statusWritten.delete(key);
+      // A status just written may not be in the informer cache yet: not written twice.
       const updates = due.filter(
-        (u) => statusWritten.get(`${u.namespace}/${u.name}`) !== u.addresses[0]?.value,
+        (u) =>
+          u.resourceVersion === undefined ||
+          statusWritten.get(`${u.namespace}/${u.name}`) !== u.resourceVersion,
       );
       for (const u of await writeGatewayStatus(kubeConfig, updates, logger)) {
-        statusWritten.set(`${u.namespace}/${u.name}`, u.addresses[0]?.value ?? "");
+        if (u.resourceVersion !== undefined) statusWritten.set(`${u.namespace}/${u.name}`, u.resourceVersion);
       }
       if (entryStatus !== undefined) {
         const entryUpdates = entryStatus.due(source.objects("ServiceEntry"));
