@@ -27,6 +27,17 @@ import {
 
 const noDig = hasDig ? false : "dig is not installed (scripts/test-prerequisites.mjs)";
 
+/** Sends one query over a fresh TCP connection and returns the reply. */
+async function tcpExchange(port: number, bytes: Uint8Array): Promise<Buffer | undefined> {
+  const client = await connectFrames(port);
+  try {
+    client.socket.write(frame(bytes));
+    return await client.next();
+  } finally {
+    client.socket.destroy();
+  }
+}
+
 /** Answers NAME.mesh.test itself: "many" with 60 addresses, "slow" after 200 ms, "fail" by throwing. */
 const meshHandler: DnsHandler = async ({ message }) => {
   const { name, type } = message.questions[0]!;
@@ -176,6 +187,66 @@ describe("DnsServer", () => {
       },
       { name: "fail.mesh.test", type: "A" },
     );
+  });
+
+  it("answers BADVERS to an EDNS version it does not implement (RFC 6891 6.1.3)", async () => {
+    const opt = (ttl: number) => ({
+      name: "",
+      type: RecordType.OPT,
+      class: 1232,
+      ttl,
+      data: new Uint8Array(0),
+    });
+    // Version 1, DO set.
+    const query = makeQuery("web.mesh.test", RecordType.A, { id: 77, additionals: [opt(0x00018000)] });
+    for (const reply of [
+      await udpExchange(port, encodeMessage(query)),
+      await tcpExchange(port, encodeMessage(query)),
+    ]) {
+      assert.ok(reply);
+      const message = decodeMessage(reply);
+      assert.equal(message.id, 77);
+      assert.ok(message.response);
+      assert.deepEqual(message.questions, query.questions);
+      assert.equal(message.answers.length + message.authorities.length, 0);
+      // BADVERS is 16: 0 in the header's four bits, 1 in the OPT record's extended rcode; the reply
+      // speaks version 0.
+      assert.equal(message.rcode, 0);
+      assert.equal(message.additionals.length, 1);
+      const replyOpt = message.additionals[0]!;
+      assert.equal(replyOpt.type, RecordType.OPT);
+      assert.equal(replyOpt.ttl >>> 24, 1, "extended rcode");
+      assert.equal((replyOpt.ttl >>> 16) & 0xff, 0, "version");
+    }
+    // Version 0 is answered as usual.
+    const v0 = decodeMessage(
+      (await udpExchange(port, encodeMessage({ ...query, additionals: [opt(0x00008000)] })))!,
+    );
+    assert.equal(v0.rcode, ResponseCode.NOERROR);
+    assert.equal(recordAddress(v0.answers[0]!), "10.0.0.7");
+  });
+
+  it("answers FORMERR to a repeated OPT record or one outside the additional section (RFC 6891 6.1.1)", async () => {
+    const opt = { name: "", type: RecordType.OPT, class: 1232, ttl: 0, data: new Uint8Array(0) };
+    const base = makeQuery("web.mesh.test", RecordType.A, { id: 78 });
+    const cases = {
+      "two OPT records": { ...base, additionals: [opt, opt] },
+      "OPT in the answer section": { ...base, answers: [opt] },
+      "OPT in the authority section": { ...base, authorities: [opt] },
+      "OPT owned by a name other than the root": {
+        ...base,
+        additionals: [{ ...opt, name: "web.mesh.test" }],
+      },
+    };
+    for (const [what, query] of Object.entries(cases)) {
+      const reply = await udpExchange(port, encodeMessage(query));
+      assert.ok(reply, what);
+      const message = decodeMessage(reply);
+      assert.equal(message.id, 78, what);
+      assert.equal(message.rcode, ResponseCode.FORMERR, what);
+      assert.equal(message.answers.length, 0, what);
+      assert.ok(message.additionals.filter((r) => r.type === RecordType.OPT).length <= 1, what);
+    }
   });
 
   it("drops what is not a query: short datagrams and responses", async () => {

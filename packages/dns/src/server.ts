@@ -105,6 +105,43 @@ function truncatedReply(response: Uint8Array, query: DnsMessage): Uint8Array {
   return out;
 }
 
+/** The highest EDNS version this server speaks (RFC 6891 defines only 0). */
+const EDNS_VERSION = 0;
+/** The extended rcode BADVERS (16): its upper 8 bits go in the OPT record's TTL, the lower 4 in the header. */
+const BADVERS = 16;
+
+/**
+ * Why a query's OPT records are not acceptable (RFC 6891 6.1.1: at most one, in the additional section,
+ * owned by the root), or undefined when they are fine.
+ */
+function optProblem(query: DnsMessage): string | undefined {
+  const misplaced = [...query.answers, ...query.authorities].some((r) => r.type === RecordType.OPT);
+  if (misplaced) return "an OPT record outside the additional section";
+  const opts = query.additionals.filter((r) => r.type === RecordType.OPT);
+  if (opts.length > 1) return `${opts.length} OPT records`;
+  if (opts.length === 1 && opts[0]?.name !== "") return "an OPT record not owned by the root";
+  return undefined;
+}
+
+/** The EDNS version of a query, or undefined when it has no OPT record. */
+function ednsVersion(query: DnsMessage): number | undefined {
+  const opt = query.additionals.find((r) => r.type === RecordType.OPT);
+  return opt === undefined ? undefined : (opt.ttl >>> 16) & 0xff;
+}
+
+/** The BADVERS reply to a query of a higher EDNS version: no records but an OPT record of version 0. */
+function badVersionReply(query: DnsMessage): Uint8Array {
+  const opt = {
+    name: "",
+    type: RecordType.OPT,
+    class: ADVERTISED_UDP_PAYLOAD,
+    // Extended rcode in the top byte, then the version this server speaks, no flags.
+    ttl: ((BADVERS >>> 4) * 0x1000000 + (EDNS_VERSION << 16)) >>> 0,
+    data: new Uint8Array(0),
+  };
+  return encodeMessage(replyTo(query, { rcode: BADVERS & 0xf, additionals: [opt] }));
+}
+
 type Endpoint = { readonly address: string; readonly port: number };
 
 /**
@@ -339,6 +376,17 @@ export class DnsServer {
       this.#logger.debug({ err, remote: remote.address, protocol }, "malformed DNS query");
       return formatErrorReply(bytes);
     }
+    const badOpt = optProblem(query);
+    if (badOpt !== undefined) {
+      this.#logger.debug(
+        { remote: remote.address, protocol, problem: badOpt },
+        "DNS query with a bad OPT record",
+      );
+      // replyTo answers with at most one OPT record, and only when the query had one.
+      return encodeMessage(replyTo(query, { rcode: ResponseCode.FORMERR }));
+    }
+    const version = ednsVersion(query);
+    if (version !== undefined && version > EDNS_VERSION) return badVersionReply(query);
     if (query.opcode !== 0) return encodeMessage(replyTo(query, { rcode: ResponseCode.NOTIMP }));
     if (query.questions.length !== 1) return encodeMessage(replyTo(query, { rcode: ResponseCode.FORMERR }));
     const question = query.questions[0] as DnsMessage["questions"][number];
