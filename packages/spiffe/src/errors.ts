@@ -32,6 +32,11 @@ export type SpiffeErrorCode =
   | "ERR_CERT_NOT_YET_VALID"
   /** A certificate signature does not verify with its issuer's key. */
   | "ERR_CERT_SIGNATURE_INVALID"
+  /**
+   * A certificate in the chain is signed with a refused algorithm (SHA-1, MD5, SHA-224, DSA, unknown),
+   * or a key that signs in the chain (the leaf's included) is RSA under 2048 bits.
+   */
+  | "ERR_CERT_WEAK_ALGORITHM"
   /** An issuing certificate is not a CA, lacks keyCertSign, or breaks its path length. */
   | "ERR_CERT_ISSUER_INVALID"
   /** The chain does not lead to a root of the trust bundle. */

@@ -36,15 +36,52 @@ const UNDERSTOOD = new Set([
   OID_INHIBIT_ANY_POLICY,
 ]);
 
-/** Signature algorithm OID -> digest for Node's `crypto.verify`. */
-const SIGNATURE_HASH: Readonly<Record<string, string>> = {
-  "1.2.840.10045.4.3.2": "sha256",
-  "1.2.840.10045.4.3.3": "sha384",
-  "1.2.840.10045.4.3.4": "sha512",
-  "1.2.840.113549.1.1.11": "sha256",
-  "1.2.840.113549.1.1.12": "sha384",
-  "1.2.840.113549.1.1.13": "sha512",
+/** The key types a signature algorithm can be verified with (Node's `asymmetricKeyType`). */
+type SignerKeyType = "ec" | "rsa" | "rsa-pss" | "ed25519";
+
+/** An accepted signature algorithm: the digest for Node's `crypto.verify` and the issuer key types it goes with. */
+interface SignatureAlgorithm {
+  /** Undefined for RSASSA-PSS (whose parameters Node reads from the certificate) and Ed25519 (no digest). */
+  readonly hash: string | undefined;
+  readonly keyTypes: readonly SignerKeyType[];
+}
+
+const OID_RSASSA_PSS = "1.2.840.113549.1.1.10";
+const OID_ED25519 = "1.3.101.112";
+
+/**
+ * The signature algorithms a chain may use: ECDSA and RSA PKCS#1 v1.5 with SHA-256/384/512, RSASSA-PSS
+ * with one of those digests, Ed25519 (what mainstream X.509 verifiers still accept). SHA-1,
+ * MD5, SHA-224 and DSA signatures are refused: they can be forged or are not used by any mesh CA.
+ */
+const SIGNATURE_ALGORITHMS: Readonly<Record<string, SignatureAlgorithm>> = {
+  "1.2.840.10045.4.3.2": { hash: "sha256", keyTypes: ["ec"] },
+  "1.2.840.10045.4.3.3": { hash: "sha384", keyTypes: ["ec"] },
+  "1.2.840.10045.4.3.4": { hash: "sha512", keyTypes: ["ec"] },
+  "1.2.840.113549.1.1.11": { hash: "sha256", keyTypes: ["rsa"] },
+  "1.2.840.113549.1.1.12": { hash: "sha384", keyTypes: ["rsa"] },
+  "1.2.840.113549.1.1.13": { hash: "sha512", keyTypes: ["rsa"] },
+  [OID_RSASSA_PSS]: { hash: undefined, keyTypes: ["rsa", "rsa-pss"] },
+  [OID_ED25519]: { hash: undefined, keyTypes: ["ed25519"] },
 };
+
+/** Digests RSASSA-PSS signatures may use (SHA-256, SHA-384, SHA-512). */
+const PSS_HASHES = new Set(["2.16.840.1.101.3.4.2.1", "2.16.840.1.101.3.4.2.2", "2.16.840.1.101.3.4.2.3"]);
+
+/** Names of the refused algorithms a certificate may still carry, for error messages. */
+const REFUSED_ALGORITHM_NAMES: Readonly<Record<string, string>> = {
+  "1.2.840.113549.1.1.4": "md5WithRSAEncryption",
+  "1.2.840.113549.1.1.5": "sha1WithRSAEncryption",
+  "1.2.840.113549.1.1.14": "sha224WithRSAEncryption",
+  "1.2.840.10045.4.1": "ecdsa-with-SHA1",
+  "1.2.840.10045.4.3.1": "ecdsa-with-SHA224",
+  "1.2.840.10040.4.3": "dsa-with-sha1",
+  "2.16.840.1.101.3.4.3.2": "dsa-with-sha256",
+  [OID_RSASSA_PSS]: "RSASSA-PSS with SHA-1 or SHA-224",
+};
+
+/** Smallest RSA modulus accepted for a key that signs anything in a chain. */
+export const MIN_RSA_BITS = 2048;
 
 /** Key usage bits, numbered as RFC 5280 (bit 0 = digitalSignature) and stored as `1 << bit`. */
 export const KEY_USAGE = {
@@ -89,6 +126,8 @@ export class ParsedCertificate {
   authorityKeyId: string | undefined;
   #node: NodeX509Certificate | undefined;
   #publicKey: KeyObject | undefined;
+  /** Undefined when the signature algorithm is one this package refuses. */
+  #algorithm: SignatureAlgorithm | undefined;
 
   constructor(input: Uint8Array) {
     const der = toBuffer(input);
@@ -105,6 +144,10 @@ export class ParsedCertificate {
     this.tbs = der.subarray(t.start, t.end);
     const algChildren = childrenOf(der, sigAlg as Tlv);
     this.signatureOid = decodeOid(contentOf(der, expectTag(algChildren[0], 0x06, "algorithm OID")));
+    this.#algorithm = SIGNATURE_ALGORITHMS[this.signatureOid];
+    if (this.signatureOid === OID_RSASSA_PSS && !PSS_HASHES.has(pssHashOid(der, algChildren[1]))) {
+      this.#algorithm = undefined;
+    }
     this.signature = der.subarray((sigBits as Tlv).valueStart + 1, (sigBits as Tlv).end);
 
     const fields = childrenOf(der, t);
@@ -215,15 +258,82 @@ export class ParsedCertificate {
     return this.#publicKey;
   }
 
-  /** True when `issuer`'s key verifies this certificate's signature. */
-  verifySignature(issuer: ParsedCertificate): boolean {
-    const hash = SIGNATURE_HASH[this.signatureOid];
+  /**
+   * Why this certificate's signature algorithm is refused (a name such as `sha1WithRSAEncryption`),
+   * or undefined when it is one of the accepted ones.
+   */
+  get weakSignatureAlgorithm(): string | undefined {
+    if (this.#algorithm !== undefined) return undefined;
+    return REFUSED_ALGORITHM_NAMES[this.signatureOid] ?? `signature algorithm ${this.signatureOid}`;
+  }
+
+  /**
+   * The modulus length of an RSA key under {@link MIN_RSA_BITS}; undefined for any other key, and for
+   * a key Node cannot import (an issuer's is then refused by {@link verifySignature}).
+   */
+  get weakKeyBits(): number | undefined {
+    // Only an RSA key is imported to read its size: an EC leaf (every SVID this package issues) costs
+    // no key import here.
+    if (!isRsaSpki(this.spkiDer)) return undefined;
+    let key: KeyObject;
     try {
-      if (hash !== undefined) return verify(hash, this.tbs, issuer.publicKey, this.signature);
-      return this.node.verify(issuer.publicKey);
+      key = this.publicKey;
+    } catch {
+      return undefined;
+    }
+    if (key.asymmetricKeyType !== "rsa" && key.asymmetricKeyType !== "rsa-pss") return undefined;
+    const bits = key.asymmetricKeyDetails?.modulusLength;
+    return bits !== undefined && bits < MIN_RSA_BITS ? bits : undefined;
+  }
+
+  /**
+   * True when `issuer`'s key verifies this certificate's signature with an accepted algorithm that
+   * goes with that key's type.
+   */
+  verifySignature(issuer: ParsedCertificate): boolean {
+    const algorithm = this.#algorithm;
+    if (algorithm === undefined) return false;
+    try {
+      const key = issuer.publicKey;
+      if (!algorithm.keyTypes.includes(key.asymmetricKeyType as SignerKeyType)) return false;
+      if (this.signatureOid === OID_RSASSA_PSS) return this.node.verify(key);
+      return verify(algorithm.hash ?? null, this.tbs, key, this.signature);
     } catch {
       return false;
     }
+  }
+}
+
+const OID_RSA_ENCRYPTION = "1.2.840.113549.1.1.1";
+
+/** True when a SubjectPublicKeyInfo's algorithm is rsaEncryption or RSASSA-PSS. */
+function isRsaSpki(spki: Buffer): boolean {
+  try {
+    const [algorithm] = childrenOf(spki, readTlv(spki, 0));
+    const oid = decodeOid(
+      contentOf(spki, expectTag(childrenOf(spki, algorithm as Tlv)[0], 0x06, "key algorithm OID")),
+    );
+    return oid === OID_RSA_ENCRYPTION || oid === OID_RSASSA_PSS;
+  } catch {
+    // Not readable here: let the import decide.
+    return true;
+  }
+}
+
+/**
+ * The digest OID of RSASSA-PSS parameters (RFC 4055): the `hashAlgorithm` field, SHA-1 when absent.
+ * Empty when the parameters cannot be read.
+ */
+function pssHashOid(der: Buffer, params: Tlv | undefined): string {
+  const SHA1 = "1.3.14.3.2.26";
+  if (params === undefined || params.tag !== 0x30) return "";
+  try {
+    const hashField = childrenOf(der, params).find((c) => c.tag === 0xa0);
+    if (hashField === undefined) return SHA1;
+    const hashAlg = expectTag(childrenOf(der, hashField)[0], 0x30, "PSS hash algorithm");
+    return decodeOid(contentOf(der, expectTag(childrenOf(der, hashAlg)[0], 0x06, "PSS hash OID")));
+  } catch {
+    return "";
   }
 }
 

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { webcrypto } from "node:crypto";
 import { once } from "node:events";
 import type { AddressInfo } from "node:net";
 import { before, describe, it } from "node:test";
@@ -6,7 +7,9 @@ import tls from "node:tls";
 import { type CertificateAuthority, createCertificateAuthority } from "./certificate-authority.js";
 import { peerSpiffeId } from "./certificate-identity.js";
 import type { SpiffeId } from "./spiffe-id.js";
+import { SpiffeId as SpiffeIdClass } from "./spiffe-id.js";
 import { tlsClientOptions, tlsServerOptions } from "./tls-options.js";
+import { x509 } from "./x509.js";
 import type { X509Svid } from "./x509-svid.js";
 
 const SERVER_ID = "spiffe://cluster.local/ns/default/sa/server";
@@ -199,5 +202,95 @@ describe("TLS glue with a bundle of several trust domains", () => {
     assert.equal(out.server.error, undefined);
     assert.equal(out.server.id?.toString(), CLIENT_ID);
     assert.equal(out.client.id?.toString(), SERVER_ID);
+  });
+});
+
+describe("TLS glue with weak signing keys", () => {
+  /** An SVID for `id` issued by a root whose RSA key has only 1024 bits; returns the SVID and its root. */
+  async function weakSvid(id: string): Promise<{ svid: X509Svid; rootPem: string }> {
+    const subtle = webcrypto.subtle;
+    const rootKeys = (await subtle.generateKey(
+      {
+        name: "RSASSA-PKCS1-v1_5",
+        modulusLength: 1024,
+        publicExponent: new Uint8Array([1, 0, 1]),
+        hash: "SHA-256",
+      },
+      true,
+      ["sign", "verify"],
+    )) as webcrypto.CryptoKeyPair;
+    const leafKeys = (await subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, [
+      "sign",
+      "verify",
+    ])) as webcrypto.CryptoKeyPair;
+    const notBefore = new Date(Date.now() - 3_600_000);
+    const notAfter = new Date(Date.now() + 3_600_000);
+    const alg = { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" };
+    const root = await x509.X509CertificateGenerator.createSelfSigned({
+      serialNumber: "01",
+      name: `O=weak-root,CN=${id}`,
+      notBefore,
+      notAfter,
+      keys: rootKeys,
+      signingAlgorithm: alg,
+      extensions: [
+        new x509.BasicConstraintsExtension(true, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      ],
+    });
+    const leaf = await x509.X509CertificateGenerator.create({
+      serialNumber: "02",
+      subject: "",
+      issuer: root.subject,
+      notBefore,
+      notAfter,
+      publicKey: leafKeys.publicKey,
+      signingKey: rootKeys.privateKey,
+      signingAlgorithm: alg,
+      extensions: [
+        new x509.BasicConstraintsExtension(false, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+        new x509.SubjectAlternativeNameExtension([{ type: "url", value: id }], true),
+      ],
+    });
+    const pkcs8 = Buffer.from(await subtle.exportKey("pkcs8", leafKeys.privateKey)).toString("base64");
+    const privateKeyPem = `-----BEGIN PRIVATE KEY-----\n${pkcs8.replace(/.{64}/g, "$&\n")}\n-----END PRIVATE KEY-----\n`;
+    const svid: X509Svid = {
+      spiffeId: SpiffeIdClass.parse(id),
+      certChainPem: leaf.toString("pem"),
+      privateKeyPem: privateKeyPem.replace(/\n\n/g, "\n"),
+      notBefore,
+      notAfter,
+      rootsPem: [root.toString("pem")],
+    };
+    return { svid, rootPem: root.toString("pem") };
+  }
+
+  it("each side refuses a peer whose chain is signed by an RSA key under 2048 bits", async () => {
+    const ca = await createCertificateAuthority();
+    const serverSvid = await ca.issue({ spiffeId: SERVER_ID });
+    const clientSvid = await ca.issue({ spiffeId: CLIENT_ID });
+    const weakServer = await weakSvid(SERVER_ID);
+    const weakClient = await weakSvid(CLIENT_ID);
+    const bundle = ca.trustBundle();
+    bundle.addRoots("cluster.local", weakServer.rootPem);
+    bundle.addRoots("cluster.local", weakClient.rootPem);
+    const causeCode = (err: unknown) => (err as { cause?: { code?: string } }).cause?.code;
+
+    const toWeakServer = await connect(
+      tlsServerOptions({ svid: weakServer.svid, bundle }),
+      tlsClientOptions({ svid: clientSvid, bundle, expectedIds: [SERVER_ID] }),
+    );
+    assert.equal(toWeakServer.client.id, undefined);
+    assert.equal((toWeakServer.client.error as { code?: string }).code, "ERR_PEER_UNVERIFIED");
+    assert.equal(causeCode(toWeakServer.client.error), "ERR_CERT_WEAK_ALGORITHM");
+
+    const fromWeakClient = await connect(
+      tlsServerOptions({ svid: serverSvid, bundle }),
+      tlsClientOptions({ svid: weakClient.svid, bundle, expectedIds: [SERVER_ID] }),
+    );
+    assert.equal(fromWeakClient.server.id, undefined);
+    assert.equal((fromWeakClient.server.error as { code?: string }).code, "ERR_PEER_UNVERIFIED");
+    assert.equal(causeCode(fromWeakClient.server.error), "ERR_CERT_WEAK_ALGORITHM");
   });
 });

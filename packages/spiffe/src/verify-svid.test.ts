@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { X509Certificate } from "node:crypto";
+import { webcrypto, X509Certificate } from "node:crypto";
 import { before, describe, it } from "node:test";
 import { type CertificateAuthority, createCertificateAuthority } from "./certificate-authority.js";
 import { spiffeIdFromCertificate } from "./certificate-identity.js";
@@ -7,6 +7,7 @@ import { SpiffeError } from "./errors.js";
 import { decodeCertificatesPem, encodePem } from "./pem.js";
 import { TrustBundle } from "./trust-bundle.js";
 import { verifySvid } from "./verify-svid.js";
+import { x509 } from "./x509.js";
 import type { X509Svid } from "./x509-svid.js";
 import { x509SvidFromChain } from "./x509-svid.js";
 
@@ -148,5 +149,207 @@ describe("TrustBundle", () => {
     assert.equal(bundle.has("example.org"), false);
     assert.throws(() => bundle.addRoots("cluster.local", "nope"), { code: "ERR_PEM_INVALID" });
     assert.throws(() => bundle.addRoots("UPPER", a.rootCertPem()), { code: "ERR_TRUST_DOMAIN_INVALID" });
+  });
+});
+
+describe("verifySvid signature algorithms", () => {
+  const subtle = webcrypto.subtle;
+  type Alg = { name: string; hash?: string; saltLength?: number };
+  const EC: { name: string; namedCurve: string } = { name: "ECDSA", namedCurve: "P-256" };
+  const ecdsa = (hash: string): Alg => ({ name: "ECDSA", hash });
+  const rsa = (hash: string): Alg => ({ name: "RSASSA-PKCS1-v1_5", hash });
+  const rsaKey = (bits: number, hash = "SHA-256") => ({
+    name: "RSASSA-PKCS1-v1_5",
+    modulusLength: bits,
+    publicExponent: new Uint8Array([1, 0, 1]),
+    hash,
+  });
+  const window = { notBefore: new Date("2030-01-01T00:00:00Z"), notAfter: new Date("2031-01-01T00:00:00Z") };
+  let serial = 1;
+
+  async function keys(params: object): Promise<webcrypto.CryptoKeyPair> {
+    const usages: webcrypto.KeyUsage[] = ["sign", "verify"];
+    return (await subtle.generateKey(
+      params as webcrypto.EcKeyGenParams,
+      true,
+      usages,
+    )) as webcrypto.CryptoKeyPair;
+  }
+
+  async function rootCert(
+    name: string,
+    pair: webcrypto.CryptoKeyPair,
+    alg: Alg,
+  ): Promise<x509.X509Certificate> {
+    return x509.X509CertificateGenerator.createSelfSigned({
+      serialNumber: String(serial++).padStart(2, "0"),
+      name,
+      ...window,
+      keys: pair,
+      signingAlgorithm: alg,
+      extensions: [
+        new x509.BasicConstraintsExtension(true, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      ],
+    });
+  }
+
+  async function signed(
+    subject: string,
+    publicKey: webcrypto.CryptoKey,
+    issuer: x509.X509Certificate,
+    issuerKey: webcrypto.CryptoKey,
+    alg: Alg,
+    leaf: boolean,
+  ): Promise<x509.X509Certificate> {
+    const extensions: x509.Extension[] = leaf
+      ? [
+          new x509.BasicConstraintsExtension(false, undefined, true),
+          new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+          new x509.SubjectAlternativeNameExtension([{ type: "url", value: ID }], true),
+        ]
+      : [
+          new x509.BasicConstraintsExtension(true, undefined, true),
+          new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+        ];
+    return x509.X509CertificateGenerator.create({
+      serialNumber: String(serial++).padStart(2, "0"),
+      subject: leaf ? "" : subject,
+      issuer: issuer.subject,
+      ...window,
+      publicKey,
+      signingKey: issuerKey,
+      signingAlgorithm: alg,
+      extensions,
+    });
+  }
+
+  function chainOf(...certs: x509.X509Certificate[]): Buffer[] {
+    return certs.map((c) => Buffer.from(c.rawData));
+  }
+
+  it("accepts SHA-256 ECDSA and RSA 2048 chains built the same way", async () => {
+    const rootKeys = await keys(EC);
+    const root = await rootCert("CN=root", rootKeys, ecdsa("SHA-256"));
+    const midKeys = await keys(rsaKey(2048));
+    const mid = await signed("CN=mid", midKeys.publicKey, root, rootKeys.privateKey, ecdsa("SHA-384"), false);
+    const leafKeys = await keys(EC);
+    const leaf = await signed("", leafKeys.publicKey, mid, midKeys.privateKey, rsa("SHA-256"), true);
+    const bundle = TrustBundle.fromPem("cluster.local", root.toString("pem"));
+    assert.equal(verifySvid(chainOf(leaf, mid), bundle, { now: NOW }).toString(), ID);
+    // RSASSA-PSS with SHA-256, and Ed25519.
+    const pssKeys = await keys({ ...rsaKey(2048), name: "RSA-PSS" });
+    const pssMid = await signed(
+      "CN=pss",
+      pssKeys.publicKey,
+      root,
+      rootKeys.privateKey,
+      ecdsa("SHA-256"),
+      false,
+    );
+    const pss = { name: "RSA-PSS", hash: "SHA-256", saltLength: 32 };
+    const pssLeaf = await signed("", leafKeys.publicKey, pssMid, pssKeys.privateKey, pss, true);
+    assert.equal(verifySvid(chainOf(pssLeaf, pssMid), bundle, { now: NOW }).toString(), ID);
+    const edKeys = await keys({ name: "Ed25519" });
+    const edMid = await signed("CN=ed", edKeys.publicKey, root, rootKeys.privateKey, ecdsa("SHA-256"), false);
+    const edLeaf = await signed("", leafKeys.publicKey, edMid, edKeys.privateKey, { name: "Ed25519" }, true);
+    assert.equal(verifySvid(chainOf(edLeaf, edMid), bundle, { now: NOW }).toString(), ID);
+  });
+
+  it("refuses a leaf or an intermediate signed with SHA-1", async () => {
+    const rootKeys = await keys(EC);
+    const root = await rootCert("CN=root", rootKeys, ecdsa("SHA-256"));
+    const bundle = TrustBundle.fromPem("cluster.local", root.toString("pem"));
+    const leafKeys = await keys(EC);
+    // ecdsa-with-SHA1 on the leaf, signed directly by the root.
+    const sha1Leaf = await signed("", leafKeys.publicKey, root, rootKeys.privateKey, ecdsa("SHA-1"), true);
+    expectCode(
+      () => verifySvid(chainOf(sha1Leaf), bundle, { now: NOW }),
+      "ERR_CERT_WEAK_ALGORITHM",
+      /SHA-1|sha1/i,
+    );
+    // sha1WithRSAEncryption on the leaf, signed by an RSA intermediate.
+    // (A WebCrypto RSA key signs with the digest it was made for.)
+    const midKeys = await keys(rsaKey(2048, "SHA-1"));
+    const mid = await signed("CN=mid", midKeys.publicKey, root, rootKeys.privateKey, ecdsa("SHA-256"), false);
+    const rsaSha1Leaf = await signed("", leafKeys.publicKey, mid, midKeys.privateKey, rsa("SHA-1"), true);
+    expectCode(() => verifySvid(chainOf(rsaSha1Leaf, mid), bundle, { now: NOW }), "ERR_CERT_WEAK_ALGORITHM");
+    // A SHA-1 signature on the intermediate, the leaf itself fine.
+    const ecMidKeys = await keys(EC);
+    const sha1Mid = await signed(
+      "CN=mid1",
+      ecMidKeys.publicKey,
+      root,
+      rootKeys.privateKey,
+      ecdsa("SHA-1"),
+      false,
+    );
+    const goodLeaf = await signed(
+      "",
+      leafKeys.publicKey,
+      sha1Mid,
+      ecMidKeys.privateKey,
+      ecdsa("SHA-256"),
+      true,
+    );
+    expectCode(() => verifySvid(chainOf(goodLeaf, sha1Mid), bundle, { now: NOW }), "ERR_CERT_WEAK_ALGORITHM");
+    // RSASSA-PSS whose parameters name SHA-1.
+    const pssKeys = await keys({ ...rsaKey(2048, "SHA-1"), name: "RSA-PSS" });
+    const pssMid = await signed(
+      "CN=pss",
+      pssKeys.publicKey,
+      root,
+      rootKeys.privateKey,
+      ecdsa("SHA-256"),
+      false,
+    );
+    const pss = { name: "RSA-PSS", hash: "SHA-1", saltLength: 20 };
+    const pssLeaf = await signed("", leafKeys.publicKey, pssMid, pssKeys.privateKey, pss, true);
+    expectCode(() => verifySvid(chainOf(pssLeaf, pssMid), bundle, { now: NOW }), "ERR_CERT_WEAK_ALGORITHM");
+  });
+
+  it("refuses a chain signed by an RSA key under 2048 bits", async () => {
+    // The root's RSA-1024 key signs the intermediate (the root's own self-signature is never checked).
+    const weakRootKeys = await keys(rsaKey(1024));
+    const weakRoot = await rootCert("CN=weak-root", weakRootKeys, rsa("SHA-256"));
+    const weakBundle = TrustBundle.fromPem("cluster.local", weakRoot.toString("pem"));
+    const midKeys = await keys(EC);
+    const mid = await signed(
+      "CN=mid",
+      midKeys.publicKey,
+      weakRoot,
+      weakRootKeys.privateKey,
+      rsa("SHA-256"),
+      false,
+    );
+    const leafKeys = await keys(EC);
+    const leaf = await signed("", leafKeys.publicKey, mid, midKeys.privateKey, ecdsa("SHA-256"), true);
+    expectCode(
+      () => verifySvid(chainOf(leaf, mid), weakBundle, { now: NOW }),
+      "ERR_CERT_WEAK_ALGORITHM",
+      /1024/,
+    );
+    // An RSA-1024 intermediate signing the leaf, under a strong root.
+    const rootKeys = await keys(EC);
+    const root = await rootCert("CN=root", rootKeys, ecdsa("SHA-256"));
+    const bundle = TrustBundle.fromPem("cluster.local", root.toString("pem"));
+    const weakMidKeys = await keys(rsaKey(1024));
+    const weakMid = await signed(
+      "CN=weak-mid",
+      weakMidKeys.publicKey,
+      root,
+      rootKeys.privateKey,
+      ecdsa("SHA-256"),
+      false,
+    );
+    const leaf2 = await signed("", leafKeys.publicKey, weakMid, weakMidKeys.privateKey, rsa("SHA-256"), true);
+    expectCode(
+      () => verifySvid(chainOf(leaf2, weakMid), bundle, { now: NOW }),
+      "ERR_CERT_WEAK_ALGORITHM",
+      /1024/,
+    );
+    // A leaf whose own key is RSA-1024 (its key signs the TLS handshake).
+    const leaf3 = await signed("", weakMidKeys.publicKey, root, rootKeys.privateKey, ecdsa("SHA-256"), true);
+    expectCode(() => verifySvid(chainOf(leaf3), bundle, { now: NOW }), "ERR_CERT_WEAK_ALGORITHM", /1024/);
   });
 });

@@ -1,7 +1,12 @@
 import type { X509Certificate as NodeX509Certificate } from "node:crypto";
 import { spiffeIdOfParsed } from "./certificate-identity.js";
 import { SpiffeError } from "./errors.js";
-import { KEY_USAGE, type ParsedCertificate, parseCertificateDer } from "./parsed-certificate.js";
+import {
+  KEY_USAGE,
+  MIN_RSA_BITS,
+  type ParsedCertificate,
+  parseCertificateDer,
+} from "./parsed-certificate.js";
 import { decodeCertificatesPem } from "./pem.js";
 import type { SpiffeId } from "./spiffe-id.js";
 import { bundleRoots, type TrustBundle } from "./trust-bundle.js";
@@ -110,6 +115,32 @@ function checkIssuerFlags(cert: ParsedCertificate, label: string, caBelow: numbe
   }
 }
 
+/** Refuses a certificate whose signature uses an algorithm not accepted in a chain (SHA-1 and the like). */
+function checkSignatureAlgorithm(cert: ParsedCertificate, label: string): void {
+  const weak = cert.weakSignatureAlgorithm;
+  if (weak !== undefined) {
+    throw new SpiffeError(
+      "ERR_CERT_WEAK_ALGORITHM",
+      `${label} is signed with ${weak}, which is not accepted`,
+      {
+        signatureAlgorithm: cert.signatureOid,
+      },
+    );
+  }
+}
+
+/** Refuses a certificate whose key, which signs in the chain or the handshake, is RSA under 2048 bits. */
+function checkKeyStrength(cert: ParsedCertificate, label: string): void {
+  const bits = cert.weakKeyBits;
+  if (bits !== undefined) {
+    throw new SpiffeError(
+      "ERR_CERT_WEAK_ALGORITHM",
+      `${label} has a ${bits}-bit RSA key; at least ${MIN_RSA_BITS} bits are required`,
+      { keyBits: bits },
+    );
+  }
+}
+
 /** Name and key identifiers say `issuer` could have issued `child`. */
 function couldHaveIssued(child: ParsedCertificate, issuer: ParsedCertificate): boolean {
   if (!child.issuerDer.equals(issuer.subjectDer)) return false;
@@ -153,7 +184,9 @@ function checkLeaf(leaf: ParsedCertificate, id: SpiffeId): void {
  * Validates an X.509-SVID chain against a trust bundle and returns its SPIFFE ID.
  *
  * Path validation: every certificate inside its validity window (with `clockSkewSeconds`), each
- * signature verifies with its issuer's key, issuers are CAs with keyCertSign and respect
+ * signature verifies with its issuer's key using SHA-256 or stronger (ECDSA, RSA, RSA-PSS) or Ed25519,
+ * no RSA key under 2048 bits signs anything (leaf, intermediates, the root that anchors the path),
+ * issuers are CAs with keyCertSign and respect
  * pathLenConstraint, no unsupported critical extensions, and the path ends at a root the bundle
  * holds for the SVID's trust domain. Then the SVID leaf rules: exactly one URI SAN that is a valid
  * SPIFFE ID with a path, not a CA, no keyCertSign or cRLSign.
@@ -210,7 +243,8 @@ export interface PathContext {
 
 /**
  * Walks from `start` up through `intermediates` to one of `roots`, checking validity windows,
- * signatures and issuer flags on the way. `start` itself is only checked for its signature.
+ * signatures (and their algorithms), key sizes and issuer flags on the way. `start` itself is only
+ * checked for its signature and key size.
  */
 export function validatePath(
   start: ParsedCertificate,
@@ -226,15 +260,20 @@ export function validatePath(
   let currentLabel = startLabel;
   // Number of non-self-issued intermediate CAs already on the path below the next issuer.
   let caBelow = 0;
+  // The start's key signs too: the TLS handshake for a leaf, certificates for a CA.
+  checkKeyStrength(start, startLabel);
   // `length` certificates are on the path so far; the issuer looked for would be one more.
   for (let length = 1; length <= maxLength; length++) {
     if (roots.some((r) => r.der.equals(current.der))) return;
     if (length === maxLength) break;
+    // Before looking for the issuer: a refused algorithm is reported as such, not as a bad signature.
+    checkSignatureAlgorithm(current, currentLabel);
     const root = roots.find((r) => signedBy(current, r));
     if (root) {
       const label = `trust bundle root (${root.subject || "<empty subject>"})`;
       checkValidity(root, label, now, skewMs);
       checkIssuerFlags(root, label, caBelow);
+      checkKeyStrength(root, label);
       return;
     }
     const index = pool.findIndex((c) => signedBy(current, c));
@@ -256,6 +295,7 @@ export function validatePath(
     const label = describe(issuer, certs.indexOf(issuer));
     checkValidity(issuer, label, now, skewMs);
     checkIssuerFlags(issuer, label, caBelow);
+    checkKeyStrength(issuer, label);
     if (!issuer.selfIssued) caBelow++;
     current = issuer;
     currentLabel = label;
