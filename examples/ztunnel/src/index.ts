@@ -89,6 +89,7 @@ export {
   addressKey,
   DEFAULT_MAX_UNRESOLVED_ADDRESSES,
   DEFAULT_ON_DEMAND_TIMEOUT_MS,
+  hostnameKey,
   missingAddresses,
   type OnDemandLookups,
 } from "./on-demand.js";

@@ -10,6 +10,24 @@ const workload = (uid: string, ip: string) =>
   ({ uid, name: uid, namespace: "ns", addresses: [bytes(ip)], services: {} }) as unknown as Workload;
 const waypointAt = (ip: string) =>
   ({ address: { network: "", address: bytes(ip) } }) as unknown as Workload["waypoint"];
+const waypointNamed = (namespace: string, hostname: string) =>
+  ({ hostname: { namespace, hostname }, hboneMtlsPort: 15008 }) as unknown as Workload["waypoint"];
+const WP_HOST = "waypoint.ns.svc.cluster.local";
+/** The waypoint's own Service (port 15008), as a waypoint Deployment has. */
+const waypointService = (vip: string) =>
+  ({
+    name: "waypoint",
+    namespace: "ns",
+    hostname: WP_HOST,
+    addresses: [{ network: "", address: bytes(vip) }],
+    ports: [{ servicePort: 15008, targetPort: 15008 }],
+  }) as unknown as Service;
+const waypointPod = (ip: string) =>
+  ({
+    ...workload("wp", ip),
+    status: "HEALTHY",
+    services: { [`ns/${WP_HOST}`]: { ports: [{ servicePort: 15008, targetPort: 15008 }] } },
+  }) as unknown as Workload;
 const service = (vip: string, waypoint?: string) =>
   ({
     name: "web",
@@ -31,7 +49,7 @@ function storeWith(...addresses: ({ workload: Workload } | { service: Service })
 
 describe("missingAddresses", () => {
   const cases: [string, WorkloadStore, string, number, string[]][] = [
-    ["an unknown IP is asked for", storeWith(), "10.0.0.9", 80, ["10.0.0.9"]],
+    ["an unknown IP is asked for", storeWith(), "10.0.0.9", 80, ["/10.0.0.9"]],
     ["a known pod needs nothing", storeWith({ workload: workload("p", "10.0.0.1") }), "10.0.0.1", 80, []],
     [
       "a known Service without waypoint needs nothing",
@@ -45,7 +63,7 @@ describe("missingAddresses", () => {
       storeWith({ service: service("10.96.0.1", "10.0.0.50") }),
       "10.96.0.1",
       80,
-      ["10.0.0.50"],
+      ["/10.0.0.50"],
     ],
     [
       "a known waypoint needs nothing",
@@ -69,7 +87,7 @@ describe("missingAddresses", () => {
       storeWith({ workload: { ...workload("p", "10.0.0.1"), waypoint: waypointAt("10.0.0.50") } }),
       "10.0.0.1",
       80,
-      ["10.0.0.50"],
+      ["/10.0.0.50"],
     ],
     [
       "a pod's own known waypoint needs nothing",
@@ -82,6 +100,30 @@ describe("missingAddresses", () => {
       [],
     ],
     [
+      "a known Service's unknown waypoint named by hostname is asked for by namespace/hostname",
+      storeWith({ service: { ...service("10.96.0.1"), waypoint: waypointNamed("ns", WP_HOST) } }),
+      "10.96.0.1",
+      80,
+      [`ns/${WP_HOST}`],
+    ],
+    [
+      "a waypoint named by hostname and known as a Service needs nothing",
+      storeWith(
+        { service: { ...service("10.96.0.1"), waypoint: waypointNamed("ns", WP_HOST) } },
+        { service: waypointService("10.96.0.50") },
+      ),
+      "10.96.0.1",
+      80,
+      [],
+    ],
+    [
+      "a pod's own unknown waypoint named by hostname is asked for by namespace/hostname",
+      storeWith({ workload: { ...workload("p", "10.0.0.1"), waypoint: waypointNamed("ns", WP_HOST) } }),
+      "10.0.0.1",
+      80,
+      [`ns/${WP_HOST}`],
+    ],
+    [
       "a VIP on a port the Service lacks needs nothing more",
       storeWith({ service: service("10.96.0.1", "10.0.0.50") }),
       "10.96.0.1",
@@ -92,6 +134,10 @@ describe("missingAddresses", () => {
   for (const [name, store, ip, port, want] of cases) {
     it(name, () => assert.deepEqual(missingAddresses(store, ip, port), want));
   }
+
+  it("an address is asked for in the proxy's network", () => {
+    assert.deepEqual(missingAddresses(storeWith(), "10.0.0.9", 80, "net-1"), ["net-1/10.0.0.9"]);
+  });
 
   it("keys are network/IP", () => {
     assert.equal(addressKey("10.0.0.1"), "/10.0.0.1");
@@ -119,6 +165,55 @@ describe("createOnDemand", () => {
     assert.deepEqual(asked, [["/10.96.0.1"], ["/10.0.0.50"]]);
     await onDemand.ensure("10.96.0.1", 80);
     assert.equal(asked.length, 2, "nothing asked once known");
+  });
+
+  it("asks for a waypoint named by hostname by namespace/hostname, and waits for it", async () => {
+    const store = new WorkloadStore();
+    const asked: string[][] = [];
+    const onDemand = createOnDemand({
+      store,
+      logger: noopLogger,
+      forget: () => {},
+      network: "net-1",
+      lookup: async (names) => {
+        asked.push(names);
+        if (names[0] === "net-1/10.96.0.1") {
+          store.upsert("ns/web.ns.svc.cluster.local", {
+            service: { ...service("10.96.0.1"), waypoint: waypointNamed("ns", WP_HOST) },
+          });
+        }
+        // The control plane answers the waypoint's Service with the workloads behind it.
+        if (names[0] === `ns/${WP_HOST}`) {
+          store.upsert(`ns/${WP_HOST}`, { service: waypointService("10.96.0.50") });
+          store.upsert("wp", { workload: waypointPod("10.0.0.50") });
+        }
+        return { missing: [], unanswered: [] };
+      },
+    });
+    await onDemand.ensure("10.96.0.1", 80);
+    assert.deepEqual(asked, [["net-1/10.96.0.1"], [`ns/${WP_HOST}`]]);
+    const web = store.findService("10.96.0.1", 80);
+    assert.ok(web !== undefined);
+    const waypoint = store.resolveWaypoint(web.service);
+    assert.equal(waypoint.kind === "waypoint" ? waypoint.upstream.ip : waypoint.kind, "10.0.0.50");
+  });
+
+  it("does not ask again for a waypoint hostname the control plane has nothing for", async () => {
+    const store = storeWith({ service: { ...service("10.96.0.1"), waypoint: waypointNamed("ns", WP_HOST) } });
+    const asked: string[] = [];
+    const onDemand = createOnDemand({
+      store,
+      logger: noopLogger,
+      forget: () => {},
+      lookup: async (names) => {
+        asked.push(...names);
+        return { missing: names, unanswered: [] };
+      },
+    });
+    await onDemand.ensure("10.96.0.1", 80);
+    await onDemand.ensure("10.96.0.1", 80);
+    assert.deepEqual(asked, [`ns/${WP_HOST}`]);
+    assert.deepEqual(onDemand.stats(), { lookups: 1, unanswered: 0, unresolved: 1 });
   });
 
   it("shares one lookup among concurrent connections, and asks once when the answer is 'nothing'", async () => {

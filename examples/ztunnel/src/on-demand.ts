@@ -1,10 +1,12 @@
 // On-demand Address lookup, ztunnel's `XDS_ON_DEMAND`: the proxy does not take every address of the
 // mesh, only its node's pods (sent by the control plane), and asks for a destination by `network/IP`
-// when it meets one it does not know, waiting a bounded time before the outbound decision is made.
-// Which keys are missing is a pure function over the store; the waiting lives in this I/O shell.
+// (a waypoint named by hostname by `namespace/hostname`) when it meets one it does not know, waiting a
+// bounded time before the outbound decision is made. Which names are missing is a pure function over
+// the store; the waiting lives in this I/O shell.
+import type { Workload } from "@ambient/xds";
 import type { Outbound } from "./outbound.js";
 import type { Logger } from "./telemetry.js";
-import { type WorkloadStore, waypointOf } from "./workload-store.js";
+import { ipFromBytes, type WorkloadStore } from "./workload-store.js";
 
 /** Longest wait for the control plane's answer to a lookup: 5 s. ztunnel itself waits without a bound. */
 export const DEFAULT_ON_DEMAND_TIMEOUT_MS = 5000;
@@ -14,35 +16,67 @@ export function addressKey(ip: string, network = ""): string {
   return `${network}/${ip}`;
 }
 
-/** What {@link missingAddresses} reads from the store. */
-export type OnDemandLookups = Pick<WorkloadStore, "findService" | "findServiceByVip" | "findByAddress">;
-
 /**
- * The IPs the store lacks to decide a connection to `ip:port`: the destination itself when it is
- * neither a known Service VIP nor a known workload; else the waypoint of its Service (or, for a pod
- * addressed directly, the pod's own waypoint) when that waypoint's address is neither; else none. A
- * waypoint named by hostname is not asked for (an unknown one refuses the connection). The decision
- * itself is the store's `resolve`.
+ * The name a waypoint named by hostname answers to: `namespace/hostname`, the resource name of the
+ * waypoint's Service.
  */
-export function missingAddresses(store: OnDemandLookups, ip: string, port: number): string[] {
+export function hostnameKey(namespace: string, hostname: string): string {
+  return `${namespace}/${hostname}`;
+}
+
+/** What {@link missingAddresses} reads from the store. */
+export type OnDemandLookups = Pick<
+  WorkloadStore,
+  "findService" | "findServiceByVip" | "findByAddress" | "findByNamespacedHostname"
+>;
+
+/** A name to ask for, with what it stands for, so the store can tell once it has arrived. */
+type MissingName =
+  | { key: string; ip: string }
+  | { key: string; hostname: { namespace: string; hostname: string } };
+
+function isKnown(store: OnDemandLookups, name: MissingName): boolean {
+  if ("ip" in name) {
+    return store.findServiceByVip(name.ip) !== undefined || store.findByAddress(name.ip) !== undefined;
+  }
+  return store.findByNamespacedHostname(name.hostname.namespace, name.hostname.hostname) !== undefined;
+}
+
+/** The name of what a waypoint reference points at: its address, or its hostname; none if malformed. */
+function waypointName(gateway: NonNullable<Workload["waypoint"]>, network: string): MissingName | undefined {
+  if (gateway.address !== undefined) {
+    const ip = ipFromBytes(gateway.address.address);
+    return ip === undefined ? undefined : { key: addressKey(ip, network), ip };
+  }
+  if (gateway.hostname !== undefined && gateway.hostname.hostname !== "") {
+    const { namespace, hostname } = gateway.hostname;
+    return { key: hostnameKey(namespace, hostname), hostname: { namespace, hostname } };
+  }
+  return undefined;
+}
+
+function missingNames(store: OnDemandLookups, ip: string, port: number, network: string): MissingName[] {
   const vip = store.findServiceByVip(ip);
   const workload = vip === undefined ? store.findByAddress(ip) : undefined;
-  if (vip === undefined && workload === undefined) return [ip];
+  if (vip === undefined && workload === undefined) return [{ key: addressKey(ip, network), ip }];
   const service = store.findService(ip, port);
-  const waypoint =
-    service !== undefined
-      ? waypointOf(service.service)
-      : workload === undefined
-        ? undefined
-        : waypointOf(workload);
-  // A waypoint named by address is its Service's VIP, or the waypoint workload's own address.
-  if (
-    waypoint !== undefined &&
-    store.findByAddress(waypoint.ip) === undefined &&
-    store.findServiceByVip(waypoint.ip) === undefined
-  )
-    return [waypoint.ip];
-  return [];
+  const gateway = service !== undefined ? service.service.waypoint : workload?.waypoint;
+  const waypoint = gateway === undefined ? undefined : waypointName(gateway, network);
+  // A waypoint named by address is its Service's VIP, or the waypoint workload's own address; one
+  // named by hostname is its Service `namespace/hostname` (istiod names waypoints this way), or the
+  // workload with that hostname.
+  return waypoint === undefined || isKnown(store, waypoint) ? [] : [waypoint];
+}
+
+/**
+ * The names the store lacks to decide a connection to `ip:port`, as asked for: the destination
+ * itself (`network/IP`) when it is neither a known Service VIP nor a known workload; else the
+ * waypoint of its Service (or, for a pod addressed directly, the pod's own waypoint) when that is
+ * not known: `network/IP` for a waypoint named by address, `namespace/hostname` for one named by
+ * hostname; else none. The decision itself is the store's `resolve`.
+ */
+export function missingAddresses(store: OnDemandLookups, ip: string, port: number, network = ""): string[] {
+  return missingNames(store, ip, port, network).map((name) => name.key);
 }
 
 /**
@@ -87,33 +121,34 @@ export interface OnDemand {
   stats(): { lookups: number; unanswered: number; unresolved: number };
 }
 
-/** Rounds of lookups for one connection: the destination, then its Service's waypoint. */
+/** Rounds of lookups for one connection: the destination, then its (Service's) waypoint. */
 const MAX_ROUNDS = 2;
 
 export function createOnDemand(options: OnDemandOptions): OnDemand {
   const { store, logger } = options;
   const timeoutMs = options.timeoutMs ?? DEFAULT_ON_DEMAND_TIMEOUT_MS;
   const maxUnresolved = options.maxUnresolved ?? DEFAULT_MAX_UNRESOLVED_ADDRESSES;
+  const network = options.network ?? "";
   const inFlight = new Map<string, Promise<void>>();
-  /** Keys without a resource, oldest first: their IP, and whether the control plane said "nothing". */
-  const unresolved = new Map<string, { ip: string; answeredMissing: boolean }>();
+  /** Keys without a resource, oldest first: what they name, and whether the control plane said "nothing". */
+  const unresolved = new Map<string, { name: MissingName; answeredMissing: boolean }>();
   const counts = { lookups: 0, unanswered: 0 };
 
-  const remember = (key: string, ip: string, answeredMissing: boolean): void => {
-    unresolved.delete(key);
-    unresolved.set(key, { ip, answeredMissing });
+  const remember = (name: MissingName, answeredMissing: boolean): void => {
+    unresolved.delete(name.key);
+    unresolved.set(name.key, { name, answeredMissing });
     const forget: string[] = [];
     for (const [oldest, entry] of unresolved) {
       if (unresolved.size <= maxUnresolved) break;
       unresolved.delete(oldest);
       // An address that has since arrived stays subscribed: it is followed like any other.
-      if (store.findServiceByVip(entry.ip) === undefined && store.findByAddress(entry.ip) === undefined)
-        forget.push(oldest);
+      if (!isKnown(store, entry.name)) forget.push(oldest);
     }
     if (forget.length > 0) options.forget(forget);
   };
 
-  const fetchKey = (key: string, ip: string): Promise<void> => {
+  const fetchName = (name: MissingName): Promise<void> => {
+    const { key } = name;
     let pending = inFlight.get(key);
     if (pending === undefined) {
       counts.lookups++;
@@ -125,8 +160,8 @@ export function createOnDemand(options: OnDemandOptions): OnDemand {
             if (result.unanswered.length > 0) {
               counts.unanswered++;
               logger.warn({ key, timeoutMs }, "on-demand address lookup unanswered");
-              remember(key, ip, false);
-            } else if (result.missing.length > 0) remember(key, ip, true);
+              remember(name, false);
+            } else if (result.missing.length > 0) remember(name, true);
             else unresolved.delete(key);
           },
           (err: unknown) => {
@@ -142,16 +177,15 @@ export function createOnDemand(options: OnDemandOptions): OnDemand {
 
   return {
     async ensure(ip, port) {
-      let previous: string[] = [];
+      const previous = new Set<string>();
       for (let round = 0; round < MAX_ROUNDS; round++) {
-        const missing = missingAddresses(store, ip, port).filter(
-          (m) =>
-            !previous.includes(m) && unresolved.get(addressKey(m, options.network))?.answeredMissing !== true,
+        const missing = missingNames(store, ip, port, network).filter(
+          (m) => !previous.has(m.key) && unresolved.get(m.key)?.answeredMissing !== true,
         );
         // Nothing left to ask: the control plane has said what it knows.
         if (missing.length === 0) return;
-        await Promise.all(missing.map((m) => fetchKey(addressKey(m, options.network), m)));
-        previous = [...previous, ...missing];
+        await Promise.all(missing.map(fetchName));
+        for (const m of missing) previous.add(m.key);
       }
     },
     stats: () => ({ ...counts, unresolved: unresolved.size }),

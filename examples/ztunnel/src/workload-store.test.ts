@@ -383,6 +383,11 @@ describe("resolveWaypoint", () => {
       target: byHost("other", WP_HOST),
       want: "unreachable",
     },
+    {
+      name: "an empty hostname names no workload (not every one without a hostname)",
+      target: byHost("default", ""),
+      want: "unreachable",
+    },
     { name: "an unknown address", target: byIp("127.10.9.9"), want: "unreachable" },
     { name: "a Service without the HBONE port", target: byIp("127.30.0.1"), want: "unreachable" },
     {
@@ -419,6 +424,7 @@ describe("resolveWaypoint", () => {
     assert.equal(s.isWaypointOf(byHost("default", WP_HOST), wp, "127.10.0.1"), false);
     assert.equal(s.isWaypointOf(byIp("127.10.0.1"), sleep, "127.10.0.1"), true);
     assert.equal(s.isWaypointOf({}, wp, "127.10.0.21"), false);
+    assert.equal(s.isWaypointOf(byHost("default", ""), sleep, "127.10.0.1"), false);
   });
 });
 

@@ -389,13 +389,26 @@ export class WorkloadStore {
       return workload === undefined ? undefined : { workload };
     }
     if (gateway.hostname !== undefined) {
-      const { namespace, hostname } = gateway.hostname;
-      const key = `${namespace}/${hostname}`;
-      const service = this.#services.get(key);
-      if (service !== undefined) return { service, key };
-      for (const w of this.#workloads.values()) {
-        if (w.namespace === namespace && w.hostname === hostname) return { workload: w };
-      }
+      return this.findByNamespacedHostname(gateway.hostname.namespace, gateway.hostname.hostname);
+    }
+    return undefined;
+  }
+
+  /**
+   * What `namespace/hostname` names, as a waypoint reference by hostname does: the Service with that
+   * key, else the workload of that namespace with that hostname.
+   */
+  findByNamespacedHostname(
+    namespace: string,
+    hostname: string,
+  ): { service: Service; key: string } | { workload: Workload } | undefined {
+    // No name names nothing (not every workload without a hostname).
+    if (hostname === "") return undefined;
+    const key = `${namespace}/${hostname}`;
+    const service = this.#services.get(key);
+    if (service !== undefined) return { service, key };
+    for (const w of this.#workloads.values()) {
+      if (w.namespace === namespace && w.hostname === hostname) return { workload: w };
     }
     return undefined;
   }

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import type { AddressInfo, Server, Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
+import { createHboneServer, type HboneServer } from "@ambient/hbone";
 import { SOCKS5_REPLY } from "../src/socks5.js";
 import {
   echoServer,
@@ -24,8 +25,13 @@ const ip = {
   plain: `${base}.60`,
   silent: `${base}.61`,
   vip: `${base}.100`,
+  web: `${base}.15`,
+  webVip: `${base}.101`,
+  waypoint: `${base}.20`,
+  waypointVip: `${base}.102`,
 };
 const host = "echo.default.svc.cluster.local";
+const WAYPOINT_HOST = "waypoint.default.svc.cluster.local";
 const ON_DEMAND_TIMEOUT_MS = 300;
 
 /** Sends `text` through a connected SOCKS5 socket to an echo server and returns the echo. */
@@ -51,6 +57,7 @@ describe("on-demand ztunnel", { timeout: 60_000 }, () => {
   };
   let echoPort = 0;
   let directPort = 0;
+  let waypoint: HboneServer | undefined;
 
   before(async () => {
     const [echo, direct] = await Promise.all([echoServer(ip.echo), echoServer(ip.direct)]);
@@ -71,16 +78,57 @@ describe("on-demand ztunnel", { timeout: 60_000 }, () => {
         cp.setWorkload(workload("echo", "node-b", ip.echo, { services: { [`default/${host}`]: { ports } } }));
         cp.setWorkload(workload("direct", "node-b", ip.direct));
         cp.setService(testService("echo", ip.vip, ports));
+        // A Service bound to a waypoint named by hostname, as the control plane names waypoints;
+        // the waypoint runs as the endpoint of its own Service, on a node without a ztunnel.
+        const webPorts = [{ servicePort: 80, targetPort: 8080, appProtocol: "HTTP11" as const }];
+        const waypointPorts = [{ servicePort: 15008, targetPort: 15008, appProtocol: "UNKNOWN" as const }];
+        cp.setWorkload(
+          workload("web", "node-b", ip.web, {
+            services: { "default/web.default.svc.cluster.local": { ports: webPorts } },
+          }),
+        );
+        cp.setService(
+          testService("web", ip.webVip, webPorts, {
+            waypoint: { hostname: { namespace: "default", hostname: WAYPOINT_HOST }, hboneMtlsPort: 15008 },
+          }),
+        );
+        cp.setWorkload(
+          workload("waypoint", "node-w", ip.waypoint, {
+            tunnelProtocol: "NONE",
+            services: { [`default/${WAYPOINT_HOST}`]: { ports: waypointPorts } },
+          }),
+        );
+        cp.setService(testService("waypoint", ip.waypointVip, waypointPorts));
       },
       ztunnel: { logger },
       // Only node-a looks addresses up on demand; node-b serves the echo pods' inbound side, and takes
       // every address as before.
       nodeA: { onDemand: { timeoutMs: ON_DEMAND_TIMEOUT_MS } },
     });
+    const svid = await mesh.cp.issue("spiffe://cluster.local/ns/default/sa/waypoint");
+    waypoint = createHboneServer({
+      key: svid.privateKeyPem,
+      certChain: svid.certChainPem,
+      trustBundle: mesh.cp.rootCertPem,
+      // Answers once the caller has sent all it had, as the echo servers do (not before the SOCKS5
+      // reply has been read).
+      onTunnel: (tunnel) => {
+        const stream = tunnel.accept();
+        const got: Buffer[] = [];
+        stream.on("data", (c: Buffer) => got.push(c));
+        stream.on("end", () =>
+          stream.end(
+            `waypoint got ${Buffer.concat(got)} for ${tunnel.rawAuthority} from ${tunnel.peerIdentity.toString()}`,
+          ),
+        );
+      },
+    });
+    await waypoint.listen({ host: ip.waypoint, port: 15008 });
   });
 
   after(async () => {
     await mesh?.close();
+    await waypoint?.close({ timeoutMs: 0 });
     for (const s of servers) s.close();
   });
 
@@ -99,9 +147,9 @@ describe("on-demand ztunnel", { timeout: 60_000 }, () => {
         .configDump()
         .workloads.map((w) => w.name)
         .sort(),
-      ["direct", "echo", "sleep"],
+      ["direct", "echo", "sleep", "waypoint", "web"],
     );
-    assert.equal(mesh.nodeB.configDump().services.length, 1);
+    assert.equal(mesh.nodeB.configDump().services.length, 3);
   });
 
   it("reaches a Service VIP it had not received, over HBONE, with the Service's pods", async () => {
@@ -116,6 +164,19 @@ describe("on-demand ztunnel", { timeout: 60_000 }, () => {
       metrics,
       /istio_tcp_connections_opened_total\{[^}]*reporter="destination"[^}]*source_workload="sleep"/,
     );
+  });
+
+  it("asks for a waypoint named by hostname by namespace/hostname, and tunnels to it", async () => {
+    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, ip.webVip, 80);
+    assert.equal(reply, SOCKS5_REPLY.succeeded, "not refused as an unknown waypoint");
+    assert.equal(
+      await roundTrip(socket, "to web"),
+      `waypoint got to web for ${ip.webVip}:80 from spiffe://cluster.local/ns/default/sa/sleep`,
+    );
+    const dump = mesh.nodeA.configDump();
+    assert.ok(dump.services.some((s) => (s as { hostname?: string }).hostname === WAYPOINT_HOST));
+    assert.ok(dump.workloads.some((w) => w.name === "waypoint"));
+    assert.ok(!warnings.some((w) => w.includes(WAYPOINT_HOST)), "answered, not timed out");
   });
 
   it("reaches a pod IP it had not received", async () => {
