@@ -40,6 +40,26 @@ import {
 import { translateWaypoint, type WaypointConfig } from "./translate-waypoint.js";
 
 /** SPIFFE ID of the control plane's serving certificate. */
+/** {@link ControlPlaneOptions.trustedNodeAccounts} by default: the ztunnels' account. */
+export const DEFAULT_TRUSTED_NODE_ACCOUNTS: readonly string[] = ["istio-system/ztunnel"];
+
+/** A Kubernetes namespace or service account name: a DNS-1123 label or subdomain. */
+const ACCOUNT_PART = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+
+/** Checks `namespace/serviceAccount` entries; a mistyped one would leave the ztunnels without certificates. */
+function validTrustedNodeAccounts(accounts: readonly string[]): readonly string[] {
+  for (const account of accounts) {
+    const parts = typeof account === "string" ? account.split("/") : [];
+    if (parts.length !== 2 || !parts.every((p) => ACCOUNT_PART.test(p))) {
+      throw new ControlPlaneError(
+        "ERR_CONTROL_PLANE_CONFIG",
+        `trustedNodeAccounts: ${JSON.stringify(account)} is not <namespace>/<serviceAccount>`,
+      );
+    }
+  }
+  return accounts;
+}
+
 export const CONTROL_PLANE_IDENTITY = "spiffe://cluster.local/ns/istio-system/sa/istiod";
 const DEFAULT_NODES = ["node-a", "node-b", "node-c"];
 const SERVING_CERT_TTL_SECONDS = 30 * 24 * 60 * 60;
@@ -142,6 +162,12 @@ export interface ControlPlaneOptions extends TranslateOptions {
    * configuration. On Kubernetes: the informer cache (`identitiesOfPods(source.podsOnNode(node))`).
    */
   identitiesOnNode?: (node: string) => Iterable<string | { toString(): string }>;
+  /**
+   * The node agents whose callers may ask the CA for the identities of the pods on their node, as
+   * `<namespace>/<serviceAccount>` (istiod `CA_TRUSTED_NODE_ACCOUNTS`). Default
+   * {@link DEFAULT_TRUSTED_NODE_ACCOUNTS}; on Kubernetes, `ztunnel` in the system namespace.
+   */
+  trustedNodeAccounts?: readonly string[];
   /**
    * The CA's certificates and key (e.g. from the `cacerts` or `istio-ca-secret` Secret), so every
    * replica signs with the same root. Default: kept in `stateDir`, or created in memory.
@@ -360,6 +386,9 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       `servingCertTtlSeconds must be a finite number of seconds, at least 1; got ${String(servingTtl)}`,
     );
   }
+  const trustedNodeAccounts = validTrustedNodeAccounts(
+    options.trustedNodeAccounts ?? DEFAULT_TRUSTED_NODE_ACCOUNTS,
+  );
   if ((options.meshDir === undefined) === (options.source === undefined)) {
     throw new ControlPlaneError("ERR_CONTROL_PLANE_CONFIG", "exactly one of meshDir and source is required");
   }
@@ -531,7 +560,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     ca: state.ca,
     authenticators: [authenticator],
     nodeAuthorizer: createNodeAuthorizer({
-      trustedNodeAccounts: ["istio-system/ztunnel"],
+      trustedNodeAccounts,
       identitiesOnNode: (node) =>
         options.identitiesOnNode === undefined
           ? (current.nodes.get(node) ?? [])

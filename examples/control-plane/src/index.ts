@@ -18,6 +18,7 @@
  */
 export {
   CONTROL_PLANE_IDENTITY,
+  DEFAULT_TRUSTED_NODE_ACCOUNTS,
   type ControlPlane,
   type ControlPlaneOptions,
   configToJson,

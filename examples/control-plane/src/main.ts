@@ -35,6 +35,9 @@ options:
                         the in-cluster service account)
   --pod-name NAME       with --kubernetes: this replica's name in the Lease (default: $POD_NAME, else
                         the host name)
+  --trusted-node-accounts LIST  node agents that may get certificates for the pods on their node,
+                        as namespace/serviceaccount, comma-separated (default: $CA_TRUSTED_NODE_ACCOUNTS,
+                        else istio-system/ztunnel; with --kubernetes, ztunnel in istio-system)
   --capture-signal S    what makes a pod HBONE: dataplane-mode (its istio.io/dataplane-mode label or
                         its namespace's; the default with --mesh-dir) or redirection (the
                         ambient.istio.io/redirection annotation istio-cni sets; the default with
@@ -62,6 +65,7 @@ function parseCommandLine(args: string[]) {
       kubeconfig: { type: "string" },
       "pod-name": { type: "string" },
       "capture-signal": { type: "string" },
+      "trusted-node-accounts": { type: "string", multiple: true },
       "log-level": { type: "string", default: "info" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -93,14 +97,20 @@ async function main(): Promise<void> {
     .filter((h) => h !== "");
   const xdsDebounceMs = integerFlag(values, "xds-debounce-ms", 0, "a non-negative");
   const pushBufferMiB = integerFlag(values, "xds-push-buffer-mib", 1, "a positive");
-  // The xDS tuning and capture signal both modes pass on as they are given.
+  // The xDS tuning, capture signal and trusted node accounts both modes pass on as they are given.
   const signal = values["capture-signal"];
   if (signal !== undefined && signal !== "dataplane-mode" && signal !== "redirection") {
     console.error(`control-plane: --capture-signal must be dataplane-mode or redirection\n\n${usage}`);
     process.exit(2);
   }
   const captureSignal = signal as "dataplane-mode" | "redirection" | undefined;
+  const accountsText = values["trusted-node-accounts"] ?? process.env.CA_TRUSTED_NODE_ACCOUNTS?.split(",");
+  const trustedNodeAccounts = accountsText
+    ?.flatMap((list) => list.split(","))
+    .map((a) => a.trim())
+    .filter((a) => a !== "");
   const xdsTuning = {
+    ...(trustedNodeAccounts === undefined ? {} : { trustedNodeAccounts }),
     ...(xdsDebounceMs === undefined ? {} : { xdsDebounceMs }),
     ...(pushBufferMiB === undefined ? {} : { xdsMaxTotalBufferedBytes: pushBufferMiB * 2 ** 20 }),
     ...(captureSignal === undefined ? {} : { captureSignal }),
@@ -163,6 +173,7 @@ async function mainKubernetes(
     podCidrs: string[] | undefined;
     servingHosts: string[] | undefined;
     xdsTuning: {
+      trustedNodeAccounts?: string[];
       xdsDebounceMs?: number;
       xdsMaxTotalBufferedBytes?: number;
       captureSignal?: "dataplane-mode" | "redirection";

@@ -367,4 +367,17 @@ describe("control plane state directory", { timeout: 30_000 }, () => {
       (err: unknown) => err instanceof ControlPlaneError && err.code === "ERR_CONTROL_PLANE_CONFIG",
     );
   });
+
+  it("refuses trusted node accounts that are not namespace/serviceaccount", async () => {
+    for (const account of ["ztunnel", "istio-system/ztunnel/x", "istio-system/", "Istio-System/ztunnel"]) {
+      await assert.rejects(
+        startControlPlane({ meshDir: DEMO_MESH, listen: "127.0.0.1:0", trustedNodeAccounts: [account] }),
+        (err: unknown) =>
+          err instanceof ControlPlaneError &&
+          err.code === "ERR_CONTROL_PLANE_CONFIG" &&
+          err.message.includes(JSON.stringify(account)),
+        account,
+      );
+    }
+  });
 });

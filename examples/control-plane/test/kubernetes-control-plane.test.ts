@@ -16,6 +16,7 @@ import {
 import { createFakeApiServer, type FakeApiServer, type KubeJson } from "./fake-apiserver/fake-apiserver.js";
 
 const ZTUNNEL_A_UID = "0b6c1b1e-0000-4000-8000-00000000000a";
+const ZTUNNEL_K_UID = "0b6c1b1e-0000-4000-8000-00000000000b";
 
 function pod(namespace: string, name: string, node: string, sa: string, ip: string, uid?: string): KubeJson {
   return {
@@ -27,10 +28,10 @@ function pod(namespace: string, name: string, node: string, sa: string, ip: stri
   };
 }
 
-/** A bound token as TokenReview reports it: the ztunnel pod on `node`. */
-function ztunnelToken(podName: string, uid: string) {
+/** A bound token as TokenReview reports it: a ztunnel pod's (in istio-system unless said). */
+function ztunnelToken(podName: string, uid: string, namespace = "istio-system") {
   return {
-    username: "system:serviceaccount:istio-system:ztunnel",
+    username: `system:serviceaccount:${namespace}:ztunnel`,
     audiences: ["istio-ca"],
     extra: {
       "authentication.kubernetes.io/pod-name": [podName],
@@ -63,6 +64,8 @@ describe("control plane replicas on kubernetes", { timeout: 60_000 }, () => {
           audiences: ["https://kubernetes.default.svc"],
         },
         "sleep-token": { username: "system:serviceaccount:demo:sleep", audiences: ["istio-ca"] },
+        // A ztunnel installed in kube-system: trusted only where the control plane is told to.
+        "zt-kube-system": ztunnelToken("ztunnel-k", ZTUNNEL_K_UID, "kube-system"),
       },
     });
     server.apply({
@@ -71,6 +74,7 @@ describe("control plane replicas on kubernetes", { timeout: 60_000 }, () => {
       metadata: { name: "demo", labels: { "istio.io/dataplane-mode": "ambient" } },
     });
     server.apply(pod("istio-system", "ztunnel-a", "node-a", "ztunnel", "127.10.1.1", ZTUNNEL_A_UID));
+    server.apply(pod("kube-system", "ztunnel-k", "node-a", "ztunnel", "127.10.1.4", ZTUNNEL_K_UID));
     server.apply(pod("demo", "sleep-0", "node-a", "sleep", "127.10.1.2"));
     server.apply(pod("demo", "echo-0", "node-b", "echo", "127.10.1.3"));
     server.apply({
@@ -176,6 +180,11 @@ describe("control plane replicas on kubernetes", { timeout: 60_000 }, () => {
     ["a token for another audience", "zt-wrong-audience", "spiffe://cluster.local/ns/demo/sa/sleep"],
     ["an unknown token", "forged", "spiffe://cluster.local/ns/demo/sa/sleep"],
     ["a workload acting for another", "sleep-token", "spiffe://cluster.local/ns/demo/sa/echo"],
+    [
+      "a ztunnel of an account it was not told to trust (kube-system/ztunnel)",
+      "zt-kube-system",
+      "spiffe://cluster.local/ns/demo/sa/sleep",
+    ],
   ];
   for (const [name, token, identity] of refusals) {
     it(`refuses ${name}`, async () => {
@@ -189,6 +198,32 @@ describe("control plane replicas on kubernetes", { timeout: 60_000 }, () => {
       );
     });
   }
+
+  it("trusts the node agent accounts it is given instead of istio-system/ztunnel", async () => {
+    const kc = new KubeConfig();
+    kc.loadFromString(server.kubeconfig());
+    const replica = await startKubernetesControlPlane({
+      kubeConfig: kc,
+      identity: "replica-kube-system",
+      listen: "127.0.0.1:0",
+      trustedNodeAccounts: ["kube-system/ztunnel"],
+      // Its own Lease: the shared one's leader stays as the other tests expect it.
+      leaderElection: { name: "trusted-accounts-test" },
+      rootRotation: false,
+    });
+    try {
+      const chain = await requestSvid(replica, "zt-kube-system", "spiffe://cluster.local/ns/demo/sa/sleep");
+      const bundle = TrustBundle.fromPem("cluster.local", replica.controlPlane.rootCertPem);
+      assert.equal(verifySvid(chain, bundle).toString(), "spiffe://cluster.local/ns/demo/sa/sleep");
+      await assert.rejects(requestSvid(replica, "zt-a", "spiffe://cluster.local/ns/demo/sa/sleep"), (err) => {
+        assert.ok(err instanceof SpiffeError, String(err));
+        assert.equal(err.code, "ERR_UNAUTHENTICATED");
+        return true;
+      });
+    } finally {
+      await replica.close();
+    }
+  });
 
   it("serves xDS only to callers TokenReview accepts", async () => {
     const replica = replicas[1] as KubernetesControlPlane;

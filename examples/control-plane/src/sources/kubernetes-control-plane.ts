@@ -90,6 +90,8 @@ export async function startKubernetesControlPlane(
   const rotation = options.rootRotation;
   const controlPlane = await startControlPlane({
     ...rest,
+    // istiod's chart trusts the ztunnel account of the namespace it is installed in.
+    trustedNodeAccounts: rest.trustedNodeAccounts ?? [`${namespace}/ztunnel`],
     ...(ownRoot
       ? {
           cacertsSelfSigned: true,
