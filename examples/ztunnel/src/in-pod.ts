@@ -4,6 +4,7 @@
 // inbound) and, with the DNS proxy on, 15053 on 127.0.0.1 (UDP and TCP, the pod's DNS). Every socket
 // the proxy makes there carries mark 0x539, which the capture rules skip.
 import dgram from "node:dgram";
+import { fstatSync } from "node:fs";
 import type { Server as NetServer, Socket } from "node:net";
 import { connect, createServer, isIPv4 } from "node:net";
 import {
@@ -232,6 +233,17 @@ export interface InPodOptions {
    * its workload to appear in xDS. Default 3000 ms, within the node agent's 5 s answer timeout.
    */
   workloadWaitMs?: number;
+  /**
+   * How long a connection accepted before its pod is served (its workload or certificate still to
+   * come) is held before it is reset. Default {@link HELD_CONNECTION_MS}.
+   */
+  heldConnectionMs?: number;
+  /**
+   * How often a pod whose listeners could not be opened (a port still held in its namespace by a
+   * proxy that is going away) is tried again, until it is removed. Default
+   * {@link LISTEN_RETRY_MS}, as Istio's ztunnel retries the pods it could not start.
+   */
+  listenRetryMs?: number;
   /** Count the proxies in Istio's `istio_inpod_*` metrics (in-pod mode). Default false. */
   proxyMetrics?: boolean;
   /**
@@ -280,8 +292,14 @@ interface InPodProxy {
   uid: string;
   pod: InPodWorkload;
   netns: NetnsHandle;
+  /** Which namespace `netns` is (see {@link netnsIdOf}), so an add of the same one is recognised. */
+  netnsId: string | undefined;
   /** The pod's TCP listeners (HBONE, outbound, plaintext inbound), open from the add on. */
   servers: NetServer[];
+  /** Every listener is open; until then the pod is not served, and its listeners are tried again. */
+  listening: boolean;
+  /** The next try to open the listeners, while they are not. */
+  retryTimer: NodeJS.Timeout | undefined;
   dnsServer: DnsServer | undefined;
   dnsForwarder: DnsForwarder | undefined;
   /** Answers the pod's DNS: as the ZDS workload info tells until xDS has the workload, then as xDS. */
@@ -302,11 +320,15 @@ export interface InPodProxies {
   /**
    * Opens the pod's listeners in its namespace and resolves once they are open, as Istio's ztunnel
    * acknowledges a ZDS add: the pod is served as soon as xDS has its workload (with its IP) and its
-   * certificate is in; connections that come before wait, for up to {@link HELD_CONNECTION_MS}. When
+   * certificate is in; connections that come before wait, for up to `heldConnectionMs`. When
    * the workload is already known, it resolves once the pod is served (or after `workloadWaitMs`).
+   * A pod already served in the same namespace stays as it is (the node agent repeats adds, as in
+   * its snapshot after a reconnect) and `netns` is closed; one served in another namespace (its
+   * sandbox was re-created) is removed first. When a listener cannot be opened, the pod is kept
+   * and its listeners are tried again every `listenRetryMs` until they open or it is removed.
    * With `requireWorkload` (dedicated mode, where nobody waits for an answer), it waits up to
-   * `workloadWaitMs` for the workload before opening anything, and rejects when it does not come or
-   * the pod cannot be served. Rejects (closing `netns`) when a listener cannot be opened.
+   * `workloadWaitMs` for the workload before opening anything, and rejects (closing `netns`) when
+   * it does not come, a listener cannot be opened or the pod cannot be served.
    */
   add(pod: InPodWorkload, addOptions?: { requireWorkload?: boolean }): Promise<void>;
   /** Closes the pod's listeners and every connection it carries; false when it was not added. */
@@ -327,6 +349,29 @@ export interface InPodProxies {
  * is held before it is reset.
  */
 export const HELD_CONNECTION_MS = 10_000;
+
+/** How often listeners that could not be opened are tried again: ztunnel's `RETRY_DURATION`. */
+export const LISTEN_RETRY_MS = 5000;
+
+/** The identity of the namespace a handle points at (its nsfs device and inode), if it is open. */
+function netnsIdOf(netns: NetnsHandle): string | undefined {
+  if (netns.closed) return undefined;
+  try {
+    const st = fstatSync(netns.fd);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return undefined;
+  }
+}
+
+function checkDelay(name: string, value: number | undefined): void {
+  if (value !== undefined && !(Number.isSafeInteger(value) && value >= 0)) {
+    throw new ZtunnelError(
+      "ERR_ZTUNNEL_INVALID_OPTION",
+      `${name} must be a whole number of ms, got ${value}`,
+    );
+  }
+}
 
 /** A stand-in for the pod's xDS workload from its ZDS workload info, for its DNS until xDS has it. */
 function workloadFromInfo(pod: InPodWorkload, nodeName: string): Workload {
@@ -369,6 +414,10 @@ function closeServer(server: NetServer): Promise<void> {
 
 export function createInPodProxies(options: InPodOptions): InPodProxies {
   const { store, registry, logger, metrics, trustOf, inbound, outbound } = options;
+  checkDelay("heldConnectionMs", options.heldConnectionMs);
+  checkDelay("listenRetryMs", options.listenRetryMs);
+  const heldConnectionMs = options.heldConnectionMs ?? HELD_CONNECTION_MS;
+  const listenRetryMs = options.listenRetryMs ?? LISTEN_RETRY_MS;
   const proxies = new Map<string, InPodProxy>();
   /** Pods being added, so a removal that races an add wins. */
   const adding = new Map<string, { cancelled: boolean }>();
@@ -490,7 +539,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
 
   /** Serves `proxy` if its workload (with an IPv4 address) is known now; logs once that it waits. */
   const tryServe = (proxy: InPodProxy): void => {
-    if (proxy.removed || proxy.serving !== undefined || proxy.starting) return;
+    if (proxy.removed || !proxy.listening || proxy.serving !== undefined || proxy.starting) return;
     const workload = findWorkload(proxy.pod);
     const ip = workload === undefined ? undefined : ipOf(workload);
     if (workload === undefined || ip === undefined) {
@@ -540,7 +589,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
         "connection reset: its pod is still waiting for its workload",
       );
       socket.resetAndDestroy();
-    }, HELD_CONNECTION_MS);
+    }, heldConnectionMs);
     timer.unref();
     socket.on("error", onError);
     socket.once("close", () => {
@@ -550,6 +599,10 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
       proxy.held.delete(socket);
     });
     proxy.held.set(socket, { kind, timer, onError });
+    logger.debug(
+      { pod: proxy.uid, listener: kind, src: `${socket.remoteAddress}:${socket.remotePort}` },
+      "connection held until its pod is served",
+    );
   };
 
   const dispatch = (proxy: InPodProxy, kind: ListenerKind, socket: Socket): void => {
@@ -587,18 +640,122 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
     }
   };
 
+  /** Destroys the connections the pod holds until it is served. */
+  const dropHeld = (proxy: InPodProxy): void => {
+    for (const [socket, hold] of proxy.held) {
+      clearTimeout(hold.timer);
+      socket.destroy();
+    }
+    proxy.held.clear();
+  };
+
+  /** Closes the pod's listeners (TCP and DNS) and the connections they hold. */
+  const closeListeners = async (proxy: InPodProxy): Promise<void> => {
+    dropHeld(proxy);
+    const closing = [...proxy.servers.map(closeServer), proxy.dnsServer?.close()];
+    proxy.dnsForwarder?.close();
+    proxy.servers = [];
+    proxy.dnsServer = undefined;
+    proxy.dnsForwarder = undefined;
+    proxy.listening = false;
+    await Promise.all(closing);
+  };
+
+  /**
+   * Opens the pod's listeners in its namespace. On failure, or when the pod was removed meanwhile,
+   * nothing it opened stays open, and it throws.
+   */
+  const openListeners = async (p: InPodProxy): Promise<void> => {
+    const { netns, pod } = p;
+    try {
+      // Every listener accepts paused, so a connection that comes before the pod is served waits
+      // with what it sent; the kernel queues those that come before the first accept.
+      const hboneListener = createServer({ pauseOnConnect: true }, (socket) => accepted(p, "hbone", socket));
+      p.servers.push(hboneListener);
+      await listenInPod(netns, options.ports.hbone, hboneListener);
+      const outboundServer = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) =>
+        accepted(p, "outbound", socket),
+      );
+      p.servers.push(outboundServer);
+      await listenInPod(netns, options.ports.outbound, outboundServer);
+      // A relay writes each piece as it arrives: no Nagle delay on any of the pod's sockets.
+      const plaintextServer = createServer(
+        { allowHalfOpen: true, noDelay: true, pauseOnConnect: true },
+        (socket) => accepted(p, "plaintext", socket),
+      );
+      p.servers.push(plaintextServer);
+      await listenInPod(netns, options.ports.inboundPlaintext, plaintextServer);
+      if (options.dnsProxy !== undefined) {
+        // The pod's DNS works from the start: until xDS has the workload, it answers as the
+        // workload info (namespace) from the node agent tells.
+        p.dnsForwarder = options.dnsForwarderFor?.(podDnsSockets(netns));
+        p.dnsHandler = options.dnsProxy.handlerFor(workloadFromInfo(pod, options.nodeName), p.dnsForwarder);
+        p.dnsServer = createDnsServer({
+          handler: (request) => (p.dnsHandler as DnsHandler)(request),
+          logger,
+        });
+        await listenDns(netns, options.ports.dns ?? 15053, p.dnsServer);
+      }
+      if (p.removed) {
+        throw new ZtunnelError("ERR_ZTUNNEL_CLOSED", `pod ${pod.uid} was removed while its listeners opened`);
+      }
+      p.listening = true;
+    } catch (err) {
+      // A listener still opening when the pod was removed is listening by now: closed here.
+      await closeListeners(p);
+      p.dnsHandler = undefined;
+      throw err;
+    }
+  };
+
+  /** Tries the pod's listeners again after `listenRetryMs`, and again, until they open or it goes. */
+  const retryListeners = (p: InPodProxy, err: unknown): void => {
+    logger.warn(
+      { pod: p.uid, err: (err as Error).message, retryInMs: listenRetryMs },
+      "in-pod proxy cannot open its listeners, retrying",
+    );
+    p.retryTimer = setTimeout(() => {
+      p.retryTimer = undefined;
+      if (p.removed || options.isClosed()) return;
+      openListeners(p).then(
+        () => {
+          logger.info({ pod: p.uid }, "in-pod proxy listening");
+          countProxies();
+          tryServe(p);
+        },
+        (retryErr: unknown) => {
+          if (!p.removed && !options.isClosed()) retryListeners(p, retryErr);
+        },
+      );
+    }, listenRetryMs);
+    p.retryTimer.unref();
+  };
+
   const add = async (pod: InPodWorkload, addOptions: { requireWorkload?: boolean } = {}): Promise<void> => {
+    const netnsId = netnsIdOf(pod.netns);
+    const existing = proxies.get(pod.uid);
+    if (existing !== undefined && netnsId !== undefined && existing.netnsId === netnsId) {
+      // Served in this very namespace already (the node agent repeats its adds, as in the snapshot
+      // after a reconnect): nothing changes, and the handle given is not needed.
+      if (pod.netns !== existing.netns) pod.netns.close();
+      return;
+    }
+    // The latest add of a pod wins over one still under way.
+    const earlier = adding.get(pod.uid);
+    if (earlier !== undefined) earlier.cancelled = true;
     const state = { cancelled: false };
     adding.set(pod.uid, state);
     countProxies();
-    const opened: NetServer[] = [];
-    let dnsServer: DnsServer | undefined;
-    let dnsForwarder: DnsForwarder | undefined;
-    let proxy: InPodProxy;
+    let proxy: InPodProxy | undefined;
+    /** Why the listeners did not open, when the pod is kept to try them again. */
+    let listenFailure: { err: unknown } | undefined;
     try {
-      if (proxies.has(pod.uid)) await remove(pod.uid);
+      // Another namespace for the same pod: its sandbox was re-created. The old one's proxy goes.
+      if (existing !== undefined) await dropProxy(existing);
       if (addOptions.requireWorkload === true) await waitForWorkload(pod);
       if (options.isClosed()) throw new ZtunnelError("ERR_ZTUNNEL_CLOSED", "the proxy is closing");
+      if (state.cancelled)
+        throw new ZtunnelError("ERR_ZTUNNEL_CLOSED", `pod ${pod.uid} was removed while being added`);
       const { netns } = pod;
       let settle = () => {};
       const settled = new Promise<void>((resolve) => {
@@ -608,7 +765,10 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
         uid: pod.uid,
         pod,
         netns,
-        servers: opened,
+        netnsId,
+        servers: [],
+        listening: false,
+        retryTimer: undefined,
         dnsServer: undefined,
         dnsForwarder: undefined,
         dnsHandler: undefined,
@@ -621,43 +781,18 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
         settle,
       };
       proxy = p;
-      // Every listener accepts paused, so a connection that comes before the pod is served waits
-      // with what it sent; the kernel queues those that come before the first accept.
-      const hboneListener = createServer({ pauseOnConnect: true }, (socket) => accepted(p, "hbone", socket));
-      opened.push(hboneListener);
-      await listenInPod(netns, options.ports.hbone, hboneListener);
-      const outboundServer = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) =>
-        accepted(p, "outbound", socket),
-      );
-      opened.push(outboundServer);
-      await listenInPod(netns, options.ports.outbound, outboundServer);
-      // A relay writes each piece as it arrives: no Nagle delay on any of the pod's sockets.
-      const plaintextServer = createServer(
-        { allowHalfOpen: true, noDelay: true, pauseOnConnect: true },
-        (socket) => accepted(p, "plaintext", socket),
-      );
-      opened.push(plaintextServer);
-      await listenInPod(netns, options.ports.inboundPlaintext, plaintextServer);
-      if (options.dnsProxy !== undefined) {
-        // The pod's DNS works from the start: until xDS has the workload, it answers as the
-        // workload info (namespace) from the node agent tells.
-        dnsForwarder = options.dnsForwarderFor?.(podDnsSockets(netns));
-        p.dnsForwarder = dnsForwarder;
-        p.dnsHandler = options.dnsProxy.handlerFor(workloadFromInfo(pod, options.nodeName), dnsForwarder);
-        dnsServer = createDnsServer({
-          handler: (request) => (p.dnsHandler as DnsHandler)(request),
-          logger,
-        });
-        p.dnsServer = dnsServer;
-        await listenDns(netns, options.ports.dns ?? 15053, dnsServer);
+      try {
+        await openListeners(p);
+      } catch (err) {
+        // Dedicated mode has nobody to serve the pod later: it fails at once.
+        if (addOptions.requireWorkload === true || state.cancelled || options.isClosed()) throw err;
+        listenFailure = { err };
       }
       if (state.cancelled)
         throw new ZtunnelError("ERR_ZTUNNEL_CLOSED", `pod ${pod.uid} was removed while being added`);
       proxies.set(pod.uid, p);
     } catch (err) {
-      await Promise.all(opened.map(closeServer));
-      await dnsServer?.close();
-      dnsForwarder?.close();
+      if (proxy !== undefined) await closeListeners(proxy);
       registry.closeAll(pod.uid);
       pod.netns.close();
       throw err;
@@ -666,6 +801,13 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
       countProxies();
     }
 
+    if (listenFailure !== undefined) {
+      // The node agent's capture already sends the pod's traffic to these ports, so the pod is kept
+      // and tried again (a port may be held by a proxy that is still going away), as Istio's
+      // ztunnel retries the pods it could not start; a removal ends the tries.
+      retryListeners(proxy, listenFailure.err);
+      return;
+    }
     if (addOptions.requireWorkload === true) {
       const workload = findWorkload(pod);
       const ip = workload === undefined ? undefined : ipOf(workload);
@@ -789,32 +931,31 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
     if (pending !== undefined) pending.cancelled = true;
     const proxy = proxies.get(uid);
     if (proxy === undefined) return false;
-    proxies.delete(uid);
+    await dropProxy(proxy);
+    return true;
+  };
+
+  /** Stops a pod's proxy: its listeners, every connection it carries, its namespace handle. */
+  const dropProxy = async (proxy: InPodProxy): Promise<void> => {
+    if (proxy.removed) return;
+    const { uid } = proxy;
+    if (proxies.get(uid) === proxy) proxies.delete(uid);
     proxy.removed = true;
+    clearTimeout(proxy.retryTimer);
+    proxy.retryTimer = undefined;
     proxy.settle();
     originalSource.forget(uid);
     const { serving } = proxy;
     if (serving !== undefined) stopped.inc({});
     countProxies();
     // The pod is gone (its veth with it): no GOAWAY, just close everything at once.
-    for (const [socket, hold] of proxy.held) {
-      clearTimeout(hold.timer);
-      socket.destroy();
-    }
-    proxy.held.clear();
-    const closing = [
-      ...proxy.servers.map(closeServer),
-      serving?.hboneServer.close({ timeoutMs: 0 }).catch(() => {}),
-      proxy.dnsServer?.close(),
-    ];
-    proxy.dnsForwarder?.close();
+    const closing = [closeListeners(proxy), serving?.hboneServer.close({ timeoutMs: 0 }).catch(() => {})];
     registry.closeAll(uid);
     await Promise.all(closing);
     await serving?.network.destroy();
     registry.closeAll(uid);
     proxy.netns.close();
     logger.info({ pod: uid, ip: serving?.ip }, "in-pod proxy removed");
-    return true;
   };
 
   const served = (): (InPodProxy & { serving: PodServing })[] =>
