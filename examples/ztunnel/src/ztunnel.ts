@@ -211,8 +211,9 @@ export interface RunningZtunnel {
    * In-pod mode: serves `pod` inside its network namespace (listeners on 15001, 15006, 15008, its
    * sockets marked 0x539). Takes ownership of `pod.netns`. Resolves once the listeners are open
    * (and the pod served, when xDS already has its workload); a pod whose workload is not in xDS yet
-   * is served when it comes, its early connections held meanwhile. Rejects when a listener cannot
-   * be opened.
+   * is served when it comes, its early connections held meanwhile. A pod already served in the same
+   * namespace is left as it is; one in a new namespace (a re-created sandbox) replaces the old. A
+   * listener that cannot be opened is tried again every 5 s until it opens or the pod is removed.
    */
   addPod(pod: InPodWorkload): Promise<void>;
   /** Closes a pod's listeners and connections; false when it was not added. */
@@ -557,9 +558,14 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
   });
 
   // ---- admin --------------------------------------------------------------------------------------
+  // In in-pod mode the ztunnel is ready only while the node agent is connected and its snapshot is
+  // in, as Istio's: pods added or deleted meanwhile are not seen, though the ones served stay served.
+  function isReady(): boolean {
+    return readyFlag && (zds?.synced ?? true);
+  }
   const configDump = (): ConfigDump => ({
     node,
-    ready: readyFlag,
+    ready: isReady(),
     workloads: [...store.workloads().values()],
     services: [...store.services().values()],
     policies: engine.wireAuthorizations(),
@@ -576,7 +582,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     configDump,
     recentConnections: connectionHistory.recent,
     registry,
-    isReady: () => readyFlag,
+    isReady,
   });
 
   const close = async (): Promise<void> => {
@@ -669,7 +675,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     node,
     addresses,
     ready,
-    isReady: () => readyFlag,
+    isReady,
     metricsText: () => registry.metrics(),
     configDump,
     addPod: (pod) => inPod.add(pod),

@@ -616,21 +616,26 @@ spec:
   });
 
   it("after the node agent restarts, its snapshot keeps the pods it lists and drops the others", async () => {
+    assert.equal(ztunnel?.isReady(), true);
     zds?.close();
+    // Without the node agent it does not see pods come and go: not ready until its next snapshot.
+    await until("the ztunnel to report not ready", () => ztunnel?.isReady() === false);
     // The new agent knows sleep and echo (same namespaces), not extra.
-    zds = createZdsServer({ path: zdsPath });
+    const agent = createZdsServer({ path: zdsPath });
+    zds = agent;
     for (const name of ["sleep", "echo"] as const) {
-      const sent = await zds.addWorkload({
+      const sent = await agent.addWorkload({
         uid: `pod-uid-${name}`,
         workloadInfo: { name, namespace: "default", serviceAccount: name },
         netns: openNetns(`/var/run/netns/${ns[name]}`),
       });
       assert.equal(sent, false, "no ztunnel connected yet: sent with the snapshot");
     }
-    zds.listen();
+    agent.listen();
     await until("extra to be dropped", () =>
       (ztunnel?.configDump().inPodPods ?? []).every((p) => p.uid !== "pod-uid-extra"),
     );
+    await until("the ztunnel to be ready again", () => ztunnel?.isReady() === true);
     assert.deepEqual(
       ztunnel
         ?.configDump()
