@@ -6,7 +6,7 @@ import { after, before, describe, it } from "node:test";
 import type { InboundTunnel } from "@ambient/hbone";
 import { createAuthorizationEngine, type WireAuthorization } from "@ambient/policy";
 import type { Workload } from "@ambient/xds";
-import { loopbackSubnet, testWorkload } from "../test/fixtures.js";
+import { ipBytes, loopbackSubnet, testService, testWorkload } from "../test/fixtures.js";
 import { ConnectionRegistry } from "./connections.js";
 import { createInbound, type InboundPod } from "./inbound.js";
 import { createTcpMetrics } from "./tcp-metrics.js";
@@ -26,15 +26,15 @@ function denyAll(name: string, scope: WireAuthorization["scope"]): WireAuthoriza
 }
 
 /** An HBONE CONNECT stream as the server hands it over, recording how it was answered. */
-function fakeTunnel(port: number) {
+function fakeTunnel(port: number, host = podIp) {
   let answered: (how: "accepted" | number) => void = () => {};
   const answer = new Promise<"accepted" | number>((resolve) => {
     answered = resolve;
   });
   const tunnel = {
     state: "pending" as string,
-    authority: { kind: "ip", host: podIp, port, family: 4 },
-    rawAuthority: `${podIp}:${port}`,
+    authority: { kind: "ip", host, port, family: 4 },
+    rawAuthority: `${host}:${port}`,
     peerIdentity: { toString: () => "spiffe://cluster.local/ns/demo/sa/sleep" },
     remoteAddress: clientIp,
     remotePort: 40000,
@@ -185,5 +185,227 @@ describe("inbound: a policy change while the upstream is dialing", () => {
     const { tunnel, answer } = fakeTunnel(appPort);
     inbound.handleTunnel(pod, tunnel);
     assert.equal(await answer, "accepted");
+  });
+});
+
+describe("inbound: on-demand lookups", () => {
+  const vip = `${base}.100`;
+  let app: Server;
+  let appPort: number;
+
+  before(async () => {
+    app = createServer({ allowHalfOpen: true }, (socket) => {
+      socket.on("error", () => {});
+      socket.resume();
+      socket.once("end", () => socket.end());
+    });
+    app.listen(0, podIp);
+    await once(app, "listening");
+    appPort = (app.address() as AddressInfo).port;
+  });
+  after(async () => {
+    app.close();
+  });
+
+  /**
+   * An inbound with an on-demand lookup that, asked for an address, makes the control plane's answer
+   * (if it has one) arrive in the store first.
+   */
+  function setup(answers: Record<string, (store: WorkloadStore) => void>) {
+    const store = new WorkloadStore();
+    store.upsert("Kubernetes//Pod/demo/echo", { workload: echoWorkload() });
+    const asked: string[] = [];
+    const lines: Record<string, unknown>[] = [];
+    const logger = {
+      ...noopLogger,
+      info: (o: object, msg?: string) => {
+        if (msg === "connection complete") lines.push(o as Record<string, unknown>);
+      },
+      error: (o: object, msg?: string) => {
+        if (msg === "connection complete") lines.push(o as Record<string, unknown>);
+      },
+    };
+    const onDemand = {
+      async ensure(ip: string, port: number) {
+        asked.push(`${ip}:${port}`);
+        await Promise.resolve();
+        answers[ip]?.(store);
+      },
+    };
+    const inbound = createInbound({
+      nodeName: "node-a",
+      hbonePort: 15008,
+      store,
+      engine: createAuthorizationEngine(),
+      registry: new ConnectionRegistry(),
+      tcpMetrics: createTcpMetrics(noopMetrics),
+      logger,
+      isClosed: () => false,
+      onDemand,
+    });
+    return { store, inbound, asked, lines };
+  }
+
+  const pod = (): InboundPod => ({ uid: "Kubernetes//Pod/demo/echo", ip: podIp });
+  // The accepting pod is the waypoint of a Service this node has not been sent.
+  const sandwichedService = (store: WorkloadStore) =>
+    store.upsert("demo/reviews.demo.svc.cluster.local", {
+      service: testService("reviews", vip, [{ servicePort: 9080, targetPort: 9080, appProtocol: "TCP" }], {
+        namespace: "demo",
+        waypoint: { address: { network: "", address: ipBytes(podIp) }, hboneMtlsPort: 15008 },
+      }),
+    });
+
+  it("asks for an unknown tunnel target before refusing it as not this waypoint's", async () => {
+    const { inbound, asked } = setup({ [vip]: sandwichedService });
+    const { tunnel, answer } = fakeTunnel(appPort, vip);
+    inbound.handleTunnel(pod(), tunnel);
+    assert.equal(await answer, "accepted");
+    assert.ok(asked.includes(`${vip}:${appPort}`), `asked for ${asked.join(", ")}`);
+  });
+
+  it("still refuses the target with 400 when the control plane knows nothing of it", async () => {
+    const { inbound, asked } = setup({});
+    const { tunnel, answer } = fakeTunnel(appPort, vip);
+    inbound.handleTunnel(pod(), tunnel);
+    assert.equal(await answer, 400);
+    assert.ok(asked.includes(`${vip}:${appPort}`));
+  });
+
+  it("asks for nothing when the tunnel names the pod and the source is known", async () => {
+    const { store, inbound, asked } = setup({});
+    store.upsert("Kubernetes//Pod/demo/sleep", {
+      workload: testWorkload("sleep", "node-b", clientIp, { namespace: "demo" }),
+    });
+    const { tunnel, answer } = fakeTunnel(appPort);
+    inbound.handleTunnel(pod(), tunnel);
+    assert.equal(await answer, "accepted");
+    assert.deepEqual(asked, []);
+  });
+
+  it("looks up an unknown HBONE source so the connection is reported with its workload", async () => {
+    const { inbound, asked, lines } = setup({
+      [clientIp]: (store) =>
+        store.upsert("Kubernetes//Pod/demo/sleep", {
+          workload: testWorkload("sleep", "node-b", clientIp, { namespace: "demo" }),
+        }),
+    });
+    const { tunnel, answer } = fakeTunnel(appPort);
+    inbound.handleTunnel(pod(), tunnel);
+    assert.equal(await answer, "accepted");
+    assert.equal(asked.length, 1);
+    assert.ok(asked[0]?.startsWith(`${clientIp}:`));
+    // The access line is written when the (immediately ended) tunnel finishes.
+    while (lines.length === 0) await new Promise((r) => setImmediate(r));
+    assert.equal(lines[0]?.["src.workload"], "sleep");
+  });
+
+  it("looks up an unknown plaintext source so the connection is reported with its workload", async () => {
+    const { inbound, lines } = setup({
+      [clientIp]: (store) =>
+        store.upsert("Kubernetes//Pod/demo/sleep", {
+          workload: testWorkload("sleep", "node-b", clientIp, { namespace: "demo" }),
+        }),
+    });
+    const capture = createServer({ allowHalfOpen: true }, (socket) =>
+      inbound.handlePlaintext(pod(), socket, { ip: podIp, port: appPort }),
+    );
+    capture.listen(0, podIp);
+    await once(capture, "listening");
+    try {
+      const client: Socket = connect({
+        host: podIp,
+        port: (capture.address() as AddressInfo).port,
+        localAddress: clientIp,
+        allowHalfOpen: true,
+      });
+      client.on("error", () => {});
+      client.resume();
+      const closed = once(client, "close");
+      client.end("hello");
+      await closed;
+      while (lines.length === 0) await new Promise((r) => setImmediate(r));
+      assert.equal(lines[0]?.["src.workload"], "sleep");
+    } finally {
+      capture.close();
+    }
+  });
+});
+
+describe("inbound: a plaintext connection the app resets after it connected", () => {
+  let app: Server;
+  let appPort: number;
+
+  before(async () => {
+    // Takes the connection, reads the first bytes, then resets it.
+    app = createServer((socket) => {
+      socket.on("error", () => {});
+      socket.once("data", () => socket.resetAndDestroy());
+    });
+    app.listen(0, podIp);
+    await once(app, "listening");
+    appPort = (app.address() as AddressInfo).port;
+  });
+  after(async () => {
+    app.close();
+  });
+
+  it("is not counted or logged as a failed dial", async () => {
+    const store = new WorkloadStore();
+    store.upsert("Kubernetes//Pod/demo/echo", { workload: echoWorkload() });
+    const dialFailures: unknown[] = [];
+    const lines: Record<string, unknown>[] = [];
+    const logger = {
+      ...noopLogger,
+      error: (o: object, msg?: string) => {
+        if (msg === "connection complete") lines.push(o as Record<string, unknown>);
+      },
+      info: (o: object, msg?: string) => {
+        if (msg === "connection complete") lines.push(o as Record<string, unknown>);
+      },
+    };
+    const inbound = createInbound({
+      nodeName: "node-a",
+      hbonePort: 15008,
+      store,
+      engine: createAuthorizationEngine(),
+      registry: new ConnectionRegistry(),
+      tcpMetrics: createTcpMetrics(noopMetrics),
+      dialFailures: {
+        record: (_direction, err) => {
+          dialFailures.push(err);
+          return "ECONNRESET";
+        },
+      },
+      logger,
+      isClosed: () => false,
+    });
+    const pod: InboundPod = { uid: "Kubernetes//Pod/demo/echo", ip: podIp };
+    const capture = createServer({ allowHalfOpen: true }, (socket) =>
+      inbound.handlePlaintext(pod, socket, { ip: podIp, port: appPort }),
+    );
+    capture.listen(0, podIp);
+    await once(capture, "listening");
+    try {
+      const client: Socket = connect({
+        host: podIp,
+        port: (capture.address() as AddressInfo).port,
+        localAddress: clientIp,
+        allowHalfOpen: true,
+      });
+      client.on("error", () => {});
+      client.resume();
+      // Not events.once: the client sees the reset as an error, which would reject it.
+      const closed = new Promise((resolve) => client.once("close", resolve));
+      client.write("hello");
+      await closed;
+      while (lines.length === 0) await new Promise((r) => setImmediate(r));
+      assert.deepEqual(dialFailures, []);
+      assert.equal(lines.length, 1);
+      assert.equal(lines[0]?.bytes_recv, 5);
+      assert.doesNotMatch(String(lines[0]?.error), /upstream unavailable/);
+    } finally {
+      capture.close();
+    }
   });
 });

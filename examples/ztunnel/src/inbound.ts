@@ -13,8 +13,10 @@ import type { Workload } from "@ambient/xds";
 import { errorText, logConnectionFailed, startAccessLog } from "./access-log.js";
 import type { ConnectionRegistry } from "./connections.js";
 import { type DialFailureMetrics, errnoOf, upstreamRefusalReason } from "./dial-failure.js";
-import { decidePlaintextInbound } from "./in-pod-decisions.js";
-import { decideInboundDestination } from "./inbound-destination.js";
+import { decidePlaintextInbound, type PlaintextInboundDecision } from "./in-pod-decisions.js";
+import { decideInboundDestination, type InboundDecision } from "./inbound-destination.js";
+import { canonicalIp } from "./ip-address.js";
+import type { OnDemand } from "./on-demand.js";
 import {
   connectionLabels,
   countRefused,
@@ -72,11 +74,21 @@ export interface InboundOptions {
   dialFailures?: DialFailureMetrics;
   logger: Logger;
   isClosed(): boolean;
+  /**
+   * On-demand Address lookups (`XDS_ON_DEMAND`), when the node is sent only its own pods: a tunnel
+   * target that may name an address this pod is the waypoint of, and a source the node does not
+   * know, are asked for (a bounded wait) before the connection is decided. Default none: every
+   * address is already known.
+   */
+  onDemand?: Pick<OnDemand, "ensure">;
 }
 
 export interface Inbound {
-  /** Serves one HBONE CONNECT stream for `pod`. */
-  handleTunnel(pod: InboundPod, tunnel: InboundTunnel): void;
+  /**
+   * Serves one HBONE CONNECT stream for `pod`; with on-demand lookups, the promise settles once the
+   * tunnel is answered (a rejection is answered 503 by the HBONE server).
+   */
+  handleTunnel(pod: InboundPod, tunnel: InboundTunnel): void | Promise<void>;
   /**
    * Serves one plaintext connection captured for `pod` (15006), to its original destination:
    * authorized with no peer identity, so STRICT PeerAuthentication refuses it.
@@ -177,12 +189,70 @@ export function createInbound(options: InboundOptions): Inbound {
     );
   };
 
-  const handleTunnel = (pod: InboundPod, tunnel: InboundTunnel): void => {
-    const target = decideInboundDestination(
+  const decideTunnel = (pod: InboundPod, tunnel: InboundTunnel): InboundDecision =>
+    decideInboundDestination(
       { podIp: pod.ip, nodeName: options.nodeName, illegalPorts: [options.hbonePort, ...proxyPorts] },
       tunnel.authority,
       store,
     );
+
+  /**
+   * Whether a source address is worth asking the control plane for: only to name the source workload
+   * in metrics and the access log (policy reads the source's address and proven identity, never its
+   * workload), so one it already knows is not asked for.
+   */
+  const unknownSource = (srcIp: string): boolean => srcIp !== "" && store.findByAddress(srcIp) === undefined;
+
+  const handleTunnel = (pod: InboundPod, tunnel: InboundTunnel): void | Promise<void> => {
+    const target = decideTunnel(pod, tunnel);
+    if (options.onDemand === undefined) {
+      serveTunnel(pod, tunnel, target);
+      return;
+    }
+    return lookUpThenServeTunnel(options.onDemand, pod, tunnel, target);
+  };
+
+  /**
+   * On-demand: a node that was sent only its own pods cannot tell, from what it holds, whether an
+   * address the tunnel names is a Service or workload this pod is the waypoint of; it asks the
+   * control plane before refusing the tunnel with 400. An unknown source is asked for too, for the
+   * connection's telemetry. Each lookup is a bounded wait; the decision is then made again on the
+   * store as it is.
+   */
+  const lookUpThenServeTunnel = async (
+    onDemand: Pick<OnDemand, "ensure">,
+    pod: InboundPod,
+    tunnel: InboundTunnel,
+    first: InboundDecision,
+  ): Promise<void> => {
+    // Whether the tunnel needs no answer any more: its client left, or the proxy closed meanwhile (a
+    // tunnel still waiting is then refused rather than left open).
+    const gone = () => {
+      if (tunnel.state !== "pending") return true;
+      if (!options.isClosed()) return false;
+      tunnel.refuse(HBONE_STATUS.noUpstream, "proxy closing");
+      return true;
+    };
+    let target = first;
+    const { authority } = tunnel;
+    if (target.kind === "refuse" && target.status === 400 && authority.kind === "ip") {
+      const ip = canonicalIp(authority.host)?.text;
+      if (ip !== undefined && ip !== pod.ip) {
+        await onDemand.ensure(ip, authority.port);
+        if (gone()) return;
+        target = decideTunnel(pod, tunnel);
+      }
+    }
+    if (target.kind === "forward" && unknownSource(plainIp(tunnel.remoteAddress))) {
+      // The source is a pod, not a Service: the port plays no part in asking for it.
+      await onDemand.ensure(plainIp(tunnel.remoteAddress), 0);
+      if (gone()) return;
+      target = decideTunnel(pod, tunnel);
+    }
+    serveTunnel(pod, tunnel, target);
+  };
+
+  const serveTunnel = (pod: InboundPod, tunnel: InboundTunnel, target: InboundDecision): void => {
     const srcIp = plainIp(tunnel.remoteAddress);
     const srcAddr = `${srcIp}:${tunnel.remotePort}`;
     const dstAddr = `${pod.ip}:${options.hbonePort}`;
@@ -298,18 +368,50 @@ export function createInbound(options: InboundOptions): Inbound {
     });
   };
 
-  const handlePlaintext = (pod: InboundPod, socket: Socket, destination: { ip: string; port: number }) => {
-    const srcIp = plainIp(socket.remoteAddress);
-    const srcAddr = `${srcIp}:${socket.remotePort}`;
-    const dstAddr = `${destination.ip}:${destination.port}`;
-    const owner = pod.uid;
-    registry.trackSocket(socket, owner);
-    const logFields = { src: srcIp, dst: `${destination.ip}:${destination.port}`, pod: pod.ip };
-    const target = decidePlaintextInbound(
+  const decidePlaintext = (pod: InboundPod, destination: { ip: string; port: number }) =>
+    decidePlaintextInbound(
       { ip: pod.ip, hbonePort: options.hbonePort, proxyPorts },
       { address: destination.ip, port: destination.port },
       store,
     );
+
+  const handlePlaintext = (pod: InboundPod, socket: Socket, destination: { ip: string; port: number }) => {
+    registry.trackSocket(socket, pod.uid);
+    const target = decidePlaintext(pod, destination);
+    const srcIp = plainIp(socket.remoteAddress);
+    const onDemand = options.onDemand;
+    if (onDemand === undefined || target.kind === "refuse" || !unknownSource(srcIp)) {
+      servePlaintext(pod, socket, destination, target);
+      return;
+    }
+    // On-demand: the source is asked for first, for the connection's telemetry (as for a tunnel).
+    // A reset meanwhile must not go unhandled; the socket is found destroyed after the wait.
+    const ignore = () => {};
+    socket.on("error", ignore);
+    onDemand
+      .ensure(srcIp, 0)
+      .then(() => {
+        socket.off("error", ignore);
+        if (socket.destroyed || options.isClosed()) return;
+        servePlaintext(pod, socket, destination, decidePlaintext(pod, destination));
+      })
+      .catch((err: unknown) => {
+        logger.warn({ src: srcIp, pod: pod.ip, err: errorText(err) }, "inbound plaintext failed");
+        socket.resetAndDestroy();
+      });
+  };
+
+  const servePlaintext = (
+    pod: InboundPod,
+    socket: Socket,
+    destination: { ip: string; port: number },
+    target: PlaintextInboundDecision,
+  ) => {
+    const srcIp = plainIp(socket.remoteAddress);
+    const srcAddr = `${srcIp}:${socket.remotePort}`;
+    const dstAddr = `${destination.ip}:${destination.port}`;
+    const owner = pod.uid;
+    const logFields = { src: srcIp, dst: `${destination.ip}:${destination.port}`, pod: pod.ip };
     if (target.kind === "refuse") {
       logger.warn({ ...logFields, reason: target.reason }, "inbound plaintext refused");
       logConnectionFailed(logger, { direction: "inbound", srcAddr, dstAddr, error: target.reason });
@@ -349,7 +451,11 @@ export function createInbound(options: InboundOptions): Inbound {
     }
     const upstream = (pod.connectUpstream ?? defaultConnector)(destination.ip, destination.port, srcIp);
     registry.trackSocket(upstream, owner);
+    // A failed dial, not an error of the relay once the app took the connection (that one ends the
+    // relay, and its access line carries the bytes moved and the error).
+    let dialed = false;
     upstream.once("error", (err) => {
+      if (dialed) return;
       const errno = recordDialFailure(err);
       logger.warn({ ...logFields, err: err.message, errno }, "inbound upstream dial failed");
       accessLog.complete({ sent: 0, received: 0, error: `upstream unavailable: ${err.message}` });
@@ -357,6 +463,7 @@ export function createInbound(options: InboundOptions): Inbound {
       socket.resetAndDestroy();
     });
     upstream.once("connect", () => {
+      dialed = true;
       if (options.isClosed() || socket.destroyed) {
         accessLog.complete({ sent: 0, received: 0, error: "client closed before the upstream connected" });
         upstream.destroy();

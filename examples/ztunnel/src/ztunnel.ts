@@ -413,7 +413,11 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     outbound: options.inPod?.ports?.outbound ?? 15001,
     inboundPlaintext: options.inPod?.ports?.inboundPlaintext ?? 15006,
   };
+  // On-demand: an unknown destination is asked for (bounded wait) before the same decision, on the
+  // outbound side and for an inbound tunnel's target and source alike.
+  const onDemand = onDemandOf(options.onDemand, store, state, logger);
   const inbound = createInbound({
+    ...(onDemand === undefined ? {} : { onDemand }),
     nodeName: node.name,
     hbonePort: ports.hbone,
     proxyPorts: [inPodPorts.outbound, inPodPorts.inboundPlaintext],
@@ -437,8 +441,6 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     resolveHostname,
     logger,
   });
-  // On-demand: an unknown destination is asked for (bounded wait) before the same decision.
-  const onDemand = onDemandOf(options.onDemand, store, state, logger);
   const outbound = withOnDemand(directOutbound, onDemand);
   const hostNetwork = createHostNetwork({
     createClient: (credentials) => createHboneClient({ ...credentials, logger, metrics }),
