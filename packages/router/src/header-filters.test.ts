@@ -41,7 +41,34 @@ describe("header modifiers and redirects", () => {
       ],
       remove: ["X-B"],
     });
-    assert.deepEqual(h, { "x-a": "one", "set-cookie": ["a=1", "b=2"], "x-new": "n" });
+    // x-b: the request's value is removed first, then the added one goes on.
+    assert.deepEqual(h, { "x-a": "one", "x-b": "3", "set-cookie": ["a=1", "b=2"], "x-new": "n" });
+  });
+  it("removes before it sets and adds, so a configured value replaces the client's", () => {
+    // A filter that removes a header and also sets or adds it: the request's own value goes and the
+    // configured one stays, whichever list names the header.
+    const h: HeaderMap = { "x-user": "spoofed", "x-tag": ["a", "b"], "x-other": "kept" };
+    applyHeaderFilter(h, {
+      set: [{ name: "X-User", value: "verified" }],
+      add: [{ name: "x-tag", value: "c" }],
+      remove: ["x-user", "X-Tag"],
+    });
+    assert.deepEqual(h, { "x-user": "verified", "x-tag": "c", "x-other": "kept" });
+  });
+  it("redirects without a scheme or port to the port the request was sent to", () => {
+    // The Service port stands for the listener port: a Host without a port, or with another one,
+    // does not change it.
+    const req = { scheme: "http" as const, host: "echo", path: "/p", query: undefined, port: 8080 };
+    assert.equal(redirectLocation({}, req, undefined), "http://echo:8080/p");
+    assert.equal(redirectLocation({ hostname: "example.org" }, req, undefined), "http://example.org:8080/p");
+    assert.equal(
+      redirectLocation({ hostname: "example.org" }, { ...req, host: "echo:9999" }, undefined),
+      "http://example.org:8080/p",
+    );
+    assert.equal(redirectLocation({}, { ...req, host: "echo:8080", port: 80 }, undefined), "http://echo/p");
+    // A scheme still means its well-known port; an explicit port still wins.
+    assert.equal(redirectLocation({ scheme: "https" }, req, undefined), "https://echo/p");
+    assert.equal(redirectLocation({ port: 8083 }, req, undefined), "http://echo:8083/p");
   });
   it("builds redirect locations", () => {
     const req = { scheme: "http" as const, host: "a.example.com:8080", path: "/p", query: "x=1" };

@@ -3,9 +3,15 @@ import type { HTTPHeaderFilter, HTTPPathModifier, HTTPRequestRedirectFilter } fr
 /** A mutable header map with lower-case names. */
 export type HeaderMap = Record<string, string | string[]>;
 
-/** Applies a Gateway API header modifier: set replaces, add appends (comma-joined), remove deletes. */
+/**
+ * Applies a Gateway API header modifier: remove deletes, then set replaces and add appends
+ * (comma-joined). Removing first, as Envoy applies `request_headers_to_remove` before the headers it
+ * adds, means a filter that removes and also sets or adds one header name drops the value the request
+ * came with and sends the configured one, rather than dropping both.
+ */
 export function applyHeaderFilter(headers: HeaderMap, filter: HTTPHeaderFilter | undefined): void {
   if (filter === undefined) return;
+  for (const name of filter.remove ?? []) delete headers[name.toLowerCase()];
   for (const h of filter.set ?? []) headers[h.name.toLowerCase()] = h.value;
   for (const h of filter.add ?? []) {
     const name = h.name.toLowerCase();
@@ -14,7 +20,6 @@ export function applyHeaderFilter(headers: HeaderMap, filter: HTTPHeaderFilter |
     else if (Array.isArray(old)) old.push(h.value);
     else headers[name] = name === "set-cookie" ? [old, h.value] : `${old},${h.value}`;
   }
-  for (const name of filter.remove ?? []) delete headers[name.toLowerCase()];
 }
 
 /**
@@ -39,10 +44,20 @@ function stripSlash(p: string): string {
   return p.endsWith("/") ? p.slice(0, -1) : p;
 }
 
-/** Builds the `Location` of a RequestRedirect from the request's scheme, host, port and path. */
+/**
+ * Builds the `Location` of a RequestRedirect from the request's scheme, host, port and path.
+ * `request.port` is the port the request was sent to (the Service port, which stands for the
+ * listener's); without it the port in `host` is used.
+ */
 export function redirectLocation(
   redirect: HTTPRequestRedirectFilter,
-  request: { scheme: "http" | "https"; host: string; path: string; query: string | undefined },
+  request: {
+    scheme: "http" | "https";
+    host: string;
+    path: string;
+    query: string | undefined;
+    port?: number | undefined;
+  },
   matchedPrefix: string | undefined,
 ): string {
   const scheme = redirect.scheme ?? request.scheme;
@@ -50,8 +65,12 @@ export function redirectLocation(
   const hostname = redirect.hostname ?? hostOnly;
   let port: number | undefined = redirect.port;
   // Without a port, a redirect that names a scheme goes to that scheme's well-known port (left out of
-  // the Location), whether or not the scheme changes; one without a scheme keeps the request's port.
-  if (port === undefined && redirect.scheme === undefined && portText !== undefined) port = Number(portText);
+  // the Location), whether or not the scheme changes. One without a scheme goes to the port the
+  // request was sent to, whatever its Host says: `Host: echo` sent to port 8080 is redirected to
+  // 8080, not to the scheme's default.
+  if (port === undefined && redirect.scheme === undefined) {
+    port = request.port ?? (portText === undefined ? undefined : Number(portText));
+  }
   const defaultPort = scheme === "https" ? 443 : 80;
   const authority = port === undefined || port === defaultPort ? hostname : `${hostname}:${port}`;
   const path =

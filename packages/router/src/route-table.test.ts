@@ -344,6 +344,46 @@ describe("route table attachment", () => {
       undefined,
     );
   });
+  it("applies a parentRef's port to that parent only", () => {
+    // One route on reviews:9080 and ratings:8080; another route gives reviews a rule on 8080 too.
+    const shared: HTTPRoute = {
+      ...svcRoute,
+      metadata: { name: "shared", namespace: "bookinfo" },
+      spec: {
+        parentRefs: [
+          { group: "", kind: "Service", name: "reviews", port: 9080 },
+          { group: "", kind: "Service", name: "ratings", port: 8080 },
+        ],
+        rules: [rule("shared", [{}])],
+      },
+    };
+    const admin: HTTPRoute = {
+      ...svcRoute,
+      metadata: { name: "admin", namespace: "bookinfo" },
+      spec: {
+        parentRefs: [{ group: "", kind: "Service", name: "reviews", port: 8080 }],
+        rules: [rule("admin", [{ path: { type: "Exact", value: "/admin" } }])],
+      },
+    };
+    const table = createRouteTable([shared, admin]);
+    const reviews = { name: "reviews", namespace: "bookinfo" };
+    const ratings = { name: "ratings", namespace: "bookinfo" };
+    assert.equal(
+      table.match(req("/", { target: { service: reviews, port: 9080 } }))?.rule.route,
+      "bookinfo/shared",
+    );
+    assert.equal(
+      table.match(req("/", { target: { service: ratings, port: 8080 } }))?.rule.route,
+      "bookinfo/shared",
+    );
+    assert.equal(
+      table.match(req("/admin", { target: { service: reviews, port: 8080 } }))?.rule.route,
+      "bookinfo/admin",
+    );
+    // reviews:8080 has only the admin route: anything else there is not routed by "shared".
+    assert.equal(table.match(req("/", { target: { service: reviews, port: 8080 } })), undefined);
+    assert.equal(table.match(req("/", { target: { service: ratings, port: 9080 } })), undefined);
+  });
   it("ignores a route from a third namespace that names another namespace's Service", () => {
     const foreign: HTTPRoute = {
       ...svcRoute,

@@ -559,9 +559,16 @@ export function createRouteTable(routes: readonly unknown[], options: RouteTable
         : Date.parse(route.metadata.creationTimestamp);
     const keys = scopeKeys(route, options.waypoint);
     if (keys.length === 0) continue;
-    const ports = keys.some((k) => k.port === undefined)
-      ? undefined
-      : new Set(keys.map((k) => k.port as number));
+    // Ports belong to the parentRef that names them: a route on one Service's port 80 and another
+    // Service's port 8080 governs neither Service's other port. `null`: every port of that parent.
+    const parents = new Map<string, Set<number> | null>();
+    for (const k of keys) {
+      const seen = parents.get(k.key);
+      if (seen === null) continue;
+      if (k.port === undefined) parents.set(k.key, null);
+      else if (seen === undefined) parents.set(k.key, new Set([k.port]));
+      else seen.add(k.port);
+    }
     const rules = route.spec.rules === undefined || route.spec.rules.length === 0 ? [{}] : route.spec.rules;
     const hostnames =
       route.spec.hostnames === undefined || route.spec.hostnames.length === 0
@@ -573,28 +580,28 @@ export function createRouteTable(routes: readonly unknown[], options: RouteTable
         GRPCRouteMatch)[];
       const matches = rawMatches.length === 0 ? [{}] : rawMatches;
       matches.forEach((m, matchIndex) => {
-        const base = {
-          created,
-          routeKey: `${namespace}/${route.metadata.name}`,
-          matchIndex,
-          rule,
-          ports,
-          rank: 0,
-        };
-        const entry = makeEntry(route.kind === "HTTPRoute" ? httpEntry(m, base) : grpcEntry(m, base));
-        const buckets: Bucket[] = [];
-        for (const k of keys) {
-          let scope = scopes.get(k.key);
+        for (const [key, ports] of parents) {
+          const base = {
+            created,
+            routeKey: `${namespace}/${route.metadata.name}`,
+            matchIndex,
+            rule,
+            ports: ports ?? undefined,
+            rank: 0,
+          };
+          const entry = makeEntry(route.kind === "HTTPRoute" ? httpEntry(m, base) : grpcEntry(m, base));
+          let scope = scopes.get(key);
           if (scope === undefined) {
             scope = { http: newHostIndex(), grpc: newHostIndex(), allPorts: false, ports: new Set() };
-            scopes.set(k.key, scope);
+            scopes.set(key, scope);
           }
-          if (k.port === undefined) scope.allPorts = true;
-          else scope.ports.add(k.port);
+          if (ports === null) scope.allPorts = true;
+          else for (const port of ports) scope.ports.add(port);
+          const buckets: Bucket[] = [];
           for (const h of hostnames)
             buckets.push(bucketFor(route.kind === "HTTPRoute" ? scope.http : scope.grpc, h));
+          entries.push({ entry, buckets: [...new Set(buckets)] });
         }
-        entries.push({ entry, buckets: [...new Set(buckets)] });
       });
     });
   }

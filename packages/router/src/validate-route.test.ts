@@ -186,6 +186,24 @@ describe("validateRoute", () => {
     );
   });
 
+  it("accepts ReplacePrefixMatch in a rule without matches, whose match is PathPrefix /", () => {
+    // The API server gives a rule without matches its default match (PathPrefix "/") before checking
+    // that a ReplacePrefixMatch rule has exactly one PathPrefix match, so such a rule is valid.
+    for (const filter of [
+      { type: "URLRewrite", urlRewrite: { path: { type: "ReplacePrefixMatch", replacePrefixMatch: "/v2" } } },
+      {
+        type: "RequestRedirect",
+        requestRedirect: { path: { type: "ReplacePrefixMatch", replacePrefixMatch: "/v2" } },
+      },
+    ]) {
+      const rule =
+        filter.type === "URLRewrite"
+          ? { filters: [filter], backendRefs: [{ name: "a", port: 80 }] }
+          : { filters: [filter] };
+      assert.doesNotThrow(() => validateHttpRoute(http([rule])));
+    }
+  });
+
   it("bounds regular expressions", () => {
     for (const bad of ["(a+)+$", "(a*)*b", "(x+y?)*", "((ab)+)+", "(a|b+){2,}", "(\\w+\\s?)*$"]) {
       fails(

@@ -348,7 +348,12 @@ function checkHttpRoute(c: Checker, spec: Json): void {
     const rule = c.object(raw, f);
     c.optString(rule.name, `${f}.name`);
     const matches = c.array(rule.matches, `${f}.matches`, 64);
-    const pathTypes = matches.map((m, i) => checkHttpMatch(c, m, `${f}.matches[${i}]`));
+    // A rule without matches has the API's default one, PathPrefix "/" (as routing reads it), so a
+    // ReplacePrefixMatch on it replaces "/". An explicit empty list gets no default.
+    const pathTypes =
+      rule.matches === undefined
+        ? ["PathPrefix"]
+        : matches.map((m, i) => checkHttpMatch(c, m, `${f}.matches[${i}]`));
     const filters = checkFilters(c, rule.filters, `${f}.filters`, { grpc: false, backendLevel: false });
     const backends = checkBackendRefs(c, rule.backendRefs, `${f}.backendRefs`, false);
     if (filters.has("RequestRedirect") && backends > 0) {

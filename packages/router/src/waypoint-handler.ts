@@ -1355,10 +1355,19 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     x.route = rule.route;
 
     if (rule.redirect !== undefined) {
-      const location = redirectLocation(rule.redirect, { scheme: "http", host, path, query }, matchedPrefix);
+      const location = redirectLocation(
+        rule.redirect,
+        { scheme: "http", host, path, query, port: target.port },
+        matchedPrefix,
+      );
       x.flags = "-";
       x.status = rule.redirect.statusCode ?? 302;
-      res.writeHead(x.status, { location, "content-length": 0 });
+      // The rule's ResponseHeaderModifier shapes the redirect as it would a backend's response, as
+      // Envoy applies a route's response headers to the redirects it answers itself.
+      const redirectHeaders: HeaderMap = { location };
+      applyHeaderFilter(redirectHeaders, rule.responseHeaders);
+      redirectHeaders["content-length"] = "0";
+      res.writeHead(x.status, redirectHeaders);
       res.end();
       return;
     }
