@@ -131,6 +131,33 @@ describe("resolveMeshName", () => {
     assert.equal(other.kind === "answer" && other.service, "ns1/api.example.com");
   });
 
+  it("prefers the canonical Service for a hostname the client's namespace does not have", () => {
+    // A ServiceEntry elsewhere that reuses a Kubernetes Service's hostname, in a namespace that
+    // sorts first: pods outside both namespaces must still get the Kubernetes Service.
+    const store = new WorkloadStore();
+    const add = (s: Service) => store.upsert(`${s.namespace}/${s.hostname}`, { service: s });
+    add(service("aaa", "reviews.bookinfo.svc.cluster.local", ["240.240.0.9"], { canonical: false }));
+    add(service("bookinfo", "reviews.bookinfo.svc.cluster.local", ["10.0.0.30"], { canonical: true }));
+    add(service("aaa", "shared.example.com", ["240.240.0.10"], { canonical: false }));
+    add(service("bbb", "shared.example.com", ["240.240.0.11"], { canonical: true }));
+    add(service("ccc", "shared.example.com", ["240.240.0.12"], { canonical: false }));
+    const from = (namespace: string, name: string) => {
+      const answer = resolveMeshName(store, { namespace, network: "" }, name, 4);
+      return answer.kind === "answer" ? [answer.service, answer.addresses] : answer.kind;
+    };
+    assert.deepEqual(from("ns1", "reviews.bookinfo"), [
+      "bookinfo/reviews.bookinfo.svc.cluster.local",
+      ["10.0.0.30"],
+    ]);
+    assert.deepEqual(from("ns1", "shared.example.com"), ["bbb/shared.example.com", ["240.240.0.11"]]);
+    // The client's own namespace still wins over the canonical one.
+    assert.deepEqual(from("aaa", "reviews.bookinfo"), [
+      "aaa/reviews.bookinfo.svc.cluster.local",
+      ["240.240.0.9"],
+    ]);
+    assert.deepEqual(from("ccc", "shared.example.com"), ["ccc/shared.example.com", ["240.240.0.12"]]);
+  });
+
   it("matches wildcard hosts without a CNAME", () => {
     assert.deepEqual(ask(ns1, "a.wild.example.com"), {
       kind: "answer",
@@ -164,6 +191,53 @@ describe("resolveMeshName", () => {
     assert.deepEqual(ask(ns2, "noaddress.example.com"), { kind: "forward" });
   });
 
+  it("answers a headless Service that publishes not-ready addresses with its unready pods too", () => {
+    // `publishNotReadyAddresses: true` reaches the proxy as the health policy ALLOW_ALL: peers of a
+    // StatefulSet find each other by this name before any of them is ready.
+    const store = mesh();
+    store.upsert("ns2/peers.ns2.svc.cluster.local", {
+      service: service("ns2", "peers.ns2.svc.cluster.local", [], {
+        loadBalancing: { routingPreference: [], mode: "UNSPECIFIED_MODE", healthPolicy: "ALLOW_ALL" },
+      }),
+    });
+    store.upsert("peer-0", {
+      workload: pod("peer-0", "ns2", ["10.1.1.1"], ["ns2/peers.ns2.svc.cluster.local"]),
+    });
+    store.upsert("peer-1", {
+      workload: pod("peer-1", "ns2", ["10.1.1.2"], ["ns2/peers.ns2.svc.cluster.local"], false),
+    });
+    const answer = resolveMeshName(store, ns2, "peers", 4);
+    assert.equal(answer.kind, "answer");
+    assert.deepEqual(answer.kind === "answer" && [...answer.addresses].sort(), ["10.1.1.1", "10.1.1.2"]);
+    // Without the policy only ready pods are answered.
+    assert.deepEqual((ask(ns2, "db") as { addresses: string[] }).addresses, ["10.1.0.1", "10.1.0.2"]);
+  });
+
+  it("answers only host addresses: a ServiceEntry's CIDR is not an address to give out", () => {
+    const store = mesh();
+    const cidr = (ip: string, length: number) => ({ network: "", address: bytes(ip), length });
+    // Only a range: nothing the pod could dial by name, so the upstream resolver answers.
+    store.upsert("ns2/range.example.com", {
+      service: service("ns2", "range.example.com", [], { addresses: [cidr("10.20.0.0", 16)] }),
+    });
+    // A range and a host VIP (and a /32, which is a host): only the hosts are answered.
+    store.upsert("ns2/mixed.example.com", {
+      service: service("ns2", "mixed.example.com", [], {
+        addresses: [
+          cidr("10.30.0.0", 24),
+          cidr("240.240.0.20", 32),
+          { network: "", address: bytes("240.240.0.21") },
+        ],
+      }),
+    });
+    assert.deepEqual(resolveMeshName(store, ns2, "range.example.com", 4), { kind: "forward" });
+    const mixed = resolveMeshName(store, ns2, "mixed.example.com", 4);
+    assert.deepEqual(mixed.kind === "answer" && [...mixed.addresses].sort(), [
+      "240.240.0.20",
+      "240.240.0.21",
+    ]);
+  });
+
   it("keeps a namespace-visible Service to its namespace, and VIPs to the client's network", () => {
     assert.equal(ask(ns2, "private").kind, "answer");
     assert.deepEqual(ask(ns1, "private.ns2"), { kind: "forward" });
@@ -178,6 +252,11 @@ describe("resolveMeshName", () => {
     assert.deepEqual(ask(ns1, "www.example.org"), { kind: "forward" });
     assert.deepEqual(ask(ns1, ""), { kind: "forward" });
     assert.deepEqual(ask(ns1, "."), { kind: "forward" });
+    // A pod's own name under its headless Service (a StatefulSet's) is the cluster DNS's to answer,
+    // however it is spelled.
+    for (const name of ["db-0.db.ns2.svc.cluster.local", "db-0.db.ns2.svc", "db-0.db.ns2", "db-0.db"]) {
+      assert.deepEqual(ask(ns2, name), { kind: "forward" }, name);
+    }
   });
 
   it("follows the store: a removed Service is forwarded at once", () => {

@@ -3,6 +3,7 @@
 // is forwarded upstream. Pure: the store is read through the small interface below.
 import type { Service, Workload } from "@ambient/xds";
 import { canonicalFromBytes } from "./ip-address.js";
+import type { ServiceMatch } from "./workload-store.js";
 
 /** TTL of the records the proxy answers itself, in seconds (Istio's ztunnel uses 30). */
 export const MESH_RECORD_TTL = 30;
@@ -11,8 +12,12 @@ export const MESH_RECORD_TTL = 30;
 export interface MeshNameSource {
   /** Every Service with this hostname, in a stable order. */
   servicesByHostname(hostname: string): readonly Service[];
-  /** Healthy workloads backing the Service `namespace/hostname`, for one without a VIP. */
-  workloadsOfService(key: string): readonly Workload[];
+  /**
+   * The endpoints of a Service, for one without a VIP: its healthy workloads, and the others too when
+   * its health policy is ALLOW_ALL. The proxy asks with `servicePort` 0 (no port in particular), so
+   * every workload that lists the Service counts whatever ports it has.
+   */
+  endpointsOf(match: ServiceMatch): readonly { workload: Workload }[];
 }
 
 /** The pod asking, as far as names are concerned. */
@@ -115,9 +120,9 @@ export type AddressFamily = 4 | 6;
  * The answer to an A (`family` 4) or AAAA (6) question for `asked` from `client`: a mesh Service's
  * addresses when one of the name's spellings is a Service hostname the client may see, else forward.
  * A Service with addresses answers with those on the client's network; a Kubernetes Service without
- * any (headless) with its healthy pods' addresses; a Service that is single-stack answers the other
- * family with no records. When several namespaces have the hostname, the client's own wins, then the
- * first by namespace.
+ * any (headless) with its endpoints' addresses (healthy pods, all of them under ALLOW_ALL); a Service
+ * that is single-stack answers the other family with no records. When several namespaces have the
+ * hostname, the client's own wins, then the canonical one, then the first by namespace.
  */
 export function resolveMeshName(
   source: MeshNameSource,
@@ -136,10 +141,15 @@ export function resolveMeshName(
           // A Service the client's namespace may not see is not its name to resolve.
           (s.visibility !== "NAMESPACE" || s.namespace === client.namespace) &&
           // Without an address only a Kubernetes (headless) Service is answered here; a
-          // ServiceEntry host without one is left to the upstream resolver.
-          (s.addresses.length > 0 || s.hostname.endsWith(kubernetesSuffix)),
+          // ServiceEntry host without one (or with only ranges) is left to the upstream resolver.
+          (hostAddresses(s).length > 0 || s.hostname.endsWith(kubernetesSuffix)),
       );
-      const service = services.find((s) => s.namespace === client.namespace) ?? services[0];
+      // The client's own namespace first, then the Service marked canonical (a Kubernetes Service,
+      // which a ServiceEntry elsewhere reusing its hostname must not shadow), then the first.
+      const service =
+        services.find((s) => s.namespace === client.namespace) ??
+        services.find((s) => s.canonical) ??
+        services[0];
       if (service === undefined) continue;
       const key = `${service.namespace}/${service.hostname}`;
       const wildcard = candidate.startsWith("*.");
@@ -152,6 +162,15 @@ export function resolveMeshName(
     }
   }
   return { kind: "forward" };
+}
+
+/**
+ * A Service's own addresses: those without a prefix length or with a full one. A ServiceEntry may
+ * list a CIDR (`10.0.0.0/16`, sent with its prefix length) to capture a range; its first address is no
+ * more the Service's than any other in the range, so it is never an answer.
+ */
+function hostAddresses(service: Service): Service["addresses"] {
+  return service.addresses.filter((a) => a.length === undefined || a.length === a.address.length * 8);
 }
 
 function familyAllowed(service: Service, family: AddressFamily): boolean {
@@ -168,9 +187,13 @@ function addressesOf(
   family: AddressFamily,
 ): string[] {
   const out: string[] = [];
-  if (service.addresses.length === 0) {
-    // Headless: one address of the family per backing pod.
-    for (const w of source.workloadsOfService(key)) {
+  const vips = hostAddresses(service);
+  if (vips.length === 0) {
+    // Headless: one address of the family per endpoint. The endpoints follow the Service's health
+    // policy, so one that publishes not-ready addresses (ALLOW_ALL) lists pods that are not ready yet,
+    // as peers of a StatefulSet need to find each other before any is ready.
+    const all = { key, service, servicePort: 0, targetPort: 0, namedTarget: false };
+    for (const { workload: w } of source.endpointsOf(all)) {
       for (const bytes of w.addresses) {
         const ip = canonicalFromBytes(bytes);
         if (ip?.family === family) {
@@ -181,7 +204,7 @@ function addressesOf(
     }
     return out;
   }
-  for (const vip of service.addresses) {
+  for (const vip of vips) {
     const ip = canonicalFromBytes(vip.address);
     if (ip?.family === family && vip.network === client.network) out.push(ip.text);
   }
