@@ -114,7 +114,10 @@ export interface AuthorizationDecision {
   dryRunAllowed?: boolean;
   /** AUDIT policies that matched (`ns/name`). */
   audit?: string[];
-  /** `L4` (ztunnel rules, no `http`) or `L7` (every attribute). */
+  /**
+   * `L4` (a connection, no `http`: ztunnel's rules, or at a waypoint its policies' TCP form) or `L7`
+   * (every attribute).
+   */
   layer: "L4" | "L7";
   /** Set when the request itself was malformed (the decision is then a deny). */
   error?: PolicyError;
@@ -142,8 +145,9 @@ export interface OpenConnection {
 
 /**
  * The CUSTOM action's external authorizer. It receives the checked copy of the request, whose
- * `http.path` is the normalized path followed by the query as received. Returning anything but
- * `true`, or throwing, denies.
+ * `http.path` is the normalized path followed by the query as received. At a waypoint it is also
+ * asked about connections carried as TCP, which have no `http` (as Envoy's network ext_authz filter
+ * asks a gRPC provider). Returning anything but `true`, or throwing, denies.
  */
 export type CustomAuthorizer = (
   request: AuthorizationRequest,
@@ -161,7 +165,10 @@ export interface AuthorizationEngineOptions {
   /**
    * Which policies apply to L7 requests. `workload` (default): selector, namespace and root
    * policies, plus `targetRefs` policies matching `destination.targets` (sidecar semantics).
-   * `waypoint`: only `targetRefs` policies matching `destination.targets` (waypoint semantics).
+   * `waypoint`: only `targetRefs` policies matching `destination.targets` (waypoint semantics), for
+   * requests and for connections without `http` alike; a connection meets them as Envoy's network
+   * RBAC filter applies them (HTTP-only fields dropped from DENY, AUDIT and CUSTOM rules, ALLOW rules
+   * using them left out).
    */
   l7Attachment?: "workload" | "waypoint";
   /** Decides requests that match a CUSTOM policy. Default: none, so a matching CUSTOM policy denies (fail closed, as Envoy ext_authz does). */
@@ -204,10 +211,16 @@ interface Entry {
   l7: CompiledL7Policy | undefined;
   /**
    * A `targetRefs` policy as a waypoint applies it to a connection it carries as TCP (no `http`):
-   * its wire form, HTTP rules dropped as for ztunnel. Undefined for other policies, and when nothing
-   * of the policy applies at L4.
+   * an entry whose `policy` is matched in its TCP form (see {@link forTcp}). Undefined for other
+   * policies.
    */
   readonly tcp?: Entry;
+  /**
+   * True for the entry a waypoint matches connections against: its `policy` is compiled with the
+   * rules of Envoy's network RBAC filter (HTTP-only fields dropped from DENY, AUDIT and CUSTOM rules,
+   * ALLOW rules using them left out), and matched without `http`.
+   */
+  readonly forTcp?: boolean;
 }
 
 interface NamespaceBucket {
@@ -301,6 +314,25 @@ function workloadNamespaceOf(request: AuthorizationRequest): string | undefined 
     if (workload === undefined) return undefined;
     if (!isRecord(workload) || typeof workload.namespace !== "string") return "malformed";
     return workload.namespace;
+  } catch {
+    return "malformed";
+  }
+}
+
+/** The namespaces of a request's `destination.targets`, or `malformed` when they cannot be read. */
+function targetNamespacesOf(request: AuthorizationRequest): string[] | "malformed" {
+  try {
+    const destination: unknown = request.destination;
+    if (!isRecord(destination)) return "malformed";
+    const targets = destination.targets;
+    if (targets === undefined) return [];
+    if (!Array.isArray(targets)) return "malformed";
+    const out: string[] = [];
+    for (const t of targets as unknown[]) {
+      if (!isRecord(t) || typeof t.namespace !== "string") return "malformed";
+      out.push(t.namespace);
+    }
+    return out;
   } catch {
     return "malformed";
   }
@@ -419,8 +451,8 @@ function canonicalGroup(kind: string, group: string | undefined): string {
 
 /**
  * Holds AuthorizationPolicies, PeerAuthentications and wire `Authorization`s, indexed by scope,
- * namespace and selected workloads, and decides connections (ztunnel's L4 rules) and HTTP
- * requests (every attribute) with Istio's order: CUSTOM, DENY, no ALLOW policy means allow,
+ * namespace and selected workloads, and decides connections (ztunnel's L4 rules, or a waypoint's
+ * TCP rules) and HTTP requests (every attribute) with Istio's order: CUSTOM, DENY, no ALLOW policy means allow,
  * a matching ALLOW allows, otherwise deny.
  */
 export class AuthorizationEngine {
@@ -578,7 +610,8 @@ export class AuthorizationEngine {
   }
 
   /**
-   * Decides a connection (no `http`: ztunnel's L4 rules) or an HTTP request (every attribute).
+   * Decides a connection (no `http`: ztunnel's L4 rules, or at a waypoint its policies' TCP form) or
+   * an HTTP request (every attribute).
    * Never throws: a malformed request (missing or wrong-typed field, bad address or port, a path
    * refused by normalization) is denied with `error` set, and with `badRequest` when the answer
    * must be 400.
@@ -655,7 +688,7 @@ export class AuthorizationEngine {
     const { source, destination } = checked.request;
     return this.#applicable(checked.request, layer).map((e) => {
       let rules: string[];
-      if (layer === "L7" && e.policy) rules = explainL7Policy(this.#l7(e), attrs);
+      if ((layer === "L7" || e.forTcp === true) && e.policy) rules = explainL7Policy(this.#l7(e), attrs);
       else if (e.wire) {
         const groups = explainWireAuthorization(e.wire, attrs, source.ip, destination.ip);
         const specRules = e.policy?.spec.rules;
@@ -676,8 +709,8 @@ export class AuthorizationEngine {
   /**
    * Re-decides open connections after a policy change and returns those now denied, so they can
    * be closed (ztunnel drains them with "connection closed due to policy change"). With `since`
-   * (an earlier {@link version}), connections whose destination namespace saw no change are skipped.
-   * A malformed connection (or request) is never skipped and comes back denied.
+   * (an earlier {@link version}), connections whose destination namespace saw no change are skipped
+   * (with `l7Attachment: "waypoint"`: the namespaces of `destination.targets`). A malformed connection (or request) is never skipped and comes back denied.
    */
   reevaluate<T extends OpenConnection>(
     connections: Iterable<T>,
@@ -697,8 +730,15 @@ export class AuthorizationEngine {
     for (const connection of connections) {
       const request = requestOf(connection);
       if (affected !== undefined && affected !== "all" && request !== undefined) {
-        const ns = workloadNamespaceOf(request);
-        if (ns !== "malformed" && (ns === undefined || !affected.has(ns))) continue;
+        if (this.#l7Attachment === "waypoint") {
+          // A waypoint's policies are those of the targets' namespaces (and the root's, which
+          // makes every connection affected), not of the destination workload's.
+          const namespaces = targetNamespacesOf(request);
+          if (namespaces !== "malformed" && !namespaces.some((ns) => affected.has(ns))) continue;
+        } else {
+          const ns = workloadNamespaceOf(request);
+          if (ns !== "malformed" && (ns === undefined || !affected.has(ns))) continue;
+        }
       }
       const decision =
         request === undefined
@@ -773,17 +813,13 @@ export class AuthorizationEngine {
       policy: conversion.skipped === "dry-run-disabled" ? undefined : policy,
       l7: undefined,
     };
-    // At a waypoint, a connection that is not HTTP meets the targetRefs policies in their L4 form.
+    // At a waypoint, a connection that is not HTTP meets the targetRefs policies as Envoy's network
+    // RBAC filter applies them: not the ztunnel form, whose DENY rules with an HTTP part never match,
+    // but every rule with its HTTP-only parts dropped (DENY, AUDIT, CUSTOM: wider) or, for ALLOW,
+    // every rule without one. CUSTOM and AUDIT apply to connections too.
     let tcp: Entry | undefined;
-    if (scope === "TARGET_REF" && this.#l7Attachment === "waypoint") {
-      const { targetRefs: _refs, targetRef: _ref, ...untargeted } = spec;
-      const l4 = toWireAuthorization(
-        { ...policy, spec: untargeted },
-        { rootNamespace: this.#rootNamespace, enableDryRun: this.#enableDryRun },
-      );
-      if (l4.authorization !== undefined) {
-        tcp = { ...entry, wire: compileWireAuthorization(l4.authorization), ruleIndexes: l4.ruleIndexes };
-      }
+    if (scope === "TARGET_REF" && this.#l7Attachment === "waypoint" && entry.policy !== undefined) {
+      tcp = { ...entry, wire: undefined, ruleIndexes: undefined, l7: undefined, forTcp: true };
     }
     this.#put(tcp === undefined ? entry : { ...entry, tcp });
     return conversion;
@@ -949,9 +985,11 @@ export class AuthorizationEngine {
 
   #applicable(request: AuthorizationRequest, layer: "L4" | "L7"): readonly Entry[] {
     const workload = request.destination.workload;
-    // The common L4 case depends on the namespace only: reuse its list until the next change.
+    // The common L4 case depends on the namespace only: reuse its list until the next change. Not at
+    // a waypoint, where a connection's policies are those of its targets, whatever its workload.
     const cacheable =
       layer === "L4" &&
+      this.#l7Attachment !== "waypoint" &&
       workload !== undefined &&
       workload.authorizationPolicies === undefined &&
       this.#globalSelected.length === 0 &&
@@ -1017,7 +1055,7 @@ export class AuthorizationEngine {
     return out;
   }
 
-  /** Entries with nothing to evaluate at this layer (e.g. CUSTOM at L4) are left out. */
+  /** Entries with nothing to evaluate at this layer (e.g. CUSTOM at ztunnel's L4) are left out. */
   #add(out: Entry[], e: Entry, l4: boolean): void {
     if (e.wire !== undefined || (!l4 && e.policy !== undefined)) out.push(e);
   }
@@ -1175,13 +1213,15 @@ export class AuthorizationEngine {
   }
 
   #l7(e: Entry): CompiledL7Policy {
-    if (e.l7 === undefined && e.policy !== undefined) e.l7 = compileAuthorizationPolicy(e.policy);
+    if (e.l7 === undefined && e.policy !== undefined)
+      e.l7 = compileAuthorizationPolicy(e.policy, { forTcp: e.forTcp === true });
     return e.l7 as CompiledL7Policy;
   }
 
   /** Index of the matching rule for an entry, or -1; the rule index is in `spec.rules` terms where known. */
   #match(e: Entry, attrs: RequestAttributes, layer: "L4" | "L7"): number {
-    if (layer === "L7" && e.policy !== undefined) return matchL7Policy(this.#l7(e), attrs);
+    if ((layer === "L7" || e.forTcp === true) && e.policy !== undefined)
+      return matchL7Policy(this.#l7(e), attrs);
     if (e.wire === undefined) return -1;
     const group = matchWireAuthorization(e.wire, attrs);
     if (group < 0) return -1;
@@ -1241,41 +1281,40 @@ export class AuthorizationEngine {
     applicable: readonly Entry[],
     layer: "L4" | "L7",
   ): AuthorizationDecision {
-    const l7 = layer === "L7";
-    if (l7) {
-      for (const e of applicable) {
-        if (e.action !== "CUSTOM" || e.dryRun) continue;
-        const idx = this.#match(e, attrs, layer);
-        if (idx < 0) continue;
-        const provider = e.provider ?? "";
-        let verdict: boolean;
-        try {
-          verdict =
-            this.#customAuthorizer?.(request, { namespace: e.namespace, name: e.name, provider }) === true;
-        } catch (err) {
-          // ext_authz with failure_mode_allow: false: an authorizer failure denies.
-          this.#logger.warn({ policy: e.key, err: describeError(err) }, "custom authorizer failed");
-          return {
-            allowed: false,
-            reason: `denied by CUSTOM policy ${e.key}: the authorizer for provider ${provider} failed: ${describeError(err)}`,
-            policy: e.key,
-            action: "CUSTOM",
-            rule: idx,
-            layer,
-          };
-        }
-        if (verdict) continue;
+    // Only L7 requests and a waypoint's connections meet CUSTOM and AUDIT policies: ztunnel's
+    // rules leave them out (see #add).
+    for (const e of applicable) {
+      if (e.action !== "CUSTOM" || e.dryRun) continue;
+      const idx = this.#match(e, attrs, layer);
+      if (idx < 0) continue;
+      const provider = e.provider ?? "";
+      let verdict: boolean;
+      try {
+        verdict =
+          this.#customAuthorizer?.(request, { namespace: e.namespace, name: e.name, provider }) === true;
+      } catch (err) {
+        // ext_authz with failure_mode_allow: false: an authorizer failure denies.
+        this.#logger.warn({ policy: e.key, err: describeError(err) }, "custom authorizer failed");
         return {
           allowed: false,
-          reason: this.#customAuthorizer
-            ? `denied by CUSTOM policy ${e.key} (provider ${provider})`
-            : `denied by CUSTOM policy ${e.key}: no authorizer for provider ${provider} (fail closed)`,
+          reason: `denied by CUSTOM policy ${e.key}: the authorizer for provider ${provider} failed: ${describeError(err)}`,
           policy: e.key,
           action: "CUSTOM",
           rule: idx,
           layer,
         };
       }
+      if (verdict) continue;
+      return {
+        allowed: false,
+        reason: this.#customAuthorizer
+          ? `denied by CUSTOM policy ${e.key} (provider ${provider})`
+          : `denied by CUSTOM policy ${e.key}: no authorizer for provider ${provider} (fail closed)`,
+        policy: e.key,
+        action: "CUSTOM",
+        rule: idx,
+        layer,
+      };
     }
     for (let i = 0; i < applicable.length; i++) {
       const e = applicable[i] as Entry;
@@ -1293,12 +1332,10 @@ export class AuthorizationEngine {
       }
     }
     let audit: string[] | undefined;
-    if (l7) {
-      for (const e of applicable) {
-        if (e.action !== "AUDIT" || e.dryRun || this.#match(e, attrs, layer) < 0) continue;
-        if (audit === undefined) audit = [];
-        audit.push(e.key);
-      }
+    for (const e of applicable) {
+      if (e.action !== "AUDIT" || e.dryRun || this.#match(e, attrs, layer) < 0) continue;
+      if (audit === undefined) audit = [];
+      audit.push(e.key);
     }
     let decision: AuthorizationDecision | undefined;
     let allowPolicies = 0;

@@ -234,8 +234,8 @@ spec: { action: DENY, rules: [{ to: [{ operation: { methods: ['PUT'] } }] }] }
     );
     assert.equal(
       waypointMode.evaluate({ ...viaWaypoint("POST"), http: undefined }).allowed,
-      true,
-      "a connection carried as TCP: a DENY of methods leaves nothing to enforce",
+      false,
+      "a connection carried as TCP: a DENY of methods alone, its methods dropped, denies every connection",
     );
   });
 
@@ -281,7 +281,7 @@ spec:
     assert.equal(engine.evaluate(through("DELETE")).policy, "istio-system/class");
   });
 
-  it("applies a waypoint's targetRefs policies to a connection it carries as TCP, in their L4 form", () => {
+  it("applies a waypoint's targetRefs policies to a connection it carries as TCP, in their TCP form", () => {
     const yaml = `apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: { name: clients, namespace: foo }
@@ -317,17 +317,18 @@ spec: { action: DENY, rules: [{ from: [{ source: { principals: ['cluster.local/n
         ],
       },
     });
-    const client = engine.evaluate(connection("spiffe://cluster.local/ns/foo/sa/client"));
-    assert.deepEqual(
-      [client.allowed, client.policy],
-      [true, "foo/clients"],
-      "the namespace's own policy is ztunnel's",
-    );
     const other = engine.evaluate(connection("spiffe://cluster.local/ns/foo/sa/other"));
     assert.equal(other.allowed, false, "an ALLOW the caller does not match denies");
     const admin = engine.evaluate(connection("spiffe://cluster.local/ns/foo/sa/admin"));
-    assert.deepEqual([admin.allowed, admin.policy], [false, "foo/no-admin"], "a DENY's L4 rule applies");
-    // ...and its rule with an HTTP part is left out, as for ztunnel: the client is not denied by it.
+    assert.deepEqual(
+      [admin.allowed, admin.policy, admin.rule],
+      [false, "foo/no-admin", 0],
+      "a DENY's L4 rule applies",
+    );
+    // ...and so does its rule with an HTTP part, without that part: a connection has no path, so the
+    // client is denied (the namespace's own policy, ztunnel's, plays no part here).
+    const client = engine.evaluate(connection("spiffe://cluster.local/ns/foo/sa/client"));
+    assert.deepEqual([client.allowed, client.policy, client.rule], [false, "foo/no-admin", 1]);
     // Nothing of it is for ztunnel.
     assert.deepEqual(
       engine

@@ -35,6 +35,11 @@ type Pred = (a: RequestAttributes) => boolean;
 
 /** One compiled AuthorizationPolicy rule. */
 export interface CompiledL7Rule {
+  /**
+   * Set when the rule is left out of the policy's TCP form (an ALLOW rule with an HTTP-only field):
+   * it never matches, and this says why.
+   */
+  readonly dropped?: string;
   /** ORed; undefined when the rule has no `from`. */
   readonly from: readonly Pred[] | undefined;
   /** ORed; undefined when the rule has no `to`. */
@@ -266,6 +271,57 @@ function compileCondition(cond: Condition, namespace: string): Pred {
   }
 }
 
+/** The `when` keys a connection has no value for: everything about the HTTP request (`request.*`). */
+function isHttpOnlyConditionKey(key: string): boolean {
+  return key.startsWith("request.");
+}
+
+const HTTP_ONLY_SOURCE_FIELDS = ["requestPrincipals", "notRequestPrincipals"] as const;
+const HTTP_ONLY_OPERATION_FIELDS = [
+  "hosts",
+  "notHosts",
+  "methods",
+  "notMethods",
+  "paths",
+  "notPaths",
+] as const;
+
+/** The HTTP-only fields and `when` keys a rule uses (empty when it has none). */
+function httpOnlyFieldsOf(rule: Rule): string[] {
+  const found = new Set<string>();
+  for (const { source } of rule.from ?? [])
+    for (const f of HTTP_ONLY_SOURCE_FIELDS) if ((source[f]?.length ?? 0) > 0) found.add(f);
+  for (const { operation } of rule.to ?? [])
+    for (const f of HTTP_ONLY_OPERATION_FIELDS) if ((operation[f]?.length ?? 0) > 0) found.add(f);
+  for (const cond of rule.when ?? []) if (isHttpOnlyConditionKey(cond.key)) found.add(cond.key);
+  return [...found];
+}
+
+/**
+ * A rule as it applies to a connection carried as TCP, where nothing of an HTTP request can be seen:
+ * its HTTP-only fields and `when` keys removed. A `from` source or `to` operation left with no field
+ * matches every connection, so the rule is wider than as written.
+ */
+function withoutHttpOnlyFields(rule: Rule): Rule {
+  const out: Rule = {};
+  if (rule.from !== undefined)
+    out.from = rule.from.map(({ source }) => {
+      const s = { ...source };
+      for (const f of HTTP_ONLY_SOURCE_FIELDS) delete s[f];
+      return { source: s };
+    });
+  if (rule.to !== undefined)
+    out.to = rule.to.map(({ operation }) => {
+      const o = { ...operation };
+      for (const f of HTTP_ONLY_OPERATION_FIELDS) delete o[f];
+      return { operation: o };
+    });
+  if (rule.when !== undefined) out.when = rule.when.filter((c) => !isHttpOnlyConditionKey(c.key));
+  return out;
+}
+
+const NEVER: Pred = () => false;
+
 function compileRule(rule: Rule, namespace: string): CompiledL7Rule {
   const to = rule.to ?? [];
   const from = rule.from ?? [];
@@ -290,9 +346,38 @@ function compileRule(rule: Rule, namespace: string): CompiledL7Rule {
   };
 }
 
+/** Options of {@link compileAuthorizationPolicy}. */
+export interface CompileOptions {
+  /**
+   * Compile the policy as it applies to a connection carried as TCP (no `http`), with the rules of
+   * Envoy's network RBAC filter: an ALLOW rule with an HTTP-only field (hosts, methods, paths,
+   * requestPrincipals, a `request.*` condition, their `not` forms) never matches (the allow is
+   * narrower); a DENY, AUDIT or CUSTOM rule is kept without those fields (the deny is wider).
+   */
+  forTcp?: boolean;
+}
+
 /** Compiles a validated AuthorizationPolicy for evaluation with every attribute (waypoint semantics). */
-export function compileAuthorizationPolicy(policy: AuthorizationPolicy): CompiledL7Policy {
-  const rules = (policy.spec.rules ?? []).map((r) => compileRule(r, policy.metadata.namespace));
+export function compileAuthorizationPolicy(
+  policy: AuthorizationPolicy,
+  options: CompileOptions = {},
+): CompiledL7Policy {
+  const namespace = policy.metadata.namespace;
+  const allow = (policy.spec.action ?? "ALLOW") === "ALLOW";
+  const rules = (policy.spec.rules ?? []).map((r): CompiledL7Rule => {
+    if (options.forTcp !== true) return compileRule(r, namespace);
+    const http = httpOnlyFieldsOf(r);
+    if (http.length === 0) return compileRule(r, namespace);
+    if (!allow) return compileRule(withoutHttpOnlyFields(r), namespace);
+    return {
+      dropped: `left out for TCP: an ALLOW rule with HTTP attributes (${http.sort().join(", ")}) matches no connection`,
+      from: [NEVER],
+      to: undefined,
+      when: [],
+      ports: undefined,
+      principals: undefined,
+    };
+  });
   const union = <T>(pick: (r: CompiledL7Rule) => ReadonlySet<T> | undefined): Set<T> | undefined =>
     rules.length > 0 && rules.every((r) => pick(r) !== undefined)
       ? new Set(rules.flatMap((r) => [...(pick(r) ?? [])]))
@@ -331,6 +416,7 @@ function anyPred(list: readonly Pred[], a: RequestAttributes): boolean {
 export function explainL7Policy(policy: CompiledL7Policy, a: RequestAttributes): string[] {
   if (policy.rules.length === 0) return ["policy has no rules: it never matches"];
   return policy.rules.map((rule) => {
+    if (rule.dropped !== undefined) return rule.dropped;
     if (rule.from !== undefined && rule.from.length > 0 && !rule.from.some((p) => p(a)))
       return "no `from` source matched";
     if (rule.to !== undefined && rule.to.length > 0 && !rule.to.some((p) => p(a)))
