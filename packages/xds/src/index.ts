@@ -63,6 +63,7 @@ export {
   type XdsClientNode,
   type XdsClientOptions,
   type XdsLookupResult,
+  type XdsRejectedResource,
   type XdsResource,
   type XdsStreamEndReason,
 } from "./xds-client.js";

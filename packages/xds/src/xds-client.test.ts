@@ -132,6 +132,75 @@ for (const protocol of ["delta", "sotw"] as const) {
       },
     );
 
+    it(
+      "with rejectScope resource, applies the good resources of a response and NACKs naming the bad one",
+      { timeout: 20_000 },
+      async () => {
+        const own = createXdsServer({ debounceMs: 0 });
+        own.cache.batch(() => {
+          own.cache.set(A, "g1", workload("g1", "good-1", 11));
+          own.cache.set(A, "bad", workload("bad", "poison", 12));
+          own.cache.set(A, "g2", workload("g2", "good-2", 13));
+        });
+        const ownPort = await own.listen();
+        const client = createXdsClient({
+          address: `127.0.0.1:${ownPort}`,
+          protocol,
+          node: { id: `per-resource-${protocol}` },
+          rejectScope: "resource",
+          validate: (_t, _n, r) =>
+            (r as { workload?: { name: string } }).workload?.name === "poison"
+              ? "poisoned workload"
+              : undefined,
+        });
+        try {
+          const nacks: string[] = [];
+          const events: XdsChangeEvent[] = [];
+          client.onNack((_t, message) => nacks.push(message));
+          client.onChange((e) => events.push(e));
+          client.watch(A);
+          // The first response holds a bad resource, yet the type is ready with the good ones.
+          await client.ready();
+          assert.deepEqual([...client.resources(A).keys()].sort(), ["g1", "g2"]);
+          assert.deepEqual(nacks, ["bad: poisoned workload"]);
+          assert.deepEqual(
+            events[0]?.rejected?.map((r) => [r.name, r.reason]),
+            [["bad", "poisoned workload"]],
+          );
+          const stream = () => own.streams().find((c) => c.node?.id === `per-resource-${protocol}`);
+          while ((stream()?.nacks.length ?? 0) === 0) await new Promise((r) => setTimeout(r, 5));
+          assert.equal(stream()?.nacks[0]?.errorDetail.message, "bad: poisoned workload");
+
+          // A known resource that turns bad keeps its last good value; the rest of the push applies.
+          const before = client.get(A, "g1");
+          own.cache.batch(() => {
+            own.cache.set(A, "g1", workload("g1", "poison", 11));
+            own.cache.set(A, "g3", workload("g3", "good-3", 14));
+          });
+          await until(client, () => client.get(A, "g3") !== undefined);
+          assert.deepEqual(client.get(A, "g1"), before);
+          assert.deepEqual(client.get(A, "g2")?.workload?.name, "good-2");
+          // SotW sends the whole set again, so the NACK names "bad" too.
+          assert.deepEqual(
+            nacks.at(-1)?.split("; "),
+            protocol === "delta"
+              ? ["g1: poisoned workload"]
+              : ["g1: poisoned workload", "bad: poisoned workload"],
+          );
+
+          // Fixed, it is taken; a rejected resource the server removes is reported removed.
+          own.cache.set(A, "g1", workload("g1", "fixed", 11));
+          await until(client, () => client.get(A, "g1")?.workload?.name === "fixed");
+          own.cache.delete(A, "bad");
+          await until(client, () => events.some((e) => e.removed.includes("bad")));
+          assert.deepEqual([...client.resources(A).keys()].sort(), ["g1", "g2", "g3"]);
+        } finally {
+          client.close();
+          await own.close();
+        }
+      },
+    );
+
     it("watches named resources and drops them on unsubscribe", { timeout: 20_000 }, async () => {
       const client = connect();
       client.watch(A, { names: ["u1"] });
@@ -327,6 +396,47 @@ describe("XdsClient (delta specifics)", () => {
     await until(client, () => client.get(A, "u5") !== undefined);
     client.close();
   });
+
+  it(
+    "with rejectScope resource, applies what decodes and NACKs the undecodable resource by name",
+    { timeout: 20_000 },
+    async () => {
+      const own = createXdsServer({ debounceMs: 0 });
+      own.cache.batch(() => {
+        own.cache.set(A, "ok1", workload("ok1", "w1", 21));
+        // A truncated payload: field 1 (workload) claims 5 bytes, carries 1.
+        own.cache.setEncoded(A, "broken", Buffer.from([0x0a, 0x05, 0x01]));
+        own.cache.set(A, "ok2", workload("ok2", "w2", 22));
+      });
+      const ownPort = await own.listen();
+      const client = createXdsClient({
+        address: `127.0.0.1:${ownPort}`,
+        node: { id: "zt-per-resource" },
+        rejectScope: "resource",
+        initialBackoffMs: 5,
+      });
+      try {
+        const nacked = new Promise<string>((resolve) => client.onNack((_t, m) => resolve(m)));
+        client.watch(A);
+        await client.ready();
+        assert.deepEqual([...client.resources(A).keys()].sort(), ["ok1", "ok2"]);
+        assert.match(await nacked, /^broken: cannot decode istio\.workload\.Address/);
+        // Listed on reconnect (with no version), so its removal while away is still told.
+        const removed = new Promise<void>((resolve) =>
+          client.onChange((e) => {
+            if (e.removed.includes("broken")) resolve();
+          }),
+        );
+        own.closeStreams();
+        own.cache.delete(A, "broken");
+        await removed;
+        assert.deepEqual([...client.resources(A).keys()].sort(), ["ok1", "ok2"]);
+      } finally {
+        client.close();
+        await own.close();
+      }
+    },
+  );
 
   it("resyncs with a restarted server and receives only what differs", { timeout: 20_000 }, async () => {
     const first = createXdsServer({ debounceMs: 0 });

@@ -28,12 +28,34 @@ export interface XdsResource<T = unknown> {
   resource: T;
 }
 
+/** A resource of a response that was rejected on its own (`rejectScope: "resource"`). */
+export interface XdsRejectedResource {
+  /**
+   * Its name; undefined for a SotW resource that did not decode far enough to tell (SotW responses
+   * carry no names).
+   */
+  name: string | undefined;
+  /** Why, as written in the NACK's error detail. */
+  reason: string;
+  /** The decoded resource when it decoded but `validate` refused it, for a consumer that must act on it. */
+  resource?: unknown;
+}
+
 /** Typed change event: what one accepted response changed. */
 export interface XdsChangeEvent<T = unknown> {
   typeUrl: string;
   added: XdsResource<T>[];
   updated: XdsResource<T>[];
+  /**
+   * Names the server removed. With `rejectScope: "resource"` this includes names the client was only
+   * told of as rejected, so that a consumer that acted on a rejection can undo it.
+   */
   removed: string[];
+  /**
+   * With `rejectScope: "resource"`: the resources of the response that were rejected. Each keeps the
+   * value the client held before (in {@link XdsClient.resources}), or stays absent if it had none.
+   */
+  rejected?: XdsRejectedResource[];
 }
 
 /** Options of {@link createXdsClient}. */
@@ -64,10 +86,24 @@ export interface XdsClientOptions {
    */
   headers?: Readonly<Record<string, string>> | (() => Readonly<Record<string, string>>);
   /**
-   * Checks a decoded resource; throwing (or returning a string) NACKs the whole response and the
-   * client keeps its previous resources. Default: accept everything that decodes.
+   * Checks a decoded resource; throwing (or returning a string) rejects it (see `rejectScope`).
+   * Default: accept everything that decodes.
    */
   validate?: (typeUrl: string, name: string, resource: unknown) => unknown;
+  /**
+   * What a bad resource (one that does not decode, has the wrong type, is duplicated or fails
+   * `validate`) rejects.
+   * - `"response"` (default): the whole response is NACKed and none of it is applied; the client
+   *   keeps its previous resources.
+   * - `"resource"`: only that resource, as Istio's ztunnel does. The rest of the response is applied
+   *   and the response is NACKed with an error detail naming each rejected resource
+   *   (`name: reason`, joined by `; `). A rejected resource keeps the value last accepted for it (or
+   *   stays absent), and its version is not advanced: Delta lists it on reconnect with its last good
+   *   version (or `""`), so the server sends it again; SotW NACKs with the last accepted
+   *   `version_info`. The change event lists the rejected resources in `rejected`, and the type
+   *   counts as ready once its first response has been applied.
+   */
+  rejectScope?: "response" | "resource";
   /** First reconnect delay: default 10 ms; ztunnel's xDS back-off starts at 10 ms. */
   initialBackoffMs?: number;
   /**
@@ -134,6 +170,11 @@ interface TypeWatch {
   pendingUnsubscribe: Set<string>;
   /** Delta: lookups waiting for the server's answer, by the name asked. */
   readonly lookups: Map<string, Set<(answer: LookupAnswer) => void>>;
+  /**
+   * `rejectScope: "resource"`: names the server sent that were rejected and are not held (no good
+   * value yet). Their removal is still reported, and Delta lists them on reconnect.
+   */
+  readonly rejected: Set<string>;
 }
 
 type Stream = grpc.ClientDuplexStream<Uint8Array, Buffer>;
@@ -155,6 +196,7 @@ const keep = (buffer: Buffer): Buffer => buffer;
 export class XdsClient {
   private readonly options: XdsClientOptions;
   private readonly protocol: "delta" | "sotw";
+  private readonly perResource: boolean;
   private readonly grpcClient: grpc.Client;
   private readonly watches = new Map<string, TypeWatch>();
   private readonly changeListeners = new Set<(event: XdsChangeEvent) => void>();
@@ -189,6 +231,11 @@ export class XdsClient {
     if (this.protocol !== "delta" && this.protocol !== "sotw") {
       throw new XdsError("ERR_XDS_INVALID_ARGUMENT", `unknown protocol ${String(this.protocol)}`);
     }
+    const rejectScope = options.rejectScope ?? "response";
+    if (rejectScope !== "response" && rejectScope !== "resource") {
+      throw new XdsError("ERR_XDS_INVALID_ARGUMENT", `unknown rejectScope ${String(rejectScope)}`);
+    }
+    this.perResource = rejectScope === "resource";
     this.logger = options.logger ?? noopLogger;
     this.backoff = resolveReconnectBackoff(options);
     const m = options.metrics ?? noopMetrics;
@@ -248,6 +295,7 @@ export class XdsClient {
         pendingUnsubscribe: new Set(),
         dropped: new Set(),
         lookups: new Map(),
+        rejected: new Set(),
       };
       this.watches.set(typeUrl, w);
       if (this.stream === undefined) this.connect();
@@ -367,7 +415,7 @@ export class XdsClient {
       w.pendingSubscribe.delete(name);
       if (w.dropped.size >= 1024) w.dropped.clear();
       w.dropped.add(name);
-      if (!w.wildcard && w.resources.delete(name)) removed.push(name);
+      if (!w.wildcard && (w.resources.delete(name) || w.rejected.delete(name))) removed.push(name);
     }
     this.sendUpdate(typeUrl, w);
     if (removed.length > 0) this.emitChange({ typeUrl, added: [], updated: [], removed });
@@ -564,6 +612,8 @@ export class XdsClient {
     if (this.protocol === "delta") {
       const initialResourceVersions: Record<string, string> = {};
       for (const r of w.resources.values()) initialResourceVersions[r.name] = r.version;
+      // Rejected names with no good value: the server sends them again, or says they are gone.
+      for (const name of w.rejected) initialResourceVersions[name] = "";
       const subscribe = [...w.names];
       const unsubscribe: string[] = [];
       if (w.wildcard) subscribe.unshift("*");
@@ -665,11 +715,19 @@ export class XdsClient {
   }
 
   private reject(typeUrl: string, w: TypeWatch | undefined, nonce: string, message: string): void {
+    this.sendNack(typeUrl, w, nonce, message);
+    this.tellNack(typeUrl, message);
+  }
+
+  private sendNack(typeUrl: string, w: TypeWatch | undefined, nonce: string, message: string): void {
     this.counters.nacks.inc({ type: typeUrl.slice(typeUrl.lastIndexOf(".") + 1) });
     this.logger.warn({ typeUrl, nonce, error: message }, "xds NACK");
     const errorDetail = { code: GrpcStatus.INVALID_ARGUMENT, message };
     if (this.protocol === "delta") this.write(DELTA_REQ, { typeUrl, responseNonce: nonce, errorDetail });
     else if (w !== undefined) this.writeSotw(typeUrl, w, errorDetail);
+  }
+
+  private tellNack(typeUrl: string, message: string): void {
     for (const l of this.nackListeners) l(typeUrl, message);
   }
 
@@ -684,6 +742,10 @@ export class XdsClient {
       return;
     }
     w.nonce = response.nonce;
+    if (this.perResource) {
+      this.onDeltaResponsePerResource(typeUrl, w, response);
+      return;
+    }
     const decoded: XdsResource[] = [];
     const seen = new Set<string>();
     try {
@@ -720,6 +782,81 @@ export class XdsClient {
     this.settleLookups(w, decoded, response.removedResources);
   }
 
+  /**
+   * `rejectScope: "resource"`: each resource stands alone. The good ones and the removals are applied;
+   * a bad one keeps what the client held for it, and the NACK names it.
+   */
+  private onDeltaResponsePerResource(
+    typeUrl: string,
+    w: TypeWatch,
+    response: MessageOf<typeof DELTA_RESP>,
+  ): void {
+    const copies = new Map<string, number>();
+    for (const r of response.resources) copies.set(r.name, (copies.get(r.name) ?? 0) + 1);
+    const decoded: XdsResource[] = [];
+    const rejected: XdsRejectedResource[] = [];
+    for (const r of response.resources) {
+      const count = copies.get(r.name) ?? 0;
+      if (count > 1) {
+        // Which copy is meant cannot be told: neither is taken, and the name is reported once.
+        if (count !== Number.POSITIVE_INFINITY) {
+          copies.set(r.name, Number.POSITIVE_INFINITY);
+          rejected.push({ name: r.name, reason: `duplicate resource ${r.name}` });
+        }
+        continue;
+      }
+      let resource: unknown;
+      try {
+        resource = this.decodeResource(typeUrl, r.resource);
+      } catch (err) {
+        rejected.push({ name: r.name, reason: errorText(err) });
+        continue;
+      }
+      try {
+        this.validate(typeUrl, r.name, resource);
+      } catch (err) {
+        rejected.push({ name: r.name, reason: errorText(err), resource });
+        continue;
+      }
+      decoded.push({ name: r.name, version: r.version, aliases: r.aliases, resource });
+    }
+    const event: XdsChangeEvent = { typeUrl, added: [], updated: [], removed: [] };
+    for (const r of decoded) {
+      // As in the whole-response path: a push that crossed our unsubscribe is not wanted any more.
+      if (!w.wildcard && !this.wanted(w, r)) continue;
+      (w.resources.has(r.name) ? event.updated : event.added).push(r);
+      w.resources.set(r.name, r);
+      w.rejected.delete(r.name);
+    }
+    for (const name of response.removedResources) {
+      const held = w.resources.delete(name);
+      if (w.rejected.delete(name) || held) event.removed.push(name);
+    }
+    for (const r of rejected) {
+      if (r.name !== undefined && !w.resources.has(r.name) && (w.wildcard || !w.dropped.has(r.name))) {
+        w.rejected.add(r.name);
+      }
+    }
+    const message = rejected.map((r) => `${r.name}: ${r.reason}`).join("; ");
+    if (rejected.length === 0) this.write(DELTA_REQ, { typeUrl, responseNonce: response.nonce });
+    else {
+      event.rejected = rejected;
+      this.sendNack(typeUrl, w, response.nonce, message);
+    }
+    this.accept(w, event);
+    if (rejected.length > 0) this.tellNack(typeUrl, message);
+    // A rejected name is answered with what the client holds for it, or as missing.
+    const unheld: string[] = [];
+    if (rejected.length > 0 && w.lookups.size > 0) {
+      const rejectedNames = new Set(rejected.map((r) => r.name));
+      for (const r of response.resources) {
+        if (!rejectedNames.has(r.name)) continue;
+        for (const n of [r.name, ...r.aliases]) if (!this.holds(w, n)) unheld.push(n);
+      }
+    }
+    this.settleLookups(w, decoded, [...response.removedResources, ...unheld]);
+  }
+
   private holds(w: TypeWatch, name: string): boolean {
     if (w.resources.has(name)) return true;
     for (const r of w.resources.values()) if (r.aliases.includes(name)) return true;
@@ -741,6 +878,10 @@ export class XdsClient {
     this.reportMessage(typeUrl, response.resources, (any) => any.value);
     if (w === undefined) return;
     w.nonce = response.nonce;
+    if (this.perResource) {
+      this.onSotwResponsePerResource(typeUrl, w, response);
+      return;
+    }
     const next = new Map<string, XdsResource>();
     try {
       for (const any of response.resources) {
@@ -771,12 +912,103 @@ export class XdsClient {
     this.accept(w, event);
   }
 
+  /**
+   * `rejectScope: "resource"` over SotW: the response is the full set, less the rejected resources,
+   * which keep what the client held for them. A resource too broken to tell its name could be any
+   * held one, so while one is in the response nothing held is taken as removed.
+   */
+  private onSotwResponsePerResource(
+    typeUrl: string,
+    w: TypeWatch,
+    response: MessageOf<typeof SOTW_RESP>,
+  ): void {
+    type Item = { name: string; resource: unknown };
+    const items: Item[] = [];
+    const rejected: XdsRejectedResource[] = [];
+    let unnamed = false;
+    response.resources.forEach((any, index) => {
+      let resource: unknown;
+      try {
+        resource = this.decodeResource(typeUrl, any);
+      } catch (err) {
+        unnamed = true;
+        rejected.push({ name: undefined, reason: `resource ${index}: ${errorText(err)}` });
+        return;
+      }
+      const name = resourceNameOf(typeUrl, resource);
+      if (name === undefined) {
+        unnamed = true;
+        rejected.push({ name, reason: `cannot tell the name of ${typeUrl} resource ${index}`, resource });
+        return;
+      }
+      if (!w.wildcard && w.dropped.has(name)) return;
+      items.push({ name, resource });
+    });
+    const copies = new Map<string, number>();
+    for (const { name } of items) copies.set(name, (copies.get(name) ?? 0) + 1);
+    const next = new Map<string, XdsResource>();
+    const rejectedNames = new Set<string>();
+    for (const { name, resource } of items) {
+      if ((copies.get(name) ?? 0) > 1) {
+        if (!rejectedNames.has(name)) rejected.push({ name, reason: `duplicate resource ${name}` });
+        rejectedNames.add(name);
+        continue;
+      }
+      try {
+        this.validate(typeUrl, name, resource);
+      } catch (err) {
+        rejected.push({ name, reason: errorText(err), resource });
+        rejectedNames.add(name);
+        continue;
+      }
+      next.set(name, { name, version: response.versionInfo, aliases: [], resource });
+    }
+    // Last good state wins for the rejected ones (for every held one when a rejected name is unknown).
+    for (const [name, old] of w.resources) {
+      if (!next.has(name) && (unnamed || rejectedNames.has(name))) next.set(name, old);
+    }
+    const event: XdsChangeEvent = { typeUrl, added: [], updated: [], removed: [] };
+    for (const [name, r] of next) {
+      const old = w.resources.get(name);
+      if (old === undefined) event.added.push(r);
+      else if (old === r) continue;
+      else if (!sameBytes(typeUrl, old.resource, r.resource)) event.updated.push(r);
+      else r.version = old.version;
+    }
+    for (const name of w.resources.keys()) if (!next.has(name)) event.removed.push(name);
+    if (!unnamed) {
+      for (const name of w.rejected)
+        if (!rejectedNames.has(name) && !next.has(name)) event.removed.push(name);
+    }
+    w.resources.clear();
+    for (const [name, r] of next) w.resources.set(name, r);
+    for (const name of next.keys()) w.rejected.delete(name);
+    for (const name of event.removed) w.rejected.delete(name);
+    for (const name of rejectedNames) if (!next.has(name)) w.rejected.add(name);
+    if (rejected.length === 0) {
+      w.version = response.versionInfo;
+      this.writeSotw(typeUrl, w, undefined);
+      this.accept(w, event);
+      return;
+    }
+    // A NACK: `version_info` stays the last accepted one, so the server knows what the client runs.
+    const message = rejected
+      .map((r) => (r.name === undefined ? r.reason : `${r.name}: ${r.reason}`))
+      .join("; ");
+    event.rejected = rejected;
+    this.sendNack(typeUrl, w, response.nonce, message);
+    this.accept(w, event);
+    this.tellNack(typeUrl, message);
+  }
+
   private accept(w: TypeWatch, event: XdsChangeEvent): void {
     if (!w.ready) {
       w.ready = true;
       w.resolveReady();
     }
-    if (event.added.length + event.updated.length + event.removed.length > 0) this.emitChange(event);
+    const rejected = event.rejected?.length ?? 0;
+    if (event.added.length + event.updated.length + event.removed.length + rejected > 0)
+      this.emitChange(event);
   }
 
   private emitChange(event: XdsChangeEvent): void {
@@ -788,6 +1020,10 @@ export class XdsClient {
       }
     }
   }
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }
 
 /** SotW responses carry no names: derive the key each resource type is known by. */
