@@ -17,20 +17,24 @@ const workload = {
   node: "node-a",
 } as unknown as Workload;
 
+/** A resource to push: a message to encode, or raw payload bytes (which may not decode). */
+type Pushed = { name: string; resource: unknown } | { name: string; raw: Uint8Array };
+
 /**
  * An xDS server that answers the Address subscription at once and the Authorization one only when
  * told to, as a control plane whose policy push is late (or rejected) does.
  */
 async function startSplitXds(cp: TestControlPlane) {
   const istiod = await cp.issue("spiffe://cluster.local/ns/istio-system/sa/istiod");
-  let sendPolicies: () => void = () => {};
+  let sendPolicies: (resources: Pushed[], removed: string[]) => void = () => {};
+  const nacks: string[] = [];
   let nonce = 0;
   const server = new grpc.Server();
   server.addService(adsServiceDefinition, {
     StreamAggregatedResources: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => call.end(),
     DeltaAggregatedResources: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
       const answered = new Set<string>();
-      const respond = (typeUrl: string, resources: { name: string; resource: unknown }[]) => {
+      const respond = (typeUrl: string, resources: Pushed[], removed: string[] = []) => {
         call.write(
           Buffer.from(
             typeRegistry.encode("envoy.service.discovery.v3.DeltaDiscoveryResponse", {
@@ -39,9 +43,11 @@ async function startSplitXds(cp: TestControlPlane) {
               systemVersionInfo: "1",
               resources: resources.map((r) => ({
                 name: r.name,
-                version: "1",
-                resource: typeRegistry.pack(typeUrl, r.resource as never),
+                version: String(nonce),
+                resource:
+                  "raw" in r ? { typeUrl, value: r.raw } : typeRegistry.pack(typeUrl, r.resource as never),
               })),
+              removedResources: removed,
             } as never),
           ),
         );
@@ -49,13 +55,15 @@ async function startSplitXds(cp: TestControlPlane) {
       call.on("data", (buffer: Buffer) => {
         const request = typeRegistry.decode("envoy.service.discovery.v3.DeltaDiscoveryRequest", buffer) as {
           typeUrl: string;
+          errorDetail?: { message: string };
         };
+        if (request.errorDetail !== undefined) nacks.push(request.errorDetail.message);
         if (answered.has(request.typeUrl)) return;
         answered.add(request.typeUrl);
         if (request.typeUrl === TypeUrl.address) {
           respond(TypeUrl.address, [{ name: workload.uid, resource: { workload } }]);
         } else if (request.typeUrl === TypeUrl.authorization) {
-          sendPolicies = () => respond(TypeUrl.authorization, []);
+          sendPolicies = (resources, removed) => respond(TypeUrl.authorization, resources, removed);
         }
       });
       call.on("error", () => {});
@@ -72,7 +80,8 @@ async function startSplitXds(cp: TestControlPlane) {
   );
   return {
     address: `127.0.0.1:${port}`,
-    sendPolicies: () => sendPolicies(),
+    sendPolicies: (resources: Pushed[] = [], removed: string[] = []) => sendPolicies(resources, removed),
+    nacks,
     close: () => server.forceShutdown(),
   };
 }
@@ -121,5 +130,82 @@ describe("mesh state before the first policy push", { timeout: 30_000 }, () => {
     xds.sendPolicies();
     await state.ready();
     assert.equal(state.store.findByAddress("127.0.0.12")?.name, "echo");
+  });
+});
+
+/** A wire Authorization that matches every connection in its scope. */
+function policy(namespace: string, name: string, action: "ALLOW" | "DENY") {
+  return { name, namespace, scope: "NAMESPACE", action, groups: [{ rules: [] }] };
+}
+
+/** The policy's bytes with its action field set to `value`, as a newer control plane could send. */
+function withActionNumber(resource: ReturnType<typeof policy>, value: number): Uint8Array {
+  const bytes = typeRegistry.encode("istio.security.Authorization", resource as never);
+  // Field 4 (action), varint: the last occurrence wins when decoding.
+  return Buffer.concat([bytes, Buffer.from([0x20, value])]);
+}
+
+describe("mesh state with a bad policy in the first push", { timeout: 30_000 }, () => {
+  let cp: TestControlPlane;
+  let xds: Awaited<ReturnType<typeof startSplitXds>>;
+  let state: MeshState;
+
+  before(async () => {
+    cp = await startTestControlPlane();
+    xds = await startSplitXds(cp);
+  });
+  after(async () => {
+    state?.close();
+    xds.close();
+    await cp.close();
+  });
+
+  const allowed = (namespace: string) =>
+    state.engine.evaluate({
+      source: { ip: "127.0.0.99", identity: "spiffe://cluster.local/ns/client/sa/client" },
+      destination: { ip: "127.0.0.12", port: 8080, workload: { namespace, name: "echo" } },
+    }).allowed;
+
+  it("applies the good policies, becomes ready, and refuses what the bad ones could cover", async () => {
+    state = createMeshState({
+      address: xds.address,
+      channel: controlPlaneChannel(cp.rootCertPem),
+      token: "unused",
+      clusterId: "Kubernetes",
+      node: { id: "ztunnel~node-a", name: "node-a" },
+      logger: noopLogger,
+      metrics: noopMetrics,
+    });
+    await until(() => state.store.findByAddress("127.0.0.12") !== undefined);
+    xds.sendPolicies([
+      { name: "other/allow-all", resource: policy("other", "allow-all", "ALLOW") },
+      // An action this proxy does not know, and a payload that does not decode.
+      { name: "demo/deny-new", raw: withActionNumber(policy("demo", "deny-new", "DENY"), 7) },
+      { name: "shop/broken", raw: Uint8Array.from([0x0a, 0x05, 0x01]) },
+    ]);
+    await state.ready();
+    assert.ok(state.engine.wireAuthorizations().some((a) => a.name === "allow-all"));
+    while (xds.nacks.length === 0) await new Promise((r) => setTimeout(r, 5));
+    assert.match(xds.nacks[0] ?? "", /^demo\/deny-new: .*unknown action.*; shop\/broken: /);
+    // Fail closed: what an unreadable policy might deny is refused; elsewhere nothing changes.
+    assert.equal(allowed("demo"), false);
+    assert.equal(allowed("shop"), false);
+    assert.equal(allowed("other"), true);
+    assert.equal(allowed("free"), true);
+
+    // Fixed, the policy replaces the refusal; removed, the refusal goes.
+    xds.sendPolicies(
+      [{ name: "demo/deny-new", resource: policy("demo", "deny-new", "ALLOW") }],
+      ["shop/broken"],
+    );
+    await until(() => allowed("demo") && allowed("shop"));
+
+    // A known policy that turns bad keeps its last good value (no refusal in its place).
+    xds.sendPolicies([
+      { name: "demo/deny-new", raw: withActionNumber(policy("demo", "deny-new", "ALLOW"), 9) },
+    ]);
+    while (xds.nacks.length < 2) await new Promise((r) => setTimeout(r, 5));
+    assert.match(xds.nacks[1] ?? "", /^demo\/deny-new: /);
+    assert.equal(allowed("demo"), true);
   });
 });

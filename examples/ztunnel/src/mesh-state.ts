@@ -4,7 +4,13 @@
 import { type AuthorizationEngine, createAuthorizationEngine, type WireAuthorization } from "@ambient/policy";
 import type { X509Svid } from "@ambient/spiffe";
 import { createCertificateServiceClient, SecretManager } from "@ambient/spiffe/ca";
-import { createXdsClient, TypeUrl, type WorkloadAddress, type XdsChangeEvent } from "@ambient/xds";
+import {
+  createXdsClient,
+  TypeUrl,
+  type WorkloadAddress,
+  type XdsChangeEvent,
+  type XdsRejectedResource,
+} from "@ambient/xds";
 import type { ControlPlaneChannel } from "./control-plane-channel.js";
 import type { Logger, MetricsSink } from "./telemetry.js";
 import { WorkloadStore } from "./workload-store.js";
@@ -56,12 +62,55 @@ export interface MeshState {
   close(): void;
 }
 
+/** The mesh root namespace: its policies without a selector apply mesh-wide. */
+const ROOT_NAMESPACE = "istio-system";
+
+/**
+ * What stands in for a policy that cannot be read and was never held: the strictest form it could
+ * have. An unreadable action is taken as DENY, matching every connection in the policy's scope; a
+ * readable ALLOW matches nothing, so where it applies only the other ALLOW policies admit anything.
+ * An unreadable scope is the one a policy without a selector would have in its namespace, and a
+ * name with no namespace makes the refusal mesh-wide. Dry-run is not honoured: it could not be
+ * trusted either.
+ */
+function refusalOf(xdsName: string, resource: unknown): WireAuthorization {
+  const body = typeof resource === "object" && resource !== null ? (resource as Record<string, unknown>) : {};
+  const slash = xdsName.indexOf("/");
+  const namespace = slash > 0 ? xdsName.slice(0, slash) : ROOT_NAMESPACE;
+  const name = slash > 0 ? xdsName.slice(slash + 1) : xdsName;
+  const scope =
+    slash <= 0
+      ? "GLOBAL"
+      : body.scope === "GLOBAL" || body.scope === "NAMESPACE" || body.scope === "WORKLOAD_SELECTOR"
+        ? body.scope
+        : namespace === ROOT_NAMESPACE
+          ? "GLOBAL"
+          : "NAMESPACE";
+  return body.action === "ALLOW"
+    ? { name, namespace, scope, action: "ALLOW", groups: [] }
+    : { name, namespace, scope, action: "DENY", groups: [{ rules: [] }] };
+}
+
 export function createMeshState(options: MeshStateOptions): MeshState {
   const { address, channel, logger, metrics } = options;
   const { token } = options;
   const tokenNow = typeof token === "function" ? token : () => token;
   const store = new WorkloadStore();
-  const engine = createAuthorizationEngine({ logger, metrics });
+  const engine = createAuthorizationEngine({ logger, metrics, rootNamespace: ROOT_NAMESPACE });
+  // Checks policies before they are accepted, without touching the engine in force.
+  const checker = createAuthorizationEngine({ rootNamespace: ROOT_NAMESPACE });
+  const authorizationProblem = (name: string, resource: unknown): string | undefined => {
+    const wire = resource as WireAuthorization;
+    try {
+      checker.setAuthorization(wire);
+    } catch (err) {
+      return (err as Error).message;
+    }
+    checker.delete("Authorization", wire.namespace, wire.name);
+    // Policies are stored under namespace/name and removed by their xDS name: the two must agree.
+    const key = `${wire.namespace}/${wire.name}`;
+    return name === key ? undefined : `policy ${key} sent under the name ${name}`;
+  };
   const caClient = createCertificateServiceClient({
     address,
     ...channel,
@@ -80,9 +129,40 @@ export function createMeshState(options: MeshStateOptions): MeshState {
     ...channel,
     node: { id: options.node.id, metadata: { NODE_NAME: options.node.name, CLUSTER_ID: options.clusterId } },
     headers: () => ({ authorization: `Bearer ${tokenNow()}` }),
+    // One bad resource must not hold back every other pod's update (nor the first state, which gates
+    // readiness): the good ones apply, the bad ones are NACKed by name and handled below.
+    rejectScope: "resource",
+    validate: (typeUrl, name, resource) =>
+      typeUrl === TypeUrl.authorization ? authorizationProblem(name, resource) : undefined,
     logger,
     metrics,
   });
+  /** Refusals standing in for unreadable policies, by xDS name: where each is stored in the engine. */
+  const refusals = new Map<string, { namespace: string; name: string }>();
+  const dropRefusal = (xdsName: string): boolean => {
+    const at = refusals.get(xdsName);
+    if (at === undefined) return false;
+    refusals.delete(xdsName);
+    engine.delete("Authorization", at.namespace, at.name);
+    return true;
+  };
+  const refuse = (r: XdsRejectedResource) => {
+    if (r.name === undefined) return;
+    // Last good state wins: a policy held before stays in force as it was.
+    if (xds.get(TypeUrl.authorization, r.name) !== undefined) {
+      logger.warn({ policy: r.name, err: r.reason }, "authorization rejected; the previous version stays");
+      return;
+    }
+    // Never read: dropping it could allow what it denies, so the strictest reading stands in for it.
+    const refusal = refusalOf(r.name, r.resource);
+    dropRefusal(r.name);
+    engine.setAuthorization(refusal);
+    refusals.set(r.name, { namespace: refusal.namespace, name: refusal.name });
+    logger.warn(
+      { policy: r.name, err: r.reason, scope: refusal.scope, action: refusal.action },
+      "authorization rejected; refusing what it could cover",
+    );
+  };
   const listeners: ((kind: "workloads" | "policies") => void)[] = [];
   // Workloads without their policies are half a state: a node proxy told of its pods then would open
   // their listeners and allow every connection until the policies came (or forever, if their first
@@ -99,16 +179,24 @@ export function createMeshState(options: MeshStateOptions): MeshState {
     } else if (event.typeUrl === TypeUrl.authorization) {
       for (const r of [...event.added, ...event.updated]) {
         try {
-          engine.setAuthorization(r.resource as unknown as WireAuthorization);
+          const wire = r.resource as unknown as WireAuthorization;
+          engine.setAuthorization(wire);
+          // Stored under the same namespace/name, it has replaced the refusal standing in for it.
+          const at = refusals.get(r.name);
+          if (at !== undefined && at.namespace === wire.namespace && at.name === wire.name)
+            refusals.delete(r.name);
+          else dropRefusal(r.name);
         } catch (err) {
           // Last good state wins: a policy that does not validate leaves the one in force.
           logger.warn({ policy: r.name, err: (err as Error).message }, "authorization ignored");
         }
       }
       for (const name of event.removed) {
+        if (dropRefusal(name)) continue;
         const slash = name.indexOf("/");
         if (slash > 0) engine.delete("Authorization", name.slice(0, slash), name.slice(slash + 1));
       }
+      for (const r of event.rejected ?? []) refuse(r);
       kind = "policies";
     }
     if (kind !== undefined && complete) for (const listener of listeners) listener(kind);
