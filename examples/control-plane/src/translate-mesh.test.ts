@@ -463,6 +463,26 @@ spec:
     });
   }
 
+  it("resolves a named targetPort among TCP container ports, native sidecars' included", () => {
+    // A sidecar started as an init container that keeps running (restartPolicy: Always) serves like
+    // any container; a UDP port of that name is not where ztunnel's TCP goes.
+    const extra = `, initContainers: [
+        { name: setup, ports: [{ name: setup, containerPort: 7000 }] },
+        { name: proxy, restartPolicy: Always, ports: [{ name: proxy, containerPort: 15001 }] }],
+      containers: [{ name: c, ports: [{ name: dns, containerPort: 53, protocol: UDP }, { name: http, containerPort: 8080, protocol: TCP }] }]`;
+    const ports =
+      "[{ port: 80, targetPort: http }, { port: 81, targetPort: proxy }, { port: 82, targetPort: setup }, { port: 53, targetPort: dns }]";
+    const config = translate(AMBIENT_NS + pod("web-0", "127.10.0.9", extra) + svc(ports));
+    assert.deepEqual(workload(config, "web-0").workload.services, {
+      "demo/web.demo.svc.cluster.local": {
+        ports: [
+          { servicePort: 80, targetPort: 8080 },
+          { servicePort: 81, targetPort: 15001 },
+        ],
+      },
+    });
+  });
+
   it("selects only pods of its namespace with matching labels", () => {
     const other = `
 ---
@@ -537,6 +557,31 @@ spec: { clusterIP: 127.30.0.${vip}, selector: { app: ${name} }, ports: [{ port: 
       v6: "IPV6_ONLY",
       dual: "DUAL",
     });
+  });
+
+  it("marks a Kubernetes Service canonical: its hostname is its own in every namespace", () => {
+    // A ztunnel asked for a hostname several Services have picks the client's namespace's, else the
+    // canonical one: without the mark, a ServiceEntry another namespace writes for this hostname
+    // could be answered to clients of a third namespace instead of the Service.
+    const entry = `
+---
+apiVersion: v1
+kind: Namespace
+metadata: { name: other }
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: shadow, namespace: other }
+spec: { hosts: [web.demo.svc.cluster.local], addresses: [127.30.0.9], resolution: STATIC, ports: [{ number: 80 }] }
+`;
+    const config = translate(AMBIENT_NS + svc("[{ port: 80 }]") + entry);
+    assert.deepEqual(
+      config.services.map((s) => [s.key, s.service.canonical]),
+      [
+        ["demo/web.demo.svc.cluster.local", true],
+        ["other/web.demo.svc.cluster.local", undefined],
+      ],
+    );
   });
 
   it("serves no Service for an ExternalName Service: its name is left to the cluster's DNS", () => {

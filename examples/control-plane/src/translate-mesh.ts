@@ -138,6 +138,11 @@ export interface ServiceModel {
   namespace: string;
   selector: Record<string, string> | undefined;
   ports: ServicePortModel[];
+  /**
+   * A ServiceEntry host's: it has no named target ports, a port goes to the pod's container port of
+   * the port's own name instead, else to its target port.
+   */
+  portsByName?: boolean;
 }
 
 const AMBIENT_LABEL = "istio.io/dataplane-mode";
@@ -165,14 +170,23 @@ function labelsMatch(selector: Record<string, string> | undefined, labels: Recor
   return entries.length > 0 && entries.every(([k, v]) => labels[k] === v);
 }
 
+/**
+ * The ports a Service's named `targetPort` can name on a pod: the TCP ports (`protocol` defaults to
+ * TCP) of its containers, then of its native sidecars (init containers with `restartPolicy: Always`,
+ * which keep running beside them). A UDP or SCTP port is no destination for ztunnel's TCP, and an
+ * init container that ran to completion serves nothing.
+ */
 function containerPorts(podSpec: Record<string, unknown> | undefined): PodPort[] {
   const out: PodPort[] = [];
-  const containers = podSpec?.containers;
-  if (!Array.isArray(containers)) return out;
-  for (const c of containers) {
+  const containers = Array.isArray(podSpec?.containers) ? podSpec.containers : [];
+  const sidecars = Array.isArray(podSpec?.initContainers)
+    ? podSpec.initContainers.filter((c: unknown) => isRecord(c) && c.restartPolicy === "Always")
+    : [];
+  for (const c of [...containers, ...sidecars]) {
     if (!isRecord(c) || !Array.isArray(c.ports)) continue;
     for (const p of c.ports) {
       if (!isRecord(p) || typeof p.containerPort !== "number") continue;
+      if (p.protocol !== undefined && p.protocol !== "TCP") continue;
       out.push(
         typeof p.name === "string"
           ? { name: p.name, containerPort: p.containerPort }
@@ -742,9 +756,11 @@ export function translatePod(
     portsKey += `${svc.key}\u0000`;
     for (const p of svc.ports) {
       const target =
-        typeof p.targetPort === "number"
-          ? p.targetPort
-          : pod.ports.find((cp) => cp.name === p.targetPort)?.containerPort;
+        typeof p.targetPort !== "number"
+          ? pod.ports.find((cp) => cp.name === p.targetPort)?.containerPort
+          : svc.portsByName === true && p.name !== undefined
+            ? (pod.ports.find((cp) => cp.name === p.name)?.containerPort ?? p.targetPort)
+            : p.targetPort;
       if (target === undefined) continue;
       ports.push({ servicePort: p.port, targetPort: target });
       portsKey += `${p.port}:${target},`;
@@ -1058,6 +1074,10 @@ export function translateMesh(
           : {}),
         ...ipFamiliesOf(obj.spec?.ipFamilies),
         ...loadBalancingOf(obj, namespaceAnnotations.get(namespace)),
+        // A Service's hostname is its own: of the Services with one hostname, a ztunnel resolves the
+        // one of the client's namespace, else the canonical one, so a ServiceEntry another namespace
+        // writes for this hostname is not what clients of a third namespace reach by it.
+        canonical: true,
       },
     };
     services.push(meshService);
@@ -1083,6 +1103,7 @@ export function translateMesh(
     workloadWaypoint,
     seenVips,
     serviceKeys: new Set(services.map((s) => s.key)),
+    namespaceAnnotations,
   };
   const entryServices = serviceEntryServices(objects, entryContext);
   services.push(...entryServices.services);

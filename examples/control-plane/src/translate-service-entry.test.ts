@@ -175,6 +175,28 @@ ${se("a", "{ hosts: [svc.ns1.svc.cluster.local], addresses: [240.240.0.2], ports
     });
   }
 
+  it("marks the oldest ServiceEntry of a hostname canonical when no Kubernetes Service has it", () => {
+    const config = translate(`${NS}
+---
+apiVersion: v1
+kind: Namespace
+metadata: { name: ns0 }
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: late, namespace: ns0, creationTimestamp: "2024-05-02T00:00:00Z" }
+spec: { hosts: [api.example.com, b.example.com], resolution: NONE, ports: [{ number: 443 }] }
+${se("early", "{ hosts: [api.example.com], resolution: NONE, ports: [{ number: 443 }] }", ', creationTimestamp: "2024-05-01T00:00:00Z"')}`);
+    assert.deepEqual(
+      config.services.map((s) => [s.key, s.service.canonical]),
+      [
+        ["ns0/api.example.com", undefined],
+        ["ns0/b.example.com", true],
+        ["ns1/api.example.com", true],
+      ],
+    );
+  });
+
   it("is bound to a waypoint by the use-waypoint label, and asks for close endpoints by annotation", () => {
     const config = translate(`
 apiVersion: v1
@@ -195,6 +217,23 @@ ${se(
     assert.equal(ip(s.waypoint?.address?.address), "127.10.0.6");
     assert.equal(s.waypoint?.hboneMtlsPort, 15008);
     assert.equal(s.loadBalancing?.mode, "FAILOVER");
+  });
+
+  it("asks for close endpoints by its Namespace's annotation when it has none of its own", () => {
+    const config = translate(`
+apiVersion: v1
+kind: Namespace
+metadata: { name: ns1, annotations: { networking.istio.io/traffic-distribution: PreferSameNode } }
+${se("a", "{ hosts: [a.example.com], addresses: [240.240.0.1], resolution: STATIC, ports: [{ number: 80 }] }")}
+${se("b", "{ hosts: [b.example.com], addresses: [240.240.0.2], resolution: STATIC, ports: [{ number: 80 }] }", ", annotations: { networking.istio.io/traffic-distribution: PreferClose }")}`);
+    assert.deepEqual(service(config, "ns1/a.example.com").service.loadBalancing, {
+      routingPreference: ["NETWORK", "REGION", "ZONE", "SUBZONE", "NODE"],
+      mode: "FAILOVER",
+    });
+    assert.deepEqual(service(config, "ns1/b.example.com").service.loadBalancing, {
+      routingPreference: ["NETWORK", "REGION", "ZONE", "SUBZONE"],
+      mode: "FAILOVER",
+    });
   });
 });
 
@@ -378,6 +417,29 @@ describe("ServiceEntry and WorkloadEntry -> Address workloads", () => {
     assert.equal(name0.canonicalName, "a");
     assert.equal(name0.workloadName, "name0");
     assert.equal(name0.tunnelProtocol, "NONE");
+    assert.deepEqual(config.issues, []);
+  });
+
+  it("a pod a workloadSelector picks serves a port at its container port of the same name", () => {
+    // As for a WorkloadEntry's `ports`: the ServiceEntry's port name finds the pod's TCP container
+    // port; a port the pod does not name goes to the entry's target port.
+    const config = translate(
+      NS +
+        pod("pod1", "127.10.0.10", "{ app: a }") +
+        se(
+          "name1",
+          "{ hosts: [se.istio.io], addresses: [240.240.23.45], workloadSelector: { labels: { app: a } }, ports: [{ number: 8002, name: http }, { number: 81, name: http-alt, targetPort: 9090 }, { number: 82, name: http, targetPort: 7070 }] }",
+        ),
+    );
+    assert.deepEqual(workload(config, "Kubernetes//Pod/ns1/pod1").workload.services, {
+      "ns1/se.istio.io": {
+        ports: [
+          { servicePort: 8002, targetPort: 8080 },
+          { servicePort: 81, targetPort: 9090 },
+          { servicePort: 82, targetPort: 8080 },
+        ],
+      },
+    });
     assert.deepEqual(config.issues, []);
   });
 

@@ -270,6 +270,11 @@ export interface EntryServiceModel {
   selector: Record<string, string> | undefined;
   /** `targetPort` is the number, or `targetPort` when set. */
   ports: { name?: string; port: number; targetPort: number }[];
+  /**
+   * Always true: on a pod the entry selects, a port goes to the container port of its name (the pod's
+   * own name for it) when there is one, else to `targetPort`.
+   */
+  portsByName: true;
 }
 
 /** A Kubernetes Service as the WorkloadEntry translation selects by it (named target ports included). */
@@ -298,6 +303,11 @@ export interface EntryContext {
   seenVips: Map<string, string>;
   /** Keys of the Services already built (Kubernetes Services win a clash with a ServiceEntry host). */
   serviceKeys: Set<string>;
+  /**
+   * Namespace name -> its annotations: a ServiceEntry without a traffic-distribution annotation of its
+   * own takes its Namespace's, as a Service does.
+   */
+  namespaceAnnotations?: ReadonlyMap<string, Record<string, string>>;
 }
 
 /** The ServiceEntries' Services, and per ServiceEntry the models of the hosts it got. */
@@ -334,11 +344,16 @@ function vipOf(text: string): string | { problem: string } {
  * that is not one IPv4 address leaves the ServiceEntry without Services, as in istiod), else the
  * addresses in `status.addresses` for that host unless `resolution: NONE`, ports with `targetPort`
  * defaulting to the port, `subjectAltNames`, the use-waypoint binding and the traffic-distribution
- * annotation (`resolution: NONE`: load balancing PASSTHROUGH instead). A host whose key a Service
- * already has, or a VIP already taken, is reported and skipped.
+ * annotation, its own else its Namespace's (`resolution: NONE`: load balancing PASSTHROUGH instead).
+ * A host whose key a Service already has, or a VIP already taken, is reported and skipped. Of the
+ * hosts no Kubernetes Service has as its hostname, the oldest ServiceEntry's Service for each is
+ * `canonical` (see {@link markCanonical}).
  */
 export function serviceEntryServices(objects: readonly KubeObject[], ctx: EntryContext): EntryServices {
   const out: EntryServices = { services: [], models: [], byEntry: new Map() };
+  // The hostnames of the Kubernetes Services, whose keys are all there is in serviceKeys yet.
+  const kubeHostnames = new Set([...ctx.serviceKeys].map((key) => key.slice(key.indexOf("/") + 1)));
+  const created: number[] = [];
   for (const obj of objects) {
     if (obj.kind !== "ServiceEntry") continue;
     let spec: ServiceEntrySpec;
@@ -381,6 +396,7 @@ export function serviceEntryServices(objects: readonly KubeObject[], ctx: EntryC
             ...(obj.metadata.annotations === undefined
               ? {}
               : { serviceAnnotations: obj.metadata.annotations }),
+            ...namespaceAnnotationsOf(ctx, namespace),
           });
     const allocated = Array.isArray(obj.status?.addresses) ? obj.status.addresses : [];
     const models: EntryServiceModel[] = [];
@@ -436,13 +452,52 @@ export function serviceEntryServices(objects: readonly KubeObject[], ctx: EntryC
         ...(loadBalancing === undefined ? {} : { loadBalancing }),
       };
       out.services.push({ key, aliases: hostVips.map((vip) => `${ctx.network}/${vip}`), service });
-      const model: EntryServiceModel = { key, namespace, selector: spec.selector, ports };
+      created.push(creationTime(obj));
+      const model: EntryServiceModel = { key, namespace, selector: spec.selector, ports, portsByName: true };
       models.push(model);
       out.models.push(model);
     }
     out.byEntry.set(obj, models);
   }
+  markCanonical(out.services, created, kubeHostnames);
   return out;
+}
+
+function namespaceAnnotationsOf(
+  ctx: EntryContext,
+  namespace: string,
+): { namespaceAnnotations?: Record<string, string> } {
+  const annotations = ctx.namespaceAnnotations?.get(namespace);
+  return annotations === undefined ? {} : { namespaceAnnotations: annotations };
+}
+
+/** `metadata.creationTimestamp` in ms; none (a hand-written manifest) is the oldest, as Go's zero time. */
+function creationTime(obj: KubeObject): number {
+  const ms = Date.parse(obj.metadata.creationTimestamp ?? "");
+  return Number.isNaN(ms) ? Number.NEGATIVE_INFINITY : ms;
+}
+
+/**
+ * Marks one Service per hostname `canonical`, as istiod does: a ztunnel resolving a hostname that
+ * Services of several namespaces have picks the client's namespace's, else the canonical one, else
+ * any. A Kubernetes Service is canonical for its hostname (it is its own name); otherwise the
+ * Service of the oldest ServiceEntry is (`created[i]` is when `services[i]`'s was made; the first in
+ * object order on a tie), so a ServiceEntry written later in another namespace does not take over
+ * the name for everyone else.
+ */
+function markCanonical(
+  services: MeshService[],
+  created: readonly number[],
+  kubeHostnames: ReadonlySet<string>,
+): void {
+  const oldest = new Map<string, number>();
+  services.forEach((s, i) => {
+    const hostname = s.service.hostname ?? "";
+    if (kubeHostnames.has(hostname)) return;
+    const best = oldest.get(hostname);
+    if (best === undefined || (created[i] as number) < (created[best] as number)) oldest.set(hostname, i);
+  });
+  for (const i of oldest.values()) (services[i] as MeshService).service.canonical = true;
 }
 
 function labelsMatch(selector: Record<string, string> | undefined, labels: Record<string, string>): boolean {

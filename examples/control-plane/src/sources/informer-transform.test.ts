@@ -50,6 +50,17 @@ function fullPod(i: number, extra: { spec?: object; status?: object } = {}): Raw
         },
         { name: "sidecar", image: "registry.example/log:1", args: ["--v=2"] },
       ],
+      initContainers: [
+        // Runs to completion: its port serves nothing once the pod runs.
+        { name: "setup", image: "registry.example/setup:1", ports: [{ name: "stats", containerPort: 7070 }] },
+        // A native sidecar: keeps running beside the app and serves its port.
+        {
+          name: "proxy",
+          image: "registry.example/proxy:1",
+          restartPolicy: "Always",
+          ports: [{ name: "stats", containerPort: 15090 }],
+        },
+      ],
       volumes: [{ name: "token", projected: { sources: [] } }],
       tolerations: [{ key: "node.kubernetes.io/not-ready", operator: "Exists" }],
       ...extra.spec,
@@ -89,6 +100,7 @@ const others: RawKubeObject[] = [
       ports: [
         { name: "http", port: 80, targetPort: "http" },
         { name: "grpc", port: 90, targetPort: 9090 },
+        { name: "stats", port: 15090, targetPort: "stats" },
       ],
     },
   })),
@@ -159,6 +171,10 @@ describe("informer transform", () => {
             ],
           },
           { name: "sidecar" },
+        ],
+        // The init container that ran to completion is gone; the native sidecar stays.
+        initContainers: [
+          { name: "proxy", restartPolicy: "Always", ports: [{ name: "stats", containerPort: 15090 }] },
         ],
       },
       status: {

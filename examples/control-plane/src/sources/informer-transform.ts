@@ -172,7 +172,8 @@ const POD_STATUS_FIELDS = ["phase", "podIP", "hostIP"] as const;
 
 /**
  * A Pod cut to what the mesh reads, in place: `spec.nodeName`, `spec.serviceAccountName`,
- * `spec.hostNetwork`, each container's `name` and `ports`; `status.phase`, `podIP`, `hostIP` and
+ * `spec.hostNetwork`, each container's `name` and `ports`, the native sidecars' (init containers with
+ * `restartPolicy: Always`) `name`, `restartPolicy` and `ports`; `status.phase`, `podIP`, `hostIP` and
  * the `Ready` condition. A field of the wrong type is kept as it came, so validation
  * reports it exactly as it would without the cut.
  */
@@ -193,6 +194,17 @@ export function slimPod<T>(object: T): T {
       });
     } else if ("containers" in spec) {
       kept.containers = containers;
+    }
+    // Native sidecars (init containers that keep running) serve ports a Service may name; init
+    // containers that run to completion serve none and are not kept.
+    const init = spec.initContainers;
+    if (Array.isArray(init)) {
+      const sidecars = init.flatMap((c: unknown) =>
+        isRecord(c) && c.restartPolicy === "Always"
+          ? [{ name: c.name, restartPolicy: c.restartPolicy, ...("ports" in c ? { ports: c.ports } : {}) }]
+          : [],
+      );
+      if (sidecars.length > 0) kept.initContainers = sidecars;
     }
     pod.spec = kept;
   }
@@ -302,6 +314,7 @@ export function internShared<T>(kind: string, object: T, table: InternTable = de
   if (isRecord(raw.spec)) {
     for (const f of ["nodeName", "serviceAccountName"]) internString(raw.spec, f, table);
     internValue(raw.spec, "containers", table);
+    internValue(raw.spec, "initContainers", table);
   }
   if (isRecord(raw.status)) {
     for (const f of ["phase", "hostIP"]) internString(raw.status, f, table);
