@@ -317,6 +317,22 @@ describe("WorkloadStore", () => {
     assert.equal(s.findByAddress("127.20.0.2")?.name, "node-b-pod");
   });
 
+  it("findServiceByHostname: the client's namespace, then the canonical Service, then the first", () => {
+    const s = store();
+    // A ServiceEntry in a namespace that sorts first reuses the Service's hostname.
+    const shadow: Service = {
+      ...echoService,
+      namespace: "aaa",
+      addresses: [{ network: "", address: ip("240.240.0.9") }],
+      canonical: false,
+    };
+    s.upsert("aaa/echo.default.svc.cluster.local", { service: shadow });
+    assert.equal(s.findServiceByHostname("echo.default.svc.cluster.local")?.namespace, "default");
+    assert.equal(s.findServiceByHostname("echo.default.svc.cluster.local", "aaa")?.namespace, "aaa");
+    s.upsert(svcKey, { service: { ...echoService, canonical: false } });
+    assert.equal(s.findServiceByHostname("echo.default.svc.cluster.local")?.namespace, "aaa");
+  });
+
   it("workloadsOnNode", () => {
     assert.deepEqual(
       store()

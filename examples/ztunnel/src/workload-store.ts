@@ -268,11 +268,17 @@ export class WorkloadStore {
 
   /**
    * The Service named `hostname`, for SOCKS5 requests and HBONE authorities by name: the one in
-   * `preferNamespace` when there is one, else the first by `namespace/hostname` key.
+   * `preferNamespace` when there is one, else the one marked canonical (a Kubernetes Service, which a
+   * ServiceEntry of another namespace reusing its hostname must not shadow), else the first by
+   * `namespace/hostname` key.
    */
   findServiceByHostname(hostname: string, preferNamespace?: string): Service | undefined {
     const services = this.servicesByHostname(hostname);
-    return services.find((s) => s.namespace === preferNamespace) ?? services[0];
+    return (
+      services.find((s) => s.namespace === preferNamespace) ??
+      services.find((s) => s.canonical) ??
+      services[0]
+    );
   }
 
   /** Every Service named `hostname` (one per namespace), by `namespace/hostname` key. */
