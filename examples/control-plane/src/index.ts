@@ -18,10 +18,10 @@
  */
 export {
   CONTROL_PLANE_IDENTITY,
-  DEFAULT_TRUSTED_NODE_ACCOUNTS,
   type ControlPlane,
   type ControlPlaneOptions,
   configToJson,
+  DEFAULT_TRUSTED_NODE_ACCOUNTS,
   type ReloadResult,
   startControlPlane,
 } from "./control-plane.js";
