@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import type { Workload } from "@ambient/xds";
 import { accessLogRecord, startAccessLog } from "./access-log.js";
 
 describe("accessLogRecord", () => {
@@ -18,6 +19,59 @@ describe("accessLogRecord", () => {
         duration: "3ms",
       },
     );
+  });
+});
+
+describe("accessLogRecord fields", () => {
+  it("names both parties' clusters, in ztunnel's order of keys", () => {
+    const pod = (name: string, clusterId: string) =>
+      ({ name, namespace: "default", canonicalName: name, clusterId }) as Workload;
+    const record = accessLogRecord(
+      {
+        direction: "outbound",
+        srcAddr: "10.0.0.1:40000",
+        source: pod("sleep-1", "Kubernetes"),
+        srcIdentity: "spiffe://cluster.local/ns/default/sa/sleep",
+        dstAddr: "10.0.0.2:15008",
+        hboneAddr: "10.0.0.2:8080",
+        destination: pod("echo-1", "west"),
+        destinationService: "echo.default.svc.cluster.local",
+        dstIdentity: "spiffe://cluster.local/ns/default/sa/echo",
+      },
+      { sent: 1, received: 2, durationMs: 5, error: "reset" },
+    );
+    assert.deepEqual(Object.entries(record), [
+      ["src.addr", "10.0.0.1:40000"],
+      ["src.workload", "sleep-1"],
+      ["src.namespace", "default"],
+      ["src.identity", "spiffe://cluster.local/ns/default/sa/sleep"],
+      ["src.cluster", "Kubernetes"],
+      ["dst.addr", "10.0.0.2:15008"],
+      ["dst.hbone_addr", "10.0.0.2:8080"],
+      ["dst.service", "echo.default.svc.cluster.local"],
+      ["dst.workload", "echo-1"],
+      ["dst.namespace", "default"],
+      ["dst.identity", "spiffe://cluster.local/ns/default/sa/echo"],
+      ["dst.cluster", "west"],
+      ["direction", "outbound"],
+      ["bytes_sent", 1],
+      ["bytes_recv", 2],
+      ["duration", "5ms"],
+      ["error", "reset"],
+    ]);
+    // A workload without a cluster id names none.
+    const bare = accessLogRecord(
+      {
+        direction: "inbound",
+        srcAddr: "a:1",
+        source: pod("x", ""),
+        dstAddr: "b:2",
+        destination: pod("y", ""),
+      },
+      { sent: 0, received: 0, durationMs: 0 },
+    );
+    assert.equal("src.cluster" in bare, false);
+    assert.equal("dst.cluster" in bare, false);
   });
 });
 

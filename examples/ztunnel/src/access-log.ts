@@ -47,12 +47,14 @@ export function accessLogRecord(
   put("src.workload", parties.source?.name || parties.source?.canonicalName);
   put("src.namespace", parties.source?.namespace);
   put("src.identity", parties.srcIdentity);
+  put("src.cluster", parties.source?.clusterId);
   record["dst.addr"] = parties.dstAddr;
   put("dst.hbone_addr", parties.hboneAddr);
   put("dst.service", parties.destinationService);
   put("dst.workload", parties.destination?.name || parties.destination?.canonicalName);
   put("dst.namespace", parties.destination?.namespace);
   put("dst.identity", parties.dstIdentity);
+  put("dst.cluster", parties.destination?.clusterId);
   record.direction = parties.direction;
   record.bytes_sent = Math.max(0, outcome.sent);
   record.bytes_recv = Math.max(0, outcome.received);

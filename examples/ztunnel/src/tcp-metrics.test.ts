@@ -118,9 +118,16 @@ describe("connectionLabels", () => {
       { source_principal: "spiffe://cluster.local/ns/default/sa/sleep" },
     ],
     [
-      "non-mesh workload has no principal",
+      // A destination workload is labelled with its identity whether or not the connection to it is
+      // mutual TLS (queries pick a backend by `destination_principal`); `connection_security_policy`
+      // says whether that identity was proved.
+      "a workload outside the mesh is named by its identity over plain TCP too",
       { reporter: "source", source: sleep, destination: plain, mutualTls: false },
-      { destination_workload: "echo", destination_principal: "unknown" },
+      {
+        destination_workload: "echo",
+        destination_principal: "spiffe://cluster.local/ns/default/sa/echo",
+        connection_security_policy: "unknown",
+      },
     ],
   ];
   for (const [name, parties, want] of cases) {

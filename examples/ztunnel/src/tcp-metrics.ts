@@ -129,7 +129,10 @@ function makeLabels(p: ConnectionParties): TcpMetricLabels {
     destination_canonical_service: known(dst?.canonicalName),
     destination_canonical_revision: known(dst?.canonicalRevision),
     destination_workload_namespace: known(dst?.namespace),
-    destination_principal: dst?.tunnelProtocol === "HBONE" ? principal(dst) : UNKNOWN,
+    // The destination workload's identity whether or not the connection to it is mutual TLS, as Istio's
+    // ztunnel labels it: queries tell backends apart by it, and `connection_security_policy` says
+    // whether it was proved. Only a destination that is no known workload is `unknown`.
+    destination_principal: principal(dst),
     destination_app: known(dst?.canonicalName),
     destination_version: known(dst?.canonicalRevision),
     destination_cluster: known(dst?.clusterId),
