@@ -188,6 +188,61 @@ describe("inbound: a policy change while the upstream is dialing", () => {
   });
 });
 
+describe("inbound: an open connection a policy change denies", () => {
+  it("is closed and counted closed under DENY", async () => {
+    const app = createServer({ allowHalfOpen: true }, (socket) => {
+      socket.on("error", () => {});
+      socket.resume();
+    });
+    app.listen(0, podIp);
+    await once(app, "listening");
+    const store = new WorkloadStore();
+    store.upsert("Kubernetes//Pod/demo/echo", { workload: echoWorkload() });
+    const engine = createAuthorizationEngine();
+    const registry = new ConnectionRegistry();
+    const closes: string[] = [];
+    const inbound = createInbound({
+      nodeName: "node-a",
+      hbonePort: 15008,
+      store,
+      engine,
+      registry,
+      tcpMetrics: { opened() {}, bytes() {}, closed: (_labels, flag = "-") => closes.push(flag) },
+      logger: noopLogger,
+      isClosed: () => false,
+    });
+    const pod: InboundPod = { uid: "Kubernetes//Pod/demo/echo", ip: podIp, connectUpstream: connectTo };
+    const capture = createServer({ allowHalfOpen: true }, (socket) =>
+      inbound.handlePlaintext(pod, socket, { ip: podIp, port: (app.address() as AddressInfo).port }),
+    );
+    capture.listen(0, podIp);
+    await once(capture, "listening");
+    try {
+      const client: Socket = connect({
+        host: podIp,
+        port: (capture.address() as AddressInfo).port,
+        localAddress: clientIp,
+      });
+      client.on("error", () => {});
+      const closed = new Promise((resolve) => client.once("close", resolve));
+      client.write("hello");
+      while (registry.connections().length === 0) await new Promise((r) => setTimeout(r, 5));
+      engine.setAuthorization(denyAll("deny-all", "NAMESPACE"));
+      inbound.recheck();
+      await closed;
+      while (closes.length === 0) await new Promise((r) => setTimeout(r, 5));
+      assert.deepEqual(closes, ["DENY"]);
+    } finally {
+      capture.close();
+      app.close();
+    }
+  });
+});
+
+function connectTo(host: string, port: number): Socket {
+  return connect({ host, port, allowHalfOpen: true });
+}
+
 describe("inbound: on-demand lookups", () => {
   const vip = `${base}.100`;
   let app: Server;

@@ -527,6 +527,9 @@ export function createInbound(options: InboundOptions): Inbound {
         },
         `open connection denied by ${deniedBy(decision, () => engine.explain(connection.request))}, closing`,
       );
+      // Its close is counted as a policy denial (ztunnel's late rejection), not as a normal end.
+      const { traffic } = connection.tracked;
+      if (traffic instanceof MeteredConnection) traffic.closeFlag = "DENY";
       connection.tracked.close();
     }
   };

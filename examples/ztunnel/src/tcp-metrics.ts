@@ -213,6 +213,8 @@ export const TCP_BYTES_REPORT_MS = 5000;
 export abstract class MeteredConnection {
   #reportedSent = 0;
   #reportedReceived = 0;
+  /** The flag its close is counted under: `DENY` once a policy change closed it while open. */
+  closeFlag: TcpResponseFlag = "-";
 
   constructor(
     readonly labels: TcpMetricLabels,
@@ -237,7 +239,7 @@ export abstract class MeteredConnection {
   /** Reports the last bytes and counts the close. */
   reportClosed(): void {
     this.reportBytes(true);
-    this.tcpMetrics.closed(this.labels);
+    this.tcpMetrics.closed(this.labels, this.closeFlag);
   }
 }
 
