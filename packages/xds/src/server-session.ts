@@ -229,8 +229,9 @@ export class DeltaSession extends Session {
     if (first) {
       // An empty first request is the legacy form of a wildcard subscription.
       if (subscribe.length === 0) w.wildcard = true;
+      // What the client holds from an earlier stream. A wildcard stream may hold more than
+      // `maxNamesPerType` (it is sent every resource), so these count only as subscriptions, below.
       for (const [name, version] of Object.entries(req.initialResourceVersions)) w.sent.set(name, version);
-      this.checkLimit(w.sent.size, typeUrl);
     }
     const added: string[] = [];
     for (const name of subscribe) {
@@ -257,9 +258,26 @@ export class DeltaSession extends Session {
       w.sent.delete(name);
     }
     if (released.length > 0) {
-      // A pod behind another followed Service, or on the client's node, stays followed.
+      // A pod behind another followed Service, or on the client's node, stays followed; so does a
+      // resource the client still asks for by name or by another alias (it keeps it, and must hear
+      // of its removal).
       const kept = new Set(w.wildcard ? [] : this.addRelated(typeUrl, w, released));
-      for (const primary of released) if (!kept.has(primary) && !w.wildcard) w.sent.delete(primary);
+      for (const primary of released) {
+        if (w.wildcard || kept.has(primary) || this.askedFor(typeUrl, w, primary)) continue;
+        w.sent.delete(primary);
+      }
+    }
+    if (first && !w.wildcard) {
+      // A non-wildcard stream stays subscribed to what it holds: an on-demand client back from a
+      // reconnect (ztunnel's XDS_ON_DEMAND) subscribes to nothing and lists only what it has in
+      // `initial_resource_versions`. Each is answered as a subscribed name: not sent when the version
+      // is current, reported removed when gone, and followed from now on.
+      const dropped = new Set(req.resourceNamesUnsubscribe);
+      for (const name of Object.keys(req.initialResourceVersions)) {
+        if (name === "*" || dropped.has(name) || w.names.has(name)) continue;
+        w.names.add(name);
+        added.push(name);
+      }
     }
     this.checkLimit(w.names.size + w.implied.size, typeUrl);
     const wildcardOn = w.wildcard && (first || !wasWildcard);
@@ -333,6 +351,13 @@ export class DeltaSession extends Session {
       const list = this.host.cache.internalList(typeUrl);
       return list.length === 0 ? undefined : versionsOf(list);
     });
+  }
+
+  /** True when the stream subscribes to `primary` by that name or by one of its aliases. */
+  private askedFor(typeUrl: string, w: DeltaWatch, primary: string): boolean {
+    if (w.names.has(primary)) return true;
+    const entry = this.host.cache.internalEntry(typeUrl, primary);
+    return entry?.aliases.some((a) => w.names.has(a)) === true;
   }
 
   private matches(w: DeltaWatch, entry: Entry): boolean {

@@ -533,6 +533,101 @@ describe("server hooks", () => {
     grpcServer.forceShutdown();
   });
 
+  it("keeps what an on-demand client holds subscribed when it reconnects with initial_resource_versions", async () => {
+    const server = createXdsServer({ debounceMs: 0 });
+    seed(server, 3);
+    const port = await server.listen();
+    const before = openDelta(port);
+    before.send({ typeUrl: A, resourceNamesSubscribe: ["*"], resourceNamesUnsubscribe: ["*"] });
+    await before.next();
+    before.send({ typeUrl: A, resourceNamesSubscribe: ["net/10.0.0.1", "u2"] });
+    const held = await before.next();
+    before.close();
+    const versions = Object.fromEntries(held.resources.map((r) => [r.name, r.version]));
+    assert.deepEqual(Object.keys(versions).sort(), ["u1", "u2"]);
+    server.cache.set(A, "u2", workload("u2", "changed-while-away", 2), { aliases: ["net/10.0.0.2"] });
+    // ztunnel with XDS_ON_DEMAND reconnects by subscribing to nothing and listing what it holds
+    // (a name it asked for and got no answer yet with an empty version).
+    const after = openDelta(port);
+    after.send({
+      typeUrl: A,
+      resourceNamesSubscribe: ["*"],
+      resourceNamesUnsubscribe: ["*"],
+      initialResourceVersions: { ...versions, gone: "v-old", pending: "" },
+    });
+    const resync = await after.next();
+    assert.deepEqual(deltaNames(resync), ["u2"]);
+    assert.deepEqual([...resync.removedResources].sort(), ["gone", "pending"]);
+    const id = server.streams().at(-1)?.id ?? -1;
+    assert.deepEqual([...(server.subscriptions(id)?.get(A)?.names ?? [])].sort(), [
+      "gone",
+      "pending",
+      "u1",
+      "u2",
+    ]);
+    after.send({ typeUrl: A, responseNonce: resync.nonce });
+    // What it holds is still followed: a change to it is pushed, before the answer to a later request.
+    server.cache.set(A, "u1", workload("u1", "changed-after", 1), { aliases: ["net/10.0.0.1"] });
+    server.flushNow();
+    after.send({ typeUrl: A, resourceNamesSubscribe: ["u3"] });
+    assert.deepEqual(deltaNames(await after.next()), ["u1"]);
+    after.close();
+    await server.close();
+  });
+
+  it("lets a wildcard client that holds more resources than maxNamesPerType reconnect", async () => {
+    const server = createXdsServer({ debounceMs: 0, maxNamesPerType: 2 });
+    seed(server, 4);
+    const port = await server.listen();
+    const before = openDelta(port);
+    before.send({ typeUrl: A });
+    const held = await before.next();
+    before.close();
+    assert.equal(held.resources.length, 4);
+    const versions = Object.fromEntries(held.resources.map((r) => [r.name, r.version]));
+    const after = openDelta(port);
+    after.send({ typeUrl: A, initialResourceVersions: versions });
+    const resync = await after.next();
+    assert.deepEqual(resync.resources, []);
+    assert.deepEqual(resync.removedResources, []);
+    after.close();
+    // Names an on-demand client holds are subscriptions, and still count toward the cap.
+    const onDemand = openDelta(port);
+    onDemand.send({
+      typeUrl: A,
+      resourceNamesSubscribe: ["*"],
+      resourceNamesUnsubscribe: ["*"],
+      initialResourceVersions: versions,
+    });
+    assert.equal((await onDemand.status).code, 3);
+    await server.close();
+  });
+
+  it("tells a client of the deletion of a resource it still asks for by name after giving up its alias", async () => {
+    const server = createXdsServer({ debounceMs: 0 });
+    seed(server, 3);
+    const port = await server.listen();
+    const s = openDelta(port);
+    s.send({ typeUrl: A, resourceNamesSubscribe: ["*"], resourceNamesUnsubscribe: ["*"] });
+    const first = await s.next();
+    s.send({ typeUrl: A, responseNonce: first.nonce });
+    s.send({ typeUrl: A, resourceNamesSubscribe: ["u1", "net/10.0.0.1"] });
+    const answer = await s.next();
+    assert.deepEqual(deltaNames(answer), ["u1"]);
+    s.send({ typeUrl: A, responseNonce: answer.nonce });
+    s.send({ typeUrl: A, resourceNamesUnsubscribe: ["net/10.0.0.1"] });
+    // Requests on one stream are handled in order: this answer proves the unsubscribe was applied.
+    s.send({ typeUrl: TypeUrl.authorization, resourceNamesSubscribe: ["sync"] });
+    assert.equal((await s.next()).typeUrl, TypeUrl.authorization);
+    server.cache.delete(A, "u1");
+    server.flushNow();
+    s.send({ typeUrl: A, resourceNamesSubscribe: ["u3"] });
+    const removal = await s.next();
+    assert.deepEqual(removal.removedResources, ["u1"]);
+    s.close();
+    await server.close();
+  });
+
   it("closes a stream that subscribes to more names than allowed", async () => {
     const server = createXdsServer({ maxNamesPerType: 3 });
     const port = await server.listen();
