@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { connect as netConnect } from "node:net";
 import { after, before, describe, it } from "node:test";
 import type { TLSSocket } from "node:tls";
 import { CLIENT_ID, createTestPki, SERVER_ID, type TestPki } from "../test/fixtures.js";
@@ -86,6 +87,25 @@ describe("connection pool", () => {
     await srv.server.close({ timeoutMs: 100 });
   });
 
+  it("a burst on a new connection stays within the peer's SETTINGS_MAX_CONCURRENT_STREAMS", async () => {
+    const srv = await startServer(pki, {
+      maxConcurrentStreams: 5,
+      onTunnel: (t) => void t.accept().on("error", () => {}),
+    });
+    const client = createHboneClient(pki.issue(CLIENT_ID));
+    // All eight callers wait for the same first dial: five fit on it, three need a second connection.
+    const tunnels = await Promise.all(
+      Array.from({ length: 8 }, () =>
+        client.connect({ address: srv.address, authority: TARGET, expectedIdentities: [SERVER_ID] }),
+      ),
+    );
+    assert.equal(client.stats().connections, 2);
+    assert.equal(srv.server.stats().tunnels, 8);
+    for (const t of tunnels) t.destroy();
+    await client.destroy();
+    await srv.server.close({ timeoutMs: 100 });
+  });
+
   it("uses separate connections per source identity and per destination identity set", async () => {
     const srv = await startServer(pki, { onTunnel: (t) => void t.accept().on("error", () => {}) });
     const client = createHboneClient(pki.issue(CLIENT_ID));
@@ -119,6 +139,34 @@ describe("connection pool", () => {
     t.end();
     await until(() => client.stats().connections === 0, "idle connection closed");
     await until(() => srv.server.stats().connections === 0, "server side closed too");
+    await client.destroy();
+    await srv.server.close({ timeoutMs: 100 });
+  });
+
+  it("closes after poolIdleTimeoutMs a connection whose only caller gave up while it was dialed", async () => {
+    const srv = await startServer(pki);
+    const controller = new AbortController();
+    const client = createHboneClient({
+      ...pki.issue(CLIENT_ID),
+      poolIdleTimeoutMs: 50,
+      connectSocket: (target) => {
+        // The caller leaves while the shared dial is under way; the dial itself goes on.
+        controller.abort();
+        return netConnect({ host: target.host, port: target.port });
+      },
+    });
+    await assert.rejects(
+      client.connect({
+        address: srv.address,
+        authority: TARGET,
+        expectedIdentities: [SERVER_ID],
+        signal: controller.signal,
+      }),
+      (e: unknown) => (e as { code?: string }).code === "ERR_HBONE_ABORTED",
+    );
+    await until(() => srv.server.stats().connections === 1, "the dial reached the server");
+    await until(() => srv.server.stats().connections === 0, "the unused connection closed");
+    assert.equal(client.stats().connections, 0);
     await client.destroy();
     await srv.server.close({ timeoutMs: 100 });
   });

@@ -109,12 +109,8 @@ export class ConnectionPool {
     conn.active--;
     this.#streams--;
     this.#options.streamsGauge.dec();
-    if (conn.active === 0 && conn.usable && this.#options.idleTimeoutMs > 0) {
-      conn.idleTimer = setTimeout(() => this.#retire(conn, true), this.#options.idleTimeoutMs);
-      conn.idleTimer.unref();
-    } else if (conn.active === 0 && !conn.usable && !conn.session.closed) {
-      conn.session.close();
-    }
+    if (conn.active === 0 && conn.usable) this.#startIdleTimer(conn);
+    else if (conn.active === 0 && !conn.usable && !conn.session.closed) conn.session.close();
   }
 
   /** Stops new streams on `conn`; it closes once its streams are done. */
@@ -136,6 +132,12 @@ export class ConnectionPool {
       else if (!c.session.closed) c.session.close();
     }
     await Promise.all(done);
+  }
+
+  #startIdleTimer(conn: PooledConnection): void {
+    if (this.#options.idleTimeoutMs <= 0) return;
+    conn.idleTimer = setTimeout(() => this.#retire(conn, true), this.#options.idleTimeoutMs);
+    conn.idleTimer.unref();
   }
 
   #reserve(conn: PooledConnection): void {
@@ -178,7 +180,11 @@ export class ConnectionPool {
     if (this.#closed) {
       this.#retire(conn, false);
       session.close();
+      return;
     }
+    // Idle from the start: the callers waiting for this dial take their streams at once (which stops
+    // the timer), but when all of them gave up meanwhile nothing else would ever close it.
+    this.#startIdleTimer(conn);
   }
 
   #retire(conn: PooledConnection, closeNow: boolean): void {

@@ -80,8 +80,11 @@ function baseTls(credentials: HboneCredentials, tls: HboneTlsOptions): SecureCon
     maxVersion: "TLSv1.3",
     // Node reads TLS 1.3 suites and TLS 1.2 ciphers from the same list.
     ciphers: tls.allowTls12 ? `${TLS13_CIPHERSUITES}:${TLS12_CIPHERS}` : TLS13_CIPHERSUITES,
-    // No session resumption: every connection proves its identity afresh.
-    secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
+    // No session resumption: every connection proves its identity afresh. No TLS 1.2
+    // renegotiation either way: a second handshake could bring another certificate than the one
+    // checked, and a client could make the server redo expensive handshakes at will. (TLS 1.3 has
+    // none; `TLSSocket.disableRenegotiation()` covers only a server's sockets.)
+    secureOptions: cryptoConstants.SSL_OP_NO_TICKET | cryptoConstants.SSL_OP_NO_RENEGOTIATION,
   };
 }
 

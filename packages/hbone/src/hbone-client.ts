@@ -364,6 +364,7 @@ class HboneClientImpl implements HboneClient {
     expected: readonly string[],
     sourceAddress: string | undefined,
   ): Promise<{ session: Http2Connection; peerIdentity: SpiffeId }> {
+    const started = Date.now();
     const { socket, peerIdentity } = await this.#handshake(
       () =>
         this.#connectSocket === undefined
@@ -383,6 +384,22 @@ class HboneClientImpl implements HboneClient {
     socket.setNoDelay(true);
     socket.setKeepAlive(true, HBONE_DEFAULTS.tcpKeepaliveMs);
     const session = this.#session(socket, `${urlHost(target)}:${target.port}`);
+    // The pool hands the connection to every caller waiting for this dial at once, so it has to know
+    // the peer's SETTINGS_MAX_CONCURRENT_STREAMS first, or a burst would open streams the peer
+    // refuses. The SETTINGS are already arriving: the handshake waited for the peer's first bytes.
+    try {
+      await peerSettings(session, Math.max(1, this.#limits.connectTimeoutMs - (Date.now() - started)));
+    } catch (err) {
+      session.destroy();
+      throw toHboneError(err, `dial ${target.host}:${target.port}`);
+    }
+    // A peer that refused this side (GOAWAY right after its SETTINGS) leaves nothing to pool.
+    if (session.closed || session.destroyed) {
+      const failure =
+        session.failure ?? new HboneError("ERR_HBONE_CONNECTION", "the peer closed the connection at once");
+      session.destroy();
+      throw failure;
+    }
     return { session, peerIdentity };
   }
 
@@ -553,6 +570,35 @@ class HboneClientImpl implements HboneClient {
       };
     });
   }
+}
+
+/** Resolves once the peer's first SETTINGS frame has been applied to `session`. */
+function peerSettings(session: Http2Connection, timeoutMs: number): Promise<void> {
+  if (session.sawPeerSettings) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const settle = (err?: HboneError) => {
+      clearTimeout(timer);
+      session.off("remoteSettings", onSettings);
+      session.off("close", onClose);
+      if (err === undefined) resolve();
+      else reject(err);
+    };
+    const onSettings = () => settle();
+    const onClose = () =>
+      settle(
+        session.failure ??
+          new HboneError("ERR_HBONE_CONNECTION", "the connection closed before the peer's SETTINGS"),
+      );
+    const timer = setTimeout(
+      () =>
+        settle(
+          new HboneError("ERR_HBONE_TIMEOUT", `no HTTP/2 SETTINGS from the peer within ${timeoutMs} ms`),
+        ),
+      timeoutMs,
+    );
+    session.on("remoteSettings", onSettings);
+    session.once("close", onClose);
+  });
 }
 
 /** A pool release for one tunnel's stream close, run at most once. */

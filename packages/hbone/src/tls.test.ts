@@ -125,6 +125,76 @@ describe("HBONE mTLS", () => {
     await s12.server.close({ timeoutMs: 100 });
   });
 
+  it("with allowTls12, the server refuses a TLS 1.2 renegotiation the client starts", async () => {
+    const s12 = await startServer(pki, { allowTls12: true });
+    const creds = pki.issue(CLIENT_ID);
+    const outcome = await new Promise<string>((resolve) => {
+      const s = tlsConnect({
+        host: "127.0.0.1",
+        port: s12.port,
+        key: creds.key,
+        cert: creds.certChain,
+        ca: creds.trustBundle,
+        ALPNProtocols: ["h2"],
+        maxVersion: "TLSv1.2",
+        checkServerIdentity: () => undefined,
+      });
+      s.on("error", () => resolve("refused"));
+      s.once("close", () => resolve("refused"));
+      s.resume();
+      s.once("secureConnect", () => {
+        assert.equal(s.getProtocol(), "TLSv1.2");
+        const started = s.renegotiate({}, (err) => {
+          resolve(err ? "refused" : "renegotiated");
+          s.destroy();
+        });
+        if (!started) resolve("refused");
+      });
+    });
+    assert.equal(outcome, "refused");
+    await s12.server.close({ timeoutMs: 100 });
+  });
+
+  it("with allowTls12, the client refuses a TLS 1.2 renegotiation the server starts", async () => {
+    // A TLS 1.2 peer that sends its SETTINGS and then asks for a new handshake, in which it could
+    // present another certificate than the one the client checked.
+    const creds = pki.issue(SERVER_ID);
+    const server = createTlsServer({
+      key: creds.key,
+      cert: creds.certChain,
+      ca: creds.trustBundle,
+      requestCert: true,
+      ALPNProtocols: ["h2"],
+      maxVersion: "TLSv1.2",
+    });
+    const sockets: TLSSocket[] = [];
+    const outcome = new Promise<string>((resolve) => {
+      server.on("secureConnection", (s: TLSSocket) => {
+        sockets.push(s);
+        s.on("error", () => resolve("refused"));
+        s.once("close", () => resolve("refused"));
+        s.resume();
+        s.write(Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]));
+        const started = s.renegotiate({}, (err) => resolve(err ? "refused" : "renegotiated"));
+        if (!started) resolve("refused");
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const port = (server.address() as { port: number }).port;
+    const client = createHboneClient({ ...pki.issue(CLIENT_ID), allowTls12: true });
+    const pending = client
+      .connect({ address: `127.0.0.1:${port}`, authority: "10.0.0.1:80", expectedIdentities: [SERVER_ID] })
+      .then(
+        (t) => t.destroy(),
+        () => {},
+      );
+    assert.equal(await outcome, "refused");
+    await client.destroy();
+    await pending;
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => server.close(r));
+  });
+
   it("survives plaintext and a client without ALPN h2 on the TLS port", async () => {
     await new Promise<void>((resolve) => {
       const sock = netConnect(srv.port, "127.0.0.1", () => sock.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
