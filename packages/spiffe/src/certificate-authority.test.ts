@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { X509Certificate } from "node:crypto";
+import { createPublicKey, generateKeyPairSync, type KeyObject, sign, X509Certificate } from "node:crypto";
 import { before, describe, it } from "node:test";
 import {
   type CertificateAuthority,
@@ -7,10 +7,11 @@ import {
   startRootRotator,
 } from "./certificate-authority.js";
 import { createCsr } from "./csr.js";
+import { encodeOid, extension, seq, tlv } from "./der.js";
 import { SpiffeError } from "./errors.js";
 import { generateKeyPair } from "./key-pair.js";
 import { parseCertificateDer } from "./parsed-certificate.js";
-import { decodeCertificatesPem } from "./pem.js";
+import { decodeCertificatesPem, encodePem } from "./pem.js";
 import { SpiffeId } from "./spiffe-id.js";
 import { TrustBundle } from "./trust-bundle.js";
 import { verifySvid } from "./verify-svid.js";
@@ -21,6 +22,23 @@ const ID = "spiffe://cluster.local/ns/default/sa/web";
 function leafOf(chain: string[] | string) {
   const pem = Array.isArray(chain) ? (chain[0] as string) : chain;
   return parseCertificateDer(decodeCertificatesPem(pem)[0] as Buffer);
+}
+
+/**
+ * A CSR for any key Node can sign with (createCsr only takes the package's own key algorithms), with
+ * one critical URI SAN; `spki` replaces the key's own encoding when given.
+ */
+function handMadeCsr(privateKey: KeyObject, id: string, spki?: Buffer): string {
+  const publicKeyInfo = spki ?? createPublicKey(privateKey).export({ type: "spki", format: "der" });
+  const san = extension("2.5.29.17", true, seq(tlv(0x86, Buffer.from(id))));
+  const attributes = tlv(0xa0, seq(encodeOid("1.2.840.113549.1.9.14"), tlv(0x31, seq(san))));
+  const info = seq(tlv(0x02, Buffer.from([0])), seq(), publicKeyInfo, attributes);
+  const algorithm =
+    privateKey.asymmetricKeyType === "rsa"
+      ? seq(encodeOid("1.2.840.113549.1.1.11"), Buffer.from([0x05, 0x00]))
+      : seq(encodeOid("1.2.840.10045.4.3.2"));
+  const signature = sign("sha256", info, privateKey);
+  return encodePem("CERTIFICATE REQUEST", seq(info, algorithm, tlv(0x03, Buffer.from([0]), signature)));
 }
 
 describe("createCertificateAuthority (self-signed)", () => {
@@ -122,6 +140,36 @@ describe("createCertificateAuthority (self-signed)", () => {
         { code: "ERR_CSR_INVALID" },
         String(input).slice(0, 40),
       );
+    }
+  });
+
+  it("certifies only keys every mesh peer accepts: P-256, P-384, RSA of 2048 bits or more", async () => {
+    const ec = (namedCurve: string) => generateKeyPairSync("ec", { namedCurve }).privateKey;
+    const rsa = (modulusLength: number) => generateKeyPairSync("rsa", { modulusLength }).privateKey;
+    for (const key of [ec("prime256v1"), ec("secp384r1"), rsa(2048), rsa(3072)]) {
+      const signed = await ca.sign(handMadeCsr(key, ID), { spiffeId: ID });
+      assert.equal(verifySvid(signed.certChain, ca.trustBundle(), { now }).toString(), ID);
+    }
+    // The same P-256 key with its point compressed: valid for OpenSSL, refused by rustls and Go.
+    const p256 = ec("prime256v1");
+    const jwk = createPublicKey(p256).export({ format: "jwk" });
+    const x = Buffer.from(jwk.x as string, "base64url");
+    const yOdd = (Buffer.from(jwk.y as string, "base64url").at(-1) as number) & 1;
+    const compressed = seq(
+      seq(encodeOid("1.2.840.10045.2.1"), encodeOid("1.2.840.10045.3.1.7")),
+      tlv(0x03, Buffer.from([0, 2 + yOdd]), x),
+    );
+    const refused: [string, string][] = [
+      ["RSA 1024", handMadeCsr(rsa(1024), ID)],
+      ["RSA 512", handMadeCsr(rsa(512), ID)],
+      ["P-521", handMadeCsr(ec("secp521r1"), ID)],
+      ["secp256k1", handMadeCsr(ec("secp256k1"), ID)],
+      ["brainpoolP256r1", handMadeCsr(ec("brainpoolP256r1"), ID)],
+      ["compressed P-256", handMadeCsr(p256, ID, compressed)],
+      ["RSA-PSS key", handMadeCsr(generateKeyPairSync("rsa-pss", { modulusLength: 2048 }).privateKey, ID)],
+    ];
+    for (const [name, csr] of refused) {
+      await assert.rejects(ca.sign(csr, { spiffeId: ID }), { code: "ERR_CSR_INVALID" }, name);
     }
   });
 
@@ -325,6 +373,21 @@ describe("createCertificateAuthority (self-signed)", () => {
     await assert.rejects(createCertificateAuthority({ maxTtlSeconds: -1 }), {
       code: "ERR_CA_CONFIG_INVALID",
     });
+  });
+
+  it("refuses a NotBefore backdate that would make its certificates malformed or not yet valid", async () => {
+    // NaN or an infinite backdate cannot be encoded as a time; a negative one dates NotBefore ahead.
+    for (const backdateSeconds of [Number.NaN, Number.POSITIVE_INFINITY, -3600]) {
+      await assert.rejects(
+        createCertificateAuthority({ backdateSeconds }),
+        { code: "ERR_CA_CONFIG_INVALID" },
+        String(backdateSeconds),
+      );
+    }
+    const exact = await createCertificateAuthority({ backdateSeconds: 0, clock: () => now });
+    const svid = await exact.issue({ spiffeId: ID });
+    assert.equal(svid.notBefore.getTime(), now.getTime());
+    assert.equal(leafOf(svid.certChainPem).notBefore.getTime(), now.getTime());
   });
 
   it("counts issued certificates through the metrics sink", async () => {

@@ -92,7 +92,7 @@ export interface CertificateAuthorityOptions {
   defaultTtlSeconds?: number;
   /** Longest workload certificate lifetime; longer requests are refused. Default 90 d; Istio `MAX_WORKLOAD_CERT_TTL`. */
   maxTtlSeconds?: number;
-  /** How far NotBefore is backdated to absorb clock skew. Default 120 s, as istiod. */
+  /** How far NotBefore is backdated to absorb clock skew, zero or more seconds. Default 120 s, as istiod. */
   backdateSeconds?: number;
   /** Clock. Default `() => new Date()`. */
   clock?: () => Date;
@@ -148,8 +148,10 @@ export interface CertificateAuthority {
   /** The active root, PEM. */
   rootCertPem(): string;
   /**
-   * Signs a PEM CSR into a workload SVID for `spiffeId`.
-   * @throws SpiffeError `ERR_CSR_INVALID`, `ERR_CSR_IDENTITY_MISMATCH`, `ERR_CA_SIGN_REFUSED`.
+   * Signs a PEM CSR into a workload SVID for `spiffeId`. The CSR's key must be ECDSA P-256 or P-384
+   * (uncompressed point) or RSA of at least 2048 bits.
+   * @throws SpiffeError `ERR_CSR_INVALID` (also for any other key), `ERR_CSR_IDENTITY_MISMATCH`,
+   * `ERR_CA_SIGN_REFUSED`.
    */
   sign(csrPem: string, options: SignOptions): Promise<SignedCertificate>;
   /** Generates a key and issues an SVID for it in one step. */
@@ -340,6 +342,21 @@ function positiveSeconds(name: string, value: number | undefined, fallback: numb
   return value;
 }
 
+/**
+ * The NotBefore backdate in seconds: zero or more, as anything else would make NotBefore unencodable or
+ * later than the signing time. Whole seconds, since X.509 times have no fractions.
+ */
+function backdateSecondsOf(value: number | undefined): number {
+  if (value === undefined) return 120;
+  if (!Number.isFinite(value) || value < 0) {
+    throw new SpiffeError(
+      "ERR_CA_CONFIG_INVALID",
+      `backdateSeconds must be zero or a positive number of seconds, got ${value}`,
+    );
+  }
+  return Math.floor(value);
+}
+
 async function pluggedSigner(cacerts: CaCertsPem, trustDomain: string, now: Date): Promise<Signer> {
   const key = await loadSigningKey(cacerts.caKeyPem).catch((cause: unknown) => {
     throw new SpiffeError("ERR_CA_CONFIG_INVALID", "ca-key.pem is not a usable private key", { cause });
@@ -420,7 +437,7 @@ export async function createCertificateAuthority(
   const defaultTtl = positiveSeconds("defaultTtlSeconds", options.defaultTtlSeconds, DAY);
   const maxTtl = positiveSeconds("maxTtlSeconds", options.maxTtlSeconds, 90 * DAY);
   const rootTtl = positiveSeconds("rootTtlSeconds", options.rootTtlSeconds, 3650 * DAY);
-  const backdateMs = (options.backdateSeconds ?? 120) * 1000;
+  const backdateMs = backdateSecondsOf(options.backdateSeconds) * 1000;
   const rootAlgorithm = options.rootKeyAlgorithm ?? "ECDSA_P256";
   const organization = options.organization ?? trustDomain;
   const issued = metrics.counter(

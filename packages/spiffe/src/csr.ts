@@ -1,4 +1,4 @@
-import { verify } from "node:crypto";
+import { type KeyObject, verify } from "node:crypto";
 import { childrenOf, contentOf, decodeOid, expectTag, isOid, oidValue, readTlv, type Tlv } from "./der.js";
 import { SpiffeError } from "./errors.js";
 import { loadSigningKey } from "./key-pair.js";
@@ -49,6 +49,49 @@ const CSR_SIGNATURE_HASH: Readonly<Record<string, string>> = {
   "1.2.840.113549.1.1.13": "sha512",
 };
 
+const OID_EC_PUBLIC_KEY = oidValue("1.2.840.10045.2.1");
+const OID_RSA_ENCRYPTION = oidValue("1.2.840.113549.1.1.1");
+/** Named curves a CSR key may use, with their coordinate size in bytes. */
+const CSR_CURVES: readonly { oid: Buffer; name: string; size: number }[] = [
+  { oid: oidValue("1.2.840.10045.3.1.7"), name: "P-256", size: 32 },
+  { oid: oidValue("1.3.132.0.34"), name: "P-384", size: 48 },
+];
+/** Smallest RSA modulus the CA certifies; the SVID verifier refuses smaller keys anywhere in a chain. */
+const MIN_CSR_RSA_BITS = 2048;
+
+/**
+ * Refuses a CSR key the mesh could not use. The issued certificate carries the CSR's key as is, and
+ * peers (ztunnel's rustls, Envoy, this package's verifier) accept only ECDSA P-256/P-384 with an
+ * uncompressed point and RSA (rsaEncryption) of 2048 bits or more: anything else would yield a
+ * certificate that fails every handshake, or one for a key that can be broken.
+ */
+function checkCsrKey(spki: Buffer, key: KeyObject): void {
+  let problem: string | undefined;
+  try {
+    const [alg, bits] = childrenOf(spki, readTlv(spki, 0));
+    const [algOid, params] = childrenOf(spki, expectTag(alg, 0x30, "algorithm"));
+    if (isOid(spki, algOid, OID_EC_PUBLIC_KEY)) {
+      const curve = params?.tag === 0x06 ? CSR_CURVES.find((c) => isOid(spki, params, c.oid)) : undefined;
+      const point = expectTag(bits, 0x03, "public key bits");
+      const start = point.valueStart + 1; // after the unused-bits byte
+      if (curve === undefined) problem = "an EC key on a curve other than P-256 or P-384";
+      else if (spki[start] !== 0x04 || point.end - start !== 1 + 2 * curve.size) {
+        problem = `a ${curve.name} key that is not one uncompressed point`;
+      }
+    } else if (isOid(spki, algOid, OID_RSA_ENCRYPTION)) {
+      const modulusBits = key.asymmetricKeyDetails?.modulusLength ?? 0;
+      if (modulusBits < MIN_CSR_RSA_BITS) {
+        problem = `a ${modulusBits}-bit RSA key (at least ${MIN_CSR_RSA_BITS} bits are required)`;
+      }
+    } else {
+      problem = `a ${key.asymmetricKeyType ?? "unknown"} key (only ECDSA P-256/P-384 and RSA are certified)`;
+    }
+  } catch (cause) {
+    throw new SpiffeError("ERR_CSR_INVALID", "CSR public key could not be decoded", { cause });
+  }
+  if (problem !== undefined) throw new SpiffeError("ERR_CSR_INVALID", `CSR carries ${problem}`);
+}
+
 function uriSansOfAttributes(der: Buffer, attributes: Tlv): string[] {
   const uris: string[] = [];
   for (const attr of childrenOf(der, attributes)) {
@@ -69,7 +112,10 @@ function uriSansOfAttributes(der: Buffer, attributes: Tlv): string[] {
   return uris;
 }
 
-/** Parses a PEM CSR and verifies its self-signature (synchronous: it is on the CA's signing path). */
+/**
+ * Parses a PEM CSR, verifies its self-signature and checks that its key is one the mesh accepts
+ * (synchronous: it is on the CA's signing path).
+ */
 export function parseCsr(csrPem: string): ParsedCsr {
   if (typeof csrPem !== "string") throw new SpiffeError("ERR_CSR_INVALID", "CSR must be a PEM string");
   let der: Buffer;
@@ -110,11 +156,14 @@ export function parseCsr(csrPem: string): ParsedCsr {
   if (hash === undefined)
     throw new SpiffeError("ERR_CSR_INVALID", "CSR uses an unsupported signature algorithm");
   let ok = false;
+  let key: KeyObject;
   try {
-    ok = verify(hash, info, publicKeyFromSpki(spki), signature);
+    key = publicKeyFromSpki(spki);
+    ok = verify(hash, info, key, signature);
   } catch (cause) {
     throw new SpiffeError("ERR_CSR_INVALID", "CSR public key or signature could not be used", { cause });
   }
   if (!ok) throw new SpiffeError("ERR_CSR_INVALID", "CSR signature does not verify with its public key");
+  checkCsrKey(spki, key);
   return { publicKeySpki: spki, uriSans };
 }
