@@ -68,6 +68,29 @@ function isNetns(fd: number): boolean {
   return libc().nsType(fd) === CLONE_NEWNET;
 }
 
+/**
+ * Longest NACK text sent, in UTF-8 bytes. The node agent reads each answer into 1 KiB and treats a
+ * longer one as a failed read: istio-cni drops the connection when that happens in a snapshot (our
+ * server does at any time), and the replayed snapshot would be refused the same way, forever. The
+ * full reason still goes to the log and the `'nack'` event.
+ */
+const MAX_NACK_BYTES = 1000;
+
+/** `error`, cut on a character boundary to fit {@link MAX_NACK_BYTES}. */
+function fitNack(error: string): string {
+  const bytes = Buffer.from(error, "utf8");
+  if (bytes.length <= MAX_NACK_BYTES) return error;
+  const marker = " ...";
+  let end = MAX_NACK_BYTES - marker.length;
+  // Back up to the first byte of a character (continuation bytes are 10xxxxxx).
+  while (end > 0 && ((bytes[end] as number) & 0xc0) === 0x80) end--;
+  return bytes.subarray(0, end).toString("utf8") + marker;
+}
+
+function closedBeforeSnapshot(): NetnsError {
+  return new NetnsError("ERR_NETNS_CLOSED", "the ZDS client was closed before a snapshot came");
+}
+
 /** A protocol violation: NACKed, then the connection is dropped and made again. */
 class ProtocolViolation extends Error {}
 
@@ -93,7 +116,7 @@ export class ZdsClient extends EventEmitter {
   #everSnapshotted = false;
   /** The connection whose snapshot was reconciled last. */
   #syncedSocket: SeqpacketSocket | undefined;
-  #readyWaiters: Array<() => void> = [];
+  #readyWaiters: Array<{ resolve(): void; reject(err: Error): void }> = [];
   #work: Promise<void> = Promise.resolve();
 
   constructor(options: ZdsClientOptions) {
@@ -122,10 +145,14 @@ export class ZdsClient extends EventEmitter {
     return [...this.#served.keys()];
   }
 
-  /** Resolves once a first snapshot has been reconciled. */
+  /**
+   * Resolves once a first snapshot has been reconciled; rejects with `ERR_NETNS_CLOSED` when the
+   * client is closed before that, since no snapshot can come any more.
+   */
   ready(): Promise<void> {
     if (this.#everSnapshotted) return Promise.resolve();
-    return new Promise((resolve) => this.#readyWaiters.push(resolve));
+    if (this.#closed) return Promise.reject(closedBeforeSnapshot());
+    return new Promise((resolve, reject) => this.#readyWaiters.push({ resolve, reject }));
   }
 
   /** Disconnects and stops reconnecting. Pods stay served: shutting them down is the caller's job. */
@@ -135,6 +162,7 @@ export class ZdsClient extends EventEmitter {
     clearTimeout(this.#timer);
     this.#socket?.close();
     this.#socket = undefined;
+    for (const waiter of this.#readyWaiters.splice(0)) waiter.reject(closedBeforeSnapshot());
   }
 
   #connect(): void {
@@ -216,7 +244,7 @@ export class ZdsClient extends EventEmitter {
     }
     if (socket.closed) return;
     try {
-      socket.send(encodeAck(error));
+      socket.send(encodeAck(fitNack(error)));
     } catch {
       // the connection just closed; the node agent replays its snapshot on the next one
     }
@@ -253,7 +281,7 @@ export class ZdsClient extends EventEmitter {
         this.#snapshotUids.clear();
         this.#delay = this.#initialDelay;
         this.#everSnapshotted = true;
-        for (const resolve of this.#readyWaiters.splice(0)) resolve();
+        for (const waiter of this.#readyWaiters.splice(0)) waiter.resolve();
         this.emit("snapshot");
         return errors.join("; ");
       }

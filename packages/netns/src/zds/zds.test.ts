@@ -153,6 +153,52 @@ describe("ZDS", () => {
   );
 
   it(
+    "keeps a long NACK within the 1 KiB a node agent reads, in the snapshot and live, on one connection",
+    { skip: needsLinux },
+    async (t) => {
+      const fdsBefore = openFds();
+      const path = socketPath();
+      const server = createZdsServer({ path }).listen();
+      t.after(() => server.close());
+      const handler = new RecordingHandler();
+      t.after(() => handler.closeAll());
+      // A refusal whose text alone is past what istio-cni (and our server) read in one answer.
+      const long = `cannot start: ${"é".repeat(800)}`;
+      handler.addWorkload = (workload: ZdsWorkload) => {
+        handler.log.push(`add ${workload.uid}`);
+        throw new Error(long);
+      };
+      await server.addWorkload({ uid: "early", workloadInfo: info("early"), netns: ownNetns() });
+      const client = createZdsClient({ path, handler });
+      t.after(() => client.close());
+      let disconnects = 0;
+      client.on("disconnect", () => disconnects++);
+
+      // Refused in the snapshot: the snapshot still completes.
+      await once(server, "synced");
+      assert.ok(client.synced);
+      await assert.rejects(
+        server.addWorkload({ uid: "late", workloadInfo: info("late"), netns: ownNetns() }),
+        (e: unknown) => {
+          if (!(e instanceof NetnsError) || e.code !== "ERR_ZDS_NACK") return false;
+          const reason = String(e.details.reason);
+          assert.match(reason, /^failed to start the proxy for late: cannot start: é+/);
+          assert.ok(Buffer.byteLength(reason) <= 1000, `${Buffer.byteLength(reason)} bytes`);
+          assert.doesNotMatch(reason, /\uFFFD/, "cut on a character boundary");
+          return true;
+        },
+      );
+      assert.equal(disconnects, 0);
+      assert.ok(client.connected);
+      assert.deepEqual(handler.log, ["add early", "add late"]);
+
+      client.close();
+      server.close();
+      await assertNoNewFds(fdsBefore);
+    },
+  );
+
+  it(
     "reconnects after the node agent restarts and reconciles: missing pods go, kept and unchanged pods stay",
     { skip: needsLinux },
     async (t) => {
@@ -280,6 +326,36 @@ describe("ZDS", () => {
       netns.close();
       agent.close();
       await assertNoNewFds(fdsBefore);
+    },
+  );
+
+  it(
+    "client: ready() settles when the client is closed before any snapshot",
+    { skip: needsLinux },
+    async () => {
+      const handler = new RecordingHandler();
+      // Nobody listens there: the client keeps trying to connect.
+      const client = createZdsClient({ path: socketPath(), handler });
+      const outcome = (p: Promise<void>) => {
+        const seen: { value?: unknown } = {};
+        p.then(
+          () => {
+            seen.value = "resolved";
+          },
+          (e: unknown) => {
+            seen.value = e;
+          },
+        );
+        return seen;
+      };
+      const waiting = outcome(client.ready());
+      client.close();
+      await new Promise((r) => setImmediate(r));
+      const closedError = (e: unknown) => e instanceof NetnsError && e.code === "ERR_NETNS_CLOSED";
+      assert.ok(closedError(waiting.value), `ready() gave ${String(waiting.value)}`);
+      const later = outcome(client.ready());
+      await new Promise((r) => setImmediate(r));
+      assert.ok(closedError(later.value), `ready() after close gave ${String(later.value)}`);
     },
   );
 
