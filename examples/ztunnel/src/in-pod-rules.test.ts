@@ -18,6 +18,7 @@ describe("inPodTcpCapture", () => {
     const redirectOut = at("-A AMBIENT_OUTPUT -p tcp -j REDIRECT --to-ports 15001");
     for (const rule of [
       "-A AMBIENT_OUTPUT -m mark --mark 0x539/0xfff -j RETURN",
+      "-A AMBIENT_OUTPUT -d 169.254.7.127/32 -p tcp -j RETURN",
       "-A AMBIENT_OUTPUT -o lo -j RETURN",
       "-A AMBIENT_OUTPUT -d 10.4.0.7/32 -j RETURN",
       "-A AMBIENT_OUTPUT -p tcp --dport 9090 -j RETURN",
@@ -29,6 +30,8 @@ describe("inPodTcpCapture", () => {
     const redirectIn = at("-A AMBIENT_PREROUTING -p tcp -j REDIRECT --to-ports 15006");
     for (const rule of [
       "-A AMBIENT_PREROUTING -i lo -j RETURN",
+      // The kubelet's probes, SNATed on the node to istio-cni's probe address, skip the proxy.
+      "-A AMBIENT_PREROUTING -s 169.254.7.127/32 -p tcp -j RETURN",
       "-A AMBIENT_PREROUTING -p tcp --dport 15008 -j RETURN",
       "-A AMBIENT_PREROUTING -p tcp --dport 9090 -j RETURN",
     ]) {
@@ -67,5 +70,8 @@ describe("inPodTcpCapture", () => {
       ["udp", "tcp"],
     );
     assert.ok(dns.every((r) => r.includes("--dport 53") && r.endsWith("--to-ports 15053")));
+    // A resolver inside the pod itself (on loopback) is left alone, as istio-cni leaves it.
+    assert.ok(dns[0]?.includes("-A OUTPUT ! -o lo -p udp"), dns[0]);
+    assert.ok(dns[1]?.includes("-A OUTPUT ! -d 127.0.0.1/32 -p tcp"), dns[1]);
   });
 });

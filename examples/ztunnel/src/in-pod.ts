@@ -93,10 +93,11 @@ export function inPodReplyRouting(): string[][] {
 }
 
 /**
- * istio-cni's DNS capture in a pod's namespace, as the commands that install it: port 53 over UDP and
- * TCP, unless the proxy sent it (mark 0x539), goes to the proxy's resolver on 127.0.0.1:`port`.
- * Installed ahead of the TCP capture, which would otherwise take TCP port 53 to 15001. Each entry is
- * an argument list for `ip netns exec <ns> ...`.
+ * istio-cni's DNS capture in a pod's namespace, as the commands that install it: port 53 over UDP
+ * (not leaving on `lo`) and TCP (not to 127.0.0.1), unless the proxy sent it (mark 0x539), goes to
+ * the proxy's resolver on 127.0.0.1:`port`; a resolver inside the pod itself is left alone, as
+ * istio-cni leaves it. Installed ahead of the TCP capture, which would otherwise take TCP port 53 to
+ * 15001. Each entry is an argument list for `ip netns exec <ns> ...`.
  */
 export function inPodDnsCapture(port = 15053): string[][] {
   return ["udp", "tcp"].map((proto) => [
@@ -106,6 +107,7 @@ export function inPodDnsCapture(port = 15053): string[][] {
     "nat",
     "-A",
     "OUTPUT",
+    ...(proto === "udp" ? ["!", "-o", "lo"] : ["!", "-d", "127.0.0.1/32"]),
     "-p",
     proto,
     "--dport",
@@ -122,6 +124,9 @@ export function inPodDnsCapture(port = 15053): string[][] {
   ]);
 }
 
+/** The address istio-cni SNATs the kubelet's health probes to (its `HostProbeSNATAddress`). */
+export const KUBELET_PROBE_SOURCE = "169.254.7.127";
+
 /** Options of {@link inPodTcpCapture}. */
 export interface InPodTcpCaptureOptions {
   /** The proxy's listeners in the pod. Default 15001, 15006 and 15008. */
@@ -136,9 +141,10 @@ export interface InPodTcpCaptureOptions {
 /**
  * istio-cni's in-pod TCP capture, the REDIRECT variant (as ztunnel's own redirect script), as the
  * commands that install it in a pod's namespace with IP `podIp`. nat `OUTPUT`: TCP marked 0x539 (the
- * proxy's own), leaving on `lo`, for the pod itself or for an excluded port returns; the rest goes to
- * the outbound listener (15001). nat `PREROUTING`: from `lo`, to the HBONE port (15008) or to an
- * excluded port returns; the rest goes to the plaintext inbound listener (15006). Istio redirects
+ * proxy's own), to the kubelet's probe address, leaving on `lo`, for the pod itself or for an
+ * excluded port returns; the rest goes to the outbound listener (15001). nat `PREROUTING`: from `lo`,
+ * from the kubelet's probe address (169.254.7.127), to the HBONE port (15008) or to an excluded port
+ * returns; the rest goes to the plaintext inbound listener (15006). Istio redirects
  * inbound with TPROXY in mangle, which keeps the destination address; with REDIRECT the proxy reads it
  * from conntrack, and serves it the same. Install {@link inPodDnsCapture} first, and
  * {@link inPodReplyRouting} for original source. Each entry is an argument list for
@@ -170,6 +176,8 @@ export function inPodTcpCapture(podIp: string, options: InPodTcpCaptureOptions =
     nat("-N", "AMBIENT_OUTPUT"),
     nat("-A", "OUTPUT", "-p", "tcp", "-j", "AMBIENT_OUTPUT"),
     out("-m", "mark", "--mark", `0x${INPOD_MARK.toString(16)}/0xfff`, "-j", "RETURN"),
+    // Replies to the kubelet's probes, which istio-cni's host rules SNAT to this address.
+    out("-d", `${KUBELET_PROBE_SOURCE}/32`, "-p", "tcp", "-j", "RETURN"),
     out("-o", "lo", "-j", "RETURN"),
     out("-d", `${podIp}/32`, "-j", "RETURN"),
     ...excluded.map((ports) => out("-p", "tcp", "--dport", ports, "-j", "RETURN")),
@@ -177,6 +185,9 @@ export function inPodTcpCapture(podIp: string, options: InPodTcpCaptureOptions =
     nat("-N", "AMBIENT_PREROUTING"),
     nat("-A", "PREROUTING", "-p", "tcp", "-j", "AMBIENT_PREROUTING"),
     pre("-i", "lo", "-j", "RETURN"),
+    // The kubelet's probes (SNATed to this address on the node by istio-cni) reach the app directly,
+    // so a STRICT policy does not fail them.
+    pre("-s", `${KUBELET_PROBE_SOURCE}/32`, "-p", "tcp", "-j", "RETURN"),
     pre("-p", "tcp", "--dport", hbone, "-j", "RETURN"),
     ...excluded.map((ports) => pre("-p", "tcp", "--dport", ports, "-j", "RETURN")),
     pre("-p", "tcp", "-j", "REDIRECT", "--to-ports", inbound),

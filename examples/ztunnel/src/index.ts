@@ -63,6 +63,7 @@ export {
   inPodDnsCapture,
   inPodReplyRouting,
   inPodTcpCapture,
+  KUBELET_PROBE_SOURCE,
 } from "./in-pod.js";
 export {
   decideInboundDestination,
