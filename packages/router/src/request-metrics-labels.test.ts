@@ -2,9 +2,10 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import net, { type AddressInfo } from "node:net";
 import { describe, it } from "node:test";
+import type { AuthorizationEvaluator } from "./authorization.js";
 import type { MetricLabels, MetricsSink } from "./telemetry.js";
 import type { Endpoint } from "./upstream.js";
-import { createWaypointHandler } from "./waypoint-handler.js";
+import { createWaypointHandler, type TunnelInfo } from "./waypoint-handler.js";
 
 /** Sends GET `paths` one after another through a handler to a backend; returns the labels of istio_requests_total. */
 async function countedLabels(
@@ -101,5 +102,200 @@ describe("request metric labels", () => {
     assert.notEqual(seen[0], seen[1]);
     assert.deepEqual(seen[0], seen[1]);
     assert.equal(Object.isFrozen(seen[0]), false);
+  });
+});
+
+/** A sink keeping the labels of every increment of `name`. */
+function labelsOf(name: string): { metrics: MetricsSink; seen: MetricLabels[] } {
+  const seen: MetricLabels[] = [];
+  return {
+    seen,
+    metrics: {
+      counter: (n) => ({ inc: (labels) => n === name && labels !== undefined && seen.push(labels) }),
+      gauge: () => ({ set: () => {}, inc: () => {}, dec: () => {} }),
+      histogram: () => ({ observe: () => {} }),
+    },
+  };
+}
+
+/** Allows everything but paths under `/denied`, and every connection without HTTP. */
+const denyPathDenied: AuthorizationEvaluator = {
+  evaluate: (request) =>
+    request.http === undefined || !request.http.path.startsWith("/denied")
+      ? { allowed: true, reason: "allowed" }
+      : { allowed: false, reason: "denied path", policy: "demo/deny", action: "DENY" },
+};
+
+const PEER = "spiffe://cluster.local/ns/demo/sa/client";
+const webService = { name: "web", namespace: "demo" };
+
+describe("destination service labels of requests answered before routing", () => {
+  it("name the addressed Service for a request L7 policy refuses, and none for one with no route", async () => {
+    const { metrics, seen } = labelsOf("istio_requests_total");
+    const backend = http.createServer((_req, res) => res.end("ok"));
+    await new Promise<void>((resolve) => backend.listen(0, "127.0.0.1", resolve));
+    const handler = createWaypointHandler({
+      routes: [
+        {
+          kind: "HTTPRoute",
+          metadata: { name: "api", namespace: "demo" },
+          spec: {
+            parentRefs: [{ group: "", kind: "Service", name: "api", port: 80 }],
+            rules: [
+              {
+                matches: [{ path: { type: "PathPrefix", value: "/v1" } }],
+                backendRefs: [{ name: "api", port: 80 }],
+              },
+            ],
+          },
+        },
+      ],
+      resolveBackend: () => [{ address: "127.0.0.1", port: (backend.address() as AddressInfo).port }],
+      connect: (e) => net.connect({ host: e.address, port: e.port }),
+      policy: denyPathDenied,
+      metrics,
+    });
+    let info: TunnelInfo = {};
+    const server = net.createServer((socket) => handler.handle(socket, info));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const get = (path: string) =>
+      new Promise<number>((resolve, reject) => {
+        const req = http.request(
+          { host: "127.0.0.1", port: (server.address() as AddressInfo).port, path, agent: false },
+          (res) => {
+            res.resume();
+            res.on("end", () => resolve(res.statusCode ?? 0));
+          },
+        );
+        req.on("error", reject);
+        req.end();
+      });
+    try {
+      info = { peerIdentity: PEER, destination: { address: "10.0.0.1", port: 80, service: webService } };
+      assert.equal(await get("/ok"), 200);
+      assert.equal(await get("/denied"), 403);
+      info = {
+        peerIdentity: PEER,
+        destination: { address: "10.0.0.2", port: 80, service: { name: "api", namespace: "demo" } },
+      };
+      assert.equal(await get("/denied"), 403);
+      assert.equal(await get("/v2"), 404);
+      await new Promise((resolve) => setTimeout(resolve, 30));
+    } finally {
+      await handler.close();
+      server.close();
+      backend.close();
+    }
+    const services = seen.map((l) => [
+      l.response_code,
+      l.destination_service,
+      l.destination_service_name,
+      l.destination_service_namespace,
+    ]);
+    assert.deepEqual(services, [
+      ["200", "web.demo.svc.cluster.local", "web", "demo"],
+      ["403", "web.demo.svc.cluster.local", "web", "demo"],
+      ["403", "api.demo.svc.cluster.local", "api", "demo"],
+      ["404", "unknown", "unknown", "unknown"],
+    ]);
+  });
+
+  it("name the addressed Service for a TCP connection L4 policy refuses", async () => {
+    const { metrics, seen } = labelsOf("istio_tcp_connections_closed_total");
+    const handler = createWaypointHandler({
+      routes: [],
+      resolveBackend: () => [{ address: "127.0.0.1", port: 9 }],
+      connect: (e) => net.connect({ host: e.address, port: e.port }),
+      policy: { evaluate: () => ({ allowed: false, reason: "denied", policy: "demo/deny", action: "DENY" }) },
+      opaqueTcp: true,
+      metrics,
+    });
+    const server = net.createServer((socket) =>
+      handler.handle(socket, {
+        peerIdentity: PEER,
+        destination: { address: "10.0.0.1", port: 5432, service: webService, tcpOnly: true },
+      }),
+    );
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      await new Promise<void>((resolve) => {
+        const client = net.connect((server.address() as AddressInfo).port, "127.0.0.1");
+        client.on("error", () => resolve());
+        client.on("close", () => resolve());
+        client.resume();
+      });
+      for (let i = 0; i < 100 && seen.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    } finally {
+      await handler.close();
+      server.close();
+    }
+    assert.equal(seen.length, 1);
+    assert.equal(seen[0]?.request_protocol, "tcp");
+    assert.equal(seen[0]?.destination_service, "web.demo.svc.cluster.local");
+    assert.equal(seen[0]?.destination_service_name, "web");
+    assert.equal(seen[0]?.destination_service_namespace, "demo");
+    assert.equal(seen[0]?.destination_workload, "unknown");
+  });
+});
+
+describe("grpc_response_status", () => {
+  it("is inferred from the HTTP status for a gRPC request answered without one, and empty for plain HTTP", async () => {
+    const { metrics, seen } = labelsOf("istio_requests_total");
+    const backend = http.createServer((req, res) => {
+      // A gRPC client met by a plain HTTP error; a plain client met by a stray grpc-status header.
+      if (req.url === "/grpc.Svc/Call") res.writeHead(503, { "content-type": "text/plain" });
+      else res.writeHead(200, { "grpc-status": "5" });
+      res.end("x");
+    });
+    await new Promise<void>((resolve) => backend.listen(0, "127.0.0.1", resolve));
+    const handler = createWaypointHandler({
+      routes: [],
+      resolveBackend: () => [{ address: "127.0.0.1", port: (backend.address() as AddressInfo).port }],
+      connect: (e) => net.connect({ host: e.address, port: e.port }),
+      retry: { attempts: 0 },
+      metrics,
+    });
+    const server = net.createServer((socket) =>
+      handler.handle(socket, {
+        peerIdentity: PEER,
+        destination: { address: "10.0.0.1", port: 80, service: webService },
+      }),
+    );
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const send = (path: string, headers: Record<string, string>) =>
+      new Promise<number>((resolve, reject) => {
+        const req = http.request(
+          {
+            host: "127.0.0.1",
+            port: (server.address() as AddressInfo).port,
+            path,
+            method: "POST",
+            headers,
+            agent: false,
+          },
+          (res) => {
+            res.resume();
+            res.on("end", () => resolve(res.statusCode ?? 0));
+          },
+        );
+        req.on("error", reject);
+        req.end();
+      });
+    try {
+      assert.equal(await send("/grpc.Svc/Call", { "content-type": "application/grpc" }), 503);
+      assert.equal(await send("/plain", { "content-type": "text/plain" }), 200);
+      for (let i = 0; i < 100 && seen.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
+    } finally {
+      await handler.close();
+      server.close();
+      backend.close();
+    }
+    assert.deepEqual(
+      seen.map((l) => [l.request_protocol, l.response_code, l.grpc_response_status]),
+      [
+        ["grpc", "503", "14"],
+        ["http", "200", ""],
+      ],
+    );
   });
 });

@@ -295,6 +295,20 @@ const GRPC_STATUS_FOR: Record<number, number> = {
   503: 14,
   504: 14,
 };
+/**
+ * The gRPC status a response without one stands for, by HTTP status (gRPC's HTTP-to-gRPC status
+ * mapping); any other status is UNKNOWN (2).
+ */
+const GRPC_STATUS_FROM_HTTP: Record<number, number> = {
+  400: 13,
+  401: 16,
+  403: 7,
+  404: 12,
+  429: 14,
+  502: 14,
+  503: 14,
+  504: 14,
+};
 const GRPC_CODES: Partial<Record<RetryOn, string>> = {
   unavailable: "14",
   cancelled: "1",
@@ -499,6 +513,8 @@ class TcpTunnel {
   flags = "-";
   decision: AuthorizationDecision | undefined;
   backend: ResolvedBackendRef | undefined;
+  /** The backend the tunnel is addressed to, named by its metrics even when policy refuses it. */
+  addressed: ResolvedBackendRef | undefined;
   endpoint: Endpoint | undefined;
   labels: Readonly<Record<IstioTcpLabel, string>> | undefined;
   /** Bytes from the client toward the upstream. */
@@ -782,10 +798,11 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       byBackend = new WeakMap();
       byWorkload.set(workload ?? NO_OBJECT, byBackend);
     }
-    let sets = byBackend.get(x.backend ?? NO_OBJECT);
+    const backend = labelBackend(x);
+    let sets = byBackend.get(backend ?? NO_OBJECT);
     if (sets === undefined) {
       sets = new Map();
-      byBackend.set(x.backend ?? NO_OBJECT, sets);
+      byBackend.set(backend ?? NO_OBJECT, sets);
     }
     const key = `${x.status} ${x.grpcStatus} ${x.flags} ${x.grpc ? 1 : 0} ${x.info.peerIdentity ?? ""}`;
     let set = sets.get(key);
@@ -798,15 +815,41 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     return set;
   }
 
+  /**
+   * The backend a request's labels name: the one it went to or, for one answered before routing
+   * (refused by policy or for its credential), the addressed Service's own. The waypoint serves each
+   * Service on a chain of its own, so its destination service is known before any filter answers
+   * (Envoy resolves the route, and with it the cluster the stats name, before RBAC or JWT run). An
+   * unrouted request (`NR`), a redirect and an unparsed head name none, as there is no cluster.
+   */
+  function labelBackend(x: Exchange): ResolvedBackendRef | undefined {
+    if (x.backend !== undefined) return x.backend;
+    const service = x.info.destination?.service;
+    if (service === undefined || x.head === undefined || x.route !== undefined || x.flags === "NR")
+      return undefined;
+    return serviceDefaultRoute(service, x.info.destination?.port).rule.backends[0];
+  }
+
   function buildLabels(x: Exchange): Record<IstioRequestLabel, string> {
     return {
-      ...partyLabels(x.info, x.endpoint, x.backend),
+      ...partyLabels(x.info, x.endpoint, labelBackend(x)),
       request_protocol: x.grpc ? "grpc" : "http",
       response_code: String(x.status),
-      grpc_response_status: x.grpcStatus,
+      grpc_response_status: grpcStatusLabel(x),
       response_flags: x.flags,
       connection_security_policy: x.info.peerIdentity === undefined ? "unknown" : "mutual_tls",
     };
+  }
+
+  /**
+   * `grpc_response_status`: empty for a request that is not gRPC, whatever its response carried; for a
+   * gRPC request its trailers' or head's status, else one inferred from the HTTP status (a gRPC client
+   * met by a plain HTTP error), else empty when nothing was answered, as Envoy's stats filter reports.
+   */
+  function grpcStatusLabel(x: Exchange): string {
+    if (!x.grpc) return "";
+    if (x.grpcStatus !== "" || x.status === 0) return x.grpcStatus;
+    return String(GRPC_STATUS_FROM_HTTP[x.status] ?? 2);
   }
 
   /** The labels naming the source, the destination workload and the destination Service. */
@@ -1715,6 +1758,17 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       tcpOpened(t);
       tcpClosed(t);
     };
+    const service = destination?.service;
+    const route =
+      service !== undefined && destination?.port !== undefined
+        ? serviceDefaultRoute(service, destination.port)
+        : destination?.endpoint === undefined
+          ? undefined
+          : originalDestinationRoute(destination.endpoint);
+    const backend = route?.rule.backends[0];
+    // Known before policy is asked, so a refused connection's metrics name its Service too: Envoy's
+    // TCP proxy picks the cluster the stats name as the connection opens, before L4 RBAC reads a byte.
+    t.addressed = backend;
     const policy = options.policy;
     if (policy !== undefined) {
       const decision = decide(policy, connectionFacts(info));
@@ -1724,14 +1778,6 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
         return;
       }
     }
-    const service = destination?.service;
-    const route =
-      service !== undefined && destination?.port !== undefined
-        ? serviceDefaultRoute(service, destination.port)
-        : destination?.endpoint === undefined
-          ? undefined
-          : originalDestinationRoute(destination.endpoint);
-    const backend = route?.rule.backends[0];
     if (backend === undefined) {
       refuse("NR", "no Service or workload to send it to");
       return;
@@ -1841,7 +1887,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
 
   function tcpLabels(t: TcpTunnel): Readonly<Record<IstioTcpLabel, string>> {
     return Object.freeze({
-      ...partyLabels(t.info, t.endpoint, t.backend),
+      ...partyLabels(t.info, t.endpoint, t.backend ?? t.addressed),
       request_protocol: "tcp",
       response_flags: t.flags,
       connection_security_policy: t.info.peerIdentity === undefined ? "unknown" : "mutual_tls",
