@@ -681,6 +681,50 @@ spec: { mtls: { mode: STRICT } }
     assert.equal(translate(AMBIENT_NS + pod("echo-0", "127.10.0.3")).authorizations.size, 0);
   });
 
+  it("converts port-level mTLS against the oldest namespace-wide and mesh-wide PeerAuthentication", () => {
+    const peer = (name: string, namespace: string, created: string, spec: string): string => `
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: { name: ${name}, namespace: ${namespace}, creationTimestamp: "${created}" }
+spec: ${spec}
+`;
+    const exception = peer(
+      "echo-ports",
+      "demo",
+      "2024-03-01T00:00:00Z",
+      "{ selector: { matchLabels: { app: echo } }, portLevelMtls: { 9090: { mode: PERMISSIVE } } }",
+    );
+    const cases = [
+      {
+        name: "namespace",
+        policies:
+          peer("late", "demo", "2024-02-01T00:00:00Z", "{ mtls: { mode: PERMISSIVE } }") +
+          peer("early", "demo", "2024-01-01T00:00:00Z", "{ mtls: { mode: STRICT } }"),
+      },
+      {
+        name: "mesh",
+        policies:
+          peer("late", "istio-system", "2024-02-01T00:00:00Z", "{ mtls: { mode: PERMISSIVE } }") +
+          peer("early", "istio-system", "2024-01-01T00:00:00Z", "{ mtls: { mode: STRICT } }"),
+      },
+    ];
+    for (const c of cases) {
+      const config = translate(AMBIENT_NS + pod("echo-0", "127.10.0.3") + c.policies + exception);
+      // The oldest policy is STRICT: the workload lists the converted policy in place of the static one.
+      assert.deepEqual(
+        workload(config, "echo-0").workload.authorizationPolicies,
+        ["demo/converted_peer_authentication_echo-ports"],
+        c.name,
+      );
+      const converted = config.authorizations.get("demo/converted_peer_authentication_echo-ports");
+      assert.ok(converted, `${c.name}: the listed policy is sent`);
+      const rules = converted.groups[0]?.rules ?? [];
+      assert.deepEqual(rules[0]?.matches[0]?.notDestinationPorts, [9090], c.name);
+      assert.deepEqual(rules[1]?.matches[0]?.notPrincipals, [{ presence: {} }], c.name);
+    }
+  });
+
   it("an invalid policy is an issue and is not served", () => {
     const bad = `
 ---

@@ -812,6 +812,19 @@ export function translatePod(
 /** The aliases of a host-network pod: its address is its node's, shared by the node's other such pods. */
 const NO_ALIASES: readonly string[] = Object.freeze([]);
 
+/**
+ * Whether PeerAuthentication `a` was created before `b`: the oldest of several at one level is the
+ * one in force. Without timestamps (manifests from files), or on a tie, the name decides, as in
+ * the effective keys the policy library computes.
+ */
+function createdBefore(a: PeerAuthentication, b: PeerAuthentication): boolean {
+  const ta = a.metadata.creationTimestamp ? Date.parse(a.metadata.creationTimestamp) : Number.NaN;
+  const tb = b.metadata.creationTimestamp ? Date.parse(b.metadata.creationTimestamp) : Number.NaN;
+  if (!Number.isNaN(ta) && !Number.isNaN(tb) && ta !== tb) return ta < tb;
+  if (Number.isNaN(ta) !== Number.isNaN(tb)) return !Number.isNaN(ta);
+  return a.metadata.name < b.metadata.name;
+}
+
 function sortByKey<T extends { key: string }>(list: T[]): T[] {
   return list.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
 }
@@ -904,17 +917,23 @@ export function translateMesh(
     const m = pa.spec.selector?.matchLabels;
     return m !== undefined && Object.keys(m).length > 0 ? { ...m } : undefined;
   };
-  const meshWide = peerAuthentications.filter(
-    (p) => p.metadata.namespace === rootNamespace && !paSelector(p),
-  );
+  // A port-level policy is converted against the same namespace-wide and mesh-wide policies that
+  // decide which keys a workload lists: the oldest of each, whatever order the objects came in.
+  const namespaceWide = (namespace: string): PeerAuthentication | undefined =>
+    peerAuthentications
+      .filter((p) => p.metadata.namespace === namespace && !paSelector(p))
+      .reduce<PeerAuthentication | undefined>(
+        (a, b) => (a === undefined || createdBefore(b, a) ? b : a),
+        undefined,
+      );
+  const meshPolicy = namespaceWide(rootNamespace);
   for (const pa of peerAuthentications) {
-    const namespacePolicy = peerAuthentications.find(
-      (p) => p.metadata.namespace === pa.metadata.namespace && !paSelector(p) && p !== pa,
-    );
+    if (!paSelector(pa)) continue;
+    const namespacePolicy = namespaceWide(pa.metadata.namespace);
     const converted = convertPeerAuthentication(pa, {
       rootNamespace,
       ...(namespacePolicy ? { namespacePolicy } : {}),
-      ...(meshWide[0] ? { meshPolicy: meshWide[0] } : {}),
+      ...(meshPolicy ? { meshPolicy } : {}),
     });
     if (converted) authorizations.set(`${converted.namespace}/${converted.name}`, converted);
   }

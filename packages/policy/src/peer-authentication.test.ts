@@ -1,11 +1,19 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { type IpAddress, parseIpAddress } from "./ip-address.js";
 import type { MtlsMode, PeerAuthentication } from "./kubernetes-types.js";
 import {
   convertPeerAuthentication,
   effectivePeerAuthenticationKeys,
   staticStrictAuthorization,
 } from "./peer-authentication.js";
+import type { WireAuthorization } from "./wire.js";
+import {
+  type ConnectionAttributes,
+  compileWireAuthorization,
+  identityAttributes,
+  matchWireAuthorization,
+} from "./wire-matcher.js";
 
 function pa(
   namespace: string,
@@ -124,5 +132,87 @@ describe("PeerAuthentication conversion", () => {
     const mergedRules = merged?.groups[0]?.rules ?? [];
     assert.deepEqual(mergedRules[0]?.matches[0]?.notDestinationPorts, [8080]);
     assert.deepEqual(mergedRules[1]?.matches[0]?.notPrincipals, [{ presence: {} }]);
+  });
+});
+
+/**
+ * What a destination does with a connection, given the policy keys its workload lists and the
+ * policies sent: like the data plane, an unknown key is skipped and any matching DENY refuses.
+ */
+function refused(
+  keys: readonly string[],
+  sent: ReadonlyMap<string, WireAuthorization>,
+  port: number,
+  identity: string | undefined,
+): boolean {
+  const conn: ConnectionAttributes = {
+    sourceIp: parseIpAddress("127.0.0.2") as IpAddress,
+    destinationIp: parseIpAddress("127.0.0.3") as IpAddress,
+    destinationPort: port,
+    ...identityAttributes(identity),
+  };
+  return keys.some((k) => {
+    const policy = sent.get(k);
+    return policy !== undefined && matchWireAuthorization(compileWireAuthorization(policy), conn) >= 0;
+  });
+}
+
+type Mode = MtlsMode | undefined;
+
+describe("PeerAuthentication conversion: plaintext is refused exactly where the effective mode is STRICT", () => {
+  // undefined = no policy at that level (or no port entry); "UNSET" = present but inheriting.
+  const levels: Mode[] = [undefined, "UNSET", "STRICT", "PERMISSIVE", "DISABLE"];
+  const workloadModes: Mode[] = [undefined, "STRICT", "PERMISSIVE", "DISABLE"];
+
+  it("over every mesh / namespace / workload / port-level combination", () => {
+    const failures: string[] = [];
+    for (const meshMode of levels) {
+      for (const nsMode of levels) {
+        for (const wlMode of workloadModes) {
+          for (const p8080 of levels) {
+            for (const p9090 of levels) {
+              const ports: Record<string, MtlsMode> = {};
+              if (p8080 !== undefined) ports["8080"] = p8080;
+              if (p9090 !== undefined) ports["9090"] = p9090;
+              const hasPorts = Object.keys(ports).length > 0;
+              const mesh = meshMode === undefined ? undefined : pa("istio-system", "m", meshMode);
+              const ns = nsMode === undefined ? undefined : pa("ns", "n", nsMode);
+              const wl = pa("ns", "w", wlMode, hasPorts ? ports : undefined, true);
+              const all = [mesh, ns, wl].filter((p): p is PeerAuthentication => p !== undefined);
+              const keys = effectivePeerAuthenticationKeys("istio-system", all);
+              const sent = new Map<string, WireAuthorization>([[STATIC, staticStrictAuthorization()]]);
+              const converted = convertPeerAuthentication(wl, {
+                ...(ns ? { namespacePolicy: ns } : {}),
+                ...(mesh ? { meshPolicy: mesh } : {}),
+              });
+              if (converted) sent.set(`${converted.namespace}/${converted.name}`, converted);
+
+              const inherited = (m: Mode): boolean => m === undefined || m === "UNSET";
+              let parent: Mode = "PERMISSIVE";
+              if (!inherited(meshMode)) parent = meshMode;
+              if (!inherited(nsMode)) parent = nsMode;
+              const base = inherited(wlMode) ? parent : wlMode;
+              for (const [port, pm] of [
+                [8080, p8080],
+                [9090, p9090],
+                [7070, undefined],
+              ] as const) {
+                const effective = inherited(pm) ? base : pm;
+                // A DISABLE port under an inherited STRICT mode may stay STRICT (DISABLE has no
+                // meaning for ztunnel); either answer is acceptable there.
+                if (pm === "DISABLE" && inherited(wlMode) && parent === "STRICT") continue;
+                const want = effective === "STRICT";
+                const got = refused(keys, sent, port, undefined);
+                const where = `mesh=${meshMode} ns=${nsMode} workload=${wlMode} ports=${JSON.stringify(ports)} port=${port}`;
+                if (got !== want) failures.push(`${where}: plaintext ${got ? "refused" : "allowed"}`);
+                if (refused(keys, sent, port, "spiffe://cluster.local/ns/ns/sa/a"))
+                  failures.push(`${where}: mTLS refused`);
+              }
+            }
+          }
+        }
+      }
+    }
+    assert.deepEqual(failures.slice(0, 10), [], `${failures.length} combinations differ`);
   });
 });

@@ -61,9 +61,9 @@ function portsSorted(pa: PeerAuthentication): [number, MtlsMode][] {
 export interface PeerAuthenticationContext {
   /** Default `istio-system`. */
   rootNamespace?: string;
-  /** The effective namespace-wide PeerAuthentication of the policy's namespace, if any. */
+  /** The namespace-wide PeerAuthentication in force in the policy's namespace (the oldest), if any. */
   namespacePolicy?: PeerAuthentication;
-  /** The effective mesh-wide PeerAuthentication (root namespace, no selector), if any. */
+  /** The mesh-wide PeerAuthentication in force (root namespace, no selector, the oldest), if any. */
   meshPolicy?: PeerAuthentication;
 }
 
@@ -86,43 +86,35 @@ export function convertPeerAuthentication(
   const rules: WireRule[] = [];
   const groups: WireGroup[] = [];
   if (m === "STRICT") rules.push(strictRule());
+  // The mode the workload inherits: the namespace policy's unless it is absent or UNSET, then the
+  // mesh policy's. Both the port checks and the merge below go by it, as the effective keys do, so
+  // a workload never lists a converted policy that lost a STRICT port or its STRICT default.
   const nsMode = mode(ns?.spec.mtls);
-  const rootMode = mode(root?.spec.mtls);
+  const parentMode = ns !== undefined && nsMode !== "UNSET" ? nsMode : mode(root?.spec.mtls);
+  const parentStrict = parentMode === "STRICT";
   let foundNonStrictPort = false;
   for (const [port, portMode] of portLevel) {
     if (portMode === "STRICT") {
-      const parentStrict =
-        m === "STRICT" ||
-        (m === "UNSET" && ns !== undefined && nsMode === "STRICT") ||
-        ((ns === undefined || nsMode === "UNSET") && root !== undefined && rootMode === "STRICT");
-      if (parentStrict) continue;
+      // Enforced already by the workload's own STRICT mode or, when it inherits, by a STRICT parent.
+      // A PERMISSIVE or DISABLE workload does not get the static policy, so its STRICT ports need a rule.
+      if (m === "STRICT" || (m === "UNSET" && parentStrict)) continue;
       groups.push({
         rules: [
           { matches: [{ ...emptyWireMatch(), notPrincipals: [{ presence: {} }], destinationPorts: [port] }] },
         ],
       });
     } else if (portMode === "PERMISSIVE" || portMode === "DISABLE") {
+      // An exception matters only where the workload's mode is STRICT, its own or inherited.
       if (m === "PERMISSIVE" || m === "DISABLE") continue;
-      if (
-        m === "UNSET" &&
-        ((ns !== undefined && nsMode !== "STRICT") ||
-          (ns === undefined && root !== undefined && rootMode !== "STRICT") ||
-          (ns === undefined && root === undefined))
-      ) {
-        continue;
-      }
+      if (m === "UNSET" && !parentStrict) continue;
       foundNonStrictPort = true;
       rules.push({ matches: [{ ...emptyWireMatch(), notDestinationPorts: [port] }] });
     }
   }
   if (m === "STRICT" && !foundNonStrictPort) return undefined;
   if (rules.length === 0 && groups.length === 0) return undefined;
-  const mergeStrict =
-    (root !== undefined &&
-      rootMode === "STRICT" &&
-      (ns === undefined || nsMode === "UNSET" || nsMode === "STRICT")) ||
-    (ns !== undefined && nsMode === "STRICT");
-  if (mergeStrict && foundNonStrictPort) rules.push(strictRule());
+  // The workload lists this policy instead of the static one, so it carries the inherited STRICT.
+  if (parentStrict && foundNonStrictPort) rules.push(strictRule());
   if (rules.length > 0) groups.push({ rules });
   return {
     name: CONVERTED_PEER_AUTHENTICATION_PREFIX + pa.metadata.name,
