@@ -19,7 +19,10 @@ export const DEFAULT_ZDS_PATH = "/var/run/ztunnel/ztunnel.sock";
 export interface ZdsWorkload {
   uid: string;
   workloadInfo: ZdsWorkloadInfo;
-  /** The pod's network namespace. Yours once `addWorkload` returns: close it when the pod goes. */
+  /**
+   * The pod's network namespace. Yours once `addWorkload` returns, or throws an error it keeps the
+   * pod pending with (see {@link ZdsClientHandler.addWorkload}): close it when the pod goes.
+   */
   netns: NetnsHandle;
 }
 
@@ -36,10 +39,18 @@ export type ZdsDeleteReason =
 export interface ZdsClientHandler {
   /**
    * Start serving a pod (open its listeners in `workload.netns`). Throwing (or rejecting) NACKs the
-   * request with the error's message, and the client closes `workload.netns`.
+   * request with the error's message, and the client closes `workload.netns`; unless the error's
+   * `details.pending` is `true` (the project's error classes carry `details`): the handler keeps
+   * the pod and its namespace to start it later, as ztunnel retries the pods it could not start,
+   * while istio-cni fails the pod's CNI ADD on the NACK. Either way a refused pod's later delete,
+   * its absence from a snapshot, or its add again in another namespace reaches `deleteWorkload`, as
+   * a served pod's would; an add again in the same namespace is passed on (to try it now).
    */
   addWorkload(workload: ZdsWorkload): void | Promise<void>;
-  /** Stop serving a pod and close its netns handle. A throw is logged and NACKed; the pod is forgotten anyway. */
+  /**
+   * Stop serving a pod (served, or refused by `addWorkload`) and close its netns handle if kept.
+   * A throw is logged and NACKed; the pod is forgotten anyway.
+   */
   deleteWorkload(uid: string, reason: ZdsDeleteReason): void | Promise<void>;
 }
 
@@ -91,6 +102,15 @@ function closedBeforeSnapshot(): NetnsError {
   return new NetnsError("ERR_NETNS_CLOSED", "the ZDS client was closed before a snapshot came");
 }
 
+/** Whether a handler's add failure says it keeps the pod (and its namespace) pending. */
+function keptPending(err: unknown): boolean {
+  if (typeof err !== "object" || err === null) return false;
+  const details = (err as { details?: unknown }).details;
+  return (
+    typeof details === "object" && details !== null && (details as { pending?: unknown }).pending === true
+  );
+}
+
 /** A protocol violation: NACKed, then the connection is dropped and made again. */
 class ProtocolViolation extends Error {}
 
@@ -110,6 +130,11 @@ export class ZdsClient extends EventEmitter {
   #closed = false;
   /** Pods being served, across connections. */
   readonly #served = new Map<string, Served>();
+  /**
+   * Pods whose add the handler refused, across connections: the handler may keep them pending, so
+   * their removal still goes to it.
+   */
+  readonly #refused = new Map<string, Served>();
   /** Per connection: whether SnapshotSent came, and the uids the snapshot listed so far. */
   #snapshotDone = false;
   #snapshotUids = new Set<string>();
@@ -270,7 +295,7 @@ export class ZdsClient extends EventEmitter {
       case "snapshot-sent": {
         if (this.#snapshotDone) throw new ProtocolViolation("SnapshotSent twice on one connection");
         const errors: string[] = [];
-        for (const uid of [...this.#served.keys()]) {
+        for (const uid of [...this.#served.keys(), ...this.#refused.keys()]) {
           if (!this.#snapshotUids.has(uid)) {
             const err = await this.#delete(uid, "not-in-snapshot");
             if (err) errors.push(err);
@@ -309,7 +334,10 @@ export class ZdsClient extends EventEmitter {
       closeQuietly(fd); // already served in this very namespace
       return "";
     }
-    if (existing) {
+    // A refused pod added again in the same namespace goes to the handler as is, which tries it
+    // now; in another namespace it is replaced, as a served one.
+    const refused = this.#refused.get(uid);
+    if (existing !== undefined || (refused !== undefined && refused.netnsId !== id)) {
       const err = await this.#delete(uid, "replaced");
       if (err) this.#logger.warn({ uid, err }, "removing the replaced pod failed");
     }
@@ -317,15 +345,20 @@ export class ZdsClient extends EventEmitter {
     try {
       await this.#handler.addWorkload({ uid, workloadInfo, netns });
     } catch (err) {
-      netns.close();
+      if (!keptPending(err)) netns.close();
+      this.#refused.set(uid, { netnsId: id });
       return `failed to start the proxy for ${uid}: ${err instanceof Error ? err.message : String(err)}`;
     }
+    this.#refused.delete(uid);
     this.#served.set(uid, { netnsId: id });
     return "";
   }
 
   async #delete(uid: string, reason: ZdsDeleteReason): Promise<string> {
-    if (!this.#served.delete(uid)) return "";
+    const served = this.#served.delete(uid);
+    const refused = this.#refused.delete(uid);
+    // A pod never added (or already gone) is no news to the handler.
+    if (!served && !refused) return "";
     try {
       await this.#handler.deleteWorkload(uid, reason);
       return "";

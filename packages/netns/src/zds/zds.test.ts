@@ -153,6 +153,112 @@ describe("ZDS", () => {
   );
 
   it(
+    "passes the delete of a pod whose add it NACKed to the handler; a pod it never saw only gets an ACK",
+    { skip: needsLinux },
+    async (t) => {
+      const fdsBefore = openFds();
+      const path = socketPath();
+      const server = createZdsServer({ path }).listen();
+      t.after(() => server.close());
+      const handler = new RecordingHandler();
+      t.after(() => handler.closeAll());
+      handler.refuse.add("bad");
+      const client = createZdsClient({ path, handler });
+      t.after(() => client.close());
+      await client.ready();
+
+      await assert.rejects(
+        server.addWorkload({ uid: "bad", workloadInfo: info("bad"), netns: ownNetns() }),
+        (e: unknown) => e instanceof NetnsError && e.code === "ERR_ZDS_NACK",
+      );
+      assert.deepEqual(await server.deleteWorkload("bad"), []);
+      assert.deepEqual(await server.deleteWorkload("never"), []);
+      assert.deepEqual(handler.log, ["add bad", "del bad deleted"]);
+      // Told once: a second delete is of a pod the client no longer knows.
+      assert.deepEqual(await server.deleteWorkload("bad"), []);
+      assert.deepEqual(handler.log, ["add bad", "del bad deleted"]);
+      assert.deepEqual(client.workloads(), []);
+
+      // Refused, then added again in the same namespace: back to the handler (to try now), no delete.
+      await assert.rejects(server.addWorkload({ uid: "bad", workloadInfo: info("bad"), netns: ownNetns() }));
+      handler.refuse.delete("bad");
+      assert.equal(
+        await server.addWorkload({ uid: "bad", workloadInfo: info("bad"), netns: ownNetns() }),
+        true,
+      );
+      assert.deepEqual(handler.log, ["add bad", "del bad deleted", "add bad", "add bad"]);
+      assert.deepEqual(client.workloads(), ["bad"]);
+
+      client.close();
+      handler.closeAll();
+      server.close();
+      await assertNoNewFds(fdsBefore);
+    },
+  );
+
+  it(
+    "leaves a refused pod's namespace to a handler that keeps it pending, until its delete or a snapshot drops it",
+    { skip: needsLinux },
+    async (t) => {
+      const fdsBefore = openFds();
+      const path = socketPath();
+      const first = createZdsServer({ path }).listen();
+      t.after(() => first.close());
+      const handler = new RecordingHandler();
+      t.after(() => handler.closeAll());
+      /** Pods the handler could not start but keeps, with their namespaces, to try again. */
+      const pending = new Map<string, ZdsWorkload>();
+      handler.addWorkload = (workload: ZdsWorkload) => {
+        handler.log.push(`add ${workload.uid}`);
+        pending.get(workload.uid)?.netns.close();
+        pending.set(workload.uid, workload);
+        throw new NetnsError("ERR_NETNS_SYSCALL", `cannot start ${workload.uid}`, {
+          errno: "EADDRINUSE",
+          pending: true,
+        });
+      };
+      const deleteWorkload = handler.deleteWorkload.bind(handler);
+      handler.deleteWorkload = (uid: string, reason: ZdsDeleteReason) => {
+        deleteWorkload(uid, reason);
+        pending.get(uid)?.netns.close();
+        pending.delete(uid);
+      };
+      const client = createZdsClient({ path, handler, reconnectInitialDelayMs: 5 });
+      t.after(() => client.close());
+      await client.ready();
+
+      for (const uid of ["deleted", "dropped"]) {
+        await assert.rejects(
+          first.addWorkload({ uid, workloadInfo: info(uid), netns: ownNetns() }),
+          (e: unknown) => e instanceof NetnsError && e.code === "ERR_ZDS_NACK",
+        );
+        assert.equal(pending.get(uid)?.netns.closed, false, "the handler still has the namespace");
+      }
+      assert.deepEqual(await first.deleteWorkload("deleted"), []);
+      assert.deepEqual(handler.log, ["add deleted", "add dropped", "del deleted deleted"]);
+
+      // The restarted node agent no longer knows "dropped": its snapshot's reconcile removes it.
+      first.close();
+      await once(client, "disconnect");
+      const second = createZdsServer({ path }).listen();
+      t.after(() => second.close());
+      await once(client, "snapshot", 10_000);
+      assert.deepEqual(handler.log, [
+        "add deleted",
+        "add dropped",
+        "del deleted deleted",
+        "del dropped not-in-snapshot",
+      ]);
+      assert.equal(pending.size, 0);
+
+      client.close();
+      handler.closeAll();
+      second.close();
+      await assertNoNewFds(fdsBefore);
+    },
+  );
+
+  it(
     "keeps a long NACK within the 1 KiB a node agent reads, in the snapshot and live, on one connection",
     { skip: needsLinux },
     async (t) => {
