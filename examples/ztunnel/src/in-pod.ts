@@ -311,6 +311,8 @@ interface InPodProxy {
   listening: boolean;
   /** The next try to open the listeners, while they are not. */
   retryTimer: NodeJS.Timeout | undefined;
+  /** A try to open the listeners again under way. */
+  reopening: Promise<void> | undefined;
   dnsServer: DnsServer | undefined;
   dnsForwarder: DnsForwarder | undefined;
   /** Answers the pod's DNS: as the ZDS workload info tells until xDS has the workload, then as xDS. */
@@ -335,8 +337,11 @@ export interface InPodProxies {
    * the workload is already known, it resolves once the pod is served (or after `workloadWaitMs`).
    * A pod already served in the same namespace stays as it is (the node agent repeats adds, as in
    * its snapshot after a reconnect) and `netns` is closed; one served in another namespace (its
-   * sandbox was re-created) is removed first. When a listener cannot be opened, the pod is kept
-   * and its listeners are tried again every `listenRetryMs` until they open or it is removed.
+   * sandbox was re-created) is removed first. When a listener cannot be opened, it rejects with
+   * `ERR_ZTUNNEL_LISTEN` and `details.pending` set (the node agent hears a NACK, and the pod does not
+   * start without its proxy), yet keeps the pod and `netns`: its listeners are tried again every
+   * `listenRetryMs` until they open or it is removed, and an add of it again in the same namespace
+   * tries them at once and answers as that went.
    * With `requireWorkload` (dedicated mode, where nobody waits for an answer), it waits up to
    * `workloadWaitMs` for the workload before opening anything, and rejects (closing `netns`) when
    * it does not come, a listener cannot be opened or the pod cannot be served.
@@ -345,6 +350,8 @@ export interface InPodProxies {
   /** Closes the pod's listeners and every connection it carries; false when it was not added. */
   remove(uid: string): Promise<boolean>;
   has(uid: string): boolean;
+  /** The uids of the pods kept pending because their listeners could not be opened yet. */
+  pending(): string[];
   /** Workloads changed in xDS: pods waiting for theirs are served when it came. */
   recheck(): void;
   /** New SVID for `identity`: the HBONE listeners serving it take it. */
@@ -725,22 +732,55 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
       { pod: p.uid, err: (err as Error).message, retryInMs: listenRetryMs },
       "in-pod proxy cannot open its listeners, retrying",
     );
+    clearTimeout(p.retryTimer);
     p.retryTimer = setTimeout(() => {
       p.retryTimer = undefined;
       if (p.removed || options.isClosed()) return;
-      openListeners(p).then(
+      reopen(p).catch(() => {
+        // the next try is scheduled
+      });
+    }, listenRetryMs);
+    p.retryTimer.unref();
+  };
+
+  /**
+   * Opens a pending pod's listeners now (its retry, or an add of it again): once open the pod is
+   * served as any; on failure the next try is scheduled and it throws.
+   */
+  const reopen = (p: InPodProxy): Promise<void> => {
+    if (p.listening || p.removed) return Promise.resolve();
+    if (p.reopening !== undefined) return p.reopening;
+    clearTimeout(p.retryTimer);
+    p.retryTimer = undefined;
+    const attempt = openListeners(p)
+      .then(
         () => {
           logger.info({ pod: p.uid }, "in-pod proxy listening");
           countProxies();
           tryServe(p);
         },
-        (retryErr: unknown) => {
-          if (!p.removed && !options.isClosed()) retryListeners(p, retryErr);
+        (err: unknown) => {
+          if (!p.removed && !options.isClosed()) retryListeners(p, err);
+          throw err;
         },
-      );
-    }, listenRetryMs);
-    p.retryTimer.unref();
+      )
+      .finally(() => {
+        p.reopening = undefined;
+      });
+    p.reopening = attempt;
+    return attempt;
   };
+
+  /**
+   * The answer to an add whose listeners did not open: a refusal (the node agent fails the pod's
+   * start), marked pending, so the ZDS client leaves the namespace to the pod, which is kept.
+   */
+  const pendingError = (uid: string, err: unknown): ZtunnelError =>
+    new ZtunnelError(
+      "ERR_ZTUNNEL_LISTEN",
+      `cannot open the listeners of pod ${uid} (tried again every ${listenRetryMs} ms): ${(err as Error).message}`,
+      { cause: err, pending: true },
+    );
 
   const add = async (pod: InPodWorkload, addOptions: { requireWorkload?: boolean } = {}): Promise<void> => {
     const netnsId = netnsIdOf(pod.netns);
@@ -749,6 +789,15 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
       // Served in this very namespace already (the node agent repeats its adds, as in the snapshot
       // after a reconnect): nothing changes, and the handle given is not needed.
       if (pod.netns !== existing.netns) pod.netns.close();
+      // Pending: tried now, and the answer tells how that went, as for its first add.
+      if (!existing.listening && !existing.removed) {
+        try {
+          await reopen(existing);
+        } catch (err) {
+          if (existing.removed) throw err;
+          throw pendingError(existing.uid, err);
+        }
+      }
       return;
     }
     // The latest add of a pod wins over one still under way.
@@ -780,6 +829,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
         servers: [],
         listening: false,
         retryTimer: undefined,
+        reopening: undefined,
         dnsServer: undefined,
         dnsForwarder: undefined,
         dnsHandler: undefined,
@@ -813,11 +863,12 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
     }
 
     if (listenFailure !== undefined) {
-      // The node agent's capture already sends the pod's traffic to these ports, so the pod is kept
-      // and tried again (a port may be held by a proxy that is still going away), as Istio's
-      // ztunnel retries the pods it could not start; a removal ends the tries.
+      // Refused, so the node agent does not start the pod without its proxy (istio-cni fails the
+      // CNI ADD; a snapshot's refusal it logs), yet kept and tried again (a port may be held by a
+      // proxy that is still going away), as Istio's ztunnel keeps the pods it could not start
+      // pending; a removal ends the tries.
       retryListeners(proxy, listenFailure.err);
-      return;
+      throw pendingError(pod.uid, listenFailure.err);
     }
     if (addOptions.requireWorkload === true) {
       const workload = findWorkload(pod);
@@ -976,6 +1027,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
     add,
     remove,
     has: (uid) => proxies.has(uid),
+    pending: () => [...proxies.values()].filter((p) => !p.listening).map((p) => p.uid),
     recheck() {
       for (const p of proxies.values()) tryServe(p);
     },

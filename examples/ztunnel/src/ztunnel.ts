@@ -213,7 +213,8 @@ export interface RunningZtunnel {
    * (and the pod served, when xDS already has its workload); a pod whose workload is not in xDS yet
    * is served when it comes, its early connections held meanwhile. A pod already served in the same
    * namespace is left as it is; one in a new namespace (a re-created sandbox) replaces the old. A
-   * listener that cannot be opened is tried again every 5 s until it opens or the pod is removed.
+   * listener that cannot be opened rejects the call (`ERR_ZTUNNEL_LISTEN`), yet the pod is kept and
+   * its listeners tried again every 5 s until they open or it is removed; not ready meanwhile.
    */
   addPod(pod: InPodWorkload): Promise<void>;
   /** Closes a pod's listeners and connections; false when it was not added. */
@@ -562,8 +563,10 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
   // ---- admin --------------------------------------------------------------------------------------
   // In in-pod mode the ztunnel is ready only while the node agent is connected and its snapshot is
   // in, as Istio's: pods added or deleted meanwhile are not seen, though the ones served stay served.
+  // Nor while a pod is pending, its listeners not open yet (tried again until they are), as Istio's
+  // is not ready while a proxy it could not start is pending.
   function isReady(): boolean {
-    return readyFlag && (zds?.synced ?? true);
+    return readyFlag && (zds?.synced ?? true) && inPod.pending().length === 0;
   }
   const configDump = (): ConfigDump => ({
     node,

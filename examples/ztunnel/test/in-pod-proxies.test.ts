@@ -10,6 +10,7 @@ import { connectFromNetns, listenInNetns, type NetnsHandle, openNetns } from "@a
 import { createCertificateAuthority } from "@ambient/spiffe/ca";
 import type { Workload } from "@ambient/xds";
 import { ConnectionRegistry } from "../src/connections.js";
+import { ZtunnelError } from "../src/errors.js";
 import { createInPodProxies, type InPodOptions, type InPodProxies } from "../src/in-pod.js";
 import type { Inbound } from "../src/inbound.js";
 import type { Outbound } from "../src/outbound.js";
@@ -247,7 +248,7 @@ describe("in-pod proxies and the node agent's requests", { skip, timeout: 60_000
     assert.deepEqual(listening(ns.b), []);
   });
 
-  it("keeps a pod whose listeners cannot be opened yet and opens them on a later try", async () => {
+  it("refuses a pod whose listeners cannot be opened (a NACK), keeps it pending and opens them on a later try", async () => {
     // Something else holds 15006 in the pod without SO_REUSEPORT (a proxy that is still draining).
     const netns = open(ns.b);
     let blocker: Server;
@@ -257,12 +258,22 @@ describe("in-pod proxies and the node agent's requests", { skip, timeout: 60_000
       netns.close();
     }
     const p = proxies({ listenRetryMs: 50 });
-    await p.add({
+    const pod = {
       uid: "uid-blocked",
       workloadInfo: { name: "blocked", namespace: "default" },
       netns: open(ns.b),
+    };
+    // Refused, as the node agent must hear (istio-cni fails the pod's CNI ADD), yet kept pending.
+    await assert.rejects(p.add(pod), (e: unknown) => {
+      assert.ok(e instanceof ZtunnelError, String(e));
+      assert.equal(e.code, "ERR_ZTUNNEL_LISTEN");
+      assert.equal(e.details.pending, true, "marked pending: the ZDS client leaves the namespace to it");
+      assert.match(e.message, /EADDRINUSE/);
+      return true;
     });
+    assert.equal(pod.netns.closed, false, "its namespace is kept for the next try");
     assert.ok(p.has("uid-blocked"), "the pod is kept, to be tried again");
+    assert.deepEqual(p.pending(), ["uid-blocked"]);
     assert.ok(
       logs.some((l) => l.includes("uid-blocked") && l.includes("EADDRINUSE")),
       logs.join("\n"),
@@ -270,7 +281,45 @@ describe("in-pod proxies and the node agent's requests", { skip, timeout: 60_000
     assert.deepEqual(listening(ns.b), [15006], "nothing of the proxy's is left open meanwhile");
     await new Promise<void>((resolve) => blocker.close(() => resolve()));
     await until("the proxy's listeners", () => listening(ns.b).join() === PROXY_PORTS.join());
+    await until("the pod to be no longer pending", () => p.pending().length === 0);
     assert.ok(await p.remove("uid-blocked"));
+    assert.deepEqual(listening(ns.b), []);
+  });
+
+  it("tries a pending pod at once when it is added again in the same namespace, and answers as it went", async () => {
+    const netns = open(ns.b);
+    let blocker: Server;
+    try {
+      blocker = await listenInNetns(netns, { host: "0.0.0.0", port: 15008 });
+    } finally {
+      netns.close();
+    }
+    // No retry of its own comes within the test: only the adds again try the listeners.
+    const p = proxies({ listenRetryMs: 600_000 });
+    const pod = () => ({
+      uid: "uid-repeat",
+      workloadInfo: { name: "repeat", namespace: "default" },
+      netns: open(ns.b),
+    });
+    const first = pod();
+    await assert.rejects(
+      p.add(first),
+      (e: unknown) => e instanceof ZtunnelError && e.details.pending === true,
+    );
+    // The node agent's snapshot after a reconnect repeats it: still refused while the port is held.
+    const second = pod();
+    await assert.rejects(
+      p.add(second),
+      (e: unknown) => e instanceof ZtunnelError && e.details.pending === true,
+    );
+    assert.ok(second.netns.closed, "the same namespace: the first handle is kept");
+    assert.deepEqual(p.pending(), ["uid-repeat"]);
+    await new Promise<void>((resolve) => blocker.close(() => resolve()));
+    await p.add(pod());
+    assert.deepEqual(listening(ns.b), PROXY_PORTS);
+    assert.deepEqual(p.pending(), []);
+    assert.ok(await p.remove("uid-repeat"));
+    assert.ok(first.netns.closed);
     assert.deepEqual(listening(ns.b), []);
   });
 
@@ -284,10 +333,12 @@ describe("in-pod proxies and the node agent's requests", { skip, timeout: 60_000
     }
     const p = proxies({ listenRetryMs: 50 });
     const pod = { uid: "uid-gone", workloadInfo: { name: "gone", namespace: "default" }, netns: open(ns.b) };
-    await p.add(pod);
+    await assert.rejects(p.add(pod), (e: unknown) => e instanceof ZtunnelError && e.details.pending === true);
+    assert.deepEqual(p.pending(), ["uid-gone"]);
     assert.ok(await p.remove("uid-gone"));
     assert.ok(pod.netns.closed, "its namespace is let go");
     assert.equal(p.has("uid-gone"), false);
+    assert.deepEqual(p.pending(), []);
     await new Promise<void>((resolve) => blocker.close(() => resolve()));
     // A later try would open the listeners again: several retry periods pass without any.
     await new Promise((r) => setTimeout(r, 300));

@@ -615,6 +615,75 @@ spec:
     assert.equal(netnsRefs(ns.late), 0);
   });
 
+  it("NACKs a pod whose listeners cannot be opened, is not ready while it is pending, and serves it on a retry", async () => {
+    assert.equal(ztunnel?.isReady(), true);
+    // Something in the pod holds 15006 without SO_REUSEPORT (a proxy that is still going away).
+    const lateNs = openNetns(`/var/run/netns/${ns.late}`);
+    let blocker: Server;
+    try {
+      blocker = await listenInNetns(lateNs, { host: "0.0.0.0", port: 15006 });
+    } finally {
+      lateNs.close();
+    }
+    await assert.rejects(
+      zds?.addWorkload({
+        uid: "pod-uid-blocked",
+        workloadInfo: { name: "blocked", namespace: "other", serviceAccount: "blocked" },
+        netns: openNetns(`/var/run/netns/${ns.late}`),
+      }) ?? Promise.resolve(),
+      (e: unknown) =>
+        e instanceof Error && "code" in e && e.code === "ERR_ZDS_NACK" && /EADDRINUSE/.test(e.message),
+    );
+    assert.equal(ztunnel?.isReady(), false, "not ready while a pod is pending");
+    assert.equal(ztunnel?.configDump().ready, false);
+    assert.ok(netnsRefs(ns.late) > 0, "the pod's namespace is kept for the retry");
+    await new Promise<void>((resolve) => blocker.close(() => resolve()));
+    // The retry (every 5 s) opens the listeners, and the ztunnel is ready again.
+    await until(
+      "the blocked pod's listeners",
+      () =>
+        [15001, 15006, 15008].every((port) =>
+          tcpSockets(ns.late).some((l) => l.startsWith("LISTEN") && l.includes(`:${port} `)),
+        ),
+      15_000,
+    );
+    await until("the ztunnel to be ready again", () => ztunnel?.isReady() === true);
+    assert.deepEqual(await zds?.deleteWorkload("pod-uid-blocked"), []);
+    await until("the pod's listeners to close", () =>
+      tcpSockets(ns.late).every((l) => !/:1500[168] /.test(l)),
+    );
+    assert.equal(netnsRefs(ns.late), 0);
+  });
+
+  it("a pod NACKed for its listeners and then deleted over ZDS leaves nothing open and is not tried again", async () => {
+    const lateNs = openNetns(`/var/run/netns/${ns.late}`);
+    let blocker: Server;
+    try {
+      blocker = await listenInNetns(lateNs, { host: "0.0.0.0", port: 15001 });
+    } finally {
+      lateNs.close();
+    }
+    await assert.rejects(
+      zds?.addWorkload({
+        uid: "pod-uid-refused",
+        workloadInfo: { name: "refused", namespace: "other", serviceAccount: "refused" },
+        netns: openNetns(`/var/run/netns/${ns.late}`),
+      }) ?? Promise.resolve(),
+      (e: unknown) => e instanceof Error && "code" in e && e.code === "ERR_ZDS_NACK",
+    );
+    assert.equal(ztunnel?.isReady(), false);
+    // The delete reaches the pod though its add was refused: its retries end with it.
+    assert.deepEqual(await zds?.deleteWorkload("pod-uid-refused"), []);
+    assert.equal(netnsRefs(ns.late), 0, "no descriptor holds the deleted pod's namespace");
+    assert.equal(ztunnel?.isReady(), true, "nothing pending any more");
+    await new Promise<void>((resolve) => blocker.close(() => resolve()));
+    assert.deepEqual(
+      tcpSockets(ns.late).filter((l) => /:1500[168] /.test(l)),
+      [],
+      "nothing of the proxy's is open in the pod",
+    );
+  });
+
   it("after the node agent restarts, its snapshot keeps the pods it lists and drops the others", async () => {
     assert.equal(ztunnel?.isReady(), true);
     zds?.close();
