@@ -8,6 +8,7 @@
 // whose `targetRef` is a Pod is skipped: the pod's own workload already lists the Service.
 import type { MessageInit, Workload } from "@ambient/xds";
 import type { KubeObject, MeshIssue } from "./manifests.js";
+import { isRecord } from "./manifests.js";
 import { ipv4Bytes } from "./pod-address.js";
 import type { MeshWorkload, ServiceModel } from "./translate-mesh.js";
 
@@ -28,10 +29,6 @@ export interface EndpointSliceContext {
 }
 
 const NO_ALIASES: readonly string[] = Object.freeze([]);
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
 
 /**
  * A slice's ports as Service ports: each TCP port of the slice (`protocol` defaults to TCP, `name` to

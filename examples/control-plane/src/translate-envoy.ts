@@ -17,6 +17,7 @@ import {
 } from "@ambient/router";
 import { type envoy, type google, type MessageInit, TypeUrl, typeRegistry } from "@ambient/xds";
 import type { KubeObject, MeshIssue } from "./manifests.js";
+import { isRecord } from "./manifests.js";
 import { sameItems, type TranslationMemo } from "./translate-memo.js";
 import {
   type MeshConfig,
@@ -278,10 +279,6 @@ const GATEWAY_GROUP = "gateway.networking.k8s.io";
 interface ReferenceGrant {
   from: { group: string; kind: string; namespace: string }[];
   to: { group: string; kind: string; name?: string }[];
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 /**

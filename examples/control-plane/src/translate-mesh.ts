@@ -13,6 +13,7 @@ import { validateRoute } from "@ambient/router";
 import type { istio, MessageInit, Service, Workload } from "@ambient/xds";
 import { ControlPlaneError } from "./errors.js";
 import type { KubeObject, MeshIssue } from "./manifests.js";
+import { isRecord } from "./manifests.js";
 import {
   DEFAULT_POD_CIDRS,
   hostIpProblem,
@@ -159,10 +160,6 @@ export const WAYPOINT_ADDRESS_ANNOTATION = "ambient.dev/address";
 export const WAYPOINT_HBONE_PORT = 15008;
 const POD_IPS_ANNOTATION = "ambient.dev/pod-ips";
 const NODES_ANNOTATION = "ambient.dev/nodes";
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
 
 function labelsMatch(selector: Record<string, string> | undefined, labels: Record<string, string>): boolean {
   if (selector === undefined) return false;

@@ -6,6 +6,7 @@
 import type { istio, MessageInit, Service, Workload } from "@ambient/xds";
 import { ControlPlaneError } from "./errors.js";
 import type { KubeObject, MeshIssue } from "./manifests.js";
+import { isRecord } from "./manifests.js";
 import { type Ipv4Cidr, ipv4Bytes, parseIpv4Cidr, podIpProblem } from "./pod-address.js";
 import { serviceEntryPortProtocol } from "./port-protocol.js";
 import { serviceLoadBalancing } from "./service-load-balancing.js";
@@ -71,10 +72,6 @@ export interface ServiceEntrySpec {
   /** Inline endpoints, when given (never together with a selector). */
   endpoints?: WorkloadEntrySpec[];
   subjectAltNames: string[];
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 function invalid(obj: KubeObject, field: string, message: string): ControlPlaneError {

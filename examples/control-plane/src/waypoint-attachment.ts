@@ -4,6 +4,7 @@
 // `All`, or `Selector` over the namespace's labels); a Gateway without that listener takes its own
 // namespace only. So a waypoint's owner decides who may send traffic through it.
 import type { KubeObject } from "./manifests.js";
+import { isRecord } from "./manifests.js";
 
 /** A Kubernetes label selector (`matchLabels`, `matchExpressions`). */
 export interface LabelSelector {
@@ -18,10 +19,6 @@ export type WaypointAttachment =
   | { from: "Selector"; selector: LabelSelector | undefined };
 
 const HBONE_PORT = 15008;
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
 
 /**
  * The attachment rule of a waypoint Gateway: its HBONE listener's `allowedRoutes.namespaces`

@@ -2,16 +2,13 @@
 // pod's Deployment, CronJob or other controller, not the pod) and the canonical service name and
 // revision (Istio's labels, then Kubernetes' recommended ones, then the older `app` / `version`).
 import type { KubeObject } from "./manifests.js";
+import { isRecord } from "./manifests.js";
 
 /** Label that names a workload outright (istiod `label.ServiceWorkloadName`). */
 export const WORKLOAD_NAME_LABEL = "service.istio.io/workload-name";
 
 /** A Job name that a CronJob made: the CronJob's name and an 8 to 10 digit schedule time. */
 const CRON_JOB_NAME = /^(.+)-\d{8,10}$/;
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
 
 /**
  * The workload a pod belongs to, as istiod names it (`GetWorkloadMetaFromPod`): the

@@ -6,6 +6,7 @@
 // translation reads the address back from status.
 import { isDeepStrictEqual } from "node:util";
 import type { KubeConfig } from "@kubernetes/client-node";
+import { isRecord } from "../manifests.js";
 import type { Logger } from "../telemetry.js";
 import { noopLogger } from "../telemetry.js";
 import { kubeRequest, type RawKubeObject } from "./kube-client.js";
@@ -73,10 +74,6 @@ export interface WaypointStatusOptions {
 }
 
 type WantedCondition = Omit<StatusCondition, "lastTransitionTime">;
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
 
 /**
  * `conditions` with `want` set, the Kubernetes way: a condition whose status, reason, message and

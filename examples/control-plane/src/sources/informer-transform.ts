@@ -10,6 +10,8 @@
 // references, slimmed containers and Ready conditions (pods of one ReplicaSet), and repeated strings
 // (creation times, host IPs, generated names), are replaced with the first copy seen, kept in a
 // bounded table. Shared values are frozen: the cache's objects are read, never written.
+
+import { isRecord } from "../manifests.js";
 import type { RawKubeObject } from "./kube-client.js";
 
 const LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration";
@@ -141,10 +143,6 @@ function deepFreeze(value: unknown): void {
 
 /** The table {@link transformForCache} uses when given none. */
 const defaultTable = new InternTable();
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
 
 /**
  * Drops what the informer cache would hold for nothing: `metadata.managedFields` and kubectl's

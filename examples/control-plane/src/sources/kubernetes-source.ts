@@ -7,7 +7,7 @@ import { type KubeConfig, type KubernetesObject, ListWatch, Watch } from "@kuber
 import { ControlPlaneError } from "../errors.js";
 import type { ManifestError } from "../last-good.js";
 import { objectId } from "../last-good.js";
-import { type KubeObject, keepSliceFields } from "../manifests.js";
+import { isRecord, type KubeObject, keepSliceFields } from "../manifests.js";
 import { type Logger, noopLogger } from "../telemetry.js";
 import { validateManifestObject } from "../translate-mesh.js";
 import type { ConfigSnapshot, ConfigSource, ObjectChange } from "./config-source.js";
@@ -176,10 +176,6 @@ interface ResourceWatch {
   retryTimer: NodeJS.Timeout | undefined;
   /** A stop() done to restart: its abort error is not a failure. */
   restarting: boolean;
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 /**
