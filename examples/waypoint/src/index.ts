@@ -59,4 +59,5 @@ export {
   type WaypointSelf,
   WaypointXdsConfig,
   type WaypointXdsTargets,
+  waypointXdsChecks,
 } from "./xds-config.js";

@@ -51,7 +51,7 @@ import {
 import { DEFAULT_ROOT_NAMESPACE, withWaypointClassTarget } from "./policy-targets.js";
 import { createRequestHistory, withDecidingPolicy } from "./recent-requests.js";
 import { RequestAuthenticationStore } from "./request-authentication.js";
-import { resourceProblem, type WaypointSelf, WaypointXdsConfig } from "./xds-config.js";
+import { type WaypointSelf, WaypointXdsConfig, waypointXdsChecks } from "./xds-config.js";
 
 /** One frozen label source per workload: the router keeps its label sets per source object. */
 const sourceInfos = new WeakMap<Workload, WorkloadInfo>();
@@ -225,8 +225,8 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
       metadata: { NODE_NAME: options.nodeName, CLUSTER_ID: clusterId },
     },
     headers: () => ({ authorization: `Bearer ${tokenNow()}` }),
-    // A resource the waypoint cannot use is NACKed: the last good version stays in force.
-    validate: (typeUrl, name, resource) => resourceProblem(typeUrl, name, resource, self),
+    // A resource the waypoint cannot use is NACKed by name; the rest of the response applies.
+    ...waypointXdsChecks(self),
     logger,
     metrics,
   });

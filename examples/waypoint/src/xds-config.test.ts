@@ -11,6 +11,7 @@ import {
   structFromJson,
   TypeUrl,
   type WaypointPolicy,
+  type XdsChangeEvent,
   type XdsClient,
   type XdsServer,
 } from "@ambient/xds";
@@ -24,6 +25,7 @@ import {
   resourceProblem,
   type WaypointSelf,
   WaypointXdsConfig,
+  waypointXdsChecks,
 } from "./xds-config.js";
 
 const SELF: WaypointSelf = { gateway: { name: "waypoint", namespace: "shop" }, ip: "127.0.0.6" };
@@ -377,5 +379,293 @@ describe("WaypointXdsConfig over a real xDS stream", () => {
       service: service("web") as never,
     });
     await until(() => routed() === undefined);
+  });
+});
+
+describe("WaypointXdsConfig rejects a bad resource alone", () => {
+  const API_ROUTES = "inbound-vip|80|http|api.shop.svc.cluster.local";
+  const GATEWAY = { group: "gateway.networking.k8s.io", kind: "Gateway", name: "waypoint" };
+  let server: XdsServer;
+  let client: XdsClient;
+  let config: WaypointXdsConfig;
+  let ready = false;
+  const tables: RouteTable[] = [];
+  const nacks: string[] = [];
+  const policy = createAuthorizationEngine({ l7Attachment: "waypoint" });
+  const routes = (name: string, route: Record<string, unknown>) => ({
+    name,
+    // The route is named after its cluster: the route table answers with the name.
+    virtualHosts: [
+      { name, domains: ["*"], routes: [{ name: String(route.cluster), match: { prefix: "/" }, route }] },
+    ],
+  });
+  const ap = (name: string, spec: Record<string, unknown>): MessageInit<WaypointPolicy> => ({
+    kind: "AuthorizationPolicy",
+    apiVersion: "security.istio.io/v1",
+    name,
+    namespace: "shop",
+    spec: structFromJson(spec as never),
+  });
+  const webGet = (methods: string[]) =>
+    ap("web-get", {
+      targetRefs: [{ group: "", kind: "Service", name: "web" }],
+      rules: [{ to: [{ operation: { methods } }] }],
+    });
+  // Fails validation: a source field no policy version has.
+  const unreadableRule = [{ from: [{ source: { principals: ["a"], cosmicRays: true } }] }];
+  const target = (name: string) => ({ service: { name, namespace: "shop" }, port: 80 });
+  const routed = (name: string) =>
+    tables.at(-1)?.match({ host: name, path: "/", method: "GET", headers: {}, target: target(name) })?.rule
+      .route;
+  const allowedIn = (namespace: string, service: string, method: string) =>
+    policy.evaluate({
+      source: { ip: "127.0.0.2", identity: "spiffe://cluster.local/ns/shop/sa/client" },
+      destination: {
+        ip: "127.30.0.2",
+        port: 80,
+        targets: [
+          { kind: "Gateway", group: "gateway.networking.k8s.io", name: "waypoint", namespace: "shop" },
+          { kind: "Service", group: "", name: service, namespace },
+        ],
+      },
+      http: { method, path: "/", host: service, headers: {} },
+    }).allowed;
+  const allowed = (service: string, method: string) => allowedIn("shop", service, method);
+  const policySpec = () => JSON.stringify(config.inForce().policies.map((p) => p.spec));
+  async function until(check: () => boolean): Promise<void> {
+    const end = Date.now() + 5000;
+    while (!check()) {
+      if (Date.now() > end) throw new Error("condition not met in time");
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  before(async () => {
+    server = createXdsServer({ debounceMs: 5 });
+    for (const name of ["web", "api"]) {
+      server.cache.set(TypeUrl.address, `shop/${name}.shop.svc.cluster.local`, {
+        service: service(name, byIp(SELF.ip)) as never,
+      });
+    }
+    server.cache.set(TypeUrl.routeConfiguration, WEB_ROUTES, routes(WEB_ROUTES, { cluster: V1 }));
+    // Never accepted: the router cannot follow a cluster named by a header.
+    server.cache.set(TypeUrl.routeConfiguration, API_ROUTES, routes(API_ROUTES, { clusterHeader: "x" }));
+    server.cache.set(TypeUrl.waypointPolicy, "AuthorizationPolicy/shop/web-get", webGet(["GET"]));
+    // Unreadable, and for another waypoint: it must hold nothing back here.
+    server.cache.set(
+      TypeUrl.waypointPolicy,
+      "AuthorizationPolicy/shop/elsewhere",
+      ap("elsewhere", { targetRefs: [{ ...GATEWAY, name: "other" }], action: "DENY", rules: unreadableRule }),
+    );
+    const port = await server.listen("127.0.0.1:0");
+    client = createXdsClient({
+      address: `127.0.0.1:${port}`,
+      node: { id: "waypoint~127.0.0.6~waypoint.shop~shop.svc.cluster.local" },
+      ...waypointXdsChecks(SELF),
+    });
+    client.onNack((_typeUrl, message) => nacks.push(message));
+    config = new WaypointXdsConfig(client, SELF, {
+      store: new WorkloadStore(),
+      handler: { setRouteTable: (t) => tables.push(t) },
+      policy,
+      requestAuthentications: new RequestAuthenticationStore(SELF.gateway),
+      logger: noopLogger,
+    });
+    config.ready().then(() => {
+      ready = true;
+    });
+  });
+  after(async () => {
+    client?.close();
+    await server?.close();
+  });
+
+  it("gets ready with the good resources of a first response that holds bad ones", async () => {
+    await until(() => ready);
+    assert.equal(routed("web"), V1);
+    assert.equal(allowed("web", "GET"), true);
+    assert.equal(allowed("web", "POST"), false);
+    assert.equal(
+      allowed("api", "POST"),
+      true,
+      "the unreadable policy of another waypoint applies nowhere here",
+    );
+    assert.ok(nacks.some((m) => m.includes("AuthorizationPolicy/shop/elsewhere")));
+    assert.ok(nacks.some((m) => m.includes(API_ROUTES)));
+  });
+
+  it("serves a port whose routes it never accepted with no route, not with the Service's default", () => {
+    assert.equal(tables.at(-1)?.hasRoutesFor(target("api")), true);
+    assert.equal(routed("api"), undefined);
+  });
+
+  it("applies the good route of a response and NACKs the bad one by name", async () => {
+    const before = nacks.length;
+    server.cache.batch(() => {
+      server.cache.set(TypeUrl.routeConfiguration, WEB_ROUTES, routes(WEB_ROUTES, { cluster: V2 }));
+      server.cache.set(
+        TypeUrl.routeConfiguration,
+        API_ROUTES,
+        routes(API_ROUTES, { clusterHeader: "still-bad" }),
+      );
+    });
+    await until(() => routed("web") === V2);
+    await until(() => nacks.length > before);
+    assert.match(nacks.at(-1) ?? "", /inbound-vip\|80\|http\|api\.shop/);
+    assert.doesNotMatch(nacks.at(-1) ?? "", /web\.shop/);
+    assert.equal(routed("api"), undefined);
+  });
+
+  it("applies a good policy change next to an ALLOW policy it cannot read, which allows nothing", async () => {
+    assert.equal(allowed("api", "GET"), true, "no policy on api yet");
+    server.cache.batch(() => {
+      server.cache.set(TypeUrl.waypointPolicy, "AuthorizationPolicy/shop/web-get", webGet(["GET", "POST"]));
+      server.cache.set(
+        TypeUrl.waypointPolicy,
+        "AuthorizationPolicy/shop/api-callers",
+        ap("api-callers", {
+          targetRefs: [{ group: "", kind: "Service", name: "api" }],
+          rules: unreadableRule,
+        }),
+      );
+    });
+    await until(() => policySpec().includes('"POST"'));
+    assert.ok(nacks.some((m) => m.includes("AuthorizationPolicy/shop/api-callers")));
+    assert.equal(allowed("web", "POST"), true);
+    assert.equal(allowed("api", "GET"), false, "what the unread ALLOW policy allows is unknown: nothing");
+    // Once readable it is enforced as written; once gone, api is open again.
+    server.cache.set(
+      TypeUrl.waypointPolicy,
+      "AuthorizationPolicy/shop/api-callers",
+      ap("api-callers", {
+        targetRefs: [{ group: "", kind: "Service", name: "api" }],
+        rules: [{ to: [{ operation: { methods: ["GET"] } }] }],
+      }),
+    );
+    await until(() => allowed("api", "GET"));
+    assert.equal(allowed("api", "POST"), false);
+    server.cache.delete(TypeUrl.waypointPolicy, "AuthorizationPolicy/shop/api-callers");
+    await until(() => allowed("api", "POST"));
+  });
+
+  it("denies all it targets for a DENY policy it never read, and keeps the last good one of a policy it read", async () => {
+    server.cache.set(
+      TypeUrl.waypointPolicy,
+      "AuthorizationPolicy/shop/no-delete",
+      ap("no-delete", { targetRefs: [GATEWAY], action: "DENY", rules: unreadableRule }),
+    );
+    await until(() => nacks.some((m) => m.includes("AuthorizationPolicy/shop/no-delete")));
+    assert.equal(allowed("web", "GET"), false);
+    assert.equal(allowed("api", "GET"), false);
+    const good = {
+      targetRefs: [GATEWAY],
+      action: "DENY",
+      rules: [{ to: [{ operation: { methods: ["DELETE"] } }] }],
+    };
+    server.cache.set(TypeUrl.waypointPolicy, "AuthorizationPolicy/shop/no-delete", ap("no-delete", good));
+    await until(() => allowed("web", "GET"));
+    assert.equal(allowed("api", "DELETE"), false);
+    // A bad edit of a policy in force leaves it as it was, next to a good edit of another.
+    const nacked = nacks.length;
+    server.cache.batch(() => {
+      server.cache.set(
+        TypeUrl.waypointPolicy,
+        "AuthorizationPolicy/shop/no-delete",
+        ap("no-delete", { ...good, rules: unreadableRule }),
+      );
+      server.cache.set(TypeUrl.waypointPolicy, "AuthorizationPolicy/shop/web-get", webGet(["GET", "PUT"]));
+    });
+    await until(() => policySpec().includes('"PUT"'));
+    await until(() => nacks.length > nacked);
+    assert.match(nacks.at(-1) ?? "", /AuthorizationPolicy\/shop\/no-delete/);
+    assert.equal(allowed("web", "PUT"), true);
+    assert.equal(allowed("api", "GET"), true);
+    assert.equal(allowed("api", "DELETE"), false, "the last good no-delete stays in force");
+  });
+
+  it("reads a policy whose targets it cannot read as covering all its namespace can attach to here", async () => {
+    const tenantPolicy = {
+      ...ap("broken", { targetRefs: "db", action: "DENY", rules: [{}] }),
+      namespace: "tenant",
+    };
+    server.cache.set(TypeUrl.waypointPolicy, "AuthorizationPolicy/tenant/broken", tenantPolicy);
+    await until(() => nacks.some((m) => m.includes("AuthorizationPolicy/tenant/broken")));
+    // A Service of that namespace bound later is covered too.
+    server.cache.set(TypeUrl.address, "tenant/db.tenant.svc.cluster.local", {
+      service: {
+        ...service("db", byIp(SELF.ip)),
+        namespace: "tenant",
+        hostname: "db.tenant.svc.cluster.local",
+      } as never,
+    });
+    await until(() => !allowedIn("tenant", "db", "GET"));
+    assert.equal(
+      allowed("web", "GET"),
+      true,
+      "another namespace's policy attaches to none of shop's Services",
+    );
+    // From the Gateway's namespace it could target the Gateway: every request.
+    server.cache.set(
+      TypeUrl.waypointPolicy,
+      "AuthorizationPolicy/shop/broken",
+      ap("broken", { targetRefs: [{ kind: 7 }], action: "DENY", rules: [{}] }),
+    );
+    await until(() => !allowed("web", "GET"));
+    server.cache.batch(() => {
+      server.cache.delete(TypeUrl.waypointPolicy, "AuthorizationPolicy/tenant/broken");
+      server.cache.delete(TypeUrl.waypointPolicy, "AuthorizationPolicy/shop/broken");
+    });
+    await until(() => allowed("web", "GET") && allowedIn("tenant", "db", "GET"));
+  });
+});
+
+describe("WaypointXdsConfig and a policy that did not decode", () => {
+  it("denies all the policy's namespace can attach to here until it is read", () => {
+    let emit: (event: XdsChangeEvent) => void = () => {};
+    const fake = {
+      onChange: (listener: (event: XdsChangeEvent) => void) => {
+        emit = listener;
+      },
+      watch: () => {},
+      get: () => undefined,
+    } as unknown as XdsClient;
+    const policy = createAuthorizationEngine({ l7Attachment: "waypoint" });
+    const config = new WaypointXdsConfig(fake, SELF, {
+      store: new WorkloadStore(),
+      handler: { setRouteTable: () => {} },
+      policy,
+      requestAuthentications: new RequestAuthenticationStore(SELF.gateway),
+      logger: noopLogger,
+    });
+    const allowed = () =>
+      policy.evaluate({
+        source: { ip: "127.0.0.2", identity: "spiffe://cluster.local/ns/shop/sa/client" },
+        destination: {
+          ip: "127.30.0.2",
+          port: 80,
+          targets: [
+            { kind: "Gateway", group: "gateway.networking.k8s.io", name: "waypoint", namespace: "shop" },
+          ],
+        },
+        http: { method: "GET", path: "/", host: "web", headers: {} },
+      }).allowed;
+    const event = (rejected: string[], removed: string[] = []): XdsChangeEvent => ({
+      typeUrl: TypeUrl.waypointPolicy,
+      added: [],
+      updated: [],
+      removed,
+      rejected: rejected.map((name) => ({ name, reason: "cannot decode" })),
+    });
+    emit(event(["AuthorizationPolicy/tenant/unread", "RequestAuthentication/shop/unread"]));
+    assert.equal(allowed(), true, "a policy of another namespace cannot attach to the Gateway");
+    emit(event(["AuthorizationPolicy/shop/unread"]));
+    assert.equal(allowed(), false);
+    assert.deepEqual(config.inForce().policies[0]?.spec, {
+      targetRefs: [{ group: "gateway.networking.k8s.io", kind: "Gateway", name: "waypoint" }],
+      action: "DENY",
+      rules: [{}],
+    });
+    emit(event([], ["AuthorizationPolicy/shop/unread"]));
+    assert.equal(allowed(), true);
   });
 });

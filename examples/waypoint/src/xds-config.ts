@@ -2,8 +2,9 @@
  * The waypoint's configuration, all of it from the control plane over one Delta xDS stream: Address
  * resources (which Services are bound to this waypoint, and their endpoints), an Envoy
  * RouteConfiguration per bound Service or ServiceEntry host port (`inbound-vip|<port>|http|<host>`), and the L7 policies
- * (`ambient.waypoint.v1.WaypointPolicy`). A resource the waypoint cannot use is NACKed by `validate`,
- * so the client keeps the last good version; what is accepted is put in force at once.
+ * (`ambient.waypoint.v1.WaypointPolicy`). A resource the waypoint cannot use is NACKed on its own, by
+ * name: the rest of the response is put in force at once, and the bad one keeps its last good version.
+ * One the waypoint never read stands for the strictest thing it could mean (see {@link WaypointXdsConfig}).
  */
 import type { Logger, WorkloadStore } from "@ambient/example-ztunnel";
 import { type AuthorizationEngine, validateResource } from "@ambient/policy";
@@ -25,9 +26,16 @@ import {
   type WorkloadAddress,
   type XdsChangeEvent,
   type XdsClient,
+  type XdsClientOptions,
+  type XdsRejectedResource,
 } from "@ambient/xds";
 import { destinationServiceOf } from "./backends.js";
-import { DEFAULT_ROOT_NAMESPACE, targetsWaypointOrService, withAttachableTargets } from "./policy-targets.js";
+import {
+  DEFAULT_ROOT_NAMESPACE,
+  targetsWaypointOrService,
+  WAYPOINT_GATEWAY_CLASS,
+  withAttachableTargets,
+} from "./policy-targets.js";
 import { compileRequestAuthentication, type RequestAuthenticationStore } from "./request-authentication.js";
 
 /** The waypoint as the control plane's resources name it. */
@@ -168,6 +176,92 @@ export function resourceProblem(
   }
 }
 
+/**
+ * How the waypoint's xDS client judges what it receives: give these to `createXdsClient`. Each resource
+ * stands alone, as in Envoy's LDS/RDS/CDS and the ztunnel: one policy or route the waypoint cannot use
+ * (from any namespace: every waypoint is sent every targetRefs policy) must not hold back the others'
+ * updates, nor the first state that readiness waits for.
+ */
+export function waypointXdsChecks(self: WaypointSelf): Pick<XdsClientOptions, "validate" | "rejectScope"> {
+  return {
+    validate: (typeUrl, name, resource) => resourceProblem(typeUrl, name, resource, self),
+    rejectScope: "resource",
+  };
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** What stands in for an AuthorizationPolicy the waypoint never read. */
+interface Refusal {
+  namespace: string;
+  name: string;
+  /** `ALLOW`: it allows nothing; `DENY`: it denies all it covers. */
+  action: "ALLOW" | "DENY";
+  /** The references it was sent with, when they could be read; else undefined: all its namespace may be covered. */
+  targetRefs: Record<string, string>[] | undefined;
+}
+
+/**
+ * The target references of a policy spec, copied field by field: `[]` when it has none (it attaches to
+ * no waypoint), undefined when any of them cannot be read (it could name anything of its namespace).
+ */
+function readableTargetRefs(spec: Record<string, unknown>): Record<string, string>[] | undefined {
+  const given = spec.targetRefs ?? [];
+  if (!Array.isArray(given)) return undefined;
+  const refs = spec.targetRef === undefined || spec.targetRef === null ? given : [...given, spec.targetRef];
+  const out: Record<string, string>[] = [];
+  for (const ref of refs) {
+    if (!isRecord(ref) || typeof ref.kind !== "string" || typeof ref.name !== "string" || ref.name === "")
+      return undefined;
+    const copy: Record<string, string> = { kind: ref.kind, name: ref.name };
+    if (typeof ref.group === "string") copy.group = ref.group;
+    if (typeof ref.namespace === "string") copy.namespace = ref.namespace;
+    out.push(copy);
+  }
+  return out;
+}
+
+/**
+ * The strictest reading of a WaypointPolicy that was rejected before the waypoint ever held a version
+ * of it: dropping it could allow what it denies. An ALLOW policy (the default action) allows nothing,
+ * so only the other ALLOW policies still allow; any other action, or a policy whose action cannot be
+ * read, denies all it targets. An AUDIT policy never decides a request, one without target references
+ * attaches to no waypoint, and a RequestAuthentication only adds credentials the waypoint accepts: none
+ * of them has a stand-in. Undefined when none is needed.
+ */
+function refusalOf(rejected: XdsRejectedResource): Refusal | undefined {
+  const xdsName = rejected.name ?? "";
+  const [nameKind = "", nameNamespace = "", ...rest] = xdsName.split("/");
+  const resource = isRecord(rejected.resource) ? rejected.resource : undefined;
+  const kind = typeof resource?.kind === "string" ? resource.kind : nameKind;
+  if (kind !== "AuthorizationPolicy") return undefined;
+  const namespace =
+    typeof resource?.namespace === "string" && resource.namespace !== "" ? resource.namespace : nameNamespace;
+  const name = typeof resource?.name === "string" && resource.name !== "" ? resource.name : rest.join("/");
+  if (namespace === "" || name === "") return undefined;
+  let spec: Record<string, unknown> | undefined;
+  try {
+    spec = resource === undefined ? undefined : structToJson(resource.spec as WaypointPolicy["spec"]);
+  } catch {
+    spec = undefined;
+  }
+  const action = spec?.action;
+  if (action === "AUDIT") return undefined;
+  const refs = spec === undefined ? undefined : readableTargetRefs(spec);
+  if (refs?.length === 0) return undefined;
+  return {
+    namespace,
+    name,
+    action:
+      spec !== undefined && (action === undefined || action === null || action === "ALLOW")
+        ? "ALLOW"
+        : "DENY",
+    targetRefs: refs,
+  };
+}
+
 /** What {@link WaypointXdsConfig} puts in force. */
 export interface WaypointXdsTargets {
   store: WorkloadStore;
@@ -189,6 +283,8 @@ export class WaypointXdsConfig {
   /** Accepted RouteConfigurations by name, compiled for the target they had when they came. */
   readonly #routes = new Map<string, { raw: unknown; target: RouteTarget; compiled: CompiledEnvoyRoutes }>();
   readonly #policies = new Map<string, WaypointPolicy>();
+  /** Stand-ins for the AuthorizationPolicies rejected before any version was read, by xDS name. */
+  readonly #refusals = new Map<string, Refusal>();
   readonly #applied = new Set<string>();
   #routeNames: string[] = [];
   #watchingRoutes = false;
@@ -232,9 +328,7 @@ export class WaypointXdsConfig {
   inForce(): { routes: unknown[]; policies: Record<string, unknown>[] } {
     return {
       routes: [...this.#routes.values()].map((r) => r.raw),
-      policies: [...this.#policies.values()]
-        .filter((p) => p.kind === "AuthorizationPolicy" && appliesTo(p, this.#self))
-        .map(policyObject),
+      policies: this.#authorizationObjects(),
     };
   }
 
@@ -244,7 +338,10 @@ export class WaypointXdsConfig {
       for (const r of [...event.added, ...event.updated]) store.upsert(r.name, r.resource as WorkloadAddress);
       for (const name of event.removed) store.remove(name);
       this.#followBoundServices();
+      // A stand-in that covers all of its namespace names that namespace's Services bound here.
+      if ([...this.#refusals.values()].some((r) => r.targetRefs === undefined)) this.#applyPolicies();
     } else if (event.typeUrl === TypeUrl.routeConfiguration) {
+      let changed = event.added.length + event.updated.length + event.removed.length > 0;
       for (const r of [...event.added, ...event.updated]) {
         const target = routeTargetOf(r.name, this.#targets.store, this.#self);
         if (target === undefined) {
@@ -260,12 +357,53 @@ export class WaypointXdsConfig {
         this.#routes.set(r.name, { raw: r.resource, target, compiled });
       }
       for (const name of event.removed) this.#routes.delete(name);
-      this.#applyRoutes();
+      for (const r of event.rejected ?? []) {
+        if (r.name === undefined || this.#xds.get(TypeUrl.routeConfiguration, r.name) !== undefined) continue;
+        // Never read: the port is served with no route (404, no route), as Envoy serves a route
+        // configuration it has not loaded, not with the default route to the Service, which would
+        // carry what the routes sent meant to answer or send elsewhere.
+        const target = routeTargetOf(r.name, this.#targets.store, this.#self);
+        if (target === undefined || this.#routes.has(r.name)) continue;
+        const raw = { name: r.name, virtualHosts: [] };
+        const compiled = compileEnvoyRouteConfiguration(raw, target.service.namespace);
+        this.#routes.set(r.name, { raw, target, compiled });
+        changed = true;
+      }
+      if (changed) this.#applyRoutes();
     } else if (event.typeUrl === TypeUrl.waypointPolicy) {
-      for (const r of [...event.added, ...event.updated])
+      let changed = event.added.length + event.updated.length + event.removed.length > 0;
+      for (const r of [...event.added, ...event.updated]) {
         this.#policies.set(r.name, r.resource as WaypointPolicy);
-      for (const name of event.removed) this.#policies.delete(name);
-      this.#applyPolicies();
+        this.#refusals.delete(r.name);
+      }
+      for (const name of event.removed) {
+        this.#policies.delete(name);
+        this.#refusals.delete(name);
+      }
+      for (const r of event.rejected ?? []) {
+        if (r.name === undefined) continue;
+        if (this.#xds.get(TypeUrl.waypointPolicy, r.name) !== undefined) {
+          this.#targets.logger.warn(
+            { policy: r.name, err: r.reason },
+            "waypoint policy rejected; its last good version stays",
+          );
+          continue;
+        }
+        const refusal = refusalOf(r);
+        if (refusal === undefined) continue;
+        this.#refusals.set(r.name, refusal);
+        changed = true;
+        this.#targets.logger.warn(
+          {
+            policy: r.name,
+            err: r.reason,
+            action: refusal.action,
+            targetRefs: refusal.targetRefs ?? "namespace",
+          },
+          "waypoint policy rejected; refusing what it could cover",
+        );
+      }
+      if (changed) this.#applyPolicies();
     }
   }
 
@@ -298,31 +436,84 @@ export class WaypointXdsConfig {
     this.#targets.logger.info({ routes: bindings.length }, "waypoint routes in force");
   }
 
+  /**
+   * A stand-in as the policy engine reads it. One whose references could not be read covers all that
+   * a policy of its namespace can attach to here: the waypoint itself from the Gateway's namespace (or
+   * every waypoint from the root namespace), else the Services and ServiceEntries of its namespace
+   * bound to this waypoint.
+   */
+  #refusalObject(refusal: Refusal): Record<string, unknown> {
+    const rootNamespace = this.#self.rootNamespace ?? DEFAULT_ROOT_NAMESPACE;
+    let targetRefs: Record<string, string>[] | undefined = refusal.targetRefs;
+    if (targetRefs === undefined) {
+      targetRefs = [];
+      const { gateway } = this.#self;
+      if (refusal.namespace === gateway.namespace)
+        targetRefs.push({ group: "gateway.networking.k8s.io", kind: "Gateway", name: gateway.name });
+      if (refusal.namespace === rootNamespace)
+        targetRefs.push({
+          group: "gateway.networking.k8s.io",
+          kind: "GatewayClass",
+          name: WAYPOINT_GATEWAY_CLASS,
+        });
+      for (const service of this.#targets.store.services().values()) {
+        if (service.namespace !== refusal.namespace || !isBoundTo(service, this.#self)) continue;
+        const destination = destinationServiceOf(service, this.#self.clusterDomain);
+        targetRefs.push(
+          destination.kind === "ServiceEntry"
+            ? { group: "networking.istio.io", kind: "ServiceEntry", name: service.name }
+            : { group: "", kind: "Service", name: service.name },
+        );
+      }
+    }
+    return {
+      apiVersion: "security.istio.io/v1",
+      kind: "AuthorizationPolicy",
+      metadata: { name: refusal.name, namespace: refusal.namespace },
+      spec:
+        refusal.action === "ALLOW"
+          ? { targetRefs, action: "ALLOW" }
+          : { targetRefs, action: "DENY", rules: [{}] },
+    };
+  }
+
+  /** The AuthorizationPolicies, read or standing in for unread ones, that attach to this waypoint. */
+  #authorizationObjects(): Record<string, unknown>[] {
+    const rootNamespace = this.#self.rootNamespace ?? DEFAULT_ROOT_NAMESPACE;
+    const out: Record<string, unknown>[] = [];
+    for (const resource of this.#policies.values())
+      if (resource.kind === "AuthorizationPolicy" && appliesTo(resource, this.#self))
+        out.push(policyObject(resource));
+    for (const refusal of this.#refusals.values()) {
+      const obj = this.#refusalObject(refusal);
+      if (targetsWaypointOrService(obj, this.#self.gateway, rootNamespace)) out.push(obj);
+    }
+    return out;
+  }
+
   #applyPolicies(): void {
     const { policy, requestAuthentications, logger } = this.#targets;
     const next = new Set<string>();
     const jwt: Record<string, unknown>[] = [];
     let classTargeted = false;
     for (const resource of this.#policies.values()) {
-      if (!appliesTo(resource, this.#self)) continue;
-      const obj = policyObject(resource);
-      if (resource.kind === "RequestAuthentication") {
-        jwt.push(obj);
-        continue;
-      }
+      if (resource.kind === "RequestAuthentication" && appliesTo(resource, this.#self))
+        jwt.push(policyObject(resource));
+    }
+    for (const obj of this.#authorizationObjects()) {
+      const meta = obj.metadata as { name: string; namespace: string };
+      const key = `${meta.namespace}/${meta.name}`;
       // The engine matches a reference by the namespace it names: one into another namespace (which
       // never attaches) must not reach it, nor a GatewayClass reference outside the root namespace.
       const attached = withAttachableTargets(obj, this.#self.rootNamespace ?? DEFAULT_ROOT_NAMESPACE);
       if (targetsWaypointClass(attached)) classTargeted = true;
       try {
         policy.apply(attached);
-        next.add(`${resource.namespace}/${resource.name}`);
+        next.add(key);
       } catch (err) {
         // validate accepted it; an engine refusal keeps the version already in force.
         logger.warn({ err: (err as Error).message }, "waypoint policy ignored");
-        if (this.#applied.has(`${resource.namespace}/${resource.name}`)) {
-          next.add(`${resource.namespace}/${resource.name}`);
-        }
+        if (this.#applied.has(key)) next.add(key);
       }
     }
     for (const key of this.#applied) {
