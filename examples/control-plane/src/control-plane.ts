@@ -12,6 +12,7 @@ import {
 } from "@ambient/spiffe/ca";
 import { createXdsPushThrottle, createXdsServer, TypeUrl, XdsError, type XdsServer } from "@ambient/xds";
 import { experimental, Metadata, Server, type ServerCredentials } from "@grpc/grpc-js";
+import { forOwnCluster } from "./caller-cluster.js";
 import {
   type DashboardOptions,
   type MeshCollector,
@@ -155,6 +156,8 @@ export interface ControlPlaneOptions extends TranslateOptions {
   /**
    * Authenticates xDS clients and CA callers instead of the minted node tokens, e.g. TokenReview on
    * Kubernetes (`createTokenReviewAuthenticator`). Default: the control plane's own node tokens.
+   * Either way, a request whose `clusterid` metadata names a cluster other than `clusterId` is refused
+   * before it is asked.
    */
   authenticator?: Authenticator;
   /**
@@ -482,15 +485,19 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       ),
   }).catch(closeSourceAndThrow);
   servingExpiry.set({}, serving.notAfter.getTime() / 1000);
-  const authenticator =
+  // Callers are checked against the one cluster this control plane reads; one naming another cluster
+  // (its `clusterid`) is refused rather than checked against pods it does not run among.
+  const authenticator = forOwnCluster(
     options.authenticator ??
-    createJwtAuthenticator({
-      keys: state.jwks,
-      issuer: TOKEN_ISSUER,
-      trustDomain,
-      algorithms: ["ES256"],
-      callerFromClaims: callerFromKubernetesClaims,
-    });
+      createJwtAuthenticator({
+        keys: state.jwks,
+        issuer: TOKEN_ISSUER,
+        trustDomain,
+        algorithms: ["ES256"],
+        callerFromClaims: callerFromKubernetesClaims,
+      }),
+    options.clusterId ?? "Kubernetes",
+  );
 
   let current: MeshConfig = {
     workloads: [],

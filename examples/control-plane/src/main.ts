@@ -38,6 +38,9 @@ options:
   --trusted-node-accounts LIST  node agents that may get certificates for the pods on their node,
                         as namespace/serviceaccount, comma-separated (default: $CA_TRUSTED_NODE_ACCOUNTS,
                         else istio-system/ztunnel; with --kubernetes, ztunnel in istio-system)
+  --cluster-id ID       this cluster's id: in workload uids, and the only cluster whose callers are
+                        served (a request whose clusterid names another is refused) (default:
+                        $CLUSTER_ID, else Kubernetes)
   --capture-signal S    what makes a pod HBONE: dataplane-mode (its istio.io/dataplane-mode label or
                         its namespace's; the default with --mesh-dir) or redirection (the
                         ambient.istio.io/redirection annotation istio-cni sets; the default with
@@ -66,6 +69,7 @@ function parseCommandLine(args: string[]) {
       "pod-name": { type: "string" },
       "capture-signal": { type: "string" },
       "trusted-node-accounts": { type: "string", multiple: true },
+      "cluster-id": { type: "string" },
       "log-level": { type: "string", default: "info" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -97,7 +101,7 @@ async function main(): Promise<void> {
     .filter((h) => h !== "");
   const xdsDebounceMs = integerFlag(values, "xds-debounce-ms", 0, "a non-negative");
   const pushBufferMiB = integerFlag(values, "xds-push-buffer-mib", 1, "a positive");
-  // The xDS tuning, capture signal and trusted node accounts both modes pass on as they are given.
+  // The xDS tuning, capture signal, cluster id and trusted node accounts both modes pass on as given.
   const signal = values["capture-signal"];
   if (signal !== undefined && signal !== "dataplane-mode" && signal !== "redirection") {
     console.error(`control-plane: --capture-signal must be dataplane-mode or redirection\n\n${usage}`);
@@ -109,7 +113,9 @@ async function main(): Promise<void> {
     ?.flatMap((list) => list.split(","))
     .map((a) => a.trim())
     .filter((a) => a !== "");
+  const clusterId = values["cluster-id"] || process.env.CLUSTER_ID || undefined;
   const xdsTuning = {
+    ...(clusterId === undefined ? {} : { clusterId }),
     ...(trustedNodeAccounts === undefined ? {} : { trustedNodeAccounts }),
     ...(xdsDebounceMs === undefined ? {} : { xdsDebounceMs }),
     ...(pushBufferMiB === undefined ? {} : { xdsMaxTotalBufferedBytes: pushBufferMiB * 2 ** 20 }),
@@ -173,6 +179,7 @@ async function mainKubernetes(
     podCidrs: string[] | undefined;
     servingHosts: string[] | undefined;
     xdsTuning: {
+      clusterId?: string;
       trustedNodeAccounts?: string[];
       xdsDebounceMs?: number;
       xdsMaxTotalBufferedBytes?: number;

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { X509Certificate } from "node:crypto";
 import { existsSync } from "node:fs";
 import { cp, mkdtemp, readFile, rename, rm, unlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -303,6 +304,54 @@ describe("control plane CA", { timeout: 30_000 }, () => {
   it("issues for echo to node-b", async () => {
     const chain = await requestSvid("node-b", "spiffe://cluster.local/ns/demo/sa/echo");
     assert.ok(chain.length >= 2);
+  });
+
+  it("certifies the impersonated identity, not the SAN the CSR carries", async () => {
+    const client = createCertificateServiceClient({
+      address: controlPlane.address,
+      ...controlPlaneChannel(controlPlane.rootCertPem),
+      token: await controlPlane.tokenFor("node-b"),
+    });
+    try {
+      const keys = await generateKeyPair();
+      // A CSR left over from an older trust domain: the certificate is for the identity decided by the
+      // control plane all the same, and names nothing else.
+      const csr = await createCsr({
+        spiffeId: "spiffe://old.example/ns/demo/sa/echo",
+        privateKeyPem: keys.privateKeyPem,
+      });
+      const identity = "spiffe://cluster.local/ns/demo/sa/echo";
+      const chain = await client.createCertificate(csr, { impersonatedIdentity: identity });
+      assert.equal(new X509Certificate(chain[0] as string).subjectAltName, `URI:${identity}`);
+    } finally {
+      client.close();
+    }
+  });
+
+  it("refuses a caller that names a cluster other than its own, and serves its own cluster", async () => {
+    const ask = async (clusterId: string): Promise<string[]> => {
+      const client = createCertificateServiceClient({
+        address: controlPlane.address,
+        ...controlPlaneChannel(controlPlane.rootCertPem),
+        token: await controlPlane.tokenFor("node-b"),
+        clusterId,
+      });
+      try {
+        const keys = await generateKeyPair();
+        const identity = "spiffe://cluster.local/ns/demo/sa/echo";
+        const csr = await createCsr({ spiffeId: identity, privateKeyPem: keys.privateKeyPem });
+        return await client.createCertificate(csr, { impersonatedIdentity: identity });
+      } finally {
+        client.close();
+      }
+    };
+    await assert.rejects(ask("cluster-east"), (err: unknown) => {
+      assert.ok(err instanceof SpiffeError);
+      assert.equal(err.code, "ERR_UNAUTHENTICATED");
+      assert.match(err.message, /cluster-east/);
+      return true;
+    });
+    assert.ok((await ask("Kubernetes")).length >= 2);
   });
 });
 

@@ -101,6 +101,29 @@ describe("createCertificateAuthority (self-signed)", () => {
     });
   });
 
+  it("with ignoreCsrSans, certifies the given identity and never the one the CSR asks for", async () => {
+    const keys = await generateKeyPair();
+    const csr = await createCsr({
+      spiffeId: "spiffe://cluster.local/ns/kube-system/sa/admin",
+      privateKeyPem: keys.privateKeyPem,
+    });
+    const signed = await ca.sign(csr, { spiffeId: ID, ignoreCsrSans: true });
+    const leaf = leafOf(signed.certChain);
+    assert.deepEqual(leaf.uriSans, [ID]);
+    assert.equal(signed.spiffeId.toString(), ID);
+    // The certified key is still the CSR's, and the CSR must still prove possession of it.
+    assert.equal(leaf.node.publicKey.export({ type: "spki", format: "pem" }), keys.publicKeyPem);
+    const der = decodeCertificatesPem(csr.replace(/CERTIFICATE REQUEST/g, "CERTIFICATE"))[0] as Buffer;
+    const badSig = Buffer.from(der);
+    badSig[badSig.length - 5] = (badSig[badSig.length - 5] as number) ^ 0xff;
+    await assert.rejects(
+      ca.sign(encodePem("CERTIFICATE REQUEST", badSig), { spiffeId: ID, ignoreCsrSans: true }),
+      {
+        code: "ERR_CSR_INVALID",
+      },
+    );
+  });
+
   it("refuses an identity outside its trust domain", async () => {
     await assert.rejects(ca.issue({ spiffeId: "spiffe://other.td/ns/a/sa/b" }), {
       code: "ERR_CA_SIGN_REFUSED",
@@ -373,6 +396,41 @@ describe("createCertificateAuthority (self-signed)", () => {
     await assert.rejects(createCertificateAuthority({ maxTtlSeconds: -1 }), {
       code: "ERR_CA_CONFIG_INVALID",
     });
+  });
+
+  it("refuses a default TTL longer than the maximum, which would fail every request without a TTL", async () => {
+    await assert.rejects(createCertificateAuthority({ defaultTtlSeconds: 91 * 86400 }), (err: unknown) => {
+      assert.ok(err instanceof SpiffeError);
+      assert.equal(err.code, "ERR_CA_CONFIG_INVALID");
+      assert.match(err.message, /defaultTtlSeconds/);
+      return true;
+    });
+    await assert.rejects(createCertificateAuthority({ defaultTtlSeconds: 7200, maxTtlSeconds: 3600 }), {
+      code: "ERR_CA_CONFIG_INVALID",
+    });
+    // Equal is fine: a request without a TTL gets the maximum.
+    const now = new Date("2030-01-01T00:00:00Z");
+    const equal = await createCertificateAuthority({
+      defaultTtlSeconds: 3600,
+      maxTtlSeconds: 3600,
+      clock: () => now,
+    });
+    const svid = await equal.issue({ spiffeId: ID });
+    assert.equal(svid.notAfter.getTime(), now.getTime() + 3_600_000);
+  });
+
+  it("refuses a requested TTL above its maximum and grants one at the maximum", async () => {
+    const now = new Date("2030-01-01T00:00:00Z");
+    const short = await createCertificateAuthority({
+      defaultTtlSeconds: 600,
+      maxTtlSeconds: 3600,
+      clock: () => now,
+    });
+    await assert.rejects(short.issue({ spiffeId: ID, ttlSeconds: 3601 }), { code: "ERR_CA_SIGN_REFUSED" });
+    const atMax = await short.issue({ spiffeId: ID, ttlSeconds: 3600 });
+    assert.equal(atMax.notAfter.getTime(), now.getTime() + 3_600_000);
+    const dflt = await short.issue({ spiffeId: ID });
+    assert.equal(dflt.notAfter.getTime(), now.getTime() + 600_000);
   });
 
   it("refuses a NotBefore backdate that would make its certificates malformed or not yet valid", async () => {

@@ -88,7 +88,10 @@ export interface CertificateAuthorityOptions {
    * without them the CA generates its root and is always self-signed.
    */
   selfSigned?: boolean;
-  /** Workload certificate lifetime when the request gives none (or <= 0). Default 24 h; Istio `DEFAULT_WORKLOAD_CERT_TTL`. */
+  /**
+   * Workload certificate lifetime when the request gives none (or <= 0), at most `maxTtlSeconds`.
+   * Default 24 h; Istio `DEFAULT_WORKLOAD_CERT_TTL`.
+   */
   defaultTtlSeconds?: number;
   /** Longest workload certificate lifetime; longer requests are refused. Default 90 d; Istio `MAX_WORKLOAD_CERT_TTL`. */
   maxTtlSeconds?: number;
@@ -102,10 +105,21 @@ export interface CertificateAuthorityOptions {
 
 /** Options of {@link CertificateAuthority.sign}. */
 export interface SignOptions {
-  /** The identity the certificate is for. The CA decides it; a CSR asking for another one is refused. */
+  /**
+   * The identity the certificate is for. The CA decides it; a CSR asking for another one is refused,
+   * unless `ignoreCsrSans` is set.
+   */
   spiffeId: SpiffeId | string;
   /** Requested lifetime; `<= 0` or absent means the default. */
   ttlSeconds?: number;
+  /**
+   * Do not compare the CSR's URI SANs with `spiffeId`: the certificate names `spiffeId` alone, whatever
+   * the CSR asks for. For a signer that has authenticated its caller and decided the identity itself,
+   * as the certificate service does (a node agent's CSR may carry a stale or placeholder SAN, e.g.
+   * during a trust domain migration). The CSR's signature and key are checked either way. Default
+   * false: a CSR naming another identity is refused with `ERR_CSR_IDENTITY_MISMATCH`.
+   */
+  ignoreCsrSans?: boolean;
 }
 
 /** Options of {@link CertificateAuthority.issue}. */
@@ -148,8 +162,8 @@ export interface CertificateAuthority {
   /** The active root, PEM. */
   rootCertPem(): string;
   /**
-   * Signs a PEM CSR into a workload SVID for `spiffeId`. The CSR's key must be ECDSA P-256 or P-384
-   * (uncompressed point) or RSA of at least 2048 bits.
+   * Signs a PEM CSR into a workload SVID for `spiffeId`, which is the certificate's only SAN. The CSR's
+   * key must be ECDSA P-256 or P-384 (uncompressed point) or RSA of at least 2048 bits.
    * @throws SpiffeError `ERR_CSR_INVALID` (also for any other key), `ERR_CSR_IDENTITY_MISMATCH`,
    * `ERR_CA_SIGN_REFUSED`.
    */
@@ -436,6 +450,14 @@ export async function createCertificateAuthority(
   const metrics = options.metrics ?? noopMetrics;
   const defaultTtl = positiveSeconds("defaultTtlSeconds", options.defaultTtlSeconds, DAY);
   const maxTtl = positiveSeconds("maxTtlSeconds", options.maxTtlSeconds, 90 * DAY);
+  if (defaultTtl > maxTtl) {
+    // Requests without a TTL get the default, and the maximum refuses it: every such request would fail.
+    throw new SpiffeError(
+      "ERR_CA_CONFIG_INVALID",
+      `defaultTtlSeconds (${defaultTtl}) must not be longer than maxTtlSeconds (${maxTtl})`,
+      { defaultTtlSeconds: defaultTtl, maxTtlSeconds: maxTtl },
+    );
+  }
   const rootTtl = positiveSeconds("rootTtlSeconds", options.rootTtlSeconds, 3650 * DAY);
   const backdateMs = backdateSecondsOf(options.backdateSeconds) * 1000;
   const rootAlgorithm = options.rootKeyAlgorithm ?? "ECDSA_P256";
@@ -547,7 +569,7 @@ export async function createCertificateAuthority(
         const id = toId(signOptions.spiffeId);
         const csr = parseCsr(csrPem);
         const idText = id.toString();
-        const asked = csr.uriSans.filter((u) => u !== idText);
+        const asked = signOptions.ignoreCsrSans === true ? [] : csr.uriSans.filter((u) => u !== idText);
         if (asked.length > 0) {
           throw new SpiffeError(
             "ERR_CSR_IDENTITY_MISMATCH",

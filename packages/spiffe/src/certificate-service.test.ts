@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { webcrypto } from "node:crypto";
+import { type webcrypto, X509Certificate } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { credentials, ServerCredentials } from "@grpc/grpc-js";
 import { exportJWK, generateKeyPair as joseKeyPair, SignJWT } from "jose";
@@ -152,13 +152,37 @@ describe("certificate service over gRPC", () => {
     assert.equal(life, (7200 + 120) * 1000);
   });
 
-  it("refuses a CSR that asks for another identity", async () => {
+  it("certifies the authenticated caller whatever SAN the CSR carries, never the CSR's", async () => {
     const c = client(jwtServer.port, { token: await token("system:serviceaccount:default:web") });
     const csr = await createCsr({
       spiffeId: "spiffe://cluster.local/ns/default/sa/admin",
       privateKeyPem: keys.privateKeyPem,
     });
-    await expectRefusal(c.createCertificate(csr), "ERR_CA_SIGN_REFUSED", /admin/);
+    const chain = await c.createCertificate(csr);
+    const leaf = new X509Certificate(chain[0] as string);
+    assert.equal(leaf.subjectAltName, `URI:${WEB}`);
+    assert.equal(verifySvid(chain, ca.trustBundle()).toString(), WEB);
+    assert.equal(leaf.publicKey.export({ type: "spki", format: "pem" }), keys.publicKeyPem);
+  });
+
+  it("certifies the impersonated identity whatever SAN the CSR carries", async () => {
+    const zt = await token("system:serviceaccount:istio-system:ztunnel", { node: { name: "node-1" } });
+    const c = client(jwtServer.port, { token: zt });
+    const stale = await createCsr({
+      spiffeId: "spiffe://old.domain/ns/default/sa/web",
+      privateKeyPem: keys.privateKeyPem,
+    });
+    const chain = await c.createCertificate(stale, { impersonatedIdentity: WEB });
+    assert.equal(new X509Certificate(chain[0] as string).subjectAltName, `URI:${WEB}`);
+  });
+
+  it("still refuses a CSR whose signature does not verify", async () => {
+    const c = client(jwtServer.port, { token: await token("system:serviceaccount:default:web") });
+    const csr = await createCsr({ spiffeId: WEB, privateKeyPem: keys.privateKeyPem });
+    const der = Buffer.from(csr.replace(/-----[^-]+-----/g, "").replace(/\s+/g, ""), "base64");
+    der[der.length - 5] = (der[der.length - 5] as number) ^ 0xff;
+    const forged = `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString("base64")}\n-----END CERTIFICATE REQUEST-----\n`;
+    await expectRefusal(c.createCertificate(forged), "ERR_CA_SIGN_REFUSED", /signature/);
   });
 
   it("refuses missing, garbage, wrongly signed, wrong-audience and expired tokens", async () => {

@@ -40,7 +40,8 @@ export interface CertificateService {
 /**
  * The `istio.v1.auth.IstioCertificateService/CreateCertificate` handler: authenticates the caller,
  * decides the identity (the caller's own, or an impersonated one a node authorizer allows), signs
- * the CSR and answers with one PEM per element, leaf first, root last.
+ * the CSR's key for that identity (whatever SAN the CSR asks for) and answers with one PEM per
+ * element, leaf first, root last.
  */
 export function createCertificateService(options: CertificateServiceOptions): CertificateService {
   const logger = options.logger ?? noopLogger;
@@ -104,9 +105,13 @@ export function createCertificateService(options: CertificateServiceOptions): Ce
       }
       identity = requested;
     }
+    // The identity was decided above from the authenticated caller; the CSR only proves possession of
+    // its key. Its SANs are not read: a node agent may send a stale one (an old trust domain) or a
+    // placeholder, and the certificate names the decided identity alone either way.
     const signed = await options.ca.sign(request.csr, {
       spiffeId: identity,
       ttlSeconds: request.validityDuration,
+      ignoreCsrSans: true,
     });
     logger.debug({ identity: identity.toString(), caller: caller.identity.toString() }, "certificate issued");
     return { certChain: signed.certChain };
