@@ -12,6 +12,8 @@ import {
   type DnsForwarder,
   type DnsForwarderOptions,
   type DnsHandler,
+  type DnsMessage,
+  type DnsRequest,
   type DnsServer,
 } from "@ambient/dns";
 import { createHboneClient, createHboneServer, type HboneClient, type HboneServer } from "@ambient/hbone";
@@ -246,7 +248,8 @@ export interface InPodOptions {
   workloadWaitMs?: number;
   /**
    * How long a connection accepted before its pod is served (its workload or certificate still to
-   * come) is held before it is reset. Default {@link HELD_CONNECTION_MS}.
+   * come) is held before it is reset, and a DNS question asked before xDS has the pod's workload
+   * before it is answered SERVFAIL. Default {@link HELD_CONNECTION_MS}.
    */
   heldConnectionMs?: number;
   /**
@@ -315,8 +318,10 @@ interface InPodProxy {
   reopening: Promise<void> | undefined;
   dnsServer: DnsServer | undefined;
   dnsForwarder: DnsForwarder | undefined;
-  /** Answers the pod's DNS: as the ZDS workload info tells until xDS has the workload, then as xDS. */
+  /** Answers the pod's DNS as its xDS workload; undefined until xDS has it. */
   dnsHandler: DnsHandler | undefined;
+  /** DNS questions asked before xDS had the workload: each is answered by the handler once it comes. */
+  dnsWaiting: Set<(handler: DnsHandler | undefined) => void>;
   held: Map<Socket, HeldConnection>;
   serving: PodServing | undefined;
   /** A certificate fetch for the pod is in flight. */
@@ -389,33 +394,6 @@ function checkDelay(name: string, value: number | undefined): void {
       `${name} must be a whole number of ms, got ${value}`,
     );
   }
-}
-
-/** A stand-in for the pod's xDS workload from its ZDS workload info, for its DNS until xDS has it. */
-function workloadFromInfo(pod: InPodWorkload, nodeName: string): Workload {
-  return {
-    uid: pod.uid,
-    name: pod.workloadInfo?.name ?? "",
-    namespace: pod.workloadInfo?.namespace ?? "",
-    addresses: [],
-    hostname: "",
-    network: "",
-    tunnelProtocol: "HBONE",
-    trustDomain: "",
-    serviceAccount: pod.workloadInfo?.serviceAccount ?? "",
-    node: nodeName,
-    canonicalName: "",
-    canonicalRevision: "",
-    workloadType: "POD",
-    workloadName: "",
-    nativeTunnel: false,
-    services: {},
-    authorizationPolicies: [],
-    status: "HEALTHY",
-    clusterId: "",
-    networkMode: "STANDARD",
-    extensions: [],
-  };
 }
 
 function ipOf(w: Workload): string | undefined {
@@ -539,9 +517,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
       metrics,
     });
     proxy.serving = { ip, workload, hboneServer, network: podNetwork(netns), inboundPod };
-    if (proxy.dnsHandler !== undefined && options.dnsProxy !== undefined) {
-      proxy.dnsHandler = options.dnsProxy.handlerFor(workload, proxy.dnsForwarder);
-    }
+    answerDnsAs(proxy, workload);
     started.inc({});
     countProxies();
     logger.info({ pod: uid, ip, identity }, "in-pod proxy up");
@@ -555,10 +531,64 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
     proxy.settle();
   };
 
+  /**
+   * Has the pod's DNS answered as `workload` from now on, the questions that waited for it first.
+   * Its namespace and network decide the answers (which short names mean what, which Service
+   * addresses the pod may reach), so nothing is answered before xDS tells them.
+   */
+  const answerDnsAs = (proxy: InPodProxy, workload: Workload): void => {
+    if (proxy.dnsServer === undefined || options.dnsProxy === undefined) return;
+    const handler = options.dnsProxy.handlerFor(workload, proxy.dnsForwarder);
+    proxy.dnsHandler = handler;
+    releaseDns(proxy, handler);
+  };
+
+  /** Hands the questions waiting for the pod's workload to `handler`; undefined fails them. */
+  const releaseDns = (proxy: InPodProxy, handler: DnsHandler | undefined): void => {
+    const waiting = [...proxy.dnsWaiting];
+    proxy.dnsWaiting.clear();
+    for (const release of waiting) release(handler);
+  };
+
+  /**
+   * A DNS question from the pod: answered as its workload, or, before xDS has it, once it comes.
+   * A question still waiting after `heldConnectionMs`, or when the pod goes, is answered SERVFAIL
+   * (the DNS server's answer to a rejection): a resolver tries again, where an answer made up
+   * without the pod's network and namespace could be wrong and be cached.
+   */
+  const answerDns = (proxy: InPodProxy, request: DnsRequest): ReturnType<DnsHandler> => {
+    if (proxy.dnsHandler !== undefined) return proxy.dnsHandler(request);
+    logger.debug(
+      { pod: proxy.uid, name: request.message.questions[0]?.name },
+      "dns question held until its pod's workload comes",
+    );
+    return new Promise<DnsMessage | Uint8Array>((resolve, reject) => {
+      const release = (handler: DnsHandler | undefined): void => {
+        clearTimeout(timer);
+        if (handler === undefined) {
+          reject(new ZtunnelError("ERR_ZTUNNEL_UNKNOWN_WORKLOAD", `pod ${proxy.uid} has no workload in xDS`));
+          return;
+        }
+        try {
+          resolve(handler(request));
+        } catch (err) {
+          reject(err);
+        }
+      };
+      const timer = setTimeout(() => {
+        proxy.dnsWaiting.delete(release);
+        release(undefined);
+      }, heldConnectionMs);
+      proxy.dnsWaiting.add(release);
+    });
+  };
+
   /** Serves `proxy` if its workload (with an IPv4 address) is known now; logs once that it waits. */
   const tryServe = (proxy: InPodProxy): void => {
     if (proxy.removed || !proxy.listening || proxy.serving !== undefined || proxy.starting) return;
     const workload = findWorkload(proxy.pod);
+    // The DNS needs the workload only, not its address or certificate.
+    if (workload !== undefined && proxy.dnsHandler === undefined) answerDnsAs(proxy, workload);
     const ip = workload === undefined ? undefined : ipOf(workload);
     if (workload === undefined || ip === undefined) {
       if (!proxy.waitLogged) {
@@ -670,6 +700,8 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
   /** Closes the pod's listeners (TCP and DNS) and the connections they hold. */
   const closeListeners = async (proxy: InPodProxy): Promise<void> => {
     dropHeld(proxy);
+    releaseDns(proxy, undefined);
+    proxy.dnsHandler = undefined;
     const closing = [...proxy.servers.map(closeServer), proxy.dnsServer?.close()];
     proxy.dnsForwarder?.close();
     proxy.servers = [];
@@ -704,14 +736,9 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
       p.servers.push(plaintextServer);
       await listenInPod(netns, options.ports.inboundPlaintext, plaintextServer);
       if (options.dnsProxy !== undefined) {
-        // The pod's DNS works from the start: until xDS has the workload, it answers as the
-        // workload info (namespace) from the node agent tells.
+        // The pod's DNS listens from the start; its questions wait for the workload (answerDns).
         p.dnsForwarder = options.dnsForwarderFor?.(podDnsSockets(netns));
-        p.dnsHandler = options.dnsProxy.handlerFor(workloadFromInfo(pod, options.nodeName), p.dnsForwarder);
-        p.dnsServer = createDnsServer({
-          handler: (request) => (p.dnsHandler as DnsHandler)(request),
-          logger,
-        });
+        p.dnsServer = createDnsServer({ handler: (request) => answerDns(p, request), logger });
         await listenDns(netns, options.ports.dns ?? 15053, p.dnsServer);
       }
       if (p.removed) {
@@ -721,7 +748,6 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
     } catch (err) {
       // A listener still opening when the pod was removed is listening by now: closed here.
       await closeListeners(p);
-      p.dnsHandler = undefined;
       throw err;
     }
   };
@@ -833,6 +859,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
         dnsServer: undefined,
         dnsForwarder: undefined,
         dnsHandler: undefined,
+        dnsWaiting: new Set(),
         held: new Map(),
         serving: undefined,
         starting: false,
@@ -973,8 +1000,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
     outbound.dial(network, ip, src, requested, socket.remotePort).then(
       (dialed) => {
         if (socket.destroyed || !proxies.has(uid)) {
-          dialed.stream.destroy();
-          dialed.accessLog.complete({ sent: 0, received: 0, error: "client closed before the dial ended" });
+          outbound.abandon(dialed, "client closed before the dial ended");
           socket.destroy();
           return;
         }

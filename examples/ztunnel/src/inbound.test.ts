@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
-import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net";
+import {
+  type AddressInfo,
+  connect,
+  createServer,
+  Socket as NetSocket,
+  type Server,
+  type Socket,
+} from "node:net";
 import { PassThrough } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import type { InboundTunnel } from "@ambient/hbone";
@@ -461,6 +468,79 @@ describe("inbound: a plaintext connection the app resets after it connected", ()
       assert.doesNotMatch(String(lines[0]?.error), /upstream unavailable/);
     } finally {
       capture.close();
+    }
+  });
+});
+
+describe("inbound: a plaintext client gone before the upstream connected", () => {
+  it("is counted opened, then closed without a flag", async () => {
+    const app = createServer((socket) => socket.on("error", () => {}));
+    const appConnections: Socket[] = [];
+    app.on("connection", (s) => appConnections.push(s));
+    app.listen(0, podIp);
+    await once(app, "listening");
+    const store = new WorkloadStore();
+    store.upsert("Kubernetes//Pod/demo/echo", { workload: echoWorkload() });
+    const counted: string[] = [];
+    const inbound = createInbound({
+      nodeName: "node-a",
+      hbonePort: 15008,
+      store,
+      engine: createAuthorizationEngine(),
+      registry: new ConnectionRegistry(),
+      tcpMetrics: {
+        opened: () => counted.push("opened"),
+        bytes() {},
+        closed: (_labels, flag = "-") => counted.push(`closed ${flag}`),
+      },
+      logger: noopLogger,
+      isClosed: () => false,
+    });
+    // The connect to the app starts when the test says so: after the client has gone.
+    let dialing: ((socket: Socket) => void) | undefined;
+    const dialStarted = new Promise<Socket>((resolve) => {
+      dialing = resolve;
+    });
+    const pod: InboundPod = {
+      uid: "Kubernetes//Pod/demo/echo",
+      ip: podIp,
+      connectUpstream: () => {
+        const socket = new NetSocket({ allowHalfOpen: true });
+        dialing?.(socket);
+        return socket;
+      },
+    };
+    let accepted: Socket | undefined;
+    const capture = createServer({ allowHalfOpen: true }, (socket) => {
+      socket.on("error", () => {});
+      accepted = socket;
+      inbound.handlePlaintext(pod, socket, { ip: podIp, port: (app.address() as AddressInfo).port });
+    });
+    capture.listen(0, podIp);
+    await once(capture, "listening");
+    try {
+      const client: Socket = connect({
+        host: podIp,
+        port: (capture.address() as AddressInfo).port,
+        localAddress: clientIp,
+      });
+      client.on("error", () => {});
+      const upstream = await dialStarted;
+      assert.ok(accepted);
+      const acceptedClosed = new Promise((resolve) => accepted?.once("close", resolve));
+      // A reset: the proxy's side sees it at once, even with nothing reading the socket.
+      client.resetAndDestroy();
+      await acceptedClosed;
+      const appAccepted = once(app, "connection");
+      upstream.connect((app.address() as AddressInfo).port, podIp);
+      await appAccepted;
+      const appSide = appConnections[0];
+      assert.ok(appSide);
+      if (!appSide.destroyed) await new Promise((resolve) => appSide.once("close", resolve));
+      assert.deepEqual(counted, ["opened", "closed -"]);
+    } finally {
+      capture.close();
+      app.close();
     }
   });
 });

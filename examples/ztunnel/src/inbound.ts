@@ -465,6 +465,9 @@ export function createInbound(options: InboundOptions): Inbound {
     upstream.once("connect", () => {
       dialed = true;
       if (options.isClosed() || socket.destroyed) {
+        // Opened all the same, and nothing failed on the way to the app: closed without a flag.
+        tcpMetrics.opened(labels);
+        tcpMetrics.closed(labels);
         accessLog.complete({ sent: 0, received: 0, error: "client closed before the upstream connected" });
         upstream.destroy();
         return;

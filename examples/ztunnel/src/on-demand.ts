@@ -201,6 +201,7 @@ export function withOnDemand(outbound: Outbound, onDemand: OnDemand | undefined)
       return outbound.dial(network, srcIp, src, request, srcPort);
     },
     carry: (args) => outbound.carry(args),
+    abandon: (dialed, error) => outbound.abandon(dialed, error),
   };
 }
 

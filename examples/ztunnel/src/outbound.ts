@@ -89,6 +89,12 @@ export interface Outbound {
     handshakeBytes?: HandshakeBytes;
     owner?: string;
   }): void;
+  /**
+   * Drops a dialed destination whose client went away (or whose proxy closed) before it could be
+   * carried: the connection was opened all the same, so it is counted opened and closed, and its
+   * access log line written with `error`.
+   */
+  abandon(dialed: DialedOutbound, error: string): void;
 }
 
 function ipOf(w: Workload): string | undefined {
@@ -217,7 +223,7 @@ export function createOutbound(options: OutboundOptions): Outbound {
     };
     // A Service bound to a waypoint: the waypoint picks the endpoint, so tunnel to it with the
     // original VIP:port as the authority.
-    const viaWaypoint = store.findService(host, request.port);
+    const viaWaypoint = store.findService(host, request.port, src.namespace);
     const waypoint = viaWaypoint === undefined ? undefined : store.resolveWaypoint(viaWaypoint.service, src);
     if (viaWaypoint !== undefined && waypoint !== undefined && waypoint.kind !== "none") {
       return throughWaypoint(waypoint, `${host}:${request.port}`, viaWaypoint.service);
@@ -344,7 +350,15 @@ export function createOutbound(options: OutboundOptions): Outbound {
     );
   };
 
-  return { dial, carry };
+  const abandon: Outbound["abandon"] = (dialed, error) => {
+    dialed.stream.destroy();
+    // Nothing failed on the way to the destination: the close carries no response flag.
+    tcpMetrics.opened(dialed.labels);
+    tcpMetrics.closed(dialed.labels);
+    dialed.accessLog.complete({ sent: 0, received: 0, error });
+  };
+
+  return { dial, carry, abandon };
 }
 
 /**

@@ -46,8 +46,7 @@ export function createSocks5Outbound(options: Socks5OutboundOptions): {
       return;
     }
     if (options.isClosed() || !connect.succeed()) {
-      dialed.stream.destroy();
-      dialed.accessLog.complete({ sent: 0, received: 0, error: "client closed before the reply" });
+      outbound.abandon(dialed, "client closed before the reply");
       return;
     }
     outbound.carry({ socket, dialed, srcIp, src, requested, handshakeBytes: connect.handshakeBytes });

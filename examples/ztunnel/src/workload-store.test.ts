@@ -6,6 +6,7 @@ import {
   ipFromBytes,
   pickEndpoint,
   serviceForTargetPort,
+  serviceVip,
   WorkloadStore,
   waypointOf,
 } from "./workload-store.js";
@@ -331,6 +332,100 @@ describe("WorkloadStore", () => {
     assert.equal(s.findServiceByHostname("echo.default.svc.cluster.local", "aaa")?.namespace, "aaa");
     s.upsert(svcKey, { service: { ...echoService, canonical: false } });
     assert.equal(s.findServiceByHostname("echo.default.svc.cluster.local")?.namespace, "aaa");
+  });
+
+  it("a Service address with a prefix length is a range: any address in it reaches the Service", () => {
+    const s = store();
+    // A ServiceEntry with `addresses: [240.240.0.0/16]`, sent as the range's address and length.
+    const range: Service = {
+      ...echoService,
+      name: "range",
+      hostname: "range.example.com",
+      addresses: [{ network: "", address: ip("240.240.0.0"), length: 16 }],
+      canonical: false,
+    };
+    const rangeKey = "default/range.example.com";
+    s.upsert(rangeKey, { service: range });
+    s.upsert("Kubernetes//Pod/default/echo-1", {
+      workload: workload("echo-1", {
+        ip: "127.10.0.2",
+        node: "node-b",
+        services: {
+          ...ports(80, 8080),
+          [rangeKey]: { ports: [{ servicePort: 80, targetPort: 8080, appProtocol: "UNKNOWN" }] },
+        },
+      }),
+    });
+    for (const inside of ["240.240.0.0", "240.240.3.7", "240.240.255.255"]) {
+      assert.equal(s.findService(inside, 80)?.key, rangeKey, inside);
+      assert.equal(s.findServiceByVip(inside)?.hostname, "range.example.com", inside);
+      const dest = s.resolve(inside, 80);
+      assert.equal(dest.kind === "service" ? dest.service.key : dest.kind, rangeKey, inside);
+    }
+    for (const outside of ["240.241.0.0", "240.239.255.255"]) {
+      assert.equal(s.findServiceByVip(outside), undefined, outside);
+      assert.deepEqual(s.resolve(outside, 80), { kind: "passthrough", ip: outside, port: 80 });
+    }
+    // A range's first address is not an address of the Service to dial it at.
+    assert.equal(serviceVip(range), undefined);
+    // A full-length prefix is a single address.
+    assert.equal(
+      serviceVip({ addresses: [{ network: "", address: ip("240.240.1.1"), length: 32 }] }),
+      "240.240.1.1",
+    );
+
+    // The longest prefix wins; an exact address wins over every range.
+    const narrow: Service = {
+      ...range,
+      name: "narrow",
+      hostname: "narrow.example.com",
+      addresses: [{ network: "", address: ip("240.240.7.0"), length: 24 }],
+    };
+    s.upsert("default/narrow.example.com", { service: narrow });
+    assert.equal(s.findServiceByVip("240.240.7.9")?.hostname, "narrow.example.com");
+    assert.equal(s.findServiceByVip("240.240.8.9")?.hostname, "range.example.com");
+    s.upsert("default/single", {
+      service: {
+        ...range,
+        name: "single",
+        hostname: "single.example.com",
+        addresses: [{ network: "", address: ip("240.240.7.9") }],
+      },
+    });
+    assert.equal(s.findServiceByVip("240.240.7.9")?.hostname, "single.example.com");
+
+    // Removed or replaced, a Service's range no longer captures anything.
+    s.remove("default/narrow.example.com");
+    assert.equal(s.findServiceByVip("240.240.7.10")?.hostname, "range.example.com");
+
+    // Of overlapping ranges, one in the client's namespace comes first, however wide.
+    s.upsert("other/narrow.example.com", { service: { ...narrow, namespace: "other" } });
+    assert.equal(s.findServiceByVip("240.240.7.10")?.namespace, "other");
+    assert.equal(s.findServiceByVip("240.240.7.10", "default")?.hostname, "range.example.com");
+    const fromDefault = s.resolve("240.240.7.10", 80, workload("sleep", { ip: "127.10.0.1" }));
+    assert.equal(fromDefault.kind === "service" ? fromDefault.service.key : fromDefault.kind, rangeKey);
+    s.remove("other/narrow.example.com");
+    s.upsert(rangeKey, { service: { ...range, addresses: [] } });
+    assert.equal(s.findServiceByVip("240.240.3.7"), undefined);
+  });
+
+  it("an IPv6 range, and a prefix length longer than the address, which is not an address of the Service", () => {
+    const s = new WorkloadStore();
+    // fd00::12:0/112
+    const v6 = Uint8Array.from([0xfd, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x12, 0, 0]);
+    s.upsert("default/v6", {
+      service: { ...echoService, hostname: "v6", addresses: [{ network: "", address: v6, length: 112 }] },
+    });
+    assert.equal(s.findServiceByVip("fd00::12:34")?.hostname, "v6");
+    assert.equal(s.findServiceByVip("fd00::13:34"), undefined);
+    s.upsert("default/bad", {
+      service: {
+        ...echoService,
+        hostname: "bad",
+        addresses: [{ network: "", address: ip("240.240.9.9"), length: 33 }],
+      },
+    });
+    assert.equal(s.findServiceByVip("240.240.9.9"), undefined);
   });
 
   it("workloadsOnNode", () => {

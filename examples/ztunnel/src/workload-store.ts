@@ -1,5 +1,5 @@
 import type { Service, Workload, WorkloadAddress } from "@ambient/xds";
-import { canonicalFromBytes } from "./ip-address.js";
+import { canonicalFromBytes, parseIpv4, parseIpv6 } from "./ip-address.js";
 import { selectByLocality } from "./load-balancing.js";
 
 /** A healthy workload that serves a service port, with the port to dial on it. */
@@ -114,10 +114,62 @@ export type WaypointResolution =
   | { kind: "waypoint"; upstream: WaypointUpstream }
   | { kind: "unreachable"; reason: string };
 
-/** The VIP a Service is dialled at by name: its first IPv4 address, else its first address. */
+/** A range of addresses a Service captures: the addresses whose first `prefix` bits are those of `bytes`. */
+interface AddressRange {
+  /** 4 or 16 bytes, as the addresses compared with it. */
+  bytes: Uint8Array;
+  prefix: number;
+}
+
+/**
+ * What one of a Service's addresses stands for: a VIP (no prefix length, or the full one), or a range
+ * (a ServiceEntry's `10.0.0.0/16`, sent as the address and its prefix length), whose first address is
+ * no more the Service's than any other in it. Undefined for bytes that are no address, and for a
+ * prefix longer than the address, which names nothing.
+ */
+function serviceAddressOf(
+  a: Service["addresses"][number],
+): { kind: "vip"; ip: string } | { kind: "range"; range: AddressRange } | undefined {
+  const ip = canonicalFromBytes(a.address);
+  if (ip === undefined) return undefined;
+  const bits = a.address.length * 8;
+  if (a.length === undefined || a.length === bits) return { kind: "vip", ip: ip.text };
+  if (a.length > bits) return undefined;
+  // An IPv4-mapped range within ::ffff:0:0/96 is the IPv4 range it maps, as its addresses are.
+  if (ip.family === 4 && bits === 128 && a.length >= 96) {
+    return { kind: "range", range: { bytes: a.address.slice(12), prefix: a.length - 96 } };
+  }
+  return { kind: "range", range: { bytes: a.address.slice(), prefix: a.length } };
+}
+
+/** Whether the address `bytes` (of the same length as the range's) is in `range`. */
+function inRange(range: AddressRange, bytes: Uint8Array): boolean {
+  if (bytes.length !== range.bytes.length) return false;
+  const whole = range.prefix >> 3;
+  for (let i = 0; i < whole; i++) if (bytes[i] !== range.bytes[i]) return false;
+  const rest = range.prefix & 7;
+  if (rest === 0) return true;
+  const mask = (0xff << (8 - rest)) & 0xff;
+  return ((bytes[whole] ?? 0) & mask) === ((range.bytes[whole] ?? 0) & mask);
+}
+
+/** Whether rank `a` (of the Service `aKey`) beats rank `b`: the first differing part, else the lower key. */
+function outranks(a: readonly number[], aKey: string, b: readonly number[], bKey: string): boolean {
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i] ?? 0;
+    const y = b[i] ?? 0;
+    if (x !== y) return x > y;
+  }
+  return aKey < bKey;
+}
+
+/**
+ * The VIP a Service is dialled at by name: its first IPv4 address, else its first address; never an
+ * address that stands for a range.
+ */
 export function serviceVip(service: Pick<Service, "addresses">): string | undefined {
   const ips = service.addresses.flatMap((a) => {
-    const ip = canonicalFromBytes(a.address);
+    const ip = serviceAddressOf(a)?.kind === "vip" ? canonicalFromBytes(a.address) : undefined;
     return ip === undefined ? [] : [ip];
   });
   return (ips.find((ip) => ip.family === 4) ?? ips[0])?.text;
@@ -166,6 +218,8 @@ export class WorkloadStore {
   readonly #byName = new Map<string, { kind: "workload" | "service"; key: string }>();
   readonly #workloadByIp = new Map<string, string>();
   readonly #serviceByVip = new Map<string, string>();
+  /** The ranges Services capture, with the key of the Service of each; looked up when no VIP matches. */
+  readonly #serviceRanges: { key: string; range: AddressRange }[] = [];
   /** Hostname -> keys (`namespace/hostname`) of the Services with it: one per namespace at most. */
   readonly #servicesByHost = new Map<string, Set<string>>();
   readonly #roundRobin = new Map<string, number>();
@@ -211,8 +265,9 @@ export class WorkloadStore {
       }
       keys.add(key);
       for (const a of s.addresses) {
-        const ip = ipFromBytes(a.address);
-        if (ip !== undefined) this.#serviceByVip.set(ip, key);
+        const found = serviceAddressOf(a);
+        if (found?.kind === "vip") this.#serviceByVip.set(found.ip, key);
+        else if (found?.kind === "range") this.#serviceRanges.push({ key, range: found.range });
       }
     }
   }
@@ -245,8 +300,13 @@ export class WorkloadStore {
         if (keys?.size === 0) this.#servicesByHost.delete(s.hostname);
       }
       for (const a of s?.addresses ?? []) {
-        const ip = ipFromBytes(a.address);
-        if (ip !== undefined && this.#serviceByVip.get(ip) === entry.key) this.#serviceByVip.delete(ip);
+        const found = serviceAddressOf(a);
+        if (found?.kind === "vip" && this.#serviceByVip.get(found.ip) === entry.key) {
+          this.#serviceByVip.delete(found.ip);
+        }
+      }
+      for (let i = this.#serviceRanges.length - 1; i >= 0; i--) {
+        if (this.#serviceRanges[i]?.key === entry.key) this.#serviceRanges.splice(i, 1);
       }
     }
     return true;
@@ -258,9 +318,37 @@ export class WorkloadStore {
     return key === undefined ? undefined : this.#workloads.get(key);
   }
 
-  /** The Service with VIP `vip` that exposes `port`, if any. */
-  findService(vip: string, port: number): ServiceMatch | undefined {
-    const key = this.#serviceByVip.get(vip);
+  /**
+   * Key of the Service an address (canonical text) belongs to: the one with it as a VIP, else of the
+   * Services whose ranges hold it, the one in `namespace` (the client's), then the one with the
+   * longest prefix, then a canonical one, then the first by key.
+   */
+  #serviceKeyAt(ip: string, namespace?: string): string | undefined {
+    const exact = this.#serviceByVip.get(ip);
+    if (exact !== undefined || this.#serviceRanges.length === 0) return exact;
+    const bytes = parseIpv4(ip) ?? parseIpv6(ip);
+    if (bytes === undefined) return undefined;
+    let best: { key: string; rank: [number, number, number] } | undefined;
+    for (const { key, range } of this.#serviceRanges) {
+      if (!inRange(range, bytes)) continue;
+      const service = this.#services.get(key);
+      if (service === undefined) continue;
+      const rank: [number, number, number] = [
+        namespace !== undefined && service.namespace === namespace ? 1 : 0,
+        range.prefix,
+        service.canonical ? 1 : 0,
+      ];
+      if (best === undefined || outranks(rank, key, best.rank, best.key)) best = { key, rank };
+    }
+    return best?.key;
+  }
+
+  /**
+   * The Service at `vip` (a VIP of its own or an address in one of its ranges) that exposes `port`,
+   * if any; `namespace` (the client's) chooses among overlapping ranges.
+   */
+  findService(vip: string, port: number, namespace?: string): ServiceMatch | undefined {
+    const key = this.#serviceKeyAt(vip, namespace);
     const service = key === undefined ? undefined : this.#services.get(key);
     if (key === undefined || service === undefined) return undefined;
     return serviceMatch(key, service, port);
@@ -316,9 +404,9 @@ export class WorkloadStore {
     return sorted;
   }
 
-  /** The Service with VIP `vip` (any port), if any. */
-  findServiceByVip(vip: string): Service | undefined {
-    const key = this.#serviceByVip.get(vip);
+  /** The Service at `vip` (a VIP of its own or an address in one of its ranges; any port), if any. */
+  findServiceByVip(vip: string, namespace?: string): Service | undefined {
+    const key = this.#serviceKeyAt(vip, namespace);
     return key === undefined ? undefined : this.#services.get(key);
   }
 
@@ -364,7 +452,7 @@ export class WorkloadStore {
    * destination. A Service in `loadBalancing` mode PASSTHROUGH is passed through to the VIP as is.
    */
   resolve(ip: string, port: number, source?: Workload): Destination {
-    const service = this.findService(ip, port);
+    const service = this.findService(ip, port, source?.namespace);
     if (service?.service.loadBalancing?.mode === "PASSTHROUGH") return { kind: "passthrough", ip, port };
     if (service !== undefined) {
       const endpoint = this.selectEndpoint(service, source);
@@ -388,7 +476,7 @@ export class WorkloadStore {
     if (gateway.address !== undefined) {
       const ip = ipFromBytes(gateway.address.address);
       if (ip === undefined) return undefined;
-      const key = this.#serviceByVip.get(ip);
+      const key = this.#serviceKeyAt(ip);
       const service = key === undefined ? undefined : this.#services.get(key);
       if (key !== undefined && service !== undefined) return { service, key };
       const workload = this.findByAddress(ip);

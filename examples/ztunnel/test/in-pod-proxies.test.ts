@@ -6,17 +6,28 @@ import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import type { Server, Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
+import {
+  type DnsForwarder,
+  type DnsMessage,
+  decodeMessage,
+  encodeMessage,
+  queryMessage,
+  RecordType,
+  ResponseCode,
+  recordAddress,
+} from "@ambient/dns";
 import { connectFromNetns, listenInNetns, type NetnsHandle, openNetns } from "@ambient/netns";
 import { createCertificateAuthority } from "@ambient/spiffe/ca";
 import type { Workload } from "@ambient/xds";
 import { ConnectionRegistry } from "../src/connections.js";
+import { createDnsProxy } from "../src/dns-proxy.js";
 import { ZtunnelError } from "../src/errors.js";
 import { createInPodProxies, type InPodOptions, type InPodProxies } from "../src/in-pod.js";
 import type { Inbound } from "../src/inbound.js";
 import type { Outbound } from "../src/outbound.js";
 import { noopMetrics } from "../src/telemetry.js";
 import { WorkloadStore } from "../src/workload-store.js";
-import { testWorkload } from "./fixtures.js";
+import { ipBytes, testService, testWorkload } from "./fixtures.js";
 
 function skipReason(): string | false {
   if (process.platform !== "linux") return "in-pod proxies need Linux network namespaces";
@@ -343,5 +354,109 @@ describe("in-pod proxies and the node agent's requests", { skip, timeout: 60_000
     // A later try would open the listeners again: several retry periods pass without any.
     await new Promise((r) => setTimeout(r, 300));
     assert.deepEqual(listening(ns.b), []);
+  });
+
+  describe("the pod's DNS before xDS has its workload", () => {
+    /** A DNS proxy whose upstream answers nothing; `web` is a Service on network `net-a`. */
+    const dnsProxy = () => {
+      store.upsert("default/web.default.svc.cluster.local", {
+        service: testService(
+          "web",
+          "10.96.0.20",
+          [{ servicePort: 80, targetPort: 8080, appProtocol: "UNKNOWN" }],
+          {
+            addresses: [{ network: "net-a", address: ipBytes("10.96.0.20") }],
+          },
+        ),
+      });
+      return createDnsProxy({
+        store,
+        forwarder: {
+          forward: async () => {
+            throw new Error("no upstream here");
+          },
+          close: () => {},
+        } as unknown as DnsForwarder,
+        logger,
+        metrics: noopMetrics,
+      });
+    };
+
+    /** Asks `name` (A) over TCP from inside namespace `nsName`, as the pod's resolver would. */
+    const askFrom = async (nsName: string, name: string): Promise<DnsMessage> => {
+      const netns = open(nsName);
+      let socket: Socket;
+      try {
+        socket = connectFromNetns(netns, { host: "127.0.0.1", port: 15053 });
+      } finally {
+        netns.close();
+      }
+      const query = encodeMessage(queryMessage(name, RecordType.A, { id: 9 }));
+      const framed = Buffer.alloc(2 + query.length);
+      framed.writeUInt16BE(query.length, 0);
+      framed.set(query, 2);
+      socket.write(framed);
+      const chunks: Buffer[] = [];
+      for await (const chunk of socket) {
+        chunks.push(chunk as Buffer);
+        const got = Buffer.concat(chunks);
+        if (got.length >= 2 && got.length >= 2 + got.readUInt16BE(0)) {
+          socket.destroy();
+          return decodeMessage(got.subarray(2, 2 + got.readUInt16BE(0)));
+        }
+      }
+      throw new Error("the DNS connection closed without an answer");
+    };
+
+    it("holds a question until the workload comes, then answers it on the workload's network", async () => {
+      const p = proxies({
+        dnsProxy: dnsProxy(),
+        heldConnectionMs: 60_000,
+        ports: { ...(base as InPodOptions).ports, dns: 15053 },
+      });
+      await p.add({
+        uid: "uid-dns",
+        workloadInfo: { name: "dns", namespace: "default", serviceAccount: "dns" },
+        netns: open(ns.b),
+      });
+      let answered = false;
+      const answer = askFrom(ns.b, "web.default.svc.cluster.local").finally(() => {
+        answered = true;
+      });
+      await until(
+        "the question to be held (or answered)",
+        () => answered || logs.some((l) => l.startsWith("dns question held") && l.includes("uid-dns")),
+      );
+      assert.equal(answered, false, "not answered before the pod's network is known");
+      store.upsert("dns", {
+        workload: { ...testWorkload("dns", "node-a", "127.0.0.1", { network: "net-a" }), uid: "uid-dns" },
+      });
+      p.recheck();
+      const reply = await answer;
+      assert.equal(reply.rcode, ResponseCode.NOERROR);
+      assert.deepEqual(
+        reply.answers.map((r) => recordAddress(r)),
+        ["10.96.0.20"],
+      );
+      assert.ok(await p.remove("uid-dns"));
+      store.remove("dns");
+    });
+
+    it("answers SERVFAIL when the workload does not come in time", async () => {
+      const p = proxies({
+        dnsProxy: dnsProxy(),
+        heldConnectionMs: 100,
+        ports: { ...(base as InPodOptions).ports, dns: 15053 },
+      });
+      await p.add({
+        uid: "uid-dns-never",
+        workloadInfo: { name: "dns-never", namespace: "default", serviceAccount: "dns-never" },
+        netns: open(ns.b),
+      });
+      const reply = await askFrom(ns.b, "web.default.svc.cluster.local");
+      assert.equal(reply.rcode, ResponseCode.SERVFAIL);
+      assert.deepEqual(reply.answers, []);
+      assert.ok(await p.remove("uid-dns-never"));
+    });
   });
 });
