@@ -1,11 +1,16 @@
 import assert from "node:assert/strict";
+import { EventEmitter } from "node:events";
+import { createSecureServer, constants as h2c, type ServerHttp2Session } from "node:http2";
+import type { AddressInfo } from "node:net";
 import { connect as netConnect } from "node:net";
 import { after, before, describe, it } from "node:test";
 import type { TLSSocket } from "node:tls";
+import { SpiffeId } from "@ambient/spiffe";
 import { CLIENT_ID, createTestPki, SERVER_ID, type TestPki } from "../test/fixtures.js";
 import { readAll, startServer, until, watchFrames } from "../test/harness.js";
 import { recordingMetrics } from "../test/recording-metrics.js";
-import { poolKeyString } from "./connection-pool.js";
+import { ConnectionPool, poolKeyString } from "./connection-pool.js";
+import type { Http2Connection } from "./h2/connection.js";
 import { createHboneClient } from "./hbone-client.js";
 import type { TunnelStream } from "./tunnel-stream.js";
 
@@ -18,18 +23,20 @@ describe("connection pool", () => {
   });
   after(() => pki.cleanup());
 
-  it("keys on source identity, sorted destination identities, destination and source IP", () => {
+  it("keys on source identity, sorted destination identities, destination, source IP and roots", () => {
     const base = {
       sourceIdentity: CLIENT_ID,
       destinationIdentities: ["spiffe://td/b", "spiffe://td/a"],
       destination: "10.0.0.1:15008",
       sourceAddress: "",
+      trustRoots: "1",
     };
     const key = poolKeyString(base);
     assert.equal(poolKeyString({ ...base, destinationIdentities: ["spiffe://td/a", "spiffe://td/b"] }), key);
     assert.notEqual(poolKeyString({ ...base, sourceIdentity: "spiffe://td/other" }), key);
     assert.notEqual(poolKeyString({ ...base, destination: "10.0.0.2:15008" }), key);
     assert.notEqual(poolKeyString({ ...base, sourceAddress: "127.0.0.2" }), key);
+    assert.notEqual(poolKeyString({ ...base, trustRoots: "2" }), key);
   });
 
   it("puts at most 100 streams on a connection and dials one connection at a time per key", async () => {
@@ -125,6 +132,147 @@ describe("connection pool", () => {
     for (const t of tunnels) t.destroy();
     await client.destroy();
     await srv.server.close({ timeoutMs: 100 });
+  });
+
+  it("never lets a dial ride on a connection verified against other trust roots", async () => {
+    const srv = await startServer(pki, { onTunnel: (t) => void t.accept().on("error", () => {}) });
+    const own = pki.issue(CLIENT_ID);
+    const client = createHboneClient(own);
+    const open = (trustBundle: string | string[]) =>
+      client.connect({
+        address: srv.address,
+        authority: TARGET,
+        expectedIdentities: [SERVER_ID],
+        credentials: { ...own, trustBundle },
+      });
+    const tunnels: TunnelStream[] = [await open(pki.rootPem)];
+    assert.equal(client.stats().connections, 1);
+    // Same identity and certificate, but roots that did not sign the server's certificate.
+    await assert.rejects(
+      open(pki.otherRootPem),
+      (e: unknown) => (e as { code?: string }).code === "ERR_HBONE_TLS",
+    );
+    // The same roots in another credentials object (and another shape) share the connection...
+    tunnels.push(await open([pki.rootPem]));
+    assert.equal(client.stats().connections, 1);
+    // ...other roots get a connection of their own even when they trust the server as well.
+    tunnels.push(await open([pki.otherRootPem, pki.rootPem]));
+    assert.equal(client.stats().connections, 2);
+    for (const t of tunnels) t.destroy();
+    await client.destroy();
+    await srv.server.close({ timeoutMs: 100 });
+  });
+
+  it("opens no stream while the peer's SETTINGS_MAX_CONCURRENT_STREAMS is 0, and no further connections", async () => {
+    const session = Object.assign(new EventEmitter(), {
+      remoteSettings: { maxConcurrentStreams: 0 as number | undefined },
+      closed: false,
+      destroyed: false,
+      close() {
+        this.closed = true;
+      },
+      destroy() {
+        this.destroyed = true;
+      },
+    });
+    const gauge = { inc() {}, dec() {}, set() {} };
+    const pool = new ConnectionPool({
+      maxStreamsPerConnection: 100,
+      idleTimeoutMs: 0,
+      streamWaitTimeoutMs: 60_000,
+      connectionsGauge: gauge,
+      streamsGauge: gauge,
+    });
+    let dials = 0;
+    const dial = () => {
+      dials++;
+      // Only the first dial completes: a pool dialing again and again would otherwise spin forever.
+      return dials === 1
+        ? Promise.resolve({
+            session: session as unknown as Http2Connection,
+            peerIdentity: SpiffeId.parse(SERVER_ID),
+          })
+        : new Promise<never>(() => {});
+    };
+    let acquired = false;
+    const pending = pool.acquire("k", dial).then((conn) => {
+      acquired = true;
+      return conn;
+    });
+    await new Promise((r) => setImmediate(r));
+    assert.equal(acquired, false, "no stream slot while the peer allows none");
+    assert.equal(dials, 1, "a peer allowing no streams is not dialed again and again");
+    assert.equal(pool.streamCount, 0);
+    // A caller that gives up meanwhile leaves at once.
+    const controller = new AbortController();
+    const leaving = pool.acquire("k", dial, controller.signal);
+    controller.abort(new Error("gave up"));
+    await assert.rejects(leaving, /gave up/);
+    // A later SETTINGS raising the limit makes the connection usable.
+    session.remoteSettings.maxConcurrentStreams = 2;
+    session.emit("remoteSettings", session.remoteSettings);
+    const conn = await pending;
+    assert.equal(conn.maxStreams, 2);
+    assert.equal(pool.streamCount, 1);
+    assert.equal(dials, 1);
+    pool.release(conn);
+    const closing = pool.close(true);
+    session.emit("close");
+    await closing;
+  });
+
+  it("waits for a peer advertising SETTINGS_MAX_CONCURRENT_STREAMS 0 to raise it", async () => {
+    const server = pki.issue(SERVER_ID);
+    const h2 = createSecureServer({
+      key: server.key,
+      cert: server.certChain,
+      ca: server.trustBundle,
+      requestCert: true,
+      rejectUnauthorized: true,
+      minVersion: "TLSv1.3",
+      settings: { maxConcurrentStreams: 0 },
+    });
+    const sessions: ServerHttp2Session[] = [];
+    h2.on("session", (s: ServerHttp2Session) => sessions.push(s));
+    let streams = 0;
+    h2.on("stream", (stream) => {
+      streams++;
+      stream.respond({ [h2c.HTTP2_HEADER_STATUS]: 200 });
+      stream.on("error", () => {});
+    });
+    await new Promise<void>((resolve) => h2.listen(0, "127.0.0.1", resolve));
+    const address = `127.0.0.1:${(h2.address() as AddressInfo).port}`;
+    const client = createHboneClient(pki.issue(CLIENT_ID));
+    let outcome: unknown;
+    const pending = client.connect({ address, authority: TARGET, expectedIdentities: [SERVER_ID] }).then(
+      (t) => {
+        outcome = t;
+        return t;
+      },
+      (err: unknown) => {
+        outcome = err;
+        throw err;
+      },
+    );
+    pending.catch(() => {});
+    await until(() => client.stats().connections === 1 || outcome !== undefined, "connection pooled");
+    assert.equal(outcome, undefined, "the CONNECT waits for the peer to allow a stream");
+    // Round trips on the connection: a CONNECT sent regardless would have been refused by now.
+    for (let i = 0; i < 3; i++) {
+      await new Promise<void>((resolve, reject) =>
+        sessions[0]?.ping((err) => (err ? reject(err) : resolve())),
+      );
+    }
+    assert.equal(outcome, undefined, "the CONNECT waits for the peer to allow a stream");
+    assert.equal(streams, 0);
+    sessions[0]?.settings({ maxConcurrentStreams: 10 });
+    const tunnel = await pending;
+    assert.equal(streams, 1);
+    assert.equal(client.stats().connections, 1);
+    tunnel.destroy();
+    await client.destroy();
+    for (const s of sessions) s.destroy();
+    await new Promise<void>((resolve) => h2.close(() => resolve()));
   });
 
   it("closes idle connections after poolIdleTimeoutMs", async () => {

@@ -4,14 +4,18 @@ import type { Http2Connection } from "./h2/connection.js";
 import type { Gauge } from "./telemetry.js";
 
 /**
- * The pool key: (source identity, sorted destination identities, destination ip:port, source ip).
- * Source IP is part of it because source addresses may be spoofed per workload.
+ * The pool key: (source identity, sorted destination identities, destination ip:port, source ip,
+ * trusted roots). Source IP is part of it because source addresses may be spoofed per workload; the
+ * roots because a connection's peer was verified against the roots of the dial that opened it, and
+ * callers may pass different bundles (trust domains) per dial.
  */
 export interface PoolKey {
   sourceIdentity: string;
   destinationIdentities: readonly string[];
   destination: string;
   sourceAddress: string;
+  /** Identifies the trust bundle the peer's chain is verified against (see `trustKey`). */
+  trustRoots: string;
 }
 
 export function poolKeyString(key: PoolKey): string {
@@ -20,6 +24,7 @@ export function poolKeyString(key: PoolKey): string {
     [...key.destinationIdentities].sort(),
     key.destination,
     key.sourceAddress,
+    key.trustRoots,
   ]);
 }
 
@@ -43,6 +48,8 @@ interface Bucket {
 export interface ConnectionPoolOptions {
   maxStreamsPerConnection: number;
   idleTimeoutMs: number;
+  /** How long a caller waits for a peer that allows no new streams (SETTINGS_MAX_CONCURRENT_STREAMS 0). */
+  streamWaitTimeoutMs: number;
   connectionsGauge: Gauge;
   streamsGauge: Gauge;
 }
@@ -50,6 +57,8 @@ export interface ConnectionPoolOptions {
 /**
  * Per-key lists of HTTP/2 connections. A connection takes streams until it reaches its cap; then one
  * new connection is dialed per key at a time while other callers wait for it (no thundering herd).
+ * A peer that allows no new streams at all (SETTINGS_MAX_CONCURRENT_STREAMS 0) is waited for instead:
+ * another connection to it would be told the same.
  */
 export class ConnectionPool {
   #buckets = new Map<string, Bucket>();
@@ -57,6 +66,8 @@ export class ConnectionPool {
   #closed = false;
   #all = new Set<PooledConnection>();
   #streams = 0;
+  /** Callers waiting for a connection to make room; woken by any change, they look again. */
+  #roomWaiters = new Set<() => void>();
 
   constructor(options: ConnectionPoolOptions) {
     this.#options = options;
@@ -76,6 +87,7 @@ export class ConnectionPool {
     dial: () => Promise<{ session: Http2Connection; peerIdentity: SpiffeId }>,
     signal?: AbortSignal,
   ): Promise<PooledConnection> {
+    let deadline: number | undefined;
     for (;;) {
       if (this.#closed) throw new HboneError("ERR_HBONE_CLOSED", "HBONE client is closed");
       signal?.throwIfAborted();
@@ -88,6 +100,12 @@ export class ConnectionPool {
       if (conn !== undefined) {
         this.#reserve(conn);
         return conn;
+      }
+      // RFC 9113 6.5.2: 0 allows no new stream until the peer raises it in a later SETTINGS.
+      if (bucket.connections.some((c) => c.usable && c.maxStreams === 0)) {
+        deadline ??= Date.now() + this.#options.streamWaitTimeoutMs;
+        await this.#waitForRoom(deadline, signal);
+        continue;
       }
       let dialing = bucket.dialing;
       if (dialing === undefined) {
@@ -111,6 +129,7 @@ export class ConnectionPool {
     this.#options.streamsGauge.dec();
     if (conn.active === 0 && conn.usable) this.#startIdleTimer(conn);
     else if (conn.active === 0 && !conn.usable && !conn.session.closed) conn.session.close();
+    this.#wakeRoomWaiters();
   }
 
   /** Stops new streams on `conn`; it closes once its streams are done. */
@@ -121,6 +140,7 @@ export class ConnectionPool {
   /** Closes every connection: gracefully (GOAWAY, open tunnels finish) or at once. */
   async close(force: boolean): Promise<void> {
     this.#closed = true;
+    this.#wakeRoomWaiters();
     const all = [...this.#all];
     const done = all.map(
       (c) =>
@@ -132,6 +152,39 @@ export class ConnectionPool {
       else if (!c.session.closed) c.session.close();
     }
     await Promise.all(done);
+  }
+
+  #waitForRoom(deadline: number, signal: AbortSignal | undefined): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const settle = (err?: unknown) => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        this.#roomWaiters.delete(wake);
+        if (err === undefined) resolve();
+        else reject(err);
+      };
+      const wake = () => settle();
+      const onAbort = () => settle(signal?.reason);
+      const timer = setTimeout(
+        () =>
+          settle(
+            new HboneError(
+              "ERR_HBONE_TIMEOUT",
+              `the peer allowed no new HTTP/2 stream (SETTINGS_MAX_CONCURRENT_STREAMS 0) within ${this.#options.streamWaitTimeoutMs} ms`,
+            ),
+          ),
+        Math.max(0, deadline - Date.now()),
+      );
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.#roomWaiters.add(wake);
+    });
+  }
+
+  #wakeRoomWaiters(): void {
+    if (this.#roomWaiters.size === 0) return;
+    const waiters = [...this.#roomWaiters];
+    this.#roomWaiters.clear();
+    for (const wake of waiters) wake();
   }
 
   #startIdleTimer(conn: PooledConnection): void {
@@ -161,10 +214,12 @@ export class ConnectionPool {
     };
     const capFromPeer = () => {
       const peerMax = session.remoteSettings?.maxConcurrentStreams;
+      // 0 is a limit like any other (RFC 9113 6.5.2): the connection is full until it is raised.
       conn.maxStreams =
-        typeof peerMax === "number" && peerMax > 0
+        typeof peerMax === "number"
           ? Math.min(peerMax, this.#options.maxStreamsPerConnection)
           : this.#options.maxStreamsPerConnection;
+      this.#wakeRoomWaiters();
     };
     capFromPeer();
     session.on("remoteSettings", capFromPeer);
@@ -205,6 +260,7 @@ export class ConnectionPool {
     }
     if ((closeNow || conn.active === 0) && !conn.session.closed && !conn.session.destroyed)
       conn.session.close();
+    this.#wakeRoomWaiters();
   }
 }
 

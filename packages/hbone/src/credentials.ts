@@ -151,6 +151,41 @@ function checkPeerIdentity(cert: PeerCertificate, expected: readonly string[]): 
   );
 }
 
+// A pooled connection was verified against the roots of the dial that opened it, so only dials that
+// trust the same roots may share it. Each distinct PEM text gets a number (never reused for other
+// text), and each credentials object caches its list of numbers: a pooled dial costs one lookup.
+const MAX_REMEMBERED_ROOTS = 64;
+const rootsIds = new Map<string, number>();
+let lastRootsId = 0;
+const trustKeys = new WeakMap<HboneCredentials, { bundle: unknown; key: string }>();
+
+function rootsId(pem: Pem): number {
+  const text = typeof pem === "string" ? pem : pem.toString("latin1");
+  let id = rootsIds.get(text);
+  if (id === undefined) {
+    // Starting afresh only gives later dials new numbers, hence new connections: never a shared one.
+    if (rootsIds.size >= MAX_REMEMBERED_ROOTS) rootsIds.clear();
+    id = ++lastRootsId;
+    rootsIds.set(text, id);
+  }
+  return id;
+}
+
+/**
+ * A short key for the roots `credentials` verify a peer against: equal for equal PEM text, different
+ * for different roots. Part of the pool key.
+ */
+export function trustKey(credentials: HboneCredentials): string {
+  const bundle = credentials.trustBundle;
+  const cached = trustKeys.get(credentials);
+  // Kept only while the object still holds the same bundle: one given a new bundle gets a new key.
+  if (cached !== undefined && cached.bundle === bundle) return cached.key;
+  const pems: readonly Pem[] = Array.isArray(bundle) ? bundle : [bundle as Pem];
+  const key = [...new Set(pems.map(rootsId))].sort((a, b) => a - b).join(",");
+  trustKeys.set(credentials, { bundle, key });
+  return key;
+}
+
 /** Validates and normalises expected identities into sorted, unique SPIFFE ID strings. */
 export function normaliseIdentities(ids: unknown, where: string): string[] {
   if (!Array.isArray(ids) || ids.length === 0) {

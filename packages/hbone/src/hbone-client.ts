@@ -11,6 +11,7 @@ import {
   type HboneTlsOptions,
   normaliseIdentities,
   ownIdentity,
+  trustKey,
 } from "./credentials.js";
 import { HBONE_DEFAULTS, maxFrameOption, maxWindowOption } from "./defaults.js";
 import { HboneError } from "./errors.js";
@@ -45,7 +46,7 @@ export interface HboneClientOptions extends HboneCredentials, HboneTlsOptions {
   poolIdleTimeoutMs?: number;
   /** TCP + TLS dial timeout. Default 10 s; ztunnel `CONNECTION_TIMEOUT`. */
   connectTimeoutMs?: number;
-  /** Wait for the CONNECT response. Default 15 s. */
+  /** Wait for the CONNECT response (and before it, for a peer allowing no new streams). Default 15 s. */
   responseTimeoutMs?: number;
   /** PING interval; 0 disables. Default 10 s; ztunnel h2 keepalive interval. */
   keepaliveIntervalMs?: number;
@@ -204,6 +205,8 @@ class HboneClientImpl implements HboneClient {
     this.#pool = new ConnectionPool({
       maxStreamsPerConnection: this.#limits.maxStreams,
       idleTimeoutMs: num("poolIdleTimeoutMs", options.poolIdleTimeoutMs, d.poolIdleTimeoutMs),
+      // A stream the peer does not allow yet is part of the wait for the CONNECT response.
+      streamWaitTimeoutMs: this.#limits.responseTimeoutMs,
       connectionsGauge: metrics.gauge("hbone_client_connections", "Open pooled outbound HBONE connections"),
       streamsGauge: metrics.gauge("hbone_client_streams", "Open outbound HBONE tunnels (CONNECT streams)"),
     });
@@ -237,6 +240,7 @@ class HboneClientImpl implements HboneClient {
       destinationIdentities: expected,
       destination: `${target.host}:${target.port}`,
       sourceAddress: options.sourceAddress ?? "",
+      trustRoots: trustKey(credentials),
     });
     let conn: PooledConnection;
     try {
