@@ -163,6 +163,52 @@ describe("parseRequestHead", () => {
     assert.equal(r.head.host, "svc:80");
     assert.deepEqual(r.head.headers, { "x-a": "1" });
   });
+
+  it("keeps every line of a repeated field, joins cookie crumbs, and drops repeated proxy-owned lines", () => {
+    const r = parseRequestHead(
+      {
+        method: "GET",
+        target: "/",
+        // Node's merged object, which keeps one authorization and one user-agent.
+        headers: { host: "svc", authorization: "Bearer a", "user-agent": "one", "x-tag": "a, b" },
+        rawHeaders: [
+          "Host",
+          "svc",
+          "Authorization",
+          "Bearer a",
+          "User-Agent",
+          "one",
+          "authorization",
+          "Bearer b",
+          "X-Tag",
+          "a",
+          "user-agent",
+          "two",
+          "x-tag",
+          "b",
+          "x-tag",
+          "c",
+          "Cookie",
+          "a=1",
+          "cookie",
+          "b=2",
+          "x-forwarded-client-cert",
+          "URI=spiffe://evil",
+          "X-Forwarded-Client-Cert",
+          "URI=spiffe://evil-too",
+        ],
+        h2: false,
+      },
+      { ...OPTIONS, peerIdentity: undefined },
+    );
+    assert.ok(r.ok);
+    assert.deepEqual(r.head.headers, {
+      authorization: ["Bearer a", "Bearer b"],
+      "user-agent": ["one", "two"],
+      "x-tag": ["a", "b", "c"],
+      cookie: "a=1; b=2",
+    });
+  });
 });
 
 describe("x-forwarded-client-cert", () => {

@@ -124,12 +124,22 @@ export function parseRequestHead(input: RequestHeadInput, options: RequestHeadOp
   }
 
   const nominated = connectionOptions(incoming.connection);
+  // Built from the raw fields, not Node's merged object: that one keeps only the first line of
+  // `authorization`, `user-agent`, `referer` and other fields it deems single, and joins the rest with
+  // ", ". A field sent on several lines keeps every line here (an array), so the backend gets each of
+  // them, and route and policy matching see all of them joined with "," as Envoy's do.
   const headers: HeaderMap = {};
-  for (const name in incoming) {
-    const value = incoming[name];
-    if (value === undefined || name.charCodeAt(0) === 58 /* ":" */ || HOP_BY_HOP.has(name)) continue;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = (raw[i] as string).toLowerCase();
+    if (name.charCodeAt(0) === 58 /* ":" */ || HOP_BY_HOP.has(name)) continue;
     if (isProxyOwnedHeader(name) || nominated?.has(name) === true) continue;
-    headers[name] = value;
+    const value = raw[i + 1] as string;
+    const old = headers[name];
+    if (old === undefined) headers[name] = value;
+    else if (Array.isArray(old)) old.push(value);
+    // Cookie crumbs make one `cookie` field (RFC 9113 §8.2.3), as an HTTP/1.1 backend expects.
+    else if (name === "cookie") headers[name] = `${old}; ${value}`;
+    else headers[name] = [old, value];
   }
   if (options.peerIdentity !== undefined && options.peerIdentity !== "") {
     headers["x-forwarded-client-cert"] = forwardedClientCert(options.proxyIdentity, options.peerIdentity);

@@ -509,6 +509,13 @@ export class UpstreamPool {
       };
       // An HTTP/1.1 attempt before this one may have set host; HTTP/2 carries it as :authority.
       if (headers.host !== undefined) delete headers.host;
+      // A field the client sent on several lines goes as one line of comma-joined values (RFC 9110
+      // §5.3): Node's HTTP/2 refuses to send `user-agent`, `authorization` and the like more than once.
+      // `set-cookie` values cannot be joined; Node sends each.
+      for (const name in r.headers) {
+        const v = r.headers[name];
+        if (Array.isArray(v) && v.length > 1 && name !== "set-cookie") headers[name] = v.join(",");
+      }
       const grpc = String(r.headers["content-type"] ?? "").startsWith("application/grpc");
       if (grpc) headers.te = "trailers";
       let s: http2.ClientHttp2Stream;
