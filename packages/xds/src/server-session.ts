@@ -251,11 +251,14 @@ export class DeltaSession extends Session {
       w.names.delete(name);
       const primary = this.host.cache.resolveName(typeUrl, name) ?? name;
       if (primary !== name && w.implied.delete(primary)) released.push(primary);
-      else {
+      else if (!this.askedFor(typeUrl, w, primary)) {
+        // A resource the client still asks for by another of its names (its uid and `network/ip`, say)
+        // stays followed: the client keeps it, so it must hear of its changes and its removal.
         w.implied.delete(primary);
         if (!w.wildcard) w.sent.delete(primary);
       }
-      w.sent.delete(name);
+      // `sent` is keyed by primary name; an alias is in it only when it once named a resource itself.
+      if (name !== primary) w.sent.delete(name);
     }
     if (released.length > 0) {
       // A pod behind another followed Service, or on the client's node, stays followed; so does a

@@ -132,6 +132,33 @@ for (const protocol of ["delta", "sotw"] as const) {
       },
     );
 
+    it("sends a NACK with error_detail code INTERNAL, as Envoy does", { timeout: 20_000 }, async () => {
+      const own = createXdsServer({ debounceMs: 0 });
+      own.cache.set(A, "bad", workload("bad", "poison", 21));
+      const ownPort = await own.listen();
+      const client = createXdsClient({
+        address: `127.0.0.1:${ownPort}`,
+        protocol,
+        node: { id: `nack-code-${protocol}` },
+        validate: (_t, _n, r) =>
+          (r as { workload?: { name: string } }).workload?.name === "poison"
+            ? "poisoned workload"
+            : undefined,
+      });
+      try {
+        const nacked = new Promise<void>((resolve) => client.onNack(() => resolve()));
+        client.watch(A);
+        await nacked;
+        const stream = () => own.streams().find((c) => c.node?.id === `nack-code-${protocol}`);
+        while ((stream()?.nacks.length ?? 0) === 0) await new Promise((r) => setTimeout(r, 5));
+        // 13 is INTERNAL: what Envoy puts in every NACK, and what istiod logs next to the message.
+        assert.deepEqual(stream()?.nacks[0]?.errorDetail, { code: 13, message: "poisoned workload" });
+      } finally {
+        client.close();
+        await own.close();
+      }
+    });
+
     it(
       "with rejectScope resource, applies the good resources of a response and NACKs naming the bad one",
       { timeout: 20_000 },

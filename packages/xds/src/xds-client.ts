@@ -722,7 +722,9 @@ export class XdsClient {
   private sendNack(typeUrl: string, w: TypeWatch | undefined, nonce: string, message: string): void {
     this.counters.nacks.inc({ type: typeUrl.slice(typeUrl.lastIndexOf(".") + 1) });
     this.logger.warn({ typeUrl, nonce, error: message }, "xds NACK");
-    const errorDetail = { code: GrpcStatus.INVALID_ARGUMENT, message };
+    // INTERNAL is the code Envoy puts in every NACK; control planes log it beside the message, so
+    // a NACK from this client reads the same as one from a proxy.
+    const errorDetail = { code: GrpcStatus.INTERNAL, message };
     if (this.protocol === "delta") this.write(DELTA_REQ, { typeUrl, responseNonce: nonce, errorDetail });
     else if (w !== undefined) this.writeSotw(typeUrl, w, errorDetail);
   }

@@ -628,6 +628,34 @@ describe("server hooks", () => {
     await server.close();
   });
 
+  it("keeps following a resource asked for by alias after its primary name is unsubscribed", async () => {
+    const server = createXdsServer({ debounceMs: 0 });
+    seed(server, 3);
+    const port = await server.listen();
+    const s = openDelta(port);
+    s.send({ typeUrl: A, resourceNamesSubscribe: ["*"], resourceNamesUnsubscribe: ["*"] });
+    const first = await s.next();
+    s.send({ typeUrl: A, responseNonce: first.nonce });
+    s.send({ typeUrl: A, resourceNamesSubscribe: ["u1", "net/10.0.0.1"] });
+    const answer = await s.next();
+    assert.deepEqual(deltaNames(answer), ["u1"]);
+    s.send({ typeUrl: A, responseNonce: answer.nonce });
+    s.send({ typeUrl: A, resourceNamesUnsubscribe: ["u1"] });
+    // Requests on one stream are handled in order: this answer proves the unsubscribe was applied.
+    s.send({ typeUrl: TypeUrl.authorization, resourceNamesSubscribe: ["sync"] });
+    assert.equal((await s.next()).typeUrl, TypeUrl.authorization);
+    const id = server.streams()[0]?.id ?? -1;
+    assert.deepEqual([...(server.subscriptions(id)?.get(A)?.names ?? [])].sort(), ["net/10.0.0.1", "u1"]);
+    // The client still holds u1 through its alias: it must hear of its removal.
+    server.cache.delete(A, "u1");
+    server.flushNow();
+    s.send({ typeUrl: A, resourceNamesSubscribe: ["u3"] });
+    const removal = await s.next();
+    assert.deepEqual(removal.removedResources, ["u1"]);
+    s.close();
+    await server.close();
+  });
+
   it("closes a stream that subscribes to more names than allowed", async () => {
     const server = createXdsServer({ maxNamesPerType: 3 });
     const port = await server.listen();
