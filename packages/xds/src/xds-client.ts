@@ -8,6 +8,9 @@ import { type JsonValue, structFromJson } from "./struct.js";
 import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
 import { type MessageInit, type MessageOf, TYPE_URL_PREFIX, TypeUrl, typeRegistry } from "./type-registry.js";
 
+/** The longest NACK message sent to the control plane (Envoy's `truncateGrpcStatusMessage`). */
+const NACK_MESSAGE_MAX = 4096;
+
 /** Identity the client announces in `node` (first request of every stream). */
 export interface XdsClientNode {
   /** ztunnel uses `ztunnel~<ip>~<pod>.<ns>~<ns>.svc.cluster.local`. */
@@ -724,7 +727,11 @@ export class XdsClient {
     this.logger.warn({ typeUrl, nonce, error: message }, "xds NACK");
     // INTERNAL is the code Envoy puts in every NACK; control planes log it beside the message, so
     // a NACK from this client reads the same as one from a proxy.
-    const errorDetail = { code: GrpcStatus.INTERNAL, message };
+    // The control plane gets at most 4096 characters of it, as Envoy sends (a response with many
+    // rejected resources names each of them); the log above and the NACK listeners have it whole.
+    const sent =
+      message.length > NACK_MESSAGE_MAX ? `${message.slice(0, NACK_MESSAGE_MAX)}...(truncated)` : message;
+    const errorDetail = { code: GrpcStatus.INTERNAL, message: sent };
     if (this.protocol === "delta") this.write(DELTA_REQ, { typeUrl, responseNonce: nonce, errorDetail });
     else if (w !== undefined) this.writeSotw(typeUrl, w, errorDetail);
   }
