@@ -237,4 +237,25 @@ describe("decideInboundDestination", () => {
       if (got.kind === "forward") assert.equal(got.ip, podIp);
     });
   }
+
+  it("waypoint: a ServiceEntry elsewhere reusing the VIP does not take it from the Service", () => {
+    // Written after the Service, without a waypoint: the tunnel for the VIP is still the waypoint's.
+    const key = "other/web.example.com";
+    store.upsert(key, {
+      service: service("web-entry", "127.30.0.4", {
+        namespace: "other",
+        hostname: "web.example.com",
+        canonical: false,
+      }),
+    });
+    try {
+      const got = decideInboundDestination(listener("127.10.0.7"), parseAuthority("127.30.0.4:80"), store);
+      assert.equal(
+        got.kind === "forward" ? `${got.via} ${got.service?.hostname}` : got.kind,
+        "waypoint web.demo.svc.cluster.local",
+      );
+    } finally {
+      store.remove(key);
+    }
+  });
 });

@@ -544,3 +544,87 @@ describe("inbound: a plaintext client gone before the upstream connected", () =>
     }
   });
 });
+
+describe("inbound: an HBONE tunnel reset while the app connect is in flight", () => {
+  /** An inbound counting opens and closes, whose connects to the app start when the test says so. */
+  function setup() {
+    const store = new WorkloadStore();
+    store.upsert("Kubernetes//Pod/demo/echo", { workload: echoWorkload() });
+    const counted: string[] = [];
+    const lines: Record<string, unknown>[] = [];
+    const logLine = (o: object, msg?: string) => {
+      if (msg === "connection complete") lines.push(o as Record<string, unknown>);
+    };
+    const inbound = createInbound({
+      nodeName: "node-a",
+      hbonePort: 15008,
+      store,
+      engine: createAuthorizationEngine(),
+      registry: new ConnectionRegistry(),
+      tcpMetrics: {
+        opened: () => counted.push("opened"),
+        bytes() {},
+        closed: (_labels, flag = "-") => counted.push(`closed ${flag}`),
+      },
+      logger: { ...noopLogger, info: logLine, error: logLine },
+      isClosed: () => false,
+    });
+    let dialing: ((socket: NetSocket) => void) | undefined;
+    const dialStarted = new Promise<NetSocket>((resolve) => {
+      dialing = resolve;
+    });
+    const pod: InboundPod = {
+      uid: "Kubernetes//Pod/demo/echo",
+      ip: podIp,
+      connectUpstream: () => {
+        const socket = new NetSocket({ allowHalfOpen: true });
+        dialing?.(socket);
+        return socket;
+      },
+    };
+    return { inbound, pod, counted, lines, dialStarted };
+  }
+
+  it("is counted opened, then closed under H2_HANDSHAKE_FAILURE, once the app took it", async () => {
+    const app = createServer((socket) => socket.on("error", () => {}));
+    app.listen(0, podIp);
+    await once(app, "listening");
+    try {
+      const { inbound, pod, counted, lines, dialStarted } = setup();
+      const { tunnel } = fakeTunnel((app.address() as AddressInfo).port);
+      inbound.handleTunnel(pod, tunnel);
+      const upstream = await dialStarted;
+      // The client resets the stream before the app answered the connect.
+      (tunnel as unknown as { state: string }).state = "closed";
+      const closed = once(upstream, "close");
+      upstream.connect((app.address() as AddressInfo).port, podIp);
+      await closed;
+      assert.deepEqual(counted, ["opened", "closed H2_HANDSHAKE_FAILURE"]);
+      assert.equal(lines.length, 1);
+    } finally {
+      app.close();
+    }
+  });
+
+  it("is counted opened, then closed under CONNECT, when the app refused it", async () => {
+    // A port nothing listens on: the connect is refused.
+    const gone = createServer();
+    gone.listen(0, podIp);
+    await once(gone, "listening");
+    const port = (gone.address() as AddressInfo).port;
+    gone.close();
+    await once(gone, "close");
+    const { inbound, pod, counted, lines, dialStarted } = setup();
+    const { tunnel } = fakeTunnel(port);
+    inbound.handleTunnel(pod, tunnel);
+    const upstream = await dialStarted;
+    (tunnel as unknown as { state: string }).state = "closed";
+    // Not events.once: the refused connect is an error event, which would reject it.
+    const closed = new Promise((resolve) => upstream.once("close", resolve));
+    upstream.connect(port, podIp);
+    await closed;
+    assert.deepEqual(counted, ["opened", "closed CONNECT"]);
+    assert.equal(lines.length, 1);
+    assert.match(String(lines[0]?.error), /upstream unavailable/);
+  });
+});

@@ -307,20 +307,27 @@ export function createInbound(options: InboundOptions): Inbound {
       tunnel.refuse(HBONE_STATUS.denied, decision.reason);
       return;
     }
+    // The connection counts as opened from here, as the tunnel was authorized: a connect to the app
+    // that fails, or that the client does not wait for, is counted opened and closed with its cause.
     const upstream = (pod.connectUpstream ?? defaultConnector)(authority.host, authority.port, srcIp);
     registry.trackSocket(upstream, pod.connectUpstream === undefined ? undefined : pod.uid);
+    // A failed dial, not an error of the relay once the app took the connection (pipeTunnel's).
+    let dialed = false;
     upstream.once("error", (err) => {
-      if (tunnel.state === "pending") {
-        const errno = recordDialFailure(err);
-        logger.warn({ ...logFields, err: err.message, errno }, "inbound upstream dial failed");
-        accessLog.complete({ sent: 0, received: 0, error: `upstream unavailable: ${err.message}` });
-        countRefused(tcpMetrics, labels, "CONNECT");
-        // The errno goes back to the peer: it answers its client with the reply code that fits it.
-        tunnel.refuse(HBONE_STATUS.noUpstream, upstreamRefusalReason(err));
-      }
+      if (dialed) return;
+      const errno = recordDialFailure(err);
+      logger.warn({ ...logFields, err: err.message, errno }, "inbound upstream dial failed");
+      accessLog.complete({ sent: 0, received: 0, error: `upstream unavailable: ${err.message}` });
+      countRefused(tcpMetrics, labels, "CONNECT");
+      // The errno goes back to the peer: it answers its client with the reply code that fits it.
+      if (tunnel.state === "pending") tunnel.refuse(HBONE_STATUS.noUpstream, upstreamRefusalReason(err));
     });
     upstream.once("connect", () => {
+      dialed = true;
       if (tunnel.state !== "pending" || options.isClosed()) {
+        // The stream reset while dialing cannot be answered: a failure of the HBONE stream. A proxy
+        // closing meanwhile is no failure of this connection: closed without a flag.
+        countRefused(tcpMetrics, labels, tunnel.state === "pending" ? "-" : "H2_HANDSHAKE_FAILURE");
         accessLog.complete({ sent: 0, received: 0, error: "tunnel closed before the upstream connected" });
         upstream.destroy();
         return;

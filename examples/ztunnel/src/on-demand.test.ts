@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { Service, Workload } from "@ambient/xds";
-import { addressKey, createOnDemand, missingAddresses } from "./on-demand.js";
+import { addressKey, createOnDemand, missingAddresses, withOnDemand } from "./on-demand.js";
+import type { Outbound } from "./outbound.js";
 import { noopLogger } from "./telemetry.js";
 import { WorkloadStore } from "./workload-store.js";
 
@@ -139,6 +140,17 @@ describe("missingAddresses", () => {
     assert.deepEqual(missingAddresses(storeWith(), "10.0.0.9", 80, "net-1"), ["net-1/10.0.0.9"]);
   });
 
+  it("of Services sharing a VIP, the waypoint of the one the client's namespace gets is asked for", () => {
+    // The Kubernetes Service (canonical) has no waypoint; a ServiceEntry of namespace `other` reusing
+    // its ClusterIP has one this node does not know yet.
+    const store = storeWith(
+      { service: { ...service("10.96.0.1"), canonical: true } },
+      { service: { ...service("10.96.0.1", "10.0.0.50"), namespace: "other" } },
+    );
+    assert.deepEqual(missingAddresses(store, "10.96.0.1", 80, "", "other"), ["/10.0.0.50"]);
+    assert.deepEqual(missingAddresses(store, "10.96.0.1", 80, "", "ns"), []);
+  });
+
   it("keys are network/IP", () => {
     assert.equal(addressKey("10.0.0.1"), "/10.0.0.1");
     assert.equal(addressKey("10.0.0.1", "net-1"), "net-1/10.0.0.1");
@@ -196,6 +208,37 @@ describe("createOnDemand", () => {
     assert.ok(web !== undefined);
     const waypoint = store.resolveWaypoint(web.service);
     assert.equal(waypoint.kind === "waypoint" ? waypoint.upstream.ip : waypoint.kind, "10.0.0.50");
+  });
+
+  it("an outbound dial asks on behalf of its source's namespace", async () => {
+    const store = storeWith(
+      { service: { ...service("10.96.0.1"), canonical: true } },
+      { service: { ...service("10.96.0.1", "10.0.0.50"), namespace: "other" } },
+    );
+    const asked: string[] = [];
+    const onDemand = createOnDemand({
+      store,
+      logger: noopLogger,
+      forget: () => {},
+      lookup: async (names) => {
+        asked.push(...names);
+        return { missing: names, unanswered: [] };
+      },
+    });
+    const dialed: string[] = [];
+    const outbound: Outbound = {
+      dial: async (_network, _srcIp, _src, request) => {
+        dialed.push(`${request.ip}:${request.port}`);
+        return {} as Awaited<ReturnType<Outbound["dial"]>>;
+      },
+      carry: () => {},
+      abandon: () => {},
+    };
+    const client = { ...workload("curl", "10.0.0.7"), namespace: "other" } as Workload;
+    const network = {} as Parameters<Outbound["dial"]>[0];
+    await withOnDemand(outbound, onDemand).dial(network, "10.0.0.7", client, { ip: "10.96.0.1", port: 80 });
+    assert.deepEqual(asked, ["/10.0.0.50"]);
+    assert.deepEqual(dialed, ["10.96.0.1:80"]);
   });
 
   it("does not ask again for a waypoint hostname the control plane has nothing for", async () => {

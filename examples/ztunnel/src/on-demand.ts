@@ -55,11 +55,19 @@ function waypointName(gateway: NonNullable<Workload["waypoint"]>, network: strin
   return undefined;
 }
 
-function missingNames(store: OnDemandLookups, ip: string, port: number, network: string): MissingName[] {
+function missingNames(
+  store: OnDemandLookups,
+  ip: string,
+  port: number,
+  network: string,
+  namespace: string | undefined,
+): MissingName[] {
   const vip = store.findServiceByVip(ip);
   const workload = vip === undefined ? store.findByAddress(ip) : undefined;
   if (vip === undefined && workload === undefined) return [{ key: addressKey(ip, network), ip }];
-  const service = store.findService(ip, port);
+  // Of several Services at the address, the one the client's namespace gets: its waypoint is the one
+  // the connection goes through.
+  const service = store.findService(ip, port, namespace);
   const gateway = service !== undefined ? service.service.waypoint : workload?.waypoint;
   const waypoint = gateway === undefined ? undefined : waypointName(gateway, network);
   // A waypoint named by address is its Service's VIP, or the waypoint workload's own address; one
@@ -73,10 +81,17 @@ function missingNames(store: OnDemandLookups, ip: string, port: number, network:
  * itself (`network/IP`) when it is neither a known Service VIP nor a known workload; else the
  * waypoint of its Service (or, for a pod addressed directly, the pod's own waypoint) when that is
  * not known: `network/IP` for a waypoint named by address, `namespace/hostname` for one named by
- * hostname; else none. The decision itself is the store's `resolve`.
+ * hostname; else none. `namespace` is the client's, which picks among Services sharing the address.
+ * The decision itself is the store's `resolve`.
  */
-export function missingAddresses(store: OnDemandLookups, ip: string, port: number, network = ""): string[] {
-  return missingNames(store, ip, port, network).map((name) => name.key);
+export function missingAddresses(
+  store: OnDemandLookups,
+  ip: string,
+  port: number,
+  network = "",
+  namespace?: string,
+): string[] {
+  return missingNames(store, ip, port, network, namespace).map((name) => name.key);
 }
 
 /**
@@ -114,9 +129,10 @@ export interface OnDemand {
    * Resolves once the store holds what deciding `ip:port` needs, or the control plane answered that
    * it has nothing, or the wait timed out; never rejects. Concurrent calls for one key share a lookup;
    * a key the control plane already said it has nothing for is not asked again while it stays
-   * subscribed (the control plane pushes it if it appears).
+   * subscribed (the control plane pushes it if it appears). `namespace` is the client's, when there
+   * is one: of Services sharing the address, it names the one whose waypoint is needed.
    */
-  ensure(ip: string, port: number): Promise<void>;
+  ensure(ip: string, port: number, namespace?: string): Promise<void>;
   /** Lookups sent so far, how many went unanswered, and the unresolved keys still subscribed. */
   stats(): { lookups: number; unanswered: number; unresolved: number };
 }
@@ -176,10 +192,10 @@ export function createOnDemand(options: OnDemandOptions): OnDemand {
   };
 
   return {
-    async ensure(ip, port) {
+    async ensure(ip, port, namespace) {
       const previous = new Set<string>();
       for (let round = 0; round < MAX_ROUNDS; round++) {
-        const missing = missingNames(store, ip, port, network).filter(
+        const missing = missingNames(store, ip, port, network, namespace).filter(
           (m) => !previous.has(m.key) && unresolved.get(m.key)?.answeredMissing !== true,
         );
         // Nothing left to ask: the control plane has said what it knows.
@@ -197,7 +213,7 @@ export function withOnDemand(outbound: Outbound, onDemand: OnDemand | undefined)
   if (onDemand === undefined) return outbound;
   return {
     dial: async (network, srcIp, src, request, srcPort) => {
-      await onDemand.ensure(request.ip, request.port);
+      await onDemand.ensure(request.ip, request.port, src.namespace);
       return outbound.dial(network, srcIp, src, request, srcPort);
     },
     carry: (args) => outbound.carry(args),

@@ -32,10 +32,11 @@ export const TCP_METRIC_LABELS = [
 export type TcpMetricLabels = Record<(typeof TCP_METRIC_LABELS)[number], string>;
 
 /**
- * `response_flags` of a connection: `-`, `DENY` (authorization policy refused it) or `CONNECT` (its
- * upstream could not be reached), as Istio's ztunnel sets them on `istio_tcp_connections_closed_total`.
+ * `response_flags` of a connection: `-`, `DENY` (authorization policy refused it), `CONNECT` (its
+ * upstream could not be reached) or `H2_HANDSHAKE_FAILURE` (its HBONE stream was gone before it could
+ * be answered), as Istio's ztunnel sets them on `istio_tcp_connections_closed_total`.
  */
-export type TcpResponseFlag = "-" | "DENY" | "CONNECT";
+export type TcpResponseFlag = "-" | "DENY" | "CONNECT" | "H2_HANDSHAKE_FAILURE";
 
 /** The Service a connection was addressed to, as the labels name it. */
 export type ServiceDescription = Pick<Service, "hostname" | "name" | "namespace">;

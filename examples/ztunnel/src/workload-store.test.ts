@@ -334,6 +334,111 @@ describe("WorkloadStore", () => {
     assert.equal(s.findServiceByHostname("echo.default.svc.cluster.local")?.namespace, "aaa");
   });
 
+  it("several Services on one VIP: the client's namespace's, else the canonical one; all are kept", () => {
+    const s = store();
+    // A ServiceEntry in another namespace reuses the Kubernetes Service's ClusterIP, written after it.
+    const seKey = "aaa/echo.example.com";
+    const entry: Service = {
+      ...echoService,
+      namespace: "aaa",
+      hostname: "echo.example.com",
+      canonical: false,
+    };
+    s.upsert(seKey, { service: entry });
+    s.upsert("Kubernetes//Pod/aaa/se-1", {
+      workload: workload("se-1", {
+        namespace: "aaa",
+        ip: "127.10.0.9",
+        services: { [seKey]: { ports: [{ servicePort: 80, targetPort: 7070, appProtocol: "UNKNOWN" }] } },
+      }),
+    });
+    const vip = "127.30.0.1";
+    const keyFor = (namespace?: string) => s.findService(vip, 80, namespace)?.key;
+    assert.equal(keyFor("default"), svcKey);
+    assert.equal(keyFor("aaa"), seKey);
+    // A client in a third namespace, or none named: the canonical Service, however the two were written.
+    assert.equal(keyFor("zzz"), svcKey);
+    assert.equal(keyFor(), svcKey);
+    assert.equal(s.findServiceByVip(vip)?.namespace, "default");
+    assert.equal(s.findServiceByVip(vip, "aaa")?.namespace, "aaa");
+    const fromAaa = s.resolve(vip, 80, workload("curl", { namespace: "aaa", ip: "127.10.0.8" }));
+    assert.equal(fromAaa.kind === "service" ? fromAaa.endpoint.workload.name : fromAaa.kind, "se-1");
+    const fromDefault = s.resolve(vip, 80, workload("sleep", { ip: "127.10.0.1" }));
+    assert.equal(fromDefault.kind === "service" ? fromDefault.service.key : fromDefault.kind, svcKey);
+
+    // An update of one leaves the other at the VIP; so does the removal of one.
+    s.upsert(svcKey, { service: { ...echoService } });
+    assert.equal(keyFor("aaa"), seKey);
+    assert.ok(s.remove(svcKey));
+    assert.equal(keyFor("default"), seKey);
+    assert.equal(keyFor(), seKey);
+    s.upsert(svcKey, { service: echoService });
+    assert.ok(s.remove(seKey));
+    assert.equal(keyFor("aaa"), svcKey);
+    assert.ok(s.remove(svcKey));
+    assert.equal(keyFor("aaa"), undefined);
+
+    // Without a canonical one, or with two of one namespace: the first by key, whatever the order written.
+    s.upsert("ccc/b.example.com", { service: { ...entry, namespace: "ccc", hostname: "b.example.com" } });
+    s.upsert("ccc/a.example.com", { service: { ...entry, namespace: "ccc", hostname: "a.example.com" } });
+    s.upsert("bbb/z.example.com", { service: { ...entry, namespace: "bbb", hostname: "z.example.com" } });
+    assert.equal(keyFor(), "bbb/z.example.com");
+    assert.equal(keyFor("ccc"), "ccc/a.example.com");
+  });
+
+  it("a Service of NAMESPACE visibility is found by address only from its own namespace", () => {
+    const s = store();
+    // A ServiceEntry with `exportTo: ["."]`, at an address of its own.
+    const localKey = "aaa/local.example.com";
+    const local: Service = {
+      ...echoService,
+      namespace: "aaa",
+      hostname: "local.example.com",
+      addresses: [{ network: "", address: ip("240.240.0.5") }],
+      canonical: false,
+      visibility: "NAMESPACE",
+    };
+    s.upsert(localKey, { service: local });
+    assert.equal(s.findService("240.240.0.5", 80, "aaa")?.key, localKey);
+    assert.equal(s.findService("240.240.0.5", 80, "default"), undefined);
+    assert.equal(s.findServiceByVip("240.240.0.5", "default"), undefined);
+    assert.deepEqual(s.resolve("240.240.0.5", 80, workload("sleep", { ip: "127.10.0.1" })), {
+      kind: "passthrough",
+      ip: "240.240.0.5",
+      port: 80,
+    });
+    // With no client namespace (a lookup for no particular client) it is known.
+    assert.equal(s.findServiceByVip("240.240.0.5")?.hostname, "local.example.com");
+
+    // Hidden, it does not hide a Service another namespace may see: a range that holds the address.
+    s.upsert("default/range.example.com", {
+      service: {
+        ...echoService,
+        hostname: "range.example.com",
+        addresses: [{ network: "", address: ip("240.240.0.0"), length: 16 }],
+        canonical: false,
+      },
+    });
+    assert.equal(s.findService("240.240.0.5", 80, "default")?.key, "default/range.example.com");
+    assert.equal(s.findService("240.240.0.5", 80, "aaa")?.key, localKey);
+
+    // Sharing the VIP of a Service all may see, it takes that VIP from its own namespace only.
+    s.upsert(localKey, { service: { ...local, addresses: echoService.addresses } });
+    assert.equal(s.findService("127.30.0.1", 80, "aaa")?.key, localKey);
+    assert.equal(s.findService("127.30.0.1", 80, "zzz")?.key, svcKey);
+    // A range of NAMESPACE visibility captures nothing for another namespace's clients.
+    s.upsert("bbb/hidden-range", {
+      service: {
+        ...local,
+        namespace: "bbb",
+        hostname: "hidden-range",
+        addresses: [{ network: "", address: ip("240.241.0.0"), length: 16 }],
+      },
+    });
+    assert.equal(s.findService("240.241.0.1", 80, "bbb")?.key, "bbb/hidden-range");
+    assert.equal(s.findService("240.241.0.1", 80, "default"), undefined);
+  });
+
   it("a Service address with a prefix length is a range: any address in it reaches the Service", () => {
     const s = store();
     // A ServiceEntry with `addresses: [240.240.0.0/16]`, sent as the range's address and length.

@@ -217,7 +217,12 @@ export class WorkloadStore {
   /** Resource name -> what it was, so a removal by name finds its entry. */
   readonly #byName = new Map<string, { kind: "workload" | "service"; key: string }>();
   readonly #workloadByIp = new Map<string, string>();
-  readonly #serviceByVip = new Map<string, string>();
+  /**
+   * VIP -> keys of the Services with it. Several may share one (a ServiceEntry reusing a Kubernetes
+   * Service's ClusterIP, in its own namespace or another): each stays, and a lookup picks among them
+   * for its client, so a later one never takes the address from the clients of another.
+   */
+  readonly #servicesByVip = new Map<string, Set<string>>();
   /** The ranges Services capture, with the key of the Service of each; looked up when no VIP matches. */
   readonly #serviceRanges: { key: string; range: AddressRange }[] = [];
   /** Hostname -> keys (`namespace/hostname`) of the Services with it: one per namespace at most. */
@@ -266,8 +271,14 @@ export class WorkloadStore {
       keys.add(key);
       for (const a of s.addresses) {
         const found = serviceAddressOf(a);
-        if (found?.kind === "vip") this.#serviceByVip.set(found.ip, key);
-        else if (found?.kind === "range") this.#serviceRanges.push({ key, range: found.range });
+        if (found?.kind === "vip") {
+          let atVip = this.#servicesByVip.get(found.ip);
+          if (atVip === undefined) {
+            atVip = new Set();
+            this.#servicesByVip.set(found.ip, atVip);
+          }
+          atVip.add(key);
+        } else if (found?.kind === "range") this.#serviceRanges.push({ key, range: found.range });
       }
     }
   }
@@ -301,9 +312,10 @@ export class WorkloadStore {
       }
       for (const a of s?.addresses ?? []) {
         const found = serviceAddressOf(a);
-        if (found?.kind === "vip" && this.#serviceByVip.get(found.ip) === entry.key) {
-          this.#serviceByVip.delete(found.ip);
-        }
+        if (found?.kind !== "vip") continue;
+        const atVip = this.#servicesByVip.get(found.ip);
+        atVip?.delete(entry.key);
+        if (atVip?.size === 0) this.#servicesByVip.delete(found.ip);
       }
       for (let i = this.#serviceRanges.length - 1; i >= 0; i--) {
         if (this.#serviceRanges[i]?.key === entry.key) this.#serviceRanges.splice(i, 1);
@@ -319,20 +331,39 @@ export class WorkloadStore {
   }
 
   /**
-   * Key of the Service an address (canonical text) belongs to: the one with it as a VIP, else of the
-   * Services whose ranges hold it, the one in `namespace` (the client's), then the one with the
-   * longest prefix, then a canonical one, then the first by key.
+   * Key of the Service an address (canonical text) belongs to for a client in `namespace`. Of the
+   * Services with it as a VIP: the one in the client's namespace, then a canonical one (a Kubernetes
+   * Service, which a ServiceEntry elsewhere reusing its ClusterIP must not take from other clients),
+   * then the first by key. Else, of the Services whose ranges hold it: the one in the client's
+   * namespace, then the one with the longest prefix, then a canonical one, then the first by key. A
+   * Service of NAMESPACE visibility (`exportTo: ["."]`) is none of another namespace's clients'
+   * business: it is passed over for them (not for a lookup that names no client).
    */
   #serviceKeyAt(ip: string, namespace?: string): string | undefined {
-    const exact = this.#serviceByVip.get(ip);
-    if (exact !== undefined || this.#serviceRanges.length === 0) return exact;
+    const visible = (s: Service) =>
+      namespace === undefined || s.visibility !== "NAMESPACE" || s.namespace === namespace;
+    const atVip = this.#servicesByVip.get(ip);
+    if (atVip !== undefined) {
+      let best: { key: string; rank: [number, number] } | undefined;
+      for (const key of atVip) {
+        const service = this.#services.get(key);
+        if (service === undefined || !visible(service)) continue;
+        const rank: [number, number] = [
+          namespace !== undefined && service.namespace === namespace ? 1 : 0,
+          service.canonical ? 1 : 0,
+        ];
+        if (best === undefined || outranks(rank, key, best.rank, best.key)) best = { key, rank };
+      }
+      if (best !== undefined) return best.key;
+    }
+    if (this.#serviceRanges.length === 0) return undefined;
     const bytes = parseIpv4(ip) ?? parseIpv6(ip);
     if (bytes === undefined) return undefined;
     let best: { key: string; rank: [number, number, number] } | undefined;
     for (const { key, range } of this.#serviceRanges) {
       if (!inRange(range, bytes)) continue;
       const service = this.#services.get(key);
-      if (service === undefined) continue;
+      if (service === undefined || !visible(service)) continue;
       const rank: [number, number, number] = [
         namespace !== undefined && service.namespace === namespace ? 1 : 0,
         range.prefix,
@@ -345,7 +376,8 @@ export class WorkloadStore {
 
   /**
    * The Service at `vip` (a VIP of its own or an address in one of its ranges) that exposes `port`,
-   * if any; `namespace` (the client's) chooses among overlapping ranges.
+   * if any; `namespace` (the client's) chooses among the Services at the address and passes over those
+   * it may not see.
    */
   findService(vip: string, port: number, namespace?: string): ServiceMatch | undefined {
     const key = this.#serviceKeyAt(vip, namespace);
@@ -404,7 +436,10 @@ export class WorkloadStore {
     return sorted;
   }
 
-  /** The Service at `vip` (a VIP of its own or an address in one of its ranges; any port), if any. */
+  /**
+   * The Service at `vip` (a VIP of its own or an address in one of its ranges; any port), if any, for a
+   * client in `namespace` (chosen as by {@link findService}); with none, the canonical one.
+   */
   findServiceByVip(vip: string, namespace?: string): Service | undefined {
     const key = this.#serviceKeyAt(vip, namespace);
     return key === undefined ? undefined : this.#services.get(key);
