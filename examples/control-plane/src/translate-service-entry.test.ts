@@ -99,12 +99,6 @@ describe("ServiceEntry -> Address services", () => {
       served: { "ns1/a.example.com": ["240.240.0.1"] },
     },
     {
-      name: "a wider CIDR leaves the ServiceEntry without Services (istiod: only single-IP CIDRs)",
-      yaml: se("a", "{ hosts: [a.example.com], addresses: [240.240.0.0/24], ports: [{ number: 80 }] }"),
-      served: {},
-      issue: /only a single IPv4 address \(or a \/32\) can be a VIP: no Service is served for it/,
-    },
-    {
       name: "no addresses and resolution NONE: a Service without VIP",
       yaml: se("a", "{ hosts: [a.example.com], resolution: NONE, ports: [{ number: 80 }] }"),
       served: { "ns1/a.example.com": [] },
@@ -174,6 +168,73 @@ ${se("a", "{ hosts: [svc.ns1.svc.cluster.local], addresses: [240.240.0.2], ports
         );
     });
   }
+
+  it("serves a CIDR address as a range: its network address with the prefix length, aliased network/IP/length", () => {
+    const config = translate(
+      NS +
+        se(
+          "range",
+          "{ hosts: [a.example.com], addresses: [10.40.0.0/16, 10.50.7.9/24, 10.60.0.1/32], resolution: NONE, ports: [{ number: 443 }] }",
+        ),
+    );
+    const s = service(config, "ns1/a.example.com");
+    assert.deepEqual(
+      s.service.addresses?.map((a) => ({ address: ip(a.address), length: a.length })),
+      [
+        { address: "10.40.0.0", length: 16 },
+        // Host bits are cleared: the range is 10.50.7.0/24.
+        { address: "10.50.7.0", length: 24 },
+        // A single address is a VIP, with no length.
+        { address: "10.60.0.1", length: undefined },
+      ],
+    );
+    assert.deepEqual(s.aliases, ["/10.40.0.0/16", "/10.50.7.0/24", "/10.60.0.1"]);
+    assert.deepEqual(config.issues, []);
+  });
+
+  it("a range is one ServiceEntry's: the same range again is reported, a VIP inside it is not", () => {
+    const config = translate(
+      NS +
+        se(
+          "a",
+          "{ hosts: [a.example.com], addresses: [10.40.0.0/16], resolution: NONE, ports: [{ number: 443 }] }",
+        ) +
+        se(
+          "b",
+          "{ hosts: [b.example.com], addresses: [10.40.0.0/16], resolution: NONE, ports: [{ number: 443 }] }",
+        ) +
+        se(
+          "c",
+          "{ hosts: [c.example.com], addresses: [10.40.1.1], resolution: NONE, ports: [{ number: 443 }] }",
+        ),
+    );
+    assert.deepEqual(
+      config.services.map((s) => [s.key, s.aliases]),
+      [
+        ["ns1/a.example.com", ["/10.40.0.0/16"]],
+        ["ns1/c.example.com", ["/10.40.1.1"]],
+      ],
+    );
+    assert.ok(
+      config.issues.some((i) =>
+        /host b\.example\.com: address 10\.40\.0\.0\/16 is already used by ns1\/a\.example\.com/.test(
+          i.message,
+        ),
+      ),
+      JSON.stringify(config.issues),
+    );
+  });
+
+  it("an address that is not an IPv4 address or range leaves the ServiceEntry without Services", () => {
+    const config = translate(
+      NS + se("a", "{ hosts: [a.example.com], addresses: [10.40.0.0/33], ports: [{ number: 80 }] }"),
+    );
+    assert.deepEqual(config.services, []);
+    assert.ok(
+      config.issues.some((i) => /10\.40\.0\.0\/33 is not an IPv4 address or range/.test(i.message)),
+      JSON.stringify(config.issues),
+    );
+  });
 
   it("marks the oldest ServiceEntry of a hostname canonical when no Kubernetes Service has it", () => {
     const config = translate(`${NS}
@@ -471,6 +532,58 @@ ${we("without", "{ address: 140.140.0.21, labels: { app: vm } }")}`);
       workload(config, "Kubernetes/networking.istio.io/WorkloadEntry/ns1/without").workload.services,
       { [key]: { ports: [{ servicePort: 81, targetPort: 7000 }] } },
     );
+  });
+
+  it("a Service port with a number target goes to the WorkloadEntry's port of the Service port's name", () => {
+    // WorkloadEntry `ports` map a service port name to the entry's own port, over the target port.
+    const config = translate(`${NS}
+---
+apiVersion: v1
+kind: Service
+metadata: { name: svc, namespace: ns1 }
+spec:
+  clusterIP: 240.240.0.1
+  selector: { app: vm }
+  ports: [{ name: http, port: 80, targetPort: 8080 }, { name: raw, port: 81, targetPort: 7000 }, { name: other, port: 82 }]
+${we("vm", "{ address: 140.140.0.20, ports: { http: 9080, '82': 9082 }, labels: { app: vm } }")}`);
+    assert.deepEqual(
+      workload(config, "Kubernetes/networking.istio.io/WorkloadEntry/ns1/vm").workload.services,
+      {
+        "ns1/svc.ns1.svc.cluster.local": {
+          ports: [
+            { servicePort: 80, targetPort: 9080 },
+            { servicePort: 81, targetPort: 7000 },
+            { servicePort: 82, targetPort: 82 },
+          ],
+        },
+      },
+    );
+    assert.deepEqual(config.issues, []);
+  });
+
+  it("a port name that is also an Object property (constructor) is looked up in the entry's own ports only", () => {
+    const config = translate(`${NS}
+---
+apiVersion: v1
+kind: Service
+metadata: { name: svc, namespace: ns1 }
+spec:
+  clusterIP: 240.240.0.1
+  selector: { app: vm }
+  ports: [{ name: constructor, port: 80, targetPort: 8080 }, { name: web, port: 81, targetPort: constructor }]
+${we("vm", "{ address: 140.140.0.20, labels: { app: vm } }")}
+${se("ext", "{ hosts: [se.istio.io], addresses: [240.240.0.2], resolution: STATIC, ports: [{ number: 443, name: constructor }], endpoints: [{ address: 140.140.0.30 }] }")}`);
+    assert.deepEqual(
+      workload(config, "Kubernetes/networking.istio.io/WorkloadEntry/ns1/vm").workload.services,
+      {
+        "ns1/svc.ns1.svc.cluster.local": { ports: [{ servicePort: 80, targetPort: 8080 }] },
+      },
+    );
+    assert.deepEqual(
+      workload(config, "Kubernetes/networking.istio.io/ServiceEntry/ns1/ext/140.140.0.30").workload.services,
+      { "ns1/se.istio.io": { ports: [{ servicePort: 443, targetPort: 443 }] } },
+    );
+    assert.deepEqual(config.issues, []);
   });
 
   it("policies, tunnel, network, workload name and canonical labels of a WorkloadEntry", () => {

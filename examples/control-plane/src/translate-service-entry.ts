@@ -279,7 +279,7 @@ export interface KubeServiceModel {
   key: string;
   namespace: string;
   selector: Record<string, string> | undefined;
-  ports: { port: number; targetPort: number | string }[];
+  ports: { name?: string; port: number; targetPort: number | string }[];
 }
 
 /** What the ServiceEntry and WorkloadEntry translations read from the rest of the mesh. */
@@ -296,7 +296,7 @@ export interface EntryContext {
     namespace: string,
     labels: Record<string, string>,
   ): MessageInit<Workload>["waypoint"] | undefined;
-  /** VIP -> the Service key using it; ServiceEntry addresses are added. */
+  /** VIP (a range: `a.b.c.d/len`) -> the Service key using it; ServiceEntry addresses are added. */
   seenVips: Map<string, string>;
   /** Keys of the Services already built (Kubernetes Services win a clash with a ServiceEntry host). */
   serviceKeys: Set<string>;
@@ -319,26 +319,48 @@ function where(obj: KubeObject): string {
   return `${obj.kind}/${obj.metadata.namespace ?? "default"}/${obj.metadata.name}`;
 }
 
-/** Canonical IPv4 of an address or single-IP CIDR, or why it cannot be a VIP here. */
-function vipOf(text: string): string | { problem: string } {
+/**
+ * One of `spec.addresses` as served: a VIP (an address, or a CIDR of one address), or a range (a wider
+ * CIDR, whose host bits are cleared) sent as its network address with the prefix length, which a
+ * ztunnel matches every destination in the range against. `key` is how it is claimed among the
+ * addresses served (`a.b.c.d`, or `a.b.c.d/len` for a range).
+ */
+interface EntryAddress {
+  ip: string;
+  length?: number;
+  key: string;
+}
+
+/** An entry of `spec.addresses` as served, or why this control plane cannot serve it. */
+function entryAddressOf(text: string): EntryAddress | { problem: string } {
   const slash = text.indexOf("/");
-  if (slash >= 0) {
-    const cidr = parseIpv4Cidr(text);
-    if (typeof cidr === "string" || cidr.text.endsWith("/32") === false) {
-      return { problem: `spec.addresses ${text}: only a single IPv4 address (or a /32) can be a VIP` };
-    }
-    return text.slice(0, slash);
-  }
-  if (ipv4Bytes(text) === undefined) {
+  const ip = slash < 0 ? text : text.slice(0, slash);
+  const bytes = ipv4Bytes(ip);
+  if (bytes === undefined) {
     return { problem: `spec.addresses ${text} is not IPv4, which this control plane does not serve` };
   }
-  return text;
+  if (slash < 0) return { ip, key: ip };
+  const lengthText = text.slice(slash + 1);
+  if (!/^(0|[1-9][0-9]?)$/.test(lengthText) || Number(lengthText) > 32) {
+    return { problem: `spec.addresses ${text} is not an IPv4 address or range` };
+  }
+  const length = Number(lengthText);
+  if (length === 32) return { ip, key: ip };
+  // The network address: the bytes of the address under the prefix, the rest zero.
+  const network = [...bytes]
+    .map((b, i) => {
+      const kept = Math.min(8, Math.max(0, length - 8 * i));
+      return kept === 0 ? 0 : b & ((0xff << (8 - kept)) & 0xff);
+    })
+    .join(".");
+  return { ip: network, length, key: `${network}/${length}` };
 }
 
 /**
  * One Service per host of every valid ServiceEntry, in object order (istiod `constructServiceEntries`):
- * hostname = the host, name and namespace of the ServiceEntry, `spec.addresses` as VIPs (an address
- * that is not one IPv4 address leaves the ServiceEntry without Services, as in istiod), else the
+ * hostname = the host, name and namespace of the ServiceEntry, `spec.addresses` as VIPs and ranges (a
+ * CIDR wider than one address is sent with its prefix length; an address that is not IPv4 leaves the
+ * ServiceEntry without Services, as one istiod cannot parse does), else the
  * addresses in `status.addresses` for that host unless `resolution: NONE`, ports with `targetPort`
  * defaulting to the port, `subjectAltNames`, the use-waypoint binding and the traffic-distribution
  * annotation, its own else its Namespace's (`resolution: NONE`: load balancing PASSTHROUGH instead).
@@ -361,12 +383,12 @@ export function serviceEntryServices(objects: readonly KubeObject[], ctx: EntryC
       continue;
     }
     const namespace = obj.metadata.namespace ?? "default";
-    const vips: string[] = [];
+    const vips: EntryAddress[] = [];
     let unusable: string | undefined;
     for (const a of spec.addresses) {
-      const vip = vipOf(a);
-      if (typeof vip === "string") vips.push(vip);
-      else unusable ??= vip.problem;
+      const address = entryAddressOf(a);
+      if ("problem" in address) unusable ??= address.problem;
+      else vips.push(address);
     }
     if (unusable !== undefined) {
       ctx.issues.push({ source: where(obj), message: `${unusable}: no Service is served for it` });
@@ -419,26 +441,30 @@ export function serviceEntryServices(objects: readonly KubeObject[], ctx: EntryC
         // Addresses an allocator recorded for this host (istiod's auto-allocation, v2).
         hostVips = allocated.flatMap((a: unknown) =>
           isRecord(a) && a.host === host && typeof a.value === "string" && ipv4Bytes(a.value) !== undefined
-            ? [a.value]
+            ? [{ ip: a.value, key: a.value }]
             : [],
         );
       }
-      const taken = hostVips.find((vip) => ctx.seenVips.has(vip));
+      const taken = hostVips.find((vip) => ctx.seenVips.has(vip.key));
       if (taken !== undefined) {
         ctx.issues.push({
           source: where(obj),
-          message: `host ${host}: address ${taken} is already used by ${ctx.seenVips.get(taken)}: not served`,
+          message: `host ${host}: address ${taken.key} is already used by ${ctx.seenVips.get(taken.key)}: not served`,
         });
         continue;
       }
-      for (const vip of hostVips) ctx.seenVips.set(vip, key);
+      for (const vip of hostVips) ctx.seenVips.set(vip.key, key);
       if (vips.length > 0) vipsServedBy = host;
       ctx.serviceKeys.add(key);
       const service: MessageInit<Service> = {
         name: obj.metadata.name,
         namespace,
         hostname: host,
-        addresses: hostVips.map((vip) => ({ network: ctx.network, address: ipv4Bytes(vip) as Uint8Array })),
+        addresses: hostVips.map((vip) => ({
+          network: ctx.network,
+          address: ipv4Bytes(vip.ip) as Uint8Array,
+          ...(vip.length === undefined ? {} : { length: vip.length }),
+        })),
         ports: ports.map((p) => ({
           servicePort: p.port,
           targetPort: p.targetPort,
@@ -448,7 +474,7 @@ export function serviceEntryServices(objects: readonly KubeObject[], ctx: EntryC
         ...(waypoint === undefined ? {} : { waypoint }),
         ...(loadBalancing === undefined ? {} : { loadBalancing }),
       };
-      out.services.push({ key, aliases: hostVips.map((vip) => `${ctx.network}/${vip}`), service });
+      out.services.push({ key, aliases: hostVips.map((vip) => `${ctx.network}/${vip.key}`), service });
       created.push(creationTime(obj));
       const model: EntryServiceModel = { key, namespace, selector: spec.selector, ports, portsByName: true };
       models.push(model);
@@ -504,24 +530,37 @@ function labelsMatch(selector: Record<string, string> | undefined, labels: Recor
 }
 
 /**
+ * The endpoint's own port for `name`, if its `ports` list one. Only its own keys: a port may be named
+ * `constructor`, which every object answers with a function.
+ */
+function portNamed(ports: Record<string, number>, name: string | undefined): number | undefined {
+  return name !== undefined && name !== "" && Object.hasOwn(ports, name) ? ports[name] : undefined;
+}
+
+/**
  * Ports of an endpoint for a ServiceEntry host (istiod `constructServicesFromWorkloadEntry`): a port
  * whose name the endpoint's `ports` lists goes there, else to the ServiceEntry's target port.
  */
 function entryPorts(model: EntryServiceModel, ports: Record<string, number>) {
   return model.ports.map((p) => ({
     servicePort: p.port,
-    targetPort: (p.name === undefined ? undefined : ports[p.name]) ?? p.targetPort,
+    targetPort: portNamed(ports, p.name) ?? p.targetPort,
   }));
 }
 
 /**
  * Ports of a WorkloadEntry for a Kubernetes Service selecting it: a named target port must be in the
- * WorkloadEntry's `ports`, else that port is left out (as for a pod without the container port).
+ * WorkloadEntry's `ports`, else that port is left out (as for a pod without the container port). A
+ * number target port is the default only: a WorkloadEntry's `ports` map service port names to its
+ * own ports, so a VM listening elsewhere than the pods is reached on its port for that name.
  */
 function kubePorts(model: KubeServiceModel, ports: Record<string, number>) {
   const out: { servicePort: number; targetPort: number }[] = [];
   for (const p of model.ports) {
-    const target = typeof p.targetPort === "number" ? p.targetPort : ports[p.targetPort];
+    const target =
+      typeof p.targetPort === "number"
+        ? (portNamed(ports, p.name) ?? p.targetPort)
+        : portNamed(ports, p.targetPort);
     if (target !== undefined) out.push({ servicePort: p.port, targetPort: target });
   }
   return out;
