@@ -312,6 +312,8 @@ export function configToJson(config: MeshConfig, errors: readonly ManifestError[
       addresses: (s.service.addresses ?? []).map((a) => ({
         network: a.network ?? "",
         address: ipText(a.address),
+        // A ServiceEntry range: the address is its network address.
+        ...(a.length === undefined ? {} : { length: a.length }),
       })),
     })),
     authorizations: [...config.authorizations.values()],
