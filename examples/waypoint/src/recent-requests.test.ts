@@ -19,7 +19,7 @@ function entry(path: string, authorization: AccessLogEntry["authorization"]): Ac
     path,
     protocol: "HTTP/1.1",
     response_code: authorization !== "-" && authorization.result === "denied" ? 403 : 200,
-    response_flags: authorization !== "-" && authorization.result === "denied" ? "RBAC" : "-",
+    response_flags: "-",
     bytes_received: 0,
     bytes_sent: 0,
     duration: 1,
@@ -36,6 +36,11 @@ function entry(path: string, authorization: AccessLogEntry["authorization"]): Ac
     destination_principal: "-",
     request_principal: "-",
     grpc_status: "-",
+    response_code_details:
+      authorization !== "-" && authorization.result === "denied"
+        ? "rbac_access_denied_matched_policy[none]"
+        : "-",
+    connection_termination_details: "-",
     authorization,
   };
 }

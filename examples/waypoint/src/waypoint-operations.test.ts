@@ -309,10 +309,20 @@ describe("waypoint operator endpoints, access log and RequestAuthentication", { 
         downstream_local_address: `${ip(100)}:80`,
       },
     );
+    // As Envoy logs an RBAC denial: no response flag, the reason in the response code details (no
+    // rule of the one ALLOW policy matched, so none is named).
     assert.deepEqual(
-      [denied.response_code, denied.response_flags, denied.upstream_host, denied.request_principal],
-      [403, "RBAC", "-", "-"],
+      [
+        denied.response_code,
+        denied.response_flags,
+        denied.response_code_details,
+        denied.connection_termination_details,
+        denied.upstream_host,
+        denied.request_principal,
+      ],
+      [403, "-", "rbac_access_denied_matched_policy[none]", "-", "-", "-"],
     );
+    assert.deepEqual([ok.response_code_details, ok.connection_termination_details], ["-", "-"]);
     // The policy that decided each: rule 1 allowed alice; no rule of the one ALLOW policy allowed the
     // anonymous request, so that policy refused it.
     assert.deepEqual(ok.authorization, {

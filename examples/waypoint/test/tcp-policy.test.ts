@@ -131,17 +131,32 @@ describe("waypoint policies on connections carried as TCP", { timeout: 60_000 },
     assert.equal(await ping(ip(2), `${ip(104)}:6380`), "");
   });
 
-  it("counts each refusal in Istio's TCP metrics with the RBAC flag", async () => {
+  it("counts each refusal in Istio's TCP metrics without a response flag, as Envoy does", async () => {
     const lines = (await mesh.waypoint.metricsText()).split("\n");
     // other was refused by the DENY (at cache), client by the CUSTOM policy (at queue).
     const refused = (source: string) =>
       lines.filter(
         (l) =>
           l.startsWith("istio_tcp_connections_closed_total{") &&
-          l.includes('response_flags="RBAC"') &&
+          l.includes('response_flags="-"') &&
           l.includes(`source_workload="${source}"`),
       );
     assert.match(refused("other")[0] ?? "", / 1$/, lines.join("\n"));
     assert.match(refused("client")[0] ?? "", / 1$/, lines.join("\n"));
+  });
+
+  it("says why in each refused tunnel's connection termination details, as Envoy's network RBAC filter does", async () => {
+    const res = await fetch(`http://${mesh.waypoint.operatorAddresses.admin}/recent_requests`);
+    const recent = (await res.json()) as { requests: { fields: Record<string, unknown> }[] };
+    const closed = recent.requests
+      .map((r) => r.fields)
+      .filter((f) => f.connection_termination_details !== "-")
+      .map((f) => [f.response_flags, f.response_code_details, f.connection_termination_details]);
+    assert.deepEqual(closed, [
+      // The DENY rule that matched, named as Istio names it in Envoy's RBAC config.
+      ["-", "-", "rbac_access_denied_matched_policy[ns[shop]-policy[other-no-admin]-rule[0]]"],
+      // A CUSTOM policy the waypoint has no authorizer for.
+      ["-", "-", "rbac_access_denied_matched_policy[default-deny-all-due-to-bad-CUSTOM-action]"],
+    ]);
   });
 });

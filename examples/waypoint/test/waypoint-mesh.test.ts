@@ -306,21 +306,25 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     assert.equal(await ping(ip(2)), "+PONG 14\r\n");
     // The waypoint's policy admits the client only.
     assert.equal(await ping(ip(3)), "");
-    // Both are in Istio's TCP metrics, the refusal with its flag; the bytes of the one carried.
+    // Both are in Istio's TCP metrics, the refusal without a flag as behind Envoy's network RBAC
+    // filter (which sets none); the bytes of the one carried.
     const lines = (await waypoint.metricsText()).split("\n");
-    const series = (name: string, flags: string) =>
+    const series = (name: string, source: string) =>
       lines.filter(
         (l) =>
           l.startsWith(`${name}{`) &&
           l.includes('reporter="waypoint"') &&
           l.includes('request_protocol="tcp"') &&
-          l.includes(`response_flags="${flags}"`),
+          l.includes(`source_workload="${source}"`),
       );
-    assert.equal(series("istio_tcp_connections_opened_total", "-").length, 1, lines.join("\n"));
-    assert.match(series("istio_tcp_connections_closed_total", "-")[0] ?? "", / 1$/);
-    assert.match(series("istio_tcp_received_bytes_total", "-")[0] ?? "", / 14$/);
-    assert.match(series("istio_tcp_sent_bytes_total", "-")[0] ?? "", / 10$/);
-    assert.match(series("istio_tcp_connections_closed_total", "RBAC")[0] ?? "", / 1$/);
+    assert.equal(series("istio_tcp_connections_opened_total", "client").length, 1, lines.join("\n"));
+    assert.match(series("istio_tcp_connections_closed_total", "client")[0] ?? "", / 1$/);
+    assert.match(series("istio_tcp_received_bytes_total", "client")[0] ?? "", / 14$/);
+    assert.match(series("istio_tcp_sent_bytes_total", "client")[0] ?? "", / 10$/);
+    const refused = series("istio_tcp_connections_closed_total", "other")[0] ?? "";
+    assert.match(refused, / 1$/, lines.join("\n"));
+    assert.match(refused, /response_flags="-"/);
+    assert.ok(series("istio_tcp_connections_closed_total", "client")[0]?.includes('response_flags="-"'));
   });
 
   it("carries a port declared TCP from the start, so a server that speaks first is heard", async () => {

@@ -85,6 +85,19 @@ export interface AccessLogEntry {
   request_principal: string;
   grpc_status: string;
   /**
+   * Envoy's `%RESPONSE_CODE_DETAILS%`: why a request was answered as it was. Set for a policy denial,
+   * as Envoy's RBAC filter sets it: `rbac_access_denied_matched_policy[<rule>]`, the rule named as Istio
+   * names it (`ns[<ns>]-policy[<name>]-rule[<index>]`, `none` when no ALLOW policy allowed the
+   * request); `"-"` otherwise, and always for a TCP tunnel.
+   */
+  response_code_details: string;
+  /**
+   * Envoy's `%CONNECTION_TERMINATION_DETAILS%`: why the waypoint closed a TCP tunnel, set when L4
+   * policy refused it (`rbac_access_denied_matched_policy[<rule>]`, as Envoy's network RBAC filter
+   * sets it); `"-"` otherwise, and always for HTTP.
+   */
+  connection_termination_details: string;
+  /**
    * The L7 authorization decision, as Envoy's RBAC filter leaves it in dynamic metadata
    * (`%DYNAMIC_METADATA(envoy.filters.http.rbac)%`); `"-"` when no policy was asked (no evaluator, or
    * the request was answered before policy, e.g. 400 or 401).

@@ -345,6 +345,8 @@ interface Exchange {
   startedAt: number;
   grpc: boolean;
   flags: string;
+  /** Envoy's response code details: `-`, or why the request was answered as it was. */
+  details: string;
   status: number;
   grpcStatus: string;
   responseBytes: number;
@@ -382,6 +384,7 @@ class FinishedExchange implements FinishedRequest {
   readonly #httpVersion: string | undefined;
   readonly #status: number;
   readonly #flags: string;
+  readonly #details: string;
   readonly #bytesReceived: number;
   readonly #bytesSent: number;
   readonly #forwardedFor: unknown;
@@ -417,6 +420,7 @@ class FinishedExchange implements FinishedRequest {
     this.#httpVersion = x.h2 ? undefined : (req as http.IncomingMessage).httpVersion;
     this.#status = x.status;
     this.#flags = x.flags;
+    this.#details = x.details;
     this.#bytesReceived = x.body?.bytes ?? 0;
     // Body bytes only: the metrics counter also holds the response head.
     this.#bytesSent = Math.max(0, x.responseBytes - x.responseHeadBytes);
@@ -464,6 +468,8 @@ class FinishedExchange implements FinishedRequest {
       destination_principal: this.#endpoint?.workload?.principal ?? "-",
       request_principal: this.#requestPrincipal ?? "-",
       grpc_status: this.#grpcStatus === "" ? "-" : this.#grpcStatus,
+      response_code_details: this.#details,
+      connection_termination_details: "-",
       authorization: this.#decision === undefined ? "-" : authorizationRecord(this.#decision),
     };
   }
@@ -509,8 +515,10 @@ const TCP_REPORT_MS = 5000;
 class TcpTunnel {
   readonly startedAt = Date.now();
   readonly start = performance.now();
-  /** Envoy's response flags: `-`, or why it was not carried (`RBAC`, `NR`, `UH`, `UF`, `DC`). */
+  /** Envoy's response flags: `-`, or why it was not carried (`NR`, `UH`, `UF`, `DC`). */
   flags = "-";
+  /** Envoy's connection termination details: `-`, or the L4 policy denial that closed it. */
+  terminationDetails = "-";
   decision: AuthorizationDecision | undefined;
   backend: ResolvedBackendRef | undefined;
   /** The backend the tunnel is addressed to, named by its metrics even when policy refuses it. */
@@ -582,6 +590,8 @@ class FinishedTcpTunnel implements FinishedRequest {
       destination_principal: t.endpoint?.workload?.principal ?? "-",
       request_principal: "-",
       grpc_status: "-",
+      response_code_details: "-",
+      connection_termination_details: t.terminationDetails,
       authorization: t.decision === undefined ? "-" : authorizationRecord(t.decision),
     };
   }
@@ -601,6 +611,34 @@ function authorizationRecord(decision: AuthorizationDecision): AccessLogAuthoriz
     action: policy === "" ? "-" : (decision.action ?? "-"),
     ...(decision.rule === undefined ? {} : { rule: decision.rule }),
   };
+}
+
+/**
+ * Envoy's response code details (for a TCP tunnel, its connection termination details) of a policy
+ * denial. Istio compiles ALLOW and DENY policies into Envoy's RBAC filter, which sets no response flag
+ * and names the rule that matched. A CUSTOM denial is named as the RBAC rule Istio puts in place of a
+ * CUSTOM policy whose authorizer it cannot use: the waypoint has no external authorizer, so its policy
+ * evaluator refuses what such a policy matches (an authorizer's own "no", behind Envoy's ext_authz
+ * filter, would be flagged `UAEX` instead).
+ */
+function denialDetails(decision: AuthorizationDecision): string {
+  return `rbac_access_denied_matched_policy[${rbacPolicyId(decision)}]`;
+}
+
+/**
+ * The RBAC filter's name for what denied: the matched rule of a DENY policy, named as Istio names the
+ * rules it hands Envoy (`ns[<ns>]-policy[<name>]-rule[<index>]`), or `none` when no rule matched (a
+ * request no ALLOW policy allowed, or a policy that failed).
+ */
+function rbacPolicyId(decision: AuthorizationDecision): string {
+  if (decision.action === "CUSTOM") return "default-deny-all-due-to-bad-CUSTOM-action";
+  const policy = decision.policy;
+  if (decision.action !== "DENY" || policy === undefined || policy === "") return "none";
+  const slash = policy.indexOf("/");
+  const name = slash < 0 ? policy : `ns[${policy.slice(0, slash)}]-policy[${policy.slice(slash + 1)}]`;
+  const id = decision.rule === undefined ? name : `${name}-rule[${decision.rule}]`;
+  // Whitespace would split a text access log line into more fields: Envoy writes `_` for it.
+  return id.replace(/\s/g, "_");
 }
 
 function headerBytes(headers: Record<string, unknown>): number {
@@ -1307,6 +1345,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       startedAt: Date.now(),
       grpc: typeof contentType === "string" && contentType.startsWith("application/grpc"),
       flags: "-",
+      details: "-",
       status: 0,
       grpcStatus: "",
       responseBytes: 0,
@@ -1385,7 +1424,9 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     if (decision?.badRequest === true) return localReply(x, 400, "bad request", "-");
     if (decision !== undefined && !decision.allowed) {
       logger.debug({ reason: decision.reason, policy: decision.policy }, "request denied");
-      return localReply(x, 403, "RBAC: access denied", "RBAC");
+      // Envoy has no response flag for it: the reason is in the response code details only.
+      x.details = denialDetails(decision);
+      return localReply(x, 403, "RBAC: access denied", "-");
     }
 
     const target: RouteTarget = { service: x.info.destination?.service, port: x.info.destination?.port };
@@ -1774,7 +1815,10 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       const decision = decide(policy, connectionFacts(info));
       t.decision = decision;
       if (!decision.allowed) {
-        refuse("RBAC", `denied: ${decision.reason}`);
+        // The network RBAC filter sets no flag either: it closes the connection and says why in its
+        // termination details.
+        t.terminationDetails = denialDetails(decision);
+        refuse("-", `denied: ${decision.reason}`);
         return;
       }
     }

@@ -396,16 +396,28 @@ describe("a tunnel whose bytes are not HTTP (opaqueTcp)", () => {
       const flags = counted
         .filter((c) => c.name === "istio_tcp_connections_closed_total")
         .map((c) => c.labels.response_flags);
-      assert.deepEqual(flags, ["RBAC", "NR"]);
+      // Envoy has no response flag for a policy denial: the network RBAC filter leaves the reason in
+      // the connection's termination details instead.
+      assert.deepEqual(flags, ["-", "NR"]);
       assert.equal(sum("istio_tcp_connections_opened_total"), 2);
       assert.equal(sum("istio_tcp_received_bytes_total") + sum("istio_tcp_sent_bytes_total"), 0);
       assert.deepEqual(
-        entries.slice(1).map((e) => [e.response_flags, e.upstream_cluster, e.bytes_received]),
+        entries
+          .slice(1)
+          .map((e) => [
+            e.response_flags,
+            e.upstream_cluster,
+            e.bytes_received,
+            e.response_code_details,
+            e.connection_termination_details,
+          ]),
         [
-          ["RBAC", "-", 0],
-          ["NR", "-", 0],
+          ["-", "-", 0, "-", "rbac_access_denied_matched_policy[none]"],
+          ["NR", "-", 0, "-", "-"],
         ],
       );
+      assert.equal(entry.response_code_details, "-");
+      assert.equal(entry.connection_termination_details, "-");
       assert.deepEqual((entries[1] as AccessLogEntry).authorization, {
         result: "denied",
         policy: "-",

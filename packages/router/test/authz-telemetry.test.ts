@@ -187,7 +187,8 @@ describe("L7 authorization, metrics and trace context", () => {
     assert.equal(totals[1]?.labels?.response_code, "404");
     assert.equal(totals[1]?.labels?.response_flags, "NR");
     assert.equal(totals[2]?.labels?.response_code, "403");
-    assert.equal(totals[2]?.labels?.response_flags, "RBAC");
+    // A policy denial sets no response flag, as Envoy's RBAC filter sets none.
+    assert.equal(totals[2]?.labels?.response_flags, "-");
     const reqBytes = sink.observations.find(
       (o) => o.name === "istio_request_bytes" && o.labels?.request_protocol === "http",
     );

@@ -62,9 +62,13 @@ describe("request authentication and access log hooks", () => {
                   policy: "default/members-need-jwt",
                   action: "ALLOW",
                 }
-              : r.http?.path === "/log/me"
-                ? { allowed: true, reason: "", policy: "default/log", action: "ALLOW", rule: 2 }
-                : { allowed: true, reason: "" };
+              : r.http?.path === "/admin"
+                ? { allowed: false, reason: "", policy: "default/no-admin", action: "DENY", rule: 1 }
+                : r.http?.path === "/external"
+                  ? { allowed: false, reason: "", policy: "default/ext", action: "CUSTOM", rule: 0 }
+                  : r.http?.path === "/log/me"
+                    ? { allowed: true, reason: "", policy: "default/log", action: "ALLOW", rule: 2 }
+                    : { allowed: true, reason: "" };
           },
         },
       },
@@ -147,6 +151,8 @@ describe("request authentication and access log hooks", () => {
       destination_principal: "-",
       request_principal: "https://issuer.test/alice",
       grpc_status: "-",
+      response_code_details: "-",
+      connection_termination_details: "-",
       authorization: { result: "allowed", policy: "default/log", action: "ALLOW", rule: 2 },
     });
   });
@@ -187,12 +193,34 @@ describe("request authentication and access log hooks", () => {
     await new Promise((resolve) => setTimeout(resolve, 50));
     assert.deepEqual(
       logs.map((e) => `${e.response_code} ${e.response_flags} ${e.upstream_host}`),
-      ["401 - -", "403 RBAC -"],
+      ["401 - -", "403 - -"],
     );
+    // No ALLOW policy matched: Envoy's RBAC filter names no policy.
+    assert.equal(logs[1]?.response_code_details, "rbac_access_denied_matched_policy[none]");
+    assert.equal(logs[1]?.connection_termination_details, "-");
     // The denial names the policy that decided it; the 401 never reached policy.
     assert.deepEqual(
       logs.map((e) => e.authorization),
       ["-", { result: "denied", policy: "default/members-need-jwt", action: "ALLOW" }],
+    );
+  });
+
+  it("reports a policy denial as Envoy does: no RBAC flag, the matched policy in the details", async () => {
+    logs.length = 0;
+    const denied = await request(wp.port, { path: "/admin" });
+    assert.equal(denied.status, 403);
+    assert.equal(denied.body, "RBAC: access denied");
+    const external = await request(wp.port, { path: "/external" });
+    assert.equal(external.status, 403);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.deepEqual(
+      logs.map((e) => [e.response_code, e.response_flags, e.response_code_details]),
+      [
+        // Istio names each rule it compiles for Envoy's RBAC filter `ns[<ns>]-policy[<name>]-rule[<i>]`.
+        [403, "-", "rbac_access_denied_matched_policy[ns[default]-policy[no-admin]-rule[1]]"],
+        // A CUSTOM policy without an authorizer: the deny-all RBAC rule Istio puts in its place.
+        [403, "-", "rbac_access_denied_matched_policy[default-deny-all-due-to-bad-CUSTOM-action]"],
+      ],
     );
   });
 });

@@ -146,7 +146,8 @@ describe("waypoint request counters", () => {
     source_principal: SLEEP_ID,
     destination_service: "unknown",
     response_code: "403",
-    response_flags: "RBAC",
+    // Envoy sets no response flag for a policy denial.
+    response_flags: "-",
     connection_security_policy: "mutual_tls",
   };
   const ok = {
@@ -197,7 +198,7 @@ describe("waypoint request counters", () => {
       count: 1,
       allowed: false,
       deniedBy: "demo/web-get-from-sleep",
-      error: "HTTP 403 RBAC",
+      error: "HTTP 403",
     });
     // The waypoint restarted: 1 < 3 means one new refusal since it started, and 2 allowed.
     const restarted = requestCounters(text(1, 2));
@@ -241,7 +242,8 @@ const request = (
 const REFUSED_POST = {
   method: "POST",
   response_code: 403,
-  response_flags: "RBAC",
+  response_flags: "-",
+  response_code_details: "rbac_access_denied_matched_policy[none]",
   upstream_cluster: "-",
   authorization: { result: "denied", policy: "demo/web-get-from-sleep", action: "ALLOW" },
 };
@@ -278,7 +280,7 @@ describe("flowFromWaypointRequest", () => {
       want: {
         allowed: false,
         deniedBy: "demo/web-get-from-sleep",
-        error: "HTTP 403 RBAC",
+        error: "HTTP 403",
         source: { workload: "demo/sleep-0", identity: SLEEP_ID },
       },
     },
@@ -288,7 +290,34 @@ describe("flowFromWaypointRequest", () => {
         ...REFUSED_POST,
         authorization: { result: "denied", policy: "demo/no-admin", action: "DENY", rule: 1 },
       }),
-      want: { allowed: false, deniedBy: "demo/no-admin", error: "HTTP 403 RBAC, rule 1" },
+      want: { allowed: false, deniedBy: "demo/no-admin", error: "HTTP 403, rule 1" },
+    },
+    {
+      name: "a TCP tunnel L4 policy refused: told by its termination details, no response code",
+      line: request(8, {
+        method: "-",
+        path: "-",
+        response_code: 0,
+        upstream_cluster: "-",
+        connection_termination_details:
+          "rbac_access_denied_matched_policy[ns[demo]-policy[no-other]-rule[0]]",
+        authorization: { result: "denied", policy: "demo/no-other", action: "DENY", rule: 0 },
+      }),
+      want: { allowed: false, deniedBy: "demo/no-other", error: "TCP connection refused, rule 0" },
+    },
+    {
+      name: "a denial the details tell, without a decision in the entry, names the waypoint",
+      line: request(9, { ...REFUSED_POST, authorization: "-" }),
+      want: {
+        allowed: false,
+        deniedBy: "waypoint/demo/waypoint (no policy name reported)",
+        error: "HTTP 403",
+      },
+    },
+    {
+      name: "a 403 from the backend itself is not a policy refusal",
+      line: request(10, { response_code: 403 }),
+      want: { allowed: true, deniedBy: undefined, error: undefined },
     },
     {
       name: "a refusal without a policy name names the waypoint",
@@ -582,7 +611,7 @@ async function fakeWaypoint(recent: boolean) {
       res.end(JSON.stringify({ startedAt: state.startedAt, requests: state.requests }));
     } else if (req.url === "/metrics") {
       res.end(
-        `istio_requests_total{source_principal="${SLEEP_ID}",response_code="403",response_flags="RBAC",connection_security_policy="mutual_tls"} ${state.refused}\n`,
+        `istio_requests_total{source_principal="${SLEEP_ID}",response_code="403",response_flags="-",connection_security_policy="mutual_tls"} ${state.refused}\n`,
       );
     } else res.writeHead(404).end();
   });

@@ -105,6 +105,14 @@ export interface RecentRequestLine {
   fields: Record<string, unknown>;
 }
 
+/**
+ * Whether an access log entry's details name a policy denial: Envoy's RBAC filter leaves
+ * `rbac_access_denied_matched_policy[...]` in the response code details of a request and the
+ * termination details of a connection. (It sets no response flag, so the flags cannot tell one.)
+ */
+const deniedByPolicy = (details: string | undefined): boolean =>
+  details?.startsWith("rbac_access_denied_matched_policy[") === true;
+
 const ipOfAddress = (address: string | undefined): string | undefined =>
   address?.replace(/^\[(.*)\](:\d+)?$/, "$1").replace(/^([^:]+):\d+$/, "$1");
 
@@ -130,7 +138,10 @@ export function flowFromWaypointRequest(options: {
   const decided = auth !== null && typeof auth === "object" ? (auth as Record<string, unknown>) : {};
   const code = typeof f.response_code === "number" ? f.response_code : 0;
   const flags = str(f.response_flags) ?? "-";
-  const denied = decided.result === "denied" || flags === "RBAC";
+  const denied =
+    decided.result === "denied" ||
+    deniedByPolicy(str(f.response_code_details)) ||
+    deniedByPolicy(str(f.connection_termination_details));
   const source: FlowParty = {};
   const clientIp = ipOfAddress(str(f.downstream_remote_address));
   const clientWorkload = clientIp === undefined ? undefined : options.workloadAt(clientIp);
@@ -160,7 +171,9 @@ export function flowFromWaypointRequest(options: {
     event.deniedBy =
       policy !== undefined && policy !== "-" ? policy : `${options.reporter} (no policy name reported)`;
     const rule = typeof decided.rule === "number" ? `, rule ${decided.rule}` : "";
-    event.error = `HTTP ${code} ${flags}${rule}`;
+    // A TCP tunnel has no response code (0 in its entry).
+    const answer = code === 0 ? "TCP connection refused" : `HTTP ${code}`;
+    event.error = `${answer}${flags === "-" ? "" : ` ${flags}`}${rule}`;
   }
   return event;
 }
@@ -216,8 +229,8 @@ const known = (v: string | undefined): string | undefined =>
 /**
  * The waypoint's requests since the previous scrape, as flows from the client to the waypoint's own
  * workload: a counter that went down means the waypoint restarted and counts from zero again. Refused
- * requests (403 with Envoy's `RBAC` flag) name the policies attached to the waypoint, since the
- * metric does not say which one refused. The fallback for a waypoint without `/recent_requests`.
+ * requests (403; Envoy sets no response flag for a policy denial, so the code is all the metric tells)
+ * name the policies attached to the waypoint, since the metric does not say which one refused. The fallback for a waypoint without `/recent_requests`.
  */
 export function flowsFromRequestCounters(options: {
   reporter: string;
@@ -236,7 +249,7 @@ export function flowsFromRequestCounters(options: {
     const delta = sample.value >= before ? sample.value - before : sample.value;
     if (delta <= 0) continue;
     const l = sample.labels;
-    const denied = l.response_flags === "RBAC" || l.response_code === "403";
+    const denied = l.response_code === "403";
     const srcName = known(l.source_workload);
     const srcNs = known(l.source_workload_namespace);
     const source: FlowParty = {};
@@ -265,7 +278,8 @@ export function flowsFromRequestCounters(options: {
         options.waypointPolicies.length > 0
           ? options.waypointPolicies.join(", ")
           : `${options.reporter} (no policy name reported)`;
-      event.error = `HTTP ${l.response_code ?? "403"} ${l.response_flags ?? ""}`.trim();
+      const flags = l.response_flags ?? "-";
+      event.error = `HTTP ${l.response_code ?? "403"}${flags === "-" ? "" : ` ${flags}`}`;
     }
     events.push(event);
   }
