@@ -7,6 +7,7 @@ import { type Logger, noopLogger } from "@ambient/telemetry";
 import { RecordType, ResponseCode, recordTypeName } from "./constants.js";
 import { DnsError } from "./errors.js";
 import { type DnsMessage, decodeMessage, encodeMessage, encodeQuestion, HEADER_BYTES } from "./message.js";
+import { readName } from "./name.js";
 import { errnoOf, toDnsError } from "./node-error.js";
 import { ADVERTISED_UDP_PAYLOAD, replyTo, udpPayloadLimit } from "./records.js";
 import { TcpConnection } from "./tcp-connection.js";
@@ -89,19 +90,65 @@ function truncatedOpt(response: Uint8Array): Uint8Array {
   return out;
 }
 
-/** The response cut to its header, the question and (for an EDNS query) an OPT record, TC set, so the client asks again over TCP. */
-function truncatedReply(response: Uint8Array, query: DnsMessage): Uint8Array {
-  const question = encodeQuestion(query.questions[0] as DnsMessage["questions"][number]);
+/**
+ * Where the answer records of `response` that fit in `budget` bytes end, with how many they are: the
+ * header, its one question and whole answer records from the first, cut before the first that does
+ * not fit. Undefined when the bytes do not walk as a response with one question (bytes from a
+ * handler are not checked otherwise). Compression pointers only point backwards, so a prefix of the
+ * message is still a well-formed message once its counts are fixed.
+ */
+function answersThatFit(response: Uint8Array, budget: number): { end: number; count: number } | undefined {
+  if (response.length < HEADER_BYTES) return undefined;
+  const counts = new DataView(response.buffer, response.byteOffset, response.byteLength);
+  if (counts.getUint16(4) !== 1) return undefined;
+  try {
+    let end = readName(response, HEADER_BYTES).end + 4;
+    if (end > budget) return undefined;
+    const answers = counts.getUint16(6);
+    let count = 0;
+    while (count < answers) {
+      const fixed = readName(response, end).end;
+      if (fixed + 10 > response.length) return undefined;
+      const next = fixed + 10 + counts.getUint16(fixed + 8);
+      if (next > response.length) return undefined;
+      if (next > budget) break;
+      end = next;
+      count += 1;
+    }
+    return { end, count };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The response cut to fit `limit` bytes, TC set, so the client asks again over TCP: the header, the
+ * question, as many whole answer records as fit, and for an EDNS query an OPT record. The authority
+ * and additional sections are dropped. Keeping the answers that fit (as RFC 2181 section 9 allows)
+ * matters to stub resolvers that never retry over TCP: they use the first addresses of a large
+ * answer instead of finding none.
+ */
+function truncatedReply(response: Uint8Array, query: DnsMessage, limit: number): Uint8Array {
   const edns = query.additionals.some((r) => r.type === RecordType.OPT);
   const opt = edns ? truncatedOpt(response) : new Uint8Array(0);
-  const out = new Uint8Array(HEADER_BYTES + question.length + opt.length);
-  out.set(response.subarray(0, HEADER_BYTES));
+  const fit = answersThatFit(response, limit - opt.length);
+  // Bytes that cannot be walked: just the header and the query's own question.
+  const kept =
+    fit === undefined
+      ? Buffer.concat([
+          response.subarray(0, HEADER_BYTES),
+          encodeQuestion(query.questions[0] as DnsMessage["questions"][number]),
+        ])
+      : response.subarray(0, fit.end);
+  const out = new Uint8Array(kept.length + opt.length);
+  out.set(kept);
   out[2] = (out[2] as number) | 0x02;
   out.fill(0, 4, HEADER_BYTES);
   out[5] = 1;
+  out[6] = (fit?.count ?? 0) >>> 8;
+  out[7] = (fit?.count ?? 0) & 0xff;
   if (edns) out[11] = 1;
-  out.set(question, HEADER_BYTES);
-  out.set(opt, HEADER_BYTES + question.length);
+  out.set(opt, kept.length);
   return out;
 }
 
@@ -412,7 +459,8 @@ export class DnsServer {
     }
 
     if (protocol === "udp") {
-      return response.length > udpPayloadLimit(query) ? truncatedReply(response, query) : response;
+      const limit = udpPayloadLimit(query);
+      return response.length > limit ? truncatedReply(response, query, limit) : response;
     }
     if (response.length > MAX_TCP_MESSAGE) {
       this.#logger.warn(
