@@ -10,7 +10,7 @@ import {
 } from "node:net";
 import { PassThrough } from "node:stream";
 import { after, before, describe, it } from "node:test";
-import type { InboundTunnel } from "@ambient/hbone";
+import { HboneError, type InboundTunnel } from "@ambient/hbone";
 import { createAuthorizationEngine, type WireAuthorization } from "@ambient/policy";
 import type { Workload } from "@ambient/xds";
 import { ipBytes, loopbackSubnet, testService, testWorkload } from "../test/fixtures.js";
@@ -626,5 +626,136 @@ describe("inbound: an HBONE tunnel reset while the app connect is in flight", ()
     assert.deepEqual(counted, ["opened", "closed CONNECT"]);
     assert.equal(lines.length, 1);
     assert.match(String(lines[0]?.error), /upstream unavailable/);
+  });
+});
+
+describe("inbound: a connection whose relay ends in an error", () => {
+  let app: Server;
+  let appPort: number;
+
+  before(async () => {
+    app = createServer((socket) => {
+      socket.on("error", () => {});
+      socket.resume();
+    });
+    app.listen(0, podIp);
+    await once(app, "listening");
+    appPort = (app.address() as AddressInfo).port;
+  });
+  after(async () => {
+    app.close();
+  });
+
+  /** An inbound noting the flags closes are counted under, and the pod whose app sockets it keeps. */
+  function setup() {
+    const store = new WorkloadStore();
+    store.upsert("Kubernetes//Pod/demo/echo", { workload: echoWorkload() });
+    const registry = new ConnectionRegistry();
+    const closes: string[] = [];
+    const inbound = createInbound({
+      nodeName: "node-a",
+      hbonePort: 15008,
+      store,
+      engine: createAuthorizationEngine(),
+      registry,
+      tcpMetrics: { opened() {}, bytes() {}, closed: (_labels, flag = "-") => closes.push(flag) },
+      logger: noopLogger,
+      isClosed: () => false,
+    });
+    const upstreams: Socket[] = [];
+    const pod: InboundPod = {
+      uid: "Kubernetes//Pod/demo/echo",
+      ip: podIp,
+      connectUpstream: (host, port) => {
+        const socket = connect({ host, port, allowHalfOpen: true });
+        upstreams.push(socket);
+        return socket;
+      },
+    };
+    return { inbound, registry, closes, pod, upstreams };
+  }
+
+  /** A tunnel whose accepted stream the test holds, to fail it as the peer would. */
+  function heldTunnel() {
+    let accepted: (stream: PassThrough) => void = () => {};
+    const stream = new Promise<PassThrough>((resolve) => {
+      accepted = resolve;
+    });
+    const { tunnel } = fakeTunnel(appPort);
+    (tunnel as unknown as { accept(): PassThrough }).accept = () => {
+      (tunnel as unknown as { state: string }).state = "accepted";
+      const s = new PassThrough();
+      accepted(s);
+      return s;
+    };
+    return { tunnel, stream };
+  }
+
+  for (const [rst, flag] of [
+    [0x2, "CONNECT"],
+    [0x1, "CONNECT"],
+    [0x8, "-"],
+  ] as const) {
+    it(`counts a tunnel the peer reset with HTTP/2 code ${rst} as closed under ${flag}`, async () => {
+      const { inbound, registry, closes, pod } = setup();
+      const { tunnel, stream } = heldTunnel();
+      inbound.handleTunnel(pod, tunnel);
+      const held = await stream;
+      while (registry.connections().length === 0) await new Promise((r) => setImmediate(r));
+      held.destroy(
+        new HboneError("ERR_HBONE_RESET", `tunnel stream reset by peer (${rst})`, { rstCode: rst }),
+      );
+      while (closes.length === 0) await new Promise((r) => setImmediate(r));
+      assert.deepEqual(closes, [flag]);
+    });
+  }
+
+  it("counts a plaintext connection whose app socket timed out as closed under CONNECT", async () => {
+    const { inbound, registry, closes, pod, upstreams } = setup();
+    const capture = createServer({ allowHalfOpen: true }, (socket) =>
+      inbound.handlePlaintext(pod, socket, { ip: podIp, port: appPort }),
+    );
+    capture.listen(0, podIp);
+    await once(capture, "listening");
+    try {
+      const client: Socket = connect({
+        host: podIp,
+        port: (capture.address() as AddressInfo).port,
+        localAddress: clientIp,
+      });
+      client.on("error", () => {});
+      const closed = new Promise((resolve) => client.once("close", resolve));
+      while (registry.connections().length === 0) await new Promise((r) => setImmediate(r));
+      // What a connection whose peer stopped answering ends with (keepalive or user timeout).
+      upstreams[0]?.destroy(Object.assign(new Error("read ETIMEDOUT"), { code: "ETIMEDOUT" }));
+      await closed;
+      while (closes.length === 0) await new Promise((r) => setImmediate(r));
+      assert.deepEqual(closes, ["CONNECT"]);
+    } finally {
+      capture.close();
+    }
+  });
+
+  it("counts a plaintext connection its client reset as closed without a flag", async () => {
+    const { inbound, registry, closes, pod } = setup();
+    const capture = createServer({ allowHalfOpen: true }, (socket) =>
+      inbound.handlePlaintext(pod, socket, { ip: podIp, port: appPort }),
+    );
+    capture.listen(0, podIp);
+    await once(capture, "listening");
+    try {
+      const client: Socket = connect({
+        host: podIp,
+        port: (capture.address() as AddressInfo).port,
+        localAddress: clientIp,
+      });
+      client.on("error", () => {});
+      while (registry.connections().length === 0) await new Promise((r) => setImmediate(r));
+      client.resetAndDestroy();
+      while (closes.length === 0) await new Promise((r) => setImmediate(r));
+      assert.deepEqual(closes, ["-"]);
+    } finally {
+      capture.close();
+    }
   });
 });

@@ -361,7 +361,7 @@ export function createInbound(options: InboundOptions): Inbound {
       logger.debug(logFields, "inbound connection opened");
       const finish = (err?: unknown) => {
         registry.delete(id);
-        carried.reportClosed();
+        carried.reportClosed(err);
         accessLog.complete({
           sent: upstream.bytesRead,
           received: upstream.bytesWritten,
@@ -508,7 +508,7 @@ export function createInbound(options: InboundOptions): Inbound {
       logger.debug(logFields, "inbound plaintext connection opened");
       const finish = (err?: unknown) => {
         registry.delete(id);
-        carried.reportClosed();
+        carried.reportClosed(err);
         accessLog.complete({
           sent: upstream.bytesRead,
           received: upstream.bytesWritten,

@@ -135,6 +135,7 @@ export {
   countRefused,
   createTcpMetrics,
   MeteredConnection,
+  relayCloseFlag,
   type ServiceDescription,
   TCP_BYTES_REPORT_MS,
   TCP_METRIC_LABELS,

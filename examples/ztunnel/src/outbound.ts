@@ -392,7 +392,7 @@ class CarriedOutbound extends MeteredConnection {
 
   finish(err: unknown): void {
     this.registry.delete(this.id);
-    this.reportClosed();
+    this.reportClosed(err);
     // The pod sent what this proxy received from it, and received what was written back.
     this.accessLog.complete({
       sent: this.receivedBytes(),

@@ -3,10 +3,12 @@ import { once } from "node:events";
 import { type AddressInfo, connect, createServer, type Server, Socket } from "node:net";
 import { after, describe, it } from "node:test";
 import type { Workload } from "@ambient/xds";
+import { socksConnect, testService } from "../test/fixtures.js";
 import { ConnectionRegistry } from "./connections.js";
 import { createDialFailureMetrics } from "./dial-failure.js";
-import { createOutbound, type OutboundNetwork } from "./outbound.js";
-import { encodeGreeting, encodeRequest } from "./socks5.js";
+import { ZtunnelError } from "./errors.js";
+import { createOutbound, type Outbound, type OutboundNetwork } from "./outbound.js";
+import { encodeGreeting, encodeRequest, SOCKS5_REPLY } from "./socks5.js";
 import { createSocks5Outbound } from "./socks5-outbound.js";
 import { createTcpMetrics } from "./tcp-metrics.js";
 import { type MetricLabels, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
@@ -127,6 +129,169 @@ describe("SOCKS5 outbound", () => {
       "istio_tcp_connections_opened_total -",
       "istio_tcp_connections_closed_total -",
     ]);
+    handler.destroyAll();
+  });
+});
+
+describe("SOCKS5 outbound: a request by hostname", () => {
+  /**
+   * A SOCKS5 listener for a client in `clientNamespace` whose dials only note the address asked
+   * for (and are refused), over `store`.
+   */
+  async function start(store: WorkloadStore, clientNamespace: string) {
+    const dialed: string[] = [];
+    const outbound: Outbound = {
+      dial: async (_network, _srcIp, _src, request) => {
+        dialed.push(request.ip);
+        throw new ZtunnelError("ERR_SOCKS5_UNSUPPORTED", "not dialing in this test", {
+          reply: SOCKS5_REPLY.hostUnreachable,
+        });
+      },
+      carry: () => {},
+      abandon: () => {},
+    };
+    const { server, handler } = createSocks5Outbound({
+      outbound,
+      network: {
+        connectTcp: () => {
+          throw new Error("no TCP here");
+        },
+        hboneClient: () => {
+          throw new Error("no HBONE here");
+        },
+      },
+      store,
+      sourceOf: () => ({ ...sleep, namespace: clientNamespace }) as Workload,
+      isClosed: () => false,
+      logger: noopLogger,
+      metrics: noopMetrics,
+      dialFailures: createDialFailureMetrics(noopMetrics),
+    });
+    const port = await listen(server);
+    return { port, dialed, handler };
+  }
+
+  /** The reply to a CONNECT to `host`:80. */
+  async function ask(port: number, host: string): Promise<number> {
+    const { socket, reply } = await socksConnect(`127.0.0.1:${port}`, "127.0.0.1", host, 80);
+    socket.destroy();
+    return reply;
+  }
+
+  const ports = [{ servicePort: 80, targetPort: 8080, appProtocol: "TCP" as const }];
+
+  it("names the Service of the client's namespace, then the canonical one", async () => {
+    const store = new WorkloadStore();
+    const host = "api.example.com";
+    store.upsert(`default/${host}`, {
+      service: testService("api", "240.240.0.1", ports, { hostname: host, namespace: "default" }),
+    });
+    store.upsert(`other/${host}`, {
+      service: testService("api", "240.240.0.2", ports, {
+        hostname: host,
+        namespace: "other",
+        canonical: false,
+      }),
+    });
+    const fromOther = await start(store, "other");
+    assert.equal(await ask(fromOther.port, host), SOCKS5_REPLY.hostUnreachable);
+    const fromThird = await start(store, "third");
+    assert.equal(await ask(fromThird.port, host), SOCKS5_REPLY.hostUnreachable);
+    assert.deepEqual(fromOther.dialed, ["240.240.0.2"]);
+    assert.deepEqual(fromThird.dialed, ["240.240.0.1"]);
+    fromOther.handler.destroyAll();
+    fromThird.handler.destroyAll();
+  });
+
+  it("does not resolve a Service of NAMESPACE visibility for a client of another namespace", async () => {
+    const store = new WorkloadStore();
+    const host = "local.example.com";
+    store.upsert(`other/${host}`, {
+      service: testService("local", "240.240.0.3", ports, {
+        hostname: host,
+        namespace: "other",
+        canonical: false,
+        visibility: "NAMESPACE",
+      }),
+    });
+    const fromDefault = await start(store, "default");
+    // Not a name this client may know: refused before any dial, as a name that resolves to nothing.
+    assert.equal(await ask(fromDefault.port, host), SOCKS5_REPLY.hostUnreachable);
+    assert.deepEqual(fromDefault.dialed, []);
+    const fromOther = await start(store, "other");
+    assert.equal(await ask(fromOther.port, host), SOCKS5_REPLY.hostUnreachable);
+    assert.deepEqual(fromOther.dialed, ["240.240.0.3"]);
+    fromDefault.handler.destroyAll();
+    fromOther.handler.destroyAll();
+  });
+});
+
+describe("SOCKS5 outbound: a connection whose relay ends in an error", () => {
+  it("is counted closed under CONNECT when its upstream socket timed out, without a flag when reset", async () => {
+    const closes: string[] = [];
+    const sink: MetricsSink = {
+      ...noopMetrics,
+      counter: (name) => ({
+        inc: (labels?: MetricLabels) => {
+          if (name === "istio_tcp_connections_closed_total") closes.push(String(labels?.response_flags));
+        },
+      }),
+    };
+    const upstream = createServer((s) => {
+      s.on("error", () => {});
+      s.resume();
+    });
+    const upstreamPort = await listen(upstream);
+    const dialedSockets: Socket[] = [];
+    const network: OutboundNetwork = {
+      connectTcp: (host, port) => {
+        const socket = connect({ host, port, allowHalfOpen: true });
+        dialedSockets.push(socket);
+        return socket;
+      },
+      hboneClient: () => {
+        throw new Error("no HBONE here");
+      },
+    };
+    const registry = new ConnectionRegistry();
+    const outbound = createOutbound({
+      store: new WorkloadStore(),
+      svidOf: () => Promise.reject(new Error("no certificates here")),
+      trustOf: () => "",
+      hbonePort: 15008,
+      registry,
+      tcpMetrics: createTcpMetrics(sink),
+      resolveHostname: () => Promise.reject(new Error("no names here")),
+      logger: noopLogger,
+    });
+    const { server, handler } = createSocks5Outbound({
+      outbound,
+      network,
+      store: new WorkloadStore(),
+      sourceOf: () => sleep,
+      isClosed: () => false,
+      logger: noopLogger,
+      metrics: noopMetrics,
+      dialFailures: createDialFailureMetrics(noopMetrics),
+    });
+    const port = await listen(server);
+
+    const first = await socksConnect(`127.0.0.1:${port}`, "127.0.0.1", "127.0.0.1", upstreamPort);
+    assert.equal(first.reply, SOCKS5_REPLY.succeeded);
+    first.socket.on("error", () => {});
+    // What a connection whose peer stopped answering ends with (keepalive or user timeout).
+    dialedSockets[0]?.destroy(Object.assign(new Error("read ETIMEDOUT"), { code: "ETIMEDOUT" }));
+    await closed(first.socket);
+    while (closes.length < 1) await new Promise((r) => setImmediate(r));
+
+    const second = await socksConnect(`127.0.0.1:${port}`, "127.0.0.1", "127.0.0.1", upstreamPort);
+    assert.equal(second.reply, SOCKS5_REPLY.succeeded);
+    second.socket.on("error", () => {});
+    second.socket.resetAndDestroy();
+    while (closes.length < 2) await new Promise((r) => setImmediate(r));
+
+    assert.deepEqual(closes, ["CONNECT", "-"]);
+    assert.equal(registry.connections().length, 0);
     handler.destroyAll();
   });
 });

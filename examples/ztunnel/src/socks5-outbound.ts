@@ -56,8 +56,9 @@ export function createSocks5Outbound(options: Socks5OutboundOptions): {
     ...(options.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: options.handshakeTimeoutMs }),
     ...(options.maxHandshakes === undefined ? {} : { maxHandshakes: options.maxHandshakes }),
     sourceOf: options.sourceOf,
-    resolveHostname: (hostname) => {
-      const service = options.store.findServiceByHostname(hostname);
+    // As the client's DNS would answer: its own namespace's Service first, none it may not see.
+    resolveHostname: (hostname, source) => {
+      const service = options.store.findServiceByHostname(hostname, source.namespace);
       return service === undefined ? undefined : serviceVip(service);
     },
     onConnect: (connect) =>

@@ -63,7 +63,11 @@ export interface Socks5HandlerOptions<S> {
   maxHandshakes?: number;
   /** The mesh source behind a client address; undefined refuses it (reply 2) without reading anything. */
   sourceOf(ip: string): S | undefined;
-  resolveHostname: ServiceHostnameResolver;
+  /**
+   * The VIP of the mesh Service a requested name stands for, as the client `source` sees names:
+   * its own namespace's Service first, and none it may not see.
+   */
+  resolveHostname(hostname: string, source: S): string | undefined;
   onConnect(connect: Socks5Connect<S>): void;
   logger?: Logger;
   metrics?: MetricsSink;
@@ -217,6 +221,9 @@ export function createSocks5Handler<S>(options: Socks5HandlerOptions<S>): Socks5
       return;
     }
 
+    // Names in the request are resolved for this client: the same name can stand for another
+    // Service in another namespace.
+    const resolveHostname: ServiceHostnameResolver = (hostname) => options.resolveHostname(hostname, source);
     const onData = (chunk: Buffer): void => {
       if (phase === "refusing" || phase === "done") return;
       buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
@@ -235,7 +242,7 @@ export function createSocks5Handler<S>(options: Socks5HandlerOptions<S>): Socks5
         socket.write(selection);
         phase = "request";
       }
-      const decision = decideRequest(buffered, options.resolveHostname);
+      const decision = decideRequest(buffered, resolveHostname);
       if (decision.kind === "incomplete") return;
       if (decision.kind === "refuse") {
         logger.info({ src: srcIp, reason: decision.reason, reply: decision.reply }, "SOCKS5 request refused");

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { HboneError } from "@ambient/hbone";
 import type { Workload } from "@ambient/xds";
 import {
   type ConnectionParties,
@@ -7,6 +8,7 @@ import {
   countRefused,
   createTcpMetrics,
   MeteredConnection,
+  relayCloseFlag,
   TCP_METRIC_LABELS,
   type TcpMetricLabels,
 } from "./tcp-metrics.js";
@@ -257,5 +259,72 @@ describe("createTcpMetrics", () => {
       "istio_tcp_received_bytes_total=0",
       "istio_tcp_connections_closed_total=1",
     ]);
+  });
+});
+
+describe("relayCloseFlag", () => {
+  const errno = (code: string) => Object.assign(new Error(code), { code });
+  const reset = (rstCode: number) => new HboneError("ERR_HBONE_RESET", `reset ${rstCode}`, { rstCode });
+  const mapped = (nodeCode: string) =>
+    new HboneError("ERR_HBONE_CONNECTION", `tunnel copy: ${nodeCode}`, { nodeCode });
+
+  it("counts the ends of a connection either side may cause as a normal close", () => {
+    for (const [what, err] of [
+      ["no error", undefined],
+      ["a reset by either side", mapped("ECONNRESET")],
+      ["a write to a closed peer", mapped("EPIPE")],
+      ["a socket no longer connected", errno("ENOTCONN")],
+      ["a close before both directions ended", mapped("ERR_STREAM_PREMATURE_CLOSE")],
+      ["a stream reset with NO_ERROR", reset(0x0)],
+      ["a stream reset with STREAM_CLOSED", reset(0x5)],
+      ["a stream reset with CANCEL", reset(0x8)],
+      ["the HTTP/2 connection closed under the tunnel", new HboneError("ERR_HBONE_CONNECTION", "closed")],
+    ] as const) {
+      assert.equal(relayCloseFlag(err), "-", what);
+    }
+  });
+
+  it("counts a relay that failed under CONNECT", () => {
+    for (const [what, err] of [
+      ["a stream reset with INTERNAL_ERROR", reset(0x2)],
+      ["a stream reset with PROTOCOL_ERROR", reset(0x1)],
+      ["a timed-out socket", errno("ETIMEDOUT")],
+      ["a timed-out socket, mapped", new HboneError("ERR_HBONE_TIMEOUT", "t", { nodeCode: "ETIMEDOUT" })],
+      ["an unreachable host", mapped("EHOSTUNREACH")],
+      ["an HTTP/2 protocol error", new HboneError("ERR_HBONE_PROTOCOL", "HTTP/2 PROTOCOL_ERROR")],
+      [
+        "a TLS failure",
+        new HboneError("ERR_HBONE_TLS", "bad record mac", { nodeCode: "ERR_SSL_BAD_RECORD_MAC" }),
+      ],
+      ["an error of no known kind", new Error("something else")],
+    ] as const) {
+      assert.equal(relayCloseFlag(err), "CONNECT", what);
+    }
+  });
+
+  it("leaves the flag a connection was already given (a late DENY) as it is", () => {
+    const closes: string[] = [];
+    const metrics = {
+      opened() {},
+      bytes() {},
+      closed: (_l: TcpMetricLabels, flag = "-") => closes.push(flag),
+    };
+    const labels = connectionLabels({
+      reporter: "source",
+      source: sleep,
+      destination: echo,
+      mutualTls: true,
+    });
+    const connection = () =>
+      new (class extends MeteredConnection {
+        sentBytes = () => 0;
+        receivedBytes = () => 0;
+      })(labels, metrics);
+    connection().reportClosed(errno("ETIMEDOUT"));
+    connection().reportClosed(errno("ECONNRESET"));
+    const denied = connection();
+    denied.closeFlag = "DENY";
+    denied.reportClosed(errno("ETIMEDOUT"));
+    assert.deepEqual(closes, ["CONNECT", "-", "DENY"]);
   });
 });

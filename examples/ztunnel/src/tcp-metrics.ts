@@ -1,3 +1,4 @@
+import { HboneError } from "@ambient/hbone";
 import type { Service, Workload } from "@ambient/xds";
 import type { MetricsSink } from "./telemetry.js";
 import { identityOf } from "./workload-store.js";
@@ -161,6 +162,51 @@ function flagged(labels: TcpMetricLabels, flag: TcpResponseFlag): TcpMetricLabel
   return out;
 }
 
+/**
+ * Errnos (and Node.js stream codes) with which a relay ends when one side simply went away: a reset, a
+ * write to a peer that already closed, a socket no longer connected, a close before both directions
+ * ended. A TCP connection may end so at any time; Istio's ztunnel counts these as a normal close.
+ */
+const NORMAL_END_CODES = new Set([
+  "ECONNRESET",
+  "EPIPE",
+  "ENOTCONN",
+  "ERR_STREAM_PREMATURE_CLOSE",
+  "ERR_STREAM_DESTROYED",
+  "ERR_STREAM_WRITE_AFTER_END",
+  "ERR_SOCKET_CLOSED",
+]);
+
+/** HTTP/2 codes of a tunnel stream reset that only ends it: NO_ERROR, STREAM_CLOSED, CANCEL. */
+const NORMAL_END_RST_CODES = new Set([0x0, 0x5, 0x8]);
+
+/**
+ * The `response_flags` of a connection whose relay (the copy after the connect) ended with `err`:
+ * `-` for no error or an end either side may cause (a reset, a closed peer, a tunnel stream reset with
+ * NO_ERROR, STREAM_CLOSED or CANCEL, the HTTP/2 connection closing under the tunnel), `CONNECT` for
+ * any other failure (a timeout, an unreachable peer, an HTTP/2 protocol or TLS error, a stream reset
+ * with an error code), as Istio's ztunnel flags the close.
+ */
+export function relayCloseFlag(err: unknown): "-" | "CONNECT" {
+  if (err === undefined || err === null) return "-";
+  if (err instanceof HboneError) {
+    if (err.rstCode !== undefined) return NORMAL_END_RST_CODES.has(err.rstCode) ? "-" : "CONNECT";
+    if (err.nodeCode !== undefined) return NORMAL_END_CODES.has(err.nodeCode) ? "-" : "CONNECT";
+    switch (err.code) {
+      // The HTTP/2 connection or stream closed under the tunnel (the peer's connection ended), or
+      // this proxy closed or aborted it: nothing failed on the way.
+      case "ERR_HBONE_CONNECTION":
+      case "ERR_HBONE_CLOSED":
+      case "ERR_HBONE_ABORTED":
+        return "-";
+      default:
+        return "CONNECT";
+    }
+  }
+  const code = typeof err === "object" && "code" in err ? (err as { code: unknown }).code : undefined;
+  return typeof code === "string" && NORMAL_END_CODES.has(code) ? "-" : "CONNECT";
+}
+
 /** The four Istio TCP metrics. */
 export interface TcpMetrics {
   opened(labels: TcpMetricLabels): void;
@@ -237,10 +283,14 @@ export abstract class MeteredConnection {
     this.#reportedReceived = received;
   }
 
-  /** Reports the last bytes and counts the close. */
-  reportClosed(): void {
+  /**
+   * Reports the last bytes and counts the close: under the flag already set (a late `DENY`), else
+   * under the one the relay's error calls for ({@link relayCloseFlag}).
+   */
+  reportClosed(err?: unknown): void {
     this.reportBytes(true);
-    this.tcpMetrics.closed(this.labels, this.closeFlag);
+    const flag = this.closeFlag === "-" ? relayCloseFlag(err) : this.closeFlag;
+    this.tcpMetrics.closed(this.labels, flag);
   }
 }
 

@@ -334,6 +334,30 @@ describe("WorkloadStore", () => {
     assert.equal(s.findServiceByHostname("echo.default.svc.cluster.local")?.namespace, "aaa");
   });
 
+  it("findServiceByHostname with a client namespace passes over Services of NAMESPACE visibility elsewhere", () => {
+    const s = store();
+    // A ServiceEntry with `exportTo: ["."]` in namespace aaa, the only one with its hostname.
+    const hidden: Service = {
+      ...echoService,
+      namespace: "aaa",
+      hostname: "local.example.com",
+      addresses: [{ network: "", address: ip("240.240.0.5") }],
+      canonical: false,
+      visibility: "NAMESPACE",
+    };
+    s.upsert("aaa/local.example.com", { service: hidden });
+    assert.equal(s.findServiceByHostname("local.example.com", "aaa")?.namespace, "aaa");
+    assert.equal(s.findServiceByHostname("local.example.com", "default"), undefined);
+    // With no client namespace (a lookup for no particular client) it is known.
+    assert.equal(s.findServiceByHostname("local.example.com")?.namespace, "aaa");
+    // Hidden, it does not hide a Service of that hostname another namespace may see.
+    s.upsert("bbb/local.example.com", {
+      service: { ...hidden, namespace: "bbb", visibility: "PUBLIC" },
+    });
+    assert.equal(s.findServiceByHostname("local.example.com", "default")?.namespace, "bbb");
+    assert.equal(s.findServiceByHostname("local.example.com", "aaa")?.namespace, "aaa");
+  });
+
   it("several Services on one VIP: the client's namespace's, else the canonical one; all are kept", () => {
     const s = store();
     // A ServiceEntry in another namespace reuses the Kubernetes Service's ClusterIP, written after it.

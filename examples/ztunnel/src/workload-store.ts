@@ -388,12 +388,17 @@ export class WorkloadStore {
 
   /**
    * The Service named `hostname`, for SOCKS5 requests and HBONE authorities by name: the one in
-   * `preferNamespace` when there is one, else the one marked canonical (a Kubernetes Service, which a
-   * ServiceEntry of another namespace reusing its hostname must not shadow), else the first by
-   * `namespace/hostname` key.
+   * `preferNamespace` (the client's) when there is one, else the one marked canonical (a Kubernetes
+   * Service, which a ServiceEntry of another namespace reusing its hostname must not shadow), else the
+   * first by `namespace/hostname` key. With a client namespace, a Service of NAMESPACE visibility
+   * (`exportTo: ["."]`) of another namespace is passed over: its name is not that client's to resolve,
+   * as its address is not (a lookup that names no client still finds it).
    */
   findServiceByHostname(hostname: string, preferNamespace?: string): Service | undefined {
-    const services = this.servicesByHostname(hostname);
+    let services = this.servicesByHostname(hostname);
+    if (preferNamespace !== undefined) {
+      services = services.filter((s) => s.visibility !== "NAMESPACE" || s.namespace === preferNamespace);
+    }
     return (
       services.find((s) => s.namespace === preferNamespace) ??
       services.find((s) => s.canonical) ??
