@@ -159,37 +159,41 @@ for (const protocol of ["delta", "sotw"] as const) {
       }
     });
 
-    it("cuts a NACK's message on the wire to 4096 characters, as Envoy does", { timeout: 20_000 }, async () => {
-      const own = createXdsServer({ debounceMs: 0 });
-      own.cache.set(A, "bad", workload("bad", "poison", 22));
-      const ownPort = await own.listen();
-      const reason = `${"x".repeat(4090)}0123456789`;
-      const client = createXdsClient({
-        address: `127.0.0.1:${ownPort}`,
-        protocol,
-        node: { id: `nack-cut-${protocol}` },
-        validate: () => reason,
-      });
-      try {
-        const seen: string[] = [];
-        const nacked = new Promise<void>((resolve) =>
-          client.onNack((_t, message) => {
-            seen.push(message);
-            resolve();
-          }),
-        );
-        client.watch(A);
-        await nacked;
-        const stream = () => own.streams().find((c) => c.node?.id === `nack-cut-${protocol}`);
-        while ((stream()?.nacks.length ?? 0) === 0) await new Promise((r) => setTimeout(r, 5));
-        // The listener hears the whole reason; the control plane gets its first 4096 characters.
-        assert.deepEqual(seen, [reason]);
-        assert.equal(stream()?.nacks[0]?.errorDetail?.message, `${reason.slice(0, 4096)}...(truncated)`);
-      } finally {
-        client.close();
-        await own.close();
-      }
-    });
+    it(
+      "cuts a NACK's message on the wire to 4096 characters, as Envoy does",
+      { timeout: 20_000 },
+      async () => {
+        const own = createXdsServer({ debounceMs: 0 });
+        own.cache.set(A, "bad", workload("bad", "poison", 22));
+        const ownPort = await own.listen();
+        const reason = `${"x".repeat(4090)}0123456789`;
+        const client = createXdsClient({
+          address: `127.0.0.1:${ownPort}`,
+          protocol,
+          node: { id: `nack-cut-${protocol}` },
+          validate: () => reason,
+        });
+        try {
+          const seen: string[] = [];
+          const nacked = new Promise<void>((resolve) =>
+            client.onNack((_t, message) => {
+              seen.push(message);
+              resolve();
+            }),
+          );
+          client.watch(A);
+          await nacked;
+          const stream = () => own.streams().find((c) => c.node?.id === `nack-cut-${protocol}`);
+          while ((stream()?.nacks.length ?? 0) === 0) await new Promise((r) => setTimeout(r, 5));
+          // The listener hears the whole reason; the control plane gets its first 4096 characters.
+          assert.deepEqual(seen, [reason]);
+          assert.equal(stream()?.nacks[0]?.errorDetail?.message, `${reason.slice(0, 4096)}...(truncated)`);
+        } finally {
+          client.close();
+          await own.close();
+        }
+      },
+    );
 
     it(
       "with rejectScope resource, applies the good resources of a response and NACKs naming the bad one",
