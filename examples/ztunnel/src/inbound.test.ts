@@ -61,6 +61,79 @@ function fakeTunnel(port: number, host = podIp) {
   return { tunnel: tunnel as unknown as InboundTunnel, answer };
 }
 
+/**
+ * An inbound for the echo pod that notes each connection opened (`opened`) and closed (`closed <flag>`)
+ * in `counted`, and each access log line in `lines`.
+ */
+function countingInbound() {
+  const store = new WorkloadStore();
+  store.upsert("Kubernetes//Pod/demo/echo", { workload: echoWorkload() });
+  const registry = new ConnectionRegistry();
+  const counted: string[] = [];
+  const lines: Record<string, unknown>[] = [];
+  const logLine = (o: object, msg?: string) => {
+    if (msg === "connection complete") lines.push(o as Record<string, unknown>);
+  };
+  const inbound = createInbound({
+    nodeName: "node-a",
+    hbonePort: 15008,
+    store,
+    engine: createAuthorizationEngine(),
+    registry,
+    tcpMetrics: {
+      opened: () => counted.push("opened"),
+      bytes() {},
+      closed: (_labels, flag = "-") => counted.push(`closed ${flag}`),
+    },
+    logger: { ...noopLogger, info: logLine, error: logLine },
+    isClosed: () => false,
+  });
+  /** The flags the closes were counted under. */
+  const closes = () => counted.filter((c) => c.startsWith("closed ")).map((c) => c.slice("closed ".length));
+  return { inbound, registry, counted, lines, closes };
+}
+
+/** The echo pod, whose connects to the app start only when the test connects the socket `dialStarted` gives. */
+function podWithHeldDial() {
+  let dialing: ((socket: NetSocket) => void) | undefined;
+  const dialStarted = new Promise<NetSocket>((resolve) => {
+    dialing = resolve;
+  });
+  const pod: InboundPod = {
+    uid: "Kubernetes//Pod/demo/echo",
+    ip: podIp,
+    connectUpstream: () => {
+      const socket = new NetSocket({ allowHalfOpen: true });
+      dialing?.(socket);
+      return socket;
+    },
+  };
+  return { pod, dialStarted };
+}
+
+/**
+ * A listener standing in for the pod's captured port, handing each connection to `inbound` as
+ * plaintext for the app at `appPort`, and a client connected to it from the client's address.
+ */
+async function plaintextClient(
+  inbound: ReturnType<typeof createInbound>,
+  pod: InboundPod,
+  appPort: number,
+): Promise<{ client: Socket; capture: Server }> {
+  const capture = createServer({ allowHalfOpen: true }, (socket) =>
+    inbound.handlePlaintext(pod, socket, { ip: podIp, port: appPort }),
+  );
+  capture.listen(0, podIp);
+  await once(capture, "listening");
+  const client: Socket = connect({
+    host: podIp,
+    port: (capture.address() as AddressInfo).port,
+    localAddress: clientIp,
+  });
+  client.on("error", () => {});
+  return { client, capture };
+}
+
 describe("inbound: a policy change while the upstream is dialing", () => {
   let app: Server;
   let appPort: number;
@@ -219,18 +292,8 @@ describe("inbound: an open connection a policy change denies", () => {
       isClosed: () => false,
     });
     const pod: InboundPod = { uid: "Kubernetes//Pod/demo/echo", ip: podIp, connectUpstream: connectTo };
-    const capture = createServer({ allowHalfOpen: true }, (socket) =>
-      inbound.handlePlaintext(pod, socket, { ip: podIp, port: (app.address() as AddressInfo).port }),
-    );
-    capture.listen(0, podIp);
-    await once(capture, "listening");
+    const { client, capture } = await plaintextClient(inbound, pod, (app.address() as AddressInfo).port);
     try {
-      const client: Socket = connect({
-        host: podIp,
-        port: (capture.address() as AddressInfo).port,
-        localAddress: clientIp,
-      });
-      client.on("error", () => {});
       const closed = new Promise((resolve) => client.once("close", resolve));
       client.write("hello");
       while (registry.connections().length === 0) await new Promise((r) => setTimeout(r, 5));
@@ -479,37 +542,9 @@ describe("inbound: a plaintext client gone before the upstream connected", () =>
     app.on("connection", (s) => appConnections.push(s));
     app.listen(0, podIp);
     await once(app, "listening");
-    const store = new WorkloadStore();
-    store.upsert("Kubernetes//Pod/demo/echo", { workload: echoWorkload() });
-    const counted: string[] = [];
-    const inbound = createInbound({
-      nodeName: "node-a",
-      hbonePort: 15008,
-      store,
-      engine: createAuthorizationEngine(),
-      registry: new ConnectionRegistry(),
-      tcpMetrics: {
-        opened: () => counted.push("opened"),
-        bytes() {},
-        closed: (_labels, flag = "-") => counted.push(`closed ${flag}`),
-      },
-      logger: noopLogger,
-      isClosed: () => false,
-    });
+    const { inbound, counted } = countingInbound();
     // The connect to the app starts when the test says so: after the client has gone.
-    let dialing: ((socket: Socket) => void) | undefined;
-    const dialStarted = new Promise<Socket>((resolve) => {
-      dialing = resolve;
-    });
-    const pod: InboundPod = {
-      uid: "Kubernetes//Pod/demo/echo",
-      ip: podIp,
-      connectUpstream: () => {
-        const socket = new NetSocket({ allowHalfOpen: true });
-        dialing?.(socket);
-        return socket;
-      },
-    };
+    const { pod, dialStarted } = podWithHeldDial();
     let accepted: Socket | undefined;
     const capture = createServer({ allowHalfOpen: true }, (socket) => {
       socket.on("error", () => {});
@@ -548,41 +583,7 @@ describe("inbound: a plaintext client gone before the upstream connected", () =>
 describe("inbound: an HBONE tunnel reset while the app connect is in flight", () => {
   /** An inbound counting opens and closes, whose connects to the app start when the test says so. */
   function setup() {
-    const store = new WorkloadStore();
-    store.upsert("Kubernetes//Pod/demo/echo", { workload: echoWorkload() });
-    const counted: string[] = [];
-    const lines: Record<string, unknown>[] = [];
-    const logLine = (o: object, msg?: string) => {
-      if (msg === "connection complete") lines.push(o as Record<string, unknown>);
-    };
-    const inbound = createInbound({
-      nodeName: "node-a",
-      hbonePort: 15008,
-      store,
-      engine: createAuthorizationEngine(),
-      registry: new ConnectionRegistry(),
-      tcpMetrics: {
-        opened: () => counted.push("opened"),
-        bytes() {},
-        closed: (_labels, flag = "-") => counted.push(`closed ${flag}`),
-      },
-      logger: { ...noopLogger, info: logLine, error: logLine },
-      isClosed: () => false,
-    });
-    let dialing: ((socket: NetSocket) => void) | undefined;
-    const dialStarted = new Promise<NetSocket>((resolve) => {
-      dialing = resolve;
-    });
-    const pod: InboundPod = {
-      uid: "Kubernetes//Pod/demo/echo",
-      ip: podIp,
-      connectUpstream: () => {
-        const socket = new NetSocket({ allowHalfOpen: true });
-        dialing?.(socket);
-        return socket;
-      },
-    };
-    return { inbound, pod, counted, lines, dialStarted };
+    return { ...countingInbound(), ...podWithHeldDial() };
   }
 
   it("is counted opened, then closed under H2_HANDSHAKE_FAILURE, once the app took it", async () => {
@@ -648,20 +649,6 @@ describe("inbound: a connection whose relay ends in an error", () => {
 
   /** An inbound noting the flags closes are counted under, and the pod whose app sockets it keeps. */
   function setup() {
-    const store = new WorkloadStore();
-    store.upsert("Kubernetes//Pod/demo/echo", { workload: echoWorkload() });
-    const registry = new ConnectionRegistry();
-    const closes: string[] = [];
-    const inbound = createInbound({
-      nodeName: "node-a",
-      hbonePort: 15008,
-      store,
-      engine: createAuthorizationEngine(),
-      registry,
-      tcpMetrics: { opened() {}, bytes() {}, closed: (_labels, flag = "-") => closes.push(flag) },
-      logger: noopLogger,
-      isClosed: () => false,
-    });
     const upstreams: Socket[] = [];
     const pod: InboundPod = {
       uid: "Kubernetes//Pod/demo/echo",
@@ -672,7 +659,7 @@ describe("inbound: a connection whose relay ends in an error", () => {
         return socket;
       },
     };
-    return { inbound, registry, closes, pod, upstreams };
+    return { ...countingInbound(), pod, upstreams };
   }
 
   /** A tunnel whose accepted stream the test holds, to fail it as the peer would. */
@@ -705,32 +692,22 @@ describe("inbound: a connection whose relay ends in an error", () => {
       held.destroy(
         new HboneError("ERR_HBONE_RESET", `tunnel stream reset by peer (${rst})`, { rstCode: rst }),
       );
-      while (closes.length === 0) await new Promise((r) => setImmediate(r));
-      assert.deepEqual(closes, [flag]);
+      while (closes().length === 0) await new Promise((r) => setImmediate(r));
+      assert.deepEqual(closes(), [flag]);
     });
   }
 
   it("counts a plaintext connection whose app socket timed out as closed under CONNECT", async () => {
     const { inbound, registry, closes, pod, upstreams } = setup();
-    const capture = createServer({ allowHalfOpen: true }, (socket) =>
-      inbound.handlePlaintext(pod, socket, { ip: podIp, port: appPort }),
-    );
-    capture.listen(0, podIp);
-    await once(capture, "listening");
+    const { client, capture } = await plaintextClient(inbound, pod, appPort);
     try {
-      const client: Socket = connect({
-        host: podIp,
-        port: (capture.address() as AddressInfo).port,
-        localAddress: clientIp,
-      });
-      client.on("error", () => {});
       const closed = new Promise((resolve) => client.once("close", resolve));
       while (registry.connections().length === 0) await new Promise((r) => setImmediate(r));
       // What a connection whose peer stopped answering ends with (keepalive or user timeout).
       upstreams[0]?.destroy(Object.assign(new Error("read ETIMEDOUT"), { code: "ETIMEDOUT" }));
       await closed;
-      while (closes.length === 0) await new Promise((r) => setImmediate(r));
-      assert.deepEqual(closes, ["CONNECT"]);
+      while (closes().length === 0) await new Promise((r) => setImmediate(r));
+      assert.deepEqual(closes(), ["CONNECT"]);
     } finally {
       capture.close();
     }
@@ -738,22 +715,12 @@ describe("inbound: a connection whose relay ends in an error", () => {
 
   it("counts a plaintext connection its client reset as closed without a flag", async () => {
     const { inbound, registry, closes, pod } = setup();
-    const capture = createServer({ allowHalfOpen: true }, (socket) =>
-      inbound.handlePlaintext(pod, socket, { ip: podIp, port: appPort }),
-    );
-    capture.listen(0, podIp);
-    await once(capture, "listening");
+    const { client, capture } = await plaintextClient(inbound, pod, appPort);
     try {
-      const client: Socket = connect({
-        host: podIp,
-        port: (capture.address() as AddressInfo).port,
-        localAddress: clientIp,
-      });
-      client.on("error", () => {});
       while (registry.connections().length === 0) await new Promise((r) => setImmediate(r));
       client.resetAndDestroy();
-      while (closes.length === 0) await new Promise((r) => setImmediate(r));
-      assert.deepEqual(closes, ["-"]);
+      while (closes().length === 0) await new Promise((r) => setImmediate(r));
+      assert.deepEqual(closes(), ["-"]);
     } finally {
       capture.close();
     }
