@@ -240,6 +240,28 @@ describe("waypoint: targetRefs policies on connections carried as TCP", () => {
     assert.match(d.reason, /fail closed/);
   });
 
+  it("refuses only what a CUSTOM policy without an authorizer matches, requests and connections alike", () => {
+    // A provider that cannot be used turns the policy's own rules into deny rules: traffic they do
+    // not match is still decided by the other policies (here: none, so it is allowed).
+    const engine = waypointEngine(
+      "CUSTOM",
+      `[{ to: [{ operation: { ports: ["6379"], paths: ["/admin/*"] } }] }]`,
+      "  provider: { name: ext-authz }\n",
+    );
+    const matched = engine.evaluate(http({ identity: C }, "GET", "/admin/x"));
+    assert.deepEqual([matched.allowed, matched.action, matched.rule], [false, "CUSTOM", 0]);
+    assert.equal(engine.evaluate(http({ identity: C }, "GET", "/public")).allowed, true);
+    assert.equal(engine.evaluate(http({ identity: C, port: 6380 }, "GET", "/admin/x")).allowed, true);
+    // On a connection the path cannot be seen: the port alone decides.
+    assert.deepEqual(
+      [
+        engine.evaluate(tcp({ identity: C })).allowed,
+        engine.evaluate(tcp({ identity: C, port: 6380 })).allowed,
+      ],
+      [false, true],
+    );
+  });
+
   it("asks a configured authorizer about a connection, which it sees without http", () => {
     const seen: (string | undefined)[] = [];
     const engine = waypointEngine(
