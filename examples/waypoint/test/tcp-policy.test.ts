@@ -156,7 +156,11 @@ describe("waypoint policies on connections carried as TCP", { timeout: 60_000 },
       // The DENY rule that matched, named as Istio names it in Envoy's RBAC config.
       ["-", "-", "rbac_access_denied_matched_policy[ns[shop]-policy[other-no-admin]-rule[0]]"],
       // A CUSTOM policy the waypoint has no authorizer for.
-      ["-", "-", "rbac_access_denied_matched_policy[default-deny-all-due-to-bad-CUSTOM-action]"],
+      [
+        "-",
+        "-",
+        "rbac_access_denied_matched_policy[istio-ext-authz-ns[shop]-policy[queue-ext-authz]-rule[0]-deny-due-to-bad-CUSTOM-action]",
+      ],
     ]);
   });
 });

@@ -616,10 +616,10 @@ function authorizationRecord(decision: AuthorizationDecision): AccessLogAuthoriz
 /**
  * Envoy's response code details (for a TCP tunnel, its connection termination details) of a policy
  * denial. Istio compiles ALLOW and DENY policies into Envoy's RBAC filter, which sets no response flag
- * and names the rule that matched. A CUSTOM denial is named as the RBAC rule Istio puts in place of a
- * CUSTOM policy whose authorizer it cannot use: the waypoint has no external authorizer, so its policy
- * evaluator refuses what such a policy matches (an authorizer's own "no", behind Envoy's ext_authz
- * filter, would be flagged `UAEX` instead).
+ * and names the rule that matched. A CUSTOM denial is named as the DENY rule Istio builds from a rule of
+ * a CUSTOM policy whose authorizer it cannot use (Istio 1.20 on: only what the rule matches is denied):
+ * the waypoint has no external authorizer, so its policy evaluator refuses what such a rule matches (an
+ * authorizer's own "no", behind Envoy's ext_authz filter, would be flagged `UAEX` instead).
  */
 function denialDetails(decision: AuthorizationDecision): string {
   return `rbac_access_denied_matched_policy[${rbacPolicyId(decision)}]`;
@@ -627,16 +627,18 @@ function denialDetails(decision: AuthorizationDecision): string {
 
 /**
  * The RBAC filter's name for what denied: the matched rule of a DENY policy, named as Istio names the
- * rules it hands Envoy (`ns[<ns>]-policy[<name>]-rule[<index>]`), or `none` when no rule matched (a
- * request no ALLOW policy allowed, or a policy that failed).
+ * rules it hands Envoy (`ns[<ns>]-policy[<name>]-rule[<index>]`), that of a CUSTOM policy as Istio names
+ * the deny rule standing in for it (`istio-ext-authz-ns[...]-policy[...]-rule[...]-deny-due-to-bad-CUSTOM-action`),
+ * or `none` when no rule matched (a request no ALLOW policy allowed, or a policy that failed).
  */
 function rbacPolicyId(decision: AuthorizationDecision): string {
-  if (decision.action === "CUSTOM") return "default-deny-all-due-to-bad-CUSTOM-action";
   const policy = decision.policy;
-  if (decision.action !== "DENY" || policy === undefined || policy === "") return "none";
+  const custom = decision.action === "CUSTOM";
+  if ((decision.action !== "DENY" && !custom) || policy === undefined || policy === "") return "none";
   const slash = policy.indexOf("/");
   const name = slash < 0 ? policy : `ns[${policy.slice(0, slash)}]-policy[${policy.slice(slash + 1)}]`;
-  const id = decision.rule === undefined ? name : `${name}-rule[${decision.rule}]`;
+  const rule = decision.rule === undefined ? name : `${name}-rule[${decision.rule}]`;
+  const id = custom ? `istio-ext-authz-${rule}-deny-due-to-bad-CUSTOM-action` : rule;
   // Whitespace would split a text access log line into more fields: Envoy writes `_` for it.
   return id.replace(/\s/g, "_");
 }

@@ -218,8 +218,12 @@ describe("request authentication and access log hooks", () => {
       [
         // Istio names each rule it compiles for Envoy's RBAC filter `ns[<ns>]-policy[<name>]-rule[<i>]`.
         [403, "-", "rbac_access_denied_matched_policy[ns[default]-policy[no-admin]-rule[1]]"],
-        // A CUSTOM policy without an authorizer: the deny-all RBAC rule Istio puts in its place.
-        [403, "-", "rbac_access_denied_matched_policy[default-deny-all-due-to-bad-CUSTOM-action]"],
+        // A CUSTOM policy without an authorizer: the deny rule Istio builds from its matched rule.
+        [
+          403,
+          "-",
+          "rbac_access_denied_matched_policy[istio-ext-authz-ns[default]-policy[ext]-rule[0]-deny-due-to-bad-CUSTOM-action]",
+        ],
       ],
     );
   });
