@@ -716,8 +716,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
         }
       });
       served = nowServed;
-      if (options.incrementalReload !== false)
-        incremental.reset(objects, next, envoy, memo, translateOptions);
+      if (options.incrementalReload !== false) incremental.reset(objects, next, envoy, memo);
     }
     currentWaypoint = waypoint;
     const issues = [...next.issues, ...envoy.issues, ...waypoint.issues];

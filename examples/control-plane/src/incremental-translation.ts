@@ -4,10 +4,9 @@
 // the Services those pods are behind are updated; nothing else is read, so one pod change costs one
 // pod's work whatever the size of the mesh. When the result could depend on more than the changed
 // pods (an object that is not a Pod; an IP or uid that two pods, or a pod and a WorkloadEntry or
-// ServiceEntry endpoint, claim before or after; the demo's Deployments; the static STRICT policy
-// appearing or going), it declines and the control plane translates every object. Both give the same resources
-// (test/incremental-translation.test.ts compares them after random changes).
-import { STATIC_STRICT_POLICY_NAME } from "@ambient/policy";
+// ServiceEntry endpoint, claim before or after; the demo's Deployments), it declines and the control
+// plane translates every object. Both give the same resources (test/incremental-translation.test.ts
+// compares them after random changes).
 import type { envoy, MessageInit } from "@ambient/xds";
 import { objectId } from "./last-good.js";
 import type { KubeObject, MeshIssue } from "./manifests.js";
@@ -20,13 +19,11 @@ import {
 } from "./translate-envoy.js";
 import type { TranslationMemo } from "./translate-memo.js";
 import {
-  authorizationPoliciesOf,
   type MeshConfig,
   type MeshWorkload,
   PodWorkload,
   podAddress,
   podModel,
-  type TranslateOptions,
   translatePod,
   type WorkloadContext,
 } from "./translate-mesh.js";
@@ -60,7 +57,6 @@ interface NodeEntry {
 interface State {
   memo: TranslationMemo;
   ctx: WorkloadContext;
-  strictKey: string;
   mesh: MeshConfig;
   envoy: EnvoyConfig;
   /**
@@ -80,8 +76,6 @@ interface State {
    */
   unservedUids: Map<string, number>;
   nodes: Map<string, NodeEntry>;
-  /** Workloads that list the static STRICT policy. */
-  strictRefs: number;
 }
 
 function isResult(entry: PodWorkload | KubeObject | undefined): entry is PodWorkload {
@@ -149,7 +143,6 @@ export class IncrementalTranslation {
     mesh: MeshConfig,
     envoyConfig: EnvoyConfig,
     memo: TranslationMemo,
-    options: TranslateOptions = {},
   ): void {
     this.state = undefined;
     const ctx = memo.mesh.workloadContext as WorkloadContext | undefined;
@@ -157,7 +150,6 @@ export class IncrementalTranslation {
     const state: State = {
       memo,
       ctx,
-      strictKey: `${options.rootNamespace ?? "istio-system"}/${STATIC_STRICT_POLICY_NAME}`,
       mesh,
       envoy: envoyConfig,
       served: memo.mesh.byPod,
@@ -165,7 +157,6 @@ export class IncrementalTranslation {
       ipClaims: new Map(),
       unservedUids: new Map(),
       nodes: new Map(),
-      strictRefs: 0,
     };
     const ids = new Set<string>();
     for (const obj of objects) {
@@ -191,7 +182,6 @@ export class IncrementalTranslation {
     const podKeys = new Set<string>();
     for (const entry of memo.mesh.byPod.values()) podKeys.add((entry as PodWorkload).key);
     for (const w of mesh.workloads) {
-      if (authorizationPoliciesOf(w).includes(state.strictKey)) state.strictRefs++;
       if (podKeys.has(w.key) || w.workload.networkMode === "HOST_NETWORK") continue;
       for (const address of w.workload.addresses ?? []) bump(state.ipClaims, [...address].join("."), 1);
     }
@@ -223,7 +213,6 @@ export class IncrementalTranslation {
       result: PodWorkload | undefined;
       issue: MeshIssue | undefined;
     }[] = [];
-    let strictDelta = 0;
     for (const change of changes) {
       if (change.kind !== "Pod" || seen.has(change.id)) return undefined;
       seen.add(change.id);
@@ -235,7 +224,6 @@ export class IncrementalTranslation {
         if (oldClaim.ip !== undefined) add(ipDelta, oldClaim.ip, -1);
         add(uidDelta, oldClaim.uid, -1);
       }
-      if (isResult(old) && old.authorizationPolicies.includes(s.strictKey)) strictDelta--;
       let result: PodWorkload | undefined;
       let issue: MeshIssue | undefined;
       if (change.after !== undefined) {
@@ -249,7 +237,6 @@ export class IncrementalTranslation {
           add(uidDelta, address.uid, 1);
           result = translatePod(model, address, s.ctx);
           s.memo.counts.workloads++;
-          if (result.authorizationPolicies.includes(s.strictKey)) strictDelta++;
         }
       }
       planned.push({ change, old, result, issue });
@@ -264,11 +251,9 @@ export class IncrementalTranslation {
       const n = served + (s.unservedUids.get(key) ?? 0);
       if (n > 1 || n + d > 1) return undefined;
     }
-    // The static STRICT policy is served while some workload lists it.
-    if ((s.strictRefs === 0) !== (s.strictRefs + strictDelta === 0)) return undefined;
 
     try {
-      return this.commit(s, planned, strictDelta);
+      return this.commit(s, planned);
     } catch (err) {
       this.state = undefined;
       throw err;
@@ -295,7 +280,6 @@ export class IncrementalTranslation {
       result: PodWorkload | undefined;
       issue: MeshIssue | undefined;
     }[],
-    strictDelta: number,
   ): PodChanges {
     const workloads = s.mesh.workloads.slice();
     const replaced: MeshWorkload[] = [];
@@ -353,7 +337,6 @@ export class IncrementalTranslation {
       written.set(key, result);
       s.served.set(result.source, result);
     }
-    s.strictRefs += strictDelta;
 
     // The identities per node, for the touched nodes; the list stays sorted by node name.
     let nodeMap = s.mesh.nodes;

@@ -681,6 +681,29 @@ spec: { mtls: { mode: STRICT } }
     assert.equal(translate(AMBIENT_NS + pod("echo-0", "127.10.0.3")).authorizations.size, 0);
   });
 
+  it("serves the static strict policy while any PeerAuthentication exists, before a workload lists it", () => {
+    const strictKey = "istio-system/istio_converted_static_strict";
+    const pa = (namespace: string, mode: string): string => `
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: { name: default, namespace: ${namespace} }
+spec: { mtls: { mode: ${mode} } }
+`;
+    // A STRICT namespace with no pod yet: its first pod's Workload lists the policy, and a ztunnel that
+    // gets that Workload before a separate push of the policy would skip the unknown key and accept
+    // plaintext. The policy is served ahead of any workload that lists it.
+    const empty = translate(AMBIENT_NS + pa("demo", "STRICT"));
+    assert.equal(empty.workloads.length, 0);
+    assert.deepEqual(empty.authorizations.get(strictKey)?.groups[0]?.rules[0]?.matches[0]?.notPrincipals, [
+      { presence: {} },
+    ]);
+    // No workload is STRICT: the policy is there all the same, listed by none.
+    const permissive = translate(AMBIENT_NS + pod("echo-0", "127.10.0.3") + pa("istio-system", "PERMISSIVE"));
+    assert.deepEqual(workload(permissive, "echo-0").workload.authorizationPolicies, []);
+    assert.deepEqual([...permissive.authorizations.keys()], [strictKey]);
+  });
+
   it("converts port-level mTLS against the oldest namespace-wide and mesh-wide PeerAuthentication", () => {
     const peer = (name: string, namespace: string, created: string, spec: string): string => `
 ---

@@ -873,8 +873,10 @@ export function translateMesh(
   const authorizations = new Map<string, WireAuthorization>();
   const authorizationPolicies: AuthorizationPolicy[] = [];
   const peerAuthentications: PeerAuthentication[] = [];
+  let anyPeerAuthentication = false;
   for (const obj of objects) {
     if (obj.kind !== "AuthorizationPolicy" && obj.kind !== "PeerAuthentication") continue;
+    if (obj.kind === "PeerAuthentication") anyPeerAuthentication = true;
     const raw = {
       apiVersion: obj.apiVersion,
       kind: obj.kind,
@@ -1314,10 +1316,16 @@ export function translateMesh(
     };
   }
 
-  // The static STRICT policy is sent when some workload refers to it.
-  const strictKey = `${rootNamespace}/${STATIC_STRICT_POLICY_NAME}`;
-  if (workloads.some((w) => authorizationPoliciesOf(w).includes(strictKey))) {
-    authorizations.set(strictKey, staticStrictAuthorization(rootNamespace));
+  // The static STRICT policy is sent while any PeerAuthentication exists, whether or not a workload
+  // lists it yet. Workloads and policies reach a ztunnel in separate pushes, and a ztunnel skips a
+  // listed policy it does not hold: were the policy sent only with the first workload that lists
+  // it, that workload would accept plaintext until the policy arrived. Sent ahead, it is in place
+  // before any workload can list it, and it stays while one still may.
+  if (anyPeerAuthentication) {
+    authorizations.set(
+      `${rootNamespace}/${STATIC_STRICT_POLICY_NAME}`,
+      staticStrictAuthorization(rootNamespace),
+    );
   }
 
   const sortedAuthorizations = new Map(

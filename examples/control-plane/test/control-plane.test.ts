@@ -247,6 +247,68 @@ describe("control plane end to end", { timeout: 30_000 }, () => {
   });
 });
 
+describe("control plane static STRICT policy", { timeout: 30_000 }, () => {
+  const STRICT_KEY = "istio-system/istio_converted_static_strict";
+  let dir: string;
+  let controlPlane: ControlPlane;
+  let client: XdsClient | undefined;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "control-plane-strict-"));
+    // A STRICT namespace without pods yet.
+    await cp(join(DEMO_MESH, "namespace.yaml"), join(dir, "namespace.yaml"));
+    await cp(join(DEMO_MESH, "policy.yaml"), join(dir, "policy.yaml"));
+    controlPlane = await startControlPlane({
+      meshDir: dir,
+      listen: "127.0.0.1:0",
+      watch: false,
+      xdsDebounceMs: 5,
+    });
+  });
+
+  after(async () => {
+    client?.close();
+    await controlPlane.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("a client holds the policy before any Workload that lists it arrives", async () => {
+    const c = createXdsClient({
+      address: controlPlane.address,
+      ...controlPlaneChannel(controlPlane.rootCertPem),
+      node: { id: nodeId("node-b", "127.20.0.2"), metadata: { NODE_NAME: "node-b" } },
+      headers: { authorization: `Bearer ${await controlPlane.tokenFor("node-b")}` },
+    });
+    client = c;
+    c.watch(TypeUrl.address);
+    c.watch(TypeUrl.authorization);
+    await c.ready();
+    // A ztunnel skips a listed policy it does not hold: a STRICT workload seen before the policy
+    // would take plaintext until the policy came.
+    const unguarded: string[] = [];
+    c.onChange((event) => {
+      if (event.typeUrl !== TypeUrl.address) return;
+      for (const r of [...event.added, ...event.updated]) {
+        const w = (r.resource as { workload?: Workload }).workload;
+        const held = c.get(TypeUrl.authorization, STRICT_KEY) !== undefined;
+        if (w?.authorizationPolicies.includes(STRICT_KEY) && !held) unguarded.push(r.name);
+      }
+    });
+    const arrived = nextChange(
+      c,
+      (e) => e.typeUrl === TypeUrl.address && e.added.some((r) => r.name === ECHO_0),
+    );
+    // The first pod of the STRICT namespace.
+    const echo = await readFile(join(DEMO_MESH, "echo.yaml"), "utf8");
+    await writeFile(join(dir, "echo.yaml"), echo);
+    await controlPlane.reload();
+    const event = await arrived;
+    const listed = event.added.find((r) => r.name === ECHO_0)?.resource as { workload?: Workload };
+    assert.ok(listed.workload?.authorizationPolicies.includes(STRICT_KEY));
+    assert.deepEqual(unguarded, []);
+  });
+});
+
 describe("control plane CA", { timeout: 30_000 }, () => {
   let dir: string;
   let controlPlane: ControlPlane;
