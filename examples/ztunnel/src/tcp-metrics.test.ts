@@ -267,6 +267,10 @@ describe("relayCloseFlag", () => {
   const reset = (rstCode: number) => new HboneError("ERR_HBONE_RESET", `reset ${rstCode}`, { rstCode });
   const mapped = (nodeCode: string) =>
     new HboneError("ERR_HBONE_CONNECTION", `tunnel copy: ${nodeCode}`, { nodeCode });
+  const goaway = (goawayCode: number) =>
+    new HboneError("ERR_HBONE_CONNECTION", `the peer closed the connection (GOAWAY ${goawayCode})`, {
+      goawayCode,
+    });
 
   it("counts the ends of a connection either side may cause as a normal close", () => {
     for (const [what, err] of [
@@ -279,6 +283,7 @@ describe("relayCloseFlag", () => {
       ["a stream reset with STREAM_CLOSED", reset(0x5)],
       ["a stream reset with CANCEL", reset(0x8)],
       ["the HTTP/2 connection closed under the tunnel", new HboneError("ERR_HBONE_CONNECTION", "closed")],
+      ["the HTTP/2 connection closed after a GOAWAY with NO_ERROR", goaway(0x0)],
     ] as const) {
       assert.equal(relayCloseFlag(err), "-", what);
     }
@@ -292,6 +297,8 @@ describe("relayCloseFlag", () => {
       ["a timed-out socket, mapped", new HboneError("ERR_HBONE_TIMEOUT", "t", { nodeCode: "ETIMEDOUT" })],
       ["an unreachable host", mapped("EHOSTUNREACH")],
       ["an HTTP/2 protocol error", new HboneError("ERR_HBONE_PROTOCOL", "HTTP/2 PROTOCOL_ERROR")],
+      ["the HTTP/2 connection ended by a GOAWAY with PROTOCOL_ERROR", goaway(0x1)],
+      ["the HTTP/2 connection ended by a GOAWAY with INTERNAL_ERROR", goaway(0x2)],
       [
         "a TLS failure",
         new HboneError("ERR_HBONE_TLS", "bad record mac", { nodeCode: "ERR_SSL_BAD_RECORD_MAC" }),

@@ -179,18 +179,24 @@ const NORMAL_END_CODES = new Set([
 
 /** HTTP/2 codes of a tunnel stream reset that only ends it: NO_ERROR, STREAM_CLOSED, CANCEL. */
 const NORMAL_END_RST_CODES = new Set([0x0, 0x5, 0x8]);
+/** The HTTP/2 error code of a graceful GOAWAY. */
+const GOAWAY_NO_ERROR = 0x0;
 
 /**
  * The `response_flags` of a connection whose relay (the copy after the connect) ended with `err`:
  * `-` for no error or an end either side may cause (a reset, a closed peer, a tunnel stream reset with
  * NO_ERROR, STREAM_CLOSED or CANCEL, the HTTP/2 connection closing under the tunnel), `CONNECT` for
  * any other failure (a timeout, an unreachable peer, an HTTP/2 protocol or TLS error, a stream reset
- * with an error code), as Istio's ztunnel flags the close.
+ * with an error code, an HTTP/2 connection ended by a GOAWAY with an error code), as Istio's ztunnel
+ * flags the close.
  */
 export function relayCloseFlag(err: unknown): "-" | "CONNECT" {
   if (err === undefined || err === null) return "-";
   if (err instanceof HboneError) {
     if (err.rstCode !== undefined) return NORMAL_END_RST_CODES.has(err.rstCode) ? "-" : "CONNECT";
+    // A GOAWAY with an error code is one side giving up on the whole connection, not a close: the
+    // tunnels it cut failed. (A GOAWAY with NO_ERROR only drains; its tunnels end as the connection does.)
+    if (err.goawayCode !== undefined && err.goawayCode !== GOAWAY_NO_ERROR) return "CONNECT";
     if (err.nodeCode !== undefined) return NORMAL_END_CODES.has(err.nodeCode) ? "-" : "CONNECT";
     switch (err.code) {
       // The HTTP/2 connection or stream closed under the tunnel (the peer's connection ended), or

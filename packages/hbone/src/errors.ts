@@ -14,9 +14,12 @@ export type HboneErrorCode =
   | "ERR_HBONE_ABORTED"
   /** The tunnel's HTTP/2 stream was reset (`rstCode` holds the HTTP/2 error code). */
   | "ERR_HBONE_RESET"
-  /** The TCP or HTTP/2 connection failed or was closed under the tunnel. */
+  /**
+   * The TCP or HTTP/2 connection failed or was closed under the tunnel (`goawayCode` holds the HTTP/2
+   * error code when the peer ended it with a GOAWAY carrying an error).
+   */
   | "ERR_HBONE_CONNECTION"
-  /** The peer broke the HTTP/2 or ALPN rules. */
+  /** The peer broke the HTTP/2 or ALPN rules (`goawayCode` holds the code of the GOAWAY sent for it). */
   | "ERR_HBONE_PROTOCOL"
   /** The client or server was already closed. */
   | "ERR_HBONE_CLOSED"
@@ -36,6 +39,11 @@ export interface HboneErrorDetails {
   status?: number;
   /** HTTP/2 RST_STREAM error code. */
   rstCode?: number;
+  /**
+   * HTTP/2 error code of the GOAWAY, received or sent, that ended the connection with an error (never
+   * NO_ERROR: a GOAWAY with NO_ERROR is a graceful close, not a failure).
+   */
+  goawayCode?: number;
   /** The code of the Node.js error this one was mapped from. */
   nodeCode?: string;
 }
@@ -45,6 +53,7 @@ export class HboneError extends Error {
   readonly code: HboneErrorCode;
   readonly status: number | undefined;
   readonly rstCode: number | undefined;
+  readonly goawayCode: number | undefined;
   readonly nodeCode: string | undefined;
 
   constructor(code: HboneErrorCode, message: string, details: HboneErrorDetails = {}) {
@@ -53,6 +62,7 @@ export class HboneError extends Error {
     this.code = code;
     this.status = details.status;
     this.rstCode = details.rstCode;
+    this.goawayCode = details.goawayCode;
     this.nodeCode = details.nodeCode;
   }
 }

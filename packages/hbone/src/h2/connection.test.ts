@@ -2,7 +2,7 @@
 // flow control checked against Node's own HTTP/2 implementation (nghttp2) as the other end.
 import assert from "node:assert/strict";
 import { once } from "node:events";
-import { createServer as createH2cServer, type ServerHttp2Stream } from "node:http2";
+import { createServer as createH2cServer, type ServerHttp2Session, type ServerHttp2Stream } from "node:http2";
 import { type AddressInfo, connect, createServer as createNetServer, type Socket } from "node:net";
 import { after, describe, it } from "node:test";
 import { FramePeer, rawClient, startH2Server } from "../../test/frame-peer.js";
@@ -522,6 +522,7 @@ describe("HTTP/2 connection: client side against a hand-driven server", () => {
     assert.equal(await peer.goawayCode(), H2_ERROR.PROTOCOL_ERROR);
     await once(conn, "close");
     assert.equal(conn.failure?.code, "ERR_HBONE_PROTOCOL");
+    assert.equal(conn.failure?.goawayCode, H2_ERROR.PROTOCOL_ERROR, "the code of the GOAWAY sent");
     server.close();
   });
 
@@ -651,6 +652,62 @@ describe("HTTP/2 connection: against Node's HTTP/2 (nghttp2)", () => {
     conn.close();
     await once(conn, "close");
     await new Promise<void>((r) => h2.close(() => r()));
+  });
+
+  /**
+   * Opens a tunnel to a Node HTTP/2 server, which then sends GOAWAY `code` naming the tunnel's stream
+   * as processed (so the stream is not refused), and closes the connection under the open tunnel.
+   * Resolves with the error the tunnel ends with.
+   */
+  async function tunnelEndedByGoaway(code: number): Promise<Error & Record<string, unknown>> {
+    const h2 = createH2cServer();
+    const sessions: ServerHttp2Session[] = [];
+    h2.on("session", (s: ServerHttp2Session) => sessions.push(s));
+    const opened = new Promise<ServerHttp2Stream>((resolve) =>
+      h2.on("stream", (stream: ServerHttp2Stream) => {
+        stream.on("error", () => {});
+        stream.respond({ ":status": 200 });
+        resolve(stream);
+      }),
+    );
+    await new Promise<void>((r) => h2.listen(0, "127.0.0.1", r));
+    const socket = connect((h2.address() as AddressInfo).port, "127.0.0.1");
+    await once(socket, "connect");
+    const conn = new Http2Connection(socket, DEFAULT_CLIENT);
+    const h2stream = conn.request(CONNECT);
+    await new Promise<void>((resolve) => {
+      h2stream.onResponse = () => resolve();
+    });
+    const tunnel = new TunnelStream(h2stream, {
+      authority: "10.0.0.1:80",
+      peerIdentity: fakeIdentity,
+      headers: {},
+    });
+    const failed = new Promise<Error>((resolve) => tunnel.once("error", resolve));
+    tunnel.resume();
+    const serverStream = await opened;
+    const session = sessions[0] as ServerHttp2Session;
+    session.goaway(code, serverStream.id);
+    // A PING answered after the GOAWAY: the client has read it before the connection goes.
+    await new Promise<void>((resolve, reject) => session.ping((err) => (err ? reject(err) : resolve())));
+    session.destroy();
+    const err = (await failed) as Error & Record<string, unknown>;
+    if (!conn.destroyed) await once(conn, "close");
+    await new Promise<void>((r) => h2.close(() => r()));
+    return err;
+  }
+
+  it("a GOAWAY with an error code ends the open tunnel with an error carrying that code", async () => {
+    const err = await tunnelEndedByGoaway(H2_ERROR.PROTOCOL_ERROR);
+    assert.equal(err.code, "ERR_HBONE_CONNECTION");
+    assert.equal(err.goawayCode, H2_ERROR.PROTOCOL_ERROR);
+    assert.match(err.message, /PROTOCOL_ERROR/);
+  });
+
+  it("a GOAWAY with NO_ERROR gives the tunnel that loses its connection no GOAWAY code", async () => {
+    const err = await tunnelEndedByGoaway(H2_ERROR.NO_ERROR);
+    assert.equal(err.code, "ERR_HBONE_CONNECTION");
+    assert.equal(err.goawayCode, undefined);
   });
 });
 

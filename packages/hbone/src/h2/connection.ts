@@ -747,7 +747,9 @@ export class Http2Connection extends EventEmitter {
   }
 
   #connectionError(code: number, message: string): void {
-    const err = new HboneError("ERR_HBONE_PROTOCOL", `HTTP/2 ${http2ErrorName(code)}: ${message}`);
+    const err = new HboneError("ERR_HBONE_PROTOCOL", `HTTP/2 ${http2ErrorName(code)}: ${message}`, {
+      goawayCode: code,
+    });
     this.destroy(err, code);
   }
 
@@ -1209,11 +1211,14 @@ export class Http2Connection extends EventEmitter {
     const code = payload.readUInt32BE(4);
     this.closed = true;
     if (code !== H2_ERROR.NO_ERROR && this.failure === undefined) {
+      // The code stays on the error the remaining streams end with: a tunnel cut by a peer that gave
+      // up on the connection failed, unlike one whose connection merely closed.
       this.failure = new HboneError(
         code === H2_ERROR.INADEQUATE_SECURITY ? "ERR_HBONE_IDENTITY" : "ERR_HBONE_CONNECTION",
         code === H2_ERROR.INADEQUATE_SECURITY
           ? "the peer refused this side's identity (GOAWAY INADEQUATE_SECURITY)"
           : `the peer closed the connection (GOAWAY ${http2ErrorName(code)})`,
+        { goawayCode: code },
       );
     }
     this.emit("goaway", code, last);
