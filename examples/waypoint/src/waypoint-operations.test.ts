@@ -322,7 +322,7 @@ describe("waypoint operator endpoints, access log and RequestAuthentication", { 
       ],
       [403, "-", "rbac_access_denied_matched_policy[none]", "-", "-", "-"],
     );
-    assert.deepEqual([ok.response_code_details, ok.connection_termination_details], ["-", "-"]);
+    assert.deepEqual([ok.response_code_details, ok.connection_termination_details], ["via_upstream", "-"]);
     // The policy that decided each: rule 1 allowed alice; no rule of the one ALLOW policy allowed the
     // anonymous request, so that policy refused it.
     assert.deepEqual(ok.authorization, {

@@ -21,10 +21,14 @@ export interface RequestHead {
   headerBytes: number;
 }
 
-/** A parsed head, or the status to answer with. */
+/**
+ * A parsed head, or the status to answer with and Envoy's response code details for the refusal: what
+ * Envoy's HTTP/1.1 or HTTP/2 codec names a head it refuses, or its connection manager a path it cannot
+ * normalize.
+ */
 export type ParsedRequestHead =
   | { ok: true; head: RequestHead }
-  | { ok: false; status: 400 | 431; reason: string };
+  | { ok: false; status: 400 | 431; reason: string; details: string };
 
 /** What the HTTP/1.1 or HTTP/2 server decoded. */
 export interface RequestHeadInput {
@@ -96,28 +100,36 @@ export function parseRequestHead(input: RequestHeadInput, options: RequestHeadOp
     if (name.length === 4 && name.toLowerCase() === "host") hosts++;
   }
   if (headerBytes > options.maxHeaderBytes) {
-    return { ok: false, status: 431, reason: "request header fields too large" };
+    const details = input.h2 ? "http2.too_many_headers" : "http1.headers_too_large";
+    return { ok: false, status: 431, reason: "request header fields too large", details };
   }
+  // Envoy's codecs name any other head they refuse with one general detail each.
+  const malformed = input.h2 ? "http2.violation.of.messaging.rule" : "http1.codec_error";
 
   const method = input.method ?? "";
   // Methods are case-sensitive (RFC 9110 §9.1) and every registered one is upper-case. Node's HTTP/1.1
   // client upper-cases what it sends, so `get` could reach a backend as `GET` after policy saw `get`.
-  if (!TOKEN.test(method) || LOWER.test(method)) return { ok: false, status: 400, reason: "bad method" };
+  if (!TOKEN.test(method) || LOWER.test(method)) {
+    return { ok: false, status: 400, reason: "bad method", details: malformed };
+  }
 
   // Only origin form: an absolute-form or `*` target is refused, never matched as a path.
   const normalized = normalizePath(input.target ?? "", options.pathNormalization);
-  if (!normalized.ok) return { ok: false, status: 400, reason: `bad request path: ${normalized.reason}` };
+  if (!normalized.ok) {
+    const reason = `bad request path: ${normalized.reason}`;
+    return { ok: false, status: 400, reason, details: "path_normalization_failed" };
+  }
   const { path, query } = normalized;
 
   const incoming = input.headers;
-  if (hosts > 1) return { ok: false, status: 400, reason: "more than one host header" };
+  if (hosts > 1) return { ok: false, status: 400, reason: "more than one host header", details: malformed };
   let host = typeof incoming.host === "string" ? incoming.host : "";
   if (input.h2) {
     const authority = incoming[":authority"];
     if (typeof authority === "string") {
       // RFC 9113 §8.3.1: a Host naming another authority makes the request malformed.
       if (host !== "" && host !== authority) {
-        return { ok: false, status: 400, reason: "host and :authority differ" };
+        return { ok: false, status: 400, reason: "host and :authority differ", details: malformed };
       }
       host = authority;
     }

@@ -85,10 +85,17 @@ export interface AccessLogEntry {
   request_principal: string;
   grpc_status: string;
   /**
-   * Envoy's `%RESPONSE_CODE_DETAILS%`: why a request was answered as it was. Set for a policy denial,
-   * as Envoy's RBAC filter sets it: `rbac_access_denied_matched_policy[<rule>]`, the rule named as Istio
-   * names it (`ns[<ns>]-policy[<name>]-rule[<index>]`, `none` when no ALLOW policy allowed the
-   * request); `"-"` otherwise, and always for a TCP tunnel.
+   * Envoy's `%RESPONSE_CODE_DETAILS%`: why a request was answered as it was, with Envoy's names:
+   * `via_upstream` (the backend's response), `route_not_found`, `direct_response` (a redirect, a rule
+   * without a backend of weight above 0), `cluster_not_found`, `no_healthy_upstream`,
+   * `upstream_reset_before_response_started{remote_connection_failure}` (or `{connection_termination}`),
+   * `upstream_reset_after_response_started{connection_termination}`, `response_timeout`,
+   * `upstream_per_try_timeout`, `stream_idle_timeout`, `downstream_remote_disconnect`,
+   * `jwt_authn_access_denied{Jwt_verification_fails}`, `path_normalization_failed` or a codec's name
+   * for a refused head (`http1.headers_too_large`, `http1.codec_error`, ...). A policy denial has what
+   * Envoy's RBAC filter sets: `rbac_access_denied_matched_policy[<rule>]`, the rule named as Istio names
+   * it (`ns[<ns>]-policy[<name>]-rule[<index>]`, `none` when no ALLOW policy allowed the request).
+   * Always `"-"` for a TCP tunnel.
    */
   response_code_details: string;
   /**

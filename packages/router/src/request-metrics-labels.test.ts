@@ -200,6 +200,81 @@ describe("destination service labels of requests answered before routing", () =>
     ]);
   });
 
+  it("name the Service the matched route sends to for a request refused by policy or for its credential", async () => {
+    const { metrics, seen } = labelsOf("istio_requests_total");
+    const handler = createWaypointHandler({
+      routes: [
+        {
+          kind: "HTTPRoute",
+          metadata: { name: "web", namespace: "demo" },
+          spec: {
+            parentRefs: [{ group: "", kind: "Service", name: "web", port: 80 }],
+            rules: [
+              {
+                matches: [{ headers: [{ name: "x-canary", value: "1" }] }],
+                backendRefs: [{ name: "web-canary", port: 80 }],
+              },
+              {
+                matches: [{ path: { type: "PathPrefix", value: "/denied-split" } }],
+                backendRefs: [
+                  { name: "web-v1", port: 80, weight: 0 },
+                  { name: "web-v2", port: 80, weight: 1 },
+                ],
+              },
+              { backendRefs: [{ name: "web", port: 80 }] },
+            ],
+          },
+        },
+      ],
+      resolveBackend: () => [],
+      connect: (e) => net.connect({ host: e.address, port: e.port }),
+      policy: denyPathDenied,
+      authenticate: (input) =>
+        input.headers.authorization === undefined
+          ? { kind: "anonymous" }
+          : { kind: "rejected", reason: "bad signature" },
+      metrics,
+    });
+    const server = net.createServer((socket) =>
+      handler.handle(socket, {
+        peerIdentity: PEER,
+        destination: { address: "10.0.0.1", port: 80, service: webService },
+      }),
+    );
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const get = (path: string, headers: Record<string, string>) =>
+      new Promise<number>((resolve, reject) => {
+        const req = http.request(
+          { host: "127.0.0.1", port: (server.address() as AddressInfo).port, path, headers, agent: false },
+          (res) => {
+            res.resume();
+            res.on("end", () => resolve(res.statusCode ?? 0));
+          },
+        );
+        req.on("error", reject);
+        req.end();
+      });
+    try {
+      assert.equal(await get("/denied", { "x-canary": "1" }), 403);
+      assert.equal(await get("/denied-split", {}), 403);
+      assert.equal(await get("/denied", {}), 403);
+      assert.equal(await get("/open", { "x-canary": "1", authorization: "Bearer forged" }), 401);
+      for (let i = 0; i < 100 && seen.length < 4; i++) await new Promise((r) => setTimeout(r, 10));
+    } finally {
+      await handler.close();
+      server.close();
+    }
+    assert.deepEqual(
+      seen.map((l) => [l.response_code, l.destination_service, l.destination_service_name]),
+      [
+        ["403", "web-canary.demo.svc.cluster.local", "web-canary"],
+        ["403", "web-v2.demo.svc.cluster.local", "web-v2"],
+        ["403", "web.demo.svc.cluster.local", "web"],
+        ["401", "web-canary.demo.svc.cluster.local", "web-canary"],
+      ],
+    );
+  });
+
   it("name the addressed Service for a TCP connection L4 policy refuses", async () => {
     const { metrics, seen } = labelsOf("istio_tcp_connections_closed_total");
     const handler = createWaypointHandler({

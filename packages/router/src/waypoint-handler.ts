@@ -345,7 +345,7 @@ interface Exchange {
   startedAt: number;
   grpc: boolean;
   flags: string;
-  /** Envoy's response code details: `-`, or why the request was answered as it was. */
+  /** Envoy's response code details: why the request was answered as it was (`-` until it is). */
   details: string;
   status: number;
   grpcStatus: string;
@@ -354,6 +354,12 @@ interface Exchange {
   responseHeadBytes: number;
   body: RequestBody | undefined;
   backend: ResolvedBackendRef | undefined;
+  /**
+   * The backend the matched route chose for a request refused before it was sent (by policy or for its
+   * credential): what its metrics name, as Envoy's stats name the cluster the route chose before any
+   * filter answered.
+   */
+  routedBackend: ResolvedBackendRef | undefined;
   endpoint: Endpoint | undefined;
   trace: TraceContext;
   recorded: boolean;
@@ -643,6 +649,56 @@ function rbacPolicyId(decision: AuthorizationDecision): string {
   return id.replace(/\s/g, "_");
 }
 
+/**
+ * Envoy's response code details (`%RESPONSE_CODE_DETAILS%`) of the answers the handler gives, with
+ * Envoy's names, so that access log queries written for Istio's proxies find the same requests here.
+ */
+const DETAILS = {
+  /** The status came from the backend (a retried response too). */
+  viaUpstream: "via_upstream",
+  /** No route matched (`NR`). */
+  routeNotFound: "route_not_found",
+  /** Answered by the route itself: a redirect, or a rule with no backend of weight above 0. */
+  directResponse: "direct_response",
+  /** The chosen backend is not one the handler can send to (Istio answers such a backendRef 500). */
+  clusterNotFound: "cluster_not_found",
+  /** The backend has no endpoints (`UH`). */
+  noHealthyUpstream: "no_healthy_upstream",
+  /** The rule's request timeout (`timeouts.request`, Envoy's route timeout) expired (`UT`). */
+  responseTimeout: "response_timeout",
+  /** The last try's timeout (`timeouts.backendRequest` beside a `retry` stanza) expired (`UT`). */
+  perTryTimeout: "upstream_per_try_timeout",
+  /** Nothing moved for the stream idle timeout (`SI`). */
+  streamIdleTimeout: "stream_idle_timeout",
+  /** The client went away before the response was over (`DC`). */
+  downstreamDisconnect: "downstream_remote_disconnect",
+  /** A credential failed verification; `jwt_authn` puts the message it answered with in braces. */
+  jwtRejected: "jwt_authn_access_denied{Jwt_verification_fails}",
+  /** A path the evaluator could not normalize, as the connection manager names it. */
+  pathNormalizationFailed: "path_normalization_failed",
+  /** An upgrade request the handler cannot carry. */
+  upgradeFailed: "upgrade_failed",
+} as const;
+
+/** Envoy's reset reasons for the ways an upstream attempt fails. */
+type ResetReason = "remote connection failure" | "connection termination" | "protocol error";
+
+/**
+ * The local reply of an upstream that failed before its response started, and its details: the reset
+ * reason in Envoy's words, with `_` for spaces in the details (`upstream_reset_before_response_started{...}`).
+ */
+function earlyReset(reason: ResetReason): [text: string, details: string] {
+  return [
+    `upstream connect error or disconnect/reset before headers. reset reason: ${reason}`,
+    `upstream_reset_before_response_started{${reason.replace(/ /g, "_")}}`,
+  ];
+}
+
+/** The details of an upstream that failed after its response head was sent on. */
+function lateReset(reason: ResetReason): string {
+  return `upstream_reset_after_response_started{${reason.replace(/ /g, "_")}}`;
+}
+
 function headerBytes(headers: Record<string, unknown>): number {
   let n = 0;
   for (const k in headers) {
@@ -857,13 +913,15 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
 
   /**
    * The backend a request's labels name: the one it went to or, for one answered before routing
-   * (refused by policy or for its credential), the addressed Service's own. The waypoint serves each
-   * Service on a chain of its own, so its destination service is known before any filter answers
-   * (Envoy resolves the route, and with it the cluster the stats name, before RBAC or JWT run). An
-   * unrouted request (`NR`), a redirect and an unparsed head name none, as there is no cluster.
+   * (refused by policy or for its credential), the one its route chose (Envoy resolves the route, and
+   * with it the cluster the stats name, before RBAC or JWT run), else the addressed Service's own: the
+   * waypoint serves each Service on a chain of its own, so its destination service is known before any
+   * filter answers. An unrouted request (`NR`), a redirect and an unparsed head name none, as there is
+   * no cluster.
    */
   function labelBackend(x: Exchange): ResolvedBackendRef | undefined {
     if (x.backend !== undefined) return x.backend;
+    if (x.routedBackend !== undefined) return x.routedBackend;
     const service = x.info.destination?.service;
     if (service === undefined || x.head === undefined || x.route !== undefined || x.flags === "NR")
       return undefined;
@@ -971,14 +1029,20 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     else (x.req as http.IncomingMessage).socket.destroy();
   }
 
+  /**
+   * Answers the request from the proxy itself with `status` and `text` (in a gRPC status for a gRPC
+   * request), or resets it when its response has started; logged with `flag` and `details`.
+   */
   function localReply(
     x: Exchange,
     status: number,
     text: string,
     flag: string,
+    details: string,
     extra: Record<string, string> = {},
   ): void {
     x.flags = flag;
+    x.details = details;
     if (x.res.headersSent || x.res.writableEnded) {
       resetDownstream(x);
       return;
@@ -1354,6 +1418,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       responseHeadBytes: 0,
       body: undefined,
       backend: undefined,
+      routedBackend: undefined,
       endpoint: undefined,
       trace: continueTrace(req.headers.traceparent, options.sampleNewTraces === true),
       recorded: false,
@@ -1369,8 +1434,41 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     });
     return proxy(x).catch((err: unknown) => {
       logger.error({ err }, "waypoint request failed");
-      localReply(x, 500, "internal error", "-");
+      // Nothing Envoy answers stands for it: no details.
+      localReply(x, 500, "internal error", "-", "-");
     });
+  }
+
+  /**
+   * The rule a request takes: one of its Service's routes (the Service itself when it has none), else a
+   * workload-addressed tunnel's original destination; undefined when none matches.
+   */
+  function matchRoute(
+    x: Exchange,
+    head: RequestHead,
+    headers: HeaderMap,
+  ): { rule: CompiledRule; matchedPrefix: string | undefined } | undefined {
+    const target: RouteTarget = { service: x.info.destination?.service, port: x.info.destination?.port };
+    const original = target.service === undefined ? x.info.destination?.endpoint : undefined;
+    const { method, path, host } = head;
+    const query = head.query === "" ? undefined : head.query.slice(1);
+    return (
+      routeFor(target, { host, path, query, method, headers, grpc: x.grpc, target }) ??
+      (original === undefined ? undefined : originalDestinationRoute(original))
+    );
+  }
+
+  /**
+   * The backend the route would have sent a refused request to, chosen as for one that is sent (a
+   * weighted rule takes its turn): Envoy picks the route, and with it the cluster its stats name, before
+   * the JWT and RBAC filters run, so a refused request counts against the Service its route names, not
+   * the one it was addressed to. Undefined when no rule matches, or the rule redirects or has no backend.
+   */
+  function routedBackend(x: Exchange, head: RequestHead, headers: HeaderMap): ResolvedBackendRef | undefined {
+    const found = matchRoute(x, head, headers);
+    if (found === undefined || found.rule.redirect !== undefined || found.rule.backends.length === 0)
+      return undefined;
+    return chooseBackend(found.rule);
   }
 
   async function proxy(x: Exchange): Promise<void> {
@@ -1393,7 +1491,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     );
     if (!parsed.ok) {
       logger.debug({ reason: parsed.reason }, "request refused");
-      return localReply(x, parsed.status, parsed.reason, "-");
+      return localReply(x, parsed.status, parsed.reason, "-", parsed.details);
     }
     const head = parsed.head;
     x.head = head;
@@ -1406,14 +1504,15 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     // The HTTP/1.1 parser stops at an upgrade request's head, so a body it declares could only travel as
     // raw bytes, unparsed.
     if (x.upgrade !== undefined && declaresBody)
-      return localReply(x, 400, "upgrade request with a body", "-");
+      return localReply(x, 400, "upgrade request with a body", "-", DETAILS.upgradeFailed);
     const headers = requestHeaders(head, x.trace);
 
     const pending = authenticate(x, head);
     const auth = pending instanceof Promise ? await pending : pending;
     if (auth.kind === "rejected") {
       logger.debug({ reason: auth.reason }, "request credential rejected");
-      return localReply(x, 401, "Jwt verification fails", "-", {
+      x.routedBackend = routedBackend(x, head, headers);
+      return localReply(x, 401, "Jwt verification fails", "-", DETAILS.jwtRejected, {
         "www-authenticate": 'Bearer realm="ambient", error="invalid_token"',
       });
     }
@@ -1423,30 +1522,29 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     }
     const decision = authorize(x, head, auth);
     if (decision?.badRequest !== true) x.decision = decision;
-    if (decision?.badRequest === true) return localReply(x, 400, "bad request", "-");
+    if (decision?.badRequest === true)
+      return localReply(x, 400, "bad request", "-", DETAILS.pathNormalizationFailed);
     if (decision !== undefined && !decision.allowed) {
       logger.debug({ reason: decision.reason, policy: decision.policy }, "request denied");
+      x.routedBackend = routedBackend(x, head, headers);
       // Envoy has no response flag for it: the reason is in the response code details only.
-      x.details = denialDetails(decision);
-      return localReply(x, 403, "RBAC: access denied", "-");
+      return localReply(x, 403, "RBAC: access denied", "-", denialDetails(decision));
     }
 
-    const target: RouteTarget = { service: x.info.destination?.service, port: x.info.destination?.port };
-    const original = target.service === undefined ? x.info.destination?.endpoint : undefined;
-    const found =
-      routeFor(target, { host, path, query, method, headers, grpc: x.grpc, target }) ??
-      (original === undefined ? undefined : originalDestinationRoute(original));
-    if (found === undefined) return localReply(x, 404, "", "NR");
+    const found = matchRoute(x, head, headers);
+    if (found === undefined) return localReply(x, 404, "", "NR", DETAILS.routeNotFound);
     const { rule, matchedPrefix } = found;
     x.route = rule.route;
 
     if (rule.redirect !== undefined) {
       const location = redirectLocation(
         rule.redirect,
-        { scheme: "http", host, path, query, port: target.port },
+        { scheme: "http", host, path, query, port: x.info.destination?.port },
         matchedPrefix,
       );
       x.flags = "-";
+      // Envoy answers a redirect as a route's direct response.
+      x.details = DETAILS.directResponse;
       x.status = rule.redirect.statusCode ?? 302;
       // The rule's ResponseHeaderModifier shapes the redirect as it would a backend's response, as
       // Envoy applies a route's response headers to the redirects it answers itself.
@@ -1484,41 +1582,52 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       startMirrors(x, rule, method, upstreamPath, authority, headers);
     }
 
-    if (rule.backends.length === 0) return localReply(x, 500, "no backend for route", "-");
+    // Istio gives a rule without a backend of weight above 0 a direct response of 500.
+    if (rule.backends.length === 0)
+      return localReply(x, 500, "no backend for route", "-", DETAILS.directResponse);
     const backend = chooseBackend(rule);
-    if (backend === undefined) return localReply(x, 500, "all backends have weight 0", "-");
+    if (backend === undefined)
+      return localReply(x, 500, "all backends have weight 0", "-", DETAILS.directResponse);
     x.backend = backend;
     applyHeaderFilter(headers, backend.requestHeaders);
     const endpoints = backendEndpoints(backend);
-    if (endpoints === undefined) return localReply(x, 500, "invalid backend", "-");
-    if (endpoints.length === 0) return localReply(x, 503, "no healthy upstream", "UH");
+    if (endpoints === undefined) return localReply(x, 500, "invalid backend", "-", DETAILS.clusterNotFound);
+    if (endpoints.length === 0)
+      return localReply(x, 503, "no healthy upstream", "UH", DETAILS.noHealthyUpstream);
 
     const requestTimeout = rule.requestTimeoutMs ?? defaultRequestTimeout;
     const perTryTimeout = rule.backendTimeoutMs ?? 0;
+    // Istio makes an HTTPRoute rule's `timeouts.backendRequest` a per-try timeout only beside a `retry`
+    // stanza (RDS gives one with its per-try timeout); without one it is the route's timeout.
+    const perTryDetails = rule.retry === undefined ? DETAILS.responseTimeout : DETAILS.perTryTimeout;
     const picker = pickerFor(backend);
     // Endpoints already tried, avoided by retries; only built when a retry happens.
     let tried: Set<string> | undefined;
     let abortCurrent: (() => void) | undefined;
     let expired = false;
     let clientGone = false;
-    let timeoutReply: [status: number, text: string, flag: string] = [504, "upstream request timeout", "UT"];
-    const expire = (reply: [number, string, string]) => {
+    type TimeoutReply = [status: number, text: string, flag: string, details: string];
+    const requestTimedOut: TimeoutReply = [504, "upstream request timeout", "UT", DETAILS.responseTimeout];
+    let timeoutReply = requestTimedOut;
+    const expire = (reply: TimeoutReply) => {
       if (expired) return;
       expired = true;
       timeoutReply = reply;
       abortCurrent?.();
       if (res.headersSent) {
         x.flags = reply[2];
+        x.details = reply[3];
         resetDownstream(x);
       }
     };
     const deadline =
-      requestTimeout > 0
-        ? setTimeout(() => expire([504, "upstream request timeout", "UT"]), requestTimeout)
-        : undefined;
+      requestTimeout > 0 ? setTimeout(() => expire(requestTimedOut), requestTimeout) : undefined;
     const idle =
       streamIdleTimeout > 0
-        ? setTimeout(() => expire([504, "stream timeout", "SI"]), streamIdleTimeout)
+        ? setTimeout(
+            () => expire([504, "stream timeout", "SI", DETAILS.streamIdleTimeout]),
+            streamIdleTimeout,
+          )
         : undefined;
     if (idle !== undefined) {
       x.idle = idle;
@@ -1532,7 +1641,10 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       stopTimers();
       if (!res.writableEnded) {
         clientGone = true;
-        if (x.flags === "-") x.flags = "DC";
+        if (x.flags === "-") {
+          x.flags = "DC";
+          x.details = DETAILS.downstreamDisconnect;
+        }
         abortCurrent?.();
       }
     };
@@ -1561,7 +1673,10 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
               tryTimer = setTimeout(() => {
                 tryTimedOut = true;
                 // Mid-body expiry resets the client stream; it must be reported as a timeout.
-                if (responded && x.flags === "-") x.flags = "UT";
+                if (responded && x.flags === "-") {
+                  x.flags = "UT";
+                  x.details = perTryDetails;
+                }
                 sent.abort();
                 reject(
                   new RouterError(
@@ -1600,21 +1715,11 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
           if (expired) return localReply(x, ...timeoutReply);
           continue;
         }
-        if (failure === "timeout") return localReply(x, ...timeoutReply);
-        if (failure === "connect-failure") {
-          return localReply(
-            x,
-            503,
-            "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
-            attempt > 0 ? "URX" : "UF",
-          );
-        }
-        return localReply(
-          x,
-          502,
-          "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
-          attempt > 0 ? "URX" : "UC",
-        );
+        if (failure === "timeout") return localReply(x, 504, "upstream request timeout", "UT", perTryDetails);
+        const connect = failure === "connect-failure";
+        const [text, details] = earlyReset(connect ? "remote connection failure" : "connection termination");
+        const flag = attempt > 0 ? "URX" : connect ? "UF" : "UC";
+        return localReply(x, connect ? 503 : 502, text, flag, details);
       }
       if (
         attempt < policy.attempts &&
@@ -1659,6 +1764,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     applyHeaderFilter(headers, rule.responseHeaders);
     applyHeaderFilter(headers, backend.responseHeaders);
     x.status = up.status;
+    x.details = DETAILS.viaUpstream;
     const gs = headers["grpc-status"];
     if (typeof gs === "string") x.grpcStatus = gs;
     if (metricsEnabled) x.responseBytes = x.responseHeadBytes = headerBytes(headers);
@@ -1690,7 +1796,10 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       done();
       if (waiting) res.off("drain", resume);
       if (err !== undefined) {
-        if (x.flags === "-") x.flags = "UC";
+        if (x.flags === "-") {
+          x.flags = "UC";
+          x.details = lateReset("connection termination");
+        }
         if (!x.res.writableEnded) resetDownstream(x);
         return;
       }
@@ -1764,7 +1873,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       logger.debug({ err }, "upgrade response header refused");
       switched.socket.destroy();
       done();
-      localReply(x, 502, "upstream sent an invalid header", "UC");
+      localReply(x, 502, "upstream sent an invalid header", "UC", earlyReset("protocol error")[1]);
       return;
     }
     const client = down.socket;
@@ -1772,6 +1881,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     // The response object gave the socket its `close` bookkeeping; from here the bytes are not HTTP.
     x.onClose = undefined;
     x.status = 101;
+    x.details = DETAILS.viaUpstream;
     x.responseBytes = x.responseHeadBytes = 0;
     client.write(`${lines.join("\r\n")}\r\n\r\n`);
     if (switched.head.length > 0) client.write(switched.head);

@@ -151,7 +151,7 @@ describe("request authentication and access log hooks", () => {
       destination_principal: "-",
       request_principal: "https://issuer.test/alice",
       grpc_status: "-",
-      response_code_details: "-",
+      response_code_details: "via_upstream",
       connection_termination_details: "-",
       authorization: { result: "allowed", policy: "default/log", action: "ALLOW", rule: 2 },
     });
