@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import type net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, describe, it } from "node:test";
+import { after, describe, it, type TestContext } from "node:test";
 import {
   assertNoNewFds,
   createTestNetns,
@@ -69,6 +69,29 @@ class RecordingHandler implements ZdsClientHandler {
   }
 }
 
+/** A ZDS server on a fresh socket path and a recording handler, both closed when the test ends. */
+function serverAndHandler(t: TestContext) {
+  const path = socketPath();
+  const server = createZdsServer({ path }).listen();
+  t.after(() => server.close());
+  const handler = new RecordingHandler();
+  t.after(() => handler.closeAll());
+  return { path, server, handler };
+}
+
+/** Closes the client, the handler's namespaces and the server, then checks no descriptor was left open. */
+async function closeAndCheckFds(
+  fdsBefore: Map<number, string>,
+  client: { close(): void },
+  handler: RecordingHandler,
+  server: { close(): void },
+): Promise<void> {
+  client.close();
+  handler.closeAll();
+  server.close();
+  await assertNoNewFds(fdsBefore);
+}
+
 async function until(check: () => boolean, what: string, ms = 5000): Promise<void> {
   const deadline = Date.now() + ms;
   while (!check()) {
@@ -106,10 +129,7 @@ describe("ZDS", () => {
       assert.deepEqual(client.workloads().sort(), ["b", "c"]);
       assert.deepEqual(server.workloads().sort(), ["b", "c"]);
 
-      client.close();
-      handler.closeAll();
-      server.close();
-      await assertNoNewFds(fdsBefore);
+      await closeAndCheckFds(fdsBefore, client, handler, server);
     },
   );
 
@@ -118,11 +138,7 @@ describe("ZDS", () => {
     { skip: needsLinux },
     async (t) => {
       const fdsBefore = openFds();
-      const path = socketPath();
-      const server = createZdsServer({ path }).listen();
-      t.after(() => server.close());
-      const handler = new RecordingHandler();
-      t.after(() => handler.closeAll());
+      const { path, server, handler } = serverAndHandler(t);
       handler.refuse.add("bad");
       const client = createZdsClient({ path, handler });
       t.after(() => client.close());
@@ -145,10 +161,7 @@ describe("ZDS", () => {
       );
       assert.deepEqual(client.workloads(), ["good"]);
 
-      client.close();
-      handler.closeAll();
-      server.close();
-      await assertNoNewFds(fdsBefore);
+      await closeAndCheckFds(fdsBefore, client, handler, server);
     },
   );
 
@@ -157,11 +170,7 @@ describe("ZDS", () => {
     { skip: needsLinux },
     async (t) => {
       const fdsBefore = openFds();
-      const path = socketPath();
-      const server = createZdsServer({ path }).listen();
-      t.after(() => server.close());
-      const handler = new RecordingHandler();
-      t.after(() => handler.closeAll());
+      const { path, server, handler } = serverAndHandler(t);
       handler.refuse.add("bad");
       const client = createZdsClient({ path, handler });
       t.after(() => client.close());
@@ -189,10 +198,7 @@ describe("ZDS", () => {
       assert.deepEqual(handler.log, ["add bad", "del bad deleted", "add bad", "add bad"]);
       assert.deepEqual(client.workloads(), ["bad"]);
 
-      client.close();
-      handler.closeAll();
-      server.close();
-      await assertNoNewFds(fdsBefore);
+      await closeAndCheckFds(fdsBefore, client, handler, server);
     },
   );
 
@@ -263,11 +269,7 @@ describe("ZDS", () => {
     { skip: needsLinux },
     async (t) => {
       const fdsBefore = openFds();
-      const path = socketPath();
-      const server = createZdsServer({ path }).listen();
-      t.after(() => server.close());
-      const handler = new RecordingHandler();
-      t.after(() => handler.closeAll());
+      const { path, server, handler } = serverAndHandler(t);
       // A refusal whose text alone is past what istio-cni (and our server) read in one answer.
       const long = `cannot start: ${"é".repeat(800)}`;
       handler.addWorkload = (workload: ZdsWorkload) => {
