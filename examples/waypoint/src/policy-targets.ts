@@ -6,7 +6,8 @@ export const WAYPOINT_GATEWAY_CLASS = "istio-waypoint";
 /** Mesh root namespace. Default of meshConfig `rootNamespace`, as the policy engine's. */
 export const DEFAULT_ROOT_NAMESPACE = "istio-system";
 
-function isRecord(value: unknown): value is Record<string, unknown> {
+/** A JSON object (not an array, not null): the shape of a resource or of one of its fields. */
+export function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 

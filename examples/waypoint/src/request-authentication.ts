@@ -14,7 +14,12 @@ import {
   jwtVerify,
 } from "jose";
 import { WaypointError } from "./errors.js";
-import { DEFAULT_ROOT_NAMESPACE, targetsWaypoint, withAttachableTargets } from "./policy-targets.js";
+import {
+  DEFAULT_ROOT_NAMESPACE,
+  isRecord,
+  targetsWaypoint,
+  withAttachableTargets,
+} from "./policy-targets.js";
 
 /** Where a rule looks for a token. */
 export type TokenLocation =
@@ -61,10 +66,6 @@ export const DEFAULT_TOKEN_LOCATIONS: readonly TokenLocation[] = Object.freeze([
 export const DEFAULT_JWKS_TIMEOUT_MS = 5000;
 /** Clock skew allowed on `exp`/`nbf`, in seconds; Envoy `clock_skew_seconds`. */
 export const CLOCK_SKEW_SECONDS = 60;
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
 
 function invalid(key: string, message: string): WaypointError {
   return new WaypointError("ERR_WAYPOINT_INVALID_REQUEST_AUTHENTICATION", `${key}: ${message}`);

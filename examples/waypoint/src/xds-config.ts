@@ -32,6 +32,7 @@ import {
 import { destinationServiceOf } from "./backends.js";
 import {
   DEFAULT_ROOT_NAMESPACE,
+  isRecord,
   targetsWaypointOrService,
   WAYPOINT_GATEWAY_CLASS,
   withAttachableTargets,
@@ -187,10 +188,6 @@ export function waypointXdsChecks(self: WaypointSelf): Pick<XdsClientOptions, "v
     validate: (typeUrl, name, resource) => resourceProblem(typeUrl, name, resource, self),
     rejectScope: "resource",
   };
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 /** What stands in for an AuthorizationPolicy the waypoint never read. */
