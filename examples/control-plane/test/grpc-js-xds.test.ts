@@ -56,11 +56,11 @@ async function startBackend(name: string, ip: string): Promise<Backend> {
   return { name, ip, port, server };
 }
 
-const pod = (b: Backend, version: string, node: string) => `
+const pod = (b: Backend, version: string, node: string, app = "echo") => `
 ---
 apiVersion: v1
 kind: Pod
-metadata: { name: ${b.name}, namespace: demo, labels: { app: echo, version: ${version} } }
+metadata: { name: ${b.name}, namespace: demo, labels: { app: ${app}, version: ${version} } }
 spec:
   nodeName: ${node}
   serviceAccountName: echo
@@ -77,19 +77,27 @@ spec:
   selector: ${selector}
   ports: [{ name: grpc, port: 80, targetPort: grpc, appProtocol: grpc }]`;
 
-const route = (rules: string) => `apiVersion: gateway.networking.k8s.io/v1
+/**
+ * A GRPCRoute on the echo Service. Each version also sends calls with `x-probe: <version>` to the
+ * probe Service, whose one pod no other Service selects: a call answered by that pod proves this
+ * version is in force at the client. Answers alone cannot prove it otherwise, since the client's
+ * load balancer may send a short run of calls to any subset of the echo pods.
+ */
+const route = (version: string, rules: string) => `apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
 metadata: { name: echo, namespace: demo }
 spec:
   parentRefs: [{ group: "", kind: Service, name: echo, port: 80 }]
   rules:
+    - matches: [{ headers: [{ name: x-probe, value: ${version} }] }]
+      backendRefs: [{ name: probe, port: 80 }]
 ${rules}
 `;
 
-const SPLIT_AND_HEADER = route(`    - matches: [{ headers: [{ name: x-version, value: v2 }] }]
+const SPLIT_AND_HEADER = route("split", `    - matches: [{ headers: [{ name: x-version, value: v2 }] }]
       backendRefs: [{ name: echo-v2, port: 80 }]
     - backendRefs: [{ name: echo-v1, port: 80, weight: 1 }, { name: echo-v2, port: 80, weight: 3 }]`);
-const ALL_TO_V1 = route(`    - backendRefs: [{ name: echo-v1, port: 80 }]`);
+const ALL_TO_V1 = route("all-to-v1", `    - backendRefs: [{ name: echo-v1, port: 80 }]`);
 
 describe("@grpc/grpc-js-xds through the control plane", { timeout: 90_000 }, () => {
   let dir: string;
@@ -114,6 +122,11 @@ describe("@grpc/grpc-js-xds through the control plane", { timeout: 90_000 }, () 
     });
   }
 
+  /** Waits until the client routes by the GRPCRoute of this `version` (see `route`). */
+  function inForce(version: string): Promise<number> {
+    return until((r) => r.every((x) => x === "probe"), TARGET, { "x-probe": version });
+  }
+
   /** Calls until `done` holds for a batch of answers; returns how long that took. */
   async function until(
     done: (results: string[]) => boolean,
@@ -136,8 +149,9 @@ describe("@grpc/grpc-js-xds through the control plane", { timeout: 90_000 }, () 
       await startBackend("echo-a", "127.10.60.1"),
       await startBackend("echo-b", "127.10.60.2"),
       await startBackend("echo-c", "127.10.60.3"),
+      await startBackend("probe", "127.10.60.5"),
     );
-    const [a, b, c] = backends as [Backend, Backend, Backend];
+    const [a, b, c, probe] = backends as [Backend, Backend, Backend, Backend];
     await writeManifest(
       "mesh.yaml",
       `apiVersion: v1
@@ -151,8 +165,8 @@ metadata: { name: node-a, labels: { topology.kubernetes.io/region: r1, topology.
 apiVersion: v1
 kind: Node
 metadata: { name: node-b, labels: { topology.kubernetes.io/region: r1, topology.kubernetes.io/zone: z2 } }
-${pod(a, "v1", "node-a")}${pod(b, "v2", "node-b")}${pod(c, "v2", "node-b")}
-${service("echo", "{ app: echo }", "127.30.60.1")}${service("echo-v1", "{ app: echo, version: v1 }", "None")}${service("echo-v2", "{ app: echo, version: v2 }", "None")}
+${pod(a, "v1", "node-a")}${pod(b, "v2", "node-b")}${pod(c, "v2", "node-b")}${pod(probe, "v1", "node-a", "probe")}
+${service("echo", "{ app: echo }", "127.30.60.1")}${service("probe", "{ app: probe }", "None")}${service("echo-v1", "{ app: echo, version: v1 }", "None")}${service("echo-v2", "{ app: echo, version: v2 }", "None")}
 `,
     );
     controlPlane = await startControlPlane({
@@ -213,9 +227,7 @@ ${service("echo", "{ app: echo }", "127.30.60.1")}${service("echo-v1", "{ app: e
 
   it("follows a GRPCRoute's header match and its 1:3 weight split", async () => {
     await writeManifest("route.yaml", SPLIT_AND_HEADER);
-    // The route is in force once a plain call can land on v1 only by weight and v2 by header only.
-    await until((r) => r.every((x) => x === "echo-b" || x === "echo-c"), TARGET, { "x-version": "v2" });
-    await until((r) => r.some((x) => x === "echo-a") && r.some((x) => x !== "echo-a"));
+    await inForce("split");
     const withHeader = await calls(TARGET, 40, { "x-version": "v2" });
     assert.ok(
       withHeader.every((x) => x === "echo-b" || x === "echo-c"),
@@ -233,7 +245,7 @@ ${service("echo", "{ app: echo }", "127.30.60.1")}${service("echo-v1", "{ app: e
 
   it("follows an edit of the route live", async () => {
     await writeManifest("route.yaml", ALL_TO_V1);
-    await until((r) => r.every((x) => x === "echo-a"));
+    await inForce("all-to-v1");
     const after = await calls(TARGET, 40, { "x-version": "v2" });
     assert.deepEqual(new Set(after), new Set(["echo-a"]));
   });
@@ -270,9 +282,9 @@ ${service("echo", "{ app: echo }", "127.30.60.1")}${service("echo-v1", "{ app: e
       const served = controlPlane.envoyConfig();
       assert.deepEqual([...delta.resources(TypeUrl.listener).keys()].sort(), [...served.listeners.keys()]);
       const routes = delta.get(TypeUrl.routeConfiguration, `${HOST}:80`);
-      assert.equal(
-        routes?.virtualHosts[0]?.routes[0]?.route?.cluster,
-        "outbound|80||echo-v1.demo.svc.cluster.local",
+      assert.deepEqual(
+        routes?.virtualHosts[0]?.routes.map((r) => r.route?.cluster),
+        ["outbound|80||probe.demo.svc.cluster.local", "outbound|80||echo-v1.demo.svc.cluster.local"],
       );
       const endpoints = delta.get(TypeUrl.clusterLoadAssignment, `outbound|80||${HOST}`);
       const addresses = endpoints?.endpoints.flatMap((e) =>
