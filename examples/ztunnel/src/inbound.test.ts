@@ -65,7 +65,7 @@ function fakeTunnel(port: number, host = podIp) {
  * An inbound for the echo pod that notes each connection opened (`opened`) and closed (`closed <flag>`)
  * in `counted`, and each access log line in `lines`.
  */
-function countingInbound() {
+function countingInbound(isClosed: () => boolean = () => false) {
   const store = new WorkloadStore();
   store.upsert("Kubernetes//Pod/demo/echo", { workload: echoWorkload() });
   const registry = new ConnectionRegistry();
@@ -86,7 +86,7 @@ function countingInbound() {
       closed: (_labels, flag = "-") => counted.push(`closed ${flag}`),
     },
     logger: { ...noopLogger, info: logLine, error: logLine },
-    isClosed: () => false,
+    isClosed,
   });
   /** The flags the closes were counted under. */
   const closes = () => counted.filter((c) => c.startsWith("closed ")).map((c) => c.slice("closed ".length));
@@ -601,6 +601,30 @@ describe("inbound: an HBONE tunnel reset while the app connect is in flight", ()
       upstream.connect((app.address() as AddressInfo).port, podIp);
       await closed;
       assert.deepEqual(counted, ["opened", "closed H2_HANDSHAKE_FAILURE"]);
+      assert.equal(lines.length, 1);
+    } finally {
+      app.close();
+    }
+  });
+
+  it("is refused with 503, and closed without a flag, when the proxy closed before the app took it", async () => {
+    const app = createServer((socket) => socket.on("error", () => {}));
+    app.listen(0, podIp);
+    await once(app, "listening");
+    try {
+      let closing = false;
+      const { inbound, counted, lines } = countingInbound(() => closing);
+      const { pod, dialStarted } = podWithHeldDial();
+      const { tunnel, answer } = fakeTunnel((app.address() as AddressInfo).port);
+      inbound.handleTunnel(pod, tunnel);
+      const upstream = await dialStarted;
+      // The proxy starts closing while the connect to the app is under way.
+      closing = true;
+      const closed = once(upstream, "close");
+      upstream.connect((app.address() as AddressInfo).port, podIp);
+      await closed;
+      assert.equal(await answer, 503);
+      assert.deepEqual(counted, ["opened", "closed -"]);
       assert.equal(lines.length, 1);
     } finally {
       app.close();

@@ -326,9 +326,12 @@ export function createInbound(options: InboundOptions): Inbound {
       dialed = true;
       if (tunnel.state !== "pending" || options.isClosed()) {
         // The stream reset while dialing cannot be answered: a failure of the HBONE stream. A proxy
-        // closing meanwhile is no failure of this connection: closed without a flag.
-        countRefused(tcpMetrics, labels, tunnel.state === "pending" ? "-" : "H2_HANDSHAKE_FAILURE");
+        // closing meanwhile is no failure of this connection: closed without a flag, and the tunnel
+        // still waiting is refused, as one that arrives while the proxy closes.
+        const closing = tunnel.state === "pending";
+        countRefused(tcpMetrics, labels, closing ? "-" : "H2_HANDSHAKE_FAILURE");
         accessLog.complete({ sent: 0, received: 0, error: "tunnel closed before the upstream connected" });
+        if (closing) tunnel.refuse(HBONE_STATUS.noUpstream, "proxy closing");
         upstream.destroy();
         return;
       }
