@@ -319,7 +319,7 @@ describe("waypoint upstream connections over HBONE, to backends that close idle 
         for (const line of warm) assert.equal((await call(socks5, vip, "GET", line.slice(4))).status, 200);
         await sleep(50);
         const post = await call(socks5, vip, "POST", "/admin", "payload", 200);
-        assert.equal(post.status, 502);
+        assert.equal(post.status, 503);
         assert.deepEqual(seen[name].slice(3), [...warm, "POST /admin"]);
       },
     );

@@ -60,6 +60,7 @@ export interface AccessLogEntry {
   /** `HTTP/1.1` or `HTTP/2`. */
   protocol: string;
   response_code: number;
+  /** Envoy's `%RESPONSE_FLAGS%`: `-`, or the flags joined by commas in the order they were set (`URX,UF`). */
   response_flags: string;
   /** Request body bytes. */
   bytes_received: number;
@@ -88,9 +89,11 @@ export interface AccessLogEntry {
    * Envoy's `%RESPONSE_CODE_DETAILS%`: why a request was answered as it was, with Envoy's names:
    * `via_upstream` (the backend's response), `route_not_found`, `direct_response` (a redirect, a rule
    * without a backend of weight above 0), `cluster_not_found`, `no_healthy_upstream`,
-   * `upstream_reset_before_response_started{remote_connection_failure}` (or `{connection_termination}`),
+   * `upstream_reset_before_response_started{remote_connection_failure}` (or `{connection_termination}`,
+   * `{remote_reset}`, `{remote_refused_stream_reset}`, `{protocol_error}`),
    * `upstream_reset_after_response_started{connection_termination}`, `response_timeout`,
-   * `upstream_per_try_timeout`, `stream_idle_timeout`, `downstream_remote_disconnect`,
+   * `upstream_per_try_timeout`, `stream_idle_timeout`, `downstream_remote_disconnect` (the client's
+   * connection went away), `http2.remote_reset` or `http2.remote_refuse` (an HTTP/2 client reset its stream),
    * `jwt_authn_access_denied{Jwt_verification_fails}`, `path_normalization_failed` or a codec's name
    * for a refused head (`http1.headers_too_large`, `http1.codec_error`, ...). A policy denial has what
    * Envoy's RBAC filter sets: `rbac_access_denied_matched_policy[<rule>]`, the rule named as Istio names

@@ -150,12 +150,12 @@ describe("response code details of every answer", () => {
     {
       name: "connections refused, retried",
       path: "/down",
-      want: [503, "URX", "upstream_reset_before_response_started{remote_connection_failure}"],
+      want: [503, "URX,UF", "upstream_reset_before_response_started{remote_connection_failure}"],
     },
     {
       name: "a connection closed before the response",
       path: "/reset",
-      want: [502, "UC", "upstream_reset_before_response_started{connection_termination}"],
+      want: [503, "UC", "upstream_reset_before_response_started{connection_termination}"],
     },
     {
       name: "a connection closed in the response body",

@@ -373,7 +373,7 @@ for (const protocol of ["http1", "http2"] as const) {
     });
 
     it(
-      "answers a POST whose pooled connection died unanswered with 502, sent once",
+      "answers a POST whose pooled connection died unanswered with 503, sent once",
       {
         timeout: 20_000,
       },
@@ -383,7 +383,7 @@ for (const protocol of ["http1", "http2"] as const) {
         try {
           assert.equal((await waypoint.call("GET", "/warm")).status, 200);
           await sleep(20);
-          assert.equal((await waypoint.call("POST", "/admin", "payload")).status, 502);
+          assert.equal((await waypoint.call("POST", "/admin", "payload")).status, 503);
           assert.deepEqual(backend.seen, ["GET /warm", "POST /admin"]);
         } finally {
           await waypoint.close();

@@ -14,6 +14,7 @@ import {
   type EndpointPicker,
   type LoadBalancingPolicy,
 } from "./load-balancer.js";
+import { fromNodeError } from "./node-error.js";
 import { RequestBody } from "./request-body.js";
 import { parseRequestHead, type RequestHead } from "./request-head.js";
 import type {
@@ -670,8 +671,12 @@ const DETAILS = {
   perTryTimeout: "upstream_per_try_timeout",
   /** Nothing moved for the stream idle timeout (`SI`). */
   streamIdleTimeout: "stream_idle_timeout",
-  /** The client went away before the response was over (`DC`). */
+  /** The client's connection went away before the response was over (`DC`). */
   downstreamDisconnect: "downstream_remote_disconnect",
+  /** An HTTP/2 client reset its stream before the response was over (`DR`), as the codec names it. */
+  downstreamRemoteReset: "http2.remote_reset",
+  /** An HTTP/2 client refused its stream (RST_STREAM REFUSED_STREAM) before the response was over (`DR`). */
+  downstreamRemoteRefuse: "http2.remote_refuse",
   /** A credential failed verification; `jwt_authn` puts the message it answered with in braces. */
   jwtRejected: "jwt_authn_access_denied{Jwt_verification_fails}",
   /** A path the evaluator could not normalize, as the connection manager names it. */
@@ -680,18 +685,84 @@ const DETAILS = {
   upgradeFailed: "upgrade_failed",
 } as const;
 
+/**
+ * Why the client side of an unfinished exchange closed, as Envoy's connection manager logs it: an
+ * HTTP/2 stream the client reset while its connection stays up is `DR` with the codec's details
+ * (`http2.remote_reset`, `http2.remote_refuse` for REFUSED_STREAM); the connection itself going away is
+ * `DC`.
+ */
+function clientLeft(
+  x: Exchange,
+  session: http2.Http2Session | undefined,
+): { flag: "DR" | "DC"; details: string } {
+  if (session === undefined || session.destroyed) {
+    return { flag: "DC", details: DETAILS.downstreamDisconnect };
+  }
+  const refused =
+    (x.res as unknown as http2.Http2ServerResponse).stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM;
+  return {
+    flag: "DR",
+    details: refused ? DETAILS.downstreamRemoteRefuse : DETAILS.downstreamRemoteReset,
+  };
+}
+
 /** Envoy's reset reasons for the ways an upstream attempt fails. */
-type ResetReason = "remote connection failure" | "connection termination" | "protocol error";
+type ResetReason =
+  | "remote connection failure"
+  | "connection termination"
+  | "remote reset"
+  | "remote refused stream reset"
+  | "protocol error";
+
+/** How an upstream attempt that failed before its response head is answered and flagged. */
+interface UpstreamReset {
+  reason: ResetReason;
+  /** `UF`, `UC`, `UR` or `UPE`. */
+  flag: string;
+  /** 502 for broken HTTP, 503 for everything else, as Envoy's router answers. */
+  status: 502 | 503;
+}
+
+/**
+ * Envoy's reset reason, response flag and status for a failed attempt: a connection that could not be
+ * made is `UF`; a stream the backend reset (HTTP/2 RST_STREAM, refused or not) `UR`; a connection that
+ * ended under the request `UC`; broken HTTP from the backend (an invalid header line) `UPE` and 502.
+ */
+function upstreamReset(failure: UpstreamFailure, error: RouterError): UpstreamReset {
+  switch (failure) {
+    case "connect-failure":
+      return { reason: "remote connection failure", flag: "UF", status: 503 };
+    case "refused-stream":
+      return { reason: "remote refused stream reset", flag: "UR", status: 503 };
+    case "protocol":
+      return { reason: "protocol error", flag: "UPE", status: 502 };
+    case "reset":
+      // Node reports an RST_STREAM with an error code as a stream error; anything else ended the connection.
+      return error.details.nodeCode === "ERR_HTTP2_STREAM_ERROR"
+        ? { reason: "remote reset", flag: "UR", status: 503 }
+        : { reason: "connection termination", flag: "UC", status: 503 };
+  }
+}
 
 /**
  * The local reply of an upstream that failed before its response started, and its details: the reset
- * reason in Envoy's words, with `_` for spaces in the details (`upstream_reset_before_response_started{...}`).
+ * reason in Envoy's words (after "retried and the latest" when an earlier attempt was retried), with `_`
+ * for spaces in the details (`upstream_reset_before_response_started{...}`).
  */
-function earlyReset(reason: ResetReason): [text: string, details: string] {
+function earlyReset(reason: ResetReason, retried = false): [text: string, details: string] {
   return [
-    `upstream connect error or disconnect/reset before headers. reset reason: ${reason}`,
+    `upstream connect error or disconnect/reset before headers. ${retried ? "retried and the latest " : ""}reset reason: ${reason}`,
     `upstream_reset_before_response_started{${reason.replace(/ /g, "_")}}`,
   ];
+}
+
+/**
+ * Response flags in the order Envoy prints them (`%RESPONSE_FLAGS%` and Istio's `response_flags`
+ * label): the order they were set in. A try that would have been retried but for the retry limit sets
+ * `URX` before the reply sets the failure's own flag, hence `URX,UF`.
+ */
+function withRetryLimit(retryLimitExceeded: boolean, flag: string): string {
+  return retryLimitExceeded ? `URX,${flag}` : flag;
 }
 
 /** The details of an upstream that failed after its response head was sent on. */
@@ -1637,13 +1708,16 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       if (deadline !== undefined) clearTimeout(deadline);
       if (idle !== undefined) clearTimeout(idle);
     };
+    // Kept now: a closed HTTP/2 stream no longer names its session.
+    const session = x.h2 ? (req as http2.Http2ServerRequest).stream.session : undefined;
     x.onClose = () => {
       stopTimers();
       if (!res.writableEnded) {
         clientGone = true;
         if (x.flags === "-") {
-          x.flags = "DC";
-          x.details = DETAILS.downstreamDisconnect;
+          const left = clientLeft(x, session);
+          x.flags = left.flag;
+          x.details = left.details;
         }
         abortCurrent?.();
       }
@@ -1715,11 +1789,26 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
           if (expired) return localReply(x, ...timeoutReply);
           continue;
         }
-        if (failure === "timeout") return localReply(x, 504, "upstream request timeout", "UT", perTryDetails);
-        const connect = failure === "connect-failure";
-        const [text, details] = earlyReset(connect ? "remote connection failure" : "connection termination");
-        const flag = attempt > 0 ? "URX" : connect ? "UF" : "UC";
-        return localReply(x, connect ? 503 : 502, text, flag, details);
+        // Retries were on and this failure would have been retried, but none are left.
+        const retryLimitExceeded =
+          policy.attempts > 0 &&
+          attempt >= policy.attempts &&
+          retriableFailure(policy, failure) &&
+          (x.body === undefined || x.body.replayable);
+        if (failure === "timeout")
+          return localReply(
+            x,
+            504,
+            "upstream request timeout",
+            withRetryLimit(retryLimitExceeded, "UT"),
+            perTryDetails,
+          );
+        const reset = upstreamReset(
+          failure,
+          err instanceof UpstreamAttemptError ? err.error : fromNodeError(err, "request"),
+        );
+        const [text, details] = earlyReset(reset.reason, attempt > 0);
+        return localReply(x, reset.status, text, withRetryLimit(retryLimitExceeded, reset.flag), details);
       }
       if (
         attempt < policy.attempts &&
@@ -1873,7 +1962,9 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       logger.debug({ err }, "upgrade response header refused");
       switched.socket.destroy();
       done();
-      localReply(x, 502, "upstream sent an invalid header", "UC", earlyReset("protocol error")[1]);
+      // As Envoy's codec refuses a broken response head: a protocol error.
+      const [text, details] = earlyReset("protocol error");
+      localReply(x, 502, text, "UPE", details);
       return;
     }
     const client = down.socket;

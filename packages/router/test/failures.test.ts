@@ -181,9 +181,9 @@ describe("retries, timeouts and failing backends", () => {
     assert.ok(out.endsWith("started"));
   });
 
-  it("answers 502 when the backend resets before responding", async () => {
+  it("answers 503 when the backend resets before responding", async () => {
     const r = await request(wp.port, { path: "/reset" });
-    assert.equal(r.status, 502);
+    assert.equal(r.status, 503);
   });
 
   it("resets the client connection when the backend dies mid-body", async () => {

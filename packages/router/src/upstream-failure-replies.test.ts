@@ -1,0 +1,301 @@
+import assert from "node:assert/strict";
+import type http from "node:http";
+import http2 from "node:http2";
+import net, { type AddressInfo } from "node:net";
+import { after, before, describe, it } from "node:test";
+import {
+  type Backend,
+  httpRoute,
+  rawExchange,
+  request,
+  startBackend,
+  startWaypoint,
+  stopServer,
+  type Waypoint,
+} from "../test/harness.js";
+import type { AccessLogEntry } from "./request-log.js";
+import type { MetricLabels, MetricsSink } from "./telemetry.js";
+
+/** Waits (bounded) for the access log entry of the request to `path`. */
+async function entryFor(logs: readonly AccessLogEntry[], path: string): Promise<AccessLogEntry> {
+  for (let i = 0; i < 500; i++) {
+    const found = logs.find((e) => e.path === path);
+    if (found !== undefined) return found;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  assert.fail(`no access log entry for ${path}: ${logs.map((e) => e.path).join(", ")}`);
+}
+
+/** A port nothing listens on: connecting to it is refused. */
+async function closedPort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/** A rule sending paths under `prefix` to `service`, with `extra` rule fields. */
+function rule(prefix: string, service: string, extra: Record<string, unknown> = {}): unknown {
+  return {
+    matches: [{ path: { type: "PathPrefix", value: prefix } }],
+    backendRefs: [{ name: service, port: 80 }],
+    ...extra,
+  };
+}
+
+const EARLY_RESET = "upstream connect error or disconnect/reset before headers.";
+
+describe("local replies to upstream failures, as Envoy's router gives them", () => {
+  let h1: Backend;
+  let h2: http2.Http2Server;
+  let wp: Waypoint;
+  let timeoutWp: Waypoint;
+  const logs: AccessLogEntry[] = [];
+  const flagLabels = new Map<string, string>();
+  const held: (http.ServerResponse | http2.ServerHttp2Stream)[] = [];
+  let arrived: (path: string) => void = () => {};
+
+  before(async () => {
+    h1 = await startBackend("h1", (req, res) => {
+      const path = req.url ?? "";
+      arrived(path);
+      if (path.startsWith("/close")) {
+        req.socket.destroy();
+      } else if (path.startsWith("/bad-header")) {
+        // A header line without a colon: broken HTTP/1.1.
+        req.socket.end("HTTP/1.1 200 OK\r\nnot a header line\r\ncontent-length: 2\r\n\r\nok");
+      } else {
+        held.push(res);
+      }
+    });
+    // A 101 with a broken header line: the upgrade's response head is refused as broken HTTP.
+    h1.server.on("upgrade", (_req, socket: net.Socket) => {
+      socket.end(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nnot a header line\r\n\r\n",
+      );
+    });
+    h2 = http2.createServer();
+    h2.on("stream", (stream, headers) => {
+      const path = String(headers[":path"]);
+      // Closing a stream with an error code reports that code on the stream itself too.
+      stream.on("error", () => {});
+      if (path.startsWith("/h2-reset")) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+      else if (path.startsWith("/h2-refuse")) stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+      else held.push(stream);
+    });
+    await new Promise<void>((resolve) => h2.listen(0, "127.0.0.1", resolve));
+    const h2Endpoint = {
+      address: "127.0.0.1",
+      port: (h2.address() as AddressInfo).port,
+      protocol: "http2" as const,
+    };
+    const down = { address: "127.0.0.1", port: await closedPort(), protocol: "http1" as const };
+    const services = {
+      "default/h1": [h1.endpoint],
+      "default/h2": [h2Endpoint],
+      "default/down": [down],
+    };
+    const metrics: MetricsSink = {
+      counter: (name) => ({
+        inc: (labels?: MetricLabels) => {
+          if (name !== "istio_requests_total" || labels === undefined) return;
+          flagLabels.set(String(labels.response_code), String(labels.response_flags));
+        },
+      }),
+      gauge: () => ({ set: () => {}, inc: () => {}, dec: () => {} }),
+      histogram: () => ({ observe: () => {} }),
+    };
+    wp = await startWaypoint(services, {
+      routes: [
+        httpRoute("r", [
+          rule("/close", "h1"),
+          rule("/bad-header", "h1"),
+          rule("/hold", "h1"),
+          rule("/upgrade", "h1"),
+          rule("/h2-reset", "h2"),
+          rule("/h2-refuse", "h2"),
+          rule("/down-once", "down", { retry: { attempts: 0 } }),
+          rule("/down", "down"),
+        ]),
+      ],
+      accessLog: (entry) => logs.push(entry),
+      metrics,
+    });
+    // Per-try timeouts are retried only on `5xx` (or `gateway-error`), which no rule stanza names.
+    timeoutWp = await startWaypoint(services, {
+      routes: [
+        httpRoute("t", [
+          rule("/slow", "h1", {
+            timeouts: { request: "30s", backendRequest: "100ms" },
+            retry: { attempts: 1 },
+          }),
+        ]),
+      ],
+      retry: { retryOn: ["5xx"], backoffBaseMs: 1, backoffMaxMs: 1 },
+      accessLog: (entry) => logs.push(entry),
+    });
+  });
+
+  after(async () => {
+    for (const r of held) r.destroy();
+    await wp.close();
+    await timeoutWp.close();
+    await stopServer(h1.server);
+    await new Promise<void>((resolve) => h2.close(() => resolve()));
+  });
+
+  const cases: {
+    name: string;
+    path: string;
+    port?: () => number;
+    want: [status: number, flags: string, details: string, body: string];
+  }[] = [
+    {
+      name: "a connection closed before the response: 503 UC",
+      path: "/close",
+      want: [
+        503,
+        "UC",
+        "upstream_reset_before_response_started{connection_termination}",
+        `${EARLY_RESET} reset reason: connection termination`,
+      ],
+    },
+    {
+      name: "an invalid header line from the backend: 502 UPE",
+      path: "/bad-header",
+      want: [
+        502,
+        "UPE",
+        "upstream_reset_before_response_started{protocol_error}",
+        `${EARLY_RESET} reset reason: protocol error`,
+      ],
+    },
+    {
+      name: "an HTTP/2 stream reset by the backend: 503 UR",
+      path: "/h2-reset",
+      want: [
+        503,
+        "UR",
+        "upstream_reset_before_response_started{remote_reset}",
+        `${EARLY_RESET} reset reason: remote reset`,
+      ],
+    },
+    {
+      name: "an HTTP/2 stream refused on every try: 503 URX,UR",
+      path: "/h2-refuse",
+      want: [
+        503,
+        "URX,UR",
+        "upstream_reset_before_response_started{remote_refused_stream_reset}",
+        `${EARLY_RESET} retried and the latest reset reason: remote refused stream reset`,
+      ],
+    },
+    {
+      name: "connections refused on every try: 503 URX,UF",
+      path: "/down",
+      want: [
+        503,
+        "URX,UF",
+        "upstream_reset_before_response_started{remote_connection_failure}",
+        `${EARLY_RESET} retried and the latest reset reason: remote connection failure`,
+      ],
+    },
+    {
+      name: "a connection refused without retries: 503 UF alone",
+      path: "/down-once",
+      want: [
+        503,
+        "UF",
+        "upstream_reset_before_response_started{remote_connection_failure}",
+        `${EARLY_RESET} reset reason: remote connection failure`,
+      ],
+    },
+    {
+      name: "per-try timeouts on every try: 504 URX,UT",
+      path: "/slow",
+      port: () => timeoutWp.port,
+      want: [504, "URX,UT", "upstream_per_try_timeout", "upstream request timeout"],
+    },
+  ];
+
+  for (const c of cases) {
+    it(`answers ${c.name}`, async () => {
+      const r = await request(c.port?.() ?? wp.port, { path: c.path });
+      const entry = await entryFor(logs, c.path);
+      assert.deepEqual(
+        [r.status, entry.response_flags, entry.response_code_details, r.body],
+        [c.want[0], c.want[1], c.want[2], c.want[3]],
+      );
+      assert.equal(entry.response_code, c.want[0]);
+    });
+  }
+
+  it("answers a broken 101 to an upgrade request 502 UPE", async () => {
+    const out = await rawExchange(
+      wp.port,
+      "GET /upgrade HTTP/1.1\r\nhost: svc.example.com\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+    );
+    const entry = await entryFor(logs, "/upgrade");
+    assert.match(out, /^HTTP\/1\.1 502 /);
+    assert.ok(out.endsWith(`${EARLY_RESET} reset reason: protocol error`), out);
+    assert.deepEqual(
+      [entry.response_code, entry.response_flags, entry.response_code_details],
+      [502, "UPE", "upstream_reset_before_response_started{protocol_error}"],
+    );
+  });
+
+  it("labels the metrics with the access log's flags, in Envoy's order", async () => {
+    await request(wp.port, { path: "/down?metrics" });
+    await entryFor(logs, "/down?metrics");
+    assert.equal(flagLabels.get("503"), "URX,UF");
+  });
+
+  /** Sends `path` over HTTP/2 and, once the backend holds it, runs `leave` on the client side. */
+  async function leaveHttp2(
+    path: string,
+    leave: (client: http2.ClientHttp2Session, req: http2.ClientHttp2Stream) => void,
+  ): Promise<AccessLogEntry> {
+    const client = http2.connect(`http://127.0.0.1:${wp.port}`);
+    client.on("error", () => {});
+    const req = client.request({ ":path": path, ":authority": "svc.example.com" });
+    req.on("error", () => {});
+    await new Promise<void>((resolve) => {
+      arrived = (p) => {
+        if (p === path) resolve();
+      };
+    });
+    leave(client, req);
+    const entry = await entryFor(logs, path);
+    client.destroy();
+    return entry;
+  }
+
+  it("logs an HTTP/2 client's stream reset as DR http2.remote_reset", async () => {
+    const entry = await leaveHttp2("/hold/reset", (_client, req) =>
+      req.close(http2.constants.NGHTTP2_CANCEL),
+    );
+    assert.deepEqual(
+      [entry.response_code, entry.response_flags, entry.response_code_details],
+      [0, "DR", "http2.remote_reset"],
+    );
+  });
+
+  it("logs an HTTP/2 client's refused stream as DR http2.remote_refuse", async () => {
+    const entry = await leaveHttp2("/hold/refuse", (_client, req) =>
+      req.close(http2.constants.NGHTTP2_REFUSED_STREAM),
+    );
+    assert.deepEqual(
+      [entry.response_code, entry.response_flags, entry.response_code_details],
+      [0, "DR", "http2.remote_refuse"],
+    );
+  });
+
+  it("logs an HTTP/2 client's connection going away as DC", async () => {
+    const entry = await leaveHttp2("/hold/gone", (client) => client.destroy());
+    assert.deepEqual(
+      [entry.response_code, entry.response_flags, entry.response_code_details],
+      [0, "DC", "downstream_remote_disconnect"],
+    );
+  });
+});
