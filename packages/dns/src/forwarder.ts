@@ -1,6 +1,7 @@
 // Forwards queries to upstream resolvers the way a careful stub resolver does: every try has a
-// fresh random id and a fresh UDP socket (so a fresh source port), and only an answer to exactly the
-// question asked is taken. Blind spoofing then has to guess 32 bits within one timeout.
+// fresh random id and a fresh UDP socket (so a fresh source port), connected to the nameserver, and
+// only an answer to exactly the question asked (or an error header with no question) is taken.
+// Blind spoofing then has to guess 32 bits within one timeout.
 import { randomInt } from "node:crypto";
 import dgram from "node:dgram";
 import net from "node:net";
@@ -9,6 +10,7 @@ import { ResponseCode, recordTypeName } from "./constants.js";
 import { DnsError } from "./errors.js";
 import { type DnsMessage, type DnsQuestion, decodeMessage, encodeMessage, HEADER_BYTES } from "./message.js";
 import { sameName } from "./name.js";
+import { replyTo } from "./records.js";
 
 /** An upstream resolver. */
 export interface Nameserver {
@@ -88,8 +90,18 @@ function readQuery(query: DnsMessage | Uint8Array): { bytes: Uint8Array; message
   return { bytes: encodeMessage(query), message: query };
 }
 
-/** The decoded response if `bytes` answers exactly the try's question with the try's id, else undefined. */
-function matchingAnswer(bytes: Uint8Array, id: number, question: DnsQuestion): DnsMessage | undefined {
+/**
+ * The decoded response if `bytes` answers the try: its id, and exactly the question asked. A server
+ * that could not parse or will not take a query (FORMERR, REFUSED, NOTIMP, SERVFAIL) often sends the
+ * header alone; such a reply is taken by its id (the socket only hears the nameserver asked) and
+ * becomes a reply to `query` with that rcode. A header alone that says NOERROR or NXDOMAIN, a
+ * statement about a name, is not taken without the name.
+ */
+function matchingAnswer(
+  bytes: Uint8Array,
+  id: number,
+  query: DnsMessage,
+): { readonly bytes: Uint8Array; readonly message: DnsMessage } | undefined {
   if (bytes.length < HEADER_BYTES || (((bytes[0] as number) << 8) | (bytes[1] as number)) !== id)
     return undefined;
   let message: DnsMessage;
@@ -98,8 +110,15 @@ function matchingAnswer(bytes: Uint8Array, id: number, question: DnsQuestion): D
   } catch {
     return undefined;
   }
+  if (!message.response) return undefined;
+  const question = query.questions[0] as DnsQuestion;
+  if (message.questions.length === 0) {
+    if (message.rcode === ResponseCode.NOERROR || message.rcode === ResponseCode.NXDOMAIN) return undefined;
+    const reply = replyTo({ ...query, id }, { rcode: message.rcode });
+    return { bytes: encodeMessage(reply), message: reply };
+  }
   const asked = message.questions[0];
-  if (!message.response || message.questions.length !== 1 || asked === undefined) return undefined;
+  if (message.questions.length !== 1 || asked === undefined) return undefined;
   if (
     asked.type !== question.type ||
     asked.class !== question.class ||
@@ -107,7 +126,7 @@ function matchingAnswer(bytes: Uint8Array, id: number, question: DnsQuestion): D
   ) {
     return undefined;
   }
-  return message;
+  return { bytes, message };
 }
 
 /** A copy of `bytes` with a new id: never writes into a buffer someone else may hold. */
@@ -176,10 +195,10 @@ export class DnsForwarder {
         for (const upstream of this.#upstreams) {
           let outcome =
             options.protocol === "tcp"
-              ? await this.#tryTcp(upstream, bytes, question, controller.signal)
-              : await this.#tryUdp(upstream, bytes, question, controller.signal);
+              ? await this.#tryTcp(upstream, bytes, message, controller.signal)
+              : await this.#tryUdp(upstream, bytes, message, controller.signal);
           if (outcome.kind === "answer" && outcome.message.truncated && options.protocol !== "tcp") {
-            outcome = await this.#tryTcp(upstream, bytes, question, controller.signal);
+            outcome = await this.#tryTcp(upstream, bytes, message, controller.signal);
           }
           const where = {
             nameserver: upstream.address,
@@ -265,7 +284,7 @@ export class DnsForwarder {
   #tryUdp(
     upstream: Upstream,
     query: Uint8Array,
-    question: DnsQuestion,
+    asked: DnsMessage,
     signal: AbortSignal,
   ): Promise<TryOutcome> {
     return this.#runTry(signal, (finish) => {
@@ -283,15 +302,15 @@ export class DnsForwarder {
       };
       socket.on("error", (error) => finish({ kind: "failed", error }));
       socket.on("message", (bytes) => {
-        const message = matchingAnswer(bytes, id, question);
-        if (message === undefined) {
+        const answer = matchingAnswer(bytes, id, asked);
+        if (answer === undefined) {
           this.#logger.debug(
             { nameserver: upstream.address, bytes: bytes.length },
             "unexpected DNS datagram ignored",
           );
           return;
         }
-        finish({ kind: "answer", bytes, message });
+        finish({ kind: "answer", ...answer });
       });
       // Connected, so the kernel drops datagrams from other addresses and reports ICMP errors to us.
       socket.connect(upstream.port, upstream.address, () => {
@@ -306,7 +325,7 @@ export class DnsForwarder {
   #tryTcp(
     upstream: Upstream,
     query: Uint8Array,
-    question: DnsQuestion,
+    asked: DnsMessage,
     signal: AbortSignal,
   ): Promise<TryOutcome> {
     return this.#runTry(signal, (finish) => {
@@ -330,9 +349,9 @@ export class DnsForwarder {
           if (pending.length < 2 + length) return;
           const frame = pending.subarray(2, 2 + length);
           pending = pending.subarray(2 + length);
-          const message = matchingAnswer(frame, id, question);
-          if (message !== undefined) {
-            finish({ kind: "answer", bytes: frame, message });
+          const answer = matchingAnswer(frame, id, asked);
+          if (answer !== undefined) {
+            finish({ kind: "answer", ...answer });
             return;
           }
           this.#logger.debug({ nameserver: upstream.address }, "unexpected DNS-over-TCP frame ignored");
