@@ -11,7 +11,9 @@ import {
   type DnsMessage,
   type DnsRecord,
   type DnsRequest,
+  type Nameserver,
   RecordType,
+  type ResolvConf,
   ResponseCode,
   recordTypeName,
   replyTo,
@@ -43,6 +45,41 @@ const LABELLED_TYPES = new Set(["A", "AAAA", "CNAME", "MX", "NS", "PTR", "SOA", 
 function queryTypeLabel(type: number): string {
   const name = recordTypeName(type);
   return LABELLED_TYPES.has(name) ? name.toLowerCase() : "other";
+}
+
+/** Where and how the proxy forwards: the nameservers, how long one try waits, how many rounds. */
+export interface UpstreamPlan {
+  readonly nameservers: readonly Nameserver[];
+  /** One try's wait: `dns.timeoutMs`, else resolv.conf `timeout:` (seconds), else 5 s. */
+  readonly timeoutMs: number;
+  /** Rounds over `nameservers`: resolv.conf `attempts:`, else 2. */
+  readonly attempts: number;
+}
+
+/** The C library's RES_TIMEOUT and RES_DFLRETRY; Istio's ztunnel gets the same from resolv.conf. */
+const DEFAULT_TRY_SECONDS = 5;
+const DEFAULT_ROUNDS = 2;
+
+/**
+ * The forwarding plan from the configured nameservers, else resolv.conf's (`conf`; undefined when
+ * it could not be read; 127.0.0.1 when it lists none, as the C library does). `timeout:0` still
+ * waits a second, as the C library does; `attempts:0` still asks once (the C library would not ask
+ * at all, which only turns every forward into SERVFAIL).
+ */
+export function upstreamPlan(
+  conf: ResolvConf | undefined,
+  configured: { nameservers?: readonly Nameserver[]; timeoutMs?: number } = {},
+): UpstreamPlan {
+  const listed = conf?.nameservers ?? [];
+  const nameservers =
+    configured.nameservers ??
+    (listed.length > 0 ? listed : ["127.0.0.1"]).map((address) => ({ address, port: 53 }));
+  const trySeconds = Math.max(1, conf?.timeoutSeconds ?? DEFAULT_TRY_SECONDS);
+  return {
+    nameservers,
+    timeoutMs: configured.timeoutMs ?? trySeconds * 1000,
+    attempts: Math.max(1, conf?.attempts ?? DEFAULT_ROUNDS),
+  };
 }
 
 export interface DnsProxyOptions {

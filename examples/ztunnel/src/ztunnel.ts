@@ -17,7 +17,7 @@ import { createAdminServers, createConnectionHistory } from "./admin.js";
 import { ConnectionRegistry, type ConnectionSummary } from "./connections.js";
 import { controlPlaneChannel, followRoots } from "./control-plane-channel.js";
 import { createDialFailureMetrics } from "./dial-failure.js";
-import { createDnsProxy, DNS_PROXY_PORT, type DnsProxy } from "./dns-proxy.js";
+import { createDnsProxy, DNS_PROXY_PORT, type DnsProxy, upstreamPlan } from "./dns-proxy.js";
 import { ZtunnelError } from "./errors.js";
 import { createHostnameResolver } from "./hostname-endpoints.js";
 import {
@@ -128,7 +128,10 @@ export interface ZtunnelOptions {
         clusterDomain?: string;
         /** Port inside each pod. Default 15053. */
         port?: number;
-        /** Per upstream try. Default 2000 ms. */
+        /**
+         * Per upstream try. Default: resolv.conf's `options timeout:` when the nameservers come from
+         * it, else 5000 ms (its rounds: `options attempts:`, else 2).
+         */
         timeoutMs?: number;
       };
   /**
@@ -274,24 +277,21 @@ async function startDnsProxy(
   logger: Logger,
   metrics: Parameters<typeof createDnsProxy>[0]["metrics"],
 ): Promise<{ proxy: DnsProxy; forwarderFor: (sockets: PodDnsSockets) => DnsForwarder }> {
-  let nameservers = upstreams;
-  if (nameservers === undefined) {
-    const conf = await readResolvConf().catch((err: unknown) => {
-      logger.warn({ err: (err as Error).message }, "cannot read /etc/resolv.conf; DNS goes to 127.0.0.1");
-      return undefined;
-    });
-    const listed = conf?.nameservers ?? [];
-    nameservers = (listed.length > 0 ? listed : ["127.0.0.1"]).map((address) => ({ address, port: 53 }));
-  }
-  const servers = nameservers;
+  const conf =
+    upstreams === undefined
+      ? await readResolvConf().catch((err: unknown) => {
+          logger.warn({ err: (err as Error).message }, "cannot read /etc/resolv.conf; DNS goes to 127.0.0.1");
+          return undefined;
+        })
+      : undefined;
+  const plan = upstreamPlan(conf, {
+    ...(upstreams === undefined ? {} : { nameservers: upstreams }),
+    ...(dns?.timeoutMs === undefined ? {} : { timeoutMs: dns.timeoutMs }),
+  });
+  const { nameservers } = plan;
   // One forwarder of the proxy's own, and one per pod that makes its sockets in the pod.
   const forwarderFor = (sockets?: PodDnsSockets): DnsForwarder =>
-    createDnsForwarder({
-      nameservers: servers,
-      ...(dns?.timeoutMs === undefined ? {} : { timeoutMs: dns.timeoutMs }),
-      logger,
-      ...sockets,
-    });
+    createDnsForwarder({ ...plan, logger, ...sockets });
   logger.info({ nameservers: nameservers.map((n) => `${n.address}:${n.port}`) }, "dns proxy forwards to");
   const proxy = createDnsProxy({
     store,
