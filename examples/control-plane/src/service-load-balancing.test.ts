@@ -4,7 +4,7 @@ import { parseManifests } from "./manifests.js";
 import { serviceLoadBalancing, TRAFFIC_DISTRIBUTION_ANNOTATION } from "./service-load-balancing.js";
 import { translateMesh } from "./translate-mesh.js";
 
-const ZONE = { routingPreference: ["NETWORK", "REGION", "ZONE", "SUBZONE"], mode: "FAILOVER" };
+const ZONE = { routingPreference: ["NETWORK", "REGION", "ZONE"], mode: "FAILOVER" };
 const NODE_FIRST = { routingPreference: ["NETWORK", "REGION", "ZONE", "SUBZONE", "NODE"], mode: "FAILOVER" };
 const LOCAL = { routingPreference: ["NODE"], mode: "STRICT" };
 const ann = (v: string) => ({ [TRAFFIC_DISTRIBUTION_ANNOTATION]: v });
@@ -16,6 +16,43 @@ describe("serviceLoadBalancing", () => {
     ["trafficDistribution PreferSameZone", { trafficDistribution: "PreferSameZone" }, ZONE],
     ["trafficDistribution PreferSameNode", { trafficDistribution: "PreferSameNode" }, NODE_FIRST],
     ["an unknown value", { trafficDistribution: "Nearby" }, undefined],
+    ["the spec field is matched case-sensitively", { trafficDistribution: "preferclose" }, undefined],
+    [
+      "an unknown spec value falls back to the Service annotation",
+      { trafficDistribution: "Nearby", serviceAnnotations: ann("PreferSameNode") },
+      NODE_FIRST,
+    ],
+    [
+      "an unknown spec value falls back to the Namespace annotation",
+      { trafficDistribution: "preferSameNode", namespaceAnnotations: ann("PreferClose") },
+      ZONE,
+    ],
+    [
+      "an empty spec value falls back to the annotations",
+      { trafficDistribution: "", serviceAnnotations: ann("PreferClose") },
+      ZONE,
+    ],
+    [
+      "the annotation is matched case-insensitively",
+      { serviceAnnotations: ann("prefersamenode") },
+      NODE_FIRST,
+    ],
+    [
+      "an unknown Service annotation means no preference, whatever the Namespace's",
+      { serviceAnnotations: ann("Nearby"), namespaceAnnotations: ann("PreferSameNode") },
+      undefined,
+    ],
+    [
+      "an empty Service annotation falls back to the Namespace's",
+      { serviceAnnotations: ann(""), namespaceAnnotations: ann("PreferSameNode") },
+      NODE_FIRST,
+    ],
+    ["an unknown Namespace annotation", { namespaceAnnotations: ann("PreferSameRegion") }, undefined],
+    [
+      "the PreferNetwork annotation is not a preference",
+      { serviceAnnotations: ann("PreferNetwork") },
+      undefined,
+    ],
     ["the Service annotation", { serviceAnnotations: ann("PreferClose") }, ZONE],
     ["the Namespace annotation", { namespaceAnnotations: ann("PreferSameNode") }, NODE_FIRST],
     [
