@@ -46,8 +46,25 @@ describe("ServiceEntry address allocation", () => {
     assert.deepEqual(updates.get(b), [{ host: "c.example.com", value: "240.240.0.3" }]);
   });
 
-  it("leaves out entries with addresses, resolution NONE, or the opt-out label", () => {
+  it("gives a wildcard host an address with resolution DYNAMIC_DNS only", () => {
+    const allocator = new ServiceEntryAddressAllocator();
+    const dynamic = entry("d", ["*.dyn.example.com", "one.example.com"], { resolution: "DYNAMIC_DNS" });
+    const dns = entry("s", ["*.dns.example.com"]);
+    const updates = allocator.assign([dynamic, dns]);
+    assert.deepEqual(updates.get(dynamic), [
+      { host: "*.dyn.example.com", value: "240.240.0.1" },
+      { host: "one.example.com", value: "240.240.0.2" },
+    ]);
+    assert.equal(updates.has(dns), false);
+  });
+
+  it("leaves out entries with addresses, resolution NONE or none given, or the opt-out label", () => {
+    const unresolved: ServiceEntryLike = {
+      metadata: { name: "x", namespace: "ns1" },
+      spec: { hosts: ["x.example.com"] },
+    };
     for (const e of [
+      unresolved,
       entry("x", ["x.example.com"], { addresses: ["10.9.0.1"] }),
       entry("x", ["x.example.com"], { resolution: "NONE" }),
       entry("x", ["x.example.com"], { labels: { "networking.istio.io/enable-autoallocate-ip": "False" } }),

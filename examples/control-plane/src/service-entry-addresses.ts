@@ -50,26 +50,33 @@ function numberOf(ip: string): number | undefined {
 
 /**
  * Whether the ServiceEntry gets allocated addresses, as istiod decides: it lists no `spec.addresses`,
- * its resolution is not NONE (the data plane could not honour an address), and it is not labelled
+ * its resolution is not NONE, the value when none is given (the data plane could not honour an
+ * address), and it is not labelled
  * `networking.istio.io/enable-autoallocate-ip: "false"`.
  */
 export function wantsAllocatedAddresses(entry: ServiceEntryLike): boolean {
   const spec = entry.spec;
   if (typeof spec !== "object" || spec === null) return false;
   if (Array.isArray(spec.addresses) && spec.addresses.length > 0) return false;
-  if (spec.resolution === "NONE") return false;
+  if (spec.resolution === undefined || spec.resolution === "NONE") return false;
   return entry.metadata?.labels?.[AUTO_ALLOCATE_LABEL]?.toLowerCase() !== "false";
 }
 
 /**
- * The hosts that get an address: every listed host but wildcards, which no address can stand for,
- * each once (a host listed twice is one host, with one address).
+ * The hosts that get an address, each once (a host listed twice is one host, with one address):
+ * every listed host but wildcards, unless the resolution is DYNAMIC_DNS, where the proxy resolves
+ * each name the wildcard covers as it is asked for and one address stands for them all.
  */
 function allocatableHosts(entry: ServiceEntryLike): string[] {
   const hosts = entry.spec?.hosts;
   if (!Array.isArray(hosts)) return [];
+  const wildcards = entry.spec?.resolution === "DYNAMIC_DNS";
   return [
-    ...new Set(hosts.filter((h): h is string => typeof h === "string" && h !== "" && !h.startsWith("*"))),
+    ...new Set(
+      hosts.filter(
+        (h): h is string => typeof h === "string" && h !== "" && (wildcards || !h.startsWith("*")),
+      ),
+    ),
   ];
 }
 

@@ -112,6 +112,26 @@ describe("ServiceEntry -> Address services", () => {
       served: { "ns1/a.example.com": ["240.240.0.9"], "ns1/b.example.com": [] },
     },
     {
+      name: "allocated status.addresses of a wildcard host are used with resolution DYNAMIC_DNS only",
+      yaml: `${se(
+        "a",
+        "{ hosts: ['*.a.example.com'], resolution: DYNAMIC_DNS, ports: [{ number: 80, protocol: HTTP }] }",
+      )}status: { addresses: [{ host: '*.a.example.com', value: 240.240.0.9 }] }\n${se(
+        "b",
+        "{ hosts: ['*.b.example.com'], resolution: DNS, ports: [{ number: 80 }] }",
+      )}status: { addresses: [{ host: '*.b.example.com', value: 240.240.0.10 }] }\n`,
+      served: { "ns1/*.a.example.com": ["240.240.0.9"], "ns1/*.b.example.com": [] },
+    },
+    {
+      name: "allocated status.addresses are not used when the entry opts out of allocation",
+      yaml: `${se(
+        "a",
+        "{ hosts: [a.example.com], resolution: DNS, ports: [{ number: 80 }] }",
+        ", labels: { networking.istio.io/enable-autoallocate-ip: 'False' }",
+      )}status: { addresses: [{ host: a.example.com, value: 240.240.0.9 }] }\n`,
+      served: { "ns1/a.example.com": [] },
+    },
+    {
       name: "two hosts, one address: the first host has the VIP",
       yaml: se(
         "a",
@@ -292,7 +312,7 @@ ${se("b", "{ hosts: [b.example.com], addresses: [240.240.0.2], resolution: STATI
       mode: "FAILOVER",
     });
     assert.deepEqual(service(config, "ns1/b.example.com").service.loadBalancing, {
-      routingPreference: ["NETWORK", "REGION", "ZONE", "SUBZONE"],
+      routingPreference: ["NETWORK", "REGION", "ZONE"],
       mode: "FAILOVER",
     });
   });
@@ -445,6 +465,24 @@ describe("ServiceEntry and WorkloadEntry -> Address workloads", () => {
       "ns1/api.example.com": { ports: [{ servicePort: 443, targetPort: 443 }] },
     });
     assert.equal(config.workloads.length, 1, "no endpoint for the wildcard host");
+  });
+
+  it("DYNAMIC_DNS without endpoints or selector: one workload per host, wildcards included", () => {
+    const config = translate(
+      NS +
+        se(
+          "ext",
+          "{ hosts: ['*.example.com'], resolution: DYNAMIC_DNS, ports: [{ number: 80, name: http, protocol: HTTP }] }",
+        ),
+    );
+    const w = workload(config, "Kubernetes/networking.istio.io/ServiceEntry/ns1/ext/*.example.com").workload;
+    assert.equal(w.hostname, "*.example.com");
+    assert.deepEqual(w.addresses, []);
+    assert.deepEqual(w.services, {
+      "ns1/*.example.com": { ports: [{ servicePort: 80, targetPort: 80 }] },
+    });
+    assert.equal(config.workloads.length, 1);
+    assert.deepEqual(config.issues, []);
   });
 
   it("workloadSelector picks pods and WorkloadEntries of its namespace only", () => {

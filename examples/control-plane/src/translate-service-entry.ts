@@ -9,6 +9,7 @@ import type { KubeObject, MeshIssue } from "./manifests.js";
 import { isRecord } from "./manifests.js";
 import { type Ipv4Cidr, ipv4Bytes, parseIpv4Cidr, podIpProblem } from "./pod-address.js";
 import { serviceEntryPortProtocol } from "./port-protocol.js";
+import { wantsAllocatedAddresses } from "./service-entry-addresses.js";
 import { serviceLoadBalancing } from "./service-load-balancing.js";
 import type { MeshService, MeshWorkload } from "./translate-mesh.js";
 import { canonicalService, WORKLOAD_NAME_LABEL } from "./workload-names.js";
@@ -361,7 +362,8 @@ function entryAddressOf(text: string): EntryAddress | { problem: string } {
  * hostname = the host, name and namespace of the ServiceEntry, `spec.addresses` as VIPs and ranges (a
  * CIDR wider than one address is sent with its prefix length; an address that is not IPv4 leaves the
  * ServiceEntry without Services, as one istiod cannot parse does), else the
- * addresses in `status.addresses` for that host unless `resolution: NONE`, ports with `targetPort`
+ * addresses in `status.addresses` for that host unless `resolution: NONE` or the entry opts out of
+ * allocation (a wildcard host: with `DYNAMIC_DNS` only), ports with `targetPort`
  * defaulting to the port, `subjectAltNames`, the use-waypoint binding and the traffic-distribution
  * annotation, its own else its Namespace's (`resolution: NONE`: load balancing PASSTHROUGH instead).
  * A host whose key a Service already has, or a VIP already taken, is reported and skipped. Of the
@@ -417,6 +419,8 @@ export function serviceEntryServices(objects: readonly KubeObject[], ctx: EntryC
               : { serviceAnnotations: obj.metadata.annotations }),
             ...namespaceAnnotationsOf(ctx, namespace),
           });
+    // No spec.addresses, resolution not NONE (the default when unset), and no opt-out label.
+    const useAllocated = spec.resolution !== "NONE" && wantsAllocatedAddresses(obj);
     const allocated = Array.isArray(obj.status?.addresses) ? obj.status.addresses : [];
     const models: EntryServiceModel[] = [];
     let vipsServedBy: string | undefined;
@@ -437,8 +441,9 @@ export function serviceEntryServices(objects: readonly KubeObject[], ctx: EntryC
           message: `host ${host}: spec.addresses are served for host ${vipsServedBy} only`,
         });
         hostVips = [];
-      } else if (hostVips.length === 0 && !host.startsWith("*.") && spec.resolution !== "NONE") {
-        // Addresses an allocator recorded for this host (istiod's auto-allocation, v2).
+      } else if (useAllocated && (!host.startsWith("*.") || spec.resolution === "DYNAMIC_DNS")) {
+        // Addresses an allocator recorded for this host (istiod's auto-allocation, v2). A wildcard
+        // host has one only with DYNAMIC_DNS, where the waypoint resolves the name each request asks for.
         hostVips = allocated.flatMap((a: unknown) =>
           isRecord(a) && a.host === host && typeof a.value === "string" && ipv4Bytes(a.value) !== undefined
             ? [{ ip: a.value, key: a.value }]
@@ -660,8 +665,8 @@ function endpointWorkload(e: EndpointSource, ctx: EntryWorkloadContext): MeshWor
  * `<cluster>/networking.istio.io/WorkloadEntry/<ns>/<name>`) lists the ServiceEntries and Services of
  * its namespace whose selector matches its labels. An inline endpoint (uid
  * `<cluster>/networking.istio.io/ServiceEntry/<ns>/<name>/<address>`) lists every host of its
- * ServiceEntry; a DNS ServiceEntry with neither endpoints nor selector gets one endpoint per host, by
- * hostname. Addresses that are not IPv4 are sent as `hostname`, as istiod does.
+ * ServiceEntry; a DNS or DYNAMIC_DNS ServiceEntry with neither endpoints nor selector gets one
+ * endpoint per host, by hostname (a wildcard host: with DYNAMIC_DNS only). Addresses that are not IPv4 are sent as `hostname`, as istiod does.
  */
 export function entryWorkloads(objects: readonly KubeObject[], ctx: EntryWorkloadContext): MeshWorkload[] {
   const out: MeshWorkload[] = [];
@@ -719,12 +724,15 @@ export function entryWorkloads(objects: readonly KubeObject[], ctx: EntryWorkloa
     const implicit =
       spec.endpoints === undefined &&
       spec.selector === undefined &&
-      (spec.resolution === "DNS" || spec.resolution === "DNS_ROUND_ROBIN");
+      (spec.resolution === "DNS" ||
+        spec.resolution === "DNS_ROUND_ROBIN" ||
+        spec.resolution === "DYNAMIC_DNS");
     const endpoints: { spec: WorkloadEntrySpec; hosts: EntryServiceModel[] }[] = implicit
       ? spec.hosts.flatMap((host) => {
           const model = models.find((m) => m.key === `${namespace}/${host}`);
-          // A wildcard host names no single endpoint to resolve.
-          if (host.startsWith("*.")) return [];
+          // With DNS a wildcard host names no single endpoint to resolve. With DYNAMIC_DNS the
+          // endpoint is the wildcard name itself: the waypoint resolves the host each request names.
+          if (host.startsWith("*.") && spec.resolution !== "DYNAMIC_DNS") return [];
           return [
             { spec: { address: host, ports: {}, labels: {} }, hosts: model === undefined ? [] : [model] },
           ];
