@@ -3,6 +3,7 @@ import http from "node:http";
 import net, { type AddressInfo } from "node:net";
 import { describe, it } from "node:test";
 import type { AuthorizationEvaluator } from "./authorization.js";
+import type { AccessLogEntry } from "./request-log.js";
 import type { MetricLabels, MetricsSink } from "./telemetry.js";
 import type { Endpoint } from "./upstream.js";
 import { createWaypointHandler, type TunnelInfo } from "./waypoint-handler.js";
@@ -202,7 +203,9 @@ describe("destination service labels of requests answered before routing", () =>
 
   it("name the Service the matched route sends to for a request refused by policy or for its credential", async () => {
     const { metrics, seen } = labelsOf("istio_requests_total");
+    const logged: AccessLogEntry[] = [];
     const handler = createWaypointHandler({
+      accessLog: (entry) => logged.push(entry),
       routes: [
         {
           kind: "HTTPRoute",
@@ -271,6 +274,16 @@ describe("destination service labels of requests answered before routing", () =>
         ["403", "web-v2.demo.svc.cluster.local", "web-v2"],
         ["403", "web.demo.svc.cluster.local", "web"],
         ["401", "web-canary.demo.svc.cluster.local", "web-canary"],
+      ],
+    );
+    // The access log names the route and its cluster too, as Envoy resolves both before the filters.
+    assert.deepEqual(
+      logged.map((e) => [e.response_code, e.route_name, e.upstream_cluster, e.upstream_host]),
+      [
+        [403, "demo/web", "outbound|80||web-canary.demo.svc.cluster.local", "-"],
+        [403, "demo/web", "outbound|80||web-v2.demo.svc.cluster.local", "-"],
+        [403, "demo/web", "outbound|80||web.demo.svc.cluster.local", "-"],
+        [401, "demo/web", "outbound|80||web-canary.demo.svc.cluster.local", "-"],
       ],
     );
   });

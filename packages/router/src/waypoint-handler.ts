@@ -361,6 +361,8 @@ interface Exchange {
    * filter answered.
    */
   routedBackend: ResolvedBackendRef | undefined;
+  /** The name of the route matched for a request refused before it was sent, for its access log. */
+  routedRoute: string | undefined;
   endpoint: Endpoint | undefined;
   trace: TraceContext;
   recorded: boolean;
@@ -436,12 +438,13 @@ class FinishedExchange implements FinishedRequest {
     this.#requestId = headers["x-request-id"];
     this.#authority = head?.host ?? req.headers.host ?? req.headers[":authority"];
     this.#endpoint = x.endpoint;
-    this.#backend = x.backend;
+    // A request refused before it was sent names the route and cluster it matched, as Envoy's log does.
+    this.#backend = x.backend ?? x.routedBackend;
     this.#remoteIp = info.remoteAddress ?? socket?.remoteAddress;
     this.#remotePort = info.remotePort ?? socket?.remotePort;
     this.#localAddress = info.destination?.address;
     this.#localPort = info.destination?.port;
-    this.#route = x.route;
+    this.#route = x.route ?? x.routedRoute;
     this.#peerIdentity = info.peerIdentity;
     this.#requestPrincipal = x.requestPrincipal;
     this.#grpcStatus = x.grpcStatus;
@@ -1490,6 +1493,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       body: undefined,
       backend: undefined,
       routedBackend: undefined,
+      routedRoute: undefined,
       endpoint: undefined,
       trace: continueTrace(req.headers.traceparent, options.sampleNewTraces === true),
       recorded: false,
@@ -1534,9 +1538,11 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
    * weighted rule takes its turn): Envoy picks the route, and with it the cluster its stats name, before
    * the JWT and RBAC filters run, so a refused request counts against the Service its route names, not
    * the one it was addressed to. Undefined when no rule matches, or the rule redirects or has no backend.
+   * The matched route's name is kept in `x.routedRoute` for the access log's `route_name`.
    */
   function routedBackend(x: Exchange, head: RequestHead, headers: HeaderMap): ResolvedBackendRef | undefined {
     const found = matchRoute(x, head, headers);
+    x.routedRoute = found?.rule.route;
     if (found === undefined || found.rule.redirect !== undefined || found.rule.backends.length === 0)
       return undefined;
     return chooseBackend(found.rule);
