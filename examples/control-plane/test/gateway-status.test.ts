@@ -119,7 +119,8 @@ describe("waypoint Gateway status on kubernetes", { timeout: 60_000 }, () => {
       listen: "127.0.0.1:0",
       xdsDebounceMs: 5,
       statusIntervalMs: 50,
-      leaderElection: { leaseDurationSeconds: 1, renewDeadlineMs: 800, retryPeriodMs: 50 },
+      // Long durations: nothing here waits for a lease to expire, and a stalled process keeps leading.
+      leaderElection: { leaseDurationSeconds: 15, renewDeadlineMs: 10_000, retryPeriodMs: 50 },
       rootRotation: false,
     });
   });

@@ -7,7 +7,11 @@ import { isDeepStrictEqual } from "node:util";
 import { KubeConfig } from "@kubernetes/client-node";
 import { type ControlPlane, startControlPlane } from "../src/control-plane.js";
 import type { KubeObject } from "../src/manifests.js";
-import { createKubernetesSource } from "../src/sources/kubernetes-source.js";
+import {
+  createKubernetesSource,
+  type KubernetesSource,
+  MESH_RESOURCES,
+} from "../src/sources/kubernetes-source.js";
 import { createFakeApiServer, type FakeApiServer, type KubeJson } from "./fake-apiserver/fake-apiserver.js";
 import { ENTRY_ADDRESSES, RandomMesh, seededRandom } from "./random-mesh.js";
 import { servedBy, XDS_TYPES } from "./served-xds.js";
@@ -43,11 +47,30 @@ describe("kubernetes source change sets under random edits", { timeout: 90_000 }
     },
   };
 
-  async function plane(server: FakeApiServer, logger?: typeof counting): Promise<ControlPlane> {
+  async function watching(server: FakeApiServer): Promise<KubernetesSource> {
     const kc = new KubeConfig();
     kc.loadFromString(server.kubeconfig());
     const source = await createKubernetesSource({ kubeConfig: kc });
     cleanups.push(() => source.close());
+    return source;
+  }
+
+  /** Every cached object of every watched kind, by id, with its resourceVersion. */
+  function cacheOf(source: KubernetesSource): Map<string, string | undefined> {
+    const cache = new Map<string, string | undefined>();
+    for (const { kind } of MESH_RESOURCES) {
+      for (const o of source.objects(kind)) {
+        cache.set(`${kind}/${o.metadata?.namespace ?? ""}/${o.metadata?.name}`, o.metadata?.resourceVersion);
+      }
+    }
+    return cache;
+  }
+
+  async function plane(
+    server: FakeApiServer,
+    logger?: typeof counting,
+  ): Promise<{ cp: ControlPlane; source: KubernetesSource }> {
+    const source = await watching(server);
     const cp = await startControlPlane({
       source,
       listen: "127.0.0.1:0",
@@ -57,7 +80,7 @@ describe("kubernetes source change sets under random edits", { timeout: 90_000 }
       ...(logger === undefined ? {} : { logger }),
     });
     cleanups.push(() => cp.close());
-    return cp;
+    return { cp, source };
   }
 
   it("serve what a control plane started on the final objects serves", async () => {
@@ -66,7 +89,7 @@ describe("kubernetes source change sets under random edits", { timeout: 90_000 }
     const random = seededRandom(7);
     const mesh = new RandomMesh(random, 30);
     for (const o of mesh.objects) server.apply(json(o));
-    const following = await plane(server, counting);
+    const { cp: following, source: followingSource } = await plane(server, counting);
     const reloads = { all: 0, changes: 0 };
     const original = following.reload;
     let invalid = 0;
@@ -96,10 +119,18 @@ describe("kubernetes source change sets under random edits", { timeout: 90_000 }
       }
     }
     assert.ok(invalid > 0);
+    // The following control plane takes in every earlier edit first: its caches hold what a new
+    // list returns (same objects, same resourceVersions), then a reload queued after the one those
+    // events started has run.
+    const listed = cacheOf(await watching(server));
+    await until("the following caches to hold every earlier edit", () =>
+      isDeepStrictEqual(cacheOf(followingSource), listed),
+    );
+    await new Promise((r) => setImmediate(r));
+    await original();
     // Last, pod changes that a reload applies from its change set (served pods in a namespace without
     // policies, on IPs no other pod or entry has): a deletion, a move, an addition; nothing after them
     // translates every object, so only the change sets can bring the two control planes together.
-    await new Promise((r) => setTimeout(r, 100));
     const taken = new Set(mesh.objects.map((o) => o.status?.podIP));
     const servedNames = new Set(following.config().workloads.map((w) => w.workload.name));
     const quiet = mesh.objects.filter(
@@ -123,7 +154,7 @@ describe("kubernetes source change sets under random edits", { timeout: 90_000 }
     );
     assert.ok(!taken.has("127.10.7.7") && !taken.has("127.10.7.8"));
     const lastFull = translatedAll;
-    const fresh = await plane(server);
+    const { cp: fresh } = await plane(server);
     const expected = fresh.config();
     await until("the following control plane to converge", () =>
       isDeepStrictEqual(following.config().workloads, expected.workloads),

@@ -114,7 +114,9 @@ describe("control plane replicas on kubernetes", { timeout: 60_000 }, () => {
           listen: "127.0.0.1:0",
           xdsDebounceMs: 5,
           statusIntervalMs: 100,
-          leaderElection: { leaseDurationSeconds: 1, renewDeadlineMs: 800, retryPeriodMs: 100 },
+          // No test waits for a lease to expire (stepping down follows another holder's write): long
+          // durations, so a stalled test process does not hand leadership over mid-test.
+          leaderElection: { leaseDurationSeconds: 15, renewDeadlineMs: 10_000, retryPeriodMs: 100 },
           // Replicas read istio-ca-secret for a re-issued root this often (a 10-year root is not due).
           rootRotation: { checkIntervalSeconds: 0.2 },
         }),

@@ -809,8 +809,14 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
     // What it reads is a change: a node's labels, another slice's endpoints.
     const legacy = server.get("discovery.k8s.io/v1", "EndpointSlice", "legacy-db-1", "demo") as KubeJson;
     const node = server.get("v1", "Node", "node-a") as KubeJson;
+    const beforeChanges = [nodeVersion(), sliceVersion()];
     server.apply({ ...node, metadata: { ...node.metadata, labels: { zone: "b" } } });
     server.apply({ ...legacy, endpoints: [{ addresses: ["127.30.0.43"] }] });
+    // They come on two watches: a reload can follow the Node alone, so wait for both caches.
+    await until("both changes in the informer caches", () => {
+      const now = [nodeVersion(), sliceVersion()];
+      return now[0] !== beforeChanges[0] && now[1] !== beforeChanges[1];
+    });
     await until("the reload", () => reloads > 0);
     const changes = (await source.snapshot()).changes ?? [];
     assert.deepEqual(changes.map((c) => c.id).sort(), [

@@ -30,15 +30,26 @@ describe("leader election over a Lease", { timeout: 60_000 }, () => {
     await server.close();
   });
 
-  function elect(identity: string, name: string, events: string[] = []): LeaderElection {
+  function elect(
+    identity: string,
+    name: string,
+    events: string[] = [],
+    ledAt: number[] = [],
+  ): LeaderElection {
     const e = startLeaderElection({
       kubeConfig: kc,
       identity,
       name,
-      leaseDurationSeconds: 1,
-      renewDeadlineMs: 800,
+      // Long enough that a stalled test process does not lose a lease it holds: no test here waits
+      // for one of these to expire (the expiry test's lease is written with a 1 s duration of its own,
+      // and that is the one the taker judges by). A short retry period makes each change seen quickly.
+      leaseDurationSeconds: 15,
+      renewDeadlineMs: 10_000,
       retryPeriodMs: 50,
-      onStartedLeading: () => events.push(`${identity} leads`),
+      onStartedLeading: () => {
+        events.push(`${identity} leads`);
+        ledAt.push(Date.now());
+      },
       onStoppedLeading: () => events.push(`${identity} stops`),
     });
     running.push(e);
@@ -72,10 +83,14 @@ describe("leader election over a Lease", { timeout: 60_000 }, () => {
         renewTime: new Date(Date.now() + 3_600_000).toISOString(),
       },
     });
-    const c = elect("c", "expiry");
-    await new Promise((r) => setTimeout(r, 400));
-    assert.equal(c.isLeader(), false, "not before a full lease duration without renewal");
-    await until("c takes over", () => c.isLeader(), 5_000);
+    const started = Date.now();
+    const ledAt: number[] = [];
+    const c = elect("c", "expiry", [], ledAt);
+    await until("c takes over", () => c.isLeader(), 10_000);
+    // c first saw the lease after `started`, and takes it only once it has seen the same renewTime for
+    // the lease's full duration (1 s): measured when c started leading, not when this test looked.
+    assert.equal(ledAt.length, 1);
+    assert.ok((ledAt[0] as number) - started >= 1000, `took over after ${(ledAt[0] as number) - started} ms`);
   });
 
   it("steps down when another holder renews the lease", async () => {

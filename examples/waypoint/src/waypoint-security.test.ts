@@ -179,7 +179,9 @@ describe("waypoint request path over HBONE", { timeout: 120_000 }, () => {
       nodeIps: [ip(200), ip(201)],
       controlPlane: { watch: false, podCidrs: [cidr] },
       ztunnelPorts: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
-      waypoint: { gateway: { name: "waypoint", namespace: "shop" }, ip: ip(6), headersTimeoutMs: 1000 },
+      // Room for a loaded machine: a request goes SOCKS5, ztunnel, HBONE before its head is written. The
+      // one test that waits for this deadline to expire allows 30 s for it.
+      waypoint: { gateway: { name: "waypoint", namespace: "shop" }, ip: ip(6), headersTimeoutMs: 5000 },
     });
     socks = mesh.socks5;
   });

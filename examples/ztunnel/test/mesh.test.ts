@@ -9,6 +9,7 @@ import { SOCKS5_REPLY } from "../src/socks5.js";
 import {
   configureSleepEcho,
   echoServer,
+  ipBytes,
   loopbackSubnet,
   socksConnect,
   startTwoNodeMesh,
@@ -313,11 +314,29 @@ describe("two ztunnels, one control plane", { timeout: 60_000 }, () => {
       mesh.cp.setWorkload(workload("late", "default", "node-b", lateIp));
       const listening = () => mesh.nodeB.configDump().localPods.some((p) => p.ip === lateIp && p.listening);
       await until(listening);
+      // node-a, where the call starts, must know the workload too: to a proxy that does not, the
+      // address is outside the mesh and the call goes straight to it as plain TCP.
+      const address = ipBytes(lateIp);
+      const knownOnA = () =>
+        mesh.nodeA
+          .configDump()
+          .workloads.some((w) => w.addresses.some((a) => Buffer.from(a).equals(address)));
+      await until(knownOnA);
+      const inboundToLate = {
+        reporter: "destination",
+        destination_workload: "late",
+        connection_security_policy: "mutual_tls",
+      };
+      const opened = async () =>
+        counterValue(await mesh.nodeB.metricsText(), "istio_tcp_connections_opened_total", inboundToLate);
+      const openedBefore = await opened();
       const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, lateIp, port);
       assert.equal(reply, SOCKS5_REPLY.succeeded);
       const received = readAll(socket);
       socket.end("late");
       assert.equal(await received, "late.");
+      // Through node-b's new listener over HBONE, not around it: node-b counted one mTLS connection in.
+      assert.equal(await opened(), openedBefore + 1, "node-b took the call in over HBONE");
       socket.destroy();
       const connections = mesh.nodeB.configDump().connections;
       assert.ok(connections.every((c) => c.destination !== `${lateIp}:${port}`));

@@ -79,8 +79,10 @@ describe("ambient dashboard", () => {
     const r = await run(["dashboard", "--admin", plane.address], { tty: true, env: { PATH: fakeBin } });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /opened in your browser \(xdg-open\)/);
+    // xdg-open runs detached: poll for what it wrote, to a deadline a loaded machine meets.
     let opened = "";
-    for (let i = 0; i < 50 && opened === ""; i++) {
+    const deadline = Date.now() + 10_000;
+    while (opened === "" && Date.now() < deadline) {
       opened = await readFile(join(fakeBin, "opened"), "utf8").catch(() => "");
       if (opened === "") await sleep(50);
     }
