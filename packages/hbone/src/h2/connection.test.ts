@@ -526,6 +526,37 @@ describe("HTTP/2 connection: client side against a hand-driven server", () => {
     server.close();
   });
 
+  it("resets a stream whose DATA comes before its response HEADERS, after a 1xx too", async () => {
+    const { server, peer, conn } = await clientAgainstRawServer();
+    const first = conn.request(CONNECT);
+    let responded = false;
+    first.onResponse = () => {
+      responded = true;
+    };
+    await peer.take((f) => f.type === HEADERS && f.streamId === 1, "the request");
+    peer.send(DATA, 0, 1, Buffer.from("early"));
+    assert.equal(await peer.rstCode(1), H2_ERROR.PROTOCOL_ERROR);
+    assert.equal(first.closed, true);
+    const second = conn.request(CONNECT);
+    await peer.take((f) => f.type === HEADERS && f.streamId === 3, "the second request");
+    peer.headers(3, [[":status", "100"]]);
+    peer.send(DATA, 0, 3, Buffer.from("early"));
+    assert.equal(await peer.rstCode(3), H2_ERROR.PROTOCOL_ERROR);
+    assert.equal(second.closed, true);
+    assert.equal(responded, false);
+    // A stream error: the connection goes on.
+    const third = conn.request(CONNECT);
+    await peer.take((f) => f.type === HEADERS && f.streamId === 5, "the third request");
+    const response = new Promise<Record<string, unknown>>((resolve) => {
+      third.onResponse = (h) => resolve(h);
+    });
+    peer.headers(5, [[":status", "200"]]);
+    assert.equal((await response)[":status"], "200");
+    assert.equal(conn.failure, undefined);
+    conn.destroy();
+    server.close();
+  });
+
   it("accepts a response with padding, priority and CONTINUATION", async () => {
     const { server, peer, conn } = await clientAgainstRawServer();
     const stream = conn.request(CONNECT);

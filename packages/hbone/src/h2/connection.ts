@@ -908,6 +908,10 @@ export class Http2Connection extends EventEmitter {
     } else if (stream.remoteEnded) {
       this.#resetFor(stream, id, H2_ERROR.STREAM_CLOSED);
       stream = undefined;
+    } else if (this.role === "client" && !stream.responded) {
+      // A response is its HEADERS first (RFC 9113 8.1): DATA before them makes it malformed.
+      this.#resetFor(stream, id, H2_ERROR.PROTOCOL_ERROR);
+      stream = undefined;
     } else if (length > stream.recvWindow + this.#preAckSlack()) {
       this.#resetFor(stream, id, H2_ERROR.FLOW_CONTROL_ERROR);
       stream = undefined;
