@@ -80,7 +80,9 @@ describe("local replies to upstream failures, as Envoy's router gives them", () 
       const path = String(headers[":path"]);
       // Closing a stream with an error code reports that code on the stream itself too.
       stream.on("error", () => {});
-      if (path.startsWith("/h2-reset")) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+      if (path.startsWith("/h2-reset/cancel")) stream.close(http2.constants.NGHTTP2_CANCEL);
+      else if (path.startsWith("/h2-reset/no-error")) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+      else if (path.startsWith("/h2-reset")) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
       else if (path.startsWith("/h2-refuse")) stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
       else held.push(stream);
     });
@@ -174,6 +176,26 @@ describe("local replies to upstream failures, as Envoy's router gives them", () 
     {
       name: "an HTTP/2 stream reset by the backend: 503 UR",
       path: "/h2-reset",
+      want: [
+        503,
+        "UR",
+        "upstream_reset_before_response_started{remote_reset}",
+        `${EARLY_RESET} reset reason: remote reset`,
+      ],
+    },
+    {
+      name: "an HTTP/2 stream the backend reset with CANCEL: 503 UR",
+      path: "/h2-reset/cancel",
+      want: [
+        503,
+        "UR",
+        "upstream_reset_before_response_started{remote_reset}",
+        `${EARLY_RESET} reset reason: remote reset`,
+      ],
+    },
+    {
+      name: "an HTTP/2 stream the backend reset with NO_ERROR before its response: 503 UR",
+      path: "/h2-reset/no-error",
       want: [
         503,
         "UR",

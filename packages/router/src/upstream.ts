@@ -564,12 +564,16 @@ export class UpstreamPool {
         });
         s.on("close", () => {
           const refused = s.rstCode === H2_REFUSED_STREAM;
+          // The peer reset this stream (NO_ERROR or CANCEL: no stream error) while the connection
+          // lives on, as opposed to the connection ending under it: `details.rstCode` says which.
+          const streamReset = !session.destroyed && !session.closed;
           fail(
             new UpstreamAttemptError(
               refused ? "refused-stream" : "reset",
               new RouterError(
                 "ERR_UPSTREAM_RESET",
                 `upstream stream closed before response headers (code ${s.rstCode})`,
+                streamReset ? { rstCode: s.rstCode } : {},
               ),
             ),
           );

@@ -740,8 +740,10 @@ function upstreamReset(failure: UpstreamFailure, error: RouterError): UpstreamRe
     case "protocol":
       return { reason: "protocol error", flag: "UPE", status: 502 };
     case "reset":
-      // Node reports an RST_STREAM with an error code as a stream error; anything else ended the connection.
-      return error.details.nodeCode === "ERR_HTTP2_STREAM_ERROR"
+      // An RST_STREAM from the backend: Node reports one with an error code as a stream error, and
+      // the upstream notes the code of one without (NO_ERROR, CANCEL) while the connection lives on.
+      // Anything else ended the connection.
+      return error.details.nodeCode === "ERR_HTTP2_STREAM_ERROR" || error.details.rstCode !== undefined
         ? { reason: "remote reset", flag: "UR", status: 503 }
         : { reason: "connection termination", flag: "UC", status: 503 };
   }
