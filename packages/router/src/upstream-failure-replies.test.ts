@@ -46,9 +46,60 @@ function rule(prefix: string, service: string, extra: Record<string, unknown> = 
 
 const EARLY_RESET = "upstream connect error or disconnect/reset before headers.";
 
+/** An HTTP/2 frame: the 9-byte header and `payload`. */
+function h2Frame(type: number, flags: number, streamId: number, payload: Buffer): Buffer {
+  const header = Buffer.alloc(9);
+  header.writeUIntBE(payload.length, 0, 3);
+  header[3] = type;
+  header[4] = flags;
+  header.writeUInt32BE(streamId, 5);
+  return Buffer.concat([header, payload]);
+}
+
+/**
+ * An HTTP/2 backend of raw frames that answers every request with `:status 200`, one DATA frame and
+ * then RST_STREAM `code`, without END_STREAM: a response cut short by the backend (Node's own server
+ * always ends a stream before it resets it).
+ */
+async function cutShortBackend(code: number): Promise<net.Server> {
+  const server = net.createServer((socket) => {
+    socket.on("error", () => {});
+    socket.write(h2Frame(0x4, 0, 0, Buffer.alloc(0)));
+    let pending = Buffer.alloc(0);
+    let preface = false;
+    socket.on("data", (chunk: Buffer) => {
+      pending = Buffer.concat([pending, chunk]);
+      if (!preface) {
+        if (pending.length < 24) return;
+        pending = pending.subarray(24);
+        preface = true;
+      }
+      while (pending.length >= 9) {
+        const length = pending.readUIntBE(0, 3);
+        if (pending.length < 9 + length) return;
+        const [type, flags] = [pending[3], pending[4] as number];
+        const id = pending.readUInt32BE(5) & 0x7fffffff;
+        pending = pending.subarray(9 + length);
+        if (type === 0x4 && (flags & 0x1) === 0) socket.write(h2Frame(0x4, 0x1, 0, Buffer.alloc(0)));
+        if (type === 0x1) {
+          const rst = Buffer.alloc(4);
+          rst.writeUInt32BE(code);
+          // :status 200 from the static table; END_HEADERS.
+          socket.write(h2Frame(0x1, 0x4, id, Buffer.from([0x88])));
+          socket.write(h2Frame(0x0, 0, id, Buffer.from("partial")));
+          socket.write(h2Frame(0x3, 0, id, rst));
+        }
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return server;
+}
+
 describe("local replies to upstream failures, as Envoy's router gives them", () => {
   let h1: Backend;
   let h2: http2.Http2Server;
+  let cutShort: net.Server[] = [];
   let wp: Waypoint;
   let timeoutWp: Waypoint;
   const logs: AccessLogEntry[] = [];
@@ -62,6 +113,9 @@ describe("local replies to upstream failures, as Envoy's router gives them", () 
       arrived(path);
       if (path.startsWith("/close")) {
         req.socket.destroy();
+      } else if (path.startsWith("/late-bad-chunk")) {
+        // The head and one chunk, then a chunk size that is not hex: broken HTTP after the head.
+        req.socket.end("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\n");
       } else if (path.startsWith("/bad-header")) {
         // A header line without a colon: broken HTTP/1.1.
         req.socket.end("HTTP/1.1 200 OK\r\nnot a header line\r\ncontent-length: 2\r\n\r\nok");
@@ -93,7 +147,18 @@ describe("local replies to upstream failures, as Envoy's router gives them", () 
       protocol: "http2" as const,
     };
     const down = { address: "127.0.0.1", port: await closedPort(), protocol: "http1" as const };
+    cutShort = await Promise.all([
+      cutShortBackend(http2.constants.NGHTTP2_INTERNAL_ERROR),
+      cutShortBackend(http2.constants.NGHTTP2_CANCEL),
+    ]);
+    const cutShortEndpoint = (i: number) => ({
+      address: "127.0.0.1",
+      port: ((cutShort[i] as net.Server).address() as AddressInfo).port,
+      protocol: "http2" as const,
+    });
     const services = {
+      "default/cut-internal": [cutShortEndpoint(0)],
+      "default/cut-cancel": [cutShortEndpoint(1)],
       "default/h1": [h1.endpoint],
       "default/h2": [h2Endpoint],
       "default/down": [down],
@@ -113,10 +178,13 @@ describe("local replies to upstream failures, as Envoy's router gives them", () 
         httpRoute("r", [
           rule("/close", "h1"),
           rule("/bad-header", "h1"),
+          rule("/late-bad-chunk", "h1"),
           rule("/hold", "h1"),
           rule("/upgrade", "h1"),
           rule("/h2-reset", "h2"),
           rule("/h2-refuse", "h2"),
+          rule("/cut-internal", "cut-internal"),
+          rule("/cut-cancel", "cut-cancel"),
           rule("/down-once", "down", { retry: { attempts: 0 } }),
           rule("/down", "down"),
         ]),
@@ -145,6 +213,7 @@ describe("local replies to upstream failures, as Envoy's router gives them", () 
     await timeoutWp.close();
     await stopServer(h1.server);
     await new Promise<void>((resolve) => h2.close(() => resolve()));
+    for (const server of cutShort) server.close();
   });
 
   const cases: {
@@ -266,6 +335,24 @@ describe("local replies to upstream failures, as Envoy's router gives them", () 
       [502, "UPE", "upstream_reset_before_response_started{protocol_error}"],
     );
   });
+
+  for (const [path, flag, reason] of [
+    ["/late-bad-chunk", "UPE", "protocol_error"],
+    ["/cut-internal", "UR", "remote_reset"],
+    ["/cut-cancel", "UR", "remote_reset"],
+  ] as const) {
+    it(`logs a failure after the response started as ${flag} (${path})`, async () => {
+      const out = await rawExchange(wp.port, `GET ${path} HTTP/1.1\r\nhost: svc.example.com\r\n\r\n`);
+      const entry = await entryFor(logs, path);
+      assert.match(out, /^HTTP\/1\.1 200 /);
+      // The client's connection is reset: the body never looks complete (no last chunk).
+      assert.ok(!out.endsWith("0\r\n\r\n"), out);
+      assert.deepEqual(
+        [entry.response_code, entry.response_flags, entry.response_code_details],
+        [200, flag, `upstream_reset_after_response_started{${reason}}`],
+      );
+    });
+  }
 
   it("labels the metrics with the access log's flags, in Envoy's order", async () => {
     await request(wp.port, { path: "/down?metrics" });

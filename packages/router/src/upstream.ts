@@ -56,6 +56,11 @@ export interface UpstreamResponse {
   body: Readable;
   /** Trailers, once the body has ended. */
   trailers(): Record<string, string | string[]> | undefined;
+  /**
+   * Why the body failed, when the connection knows more than the body's own error: broken HTTP in an
+   * HTTP/1.1 body (a chunk that does not parse), which the body itself reports as merely aborted.
+   */
+  bodyError?(): RouterError | undefined;
   abort(): void;
 }
 
@@ -378,9 +383,17 @@ export class UpstreamPool {
         });
       else connected = true;
     });
+    let responded = false;
+    let bodyError: RouterError | undefined;
     const response = new Promise<UpstreamResponse>((resolve, reject) => {
       req.on("error", (err) => {
         const mapped = fromNodeError(err, connected ? "request" : "connect");
+        if (responded) {
+          // After the head: the body ends as aborted when the socket closes; broken HTTP in it (a
+          // chunk that does not parse) is the reason.
+          if (mapped.code === "ERR_UPSTREAM_PROTOCOL") bodyError = mapped;
+          return;
+        }
         const failure: UpstreamFailure =
           mapped.code === "ERR_UPSTREAM_CONNECT"
             ? "connect-failure"
@@ -394,12 +407,14 @@ export class UpstreamPool {
         });
       });
       req.on("response", (res) => {
+        responded = true;
         resolve({
           status: res.statusCode ?? 502,
           headers: responseHeaders(res.headers),
           body: res,
           trailers: () =>
             Object.keys(res.trailers).length > 0 ? (res.trailers as Record<string, string>) : undefined,
+          bodyError: () => bodyError,
           abort: () => req.destroy(),
         });
       });

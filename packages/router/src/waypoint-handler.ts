@@ -770,6 +770,19 @@ function withRetryLimit(retryLimitExceeded: boolean, flag: string): string {
   return retryLimitExceeded ? `URX,${flag}` : flag;
 }
 
+/**
+ * How a response body that failed after its head was sent on is flagged, as Envoy's router does: a
+ * stream the backend reset (HTTP/2 RST_STREAM) `UR`, broken HTTP in the body (an HTTP/1.1 chunk
+ * that does not parse) `UPE`, anything else (the connection ended) `UC`.
+ */
+function lateFailure(err: unknown): { flag: string; reason: ResetReason } {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (code === "ERR_HTTP2_STREAM_ERROR" || (err instanceof RouterError && err.details.rstCode !== undefined))
+    return { flag: "UR", reason: "remote reset" };
+  if (code === "ERR_UPSTREAM_PROTOCOL") return { flag: "UPE", reason: "protocol error" };
+  return { flag: "UC", reason: "connection termination" };
+}
+
 /** The details of an upstream that failed after its response head was sent on. */
 function lateReset(reason: ResetReason): string {
   return `upstream_reset_after_response_started{${reason.replace(/ /g, "_")}}`;
@@ -1894,8 +1907,9 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       if (waiting) res.off("drain", resume);
       if (err !== undefined) {
         if (x.flags === "-") {
-          x.flags = "UC";
-          x.details = lateReset("connection termination");
+          const late = lateFailure(up.bodyError?.() ?? err);
+          x.flags = late.flag;
+          x.details = lateReset(late.reason);
         }
         if (!x.res.writableEnded) resetDownstream(x);
         return;
@@ -1908,7 +1922,17 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       }
       x.res.end();
     };
-    body.once("end", () => settle(undefined));
+    body.once("end", () => {
+      // Node ends an HTTP/2 body the backend cut short with RST_STREAM CANCEL as if it were complete,
+      // with the code on the stream: it is a reset. (One cut short with NO_ERROR cannot be told from
+      // a complete body there.)
+      const rstCode = (body as { rstCode?: number }).rstCode;
+      settle(
+        rstCode === undefined || rstCode === 0
+          ? undefined
+          : new RouterError("ERR_UPSTREAM_RESET", `upstream stream reset (code ${rstCode})`, { rstCode }),
+      );
+    });
     body.on("error", (err: unknown) => settle(err));
     body.once("close", () => {
       if (!body.readableEnded)
