@@ -1,46 +1,21 @@
 import assert from "node:assert/strict";
 import type http from "node:http";
-import net, { type AddressInfo } from "node:net";
+import net from "node:net";
 import { after, before, describe, it } from "node:test";
 import {
   type Backend,
+  closedPort,
+  entryFor,
   httpRoute,
   rawExchange,
   request,
+  prefixRule as rule,
   startBackend,
   startWaypoint,
   stopServer,
   type Waypoint,
 } from "../test/harness.js";
 import type { AccessLogEntry } from "./request-log.js";
-
-/** Waits (bounded) for the access log entry of the request to `path`. */
-async function entryFor(logs: readonly AccessLogEntry[], path: string): Promise<AccessLogEntry> {
-  for (let i = 0; i < 500; i++) {
-    const found = logs.find((e) => e.path === path);
-    if (found !== undefined) return found;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  assert.fail(`no access log entry for ${path}: ${logs.map((e) => e.path).join(", ")}`);
-}
-
-/** A port nothing listens on: connecting to it is refused. */
-async function closedPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-/** A rule sending paths under `prefix` to `service`, with `extra` rule fields. */
-function rule(prefix: string, service: string | undefined, extra: Record<string, unknown> = {}): unknown {
-  return {
-    matches: [{ path: { type: "PathPrefix", value: prefix } }],
-    ...(service === undefined ? {} : { backendRefs: [{ name: service, port: 80 }] }),
-    ...extra,
-  };
-}
 
 describe("response code details of every answer", () => {
   let backend: Backend;

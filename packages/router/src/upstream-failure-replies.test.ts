@@ -5,7 +5,10 @@ import net, { type AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
 import {
   type Backend,
+  closedPort,
+  entryFor,
   httpRoute,
+  prefixRule,
   rawExchange,
   request,
   startBackend,
@@ -15,34 +18,6 @@ import {
 } from "../test/harness.js";
 import type { AccessLogEntry } from "./request-log.js";
 import type { MetricLabels, MetricsSink } from "./telemetry.js";
-
-/** Waits (bounded) for the access log entry of the request to `path`. */
-async function entryFor(logs: readonly AccessLogEntry[], path: string): Promise<AccessLogEntry> {
-  for (let i = 0; i < 500; i++) {
-    const found = logs.find((e) => e.path === path);
-    if (found !== undefined) return found;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  assert.fail(`no access log entry for ${path}: ${logs.map((e) => e.path).join(", ")}`);
-}
-
-/** A port nothing listens on: connecting to it is refused. */
-async function closedPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-/** A rule sending paths under `prefix` to `service`, with `extra` rule fields. */
-function rule(prefix: string, service: string, extra: Record<string, unknown> = {}): unknown {
-  return {
-    matches: [{ path: { type: "PathPrefix", value: prefix } }],
-    backendRefs: [{ name: service, port: 80 }],
-    ...extra,
-  };
-}
 
 const EARLY_RESET = "upstream connect error or disconnect/reset before headers.";
 
@@ -176,17 +151,17 @@ describe("local replies to upstream failures, as Envoy's router gives them", () 
     wp = await startWaypoint(services, {
       routes: [
         httpRoute("r", [
-          rule("/close", "h1"),
-          rule("/bad-header", "h1"),
-          rule("/late-bad-chunk", "h1"),
-          rule("/hold", "h1"),
-          rule("/upgrade", "h1"),
-          rule("/h2-reset", "h2"),
-          rule("/h2-refuse", "h2"),
-          rule("/cut-internal", "cut-internal"),
-          rule("/cut-cancel", "cut-cancel"),
-          rule("/down-once", "down", { retry: { attempts: 0 } }),
-          rule("/down", "down"),
+          prefixRule("/close", "h1"),
+          prefixRule("/bad-header", "h1"),
+          prefixRule("/late-bad-chunk", "h1"),
+          prefixRule("/hold", "h1"),
+          prefixRule("/upgrade", "h1"),
+          prefixRule("/h2-reset", "h2"),
+          prefixRule("/h2-refuse", "h2"),
+          prefixRule("/cut-internal", "cut-internal"),
+          prefixRule("/cut-cancel", "cut-cancel"),
+          prefixRule("/down-once", "down", { retry: { attempts: 0 } }),
+          prefixRule("/down", "down"),
         ]),
       ],
       accessLog: (entry) => logs.push(entry),
@@ -196,7 +171,7 @@ describe("local replies to upstream failures, as Envoy's router gives them", () 
     timeoutWp = await startWaypoint(services, {
       routes: [
         httpRoute("t", [
-          rule("/slow", "h1", {
+          prefixRule("/slow", "h1", {
             timeouts: { request: "30s", backendRequest: "100ms" },
             retry: { attempts: 1 },
           }),

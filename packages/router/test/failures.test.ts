@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
 import type http from "node:http";
-import net, { type AddressInfo } from "node:net";
+import net from "node:net";
 import { after, before, describe, it } from "node:test";
 import {
   type Backend,
+  closedPort,
   httpRoute,
   rawExchange,
   request,
@@ -12,14 +13,6 @@ import {
   stopServer,
   type Waypoint,
 } from "./harness.js";
-
-async function closedPort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((resolve) => s.listen(0, "127.0.0.1", resolve));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
 
 describe("retries, timeouts and failing backends", () => {
   const backends: Backend[] = [];

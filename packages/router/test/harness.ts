@@ -1,6 +1,7 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import net from "node:net";
+import type { AccessLogEntry } from "../src/request-log.js";
 import type { Endpoint, ResolveBackend } from "../src/upstream.js";
 import {
   createWaypointHandler,
@@ -176,5 +177,37 @@ export function httpRoute(name: string, rules: unknown[], spec: Record<string, u
     kind: "HTTPRoute",
     metadata: { name, namespace: "default" },
     spec: { parentRefs: gatewayParent, rules, ...spec },
+  };
+}
+
+/** A port on 127.0.0.1 nothing listens on: connecting to it is refused. */
+export async function closedPort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/** Waits (bounded: 5 s) for the access log entry of the request to `path`. */
+export async function entryFor(logs: readonly AccessLogEntry[], path: string): Promise<AccessLogEntry> {
+  for (let i = 0; i < 500; i++) {
+    const found = logs.find((e) => e.path === path);
+    if (found !== undefined) return found;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  throw new Error(`no access log entry for ${path}: ${logs.map((e) => e.path).join(", ")}`);
+}
+
+/** A rule sending paths under `prefix` to `service` (none: no backendRefs), with `extra` rule fields. */
+export function prefixRule(
+  prefix: string,
+  service: string | undefined,
+  extra: Record<string, unknown> = {},
+): unknown {
+  return {
+    matches: [{ path: { type: "PathPrefix", value: prefix } }],
+    ...(service === undefined ? {} : { backendRefs: [{ name: service, port: 80 }] }),
+    ...extra,
   };
 }
