@@ -16,7 +16,9 @@
  *   --subnet=N           loopback addresses 127.N.x.y (default 77), so two loopback runs can share a machine
  *   --netns              the namespace mesh instead of loopback (root): pods are network namespaces,
  *                      the ztunnels capture in-pod, phases bulk, ping, connect (src/netns-bench.ts)
- *   --waypoint           the waypoint against haproxy in HTTP mode with h2load (src/waypoint-bench.ts);
+ *   --waypoint           the waypoint against haproxy in HTTP mode with h2load (src/waypoint-bench.ts),
+ *                      and a minimal node:https proxy as Node's floor (src/node-https-proxy.ts);
+ *                      --waypoint-proxies=a,b picks among waypoint, haproxy, node-https (default all);
  *                      --waypoint-slices=N (default 6) slices of --waypoint-seconds=N (default 3);
  *                      --waypoint-baseline=DIR runs a second waypoint from a snapshot of earlier code;
  *                      --waypoint-node-flags="..." starts the current waypoint with those node flags in
@@ -33,11 +35,13 @@ import { installExitHandlers } from "./processes.js";
 import { formatReport } from "./report.js";
 import type { PairName } from "./topology.js";
 import { formatWaypointReport, runWaypointBench } from "./waypoint-bench.js";
+import { DEFAULT_WAYPOINT_PROXIES, type WaypointProxyName } from "./waypoint-topology.js";
 
 const usage = `usage: pnpm bench [-- --quick] [--bulk-seconds=N] [--bulk-slices=N] [--latency-seconds=N] [--tunnels=N]
        [--phases=bulk,ping,connect,tunnels] [--pairs=haproxy,node-tls,ztunnel] [--cpu-prof] [--no-pin] [--subnet=N] [--netns]
        [--base-tree=DIR]
-       [--waypoint [--waypoint-slices=N] [--waypoint-seconds=N] [--waypoint-baseline=DIR]
+       [--waypoint [--waypoint-proxies=waypoint,haproxy,node-https] [--waypoint-slices=N] [--waypoint-seconds=N]
+        [--waypoint-baseline=DIR]
         [--waypoint-node-flags="..."]]`;
 
 // pnpm passes its "--" separator through, also after the options of a script such as `bench:netns`;
@@ -58,6 +62,7 @@ const options = {
   subnet: { type: "string" },
   netns: { type: "boolean", default: false },
   waypoint: { type: "boolean", default: false },
+  "waypoint-proxies": { type: "string" },
   "waypoint-slices": { type: "string" },
   "waypoint-seconds": { type: "string" },
   "waypoint-baseline": { type: "string" },
@@ -128,12 +133,18 @@ const watchdog = setTimeout(() => {
 watchdog.unref();
 
 if (values.waypoint) {
+  const proxies = list<WaypointProxyName>(
+    "waypoint-proxies",
+    values["waypoint-proxies"],
+    DEFAULT_WAYPOINT_PROXIES,
+  );
   try {
     const result = await runWaypointBench({
       slices: positive("waypoint-slices", values["waypoint-slices"], quick ? 2 : 6),
       sliceSeconds: positive("waypoint-seconds", values["waypoint-seconds"], quick ? 1 : 3),
       ...(quick ? { warmupSeconds: 1 } : {}),
       pin: !values["no-pin"],
+      ...(proxies === undefined ? {} : { proxies }),
       ...(values["waypoint-baseline"] === undefined ? {} : { baseline: values["waypoint-baseline"] }),
       ...(values["waypoint-node-flags"] === undefined
         ? {}

@@ -1,7 +1,8 @@
 /**
  * The waypoint phase of issue 15: the same h2load run (HTTP/1.1 keep-alive, 1 KiB request and response
- * bodies) through the waypoint and through haproxy in HTTP mode, each pinned to CPU 1, in alternating
- * slices so both see the same machine load. Reported per proxy: requests per second and the proxy
+ * bodies) through the waypoint, through haproxy in HTTP mode and through a minimal `node:https` proxy
+ * doing haproxy's job (Node's floor), each pinned to CPU 1, in alternating slices so all see the same
+ * machine load. Reported per proxy: requests per second and the proxy
  * process's own CPU per request (utime + stime from /proc), with the ratio to haproxy beside it; the
  * two ends' and the backend's CPU are printed apart.
  */
@@ -222,16 +223,18 @@ export function formatWaypointReport(result: WaypointBenchResult): string {
   const ratio = (value: number, base: number | undefined) =>
     base === undefined || base === 0 ? "" : ` (${fmt(value / base, 2)}x)`;
   const lines = [
-    `waypoint vs haproxy (HTTP mode)${result.baseline === undefined ? "" : ` and the waypoint before (${result.baseline})`}, h2load --h1 -c ${result.connections}, 1 KiB bodies, ${result.proxies[0]?.sliceRequestsPerSecond.length ?? 0} slices of ${result.sliceSeconds} s per proxy${result.pinned ? ", proxies on CPU 1, h2load, ends and backend on CPU 0" : ", not pinned"}; access log ${result.accessLog ? "on" : "off"};${result.currentWaypointNodeFlags === undefined ? "" : ` waypoint started with ${result.currentWaypointNodeFlags.join(" ")};`} load ${result.loadAverage}; ${result.startedAt}`,
+    `waypoint vs haproxy (HTTP mode)${result.proxies.some((p) => p.name === "node-https") ? " and node-https (a minimal node:https proxy, the floor)" : ""}${result.baseline === undefined ? "" : ` and the waypoint before (${result.baseline})`}, h2load --h1 -c ${result.connections}, 1 KiB bodies, ${result.proxies[0]?.sliceRequestsPerSecond.length ?? 0} slices of ${result.sliceSeconds} s per proxy${result.pinned ? ", proxies on CPU 1, h2load, ends and backend on CPU 0" : ", not pinned"}; access log ${result.accessLog ? "on" : "off"};${result.currentWaypointNodeFlags === undefined ? "" : ` waypoint started with ${result.currentWaypointNodeFlags.join(" ")};`} load ${result.loadAverage}; ${result.startedAt}`,
     "",
   ];
-  const names = (["haproxy", "waypoint-before", "waypoint"] as const).filter((n) =>
+  const names = (["haproxy", "node-https", "waypoint-before", "waypoint"] as const).filter((n) =>
     result.proxies.some((p) => p.name === n),
   );
   const before = result.proxies.find((p) => p.name === "waypoint-before");
+  const floor = result.proxies.find((p) => p.name === "node-https");
+  const now = result.proxies.find((p) => p.name === "waypoint");
   lines.push(
-    `| measurement | ${names.join(" | ")} |${before === undefined ? "" : " waypoint / waypoint-before |"} goal |`,
-    `| --- | ${names.map(() => "---").join(" | ")} |${before === undefined ? "" : " --- |"} --- |`,
+    `| measurement | ${names.join(" | ")} |${floor === undefined ? "" : " waypoint / node-https |"}${before === undefined ? "" : " waypoint / waypoint-before |"} goal |`,
+    `| --- | ${names.map(() => "---").join(" | ")} |${floor === undefined ? "" : " --- |"}${before === undefined ? "" : " --- |"} --- |`,
   );
   const row = (label: string, pick: (p: WaypointProxyResult) => number, digits: number, goal: string) => {
     const cell = (name: WaypointProxyName) => {
@@ -239,10 +242,9 @@ export function formatWaypointReport(result: WaypointBenchResult): string {
       if (p === undefined) return "-";
       return `${fmt(pick(p), digits)}${name === "haproxy" ? "" : ratio(pick(p), haproxy === undefined ? undefined : pick(haproxy))}`;
     };
-    const now = result.proxies.find((p) => p.name === "waypoint");
-    const vsBefore =
-      before === undefined ? "" : ` ${now === undefined ? "-" : fmt(pick(now) / pick(before), 2)} |`;
-    lines.push(`| ${label} | ${names.map(cell).join(" | ")} |${vsBefore} ${goal} |`);
+    const vs = (other: WaypointProxyResult | undefined) =>
+      other === undefined ? "" : ` ${now === undefined ? "-" : fmt(pick(now) / pick(other), 2)} |`;
+    lines.push(`| ${label} | ${names.map(cell).join(" | ")} |${vs(floor)}${vs(before)} ${goal} |`);
   };
   row("requests per second", (p) => p.requestsPerSecond, 0, ">= 0.5x");
   row(

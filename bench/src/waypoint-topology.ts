@@ -1,14 +1,15 @@
 /**
  * The processes of the waypoint bench, on 127.<subnet>.x.y only: the same HTTP/1.1 traffic reaches
- * one backend through the waypoint (HBONE in, routing by HTTPRoute, HBONE out) or through haproxy in
- * HTTP mode (TLS 1.3 mutual in, the same routing as haproxy ACLs, TLS 1.3 mutual out). Certificates
- * come from one CA, the mesh CA the control plane serves.
+ * one backend through the waypoint (HBONE in, routing by HTTPRoute, HBONE out), through haproxy in
+ * HTTP mode (TLS 1.3 mutual in, the same routing as haproxy ACLs, TLS 1.3 mutual out) or through
+ * "node-https", a minimal `node:https` reverse proxy doing haproxy's job (`node-https-proxy.ts`), the
+ * floor of what Node costs. Certificates come from one CA, the mesh CA the control plane serves.
  *
  *   h2load -> client end --mTLS--> proxy under test --mTLS--> server end -> backend
  *
  * The two ends are small Node processes of the same shape for both proxies, standing in for the
  * ztunnels on either side of a waypoint: HBONE (`waypoint-hbone-shim.ts`) for the waypoint, plain TLS
- * (`tls-relay.ts`) for haproxy. Their CPU is measured and printed apart, never billed to the proxy.
+ * (`tls-relay.ts`) for haproxy and node-https, each with its own pair. Their CPU is measured and printed apart, never billed to the proxy.
  * The proxy under test is pinned to CPU 1; h2load, both ends and the backend to CPU 0.
  */
 import { spawnSync } from "node:child_process";
@@ -17,7 +18,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createCertificateAuthority } from "@ambient/spiffe/ca";
-import { appEntry } from "./app-entry.js";
+import { appEntry, startFlags } from "./app-entry.js";
+import type { NodeHttpsProxyConfig } from "./node-https-proxy.js";
 import {
   type BenchChild,
   forgetTempDir,
@@ -31,7 +33,10 @@ import { baselineHookImport } from "./waypoint-baseline-hook.js";
 import type { HboneShimConfig } from "./waypoint-hbone-shim.js";
 
 /** The proxies the waypoint bench compares. */
-export type WaypointProxyName = "waypoint" | "haproxy" | "waypoint-before";
+export type WaypointProxyName = "waypoint" | "haproxy" | "node-https" | "waypoint-before";
+
+/** The proxies started unless {@link WaypointTopologyOptions.proxies} says otherwise. */
+export const DEFAULT_WAYPOINT_PROXIES: readonly WaypointProxyName[] = ["waypoint", "haproxy", "node-https"];
 
 /** One proxy with the two ends that carry h2load's traffic to it and from it to the backend. */
 export interface WaypointPath {
@@ -61,7 +66,10 @@ export interface WaypointTopologyOptions {
   subnet?: number;
   /** Pin the proxies to CPU 1 and everything else to CPU 0. Default true. */
   pin?: boolean;
-  /** Proxies to start. Default both. */
+  /**
+   * Proxies to start, of "waypoint", "haproxy", "node-https". Default all three. "waypoint-before"
+   * comes with {@link baseline} alone.
+   */
   proxies?: readonly WaypointProxyName[];
   /**
    * A snapshot folder with earlier copies of the waypoint's code at their repository paths (see
@@ -244,7 +252,7 @@ function waypointTakesMeshDir(nodeArgs: readonly string[]): boolean {
   return `${help.stdout}`.includes("--mesh-dir");
 }
 
-/** Starts the backend, the mesh with the waypoint, haproxy and both pairs of ends. */
+/** Starts the backend, the mesh with the waypoint, haproxy, the node-https proxy and their ends. */
 export async function startWaypointTopology(
   options: WaypointTopologyOptions = {},
 ): Promise<WaypointTopology> {
@@ -256,7 +264,7 @@ export async function startWaypointTopology(
   const pin = options.pin ?? true;
   const proxyCpu = pin ? 1 : undefined;
   const loadCpu = pin ? 0 : undefined;
-  const want = new Set(options.proxies ?? ["waypoint", "haproxy"]);
+  const want = new Set(options.proxies ?? DEFAULT_WAYPOINT_PROXIES);
   const dir = await mkdtemp(join(tmpdir(), "ambient-waypoint-bench-"));
   removeOnExit(dir);
   const close = async () => {
@@ -279,6 +287,46 @@ export async function startWaypointTopology(
       await writeFile(join(dir, `${sa}-key.pem`), svid.privateKeyPem, { mode: 0o600 });
       await writeFile(join(dir, `${sa}.pem`), svid.certChainPem + svid.privateKeyPem, { mode: 0o600 });
     }
+
+    // A plain TLS pair around a proxy that speaks mutual TLS: the client end takes h2load's plaintext
+    // at `entry` and opens one connection per client connection to the proxy; the server end takes
+    // the proxy's connections at `serverEnd` and relays to the backend.
+    const tlsEnds = async (
+      label: string,
+      entry: { host: string; port: number },
+      proxy: { host: string; port: number },
+      serverEnd: { host: string; port: number },
+    ): Promise<BenchChild[]> => {
+      const relay = async (mode: "out" | "in", config: RelayConfig) => {
+        const file = join(dir, `${label}-relay-${mode}.json`);
+        await writeFile(file, JSON.stringify(config));
+        const child = nodeScript(`${label} tls ${mode}`, here("./tls-relay.ts"), [file], loadCpu);
+        await printedReady(child);
+        return child;
+      };
+      const tlsIn = await relay("in", {
+        mode: "in",
+        routes: [
+          {
+            listenHost: serverEnd.host,
+            listenPort: serverEnd.port,
+            toHost: serverPodIp,
+            toPort: BACKEND_PORT,
+          },
+        ],
+        certFile: join(dir, "server-cert.pem"),
+        keyFile: join(dir, "server-key.pem"),
+        caFile: join(dir, "root.pem"),
+      });
+      const tlsOut = await relay("out", {
+        mode: "out",
+        routes: [{ listenHost: entry.host, listenPort: entry.port, toHost: proxy.host, toPort: proxy.port }],
+        certFile: join(dir, "client-cert.pem"),
+        keyFile: join(dir, "client-key.pem"),
+        caFile: join(dir, "root.pem"),
+      });
+      return [tlsOut, tlsIn];
+    };
 
     const backend = nodeScript(
       "http backend",
@@ -432,40 +480,41 @@ export async function startWaypointTopology(
         },
       );
       await waitForPort(proxyIp, 15443, START_TIMEOUT_MS, haproxy);
-      const relay = async (mode: "out" | "in", config: RelayConfig) => {
-        await writeFile(join(dir, `relay-${mode}.json`), JSON.stringify(config));
-        const child = nodeScript(
-          `haproxy tls ${mode}`,
-          here("./tls-relay.ts"),
-          [join(dir, `relay-${mode}.json`)],
-          loadCpu,
-        );
-        await printedReady(child);
-        return child;
-      };
-      const tlsIn = await relay("in", {
-        mode: "in",
-        routes: [
-          {
-            listenHost: serverEnd.host,
-            listenPort: serverEnd.port,
-            toHost: serverPodIp,
-            toPort: BACKEND_PORT,
-          },
-        ],
-        certFile: join(dir, "server-cert.pem"),
-        keyFile: join(dir, "server-key.pem"),
-        caFile: join(dir, "root.pem"),
-      });
-      const tlsOut = await relay("out", {
-        mode: "out",
-        routes: [{ listenHost: entry.host, listenPort: entry.port, toHost: proxyIp, toPort: 15443 }],
-        certFile: join(dir, "client-cert.pem"),
-        keyFile: join(dir, "client-key.pem"),
-        caFile: join(dir, "root.pem"),
-      });
-      paths.push({ name: "haproxy", proxy: haproxy, ends: [tlsOut, tlsIn], entry });
+      const ends = await tlsEnds("haproxy", entry, { host: proxyIp, port: 15443 }, serverEnd);
+      paths.push({ name: "haproxy", proxy: haproxy, ends, entry });
       log(`haproxy ${proxyIp}: ${entry.host}:${entry.port} -> mTLS -> haproxy -> mTLS -> ${serverEnd.host}`);
+    }
+
+    if (want.has("node-https")) {
+      // haproxy's job in node:https, with the same certificates, routes and kind of ends, and the
+      // V8 flags of the waypoint's `pnpm start` so that the two Node proxies run the same runtime.
+      const proxyIp = ip(7, 10);
+      const serverEnd = { host: ip(7, 2), port: 15443 };
+      const entry = { host: ip(7, 1), port: ENTRY_PORT };
+      const config: NodeHttpsProxyConfig = {
+        listenHost: proxyIp,
+        listenPort: 15443,
+        upstreamHost: serverEnd.host,
+        upstreamPort: serverEnd.port,
+        routeHost: HOST,
+        certFile: join(dir, "waypoint-cert.pem"),
+        keyFile: join(dir, "waypoint-key.pem"),
+        caFile: join(dir, "root.pem"),
+      };
+      await writeFile(join(dir, "node-https-proxy.json"), JSON.stringify(config));
+      const proxy = nodeScript(
+        "node-https",
+        here("./node-https-proxy.ts"),
+        [join(dir, "node-https-proxy.json")],
+        proxyCpu,
+        startFlags(join(repoRoot, "examples/waypoint/package.json")),
+      );
+      await printedReady(proxy);
+      const ends = await tlsEnds("node-https", entry, { host: proxyIp, port: 15443 }, serverEnd);
+      paths.push({ name: "node-https", proxy, ends, entry });
+      log(
+        `node-https ${proxyIp}: ${entry.host}:${entry.port} -> mTLS -> node:https proxy -> mTLS -> ${serverEnd.host}`,
+      );
     }
     return { paths, backend, host: HOST, path: PATH, close };
   } catch (err) {
