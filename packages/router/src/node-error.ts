@@ -67,5 +67,67 @@ export function fromNodeError(err: unknown, phase: "connect" | "request"): Route
   );
 }
 
+/**
+ * The text Linux's strerror(3) gives the errors a TCP connect can end with, as Envoy prints them in a
+ * transport failure reason.
+ */
+const STRERROR: Readonly<Record<string, string>> = {
+  ECONNREFUSED: "Connection refused",
+  ETIMEDOUT: "Connection timed out",
+  EHOSTUNREACH: "No route to host",
+  EHOSTDOWN: "Host is down",
+  ECONNRESET: "Connection reset by peer",
+  ECONNABORTED: "Software caused connection abort",
+  ENETUNREACH: "Network is unreachable",
+  ENETDOWN: "Network is down",
+  EADDRNOTAVAIL: "Cannot assign requested address",
+  EADDRINUSE: "Address already in use",
+  EACCES: "Permission denied",
+  EPERM: "Operation not permitted",
+  EAFNOSUPPORT: "Address family not supported by protocol",
+  EINVAL: "Invalid argument",
+};
+
+/**
+ * Errors the connect call itself returns on Linux, before any packet went out (no route, no free local
+ * port, refused by the local firewall); the others arrive later, once the handshake failed.
+ */
+const IMMEDIATE_CONNECT_ERRORS = new Set([
+  "ENETUNREACH",
+  "EADDRNOTAVAIL",
+  "EACCES",
+  "EPERM",
+  "EAFNOSUPPORT",
+  "EINVAL",
+]);
+
+/**
+ * Why an upstream connection could not be made, in the words of Envoy's
+ * `%UPSTREAM_TRANSPORT_FAILURE_REASON%`: `delayed connect error: Connection refused` for a handshake that
+ * failed, `immediate connect error: Network is unreachable|remote address:10.0.0.1:80` for a connect call
+ * that failed at once. `undefined` when `err` (or an error in its `cause` chain) is not a failed TCP
+ * connect with a known errno.
+ */
+export function connectFailureReason(err: unknown): string | undefined {
+  let e: unknown = err;
+  for (let depth = 0; depth < 5 && typeof e === "object" && e !== null; depth++) {
+    const { syscall, code, address, port } = e as {
+      syscall?: unknown;
+      code?: unknown;
+      address?: unknown;
+      port?: unknown;
+    };
+    if (syscall === "connect" && typeof code === "string") {
+      const text = STRERROR[code];
+      if (text === undefined) return undefined;
+      if (!IMMEDIATE_CONNECT_ERRORS.has(code)) return `delayed connect error: ${text}`;
+      const host = typeof address === "string" && address.includes(":") ? `[${address}]` : String(address);
+      return `immediate connect error: ${text}|remote address:${host}:${String(port)}`;
+    }
+    e = (e as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
 /** HTTP/2 RST_STREAM code meaning "not processed, safe to retry" (RFC 9113 REFUSED_STREAM). */
 export const H2_REFUSED_STREAM = 7;

@@ -89,7 +89,8 @@ export interface AccessLogEntry {
    * Envoy's `%RESPONSE_CODE_DETAILS%`: why a request was answered as it was, with Envoy's names:
    * `via_upstream` (the backend's response), `route_not_found`, `direct_response` (a redirect, a rule
    * without a backend of weight above 0), `cluster_not_found`, `no_healthy_upstream`,
-   * `upstream_reset_before_response_started{remote_connection_failure}` (or `{connection_termination}`,
+   * `upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}`
+   * (the transport failure reason after `|` when the OS gave one; or `{connection_termination}`,
    * `{remote_reset}`, `{remote_refused_stream_reset}`, `{protocol_error}`),
    * `upstream_reset_after_response_started{connection_termination}`, `response_timeout`,
    * `upstream_per_try_timeout`, `stream_idle_timeout`, `downstream_remote_disconnect` (the client's
@@ -107,6 +108,12 @@ export interface AccessLogEntry {
    * sets it); `"-"` otherwise, and always for HTTP.
    */
   connection_termination_details: string;
+  /**
+   * Envoy's `%UPSTREAM_TRANSPORT_FAILURE_REASON%`, in Istio's default JSON access log: why the
+   * connection to the backend could not be made, with `_` for spaces
+   * (`delayed_connect_error:_Connection_refused`); `"-"` when none failed or the OS gave no reason.
+   */
+  upstream_transport_failure_reason: string;
   /**
    * The L7 authorization decision, as Envoy's RBAC filter leaves it in dynamic metadata
    * (`%DYNAMIC_METADATA(envoy.filters.http.rbac)%`); `"-"` when no policy was asked (no evaluator, or

@@ -16,6 +16,8 @@ import {
   stopServer,
   type Waypoint,
 } from "../test/harness.js";
+import { RouterError } from "./errors.js";
+import { connectFailureReason } from "./node-error.js";
 import type { AccessLogEntry } from "./request-log.js";
 import type { MetricLabels, MetricsSink } from "./telemetry.js";
 
@@ -31,12 +33,23 @@ function h2Frame(type: number, flags: number, streamId: number, payload: Buffer)
   return Buffer.concat([header, payload]);
 }
 
+/** HPACK: `:status 200` from the static table. */
+const STATUS_200 = [0x88];
+/** HPACK: `content-length: 100`, a literal without indexing of the static table's name 28. */
+const CONTENT_LENGTH_100 = [0x0f, 0x0d, 0x03, ...Buffer.from("100")];
+
 /**
- * An HTTP/2 backend of raw frames that answers every request with `:status 200`, one DATA frame and
- * then RST_STREAM `code`, without END_STREAM: a response cut short by the backend (Node's own server
- * always ends a stream before it resets it).
+ * An HTTP/2 backend of raw frames that answers every request with the HPACK block `head` (default
+ * `:status 200`), one DATA frame of `data` (default "partial"; none when empty) and then RST_STREAM
+ * `code`, without END_STREAM: a response cut short by the backend (Node's own server always ends a
+ * stream before it resets it).
  */
-async function cutShortBackend(code: number): Promise<net.Server> {
+async function cutShortBackend(
+  code: number,
+  response: { head?: number[]; data?: string } = {},
+): Promise<net.Server> {
+  const head = Buffer.from(response.head ?? STATUS_200);
+  const data = response.data ?? "partial";
   const server = net.createServer((socket) => {
     socket.on("error", () => {});
     socket.write(h2Frame(0x4, 0, 0, Buffer.alloc(0)));
@@ -59,9 +72,9 @@ async function cutShortBackend(code: number): Promise<net.Server> {
         if (type === 0x1) {
           const rst = Buffer.alloc(4);
           rst.writeUInt32BE(code);
-          // :status 200 from the static table; END_HEADERS.
-          socket.write(h2Frame(0x1, 0x4, id, Buffer.from([0x88])));
-          socket.write(h2Frame(0x0, 0, id, Buffer.from("partial")));
+          // END_HEADERS.
+          socket.write(h2Frame(0x1, 0x4, id, head));
+          if (data !== "") socket.write(h2Frame(0x0, 0, id, Buffer.from(data)));
           socket.write(h2Frame(0x3, 0, id, rst));
         }
       }
@@ -70,6 +83,45 @@ async function cutShortBackend(code: number): Promise<net.Server> {
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return server;
 }
+
+/** A failed connect as Node reports it. */
+function connectError(code: string, address = "10.0.0.1", port = 8080): Error {
+  return Object.assign(new Error(`connect ${code} ${address}:${port}`), {
+    code,
+    syscall: "connect",
+    address,
+    port,
+  });
+}
+
+describe("transport failure reasons of failed connects, as Envoy prints them", () => {
+  const cases: [name: string, err: unknown, want: string | undefined][] = [
+    ["refused", connectError("ECONNREFUSED"), "delayed connect error: Connection refused"],
+    ["timed out", connectError("ETIMEDOUT"), "delayed connect error: Connection timed out"],
+    ["no route to the host", connectError("EHOSTUNREACH"), "delayed connect error: No route to host"],
+    [
+      "no route to the network",
+      connectError("ENETUNREACH"),
+      "immediate connect error: Network is unreachable|remote address:10.0.0.1:8080",
+    ],
+    [
+      "no local port, IPv6",
+      connectError("EADDRNOTAVAIL", "fd00::1", 80),
+      "immediate connect error: Cannot assign requested address|remote address:[fd00::1]:80",
+    ],
+    [
+      "wrapped in a RouterError",
+      new RouterError("ERR_UPSTREAM_CONNECT", "connect failed", { cause: connectError("ECONNREFUSED") }),
+      "delayed connect error: Connection refused",
+    ],
+    ["an errno with no known text", connectError("EWEIRD"), undefined],
+    ["not a connect", Object.assign(new Error("reset"), { code: "ECONNRESET", syscall: "read" }), undefined],
+    ["not an error", "boom", undefined],
+  ];
+  for (const [name, err, want] of cases) {
+    it(name, () => assert.equal(connectFailureReason(err), want));
+  }
+});
 
 describe("local replies to upstream failures, as Envoy's router gives them", () => {
   let h1: Backend;
@@ -91,6 +143,9 @@ describe("local replies to upstream failures, as Envoy's router gives them", () 
       } else if (path.startsWith("/late-bad-chunk")) {
         // The head and one chunk, then a chunk size that is not hex: broken HTTP after the head.
         req.socket.end("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\n");
+      } else if (path.startsWith("/short-body")) {
+        // 7 of the 100 bytes the head declared, then the connection closes.
+        req.socket.end("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial");
       } else if (path.startsWith("/bad-header")) {
         // A header line without a colon: broken HTTP/1.1.
         req.socket.end("HTTP/1.1 200 OK\r\nnot a header line\r\ncontent-length: 2\r\n\r\nok");
@@ -122,9 +177,16 @@ describe("local replies to upstream failures, as Envoy's router gives them", () 
       protocol: "http2" as const,
     };
     const down = { address: "127.0.0.1", port: await closedPort(), protocol: "http1" as const };
+    const noError = http2.constants.NGHTTP2_NO_ERROR;
     cutShort = await Promise.all([
       cutShortBackend(http2.constants.NGHTTP2_INTERNAL_ERROR),
       cutShortBackend(http2.constants.NGHTTP2_CANCEL),
+      // 7 of the 100 bytes the head declared, then RST_STREAM NO_ERROR.
+      cutShortBackend(noError, { head: [...STATUS_200, ...CONTENT_LENGTH_100] }),
+      // Heads that declare a length with no body to follow: 200 to HEAD, 304 (`:status 304` is the
+      // static table's 11). Node's HTTP/2 client refuses a 204 with a content-length outright.
+      cutShortBackend(noError, { head: [...STATUS_200, ...CONTENT_LENGTH_100], data: "" }),
+      cutShortBackend(noError, { head: [0x8b, ...CONTENT_LENGTH_100], data: "" }),
     ]);
     const cutShortEndpoint = (i: number) => ({
       address: "127.0.0.1",
@@ -134,6 +196,9 @@ describe("local replies to upstream failures, as Envoy's router gives them", () 
     const services = {
       "default/cut-internal": [cutShortEndpoint(0)],
       "default/cut-cancel": [cutShortEndpoint(1)],
+      "default/cut-length": [cutShortEndpoint(2)],
+      "default/cut-length-head": [cutShortEndpoint(3)],
+      "default/cut-length-304": [cutShortEndpoint(4)],
       "default/h1": [h1.endpoint],
       "default/h2": [h2Endpoint],
       "default/down": [down],
@@ -153,6 +218,7 @@ describe("local replies to upstream failures, as Envoy's router gives them", () 
         httpRoute("r", [
           prefixRule("/close", "h1"),
           prefixRule("/bad-header", "h1"),
+          prefixRule("/short-body", "h1"),
           prefixRule("/late-bad-chunk", "h1"),
           prefixRule("/hold", "h1"),
           prefixRule("/upgrade", "h1"),
@@ -160,6 +226,9 @@ describe("local replies to upstream failures, as Envoy's router gives them", () 
           prefixRule("/h2-refuse", "h2"),
           prefixRule("/cut-internal", "cut-internal"),
           prefixRule("/cut-cancel", "cut-cancel"),
+          prefixRule("/cut-length/head", "cut-length-head"),
+          prefixRule("/cut-length/304", "cut-length-304"),
+          prefixRule("/cut-length", "cut-length"),
           prefixRule("/down-once", "down", { retry: { attempts: 0 } }),
           prefixRule("/down", "down"),
         ]),
@@ -263,8 +332,8 @@ describe("local replies to upstream failures, as Envoy's router gives them", () 
       want: [
         503,
         "URX,UF",
-        "upstream_reset_before_response_started{remote_connection_failure}",
-        `${EARLY_RESET} retried and the latest reset reason: remote connection failure`,
+        "upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}",
+        `${EARLY_RESET} retried and the latest reset reason: remote connection failure, transport failure reason: delayed connect error: Connection refused`,
       ],
     },
     {
@@ -273,8 +342,8 @@ describe("local replies to upstream failures, as Envoy's router gives them", () 
       want: [
         503,
         "UF",
-        "upstream_reset_before_response_started{remote_connection_failure}",
-        `${EARLY_RESET} reset reason: remote connection failure`,
+        "upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}",
+        `${EARLY_RESET} reset reason: remote connection failure, transport failure reason: delayed connect error: Connection refused`,
       ],
     },
     {
@@ -315,19 +384,53 @@ describe("local replies to upstream failures, as Envoy's router gives them", () 
     ["/late-bad-chunk", "UPE", "protocol_error"],
     ["/cut-internal", "UR", "remote_reset"],
     ["/cut-cancel", "UR", "remote_reset"],
+    // Node ends such a body as if complete; the declared content-length tells it was cut short.
+    ["/cut-length", "UR", "remote_reset"],
+    // Node reports the body as aborted when the connection closes before its declared length.
+    ["/short-body", "UC", "connection_termination"],
   ] as const) {
     it(`logs a failure after the response started as ${flag} (${path})`, async () => {
+      const started = Date.now();
       const out = await rawExchange(wp.port, `GET ${path} HTTP/1.1\r\nhost: svc.example.com\r\n\r\n`);
       const entry = await entryFor(logs, path);
       assert.match(out, /^HTTP\/1\.1 200 /);
-      // The client's connection is reset: the body never looks complete (no last chunk).
+      // The client's connection is reset: the body never looks complete (no last chunk, or fewer
+      // bytes than its content-length), and the client is not left waiting for the rest (the
+      // exchange gives up after 5 s on a connection that stays open).
       assert.ok(!out.endsWith("0\r\n\r\n"), out);
+      assert.ok(Date.now() - started < 4000, "the client's connection was left open");
       assert.deepEqual(
         [entry.response_code, entry.response_flags, entry.response_code_details],
         [200, flag, `upstream_reset_after_response_started{${reason}}`],
       );
     });
   }
+
+  for (const [method, path, status] of [
+    ["HEAD", "/cut-length/head", 200],
+    ["GET", "/cut-length/304", 304],
+  ] as const) {
+    it(`ends a ${status} to ${method} whose head declares a length normally (${path})`, async () => {
+      const out = await rawExchange(
+        wp.port,
+        `${method} ${path} HTTP/1.1\r\nhost: svc.example.com\r\nconnection: close\r\n\r\n`,
+      );
+      const entry = await entryFor(logs, path);
+      assert.match(out, new RegExp(`^HTTP/1\\.1 ${status} `));
+      assert.deepEqual(
+        [entry.response_code, entry.response_flags, entry.response_code_details],
+        [status, "-", "via_upstream"],
+      );
+    });
+  }
+
+  it("logs why the connection could not be made, as Envoy's upstream_transport_failure_reason", async () => {
+    await request(wp.port, { path: "/down-once?reason" });
+    const refused = await entryFor(logs, "/down-once?reason");
+    assert.equal(refused.upstream_transport_failure_reason, "delayed_connect_error:_Connection_refused");
+    const reset = await entryFor(logs, "/close");
+    assert.equal(reset.upstream_transport_failure_reason, "-");
+  });
 
   it("labels the metrics with the access log's flags, in Envoy's order", async () => {
     await request(wp.port, { path: "/down?metrics" });

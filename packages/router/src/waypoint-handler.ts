@@ -14,7 +14,7 @@ import {
   type EndpointPicker,
   type LoadBalancingPolicy,
 } from "./load-balancer.js";
-import { fromNodeError } from "./node-error.js";
+import { connectFailureReason, fromNodeError } from "./node-error.js";
 import { RequestBody } from "./request-body.js";
 import { parseRequestHead, type RequestHead } from "./request-head.js";
 import type {
@@ -348,6 +348,8 @@ interface Exchange {
   flags: string;
   /** Envoy's response code details: why the request was answered as it was (`-` until it is). */
   details: string;
+  /** Why the last connection to the backend could not be made (Envoy's transport failure reason). */
+  transportFailure: string | undefined;
   status: number;
   grpcStatus: string;
   responseBytes: number;
@@ -394,6 +396,7 @@ class FinishedExchange implements FinishedRequest {
   readonly #status: number;
   readonly #flags: string;
   readonly #details: string;
+  readonly #transportFailure: string | undefined;
   readonly #bytesReceived: number;
   readonly #bytesSent: number;
   readonly #forwardedFor: unknown;
@@ -430,6 +433,7 @@ class FinishedExchange implements FinishedRequest {
     this.#status = x.status;
     this.#flags = x.flags;
     this.#details = x.details;
+    this.#transportFailure = x.transportFailure;
     this.#bytesReceived = x.body?.bytes ?? 0;
     // Body bytes only: the metrics counter also holds the response head.
     this.#bytesSent = Math.max(0, x.responseBytes - x.responseHeadBytes);
@@ -480,6 +484,7 @@ class FinishedExchange implements FinishedRequest {
       grpc_status: this.#grpcStatus === "" ? "-" : this.#grpcStatus,
       response_code_details: this.#details,
       connection_termination_details: "-",
+      upstream_transport_failure_reason: transportFailureField(this.#transportFailure),
       authorization: this.#decision === undefined ? "-" : authorizationRecord(this.#decision),
     };
   }
@@ -502,6 +507,11 @@ function joinStreams(client: Duplex, upstream: Duplex, onEnd: () => void): void 
   };
   finished(upstream, end);
   finished(client, end);
+}
+
+/** The access log's `upstream_transport_failure_reason`: `_` for whitespace, as Envoy writes it. */
+function transportFailureField(reason: string | undefined): string {
+  return reason === undefined ? "-" : reason.replace(/[ \t\f\v\n\r]/g, "_");
 }
 
 /** Istio's cluster name of a backend: `outbound|<port>||<host>`, or `inbound-pod|<port>||<ip>`. */
@@ -529,6 +539,8 @@ class TcpTunnel {
   flags = "-";
   /** Envoy's connection termination details: `-`, or the L4 policy denial that closed it. */
   terminationDetails = "-";
+  /** Why the connection to the backend could not be made, when it could not. */
+  transportFailure: string | undefined = undefined;
   decision: AuthorizationDecision | undefined;
   backend: ResolvedBackendRef | undefined;
   /** The backend the tunnel is addressed to, named by its metrics even when policy refuses it. */
@@ -602,6 +614,7 @@ class FinishedTcpTunnel implements FinishedRequest {
       grpc_status: "-",
       response_code_details: "-",
       connection_termination_details: t.terminationDetails,
+      upstream_transport_failure_reason: transportFailureField(t.transportFailure),
       authorization: t.decision === undefined ? "-" : authorizationRecord(t.decision),
     };
   }
@@ -720,6 +733,8 @@ type ResetReason =
 /** How an upstream attempt that failed before its response head is answered and flagged. */
 interface UpstreamReset {
   reason: ResetReason;
+  /** Why the connection could not be made, when the OS said (`delayed connect error: Connection refused`). */
+  transportFailure?: string;
   /** `UF`, `UC`, `UR` or `UPE`. */
   flag: string;
   /** 502 for broken HTTP, 503 for everything else, as Envoy's router answers. */
@@ -734,7 +749,12 @@ interface UpstreamReset {
 function upstreamReset(failure: UpstreamFailure, error: RouterError): UpstreamReset {
   switch (failure) {
     case "connect-failure":
-      return { reason: "remote connection failure", flag: "UF", status: 503 };
+      return {
+        reason: "remote connection failure",
+        transportFailure: connectFailureReason(error),
+        flag: "UF",
+        status: 503,
+      };
     case "refused-stream":
       return { reason: "remote refused stream reset", flag: "UR", status: 503 };
     case "protocol":
@@ -751,13 +771,21 @@ function upstreamReset(failure: UpstreamFailure, error: RouterError): UpstreamRe
 
 /**
  * The local reply of an upstream that failed before its response started, and its details: the reset
- * reason in Envoy's words (after "retried and the latest" when an earlier attempt was retried), with `_`
- * for spaces in the details (`upstream_reset_before_response_started{...}`).
+ * reason in Envoy's words (after "retried and the latest" when an earlier attempt was retried), then the
+ * transport failure reason if any (`, transport failure reason: ...` in the text, `|...` in the details),
+ * with `_` for whitespace in the details
+ * (`upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}`).
  */
-function earlyReset(reason: ResetReason, retried = false): [text: string, details: string] {
+function earlyReset(
+  reason: ResetReason,
+  retried = false,
+  transportFailure?: string,
+): [text: string, details: string] {
+  const transport = transportFailure === undefined ? "" : `, transport failure reason: ${transportFailure}`;
+  const inDetails = transportFailure === undefined ? reason : `${reason}|${transportFailure}`;
   return [
-    `upstream connect error or disconnect/reset before headers. ${retried ? "retried and the latest " : ""}reset reason: ${reason}`,
-    `upstream_reset_before_response_started{${reason.replace(/ /g, "_")}}`,
+    `upstream connect error or disconnect/reset before headers. ${retried ? "retried and the latest " : ""}reset reason: ${reason}${transport}`,
+    `upstream_reset_before_response_started{${inDetails.replace(/[ \t\f\v\n\r]/g, "_")}}`,
   ];
 }
 
@@ -781,6 +809,21 @@ function lateFailure(err: unknown): { flag: string; reason: ResetReason } {
     return { flag: "UR", reason: "remote reset" };
   if (code === "ERR_UPSTREAM_PROTOCOL") return { flag: "UPE", reason: "protocol error" };
   return { flag: "UC", reason: "connection termination" };
+}
+
+/**
+ * How many body bytes a response head promises (its `content-length`), or `undefined` when it
+ * promises none: no valid length, a response to HEAD, or a status that never has a body (1xx, 204,
+ * 304).
+ */
+function declaredBodyLength(
+  method: string | undefined,
+  status: number,
+  contentLength: unknown,
+): number | undefined {
+  if (method === "HEAD" || status < 200 || status === 204 || status === 304) return undefined;
+  if (typeof contentLength !== "string" || !/^[0-9]{1,15}$/.test(contentLength)) return undefined;
+  return Number(contentLength);
 }
 
 /** The details of an upstream that failed after its response head was sent on. */
@@ -1509,6 +1552,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       backend: undefined,
       routedBackend: undefined,
       routedRoute: undefined,
+      transportFailure: undefined,
       endpoint: undefined,
       trace: continueTrace(req.headers.traceparent, options.sampleNewTraces === true),
       recorded: false,
@@ -1828,7 +1872,8 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
           failure,
           err instanceof UpstreamAttemptError ? err.error : fromNodeError(err, "request"),
         );
-        const [text, details] = earlyReset(reset.reason, attempt > 0);
+        x.transportFailure = reset.transportFailure;
+        const [text, details] = earlyReset(reset.reason, attempt > 0, reset.transportFailure);
         return localReply(x, reset.status, text, withRetryLimit(retryLimitExceeded, reset.flag), details);
       }
       if (
@@ -1871,6 +1916,12 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
   ): void {
     // The upstream response's header object is this request's own copy: filters edit it in place.
     const headers: HeaderMap = up.headers;
+    // Read before filters may change it: what the backend promised to send.
+    const declaredLength = declaredBodyLength(
+      x.head?.method ?? x.req.method,
+      up.status,
+      headers["content-length"],
+    );
     applyHeaderFilter(headers, rule.responseHeaders);
     applyHeaderFilter(headers, backend.responseHeaders);
     x.status = up.status;
@@ -1889,7 +1940,9 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     };
     // One data listener forwards, counts bytes and marks activity; a full downstream buffer pauses
     // the upstream body until it drains. (Cheaper per request than pipe() plus a counting listener.)
+    let received = 0;
     body.on("data", (chunk: Buffer) => {
+      received += chunk.length;
       x.responseBytes += chunk.length;
       x.idle?.refresh();
       if (settled || res.destroyed || res.writableEnded) return;
@@ -1924,14 +1977,20 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     };
     body.once("end", () => {
       // Node ends an HTTP/2 body the backend cut short with RST_STREAM CANCEL as if it were complete,
-      // with the code on the stream: it is a reset. (One cut short with NO_ERROR cannot be told from
-      // a complete body there.)
+      // with the code on the stream: it is a reset. One cut short with NO_ERROR looks complete but for
+      // its length: fewer bytes than the head's content-length is a reset too.
       const rstCode = (body as { rstCode?: number }).rstCode;
-      settle(
-        rstCode === undefined || rstCode === 0
-          ? undefined
-          : new RouterError("ERR_UPSTREAM_RESET", `upstream stream reset (code ${rstCode})`, { rstCode }),
-      );
+      if (rstCode !== undefined && rstCode !== 0) {
+        settle(new RouterError("ERR_UPSTREAM_RESET", `upstream stream reset (code ${rstCode})`, { rstCode }));
+      } else if (declaredLength !== undefined && received < declaredLength) {
+        settle(
+          new RouterError(
+            "ERR_UPSTREAM_RESET",
+            `upstream body ended after ${received} of ${declaredLength} bytes`,
+            { rstCode: rstCode ?? 0 },
+          ),
+        );
+      } else settle(undefined);
     });
     body.on("error", (err: unknown) => settle(err));
     body.once("close", () => {
@@ -2101,6 +2160,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
         },
         (err: unknown) => {
           done();
+          t.transportFailure = connectFailureReason(err);
           refuse("UF", `upstream connect failed: ${err instanceof Error ? err.message : String(err)}`);
         },
       );

@@ -153,6 +153,7 @@ describe("request authentication and access log hooks", () => {
       grpc_status: "-",
       response_code_details: "via_upstream",
       connection_termination_details: "-",
+      upstream_transport_failure_reason: "-",
       authorization: { result: "allowed", policy: "default/log", action: "ALLOW", rule: 2 },
     });
   });
