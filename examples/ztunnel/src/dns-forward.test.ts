@@ -124,6 +124,27 @@ describe("forwarding to a nameserver stand-in", () => {
     for (const gap of gaps) assert.ok(gap >= 950 && gap < 4000, `tries ${gaps.join(", ")} ms apart`);
     assert.ok(ms >= 2900 && ms < 12_000, `answered after ${ms} ms`);
   });
+
+  it("answers the first nameserver's SERVFAIL without asking the second, after asking it each round", async () => {
+    const failing = await startNameserver("127.0.0.34", (query, socket) => {
+      const reply = { ...query.message, response: true, rcode: ResponseCode.SERVFAIL };
+      socket.send(encodeMessage(reply), query.from.port, query.from.address);
+    });
+    const second = await startNameserver("127.0.0.35", (query, socket) => {
+      socket.send(encodeMessage({ ...query.message, response: true }), query.from.port, query.from.address);
+    });
+    closers.push(failing.close, second.close);
+    const { ask, close } = proxyWith({
+      nameservers: [failing, second].map((ns) => ({ address: ns.address, port: ns.port })),
+      timeoutMs: 10_000,
+      attempts: 2,
+    });
+    closers.push(close);
+    const { reply, ms } = await ask("www.example.org");
+    assert.equal(reply.rcode, ResponseCode.SERVFAIL);
+    assert.deepEqual([failing.received.length, second.received.length], [2, 0]);
+    assert.ok(ms < 8000, `answered after ${ms} ms`);
+  });
 });
 
 /** A reply to `query` of just a header: its id (or `id`), QR set, `rcode`, no sections. */

@@ -37,8 +37,9 @@ export type MeshAnswer =
       service: string;
       /**
        * Set when the name was found after stripping one of the client's search domains (the stub
-       * resolver appended it): the answer maps the asked name to this one with a CNAME, and the
-       * address records are owned by it.
+       * resolver appended it): when `addresses` is not empty, the answer maps the asked name to this
+       * one with a CNAME, and the address records are owned by it; when it is, the answer has no
+       * records at all.
        */
       canonicalName?: string;
       /** The addresses of the asked family; empty is a NOERROR answer with no records. */

@@ -75,7 +75,7 @@ function setup(
   const handle = proxy.handlerFor(client);
   const ask = async (name: string, type: number, cls = 1) =>
     (await handle(request(query(name, type, cls)))) as DnsMessage;
-  return { ask, registry, forwarder };
+  return { ask, registry, forwarder, store };
 }
 
 describe("the DNS proxy's handler", () => {
@@ -101,6 +101,35 @@ describe("the DNS proxy's handler", () => {
         ["api.example.com", RecordType.A, "240.240.0.1"],
       ],
     );
+  });
+
+  it("answers a search-domain name with no address of the family asked with no records at all, not a CNAME alone", async () => {
+    const { ask, forwarder, store } = setup();
+    // `web` is IPv4-only; the client's stub resolver appended its first search domain to `web.default`.
+    const suffixed = "web.default.default.svc.cluster.local";
+    const none = await ask(suffixed, RecordType.AAAA);
+    assert.equal(none.rcode, ResponseCode.NOERROR);
+    assert.equal(none.authoritative, true);
+    assert.deepEqual(none.answers, []);
+    // The same for a Service of either family that has no VIP of the family asked.
+    const either = testService("either", "240.240.0.2", [], {
+      hostname: "either.example.com",
+      ipFamilies: "DUAL",
+    });
+    store.upsert("default/either.example.com", { service: either });
+    const noVip = await ask("either.example.com.default.svc.cluster.local", RecordType.AAAA);
+    assert.equal(noVip.rcode, ResponseCode.NOERROR);
+    assert.deepEqual(noVip.answers, []);
+    // With an address of the family, the CNAME comes first, then the addresses under its target.
+    const a = await ask(suffixed, RecordType.A);
+    assert.deepEqual(
+      a.answers.map((r) => [r.name, r.type, r.ttl, recordTarget(r) ?? recordAddress(r)]),
+      [
+        [suffixed, RecordType.CNAME, 30, "web.default"],
+        ["web.default", RecordType.A, 30, "10.96.0.20"],
+      ],
+    );
+    assert.deepEqual(forwarder.asked, []);
   });
 
   it("forwards other names, other types and other classes, and answers SERVFAIL when forwarding fails", async () => {

@@ -193,7 +193,10 @@ export function createDnsProxy(options: DnsProxyOptions): DnsProxy {
       if (answer.kind === "forward") return forward(forwarder, request, labels, client);
       const records: DnsRecord[] = [];
       let owner = question.name;
-      if (answer.canonicalName !== undefined) {
+      // A name found without its search domain gets a CNAME to that name only when there are
+      // addresses to follow it; with none of the family asked the answer is empty (NOERROR), as a
+      // CNAME alone would send the client's resolver to chase a name it will not get an address for.
+      if (answer.canonicalName !== undefined && answer.addresses.length > 0) {
         records.push(cnameRecord(question.name, answer.canonicalName, MESH_RECORD_TTL));
         owner = answer.canonicalName;
       }

@@ -92,27 +92,70 @@ describe("DnsForwarder", { skip: noDnsmasq }, () => {
     assert.ok(elapsed >= 990 && elapsed < 10_000, `took ${elapsed} ms`);
   });
 
-  it("moves on from REFUSED, but returns it when every try ends that way", async () => {
-    const refusing = await startFakeUpstream((query) => [
-      encodeMessage(replyTo(query, { rcode: ResponseCode.REFUSED })),
+  it("returns an error answer without asking the next nameserver, after asking again each round", async () => {
+    // Every rcode that is an error, not a statement about the name (NOERROR, NXDOMAIN).
+    const errors: Record<string, number> = {
+      "formerr.test": ResponseCode.FORMERR,
+      "servfail.test": ResponseCode.SERVFAIL,
+      "notimp.test": ResponseCode.NOTIMP,
+      "refused.test": ResponseCode.REFUSED,
+      "yxdomain.test": 6,
+      "notzone.test": 10,
+    };
+    const erring = await startFakeUpstream((query) => [
+      encodeMessage(
+        replyTo(query, { rcode: errors[query.questions[0]?.name ?? ""] ?? ResponseCode.SERVFAIL }),
+      ),
+    ]);
+    const answering = await startFakeUpstream((query) => [
+      encodeMessage(replyTo(query, { answers: [addressRecord(query.questions[0]!.name, "192.0.2.50", 5)] })),
     ]);
     try {
       const upstream = forwarder({
         nameservers: [
-          { address: "127.0.0.1", port: refusing.port },
-          { address: "127.0.0.1", port: dnsmasq.port },
+          { address: "127.0.0.1", port: erring.port },
+          { address: "127.0.0.1", port: answering.port },
         ],
+        attempts: 2,
       });
-      const ok = decodeMessage(await upstream.forward(makeQuery("example.test")));
-      assert.equal(ok.rcode, ResponseCode.NOERROR);
-      // dnsmasq has no upstream for other names: it refuses too. Two rounds over two servers.
-      const refused = decodeMessage(
-        await upstream.forward(makeQuery("elsewhere.zz", RecordType.A, { id: 5 })),
-      );
-      assert.deepEqual([refused.id, refused.rcode], [5, ResponseCode.REFUSED]);
-      assert.equal(refusing.queries.length, 3);
+      for (const [name, rcode] of Object.entries(errors)) {
+        const before = erring.queries.length;
+        const reply = decodeMessage(await upstream.forward(makeQuery(name, RecordType.A, { id: 5 })));
+        assert.deepEqual([reply.id, reply.rcode], [5, rcode], name);
+        // Each round starts again with the first nameserver; the second is never asked.
+        assert.equal(erring.queries.length - before, 2, name);
+      }
+      assert.equal(answering.queries.length, 0);
     } finally {
-      await refusing.close();
+      await erring.close();
+      await answering.close();
+    }
+  });
+
+  it("takes the next round's answer after an error answer, and the last round's outcome decides", async () => {
+    // SERVFAIL to the first query for each name, then an address (recover.test) or silence.
+    const asked = new Set<string>();
+    const flaky = await startFakeUpstream((query) => {
+      const name = query.questions[0]?.name ?? "";
+      if (!asked.has(name)) {
+        asked.add(name);
+        return [encodeMessage(replyTo(query, { rcode: ResponseCode.SERVFAIL }))];
+      }
+      if (name !== "recover.test") return [];
+      return [encodeMessage(replyTo(query, { answers: [addressRecord(name, "192.0.2.51", 5)] }))];
+    });
+    try {
+      const upstream = forwarder({
+        nameservers: [{ address: "127.0.0.1", port: flaky.port }],
+        timeoutMs: 300,
+      });
+      const recovered = decodeMessage(await upstream.forward(makeQuery("recover.test")));
+      assert.equal(recovered.rcode, ResponseCode.NOERROR);
+      assert.deepEqual(recovered.answers.map(recordAddress), ["192.0.2.51"]);
+      // An earlier round's SERVFAIL is not the result when the last round got no answer.
+      await assert.rejects(upstream.forward(makeQuery("gone.test")), assertCode("ERR_DNS_UPSTREAM_TIMEOUT"));
+    } finally {
+      await flaky.close();
     }
   });
 

@@ -60,8 +60,14 @@ type TryOutcome =
   | { readonly kind: "timeout" }
   | { readonly kind: "failed"; readonly error: unknown };
 
-// Answers that say "this server cannot help": the next one may.
-const TRY_NEXT = new Set<number>([ResponseCode.SERVFAIL, ResponseCode.REFUSED, ResponseCode.NOTIMP]);
+/**
+ * Whether an answer's rcode is an error (FORMERR, SERVFAIL, NOTIMP, REFUSED, YXDOMAIN, YXRRSET,
+ * NXRRSET, NOTAUTH, NOTZONE) rather than a statement about the name (NOERROR, NXDOMAIN) or a code
+ * with no assigned meaning (11-15), which is passed on as it is.
+ */
+function isErrorRcode(rcode: number): boolean {
+  return rcode !== ResponseCode.NOERROR && rcode !== ResponseCode.NXDOMAIN && rcode <= 10;
+}
 
 function invalid(why: string): DnsError {
   return new DnsError("ERR_DNS_INVALID_ARGUMENT", why);
@@ -170,11 +176,14 @@ export class DnsForwarder {
 
   /**
    * Sends the query upstream and resolves with the response's bytes, their id set to the query's.
-   * Nameservers are tried in order, `attempts` rounds: a timeout, an unreachable server or a
-   * SERVFAIL/REFUSED/NOTIMP answer moves on to the next. If every try got one of those answers, the
-   * last one is returned. Rejects with `ERR_DNS_UPSTREAM_TIMEOUT` when no try got an answer and all
-   * timed out, `ERR_DNS_UPSTREAM` (with `cause`) when some failed otherwise, `ERR_DNS_MALFORMED` for
-   * bytes that are not a query, `ERR_DNS_ABORTED` when `signal` aborts, `ERR_DNS_CLOSED` after `close()`.
+   * Nameservers are tried in order, `attempts` rounds: a timeout or an unreachable server moves on to
+   * the next. An answer with an error rcode (SERVFAIL, REFUSED, FORMERR, NOTIMP, ...) ends its round
+   * without asking the next nameserver; the next round asks again from the first, and in the last
+   * round that answer is returned. So the last round decides: an error answer there is the result,
+   * and if it got no answer at all, the forward rejects, whatever earlier rounds got. Rejects with
+   * `ERR_DNS_UPSTREAM_TIMEOUT` when those tries all timed out, `ERR_DNS_UPSTREAM` (with `cause`) when
+   * some failed otherwise, `ERR_DNS_MALFORMED` for bytes that are not a query, `ERR_DNS_ABORTED` when
+   * `signal` aborts, `ERR_DNS_CLOSED` after `close()`.
    */
   async forward(query: DnsMessage | Uint8Array, options: ForwardOptions = {}): Promise<Uint8Array> {
     if (this.#closed) throw new DnsError("ERR_DNS_CLOSED", "the DNS forwarder was closed");
@@ -189,9 +198,8 @@ export class DnsForwarder {
     signal?.addEventListener("abort", onAbort, { once: true });
     this.#active.add(controller);
     try {
-      let refusal: Uint8Array | undefined;
       let lastError: unknown;
-      for (let round = 0; round < this.#attempts; round += 1) {
+      rounds: for (let round = 0; round < this.#attempts; round += 1) {
         for (const upstream of this.#upstreams) {
           let outcome =
             options.protocol === "tcp"
@@ -207,12 +215,16 @@ export class DnsForwarder {
             type: recordTypeName(question.type),
           };
           if (outcome.kind === "answer") {
-            if (!TRY_NEXT.has(outcome.message.rcode)) return withId(outcome.bytes, message.id);
+            // An error answer still ends the round (the nameserver is up and has spoken); the next
+            // round asks again from the first nameserver, which gets past a passing failure.
+            if (!isErrorRcode(outcome.message.rcode) || round === this.#attempts - 1) {
+              return withId(outcome.bytes, message.id);
+            }
             this.#logger.debug(
               { ...where, rcode: outcome.message.rcode },
-              "upstream could not answer, trying the next",
+              "upstream answered with an error, asking again next round",
             );
-            refusal = outcome.bytes;
+            continue rounds;
           } else if (outcome.kind === "timeout") {
             this.#logger.debug(where, "upstream DNS try timed out");
           } else {
@@ -221,7 +233,6 @@ export class DnsForwarder {
           }
         }
       }
-      if (refusal !== undefined) return withId(refusal, message.id);
       if (lastError === undefined) {
         throw new DnsError("ERR_DNS_UPSTREAM_TIMEOUT", `no nameserver answered ${question.name} in time`, {
           name: question.name,
