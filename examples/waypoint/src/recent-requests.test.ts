@@ -41,6 +41,7 @@ function entry(path: string, authorization: AccessLogEntry["authorization"]): Ac
         ? "rbac_access_denied_matched_policy[none]"
         : "-",
     connection_termination_details: "-",
+    upstream_transport_failure_reason: "-",
     authorization,
   };
 }
