@@ -509,9 +509,17 @@ function joinStreams(client: Duplex, upstream: Duplex, onEnd: () => void): void 
   finished(client, end);
 }
 
-/** The access log's `upstream_transport_failure_reason`: `_` for whitespace, as Envoy writes it. */
+/**
+ * `text` with `_` for each space, tab, form feed, vertical tab and line break, as Envoy writes a reason
+ * into response code details and the access log (`StringUtil::replaceAllEmptySpace`).
+ */
+function underscored(text: string): string {
+  return text.replace(/[ \t\f\v\n\r]/g, "_");
+}
+
+/** The access log's `upstream_transport_failure_reason`. */
 function transportFailureField(reason: string | undefined): string {
-  return reason === undefined ? "-" : reason.replace(/[ \t\f\v\n\r]/g, "_");
+  return reason === undefined ? "-" : underscored(reason);
 }
 
 /** Istio's cluster name of a backend: `outbound|<port>||<host>`, or `inbound-pod|<port>||<ip>`. */
@@ -730,6 +738,19 @@ type ResetReason =
   | "remote refused stream reset"
   | "protocol error";
 
+/**
+ * Whether the backend reset the HTTP/2 stream (RST_STREAM) rather than the connection ending: Node
+ * reports a reset with an error code as a stream error; the upstream and the body's end note the code
+ * of one Node reports as a plain close (NO_ERROR, CANCEL) in `details.rstCode`.
+ */
+function backendResetStream(err: unknown): boolean {
+  if ((err as { code?: unknown } | null)?.code === "ERR_HTTP2_STREAM_ERROR") return true;
+  return (
+    err instanceof RouterError &&
+    (err.details.nodeCode === "ERR_HTTP2_STREAM_ERROR" || err.details.rstCode !== undefined)
+  );
+}
+
 /** How an upstream attempt that failed before its response head is answered and flagged. */
 interface UpstreamReset {
   reason: ResetReason;
@@ -760,10 +781,8 @@ function upstreamReset(failure: UpstreamFailure, error: RouterError): UpstreamRe
     case "protocol":
       return { reason: "protocol error", flag: "UPE", status: 502 };
     case "reset":
-      // An RST_STREAM from the backend: Node reports one with an error code as a stream error, and
-      // the upstream notes the code of one without (NO_ERROR, CANCEL) while the connection lives on.
-      // Anything else ended the connection.
-      return error.details.nodeCode === "ERR_HTTP2_STREAM_ERROR" || error.details.rstCode !== undefined
+      // An RST_STREAM from the backend, else the connection ended.
+      return backendResetStream(error)
         ? { reason: "remote reset", flag: "UR", status: 503 }
         : { reason: "connection termination", flag: "UC", status: 503 };
   }
@@ -785,7 +804,7 @@ function earlyReset(
   const inDetails = transportFailure === undefined ? reason : `${reason}|${transportFailure}`;
   return [
     `upstream connect error or disconnect/reset before headers. ${retried ? "retried and the latest " : ""}reset reason: ${reason}${transport}`,
-    `upstream_reset_before_response_started{${inDetails.replace(/[ \t\f\v\n\r]/g, "_")}}`,
+    `upstream_reset_before_response_started{${underscored(inDetails)}}`,
   ];
 }
 
@@ -804,17 +823,16 @@ function withRetryLimit(retryLimitExceeded: boolean, flag: string): string {
  * that does not parse) `UPE`, anything else (the connection ended) `UC`.
  */
 function lateFailure(err: unknown): { flag: string; reason: ResetReason } {
-  const code = (err as { code?: unknown } | null)?.code;
-  if (code === "ERR_HTTP2_STREAM_ERROR" || (err instanceof RouterError && err.details.rstCode !== undefined))
-    return { flag: "UR", reason: "remote reset" };
-  if (code === "ERR_UPSTREAM_PROTOCOL") return { flag: "UPE", reason: "protocol error" };
+  if (backendResetStream(err)) return { flag: "UR", reason: "remote reset" };
+  if ((err as { code?: unknown } | null)?.code === "ERR_UPSTREAM_PROTOCOL")
+    return { flag: "UPE", reason: "protocol error" };
   return { flag: "UC", reason: "connection termination" };
 }
 
 /**
  * How many body bytes a response head promises (its `content-length`), or `undefined` when it
  * promises none: no valid length, a response to HEAD, or a status that never has a body (1xx, 204,
- * 304).
+ * 304). Only HTTP/2 bodies need it: Node's HTTP/1.1 client already fails a short one.
  */
 function declaredBodyLength(
   method: string | undefined,
@@ -828,7 +846,7 @@ function declaredBodyLength(
 
 /** The details of an upstream that failed after its response head was sent on. */
 function lateReset(reason: ResetReason): string {
-  return `upstream_reset_after_response_started{${reason.replace(/ /g, "_")}}`;
+  return `upstream_reset_after_response_started{${underscored(reason)}}`;
 }
 
 function headerBytes(headers: Record<string, unknown>): number {
@@ -1916,12 +1934,8 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
   ): void {
     // The upstream response's header object is this request's own copy: filters edit it in place.
     const headers: HeaderMap = up.headers;
-    // Read before filters may change it: what the backend promised to send.
-    const declaredLength = declaredBodyLength(
-      x.head?.method ?? x.req.method,
-      up.status,
-      headers["content-length"],
-    );
+    // Taken before filters may change it: what the backend promised to send.
+    const contentLength = headers["content-length"];
     applyHeaderFilter(headers, rule.responseHeaders);
     applyHeaderFilter(headers, backend.responseHeaders);
     x.status = up.status;
@@ -1980,17 +1994,20 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       // with the code on the stream: it is a reset. One cut short with NO_ERROR looks complete but for
       // its length: fewer bytes than the head's content-length is a reset too.
       const rstCode = (body as { rstCode?: number }).rstCode;
-      if (rstCode !== undefined && rstCode !== 0) {
-        settle(new RouterError("ERR_UPSTREAM_RESET", `upstream stream reset (code ${rstCode})`, { rstCode }));
-      } else if (declaredLength !== undefined && received < declaredLength) {
-        settle(
-          new RouterError(
-            "ERR_UPSTREAM_RESET",
-            `upstream body ended after ${received} of ${declaredLength} bytes`,
-            { rstCode: rstCode ?? 0 },
-          ),
+      // An HTTP/1.1 body has no rstCode: Node's own checks end a short one with an error instead.
+      if (rstCode === undefined) return settle(undefined);
+      if (rstCode !== 0) {
+        return settle(
+          new RouterError("ERR_UPSTREAM_RESET", `upstream stream reset (code ${rstCode})`, { rstCode }),
         );
-      } else settle(undefined);
+      }
+      const declared = declaredBodyLength(x.head?.method ?? x.req.method, up.status, contentLength);
+      if (declared === undefined || received >= declared) return settle(undefined);
+      settle(
+        new RouterError("ERR_UPSTREAM_RESET", `upstream body ended after ${received} of ${declared} bytes`, {
+          rstCode,
+        }),
+      );
     });
     body.on("error", (err: unknown) => settle(err));
     body.once("close", () => {
