@@ -182,7 +182,18 @@ describe("createCertificateAuthority (self-signed)", () => {
       seq(encodeOid("1.2.840.10045.2.1"), encodeOid("1.2.840.10045.3.1.7")),
       tlv(0x03, Buffer.from([0, 2 + yOdd]), x),
     );
+    // The same key's point moved off the curve, and one whose x is not below the field prime.
+    const y = Buffer.from(jwk.y as string, "base64url");
+    const p256Spki = (px: Buffer, py: Buffer) =>
+      seq(
+        seq(encodeOid("1.2.840.10045.2.1"), encodeOid("1.2.840.10045.3.1.7")),
+        tlv(0x03, Buffer.from([0, 4]), px, py),
+      );
+    const offCurve = p256Spki(x, Buffer.from(y.map((b, i) => (i === y.length - 1 ? b ^ 1 : b))));
+    const beyondPrime = p256Spki(Buffer.alloc(32, 0xff), y);
     const refused: [string, string][] = [
+      ["P-256 point off the curve", handMadeCsr(p256, ID, offCurve)],
+      ["P-256 x beyond the field prime", handMadeCsr(p256, ID, beyondPrime)],
       ["RSA 1024", handMadeCsr(rsa(1024), ID)],
       ["RSA 512", handMadeCsr(rsa(512), ID)],
       ["P-521", handMadeCsr(ec("secp521r1"), ID)],

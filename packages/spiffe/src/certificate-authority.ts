@@ -567,7 +567,7 @@ export async function createCertificateAuthority(
     async sign(csrPem, signOptions) {
       try {
         const id = toId(signOptions.spiffeId);
-        const csr = parseCsr(csrPem);
+        const csr = await parseCsr(csrPem);
         const idText = id.toString();
         const asked = signOptions.ignoreCsrSans === true ? [] : csr.uriSans.filter((u) => u !== idText);
         if (asked.length > 0) {

@@ -3,7 +3,7 @@ import { childrenOf, contentOf, decodeOid, expectTag, isOid, oidValue, readTlv, 
 import { SpiffeError } from "./errors.js";
 import { loadSigningKey } from "./key-pair.js";
 import { decodePem } from "./pem.js";
-import { publicKeyFromSpki } from "./public-key.js";
+import { importPublicKey } from "./public-key.js";
 import { SpiffeId } from "./spiffe-id.js";
 import { x509 } from "./x509.js";
 
@@ -113,10 +113,9 @@ function uriSansOfAttributes(der: Buffer, attributes: Tlv): string[] {
 }
 
 /**
- * Parses a PEM CSR, verifies its self-signature and checks that its key is one the mesh accepts
- * (synchronous: it is on the CA's signing path).
+ * Parses a PEM CSR, verifies its self-signature and checks that its key is one the mesh accepts.
  */
-export function parseCsr(csrPem: string): ParsedCsr {
+export async function parseCsr(csrPem: string): Promise<ParsedCsr> {
   if (typeof csrPem !== "string") throw new SpiffeError("ERR_CSR_INVALID", "CSR must be a PEM string");
   let der: Buffer;
   try {
@@ -158,7 +157,7 @@ export function parseCsr(csrPem: string): ParsedCsr {
   let ok = false;
   let key: KeyObject;
   try {
-    key = publicKeyFromSpki(spki);
+    key = await importPublicKey(spki);
     ok = verify(hash, info, key, signature);
   } catch (cause) {
     throw new SpiffeError("ERR_CSR_INVALID", "CSR public key or signature could not be used", { cause });
