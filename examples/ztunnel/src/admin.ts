@@ -113,6 +113,8 @@ export function createAdminServers(options: {
   recentConnections?: () => RecentConnections;
   registry: prom.Registry;
   isReady(): boolean;
+  /** `POST /quitquitquit` was answered: the proxy should shut down (ztunnel's admin endpoint). */
+  onQuit?: () => void;
 }): AdminServers {
   const sendJson = (res: ServerResponse, status: number, body: unknown): void => {
     const text = adminJson(body);
@@ -122,6 +124,11 @@ export function createAdminServers(options: {
     if (req.url === "/config_dump") sendJson(res, 200, options.configDump());
     else if (req.url === "/recent_connections" && options.recentConnections !== undefined) {
       sendJson(res, 200, options.recentConnections());
+    } else if (req.url === "/quitquitquit" && options.onQuit !== undefined) {
+      const onQuit = options.onQuit;
+      if (req.method !== "POST") res.writeHead(405, { allow: "POST" }).end();
+      // The answer is sent before the shutdown begins, which closes this server in the end.
+      else res.writeHead(200, { "content-type": "text/plain" }).end("shutdown now\n", () => onQuit());
     } else res.writeHead(404).end("not found\n");
   });
   const metrics = createServer((req, res) => {

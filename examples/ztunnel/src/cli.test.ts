@@ -134,6 +134,38 @@ describe("ztunnel CLI", () => {
     }
   });
 
+  it("takes the shutdown deadline from the flag, else Istio's variables, else 5 s", () => {
+    const deadline = (argv: string[], env: Record<string, string> = {}) => {
+      const got = parseZtunnelCli(argv, env);
+      return got.kind === "run" ? got.terminationDeadlineMs : got.kind === "error" ? got.message : got.kind;
+    };
+    assert.equal(deadline([]), 5000);
+    assert.equal(deadline(["--termination-deadline-ms", "12000"]), 12_000);
+    assert.equal(deadline([], { CONNECTION_TERMINATION_DEADLINE: "2s" }), 2000);
+    assert.equal(deadline([], { CONNECTION_TERMINATION_DEADLINE: "1m 30s" }), 90_000);
+    assert.equal(deadline([], { CONNECTION_TERMINATION_DEADLINE: "750ms" }), 750);
+    assert.equal(deadline([], { CONNECTION_TERMINATION_DEADLINE: "7" }), 7000, "a bare number is seconds");
+    // The pod's grace period less some time to cut what is left before the kubelet's SIGKILL.
+    assert.equal(deadline([], { TERMINATION_GRACE_PERIOD_SECONDS: "30" }), 25_000);
+    assert.equal(deadline([], { TERMINATION_GRACE_PERIOD_SECONDS: "10" }), 9000);
+    assert.equal(deadline([], { TERMINATION_GRACE_PERIOD_SECONDS: "1" }), 1000);
+    assert.equal(deadline([], { TERMINATION_GRACE_PERIOD_SECONDS: "0" }), 1000);
+    // The explicit deadline wins over the grace period, and the flag over both.
+    const both = { CONNECTION_TERMINATION_DEADLINE: "3s", TERMINATION_GRACE_PERIOD_SECONDS: "30" };
+    assert.equal(deadline([], both), 3000);
+    assert.equal(deadline(["--termination-deadline-ms", "100"], both), 100);
+    for (const [argv, env, message] of [
+      [[], { CONNECTION_TERMINATION_DEADLINE: "soon" }, /CONNECTION_TERMINATION_DEADLINE/],
+      [[], { CONNECTION_TERMINATION_DEADLINE: "5 parsecs" }, /CONNECTION_TERMINATION_DEADLINE/],
+      [[], { CONNECTION_TERMINATION_DEADLINE: "" }, /CONNECTION_TERMINATION_DEADLINE/],
+      [[], { TERMINATION_GRACE_PERIOD_SECONDS: "-3" }, /TERMINATION_GRACE_PERIOD_SECONDS/],
+      [[], { TERMINATION_GRACE_PERIOD_SECONDS: "30s" }, /TERMINATION_GRACE_PERIOD_SECONDS/],
+      [["--termination-deadline-ms", "0"], {}, /--termination-deadline-ms/],
+    ] as const) {
+      assert.match(String(deadline([...argv], env)), message, JSON.stringify(env));
+    }
+  });
+
   it("keeps -- when it is a flag's value", () => {
     assert.deepEqual(withoutSeparators(["--", "--state-dir", "--", "--"]), ["--state-dir", "--"]);
   });

@@ -120,6 +120,12 @@ export const ZTUNNEL_FLAGS = {
     description:
       "With --on-demand: longest wait for the control plane's answer before an unknown destination is decided as today (passed through or refused).",
   },
+  "termination-deadline-ms": {
+    type: "string",
+    value: "ms",
+    description:
+      "On SIGTERM, SIGINT or POST /quitquitquit: how long open connections may run before they are closed (default: CONNECTION_TERMINATION_DEADLINE, e.g. 10s; else TERMINATION_GRACE_PERIOD_SECONDS less 5 s, or less 1 s when 10 or under; else 5000). A second signal closes at once.",
+  },
   "log-level": {
     type: "string",
     value: "level",
@@ -164,6 +170,8 @@ export type ZtunnelCli =
       dedicated?: { workload: { namespace: string; name: string }; netnsPath?: string };
       /** In-pod and dedicated mode: the DNS proxy, false with `--no-dns-proxy`, else its settings. */
       dns?: false | { nameservers?: string[]; clusterDomain: string };
+      /** How long a graceful shutdown lets open connections run (see {@link terminationDeadlineMs}). */
+      terminationDeadlineMs: number;
     };
 
 /**
@@ -190,8 +198,60 @@ function positiveInteger(flag: string, text: string): number | string {
   return Number(text);
 }
 
-/** Parses the CLI arguments (without `node` and the script). */
-export function parseZtunnelCli(argv: readonly string[]): ZtunnelCli {
+const DURATION_UNITS_MS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/**
+ * A duration as ztunnel reads `CONNECTION_TERMINATION_DEADLINE`: number-unit pairs (`ms`, `s`, `m`,
+ * `h`; `1m 30s`), or a bare whole number of seconds. Undefined when it is none of these.
+ */
+export function parseDurationMs(text: string): number | undefined {
+  const trimmed = text.trim();
+  if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;
+  if (!/^(\d+(\.\d+)?\s*(ms|s|m|h)\s*)+$/.test(trimmed)) return undefined;
+  let ms = 0;
+  for (const [, value, unit] of trimmed.matchAll(/(\d+(?:\.\d+)?)\s*(ms|s|m|h)/g)) {
+    ms += Number(value) * (DURATION_UNITS_MS[unit as string] as number);
+  }
+  return Number.isSafeInteger(Math.round(ms)) ? Math.round(ms) : undefined;
+}
+
+/**
+ * The graceful shutdown's deadline, as Istio's ztunnel derives it: `--termination-deadline-ms`;
+ * else `CONNECTION_TERMINATION_DEADLINE`; else the pod's `TERMINATION_GRACE_PERIOD_SECONDS` less
+ * 5 s (less 1 s when it is 10 or under, and at least 1 s), leaving time to close what is left before
+ * the kubelet kills the process; else 5 s. A message when a value is not one.
+ */
+export function terminationDeadlineMs(
+  flag: string | undefined,
+  env: Readonly<Record<string, string | undefined>>,
+): number | string {
+  if (flag !== undefined) return positiveInteger("termination-deadline-ms", flag);
+  const explicit = env.CONNECTION_TERMINATION_DEADLINE;
+  if (explicit !== undefined) {
+    const ms = parseDurationMs(explicit);
+    if (ms === undefined)
+      return `CONNECTION_TERMINATION_DEADLINE is not a duration (such as 10s or 1m 30s): ${JSON.stringify(explicit)}`;
+    return ms;
+  }
+  const grace = env.TERMINATION_GRACE_PERIOD_SECONDS;
+  if (grace !== undefined) {
+    if (!/^\d{1,9}$/.test(grace))
+      return `TERMINATION_GRACE_PERIOD_SECONDS is not a whole number of seconds: ${JSON.stringify(grace)}`;
+    const seconds = Number(grace);
+    return Math.max(seconds > 10 ? seconds - 5 : seconds - 1, 1) * 1000;
+  }
+  return 5000;
+}
+
+/**
+ * Parses the CLI arguments (without `node` and the script). `env` gives the environment variables
+ * Istio's ztunnel reads for what has no flag set (`CONNECTION_TERMINATION_DEADLINE`,
+ * `TERMINATION_GRACE_PERIOD_SECONDS`); default none.
+ */
+export function parseZtunnelCli(
+  argv: readonly string[],
+  env: Readonly<Record<string, string | undefined>> = {},
+): ZtunnelCli {
   const options = Object.fromEntries(
     Object.entries(ZTUNNEL_FLAGS as Record<string, FlagSpec>).map(([name, spec]) => [
       name,
@@ -221,6 +281,8 @@ export function parseZtunnelCli(argv: readonly string[]): ZtunnelCli {
   if (typeof max === "string") return { kind: "error", message: max };
   const onDemandTimeout = positiveInteger("on-demand-timeout-ms", String(values["on-demand-timeout-ms"]));
   if (typeof onDemandTimeout === "string") return { kind: "error", message: onDemandTimeout };
+  const deadline = terminationDeadlineMs(values["termination-deadline-ms"] as string | undefined, env);
+  if (typeof deadline === "string") return { kind: "error", message: deadline };
   const inPodMode = values["zds-socket"] !== undefined || values.dedicated !== undefined;
   const dnsFlags = ["no-dns-proxy", "dns-nameservers"].filter((f) => values[f] !== undefined);
   if (!inPodMode && dnsFlags.length > 0)
@@ -273,6 +335,7 @@ export function parseZtunnelCli(argv: readonly string[]): ZtunnelCli {
     kind: "run",
     args: values as ZtunnelArgs,
     socks5: { handshakeTimeoutMs: timeout, maxHandshakes: max },
+    terminationDeadlineMs: deadline,
     ...(values["on-demand"] === true ? { onDemand: { timeoutMs: onDemandTimeout } } : {}),
     ...(dedicated === undefined ? {} : { dedicated }),
     ...(inPodMode

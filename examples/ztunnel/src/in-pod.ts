@@ -364,6 +364,15 @@ export interface InPodProxies {
   identityInUse(identity: string): boolean;
   /** The pods served (pods still waiting for their workload are not listed). */
   summaries(): InPodSummary[];
+  /**
+   * Graceful shutdown: every pod's listeners close (TCP and DNS; connections held for a pod not
+   * served yet are reset) and its HBONE server sends GOAWAY on its connections, whose tunnels have
+   * `deadlineMs` to end (then they are reset). Open connections carry on; pods stay until close().
+   * Adds fail from now on (`ERR_ZTUNNEL_CLOSED`), and no listener opens again.
+   */
+  drain(deadlineMs: number): void;
+  /** Since {@link InPodProxies.drain}: every pod's HBONE server has closed, its connections with it. */
+  drained(): boolean;
   close(): Promise<void>;
 }
 
@@ -417,6 +426,10 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
   const proxies = new Map<string, InPodProxy>();
   /** Pods being added, so a removal that races an add wins. */
   const adding = new Map<string, { cancelled: boolean }>();
+  /** A graceful shutdown began: nothing opens any more. */
+  let draining = false;
+  /** HBONE servers still closing since the drain began. */
+  let hboneClosing = 0;
   // Istio's ztunnel names (src/inpod/metrics.rs), so its dashboards read them; in in-pod mode only,
   // as Istio's ztunnel registers them. promtool flags the gauges' `_count` suffix: they are Istio's names.
   const sink = options.proxyMetrics === true ? metrics : noopMetrics;
@@ -744,6 +757,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
       if (p.removed) {
         throw new ZtunnelError("ERR_ZTUNNEL_CLOSED", `pod ${pod.uid} was removed while its listeners opened`);
       }
+      if (draining) throw new ZtunnelError("ERR_ZTUNNEL_CLOSED", "the proxy is shutting down");
       p.listening = true;
     } catch (err) {
       // A listener still opening when the pod was removed is listening by now: closed here.
@@ -761,7 +775,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
     clearTimeout(p.retryTimer);
     p.retryTimer = setTimeout(() => {
       p.retryTimer = undefined;
-      if (p.removed || options.isClosed()) return;
+      if (p.removed || draining || options.isClosed()) return;
       reopen(p).catch(() => {
         // the next try is scheduled
       });
@@ -774,7 +788,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
    * served as any; on failure the next try is scheduled and it throws.
    */
   const reopen = (p: InPodProxy): Promise<void> => {
-    if (p.listening || p.removed) return Promise.resolve();
+    if (p.listening || p.removed || draining) return Promise.resolve();
     if (p.reopening !== undefined) return p.reopening;
     clearTimeout(p.retryTimer);
     p.retryTimer = undefined;
@@ -809,6 +823,10 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
     );
 
   const add = async (pod: InPodWorkload, addOptions: { requireWorkload?: boolean } = {}): Promise<void> => {
+    if (draining) {
+      pod.netns.close();
+      throw new ZtunnelError("ERR_ZTUNNEL_CLOSED", "the proxy is shutting down");
+    }
     const netnsId = netnsIdOf(pod.netns);
     const existing = proxies.get(pod.uid);
     if (existing !== undefined && netnsId !== undefined && existing.netnsId === netnsId) {
@@ -1076,6 +1094,25 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
         identity: identityOf(p.serving.workload),
         workload: `${p.serving.workload.namespace}/${p.serving.workload.name}`,
       })),
+    drain(deadlineMs) {
+      if (draining) return;
+      draining = true;
+      for (const s of adding.values()) s.cancelled = true;
+      for (const p of proxies.values()) {
+        clearTimeout(p.retryTimer);
+        p.retryTimer = undefined;
+        closeListeners(p).catch(() => {});
+        if (p.serving === undefined) continue;
+        hboneClosing++;
+        p.serving.hboneServer
+          .close({ timeoutMs: deadlineMs })
+          .catch(() => {})
+          .finally(() => {
+            hboneClosing--;
+          });
+      }
+    },
+    drained: () => hboneClosing === 0,
     async close() {
       for (const s of adding.values()) s.cancelled = true;
       await Promise.all([...proxies.keys()].map(remove));

@@ -8,7 +8,7 @@ import { warnMissingProxyNodeFlags } from "./runtime-flags.js";
 import { type TokenFileReader, tokenFileReader } from "./token-file.js";
 import { startZtunnel } from "./ztunnel.js";
 
-const cli = parseZtunnelCli(process.argv.slice(2));
+const cli = parseZtunnelCli(process.argv.slice(2), process.env);
 if (cli.kind === "help") {
   process.stdout.write(ztunnelUsage());
   process.exit(0);
@@ -63,10 +63,20 @@ const ztunnel = await startZtunnel({
   ...(values["zds-socket"] === undefined ? {} : { zdsSocketPath: values["zds-socket"] }),
   ...(values["no-original-source"] === true ? { inPod: { originalSource: false } } : {}),
   buildTag: values["build-tag"] ?? "unknown",
+  terminationDeadlineMs: cli.terminationDeadlineMs,
   ...(cli.dedicated === undefined ? {} : { dedicated: cli.dedicated }),
   ...(cli.onDemand === undefined ? {} : { onDemand: cli.onDemand }),
   ...(cli.dns === undefined ? {} : { dns: cli.dns }),
 });
+// Whatever closes the proxy (a signal, POST /quitquitquit, a failed start) ends the process.
+let exitCode = 0;
+ztunnel.closed.then(
+  () => process.exit(exitCode),
+  (err: unknown) => {
+    logger.error({ err: (err as Error).message }, "closing failed");
+    process.exit(1);
+  },
+);
 ztunnel.ready.then(
   () => logger.info({ socks5: ztunnel.addresses.socks5 }, "ready: point SOCKS5 clients here"),
   (err: unknown) => {
@@ -74,16 +84,22 @@ ztunnel.ready.then(
     // that xDS does not know, is.
     if ((err as { code?: unknown }).code === "ERR_ZTUNNEL_CLOSED") return;
     logger.error({ err: (err as Error).message }, "the proxy cannot become ready");
-    void ztunnel.close().finally(() => process.exit(1));
+    exitCode = 1;
+    ztunnel.close().catch(() => {});
   },
 );
 
+// The first signal drains (open connections have until the deadline), as Istio's ztunnel does; a
+// second one closes at once. POST /quitquitquit on the admin port drains too.
+let signals = 0;
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.once(signal, () => {
-    logger.info({ signal }, "shutting down");
-    ztunnel.close().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
+  process.on(signal, () => {
+    if (signals++ === 0) {
+      logger.info({ signal, deadlineMs: cli.terminationDeadlineMs }, "shutting down");
+      ztunnel.shutdown().catch(() => {});
+    } else {
+      logger.info({ signal }, "second signal: closing at once");
+      ztunnel.close().catch(() => {});
+    }
   });
 }

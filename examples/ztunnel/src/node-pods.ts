@@ -55,6 +55,14 @@ export interface NodePods {
   has(identity: string): boolean;
   size(): number;
   summaries(): LocalPodSummary[];
+  /**
+   * Graceful shutdown: every pod's HBONE listener stops accepting and sends GOAWAY on its
+   * connections, whose tunnels have `deadlineMs` to end (then they are reset); no listener opens
+   * from now on.
+   */
+  drain(deadlineMs: number): void;
+  /** Since {@link NodePods.drain}: every listener has closed, its connections with it. */
+  drained(): boolean;
   close(): Promise<void>;
 }
 
@@ -67,9 +75,22 @@ export function createNodePods(options: NodePodsOptions): NodePods {
   const { logger, metrics, trustOf } = options;
   const pods = new Map<string, NodePod>();
 
+  let draining = false;
+  /** The HBONE servers still closing since the drain began. */
+  let closing = 0;
+  const drainServer = (server: HboneServer, deadlineMs: number): void => {
+    closing++;
+    server
+      .close({ timeoutMs: deadlineMs })
+      .catch(() => {})
+      .finally(() => {
+        closing--;
+      });
+  };
+
   const startPod = async (pod: NodePod): Promise<void> => {
     let attempt = 0;
-    while (!pod.stopped && !options.isClosed()) {
+    while (!pod.stopped && !draining && !options.isClosed()) {
       try {
         const svid = await options.svidOf(pod.identity);
         if (pod.stopped || options.isClosed()) return;
@@ -88,7 +109,7 @@ export function createNodePods(options: NodePodsOptions): NodePods {
           throw err;
         }
         pod.server = server;
-        if (pod.stopped || options.isClosed()) await server.close({ timeoutMs: 0 });
+        if (pod.stopped || draining || options.isClosed()) await server.close({ timeoutMs: 0 });
         else logger.info({ pod: pod.uid, ip: pod.ip, identity: pod.identity }, "inbound HBONE listener up");
         return;
       } catch (err) {
@@ -114,6 +135,7 @@ export function createNodePods(options: NodePodsOptions): NodePods {
   const has = (identity: string): boolean => [...pods.values()].some((p) => p.identity === identity);
 
   const reconcile = (): void => {
+    if (draining) return;
     const wanted = new Map<string, Workload>();
     for (const w of options.store.workloadsOnNode(options.nodeName)) if (usesHbone(w)) wanted.set(w.uid, w);
     for (const pod of [...pods.values()]) {
@@ -154,6 +176,12 @@ export function createNodePods(options: NodePodsOptions): NodePods {
         identity: p.identity,
         listening: p.server !== undefined,
       })),
+    drain(deadlineMs) {
+      if (draining) return;
+      draining = true;
+      for (const pod of pods.values()) if (pod.server !== undefined) drainServer(pod.server, deadlineMs);
+    },
+    drained: () => closing === 0,
     async close() {
       await Promise.all(
         [...pods.values()].map(async (p) => {

@@ -159,6 +159,12 @@ export interface ZtunnelOptions {
    * subscribed. Default false: every address, as ztunnel's default.
    */
   onDemand?: boolean | { timeoutMs?: number; maxUnresolved?: number; network?: string };
+  /**
+   * How long {@link RunningZtunnel.shutdown} lets open connections run before it closes them.
+   * Default 5000 ms; ztunnel `CONNECTION_TERMINATION_DEADLINE` (the CLI reads it, and
+   * `TERMINATION_GRACE_PERIOD_SECONDS`, with `terminationDeadlineMs` of `cli.ts`).
+   */
+  terminationDeadlineMs?: number;
   /** SOCKS5 listener limits. */
   socks5?: {
     /** Time from accept to the final reply (the dial included). Default 10 000 ms. */
@@ -224,9 +230,27 @@ export interface RunningZtunnel {
   removePod(uid: string): Promise<boolean>;
   /** Sockets this proxy has open for the data path (all, or one in-pod pod's): for leak checks. */
   openSockets(podUid?: string): number;
-  /** Closes every listener and connection and the control-plane streams. */
+  /**
+   * Shuts down gracefully, as Istio's ztunnel drains on SIGTERM: stops accepting (the SOCKS5 and
+   * every pod's listeners close, DNS included; the readiness probe answers 503; the node agent's ZDS
+   * connection closes), sends GOAWAY on inbound HBONE connections so peers open no new tunnels on
+   * them, and lets open connections run until they end or `deadlineMs` (default
+   * `terminationDeadlineMs`) has passed, then closes everything as {@link close} does. Resolves once
+   * closed; every call returns the first call's promise. A bad deadline throws
+   * `ERR_ZTUNNEL_INVALID_OPTION`. `POST /quitquitquit` on the admin port starts it too.
+   */
+  shutdown(options?: { deadlineMs?: number }): Promise<void>;
+  /** Closes every listener and connection and the control-plane streams at once (a shutdown under way too). */
   close(): Promise<void>;
+  /**
+   * Resolves once the proxy has closed, whatever closed it (close(), shutdown, `POST /quitquitquit`);
+   * rejects as close() does when closing failed.
+   */
+  readonly closed: Promise<void>;
 }
+
+/** Default of {@link ZtunnelOptions.terminationDeadlineMs}: ztunnel's `CONNECTION_TERMINATION_DEADLINE`. */
+export const DEFAULT_TERMINATION_DEADLINE_MS = 5000;
 
 const DEFAULT_PORTS: ZtunnelPorts = {
   admin: 15000,
@@ -339,6 +363,16 @@ function validate(options: ZtunnelOptions): void {
     if (timeoutMs !== undefined && !(timeoutMs > 0)) {
       throw new ZtunnelError("ERR_ZTUNNEL_INVALID_OPTION", `dns.timeoutMs ${timeoutMs} is not positive`);
     }
+  }
+  checkDeadline("terminationDeadlineMs", options.terminationDeadlineMs);
+}
+
+function checkDeadline(name: string, value: number | undefined): void {
+  if (value !== undefined && !(Number.isSafeInteger(value) && value >= 0)) {
+    throw new ZtunnelError(
+      "ERR_ZTUNNEL_INVALID_OPTION",
+      `${name} must be a whole number of ms, got ${value}`,
+    );
   }
 }
 
@@ -566,7 +600,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
   // Nor while a pod is pending, its listeners not open yet (tried again until they are), as Istio's
   // is not ready while a proxy it could not start is pending.
   function isReady(): boolean {
-    return readyFlag && (zds?.synced ?? true) && inPod.pending().length === 0;
+    return readyFlag && !draining && (zds?.synced ?? true) && inPod.pending().length === 0;
   }
   const configDump = (): ConfigDump => ({
     node,
@@ -588,10 +622,29 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     recentConnections: connectionHistory.recent,
     registry,
     isReady,
+    onQuit: () => {
+      logger.info({}, "shutdown asked for on the admin port");
+      shutdown().catch(() => {});
+    },
   });
 
-  const close = async (): Promise<void> => {
-    if (closed) return;
+  let closing: Promise<void> | undefined;
+  let markClosed = () => {};
+  let markFailed = (_err: unknown) => {};
+  const closedPromise = new Promise<void>((resolve, reject) => {
+    markClosed = resolve;
+    markFailed = reject;
+  });
+  // Awaited or not by the embedder: a failed close is reported by close() too.
+  closedPromise.catch(() => {});
+  const close = (): Promise<void> => {
+    closing ??= teardown().then(markClosed, (err: unknown) => {
+      markFailed(err);
+      throw err;
+    });
+    return closing;
+  };
+  const teardown = async (): Promise<void> => {
     closed = true;
     clearInterval(bytesReport);
     for (const [t, resolve] of timers) {
@@ -625,6 +678,51 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     dnsProxy?.close();
     hostNetwork.destroy();
     state.close();
+  };
+
+  // ---- graceful shutdown --------------------------------------------------------------------------
+  let draining = false;
+  let shuttingDown: Promise<void> | undefined;
+  /** Nothing is left to finish: no connection, socket or SOCKS5 handshake, every HBONE server closed. */
+  const drained = (): boolean =>
+    connections.connections().length === 0 &&
+    connections.socketCount() === 0 &&
+    socks5.handler.inProgress() === 0 &&
+    nodePods.drained() &&
+    inPod.drained();
+  const drainThenClose = async (deadlineMs: number): Promise<void> => {
+    if (closed) return close();
+    draining = true;
+    const deadline = performance.now() + deadlineMs;
+    logger.info(
+      { deadlineMs, connections: connections.connections().length },
+      "shutting down: no new connections, the open ones have until the deadline",
+    );
+    zds?.close();
+    if (socks5.server.listening) socks5.server.close();
+    nodePods.drain(deadlineMs);
+    inPod.drain(deadlineMs);
+    while (!closed && !drained()) {
+      const left = deadline - performance.now();
+      if (left <= 0) break;
+      await pause(Math.min(25, left));
+    }
+    if (!closed) {
+      if (drained()) logger.info({}, "drained");
+      else
+        logger.warn(
+          { connections: connections.connections().length, sockets: connections.socketCount(), deadlineMs },
+          "shutdown deadline passed, closing what is open",
+        );
+    }
+    await close();
+  };
+  const shutdown = (shutdownOptions: { deadlineMs?: number } = {}): Promise<void> => {
+    checkDeadline("deadlineMs", shutdownOptions.deadlineMs);
+    shuttingDown ??= drainThenClose(
+      shutdownOptions.deadlineMs ?? options.terminationDeadlineMs ?? DEFAULT_TERMINATION_DEADLINE_MS,
+    );
+    return shuttingDown;
   };
 
   let addresses: ZtunnelAddresses;
@@ -686,6 +784,8 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     addPod: (pod) => inPod.add(pod),
     removePod,
     openSockets: (podUid) => connections.socketCount(podUid),
+    shutdown,
     close,
+    closed: closedPromise,
   };
 }

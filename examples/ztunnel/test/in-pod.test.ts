@@ -736,6 +736,69 @@ spec:
     await closed;
   });
 
+  it("hands pods over in an upgrade: a second ztunnel serves beside this one, then drains and keeps its open connection until it ends", async () => {
+    assert.ok(ztunnel !== undefined && cp !== undefined);
+    const listeners = (port: number) =>
+      inNs(ns.sleep, "ss", "-Htln", "sport", `= :${port}`).trim().split("\n").length;
+    const dir2 = mkdtempSync(join(tmpdir(), "ambient-zds-"));
+    const zds2 = createZdsServer({ path: join(dir2, "ztunnel.sock") });
+    await zds2.listen();
+    let second: RunningZtunnel | undefined;
+    const sockets: Socket[] = [];
+    try {
+      second = await startZtunnel({
+        nodeName: "node-a",
+        nodeIp: "127.0.0.1",
+        controlPlaneAddress: cp.address,
+        rootCertPem: cp.rootCertPem,
+        token: await cp.tokenFor("node-a"),
+        ports: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
+        zdsSocketPath: join(dir2, "ztunnel.sock"),
+        inPod: { workloadWaitMs: 1000 },
+      });
+      await second.ready;
+      for (const name of ["sleep", "echo"] as const) {
+        const acked = await zds2.addWorkload({
+          uid: `pod-uid-${name}`,
+          workloadInfo: { name, namespace: "default", serviceAccount: name },
+          netns: openNetns(`/var/run/netns/${ns[name]}`),
+        });
+        assert.equal(acked, true);
+      }
+      assert.equal(listeners(15001), 2, "both proxies listen in the pod");
+      // SO_REUSEPORT spreads new connections over both: open some until the second has one.
+      const outboundOnSecond = () =>
+        second?.configDump().connections.some((c) => c.direction === "outbound") === true;
+      for (let i = 0; i < 40 && !outboundOnSecond(); i++) sockets.push(await capturedRequest());
+      assert.ok(outboundOnSecond(), "one of the connections went through the second proxy");
+
+      let done = false;
+      const shutdown = second.shutdown({ deadlineMs: 30_000 }).then(() => {
+        done = true;
+      });
+      assert.equal(second.isReady(), false);
+      await until("the second proxy's listeners to close", () => listeners(15001) === 1);
+      // New connections all go to the proxy that stays.
+      const fresh = await httpGet(ns.sleep, `http://${ip.echo}:${allowedPort}/`);
+      assert.match(fresh.out, /^allowed from echo/, fresh.out);
+      // Every open connection, the second proxy's included, still carries a request.
+      for (const socket of sockets) {
+        const answer = once(socket, "data");
+        socket.write(`GET / HTTP/1.1\r\nhost: ${ip.echo}\r\n\r\n`);
+        assert.match(String((await answer)[0]), /^HTTP\/1\.1 200/);
+      }
+      assert.equal(done, false, "the drain waits for the open connection");
+      for (const socket of sockets) socket.destroy();
+      await shutdown;
+      assert.equal(second.openSockets(), 0);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await second?.close();
+      zds2.close();
+      rmSync(dir2, { recursive: true, force: true });
+    }
+  });
+
   it("a pod deleted over ZDS while a connection flows leaves no listener, socket or namespace reference", async () => {
     const socket = await capturedRequest();
     const closed = closedOf(socket);
