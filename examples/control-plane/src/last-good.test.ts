@@ -184,3 +184,31 @@ describe("applyLastGood: deletions and valid edits", () => {
     assert.match(errors[0]?.message ?? "", /status\.podIP must be a string/);
   });
 });
+
+describe("objectId", () => {
+  const object = (kind: string, apiVersion?: string): KubeObject => ({
+    kind,
+    ...(apiVersion === undefined ? {} : { apiVersion }),
+    metadata: { name: "x", namespace: "demo" },
+    source: "test",
+  });
+
+  it("names a mesh kind by kind, namespace and name, whatever its version", () => {
+    assert.equal(objectId(object("Gateway", "gateway.networking.k8s.io/v1")), "Gateway/demo/x");
+    assert.equal(objectId(object("Gateway", "gateway.networking.k8s.io/v1beta1")), "Gateway/demo/x");
+    assert.equal(objectId(object("Gateway")), "Gateway/demo/x");
+    assert.equal(objectId(object("Service", "v1")), "Service/demo/x");
+    assert.equal(objectId(object("Widget", "example.com/v1")), "Widget/demo/x");
+  });
+
+  it("names the same kind of another API group apart", () => {
+    assert.equal(objectId(object("Gateway", "networking.istio.io/v1")), "Gateway.networking.istio.io/demo/x");
+    assert.equal(objectId(object("Service", "serving.knative.dev/v1")), "Service.serving.knative.dev/demo/x");
+  });
+
+  it("knows each kind the Kubernetes source reads by the group it reads it from", async () => {
+    const { MESH_RESOURCES } = await import("./sources/kubernetes-source.js");
+    const { MESH_KIND_GROUPS } = await import("./manifests.js");
+    for (const r of MESH_RESOURCES) assert.equal(MESH_KIND_GROUPS.get(r.kind), r.group, r.kind);
+  });
+});

@@ -1,7 +1,7 @@
 // Last good state wins: an edit that cannot be read or validated never removes what was served from
 // that file (above all a policy, whose removal opens the mesh). A pure function of the previous objects
 // per file and the new parse, so every case is a row in a table test.
-import type { KubeObject, ParsedManifestFile } from "./manifests.js";
+import { foreignGroupOf, type KubeObject, type ParsedManifestFile } from "./manifests.js";
 
 /** A manifest problem that kept an edit from being applied. */
 export interface ManifestError {
@@ -26,9 +26,15 @@ export interface LastGoodResult {
 /** Returns why an object read from a manifest cannot be served, or undefined when it can. */
 export type ObjectValidator = (object: KubeObject) => string | undefined;
 
-/** `Kind/namespace/name`, the identity an object keeps across edits. */
+/**
+ * `Kind/namespace/name`, the identity an object keeps across edits; `Kind.group/namespace/name` for a
+ * kind the mesh reads from another API group (`Gateway.networking.istio.io/...`), which is another
+ * object than the mesh's own of the same name.
+ */
 export function objectId(object: KubeObject): string {
-  const id = `${object.kind}/${object.metadata.namespace ?? "default"}/${object.metadata.name}`;
+  const foreign = foreignGroupOf(object);
+  const kind = foreign === undefined ? object.kind : `${object.kind}.${foreign}`;
+  const id = `${kind}/${object.metadata.namespace ?? "default"}/${object.metadata.name}`;
   // The Kubernetes source names a namespaced object by this same text: hand back its string, so the
   // maps keyed by id (last good state, change-set index) hold no copy per object.
   return object.source === id ? object.source : id;

@@ -223,6 +223,49 @@ const KINDS_OF_GROUP: ReadonlyMap<string, ReadonlySet<string>> = new Map([
   ["security.istio.io", new Set(["AuthorizationPolicy", "PeerAuthentication", "RequestAuthentication"])],
 ]);
 
+/**
+ * The API group the mesh reads each of its kinds from: the Kubernetes source's resources, and the
+ * folder's Deployment (pods by annotation). An object of one of these kinds from another group (a
+ * `networking.istio.io` Gateway, a Knative `serving.knative.dev` Service) is another resource, which
+ * a cluster's informers never list: the folder does not serve it either.
+ */
+export const MESH_KIND_GROUPS: ReadonlyMap<string, string> = new Map([
+  ["Namespace", ""],
+  ["Node", ""],
+  ["Service", ""],
+  ["Pod", ""],
+  ["Deployment", "apps"],
+  ["EndpointSlice", "discovery.k8s.io"],
+  ["AuthorizationPolicy", "security.istio.io"],
+  ["PeerAuthentication", "security.istio.io"],
+  ["RequestAuthentication", "security.istio.io"],
+  ["GatewayClass", "gateway.networking.k8s.io"],
+  ["Gateway", "gateway.networking.k8s.io"],
+  ["HTTPRoute", "gateway.networking.k8s.io"],
+  ["GRPCRoute", "gateway.networking.k8s.io"],
+  ["ReferenceGrant", "gateway.networking.k8s.io"],
+  ["ServiceEntry", "networking.istio.io"],
+  ["WorkloadEntry", "networking.istio.io"],
+]);
+
+/** The API group of `apiVersion` (`""` for the core group's `v1`), or undefined without one. */
+export function apiGroupOf(object: Pick<KubeObject, "apiVersion">): string | undefined {
+  const { apiVersion } = object;
+  if (apiVersion === undefined) return undefined;
+  const slash = apiVersion.indexOf("/");
+  return slash < 0 ? "" : apiVersion.slice(0, slash);
+}
+
+/**
+ * The group of an object whose kind the mesh reads from another group ({@link MESH_KIND_GROUPS}),
+ * else undefined (a mesh object, an object without `apiVersion`, or a kind the mesh does not read).
+ */
+export function foreignGroupOf(object: Pick<KubeObject, "kind" | "apiVersion">): string | undefined {
+  const expected = MESH_KIND_GROUPS.get(object.kind);
+  const group = apiGroupOf(object);
+  return expected === undefined || group === undefined || group === expected ? undefined : group;
+}
+
 function toObject(value: unknown, source: string): KubeObject | string {
   if (!isRecord(value)) return "a manifest document must be an object";
   const { kind, metadata } = value;

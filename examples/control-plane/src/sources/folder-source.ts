@@ -8,6 +8,7 @@ import { ControlPlaneError } from "../errors.js";
 import { applyLastGood, objectId } from "../last-good.js";
 import {
   DEFAULT_MANIFEST_LIMITS,
+  foreignGroupOf,
   type KubeObject,
   type ManifestLimits,
   type ParsedManifestFile,
@@ -153,7 +154,12 @@ export function createFolderSource(options: FolderSourceOptions): ConfigSource {
         });
       }
       const merged = applyLastGood(lastGood, files, validateManifestObject);
-      const objects = [...merged.files.keys()].sort().flatMap((file) => merged.files.get(file) ?? []);
+      // Objects of a mesh kind from another API group are kept per file (their edits are followed)
+      // but not served: a cluster's informers never list them.
+      const objects = [...merged.files.keys()]
+        .sort()
+        .flatMap((file) => merged.files.get(file) ?? [])
+        .filter((object) => foreignGroupOf(object) === undefined);
       // The allocation writes into the objects, as the cluster's allocator writes their status: an
       // unchanged object already shows its addresses and is left as it is, so identity still tells
       // what changed.
