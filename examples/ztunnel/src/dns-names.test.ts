@@ -53,6 +53,8 @@ function mesh(): WorkloadStore {
   add(service("ns2", "private.ns2.svc.cluster.local", ["10.0.0.13"], { visibility: "NAMESPACE" }));
   add(service("ns2", "db.ns2.svc.cluster.local", []));
   add(service("ns2", "noaddress.example.com", []));
+  // A ServiceEntry host in the form of a pod's hostname and subdomain.
+  add(service("ns2", "web-0.web.ns2.svc.cluster.local", ["240.240.0.9"]));
   add(
     service("ns2", "remote.ns2.svc.cluster.local", [], {
       addresses: [
@@ -95,6 +97,20 @@ describe("resolveMeshName", () => {
         name,
       );
     }
+  });
+
+  it("answers a host in a pod's hostname.subdomain form by its short spellings", () => {
+    const web = {
+      kind: "answer",
+      service: "ns2/web-0.web.ns2.svc.cluster.local",
+      addresses: ["240.240.0.9"],
+    };
+    for (const name of ["web-0.web", "web-0.web.ns2", "web-0.web.ns2.svc"]) {
+      assert.deepEqual(ask(ns2, name), web, name);
+    }
+    // hostname.subdomain is the asking pod's namespace only.
+    assert.deepEqual(ask(ns1, "web-0.web.ns2"), web);
+    assert.deepEqual(ask(ns1, "web-0.web"), { kind: "forward" });
   });
 
   it("answers another namespace's Service by name.namespace but not by its short name", () => {
@@ -276,14 +292,17 @@ describe("resolveMeshName", () => {
 });
 
 describe("kubernetesExpansions", () => {
-  it("expands short Kubernetes names only", () => {
+  it("expands short Kubernetes names only, as ztunnel's to_kube_fqdns", () => {
+    // ztunnel's forms: <service>.<namespace>[.svc] and a pod's <hostname>.<subdomain>[.<namespace>[.svc]].
     const cases: [string, string[]][] = [
       ["name", ["name.ns1.svc.cluster.local"]],
-      ["name.ns2", ["name.ns2.svc.cluster.local"]],
-      ["name.ns2.svc", ["name.ns2.svc.cluster.local"]],
-      ["name.ns2.not-svc", []],
+      ["name.ns2", ["name.ns2.svc.cluster.local", "name.ns2.ns1.svc.cluster.local"]],
+      ["name.ns2.svc", ["name.ns2.svc.cluster.local", "name.ns2.svc.svc.cluster.local"]],
+      ["host.sub.ns2", ["host.sub.ns2.svc.cluster.local"]],
+      ["host.sub.ns2.svc", ["host.sub.ns2.svc.cluster.local"]],
       ["name.ns2.svc.cluster", []],
       ["name.ns2.svc.cluster.local", []],
+      ["a.b.c.d.e", []],
     ];
     for (const [name, expected] of cases) {
       assert.deepEqual(kubernetesExpansions(name, "ns1", "cluster.local"), expected, name);

@@ -64,15 +64,23 @@ export function kubernetesSearchDomains(namespace: string, clusterDomain: string
 }
 
 /**
- * The fully qualified Service names a short Kubernetes name can stand for, from a pod in
- * `namespace`: `name` -> `name.<namespace>.svc.<domain>`, `name.ns` -> `name.ns.svc.<domain>`,
- * `name.ns.svc` -> `name.ns.svc.<domain>`. Longer names are taken as they are.
+ * The fully qualified names a short Kubernetes name can stand for, from a pod in `namespace`, in
+ * ztunnel's order (`to_kube_fqdns`): a Service's `name` -> `name.<namespace>.svc.<domain>`,
+ * `name.ns` -> `name.ns.svc.<domain>`, `name.ns.svc` -> `name.ns.svc.<domain>`; and a pod's
+ * `host.sub` -> `host.sub.<namespace>.svc.<domain>`, `host.sub.ns` -> `host.sub.ns.svc.<domain>`,
+ * `host.sub.ns.svc` -> `host.sub.ns.svc.<domain>`. Longer names are taken as they are.
  */
 export function kubernetesExpansions(name: string, namespace: string, clusterDomain: string): string[] {
   const labels = name === "" ? 0 : name.split(".").length;
-  if (labels === 1) return [`${name}.${namespace}.svc.${clusterDomain}`];
-  if (labels === 2) return [`${name}.svc.${clusterDomain}`];
-  if (labels === 3 && name.endsWith(".svc")) return [`${name}.${clusterDomain}`];
+  const svcDomain = `svc.${clusterDomain}`;
+  if (labels === 1) return [`${name}.${namespace}.${svcDomain}`];
+  if (labels === 2) return [`${name}.${svcDomain}`, `${name}.${namespace}.${svcDomain}`];
+  if (labels === 3) {
+    return name.endsWith(".svc")
+      ? [`${name}.${clusterDomain}`, `${name}.${svcDomain}`]
+      : [`${name}.${svcDomain}`];
+  }
+  if (labels === 4 && name.endsWith(".svc")) return [`${name}.${clusterDomain}`];
   return [];
 }
 
