@@ -107,7 +107,7 @@ describe("ServiceEntry -> Address services", () => {
       name: "allocated status.addresses are used for their host unless resolution is NONE",
       yaml: `${se(
         "a",
-        "{ hosts: [a.example.com, b.example.com], resolution: DNS, ports: [{ number: 80 }] }",
+        "{ hosts: [a.example.com, b.example.com], resolution: DNS, ports: [{ number: 80, protocol: HTTP }] }",
       )}status: { addresses: [{ host: a.example.com, value: 240.240.0.9 }] }\n`,
       served: { "ns1/a.example.com": ["240.240.0.9"], "ns1/b.example.com": [] },
     },
@@ -452,7 +452,7 @@ describe("ServiceEntry and WorkloadEntry -> Address workloads", () => {
       NS +
         se(
           "ext",
-          "{ hosts: [api.example.com, '*.wild.example.com'], resolution: DNS, ports: [{ number: 443 }] }",
+          "{ hosts: [api.example.com, '*.wild.example.com'], resolution: DNS, ports: [{ number: 443, protocol: TLS }] }",
         ),
     );
     const w = workload(
@@ -743,6 +743,54 @@ describe("ServiceEntry and WorkloadEntry validation", () => {
       yaml: "spec: { hosts: [a.example.com], addresses: [example.com] }",
       problem: /spec\.addresses\[0\] "example\.com" is not an IP address or CIDR/,
     },
+    // istiod's admission rules for DYNAMIC_DNS, and for several hosts on one port.
+    {
+      name: "DYNAMIC_DNS with wildcard hosts and HTTP, TLS, GRPC and HTTP2 ports",
+      yaml: "spec: { hosts: ['*.a.example.com', '*.b.example.com'], resolution: DYNAMIC_DNS, location: MESH_INTERNAL, ports: [{ number: 80, protocol: http }, { number: 443, protocol: TLS }, { number: 9000, protocol: GRPC }, { number: 9001, protocol: HTTP2 }] }",
+      problem: undefined,
+    },
+    {
+      name: "DYNAMIC_DNS with a host that is not a wildcard",
+      yaml: "spec: { hosts: ['*.example.com', api.example.com], resolution: DYNAMIC_DNS, ports: [{ number: 80, protocol: HTTP }] }",
+      problem:
+        /spec\.hosts\[1\] "api\.example\.com" must be a wildcard \(\*\.domain\) with resolution DYNAMIC_DNS/,
+    },
+    {
+      name: "DYNAMIC_DNS with addresses",
+      yaml: "spec: { hosts: ['*.example.com'], resolution: DYNAMIC_DNS, addresses: [240.0.0.1], ports: [{ number: 80, protocol: HTTP }] }",
+      problem: /spec\.addresses cannot be set with resolution DYNAMIC_DNS/,
+    },
+    {
+      name: "DYNAMIC_DNS with endpoints",
+      yaml: "spec: { hosts: ['*.example.com'], resolution: DYNAMIC_DNS, endpoints: [{ address: 1.2.3.4 }], ports: [{ number: 80, protocol: HTTP }] }",
+      problem: /spec\.endpoints cannot be set with resolution DYNAMIC_DNS/,
+    },
+    {
+      name: "DYNAMIC_DNS with a TCP port",
+      yaml: "spec: { hosts: ['*.example.com'], resolution: DYNAMIC_DNS, ports: [{ number: 5432, protocol: TCP }] }",
+      problem:
+        /spec\.ports\[0\]\.protocol "TCP" is not HTTP, TLS, GRPC or HTTP2, which resolution DYNAMIC_DNS needs/,
+    },
+    {
+      name: "DYNAMIC_DNS with a port without protocol",
+      yaml: "spec: { hosts: ['*.example.com'], resolution: DYNAMIC_DNS, ports: [{ number: 80 }] }",
+      problem: /spec\.ports\[0\]\.protocol \(none\) is not HTTP, TLS, GRPC or HTTP2/,
+    },
+    {
+      name: "several hosts with resolution DNS on a TCP port",
+      yaml: "spec: { hosts: [a.example.com, b.example.com], resolution: DNS, ports: [{ number: 80, protocol: HTTP }, { number: 5432, protocol: TCP }] }",
+      problem: /spec\.ports\[1\] is neither HTTP nor TLS: with several hosts and resolution DNS/,
+    },
+    {
+      name: "several hosts with resolution NONE on a TCP port",
+      yaml: "spec: { hosts: [a.example.com, b.example.com], ports: [{ number: 5432, protocol: TCP }] }",
+      problem: undefined,
+    },
+    {
+      name: "several hosts with resolution STATIC on HTTPS and gRPC-Web ports",
+      yaml: "spec: { hosts: [a.example.com, b.example.com], resolution: STATIC, endpoints: [{ address: 1.2.3.4 }], ports: [{ number: 443, protocol: HTTPS }, { number: 8080, protocol: GRPC-Web }] }",
+      problem: undefined,
+    },
   ];
   for (const c of cases) {
     it(`ServiceEntry: ${c.name}`, () => {
@@ -768,6 +816,23 @@ describe("ServiceEntry and WorkloadEntry validation", () => {
       }
     });
   }
+
+  it("ServiceEntry: DYNAMIC_DNS in MESH_INTERNAL bound to a waypoint", () => {
+    const [obj] = objects(`apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: a, namespace: ns1, labels: { istio.io/use-waypoint: waypoint } }
+spec: { hosts: ['*.example.com'], resolution: DYNAMIC_DNS, location: MESH_INTERNAL, ports: [{ number: 80, protocol: HTTP }] }
+`);
+    assert.match(
+      validateManifestObject(obj as KubeObject) ?? "",
+      /spec\.location MESH_INTERNAL with resolution DYNAMIC_DNS cannot go through a waypoint/,
+    );
+    const external = {
+      ...(obj as KubeObject),
+      spec: { ...(obj as KubeObject).spec, location: "MESH_EXTERNAL" },
+    };
+    assert.equal(validateManifestObject(external), undefined);
+  });
 
   const weCases: { name: string; spec: string; problem: RegExp }[] = [
     { name: "no address", spec: "{ ports: { http: 80 } }", problem: /spec\.address is required/ },

@@ -240,7 +240,69 @@ export function parseServiceEntry(obj: KubeObject): ServiceEntrySpec {
       return workloadEntrySpecAt(obj, e, `spec.endpoints[${i}]`, ipOnly);
     });
   }
+  if (resolution === "DYNAMIC_DNS") checkDynamicDns(obj, out);
+  if (resolution !== "NONE" && hosts.length > 1) {
+    // Nothing tells the hosts apart on a port that is neither HTTP (the authority) nor TLS (the SNI).
+    ports.forEach((p, i) => {
+      const protocol = (p.protocol ?? "").toUpperCase();
+      if (!HTTP_PROTOCOLS.has(protocol) && !TLS_PROTOCOLS.has(protocol)) {
+        throw invalid(
+          obj,
+          `spec.ports[${i}]`,
+          `is neither HTTP nor TLS: with several hosts and resolution ${resolution} nothing tells them apart on it (only NONE allows that)`,
+        );
+      }
+    });
+  }
   return out;
+}
+
+/** Istio's protocols that are HTTP, and TLS, by name (case-insensitive, as istiod parses them). */
+const HTTP_PROTOCOLS = new Set(["HTTP", "HTTP2", "HTTP_PROXY", "GRPC", "GRPC-WEB"]);
+const TLS_PROTOCOLS = new Set(["HTTPS", "TLS"]);
+/** What a DYNAMIC_DNS port may carry: the waypoint resolves the name each request or handshake names. */
+const DYNAMIC_DNS_PROTOCOLS = new Set(["HTTP", "TLS", "GRPC", "HTTP2"]);
+
+/**
+ * istiod's admission rules for resolution DYNAMIC_DNS: wildcard hosts only (the name to resolve comes
+ * from each request), no addresses or endpoints, HTTP, TLS, GRPC or HTTP2 ports, and MESH_INTERNAL
+ * only without a waypoint.
+ */
+function checkDynamicDns(obj: KubeObject, spec: ServiceEntrySpec): void {
+  const why = "resolution DYNAMIC_DNS";
+  spec.hosts.forEach((h, i) => {
+    if (!h.startsWith("*")) {
+      throw invalid(
+        obj,
+        `spec.hosts[${i}]`,
+        `${JSON.stringify(h)} must be a wildcard (*.domain) with ${why}`,
+      );
+    }
+  });
+  if (spec.addresses.length > 0) {
+    throw invalid(obj, "spec.addresses", `cannot be set with ${why}: the hosts name the destinations`);
+  }
+  if (spec.endpoints !== undefined && spec.endpoints.length > 0) {
+    throw invalid(obj, "spec.endpoints", `cannot be set with ${why}: each request's host is resolved`);
+  }
+  spec.ports.forEach((p, i) => {
+    if (!DYNAMIC_DNS_PROTOCOLS.has((p.protocol ?? "").toUpperCase())) {
+      const named = p.protocol === undefined ? "(none)" : JSON.stringify(p.protocol);
+      throw invalid(
+        obj,
+        `spec.ports[${i}].protocol`,
+        `${named} is not HTTP, TLS, GRPC or HTTP2, which ${why} needs`,
+      );
+    }
+  });
+  const waypoint = obj.metadata.labels?.["istio.io/use-waypoint"] ?? "";
+  if (spec.location === "MESH_INTERNAL" && waypoint !== "" && waypoint.toLowerCase() !== "none") {
+    throw invalid(
+      obj,
+      "spec.location",
+      `MESH_INTERNAL with ${why} cannot go through a waypoint (MESH_EXTERNAL can)`,
+    );
+  }
 }
 
 /**
