@@ -61,3 +61,11 @@ describe("waypoint CLI", () => {
     }
   });
 });
+
+describe("waypoint CLI drain deadline", () => {
+  it("exits 2 on a --termination-drain-ms that is not a whole number", () => {
+    const out = run("--termination-drain-ms", "soon");
+    assert.equal(out.status, 2);
+    assert.match(out.stderr, /--termination-drain-ms must be a whole number of ms/);
+  });
+});

@@ -12,7 +12,7 @@ const usage = `usage: pnpm start -- [--name waypoint] [--namespace demo] [--ip 1
        [--control-plane 127.0.0.1:15012] [--state-dir <repo>/.mesh-state]
        [--root-cert <file>] [--token-file <file>]
        [--path-normalization BASE] [--admin-ip <ip>] [--admin-port 15000] [--stats-port 15020]
-       [--readiness-port 15021] [--no-access-log] [--log-level info]
+       [--readiness-port 15021] [--termination-drain-ms 5000] [--no-access-log] [--log-level info]
 
   --name, --namespace     the waypoint Gateway this proxy serves (its routes and policies attach to it)
   --ip                    the waypoint pod's IP: HBONE on :15008, readiness and metrics listen here
@@ -30,6 +30,8 @@ const usage = `usage: pnpm start -- [--name waypoint] [--namespace demo] [--ip 1
   --admin-port            admin listener port (Envoy admin, 15000); 0 = ephemeral
   --stats-port            Prometheus port, /metrics and /stats/prometheus (15020); 0 = ephemeral
   --readiness-port        readiness port, /healthz/ready (15021); 0 = ephemeral
+  --termination-drain-ms  on SIGTERM or SIGINT: how long requests in flight may take before the waypoint
+                          closes (istio-proxy terminationDrainDuration, 5000); a second signal closes at once
   --no-access-log         no access log lines (one per request at info level, Istio's fields)
   --log-level             pino level: trace, debug, info, warn, error
   --help                  this text`;
@@ -55,6 +57,7 @@ function parse() {
       "admin-port": { type: "string", default: "15000" },
       "stats-port": { type: "string", default: "15020" },
       "readiness-port": { type: "string", default: "15021" },
+      "termination-drain-ms": { type: "string", default: "5000" },
       "no-access-log": { type: "boolean", default: false },
       "log-level": { type: "string", default: "info" },
       help: { type: "boolean", default: false },
@@ -87,6 +90,12 @@ const port = (flag: "admin-port" | "stats-port" | "readiness-port"): number => {
   return n;
 };
 const ports = { admin: port("admin-port"), metrics: port("stats-port"), readiness: port("readiness-port") };
+const drainText = values["termination-drain-ms"];
+if (!/^\d{1,9}$/.test(drainText)) {
+  console.error(`--termination-drain-ms must be a whole number of ms\n${usage}`);
+  process.exit(2);
+}
+const terminationDrainMs = Number(drainText);
 const logger = pino({ level: values["log-level"], base: { waypoint: `${values.namespace}/${values.name}` } });
 warnMissingProxyNodeFlags(logger, "more CPU per request");
 const stateDir = values["state-dir"];
@@ -117,6 +126,7 @@ try {
     ports,
     ...(values["admin-ip"] === undefined ? {} : { adminIp: values["admin-ip"] }),
     accessLog: !values["no-access-log"],
+    terminationDrainMs,
     logger,
     registry,
   });
@@ -124,9 +134,29 @@ try {
   logger.error({ err: (err as Error).message }, "cannot start the waypoint");
   process.exit(1);
 }
-await waypoint.ready;
-const stop = () => {
-  waypoint.close().then(() => process.exit(0));
+// The first signal drains (requests in flight have until the deadline), as istio-proxy does; a second
+// one closes at once.
+let signals = 0;
+const stop = (signal: NodeJS.Signals) => {
+  if (signals++ === 0) {
+    logger.info({ signal, deadlineMs: terminationDrainMs }, "shutting down");
+    waypoint.shutdown().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  } else {
+    logger.info({ signal }, "second signal: closing at once");
+    waypoint.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  }
 };
-process.once("SIGINT", stop);
-process.once("SIGTERM", stop);
+process.on("SIGINT", stop);
+process.on("SIGTERM", stop);
+waypoint.ready.catch((err: unknown) => {
+  // Closed before it was ready (a signal) is not a failure; anything else is.
+  if ((err as { code?: unknown }).code === "ERR_WAYPOINT_CLOSED") return;
+  logger.error({ err: (err as Error).message }, "the waypoint cannot become ready");
+  waypoint.close().finally(() => process.exit(1));
+});

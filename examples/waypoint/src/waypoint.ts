@@ -125,6 +125,11 @@ export interface WaypointOptions {
   logger?: Logger;
   /** prom-client registry. Default: a new one. */
   registry?: prom.Registry;
+  /**
+   * How long {@link RunningWaypoint.shutdown} lets requests in flight finish. Default 5000 ms,
+   * istio-proxy's `terminationDrainDuration`.
+   */
+  terminationDrainMs?: number;
 }
 
 /** A running waypoint. */
@@ -143,7 +148,30 @@ export interface RunningWaypoint {
    */
   configGeneration(): number;
   metricsText(): Promise<string>;
+  /**
+   * Shuts down gracefully, as istio-proxy drains on SIGTERM: the readiness probe answers 503, the
+   * HBONE listener stops accepting and sends GOAWAY (ztunnels open new tunnels to another instance),
+   * requests in flight are answered (an HTTP/1.1 connection closes after its response, which says
+   * `connection: close` when it can; an HTTP/2 one gets GOAWAY) and TCP tunnels run on, until all
+   * have ended or `deadlineMs` (default `terminationDrainMs`) has passed; then it closes as
+   * {@link close} does. Every call returns the first call's promise; a bad deadline throws
+   * `ERR_WAYPOINT_INVALID_OPTION`.
+   */
+  shutdown(options?: { deadlineMs?: number }): Promise<void>;
+  /** Closes every listener, connection and control-plane stream at once (a shutdown under way too). */
   close(): Promise<void>;
+}
+
+/** Default of {@link WaypointOptions.terminationDrainMs}: istio-proxy's `terminationDrainDuration`. */
+export const DEFAULT_TERMINATION_DRAIN_MS = 5000;
+
+function checkDrainMs(name: string, value: number | undefined): void {
+  if (value !== undefined && !(Number.isSafeInteger(value) && value >= 0)) {
+    throw new WaypointError(
+      "ERR_WAYPOINT_INVALID_OPTION",
+      `${name} must be a whole number of ms, got ${value}`,
+    );
+  }
 }
 
 function svidSummary(svid: X509Svid | undefined) {
@@ -175,6 +203,7 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
       "token is empty: a non-empty string or a function",
     );
   }
+  checkDrainMs("terminationDrainMs", options.terminationDrainMs);
   const tokenNow = typeof token === "function" ? token : () => token;
   const logger = options.logger ?? noopLogger;
   const registry = options.registry ?? new prom.Registry();
@@ -366,6 +395,8 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   };
 
   let readyFlag = false;
+  /** A graceful shutdown began. */
+  let draining = false;
   const configDump = () => ({
     gateway,
     identity,
@@ -404,6 +435,35 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     caClient.close();
   };
 
+  let shuttingDown: Promise<void> | undefined;
+  const shutdown = (shutdownOptions: { deadlineMs?: number } = {}): Promise<void> => {
+    checkDrainMs("deadlineMs", shutdownOptions.deadlineMs);
+    shuttingDown ??= (async () => {
+      if (closed) return close();
+      draining = true;
+      readyFlag = false;
+      const deadlineMs =
+        shutdownOptions.deadlineMs ?? options.terminationDrainMs ?? DEFAULT_TERMINATION_DRAIN_MS;
+      logger.info(
+        { deadlineMs },
+        "shutting down: no new tunnels, requests in flight have until the deadline",
+      );
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, deadlineMs);
+      });
+      // The listener closes and says GOAWAY; it waits for its tunnels, which end as the router drains
+      // the connections inside them, and cuts what is left at the deadline.
+      await Promise.all([
+        server?.close({ timeoutMs: deadlineMs }).catch(() => {}),
+        Promise.race([handler.drain(), deadline]),
+      ]);
+      clearTimeout(timer);
+      await close();
+    })();
+    return shuttingDown;
+  };
+
   const ready = (async () => {
     const own = await svid();
     await config.ready();
@@ -425,7 +485,7 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
       });
     }
     server = s;
-    if (closed) await s.close({ timeoutMs: 0 });
+    if (closed || draining) await s.close({ timeoutMs: 0 });
     else readyFlag = true;
     logger.info({ ip: options.ip, identity }, "waypoint ready");
   })();
@@ -463,6 +523,7 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     ready,
     configGeneration: () => config.generation,
     metricsText: () => registry.metrics(),
+    shutdown,
     close,
   };
 }

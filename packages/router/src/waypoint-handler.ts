@@ -255,6 +255,15 @@ export interface WaypointHandler {
    * Requests already routed keep their rule; the next request, on any connection, uses the new table.
    */
   setRouteTable(table: RouteTable): void;
+  /**
+   * Starts a graceful drain, as Envoy drains a listener before it stops: an HTTP/1.1 connection
+   * closes once its response in flight is sent (idle ones at once; responses from now on say
+   * `connection: close`), an HTTP/2 connection gets GOAWAY and closes when its streams end, and TCP
+   * tunnels carry on to their end. Streams handed to `handle` meanwhile are served, draining from the
+   * start. Resolves once no downstream stream is open; every call returns the first call's promise.
+   * `close()` ends whatever is left (the caller's deadline).
+   */
+  drain(): Promise<void>;
   /** Closes every downstream stream and pooled upstream connection. */
   close(): Promise<void>;
 }
@@ -920,6 +929,29 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
   let pendingInfo: TunnelInfo | undefined;
   let pendingDeadline: ConnectionDeadline | undefined;
   let closed = false;
+  /** Set once drain() was called; resolves when no downstream stream is open. */
+  let draining: Promise<void> | undefined;
+  let markDrained = () => {};
+  /** HTTP/1.1 connections and how many of their responses are under way. */
+  const h1Busy = new Map<Duplex, number>();
+  /** HTTP/1.1 responses under way, so a drain can still make them the connection's last. */
+  const h1Responses = new Set<http.ServerResponse>();
+  /** Downstream HTTP/2 sessions, for GOAWAY on drain. */
+  const h2Sessions = new Set<http2.ServerHttp2Session>();
+
+  /** A stream closed: the drain may be over. */
+  function streamGone(stream: Duplex): void {
+    streams.delete(stream);
+    h1Busy.delete(stream);
+    if (draining !== undefined && streams.size === 0) markDrained();
+  }
+
+  /** Ends an HTTP/1.1 connection whose last response was written, once that is flushed. */
+  function closeWhenFlushed(stream: Duplex): void {
+    if (stream.destroyed) return;
+    stream.once("finish", () => stream.destroy());
+    stream.end();
+  }
 
   /** Holds the connection's header deadline off until the response is over. */
   function inFlight(connection: object, res: Writable): void {
@@ -940,6 +972,23 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     { maxHeaderSize: maxHeaderBytes, requestTimeout: 0, keepAliveTimeout: 60_000 },
     (req, res) => {
       inFlight(req.socket, res);
+      const socket = req.socket as Duplex;
+      // A drain answers this request and closes the connection (Node writes `connection: close`).
+      if (draining !== undefined) res.shouldKeepAlive = false;
+      h1Busy.set(socket, (h1Busy.get(socket) ?? 0) + 1);
+      h1Responses.add(res);
+      let done = false;
+      const responded = () => {
+        if (done) return;
+        done = true;
+        h1Responses.delete(res);
+        const left = (h1Busy.get(socket) ?? 1) - 1;
+        if (h1Busy.has(socket)) h1Busy.set(socket, left);
+        // Its head went out before the drain began: the connection closes once it is sent.
+        if (draining !== undefined && left === 0 && res.shouldKeepAlive) closeWhenFlushed(socket);
+      };
+      res.once("finish", responded);
+      res.once("close", responded);
       void serve(req, res as unknown as DownResponse, infoByStream.get(req.socket) ?? {}, false, undefined);
     },
   );
@@ -961,6 +1010,10 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
   });
   h2.on("sessionError", (err) => logger.debug({ err }, "downstream HTTP/2 session error"));
   h2.on("session", (session) => {
+    h2Sessions.add(session);
+    session.once("close", () => h2Sessions.delete(session));
+    // Draining: GOAWAY at once; what the client sent before it sees the GOAWAY is still served.
+    if (draining !== undefined) setImmediate(() => session.close());
     infoByStream.set(session, pendingInfo ?? {});
     const deadline = pendingDeadline;
     if (deadline === undefined) return;
@@ -2263,7 +2316,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       info.destination.httpOnly !== true
     ) {
       // Declared TCP: carried from the first byte, so a server may speak first.
-      stream.once("close", () => streams.delete(stream));
+      stream.once("close", () => streamGone(stream));
       serveTcp(stream, info, EMPTY);
       return;
     }
@@ -2274,7 +2327,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     });
     stream.once("close", () => {
       deadline.stop();
-      streams.delete(stream);
+      streamGone(stream);
     });
     const tcp = stream as Duplex & { setNoDelay?: (noDelay?: boolean) => void };
     if (typeof tcp.setNoDelay === "function") tcp.setNoDelay(true);
@@ -2315,6 +2368,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       } else {
         infoByStream.set(stream, info);
         deadlines.set(stream, deadline);
+        h1Busy.set(stream, 0);
         h1.emit("connection", stream);
         // The HTTP/1 server does not resume a paused socket; the unshifted bytes flow first.
         stream.resume();
@@ -2335,12 +2389,25 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       table = next;
       defaultRoutes.clear();
     },
+    drain() {
+      draining ??= new Promise<void>((resolve) => {
+        markDrained = resolve;
+        // Idle HTTP/1.1 connections close now, busy ones after their response (which says so when
+        // its head is still to be written).
+        for (const [stream, busy] of h1Busy) if (busy === 0) stream.destroy();
+        for (const res of h1Responses) if (!res.headersSent) res.shouldKeepAlive = false;
+        for (const session of h2Sessions) session.close();
+        if (streams.size === 0) resolve();
+      });
+      return draining;
+    },
     async close() {
       closed = true;
       if (tcpReportTimer !== undefined) clearInterval(tcpReportTimer);
       tcpReportTimer = undefined;
       for (const s of streams) s.destroy();
       streams.clear();
+      markDrained();
       pool.close();
       h1.close();
       h2.close();
