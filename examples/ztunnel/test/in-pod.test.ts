@@ -20,6 +20,7 @@ import {
   inPodTcpCapture,
   type RunningZtunnel,
   startZtunnel,
+  type ZtunnelOptions,
 } from "../src/index.js";
 import { startTestControlPlane, type TestControlPlane } from "./control-plane.js";
 import { runInNetns } from "./fixtures.js";
@@ -171,6 +172,25 @@ function counter(text: string, name: string, match: Record<string, string>): num
   return total;
 }
 
+/** node-a's in-pod ztunnel, a client of the node agent at `zdsPath`, on ephemeral node ports. */
+async function startNodeAZtunnel(
+  cp: TestControlPlane,
+  zdsPath: string,
+  logger?: ZtunnelOptions["logger"],
+): Promise<RunningZtunnel> {
+  return startZtunnel({
+    nodeName: "node-a",
+    nodeIp: "127.0.0.1",
+    controlPlaneAddress: cp.address,
+    rootCertPem: cp.rootCertPem,
+    token: await cp.tokenFor("node-a"),
+    ports: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
+    zdsSocketPath: zdsPath,
+    inPod: { workloadWaitMs: 1000 },
+    ...(logger === undefined ? {} : { logger }),
+  });
+}
+
 describe("in-pod capture over ZDS", { skip, timeout: 60_000 }, () => {
   const id = Math.random().toString(36).slice(2, 8);
   // `extra` is a third pod with loopback only: enough to be served, and to be dropped by a snapshot.
@@ -299,17 +319,7 @@ spec:
     zds = createZdsServer({ path: zdsPath });
     await zds.listen();
     fdsBefore = readdirSync("/proc/self/fd").length;
-    ztunnel = await startZtunnel({
-      nodeName: "node-a",
-      nodeIp: "127.0.0.1",
-      controlPlaneAddress: cp.address,
-      rootCertPem: cp.rootCertPem,
-      token: await cp.tokenFor("node-a"),
-      ports: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
-      zdsSocketPath: zdsPath,
-      inPod: { workloadWaitMs: 1000 },
-      logger,
-    });
+    ztunnel = await startNodeAZtunnel(cp, zdsPath, logger);
     await ztunnel.ready;
     for (const name of ["sleep", "echo", "extra"] as const) {
       const acked = await zds.addWorkload({
@@ -746,16 +756,7 @@ spec:
     let second: RunningZtunnel | undefined;
     const sockets: Socket[] = [];
     try {
-      second = await startZtunnel({
-        nodeName: "node-a",
-        nodeIp: "127.0.0.1",
-        controlPlaneAddress: cp.address,
-        rootCertPem: cp.rootCertPem,
-        token: await cp.tokenFor("node-a"),
-        ports: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
-        zdsSocketPath: join(dir2, "ztunnel.sock"),
-        inPod: { workloadWaitMs: 1000 },
-      });
+      second = await startNodeAZtunnel(cp, join(dir2, "ztunnel.sock"));
       await second.ready;
       for (const name of ["sleep", "echo"] as const) {
         const acked = await zds2.addWorkload({
