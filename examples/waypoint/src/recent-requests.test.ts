@@ -23,6 +23,7 @@ function entry(path: string, authorization: AccessLogEntry["authorization"]): Ac
     bytes_received: 0,
     bytes_sent: 0,
     duration: 1,
+    upstream_service_time: "-",
     x_forwarded_for: "-",
     user_agent: "-",
     request_id: "-",

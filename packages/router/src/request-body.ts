@@ -17,6 +17,8 @@ export class RequestBody {
   replayable = true;
   /** The stream idle timer, refreshed on every chunk received. */
   idle: NodeJS.Timeout | undefined;
+  /** When the whole body had been received (`performance.now()`); undefined until then. */
+  completedAt: number | undefined;
 
   constructor(
     private readonly source: Readable,
@@ -53,6 +55,7 @@ export class RequestBody {
     });
     this.source.on("end", () => {
       this.ended = true;
+      this.completedAt = performance.now();
       this.target?.end();
       for (const tap of this.taps) tap.end();
       this.taps.clear();

@@ -68,6 +68,12 @@ export interface AccessLogEntry {
   bytes_sent: number;
   /** Milliseconds from the request's arrival to the end of the exchange. */
   duration: number;
+  /**
+   * Istio's `%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%`: the `x-envoy-upstream-service-time` the response
+   * carried (milliseconds from the end of the request to the upstream response's head, as Envoy's
+   * router sets it); `"-"` for a local reply, a TCP tunnel, or when a route filter removed it.
+   */
+  upstream_service_time: string;
   x_forwarded_for: string;
   user_agent: string;
   request_id: string;

@@ -268,6 +268,9 @@ export interface WaypointHandler {
   close(): Promise<void>;
 }
 
+/** Envoy's response header: milliseconds from the end of the request to the upstream response's head. */
+const UPSTREAM_SERVICE_TIME = "x-envoy-upstream-service-time";
+
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 const EMPTY = Buffer.alloc(0);
 /** The backend kind of a workload-addressed tunnel's route: its original destination. */
@@ -359,6 +362,10 @@ interface Exchange {
   details: string;
   /** Why the last connection to the backend could not be made (Envoy's transport failure reason). */
   transportFailure: string | undefined;
+  /** When a request without a body was complete (`performance.now()`); see `body.completedAt`. */
+  requestDone: number | undefined;
+  /** `x-envoy-upstream-service-time` as the response carried it. */
+  serviceTime: string | undefined;
   status: number;
   grpcStatus: string;
   responseBytes: number;
@@ -406,6 +413,7 @@ class FinishedExchange implements FinishedRequest {
   readonly #flags: string;
   readonly #details: string;
   readonly #transportFailure: string | undefined;
+  readonly #serviceTime: string | undefined;
   readonly #bytesReceived: number;
   readonly #bytesSent: number;
   readonly #forwardedFor: unknown;
@@ -443,6 +451,7 @@ class FinishedExchange implements FinishedRequest {
     this.#flags = x.flags;
     this.#details = x.details;
     this.#transportFailure = x.transportFailure;
+    this.#serviceTime = x.serviceTime;
     this.#bytesReceived = x.body?.bytes ?? 0;
     // Body bytes only: the metrics counter also holds the response head.
     this.#bytesSent = Math.max(0, x.responseBytes - x.responseHeadBytes);
@@ -477,6 +486,7 @@ class FinishedExchange implements FinishedRequest {
       bytes_received: this.#bytesReceived,
       bytes_sent: this.#bytesSent,
       duration: Math.round(this.#duration),
+      upstream_service_time: this.#serviceTime ?? "-",
       x_forwarded_for: dash(this.#forwardedFor),
       user_agent: dash(this.#userAgent),
       request_id: dash(this.#requestId),
@@ -616,6 +626,7 @@ class FinishedTcpTunnel implements FinishedRequest {
       bytes_received: t.received,
       bytes_sent: t.sent,
       duration: Math.round(this.#duration),
+      upstream_service_time: "-",
       x_forwarded_for: "-",
       user_agent: "-",
       request_id: "-",
@@ -1624,6 +1635,8 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       routedBackend: undefined,
       routedRoute: undefined,
       transportFailure: undefined,
+      requestDone: undefined,
+      serviceTime: undefined,
       endpoint: undefined,
       trace: continueTrace(req.headers.traceparent, options.sampleNewTraces === true),
       recorded: false,
@@ -1784,6 +1797,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
           new RequestBody(req as unknown as Readable, policy.attempts > 0 ? retryBufferBytes : 0, 1024 * 1024)
         : undefined;
     if (x.h2 && (req as http2.Http2ServerRequest).stream.endAfterHeaders) x.body = undefined;
+    if (x.body === undefined) x.requestDone = performance.now();
 
     if (rule.mirrors.length > 0 && x.upgrade === undefined) {
       startMirrors(x, rule, method, upstreamPath, authority, headers);
@@ -1989,8 +2003,16 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     const headers: HeaderMap = up.headers;
     // Taken before filters may change it: what the backend promised to send.
     const contentLength = headers["content-length"];
+    // Envoy's router sets this before the route's header filters (which may remove it), from the end
+    // of the downstream request; a request still streaming its body has none.
+    const requestDone = x.body === undefined ? x.requestDone : x.body.completedAt;
+    if (requestDone !== undefined) {
+      headers[UPSTREAM_SERVICE_TIME] = String(Math.max(0, Math.floor(performance.now() - requestDone)));
+    }
     applyHeaderFilter(headers, rule.responseHeaders);
     applyHeaderFilter(headers, backend.responseHeaders);
+    const serviceTime = headers[UPSTREAM_SERVICE_TIME];
+    if (typeof serviceTime === "string") x.serviceTime = serviceTime;
     x.status = up.status;
     x.details = DETAILS.viaUpstream;
     const gs = headers["grpc-status"];

@@ -129,8 +129,17 @@ describe("request authentication and access log hooks", () => {
     const entry = logs[0] as AccessLogEntry;
     assert.match(entry.start_time, /^\d{4}-\d\d-\d\dT/);
     assert.ok(entry.duration >= 0);
-    const { start_time: _s, duration: _d, downstream_remote_address: remote, ...rest } = entry;
+    const {
+      start_time: _s,
+      duration: _d,
+      downstream_remote_address: remote,
+      upstream_service_time: serviceTime,
+      ...rest
+    } = entry;
     assert.match(remote, /^127\.0\.0\.1:\d+$/);
+    // Envoy's x-envoy-upstream-service-time, as the response carried it.
+    assert.match(serviceTime, /^\d+$/);
+    assert.equal(res.headers["x-envoy-upstream-service-time"], serviceTime);
     assert.deepEqual(rest, {
       method: "POST",
       path: "/log/me?x=1",
