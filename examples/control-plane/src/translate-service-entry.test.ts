@@ -743,6 +743,27 @@ describe("ServiceEntry and WorkloadEntry validation", () => {
       yaml: "spec: { hosts: [a.example.com], addresses: [example.com] }",
       problem: /spec\.addresses\[0\] "example\.com" is not an IP address or CIDR/,
     },
+    // istiod's admission rules on endpoints and port names.
+    {
+      name: "endpoints with resolution NONE",
+      yaml: "spec: { hosts: [a.example.com], endpoints: [{ address: 1.2.3.4 }] }",
+      problem: /spec\.endpoints cannot be set with resolution NONE/,
+    },
+    {
+      name: "two endpoints with resolution DNS_ROUND_ROBIN",
+      yaml: "spec: { hosts: [a.example.com], resolution: DNS_ROUND_ROBIN, endpoints: [{ address: a.vm.example }, { address: b.vm.example }] }",
+      problem: /spec\.endpoints has 2 endpoints: DNS_ROUND_ROBIN takes at most one/,
+    },
+    {
+      name: "an endpoint port the entry does not define",
+      yaml: "spec: { hosts: [a.example.com], resolution: STATIC, ports: [{ number: 80, name: http }], endpoints: [{ address: 1.2.3.4, ports: { grpc: 9000 } }] }",
+      problem: /spec\.endpoints\[0\]\.ports\.grpc names no port of spec\.ports/,
+    },
+    {
+      name: "an endpoint port the entry defines",
+      yaml: "spec: { hosts: [a.example.com], resolution: DNS, ports: [{ number: 80, name: http }], endpoints: [{ address: vm.example.com, ports: { http: 8080 } }] }",
+      problem: undefined,
+    },
     // istiod's admission rules for DYNAMIC_DNS, and for several hosts on one port.
     {
       name: "DYNAMIC_DNS with wildcard hosts and HTTP, TLS, GRPC and HTTP2 ports",

@@ -239,6 +239,30 @@ export function parseServiceEntry(obj: KubeObject): ServiceEntrySpec {
       if (!isRecord(e)) throw invalid(obj, `spec.endpoints[${i}]`, "must be an object");
       return workloadEntrySpecAt(obj, e, `spec.endpoints[${i}]`, ipOnly);
     });
+    // istiod's admission: NONE sends traffic to the address dialled, so endpoints mean nothing;
+    // DNS_ROUND_ROBIN resolves one name; an endpoint's ports name ports of the entry.
+    if (resolution === "NONE" && out.endpoints.length > 0) {
+      throw invalid(
+        obj,
+        "spec.endpoints",
+        "cannot be set with resolution NONE (the address dialled is the destination)",
+      );
+    }
+    if (resolution === "DNS_ROUND_ROBIN" && out.endpoints.length > 1) {
+      throw invalid(
+        obj,
+        "spec.endpoints",
+        `has ${out.endpoints.length} endpoints: DNS_ROUND_ROBIN takes at most one`,
+      );
+    }
+    const portNames = new Set(ports.map((p) => p.name));
+    out.endpoints.forEach((e, i) => {
+      for (const name of Object.keys(e.ports)) {
+        if (!portNames.has(name)) {
+          throw invalid(obj, `spec.endpoints[${i}].ports.${name}`, "names no port of spec.ports");
+        }
+      }
+    });
   }
   if (resolution === "DYNAMIC_DNS") checkDynamicDns(obj, out);
   if (resolution !== "NONE" && hosts.length > 1) {
