@@ -259,7 +259,7 @@ export interface WaypointHandler {
    * Starts a graceful drain, as Envoy drains a listener before it stops: an HTTP/1.1 connection
    * closes once its response in flight is sent (idle ones at once; responses from now on say
    * `connection: close`), an HTTP/2 connection gets GOAWAY and closes when its streams end, and TCP
-   * tunnels carry on to their end. Streams handed to `handle` meanwhile are served, draining from the
+   * tunnels and upgraded (WebSocket) connections carry on to their end. Streams handed to `handle` meanwhile are served, draining from the
    * start. Resolves once no downstream stream is open; every call returns the first call's promise.
    * `close()` ends whatever is left (the caller's deadline).
    */
@@ -964,42 +964,44 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     stream.end();
   }
 
-  /** Holds the connection's header deadline off until the response is over. */
-  function inFlight(connection: object, res: Writable): void {
+  /**
+   * Holds the connection's header deadline off until the response is over, and runs `onEnd` then
+   * (once, whether the response finished or was closed).
+   */
+  function inFlight(connection: object, res: Writable, onEnd?: () => void): void {
     const deadline = deadlines.get(connection);
-    if (deadline === undefined) return;
-    deadline.begin();
+    if (deadline === undefined && onEnd === undefined) return;
+    deadline?.begin();
     let ended = false;
     const end = () => {
       if (ended) return;
       ended = true;
-      deadline.end();
+      deadline?.end();
+      onEnd?.();
     };
     res.once("finish", end);
     res.once("close", end);
   }
 
+  /** An HTTP/1.1 response is over: during a drain, its connection closes once nothing else is under way. */
+  function h1Responded(socket: Duplex, res: http.ServerResponse): void {
+    h1Responses.delete(res);
+    const busy = h1Busy.get(socket);
+    if (busy === undefined) return;
+    h1Busy.set(socket, busy - 1);
+    // Its head went out before the drain began (else Node closes the connection itself).
+    if (draining !== undefined && busy === 1 && res.shouldKeepAlive) closeWhenFlushed(socket);
+  }
+
   const h1 = http.createServer(
     { maxHeaderSize: maxHeaderBytes, requestTimeout: 0, keepAliveTimeout: 60_000 },
     (req, res) => {
-      inFlight(req.socket, res);
       const socket = req.socket as Duplex;
       // A drain answers this request and closes the connection (Node writes `connection: close`).
       if (draining !== undefined) res.shouldKeepAlive = false;
       h1Busy.set(socket, (h1Busy.get(socket) ?? 0) + 1);
       h1Responses.add(res);
-      let done = false;
-      const responded = () => {
-        if (done) return;
-        done = true;
-        h1Responses.delete(res);
-        const left = (h1Busy.get(socket) ?? 1) - 1;
-        if (h1Busy.has(socket)) h1Busy.set(socket, left);
-        // Its head went out before the drain began: the connection closes once it is sent.
-        if (draining !== undefined && left === 0 && res.shouldKeepAlive) closeWhenFlushed(socket);
-      };
-      res.once("finish", responded);
-      res.once("close", responded);
+      inFlight(socket, res, () => h1Responded(socket, res));
       void serve(req, res as unknown as DownResponse, infoByStream.get(req.socket) ?? {}, false, undefined);
     },
   );
@@ -2106,6 +2108,8 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     const wanted = String(req.headers.upgrade ?? "").toLowerCase();
     const res = new http.ServerResponse(req);
     res.shouldKeepAlive = false;
+    // The connection leaves HTTP/1.1: a drain lets it run to its end, as a TCP tunnel.
+    h1Busy.delete(socket);
     res.assignSocket(socket as Socket);
     res.on("finish", () => socket.end());
     inFlight(socket, res);

@@ -3,6 +3,7 @@
 // streams end, and nothing in flight is cut.
 import assert from "node:assert/strict";
 import { once } from "node:events";
+import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import { after, before, describe, it } from "node:test";
@@ -39,6 +40,15 @@ function exchange(socket: net.Socket, path: string): Promise<string> {
   });
 }
 
+/** Polls `check` until it holds; fails after 5 s. */
+async function until(what: string, check: () => boolean): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
 const closed = (socket: net.Socket) => new Promise<void>((resolve) => socket.once("close", () => resolve()));
 
 describe("WaypointHandler.drain", () => {
@@ -49,7 +59,7 @@ describe("WaypointHandler.drain", () => {
   /** Responses the slow backend holds until the test lets them go. */
   const held: (() => void)[] = [];
   const release = async () => {
-    while (held.length === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    await until("a held response", () => held.length > 0);
     for (const go of held.splice(0)) go();
   };
 
@@ -99,7 +109,7 @@ describe("WaypointHandler.drain", () => {
     const headFirst = once(started, "data");
     const streamed = exchange(started, "/streaming");
     await headFirst;
-    while (held.length < 2) await new Promise((resolve) => setTimeout(resolve, 5));
+    await until("both held responses", () => held.length >= 2);
 
     let drained = false;
     const draining = wp.handler.drain().then(() => {
@@ -166,7 +176,7 @@ describe("WaypointHandler.drain over HTTP/2", () => {
     const status = once(req, "response").then(
       ([headers]) => (headers as http2.IncomingHttpHeaders)[":status"],
     );
-    while (held.length === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    await until("the held response", () => held.length > 0);
 
     const draining = wp.handler.drain();
     const [code] = (await goaway) as [number];
@@ -187,6 +197,59 @@ describe("WaypointHandler.drain over HTTP/2", () => {
     await ended;
     assert.equal(body, "slow");
     await sessionClosed;
+    await draining;
+  });
+});
+
+describe("WaypointHandler.drain with a WebSocket", () => {
+  let ws: http.Server;
+  let wp: Waypoint;
+  const upgraded = new Set<net.Socket>();
+
+  before(async () => {
+    ws = http.createServer((_req, res) => res.end("not upgraded"));
+    ws.on("upgrade", (_req, socket: net.Socket) => {
+      upgraded.add(socket);
+      socket.write("HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n");
+      socket.on("data", (d: Buffer) => socket.write(`echo:${d.toString()}`));
+      socket.on("error", () => {});
+    });
+    await new Promise<void>((resolve) => ws.listen(0, "127.0.0.1", resolve));
+    const endpoint = { address: "127.0.0.1", port: (ws.address() as net.AddressInfo).port };
+    wp = await startWaypoint(
+      { "default/ws": [endpoint] },
+      { routes: [httpRoute("main", [{ backendRefs: [{ name: "ws", port: 80 }] }])] },
+    );
+  });
+  after(async () => {
+    await wp.close();
+    // Upgraded sockets have left the HTTP server: closeAllConnections does not reach them.
+    for (const socket of upgraded) socket.destroy();
+    ws.closeAllConnections();
+    await new Promise<void>((resolve) => ws.close(() => resolve()));
+  });
+
+  it("lets an upgraded connection run to its end, as a TCP tunnel", async () => {
+    const socket = net.connect(wp.port, "127.0.0.1");
+    socket.on("error", () => {});
+    let data = "";
+    socket.on("data", (c: Buffer) => {
+      data += c.toString();
+    });
+    socket.write(
+      "GET /chat HTTP/1.1\r\nhost: svc.example.com\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    await until("the 101", () => data.includes("\r\n\r\n"));
+    assert.match(data, /^HTTP\/1\.1 101/);
+    let drained = false;
+    const draining = wp.handler.drain().then(() => {
+      drained = true;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    socket.write("still here");
+    await until("the echo during the drain", () => data.includes("echo:still here"));
+    assert.equal(drained, false);
+    socket.destroy();
     await draining;
   });
 });
