@@ -118,7 +118,7 @@ describe("ServiceEntry -> Address services", () => {
         "{ hosts: ['*.a.example.com'], resolution: DYNAMIC_DNS, ports: [{ number: 80, protocol: HTTP }] }",
       )}status: { addresses: [{ host: '*.a.example.com', value: 240.240.0.9 }] }\n${se(
         "b",
-        "{ hosts: ['*.b.example.com'], resolution: DNS, ports: [{ number: 80 }] }",
+        "{ hosts: ['*.b.example.com'], resolution: DNS, ports: [{ number: 80 }], endpoints: [{ address: b.vm.example }] }",
       )}status: { addresses: [{ host: '*.b.example.com', value: 240.240.0.10 }] }\n`,
       served: { "ns1/*.a.example.com": ["240.240.0.9"], "ns1/*.b.example.com": [] },
     },
@@ -452,7 +452,7 @@ describe("ServiceEntry and WorkloadEntry -> Address workloads", () => {
       NS +
         se(
           "ext",
-          "{ hosts: [api.example.com, '*.wild.example.com'], resolution: DNS, ports: [{ number: 443, protocol: TLS }] }",
+          "{ hosts: [api.example.com, web.example.com], resolution: DNS, ports: [{ number: 443, protocol: TLS }] }",
         ),
     );
     const w = workload(
@@ -464,7 +464,7 @@ describe("ServiceEntry and WorkloadEntry -> Address workloads", () => {
     assert.deepEqual(w.services, {
       "ns1/api.example.com": { ports: [{ servicePort: 443, targetPort: 443 }] },
     });
-    assert.equal(config.workloads.length, 1, "no endpoint for the wildcard host");
+    assert.equal(config.workloads.length, 2, "one per host");
   });
 
   it("DYNAMIC_DNS without endpoints or selector: one workload per host, wildcards included", () => {
@@ -762,6 +762,22 @@ describe("ServiceEntry and WorkloadEntry validation", () => {
     {
       name: "an endpoint port the entry defines",
       yaml: "spec: { hosts: [a.example.com], resolution: DNS, ports: [{ number: 80, name: http }], endpoints: [{ address: vm.example.com, ports: { http: 8080 } }] }",
+      problem: undefined,
+    },
+    {
+      name: "a wildcard host with resolution DNS and no endpoints",
+      yaml: "spec: { hosts: [api.example.com, '*.example.com'], resolution: DNS, ports: [{ number: 443, protocol: TLS }] }",
+      problem:
+        /spec\.hosts\[1\] "\*\.example\.com" must be a fully qualified name \(no wildcard, a top-level label not all digits\) with resolution DNS and no endpoints/,
+    },
+    {
+      name: "an all-numeric top-level label with resolution DNS_ROUND_ROBIN and no endpoints",
+      yaml: "spec: { hosts: [db.internal.123], resolution: DNS_ROUND_ROBIN, ports: [{ number: 5432 }] }",
+      problem: /spec\.hosts\[0\] "db\.internal\.123" must be a fully qualified name/,
+    },
+    {
+      name: "a wildcard host with resolution DNS and an endpoint",
+      yaml: "spec: { hosts: ['*.example.com'], resolution: DNS, endpoints: [{ address: vm.example.com }], ports: [{ number: 443, protocol: TLS }] }",
       problem: undefined,
     },
     // istiod's admission rules for DYNAMIC_DNS, and for several hosts on one port.

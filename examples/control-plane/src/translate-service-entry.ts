@@ -265,6 +265,19 @@ export function parseServiceEntry(obj: KubeObject): ServiceEntrySpec {
     });
   }
   if (resolution === "DYNAMIC_DNS") checkDynamicDns(obj, out);
+  if ((resolution === "DNS" || resolution === "DNS_ROUND_ROBIN") && (out.endpoints ?? []).length === 0) {
+    // The hosts themselves are resolved: each must be a name DNS can answer (istiod's ValidateFQDN).
+    hosts.forEach((h, i) => {
+      const labels = h.split(".");
+      if (labels.includes("*") || /^\d+$/.test(labels[labels.length - 1] ?? "")) {
+        throw invalid(
+          obj,
+          `spec.hosts[${i}]`,
+          `${JSON.stringify(h)} must be a fully qualified name (no wildcard, a top-level label not all digits) with resolution ${resolution} and no endpoints`,
+        );
+      }
+    });
+  }
   if (resolution !== "NONE" && hosts.length > 1) {
     // Nothing tells the hosts apart on a port that is neither HTTP (the authority) nor TLS (the SNI).
     ports.forEach((p, i) => {
