@@ -14,6 +14,11 @@ describe("startWaypoint options", () => {
   const cases: { name: string; patch: Record<string, unknown>; message: RegExp }[] = [
     { name: "not an IPv4 address", patch: { ip: "waypoint" }, message: /ip "waypoint" is not IPv4/ },
     { name: "empty token", patch: { token: "" }, message: /token is empty/ },
+    {
+      name: "a negative drain deadline",
+      patch: { terminationDrainMs: -5 },
+      message: /terminationDrainMs must be a whole number of ms, got -5/,
+    },
   ];
   for (const c of cases) {
     it(c.name, async () => {

@@ -63,6 +63,8 @@ describe("startZtunnel options", () => {
     ["a DNS port of 0", { dns: { port: 0 } }],
     ["a DNS timeout of 0", { dns: { timeoutMs: 0 } }],
     ["the DNS proxy with on-demand lookups", { dns: {}, onDemand: true }],
+    ["a negative termination deadline", { terminationDeadlineMs: -1 }],
+    ["a termination deadline that is not whole", { terminationDeadlineMs: 2.5 }],
   ];
   for (const [name, override] of cases) {
     it(`refuses ${name}`, async () => {
