@@ -166,6 +166,17 @@ describe("ztunnel CLI", () => {
     }
   });
 
+  it("reads IPV6_ENABLED for the DNS proxy's AAAA answers", () => {
+    const dns = (env: Record<string, string>) => {
+      const got = parseZtunnelCli(["--zds-socket", "/run/z.sock"], env);
+      return got.kind === "run" ? got.dns : got.kind === "error" ? got.message : got.kind;
+    };
+    assert.deepEqual(dns({}), { clusterDomain: "cluster.local" });
+    assert.deepEqual(dns({ IPV6_ENABLED: "false" }), { clusterDomain: "cluster.local", ipv6: false });
+    assert.deepEqual(dns({ IPV6_ENABLED: "true" }), { clusterDomain: "cluster.local", ipv6: true });
+    assert.match(String(dns({ IPV6_ENABLED: "no" })), /IPV6_ENABLED must be true or false/);
+  });
+
   it("keeps -- when it is a flag's value", () => {
     assert.deepEqual(withoutSeparators(["--", "--state-dir", "--", "--"]), ["--state-dir", "--"]);
   });

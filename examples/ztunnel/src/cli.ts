@@ -169,7 +169,7 @@ export type ZtunnelCli =
       /** `--dedicated namespace/name` (and `--dedicated-netns`), parsed. */
       dedicated?: { workload: { namespace: string; name: string }; netnsPath?: string };
       /** In-pod and dedicated mode: the DNS proxy, false with `--no-dns-proxy`, else its settings. */
-      dns?: false | { nameservers?: string[]; clusterDomain: string };
+      dns?: false | { nameservers?: string[]; clusterDomain: string; ipv6?: boolean };
       /** How long a graceful shutdown lets open connections run (see {@link terminationDeadlineMs}). */
       terminationDeadlineMs: number;
     };
@@ -283,6 +283,10 @@ export function parseZtunnelCli(
   if (typeof onDemandTimeout === "string") return { kind: "error", message: onDemandTimeout };
   const deadline = terminationDeadlineMs(values["termination-deadline-ms"] as string | undefined, env);
   if (typeof deadline === "string") return { kind: "error", message: deadline };
+  // ztunnel's IPV6_ENABLED (a Rust bool: exactly true or false); only the DNS proxy reads it here.
+  const ipv6Text = env.IPV6_ENABLED;
+  if (ipv6Text !== undefined && ipv6Text !== "true" && ipv6Text !== "false")
+    return { kind: "error", message: `IPV6_ENABLED must be true or false, got ${JSON.stringify(ipv6Text)}` };
   const inPodMode = values["zds-socket"] !== undefined || values.dedicated !== undefined;
   const dnsFlags = ["no-dns-proxy", "dns-nameservers"].filter((f) => values[f] !== undefined);
   if (!inPodMode && dnsFlags.length > 0)
@@ -343,7 +347,11 @@ export function parseZtunnelCli(
           dns:
             values["no-dns-proxy"] === true
               ? false
-              : { ...(nameservers === undefined ? {} : { nameservers }), clusterDomain },
+              : {
+                  ...(nameservers === undefined ? {} : { nameservers }),
+                  clusterDomain,
+                  ...(ipv6Text === undefined ? {} : { ipv6: ipv6Text === "true" }),
+                },
         }
       : {}),
   };

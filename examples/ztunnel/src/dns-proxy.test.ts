@@ -18,6 +18,7 @@ import { createPromClientSink } from "@ambient/telemetry";
 import * as prom from "prom-client";
 import { testService, testWorkload } from "../test/fixtures.js";
 import { createDnsProxy } from "./dns-proxy.js";
+import { parseIpv4, parseIpv6 } from "./ip-address.js";
 import { noopLogger } from "./telemetry.js";
 import { WorkloadStore } from "./workload-store.js";
 
@@ -53,6 +54,7 @@ function fakeForwarder(answer: (q: DnsMessage) => DnsMessage | Error): DnsForwar
 
 function setup(
   answer: (q: DnsMessage) => DnsMessage | Error = (q) => replyTo(q, { rcode: ResponseCode.NXDOMAIN }),
+  proxyOptions: { ipv6?: boolean } = {},
 ) {
   const store = new WorkloadStore();
   const web = testService("web", "10.96.0.20", [
@@ -68,6 +70,7 @@ function setup(
   const proxy = createDnsProxy({
     store,
     forwarder,
+    ...proxyOptions,
     logger: noopLogger,
     metrics: createPromClientSink(prom, registry),
   });
@@ -130,6 +133,35 @@ describe("the DNS proxy's handler", () => {
       ],
     );
     assert.deepEqual(forwarder.asked, []);
+  });
+
+  it("with IPv6 off (ztunnel's IPV6_ENABLED=false), answers AAAA for a mesh name with no records", async () => {
+    const dual = testService("dual", "10.96.0.30", [], {
+      addresses: [
+        { network: "", address: parseIpv4("10.96.0.30") as Uint8Array },
+        { network: "", address: parseIpv6("fd00::30") as Uint8Array },
+      ],
+      ipFamilies: "DUAL",
+    });
+    const on = setup();
+    on.store.upsert("default/dual.default.svc.cluster.local", { service: dual });
+    assert.deepEqual(
+      (await on.ask("dual", RecordType.AAAA)).answers.map((r) => recordAddress(r)),
+      ["fd00::30"],
+    );
+    const off = setup(undefined, { ipv6: false });
+    off.store.upsert("default/dual.default.svc.cluster.local", { service: dual });
+    const aaaa = await off.ask("dual", RecordType.AAAA);
+    assert.equal(aaaa.rcode, ResponseCode.NOERROR);
+    assert.equal(aaaa.authoritative, true);
+    assert.deepEqual(aaaa.answers, []);
+    assert.deepEqual(
+      (await off.ask("dual", RecordType.A)).answers.map((r) => recordAddress(r)),
+      ["10.96.0.30"],
+    );
+    // Names the mesh does not have are forwarded as asked, AAAA included.
+    await off.ask("www.example.org", RecordType.AAAA);
+    assert.deepEqual(off.forwarder.asked, ["www.example.org"]);
   });
 
   it("forwards other names, other types and other classes, and answers SERVFAIL when forwarding fails", async () => {

@@ -88,6 +88,11 @@ export interface DnsProxyOptions {
   forwarder: DnsForwarder;
   /** Kubernetes cluster domain. Default `cluster.local`. */
   clusterDomain?: string;
+  /**
+   * Whether mesh names get IPv6 records. Default true; false answers AAAA for a mesh name with no
+   * records (NOERROR), as Istio's ztunnel with `IPV6_ENABLED=false`. Forwarded names are untouched.
+   */
+  ipv6?: boolean;
   logger: Logger;
   metrics: MetricsSink;
 }
@@ -191,6 +196,7 @@ export function createDnsProxy(options: DnsProxyOptions): DnsProxy {
         clusterDomain,
       );
       if (answer.kind === "forward") return forward(forwarder, request, labels, client);
+      if (type === RecordType.AAAA && options.ipv6 === false) answer.addresses = [];
       const records: DnsRecord[] = [];
       let owner = question.name;
       // A name found without its search domain gets a CNAME to that name only when there are

@@ -129,6 +129,12 @@ export interface ZtunnelOptions {
         /** Port inside each pod. Default 15053. */
         port?: number;
         /**
+         * Whether mesh names get IPv6 records (a dual-stack Service's IPv6 VIPs). Default true; false
+         * answers AAAA for a mesh name with no records, as Istio's ztunnel with `IPV6_ENABLED=false`
+         * (this proxy carries IPv4 only, so an app that tries an IPv6 VIP first is not captured).
+         */
+        ipv6?: boolean;
+        /**
          * Per upstream try. Default: resolv.conf's `options timeout:` when the nameservers come from
          * it, else 5000 ms (its rounds: `options attempts:`, else 2).
          */
@@ -321,6 +327,7 @@ async function startDnsProxy(
     store,
     forwarder: forwarderFor(),
     ...(dns?.clusterDomain === undefined ? {} : { clusterDomain: dns.clusterDomain }),
+    ...(dns?.ipv6 === undefined ? {} : { ipv6: dns.ipv6 }),
     logger,
     metrics,
   });
