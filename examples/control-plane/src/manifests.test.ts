@@ -33,6 +33,11 @@ describe("parseManifests", () => {
       "apiVersion: security.istio.io/v1\nkind: AuthorisationPolicy\nmetadata: { name: deny-all }\nspec: {}\n",
       /security\.istio\.io has no kind "AuthorisationPolicy"/,
     ],
+    [
+      "a policy kind of another group (a misspelt security.istio.io)",
+      "apiVersion: secuirty.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: { name: deny-all }\nspec: {}\n",
+      /AuthorizationPolicy is read from security\.istio\.io, not secuirty\.istio\.io/,
+    ],
   ];
   for (const [name, text, message] of bad) {
     it(`reports ${name} and keeps the other documents`, () => {

@@ -277,6 +277,13 @@ function toObject(value: unknown, source: string): KubeObject | string {
     if (kinds !== undefined && !kinds.has(kind)) {
       return `${group} has no kind ${JSON.stringify(kind)} (it has ${[...kinds].join(", ")})`;
     }
+    // A policy kind of another group is not served (see MESH_KIND_GROUPS); ignoring it without a
+    // word would let a misspelt group drop a policy, so it is a part of the file that cannot be read.
+    for (const [policyGroup, policyKinds] of KINDS_OF_GROUP) {
+      if (policyKinds.has(kind) && group !== policyGroup) {
+        return `${kind} is read from ${policyGroup}, not ${group === "" ? "the core group" : group}`;
+      }
+    }
   }
   if (!isRecord(metadata) || typeof metadata.name !== "string" || metadata.name === "") {
     return `${kind}: metadata.name is missing`;
