@@ -136,3 +136,32 @@ class Tracked implements TrackedConnection {
     close();
   }
 }
+
+/** Something that closes gracefully within a time limit (an HBONE server). */
+interface GracefulClose {
+  close(options: { timeoutMs: number }): Promise<void>;
+}
+
+/**
+ * Servers a graceful shutdown is closing (GOAWAY, then their connections have until the deadline),
+ * counted so the shutdown knows when they are all gone.
+ */
+export class ClosingServers {
+  #closing = 0;
+
+  /** Starts closing `server`; its connections have `timeoutMs` to end. */
+  close(server: GracefulClose, timeoutMs: number): void {
+    this.#closing++;
+    server
+      .close({ timeoutMs })
+      .catch(() => {})
+      .finally(() => {
+        this.#closing--;
+      });
+  }
+
+  /** Every server handed to {@link close} has closed. */
+  get done(): boolean {
+    return this.#closing === 0;
+  }
+}

@@ -28,7 +28,7 @@ import {
 } from "@ambient/netns";
 import type { X509Svid } from "@ambient/spiffe";
 import type { Workload } from "@ambient/xds";
-import type { ConnectionRegistry } from "./connections.js";
+import { ClosingServers, type ConnectionRegistry } from "./connections.js";
 import { type DialFailureMetrics, errnoOf } from "./dial-failure.js";
 import type { DnsProxy } from "./dns-proxy.js";
 import { ZtunnelError } from "./errors.js";
@@ -428,8 +428,8 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
   const adding = new Map<string, { cancelled: boolean }>();
   /** A graceful shutdown began: nothing opens any more. */
   let draining = false;
-  /** HBONE servers still closing since the drain began. */
-  let hboneClosing = 0;
+  /** The pods' HBONE servers a drain is closing. */
+  const closing = new ClosingServers();
   // Istio's ztunnel names (src/inpod/metrics.rs), so its dashboards read them; in in-pod mode only,
   // as Istio's ztunnel registers them. promtool flags the gauges' `_count` suffix: they are Istio's names.
   const sink = options.proxyMetrics === true ? metrics : noopMetrics;
@@ -1102,17 +1102,10 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
         clearTimeout(p.retryTimer);
         p.retryTimer = undefined;
         closeListeners(p).catch(() => {});
-        if (p.serving === undefined) continue;
-        hboneClosing++;
-        p.serving.hboneServer
-          .close({ timeoutMs: deadlineMs })
-          .catch(() => {})
-          .finally(() => {
-            hboneClosing--;
-          });
+        if (p.serving !== undefined) closing.close(p.serving.hboneServer, deadlineMs);
       }
     },
-    drained: () => hboneClosing === 0,
+    drained: () => closing.done,
     async close() {
       for (const s of adding.values()) s.cancelled = true;
       await Promise.all([...proxies.keys()].map(remove));

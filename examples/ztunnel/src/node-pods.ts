@@ -4,6 +4,7 @@ import { createHboneServer, type HboneServer, type InboundTunnel } from "@ambien
 import type { X509Svid } from "@ambient/spiffe";
 import type { SecretManager } from "@ambient/spiffe/ca";
 import type { Workload } from "@ambient/xds";
+import { ClosingServers } from "./connections.js";
 import type { Logger, MetricsSink } from "./telemetry.js";
 import { identityOf, usesHbone, type WorkloadStore } from "./workload-store.js";
 
@@ -76,17 +77,7 @@ export function createNodePods(options: NodePodsOptions): NodePods {
   const pods = new Map<string, NodePod>();
 
   let draining = false;
-  /** The HBONE servers still closing since the drain began. */
-  let closing = 0;
-  const drainServer = (server: HboneServer, deadlineMs: number): void => {
-    closing++;
-    server
-      .close({ timeoutMs: deadlineMs })
-      .catch(() => {})
-      .finally(() => {
-        closing--;
-      });
-  };
+  const closing = new ClosingServers();
 
   const startPod = async (pod: NodePod): Promise<void> => {
     let attempt = 0;
@@ -179,9 +170,9 @@ export function createNodePods(options: NodePodsOptions): NodePods {
     drain(deadlineMs) {
       if (draining) return;
       draining = true;
-      for (const pod of pods.values()) if (pod.server !== undefined) drainServer(pod.server, deadlineMs);
+      for (const pod of pods.values()) if (pod.server !== undefined) closing.close(pod.server, deadlineMs);
     },
-    drained: () => closing === 0,
+    drained: () => closing.done,
     async close() {
       await Promise.all(
         [...pods.values()].map(async (p) => {

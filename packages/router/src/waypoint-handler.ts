@@ -960,6 +960,10 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
   /** Ends an HTTP/1.1 connection whose last response was written, once that is flushed. */
   function closeWhenFlushed(stream: Duplex): void {
     if (stream.destroyed) return;
+    if (stream.writableFinished) {
+      stream.destroy();
+      return;
+    }
     stream.once("finish", () => stream.destroy());
     stream.end();
   }
