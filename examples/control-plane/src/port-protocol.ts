@@ -65,6 +65,31 @@ export function servicePortProtocol(port: {
   return SERVER_FIRST_PORTS.has(port.port) ? "TCP" : undefined;
 }
 
+/**
+ * Every protocol name Istio reads on a ServiceEntry port, as it spells them; a port's `protocol` is
+ * compared without case. Istio refuses a port with another name (an empty one asks for detection).
+ */
+export const ISTIO_PROTOCOL_NAMES: readonly string[] = [
+  "HTTP",
+  "HTTPS",
+  "HTTP2",
+  "HTTP_PROXY",
+  "GRPC",
+  "GRPC-Web",
+  "TCP",
+  "TLS",
+  "UDP",
+  "Mongo",
+  "Redis",
+  "MySQL",
+];
+const ISTIO_PROTOCOLS: ReadonlySet<string> = new Set(ISTIO_PROTOCOL_NAMES.map((p) => p.toLowerCase()));
+
+/** Whether Istio knows `protocol` as a port protocol, in any case. */
+export function isIstioProtocol(protocol: string): boolean {
+  return ISTIO_PROTOCOLS.has(protocol.toLowerCase());
+}
+
 /** The workload API protocol of a ServiceEntry port's `protocol` (`HTTP`, `GRPC`, `TCP`, ...). */
 export function serviceEntryPortProtocol(protocol: string | undefined): AppProtocol | undefined {
   return protocol === undefined ? undefined : PROTOCOLS.get(protocol.toLowerCase());

@@ -572,7 +572,7 @@ metadata: { name: other }
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: { name: shadow, namespace: other }
-spec: { hosts: [web.demo.svc.cluster.local], addresses: [127.30.0.9], resolution: STATIC, ports: [{ number: 80 }] }
+spec: { hosts: [web.demo.svc.cluster.local], addresses: [127.30.0.9], resolution: STATIC, ports: [{ number: 80, name: http }] }
 `;
     const config = translate(AMBIENT_NS + svc("[{ port: 80 }]") + entry);
     assert.deepEqual(

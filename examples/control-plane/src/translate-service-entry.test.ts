@@ -68,7 +68,7 @@ describe("ServiceEntry -> Address services", () => {
           "name1",
           `{ hosts: [se.istio.io], addresses: [240.240.23.45], resolution: STATIC,
              ports: [{ number: 80, name: http, targetPort: 8080, protocol: HTTP }, { number: 443, name: tls, protocol: TLS },
-                     { number: 27017, name: db, protocol: MONGO }, { number: 9000 }],
+                     { number: 27017, name: db, protocol: MONGO }, { number: 9000, name: port-9000 }],
              subjectAltNames: ["spiffe://cluster.local/ns/ns1/sa/vm"] }`,
         ),
     );
@@ -95,19 +95,22 @@ describe("ServiceEntry -> Address services", () => {
   const cases: { name: string; yaml: string; served: Record<string, string[]>; issue?: RegExp }[] = [
     {
       name: "a /32 CIDR is a VIP",
-      yaml: se("a", "{ hosts: [a.example.com], addresses: [240.240.0.1/32], ports: [{ number: 80 }] }"),
+      yaml: se(
+        "a",
+        "{ hosts: [a.example.com], addresses: [240.240.0.1/32], ports: [{ number: 80, name: port-80 }] }",
+      ),
       served: { "ns1/a.example.com": ["240.240.0.1"] },
     },
     {
       name: "no addresses and resolution NONE: a Service without VIP",
-      yaml: se("a", "{ hosts: [a.example.com], resolution: NONE, ports: [{ number: 80 }] }"),
+      yaml: se("a", "{ hosts: [a.example.com], resolution: NONE, ports: [{ number: 80, name: port-80 }] }"),
       served: { "ns1/a.example.com": [] },
     },
     {
       name: "allocated status.addresses are used for their host unless resolution is NONE",
       yaml: `${se(
         "a",
-        "{ hosts: [a.example.com, b.example.com], resolution: DNS, ports: [{ number: 80, protocol: HTTP }] }",
+        "{ hosts: [a.example.com, b.example.com], resolution: DNS, ports: [{ number: 80, name: http, protocol: HTTP }] }",
       )}status: { addresses: [{ host: a.example.com, value: 240.240.0.9 }] }\n`,
       served: { "ns1/a.example.com": ["240.240.0.9"], "ns1/b.example.com": [] },
     },
@@ -115,10 +118,10 @@ describe("ServiceEntry -> Address services", () => {
       name: "allocated status.addresses of a wildcard host are used with resolution DYNAMIC_DNS only",
       yaml: `${se(
         "a",
-        "{ hosts: ['*.a.example.com'], resolution: DYNAMIC_DNS, ports: [{ number: 80, protocol: HTTP }] }",
+        "{ hosts: ['*.a.example.com'], resolution: DYNAMIC_DNS, ports: [{ number: 80, name: http, protocol: HTTP }] }",
       )}status: { addresses: [{ host: '*.a.example.com', value: 240.240.0.9 }] }\n${se(
         "b",
-        "{ hosts: ['*.b.example.com'], resolution: DNS, ports: [{ number: 80 }], endpoints: [{ address: b.vm.example }] }",
+        "{ hosts: ['*.b.example.com'], resolution: DNS, ports: [{ number: 80, name: port-80 }], endpoints: [{ address: b.vm.example }] }",
       )}status: { addresses: [{ host: '*.b.example.com', value: 240.240.0.10 }] }\n`,
       served: { "ns1/*.a.example.com": ["240.240.0.9"], "ns1/*.b.example.com": [] },
     },
@@ -126,7 +129,7 @@ describe("ServiceEntry -> Address services", () => {
       name: "allocated status.addresses are not used when the entry opts out of allocation",
       yaml: `${se(
         "a",
-        "{ hosts: [a.example.com], resolution: DNS, ports: [{ number: 80 }] }",
+        "{ hosts: [a.example.com], resolution: DNS, ports: [{ number: 80, name: port-80 }] }",
         ", labels: { networking.istio.io/enable-autoallocate-ip: 'False' }",
       )}status: { addresses: [{ host: a.example.com, value: 240.240.0.9 }] }\n`,
       served: { "ns1/a.example.com": [] },
@@ -135,7 +138,7 @@ describe("ServiceEntry -> Address services", () => {
       name: "two hosts, one address: the first host has the VIP",
       yaml: se(
         "a",
-        "{ hosts: [a.example.com, b.example.com], addresses: [240.240.0.1], ports: [{ number: 80 }] }",
+        "{ hosts: [a.example.com, b.example.com], addresses: [240.240.0.1], ports: [{ number: 80, name: port-80 }] }",
       ),
       served: { "ns1/a.example.com": ["240.240.0.1"], "ns1/b.example.com": [] },
       issue: /host b\.example\.com: spec\.addresses are served for host a\.example\.com only/,
@@ -148,7 +151,7 @@ apiVersion: v1
 kind: Service
 metadata: { name: svc, namespace: ns1 }
 spec: { clusterIP: 240.240.0.1, ports: [{ port: 80 }] }
-${se("a", "{ hosts: [a.example.com], addresses: [240.240.0.1], ports: [{ number: 80 }] }")}`,
+${se("a", "{ hosts: [a.example.com], addresses: [240.240.0.1], ports: [{ number: 80, name: port-80 }] }")}`,
       served: { "ns1/svc.ns1.svc.cluster.local": ["240.240.0.1"] },
       issue: /address 240\.240\.0\.1 is already used by ns1\/svc\.ns1\.svc\.cluster\.local: not served/,
     },
@@ -160,13 +163,16 @@ apiVersion: v1
 kind: Service
 metadata: { name: svc, namespace: ns1 }
 spec: { clusterIP: 240.240.0.1, ports: [{ port: 80 }] }
-${se("a", "{ hosts: [svc.ns1.svc.cluster.local], addresses: [240.240.0.2], ports: [{ number: 80 }] }")}`,
+${se("a", "{ hosts: [svc.ns1.svc.cluster.local], addresses: [240.240.0.2], ports: [{ number: 80, name: port-80 }] }")}`,
       served: { "ns1/svc.ns1.svc.cluster.local": ["240.240.0.1"] },
       issue: /ns1\/svc\.ns1\.svc\.cluster\.local is already a Service: not served/,
     },
     {
       name: "an IPv6 address is reported, not served",
-      yaml: se("a", "{ hosts: [a.example.com], addresses: ['2001:db8::1'], ports: [{ number: 80 }] }"),
+      yaml: se(
+        "a",
+        "{ hosts: [a.example.com], addresses: ['2001:db8::1'], ports: [{ number: 80, name: port-80 }] }",
+      ),
       served: {},
       issue: /2001:db8::1 is not IPv4/,
     },
@@ -194,7 +200,7 @@ ${se("a", "{ hosts: [svc.ns1.svc.cluster.local], addresses: [240.240.0.2], ports
       NS +
         se(
           "range",
-          "{ hosts: [a.example.com], addresses: [10.40.0.0/16, 10.50.7.9/24, 10.60.0.1/32], resolution: NONE, ports: [{ number: 443 }] }",
+          "{ hosts: [a.example.com], addresses: [10.40.0.0/16, 10.50.7.9/24, 10.60.0.1/32], resolution: NONE, ports: [{ number: 443, name: port-443 }] }",
         ),
     );
     const s = service(config, "ns1/a.example.com");
@@ -217,15 +223,15 @@ ${se("a", "{ hosts: [svc.ns1.svc.cluster.local], addresses: [240.240.0.2], ports
       NS +
         se(
           "a",
-          "{ hosts: [a.example.com], addresses: [10.40.0.0/16], resolution: NONE, ports: [{ number: 443 }] }",
+          "{ hosts: [a.example.com], addresses: [10.40.0.0/16], resolution: NONE, ports: [{ number: 443, name: port-443 }] }",
         ) +
         se(
           "b",
-          "{ hosts: [b.example.com], addresses: [10.40.0.0/16], resolution: NONE, ports: [{ number: 443 }] }",
+          "{ hosts: [b.example.com], addresses: [10.40.0.0/16], resolution: NONE, ports: [{ number: 443, name: port-443 }] }",
         ) +
         se(
           "c",
-          "{ hosts: [c.example.com], addresses: [10.40.1.1], resolution: NONE, ports: [{ number: 443 }] }",
+          "{ hosts: [c.example.com], addresses: [10.40.1.1], resolution: NONE, ports: [{ number: 443, name: port-443 }] }",
         ),
     );
     assert.deepEqual(
@@ -247,7 +253,11 @@ ${se("a", "{ hosts: [svc.ns1.svc.cluster.local], addresses: [240.240.0.2], ports
 
   it("an address that is not an IPv4 address or range leaves the ServiceEntry without Services", () => {
     const config = translate(
-      NS + se("a", "{ hosts: [a.example.com], addresses: [10.40.0.0/33], ports: [{ number: 80 }] }"),
+      NS +
+        se(
+          "a",
+          "{ hosts: [a.example.com], addresses: [10.40.0.0/33], ports: [{ number: 80, name: port-80 }] }",
+        ),
     );
     assert.deepEqual(config.services, []);
     assert.ok(
@@ -266,8 +276,8 @@ metadata: { name: ns0 }
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: { name: late, namespace: ns0, creationTimestamp: "2024-05-02T00:00:00Z" }
-spec: { hosts: [api.example.com, b.example.com], resolution: NONE, ports: [{ number: 443 }] }
-${se("early", "{ hosts: [api.example.com], resolution: NONE, ports: [{ number: 443 }] }", ', creationTimestamp: "2024-05-01T00:00:00Z"')}`);
+spec: { hosts: [api.example.com, b.example.com], resolution: NONE, ports: [{ number: 443, name: port-443 }] }
+${se("early", "{ hosts: [api.example.com], resolution: NONE, ports: [{ number: 443, name: port-443 }] }", ', creationTimestamp: "2024-05-01T00:00:00Z"')}`);
     assert.deepEqual(
       config.services.map((s) => [s.key, s.service.canonical]),
       [
@@ -291,7 +301,7 @@ spec: { gatewayClassName: istio-waypoint }
 status: { addresses: [{ value: 127.10.0.6 }] }
 ${se(
   "a",
-  "{ hosts: [a.example.com], addresses: [240.240.0.1], resolution: STATIC, ports: [{ number: 80 }] }",
+  "{ hosts: [a.example.com], addresses: [240.240.0.1], resolution: STATIC, ports: [{ number: 80, name: port-80 }] }",
   ", labels: { istio.io/use-waypoint: wp }, annotations: { networking.istio.io/traffic-distribution: PreferClose }",
 )}`);
     const s = service(config, "ns1/a.example.com").service;
@@ -305,8 +315,8 @@ ${se(
 apiVersion: v1
 kind: Namespace
 metadata: { name: ns1, annotations: { networking.istio.io/traffic-distribution: PreferSameNode } }
-${se("a", "{ hosts: [a.example.com], addresses: [240.240.0.1], resolution: STATIC, ports: [{ number: 80 }] }")}
-${se("b", "{ hosts: [b.example.com], addresses: [240.240.0.2], resolution: STATIC, ports: [{ number: 80 }] }", ", annotations: { networking.istio.io/traffic-distribution: PreferClose }")}`);
+${se("a", "{ hosts: [a.example.com], addresses: [240.240.0.1], resolution: STATIC, ports: [{ number: 80, name: port-80 }] }")}
+${se("b", "{ hosts: [b.example.com], addresses: [240.240.0.2], resolution: STATIC, ports: [{ number: 80, name: port-80 }] }", ", annotations: { networking.istio.io/traffic-distribution: PreferClose }")}`);
     assert.deepEqual(service(config, "ns1/a.example.com").service.loadBalancing, {
       routingPreference: ["NETWORK", "REGION", "ZONE", "SUBZONE", "NODE"],
       mode: "FAILOVER",
@@ -332,7 +342,7 @@ describe("ServiceEntry -> Address services: resolution NONE", () => {
         ) +
         se(
           "api",
-          "{ hosts: [api.example.com], addresses: [240.240.0.8], resolution: STATIC, endpoints: [{ address: 203.0.113.5 }], ports: [{ number: 443 }] }",
+          "{ hosts: [api.example.com], addresses: [240.240.0.8], resolution: STATIC, endpoints: [{ address: 203.0.113.5 }], ports: [{ number: 443, name: port-443 }] }",
           annotation,
         ),
     );
@@ -452,7 +462,7 @@ describe("ServiceEntry and WorkloadEntry -> Address workloads", () => {
       NS +
         se(
           "ext",
-          "{ hosts: [api.example.com, web.example.com], resolution: DNS, ports: [{ number: 443, protocol: TLS }] }",
+          "{ hosts: [api.example.com, web.example.com], resolution: DNS, ports: [{ number: 443, name: tls, protocol: TLS }] }",
         ),
     );
     const w = workload(
@@ -521,19 +531,19 @@ describe("ServiceEntry and WorkloadEntry -> Address workloads", () => {
 
   it("a pod a workloadSelector picks serves a port at its container port of the same name", () => {
     // As for a WorkloadEntry's `ports`: the ServiceEntry's port name finds the pod's TCP container
-    // port; a port the pod does not name goes to the entry's target port.
+    // port, over the entry's target port; a port the pod does not name goes to the target port.
     const config = translate(
       NS +
         pod("pod1", "127.10.0.10", "{ app: a }") +
         se(
           "name1",
-          "{ hosts: [se.istio.io], addresses: [240.240.23.45], workloadSelector: { labels: { app: a } }, ports: [{ number: 8002, name: http }, { number: 81, name: http-alt, targetPort: 9090 }, { number: 82, name: http, targetPort: 7070 }] }",
+          "{ hosts: [se.istio.io], addresses: [240.240.23.45], workloadSelector: { labels: { app: a } }, ports: [{ number: 8002, name: web }, { number: 81, name: http-alt, targetPort: 9090 }, { number: 82, name: http, targetPort: 7070 }] }",
         ),
     );
     assert.deepEqual(workload(config, "Kubernetes//Pod/ns1/pod1").workload.services, {
       "ns1/se.istio.io": {
         ports: [
-          { servicePort: 8002, targetPort: 8080 },
+          { servicePort: 8002, targetPort: 8002 },
           { servicePort: 81, targetPort: 9090 },
           { servicePort: 82, targetPort: 8080 },
         ],
@@ -705,12 +715,12 @@ describe("ServiceEntry and WorkloadEntry validation", () => {
     { name: "a host that is not a name", yaml: "spec: { hosts: ['a b'] }", problem: /spec\.hosts\[0\]/ },
     {
       name: "a port out of range",
-      yaml: "spec: { hosts: [a.example.com], ports: [{ number: 70000 }] }",
+      yaml: "spec: { hosts: [a.example.com], ports: [{ number: 70000, name: big }] }",
       problem: /spec\.ports\[0\]\.number must be a port number/,
     },
     {
       name: "the same port twice",
-      yaml: "spec: { hosts: [a.example.com], ports: [{ number: 80 }, { number: 80 }] }",
+      yaml: "spec: { hosts: [a.example.com], ports: [{ number: 80, name: a }, { number: 80, name: b }] }",
       problem: /80 is listed twice/,
     },
     {
@@ -766,66 +776,113 @@ describe("ServiceEntry and WorkloadEntry validation", () => {
     },
     {
       name: "a wildcard host with resolution DNS and no endpoints",
-      yaml: "spec: { hosts: [api.example.com, '*.example.com'], resolution: DNS, ports: [{ number: 443, protocol: TLS }] }",
+      yaml: "spec: { hosts: [api.example.com, '*.example.com'], resolution: DNS, ports: [{ number: 443, name: tls, protocol: TLS }] }",
       problem:
         /spec\.hosts\[1\] "\*\.example\.com" must be a fully qualified name \(no wildcard, a top-level label not all digits\) with resolution DNS and no endpoints/,
     },
     {
       name: "an all-numeric top-level label with resolution DNS_ROUND_ROBIN and no endpoints",
-      yaml: "spec: { hosts: [db.internal.123], resolution: DNS_ROUND_ROBIN, ports: [{ number: 5432 }] }",
+      yaml: "spec: { hosts: [db.internal.123], resolution: DNS_ROUND_ROBIN, ports: [{ number: 5432, name: port-5432 }] }",
       problem: /spec\.hosts\[0\] "db\.internal\.123" must be a fully qualified name/,
     },
     {
       name: "a wildcard host with resolution DNS and an endpoint",
-      yaml: "spec: { hosts: ['*.example.com'], resolution: DNS, endpoints: [{ address: vm.example.com }], ports: [{ number: 443, protocol: TLS }] }",
+      yaml: "spec: { hosts: ['*.example.com'], resolution: DNS, endpoints: [{ address: vm.example.com }], ports: [{ number: 443, name: tls, protocol: TLS }] }",
       problem: undefined,
     },
     // istiod's admission rules for DYNAMIC_DNS, and for several hosts on one port.
     {
       name: "DYNAMIC_DNS with wildcard hosts and HTTP, TLS, GRPC and HTTP2 ports",
-      yaml: "spec: { hosts: ['*.a.example.com', '*.b.example.com'], resolution: DYNAMIC_DNS, location: MESH_INTERNAL, ports: [{ number: 80, protocol: http }, { number: 443, protocol: TLS }, { number: 9000, protocol: GRPC }, { number: 9001, protocol: HTTP2 }] }",
+      yaml: "spec: { hosts: ['*.a.example.com', '*.b.example.com'], resolution: DYNAMIC_DNS, location: MESH_INTERNAL, ports: [{ number: 80, name: http, protocol: http }, { number: 443, name: tls, protocol: TLS }, { number: 9000, name: grpc, protocol: GRPC }, { number: 9001, name: http2, protocol: HTTP2 }] }",
       problem: undefined,
     },
     {
       name: "DYNAMIC_DNS with a host that is not a wildcard",
-      yaml: "spec: { hosts: ['*.example.com', api.example.com], resolution: DYNAMIC_DNS, ports: [{ number: 80, protocol: HTTP }] }",
+      yaml: "spec: { hosts: ['*.example.com', api.example.com], resolution: DYNAMIC_DNS, ports: [{ number: 80, name: http, protocol: HTTP }] }",
       problem:
         /spec\.hosts\[1\] "api\.example\.com" must be a wildcard \(\*\.domain\) with resolution DYNAMIC_DNS/,
     },
     {
       name: "DYNAMIC_DNS with addresses",
-      yaml: "spec: { hosts: ['*.example.com'], resolution: DYNAMIC_DNS, addresses: [240.0.0.1], ports: [{ number: 80, protocol: HTTP }] }",
+      yaml: "spec: { hosts: ['*.example.com'], resolution: DYNAMIC_DNS, addresses: [240.0.0.1], ports: [{ number: 80, name: http, protocol: HTTP }] }",
       problem: /spec\.addresses cannot be set with resolution DYNAMIC_DNS/,
     },
     {
       name: "DYNAMIC_DNS with endpoints",
-      yaml: "spec: { hosts: ['*.example.com'], resolution: DYNAMIC_DNS, endpoints: [{ address: 1.2.3.4 }], ports: [{ number: 80, protocol: HTTP }] }",
+      yaml: "spec: { hosts: ['*.example.com'], resolution: DYNAMIC_DNS, endpoints: [{ address: 1.2.3.4 }], ports: [{ number: 80, name: http, protocol: HTTP }] }",
       problem: /spec\.endpoints cannot be set with resolution DYNAMIC_DNS/,
     },
     {
       name: "DYNAMIC_DNS with a TCP port",
-      yaml: "spec: { hosts: ['*.example.com'], resolution: DYNAMIC_DNS, ports: [{ number: 5432, protocol: TCP }] }",
+      yaml: "spec: { hosts: ['*.example.com'], resolution: DYNAMIC_DNS, ports: [{ number: 5432, name: tcp, protocol: TCP }] }",
       problem:
         /spec\.ports\[0\]\.protocol "TCP" is not HTTP, TLS, GRPC or HTTP2, which resolution DYNAMIC_DNS needs/,
     },
     {
       name: "DYNAMIC_DNS with a port without protocol",
-      yaml: "spec: { hosts: ['*.example.com'], resolution: DYNAMIC_DNS, ports: [{ number: 80 }] }",
+      yaml: "spec: { hosts: ['*.example.com'], resolution: DYNAMIC_DNS, ports: [{ number: 80, name: port-80 }] }",
       problem: /spec\.ports\[0\]\.protocol \(none\) is not HTTP, TLS, GRPC or HTTP2/,
     },
     {
       name: "several hosts with resolution DNS on a TCP port",
-      yaml: "spec: { hosts: [a.example.com, b.example.com], resolution: DNS, ports: [{ number: 80, protocol: HTTP }, { number: 5432, protocol: TCP }] }",
+      yaml: "spec: { hosts: [a.example.com, b.example.com], resolution: DNS, ports: [{ number: 80, name: http, protocol: HTTP }, { number: 5432, name: tcp, protocol: TCP }] }",
       problem: /spec\.ports\[1\] is neither HTTP nor TLS: with several hosts and resolution DNS/,
     },
     {
       name: "several hosts with resolution NONE on a TCP port",
-      yaml: "spec: { hosts: [a.example.com, b.example.com], ports: [{ number: 5432, protocol: TCP }] }",
+      yaml: "spec: { hosts: [a.example.com, b.example.com], ports: [{ number: 5432, name: tcp, protocol: TCP }] }",
       problem: undefined,
     },
     {
       name: "several hosts with resolution STATIC on HTTPS and gRPC-Web ports",
-      yaml: "spec: { hosts: [a.example.com, b.example.com], resolution: STATIC, endpoints: [{ address: 1.2.3.4 }], ports: [{ number: 443, protocol: HTTPS }, { number: 8080, protocol: GRPC-Web }] }",
+      yaml: "spec: { hosts: [a.example.com, b.example.com], resolution: STATIC, endpoints: [{ address: 1.2.3.4 }], ports: [{ number: 443, name: https, protocol: HTTPS }, { number: 8080, name: grpc-web, protocol: GRPC-Web }] }",
+      problem: undefined,
+    },
+    // Port names and protocols, as istiod's admission and the CRD's schema check them.
+    {
+      name: "a port without a name",
+      yaml: "spec: { hosts: [a.example.com], ports: [{ number: 80, protocol: HTTP }] }",
+      problem: /spec\.ports\[0\]\.name is required/,
+    },
+    {
+      name: "a port name that is not a DNS-1123 label",
+      yaml: "spec: { hosts: [a.example.com], ports: [{ number: 80, name: http_web }] }",
+      problem: /spec\.ports\[0\]\.name "http_web" is not a DNS-1123 label/,
+    },
+    {
+      name: "a port name longer than 63 characters",
+      yaml: `spec: { hosts: [a.example.com], ports: [{ number: 80, name: ${"p".repeat(64)} }] }`,
+      problem: /spec\.ports\[0\]\.name "p{64}" is not a DNS-1123 label/,
+    },
+    {
+      name: "two ports with the same name",
+      yaml: "spec: { hosts: [a.example.com], ports: [{ number: 80, name: http }, { number: 8080, name: http }] }",
+      problem: /spec\.ports\[1\]\.name "http" is listed twice/,
+    },
+    {
+      name: "a port protocol Istio does not know",
+      yaml: "spec: { hosts: [a.example.com], ports: [{ number: 80, name: web, protocol: HTTP3 }] }",
+      problem: /spec\.ports\[0\]\.protocol "HTTP3" is not a protocol Istio knows/,
+    },
+    {
+      name: "an endpoint port name that is not a DNS-1123 label",
+      yaml: "spec: { hosts: [a.example.com], resolution: STATIC, ports: [{ number: 80, name: http }], endpoints: [{ address: 1.2.3.4, ports: { http_1: 8080 } }] }",
+      problem: /spec\.endpoints\[0\]\.ports\.http_1 is not a port name/,
+    },
+    {
+      // The schema allows endpoint port names of 62 characters at most, one fewer than a port's.
+      name: "an endpoint port name of 63 characters, naming a port of the entry",
+      yaml: `spec: { hosts: [a.example.com], resolution: STATIC, ports: [{ number: 80, name: ${"p".repeat(63)} }], endpoints: [{ address: 1.2.3.4, ports: { ${"p".repeat(63)}: 8080 } }] }`,
+      problem: /spec\.endpoints\[0\]\.ports\.p{63} is not a port name/,
+    },
+    {
+      name: "port names in any case, up to 63 characters, and every protocol Istio knows in any case",
+      yaml: `spec: { hosts: [a.example.com], resolution: STATIC, endpoints: [{ address: 1.2.3.4, ports: { Web-1: 8080, ${"q".repeat(62)}: 9090 } }],
+        ports: [{ number: 80, name: Web-1, protocol: http }, { number: 81, name: 9x, protocol: Grpc-Web }, { number: 82, name: ${"p".repeat(63)}, protocol: http_proxy },
+                { number: 83, name: ${"q".repeat(62)}, protocol: tcp }, { number: 84, name: udp, protocol: UDP }, { number: 85, name: mongo, protocol: MONGO },
+                { number: 86, name: redis, protocol: Redis }, { number: 87, name: mysql, protocol: mysql }, { number: 88, name: tls, protocol: Tls },
+                { number: 89, name: https, protocol: HTTPS }, { number: 90, name: h2, protocol: http2 }, { number: 91, name: grpc, protocol: gRPC },
+                { number: 92, name: sniffed, protocol: "" }, { number: 93, name: x } ] }`,
       problem: undefined,
     },
   ];
@@ -858,7 +915,7 @@ describe("ServiceEntry and WorkloadEntry validation", () => {
     const [obj] = objects(`apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: { name: a, namespace: ns1, labels: { istio.io/use-waypoint: waypoint } }
-spec: { hosts: ['*.example.com'], resolution: DYNAMIC_DNS, location: MESH_INTERNAL, ports: [{ number: 80, protocol: HTTP }] }
+spec: { hosts: ['*.example.com'], resolution: DYNAMIC_DNS, location: MESH_INTERNAL, ports: [{ number: 80, name: http, protocol: HTTP }] }
 `);
     assert.match(
       validateManifestObject(obj as KubeObject) ?? "",
@@ -884,6 +941,17 @@ spec: { hosts: ['*.example.com'], resolution: DYNAMIC_DNS, location: MESH_INTERN
       spec: "{ address: 1.2.3.4, labels: { a: [1] } }",
       problem: /spec\.labels\.a/,
     },
+    // istiod checks a WorkloadEntry's port names as a ServiceEntry's; the schema allows 62 characters.
+    {
+      name: "a port name that is not a DNS-1123 label",
+      spec: "{ address: 1.2.3.4, ports: { http_web: 80 } }",
+      problem: /spec\.ports\.http_web is not a port name/,
+    },
+    {
+      name: "a port name of 63 characters",
+      spec: `{ address: 1.2.3.4, ports: { ${"p".repeat(63)}: 80 } }`,
+      problem: /spec\.ports\.p{63} is not a port name/,
+    },
   ];
   for (const c of weCases) {
     it(`WorkloadEntry: ${c.name}`, () => {
@@ -893,6 +961,46 @@ spec: { hosts: ['*.example.com'], resolution: DYNAMIC_DNS, location: MESH_INTERN
       assert.match(validateManifestObject(obj as KubeObject) ?? "", c.problem);
     });
   }
+
+  it("WorkloadEntry: port names in any case, of up to 62 characters", () => {
+    const [obj] = objects(
+      `apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: { name: w, namespace: ns1 }\nspec: { address: 1.2.3.4, ports: { Http-1: 80, "9090": 90, ${"p".repeat(62)}: 91 } }\n`,
+    );
+    assert.equal(validateManifestObject(obj as KubeObject), undefined);
+  });
+
+  it("a ServiceEntry the port rules accept translates as it did before them", () => {
+    const config = translate(
+      NS +
+        se(
+          "vm-api",
+          `{ hosts: [api.vm.example], addresses: [240.240.0.3], resolution: STATIC,
+             ports: [{ number: 80, name: Http-Web, protocol: http, targetPort: 8080 }, { number: 443, name: tls, protocol: Tls },
+                     { number: 5432, name: db }],
+             endpoints: [{ address: 192.0.2.20, ports: { Http-Web: 9080, db: 6432 } }] }`,
+        ) +
+        we("vm-2", "{ address: 192.0.2.21, labels: { app: vm }, ports: { Http-Web: 9081 } }"),
+    );
+    assert.deepEqual(config.issues, []);
+    assert.deepEqual(service(config, "ns1/api.vm.example").service.ports, [
+      { servicePort: 80, targetPort: 8080, appProtocol: "HTTP11" },
+      { servicePort: 443, targetPort: 443, appProtocol: "TLS" },
+      { servicePort: 5432, targetPort: 5432 },
+    ]);
+    assert.deepEqual(
+      workload(config, "Kubernetes/networking.istio.io/ServiceEntry/ns1/vm-api/192.0.2.20").workload.services,
+      {
+        "ns1/api.vm.example": {
+          ports: [
+            { servicePort: 80, targetPort: 9080 },
+            { servicePort: 443, targetPort: 443 },
+            { servicePort: 5432, targetPort: 6432 },
+          ],
+        },
+      },
+    );
+    assert.ok(workload(config, "Kubernetes/networking.istio.io/WorkloadEntry/ns1/vm-2"));
+  });
 
   it("an invalid entry is reported by the translation and serves nothing", () => {
     const config = translate(NS + we("bad", "{ address: 1.2.3.4, weight: -1 }"));

@@ -8,7 +8,7 @@ import { ControlPlaneError } from "./errors.js";
 import type { KubeObject, MeshIssue } from "./manifests.js";
 import { isRecord } from "./manifests.js";
 import { type Ipv4Cidr, ipv4Bytes, parseIpv4Cidr, podIpProblem } from "./pod-address.js";
-import { serviceEntryPortProtocol } from "./port-protocol.js";
+import { ISTIO_PROTOCOL_NAMES, isIstioProtocol, serviceEntryPortProtocol } from "./port-protocol.js";
 import { wantsAllocatedAddresses } from "./service-entry-addresses.js";
 import { serviceLoadBalancing } from "./service-load-balancing.js";
 import type { MeshService, MeshWorkload } from "./translate-mesh.js";
@@ -34,13 +34,24 @@ export const TUNNEL_LABEL = "networking.istio.io/tunnel";
 
 const DNS_LABEL = "[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?";
 const HOST = new RegExp(`^(\\*\\.)?${DNS_LABEL}(\\.${DNS_LABEL})*$`);
+/**
+ * A port name: a DNS-1123 label, letters in either case (istiod's port name check). A ServiceEntry
+ * port's may have 63 characters; the CRD schema allows an endpoint's or WorkloadEntry's `ports` keys
+ * 62 at most.
+ */
+const PORT_NAME = /^[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?$/;
+const PORT_NAME_MAX = 63;
+const ENDPOINT_PORT_NAME_MAX = 62;
+const PORT_NAME_RULE = "letters, digits and '-', starting and ending with a letter or digit";
 /** Every IPv4 address is a candidate; `podIpProblem` still refuses unspecified, multicast and broadcast. */
 const ANY_IPV4 = parseIpv4Cidr("0.0.0.0/0") as Ipv4Cidr;
 
 /** One `spec.ports[]` entry of a ServiceEntry. */
 export interface ServiceEntryPort {
   number: number;
-  name?: string;
+  /** A DNS-1123 label, unique in the entry: endpoints and pods name the port by it. */
+  name: string;
+  /** One of Istio's protocol names, in any case; unset means the protocol is detected. */
   protocol?: string;
   /** Port on the endpoints; unset means `number`. */
   targetPort?: number;
@@ -146,6 +157,13 @@ function workloadEntrySpecAt(
   if (spec.ports !== undefined) {
     if (!isRecord(spec.ports)) throw invalid(obj, `${field}.ports`, "must map port names to numbers");
     for (const [name, port] of Object.entries(spec.ports)) {
+      if (name.length > ENDPOINT_PORT_NAME_MAX || !PORT_NAME.test(name)) {
+        throw invalid(
+          obj,
+          `${field}.ports.${name}`,
+          `is not a port name: a DNS-1123 label of at most ${ENDPOINT_PORT_NAME_MAX} characters (${PORT_NAME_RULE})`,
+        );
+      }
       out.ports[name] = portNumberAt(obj, port, `${field}.ports.${name}`);
     }
   }
@@ -194,15 +212,34 @@ export function parseServiceEntry(obj: KubeObject): ServiceEntrySpec {
     throw invalid(obj, "spec.ports", "must be a list");
   const ports: ServiceEntryPort[] = [];
   const numbers = new Set<number>();
+  const names = new Set<string>();
   ((spec.ports ?? []) as unknown[]).forEach((p, i) => {
     const field = `spec.ports[${i}]`;
     if (!isRecord(p)) throw invalid(obj, field, "must be an object");
-    const port: ServiceEntryPort = { number: portNumberAt(obj, p.number, `${field}.number`) };
-    if (numbers.has(port.number)) throw invalid(obj, `${field}.number`, `${port.number} is listed twice`);
-    numbers.add(port.number);
+    const number = portNumberAt(obj, p.number, `${field}.number`);
+    if (numbers.has(number)) throw invalid(obj, `${field}.number`, `${number} is listed twice`);
+    numbers.add(number);
+    // The name is the port's key: the schema requires it, endpoints and pods name the port by it.
     const name = optionalString(obj, p.name, `${field}.name`);
-    if (name !== undefined) port.name = name;
+    if (name === undefined) throw invalid(obj, `${field}.name`, "is required");
+    if (name.length > PORT_NAME_MAX || !PORT_NAME.test(name)) {
+      throw invalid(
+        obj,
+        `${field}.name`,
+        `${JSON.stringify(name)} is not a DNS-1123 label of at most ${PORT_NAME_MAX} characters (${PORT_NAME_RULE})`,
+      );
+    }
+    if (names.has(name)) throw invalid(obj, `${field}.name`, `${JSON.stringify(name)} is listed twice`);
+    names.add(name);
+    const port: ServiceEntryPort = { number, name };
     const protocol = optionalString(obj, p.protocol, `${field}.protocol`);
+    if (protocol !== undefined && !isIstioProtocol(protocol)) {
+      throw invalid(
+        obj,
+        `${field}.protocol`,
+        `${JSON.stringify(protocol)} is not a protocol Istio knows (${ISTIO_PROTOCOL_NAMES.join(", ")}, in any case; unset to detect it)`,
+      );
+    }
     if (protocol !== undefined) port.protocol = protocol;
     if (p.targetPort !== undefined && p.targetPort !== 0) {
       port.targetPort = portNumberAt(obj, p.targetPort, `${field}.targetPort`);
@@ -255,10 +292,9 @@ export function parseServiceEntry(obj: KubeObject): ServiceEntrySpec {
         `has ${out.endpoints.length} endpoints: DNS_ROUND_ROBIN takes at most one`,
       );
     }
-    const portNames = new Set(ports.map((p) => p.name));
     out.endpoints.forEach((e, i) => {
       for (const name of Object.keys(e.ports)) {
-        if (!portNames.has(name)) {
+        if (!names.has(name)) {
           throw invalid(obj, `spec.endpoints[${i}].ports.${name}`, "names no port of spec.ports");
         }
       }
@@ -499,7 +535,7 @@ export function serviceEntryServices(objects: readonly KubeObject[], ctx: EntryC
     const ports = spec.ports.map((p) => {
       const appProtocol = serviceEntryPortProtocol(p.protocol);
       return {
-        ...(p.name === undefined ? {} : { name: p.name }),
+        name: p.name,
         port: p.number,
         targetPort: p.targetPort ?? p.number,
         ...(appProtocol === undefined ? {} : { appProtocol }),

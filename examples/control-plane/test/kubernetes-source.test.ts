@@ -103,7 +103,7 @@ const NETWORKING_OBJECTS: KubeJson[] = [
     spec: {
       hosts: ["echo.alias.example"],
       addresses: ["127.30.0.52"],
-      ports: [{ number: 80, targetPort: 8080 }],
+      ports: [{ number: 80, name: "http", targetPort: 8080 }],
       workloadSelector: { labels: { app: "echo" } },
     },
   },

@@ -63,6 +63,17 @@ describe("ServiceEntry and WorkloadEntry in the folder", { timeout: 30_000 }, ()
     assert.deepEqual(cp.errors(), []);
     assert.deepEqual(served().ports, [{ servicePort: 8000, targetPort: 8000 }]);
   });
+
+  it("keeps the last good ServiceEntry over an edit that leaves a port without a name", async () => {
+    const good = served();
+    assert.deepEqual(good.ports, [{ servicePort: 8000, targetPort: 8000 }]);
+    await writeFile(join(dir, "entries.yaml"), entry("8001").replace(", name: http }", " }"));
+    await cp.reload();
+    assert.equal(cp.errors().length, 1);
+    assert.deepEqual(cp.errors()[0]?.keeping, ["ServiceEntry/demo/vm-api"]);
+    assert.match(cp.errors()[0]?.message ?? "", /spec\.ports\[0\]\.name is required/);
+    assert.deepEqual(served(), good);
+  });
 });
 
 const external = (name: string, host: string, extra = "") => `
