@@ -154,12 +154,20 @@ export interface RunningWaypoint {
    * requests in flight are answered (an HTTP/1.1 connection closes after its response, which says
    * `connection: close` when it can; an HTTP/2 one gets GOAWAY) and TCP tunnels run on, until all
    * have ended or `deadlineMs` (default `terminationDrainMs`) has passed; then it closes as
-   * {@link close} does. Every call returns the first call's promise; a bad deadline throws
-   * `ERR_WAYPOINT_INVALID_OPTION`.
+   * {@link close} does. Resolves once closed; every call returns the first call's promise, and a
+   * call after close() ends on that close. A bad deadline throws `ERR_WAYPOINT_INVALID_OPTION`.
    */
   shutdown(options?: { deadlineMs?: number }): Promise<void>;
-  /** Closes every listener, connection and control-plane stream at once (a shutdown under way too). */
+  /**
+   * Closes every listener, connection and control-plane stream at once (a shutdown under way too).
+   * Every call returns the first call's promise, and a shutdown ends on it: the waypoint closes once.
+   */
   close(): Promise<void>;
+  /**
+   * Resolves once the waypoint has closed, whatever closed it (close(), shutdown, SIGTERM or SIGINT in
+   * the program); rejects as close() does when closing failed.
+   */
+  readonly closed: Promise<void>;
 }
 
 /** Default of {@link WaypointOptions.terminationDrainMs}: istio-proxy's `terminationDrainDuration`. */
@@ -422,45 +430,77 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   });
   let operator: Awaited<ReturnType<typeof startOperatorEndpoints>> | undefined;
 
-  const close = async (): Promise<void> => {
-    if (closed) return;
+  let closing: Promise<void> | undefined;
+  let markClosed = () => {};
+  let markFailed = (_err: unknown) => {};
+  const closedPromise = new Promise<void>((resolve, reject) => {
+    markClosed = resolve;
+    markFailed = reject;
+  });
+  // Awaited or not by the embedder: a failed close is reported by close() too.
+  closedPromise.catch(() => {});
+  /** Ends the wait of a drain under way: close() does not wait for the drain's deadline. */
+  let endDrain = () => {};
+  const close = (): Promise<void> => {
+    closing ??= teardown().then(markClosed, (err: unknown) => {
+      markFailed(err);
+      throw err;
+    });
+    return closing;
+  };
+  const teardown = async (): Promise<void> => {
     closed = true;
     readyFlag = false;
-    await operator?.close();
-    xds.close();
+    endDrain();
+    // Every step runs even when one before it failed, so one stuck part does not keep the rest open;
+    // close() reports the first failure.
+    const failures: unknown[] = [];
+    const step = async (run: () => unknown): Promise<void> => {
+      try {
+        await run();
+      } catch (err) {
+        failures.push(err);
+      }
+    };
+    await step(() => operator?.close());
+    await step(() => xds.close());
     await server?.close({ timeoutMs: 500 }).catch(() => {});
-    await handler.close();
-    client?.destroy();
-    secrets.close();
-    caClient.close();
+    await step(() => handler.close());
+    await step(() => client?.destroy());
+    await step(() => secrets.close());
+    await step(() => caClient.close());
+    if (failures.length > 0) throw failures[0];
+    logger.info({}, "waypoint closed");
   };
 
   let shuttingDown: Promise<void> | undefined;
+  const drainThenClose = async (deadlineMs: number): Promise<void> => {
+    if (closed) return close();
+    draining = true;
+    readyFlag = false;
+    logger.info({ deadlineMs }, "shutting down: no new tunnels, requests in flight have until the deadline");
+    const deadline = new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, deadlineMs);
+      endDrain = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    // The listener closes and says GOAWAY; it waits for its tunnels, which end as the router drains
+    // the connections inside them, and cuts what is left at the deadline.
+    await Promise.all([
+      server?.close({ timeoutMs: deadlineMs }).catch(() => {}),
+      Promise.race([handler.drain(), deadline]),
+    ]);
+    endDrain();
+    // The same close as everyone else's: when close() came first, the drain ends on its teardown.
+    await close();
+  };
   const shutdown = (shutdownOptions: { deadlineMs?: number } = {}): Promise<void> => {
     checkDrainMs("deadlineMs", shutdownOptions.deadlineMs);
-    shuttingDown ??= (async () => {
-      if (closed) return close();
-      draining = true;
-      readyFlag = false;
-      const deadlineMs =
-        shutdownOptions.deadlineMs ?? options.terminationDrainMs ?? DEFAULT_TERMINATION_DRAIN_MS;
-      logger.info(
-        { deadlineMs },
-        "shutting down: no new tunnels, requests in flight have until the deadline",
-      );
-      let timer: NodeJS.Timeout | undefined;
-      const deadline = new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, deadlineMs);
-      });
-      // The listener closes and says GOAWAY; it waits for its tunnels, which end as the router drains
-      // the connections inside them, and cuts what is left at the deadline.
-      await Promise.all([
-        server?.close({ timeoutMs: deadlineMs }).catch(() => {}),
-        Promise.race([handler.drain(), deadline]),
-      ]);
-      clearTimeout(timer);
-      await close();
-    })();
+    shuttingDown ??= drainThenClose(
+      shutdownOptions.deadlineMs ?? options.terminationDrainMs ?? DEFAULT_TERMINATION_DRAIN_MS,
+    );
     return shuttingDown;
   };
 
@@ -525,5 +565,6 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     metricsText: () => registry.metrics(),
     shutdown,
     close,
+    closed: closedPromise,
   };
 }
