@@ -82,8 +82,22 @@ export interface AccessLogEntry {
   upstream_host: string;
   /** Istio's cluster name, `outbound|<port>||<service host>`. */
   upstream_cluster: string;
+  /**
+   * Envoy's `%UPSTREAM_LOCAL_ADDRESS%`: the waypoint's own `ip:port` on the connection the request (or
+   * TCP tunnel) went upstream on, for a TCP or TLS socket `connect` returned;
+   * `envoy://internal_client_address/` for a stream without an address of its own (an HBONE tunnel
+   * stream), as Istio's waypoints log their HBONE upstreams (Envoy's internal client address);
+   * `"-"` when no upstream connection was made (a local reply, a connect that failed).
+   */
+  upstream_local_address: string;
   downstream_remote_address: string;
   downstream_local_address: string;
+  /**
+   * Envoy's `%REQUESTED_SERVER_NAME%`: the SNI the client sent on its TLS connection, when `handle` was
+   * given a `tls.TLSSocket` (after its handshake, as `tls.Server` hands it over); `"-"` for a client that
+   * sent none and for a stream that is not TLS, such as the waypoint's HBONE tunnel streams.
+   */
+  requested_server_name: string;
   /** `namespace/name` of the matched route. */
   route_name: string;
   source_principal: string;

@@ -12,9 +12,11 @@ import {
   type Endpoint,
   endpointKey,
   isForwardedHeader,
+  type SentRequest,
   UpstreamAttemptError,
   type UpstreamRequest,
   type UpstreamResponse,
+  whenConnected,
   withSocketMethods,
 } from "./upstream.js";
 
@@ -39,9 +41,10 @@ export function sendUpgrade(
   endpoint: Endpoint,
   request: UpstreamRequest,
   protocol: string,
-): { response: Promise<UpgradeResponse>; abort: () => void } {
+): SentRequest<UpgradeResponse> {
   let req: http.ClientRequest | undefined;
   let stream: Duplex | undefined;
+  let localAddress: string | undefined;
   let aborted = false;
   const abort = () => {
     aborted = true;
@@ -62,11 +65,11 @@ export function sendUpgrade(
       socket.destroy();
       throw new UpstreamAttemptError("reset", new RouterError("ERR_UPSTREAM_RESET", "attempt aborted"));
     }
-    let connected = (socket as { connecting?: boolean }).connecting !== true;
-    if (!connected)
-      socket.once("connect", () => {
-        connected = true;
-      });
+    let connected = false;
+    whenConnected(socket, (address) => {
+      connected = true;
+      localAddress = address;
+    });
     const r = http.request({
       method: request.method,
       path: request.path,
@@ -113,5 +116,5 @@ export function sendUpgrade(
       r.end();
     });
   })();
-  return { response, abort };
+  return { response, abort, localAddress: () => localAddress };
 }

@@ -64,6 +64,18 @@ export interface UpstreamResponse {
   abort(): void;
 }
 
+/** A request sent upstream: its response, a way to give it up, and where it went out from. */
+export interface SentRequest<R extends UpstreamResponse = UpstreamResponse> {
+  response: Promise<R>;
+  abort: () => void;
+  /**
+   * The local address of the connection the request went out on ({@link connectionLocalAddress}), as
+   * soon as it had one: Envoy's `%UPSTREAM_LOCAL_ADDRESS%`. Undefined while it had none (a connect
+   * that failed or is still under way).
+   */
+  localAddress: () => string | undefined;
+}
+
 /** Failure classes used by retry policies. */
 export type UpstreamFailure = "connect-failure" | "refused-stream" | "reset" | "protocol";
 
@@ -86,6 +98,42 @@ export interface UpstreamRequest {
 
 const ENDPOINT_KEY = (e: Endpoint): string => `${e.address}:${e.port}`;
 export const endpointKey = ENDPOINT_KEY;
+
+/**
+ * What Envoy logs as `%UPSTREAM_LOCAL_ADDRESS%` for a connection to one of its internal listeners
+ * (`EnvoyInternalInstance("internal_client_address")`): Istio's waypoints reach HBONE endpoints through
+ * the `connect_originate` internal listener, so this is what their access log says for those.
+ */
+export const INTERNAL_CLIENT_ADDRESS = "envoy://internal_client_address/";
+
+/** The local address of each upstream connection, worked out once (pooled connections carry many requests). */
+const localAddresses = new WeakMap<Duplex, string>();
+
+/**
+ * The local address of a connected upstream connection, as the access log's `upstream_local_address`:
+ * `ip:port` of a TCP or TLS socket; {@link INTERNAL_CLIENT_ADDRESS} for a stream without an address of
+ * its own (an HBONE tunnel stream, whose HTTP/2 connection's socket is not exposed). Undefined for a
+ * stream that is still connecting or already destroyed: no connection to name.
+ */
+export function connectionLocalAddress(stream: Duplex): string | undefined {
+  const known = localAddresses.get(stream);
+  if (known !== undefined) return known;
+  const s = stream as { localAddress?: unknown; localPort?: unknown; connecting?: unknown };
+  if (stream.destroyed || s.connecting === true) return undefined;
+  const address =
+    typeof s.localAddress === "string" && s.localAddress !== "" && typeof s.localPort === "number"
+      ? `${s.localAddress}:${s.localPort}`
+      : INTERNAL_CLIENT_ADDRESS;
+  localAddresses.set(stream, address);
+  return address;
+}
+
+/** Calls `then` once `stream` is connected (at once when it already is), with its local address. */
+export function whenConnected(stream: Duplex, then: (localAddress: string | undefined) => void): void {
+  if ((stream as { connecting?: boolean }).connecting === true)
+    stream.once("connect", () => then(connectionLocalAddress(stream)));
+  else then(connectionLocalAddress(stream));
+}
 
 const socketNoop = function (this: Duplex): Duplex {
   return this;
@@ -265,6 +313,8 @@ function responseHeaders(raw: NodeJS.Dict<string | string[] | number>): Record<s
 
 /** HTTP/2 sessions told GOAWAY or whose connection's readable side ended: they take no more streams. */
 const deadSessions = new WeakSet<http2.ClientHttp2Session>();
+/** The local address of each HTTP/2 session's connection, known once the session is connected. */
+const sessionLocalAddresses = new WeakMap<http2.ClientHttp2Session, string>();
 /** Streams of a session that have not had their response headers yet. */
 const awaitingHeaders = new WeakMap<http2.ClientHttp2Session, Set<http2.ClientHttp2Stream>>();
 
@@ -284,19 +334,13 @@ export class UpstreamPool {
     private readonly maxIdlePerEndpoint: number,
   ) {}
 
-  send(
-    endpoint: Endpoint,
-    protocol: "http1" | "http2",
-    request: UpstreamRequest,
-  ): {
-    response: Promise<UpstreamResponse>;
-    abort: () => void;
-  } {
+  send(endpoint: Endpoint, protocol: "http1" | "http2", request: UpstreamRequest): SentRequest {
     if (this.closed) {
       const error = new RouterError("ERR_CLOSED", "upstream pool is closed");
       return {
         response: Promise.reject(new UpstreamAttemptError("connect-failure", error)),
         abort: () => {},
+        localAddress: () => undefined,
       };
     }
     return protocol === "http2" ? this.sendH2(endpoint, request) : this.sendH1(endpoint, request);
@@ -317,16 +361,13 @@ export class UpstreamPool {
    * response byte (the backend closed it while idle, just as it was picked) goes out once more on a
    * new connection when {@link replayable}; otherwise it fails as a reset.
    */
-  private sendH1(
-    endpoint: Endpoint,
-    r: UpstreamRequest,
-  ): { response: Promise<UpstreamResponse>; abort: () => void } {
-    let current: http.ClientRequest | undefined;
+  private sendH1(endpoint: Endpoint, r: UpstreamRequest): SentRequest {
+    let current: { request: http.ClientRequest; localAddress: () => string | undefined } | undefined;
     let aborted = false;
     const response = new Promise<UpstreamResponse>((resolve, reject) => {
       const attempt = (fresh: boolean) => {
         const sent = this.attemptH1(endpoint, r, fresh);
-        current = sent.request;
+        current = sent;
         sent.response.then(resolve, (failed: { error: UpstreamAttemptError; retry: boolean }) => {
           if (failed.retry && !fresh && !aborted && !this.closed) attempt(true);
           else reject(failed.error);
@@ -338,8 +379,9 @@ export class UpstreamPool {
       response,
       abort: () => {
         aborted = true;
-        current?.destroy();
+        current?.request.destroy();
       },
+      localAddress: () => current?.localAddress(),
     };
   }
 
@@ -351,6 +393,7 @@ export class UpstreamPool {
   ): {
     request: http.ClientRequest;
     response: Promise<UpstreamResponse>;
+    localAddress: () => string | undefined;
   } {
     // The request's header map belongs to this request (retries reuse it), so host is set in place.
     const headers = r.headers;
@@ -368,6 +411,7 @@ export class UpstreamPool {
     else options.agent = agent;
     const req = http.request(options);
     let connected = false;
+    let localAddress: string | undefined;
     let answered = false;
     const onBytes = () => {
       answered = true;
@@ -376,12 +420,10 @@ export class UpstreamPool {
       // First in line, so a parse error of the first bytes already counts as answered.
       socket.prependListener("data", onBytes);
       req.once("close", () => socket.off("data", onBytes));
-      if (req.reusedSocket) connected = true;
-      else if ((socket as { connecting?: boolean }).connecting === true)
-        socket.once("connect", () => {
-          connected = true;
-        });
-      else connected = true;
+      whenConnected(socket, (address) => {
+        connected = true;
+        localAddress = address;
+      });
     });
     let responded = false;
     let bodyError: RouterError | undefined;
@@ -421,7 +463,7 @@ export class UpstreamPool {
     });
     if (r.body === undefined) req.end();
     else r.body.pipeTo(req);
-    return { request: req, response };
+    return { request: req, response, localAddress: () => localAddress };
   }
 
   /** Forgets the endpoint's session if it is still `session` (later requests open a new one). */
@@ -475,6 +517,8 @@ export class UpstreamPool {
           resolve();
         });
       });
+      const localAddress = connectionLocalAddress(socket);
+      if (localAddress !== undefined) sessionLocalAddresses.set(session, localAddress);
       session.unref();
       return session;
     })();
@@ -488,17 +532,16 @@ export class UpstreamPool {
    * a reused session died (GOAWAY, close, the connection ended) goes out once more on a new session
    * when {@link replayable}.
    */
-  private sendH2(
-    endpoint: Endpoint,
-    r: UpstreamRequest,
-  ): { response: Promise<UpstreamResponse>; abort: () => void } {
+  private sendH2(endpoint: Endpoint, r: UpstreamRequest): SentRequest {
     let stream: http2.ClientHttp2Stream | undefined;
+    let localAddress: string | undefined;
     let aborted = false;
     const abort = () => {
       aborted = true;
       stream?.close(http2.constants.NGHTTP2_CANCEL);
     };
     const attempt = async (fresh: boolean): Promise<UpstreamResponse> => {
+      localAddress = undefined;
       const key = ENDPOINT_KEY(endpoint);
       let { session: pending, reused } = this.sessionFor(endpoint);
       let session: http2.ClientHttp2Session;
@@ -543,6 +586,7 @@ export class UpstreamPool {
         throw new UpstreamAttemptError("connect-failure", fromNodeError(err, "connect"));
       }
       stream = s;
+      localAddress = sessionLocalAddresses.get(session);
       let waiting = awaitingHeaders.get(session);
       if (waiting === undefined) {
         waiting = new Set();
@@ -609,7 +653,7 @@ export class UpstreamPool {
       if (r.body !== undefined) r.body.pipeTo(s);
       return result;
     };
-    return { response: attempt(false), abort };
+    return { response: attempt(false), abort, localAddress: () => localAddress };
   }
 
   /** Closes every pooled connection. */

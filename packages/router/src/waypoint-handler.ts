@@ -2,6 +2,7 @@ import http from "node:http";
 import http2 from "node:http2";
 import type { Socket } from "node:net";
 import { type Duplex, finished, PassThrough, type Readable, type Writable } from "node:stream";
+import { TLSSocket } from "node:tls";
 import { PATH_NORMALIZATIONS, type PathNormalization } from "@ambient/policy";
 import type { AuthorizationDecision, AuthorizationEvaluator, AuthorizationRequest } from "./authorization.js";
 import { ensureBufferWrites } from "./buffer-writes.js";
@@ -48,11 +49,13 @@ import {
   type Endpoint,
   endpointKey,
   type ResolveBackend,
+  type SentRequest,
   UpstreamAttemptError,
   type UpstreamFailure,
   UpstreamPool,
   type UpstreamResponse,
   type WorkloadInfo,
+  whenConnected,
 } from "./upstream.js";
 
 /** Conditions that trigger a retry (Envoy `retry_on` names). */
@@ -246,7 +249,11 @@ export interface WaypointHandlerOptions {
 
 /** Serves HTTP/1.1 and HTTP/2 arriving on tunnel streams. See also `createEnvoyRouteTable`. */
 export interface WaypointHandler {
-  /** Serves one tunnel stream (any Duplex); HTTP/2 is detected by its connection preface. */
+  /**
+   * Serves one tunnel stream (any Duplex); HTTP/2 is detected by its connection preface. A
+   * `tls.TLSSocket` whose handshake is done (as `tls.Server` hands it over) gives the access log the SNI
+   * its client sent (`requested_server_name`).
+   */
   handle(stream: Duplex, info?: TunnelInfo): void;
   /** Replaces the route table; invalid routes throw and leave the current table in place. */
   setRoutes(routes: readonly unknown[]): void;
@@ -382,6 +389,10 @@ interface Exchange {
   /** The name of the route matched for a request refused before it was sent, for its access log. */
   routedRoute: string | undefined;
   endpoint: Endpoint | undefined;
+  /** The local address of the connection the last attempt went out on (`upstream_local_address`). */
+  upstreamLocalAddress: string | undefined;
+  /** The SNI of the client's TLS connection (`requested_server_name`). */
+  requestedServerName: string | undefined;
   trace: TraceContext;
   recorded: boolean;
   /** Runs when the client side closes, before the metrics are recorded. */
@@ -421,6 +432,8 @@ class FinishedExchange implements FinishedRequest {
   readonly #requestId: unknown;
   readonly #authority: unknown;
   readonly #endpoint: Endpoint | undefined;
+  readonly #upstreamLocalAddress: string | undefined;
+  readonly #requestedServerName: string | undefined;
   readonly #backend: ResolvedBackendRef | undefined;
   readonly #remoteIp: string | undefined;
   readonly #remotePort: number | undefined;
@@ -460,6 +473,8 @@ class FinishedExchange implements FinishedRequest {
     this.#requestId = headers["x-request-id"];
     this.#authority = head?.host ?? req.headers.host ?? req.headers[":authority"];
     this.#endpoint = x.endpoint;
+    this.#upstreamLocalAddress = x.upstreamLocalAddress;
+    this.#requestedServerName = x.requestedServerName;
     // A request refused before it was sent names the route and cluster it matched, as Envoy's log does.
     this.#backend = x.backend ?? x.routedBackend;
     this.#remoteIp = info.remoteAddress ?? socket?.remoteAddress;
@@ -493,9 +508,11 @@ class FinishedExchange implements FinishedRequest {
       authority: dash(this.#authority),
       upstream_host: this.#endpoint === undefined ? "-" : endpointKey(this.#endpoint),
       upstream_cluster: upstreamCluster(b, this.#clusterDomain),
+      upstream_local_address: this.#upstreamLocalAddress ?? "-",
       downstream_remote_address: remoteIp === undefined ? "-" : `${remoteIp}:${this.#remotePort ?? 0}`,
       downstream_local_address:
         this.#localAddress === undefined ? "-" : `${this.#localAddress}:${this.#localPort ?? 0}`,
+      requested_server_name: this.#requestedServerName ?? "-",
       route_name: this.#route ?? "-",
       source_principal: this.#peerIdentity ?? "-",
       destination_principal: this.#endpoint?.workload?.principal ?? "-",
@@ -541,6 +558,18 @@ function transportFailureField(reason: string | undefined): string {
   return reason === undefined ? "-" : underscored(reason);
 }
 
+/**
+ * Envoy's `%REQUESTED_SERVER_NAME%` of a downstream stream: the SNI its client sent, as a server-side
+ * `tls.TLSSocket` keeps it once the handshake is done; undefined for a client that sent none and for a
+ * stream that is not TLS (an HBONE tunnel stream, whose TLS is the outer connection's: Istio's
+ * waypoints log none for those either).
+ */
+function requestedServerName(stream: Duplex): string | undefined {
+  if (!(stream instanceof TLSSocket)) return undefined;
+  const name: unknown = (stream as { servername?: unknown }).servername;
+  return typeof name === "string" && name !== "" ? name : undefined;
+}
+
 /** Istio's cluster name of a backend: `outbound|<port>||<host>`, or `inbound-pod|<port>||<ip>`. */
 function upstreamCluster(b: ResolvedBackendRef | undefined, clusterDomain: string): string {
   if (b === undefined) return "-";
@@ -573,6 +602,8 @@ class TcpTunnel {
   /** The backend the tunnel is addressed to, named by its metrics even when policy refuses it. */
   addressed: ResolvedBackendRef | undefined;
   endpoint: Endpoint | undefined;
+  /** The local address of the upstream connection, once it is connected. */
+  upstreamLocalAddress: string | undefined;
   labels: Readonly<Record<IstioTcpLabel, string>> | undefined;
   /** Bytes from the client toward the upstream. */
   received = 0;
@@ -584,13 +615,17 @@ class TcpTunnel {
   /** The client's address: the tunnel's, else the stream's own (copied: the stream is not kept). */
   readonly remoteIp: string | undefined;
   readonly remotePort: number | undefined;
+  /** The SNI of the client's TLS connection. */
+  readonly requestedServerName: string | undefined;
 
   constructor(
     readonly info: TunnelInfo,
-    socket: { remoteAddress?: string; remotePort?: number },
+    stream: Duplex,
   ) {
+    const socket = stream as { remoteAddress?: string; remotePort?: number };
     this.remoteIp = info.remoteAddress ?? socket.remoteAddress;
     this.remotePort = info.remotePort ?? socket.remotePort;
+    this.requestedServerName = requestedServerName(stream);
   }
 }
 
@@ -633,8 +668,10 @@ class FinishedTcpTunnel implements FinishedRequest {
       authority: "-",
       upstream_host: t.endpoint === undefined ? "-" : endpointKey(t.endpoint),
       upstream_cluster: upstreamCluster(t.backend, this.#clusterDomain),
+      upstream_local_address: t.upstreamLocalAddress ?? "-",
       downstream_remote_address: remoteIp === undefined ? "-" : `${remoteIp}:${t.remotePort ?? 0}`,
       downstream_local_address: local?.address === undefined ? "-" : `${local.address}:${local.port ?? 0}`,
+      requested_server_name: t.requestedServerName ?? "-",
       route_name: "-",
       source_principal: info.peerIdentity ?? "-",
       destination_principal: t.endpoint?.workload?.principal ?? "-",
@@ -881,6 +918,12 @@ function headerBytes(headers: Record<string, unknown>): number {
 /** Stands for "none" among the objects request label sets are kept by. */
 const NO_OBJECT = Object.freeze({});
 
+/** The connection a request came on: its stream (HTTP/1.1) or its session (HTTP/2). */
+function downstreamConnection(req: DownRequest, h2: boolean): object {
+  if (h2) return (req as http2.Http2ServerRequest).stream.session ?? NO_OBJECT;
+  return (req as http.IncomingMessage).socket;
+}
+
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -935,9 +978,12 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
   const weighted = new WeakMap<CompiledRule, () => ResolvedBackendRef | undefined>();
   const streams = new Set<Duplex>();
   const infoByStream = new WeakMap<object, TunnelInfo>();
+  // The SNI of downstream TLS connections (the stream for HTTP/1.1, the session for HTTP/2).
+  const serverNames = new WeakMap<object, string>();
   // Per downstream connection (the stream for HTTP/1.1, the session for HTTP/2).
   const deadlines = new WeakMap<object, ConnectionDeadline>();
   let pendingInfo: TunnelInfo | undefined;
+  let pendingServerName: string | undefined;
   let pendingDeadline: ConnectionDeadline | undefined;
   let closed = false;
   /** Set once drain() was called; resolves when no downstream stream is open. */
@@ -1032,6 +1078,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     // Draining: GOAWAY at once; what the client sent before it sees the GOAWAY is still served.
     if (draining !== undefined) setImmediate(() => session.close());
     infoByStream.set(session, pendingInfo ?? {});
+    if (pendingServerName !== undefined) serverNames.set(session, pendingServerName);
     const deadline = pendingDeadline;
     if (deadline === undefined) return;
     deadlines.set(session, deadline);
@@ -1644,6 +1691,8 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       requestDone: undefined,
       serviceTime: undefined,
       endpoint: undefined,
+      upstreamLocalAddress: undefined,
+      requestedServerName: serverNames.get(downstreamConnection(req, h2)),
       trace: continueTrace(req.headers.traceparent, options.sampleNewTraces === true),
       recorded: false,
       onClose: undefined,
@@ -1889,7 +1938,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       const done = picker.begin(endpoint);
       const upstreamRequest = { method, path: upstreamPath, authority, headers, body: x.body };
       const upgrade = x.upgrade?.protocol;
-      const sent: { response: Promise<UpgradeResponse>; abort: () => void } =
+      const sent: SentRequest<UpgradeResponse> =
         upgrade === undefined
           ? pool.send(endpoint, endpoint.protocol ?? (x.h2 ? "http2" : "http1"), upstreamRequest)
           : sendUpgrade(options.connect, endpoint, upstreamRequest, upgrade);
@@ -1923,7 +1972,10 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       try {
         up = await (timeout === undefined ? sent.response : Promise.race([sent.response, timeout]));
         responded = true;
+        x.upstreamLocalAddress = sent.localAddress();
       } catch (err) {
+        // As Envoy keeps it once the connection was made, a reset or timeout after it included.
+        x.upstreamLocalAddress = sent.localAddress();
         if (tryTimer !== undefined) clearTimeout(tryTimer);
         done();
         x.body?.detach();
@@ -2181,7 +2233,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
   function serveTcp(stream: Duplex, info: TunnelInfo, first: Buffer): void {
     // The HTTP servers' error handling is not on it: a reset before the upstream answers is a close.
     stream.on("error", () => {});
-    const t = new TcpTunnel(info, stream as { remoteAddress?: string; remotePort?: number });
+    const t = new TcpTunnel(info, stream);
     const destination = info.destination;
     const refuse = (flags: string, reason: string) => {
       logger.debug(
@@ -2244,6 +2296,9 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
             return;
           }
           upstream.on("error", () => {});
+          whenConnected(upstream, (address) => {
+            t.upstreamLocalAddress = address;
+          });
           tcpOpened(t);
           t.received = first.length;
           if (first.length > 0) upstream.write(first);
@@ -2389,14 +2444,19 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
         return;
       }
       stream.unshift(buffered);
+      // Bytes arrived, so a TLS handshake is over and the SNI known.
+      const serverName = requestedServerName(stream);
       if (looksH2) {
         pendingInfo = info;
+        pendingServerName = serverName;
         pendingDeadline = deadline;
         h2.emit("connection", stream);
         pendingInfo = undefined;
+        pendingServerName = undefined;
         pendingDeadline = undefined;
       } else {
         infoByStream.set(stream, info);
+        if (serverName !== undefined) serverNames.set(stream, serverName);
         deadlines.set(stream, deadline);
         h1Busy.set(stream, 0);
         h1.emit("connection", stream);

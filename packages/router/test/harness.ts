@@ -1,6 +1,10 @@
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { AccessLogEntry } from "../src/request-log.js";
 import type { Endpoint, ResolveBackend } from "../src/upstream.js";
 import {
@@ -210,4 +214,19 @@ export function prefixRule(
     ...(service === undefined ? {} : { backendRefs: [{ name: service, port: 80 }] }),
     ...extra,
   };
+}
+
+/** A key and a self-signed certificate (EC P-256, made by the openssl CLI) for TLS servers in tests. */
+export function selfSignedCertificate(): { key: string; cert: string } {
+  const dir = mkdtempSync(join(tmpdir(), "router-tls-"));
+  const key = join(dir, "key.pem");
+  const cert = join(dir, "cert.pem");
+  try {
+    const newKey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key];
+    const selfSigned = ["-x509", "-days", "2", "-subj", "/CN=waypoint.test", "-out", cert];
+    execFileSync("openssl", ["req", ...newKey, ...selfSigned], { stdio: "pipe", timeout: 20_000 });
+    return { key: readFileSync(key, "utf8"), cert: readFileSync(cert, "utf8") };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }

@@ -134,9 +134,12 @@ describe("request authentication and access log hooks", () => {
       duration: _d,
       downstream_remote_address: remote,
       upstream_service_time: serviceTime,
+      upstream_local_address: upstreamLocal,
       ...rest
     } = entry;
     assert.match(remote, /^127\.0\.0\.1:\d+$/);
+    // The waypoint's end of its connection to the backend.
+    assert.match(upstreamLocal, /^127\.0\.0\.1:\d+$/);
     // Envoy's x-envoy-upstream-service-time, as the response carried it.
     assert.match(serviceTime, /^\d+$/);
     assert.equal(res.headers["x-envoy-upstream-service-time"], serviceTime);
@@ -155,6 +158,8 @@ describe("request authentication and access log hooks", () => {
       upstream_host: `${backend.endpoint.address}:${backend.endpoint.port}`,
       upstream_cluster: "outbound|80||svc.default.svc.cluster.local",
       downstream_local_address: "10.0.0.1:80",
+      // A plain TCP stream, not TLS: no SNI.
+      requested_server_name: "-",
       route_name: "default/r",
       source_principal: PEER,
       destination_principal: "-",
