@@ -211,4 +211,14 @@ describe("objectId", () => {
     const { MESH_KIND_GROUPS } = await import("./manifests.js");
     for (const r of MESH_RESOURCES) assert.equal(MESH_KIND_GROUPS.get(r.kind), r.group, r.kind);
   });
+
+  it("reads from a cluster every kind the folder serves, but the folder's own Deployments", async () => {
+    const { MESH_RESOURCES } = await import("./sources/kubernetes-source.js");
+    const { MESH_KIND_GROUPS } = await import("./manifests.js");
+    const read = new Set(MESH_RESOURCES.map((r) => `${r.group}/${r.kind}`));
+    const missing = [...MESH_KIND_GROUPS]
+      .filter(([kind, group]) => kind !== "Deployment" && !read.has(`${group}/${kind}`))
+      .map(([kind]) => kind);
+    assert.deepEqual(missing, []);
+  });
 });

@@ -107,6 +107,16 @@ const NETWORKING_OBJECTS: KubeJson[] = [
       workloadSelector: { labels: { app: "echo" } },
     },
   },
+  // A JWT rule for the web Service: the waypoint in front of it gets it as a WaypointPolicy.
+  {
+    apiVersion: "security.istio.io/v1",
+    kind: "RequestAuthentication",
+    metadata: { name: "web-jwt", namespace: "demo" },
+    spec: {
+      targetRefs: [{ group: "", kind: "Service", name: "web" }],
+      jwtRules: [{ issuer: "https://issuer.example", jwksUri: "http://127.0.0.1:9/jwks" }],
+    },
+  },
 ];
 
 /**
@@ -338,7 +348,7 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
       stored.push(...list.items);
     }
     for (const [group, plurals] of [
-      ["security.istio.io", ["authorizationpolicies", "peerauthentications"]],
+      ["security.istio.io", ["authorizationpolicies", "peerauthentications", "requestauthentications"]],
       ["gateway.networking.k8s.io", ["gatewayclasses", "gateways", "httproutes", "grpcroutes"]],
       ["networking.istio.io", ["serviceentries", "workloadentries"]],
       ["discovery.k8s.io", ["endpointslices"]],
@@ -634,6 +644,7 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
       "networking.istio.io/v1/workloadentries",
       "security.istio.io/v1/authorizationpolicies",
       "security.istio.io/v1/peerauthentications",
+      "security.istio.io/v1/requestauthentications",
     ]);
     const cp = await startControlPlane({
       source,

@@ -12,6 +12,7 @@ export const XDS_TYPES = [
   TypeUrl.cluster,
   TypeUrl.routeConfiguration,
   TypeUrl.clusterLoadAssignment,
+  TypeUrl.waypointPolicy,
 ] as const;
 
 export type ServedXds = Record<string, Record<string, unknown>>;
@@ -35,6 +36,7 @@ export async function servedXds(
     client.watch(TypeUrl.cluster);
     client.watch(TypeUrl.routeConfiguration, { names: names.routes });
     client.watch(TypeUrl.clusterLoadAssignment, { names: names.endpoints });
+    client.watch(TypeUrl.waypointPolicy);
     await client.ready();
     const out: ServedXds = {};
     for (const t of XDS_TYPES) {

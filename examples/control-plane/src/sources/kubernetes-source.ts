@@ -59,6 +59,13 @@ export const MESH_RESOURCES: readonly KubeResource[] = [
     namespaced: true,
   },
   {
+    group: "security.istio.io",
+    version: "v1",
+    kind: "RequestAuthentication",
+    plural: "requestauthentications",
+    namespaced: true,
+  },
+  {
     group: "gateway.networking.k8s.io",
     version: "v1",
     kind: "GatewayClass",

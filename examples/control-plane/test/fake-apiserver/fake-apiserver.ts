@@ -53,6 +53,13 @@ export const MESH_CRDS: readonly FakeResource[] = [
     namespaced: true,
   },
   {
+    group: "security.istio.io",
+    version: "v1",
+    kind: "RequestAuthentication",
+    plural: "requestauthentications",
+    namespaced: true,
+  },
+  {
     group: "gateway.networking.k8s.io",
     version: "v1",
     kind: "GatewayClass",
