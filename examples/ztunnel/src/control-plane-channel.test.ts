@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { createServer } from "node:net";
-import { describe, it } from "node:test";
+import { connect, createServer, type Socket } from "node:net";
+import { after, describe, it } from "node:test";
 import { createCertificateAuthority } from "@ambient/spiffe/ca";
 import { createXdsClient, createXdsServer, reconnectChannelOptions, TypeUrl } from "@ambient/xds";
 import * as grpc from "@grpc/grpc-js";
@@ -12,6 +12,12 @@ import {
 } from "./control-plane-channel.js";
 
 describe("controlPlaneChannel", () => {
+  // Run after the tests, whichever way they ended.
+  const cleanups: (() => Promise<void> | void)[] = [];
+  after(async () => {
+    for (const cleanup of cleanups) await cleanup();
+  });
+
   it("gives the xDS and the CA client one reconnect policy, capped at 15 s by default", async () => {
     const ca = await createCertificateAuthority({ trustDomain: "cluster.local" });
     const channel = controlPlaneChannel(ca.trustBundle().toPem());
@@ -151,6 +157,77 @@ describe("controlPlaneChannel", () => {
         client.close();
         await server.close();
       }
+    },
+  );
+
+  it(
+    "drops a connection whose control plane stopped answering (keepalive) and connects again",
+    { timeout: 10_000 },
+    async () => {
+      const ca = await createCertificateAuthority({ trustDomain: "cluster.local" });
+      const istiod = await ca.issue({ spiffeId: DEFAULT_CONTROL_PLANE_IDENTITY });
+      const server = createXdsServer({ debounceMs: 0 });
+      server.cache.set(TypeUrl.address, "u1", { workload: { uid: "u1", name: "w1", namespace: "ns" } });
+      const serverPort = await server.listen(
+        "127.0.0.1:0",
+        grpc.ServerCredentials.createSsl(
+          null,
+          [{ private_key: Buffer.from(istiod.privateKeyPem), cert_chain: Buffer.from(istiod.certChainPem) }],
+          false,
+        ),
+      );
+      // Between client and control plane, a relay whose connections can go silent at once: open,
+      // but nothing gets through any more either way, as when the peer's host is gone.
+      const relayed: [Socket, Socket][] = [];
+      const relay = createServer((downstream) => {
+        const upstream = connect({ host: "127.0.0.1", port: serverPort });
+        for (const s of [downstream, upstream]) s.on("error", () => {});
+        downstream.pipe(upstream);
+        upstream.pipe(downstream);
+        relayed.push([downstream, upstream]);
+      });
+      await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", () => resolve()));
+      cleanups.push(async () => {
+        for (const pair of relayed) for (const s of pair) s.destroy();
+        await new Promise<void>((resolve) => relay.close(() => resolve()));
+      });
+      cleanups.push(() => server.close());
+      const silence = () => {
+        for (const [downstream, upstream] of relayed) {
+          downstream.unpipe(upstream);
+          upstream.unpipe(downstream);
+          downstream.pause();
+          upstream.pause();
+        }
+      };
+      const client = createXdsClient({
+        address: `127.0.0.1:${(relay.address() as { port: number }).port}`,
+        ...controlPlaneChannel(
+          ca.trustBundle().toPem(),
+          DEFAULT_CONTROL_PLANE_IDENTITY,
+          { maxBackoffMs: 500 },
+          { intervalMs: 300, timeoutMs: 300 },
+        ),
+        node: { id: "ztunnel~127.0.0.1~ztunnel-test.istio-system~istio-system.svc.cluster.local" },
+      });
+      // First in line: the client goes before the server and the relay.
+      cleanups.unshift(() => client.close());
+      // The silent connection is given up, and a new one (which the relay carries) takes over.
+      let dropped = false;
+      let connectedAgain: () => void = () => {};
+      const back = new Promise<void>((resolve) => {
+        connectedAgain = resolve;
+      });
+      client.onConnection((connected) => {
+        if (!connected) dropped = true;
+        else if (dropped) connectedAgain();
+      });
+      client.watch(TypeUrl.address);
+      await client.ready();
+      const connections = relayed.length;
+      silence();
+      await back;
+      assert.ok(relayed.length > connections, "connected again over a new connection");
     },
   );
 

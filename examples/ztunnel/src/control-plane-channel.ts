@@ -9,10 +9,26 @@ export const DEFAULT_CONTROL_PLANE_IDENTITY = "spiffe://cluster.local/ns/istio-s
 /** TLS server name sent to the control plane (istiod's in-cluster name): the address is usually an IP. */
 export const CONTROL_PLANE_SERVER_NAME = "istiod.istio-system.svc";
 
+/**
+ * HTTP/2 PINGs on the connection to the control plane while a call is open (the xDS stream always
+ * is): one every `intervalMs`, and a connection whose answer takes longer than `timeoutMs` is dropped
+ * and made again, so a control plane that went silent does not hold the xDS stream forever.
+ */
+export interface ControlPlaneKeepalive {
+  intervalMs: number;
+  timeoutMs: number;
+}
+
+/** ztunnel's xDS and CA channel: a PING every 30 s, 10 s for its answer (`http2_keep_alive_*`). */
+export const DEFAULT_CONTROL_PLANE_KEEPALIVE: Readonly<ControlPlaneKeepalive> = Object.freeze({
+  intervalMs: 30_000,
+  timeoutMs: 10_000,
+});
+
 /** What every client of the control plane (xDS and CA) is built with; see {@link controlPlaneChannel}. */
 export interface ControlPlaneChannel {
   credentials: ChannelCredentials;
-  /** TLS server name, and grpc-js' reconnect back-off capped at `maxBackoffMs`. */
+  /** TLS server name, grpc-js' reconnect back-off capped at `maxBackoffMs`, and the keepalive. */
   channelOptions: ChannelOptions;
   /** The xDS client's own reconnect delays, the same as the channel's. */
   initialBackoffMs: number;
@@ -30,12 +46,15 @@ export interface ControlPlaneChannel {
  * gRPC credentials, channel options and reconnect delays for the control plane's xDS and CA port: its
  * certificate must chain to the mesh root and carry `identity` as URI SAN, and after an outage of any
  * length every channel is back within `reconnect.maxBackoffMs` (default 15 s, ztunnel's cap) of the
- * server's return. Spread into the xDS and CA client options so both follow the same policy.
+ * server's return; a connection that stops answering is dropped after `keepalive` (default
+ * {@link DEFAULT_CONTROL_PLANE_KEEPALIVE}). Spread into the xDS and CA client options so both follow
+ * the same policy.
  */
 export function controlPlaneChannel(
   rootCertPem: string,
   identity = DEFAULT_CONTROL_PLANE_IDENTITY,
   reconnect: ReconnectBackoff = DEFAULT_RECONNECT_BACKOFF,
+  keepalive: Partial<ControlPlaneKeepalive> = DEFAULT_CONTROL_PLANE_KEEPALIVE,
 ): ControlPlaneChannel {
   const trustDomain = SpiffeId.parse(identity).trustDomain;
   const tls = grpcChannelCredentials({
@@ -44,9 +63,15 @@ export function controlPlaneChannel(
     serverName: CONTROL_PLANE_SERVER_NAME,
   });
   const backoff = { ...DEFAULT_RECONNECT_BACKOFF, ...reconnect };
+  const ping = { ...DEFAULT_CONTROL_PLANE_KEEPALIVE, ...keepalive };
   return {
     credentials: tls.credentials,
-    channelOptions: { ...tls.channelOptions, ...reconnectChannelOptions(backoff) },
+    channelOptions: {
+      ...tls.channelOptions,
+      ...reconnectChannelOptions(backoff),
+      "grpc.keepalive_time_ms": ping.intervalMs,
+      "grpc.keepalive_timeout_ms": ping.timeoutMs,
+    },
     initialBackoffMs: backoff.initialBackoffMs,
     maxBackoffMs: backoff.maxBackoffMs,
     trustRoots: (rootsPem) => tls.trust(TrustBundle.fromPem(trustDomain, rootsPem)),

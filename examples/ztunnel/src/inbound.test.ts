@@ -13,7 +13,14 @@ import { after, before, describe, it } from "node:test";
 import { HboneError, type InboundTunnel } from "@ambient/hbone";
 import { createAuthorizationEngine, type WireAuthorization } from "@ambient/policy";
 import type { Workload } from "@ambient/xds";
-import { ipBytes, loopbackSubnet, testService, testWorkload } from "../test/fixtures.js";
+import {
+  ipBytes,
+  loopbackSubnet,
+  type SilentListener,
+  silentListener,
+  testService,
+  testWorkload,
+} from "../test/fixtures.js";
 import { ConnectionRegistry } from "./connections.js";
 import { createInbound, type InboundPod } from "./inbound.js";
 import { createTcpMetrics } from "./tcp-metrics.js";
@@ -32,9 +39,10 @@ function denyAll(name: string, scope: WireAuthorization["scope"]): WireAuthoriza
   return { name, namespace: "demo", scope, action: "DENY", groups: [{ rules: [] }] };
 }
 
-/** An HBONE CONNECT stream as the server hands it over, recording how it was answered. */
+/** An HBONE CONNECT stream as the server hands it over, recording how it was answered (and why). */
 function fakeTunnel(port: number, host = podIp) {
   let answered: (how: "accepted" | number) => void = () => {};
+  let refusedWith: string | undefined;
   const answer = new Promise<"accepted" | number>((resolve) => {
     answered = resolve;
   });
@@ -53,19 +61,20 @@ function fakeTunnel(port: number, host = podIp) {
       stream.end();
       return stream;
     },
-    refuse(status: number) {
+    refuse(status: number, reason?: string) {
       tunnel.state = "refused";
+      refusedWith = reason;
       answered(status);
     },
   };
-  return { tunnel: tunnel as unknown as InboundTunnel, answer };
+  return { tunnel: tunnel as unknown as InboundTunnel, answer, reason: () => refusedWith };
 }
 
 /**
  * An inbound for the echo pod that notes each connection opened (`opened`) and closed (`closed <flag>`)
  * in `counted`, and each access log line in `lines`.
  */
-function countingInbound(isClosed: () => boolean = () => false) {
+function countingInbound(isClosed: () => boolean = () => false, connectTimeoutMs?: number) {
   const store = new WorkloadStore();
   store.upsert("Kubernetes//Pod/demo/echo", { workload: echoWorkload() });
   const registry = new ConnectionRegistry();
@@ -87,6 +96,7 @@ function countingInbound(isClosed: () => boolean = () => false) {
     },
     logger: { ...noopLogger, info: logLine, error: logLine },
     isClosed,
+    ...(connectTimeoutMs === undefined ? {} : { connectTimeoutMs }),
   });
   /** The flags the closes were counted under. */
   const closes = () => counted.filter((c) => c.startsWith("closed ")).map((c) => c.slice("closed ".length));
@@ -748,5 +758,55 @@ describe("inbound: a connection whose relay ends in an error", () => {
     } finally {
       capture.close();
     }
+  });
+});
+
+describe("inbound: an app that never answers the connect", () => {
+  // The pod's port is a listener that takes no connection: the connect to it gets no answer.
+  let silent: SilentListener;
+  // Closed after the tests, whichever way they ended.
+  const registries: ConnectionRegistry[] = [];
+  const servers: Server[] = [];
+  const clients: Socket[] = [];
+  before(async () => {
+    silent = await silentListener(podIp);
+  });
+  after(async () => {
+    for (const registry of registries) registry.closeAll();
+    for (const client of clients) client.destroy();
+    for (const server of servers) server.close();
+    await silent.close();
+  });
+
+  it(
+    "refuses the HBONE tunnel with 503 (ETIMEDOUT) once the connect deadline passed",
+    { timeout: 10_000 },
+    async () => {
+      const { inbound, registry, lines, closes } = countingInbound(() => false, 300);
+      registries.push(registry);
+      const pod: InboundPod = { uid: "Kubernetes//Pod/demo/echo", ip: podIp };
+      const { tunnel, answer, reason } = fakeTunnel(silent.port);
+      const started = performance.now();
+      inbound.handleTunnel(pod, tunnel);
+      assert.equal(await answer, 503);
+      assert.ok(performance.now() - started < 5000);
+      assert.equal(reason(), "upstream connect failed (ETIMEDOUT)");
+      assert.deepEqual(closes(), ["CONNECT"]);
+      assert.match(String(lines[0]?.error), /ETIMEDOUT/);
+      // The connect that got no answer is closed, not left to the kernel's retries.
+      while (registry.socketCount() > 0) await new Promise((r) => setTimeout(r, 10));
+    },
+  );
+
+  it("resets the plaintext connection once the connect deadline passed", { timeout: 10_000 }, async () => {
+    const { inbound, registry, closes } = countingInbound(() => false, 300);
+    registries.push(registry);
+    const pod: InboundPod = { uid: "Kubernetes//Pod/demo/echo", ip: podIp };
+    const { client, capture } = await plaintextClient(inbound, pod, silent.port);
+    clients.push(client);
+    servers.push(capture);
+    await new Promise((resolve) => client.once("close", resolve));
+    assert.deepEqual(closes(), ["CONNECT"]);
+    while (registry.socketCount() > 0) await new Promise((r) => setTimeout(r, 10));
   });
 });

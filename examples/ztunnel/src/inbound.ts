@@ -11,6 +11,7 @@ import type {
 } from "@ambient/policy";
 import type { Workload } from "@ambient/xds";
 import { errorText, logConnectionFailed, startAccessLog } from "./access-log.js";
+import { connectTimeoutOption, withConnectDeadline } from "./connect-deadline.js";
 import type { ConnectionRegistry } from "./connections.js";
 import { type DialFailureMetrics, errnoOf, upstreamRefusalReason } from "./dial-failure.js";
 import { decidePlaintextInbound, type PlaintextInboundDecision } from "./in-pod-decisions.js";
@@ -81,6 +82,12 @@ export interface InboundOptions {
    * address is already known.
    */
   onDemand?: Pick<OnDemand, "ensure">;
+  /**
+   * How long the connect to the pod's app may take: then the tunnel is refused with 503
+   * (`upstream connect failed (ETIMEDOUT)`) or the plaintext connection reset. Default
+   * `DEFAULT_CONNECT_TIMEOUT_MS` (10 s); ztunnel `CONNECTION_TIMEOUT`.
+   */
+  connectTimeoutMs?: number;
 }
 
 export interface Inbound {
@@ -111,6 +118,14 @@ function plainIp(address: string | undefined): string {
 export function createInbound(options: InboundOptions): Inbound {
   const { store, engine, registry, tcpMetrics, logger } = options;
   const proxyPorts = options.proxyPorts ?? [];
+  const connectTimeoutMs = connectTimeoutOption(options.connectTimeoutMs);
+  /** The connection to the pod's app, failed with ETIMEDOUT when it gets no answer in time. */
+  const connectApp = (pod: InboundPod, host: string, port: number, sourceIp: string): Socket =>
+    withConnectDeadline(
+      (pod.connectUpstream ?? defaultConnector)(host, port, sourceIp),
+      connectTimeoutMs,
+      `${host}:${port}`,
+    );
   const recordDialFailure = (err: unknown): string =>
     options.dialFailures?.record("inbound", err) ?? errnoOf(err) ?? "unknown";
 
@@ -309,7 +324,7 @@ export function createInbound(options: InboundOptions): Inbound {
     }
     // The connection counts as opened from here, as the tunnel was authorized: a connect to the app
     // that fails, or that the client does not wait for, is counted opened and closed with its cause.
-    const upstream = (pod.connectUpstream ?? defaultConnector)(authority.host, authority.port, srcIp);
+    const upstream = connectApp(pod, authority.host, authority.port, srcIp);
     registry.trackSocket(upstream, pod.connectUpstream === undefined ? undefined : pod.uid);
     // A failed dial, not an error of the relay once the app took the connection (pipeTunnel's).
     let dialed = false;
@@ -459,7 +474,7 @@ export function createInbound(options: InboundOptions): Inbound {
       socket.resetAndDestroy();
       return;
     }
-    const upstream = (pod.connectUpstream ?? defaultConnector)(destination.ip, destination.port, srcIp);
+    const upstream = connectApp(pod, destination.ip, destination.port, srcIp);
     registry.trackSocket(upstream, owner);
     // A failed dial, not an error of the relay once the app took the connection (that one ends the
     // relay, and its access line carries the bytes moved and the error).

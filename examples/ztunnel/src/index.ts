@@ -34,10 +34,13 @@ export {
   type ZtunnelFlag,
   ztunnelUsage,
 } from "./cli.js";
+export { DEFAULT_CONNECT_TIMEOUT_MS } from "./connect-deadline.js";
 export {
   CONTROL_PLANE_SERVER_NAME,
+  type ControlPlaneKeepalive,
   controlPlaneChannel,
   DEFAULT_CONTROL_PLANE_IDENTITY,
+  DEFAULT_CONTROL_PLANE_KEEPALIVE,
   followRoots,
 } from "./control-plane-channel.js";
 export {

@@ -7,6 +7,7 @@ import { type HboneClient, type HboneCredentials, pipeTunnel, type TunnelStream 
 import type { X509Svid } from "@ambient/spiffe";
 import type { Workload } from "@ambient/xds";
 import { type AccessLogEntry, errorText, logConnectionFailed, startAccessLog } from "./access-log.js";
+import { connectTimeoutOption, withConnectDeadline } from "./connect-deadline.js";
 import type { ConnectionRegistry } from "./connections.js";
 import { ZtunnelError } from "./errors.js";
 import type { HostnameResolver } from "./hostname-endpoints.js";
@@ -58,6 +59,12 @@ export interface OutboundOptions {
   tcpMetrics: ReturnType<typeof createTcpMetrics>;
   /** Resolves endpoints known only by hostname (DNS ServiceEntries). */
   resolveHostname: HostnameResolver;
+  /**
+   * How long a plain TCP connect to a destination outside the mesh may take before the connection is
+   * refused (`ETIMEDOUT`: SOCKS5 reply 6, a captured connection reset). Default
+   * `DEFAULT_CONNECT_TIMEOUT_MS` (10 s); ztunnel `CONNECTION_TIMEOUT`.
+   */
+  connectTimeoutMs?: number;
   logger: Logger;
 }
 
@@ -120,6 +127,7 @@ export function createHostNetwork(options: {
 
 export function createOutbound(options: OutboundOptions): Outbound {
   const { store, trustOf, registry, tcpMetrics, logger } = options;
+  const connectTimeoutMs = connectTimeoutOption(options.connectTimeoutMs);
 
   // One credentials object per SVID: the HBONE client caches what it derives from it (the identity
   // parsed from the certificate), so a new object per connection would parse it again each time.
@@ -299,7 +307,11 @@ export function createOutbound(options: OutboundOptions): Outbound {
       labels,
       async () => {
         if (byName !== "") targetHost = await options.resolveHostname(byName);
-        const socket = network.connectTcp(targetHost, targetPort, srcIp);
+        const socket = withConnectDeadline(
+          network.connectTcp(targetHost, targetPort, srcIp),
+          connectTimeoutMs,
+          `${targetHost}:${targetPort}`,
+        );
         try {
           await once(socket, "connect");
         } catch (err) {

@@ -3,7 +3,7 @@ import { once } from "node:events";
 import { type AddressInfo, connect, createServer, type Server, Socket } from "node:net";
 import { after, describe, it } from "node:test";
 import type { Workload } from "@ambient/xds";
-import { socksConnect, testService } from "../test/fixtures.js";
+import { type SilentListener, silentListener, socksConnect, testService } from "../test/fixtures.js";
 import { ConnectionRegistry } from "./connections.js";
 import { createDialFailureMetrics } from "./dial-failure.js";
 import { ZtunnelError } from "./errors.js";
@@ -294,4 +294,66 @@ describe("SOCKS5 outbound: a connection whose relay ends in an error", () => {
     assert.equal(registry.connections().length, 0);
     handler.destroyAll();
   });
+});
+
+describe("SOCKS5 outbound: a destination outside the mesh that never answers the connect", () => {
+  // Closed after the test, whichever way it ended: the proxy's side of each client with a reset, so
+  // the client is closed too.
+  const accepted: Socket[] = [];
+  const sockets: Socket[] = [];
+  const silent: SilentListener[] = [];
+  after(async () => {
+    for (const socket of accepted) if (!socket.destroyed) socket.resetAndDestroy();
+    for (const socket of sockets) socket.destroy();
+    for (const peer of silent) await peer.close();
+  });
+
+  it(
+    "replies 6 (TTL expired) once the connect deadline passed, and closes the dial",
+    { timeout: 5000 },
+    async () => {
+      const peer = await silentListener("127.0.0.1");
+      silent.push(peer);
+      const dials: Socket[] = [];
+      const network: OutboundNetwork = {
+        connectTcp: (host, port) => {
+          const socket = connect({ host, port, allowHalfOpen: true });
+          dials.push(socket);
+          sockets.push(socket);
+          return socket;
+        },
+        hboneClient: () => {
+          throw new Error("no HBONE here");
+        },
+      };
+      const outbound = createOutbound({
+        store: new WorkloadStore(),
+        svidOf: () => Promise.reject(new Error("no certificates here")),
+        trustOf: () => "",
+        hbonePort: 15008,
+        registry: new ConnectionRegistry(),
+        tcpMetrics: createTcpMetrics(noopMetrics),
+        resolveHostname: () => Promise.reject(new Error("no names here")),
+        logger: noopLogger,
+        connectTimeoutMs: 300,
+      });
+      const { server } = createSocks5Outbound({
+        outbound,
+        network,
+        store: new WorkloadStore(),
+        sourceOf: () => sleep,
+        isClosed: () => false,
+        logger: noopLogger,
+        metrics: noopMetrics,
+        dialFailures: createDialFailureMetrics(noopMetrics),
+      });
+      server.on("connection", (socket) => accepted.push(socket));
+      const port = await listen(server);
+      const { socket, reply } = await socksConnect(`127.0.0.1:${port}`, "127.0.0.1", "127.0.0.1", peer.port);
+      sockets.push(socket);
+      assert.equal(reply, SOCKS5_REPLY.ttlExpired);
+      assert.equal(dials.length, 1);
+      assert.ok(dials[0]?.destroyed, "the connect that got no answer is closed");
+    },
+  );
 });

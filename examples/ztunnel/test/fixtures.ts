@@ -72,6 +72,70 @@ export async function echoServer(host: string): Promise<Server> {
   return server;
 }
 
+/** The child process behind {@link silentListener}: it listens, says its port, then never runs again. */
+const SILENT_PEER = `
+const server = require("node:net").createServer();
+server.listen({ host: process.argv[1], port: 0, backlog: 1 }, () => {
+  require("node:fs").writeSync(1, server.address().port + "\\n");
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+});`;
+
+/** A TCP peer that takes no connection; see {@link silentListener}. */
+export interface SilentListener {
+  port: number;
+  /** Ends the peer (its kernel then refuses what still waits) and the connections that filled it. */
+  close(): Promise<void>;
+}
+
+/**
+ * A listener at `host` that never answers a connect, as a destination behind a firewall that drops
+ * packets: a child process whose event loop is blocked once it listens (backlog 1), and whose accept
+ * queue this fills, so the kernel drops every later SYN and a connect to it waits for as long as the
+ * kernel retries (about 2 minutes).
+ */
+export async function silentListener(host: string): Promise<SilentListener> {
+  const child = spawn(process.execPath, ["-e", SILENT_PEER, host], { stdio: ["ignore", "pipe", "inherit"] });
+  const exited = once(child, "exit");
+  const fillers: Socket[] = [];
+  const close = async (): Promise<void> => {
+    for (const socket of fillers) socket.destroy();
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    await exited;
+  };
+  try {
+    const [line] = (await Promise.race([
+      once(child.stdout as NodeJS.ReadableStream, "data"),
+      exited.then(() => {
+        throw new Error("the silent peer exited before it listened");
+      }),
+    ])) as [Buffer];
+    const port = Number(String(line).trim());
+    // The kernel completes the handshakes of a full queue's worth of clients on its own: connect
+    // until one gets no answer.
+    for (let i = 0; i < 8; i++) {
+      const socket = connect({ host, port });
+      socket.on("error", () => {});
+      let timer: NodeJS.Timeout | undefined;
+      const answered = await Promise.race([
+        once(socket, "connect").then(() => true),
+        new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(false), 300);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (!answered) {
+        socket.destroy();
+        return { port, close };
+      }
+      fillers.push(socket);
+    }
+    throw new Error("the silent peer's accept queue never filled");
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
 /**
  * SOCKS5 CONNECT to `host:port` through the proxy at `proxy` ("ip:port") from the local address
  * `from`; resolves with the reply code and the socket, any bytes after the reply left unread.
