@@ -36,6 +36,7 @@ import { decideCapturedOutbound } from "./in-pod-decisions.js";
 import type { Inbound, InboundPod } from "./inbound.js";
 import { isLoopbackIp } from "./ip-address.js";
 import type { Outbound, OutboundNetwork } from "./outbound.js";
+import { KEEPALIVE_SERVER_OPTIONS } from "./socket-keepalive.js";
 import { type Logger, type MetricsSink, noopMetrics } from "./telemetry.js";
 import { identityOf, type WorkloadStore } from "./workload-store.js";
 
@@ -733,17 +734,20 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
     try {
       // Every listener accepts paused, so a connection that comes before the pod is served waits
       // with what it sent; the kernel queues those that come before the first accept.
-      const hboneListener = createServer({ pauseOnConnect: true }, (socket) => accepted(p, "hbone", socket));
+      const hboneListener = createServer({ pauseOnConnect: true, ...KEEPALIVE_SERVER_OPTIONS }, (socket) =>
+        accepted(p, "hbone", socket),
+      );
       p.servers.push(hboneListener);
       await listenInPod(netns, options.ports.hbone, hboneListener);
-      const outboundServer = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) =>
-        accepted(p, "outbound", socket),
+      const outboundServer = createServer(
+        { allowHalfOpen: true, pauseOnConnect: true, ...KEEPALIVE_SERVER_OPTIONS },
+        (socket) => accepted(p, "outbound", socket),
       );
       p.servers.push(outboundServer);
       await listenInPod(netns, options.ports.outbound, outboundServer);
       // A relay writes each piece as it arrives: no Nagle delay on any of the pod's sockets.
       const plaintextServer = createServer(
-        { allowHalfOpen: true, noDelay: true, pauseOnConnect: true },
+        { allowHalfOpen: true, noDelay: true, pauseOnConnect: true, ...KEEPALIVE_SERVER_OPTIONS },
         (socket) => accepted(p, "plaintext", socket),
       );
       p.servers.push(plaintextServer);

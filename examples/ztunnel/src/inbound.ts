@@ -18,6 +18,7 @@ import { decidePlaintextInbound, type PlaintextInboundDecision } from "./in-pod-
 import { decideInboundDestination, type InboundDecision } from "./inbound-destination.js";
 import { canonicalIp } from "./ip-address.js";
 import type { OnDemand } from "./on-demand.js";
+import { withKeepAlive } from "./socket-keepalive.js";
 import {
   connectionLabels,
   countRefused,
@@ -122,7 +123,7 @@ export function createInbound(options: InboundOptions): Inbound {
   /** The connection to the pod's app, failed with ETIMEDOUT when it gets no answer in time. */
   const connectApp = (pod: InboundPod, host: string, port: number, sourceIp: string): Socket =>
     withConnectDeadline(
-      (pod.connectUpstream ?? defaultConnector)(host, port, sourceIp),
+      withKeepAlive((pod.connectUpstream ?? defaultConnector)(host, port, sourceIp)),
       connectTimeoutMs,
       `${host}:${port}`,
     );

@@ -98,6 +98,7 @@ export {
   type OnDemandLookups,
 } from "./on-demand.js";
 export { missingProxyNodeFlags, PROXY_NODE_FLAGS, warnMissingProxyNodeFlags } from "./runtime-flags.js";
+export { TCP_KEEPALIVE_IDLE_MS } from "./socket-keepalive.js";
 export {
   encodeGreeting,
   encodeMethodSelection,

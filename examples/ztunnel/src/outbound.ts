@@ -11,6 +11,7 @@ import { connectTimeoutOption, withConnectDeadline } from "./connect-deadline.js
 import type { ConnectionRegistry } from "./connections.js";
 import { ZtunnelError } from "./errors.js";
 import type { HostnameResolver } from "./hostname-endpoints.js";
+import { withKeepAlive } from "./socket-keepalive.js";
 import { SOCKS5_REPLY } from "./socks5.js";
 import {
   type ConnectionParties,
@@ -308,7 +309,7 @@ export function createOutbound(options: OutboundOptions): Outbound {
       async () => {
         if (byName !== "") targetHost = await options.resolveHostname(byName);
         const socket = withConnectDeadline(
-          network.connectTcp(targetHost, targetPort, srcIp),
+          withKeepAlive(network.connectTcp(targetHost, targetPort, srcIp)),
           connectTimeoutMs,
           `${targetHost}:${targetPort}`,
         );

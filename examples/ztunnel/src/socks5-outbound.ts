@@ -4,6 +4,7 @@ import { createServer, type Server } from "node:net";
 import type { Workload } from "@ambient/xds";
 import { type DialFailureMetrics, socksReplyFor } from "./dial-failure.js";
 import type { Outbound, OutboundNetwork } from "./outbound.js";
+import { KEEPALIVE_SERVER_OPTIONS } from "./socket-keepalive.js";
 import { createSocks5Handler, type Socks5Connect, type Socks5Handler } from "./socks5-server.js";
 import type { Logger, MetricsSink } from "./telemetry.js";
 import { serviceVip, type WorkloadStore } from "./workload-store.js";
@@ -69,6 +70,9 @@ export function createSocks5Outbound(options: Socks5OutboundOptions): {
     logger,
     metrics: options.metrics,
   });
-  const server = createServer({ allowHalfOpen: true, pauseOnConnect: false }, handler.handle);
+  const server = createServer(
+    { allowHalfOpen: true, pauseOnConnect: false, ...KEEPALIVE_SERVER_OPTIONS },
+    handler.handle,
+  );
   return { server, handler };
 }
