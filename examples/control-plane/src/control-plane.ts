@@ -25,6 +25,7 @@ import type { ManifestError } from "./last-good.js";
 import type { ManifestLimits, MeshIssue } from "./manifests.js";
 import { loadMeshState, TOKEN_ISSUER, writeNodeTokens } from "./mesh-state.js";
 import { carryOnDemandIndex, relatedAddressesHook } from "./on-demand.js";
+import { addressText } from "./pod-address.js";
 import { issueServingCertificate, RenewingServingCertificate, servingHosts } from "./serving-certificate.js";
 import type { ConfigSnapshot, ConfigSource } from "./sources/config-source.js";
 import { createFolderSource } from "./sources/folder-source.js";
@@ -294,7 +295,7 @@ export interface ControlPlane {
 }
 
 function ipText(bytes: Uint8Array | undefined): string {
-  return bytes === undefined ? "" : [...bytes].join(".");
+  return bytes === undefined ? "" : addressText(bytes);
 }
 
 /**

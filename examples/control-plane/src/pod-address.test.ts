@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { DEFAULT_POD_CIDRS, type Ipv4Cidr, parseIpv4Cidr, podIpProblem } from "./pod-address.js";
+import {
+  addressText,
+  DEFAULT_POD_CIDRS,
+  type Ipv4Cidr,
+  ipv6Bytes,
+  parseIpv4Cidr,
+  podIpProblem,
+} from "./pod-address.js";
 
 function cidrs(list: readonly string[]): Ipv4Cidr[] {
   return list.map((text) => {
@@ -65,4 +72,37 @@ describe("podIpProblem", () => {
       else assert.match(problem ?? "accepted", row.problem);
     });
   }
+});
+
+describe("ipv6Bytes and addressText (Service VIPs)", () => {
+  // Text -> the text istiod and ztunnel print for those bytes (RFC 5952), or undefined for no address.
+  const rows: [string, string | undefined][] = [
+    ["fd00:10:96::a", "fd00:10:96::a"],
+    ["FD00:0010:0096:0:0:0:0:000A", "fd00:10:96::a"],
+    ["::", "::"],
+    ["::1", "::1"],
+    ["1::", "1::"],
+    ["1:0:0:2:0:0:0:3", "1:0:0:2::3"],
+    ["1:0:0:2:0:0:3:4", "1::2:0:0:3:4"],
+    ["1:0:2:3:4:5:6:7", "1:0:2:3:4:5:6:7"],
+    ["::ffff:10.96.0.1", "::ffff:10.96.0.1"],
+    ["64:ff9b::10.96.0.1", "64:ff9b::a60:1"],
+    ["fe80::1%eth0", undefined],
+    ["1::2::3", undefined],
+    ["1:2:3:4:5:6:7:8:9", undefined],
+    ["::1.2.3.256", undefined],
+    ["10.96.0.1", undefined],
+    ["", undefined],
+  ];
+  for (const [text, canonical] of rows) {
+    it(JSON.stringify(text), () => {
+      const bytes = ipv6Bytes(text);
+      assert.equal(bytes?.length, canonical === undefined ? undefined : 16);
+      assert.equal(bytes === undefined ? undefined : addressText(bytes), canonical);
+    });
+  }
+
+  it("prints 4 bytes as dotted IPv4", () => {
+    assert.equal(addressText(new Uint8Array([10, 96, 0, 1])), "10.96.0.1");
+  });
 });

@@ -29,6 +29,65 @@ export function ipv4Bytes(text: string): Uint8Array | undefined {
   return bytes;
 }
 
+/**
+ * The 16 bytes of an IPv6 address in any RFC 4291 text form (`::` shorthand, leading zeros, a dotted
+ * IPv4 tail), or undefined; a zone (`%eth0`) is no address of a Service. Service VIPs only: pods are
+ * served by their IPv4 address.
+ */
+export function ipv6Bytes(text: string): Uint8Array | undefined {
+  if (!isIPv6(text) || text.includes("%")) return undefined;
+  // A dotted IPv4 tail (`::ffff:10.0.0.1`) is the last two groups.
+  const lastColon = text.lastIndexOf(":");
+  let hexText = text;
+  if (text.includes(".", lastColon)) {
+    const v4 = ipv4Bytes(text.slice(lastColon + 1));
+    if (v4 === undefined) return undefined;
+    const group = (i: number) => (((v4[i] as number) << 8) | (v4[i + 1] as number)).toString(16);
+    hexText = `${text.slice(0, lastColon + 1)}${group(0)}:${group(2)}`;
+  }
+  const [head = "", tail] = hexText.split("::");
+  const groupsOf = (part: string) => (part === "" ? [] : part.split(":").map((g) => Number.parseInt(g, 16)));
+  const before = groupsOf(head);
+  const after = groupsOf(tail ?? "");
+  const groups =
+    tail === undefined
+      ? before
+      : [...before, ...new Array(8 - before.length - after.length).fill(0), ...after];
+  if (groups.length !== 8) return undefined;
+  return new Uint8Array(groups.flatMap((g) => [g >> 8, g & 255]));
+}
+
+/**
+ * The text of 4 or 16 address bytes: dotted IPv4, or IPv6 as RFC 5952 prints it (lower case, no
+ * leading zeros, the first longest run of two or more zero groups as `::`, an IPv4-mapped address as
+ * `::ffff:a.b.c.d`), which is how istiod and ztunnel print an address in a `network/IP` alias.
+ */
+export function addressText(bytes: Uint8Array): string {
+  if (bytes.length !== 16) return [...bytes].join(".");
+  if (bytes.subarray(0, 10).every((b) => b === 0) && bytes[10] === 0xff && bytes[11] === 0xff) {
+    return `::ffff:${[...bytes.subarray(12)].join(".")}`;
+  }
+  const groups = Array.from(
+    { length: 8 },
+    (_, i) => ((bytes[2 * i] as number) << 8) | (bytes[2 * i + 1] as number),
+  );
+  let runStart = -1;
+  let runLength = 0;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > runLength) [runStart, runLength] = [i, j - i];
+    i = j;
+  }
+  const hex = (list: number[]) => list.map((g) => g.toString(16)).join(":");
+  if (runLength < 2) return hex(groups);
+  return `${hex(groups.slice(0, runStart))}::${hex(groups.slice(runStart + runLength))}`;
+}
+
 function toNumber(bytes: Uint8Array): number {
   return (
     (((bytes[0] as number) << 24) |

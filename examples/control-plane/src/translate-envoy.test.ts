@@ -111,6 +111,19 @@ describe("translateEnvoy: resources per Service port", () => {
     }
   });
 
+  it("names a dual-stack Service's IPv6 VIP in brackets, with and without the port, as istiod does", () => {
+    const dual = translate(
+      BASE.replace(
+        "spec: { clusterIP: 127.30.0.1,",
+        'spec: { clusterIP: 127.30.0.1, clusterIPs: [127.30.0.1, "fd00:10:96::1"],',
+      ),
+    );
+    const vh = dual.routeConfigurations.get(`${ECHO}:80`)?.virtualHosts?.[0];
+    for (const d of ["127.30.0.1", "127.30.0.1:80", "[fd00:10:96::1]", "[fd00:10:96::1]:80"]) {
+      assert.ok(vh?.domains?.includes(d), `${d} in ${JSON.stringify(vh?.domains)}`);
+    }
+  });
+
   it("makes EDS clusters and groups pods by their node's locality, each pod weighing 1", () => {
     const cluster = config.clusters.get(`outbound|80||${ECHO}`);
     assert.equal(cluster?.type, "EDS");

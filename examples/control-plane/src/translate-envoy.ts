@@ -18,6 +18,7 @@ import {
 import { type envoy, type google, type MessageInit, TypeUrl, typeRegistry } from "@ambient/xds";
 import type { KubeObject, MeshIssue } from "./manifests.js";
 import { isRecord } from "./manifests.js";
+import { addressText } from "./pod-address.js";
 import { sameItems, type TranslationMemo } from "./translate-memo.js";
 import {
   type MeshConfig,
@@ -735,7 +736,11 @@ export function translateEnvoy(
     const name = service.name ?? "";
     const namespace = service.namespace ?? "default";
     const ports = new Set<number>();
-    const vips = (service.addresses ?? []).map((a) => [...(a.address ?? [])].join("."));
+    // An IPv6 VIP in brackets, as in a Host header (and istiod's domains): `[fd00::1]`, `[fd00::1]:80`.
+    const vips = (service.addresses ?? []).map((a) => {
+      const text = addressText(a.address ?? new Uint8Array());
+      return a.address?.length === 16 ? `[${text}]` : text;
+    });
     const allowUnready = service.loadBalancing?.healthPolicy === "ALLOW_ALL";
     for (const p of service.ports ?? []) {
       const port = p.servicePort ?? 0;

@@ -152,6 +152,34 @@ describe("translation memo: what a change re-translates", () => {
     });
   }
 
+  it("binds the Services of a waypoint whose own Service arrives after them (its cluster IP is its address)", () => {
+    // The waypoint's address is a Service's cluster IP, outside the pod ranges: whether the Gateway
+    // can be bound to depends on a Service, so a new Service must rebind the reused ones.
+    const gateway: KubeObject = {
+      apiVersion: "gateway.networking.k8s.io/v1",
+      kind: "Gateway",
+      metadata: { name: "waypoint", namespace: "ns" },
+      spec: { gatewayClassName: "istio-waypoint" },
+      status: { addresses: [{ type: "IPAddress", value: "10.96.0.20" }] },
+      source: "Gateway/ns/waypoint",
+    };
+    const waypointService: KubeObject = {
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: { name: "waypoint", namespace: "ns" },
+      spec: { clusterIP: "10.96.0.20", ports: [{ port: 15008 }] },
+      source: "Service/ns/waypoint",
+    };
+    const memo = createTranslationMemo();
+    const objects = [namespace({ "istio.io/use-waypoint": "waypoint" }), gateway, service(0), pod(0)];
+    translate(memo, objects);
+    translate(memo, [...objects, waypointService]);
+    const bound = translateMesh([...objects, waypointService], {}, memo).services.find(
+      (s) => s.service.name === "svc-0",
+    );
+    assert.deepEqual(bound?.service.waypoint?.address?.address, new Uint8Array([10, 96, 0, 20]));
+  });
+
   it("an object reused across changes keeps its result object", () => {
     const memo = createTranslationMemo();
     const objects = mesh();

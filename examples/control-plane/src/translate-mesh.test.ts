@@ -559,6 +559,83 @@ spec: { clusterIP: 127.30.0.${vip}, selector: { app: ${name} }, ports: [{ port: 
     });
   });
 
+  it("serves every spec.clusterIPs address of a dual-stack Service as a VIP, IPv6 first or second", () => {
+    // As istiod's getVIPs: with spec.clusterIP alone, a client dialing the other family's VIP is not
+    // captured as the Service's traffic, and a Service whose first family is IPv6 is not served at all.
+    const dual = (name: string, ips: string[]) => `
+---
+kind: Service
+metadata: { name: ${name}, namespace: demo }
+spec:
+  clusterIP: "${ips[0]}"
+  clusterIPs: [${ips.map((ip) => `"${ip}"`).join(", ")}]
+  ipFamilies: [${ips.map((ip) => (ip.includes(":") ? "IPv6" : "IPv4")).join(", ")}]
+  selector: { app: web }
+  ports: [{ port: 80 }]
+`;
+    const config = translate(
+      AMBIENT_NS +
+        pod("web-0", "127.10.0.9") +
+        dual("v4-first", ["127.30.0.1", "fd00:10:96::a"]) +
+        // Kept as bytes, aliased in the canonical text ztunnel and istiod print.
+        dual("v6-first", ["fd00:10:96:0:0:0:0:B", "127.30.0.2"]),
+    );
+    assert.deepEqual(config.issues, []);
+    const v6 = (...groups: number[]) => new Uint8Array(groups.flatMap((g) => [g >> 8, g & 255]));
+    assert.deepEqual(
+      config.services.map((s) => [s.service.name, s.aliases, s.service.addresses, s.service.ipFamilies]),
+      [
+        [
+          "v4-first",
+          ["/127.30.0.1", "/fd00:10:96::a"],
+          [
+            { network: "", address: new Uint8Array([127, 30, 0, 1]) },
+            { network: "", address: v6(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0xa) },
+          ],
+          "DUAL",
+        ],
+        [
+          "v6-first",
+          ["/fd00:10:96::b", "/127.30.0.2"],
+          [
+            { network: "", address: v6(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0xb) },
+            { network: "", address: new Uint8Array([127, 30, 0, 2]) },
+          ],
+          "DUAL",
+        ],
+      ],
+    );
+    assert.deepEqual(Object.keys(workload(config, "web-0").workload.services ?? {}), [
+      "demo/v4-first.demo.svc.cluster.local",
+      "demo/v6-first.demo.svc.cluster.local",
+    ]);
+  });
+
+  it("reports a Service with a cluster IP that is no IP address, or taken by another in either family", () => {
+    const service = (name: string, ips: string) => `
+---
+kind: Service
+metadata: { name: ${name}, namespace: demo }
+spec: { clusterIPs: [${ips}], ports: [{ port: 80 }] }
+`;
+    const config = translate(
+      service("first", `"127.30.0.1", "fd00::1"`) +
+        service("garbage", `"127.30.0.3", "fd00::1::2"`) +
+        service("same-v6", `"127.30.0.4", "fd00:0::1"`),
+    );
+    assert.deepEqual(
+      config.services.map((s) => s.service.name),
+      ["first"],
+    );
+    assert.deepEqual(
+      config.issues.map((i) => i.message),
+      [
+        'spec.clusterIPs "fd00::1::2" is not an IP address',
+        "spec.clusterIPs fd00::1 is already used by demo/first.demo.svc.cluster.local",
+      ],
+    );
+  });
+
   it("marks a Kubernetes Service canonical: its hostname is its own in every namespace", () => {
     // A ztunnel asked for a hostname several Services have picks the client's namespace's, else the
     // canonical one: without the mark, a ServiceEntry another namespace writes for this hostname
@@ -875,6 +952,38 @@ spec: { clusterIP: 127.30.0.2, selector: { app: web }, ports: [{ port: 80, targe
       issue: /waypoint address: 127\.0\.0\.1 is outside the pod ranges/,
     },
   ];
+  it("binds to a waypoint at a Service's cluster IP outside the pod ranges, as the leader writes it on Kubernetes", () => {
+    // On a cluster the Gateway's address is its Service's cluster IP, from the Service range, never
+    // from the pod ranges; istiod binds to it, and a ztunnel reaches it through that Service's pods.
+    const waypointService = `
+---
+apiVersion: v1
+kind: Service
+metadata: { name: waypoint, namespace: demo, labels: { gateway.networking.k8s.io/gateway-name: waypoint } }
+spec: { clusterIP: 10.96.0.20, selector: { gateway.networking.k8s.io/gateway-name: waypoint }, ports: [{ name: mesh, port: 15008 }] }
+`;
+    const yaml = `${gateway("")}status: { addresses: [{ type: IPAddress, value: 10.96.0.20 }] }\n${waypointService}${service(", labels: { istio.io/use-waypoint: waypoint }")}`;
+    const config = translate(yaml, { podCidrs: ["10.244.0.0/16"] });
+    const web = config.services.find((s) => s.key === "demo/web.demo.svc.cluster.local");
+    assert.deepEqual(web?.service.waypoint, {
+      address: { network: "", address: ipv4Bytes("10.96.0.20") },
+      hboneMtlsPort: 15008,
+    });
+    assert.deepEqual(config.issues, []);
+    // An address no Service has is still checked against the pod ranges.
+    const elsewhere = translate(yaml.replace("clusterIP: 10.96.0.20", "clusterIP: 10.96.0.21"), {
+      podCidrs: ["10.244.0.0/16"],
+    });
+    assert.equal(
+      elsewhere.services.find((s) => s.key === "demo/web.demo.svc.cluster.local")?.service.waypoint,
+      undefined,
+    );
+    assert.match(
+      elsewhere.issues[0]?.message ?? "",
+      /waypoint address: 10\.96\.0\.20 is outside the pod ranges/,
+    );
+  });
+
   for (const c of cases) {
     it(c.name, () => {
       const config = translate(c.yaml);

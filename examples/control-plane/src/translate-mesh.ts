@@ -15,10 +15,12 @@ import { ControlPlaneError } from "./errors.js";
 import type { KubeObject, MeshIssue } from "./manifests.js";
 import { isRecord } from "./manifests.js";
 import {
+  addressText,
   DEFAULT_POD_CIDRS,
   hostIpProblem,
   type Ipv4Cidr,
   ipv4Bytes,
+  ipv6Bytes,
   parseIpv4Cidr,
   podIpProblem,
 } from "./pod-address.js";
@@ -402,6 +404,29 @@ function ipFamiliesOf(families: unknown): Pick<MessageInit<Service>, "ipFamilies
 }
 
 /**
+ * A Service's VIPs as istiod reads them (`getVIPs`): every address of `spec.clusterIPs` (a dual-stack
+ * Service has one per family, its first family first), else `spec.clusterIP`; none for a headless
+ * Service (`None`). Each as its bytes and the text of its `network/IP` alias (IPv6 as RFC 5952 prints
+ * it); or the first that is no IP address (an IPv4 one must be canonical, as a pod's), as an issue.
+ */
+function serviceVips(
+  obj: KubeObject,
+): { field: string; vips: { text: string; bytes: Uint8Array }[] } | { problem: string } {
+  const list = obj.spec?.clusterIPs;
+  const many = Array.isArray(list) && list.length > 0;
+  const field = many ? "spec.clusterIPs" : "spec.clusterIP";
+  const vips: { text: string; bytes: Uint8Array }[] = [];
+  for (const ip of many ? list : [obj.spec?.clusterIP]) {
+    if (ip === undefined || ip === "" || ip === "None") continue;
+    const bytes = typeof ip === "string" ? (ipv4Bytes(ip) ?? ipv6Bytes(ip)) : undefined;
+    if (bytes === undefined) return { problem: `${field} ${JSON.stringify(ip)} is not an IP address` };
+    const text = addressText(bytes);
+    if (!vips.some((vip) => vip.text === text)) vips.push({ text, bytes });
+  }
+  return { field, vips };
+}
+
+/**
  * Whether a pod takes traffic, as istiod decides a Workload's status: not while it is being deleted
  * (`metadata.deletionTimestamp`), and not while its `Ready` condition is other than `"True"`. A pod
  * with no `Ready` condition at all is taken as ready: the API server's pods carry one from the status
@@ -530,9 +555,11 @@ function servicePorts(obj: KubeObject, issues: MeshIssue[]): ServicePortModel[] 
 
 /**
  * Waypoint Gateways (`gatewayClassName: istio-waypoint`) by `namespace/name`, with the IP taken from
- * `status.addresses[0].value` or the {@link WAYPOINT_ADDRESS_ANNOTATION} annotation. A waypoint is a
- * pod, and ztunnels connect to its address, so the address must be a valid pod IP in `podCidrs`
- * (default the default pod ranges).
+ * `status.addresses[0].value` or the {@link WAYPOINT_ADDRESS_ANNOTATION} annotation. ztunnels connect
+ * to that address, so it must be a valid pod IP in `podCidrs` (default the default pod ranges), or the
+ * IPv4 cluster IP of a Service (not ExternalName): what the leader writes on Kubernetes, where the
+ * Service range is never a pod range. A ztunnel reaches such an address through that Service's
+ * endpoints, pods that passed these checks, and istiod binds to it as to any address.
  */
 export function waypointGateways(
   objects: readonly KubeObject[],
@@ -540,6 +567,18 @@ export function waypointGateways(
   podCidrs: readonly Ipv4Cidr[] = parsePodCidrs(),
 ): Map<string, string> {
   const out = new Map<string, string>();
+  let serviceIps: Set<string> | undefined;
+  const isServiceIp = (ip: string): boolean => {
+    if (serviceIps === undefined) {
+      serviceIps = new Set();
+      for (const obj of objects) {
+        if (obj.kind !== "Service" || obj.spec?.type === "ExternalName") continue;
+        const read = serviceVips(obj);
+        if ("vips" in read) for (const vip of read.vips) serviceIps.add(vip.text);
+      }
+    }
+    return serviceIps.has(ip);
+  };
   for (const obj of objects) {
     if (obj.kind !== "Gateway" || obj.spec?.gatewayClassName !== WAYPOINT_CLASS) continue;
     const key = `${obj.metadata.namespace ?? "default"}/${obj.metadata.name}`;
@@ -554,7 +593,10 @@ export function waypointGateways(
       });
       continue;
     }
-    const problem = podIpProblem(ip, podCidrs);
+    // Never unspecified, multicast or reserved; in the pod ranges unless a Service has it.
+    const problem =
+      hostIpProblem(ip) ??
+      (isServiceIp(ip) ? undefined : podIpProblem(ip, podCidrs)?.concat(", and no Service's cluster IP"));
     if (problem !== undefined) {
       issues.push({
         source: objectKey(obj),
@@ -624,6 +666,7 @@ export function validateManifestObject(obj: KubeObject): string | undefined {
   } else if (obj.kind === "Service") {
     problems.push(
       typeProblem(obj.spec?.clusterIP, "spec.clusterIP", "string"),
+      typeProblem(obj.spec?.clusterIPs, "spec.clusterIPs", "list"),
       typeProblem(obj.spec?.selector, "spec.selector", "string map"),
       typeProblem(obj.spec?.ports, "spec.ports", "list"),
     );
@@ -1014,7 +1057,9 @@ export function translateMesh(
   // endpoints: served, it would be a Service ztunnel's DNS proxy answers for itself, with no records,
   // and its name would stop resolving for mesh pods. As istiod does, it is not served.
   const serviceObjects = objects.filter((o) => o.kind === "Service" && o.spec?.type !== "ExternalName");
-  const context: unknown[] = [JSON.stringify(options)];
+  // Which waypoints can be bound to is context too: a waypoint at a Service's cluster IP depends on a
+  // Service, which the memo would otherwise not see.
+  const context: unknown[] = [JSON.stringify(options), JSON.stringify([...waypoints])];
   // EndpointSlices are not context: their workloads are made again by every translation (few, cheap),
   // and a pod's slice changes with every pod change.
   for (const obj of objects) {
@@ -1032,29 +1077,25 @@ export function translateMesh(
     const namespace = obj.metadata.namespace ?? "default";
     const hostname = `${obj.metadata.name}.${namespace}.svc.${domainSuffix}`;
     const key = `${namespace}/${hostname}`;
-    const clusterIP = str(obj.spec?.clusterIP, "None");
+    const read = serviceVips(obj);
+    if ("problem" in read) {
+      issues.push({ source: objectKey(obj), message: read.problem });
+      continue;
+    }
+    const taken = read.vips.find((vip) => seenVips.has(vip.text));
+    if (taken !== undefined) {
+      issues.push({
+        source: objectKey(obj),
+        message: `${read.field} ${taken.text} is already used by ${seenVips.get(taken.text)}`,
+      });
+      continue;
+    }
     const addresses: { network: string; address: Uint8Array }[] = [];
     const aliases: string[] = [];
-    if (clusterIP !== "None") {
-      const bytes = ipv4Bytes(clusterIP);
-      const owner = seenVips.get(clusterIP);
-      if (bytes === undefined) {
-        issues.push({
-          source: objectKey(obj),
-          message: `spec.clusterIP ${JSON.stringify(clusterIP)} is not an IPv4 address`,
-        });
-        continue;
-      }
-      if (owner !== undefined) {
-        issues.push({
-          source: objectKey(obj),
-          message: `spec.clusterIP ${clusterIP} is already used by ${owner}`,
-        });
-        continue;
-      }
-      seenVips.set(clusterIP, key);
-      addresses.push({ network, address: bytes });
-      aliases.push(`${network}/${clusterIP}`);
+    for (const vip of read.vips) {
+      seenVips.set(vip.text, key);
+      addresses.push({ network, address: vip.bytes });
+      aliases.push(`${network}/${vip.text}`);
     }
     const hit = reuse ? memo.mesh.byService.get(obj) : undefined;
     if (hit !== undefined) {
