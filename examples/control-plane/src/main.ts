@@ -19,7 +19,8 @@ options:
   --serving-host NAME   DNS name or IP for the serving certificate besides istiod.istio-system.svc;
                         repeat it or separate names with commas (default none)
   --pod-cidr CIDR       IPv4 range pod IPs must be in; repeat it or separate ranges with commas
-                        (default ${DEFAULT_POD_CIDRS.join(",")}); pods outside are reported, not served
+                        (default ${DEFAULT_POD_CIDRS.join(",")}; with --kubernetes every address, as
+                        istiod); pods outside are reported, not served
   --xds-debounce-ms MS  delay that coalesces changes into one push (default 100; istiod
                         PILOT_DEBOUNCE_AFTER). A change reaches clients after it plus the translation
   --xds-push-buffer-mib N  response MiB the xDS ports hold for all clients together before

@@ -6,6 +6,14 @@ import { isIPv6 } from "node:net";
 /** The demo's pod range (`mesh/` uses 127.10.0.x; nodes are 127.20.0.x, Service VIPs 127.30.0.x). */
 export const DEFAULT_POD_CIDRS: readonly string[] = ["127.10.0.0/16"];
 
+/**
+ * The pod ranges of a control plane fed by a cluster, unless told others: every IPv4 address, as
+ * istiod checks none. A pod's IP there is what its kubelet reported, from whatever ranges the CNI
+ * hands out (node `podCIDR`s, IP pools, the VPC's subnets), not what a manifest claims. Unspecified,
+ * multicast and reserved addresses are still refused ({@link podIpProblem}).
+ */
+export const CLUSTER_POD_CIDRS: readonly string[] = ["0.0.0.0/0"];
+
 /** An IPv4 range as a network number and a mask. */
 export interface Ipv4Cidr {
   /** The text it was read from, normalized (`a.b.c.d/len`). */

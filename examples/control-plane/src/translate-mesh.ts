@@ -54,8 +54,9 @@ export interface TranslateOptions {
   network?: string;
   /**
    * IPv4 ranges pod IPs must fall in; a pod outside them (or at an unspecified, multicast or broadcast
-   * address) is reported and not served. Default `127.10.0.0/16`, the demo's pods; Kubernetes
-   * `--cluster-cidr`.
+   * address) is reported and not served. Default `127.10.0.0/16`, the demo's pods; a control plane
+   * fed by a cluster (`startKubernetesControlPlane`) takes every IPv4 address by default, as istiod
+   * does (`CLUSTER_POD_CIDRS`), and this narrows it (Kubernetes `--cluster-cidr`).
    */
   podCidrs?: readonly string[];
   /**

@@ -280,6 +280,32 @@ describe("control plane replicas on kubernetes", { timeout: 60_000 }, () => {
     await until("the annotated pod", () => tunnel() === "HBONE");
   });
 
+  it("serves pods at the addresses the cluster gave them, whatever the range, as istiod does", async () => {
+    const replica = replicas[0] as KubernetesControlPlane;
+    const echo = server.get("v1", "Pod", "echo-0", "demo") as KubeJson;
+    const { uid: _uid, resourceVersion: _rv, creationTimestamp: _created, ...metadata } = echo.metadata;
+    // A pod as a CNI with its own pools would address it, far from the demo's 127.10.0.0/16.
+    server.apply({
+      ...echo,
+      metadata: { ...metadata, name: "echo-cni" },
+      status: { ...(echo.status as object), podIP: "10.244.7.9", podIPs: [{ ip: "10.244.7.9" }] },
+    });
+    const served = () => replica.controlPlane.config().workloads.find((w) => w.workload.name === "echo-cni");
+    await until("the pod at 10.244.7.9", () => served() !== undefined);
+    assert.deepEqual([...(served()?.workload.addresses?.[0] ?? [])], [10, 244, 7, 9]);
+    // An unspecified address is no pod's, whatever the ranges.
+    server.apply({
+      ...echo,
+      metadata: { ...metadata, name: "echo-nowhere" },
+      status: { ...(echo.status as object), podIP: "0.0.0.0", podIPs: [{ ip: "0.0.0.0" }] },
+    });
+    await until("the refused pod reported", () =>
+      replica.controlPlane.config().issues.some((i) => i.source === "Pod/demo/echo-nowhere"),
+    );
+    server.remove("v1", "Pod", "echo-cni", "demo");
+    server.remove("v1", "Pod", "echo-nowhere", "demo");
+  });
+
   it("elects one leader, which writes the waypoint Gateway's status address", async () => {
     await until("one leader", () => replicas.filter((r) => r.isLeader()).length === 1);
     await until("gateway status", () => {

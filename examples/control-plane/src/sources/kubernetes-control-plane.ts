@@ -3,6 +3,7 @@
 // waypoint Gateway status. A composition root: each part lives in its own module.
 import type { KubeConfig } from "@kubernetes/client-node";
 import { type ControlPlane, type ControlPlaneOptions, startControlPlane } from "../control-plane.js";
+import { CLUSTER_POD_CIDRS } from "../pod-address.js";
 import { type Logger, noopLogger } from "../telemetry.js";
 import { waypointStatusUpdates, writeGatewayStatus } from "./gateway-status.js";
 import {
@@ -39,6 +40,12 @@ export interface KubernetesControlPlaneOptions
     | "extraNodes"
   > {
   kubeConfig: KubeConfig;
+  /**
+   * IPv4 ranges pod IPs must fall in. Default {@link CLUSTER_POD_CIDRS}, every address (istiod checks
+   * none): the kubelet reports a pod's IP from whatever ranges the CNI uses. Give the cluster's pod
+   * ranges (`--cluster-cidr`, or the CNI's pools) to refuse pods outside them.
+   */
+  podCidrs?: readonly string[];
   /** This replica's name (the pod name, `POD_NAME`), its `holderIdentity` in the Lease. */
   identity: string;
   /** Namespace of the CA Secrets and the Lease. Default `istio-system`. */
@@ -102,6 +109,8 @@ export async function startKubernetesControlPlane(
       rotation === false ? false : { ...rotation, shouldRotate: () => election?.isLeader() === true },
     // Pods are HBONE once istio-cni has captured them, as istiod reads it.
     captureSignal: options.captureSignal ?? "redirection",
+    // The cluster's own pod IPs, whichever ranges its CNI uses, unless the operator narrows them.
+    podCidrs: options.podCidrs ?? CLUSTER_POD_CIDRS,
     source,
     cacerts: ca.cacerts,
     authenticator: createTokenReviewAuthenticator({
