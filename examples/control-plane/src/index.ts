@@ -53,7 +53,13 @@ export {
   parseManifests,
 } from "./manifests.js";
 export { TOKEN_AUDIENCE, TOKEN_ISSUER } from "./mesh-state.js";
-export { CLUSTER_POD_CIDRS, DEFAULT_POD_CIDRS, type Ipv4Cidr, parseIpv4Cidr, podIpProblem } from "./pod-address.js";
+export {
+  CLUSTER_POD_CIDRS,
+  DEFAULT_POD_CIDRS,
+  type Ipv4Cidr,
+  parseIpv4Cidr,
+  podIpProblem,
+} from "./pod-address.js";
 export {
   AUTO_ALLOCATE_LABEL,
   type HostAddress,
