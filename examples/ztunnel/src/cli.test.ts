@@ -177,6 +177,30 @@ describe("ztunnel CLI", () => {
     assert.match(String(dns({ IPV6_ENABLED: "no" })), /IPV6_ENABLED must be true or false/);
   });
 
+  it("keeps the admin listener on loopback: the node IP in the local mesh, 127.0.0.1 on a pod IP", () => {
+    const ips = (argv: string[]) => {
+      const got = parseZtunnelCli(argv);
+      return got.kind === "run" ? { nodeIp: got.nodeIp, adminIp: got.adminIp } : got.kind;
+    };
+    const table: [string[], { nodeIp: string; adminIp: string } | "error"][] = [
+      [[], { nodeIp: "127.20.0.1", adminIp: "127.20.0.1" }],
+      [["--node", "node-c"], { nodeIp: "127.20.0.3", adminIp: "127.20.0.3" }],
+      [["--node", "worker-1"], { nodeIp: "127.20.0.1", adminIp: "127.20.0.1" }],
+      // The DaemonSet's --node-ip $(POD_IP): POST /quitquitquit must not be open to every pod.
+      [["--node-ip", "10.244.1.7"], { nodeIp: "10.244.1.7", adminIp: "127.0.0.1" }],
+      [["--node-ip", "fd00::7"], { nodeIp: "fd00::7", adminIp: "127.0.0.1" }],
+      [["--node-ip", "10.244.1.7", "--admin-ip", "::1"], { nodeIp: "10.244.1.7", adminIp: "::1" }],
+      [
+        ["--node-ip", "10.244.1.7", "--admin-ip", "127.0.0.2"],
+        { nodeIp: "10.244.1.7", adminIp: "127.0.0.2" },
+      ],
+      [["--node-ip", "10.244.1.7", "--admin-ip", "10.244.1.7"], "error"],
+      [["--admin-ip", "0.0.0.0"], "error"],
+      [["--admin-ip", "localhost"], "error"],
+    ];
+    for (const [argv, want] of table) assert.deepEqual(ips(argv), want, argv.join(" "));
+  });
+
   it("keeps -- when it is a flag's value", () => {
     assert.deepEqual(withoutSeparators(["--", "--state-dir", "--", "--"]), ["--state-dir", "--"]);
   });

@@ -3,6 +3,7 @@
  * (the help text is built from the same table), and pnpm's `--` separator accepted wherever it lands.
  */
 import { parseArgs } from "node:util";
+import { canonicalIp, isLoopbackIp } from "./ip-address.js";
 
 interface FlagSpec {
   type: "string" | "boolean";
@@ -24,7 +25,13 @@ export const ZTUNNEL_FLAGS = {
     type: "string",
     value: "ip",
     description:
-      "IP the admin, metrics, readiness and SOCKS5 listeners bind to (default 127.20.0.N, N the node's letter: node-a -> 127.20.0.1).",
+      "IP the metrics, readiness and SOCKS5 listeners bind to (default 127.20.0.N, N the node's letter: node-a -> 127.20.0.1).",
+  },
+  "admin-ip": {
+    type: "string",
+    value: "ip",
+    description:
+      "Loopback IP of the admin listener (/config_dump, /recent_connections, POST /quitquitquit, which shuts the proxy down): default --node-ip when it is a loopback address, as in the local mesh, else 127.0.0.1, so in a pod only the pod itself reaches it, as ztunnel's admin on localhost. Anything else is refused.",
   },
   "control-plane": {
     type: "string",
@@ -163,6 +170,10 @@ export type ZtunnelCli =
   | {
       kind: "run";
       args: ZtunnelArgs;
+      /** `--node-ip`, else {@link defaultNodeIp} of `--node`. */
+      nodeIp: string;
+      /** `--admin-ip`, else {@link defaultAdminIp}: always a loopback address. */
+      adminIp: string;
       socks5: { handshakeTimeoutMs: number; maxHandshakes: number };
       /** `--on-demand` with its timeout; absent when off. */
       onDemand?: { timeoutMs: number };
@@ -190,6 +201,22 @@ export function withoutSeparators(argv: readonly string[]): string[] {
     out.push(arg);
   }
   return out;
+}
+
+/** The local mesh's node IP of a node name: node-a -> 127.20.0.1, node-b -> 127.20.0.2, else 127.20.0.1. */
+export function defaultNodeIp(node: string): string {
+  const letter = /^node-([a-z])$/.exec(node)?.[1];
+  return letter ? `127.20.0.${letter.charCodeAt(0) - 96}` : "127.20.0.1";
+}
+
+/**
+ * Where the admin listener goes when `--admin-ip` is not given: the node IP when it is a loopback
+ * address (the local mesh, one per node), else 127.0.0.1. A pod IP never: the admin port shuts the
+ * proxy down on a POST, and every pod of the cluster could reach it there.
+ */
+export function defaultAdminIp(nodeIp: string): string {
+  const canonical = canonicalIp(nodeIp);
+  return canonical !== undefined && isLoopbackIp(canonical.text) ? canonical.text : "127.0.0.1";
 }
 
 function positiveInteger(flag: string, text: string): number | string {
@@ -316,6 +343,19 @@ export function parseZtunnelCli(
       kind: "error",
       message: "--on-demand leaves the DNS proxy without most Service names: add --no-dns-proxy",
     };
+  const nodeIp =
+    typeof values["node-ip"] === "string" ? values["node-ip"] : defaultNodeIp(String(values.node));
+  const adminIpText = values["admin-ip"];
+  let adminIp = defaultAdminIp(nodeIp);
+  if (typeof adminIpText === "string") {
+    const canonical = canonicalIp(adminIpText);
+    if (canonical === undefined || !isLoopbackIp(canonical.text))
+      return {
+        kind: "error",
+        message: `--admin-ip must be a loopback address (127.0.0.0/8 or ::1), got ${JSON.stringify(adminIpText)}`,
+      };
+    adminIp = canonical.text;
+  }
   const dedicatedText = values.dedicated;
   const netnsPath = values["dedicated-netns"];
   let dedicated: { workload: { namespace: string; name: string }; netnsPath?: string } | undefined;
@@ -338,6 +378,8 @@ export function parseZtunnelCli(
   return {
     kind: "run",
     args: values as ZtunnelArgs,
+    nodeIp,
+    adminIp,
     socks5: { handshakeTimeoutMs: timeout, maxHandshakes: max },
     terminationDeadlineMs: deadline,
     ...(values["on-demand"] === true ? { onDemand: { timeoutMs: onDemandTimeout } } : {}),

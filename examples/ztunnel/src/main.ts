@@ -27,9 +27,8 @@ const values = {
 
 const logger = pino({ level: values["log-level"], base: { node: values.node } });
 warnMissingProxyNodeFlags(logger, "bulk traffic can cost up to twice the CPU per byte");
-// node-a -> 127.20.0.1, node-b -> 127.20.0.2, ... unless given.
-const letter = /^node-([a-z])$/.exec(values.node)?.[1];
-const nodeIp = values["node-ip"] ?? (letter ? `127.20.0.${letter.charCodeAt(0) - 96}` : "127.20.0.1");
+// node-a -> 127.20.0.1, node-b -> 127.20.0.2, ... unless given; admin on loopback only.
+const { nodeIp, adminIp } = cli;
 const stateDir = values["state-dir"];
 
 let rootCertPem: string;
@@ -54,6 +53,7 @@ collectDefaultMetrics({ register: registry });
 const ztunnel = await startZtunnel({
   nodeName: values.node,
   nodeIp,
+  adminIp,
   controlPlaneAddress: values["control-plane"],
   rootCertPem,
   token,

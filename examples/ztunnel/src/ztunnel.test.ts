@@ -54,6 +54,7 @@ describe("startZtunnel options", () => {
   };
   const cases: [string, Partial<ZtunnelOptions>][] = [
     ["node IP that is not an IP", { nodeIp: "node-a.local" }],
+    ["an admin IP that is not an IP", { adminIp: "localhost" }],
     ["empty node name", { nodeName: "" }],
     ["empty token", { token: "" }],
     ["a root that is not PEM", { rootCertPem: "not a certificate" }],

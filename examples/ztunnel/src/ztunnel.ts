@@ -42,7 +42,7 @@ export type { ConnectionSummary } from "./connections.js";
 export { INPOD_MARK, type InPodPorts, type InPodSummary, type InPodWorkload } from "./in-pod.js";
 export { deniedBy } from "./inbound.js";
 
-/** Listening ports of a node proxy (all on the node IP except `hbone`, which is per pod IP). */
+/** Listening ports of a node proxy (on the node IP, but admin on `adminIp` and `hbone` per pod IP). */
 export interface ZtunnelPorts {
   /** Admin (`/config_dump`). Default 15000; ztunnel `ADMIN_PORT`. */
   admin: number;
@@ -62,6 +62,13 @@ export interface ZtunnelOptions {
   nodeName: string;
   /** IP the node listeners bind to; ztunnel `INSTANCE_IP`. */
   nodeIp: string;
+  /**
+   * IP of the admin listener (`/config_dump`, `/recent_connections`, and `POST /quitquitquit`, which
+   * shuts the proxy down): whoever reaches it can stop the node's data path and read its state, so it
+   * should be a loopback address. Default `nodeIp` (the local mesh's node IPs are loopback ones); the
+   * CLI keeps it on loopback (`--admin-ip`), as ztunnel binds `ADMIN_PORT` to localhost.
+   */
+  adminIp?: string;
   /** Control plane (xDS and CA) gRPC target. Default `127.0.0.1:15012`; ztunnel `XDS_ADDRESS`/`CA_ADDRESS`. */
   controlPlaneAddress?: string;
   /** Mesh roots (PEM): verify the control plane and every peer; ztunnel `ROOT_CA`. */
@@ -339,6 +346,12 @@ function validate(options: ZtunnelOptions): void {
     throw new ZtunnelError(
       "ERR_ZTUNNEL_INVALID_OPTION",
       `nodeIp ${JSON.stringify(options.nodeIp)} is not an IP`,
+    );
+  }
+  if (options.adminIp !== undefined && isIP(options.adminIp) === 0) {
+    throw new ZtunnelError(
+      "ERR_ZTUNNEL_INVALID_OPTION",
+      `adminIp ${JSON.stringify(options.adminIp)} is not an IP`,
     );
   }
   if (options.nodeName === "") throw new ZtunnelError("ERR_ZTUNNEL_INVALID_OPTION", "nodeName is empty");
@@ -735,7 +748,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
   let addresses: ZtunnelAddresses;
   try {
     const [a, m, r, s] = await Promise.all([
-      listenTcp(adminServers.admin, node.ip, ports.admin),
+      listenTcp(adminServers.admin, options.adminIp ?? node.ip, ports.admin),
       listenTcp(adminServers.metrics, node.ip, ports.metrics),
       listenTcp(adminServers.readiness, node.ip, ports.readiness),
       listenTcp(socks5.server, node.ip, ports.socks5),

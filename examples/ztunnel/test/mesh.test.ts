@@ -214,6 +214,34 @@ describe("two ztunnels, one control plane", { timeout: 60_000 }, () => {
     }
   });
 
+  it("binds the admin listener on adminIp, and metrics, readiness and SOCKS5 on the node IP", async () => {
+    const proxy = await startZtunnel({
+      controlPlaneAddress: mesh.cp.address,
+      rootCertPem: mesh.cp.rootCertPem,
+      ports: { admin: 0, metrics: 0, readiness: 0, socks5: 0, hbone: 0 },
+      logger,
+      // A node without pods: only its own listeners open.
+      nodeName: "node-z",
+      nodeIp: `${base}.4`,
+      adminIp: "127.0.0.1",
+      token: await mesh.cp.tokenFor("node-z"),
+    });
+    try {
+      const adminPort = proxy.addresses.admin.split(":").at(-1);
+      assert.equal(proxy.addresses.admin, `127.0.0.1:${adminPort}`);
+      for (const listener of [proxy.addresses.metrics, proxy.addresses.readiness, proxy.addresses.socks5]) {
+        assert.ok(listener.startsWith(`${base}.4:`), listener);
+      }
+      assert.equal((await httpGet(proxy.addresses.admin, "/config_dump")).status, 200);
+      // Not on the node IP: in a pod, that is the address every other pod reaches.
+      const onNodeIp = connect({ host: `${base}.4`, port: Number(adminPort) });
+      const [err] = (await once(onNodeIp, "error")) as [NodeJS.ErrnoException];
+      assert.equal(err.code, "ECONNREFUSED");
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it("passes non-mesh destinations through as plain TCP", async () => {
     const port = (plain.address() as AddressInfo).port;
     const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, ip.plain, port);
