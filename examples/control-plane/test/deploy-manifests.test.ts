@@ -1,11 +1,17 @@
 // deploy/kubernetes/ parses, and says what the code needs: the RBAC grants exactly the informers,
-// Secrets and Lease the control plane uses (no more), and every command line names flags that exist.
+// Secrets and Lease the control plane uses (no more), every command line names flags that exist and
+// leaves none at a default made for the local demo, and what Istio's charts set for a real cluster
+// (Linux nodes, ztunnel upgrades beside the old pod, no capture of the proxies) is set here too.
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { describe, it } from "node:test";
 import { parseAllDocuments } from "yaml";
+// The ztunnel's command line is a pure function of its arguments and environment: the DaemonSet's own
+// is run through it below.
+import { parseZtunnelCli } from "../../ztunnel/src/cli.js";
 import { PLUGGED_CA_SECRET, SELF_SIGNED_CA_SECRET } from "../src/sources/kubernetes-ca.js";
 import { MESH_RESOURCES } from "../src/sources/kubernetes-source.js";
 import { ROOT_CERT_CONFIG_MAP } from "../src/sources/root-cert-publisher.js";
@@ -66,6 +72,164 @@ function containerArgs(doc: Doc): string[] {
   const spec = (doc.spec as { template: { spec: { containers: { args?: string[] }[] } } }).template.spec;
   return spec.containers[0]?.args ?? [];
 }
+
+interface PodTemplate {
+  metadata: { labels?: Record<string, string> };
+  spec: {
+    nodeSelector?: Record<string, string>;
+    terminationGracePeriodSeconds?: number;
+    containers: {
+      args?: string[];
+      env?: { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[];
+    }[];
+  };
+}
+
+function podTemplate(doc: Doc): PodTemplate {
+  return (doc.spec as { template: PodTemplate }).template;
+}
+
+/**
+ * What the kubelet fills the downward API fields with on a node of a real cluster, for the checks
+ * (the namespace and labels are the manifest's own).
+ */
+const DOWNWARD: Record<string, string> = {
+  "metadata.name": "pod-7d9f8-x2x4q",
+  "spec.nodeName": "worker-1",
+  "spec.serviceAccountName": "ztunnel",
+  "status.podIP": "10.244.1.7",
+  "status.hostIP": "192.168.10.21",
+};
+
+/**
+ * The first container's environment as a real cluster gives it, and its arguments after `entry` with
+ * `$(VAR)` expanded as the kubelet does. A `$(VAR)` the container does not define is left as it is by
+ * the kubelet, so it fails here.
+ */
+function commandLine(doc: Doc, entry: string): { args: string[]; env: Record<string, string> } {
+  const template = podTemplate(doc);
+  const container = template.spec.containers[0];
+  assert.ok(container, `${doc.metadata.name}: a container`);
+  const downward = (field: string): string | undefined => {
+    if (field === "metadata.namespace") return doc.metadata.namespace;
+    const label = /^metadata\.labels\['(.+)'\]$/.exec(field)?.[1];
+    return label === undefined ? DOWNWARD[field] : template.metadata.labels?.[label];
+  };
+  const env: Record<string, string> = {};
+  for (const e of container.env ?? []) {
+    const field = e.valueFrom?.fieldRef?.fieldPath;
+    const value = e.value ?? (field === undefined ? undefined : downward(field));
+    assert.ok(value !== undefined, `${doc.metadata.name}: env ${e.name} has a value`);
+    env[e.name] = value;
+  }
+  const all = container.args ?? [];
+  const args = all.slice(all.indexOf(entry) + 1).map((arg) =>
+    arg.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (_, name: string) => {
+      assert.ok(name in env, `${doc.metadata.name}: $(${name}) names no env var of the container`);
+      return env[name] as string;
+    }),
+  );
+  return { args, env };
+}
+
+/** The value given to `--flag` (as `--flag value` or `--flag=value`), if any. */
+function flagValue(args: readonly string[], flag: string): string | undefined {
+  const at = args.indexOf(`--${flag}`);
+  if (at >= 0) return args[at + 1];
+  return args.find((a) => a.startsWith(`--${flag}=`))?.slice(flag.length + 3);
+}
+
+/**
+ * A value that only suits the local demo: a loopback address, the repository's state folder (the
+ * default of every file the CA writes there), its node and namespace names.
+ */
+const DEMO_VALUE = /\b127\.\d|\blocalhost\b|::1\b|<repo>|<state-dir>|\.mesh-state|\bnode-[a-z]\b|\bdemo\b/i;
+
+/**
+ * Every flag an app's `--help` names, with what it says of the flag's default: the value of a usage
+ * line's `[--flag value]`, and the words from "default" to the closing parenthesis (or the end) of its
+ * description, the lines that start with the flag (`  --flag`, `  --a, --b`) and those indented under it.
+ */
+function helpDefaults(help: string): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  const add = (flag: string, text: string) => out.set(flag, [...(out.get(flag) ?? []), text]);
+  for (const m of help.matchAll(/\[--([a-z][a-z-]*) ([^\]]+)\]/g)) add(m[1] as string, m[2] as string);
+  let flags: string[] = [];
+  let text = "";
+  const flush = () => {
+    for (const flag of flags) {
+      add(flag, "");
+      for (const said of text.match(/\bdefault\b[^)]*/gi) ?? []) add(flag, said);
+    }
+    flags = [];
+    text = "";
+  };
+  for (const line of help.split("\n")) {
+    const head = /^ {2}(?:-[a-z], )?(--[a-z][a-z-]*(?:, --[a-z][a-z-]*)*)(.*)$/.exec(line);
+    if (head) {
+      flush();
+      flags = (head[1] as string).split(", ").map((f) => f.slice(2));
+      text = head[2] as string;
+    } else if (flags.length > 0 && /^ {3,}\S/.test(line)) text += ` ${line.trim()}`;
+    else flush();
+  }
+  flush();
+  return out;
+}
+
+function helpOf(main: string): string {
+  const run = spawnSync(process.execPath, ["--import", "tsx", join(REPO, main), "--help"], {
+    encoding: "utf8",
+    timeout: 60_000,
+    env: { ...process.env, NODE_OPTIONS: "" },
+  });
+  assert.equal(run.status, 0, `${main} --help: ${run.stderr}`);
+  return run.stdout;
+}
+
+/** The three apps: their manifest, entry point in the image, and source of `--help`. */
+const APPS = [
+  { kind: "Deployment", name: "istiod", entry: "examples/control-plane/dist/main.js" },
+  { kind: "DaemonSet", name: "ztunnel", entry: "examples/ztunnel/dist/main.js" },
+  { kind: "Deployment", name: "waypoint", entry: "examples/waypoint/dist/main.js" },
+] as const;
+
+/**
+ * Flags whose default suits only the local demo and that a manifest may leave out, each with why and
+ * the condition under which the default is not used (checked against the manifest's arguments).
+ */
+const DEMO_DEFAULT_UNUSED: Record<string, Record<string, { why: string; holds(args: string[]): boolean }>> = {
+  "examples/control-plane/dist/main.js": {
+    "mesh-dir": { why: "--kubernetes reads the cluster", holds: (a) => a.includes("--kubernetes") },
+    "state-dir": {
+      why: "--kubernetes keeps the CA in Secrets",
+      holds: (a) => a.includes("--kubernetes"),
+    },
+    "pod-cidr": {
+      why: "with --kubernetes the default is every address",
+      holds: (a) => a.includes("--kubernetes"),
+    },
+  },
+  "examples/ztunnel/dist/main.js": {
+    "state-dir": {
+      why: "only the default folder of --root-cert and --token-file, both given",
+      holds: (a) => a.includes("--root-cert") && a.includes("--token-file"),
+    },
+    "admin-ip": {
+      why: "loopback by design (it shuts the proxy down on a POST); 127.0.0.1 on a pod IP",
+      holds: (a) => !a.includes("--admin-ip"),
+    },
+  },
+  "examples/waypoint/dist/main.js": {
+    "state-dir": {
+      why: "only the default folder of --root-cert and --token-file, both given",
+      holds: (a) => a.includes("--root-cert") && a.includes("--token-file"),
+    },
+  },
+};
+
+/** Flags whose value is a loopback address on purpose: listeners only the pod itself may reach. */
+const LOOPBACK_BY_DESIGN = new Set(["admin-ip"]);
 
 describe("deploy/kubernetes manifests", () => {
   it("parse as Kubernetes objects, each with apiVersion, kind and name", async () => {
@@ -233,5 +397,136 @@ describe("deploy/kubernetes manifests", () => {
       gateway.metadata.namespace,
       "the Service the leader reads the address from",
     );
+  });
+  it("leave no flag at a default that only suits the local demo (loopback, the repo's state, node-a, demo)", async () => {
+    const docs = await manifests();
+    for (const app of APPS) {
+      const doc = find(docs, app.kind, app.name);
+      const { args } = commandLine(doc, app.entry);
+      const defaults = helpDefaults(helpOf(app.entry.replace("/dist/main.js", "/src/main.ts")));
+      assert.ok(defaults.size >= 10, `${app.entry}: --help names only ${[...defaults.keys()].join(" ")}`);
+      const exempt = DEMO_DEFAULT_UNUSED[app.entry] ?? {};
+      const demoDefaulted = [...defaults].filter(([, said]) => said.some((t) => DEMO_VALUE.test(t)));
+      for (const [flag, said] of demoDefaulted) {
+        if (flagValue(args, flag) !== undefined) continue;
+        const unused = exempt[flag];
+        assert.ok(
+          unused?.holds(args),
+          `${app.entry}: --${flag} is left at a default for the local demo (${said.filter((t) => DEMO_VALUE.test(t)).join("; ")}): set it in ${app.kind} ${app.name}${unused ? ` (${unused.why}, which does not hold)` : ""}`,
+        );
+      }
+      // No exemption outlives the default it excuses.
+      for (const flag of Object.keys(exempt)) {
+        assert.ok(
+          demoDefaulted.some(([f]) => f === flag),
+          `${app.entry}: --${flag} is exempted but its default is no longer a demo value`,
+        );
+      }
+      // Nor does a manifest write one in itself (what the downward API gives is the cluster's).
+      const written = containerArgs(doc).slice(containerArgs(doc).indexOf(app.entry) + 1);
+      for (const [i, arg] of written.entries()) {
+        const flag = written[i - 1]?.startsWith("--") ? written[i - 1]?.slice(2) : undefined;
+        if (arg.startsWith("--") || (flag !== undefined && LOOPBACK_BY_DESIGN.has(flag))) continue;
+        assert.ok(!DEMO_VALUE.test(arg), `${app.entry}: ${written[i - 1]} ${arg} suits only the local demo`);
+      }
+      for (const e of podTemplate(doc).spec.containers[0]?.env ?? []) {
+        const value = e.value ?? "";
+        assert.ok(!DEMO_VALUE.test(value), `${app.entry}: env ${e.name}=${value} suits only the local demo`);
+      }
+      // Every flag given is one the app describes.
+      for (const flag of args.filter((a) => a.startsWith("--"))) {
+        assert.ok(defaults.has(flag.slice(2).split("=")[0] as string), `${app.entry}: --help names ${flag}`);
+      }
+    }
+  });
+
+  it("run the ztunnel's own command line as a node of a cluster: the pod's IP, admin on loopback", async () => {
+    const docs = await manifests();
+    const ds = find(docs, "DaemonSet", "ztunnel");
+    const { args, env } = commandLine(ds, "examples/ztunnel/dist/main.js");
+    const cli = parseZtunnelCli(args, env);
+    assert.equal(cli.kind, "run", JSON.stringify(cli));
+    if (cli.kind !== "run") return;
+    assert.equal(cli.args.node, DOWNWARD["spec.nodeName"]);
+    assert.equal(cli.nodeIp, DOWNWARD["status.podIP"]);
+    // POST /quitquitquit and /config_dump: only from inside the ztunnel's pod (kubectl port-forward).
+    assert.match(cli.adminIp, /^127\.|^::1$/);
+    assert.equal(cli.args["zds-socket"], "/var/run/ztunnel/ztunnel.sock");
+    assert.equal(cli.args["control-plane"], "istiod.istio-system.svc:15012");
+    // The drain ends 5 s before the kubelet's SIGKILL.
+    const grace = podTemplate(ds).spec.terminationGracePeriodSeconds;
+    assert.equal(env.TERMINATION_GRACE_PERIOD_SECONDS, String(grace));
+    assert.equal(cli.terminationDeadlineMs, ((grace ?? 30) - 5) * 1000);
+    assert.notEqual(cli.dns, false, "the DNS proxy istio-cni's DNS capture sends pods to");
+  });
+
+  it("serve the waypoint Gateway of the pod's own namespace and label, as its Service selects it", async () => {
+    const docs = await manifests();
+    const deployment = find(docs, "Deployment", "waypoint");
+    const { args } = commandLine(deployment, "examples/waypoint/dist/main.js");
+    const gateway = find(docs, "Gateway", "waypoint");
+    assert.equal(flagValue(args, "namespace"), gateway.metadata.namespace);
+    assert.equal(flagValue(args, "name"), gateway.metadata.name);
+    assert.equal(deployment.metadata.namespace, gateway.metadata.namespace);
+    const service = find(docs, "Service", "waypoint");
+    const selector = (service.spec as { selector: Record<string, string> }).selector;
+    const labels = podTemplate(deployment).metadata.labels ?? {};
+    for (const [key, value] of Object.entries(selector)) assert.equal(labels[key], value, key);
+  });
+
+  it("agree on the cluster id: the proxies always send Kubernetes", async () => {
+    const docs = await manifests();
+    const { args, env } = commandLine(
+      find(docs, "Deployment", "istiod"),
+      "examples/control-plane/dist/main.js",
+    );
+    const clusterId = flagValue(args, "cluster-id") || env.CLUSTER_ID || "Kubernetes";
+    assert.equal(clusterId, "Kubernetes", "the control plane refuses callers of any other cluster id");
+  });
+
+  it("schedule every pod on Linux nodes, and keep the proxies' own pods out of capture", async () => {
+    const docs = await manifests();
+    for (const app of APPS) {
+      const pod = podTemplate(find(docs, app.kind, app.name));
+      assert.equal(
+        pod.spec.nodeSelector?.["kubernetes.io/os"],
+        "linux",
+        `${app.name}: the image is Linux only`,
+      );
+    }
+    for (const [kind, name] of [
+      ["DaemonSet", "ztunnel"],
+      ["Deployment", "waypoint"],
+    ] as const) {
+      assert.equal(
+        podTemplate(find(docs, kind, name)).metadata.labels?.["istio.io/dataplane-mode"],
+        "none",
+        name,
+      );
+    }
+  });
+
+  it("upgrade a node's ztunnel beside the old one, which drains", async () => {
+    const docs = await manifests();
+    const strategy = (find(docs, "DaemonSet", "ztunnel").spec as { updateStrategy?: unknown }).updateStrategy;
+    assert.deepEqual(strategy, { type: "RollingUpdate", rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });
+  });
+
+  it("keep the local demo's state and this machine's builds out of the image", async () => {
+    const ignored = (await readFile(join(DEPLOY, "Dockerfile.dockerignore"), "utf8"))
+      .split("\n")
+      .map((l) => l.trim())
+      .filter((l) => l !== "" && !l.startsWith("#"));
+    // Whatever git leaves out is local (state, installs, builds), at any depth.
+    const gitignored = (await readFile(join(REPO, ".gitignore"), "utf8"))
+      .split("\n")
+      .map((l) => l.trim())
+      .filter((l) => l !== "" && !l.startsWith("#"));
+    for (const entry of gitignored) {
+      const path = entry.replace(/\/$/, "");
+      const wanted = path.startsWith("/") ? path.slice(1) : `**/${path}`;
+      assert.ok(ignored.includes(wanted), `Dockerfile.dockerignore: ${wanted} (${entry} in .gitignore)`);
+    }
+    assert.ok(ignored.includes("**/.mesh-state"), "the demo's CA key and node tokens");
   });
 });
