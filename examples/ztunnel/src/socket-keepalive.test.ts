@@ -4,15 +4,9 @@ import { once } from "node:events";
 import { type AddressInfo, createServer, type Server, type Socket } from "node:net";
 import { after, describe, it } from "node:test";
 import type { Workload } from "@ambient/xds";
-import { socksConnect } from "../test/fixtures.js";
-import { ConnectionRegistry } from "./connections.js";
-import { createDialFailureMetrics } from "./dial-failure.js";
-import { createHostNetwork, createOutbound } from "./outbound.js";
+import { passthroughSocks5, socksConnect } from "../test/fixtures.js";
+import { createHostNetwork } from "./outbound.js";
 import { SOCKS5_REPLY } from "./socks5.js";
-import { createSocks5Outbound } from "./socks5-outbound.js";
-import { createTcpMetrics } from "./tcp-metrics.js";
-import { noopLogger, noopMetrics } from "./telemetry.js";
-import { WorkloadStore } from "./workload-store.js";
 
 const client = {
   uid: "Kubernetes//Pod/default/sleep",
@@ -82,26 +76,7 @@ describe("TCP keepalive on the sockets the proxy accepts and dials", () => {
         throw new Error("no HBONE here");
       },
     });
-    const outbound = createOutbound({
-      store: new WorkloadStore(),
-      svidOf: () => Promise.reject(new Error("no certificates here")),
-      trustOf: () => "",
-      hbonePort: 15008,
-      registry: new ConnectionRegistry(),
-      tcpMetrics: createTcpMetrics(noopMetrics),
-      resolveHostname: () => Promise.reject(new Error("no names here")),
-      logger: noopLogger,
-    });
-    const { server, handler } = createSocks5Outbound({
-      outbound,
-      network,
-      store: new WorkloadStore(),
-      sourceOf: () => client,
-      isClosed: () => false,
-      logger: noopLogger,
-      metrics: noopMetrics,
-      dialFailures: createDialFailureMetrics(noopMetrics),
-    });
+    const { server, handler } = passthroughSocks5({ network, source: client });
     const socksPort = await listen(server);
     try {
       const { socket, reply } = await socksConnect(

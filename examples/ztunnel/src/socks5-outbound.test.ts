@@ -3,14 +3,19 @@ import { once } from "node:events";
 import { type AddressInfo, connect, createServer, type Server, Socket } from "node:net";
 import { after, describe, it } from "node:test";
 import type { Workload } from "@ambient/xds";
-import { type SilentListener, silentListener, socksConnect, testService } from "../test/fixtures.js";
+import {
+  passthroughSocks5,
+  type SilentListener,
+  silentListener,
+  socksConnect,
+  testService,
+} from "../test/fixtures.js";
 import { ConnectionRegistry } from "./connections.js";
 import { createDialFailureMetrics } from "./dial-failure.js";
 import { ZtunnelError } from "./errors.js";
-import { createOutbound, type Outbound, type OutboundNetwork } from "./outbound.js";
+import type { Outbound, OutboundNetwork } from "./outbound.js";
 import { encodeGreeting, encodeRequest, SOCKS5_REPLY } from "./socks5.js";
 import { createSocks5Outbound } from "./socks5-outbound.js";
-import { createTcpMetrics } from "./tcp-metrics.js";
 import { type MetricLabels, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
 import { WorkloadStore } from "./workload-store.js";
 
@@ -81,26 +86,7 @@ describe("SOCKS5 outbound", () => {
         throw new Error("no HBONE here");
       },
     };
-    const outbound = createOutbound({
-      store: new WorkloadStore(),
-      svidOf: () => Promise.reject(new Error("no certificates here")),
-      trustOf: () => "",
-      hbonePort: 15008,
-      registry: new ConnectionRegistry(),
-      tcpMetrics: createTcpMetrics(sink),
-      resolveHostname: () => Promise.reject(new Error("no names here")),
-      logger: noopLogger,
-    });
-    const { server, handler } = createSocks5Outbound({
-      outbound,
-      network,
-      store: new WorkloadStore(),
-      sourceOf: () => sleep,
-      isClosed: () => false,
-      logger: noopLogger,
-      metrics: noopMetrics,
-      dialFailures: createDialFailureMetrics(noopMetrics),
-    });
+    const { server, handler } = passthroughSocks5({ network, source: sleep, metrics: sink });
     let accepted: Socket | undefined;
     server.on("connection", (s) => {
       accepted = s;
@@ -254,26 +240,7 @@ describe("SOCKS5 outbound: a connection whose relay ends in an error", () => {
       },
     };
     const registry = new ConnectionRegistry();
-    const outbound = createOutbound({
-      store: new WorkloadStore(),
-      svidOf: () => Promise.reject(new Error("no certificates here")),
-      trustOf: () => "",
-      hbonePort: 15008,
-      registry,
-      tcpMetrics: createTcpMetrics(sink),
-      resolveHostname: () => Promise.reject(new Error("no names here")),
-      logger: noopLogger,
-    });
-    const { server, handler } = createSocks5Outbound({
-      outbound,
-      network,
-      store: new WorkloadStore(),
-      sourceOf: () => sleep,
-      isClosed: () => false,
-      logger: noopLogger,
-      metrics: noopMetrics,
-      dialFailures: createDialFailureMetrics(noopMetrics),
-    });
+    const { server, handler } = passthroughSocks5({ network, source: sleep, metrics: sink, registry });
     const port = await listen(server);
 
     const first = await socksConnect(`127.0.0.1:${port}`, "127.0.0.1", "127.0.0.1", upstreamPort);
@@ -326,27 +293,7 @@ describe("SOCKS5 outbound: a destination outside the mesh that never answers the
           throw new Error("no HBONE here");
         },
       };
-      const outbound = createOutbound({
-        store: new WorkloadStore(),
-        svidOf: () => Promise.reject(new Error("no certificates here")),
-        trustOf: () => "",
-        hbonePort: 15008,
-        registry: new ConnectionRegistry(),
-        tcpMetrics: createTcpMetrics(noopMetrics),
-        resolveHostname: () => Promise.reject(new Error("no names here")),
-        logger: noopLogger,
-        connectTimeoutMs: 300,
-      });
-      const { server } = createSocks5Outbound({
-        outbound,
-        network,
-        store: new WorkloadStore(),
-        sourceOf: () => sleep,
-        isClosed: () => false,
-        logger: noopLogger,
-        metrics: noopMetrics,
-        dialFailures: createDialFailureMetrics(noopMetrics),
-      });
+      const { server } = passthroughSocks5({ network, source: sleep, connectTimeoutMs: 300 });
       server.on("connection", (socket) => accepted.push(socket));
       const port = await listen(server);
       const { socket, reply } = await socksConnect(`127.0.0.1:${port}`, "127.0.0.1", "127.0.0.1", peer.port);

@@ -5,8 +5,16 @@ import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import type { Service, Workload } from "@ambient/xds";
+import { ConnectionRegistry } from "../src/connections.js";
+import { createDialFailureMetrics } from "../src/dial-failure.js";
 import { type RunningZtunnel, startZtunnel, type ZtunnelOptions } from "../src/index.js";
+import { createOutbound, type OutboundNetwork } from "../src/outbound.js";
 import { encodeGreeting, encodeRequest, parseReply } from "../src/socks5.js";
+import { createSocks5Outbound } from "../src/socks5-outbound.js";
+import type { Socks5Handler } from "../src/socks5-server.js";
+import { createTcpMetrics } from "../src/tcp-metrics.js";
+import { type MetricsSink, noopLogger, noopMetrics } from "../src/telemetry.js";
+import { WorkloadStore } from "../src/workload-store.js";
 import {
   startTestControlPlane,
   type TestControlPlane,
@@ -352,5 +360,39 @@ export function runInNetns(
       clearTimeout(timer);
       resolve({ code, out });
     });
+  });
+}
+
+/**
+ * A SOCKS5 outbound for destinations outside the mesh: no workloads, certificates or names, every
+ * client `source`. Dials go through `network`; TCP metrics to `metrics`.
+ */
+export function passthroughSocks5(options: {
+  network: OutboundNetwork;
+  source: Workload;
+  metrics?: MetricsSink;
+  registry?: ConnectionRegistry;
+  connectTimeoutMs?: number;
+}): { server: Server; handler: Socks5Handler } {
+  const outbound = createOutbound({
+    store: new WorkloadStore(),
+    svidOf: () => Promise.reject(new Error("no certificates here")),
+    trustOf: () => "",
+    hbonePort: 15008,
+    registry: options.registry ?? new ConnectionRegistry(),
+    tcpMetrics: createTcpMetrics(options.metrics ?? noopMetrics),
+    resolveHostname: () => Promise.reject(new Error("no names here")),
+    logger: noopLogger,
+    ...(options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: options.connectTimeoutMs }),
+  });
+  return createSocks5Outbound({
+    outbound,
+    network: options.network,
+    store: new WorkloadStore(),
+    sourceOf: () => options.source,
+    isClosed: () => false,
+    logger: noopLogger,
+    metrics: noopMetrics,
+    dialFailures: createDialFailureMetrics(noopMetrics),
   });
 }
