@@ -14,6 +14,7 @@ import { createXdsPushThrottle, createXdsServer, TypeUrl, XdsError, type XdsServ
 import { experimental, Metadata, Server, type ServerCredentials } from "@grpc/grpc-js";
 import { forOwnCluster } from "./caller-cluster.js";
 import {
+  DASHBOARD_PATH,
   type DashboardOptions,
   type MeshCollector,
   type RunningDashboard,
@@ -823,8 +824,13 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     });
     dashboard = live;
     admin = createServer((req, res) => {
+      const path = (req.url ?? "/").split("?")[0] ?? "/";
+      if (isDebugPath(path) && !isLoopbackPeer(req.socket.remoteAddress)) {
+        res.writeHead(403, { "content-type": "text/plain" });
+        res.end("debug endpoints answer callers on this host only (kubectl port-forward)\n");
+        return;
+      }
       if (live.handle(req, res)) return;
-      const path = (req.url ?? "/").split("?")[0];
       if (path === "/debug/config") {
         res.writeHead(200, { "content-type": "application/json" });
         res.end(`${JSON.stringify(configToJson(current, currentErrors), null, 2)}\n`);
@@ -1032,4 +1038,21 @@ function rootRotationSettings(
     retireAfterSeconds: positive("retireAfterSeconds", given.retireAfterSeconds, 2 * 24 * 3600),
     ...(given.shouldRotate === undefined ? {} : { shouldRotate: given.shouldRotate }),
   };
+}
+
+/**
+ * The admin port's paths that show the mesh's whole translated configuration and its live page
+ * (`/debug/...`, `/dashboard`): answered to callers on this host only. In a cluster the port listens
+ * on the pod's address for its probe and metrics, and any pod could read them there; an operator
+ * reaches them through `kubectl port-forward`, which arrives from loopback.
+ */
+function isDebugPath(path: string): boolean {
+  return path.startsWith("/debug/") || path === DASHBOARD_PATH || path.startsWith(`${DASHBOARD_PATH}/`);
+}
+
+/** A peer address of this host's loopback: 127.0.0.0/8 (also IPv4-mapped) or ::1. */
+function isLoopbackPeer(address: string | undefined): boolean {
+  if (address === undefined) return false;
+  const v4 = address.startsWith("::ffff:") ? address.slice(7) : address;
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4) || address === "::1";
 }
