@@ -1,5 +1,5 @@
 // Workloads of the EndpointSlice endpoints that are not pods, as istiod's ambient index builds them
-// (pilot/pkg/serviceregistry/kube/controller/ambient/workloads.go, endpointSlicesBuilder). A Service
+// (pilot/pkg/serviceregistry/ambient/workloads.go, endpointSlicesBuilder). A Service
 // without a selector (the API server's own `kubernetes` Service, a Service whose Endpoints a user or
 // an operator writes) has no pods: its endpoints are only in its EndpointSlices, and without them
 // ztunnel knows the Service's VIP but nowhere to send its traffic. Each such endpoint is served as a

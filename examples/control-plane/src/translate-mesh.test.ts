@@ -1096,6 +1096,116 @@ spec: { clusterIP: 127.30.0.9, selector: { app: cart }, ports: [{ port: 80 }] }
     });
   });
 
+  describe("a waypoint's own Service is bound to no waypoint (gateway.istio.io/managed, as istiod reads it)", () => {
+    // The namespace's use-waypoint label would otherwise bind the Service in front of the waypoint's
+    // pods to that same waypoint, and a ztunnel would send traffic for the waypoint back through it.
+    const mesh = (managed: string, waypointServiceLabels = "") => `
+apiVersion: v1
+kind: Namespace
+metadata: { name: demo, labels: { istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint } }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: waypoint, namespace: demo, labels: { istio.io/waypoint-for: all } }
+spec: { gatewayClassName: istio-waypoint, listeners: [{ name: mesh, port: 15008, protocol: HBONE }] }
+status: { addresses: [{ type: IPAddress, value: 10.96.0.20 }] }
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: waypoint
+  namespace: demo
+  labels: { gateway.networking.k8s.io/gateway-name: waypoint${managed === "" ? "" : `, gateway.istio.io/managed: ${managed}`}${waypointServiceLabels} }
+spec: { clusterIP: 10.96.0.20, selector: { gateway.networking.k8s.io/gateway-name: waypoint }, ports: [{ name: mesh, port: 15008 }] }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: waypoint-0, namespace: demo, labels: { gateway.networking.k8s.io/gateway-name: waypoint, istio.io/dataplane-mode: none } }
+spec: { nodeName: node-a, serviceAccountName: waypoint }
+status: { podIP: 10.244.0.6 }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: demo }
+spec: { clusterIP: 10.96.0.30, selector: { app: web }, ports: [{ port: 80, targetPort: 8080 }] }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: web-0, namespace: demo, labels: { app: web } }
+spec: { nodeName: node-a, serviceAccountName: web }
+status: { podIP: 10.244.0.7 }
+`;
+    const options = { podCidrs: ["10.244.0.0/16"] };
+    const expected = { address: { network: "", address: ipv4Bytes("10.96.0.20") }, hboneMtlsPort: 15008 };
+    const waypointOfService = (config: MeshConfig, name: string) => {
+      const found = config.services.find((s) => s.key === `demo/${name}.demo.svc.cluster.local`);
+      assert.ok(found, name);
+      return found.service.waypoint;
+    };
+    const cases: { name: string; managed: string; bound: boolean }[] = [
+      {
+        name: "managed by the mesh controller (a waypoint's Service): not bound",
+        managed: "istio.io-mesh-controller",
+        bound: false,
+      },
+      {
+        name: "managed by the east-west controller (an east-west gateway's Service): not bound",
+        managed: "istio.io-eastwest-controller",
+        bound: false,
+      },
+      { name: "without the label: bound as any other Service of the namespace", managed: "", bound: true },
+      {
+        name: "managed by another controller (an ingress gateway's Service): bound",
+        managed: "istio.io-gateway-controller",
+        bound: true,
+      },
+    ];
+    for (const c of cases) {
+      it(c.name, () => {
+        const config = translate(mesh(c.managed), options);
+        assert.deepEqual(config.issues, []);
+        assert.deepEqual(waypointOfService(config, "waypoint"), c.bound ? expected : undefined);
+        // The namespace's other Services keep their waypoint, and its pods theirs (a waypoint for all).
+        assert.deepEqual(waypointOfService(config, "web"), expected);
+        assert.deepEqual(workload(config, "web-0").workload.waypoint, expected);
+        assert.equal(
+          workload(config, "waypoint-0").workload.waypoint,
+          undefined,
+          "a waypoint's own pod has none",
+        );
+      });
+    }
+
+    it("the label wins over the Service's own use-waypoint, with no issue", () => {
+      for (const own of ["waypoint", "nowhere"]) {
+        const config = translate(
+          mesh("istio.io-mesh-controller", `, istio.io/use-waypoint: ${own}`),
+          options,
+        );
+        assert.deepEqual(config.issues, [], own);
+        assert.equal(waypointOfService(config, "waypoint"), undefined, own);
+      }
+    });
+
+    it("applies to a ServiceEntry too", () => {
+      const entry = (labels: string) => `
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: ext, namespace: demo${labels} }
+spec: { hosts: [ext.example], addresses: [10.96.0.40], resolution: STATIC, ports: [{ number: 80, name: http }], endpoints: [{ address: 192.0.2.10 }] }
+`;
+      const waypointOfEntry = (config: MeshConfig) =>
+        config.services.find((s) => s.key === "demo/ext.example")?.service.waypoint;
+      const managed = translate(
+        `${mesh("")}${entry(", labels: { gateway.istio.io/managed: istio.io-mesh-controller }")}`,
+        options,
+      );
+      assert.equal(waypointOfEntry(managed), undefined);
+      assert.deepEqual(waypointOfEntry(translate(`${mesh("")}${entry("")}`, options)), expected);
+    });
+  });
+
   describe("a workload's own waypoint (istio.io/use-waypoint on the pod or its namespace)", () => {
     const mesh = (waypointFor: string, podLabels: string, nsLabels = "istio.io/dataplane-mode: ambient") => `
 apiVersion: v1

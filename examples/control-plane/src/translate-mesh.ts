@@ -156,6 +156,12 @@ const INGRESS_USE_WAYPOINT_LABEL = "istio.io/ingress-use-waypoint";
 /** What traffic a waypoint Gateway takes: `service` (the default), `workload`, `all` or `none`. */
 const WAYPOINT_FOR_LABEL = "istio.io/waypoint-for";
 const GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name";
+/**
+ * The controller that manages a gateway's objects, and of its values the two whose Service istiod binds
+ * to no waypoint (`fetchWaypointForService`): a waypoint's own Service and an east-west gateway's.
+ */
+const GATEWAY_MANAGED_LABEL = "gateway.istio.io/managed";
+const NEVER_BOUND_MANAGERS = new Set(["istio.io-mesh-controller", "istio.io-eastwest-controller"]);
 const WAYPOINT_CLASS = "istio-waypoint";
 /** Gateway annotation giving the waypoint's address when `status.addresses` is empty. */
 export const WAYPOINT_ADDRESS_ANNOTATION = "ambient.dev/address";
@@ -1036,14 +1042,20 @@ export function translateMesh(
     }
     return { key, waypoint };
   };
-  // A Service's waypoint; a binding that does not hold is an issue.
+  // A Service's waypoint; a binding that does not hold is an issue. A Service (or ServiceEntry) in front
+  // of a waypoint or an east-west gateway has none, whatever it or its namespace names, and no issue:
+  // bound, a ztunnel would send traffic for the waypoint back through that waypoint.
   const serviceWaypoint = (obj: KubeObject, namespace: string): MessageInit<Service>["waypoint"] => {
-    const found = boundWaypoint(namespace, obj.metadata.labels ?? {}, "service");
+    const labels = obj.metadata.labels ?? {};
+    const manager = labels[GATEWAY_MANAGED_LABEL];
+    if (manager !== undefined && NEVER_BOUND_MANAGERS.has(manager)) return undefined;
+    const found = boundWaypoint(namespace, labels, "service");
     if (found !== undefined && "problem" in found)
       issues.push({ source: objectKey(obj), message: found.problem });
     return found === undefined || "problem" in found ? undefined : found.waypoint;
   };
-  // A workload's own waypoint (none for a waypoint's own pods); unlike a Service's, a binding that does
+  // A workload's own waypoint (none for a waypoint's own pods, whose gateway-name label names a waypoint
+  // of their namespace, as istiod's computeWaypoint finds them); unlike a Service's, a binding that does
   // not hold is no issue (istiod reports none for workloads): the workload just has no waypoint.
   const workloadWaypoint = (
     namespace: string,

@@ -1,5 +1,5 @@
 // ServiceEntry and WorkloadEntry (networking.istio.io) to Address resources, as istiod's ambient index
-// builds them (pilot/pkg/serviceregistry/kube/controller/ambient: services.go, workloads.go): one
+// builds them (pilot/pkg/serviceregistry/ambient: services.go, workloads.go): one
 // Service per host of a ServiceEntry, one Workload per WorkloadEntry and per inline endpoint, and the
 // pods and WorkloadEntries a `workloadSelector` picks listing the ServiceEntry's hosts among their
 // services. Validation throws a typed `ControlPlaneError`, so an invalid edit keeps its last good version.

@@ -96,6 +96,20 @@ describe("translateWaypoint", () => {
     );
   });
 
+  it("serves no RouteConfiguration for the waypoint's own Service, though its namespace uses the waypoint", () => {
+    const own = translate(`${MESH}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: waypoint
+  namespace: shop
+  labels: { gateway.networking.k8s.io/gateway-name: waypoint, gateway.istio.io/managed: istio.io-mesh-controller }
+spec: { clusterIP: 127.30.0.6, selector: { gateway.networking.k8s.io/gateway-name: waypoint }, ports: [{ name: mesh, port: 15008 }] }
+`);
+    assert.deepEqual([...own.routeConfigurations.keys()], [...out.routeConfigurations.keys()]);
+  });
+
   it("keeps the Service's routes in Envoy's order, in one virtual host for any Host", () => {
     const rc = out.routeConfigurations.get("inbound-vip|80|http|web.demo.svc.cluster.local");
     const proxyless = out.envoy.routeConfigurations.get("web.demo.svc.cluster.local:80");

@@ -1,5 +1,5 @@
 // Which namespaces may bind their Services and workloads to a waypoint, as istiod decides it
-// (pilot/pkg/serviceregistry/kube/controller/ambient/waypoints.go): the waypoint Gateway's HBONE
+// (pilot/pkg/serviceregistry/ambient/waypoints.go): the waypoint Gateway's HBONE
 // listener (protocol HBONE, port 15008) says it in `allowedRoutes.namespaces` (`Same`, the default,
 // `All`, or `Selector` over the namespace's labels); a Gateway without that listener takes its own
 // namespace only. So a waypoint's owner decides who may send traffic through it.

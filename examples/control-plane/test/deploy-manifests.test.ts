@@ -12,9 +12,11 @@ import { parseAllDocuments } from "yaml";
 // The ztunnel's command line is a pure function of its arguments and environment: the DaemonSet's own
 // is run through it below.
 import { parseZtunnelCli } from "../../ztunnel/src/cli.js";
+import { parseManifests } from "../src/manifests.js";
 import { PLUGGED_CA_SECRET, SELF_SIGNED_CA_SECRET } from "../src/sources/kubernetes-ca.js";
 import { MESH_RESOURCES } from "../src/sources/kubernetes-source.js";
 import { ROOT_CERT_CONFIG_MAP } from "../src/sources/root-cert-publisher.js";
+import { translateMesh } from "../src/translate-mesh.js";
 
 const REPO = resolve(import.meta.dirname, "../../..");
 const DEPLOY = join(REPO, "deploy/kubernetes");
@@ -472,6 +474,37 @@ describe("deploy/kubernetes manifests", () => {
     const selector = (service.spec as { selector: Record<string, string> }).selector;
     const labels = podTemplate(deployment).metadata.labels ?? {};
     for (const [key, value] of Object.entries(selector)) assert.equal(labels[key], value, key);
+  });
+
+  it("label the waypoint's Service as Istio's deployment controller does, so a namespace's use-waypoint leaves it out", async () => {
+    const template = join(DEPLOY, "30-waypoint-template.yaml");
+    const { objects } = parseManifests([
+      { path: template, text: await readFile(template, "utf8") },
+      {
+        path: "labelled.yaml",
+        text: `apiVersion: v1
+kind: Namespace
+metadata: { name: demo, labels: { istio.io/use-waypoint: waypoint } }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: demo }
+spec: { clusterIP: 10.96.0.30, selector: { app: web }, ports: [{ port: 80 }] }
+`,
+      },
+    ]);
+    const service = objects.find((o) => o.kind === "Service" && o.metadata.name === "waypoint");
+    const gateway = objects.find((o) => o.kind === "Gateway" && o.metadata.name === "waypoint");
+    assert.ok(service && gateway);
+    assert.equal(service.metadata.labels?.["gateway.istio.io/managed"], "istio.io-mesh-controller");
+    // As on a cluster: the Service gets a cluster IP, which the leader writes into the Gateway's status.
+    service.spec = { ...service.spec, clusterIP: "10.96.0.20" };
+    gateway.status = { addresses: [{ type: "IPAddress", value: "10.96.0.20" }] };
+    const mesh = translateMesh(objects, { podCidrs: ["10.244.0.0/16"] });
+    const waypointOf = (name: string) =>
+      mesh.services.find((s) => s.key === `demo/${name}.demo.svc.cluster.local`)?.service.waypoint;
+    assert.equal(waypointOf("waypoint"), undefined, "traffic for the waypoint is not sent through it");
+    assert.notEqual(waypointOf("web"), undefined, "the namespace's other Services use the waypoint");
   });
 
   it("agree on the cluster id: the proxies always send Kubernetes", async () => {
