@@ -62,6 +62,43 @@ describe("waypoint CLI", () => {
   });
 });
 
+describe("waypoint CLI cluster id", () => {
+  const withEnv = (env: Record<string, string>, ...args: string[]) => {
+    const { CLUSTER_ID: _a, ISTIO_META_CLUSTER_ID: _b, ...rest } = process.env;
+    return spawnSync(process.execPath, ["--import", "tsx", main, ...args], {
+      encoding: "utf8",
+      timeout: 30_000,
+      env: { ...rest, ...env },
+    });
+  };
+  const missingRoot = join(tmpdir(), "waypoint-cli-no-such-root.pem");
+
+  it("exits 2 on a --cluster-id or ISTIO_META_CLUSTER_ID that is empty or has whitespace", () => {
+    for (const [env, args, message] of [
+      [{}, ["--cluster-id", "cluster 1"], /--cluster-id must be .*"cluster 1"/],
+      [{}, ["--cluster-id="], /--cluster-id must be .*""/],
+      [{ ISTIO_META_CLUSTER_ID: "" }, [], /ISTIO_META_CLUSTER_ID must be .*""/],
+      [{ ISTIO_META_CLUSTER_ID: "east\n" }, [], /ISTIO_META_CLUSTER_ID must be .*"east\\n"/],
+    ] as const) {
+      const out = withEnv(env, "--root-cert", missingRoot, ...args);
+      assert.equal(out.status, 2, `${args.join(" ")} ${JSON.stringify(env)}: ${out.stderr}${out.stdout}`);
+      assert.match(out.stderr, message);
+    }
+  });
+
+  it("takes the flag over ISTIO_META_CLUSTER_ID, and reads no CLUSTER_ID (istio-proxy does not)", () => {
+    // Both get as far as the roots, which are missing: exit 1, not a flag error.
+    for (const [env, args] of [
+      [{ ISTIO_META_CLUSTER_ID: "a b" }, ["--cluster-id", "cluster1"]],
+      [{ CLUSTER_ID: "a b" }, []],
+    ] as const) {
+      const out = withEnv(env, "--root-cert", missingRoot, ...args);
+      assert.equal(out.status, 1, `${args.join(" ")} ${JSON.stringify(env)}: ${out.stderr}${out.stdout}`);
+      assert.ok(out.stdout.includes(missingRoot), out.stdout);
+    }
+  });
+});
+
 describe("waypoint CLI drain deadline", () => {
   it("exits 2 on a --termination-drain-ms that is not a whole number", () => {
     const out = run("--termination-drain-ms", "soon");

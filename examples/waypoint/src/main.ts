@@ -2,14 +2,19 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { type TokenFileReader, tokenFileReader, warnMissingProxyNodeFlags } from "@ambient/example-ztunnel";
+import {
+  clusterIdFrom,
+  type TokenFileReader,
+  tokenFileReader,
+  warnMissingProxyNodeFlags,
+} from "@ambient/example-ztunnel";
 import { PATH_NORMALIZATIONS, type PathNormalization } from "@ambient/policy";
 import { pino } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import { startWaypoint } from "./waypoint.js";
 
 const usage = `usage: pnpm start -- [--name waypoint] [--namespace demo] [--ip 127.10.0.6] [--node node-a]
-       [--control-plane 127.0.0.1:15012] [--state-dir <repo>/.mesh-state]
+       [--control-plane 127.0.0.1:15012] [--cluster-id Kubernetes] [--state-dir <repo>/.mesh-state]
        [--root-cert <file>] [--token-file <file>]
        [--path-normalization BASE] [--admin-ip <ip>] [--admin-port 15000] [--stats-port 15020]
        [--readiness-port 15021] [--termination-drain-ms 5000] [--no-access-log] [--log-level info]
@@ -19,6 +24,10 @@ const usage = `usage: pnpm start -- [--name waypoint] [--namespace demo] [--ip 1
   --node                  the node the waypoint pod runs on (its token gets the certificate)
   --control-plane         xDS and CA address (istio-proxy XDS_ADDRESS / CA_ADDRESS): routes, backends,
                           AuthorizationPolicies and RequestAuthentications all come from there
+  --cluster-id            the cluster the waypoint runs in, sent as clusterid on xDS and CA calls and as
+                          CLUSTER_ID in the xDS node metadata: a control plane serves the callers of its
+                          own cluster only (default: ISTIO_META_CLUSTER_ID, as istio-proxy reads it, else
+                          Kubernetes)
   --state-dir             the local mesh's state: root-cert.pem and tokens/<node>.jwt
   --root-cert             mesh root certificate(s), PEM (default <state-dir>/root-cert.pem)
   --token-file            the service-account token for CA and xDS calls, read again for every CA call
@@ -49,6 +58,7 @@ function parse() {
       ip: { type: "string", default: "127.10.0.6" },
       node: { type: "string", default: "node-a" },
       "control-plane": { type: "string", default: "127.0.0.1:15012" },
+      "cluster-id": { type: "string" },
       "state-dir": { type: "string", default: repo(".mesh-state/") },
       "root-cert": { type: "string" },
       "token-file": { type: "string" },
@@ -96,6 +106,12 @@ if (!/^\d{1,9}$/.test(drainText)) {
   process.exit(2);
 }
 const terminationDrainMs = Number(drainText);
+// istio-proxy reads ISTIO_META_CLUSTER_ID only (pilot-agent's options.go), not ztunnel's CLUSTER_ID.
+const cluster = clusterIdFrom(values["cluster-id"], process.env, ["ISTIO_META_CLUSTER_ID"]);
+if (cluster.kind === "error") {
+  console.error(`${cluster.message}\n${usage}`);
+  process.exit(2);
+}
 const logger = pino({ level: values["log-level"], base: { waypoint: `${values.namespace}/${values.name}` } });
 warnMissingProxyNodeFlags(logger, "more CPU per request");
 const stateDir = values["state-dir"];
@@ -122,6 +138,7 @@ try {
     token,
     rootCertPem,
     controlPlaneAddress: values["control-plane"],
+    clusterId: cluster.clusterId,
     pathNormalization: pathNormalization as PathNormalization,
     ports,
     ...(values["admin-ip"] === undefined ? {} : { adminIp: values["admin-ip"] }),

@@ -19,6 +19,12 @@ describe("startWaypoint options", () => {
       patch: { terminationDrainMs: -5 },
       message: /terminationDrainMs must be a whole number of ms, got -5/,
     },
+    { name: "an empty cluster id", patch: { clusterId: "" }, message: /clusterId must be .*""/ },
+    {
+      name: "a cluster id with whitespace",
+      patch: { clusterId: "cluster 1" },
+      message: /clusterId must be .*"cluster 1"/,
+    },
   ];
   for (const c of cases) {
     it(c.name, async () => {

@@ -1,6 +1,8 @@
 import { connect as connectTcp, isIP } from "node:net";
 import {
+  clusterIdProblem,
   controlPlaneChannel,
+  DEFAULT_CLUSTER_ID,
   deniedBy,
   followRoots,
   identityOf,
@@ -92,7 +94,12 @@ export interface WaypointOptions {
   hbonePort?: number;
   /** Default `cluster.local`; meshConfig `trustDomain`. */
   trustDomain?: string;
-  /** Default `Kubernetes`; `CLUSTER_ID`. */
+  /**
+   * The cluster the waypoint runs in: `clusterid` metadata on its xDS stream and CA calls, `CLUSTER_ID`
+   * in its xDS node metadata. A control plane serves callers of its own cluster only. Non-empty
+   * printable ASCII without whitespace. Default `Kubernetes`; istio-proxy `ISTIO_META_CLUSTER_ID` (CLI
+   * `--cluster-id`).
+   */
   clusterId?: string;
   /**
    * Mesh root namespace: its policies that target the `istio-waypoint` GatewayClass apply at every
@@ -212,6 +219,10 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     );
   }
   checkDrainMs("terminationDrainMs", options.terminationDrainMs);
+  const clusterProblem = options.clusterId === undefined ? undefined : clusterIdProblem(options.clusterId);
+  if (clusterProblem !== undefined) {
+    throw new WaypointError("ERR_WAYPOINT_INVALID_OPTION", `clusterId ${clusterProblem}`);
+  }
   const tokenNow = typeof token === "function" ? token : () => token;
   const logger = options.logger ?? noopLogger;
   const registry = options.registry ?? new prom.Registry();
@@ -230,7 +241,7 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   const channel = controlPlaneChannel(options.rootCertPem, options.controlPlaneIdentity);
   // The roots each certificate of the waypoint's trusts: the configured ones and those the CA sent.
   const trustOf = trustedRootsOf(options.rootCertPem);
-  const clusterId = options.clusterId ?? "Kubernetes";
+  const clusterId = options.clusterId ?? DEFAULT_CLUSTER_ID;
 
   const adminIp = options.adminIp ?? (isLoopback(options.ip) ? options.ip : "127.0.0.1");
   if (!isLoopback(adminIp)) {
@@ -261,7 +272,8 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
       id: `waypoint~${options.ip}~${gateway.name}.${gateway.namespace}~${gateway.namespace}.svc.cluster.local`,
       metadata: { NODE_NAME: options.nodeName, CLUSTER_ID: clusterId },
     },
-    headers: () => ({ authorization: `Bearer ${tokenNow()}` }),
+    // With the token, the cluster to check it in, as pilot-agent's xDS proxy sends it (`ClusterID`).
+    headers: () => ({ authorization: `Bearer ${tokenNow()}`, clusterid: clusterId }),
     // A resource the waypoint cannot use is NACKed by name; the rest of the response applies.
     ...waypointXdsChecks(self),
     logger,

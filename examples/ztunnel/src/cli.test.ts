@@ -201,6 +201,42 @@ describe("ztunnel CLI", () => {
     for (const [argv, want] of table) assert.deepEqual(ips(argv), want, argv.join(" "));
   });
 
+  it("takes the cluster id from --cluster-id, else ISTIO_META_CLUSTER_ID, else CLUSTER_ID, else Kubernetes", () => {
+    const clusterId = (argv: string[], env: Record<string, string> = {}) => {
+      const got = parseZtunnelCli(argv, env);
+      return got.kind === "run" ? got.clusterId : got.kind === "error" ? got.message : got.kind;
+    };
+    const both = { ISTIO_META_CLUSTER_ID: "east", CLUSTER_ID: "west" };
+    const table: [string[], Record<string, string>, string][] = [
+      [[], {}, "Kubernetes"],
+      [["--cluster-id", "cluster1"], {}, "cluster1"],
+      [["--cluster-id=cluster1"], {}, "cluster1"],
+      [[], { CLUSTER_ID: "cluster1" }, "cluster1"],
+      [[], { ISTIO_META_CLUSTER_ID: "cluster1" }, "cluster1"],
+      // ztunnel reads ISTIO_META_CLUSTER_ID first (its Helm chart sets that one), then CLUSTER_ID.
+      [[], both, "east"],
+      [["--cluster-id", "cluster1"], both, "cluster1"],
+      // A variable the flag overrides is not read at all.
+      [["--cluster-id", "cluster1"], { CLUSTER_ID: "a b" }, "cluster1"],
+    ];
+    for (const [argv, env, want] of table)
+      assert.equal(clusterId(argv, env), want, JSON.stringify([argv, env]));
+    const errors: [string[], Record<string, string>, RegExp][] = [
+      [["--cluster-id", ""], {}, /--cluster-id .*""/],
+      [["--cluster-id", "cluster 1"], {}, /--cluster-id .*"cluster 1"/],
+      [["--cluster-id", "cluster1\n"], {}, /--cluster-id/],
+      [["--cluster-id", "clüster"], {}, /--cluster-id/],
+      [[], { CLUSTER_ID: "" }, /CLUSTER_ID .*""/],
+      [[], { CLUSTER_ID: "\tcluster1" }, /CLUSTER_ID/],
+      [[], { ISTIO_META_CLUSTER_ID: "a b", CLUSTER_ID: "cluster1" }, /ISTIO_META_CLUSTER_ID/],
+    ];
+    for (const [argv, env, message] of errors) {
+      const got = parseZtunnelCli(argv, env);
+      assert.equal(got.kind, "error", JSON.stringify([argv, env]));
+      assert.match(got.kind === "error" ? got.message : "", message);
+    }
+  });
+
   it("keeps -- when it is a flag's value", () => {
     assert.deepEqual(withoutSeparators(["--", "--state-dir", "--", "--"]), ["--state-dir", "--"]);
   });

@@ -3,6 +3,7 @@
  * (the help text is built from the same table), and pnpm's `--` separator accepted wherever it lands.
  */
 import { parseArgs } from "node:util";
+import { clusterIdFrom, ZTUNNEL_CLUSTER_ID_VARIABLES } from "./cluster-id.js";
 import { canonicalIp, isLoopbackIp } from "./ip-address.js";
 
 interface FlagSpec {
@@ -38,6 +39,12 @@ export const ZTUNNEL_FLAGS = {
     value: "host:port",
     default: "127.0.0.1:15012",
     description: "Control plane (xDS and CA) gRPC address.",
+  },
+  "cluster-id": {
+    type: "string",
+    value: "id",
+    description:
+      "The cluster this proxy runs in, sent as clusterid on every xDS and CA call and as CLUSTER_ID in the xDS node metadata: a control plane serves the callers of its own cluster only (default: ISTIO_META_CLUSTER_ID, else CLUSTER_ID, as ztunnel reads them, else Kubernetes).",
   },
   "state-dir": {
     type: "string",
@@ -174,6 +181,8 @@ export type ZtunnelCli =
       nodeIp: string;
       /** `--admin-ip`, else {@link defaultAdminIp}: always a loopback address. */
       adminIp: string;
+      /** `--cluster-id`, else `ISTIO_META_CLUSTER_ID`, else `CLUSTER_ID`, else `Kubernetes`. */
+      clusterId: string;
       socks5: { handshakeTimeoutMs: number; maxHandshakes: number };
       /** `--on-demand` with its timeout; absent when off. */
       onDemand?: { timeoutMs: number };
@@ -273,7 +282,8 @@ export function terminationDeadlineMs(
 /**
  * Parses the CLI arguments (without `node` and the script). `env` gives the environment variables
  * Istio's ztunnel reads for what has no flag set (`CONNECTION_TERMINATION_DEADLINE`,
- * `TERMINATION_GRACE_PERIOD_SECONDS`); default none.
+ * `TERMINATION_GRACE_PERIOD_SECONDS`, `ISTIO_META_CLUSTER_ID`, `CLUSTER_ID`, `IPV6_ENABLED`);
+ * default none.
  */
 export function parseZtunnelCli(
   argv: readonly string[],
@@ -310,6 +320,12 @@ export function parseZtunnelCli(
   if (typeof onDemandTimeout === "string") return { kind: "error", message: onDemandTimeout };
   const deadline = terminationDeadlineMs(values["termination-deadline-ms"] as string | undefined, env);
   if (typeof deadline === "string") return { kind: "error", message: deadline };
+  const cluster = clusterIdFrom(
+    values["cluster-id"] as string | undefined,
+    env,
+    ZTUNNEL_CLUSTER_ID_VARIABLES,
+  );
+  if (cluster.kind === "error") return cluster;
   // ztunnel's IPV6_ENABLED (a Rust bool: exactly true or false); only the DNS proxy reads it here.
   const ipv6Text = env.IPV6_ENABLED;
   if (ipv6Text !== undefined && ipv6Text !== "true" && ipv6Text !== "false")
@@ -380,6 +396,7 @@ export function parseZtunnelCli(
     args: values as ZtunnelArgs,
     nodeIp,
     adminIp,
+    clusterId: cluster.clusterId,
     socks5: { handshakeTimeoutMs: timeout, maxHandshakes: max },
     terminationDeadlineMs: deadline,
     ...(values["on-demand"] === true ? { onDemand: { timeoutMs: onDemandTimeout } } : {}),

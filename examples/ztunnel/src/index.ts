@@ -34,6 +34,13 @@ export {
   type ZtunnelFlag,
   ztunnelUsage,
 } from "./cli.js";
+export {
+  type ClusterIdChoice,
+  clusterIdFrom,
+  clusterIdProblem,
+  DEFAULT_CLUSTER_ID,
+  ZTUNNEL_CLUSTER_ID_VARIABLES,
+} from "./cluster-id.js";
 export { DEFAULT_CONNECT_TIMEOUT_MS } from "./connect-deadline.js";
 export {
   CONTROL_PLANE_SERVER_NAME,

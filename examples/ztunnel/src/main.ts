@@ -55,6 +55,7 @@ const ztunnel = await startZtunnel({
   nodeIp,
   adminIp,
   controlPlaneAddress: values["control-plane"],
+  clusterId: cli.clusterId,
   rootCertPem,
   token,
   logger,

@@ -21,6 +21,7 @@ export interface MeshStateOptions {
   /** TLS channel to it (see control-plane-channel.ts). */
   channel: ControlPlaneChannel;
   token: string | (() => string);
+  /** Sent as `clusterid` on every xDS stream and CA call and as `CLUSTER_ID` in the xDS node metadata. */
   clusterId: string;
   node: { id: string; name: string };
   certificateTtlSeconds?: number;
@@ -128,7 +129,9 @@ export function createMeshState(options: MeshStateOptions): MeshState {
     address,
     ...channel,
     node: { id: options.node.id, metadata: { NODE_NAME: options.node.name, CLUSTER_ID: options.clusterId } },
-    headers: () => ({ authorization: `Bearer ${tokenNow()}` }),
+    // The cluster goes with the token, as ztunnel's AuthSource sends it: the control plane checks the
+    // caller in that cluster, and refuses one of a cluster it does not serve.
+    headers: () => ({ authorization: `Bearer ${tokenNow()}`, clusterid: options.clusterId }),
     // One bad resource must not hold back every other pod's update (nor the first state, which gates
     // readiness): the good ones apply, the bad ones are NACKed by name and handled below.
     rejectScope: "resource",

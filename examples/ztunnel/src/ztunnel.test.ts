@@ -66,6 +66,9 @@ describe("startZtunnel options", () => {
     ["the DNS proxy with on-demand lookups", { dns: {}, onDemand: true }],
     ["a negative termination deadline", { terminationDeadlineMs: -1 }],
     ["a termination deadline that is not whole", { terminationDeadlineMs: 2.5 }],
+    ["an empty cluster id", { clusterId: "" }],
+    ["a cluster id with a space", { clusterId: "cluster 1" }],
+    ["a cluster id that is not ASCII", { clusterId: "clüster" }],
   ];
   for (const [name, override] of cases) {
     it(`refuses ${name}`, async () => {

@@ -14,6 +14,7 @@ import { createPromClientSink } from "@ambient/telemetry";
 import type { Workload } from "@ambient/xds";
 import * as prom from "prom-client";
 import { createAdminServers, createConnectionHistory } from "./admin.js";
+import { clusterIdProblem, DEFAULT_CLUSTER_ID } from "./cluster-id.js";
 import { ConnectionRegistry, type ConnectionSummary } from "./connections.js";
 import { controlPlaneChannel, followRoots } from "./control-plane-channel.js";
 import { createDialFailureMetrics } from "./dial-failure.js";
@@ -81,7 +82,12 @@ export interface ZtunnelOptions {
   token: string | (() => string);
   /** URI SAN the control plane's certificate must carry. Default `spiffe://cluster.local/ns/istio-system/sa/istiod`. */
   controlPlaneIdentity?: string;
-  /** Sent as `clusterid` on CA calls. Default `Kubernetes`; ztunnel `CLUSTER_ID`. */
+  /**
+   * The cluster this proxy runs in: `clusterid` metadata on every xDS stream and CA call, `CLUSTER_ID`
+   * in the xDS node metadata. A control plane serves callers of its own cluster only. Non-empty
+   * printable ASCII without whitespace. Default `Kubernetes`; ztunnel `ISTIO_META_CLUSTER_ID`, else
+   * `CLUSTER_ID` (CLI `--cluster-id`).
+   */
   clusterId?: string;
   /** Port overrides (0 = ephemeral for the node listeners). */
   ports?: Partial<ZtunnelPorts>;
@@ -355,6 +361,10 @@ function validate(options: ZtunnelOptions): void {
     );
   }
   if (options.nodeName === "") throw new ZtunnelError("ERR_ZTUNNEL_INVALID_OPTION", "nodeName is empty");
+  const clusterProblem = options.clusterId === undefined ? undefined : clusterIdProblem(options.clusterId);
+  if (clusterProblem !== undefined) {
+    throw new ZtunnelError("ERR_ZTUNNEL_INVALID_OPTION", `clusterId ${clusterProblem}`);
+  }
   if (options.token === "" || (typeof options.token !== "string" && typeof options.token !== "function")) {
     throw new ZtunnelError("ERR_ZTUNNEL_INVALID_OPTION", "token must be a non-empty string or a function");
   }
@@ -426,7 +436,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     id: `ztunnel~${options.nodeIp}~ztunnel-${options.nodeName}.istio-system~istio-system.svc.cluster.local`,
   };
   const address = options.controlPlaneAddress ?? "127.0.0.1:15012";
-  const clusterId = options.clusterId ?? "Kubernetes";
+  const clusterId = options.clusterId ?? DEFAULT_CLUSTER_ID;
   const channel = controlPlaneChannel(options.rootCertPem, options.controlPlaneIdentity);
   const trustOf = trustedRootsOf(options.rootCertPem);
 

@@ -1,5 +1,7 @@
 import { createAuthorizationEngine, type WireAuthorization } from "@ambient/policy";
+import { SpiffeError } from "@ambient/spiffe";
 import {
+  type Authenticator,
   createCertificateAuthority,
   createCertificateService,
   createJwtAuthenticator,
@@ -35,6 +37,11 @@ export interface TestControlPlane {
   applyPolicy(yaml: string): void;
   /** Serves a wire policy as is (e.g. the static STRICT one every STRICT workload references). */
   setAuthorization(wire: WireAuthorization): void;
+  /**
+   * The cluster ids callers sent, in order: the `clusterid` metadata of each xDS stream and CA call
+   * (`""` when there was none) and the `CLUSTER_ID` of each xDS node's metadata.
+   */
+  readonly clusterIdsSeen: { xds: string[]; xdsNode: unknown[]; ca: string[] };
   close(): Promise<void>;
 }
 
@@ -44,6 +51,18 @@ export interface TestControlPlaneOptions {
   resolver?: XdsResolver;
   /** How long the server waits for it. Default 5000 ms. */
   resolveTimeoutMs?: number;
+  /**
+   * The one cluster whose callers are served, as examples/control-plane's `clusterId`: an xDS stream
+   * or CA call whose `clusterid` metadata names another is refused (none at all is taken as this
+   * cluster). Default: callers of any cluster.
+   */
+  clusterId?: string;
+}
+
+/** The `clusterid` a call sent: its one value, else `""` (as examples/control-plane reads it). */
+function onlyValue(values: readonly (string | Buffer)[] | undefined): string {
+  const value = values?.length === 1 ? values[0] : undefined;
+  return value === undefined ? "" : value.toString();
 }
 
 /**
@@ -89,6 +108,11 @@ export async function startTestControlPlane(
   const { publicKey, privateKey } = await generateKeyPair("ES256");
   const jwks = { keys: [{ ...(await exportJWK(publicKey)), alg: "ES256", kid: "test" }] };
   const localKeys = createLocalJWKSet(jwks);
+  const clusterIdsSeen = { xds: [] as string[], xdsNode: [] as unknown[], ca: [] as string[] };
+  const refuseOtherCluster = (requested: string): void => {
+    if (options.clusterId !== undefined && requested !== "" && requested !== options.clusterId)
+      throw new SpiffeError("ERR_UNAUTHENTICATED", `cluster ${JSON.stringify(requested)} is not known here`);
+  };
 
   const xds = createXdsServer({
     debounceMs: 5,
@@ -102,7 +126,11 @@ export async function startTestControlPlane(
         subscribed,
         context.node?.metadata.NODE_NAME,
       ),
-    authenticate: async ({ headers }) => {
+    authenticate: async ({ headers, node }) => {
+      const requested = onlyValue(headers.clusterid);
+      clusterIdsSeen.xds.push(requested);
+      clusterIdsSeen.xdsNode.push(node?.metadata.CLUSTER_ID);
+      refuseOtherCluster(requested);
       const header = headers.authorization?.[0] ?? "";
       const token = /^Bearer\s+(\S+)$/i.exec(header)?.[1];
       if (token === undefined) throw new Error("no bearer token");
@@ -118,9 +146,19 @@ export async function startTestControlPlane(
     }
     return out;
   };
+  const tokens = createJwtAuthenticator({ keys: jwks, issuer: ISSUER, audiences: [AUDIENCE] });
+  const ownClusterTokens: Authenticator = {
+    name: tokens.name,
+    authenticate: async (context) => {
+      const requested = onlyValue(context.metadata.get("clusterid"));
+      clusterIdsSeen.ca.push(requested);
+      refuseOtherCluster(requested);
+      return tokens.authenticate(context);
+    },
+  };
   const certificates = createCertificateService({
     ca,
-    authenticators: [createJwtAuthenticator({ keys: jwks, issuer: ISSUER, audiences: [AUDIENCE] })],
+    authenticators: [ownClusterTokens],
     nodeAuthorizer: createNodeAuthorizer({ trustedNodeAccounts: ["istio-system/ztunnel"], identitiesOnNode }),
   });
   const server = new grpc.Server();
@@ -181,6 +219,7 @@ export async function startTestControlPlane(
       }
     },
     setAuthorization: (wire) => xds.cache.set(TypeUrl.authorization, `${wire.namespace}/${wire.name}`, wire),
+    clusterIdsSeen,
     close: async () => {
       xds.closeStreams();
       await xds.close();
