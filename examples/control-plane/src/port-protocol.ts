@@ -9,9 +9,8 @@ type AppProtocol = istio.workload.AppProtocol;
 /**
  * Istio's protocol names (compared without case) and what a waypoint needs to know of each: HTTP/1.1,
  * HTTP/2 or gRPC (the upstream speaks it), or TCP / TLS (carried as bytes from the first one, so the
- * server may speak first). The istiod code read for this (`toAppProtocolFromProtocol`) sends only the
- * first three; TCP and TLS are values of the same enum, which a ztunnel reads as "not HTTP", and our
- * waypoint as declared TCP.
+ * server may speak first), as istiod's `toAppProtocolFromProtocol` sends them (HTTPS as TLS); a
+ * ztunnel reads TCP and TLS as "not HTTP", and our waypoint as declared TCP.
  * HTTP protocols the waypoint has no upstream of its own for (`grpc-web`, `http_proxy`) are UNKNOWN:
  * the waypoint detects HTTP on them.
  */
