@@ -10,6 +10,8 @@ import type { RunningWaypoint } from "../src/index.js";
 import {
   loopbackSubnet,
   type SocksConnection,
+  shopPod,
+  shopServiceOnWaypoint,
   shopWithWaypoint,
   socks5Dial,
   startTestMesh,
@@ -20,22 +22,11 @@ import {
 const mesh = (ip: (n: number) => string) => `
 ${shopWithWaypoint(ip(6))}
 ---
-apiVersion: v1
-kind: Pod
-metadata: { name: client, namespace: shop, labels: { app: client } }
-spec: { nodeName: node-a, serviceAccountName: client }
-status: { podIP: ${ip(2)} }
+${shopPod({ name: "client", app: "client", node: "node-a", ip: ip(2) })}
 ---
-apiVersion: v1
-kind: Pod
-metadata: { name: web-0, namespace: shop, labels: { app: web } }
-spec: { nodeName: node-b, serviceAccountName: web }
-status: { podIP: ${ip(11)} }
+${shopPod({ name: "web-0", app: "web", node: "node-b", ip: ip(11) })}
 ---
-apiVersion: v1
-kind: Service
-metadata: { name: web, namespace: shop, labels: { istio.io/use-waypoint: waypoint } }
-spec: { clusterIP: ${ip(103)}, selector: { app: web }, ports: [{ name: http, port: 80, targetPort: 8080 }] }
+${shopServiceOnWaypoint({ name: "web", clusterIp: ip(103) })}
 `;
 
 /** One test's mesh on its own subnet, with a web backend that holds `/slow` until the test lets it go. */

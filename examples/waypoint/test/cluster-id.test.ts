@@ -12,7 +12,14 @@ import { dirname, join } from "node:path";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { type ControlPlane, startControlPlane } from "@ambient/example-control-plane";
-import { httpOverSocks, loopbackSubnet, shopWithWaypoint, waitFor } from "./mesh-fixture.js";
+import {
+  httpOverSocks,
+  loopbackSubnet,
+  shopPod,
+  shopServiceOnWaypoint,
+  shopWithWaypoint,
+  waitFor,
+} from "./mesh-fixture.js";
 
 const WAYPOINT_MAIN = fileURLToPath(new URL("../src/main.ts", import.meta.url));
 const ZTUNNEL_MAIN = join(dirname(fileURLToPath(import.meta.resolve("@ambient/example-ztunnel"))), "main.ts");
@@ -79,25 +86,11 @@ async function withCluster1Mesh(
     join(meshDir, "mesh.yaml"),
     `${shopWithWaypoint(ip(6))}
 ---
-apiVersion: v1
-kind: Pod
-metadata: { name: client, namespace: shop, labels: { app: client } }
-spec: { nodeName: node-a, serviceAccountName: client }
-status: { podIP: ${ip(2)} }
+${shopPod({ name: "client", app: "client", node: "node-a", ip: ip(2) })}
 ---
-apiVersion: v1
-kind: Pod
-metadata: { name: api-0, namespace: shop, labels: { app: api } }
-spec: { nodeName: node-a, serviceAccountName: api }
-status: { podIP: ${ip(7)} }
+${shopPod({ name: "api-0", app: "api", node: "node-a", ip: ip(7) })}
 ---
-apiVersion: v1
-kind: Service
-metadata: { name: api, namespace: shop, labels: { istio.io/use-waypoint: waypoint } }
-spec:
-  clusterIP: ${ip(100)}
-  selector: { app: api }
-  ports: [{ name: http, port: 80, targetPort: 8080, appProtocol: http }]
+${shopServiceOnWaypoint({ name: "api", clusterIp: ip(100), appProtocol: "http" })}
 `,
   );
   let cp: ControlPlane | undefined;

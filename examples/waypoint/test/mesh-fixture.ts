@@ -86,6 +86,31 @@ export interface TestMesh {
 
 const NODES = ["node-a", "node-b"] as const;
 
+/** A pod of the `shop` namespace labelled `app: <app>`, with service account `<app>`. */
+export function shopPod(pod: { name: string; app: string; node: string; ip: string }): string {
+  return `apiVersion: v1
+kind: Pod
+metadata: { name: ${pod.name}, namespace: shop, labels: { app: ${pod.app} } }
+spec: { nodeName: ${pod.node}, serviceAccountName: ${pod.app} }
+status: { podIP: ${pod.ip} }`;
+}
+
+/** A `shop` Service of the pods labelled `app: <name>`, port 80 to 8080, that uses the shop's waypoint. */
+export function shopServiceOnWaypoint(service: {
+  name: string;
+  clusterIp: string;
+  appProtocol?: string;
+}): string {
+  const appProtocol = service.appProtocol === undefined ? "" : `, appProtocol: ${service.appProtocol}`;
+  return `apiVersion: v1
+kind: Service
+metadata: { name: ${service.name}, namespace: shop, labels: { istio.io/use-waypoint: waypoint } }
+spec:
+  clusterIP: ${service.clusterIp}
+  selector: { app: ${service.name} }
+  ports: [{ name: http, port: 80, targetPort: 8080${appProtocol} }]`;
+}
+
 /** Starts the mesh and waits until both ztunnels and the waypoint are ready. */
 export async function startTestMesh(options: TestMeshOptions): Promise<TestMesh> {
   const dir = await mkdtemp(join(tmpdir(), options.tempPrefix));

@@ -11,6 +11,8 @@ import { fileURLToPath } from "node:url";
 import { startControlPlane } from "@ambient/example-control-plane";
 import {
   loopbackSubnet,
+  shopPod,
+  shopServiceOnWaypoint,
   shopWithWaypoint,
   socks5Dial,
   startTestMesh,
@@ -23,22 +25,11 @@ const { cidr, ip } = loopbackSubnet();
 const manifests = `
 ${shopWithWaypoint(ip(6))}
 ---
-apiVersion: v1
-kind: Pod
-metadata: { name: client, namespace: shop, labels: { app: client } }
-spec: { nodeName: node-a, serviceAccountName: client }
-status: { podIP: ${ip(2)} }
+${shopPod({ name: "client", app: "client", node: "node-a", ip: ip(2) })}
 ---
-apiVersion: v1
-kind: Pod
-metadata: { name: web-0, namespace: shop, labels: { app: web } }
-spec: { nodeName: node-b, serviceAccountName: web }
-status: { podIP: ${ip(11)} }
+${shopPod({ name: "web-0", app: "web", node: "node-b", ip: ip(11) })}
 ---
-apiVersion: v1
-kind: Service
-metadata: { name: web, namespace: shop, labels: { istio.io/use-waypoint: waypoint } }
-spec: { clusterIP: ${ip(103)}, selector: { app: web }, ports: [{ name: http, port: 80, targetPort: 8080 }] }
+${shopServiceOnWaypoint({ name: "web", clusterIp: ip(103) })}
 `;
 
 function status(address: string, path: string): Promise<number> {
