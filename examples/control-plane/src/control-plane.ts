@@ -1,6 +1,7 @@
 import { X509Certificate } from "node:crypto";
 import { createServer, type Server as HttpServer } from "node:http";
 import { type AddressInfo, isIP } from "node:net";
+import { parseTrustDomain } from "@ambient/spiffe";
 import {
   type Authenticator,
   type CaCertsPem,
@@ -48,6 +49,35 @@ export const DEFAULT_TRUSTED_NODE_ACCOUNTS: readonly string[] = ["istio-system/z
 
 /** A Kubernetes namespace or service account name: a DNS-1123 label or subdomain. */
 const ACCOUNT_PART = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+
+const DNS_LABEL = "[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?";
+/** A cluster DNS domain: lower-case DNS-1123 labels joined by dots, no trailing dot. */
+const DNS_DOMAIN = new RegExp(`^(?=.{1,253}$)${DNS_LABEL}(\\.${DNS_LABEL})*$`);
+
+/**
+ * Checks the mesh's trust domain and the cluster's DNS domain: a mistyped one would give every workload
+ * an identity or every Service a host no proxy expects.
+ * @throws ControlPlaneError `ERR_CONTROL_PLANE_CONFIG` naming the option.
+ */
+export function validateMeshDomains(options: Pick<TranslateOptions, "trustDomain" | "domainSuffix">): void {
+  if (options.trustDomain !== undefined) {
+    try {
+      parseTrustDomain(options.trustDomain);
+    } catch (err) {
+      throw new ControlPlaneError(
+        "ERR_CONTROL_PLANE_CONFIG",
+        `trustDomain: ${err instanceof Error ? err.message : String(err)}`,
+      );
+    }
+  }
+  const domain = options.domainSuffix;
+  if (domain !== undefined && (typeof domain !== "string" || !DNS_DOMAIN.test(domain))) {
+    throw new ControlPlaneError(
+      "ERR_CONTROL_PLANE_CONFIG",
+      `domainSuffix: ${JSON.stringify(domain)} is not a DNS domain (lower-case labels of a-z, 0-9 and -, joined by dots)`,
+    );
+  }
+}
 
 /** Checks `namespace/serviceAccount` entries; a mistyped one would leave the ztunnels without certificates. */
 function validTrustedNodeAccounts(accounts: readonly string[]): readonly string[] {
@@ -380,6 +410,7 @@ function logTransitions<T>(
 export async function startControlPlane(options: ControlPlaneOptions): Promise<ControlPlane> {
   const logger = options.logger ?? noopLogger;
   const metrics = options.metrics ?? noopMetrics;
+  validateMeshDomains(options);
   const trustDomain = options.trustDomain ?? "cluster.local";
   const listen = options.listen ?? "127.0.0.1:15012";
   validAddress(listen, "listen");

@@ -39,6 +39,13 @@ options:
   --trusted-node-accounts LIST  node agents that may get certificates for the pods on their node,
                         as namespace/serviceaccount, comma-separated (default: $CA_TRUSTED_NODE_ACCOUNTS,
                         else istio-system/ztunnel; with --kubernetes, ztunnel in istio-system)
+  --trust-domain TD     the mesh's SPIFFE trust domain (meshConfig trustDomain): workload identities
+                        spiffe://TD/ns/<namespace>/sa/<account>, and this control plane's own,
+                        spiffe://TD/ns/istio-system/sa/istiod; tell the proxies too (TRUST_DOMAIN)
+                        (default: $TRUST_DOMAIN, else cluster.local)
+  --domain DOMAIN       the cluster's DNS domain (istiod --domain): Service hosts are
+                        <name>.<namespace>.svc.DOMAIN; tell the proxies too (CLUSTER_DOMAIN)
+                        (default cluster.local)
   --cluster-id ID       this cluster's id: in workload uids, and the only cluster whose callers are
                         served (a request whose clusterid names another is refused) (default:
                         $CLUSTER_ID, else Kubernetes)
@@ -71,6 +78,8 @@ function parseCommandLine(args: string[]) {
       "capture-signal": { type: "string" },
       "trusted-node-accounts": { type: "string", multiple: true },
       "cluster-id": { type: "string" },
+      "trust-domain": { type: "string" },
+      domain: { type: "string" },
       "log-level": { type: "string", default: "info" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -115,8 +124,13 @@ async function main(): Promise<void> {
     .map((a) => a.trim())
     .filter((a) => a !== "");
   const clusterId = values["cluster-id"] || process.env.CLUSTER_ID || undefined;
+  // Checked by the control plane as it starts, as every option is.
+  const trustDomain = values["trust-domain"] ?? process.env.TRUST_DOMAIN ?? "cluster.local";
+  const domainSuffix = values.domain ?? "cluster.local";
   const xdsTuning = {
     ...(clusterId === undefined ? {} : { clusterId }),
+    trustDomain,
+    domainSuffix,
     ...(trustedNodeAccounts === undefined ? {} : { trustedNodeAccounts }),
     ...(xdsDebounceMs === undefined ? {} : { xdsDebounceMs }),
     ...(pushBufferMiB === undefined ? {} : { xdsMaxTotalBufferedBytes: pushBufferMiB * 2 ** 20 }),
@@ -181,6 +195,8 @@ async function mainKubernetes(
     servingHosts: string[] | undefined;
     xdsTuning: {
       clusterId?: string;
+      trustDomain: string;
+      domainSuffix: string;
       trustedNodeAccounts?: string[];
       xdsDebounceMs?: number;
       xdsMaxTotalBufferedBytes?: number;

@@ -21,6 +21,7 @@ import * as prom from "prom-client";
 import {
   type ControlPlane,
   ControlPlaneError,
+  type ControlPlaneOptions,
   controlPlaneChannel,
   startControlPlane,
 } from "../src/index.js";
@@ -477,6 +478,28 @@ describe("control plane state directory", { timeout: 30_000 }, () => {
       startControlPlane({ meshDir: DEMO_MESH, listen: "nowhere" }),
       (err: unknown) => err instanceof ControlPlaneError && err.code === "ERR_CONTROL_PLANE_CONFIG",
     );
+  });
+
+  it("refuses a trust domain or a cluster DNS domain that is not one, naming the option", async () => {
+    const bad: [Partial<ControlPlaneOptions>, string][] = [
+      [{ trustDomain: "" }, "trustDomain"],
+      [{ trustDomain: "Example.org" }, "trustDomain"],
+      [{ trustDomain: "example.org/ns" }, "trustDomain"],
+      [{ domainSuffix: "" }, "domainSuffix"],
+      [{ domainSuffix: "corp.internal." }, "domainSuffix"],
+      [{ domainSuffix: "Corp.Internal" }, "domainSuffix"],
+      [{ domainSuffix: `${"a".repeat(64)}.local` }, "domainSuffix"],
+    ];
+    for (const [options, name] of bad) {
+      await assert.rejects(
+        startControlPlane({ meshDir: DEMO_MESH, listen: "127.0.0.1:0", ...options }),
+        (err: unknown) =>
+          err instanceof ControlPlaneError &&
+          err.code === "ERR_CONTROL_PLANE_CONFIG" &&
+          err.message.startsWith(`${name}: `),
+        JSON.stringify(options),
+      );
+    }
   });
 
   it("refuses trusted node accounts that are not namespace/serviceaccount", async () => {

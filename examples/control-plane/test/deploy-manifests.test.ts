@@ -517,6 +517,31 @@ spec: { clusterIP: 10.96.0.30, selector: { app: web }, ports: [{ port: 80 }] }
     assert.equal(clusterId, "Kubernetes", "the control plane refuses callers of any other cluster id");
   });
 
+  it("agree on the trust domain and the cluster's DNS domain, read as each program reads them", async () => {
+    const docs = await manifests();
+    const cp = commandLine(find(docs, "Deployment", "istiod"), "examples/control-plane/dist/main.js");
+    const want = {
+      trust: flagValue(cp.args, "trust-domain") || cp.env.TRUST_DOMAIN || "cluster.local",
+      dns: flagValue(cp.args, "domain") || "cluster.local",
+    };
+    for (const [kind, name, entry] of [
+      ["DaemonSet", "ztunnel", "examples/ztunnel/dist/main.js"],
+      ["Deployment", "waypoint", "examples/waypoint/dist/main.js"],
+    ] as const) {
+      const { args, env } = commandLine(find(docs, kind, name), entry);
+      assert.deepEqual(
+        {
+          trust: flagValue(args, "trust-domain") || env.TRUST_DOMAIN || "cluster.local",
+          dns: flagValue(args, "cluster-domain") || env.CLUSTER_DOMAIN || "cluster.local",
+        },
+        want,
+        `${name} is told what the control plane is`,
+      );
+      // Set where an operator changes it, not left to a default the control plane's may not share.
+      assert.ok(env.TRUST_DOMAIN !== undefined && env.CLUSTER_DOMAIN !== undefined, name);
+    }
+  });
+
   it("schedule every pod on Linux nodes, and keep the proxies' own pods out of capture", async () => {
     const docs = await manifests();
     for (const app of APPS) {

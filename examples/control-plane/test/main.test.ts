@@ -1,22 +1,62 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
+import type { Readable } from "node:stream";
 import { it } from "node:test";
 
 const MAIN = resolve(import.meta.dirname, "../src/main.ts");
 
+/** The CLI started under tsx, once it logged that it listens. */
+interface RunningCli {
+  child: ChildProcess;
+  /** The `control plane listening` line. */
+  listening: { address: string; admin: string; source?: string };
+  exited: Promise<number | null>;
+}
+
+/** Starts the CLI with `args` (and `env` over the test run's) and waits until it listens. */
+async function startCli(args: string[], env: Record<string, string> = {}): Promise<RunningCli> {
+  const child = spawn(process.execPath, ["--import", "tsx", MAIN, ...args], {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, ...env },
+  });
+  const exited = new Promise<number | null>((resolveExit) => child.on("exit", (code) => resolveExit(code)));
+  try {
+    const listening = await new Promise<RunningCli["listening"]>((resolveLine, reject) => {
+      createInterface({ input: child.stdout as Readable }).on("line", (line) => {
+        const entry = JSON.parse(line) as { msg?: string } & Partial<RunningCli["listening"]>;
+        if (entry.msg === "control plane listening" && entry.address && entry.admin) {
+          resolveLine({
+            address: entry.address,
+            admin: entry.admin,
+            ...(entry.source ? { source: entry.source } : {}),
+          });
+        }
+      });
+      child.once("exit", (code) => reject(new Error(`control plane exited early with ${code}`)));
+    });
+    return { child, listening, exited };
+  } catch (err) {
+    if (child.exitCode === null) child.kill("SIGKILL");
+    throw err;
+  }
+}
+
+/** Stops `cli` with SIGTERM and checks it exits 0. */
+async function stopCli(cli: RunningCli): Promise<void> {
+  cli.child.kill("SIGTERM");
+  assert.equal(await cli.exited, 0);
+}
+
 it("the CLI serves, logs JSON lines and exits cleanly on SIGTERM", { timeout: 60_000 }, async () => {
   const stateDir = await mkdtemp(join(tmpdir(), "control-plane-cli-"));
-  const child = spawn(
-    process.execPath,
-    [
-      "--import",
-      "tsx",
-      MAIN,
+  let cli: RunningCli | undefined;
+  try {
+    cli = await startCli([
       // As `pnpm start -- ...` passes them.
       "--",
       "--state-dir",
@@ -27,32 +67,18 @@ it("the CLI serves, logs JSON lines and exits cleanly on SIGTERM", { timeout: 60
       "127.0.0.1:0",
       "--pod-cidr",
       "10.244.0.0/16,127.10.0.0/24",
-    ],
-    { stdio: ["ignore", "pipe", "inherit"] },
-  );
-  const exited = new Promise<number | null>((resolveExit) => child.on("exit", (code) => resolveExit(code)));
-  try {
-    const listening = await new Promise<{ address: string; admin: string }>((resolveLine, reject) => {
-      const lines = createInterface({ input: child.stdout });
-      lines.on("line", (line) => {
-        const entry = JSON.parse(line) as { msg?: string; address?: string; admin?: string };
-        if (entry.msg === "control plane listening" && entry.address && entry.admin) {
-          resolveLine({ address: entry.address, admin: entry.admin });
-        }
-      });
-      child.once("exit", (code) => reject(new Error(`control plane exited early with ${code}`)));
-    });
-    assert.match(listening.address, /^127\.0\.0\.1:\d+$/);
-    assert.equal((await fetch(`http://${listening.admin}/ready`)).status, 200);
-    const metrics = await (await fetch(`http://${listening.admin}/metrics`)).text();
+    ]);
+    const { address, admin } = cli.listening;
+    assert.match(address, /^127\.0\.0\.1:\d+$/);
+    assert.equal((await fetch(`http://${admin}/ready`)).status, 200);
+    const metrics = await (await fetch(`http://${admin}/metrics`)).text();
     assert.match(metrics, /ambient_control_plane_resources\{type="workload"\} 7/);
     assert.match(metrics, /process_cpu_seconds_total/);
     assert.ok(existsSync(join(stateDir, "root-cert.pem")));
     assert.ok(existsSync(join(stateDir, "tokens", "node-b.jwt")));
-    child.kill("SIGTERM");
-    assert.equal(await exited, 0);
+    await stopCli(cli);
   } finally {
-    if (child.exitCode === null) child.kill("SIGKILL");
+    if (cli?.child.exitCode === null) cli.child.kill("SIGKILL");
     await rm(stateDir, { recursive: true, force: true });
   }
 });
@@ -132,12 +158,9 @@ it(
     });
     const kubeconfig = join(dir, "kubeconfig");
     await writeFile(kubeconfig, server.kubeconfig());
-    const child = spawn(
-      process.execPath,
-      [
-        "--import",
-        "tsx",
-        MAIN,
+    let cli: RunningCli | undefined;
+    try {
+      cli = await startCli([
         "--kubernetes",
         "--kubeconfig",
         kubeconfig,
@@ -149,23 +172,9 @@ it(
         "127.0.0.1:0",
         "--xds-debounce-ms",
         "10",
-      ],
-      { stdio: ["ignore", "pipe", "inherit"] },
-    );
-    const exited = new Promise<number | null>((resolveExit) => child.on("exit", (code) => resolveExit(code)));
-    try {
-      const admin = await new Promise<string>((resolveLine, reject) => {
-        const lines = createInterface({ input: child.stdout });
-        lines.on("line", (line) => {
-          const entry = JSON.parse(line) as { msg?: string; admin?: string; source?: string };
-          if (entry.msg === "control plane listening" && entry.admin) {
-            assert.equal(entry.source, `kubernetes ${server.url}`);
-            resolveLine(entry.admin);
-          }
-        });
-        child.once("exit", (code) => reject(new Error(`control plane exited early with ${code}`)));
-      });
-      const config = (await (await fetch(`http://${admin}/debug/config`)).json()) as {
+      ]);
+      assert.equal(cli.listening.source, `kubernetes ${server.url}`);
+      const config = (await (await fetch(`http://${cli.listening.admin}/debug/config`)).json()) as {
         workloads: { name: string }[];
       };
       assert.deepEqual(
@@ -174,12 +183,52 @@ it(
       );
       // The CA Secret it created for the replicas to share.
       assert.ok(server.get("v1", "Secret", "istio-ca-secret", "istio-system"));
-      child.kill("SIGTERM");
-      assert.equal(await exited, 0);
+      await stopCli(cli);
     } finally {
-      if (child.exitCode === null) child.kill("SIGKILL");
+      if (cli?.child.exitCode === null) cli.child.kill("SIGKILL");
       await server.close();
       await rm(dir, { recursive: true, force: true });
+    }
+  },
+);
+
+it(
+  "--trust-domain and --domain name every identity and Service host; TRUST_DOMAIN is read without the flag",
+  { timeout: 60_000 },
+  async () => {
+    for (const [args, env] of [
+      [["--trust-domain", "example.org", "--domain", "corp.internal"], {}],
+      [["--domain", "corp.internal"], { TRUST_DOMAIN: "example.org" }],
+    ] as const) {
+      const stateDir = await mkdtemp(join(tmpdir(), "control-plane-domains-"));
+      let cli: RunningCli | undefined;
+      try {
+        cli = await startCli(
+          ["--state-dir", stateDir, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", ...args],
+          env,
+        );
+        const { admin } = cli.listening;
+        const config = (await (await fetch(`http://${admin}/debug/config`)).json()) as {
+          workloads: { name: string; trustDomain: string }[];
+          services: { hostname: string }[];
+        };
+        assert.ok(config.workloads.length > 0 && config.services.length > 0);
+        for (const w of config.workloads) assert.equal(w.trustDomain, "example.org", w.name);
+        for (const s of config.services)
+          assert.match(s.hostname, /^[a-z0-9-]+\.[a-z0-9-]+\.svc\.corp\.internal$/);
+        await stopCli(cli);
+      } finally {
+        if (cli?.child.exitCode === null) cli.child.kill("SIGKILL");
+        await rm(stateDir, { recursive: true, force: true });
+      }
+    }
+    for (const [args, message] of [
+      [["--trust-domain", "Example.org"], /trustDomain: invalid trust domain "Example\.org"/],
+      [["--domain", "corp.internal."], /domainSuffix: "corp\.internal\." is not a DNS domain/],
+    ] as const) {
+      const bad = await run(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", ...args]);
+      assert.equal(bad.code, 1, args.join(" "));
+      assert.match(bad.stderr, message);
     }
   },
 );

@@ -86,6 +86,28 @@ describe("waypoint CLI cluster id", () => {
     }
   });
 
+  it("exits 2 on a trust domain or a cluster domain that is not one, from the flag or its variable", () => {
+    for (const [env, args, message] of [
+      [{}, ["--trust-domain", "Example.org"], /--trust-domain is not a trust domain/],
+      [{ TRUST_DOMAIN: "" }, [], /TRUST_DOMAIN is not a trust domain/],
+      [{}, ["--cluster-domain", "corp.internal."], /--cluster-domain is not a DNS domain/],
+      [{ CLUSTER_DOMAIN: "corp_internal" }, [], /CLUSTER_DOMAIN is not a DNS domain/],
+    ] as const) {
+      const out = withEnv(env, "--root-cert", missingRoot, ...args);
+      assert.equal(out.status, 2, `${args.join(" ")} ${JSON.stringify(env)}: ${out.stderr}${out.stdout}`);
+      assert.match(out.stderr, message);
+    }
+    // The flag wins: the variable it overrides is not read, and the start goes on to the missing roots.
+    const out = withEnv(
+      { TRUST_DOMAIN: "Not Valid" },
+      "--root-cert",
+      missingRoot,
+      "--trust-domain",
+      "example.org",
+    );
+    assert.equal(out.status, 1, `${out.stderr}${out.stdout}`);
+  });
+
   it("takes the flag over ISTIO_META_CLUSTER_ID, and reads no CLUSTER_ID (istio-proxy does not)", () => {
     // Both get as far as the roots, which are missing: exit 1, not a flag error.
     for (const [env, args] of [

@@ -3,9 +3,12 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import {
+  clusterDomainFrom,
   clusterIdFrom,
+  type SettingChoice,
   type TokenFileReader,
   tokenFileReader,
+  trustDomainFrom,
   warnMissingProxyNodeFlags,
 } from "@ambient/example-ztunnel";
 import { PATH_NORMALIZATIONS, type PathNormalization } from "@ambient/policy";
@@ -14,7 +17,8 @@ import { collectDefaultMetrics, Registry } from "prom-client";
 import { startWaypoint } from "./waypoint.js";
 
 const usage = `usage: pnpm start -- [--name waypoint] [--namespace demo] [--ip 127.10.0.6] [--node node-a]
-       [--control-plane 127.0.0.1:15012] [--cluster-id Kubernetes] [--state-dir <repo>/.mesh-state]
+       [--control-plane 127.0.0.1:15012] [--cluster-id Kubernetes] [--trust-domain cluster.local]
+       [--cluster-domain cluster.local] [--state-dir <repo>/.mesh-state]
        [--root-cert <file>] [--token-file <file>]
        [--path-normalization BASE] [--admin-ip <ip>] [--admin-port 15000] [--stats-port 15020]
        [--readiness-port 15021] [--termination-drain-ms 5000] [--no-access-log] [--log-level info]
@@ -28,6 +32,11 @@ const usage = `usage: pnpm start -- [--name waypoint] [--namespace demo] [--ip 1
                           CLUSTER_ID in the xDS node metadata: a control plane serves the callers of its
                           own cluster only (default: ISTIO_META_CLUSTER_ID, as istio-proxy reads it, else
                           Kubernetes)
+  --trust-domain          the mesh's SPIFFE trust domain (meshConfig trustDomain): the waypoint's identity
+                          and the control plane's, spiffe://<domain>/ns/istio-system/sa/istiod (default:
+                          TRUST_DOMAIN, as istio-proxy reads it, else cluster.local)
+  --cluster-domain        the cluster's DNS domain: Service hosts are <name>.<namespace>.svc.<domain>
+                          (default: CLUSTER_DOMAIN, as the ztunnel reads it, else cluster.local)
   --state-dir             the local mesh's state: root-cert.pem and tokens/<node>.jwt
   --root-cert             mesh root certificate(s), PEM (default <state-dir>/root-cert.pem)
   --token-file            the service-account token for CA and xDS calls, read again for every CA call
@@ -59,6 +68,8 @@ function parse() {
       node: { type: "string", default: "node-a" },
       "control-plane": { type: "string", default: "127.0.0.1:15012" },
       "cluster-id": { type: "string" },
+      "trust-domain": { type: "string" },
+      "cluster-domain": { type: "string" },
       "state-dir": { type: "string", default: repo(".mesh-state/") },
       "root-cert": { type: "string" },
       "token-file": { type: "string" },
@@ -112,6 +123,14 @@ if (cluster.kind === "error") {
   console.error(`${cluster.message}\n${usage}`);
   process.exit(2);
 }
+/** The value of a setting, or the usage and exit 2 when it is not a good one. */
+const chosen = (choice: SettingChoice): string => {
+  if (choice.kind === "ok") return choice.value;
+  console.error(`${choice.message}\n${usage}`);
+  process.exit(2);
+};
+const trustDomain = chosen(trustDomainFrom(values["trust-domain"], process.env));
+const clusterDomain = chosen(clusterDomainFrom(values["cluster-domain"], process.env));
 const logger = pino({ level: values["log-level"], base: { waypoint: `${values.namespace}/${values.name}` } });
 warnMissingProxyNodeFlags(logger, "more CPU per request");
 const stateDir = values["state-dir"];
@@ -139,6 +158,8 @@ try {
     rootCertPem,
     controlPlaneAddress: values["control-plane"],
     clusterId: cluster.clusterId,
+    trustDomain,
+    clusterDomain,
     pathNormalization: pathNormalization as PathNormalization,
     ports,
     ...(values["admin-ip"] === undefined ? {} : { adminIp: values["admin-ip"] }),

@@ -25,6 +25,16 @@ describe("startWaypoint options", () => {
       patch: { clusterId: "cluster 1" },
       message: /clusterId must be .*"cluster 1"/,
     },
+    {
+      name: "a trust domain that is not one",
+      patch: { trustDomain: "Example.org" },
+      message: /trustDomain is not a trust domain/,
+    },
+    {
+      name: "a cluster domain that is not one",
+      patch: { clusterDomain: "corp.internal." },
+      message: /clusterDomain is not a DNS domain/,
+    },
   ];
   for (const c of cases) {
     it(c.name, async () => {

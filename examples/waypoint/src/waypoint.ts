@@ -1,13 +1,18 @@
 import { connect as connectTcp, isIP } from "node:net";
 import {
+  clusterDomainProblem,
   clusterIdProblem,
   controlPlaneChannel,
+  controlPlaneIdentityOf,
+  DEFAULT_CLUSTER_DOMAIN,
   DEFAULT_CLUSTER_ID,
+  DEFAULT_TRUST_DOMAIN,
   deniedBy,
   followRoots,
   identityOf,
   type Logger,
   noopLogger,
+  trustDomainProblem,
   usesHbone,
 } from "@ambient/example-ztunnel";
 import {
@@ -88,12 +93,24 @@ export interface WaypointOptions {
   rootCertPem: string;
   /** Control plane (xDS and CA). Default `127.0.0.1:15012`; istio-proxy `XDS_ADDRESS`/`CA_ADDRESS`. */
   controlPlaneAddress?: string;
-  /** URI SAN of the control plane. Default `spiffe://cluster.local/ns/istio-system/sa/istiod`. */
+  /**
+   * URI SAN of the control plane. Default istiod's identity in `trustDomain`,
+   * `spiffe://<trustDomain>/ns/istio-system/sa/istiod`.
+   */
   controlPlaneIdentity?: string;
   /** Inbound HBONE port, also dialled on endpoints. Default 15008. */
   hbonePort?: number;
-  /** Default `cluster.local`; meshConfig `trustDomain`. */
+  /**
+   * The mesh's SPIFFE trust domain: the waypoint's own identity and the control plane's. Default
+   * `cluster.local`; meshConfig `trustDomain`, istio-proxy `TRUST_DOMAIN` (CLI `--trust-domain`).
+   */
   trustDomain?: string;
+  /**
+   * The cluster's DNS domain: Service hosts are `<name>.<namespace>.svc.<clusterDomain>`, which is how
+   * the control plane names the Services bound to this waypoint and its routes' backends. Default
+   * `cluster.local` (CLI `--cluster-domain`, else `CLUSTER_DOMAIN`, as the ztunnel).
+   */
+  clusterDomain?: string;
   /**
    * The cluster the waypoint runs in: `clusterid` metadata on its xDS stream and CA calls, `CLUSTER_ID`
    * in its xDS node metadata. A control plane serves callers of its own cluster only. Non-empty
@@ -232,13 +249,24 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   const perRequestMetrics = createLabelSetSink(registry, metrics);
   const hbonePort = options.hbonePort ?? 15008;
   const gateway = options.gateway;
+  const trustDomain = options.trustDomain ?? DEFAULT_TRUST_DOMAIN;
+  const clusterDomain = options.clusterDomain ?? DEFAULT_CLUSTER_DOMAIN;
+  for (const [name, problem] of [
+    ["trustDomain", trustDomainProblem(trustDomain)],
+    ["clusterDomain", clusterDomainProblem(clusterDomain)],
+  ] as const) {
+    if (problem !== undefined) throw new WaypointError("ERR_WAYPOINT_INVALID_OPTION", `${name} ${problem}`);
+  }
   const identity = identityOf({
-    trustDomain: options.trustDomain ?? "",
+    trustDomain,
     namespace: gateway.namespace,
     serviceAccount: options.serviceAccount ?? gateway.name,
   });
   const address = options.controlPlaneAddress ?? "127.0.0.1:15012";
-  const channel = controlPlaneChannel(options.rootCertPem, options.controlPlaneIdentity);
+  const channel = controlPlaneChannel(
+    options.rootCertPem,
+    options.controlPlaneIdentity ?? controlPlaneIdentityOf(trustDomain),
+  );
   // The roots each certificate of the waypoint's trusts: the configured ones and those the CA sent.
   const trustOf = trustedRootsOf(options.rootCertPem);
   const clusterId = options.clusterId ?? DEFAULT_CLUSTER_ID;
@@ -264,7 +292,7 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   });
   const caClient = createCertificateServiceClient({ address, ...channel, token: tokenNow, clusterId });
   const secrets = new SecretManager({ client: caClient, impersonate: true, logger, metrics });
-  const self: WaypointSelf = { gateway, ip: options.ip, rootNamespace };
+  const self: WaypointSelf = { gateway, ip: options.ip, clusterDomain, rootNamespace };
   const xds = createXdsClient({
     address,
     ...channel,
@@ -330,7 +358,8 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     // What is not HTTP is carried as TCP under L4 policy, as Istio's waypoints detect the protocol.
     opaqueTcp: true,
     connect,
-    resolveBackend: createBackendResolver(store),
+    resolveBackend: createBackendResolver(store, clusterDomain),
+    clusterDomain,
     policy: {
       evaluate: (routed) => {
         // The router names the Gateway and the Service; a policy on the waypoint GatewayClass needs the
@@ -377,7 +406,7 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     if (match !== undefined && config.serves(match.service)) {
       const declared = declaredProtocol(match.service, match.servicePort);
       target = {
-        service: destinationServiceOf(match.service),
+        service: destinationServiceOf(match.service, clusterDomain),
         httpOnly: declared === "http",
         tcpOnly: declared === "tcp",
       };
@@ -431,13 +460,17 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
       addresses: service.addresses,
       ports: service.ports,
       endpoints:
-        resolveServiceBackend(store, {
-          kind: "Service",
-          group: "",
-          name: service.name,
-          namespace: service.namespace,
-          port: undefined,
-        }) ?? [],
+        resolveServiceBackend(
+          store,
+          {
+            kind: "Service",
+            group: "",
+            name: service.name,
+            namespace: service.namespace,
+            port: undefined,
+          },
+          clusterDomain,
+        ) ?? [],
     })),
   });
   let operator: Awaited<ReturnType<typeof startOperatorEndpoints>> | undefined;

@@ -284,6 +284,8 @@ export class WaypointXdsConfig {
   readonly #refusals = new Map<string, Refusal>();
   readonly #applied = new Set<string>();
   #routeNames: string[] = [];
+  /** Cluster DNS domains of bound Services already warned about ({@link #checkDomain}). */
+  readonly #otherDomains = new Set<string>();
   #watchingRoutes = false;
   #generation = 0;
   #classTargeted = false;
@@ -332,7 +334,11 @@ export class WaypointXdsConfig {
   #onChange(event: XdsChangeEvent): void {
     if (event.typeUrl === TypeUrl.address) {
       const { store } = this.#targets;
-      for (const r of [...event.added, ...event.updated]) store.upsert(r.name, r.resource as WorkloadAddress);
+      for (const r of [...event.added, ...event.updated]) {
+        const address = r.resource as WorkloadAddress;
+        store.upsert(r.name, address);
+        if (address.service !== undefined) this.#checkDomain(address.service);
+      }
       for (const name of event.removed) store.remove(name);
       this.#followBoundServices();
       // A stand-in that covers all of its namespace names that namespace's Services bound here.
@@ -405,6 +411,25 @@ export class WaypointXdsConfig {
   }
 
   /** Subscribes to the RouteConfigurations of the bound Service ports, and drops the rest. */
+  /**
+   * Warns, once per domain, when a Service bound here is named as a Kubernetes Service of another
+   * cluster DNS domain (`<name>.<namespace>.svc.<other>`): the waypoint then takes it for a ServiceEntry
+   * host, and policies that target it as a Service do not apply. The cluster domain is set, not guessed.
+   */
+  #checkDomain(service: Service): void {
+    if (!isBoundTo(service, this.#self)) return;
+    const prefix = `${service.name}.${service.namespace}.svc.`;
+    if (!service.hostname.startsWith(prefix)) return;
+    const domain = service.hostname.slice(prefix.length);
+    const clusterDomain = this.#self.clusterDomain ?? "cluster.local";
+    if (domain === clusterDomain || this.#otherDomains.has(domain)) return;
+    this.#otherDomains.add(domain);
+    this.#targets.logger.warn(
+      { service: `${service.namespace}/${service.name}`, hostname: service.hostname, clusterDomain },
+      `a bound Service is named in the DNS domain ${domain}, not ${clusterDomain}: set --cluster-domain (CLUSTER_DOMAIN) to the cluster's, or its policies and metrics treat it as a ServiceEntry host`,
+    );
+  }
+
   #followBoundServices(): void {
     const names = boundRouteNames(this.#targets.store.services().values(), this.#self);
     const before = new Set(this.#routeNames);

@@ -237,6 +237,49 @@ describe("ztunnel CLI", () => {
     }
   });
 
+  it("takes the trust domain and the cluster's DNS domain from their flags, else TRUST_DOMAIN and CLUSTER_DOMAIN", () => {
+    const domains = (argv: string[], env: Record<string, string> = {}) => {
+      const got = parseZtunnelCli(["--zds-socket", "/run/z.sock", ...argv], env);
+      if (got.kind !== "run") return got.kind === "error" ? got.message : got.kind;
+      return { trust: got.trustDomain, dns: got.dns === false ? "off" : got.dns?.clusterDomain };
+    };
+    const table: [string[], Record<string, string>, { trust: string; dns: string }][] = [
+      [[], {}, { trust: "cluster.local", dns: "cluster.local" }],
+      [[], { TRUST_DOMAIN: "example.org" }, { trust: "example.org", dns: "cluster.local" }],
+      [[], { CLUSTER_DOMAIN: "corp.internal" }, { trust: "cluster.local", dns: "corp.internal" }],
+      [
+        ["--trust-domain", "mesh.example", "--cluster-domain", "k8s.example"],
+        { TRUST_DOMAIN: "example.org", CLUSTER_DOMAIN: "corp.internal" },
+        { trust: "mesh.example", dns: "k8s.example" },
+      ],
+      // A variable the flag overrides is not read at all.
+      [
+        ["--trust-domain", "example.org"],
+        { TRUST_DOMAIN: "Not Valid" },
+        { trust: "example.org", dns: "cluster.local" },
+      ],
+    ];
+    for (const [argv, env, want] of table)
+      assert.deepEqual(domains(argv, env), want, JSON.stringify([argv, env]));
+    const errors: [string[], Record<string, string>, RegExp][] = [
+      [["--trust-domain", ""], {}, /--trust-domain is not a trust domain/],
+      [["--trust-domain", "Example.org"], {}, /--trust-domain is not a trust domain/],
+      [["--trust-domain", "example.org:443"], {}, /--trust-domain/],
+      [[], { TRUST_DOMAIN: "ex ample" }, /TRUST_DOMAIN is not a trust domain/],
+      [["--cluster-domain", "corp.internal."], {}, /--cluster-domain is not a DNS domain/],
+      [[], { CLUSTER_DOMAIN: "" }, /CLUSTER_DOMAIN is not a DNS domain/],
+      [[], { CLUSTER_DOMAIN: `${"a".repeat(64)}.local` }, /CLUSTER_DOMAIN/],
+    ];
+    for (const [argv, env, message] of errors) {
+      const got = domains(argv, env);
+      assert.equal(typeof got, "string", JSON.stringify([argv, env]));
+      assert.match(String(got), message);
+    }
+    // SOCKS5 mode has no DNS proxy but still names its control plane with the trust domain.
+    const socks = parseZtunnelCli([], { TRUST_DOMAIN: "example.org" });
+    assert.equal(socks.kind === "run" ? socks.trustDomain : socks.kind, "example.org");
+  });
+
   it("keeps -- when it is a flag's value", () => {
     assert.deepEqual(withoutSeparators(["--", "--state-dir", "--", "--"]), ["--state-dir", "--"]);
   });

@@ -5,6 +5,7 @@
 import { parseArgs } from "node:util";
 import { clusterIdFrom, ZTUNNEL_CLUSTER_ID_VARIABLES } from "./cluster-id.js";
 import { canonicalIp, isLoopbackIp } from "./ip-address.js";
+import { clusterDomainFrom, trustDomainFrom } from "./mesh-domains.js";
 
 interface FlagSpec {
   type: "string" | "boolean";
@@ -101,8 +102,14 @@ export const ZTUNNEL_FLAGS = {
   "cluster-domain": {
     type: "string",
     value: "domain",
-    default: "cluster.local",
-    description: "Kubernetes cluster domain: the DNS proxy expands short Service names with it.",
+    description:
+      "The cluster's DNS domain: the DNS proxy expands short Service names with it (default: $CLUSTER_DOMAIN, else cluster.local).",
+  },
+  "trust-domain": {
+    type: "string",
+    value: "domain",
+    description:
+      "The mesh's SPIFFE trust domain (meshConfig trustDomain); the control plane must be spiffe://<domain>/ns/istio-system/sa/istiod (default: $TRUST_DOMAIN, else cluster.local).",
   },
   "build-tag": {
     type: "string",
@@ -183,6 +190,8 @@ export type ZtunnelCli =
       adminIp: string;
       /** `--cluster-id`, else `ISTIO_META_CLUSTER_ID`, else `CLUSTER_ID`, else `Kubernetes`. */
       clusterId: string;
+      /** `--trust-domain`, else `TRUST_DOMAIN`, else `cluster.local`. */
+      trustDomain: string;
       socks5: { handshakeTimeoutMs: number; maxHandshakes: number };
       /** `--on-demand` with its timeout; absent when off. */
       onDemand?: { timeoutMs: number };
@@ -282,7 +291,8 @@ export function terminationDeadlineMs(
 /**
  * Parses the CLI arguments (without `node` and the script). `env` gives the environment variables
  * Istio's ztunnel reads for what has no flag set (`CONNECTION_TERMINATION_DEADLINE`,
- * `TERMINATION_GRACE_PERIOD_SECONDS`, `ISTIO_META_CLUSTER_ID`, `CLUSTER_ID`, `IPV6_ENABLED`);
+ * `TERMINATION_GRACE_PERIOD_SECONDS`, `ISTIO_META_CLUSTER_ID`, `CLUSTER_ID`, `TRUST_DOMAIN`,
+ * `CLUSTER_DOMAIN`, `IPV6_ENABLED`);
  * default none.
  */
 export function parseZtunnelCli(
@@ -347,12 +357,10 @@ export function parseZtunnelCli(
       kind: "error",
       message: `--dns-nameservers has an empty entry: ${JSON.stringify(nameserversText)}`,
     };
-  const clusterDomain = String(values["cluster-domain"]);
-  if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/.test(clusterDomain))
-    return {
-      kind: "error",
-      message: `--cluster-domain is not a DNS domain: ${JSON.stringify(clusterDomain)}`,
-    };
+  const clusterDomain = clusterDomainFrom(values["cluster-domain"] as string | undefined, env);
+  if (clusterDomain.kind === "error") return clusterDomain;
+  const trustDomain = trustDomainFrom(values["trust-domain"] as string | undefined, env);
+  if (trustDomain.kind === "error") return trustDomain;
   // On-demand lookups leave most Services unknown: the DNS proxy would forward their names.
   if (values["on-demand"] === true && inPodMode && values["no-dns-proxy"] !== true)
     return {
@@ -397,6 +405,7 @@ export function parseZtunnelCli(
     nodeIp,
     adminIp,
     clusterId: cluster.clusterId,
+    trustDomain: trustDomain.value,
     socks5: { handshakeTimeoutMs: timeout, maxHandshakes: max },
     terminationDeadlineMs: deadline,
     ...(values["on-demand"] === true ? { onDemand: { timeoutMs: onDemandTimeout } } : {}),
@@ -408,7 +417,7 @@ export function parseZtunnelCli(
               ? false
               : {
                   ...(nameservers === undefined ? {} : { nameservers }),
-                  clusterDomain,
+                  clusterDomain: clusterDomain.value,
                   ...(ipv6Text === undefined ? {} : { ipv6: ipv6Text === "true" }),
                 },
         }

@@ -2,6 +2,7 @@
 // (as ztunnel and pilot-agent send it) and as `CLUSTER_ID` in the xDS node metadata. A control plane
 // serves the callers of its own cluster only, so a proxy that names another gets neither config nor
 // certificates: the proxy must be told, it cannot guess.
+import { settingFrom } from "./mesh-domains.js";
 
 /** The cluster id of a proxy told nothing: Istio's single-cluster default. */
 export const DEFAULT_CLUSTER_ID = "Kubernetes";
@@ -32,13 +33,6 @@ export function clusterIdFrom(
   env: Readonly<Record<string, string | undefined>>,
   variables: readonly string[],
 ): ClusterIdChoice {
-  const source =
-    flag !== undefined
-      ? { name: "--cluster-id", value: flag }
-      : variables.map((name) => ({ name, value: env[name] })).find((s) => s.value !== undefined);
-  if (source?.value === undefined) return { kind: "ok", clusterId: DEFAULT_CLUSTER_ID };
-  const problem = clusterIdProblem(source.value);
-  return problem === undefined
-    ? { kind: "ok", clusterId: source.value }
-    : { kind: "error", message: `${source.name} ${problem}` };
+  const choice = settingFrom("--cluster-id", flag, env, variables, DEFAULT_CLUSTER_ID, clusterIdProblem);
+  return choice.kind === "ok" ? { kind: "ok", clusterId: choice.value } : choice;
 }

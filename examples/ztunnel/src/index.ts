@@ -97,6 +97,19 @@ export {
   selectByLocality,
 } from "./load-balancing.js";
 export {
+  CLUSTER_DOMAIN_VARIABLES,
+  clusterDomainFrom,
+  clusterDomainProblem,
+  controlPlaneIdentityOf,
+  DEFAULT_CLUSTER_DOMAIN,
+  DEFAULT_TRUST_DOMAIN,
+  type SettingChoice,
+  settingFrom,
+  TRUST_DOMAIN_VARIABLES,
+  trustDomainFrom,
+  trustDomainProblem,
+} from "./mesh-domains.js";
+export {
   addressKey,
   DEFAULT_MAX_UNRESOLVED_ADDRESSES,
   DEFAULT_ON_DEMAND_TIMEOUT_MS,

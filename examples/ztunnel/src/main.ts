@@ -56,6 +56,7 @@ const ztunnel = await startZtunnel({
   adminIp,
   controlPlaneAddress: values["control-plane"],
   clusterId: cli.clusterId,
+  trustDomain: cli.trustDomain,
   rootCertPem,
   token,
   logger,

@@ -1,6 +1,8 @@
 import type { Service, Workload, WorkloadAddress } from "@ambient/xds";
 import { canonicalFromBytes, parseIpv4, parseIpv6 } from "./ip-address.js";
 import { selectByLocality } from "./load-balancing.js";
+// Istio leaves a workload's trust domain empty when it is cluster.local (istiod `pickTrustDomain`).
+import { DEFAULT_TRUST_DOMAIN } from "./mesh-domains.js";
 
 /** A healthy workload that serves a service port, with the port to dial on it. */
 export interface Endpoint {
@@ -31,8 +33,6 @@ export type Destination =
   | { kind: "no-endpoint"; service: ServiceMatch }
   /** Not a mesh address: plain TCP to it. */
   | { kind: "passthrough"; ip: string; port: number };
-
-const DEFAULT_TRUST_DOMAIN = "cluster.local";
 
 /**
  * Canonical text of 4- or 16-byte address bytes (dotted quad, RFC 5952 IPv6, IPv4-mapped as IPv4);

@@ -69,6 +69,8 @@ describe("startZtunnel options", () => {
     ["an empty cluster id", { clusterId: "" }],
     ["a cluster id with a space", { clusterId: "cluster 1" }],
     ["a cluster id that is not ASCII", { clusterId: "clüster" }],
+    ["a trust domain that is not one", { trustDomain: "Example.org" }],
+    ["a trust domain with a path", { trustDomain: "example.org/ns" }],
   ];
   for (const [name, override] of cases) {
     it(`refuses ${name}`, async () => {

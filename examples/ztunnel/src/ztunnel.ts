@@ -29,6 +29,7 @@ import {
   type PodDnsSockets,
 } from "./in-pod.js";
 import { createInbound } from "./inbound.js";
+import { controlPlaneIdentityOf, DEFAULT_TRUST_DOMAIN, trustDomainProblem } from "./mesh-domains.js";
 import { createMeshState } from "./mesh-state.js";
 import { createNodePods, type LocalPodSummary } from "./node-pods.js";
 import { onDemandOf, withOnDemand } from "./on-demand.js";
@@ -80,7 +81,15 @@ export interface ZtunnelOptions {
    * `tokenFileReader`).
    */
   token: string | (() => string);
-  /** URI SAN the control plane's certificate must carry. Default `spiffe://cluster.local/ns/istio-system/sa/istiod`. */
+  /**
+   * The mesh's SPIFFE trust domain (meshConfig `trustDomain`). Default `cluster.local`; ztunnel
+   * `TRUST_DOMAIN` (CLI `--trust-domain`). It names the control plane: see `controlPlaneIdentity`.
+   */
+  trustDomain?: string;
+  /**
+   * URI SAN the control plane's certificate must carry. Default istiod's identity in `trustDomain`,
+   * `spiffe://<trustDomain>/ns/istio-system/sa/istiod`.
+   */
   controlPlaneIdentity?: string;
   /**
    * The cluster this proxy runs in: `clusterid` metadata on every xDS stream and CA call, `CLUSTER_ID`
@@ -365,6 +374,11 @@ function validate(options: ZtunnelOptions): void {
   if (clusterProblem !== undefined) {
     throw new ZtunnelError("ERR_ZTUNNEL_INVALID_OPTION", `clusterId ${clusterProblem}`);
   }
+  const trustProblem =
+    options.trustDomain === undefined ? undefined : trustDomainProblem(options.trustDomain);
+  if (trustProblem !== undefined) {
+    throw new ZtunnelError("ERR_ZTUNNEL_INVALID_OPTION", `trustDomain ${trustProblem}`);
+  }
   if (options.token === "" || (typeof options.token !== "string" && typeof options.token !== "function")) {
     throw new ZtunnelError("ERR_ZTUNNEL_INVALID_OPTION", "token must be a non-empty string or a function");
   }
@@ -437,7 +451,10 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
   };
   const address = options.controlPlaneAddress ?? "127.0.0.1:15012";
   const clusterId = options.clusterId ?? DEFAULT_CLUSTER_ID;
-  const channel = controlPlaneChannel(options.rootCertPem, options.controlPlaneIdentity);
+  const channel = controlPlaneChannel(
+    options.rootCertPem,
+    options.controlPlaneIdentity ?? controlPlaneIdentityOf(options.trustDomain ?? DEFAULT_TRUST_DOMAIN),
+  );
   const trustOf = trustedRootsOf(options.rootCertPem);
 
   // ---- control plane and state --------------------------------------------------------------------

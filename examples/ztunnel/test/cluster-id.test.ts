@@ -3,14 +3,14 @@
 // (`--cluster-id`, else ztunnel's ISTIO_META_CLUSTER_ID or CLUSTER_ID) or it gets neither config nor
 // certificates.
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { startTestControlPlane, type TestControlPlane } from "./control-plane.js";
 import { loopbackSubnet, testWorkload } from "./fixtures.js";
+import { runZtunnelProgram, type ZtunnelRun } from "./run-ztunnel.js";
 
 const main = fileURLToPath(new URL("../src/main.ts", import.meta.url));
 
@@ -20,68 +20,14 @@ function environment(extra: Record<string, string>): NodeJS.ProcessEnv {
   return { ...rest, ...extra };
 }
 
-interface Run {
-  ready: boolean;
-  out: string;
-  /** `/config_dump` when the wait ended, while the program still ran. */
-  dump?: { ready: boolean; workloads: { name: string }[]; certificates: { identity: string }[] };
-}
-
-/**
- * Runs src/main.ts as node-a against `cp` until it is ready, exits, or `until` says to stop waiting
- * (else 20 s), reads its `/config_dump`, then ends it.
- */
-async function runZtunnel(
+/** Runs the ztunnel program with `env` in place of the variables it reads its cluster id from. */
+const runZtunnel = (
   cp: TestControlPlane,
   nodeIp: string,
   args: string[],
   env: Record<string, string>,
-  until: (out: string) => boolean = () => false,
-): Promise<Run> {
-  const dir = mkdtempSync(join(tmpdir(), "ztunnel-cluster-id-"));
-  writeFileSync(join(dir, "root-cert.pem"), cp.rootCertPem);
-  writeFileSync(join(dir, "node-a.jwt"), await cp.tokenFor("node-a"));
-  const child = spawn(
-    process.execPath,
-    [
-      "--import",
-      "tsx",
-      main,
-      "--node-ip",
-      nodeIp,
-      "--control-plane",
-      cp.address,
-      "--root-cert",
-      join(dir, "root-cert.pem"),
-      "--token-file",
-      join(dir, "node-a.jwt"),
-      ...args,
-    ],
-    { stdio: ["ignore", "pipe", "pipe"], env: environment(env) },
-  );
-  let out = "";
-  child.stdout.on("data", (c: Buffer) => {
-    out += c.toString();
-  });
-  child.stderr.on("data", (c: Buffer) => {
-    out += c.toString();
-  });
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  try {
-    const deadline = Date.now() + 20_000;
-    const isReady = () => out.includes("ready: point SOCKS5 clients here");
-    while (!isReady() && !until(out) && child.exitCode === null && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    if (child.exitCode !== null) return { ready: false, out };
-    const response = await fetch(`http://${nodeIp}:15000/config_dump`);
-    return { ready: isReady(), out, dump: (await response.json()) as Run["dump"] };
-  } finally {
-    if (child.exitCode === null) child.kill("SIGKILL");
-    await exited;
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
+  until?: (out: string) => boolean,
+): Promise<ZtunnelRun> => runZtunnelProgram(cp, nodeIp, args, environment(env), until);
 
 describe("the ztunnel program's cluster id", { timeout: 90_000 }, () => {
   /** A control plane of cluster1 with a pod on node-a (its certificate takes a CA call) and one on node-b. */
@@ -102,7 +48,7 @@ describe("the ztunnel program's cluster id", { timeout: 90_000 }, () => {
   };
 
   /** What a ztunnel of cluster1 has once ready, and what it said to the control plane. */
-  const assertServedAsCluster1 = (cp: TestControlPlane, run: Run): void => {
+  const assertServedAsCluster1 = (cp: TestControlPlane, run: ZtunnelRun): void => {
     assert.ok(run.ready, run.out);
     assert.deepEqual(run.dump?.workloads.map((w) => w.name).sort(), ["sleep", "web"]);
     assert.deepEqual(

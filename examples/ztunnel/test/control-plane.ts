@@ -57,6 +57,11 @@ export interface TestControlPlaneOptions {
    * cluster). Default: callers of any cluster.
    */
   clusterId?: string;
+  /**
+   * The mesh's trust domain: the CA's, the node tokens' and the control plane's own identity,
+   * `spiffe://<trustDomain>/ns/istio-system/sa/istiod`. Default `cluster.local`.
+   */
+  trustDomain?: string;
 }
 
 /** The `clusterid` a call sent: its one value, else `""` (as examples/control-plane reads it). */
@@ -102,8 +107,9 @@ function aliasesOf(addresses: { network: string; bytes: Uint8Array }[]): string[
 export async function startTestControlPlane(
   options: TestControlPlaneOptions = {},
 ): Promise<TestControlPlane> {
-  const ca = await createCertificateAuthority({ trustDomain: "cluster.local" });
-  const istiod = await ca.issue({ spiffeId: "spiffe://cluster.local/ns/istio-system/sa/istiod" });
+  const trustDomain = options.trustDomain ?? "cluster.local";
+  const ca = await createCertificateAuthority({ trustDomain });
+  const istiod = await ca.issue({ spiffeId: `spiffe://${trustDomain}/ns/istio-system/sa/istiod` });
   const rootCertPem = ca.trustBundle().toPem();
   const { publicKey, privateKey } = await generateKeyPair("ES256");
   const jwks = { keys: [{ ...(await exportJWK(publicKey)), alg: "ES256", kid: "test" }] };
@@ -146,7 +152,7 @@ export async function startTestControlPlane(
     }
     return out;
   };
-  const tokens = createJwtAuthenticator({ keys: jwks, issuer: ISSUER, audiences: [AUDIENCE] });
+  const tokens = createJwtAuthenticator({ keys: jwks, issuer: ISSUER, audiences: [AUDIENCE], trustDomain });
   const ownClusterTokens: Authenticator = {
     name: tokens.name,
     authenticate: async (context) => {

@@ -229,14 +229,25 @@ export interface SleepEchoAddresses {
  * A small mesh with a policy: pods `sleep` (namespace default) and `stranger` (namespace other) on
  * node-a; pod `echo` on node-b behind Service `echo.default.svc.cluster.local` (`ip.vip`:80 to
  * `echoPort`, TCP); and AuthorizationPolicy default/allow-sleep, which lets only sleep's identity in.
+ * Every identity is in `trustDomain` (default `cluster.local`, which the workloads then leave empty, as
+ * Istio sends it).
  */
-export function configureSleepEcho(cp: TestControlPlane, ip: SleepEchoAddresses, echoPort: number): void {
+export function configureSleepEcho(
+  cp: TestControlPlane,
+  ip: SleepEchoAddresses,
+  echoPort: number,
+  trustDomain = "cluster.local",
+): void {
   const ports: Service["ports"] = [{ servicePort: 80, targetPort: echoPort, appProtocol: "TCP" }];
   const service = testService("echo", ip.vip, ports);
-  cp.setWorkload(testWorkload("sleep", "node-a", ip.sleep));
-  cp.setWorkload(testWorkload("stranger", "node-a", ip.stranger, { namespace: "other" }));
+  const inDomain = { trustDomain: trustDomain === "cluster.local" ? "" : trustDomain };
+  cp.setWorkload(testWorkload("sleep", "node-a", ip.sleep, inDomain));
+  cp.setWorkload(testWorkload("stranger", "node-a", ip.stranger, { ...inDomain, namespace: "other" }));
   cp.setWorkload(
-    testWorkload("echo", "node-b", ip.echo, { services: { [`default/${service.hostname}`]: { ports } } }),
+    testWorkload("echo", "node-b", ip.echo, {
+      ...inDomain,
+      services: { [`default/${service.hostname}`]: { ports } },
+    }),
   );
   cp.setService(service);
   cp.applyPolicy(`
@@ -245,7 +256,7 @@ kind: AuthorizationPolicy
 metadata: { name: allow-sleep, namespace: default }
 spec:
   rules:
-  - from: [{ source: { principals: ["cluster.local/ns/default/sa/sleep"] } }]
+  - from: [{ source: { principals: ["${trustDomain}/ns/default/sa/sleep"] } }]
 `);
 }
 

@@ -2,7 +2,12 @@
 // TokenReview, the CA root from a Secret shared by every replica, and one leader (a Lease) that writes
 // waypoint Gateway status. A composition root: each part lives in its own module.
 import type { KubeConfig } from "@kubernetes/client-node";
-import { type ControlPlane, type ControlPlaneOptions, startControlPlane } from "../control-plane.js";
+import {
+  type ControlPlane,
+  type ControlPlaneOptions,
+  startControlPlane,
+  validateMeshDomains,
+} from "../control-plane.js";
 import { CLUSTER_POD_CIDRS } from "../pod-address.js";
 import { type Logger, noopLogger } from "../telemetry.js";
 import { waypointStatusUpdates, writeGatewayStatus } from "./gateway-status.js";
@@ -83,6 +88,7 @@ export async function startKubernetesControlPlane(
   const { kubeConfig, identity, sourceOptions, leaderElection, statusIntervalMs, systemNamespace, ...rest } =
     options;
   const logger = options.logger ?? noopLogger;
+  validateMeshDomains(options);
   const trustDomain = options.trustDomain ?? "cluster.local";
   const namespace = systemNamespace ?? "istio-system";
   const ca = await loadCaFromSecrets({ kubeConfig, namespace, trustDomain });
