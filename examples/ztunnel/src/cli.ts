@@ -69,7 +69,8 @@ export const ZTUNNEL_FLAGS = {
     type: "string",
     value: "ms",
     default: "10000",
-    description: "Time a SOCKS5 client has from connect to the final reply; slower ones are closed.",
+    description:
+      "Time a SOCKS5 client has from connect to a complete request; slower ones are closed (the reply waits for the dial, bounded by its own deadlines).",
   },
   "socks5-max-handshakes": {
     type: "string",

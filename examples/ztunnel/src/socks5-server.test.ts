@@ -87,19 +87,50 @@ describe("createSocks5Handler", () => {
     again.socket.destroy();
   });
 
-  it("hands over a complete request; a late succeed() after the deadline is refused", async () => {
+  it("closes a client whose request is not complete by the deadline, and counts it", async () => {
     const h = await start({ handshakeTimeoutMs: 200 });
     const c = await client(h.port);
-    c.socket.write(Buffer.concat([encodeGreeting(), encodeRequest("127.0.0.9", 80), Buffer.from("early")]));
-    while (h.connects.length === 0) await new Promise((r) => setTimeout(r, 5));
-    const connect = h.connects[0];
-    assert.ok(connect);
-    assert.equal(connect.source, "pod 127.0.0.1");
-    assert.deepEqual(connect.request, { kind: "connect", ip: "127.0.0.9", family: 4, port: 80, length: 10 });
-    // The dial "takes" longer than the deadline: the client is closed and succeed() says so.
-    await c.ended;
-    assert.equal(connect.succeed(), false);
+    // The greeting and half a request: the client's part is never done.
+    c.socket.write(Buffer.concat([encodeGreeting(), encodeRequest("127.0.0.9", 80).subarray(0, 6)]));
+    const received = await c.ended;
+    assert.deepEqual([...received], [5, 0], "the method choice, then nothing");
+    assert.equal(h.connects.length, 0);
     assert.equal(h.handler.outcomes().timeout, 1);
+  });
+
+  it("hands over a complete request, and its answer waits for the dial, not the handshake deadline", async () => {
+    const h = await start({ handshakeTimeoutMs: 200 });
+    const slow = await client(h.port);
+    const refused = await client(h.port);
+    for (const c of [slow, refused]) {
+      c.socket.write(Buffer.concat([encodeGreeting(), encodeRequest("127.0.0.9", 80), Buffer.from("early")]));
+    }
+    while (h.connects.length < 2) await new Promise((r) => setTimeout(r, 5));
+    const [first, second] = h.connects;
+    assert.ok(first && second);
+    assert.equal(first.source, "pod 127.0.0.1");
+    assert.deepEqual(first.request, { kind: "connect", ip: "127.0.0.9", family: 4, port: 80, length: 10 });
+    // The dials "take" twice the handshake deadline, as a connect does until its own deadline (10 s,
+    // reply 6): the clients wait for their answers.
+    await new Promise((r) => setTimeout(r, 400));
+    const byClient = new Map([
+      [first.socket.remotePort, first],
+      [second.socket.remotePort, second],
+    ]);
+    const slowConnect = byClient.get(slow.socket.localPort);
+    const refusedConnect = byClient.get(refused.socket.localPort);
+    assert.ok(slowConnect && refusedConnect);
+    assert.equal(slowConnect.succeed(), true);
+    refusedConnect.refuse(SOCKS5_REPLY.ttlExpired);
+    const answer = await refused.ended;
+    assert.deepEqual([...answer.subarray(0, 4)], [5, 0, 5, SOCKS5_REPLY.ttlExpired]);
+    // Handed over: the new owner ends it.
+    slowConnect.socket.end();
+    const reply = await slow.ended;
+    assert.deepEqual([...reply.subarray(0, 4)], [5, 0, 5, SOCKS5_REPLY.succeeded]);
+    assert.equal(h.handler.outcomes().timeout ?? 0, 0);
+    slowConnect.socket.destroy();
+    slow.socket.destroy();
   });
 
   it("replies success once and leaves the pipelined bytes in the socket", async () => {

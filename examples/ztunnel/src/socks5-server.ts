@@ -1,7 +1,7 @@
 /**
  * The SOCKS5 side of a node proxy's outbound path, up to the point where a connection is handed
  * over: the source check (before a byte is read), the cap on handshakes in progress, the deadline
- * that covers everything until the final reply, half-close and errors. What to dial and how is the
+ * on the client's part (until its request is complete), half-close and errors. What to dial and how is the
  * caller's: it gets a {@link Socks5Connect} and answers it.
  */
 import type { Socket } from "node:net";
@@ -15,7 +15,7 @@ import {
 } from "./socks5-request.js";
 import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
 
-/** Default time from accept to the final SOCKS5 reply. */
+/** Default time from accept to a complete SOCKS5 request. */
 export const DEFAULT_SOCKS5_HANDSHAKE_TIMEOUT_MS = 10_000;
 /** Default cap on connections that have not had their final reply yet. */
 export const DEFAULT_SOCKS5_MAX_HANDSHAKES = 1024;
@@ -30,7 +30,7 @@ export type Socks5HandshakeOutcome =
   | "not_local"
   /** Closed at once: too many handshakes in progress. */
   | "limit"
-  /** The deadline passed before the final reply. */
+  /** The deadline passed before the request was complete. */
   | "timeout"
   /** The client closed or half-closed before its request was complete. */
   | "client_closed"
@@ -47,8 +47,8 @@ export interface Socks5Connect<S> {
   /** Handshake bytes read from / written to the client (the success reply included once sent). */
   readonly handshakeBytes: { readonly received: number; readonly sent: number };
   /**
-   * Sends the success reply, stops the deadline and hands the (paused) socket over. False when the
-   * client is gone or the deadline passed: the caller then drops what it dialled.
+   * Sends the success reply and hands the (paused) socket over. False when the client is gone: the
+   * caller then drops what it dialled.
    */
   succeed(): boolean;
   /** Replies `code` and closes. */
@@ -57,7 +57,11 @@ export interface Socks5Connect<S> {
 
 /** Options of {@link createSocks5Handler}. */
 export interface Socks5HandlerOptions<S> {
-  /** Time from accept to the final reply. Default {@link DEFAULT_SOCKS5_HANDSHAKE_TIMEOUT_MS}. */
+  /**
+   * Time from accept to a complete request (greeting and CONNECT); a client slower than that is
+   * closed. The answer to a complete request is the dial's, bounded by its own deadlines. Default
+   * {@link DEFAULT_SOCKS5_HANDSHAKE_TIMEOUT_MS}.
+   */
   handshakeTimeoutMs?: number;
   /** Connections without a final reply at once; more are closed on accept. Default {@link DEFAULT_SOCKS5_MAX_HANDSHAKES}. */
   maxHandshakes?: number;
@@ -256,6 +260,10 @@ export function createSocks5Handler<S>(options: Socks5HandlerOptions<S>): Socks5
       socket.pause();
       if (rest.length > 0) socket.unshift(rest);
       phase = "dialing";
+      // The client's part is done: what it waits for now is the dial, which its own deadlines bound
+      // (connect, on-demand lookup, HBONE response) and which answers with a reply code, such as 6
+      // for a connect that timed out. The handshake deadline would close the client without one.
+      clearTimeout(timer);
       options.onConnect({
         socket,
         srcIp,
