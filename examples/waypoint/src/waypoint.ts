@@ -297,7 +297,7 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     address,
     ...channel,
     node: {
-      id: `waypoint~${options.ip}~${gateway.name}.${gateway.namespace}~${gateway.namespace}.svc.cluster.local`,
+      id: `waypoint~${options.ip}~${gateway.name}.${gateway.namespace}~${gateway.namespace}.svc.${clusterDomain}`,
       metadata: { NODE_NAME: options.nodeName, CLUSTER_ID: clusterId },
     },
     // With the token, the cluster to check it in, as pilot-agent's xDS proxy sends it (`ClusterID`).
