@@ -92,6 +92,11 @@ describe("waypoint CLI cluster id", () => {
       [{ TRUST_DOMAIN: "" }, [], /TRUST_DOMAIN is not a trust domain/],
       [{}, ["--cluster-domain", "corp.internal."], /--cluster-domain is not a DNS domain/],
       [{ CLUSTER_DOMAIN: "corp_internal" }, [], /CLUSTER_DOMAIN is not a DNS domain/],
+      [
+        {},
+        ["--trust-domain-aliases", "old.example, Old.Example"],
+        /--trust-domain-aliases is not a trust domain/,
+      ],
     ] as const) {
       const out = withEnv(env, "--root-cert", missingRoot, ...args);
       assert.equal(out.status, 2, `${args.join(" ")} ${JSON.stringify(env)}: ${out.stderr}${out.stdout}`);

@@ -6,9 +6,11 @@ import {
   clusterDomainFrom,
   clusterIdFrom,
   type SettingChoice,
+  settingFrom,
   type TokenFileReader,
   tokenFileReader,
   trustDomainFrom,
+  trustDomainProblem,
   warnMissingProxyNodeFlags,
 } from "@ambient/example-ztunnel";
 import { PATH_NORMALIZATIONS, type PathNormalization } from "@ambient/policy";
@@ -18,7 +20,7 @@ import { startWaypoint } from "./waypoint.js";
 
 const usage = `usage: pnpm start -- [--name waypoint] [--namespace demo] [--ip 127.10.0.6] [--node node-a]
        [--control-plane 127.0.0.1:15012] [--cluster-id Kubernetes] [--trust-domain cluster.local]
-       [--cluster-domain cluster.local] [--state-dir <repo>/.mesh-state]
+       [--trust-domain-aliases td,...] [--cluster-domain cluster.local] [--state-dir <repo>/.mesh-state]
        [--root-cert <file>] [--token-file <file>]
        [--path-normalization BASE] [--admin-ip <ip>] [--admin-port 15000] [--stats-port 15020]
        [--readiness-port 15021] [--termination-drain-ms 5000] [--no-access-log] [--log-level info]
@@ -35,6 +37,9 @@ const usage = `usage: pnpm start -- [--name waypoint] [--namespace demo] [--ip 1
   --trust-domain          the mesh's SPIFFE trust domain (meshConfig trustDomain): the waypoint's identity
                           and the control plane's, spiffe://<domain>/ns/istio-system/sa/istiod (default:
                           TRUST_DOMAIN, as istio-proxy reads it, else cluster.local)
+  --trust-domain-aliases  earlier trust domains of the mesh, comma-separated (meshConfig
+                          trustDomainAliases): policy principals in them, in the trust domain or in
+                          cluster.local match the same account in all (default none)
   --cluster-domain        the cluster's DNS domain: Service hosts are <name>.<namespace>.svc.<domain>
                           (default: CLUSTER_DOMAIN, as the ztunnel reads it, else cluster.local)
   --state-dir             the local mesh's state: root-cert.pem and tokens/<node>.jwt
@@ -69,6 +74,7 @@ function parse() {
       "control-plane": { type: "string", default: "127.0.0.1:15012" },
       "cluster-id": { type: "string" },
       "trust-domain": { type: "string" },
+      "trust-domain-aliases": { type: "string" },
       "cluster-domain": { type: "string" },
       "state-dir": { type: "string", default: repo(".mesh-state/") },
       "root-cert": { type: "string" },
@@ -131,6 +137,11 @@ const chosen = (choice: SettingChoice): string => {
 };
 const trustDomain = chosen(trustDomainFrom(values["trust-domain"], process.env));
 const clusterDomain = chosen(clusterDomainFrom(values["cluster-domain"], process.env));
+const trustDomainAliases = (values["trust-domain-aliases"] ?? "")
+  .split(",")
+  .map((td) => td.trim())
+  .filter((td) => td !== "")
+  .map((td) => chosen(settingFrom("--trust-domain-aliases", td, {}, [], "", trustDomainProblem)));
 const logger = pino({ level: values["log-level"], base: { waypoint: `${values.namespace}/${values.name}` } });
 warnMissingProxyNodeFlags(logger, "more CPU per request");
 const stateDir = values["state-dir"];
@@ -159,6 +170,7 @@ try {
     controlPlaneAddress: values["control-plane"],
     clusterId: cluster.clusterId,
     trustDomain,
+    trustDomainAliases,
     clusterDomain,
     pathNormalization: pathNormalization as PathNormalization,
     ports,

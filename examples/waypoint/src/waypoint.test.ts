@@ -31,6 +31,11 @@ describe("startWaypoint options", () => {
       message: /trustDomain is not a trust domain/,
     },
     {
+      name: "a trust domain alias that is not one",
+      patch: { trustDomainAliases: ["old.example", "old example"] },
+      message: /trustDomainAliases is not a trust domain/,
+    },
+    {
       name: "a cluster domain that is not one",
       patch: { clusterDomain: "corp.internal." },
       message: /clusterDomain is not a DNS domain/,

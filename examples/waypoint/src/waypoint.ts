@@ -106,6 +106,12 @@ export interface WaypointOptions {
    */
   trustDomain?: string;
   /**
+   * Earlier trust domains of the mesh (meshConfig `trustDomainAliases`): a principal of L7 policy in any
+   * of them, in `trustDomain` or in `cluster.local` matches the same account in all of them, as Istio's
+   * proxies read principals. Default none (CLI `--trust-domain-aliases`).
+   */
+  trustDomainAliases?: readonly string[];
+  /**
    * The cluster's DNS domain: Service hosts are `<name>.<namespace>.svc.<clusterDomain>`, which is how
    * the control plane names the Services bound to this waypoint and its routes' backends. Default
    * `cluster.local` (CLI `--cluster-domain`, else `CLUSTER_DOMAIN`, as the ztunnel).
@@ -251,9 +257,11 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   const gateway = options.gateway;
   const trustDomain = options.trustDomain ?? DEFAULT_TRUST_DOMAIN;
   const clusterDomain = options.clusterDomain ?? DEFAULT_CLUSTER_DOMAIN;
+  const trustDomainAliases = options.trustDomainAliases ?? [];
   for (const [name, problem] of [
     ["trustDomain", trustDomainProblem(trustDomain)],
     ["clusterDomain", clusterDomainProblem(clusterDomain)],
+    ...trustDomainAliases.map((alias) => ["trustDomainAliases", trustDomainProblem(alias)] as const),
   ] as const) {
     if (problem !== undefined) throw new WaypointError("ERR_WAYPOINT_INVALID_OPTION", `${name} ${problem}`);
   }
@@ -285,6 +293,8 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   // The router normalizes each path once and hands policy that result: both must use the same mode.
   const policy = createAuthorizationEngine({
     l7Attachment: "waypoint",
+    // Principals as Istio's proxies read them: cluster.local and the aliases stand for this mesh.
+    trustDomains: [trustDomain, ...trustDomainAliases],
     rootNamespace,
     pathNormalization,
     logger,

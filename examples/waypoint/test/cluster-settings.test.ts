@@ -215,8 +215,9 @@ describe(
     const host = "api.shop.svc.corp.internal";
     // The waypoint sees each request: a route of the api Service, whose Envoy route name carries the
     // Service's host (api.shop.svc.corp.internal), marks each response; and an L7 rule that targets the
-    // api Service, naming the client by its identity in example.org, lets GET in and nothing else. It
-    // applies only where the waypoint takes api.shop.svc.corp.internal for a Kubernetes Service.
+    // api Service, naming the client as Istio's documentation writes principals (cluster.local stands
+    // for the mesh's own trust domain, here example.org), lets GET in and nothing else. It applies
+    // only where the waypoint takes api.shop.svc.corp.internal for a Kubernetes Service.
     const manifests = `apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: { name: api, namespace: shop }
@@ -234,7 +235,7 @@ metadata: { name: client-reads, namespace: shop }
 spec:
   targetRefs: [{ kind: Service, group: "", name: api }]
   rules:
-  - from: [{ source: { principals: ["example.org/ns/shop/sa/client"] } }]
+  - from: [{ source: { principals: ["cluster.local/ns/shop/sa/client"] } }]
     to: [{ operation: { methods: ["GET"] } }]`;
     const served = async (route: { proxy: string; from: string; to: string }) => {
       const response = await requestThroughTheWaypoint(route, host);

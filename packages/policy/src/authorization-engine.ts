@@ -171,6 +171,14 @@ export interface AuthorizationEngineOptions {
    * using them left out).
    */
   l7Attachment?: "workload" | "waypoint";
+  /**
+   * The mesh's trust domain, then its aliases (meshConfig `trustDomain`, `trustDomainAliases`), for the
+   * L7 rules (requests, and connections under `l7Attachment: "waypoint"`): a principal written
+   * `cluster.local/ns/<ns>/sa/<sa>` or in one of these trust domains matches that account in any of
+   * them, as Istio's proxies read principals. Wire Authorizations (ztunnel's) keep principals as
+   * written, as istiod sends them. Default none: principals as written everywhere.
+   */
+  trustDomains?: readonly string[];
   /** Decides requests that match a CUSTOM policy. Default: none, so a matching CUSTOM policy denies (fail closed, as Envoy ext_authz does). */
   customAuthorizer?: CustomAuthorizer;
   /** Log every decision at info level. Default false; ztunnel `AUTHZ_POLICY_INFO_LOGGING`. */
@@ -460,6 +468,7 @@ export class AuthorizationEngine {
   readonly #enableDryRun: boolean;
   readonly #pathNormalization: PathNormalization;
   readonly #l7Attachment: "workload" | "waypoint";
+  readonly #trustDomains: readonly string[];
   readonly #customAuthorizer: CustomAuthorizer | undefined;
   readonly #logDecisions: boolean;
   readonly #logger: Logger;
@@ -490,6 +499,16 @@ export class AuthorizationEngine {
       );
     this.#pathNormalization = mode;
     this.#l7Attachment = options.l7Attachment ?? "workload";
+    const trustDomains = options.trustDomains ?? [];
+    if (
+      !Array.isArray(trustDomains) ||
+      trustDomains.some((td) => typeof td !== "string" || td === "" || td.includes("/"))
+    )
+      throw new PolicyError(
+        "ERR_POLICY_INVALID",
+        `trustDomains must be a list of trust domains, not ${describe(trustDomains)}`,
+      );
+    this.#trustDomains = Object.freeze([...trustDomains]);
     this.#customAuthorizer = options.customAuthorizer;
     this.#logDecisions = options.logDecisions ?? false;
     this.#logger = options.logger ?? noopLogger;
@@ -1214,7 +1233,10 @@ export class AuthorizationEngine {
 
   #l7(e: Entry): CompiledL7Policy {
     if (e.l7 === undefined && e.policy !== undefined)
-      e.l7 = compileAuthorizationPolicy(e.policy, { forTcp: e.forTcp === true });
+      e.l7 = compileAuthorizationPolicy(e.policy, {
+        forTcp: e.forTcp === true,
+        trustDomains: this.#trustDomains,
+      });
     return e.l7 as CompiledL7Policy;
   }
 

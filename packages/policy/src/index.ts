@@ -94,6 +94,7 @@ export {
   DRY_RUN_ANNOTATION,
   toWireAuthorization,
 } from "./to-wire-authorization.js";
+export { withTrustDomainAliases } from "./trust-domain-aliases.js";
 export {
   type ValidatedResource,
   type ValidateOptions,

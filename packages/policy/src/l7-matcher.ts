@@ -7,6 +7,7 @@ import {
   matchString,
   matchStringIgnoreCase,
 } from "./string-match.js";
+import { ruleWithTrustDomainAliases } from "./trust-domain-aliases.js";
 import type { ConnectionAttributes } from "./wire-matcher.js";
 
 /** HTTP facts of a request, already normalised. */
@@ -355,6 +356,12 @@ export interface CompileOptions {
    * narrower); a DENY, AUDIT or CUSTOM rule is kept without those fields (the deny is wider).
    */
   forTcp?: boolean;
+  /**
+   * The mesh's trust domain, then its aliases (meshConfig `trustDomain`, `trustDomainAliases`): read
+   * principals as Istio's proxies do, `cluster.local/...` and any of these standing for the same
+   * account in all of them (`withTrustDomainAliases`). Default none: principals as written.
+   */
+  trustDomains?: readonly string[];
 }
 
 /** Compiles a validated AuthorizationPolicy for evaluation with every attribute (waypoint semantics). */
@@ -364,7 +371,9 @@ export function compileAuthorizationPolicy(
 ): CompiledL7Policy {
   const namespace = policy.metadata.namespace;
   const allow = (policy.spec.action ?? "ALLOW") === "ALLOW";
-  const rules = (policy.spec.rules ?? []).map((r): CompiledL7Rule => {
+  const trustDomains = options.trustDomains ?? [];
+  const rules = (policy.spec.rules ?? []).map((written): CompiledL7Rule => {
+    const r = ruleWithTrustDomainAliases(written, trustDomains);
     if (options.forTcp !== true) return compileRule(r, namespace);
     const http = httpOnlyFieldsOf(r);
     if (http.length === 0) return compileRule(r, namespace);
