@@ -440,6 +440,32 @@ describe("HTTP/2 connection: protocol rules", () => {
     assert.ok(srv.streams.length > 900, `${srv.streams.length} streams opened before the cut-off`);
   });
 
+  it("takes resets of streams it has answered as ordinary aborts, at any rate", async () => {
+    // A tunnel whose client went away is reset once it is established (the 200 sent): a busy pair of
+    // proxies does that hundreds of times a second, and none of those streams cost the server work the
+    // client did not wait for, so they draw nothing from the reset budget.
+    const srv = await server({ maxConcurrentStreams: 100 }, (stream) =>
+      stream.respond([[":status", "200"]], false),
+    );
+    const peer = await rawClient(srv.port);
+    let id = 1;
+    for (let i = 0; i < 3000; i++) {
+      peer.headers(id, CONNECT);
+      peer.send(RST_STREAM, 0, id, u32(H2_ERROR.CANCEL));
+      id += 2;
+    }
+    peer.send(PING, 0, 0, Buffer.from("stillup!"));
+    await peer.take((f) => f.type === PING && f.flags === 1, "the PING ACK after 3000 aborted streams");
+    assert.equal(srv.streams.length, 3000);
+    assert.deepEqual(
+      peer.frames.filter((f) => f.type === 0x7),
+      [],
+      "no GOAWAY",
+    );
+    assert.equal(srv.connections[0]?.destroyed, false);
+    peer.socket.destroy();
+  });
+
   it("stops a client that makes the server reset stream after stream (MadeYouReset)", async () => {
     // Each WINDOW_UPDATE of 0 on an open stream makes the server reset it (a stream error): the
     // stream was handed to the application first, and the reset frees its slot at once, so this

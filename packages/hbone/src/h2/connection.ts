@@ -375,8 +375,8 @@ const MAX_HEADER_BLOCK_FACTOR = 4;
 /** CONTINUATION frames one header block may use (empty ones would otherwise be free to send). */
 const MAX_CONTINUATIONS = 256;
 /**
- * Stream resets by a client, or provoked by it: burst size and sustained rate per second before
- * ENHANCE_YOUR_CALM.
+ * Resets of unanswered streams by a client, or resets provoked by it: burst size and sustained rate
+ * per second before ENHANCE_YOUR_CALM.
  */
 const RESET_BURST = 1000;
 const RESET_RATE = 500;
@@ -1185,14 +1185,18 @@ export class Http2Connection extends EventEmitter {
       this.#checkNotIdle(id, "RST_STREAM");
       return;
     }
-    if (this.role === "server") this.#limitResets();
+    // Only a stream reset before the server answered it is the rapid-reset pattern (the server worked
+    // on it, a dial for HBONE, and the client did not wait): a tunnel reset once established is a
+    // client going away, which busy proxies see hundreds of times a second.
+    if (this.role === "server" && !stream.headersSent) this.#limitResets();
     stream._close(payload.readUInt32BE(0), undefined);
   }
 
   /**
-   * Streams the client opens and resets at once cost the server work each (the "rapid reset"
-   * attack), and so do streams it makes the server reset: a token bucket shared by both allows
-   * bursts of {@link RESET_BURST} and {@link RESET_RATE} per second.
+   * Streams the client opens and resets before the server answered them cost the server work each
+   * (the "rapid reset" attack), and so do streams it makes the server reset: a token bucket shared by
+   * both allows bursts of {@link RESET_BURST} and {@link RESET_RATE} per second. Resets of answered
+   * streams are not counted.
    */
   #resetTokens = RESET_BURST;
   #resetRefilled = Date.now();
