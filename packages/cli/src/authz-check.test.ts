@@ -351,6 +351,21 @@ spec:
     );
   });
 
+  it("in another trust domain, takes cluster.local principals as the mesh's at the waypoint, as written at a ztunnel", async () => {
+    // Istio's rules: istiod writes a waypoint's RBAC with the trust domain bundle, and sends a ztunnel
+    // the principals as the policy has them.
+    const set = await loadManifests(folder.dir);
+    const result = authzCheck(set, { from: "shop/client", to: "pod/db-0:5432", trustDomain: "example.org" });
+    assert.equal(result.allowed, false);
+    assert.deepEqual(
+      result.hops.map((h) => `${h.enforcedBy} ${h.explanation}`),
+      [
+        "waypoint shop/pods-waypoint allowed by shop/client-only, rule 0",
+        "ztunnel (node node-b) denied by shop/db-from-waypoint, rule 0: principals: example.org/ns/shop/sa/pods-waypoint is not in [cluster.local/ns/shop/sa/pods-waypoint]",
+      ],
+    );
+  });
+
   it("does not bind a Service to a waypoint for workloads, and says so", async () => {
     const set = await loadManifests(folder.dir);
     const result = authzCheck(set, { from: "shop/client", to: "svc/db:5432" });

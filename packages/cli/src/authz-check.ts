@@ -258,7 +258,13 @@ export function authzCheck(set: ManifestSet, options: AuthzCheckOptions): AuthzC
   const trustDomain = options.trustDomain ?? "cluster.local";
   const engineOptions = { rootNamespace: options.rootNamespace ?? "istio-system" };
   const ztunnelEngine = createAuthorizationEngine(engineOptions);
-  const waypointEngine = createAuthorizationEngine({ ...engineOptions, l7Attachment: "waypoint" });
+  // A waypoint reads principals with the mesh's trust domain bundle, as istiod writes Envoy's rules:
+  // cluster.local/... stands for the trust domain; a ztunnel matches them as written.
+  const waypointEngine = createAuthorizationEngine({
+    ...engineOptions,
+    l7Attachment: "waypoint",
+    trustDomains: [trustDomain],
+  });
   for (const o of set.objects) {
     if (o.kind !== "AuthorizationPolicy" && o.kind !== "PeerAuthentication") continue;
     for (const engine of [ztunnelEngine, waypointEngine]) {
