@@ -58,6 +58,16 @@ import {
   whenConnected,
 } from "./upstream.js";
 
+/**
+ * The rate of stream resets a downstream HTTP/2 client may send before Node's HTTP/2 server ends the
+ * connection (nghttp2's rapid-reset limit; Node's defaults: a burst of 1,000, then 33 a second). A
+ * gRPC client cancels calls at deadlines and on every abandoned stream, often hundreds a second on one
+ * connection, and each reset counts there, answered or not: past the limit the client's connection,
+ * with every call on it, would end. Node 20 has no such setting (its HTTP/2 server keeps the defaults);
+ * later Node versions read these.
+ */
+const DOWNSTREAM_RESET_LIMIT = { streamResetBurst: 10_000, streamResetRate: 1_000 } as const;
+
 /** Conditions that trigger a retry (Envoy `retry_on` names). */
 export type RetryOn =
   | "5xx"
@@ -1070,6 +1080,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     maxSessionMemory: 64,
     maxHeaderListPairs: 128,
     settings: { maxHeaderListSize: maxHeaderBytes, enablePush: false },
+    ...DOWNSTREAM_RESET_LIMIT,
   });
   h2.on("sessionError", (err) => logger.debug({ err }, "downstream HTTP/2 session error"));
   h2.on("session", (session) => {

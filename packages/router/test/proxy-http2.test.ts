@@ -110,6 +110,35 @@ function h2request(
   });
 }
 
+/**
+ * Whether this Node's HTTP/2 server reads `streamResetBurst` and `streamResetRate` (Node 20 does not):
+ * a server allowed a burst of 2 resets ends the connection at the third.
+ */
+async function serverReadsResetLimits(): Promise<boolean> {
+  const server = http2.createServer({ streamResetBurst: 2, streamResetRate: 1 } as http2.ServerOptions);
+  server.on("stream", (stream) => {
+    stream.on("error", () => {});
+    stream.respond({ ":status": 200 });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const client = http2.connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+  client.on("error", () => {});
+  let goaway = false;
+  client.on("goaway", () => {
+    goaway = true;
+  });
+  for (let i = 0; i < 6 && !goaway && !client.destroyed; i++) {
+    const req = client.request({ ":path": "/" });
+    req.on("error", () => {});
+    await new Promise((resolve) => req.once("response", resolve).once("close", resolve));
+    req.close(http2.constants.NGHTTP2_CANCEL);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  client.destroy();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return goaway;
+}
+
 describe("HTTP/2, gRPC and WebSocket", () => {
   let h2a: H2Backend;
   let h2b: H2Backend;
@@ -179,6 +208,39 @@ describe("HTTP/2, gRPC and WebSocket", () => {
     );
     const counts = new Set(concurrent.map((r) => String(r.headers["x-backend"])));
     assert.deepEqual([...counts].sort(), ["a", "b"]);
+  });
+
+  it("keeps a client's connection through thousands of cancelled calls (gRPC deadlines)", async (t) => {
+    if (!(await serverReadsResetLimits())) {
+      t.skip("this Node's HTTP/2 server has no reset-rate setting (Node 20): nghttp2's default applies");
+      return;
+    }
+    const session = http2.connect(`http://127.0.0.1:${wp.port}`);
+    let goaway: number | undefined;
+    session.on("goaway", (code) => {
+      goaway = code;
+    });
+    try {
+      // Each call gets its response headers, then the client gives up on it (RST_STREAM CANCEL),
+      // far faster and longer than Node's default budget (1,000, then 33 a second) allows.
+      for (let i = 0; i < 2500; i++) {
+        const call = session.request({
+          ":method": "POST",
+          ":path": "/echo.Echo/Chat",
+          ":authority": "svc.example.com",
+          "content-type": "application/grpc",
+          te: "trailers",
+        });
+        call.on("error", () => {});
+        await new Promise((resolve) => call.once("response", resolve).once("close", resolve));
+        call.close(http2.constants.NGHTTP2_CANCEL);
+      }
+      const after = await h2request(session, { ":path": "/still/here" });
+      assert.equal(after.headers[":status"], 200);
+      assert.equal(goaway, undefined);
+    } finally {
+      session.destroy();
+    }
   });
 
   it("proxies gRPC with streaming both ways and trailers", async () => {
