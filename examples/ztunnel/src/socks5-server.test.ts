@@ -133,6 +133,23 @@ describe("createSocks5Handler", () => {
     slow.socket.destroy();
   });
 
+  it("closes a client refused after its dial that never closes, one deadline later", async () => {
+    const h = await start({ handshakeTimeoutMs: 200 });
+    const c = await client(h.port);
+    c.socket.write(Buffer.concat([encodeGreeting(), encodeRequest("127.0.0.9", 80)]));
+    while (h.connects.length === 0) await new Promise((r) => setTimeout(r, 5));
+    // The dial fails after the handshake deadline would have passed; the client then keeps its side open.
+    await new Promise((r) => setTimeout(r, 300));
+    h.connects[0]?.refuse(SOCKS5_REPLY.hostUnreachable);
+    assert.equal(h.handler.inProgress(), 1, "held while the reply goes out");
+    const received = await c.ended;
+    assert.deepEqual([...received.subarray(0, 4)], [5, 0, 5, SOCKS5_REPLY.hostUnreachable]);
+    await new Promise((r) => setTimeout(r, 350));
+    assert.equal(h.handler.inProgress(), 0, "the slot is free again");
+    assert.equal(c.socket.destroyed || c.socket.readableEnded, true);
+    c.socket.destroy();
+  });
+
   it("replies success once and leaves the pipelined bytes in the socket", async () => {
     const h = await start({ handshakeTimeoutMs: 5000 });
     const c = await client(h.port);

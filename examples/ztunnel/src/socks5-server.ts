@@ -189,10 +189,11 @@ export function createSocks5Handler<S>(options: Socks5HandlerOptions<S>): Socks5
       // Drain what the client still sends so its FIN is seen.
       socket.resume();
     };
-    const timer = setTimeout(() => {
+    const onDeadline = (): void => {
       logger.debug({ src: srcIp, phase }, "SOCKS5 handshake deadline passed");
       fail("timeout");
-    }, timeoutMs);
+    };
+    let timer = setTimeout(onDeadline, timeoutMs);
     const onClose = (): void => {
       if (phase !== "done") {
         if (phase !== "refusing") record("client_closed");
@@ -294,6 +295,9 @@ export function createSocks5Handler<S>(options: Socks5HandlerOptions<S>): Socks5
         refuse(code) {
           if (phase !== "dialing" || socket.destroyed) return;
           refuse(encodeReply(code), "refused");
+          // The reply is out and the socket half-closed: a client that never closes its side is held
+          // for one more deadline at most, as a client refused during its handshake is.
+          timer = setTimeout(onDeadline, timeoutMs);
         },
       });
     };
