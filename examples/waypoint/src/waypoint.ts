@@ -567,6 +567,8 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
       key: own.privateKeyPem,
       certChain: own.certChainPem,
       trustBundle: trustOf(own),
+      // Peers of the mesh's trust domain and of its aliases, as Istio's waypoint validates them.
+      allowedTrustDomains: [trustDomain, ...trustDomainAliases],
       onTunnel,
       logger,
       metrics,
