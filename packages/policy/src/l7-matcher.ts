@@ -97,6 +97,24 @@ const cidr = (values: readonly string[] | undefined): IpCidr[] | undefined =>
   values?.map((v) => parseCidr(v)).filter((c): c is IpCidr => c !== undefined);
 const ports = (values: readonly string[] | undefined): number[] | undefined => values?.map(Number);
 const sm = (m: CompiledStringMatch, v: string): boolean => matchString(m, v);
+/**
+ * A trust domain of a rule against the caller's, as istiod writes them for Envoy: `*` is any trust
+ * domain (a caller with an identity), one `*` at the start or the end matches any run of characters
+ * there (a trust domain has no `/`), anything else is exact.
+ */
+const inTrustDomain = (pattern: string, trustDomain: string): boolean => {
+  if (pattern === "*") return true;
+  const star = pattern.indexOf("*");
+  if (star < 0) return pattern === trustDomain;
+  const prefix = pattern.slice(0, star);
+  const suffix = pattern.slice(star + 1);
+  return (
+    trustDomain.length >= prefix.length + suffix.length &&
+    trustDomain.startsWith(prefix) &&
+    trustDomain.endsWith(suffix)
+  );
+};
+const trustDomainOf = (a: RequestAttributes): string | undefined => a.trustDomain;
 const inCidr = (c: IpCidr, v: IpAddress): boolean => cidrContains(c, v);
 
 function serviceAccounts(values: readonly string[] | undefined, namespace: string): string[] | undefined {
@@ -135,12 +153,7 @@ function compileSource(s: Source, namespace: string): Pred {
       (a) => a.http?.remoteIp ?? a.sourceIp,
       inCidr,
     ),
-    listPred(
-      s.trustDomains,
-      s.notTrustDomains,
-      (a) => a.trustDomain,
-      (m, v) => m === v,
-    ),
+    listPred(s.trustDomains, s.notTrustDomains, trustDomainOf, inTrustDomain),
   ]);
 }
 
@@ -247,6 +260,8 @@ function compileCondition(cond: Condition, namespace: string): Pred {
       return listPred(str(values), str(notValues), namespaceOf, sm) ?? (() => true);
     case "source.principal":
       return listPred(str(values), str(notValues), principalOf, sm) ?? (() => true);
+    case "source.trustDomain":
+      return listPred(values, notValues, trustDomainOf, inTrustDomain) ?? (() => true);
     case "source.serviceAccount":
       return (
         listPred(

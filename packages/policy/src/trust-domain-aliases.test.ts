@@ -154,3 +154,91 @@ spec:
     }
   });
 });
+
+describe("trust domains in L7 rules, as istiod writes them for Envoy", () => {
+  const WAYPOINT = {
+    kind: "Gateway",
+    group: "gateway.networking.k8s.io",
+    name: "waypoint",
+    namespace: "shop",
+  };
+  const request = (identity: string | undefined): AuthorizationRequest => ({
+    source: identity === undefined ? { ip: "10.0.0.9" } : { ip: "10.0.0.9", identity },
+    destination: { ip: "10.96.0.40", port: 80, targets: [WAYPOINT] },
+    http: { host: "api.shop", method: "GET", path: "/", headers: {} },
+  });
+  const allowOnly = (rule: string, trustDomains?: string[]) => {
+    const e = createAuthorizationEngine({
+      l7Attachment: "waypoint",
+      ...(trustDomains === undefined ? {} : { trustDomains }),
+    });
+    const r = e.applyYaml(`apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: p, namespace: shop }
+spec:
+  targetRefs: [{ kind: Gateway, group: gateway.networking.k8s.io, name: waypoint }]
+  rules: [${rule}]`);
+    assert.deepEqual(r.errors, []);
+    return (identity: string | undefined) => e.evaluate(request(identity)).allowed;
+  };
+  const id = (td: string) => `spiffe://${td}/ns/shop/sa/client`;
+
+  it("matches trustDomains exactly, * as any identity, and one * at the start or the end", () => {
+    const cases: [string, (string | undefined)[], (string | undefined)[]][] = [
+      ["example.org", [id("example.org")], [id("example.com"), id("sub.example.org"), undefined]],
+      ["*", [id("example.org"), id("cluster.local")], [undefined]],
+      [
+        "*.example.org",
+        [id("a.example.org"), id("b.c.example.org")],
+        [id("example.org"), id("a.example.com")],
+      ],
+      ["example*", [id("example.org"), id("example")], [id("sub.example.org")]],
+    ];
+    for (const [pattern, allowed, denied] of cases) {
+      const check = allowOnly(`{ from: [{ source: { trustDomains: ["${pattern}"] } }] }`);
+      for (const i of allowed) assert.equal(check(i), true, `${pattern} allows ${i}`);
+      for (const i of denied) assert.equal(check(i), false, `${pattern} denies ${i}`);
+    }
+    const not = allowOnly(`{ from: [{ source: { notTrustDomains: ["*.internal"] } }] }`);
+    assert.equal(not(id("example.org")), true);
+    assert.equal(not(id("mesh.internal")), false);
+  });
+
+  it("takes the source.trustDomain condition, with the same wildcards and the mesh's aliases", () => {
+    const check = allowOnly(`{ when: [{ key: source.trustDomain, values: ["old.org"] }] }`, [
+      "example.org",
+      "old.org",
+    ]);
+    assert.equal(check(id("old.org")), true);
+    assert.equal(check(id("example.org")), true, "an alias names every trust domain of the mesh");
+    assert.equal(check(id("other.org")), false);
+    const wildcard = allowOnly(`{ when: [{ key: source.trustDomain, notValues: ["*.test"] }] }`);
+    assert.equal(wildcard(id("example.org")), true);
+    assert.equal(wildcard(id("mesh.test")), false);
+  });
+
+  it("refuses wildcards istiod refuses, a / in trustDomains, and source.trustDomain with CUSTOM", () => {
+    const errorsOf = (yaml: string) =>
+      createAuthorizationEngine()
+        .applyYaml(yaml)
+        .errors.map((e) => e.message);
+    const policy = (action: string, rule: string) => `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: p, namespace: shop }
+spec:
+  action: ${action}
+  ${action === "CUSTOM" ? "provider: { name: ext }\n  " : ""}rules: [${rule}]`;
+    for (const [rule, message] of [
+      [`{ from: [{ source: { trustDomains: ["a*b"] } }] }`, /only allowed at the start or end/],
+      [`{ from: [{ source: { trustDomains: ["*a*"] } }] }`, /at most one wildcard/],
+      [`{ from: [{ source: { notTrustDomains: ["a/b"] } }] }`, /must not contain '\/'/],
+      [`{ when: [{ key: source.trustDomain, values: ["x*y"] }] }`, /only allowed at the start or end/],
+    ] as const) {
+      assert.match(errorsOf(policy("ALLOW", rule)).join("; "), message, rule);
+    }
+    assert.match(
+      errorsOf(policy("CUSTOM", `{ when: [{ key: source.trustDomain, values: ["a"] }] }`)).join("; "),
+      /source.trustDomain is not supported with the CUSTOM action/,
+    );
+  });
+});

@@ -4,7 +4,8 @@
 // mesh. A principal written `cluster.local/ns/<ns>/sa/<sa>` stands for the mesh's own trust domain,
 // whatever it is, so policies copied from documentation keep working; a principal in the trust domain
 // or an alias matches the same account in any of them. Principals of other trust domains, and those
-// that name none (`*/ns/...`, or not `<td>/ns/<ns>/sa/<sa>`), stay as written.
+// that name none (`*/ns/...`, or not `<td>/ns/<ns>/sa/<sa>`), stay as written. A rule's `trustDomains` and
+// `source.trustDomain` conditions naming one of the mesh's trust domains name them all.
 //
 // ztunnel does none of this: the wire Authorization istiod sends it keeps principals as written, and
 // the ztunnel's engine here matches them so too. Only the L7 engine (compileAuthorizationPolicy) reads
@@ -92,11 +93,16 @@ function sourceWithAliases(source: Source, trustDomains: readonly string[]): Sou
 }
 
 function conditionWithAliases(condition: Condition, trustDomains: readonly string[]): Condition {
-  if (condition.key !== "source.principal") return condition;
+  const read =
+    condition.key === "source.principal"
+      ? withTrustDomainAliases
+      : condition.key === "source.trustDomain"
+        ? expandTrustDomains
+        : undefined;
+  if (read === undefined) return condition;
   const out: Condition = { ...condition };
-  if (condition.values !== undefined) out.values = withTrustDomainAliases(condition.values, trustDomains);
-  if (condition.notValues !== undefined)
-    out.notValues = withTrustDomainAliases(condition.notValues, trustDomains);
+  if (condition.values !== undefined) out.values = read(condition.values, trustDomains);
+  if (condition.notValues !== undefined) out.notValues = read(condition.notValues, trustDomains);
   return out;
 }
 

@@ -296,6 +296,21 @@ function checkPathTemplates(c: Checker, values: string[] | undefined, path: stri
   });
 }
 
+/**
+ * Trust domains of a rule, as istiod checks them: `*` alone, or at most one `*` at the start or the end;
+ * in `trustDomains` (not the `source.trustDomain` condition) no `/`.
+ */
+function checkTrustDomains(c: Checker, values: string[] | undefined, path: string, noSlash: boolean): void {
+  values?.forEach((v, i) => {
+    const stars = v.split("*").length - 1;
+    if (stars > 1) c.error(`${path}[${i}]`, `at most one wildcard is allowed, found ${JSON.stringify(v)}`);
+    else if (stars === 1 && v !== "*" && !v.startsWith("*") && !v.endsWith("*"))
+      c.error(`${path}[${i}]`, `wildcard is only allowed at the start or end, found ${JSON.stringify(v)}`);
+    else if (noSlash && v.includes("/"))
+      c.error(`${path}[${i}]`, `trust domain must not contain '/', found ${JSON.stringify(v)}`);
+  });
+}
+
 function checkSource(
   c: Checker,
   value: unknown,
@@ -332,12 +347,16 @@ function checkSource(
   checkServiceAccounts(c, src.notServiceAccounts, join(path, "notServiceAccounts"));
   checkPrincipals(c, src.principals, join(path, "principals"));
   checkPrincipals(c, src.notPrincipals, join(path, "notPrincipals"));
+  checkTrustDomains(c, src.trustDomains, join(path, "trustDomains"), true);
+  checkTrustDomains(c, src.notTrustDomains, join(path, "notTrustDomains"), true);
   if (action === "CUSTOM") {
     for (const field of [
       "namespaces",
       "notNamespaces",
       "serviceAccounts",
       "notServiceAccounts",
+      "trustDomains",
+      "notTrustDomains",
       "principals",
       "notPrincipals",
       "requestPrincipals",
@@ -401,6 +420,9 @@ function checkConditionValues(c: Checker, key: string, values: string[] | undefi
     case "source.principal":
       checkPrincipals(c, values, path);
       return;
+    case "source.trustDomain":
+      checkTrustDomains(c, values, path, false);
+      return;
     case "source.namespace":
     case "request.auth.principal":
     case "request.auth.audiences":
@@ -450,6 +472,7 @@ function checkCondition(
     action === "CUSTOM" &&
     (key === "source.namespace" ||
       key === "source.serviceAccount" ||
+      key === "source.trustDomain" ||
       key === "source.principal" ||
       key.startsWith("request.auth."))
   ) {
