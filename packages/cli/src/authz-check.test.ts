@@ -110,6 +110,35 @@ describe("ambient authz check against the repository's mesh/", () => {
     assert.equal(data.hops[0]?.decision.policy, "demo/echo-allow-sleep");
   });
 
+  it("names a Service's host at the waypoint in the cluster's DNS domain (clusterDomain)", () => {
+    const raw = {
+      apiVersion: "security.istio.io/v1",
+      kind: "AuthorizationPolicy",
+      metadata: { name: "no-corp-host", namespace: "demo" },
+      spec: {
+        targetRefs: [{ group: "gateway.networking.k8s.io", kind: "Gateway", name: "waypoint" }],
+        action: "DENY",
+        rules: [{ to: [{ operation: { hosts: ["web.demo.svc.corp.internal"] } }] }],
+      },
+    };
+    const policy: ManifestSet["objects"][number] = {
+      apiVersion: raw.apiVersion,
+      kind: raw.kind,
+      metadata: { ...raw.metadata, labels: {} },
+      spec: raw.spec,
+      raw,
+      file: "extra.yaml",
+      line: 1,
+      locate: () => 1,
+    };
+    const set: ManifestSet = { ...mesh, objects: [...mesh.objects, policy] };
+    const call = { from: "sleep-0", to: "web:80", method: "GET" };
+    assert.equal(authzCheck(set, call).allowed, true, "web.demo.svc.cluster.local is not denied");
+    const corp = authzCheck(set, { ...call, clusterDomain: "corp.internal" });
+    assert.equal(corp.allowed, false);
+    assert.match(String(corp.hops[0]?.explanation), /denied by demo\/no-corp-host/);
+  });
+
   it("notes that a ztunnel does not see HTTP attributes", () => {
     const result = authzCheck(mesh, { from: "sleep-0", to: "echo:80", method: "DELETE" });
     assert.equal(result.allowed, true);

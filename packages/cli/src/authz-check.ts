@@ -34,6 +34,8 @@ export interface AuthzCheckOptions {
   path?: string;
   /** SPIFFE trust domain of the identities. Default `cluster.local`. */
   trustDomain?: string;
+  /** The cluster's DNS domain: a Service's host at a waypoint is `<name>.<namespace>.svc.<it>`. Default `cluster.local`. */
+  clusterDomain?: string;
   /** Mesh root namespace. Default `istio-system`. */
   rootNamespace?: string;
 }
@@ -439,7 +441,7 @@ export function authzCheck(set: ManifestSet, options: AuthzCheckOptions): AuthzC
     };
     if (l7 !== undefined) {
       request.http = {
-        host: `${service.metadata.name}.${service.metadata.namespace}.svc.cluster.local`,
+        host: `${service.metadata.name}.${service.metadata.namespace}.svc.${options.clusterDomain ?? "cluster.local"}`,
         method: l7.method,
         path: l7.path,
         headers: {},
