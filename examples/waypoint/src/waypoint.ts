@@ -1,5 +1,6 @@
 import { connect as connectTcp, isIP } from "node:net";
 import {
+  closeOnce,
   clusterDomainProblem,
   clusterIdProblem,
   controlPlaneChannel,
@@ -485,24 +486,9 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   });
   let operator: Awaited<ReturnType<typeof startOperatorEndpoints>> | undefined;
 
-  let closing: Promise<void> | undefined;
-  let markClosed = () => {};
-  let markFailed = (_err: unknown) => {};
-  const closedPromise = new Promise<void>((resolve, reject) => {
-    markClosed = resolve;
-    markFailed = reject;
-  });
-  // Awaited or not by the embedder: a failed close is reported by close() too.
-  closedPromise.catch(() => {});
+  const { close, closed: closedPromise } = closeOnce(() => teardown());
   /** Ends the wait of a drain under way: close() does not wait for the drain's deadline. */
   let endDrain = () => {};
-  const close = (): Promise<void> => {
-    closing ??= teardown().then(markClosed, (err: unknown) => {
-      markFailed(err);
-      throw err;
-    });
-    return closing;
-  };
   const teardown = async (): Promise<void> => {
     closed = true;
     readyFlag = false;

@@ -34,6 +34,7 @@ export {
   type ZtunnelFlag,
   ztunnelUsage,
 } from "./cli.js";
+export { type CloseOnce, closeOnce } from "./close-once.js";
 export {
   type ClusterIdChoice,
   clusterIdFrom,

@@ -14,6 +14,7 @@ import { createPromClientSink } from "@ambient/telemetry";
 import type { Workload } from "@ambient/xds";
 import * as prom from "prom-client";
 import { createAdminServers, createConnectionHistory } from "./admin.js";
+import { closeOnce } from "./close-once.js";
 import { clusterIdProblem, DEFAULT_CLUSTER_ID } from "./cluster-id.js";
 import { ConnectionRegistry, type ConnectionSummary } from "./connections.js";
 import { controlPlaneChannel, followRoots } from "./control-plane-channel.js";
@@ -675,22 +676,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     },
   });
 
-  let closing: Promise<void> | undefined;
-  let markClosed = () => {};
-  let markFailed = (_err: unknown) => {};
-  const closedPromise = new Promise<void>((resolve, reject) => {
-    markClosed = resolve;
-    markFailed = reject;
-  });
-  // Awaited or not by the embedder: a failed close is reported by close() too.
-  closedPromise.catch(() => {});
-  const close = (): Promise<void> => {
-    closing ??= teardown().then(markClosed, (err: unknown) => {
-      markFailed(err);
-      throw err;
-    });
-    return closing;
-  };
+  const { close, closed: closedPromise } = closeOnce(() => teardown());
   const teardown = async (): Promise<void> => {
     closed = true;
     clearInterval(bytesReport);
