@@ -410,7 +410,6 @@ export class WaypointXdsConfig {
     }
   }
 
-  /** Subscribes to the RouteConfigurations of the bound Service ports, and drops the rest. */
   /**
    * Warns, once per domain, when a Service bound here is named as a Kubernetes Service of another
    * cluster DNS domain (`<name>.<namespace>.svc.<other>`): the waypoint then takes it for a ServiceEntry
@@ -430,6 +429,7 @@ export class WaypointXdsConfig {
     );
   }
 
+  /** Subscribes to the RouteConfigurations of the bound Service ports, and drops the rest. */
   #followBoundServices(): void {
     const names = boundRouteNames(this.#targets.store.services().values(), this.#self);
     const before = new Set(this.#routeNames);

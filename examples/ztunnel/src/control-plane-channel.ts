@@ -2,9 +2,10 @@ import { SpiffeId, TrustBundle } from "@ambient/spiffe";
 import { grpcChannelCredentials } from "@ambient/spiffe/grpc";
 import { DEFAULT_RECONNECT_BACKOFF, type ReconnectBackoff, reconnectChannelOptions } from "@ambient/xds";
 import type { ChannelCredentials, ChannelOptions } from "@grpc/grpc-js";
+import { controlPlaneIdentityOf, DEFAULT_TRUST_DOMAIN } from "./mesh-domains.js";
 
 /** The control plane's SPIFFE identity, as istiod's: `spiffe://cluster.local/ns/istio-system/sa/istiod`. */
-export const DEFAULT_CONTROL_PLANE_IDENTITY = "spiffe://cluster.local/ns/istio-system/sa/istiod";
+export const DEFAULT_CONTROL_PLANE_IDENTITY = controlPlaneIdentityOf(DEFAULT_TRUST_DOMAIN);
 
 /** TLS server name sent to the control plane (istiod's in-cluster name): the address is usually an IP. */
 export const CONTROL_PLANE_SERVER_NAME = "istiod.istio-system.svc";
