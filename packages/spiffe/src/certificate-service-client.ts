@@ -1,4 +1,12 @@
-import { type ChannelCredentials, type ChannelOptions, Client, Metadata } from "@grpc/grpc-js";
+import type { Socket } from "node:net";
+import {
+  type ChannelCredentials,
+  type ChannelOptions,
+  Client,
+  connectivityState,
+  Metadata,
+  status,
+} from "@grpc/grpc-js";
 import { spiffeIdOfParsed } from "./certificate-identity.js";
 import {
   type CertificateRequestMessage,
@@ -9,6 +17,7 @@ import {
   IMPERSONATED_IDENTITY_KEY,
 } from "./certificate-service-proto.js";
 import { SpiffeError } from "./errors.js";
+import { destroyAll, recordingSockets } from "./grpc-connections.js";
 import { fromGrpcError } from "./node-error.js";
 import type { SpiffeId } from "./spiffe-id.js";
 import { parseChain } from "./verify-svid.js";
@@ -23,7 +32,12 @@ export interface CertificateServiceClientOptions {
   token?: string | (() => string | Promise<string>);
   /** Sent as `clusterid` metadata; Istio `CLUSTER_ID`. Default: not sent. */
   clusterId?: string;
-  /** Per-call deadline. Default 10 s. */
+  /**
+   * Per-call deadline, the connection included. Default 10 s. A call that misses it while the channel
+   * is still connecting also drops the channel, and the next call makes a new one: grpc-js waits on a
+   * connection attempt for as long as it lasts (the kernel's SYN retries, about two minutes, or for
+   * good when the peer accepted and never answers), and every call until then would miss its deadline.
+   */
   timeoutMs?: number;
   channelOptions?: ChannelOptions;
 }
@@ -49,13 +63,26 @@ export interface CertificateServiceClient {
   close(): void;
 }
 
+/** How long `close()` leaves the client's connections to close themselves before ending them. */
+const CLOSE_GRACE_MS = 1000;
+
 /** Creates a client for the CA's certificate service. */
 export function createCertificateServiceClient(
   options: CertificateServiceClientOptions,
 ): CertificateServiceClient {
+  let sockets = new Set<Socket>();
+  const makeClient = (): Client => {
+    sockets = new Set();
+    // A channel of its own: grpc-js otherwise shares connections between channels with the same
+    // target and options, and a new channel would wait on the attempt the last one gave up on.
+    return new Client(options.address, recordingSockets(options.credentials, sockets), {
+      ...options.channelOptions,
+      "grpc.use_local_subchannel_pool": 1,
+    });
+  };
   let client: Client;
   try {
-    client = new Client(options.address, options.credentials, options.channelOptions);
+    client = makeClient();
   } catch (cause) {
     throw new SpiffeError(
       "ERR_CA_CONFIG_INVALID",
@@ -65,6 +92,14 @@ export function createCertificateServiceClient(
       },
     );
   }
+  /** After a call on `used` missed its deadline: a channel that is still not connected is made anew. */
+  const renewIfConnecting = (used: Client) => {
+    if (used !== client) return;
+    if (used.getChannel().getConnectivityState(false) === connectivityState.READY) return;
+    used.close();
+    destroyAll(sockets);
+    client = makeClient();
+  };
   const timeoutMs = options.timeoutMs ?? 10_000;
   return {
     async createCertificate(csrPem, callOptions = {}) {
@@ -78,8 +113,9 @@ export function createCertificateServiceClient(
         validityDuration: Math.max(0, Math.floor(callOptions.validitySeconds ?? 0)),
         metadata: impersonated ? { [IMPERSONATED_IDENTITY_KEY]: impersonated } : {},
       };
+      const used = client;
       const response = await new Promise<CertificateResponseMessage>((resolve, reject) => {
-        client.makeUnaryRequest<CertificateRequestMessage, CertificateResponseMessage>(
+        used.makeUnaryRequest<CertificateRequestMessage, CertificateResponseMessage>(
           CREATE_CERTIFICATE_PATH,
           encodeRequest,
           decodeResponse,
@@ -87,6 +123,7 @@ export function createCertificateServiceClient(
           metadata,
           { deadline: Date.now() + timeoutMs },
           (err, value) => {
+            if (err?.code === status.DEADLINE_EXCEEDED) renewIfConnecting(used);
             if (err || !value)
               reject(fromGrpcError(err ?? new Error("empty response"), "CreateCertificate failed"));
             else resolve(value);
@@ -120,6 +157,9 @@ export function createCertificateServiceClient(
     },
     close() {
       client.close();
+      // grpc-js closes connections gracefully but cannot stop one it is still making.
+      const left = sockets;
+      if (left.size > 0) setTimeout(() => destroyAll(left), CLOSE_GRACE_MS).unref();
     },
   };
 }

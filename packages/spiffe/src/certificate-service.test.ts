@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { type webcrypto, X509Certificate } from "node:crypto";
+import { type AddressInfo, connect as connectTcp, createServer, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { credentials, ServerCredentials } from "@grpc/grpc-js";
 import { exportJWK, generateKeyPair as joseKeyPair, SignJWT } from "jose";
@@ -344,6 +345,59 @@ describe("certificate service over gRPC", () => {
     const csr = await createCsr({ spiffeId: WEB, privateKeyPem: keys.privateKeyPem });
     await expectRefusal(c.createCertificate(csr), "ERR_CA_UNAVAILABLE");
   });
+
+  it(
+    "makes a new channel after a call that timed out while connecting, and ends that connection",
+    { timeout: 20_000 },
+    async () => {
+      // In front of the CA: the first connection is accepted and never answered (a hung process whose
+      // kernel still accepts; read here only to see it end), every later one is passed through.
+      const held: Socket[] = [];
+      const passed: Socket[] = [];
+      const front = createServer((socket) => {
+        if (held.length === 0) {
+          held.push(socket);
+          socket.resume();
+          return;
+        }
+        const upstream = connectTcp(jwtServer.port, "127.0.0.1");
+        passed.push(socket, upstream);
+        socket.pipe(upstream).pipe(socket);
+        const end = () => {
+          socket.destroy();
+          upstream.destroy();
+        };
+        socket.on("error", end).on("close", end);
+        upstream.on("error", end).on("close", end);
+      });
+      await new Promise<void>((resolve) => front.listen(0, "127.0.0.1", () => resolve()));
+      try {
+        const channel = grpcChannelCredentials({
+          bundle: TrustBundle.fromPem("cluster.local", ca.rootCertPem()),
+          expectedIds: [ISTIOD],
+          serverName: "istiod.istio-system.svc",
+        });
+        const c = createCertificateServiceClient({
+          address: `127.0.0.1:${(front.address() as AddressInfo).port}`,
+          credentials: channel.credentials,
+          channelOptions: channel.channelOptions,
+          token: await token("system:serviceaccount:default:web"),
+          timeoutMs: 800,
+        });
+        clients.push(c);
+        const csr = await createCsr({ spiffeId: WEB, privateKeyPem: keys.privateKeyPem });
+        await expectRefusal(c.createCertificate(csr), "ERR_CA_UNAVAILABLE", /Deadline exceeded/i);
+        const first = held[0] as Socket;
+        if (!first.destroyed) await new Promise((resolve) => first.once("close", resolve));
+        const chain = await c.createCertificate(csr);
+        assert.equal(verifySvid(chain, ca.trustBundle()).toString(), WEB);
+        assert.equal(held.length, 1);
+      } finally {
+        for (const socket of [...held, ...passed]) socket.destroy();
+        await new Promise((resolve) => front.close(resolve));
+      }
+    },
+  );
 
   it("reports an unreachable CA as ERR_CA_UNAVAILABLE", async () => {
     const c = createCertificateServiceClient({

@@ -55,6 +55,7 @@ export {
 } from "./type-registry.js";
 export {
   createXdsClient,
+  DEFAULT_CONNECT_TIMEOUT_MS,
   DEFAULT_LOOKUP_TIMEOUT_MS,
   type LookupOptions,
   type WatchOptions,

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import http2 from "node:http2";
-import { createServer } from "node:net";
+import { type AddressInfo, connect as connectTcp, createServer, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { adsServiceDefinition } from "./ads-service.js";
@@ -776,6 +776,97 @@ describe("XdsClient after a control-plane outage", () => {
       assert.equal(name, "w1");
     },
   );
+
+  it(
+    "gives up on a connection that never completes after connectTimeoutMs and connects on a new channel",
+    { timeout: 30_000 },
+    async () => {
+      const server = createXdsServer({ debounceMs: 0 });
+      server.cache.set(A, "u1", workload("u1", "w1", 1));
+      const serverPort = await server.listen("127.0.0.1:0");
+      // In front of the server: the first connection is accepted and never answered (a hung process
+      // whose kernel still accepts; read here only to see it end), every later one is passed through.
+      const held: Socket[] = [];
+      const front = createServer((socket) => {
+        if (held.length === 0) {
+          held.push(socket);
+          socket.resume();
+          return;
+        }
+        const upstream = connectTcp(serverPort, "127.0.0.1");
+        socket.pipe(upstream).pipe(socket);
+        const end = () => {
+          socket.destroy();
+          upstream.destroy();
+        };
+        socket.on("error", end).on("close", end);
+        upstream.on("error", end).on("close", end);
+      });
+      await new Promise<void>((resolve) => front.listen(0, "127.0.0.1", () => resolve()));
+      const frontPort = (front.address() as AddressInfo).port;
+      const ends: string[] = [];
+      const client = createXdsClient({
+        address: `127.0.0.1:${frontPort}`,
+        node: { id: "hung-server" },
+        connectTimeoutMs: 400,
+      });
+      client.onStreamEnd((reason, error) => ends.push(`${reason} ${error.code} ${error.message}`));
+      try {
+        const started = performance.now();
+        client.watch(A);
+        await client.ready();
+        const tookMs = performance.now() - started;
+        assert.equal(client.get(A, "u1")?.workload?.name, "w1");
+        assert.equal(held.length, 1);
+        assert.ok(tookMs >= 400 && tookMs < 5000, `ready after ${Math.round(tookMs)} ms`);
+        assert.deepEqual(ends, [
+          `ConnectionError ERR_XDS_UNAVAILABLE xds stream broken: no connection to 127.0.0.1:${frontPort} within 400 ms`,
+        ]);
+        // The connection given up on is closed by the client, not left open.
+        const first = held[0] as Socket;
+        if (!first.destroyed) await new Promise((resolve) => first.once("close", resolve));
+      } finally {
+        client.close();
+        for (const socket of held) socket.destroy();
+        await new Promise((resolve) => front.close(resolve));
+        await server.close();
+      }
+    },
+  );
+
+  it("ends a connection attempt still in progress when it is closed", { timeout: 20_000 }, async () => {
+    const held: Socket[] = [];
+    const hung = createServer((socket) => {
+      held.push(socket);
+      socket.resume();
+    });
+    await new Promise<void>((resolve) => hung.listen(0, "127.0.0.1", () => resolve()));
+    const client = createXdsClient({
+      address: `127.0.0.1:${(hung.address() as AddressInfo).port}`,
+      node: { id: "closed-while-connecting" },
+    });
+    try {
+      client.watch(A);
+      while (held.length === 0) await new Promise((r) => setTimeout(r, 10));
+      client.close();
+      const socket = held[0] as Socket;
+      if (!socket.destroyed) await new Promise((resolve) => socket.once("close", resolve));
+    } finally {
+      client.close();
+      for (const socket of held) socket.destroy();
+      await new Promise((resolve) => hung.close(resolve));
+    }
+  });
+
+  it("refuses a connectTimeoutMs that is no deadline", () => {
+    for (const connectTimeoutMs of [0, -1, Number.NaN, Number.POSITIVE_INFINITY]) {
+      assert.throws(
+        () => createXdsClient({ address: "127.0.0.1:1", node: { id: "x" }, connectTimeoutMs }),
+        (e: unknown) => e instanceof XdsError && e.code === "ERR_XDS_INVALID_ARGUMENT",
+        String(connectTimeoutMs),
+      );
+    }
+  });
 
   it("caps grpc-js' reconnect back-off, jitter included, at maxBackoffMs", () => {
     assert.deepEqual(reconnectChannelOptions(), {

@@ -1,3 +1,4 @@
+import type { Socket } from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { ADS_SERVICE } from "./ads-service.js";
 import { XdsError } from "./errors.js";
@@ -117,10 +118,25 @@ export interface XdsClientOptions {
   maxBackoffMs?: number;
   /** Largest response accepted: default 200 MiB; ztunnel's xDS decode limit. */
   maxReceiveMessageBytes?: number;
+  /**
+   * Longest wait for a connection to the server each time a stream starts: TCP, TLS and HTTP/2's
+   * first SETTINGS (default {@link DEFAULT_CONNECT_TIMEOUT_MS}). grpc-js has no such deadline of its
+   * own: a server address that drops SYNs holds an attempt for the kernel's SYN retries (about two
+   * minutes), and a server that accepts and never answers (a hung process whose kernel still accepts
+   * connections) holds it for good. When it passes, the client drops the channel, makes a new one and
+   * tries again after its back-off; the stream ends with `ConnectionError`.
+   */
+  connectTimeoutMs?: number;
   logger?: Logger;
   /** Emits `xds_client_responses_total`, `xds_client_nacks_total` and `xds_client_reconnects_total` (by type). */
   metrics?: MetricsSink;
 }
+
+/**
+ * Default {@link XdsClientOptions.connectTimeoutMs}: 10 s, ztunnel's 5 s TCP connect timeout to the
+ * control plane plus room for the TLS handshake.
+ */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 
 /** Default bound on {@link XdsClient.lookup}: 5 s. */
 export const DEFAULT_LOOKUP_TIMEOUT_MS = 5000;
@@ -200,7 +216,11 @@ export class XdsClient {
   private readonly options: XdsClientOptions;
   private readonly protocol: "delta" | "sotw";
   private readonly perResource: boolean;
-  private readonly grpcClient: grpc.Client;
+  private grpcClient: grpc.Client;
+  /** The sockets of the current channel's connections, made or being made. */
+  private channelSockets = new Set<Socket>();
+  private readonly connectTimeoutMs: number;
+  private connectTimer: NodeJS.Timeout | undefined;
   private readonly watches = new Map<string, TypeWatch>();
   private readonly changeListeners = new Set<(event: XdsChangeEvent) => void>();
   private readonly nackListeners = new Set<(typeUrl: string, message: string) => void>();
@@ -258,16 +278,32 @@ export class XdsClient {
         : {}),
       ...(n.locality ? { locality: n.locality } : {}),
     };
-    this.grpcClient = new grpc.Client(
-      options.address,
-      options.credentials ?? grpc.credentials.createInsecure(),
-      {
-        "grpc-node.flow_control_window": DEFAULT_RECEIVE_WINDOW_BYTES,
-        ...options.channelOptions,
-        ...reconnectChannelOptions(this.backoff),
-        "grpc.max_receive_message_length": options.maxReceiveMessageBytes ?? 200 * 1024 * 1024,
-      },
-    );
+    this.connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    if (!Number.isFinite(this.connectTimeoutMs) || this.connectTimeoutMs < 1) {
+      throw new XdsError(
+        "ERR_XDS_INVALID_ARGUMENT",
+        `connectTimeoutMs must be a number of at least 1, got ${options.connectTimeoutMs}`,
+      );
+    }
+    this.grpcClient = this.makeGrpcClient();
+  }
+
+  /**
+   * A channel of its own: grpc-js otherwise shares connections between channels with the same target
+   * and options, and a new channel would wait on the attempt the last one gave up on.
+   */
+  private makeGrpcClient(): grpc.Client {
+    const { options } = this;
+    const sockets = new Set<Socket>();
+    this.channelSockets = sockets;
+    const credentials = recordingSockets(options.credentials ?? grpc.credentials.createInsecure(), sockets);
+    return new grpc.Client(options.address, credentials, {
+      "grpc-node.flow_control_window": DEFAULT_RECEIVE_WINDOW_BYTES,
+      ...options.channelOptions,
+      ...reconnectChannelOptions(this.backoff),
+      "grpc.max_receive_message_length": options.maxReceiveMessageBytes ?? 200 * 1024 * 1024,
+      "grpc.use_local_subchannel_pool": 1,
+    });
   }
 
   /** Starts (or changes) watching a type. Default: wildcard. */
@@ -487,6 +523,7 @@ export class XdsClient {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.reconnectTimer);
+    clearTimeout(this.connectTimer);
     for (const w of this.watches.values()) {
       for (const set of [...w.lookups.values()])
         for (const settle of [...set]) settle({ kind: "unanswered" });
@@ -495,6 +532,9 @@ export class XdsClient {
     this.stream = undefined;
     stream?.cancel();
     this.grpcClient.close();
+    // grpc-js closes connections gracefully but cannot stop one it is still making.
+    const sockets = this.channelSockets;
+    if (sockets.size > 0) setTimeout(() => destroyAll(sockets), CLOSE_GRACE_MS).unref();
   }
 
   private checkOpen(): void {
@@ -554,11 +594,34 @@ export class XdsClient {
       this.onBroken(stream, { code: GrpcStatus.UNAVAILABLE, message: "stream ended" }, "Complete"),
     );
     for (const [typeUrl, w] of this.watches) this.sendInitial(typeUrl, w);
+    this.connectTimer = setTimeout(() => this.checkConnected(stream), this.connectTimeoutMs);
+  }
+
+  /**
+   * The connect deadline of `stream`: unless it has had an answer or its channel is connected, the
+   * channel is dropped (with whatever attempt it was making) and the stream retried on a new one.
+   */
+  private checkConnected(stream: Stream): void {
+    this.connectTimer = undefined;
+    if (this.stream !== stream || this.firstResponseSeen) return;
+    const state = this.grpcClient.getChannel().getConnectivityState(false);
+    if (state === grpc.connectivityState.READY) return;
+    const message = `no connection to ${this.options.address} within ${this.connectTimeoutMs} ms`;
+    this.logger.warn({ state: grpc.connectivityState[state] }, `xds ${message}; making a new channel`);
+    this.grpcClient.close();
+    destroyAll(this.channelSockets);
+    this.grpcClient = this.makeGrpcClient();
+    const error = new XdsError("ERR_XDS_UNAVAILABLE", `xds stream broken: ${message}`, {
+      grpcCode: GrpcStatus.DEADLINE_EXCEEDED,
+    });
+    this.onBroken(stream, error, "ConnectionError");
   }
 
   private onBroken(stream: Stream, err: unknown, ended?: XdsStreamEndReason): void {
     if (this.stream !== stream) return;
     this.stream = undefined;
+    clearTimeout(this.connectTimer);
+    this.connectTimer = undefined;
     stream.cancel();
     if (this.closed) return;
     const error = toXdsError(err, "xds stream broken");
@@ -1062,6 +1125,45 @@ function sameBytes(typeUrl: string, a: unknown, b: unknown): boolean {
 export type XdsStreamEndReason = "ConnectionError" | "Error" | "Reconnect" | "Complete";
 
 /** The class of a stream that broke with gRPC status `code`, as Istio's ztunnel sorts them. */
+/** How long {@link XdsClient.close} leaves its connections to close themselves before ending them. */
+const CLOSE_GRACE_MS = 1000;
+
+function destroyAll(sockets: Set<Socket>): void {
+  for (const socket of sockets) socket.destroy();
+  sockets.clear();
+}
+
+/**
+ * `credentials` with every connection's socket kept in `sockets` until it closes: grpc-js can drop a
+ * channel but not a connection attempt in progress, so the client ends those itself. Everything else
+ * is the credentials' own (called on them, not on a copy that would keep state apart).
+ */
+function recordingSockets(
+  credentials: grpc.ChannelCredentials,
+  sockets: Set<Socket>,
+): grpc.ChannelCredentials {
+  const createSecureConnector: grpc.ChannelCredentials["_createSecureConnector"] = (...args) => {
+    const connector = credentials._createSecureConnector(...args);
+    return {
+      connect(socket) {
+        sockets.add(socket);
+        socket.once("close", () => sockets.delete(socket));
+        return connector.connect(socket);
+      },
+      waitForReady: () => connector.waitForReady(),
+      getCallCredentials: () => connector.getCallCredentials(),
+      destroy: () => connector.destroy(),
+    };
+  };
+  return new Proxy(credentials, {
+    get(target, property) {
+      if (property === "_createSecureConnector") return createSecureConnector;
+      const value: unknown = Reflect.get(target, property, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
 function streamEndReason(code: number | undefined, answered: boolean): XdsStreamEndReason {
   if (code === GrpcStatus.UNAVAILABLE) return answered ? "Reconnect" : "ConnectionError";
   if (code === GrpcStatus.CANCELLED || code === GrpcStatus.DEADLINE_EXCEEDED || code === GrpcStatus.UNKNOWN) {
