@@ -65,6 +65,21 @@ export function destinationServiceOf(
     : { name, namespace, kind: "ServiceEntry", hostname };
 }
 
+/**
+ * The cluster DNS domain a Service is named in when its hostname is that of a Kubernetes Service of a
+ * domain other than `clusterDomain` (`<name>.<namespace>.svc.<other>`); undefined otherwise. Such a
+ * Service is one of the cluster's, and the waypoint was told the wrong domain.
+ */
+export function otherClusterDomainOf(
+  service: Pick<Service, "name" | "namespace" | "hostname">,
+  clusterDomain = "cluster.local",
+): string | undefined {
+  const prefix = `${service.name}.${service.namespace}.svc.`;
+  if (!service.hostname.startsWith(prefix)) return undefined;
+  const domain = service.hostname.slice(prefix.length);
+  return domain === clusterDomain || domain === "" ? undefined : domain;
+}
+
 /** The Service a VIP belongs to, for the router's `destination.service`. */
 export function serviceAtVip(
   store: WorkloadStore,

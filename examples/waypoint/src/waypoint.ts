@@ -42,6 +42,7 @@ import {
   declaredProtocol,
   declaredWorkloadProtocol,
   destinationServiceOf,
+  otherClusterDomainOf,
   resolveServiceBackend,
   VersionedWorkloadStore,
   workloadEndpoint,
@@ -415,6 +416,16 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
       tcpOnly: boolean;
     };
     if (match !== undefined && config.serves(match.service)) {
+      // A Service of the cluster named in another DNS domain than the one this waypoint was told: the
+      // policies that target it as a Service would be missed, so nothing is served (fails closed).
+      if (otherClusterDomainOf(match.service, clusterDomain) !== undefined) {
+        logger.debug(
+          { authority: `${authority.host}:${authority.port}`, hostname: match.service.hostname },
+          "tunnel refused: a Service of another cluster DNS domain",
+        );
+        tunnel.refuse(HBONE_STATUS.noUpstream, "a Service of another cluster DNS domain");
+        return;
+      }
       const declared = declaredProtocol(match.service, match.servicePort);
       target = {
         service: destinationServiceOf(match.service, clusterDomain),

@@ -29,7 +29,7 @@ import {
   type XdsClientOptions,
   type XdsRejectedResource,
 } from "@ambient/xds";
-import { destinationServiceOf } from "./backends.js";
+import { destinationServiceOf, otherClusterDomainOf } from "./backends.js";
 import {
   DEFAULT_ROOT_NAMESPACE,
   isRecord,
@@ -411,21 +411,20 @@ export class WaypointXdsConfig {
   }
 
   /**
-   * Warns, once per domain, when a Service bound here is named as a Kubernetes Service of another
-   * cluster DNS domain (`<name>.<namespace>.svc.<other>`): the waypoint then takes it for a ServiceEntry
-   * host, and policies that target it as a Service do not apply. The cluster domain is set, not guessed.
+   * Reports, once per domain, a Service bound here that is named as a Kubernetes Service of another
+   * cluster DNS domain (`<name>.<namespace>.svc.<other>`): the waypoint was told the wrong domain, so it
+   * cannot tell which policies target the Service, and refuses its traffic (see `onTunnel`). The
+   * cluster domain is set, not guessed.
    */
   #checkDomain(service: Service): void {
     if (!isBoundTo(service, this.#self)) return;
-    const prefix = `${service.name}.${service.namespace}.svc.`;
-    if (!service.hostname.startsWith(prefix)) return;
-    const domain = service.hostname.slice(prefix.length);
     const clusterDomain = this.#self.clusterDomain ?? "cluster.local";
-    if (domain === clusterDomain || this.#otherDomains.has(domain)) return;
+    const domain = otherClusterDomainOf(service, clusterDomain);
+    if (domain === undefined || this.#otherDomains.has(domain)) return;
     this.#otherDomains.add(domain);
-    this.#targets.logger.warn(
+    this.#targets.logger.error(
       { service: `${service.namespace}/${service.name}`, hostname: service.hostname, clusterDomain },
-      `a bound Service is named in the DNS domain ${domain}, not ${clusterDomain}: set --cluster-domain (CLUSTER_DOMAIN) to the cluster's, or its policies and metrics treat it as a ServiceEntry host`,
+      `a bound Service is named in the DNS domain ${domain}, not ${clusterDomain}: its connections are refused until --cluster-domain (CLUSTER_DOMAIN) is set to the cluster's`,
     );
   }
 

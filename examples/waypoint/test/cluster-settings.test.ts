@@ -267,11 +267,13 @@ spec:
       );
     });
 
-    // A waypoint told the wrong domain reads the Service's host as a ServiceEntry's, so a policy that
-    // targets the Service would not apply to it: it says so as soon as it sees the Service.
-    it("a waypoint told the trust domain but not the DNS domain warns that a bound Service is named in another", async () => {
+    // A waypoint told the wrong domain cannot tell which policies target the Service (it would take its
+    // host for a ServiceEntry's, and the Service's policy would not apply): it says so as soon as it
+    // sees the Service, and refuses its connections rather than serve them unchecked.
+    it("a waypoint told the trust domain but not the DNS domain refuses a bound Service named in another", async () => {
       const trust = { TRUST_DOMAIN: "example.org" };
       let waypointOut = "";
+      let outcome = "";
       await withMesh(
         {
           controlPlane,
@@ -282,13 +284,20 @@ spec:
             waypointOut = programs.waypoint.out();
           },
         },
-        async () => {},
+        async (route) => {
+          // The POST the Service's policy refuses, which a waypoint that missed the policy would serve.
+          outcome = await requestThroughTheWaypoint(route, host, "POST").catch(
+            (err: Error) => `failed: ${err.message}`,
+          );
+        },
       );
       assert.match(
         waypointOut,
-        /a bound Service is named in the DNS domain corp\.internal, not cluster\.local/,
+        /a bound Service is named in the DNS domain corp\.internal, not cluster\.local: its connections are refused/,
       );
       assert.match(waypointOut, /"hostname":"api\.shop\.svc\.corp\.internal"/);
+      assert.doesNotMatch(outcome, /HTTP\/1\.1/);
+      assert.doesNotMatch(outcome, /api in the mesh/);
     });
   },
 );
