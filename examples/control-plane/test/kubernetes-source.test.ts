@@ -751,8 +751,10 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
 
     // The slices Kubernetes makes for a Service with a selector are not even listed or watched.
     assert.equal(source.object("EndpointSlice", "demo", "echo-abcde"), undefined);
-    const sliceRequests = server.requests.filter((r) => r.path.endsWith("/endpointslices"));
-    assert.ok(sliceRequests.length >= 2, "a list and a watch");
+    // The watch begins once the list is in: its request may still be on its way.
+    const slicePaths = () => server.requests.filter((r) => r.path.endsWith("/endpointslices"));
+    await until("a list and a watch", () => slicePaths().length >= 2);
+    const sliceRequests = slicePaths();
     for (const r of sliceRequests) {
       assert.equal(
         r.query.labelSelector,
@@ -904,12 +906,32 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
     await until("echo-0 gone", () => workloadOf(cp, "echo-0") === undefined, 15_000);
   });
 
+  it("starts, and follows changes, when a watch request is never answered: it gives up on it and watches again", async () => {
+    const server = await fake();
+    for (const o of await demoObjects()) server.apply(o);
+    // The first watch of Pods is accepted and never answered, not even the response's head.
+    server.holdWatches("Pod", 1);
+    const cp = await kubernetesPlane(server, { watchResponseTimeoutMs: 300, retryDelayMs: 50 });
+    assert.ok(workloadOf(cp, "echo-0") !== undefined);
+    const echo = server.get("v1", "Pod", "echo-0", "demo") as KubeJson;
+    server.apply({ ...echo, status: { ...(echo.status as object), podIP: "127.10.0.97" } });
+    await until(
+      "the change",
+      () => [...(workloadOf(cp, "echo-0")?.workload.addresses?.[0] ?? [])].join(".") === "127.10.0.97",
+    );
+    // The request given up on is closed, not left open beside the new watch.
+    await until("the held watch closed", () => server.heldWatchCount() === 0);
+    const podWatches = server.requests.filter((r) => r.path === "/api/v1/pods" && r.query.watch === "true");
+    assert.ok(podWatches.length >= 2, `${podWatches.length} pod watches`);
+  });
+
   it("drops a watch that went silent and resumes it", async () => {
     const server = await fake({ bookmarkIntervalMs: 50 });
     for (const o of await demoObjects()) server.apply(o);
     const cp = await kubernetesPlane(server, { watchIdleTimeoutMs: 400, retryDelayMs: 50 });
     const podWatches = () =>
       server.requests.filter((r) => r.path === "/api/v1/pods" && r.query.watch === "true");
+    await until("the first pod watch", () => podWatches().length > 0);
     const first = podWatches().length;
     // Nothing, not even a bookmark, reaches the client for a while.
     server.setWatchDelay(60_000);

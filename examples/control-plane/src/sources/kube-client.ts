@@ -1,8 +1,9 @@
 // The few raw Kubernetes REST calls the Kubernetes source makes beside @kubernetes/client-node's
 // typed APIs: chunked lists that keep objects exactly as the server sent them (the informers' watch
 // events are raw JSON too, so list and watch agree field for field), and a merge patch of a status.
-import { request as httpRequest } from "node:http";
+import { request as httpRequest, STATUS_CODES } from "node:http";
 import { Agent as HttpsAgent, request as httpsRequest, type RequestOptions } from "node:https";
+import { createInterface } from "node:readline";
 import type { KubeConfig } from "@kubernetes/client-node";
 
 /** One REST resource: group (`""` for core), version, kind, lowercase plural, scope. */
@@ -124,6 +125,88 @@ export async function kubeRequest(
     req.on("error", reject);
     req.end(payload);
   });
+}
+
+/** An HTTP status a watch request was answered with (`statusCode`, as the informers read it: 410 relists). */
+export interface WatchStatusError extends Error {
+  statusCode: number;
+}
+
+/**
+ * A watch request, as `@kubernetes/client-node`'s `Watch.watch` makes it (the informers call it through
+ * that interface), with the deadline that one lacks: the response must begin within `headersTimeoutMs`,
+ * connection and TLS included, and the returned controller ends the request at any time, also while it
+ * waits for the response (the library returns its controller only once the response began, so an
+ * informer could not stop a watch that was never answered, and waited on it for good). Each line of the
+ * response is one JSON event: `callback(type, object, event)`. `done` is called once: with null when the
+ * server ends the watch or the controller aborted it, else with the error (`statusCode` set for an HTTP
+ * status).
+ */
+export async function watchRequest(
+  kc: KubeConfig,
+  path: string,
+  query: Readonly<Record<string, string | number | boolean | undefined>>,
+  callback: (type: string, object: unknown, event: unknown) => void,
+  done: (err: unknown) => void,
+  headersTimeoutMs = 30_000,
+): Promise<AbortController> {
+  const cluster = kc.getCurrentCluster();
+  if (cluster === null) throw new Error("kubeconfig has no current cluster");
+  const url = new URL(cluster.server.replace(/\/$/, "") + path);
+  url.searchParams.set("watch", "true");
+  for (const [key, value] of Object.entries(query)) {
+    if (value !== undefined) url.searchParams.set(key, String(value));
+  }
+  const opts: RequestOptions = { method: "GET", headers: { accept: "application/json" } };
+  await kc.applyToHTTPSOptions(opts);
+  const plain = url.protocol === "http:";
+  if (plain && opts.agent instanceof HttpsAgent) delete opts.agent;
+  const controller = new AbortController();
+  let finished = false;
+  const finish = (err: unknown): void => {
+    if (finished) return;
+    finished = true;
+    clearTimeout(timer);
+    req.destroy();
+    controller.abort();
+    done(err);
+  };
+  const req = (plain ? httpRequest : httpsRequest)(url, opts, (res) => {
+    clearTimeout(timer);
+    const code = res.statusCode ?? 0;
+    if (code !== 200) {
+      res.resume();
+      const err = new Error(`watch ${path}: ${code} ${STATUS_CODES[code] ?? ""}`.trim()) as WatchStatusError;
+      err.statusCode = code;
+      finish(err);
+      return;
+    }
+    // As the library: a dead connection under a quiet watch is found by keepalive probes.
+    res.socket.setKeepAlive(true, 30_000);
+    const lines = createInterface({ input: res, crlfDelay: Number.POSITIVE_INFINITY });
+    lines.on("line", (line) => {
+      let event: { type?: unknown; object?: unknown };
+      try {
+        event = JSON.parse(line) as { type?: unknown; object?: unknown };
+      } catch {
+        return;
+      }
+      callback(String(event.type), event.object, event);
+    });
+    res.on("error", (err) => finish(err));
+    // readline passes its input's errors on.
+    lines.on("error", (err) => finish(err));
+    lines.on("close", () => finish(null));
+    res.on("close", () => finish(null));
+  });
+  const timer = setTimeout(
+    () => finish(new Error(`watch ${path}: no response in ${headersTimeoutMs} ms`)),
+    headersTimeoutMs,
+  );
+  req.on("error", (err) => finish(controller.signal.aborted ? null : err));
+  controller.signal.addEventListener("abort", () => finish(null), { once: true });
+  req.end();
+  return controller;
 }
 
 /**

@@ -3,7 +3,7 @@
 // installed is reported and skipped, and looked for again later; an object that fails validation keeps
 // its last good version, as in the folder source.
 import { isDeepStrictEqual } from "node:util";
-import { type KubeConfig, type KubernetesObject, ListWatch, Watch } from "@kubernetes/client-node";
+import { type KubeConfig, type KubernetesObject, ListWatch, type Watch } from "@kubernetes/client-node";
 import { ControlPlaneError } from "../errors.js";
 import type { ManifestError } from "../last-good.js";
 import { objectId } from "../last-good.js";
@@ -25,6 +25,7 @@ import {
   listAll,
   type RawKubeObject,
   resourcePath,
+  watchRequest,
 } from "./kube-client.js";
 import { SnapshotOrder } from "./snapshot-order.js";
 
@@ -137,6 +138,12 @@ export interface KubernetesSourceOptions {
    * minute).
    */
   watchIdleTimeoutMs?: number;
+  /**
+   * How long a watch request may wait for the response to begin, connection and TLS included; then it
+   * is retried. Default 30 s. (A proxy in front of the apiserver that accepts and hangs would otherwise
+   * hold the watch, and the start, for good.)
+   */
+  watchResponseTimeoutMs?: number;
   /** First retry delay after a failed list or watch; doubles up to 30 s. Default 1000 ms. */
   retryDelayMs?: number;
   /** How often a resource that is not installed is looked for again. Default 60 s. */
@@ -368,6 +375,7 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
   const pageSize = options.pageSize ?? 500;
   const watchTimeoutSeconds = options.watchTimeoutSeconds ?? 300;
   const idleTimeoutMs = options.watchIdleTimeoutMs ?? 150_000;
+  const watchResponseTimeoutMs = options.watchResponseTimeoutMs ?? 30_000;
   const baseRetryMs = options.retryDelayMs ?? 1000;
   const missingRetryMs = options.missingRetryMs ?? 60_000;
   const syncTimeoutMs = options.syncTimeoutMs ?? 60_000;
@@ -475,7 +483,6 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
 
   const watches: ResourceWatch[] = resources.map((resource) => {
     const path = resourcePath(resource);
-    const client = new Watch(kc);
     let w: ResourceWatch;
     // Every line of the watch (events and bookmarks) proves the connection alive.
     const tracked = {
@@ -486,7 +493,8 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
         done: (err: unknown) => void,
       ) => {
         w.lastActivity = Date.now();
-        return client.watch(
+        return watchRequest(
+          kc,
           watchPath,
           query,
           (phase, obj, raw) => {
@@ -495,6 +503,7 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
             callback(phase, forCache(w, obj as RawKubeObject), raw);
           },
           done,
+          watchResponseTimeoutMs,
         );
       },
     } as unknown as Watch;

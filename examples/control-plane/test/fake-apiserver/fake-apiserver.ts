@@ -216,6 +216,13 @@ export interface FakeApiServer {
   compact(): void;
   /** Delays every event and bookmark written to watches by `ms` (0 restores prompt delivery). */
   setWatchDelay(ms: number): void;
+  /**
+   * Holds the next `count` watch requests of `kind` open without any answer, not even the response's
+   * head (a proxy in front of the apiserver that accepted and hangs).
+   */
+  holdWatches(kind: string, count: number): void;
+  /** Watch requests held by {@link FakeApiServer.holdWatches} whose connection is still open. */
+  heldWatchCount(): number;
   /** Open watch connections. */
   watchCount(): number;
   close(): Promise<void>;
@@ -279,6 +286,9 @@ export async function createFakeApiServer(options: FakeApiServerOptions = {}): P
   const sockets = new Set<Socket>();
   const requests: FakeRequest[] = [];
   let watchDelayMs = 0;
+  // Watch requests to hold without an answer, by kind, and those held now.
+  const toHold = new Map<string, number>();
+  const held = new Set<ServerResponse>();
   let requestHook: ((request: FakeRequest) => void) | undefined;
 
   const byKind = (apiVersion: string, kind: string): FakeResource => {
@@ -611,8 +621,16 @@ export async function createFakeApiServer(options: FakeApiServerOptions = {}): P
     }
     const { resource } = p;
     if (p.name === undefined) {
-      if (method === "GET" && query.watch === "true") watch(p, query, res);
-      else if (method === "GET") list(p, query, res, url.pathname);
+      if (method === "GET" && query.watch === "true") {
+        const hold = toHold.get(resource.kind) ?? 0;
+        if (hold > 0) {
+          toHold.set(resource.kind, hold - 1);
+          held.add(res);
+          res.on("close", () => held.delete(res));
+          return;
+        }
+        watch(p, query, res);
+      } else if (method === "GET") list(p, query, res, url.pathname);
       else if (method === "POST") {
         const body = (await readBody(req)) as KubeJson;
         if (resource.namespaced) body.metadata.namespace = p.namespace ?? body.metadata.namespace;
@@ -786,6 +804,10 @@ export async function createFakeApiServer(options: FakeApiServerOptions = {}): P
     setWatchDelay(ms) {
       watchDelayMs = ms;
     },
+    holdWatches(kind, count) {
+      toHold.set(kind, count);
+    },
+    heldWatchCount: () => held.size,
     watchCount: () => watchers.size,
     close: stopServer,
   };
