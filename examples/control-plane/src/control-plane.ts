@@ -11,8 +11,15 @@ import {
   createNodeAuthorizer,
   startRootRotator,
 } from "@ambient/spiffe/ca";
-import { createXdsPushThrottle, createXdsServer, TypeUrl, XdsError, type XdsServer } from "@ambient/xds";
-import { experimental, Metadata, Server, type ServerCredentials } from "@grpc/grpc-js";
+import {
+  createXdsPushThrottle,
+  createXdsServer,
+  DEFAULT_XDS_SERVER_OPTIONS,
+  TypeUrl,
+  XdsError,
+  type XdsServer,
+} from "@ambient/xds";
+import { experimental, Metadata, Server, type ServerCredentials, type ServerOptions } from "@grpc/grpc-js";
 import { forOwnCluster } from "./caller-cluster.js";
 import {
   DASHBOARD_PATH,
@@ -99,6 +106,18 @@ const SERVING_CERT_TTL_SECONDS = 30 * 24 * 60 * 60;
 // Tokens live 24 h; the files are rewritten well before they expire.
 const TOKEN_REFRESH_MS = 12 * 60 * 60 * 1000;
 
+/**
+ * The gRPC servers' options, as istiod's with its chart's defaults: a PING after 30 s without one and
+ * the connection closed 10 s after an unanswered one (a client that vanished without a word frees its
+ * stream), and each connection ended after 30 min, with 10 s to finish, so that clients spread again
+ * over the replicas (`keepaliveMaxServerConnectionAge`).
+ */
+export const DEFAULT_GRPC_SERVER_OPTIONS: Readonly<ServerOptions> = Object.freeze({
+  ...DEFAULT_XDS_SERVER_OPTIONS,
+  "grpc.max_connection_age_ms": 30 * 60_000,
+  "grpc.max_connection_age_grace_ms": 10_000,
+});
+
 /** Options of {@link startControlPlane}. */
 export interface ControlPlaneOptions extends TranslateOptions {
   /**
@@ -132,6 +151,11 @@ export interface ControlPlaneOptions extends TranslateOptions {
    * Default: not started; istiod's plaintext port 15010.
    */
   plaintextListen?: string;
+  /**
+   * grpc-js options of the gRPC servers (xDS and CA), over {@link DEFAULT_GRPC_SERVER_OPTIONS}: e.g.
+   * `grpc.max_connection_age_ms` (istiod's `keepaliveMaxServerConnectionAge`).
+   */
+  grpcServerOptions?: ServerOptions;
   /**
    * The live mesh page on the admin port (`/dashboard`): the proxies it reads (more with
    * `dashboard.addProxy`) and how often. Served whenever `admin` is set.
@@ -823,7 +847,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     throw err;
   }
 
-  const grpcServer = new Server();
+  const grpcServerOptions = { ...DEFAULT_GRPC_SERVER_OPTIONS, ...options.grpcServerOptions };
+  const grpcServer = new Server(grpcServerOptions);
   xds.addTo(grpcServer);
   grpcServer.addService(certificateService.definition, certificateService.implementation);
   // The certificate comes from the renewing provider (the first argument is the server's own
@@ -910,7 +935,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       metrics,
     });
     try {
-      const p = await plaintext.listen(options.plaintextListen);
+      const p = await plaintext.listen(options.plaintextListen, undefined, grpcServerOptions);
       plaintextAddress = `${options.plaintextListen.slice(0, options.plaintextListen.lastIndexOf(":"))}:${p}`;
     } catch (cause) {
       serving.close();

@@ -21,6 +21,7 @@ export {
   type ControlPlane,
   type ControlPlaneOptions,
   configToJson,
+  DEFAULT_GRPC_SERVER_OPTIONS,
   DEFAULT_TRUSTED_NODE_ACCOUNTS,
   type ReloadResult,
   startControlPlane,

@@ -23,6 +23,7 @@ import {
   ControlPlaneError,
   type ControlPlaneOptions,
   controlPlaneChannel,
+  DEFAULT_GRPC_SERVER_OPTIONS,
   startControlPlane,
 } from "../src/index.js";
 
@@ -512,6 +513,76 @@ describe("control plane state directory", { timeout: 30_000 }, () => {
           err.message.includes(JSON.stringify(account)),
         account,
       );
+    }
+  });
+});
+
+describe("control plane gRPC connections", { timeout: 30_000 }, () => {
+  it("keep istiod's keepalive and end after 30 min by default", () => {
+    assert.deepEqual(DEFAULT_GRPC_SERVER_OPTIONS, {
+      "grpc.keepalive_time_ms": 30_000,
+      "grpc.keepalive_timeout_ms": 10_000,
+      "grpc.max_connection_age_ms": 1_800_000,
+      "grpc.max_connection_age_grace_ms": 10_000,
+    });
+  });
+
+  it("end at their maximum age on the TLS and the plaintext port, and the clients come back", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "control-plane-age-"));
+    const meshDir = join(dir, "mesh");
+    await cp(DEMO_MESH, meshDir, { recursive: true, filter: (src) => !/(web|waypoint)\.yaml$/.test(src) });
+    const controlPlane = await startControlPlane({
+      meshDir,
+      listen: "127.0.0.1:0",
+      plaintextListen: "127.0.0.1:0",
+      watch: false,
+      grpcServerOptions: { "grpc.max_connection_age_ms": 400, "grpc.max_connection_age_grace_ms": 200 },
+    });
+    const clients: XdsClient[] = [];
+    try {
+      const common = { initialBackoffMs: 10, maxBackoffMs: 100 };
+      clients.push(
+        createXdsClient({
+          address: controlPlane.address,
+          ...controlPlaneChannel(controlPlane.rootCertPem),
+          ...common,
+          node: { id: nodeId("node-a", "127.20.0.1"), metadata: { NODE_NAME: "node-a" } },
+          headers: { authorization: `Bearer ${await controlPlane.tokenFor("node-a")}` },
+        }),
+        createXdsClient({
+          address: controlPlane.plaintextAddress as string,
+          ...common,
+          node: { id: nodeId("node-b", "127.20.0.2") },
+        }),
+      );
+      const ends = clients.map(() => 0);
+      clients.forEach((c, i) => {
+        c.onStreamEnd(() => {
+          ends[i] = (ends[i] ?? 0) + 1;
+        });
+        c.watch(TypeUrl.address);
+      });
+      await Promise.all(clients.map((c) => c.ready()));
+      const started = Date.now();
+      while (ends.some((n) => n < 2)) {
+        assert.ok(Date.now() - started < 10_000, `streams ended ${ends.join(" and ")} times in 10 s`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      // Each came back, and is served again.
+      for (const c of clients) {
+        await new Promise<void>((resolveUp) => {
+          const off = c.onConnection((up) => {
+            if (!up) return;
+            off();
+            resolveUp();
+          });
+        });
+        assert.ok(c.get(TypeUrl.address, ECHO_0) !== undefined);
+      }
+    } finally {
+      for (const c of clients) c.close();
+      await controlPlane.close();
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });

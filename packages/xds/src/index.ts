@@ -70,6 +70,7 @@ export {
 } from "./xds-client.js";
 export {
   createXdsServer,
+  DEFAULT_XDS_SERVER_OPTIONS,
   type XdsAuthRequest,
   type XdsRelatedNames,
   type XdsResolver,

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import http2 from "node:http2";
+import { type AddressInfo, connect as connectTcp, createServer, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { deltaNames, openDelta, openSotw } from "../test/raw-ads.js";
@@ -10,7 +11,8 @@ import type { NackRecord } from "./server-session.js";
 import { structFromJson } from "./struct.js";
 import type { Counter, MetricsSink } from "./telemetry.js";
 import { TypeUrl, typeRegistry } from "./type-registry.js";
-import { createXdsServer, type XdsServer } from "./xds-server.js";
+import { createXdsClient } from "./xds-client.js";
+import { createXdsServer, DEFAULT_XDS_SERVER_OPTIONS, type XdsServer } from "./xds-server.js";
 
 const A = TypeUrl.address;
 const workload = (uid: string, name: string, ip: number) => ({
@@ -1156,4 +1158,71 @@ describe("slow consumer", () => {
       );
     }
   });
+});
+
+describe("keepalive", () => {
+  it("pings by default as istiod does: 30 s, closed 10 s after an unanswered PING", () => {
+    assert.deepEqual(DEFAULT_XDS_SERVER_OPTIONS, {
+      "grpc.keepalive_time_ms": 30_000,
+      "grpc.keepalive_timeout_ms": 10_000,
+    });
+  });
+
+  it(
+    "drops the stream of a client that stopped answering, and keeps one that answers",
+    { timeout: 20_000 },
+    async () => {
+      const server = createXdsServer({ debounceMs: 0 });
+      seed(server, 1);
+      const port = await server.listen("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), {
+        "grpc.keepalive_time_ms": 200,
+        "grpc.keepalive_timeout_ms": 200,
+      });
+      // Between one client and the server, a link that can be cut without a word to either end.
+      const links: { client: Socket; upstream: Socket }[] = [];
+      const front = createServer((client) => {
+        const upstream = connectTcp(port, "127.0.0.1");
+        client.pipe(upstream).pipe(client);
+        client.on("error", () => {});
+        upstream.on("error", () => {});
+        links.push({ client, upstream });
+      });
+      await new Promise<void>((resolve) => front.listen(0, "127.0.0.1", () => resolve()));
+      const through = createXdsClient({
+        address: `127.0.0.1:${(front.address() as AddressInfo).port}`,
+        node: { id: "through-the-link" },
+      });
+      const direct = createXdsClient({ address: `127.0.0.1:${port}`, node: { id: "direct" } });
+      try {
+        through.watch(A);
+        direct.watch(A);
+        await Promise.all([through.ready(), direct.ready()]);
+        const ids = () => server.streams().map((s) => s.node?.id ?? "");
+        assert.deepEqual(ids().sort(), ["direct", "through-the-link"]);
+        for (const { client, upstream } of links) {
+          client.unpipe(upstream);
+          upstream.unpipe(client);
+          client.pause();
+          upstream.pause();
+        }
+        const cutAt = Date.now();
+        while (ids().includes("through-the-link")) {
+          assert.ok(Date.now() - cutAt < 10_000, "the cut client's stream is still served after 10 s");
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        // Several PINGs later, the client that answers them is still served.
+        await new Promise((r) => setTimeout(r, 600));
+        assert.deepEqual(ids(), ["direct"]);
+      } finally {
+        through.close();
+        direct.close();
+        for (const { client, upstream } of links) {
+          client.destroy();
+          upstream.destroy();
+        }
+        await new Promise((resolve) => front.close(resolve));
+        await server.close();
+      }
+    },
+  );
 });

@@ -218,6 +218,19 @@ function nodeKind(node: NodeInfo | undefined): string {
 }
 
 /**
+ * grpc-js server options for an xDS server, as istiod's: a PING after 30 s without one, and the
+ * connection closed when it is not answered within 10 s (`GRPC_KEEPALIVE_INTERVAL`,
+ * `GRPC_KEEPALIVE_TIMEOUT`). grpc-js' own default sends no PING, so a client that vanished without a
+ * word (its node powered off, a partition) kept its stream, its subscriptions and the responses
+ * queued for it until the kernel gave up on the connection, or for good while nothing was sent.
+ * Spread it into a `grpc.Server` that {@link XdsServer.addTo} serves on.
+ */
+export const DEFAULT_XDS_SERVER_OPTIONS: Readonly<grpc.ServerOptions> = Object.freeze({
+  "grpc.keepalive_time_ms": 30_000,
+  "grpc.keepalive_timeout_ms": 10_000,
+});
+
+/**
  * xDS server for Delta and SotW aggregated discovery over grpc-js, serving a {@link ResourceCache}.
  */
 export class XdsServer {
@@ -378,15 +391,17 @@ export class XdsServer {
 
   /**
    * Starts a grpc-js server of its own. `address` default `127.0.0.1:0`; returns the bound port.
-   * `credentials` default insecure (istiod serves xDS with mTLS on 15012).
+   * `credentials` default insecure (istiod serves xDS with mTLS on 15012). `serverOptions` default
+   * {@link DEFAULT_XDS_SERVER_OPTIONS} (istiod's keepalive).
    */
   async listen(
     address = "127.0.0.1:0",
     credentials = grpc.ServerCredentials.createInsecure(),
+    serverOptions: grpc.ServerOptions = DEFAULT_XDS_SERVER_OPTIONS,
   ): Promise<number> {
     if (this.grpcServer !== undefined)
       throw new XdsError("ERR_XDS_INVALID_ARGUMENT", "server already listening");
-    const server = new grpc.Server();
+    const server = new grpc.Server(serverOptions);
     this.addTo(server);
     this.grpcServer = server;
     return new Promise<number>((resolve, reject) => {
