@@ -7,6 +7,7 @@ import {
   controlPlaneIdentityOf,
   DEFAULT_CLUSTER_DOMAIN,
   DEFAULT_CLUSTER_ID,
+  DEFAULT_CONNECT_TIMEOUT_MS,
   DEFAULT_TRUST_DOMAIN,
   deniedBy,
   followRoots,
@@ -15,6 +16,8 @@ import {
   noopLogger,
   trustDomainProblem,
   usesHbone,
+  withConnectDeadline,
+  withKeepAlive,
 } from "@ambient/example-ztunnel";
 import {
   createHboneClient,
@@ -139,6 +142,12 @@ export interface WaypointOptions {
   /** Time a downstream connection may go without a request in flight. Default 60000 (the router's). */
   headersTimeoutMs?: number;
   /**
+   * How long a plaintext TCP connect to a backend may take (a workload outside the mesh, a host-network
+   * endpoint, an endpoint known by hostname, its lookup included) before it fails with `ETIMEDOUT`.
+   * Default 10000 ms, meshConfig `connectTimeout`. HBONE backends have the HBONE client's deadlines.
+   */
+  connectTimeoutMs?: number;
+  /**
    * Operator listener ports (admin 15000, metrics 15020, readiness 15021, as istio-proxy); 0 picks an
    * ephemeral port.
    */
@@ -244,6 +253,13 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     );
   }
   checkDrainMs("terminationDrainMs", options.terminationDrainMs);
+  const connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+  if (!(Number.isFinite(connectTimeoutMs) && connectTimeoutMs > 0)) {
+    throw new WaypointError(
+      "ERR_WAYPOINT_INVALID_OPTION",
+      `connectTimeoutMs must be a positive number of ms, got ${options.connectTimeoutMs}`,
+    );
+  }
   const clusterProblem = options.clusterId === undefined ? undefined : clusterIdProblem(options.clusterId);
   if (clusterProblem !== undefined) {
     throw new WaypointError("ERR_WAYPOINT_INVALID_OPTION", `clusterId ${clusterProblem}`);
@@ -326,30 +342,35 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   let closed = false;
   const svid = async (): Promise<X509Svid> => secrets.get(identity) ?? secrets.fetch(identity);
 
+  /**
+   * A plaintext connect from the waypoint's address, with the connect deadline (the kernel's SYN
+   * retries would hold it for over two minutes) and TCP keepalive (a backend that vanished without a
+   * word is found).
+   */
+  const dialPlain = (host: string, port: number) =>
+    withKeepAlive(
+      withConnectDeadline(
+        connectTcp({ host, port, localAddress: options.ip, family: 4 }),
+        connectTimeoutMs,
+        `${host}:${port}`,
+      ),
+    );
+
   const connect = async (endpoint: Endpoint) => {
     // An endpoint known by hostname (a DNS ServiceEntry's) is outside the mesh: plaintext to an address
     // of that name, of the waypoint's own family.
-    if (isIP(endpoint.address) === 0) {
-      return connectTcp({
-        host: endpoint.address,
-        port: endpoint.port,
-        localAddress: options.ip,
-        family: isIP(options.ip) as 4 | 6,
-      });
-    }
+    if (isIP(endpoint.address) === 0) return dialPlain(endpoint.address, endpoint.port);
     const workload = store.findByAddress(endpoint.address);
     // A workload outside the mesh (tunnel protocol NONE: nothing terminates HBONE for it) is reached
     // in plaintext, from the waypoint's address, as Istio's waypoints reach it; so is a host-network
     // one (a pod on its node's network, a Service's EndpointSlice endpoint), never found by address.
     if (workload === undefined && store.hasHostNetworkAddress(endpoint.address)) {
-      return connectTcp({ host: endpoint.address, port: endpoint.port, localAddress: options.ip });
+      return dialPlain(endpoint.address, endpoint.port);
     }
     if (workload === undefined) {
       throw new WaypointError("ERR_WAYPOINT_UNKNOWN_ENDPOINT", `${endpoint.address} is not a known workload`);
     }
-    if (!usesHbone(workload)) {
-      return connectTcp({ host: endpoint.address, port: endpoint.port, localAddress: options.ip });
-    }
+    if (!usesHbone(workload)) return dialPlain(endpoint.address, endpoint.port);
     const own = await svid();
     const creds = { key: own.privateKeyPem, certChain: own.certChainPem, trustBundle: trustOf(own) };
     client ??= createHboneClient({ ...creds, logger, metrics });

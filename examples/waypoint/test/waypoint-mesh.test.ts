@@ -3,6 +3,7 @@ import { once } from "node:events";
 import { createServer, type Server } from "node:http";
 import { type AddressInfo, createServer as createNetServer, type Server as NetServer } from "node:net";
 import { after, before, describe, it } from "node:test";
+import { type SilentListener, silentListener } from "../../ztunnel/test/fixtures.js";
 import type { RunningWaypoint } from "../src/index.js";
 import {
   httpOverSocks,
@@ -167,6 +168,21 @@ spec:
   rules: [{ to: [{ operation: { paths: ["/admin"] } }] }]
 `;
 
+/** A second host outside the mesh, whose one endpoint never answers a connect (a firewall drops it). */
+const silentEntry = (port: number) => `
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: silent-api, namespace: shop, labels: { istio.io/use-waypoint: waypoint } }
+spec:
+  hosts: [api.silent.test]
+  addresses: [${ip(106)}]
+  ports: [{ number: 80, name: http, protocol: HTTP, targetPort: ${port} }]
+  resolution: DNS
+  location: MESH_EXTERNAL
+  endpoints: [{ address: localhost }]
+`;
+
 /** One HTTP/1.1 GET to the api Service through a ztunnel's SOCKS5 port; resolves with the raw response text. */
 function request(proxy: string, from: string, path: string): Promise<string> {
   return httpOverSocks(
@@ -188,6 +204,7 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
   let mysql: NetServer;
   let mysqlPod: NetServer;
   let externalApi: Server;
+  let silent: SilentListener | undefined;
 
   before(async () => {
     app = createServer((req, res) => {
@@ -243,13 +260,15 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     });
     externalApi.listen(0, "127.0.0.1");
     await once(externalApi, "listening");
+    silent = await silentListener("127.0.0.1");
     mesh = await startTestMesh({
-      manifests: manifests + externalEntry((externalApi.address() as AddressInfo).port),
+      manifests:
+        manifests + externalEntry((externalApi.address() as AddressInfo).port) + silentEntry(silent.port),
       tempPrefix: "waypoint-",
       nodeIps: [ip(200), ip(201)],
       controlPlane: { watch: false, podCidrs: [cidr] },
       ztunnelPorts: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
-      waypoint: { gateway: { name: "waypoint", namespace: "shop" }, ip: ip(6) },
+      waypoint: { gateway: { name: "waypoint", namespace: "shop" }, ip: ip(6), connectTimeoutMs: 500 },
     });
     ({ waypoint, ztunnels } = mesh);
   });
@@ -264,6 +283,7 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     mysql?.close();
     mysqlPod?.close();
     externalApi?.close();
+    await silent?.close();
   });
 
   it("holds the waypoint identity from the CA", () => {
@@ -397,6 +417,18 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
       ),
       lines.filter((l) => l.startsWith("istio_requests_total{")).join("\n"),
     );
+  });
+
+  it("answers 503 once its connect deadline passed for a backend that never answers", async () => {
+    const started = performance.now();
+    const text = await httpOverSocks(
+      { proxy: ztunnels[0]?.addresses.socks5 ?? "", from: ip(2), to: `${ip(106)}:80` },
+      "GET / HTTP/1.1\r\nhost: api.silent.test\r\ncontent-length: 0\r\n\r\n",
+      { untilResponse: true },
+    );
+    assert.match(text, /^HTTP\/1\.1 503 /);
+    const tookMs = performance.now() - started;
+    assert.ok(tookMs >= 400 && tookMs < 5000, `answered after ${Math.round(tookMs)} ms`);
   });
 
   it("reaches the EndpointSlice endpoint of a Service without a selector in plaintext", async () => {

@@ -42,7 +42,7 @@ export {
   DEFAULT_CLUSTER_ID,
   ZTUNNEL_CLUSTER_ID_VARIABLES,
 } from "./cluster-id.js";
-export { DEFAULT_CONNECT_TIMEOUT_MS } from "./connect-deadline.js";
+export { DEFAULT_CONNECT_TIMEOUT_MS, withConnectDeadline } from "./connect-deadline.js";
 export {
   CONTROL_PLANE_SERVER_NAME,
   type ControlPlaneKeepalive,
@@ -119,7 +119,7 @@ export {
   type OnDemandLookups,
 } from "./on-demand.js";
 export { missingProxyNodeFlags, PROXY_NODE_FLAGS, warnMissingProxyNodeFlags } from "./runtime-flags.js";
-export { TCP_KEEPALIVE_IDLE_MS } from "./socket-keepalive.js";
+export { TCP_KEEPALIVE_IDLE_MS, withKeepAlive } from "./socket-keepalive.js";
 export {
   encodeGreeting,
   encodeMethodSelection,
