@@ -9,6 +9,7 @@ import {
   type StatusCondition,
   type WaypointStatusUpdate,
   waypointStatusUpdates,
+  writeGatewayStatus,
 } from "../src/sources/gateway-status.js";
 import type { RawKubeObject } from "../src/sources/kube-client.js";
 import {
@@ -225,6 +226,38 @@ describe("waypoint Gateway status on kubernetes", { timeout: 60_000 }, () => {
     await until("the new address", () => status().addresses?.[0]?.value === "127.10.2.51");
     await until("Programmed True", () => condition("Programmed")?.status === "True");
     assert.deepEqual(status().addresses, [{ type: "IPAddress", value: "127.10.2.51" }]);
+  });
+});
+
+describe("writeGatewayStatus", () => {
+  it("writes while the replica leads, and stops before the next write once it does not", async () => {
+    const server = await createFakeApiServer();
+    try {
+      for (const name of ["a", "b", "c"]) server.apply(waypoint(name, 1));
+      const kc = new KubeConfig();
+      kc.loadFromString(server.kubeconfig());
+      const update = (name: string): WaypointStatusUpdate => ({
+        namespace: "demo",
+        name,
+        status: { addresses: [{ type: "IPAddress", value: "127.10.2.50" }] },
+      });
+      // The lease is lost while the first write is on its way.
+      let leads = true;
+      server.setRequestHook((r) => {
+        if (r.method === "PATCH") leads = false;
+      });
+      const written = await writeGatewayStatus(kc, ["a", "b", "c"].map(update), undefined, () => leads);
+      assert.deepEqual(
+        written.map((u) => u.name),
+        ["a"],
+      );
+      assert.deepEqual(
+        server.requests.filter((r) => r.method === "PATCH").map((r) => r.path.split("/").at(-2)),
+        ["a"],
+      );
+    } finally {
+      await server.close();
+    }
   });
 });
 

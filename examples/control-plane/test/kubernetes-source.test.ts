@@ -920,7 +920,7 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
       () => [...(workloadOf(cp, "echo-0")?.workload.addresses?.[0] ?? [])].join(".") === "127.10.0.97",
     );
     // The request given up on is closed, not left open beside the new watch.
-    await until("the held watch closed", () => server.heldWatchCount() === 0);
+    await until("the held watch closed", () => server.heldRequestCount() === 0);
     const podWatches = server.requests.filter((r) => r.path === "/api/v1/pods" && r.query.watch === "true");
     assert.ok(podWatches.length >= 2, `${podWatches.length} pod watches`);
   });

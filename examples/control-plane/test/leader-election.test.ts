@@ -93,6 +93,38 @@ describe("leader election over a Lease", { timeout: 60_000 }, () => {
     assert.ok((ledAt[0] as number) - started >= 1000, `took over after ${(ledAt[0] as number) - started} ms`);
   });
 
+  it("steps down once its renew deadline passed, while its renewal is still waiting for an answer", async () => {
+    const events: string[] = [];
+    const e = startLeaderElection({
+      kubeConfig: kc,
+      identity: "hung",
+      name: "hung-lease",
+      leaseDurationSeconds: 15,
+      renewDeadlineMs: 400,
+      retryPeriodMs: 50,
+      onStartedLeading: () => events.push("leads"),
+      onStoppedLeading: () => events.push("stops"),
+    });
+    running.push(e);
+    await until("leading", () => e.isLeader());
+    // The apiserver stops answering the Lease: a renewal is sent and hangs (each request would give up
+    // only after 1 s, at least).
+    server.holdRequests((r) => r.path.endsWith("/leases/hung-lease"));
+    const heldAt = Date.now();
+    try {
+      await until("a renewal held", () => server.heldRequestCount() > 0, 2000);
+      await until("stepped down", () => !e.isLeader(), 5000);
+      const tookMs = Date.now() - heldAt;
+      assert.ok(tookMs < 900, `stepped down ${tookMs} ms after the Lease stopped answering`);
+      assert.deepEqual(events, ["leads", "stops"]);
+    } finally {
+      server.holdRequests(undefined);
+    }
+    // Once the apiserver answers again it leads again: nobody else took the lease.
+    await until("leading again", () => e.isLeader());
+    assert.deepEqual(events, ["leads", "stops", "leads"]);
+  });
+
   it("steps down when another holder renews the lease", async () => {
     const d = elect("d", "contested");
     await until("d leads", () => d.isLeader());

@@ -319,7 +319,8 @@ export function waypointStatusUpdates(
 /**
  * Writes each update as a JSON merge patch of the status subresource at `pathOf(update)` (the object's
  * path); returns those the API server took. A failure is logged with `what` and the object's
- * namespace/name, not thrown: the next pass tries again.
+ * namespace/name, not thrown: the next pass tries again. Stops before the next write once `leading()`
+ * is false: a replica that lost its lease leaves the rest to the new leader.
  */
 export async function writeStatusPatches<U extends { namespace: string; name: string }>(
   kc: KubeConfig,
@@ -328,9 +329,11 @@ export async function writeStatusPatches<U extends { namespace: string; name: st
   statusOf: (update: U) => Record<string, unknown>,
   what: string,
   logger: Logger,
+  leading: () => boolean = () => true,
 ): Promise<U[]> {
   const written: U[] = [];
   for (const u of updates) {
+    if (!leading()) break;
     try {
       await kubeRequest(kc, "PATCH", `${pathOf(u)}/status`, {
         contentType: "application/merge-patch+json",
@@ -347,11 +350,15 @@ export async function writeStatusPatches<U extends { namespace: string; name: st
   return written;
 }
 
-/** Writes the Gateways' status; returns those written. Failures are logged, not thrown. */
+/**
+ * Writes the Gateways' status while `leading()`; returns those written. Failures are logged, not
+ * thrown.
+ */
 export function writeGatewayStatus(
   kc: KubeConfig,
   updates: readonly WaypointStatusUpdate[],
   logger: Logger = noopLogger,
+  leading?: () => boolean,
 ): Promise<WaypointStatusUpdate[]> {
   return writeStatusPatches(
     kc,
@@ -360,5 +367,6 @@ export function writeGatewayStatus(
     (u) => ({ ...u.status }),
     "gateway",
     logger,
+    leading,
   );
 }

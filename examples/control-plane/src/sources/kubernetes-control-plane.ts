@@ -189,12 +189,14 @@ export async function startKubernetesControlPlane(
           u.resourceVersion === undefined ||
           statusWritten.get(`${u.namespace}/${u.name}`) !== u.resourceVersion,
       );
-      for (const u of await writeGatewayStatus(kubeConfig, updates, logger)) {
+      // Each write is made while this replica leads: one that lost its lease mid-pass stops there.
+      const leading = () => election?.isLeader() === true;
+      for (const u of await writeGatewayStatus(kubeConfig, updates, logger, leading)) {
         if (u.resourceVersion !== undefined) statusWritten.set(`${u.namespace}/${u.name}`, u.resourceVersion);
       }
       if (entryStatus !== undefined) {
         const entryUpdates = entryStatus.due(source.objects("ServiceEntry"));
-        for (const u of await writeServiceEntryStatus(kubeConfig, entryUpdates, logger))
+        for (const u of await writeServiceEntryStatus(kubeConfig, entryUpdates, logger, leading))
           entryStatus.written(u);
       }
     });

@@ -17,7 +17,11 @@ export interface LeaderElectionOptions {
   identity: string;
   /** How long a lease holds without renewal. Default 15 s; client-go `LeaseDuration`. */
   leaseDurationSeconds?: number;
-  /** A leader that could not renew for this long steps down. Default 10 s; client-go `RenewDeadline`. */
+  /**
+   * A leader that could not renew for this long steps down, also while a request is still on its way
+   * (each request to the Lease gives up after half of it, at least 1 s). Default 10 s; client-go
+   * `RenewDeadline`.
+   */
   renewDeadlineMs?: number;
   /** Interval between attempts. Default 2 s; client-go `RetryPeriod`. */
   retryPeriodMs?: number;
@@ -58,10 +62,16 @@ export function startLeaderElection(options: LeaderElectionOptions): LeaderElect
   const retryMs = options.retryPeriodMs ?? 2000;
   const logger = options.logger ?? noopLogger;
   const path = `/apis/coordination.k8s.io/v1/namespaces/${namespace}/leases`;
+  // client-go's lock client: each request within half the renew deadline, at least 1 s.
+  const requestTimeoutMs = Math.max(renewDeadlineMs / 2, 1000);
+  const lease = (method: string, at: string, body?: { contentType: string; value: unknown }) =>
+    kubeRequest(kc, method, at, body, requestTimeoutMs);
   let leader = false;
   let lastRenew = 0;
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
+  /** Steps a leader down once `renewDeadlineMs` passed since its last renewal, whatever is in flight. */
+  let deadlineTimer: NodeJS.Timeout | undefined;
   // Another holder's lease, and when this replica first saw its current renewTime (local clock only).
   let observed: { renewTime: string | undefined; holder: string | undefined; at: number } | undefined;
 
@@ -78,11 +88,27 @@ export function startLeaderElection(options: LeaderElectionOptions): LeaderElect
     else options.onStoppedLeading?.();
   };
 
+  const renewed = (): void => {
+    lastRenew = Date.now();
+    setLeader(true);
+    clearTimeout(deadlineTimer);
+    if (!leader) return;
+    deadlineTimer = setTimeout(() => {
+      if (!leader || Date.now() - lastRenew < renewDeadlineMs) return;
+      logger.warn(
+        { lease: `${namespace}/${name}`, renewDeadlineMs },
+        "lease not renewed within the renew deadline: stepping down",
+      );
+      setLeader(false);
+    }, renewDeadlineMs);
+    deadlineTimer.unref();
+  };
+
   const attempt = async (): Promise<void> => {
     const now = new Date();
-    let lease: Lease | undefined;
+    let current: Lease | undefined;
     try {
-      lease = (await kubeRequest(kc, "GET", `${path}/${name}`)) as Lease;
+      current = (await lease("GET", `${path}/${name}`)) as Lease;
     } catch (err) {
       if (!(err instanceof KubeRequestError && err.statusCode === 404)) throw err;
     }
@@ -91,8 +117,8 @@ export function startLeaderElection(options: LeaderElectionOptions): LeaderElect
       leaseDurationSeconds: duration,
       renewTime: microTime(now),
     };
-    if (lease === undefined) {
-      await kubeRequest(kc, "POST", path, {
+    if (current === undefined) {
+      await lease("POST", path, {
         contentType: "application/json",
         value: {
           apiVersion: "coordination.k8s.io/v1",
@@ -101,39 +127,37 @@ export function startLeaderElection(options: LeaderElectionOptions): LeaderElect
           spec: { ...spec, acquireTime: microTime(now), leaseTransitions: 0 },
         },
       });
-      lastRenew = Date.now();
-      setLeader(true);
+      renewed();
       return;
     }
-    const holder = lease.spec?.holderIdentity;
+    const holder = current.spec?.holderIdentity;
     if (holder !== options.identity && holder !== undefined && holder !== "") {
       // Expiry is judged by how long this replica has seen the same renewTime, not by comparing clocks.
-      const renewTime = lease.spec?.renewTime;
+      const renewTime = current.spec?.renewTime;
       if (observed === undefined || observed.renewTime !== renewTime || observed.holder !== holder) {
         observed = { renewTime, holder, at: Date.now() };
       }
-      const heldFor = (lease.spec?.leaseDurationSeconds ?? duration) * 1000;
+      const heldFor = (current.spec?.leaseDurationSeconds ?? duration) * 1000;
       if (Date.now() - observed.at < heldFor) {
         setLeader(false);
         return;
       }
     }
     const taking = holder !== options.identity;
-    await kubeRequest(kc, "PUT", `${path}/${name}`, {
+    await lease("PUT", `${path}/${name}`, {
       contentType: "application/json",
       value: {
-        ...lease,
+        ...current,
         spec: {
-          ...lease.spec,
+          ...current.spec,
           ...spec,
           ...(taking
-            ? { acquireTime: microTime(now), leaseTransitions: (lease.spec?.leaseTransitions ?? 0) + 1 }
+            ? { acquireTime: microTime(now), leaseTransitions: (current.spec?.leaseTransitions ?? 0) + 1 }
             : {}),
         },
       },
     });
-    lastRenew = Date.now();
-    setLeader(true);
+    renewed();
   };
 
   const loop = async (): Promise<void> => {
@@ -164,16 +188,17 @@ export function startLeaderElection(options: LeaderElectionOptions): LeaderElect
     async stop() {
       stopped = true;
       clearTimeout(timer);
+      clearTimeout(deadlineTimer);
       // An attempt in flight may still take or renew the lease: release after it.
       await inflight.catch(() => undefined);
       setLeader(false);
       // Released, so a successor need not wait out the lease.
       try {
-        const lease = (await kubeRequest(kc, "GET", `${path}/${name}`)) as Lease;
-        if (lease.spec?.holderIdentity === options.identity) {
-          await kubeRequest(kc, "PUT", `${path}/${name}`, {
+        const held = (await lease("GET", `${path}/${name}`)) as Lease;
+        if (held.spec?.holderIdentity === options.identity) {
+          await lease("PUT", `${path}/${name}`, {
             contentType: "application/json",
-            value: { ...lease, spec: { ...lease.spec, holderIdentity: "", leaseDurationSeconds: 1 } },
+            value: { ...held, spec: { ...held.spec, holderIdentity: "", leaseDurationSeconds: 1 } },
           });
         }
       } catch (err) {

@@ -65,11 +65,15 @@ export class ServiceEntryStatusPlanner {
   }
 }
 
-/** Writes the ServiceEntries' status addresses; returns those written. Failures are logged, not thrown. */
+/**
+ * Writes the ServiceEntries' status addresses while `leading()`; returns those written. Failures are
+ * logged, not thrown.
+ */
 export function writeServiceEntryStatus(
   kc: KubeConfig,
   updates: readonly ServiceEntryStatusUpdate[],
   logger: Logger = noopLogger,
+  leading?: () => boolean,
 ): Promise<ServiceEntryStatusUpdate[]> {
   return writeStatusPatches(
     kc,
@@ -78,5 +82,6 @@ export function writeServiceEntryStatus(
     (u) => ({ addresses: u.addresses }),
     "serviceEntry",
     logger,
+    leading,
   );
 }

@@ -221,8 +221,13 @@ export interface FakeApiServer {
    * head (a proxy in front of the apiserver that accepted and hangs).
    */
   holdWatches(kind: string, count: number): void;
-  /** Watch requests held by {@link FakeApiServer.holdWatches} whose connection is still open. */
-  heldWatchCount(): number;
+  /**
+   * Holds every request `match` accepts open without any answer from now on (until called again with
+   * undefined), e.g. the Lease requests of a leader whose apiserver hangs.
+   */
+  holdRequests(match: ((request: FakeRequest) => boolean) | undefined): void;
+  /** Requests held by {@link FakeApiServer.holdWatches} or `holdRequests` whose connection is still open. */
+  heldRequestCount(): number;
   /** Open watch connections. */
   watchCount(): number;
   close(): Promise<void>;
@@ -289,6 +294,7 @@ export async function createFakeApiServer(options: FakeApiServerOptions = {}): P
   // Watch requests to hold without an answer, by kind, and those held now.
   const toHold = new Map<string, number>();
   const held = new Set<ServerResponse>();
+  let holdMatching: ((request: FakeRequest) => boolean) | undefined;
   let requestHook: ((request: FakeRequest) => void) | undefined;
 
   const byKind = (apiVersion: string, kind: string): FakeResource => {
@@ -606,6 +612,11 @@ export async function createFakeApiServer(options: FakeApiServerOptions = {}): P
     const seen = { method, path: url.pathname, query };
     requests.push(seen);
     requestHook?.(seen);
+    if (holdMatching?.(seen) === true) {
+      held.add(res);
+      res.on("close", () => held.delete(res));
+      return;
+    }
     if (options.bearerToken !== undefined && req.headers.authorization !== `Bearer ${options.bearerToken}`) {
       send(res, 401, status(401, "Unauthorized", "Unauthorized"));
       return;
@@ -807,7 +818,10 @@ export async function createFakeApiServer(options: FakeApiServerOptions = {}): P
     holdWatches(kind, count) {
       toHold.set(kind, count);
     },
-    heldWatchCount: () => held.size,
+    holdRequests(match) {
+      holdMatching = match;
+    },
+    heldRequestCount: () => held.size,
     watchCount: () => watchers.size,
     close: stopServer,
   };
