@@ -218,6 +218,13 @@ export interface WaypointHandlerOptions {
    * `stream_idle_timeout`.
    */
   streamIdleTimeoutMs?: number;
+  /**
+   * Time without a byte moving in either direction after which a tunnel carried as TCP (`opaqueTcp`)
+   * or an upgraded connection (WebSocket) is closed, both sides; 0 disables. Default 3600000 (1 h),
+   * Envoy TcpProxy's default `idle_timeout`. Without one, a connection whose peer vanished without a
+   * word is held for as long as the other side keeps it.
+   */
+  tcpIdleTimeoutMs?: number;
   /** Idle keep-alive connections kept per endpoint. Default 100. */
   maxIdleConnectionsPerEndpoint?: number;
   /** Cluster DNS suffix for `destination_service`. Default `"cluster.local"`. */
@@ -537,22 +544,42 @@ class FinishedExchange implements FinishedRequest {
 }
 
 /**
- * Carries bytes both ways between a client stream and its upstream; when either side finishes, both
- * are destroyed and `onEnd` runs, once.
+ * Carries bytes both ways between a client stream and its upstream; when either side finishes, or no
+ * byte moved either way for `idleMs` (0: no limit), both are destroyed and `onEnd` runs, once.
  */
-function joinStreams(client: Duplex, upstream: Duplex, onEnd: () => void): void {
+function joinStreams(client: Duplex, upstream: Duplex, idleMs: number, onEnd: () => void): void {
   upstream.pipe(client);
   client.pipe(upstream);
   let ended = false;
+  let timer: NodeJS.Timeout | undefined;
   const end = () => {
     if (ended) return;
     ended = true;
+    clearTimeout(timer);
     upstream.destroy();
     client.destroy();
     onEnd();
   };
   finished(upstream, end);
   finished(client, end);
+  if (idleMs <= 0) return;
+  // A time per chunk, one timer re-armed for what is left when it fires: nothing per chunk but a write.
+  let lastByteAt = performance.now();
+  const moved = () => {
+    lastByteAt = performance.now();
+  };
+  client.on("data", moved);
+  upstream.on("data", moved);
+  const check = () => {
+    const idle = performance.now() - lastByteAt;
+    if (idle >= idleMs) end();
+    else arm(idleMs - idle);
+  };
+  const arm = (ms: number) => {
+    timer = setTimeout(check, ms);
+    timer.unref();
+  };
+  arm(idleMs);
 }
 
 /**
@@ -965,6 +992,13 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
   const clusterDomain = options.clusterDomain ?? "cluster.local";
   const defaultRequestTimeout = options.requestTimeoutMs ?? 0;
   const streamIdleTimeout = options.streamIdleTimeoutMs ?? 300_000;
+  const tcpIdleTimeout = options.tcpIdleTimeoutMs ?? 3_600_000;
+  if (!(Number.isFinite(tcpIdleTimeout) && tcpIdleTimeout >= 0)) {
+    throw new RouterError(
+      "ERR_OPTIONS_INVALID",
+      `tcpIdleTimeoutMs must be a number of ms >= 0, got ${tcpIdleTimeout}`,
+    );
+  }
   const headersTimeout = options.headersTimeoutMs ?? 60_000;
   const pathNormalization = options.pathNormalization ?? "BASE";
   if (!PATH_NORMALIZATIONS.includes(pathNormalization)) {
@@ -2234,7 +2268,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     upstream.on("data", (c: Buffer) => {
       x.responseBytes += c.length;
     });
-    joinStreams(client, upstream, () => {
+    joinStreams(client, upstream, tcpIdleTimeout, () => {
       done();
       record(x);
     });
@@ -2319,7 +2353,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
           upstream.on("data", (chunk: Buffer) => {
             t.sent += chunk.length;
           });
-          joinStreams(stream, upstream, () => {
+          joinStreams(stream, upstream, tcpIdleTimeout, () => {
             done();
             tcpClosed(t);
           });

@@ -277,6 +277,69 @@ describe("a tunnel whose bytes are not HTTP (opaqueTcp)", () => {
     }
   });
 
+  it("closes a tunnel after tcpIdleTimeoutMs without a byte either way, and not one that carries bytes", async () => {
+    // An echo that never ends a connection itself.
+    const echo = net.createServer((socket) => {
+      socket.on("error", () => {});
+      socket.pipe(socket);
+    });
+    await new Promise<void>((resolve) => echo.listen(0, "127.0.0.1", resolve));
+    const endpoint = { address: "127.0.0.1", port: (echo.address() as net.AddressInfo).port };
+    const wp = await startWaypoint(
+      { "data/db": [endpoint] },
+      { routes: [], opaqueTcp: true, tcpIdleTimeoutMs: 600 },
+      { destination: { address: "10.96.0.40", port: 5432, service: { name: "db", namespace: "data" } } },
+      HALF_OPEN,
+    );
+    const open = async () => {
+      const socket = net.connect({ port: wp.port, host: "127.0.0.1" });
+      socket.on("error", () => {});
+      const echoed: Buffer[] = [];
+      socket.on("data", (c: Buffer) => echoed.push(c));
+      // Destroyed by the waypoint: a reset, so the close is awaited without its error.
+      const closed = new Promise<number>((resolve) => socket.once("close", () => resolve(performance.now())));
+      socket.write(postgresStartup);
+      while (Buffer.concat(echoed).length < postgresStartup.length)
+        await new Promise((r) => setTimeout(r, 10));
+      return { socket, closed, echoed };
+    };
+    try {
+      const idle = await open();
+      const busy = await open();
+      const started = performance.now();
+      // The busy one sends a byte every 100 ms for 1.2 s: two idle periods, never idle for one.
+      for (let i = 0; i < 12; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        busy.socket.write("x");
+      }
+      const idleClosedAt = await Promise.race([
+        idle.closed,
+        new Promise<number>((r) => setTimeout(() => r(-1), 2000)),
+      ]);
+      assert.ok(idleClosedAt > 0, "the idle tunnel is still open");
+      assert.ok(
+        idleClosedAt - started < 800,
+        `idle tunnel closed after ${Math.round(idleClosedAt - started)} ms`,
+      );
+      assert.equal(busy.socket.destroyed, false, "the busy tunnel was closed");
+      // Every byte it sent came back (the last one may still be on its way).
+      for (let i = 0; i < 50 && Buffer.concat(busy.echoed).length < postgresStartup.length + 12; i++) {
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      assert.equal(Buffer.concat(busy.echoed).length, postgresStartup.length + 12);
+      // Once it stops, it is closed too.
+      const stoppedAt = performance.now();
+      const busyClosedAt = await busy.closed;
+      assert.ok(
+        busyClosedAt - stoppedAt >= 250,
+        `closed ${Math.round(busyClosedAt - stoppedAt)} ms after its last byte`,
+      );
+    } finally {
+      await wp.close();
+      await stopServer(echo);
+    }
+  });
+
   it("takes a reset while the upstream is still connecting as a close", async () => {
     const db = await tcpBackend("db-0");
     const wp = await startWaypoint(
