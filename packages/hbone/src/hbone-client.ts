@@ -119,8 +119,13 @@ export interface HboneClient {
   /** Opens a tunnel through a gateway: an inner mTLS + CONNECT inside an outer tunnel (not pooled). */
   connectDouble(options: HboneDoubleConnectOptions): Promise<TunnelStream>;
   stats(): HboneClientStats;
-  /** GOAWAY on every connection; resolves when open tunnels finished. New connects fail. */
-  close(): Promise<void>;
+  /**
+   * GOAWAY on every connection; resolves when open tunnels finished. New connects fail. Tunnels still
+   * open after `timeoutMs` (default 30 s, as `HboneServer.close`) are destroyed with their
+   * connections.
+   * @throws HboneError `ERR_HBONE_INVALID_ARGUMENT` for a `timeoutMs` that is not a number >= 0.
+   */
+  close(options?: { timeoutMs?: number }): Promise<void>;
   /** Destroys every connection and tunnel at once. */
   destroy(): Promise<void>;
 }
@@ -330,10 +335,23 @@ class HboneClientImpl implements HboneClient {
     }
   }
 
-  async close(): Promise<void> {
+  async close(options: { timeoutMs?: number } = {}): Promise<void> {
+    const timeoutMs = options.timeoutMs ?? 30_000;
+    if (!(Number.isFinite(timeoutMs) && timeoutMs >= 0)) {
+      throw new HboneError(
+        "ERR_HBONE_INVALID_ARGUMENT",
+        `close timeoutMs must be a number >= 0, got ${timeoutMs}`,
+      );
+    }
     this.#closed = true;
     for (const s of this.#inner) s.close();
-    await this.#pool.close(false);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(true), timeoutMs);
+    });
+    const late = await Promise.race([this.#pool.close(false).then(() => false), timedOut]);
+    clearTimeout(timer);
+    if (late) await this.destroy();
   }
 
   async destroy(): Promise<void> {

@@ -346,6 +346,35 @@ describe("HBONE tunnels", () => {
     );
   });
 
+  it("client close() waits for open tunnels up to timeoutMs, then destroys them", async () => {
+    const s = await startServer(pki);
+    const c = createHboneClient(pki.issue(CLIENT_ID));
+    try {
+      // A tunnel whose far end never ends it.
+      const serverStream = s.nextTunnel().then((t) => t.accept().on("error", () => {}));
+      const t = await c.connect({
+        address: s.address,
+        authority: "10.0.0.9:80",
+        expectedIdentities: [SERVER_ID],
+      });
+      t.on("error", () => {});
+      await serverStream;
+      const started = performance.now();
+      await c.close({ timeoutMs: 200 });
+      const tookMs = performance.now() - started;
+      assert.ok(tookMs >= 150 && tookMs < 5000, `closed after ${Math.round(tookMs)} ms`);
+      assert.ok(t.destroyed, "the tunnel was destroyed");
+      assert.deepEqual(c.stats(), { connections: 0, streams: 0, innerSessions: 0 });
+      await assert.rejects(
+        c.close({ timeoutMs: -1 }),
+        (e: unknown) => e instanceof HboneError && e.code === "ERR_HBONE_INVALID_ARGUMENT",
+      );
+    } finally {
+      await c.destroy();
+      await s.server.close({ timeoutMs: 1000 });
+    }
+  });
+
   it("graceful server close lets open tunnels finish, then refuses new connections", async () => {
     const s = await startServer(pki);
     const c = createHboneClient(pki.issue(CLIENT_ID));
