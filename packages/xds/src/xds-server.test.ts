@@ -1226,3 +1226,88 @@ describe("keepalive", () => {
     },
   );
 });
+
+describe("streams not yet authenticated", () => {
+  it(
+    "closes a stream that sends no request within authenticationTimeoutMs",
+    { timeout: 20_000 },
+    async () => {
+      const server = createXdsServer({ debounceMs: 0, authenticationTimeoutMs: 300 });
+      seed(server, 1);
+      const port = await server.listen();
+      try {
+        const silent = openDelta(port);
+        const started = Date.now();
+        const status = await silent.status;
+        assert.equal(status.code, grpc.status.UNAUTHENTICATED);
+        assert.match(status.details, /no authenticated discovery request within 300 ms/);
+        assert.ok(Date.now() - started < 5000);
+        assert.equal(server.streams().length, 0);
+        // A stream that asks in time is served, and stays past the deadline.
+        const asking = openDelta(port);
+        asking.send({ typeUrl: A, node: { id: "n1" }, resourceNamesSubscribe: ["*"] });
+        assert.equal((await asking.next()).resources.length, 1);
+        await new Promise((r) => setTimeout(r, 600));
+        assert.equal(server.streams().length, 1);
+        asking.close();
+      } finally {
+        await server.close();
+      }
+    },
+  );
+
+  it(
+    "refuses streams past maxUnauthenticatedStreams, and counts a stream out once authenticated",
+    { timeout: 20_000 },
+    async () => {
+      let admit: () => void = () => {};
+      const admitted = new Promise<void>((resolve) => {
+        admit = resolve;
+      });
+      const server = createXdsServer({
+        debounceMs: 0,
+        maxUnauthenticatedStreams: 2,
+        // Authentication waits until the test lets it through.
+        authenticate: async () => {
+          await admitted;
+          return "ok";
+        },
+      });
+      seed(server, 1);
+      const port = await server.listen();
+      try {
+        const waiting = [openDelta(port), openDelta(port)];
+        for (const s of waiting) s.send({ typeUrl: A, node: { id: "n" }, resourceNamesSubscribe: ["*"] });
+        while (server.streams().length < 2) await new Promise((r) => setTimeout(r, 10));
+        const third = openDelta(port);
+        const status = await third.status;
+        assert.equal(status.code, grpc.status.RESOURCE_EXHAUSTED);
+        assert.match(status.details, /too many xds streams not yet authenticated/);
+        admit();
+        for (const s of waiting) assert.equal((await s.next()).resources.length, 1);
+        // Both are authenticated now: a new stream is taken again.
+        const fourth = openDelta(port);
+        fourth.send({ typeUrl: A, node: { id: "n" }, resourceNamesSubscribe: ["*"] });
+        assert.equal((await fourth.next()).resources.length, 1);
+        for (const s of [...waiting, fourth]) s.close();
+      } finally {
+        await server.close();
+      }
+    },
+  );
+
+  it("refuses limits that are no bound", () => {
+    for (const options of [
+      { maxUnauthenticatedStreams: 0 },
+      { maxUnauthenticatedStreams: 1.5 },
+      { authenticationTimeoutMs: 0 },
+      { authenticationTimeoutMs: Number.POSITIVE_INFINITY },
+    ]) {
+      assert.throws(
+        () => createXdsServer(options),
+        (e: unknown) => e instanceof XdsError && e.code === "ERR_XDS_INVALID_ARGUMENT",
+        JSON.stringify(options),
+      );
+    }
+  });
+});

@@ -101,8 +101,21 @@ export interface XdsServerOptions {
   maxNamesPerType?: number;
   /**
    * Requests buffered per stream before reading pauses (HTTP/2 flow control pushes back): default 64.
+   * Until a stream is authenticated, one: reading pauses after its first request.
    */
   maxQueuedRequests?: number;
+  /**
+   * Streams that have not yet been authenticated (no first request yet, or `authenticate` still
+   * running), for the whole server: default 1024. A stream opened past it is closed at once with
+   * RESOURCE_EXHAUSTED, so clients that open streams and say nothing cannot grow the server's memory.
+   */
+  maxUnauthenticatedStreams?: number;
+  /**
+   * Time a stream has to send its first request and be authenticated: default 15000 ms (room for an
+   * `authenticate` that asks an API, such as a 10 s TokenReview). Past it the stream is closed with
+   * UNAUTHENTICATED.
+   */
+  authenticationTimeoutMs?: number;
   /**
    * Response bytes a stream may hold that its client has not taken yet (grpc-js buffer plus HTTP/2
    * flow control) before the server stops writing to it: default 4 MiB. Above it, cache changes for
@@ -180,6 +193,8 @@ interface LiveStream extends ThrottledStream {
   release(): void;
   /** Labels under which the stream was counted in `pilot_xds`, once authenticated. */
   counted?: { protocol: string; kind: string };
+  /** Runs when the stream is finished (before its call is ended). */
+  onFinish?: () => void;
   readonly context: XdsStreamContext;
   readonly session: DeltaSession | SotwSession;
   readonly call: grpc.ServerDuplexStream<Buffer, Uint8Array>;
@@ -243,6 +258,8 @@ export class XdsServer {
   private readonly throttle: PushThrottle<ThrottledStream>;
   private grpcServer: grpc.Server | undefined;
   private nextId = 0;
+  /** Streams not yet authenticated ({@link XdsServerOptions.maxUnauthenticatedStreams}). */
+  private unauthenticated = 0;
   /** Nonces are numbered server-wide, so streams in step can be sent one response's bytes. */
   private nonceSeq = 0;
   private closed = false;
@@ -305,6 +322,25 @@ export class XdsServer {
       ),
     };
     const resolveTimeoutMs = options.resolveTimeoutMs ?? 5000;
+    const { maxUnauthenticatedStreams, authenticationTimeoutMs } = options;
+    if (
+      maxUnauthenticatedStreams !== undefined &&
+      !(Number.isSafeInteger(maxUnauthenticatedStreams) && maxUnauthenticatedStreams >= 1)
+    ) {
+      throw new XdsError(
+        "ERR_XDS_INVALID_ARGUMENT",
+        `maxUnauthenticatedStreams must be a whole number >= 1, got ${maxUnauthenticatedStreams}`,
+      );
+    }
+    if (
+      authenticationTimeoutMs !== undefined &&
+      !(Number.isFinite(authenticationTimeoutMs) && authenticationTimeoutMs > 0)
+    ) {
+      throw new XdsError(
+        "ERR_XDS_INVALID_ARGUMENT",
+        `authenticationTimeoutMs must be a number > 0, got ${authenticationTimeoutMs}`,
+      );
+    }
     this.host = {
       cache: this.cache,
       maxNamesPerType: options.maxNamesPerType ?? 100_000,
@@ -503,6 +539,7 @@ export class XdsServer {
 
   private finish(stream: LiveStream, code: number, details: string): void {
     if (!this.live.delete(stream)) return;
+    stream.onFinish?.();
     stream.session.closed = true;
     stream.release();
     stream.wake();
@@ -613,6 +650,39 @@ export class XdsServer {
     };
     this.live.add(stream);
     let authenticated = false;
+    // Until it is authenticated a stream costs the server without proving anything: a count for the
+    // whole server, and a deadline.
+    this.unauthenticated++;
+    let counted = true;
+    let authTimer: NodeJS.Timeout | undefined;
+    const authenticatedNow = () => {
+      clearTimeout(authTimer);
+      if (!counted) return;
+      counted = false;
+      this.unauthenticated--;
+    };
+    stream.onFinish = authenticatedNow;
+    if (this.unauthenticated > (this.options.maxUnauthenticatedStreams ?? 1024)) {
+      this.logger.warn(
+        { stream: context.id, peer: context.peer },
+        "xds stream refused: too many streams not yet authenticated",
+      );
+      this.finish(stream, GrpcStatus.RESOURCE_EXHAUSTED, "too many xds streams not yet authenticated");
+      return;
+    }
+    const authTimeoutMs = this.options.authenticationTimeoutMs ?? 15_000;
+    authTimer = setTimeout(() => {
+      this.logger.warn(
+        { stream: context.id, peer: context.peer },
+        "xds stream closed: not authenticated in time",
+      );
+      this.finish(
+        stream,
+        GrpcStatus.UNAUTHENTICATED,
+        `no authenticated discovery request within ${authTimeoutMs} ms`,
+      );
+    }, authTimeoutMs);
+    authTimer.unref();
     let chain = Promise.resolve();
     const process = async (buffer: Buffer): Promise<void> => {
       if (session.closed) return;
@@ -650,6 +720,7 @@ export class XdsServer {
           }
         }
         authenticated = true;
+        authenticatedNow();
         if (session.closed) return;
         stream.counted = { protocol, kind: nodeKind(context.node) };
         this.metrics.clients.inc(stream.counted);
@@ -664,7 +735,7 @@ export class XdsServer {
     // and HTTP/2 flow control pushes back on the client.
     call.on("data", (buffer: Buffer) => {
       stats.queuedRequests++;
-      if (stats.queuedRequests >= limit) call.pause();
+      if (stats.queuedRequests >= (authenticated ? limit : 1)) call.pause();
       chain = chain
         .then(() => drained())
         .then(() => process(buffer))
@@ -678,7 +749,7 @@ export class XdsServer {
         })
         .finally(() => {
           stats.queuedRequests--;
-          if (stats.queuedRequests < limit && call.isPaused()) call.resume();
+          if (stats.queuedRequests < (authenticated ? limit : 1) && call.isPaused()) call.resume();
         });
     });
     call.on("end", () => {
