@@ -386,4 +386,64 @@ describe("grpc_response_status", () => {
       ],
     );
   });
+
+  it("carries the codes gRPC defines, and -1 for any other value a backend sends", async () => {
+    const { metrics, seen } = labelsOf("istio_requests_total");
+    // The backend sends back whatever grpc-status the client asked for, as a header-reflecting
+    // service would: arbitrary text must not become label values.
+    const backend = http.createServer((req, res) => {
+      res.writeHead(200, {
+        "content-type": "application/grpc",
+        "grpc-status": String(req.headers["x-status"]),
+      });
+      res.end();
+    });
+    await new Promise<void>((resolve) => backend.listen(0, "127.0.0.1", resolve));
+    const handler = createWaypointHandler({
+      routes: [],
+      resolveBackend: () => [{ address: "127.0.0.1", port: (backend.address() as AddressInfo).port }],
+      connect: (e) => net.connect({ host: e.address, port: e.port }),
+      retry: { attempts: 0 },
+      metrics,
+    });
+    const server = net.createServer((socket) =>
+      handler.handle(socket, {
+        peerIdentity: PEER,
+        destination: { address: "10.0.0.1", port: 80, service: webService },
+      }),
+    );
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const sent = ["0", "16", " 7 ", "007", "17", "4294967296", "-1", "abc", "x".repeat(5000)];
+    try {
+      for (const status of sent) {
+        await new Promise<void>((resolve, reject) => {
+          const req = http.request(
+            {
+              host: "127.0.0.1",
+              port: (server.address() as AddressInfo).port,
+              path: "/grpc.Svc/Call",
+              method: "POST",
+              headers: { "content-type": "application/grpc", "x-status": status },
+              agent: false,
+            },
+            (res) => {
+              res.resume();
+              res.on("end", () => resolve());
+            },
+          );
+          req.on("error", reject);
+          req.end();
+        });
+      }
+      for (let i = 0; i < 100 && seen.length < sent.length; i++) await new Promise((r) => setTimeout(r, 10));
+    } finally {
+      await handler.close();
+      server.close();
+      backend.close();
+    }
+    assert.deepEqual(
+      seen.map((l) => l.grpc_response_status),
+      ["0", "16", "7", "-1", "-1", "-1", "-1", "-1", "-1"],
+    );
+  });
 });

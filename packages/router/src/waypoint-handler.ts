@@ -590,6 +590,18 @@ function underscored(text: string): string {
   return text.replace(/[ \t\f\v\n\r]/g, "_");
 }
 
+/**
+ * A `grpc-status` value as metrics and logs carry it: one of the codes gRPC defines (0 to 16, written
+ * without leading zeros or spaces), else `-1`, Envoy's `InvalidCode`. A backend's header is never a
+ * label value as it came, so it cannot add series (or log bytes) without bound.
+ */
+export function grpcStatusCode(value: string): string {
+  const text = value.trim();
+  if (!/^\d{1,2}$/.test(text)) return "-1";
+  const code = Number(text);
+  return code <= 16 ? String(code) : "-1";
+}
+
 /** The access log's `upstream_transport_failure_reason`. */
 function transportFailureField(reason: string | undefined): string {
   return reason === undefined ? "-" : underscored(reason);
@@ -2119,7 +2131,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     x.status = up.status;
     x.details = DETAILS.viaUpstream;
     const gs = headers["grpc-status"];
-    if (typeof gs === "string") x.grpcStatus = gs;
+    if (typeof gs === "string") x.grpcStatus = grpcStatusCode(gs);
     if (metricsEnabled) x.responseBytes = x.responseHeadBytes = headerBytes(headers);
     const res = x.res;
     res.writeHead(up.status, headers);
@@ -2162,7 +2174,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       const trailers = up.trailers();
       if (trailers !== undefined) {
         const t = typeof trailers["grpc-status"] === "string" ? trailers["grpc-status"] : undefined;
-        if (t !== undefined) x.grpcStatus = t;
+        if (t !== undefined) x.grpcStatus = grpcStatusCode(t);
         x.res.addTrailers(trailers);
       }
       x.res.end();
