@@ -109,6 +109,11 @@ describe("targetsWaypointOrService", () => {
       targetsWaypointOrService(spec([{ group: "", kind: "Service", name: "web" }]), WAYPOINT),
       true,
     );
+    // The core group written out, as istiod reads it.
+    assert.equal(
+      targetsWaypointOrService(spec([{ group: "core", kind: "Service", name: "web" }]), WAYPOINT),
+      true,
+    );
     assert.equal(
       targetsWaypointOrService(
         spec([{ group: "networking.istio.io", kind: "ServiceEntry", name: "api" }]),

@@ -80,7 +80,9 @@ export function targetsWaypointOrService(
   return refsOf(obj).some(
     (ref) =>
       attachable(ref, namespace, rootNamespace) &&
+      // The core group is "" or "core", as istiod reads it.
       ((ref.kind === "Service" && (ref.group ?? "") === "") ||
+        (ref.kind === "Service" && ref.group === "core") ||
         (ref.kind === "ServiceEntry" && (ref.group ?? "networking.istio.io") === "networking.istio.io")),
   );
 }

@@ -85,7 +85,48 @@ describe("validateResource", () => {
       issues(ap({ selector: { matchLabels: { a: "b" } }, targetRefs: [{ kind: "Gateway", name: "w" }] })),
       ["spec: only one of selector, targetRef or targetRefs can be set"],
     );
+    // Each kind in its own group, the core group written "" or "core": another group would attach the
+    // policy to nothing.
+    for (const ref of [
+      { kind: "Service", name: "web", group: "" },
+      { kind: "Service", name: "web", group: "core" },
+      { kind: "Service", name: "web" },
+      { kind: "Gateway", name: "w", group: "gateway.networking.k8s.io" },
+      { kind: "ServiceEntry", name: "e", group: "networking.istio.io" },
+    ]) {
+      assert.doesNotThrow(
+        () => validateResource(ap({ targetRefs: [ref], rules: [{}] })),
+        JSON.stringify(ref),
+      );
+    }
+    assert.deepEqual(
+      issues(
+        ap({
+          targetRefs: [
+            { kind: "Service", name: "web", group: "apps" },
+            { kind: "Gateway", name: "w", group: "" },
+            { kind: "ServiceEntry", name: "e", group: "networking.x-k8s.io" },
+          ],
+          rules: [{}],
+        }),
+      ),
+      [
+        'spec.targetRefs[0].group: Service is in the group "" (core), found "apps"',
+        'spec.targetRefs[1].group: Gateway is in the group "gateway.networking.k8s.io", found ""',
+        'spec.targetRefs[2].group: ServiceEntry is in the group "networking.istio.io", found "networking.x-k8s.io"',
+      ],
+    );
     assert.deepEqual(issues(ap({ rules: [{ from: [] }] })), ["spec.rules[0].from: must not be empty"]);
+    // Not an attribute istiod knows: accepted, it would match nothing, and a DENY on it would miss.
+    assert.deepEqual(
+      issues(
+        ap({
+          action: "DENY",
+          rules: [{ when: [{ key: "request.experimental.inline.headers[x-user]", values: ["bob"] }] }],
+        }),
+      ),
+      ["spec.rules[0].when[0].values: unknown attribute: request.experimental.inline.headers[x-user]"],
+    );
     assert.deepEqual(
       issues(ap({ rules: [{ from: [{ source: { principals: ["a"], serviceAccounts: ["ns/sa"] } }] }] })),
       ["spec.rules[0].from[0].source: cannot set serviceAccounts together with namespaces or principals"],

@@ -183,6 +183,14 @@ function checkSelector(c: Checker, value: unknown, path: string): WorkloadSelect
   return { matchLabels: labels };
 }
 
+/** The group of each kind a policy may target, `core` for the core group ("" or "core" in a reference). */
+const TARGET_GROUPS: Readonly<Record<string, string>> = {
+  Gateway: "gateway.networking.k8s.io",
+  GatewayClass: "gateway.networking.k8s.io",
+  Service: "core",
+  ServiceEntry: "networking.istio.io",
+};
+
 function checkTargetRef(c: Checker, value: unknown, path: string): PolicyTargetReference | undefined {
   if (!c.isObject(value, path)) return undefined;
   c.knownKeys(value, ["group", "kind", "name", "namespace"], path);
@@ -202,6 +210,17 @@ function checkTargetRef(c: Checker, value: unknown, path: string): PolicyTargetR
   const allowed = ["Gateway", "GatewayClass", "Service", "ServiceEntry"];
   if (!allowed.includes(kind))
     c.error(`${path}.kind`, `must be one of ${allowed.join(", ")}, found ${JSON.stringify(kind)}`);
+  else if (ref.group !== undefined) {
+    // As istiod: the core group is "" or "core"; each kind has its own group, and a reference with
+    // another would attach to nothing, so its policy would silently apply nowhere.
+    const group = ref.group === "" ? "core" : ref.group;
+    const expected = TARGET_GROUPS[kind] as string;
+    if (group !== expected)
+      c.error(
+        `${path}.group`,
+        `${kind} is in the group ${expected === "core" ? '"" (core)' : JSON.stringify(expected)}, found ${JSON.stringify(ref.group)}`,
+      );
+  }
   return ref;
 }
 
@@ -396,12 +415,7 @@ function checkConditionValues(c: Checker, key: string, values: string[] | undefi
   if (values === undefined) return;
   checkNoEmpty(c, values, path);
   const mapKey = (prefix: string): boolean => key.startsWith(prefix);
-  if (
-    mapKey("request.headers") ||
-    mapKey("request.experimental.inline.headers") ||
-    mapKey("request.auth.claims") ||
-    mapKey("experimental.envoy.filters.")
-  ) {
+  if (mapKey("request.headers") || mapKey("request.auth.claims") || mapKey("experimental.envoy.filters.")) {
     if (!MAP_KEY.test(key)) c.error(path, `bad key ${JSON.stringify(key)}: should have the form a[b]`);
     return;
   }
