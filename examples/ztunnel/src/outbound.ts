@@ -231,8 +231,9 @@ export function createOutbound(options: OutboundOptions): Outbound {
       return { stream: tunnel, labels, destination: authority, dstId, accessLog };
     };
     // A Service bound to a waypoint: the waypoint picks the endpoint, so tunnel to it with the
-    // original VIP:port as the authority.
-    const viaWaypoint = store.findService(host, request.port, src.namespace);
+    // original VIP:port as the authority. Any port of the Service: its waypoint decides what the
+    // Service serves, as ztunnel finds a Service's waypoint by address alone.
+    const viaWaypoint = store.serviceAt(host, src.namespace);
     const waypoint = viaWaypoint === undefined ? undefined : store.resolveWaypoint(viaWaypoint.service, src);
     if (viaWaypoint !== undefined && waypoint !== undefined && waypoint.kind !== "none") {
       return throughWaypoint(waypoint, `${host}:${request.port}`, viaWaypoint.service);
@@ -241,6 +242,13 @@ export function createOutbound(options: OutboundOptions): Outbound {
     if (dest.kind === "no-endpoint") {
       return refuse(
         new ZtunnelError("ERR_SOCKS5_UNSUPPORTED", `service ${dest.service.key} has no healthy endpoint`, {
+          reply: SOCKS5_REPLY.hostUnreachable,
+        }),
+      );
+    }
+    if (dest.kind === "unknown-port") {
+      return refuse(
+        new ZtunnelError("ERR_SOCKS5_UNSUPPORTED", `service ${dest.service.key} has no port ${dest.port}`, {
           reply: SOCKS5_REPLY.hostUnreachable,
         }),
       );

@@ -144,6 +144,13 @@ describe("WorkloadStore", () => {
     assert.equal(direct.kind, "workload");
     assert.equal(direct.kind === "workload" ? direct.endpoint.targetPort : 0, 7);
     assert.deepEqual(s.resolve("127.99.0.1", 22), { kind: "passthrough", ip: "127.99.0.1", port: 22 });
+    // A Service's address on a port it does not declare: not passed through around the mesh.
+    const undeclared = s.resolve("127.30.0.1", 22);
+    assert.equal(undeclared.kind, "unknown-port");
+    assert.equal(
+      undeclared.kind === "unknown-port" ? undeclared.service.key : "",
+      "default/echo.default.svc.cluster.local",
+    );
     // Port 90 has no target port of its own (a named one) and no endpoint's port map lists it.
     assert.equal(s.resolve("127.30.0.1", 90).kind, "no-endpoint");
     s.upsert("default/lonely", {

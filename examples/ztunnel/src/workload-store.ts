@@ -31,6 +31,8 @@ export type Destination =
   | { kind: "workload"; endpoint: Endpoint }
   /** A Service with no healthy endpoint: nothing to dial. */
   | { kind: "no-endpoint"; service: ServiceMatch }
+  /** A Service addressed on a port it does not declare: nothing to dial (ztunnel's no healthy upstream). */
+  | { kind: "unknown-port"; service: { key: string; service: Service }; port: number }
   /** Not a mesh address: plain TCP to it. */
   | { kind: "passthrough"; ip: string; port: number };
 
@@ -380,10 +382,18 @@ export class WorkloadStore {
    * it may not see.
    */
   findService(vip: string, port: number, namespace?: string): ServiceMatch | undefined {
+    const at = this.serviceAt(vip, namespace);
+    return at === undefined ? undefined : serviceMatch(at.key, at.service, port);
+  }
+
+  /**
+   * The Service with the address `vip`, whatever the port: as ztunnel finds the Service a connection
+   * is addressed to (its waypoint applies to every port of it). `namespace` as {@link findService}.
+   */
+  serviceAt(vip: string, namespace?: string): { key: string; service: Service } | undefined {
     const key = this.#serviceKeyAt(vip, namespace);
     const service = key === undefined ? undefined : this.#services.get(key);
-    if (key === undefined || service === undefined) return undefined;
-    return serviceMatch(key, service, port);
+    return key === undefined || service === undefined ? undefined : { key, service };
   }
 
   /**
@@ -489,11 +499,16 @@ export class WorkloadStore {
 
   /**
    * Service VIP:port (an endpoint chosen for `source`), then pod IP:port, else a passthrough
-   * destination. A Service in `loadBalancing` mode PASSTHROUGH is passed through to the VIP as is.
+   * destination. A Service in `loadBalancing` mode PASSTHROUGH is passed through to the VIP as is; any
+   * other Service addressed on a port it does not declare is `unknown-port`.
    */
   resolve(ip: string, port: number, source?: Workload): Destination {
-    const service = this.findService(ip, port, source?.namespace);
-    if (service?.service.loadBalancing?.mode === "PASSTHROUGH") return { kind: "passthrough", ip, port };
+    const at = this.serviceAt(ip, source?.namespace);
+    if (at?.service.loadBalancing?.mode === "PASSTHROUGH") return { kind: "passthrough", ip, port };
+    const service = at === undefined ? undefined : serviceMatch(at.key, at.service, port);
+    // A Service's address on a port it does not declare is not passed through: that would go around
+    // the mesh (and a waypoint) in plaintext. ztunnel answers it with no healthy upstream.
+    if (at !== undefined && service === undefined) return { kind: "unknown-port", service: at, port };
     if (service !== undefined) {
       const endpoint = this.selectEndpoint(service, source);
       return endpoint === undefined

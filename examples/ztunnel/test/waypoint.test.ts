@@ -165,6 +165,14 @@ describe("outbound to a Service or a pod bound to a waypoint", { timeout: 60_000
     assert.equal(answer, `waypoint got ${ip.vip}:80 from spiffe://cluster.local/ns/default/sa/sleep`);
   });
 
+  it("tunnels to the waypoint on a port the Service does not declare, never around it", async () => {
+    // ztunnel finds a Service's waypoint by its address alone; before, an undeclared port was passed
+    // through in plaintext, straight to the VIP.
+    const { reply, answer } = await call(nodeA.addresses.socks5, ip.vip, 22);
+    assert.equal(reply, SOCKS5_REPLY.succeeded);
+    assert.equal(answer, `waypoint got ${ip.vip}:22 from spiffe://cluster.local/ns/default/sa/sleep`);
+  });
+
   it("refuses when the waypoint address is no known workload", async () => {
     const { reply } = await call(nodeA.addresses.socks5, ip.lostVip, 80);
     assert.equal(reply, SOCKS5_REPLY.hostUnreachable);
