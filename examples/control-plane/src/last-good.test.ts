@@ -2,9 +2,9 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { describe, it } from "node:test";
-import { applyLastGood, type ManifestError, objectId } from "./last-good.js";
+import { applyLastGood, isStandIn, type ManifestError, objectId } from "./last-good.js";
 import { type KubeObject, parseManifestFile } from "./manifests.js";
-import { validateManifestObject } from "./translate-mesh.js";
+import { failClosedStandIn, translateMesh, validateManifestObject } from "./translate-mesh.js";
 
 const POLICY_YAML = readFileSync(resolve(import.meta.dirname, "../../../mesh/policy.yaml"), "utf8");
 const ALLOW = "AuthorizationPolicy/demo/echo-allow-sleep";
@@ -220,5 +220,75 @@ describe("objectId", () => {
       .filter(([kind, group]) => kind !== "Deployment" && !read.has(`${group}/${kind}`))
       .map(([kind]) => kind);
     assert.deepEqual(missing, []);
+  });
+});
+
+describe("applyLastGood: a policy that never validated fails closed", () => {
+  /** Reads `text` as `file` after `previous`, with the policies' stand-ins, as the folder source does. */
+  function read(previous: Map<string, KubeObject[]>, file: string, text: string) {
+    const result = applyLastGood(
+      previous,
+      [parseManifestFile({ path: file, text })],
+      validateManifestObject,
+      failClosedStandIn,
+    );
+    return { files: result.files, served: result.files.get(file) ?? [], errors: result.errors };
+  }
+  const authorization = (served: KubeObject[]) => {
+    const mesh = translateMesh(served, {});
+    return mesh.authorizations.get("demo/echo-allow-sleep");
+  };
+
+  it("serves a DENY of every request over the ALLOW's workloads, and the policy once it validates", () => {
+    // A named port: istiod's webhook refuses it, and this policy never had a good version.
+    const broken = POLICY_YAML.replace('ports: ["8080"]', 'ports: ["http"]');
+    const first = read(new Map(), "policy.yaml", broken);
+    const standIn = first.served.find((o) => objectId(o) === ALLOW);
+    assert.ok(standIn !== undefined, "the ALLOW's stand-in is served");
+    assert.ok(isStandIn(standIn));
+    assert.deepEqual(standIn.spec, {
+      selector: { matchLabels: { app: "echo" } },
+      action: "DENY",
+      rules: [{}],
+    });
+    assert.match(first.errors[0]?.message ?? "", /serving a stand-in that denies every request it covers/);
+    assert.deepEqual(first.errors[0]?.keeping, []);
+    // What ztunnel is sent: the echo pods deny every connection.
+    const wire = authorization(first.served);
+    assert.equal(wire?.action, "DENY");
+    assert.equal(wire?.scope, "WORKLOAD_SELECTOR");
+    // Still broken: the stand-in again, not taken for a last good version.
+    const again = read(first.files, "policy.yaml", broken);
+    assert.ok(isStandIn(again.served.find((o) => objectId(o) === ALLOW) as KubeObject));
+    assert.deepEqual(again.errors[0]?.keeping, []);
+    // Fixed: the policy as written.
+    const fixed = read(again.files, "policy.yaml", POLICY_YAML);
+    assert.deepEqual(fixed.errors, []);
+    assert.equal(authorization(fixed.served)?.action, "ALLOW");
+  });
+
+  it("serves STRICT for a PeerAuthentication, and covers the namespace when the selector is the problem", () => {
+    const pa = read(new Map(), "policy.yaml", POLICY_YAML.replace("mode: STRICT", "mode: STRICTLY"));
+    const strict = pa.served.find((o) => objectId(o) === STRICT) as KubeObject;
+    assert.ok(isStandIn(strict));
+    assert.deepEqual(strict.spec, { mtls: { mode: "STRICT" } });
+    assert.match(pa.errors[0]?.message ?? "", /serving a STRICT stand-in/);
+    const wildcard = read(
+      new Map(),
+      "policy.yaml",
+      POLICY_YAML.replace("matchLabels: { app: echo }", 'matchLabels: { app: "echo*" }'),
+    );
+    const standIn = wildcard.served.find((o) => objectId(o) === ALLOW) as KubeObject;
+    assert.deepEqual(standIn.spec, { action: "DENY", rules: [{}] });
+    assert.equal(authorization(wildcard.served)?.scope, "NAMESPACE");
+  });
+
+  it("keeps a last good version over a stand-in, and serves nothing for another kind", () => {
+    const before = good("policy.yaml", POLICY_YAML);
+    const edited = read(before, "policy.yaml", POLICY_YAML.replace('ports: ["8080"]', 'ports: ["http"]'));
+    const kept = edited.served.find((o) => objectId(o) === ALLOW) as KubeObject;
+    assert.equal(isStandIn(kept), false);
+    assert.equal(authorization(edited.served)?.action, "ALLOW");
+    assert.deepEqual(read(new Map(), "pods.yaml", POD("a", "[127, 10, 0, 9]")).served, []);
   });
 });

@@ -27,6 +27,12 @@ export interface LastGoodResult {
 export type ObjectValidator = (object: KubeObject) => string | undefined;
 
 /**
+ * What to serve in place of an object that fails validation and has no last good version, or
+ * undefined to serve nothing (see `failClosedStandIn`).
+ */
+export type StandIn = (object: KubeObject) => KubeObject | undefined;
+
+/**
  * `Kind/namespace/name`, the identity an object keeps across edits; `Kind.group/namespace/name` for a
  * kind the mesh reads from another API group (`Gateway.networking.istio.io/...`), which is another
  * object than the mesh's own of the same name.
@@ -40,6 +46,21 @@ export function objectId(object: KubeObject): string {
   return object.source === id ? object.source : id;
 }
 
+/** Annotation on a stand-in policy, saying why it stands in (see `failClosedStandIn`). */
+export const STAND_IN_ANNOTATION = "ambient.istio.io/stand-in";
+
+/** True for a stand-in: what was served in place of an object that never validated. */
+export function isStandIn(object: KubeObject): boolean {
+  return object.metadata.annotations?.[STAND_IN_ANNOTATION] !== undefined;
+}
+
+/** The error's words for a policy served as its stand-in. */
+export function standInMessage(object: KubeObject): string {
+  return object.kind === "PeerAuthentication"
+    ? "serving a STRICT stand-in over the workloads it covers until it validates"
+    : "serving a stand-in that denies every request it covers until it validates";
+}
+
 function documentOf(source: string): number | undefined {
   const hash = source.lastIndexOf("#");
   if (hash < 0) return undefined;
@@ -50,8 +71,9 @@ function documentOf(source: string): number | undefined {
 /**
  * Decides what each manifest file serves after an edit:
  * - an object that reads and validates is served as written;
- * - an object that reads but fails validation keeps its last good version (or is not served if it never
- *   had one), with an error;
+ * - an object that reads but fails validation keeps its last good version, with an error; if it never
+ *   had one, `standIn` decides what is served in its place (a policy's fail-closed stand-in), else
+ *   nothing;
  * - when part of the file cannot be read (bad YAML, a document without kind or name, a limit), or the
  *   file is empty (0 bytes, as while an editor truncates then writes), every last good object of the file
  *   that is not in the new reading is kept, with an error;
@@ -62,6 +84,7 @@ export function applyLastGood(
   previous: ReadonlyMap<string, readonly KubeObject[]>,
   current: readonly ParsedManifestFile[],
   validate: ObjectValidator,
+  standIn: StandIn = () => undefined,
 ): LastGoodResult {
   const files = new Map<string, KubeObject[]>();
   const errors: ManifestError[] = [];
@@ -90,13 +113,16 @@ export function applyLastGood(
         served.push(object);
         continue;
       }
-      const last = beforeById.get(id);
-      if (last !== undefined) served.push(last);
+      // A stand-in served before is no good version: the stand-in is made again from this reading.
+      const prior = beforeById.get(id);
+      const last = prior !== undefined && !isStandIn(prior) ? prior : undefined;
+      const kept = last ?? standIn(object);
+      if (kept !== undefined) served.push(kept);
       errors.push({
         file: parsed.path,
         object: id,
         ...at,
-        message: `${problem}${last === undefined ? ": not served" : ": serving its last good version"}`,
+        message: `${problem}: ${last !== undefined ? "serving its last good version" : kept !== undefined ? standInMessage(object) : "not served"}`,
         keeping: last === undefined ? [] : [id],
       });
     }

@@ -12,6 +12,7 @@ import {
 import { validateRoute } from "@ambient/router";
 import type { istio, MessageInit, Service, Workload } from "@ambient/xds";
 import { ControlPlaneError } from "./errors.js";
+import { STAND_IN_ANNOTATION } from "./last-good.js";
 import type { KubeObject, MeshIssue } from "./manifests.js";
 import { isRecord } from "./manifests.js";
 import {
@@ -631,6 +632,42 @@ function typeProblem(
         ? Array.isArray(value)
         : isRecord(value) && Object.values(value).every((v) => typeof v === "string");
   return ok ? undefined : `${path} must be a ${want}`;
+}
+
+/**
+ * What is served in place of a policy that fails validation and has no last good version, so that a
+ * policy nobody could read fails closed instead of being dropped (a dropped ALLOW opens its workloads
+ * to every caller, a dropped DENY or STRICT stops being enforced): an AuthorizationPolicy becomes a
+ * DENY of every request, a PeerAuthentication becomes STRICT. Either covers the same workloads when
+ * the policy's `selector` (or `targetRefs`) validates, else its whole namespace (the mesh, in the root
+ * namespace). Same kind, name and namespace, so a valid edit replaces it. Undefined for other kinds,
+ * which are not served.
+ */
+export function failClosedStandIn(obj: KubeObject): KubeObject | undefined {
+  if (!POLICY_KINDS.has(obj.kind)) return undefined;
+  const spec = isRecord(obj.spec) ? obj.spec : {};
+  const base =
+    obj.kind === "AuthorizationPolicy" ? { action: "DENY", rules: [{}] } : { mtls: { mode: "STRICT" } };
+  const metadata: KubeObject["metadata"] = {
+    name: obj.metadata.name,
+    ...(obj.metadata.namespace === undefined ? {} : { namespace: obj.metadata.namespace }),
+    ...(obj.metadata.creationTimestamp === undefined
+      ? {}
+      : { creationTimestamp: obj.metadata.creationTimestamp }),
+    annotations: { [STAND_IN_ANNOTATION]: "the policy fails validation and has no last good version" },
+  };
+  const scopes: Record<string, unknown>[] = [];
+  if (spec.selector !== undefined) scopes.push({ selector: spec.selector });
+  if (obj.kind === "AuthorizationPolicy" && spec.targetRefs !== undefined)
+    scopes.push({ targetRefs: spec.targetRefs });
+  if (obj.kind === "AuthorizationPolicy" && spec.targetRef !== undefined)
+    scopes.push({ targetRef: spec.targetRef });
+  scopes.push({});
+  for (const scope of scopes) {
+    const standIn: KubeObject = { ...obj, metadata, spec: { ...scope, ...base } };
+    if (validateManifestObject(standIn) === undefined) return standIn;
+  }
+  return undefined;
 }
 
 /**

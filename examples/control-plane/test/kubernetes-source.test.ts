@@ -857,6 +857,57 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
     assert.deepEqual([...cp.config().authorizations.keys()].sort(), before);
   });
 
+  it("serves a policy that never validated as a stand-in that fails closed, until it validates", async () => {
+    const server = await fake();
+    for (const o of await demoObjects()) server.apply(o);
+    const cp = await kubernetesPlane(server);
+    const policy: KubeJson = {
+      apiVersion: "security.istio.io/v1",
+      kind: "AuthorizationPolicy",
+      metadata: { name: "echo-from-sleep-on-http", namespace: "demo" },
+      spec: {
+        selector: { matchLabels: { app: "echo" } },
+        action: "ALLOW",
+        // A named port: istiod's webhook refuses it.
+        rules: [
+          {
+            from: [{ source: { principals: ["cluster.local/ns/demo/sa/sleep"] } }],
+            to: [{ operation: { ports: ["http"] } }],
+          },
+        ],
+      },
+    };
+    server.apply(policy);
+    const key = "demo/echo-from-sleep-on-http";
+    await until("the stand-in", () => cp.config().authorizations.get(key) !== undefined);
+    assert.equal(cp.config().authorizations.get(key)?.action, "DENY");
+    const error = cp.errors().find((e) => e.object === "AuthorizationPolicy/demo/echo-from-sleep-on-http");
+    assert.match(error?.message ?? "", /serving a stand-in that denies every request it covers/);
+    const current = server.get(
+      "security.istio.io/v1",
+      "AuthorizationPolicy",
+      "echo-from-sleep-on-http",
+      "demo",
+    ) as KubeJson;
+    server.apply({
+      ...current,
+      spec: {
+        ...(current.spec as object),
+        rules: [
+          {
+            from: [{ source: { principals: ["cluster.local/ns/demo/sa/sleep"] } }],
+            to: [{ operation: { ports: ["8080"] } }],
+          },
+        ],
+      },
+    });
+    await until("the policy as written", () => cp.config().authorizations.get(key)?.action === "ALLOW");
+    assert.equal(
+      cp.errors().find((e) => e.object === "AuthorizationPolicy/demo/echo-from-sleep-on-http"),
+      undefined,
+    );
+  });
+
   it("keeps the last good ServiceEntry and WorkloadEntry when an update does not validate", async () => {
     const server = await fake();
     for (const o of [...(await demoObjects()), ...NETWORKING_OBJECTS, ...SLICE_OBJECTS]) server.apply(o);

@@ -18,7 +18,7 @@ import {
 import { ServiceEntryAddressAllocator } from "../service-entry-addresses.js";
 import type { Logger } from "../telemetry.js";
 import { noopLogger } from "../telemetry.js";
-import { validateManifestObject } from "../translate-mesh.js";
+import { failClosedStandIn, validateManifestObject } from "../translate-mesh.js";
 import type { ConfigSnapshot, ConfigSource, ObjectChange } from "./config-source.js";
 
 /** Default {@link FolderSourceOptions.maxDebounceMs}: 10 s. */
@@ -153,7 +153,7 @@ export function createFolderSource(options: FolderSourceOptions): ConfigSource {
           cause,
         });
       }
-      const merged = applyLastGood(lastGood, files, validateManifestObject);
+      const merged = applyLastGood(lastGood, files, validateManifestObject, failClosedStandIn);
       // Objects of a mesh kind from another API group are kept per file (their edits are followed)
       // but not served: a cluster's informers never list them.
       const objects = [...merged.files.keys()]

@@ -6,10 +6,10 @@ import { isDeepStrictEqual } from "node:util";
 import { type KubeConfig, type KubernetesObject, ListWatch, type Watch } from "@kubernetes/client-node";
 import { ControlPlaneError } from "../errors.js";
 import type { ManifestError } from "../last-good.js";
-import { objectId } from "../last-good.js";
+import { isStandIn, objectId, standInMessage } from "../last-good.js";
 import { isRecord, type KubeObject, keepSliceFields } from "../manifests.js";
 import { type Logger, noopLogger } from "../telemetry.js";
-import { validateManifestObject } from "../translate-mesh.js";
+import { failClosedStandIn, validateManifestObject } from "../translate-mesh.js";
 import type { ConfigSnapshot, ConfigSource, ObjectChange } from "./config-source.js";
 import {
   InternTable,
@@ -393,6 +393,21 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
   // What the control plane accepted last (the objects served), and whether it accepted anything yet:
   // until then every snapshot is a full one.
   let lastGood = new Map<string, KubeObject>();
+  /** The last good version of `id`: what was served, unless that was a stand-in. */
+  const goodVersion = (id: string): KubeObject | undefined => {
+    const last = lastGood.get(id);
+    return last !== undefined && !isStandIn(last) ? last : undefined;
+  };
+  // One stand-in per invalid object read, so an unchanged object is no change.
+  const standIns = new WeakMap<KubeObject, KubeObject | null>();
+  const standInOf = (object: KubeObject): KubeObject | undefined => {
+    let standIn = standIns.get(object);
+    if (standIn === undefined) {
+      standIn = failClosedStandIn(object) ?? null;
+      standIns.set(object, standIn);
+    }
+    return standIn ?? undefined;
+  };
   let baseline = false;
   // Objects an informer reported since the last snapshot, and those of the last snapshot not yet
   // accepted: the next snapshot's change set is read from the informer caches for these ids.
@@ -659,15 +674,18 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
       for (const [id, d] of dirty) ids.set(id, d);
       dirty = new Map();
       pending = ids;
-      const problemOf = (id: string, cached: Cached): ManifestError => {
-        const last = lastGood.get(id);
+      const problemOf = (id: string, cached: Cached, served: KubeObject | undefined): ManifestError => {
+        const last = goodVersion(id);
         return {
           file: "kubernetes",
           object: id,
-          message: `${cached.problem}${last === undefined ? ": not served" : ": serving its last good version"}`,
+          message: `${cached.problem}: ${last !== undefined ? "serving its last good version" : served !== undefined ? standInMessage(cached.object) : "not served"}`,
           keeping: last === undefined ? [] : [id],
         };
       };
+      // What an object that fails validation is served as: its last good version, else its stand-in.
+      const servedFor = (id: string, cached: Cached): KubeObject | undefined =>
+        goodVersion(id) ?? standInOf(cached.object);
       // Every object, in translation order, with the objects that fail validation at their last good
       // version (or left out).
       const walk = (): { objects: KubeObject[]; served: Map<string, KubeObject> } => {
@@ -681,8 +699,8 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
             const id = objectId(cached.object);
             let object: KubeObject | undefined = cached.object;
             if (cached.problem !== undefined) {
-              object = lastGood.get(id);
-              problems.set(id, problemOf(id, cached));
+              object = servedFor(id, cached);
+              problems.set(id, problemOf(id, cached, object));
             }
             if (object === undefined) continue;
             served.set(id, object);
@@ -722,8 +740,8 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
         const cached = raw === undefined ? undefined : convert(w.resource, raw);
         let after = cached?.object;
         if (cached?.problem !== undefined) {
-          after = lastGood.get(id);
-          problems.set(id, problemOf(id, cached));
+          after = servedFor(id, cached);
+          problems.set(id, problemOf(id, cached, after));
         } else {
           problems.delete(id);
         }
