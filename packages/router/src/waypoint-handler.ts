@@ -1449,7 +1449,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
         method: head.method,
         path: head.path,
         pathNormalized: true,
-        headers: { ...head.headers },
+        headers: policyHeaders(x, head),
         ...(auth.kind === "authenticated"
           ? {
               requestPrincipal: auth.principal,
@@ -1460,6 +1460,34 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
           : {}),
       },
     });
+  }
+
+  /**
+   * The headers policy matches `request.headers[...]` against: those forwarded, and what Envoy's header
+   * map holds beside them and policy can name: the pseudo-headers (`:authority`, `:method`, `:path`
+   * with its query, `:scheme`), `host`, and an HTTP/1.1 request's `upgrade` and `connection` (which
+   * are not forwarded as they came but decide what the request becomes). Decided on what is acted on:
+   * a DENY on `upgrade: websocket` or on the authority cannot miss.
+   */
+  function policyHeaders(x: Exchange, head: RequestHead): HeaderMap {
+    const headers: HeaderMap = {
+      ...head.headers,
+      ":method": head.method,
+      ":path": `${head.path}${head.query}`,
+      ":scheme": "http",
+    };
+    if (head.host !== "") {
+      headers[":authority"] = head.host;
+      headers.host = head.host;
+    }
+    if (!x.h2) {
+      const sent = (x.req as http.IncomingMessage).headers;
+      for (const name of ["upgrade", "connection"] as const) {
+        const value = sent[name];
+        if (typeof value === "string") headers[name] = value;
+      }
+    }
+    return headers;
   }
 
   /** The connection's part of an authorization request: who calls, and what it was sent to. */

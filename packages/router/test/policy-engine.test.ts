@@ -3,7 +3,15 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { createAuthorizationEngine } from "@ambient/policy";
-import { type Backend, request, startBackend, startWaypoint, stopServer, type Waypoint } from "./harness.js";
+import {
+  type Backend,
+  rawExchange,
+  request,
+  startBackend,
+  startWaypoint,
+  stopServer,
+  type Waypoint,
+} from "./harness.js";
 
 const PRODUCTPAGE = "spiffe://cluster.local/ns/bookinfo/sa/productpage";
 const RATINGS = "spiffe://cluster.local/ns/bookinfo/sa/ratings";
@@ -94,5 +102,90 @@ describe("L7 authorization with @ambient/policy's AuthorizationEngine", () => {
     } finally {
       wp.info = { ...wp.info, peerIdentity: PRODUCTPAGE };
     }
+  });
+});
+
+describe("L7 policy on the headers a request is acted on by", () => {
+  let backend: Backend;
+  let wp: Waypoint;
+  const engine = createAuthorizationEngine({ rootNamespace: "istio-system", l7Attachment: "waypoint" });
+
+  before(async () => {
+    const { errors } = engine.applyYaml(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: no-websockets-no-admin-host, namespace: bookinfo }
+spec:
+  targetRefs: [{ kind: Gateway, group: gateway.networking.k8s.io, name: waypoint }]
+  action: DENY
+  rules:
+  - when: [{ key: "request.headers[upgrade]", values: ["websocket"] }]
+  - when: [{ key: "request.headers[:authority]", values: ["admin.example.com"] }]
+  - when: [{ key: "request.headers[host]", values: ["ops.example.com"] }]
+  - when: [{ key: "request.headers[:method]", values: ["PATCH"] }]
+  - when: [{ key: "request.headers[:path]", values: ["*?debug=1"] }]
+`);
+    assert.deepEqual(errors, []);
+    backend = await startBackend("reviews");
+    wp = await startWaypoint(
+      { "bookinfo/reviews": [backend.endpoint] },
+      {
+        routes: [
+          {
+            kind: "HTTPRoute",
+            metadata: { name: "reviews", namespace: "bookinfo" },
+            spec: {
+              parentRefs: [{ kind: "Gateway", name: "waypoint" }],
+              rules: [{ backendRefs: [{ name: "reviews", port: 80 }] }],
+            },
+          },
+        ],
+        waypoint: { name: "waypoint", namespace: "bookinfo" },
+        policy: engine,
+      },
+      {
+        peerIdentity: PRODUCTPAGE,
+        remoteAddress: "10.0.0.7",
+        destination: { address: "10.96.0.20", port: 80 },
+      },
+    );
+  });
+  after(async () => {
+    await wp.close();
+    await stopServer(backend.server);
+  });
+
+  const status = (text: string) => Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0);
+  const head = (lines: string[]) => `${lines.join("\r\n")}\r\n\r\n`;
+
+  it("denies a WebSocket upgrade on its upgrade header, which is not forwarded as it came", async () => {
+    const upgrade = await rawExchange(
+      wp.port,
+      head([
+        "GET /chat HTTP/1.1",
+        "host: reviews",
+        "connection: Upgrade",
+        "upgrade: websocket",
+        "sec-websocket-version: 13",
+        "sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==",
+      ]),
+      /\r\n\r\n/,
+    );
+    assert.equal(status(upgrade), 403, upgrade);
+  });
+
+  it("denies on :authority and host (the same field), :method and :path with its query", async () => {
+    const before = backend.requests.length;
+    for (const [lines, expected] of [
+      [["GET /reviews/1 HTTP/1.1", "host: admin.example.com", "connection: close"], 403],
+      [["GET /reviews/1 HTTP/1.1", "host: ops.example.com", "connection: close"], 403],
+      [["PATCH /reviews/1 HTTP/1.1", "host: reviews", "connection: close", "content-length: 0"], 403],
+      [["GET /reviews/1?debug=1 HTTP/1.1", "host: reviews", "connection: close"], 403],
+      [["GET /reviews/1?debug=0 HTTP/1.1", "host: reviews", "connection: close"], 200],
+    ] as const) {
+      const out = await rawExchange(wp.port, head([...lines]));
+      assert.equal(status(out), expected, `${lines[0]} ${lines[1]}: ${out.slice(0, 40)}`);
+    }
+    assert.equal(backend.requests.length, before + 1, "only the allowed request reached the backend");
   });
 });
