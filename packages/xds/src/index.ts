@@ -31,6 +31,7 @@ export {
 export type { CacheChange, CachedResource, CacheStats, SetOptions } from "./resource-cache.js";
 export { ResourceCache } from "./resource-cache.js";
 export type { NackRecord, NodeInfo, XdsStreamContext } from "./server-session.js";
+export { MAX_NAME_LENGTH, MAX_TYPES_PER_STREAM } from "./server-session.js";
 export { type JsonValue, structFromJson, structToJson } from "./struct.js";
 export type {
   Counter,

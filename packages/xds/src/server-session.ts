@@ -97,6 +97,11 @@ export function nodeInfo(node: envoy.config.core.v3.Node | undefined): NodeInfo 
   return info;
 }
 
+/** Distinct types one stream may watch: every xDS resource type, several times over. */
+export const MAX_TYPES_PER_STREAM = 32;
+/** Longest resource name a stream may send (a DNS name has at most 253 characters). */
+export const MAX_NAME_LENGTH = 4096;
+
 function knownType(typeUrl: string): boolean {
   return typeUrl.startsWith(TYPE_URL_PREFIX) && typeRegistry.has(typeUrl);
 }
@@ -138,6 +143,30 @@ abstract class Session {
 
   protected adoptNode(node: envoy.config.core.v3.Node | undefined): void {
     if (this.ctx.node === undefined && node !== undefined) this.ctx.node = nodeInfo(node);
+  }
+
+  /**
+   * Refuses a stream's first request of one more type past {@link MAX_TYPES_PER_STREAM}, and names
+   * longer than {@link MAX_NAME_LENGTH}: what one stream may make the server hold is bounded by
+   * types x names x name length.
+   */
+  protected checkRequest(typeUrl: string, newType: boolean, watched: number, names: Iterable<string>): void {
+    if (newType && watched >= MAX_TYPES_PER_STREAM) {
+      throw new XdsError(
+        "ERR_XDS_INVALID_ARGUMENT",
+        `more than ${MAX_TYPES_PER_STREAM} resource types on one stream`,
+        { typeUrl },
+      );
+    }
+    for (const name of names) {
+      if (name.length > MAX_NAME_LENGTH) {
+        throw new XdsError(
+          "ERR_XDS_INVALID_ARGUMENT",
+          `a resource name longer than ${MAX_NAME_LENGTH} characters for ${typeUrl}`,
+          { typeUrl },
+        );
+      }
+    }
   }
 
   protected checkLimit(size: number, typeUrl: string): void {
@@ -203,6 +232,10 @@ export class DeltaSession extends Session {
       );
       return;
     }
+    this.checkRequest(typeUrl, w === undefined, this.watches.size, [
+      ...req.resourceNamesSubscribe,
+      ...Object.keys(req.initialResourceVersions),
+    ]);
     if (w === undefined) {
       w = {
         wildcard: false,
@@ -522,6 +555,7 @@ export class SotwSession extends Session {
         this.recordAck(typeUrl, req.responseNonce, req.versionInfo);
       }
     }
+    this.checkRequest(typeUrl, w === undefined, this.watches.size, req.resourceNames);
     if (w === undefined) {
       w = { wildcard: false, names: [], everNamed: false, nonce: "", awaitingAck: false, dirty: false };
       this.watches.set(typeUrl, w);

@@ -6,6 +6,7 @@ import * as grpc from "@grpc/grpc-js";
 import { deltaNames, openDelta, openSotw } from "../test/raw-ads.js";
 import { ADS_SERVICE } from "./ads-service.js";
 import { XdsError } from "./errors.js";
+import { descriptor } from "./gen/descriptor.js";
 import { createXdsPushThrottle } from "./push-throttle.js";
 import type { NackRecord } from "./server-session.js";
 import { structFromJson } from "./struct.js";
@@ -1308,6 +1309,59 @@ describe("streams not yet authenticated", () => {
         (e: unknown) => e instanceof XdsError && e.code === "ERR_XDS_INVALID_ARGUMENT",
         JSON.stringify(options),
       );
+    }
+  });
+});
+
+describe("what one stream may make the server hold", () => {
+  /** Full names of every message type the descriptor holds (the server knows each as a type URL). */
+  function messageNames(ns: { nested?: Record<string, unknown> }, prefix = ""): string[] {
+    const out: string[] = [];
+    for (const [name, value] of Object.entries(ns.nested ?? {})) {
+      const full = prefix === "" ? name : `${prefix}.${name}`;
+      const node = value as { fields?: unknown; nested?: Record<string, unknown> };
+      if (node.fields !== undefined) out.push(full);
+      if (node.nested !== undefined) out.push(...messageNames(node, full));
+    }
+    return out;
+  }
+
+  it("closes a stream that watches more than 32 types, or names a resource with more than 4096 characters", async () => {
+    const server = createXdsServer({ debounceMs: 0 });
+    seed(server, 1);
+    const port = await server.listen();
+    try {
+      const types = messageNames(descriptor as { nested?: Record<string, unknown> }).map(
+        (n) => `type.googleapis.com/${n}`,
+      );
+      assert.ok(types.length > 33, `${types.length} message types`);
+      const many = openDelta(port);
+      for (const typeUrl of types.slice(0, 33))
+        many.send({ typeUrl, node: { id: "n" }, resourceNamesSubscribe: ["x"] });
+      const status = await many.status;
+      assert.equal(status.code, grpc.status.INVALID_ARGUMENT);
+      assert.match(status.details, /more than 32 resource types on one stream/);
+      const long = openDelta(port);
+      long.send({ typeUrl: A, node: { id: "n" }, resourceNamesSubscribe: ["x".repeat(4097)] });
+      const longStatus = await long.status;
+      assert.equal(longStatus.code, grpc.status.INVALID_ARGUMENT);
+      assert.match(longStatus.details, /a resource name longer than 4096 characters/);
+      const sotw = openSotw(port);
+      sotw.send({ typeUrl: A, node: { id: "n" }, resourceNames: ["y".repeat(4097)] });
+      assert.equal((await sotw.status).code, grpc.status.INVALID_ARGUMENT);
+      // 32 types (the Address type among them) and names of 4096 characters are served.
+      const fine = openDelta(port);
+      const others = types.filter((t) => t !== A).slice(0, 31);
+      for (const typeUrl of others)
+        fine.send({ typeUrl, node: { id: "n" }, resourceNamesSubscribe: ["z".repeat(4096)] });
+      fine.send({ typeUrl: A, node: { id: "n" }, resourceNamesSubscribe: ["u1"] });
+      let response = await fine.next();
+      while (response.typeUrl !== A) response = await fine.next();
+      assert.equal(response.resources[0]?.name, "u1");
+      assert.equal(server.streams().length, 1);
+      fine.close();
+    } finally {
+      await server.close();
     }
   });
 });
