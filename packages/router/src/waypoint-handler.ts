@@ -602,6 +602,9 @@ export function grpcStatusCode(value: string): string {
   return code <= 16 ? String(code) : "-1";
 }
 
+/** Pipelined HTTP/1.1 requests a connection may have waiting; past it the connection is closed. */
+const MAX_PIPELINED_REQUESTS = 256;
+
 /** The access log's `upstream_transport_failure_reason`. */
 function transportFailureField(reason: string | undefined): string {
   return reason === undefined ? "-" : underscored(reason);
@@ -1045,6 +1048,8 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
   /** Set once drain() was called; resolves when no downstream stream is open. */
   let draining: Promise<void> | undefined;
   let markDrained = () => {};
+  /** Pipelined HTTP/1.1 requests waiting for the one before them to be answered, by connection. */
+  const h1Waiting = new WeakMap<Duplex, (() => void)[]>();
   /** HTTP/1.1 connections and how many of their responses are under way. */
   const h1Busy = new Map<Duplex, number>();
   /** HTTP/1.1 responses under way, so a drain can still make them the connection's last. */
@@ -1089,9 +1094,22 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     res.once("close", end);
   }
 
-  /** An HTTP/1.1 response is over: during a drain, its connection closes once nothing else is under way. */
+  /**
+   * An HTTP/1.1 response is over: the next pipelined request of its connection is served (the
+   * connection is read again once none waits), and during a drain the connection closes once nothing
+   * else is under way.
+   */
   function h1Responded(socket: Duplex, res: http.ServerResponse): void {
     h1Responses.delete(res);
+    const waiting = h1Waiting.get(socket);
+    if (waiting !== undefined) {
+      const next = socket.destroyed ? undefined : waiting.shift();
+      if (next !== undefined) next();
+      else {
+        h1Waiting.delete(socket);
+        if (!socket.destroyed) socket.resume();
+      }
+    }
     const busy = h1Busy.get(socket);
     if (busy === undefined) return;
     h1Busy.set(socket, busy - 1);
@@ -1105,10 +1123,31 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       const socket = req.socket as Duplex;
       // A drain answers this request and closes the connection (Node writes `connection: close`).
       if (draining !== undefined) res.shouldKeepAlive = false;
-      h1Busy.set(socket, (h1Busy.get(socket) ?? 0) + 1);
+      const before = h1Busy.get(socket) ?? 0;
+      h1Busy.set(socket, before + 1);
       h1Responses.add(res);
       inFlight(socket, res, () => h1Responded(socket, res));
-      void serve(req, res as unknown as DownResponse, infoByStream.get(req.socket) ?? {}, false, undefined);
+      const start = () =>
+        void serve(req, res as unknown as DownResponse, infoByStream.get(req.socket) ?? {}, false, undefined);
+      if (before === 0) {
+        start();
+        return;
+      }
+      // Pipelined behind a request still under way: served once that one is answered, and the
+      // connection is not read meanwhile, as Envoy's HTTP/1.1 codec takes one request at a time.
+      // Node parses every request of a chunk it has read at once: those wait here, up to a bound.
+      let waiting = h1Waiting.get(socket);
+      if (waiting === undefined) {
+        waiting = [];
+        h1Waiting.set(socket, waiting);
+      }
+      if (waiting.length >= MAX_PIPELINED_REQUESTS) {
+        logger.debug({}, "more pipelined HTTP/1.1 requests than a connection may hold: closing it");
+        socket.destroy();
+        return;
+      }
+      waiting.push(start);
+      socket.pause();
     },
   );
   h1.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
