@@ -393,3 +393,29 @@ for (const protocol of ["http1", "http2"] as const) {
     );
   });
 }
+
+describe("UpstreamPool keeps agents for the endpoints in use", () => {
+  it(
+    "drops the agents of endpoints with nothing open as new endpoints come",
+    { timeout: 30_000 },
+    async () => {
+      // Every connect fails at once: each endpoint gets an agent and is left with nothing open.
+      const refuse = () => {
+        const socket = new PassThrough();
+        process.nextTick(() => socket.destroy(Object.assign(new Error("refused"), { code: "ECONNREFUSED" })));
+        return socket;
+      };
+      const pool = new UpstreamPool(refuse, 10);
+      try {
+        for (let port = 1; port <= 2000; port++) {
+          const sent = pool.send({ address: "127.0.0.1", port }, "http1", request("GET", "/"));
+          await sent.response.catch(() => {});
+        }
+        const kept = pool.endpointCount();
+        assert.ok(kept <= 512, `${kept} endpoints kept for 2000 used once`);
+      } finally {
+        pool.close();
+      }
+    },
+  );
+});

@@ -323,11 +323,16 @@ function sessionUsable(session: http2.ClientHttp2Session): boolean {
   return !session.closed && !session.destroyed && !deadSessions.has(session);
 }
 
+/** Endpoint agents kept before the first sweep of unused ones ({@link UpstreamPool}). */
+const MIN_AGENTS_BEFORE_SWEEP = 256;
+
 /** Pooled upstream connections: one keep-alive agent (HTTP/1.1) or one session (HTTP/2) per endpoint. */
 export class UpstreamPool {
   private readonly agents = new Map<string, EndpointAgent>();
   private readonly sessions = new Map<string, Promise<http2.ClientHttp2Session>>();
   private closed = false;
+  /** Agents held when the next new endpoint sweeps the unused ones. */
+  private nextSweepAt = MIN_AGENTS_BEFORE_SWEEP;
 
   constructor(
     private readonly connectFn: ConnectUpstream,
@@ -350,10 +355,36 @@ export class UpstreamPool {
     const key = ENDPOINT_KEY(endpoint);
     let agent = this.agents.get(key);
     if (agent === undefined) {
+      if (this.agents.size >= this.nextSweepAt) this.sweepAgents();
       agent = new EndpointAgent(endpoint, this.connectFn, this.maxIdlePerEndpoint);
       this.agents.set(key, agent);
     }
     return agent;
+  }
+
+  /**
+   * Drops the agents of endpoints with no connection, idle or busy, and no request waiting: endpoints
+   * come and go with pods, and a caller picks the port of a workload addressed directly, so agents kept
+   * for good would grow without bound. Run when the map has doubled since the last sweep: amortized
+   * O(1) per new endpoint.
+   */
+  private sweepAgents(): void {
+    for (const [key, agent] of this.agents) {
+      const unused =
+        Object.keys(agent.sockets).length === 0 &&
+        Object.keys(agent.freeSockets).length === 0 &&
+        Object.keys(agent.requests).length === 0;
+      if (unused) {
+        this.agents.delete(key);
+        agent.destroy();
+      }
+    }
+    this.nextSweepAt = Math.max(MIN_AGENTS_BEFORE_SWEEP, 2 * this.agents.size);
+  }
+
+  /** @internal Endpoints with an HTTP/1.1 agent or an HTTP/2 session kept, for tests. */
+  endpointCount(): number {
+    return this.agents.size + this.sessions.size;
   }
 
   /**

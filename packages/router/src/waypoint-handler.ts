@@ -1217,6 +1217,9 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     const key = `${backend.namespace}/${backend.name}:${backend.port ?? ""}`;
     let p = pickers.get(key);
     if (p === undefined) {
+      // Keyed by the caller's port for a workload addressed directly: bounded as the default routes
+      // are (a backend already handed its picker keeps it).
+      if (pickers.size >= 4096) pickers.clear();
       p = createEndpointPicker(lbPolicy, endpointKey);
       pickers.set(key, p);
     }
