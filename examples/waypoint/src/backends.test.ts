@@ -9,6 +9,7 @@ import {
   resolveServiceBackend,
   serviceAtVip,
   VersionedWorkloadStore,
+  workloadEndpoint,
 } from "./backends.js";
 
 const ip = (text: string) => Uint8Array.from(text.split(".").map(Number));
@@ -252,5 +253,18 @@ describe("createBackendResolver", () => {
     assert.equal(s.generation, unchanged, "removing nothing is no change");
     s.remove("demo/web.demo.svc.cluster.local");
     assert.equal(resolve(web), undefined, "a removed Service is unknown at once");
+  });
+});
+
+describe("workloadEndpoint", () => {
+  it("makes one endpoint per workload and port, and keeps a bounded number of them", () => {
+    const w = workload("db-0", "127.10.0.9", {});
+    const first = workloadEndpoint(w, "127.10.0.9", 5432);
+    assert.equal(workloadEndpoint(w, "127.10.0.9", 5432), first, "the same object for the same port");
+    // A caller sweeping ports: the kept endpoints are let go past the bound, and made again equal.
+    for (let port = 1; port <= 2000; port++) workloadEndpoint(w, "127.10.0.9", port);
+    const again = workloadEndpoint(w, "127.10.0.9", 5432);
+    assert.notEqual(again, first);
+    assert.deepEqual(again, first);
   });
 });

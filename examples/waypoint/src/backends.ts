@@ -150,6 +150,7 @@ export function resolveServiceBackend(
  * waypoint): the one object per workload and port, so the router keeps one route for it.
  */
 const workloadEndpoints = new WeakMap<Workload, Map<string, Endpoint>>();
+const MAX_ENDPOINTS_PER_WORKLOAD = 1024;
 export function workloadEndpoint(workload: Workload, address: string, port: number): Endpoint {
   let byAddress = workloadEndpoints.get(workload);
   if (byAddress === undefined) {
@@ -159,6 +160,9 @@ export function workloadEndpoint(workload: Workload, address: string, port: numb
   const key = `${address}:${port}`;
   let endpoint = byAddress.get(key);
   if (endpoint === undefined) {
+    // The caller picks the port: bounded as the router's default routes are (an endpoint made again
+    // is an equal one; only the route cache's sharing is lost).
+    if (byAddress.size >= MAX_ENDPOINTS_PER_WORKLOAD) byAddress.clear();
     endpoint = Object.freeze({ address, port, workload: Object.freeze(workloadInfo(workload)) });
     byAddress.set(key, endpoint);
   }
