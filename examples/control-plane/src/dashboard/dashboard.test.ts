@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { EventEmitter } from "node:events";
 import { readdirSync, readFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -8,7 +9,7 @@ import { ControlPlaneError } from "../errors.js";
 import { parseManifests } from "../manifests.js";
 import { noopLogger } from "../telemetry.js";
 import { type MeshConfig, translateMesh } from "../translate-mesh.js";
-import { createMeshCollector } from "./collector.js";
+import { createMeshCollector, type MeshCollector } from "./collector.js";
 import {
   type FlowEvent,
   flowFromAccessLog,
@@ -19,7 +20,7 @@ import {
   type RecentRequestLine,
   requestCounters,
 } from "./flow-events.js";
-import { MAX_EVENT_STREAMS } from "./http.js";
+import { createDashboardHandler, MAX_EVENT_STREAMS } from "./http.js";
 import { buildSnapshot, type ProxyView } from "./mesh-graph.js";
 
 const MESH_DIR = new URL("../../../../mesh/", import.meta.url);
@@ -883,5 +884,48 @@ describe("the dashboard on the control plane's admin port", () => {
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     assert.fail("no stream after the others closed");
+  });
+});
+
+describe("the dashboard's event stream to a page that does not read", () => {
+  it("writes nothing more until the page has taken what was written, then only the latest snapshot", () => {
+    let round = 0;
+    let listener: ((snapshot: unknown) => void) | undefined;
+    const collector = {
+      snapshot: () => ({ round }),
+      subscribe: (l: (snapshot: unknown) => void) => {
+        listener = l;
+        return () => {
+          listener = undefined;
+        };
+      },
+    } as unknown as MeshCollector;
+    const handler = createDashboardHandler(collector);
+    const written: string[] = [];
+    const res = Object.assign(new EventEmitter(), {
+      writableNeedDrain: false,
+      writeHead() {
+        return res;
+      },
+      write(chunk: string) {
+        written.push(chunk);
+        return true;
+      },
+      end() {},
+    });
+    const req = { url: "/dashboard/events", method: "GET" };
+    assert.equal(handler.handle(req as never, res as never), true);
+    assert.equal(written.length, 1);
+    // The page stops reading: rounds go by and nothing is queued for it.
+    res.writableNeedDrain = true;
+    for (round = 1; round <= 100; round++) listener?.({ round });
+    assert.equal(written.length, 1);
+    // It reads again: the latest snapshot only.
+    res.writableNeedDrain = false;
+    res.emit("drain");
+    assert.equal(written.length, 2);
+    assert.match(written[1] ?? "", /"round":100/);
+    res.emit("close");
+    handler.close();
   });
 });

@@ -64,11 +64,26 @@ export function createDashboardHandler(collector: MeshCollector): {
           connection: "keep-alive",
           ...SECURITY_HEADERS,
         });
-        const send = (snapshot: unknown) =>
+        // A page that does not read (a stalled tab, a paused port-forward) gets nothing more until it
+        // has taken what was written: then the latest snapshot, never a backlog of old ones.
+        let behind: unknown;
+        const send = (snapshot: unknown) => {
+          if (res.writableNeedDrain) {
+            behind = snapshot;
+            return;
+          }
           res.write(`event: snapshot\ndata: ${JSON.stringify(snapshot)}\n\n`);
+        };
+        res.on("drain", () => {
+          const latest = behind;
+          behind = undefined;
+          if (latest !== undefined) send(latest);
+        });
         send(collector.snapshot());
         const unsubscribe = collector.subscribe(send);
-        const keepalive = setInterval(() => res.write(": keepalive\n\n"), KEEPALIVE_MS);
+        const keepalive = setInterval(() => {
+          if (!res.writableNeedDrain) res.write(": keepalive\n\n");
+        }, KEEPALIVE_MS);
         keepalive.unref();
         streams.add(res);
         res.once("close", () => {
