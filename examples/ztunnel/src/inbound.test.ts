@@ -365,6 +365,7 @@ describe("inbound: on-demand lookups", () => {
         asked.push(`${ip}:${port}`);
         await Promise.resolve();
         answers[ip]?.(store);
+        return true;
       },
     };
     const inbound = createInbound({

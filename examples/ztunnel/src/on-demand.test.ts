@@ -282,14 +282,14 @@ describe("createOnDemand", () => {
     assert.deepEqual(onDemand.stats(), { lookups: 1, unanswered: 0, unresolved: 0 });
   });
 
-  it("never rejects: an unanswered or failed lookup leaves the decision to the store", async () => {
+  it("never rejects: an unanswered or failed lookup says so, an answer of nothing does not", async () => {
     const unanswered = createOnDemand({
       store: new WorkloadStore(),
       logger: noopLogger,
       forget: () => {},
       lookup: async (names) => ({ missing: [], unanswered: names }),
     });
-    await unanswered.ensure("10.0.0.9", 80);
+    assert.equal(await unanswered.ensure("10.0.0.9", 80), false);
     assert.deepEqual(unanswered.stats(), { lookups: 1, unanswered: 1, unresolved: 1 });
     const failing = createOnDemand({
       store: new WorkloadStore(),
@@ -297,8 +297,15 @@ describe("createOnDemand", () => {
       forget: () => {},
       lookup: () => Promise.reject(new Error("client closed")),
     });
-    await failing.ensure("10.0.0.9", 80);
+    assert.equal(await failing.ensure("10.0.0.9", 80), false);
     assert.deepEqual(failing.stats(), { lookups: 1, unanswered: 1, unresolved: 0 });
+    const nothing = createOnDemand({
+      store: new WorkloadStore(),
+      logger: noopLogger,
+      forget: () => {},
+      lookup: async (names) => ({ missing: names, unanswered: [] }),
+    });
+    assert.equal(await nothing.ensure("10.0.0.9", 80), true);
   });
 
   it("does not ask again for what the control plane has nothing for, and bounds what stays subscribed", async () => {

@@ -4,7 +4,9 @@
 // bounded time before the outbound decision is made. Which names are missing is a pure function over
 // the store; the waiting lives in this I/O shell.
 import type { Workload } from "@ambient/xds";
+import { ZtunnelError } from "./errors.js";
 import type { Outbound } from "./outbound.js";
+import { SOCKS5_REPLY } from "./socks5.js";
 import type { Logger } from "./telemetry.js";
 import { ipFromBytes, type WorkloadStore } from "./workload-store.js";
 
@@ -127,12 +129,15 @@ export interface OnDemandOptions {
 export interface OnDemand {
   /**
    * Resolves once the store holds what deciding `ip:port` needs, or the control plane answered that
-   * it has nothing, or the wait timed out; never rejects. Concurrent calls for one key share a lookup;
-   * a key the control plane already said it has nothing for is not asked again while it stays
-   * subscribed (the control plane pushes it if it appears). `namespace` is the client's, when there
-   * is one: of Services sharing the address, it names the one whose waypoint is needed.
+   * it has nothing, or the wait timed out; never rejects. True when nothing needed is left
+   * unanswered; false when a lookup went unanswered (timed out or failed) and what it asked is still
+   * unknown: the destination may be in the mesh, so passing it through would go around it.
+   * Concurrent calls for one key share a lookup; a key the control plane already said it has nothing
+   * for is not asked again while it stays subscribed (the control plane pushes it if it appears).
+   * `namespace` is the client's, when there is one: of Services sharing the address, it names the one
+   * whose waypoint is needed.
    */
-  ensure(ip: string, port: number, namespace?: string): Promise<void>;
+  ensure(ip: string, port: number, namespace?: string): Promise<boolean>;
   /** Lookups sent so far, how many went unanswered, and the unresolved keys still subscribed. */
   stats(): { lookups: number; unanswered: number; unresolved: number };
 }
@@ -194,15 +199,18 @@ export function createOnDemand(options: OnDemandOptions): OnDemand {
   return {
     async ensure(ip, port, namespace) {
       const previous = new Set<string>();
-      for (let round = 0; round < MAX_ROUNDS; round++) {
-        const missing = missingNames(store, ip, port, network, namespace).filter(
-          (m) => !previous.has(m.key) && unresolved.get(m.key)?.answeredMissing !== true,
+      const unanswered = () =>
+        missingNames(store, ip, port, network, namespace).filter(
+          (m) => unresolved.get(m.key)?.answeredMissing !== true,
         );
+      for (let round = 0; round < MAX_ROUNDS; round++) {
+        const missing = unanswered().filter((m) => !previous.has(m.key));
         // Nothing left to ask: the control plane has said what it knows.
-        if (missing.length === 0) return;
+        if (missing.length === 0) break;
         await Promise.all(missing.map(fetchName));
         for (const m of missing) previous.add(m.key);
       }
+      return unanswered().length === 0;
     },
     stats: () => ({ ...counts, unresolved: unresolved.size }),
   };
@@ -213,7 +221,15 @@ export function withOnDemand(outbound: Outbound, onDemand: OnDemand | undefined)
   if (onDemand === undefined) return outbound;
   return {
     dial: async (network, srcIp, src, request, srcPort) => {
-      await onDemand.ensure(request.ip, request.port, src.namespace);
+      // A destination the control plane did not answer for may be in the mesh: refused, not passed
+      // through around it in plaintext.
+      if (!(await onDemand.ensure(request.ip, request.port, src.namespace))) {
+        throw new ZtunnelError(
+          "ERR_SOCKS5_UNSUPPORTED",
+          `no answer from the control plane for ${request.ip}: not passed through`,
+          { reply: SOCKS5_REPLY.hostUnreachable },
+        );
+      }
       return outbound.dial(network, srcIp, src, request, srcPort);
     },
     carry: (args) => outbound.carry(args),
