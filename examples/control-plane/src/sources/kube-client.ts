@@ -86,19 +86,27 @@ export async function kubeRequest(
   const cluster = kc.getCurrentCluster();
   if (cluster === null) throw new Error("kubeconfig has no current cluster");
   const url = new URL(cluster.server.replace(/\/$/, "") + path);
-  const opts: RequestOptions = { method, headers: { accept: "application/json" } };
-  await kc.applyToHTTPSOptions(opts);
+  const opts = await requestOptions(kc, url, method);
   const plain = url.protocol === "http:";
-  // A plain-HTTP server (tests, `kubectl proxy`) takes no TLS agent.
-  if (plain && opts.agent instanceof HttpsAgent) delete opts.agent;
   const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body.value));
   if (body !== undefined) (opts.headers as Record<string, string>)["content-type"] = body.contentType;
   return new Promise((resolve, reject) => {
+    // The whole request, waiting for a pooled connection included; the socket's own timeout below ends
+    // one that goes quiet.
+    const deadline = setTimeout(
+      () => req.destroy(new Error(`${method} ${path}: no answer in ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    const fail = (err: unknown) => {
+      clearTimeout(deadline);
+      reject(err);
+    };
     const req = (plain ? httpRequest : httpsRequest)(url, { ...opts, timeout: timeoutMs }, (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (c: Buffer) => chunks.push(c));
-      res.on("error", reject);
+      res.on("error", fail);
       res.on("end", () => {
+        clearTimeout(deadline);
         const text = Buffer.concat(chunks).toString("utf8");
         let parsed: unknown;
         try {
@@ -122,9 +130,60 @@ export async function kubeRequest(
       });
     });
     req.on("timeout", () => req.destroy(new Error(`${method} ${path}: no answer in ${timeoutMs} ms`)));
-    req.on("error", reject);
+    req.on("error", fail);
     req.end(payload);
   });
+}
+
+/** Connections to one API server at once, shared by every request of a kubeconfig (watches included). */
+export const MAX_API_SERVER_SOCKETS = 64;
+
+/** The keep-alive agent of a kubeconfig, and the TLS settings it was made for. */
+const sharedAgents = new WeakMap<KubeConfig, { settings: string; agent: HttpsAgent }>();
+
+/**
+ * A request's options as `@kubernetes/client-node` sets them (credentials, TLS), with one keep-alive
+ * agent per kubeconfig in place of the agent it makes for every request: each request would otherwise
+ * open a TCP and TLS connection of its own (a token review per xDS stream and CSR: one connection per
+ * caller, for as many callers as come), and connections to the API server are capped. An agent the
+ * client made for a proxy is kept as it is; a plain-HTTP server (tests, `kubectl proxy`) takes none.
+ */
+async function requestOptions(kc: KubeConfig, url: URL, method: string): Promise<RequestOptions> {
+  const opts: RequestOptions = { method, headers: { accept: "application/json" } };
+  await kc.applyToHTTPSOptions(opts);
+  if (url.protocol === "http:") {
+    if (opts.agent instanceof HttpsAgent) delete opts.agent;
+    return opts;
+  }
+  if (opts.agent?.constructor !== HttpsAgent) return opts;
+  const tls = {
+    ca: opts.ca,
+    cert: opts.cert,
+    key: opts.key,
+    pfx: opts.pfx,
+    passphrase: opts.passphrase,
+    servername: opts.servername,
+    ...(opts.rejectUnauthorized === undefined ? {} : { rejectUnauthorized: opts.rejectUnauthorized }),
+  };
+  // A client certificate read from a file may be renewed: new settings, a new agent (the old one's
+  // connections close as their requests end, its idle ones at its timeout).
+  const settings = JSON.stringify(tls);
+  let held = sharedAgents.get(kc);
+  if (held === undefined || held.settings !== settings) {
+    held = {
+      settings,
+      agent: new HttpsAgent({
+        ...tls,
+        keepAlive: true,
+        maxSockets: MAX_API_SERVER_SOCKETS,
+        // Idle pooled connections close after this long.
+        timeout: 60_000,
+      }),
+    };
+    sharedAgents.set(kc, held);
+  }
+  opts.agent = held.agent;
+  return opts;
 }
 
 /** An HTTP status a watch request was answered with (`statusCode`, as the informers read it: 410 relists). */
@@ -157,10 +216,8 @@ export async function watchRequest(
   for (const [key, value] of Object.entries(query)) {
     if (value !== undefined) url.searchParams.set(key, String(value));
   }
-  const opts: RequestOptions = { method: "GET", headers: { accept: "application/json" } };
-  await kc.applyToHTTPSOptions(opts);
+  const opts = await requestOptions(kc, url, "GET");
   const plain = url.protocol === "http:";
-  if (plain && opts.agent instanceof HttpsAgent) delete opts.agent;
   const controller = new AbortController();
   let finished = false;
   const finish = (err: unknown): void => {
