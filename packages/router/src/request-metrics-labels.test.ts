@@ -327,14 +327,15 @@ describe("destination service labels of requests answered before routing", () =>
 });
 
 describe("grpc_response_status", () => {
-  it("is inferred from the HTTP status for a gRPC request answered without one, and empty for plain HTTP", async () => {
-    const { metrics, seen } = labelsOf("istio_requests_total");
-    const backend = http.createServer((req, res) => {
-      // A gRPC client met by a plain HTTP error; a plain client met by a stray grpc-status header.
-      if (req.url === "/grpc.Svc/Call") res.writeHead(503, { "content-type": "text/plain" });
-      else res.writeHead(200, { "grpc-status": "5" });
-      res.end("x");
-    });
+  /**
+   * A waypoint in front of `answer` (as the backend) whose request metrics go to `metrics`; `post`
+   * sends one POST through it and resolves with the status once the response has ended.
+   */
+  async function throughWaypoint(
+    answer: http.RequestListener,
+    metrics: Parameters<typeof createWaypointHandler>[0]["metrics"],
+  ) {
+    const backend = http.createServer(answer);
     await new Promise<void>((resolve) => backend.listen(0, "127.0.0.1", resolve));
     const handler = createWaypointHandler({
       routes: [],
@@ -350,7 +351,7 @@ describe("grpc_response_status", () => {
       }),
     );
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    const send = (path: string, headers: Record<string, string>) =>
+    const post = (path: string, headers: Record<string, string>) =>
       new Promise<number>((resolve, reject) => {
         const req = http.request(
           {
@@ -369,14 +370,28 @@ describe("grpc_response_status", () => {
         req.on("error", reject);
         req.end();
       });
-    try {
-      assert.equal(await send("/grpc.Svc/Call", { "content-type": "application/grpc" }), 503);
-      assert.equal(await send("/plain", { "content-type": "text/plain" }), 200);
-      for (let i = 0; i < 100 && seen.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
-    } finally {
+    const close = async () => {
       await handler.close();
       server.close();
       backend.close();
+    };
+    return { post, close };
+  }
+
+  it("is inferred from the HTTP status for a gRPC request answered without one, and empty for plain HTTP", async () => {
+    const { metrics, seen } = labelsOf("istio_requests_total");
+    const { post, close } = await throughWaypoint((req, res) => {
+      // A gRPC client met by a plain HTTP error; a plain client met by a stray grpc-status header.
+      if (req.url === "/grpc.Svc/Call") res.writeHead(503, { "content-type": "text/plain" });
+      else res.writeHead(200, { "grpc-status": "5" });
+      res.end("x");
+    }, metrics);
+    try {
+      assert.equal(await post("/grpc.Svc/Call", { "content-type": "application/grpc" }), 503);
+      assert.equal(await post("/plain", { "content-type": "text/plain" }), 200);
+      for (let i = 0; i < 100 && seen.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
+    } finally {
+      await close();
     }
     assert.deepEqual(
       seen.map((l) => [l.request_protocol, l.response_code, l.grpc_response_status]),
@@ -391,55 +406,20 @@ describe("grpc_response_status", () => {
     const { metrics, seen } = labelsOf("istio_requests_total");
     // The backend sends back whatever grpc-status the client asked for, as a header-reflecting
     // service would: arbitrary text must not become label values.
-    const backend = http.createServer((req, res) => {
+    const { post, close } = await throughWaypoint((req, res) => {
       res.writeHead(200, {
         "content-type": "application/grpc",
         "grpc-status": String(req.headers["x-status"]),
       });
       res.end();
-    });
-    await new Promise<void>((resolve) => backend.listen(0, "127.0.0.1", resolve));
-    const handler = createWaypointHandler({
-      routes: [],
-      resolveBackend: () => [{ address: "127.0.0.1", port: (backend.address() as AddressInfo).port }],
-      connect: (e) => net.connect({ host: e.address, port: e.port }),
-      retry: { attempts: 0 },
-      metrics,
-    });
-    const server = net.createServer((socket) =>
-      handler.handle(socket, {
-        peerIdentity: PEER,
-        destination: { address: "10.0.0.1", port: 80, service: webService },
-      }),
-    );
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    }, metrics);
     const sent = ["0", "16", " 7 ", "007", "17", "4294967296", "-1", "abc", "x".repeat(5000)];
     try {
-      for (const status of sent) {
-        await new Promise<void>((resolve, reject) => {
-          const req = http.request(
-            {
-              host: "127.0.0.1",
-              port: (server.address() as AddressInfo).port,
-              path: "/grpc.Svc/Call",
-              method: "POST",
-              headers: { "content-type": "application/grpc", "x-status": status },
-              agent: false,
-            },
-            (res) => {
-              res.resume();
-              res.on("end", () => resolve());
-            },
-          );
-          req.on("error", reject);
-          req.end();
-        });
-      }
+      for (const status of sent)
+        await post("/grpc.Svc/Call", { "content-type": "application/grpc", "x-status": status });
       for (let i = 0; i < 100 && seen.length < sent.length; i++) await new Promise((r) => setTimeout(r, 10));
     } finally {
-      await handler.close();
-      server.close();
-      backend.close();
+      await close();
     }
     assert.deepEqual(
       seen.map((l) => l.grpc_response_status),

@@ -6,12 +6,29 @@ import net, { type AddressInfo } from "node:net";
 import { describe, it } from "node:test";
 import { httpRoute, startWaypoint, stopServer } from "./harness.js";
 
+/** A waypoint routing every request to a backend that answers with `answer`. */
+async function waypointTo(answer: http.RequestListener) {
+  const backend = http.createServer(answer);
+  await new Promise<void>((resolve) => backend.listen(0, "127.0.0.1", resolve));
+  const endpoint = { address: "127.0.0.1", port: (backend.address() as AddressInfo).port };
+  const wp = await startWaypoint(
+    { "default/web": [endpoint] },
+    { routes: [httpRoute("r", [{ backendRefs: [{ name: "web", port: 80 }] }])] },
+    { destination: { address: "10.96.0.1", port: 80 } },
+  );
+  const close = async () => {
+    await wp.close();
+    await stopServer(backend);
+  };
+  return { port: wp.port, close };
+}
+
 describe("pipelined HTTP/1.1 requests", () => {
   it("are served one at a time and in order, over one upstream connection", async () => {
     let active = 0;
     let most = 0;
     const upstreamSockets = new Set<net.Socket>();
-    const backend = http.createServer((req, res) => {
+    const wp = await waypointTo((req, res) => {
       upstreamSockets.add(req.socket);
       active++;
       most = Math.max(most, active);
@@ -21,13 +38,6 @@ describe("pipelined HTTP/1.1 requests", () => {
         res.end(`answer to ${req.url}`);
       }, 5);
     });
-    await new Promise<void>((resolve) => backend.listen(0, "127.0.0.1", resolve));
-    const endpoint = { address: "127.0.0.1", port: (backend.address() as AddressInfo).port };
-    const wp = await startWaypoint(
-      { "default/web": [endpoint] },
-      { routes: [httpRoute("r", [{ backendRefs: [{ name: "web", port: 80 }] }])] },
-      { destination: { address: "10.96.0.1", port: 80 } },
-    );
     const count = 50;
     try {
       const socket = net.connect(wp.port, "127.0.0.1");
@@ -59,21 +69,13 @@ describe("pipelined HTTP/1.1 requests", () => {
       assert.ok(upstreamSockets.size <= 2, `${upstreamSockets.size} upstream connections`);
     } finally {
       await wp.close();
-      await stopServer(backend);
     }
   });
 
   it("closes a connection with more pipelined requests waiting than it may hold", async () => {
-    const backend = http.createServer((_req, res) => {
+    const wp = await waypointTo((_req, res) => {
       setTimeout(() => res.end("ok"), 200);
     });
-    await new Promise<void>((resolve) => backend.listen(0, "127.0.0.1", resolve));
-    const endpoint = { address: "127.0.0.1", port: (backend.address() as AddressInfo).port };
-    const wp = await startWaypoint(
-      { "default/web": [endpoint] },
-      { routes: [httpRoute("r", [{ backendRefs: [{ name: "web", port: 80 }] }])] },
-      { destination: { address: "10.96.0.1", port: 80 } },
-    );
     try {
       const socket = net.connect(wp.port, "127.0.0.1");
       socket.on("error", () => {});
@@ -86,7 +88,6 @@ describe("pipelined HTTP/1.1 requests", () => {
       assert.equal(timedOut, false, "the connection is still open");
     } finally {
       await wp.close();
-      await stopServer(backend);
     }
   });
 });

@@ -37,6 +37,35 @@ spec:
   - to: [{ operation: { paths: ["/reviews/admin"] } }]
 `;
 
+/** A waypoint of the bookinfo namespace routing every request to `backend`, with `engine` as its policy. */
+function reviewsWaypoint(
+  backend: Backend,
+  engine: ReturnType<typeof createAuthorizationEngine>,
+): Promise<Waypoint> {
+  return startWaypoint(
+    { "bookinfo/reviews": [backend.endpoint] },
+    {
+      routes: [
+        {
+          kind: "HTTPRoute",
+          metadata: { name: "reviews", namespace: "bookinfo" },
+          spec: {
+            parentRefs: [{ kind: "Gateway", name: "waypoint" }],
+            rules: [{ backendRefs: [{ name: "reviews", port: 80 }] }],
+          },
+        },
+      ],
+      waypoint: { name: "waypoint", namespace: "bookinfo" },
+      policy: engine,
+    },
+    {
+      peerIdentity: PRODUCTPAGE,
+      remoteAddress: "10.0.0.7",
+      destination: { address: "10.96.0.20", port: 80 },
+    },
+  );
+}
+
 describe("L7 authorization with @ambient/policy's AuthorizationEngine", () => {
   let backend: Backend;
   let wp: Waypoint;
@@ -47,28 +76,7 @@ describe("L7 authorization with @ambient/policy's AuthorizationEngine", () => {
     const { errors } = engine.applyYaml(POLICIES);
     assert.deepEqual(errors, []);
     backend = await startBackend("reviews");
-    wp = await startWaypoint(
-      { "bookinfo/reviews": [backend.endpoint] },
-      {
-        routes: [
-          {
-            kind: "HTTPRoute",
-            metadata: { name: "reviews", namespace: "bookinfo" },
-            spec: {
-              parentRefs: [{ kind: "Gateway", name: "waypoint" }],
-              rules: [{ backendRefs: [{ name: "reviews", port: 80 }] }],
-            },
-          },
-        ],
-        waypoint: { name: "waypoint", namespace: "bookinfo" },
-        policy: engine,
-      },
-      {
-        peerIdentity: PRODUCTPAGE,
-        remoteAddress: "10.0.0.7",
-        destination: { address: "10.96.0.20", port: 80 },
-      },
-    );
+    wp = await reviewsWaypoint(backend, engine);
   });
   after(async () => {
     await wp.close();
@@ -127,28 +135,7 @@ spec:
 `);
     assert.deepEqual(errors, []);
     backend = await startBackend("reviews");
-    wp = await startWaypoint(
-      { "bookinfo/reviews": [backend.endpoint] },
-      {
-        routes: [
-          {
-            kind: "HTTPRoute",
-            metadata: { name: "reviews", namespace: "bookinfo" },
-            spec: {
-              parentRefs: [{ kind: "Gateway", name: "waypoint" }],
-              rules: [{ backendRefs: [{ name: "reviews", port: 80 }] }],
-            },
-          },
-        ],
-        waypoint: { name: "waypoint", namespace: "bookinfo" },
-        policy: engine,
-      },
-      {
-        peerIdentity: PRODUCTPAGE,
-        remoteAddress: "10.0.0.7",
-        destination: { address: "10.96.0.20", port: 80 },
-      },
-    );
+    wp = await reviewsWaypoint(backend, engine);
   });
   after(async () => {
     await wp.close();
