@@ -8,6 +8,7 @@ import { ADS_SERVICE } from "./ads-service.js";
 import { XdsError } from "./errors.js";
 import { descriptor } from "./gen/descriptor.js";
 import { createXdsPushThrottle } from "./push-throttle.js";
+import { ResourceCache } from "./resource-cache.js";
 import type { NackRecord } from "./server-session.js";
 import { structFromJson } from "./struct.js";
 import type { Counter, MetricsSink } from "./telemetry.js";
@@ -349,7 +350,7 @@ describe("server hooks", () => {
     await server.close();
   });
 
-  it("answers a VIP or hostname with the Service and the workloads the related hook names", async () => {
+  it("answers a VIP or hostname with the Service and the workloads the related hook names", async (t) => {
     const seen: string[][] = [];
     const svc = (vip: number) => ({
       service: {
@@ -369,7 +370,17 @@ describe("server hooks", () => {
         services: { "ns/web.ns.svc.cluster.local": { ports: [] } },
       },
     });
+    // Filled before the server exists: no change is still on its way to the stream when it opens (the
+    // hook below would take a changed Service's pods for ones the stream asked about).
+    const cache = new ResourceCache();
+    cache.batch(() => {
+      cache.set(A, "ns/web.ns.svc.cluster.local", svc(1), { aliases: ["net/10.96.0.1"] });
+      cache.set(A, "pod-1", backing("pod-1", 1), { aliases: ["net/10.0.0.1"] });
+      cache.set(A, "local", backing("local", 5, "node-a"), { aliases: ["net/10.0.0.5"] });
+      cache.set(A, "stranger", workload("stranger", "s", 7), { aliases: ["net/10.0.0.7"] });
+    });
     const server = createXdsServer({
+      cache,
       debounceMs: 0,
       // What the control plane supplies: a Service's workloads, and the pods of the client's node.
       related: ({ names, subscribed, cache, context, typeUrl }) => {
@@ -387,14 +398,13 @@ describe("server hooks", () => {
         return out;
       },
     });
-    server.cache.batch(() => {
-      server.cache.set(A, "ns/web.ns.svc.cluster.local", svc(1), { aliases: ["net/10.96.0.1"] });
-      server.cache.set(A, "pod-1", backing("pod-1", 1), { aliases: ["net/10.0.0.1"] });
-      server.cache.set(A, "local", backing("local", 5, "node-a"), { aliases: ["net/10.0.0.5"] });
-      server.cache.set(A, "stranger", workload("stranger", "s", 7), { aliases: ["net/10.0.0.7"] });
-    });
     const port = await server.listen();
     const s = openDelta(port);
+    // Closed whatever the assertions find: a stream left open would hold the file until its timeout.
+    t.after(async () => {
+      s.close();
+      await server.close();
+    });
     s.send({
       typeUrl: A,
       node: { id: "zt", metadata: structFromJson({ NODE_NAME: "node-a" }) },
@@ -432,8 +442,6 @@ describe("server hooks", () => {
       "pod-2",
     ]);
     assert.deepEqual(seen[0], [], "the hook sees the first request");
-    s.close();
-    await server.close();
   });
 
   it("stops following the resource that answered an alias once the alias is unsubscribed", async () => {
