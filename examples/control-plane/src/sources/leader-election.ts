@@ -88,20 +88,29 @@ export function startLeaderElection(options: LeaderElectionOptions): LeaderElect
     else options.onStoppedLeading?.();
   };
 
+  const armDeadline = (ms: number): void => {
+    deadlineTimer = setTimeout(checkDeadline, ms);
+    deadlineTimer.unref();
+  };
+  const checkDeadline = (): void => {
+    if (!leader) return;
+    // A timer may fire a millisecond before the wall clock says the time is up: wait for the rest.
+    const left = renewDeadlineMs - (Date.now() - lastRenew);
+    if (left > 0) {
+      armDeadline(left);
+      return;
+    }
+    logger.warn(
+      { lease: `${namespace}/${name}`, renewDeadlineMs },
+      "lease not renewed within the renew deadline: stepping down",
+    );
+    setLeader(false);
+  };
   const renewed = (): void => {
     lastRenew = Date.now();
     setLeader(true);
     clearTimeout(deadlineTimer);
-    if (!leader) return;
-    deadlineTimer = setTimeout(() => {
-      if (!leader || Date.now() - lastRenew < renewDeadlineMs) return;
-      logger.warn(
-        { lease: `${namespace}/${name}`, renewDeadlineMs },
-        "lease not renewed within the renew deadline: stepping down",
-      );
-      setLeader(false);
-    }, renewDeadlineMs);
-    deadlineTimer.unref();
+    if (leader) armDeadline(renewDeadlineMs);
   };
 
   const attempt = async (): Promise<void> => {
