@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import { once } from "node:events";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { describe, it } from "node:test";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { WaypointError } from "./errors.js";
@@ -180,6 +183,53 @@ describe("RequestAuthenticationStore", () => {
     );
     assert.deepEqual(store.apply([]), []);
     assert.deepEqual(store.summary(), []);
+  });
+
+  it("lets go of a jwksUri's keys once no rule names it, and fetches them again when one does", async () => {
+    const { publicKey, privateKey } = await generateKeyPair("ES256");
+    const set = JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: "k", alg: "ES256" }] });
+    const fetches: string[] = [];
+    const server = createServer((req, res) => {
+      fetches.push(req.url ?? "");
+      res.setHeader("content-type", "application/json");
+      res.end(set);
+    });
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    try {
+      const { port } = server.address() as AddressInfo;
+      const token = await new SignJWT({ iss: "https://iss", sub: "u" })
+        .setProtectedHeader({ alg: "ES256", kid: "k" })
+        .setExpirationTime("5m")
+        .sign(privateKey);
+      const store = new RequestAuthenticationStore(WAYPOINT);
+      const use = async (path: string) => {
+        assert.deepEqual(
+          store.apply([
+            ra("a", { jwtRules: [{ issuer: "https://iss", jwksUri: `http://127.0.0.1:${port}${path}` }] }),
+          ]),
+          [],
+        );
+        const out = await store.authenticate({
+          method: "GET",
+          path: "/",
+          query: "",
+          host: "api",
+          headers: { authorization: `Bearer ${token}` },
+          service: undefined,
+        });
+        assert.equal(out.kind, "authenticated");
+      };
+      await use("/a");
+      await use("/a");
+      assert.deepEqual(fetches, ["/a"], "kept while a rule names it");
+      await use("/b");
+      await use("/a");
+      assert.deepEqual(fetches, ["/a", "/b", "/a"], "fetched anew: the first set was let go");
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
   });
 
   describe("which RequestAuthentications a request meets", async () => {

@@ -362,6 +362,11 @@ export class RequestAuthenticationStore {
       }
     }
     this.#inForce = next;
+    // A key set no rule in force reads any more is let go, with the keys it fetched: a waypoint whose
+    // RequestAuthentications change over months holds only the key sets they name now.
+    const read = new Set<JWTVerifyGetKey>();
+    for (const compiled of next.values()) for (const rule of compiled.rules) read.add(rule.keys);
+    for (const [cacheKey, keys] of this.#remote) if (!read.has(keys)) this.#remote.delete(cacheKey);
     return issues;
   }
 
