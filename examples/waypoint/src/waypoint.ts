@@ -5,12 +5,14 @@ import {
   clusterIdProblem,
   controlPlaneChannel,
   controlPlaneIdentityOf,
+  createHostnameResolver,
   DEFAULT_CLUSTER_DOMAIN,
   DEFAULT_CLUSTER_ID,
   DEFAULT_CONNECT_TIMEOUT_MS,
   DEFAULT_TRUST_DOMAIN,
   deniedBy,
   followRoots,
+  type HostnameResolverOptions,
   identityOf,
   type Logger,
   noopLogger,
@@ -143,10 +145,15 @@ export interface WaypointOptions {
   headersTimeoutMs?: number;
   /**
    * How long a plaintext TCP connect to a backend may take (a workload outside the mesh, a host-network
-   * endpoint, an endpoint known by hostname, its lookup included) before it fails with `ETIMEDOUT`.
+   * endpoint, an endpoint known by hostname once resolved) before it fails with `ETIMEDOUT`.
    * Default 10000 ms, meshConfig `connectTimeout`. HBONE backends have the HBONE client's deadlines.
    */
   connectTimeoutMs?: number;
+  /**
+   * The resolvers that endpoints known by hostname are looked up with (A records, kept for their TTL,
+   * 2 s per try, two tries; `localhost` is 127.0.0.1). Default: this process's /etc/resolv.conf.
+   */
+  nameservers?: HostnameResolverOptions["nameservers"];
   /**
    * Operator listener ports (admin 15000, metrics 15020, readiness 15021, as istio-proxy); 0 picks an
    * ephemeral port.
@@ -356,10 +363,24 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
       ),
     );
 
+  // Looked up on this thread (c-ares) and kept for the answer's TTL: the thread pool's getaddrinfo, which
+  // a connect by name would use, is held for the system's timeouts by a resolver that does not answer.
+  const resolveHostname = createHostnameResolver(
+    options.nameservers === undefined ? {} : { nameservers: options.nameservers },
+  );
+  const resolveEndpoint = async (hostname: string): Promise<string> => {
+    try {
+      return await resolveHostname(hostname);
+    } catch (cause) {
+      throw new WaypointError("ERR_WAYPOINT_RESOLVE", `cannot resolve endpoint ${hostname}`, { cause });
+    }
+  };
+
   const connect = async (endpoint: Endpoint) => {
     // An endpoint known by hostname (a DNS ServiceEntry's) is outside the mesh: plaintext to an address
     // of that name, of the waypoint's own family.
-    if (isIP(endpoint.address) === 0) return dialPlain(endpoint.address, endpoint.port);
+    if (isIP(endpoint.address) === 0)
+      return dialPlain(await resolveEndpoint(endpoint.address), endpoint.port);
     const workload = store.findByAddress(endpoint.address);
     // A workload outside the mesh (tunnel protocol NONE: nothing terminates HBONE for it) is reached
     // in plaintext, from the waypoint's address, as Istio's waypoints reach it; so is a host-network

@@ -3,6 +3,14 @@ import { once } from "node:events";
 import { createServer, type Server } from "node:http";
 import { type AddressInfo, createServer as createNetServer, type Server as NetServer } from "node:net";
 import { after, before, describe, it } from "node:test";
+import {
+  addressRecord,
+  createDnsServer,
+  type DnsServer,
+  RecordType,
+  ResponseCode,
+  replyTo,
+} from "@ambient/dns";
 import { type SilentListener, silentListener } from "../../ztunnel/test/fixtures.js";
 import type { RunningWaypoint } from "../src/index.js";
 import {
@@ -168,6 +176,24 @@ spec:
   rules: [{ to: [{ operation: { paths: ["/admin"] } }] }]
 `;
 
+/**
+ * A third host outside the mesh, whose endpoint's name only the test's own DNS server knows: the
+ * waypoint must ask its resolvers (the `nameservers` option), not the system's.
+ */
+const namedEntry = (port: number) => `
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: named-api, namespace: shop, labels: { istio.io/use-waypoint: waypoint } }
+spec:
+  hosts: [api.named.test]
+  addresses: [${ip(107)}]
+  ports: [{ number: 80, name: http, protocol: HTTP, targetPort: ${port} }]
+  resolution: DNS
+  location: MESH_EXTERNAL
+  endpoints: [{ address: backend.named.test }]
+`;
+
 /** A second host outside the mesh, whose one endpoint never answers a connect (a firewall drops it). */
 const silentEntry = (port: number) => `
 ---
@@ -205,6 +231,8 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
   let mysqlPod: NetServer;
   let externalApi: Server;
   let silent: SilentListener | undefined;
+  let dnsServer: DnsServer | undefined;
+  const asked: string[] = [];
 
   before(async () => {
     app = createServer((req, res) => {
@@ -261,14 +289,35 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     externalApi.listen(0, "127.0.0.1");
     await once(externalApi, "listening");
     silent = await silentListener("127.0.0.1");
+    dnsServer = createDnsServer({
+      handler: ({ message }) => {
+        const q = message.questions[0];
+        asked.push(`${q?.name}/${q?.type}`);
+        const known = q?.name.toLowerCase() === "backend.named.test" && q.type === RecordType.A;
+        return replyTo(message, {
+          authoritative: true,
+          rcode: q?.name.toLowerCase() === "backend.named.test" ? 0 : ResponseCode.NXDOMAIN,
+          answers: known ? [addressRecord(q.name, "127.0.0.1", 30)] : [],
+        });
+      },
+    });
+    const dns = await dnsServer.listen({ host: "127.0.0.1", port: 0 });
     mesh = await startTestMesh({
       manifests:
-        manifests + externalEntry((externalApi.address() as AddressInfo).port) + silentEntry(silent.port),
+        manifests +
+        externalEntry((externalApi.address() as AddressInfo).port) +
+        silentEntry(silent.port) +
+        namedEntry((externalApi.address() as AddressInfo).port),
       tempPrefix: "waypoint-",
       nodeIps: [ip(200), ip(201)],
       controlPlane: { watch: false, podCidrs: [cidr] },
       ztunnelPorts: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
-      waypoint: { gateway: { name: "waypoint", namespace: "shop" }, ip: ip(6), connectTimeoutMs: 500 },
+      waypoint: {
+        gateway: { name: "waypoint", namespace: "shop" },
+        ip: ip(6),
+        connectTimeoutMs: 500,
+        nameservers: [{ address: "127.0.0.1", port: dns.port }],
+      },
     });
     ({ waypoint, ztunnels } = mesh);
   });
@@ -284,6 +333,7 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     mysqlPod?.close();
     externalApi?.close();
     await silent?.close();
+    await dnsServer?.close();
   });
 
   it("holds the waypoint identity from the CA", () => {
@@ -387,6 +437,24 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
           l.includes('destination_workload="mysql-1"'),
       );
     assert.equal(carried.length, 1, "the waypoint counted the connection");
+  });
+
+  it("looks up an endpoint's hostname with its resolvers, once per TTL", async () => {
+    const send = () =>
+      httpOverSocks(
+        { proxy: ztunnels[0]?.addresses.socks5 ?? "", from: ip(2), to: `${ip(107)}:80` },
+        "GET /named HTTP/1.1\r\nhost: api.named.test\r\ncontent-length: 0\r\n\r\n",
+        { untilResponse: true },
+      );
+    for (let i = 0; i < 2; i++) {
+      const text = await send();
+      assert.match(text, /^HTTP\/1\.1 200 /);
+      assert.ok(text.endsWith("external-api got GET /named for api.named.test"), text);
+    }
+    assert.deepEqual(
+      asked.filter((q) => q.startsWith("backend.named.test")),
+      ["backend.named.test/1"],
+    );
   });
 
   it("takes a ServiceEntry host bound to it to the address its endpoint's hostname resolves to", async () => {

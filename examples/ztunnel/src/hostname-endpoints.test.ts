@@ -78,4 +78,13 @@ describe("createHostnameResolver", () => {
     zone.set("missing.example.test", [["192.0.2.9"], 30]);
     assert.equal(await resolve("missing.example.test"), "192.0.2.9");
   });
+
+  it("answers localhost and the names under it with the loopback address, asking no one", async () => {
+    asked.length = 0;
+    const resolve = createHostnameResolver({ nameservers: [address] });
+    for (const name of ["localhost", "LOCALHOST.", "api.localhost"])
+      assert.equal(await resolve(name), "127.0.0.1");
+    assert.deepEqual(asked, []);
+    await assert.rejects(resolve("localhost.example.test"), /cannot resolve/);
+  });
 });

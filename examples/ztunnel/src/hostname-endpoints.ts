@@ -20,11 +20,19 @@ export interface HostnameResolverOptions {
   maxTtlSeconds?: number;
 }
 
+/** `localhost` and the names under it, which are the loopback address without a query (RFC 6761). */
+function isLocalhost(hostname: string): boolean {
+  const name = (hostname.endsWith(".") ? hostname.slice(0, -1) : hostname).toLowerCase();
+  return name === "localhost" || name.endsWith(".localhost");
+}
+
 /**
  * A resolver of endpoint hostnames: A records from the upstream resolvers, one address of the answer
  * per call (round robin over it), kept for the answer's TTL (at most `maxTtlSeconds`, at least 1 s).
- * Concurrent lookups of one name share one query. A name with no A record, or no answer in time,
- * rejects with `ERR_ZTUNNEL_RESOLVE`.
+ * Concurrent lookups of one name share one query. `localhost` (and names under it) is 127.0.0.1,
+ * asked of no one. A name with no A record, or no answer in time, rejects with `ERR_ZTUNNEL_RESOLVE`.
+ * The queries go out from this thread (c-ares), never through the thread pool's `getaddrinfo`, which a
+ * resolver that does not answer would hold for the system's timeouts.
  */
 export function createHostnameResolver(options: HostnameResolverOptions = {}): HostnameResolver {
   const resolver = new Resolver({ timeout: options.timeoutMs ?? 2000, tries: 2 });
@@ -64,6 +72,7 @@ export function createHostnameResolver(options: HostnameResolverOptions = {}): H
   };
 
   return async (hostname) => {
+    if (isLocalhost(hostname)) return "127.0.0.1";
     let entry = cache.get(hostname);
     if (entry === undefined || entry.expires <= Date.now()) {
       const addresses = await lookup(hostname);
