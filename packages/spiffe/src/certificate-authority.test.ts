@@ -312,6 +312,12 @@ describe("createCertificateAuthority (self-signed)", () => {
     rca.retireOldRoots();
     const after = await rca.sign(csr, { spiffeId: ID });
     assert.equal(after.certChain[1], rca.rootCertPem());
+    // The retired root goes with the next renewal, the configured one too: it is not added back.
+    assert.equal(trustOf(x509SvidFromChain(after.certChain, privateKeyPem)), rca.rootCertPem());
+    // An answer without roots leaves the configured ones.
+    const leafOnly = x509SvidFromChain([after.certChain[0] as string], privateKeyPem);
+    assert.deepEqual(leafOnly.rootsPem, []);
+    assert.equal(trustOf(leafOnly), oldRoot);
   });
 
   it("rotates a self-signed root loaded back from its export only when told it is its own", async () => {

@@ -57,11 +57,12 @@ export function x509SvidFromChain(certChain: readonly string[], privateKeyPem: s
 }
 
 /**
- * Returns a function that gives the roots (PEM) a workload's mutual TLS should trust: the configured
- * mesh roots plus every root the CA sent with that workload's certificate (`rootsPem`), computed
- * once per SVID. During a root rotation the CA lists the old and the new root, so a renewed SVID
- * brings the new root with it; the configured roots keep an answer without roots from leaving a
- * workload trusting nothing.
+ * Returns a function that gives the roots (PEM) a workload's mutual TLS should trust: the roots the CA
+ * sent with that workload's certificate (`rootsPem`), computed once per SVID, as ztunnel trusts the
+ * roots of its CA answer. During a root rotation the CA lists the old and the new root, so a renewed
+ * SVID brings the new root with it; once the CA retires a root, the next renewal drops it (the
+ * configured roots are not added back: a root retired because its key leaked stops being trusted).
+ * The configured roots stand in only for an answer that sent none, so a workload never trusts nothing.
  * @throws SpiffeError `ERR_PEM_INVALID` when `configuredRootsPem` holds no certificate.
  */
 export function trustedRootsOf(configuredRootsPem: string): (svid: X509Svid) => string {
@@ -70,14 +71,14 @@ export function trustedRootsOf(configuredRootsPem: string): (svid: X509Svid) => 
   return (svid) => {
     let pem = bySvid.get(svid);
     if (pem === undefined) {
-      const roots = [...configured];
+      const roots: string[] = [];
       for (const root of svid.rootsPem) {
         for (const der of decodeCertificatesPem(root)) {
           const text = encodePem("CERTIFICATE", der);
           if (!roots.includes(text)) roots.push(text);
         }
       }
-      pem = roots.join("");
+      pem = (roots.length === 0 ? configured : roots).join("");
       bySvid.set(svid, pem);
     }
     return pem;
