@@ -1,17 +1,20 @@
 import assert from "node:assert/strict";
+import { X509Certificate } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { createSecureServer, constants as h2c, type ServerHttp2Session } from "node:http2";
 import type { AddressInfo } from "node:net";
 import { connect as netConnect } from "node:net";
 import { after, before, describe, it } from "node:test";
 import type { TLSSocket } from "node:tls";
-import { SpiffeId } from "@ambient/spiffe";
+import { SpiffeId, type X509Svid } from "@ambient/spiffe";
+import { createCertificateAuthority } from "@ambient/spiffe/ca";
 import { CLIENT_ID, createTestPki, SERVER_ID, type TestPki } from "../test/fixtures.js";
 import { readAll, startServer, until, watchFrames } from "../test/harness.js";
 import { recordingMetrics } from "../test/recording-metrics.js";
 import { ConnectionPool, poolKeyString } from "./connection-pool.js";
 import type { Http2Connection } from "./h2/connection.js";
 import { createHboneClient } from "./hbone-client.js";
+import { createHboneServer } from "./hbone-server.js";
 import type { TunnelStream } from "./tunnel-stream.js";
 
 const TARGET = "10.2.0.1:80";
@@ -23,13 +26,14 @@ describe("connection pool", () => {
   });
   after(() => pki.cleanup());
 
-  it("keys on source identity, sorted destination identities, destination, source IP and roots", () => {
+  it("keys on source identity, sorted destination identities, destination, source IP, roots and certificate", () => {
     const base = {
       sourceIdentity: CLIENT_ID,
       destinationIdentities: ["spiffe://td/b", "spiffe://td/a"],
       destination: "10.0.0.1:15008",
       sourceAddress: "",
       trustRoots: "1",
+      certificate: "7",
     };
     const key = poolKeyString(base);
     assert.equal(poolKeyString({ ...base, destinationIdentities: ["spiffe://td/a", "spiffe://td/b"] }), key);
@@ -37,6 +41,7 @@ describe("connection pool", () => {
     assert.notEqual(poolKeyString({ ...base, destination: "10.0.0.2:15008" }), key);
     assert.notEqual(poolKeyString({ ...base, sourceAddress: "127.0.0.2" }), key);
     assert.notEqual(poolKeyString({ ...base, trustRoots: "2" }), key);
+    assert.notEqual(poolKeyString({ ...base, certificate: "8" }), key);
   });
 
   it("puts at most 100 streams on a connection and dials one connection at a time per key", async () => {
@@ -161,6 +166,52 @@ describe("connection pool", () => {
     for (const t of tunnels) t.destroy();
     await client.destroy();
     await srv.server.close({ timeoutMs: 100 });
+  });
+
+  it("dials anew for a renewed certificate, and takes no stream on a connection whose certificate expired", async () => {
+    const ca = await createCertificateAuthority({ backdateSeconds: 0 });
+    const credentialsOf = (svid: X509Svid) => ({
+      key: svid.privateKeyPem,
+      certChain: svid.certChainPem,
+      trustBundle: ca.rootCertPem(),
+    });
+    const server = createHboneServer({
+      ...credentialsOf(await ca.issue({ spiffeId: SERVER_ID })),
+      onTunnel: (t) => void t.accept().on("error", () => {}),
+    });
+    let handshakes = 0;
+    server.nodeServer.on("secureConnection", () => handshakes++);
+    const { port } = await server.listen({ host: "127.0.0.1", port: 0 });
+    const old = credentialsOf(await ca.issue({ spiffeId: CLIENT_ID, ttlSeconds: 2 }));
+    const client = createHboneClient(old);
+    const open = (credentials: typeof old) =>
+      client.connect({
+        address: `127.0.0.1:${port}`,
+        authority: TARGET,
+        expectedIdentities: [SERVER_ID],
+        credentials,
+      });
+    const tunnels: TunnelStream[] = [];
+    try {
+      tunnels.push(await open(old));
+      tunnels.push(await open(old));
+      assert.deepEqual([client.stats().connections, handshakes], [1, 1]);
+      // The renewed certificate proves itself in a handshake of its own.
+      const renewed = credentialsOf(await ca.issue({ spiffeId: CLIENT_ID }));
+      tunnels.push(await open(renewed));
+      assert.deepEqual([client.stats().connections, handshakes], [2, 2]);
+      // Past the old certificate's notAfter its connection (busy with two tunnels) takes no new stream:
+      // a dial with it fails as a fresh handshake would.
+      const expires = Date.parse(new X509Certificate(old.certChain).validTo);
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, expires - Date.now() + 50)));
+      await assert.rejects(open(old));
+      tunnels.push(await open(renewed));
+      assert.equal(handshakes, 2, "the renewed certificate's connection is reused");
+    } finally {
+      for (const t of tunnels) t.destroy();
+      await client.destroy();
+      await server.close({ timeoutMs: 100 });
+    }
   });
 
   it("opens no stream while the peer's SETTINGS_MAX_CONCURRENT_STREAMS is 0, and no further connections", async () => {

@@ -5,7 +5,7 @@ import type { Gauge } from "./telemetry.js";
 
 /**
  * The pool key: (source identity, sorted destination identities, destination ip:port, source ip,
- * trusted roots). Source IP is part of it because source addresses may be spoofed per workload; the
+ * trusted roots, own certificate). Source IP is part of it because source addresses may be spoofed per workload; the
  * roots because a connection's peer was verified against the roots of the dial that opened it, and
  * callers may pass different bundles (trust domains) per dial.
  */
@@ -16,6 +16,11 @@ export interface PoolKey {
   sourceAddress: string;
   /** Identifies the trust bundle the peer's chain is verified against (see `trustKey`). */
   trustRoots: string;
+  /**
+   * Identifies the certificate this side presents (see `localCertificateOf`): a renewed certificate
+   * opens connections of its own, and those made with the one it replaced take no new streams.
+   */
+  certificate: string;
 }
 
 export function poolKeyString(key: PoolKey): string {
@@ -25,6 +30,7 @@ export function poolKeyString(key: PoolKey): string {
     key.destination,
     key.sourceAddress,
     key.trustRoots,
+    key.certificate,
   ]);
 }
 
@@ -38,6 +44,19 @@ export interface PooledConnection {
   maxStreams: number;
   usable: boolean;
   idleTimer: NodeJS.Timeout | undefined;
+  /**
+   * When the first of the two certificates its handshake proved expires (ms since the epoch): from
+   * then on it takes no new streams, as a new handshake with them would fail.
+   */
+  expiresAt: number;
+}
+
+/** What a dial gives the pool. */
+export interface DialedConnection {
+  session: Http2Connection;
+  peerIdentity: SpiffeId;
+  /** See {@link PooledConnection.expiresAt}. Default: never. */
+  expiresAt?: number;
 }
 
 interface Bucket {
@@ -84,13 +103,15 @@ export class ConnectionPool {
   /** Reserves a stream slot on a usable connection for `key`, dialing when none has room. */
   async acquire(
     key: string,
-    dial: () => Promise<{ session: Http2Connection; peerIdentity: SpiffeId }>,
+    dial: () => Promise<DialedConnection>,
     signal?: AbortSignal,
   ): Promise<PooledConnection> {
     let deadline: number | undefined;
     for (;;) {
       if (this.#closed) throw new HboneError("ERR_HBONE_CLOSED", "HBONE client is closed");
       signal?.throwIfAborted();
+      const held = this.#buckets.get(key);
+      if (held !== undefined) this.#retireExpired(held);
       let bucket = this.#buckets.get(key);
       if (bucket === undefined) {
         bucket = { connections: [], dialing: undefined };
@@ -111,7 +132,7 @@ export class ConnectionPool {
       if (dialing === undefined) {
         const b = bucket;
         dialing = dial()
-          .then(({ session, peerIdentity }) => this.#add(key, b, session, peerIdentity))
+          .then((dialed) => this.#add(key, b, dialed))
           .finally(() => {
             b.dialing = undefined;
             if (b.connections.length === 0 && this.#buckets.get(key) === b) this.#buckets.delete(key);
@@ -203,7 +224,13 @@ export class ConnectionPool {
     }
   }
 
-  #add(key: string, bucket: Bucket, session: Http2Connection, peerIdentity: SpiffeId): void {
+  /** Retires the connections of `bucket` whose certificates expired: their streams finish. */
+  #retireExpired(bucket: Bucket): void {
+    const now = Date.now();
+    for (const conn of [...bucket.connections]) if (conn.expiresAt <= now) this.#retire(conn, false);
+  }
+
+  #add(key: string, bucket: Bucket, { session, peerIdentity, expiresAt }: DialedConnection): void {
     const conn: PooledConnection = {
       session,
       peerIdentity,
@@ -211,6 +238,7 @@ export class ConnectionPool {
       maxStreams: this.#options.maxStreamsPerConnection,
       usable: true,
       idleTimer: undefined,
+      expiresAt: expiresAt ?? Number.POSITIVE_INFINITY,
     };
     const capFromPeer = () => {
       const peerMax = session.remoteSettings?.maxConcurrentStreams;

@@ -1,4 +1,4 @@
-import { constants as cryptoConstants } from "node:crypto";
+import { constants as cryptoConstants, X509Certificate } from "node:crypto";
 import {
   type ConnectionOptions,
   createSecureContext,
@@ -169,6 +169,30 @@ function rootsId(pem: Pem): number {
     rootsIds.set(text, id);
   }
   return id;
+}
+
+const localCertificates = new WeakMap<object, { chain: Pem; key: string; notAfter: number }>();
+
+/**
+ * The certificate `credentials` present: a short key for its chain (equal for equal PEM text; part of
+ * the pool key, so a renewed certificate gets connections of its own) and when its leaf expires (ms
+ * since the epoch). Computed once per credentials object and chain.
+ */
+export function localCertificateOf(credentials: HboneCredentials): { key: string; notAfter: number } {
+  const chain = credentials.certChain;
+  const cached = localCertificates.get(credentials);
+  if (cached !== undefined && cached.chain === chain) return cached;
+  let notAfter: number;
+  try {
+    notAfter = Date.parse(new X509Certificate(chain).validTo);
+  } catch (err) {
+    throw new HboneError("ERR_HBONE_INVALID_ARGUMENT", `certChain: cannot read the leaf certificate`, {
+      cause: err,
+    });
+  }
+  const entry = { chain, key: String(rootsId(chain)), notAfter: Number.isNaN(notAfter) ? 0 : notAfter };
+  localCertificates.set(credentials, entry);
+  return entry;
 }
 
 /**

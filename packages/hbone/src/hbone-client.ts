@@ -3,12 +3,18 @@ import type { Duplex } from "node:stream";
 import { type TLSSocket, connect as tlsConnect } from "node:tls";
 import { peerSpiffeId, type SpiffeId } from "@ambient/spiffe";
 import { parseAuthority, type TunnelAuthority } from "./authority.js";
-import { ConnectionPool, type PooledConnection, poolKeyString } from "./connection-pool.js";
+import {
+  ConnectionPool,
+  type DialedConnection,
+  type PooledConnection,
+  poolKeyString,
+} from "./connection-pool.js";
 import {
   checkCredentials,
   clientTlsOptions,
   type HboneCredentials,
   type HboneTlsOptions,
+  localCertificateOf,
   normaliseIdentities,
   ownIdentity,
   trustKey,
@@ -246,6 +252,7 @@ class HboneClientImpl implements HboneClient {
       destination: `${target.host}:${target.port}`,
       sourceAddress: options.sourceAddress ?? "",
       trustRoots: trustKey(credentials),
+      certificate: localCertificateOf(credentials).key,
     });
     let conn: PooledConnection;
     try {
@@ -385,7 +392,7 @@ class HboneClientImpl implements HboneClient {
     credentials: HboneCredentials,
     expected: readonly string[],
     sourceAddress: string | undefined,
-  ): Promise<{ session: Http2Connection; peerIdentity: SpiffeId }> {
+  ): Promise<DialedConnection> {
     const started = Date.now();
     const { socket, peerIdentity } = await this.#handshake(
       () =>
@@ -422,7 +429,12 @@ class HboneClientImpl implements HboneClient {
       session.destroy();
       throw failure;
     }
-    return { session, peerIdentity };
+    const peerNotAfter = Date.parse(socket.getPeerCertificate().valid_to);
+    const expiresAt = Math.min(
+      localCertificateOf(credentials).notAfter,
+      Number.isNaN(peerNotAfter) ? Number.POSITIVE_INFINITY : peerNotAfter,
+    );
+    return { session, peerIdentity, expiresAt };
   }
 
   /**
