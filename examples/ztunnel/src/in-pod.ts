@@ -242,6 +242,11 @@ export interface InPodOptions {
   /** Resolves when the first xDS state is in (a pod's workload must be known to serve it). */
   stateReady(): Promise<void>;
   /**
+   * True once that state is in. No pod is served before (its connections are held): the workloads
+   * may be in while the policies that cover them are not yet.
+   */
+  hasState(): boolean;
+  /**
    * How long an add whose workload xDS already knows waits for the pod to be served (its
    * certificate) before it resolves anyway, and how long an add with `requireWorkload` waits for
    * its workload to appear in xDS. Default 3000 ms, within the node agent's 5 s answer timeout.
@@ -600,6 +605,8 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
   /** Serves `proxy` if its workload (with an IPv4 address) is known now; logs once that it waits. */
   const tryServe = (proxy: InPodProxy): void => {
     if (proxy.removed || !proxy.listening || proxy.serving !== undefined || proxy.starting) return;
+    // Tried again when the state is in (`recheck`).
+    if (!options.hasState()) return;
     const workload = findWorkload(proxy.pod);
     // The DNS needs the workload only, not its address or certificate.
     if (workload !== undefined && proxy.dnsHandler === undefined) answerDnsAs(proxy, workload);

@@ -570,6 +570,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     isClosed,
     stateReady: () =>
       stateReady || closed ? Promise.resolve() : new Promise((resolve) => stateReadyWaiters.push(resolve)),
+    hasState: () => stateReady,
     ...(options.inPod?.workloadWaitMs === undefined ? {} : { workloadWaitMs: options.inPod.workloadWaitMs }),
     proxyMetrics: inPodMode,
     originalSource: options.inPod?.originalSource ?? options.dedicated === undefined,
@@ -792,8 +793,10 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     if (closed) throw new ZtunnelError("ERR_ZTUNNEL_CLOSED", "closed before it was ready");
     stateReady = true;
     for (const resolve of stateReadyWaiters.splice(0)) resolve();
-    // Pods added before the first xDS state (their changes are not announced) are served from it.
+    // Pods added before the first xDS state (their changes are not announced) are served from it, and
+    // any connection decided before it is decided again against it.
     inPod.recheck();
+    inbound.recheck();
     if (!inPodMode) {
       nodePods.reconcile();
       await nodePods.started();

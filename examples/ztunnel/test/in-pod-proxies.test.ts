@@ -141,6 +141,7 @@ describe("in-pod proxies and the node agent's requests", { skip, timeout: 60_000
       registry: new ConnectionRegistry(),
       isClosed: () => false,
       stateReady: async () => {},
+      hasState: () => true,
       workloadWaitMs: 2000,
       logger,
       metrics: noopMetrics,
@@ -205,6 +206,33 @@ describe("in-pod proxies and the node agent's requests", { skip, timeout: 60_000
     assert.deepEqual(served.at(-1), { pod: "uid-late", destination: `127.0.0.1:${APP_PORT}` });
     assert.ok(await p.remove("uid-late"));
     store.remove("late");
+  });
+
+  it("serves no pod before the first whole xDS state, even one whose workload is known", async () => {
+    let hasState = false;
+    const p = proxies({ heldConnectionMs: 60_000, workloadWaitMs: 200, hasState: () => hasState });
+    store.upsert("early", { workload: { ...workloadOf("early"), uid: "uid-early" } });
+    try {
+      await p.add({ uid: "uid-early", netns: open(ns.a) });
+      const before = served.length;
+      const socket = connectApp(ns.a);
+      const got: Buffer[] = [];
+      socket.on("data", (c: Buffer) => got.push(c));
+      const ended = endOf(socket);
+      await until("the proxy to hold the connection", () =>
+        logs.some((l) => l.startsWith("connection held until its pod is served") && l.includes("uid-early")),
+      );
+      p.recheck();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.equal(served.length, before, "held, not served, while the policies may be missing");
+      hasState = true;
+      p.recheck();
+      assert.equal(await ended, "closed");
+      assert.equal(Buffer.concat(got).toString(), "served\n");
+      assert.ok(await p.remove("uid-early"));
+    } finally {
+      store.remove("early");
+    }
   });
 
   it("takes an add of a pod it serves in the same namespace as done, and keeps serving it", async () => {
