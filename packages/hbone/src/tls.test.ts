@@ -94,6 +94,23 @@ describe("HBONE mTLS", () => {
     await s.server.close({ timeoutMs: 100 });
   });
 
+  it("refuses a peer whose leaf is a CA certificate or names the bare trust domain, on both sides", async () => {
+    // Both chain to the mesh root, so the TLS handshake alone accepts them.
+    await assert.rejects(tryConnect(pki.issue(CLIENT_ID, { caLeaf: true })));
+    await assert.rejects(tryConnect(pki.issue("spiffe://cluster.local")));
+    assert.deepEqual(srv.server.stats().tunnels, 0);
+    for (const credentials of [pki.issue(SERVER_ID, { caLeaf: true }), pki.issue("spiffe://cluster.local")]) {
+      const s = await startServer(pki, { credentials });
+      // Either would be expected by name: the refusal is for what the certificate is.
+      const expected = [SERVER_ID, "spiffe://cluster.local"];
+      await assert.rejects(
+        tryConnect(pki.issue(CLIENT_ID), expected, s.address),
+        isCode("ERR_HBONE_IDENTITY"),
+      );
+      await s.server.close({ timeoutMs: 100 });
+    }
+  });
+
   it("refuses a client certificate with two URI SANs", async () => {
     const twoSans = pki.issue(CLIENT_ID, { extraUris: ["spiffe://cluster.local/ns/x/sa/y"] });
     assert.throws(() => createHboneClient(twoSans), isCode("ERR_HBONE_INVALID_ARGUMENT"));

@@ -18,6 +18,8 @@ export interface IssueOptions {
   expired?: boolean;
   /** Extra URI SANs (makes the certificate an invalid SVID). */
   extraUris?: string[];
+  /** A CA certificate (cA=true, keyCertSign) in the leaf's place: chains to the root, not an SVID. */
+  caLeaf?: boolean;
 }
 
 export interface TestPki {
@@ -74,7 +76,7 @@ export function createTestPki(): TestPki {
     otherRootPem,
     issue(spiffeId, options = {}) {
       // Plain certificates are reused per identity: openssl runs are the slowest part of the tests.
-      const plain = !options.otherRoot && !options.expired && !options.extraUris;
+      const plain = !options.otherRoot && !options.expired && !options.extraUris && !options.caLeaf;
       const cached = plain ? cache.get(spiffeId) : undefined;
       if (cached) return cached;
       const name = `leaf${n++}`;
@@ -89,8 +91,10 @@ export function createTestPki(): TestPki {
         join(dir, `${name}.ext`),
         [
           "[leaf]",
-          "basicConstraints=critical,CA:FALSE",
-          "keyUsage=critical,digitalSignature,keyEncipherment",
+          options.caLeaf ? "basicConstraints=critical,CA:TRUE" : "basicConstraints=critical,CA:FALSE",
+          options.caLeaf
+            ? "keyUsage=critical,digitalSignature,keyCertSign"
+            : "keyUsage=critical,digitalSignature,keyEncipherment",
           "extendedKeyUsage=serverAuth,clientAuth",
           `subjectAltName=critical,${uris}`,
           "",

@@ -1,7 +1,7 @@
 import type { X509Certificate as NodeX509Certificate } from "node:crypto";
 import type { PeerCertificate, TLSSocket } from "node:tls";
 import { SpiffeError } from "./errors.js";
-import { type ParsedCertificate, parseCertificateDer } from "./parsed-certificate.js";
+import { KEY_USAGE, type ParsedCertificate, parseCertificateDer } from "./parsed-certificate.js";
 import { decodeCertificatesPem } from "./pem.js";
 import { SpiffeId } from "./spiffe-id.js";
 
@@ -48,9 +48,11 @@ export function spiffeIdFromCertificate(cert: CertificateInput): SpiffeId {
 
 /**
  * The SPIFFE ID of the peer of a TLS socket whose peer certificate was verified by the handshake
- * (`socket.authorized`).
+ * (`socket.authorized`), once its leaf passes the SPIFFE rules for a leaf SVID (see `verifySvid`).
  *
- * @throws SpiffeError `ERR_PEER_UNVERIFIED` when the peer sent no certificate or it did not verify.
+ * @throws SpiffeError `ERR_PEER_UNVERIFIED` when the peer sent no certificate or it did not verify;
+ *   `ERR_SVID_LEAF_INVALID` when its leaf is a CA's certificate, may sign certificates or CRLs, lacks
+ *   digitalSignature, names the bare trust domain or has an unknown critical extension.
  */
 export function peerSpiffeId(socket: TLSSocket): SpiffeId {
   if (!socket.authorized) {
@@ -61,5 +63,41 @@ export function peerSpiffeId(socket: TLSSocket): SpiffeId {
   if (cert === null || typeof cert !== "object" || !cert.raw) {
     throw new SpiffeError("ERR_PEER_UNVERIFIED", "TLS peer presented no certificate");
   }
-  return spiffeIdFromCertificate(cert);
+  // The handshake verified the chain; the leaf must also be a workload's SVID (not a CA's certificate,
+  // not the bare trust domain), as a chain verified with `verifySvid` must.
+  const leaf = parseCertificateDer(cert.raw);
+  const id = spiffeIdOfParsed(leaf);
+  checkLeaf(leaf, id);
+  return id;
 }
+
+/**
+ * @internal The SPIFFE rules for a leaf SVID beyond its ID: not a CA, no keyCertSign or cRLSign, a
+ * path after the trust domain, digitalSignature when it has key usages, no unknown critical extension.
+ * @throws SpiffeError `ERR_SVID_LEAF_INVALID`
+ */
+export function checkLeaf(leaf: ParsedCertificate, id: SpiffeId): void {
+  if (leaf.isCa)
+    throw new SpiffeError("ERR_SVID_LEAF_INVALID", "leaf SVID must not be a CA (basicConstraints cA=true)");
+  // The bare trust domain ID names a signing authority, never a workload.
+  if (id.path === "")
+    throw new SpiffeError("ERR_SVID_LEAF_INVALID", `leaf SVID ${id} must have a path after the trust domain`);
+  if (leaf.keyUsage !== undefined) {
+    if ((leaf.keyUsage & KEY_USAGE.keyCertSign) !== 0) {
+      throw new SpiffeError("ERR_SVID_LEAF_INVALID", "leaf SVID must not have the keyCertSign key usage");
+    }
+    if ((leaf.keyUsage & KEY_USAGE.cRLSign) !== 0) {
+      throw new SpiffeError("ERR_SVID_LEAF_INVALID", "leaf SVID must not have the cRLSign key usage");
+    }
+    if ((leaf.keyUsage & KEY_USAGE.digitalSignature) === 0) {
+      throw new SpiffeError("ERR_SVID_LEAF_INVALID", "leaf SVID key usage must include digitalSignature");
+    }
+  }
+  if (leaf.unhandledCritical.length > 0) {
+    throw new SpiffeError(
+      "ERR_SVID_LEAF_INVALID",
+      `leaf SVID has unsupported critical extension(s) ${leaf.unhandledCritical.join(", ")}`,
+    );
+  }
+}
+

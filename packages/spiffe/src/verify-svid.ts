@@ -1,5 +1,5 @@
 import type { X509Certificate as NodeX509Certificate } from "node:crypto";
-import { spiffeIdOfParsed } from "./certificate-identity.js";
+import { checkLeaf, spiffeIdOfParsed } from "./certificate-identity.js";
 import { SpiffeError } from "./errors.js";
 import {
   KEY_USAGE,
@@ -155,30 +155,6 @@ function signedBy(child: ParsedCertificate, issuer: ParsedCertificate): boolean 
   return couldHaveIssued(child, issuer) && child.verifySignature(issuer);
 }
 
-function checkLeaf(leaf: ParsedCertificate, id: SpiffeId): void {
-  if (leaf.isCa)
-    throw new SpiffeError("ERR_SVID_LEAF_INVALID", "leaf SVID must not be a CA (basicConstraints cA=true)");
-  // The bare trust domain ID names a signing authority, never a workload.
-  if (id.path === "")
-    throw new SpiffeError("ERR_SVID_LEAF_INVALID", `leaf SVID ${id} must have a path after the trust domain`);
-  if (leaf.keyUsage !== undefined) {
-    if ((leaf.keyUsage & KEY_USAGE.keyCertSign) !== 0) {
-      throw new SpiffeError("ERR_SVID_LEAF_INVALID", "leaf SVID must not have the keyCertSign key usage");
-    }
-    if ((leaf.keyUsage & KEY_USAGE.cRLSign) !== 0) {
-      throw new SpiffeError("ERR_SVID_LEAF_INVALID", "leaf SVID must not have the cRLSign key usage");
-    }
-    if ((leaf.keyUsage & KEY_USAGE.digitalSignature) === 0) {
-      throw new SpiffeError("ERR_SVID_LEAF_INVALID", "leaf SVID key usage must include digitalSignature");
-    }
-  }
-  if (leaf.unhandledCritical.length > 0) {
-    throw new SpiffeError(
-      "ERR_SVID_LEAF_INVALID",
-      `leaf SVID has unsupported critical extension(s) ${leaf.unhandledCritical.join(", ")}`,
-    );
-  }
-}
 
 /**
  * Validates an X.509-SVID chain against a trust bundle and returns its SPIFFE ID.
