@@ -347,7 +347,11 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   let client: HboneClient | undefined;
   let server: HboneServer | undefined;
   let closed = false;
-  const svid = async (): Promise<X509Svid> => secrets.get(identity) ?? secrets.fetch(identity);
+  // One that expired (renewals failed) is fetched again, not presented: a peer would refuse it.
+  const svid = async (): Promise<X509Svid> => {
+    const held = secrets.get(identity);
+    return held !== undefined && held.notAfter.getTime() > Date.now() ? held : secrets.fetch(identity);
+  };
 
   /**
    * A plaintext connect from the waypoint's address, with the connect deadline (the kernel's SYN
