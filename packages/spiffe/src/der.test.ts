@@ -53,4 +53,27 @@ describe("PEM", () => {
     assert.ok(decodePem(pem.replaceAll("\n", "\r\n").replace("AAEC", "AA EC"))[0]?.der.equals(der));
     assert.throws(() => decodePem(pem.replace("AAEC", "AA*C")), { code: "ERR_PEM_INVALID" });
   });
+
+  it("pairs each BEGIN line with the first END line of its label, and skips what no END closes", () => {
+    const a = encodePem("CERTIFICATE", Buffer.from([1, 2, 3]));
+    const b = encodePem("PRIVATE KEY", Buffer.from([4, 5]));
+    const text = `junk\n-----BEGIN RSA KEY-----\nnever closed\n${a}between\n${b}-----END PRIVATE KEY-----\n`;
+    assert.deepEqual(
+      decodePem(text).map((block) => [block.label, [...block.der]]),
+      [
+        ["CERTIFICATE", [1, 2, 3]],
+        ["PRIVATE KEY", [4, 5]],
+      ],
+    );
+    // A BEGIN line inside a block is its body, and fails it as a body.
+    assert.throws(() => decodePem(`-----BEGIN A-----\n${a}-----END A-----\n`), { code: "ERR_PEM_INVALID" });
+    assert.deepEqual(decodePem("no pem at all"), []);
+  });
+
+  it("reads a megabyte of BEGIN lines that nothing closes in one pass", { timeout: 10_000 }, () => {
+    // Each unclosed BEGIN once cost a scan to the end of the text: about 20 s for this input.
+    assert.deepEqual(decodePem("-----BEGIN A-----".repeat(60_000)), []);
+    const labels = Array.from({ length: 50_000 }, (_, i) => `-----BEGIN L${i}-----`).join("");
+    assert.deepEqual(decodePem(`${labels}${"-----END X-----".repeat(1000)}`), []);
+  });
 });
