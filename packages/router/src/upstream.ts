@@ -311,6 +311,21 @@ function responseHeaders(raw: NodeJS.Dict<string | string[] | number>): Record<s
   return out;
 }
 
+/**
+ * Copies trailer fields minus those a trailer may not carry: hop-by-hop ones (which an HTTP/2 client
+ * may not be sent at all) and `content-length`. Undefined when none is left.
+ */
+function trailerFields(raw: NodeJS.Dict<string | string[]>): Record<string, string | string[]> | undefined {
+  let out: Record<string, string | string[]> | undefined;
+  for (const k in raw) {
+    const v = raw[k];
+    if (v === undefined || !isForwardedHeader(k) || k === "content-length") continue;
+    out ??= {};
+    out[k] = v;
+  }
+  return out;
+}
+
 /** HTTP/2 sessions told GOAWAY or whose connection's readable side ended: they take no more streams. */
 const deadSessions = new WeakSet<http2.ClientHttp2Session>();
 /** The local address of each HTTP/2 session's connection, known once the session is connected. */
@@ -485,8 +500,7 @@ export class UpstreamPool {
           status: res.statusCode ?? 502,
           headers: responseHeaders(res.headers),
           body: res,
-          trailers: () =>
-            Object.keys(res.trailers).length > 0 ? (res.trailers as Record<string, string>) : undefined,
+          trailers: () => trailerFields(res.trailers),
           bodyError: () => bodyError,
           abort: () => req.destroy(),
         });

@@ -2245,7 +2245,15 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       if (trailers !== undefined) {
         const t = typeof trailers["grpc-status"] === "string" ? trailers["grpc-status"] : undefined;
         if (t !== undefined) x.grpcStatus = grpcStatusCode(t);
-        x.res.addTrailers(trailers);
+        try {
+          x.res.addTrailers(trailers);
+        } catch (cause) {
+          // A field the downstream's protocol cannot carry: the response cannot end as sent.
+          x.flags = "UPE";
+          x.details = `invalid trailers: ${(cause as Error).message}`;
+          resetDownstream(x);
+          return;
+        }
       }
       x.res.end();
     };

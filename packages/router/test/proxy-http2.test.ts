@@ -145,6 +145,8 @@ describe("HTTP/2, gRPC and WebSocket", () => {
   let h1: Backend;
   let ws: http.Server;
   let wsEndpoint: Endpoint;
+  let trailing: http.Server;
+  let trailingEndpoint: Endpoint;
   let wp: Waypoint;
   let client: http2.ClientHttp2Session;
   const wsSockets = new Set<net.Socket>();
@@ -163,14 +165,34 @@ describe("HTTP/2, gRPC and WebSocket", () => {
     });
     await new Promise<void>((resolve) => ws.listen(0, "127.0.0.1", resolve));
     wsEndpoint = { address: "127.0.0.1", port: (ws.address() as AddressInfo).port };
+    // An HTTP/1.1 backend whose chunked responses end with trailers, hop-by-hop ones among them.
+    trailing = http.createServer((req, res) => {
+      req.resume();
+      res.setHeader("trailer", "x-ok");
+      res.write("ok");
+      res.addTrailers({ te: "gzip", "keep-alive": "timeout=5", "x-ok": "fine" });
+      res.end();
+    });
+    await new Promise<void>((resolve) => trailing.listen(0, "127.0.0.1", resolve));
+    trailingEndpoint = {
+      address: "127.0.0.1",
+      port: (trailing.address() as AddressInfo).port,
+      protocol: "http1",
+    };
     wp = await startWaypoint(
-      { "default/h2": [h2a.endpoint, h2b.endpoint], "default/h1": [h1.endpoint], "default/ws": [wsEndpoint] },
+      {
+        "default/h2": [h2a.endpoint, h2b.endpoint],
+        "default/h1": [h1.endpoint],
+        "default/ws": [wsEndpoint],
+        "default/trailing": [trailingEndpoint],
+      },
       {
         loadBalancing: "round-robin",
         routes: [
           httpRoute("http", [
             { matches: [{ path: { value: "/h1" } }], backendRefs: [{ name: "h1", port: 80 }] },
             { matches: [{ path: { value: "/ws" } }], backendRefs: [{ name: "ws", port: 80 }] },
+            { matches: [{ path: { value: "/trailing" } }], backendRefs: [{ name: "trailing", port: 80 }] },
             { matches: [{ path: { value: "/" } }], backendRefs: [{ name: "h2", port: 80 }] },
           ]),
           {
@@ -192,7 +214,13 @@ describe("HTTP/2, gRPC and WebSocket", () => {
     client.close();
     await wp.close();
     for (const s of wsSockets) s.destroy();
-    await Promise.all([stopH2(h2a), stopH2(h2b), stopServer(h1.server), stopServer(ws)]);
+    await Promise.all([
+      stopH2(h2a),
+      stopH2(h2b),
+      stopServer(h1.server),
+      stopServer(ws),
+      new Promise<void>((resolve) => trailing.close(() => resolve())),
+    ]);
   });
 
   it("balances each request of one HTTP/2 connection across endpoints", async () => {
@@ -293,6 +321,14 @@ describe("HTTP/2, gRPC and WebSocket", () => {
     );
     assert.equal(h1r.headers[":status"], 200);
     assert.equal(h1r.headers["grpc-status"], undefined);
+  });
+
+  it("passes an HTTP/1.1 backend's trailers to an HTTP/2 client without those a trailer may not carry", async () => {
+    const r = await h2request(client, { ":method": "GET", ":path": "/trailing" });
+    assert.equal(r.headers[":status"], 200, `${JSON.stringify(r.headers)} ${r.body}`);
+    assert.equal(r.body.toString(), "ok");
+    assert.equal(r.trailers?.["x-ok"], "fine");
+    for (const name of ["te", "keep-alive"]) assert.equal(r.trailers?.[name], undefined, name);
   });
 
   it("speaks HTTP/1.1 upstream for HTTP/2 clients and HTTP/2 upstream for HTTP/1.1 clients", async () => {
