@@ -361,7 +361,8 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   const dialPlain = (host: string, port: number) =>
     withKeepAlive(
       withConnectDeadline(
-        connectTcp({ host, port, localAddress: options.ip, family: 4 }),
+        // Half-open: a backend that is done speaking may still be reading what the client sends.
+        connectTcp({ host, port, localAddress: options.ip, family: 4, allowHalfOpen: true }),
         connectTimeoutMs,
         `${host}:${port}`,
       ),

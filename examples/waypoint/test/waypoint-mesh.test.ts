@@ -20,6 +20,7 @@ import {
   socks5Dial,
   startTestMesh,
   type TestMesh,
+  waitFor,
 } from "./mesh-fixture.js";
 
 const { cidr, ip } = loopbackSubnet();
@@ -194,6 +195,24 @@ spec:
   endpoints: [{ address: backend.named.test }]
 `;
 
+/**
+ * A TCP host outside the mesh whose server says its piece and half-closes before it reads the client's
+ * upload (as a server of a request-reply protocol may after its greeting).
+ */
+const halfCloseEntry = (port: number) => `
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: half-close, namespace: shop, labels: { istio.io/use-waypoint: waypoint } }
+spec:
+  hosts: [half-close.external.test]
+  addresses: [${ip(108)}]
+  ports: [{ number: 9000, name: tcp, protocol: TCP, targetPort: ${port} }]
+  resolution: DNS
+  location: MESH_EXTERNAL
+  endpoints: [{ address: localhost }]
+`;
+
 /** A second host outside the mesh, whose one endpoint never answers a connect (a firewall drops it). */
 const silentEntry = (port: number) => `
 ---
@@ -232,6 +251,8 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
   let externalApi: Server;
   let silent: SilentListener | undefined;
   let dnsServer: DnsServer | undefined;
+  let halfClose: NetServer | undefined;
+  const halfCloseReceived: number[] = [];
   const asked: string[] = [];
 
   before(async () => {
@@ -289,6 +310,17 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     externalApi.listen(0, "127.0.0.1");
     await once(externalApi, "listening");
     silent = await silentListener("127.0.0.1");
+    halfClose = createNetServer({ allowHalfOpen: true }, (socket) => {
+      socket.on("error", () => {});
+      let bytes = 0;
+      socket.on("data", (chunk: Buffer) => {
+        bytes += chunk.length;
+      });
+      socket.on("end", () => halfCloseReceived.push(bytes));
+      socket.end("hello, then quiet\n");
+    });
+    halfClose.listen(0, "127.0.0.1");
+    await once(halfClose, "listening");
     dnsServer = createDnsServer({
       handler: ({ message }) => {
         const q = message.questions[0];
@@ -307,7 +339,8 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
         manifests +
         externalEntry((externalApi.address() as AddressInfo).port) +
         silentEntry(silent.port) +
-        namedEntry((externalApi.address() as AddressInfo).port),
+        namedEntry((externalApi.address() as AddressInfo).port) +
+        halfCloseEntry((halfClose.address() as AddressInfo).port),
       tempPrefix: "waypoint-",
       nodeIps: [ip(200), ip(201)],
       controlPlane: { watch: false, podCidrs: [cidr] },
@@ -334,6 +367,7 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
     externalApi?.close();
     await silent?.close();
     await dnsServer?.close();
+    halfClose?.close();
   });
 
   it("holds the waypoint identity from the CA", () => {
@@ -437,6 +471,22 @@ describe("waypoint in a mesh: control plane, two ztunnels, one waypoint", { time
           l.includes('destination_workload="mysql-1"'),
       );
     assert.equal(carried.length, 1, "the waypoint counted the connection");
+  });
+
+  it("carries a client's upload to a TCP server that half-closed first", async () => {
+    const c = await socks5Dial({
+      proxy: ztunnels[0]?.addresses.socks5 ?? "",
+      from: ip(2),
+      to: `${ip(108)}:9000`,
+    });
+    const closed = once(c.socket, "close");
+    // The server half-closes as it accepts; the upload is still on its way through the mesh then.
+    const upload = Buffer.alloc(1024 * 1024, 7);
+    c.socket.end(upload);
+    await closed;
+    assert.equal(c.text(), "hello, then quiet\n");
+    await waitFor(() => halfCloseReceived.length > 0);
+    assert.deepEqual(halfCloseReceived, [upload.length]);
   });
 
   it("looks up an endpoint's hostname with its resolvers, once per TTL", async () => {
