@@ -100,4 +100,3 @@ export function checkLeaf(leaf: ParsedCertificate, id: SpiffeId): void {
     );
   }
 }
-

@@ -155,7 +155,6 @@ function signedBy(child: ParsedCertificate, issuer: ParsedCertificate): boolean 
   return couldHaveIssued(child, issuer) && child.verifySignature(issuer);
 }
 
-
 /**
  * Validates an X.509-SVID chain against a trust bundle and returns its SPIFFE ID.
  *
