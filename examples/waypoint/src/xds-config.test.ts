@@ -669,3 +669,271 @@ describe("WaypointXdsConfig and a policy that did not decode", () => {
     assert.equal(allowed(), true);
   });
 });
+
+describe("resourceProblem: names and Addresses", () => {
+  const ap = (name: string): WaypointPolicy =>
+    ({
+      kind: "AuthorizationPolicy",
+      apiVersion: "security.istio.io/v1",
+      name,
+      namespace: "shop",
+      spec: structFromJson({ action: "DENY", rules: [{ to: [{ operation: { paths: ["/admin"] } }] }] }),
+    }) as WaypointPolicy;
+  const web = service("web", byIp(SELF.ip));
+  const cases: [string, string, string, unknown, RegExp | undefined][] = [
+    [
+      "a policy under its kind/namespace/name",
+      TypeUrl.waypointPolicy,
+      "AuthorizationPolicy/shop/deny-admin",
+      ap("deny-admin"),
+      undefined,
+    ],
+    [
+      "a policy whose body names another policy",
+      TypeUrl.waypointPolicy,
+      "AuthorizationPolicy/shop/other",
+      ap("deny-admin"),
+      /AuthorizationPolicy\/shop\/deny-admin sent under the name AuthorizationPolicy\/shop\/other/,
+    ],
+    [
+      "a policy under another kind's name",
+      TypeUrl.waypointPolicy,
+      "RequestAuthentication/shop/deny-admin",
+      ap("deny-admin"),
+      /sent under the name/,
+    ],
+    [
+      "a Service under namespace/hostname",
+      TypeUrl.address,
+      "shop/web.shop.svc.cluster.local",
+      { service: web },
+      undefined,
+    ],
+    ["an Address of neither kind", TypeUrl.address, "shop/web.shop.svc.cluster.local", {}, /neither/],
+    [
+      "a Service under another name",
+      TypeUrl.address,
+      "shop/api.shop.svc.cluster.local",
+      { service: web },
+      /sent under the name/,
+    ],
+    [
+      "a Service whose waypoint address has no family",
+      TypeUrl.address,
+      "shop/web.shop.svc.cluster.local",
+      {
+        service: {
+          ...web,
+          waypoint: {
+            address: { network: "", address: Uint8Array.of(127, 0, 0, 6, 0) },
+            hboneMtlsPort: 15008,
+          },
+        },
+      },
+      /waypoint/,
+    ],
+  ];
+  for (const [what, typeUrl, name, resource, problem] of cases) {
+    it(what, () => {
+      const found = resourceProblem(typeUrl, name, resource, SELF);
+      if (problem === undefined) assert.equal(found, undefined);
+      else assert.match(found ?? "", problem);
+    });
+  }
+});
+
+describe("WaypointXdsConfig and resources sent under the wrong name", () => {
+  const GATEWAY = { group: "gateway.networking.k8s.io", kind: "Gateway", name: "waypoint" };
+  const WEB = "shop/web.shop.svc.cluster.local";
+  let server: XdsServer;
+  let client: XdsClient;
+  let config: WaypointXdsConfig;
+  const store = new WorkloadStore();
+  const nacks: string[] = [];
+  const policy = createAuthorizationEngine({ l7Attachment: "waypoint" });
+  const ap = (name: string, spec: Record<string, unknown>): MessageInit<WaypointPolicy> => ({
+    kind: "AuthorizationPolicy",
+    apiVersion: "security.istio.io/v1",
+    name,
+    namespace: "shop",
+    spec: structFromJson(spec as never),
+  });
+  const allowed = (path: string) =>
+    policy.evaluate({
+      source: { ip: "127.0.0.2", identity: "spiffe://cluster.local/ns/shop/sa/client" },
+      destination: {
+        ip: "127.30.0.2",
+        port: 80,
+        targets: [
+          { kind: "Gateway", group: "gateway.networking.k8s.io", name: "waypoint", namespace: "shop" },
+        ],
+      },
+      http: { method: "GET", path, host: "web", headers: {} },
+    }).allowed;
+  async function until(check: () => boolean): Promise<void> {
+    const end = Date.now() + 5000;
+    while (!check()) {
+      if (Date.now() > end) throw new Error("condition not met in time");
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+  /** Waits for the client's answer to a change: a NACK naming `name`, or a change put in force. */
+  async function answered(name: string, generation: number): Promise<boolean> {
+    await until(() => nacks.some((m) => m.includes(name)) || config.generation > generation);
+    return nacks.some((m) => m.includes(name));
+  }
+
+  before(async () => {
+    server = createXdsServer({ debounceMs: 5 });
+    server.cache.set(TypeUrl.address, WEB, { service: service("web", byIp(SELF.ip)) as never });
+    server.cache.set(TypeUrl.routeConfiguration, WEB_ROUTES, {
+      name: WEB_ROUTES,
+      virtualHosts: [
+        { name: "web", domains: ["*"], routes: [{ match: { prefix: "/" }, route: { cluster: V1 } }] },
+      ],
+    });
+    server.cache.set(
+      TypeUrl.waypointPolicy,
+      "AuthorizationPolicy/shop/deny-admin",
+      ap("deny-admin", {
+        targetRefs: [GATEWAY],
+        action: "DENY",
+        rules: [{ to: [{ operation: { paths: ["/admin"] } }] }],
+      }),
+    );
+    server.cache.set(
+      TypeUrl.waypointPolicy,
+      "AuthorizationPolicy/shop/allow-all",
+      ap("allow-all", { targetRefs: [GATEWAY], action: "ALLOW", rules: [{}] }),
+    );
+    const port = await server.listen("127.0.0.1:0");
+    client = createXdsClient({
+      address: `127.0.0.1:${port}`,
+      node: { id: "waypoint~127.0.0.6~waypoint.shop~shop.svc.cluster.local" },
+      ...waypointXdsChecks(SELF),
+    });
+    client.onNack((_typeUrl, message) => nacks.push(message));
+    config = new WaypointXdsConfig(client, SELF, {
+      store,
+      handler: { setRouteTable: () => {} },
+      policy,
+      requestAuthentications: new RequestAuthenticationStore(SELF.gateway),
+      logger: noopLogger,
+    });
+    await config.ready();
+  });
+  after(async () => {
+    client?.close();
+    await server?.close();
+  });
+
+  it("NACKs a policy whose body names another policy, which stays in force", async () => {
+    assert.equal(allowed("/admin"), false);
+    assert.equal(allowed("/"), true);
+    const generation = config.generation;
+    server.cache.set(
+      TypeUrl.waypointPolicy,
+      "AuthorizationPolicy/shop/other",
+      ap("deny-admin", { targetRefs: [GATEWAY], action: "ALLOW", rules: [{}] }),
+    );
+    assert.equal(
+      await answered("AuthorizationPolicy/shop/other", generation),
+      true,
+      "the policy was accepted",
+    );
+    assert.equal(allowed("/admin"), false, "the DENY named by the other policy's body stays");
+    assert.ok(
+      config.inForce().policies.some((p) => JSON.stringify(p).includes('"action":"DENY"')),
+      "deny-admin is still in force",
+    );
+  });
+
+  it("NACKs an Address of neither kind under a bound Service's name, which stays bound", async () => {
+    const generation = config.generation;
+    server.cache.set(TypeUrl.address, WEB, {});
+    assert.equal(await answered(WEB, generation), true, "the Address was accepted");
+    const web = store.services().get(WEB);
+    assert.ok(web !== undefined, "the Service is still known");
+    assert.equal(config.serves(web), true);
+  });
+});
+
+describe("WaypointXdsConfig stands in for an unread policy under its xDS name only", () => {
+  it("does not let a rejected policy's body take the place of the policy it names", () => {
+    let emit: (event: XdsChangeEvent) => void = () => {};
+    const fake = {
+      onChange: (listener: (event: XdsChangeEvent) => void) => {
+        emit = listener;
+      },
+      watch: () => {},
+      get: () => undefined,
+    } as unknown as XdsClient;
+    const policy = createAuthorizationEngine({ l7Attachment: "waypoint" });
+    const config = new WaypointXdsConfig(fake, SELF, {
+      store: new WorkloadStore(),
+      handler: { setRouteTable: () => {} },
+      policy,
+      requestAuthentications: new RequestAuthenticationStore(SELF.gateway),
+      logger: noopLogger,
+    });
+    const gw = [{ group: "gateway.networking.k8s.io", kind: "Gateway", name: "waypoint" }];
+    const body = (name: string, spec: Record<string, unknown>) => ({
+      kind: "AuthorizationPolicy",
+      apiVersion: "security.istio.io/v1",
+      name,
+      namespace: "shop",
+      spec: structFromJson(spec as never),
+    });
+    const resource = (name: string, spec: Record<string, unknown>) => ({
+      name: `AuthorizationPolicy/shop/${name}`,
+      version: "1",
+      aliases: [],
+      resource: body(name, spec),
+    });
+    const allowed = (path: string) =>
+      policy.evaluate({
+        source: { ip: "127.0.0.2", identity: "spiffe://cluster.local/ns/shop/sa/client" },
+        destination: {
+          ip: "127.30.0.2",
+          port: 80,
+          targets: [
+            { kind: "Gateway", group: "gateway.networking.k8s.io", name: "waypoint", namespace: "shop" },
+          ],
+        },
+        http: { method: "GET", path, host: "web", headers: {} },
+      }).allowed;
+    emit({
+      typeUrl: TypeUrl.waypointPolicy,
+      added: [
+        resource("deny-admin", {
+          targetRefs: gw,
+          action: "DENY",
+          rules: [{ to: [{ operation: { paths: ["/admin"] } }] }],
+        }),
+        resource("allow-all", { targetRefs: gw, action: "ALLOW", rules: [{}] }),
+      ],
+      updated: [],
+      removed: [],
+    });
+    assert.equal(allowed("/admin"), false);
+    emit({
+      typeUrl: TypeUrl.waypointPolicy,
+      added: [],
+      updated: [],
+      removed: [],
+      rejected: [
+        {
+          name: "AuthorizationPolicy/shop/other",
+          reason: "sent under another name",
+          resource: body("deny-admin", { targetRefs: gw, action: "ALLOW", rules: [{}] }),
+        },
+      ],
+    });
+    assert.equal(allowed("/admin"), false, "deny-admin stays in force");
+    const names = config
+      .inForce()
+      .policies.map((p) => (p.metadata as { name: string }).name)
+      .sort();
+    assert.deepEqual(names, ["allow-all", "deny-admin", "other"]);
+  });
+});

@@ -6,7 +6,7 @@
  * name: the rest of the response is put in force at once, and the bad one keeps its last good version.
  * One the waypoint never read stands for the strictest thing it could mean (see {@link WaypointXdsConfig}).
  */
-import type { Logger, WorkloadStore } from "@ambient/example-ztunnel";
+import { addressProblem, type Logger, type WorkloadStore } from "@ambient/example-ztunnel";
 import { type AuthorizationEngine, validateResource } from "@ambient/policy";
 import {
   type CompiledEnvoyRoutes,
@@ -144,10 +144,12 @@ function targetsWaypointClass(obj: Record<string, unknown>): boolean {
 }
 
 /**
- * Why the waypoint cannot use a resource (the xDS client NACKs the response then), or undefined. A
- * RouteConfiguration must be named for a Service port and compile (`@ambient/router`); a
- * WaypointPolicy must be an AuthorizationPolicy that passes `@ambient/policy` validation or a
- * RequestAuthentication whose rules compile.
+ * Why the waypoint cannot use a resource (the xDS client NACKs the response then), or undefined. An
+ * Address must be one the WorkloadStore can hold under its name (`addressProblem`, as the ztunnel
+ * checks it); a RouteConfiguration must be named for a Service port and compile (`@ambient/router`);
+ * a WaypointPolicy must be sent under its own `kind/namespace/name` (it is put in force under that
+ * key and removed by its xDS name) and be an AuthorizationPolicy that passes `@ambient/policy`
+ * validation or a RequestAuthentication whose rules compile.
  */
 export function resourceProblem(
   typeUrl: string,
@@ -156,6 +158,10 @@ export function resourceProblem(
   self: WaypointSelf,
 ): string | undefined {
   try {
+    if (typeUrl === TypeUrl.address) {
+      const problem = addressProblem(name, resource);
+      return problem === undefined ? undefined : `${name}: ${problem}`;
+    }
     if (typeUrl === TypeUrl.routeConfiguration) {
       // A ServiceEntry host's entry (and so its namespace) is looked up when the routes are applied.
       const target = parseWaypointRouteName(name, self.clusterDomain);
@@ -166,6 +172,8 @@ export function resourceProblem(
       });
     } else if (typeUrl === TypeUrl.waypointPolicy) {
       const policy = resource as WaypointPolicy;
+      const key = `${policy.kind}/${policy.namespace}/${policy.name}`;
+      if (key !== name) return `${name}: policy ${key} sent under the name ${name}`;
       const obj = policyObject(policy);
       if (policy.kind === "AuthorizationPolicy") validateResource(obj);
       else if (policy.kind === "RequestAuthentication") compileRequestAuthentication(obj, self.gateway);
@@ -229,15 +237,12 @@ function readableTargetRefs(spec: Record<string, unknown>): Record<string, strin
  * of them has a stand-in. Undefined when none is needed.
  */
 function refusalOf(rejected: XdsRejectedResource): Refusal | undefined {
-  const xdsName = rejected.name ?? "";
-  const [nameKind = "", nameNamespace = "", ...rest] = xdsName.split("/");
+  // Which policy it is comes from the xDS name alone: a body that names another policy must not
+  // take that policy's place.
+  const [kind = "", namespace = "", ...rest] = (rejected.name ?? "").split("/");
+  const name = rest.join("/");
+  if (kind !== "AuthorizationPolicy" || namespace === "" || name === "") return undefined;
   const resource = isRecord(rejected.resource) ? rejected.resource : undefined;
-  const kind = typeof resource?.kind === "string" ? resource.kind : nameKind;
-  if (kind !== "AuthorizationPolicy") return undefined;
-  const namespace =
-    typeof resource?.namespace === "string" && resource.namespace !== "" ? resource.namespace : nameNamespace;
-  const name = typeof resource?.name === "string" && resource.name !== "" ? resource.name : rest.join("/");
-  if (namespace === "" || name === "") return undefined;
   let spec: Record<string, unknown> | undefined;
   try {
     spec = resource === undefined ? undefined : structToJson(resource.spec as WaypointPolicy["spec"]);

@@ -180,6 +180,7 @@ export {
 } from "./telemetry.js";
 export { type TokenFileReader, tokenFileReader } from "./token-file.js";
 export {
+  addressProblem,
   type Destination,
   type Endpoint,
   identityOf,

@@ -209,3 +209,166 @@ describe("mesh state with a bad policy in the first push", { timeout: 30_000 }, 
     assert.equal(allowed("demo"), true);
   });
 });
+
+/** An xDS server whose every response the test sends by hand. */
+async function startManualXds(cp: TestControlPlane) {
+  const istiod = await cp.issue("spiffe://cluster.local/ns/istio-system/sa/istiod");
+  let send: (typeUrl: string, resources: Pushed[], removed?: string[]) => void = () => {};
+  const requested = new Set<string>();
+  const nacks: string[] = [];
+  let acks = 0;
+  let nonce = 0;
+  const server = new grpc.Server();
+  server.addService(adsServiceDefinition, {
+    StreamAggregatedResources: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => call.end(),
+    DeltaAggregatedResources: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+      send = (typeUrl, resources, removed = []) =>
+        call.write(
+          Buffer.from(
+            typeRegistry.encode("envoy.service.discovery.v3.DeltaDiscoveryResponse", {
+              typeUrl,
+              nonce: String(++nonce),
+              systemVersionInfo: "1",
+              resources: resources.map((r) => ({
+                name: r.name,
+                version: String(nonce),
+                resource:
+                  "raw" in r ? { typeUrl, value: r.raw } : typeRegistry.pack(typeUrl, r.resource as never),
+              })),
+              removedResources: removed,
+            } as never),
+          ),
+        );
+      call.on("data", (buffer: Buffer) => {
+        const request = typeRegistry.decode("envoy.service.discovery.v3.DeltaDiscoveryRequest", buffer) as {
+          typeUrl: string;
+          responseNonce: string;
+          errorDetail?: { message: string };
+        };
+        requested.add(request.typeUrl);
+        if (request.errorDetail !== undefined) nacks.push(request.errorDetail.message);
+        else if (request.responseNonce !== "") acks++;
+      });
+      call.on("error", () => {});
+      call.on("end", () => call.end());
+    },
+  });
+  const credentials = grpc.ServerCredentials.createSsl(
+    null,
+    [{ private_key: Buffer.from(istiod.privateKeyPem), cert_chain: Buffer.from(istiod.certChainPem) }],
+    false,
+  );
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync("127.0.0.1:0", credentials, (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  return {
+    address: `127.0.0.1:${port}`,
+    send: (typeUrl: string, resources: Pushed[], removed?: string[]) => send(typeUrl, resources, removed),
+    requested,
+    nacks,
+    acks: () => acks,
+    close: () => server.forceShutdown(),
+  };
+}
+
+describe("mesh state with an Address it cannot use", { timeout: 30_000 }, () => {
+  let cp: TestControlPlane;
+  let xds: Awaited<ReturnType<typeof startManualXds>>;
+  let state: MeshState;
+  const SERVICE = "demo/echo.demo.svc.cluster.local";
+  const waypoint = { ...workload, uid: "Kubernetes//Pod/demo/waypoint", name: "waypoint" } as Workload;
+  waypoint.addresses = [Uint8Array.from([127, 0, 0, 50])];
+  const service = {
+    name: "echo",
+    namespace: "demo",
+    hostname: "echo.demo.svc.cluster.local",
+    addresses: [{ network: "", address: Uint8Array.from([10, 96, 0, 12]) }],
+    ports: [{ servicePort: 80, targetPort: 8080 }],
+    waypoint: { address: { network: "", address: Uint8Array.from([127, 0, 0, 50]) }, hboneMtlsPort: 15008 },
+  };
+  /** Sends an Address push and waits for its answer, which must be a NACK; returns its message. */
+  const rejected = async (resources: Pushed[], removed?: string[]): Promise<string> => {
+    const nacks = xds.nacks.length;
+    const acks = xds.acks();
+    xds.send(TypeUrl.address, resources, removed);
+    await until(() => xds.nacks.length > nacks || xds.acks() > acks);
+    assert.equal(xds.nacks.length, nacks + 1, "the push was ACKed");
+    return xds.nacks.at(-1) ?? "";
+  };
+
+  before(async () => {
+    cp = await startTestControlPlane();
+    xds = await startManualXds(cp);
+    state = createMeshState({
+      address: xds.address,
+      channel: controlPlaneChannel(cp.rootCertPem),
+      token: "unused",
+      clusterId: "Kubernetes",
+      node: { id: "ztunnel~node-a", name: "node-a" },
+      logger: noopLogger,
+      metrics: noopMetrics,
+    });
+    await until(() => xds.requested.has(TypeUrl.address) && xds.requested.has(TypeUrl.authorization));
+    xds.send(TypeUrl.address, [
+      { name: workload.uid, resource: { workload } },
+      { name: waypoint.uid, resource: { workload: waypoint } },
+      { name: SERVICE, resource: { service } },
+    ]);
+    xds.send(TypeUrl.authorization, []);
+    await state.ready();
+  });
+  after(async () => {
+    state?.close();
+    xds.close();
+    await cp.close();
+  });
+
+  const throughWaypoint = () => {
+    const at = state.store.serviceAt("10.96.0.12");
+    return at === undefined ? "(no Service)" : state.store.resolveWaypoint(at.service).kind;
+  };
+
+  it("NACKs an Address that decodes to neither a workload nor a service, and keeps the last good one", async () => {
+    assert.equal(throughWaypoint(), "waypoint");
+    const nack = await rejected([
+      { name: workload.uid, raw: new Uint8Array() },
+      // Field 3: a kind of Address this proxy does not know.
+      { name: SERVICE, raw: Uint8Array.from([0x1a, 0x00]) },
+    ]);
+    assert.match(nack, /Kubernetes\/\/Pod\/demo\/echo: .*neither/);
+    assert.match(nack, /demo\/echo\.demo\.svc\.cluster\.local: .*neither/);
+    assert.equal(state.store.findByAddress("127.0.0.12")?.name, "echo");
+    assert.equal(throughWaypoint(), "waypoint", "traffic to the VIP still goes to its waypoint");
+    assert.equal(state.store.resolve("10.96.0.12", 80).kind, "no-endpoint");
+  });
+
+  it("NACKs a workload with an address of no family, and keeps the last good one", async () => {
+    const nack = await rejected([
+      {
+        name: workload.uid,
+        resource: { workload: { ...workload, addresses: [Uint8Array.of(127, 0, 0, 12, 1)] } },
+      },
+    ]);
+    assert.match(nack, /5 bytes/);
+    assert.equal(state.store.findByAddress("127.0.0.12")?.name, "echo");
+  });
+
+  it("NACKs a workload sent under a name other than its uid; removing that name leaves the workload", async () => {
+    const nack = await rejected([{ name: "old-name", resource: { workload } }]);
+    assert.match(nack, /^old-name: .*sent under the name old-name/);
+    const acks = xds.acks();
+    xds.send(TypeUrl.address, [], ["old-name"]);
+    await until(() => xds.acks() > acks);
+    assert.equal(state.store.workloads().has(workload.uid), true);
+    assert.equal(state.store.findByAddress("127.0.0.12")?.name, "echo");
+  });
+
+  it("NACKs a Service sent under another name, and one whose addresses do not parse", async () => {
+    const other = "demo/other.demo.svc.cluster.local";
+    assert.match(await rejected([{ name: other, resource: { service } }]), /sent under the name/);
+    assert.equal(state.store.services().has(other), false);
+    const bad = { ...service, addresses: [{ network: "", address: Uint8Array.of(10, 96, 0, 12, 9) }] };
+    assert.match(await rejected([{ name: SERVICE, resource: { service: bad } }]), /5 bytes/);
+    assert.equal(throughWaypoint(), "waypoint");
+  });
+});

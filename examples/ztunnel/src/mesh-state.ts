@@ -13,7 +13,7 @@ import {
 } from "@ambient/xds";
 import type { ControlPlaneChannel } from "./control-plane-channel.js";
 import type { Logger, MetricsSink } from "./telemetry.js";
-import { WorkloadStore } from "./workload-store.js";
+import { addressProblem, WorkloadStore } from "./workload-store.js";
 
 export interface MeshStateOptions {
   /** Control plane gRPC target (xDS and CA). */
@@ -135,8 +135,13 @@ export function createMeshState(options: MeshStateOptions): MeshState {
     // One bad resource must not hold back every other pod's update (nor the first state, which gates
     // readiness): the good ones apply, the bad ones are NACKed by name and handled below.
     rejectScope: "resource",
+    // An Address the store cannot use is refused here, so the workload or Service in force stays.
     validate: (typeUrl, name, resource) =>
-      typeUrl === TypeUrl.authorization ? authorizationProblem(name, resource) : undefined,
+      typeUrl === TypeUrl.authorization
+        ? authorizationProblem(name, resource)
+        : typeUrl === TypeUrl.address
+          ? addressProblem(name, resource)
+          : undefined,
     logger,
     metrics,
   });

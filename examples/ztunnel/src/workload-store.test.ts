@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { Service, Workload } from "@ambient/xds";
 import {
+  addressProblem,
   identityOf,
   ipFromBytes,
   pickEndpoint,
@@ -545,7 +546,7 @@ describe("WorkloadStore", () => {
     assert.equal(s.findServiceByVip("240.240.3.7"), undefined);
   });
 
-  it("an IPv6 range, and a prefix length longer than the address, which is not an address of the Service", () => {
+  it("an IPv6 range, and a prefix length longer than the address, which names nothing: the Service is refused", () => {
     const s = new WorkloadStore();
     // fd00::12:0/112
     const v6 = Uint8Array.from([0xfd, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x12, 0, 0]);
@@ -554,14 +555,17 @@ describe("WorkloadStore", () => {
     });
     assert.equal(s.findServiceByVip("fd00::12:34")?.hostname, "v6");
     assert.equal(s.findServiceByVip("fd00::13:34"), undefined);
-    s.upsert("default/bad", {
-      service: {
-        ...echoService,
-        hostname: "bad",
-        addresses: [{ network: "", address: ip("240.240.9.9"), length: 33 }],
-      },
-    });
+    assert.throws(() =>
+      s.upsert("default/bad", {
+        service: {
+          ...echoService,
+          hostname: "bad",
+          addresses: [{ network: "", address: ip("240.240.9.9"), length: 33 }],
+        },
+      }),
+    );
     assert.equal(s.findServiceByVip("240.240.9.9"), undefined);
+    assert.equal(s.services().has("default/bad"), false);
   });
 
   it("workloadsOnNode", () => {
@@ -761,6 +765,151 @@ describe("waypointOf", () => {
   for (const c of cases) {
     it(c.name, () => {
       assert.deepEqual(waypointOf({ waypoint: c.waypoint } as Pick<Service, "waypoint">), c.expect);
+    });
+  }
+});
+
+describe("WorkloadStore keeps the last good entry", () => {
+  it("refuses an Address that is neither a workload nor a service, and keeps what the name held", () => {
+    const s = store();
+    assert.throws(
+      () => s.upsert(svcKey, {}),
+      (err: Error & { code?: string }) => err.code === "ERR_ZTUNNEL_INVALID_OPTION",
+    );
+    assert.equal(s.findService("127.30.0.1", 80)?.key, svcKey);
+    assert.throws(() => s.upsert("Kubernetes//Pod/default/sleep", {}));
+    assert.equal(s.findByAddress("127.10.0.1")?.name, "sleep");
+  });
+
+  it("refuses a workload with an address of no family, and keeps the one in force", () => {
+    const s = store();
+    const bad = workload("sleep", { ip: "127.10.0.1" });
+    bad.addresses = [Uint8Array.of(127, 10, 0, 1, 1)];
+    assert.throws(() => s.upsert("Kubernetes//Pod/default/sleep", { workload: bad }));
+    assert.equal(s.findByAddress("127.10.0.1")?.name, "sleep");
+  });
+
+  it("refuses a Service whose address does not parse, and keeps the one in force", () => {
+    const s = store();
+    const bad = { ...echoService, addresses: [{ network: "", address: Uint8Array.of(10, 96, 0, 12, 1) }] };
+    assert.throws(() => s.upsert(svcKey, { service: bad }));
+    assert.equal(s.findService("127.30.0.1", 80)?.key, svcKey);
+  });
+
+  it("removing a name that no longer holds a uid leaves the workload another name holds", () => {
+    const s = new WorkloadStore();
+    const echo = workload("echo", { ip: "127.10.0.12" });
+    s.upsert("old-name", { workload: echo });
+    s.upsert(echo.uid, { workload: echo });
+    assert.equal(s.remove("old-name"), false);
+    assert.equal(s.workloads().has(echo.uid), true);
+    assert.equal(s.findByAddress("127.10.0.12")?.name, "echo");
+    assert.equal(s.remove(echo.uid), true);
+    assert.equal(s.findByAddress("127.10.0.12"), undefined);
+  });
+
+  it("a name that takes over a uid drops the addresses the other name had indexed", () => {
+    const s = new WorkloadStore();
+    s.upsert("old-name", { workload: workload("echo", { ip: "127.10.0.12" }) });
+    s.upsert("Kubernetes//Pod/default/echo", { workload: workload("echo", { ip: "127.10.0.13" }) });
+    assert.equal(s.findByAddress("127.10.0.12"), undefined);
+    assert.equal(s.findByAddress("127.10.0.13")?.name, "echo");
+  });
+});
+
+describe("addressProblem (the NACK decision for Address resources)", () => {
+  const echo = workload("echo", { ip: "127.10.0.12" });
+  const uid = echo.uid;
+  const withWaypoint = (waypoint: unknown) => ({ ...echo, waypoint }) as Workload;
+  const cases: [string, string, unknown, RegExp | undefined][] = [
+    ["a workload under its uid", uid, { workload: echo }, undefined],
+    ["a Service under namespace/hostname", svcKey, { service: echoService }, undefined],
+    [
+      "a workload without address (an endpoint known by hostname)",
+      uid,
+      { workload: { ...echo, addresses: [], hostname: "db.example.com" } },
+      undefined,
+    ],
+    [
+      "an IPv6 workload and a Service range",
+      svcKey,
+      {
+        service: {
+          ...echoService,
+          addresses: [
+            { network: "", address: ip("10.20.0.0"), length: 16 },
+            { network: "", address: new Uint8Array(16).fill(0xfd, 0, 1) },
+          ],
+        },
+      },
+      undefined,
+    ],
+    ["neither a workload nor a service (a kind this proxy does not know)", uid, {}, /neither/],
+    ["no message at all", uid, undefined, /not an Address/],
+    ["a workload under another name", "old-name", { workload: echo }, /sent under the name old-name/],
+    ["a workload without uid", "", { workload: { ...echo, uid: "" } }, /uid/],
+    [
+      "a workload with a 5-byte address",
+      uid,
+      { workload: { ...echo, addresses: [Uint8Array.of(127, 10, 0, 12, 1)] } },
+      /5 bytes/,
+    ],
+    [
+      "a workload whose waypoint address has no family",
+      uid,
+      {
+        workload: withWaypoint({
+          address: { network: "", address: Uint8Array.of(1, 2) },
+          hboneMtlsPort: 15008,
+        }),
+      },
+      /waypoint/,
+    ],
+    [
+      "a workload whose waypoint names no destination",
+      uid,
+      { workload: withWaypoint({ hboneMtlsPort: 15008 }) },
+      /waypoint/,
+    ],
+    [
+      "a Service under another name",
+      "default/other.default.svc.cluster.local",
+      { service: echoService },
+      /sent under the name default\/other/,
+    ],
+    ["a Service without hostname", "default/", { service: { ...echoService, hostname: "" } }, /hostname/],
+    [
+      "a Service with a 5-byte address",
+      svcKey,
+      { service: { ...echoService, addresses: [{ network: "", address: Uint8Array.of(10, 96, 0, 12, 1) }] } },
+      /5 bytes/,
+    ],
+    [
+      "a Service address with a prefix longer than the address",
+      svcKey,
+      { service: { ...echoService, addresses: [{ network: "", address: ip("10.96.0.12"), length: 33 }] } },
+      /prefix/,
+    ],
+    [
+      "a Service whose waypoint address has no family",
+      svcKey,
+      {
+        service: {
+          ...echoService,
+          waypoint: {
+            address: { network: "", address: Uint8Array.of(127, 0, 0, 50, 0) },
+            hboneMtlsPort: 15008,
+          },
+        },
+      },
+      /waypoint/,
+    ],
+  ];
+  for (const [what, name, resource, problem] of cases) {
+    it(what, () => {
+      const found = addressProblem(name, resource);
+      if (problem === undefined) assert.equal(found, undefined);
+      else assert.match(found ?? "", problem);
     });
   }
 });

@@ -1,4 +1,5 @@
 import type { Service, Workload, WorkloadAddress } from "@ambient/xds";
+import { ZtunnelError } from "./errors.js";
 import { canonicalFromBytes, parseIpv4, parseIpv6 } from "./ip-address.js";
 import { selectByLocality } from "./load-balancing.js";
 // Istio leaves a workload's trust domain empty when it is cluster.local (istiod `pickTrustDomain`).
@@ -155,6 +156,74 @@ function inRange(range: AddressRange, bytes: Uint8Array): boolean {
   return ((bytes[whole] ?? 0) & mask) === ((range.bytes[whole] ?? 0) & mask);
 }
 
+/** Why one of a Service's addresses is no address, or undefined (see {@link serviceAddressOf}). */
+function serviceAddressProblem(a: Service["addresses"][number]): string | undefined {
+  if (serviceAddressOf(a) !== undefined) return undefined;
+  const bytes = a.address.length;
+  return bytes === 4 || bytes === 16
+    ? `service address prefix length ${a.length} is longer than its ${bytes * 8} bits`
+    : `service address of ${bytes} bytes`;
+}
+
+/**
+ * Why a waypoint reference cannot be followed, or undefined: it must name a hostname or an address of
+ * 4 or 16 bytes. One with neither (or a kind of destination this proxy does not know) names nothing.
+ */
+function waypointProblem(gateway: Workload["waypoint"]): string | undefined {
+  if (gateway === undefined || gateway.hostname !== undefined) return undefined;
+  if (gateway.address === undefined) return "waypoint names no destination";
+  const bytes = gateway.address.address.length;
+  return canonicalFromBytes(gateway.address.address) === undefined
+    ? `waypoint address of ${bytes} bytes`
+    : undefined;
+}
+
+/**
+ * Why `address` cannot be stored under any name, or undefined. It must be a workload or a Service (an
+ * Address of a kind this proxy does not know decodes as neither), and every address the store
+ * indexes or dials must be one: a workload's, a Service's VIP or range, a waypoint's.
+ */
+function contentProblem(address: WorkloadAddress): string | undefined {
+  const { workload, service } = address;
+  if (workload !== undefined && service !== undefined) return "both a workload and a service";
+  if (workload !== undefined) {
+    for (const bytes of workload.addresses) {
+      if (canonicalFromBytes(bytes) === undefined) return `workload address of ${bytes.length} bytes`;
+    }
+    return waypointProblem(workload.waypoint);
+  }
+  if (service !== undefined) {
+    for (const a of service.addresses) {
+      const problem = serviceAddressProblem(a);
+      if (problem !== undefined) return problem;
+    }
+    return waypointProblem(service.waypoint);
+  }
+  return "neither a workload nor a service";
+}
+
+/**
+ * Why an `istio.workload.Address` resource named `name` cannot go into a {@link WorkloadStore}, or
+ * undefined: give it to the xDS client's `validate`, which NACKs the resource and keeps its last good
+ * version. The store keys a workload by uid and a Service by `namespace/hostname` but removes by xDS
+ * name, so the name must be that key; the rest is {@link WorkloadStore.upsert}'s check.
+ */
+export function addressProblem(name: string, resource: unknown): string | undefined {
+  if (typeof resource !== "object" || resource === null) return "not an Address";
+  const address = resource as WorkloadAddress;
+  const problem = contentProblem(address);
+  if (problem !== undefined) return problem;
+  if (address.service !== undefined) {
+    const { namespace, hostname } = address.service;
+    if (namespace === "" || hostname === "") return "service without a namespace or hostname";
+    const key = `${namespace}/${hostname}`;
+    return key === name ? undefined : `service ${key} sent under the name ${name}`;
+  }
+  const uid = address.workload?.uid ?? "";
+  if (uid === "") return "workload without a uid";
+  return uid === name ? undefined : `workload ${uid} sent under the name ${name}`;
+}
+
 /** Whether rank `a` (of the Service `aKey`) beats rank `b`: the first differing part, else the lower key. */
 function outranks(a: readonly number[], aKey: string, b: readonly number[], bKey: string): boolean {
   for (let i = 0; i < a.length; i++) {
@@ -216,8 +285,13 @@ export function pickEndpoint(endpoints: readonly Endpoint[], counter: number): E
 export class WorkloadStore {
   readonly #workloads = new Map<string, Workload>();
   readonly #services = new Map<string, Service>();
-  /** Resource name -> what it was, so a removal by name finds its entry. */
+  /**
+   * Resource name -> what it was, so a removal by name finds its entry. A name here holds its entry:
+   * when another name stores the same key, the first name is removed (see {@link #holders}).
+   */
   readonly #byName = new Map<string, { kind: "workload" | "service"; key: string }>();
+  /** Workload uid or Service key -> the resource name that stored it last. */
+  readonly #holders = { workload: new Map<string, string>(), service: new Map<string, string>() };
   readonly #workloadByIp = new Map<string, string>();
   /**
    * VIP -> keys of the Services with it. Several may share one (a ServiceEntry reusing a Kubernetes
@@ -235,12 +309,23 @@ export class WorkloadStore {
   /** The same keys sorted (a stable endpoint order), built on first use after a change. */
   readonly #sortedByService = new Map<string, string[]>();
 
-  /** Adds or replaces the resource named `name` (a Workload uid or a Service `ns/hostname`). */
+  /**
+   * Adds or replaces the resource named `name` (a Workload uid or a Service `ns/hostname`). An Address
+   * the store cannot use (neither a workload nor a Service, or an address that is none: see
+   * {@link addressProblem}) throws a `ZtunnelError` (`ERR_ZTUNNEL_INVALID_OPTION`) and leaves what
+   * `name` held in place. An entry of the same key stored under another name is replaced, and that
+   * name no longer holds anything.
+   */
   upsert(name: string, address: WorkloadAddress): void {
+    const problem = contentProblem(address);
+    if (problem !== undefined) {
+      throw new ZtunnelError("ERR_ZTUNNEL_INVALID_OPTION", `Address ${name}: ${problem}`, { name });
+    }
     this.remove(name);
     if (address.workload !== undefined) {
       const w = address.workload;
       const key = w.uid === "" ? name : w.uid;
+      this.#take("workload", key, name);
       this.#workloads.set(key, w);
       this.#byName.set(name, { kind: "workload", key });
       for (const serviceKey of Object.keys(w.services)) {
@@ -263,6 +348,7 @@ export class WorkloadStore {
     } else if (address.service !== undefined) {
       const s = address.service;
       const key = `${s.namespace}/${s.hostname}`;
+      this.#take("service", key, name);
       this.#services.set(key, s);
       this.#byName.set(name, { kind: "service", key });
       let keys = this.#servicesByHost.get(s.hostname);
@@ -285,11 +371,19 @@ export class WorkloadStore {
     }
   }
 
+  /** Makes `name` the holder of the entry `key`, removing the name that held it before, if another. */
+  #take(kind: "workload" | "service", key: string, name: string): void {
+    const holder = this.#holders[kind].get(key);
+    if (holder !== undefined && holder !== name) this.remove(holder);
+    this.#holders[kind].set(key, name);
+  }
+
   /** Removes the resource named `name`; returns whether it existed. */
   remove(name: string): boolean {
     const entry = this.#byName.get(name);
     if (entry === undefined) return false;
     this.#byName.delete(name);
+    this.#holders[entry.kind].delete(entry.key);
     if (entry.kind === "workload") {
       const w = this.#workloads.get(entry.key);
       this.#workloads.delete(entry.key);
