@@ -1,12 +1,19 @@
 // The requests to the API server share one keep-alive agent per kubeconfig: a burst of token reviews
 // (one per xDS stream and CSR) opens a bounded number of connections, not one TLS connection each.
 import assert from "node:assert/strict";
+import { createServer as createHttpServer } from "node:http";
 import { createServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { describe, it } from "node:test";
 import { createCertificateAuthority } from "@ambient/spiffe/ca";
 import { KubeConfig } from "@kubernetes/client-node";
-import { KubeRequestError, kubeRequest, MAX_API_SERVER_SOCKETS } from "./kube-client.js";
+import {
+  KubeRequestError,
+  kubeRequest,
+  listAll,
+  MAX_API_SERVER_SOCKETS,
+  watchRequest,
+} from "./kube-client.js";
 
 async function tlsApiServer(handler: (path: string) => { status: number; body: unknown } | undefined) {
   const ca = await createCertificateAuthority();
@@ -106,4 +113,101 @@ describe("kubeRequest over TLS", () => {
       }
     },
   );
+});
+
+/** A plaintext API server that answers lists with `list` and every watch with the lines of `watch`. */
+async function lineApiServer(list: unknown, watch: string[]) {
+  const server = createHttpServer((req, res) => {
+    res.writeHead(200, { "content-type": "application/json" });
+    if ((req.url ?? "").includes("watch=true")) res.end(watch.map((line) => `${line}\n`).join(""));
+    else res.end(JSON.stringify(list));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const kc = new KubeConfig();
+  kc.loadFromOptions({
+    clusters: [
+      {
+        name: "c",
+        server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+        skipTLSVerify: true,
+      },
+    ],
+    users: [{ name: "u", token: "t" }],
+    contexts: [{ name: "x", cluster: "c", user: "u" }],
+    currentContext: "x",
+  });
+  return {
+    kc,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** Runs one watch to its end: the events handed on, and what `done` got. */
+async function watchOnce(kc: KubeConfig, handler: (type: string) => unknown = () => undefined) {
+  const types: string[] = [];
+  const ended = await new Promise<unknown>((resolve) => {
+    void watchRequest(
+      kc,
+      "/api/v1/pods",
+      {},
+      (type) => {
+        types.push(type);
+        return handler(type) as undefined;
+      },
+      resolve,
+    );
+  });
+  return { types, ended };
+}
+
+describe("watchRequest and listAll with what the API server should never send", () => {
+  const good = JSON.stringify({ type: "ADDED", object: { metadata: { name: "a", resourceVersion: "2" } } });
+
+  for (const [name, line] of [
+    ["null", "null"],
+    ["an object with null metadata", JSON.stringify({ type: "MODIFIED", object: { metadata: null } })],
+    ["an object without metadata", JSON.stringify({ type: "ADDED", object: {} })],
+    ["no type", JSON.stringify({ object: { metadata: {} } })],
+  ] as const) {
+    it(`ends the watch with an error at an event that is ${name}, after the good ones`, async () => {
+      const api = await lineApiServer({ items: [] }, [good, line, good]);
+      try {
+        const { types, ended } = await watchOnce(api.kc);
+        assert.deepEqual(types, ["ADDED"]);
+        assert.match(String((ended as Error | null)?.message), /without a type and an object with metadata/);
+      } finally {
+        await api.close();
+      }
+    });
+  }
+
+  it("ends the watch with the error a handler throws or rejects with", async () => {
+    const api = await lineApiServer({ items: [] }, [good, good]);
+    try {
+      const thrown = await watchOnce(api.kc, () => {
+        throw new Error("handler threw");
+      });
+      assert.equal((thrown.ended as Error).message, "handler threw");
+      const rejected = await watchOnce(api.kc, () => Promise.reject(new Error("handler rejected")));
+      assert.equal((rejected.ended as Error).message, "handler rejected");
+    } finally {
+      await api.close();
+    }
+  });
+
+  it("refuses a list with an item that is not an object with metadata", async () => {
+    const api = await lineApiServer(
+      { metadata: {}, items: [{ metadata: { name: "a" } }, { kind: "Pod" }] },
+      [],
+    );
+    try {
+      await assert.rejects(listAll(api.kc, "/api/v1/pods"), /not objects with metadata/);
+    } finally {
+      await api.close();
+    }
+  });
 });

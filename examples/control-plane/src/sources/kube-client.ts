@@ -242,19 +242,41 @@ export async function watchRequest(
     res.socket.setKeepAlive(true, 30_000);
     const lines = createInterface({ input: res, crlfDelay: Number.POSITIVE_INFINITY });
     lines.on("line", (line) => {
-      let event: { type?: unknown; object?: unknown };
+      if (finished) return;
+      let event: unknown;
       try {
-        event = JSON.parse(line) as { type?: unknown; object?: unknown };
+        event = JSON.parse(line);
       } catch {
         return;
       }
-      callback(String(event.type), event.object, event);
+      // An event the informer cannot take ends the watch: the informer relists, and its cache stays
+      // the last good state meanwhile.
+      if (!isWatchEvent(event)) {
+        finish(new Error(`watch ${path}: an event without a type and an object with metadata`));
+        return;
+      }
+      try {
+        // The informer's handler is async: its failures come back as a rejected promise, which the
+        // end of the watch waits for.
+        const handled = callback(event.type, event.object, event) as unknown;
+        if (handled instanceof Promise) {
+          const settled = handled.catch((err: unknown) => finish(err));
+          handling = handling === undefined ? settled : handling.then(() => settled);
+        }
+      } catch (err) {
+        finish(err);
+      }
     });
+    let handling: Promise<unknown> | undefined;
+    const ended = () => {
+      if (handling === undefined) finish(null);
+      else void handling.then(() => finish(null));
+    };
     res.on("error", (err) => finish(err));
     // readline passes its input's errors on.
     lines.on("error", (err) => finish(err));
-    lines.on("close", () => finish(null));
-    res.on("close", () => finish(null));
+    lines.on("close", ended);
+    res.on("close", ended);
   });
   const timer = setTimeout(
     () => finish(new Error(`watch ${path}: no response in ${headersTimeoutMs} ms`)),
@@ -264,6 +286,24 @@ export async function watchRequest(
   controller.signal.addEventListener("abort", () => finish(null), { once: true });
   req.end();
   return controller;
+}
+
+/** An object as the API server sends it: at least its metadata, as an object. */
+function hasMetadata(value: unknown): value is RawKubeObject {
+  if (typeof value !== "object" || value === null) return false;
+  const metadata = (value as { metadata?: unknown }).metadata;
+  return typeof metadata === "object" && metadata !== null && !Array.isArray(metadata);
+}
+
+/**
+ * A watch event with a type and an object: an ERROR's object is a Status, any other's an object with
+ * metadata (a BOOKMARK's holds just the resourceVersion).
+ */
+function isWatchEvent(value: unknown): value is { type: string; object: unknown } {
+  if (typeof value !== "object" || value === null) return false;
+  const { type, object } = value as { type?: unknown; object?: unknown };
+  if (typeof type !== "string") return false;
+  return type === "ERROR" ? typeof object === "object" && object !== null : hasMetadata(object);
 }
 
 /**
@@ -294,7 +334,11 @@ export async function listAll(
       }
       throw err;
     }
-    items.push(...(page.items ?? []));
+    const pageItems = page.items ?? [];
+    if (!Array.isArray(pageItems) || !pageItems.every(hasMetadata)) {
+      throw new Error(`list ${path}: items that are not objects with metadata`);
+    }
+    items.push(...pageItems);
     resourceVersion ??= page.metadata?.resourceVersion;
     token = page.metadata?.continue;
     if (token === undefined || token === "") {

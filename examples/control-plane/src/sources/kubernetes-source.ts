@@ -598,11 +598,24 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
     return w;
   });
 
+  /** Starts `w` again. The informer reports its failures as "error" events; one it throws instead is retried the same way. */
+  function restart(w: ResourceWatch): Promise<void> {
+    return w.informer.start().catch((err: unknown) => {
+      if (closed) return;
+      logger.warn(
+        { resource: resourceName(w.resource), err: err instanceof Error ? err.message : String(err) },
+        "kubernetes list/watch failed: retrying",
+      );
+      retry(w, w.retryMs);
+      w.retryMs = Math.min(w.retryMs * 2, 30_000);
+    });
+  }
+
   function retry(w: ResourceWatch, delayMs: number): void {
     clearTimeout(w.retryTimer);
     w.retryTimer = setTimeout(() => {
       w.retryTimer = undefined;
-      if (!closed) void w.informer.start();
+      if (!closed) void restart(w);
     }, delayMs);
     w.retryTimer.unref?.();
   }
@@ -618,7 +631,7 @@ export async function createKubernetesSource(options: KubernetesSourceOptions): 
         w.restarting = true;
         void w.informer
           .stop()
-          .then(() => (closed ? undefined : w.informer.start()))
+          .then(() => (closed ? undefined : restart(w)))
           .finally(() => {
             w.restarting = false;
           });
