@@ -244,7 +244,11 @@ export function createMeshState(options: MeshStateOptions): MeshState {
     store,
     engine,
     secrets,
-    svidOf: async (identity) => secrets.get(identity) ?? secrets.fetch(identity),
+    // One that expired (renewals failed) is fetched again, not presented: a peer would refuse it.
+    svidOf: async (identity) => {
+      const held = secrets.get(identity);
+      return held !== undefined && held.notAfter.getTime() > Date.now() ? held : secrets.fetch(identity);
+    },
     onChange: (listener) => {
       listeners.push(listener);
     },
