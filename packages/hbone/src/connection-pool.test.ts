@@ -168,6 +168,89 @@ describe("connection pool", () => {
     await srv.server.close({ timeoutMs: 100 });
   });
 
+  it("verifies a dial against the roots a credentials object holds now, after they changed in place", async () => {
+    // The server's certificate is from the other root; it trusts the client's root as well.
+    const srv = await startServer(pki, {
+      credentials: pki.issue(SERVER_ID, { otherRoot: true }),
+      trustBundle: [pki.rootPem, pki.otherRootPem],
+      onTunnel: (t) => void t.accept().on("error", () => {}),
+    });
+    const credentials = { ...pki.issue(CLIENT_ID), trustBundle: [pki.rootPem, pki.otherRootPem] };
+    const client = createHboneClient(credentials);
+    const tunnels: TunnelStream[] = [];
+    const open = async () => {
+      const t = await client.connect({
+        address: srv.address,
+        authority: TARGET,
+        expectedIdentities: [SERVER_ID],
+        credentials,
+      });
+      t.on("error", () => {});
+      tunnels.push(t);
+    };
+    try {
+      await open();
+      // The other root leaves the same object: the server's certificate is no longer trusted.
+      credentials.trustBundle = [pki.rootPem];
+      await assert.rejects(open(), (e: unknown) => (e as { code?: string }).code === "ERR_HBONE_TLS");
+      assert.equal(client.stats().connections, 1);
+      // And comes back: the connection verified against both roots is used again.
+      credentials.trustBundle = [pki.rootPem, pki.otherRootPem];
+      await open();
+      assert.equal(client.stats().connections, 1);
+    } finally {
+      for (const t of tunnels) t.destroy();
+      await client.destroy();
+      await srv.server.close({ timeoutMs: 100 });
+    }
+  });
+
+  it("presents the certificate a credentials object holds now, after it changed in place", async () => {
+    const ca = await createCertificateAuthority({ backdateSeconds: 0 });
+    const serverSvid = await ca.issue({ spiffeId: SERVER_ID });
+    const server = createHboneServer({
+      key: serverSvid.privateKeyPem,
+      certChain: serverSvid.certChainPem,
+      trustBundle: ca.rootCertPem(),
+      onTunnel: (t) => void t.accept().on("error", () => {}),
+    });
+    const presented: string[] = [];
+    server.nodeServer.on("secureConnection", (s: TLSSocket) =>
+      presented.push(s.getPeerX509Certificate()?.fingerprint256 ?? ""),
+    );
+    const { port } = await server.listen({ host: "127.0.0.1", port: 0 });
+    const first = await ca.issue({ spiffeId: CLIENT_ID });
+    const credentials = {
+      key: first.privateKeyPem,
+      certChain: first.certChainPem,
+      trustBundle: ca.rootCertPem(),
+    };
+    const client = createHboneClient(credentials);
+    const open = () =>
+      client.connect({
+        address: `127.0.0.1:${port}`,
+        authority: TARGET,
+        expectedIdentities: [SERVER_ID],
+        credentials,
+      });
+    const tunnels: TunnelStream[] = [];
+    try {
+      tunnels.push(await open());
+      const renewed = await ca.issue({ spiffeId: CLIENT_ID });
+      credentials.key = renewed.privateKeyPem;
+      credentials.certChain = renewed.certChainPem;
+      tunnels.push(await open());
+      assert.deepEqual(presented, [
+        new X509Certificate(first.certChainPem).fingerprint256,
+        new X509Certificate(renewed.certChainPem).fingerprint256,
+      ]);
+    } finally {
+      for (const t of tunnels) t.destroy();
+      await client.destroy();
+      await server.close({ timeoutMs: 100 });
+    }
+  });
+
   it("dials anew for a renewed certificate, and takes no stream on a connection whose certificate expired", async () => {
     const ca = await createCertificateAuthority({ backdateSeconds: 0 });
     const credentialsOf = (svid: X509Svid) => ({

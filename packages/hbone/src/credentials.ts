@@ -32,15 +32,19 @@ export interface HboneTlsOptions {
   allowTls12?: boolean;
 }
 
-const identityCache = new WeakMap<object, SpiffeId>();
+const identityCache = new WeakMap<object, { chain: Pem; id: SpiffeId }>();
 
-/** The SPIFFE ID in the leaf of `credentials.certChain`; cached per credentials object. */
+/**
+ * The SPIFFE ID in the leaf of `credentials.certChain`; cached per credentials object while it holds
+ * the same chain.
+ */
 export function ownIdentity(credentials: HboneCredentials): SpiffeId {
+  const chain = credentials.certChain;
   const cached = identityCache.get(credentials);
-  if (cached) return cached;
+  if (cached !== undefined && cached.chain === chain) return cached.id;
   let id: SpiffeId;
   try {
-    id = spiffeIdFromCertificate(String(credentials.certChain));
+    id = spiffeIdFromCertificate(String(chain));
   } catch (err) {
     throw new HboneError(
       "ERR_HBONE_INVALID_ARGUMENT",
@@ -48,7 +52,7 @@ export function ownIdentity(credentials: HboneCredentials): SpiffeId {
       { cause: err },
     );
   }
-  identityCache.set(credentials, id);
+  identityCache.set(credentials, { chain, id });
   return id;
 }
 
@@ -99,20 +103,35 @@ export function serverTlsOptions(credentials: HboneCredentials, tls: HboneTlsOpt
 }
 
 // Parsing the key, the chain and the roots costs more than the rest of a handshake's set-up, so a
-// client builds its context once per credentials object (a rotation brings a new object) and TLS mode.
-const clientContexts = new WeakMap<HboneCredentials, Map<boolean, SecureContext>>();
+// client builds its context once per credentials object, what it holds and TLS mode. The contexts are
+// kept only while the object still holds the same key, chain and bundle (the same values, as
+// `trustKey` and `localCertificateOf` compare them): one given a new key, chain or bundle in place
+// gets a new context, so it presents the new certificate and verifies against the new roots.
+interface ClientContexts {
+  key: Pem;
+  certChain: Pem;
+  trustBundle: HboneCredentials["trustBundle"];
+  byMode: Map<boolean, SecureContext>;
+}
+const clientContexts = new WeakMap<HboneCredentials, ClientContexts>();
 
 function clientContext(credentials: HboneCredentials, tls: HboneTlsOptions): SecureContext {
   const tls12 = tls.allowTls12 === true;
-  let byMode = clientContexts.get(credentials);
-  if (byMode === undefined) {
-    byMode = new Map();
-    clientContexts.set(credentials, byMode);
+  const { key, certChain, trustBundle } = credentials;
+  let cached = clientContexts.get(credentials);
+  if (
+    cached === undefined ||
+    cached.key !== key ||
+    cached.certChain !== certChain ||
+    cached.trustBundle !== trustBundle
+  ) {
+    cached = { key, certChain, trustBundle, byMode: new Map() };
+    clientContexts.set(credentials, cached);
   }
-  let context = byMode.get(tls12);
+  let context = cached.byMode.get(tls12);
   if (context === undefined) {
     context = createSecureContext(baseTls(credentials, tls));
-    byMode.set(tls12, context);
+    cached.byMode.set(tls12, context);
   }
   return context;
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createServer, connect as netConnect, type Server, type Socket } from "node:net";
-import type { Duplex } from "node:stream";
+import { Duplex } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import { CLIENT_ID, createTestPki, SERVER_ID, type TestPki } from "../test/fixtures.js";
 import { errorOf, readAll, startServer, type TestServer, until } from "../test/harness.js";
@@ -114,6 +114,70 @@ describe("pipeTunnel: an HBONE server forwarding to local TCP", () => {
     const data = await readAll(tunnel);
     assert.equal(data.length, written);
     up.server.close();
+  });
+
+  it("an upstream that catches up on tunnels the client ended gives the connection window back", async () => {
+    // Upstreams whose writes complete only once `release` runs: the relay's buffer fills up.
+    let lagging = true;
+    const held: (() => void)[] = [];
+    const release = () => {
+      lagging = false;
+      for (const done of held.splice(0)) done();
+    };
+    const upstreams: { socket: Duplex; received: number }[] = [];
+    const relays: Promise<unknown>[] = [];
+    const server = await startServer(pki, {
+      onTunnel: (t) => {
+        const up = { socket: undefined as unknown as Duplex, received: 0 };
+        up.socket = new Duplex({
+          allowHalfOpen: true,
+          read() {},
+          write(chunk: Buffer, _encoding, done) {
+            up.received += chunk.length;
+            if (lagging) held.push(done);
+            else done();
+          },
+        });
+        upstreams.push(up);
+        relays.push(pipeTunnel(t.accept(), up.socket).catch((e: Error) => e));
+      },
+    });
+    // A client of its own: the test fills its connection's whole window.
+    const own = createHboneClient(pki.issue(CLIENT_ID));
+    const open = () =>
+      own.connect({ address: server.address, authority: "10.0.0.1:80", expectedIdentities: [SERVER_ID] });
+    const tunnels: Duplex[] = [];
+    try {
+      // Five tunnels send one stream window (4 MiB) each and END_STREAM: more than the connection
+      // window (16 MiB), while the upstreams lag.
+      const body = Buffer.alloc(4 * 1024 * 1024, 1);
+      for (let i = 0; i < 5; i++) {
+        const tunnel = await open();
+        tunnels.push(tunnel);
+        tunnel.on("error", () => {});
+        tunnel.end(body);
+      }
+      await until(
+        () => upstreams.length === 5 && upstreams.every((u) => u.socket.writableLength === body.length),
+        "the bodies buffered toward the upstreams",
+      );
+      // The upstreams catch up completely (their other direction stays open).
+      release();
+      await until(() => upstreams.every((u) => u.socket.writableFinished), "the upstreams took everything");
+      // A sixth tunnel on the same connection needs that window back.
+      const sixth = await open();
+      tunnels.push(sixth);
+      assert.equal(own.stats().connections, 1);
+      const upload = 8 * 1024 * 1024;
+      sixth.end(Buffer.alloc(upload, 2));
+      await until(() => upstreams[5]?.received === upload, "the sixth tunnel's upload");
+    } finally {
+      for (const t of tunnels) t.destroy();
+      for (const u of upstreams) u.socket.destroy();
+      await own.destroy();
+      await server.server.close({ timeoutMs: 500 });
+      await Promise.all(relays);
+    }
   });
 
   it("an upstream reset becomes a tunnel reset at the client", async () => {

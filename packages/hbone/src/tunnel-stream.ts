@@ -54,14 +54,18 @@ export interface TunnelInfo {
  * direction keeps flowing); `destroy()` before both sides ended resets the stream with CANCEL; a reset
  * by the peer or a broken connection surfaces as an `error` carrying an {@link HboneError}.
  * Back-pressure follows HTTP/2 flow control: while the reader is paused, no window is given back to
- * the sender, so it stops after one stream window.
+ * the sender, so it stops after one stream window. Bytes still buffered when the peer ended its side
+ * give their connection window back as the reader takes them.
  */
 export class TunnelStream extends Duplex implements TunnelInfo {
   readonly authority: string;
   readonly peerIdentity: SpiffeId;
   readonly headers: Readonly<TunnelHeaders>;
   #h2: H2Stream;
-  /** Bytes pushed while the reader was over its high-water mark: credited when it reads again. */
+  /**
+   * Bytes pushed while the reader was over its high-water mark: credited when it reads again (by
+   * `_read`, or after the peer's END_STREAM by `read`).
+   */
   #owed = 0;
   #sawEnd = false;
   #endSent = false;
@@ -116,10 +120,34 @@ export class TunnelStream extends Duplex implements TunnelInfo {
     this.#sawEnd = true;
     const relay = this.#relay;
     if (relay !== undefined) {
-      if (!relay.done) relay.socket.end();
+      if (relay.done) return;
+      if (relay.owed === 0) {
+        relay.socket.end();
+        return;
+      }
+      // An ended socket emits no more `drain`: what it still holds is given back once it took all.
+      const h2 = this.#h2;
+      relay.socket.end(() => {
+        const owed = relay.owed;
+        relay.owed = 0;
+        h2.consume(owed);
+      });
       return;
     }
     this.push(null);
+    this.#creditOwedAfterEnd();
+  }
+
+  /**
+   * After the end Node calls `_read` no more, so the bytes owed are given back here instead, once
+   * the reader took the buffer below its high-water mark (when `_read` would have run). Only the
+   * connection window reopens: the peer sends nothing more on this stream.
+   */
+  #creditOwedAfterEnd(): void {
+    const owed = this.#owed;
+    if (owed === 0 || this.readableLength >= this.readableHighWaterMark) return;
+    this.#owed = 0;
+    this.#h2.consume(owed);
   }
 
   /** @internal The HTTP/2 stream sink: the stream closed. */
@@ -277,6 +305,14 @@ export class TunnelStream extends Duplex implements TunnelInfo {
     if (owed === 0) return;
     this.#owed = 0;
     this.#h2.consume(owed);
+  }
+
+  // Buffered bytes leave through `read()` whichever way they are read (`data` events, async
+  // iteration, `pipe`).
+  override read(size?: number): Buffer | null {
+    const chunk = super.read(size);
+    if (this.#owed !== 0 && this.#sawEnd) this.#creditOwedAfterEnd();
+    return chunk;
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, cb: (err?: Error | null) => void): void {

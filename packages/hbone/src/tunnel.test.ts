@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { constants, connect as http2Connect } from "node:http2";
+import type { Duplex } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import { connect as tlsConnect } from "node:tls";
 import { CLIENT_ID, createTestPki, SERVER_ID, type TestPki } from "../test/fixtures.js";
@@ -218,6 +219,51 @@ describe("HBONE tunnels", () => {
     assert.equal(read + rest, written);
     tunnel.end();
     await small.destroy();
+  });
+
+  it("a reader that catches up on tunnels the peer ended gives the connection window back", async () => {
+    // A client of its own: the test fills its connection's whole window.
+    const own = createHboneClient(pki.issue(CLIENT_ID));
+    const open = () =>
+      own.connect({ address: srv.address, authority: "10.0.0.3:80", expectedIdentities: [SERVER_ID] });
+    const opened: Duplex[] = [];
+    try {
+      // Four tunnels send one stream window (4 MiB) each and END_STREAM: together the connection
+      // window (16 MiB), while the server's readers lag.
+      const body = Buffer.alloc(4 * 1024 * 1024, 1);
+      const lagging: Duplex[] = [];
+      for (let i = 0; i < 4; i++) {
+        const accepted = srv.nextTunnel().then((t) => t.accept());
+        const tunnel = await open();
+        opened.push(tunnel);
+        tunnel.end(body);
+        lagging.push(await accepted);
+      }
+      opened.push(...lagging);
+      await until(
+        () => lagging.every((s) => s.readableLength === body.length),
+        "the bodies buffered at the server",
+      );
+      // The readers catch up completely (their own side stays open).
+      for (const s of lagging) assert.equal((await readAll(s)).length, body.length);
+      // A fifth tunnel on the same connection needs that window back.
+      const accepted = srv.nextTunnel().then((t) => t.accept());
+      const fifth = await open();
+      opened.push(fifth);
+      assert.equal(own.stats().connections, 1);
+      const upload = 8 * 1024 * 1024;
+      fifth.end(Buffer.alloc(upload, 2));
+      const reader = await accepted;
+      opened.push(reader);
+      let received = 0;
+      reader.on("data", (c: Buffer) => {
+        received += c.length;
+      });
+      await until(() => received === upload, `the fifth tunnel's upload (${received} of ${upload} bytes)`);
+    } finally {
+      for (const s of opened) s.destroy();
+      await own.destroy();
+    }
   });
 
   it("a client reset surfaces as ERR_HBONE_RESET on the server side", async () => {

@@ -170,6 +170,29 @@ describe("HTTP/2 connection: protocol rules", () => {
     assert.equal(await peer.goawayCode(), H2_ERROR.ENHANCE_YOUR_CALM);
   });
 
+  it("holds a header block in one HEADERS frame to the limit CONTINUATION frames have", async () => {
+    // Header list limit 16 KiB: a block may take 4 x 16 KiB + 16 KiB = 80 KiB, in any number of frames.
+    const srv = await server({ maxFrameSize: 1 << 20, maxHeaderListSize: 16_384 });
+    const limit = 4 * 16_384 + 16_384;
+    // Literals with incremental indexing of `:authority` with an empty value, two octets each.
+    const literals = (bytes: number) => Buffer.alloc(bytes, Buffer.from([0x41, 0x00]));
+    const peer = await rawClient(srv.port);
+    // At the limit: decoded, and the list (too large) reaches the application as such (431).
+    peer.send(HEADERS, END_HEADERS, 1, literals(limit));
+    await waitFor(() => srv.streams.length === 1, "the stream");
+    assert.equal(srv.streams[0]?.tooLarge, true);
+    // Beyond it: the connection ends, as it does for a block of CONTINUATION frames.
+    peer.send(HEADERS, END_HEADERS, 3, literals(limit + 2));
+    assert.equal(await peer.goawayCode(), H2_ERROR.ENHANCE_YOUR_CALM);
+    await peer.waitClosed();
+    assert.equal(srv.streams.length, 1, "the oversized block opened no stream");
+    const split = await rawClient(srv.port);
+    split.send(HEADERS, 0, 1, literals(limit - 16_384));
+    split.send(CONTINUATION, END_HEADERS, 1, literals(16_386));
+    assert.equal(await split.goawayCode(), H2_ERROR.ENHANCE_YOUR_CALM);
+    await split.waitClosed();
+  });
+
   it("resets a stream whose DATA exceeds the stream window, and keeps the connection", async () => {
     const srv = await server({ maxFrameSize: 1 << 20, connectionWindow: 1 << 20 });
     const peer = await rawClient(srv.port, { maxFrameSize: 1 << 20 });

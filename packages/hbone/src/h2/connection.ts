@@ -370,8 +370,13 @@ export interface Http2ConnectionOptions {
   maxConnectionWindow?: number;
 }
 
-/** A header block larger than this (across CONTINUATION frames) ends the connection. */
+/**
+ * A header block larger than this many times the header list limit, plus one frame of the default
+ * size, ends the connection (ENHANCE_YOUR_CALM), whether it comes in one HEADERS frame or continues
+ * in CONTINUATION frames: decoding it would cost far more than any list the limit lets through.
+ */
 const MAX_HEADER_BLOCK_FACTOR = 4;
+const MAX_HEADER_BLOCK_SLACK = 16_384;
 /** CONTINUATION frames one header block may use (empty ones would otherwise be free to send). */
 const MAX_CONTINUATIONS = 256;
 /**
@@ -1251,6 +1256,7 @@ export class Http2Connection extends EventEmitter {
     if (start > end)
       throw new ConnectionError(H2_ERROR.PROTOCOL_ERROR, "HEADERS padding or priority too long");
     const fragment = payload.subarray(start, end);
+    this.#checkHeaderBlock(fragment.length, 0);
     if (flags & FLAG_END_HEADERS) {
       this.#onHeaderBlock(id, flags, fragment);
       return;
@@ -1264,16 +1270,24 @@ export class Http2Connection extends EventEmitter {
       throw new ConnectionError(H2_ERROR.PROTOCOL_ERROR, "unexpected CONTINUATION");
     }
     block.size += payload.length;
-    if (
-      block.size > this.#options.maxHeaderListSize * MAX_HEADER_BLOCK_FACTOR + 16_384 ||
-      block.parts.length >= MAX_CONTINUATIONS
-    ) {
-      throw new ConnectionError(H2_ERROR.ENHANCE_YOUR_CALM, "header block too large");
-    }
+    this.#checkHeaderBlock(block.size, block.parts.length);
     block.parts.push(Buffer.from(payload));
     if (flags & FLAG_END_HEADERS) {
       this.#headerBlock = undefined;
       this.#onHeaderBlock(id, block.flags, Buffer.concat(block.parts));
+    }
+  }
+
+  /**
+   * Ends the connection when a header block is too large: `size` octets so far, the last of them in
+   * its `continuation`th CONTINUATION frame (0: in the HEADERS frame).
+   */
+  #checkHeaderBlock(size: number, continuation: number): void {
+    if (
+      size > this.#options.maxHeaderListSize * MAX_HEADER_BLOCK_FACTOR + MAX_HEADER_BLOCK_SLACK ||
+      continuation >= MAX_CONTINUATIONS
+    ) {
+      throw new ConnectionError(H2_ERROR.ENHANCE_YOUR_CALM, "header block too large");
     }
   }
 

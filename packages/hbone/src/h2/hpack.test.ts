@@ -122,6 +122,92 @@ describe("HPACK", () => {
     }
   });
 
+  it("keeps its dynamic table in step through insertions, evictions, size updates and references", () => {
+    // A plain model of the table (newest first, RFC 7541 section 4) drives blocks that reference
+    // every entry it holds; the decoder must see the same entries at the same indexes.
+    const integer = (out: number[], value: number, prefixBits: number, first: number) => {
+      const mask = (1 << prefixBits) - 1;
+      if (value < mask) {
+        out.push(first | value);
+        return;
+      }
+      out.push(first | mask);
+      let rest = value - mask;
+      for (; rest >= 0x80; rest = Math.floor(rest / 0x80)) out.push((rest % 0x80) | 0x80);
+      out.push(rest);
+    };
+    const literal = (out: number[], text: string) => {
+      integer(out, text.length, 7, 0);
+      for (let i = 0; i < text.length; i++) out.push(text.charCodeAt(i));
+    };
+    let seed = 12345;
+    const random = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    const model: [string, string][] = [];
+    let maxSize = 4096;
+    const sizeOf = ([n, v]: [string, string]) => n.length + v.length + 32;
+    const used = () => model.reduce((sum, e) => sum + sizeOf(e), 0);
+    const insert = (entry: [string, string]) => {
+      while (model.length > 0 && used() + sizeOf(entry) > maxSize) model.pop();
+      if (sizeOf(entry) <= maxSize) model.unshift(entry);
+    };
+    const decoder = new HpackDecoder();
+    let inserted = 0;
+    for (let blockNo = 0; blockNo < 400; blockNo++) {
+      const out: number[] = [];
+      const expected: [string, string][] = [];
+      if (random(10) === 0) {
+        // Shrink (to nothing, at times) or grow back, within the 4096 advertised.
+        maxSize = random(3) === 0 ? 0 : random(4097);
+        integer(out, maxSize, 5, 0x20);
+        while (used() > maxSize) model.pop();
+      }
+      for (let f = 0; f < 8; f++) {
+        const kind = random(model.length > 0 ? 5 : 2);
+        if (kind === 0) {
+          // New name, value of 0-120 octets; now and then one larger than the whole table.
+          const entry: [string, string] = [
+            `x-${inserted++}`,
+            random(40) === 0 ? "v".repeat(maxSize) : "v".repeat(random(121)),
+          ];
+          out.push(0x40);
+          literal(out, entry[0]);
+          literal(out, entry[1]);
+          expected.push(entry);
+          insert(entry);
+        } else if (kind === 1) {
+          // A static name.
+          const entry: [string, string] = [":authority", `10.0.0.${random(256)}:${inserted++}`];
+          integer(out, 1, 6, 0x40);
+          literal(out, entry[1]);
+          expected.push(entry);
+          insert(entry);
+        } else if (kind === 2) {
+          // The name of a dynamic entry, which the insertion may then evict.
+          const age = random(model.length);
+          const entry: [string, string] = [(model[age] as [string, string])[0], `n${inserted++}`];
+          integer(out, 62 + age, 6, 0x40);
+          literal(out, entry[1]);
+          expected.push(entry);
+          insert(entry);
+        } else {
+          // An indexed dynamic entry: newest, oldest or any.
+          const age = kind === 3 ? random(model.length) : random(2) * (model.length - 1);
+          integer(out, 62 + age, 7, 0x80);
+          expected.push([...(model[age] as [string, string])]);
+        }
+      }
+      assert.deepEqual(decoder.decode(Buffer.from(out)).fields, expected, `block ${blockNo}`);
+      // One past the oldest entry is out of the table.
+      const beyond: number[] = [];
+      integer(beyond, 62 + model.length, 7, 0x80);
+      assert.throws(() => decoder.decode(Buffer.from(beyond)), HpackError, `block ${blockNo}`);
+    }
+    assert.ok(inserted > 2000);
+  });
+
   it("reports the header list size and drops fields beyond the limit", () => {
     const block = encodeHeaders([
       ["a", "1"],

@@ -90,7 +90,14 @@ export interface DecodedHeaders {
 
 /** HPACK decoder with its dynamic table. One per connection direction. */
 export class HpackDecoder {
-  #entries: [string, string][] = []; // newest first
+  /**
+   * The dynamic table as a ring: the newest entry at `#newest`, older ones after it (wrapping), so
+   * an insertion or an eviction moves no other entry. Grows by doubling; holds at most one entry per
+   * {@link ENTRY_OVERHEAD} octets of the table size.
+   */
+  #ring: ([string, string] | undefined)[] = new Array(16);
+  #newest = 0;
+  #count = 0;
   #size = 0;
   #maxSize: number;
   #limit: number;
@@ -180,22 +187,41 @@ export class HpackDecoder {
 
   #entry(index: number): readonly [string, string] {
     if (index >= 1 && index <= STATIC_TABLE.length) return STATIC_TABLE[index - 1] as [string, string];
-    const entry = this.#entries[index - STATIC_TABLE.length - 1];
-    if (entry === undefined) throw new HpackError(`index ${index} is not in the table`);
-    return entry;
+    // Dynamic index 62 is the newest entry (RFC 7541, 2.3.3).
+    const age = index - STATIC_TABLE.length - 1;
+    if (age < 0 || age >= this.#count) throw new HpackError(`index ${index} is not in the table`);
+    const ring = this.#ring;
+    return ring[(this.#newest + age) % ring.length] as [string, string];
   }
 
   #insert(name: string, value: string): void {
     const size = name.length + value.length + ENTRY_OVERHEAD;
     this.#evict(size);
     if (size > this.#maxSize) return; // too large: the table is now empty (RFC 7541, 4.4)
-    this.#entries.unshift([name, value]);
+    if (this.#count === this.#ring.length) this.#grow();
+    const ring = this.#ring;
+    this.#newest = (this.#newest + ring.length - 1) % ring.length;
+    ring[this.#newest] = [name, value];
+    this.#count++;
     this.#size += size;
   }
 
+  /** Doubles the ring, the newest entry first. */
+  #grow(): void {
+    const old = this.#ring;
+    const ring: ([string, string] | undefined)[] = new Array(old.length * 2);
+    for (let age = 0; age < this.#count; age++) ring[age] = old[(this.#newest + age) % old.length];
+    this.#ring = ring;
+    this.#newest = 0;
+  }
+
   #evict(room: number): void {
-    while (this.#size + room > this.#maxSize && this.#entries.length > 0) {
-      const [name, value] = this.#entries.pop() as [string, string];
+    const ring = this.#ring;
+    while (this.#size + room > this.#maxSize && this.#count > 0) {
+      const oldest = (this.#newest + this.#count - 1) % ring.length;
+      const [name, value] = ring[oldest] as [string, string];
+      ring[oldest] = undefined;
+      this.#count--;
       this.#size -= name.length + value.length + ENTRY_OVERHEAD;
     }
   }
