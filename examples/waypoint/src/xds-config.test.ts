@@ -937,3 +937,80 @@ describe("WaypointXdsConfig stands in for an unread policy under its xDS name on
     assert.deepEqual(names, ["allow-all", "deny-admin", "other"]);
   });
 });
+
+describe("WaypointXdsConfig and a Service bound once it runs", () => {
+  it("serves its port with no route until its routes are answered; a port with none gets the default", async () => {
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    // The server holds its answer for a route name it does not have until the test lets it go.
+    const server = createXdsServer({
+      debounceMs: 5,
+      resolver: async ({ typeUrl }) => {
+        if (typeUrl === TypeUrl.routeConfiguration) await gate;
+      },
+    });
+    const port = await server.listen("127.0.0.1:0");
+    const client = createXdsClient({
+      address: `127.0.0.1:${port}`,
+      node: { id: "waypoint~127.0.0.6~waypoint.shop~shop.svc.cluster.local" },
+      validate: (typeUrl, name, resource) => resourceProblem(typeUrl, name, resource, SELF),
+    });
+    const tables: RouteTable[] = [];
+    const config = new WaypointXdsConfig(client, SELF, {
+      store: new WorkloadStore(),
+      handler: { setRouteTable: (t) => tables.push(t) },
+      policy: createAuthorizationEngine({ l7Attachment: "waypoint" }),
+      requestAuthentications: new RequestAuthenticationStore(SELF.gateway),
+      logger: noopLogger,
+    });
+    const target = (name: string) => ({ service: { name, namespace: "shop" }, port: 80 });
+    const routed = (name: string) =>
+      tables.at(-1)?.match({ host: name, path: "/", method: "GET", headers: {}, target: target(name) });
+    const until = async (check: () => boolean) => {
+      const end = Date.now() + 5000;
+      while (!check()) {
+        if (Date.now() > end) throw new Error("condition not met in time");
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    };
+    try {
+      await config.ready();
+      server.cache.set(TypeUrl.address, "shop/web.shop.svc.cluster.local", {
+        service: service("web", byIp(SELF.ip)) as never,
+      });
+      // Bound, routes asked for and not answered: no route (404), never the default route to web.
+      await until(() => tables.at(-1)?.hasRoutesFor(target("web")) === true);
+      assert.equal(routed("web"), undefined);
+      server.cache.set(TypeUrl.routeConfiguration, WEB_ROUTES, {
+        name: WEB_ROUTES,
+        virtualHosts: [
+          {
+            name: "web",
+            domains: ["*"],
+            routes: [{ name: V1, match: { prefix: "/" }, route: { cluster: V1 } }],
+          },
+        ],
+      });
+      release();
+      await until(() => routed("web")?.rule.route === V1);
+      // A Service whose port has no RouteConfiguration at all: the server says so, and the Service's
+      // own default route is in force.
+      const before = tables.length;
+      server.cache.set(TypeUrl.address, "shop/api.shop.svc.cluster.local", {
+        service: service("api", byIp(SELF.ip)) as never,
+      });
+      await until(
+        () =>
+          tables.slice(before).some((t) => t.hasRoutesFor(target("api"))) &&
+          tables.at(-1)?.hasRoutesFor(target("api")) === false,
+      );
+      assert.equal(routed("web")?.rule.route, V1);
+    } finally {
+      release();
+      client.close();
+      await server.close();
+    }
+  });
+});

@@ -198,6 +198,13 @@ export function waypointXdsChecks(self: WaypointSelf): Pick<XdsClientOptions, "v
   };
 }
 
+/**
+ * How long a newly bound Service port's RouteConfiguration is waited for as an answer that it does not
+ * exist (the default route); past it the port keeps answering 404 until the routes come, as Envoy's
+ * listener does once its 15 s initial fetch timeout passes without them.
+ */
+const ROUTE_ANSWER_TIMEOUT_MS = 15_000;
+
 /** What stands in for an AuthorizationPolicy the waypoint never read. */
 interface Refusal {
   namespace: string;
@@ -283,7 +290,14 @@ export class WaypointXdsConfig {
   readonly #self: WaypointSelf;
   readonly #targets: WaypointXdsTargets;
   /** Accepted RouteConfigurations by name, compiled for the target they had when they came. */
-  readonly #routes = new Map<string, { raw: unknown; target: RouteTarget; compiled: CompiledEnvoyRoutes }>();
+  /**
+   * Route name -> the routes in force for it. `pending` marks a stand-in with no route (404) for a
+   * Service port bound here whose RouteConfiguration was asked for and not yet answered.
+   */
+  readonly #routes = new Map<
+    string,
+    { raw: unknown; target: RouteTarget; compiled: CompiledEnvoyRoutes; pending?: true }
+  >();
   readonly #policies = new Map<string, WaypointPolicy>();
   /** Stand-ins for the AuthorizationPolicies rejected before any version was read, by xDS name. */
   readonly #refusals = new Map<string, Refusal>();
@@ -292,6 +306,8 @@ export class WaypointXdsConfig {
   /** Cluster DNS domains of bound Services already warned about ({@link #checkDomain}). */
   readonly #otherDomains = new Set<string>();
   #watchingRoutes = false;
+  /** The first state is in ({@link ready}): later bindings wait for their routes. */
+  #started = false;
   #generation = 0;
   #classTargeted = false;
 
@@ -304,10 +320,14 @@ export class WaypointXdsConfig {
     xds.watch(TypeUrl.waypointPolicy);
   }
 
-  /** Resolves once the first Address, policy and (for bound Services) route responses are in. */
+  /**
+   * Resolves once the first Address, policy and (for bound Services) route responses are in. From
+   * then on a Service port newly bound here is held to no route until its routes are answered.
+   */
   async ready(): Promise<void> {
     await Promise.all([this.#xds.ready(TypeUrl.address), this.#xds.ready(TypeUrl.waypointPolicy)]);
     if (this.#watchingRoutes) await this.#xds.ready(TypeUrl.routeConfiguration);
+    this.#started = true;
   }
 
   /** Counts every change put in force; a test or a demo waits for it to move. */
@@ -370,12 +390,11 @@ export class WaypointXdsConfig {
         // Never read: the port is served with no route (404, no route), as Envoy serves a route
         // configuration it has not loaded, not with the default route to the Service, which would
         // carry what the routes sent meant to answer or send elsewhere.
-        const target = routeTargetOf(r.name, this.#targets.store, this.#self);
-        if (target === undefined || this.#routes.has(r.name)) continue;
-        const raw = { name: r.name, virtualHosts: [] };
-        const compiled = compileEnvoyRouteConfiguration(raw, target.service.namespace);
-        this.#routes.set(r.name, { raw, target, compiled });
-        changed = true;
+        const existing = this.#routes.get(r.name);
+        if (existing !== undefined && existing.pending !== true) continue;
+        if (this.#standIn(r.name)) changed = true;
+        const held = this.#routes.get(r.name);
+        if (held !== undefined) delete held.pending;
       }
       if (changed) this.#applyRoutes();
     } else if (event.typeUrl === TypeUrl.waypointPolicy) {
@@ -433,7 +452,26 @@ export class WaypointXdsConfig {
     );
   }
 
-  /** Subscribes to the RouteConfigurations of the bound Service ports, and drops the rest. */
+  /**
+   * Puts a stand-in with no route (404) in force for the bound Service port `name` names; false when
+   * the name names none. The routes are applied by the caller.
+   */
+  #standIn(name: string): boolean {
+    const target = routeTargetOf(name, this.#targets.store, this.#self);
+    if (target === undefined) return false;
+    const raw = { name, virtualHosts: [] };
+    const compiled = compileEnvoyRouteConfiguration(raw, target.service.namespace);
+    this.#routes.set(name, { raw, target, compiled, pending: true });
+    return true;
+  }
+
+  /**
+   * Subscribes to the RouteConfigurations of the bound Service ports, and drops the rest. A port bound
+   * once the waypoint runs answers 404 (no route) until its RouteConfiguration is in, as Envoy does not
+   * serve a listener whose routes it has not loaded: the default route to the Service would carry what
+   * the routes meant to refuse or send elsewhere. The server's answer that there is none puts the
+   * default route in force; no answer keeps the 404.
+   */
   #followBoundServices(): void {
     const names = boundRouteNames(this.#targets.store.services().values(), this.#self);
     const before = new Set(this.#routeNames);
@@ -441,14 +479,39 @@ export class WaypointXdsConfig {
     this.#routeNames = names;
     const added = names.filter((n) => !before.has(n));
     const removed = [...before].filter((n) => !after.has(n));
+    let changed = false;
+    for (const name of removed) {
+      if (this.#routes.get(name)?.pending === true && this.#routes.delete(name)) changed = true;
+    }
     if (!this.#watchingRoutes) {
       if (names.length === 0) return;
       this.#watchingRoutes = true;
       this.#xds.watch(TypeUrl.routeConfiguration, { wildcard: false, names });
-      return;
+      // The first answer is waited for before the waypoint serves (`ready`).
+      if (!this.#started) return;
+    } else {
+      if (removed.length > 0) this.#xds.unsubscribe(TypeUrl.routeConfiguration, removed);
+      if (added.length > 0 && !this.#started) this.#xds.subscribe(TypeUrl.routeConfiguration, added);
     }
-    if (added.length > 0) this.#xds.subscribe(TypeUrl.routeConfiguration, added);
-    if (removed.length > 0) this.#xds.unsubscribe(TypeUrl.routeConfiguration, removed);
+    if (added.length > 0 && this.#started) {
+      for (const name of added) if (!this.#routes.has(name) && this.#standIn(name)) changed = true;
+      let answer: ReturnType<XdsClient["lookup"]>;
+      try {
+        answer = this.#xds.lookup(TypeUrl.routeConfiguration, added, { timeoutMs: ROUTE_ANSWER_TIMEOUT_MS });
+      } catch {
+        // A state-of-the-world stream has no answer for a missing name: the routes arrive, or the 404 stays.
+        this.#xds.subscribe(TypeUrl.routeConfiguration, added);
+        answer = Promise.resolve({ found: new Map(), missing: [], unanswered: added });
+      }
+      void answer.then(({ missing }) => {
+        let answered = false;
+        for (const name of missing) {
+          if (this.#routes.get(name)?.pending === true && this.#routes.delete(name)) answered = true;
+        }
+        if (answered) this.#applyRoutes();
+      });
+    }
+    if (changed) this.#applyRoutes();
   }
 
   #applyRoutes(): void {
