@@ -8,7 +8,9 @@ const text = (commands: string[][]) => commands.map((c) => c.join(" "));
 
 describe("inPodTcpCapture", () => {
   it("returns the proxy's own, loopback, the pod itself and excluded ports before redirecting", () => {
-    const rules = text(inPodTcpCapture("10.4.0.7", { excludePorts: ["9090", "15100:15199"] }));
+    const rules = text(inPodTcpCapture("10.4.0.7", { excludePorts: ["9090", "15100:15199"] })).filter(
+      (r) => !r.startsWith("ip6tables "),
+    );
     assert.ok(rules.every((r) => r.startsWith("iptables -w -t nat ")));
     const at = (rule: string) => {
       const i = rules.indexOf(`iptables -w -t nat ${rule}`);
@@ -40,6 +42,26 @@ describe("inPodTcpCapture", () => {
     // Redirects are the last rule of their chain.
     assert.equal(redirectIn, rules.length - 1);
     assert.equal(rules.filter((r) => r.includes("AMBIENT_OUTPUT")).at(-1), rules[redirectOut]);
+  });
+
+  it("refuses IPv6 TCP both ways, loopback, accepted connections and excluded ports aside", () => {
+    const rules = text(inPodTcpCapture("10.4.0.7", { excludePorts: ["9090"] })).filter((r) =>
+      r.startsWith("ip6tables "),
+    );
+    for (const [chain, lo] of [
+      ["INPUT", "-i"],
+      ["OUTPUT", "-o"],
+    ] as const) {
+      assert.deepEqual(
+        rules.filter((r) => r.startsWith(`ip6tables -w -A ${chain} `)),
+        [
+          `ip6tables -w -A ${chain} ${lo} lo -j ACCEPT`,
+          `ip6tables -w -A ${chain} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT`,
+          `ip6tables -w -A ${chain} -p tcp --dport 9090 -j ACCEPT`,
+          `ip6tables -w -A ${chain} -p tcp -j REJECT --reject-with tcp-reset`,
+        ],
+      );
+    }
   });
 
   it("sends to the listeners given", () => {

@@ -147,7 +147,9 @@ export interface InPodTcpCaptureOptions {
  * proxy's own), to the kubelet's probe address, leaving on `lo`, for the pod itself or for an
  * excluded port returns; the rest goes to the outbound listener (15001). nat `PREROUTING`: from `lo`,
  * from the kubelet's probe address (169.254.7.127), to the HBONE port (15008) or to an excluded port
- * returns; the rest goes to the plaintext inbound listener (15006). Istio redirects
+ * returns; the rest goes to the plaintext inbound listener (15006). IPv6 TCP, which the IPv4-only
+ * proxy cannot take, is refused both ways (filter `INPUT`/`OUTPUT`, loopback and excluded ports
+ * aside). Istio redirects
  * inbound with TPROXY in mangle, which keeps the destination address; with REDIRECT the proxy reads it
  * from conntrack, and serves it the same. Install {@link inPodDnsCapture} first, and
  * {@link inPodReplyRouting} for original source. Each entry is an argument list for
@@ -194,6 +196,19 @@ export function inPodTcpCapture(podIp: string, options: InPodTcpCaptureOptions =
     pre("-p", "tcp", "--dport", hbone, "-j", "RETURN"),
     ...excluded.map((ports) => pre("-p", "tcp", "--dport", ports, "-j", "RETURN")),
     pre("-p", "tcp", "-j", "REDIRECT", "--to-ports", inbound),
+    // The proxy listens on IPv4 only, so IPv6 TCP (a link-local address is enough) cannot be sent to
+    // it: it is refused both ways instead of passing around the proxy's policies (istio-cni's IPv6
+    // rules send it to the proxy, which would refuse it too). Loopback, replies of accepted
+    // connections and the excluded ports are left alone, as over IPv4.
+    ...(["INPUT", "OUTPUT"] as const).flatMap((chain) => {
+      const rule = (...r: string[]) => ["ip6tables", "-w", "-A", chain, ...r];
+      return [
+        rule(chain === "INPUT" ? "-i" : "-o", "lo", "-j", "ACCEPT"),
+        rule("-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"),
+        ...excluded.map((ports) => rule("-p", "tcp", "--dport", ports, "-j", "ACCEPT")),
+        rule("-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"),
+      ];
+    }),
   ];
 }
 
