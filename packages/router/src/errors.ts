@@ -20,6 +20,11 @@ export type RouterErrorCode =
   | "ERR_UPSTREAM_PROTOCOL"
   /** The backend did not answer within the `backendRequest` timeout. */
   | "ERR_UPSTREAM_TIMEOUT"
+  /**
+   * A request body was to go upstream again (a retry) after more of it had been sent than the retry
+   * buffer (`retryBufferBytes`) keeps: the attempt is not made rather than sent with a body cut short.
+   */
+  | "ERR_BODY_NOT_REPLAYABLE"
   /** The handler was closed. */
   | "ERR_CLOSED";
 

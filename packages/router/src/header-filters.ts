@@ -4,6 +4,14 @@ import type { HTTPHeaderFilter, HTTPPathModifier, HTTPRequestRedirectFilter } fr
 export type HeaderMap = Record<string, string | string[]>;
 
 /**
+ * An empty {@link HeaderMap} without a prototype, for fields named by the wire: `constructor` reads as
+ * absent until a request sends it, and `__proto__` is stored as a field like any other.
+ */
+export function createHeaderMap(): HeaderMap {
+  return Object.create(null) as HeaderMap;
+}
+
+/**
  * Applies a Gateway API header modifier: remove deletes, then set replaces and add appends
  * (comma-joined). Removing first, as Envoy applies `request_headers_to_remove` before the headers it
  * adds, means a filter that removes and also sets or adds one header name drops the value the request

@@ -1,8 +1,11 @@
 import type { Readable, Writable } from "node:stream";
+import { RouterError } from "./errors.js";
 
 /**
  * Streams a request body to the current upstream attempt while keeping a copy (up to `limit` bytes)
  * so a retry can replay it. Mirrors get the same chunks without ever slowing the main request.
+ * Between attempts (a retry's back-off) nothing reads the client, so a body cannot outgrow the copy
+ * while no attempt takes it.
  */
 export class RequestBody {
   private chunks: Buffer[] = [];
@@ -67,8 +70,18 @@ export class RequestBody {
     return this.ended;
   }
 
-  /** Sends the body (replaying what was already received) into `sink`. */
+  /**
+   * Sends the body (replaying what was already received) into `sink`. Throws `ERR_BODY_NOT_REPLAYABLE`,
+   * writing nothing, once bytes were consumed that the copy no longer holds: `sink` would get a body
+   * without its start, or none at all.
+   */
   pipeTo(sink: Writable): void {
+    if (!this.replayable) {
+      throw new RouterError(
+        "ERR_BODY_NOT_REPLAYABLE",
+        `request body cannot be sent again: ${this.bytes} bytes were read, more than the ${this.limit}-byte retry buffer`,
+      );
+    }
     this.target = sink;
     for (const c of this.chunks) sink.write(c);
     if (this.ended) sink.end();
@@ -87,8 +100,24 @@ export class RequestBody {
     this.taps.add(sink);
   }
 
-  /** Stops feeding the current target (it failed or was abandoned). */
+  /**
+   * Stops feeding the current target (it failed or was abandoned) and stops reading the client until
+   * the next {@link pipeTo}: read on while no attempt takes them, its bytes could outgrow the copy and
+   * leave nothing a retry could send.
+   */
   detach(): void {
     this.target = undefined;
+    if (this.started && !this.ended) this.source.pause();
+  }
+
+  /**
+   * No attempt will take the body any more: the rest is read and dropped (mirrors still get it), so the
+   * client is not left stalled and an HTTP/1.1 connection can carry its next request.
+   */
+  release(): void {
+    this.target = undefined;
+    this.replayable = false;
+    this.chunks = [];
+    if (this.started && !this.ended) this.source.resume();
   }
 }

@@ -138,6 +138,7 @@ describe("parseRequestHead", () => {
     assert.ok(r.ok);
     assert.equal(r.head.host, "svc");
     assert.deepEqual(r.head.headers, {
+      __proto__: null,
       "x-envoy": "not a prefix match",
       authorization: "Bearer t",
       "x-forwarded-for": "10.0.0.1",
@@ -161,7 +162,7 @@ describe("parseRequestHead", () => {
     );
     assert.ok(r.ok);
     assert.equal(r.head.host, "svc:80");
-    assert.deepEqual(r.head.headers, { "x-a": "1" });
+    assert.deepEqual(r.head.headers, { __proto__: null, "x-a": "1" });
   });
 
   it("keeps every line of a repeated field, joins cookie crumbs, and drops repeated proxy-owned lines", () => {
@@ -203,11 +204,31 @@ describe("parseRequestHead", () => {
     );
     assert.ok(r.ok);
     assert.deepEqual(r.head.headers, {
+      __proto__: null,
       authorization: ["Bearer a", "Bearer b"],
       "user-agent": ["one", "two"],
       "x-tag": ["a", "b", "c"],
       cookie: "a=1; b=2",
     });
+  });
+
+  it("keeps fields named like members of Object.prototype as ordinary fields", () => {
+    const r = parseRequestHead(
+      input("GET", "/", [
+        ["host", "svc"],
+        ["Constructor", "a"],
+        ["__proto__", "b"],
+        ["constructor", "c"],
+      ]),
+      { ...OPTIONS, peerIdentity: undefined },
+    );
+    assert.ok(r.ok);
+    assert.deepEqual(Object.keys(r.head.headers), ["constructor", "__proto__"]);
+    assert.deepEqual(r.head.headers.constructor, ["a", "c"]);
+    assert.equal(Object.getOwnPropertyDescriptor(r.head.headers, "__proto__")?.value, "b");
+    const without = parseRequestHead(input("GET", "/"), OPTIONS);
+    assert.ok(without.ok);
+    assert.equal(without.head.headers.constructor, undefined, "a field the request did not send is absent");
   });
 });
 

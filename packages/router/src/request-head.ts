@@ -3,7 +3,7 @@
  * {@link RequestHead} this returns, so none of them can see a different method, path or header set.
  */
 import { normalizePath, type PathNormalization } from "@ambient/policy";
-import type { HeaderMap } from "./header-filters.js";
+import { createHeaderMap, type HeaderMap } from "./header-filters.js";
 
 /** A request head as every later step sees it. */
 export interface RequestHead {
@@ -15,7 +15,10 @@ export interface RequestHead {
   query: string;
   /** `:authority` (HTTP/2) or `Host` (HTTP/1.1); `""` when absent. */
   host: string;
-  /** Lower-case names; pseudo, hop-by-hop and proxy-owned headers removed, `x-forwarded-client-cert` set. */
+  /**
+   * Lower-case names; pseudo, hop-by-hop and proxy-owned headers removed, `x-forwarded-client-cert` set.
+   * Without a prototype ({@link createHeaderMap}): every name a client can send is a field.
+   */
   headers: HeaderMap;
   /** Decoded header list size: name + value + 32 per field (RFC 9113 §6.5.2). */
   headerBytes: number;
@@ -140,7 +143,7 @@ export function parseRequestHead(input: RequestHeadInput, options: RequestHeadOp
   // `authorization`, `user-agent`, `referer` and other fields it deems single, and joins the rest with
   // ", ". A field sent on several lines keeps every line here (an array), so the backend gets each of
   // them, and route and policy matching see all of them joined with "," as Envoy's do.
-  const headers: HeaderMap = {};
+  const headers = createHeaderMap();
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const name = (raw[i] as string).toLowerCase();
     if (name.charCodeAt(0) === 58 /* ":" */ || HOP_BY_HOP.has(name)) continue;

@@ -6,6 +6,7 @@
 import http from "node:http";
 import { type Duplex, finished, Readable } from "node:stream";
 import { RouterError } from "./errors.js";
+import { createHeaderMap } from "./header-filters.js";
 import { fromNodeError } from "./node-error.js";
 import {
   type ConnectUpstream,
@@ -27,7 +28,7 @@ export interface UpgradeResponse extends UpstreamResponse {
 }
 
 function forwardable(raw: http.IncomingHttpHeaders): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {};
+  const out = createHeaderMap();
   for (const k in raw) {
     const v = raw[k];
     if (v !== undefined && isForwardedHeader(k)) out[k] = v;

@@ -3,6 +3,7 @@ import http2 from "node:http2";
 import type { Duplex, Readable } from "node:stream";
 import { ensureBufferWrites } from "./buffer-writes.js";
 import { RouterError } from "./errors.js";
+import { createHeaderMap } from "./header-filters.js";
 import { fromNodeError, H2_REFUSED_STREAM } from "./node-error.js";
 import type { RequestBody } from "./request-body.js";
 
@@ -191,6 +192,18 @@ function replayable(request: UpstreamRequest): boolean {
 }
 
 /**
+ * Streams `body` into an attempt's request. A body that can no longer be sent whole fails the attempt
+ * with `ERR_BODY_NOT_REPLAYABLE` (the request is destroyed with it) instead of going out cut short.
+ */
+function sendBody(body: RequestBody, request: http.ClientRequest | http2.ClientHttp2Stream): void {
+  try {
+    body.pipeTo(request);
+  } catch (err) {
+    request.destroy(err as Error);
+  }
+}
+
+/**
  * Whether a connection can carry another request. A stream whose readable side ended (a TCP FIN, an
  * HBONE tunnel the peer half-closed) can never deliver a response again, even if it still takes writes.
  */
@@ -302,7 +315,7 @@ export function isForwardedHeader(name: string): boolean {
 
 /** Copies response headers minus pseudo-headers and hop-by-hop ones. */
 function responseHeaders(raw: NodeJS.Dict<string | string[] | number>): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {};
+  const out = createHeaderMap();
   for (const k in raw) {
     const v = raw[k];
     if (v === undefined || !isForwardedHeader(k)) continue;
@@ -320,7 +333,7 @@ function trailerFields(raw: NodeJS.Dict<string | string[]>): Record<string, stri
   for (const k in raw) {
     const v = raw[k];
     if (v === undefined || !isForwardedHeader(k) || k === "content-length") continue;
-    out ??= {};
+    out ??= createHeaderMap();
     out[k] = v;
   }
   return out;
@@ -507,7 +520,7 @@ export class UpstreamPool {
       });
     });
     if (r.body === undefined) req.end();
-    else r.body.pipeTo(req);
+    else sendBody(r.body, req);
     return { request: req, response, localAddress: () => localAddress };
   }
 
@@ -603,13 +616,13 @@ export class UpstreamPool {
       }
       if (aborted)
         throw new UpstreamAttemptError("reset", new RouterError("ERR_UPSTREAM_RESET", "attempt aborted"));
-      const headers: http2.OutgoingHttpHeaders = {
-        ...r.headers,
+      // Without a prototype, as the request's own map: a `__proto__` field stays a field.
+      const headers: http2.OutgoingHttpHeaders = Object.assign(createHeaderMap(), r.headers, {
         ":method": r.method,
         ":path": r.path,
         ":authority": r.authority,
         ":scheme": "http",
-      };
+      });
       // An HTTP/1.1 attempt before this one may have set host; HTTP/2 carries it as :authority.
       if (headers.host !== undefined) delete headers.host;
       // A field the client sent on several lines goes as one line of comma-joined values (RFC 9110
@@ -695,7 +708,7 @@ export class UpstreamPool {
           });
         });
       });
-      if (r.body !== undefined) r.body.pipeTo(s);
+      if (r.body !== undefined) sendBody(r.body, s);
       return result;
     };
     return { response: attempt(false), abort, localAddress: () => localAddress };

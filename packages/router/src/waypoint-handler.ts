@@ -8,7 +8,13 @@ import type { AuthorizationDecision, AuthorizationEvaluator, AuthorizationReques
 import { ensureBufferWrites } from "./buffer-writes.js";
 import { ConnectionDeadline } from "./connection-deadline.js";
 import { RouterError } from "./errors.js";
-import { applyHeaderFilter, type HeaderMap, redirectLocation, rewritePath } from "./header-filters.js";
+import {
+  applyHeaderFilter,
+  createHeaderMap,
+  type HeaderMap,
+  redirectLocation,
+  rewritePath,
+} from "./header-filters.js";
 import {
   createEndpointPicker,
   createWeightedPicker,
@@ -40,6 +46,7 @@ import {
   type RouteTable,
   type RouteTarget,
 } from "./route-table.js";
+import { type RelayEnd, relayStreams } from "./stream-relay.js";
 import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
 import { continueTrace, requestId, type TraceContext } from "./trace-context.js";
 import { sendUpgrade, type UpgradeResponse } from "./upgrade.js";
@@ -544,45 +551,6 @@ class FinishedExchange implements FinishedRequest {
 }
 
 /**
- * Carries bytes both ways between a client stream and its upstream; when either side finishes, or no
- * byte moved either way for `idleMs` (0: no limit), both are destroyed and `onEnd` runs, once.
- */
-function joinStreams(client: Duplex, upstream: Duplex, idleMs: number, onEnd: () => void): void {
-  upstream.pipe(client);
-  client.pipe(upstream);
-  let ended = false;
-  let timer: NodeJS.Timeout | undefined;
-  const end = () => {
-    if (ended) return;
-    ended = true;
-    clearTimeout(timer);
-    upstream.destroy();
-    client.destroy();
-    onEnd();
-  };
-  finished(upstream, end);
-  finished(client, end);
-  if (idleMs <= 0) return;
-  // A time per chunk, one timer re-armed for what is left when it fires: nothing per chunk but a write.
-  let lastByteAt = performance.now();
-  const moved = () => {
-    lastByteAt = performance.now();
-  };
-  client.on("data", moved);
-  upstream.on("data", moved);
-  const check = () => {
-    const idle = performance.now() - lastByteAt;
-    if (idle >= idleMs) end();
-    else arm(idleMs - idle);
-  };
-  const arm = (ms: number) => {
-    timer = setTimeout(check, ms);
-    timer.unref();
-  };
-  arm(idleMs);
-}
-
-/**
  * `text` with `_` for each space, tab, form feed, vertical tab and line break, as Envoy writes a reason
  * into response code details and the access log (`StringUtil::replaceAllEmptySpace`).
  */
@@ -956,6 +924,14 @@ function declaredBodyLength(
 /** The details of an upstream that failed after its response head was sent on. */
 function lateReset(reason: ResetReason): string {
   return `upstream_reset_after_response_started{${underscored(reason)}}`;
+}
+
+/**
+ * The response flag of a relayed connection (TCP, WebSocket) one side of which failed: `DC` for the
+ * client's (a reset, or a close before both directions were done), `UC` for the upstream's.
+ */
+function relayFailureFlag(end: RelayEnd & { kind: "failed" }): "DC" | "UC" {
+  return end.side === "client" ? "DC" : "UC";
 }
 
 function headerBytes(headers: Record<string, unknown>): number {
@@ -1512,12 +1488,11 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
    * a DENY on `upgrade: websocket` or on the authority cannot miss.
    */
   function policyHeaders(x: Exchange, head: RequestHead): HeaderMap {
-    const headers: HeaderMap = {
-      ...head.headers,
+    const headers: HeaderMap = Object.assign(createHeaderMap(), head.headers, {
       ":method": head.method,
       ":path": `${head.path}${head.query}`,
       ":scheme": "http",
-    };
+    });
     if (head.host !== "") {
       headers[":authority"] = head.host;
       headers.host = head.host;
@@ -1771,7 +1746,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
         method,
         path,
         authority: `${authority.split(":")[0]}-shadow`,
-        headers: { ...headers },
+        headers: Object.assign(createHeaderMap(), headers),
         body: x.body === undefined ? undefined : mirrorBody.asBody(),
       });
       const timer = setTimeout(abort, 30_000);
@@ -2055,6 +2030,9 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       }
     };
 
+    // A retry sends the body again from its first byte: only while the retry buffer still holds it all.
+    const bodyReplayable = () => x.body === undefined || x.body.replayable;
+
     for (let attempt = 0; ; attempt++) {
       if (attempt > 0 && x.endpoint !== undefined) {
         tried ??= new Set();
@@ -2107,29 +2085,34 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
         done();
         x.body?.detach();
         if (clientGone) return;
-        if (expired) return localReply(x, ...timeoutReply);
+        if (expired) {
+          x.body?.release();
+          return localReply(x, ...timeoutReply);
+        }
         const failure: UpstreamFailure | "timeout" = tryTimedOut
           ? "timeout"
           : err instanceof UpstreamAttemptError
             ? err.failure
             : "reset";
-        const canRetry =
-          attempt < policy.attempts &&
-          retriableFailure(policy, failure) &&
-          (x.body === undefined || x.body.replayable);
+        const retriable = retriableFailure(policy, failure);
+        const canRetry = attempt < policy.attempts && retriable && bodyReplayable();
         logger.debug({ err, attempt, failure, retry: canRetry }, "upstream attempt failed");
         if (canRetry) {
           await backoff(policy, attempt);
           if (clientGone) return;
-          if (expired) return localReply(x, ...timeoutReply);
-          continue;
+          if (expired) {
+            x.body?.release();
+            return localReply(x, ...timeoutReply);
+          }
+          // Decided again on the body as the retry would send it; one that can no longer be sent whole
+          // ends the request with this attempt's failure, as Envoy gives up a retry it cannot make.
+          if (bodyReplayable()) continue;
+          logger.debug({ attempt }, "retry given up: the request body can no longer be replayed");
         }
         // Retries were on and this failure would have been retried, but none are left.
         const retryLimitExceeded =
-          policy.attempts > 0 &&
-          attempt >= policy.attempts &&
-          retriableFailure(policy, failure) &&
-          (x.body === undefined || x.body.replayable);
+          policy.attempts > 0 && attempt >= policy.attempts && retriable && bodyReplayable();
+        x.body?.release();
         if (failure === "timeout")
           return localReply(
             x,
@@ -2146,26 +2129,48 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
         const [text, details] = earlyReset(reset.reason, attempt > 0, reset.transportFailure);
         return localReply(x, reset.status, text, withRetryLimit(retryLimitExceeded, reset.flag), details);
       }
-      if (
-        attempt < policy.attempts &&
-        retriableResponse(policy, up) &&
-        (x.body === undefined || x.body.replayable)
-      ) {
+      const retriable = retriableResponse(policy, up);
+      // Set when this response was kept through a back-off and its retry given up: its request never
+      // got the rest of the body, so the attempt is ended once the response has been sent on.
+      let heldThroughBackoff = false;
+      if (attempt < policy.attempts && retriable && bodyReplayable()) {
         if (tryTimer !== undefined) clearTimeout(tryTimer);
-        up.body.resume();
-        up.abort();
-        done();
         x.body?.detach();
+        // Kept, unread, through the back-off: it is still the answer if the body cannot be sent again
+        // after it. An error meanwhile is seen by whoever reads it next (its `destroyed` below).
+        up.body.on("error", () => {});
         await backoff(policy, attempt);
-        if (clientGone) return;
-        if (expired) return localReply(x, ...timeoutReply);
-        continue;
+        if (clientGone || expired) {
+          up.abort();
+          done();
+          if (clientGone) return;
+          x.body?.release();
+          return localReply(x, ...timeoutReply);
+        }
+        if (bodyReplayable()) {
+          up.body.resume();
+          up.abort();
+          done();
+          continue;
+        }
+        logger.debug({ attempt }, "retry given up: the request body can no longer be replayed");
+        heldThroughBackoff = true;
+        x.body?.release();
+        if (up.body.destroyed) {
+          // The held response died during the back-off: nothing of it was sent on.
+          done();
+          const [text, details] = earlyReset("connection termination", attempt > 0);
+          return localReply(x, 503, text, "UC", details);
+        }
+      } else if (attempt >= policy.attempts && policy.attempts > 0 && retriable && bodyReplayable()) {
+        // Would have been retried but for the retry limit.
+        x.flags = "URX";
       }
-      if (attempt > 0 && retriableResponse(policy, up)) x.flags = "URX";
       const finish = () => {
         if (tryTimer !== undefined) clearTimeout(tryTimer);
         stopTimers();
         done();
+        if (heldThroughBackoff) up.abort();
       };
       if (up.switched !== undefined && x.upgrade !== undefined) {
         switchProtocols(x, up, up.switched, x.upgrade, rule, backend, finish);
@@ -2358,8 +2363,14 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     upstream.on("data", (c: Buffer) => {
       x.responseBytes += c.length;
     });
-    joinStreams(client, upstream, tcpIdleTimeout, () => {
+    relayStreams(client, upstream, tcpIdleTimeout, (end) => {
       done();
+      // A side that failed is reset, and logged as Envoy logs a connection that ended under a stream.
+      if (end.kind === "failed" && x.flags === "-") {
+        x.flags = relayFailureFlag(end);
+        x.details =
+          end.side === "client" ? DETAILS.downstreamDisconnect : lateReset("connection termination");
+      }
       record(x);
     });
   }
@@ -2443,8 +2454,9 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
           upstream.on("data", (chunk: Buffer) => {
             t.sent += chunk.length;
           });
-          joinStreams(stream, upstream, tcpIdleTimeout, () => {
+          relayStreams(stream, upstream, tcpIdleTimeout, (end) => {
             done();
+            if (end.kind === "failed" && t.flags === "-") t.flags = relayFailureFlag(end);
             tcpClosed(t);
           });
         },
@@ -2481,6 +2493,8 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
 
   function tcpClosed(t: TcpTunnel): void {
     if (tcpMetrics !== undefined && t.labels !== undefined) {
+      // A flag set as it ended (a reset) labels its last bytes and its close, as Istio reports them.
+      if (t.labels.response_flags !== t.flags) t.labels = tcpLabels(t);
       reportTcpBytes(t);
       tcpMetrics.close(t.labels);
       openTcp.delete(t);

@@ -126,6 +126,8 @@ async function startUpgradeBackend(): Promise<{
   server.on("upgrade", (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
     // HTTP server sockets allow half-open: end ours when the waypoint ends its side.
     socket.on("end", () => socket.end());
+    // A client that goes away mid-relay reaches this side as a reset.
+    socket.on("error", () => {});
     seen.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers });
     if (!(req.url ?? "").startsWith("/ws")) {
       // Refuses to switch, and keeps the connection open for more HTTP.

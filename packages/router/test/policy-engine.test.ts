@@ -5,6 +5,7 @@ import { after, before, describe, it } from "node:test";
 import { createAuthorizationEngine } from "@ambient/policy";
 import {
   type Backend,
+  type BackendHandler,
   rawExchange,
   request,
   startBackend,
@@ -174,5 +175,99 @@ spec:
       assert.equal(status(out), expected, `${lines[0]} ${lines[1]}: ${out.slice(0, 40)}`);
     }
     assert.equal(backend.requests.length, before + 1, "only the allowed request reached the backend");
+  });
+});
+
+describe("header fields named like members of a JavaScript object", () => {
+  let backend: Backend;
+  let fallback: Backend;
+  let wp: Waypoint;
+  const engine = createAuthorizationEngine({ rootNamespace: "istio-system", l7Attachment: "waypoint" });
+
+  before(async () => {
+    const { errors } = engine.applyYaml(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: allow-all, namespace: bookinfo }
+spec:
+  targetRefs: [{ kind: Gateway, group: gateway.networking.k8s.io, name: waypoint }]
+  action: ALLOW
+  rules: [{}]
+`);
+    assert.deepEqual(errors, []);
+    // Both answer the fields exactly as they arrived.
+    const rawFields: BackendHandler = (req, res, _body, b) => {
+      const body = JSON.stringify({ id: b.id, fields: req.rawHeaders });
+      res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+      res.end(body);
+    };
+    backend = await startBackend("by-header", rawFields);
+    fallback = await startBackend("fallback", rawFields);
+    wp = await startWaypoint(
+      { "bookinfo/by-header": [backend.endpoint], "bookinfo/fallback": [fallback.endpoint] },
+      {
+        routes: [
+          {
+            kind: "HTTPRoute",
+            metadata: { name: "reviews", namespace: "bookinfo" },
+            spec: {
+              parentRefs: [{ kind: "Gateway", name: "waypoint" }],
+              rules: [
+                {
+                  matches: [{ headers: [{ name: "constructor", value: "x" }] }],
+                  backendRefs: [{ name: "by-header", port: 80 }],
+                },
+                { backendRefs: [{ name: "fallback", port: 80 }] },
+              ],
+            },
+          },
+        ],
+        waypoint: { name: "waypoint", namespace: "bookinfo" },
+        policy: engine,
+      },
+      { peerIdentity: PRODUCTPAGE, destination: { address: "10.96.0.20", port: 80 } },
+    );
+  });
+  after(async () => {
+    await wp.close();
+    await stopServer(backend.server);
+    await stopServer(fallback.server);
+  });
+
+  /** Sends a GET with `fields`; the status and what the backend answered. */
+  async function send(fields: string[]): Promise<{ status: number; id?: string; fields?: string[] }> {
+    const lines = ["GET /reviews/1 HTTP/1.1", "host: reviews", "connection: close", ...fields];
+    const out = await rawExchange(wp.port, `${lines.join("\r\n")}\r\n\r\n`);
+    const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(out)?.[1] ?? 0);
+    const body = out.slice(out.indexOf("\r\n\r\n") + 4);
+    return status === 200
+      ? { status, ...(JSON.parse(body) as { id: string; fields: string[] }) }
+      : { status };
+  }
+
+  /** The values of `name` among raw fields, in order. */
+  const values = (fields: string[] | undefined, name: string) =>
+    (fields ?? []).flatMap((v, i) => (i % 2 === 1 && fields?.[i - 1]?.toLowerCase() === name ? [v] : []));
+
+  it("treats constructor and __proto__ as ordinary fields: allowed, routed on and forwarded as sent", async () => {
+    const r = await send(["constructor: x", "__proto__: y"]);
+    assert.equal(r.status, 200);
+    assert.equal(r.id, "by-header");
+    assert.deepEqual(values(r.fields, "constructor"), ["x"]);
+    assert.deepEqual(values(r.fields, "__proto__"), ["y"]);
+  });
+
+  it("keeps every line of a repeated constructor field", async () => {
+    const r = await send(["constructor: a", "constructor: b"]);
+    assert.equal(r.status, 200);
+    assert.equal(r.id, "fallback", "a,b is not x");
+    assert.deepEqual(values(r.fields, "constructor"), ["a", "b"]);
+  });
+
+  it("does not match a rule on a field the request does not have", async () => {
+    const r = await send(["x-other: 1"]);
+    assert.equal(r.status, 200);
+    assert.equal(r.id, "fallback");
+    assert.deepEqual(values(r.fields, "constructor"), []);
   });
 });
