@@ -4,7 +4,7 @@ import { spawn } from "node:child_process";
 import { accessSync, constants } from "node:fs";
 import { request } from "node:http";
 import { delimiter, join } from "node:path";
-import { CliError } from "./errors.js";
+import { CliError, checkedTimeoutMs } from "./errors.js";
 import { parseAdminAddress } from "./ztunnel-config.js";
 
 /** The control plane admin address of the local mesh (`pnpm demo --keep-running`); istiod's 15014. */
@@ -54,6 +54,12 @@ function getJson(
       );
     });
     req.on("timeout", () => req.destroy(new Error(`no answer in ${timeoutMs} ms`)));
+    // The socket's timeout is for silence; an answer that trickles in has the whole call's deadline.
+    const deadline = setTimeout(
+      () => req.destroy(new Error(`no whole answer in ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    req.on("close", () => clearTimeout(deadline));
     req.on("error", (cause) =>
       reject(
         new CliError(
@@ -73,6 +79,7 @@ export async function dashboardInfo(
   timeoutMs = 5000,
 ): Promise<DashboardInfo> {
   const { host, port } = parseAdminAddress(admin);
+  checkedTimeoutMs(timeoutMs, "dashboardInfo");
   const hostText = host.includes(":") ? `[${host}]` : host;
   const what = `the control plane admin at ${admin}`;
   const data = await getJson(host, port, "/dashboard/data", timeoutMs, what);

@@ -45,3 +45,25 @@ export class CliError extends Error {
 }
 
 brandErrorClass(CliError, "@ambient/cli.error");
+
+/** The longest timer Node keeps: a longer one fires at once. */
+const MAX_TIMER_MS = 2_147_483_647;
+
+/**
+ * `timeoutMs` when it is a whole number of ms a timer can hold (1 to 2^31-1).
+ * @throws CliError `ERR_CLI_USAGE` otherwise (0, NaN or a negative value would mean no deadline).
+ */
+export function checkedTimeoutMs(timeoutMs: unknown, where: string): number {
+  if (
+    typeof timeoutMs === "number" &&
+    Number.isInteger(timeoutMs) &&
+    timeoutMs > 0 &&
+    timeoutMs <= MAX_TIMER_MS
+  ) {
+    return timeoutMs;
+  }
+  throw new CliError(
+    "ERR_CLI_USAGE",
+    `${where}: timeoutMs must be a whole number of ms from 1 to ${MAX_TIMER_MS}, not ${String(timeoutMs)}`,
+  );
+}

@@ -4,7 +4,7 @@ import { createServer } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { parse } from "yaml";
 import { run, serveDump } from "./test-helpers.js";
-import { parseAdminAddress, sectionTable } from "./ztunnel-config.js";
+import { fetchConfigDump, parseAdminAddress, sectionTable } from "./ztunnel-config.js";
 
 // Dumps recorded from the two ztunnels of the local demo mesh (pnpm demo --keep-running) while sleep-0
 // held a connection to echo open: node-a saw it outbound, node-b inbound.
@@ -220,6 +220,40 @@ describe("ambient ztunnel-config", () => {
       "host:1",
     ]) {
       assert.throws(() => parseAdminAddress(bad), { code: "ERR_CLI_USAGE" }, bad);
+    }
+  });
+});
+
+describe("fetchConfigDump's deadline", () => {
+  it("refuses a timeout that would mean none, or one no timer can hold", () => {
+    for (const timeoutMs of [0, -1, Number.NaN, 2 ** 31, 1.5]) {
+      assert.throws(() => fetchConfigDump("127.0.0.1:1", timeoutMs), { code: "ERR_CLI_USAGE" });
+    }
+  });
+
+  it("gives up on an answer that trickles in past the deadline", { timeout: 20_000 }, async () => {
+    // A byte every 100 ms keeps the socket busy (its timeout is for silence) for about 4 s.
+    const server = createServer((socket) => {
+      socket.on("error", () => {});
+      socket.write("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 42\r\n\r\n");
+      let sent = 0;
+      const body = `{"node":{"name":"n"},"workloads":[${" ".repeat(20)}]}`.slice(0, 42);
+      const timer = setInterval(() => {
+        if (socket.destroyed || sent >= body.length) {
+          clearInterval(timer);
+          socket.end();
+          return;
+        }
+        socket.write(body[sent++] as string);
+      }, 100);
+      socket.on("close", () => clearInterval(timer));
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const { port } = server.address() as { port: number };
+      await assert.rejects(fetchConfigDump(`127.0.0.1:${port}`, 500), { code: "ERR_ADMIN_UNREACHABLE" });
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
     }
   });
 });

@@ -2,7 +2,7 @@
 // ztunnel-config` shows them. Only what the dump holds is shown; nothing is inferred.
 import { request } from "node:http";
 import { isIP } from "node:net";
-import { CliError } from "./errors.js";
+import { CliError, checkedTimeoutMs } from "./errors.js";
 import type { Table } from "./output.js";
 
 /** The sections `ztunnel-config` can show, each a key of `/config_dump`. */
@@ -74,6 +74,7 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 /** GETs `http://<admin>/config_dump` and parses it. */
 export function fetchConfigDump(admin: string, timeoutMs = 5000): Promise<FetchedConfigDump> {
   const { host, port } = parseAdminAddress(admin);
+  checkedTimeoutMs(timeoutMs, "fetchConfigDump");
   const what = `the ztunnel admin at ${admin}`;
   return new Promise((resolve, reject) => {
     const req = request({ host, port, path: "/config_dump", method: "GET", timeout: timeoutMs }, (res) => {
@@ -121,6 +122,12 @@ export function fetchConfigDump(admin: string, timeoutMs = 5000): Promise<Fetche
     req.on("timeout", () => {
       req.destroy(new Error(`no answer within ${timeoutMs} ms`));
     });
+    // The socket's timeout is for silence; an answer that trickles in has the whole call's deadline.
+    const deadline = setTimeout(
+      () => req.destroy(new Error(`no whole answer within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    req.on("close", () => clearTimeout(deadline));
     req.on("error", (cause) => {
       const reason = (cause as NodeJS.ErrnoException).code ?? cause.message;
       reject(
