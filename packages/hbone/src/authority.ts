@@ -59,8 +59,17 @@ export function parseAuthority(text: string): TunnelAuthority {
   return { kind: "hostname", host: lower, port, family: 0 };
 }
 
-/** Formats `host` and `port` as a CONNECT authority, bracketing IPv6 addresses. */
+/**
+ * Formats `host` and `port` as a CONNECT authority, bracketing IPv6 addresses. Throws
+ * `ERR_HBONE_INVALID_ARGUMENT` when `host` is not a string or `port` not an integer.
+ */
 export function formatAuthority(host: string, port: number): string {
+  if (typeof host !== "string" || typeof port !== "number" || !Number.isInteger(port)) {
+    throw new HboneError(
+      "ERR_HBONE_INVALID_ARGUMENT",
+      "formatAuthority: host must be a string and port an integer",
+    );
+  }
   const text = isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
   parseAuthority(text);
   return text;

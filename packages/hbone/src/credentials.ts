@@ -260,6 +260,16 @@ export function credentialsFromSvid(
   bundle: TrustBundle,
   trustDomain?: string,
 ): HboneCredentials {
+  if (
+    typeof svid?.privateKeyPem !== "string" ||
+    typeof svid.certChainPem !== "string" ||
+    typeof (bundle as Partial<TrustBundle> | undefined)?.rootsPem !== "function"
+  ) {
+    throw new HboneError(
+      "ERR_HBONE_INVALID_ARGUMENT",
+      "credentialsFromSvid: expected an X509Svid (privateKeyPem, certChainPem) and a TrustBundle",
+    );
+  }
   const roots = bundle.rootsPem(trustDomain);
   if (roots.length === 0) {
     throw new HboneError("ERR_HBONE_INVALID_ARGUMENT", "credentialsFromSvid: the trust bundle has no roots");

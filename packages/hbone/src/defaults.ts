@@ -74,3 +74,51 @@ export function maxWindowOption(name: string, value: number | undefined, window:
   }
   return value;
 }
+
+/** Longest delay Node's timers hold (2^31 - 1 ms); a longer one fires after 1 ms. */
+export const MAX_TIMER_MS = 0x7fffffff;
+
+/** A duration option in ms: a number from `min` to {@link MAX_TIMER_MS}; `fallback` when absent. */
+export function durationOption(name: string, value: unknown, fallback: number, min = 0): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isFinite(value) || value < min || value > MAX_TIMER_MS) {
+    throw new HboneError(
+      "ERR_HBONE_INVALID_ARGUMENT",
+      `${name} must be a number of milliseconds from ${min} to ${MAX_TIMER_MS}, got ${String(value)}`,
+    );
+  }
+  return value;
+}
+
+/** An integer option from `min` to `max`; `fallback` when absent. */
+export function integerOption(
+  name: string,
+  value: unknown,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+    throw new HboneError(
+      "ERR_HBONE_INVALID_ARGUMENT",
+      `${name} must be an integer from ${min} to ${max}, got ${String(value)}`,
+    );
+  }
+  return value;
+}
+
+/** Largest SETTINGS_MAX_CONCURRENT_STREAMS and SETTINGS_MAX_HEADER_LIST_SIZE (32-bit values). */
+export const MAX_SETTING = 0xffffffff;
+
+/** A non-negative number option (no upper bound); `fallback` when absent. */
+export function nonNegativeOption(name: string, value: unknown, fallback: number, min = 0): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isFinite(value) || value < min) {
+    throw new HboneError(
+      "ERR_HBONE_INVALID_ARGUMENT",
+      `${name} must be a number >= ${min}, got ${String(value)}`,
+    );
+  }
+  return value;
+}

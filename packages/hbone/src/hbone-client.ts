@@ -19,13 +19,21 @@ import {
   ownIdentity,
   trustKey,
 } from "./credentials.js";
-import { HBONE_DEFAULTS, maxFrameOption, maxWindowOption } from "./defaults.js";
+import {
+  durationOption,
+  HBONE_DEFAULTS,
+  integerOption,
+  MAX_SETTING,
+  maxFrameOption,
+  maxWindowOption,
+  nonNegativeOption,
+} from "./defaults.js";
 import { HboneError } from "./errors.js";
 import { type H2Headers, type H2Stream, Http2Connection, outgoingFields } from "./h2/connection.js";
-import { H2_ERROR } from "./h2/frames.js";
+import { H2_ERROR, MAX_WINDOW } from "./h2/frames.js";
 import { createTraceparent, formatTraceparent, HBONE_HEADER_NAMES } from "./headers.js";
 import { startKeepalive } from "./keepalive.js";
-import { resetError, toHboneError } from "./node-error.js";
+import { abortError, credentialsError, resetError, toHboneError } from "./node-error.js";
 import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
 import { TunnelStream } from "./tunnel-stream.js";
 
@@ -56,7 +64,10 @@ export interface HboneClientOptions extends HboneCredentials, HboneTlsOptions {
   responseTimeoutMs?: number;
   /** PING interval; 0 disables. Default 10 s; ztunnel h2 keepalive interval. */
   keepaliveIntervalMs?: number;
-  /** Drop a connection whose PING is unanswered this long. Default 20 s; ztunnel h2 keepalive timeout. */
+  /**
+   * Drop a connection whose PING is unanswered this long; 0 keeps sending PINGs but never drops a
+   * connection for an unanswered one. Default 20 s; ztunnel h2 keepalive timeout.
+   */
   keepaliveTimeoutMs?: number;
   /**
    * Accepted for compatibility and ignored: buffering is bounded by the flow-control windows.
@@ -90,6 +101,7 @@ export interface HboneConnectOptions {
   sourceAddress?: string;
   /** Client certificate for this tunnel (source identity); default the client's own. */
   credentials?: HboneCredentials;
+  /** Aborting rejects the connect with `ERR_HBONE_ABORTED` (the signal's reason as `cause`). */
   signal?: AbortSignal;
 }
 
@@ -129,7 +141,8 @@ export interface HboneClient {
    * GOAWAY on every connection; resolves when open tunnels finished. New connects fail. Tunnels still
    * open after `timeoutMs` (default 30 s, as `HboneServer.close`) are destroyed with their
    * connections.
-   * @throws HboneError `ERR_HBONE_INVALID_ARGUMENT` for a `timeoutMs` that is not a number >= 0.
+   * @throws HboneError `ERR_HBONE_INVALID_ARGUMENT` for a `timeoutMs` that is not a number from 0 to
+   * 2^31 - 1.
    */
   close(options?: { timeoutMs?: number }): Promise<void>;
   /** Destroys every connection and tunnel at once. */
@@ -141,12 +154,20 @@ export function createHboneClient(options: HboneClientOptions): HboneClient {
   return new HboneClientImpl(options);
 }
 
-function num(name: string, value: number | undefined, fallback: number, min = 0): number {
-  if (value === undefined) return fallback;
-  if (!Number.isFinite(value) || value < min) {
-    throw new HboneError("ERR_HBONE_INVALID_ARGUMENT", `${name} must be a number >= ${min}, got ${value}`);
+function signalOption(value: unknown, where: string): AbortSignal | undefined {
+  if (value === undefined || value instanceof AbortSignal) return value;
+  throw new HboneError("ERR_HBONE_INVALID_ARGUMENT", `${where}: signal must be an AbortSignal`);
+}
+
+function headersOption(value: unknown, where: string): HboneRequestHeaders | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new HboneError(
+      "ERR_HBONE_INVALID_ARGUMENT",
+      `${where}: headers must be an object of header names to string values`,
+    );
   }
-  return value;
+  return value as HboneRequestHeaders;
 }
 
 function urlHost(a: TunnelAuthority): string {
@@ -180,13 +201,22 @@ class HboneClientImpl implements HboneClient {
   constructor(options: HboneClientOptions) {
     this.#credentials = checkCredentials(options, "createHboneClient");
     this.#tls = { allowTls12: options.allowTls12 === true };
+    checkTls(this.#credentials, this.#tls, "createHboneClient");
     this.#connectSocket = options.connectSocket;
     const d = HBONE_DEFAULTS;
-    const streamWindow = num("streamWindowBytes", options.streamWindowBytes, d.streamWindowBytes);
-    const connectionWindow = num(
+    const streamWindow = integerOption(
+      "streamWindowBytes",
+      options.streamWindowBytes,
+      d.streamWindowBytes,
+      0,
+      MAX_WINDOW,
+    );
+    const connectionWindow = integerOption(
       "connectionWindowBytes",
       options.connectionWindowBytes,
       d.connectionWindowBytes,
+      0,
+      MAX_WINDOW,
     );
     this.#limits = {
       streamWindow,
@@ -198,24 +228,44 @@ class HboneClientImpl implements HboneClient {
         connectionWindow,
       ),
       maxFrame: maxFrameOption(options.maxFrameBytes),
-      maxHeaderList: num("maxHeaderListBytes", options.maxHeaderListBytes, d.clientMaxHeaderListBytes),
-      maxStreams: num(
+      maxHeaderList: integerOption(
+        "maxHeaderListBytes",
+        options.maxHeaderListBytes,
+        d.clientMaxHeaderListBytes,
+        0,
+        MAX_SETTING,
+      ),
+      maxStreams: integerOption(
         "maxStreamsPerConnection",
         options.maxStreamsPerConnection,
         d.maxStreamsPerConnection,
         1,
+        MAX_SETTING,
       ),
-      connectTimeoutMs: num("connectTimeoutMs", options.connectTimeoutMs, d.connectTimeoutMs, 1),
-      responseTimeoutMs: num("responseTimeoutMs", options.responseTimeoutMs, d.responseTimeoutMs, 1),
-      keepaliveIntervalMs: num("keepaliveIntervalMs", options.keepaliveIntervalMs, d.keepaliveIntervalMs),
-      keepaliveTimeoutMs: num("keepaliveTimeoutMs", options.keepaliveTimeoutMs, d.keepaliveTimeoutMs),
+      connectTimeoutMs: durationOption("connectTimeoutMs", options.connectTimeoutMs, d.connectTimeoutMs, 1),
+      responseTimeoutMs: durationOption(
+        "responseTimeoutMs",
+        options.responseTimeoutMs,
+        d.responseTimeoutMs,
+        1,
+      ),
+      keepaliveIntervalMs: durationOption(
+        "keepaliveIntervalMs",
+        options.keepaliveIntervalMs,
+        d.keepaliveIntervalMs,
+      ),
+      keepaliveTimeoutMs: durationOption(
+        "keepaliveTimeoutMs",
+        options.keepaliveTimeoutMs,
+        d.keepaliveTimeoutMs,
+      ),
     };
-    num("maxSessionMemoryMib", options.maxSessionMemoryMib, d.maxSessionMemoryMib, 1);
+    nonNegativeOption("maxSessionMemoryMib", options.maxSessionMemoryMib, d.maxSessionMemoryMib, 1);
     this.#logger = options.logger ?? noopLogger;
     const metrics = options.metrics ?? noopMetrics;
     this.#pool = new ConnectionPool({
       maxStreamsPerConnection: this.#limits.maxStreams,
-      idleTimeoutMs: num("poolIdleTimeoutMs", options.poolIdleTimeoutMs, d.poolIdleTimeoutMs),
+      idleTimeoutMs: durationOption("poolIdleTimeoutMs", options.poolIdleTimeoutMs, d.poolIdleTimeoutMs),
       // A stream the peer does not allow yet is part of the wait for the CONNECT response.
       streamWaitTimeoutMs: this.#limits.responseTimeoutMs,
       connectionsGauge: metrics.gauge("hbone_client_connections", "Open pooled outbound HBONE connections"),
@@ -242,10 +292,10 @@ class HboneClientImpl implements HboneClient {
     const credentials =
       options.credentials === undefined
         ? this.#credentials
-        : checkCredentials(options.credentials, "connect");
-    const headers = this.#requestHeaders(options.authority, options.headers);
-    const signal = options.signal;
-    signal?.throwIfAborted();
+        : checkTls(checkCredentials(options.credentials, "connect"), this.#tls, "connect");
+    const headers = this.#requestHeaders(options.authority, headersOption(options.headers, "connect"));
+    const signal = signalOption(options.signal, "connect");
+    if (signal?.aborted) throw abortError(signal.reason, `connect ${options.address}`);
     const key = poolKeyString({
       sourceIdentity: ownIdentity(credentials).toString(),
       destinationIdentities: expected,
@@ -263,6 +313,7 @@ class HboneClientImpl implements HboneClient {
         signal,
       );
     } catch (err) {
+      if (signal?.aborted && err === signal.reason) throw abortError(err, `connect ${options.address}`);
       throw toHboneError(err, `connect ${options.address}`);
     }
     try {
@@ -296,8 +347,11 @@ class HboneClientImpl implements HboneClient {
     const credentials =
       options.credentials === undefined
         ? this.#credentials
-        : checkCredentials(options.credentials, "connectDouble");
-    const innerHeaders: Record<string, string> = { ...(options.headers ?? {}) };
+        : checkTls(checkCredentials(options.credentials, "connectDouble"), this.#tls, "connectDouble");
+    signalOption(options.signal, "connectDouble");
+    const innerHeaders: Record<string, string> = {
+      ...(headersOption(options.headers, "connectDouble") ?? {}),
+    };
     if (options.forwardedNetwork !== undefined) {
       innerHeaders[HBONE_HEADER_NAMES.forwardedNetwork] = options.forwardedNetwork;
     }
@@ -342,14 +396,11 @@ class HboneClientImpl implements HboneClient {
     }
   }
 
-  async close(options: { timeoutMs?: number } = {}): Promise<void> {
-    const timeoutMs = options.timeoutMs ?? 30_000;
-    if (!(Number.isFinite(timeoutMs) && timeoutMs >= 0)) {
-      throw new HboneError(
-        "ERR_HBONE_INVALID_ARGUMENT",
-        `close timeoutMs must be a number >= 0, got ${timeoutMs}`,
-      );
+  async close(options?: { timeoutMs?: number }): Promise<void> {
+    if (options !== undefined && (typeof options !== "object" || options === null)) {
+      throw new HboneError("ERR_HBONE_INVALID_ARGUMENT", "close: options must be an object");
     }
+    const timeoutMs = durationOption("close timeoutMs", options?.timeoutMs, 30_000);
     this.#closed = true;
     for (const s of this.#inner) s.close();
     let timer: NodeJS.Timeout | undefined;
@@ -604,6 +655,16 @@ class HboneClientImpl implements HboneClient {
       };
     });
   }
+}
+
+/** Builds (and caches) the TLS context of `credentials`, so OpenSSL refuses a bad key here. */
+function checkTls(credentials: HboneCredentials, tls: HboneTlsOptions, where: string): HboneCredentials {
+  try {
+    clientTlsOptions(credentials, tls, []);
+  } catch (err) {
+    throw credentialsError(err, where);
+  }
+  return credentials;
 }
 
 /** Resolves once the peer's first SETTINGS frame has been applied to `session`. */

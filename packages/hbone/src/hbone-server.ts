@@ -9,13 +9,21 @@ import {
   ownIdentity,
   serverTlsOptions,
 } from "./credentials.js";
-import { HBONE_DEFAULTS, maxFrameOption, maxWindowOption } from "./defaults.js";
+import {
+  durationOption,
+  HBONE_DEFAULTS,
+  integerOption,
+  MAX_SETTING,
+  maxFrameOption,
+  maxWindowOption,
+  nonNegativeOption,
+} from "./defaults.js";
 import { HboneError } from "./errors.js";
 import { type H2Headers, type H2Stream, Http2Connection } from "./h2/connection.js";
-import { H2_ERROR } from "./h2/frames.js";
+import { H2_ERROR, MAX_WINDOW } from "./h2/frames.js";
 import { HBONE_STATUS, InboundTunnel } from "./inbound-tunnel.js";
 import { startKeepalive } from "./keepalive.js";
-import { toHboneError } from "./node-error.js";
+import { credentialsError, toHboneError } from "./node-error.js";
 import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
 
 /** Options of {@link createHboneServer}. */
@@ -54,7 +62,10 @@ export interface HboneServerOptions extends HboneCredentials, HboneTlsOptions {
   maxSessionMemoryMib?: number;
   /** PING interval; 0 disables. Default 10 s; ztunnel h2 keepalive interval. */
   keepaliveIntervalMs?: number;
-  /** Drop a connection whose PING is unanswered this long. Default 20 s; ztunnel h2 keepalive timeout. */
+  /**
+   * Drop a connection whose PING is unanswered this long; 0 keeps sending PINGs but never drops a
+   * connection for an unanswered one. Default 20 s; ztunnel h2 keepalive timeout.
+   */
   keepaliveTimeoutMs?: number;
   /** TLS handshake timeout. Default 10 s. */
   handshakeTimeoutMs?: number;
@@ -64,9 +75,9 @@ export interface HboneServerOptions extends HboneCredentials, HboneTlsOptions {
 
 /** Where {@link HboneServer.listen} binds. */
 export interface HboneListenOptions {
-  /** Default 15008 (ztunnel's HBONE port); pass 0 for an ephemeral port. */
+  /** An integer from 0 to 65535. Default 15008 (ztunnel's HBONE port); pass 0 for an ephemeral port. */
   port?: number;
-  /** Default `"0.0.0.0"`. */
+  /** A non-empty string. Default `"0.0.0.0"`. */
   host?: string;
 }
 
@@ -78,7 +89,10 @@ export interface HboneServerStats {
 
 /** An HBONE listener: mTLS, HTTP/2, one {@link InboundTunnel} per CONNECT stream. */
 export interface HboneServer {
-  /** Starts listening; resolves with the bound address. */
+  /**
+   * Starts listening; resolves with the bound address. Rejects with `ERR_HBONE_INVALID_ARGUMENT` for a
+   * bad port or host, or when the server is already listening.
+   */
   listen(options?: HboneListenOptions): Promise<AddressInfo>;
   /** Bound address, or `null` before `listen`. */
   address(): AddressInfo | null;
@@ -88,16 +102,30 @@ export interface HboneServer {
   /**
    * Stops listening, sends GOAWAY on every connection and waits for open tunnels to finish;
    * connections still open after `timeoutMs` (default 30 s) are destroyed.
+   * @throws HboneError `ERR_HBONE_INVALID_ARGUMENT` for a `timeoutMs` that is not a number from 0 to
+   * 2^31 - 1.
    */
   close(options?: { timeoutMs?: number }): Promise<void>;
   /** The underlying Node TLS server, for advanced use (for example `secureConnection` hooks). */
   readonly nodeServer: TlsServer;
 }
 
-function positive(name: string, value: number | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (!Number.isFinite(value) || value < 0) {
-    throw new HboneError("ERR_HBONE_INVALID_ARGUMENT", `${name} must be a non-negative number, got ${value}`);
+/** The `options` argument of `listen` and `close`: absent or an object. */
+function optionsObject<T extends object>(value: T | undefined, where: string): Partial<T> {
+  if (value === undefined) return {};
+  if (typeof value !== "object" || value === null) {
+    throw new HboneError("ERR_HBONE_INVALID_ARGUMENT", `${where}: options must be an object`);
+  }
+  return value;
+}
+
+function trustDomainsOption(value: unknown): readonly string[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value) || !value.every((d) => typeof d === "string" && d.length > 0)) {
+    throw new HboneError(
+      "ERR_HBONE_INVALID_ARGUMENT",
+      "allowedTrustDomains must be an array of non-empty trust domain strings",
+    );
   }
   return value;
 }
@@ -143,19 +171,31 @@ class HboneServerImpl implements HboneServer {
     this.#options = options;
     this.#logger = options.logger ?? noopLogger;
     this.#tls = { allowTls12: options.allowTls12 === true };
-    this.#trustDomains = new Set(options.allowedTrustDomains ?? [ownIdentity(credentials).trustDomain]);
+    this.#trustDomains = new Set(
+      trustDomainsOption(options.allowedTrustDomains) ?? [ownIdentity(credentials).trustDomain],
+    );
     const d = HBONE_DEFAULTS;
-    this.#streamWindow = positive("streamWindowBytes", options.streamWindowBytes, d.streamWindowBytes);
+    this.#streamWindow = integerOption(
+      "streamWindowBytes",
+      options.streamWindowBytes,
+      d.streamWindowBytes,
+      0,
+      MAX_WINDOW,
+    );
     this.#maxFrameBytes = maxFrameOption(options.maxFrameBytes);
-    this.#maxConcurrentStreams = positive(
+    this.#maxConcurrentStreams = integerOption(
       "maxConcurrentStreams",
       options.maxConcurrentStreams,
       d.serverMaxConcurrentStreams,
+      1,
+      MAX_SETTING,
     );
-    this.#connectionWindow = positive(
+    this.#connectionWindow = integerOption(
       "connectionWindowBytes",
       options.connectionWindowBytes,
       d.connectionWindowBytes,
+      0,
+      MAX_WINDOW,
     );
     this.#maxStreamWindow = maxWindowOption(
       "maxStreamWindowBytes",
@@ -167,20 +207,22 @@ class HboneServerImpl implements HboneServer {
       options.maxConnectionWindowBytes,
       this.#connectionWindow,
     );
-    this.#keepaliveIntervalMs = positive(
+    this.#keepaliveIntervalMs = durationOption(
       "keepaliveIntervalMs",
       options.keepaliveIntervalMs,
       d.keepaliveIntervalMs,
     );
-    this.#keepaliveTimeoutMs = positive(
+    this.#keepaliveTimeoutMs = durationOption(
       "keepaliveTimeoutMs",
       options.keepaliveTimeoutMs,
       d.keepaliveTimeoutMs,
     );
-    this.#maxHeaderListBytes = positive(
+    this.#maxHeaderListBytes = integerOption(
       "maxHeaderListBytes",
       options.maxHeaderListBytes,
       d.serverMaxHeaderListBytes,
+      0,
+      MAX_SETTING,
     );
     const metrics = options.metrics ?? noopMetrics;
     this.#metrics = {
@@ -194,11 +236,17 @@ class HboneServerImpl implements HboneServer {
         "Failed inbound TLS handshakes",
       ),
     };
-    positive("maxSessionMemoryMib", options.maxSessionMemoryMib, d.maxSessionMemoryMib);
-    this.nodeServer = createTlsServer({
-      ...serverTlsOptions(credentials, this.#tls),
-      handshakeTimeout: positive("handshakeTimeoutMs", options.handshakeTimeoutMs, d.connectTimeoutMs),
-    });
+    nonNegativeOption("maxSessionMemoryMib", options.maxSessionMemoryMib, d.maxSessionMemoryMib);
+    const handshakeTimeout = durationOption(
+      "handshakeTimeoutMs",
+      options.handshakeTimeoutMs,
+      d.connectTimeoutMs,
+    );
+    try {
+      this.nodeServer = createTlsServer({ ...serverTlsOptions(credentials, this.#tls), handshakeTimeout });
+    } catch (err) {
+      throw credentialsError(err, "createHboneServer");
+    }
     this.nodeServer.on("secureConnection", (socket: TLSSocket) => this.#onSecureConnection(socket));
     this.nodeServer.on("connection", (socket: Socket) => {
       this.#sockets.add(socket);
@@ -213,9 +261,22 @@ class HboneServerImpl implements HboneServer {
     });
   }
 
-  listen(options: HboneListenOptions = {}): Promise<AddressInfo> {
-    const port = options.port ?? HBONE_DEFAULTS.port;
-    const host = options.host ?? "0.0.0.0";
+  listen(options?: HboneListenOptions): Promise<AddressInfo> {
+    let port: number;
+    let host: string;
+    try {
+      const o = optionsObject(options, "listen");
+      port = integerOption("listen: port", o.port, HBONE_DEFAULTS.port, 0, 65535);
+      host = o.host ?? "0.0.0.0";
+      if (typeof host !== "string" || host.length === 0) {
+        throw new HboneError("ERR_HBONE_INVALID_ARGUMENT", `listen: host must be a non-empty string`);
+      }
+      if (this.nodeServer.listening) {
+        throw new HboneError("ERR_HBONE_INVALID_ARGUMENT", "listen: the server is already listening");
+      }
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return new Promise((resolve, reject) => {
       const onError = (err: Error) => reject(toHboneError(err, `listen ${host}:${port}`));
       this.nodeServer.once("error", onError);
@@ -238,11 +299,15 @@ class HboneServerImpl implements HboneServer {
 
   setCredentials(credentials: HboneCredentials): void {
     checkCredentials(credentials, "setCredentials");
-    this.nodeServer.setSecureContext(serverTlsOptions(credentials, this.#tls));
+    try {
+      this.nodeServer.setSecureContext(serverTlsOptions(credentials, this.#tls));
+    } catch (err) {
+      throw credentialsError(err, "setCredentials");
+    }
   }
 
-  async close(options: { timeoutMs?: number } = {}): Promise<void> {
-    const timeoutMs = options.timeoutMs ?? 30_000;
+  async close(options?: { timeoutMs?: number }): Promise<void> {
+    const timeoutMs = durationOption("close timeoutMs", optionsObject(options, "close").timeoutMs, 30_000);
     const closed = new Promise<void>((resolve) => {
       if (!this.nodeServer.listening) resolve();
       else this.nodeServer.close(() => resolve());

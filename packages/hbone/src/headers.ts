@@ -17,6 +17,20 @@ function bad(header: string, why: string): HboneError {
   return new HboneError("ERR_HBONE_INVALID_HEADER", `invalid ${header} header: ${why}`);
 }
 
+function invalidArgument(what: string): HboneError {
+  return new HboneError("ERR_HBONE_INVALID_ARGUMENT", what);
+}
+
+/** A header value handed to a parser must be a string. */
+function headerText(value: unknown, fn: string): string {
+  if (typeof value !== "string") throw invalidArgument(`${fn}: the header value must be a string`);
+  return value;
+}
+
+function isRecord(value: unknown): value is object {
+  return typeof value === "object" && value !== null;
+}
+
 // ---- Forwarded (RFC 7239) ----
 
 /** One element of a `forwarded` header. */
@@ -51,10 +65,14 @@ export function formatForwarded(elements: ForwardedElement | readonly ForwardedE
   if (list.length === 0) throw bad("forwarded", "no elements");
   return list
     .map((el) => {
+      if (typeof el !== "object" || el === null) {
+        throw invalidArgument("formatForwarded: each element must be an object");
+      }
       const pairs: string[] = [];
       for (const key of FORWARDED_KEYS) {
         const value = el[key];
         if (value === undefined) continue;
+        if (typeof value !== "string") throw invalidArgument(`formatForwarded: ${key} must be a string`);
         if (hasControlChar(value)) throw bad("forwarded", `control character in ${key}`);
         pairs.push(
           `${key}=${key === "for" ? `"${value.replace(/[\\"]/g, (c: string) => `\\${c}`)}"` : quoteIfNeeded(value)}`,
@@ -68,6 +86,7 @@ export function formatForwarded(elements: ForwardedElement | readonly ForwardedE
 
 /** Parses a `forwarded` header into its elements; unknown parameters are skipped. */
 export function parseForwarded(value: string): ForwardedElement[] {
+  headerText(value, "parseForwarded");
   if (value.length > 8192) throw bad("forwarded", "longer than 8192 characters");
   const out: ForwardedElement[] = [];
   let i = 0;
@@ -143,12 +162,20 @@ function encodeBaggageValue(value: string): string {
 export function formatBaggage(
   entries: Readonly<Record<string, string>> | Iterable<readonly [string, string]>,
 ): string {
+  if (!isRecord(entries)) {
+    throw invalidArgument("formatBaggage: entries must be an object or an iterable of [key, value] pairs");
+  }
   const pairs: Iterable<readonly [string, string]> =
     Symbol.iterator in entries
       ? (entries as Iterable<readonly [string, string]>)
       : Object.entries(entries as Record<string, string>);
   const parts: string[] = [];
-  for (const [key, value] of pairs) {
+  for (const pair of pairs) {
+    if (!Array.isArray(pair)) throw invalidArgument("formatBaggage: each entry must be a [key, value] pair");
+    const [key, value] = pair as [unknown, unknown];
+    if (typeof key !== "string" || typeof value !== "string") {
+      throw invalidArgument("formatBaggage: keys and values must be strings");
+    }
     if (!TOKEN.test(key)) throw bad("baggage", `key ${JSON.stringify(key)} is not a token`);
     parts.push(`${key}=${encodeBaggageValue(value)}`);
   }
@@ -161,6 +188,7 @@ export function formatBaggage(
 
 /** Parses a W3C `baggage` header into a map; member properties (after `;`) are dropped. */
 export function parseBaggage(value: string): Map<string, string> {
+  headerText(value, "parseBaggage");
   if (Buffer.byteLength(value) > BAGGAGE_MAX_BYTES)
     throw bad("baggage", `longer than ${BAGGAGE_MAX_BYTES} bytes`);
   const out = new Map<string, string>();
@@ -203,6 +231,7 @@ export interface WorkloadBaggage {
 
 /** Builds the `baggage` value ztunnel attaches to a CONNECT (or to its 200 response). */
 export function formatWorkloadBaggage(workload: WorkloadBaggage): string {
+  if (!isRecord(workload)) throw invalidArgument("formatWorkloadBaggage: workload must be an object");
   const entries: [string, string][] = [];
   const add = (key: string, value: string | undefined) => {
     if (value !== undefined && value !== "") entries.push([key, value]);
@@ -219,7 +248,7 @@ export function formatWorkloadBaggage(workload: WorkloadBaggage): string {
 
 /** Reads the ztunnel baggage keys back into a {@link WorkloadBaggage}. */
 export function parseWorkloadBaggage(value: string): WorkloadBaggage {
-  const map = parseBaggage(value);
+  const map = parseBaggage(headerText(value, "parseWorkloadBaggage"));
   const out: WorkloadBaggage = {};
   const set = (key: keyof Omit<WorkloadBaggage, "workloadType">, name: string) => {
     const v = map.get(name);
@@ -260,6 +289,7 @@ const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(
 
 /** Parses a `traceparent` header (version 00 is exactly 55 characters). */
 export function parseTraceparent(value: string): TraceParent {
+  headerText(value, "parseTraceparent");
   const m = TRACEPARENT.exec(value.trim());
   if (!m) throw bad("traceparent", "expected 00-<32 hex>-<16 hex>-<2 hex>");
   const [, version = "", traceId = "", parentId = "", flags = "", rest] = m;
@@ -270,9 +300,15 @@ export function parseTraceparent(value: string): TraceParent {
   return { version, traceId, parentId, flags: Number.parseInt(flags, 16) };
 }
 
-/** Formats a `traceparent` header. */
+/** Formats a `traceparent` header; `flags` must be an integer from 0 to 255. */
 export function formatTraceparent(tp: TraceParent): string {
-  const text = `${tp.version}-${tp.traceId}-${tp.parentId}-${(tp.flags & 0xff).toString(16).padStart(2, "0")}`;
+  if (!isRecord(tp))
+    throw invalidArgument("formatTraceparent: expected { version, traceId, parentId, flags }");
+  const { flags } = tp;
+  if (typeof flags !== "number" || !Number.isInteger(flags) || flags < 0 || flags > 0xff) {
+    throw invalidArgument(`formatTraceparent: flags must be an integer from 0 to 255, got ${String(flags)}`);
+  }
+  const text = `${tp.version}-${tp.traceId}-${tp.parentId}-${flags.toString(16).padStart(2, "0")}`;
   parseTraceparent(text);
   return text;
 }

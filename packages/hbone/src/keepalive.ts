@@ -6,7 +6,8 @@ export interface PingableConnection {
 }
 
 /**
- * Sends a PING every `intervalMs`; calls `onTimeout` when one stays unanswered for `timeoutMs`.
+ * Sends a PING every `intervalMs` (0: none); calls `onTimeout` when one stays unanswered for
+ * `timeoutMs` (0: PINGs are sent, but an unanswered one never ends the connection).
  * Timers are unref'd so an idle pool never keeps the process alive.
  */
 export function startKeepalive(
@@ -17,8 +18,17 @@ export function startKeepalive(
 ): void {
   if (!(intervalMs > 0)) return;
   let deadline: NodeJS.Timeout | undefined;
+  let awaiting = false;
   const interval = setInterval(() => {
-    if (session.destroyed || deadline !== undefined) return;
+    if (session.destroyed || deadline !== undefined || awaiting) return;
+    if (!(timeoutMs > 0)) {
+      // No deadline: the next PING waits for this one's ACK, so an unanswering peer costs one.
+      awaiting = true;
+      session.ping(() => {
+        awaiting = false;
+      });
+      return;
+    }
     deadline = setTimeout(() => {
       clearInterval(interval);
       onTimeout();

@@ -108,3 +108,25 @@ export function resetError(rstCode: number, who: "peer" | "connection"): HboneEr
     rstCode,
   });
 }
+
+/**
+ * The error for a caller's AbortSignal that fired: `ERR_HBONE_ABORTED` with the signal's reason as
+ * `cause`, whatever the reason is.
+ */
+export function abortError(reason: unknown, context: string): HboneError {
+  if (reason instanceof HboneError && reason.code === "ERR_HBONE_ABORTED") return reason;
+  return new HboneError("ERR_HBONE_ABORTED", `${context}: aborted`, { cause: reason });
+}
+
+/**
+ * The error for credentials OpenSSL refuses (an unreadable key, a key that does not match the
+ * certificate, a malformed chain or bundle): `ERR_HBONE_INVALID_ARGUMENT` with OpenSSL's error as
+ * `cause` and its code as `nodeCode`.
+ */
+export function credentialsError(err: unknown, where: string): HboneError {
+  const mapped = toHboneError(err, `${where}: the key, certChain or trustBundle was refused by OpenSSL`);
+  return new HboneError("ERR_HBONE_INVALID_ARGUMENT", mapped.message, {
+    cause: err,
+    ...(mapped.nodeCode === undefined ? {} : { nodeCode: mapped.nodeCode }),
+  });
+}

@@ -1,5 +1,6 @@
 import type { Duplex } from "node:stream";
-import { toHboneError } from "./node-error.js";
+import { HboneError } from "./errors.js";
+import { abortError, toHboneError } from "./node-error.js";
 import { TunnelStream } from "./tunnel-stream.js";
 
 /** Bytes moved by {@link pipeTunnel}. */
@@ -12,7 +13,7 @@ export interface PipeTunnelResult {
 
 /** Options of {@link pipeTunnel}. */
 export interface PipeTunnelOptions {
-  /** Aborting destroys both streams. */
+  /** Aborting destroys both streams and rejects with `ERR_HBONE_ABORTED` (the reason as `cause`). */
   signal?: AbortSignal;
 }
 
@@ -22,9 +23,26 @@ export interface PipeTunnelOptions {
  * flowing), and on an error or reset on either side destroys the other with that error, so the peer
  * sees a reset rather than a clean end. TCP sockets should be created with `allowHalfOpen: true`.
  *
- * Resolves with the byte counts; rejects with an HboneError whose message includes them.
+ * Resolves with the byte counts; rejects with an HboneError whose message includes them, or with
+ * `ERR_HBONE_INVALID_ARGUMENT` (touching neither stream) when `a` or `b` is not a duplex stream or
+ * `signal` is not an AbortSignal.
  */
 export function pipeTunnel(a: Duplex, b: Duplex, options: PipeTunnelOptions = {}): Promise<PipeTunnelResult> {
+  if (!isDuplex(a) || !isDuplex(b)) {
+    return Promise.reject(
+      new HboneError("ERR_HBONE_INVALID_ARGUMENT", "pipeTunnel: a and b must be duplex streams"),
+    );
+  }
+  if (options === null || typeof options !== "object") {
+    return Promise.reject(
+      new HboneError("ERR_HBONE_INVALID_ARGUMENT", "pipeTunnel: options must be an object"),
+    );
+  }
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
+    return Promise.reject(
+      new HboneError("ERR_HBONE_INVALID_ARGUMENT", "pipeTunnel: signal must be an AbortSignal"),
+    );
+  }
   if (options.signal?.aborted !== true) {
     // A tunnel and a plain socket: the tunnel's HTTP/2 stream is joined to the socket directly.
     if (b instanceof TunnelStream && !(a instanceof TunnelStream)) {
@@ -41,11 +59,12 @@ export function pipeTunnel(a: Duplex, b: Duplex, options: PipeTunnelOptions = {}
     const pending = new Set<Duplex>([a, b]);
     const cleanups: (() => void)[] = [];
 
-    const fail = (err: unknown) => {
+    const fail = (err: unknown, aborted = false) => {
       if (failed) return;
       failed = true;
       for (const c of cleanups) c();
-      const mapped = toHboneError(err, `tunnel copy after ${result.aToB}/${result.bToA} bytes`);
+      const context = `tunnel copy after ${result.aToB}/${result.bToA} bytes`;
+      const mapped = aborted ? abortError(err, context) : toHboneError(err, context);
       abort(a, mapped);
       abort(b, mapped);
       reject(mapped);
@@ -90,18 +109,19 @@ export function pipeTunnel(a: Duplex, b: Duplex, options: PipeTunnelOptions = {}
       });
     };
 
+    // Error listeners first: failing destroys both streams with the error, which they then emit.
+    watch(a);
+    watch(b);
     if (options.signal) {
       const signal = options.signal;
       if (signal.aborted) {
-        fail(signal.reason ?? new Error("aborted"));
+        fail(signal.reason, true);
         return;
       }
-      const onAbort = () => fail(signal.reason ?? new Error("aborted"));
+      const onAbort = () => fail(signal.reason, true);
       signal.addEventListener("abort", onAbort, { once: true });
       cleanups.push(() => signal.removeEventListener("abort", onAbort));
     }
-    watch(a);
-    watch(b);
     pump(a, b, "aToB");
     pump(b, a, "bToA");
   });
@@ -127,7 +147,7 @@ function relay(
   });
   if (!started) return undefined;
   return new Promise((resolve, reject) => {
-    const onAbort = () => tunnel.destroy(toHboneError(signal?.reason ?? new Error("aborted"), "tunnel copy"));
+    const onAbort = () => tunnel.destroy(abortError(signal?.reason, "tunnel copy"));
     settle = (err, counts) => {
       signal?.removeEventListener("abort", onAbort);
       const result: PipeTunnelResult =
@@ -145,6 +165,17 @@ function relay(
     signal?.addEventListener("abort", onAbort, { once: true });
     if (early !== undefined) settle(...early);
   });
+}
+
+function isDuplex(s: unknown): s is Duplex {
+  const d = s as Partial<Duplex> | null;
+  return (
+    typeof d === "object" &&
+    d !== null &&
+    typeof d.on === "function" &&
+    typeof d.write === "function" &&
+    typeof d.destroy === "function"
+  );
 }
 
 /** Destroys `s`; a TCP socket is reset (RST) so its peer sees an abort, not a clean end. */

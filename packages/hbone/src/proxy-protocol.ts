@@ -81,6 +81,9 @@ function ipText(bytes: Buffer): string {
 
 /** Encodes a PROXY protocol v2 header (STREAM transport). */
 export function encodeProxyHeader(header: ProxyHeader): Buffer {
+  if (typeof header !== "object" || header === null) {
+    throw new HboneError("ERR_HBONE_INVALID_ARGUMENT", "encodeProxyHeader: header must be an object");
+  }
   const tlvs: ProxyTlv[] = [];
   if (header.sourceIdentity !== undefined) {
     tlvs.push({ type: PROXY_TLV.sourceIdentity, value: Buffer.from(header.sourceIdentity, "utf8") });
@@ -135,6 +138,12 @@ export interface DecodedProxyHeader {
  * throws `ERR_HBONE_PROXY_PROTOCOL` when the bytes are not a valid v2 header.
  */
 export function decodeProxyHeader(data: Uint8Array): DecodedProxyHeader | undefined {
+  if (!(data instanceof Uint8Array)) {
+    throw new HboneError(
+      "ERR_HBONE_INVALID_ARGUMENT",
+      "decodeProxyHeader: data must be a Buffer or Uint8Array",
+    );
+  }
   const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   const sigLen = Math.min(buf.length, SIGNATURE.length);
   if (!buf.subarray(0, sigLen).equals(SIGNATURE.subarray(0, sigLen))) throw bad("missing v2 signature");
