@@ -87,6 +87,27 @@ describe("createCertificateAuthority (self-signed)", () => {
     await assert.rejects(ca.issue({ spiffeId: ID, ttlSeconds: 91 * 86400 }), { code: "ERR_CA_SIGN_REFUSED" });
   });
 
+  it("refuses a TTL that is not a number of seconds instead of using the default", async () => {
+    const keys = await generateKeyPair();
+    const csr = await createCsr({ spiffeId: ID, privateKeyPem: keys.privateKeyPem });
+    for (const ttlSeconds of ["3600", Number.NaN, -5, Number.POSITIVE_INFINITY, null]) {
+      const bad = ttlSeconds as unknown as number;
+      await assert.rejects(
+        ca.issue({ spiffeId: ID, ttlSeconds: bad }),
+        { code: "ERR_CA_SIGN_REFUSED", message: /ttlSeconds/ },
+        String(ttlSeconds),
+      );
+      await assert.rejects(
+        ca.sign(csr, { spiffeId: ID, ttlSeconds: bad }),
+        { code: "ERR_CA_SIGN_REFUSED", message: /ttlSeconds/ },
+        String(ttlSeconds),
+      );
+    }
+    // Absent and 0 still mean the default lifetime.
+    const dflt = await ca.issue({ spiffeId: ID });
+    assert.equal(dflt.notAfter.getTime(), now.getTime() + 86_400_000);
+  });
+
   it("refuses a CSR that asks for another identity and never issues", async () => {
     const keys = await generateKeyPair();
     const csr = await createCsr({
@@ -526,6 +547,33 @@ describe("startRootRotator", () => {
     assert.deepEqual(ca.trustBundle().rootsPem("cluster.local"), [ca.rootCertPem()]);
     rotator.stop();
     assert.equal(pending.size, 0);
+  });
+
+  it("refuses intervals that are not a number of ms a timer can wait", async () => {
+    const ca = await createCertificateAuthority({ rootTtlSeconds: 1000 });
+    const timers = { setTimeout: () => 0, clearTimeout: () => {} };
+    const bad: Array<Record<string, unknown>> = [
+      { checkIntervalMs: 1e10 },
+      { checkIntervalMs: 2 ** 31 },
+      { checkIntervalMs: Number.NaN },
+      { checkIntervalMs: 0 },
+      { checkIntervalMs: -5 },
+      { checkIntervalMs: "60000" },
+      { retireAfterMs: 1e10 },
+      { retireAfterMs: -1 },
+      { retireAfterMs: Number.NaN },
+      { gracePercent: Number.NaN },
+      { gracePercent: 0 },
+      { gracePercent: 101 },
+    ];
+    for (const extra of bad) {
+      assert.throws(
+        () => startRootRotator(ca, { timers, ...extra } as Parameters<typeof startRootRotator>[1]),
+        (err: unknown) => err instanceof SpiffeError && err.code === "ERR_OPTIONS_INVALID",
+        JSON.stringify(extra),
+      );
+    }
+    startRootRotator(ca, { timers, checkIntervalMs: 2 ** 31 - 1, retireAfterMs: 0 }).stop();
   });
 
   it("rotates only while shouldRotate says so", async () => {

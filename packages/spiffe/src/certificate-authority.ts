@@ -14,6 +14,7 @@ import {
 } from "./der.js";
 import { SpiffeError } from "./errors.js";
 import { generateKeyPair, type KeyAlgorithm, loadSigningKey, type SigningKey } from "./key-pair.js";
+import { msOption, numberOption, optionsObject } from "./options.js";
 import { type ParsedCertificate, parseCertificateDer } from "./parsed-certificate.js";
 import { decodeCertificatesPem, encodePem } from "./pem.js";
 import { parseTrustDomain, SpiffeId } from "./spiffe-id.js";
@@ -110,7 +111,10 @@ export interface SignOptions {
    * unless `ignoreCsrSans` is set.
    */
   spiffeId: SpiffeId | string;
-  /** Requested lifetime; `<= 0` or absent means the default. */
+  /**
+   * Requested lifetime in seconds; `0` or absent means the default. Anything but a finite number >= 0
+   * is refused with `ERR_CA_SIGN_REFUSED`.
+   */
   ttlSeconds?: number;
   /**
    * Do not compare the CSR's URI SANs with `spiffeId`: the certificate names `spiffeId` alone, whatever
@@ -498,8 +502,19 @@ export async function createCertificateAuthority(
 
   // Synchronous from the CSR to the PEM chain: the signing path has no I/O, and every await costs.
   function signPublicKey(spki: Buffer, id: SpiffeId, ttlSeconds: number | undefined): SignedCertificate {
-    let ttl = ttlSeconds === undefined || !(ttlSeconds > 0) ? defaultTtl : ttlSeconds;
-    if (!Number.isFinite(ttl)) ttl = defaultTtl;
+    if (
+      ttlSeconds !== undefined &&
+      (typeof ttlSeconds !== "number" || !(ttlSeconds >= 0) || !Number.isFinite(ttlSeconds))
+    ) {
+      throw new SpiffeError(
+        "ERR_CA_SIGN_REFUSED",
+        `requested ttlSeconds must be a finite number of seconds >= 0 (0 for the default), got ${
+          typeof ttlSeconds === "string" ? JSON.stringify(ttlSeconds) : String(ttlSeconds)
+        }`,
+        { ttlSeconds },
+      );
+    }
+    const ttl = ttlSeconds === undefined || ttlSeconds === 0 ? defaultTtl : ttlSeconds;
     if (ttl > maxTtl) {
       throw new SpiffeError(
         "ERR_CA_SIGN_REFUSED",
@@ -694,13 +709,19 @@ export interface RootRotatorTimers {
 
 /** Options of {@link startRootRotator}. */
 export interface RootRotatorOptions {
-  /** How often the root is checked. Default 1 h; istiod `CITADEL_SELF_SIGNED_ROOT_CERT_CHECK_INTERVAL`. */
+  /**
+   * How often the root is checked, in ms: above 0 and at most 2^31-1 (about 24.8 days, the longest a
+   * Node timer waits). Default 1 h; istiod `CITADEL_SELF_SIGNED_ROOT_CERT_CHECK_INTERVAL`.
+   */
   checkIntervalMs?: number;
-  /** Rotate when less than this percent of the root's lifetime is left. Default 20; istiod `CITADEL_SELF_SIGNED_ROOT_CERT_GRACE_PERIOD_PERCENTILE`. */
+  /**
+   * Rotate when less than this percent of the root's lifetime is left; above 0, at most 100. Default 20;
+   * istiod `CITADEL_SELF_SIGNED_ROOT_CERT_GRACE_PERIOD_PERCENTILE`.
+   */
   gracePercent?: number;
   /**
-   * How long old roots stay in the trust bundle after a rotation, so workloads can renew first.
-   * Default 48 h (two default workload lifetimes).
+   * How long old roots stay in the trust bundle after a rotation, so workloads can renew first; in ms,
+   * 0 to 2^31-1. Default 48 h (two default workload lifetimes).
    */
   retireAfterMs?: number;
   /**
@@ -738,8 +759,11 @@ export interface RootRotator {
  * Periodically checks a self-signed CA's root and rotates it inside the grace period: the new root is
  * published next to the old one, workloads renew against it, and the old root is retired after
  * `retireAfterMs`.
+ * @throws SpiffeError `ERR_CA_CONFIG_INVALID` for a CA that is not self-signed, `ERR_OPTIONS_INVALID`
+ *   when an option is out of range.
  */
-export function startRootRotator(ca: CertificateAuthority, options: RootRotatorOptions = {}): RootRotator {
+export function startRootRotator(ca: CertificateAuthority, rotatorOptions?: RootRotatorOptions): RootRotator {
+  const options = optionsObject("startRootRotator", rotatorOptions);
   if (!ca.selfSigned) {
     throw new SpiffeError("ERR_CA_CONFIG_INVALID", "root rotation is only available for a self-signed CA");
   }
@@ -754,15 +778,23 @@ export function startRootRotator(ca: CertificateAuthority, options: RootRotatorO
     },
   };
   const logger = options.logger ?? noopLogger;
-  const interval = options.checkIntervalMs ?? 3_600_000;
-  const retireAfter = options.retireAfterMs ?? 2 * DAY * 1000;
+  const interval = msOption("startRootRotator", "checkIntervalMs", options.checkIntervalMs, 3_600_000, {
+    above: 0,
+  });
+  const retireAfter = msOption("startRootRotator", "retireAfterMs", options.retireAfterMs, 2 * DAY * 1000, {
+    min: 0,
+  });
+  const gracePercent = numberOption("startRootRotator", "gracePercent", options.gracePercent, 20, {
+    above: 0,
+    max: 100,
+  });
   let stopped = false;
   let checkTimer: unknown;
   let retireTimer: unknown;
   let running: Promise<boolean> | undefined;
 
   async function rotateIfDue(): Promise<boolean> {
-    if (stopped || !ca.rootNeedsRotation(options.gracePercent ?? 20)) return false;
+    if (stopped || !ca.rootNeedsRotation(gracePercent)) return false;
     if (options.shouldRotate !== undefined && !options.shouldRotate()) return false;
     await ca.rotateRoot({ reuseKey: options.reuseKey ?? true });
     try {

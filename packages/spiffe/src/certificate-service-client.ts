@@ -19,6 +19,7 @@ import {
 import { SpiffeError } from "./errors.js";
 import { destroyAll, recordingSockets } from "./grpc-connections.js";
 import { fromGrpcError } from "./node-error.js";
+import { invalidOption, msOption, optionsObject } from "./options.js";
 import type { SpiffeId } from "./spiffe-id.js";
 import { parseChain } from "./verify-svid.js";
 
@@ -33,7 +34,7 @@ export interface CertificateServiceClientOptions {
   /** Sent as `clusterid` metadata; Istio `CLUSTER_ID`. Default: not sent. */
   clusterId?: string;
   /**
-   * Per-call deadline, the connection included. Default 10 s. A call that misses it while the channel
+   * Per-call deadline in ms, the connection included: above 0 and at most 2^31-1. Default 10 s. A call that misses it while the channel
    * is still connecting also drops the channel, and the next call makes a new one: grpc-js waits on a
    * connection attempt for as long as it lasts (the kernel's SYN retries, about two minutes, or for
    * good when the peer accepted and never answers), and every call until then would miss its deadline.
@@ -57,7 +58,7 @@ export interface CertificateServiceClient {
   /**
    * Sends a CSR and returns the chain (one PEM per element, leaf first, root last).
    * @throws SpiffeError `ERR_UNAUTHENTICATED`, `ERR_PERMISSION_DENIED`, `ERR_CA_SIGN_REFUSED`,
-   *   `ERR_CA_UNAVAILABLE`, `ERR_CA_RESPONSE_INVALID`.
+   *   `ERR_CA_UNAVAILABLE`, `ERR_CA_RESPONSE_INVALID`; `ERR_CLOSED` after `close()`.
    */
   createCertificate(csrPem: string, options?: CreateCertificateOptions): Promise<string[]>;
   close(): void;
@@ -66,16 +67,29 @@ export interface CertificateServiceClient {
 /** How long `close()` leaves the client's connections to close themselves before ending them. */
 const CLOSE_GRACE_MS = 1000;
 
-/** Creates a client for the CA's certificate service. */
+/**
+ * Creates a client for the CA's certificate service.
+ * @throws SpiffeError `ERR_OPTIONS_INVALID` when `address` is not a non-empty string or `timeoutMs` is
+ *   out of range; `ERR_CA_CONFIG_INVALID` when grpc-js refuses the address or credentials.
+ */
 export function createCertificateServiceClient(
-  options: CertificateServiceClientOptions,
+  clientOptions: CertificateServiceClientOptions,
 ): CertificateServiceClient {
+  const options = optionsObject("createCertificateServiceClient", clientOptions);
+  if (typeof options.address !== "string" || options.address.length === 0) {
+    throw invalidOption("createCertificateServiceClient", "address", "a non-empty string", options.address);
+  }
+  const timeoutMs = msOption("createCertificateServiceClient", "timeoutMs", options.timeoutMs, 10_000, {
+    above: 0,
+  });
+  const address = options.address;
+  let closed = false;
   let sockets = new Set<Socket>();
   const makeClient = (): Client => {
     sockets = new Set();
     // A channel of its own: grpc-js otherwise shares connections between channels with the same
     // target and options, and a new channel would wait on the attempt the last one gave up on.
-    return new Client(options.address, recordingSockets(options.credentials, sockets), {
+    return new Client(address, recordingSockets(options.credentials, sockets), {
       ...options.channelOptions,
       "grpc.use_local_subchannel_pool": 1,
     });
@@ -84,13 +98,9 @@ export function createCertificateServiceClient(
   try {
     client = makeClient();
   } catch (cause) {
-    throw new SpiffeError(
-      "ERR_CA_CONFIG_INVALID",
-      `cannot create a client for ${JSON.stringify(options.address)}`,
-      {
-        cause,
-      },
-    );
+    throw new SpiffeError("ERR_CA_CONFIG_INVALID", `cannot create a client for ${JSON.stringify(address)}`, {
+      cause,
+    });
   }
   /** After a call on `used` missed its deadline: a channel that is still not connected is made anew. */
   const renewIfConnecting = (used: Client) => {
@@ -100,9 +110,9 @@ export function createCertificateServiceClient(
     destroyAll(sockets);
     client = makeClient();
   };
-  const timeoutMs = options.timeoutMs ?? 10_000;
   return {
     async createCertificate(csrPem, callOptions = {}) {
+      if (closed) throw new SpiffeError("ERR_CLOSED", "certificate service client is closed");
       const metadata = new Metadata();
       const token = typeof options.token === "function" ? await options.token() : options.token;
       if (token) metadata.set("authorization", `Bearer ${token}`);
@@ -113,6 +123,8 @@ export function createCertificateServiceClient(
         validityDuration: Math.max(0, Math.floor(callOptions.validitySeconds ?? 0)),
         metadata: impersonated ? { [IMPERSONATED_IDENTITY_KEY]: impersonated } : {},
       };
+      // close() may have run while the token was read.
+      if (closed) throw new SpiffeError("ERR_CLOSED", "certificate service client is closed");
       const used = client;
       const response = await new Promise<CertificateResponseMessage>((resolve, reject) => {
         used.makeUnaryRequest<CertificateRequestMessage, CertificateResponseMessage>(
@@ -156,6 +168,7 @@ export function createCertificateServiceClient(
       return response.certChain;
     },
     close() {
+      closed = true;
       client.close();
       // grpc-js closes connections gracefully but cannot stop one it is still making.
       const left = sockets;

@@ -399,6 +399,33 @@ describe("certificate service over gRPC", () => {
     },
   );
 
+  it("refuses a timeout that is not a number of ms a timer can wait", () => {
+    for (const timeoutMs of [Number.NaN, -5, 0, "300", 2 ** 31, Number.POSITIVE_INFINITY, null]) {
+      assert.throws(
+        () =>
+          createCertificateServiceClient({
+            address: "127.0.0.1:1",
+            credentials: credentials.createInsecure(),
+            timeoutMs: timeoutMs as unknown as number,
+          }),
+        (err: unknown) => err instanceof SpiffeError && err.code === "ERR_OPTIONS_INVALID",
+        String(timeoutMs),
+      );
+    }
+  });
+
+  it("rejects a call after close() with ERR_CLOSED", async () => {
+    const c = createCertificateServiceClient({
+      address: "127.0.0.1:1",
+      credentials: credentials.createInsecure(),
+      timeoutMs: 2000,
+    });
+    c.close();
+    const csr = await createCsr({ spiffeId: WEB, privateKeyPem: keys.privateKeyPem });
+    await expectRefusal(c.createCertificate(csr), "ERR_CLOSED");
+    c.close();
+  });
+
   it("reports an unreachable CA as ERR_CA_UNAVAILABLE", async () => {
     const c = createCertificateServiceClient({
       address: "127.0.0.1:1",

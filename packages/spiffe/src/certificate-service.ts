@@ -110,7 +110,8 @@ export function createCertificateService(options: CertificateServiceOptions): Ce
     // placeholder, and the certificate names the decided identity alone either way.
     const signed = await options.ca.sign(request.csr, {
       spiffeId: identity,
-      ttlSeconds: request.validityDuration,
+      // As istiod: a validity_duration of 0 or below on the wire asks for the CA's default lifetime.
+      ttlSeconds: request.validityDuration > 0 ? request.validityDuration : 0,
       ignoreCsrSans: true,
     });
     logger.debug({ identity: identity.toString(), caller: caller.identity.toString() }, "certificate issued");

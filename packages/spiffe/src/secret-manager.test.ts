@@ -14,6 +14,8 @@ import { SpiffeId } from "./spiffe-id.js";
 
 const WEB = "spiffe://cluster.local/ns/default/sa/web";
 const T0 = Date.parse("2030-01-01T00:00:00Z");
+/** Longest delay Node's setTimeout waits; a longer one fires after 1 ms. */
+const MAX_TIMER_DELAY_MS = 2 ** 31 - 1;
 
 class FakeTimers {
   now = T0;
@@ -373,6 +375,80 @@ describe("SecretManager", () => {
       renewalDelayMs({ ...base, now: 1_020_000, notBefore: 880_000, notAfter: 1_120_000 }),
       40_000,
     );
+  });
+
+  it("waits out a renewal longer than a timer can hold in steps, without asking the CA early", async () => {
+    timers.pending.clear();
+    const calls: string[] = [];
+    const m = manager(requester({ calls }), { ttlSeconds: 60 * 86_400 });
+    const first = await m.fetch(WEB);
+    const due = timers.now + (first.notAfter.getTime() - timers.now) / 2;
+    assert.ok(due - timers.now > MAX_TIMER_DELAY_MS, "renewal is due after more than one timer can hold");
+    const rotated = nextEvent<SvidRotatedEvent>(m, "rotated");
+    // Each step either re-arms the timer or starts the renewal (which arms no timer until it is done).
+    for (let step = 0; step < 10 && timers.pending.size > 0; step++) {
+      assert.equal(calls.length, 1, "no CA request before the renewal is due");
+      const timer = timers.only();
+      assert.ok(timer.delay <= MAX_TIMER_DELAY_MS, `timer of ${timer.delay} ms`);
+      assert.ok(timer.delay >= 5_000, `timer of ${timer.delay} ms is below minRenewalDelayMs`);
+      timers.fireNext();
+      await new Promise((r) => setImmediate(r));
+    }
+    await rotated;
+    assert.equal(calls.length, 2);
+    assert.ok(timers.now >= due, "renewed when due, not before");
+    m.close();
+    assert.equal(timers.pending.size, 0);
+  });
+
+  it("refuses a missing client and ms options no timer can hold", () => {
+    for (const options of [{}, { client: {} }, { client: null }, undefined]) {
+      assert.throws(
+        () => new SecretManager(options as ConstructorParameters<typeof SecretManager>[0]),
+        (err: unknown) => err instanceof SpiffeError && err.code === "ERR_OPTIONS_INVALID",
+        JSON.stringify(options),
+      );
+    }
+    const client = requester();
+    for (const extra of [
+      { initialBackoffMs: 2 ** 31 },
+      { maxBackoffMs: 1e10 },
+      { ttlSeconds: 90 * 86_400, minRenewalDelayMs: 2 ** 31 },
+      { initialBackoffMs: "1000" },
+      { keyAlgorithm: "RSA_1024" },
+      { impersonate: "no" },
+      { now: 5 },
+      { random: "x" },
+      { timers: {} },
+    ]) {
+      assert.throws(
+        () => manager(client, extra as Partial<ConstructorParameters<typeof SecretManager>[0]>),
+        (err: unknown) => err instanceof SpiffeError && err.code === "ERR_OPTIONS_INVALID",
+        JSON.stringify(extra),
+      );
+    }
+  });
+
+  it("rejects a missing or mistyped identity with a typed error", async () => {
+    timers.pending.clear();
+    const m = manager(requester());
+    for (const bad of [undefined, null, 5, {}]) {
+      await assert.rejects(
+        m.fetch(bad as unknown as string),
+        (err: unknown) => err instanceof SpiffeError && err.code === "ERR_SPIFFE_ID_INVALID",
+        String(bad),
+      );
+      assert.throws(
+        () => m.forget(bad as unknown as string),
+        (err: unknown) => err instanceof SpiffeError && err.code === "ERR_SPIFFE_ID_INVALID",
+      );
+      assert.throws(
+        () => m.get(bad as unknown as string),
+        (err: unknown) => err instanceof SpiffeError && err.code === "ERR_SPIFFE_ID_INVALID",
+      );
+    }
+    assert.equal(m.identities().length, 0);
+    m.close();
   });
 
   it("refuses options that would renew too often or never", () => {

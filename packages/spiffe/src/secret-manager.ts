@@ -2,6 +2,7 @@ import { EventEmitter } from "node:events";
 import { createCsr } from "./csr.js";
 import { SpiffeError } from "./errors.js";
 import { generateKeyPair, type KeyAlgorithm } from "./key-pair.js";
+import { invalidOption, MAX_TIMER_DELAY_MS, msOption, numberOption } from "./options.js";
 import { SpiffeId } from "./spiffe-id.js";
 import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
 import { type X509Svid, x509SvidFromChain } from "./x509-svid.js";
@@ -22,7 +23,7 @@ export interface SecretManagerTimers {
 
 /** Options of {@link SecretManager}. */
 export interface SecretManagerOptions {
-  /** The CA client. */
+  /** The CA client: an object with a `createCertificate` method. Required. */
   client: CertificateRequester;
   /**
    * Requested certificate lifetime. Default 24 h; ztunnel `SECRET_TTL`. At least 60 s
@@ -45,13 +46,13 @@ export interface SecretManagerOptions {
   renewJitterRatio?: number;
   /**
    * Shortest time between two certificates for one identity, whatever lifetime the CA grants.
-   * Default 5 s. A CA that answers with (nearly) expired certificates then costs one request per
+   * Default 5 s; at most 2^31-1 ms. A CA that answers with (nearly) expired certificates then costs one request per
    * identity per interval, not a request storm.
    */
   minRenewalDelayMs?: number;
   /** First retry delay after a failed fetch. Default 1 s; doubles up to `maxBackoffMs`. */
   initialBackoffMs?: number;
-  /** Longest retry delay. Default 5 min. */
+  /** Longest retry delay. Default 5 min; at most 2^31-1 ms (about 24.8 days). */
   maxBackoffMs?: number;
   /** Fetches running at once. Default 8, as ztunnel's certificate fetcher. */
   maxConcurrentFetches?: number;
@@ -96,6 +97,14 @@ interface Entry {
 /** Shortest `ttlSeconds` a {@link SecretManager} accepts. */
 export const MIN_TTL_SECONDS = 60;
 
+const KEY_ALGORITHMS: readonly KeyAlgorithm[] = [
+  "ECDSA_P256",
+  "ECDSA_P384",
+  "RSA_2048",
+  "RSA_3072",
+  "RSA_4096",
+];
+
 /** Fetch priorities, as ztunnel's: renewals wait behind prefetches, which wait behind live requests. */
 const PRIORITY = { background: 0, warmup: 1, realTime: 2 } as const;
 
@@ -114,7 +123,8 @@ const defaultTimers: SecretManagerTimers = {
  * Keeps one X.509-SVID per identity: fetches on first use (or ahead of it with `prefetch`),
  * serves waiting requests before prefetches and renewals, de-duplicates concurrent requests,
  * renews at half of the lifetime the CA granted (with jitter, never sooner than `minRenewalDelayMs`
- * after the last certificate), retries with exponential back-off while keeping a still-valid
+ * after the last certificate; a renewal further away than a Node timer can wait, 2^31-1 ms, is
+ * waited for in steps), retries with exponential back-off while keeping a still-valid
  * certificate, emits `rotated` on each new certificate, and drops an identity on `forget`.
  *
  * Events: `rotated` ({@link SvidRotatedEvent}), `fetchFailed` ({@link SvidFetchFailedEvent}).
@@ -139,29 +149,43 @@ export class SecretManager extends EventEmitter {
   #running = 0;
   #closed = false;
 
-  /** @throws SpiffeError `ERR_OPTIONS_INVALID` when an option is out of range. */
+  /**
+   * @throws SpiffeError `ERR_OPTIONS_INVALID` when `client` is missing or an option is out of range or
+   *   of the wrong type.
+   */
   constructor(options: SecretManagerOptions) {
     super();
+    checkFunctions(options);
     this.#options = options;
-    this.#ttlSeconds = option("ttlSeconds", options.ttlSeconds, 86_400, { min: MIN_TTL_SECONDS });
-    this.#renewRatio = option("renewRatio", options.renewRatio, 0.5, { above: 0, below: 1 });
-    this.#renewJitterRatio = option("renewJitterRatio", options.renewJitterRatio, 0.01, {
+    this.#ttlSeconds = numberOption(SCOPE, "ttlSeconds", options.ttlSeconds, 86_400, {
+      min: MIN_TTL_SECONDS,
+    });
+    this.#renewRatio = numberOption(SCOPE, "renewRatio", options.renewRatio, 0.5, { above: 0, below: 1 });
+    this.#renewJitterRatio = numberOption(SCOPE, "renewJitterRatio", options.renewJitterRatio, 0.01, {
       min: 0,
       below: Math.min(this.#renewRatio, 1 - this.#renewRatio),
     });
-    this.#minRenewalDelayMs = option("minRenewalDelayMs", options.minRenewalDelayMs, 5_000, {
+    this.#minRenewalDelayMs = msOption(SCOPE, "minRenewalDelayMs", options.minRenewalDelayMs, 5_000, {
       above: 0,
       // The floor must leave the renewal inside the lifetime asked for.
       below: this.#ttlSeconds * 1000 * (this.#renewRatio - this.#renewJitterRatio),
     });
-    this.#initialBackoffMs = option("initialBackoffMs", options.initialBackoffMs, 1_000, { above: 0 });
-    this.#maxBackoffMs = option("maxBackoffMs", options.maxBackoffMs, 300_000, {
+    this.#initialBackoffMs = msOption(SCOPE, "initialBackoffMs", options.initialBackoffMs, 1_000, {
+      above: 0,
+    });
+    this.#maxBackoffMs = msOption(SCOPE, "maxBackoffMs", options.maxBackoffMs, 300_000, {
       min: this.#initialBackoffMs,
     });
-    this.#maxConcurrentFetches = option("maxConcurrentFetches", options.maxConcurrentFetches, 8, {
-      min: 1,
-      integer: true,
-    });
+    this.#maxConcurrentFetches = numberOption(
+      SCOPE,
+      "maxConcurrentFetches",
+      options.maxConcurrentFetches,
+      8,
+      {
+        min: 1,
+        integer: true,
+      },
+    );
     this.#timers = options.timers ?? defaultTimers;
     this.#now = options.now ?? Date.now;
     this.#random = options.random ?? Math.random;
@@ -183,7 +207,7 @@ export class SecretManager extends EventEmitter {
     if (this.#closed) return Promise.reject(new SpiffeError("ERR_CLOSED", "secret manager is closed"));
     let id: SpiffeId;
     try {
-      id = typeof identity === "string" ? SpiffeId.parse(identity) : identity;
+      id = toSpiffeId(identity);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -216,7 +240,7 @@ export class SecretManager extends EventEmitter {
   prefetch(identity: SpiffeId | string): void {
     let id: SpiffeId;
     try {
-      id = typeof identity === "string" ? SpiffeId.parse(identity) : identity;
+      id = toSpiffeId(identity);
     } catch {
       return;
     }
@@ -233,9 +257,12 @@ export class SecretManager extends EventEmitter {
     this.#refresh(entry, PRIORITY.warmup).catch(() => {});
   }
 
-  /** The cached SVID of `identity`, without fetching. */
+  /**
+   * The cached SVID of `identity`, without fetching.
+   * @throws SpiffeError `ERR_SPIFFE_ID_INVALID` when `identity` is not a SPIFFE ID.
+   */
   get(identity: SpiffeId | string): X509Svid | undefined {
-    return this.#entries.get(identity.toString())?.svid;
+    return this.#entries.get(toSpiffeId(identity).toString())?.svid;
   }
 
   /** Identities currently tracked. */
@@ -243,9 +270,12 @@ export class SecretManager extends EventEmitter {
     return [...this.#entries.values()].map((e) => e.identity);
   }
 
-  /** Stops tracking `identity`: cancels its renewal and drops its certificate. */
+  /**
+   * Stops tracking `identity`: cancels its renewal and drops its certificate.
+   * @throws SpiffeError `ERR_SPIFFE_ID_INVALID` when `identity` is not a SPIFFE ID.
+   */
   forget(identity: SpiffeId | string): boolean {
-    const key = identity.toString();
+    const key = toSpiffeId(identity).toString();
     const entry = this.#entries.get(key);
     if (!entry) return false;
     if (entry.timer !== undefined) this.#timers.clearTimeout(entry.timer);
@@ -256,7 +286,10 @@ export class SecretManager extends EventEmitter {
   /** Forgets every identity and refuses further fetches. */
   close(): void {
     this.#closed = true;
-    for (const key of [...this.#entries.keys()]) this.forget(key);
+    for (const [key, entry] of [...this.#entries]) {
+      if (entry.timer !== undefined) this.#timers.clearTimeout(entry.timer);
+      this.#entries.delete(key);
+    }
     this.#queue.length = 0;
   }
 
@@ -330,10 +363,25 @@ export class SecretManager extends EventEmitter {
       ratio: this.#renewRatio + (this.#random() * 2 - 1) * this.#renewJitterRatio,
       minDelayMs: this.#minRenewalDelayMs,
     });
+    this.#armRenewal(entry, delay, this.#now() + delay);
+  }
+
+  /**
+   * Renews `entry` after `remainingMs`, when the clock reaches `dueAt`. A timer waits at most
+   * {@link MAX_TIMER_DELAY_MS} (Node fires a longer one after 1 ms), so a longer wait is made of
+   * steps, each re-armed for what is left and none shorter than `minRenewalDelayMs`. What is left is
+   * read from the clock, and shrinks by at least each step, so a clock that stands still cannot
+   * postpone the renewal for good.
+   */
+  #armRenewal(entry: Entry, remainingMs: number, dueAt: number): void {
+    const step = Math.min(MAX_TIMER_DELAY_MS, Math.max(this.#minRenewalDelayMs, remainingMs));
     entry.timer = this.#timers.setTimeout(() => {
       entry.timer = undefined;
-      this.#refresh(entry, PRIORITY.background).catch(() => {});
-    }, delay);
+      if (this.#entries.get(entry.identity.toString()) !== entry) return;
+      const left = Math.min(dueAt - this.#now(), remainingMs - step);
+      if (left > 0) this.#armRenewal(entry, left, dueAt);
+      else this.#refresh(entry, PRIORITY.background).catch(() => {});
+    }, step);
   }
 
   async #withSlot<T>(priority: number, fn: () => Promise<T>): Promise<T> {
@@ -395,31 +443,60 @@ export function renewalDelayMs(input: {
   return Number.isFinite(delay) ? Math.max(input.minDelayMs, delay) : input.minDelayMs;
 }
 
-function option(
-  name: keyof SecretManagerOptions,
-  value: number | undefined,
-  fallback: number,
-  range: { min?: number; above?: number; below?: number; integer?: boolean },
-): number {
-  const v = value ?? fallback;
-  const problem =
-    typeof v !== "number" || !Number.isFinite(v)
-      ? "a finite number"
-      : range.integer === true && !Number.isInteger(v)
-        ? "an integer"
-        : range.min !== undefined && v < range.min
-          ? `at least ${range.min}`
-          : range.above !== undefined && v <= range.above
-            ? `above ${range.above}`
-            : range.below !== undefined && v >= range.below
-              ? `below ${range.below}`
-              : undefined;
-  if (problem !== undefined) {
-    throw new SpiffeError(
-      "ERR_OPTIONS_INVALID",
-      `SecretManager option ${name} must be ${problem}, got ${String(value)}`,
-      { option: name, value },
-    );
+const SCOPE = "SecretManager";
+
+/** Refuses a missing client and options that must be functions, objects or flags but are not. */
+function checkFunctions(options: SecretManagerOptions): void {
+  if (typeof options !== "object" || options === null) {
+    throw invalidOption(SCOPE, "argument", "an options object", options);
   }
-  return v;
+  const client = options.client as Partial<CertificateRequester> | null | undefined;
+  if (typeof client !== "object" || client === null || typeof client.createCertificate !== "function") {
+    throw invalidOption(SCOPE, "client", "an object with a createCertificate method", options.client);
+  }
+  if (options.keyAlgorithm !== undefined && !KEY_ALGORITHMS.includes(options.keyAlgorithm)) {
+    throw invalidOption(SCOPE, "keyAlgorithm", `one of ${KEY_ALGORITHMS.join(", ")}`, options.keyAlgorithm);
+  }
+  if (options.impersonate !== undefined && typeof options.impersonate !== "boolean") {
+    throw invalidOption(SCOPE, "impersonate", "a boolean", options.impersonate);
+  }
+  for (const name of ["now", "random"] as const) {
+    if (options[name] !== undefined && typeof options[name] !== "function") {
+      throw invalidOption(SCOPE, name, "a function", options[name]);
+    }
+  }
+  const timers = options.timers as Partial<SecretManagerTimers> | null | undefined;
+  if (
+    timers !== undefined &&
+    (typeof timers !== "object" ||
+      timers === null ||
+      typeof timers.setTimeout !== "function" ||
+      typeof timers.clearTimeout !== "function")
+  ) {
+    throw invalidOption(SCOPE, "timers", "an object with setTimeout and clearTimeout", options.timers);
+  }
+}
+
+/**
+ * `identity` as a SpiffeId: a string is parsed, and so is the text of a SpiffeId (which may come
+ * from another copy of this package).
+ * @throws SpiffeError `ERR_SPIFFE_ID_INVALID`
+ */
+function toSpiffeId(identity: unknown): SpiffeId {
+  if (identity instanceof SpiffeId) return identity;
+  if (typeof identity === "string") return SpiffeId.parse(identity);
+  const candidate = identity as { trustDomain?: unknown; path?: unknown } | null | undefined;
+  if (
+    typeof candidate === "object" &&
+    candidate !== null &&
+    typeof candidate.trustDomain === "string" &&
+    typeof candidate.path === "string"
+  ) {
+    return SpiffeId.parse(String(candidate));
+  }
+  throw new SpiffeError(
+    "ERR_SPIFFE_ID_INVALID",
+    `identity must be a SpiffeId or a SPIFFE ID string, got ${identity === null ? "null" : typeof identity}`,
+    { reason: "not a SPIFFE ID" },
+  );
 }

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { SpiffeError } from "./errors.js";
-import { parseTrustDomain, SpiffeId } from "./spiffe-id.js";
+import { type IstioIdentity, parseTrustDomain, SpiffeId } from "./spiffe-id.js";
 
 const VALID: Array<[string, string, string]> = [
   // [id, trust domain, path]
@@ -141,6 +141,35 @@ describe("Istio helpers", () => {
     assert.throws(() => SpiffeId.fromIstio({ trustDomain: "Bad", namespace: "a", serviceAccount: "x" }), {
       code: "ERR_SPIFFE_ID_INVALID",
     });
+  });
+  it("refuses missing or mistyped parts instead of building spiffe://undefined/...", () => {
+    const bad: unknown[] = [
+      { namespace: "default", serviceAccount: "sleep" },
+      { trustDomain: "", namespace: "default", serviceAccount: "sleep" },
+      { trustDomain: 5, namespace: "default", serviceAccount: "sleep" },
+      { trustDomain: "cluster.local", serviceAccount: "sleep" },
+      { trustDomain: "cluster.local", namespace: "", serviceAccount: "sleep" },
+      { trustDomain: "cluster.local", namespace: "default" },
+      { trustDomain: "cluster.local", namespace: "default", serviceAccount: null },
+      { trustDomain: "cluster.local", namespace: "..", serviceAccount: "sleep" },
+      undefined,
+      null,
+      "spiffe://cluster.local/ns/default/sa/sleep",
+    ];
+    for (const identity of bad) {
+      assert.throws(
+        () => SpiffeId.fromIstio(identity as IstioIdentity),
+        (err: unknown) => err instanceof SpiffeError && err.code === "ERR_SPIFFE_ID_INVALID",
+        JSON.stringify(identity),
+      );
+    }
+    for (const td of [undefined, null, 5, ""]) {
+      assert.throws(
+        () => SpiffeId.fromSegments(td as unknown as string, "x"),
+        (err: unknown) => err instanceof SpiffeError && err.code === "ERR_SPIFFE_ID_INVALID",
+        String(td),
+      );
+    }
   });
   it("compares and serialises", () => {
     const a = SpiffeId.parse("spiffe://td/x");

@@ -164,7 +164,12 @@ export class SpiffeId {
    * @throws SpiffeError `ERR_SPIFFE_ID_INVALID`
    */
   static fromSegments(trustDomain: string, ...segments: string[]): SpiffeId {
-    const joined = `${SCHEME_PREFIX}${trustDomain}${segments.map((s) => `/${s}`).join("")}`;
+    const joined = `${SCHEME_PREFIX}${String(trustDomain)}${segments.map((s) => `/${String(s)}`).join("")}`;
+    if (typeof trustDomain !== "string") {
+      throw invalidId(joined, `the trust domain must be a string, got ${typeof trustDomain}`);
+    }
+    const tdProblem = trustDomainProblem(trustDomain);
+    if (tdProblem !== undefined) throw invalidId(joined, tdProblem);
     for (const seg of segments) {
       if (typeof seg !== "string" || seg.includes("/")) {
         throw invalidId(joined, `path segment ${JSON.stringify(seg)} must not contain '/'`);
@@ -173,8 +178,26 @@ export class SpiffeId {
     return SpiffeId.parse(`${SCHEME_PREFIX}${trustDomain}${segments.map((s) => `/${s}`).join("")}`);
   }
 
-  /** The Istio workload identity `spiffe://<td>/ns/<namespace>/sa/<serviceAccount>`. */
+  /**
+   * The Istio workload identity `spiffe://<td>/ns/<namespace>/sa/<serviceAccount>`. Each part must be
+   * a non-empty string that is valid in its place of a SPIFFE ID.
+   * @throws SpiffeError `ERR_SPIFFE_ID_INVALID` naming the missing or invalid part.
+   */
   static fromIstio(identity: IstioIdentity): SpiffeId {
+    if (typeof identity !== "object" || identity === null) {
+      throw invalidId(String(identity), "the Istio identity must be an object");
+    }
+    for (const part of ["trustDomain", "namespace", "serviceAccount"] as const) {
+      const value: unknown = identity[part];
+      if (typeof value !== "string" || value.length === 0) {
+        const got = typeof value === "string" ? "an empty string" : String(value);
+        throw new SpiffeError(
+          "ERR_SPIFFE_ID_INVALID",
+          `invalid Istio identity: ${part} must be a non-empty string, got ${got}`,
+          { reason: `${part} must be a non-empty string` },
+        );
+      }
+    }
     return SpiffeId.fromSegments(
       identity.trustDomain,
       "ns",

@@ -6,9 +6,11 @@ import { before, describe, it } from "node:test";
 import tls from "node:tls";
 import { type CertificateAuthority, createCertificateAuthority } from "./certificate-authority.js";
 import { peerSpiffeId } from "./certificate-identity.js";
+import { SpiffeError } from "./errors.js";
 import type { SpiffeId } from "./spiffe-id.js";
 import { SpiffeId as SpiffeIdClass } from "./spiffe-id.js";
 import { tlsClientOptions, tlsServerOptions } from "./tls-options.js";
+import type { TrustBundle } from "./trust-bundle.js";
 import { x509 } from "./x509.js";
 import type { X509Svid } from "./x509-svid.js";
 
@@ -92,6 +94,53 @@ describe("TLS glue", () => {
     const c = tlsClientOptions({ svid: clientSvid, bundle: ca.trustBundle(), expectedIds: [SERVER_ID] });
     assert.equal(c.servername, "");
     assert.equal(c.ca.length, 1);
+  });
+
+  it("refuses a missing bundle, SVID or expected identities up front", () => {
+    const bundle = ca.trustBundle();
+    for (const bad of [undefined, null, {}, "bundle"]) {
+      const b = bad as unknown as TrustBundle;
+      for (const make of [
+        () => tlsServerOptions({ svid: serverSvid, bundle: b }),
+        () => tlsClientOptions({ svid: clientSvid, bundle: b, expectedIds: [SERVER_ID] }),
+      ]) {
+        assert.throws(
+          make,
+          (err: unknown) => err instanceof SpiffeError && err.code === "ERR_OPTIONS_INVALID",
+          String(bad),
+        );
+      }
+      const svid = bad as unknown as X509Svid;
+      for (const make of [
+        () => tlsServerOptions({ svid, bundle }),
+        () => tlsClientOptions({ svid, bundle, expectedIds: [SERVER_ID] }),
+      ]) {
+        assert.throws(
+          make,
+          (err: unknown) => err instanceof SpiffeError && err.code === "ERR_OPTIONS_INVALID",
+          String(bad),
+        );
+      }
+    }
+    for (const expectedIds of [undefined, SERVER_ID, null]) {
+      assert.throws(
+        () =>
+          tlsClientOptions({
+            svid: clientSvid,
+            bundle,
+            expectedIds: expectedIds as unknown as string[],
+          }),
+        (err: unknown) => err instanceof SpiffeError && err.code === "ERR_OPTIONS_INVALID",
+        String(expectedIds),
+      );
+    }
+    for (const options of [undefined, null]) {
+      const o = options as unknown as Parameters<typeof tlsServerOptions>[0];
+      assert.throws(() => tlsServerOptions(o), { code: "ERR_OPTIONS_INVALID" });
+      assert.throws(() => tlsClientOptions(o as unknown as Parameters<typeof tlsClientOptions>[0]), {
+        code: "ERR_OPTIONS_INVALID",
+      });
+    }
   });
 
   it("connects and both sides learn the peer identity", async () => {

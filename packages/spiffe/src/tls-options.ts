@@ -1,9 +1,10 @@
 import type { DetailedPeerCertificate, PeerCertificate, TLSSocket } from "node:tls";
 import { peerSpiffeId, spiffeIdFromCertificate } from "./certificate-identity.js";
 import { SpiffeError } from "./errors.js";
+import { invalidOption, optionsObject } from "./options.js";
 import { SpiffeId } from "./spiffe-id.js";
 import type { TrustBundle } from "./trust-bundle.js";
-import { verifySvid } from "./verify-svid.js";
+import { checkBundle, verifySvid } from "./verify-svid.js";
 import type { X509Svid } from "./x509-svid.js";
 
 /** Decides whether a verified peer identity may connect. */
@@ -104,6 +105,24 @@ function verifyPeerChain(cert: PeerCertificate, bundle: TrustBundle): SpiffeId {
   }
 }
 
+/** Refuses an SVID option that lacks the key, chain or identity the TLS options are built from. */
+function checkSvid(caller: string, svid: unknown): asserts svid is X509Svid {
+  const s = svid as Partial<X509Svid> | null | undefined;
+  if (
+    typeof s !== "object" ||
+    s === null ||
+    typeof s.privateKeyPem !== "string" ||
+    typeof s.certChainPem !== "string" ||
+    typeof s.spiffeId?.trustDomain !== "string"
+  ) {
+    throw invalidOption(caller, "svid", "an X509Svid", svid);
+  }
+}
+
+function checkIdList(caller: string, name: string, ids: unknown): void {
+  if (!Array.isArray(ids)) throw invalidOption(caller, name, "an array of SPIFFE IDs", ids);
+}
+
 /** The bundle's roots of every trust domain, as PEM texts. */
 export function rootsOf(bundle: TrustBundle): string[] {
   const roots = bundle.rootsPem();
@@ -111,11 +130,26 @@ export function rootsOf(bundle: TrustBundle): string[] {
   return roots;
 }
 
+/** `options`, which these functions cannot do without. */
+function requiredOptions<T extends object>(caller: string, options: T): T {
+  if (options === undefined) throw invalidOption(caller, "argument", "an options object", options);
+  return optionsObject(caller, options);
+}
+
 /**
  * Node `tls`/`http2` server options for SPIFFE mTLS: the SVID as key and chain, the bundle's roots
  * as CA, client certificates required and verified, TLS 1.3 only.
+ * @throws SpiffeError `ERR_OPTIONS_INVALID` when `svid`, `bundle` or `authorize` is missing or of the
+ *   wrong type; `ERR_BUNDLE_NO_ROOTS` for an empty bundle.
  */
-export function tlsServerOptions(options: TlsServerSpiffeOptions): SpiffeTlsServerOptions {
+export function tlsServerOptions(serverOptions: TlsServerSpiffeOptions): SpiffeTlsServerOptions {
+  const options = requiredOptions("tlsServerOptions", serverOptions);
+  checkSvid("tlsServerOptions", options.svid);
+  checkBundle("tlsServerOptions", options.bundle);
+  const { authorize } = options;
+  if (authorize !== undefined && typeof authorize !== "function") {
+    checkIdList("tlsServerOptions", "authorize", authorize);
+  }
   const authorizer = toAuthorizer(options.authorize, options.svid.spiffeId.trustDomain);
   // A snapshot, so the per-trust-domain check trusts exactly the roots given to Node as `ca`.
   const bundle = options.bundle.clone();
@@ -145,8 +179,14 @@ export function tlsServerOptions(options: TlsServerSpiffeOptions): SpiffeTlsServ
  * Node `tls.connect`/`http2.connect` options for SPIFFE mTLS: the server chain must verify against
  * the bundle and its URI SAN must be one of `expectedIds`; host names are not checked and no SNI
  * is sent.
+ * @throws SpiffeError `ERR_OPTIONS_INVALID` when `svid`, `bundle` or `expectedIds` is missing or of
+ *   the wrong type; `ERR_BUNDLE_NO_ROOTS` for an empty bundle.
  */
-export function tlsClientOptions(options: TlsClientSpiffeOptions): SpiffeTlsClientOptions {
+export function tlsClientOptions(clientOptions: TlsClientSpiffeOptions): SpiffeTlsClientOptions {
+  const options = requiredOptions("tlsClientOptions", clientOptions);
+  checkSvid("tlsClientOptions", options.svid);
+  checkBundle("tlsClientOptions", options.bundle);
+  checkIdList("tlsClientOptions", "expectedIds", options.expectedIds);
   const bundle = options.bundle.clone();
   return {
     key: options.svid.privateKeyPem,
@@ -169,6 +209,8 @@ export function serverIdentityCheck(
   expectedIds: ReadonlyArray<SpiffeId | string>,
   bundle?: TrustBundle | (() => TrustBundle),
 ): (hostname: string, cert: PeerCertificate) => Error | undefined {
+  checkIdList("serverIdentityCheck", "expectedIds", expectedIds);
+  if (bundle !== undefined && typeof bundle !== "function") checkBundle("serverIdentityCheck", bundle);
   const expected = new Set(
     expectedIds.map((a) => (typeof a === "string" ? SpiffeId.parse(a) : a).toString()),
   );

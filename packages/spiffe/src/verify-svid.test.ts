@@ -6,7 +6,7 @@ import { spiffeIdFromCertificate } from "./certificate-identity.js";
 import { SpiffeError } from "./errors.js";
 import { decodeCertificatesPem, encodePem } from "./pem.js";
 import { TrustBundle } from "./trust-bundle.js";
-import { verifySvid } from "./verify-svid.js";
+import { type VerifySvidOptions, verifySvid } from "./verify-svid.js";
 import { x509 } from "./x509.js";
 import type { X509Svid } from "./x509-svid.js";
 import { x509SvidFromChain } from "./x509-svid.js";
@@ -56,6 +56,48 @@ describe("verifySvid", () => {
     expectCode(() => verifySvid(svid.certChainPem, bundle, { now: before }), "ERR_CERT_NOT_YET_VALID");
     assert.ok(verifySvid(svid.certChainPem, bundle, { now: after, clockSkewSeconds: 60 }).equals(ID));
     assert.ok(verifySvid(svid.certChainPem, bundle, { now: before, clockSkewSeconds: 60 }).equals(ID));
+  });
+
+  it("refuses an invalid time, clock skew or chain length instead of skipping the validity checks", () => {
+    const bundle = ca.trustBundle();
+    const expired = new Date(svid.notAfter.getTime() + 365 * 86_400_000);
+    const early = new Date(0);
+    const bad: Array<Record<string, unknown>> = [
+      { now: expired, clockSkewSeconds: Number.NaN },
+      { now: early, clockSkewSeconds: Number.NaN },
+      { now: new Date("not a date") },
+      { now: "2030-06-01T00:00:00Z" },
+      { now: NOW.getTime() },
+      { now: NOW, clockSkewSeconds: -1 },
+      { now: NOW, clockSkewSeconds: Number.POSITIVE_INFINITY },
+      { now: NOW, clockSkewSeconds: "60" },
+      { now: NOW, maxChainLength: 0 },
+      { now: NOW, maxChainLength: 1.5 },
+      { now: NOW, maxChainLength: Number.NaN },
+      { now: NOW, maxChainLength: "10" },
+      { now: NOW, trustDomain: 5 },
+    ];
+    for (const options of bad) {
+      expectCode(
+        () => verifySvid(svid.certChainPem, bundle, options as VerifySvidOptions),
+        "ERR_OPTIONS_INVALID",
+      );
+    }
+    expectCode(
+      () => verifySvid(svid.certChainPem, bundle, null as unknown as VerifySvidOptions),
+      "ERR_OPTIONS_INVALID",
+    );
+    assert.equal(verifySvid(svid.certChainPem, bundle, { now: NOW, clockSkewSeconds: 0 }).toString(), ID);
+  });
+
+  it("refuses a missing or foreign trust bundle up front", () => {
+    for (const bundle of [undefined, null, {}, { has: () => true }, "bundle"]) {
+      expectCode(
+        () => verifySvid(svid.certChainPem, bundle as unknown as TrustBundle, { now: NOW }),
+        "ERR_OPTIONS_INVALID",
+        /bundle/,
+      );
+    }
   });
 
   it("rejects another trust domain", () => {

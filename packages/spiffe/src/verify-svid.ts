@@ -1,6 +1,7 @@
 import type { X509Certificate as NodeX509Certificate } from "node:crypto";
 import { checkLeaf, spiffeIdOfParsed } from "./certificate-identity.js";
 import { SpiffeError } from "./errors.js";
+import { invalidOption, numberOption, optionsObject } from "./options.js";
 import {
   KEY_USAGE,
   MIN_RSA_BITS,
@@ -9,20 +10,23 @@ import {
 } from "./parsed-certificate.js";
 import { decodeCertificatesPem } from "./pem.js";
 import type { SpiffeId } from "./spiffe-id.js";
-import { bundleRoots, type TrustBundle } from "./trust-bundle.js";
+import { bundleRoots, TrustBundle } from "./trust-bundle.js";
 
 /** A certificate chain, leaf first: PEM text, a list of PEM/DER certificates, or Node certificates. */
 export type CertificateChainInput = string | ReadonlyArray<string | Uint8Array | NodeX509Certificate>;
 
 /** Options of {@link verifySvid}. */
 export interface VerifySvidOptions {
-  /** Point in time to validate at. Default: now. */
+  /** Point in time to validate at; a valid `Date`. Default: now. */
   now?: Date;
-  /** Tolerated clock skew on both ends of every validity window. Default 0 s (as rustls/webpki in ztunnel). */
+  /**
+   * Tolerated clock skew on both ends of every validity window, a finite number of seconds >= 0.
+   * Default 0 s (as rustls/webpki in ztunnel).
+   */
   clockSkewSeconds?: number;
   /** When set, the SVID's trust domain must be this one. Default: any trust domain present in the bundle. */
   trustDomain?: string;
-  /** Longest accepted chain including the root. Default 10. */
+  /** Longest accepted chain including the root, a positive integer. Default 10. */
   maxChainLength?: number;
 }
 
@@ -80,15 +84,16 @@ function describe(cert: ParsedCertificate, index: number): string {
   return `certificate #${index} (${name})`;
 }
 
+// Both comparisons are written to fail closed: a NaN time or skew makes a certificate invalid.
 function checkValidity(cert: ParsedCertificate, label: string, now: number, skewMs: number): void {
-  if (now + skewMs < cert.notBefore.getTime()) {
+  if (!(now + skewMs >= cert.notBefore.getTime())) {
     throw new SpiffeError(
       "ERR_CERT_NOT_YET_VALID",
       `${label} is not valid before ${cert.notBefore.toISOString()}`,
       { notBefore: cert.notBefore },
     );
   }
-  if (now - skewMs > cert.notAfter.getTime()) {
+  if (!(now - skewMs <= cert.notAfter.getTime())) {
     throw new SpiffeError("ERR_CERT_EXPIRED", `${label} expired at ${cert.notAfter.toISOString()}`, {
       notAfter: cert.notAfter,
     });
@@ -156,6 +161,35 @@ function signedBy(child: ParsedCertificate, issuer: ParsedCertificate): boolean 
 }
 
 /**
+ * Refuses anything but a {@link TrustBundle} of this package where `caller` needs one.
+ * @throws SpiffeError `ERR_OPTIONS_INVALID`
+ */
+export function checkBundle(caller: string, bundle: unknown): asserts bundle is TrustBundle {
+  if (!(bundle instanceof TrustBundle)) throw invalidOption(caller, "bundle", "a TrustBundle", bundle);
+}
+
+/**
+ * The checked options of {@link verifySvid}: a comparison against an invalid time or a NaN skew is
+ * always false, and would let every certificate pass its validity checks.
+ */
+function checkVerifyOptions(options: VerifySvidOptions): { now: number; skewMs: number; maxLength: number } {
+  const o = optionsObject("verifySvid", options);
+  let now: number;
+  if (o.now === undefined) now = Date.now();
+  else if (o.now instanceof Date && Number.isFinite(o.now.getTime())) now = o.now.getTime();
+  else throw invalidOption("verifySvid", "now", "a valid Date", o.now);
+  const skewSeconds = numberOption("verifySvid", "clockSkewSeconds", o.clockSkewSeconds, 0, { min: 0 });
+  const maxLength = numberOption("verifySvid", "maxChainLength", o.maxChainLength, 10, {
+    min: 1,
+    integer: true,
+  });
+  if (o.trustDomain !== undefined && typeof o.trustDomain !== "string") {
+    throw invalidOption("verifySvid", "trustDomain", "a string", o.trustDomain);
+  }
+  return { now, skewMs: skewSeconds * 1000, maxLength };
+}
+
+/**
  * Validates an X.509-SVID chain against a trust bundle and returns its SPIFFE ID.
  *
  * Path validation: every certificate inside its validity window (with `clockSkewSeconds`), each
@@ -167,13 +201,17 @@ function signedBy(child: ParsedCertificate, issuer: ParsedCertificate): boolean 
  * SPIFFE ID with a path, not a CA, no keyCertSign or cRLSign.
  *
  * @param chain Leaf first; intermediates may follow in any order; a trailing root is allowed.
- * @throws SpiffeError whose `code` names the broken rule.
+ * @throws SpiffeError whose `code` names the broken rule; `ERR_OPTIONS_INVALID` when `bundle` is not a
+ *   {@link TrustBundle}, `now` not a valid Date, `clockSkewSeconds` not a finite number >= 0 or
+ *   `maxChainLength` not a positive integer.
  */
 export function verifySvid(
   chain: CertificateChainInput,
   bundle: TrustBundle,
   options: VerifySvidOptions = {},
 ): SpiffeId {
+  const { now, skewMs, maxLength } = checkVerifyOptions(options);
+  checkBundle("verifySvid", bundle);
   const certs = parseChain(chain);
   const leaf = certs[0] as ParsedCertificate;
   const id = spiffeIdOfParsed(leaf);
@@ -194,9 +232,6 @@ export function verifySvid(
   const roots = bundleRoots(bundle, id.trustDomain);
   checkLeaf(leaf, id);
 
-  const now = (options.now ?? new Date()).getTime();
-  const skewMs = Math.max(0, options.clockSkewSeconds ?? 0) * 1000;
-  const maxLength = options.maxChainLength ?? 10;
   checkValidity(leaf, "leaf SVID", now, skewMs);
 
   validatePath(leaf, "leaf SVID", certs.slice(1), roots, {
