@@ -19,6 +19,7 @@ import {
   SOCK_STREAM,
   syscallError,
 } from "./libc.js";
+import { requireFd } from "./validate.js";
 
 /** An open network namespace: a file descriptor on `/var/run/netns/<name>` or `/proc/<pid>/ns/net`. */
 export interface NetnsHandle {
@@ -104,6 +105,19 @@ export function adoptNetns(fd: number, path = `fd:${fd}`): NetnsHandle {
  * this process is in; if it does, `ERR_NETNS_RESTORE` is thrown and the process should exit.
  */
 export function withNetns<T>(netns: NetnsHandle, fn: () => T): T {
+  if (typeof netns !== "object" || netns === null || typeof netns.closed !== "boolean") {
+    throw new NetnsError(
+      "ERR_NETNS_INVALID_ARGUMENT",
+      "withNetns needs a NetnsHandle from openNetns or adoptNetns",
+      {
+        field: "netns",
+        value: netns,
+      },
+    );
+  }
+  if (typeof fn !== "function") {
+    throw new NetnsError("ERR_NETNS_INVALID_ARGUMENT", "withNetns needs a function to run", { field: "fn" });
+  }
   if (netns.closed) throw new NetnsError("ERR_NETNS_CLOSED", `network namespace ${netns.path} is closed`);
   const c = libc();
   // The namespace this very thread is in now, so it can be restored exactly.
@@ -179,7 +193,11 @@ export function createSocketInNetns(netns: NetnsHandle, options: CreateSocketOpt
   return withNetns(netns, () => createSocket(options));
 }
 
-/** Closes a descriptor this package gave you; throws `ERR_NETNS_SYSCALL` (`EBADF`) if it was not open. */
+/**
+ * Closes a descriptor this package gave you; throws `ERR_NETNS_SYSCALL` (`EBADF`) if it was not open
+ * and `ERR_NETNS_INVALID_ARGUMENT` for anything but a non-negative integer.
+ */
 export function closeFd(fd: number): void {
+  requireFd(fd);
   check("close", libc().close(fd), { fd });
 }

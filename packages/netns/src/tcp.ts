@@ -29,16 +29,27 @@ import {
 } from "./libc.js";
 import { createSocketInNetns, type NetnsHandle } from "./netns.js";
 import { decodeSockaddr, encodeSockaddr, ipFamily, type SocketAddress } from "./sockaddr.js";
+import { requireFd, requireInteger, requireMs } from "./validate.js";
 
 /** A descriptor, or a Node socket or server whose descriptor is meant. */
 export type FdLike = number | net.Socket | net.Server;
 
 /**
  * The descriptor behind a Node socket or server (`_handle.fd`), or the number itself. Throws
- * `ERR_NETNS_CLOSED` when the socket has none (not yet connected, destroyed).
+ * `ERR_NETNS_CLOSED` when the socket has none (not yet connected, destroyed) and
+ * `ERR_NETNS_INVALID_ARGUMENT` for a number that is not a non-negative integer.
  */
 export function socketFd(target: FdLike): number {
-  if (typeof target === "number") return target;
+  if (typeof target === "number") return requireFd(target);
+  if (!(target instanceof net.Socket) && !(target instanceof net.Server)) {
+    throw new NetnsError(
+      "ERR_NETNS_INVALID_ARGUMENT",
+      "expected a descriptor, a net.Socket or a net.Server",
+      {
+        field: "target",
+      },
+    );
+  }
   const fd = (target as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
   if (typeof fd !== "number" || fd < 0) {
     throw new NetnsError("ERR_NETNS_CLOSED", "the socket has no open descriptor (destroyed or not yet open)");
@@ -127,7 +138,7 @@ export interface ListenInNetnsOptions extends NetnsSocketOptions {
   host: string;
   /** Port to bind; 0 picks one (read it from `server.address()`). */
   port: number;
-  /** listen() backlog. Default 511, like Node. */
+  /** listen() backlog, an integer from 0 to 2^31-1 (the kernel caps it at `net.core.somaxconn`). Default 511, like Node. */
   backlog?: number;
   /** SO_REUSEPORT, so a second listener (a ztunnel being upgraded) can bind the same port. Default false; ztunnel `INPOD_PORT_REUSE`. */
   reusePort?: boolean;
@@ -141,9 +152,10 @@ export interface ListenInNetnsOptions extends NetnsSocketOptions {
  * left open.
  */
 export function createListeningSocket(netns: NetnsHandle, options: ListenInNetnsOptions): number {
+  const backlog = requireInteger(options.backlog ?? 511, "backlog", 0, 2 ** 31 - 1);
   const fd = bindInNetns(netns, { ...options, type: "stream" });
   try {
-    check("listen", libc().listen(fd, options.backlog ?? 511), { netns: netns.path });
+    check("listen", libc().listen(fd, backlog), { netns: netns.path });
     return fd;
   } catch (err) {
     closeQuietly(fd);
@@ -191,26 +203,60 @@ function applySocketOptions(fd: number, options: NetnsSocketOptions): void {
 /**
  * Listens inside `netns` with a Node server: `options.server` (any `net.Server`, so also tls, http,
  * http2 servers) or a new `net.Server`. Resolves once listening; rejects with `ERR_NETNS_SYSCALL`
- * (`EADDRINUSE`, `EPERM`, ...) before anything is left open. Closing the server closes the socket.
+ * (`EADDRINUSE`, `EPERM`, ...) or `ERR_NETNS_INVALID_ARGUMENT` (a `server` that is not a
+ * `net.Server` or already listens) with nothing left open. Closing the server closes the socket.
  */
 export function listenInNetns<S extends net.Server = net.Server>(
   netns: NetnsHandle,
   options: ListenInNetnsOptions & { server?: S },
 ): Promise<S> {
+  const given = options.server;
+  if (given !== undefined && !(given instanceof net.Server)) {
+    return Promise.reject(
+      new NetnsError(
+        "ERR_NETNS_INVALID_ARGUMENT",
+        "server must be a net.Server (or a tls, http, http2 server)",
+        {
+          field: "server",
+        },
+      ),
+    );
+  }
+  if (given?.listening) {
+    return Promise.reject(
+      new NetnsError("ERR_NETNS_INVALID_ARGUMENT", "server is already listening", { field: "server" }),
+    );
+  }
   let fd: number;
   try {
     fd = createListeningSocket(netns, options);
   } catch (err) {
     return Promise.reject(err);
   }
-  const server = options.server ?? (net.createServer() as S);
+  const server = given ?? (net.createServer() as S);
   return new Promise<S>((resolve, reject) => {
     const onError = (err: Error) => reject(err);
     server.once("error", onError);
-    server.listen({ fd }, () => {
+    try {
+      server.listen({ fd }, () => {
+        server.off("error", onError);
+        resolve(server);
+      });
+    } catch (cause) {
+      // Node refused the descriptor before taking it over: it is still ours to close.
       server.off("error", onError);
-      resolve(server);
-    });
+      closeQuietly(fd);
+      reject(
+        new NetnsError(
+          "ERR_NETNS_INVALID_ARGUMENT",
+          `server refused the listening socket: ${String(cause)}`,
+          {
+            field: "server",
+            cause,
+          },
+        ),
+      );
+    }
   });
 }
 
@@ -232,7 +278,10 @@ export interface ConnectFromNetnsOptions extends NetnsSocketOptions {
    * previous one is acknowledged.
    */
   noDelay?: boolean;
-  /** Node's `socket.setTimeout` in ms; 0 (default) none. The socket emits 'timeout'; it is not closed for you. */
+  /**
+   * Node's `socket.setTimeout` in ms, from 0 to 2^31-1; 0 (default) none. The socket emits
+   * 'timeout'; it is not closed for you.
+   */
   timeout?: number;
 }
 
@@ -240,9 +289,11 @@ export interface ConnectFromNetnsOptions extends NetnsSocketOptions {
  * Opens a TCP connection that leaves from inside `netns`: the socket is created in the namespace,
  * marked, optionally bound, and then connected by Node itself, so the returned `net.Socket` behaves
  * like one from `net.connect`: 'connect' when established, 'error' (`ECONNREFUSED`, ...) otherwise.
- * Socket creation problems (setns, bind) throw synchronously as `NetnsError`.
+ * Socket creation problems (setns, bind) and bad options throw synchronously as `NetnsError`, with
+ * nothing left open.
  */
 export function connectFromNetns(netns: NetnsHandle, options: ConnectFromNetnsOptions): net.Socket {
+  const timeout = options.timeout === undefined ? 0 : requireMs(options.timeout, "timeout");
   const family = ipFamily(options.host);
   encodeSockaddr(options.host, options.port); // validates the port before anything is opened
   const local =
@@ -276,8 +327,13 @@ export function connectFromNetns(netns: NetnsHandle, options: ConnectFromNetnsOp
     closeQuietly(fd);
     throw err;
   }
-  // Set on the descriptor now, before connect(): the first segment already leaves without delay.
-  if (options.noDelay) socket.setNoDelay(true);
-  if (options.timeout) socket.setTimeout(options.timeout);
-  return socket.connect({ host: options.host, port: options.port });
+  try {
+    // Set on the descriptor now, before connect(): the first segment already leaves without delay.
+    if (options.noDelay) socket.setNoDelay(true);
+    if (timeout > 0) socket.setTimeout(timeout);
+    return socket.connect({ host: options.host, port: options.port });
+  } catch (err) {
+    socket.destroy();
+    throw err;
+  }
 }

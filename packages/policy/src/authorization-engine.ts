@@ -285,6 +285,11 @@ function describeError(err: unknown): string {
   }
 }
 
+/** A bad engine option. */
+function optionError(message: string): PolicyError {
+  return new PolicyError("ERR_POLICY_INVALID", message);
+}
+
 function invalid(message: string): PolicyError {
   return new PolicyError("ERR_REQUEST_INVALID", message);
 }
@@ -489,8 +494,16 @@ export class AuthorizationEngine {
   readonly #changes: { version: number; namespace: string }[] = [];
 
   constructor(options: AuthorizationEngineOptions = {}) {
-    this.#rootNamespace = options.rootNamespace ?? "istio-system";
-    this.#enableDryRun = options.enableDryRun ?? true;
+    if (typeof options !== "object" || options === null)
+      throw optionError(`options must be an object, not ${describe(options)}`);
+    const rootNamespace = options.rootNamespace ?? "istio-system";
+    if (typeof rootNamespace !== "string" || rootNamespace === "")
+      throw optionError(`rootNamespace must be a namespace name, not ${describe(rootNamespace)}`);
+    this.#rootNamespace = rootNamespace;
+    const enableDryRun = options.enableDryRun ?? true;
+    if (typeof enableDryRun !== "boolean")
+      throw optionError(`enableDryRun must be true or false, not ${describe(enableDryRun)}`);
+    this.#enableDryRun = enableDryRun;
     const mode = options.pathNormalization ?? "BASE";
     if (!PATH_NORMALIZATIONS.includes(mode))
       throw new PolicyError(
@@ -498,7 +511,10 @@ export class AuthorizationEngine {
         `pathNormalization must be one of ${PATH_NORMALIZATIONS.join(", ")}, not ${describe(mode)}`,
       );
     this.#pathNormalization = mode;
-    this.#l7Attachment = options.l7Attachment ?? "workload";
+    const attachment = options.l7Attachment ?? "workload";
+    if (attachment !== "workload" && attachment !== "waypoint")
+      throw optionError(`l7Attachment must be "workload" or "waypoint", not ${describe(attachment)}`);
+    this.#l7Attachment = attachment;
     const trustDomains = options.trustDomains ?? [];
     if (
       !Array.isArray(trustDomains) ||
@@ -509,9 +525,23 @@ export class AuthorizationEngine {
         `trustDomains must be a list of trust domains, not ${describe(trustDomains)}`,
       );
     this.#trustDomains = Object.freeze([...trustDomains]);
+    if (options.customAuthorizer !== undefined && typeof options.customAuthorizer !== "function")
+      throw optionError(`customAuthorizer must be a function, not ${describe(options.customAuthorizer)}`);
     this.#customAuthorizer = options.customAuthorizer;
-    this.#logDecisions = options.logDecisions ?? false;
-    this.#logger = options.logger ?? noopLogger;
+    const logDecisions = options.logDecisions ?? false;
+    if (typeof logDecisions !== "boolean")
+      throw optionError(`logDecisions must be true or false, not ${describe(logDecisions)}`);
+    this.#logDecisions = logDecisions;
+    const logger = options.logger ?? noopLogger;
+    if (
+      typeof logger !== "object" ||
+      logger === null ||
+      !(["debug", "info", "warn", "error"] as const).every((level) => typeof logger[level] === "function")
+    )
+      throw optionError(`logger must have debug, info, warn and error methods, not ${describe(logger)}`);
+    this.#logger = logger;
+    if (options.metrics !== undefined && typeof options.metrics?.counter !== "function")
+      throw optionError(`metrics must be a MetricsSink, not ${describe(options.metrics)}`);
     this.#decisions = (options.metrics ?? noopMetrics).counter(
       "ambient_policy_decisions_total",
       "Authorization decisions by outcome.",

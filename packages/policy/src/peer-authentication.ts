@@ -1,4 +1,5 @@
 import type { MtlsMode, PeerAuthentication } from "./kubernetes-types.js";
+import { requireResourceShape } from "./to-wire-authorization.js";
 import { emptyWireMatch, type WireAuthorization, type WireGroup, type WireRule } from "./wire.js";
 
 /** Name of the static STRICT policy in the root namespace (an `_` keeps it apart from Kubernetes names). */
@@ -77,6 +78,10 @@ export function convertPeerAuthentication(
   pa: PeerAuthentication,
   context: PeerAuthenticationContext = {},
 ): WireAuthorization | undefined {
+  requireResourceShape(pa, "PeerAuthentication");
+  if (context.namespacePolicy !== undefined)
+    requireResourceShape(context.namespacePolicy, "PeerAuthentication");
+  if (context.meshPolicy !== undefined) requireResourceShape(context.meshPolicy, "PeerAuthentication");
   const rootNamespace = context.rootNamespace ?? "istio-system";
   const ns = context.namespacePolicy;
   const root = context.meshPolicy;

@@ -1,3 +1,4 @@
+import { PolicyError } from "./errors.js";
 import { cidrTextToWire } from "./ip-address.js";
 import type { AuthorizationPolicy, Condition, Rule } from "./kubernetes-types.js";
 import { patternToStringMatch } from "./string-match.js";
@@ -255,6 +256,30 @@ function hasEffectiveGroups(groups: readonly WireGroup[]): boolean {
 }
 
 /**
+ * Refuses, with `ERR_POLICY_INVALID`, a value that is not shaped like a resource: an object with
+ * `metadata.name`, `metadata.namespace` (strings) and a `spec` object. The converters trust the
+ * fields inside; `validateResource` checks those.
+ */
+export function requireResourceShape(resource: unknown, kind: string): void {
+  const r = resource as { metadata?: { name?: unknown; namespace?: unknown }; spec?: unknown } | null;
+  const problem =
+    typeof r !== "object" || r === null || Array.isArray(r)
+      ? `must be an object, not ${r === null ? "null" : Array.isArray(r) ? "an array" : typeof r}`
+      : typeof r.metadata !== "object" || r.metadata === null
+        ? "metadata must be an object"
+        : typeof r.metadata.name !== "string" || typeof r.metadata.namespace !== "string"
+          ? "metadata.name and metadata.namespace must be strings"
+          : typeof r.spec !== "object" || r.spec === null || Array.isArray(r.spec)
+            ? "spec must be an object"
+            : undefined;
+  if (problem === undefined) return;
+  const path = problem.startsWith("must") ? "" : (problem.split(" ")[0] ?? "");
+  throw new PolicyError("ERR_POLICY_INVALID", `a ${kind}: ${problem}`, {
+    issues: [{ path, message: problem }],
+  });
+}
+
+/**
  * Converts an AuthorizationPolicy to the `istio.security.Authorization` ztunnel enforces, with the
  * same rules as istiod: `targetRefs` policies are not for ztunnel; AUDIT and CUSTOM are refused;
  * no selector means NAMESPACE scope (GLOBAL in the root namespace); HTTP-only fields drop the whole
@@ -264,6 +289,7 @@ export function toWireAuthorization(
   policy: AuthorizationPolicy,
   options: ConvertOptions = {},
 ): ConversionResult {
+  requireResourceShape(policy, "AuthorizationPolicy");
   const rootNamespace = options.rootNamespace ?? "istio-system";
   const { name, namespace } = policy.metadata;
   const spec = policy.spec;

@@ -170,6 +170,15 @@ const FULL_PATH_PATTERN = "^/.*$";
 function invalid(field: string, message: string): RouterError {
   return new RouterError("ERR_ROUTE_INVALID", `${field}: ${message}`, { field });
 }
+function isObject(value: unknown): value is object {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+/** A list field that may be absent (protobuf's empty repeated field). */
+function listOf<T>(value: readonly T[] | undefined, field: string): readonly T[] {
+  if (value === undefined || value === null) return [];
+  if (!Array.isArray(value)) throw invalid(field, "must be a list");
+  return value;
+}
 function unsupported(field: string, message: string): RouterError {
   return new RouterError("ERR_ROUTE_UNSUPPORTED", `${field}: ${message}`, { field });
 }
@@ -492,12 +501,20 @@ export function compileEnvoyRouteConfiguration(
   namespace: string,
   options: EnvoyRouteOptions = {},
 ): CompiledEnvoyRoutes {
+  if (!isObject(config)) throw invalid("config", "must be a RouteConfiguration object");
+  if (typeof namespace !== "string" || namespace === "")
+    throw invalid("namespace", "must be a namespace name");
   const clusterDomain = options.clusterDomain ?? "cluster.local";
-  const virtualHosts = (config.virtualHosts ?? []).map((vh, v) => {
-    const domains = (vh.domains ?? []).map((d) => d.toLowerCase());
+  const virtualHosts = listOf(config.virtualHosts, "virtualHosts").map((vh, v) => {
+    if (!isObject(vh)) throw invalid(`virtualHosts[${v}]`, "must be an object");
+    const domains = listOf(vh.domains, `virtualHosts[${v}].domains`).map((d, i) => {
+      if (typeof d !== "string") throw invalid(`virtualHosts[${v}].domains[${i}]`, "must be a string");
+      return d.toLowerCase();
+    });
     if (domains.length === 0) throw invalid(`virtualHosts[${v}].domains`, "is empty");
-    const routes = (vh.routes ?? []).map((route, r): CompiledEnvoyRoute => {
+    const routes = listOf(vh.routes, `virtualHosts[${v}].routes`).map((route, r): CompiledEnvoyRoute => {
       const field = `virtualHosts[${v}].routes[${r}]`;
+      if (!isObject(route)) throw invalid(field, "must be an object");
       const match = route.match;
       if (match === undefined) throw invalid(`${field}.match`, "is required");
       return {
@@ -591,8 +608,20 @@ function bindingKey(
  * no routes (`hasRoutesFor` false: the handler routes it to itself).
  */
 export function createEnvoyRouteTable(bindings: readonly EnvoyRouteBinding[]): RouteTable {
+  if (!Array.isArray(bindings)) throw invalid("bindings", "must be a list of { service, port, routes }");
   const byTarget = new Map<string, CompiledEnvoyRoutes>();
-  for (const b of bindings) byTarget.set(bindingKey(b.service, b.port), b.routes);
+  bindings.forEach((b: EnvoyRouteBinding, i: number) => {
+    const field = `bindings[${i}]`;
+    if (!isObject(b)) throw invalid(field, "must be { service, port, routes }");
+    const service = b.service as { name?: unknown; namespace?: unknown; hostname?: unknown } | undefined;
+    if (!isObject(service) || typeof service.name !== "string" || typeof service.namespace !== "string")
+      throw invalid(`${field}.service`, "must be { name, namespace }");
+    if (!Number.isInteger(b.port) || b.port < 1 || b.port > 65535)
+      throw invalid(`${field}.port`, "must be a port number (1 to 65535)");
+    if (!isObject(b.routes) || !Array.isArray(b.routes.virtualHosts))
+      throw invalid(`${field}.routes`, "must come from compileEnvoyRouteConfiguration");
+    byTarget.set(bindingKey(b.service, b.port), b.routes);
+  });
   const find = (target: RouteTarget | undefined) =>
     target?.service === undefined || target.port === undefined
       ? undefined

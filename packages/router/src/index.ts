@@ -133,6 +133,7 @@ export {
   createWaypointHandler,
   DEFAULT_RETRY_POLICY,
   type DestinationService,
+  MAX_RETRY_ATTEMPTS,
   type RetryOn,
   type RetryPolicy,
   type TunnelInfo,

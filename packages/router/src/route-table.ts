@@ -1,4 +1,5 @@
 import { parseGatewayDuration } from "./duration.js";
+import { RouterError } from "./errors.js";
 import { firstQueryValues } from "./query-params.js";
 import type {
   BackendObjectReference,
@@ -548,6 +549,11 @@ function matchHosts(
  * first (see {@link validateRoute}); an invalid one throws with its field path.
  */
 export function createRouteTable(routes: readonly unknown[], options: RouteTableOptions = {}): RouteTable {
+  if (!Array.isArray(routes)) {
+    throw new RouterError("ERR_ROUTE_INVALID", "routes must be a list of HTTPRoute and GRPCRoute objects", {
+      field: "routes",
+    });
+  }
   const scopes = new Map<string, Scope>();
   const entries: { entry: Entry; buckets: Bucket[] }[] = [];
   for (const input of routes) {

@@ -88,15 +88,35 @@ export type RetryOn =
   | "deadline-exceeded"
   | "resource-exhausted";
 
+const RETRY_ONS: readonly RetryOn[] = [
+  "5xx",
+  "gateway-error",
+  "reset",
+  "connect-failure",
+  "refused-stream",
+  "retriable-status-codes",
+  "unavailable",
+  "cancelled",
+  "deadline-exceeded",
+  "resource-exhausted",
+];
+
+/** Most retries a policy may ask for, as for an HTTPRoute rule's `retry.attempts`. */
+export const MAX_RETRY_ATTEMPTS = 100;
+
+/** Longest delay Node's timers honour; a longer one fires after 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Retry policy applied to every route rule that has no `retry` stanza of its own. */
 export interface RetryPolicy {
-  /** Retries after the first attempt. */
+  /** Retries after the first attempt: an integer from 0 to {@link MAX_RETRY_ATTEMPTS}. */
   attempts: number;
   retryOn: readonly RetryOn[];
   /** Status codes for `retriable-status-codes`. */
   codes: readonly number[];
-  /** Exponential back-off base with full jitter. */
+  /** Exponential back-off base with full jitter, in ms: above 0 (as Envoy's `base_interval`). */
   backoffBaseMs: number;
+  /** Longest back-off, in ms: at least `backoffBaseMs`, at most 2^31-1. */
   backoffMaxMs: number;
 }
 
@@ -276,10 +296,11 @@ export interface WaypointHandler {
   /**
    * Serves one tunnel stream (any Duplex); HTTP/2 is detected by its connection preface. A
    * `tls.TLSSocket` whose handshake is done (as `tls.Server` hands it over) gives the access log the SNI
-   * its client sent (`requested_server_name`).
+   * its client sent (`requested_server_name`). After `close()` the stream is destroyed and
+   * `ERR_CLOSED` thrown.
    */
   handle(stream: Duplex, info?: TunnelInfo): void;
-  /** Replaces the route table; invalid routes throw and leave the current table in place. */
+  /** Replaces the route table; invalid routes (or anything but a list) throw and leave the current table in place. */
   setRoutes(routes: readonly unknown[]): void;
   /**
    * Replaces the route table with one built elsewhere (e.g. `createEnvoyRouteTable` from RDS).
@@ -960,7 +981,138 @@ function sleep(ms: number): Promise<void> {
  * Creates the waypoint's L7 request path: Gateway API routing, filters, retries, timeouts,
  * per-request load balancing over pooled upstream connections, L7 authorization and Istio metrics.
  */
+function optionsError(field: string, message: string): RouterError {
+  return new RouterError("ERR_OPTIONS_INVALID", `${field} ${message}`, { field });
+}
+
+function describeValue(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value);
+  if (value === null || (typeof value !== "object" && typeof value !== "function")) return String(value);
+  return Array.isArray(value) ? "an array" : `a ${typeof value}`;
+}
+
+/** A number of milliseconds Node's timers honour (0 to 2^31-1), else `ERR_OPTIONS_INVALID`. */
+function checkMs(value: number, field: string, min = 0): number {
+  if (typeof value !== "number" || !Number.isFinite(value) || value < min || value > MAX_TIMER_MS) {
+    throw optionsError(
+      field,
+      `must be a number of ms from ${min} to ${MAX_TIMER_MS}, got ${describeValue(value)}`,
+    );
+  }
+  return value;
+}
+
+function checkInt(value: number, field: string, min: number, max: number): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+    throw optionsError(field, `must be an integer from ${min} to ${max}, got ${describeValue(value)}`);
+  }
+  return value;
+}
+
+function checkOptionalFunction(value: unknown, field: string): void {
+  if (value !== undefined && typeof value !== "function") {
+    throw optionsError(field, `must be a function, got ${describeValue(value)}`);
+  }
+}
+
+function checkRetryPolicy(retry: RetryPolicy): RetryPolicy {
+  checkInt(retry.attempts, "retry.attempts", 0, MAX_RETRY_ATTEMPTS);
+  if (!Array.isArray(retry.retryOn) || retry.retryOn.some((on) => !RETRY_ONS.includes(on))) {
+    throw optionsError("retry.retryOn", `must list conditions of ${RETRY_ONS.join(", ")}`);
+  }
+  if (!Array.isArray(retry.codes) || retry.codes.some((c) => !Number.isInteger(c) || c < 100 || c > 599)) {
+    throw optionsError("retry.codes", "must list HTTP status codes (100 to 599)");
+  }
+  checkMs(retry.backoffBaseMs, "retry.backoffBaseMs", 1);
+  checkMs(retry.backoffMaxMs, "retry.backoffMaxMs", retry.backoffBaseMs);
+  return retry;
+}
+
+/** Refuses what cannot serve as a route table: an object with `match`, `hasRoutesFor` and `size`. */
+function checkRouteTable(table: RouteTable, field: string): RouteTable {
+  const t = table as Partial<RouteTable> | null;
+  if (
+    typeof t !== "object" ||
+    t === null ||
+    typeof t.match !== "function" ||
+    typeof t.hasRoutesFor !== "function" ||
+    typeof t.size !== "number"
+  ) {
+    throw optionsError(
+      field,
+      `must be a RouteTable (createRouteTable, createEnvoyRouteTable), got ${describeValue(table)}`,
+    );
+  }
+  return table;
+}
+
+/** Refuses, up front, options of the wrong type or out of range. */
+function checkOptions(options: WaypointHandlerOptions): void {
+  if (typeof options !== "object" || options === null) {
+    throw new RouterError("ERR_OPTIONS_INVALID", `options must be an object, got ${describeValue(options)}`);
+  }
+  const w = options.waypoint as { name?: unknown; namespace?: unknown } | undefined;
+  if (
+    w !== undefined &&
+    (typeof w !== "object" ||
+      w === null ||
+      typeof w.name !== "string" ||
+      w.name === "" ||
+      typeof w.namespace !== "string" ||
+      w.namespace === "")
+  ) {
+    throw optionsError(
+      "waypoint",
+      `must be { name, namespace } of the waypoint Gateway, got ${describeValue(w)}`,
+    );
+  }
+  if (!Array.isArray(options.routes)) {
+    throw optionsError("routes", `must be a list of routes, got ${describeValue(options.routes)}`);
+  }
+  const policy = options.policy as { evaluate?: unknown } | undefined;
+  if (
+    policy !== undefined &&
+    (typeof policy !== "object" || policy === null || typeof policy.evaluate !== "function")
+  ) {
+    throw optionsError("policy", `must have an evaluate(request) method, got ${describeValue(policy)}`);
+  }
+  checkOptionalFunction(options.authenticate, "authenticate");
+  checkOptionalFunction(options.accessLog, "accessLog");
+  checkOptionalFunction(options.onRequestFinished, "onRequestFinished");
+  const logger = options.logger as Record<string, unknown> | undefined;
+  if (
+    logger !== undefined &&
+    (typeof logger !== "object" ||
+      logger === null ||
+      !["debug", "info", "warn", "error"].every((level) => typeof logger[level] === "function"))
+  ) {
+    throw optionsError("logger", "must have debug, info, warn and error methods");
+  }
+  if (
+    options.metrics !== undefined &&
+    typeof (options.metrics as { counter?: unknown })?.counter !== "function"
+  ) {
+    throw optionsError("metrics", "must be a MetricsSink");
+  }
+  if (options.retry !== undefined && (typeof options.retry !== "object" || options.retry === null)) {
+    throw optionsError("retry", `must be an object, got ${describeValue(options.retry)}`);
+  }
+  for (const field of ["clusterDomain", "identity"] as const) {
+    const value = options[field];
+    if (value !== undefined && (typeof value !== "string" || value === "")) {
+      throw optionsError(field, `must be a non-empty string, got ${describeValue(value)}`);
+    }
+  }
+  for (const field of ["opaqueTcp", "sampleNewTraces"] as const) {
+    const value = options[field];
+    if (value !== undefined && typeof value !== "boolean") {
+      throw optionsError(field, `must be true or false, got ${describeValue(value)}`);
+    }
+  }
+}
+
 export function createWaypointHandler(options: WaypointHandlerOptions): WaypointHandler {
+  checkOptions(options);
   const logger = options.logger ?? noopLogger;
   // pino and similar loggers say whether a level is on; the per-request debug line is only built then.
   const levels = logger as { isLevelEnabled?: (level: string) => boolean };
@@ -977,20 +1129,25 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
   if (typeof options.connect !== "function" || typeof options.resolveBackend !== "function") {
     throw new RouterError("ERR_OPTIONS_INVALID", "connect and resolveBackend must be functions");
   }
-  const retryDefaults: RetryPolicy = { ...DEFAULT_RETRY_POLICY, ...options.retry };
-  const retryBufferBytes = options.retryBufferBytes ?? 1024 * 1024;
-  const maxHeaderBytes = options.maxHeaderBytes ?? 60 * 1024;
+  const retryDefaults = checkRetryPolicy({ ...DEFAULT_RETRY_POLICY, ...options.retry });
+  const retryBufferBytes = checkInt(
+    options.retryBufferBytes ?? 1024 * 1024,
+    "retryBufferBytes",
+    0,
+    2 ** 31 - 1,
+  );
+  const maxHeaderBytes = checkInt(options.maxHeaderBytes ?? 60 * 1024, "maxHeaderBytes", 1, 2 ** 31 - 1);
   const clusterDomain = options.clusterDomain ?? "cluster.local";
-  const defaultRequestTimeout = options.requestTimeoutMs ?? 0;
-  const streamIdleTimeout = options.streamIdleTimeoutMs ?? 300_000;
-  const tcpIdleTimeout = options.tcpIdleTimeoutMs ?? 3_600_000;
-  if (!(Number.isFinite(tcpIdleTimeout) && tcpIdleTimeout >= 0)) {
-    throw new RouterError(
-      "ERR_OPTIONS_INVALID",
-      `tcpIdleTimeoutMs must be a number of ms >= 0, got ${tcpIdleTimeout}`,
-    );
-  }
-  const headersTimeout = options.headersTimeoutMs ?? 60_000;
+  const defaultRequestTimeout = checkMs(options.requestTimeoutMs ?? 0, "requestTimeoutMs");
+  const streamIdleTimeout = checkMs(options.streamIdleTimeoutMs ?? 300_000, "streamIdleTimeoutMs");
+  const tcpIdleTimeout = checkMs(options.tcpIdleTimeoutMs ?? 3_600_000, "tcpIdleTimeoutMs");
+  const headersTimeout = checkMs(options.headersTimeoutMs ?? 60_000, "headersTimeoutMs");
+  const maxIdlePerEndpoint = checkInt(
+    options.maxIdleConnectionsPerEndpoint ?? 100,
+    "maxIdleConnectionsPerEndpoint",
+    0,
+    2 ** 31 - 1,
+  );
   const pathNormalization = options.pathNormalization ?? "BASE";
   if (!PATH_NORMALIZATIONS.includes(pathNormalization)) {
     throw new RouterError(
@@ -998,10 +1155,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       `pathNormalization must be one of ${PATH_NORMALIZATIONS.join(", ")}`,
     );
   }
-  if (!Number.isFinite(headersTimeout) || headersTimeout < 0) {
-    throw new RouterError("ERR_OPTIONS_INVALID", "headersTimeoutMs must be a finite number >= 0");
-  }
-  const pool = new UpstreamPool(options.connect, options.maxIdleConnectionsPerEndpoint ?? 100);
+  const pool = new UpstreamPool(options.connect, maxIdlePerEndpoint);
   let table: RouteTable = createRouteTable(options.routes, { waypoint: options.waypoint });
   const pickers = new Map<string, EndpointPicker<Endpoint>>();
   const pickerByBackend = new WeakMap<ResolvedBackendRef, EndpointPicker<Endpoint>>();
@@ -2539,8 +2693,9 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
 
   function handle(stream: Duplex, info: TunnelInfo = {}): void {
     if (closed) {
+      // Not served: the stream is destroyed, so nothing is left half-open, and the caller hears why.
       stream.destroy();
-      return;
+      throw new RouterError("ERR_CLOSED", "the waypoint handler is closed");
     }
     ensureBufferWrites(stream);
     streams.add(stream);
@@ -2621,11 +2776,14 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
   return {
     handle,
     setRoutes(routes) {
+      if (!Array.isArray(routes)) {
+        throw optionsError("routes", `must be a list of routes, got ${describeValue(routes)}`);
+      }
       table = createRouteTable(routes, { waypoint: options.waypoint });
       defaultRoutes.clear();
     },
     setRouteTable(next) {
-      table = next;
+      table = checkRouteTable(next, "table");
       defaultRoutes.clear();
     },
     drain() {

@@ -10,6 +10,7 @@ import { NetnsError } from "../errors.js";
 import { CLONE_NEWNET, closeQuietly, libc } from "../libc.js";
 import { adoptNetns, type NetnsHandle } from "../netns.js";
 import { type SeqpacketMessage, SeqpacketSocket } from "../seqpacket.js";
+import { requireFunction, requireLogger, requireMs, requireObject, requireString } from "../validate.js";
 import { decodeRequest, encodeAck, encodeHello, type ZdsRequest, type ZdsWorkloadInfo } from "./codec.js";
 
 /** Where istio-cni listens and ztunnel connects; ztunnel `INPOD_UDS`. */
@@ -59,9 +60,9 @@ export interface ZdsClientOptions {
   path?: string;
   handler: ZdsClientHandler;
   logger?: Logger;
-  /** First reconnect delay. Default 10 ms, as ztunnel. */
+  /** First reconnect delay, from 1 ms to 2^31-1. Default 10 ms, as ztunnel. */
   reconnectInitialDelayMs?: number;
-  /** Reconnect delays double up to this. Default 15 s, as ztunnel. */
+  /** Reconnect delays double up to this (at least the initial delay, at most 2^31-1 ms). Default 15 s, as ztunnel. */
   reconnectMaxDelayMs?: number;
 }
 
@@ -146,11 +147,20 @@ export class ZdsClient extends EventEmitter {
 
   constructor(options: ZdsClientOptions) {
     super();
-    this.path = options.path ?? DEFAULT_ZDS_PATH;
+    requireObject(options, "options");
+    this.path = requireString(options.path ?? DEFAULT_ZDS_PATH, "path");
+    requireObject(options.handler, "handler");
+    requireFunction(options.handler.addWorkload, "handler.addWorkload");
+    requireFunction(options.handler.deleteWorkload, "handler.deleteWorkload");
     this.#handler = options.handler;
     this.#logger = options.logger ?? noopLogger;
-    this.#initialDelay = options.reconnectInitialDelayMs ?? 10;
-    this.#maxDelay = options.reconnectMaxDelayMs ?? 15_000;
+    requireLogger(this.#logger);
+    this.#initialDelay = requireMs(options.reconnectInitialDelayMs ?? 10, "reconnectInitialDelayMs", 1);
+    this.#maxDelay = requireMs(
+      options.reconnectMaxDelayMs ?? 15_000,
+      "reconnectMaxDelayMs",
+      this.#initialDelay,
+    );
     this.#delay = this.#initialDelay;
     this.#connect();
   }

@@ -9,6 +9,7 @@ import { NetnsError } from "../errors.js";
 import { closeQuietly } from "../libc.js";
 import type { NetnsHandle } from "../netns.js";
 import { type SeqpacketMessage, SeqpacketServer, type SeqpacketSocket } from "../seqpacket.js";
+import { requireLogger, requireMs, requireObject, requireString } from "../validate.js";
 import { DEFAULT_ZDS_PATH } from "./client.js";
 import { decodeAck, decodeHello, encodeRequest, type ZdsRequest, type ZdsWorkloadInfo } from "./codec.js";
 
@@ -16,7 +17,10 @@ export interface ZdsServerOptions {
   /** Socket path to listen on; a stale file there is replaced. Default `/var/run/ztunnel/ztunnel.sock`. */
   path?: string;
   logger?: Logger;
-  /** How long a ztunnel may take to say hello and to answer each request before it is disconnected. Default 5 s. */
+  /**
+   * How long a ztunnel may take to say hello and to answer each request before it is disconnected,
+   * from 1 ms to 2^31-1. Default 5 s.
+   */
   ackTimeoutMs?: number;
 }
 
@@ -126,9 +130,11 @@ export class ZdsServer extends EventEmitter {
 
   constructor(options: ZdsServerOptions = {}) {
     super();
-    this.path = options.path ?? DEFAULT_ZDS_PATH;
+    requireObject(options, "options");
+    this.path = requireString(options.path ?? DEFAULT_ZDS_PATH, "path");
     this.#logger = options.logger ?? noopLogger;
-    this.#ackTimeoutMs = options.ackTimeoutMs ?? 5000;
+    requireLogger(this.#logger);
+    this.#ackTimeoutMs = requireMs(options.ackTimeoutMs ?? 5000, "ackTimeoutMs", 1);
   }
 
   /** Starts listening on `path` (replacing a stale socket file). Throws `ERR_NETNS_SYSCALL` on failure. */
