@@ -163,13 +163,18 @@ export function resourceProblem(
       return problem === undefined ? undefined : `${name}: ${problem}`;
     }
     if (typeUrl === TypeUrl.routeConfiguration) {
-      // A ServiceEntry host's entry (and so its namespace) is looked up when the routes are applied.
+      // A ServiceEntry host's entry (and so its namespace) is looked up when the routes are applied;
+      // until then any namespace checks them the same (it only fills in backendRefs that name none).
       const target = parseWaypointRouteName(name, self.clusterDomain);
       if (target === undefined && parseWaypointRouteHost(name) === undefined)
         return `${name} is not a waypoint route name`;
-      compileEnvoyRouteConfiguration(resource as EnvoyRouteConfiguration, target?.service.namespace ?? "", {
-        ...(self.clusterDomain === undefined ? {} : { clusterDomain: self.clusterDomain }),
-      });
+      compileEnvoyRouteConfiguration(
+        resource as EnvoyRouteConfiguration,
+        target?.service.namespace ?? "default",
+        {
+          ...(self.clusterDomain === undefined ? {} : { clusterDomain: self.clusterDomain }),
+        },
+      );
     } else if (typeUrl === TypeUrl.waypointPolicy) {
       const policy = resource as WaypointPolicy;
       const key = `${policy.kind}/${policy.namespace}/${policy.name}`;
