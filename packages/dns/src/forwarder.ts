@@ -24,7 +24,10 @@ export interface Nameserver {
 export interface DnsForwarderOptions {
   /** At least one; tried in order. IPv4 or IPv6 literals, else `ERR_DNS_INVALID_ARGUMENT`. */
   nameservers: readonly Nameserver[];
-  /** Default 2000: how long one try waits for its answer (resolv.conf `timeout:` is in seconds). */
+  /**
+   * Default 2000: how long one try waits for its answer (resolv.conf `timeout:` is in seconds); above
+   * 0 and at most 2147483647 (2^31 - 1, the longest Node.js timer).
+   */
   timeoutMs?: number;
   /** Default 2: rounds over the nameserver list (resolv.conf `attempts:`). */
   attempts?: number;
@@ -42,7 +45,10 @@ export interface DnsForwarderOptions {
 
 /** Options of one {@link DnsForwarder.forward} call. */
 export interface ForwardOptions {
-  /** Default "udp" (then TCP when the answer is truncated); "tcp" asks over TCP straight away. */
+  /**
+   * Default "udp" (then TCP when the answer is truncated); "tcp" asks over TCP straight away. Anything
+   * else rejects with `ERR_DNS_INVALID_ARGUMENT`.
+   */
   protocol?: "udp" | "tcp";
   /** Aborting it rejects the forward with `ERR_DNS_ABORTED` and closes its sockets. */
   signal?: AbortSignal;
@@ -69,6 +75,9 @@ function isErrorRcode(rcode: number): boolean {
   return rcode !== ResponseCode.NOERROR && rcode !== ResponseCode.NXDOMAIN && rcode <= 10;
 }
 
+/** Longest delay a Node.js timer keeps: a longer one fires after 1 ms instead. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 function invalid(why: string): DnsError {
   return new DnsError("ERR_DNS_INVALID_ARGUMENT", why);
 }
@@ -84,6 +93,9 @@ function toUpstream(nameserver: Nameserver): Upstream {
 
 /** The query as bytes and decoded; validated to be a query with one question. */
 function readQuery(query: DnsMessage | Uint8Array): { bytes: Uint8Array; message: DnsMessage } {
+  if (query === null || typeof query !== "object") {
+    throw invalid("the query to forward must be a DnsMessage or its bytes");
+  }
   if (query instanceof Uint8Array) {
     const message = decodeMessage(query);
     if (message.response || message.questions.length !== 1) {
@@ -91,6 +103,8 @@ function readQuery(query: DnsMessage | Uint8Array): { bytes: Uint8Array; message
     }
     return { bytes: query, message };
   }
+  if (!Array.isArray(query.questions))
+    throw invalid("the query to forward must be a DnsMessage or its bytes");
   if (query.response || query.questions.length !== 1)
     throw invalid("only a query with one question can be forwarded");
   return { bytes: encodeMessage(query), message: query };
@@ -160,8 +174,10 @@ export class DnsForwarder {
     }
     this.#upstreams = options.nameservers.map(toUpstream);
     const timeoutMs = options.timeoutMs ?? 2000;
-    if (!Number.isFinite(timeoutMs) || timeoutMs <= 0)
-      throw invalid(`timeoutMs ${timeoutMs} is not a positive number`);
+    if (typeof timeoutMs !== "number" || !(timeoutMs > 0 && timeoutMs <= MAX_TIMER_MS))
+      throw invalid(
+        `timeoutMs ${String(timeoutMs)} is not a number of ms above 0 and at most ${MAX_TIMER_MS}`,
+      );
     const attempts = options.attempts ?? 2;
     if (!Number.isInteger(attempts) || attempts < 1)
       throw invalid(`attempts ${attempts} is not a positive integer`);
@@ -189,7 +205,13 @@ export class DnsForwarder {
     if (this.#closed) throw new DnsError("ERR_DNS_CLOSED", "the DNS forwarder was closed");
     const { bytes, message } = readQuery(query);
     const question = message.questions[0] as DnsQuestion;
-    const { signal } = options;
+    if (options === null || typeof options !== "object") throw invalid("forward options must be an object");
+    const { signal, protocol } = options;
+    if (protocol !== undefined && protocol !== "udp" && protocol !== "tcp") {
+      throw invalid(`protocol ${JSON.stringify(protocol)} is not "udp" or "tcp"`);
+    }
+    if (signal !== undefined && !(signal instanceof AbortSignal))
+      throw invalid("signal must be an AbortSignal");
     if (signal?.aborted)
       throw new DnsError("ERR_DNS_ABORTED", "the forward was aborted", { cause: signal.reason });
     const controller = new AbortController();

@@ -77,8 +77,12 @@ function malformed(why: string, details: Record<string, unknown> = {}): DnsError
  * Decodes a DNS message. Throws {@link DnsError} `ERR_DNS_MALFORMED` on anything wrong: cut short,
  * counts the bytes cannot hold, compression pointers that loop or point forwards, reserved label
  * types, a CNAME/NS/PTR whose name does not fill its RDATA. Bytes after the last record are ignored.
+ * Throws `ERR_DNS_INVALID_ARGUMENT` when `bytes` is not a `Uint8Array`.
  */
 export function decodeMessage(bytes: Uint8Array): DnsMessage {
+  if (!(bytes instanceof Uint8Array)) {
+    throw new DnsError("ERR_DNS_INVALID_ARGUMENT", "a DNS message is decoded from a Uint8Array");
+  }
   if (bytes.length < HEADER_BYTES) throw malformed(`${bytes.length} bytes is shorter than a header`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const flags = view.getUint16(2);

@@ -96,6 +96,18 @@ export function queryMessage(
   type: number = RecordType.A,
   init: Partial<DnsMessage> = {},
 ): DnsMessage {
+  if (typeof name !== "string") {
+    throw new DnsError("ERR_DNS_INVALID_ARGUMENT", `a query name must be a string, not ${String(name)}`);
+  }
+  if (!Number.isInteger(type) || type < 0 || type > 0xffff) {
+    throw new DnsError(
+      "ERR_DNS_INVALID_ARGUMENT",
+      `record type ${String(type)} is not an integer in 0..65535`,
+    );
+  }
+  if (init === null || typeof init !== "object") {
+    throw new DnsError("ERR_DNS_INVALID_ARGUMENT", "the fields of a query must be an object");
+  }
   return {
     id: 0,
     response: false,

@@ -36,7 +36,7 @@ export interface DnsServerOptions {
   logger?: Logger;
   /**
    * Default 5000: a TCP connection with no query in flight and no complete query arriving for this
-   * long is closed (bytes of a query still incomplete do not count).
+   * long is closed (bytes of a query still incomplete do not count). At most 2147483647 (2^31 - 1).
    */
   tcpIdleTimeoutMs?: number;
   /** Default 256: TCP connections over this number are closed at once. */
@@ -215,6 +215,13 @@ export class DnsServer {
     this.#handler = options.handler;
     this.#logger = options.logger ?? noopLogger;
     this.#tcpIdleTimeoutMs = positiveInteger(options.tcpIdleTimeoutMs, 5000, "tcpIdleTimeoutMs");
+    // Node.js fires a timer longer than 2^31 - 1 ms after 1 ms.
+    if (this.#tcpIdleTimeoutMs > 2 ** 31 - 1) {
+      throw new DnsError(
+        "ERR_DNS_INVALID_ARGUMENT",
+        `tcpIdleTimeoutMs must be at most ${2 ** 31 - 1}, not ${this.#tcpIdleTimeoutMs}`,
+      );
+    }
     this.#maxTcpConnections = positiveInteger(options.maxTcpConnections, 256, "maxTcpConnections");
     this.#maxInFlight = positiveInteger(options.maxInFlight, 1024, "maxInFlight");
   }

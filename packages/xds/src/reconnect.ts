@@ -4,6 +4,7 @@
  * two stack; these channel options cap grpc-js at the same bound as the xDS client's own loop.
  */
 import type { ChannelOptions } from "@grpc/grpc-js";
+import { MAX_TIMER_MS } from "./checks.js";
 import { XdsError } from "./errors.js";
 
 /** Reconnect delays to the control plane. */
@@ -33,10 +34,10 @@ export function resolveReconnectBackoff(backoff: ReconnectBackoff = {}): Require
       `initialBackoffMs must be at least 1, got ${initialBackoffMs}`,
     );
   }
-  if (!Number.isFinite(maxBackoffMs) || maxBackoffMs < initialBackoffMs) {
+  if (!Number.isFinite(maxBackoffMs) || maxBackoffMs < initialBackoffMs || maxBackoffMs > MAX_TIMER_MS) {
     throw new XdsError(
       "ERR_XDS_INVALID_ARGUMENT",
-      `maxBackoffMs must be a number of at least initialBackoffMs (${initialBackoffMs}), got ${maxBackoffMs}`,
+      `maxBackoffMs must be a number from initialBackoffMs (${initialBackoffMs}) to ${MAX_TIMER_MS}, got ${maxBackoffMs}`,
     );
   }
   return { initialBackoffMs, maxBackoffMs };

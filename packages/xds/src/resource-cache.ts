@@ -209,8 +209,15 @@ function distinctWithout(name: string, list: readonly string[]): boolean {
  * `push` keeps room for 17); one shared empty list when there are none. A frozen list that already is
  * that is kept: it cannot change under the cache.
  */
-function aliasList(name: string, given: readonly string[] | undefined): readonly string[] {
-  if (given === undefined || given.length === 0) return NO_ALIASES;
+function aliasList(name: string, given: readonly string[] | undefined, typeUrl: string): readonly string[] {
+  if (given === undefined) return NO_ALIASES;
+  if (!Array.isArray(given) || !given.every((a) => typeof a === "string")) {
+    throw new XdsError("ERR_XDS_INVALID_ARGUMENT", "aliases must be an array of strings", {
+      typeUrl,
+      resourceName: name,
+    });
+  }
+  if (given.length === 0) return NO_ALIASES;
   if (Object.isFrozen(given) && distinctWithout(name, given)) return given;
   if (given.length === 1) return given[0] === name ? NO_ALIASES : [given[0] as string];
   const out: string[] = [];
@@ -260,8 +267,10 @@ export class ResourceCache {
   }
 
   private checkType(typeUrl: string): void {
-    if (!typeUrl.startsWith(TYPE_URL_PREFIX) || !typeRegistry.has(typeUrl)) {
-      throw new XdsError("ERR_XDS_UNKNOWN_TYPE", `unknown resource type URL "${typeUrl}"`, { typeUrl });
+    if (typeof typeUrl !== "string" || !typeUrl.startsWith(TYPE_URL_PREFIX) || !typeRegistry.has(typeUrl)) {
+      throw new XdsError("ERR_XDS_UNKNOWN_TYPE", `unknown resource type URL "${String(typeUrl)}"`, {
+        typeUrl,
+      });
     }
   }
 
@@ -287,7 +296,7 @@ export class ResourceCache {
         typeUrl,
       });
     }
-    const aliases = aliasList(name, options.aliases);
+    const aliases = aliasList(name, options?.aliases, typeUrl);
     const version = hashVersion(payload);
     const s = this.state(typeUrl);
     const old = s.entries.get(name);

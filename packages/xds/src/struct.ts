@@ -1,3 +1,4 @@
+import { XdsError } from "./errors.js";
 import type { google } from "./gen/types.js";
 
 /** JSON value as carried by `google.protobuf.Struct`. */
@@ -9,7 +10,8 @@ function valueFromJson(value: JsonValue): google.protobuf.Value {
   if (typeof value === "number") return { numberValue: value };
   if (typeof value === "string") return { stringValue: value };
   if (Array.isArray(value)) return { listValue: { values: value.map(valueFromJson) } };
-  return { structValue: structFromJson(value) };
+  if (typeof value === "object") return { structValue: structFromJson(value) };
+  throw new XdsError("ERR_XDS_INVALID_ARGUMENT", `not a JSON value: ${typeof value}`);
 }
 
 function valueToJson(value: google.protobuf.Value | undefined): JsonValue {
@@ -22,8 +24,17 @@ function valueToJson(value: google.protobuf.Value | undefined): JsonValue {
   return null;
 }
 
-/** Converts a JSON object to `google.protobuf.Struct` (for `Node.metadata`). */
+/**
+ * Converts a JSON object to `google.protobuf.Struct` (for `Node.metadata`).
+ * @throws XdsError `ERR_XDS_INVALID_ARGUMENT` when `json` is not an object of JSON values.
+ */
 export function structFromJson(json: { [key: string]: JsonValue }): google.protobuf.Struct {
+  if (json === null || typeof json !== "object" || Array.isArray(json)) {
+    throw new XdsError(
+      "ERR_XDS_INVALID_ARGUMENT",
+      `a Struct is made from a JSON object, got ${Array.isArray(json) ? "an array" : String(json)}`,
+    );
+  }
   const fields: Record<string, google.protobuf.Value> = {};
   for (const [k, v] of Object.entries(json)) fields[k] = valueFromJson(v);
   return { fields };

@@ -417,6 +417,7 @@ export class TypeRegistry {
   }
 
   private lookup(typeUrlOrName: string): protobuf.Type | undefined {
+    if (typeof typeUrlOrName !== "string") return undefined;
     const name = messageNameOf(typeUrlOrName);
     let type = this.types.get(name);
     if (type === undefined) {
@@ -434,7 +435,7 @@ export class TypeRegistry {
   private require(typeUrlOrName: string): protobuf.Type {
     const type = this.lookup(typeUrlOrName);
     if (type === undefined) {
-      throw new XdsError("ERR_XDS_UNKNOWN_TYPE", `unknown message type "${typeUrlOrName}"`, {
+      throw new XdsError("ERR_XDS_UNKNOWN_TYPE", `unknown message type "${String(typeUrlOrName)}"`, {
         typeUrl: typeUrlOrName,
       });
     }
@@ -489,6 +490,7 @@ export class TypeRegistry {
 
   /** Packs a message into an `Any` with a `type.googleapis.com/` URL. */
   pack<K extends string>(typeUrlOrName: K, value: MessageInit<MessageOf<K>>): AnyMessage {
+    this.require(typeUrlOrName);
     const name = messageNameOf(typeUrlOrName);
     return {
       typeUrl: `${TYPE_URL_PREFIX}${name}`,

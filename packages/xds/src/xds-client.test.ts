@@ -399,15 +399,12 @@ describe("XdsClient (delta specifics)", () => {
     await slow.close();
   });
 
-  it("lookup is for delta streams with a watch", () => {
+  it("lookup is for delta streams with a watch", async () => {
     const sotw = createXdsClient({ address: "127.0.0.1:1", protocol: "sotw", node: { id: "zt" } });
-    assert.throws(
-      () => sotw.lookup(A, ["x"]),
-      (e: unknown) => e instanceof XdsError,
-    );
+    await assert.rejects(sotw.lookup(A, ["x"]), (e: unknown) => e instanceof XdsError);
     sotw.watch(A, { names: ["x"] });
-    assert.throws(
-      () => sotw.lookup(A, ["x"]),
+    await assert.rejects(
+      sotw.lookup(A, ["x"]),
       (e: unknown) => e instanceof XdsError && e.code === "ERR_XDS_INVALID_ARGUMENT",
     );
     sotw.close();

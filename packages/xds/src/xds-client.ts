@@ -1,6 +1,7 @@
 import type { Socket } from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { ADS_SERVICE } from "./ads-service.js";
+import { checkNames, MAX_TIMER_MS } from "./checks.js";
 import { XdsError } from "./errors.js";
 import type { envoy } from "./gen/types.js";
 import { GrpcStatus, toXdsError } from "./node-error.js";
@@ -182,6 +183,7 @@ interface TypeWatch {
   ready: boolean;
   readonly readyPromise: Promise<void>;
   resolveReady: () => void;
+  rejectReady: (err: XdsError) => void;
   /** SotW: names unsubscribed lately; a full set that crossed the unsubscribe must not revive them. */
   readonly dropped: Set<string>;
   /** Delta: names to add/remove in the next request. */
@@ -279,10 +281,13 @@ export class XdsClient {
       ...(n.locality ? { locality: n.locality } : {}),
     };
     this.connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
-    if (!Number.isFinite(this.connectTimeoutMs) || this.connectTimeoutMs < 1) {
+    if (
+      typeof this.connectTimeoutMs !== "number" ||
+      !(this.connectTimeoutMs >= 1 && this.connectTimeoutMs <= MAX_TIMER_MS)
+    ) {
       throw new XdsError(
         "ERR_XDS_INVALID_ARGUMENT",
-        `connectTimeoutMs must be a number of at least 1, got ${options.connectTimeoutMs}`,
+        `connectTimeoutMs must be a number of ms from 1 to ${MAX_TIMER_MS}, got ${options.connectTimeoutMs}`,
       );
     }
     this.grpcClient = this.makeGrpcClient();
@@ -309,17 +314,27 @@ export class XdsClient {
   /** Starts (or changes) watching a type. Default: wildcard. */
   watch(typeUrl: string, options: WatchOptions = {}): void {
     this.checkOpen();
-    if (!typeUrl.startsWith(TYPE_URL_PREFIX) || !typeRegistry.has(typeUrl)) {
-      throw new XdsError("ERR_XDS_UNKNOWN_TYPE", `unknown resource type URL "${typeUrl}"`, { typeUrl });
+    if (typeof typeUrl !== "string" || !typeUrl.startsWith(TYPE_URL_PREFIX) || !typeRegistry.has(typeUrl)) {
+      throw new XdsError("ERR_XDS_UNKNOWN_TYPE", `unknown resource type URL "${String(typeUrl)}"`, {
+        typeUrl,
+      });
+    }
+    if (options.names !== undefined) checkNames("names", options.names, typeUrl);
+    if (options.wildcard !== undefined && typeof options.wildcard !== "boolean") {
+      throw new XdsError("ERR_XDS_INVALID_ARGUMENT", "wildcard must be a boolean", { typeUrl });
     }
     const names = options.names ?? [];
     const wildcard = options.wildcard ?? names.length === 0;
     let w = this.watches.get(typeUrl);
     if (w === undefined) {
       let resolveReady: () => void = () => {};
-      const readyPromise = new Promise<void>((resolve) => {
+      let rejectReady: (err: XdsError) => void = () => {};
+      const readyPromise = new Promise<void>((resolve, reject) => {
         resolveReady = resolve;
+        rejectReady = reject;
       });
+      // Rejected at close(); only a caller of ready() is to see that.
+      readyPromise.catch(() => {});
       w = {
         wildcard,
         names: new Set(names),
@@ -330,6 +345,7 @@ export class XdsClient {
         ready: false,
         readyPromise,
         resolveReady,
+        rejectReady,
         pendingSubscribe: new Set(),
         pendingUnsubscribe: new Set(),
         dropped: new Set(),
@@ -351,6 +367,7 @@ export class XdsClient {
   /** Adds names to a watched type (on-demand lookups). */
   subscribe(typeUrl: string, names: readonly string[]): void {
     const w = this.requireWatch(typeUrl);
+    checkNames("names", names, typeUrl);
     for (const name of names) {
       w.names.add(name);
       w.pendingSubscribe.add(name);
@@ -363,7 +380,9 @@ export class XdsClient {
   /**
    * On-demand lookup (Delta): subscribes to `names` (primary names or aliases such as `network/IP`)
    * and resolves once the server has answered each of them, with a resource or as missing, or when
-   * `timeoutMs` has passed. Never rejects once started; the names stay subscribed, so their later
+   * `timeoutMs` has passed. Rejects (`ERR_XDS_INVALID_ARGUMENT`, `ERR_XDS_CLOSED`) when it cannot
+   * start: a type not watched, names not an array of strings, a timeout out of range, a closed client.
+   * Never rejects once started; the names stay subscribed, so their later
    * changes arrive as usual. What the server sends along (a Service's workloads) is in
    * {@link XdsClient.resources} and the change events by the time it resolves.
    */
@@ -372,13 +391,24 @@ export class XdsClient {
     names: readonly string[],
     options: LookupOptions = {},
   ): Promise<XdsLookupResult<MessageOf<K>>> {
-    const w = this.requireWatch(typeUrl);
-    if (this.protocol !== "delta") {
-      throw new XdsError("ERR_XDS_INVALID_ARGUMENT", "lookup needs the delta protocol", { typeUrl });
-    }
-    const timeoutMs = options.timeoutMs ?? DEFAULT_LOOKUP_TIMEOUT_MS;
-    if (!Number.isFinite(timeoutMs) || timeoutMs < 0) {
-      throw new XdsError("ERR_XDS_INVALID_ARGUMENT", `lookup timeoutMs must be >= 0, got ${timeoutMs}`);
+    let w: TypeWatch;
+    let timeoutMs: number;
+    try {
+      w = this.requireWatch(typeUrl);
+      if (this.protocol !== "delta") {
+        throw new XdsError("ERR_XDS_INVALID_ARGUMENT", "lookup needs the delta protocol", { typeUrl });
+      }
+      checkNames("names", names, typeUrl);
+      timeoutMs = options?.timeoutMs ?? DEFAULT_LOOKUP_TIMEOUT_MS;
+      if (typeof timeoutMs !== "number" || !(timeoutMs >= 0 && timeoutMs <= MAX_TIMER_MS)) {
+        throw new XdsError(
+          "ERR_XDS_INVALID_ARGUMENT",
+          `lookup timeoutMs must be a number of ms from 0 to ${MAX_TIMER_MS}, got ${timeoutMs}`,
+          { typeUrl },
+        );
+      }
+    } catch (err) {
+      return Promise.reject(err);
     }
     const unique = [...new Set(names)];
     const result: XdsLookupResult<MessageOf<K>> = { found: new Map(), missing: [], unanswered: [] };
@@ -447,6 +477,7 @@ export class XdsClient {
   /** Removes names from a watched type; their resources are dropped (and reported removed). */
   unsubscribe(typeUrl: string, names: readonly string[]): void {
     const w = this.requireWatch(typeUrl);
+    checkNames("names", names, typeUrl);
     const removed: string[] = [];
     for (const name of names) {
       w.names.delete(name);
@@ -460,9 +491,20 @@ export class XdsClient {
     if (removed.length > 0) this.emitChange({ typeUrl, added: [], updated: [], removed });
   }
 
-  /** Resolves once the first response for the type (or for every watched type) was accepted. */
+  /**
+   * Resolves once the first response for the type (or for every watched type) was accepted. Rejects
+   * with `ERR_XDS_CLOSED` when the client is closed first (or already), and with
+   * `ERR_XDS_INVALID_ARGUMENT` for a type that is not watched.
+   */
   ready(typeUrl?: string): Promise<void> {
-    if (typeUrl !== undefined) return this.requireWatch(typeUrl).readyPromise;
+    if (typeUrl !== undefined) {
+      try {
+        return this.requireWatch(typeUrl).readyPromise;
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
+    if (this.closed) return Promise.reject(new XdsError("ERR_XDS_CLOSED", "xds client is closed"));
     return Promise.all([...this.watches.values()].map((w) => w.readyPromise)).then(() => undefined);
   }
 
@@ -518,15 +560,19 @@ export class XdsClient {
     return () => this.messageListeners.delete(listener);
   }
 
-  /** Closes the stream and the channel; pending `ready()` promises stay pending. */
+  /**
+   * Closes the stream and the channel. Pending `ready()` promises reject with `ERR_XDS_CLOSED`;
+   * pending lookups resolve with their names unanswered.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.reconnectTimer);
     clearTimeout(this.connectTimer);
-    for (const w of this.watches.values()) {
+    for (const [typeUrl, w] of this.watches) {
       for (const set of [...w.lookups.values()])
         for (const settle of [...set]) settle({ kind: "unanswered" });
+      if (!w.ready) w.rejectReady(new XdsError("ERR_XDS_CLOSED", "xds client closed", { typeUrl }));
     }
     const stream = this.stream;
     this.stream = undefined;

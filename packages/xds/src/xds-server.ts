@@ -1,5 +1,6 @@
 import * as grpc from "@grpc/grpc-js";
 import { adsServiceDefinition } from "./ads-service.js";
+import { checkBoolean, checkBytes, checkCount, checkFunction, checkMs } from "./checks.js";
 import { XdsError } from "./errors.js";
 import type { envoy } from "./gen/types.js";
 import { GrpcStatus, grpcStatusOf, toXdsError } from "./node-error.js";
@@ -275,6 +276,7 @@ export class XdsServer {
   };
 
   constructor(options: XdsServerOptions = {}) {
+    checkServerOptions(options);
     this.options = options;
     this.cache = options.cache ?? new ResourceCache();
     this.logger = options.logger ?? noopLogger;
@@ -332,10 +334,7 @@ export class XdsServer {
         `maxUnauthenticatedStreams must be a whole number >= 1, got ${maxUnauthenticatedStreams}`,
       );
     }
-    if (
-      authenticationTimeoutMs !== undefined &&
-      !(Number.isFinite(authenticationTimeoutMs) && authenticationTimeoutMs > 0)
-    ) {
+    if (authenticationTimeoutMs !== undefined && !(authenticationTimeoutMs > 0)) {
       throw new XdsError(
         "ERR_XDS_INVALID_ARGUMENT",
         `authenticationTimeoutMs must be a number > 0, got ${authenticationTimeoutMs}`,
@@ -435,16 +434,34 @@ export class XdsServer {
     credentials = grpc.ServerCredentials.createInsecure(),
     serverOptions: grpc.ServerOptions = DEFAULT_XDS_SERVER_OPTIONS,
   ): Promise<number> {
+    if (this.closed) throw new XdsError("ERR_XDS_CLOSED", "xds server is closed");
+    if (typeof address !== "string" || address === "") {
+      throw new XdsError(
+        "ERR_XDS_INVALID_ARGUMENT",
+        `address must be a non-empty string such as "127.0.0.1:15010", got ${JSON.stringify(address)}`,
+      );
+    }
     if (this.grpcServer !== undefined)
       throw new XdsError("ERR_XDS_INVALID_ARGUMENT", "server already listening");
     const server = new grpc.Server(serverOptions);
     this.addTo(server);
+    // Set before the bind completes, so that a close() meanwhile shuts this server down.
     this.grpcServer = server;
     return new Promise<number>((resolve, reject) => {
-      server.bindAsync(address, credentials, (err, port) => {
-        if (err) reject(toXdsError(err, `cannot listen on ${address}`));
-        else resolve(port);
-      });
+      const failed = (err: XdsError) => {
+        if (this.grpcServer === server) this.grpcServer = undefined;
+        server.forceShutdown();
+        reject(err);
+      };
+      try {
+        server.bindAsync(address, credentials, (err, port) => {
+          if (err) failed(toXdsError(err, `cannot listen on ${address}`));
+          else if (this.closed) failed(new XdsError("ERR_XDS_CLOSED", "xds server closed while listening"));
+          else resolve(port);
+        });
+      } catch (err) {
+        failed(toXdsError(err, `cannot listen on ${address}`));
+      }
     });
   }
 
@@ -757,6 +774,26 @@ export class XdsServer {
     });
     call.on("error", () => this.finish(stream, GrpcStatus.CANCELLED, "cancelled"));
     call.on("cancelled", () => this.finish(stream, GrpcStatus.CANCELLED, "cancelled"));
+  }
+}
+
+/** Checks the types and ranges of {@link XdsServerOptions}; throws `ERR_XDS_INVALID_ARGUMENT`. */
+function checkServerOptions(options: XdsServerOptions): void {
+  if (options === null || typeof options !== "object") {
+    throw new XdsError("ERR_XDS_INVALID_ARGUMENT", "xds server options must be an object");
+  }
+  if (options.cache !== undefined && !(options.cache instanceof ResourceCache)) {
+    throw new XdsError("ERR_XDS_INVALID_ARGUMENT", "cache must be a ResourceCache");
+  }
+  checkMs("debounceMs", options.debounceMs);
+  checkBoolean("debounceLeadingEdge", options.debounceLeadingEdge);
+  checkMs("resolveTimeoutMs", options.resolveTimeoutMs);
+  checkMs("authenticationTimeoutMs", options.authenticationTimeoutMs);
+  checkCount("maxNamesPerType", options.maxNamesPerType);
+  checkCount("maxQueuedRequests", options.maxQueuedRequests);
+  checkBytes("maxBufferedBytes", options.maxBufferedBytes);
+  for (const hook of ["authenticate", "visible", "resolver", "related", "onNack"] as const) {
+    checkFunction(hook, options[hook]);
   }
 }
 
