@@ -473,3 +473,27 @@ describe("setRouteTable", () => {
     }
   });
 });
+
+describe("compileEnvoyRouteConfiguration and a route's retry policy", () => {
+  const withRetry = (retryPolicy: Record<string, unknown>) =>
+    config([{ name: "r", match: { prefix: "/" }, route: { cluster: V1, retryPolicy } } as EnvoyRoute]);
+
+  it("makes at most MAX_RETRY_ATTEMPTS retries, whatever the route asks for", () => {
+    const compiled = compileEnvoyRouteConfiguration(withRetry({ numRetries: { value: 1_000_000 } }), "demo");
+    assert.equal(compiled.virtualHosts[0]?.routes[0]?.rule.retry?.attempts, 100);
+  });
+
+  it("refuses a back-off base under 1 ms, as Envoy does", () => {
+    for (const baseInterval of [{}, { nanos: 500_000 }]) {
+      assert.throws(
+        () =>
+          compileEnvoyRouteConfiguration(
+            withRetry({ numRetries: { value: 3 }, retryBackOff: { baseInterval } }),
+            "demo",
+          ),
+        (err: unknown) =>
+          err instanceof RouterError && err.code === "ERR_ROUTE_INVALID" && /baseInterval/.test(err.message),
+      );
+    }
+  });
+});

@@ -5,6 +5,7 @@
  * already sorted the routes by Gateway API precedence). Each route becomes the same `CompiledRule`
  * an HTTPRoute rule becomes, so filters, retries, timeouts and balancing behave identically.
  */
+
 import { RouterError } from "./errors.js";
 import { firstQueryValues } from "./query-params.js";
 import type {
@@ -22,6 +23,7 @@ import type {
   HTTPRequestRedirectFilter,
 } from "./route-types.js";
 import { compileSafeRegex } from "./safe-regex.js";
+import { MAX_RETRY_ATTEMPTS } from "./waypoint-handler.js";
 
 // Structural subsets of the decoded `envoy.config.route.v3` messages (`@ambient/xds` decodes them into
 // exactly this shape: lowerCamelCase, oneofs as the one member set). Only what the waypoint acts on.
@@ -469,6 +471,11 @@ function ruleOf(
           ...(host === undefined || host === "" ? {} : { hostname: host }),
         };
   const retry = action.retryPolicy;
+  const backoffMs = ms(retry?.retryBackOff?.baseInterval);
+  // Envoy refuses a back-off base under 1 ms: with none, retries would follow each other at once.
+  if (retry?.retryBackOff !== undefined && !(backoffMs !== undefined && backoffMs >= 1)) {
+    throw invalid(`${where}.retryPolicy.retryBackOff.baseInterval`, "must be at least 1 ms");
+  }
   return {
     ...base,
     backends,
@@ -482,9 +489,10 @@ function ruleOf(
       retry === undefined
         ? undefined
         : {
-            attempts: retry.numRetries?.value ?? 1,
+            // As many as the route asks for, up to the handler's bound on any retry policy.
+            attempts: Math.min(retry.numRetries?.value ?? 1, MAX_RETRY_ATTEMPTS),
             codes: [...(retry.retriableStatusCodes ?? [])],
-            backoffMs: ms(retry.retryBackOff?.baseInterval),
+            backoffMs,
           },
   };
 }
