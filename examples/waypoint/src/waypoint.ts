@@ -347,11 +347,9 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   let client: HboneClient | undefined;
   let server: HboneServer | undefined;
   let closed = false;
-  // One that expired (renewals failed) is fetched again, not presented: a peer would refuse it.
-  const svid = async (): Promise<X509Svid> => {
-    const held = secrets.get(identity);
-    return held !== undefined && held.notAfter.getTime() > Date.now() ? held : secrets.fetch(identity);
-  };
+  // The certificate held while it is valid; one that expired (renewals failed) is fetched again, not
+  // presented: a peer would refuse it.
+  const svid = (): Promise<X509Svid> => secrets.fetch(identity);
 
   /**
    * A plaintext connect from the waypoint's address, with the connect deadline (the kernel's SYN

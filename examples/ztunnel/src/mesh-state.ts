@@ -244,11 +244,9 @@ export function createMeshState(options: MeshStateOptions): MeshState {
     store,
     engine,
     secrets,
-    // One that expired (renewals failed) is fetched again, not presented: a peer would refuse it.
-    svidOf: async (identity) => {
-      const held = secrets.get(identity);
-      return held !== undefined && held.notAfter.getTime() > Date.now() ? held : secrets.fetch(identity);
-    },
+    // The certificate held while it is valid; one that expired (renewals failed) is fetched again, not
+    // presented: a peer would refuse it.
+    svidOf: (identity) => secrets.fetch(identity),
     onChange: (listener) => {
       listeners.push(listener);
     },

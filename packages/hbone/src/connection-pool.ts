@@ -227,6 +227,8 @@ export class ConnectionPool {
   /** Retires the connections of `bucket` whose certificates expired: their streams finish. */
   #retireExpired(bucket: Bucket): void {
     const now = Date.now();
+    // Checked on every acquire: the list is copied (retiring edits it) only when one has expired.
+    if (!bucket.connections.some((conn) => conn.expiresAt <= now)) return;
     for (const conn of [...bucket.connections]) if (conn.expiresAt <= now) this.#retire(conn, false);
   }
 

@@ -205,6 +205,12 @@ export class SecretManager extends EventEmitter {
    */
   fetch(identity: SpiffeId | string): Promise<X509Svid> {
     if (this.#closed) return Promise.reject(new SpiffeError("ERR_CLOSED", "secret manager is closed"));
+    // The common call, once per connection a proxy opens: an identity held by its canonical text, with a
+    // certificate still valid, is answered without parsing the ID again.
+    if (typeof identity === "string") {
+      const held = this.#entries.get(identity)?.svid;
+      if (held !== undefined && held.notAfter.getTime() > this.#now()) return Promise.resolve(held);
+    }
     let id: SpiffeId;
     try {
       id = toSpiffeId(identity);
