@@ -54,6 +54,30 @@ describe("which Services a waypoint serves", () => {
     ["its own IP", byIp("127.0.0.6"), true],
     ["another waypoint's IP", byIp("127.0.0.9"), false],
     [
+      "its own IP as an IPv4-mapped IPv6 address (::ffff:127.0.0.6)",
+      {
+        address: {
+          network: "",
+          address: new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 127, 0, 0, 6]),
+        },
+        hboneMtlsPort: 15008,
+      },
+      true,
+    ],
+    [
+      "a 16-byte address that is not IPv4-mapped",
+      {
+        address: { network: "", address: new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 127, 0, 0, 6]) },
+        hboneMtlsPort: 15008,
+      },
+      false,
+    ],
+    [
+      "a 5-byte address",
+      { address: { network: "", address: new Uint8Array([127, 0, 0, 6, 0]) }, hboneMtlsPort: 15008 },
+      false,
+    ],
+    [
       "its Gateway's host name",
       {
         hostname: { namespace: "shop", hostname: "waypoint.shop.svc.cluster.local" },

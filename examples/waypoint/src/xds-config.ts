@@ -6,7 +6,7 @@
  * name: the rest of the response is put in force at once, and the bad one keeps its last good version.
  * One the waypoint never read stands for the strictest thing it could mean (see {@link WaypointXdsConfig}).
  */
-import { addressProblem, type Logger, type WorkloadStore } from "@ambient/example-ztunnel";
+import { addressProblem, ipFromBytes, type Logger, type WorkloadStore } from "@ambient/example-ztunnel";
 import { type AuthorizationEngine, validateResource } from "@ambient/policy";
 import {
   type CompiledEnvoyRoutes,
@@ -50,10 +50,6 @@ export interface WaypointSelf {
   rootNamespace?: string;
 }
 
-function ipText(bytes: Uint8Array | undefined): string {
-  return bytes === undefined ? "" : [...bytes].join(".");
-}
-
 /**
  * Whether the Service's Address resource names this waypoint (`istio.io/use-waypoint` on the Service
  * or its namespace), by the waypoint's IP or by its Gateway's host name.
@@ -61,7 +57,8 @@ function ipText(bytes: Uint8Array | undefined): string {
 export function isBoundTo(service: Pick<Service, "waypoint">, self: WaypointSelf): boolean {
   const w = service.waypoint;
   if (w === undefined) return false;
-  if (w.address !== undefined) return ipText(w.address.address) === self.ip;
+  // 4 bytes, or IPv4-mapped in 16 (`::ffff:a.b.c.d`), as the ztunnel reads it.
+  if (w.address !== undefined) return ipFromBytes(w.address.address ?? new Uint8Array()) === self.ip;
   if (w.hostname !== undefined) {
     const { name, namespace } = self.gateway;
     return (
