@@ -31,6 +31,7 @@ import {
 import { ControlPlaneError } from "./errors.js";
 import { IncrementalTranslation, type PodChanges } from "./incremental-translation.js";
 import type { ManifestError } from "./last-good.js";
+import { isLocalAuthority } from "./local-authority.js";
 import type { ManifestLimits, MeshIssue } from "./manifests.js";
 import { loadMeshState, TOKEN_ISSUER, writeNodeTokens } from "./mesh-state.js";
 import { carryOnDemandIndex, relatedAddressesHook } from "./on-demand.js";
@@ -884,6 +885,12 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       if (isDebugPath(path) && !isLoopbackPeer(req.socket.remoteAddress)) {
         res.writeHead(403, { "content-type": "text/plain" });
         res.end("debug endpoints answer callers on this host only (kubectl port-forward)\n");
+        return;
+      }
+      // A web page whose name was rebound to 127.0.0.1 arrives from loopback with its name as Host.
+      if (isDebugPath(path) && !isLocalAuthority(req.headers.host)) {
+        res.writeHead(403, { "content-type": "text/plain" });
+        res.end("debug endpoints answer requests addressed to an IP address or localhost only\n");
         return;
       }
       if (live.handle(req, res)) return;

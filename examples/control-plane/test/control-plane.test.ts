@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
 import { existsSync } from "node:fs";
 import { cp, mkdtemp, readFile, rename, rm, unlink, writeFile } from "node:fs/promises";
+import { request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -246,6 +247,27 @@ describe("control plane end to end", { timeout: 30_000 }, () => {
     assert.match(metrics, /ambient_control_plane_reloads_total\{result="ok"\} [1-9]/);
     assert.match(metrics, /pilot_xds_pushes/);
     assert.equal((await fetch(`http://${controlPlane.adminAddress}/nope`)).status, 404);
+  });
+
+  it("answers the debug paths only to Hosts that are IP literals or localhost (DNS rebinding)", async () => {
+    const port = Number(controlPlane.adminAddress?.split(":").pop());
+    const get = (path: string, host: string) =>
+      new Promise<number>((done, reject) => {
+        const req = httpRequest({ host: "127.0.0.1", port, path, headers: { host } }, (res) => {
+          res.resume();
+          res.on("end", () => done(res.statusCode ?? 0));
+        });
+        req.on("error", reject);
+        req.end();
+      });
+    for (const path of ["/debug/config", "/dashboard", "/dashboard/data"]) {
+      assert.equal(await get(path, `rebind.example.com:${port}`), 403, path);
+      assert.equal(await get(path, `localhost:${port}`), 200, path);
+      assert.equal(await get(path, `127.0.0.1:${port}`), 200, path);
+    }
+    // Probes and Prometheus address the pod by any name.
+    assert.equal(await get("/ready", "istiod.istio-system.svc:15014"), 200);
+    assert.equal(await get("/metrics", "istiod.istio-system.svc:15014"), 200);
   });
 });
 

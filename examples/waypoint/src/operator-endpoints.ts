@@ -6,7 +6,7 @@
 import { once } from "node:events";
 import { createServer, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { adminJson } from "@ambient/example-ztunnel";
+import { adminJson, isLocalAuthority } from "@ambient/example-ztunnel";
 import type { Registry } from "prom-client";
 import { WaypointError } from "./errors.js";
 
@@ -87,6 +87,13 @@ export async function startOperatorEndpoints(
   const adminRoutes = new Map<string, () => unknown>([["/config_dump", options.configDump]]);
   if (options.recentRequests !== undefined) adminRoutes.set("/recent_requests", options.recentRequests);
   const admin = createServer((req, res) => {
+    // A page whose name was rebound to 127.0.0.1 sends its own name as Host: not answered.
+    if (!isLocalAuthority(req.headers.host)) {
+      res
+        .writeHead(403, { "content-type": "text/plain" })
+        .end("the admin endpoints answer requests addressed to an IP address or localhost only\n");
+      return;
+    }
     const route = req.method === "GET" ? adminRoutes.get(path(req.url) ?? "") : undefined;
     if (route === undefined) return notFound(res);
     let text: string;

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { request as httpRequest } from "node:http";
 import type { AddressInfo } from "node:net";
 import { describe, it } from "node:test";
 import * as prom from "prom-client";
@@ -104,6 +105,69 @@ describe("admin /recent_connections", () => {
     try {
       const res = await fetch(`http://127.0.0.1:${(admin.address() as AddressInfo).port}/recent_connections`);
       assert.equal(res.status, 404);
+    } finally {
+      admin.closeAllConnections();
+      await new Promise((resolve) => admin.close(resolve));
+    }
+  });
+});
+
+/** A request with the given Host header, as a page whose name was rebound to 127.0.0.1 sends it. */
+function requestWithHost(
+  port: number,
+  method: string,
+  path: string,
+  host: string,
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: "127.0.0.1", port, method, path, headers: { host } }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk: string) => {
+        body += chunk;
+      });
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+describe("admin: requests addressed by a name other than localhost (DNS rebinding)", () => {
+  it("answers only Hosts that are IP literals or localhost; a refused POST /quitquitquit does not quit", async () => {
+    let quits = 0;
+    const { admin } = createAdminServers({
+      configDump: () => ({ ok: true }),
+      registry: new prom.Registry(),
+      isReady: () => true,
+      onQuit: () => quits++,
+    });
+    admin.listen(0, "127.0.0.1");
+    await new Promise((resolve) => admin.once("listening", resolve));
+    const port = (admin.address() as AddressInfo).port;
+    try {
+      for (const host of [
+        "rebind.example.com",
+        `rebind.example.com:${port}`,
+        "127.0.0.1.nip.io",
+        "localhost.example",
+      ]) {
+        const dump = await requestWithHost(port, "GET", "/config_dump", host);
+        assert.equal(dump.status, 403, host);
+        assert.doesNotMatch(dump.body, /ok/);
+        assert.equal((await requestWithHost(port, "POST", "/quitquitquit", host)).status, 403, host);
+      }
+      assert.equal(quits, 0);
+      for (const host of [
+        `127.0.0.1:${port}`,
+        "127.20.0.1",
+        `localhost:${port}`,
+        "LOCALHOST.",
+        "[::1]:15000",
+        "10.0.0.7",
+      ]) {
+        assert.equal((await requestWithHost(port, "GET", "/config_dump", host)).status, 200, host);
+      }
     } finally {
       admin.closeAllConnections();
       await new Promise((resolve) => admin.close(resolve));

@@ -3,6 +3,7 @@
 import { createServer, type Server, type ServerResponse } from "node:http";
 import type * as prom from "prom-client";
 import { adminJson } from "./admin-json.js";
+import { isLocalAuthority } from "./local-authority.js";
 import type { Logger } from "./telemetry.js";
 
 export interface AdminServers {
@@ -107,6 +108,9 @@ export function createConnectionHistory(
   };
 }
 
+/** The answer to a request whose Host is not an IP literal or localhost (see {@link isLocalAuthority}). */
+const REFUSED_HOST = "the admin endpoints answer requests addressed to an IP address or localhost only\n";
+
 export function createAdminServers(options: {
   configDump(): unknown;
   /** `/recent_connections`; answers 404 when absent. */
@@ -121,6 +125,10 @@ export function createAdminServers(options: {
     res.writeHead(status, { "content-type": "application/json" }).end(text);
   };
   const admin = createServer((req, res) => {
+    if (!isLocalAuthority(req.headers.host)) {
+      res.writeHead(403, { "content-type": "text/plain" }).end(REFUSED_HOST);
+      return;
+    }
     if (req.url === "/config_dump") sendJson(res, 200, options.configDump());
     else if (req.url === "/recent_connections" && options.recentConnections !== undefined) {
       sendJson(res, 200, options.recentConnections());

@@ -97,6 +97,7 @@ export {
   sameScope,
   selectByLocality,
 } from "./load-balancing.js";
+export { isLocalAuthority } from "./local-authority.js";
 export {
   CLUSTER_DOMAIN_VARIABLES,
   clusterDomainFrom,
