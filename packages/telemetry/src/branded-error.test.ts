@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { brandErrorClass } from "./index.js";
+import { brandErrorClass, TelemetryError } from "./index.js";
 
 /** Two copies of one package's error class, as its ESM and CJS builds would define them. */
 function twoCopies(key: string) {
@@ -51,5 +51,47 @@ describe("brandErrorClass", () => {
     assert.equal(brand, Symbol.for("@ambient/test-d.error"));
     assert.ok(Object.defineProperty(new Error("x"), brand, { value: true }) instanceof BrandedError);
     assert.equal(Object.keys(new BrandedError("y")).length, 0, "the brand is not an enumerable field");
+  });
+});
+
+describe("brandErrorClass: arguments", () => {
+  const invalid = (e: unknown) => {
+    assert.ok(e instanceof TelemetryError, `expected TelemetryError, got ${String(e)}`);
+    assert.equal(e.code, "ERR_TELEMETRY_INVALID_ARGUMENT", e.message);
+    return true;
+  };
+
+  it("refuses a class that is not a constructor and a key that is not a non-empty string", () => {
+    for (const value of [null, undefined, 1, "E", {}, [], Symbol("x"), () => {}]) {
+      assert.throws(() => brandErrorClass(value as never, "@ambient/test-e.error"), invalid, String(value));
+    }
+    for (const key of [null, undefined, Number.NaN, 5, {}, [], Symbol("k"), ""]) {
+      class E extends Error {}
+      assert.throws(() => brandErrorClass(E, key as never), invalid, String(key));
+    }
+  });
+
+  it("branding a class twice with one key returns the brand; with another key is refused", () => {
+    class E extends Error {}
+    const brand = brandErrorClass(E, "@ambient/test-f.error");
+    assert.equal(brandErrorClass(E, "@ambient/test-f.error"), brand);
+    assert.throws(() => brandErrorClass(E, "@ambient/test-g.error"), invalid);
+    assert.ok(new E("x") instanceof E);
+  });
+
+  it("a subclass of a branded class keeps the ordinary instanceof", () => {
+    class Base extends Error {}
+    brandErrorClass(Base, "@ambient/test-h.error");
+    class Sub extends Base {}
+    assert.equal(new Base("x") instanceof Sub, false, "a Base is not a Sub");
+    assert.ok(new Sub("y") instanceof Sub);
+    assert.ok(new Sub("y") instanceof Base);
+  });
+
+  it("TelemetryError is itself branded", () => {
+    const e = new TelemetryError("ERR_TELEMETRY_INVALID_ARGUMENT", "x");
+    assert.ok(e instanceof Error);
+    assert.equal(e.name, "TelemetryError");
+    assert.equal((e as unknown as Record<symbol, unknown>)[Symbol.for("@ambient/telemetry.error")], true);
   });
 });

@@ -65,6 +65,7 @@ export const noopMetrics: MetricsSink = Object.freeze({
 });
 
 export { brandErrorClass } from "./branded-error.js";
+export { TelemetryError, type TelemetryErrorCode } from "./errors.js";
 export {
   createPromClientSink,
   type PromClientModule,
