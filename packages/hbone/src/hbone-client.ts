@@ -1,5 +1,5 @@
 import type { Socket } from "node:net";
-import type { Duplex } from "node:stream";
+import { type Duplex, Stream } from "node:stream";
 import { type TLSSocket, connect as tlsConnect } from "node:tls";
 import { peerSpiffeId, type SpiffeId } from "@ambient/spiffe";
 import { parseAuthority, type TunnelAuthority } from "./authority.js";
@@ -34,7 +34,7 @@ import { H2_ERROR, MAX_WINDOW } from "./h2/frames.js";
 import { createTraceparent, formatTraceparent, HBONE_HEADER_NAMES } from "./headers.js";
 import { startKeepalive } from "./keepalive.js";
 import { abortError, credentialsError, resetError, toHboneError } from "./node-error.js";
-import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
+import { instrument, type Logger, loggerOption, type MetricsSink, metricsOption } from "./telemetry.js";
 import { TunnelStream } from "./tunnel-stream.js";
 
 /** Options of {@link createHboneClient}. The credentials are the default source identity. */
@@ -202,6 +202,12 @@ class HboneClientImpl implements HboneClient {
     this.#credentials = checkCredentials(options, "createHboneClient");
     this.#tls = { allowTls12: options.allowTls12 === true };
     checkTls(this.#credentials, this.#tls, "createHboneClient");
+    if (options.connectSocket !== undefined && typeof options.connectSocket !== "function") {
+      throw new HboneError(
+        "ERR_HBONE_INVALID_ARGUMENT",
+        `createHboneClient: connectSocket must be a function returning a socket, got ${options.connectSocket === null ? "null" : typeof options.connectSocket}`,
+      );
+    }
     this.#connectSocket = options.connectSocket;
     const d = HBONE_DEFAULTS;
     const streamWindow = integerOption(
@@ -261,15 +267,27 @@ class HboneClientImpl implements HboneClient {
       ),
     };
     nonNegativeOption("maxSessionMemoryMib", options.maxSessionMemoryMib, d.maxSessionMemoryMib, 1);
-    this.#logger = options.logger ?? noopLogger;
-    const metrics = options.metrics ?? noopMetrics;
+    this.#logger = loggerOption(options.logger, "createHboneClient");
+    const metrics = metricsOption(options.metrics, "createHboneClient");
     this.#pool = new ConnectionPool({
       maxStreamsPerConnection: this.#limits.maxStreams,
       idleTimeoutMs: durationOption("poolIdleTimeoutMs", options.poolIdleTimeoutMs, d.poolIdleTimeoutMs),
       // A stream the peer does not allow yet is part of the wait for the CONNECT response.
       streamWaitTimeoutMs: this.#limits.responseTimeoutMs,
-      connectionsGauge: metrics.gauge("hbone_client_connections", "Open pooled outbound HBONE connections"),
-      streamsGauge: metrics.gauge("hbone_client_streams", "Open outbound HBONE tunnels (CONNECT streams)"),
+      connectionsGauge: instrument(
+        metrics,
+        "gauge",
+        "createHboneClient",
+        "hbone_client_connections",
+        "Open pooled outbound HBONE connections",
+      ),
+      streamsGauge: instrument(
+        metrics,
+        "gauge",
+        "createHboneClient",
+        "hbone_client_streams",
+        "Open outbound HBONE tunnels (CONNECT streams)",
+      ),
     });
   }
 
@@ -456,7 +474,9 @@ class HboneClientImpl implements HboneClient {
             })
           : tlsConnect({
               ...clientTlsOptions(credentials, this.#tls, expected),
-              socket: this.#connectSocket({ host: target.host, port: target.port }, sourceAddress),
+              socket: connectedSocket(
+                this.#connectSocket({ host: target.host, port: target.port }, sourceAddress),
+              ),
             }),
       `dial ${target.host}:${target.port}`,
       undefined,
@@ -704,4 +724,15 @@ function releaser(pool: ConnectionPool, conn: PooledConnection): () => void {
     released = true;
     pool.release(conn);
   };
+}
+
+/** What a `connectSocket` option returned: TLS runs over it, so it must be a stream. */
+function connectedSocket(socket: unknown): Socket {
+  if (!(socket instanceof Stream) || typeof (socket as Partial<Duplex>).write !== "function") {
+    throw new HboneError(
+      "ERR_HBONE_INVALID_ARGUMENT",
+      "connectSocket must return a socket (a net.Socket or another Duplex stream)",
+    );
+  }
+  return socket as Socket;
 }

@@ -24,7 +24,7 @@ import { H2_ERROR, MAX_WINDOW } from "./h2/frames.js";
 import { HBONE_STATUS, InboundTunnel } from "./inbound-tunnel.js";
 import { startKeepalive } from "./keepalive.js";
 import { credentialsError, toHboneError } from "./node-error.js";
-import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
+import { instrument, type Logger, loggerOption, type MetricsSink, metricsOption } from "./telemetry.js";
 
 /** Options of {@link createHboneServer}. */
 export interface HboneServerOptions extends HboneCredentials, HboneTlsOptions {
@@ -145,6 +145,8 @@ class HboneServerImpl implements HboneServer {
   #sessions = new Map<Http2Connection, SpiffeId>();
   #tunnels = 0;
   #sockets = new Set<Socket>();
+  /** Accepted connections still in the TLS handshake, by {@link connectionKey}, with their deadline. */
+  #handshaking = new Map<string, { socket: Socket; timer: NodeJS.Timeout }>();
   #trustDomains: Set<string>;
   #tls: HboneTlsOptions;
   #connectionWindow: number;
@@ -169,7 +171,7 @@ class HboneServerImpl implements HboneServer {
     }
     const credentials = checkCredentials(options, "createHboneServer");
     this.#options = options;
-    this.#logger = options.logger ?? noopLogger;
+    this.#logger = loggerOption(options.logger, "createHboneServer");
     this.#tls = { allowTls12: options.allowTls12 === true };
     this.#trustDomains = new Set(
       trustDomainsOption(options.allowedTrustDomains) ?? [ownIdentity(credentials).trustDomain],
@@ -224,14 +226,35 @@ class HboneServerImpl implements HboneServer {
       0,
       MAX_SETTING,
     );
-    const metrics = options.metrics ?? noopMetrics;
+    const metrics = metricsOption(options.metrics, "createHboneServer");
+    const where = "createHboneServer";
     this.#metrics = {
-      connections: metrics.gauge("hbone_server_connections", "Open inbound HBONE connections"),
-      tunnels: metrics.gauge("hbone_server_tunnels", "Open inbound HBONE tunnels (CONNECT streams)"),
-      requests: metrics.counter("hbone_server_requests_total", "Inbound CONNECT requests by status", [
-        "status",
-      ]),
-      handshakeFailures: metrics.counter(
+      connections: instrument(
+        metrics,
+        "gauge",
+        where,
+        "hbone_server_connections",
+        "Open inbound HBONE connections",
+      ),
+      tunnels: instrument(
+        metrics,
+        "gauge",
+        where,
+        "hbone_server_tunnels",
+        "Open inbound HBONE tunnels (CONNECT streams)",
+      ),
+      requests: instrument(
+        metrics,
+        "counter",
+        where,
+        "hbone_server_requests_total",
+        "Inbound CONNECT requests by status",
+        ["status"],
+      ),
+      handshakeFailures: instrument(
+        metrics,
+        "counter",
+        where,
         "hbone_server_handshake_failures_total",
         "Failed inbound TLS handshakes",
       ),
@@ -247,17 +270,49 @@ class HboneServerImpl implements HboneServer {
     } catch (err) {
       throw credentialsError(err, "createHboneServer");
     }
-    this.nodeServer.on("secureConnection", (socket: TLSSocket) => this.#onSecureConnection(socket));
+    this.nodeServer.on("secureConnection", (socket: TLSSocket) => {
+      const key = connectionKey(socket);
+      const pending = this.#handshaking.get(key);
+      if (pending !== undefined) {
+        clearTimeout(pending.timer);
+        this.#handshaking.delete(key);
+      }
+      this.#onSecureConnection(socket);
+    });
+    // Node's `handshakeTimeout` is an idle timer (every byte a peer trickles restarts it), and when it
+    // fires it only reports the error. The whole handshake has one deadline instead, from the moment
+    // the connection is accepted; TCP keepalive runs from then too, so a peer that vanished mid-way
+    // is noticed.
     this.nodeServer.on("connection", (socket: Socket) => {
       this.#sockets.add(socket);
-      socket.once("close", () => this.#sockets.delete(socket));
+      socket.setKeepAlive(true, HBONE_DEFAULTS.tcpKeepaliveMs);
+      const key = connectionKey(socket);
+      if (handshakeTimeout > 0) {
+        const timer = setTimeout(() => {
+          this.#handshaking.delete(key);
+          this.#metrics.handshakeFailures.inc();
+          this.#logger.debug({ remote: socket.remoteAddress }, "hbone: TLS handshake not done in time");
+          socket.destroy();
+        }, handshakeTimeout);
+        this.#handshaking.set(key, { socket, timer });
+      }
+      socket.once("close", () => {
+        this.#sockets.delete(socket);
+        const pending = this.#handshaking.get(key);
+        if (pending?.socket === socket) {
+          clearTimeout(pending.timer);
+          this.#handshaking.delete(key);
+        }
+      });
     });
+    // Node leaves a failed handshake's socket open: the listener of this event has to close it.
     this.nodeServer.on("tlsClientError", (err: Error, socket: Socket) => {
       this.#metrics.handshakeFailures.inc();
       this.#logger.debug(
         { err: toHboneError(err), remote: socket.remoteAddress },
         "hbone: TLS handshake failed",
       );
+      socket.destroy();
     });
   }
 
@@ -449,4 +504,12 @@ class HboneServerImpl implements HboneServer {
       fail(err);
     }
   }
+}
+
+/**
+ * A connection's addresses and ports: the same for the accepted TCP socket and the TLS socket made
+ * over it, and unique among a listener's open connections.
+ */
+function connectionKey(socket: Socket): string {
+  return `${socket.remoteAddress}|${socket.remotePort}|${socket.localAddress}|${socket.localPort}`;
 }

@@ -131,6 +131,27 @@ describe("traceparent", () => {
     assert.ok(b.endsWith("-01"));
   });
 
+  it("trims only the spaces and tabs HTTP allows around a field value", () => {
+    const text = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    assert.equal(parseTraceparent(` \t${text}\t `).traceId, "0af7651916cd43dd8448eb211c80319c");
+    for (const around of ["\u00a0", "\ufeff", "\n", "\u2028"]) {
+      assert.throws(() => parseTraceparent(`${around}${text}`), HboneError, JSON.stringify(around));
+      assert.throws(() => parseTraceparent(`${text}${around}`), HboneError, JSON.stringify(around));
+    }
+  });
+
+  it("reads a future version's first four fields and ignores what follows a dash", () => {
+    const ids = "0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331";
+    assert.deepEqual(parseTraceparent(`cc-${ids}-01-what-the-future-holds`), {
+      version: "cc",
+      traceId: "0af7651916cd43dd8448eb211c80319c",
+      parentId: "b7ad6b7169203331",
+      flags: 1,
+    });
+    assert.throws(() => parseTraceparent(`cc-${ids}-01x`), HboneError);
+    assert.throws(() => parseTraceparent(`00-${ids}-01-`), HboneError);
+  });
+
   it("rejects invalid values", () => {
     for (const bad of [
       "",

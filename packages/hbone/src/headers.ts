@@ -286,11 +286,18 @@ export interface TraceParent {
 }
 
 const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$/;
+const OWS_AROUND = /^[ \t]+|[ \t]+$/g;
+const TRACEPARENT_FIELDS = {
+  version: /^[0-9a-f]{2}$/,
+  traceId: /^[0-9a-f]{32}$/,
+  parentId: /^[0-9a-f]{16}$/,
+} as const;
 
 /** Parses a `traceparent` header (version 00 is exactly 55 characters). */
 export function parseTraceparent(value: string): TraceParent {
   headerText(value, "parseTraceparent");
-  const m = TRACEPARENT.exec(value.trim());
+  // HTTP allows spaces and tabs around a field value (RFC 9110, 5.5), nothing else.
+  const m = TRACEPARENT.exec(value.replace(OWS_AROUND, ""));
   if (!m) throw bad("traceparent", "expected 00-<32 hex>-<16 hex>-<2 hex>");
   const [, version = "", traceId = "", parentId = "", flags = "", rest] = m;
   if (version === "ff") throw bad("traceparent", "version ff is invalid");
@@ -308,6 +315,18 @@ export function formatTraceparent(tp: TraceParent): string {
   if (typeof flags !== "number" || !Number.isInteger(flags) || flags < 0 || flags > 0xff) {
     throw invalidArgument(`formatTraceparent: flags must be an integer from 0 to 255, got ${String(flags)}`);
   }
+  // Each field on its own: a field holding a dash could otherwise carry the next one's text (a parentId
+  // of "<16 hex>-00" with flags 1 wrote a header that reads back with flags 00).
+  for (const field of ["version", "traceId", "parentId"] as const) {
+    const v: unknown = tp[field];
+    if (typeof v !== "string") throw invalidArgument(`formatTraceparent: ${field} must be a string`);
+    if (!TRACEPARENT_FIELDS[field].test(v)) {
+      throw bad(
+        "traceparent",
+        `${field} must be ${TRACEPARENT_FIELDS[field].source.slice(1, -1)}, got ${JSON.stringify(v)}`,
+      );
+    }
+  }
   const text = `${tp.version}-${tp.traceId}-${tp.parentId}-${flags.toString(16).padStart(2, "0")}`;
   parseTraceparent(text);
   return text;
@@ -315,11 +334,18 @@ export function formatTraceparent(tp: TraceParent): string {
 
 /** A fresh random trace context (flags 00, as ztunnel sends per outbound connection). */
 export function createTraceparent(options: { sampled?: boolean } = {}): TraceParent {
+  if (!isRecord(options) || Array.isArray(options)) {
+    throw invalidArgument("createTraceparent: options must be an object such as { sampled: true }");
+  }
+  const { sampled } = options;
+  if (sampled !== undefined && typeof sampled !== "boolean") {
+    throw invalidArgument(`createTraceparent: sampled must be true or false, got ${typeof sampled}`);
+  }
   // One draw for both ids (an all-zero id is invalid: that half is drawn again, which never happens).
   const bytes = randomBytes(24);
   let traceId = bytes.toString("hex", 0, 16);
   let parentId = bytes.toString("hex", 16, 24);
   while (/^0+$/.test(traceId)) traceId = randomBytes(16).toString("hex");
   while (/^0+$/.test(parentId)) parentId = randomBytes(8).toString("hex");
-  return { version: "00", traceId, parentId, flags: options.sampled ? 1 : 0 };
+  return { version: "00", traceId, parentId, flags: sampled === true ? 1 : 0 };
 }

@@ -58,8 +58,17 @@ const HTTP2_ERROR_NAMES = [
   "HTTP_1_1_REQUIRED",
 ] as const;
 
-/** Name of an HTTP/2 error code (`CANCEL` for 8), for messages. */
+/**
+ * Name of an HTTP/2 error code (`CANCEL` for 8), for messages; `code <n>` for one RFC 9113 does not
+ * name. Throws `ERR_HBONE_INVALID_ARGUMENT` for anything but an integer from 0 to 2^32 - 1.
+ */
 export function http2ErrorName(code: number): string {
+  if (typeof code !== "number" || !Number.isInteger(code) || code < 0 || code > 0xffffffff) {
+    throw new HboneError(
+      "ERR_HBONE_INVALID_ARGUMENT",
+      `http2ErrorName: an HTTP/2 error code is an integer from 0 to 4294967295, got ${typeof code === "number" ? code : typeof code}`,
+    );
+  }
   return HTTP2_ERROR_NAMES[code] ?? `code ${code}`;
 }
 

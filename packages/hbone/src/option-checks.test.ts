@@ -9,6 +9,7 @@ import { HboneError, type HboneErrorCode } from "./errors.js";
 import { createHboneClient } from "./hbone-client.js";
 import { createHboneServer } from "./hbone-server.js";
 import {
+  createTraceparent,
   formatBaggage,
   formatForwarded,
   formatTraceparent,
@@ -19,6 +20,7 @@ import {
   parseWorkloadBaggage,
 } from "./headers.js";
 import { startKeepalive } from "./keepalive.js";
+import { http2ErrorName } from "./node-error.js";
 import { pipeTunnel } from "./pipe-tunnel.js";
 import { decodeProxyHeader, encodeProxyHeader } from "./proxy-protocol.js";
 
@@ -85,6 +87,76 @@ describe("client and server option checks", () => {
     pki = createTestPki();
   });
   after(() => pki.cleanup());
+
+  it("refuses a logger without the four methods and a metrics sink without counter, gauge and histogram", () => {
+    const server = pki.issue(SERVER_ID);
+    const client = pki.issue(CLIENT_ID);
+    const instruments = { inc() {}, dec() {}, set() {}, observe() {} };
+    for (const [name, value] of [
+      ["logger", {}],
+      ["logger", "pino"],
+      ["logger", null],
+      ["logger", { debug() {}, info() {}, warn() {} }],
+      ["metrics", {}],
+      ["metrics", "prom"],
+      ["metrics", null],
+      ["metrics", { counter: () => instruments, gauge: () => instruments }],
+      // A sink whose instruments lack their methods would fail at the first connection, in an event handler.
+      ["metrics", { counter: () => instruments, gauge: () => undefined, histogram: () => instruments }],
+    ] as [string, unknown][]) {
+      assert.throws(
+        () => createHboneServer({ ...server, onTunnel: () => {}, [name]: value }),
+        isCode("ERR_HBONE_INVALID_ARGUMENT"),
+        `server ${name} ${JSON.stringify(value)}`,
+      );
+      assert.throws(
+        () => createHboneClient({ ...client, [name]: value }),
+        isCode("ERR_HBONE_INVALID_ARGUMENT"),
+        `client ${name} ${JSON.stringify(value)}`,
+      );
+    }
+    // The server's counters are checked too (the client makes none).
+    const badCounter = { counter: () => ({}), gauge: () => instruments, histogram: () => instruments };
+    assert.throws(
+      () => createHboneServer({ ...server, onTunnel: () => {}, metrics: badCounter as never }),
+      isCode("ERR_HBONE_INVALID_ARGUMENT"),
+    );
+    const cause = new Error("sink refused");
+    const throwing = {
+      counter: () => instruments,
+      gauge: () => {
+        throw cause;
+      },
+      histogram: () => instruments,
+    };
+    assert.throws(
+      () => createHboneClient({ ...client, metrics: throwing }),
+      isCode("ERR_HBONE_INVALID_ARGUMENT", cause),
+    );
+    const sink = { counter: () => instruments, gauge: () => instruments, histogram: () => instruments };
+    createHboneClient({ ...client, logger: console, metrics: sink }).destroy();
+    void createHboneServer({ ...server, onTunnel: () => {}, logger: console, metrics: sink }).close();
+  });
+
+  it("refuses a connectSocket that is not a function, and a socket that is not a stream", async () => {
+    const creds = pki.issue(CLIENT_ID);
+    for (const connectSocket of ["net.connect", null, {}, 5]) {
+      assert.throws(
+        () => createHboneClient({ ...creds, connectSocket: connectSocket as never }),
+        isCode("ERR_HBONE_INVALID_ARGUMENT"),
+        String(connectSocket),
+      );
+    }
+    const client = createHboneClient({ ...creds, connectSocket: (() => ({})) as never });
+    try {
+      await assert.rejects(
+        client.connect({ address: "127.0.0.1:9", authority: "10.0.0.1:80", expectedIdentities: [SERVER_ID] }),
+        isCode("ERR_HBONE_INVALID_ARGUMENT"),
+      );
+    } finally {
+      await client.destroy();
+    }
+  });
 
   it("connect: an aborted signal is ERR_HBONE_ABORTED with the reason as cause; a non-signal is refused", async () => {
     const client = createHboneClient(pki.issue(CLIENT_ID));
@@ -374,6 +446,70 @@ describe("public helpers: typed errors for wrong argument types", () => {
     }
     assert.equal(formatTraceparent({ ...tp, flags: 1 }), `00-${tp.traceId}-${tp.parentId}-01`);
     assert.throws(() => formatTraceparent(undefined as never), invalid);
+  });
+
+  it("createTraceparent takes an options object with a boolean sampled", () => {
+    for (const options of [
+      null,
+      "sampled",
+      1,
+      Symbol("o"),
+      { sampled: "false" },
+      { sampled: 1 },
+      { sampled: null },
+    ]) {
+      assert.throws(() => createTraceparent(options as never), invalid, String(JSON.stringify(options)));
+    }
+    assert.equal(createTraceparent().flags, 0);
+    assert.equal(createTraceparent({}).flags, 0);
+    assert.equal(createTraceparent({ sampled: false }).flags, 0);
+    assert.equal(createTraceparent({ sampled: true }).flags, 1);
+  });
+
+  it("http2ErrorName takes an HTTP/2 error code, a 32-bit unsigned integer", () => {
+    for (const code of [
+      Symbol("c"),
+      "8",
+      "length",
+      "map",
+      null,
+      undefined,
+      Number.NaN,
+      -1,
+      1.5,
+      2 ** 32,
+      {},
+    ]) {
+      assert.throws(
+        () => http2ErrorName(code as never),
+        invalid,
+        typeof code === "symbol" ? "symbol" : String(code),
+      );
+    }
+    assert.equal(http2ErrorName(8), "CANCEL");
+    assert.equal(http2ErrorName(0), "NO_ERROR");
+    assert.equal(http2ErrorName(0xffffffff), "code 4294967295");
+  });
+
+  it("formatTraceparent checks each field, so one cannot carry another's text", () => {
+    const traceId = "0af7651916cd43dd8448eb211c80319c";
+    const parentId = "b7ad6b7169203331";
+    // Before, this wrote 01-...-b7ad6b7169203331-00-01, which reads back with flags 00.
+    assert.throws(
+      () => formatTraceparent({ version: "01", traceId, parentId: `${parentId}-00`, flags: 1 }),
+      isCode("ERR_HBONE_INVALID_HEADER"),
+    );
+    for (const field of ["version", "traceId", "parentId"] as const) {
+      assert.throws(
+        () => formatTraceparent({ version: "00", traceId, parentId, flags: 1, [field]: 5 }),
+        invalid,
+        field,
+      );
+    }
+    assert.equal(
+      formatTraceparent({ version: "01", traceId, parentId, flags: 3 }),
+      `01-${traceId}-${parentId}-03`,
+    );
   });
 
   it("formatAuthority takes a string host and an integer port", () => {

@@ -400,6 +400,68 @@ describe("HBONE mTLS", () => {
     await s.server.close({ timeoutMs: 100 });
   });
 
+  it(
+    "closes a connection that has not finished the TLS handshake in handshakeTimeoutMs, silent or trickling",
+    { timeout: 30_000 },
+    async () => {
+      const s = await startServer(pki, { handshakeTimeoutMs: 400 });
+      try {
+        const closedWithin = (socket: ReturnType<typeof netConnect>, ms: number) =>
+          new Promise<boolean>((resolve) => {
+            const timer = setTimeout(() => resolve(false), ms);
+            socket.once("close", () => {
+              clearTimeout(timer);
+              resolve(true);
+            });
+          });
+        // Sends nothing at all.
+        const silent = netConnect(s.port, "127.0.0.1");
+        silent.on("error", () => {});
+        // Sends a ClientHello's first bytes one at a time, each before an idle timer would fire.
+        const trickle = netConnect(s.port, "127.0.0.1");
+        trickle.on("error", () => {});
+        const hello = Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]);
+        let sent = 0;
+        const drip = setInterval(() => {
+          if (!trickle.destroyed)
+            trickle.write(hello.subarray(sent % hello.length, (sent % hello.length) + 1));
+          sent++;
+        }, 100);
+        try {
+          const [a, b] = await Promise.all([closedWithin(silent, 4000), closedWithin(trickle, 4000)]);
+          assert.equal(a, true, "a silent connection is closed");
+          assert.equal(b, true, "a trickling handshake is closed as a whole, not reset by each byte");
+          // A connection that finished its handshake is not cut by that deadline.
+          const client = createHboneClient(pki.issue(CLIENT_ID));
+          try {
+            const connecting = client.connect({
+              address: s.address,
+              authority: "10.1.0.1:80",
+              expectedIdentities: [SERVER_ID],
+            });
+            const inbound = await s.nextTunnel();
+            await new Promise((r) => setTimeout(r, 900));
+            const accepted = inbound.accept();
+            // The client is destroyed at the end: the server's side of the tunnel sees that as an error.
+            accepted.on("error", () => {});
+            accepted.end("still here");
+            const t = await connecting;
+            assert.equal((await readAll(t)).toString(), "still here");
+            assert.equal(s.server.stats().connections, 1);
+          } finally {
+            client.destroy();
+          }
+        } finally {
+          clearInterval(drip);
+          silent.destroy();
+          trickle.destroy();
+        }
+      } finally {
+        await s.server.close({ timeoutMs: 100 });
+      }
+    },
+  );
+
   it("close() does not wait for a client stuck in the TLS handshake", { timeout: 30_000 }, async () => {
     // Without close() cutting it off, this handshake would hold the server for a minute.
     const s = await startServer(pki, { handshakeTimeoutMs: 60_000 });
