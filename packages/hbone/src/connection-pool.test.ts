@@ -483,6 +483,46 @@ describe("connection pool", () => {
     await srv.server.close({ timeoutMs: 100 });
   });
 
+  it("takes no stream on a connection that failed before its close reached the pool", async () => {
+    const sessions: TLSSocket[] = [];
+    const srv = await startServer(pki, {
+      onTunnel: (t) => {
+        const s = t.accept();
+        s.on("error", () => {});
+        s.resume();
+      },
+    });
+    srv.server.nodeServer.on("secureConnection", (s: TLSSocket) => sessions.push(s));
+    const client = createHboneClient(pki.issue(CLIENT_ID));
+    try {
+      for (let round = 0; round < 20; round++) {
+        const t = await client.connect({
+          address: srv.address,
+          authority: TARGET,
+          expectedIdentities: [SERVER_ID],
+        });
+        t.on("error", () => {});
+        t.write("x");
+        const closed = new Promise((r) => t.once("close", r));
+        // The server side goes away under an open tunnel; the client's tunnel fails at once, the
+        // connection's "close" comes a moment later.
+        for (const s of sessions.splice(0)) s.destroy();
+        await closed;
+        // Right away: a new connection, not the one that just failed.
+        const next = await client.connect({
+          address: srv.address,
+          authority: TARGET,
+          expectedIdentities: [SERVER_ID],
+        });
+        next.on("error", () => {});
+        next.destroy();
+      }
+    } finally {
+      client.destroy();
+      await srv.server.close({ timeoutMs: 100 });
+    }
+  });
+
   it("sends keepalive PINGs on idle connections", async () => {
     let pings = 0;
     const srv = await startServer(pki, { onTunnel: (t) => void t.accept().on("error", () => {}) });

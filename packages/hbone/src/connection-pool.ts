@@ -117,6 +117,9 @@ export class ConnectionPool {
         bucket = { connections: [], dialing: undefined };
         this.#buckets.set(key, bucket);
       }
+      // A connection the peer closed (or that failed) before its "close" event reached the pool takes
+      // no stream either: it is retired here, and the next one is looked for.
+      for (const c of [...bucket.connections]) if (c.session.closed) this.#retire(c, false);
       const conn = bucket.connections.find((c) => c.usable && c.active < c.maxStreams);
       if (conn !== undefined) {
         this.#reserve(conn);
