@@ -155,6 +155,29 @@ describe("Delta ADS server", () => {
     s.close();
   });
 
+  it("labels streams with one of Istio's node kinds, 'other' for any other node id prefix", async () => {
+    const opened = [];
+    for (const id of [
+      "ztunnel~10.0.0.1~zt.istio-system~cluster.local",
+      "waypoint~x~y~z",
+      "made-up-1~a",
+      "made-up-2~a",
+    ]) {
+      const s = openDelta(port);
+      s.send({ typeUrl: A, node: { id } });
+      await s.next();
+      opened.push(s);
+    }
+    assert.ok((gauges.get('pilot_xds{"protocol":"delta","kind":"ztunnel"}') ?? 0) >= 1);
+    assert.ok((gauges.get('pilot_xds{"protocol":"delta","kind":"waypoint"}') ?? 0) >= 1);
+    // A client names its own node: the labels it can make are bounded.
+    const kinds = [...gauges.keys()]
+      .filter((k) => k.startsWith("pilot_xds{"))
+      .map((k) => JSON.parse(k.slice(9)).kind);
+    assert.ok(!kinds.some((k: string) => k.startsWith("made-up")), kinds.join(", "));
+    for (const s of opened) s.close();
+  });
+
   it("holds pushes for a stream that never ACKs without delaying other streams", async () => {
     const silent = openDelta(port);
     const acking = openDelta(port);

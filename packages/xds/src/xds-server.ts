@@ -226,10 +226,21 @@ function headersOf(metadata: grpc.Metadata): Record<string, string[]> {
   return out;
 }
 
+/** The node types istiod knows (`model.NodeType`): the first field of an Istio node id. */
+const NODE_KINDS: ReadonlySet<string> = new Set(["sidecar", "router", "waypoint", "ztunnel"]);
+
+/**
+ * The `kind` label of a stream: the node id's type when it is one of {@link NODE_KINDS}, else `other`
+ * (`grpc` for a gRPC client without an Istio id). The client writes its own id, so the label takes
+ * no value it makes up: each would be a series kept for the life of the process.
+ */
 function nodeKind(node: NodeInfo | undefined): string {
   if (node === undefined) return "unknown";
   const tilde = node.id.indexOf("~");
-  if (tilde > 0) return node.id.slice(0, tilde);
+  if (tilde > 0) {
+    const kind = node.id.slice(0, tilde);
+    return NODE_KINDS.has(kind) ? kind : "other";
+  }
   return node.userAgentName.startsWith("grpc") ? "grpc" : "other";
 }
 
