@@ -188,6 +188,9 @@ export function createJwtAuthenticator(options: JwtAuthenticatorOptions): Authen
           ...(options.issuer === undefined ? {} : { issuer: options.issuer }),
           clockTolerance: options.clockToleranceSeconds ?? 0,
           algorithms: options.algorithms ?? ["RS256", "ES256"],
+          // A bearer token without an expiry would be good forever to whoever copied it: refused, as
+          // Kubernetes' bound service-account tokens always carry one.
+          requiredClaims: ["exp"],
         }));
       } catch (cause) {
         const reason = cause instanceof Error ? cause.message : String(cause);

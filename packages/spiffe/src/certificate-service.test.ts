@@ -64,16 +64,17 @@ describe("certificate service over gRPC", () => {
   async function token(
     sub: string,
     extra: Record<string, unknown> = {},
-    opts: { aud?: string; exp?: number; key?: webcrypto.CryptoKey } = {},
+    opts: { aud?: string; exp?: number | null; key?: webcrypto.CryptoKey } = {},
   ) {
-    return new SignJWT({ "kubernetes.io": { namespace: "x", ...extra } })
+    const jwt = new SignJWT({ "kubernetes.io": { namespace: "x", ...extra } })
       .setProtectedHeader({ alg: "ES256", kid: "k1" })
       .setSubject(sub)
       .setIssuer(ISSUER)
       .setAudience(opts.aud ?? "istio-ca")
-      .setIssuedAt()
-      .setExpirationTime(opts.exp ?? Math.floor(Date.now() / 1000) + 600)
-      .sign(opts.key ?? signKey);
+      .setIssuedAt();
+    // `exp: null`: a token without an expiry.
+    if (opts.exp !== null) jwt.setExpirationTime(opts.exp ?? Math.floor(Date.now() / 1000) + 600);
+    return jwt.sign(opts.key ?? signKey);
   }
 
   function client(
@@ -186,7 +187,7 @@ describe("certificate service over gRPC", () => {
     await expectRefusal(c.createCertificate(forged), "ERR_CA_SIGN_REFUSED", /signature/);
   });
 
-  it("refuses missing, garbage, wrongly signed, wrong-audience and expired tokens", async () => {
+  it("refuses missing, garbage, wrongly signed, wrong-audience, expired and never-expiring tokens", async () => {
     const csr = await createCsr({ spiffeId: WEB, privateKeyPem: keys.privateKeyPem });
     const sub = "system:serviceaccount:default:web";
     const cases: Array<[string | undefined, RegExp]> = [
@@ -195,6 +196,7 @@ describe("certificate service over gRPC", () => {
       [await token(sub, {}, { key: otherKey }), /signature/],
       [await token(sub, {}, { aud: "kubernetes" }), /aud/],
       [await token(sub, {}, { exp: Math.floor(Date.now() / 1000) - 3600 }), /exp/],
+      [await token(sub, {}, { exp: null }), /exp/],
       [await token("alice"), /system:serviceaccount/],
     ];
     for (const [t, message] of cases) {
