@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readFile, rename, stat, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { type CaCertsPem, type CertificateAuthority, createCertificateAuthority } from "@ambient/spiffe/ca";
 import { exportJWK, generateKeyPair, importJWK, type JWK, SignJWT } from "jose";
@@ -39,6 +39,16 @@ async function readOptional(path: string): Promise<string | undefined> {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw err;
   }
+}
+
+/**
+ * {@link readOptional} for a private key: one that group or others may read (copied with a permissive
+ * umask, say) is made readable by its owner only before it is used, as the control plane writes it.
+ */
+async function readPrivate(path: string): Promise<string | undefined> {
+  const text = await readOptional(path);
+  if (text !== undefined && ((await stat(path)).mode & 0o077) !== 0) await chmod(path, 0o600);
+  return text;
 }
 
 async function writeAtomic(path: string, text: string, mode = 0o644): Promise<void> {
@@ -85,9 +95,9 @@ export async function loadMeshState(
       const dir = join(stateDir, "ca");
       const [caCertPem, caKeyPem, rootCertPem, jwkText] = await Promise.all([
         readOptional(join(dir, "ca-cert.pem")),
-        readOptional(join(dir, "ca-key.pem")),
+        readPrivate(join(dir, "ca-key.pem")),
         readOptional(join(dir, "root-cert.pem")),
-        readOptional(join(stateDir, "token-key.jwk")),
+        readPrivate(join(stateDir, "token-key.jwk")),
       ]);
       if (
         cacerts === undefined &&
