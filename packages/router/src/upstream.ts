@@ -6,6 +6,12 @@ import { RouterError } from "./errors.js";
 import { createHeaderMap } from "./header-filters.js";
 import { fromNodeError, H2_REFUSED_STREAM } from "./node-error.js";
 import type { RequestBody } from "./request-body.js";
+import {
+  DEFAULT_SESSION_LIVENESS,
+  receivedBytes,
+  SessionLiveness,
+  type SessionLivenessOptions,
+} from "./upstream-liveness.js";
 
 /** Workload facts about an endpoint, used for telemetry labels. */
 export interface WorkloadInfo {
@@ -68,7 +74,12 @@ export interface UpstreamResponse {
 /** A request sent upstream: its response, a way to give it up, and where it went out from. */
 export interface SentRequest<R extends UpstreamResponse = UpstreamResponse> {
   response: Promise<R>;
-  abort: () => void;
+  /**
+   * Gives the request up. `"timeout"`: at a timeout (per-try, request, stream idle), which says the
+   * connection may be dead: an HTTP/2 session that has received nothing since the request went out on
+   * it then takes no new requests.
+   */
+  abort: (reason?: "timeout") => void;
   /**
    * The local address of the connection the request went out on ({@link connectionLocalAddress}), as
    * soon as it had one: Envoy's `%UPSTREAM_LOCAL_ADDRESS%`. Undefined while it had none (a connect
@@ -346,6 +357,9 @@ const sessionLocalAddresses = new WeakMap<http2.ClientHttp2Session, string>();
 /** Streams of a session that have not had their response headers yet. */
 const awaitingHeaders = new WeakMap<http2.ClientHttp2Session, Set<http2.ClientHttp2Stream>>();
 
+/** Liveness watch of each pooled HTTP/2 session (when PINGs are on). */
+const sessionLiveness = new WeakMap<http2.ClientHttp2Session, SessionLiveness>();
+
 /** Whether a session can take a new stream: not closing, not told GOAWAY, its connection open both ways. */
 function sessionUsable(session: http2.ClientHttp2Session): boolean {
   return !session.closed && !session.destroyed && !deadSessions.has(session);
@@ -365,6 +379,7 @@ export class UpstreamPool {
   constructor(
     private readonly connectFn: ConnectUpstream,
     private readonly maxIdlePerEndpoint: number,
+    private readonly liveness: SessionLivenessOptions = DEFAULT_SESSION_LIVENESS,
   ) {}
 
   send(endpoint: Endpoint, protocol: "http1" | "http2", request: UpstreamRequest): SentRequest {
@@ -529,6 +544,20 @@ export class UpstreamPool {
     if (this.sessions.get(key) === session) this.sessions.delete(key);
   }
 
+  /**
+   * Takes a session that looks dead out of the pool: no new streams; it closes once the streams it has
+   * end (each at its own timeout, at the latest).
+   */
+  private retireSession(
+    key: string,
+    pending: Promise<http2.ClientHttp2Session>,
+    session: http2.ClientHttp2Session,
+  ): void {
+    deadSessions.add(session);
+    this.forgetSession(key, pending);
+    if (!session.closed && !session.destroyed) session.close();
+  }
+
   private sessionFor(endpoint: Endpoint): {
     session: Promise<http2.ClientHttp2Session>;
     reused: boolean;
@@ -577,6 +606,16 @@ export class UpstreamPool {
       });
       const localAddress = connectionLocalAddress(socket);
       if (localAddress !== undefined) sessionLocalAddresses.set(session, localAddress);
+      if (this.liveness.pingIntervalMs > 0) {
+        sessionLiveness.set(
+          session,
+          // An unanswered PING: the connection is dead; its streams fail as the connection ending.
+          new SessionLiveness(session, this.liveness, (error) => {
+            forget();
+            session.destroy(error);
+          }),
+        );
+      }
       session.unref();
       return session;
     })();
@@ -594,12 +633,26 @@ export class UpstreamPool {
     let stream: http2.ClientHttp2Stream | undefined;
     let localAddress: string | undefined;
     let aborted = false;
-    const abort = () => {
+    /** The current stream's session, and what it had received when the stream went out. */
+    let current:
+      | {
+          key: string;
+          pending: Promise<http2.ClientHttp2Session>;
+          session: http2.ClientHttp2Session;
+          bytes: number;
+        }
+      | undefined;
+    const abort = (reason?: "timeout") => {
       aborted = true;
       stream?.close(http2.constants.NGHTTP2_CANCEL);
+      // Timed out with not a byte received on the session since the stream went out (not even its
+      // response head): its connection is likely dead (a hung backend, a host gone without a word).
+      if (reason === "timeout" && current !== undefined && receivedBytes(current.session) === current.bytes)
+        this.retireSession(current.key, current.pending, current.session);
     };
     const attempt = async (fresh: boolean): Promise<UpstreamResponse> => {
       localAddress = undefined;
+      current = undefined;
       const key = ENDPOINT_KEY(endpoint);
       let { session: pending, reused } = this.sessionFor(endpoint);
       let session: http2.ClientHttp2Session;
@@ -616,6 +669,10 @@ export class UpstreamPool {
       }
       if (aborted)
         throw new UpstreamAttemptError("reset", new RouterError("ERR_UPSTREAM_RESET", "attempt aborted"));
+      // A session quiet for the PING interval is checked now: if its PING goes unanswered, the session
+      // is closed and this stream fails as a reset (sent once more on a new session when replayable).
+      if (reused) sessionLiveness.get(session)?.beforeStream();
+      const bytesBefore = receivedBytes(session);
       // Without a prototype, as the request's own map: a `__proto__` field stays a field.
       const headers: http2.OutgoingHttpHeaders = Object.assign(createHeaderMap(), r.headers, {
         ":method": r.method,
@@ -644,6 +701,7 @@ export class UpstreamPool {
         throw new UpstreamAttemptError("connect-failure", fromNodeError(err, "connect"));
       }
       stream = s;
+      current = { key, pending, session, bytes: bytesBefore };
       localAddress = sessionLocalAddresses.get(session);
       let waiting = awaitingHeaders.get(session);
       if (waiting === undefined) {

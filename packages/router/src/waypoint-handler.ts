@@ -64,6 +64,7 @@ import {
   type WorkloadInfo,
   whenConnected,
 } from "./upstream.js";
+import { DEFAULT_SESSION_LIVENESS } from "./upstream-liveness.js";
 
 /**
  * The rate of stream resets a downstream HTTP/2 client may send before Node's HTTP/2 server ends the
@@ -252,6 +253,20 @@ export interface WaypointHandlerOptions {
    * word is held for as long as the other side keeps it.
    */
   tcpIdleTimeoutMs?: number;
+  /**
+   * Liveness check of pooled upstream HTTP/2 sessions: a session that has received nothing for this
+   * long is sent a PING, by a timer and before a new request is put on it; 0 sends none. Default 10000
+   * (10 s); ztunnel's HTTP/2 keepalive interval, Envoy `connection_keepalive.interval` and
+   * `connection_idle_interval` (Envoy sets none by default).
+   */
+  upstreamPingIntervalMs?: number;
+  /**
+   * A PING unanswered this long (extended while other frames arrive) closes the session: its requests
+   * fail as a reset (503 `UC`, idempotent ones are sent once more on a new session) and the next ones
+   * dial afresh. 0 keeps sending PINGs but never closes a session for an unanswered one. Default 20000
+   * (20 s); ztunnel's HTTP/2 keepalive timeout, Envoy `connection_keepalive.timeout`.
+   */
+  upstreamPingTimeoutMs?: number;
   /** Idle keep-alive connections kept per endpoint. Default 100. */
   maxIdleConnectionsPerEndpoint?: number;
   /** Cluster DNS suffix for `destination_service`. Default `"cluster.local"`. */
@@ -1142,6 +1157,16 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
   const streamIdleTimeout = checkMs(options.streamIdleTimeoutMs ?? 300_000, "streamIdleTimeoutMs");
   const tcpIdleTimeout = checkMs(options.tcpIdleTimeoutMs ?? 3_600_000, "tcpIdleTimeoutMs");
   const headersTimeout = checkMs(options.headersTimeoutMs ?? 60_000, "headersTimeoutMs");
+  const liveness = {
+    pingIntervalMs: checkMs(
+      options.upstreamPingIntervalMs ?? DEFAULT_SESSION_LIVENESS.pingIntervalMs,
+      "upstreamPingIntervalMs",
+    ),
+    pingTimeoutMs: checkMs(
+      options.upstreamPingTimeoutMs ?? DEFAULT_SESSION_LIVENESS.pingTimeoutMs,
+      "upstreamPingTimeoutMs",
+    ),
+  };
   const maxIdlePerEndpoint = checkInt(
     options.maxIdleConnectionsPerEndpoint ?? 100,
     "maxIdleConnectionsPerEndpoint",
@@ -1155,7 +1180,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       `pathNormalization must be one of ${PATH_NORMALIZATIONS.join(", ")}`,
     );
   }
-  const pool = new UpstreamPool(options.connect, maxIdlePerEndpoint);
+  const pool = new UpstreamPool(options.connect, maxIdlePerEndpoint, liveness);
   let table: RouteTable = createRouteTable(options.routes, { waypoint: options.waypoint });
   const pickers = new Map<string, EndpointPicker<Endpoint>>();
   const pickerByBackend = new WeakMap<ResolvedBackendRef, EndpointPicker<Endpoint>>();
@@ -2135,7 +2160,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     const picker = pickerFor(backend);
     // Endpoints already tried, avoided by retries; only built when a retry happens.
     let tried: Set<string> | undefined;
-    let abortCurrent: (() => void) | undefined;
+    let abortCurrent: ((reason?: "timeout") => void) | undefined;
     let expired = false;
     let clientGone = false;
     type TimeoutReply = [status: number, text: string, flag: string, details: string];
@@ -2145,7 +2170,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       if (expired) return;
       expired = true;
       timeoutReply = reply;
-      abortCurrent?.();
+      abortCurrent?.("timeout");
       if (res.headersSent) {
         x.flags = reply[2];
         x.details = reply[3];
@@ -2215,7 +2240,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
                   x.flags = "UT";
                   x.details = perTryDetails;
                 }
-                sent.abort();
+                sent.abort("timeout");
                 reject(
                   new RouterError(
                     "ERR_UPSTREAM_TIMEOUT",
