@@ -165,6 +165,37 @@ describe("parseRequestHead", () => {
     assert.deepEqual(r.head.headers, { __proto__: null, "x-a": "1" });
   });
 
+  it("drops trailing dots of the host name, so policy, routing and the backend read one host", () => {
+    const cases: [string, string][] = [
+      ["admin.example.com.", "admin.example.com"],
+      ["admin.example.com.:80", "admin.example.com:80"],
+      ["Admin.Example.Com..", "Admin.Example.Com"],
+      ["admin.example.com", "admin.example.com"],
+      ["10.0.0.1:8080", "10.0.0.1:8080"],
+      ["[fd00::1]:80", "[fd00::1]:80"],
+    ];
+    for (const [given, host] of cases) {
+      const h1 = parseRequestHead(input("GET", "/", [["host", given]]), OPTIONS);
+      assert.ok(h1.ok);
+      assert.equal(h1.head.host, host, given);
+      const h2 = parseRequestHead(
+        input(
+          "GET",
+          "/",
+          [
+            [":authority", given],
+            [":path", "/"],
+          ],
+          true,
+        ),
+        OPTIONS,
+      );
+      assert.ok(h2.ok);
+      assert.equal(h2.head.host, host, given);
+    }
+    assert.match(refused(parseRequestHead(input("GET", "/", [["host", "."]]), OPTIONS)), /^400 /);
+  });
+
   it("keeps every line of a repeated field, joins cookie crumbs, and drops repeated proxy-owned lines", () => {
     const r = parseRequestHead(
       {

@@ -138,6 +138,11 @@ export function parseRequestHead(input: RequestHeadInput, options: RequestHeadOp
     }
   }
 
+  const named = withoutTrailingDots(host);
+  if (named === undefined)
+    return { ok: false, status: 400, reason: "host names nothing", details: malformed };
+  host = named;
+
   const nominated = connectionOptions(incoming.connection);
   // Built from the raw fields, not Node's merged object: that one keeps only the first line of
   // `authorization`, `user-agent`, `referer` and other fields it deems single, and joins the rest with
@@ -160,6 +165,22 @@ export function parseRequestHead(input: RequestHeadInput, options: RequestHeadOp
     headers["x-forwarded-client-cert"] = forwardedClientCert(options.proxyIdentity, options.peerIdentity);
   }
   return { ok: true, head: { method, path, query, host, headers, headerBytes } };
+}
+
+/**
+ * The host with the trailing dots of its name dropped (`a.example.com.:80` is `a.example.com:80`): the
+ * one value policy, routing and the backend's Host read. A fully qualified name names the same host, so
+ * a policy on `a.example.com` must not let `a.example.com.` by. Undefined for a name of dots only.
+ */
+function withoutTrailingDots(host: string): string | undefined {
+  if (host.startsWith("[")) return host;
+  const colon = host.lastIndexOf(":");
+  const name = colon === -1 ? host : host.slice(0, colon);
+  let end = name.length;
+  while (end > 0 && name.charCodeAt(end - 1) === 46 /* "." */) end--;
+  if (end === name.length) return host;
+  if (end === 0) return undefined;
+  return colon === -1 ? name.slice(0, end) : `${name.slice(0, end)}${host.slice(colon)}`;
 }
 
 /** Field names listed in `Connection`: a proxy removes them (RFC 9110 §7.6.1). */

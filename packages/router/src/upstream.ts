@@ -203,6 +203,23 @@ function replayable(request: UpstreamRequest): boolean {
 }
 
 /**
+ * Sets how a request body is delimited for an HTTP/1.1 backend; the proxy decides it, never a header
+ * copied from the client. Node's client sends a GET, HEAD, DELETE or OPTIONS body with neither a length
+ * nor chunks when the request has no `content-length` and no `transfer-encoding` (its default for those
+ * methods), and the backend reads such bytes as its next request on the connection: one no policy saw,
+ * with whatever identity headers it carries. A body keeps the length the client declared (the
+ * downstream parser held the body to it); any other goes chunked, as Envoy sends one.
+ */
+export function frameH1Body(headers: Record<string, string | string[]>, body: RequestBody | undefined): void {
+  delete headers["transfer-encoding"];
+  if (body === undefined) return;
+  const length = headers["content-length"];
+  if (typeof length === "string" && /^\d+$/.test(length)) return;
+  delete headers["content-length"];
+  headers["transfer-encoding"] = "chunked";
+}
+
+/**
  * Streams `body` into an attempt's request. A body that can no longer be sent whole fails the attempt
  * with `ERR_BODY_NOT_REPLAYABLE` (the request is destroyed with it) instead of going out cut short.
  */
@@ -472,6 +489,7 @@ export class UpstreamPool {
     // The request's header map belongs to this request (retries reuse it), so host is set in place.
     const headers = r.headers;
     headers.host = r.authority;
+    frameH1Body(headers, r.body);
     const agent = this.agentFor(endpoint);
     const options: http.RequestOptions & { servername: string } = {
       method: r.method,

@@ -375,6 +375,142 @@ describe("identity headers belong to the proxy", () => {
   });
 });
 
+describe("request bodies reach an HTTP/1.1 backend framed, whatever the method", () => {
+  let a: Backend;
+  let wp: Waypoint;
+  const seen: AuthorizationRequest[] = [];
+  const smuggled = "GET /admin/secret HTTP/1.1\r\nhost: a\r\nx-smuggled: 1\r\n\r\n";
+
+  before(async () => {
+    a = await startBackend("a");
+    wp = await startWaypoint(
+      { "default/a": [a.endpoint] },
+      { policy: denyAdmin(seen), routes: [httpRoute("r", [{ backendRefs: [{ name: "a", port: 80 }] }])] },
+    );
+  });
+  after(async () => {
+    await wp.close();
+    await stopServer(a.server);
+  });
+
+  /** What the backend ran after `send`: every request, with its body. */
+  async function backendRan(
+    send: () => Promise<unknown>,
+  ): Promise<{ method: string; url: string; body: string }[]> {
+    const before = a.requests.length;
+    seen.length = 0;
+    await send();
+    // A request smuggled in a body would be parsed by the backend right after the first one.
+    await new Promise((r) => setTimeout(r, 200));
+    return a.requests.slice(before).map(({ method, url, body }) => ({ method, url, body }));
+  }
+
+  const chunked = (body: string) => `${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`;
+
+  for (const method of ["GET", "HEAD", "DELETE", "OPTIONS"]) {
+    it(`a chunked ${method} body goes as a body, never as the backend's next request`, async () => {
+      const ran = await backendRan(() =>
+        rawExchange(
+          wp.port,
+          `${method} /public HTTP/1.1\r\nhost: svc\r\ntransfer-encoding: chunked\r\n\r\n${chunked(smuggled)}`,
+          /^HTTP\/1\.1 \d{3} [\s\S]*\r\n\r\n/,
+        ),
+      );
+      assert.deepEqual(ran, [{ method, url: "/public", body: smuggled }]);
+      assert.ok(seen.every((r) => r.http?.path === "/public"));
+    });
+  }
+
+  it("a content-length the client names in Connection still frames the body", async () => {
+    const ran = await backendRan(() =>
+      rawExchange(
+        wp.port,
+        `GET /public HTTP/1.1\r\nhost: svc\r\nconnection: content-length\r\ncontent-length: ${smuggled.length}\r\n\r\n${smuggled}`,
+        /^HTTP\/1\.1 \d{3} [\s\S]*\r\n\r\n/,
+      ),
+    );
+    assert.deepEqual(ran, [{ method: "GET", url: "/public", body: smuggled }]);
+  });
+
+  it("an HTTP/2 GET with DATA and no content-length reaches the HTTP/1.1 backend chunked", async () => {
+    const ran = await backendRan(async () => {
+      const client = http2.connect(`http://127.0.0.1:${wp.port}`);
+      client.on("error", () => {});
+      try {
+        await new Promise<void>((resolve, reject) => {
+          const req = client.request(
+            { ":method": "GET", ":path": "/public", ":authority": "svc" },
+            { endStream: false },
+          );
+          req.on("response", () => {});
+          req.on("end", resolve);
+          req.on("error", reject);
+          req.resume();
+          req.end(smuggled);
+        });
+      } finally {
+        client.close();
+      }
+    });
+    assert.deepEqual(ran, [{ method: "GET", url: "/public", body: smuggled }]);
+    assert.equal(a.requests.at(-1)?.headers["transfer-encoding"], "chunked");
+  });
+});
+
+describe("one host for policy, routing and the backend", () => {
+  let a: Backend;
+  let wp: Waypoint;
+  const engine = createAuthorizationEngine({ l7Attachment: "waypoint" });
+
+  before(async () => {
+    assert.deepEqual(
+      engine.applyYaml(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: no-admin-host, namespace: default }
+spec:
+  targetRefs: [{ kind: Gateway, group: gateway.networking.k8s.io, name: waypoint }]
+  action: DENY
+  rules: [{ to: [{ operation: { hosts: ["admin.example.com", "admin.example.com:*"] } }] }]
+`).errors,
+      [],
+    );
+    a = await startBackend("a");
+    wp = await startWaypoint(
+      { "default/a": [a.endpoint] },
+      {
+        policy: engine,
+        waypoint: { name: "waypoint", namespace: "default" },
+        routes: [httpRoute("r", [{ backendRefs: [{ name: "a", port: 80 }] }])],
+      },
+    );
+  });
+  after(async () => {
+    await wp.close();
+    await stopServer(a.server);
+  });
+
+  it("denies a host DENY's host written with a trailing dot, and forwards the host policy saw", async () => {
+    const before = a.requests.length;
+    for (const host of [
+      "admin.example.com",
+      "admin.example.com.",
+      "admin.example.com.:80",
+      "Admin.Example.Com..",
+    ]) {
+      const out = await rawExchange(wp.port, `GET / HTTP/1.1\r\nhost: ${host}\r\nconnection: close\r\n\r\n`);
+      assert.match(out, /^HTTP\/1\.1 403 /, host);
+    }
+    assert.equal(a.requests.length, before, "nothing reached the backend");
+    const ok = await rawExchange(
+      wp.port,
+      "GET / HTTP/1.1\r\nhost: www.example.com.\r\nconnection: close\r\n\r\n",
+    );
+    assert.match(ok, /^HTTP\/1\.1 200 /);
+    assert.equal(a.requests.at(-1)?.headers.host, "www.example.com");
+  });
+});
+
 describe("limits on what a connection can make the waypoint hold", () => {
   let big: http.Server;
   let endpoint: Endpoint;
