@@ -35,11 +35,11 @@ export type PlaintextInboundDecision =
 /**
  * A plaintext connection captured into 15006 may only reach the pod it was captured in, on any port
  * but the proxy's own (HBONE's, and `proxyPorts`: 15001 and 15006, where a dial would come back to
- * the proxy and loop), and the pod must be a known workload (its policies decide next, with no
- * identity).
+ * the proxy and loop), and the pod must be a known workload, the one served (`workloadUid`), not
+ * another that claims its address (its policies decide next, with no identity).
  */
 export function decidePlaintextInbound(
-  pod: { ip: string; hbonePort: number; proxyPorts?: readonly number[] },
+  pod: { ip: string; workloadUid?: string; hbonePort: number; proxyPorts?: readonly number[] },
   original: { address: string; port: number },
   store: Pick<WorkloadStore, "findByAddress">,
 ): PlaintextInboundDecision {
@@ -50,5 +50,9 @@ export function decidePlaintextInbound(
   }
   const workload = store.findByAddress(original.address);
   if (workload === undefined) return { kind: "refuse", reason: "not a known workload" };
+  // Another workload claiming the pod's address in the store is not the pod captured here.
+  if (pod.workloadUid !== undefined && workload.uid !== pod.workloadUid) {
+    return { kind: "refuse", reason: "the pod's address is held by another workload" };
+  }
   return { kind: "serve", workload, ip: original.address, port: original.port };
 }

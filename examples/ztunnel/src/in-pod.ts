@@ -541,7 +541,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
     const { netns, uid } = proxy;
     const connectUpstream = (host: string, port: number, sourceIp: string): Socket =>
       originalSource.connect(netns, uid, ip, host, port, sourceIp);
-    const inboundPod: InboundPod = { uid, ip, connectUpstream };
+    const inboundPod: InboundPod = { uid, ip, workloadUid: workload.uid, connectUpstream };
     const hboneServer = createHboneServer({
       key: svid.privateKeyPem,
       certChain: svid.certChainPem,

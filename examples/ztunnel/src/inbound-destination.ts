@@ -44,6 +44,11 @@ export type InboundDecision =
 export interface InboundListener {
   /** IP of the pod whose listener (and certificate) accepted the tunnel. */
   podIp: string;
+  /**
+   * The uid of that pod's workload: the workload found at `podIp` must be this one (another that
+   * claims the address in the store is not the pod served here). Unchecked when absent.
+   */
+  workloadUid?: string;
   /** This proxy's node name: the pod must be one of its HBONE pods. */
   nodeName: string;
   /** Ports the upstream may never be (the HBONE port). */
@@ -68,6 +73,9 @@ export function decideInboundDestination(
   const pod = store.findByAddress(listener.podIp);
   if (pod === undefined || pod.node !== listener.nodeName || !usesHbone(pod)) {
     return { kind: "refuse", status: 503, reason: `${listener.podIp} is not a local mesh pod` };
+  }
+  if (listener.workloadUid !== undefined && pod.uid !== listener.workloadUid) {
+    return { kind: "refuse", status: 503, reason: `${listener.podIp} is held by another workload` };
   }
   let port = authority.port;
   let via: "pod-address" | "waypoint" | "service-hostname";

@@ -319,6 +319,105 @@ describe("inbound: an open connection a policy change denies", () => {
   });
 });
 
+describe(
+  "inbound: decided for the served pod's workload, not for whatever holds its address",
+  { timeout: 10_000 },
+  () => {
+    async function setup() {
+      const app = createServer({ allowHalfOpen: true }, (socket) => {
+        socket.on("error", () => {});
+        socket.resume();
+      });
+      app.listen(0, podIp);
+      await once(app, "listening");
+      const store = new WorkloadStore();
+      store.upsert("Kubernetes//Pod/demo/echo", { workload: echoWorkload() });
+      const engine = createAuthorizationEngine();
+      const registry = new ConnectionRegistry();
+      const inbound = createInbound({
+        nodeName: "node-a",
+        hbonePort: 15008,
+        store,
+        engine,
+        registry,
+        tcpMetrics: { opened() {}, bytes() {}, closed() {} },
+        logger: noopLogger,
+        isClosed: () => false,
+      });
+      const pod: InboundPod = {
+        uid: "zds-pod-uid",
+        workloadUid: "Kubernetes//Pod/demo/echo",
+        ip: podIp,
+        connectUpstream: connectTo,
+      };
+      return { app, store, engine, registry, inbound, pod, appPort: (app.address() as AddressInfo).port };
+    }
+    /** Another namespace's workload, with no policies of its own, claiming the pod's address. */
+    const impostor = () =>
+      testWorkload("other", "node-a", podIp, { namespace: "other", uid: "Kubernetes//Pod/other/x" });
+
+    it("closes an open connection under its namespace's DENY after the pod's Address went away", async () => {
+      const { app, store, engine, registry, inbound, pod, appPort } = await setup();
+      const { client, capture } = await plaintextClient(inbound, pod, appPort);
+      try {
+        const closed = new Promise((resolve) => client.once("close", resolve));
+        client.write("hello");
+        while (registry.connections().length === 0) await new Promise((r) => setTimeout(r, 5));
+        // A push in two steps: the Address first, then a DENY for the pod's namespace.
+        store.remove("Kubernetes//Pod/demo/echo");
+        inbound.recheck();
+        engine.setAuthorization(denyAll("deny-all", "NAMESPACE"));
+        inbound.recheck();
+        await closed;
+      } finally {
+        capture.close();
+        app.close();
+      }
+    });
+
+    it("closes an open connection under its namespace's DENY while another workload claims the address", async () => {
+      const { app, store, engine, registry, inbound, pod, appPort } = await setup();
+      const { client, capture } = await plaintextClient(inbound, pod, appPort);
+      try {
+        const closed = new Promise((resolve) => client.once("close", resolve));
+        client.write("hello");
+        while (registry.connections().length === 0) await new Promise((r) => setTimeout(r, 5));
+        store.upsert("Kubernetes//Pod/other/x", { workload: impostor() });
+        engine.setAuthorization(denyAll("deny-all", "NAMESPACE"));
+        inbound.recheck();
+        await closed;
+      } finally {
+        capture.close();
+        app.close();
+      }
+    });
+
+    it("refuses new plaintext connections and tunnels while another workload claims the address", async () => {
+      const { app, store, engine, inbound, pod, appPort } = await setup();
+      try {
+        engine.setAuthorization(denyAll("deny-all", "NAMESPACE"));
+        store.upsert("Kubernetes//Pod/other/x", { workload: impostor() });
+        const { client, capture } = await plaintextClient(inbound, pod, appPort);
+        try {
+          let got = "";
+          client.on("data", (d: Buffer) => {
+            got += d.toString();
+          });
+          await new Promise((resolve) => client.once("close", resolve));
+          assert.equal(got, "");
+        } finally {
+          capture.close();
+        }
+        const t = fakeTunnel(appPort);
+        inbound.handleTunnel(pod, t.tunnel);
+        assert.equal(await t.answer, 503);
+      } finally {
+        app.close();
+      }
+    });
+  },
+);
+
 function connectTo(host: string, port: number): Socket {
   return connect({ host, port, allowHalfOpen: true });
 }

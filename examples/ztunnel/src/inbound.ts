@@ -54,6 +54,11 @@ export type UpstreamConnector = (host: string, port: number, sourceIp: string) =
 export interface InboundPod {
   uid: string;
   ip: string;
+  /**
+   * The uid of the xDS workload served here (default `uid`): a connection is decided for this
+   * workload only, never for another that claims the pod's address in the store meanwhile.
+   */
+  workloadUid?: string;
   /** Where connections to the app are made from (default: this process's namespace). */
   connectUpstream?: UpstreamConnector;
 }
@@ -130,22 +135,29 @@ export function createInbound(options: InboundOptions): Inbound {
   const recordDialFailure = (err: unknown): string =>
     options.dialFailures?.record("inbound", err) ?? errnoOf(err) ?? "unknown";
 
+  /**
+   * The policy request for a connection to `served`, the pod's workload the connection was decided
+   * for: its current version in the store (policies attached since), else that one as it was when
+   * the connection was decided (last good state: a workload gone from the store meanwhile does not
+   * leave the connection under no policy of its own), never a workload found by address.
+   */
   const inboundRequest = (
     src: string,
     peer: string | undefined,
+    served: Workload,
     dstIp: string,
     dstPort: number,
   ): AuthorizationRequest => {
-    const dst = store.findByAddress(dstIp);
+    const dst = store.workloads().get(served.uid) ?? served;
     return {
       source: peer === undefined ? { ip: src } : { ip: src, identity: peer },
       destination: {
         ip: dstIp,
         port: dstPort,
         workload: {
-          namespace: dst?.namespace ?? "",
-          name: dst?.name ?? "",
-          authorizationPolicies: dst?.authorizationPolicies ?? [],
+          namespace: dst.namespace,
+          name: dst.name,
+          authorizationPolicies: dst.authorizationPolicies,
         },
       },
     };
@@ -207,7 +219,12 @@ export function createInbound(options: InboundOptions): Inbound {
 
   const decideTunnel = (pod: InboundPod, tunnel: InboundTunnel): InboundDecision =>
     decideInboundDestination(
-      { podIp: pod.ip, nodeName: options.nodeName, illegalPorts: [options.hbonePort, ...proxyPorts] },
+      {
+        podIp: pod.ip,
+        workloadUid: pod.workloadUid ?? pod.uid,
+        nodeName: options.nodeName,
+        illegalPorts: [options.hbonePort, ...proxyPorts],
+      },
       tunnel.authority,
       store,
     );
@@ -285,7 +302,7 @@ export function createInbound(options: InboundOptions): Inbound {
     const dst = target.workload;
     const authority = { host: target.ip, port: target.port };
     const peer = tunnel.peerIdentity.toString();
-    const request = inboundRequest(srcIp, peer, authority.host, authority.port);
+    const request = inboundRequest(srcIp, peer, dst, authority.host, authority.port);
     const decision = engine.evaluate(request);
     const decidedAt = changes;
     const destinationService = target.service ?? serviceAtTargetPort(dst, authority.port);
@@ -351,7 +368,7 @@ export function createInbound(options: InboundOptions): Inbound {
         upstream.destroy();
         return;
       }
-      const late = deniedSince(decidedAt, () => inboundRequest(srcIp, peer, authority.host, authority.port));
+      const late = deniedSince(decidedAt, () => inboundRequest(srcIp, peer, dst, authority.host, authority.port));
       if (late !== undefined) {
         const by = logLateDenial(late, logFields);
         accessLog.complete({ sent: 0, received: 0, error: `policy rejection: denied by ${by}` });
@@ -368,7 +385,7 @@ export function createInbound(options: InboundOptions): Inbound {
         destination: `${authority.host}:${authority.port}`,
         sourceIdentity: peer,
         destinationIdentity: identityOf(dst),
-        policyRequest: () => inboundRequest(srcIp, peer, authority.host, authority.port),
+        policyRequest: () => inboundRequest(srcIp, peer, dst, authority.host, authority.port),
         ...(pod.connectUpstream === undefined ? {} : { owner: pod.uid }),
         traffic: carried,
         close() {
@@ -396,7 +413,7 @@ export function createInbound(options: InboundOptions): Inbound {
 
   const decidePlaintext = (pod: InboundPod, destination: { ip: string; port: number }) =>
     decidePlaintextInbound(
-      { ip: pod.ip, hbonePort: options.hbonePort, proxyPorts },
+      { ip: pod.ip, workloadUid: pod.workloadUid ?? pod.uid, hbonePort: options.hbonePort, proxyPorts },
       { address: destination.ip, port: destination.port },
       store,
     );
@@ -462,7 +479,7 @@ export function createInbound(options: InboundOptions): Inbound {
       destination: dst,
       ...(destinationService === undefined ? {} : { destinationService: destinationService.hostname }),
     });
-    const request = inboundRequest(srcIp, undefined, destination.ip, destination.port);
+    const request = inboundRequest(srcIp, undefined, dst, destination.ip, destination.port);
     const decision = authorize(request, { ...logFields, peer: "none" });
     const decidedAt = changes;
     if (!decision.allowed) {
@@ -499,7 +516,7 @@ export function createInbound(options: InboundOptions): Inbound {
         return;
       }
       const late = deniedSince(decidedAt, () =>
-        inboundRequest(srcIp, undefined, destination.ip, destination.port),
+        inboundRequest(srcIp, undefined, dst, destination.ip, destination.port),
       );
       if (late !== undefined) {
         const by = logLateDenial(late, { ...logFields, peer: "none" });
@@ -515,7 +532,7 @@ export function createInbound(options: InboundOptions): Inbound {
         source: srcIp,
         destination: `${destination.ip}:${destination.port}`,
         destinationIdentity: identityOf(dst),
-        policyRequest: () => inboundRequest(srcIp, undefined, destination.ip, destination.port),
+        policyRequest: () => inboundRequest(srcIp, undefined, dst, destination.ip, destination.port),
         owner,
         traffic: carried,
         close() {
