@@ -345,6 +345,11 @@ interface InPodProxy {
   dnsWaiting: Set<(handler: DnsHandler | undefined) => void>;
   held: Map<Socket, HeldConnection>;
   serving: PodServing | undefined;
+  /**
+   * The identity it is served as, from the moment its certificate is asked for (before it is
+   * served): the proxy must not forget a certificate a pod is still starting with.
+   */
+  identity: string | undefined;
   /** A certificate fetch for the pod is in flight. */
   starting: boolean;
   /** "waiting for its workload" was logged. */
@@ -382,7 +387,10 @@ export interface InPodProxies {
   recheck(): void;
   /** New SVID for `identity`: the HBONE listeners serving it take it. */
   rotate(identity: string, svid: X509Svid): void;
+  /** Whether a pod, served or with its certificate on the way, is served as `identity`. */
   identityInUse(identity: string): boolean;
+  /** The identity the pod `uid` is served as, or has its certificate asked for as; none before that. */
+  identityOf(uid: string): string | undefined;
   /** The pods served (pods still waiting for their workload are not listed). */
   summaries(): InPodSummary[];
   /**
@@ -536,6 +544,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
   /** Serves `proxy` as `workload`: fetches its certificate, then hands on what waited. */
   const serve = async (proxy: InPodProxy, workload: Workload, ip: string): Promise<void> => {
     const identity = identityOf(workload);
+    proxy.identity = identity;
     const svid = await options.svidOf(identity);
     if (proxy.removed || proxy.serving !== undefined) return;
     const { netns, uid } = proxy;
@@ -906,6 +915,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
         dnsWaiting: new Set(),
         held: new Map(),
         serving: undefined,
+        identity: undefined,
         starting: false,
         waitLogged: false,
         removed: false,
@@ -1112,7 +1122,8 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
         }
       }
     },
-    identityInUse: (identity) => served().some((p) => identityOf(p.serving.workload) === identity),
+    identityInUse: (identity) => [...proxies.values()].some((p) => !p.removed && p.identity === identity),
+    identityOf: (uid) => proxies.get(uid)?.identity,
     summaries: () =>
       served().map((p) => ({
         uid: p.uid,

@@ -580,7 +580,9 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     ...(dns === undefined ? {} : { dnsProxy: dns.proxy, dnsForwarderFor: dns.forwarderFor }),
   });
   const removePod = async (uid: string): Promise<boolean> => {
-    const identity = inPod.summaries().find((p) => p.uid === uid)?.identity;
+    // Served, or still fetching its certificate: either way the certificate is let go with the last
+    // pod that needs it.
+    const identity = inPod.identityOf(uid);
     const removed = await inPod.remove(uid);
     if (identity !== undefined && !inPod.identityInUse(identity) && !nodePods.has(identity)) {
       secrets.forget(identity);

@@ -42,6 +42,11 @@ export interface TestControlPlane {
    * (`""` when there was none) and the `CLUSTER_ID` of each xDS node's metadata.
    */
   readonly clusterIdsSeen: { xds: string[]; xdsNode: unknown[]; ca: string[] };
+  /**
+   * Holds every certificate request from now on (each counted in `clusterIdsSeen.ca` as it comes)
+   * until the function returned is called.
+   */
+  holdCertificates(): () => void;
   close(): Promise<void>;
 }
 
@@ -153,12 +158,14 @@ export async function startTestControlPlane(
     return out;
   };
   const tokens = createJwtAuthenticator({ keys: jwks, issuer: ISSUER, audiences: [AUDIENCE], trustDomain });
+  let held: Promise<void> | undefined;
   const ownClusterTokens: Authenticator = {
     name: tokens.name,
     authenticate: async (context) => {
       const requested = onlyValue(context.metadata.get("clusterid"));
       clusterIdsSeen.ca.push(requested);
       refuseOtherCluster(requested);
+      if (held !== undefined) await held;
       return tokens.authenticate(context);
     },
   };
@@ -226,6 +233,16 @@ export async function startTestControlPlane(
     },
     setAuthorization: (wire) => xds.cache.set(TypeUrl.authorization, `${wire.namespace}/${wire.name}`, wire),
     clusterIdsSeen,
+    holdCertificates() {
+      let release = () => {};
+      held = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      return () => {
+        held = undefined;
+        release();
+      };
+    },
     close: async () => {
       xds.closeStreams();
       await xds.close();

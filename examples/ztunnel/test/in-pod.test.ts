@@ -625,6 +625,37 @@ spec:
     assert.equal(netnsRefs(ns.late), 0);
   });
 
+  it("a pod deleted over ZDS while its certificate is on the way leaves no certificate behind", async () => {
+    const identity = "spiffe://cluster.local/ns/other/sa/brief";
+    const release = cp?.holdCertificates() ?? (() => {});
+    try {
+      const asked = cp?.clusterIdsSeen.ca.length ?? 0;
+      cp?.setWorkload(workload("brief", ip.late, { namespace: "other", serviceAccount: "brief" }));
+      const acked = await zds?.addWorkload({
+        uid: "pod-uid-brief",
+        workloadInfo: { name: "brief", namespace: "other", serviceAccount: "brief" },
+        netns: openNetns(`/var/run/netns/${ns.late}`),
+      });
+      assert.equal(acked, true);
+      await until(
+        "its certificate request to reach the CA",
+        () => (cp?.clusterIdsSeen.ca.length ?? 0) > asked,
+      );
+      await zds?.deleteWorkload("pod-uid-brief");
+    } finally {
+      release();
+    }
+    // The answer to the request in flight comes after the pod left: the certificate is not kept.
+    await new Promise((r) => setTimeout(r, 500));
+    assert.deepEqual(
+      ztunnel?.configDump().certificates.filter((c) => c.identity === identity),
+      [],
+      "no certificate kept (or renewed) for a pod that is gone",
+    );
+    cp?.removeWorkload("Kubernetes//Pod/default/brief");
+    await until("brief's listeners to close", () => tcpSockets(ns.late).every((l) => !/:1500[168] /.test(l)));
+  });
+
   it("NACKs a pod whose listeners cannot be opened, is not ready while it is pending, and serves it on a retry", async () => {
     assert.equal(ztunnel?.isReady(), true);
     // Something in the pod holds 15006 without SO_REUSEPORT (a proxy that is still going away).
