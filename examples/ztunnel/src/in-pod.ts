@@ -595,9 +595,10 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
 
   /**
    * A DNS question from the pod: answered as its workload, or, before xDS has it, once it comes.
-   * A question still waiting after `heldConnectionMs`, or when the pod goes, is answered SERVFAIL
-   * (the DNS server's answer to a rejection): a resolver tries again, where an answer made up
-   * without the pod's network and namespace could be wrong and be cached.
+   * A question still waiting after `heldConnectionMs` is answered SERVFAIL (the DNS server's answer
+   * to a rejection): a resolver tries again, where an answer made up without the pod's network and
+   * namespace could be wrong and be cached. One still waiting when the pod goes is dropped with the
+   * pod's DNS listener, unanswered: the pod is going too.
    */
   const answerDns = (proxy: InPodProxy, request: DnsRequest): ReturnType<DnsHandler> => {
     if (proxy.dnsHandler !== undefined) return proxy.dnsHandler(request);
