@@ -291,6 +291,140 @@ describe("resolveMeshName", () => {
   });
 });
 
+describe("resolveMeshName: wildcards and the Kubernetes zone (svc.<clusterDomain>)", () => {
+  // A pod in `a` asks; `a/web` and `b/db` are Kubernetes Services. `evil` publishes ServiceEntries
+  // visible to every namespace (the default exportTo).
+  function zone(extra: Service[] = []): WorkloadStore {
+    const store = new WorkloadStore();
+    const add = (s: Service) => store.upsert(`${s.namespace}/${s.hostname}`, { service: s });
+    add(service("a", "web.a.svc.cluster.local", ["10.96.0.20"], { canonical: true }));
+    add(service("b", "db.b.svc.cluster.local", ["10.96.1.30"], { canonical: true }));
+    add(service("evil", "*.svc.cluster.local", ["240.0.0.77"], { canonical: false }));
+    add(service("evil", "*.cluster.local", ["240.0.0.79"], { canonical: false }));
+    add(service("ext", "*.example.com", ["240.240.0.3"], { canonical: false }));
+    for (const s of extra) add(s);
+    return store;
+  }
+  const a: DnsClient = { namespace: "a", network: "" };
+  const from = (store: WorkloadStore, client: DnsClient, name: string) => {
+    const answer = resolveMeshName(store, client, name, 4);
+    if (answer.kind === "forward") return "forward";
+    return [answer.service, answer.canonicalName ?? null, answer.addresses];
+  };
+
+  it("answers the exact name of any spelling before a wildcard (M1)", () => {
+    const store = zone();
+    // glibc (ndots:5) asks the search-expanded forms first.
+    assert.deepEqual(from(store, a, "db.b.svc.cluster.local.a.svc.cluster.local"), [
+      "b/db.b.svc.cluster.local",
+      "db.b.svc.cluster.local",
+      ["10.96.1.30"],
+    ]);
+    assert.deepEqual(from(store, a, "web.a.svc.cluster.local.a.svc.cluster.local"), [
+      "a/web.a.svc.cluster.local",
+      "web.a.svc.cluster.local",
+      ["10.96.0.20"],
+    ]);
+  });
+
+  it("keeps another namespace's wildcard out of the Kubernetes zone (M1)", () => {
+    const store = zone();
+    for (const name of [
+      "db", // no Service db in a: the cluster DNS says NXDOMAIN
+      "db.a.svc.cluster.local",
+      "nosuch.a.svc.cluster.local",
+      "nosuch.b.svc.cluster.local",
+      "web-0.sub.b.svc.cluster.local",
+      // glibc's three search tries for google.com, then the name itself
+      "google.com.a.svc.cluster.local",
+      "google.com.svc.cluster.local",
+      "google.com.cluster.local",
+      "google.com",
+      "nosuch.b.svc.cluster.local.a.svc.cluster.local",
+      "10-1-0-1.a.pod.cluster.local",
+      "svc.cluster.local",
+      "a.svc.cluster.local",
+    ]) {
+      assert.equal(from(store, a, name), "forward", name);
+    }
+  });
+
+  it("still answers a wildcard ServiceEntry's names however the pod's resolver spells them", () => {
+    const store = zone();
+    const wild = ["ext/*.example.com", null, ["240.240.0.3"]];
+    for (const name of [
+      "foo.example.com",
+      "foo.example.com.",
+      "foo.example.com.a.svc.cluster.local",
+      "foo.example.com.svc.cluster.local",
+      "foo.example.com.cluster.local",
+    ]) {
+      assert.deepEqual(from(store, a, name), wild, name);
+    }
+    // A namespace's wildcard in its own part of the zone, say for the pods of a headless Service
+    // elsewhere, is answered to every namespace, in every spelling.
+    const own = zone([service("b", "*.peers.b.svc.cluster.local", ["240.0.1.1"], { canonical: false })]);
+    const peers = ["b/*.peers.b.svc.cluster.local", null, ["240.0.1.1"]];
+    for (const name of [
+      "p-0.peers.b.svc.cluster.local",
+      "p-0.peers.b.svc",
+      "p-0.peers.b",
+      "p-0.peers.b.a.svc.cluster.local",
+      "p-0.peers.b.svc.cluster.local.a.svc.cluster.local",
+    ]) {
+      assert.deepEqual(from(own, a, name), peers, name);
+    }
+    assert.equal(from(own, { namespace: "b", network: "" }, "p-0.peers").toString(), peers.toString());
+    // And a wildcard over the whole zone from `a` answers names in `a`'s part of it only (to every
+    // namespace); an exact Service still wins over it.
+    const mine = zone([service("a", "*.svc.cluster.local", ["240.0.2.2"], { canonical: false })]);
+    const c: DnsClient = { namespace: "c", network: "" };
+    const mineWild = ["a/*.svc.cluster.local", null, ["240.0.2.2"]];
+    assert.deepEqual(from(mine, a, "nosuch.a.svc.cluster.local"), mineWild);
+    assert.deepEqual(from(mine, a, "nosuch"), mineWild);
+    assert.deepEqual(from(mine, c, "nosuch.a.svc.cluster.local"), mineWild);
+    assert.deepEqual(from(mine, c, "nosuch.a"), mineWild);
+    assert.equal(from(mine, c, "nosuch"), "forward");
+    assert.equal(from(mine, c, "nosuch.c.svc.cluster.local"), "forward");
+    assert.equal(from(mine, c, "nosuch.b.svc.cluster.local"), "forward");
+    // A search form gets the answer of the name it stands for, whichever the resolver asks first.
+    assert.deepEqual(
+      from(mine, a, "google.com.a.svc.cluster.local.a.svc.cluster.local"),
+      from(mine, a, "google.com.a.svc.cluster.local"),
+    );
+    assert.equal(from(mine, a, "nosuch.b.svc.cluster.local.a.svc.cluster.local"), "forward");
+    assert.deepEqual(from(mine, a, "web"), ["a/web.a.svc.cluster.local", null, ["10.96.0.20"]]);
+    assert.deepEqual(from(mine, a, "db.b.a.svc.cluster.local"), [
+      "b/db.b.svc.cluster.local",
+      "db.b",
+      ["10.96.1.30"],
+    ]);
+  });
+
+  it("answers a Kubernetes Service before a ServiceEntry host spelled like its short name (L1)", () => {
+    const store = zone([
+      service("evil", "db.b", ["240.0.0.80"], { canonical: false }),
+      service("evil", "web", ["240.0.0.67"], { canonical: false }),
+    ]);
+    assert.deepEqual(from(store, a, "db.b.a.svc.cluster.local"), [
+      "b/db.b.svc.cluster.local",
+      "db.b",
+      ["10.96.1.30"],
+    ]);
+    assert.deepEqual(from(store, a, "db.b"), ["b/db.b.svc.cluster.local", null, ["10.96.1.30"]]);
+    assert.deepEqual(from(store, a, "web"), ["a/web.a.svc.cluster.local", null, ["10.96.0.20"]]);
+    assert.deepEqual(from(store, a, "web.a.svc.cluster.local"), [
+      "a/web.a.svc.cluster.local",
+      null,
+      ["10.96.0.20"],
+    ]);
+    // Where no Kubernetes Service has the name, the ServiceEntry host is still answered.
+    const c: DnsClient = { namespace: "c", network: "" };
+    assert.deepEqual(from(store, c, "web"), ["evil/web", null, ["240.0.0.67"]]);
+    assert.deepEqual(from(store, c, "web.c.svc.cluster.local"), ["evil/web", "web", ["240.0.0.67"]]);
+  });
+});
+
 describe("kubernetesExpansions", () => {
   it("expands short Kubernetes names only, as ztunnel's to_kube_fqdns", () => {
     // ztunnel's forms: <service>.<namespace>[.svc] and a pod's <hostname>.<subdomain>[.<namespace>[.svc]].

@@ -85,10 +85,15 @@ export function kubernetesExpansions(name: string, namespace: string, clusterDom
 }
 
 /**
- * Every spelling worth looking up for `name`, most specific first: the name itself, its Kubernetes
- * expansions, then for each search domain it ends with, the name without it (and that name's
- * expansions). `foo.ns.svc.cluster.local.client-ns.svc.cluster.local` is what a stub resolver sends
- * for `foo.ns.svc.cluster.local` when its first search domain is tried first.
+ * Every spelling worth looking up for `name`, in the order a pod's resolver would find them: the name
+ * itself, then for each search domain it ends with, the name without it (`stripped`); each of these
+ * after its Kubernetes expansions. `foo.ns.svc.cluster.local.client-ns.svc.cluster.local` is what a
+ * stub resolver sends for `foo.ns.svc.cluster.local` when its first search domain is tried first.
+ *
+ * Expansions come before the short name they expand (ztunnel puts them after): `web` from `a` is
+ * `web.a.svc.<domain>`, and `db.b` is `db.b.svc.<domain>`, as the pod's resolver, trying its search
+ * domains first, would have it from the cluster DNS. A ServiceEntry host spelled `web` or `db.b` is
+ * answered only when no Kubernetes name does.
  */
 function aliasesOf(name: string, client: DnsClient, clusterDomain: string): Alias[] {
   const out: Alias[] = [];
@@ -98,17 +103,45 @@ function aliasesOf(name: string, client: DnsClient, clusterDomain: string): Alia
     seen.add(alias.name);
     out.push(alias);
   };
-  add({ name });
-  for (const fqdn of kubernetesExpansions(name, client.namespace, clusterDomain)) add({ name: fqdn });
+  const addWithExpansions = (base: string, stripped?: string) => {
+    const from = stripped === undefined ? {} : { stripped };
+    for (const fqdn of kubernetesExpansions(base, client.namespace, clusterDomain)) {
+      add({ name: fqdn, ...from });
+    }
+    add({ name: base, ...from });
+  };
+  addWithExpansions(name);
   for (const domain of kubernetesSearchDomains(client.namespace, clusterDomain)) {
-    if (!name.endsWith(`.${domain}`)) continue;
-    const stripped = name.slice(0, -(domain.length + 1));
-    add({ name: stripped, stripped });
-    for (const fqdn of kubernetesExpansions(stripped, client.namespace, clusterDomain)) {
-      add({ name: fqdn, stripped });
+    if (name.endsWith(`.${domain}`)) {
+      const stripped = name.slice(0, -(domain.length + 1));
+      addWithExpansions(stripped, stripped);
     }
   }
   return out;
+}
+
+/**
+ * Whether a wildcard host of a Service in `namespace` may answer the spelling `name`.
+ *
+ * The cluster domain is Kubernetes' zone: under it the cluster DNS has Services
+ * (`<service>.<ns>.svc.<domain>`), pods of headless Services (`<hostname>.<subdomain>.<ns>.svc.<domain>`)
+ * and nothing a ServiceEntry should claim by pattern. A name there belongs to the namespace `<ns>`
+ * it names: only a wildcard from that namespace (`*.peers.b.svc.<domain>` in `b`, or a wider one from
+ * `b`) answers it, and only in those two shapes. So a `*.svc.<domain>` (or `*.<domain>`, `*.local`)
+ * from one namespace cannot answer for another namespace's Services, nor for the names a pod's
+ * resolver makes by appending its search domains to anything else: `db`, `db.b.svc.<domain>.a.svc.<domain>`,
+ * `google.com.a.svc.<domain>`, `google.com.svc.<domain>` (unless a namespace is called `com`: then
+ * the cluster DNS gives that name to it too), `google.com.<domain>`. Those still find a wildcard
+ * through their other spellings (`google.com` without the search domain), so a pod gets the same
+ * answer for a name whichever of its search forms it asks first. ztunnel lets any wildcard match any
+ * spelling; this is stricter only inside the cluster domain.
+ */
+function wildcardMayAnswer(name: string, namespace: string, clusterDomain: string): boolean {
+  if (name !== clusterDomain && !name.endsWith(`.${clusterDomain}`)) return true;
+  const svcSuffix = `.svc.${clusterDomain}`;
+  if (!name.endsWith(svcSuffix)) return false;
+  const labels = name.slice(0, -svcSuffix.length).split(".");
+  return (labels.length === 2 || labels.length === 3) && labels[labels.length - 1] === namespace;
 }
 
 /** `a.b.c` -> `a.b.c`, `*.b.c`, `*.c`: a ServiceEntry host may be a wildcard. */
@@ -143,31 +176,47 @@ export function resolveMeshName(
   const name = normalize(asked);
   if (name === "") return { kind: "forward" };
   const kubernetesSuffix = `.svc.${clusterDomain}`;
-  for (const alias of aliasesOf(name, client, clusterDomain)) {
+  const servicesFor = (hostname: string): Service[] =>
+    source.servicesByHostname(hostname).filter(
+      (s) =>
+        // A Service the client's namespace may not see is not its name to resolve.
+        (s.visibility !== "NAMESPACE" || s.namespace === client.namespace) &&
+        // Without an address only a Kubernetes (headless) Service is answered here; a
+        // ServiceEntry host without one (or with only ranges) is left to the upstream resolver.
+        (hostAddresses(s).length > 0 || s.hostname.endsWith(kubernetesSuffix)),
+    );
+  // The client's own namespace first, then the Service marked canonical (a Kubernetes Service,
+  // which a ServiceEntry elsewhere reusing its hostname must not shadow), then the first.
+  const best = (services: Service[]): Service | undefined =>
+    services.find((s) => s.namespace === client.namespace) ??
+    services.find((s) => s.canonical) ??
+    services[0];
+  const answer = (service: Service, alias: Alias, wildcard: boolean): MeshAnswer => {
+    const key = `${service.namespace}/${service.hostname}`;
+    return {
+      kind: "answer",
+      service: key,
+      ...(alias.stripped !== undefined && !wildcard ? { canonicalName: alias.stripped } : {}),
+      addresses: familyAllowed(service, family) ? addressesOf(source, service, key, client, family) : [],
+    };
+  };
+  const aliases = aliasesOf(name, client, clusterDomain);
+  // Exact hostnames of every spelling first, then wildcards, each pass in the spelling order.
+  // ztunnel tries each spelling's wildcards before the next spelling, so a wildcard matching the
+  // search-expanded form a pod asks first (`db.b.svc.<domain>.a.svc.<domain>` under
+  // `*.svc.<domain>`) won over the Service it stands for.
+  for (const alias of aliases) {
+    if (alias.name.startsWith("*.")) continue;
+    const service = best(servicesFor(alias.name));
+    if (service !== undefined) return answer(service, alias, false);
+  }
+  for (const alias of aliases) {
     for (const candidate of wildcardsOf(alias.name)) {
-      const services = source.servicesByHostname(candidate).filter(
-        (s) =>
-          // A Service the client's namespace may not see is not its name to resolve.
-          (s.visibility !== "NAMESPACE" || s.namespace === client.namespace) &&
-          // Without an address only a Kubernetes (headless) Service is answered here; a
-          // ServiceEntry host without one (or with only ranges) is left to the upstream resolver.
-          (hostAddresses(s).length > 0 || s.hostname.endsWith(kubernetesSuffix)),
+      if (!candidate.startsWith("*.")) continue;
+      const service = best(
+        servicesFor(candidate).filter((s) => wildcardMayAnswer(alias.name, s.namespace, clusterDomain)),
       );
-      // The client's own namespace first, then the Service marked canonical (a Kubernetes Service,
-      // which a ServiceEntry elsewhere reusing its hostname must not shadow), then the first.
-      const service =
-        services.find((s) => s.namespace === client.namespace) ??
-        services.find((s) => s.canonical) ??
-        services[0];
-      if (service === undefined) continue;
-      const key = `${service.namespace}/${service.hostname}`;
-      const wildcard = candidate.startsWith("*.");
-      return {
-        kind: "answer",
-        service: key,
-        ...(alias.stripped !== undefined && !wildcard ? { canonicalName: alias.stripped } : {}),
-        addresses: familyAllowed(service, family) ? addressesOf(source, service, key, client, family) : [],
-      };
+      if (service !== undefined) return answer(service, alias, true);
     }
   }
   return { kind: "forward" };

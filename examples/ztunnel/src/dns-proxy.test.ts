@@ -135,6 +135,38 @@ describe("the DNS proxy's handler", () => {
     assert.deepEqual(forwarder.asked, []);
   });
 
+  it("does not let another namespace's wildcard ServiceEntry answer the pod's search-path questions", async () => {
+    const { ask, forwarder, store } = setup();
+    const wildcard = (namespace: string, hostname: string, vip: string) =>
+      store.upsert(`${namespace}/${hostname}`, {
+        service: testService("wild", vip, [], { namespace, hostname, canonical: false }),
+      });
+    wildcard("evil", "*.svc.cluster.local", "240.0.0.77");
+    wildcard("ext", "*.example.com", "240.240.0.3");
+    const answers = async (name: string) =>
+      (await ask(name, RecordType.A)).answers.map((r) => [
+        r.name,
+        r.type,
+        recordTarget(r) ?? recordAddress(r),
+      ]);
+    // glibc with ndots:5 asks for web.default.svc.cluster.local with its first search domain.
+    const suffixed = "web.default.svc.cluster.local.default.svc.cluster.local";
+    assert.deepEqual(await answers(suffixed), [
+      [suffixed, RecordType.CNAME, "web.default.svc.cluster.local"],
+      ["web.default.svc.cluster.local", RecordType.A, "10.96.0.20"],
+    ]);
+    // Its first try for google.com, and a short name the namespace has no Service for: forwarded.
+    const nx = (await ask("google.com.default.svc.cluster.local", RecordType.A)) as unknown;
+    assert.equal(decodeMessage(nx as Uint8Array).rcode, ResponseCode.NXDOMAIN);
+    await ask("db", RecordType.A);
+    assert.deepEqual(forwarder.asked, ["google.com.default.svc.cluster.local", "db"]);
+    // A wildcard outside the cluster domain still answers, in the search form and as asked.
+    assert.deepEqual(await answers("foo.example.com.default.svc.cluster.local"), [
+      ["foo.example.com.default.svc.cluster.local", RecordType.A, "240.240.0.3"],
+    ]);
+    assert.deepEqual(await answers("foo.example.com"), [["foo.example.com", RecordType.A, "240.240.0.3"]]);
+  });
+
   it("with IPv6 off (ztunnel's IPV6_ENABLED=false), answers AAAA for a mesh name with no records", async () => {
     const dual = testService("dual", "10.96.0.30", [], {
       addresses: [
