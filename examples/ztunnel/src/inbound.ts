@@ -368,7 +368,9 @@ export function createInbound(options: InboundOptions): Inbound {
         upstream.destroy();
         return;
       }
-      const late = deniedSince(decidedAt, () => inboundRequest(srcIp, peer, dst, authority.host, authority.port));
+      const late = deniedSince(decidedAt, () =>
+        inboundRequest(srcIp, peer, dst, authority.host, authority.port),
+      );
       if (late !== undefined) {
         const by = logLateDenial(late, logFields);
         accessLog.complete({ sent: 0, received: 0, error: `policy rejection: denied by ${by}` });
