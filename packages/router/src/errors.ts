@@ -25,6 +25,11 @@ export type RouterErrorCode =
    * buffer (`retryBufferBytes`) keeps: the attempt is not made rather than sent with a body cut short.
    */
   | "ERR_BODY_NOT_REPLAYABLE"
+  /**
+   * The client's request body did not finish (it reset its request, went away mid-body, or sent fewer
+   * bytes than its `content-length`): the upstream request is reset, never ended as if it were whole.
+   */
+  | "ERR_BODY_INCOMPLETE"
   /** The handler was closed. */
   | "ERR_CLOSED";
 

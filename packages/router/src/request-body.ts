@@ -22,18 +22,55 @@ export class RequestBody {
   idle: NodeJS.Timeout | undefined;
   /** When the whole body had been received (`performance.now()`); undefined until then. */
   completedAt: number | undefined;
+  /**
+   * Why the body is incomplete, once the client reset its request, went away before the body ended,
+   * or ended it short of its `content-length`: no attempt may end an upstream request with it.
+   */
+  private cut: RouterError | undefined;
+  /** The client's `content-length`, when it sent one. */
+  private readonly declared: number | undefined;
 
   constructor(
     private readonly source: Readable,
     private readonly limit: number,
     private readonly tapLimit: number,
-  ) {}
+  ) {
+    const length = (source as { headers?: Record<string, unknown> }).headers?.["content-length"];
+    this.declared = typeof length === "string" && /^\d+$/.test(length) ? Number(length) : undefined;
+  }
+
+  /**
+   * The body is cut short: every sink is destroyed, never ended. An upstream HTTP/1.1 request ended
+   * here would tell the backend its body is whole while the client still owes bytes (or will never
+   * send them): the connection would go back to the pool with the backend reading the next request's
+   * bytes as this body, or run what the next client writes as a request of its own. Node's HTTP/2
+   * server ends the body of a stream the client reset as if it had finished, and checks no
+   * `content-length`, so both are looked at here.
+   */
+  private fail(reason: string): void {
+    if (this.ended || this.cut !== undefined) return;
+    this.cut = new RouterError("ERR_BODY_INCOMPLETE", `request body incomplete: ${reason}`);
+    this.replayable = false;
+    this.chunks = [];
+    const target = this.target;
+    this.target = undefined;
+    target?.destroy(this.cut);
+    for (const tap of this.taps) tap.destroy(this.cut);
+    this.taps.clear();
+  }
 
   private start(): void {
     if (this.started) return;
     this.started = true;
     this.source.on("data", (chunk: Buffer) => {
+      if (this.cut !== undefined) return;
       this.bytes += chunk.length;
+      // Node's HTTP/2 server lets DATA run past the content-length: what the backend was told the
+      // body is would end inside these bytes, and it would read the rest as a request of its own.
+      if (this.declared !== undefined && this.bytes > this.declared) {
+        this.fail(`more than the ${this.declared} bytes its content-length declares`);
+        return;
+      }
       this.idle?.refresh();
       if (this.replayable) {
         this.recorded += chunk.length;
@@ -56,7 +93,19 @@ export class RequestBody {
         });
       }
     });
+    this.source.on("aborted", () => this.fail("the client reset its request"));
+    // Closed (reset, destroyed, its connection gone) before its end: the rest will never come.
+    this.source.on("close", () => this.fail("the client went away before the body ended"));
     this.source.on("end", () => {
+      const stream = (this.source as { stream?: { rstCode?: number } }).stream;
+      if ((this.source as { aborted?: boolean }).aborted === true || (stream?.rstCode ?? 0) !== 0) {
+        this.fail("the client reset its request");
+        return;
+      }
+      if (this.declared !== undefined && this.bytes !== this.declared) {
+        this.fail(`${this.bytes} of the ${this.declared} bytes its content-length declares`);
+        return;
+      }
       this.ended = true;
       this.completedAt = performance.now();
       this.target?.end();
@@ -76,6 +125,7 @@ export class RequestBody {
    * without its start, or none at all.
    */
   pipeTo(sink: Writable): void {
+    if (this.cut !== undefined) throw this.cut;
     if (!this.replayable) {
       throw new RouterError(
         "ERR_BODY_NOT_REPLAYABLE",
@@ -91,6 +141,10 @@ export class RequestBody {
 
   /** Adds a fire-and-forget copy; it starts at the current position, so add it before `pipeTo`. */
   tap(sink: Writable): void {
+    if (this.cut !== undefined) {
+      sink.destroy(this.cut);
+      return;
+    }
     if (this.ended) {
       for (const c of this.chunks) sink.write(c);
       sink.end();

@@ -540,6 +540,19 @@ export class UpstreamPool {
           retry: req.reusedSocket && !answered && replayable(r),
         });
       });
+      // A 101 to a request that asked for no upgrade: Node hands the socket over and raises nothing
+      // else, so without this the attempt would never settle. The connection is the backend's
+      // protocol now, never the pool's.
+      req.on("upgrade", (_res, socket: Duplex) => {
+        socket.destroy();
+        reject({
+          error: new UpstreamAttemptError(
+            "protocol",
+            new RouterError("ERR_UPSTREAM_PROTOCOL", "the backend switched protocols unasked (101)"),
+          ),
+          retry: false,
+        });
+      });
       req.on("response", (res) => {
         responded = true;
         resolve({

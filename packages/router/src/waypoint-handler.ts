@@ -2425,6 +2425,14 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
         if (!x.res.writableEnded) resetDownstream(x);
         return;
       }
+      // The backend answered before the client's body was all sent (a 401 or 413 to an upload, say).
+      // Its connection still owes the backend the rest of that body: it is closed, never pooled (as
+      // Envoy does), and what the client still sends is read and dropped. Pooled, the backend would
+      // read the next request's bytes as this body, or a client's late bytes as requests of their own.
+      if (x.body !== undefined && !x.body.complete) {
+        x.body.release();
+        up.abort();
+      }
       const trailers = up.trailers();
       if (trailers !== undefined) {
         const t = typeof trailers["grpc-status"] === "string" ? trailers["grpc-status"] : undefined;

@@ -457,6 +457,124 @@ describe("request bodies reach an HTTP/1.1 backend framed, whatever the method",
   });
 });
 
+describe("an answer that comes before the request body is all sent", () => {
+  /**
+   * A backend that answers each request as soon as its head is in, recording every connection's
+   * bytes, behind a waypoint of its own; `close` stops both.
+   */
+  async function earlyAnswering(): Promise<{ wp: Waypoint; connections: string[]; close(): Promise<void> }> {
+    const connections: string[] = [];
+    const backend = net.createServer((socket) => {
+      const id = connections.push("") - 1;
+      socket.on("error", () => {});
+      socket.on("data", (chunk: Buffer) => {
+        const before = connections[id] as string;
+        connections[id] = before + chunk.toString("latin1");
+        // One early answer per request head seen on this connection.
+        const heads = (connections[id] as string).split("\r\n\r\n").length - 1;
+        const answered = before.split("\r\n\r\n").length - 1;
+        for (let i = answered; i < heads; i++)
+          socket.write("HTTP/1.1 401 Unauthorized\r\ncontent-length: 2\r\n\r\nno");
+      });
+    });
+    await new Promise<void>((resolve) => backend.listen(0, "127.0.0.1", resolve));
+    const port = (backend.address() as AddressInfo).port;
+    const wp = await startWaypoint(
+      { "default/a": [{ address: "127.0.0.1", port, protocol: "http1" }] },
+      { routes: [httpRoute("r", [{ backendRefs: [{ name: "a", port: 80 }] }])] },
+    );
+    return {
+      wp,
+      connections,
+      async close() {
+        await wp.close();
+        await stopServer(backend);
+      },
+    };
+  }
+
+  it("never pools the connection that still owes the backend body bytes (HTTP/2 client resets mid-body)", async () => {
+    const { wp, connections, close } = await earlyAnswering();
+    const client = http2.connect(`http://127.0.0.1:${wp.port}`);
+    client.on("error", () => {});
+    try {
+      const upload = client.request(
+        { ":method": "POST", ":path": "/upload", ":authority": "svc", "content-length": "400" },
+        { endStream: false },
+      );
+      upload.on("error", () => {});
+      upload.write("0123456789");
+      const [headers] = await once(upload, "response");
+      assert.equal(headers[":status"], 401);
+      upload.resume();
+      upload.close(http2.constants.NGHTTP2_CANCEL);
+      await once(upload, "close");
+      // The next request, which the backend would otherwise read as the rest of the upload's body.
+      const next = client.request({ ":method": "GET", ":path": "/next", ":authority": "svc" });
+      next.resume();
+      const [nextHeaders] = await once(next, "response");
+      assert.equal(nextHeaders[":status"], 401);
+      await once(next, "close");
+      assert.equal(connections.length, 2, "the next request went on a new connection");
+      assert.match(
+        connections[0] as string,
+        /\r\n\r\n0123456789$/,
+        "the first carried the upload's head and 10 bytes only",
+      );
+      assert.match(connections[1] as string, /^GET \/next HTTP\/1\.1\r\n/);
+    } finally {
+      client.close();
+      await close();
+    }
+  });
+
+  it("closes the upstream connection when an HTTP/1.1 client leaves mid-body after the answer", async () => {
+    const { wp, connections, close } = await earlyAnswering();
+    try {
+      const out = await rawExchange(
+        wp.port,
+        "POST /upload HTTP/1.1\r\nhost: svc\r\ncontent-length: 100\r\n\r\n0123456789",
+        /\r\n\r\nno$/,
+      );
+      assert.match(out, /^HTTP\/1\.1 401 /);
+      // A second request: never on the connection that still waits for 90 body bytes.
+      await rawExchange(
+        wp.port,
+        "GET /next HTTP/1.1\r\nhost: svc\r\nconnection: close\r\n\r\n",
+        /\r\n\r\nno$/,
+      );
+      assert.equal(connections.length, 2);
+      assert.doesNotMatch(connections[0] as string, /GET \/next/);
+    } finally {
+      await close();
+    }
+  });
+});
+
+describe("a backend that switches protocols unasked", () => {
+  it("gets 502 UPE at once, not a request that never ends", { timeout: 10_000 }, async () => {
+    const backend = net.createServer((socket) => {
+      socket.on("error", () => {});
+      socket.once("data", () =>
+        socket.write("HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n"),
+      );
+    });
+    await new Promise<void>((resolve) => backend.listen(0, "127.0.0.1", resolve));
+    const port = (backend.address() as AddressInfo).port;
+    const wp = await startWaypoint(
+      { "default/a": [{ address: "127.0.0.1", port, protocol: "http1" }] },
+      { routes: [httpRoute("r", [{ backendRefs: [{ name: "a", port: 80 }] }])] },
+    );
+    try {
+      const out = await rawExchange(wp.port, "GET /a HTTP/1.1\r\nhost: svc\r\n\r\n", /protocol error$/);
+      assert.match(out, /^HTTP\/1\.1 502 /);
+    } finally {
+      await wp.close();
+      await stopServer(backend);
+    }
+  });
+});
+
 describe("one host for policy, routing and the backend", () => {
   let a: Backend;
   let wp: Waypoint;
