@@ -501,6 +501,24 @@ describe("GRPCRoute matching", () => {
     assert.equal(g("/grpc.health.v1.Health/Check"), "default/g#method");
     assert.equal(g("/pkg.v2.Store/Get"), "default/g#regex");
   });
+  it("reads a regex service and method as RE2 does, each on its own", () => {
+    const regexRoutes = [
+      grpc("re", [
+        {
+          name: "alt",
+          // An alternation: the whole service, either name; never one side glued to the method.
+          matches: [{ method: { type: "RegularExpression", service: "a\\.One|b\\.Two", method: "(?i)get" } }],
+          backendRefs: [{ name: "alt", port: 50051 }],
+        },
+      ]),
+      route("http", [rule("fallback", [{}])]),
+    ];
+    const w = (path: string) => winner(regexRoutes, req(path, { method: "POST", grpc: true }));
+    assert.equal(w("/a.One/Get"), "default/re#alt");
+    assert.equal(w("/b.Two/GET"), "default/re#alt");
+    assert.equal(w("/b.Two/Put"), "default/http#fallback");
+    assert.equal(w("/a.One/x/Get"), "default/http#fallback");
+  });
   it("falls back to HTTPRoutes, and non-gRPC requests skip GRPCRoutes", () => {
     assert.equal(g("/other.Svc/Call"), "default/http#fallback");
     assert.equal(winner(routes, req("/helloworld.Greeter/SayHello")), "default/http#fallback");

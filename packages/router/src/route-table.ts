@@ -397,6 +397,9 @@ function httpEntry(
   };
 }
 
+/** A gRPC request path: `/<service>/<method>`. */
+const GRPC_PATH = /^\/([^/]+)\/([^/]+)$/;
+
 function grpcEntry(
   m: GRPCRouteMatch,
   base: Omit<
@@ -424,10 +427,21 @@ function grpcEntry(
     grpcMethodLen: method?.length ?? 0,
   };
   if (m.method?.type === "RegularExpression") {
-    compileSafeRegex(service ?? "x", "service");
-    compileSafeRegex(method ?? "x", "method");
-    const re = new RegExp(`^/(?:${service ?? "[^/]+"})/(?:${method ?? "[^/]+"})$`);
-    return { ...common, pathType: 2, path: `/${service ?? ""}/${method ?? ""}`, pathRegex: re };
+    // Each is compiled on its own (RE2 read as RE2, its flags its own) and matched against its own
+    // part of the path: spliced into one pattern, `a|b` would take `/b` with any method.
+    const serviceRe = service === undefined ? undefined : compileSafeRegex(service, "service");
+    const methodRe = method === undefined ? undefined : compileSafeRegex(method, "method");
+    const re: Pick<RegExp, "test"> = {
+      test(path: string): boolean {
+        const parts = GRPC_PATH.exec(path);
+        if (parts === null) return false;
+        return (
+          (serviceRe === undefined || serviceRe.test(parts[1] as string)) &&
+          (methodRe === undefined || methodRe.test(parts[2] as string))
+        );
+      },
+    };
+    return { ...common, pathType: 2, path: `/${service ?? ""}/${method ?? ""}`, pathRegex: re as RegExp };
   }
   if (service !== undefined && method !== undefined) {
     return { ...common, pathType: 0, path: `/${service}/${method}`, pathRegex: undefined };

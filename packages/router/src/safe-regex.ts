@@ -4,11 +4,23 @@ import { RouterError } from "./errors.js";
 export const MAX_REGEX_LENGTH = 1024;
 
 /**
- * Compiles a route regular expression as a whole-string match (`^(?:re)$`).
+ * Compiles a route regular expression, written in RE2 syntax (what Envoy's `safe_regex` and the Gateway
+ * API implementations use), as a whole-string match.
  *
- * JavaScript regexes backtrack, so the accepted dialect is the RE2-compatible subset that cannot
- * blow up: no back-references, no look-around, and no quantified group that itself contains an
- * unbounded quantifier (`(a+)+`, `(a*)*`, `(x+y?)*`), which is where exponential backtracking comes from.
+ * The pattern is parsed as RE2 parses it and rewritten into a JavaScript regex (`v` flag, so it works on
+ * code points as RE2 does) that matches exactly the same strings. RE2 constructs that JavaScript spells
+ * differently are translated: POSIX classes (`[[:digit:]]`, ASCII only), Unicode classes (`\pL`,
+ * `\p{Greek}`, `\PN`, `\p{^Greek}`), `\Q...\E`, `\A`, `\z`, octal and `\x{...}` escapes, flag groups
+ * (`(?s)`, `(?m)`, `(?U)`, and `(?i)` when it covers every case-sensitive part of the pattern), named
+ * groups (`(?P<name>...)`), `.` (which in RE2 matches `\r` too), `\s` (`[\t\n\f\r ]` in RE2) and literal
+ * braces and brackets. Anything RE2 refuses, and anything whose meaning cannot be reproduced exactly, is
+ * refused with `ERR_REGEX_INVALID` rather than matched differently.
+ *
+ * JavaScript regexes backtrack, so the accepted dialect is also restricted to what cannot blow up: no
+ * back-references or look-around (RE2 has neither), and no repeated group that itself contains an
+ * unbounded quantifier (`(a+)+`, `(a*)*`, `(x+y?)*`, `(a+){10}`), which is where exponential (or
+ * high-degree polynomial) backtracking comes from. Such patterns are valid RE2 and run in linear time
+ * there, but proving that a given one cannot backtrack badly here is not attempted: they stay refused.
  */
 export function compileSafeRegex(pattern: string, field: string): RegExp {
   if (typeof pattern !== "string" || pattern.length === 0) {
@@ -23,9 +35,9 @@ export function compileSafeRegex(pattern: string, field: string): RegExp {
       { field },
     );
   }
-  checkRegexCost(pattern, field);
+  const { source, flags } = translateRe2(pattern, field);
   try {
-    return new RegExp(`^(?:${pattern})$`);
+    return new RegExp(`^(?:${source})$`, flags);
   } catch (cause) {
     throw new RouterError("ERR_REGEX_INVALID", `${field}: invalid regular expression: ${String(cause)}`, {
       field,
@@ -38,69 +50,566 @@ function reject(field: string, why: string): never {
   throw new RouterError("ERR_REGEX_INVALID", `${field}: ${why}`, { field });
 }
 
-function checkRegexCost(pattern: string, field: string): void {
-  // For each open group: did it contain an unbounded quantifier?
-  const groups: boolean[] = [];
-  let inClass = false;
-  for (let i = 0; i < pattern.length; i++) {
-    const c = pattern[i];
-    if (c === "\\") {
-      const n = pattern[i + 1];
-      if (n !== undefined && /[1-9k]/.test(n) && !inClass) {
-        reject(field, "back-references are not supported");
-      }
-      i++;
-      continue;
-    }
-    if (inClass) {
-      if (c === "]") inClass = false;
-      continue;
-    }
-    if (c === "[") {
-      inClass = true;
-      continue;
-    }
-    if (c === "(") {
-      if (pattern[i + 1] === "?") {
-        const n = pattern[i + 2];
-        if (n === "=" || n === "!" || (n === "<" && (pattern[i + 3] === "=" || pattern[i + 3] === "!"))) {
-          reject(field, "look-around assertions are not supported");
-        }
-      }
-      groups.push(false);
-      continue;
-    }
-    if (c === ")") {
-      const had = groups.pop();
-      if (had === undefined) reject(field, "unbalanced parenthesis");
-      // A group's quantifiers count for the groups around it too.
-      if (had && groups.length > 0) groups[groups.length - 1] = true;
-      const q = quantifierAt(pattern, i + 1);
-      if (q?.unbounded && had) {
-        reject(field, "nested unbounded quantifiers can take exponential time");
-      }
-      if (q?.unbounded && groups.length > 0) groups[groups.length - 1] = true;
-      continue;
-    }
-    const q = quantifierAt(pattern, i);
-    if (q !== undefined) {
-      if (q.unbounded && groups.length > 0) groups[groups.length - 1] = true;
-      i += q.length - 1;
-    }
-  }
-  if (groups.length > 0) reject(field, "unbalanced parenthesis");
+/** RE2's flags that change meaning inside a group (`(?imsU)`). */
+interface Flags {
+  i: boolean;
+  m: boolean;
+  s: boolean;
+  U: boolean;
 }
 
-function quantifierAt(pattern: string, i: number): { length: number; unbounded: boolean } | undefined {
-  const c = pattern[i];
-  if (c === "*" || c === "+") return { length: pattern[i + 1] === "?" ? 2 : 1, unbounded: true };
-  if (c === "?") return { length: 1, unbounded: false };
-  if (c === "{") {
-    const m = /^\{(\d+)(,(\d*))?\}\??/.exec(pattern.slice(i));
-    if (m === null) return undefined;
-    const upper = m[2] === undefined ? Number(m[1]) : m[3] === "" ? Number.POSITIVE_INFINITY : Number(m[3]);
-    // Large bounded repeats behave like unbounded ones for backtracking.
-    return { length: m[0].length, unbounded: upper > 16 };
+/** RE2's POSIX classes, all ASCII (`[[:name:]]`). */
+const POSIX_CLASSES = new Map<string, string>(
+  Object.entries({
+    alnum: "0-9A-Za-z",
+    alpha: "A-Za-z",
+    ascii: "\\u{0}-\\u{7f}",
+    blank: "\\t ",
+    cntrl: "\\u{0}-\\u{1f}\\u{7f}",
+    digit: "0-9",
+    graph: "!-~",
+    lower: "a-z",
+    print: " -~",
+    punct: "!-\\/:-@\\[-`\\{-~",
+    space: "\\t\\n\\v\\f\\r ",
+    upper: "A-Z",
+    word: "0-9A-Za-z_",
+    xdigit: "0-9A-Fa-f",
+  }),
+);
+/** POSIX classes with no letters in them: the same with and without case folding. */
+const CASELESS_POSIX = new Set(["blank", "cntrl", "digit", "punct", "space"]);
+
+/** RE2's general categories (short names only; RE2 has no long ones). */
+const CATEGORIES = new Set(
+  "C Cc Cf Co Cs L Ll Lm Lo Lt Lu M Mc Me Mn N Nd Nl No P Pc Pd Pe Pf Pi Po Ps S Sc Sk Sm So Z Zl Zp Zs".split(
+    " ",
+  ),
+);
+/** Script long names of four letters (RE2 knows scripts by long name only; other 4-letter names are codes). */
+const FOUR_LETTER_SCRIPTS = new Set(["Cham", "Kawi", "Lisu", "Miao", "Modi", "Newa", "Thai", "Toto"]);
+
+/** The JavaScript class-set operand for an RE2 Unicode class name, or undefined if RE2 has no such class. */
+function unicodeClass(name: string, negated: boolean): string | undefined {
+  const p = negated ? "\\P" : "\\p";
+  if (name === "Any") return `${p}{Any}`;
+  // RE2 builds C from the assigned categories only; JavaScript's C also holds unassigned code points.
+  if (name === "C") return negated ? "[^\\p{Cc}\\p{Cf}\\p{Co}\\p{Cs}]" : "[\\p{Cc}\\p{Cf}\\p{Co}\\p{Cs}]";
+  if (CATEGORIES.has(name)) return `${p}{${name}}`;
+  if (
+    !/^[A-Z][A-Za-z]*(?:_[A-Z][a-z]*)*$/.test(name) ||
+    name === "Unknown" ||
+    name === "Katakana_Or_Hiragana"
+  ) {
+    return undefined;
   }
-  return undefined;
+  if (/^[A-Z][a-z]{3}$/.test(name) && !FOUR_LETTER_SCRIPTS.has(name)) return undefined;
+  try {
+    new RegExp(`\\p{Script=${name}}`, "v");
+  } catch {
+    return undefined;
+  }
+  return `${p}{Script=${name}}`;
+}
+
+/** Characters written with a backslash outside a class. */
+const SYNTAX = new Set("^$\\.*+?()[]{}|");
+/** Characters written with a backslash inside a `v`-mode class (syntax and reserved punctuators). */
+const CLASS_SYNTAX = new Set("()[]{}/-\\|&!#%,:;<=>@`~^$*+.?");
+
+function hex(cp: number): string {
+  return `\\u{${cp.toString(16)}}`;
+}
+
+/** A code point as a JavaScript regex atom (`inClass`: inside a `v`-mode class). */
+function literal(cp: number, inClass: boolean): string {
+  if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f)) return hex(cp);
+  const c = String.fromCodePoint(cp);
+  return (inClass ? CLASS_SYNTAX : SYNTAX).has(c) ? `\\${c}` : c;
+}
+
+/** A code point whose case folding in RE2 and in JavaScript leaves it alone (an ASCII non-letter). */
+function caseless(cp: number): boolean {
+  return cp < 0x80 && !((cp >= 0x41 && cp <= 0x5a) || (cp >= 0x61 && cp <= 0x7a));
+}
+
+function isOctal(c: string | undefined): boolean {
+  return c !== undefined && c >= "0" && c <= "7";
+}
+
+function isHex(c: string | undefined): boolean {
+  return c !== undefined && /^[0-9A-Fa-f]$/.test(c);
+}
+
+/** What one parsed piece of pattern became. */
+interface Piece {
+  out: string;
+  /** Holds a quantifier that is unbounded (or large) for backtracking purposes. */
+  heavy: boolean;
+  /** Can take a quantifier (false for assertions and flag settings). */
+  quantifiable: boolean;
+}
+
+/** Parses RE2 syntax and writes the equivalent JavaScript (`v` flag) source. */
+class Translator {
+  private pos = 0;
+  /** Case-folding state of every case-sensitive atom seen. */
+  private readonly foldStates = new Set<boolean>();
+  private wordBoundary = false;
+  private readonly names = new Set<string>();
+  private depth = 0;
+
+  constructor(
+    private readonly src: string,
+    private readonly field: string,
+  ) {}
+
+  translate(): { source: string; flags: string } {
+    for (let i = 0; i < this.src.length; i++) {
+      const u = this.src.charCodeAt(i);
+      if (u >= 0xd800 && u <= 0xdbff && i + 1 < this.src.length) {
+        const l = this.src.charCodeAt(i + 1);
+        if (l >= 0xdc00 && l <= 0xdfff) {
+          i++;
+          continue;
+        }
+      }
+      if (u >= 0xd800 && u <= 0xdfff) this.fail("a lone surrogate is not a character");
+    }
+    const body = this.alternation({ i: false, m: false, s: false, U: false });
+    if (this.pos < this.src.length) this.fail("unbalanced parenthesis");
+    if (this.foldStates.size > 1) {
+      this.fail(
+        "(?i) must apply to the whole pattern (case-insensitive matching of a part is not supported)",
+      );
+    }
+    const fold = this.foldStates.has(true);
+    if (fold && this.wordBoundary) {
+      this.fail("\\b and \\B are not supported with (?i)");
+    }
+    return { source: body.out, flags: fold ? "iv" : "v" };
+  }
+
+  private fail(why: string): never {
+    reject(this.field, why);
+  }
+
+  private peek(offset = 0): string | undefined {
+    return this.src[this.pos + offset];
+  }
+
+  /** The next code point, consumed. */
+  private next(): number {
+    const cp = this.src.codePointAt(this.pos);
+    if (cp === undefined) this.fail("unexpected end of regular expression");
+    this.pos += cp > 0xffff ? 2 : 1;
+    return cp;
+  }
+
+  /** A case-sensitive atom was written under `flags`. */
+  private cased(flags: Flags): void {
+    this.foldStates.add(flags.i);
+  }
+
+  /** `a|b|...` up to an unmatched `)` or the end. Flag settings last to the end of the group. */
+  private alternation(flags: Flags): Piece {
+    const parts: string[] = [];
+    let heavy = false;
+    let out = "";
+    let canRepeat = false;
+    while (this.pos < this.src.length) {
+      const c = this.peek();
+      if (c === ")") break;
+      if (c === "|") {
+        this.pos++;
+        parts.push(out);
+        out = "";
+        canRepeat = false;
+        continue;
+      }
+      if (c === "*" || c === "+" || c === "?" || (c === "{" && this.repetitionAt() !== undefined)) {
+        this.fail(canRepeat ? "stacked repetition operators" : "missing argument to repetition operator");
+      }
+      const atom = this.atom(flags);
+      if (atom === undefined) {
+        canRepeat = false;
+        continue;
+      }
+      const q = this.quantifier(flags);
+      if (q === undefined) {
+        out += atom.out;
+        heavy ||= atom.heavy;
+        canRepeat = atom.quantifiable;
+        continue;
+      }
+      if (!atom.quantifiable) this.fail("repetition of an empty-width assertion is not supported");
+      // Repeating something that itself holds an unbounded quantifier backtracks exponentially (or with a
+      // high polynomial degree for a bounded repeat) in JavaScript. RE2 would run it in linear time, but
+      // linearity here is not proven, so the pattern is refused.
+      if (q.repeats && atom.heavy) this.fail("nested unbounded quantifiers can take exponential time");
+      out += atom.out + q.out;
+      heavy ||= atom.heavy || q.unbounded;
+      canRepeat = true;
+      if (
+        this.peek() === "*" ||
+        this.peek() === "+" ||
+        this.peek() === "?" ||
+        (this.peek() === "{" && this.repetitionAt() !== undefined)
+      ) {
+        this.fail("stacked repetition operators");
+      }
+    }
+    parts.push(out);
+    return { out: parts.join("|"), heavy, quantifiable: true };
+  }
+
+  /** RE2's counted repetition at pos (`{n}`, `{n,}`, `{n,m}`; no leading zeros), or undefined (a literal `{`). */
+  private repetitionAt(): { lo: number; hi: number; length: number } | undefined {
+    const m = /^\{(0|[1-9][0-9]{0,8})(?:(,)(0|[1-9][0-9]{0,8})?)?\}/.exec(
+      this.src.slice(this.pos, this.pos + 24),
+    );
+    if (m === null) return undefined;
+    const lo = Number(m[1]);
+    const hi = m[2] === undefined ? lo : m[3] === undefined ? Number.POSITIVE_INFINITY : Number(m[3]);
+    return { lo, hi, length: m[0].length };
+  }
+
+  private quantifier(flags: Flags): { out: string; unbounded: boolean; repeats: boolean } | undefined {
+    const c = this.peek();
+    let out: string;
+    let upper: number;
+    if (c === "*" || c === "+" || c === "?") {
+      this.pos++;
+      out = c;
+      upper = c === "?" ? 1 : Number.POSITIVE_INFINITY;
+    } else if (c === "{") {
+      const r = this.repetitionAt();
+      if (r === undefined) return undefined;
+      if (r.lo > 1000 || (r.hi !== Number.POSITIVE_INFINITY && r.hi > 1000))
+        this.fail("bad repetition operator");
+      if (r.hi < r.lo) this.fail("bad repetition operator");
+      this.pos += r.length;
+      out =
+        r.hi === r.lo ? `{${r.lo}}` : r.hi === Number.POSITIVE_INFINITY ? `{${r.lo},}` : `{${r.lo},${r.hi}}`;
+      upper = r.hi;
+    } else {
+      return undefined;
+    }
+    let lazy = false;
+    if (this.peek() === "?") {
+      this.pos++;
+      lazy = true;
+    }
+    // (?U) swaps greedy and lazy. (For a whole-string match the answer is the same either way.)
+    if (lazy !== flags.U) out += "?";
+    // Large bounded repeats behave like unbounded ones for backtracking.
+    return { out, unbounded: upper > 16, repeats: upper > 1 };
+  }
+
+  /** One atom, or undefined for a flag setting `(?i)` that matches nothing. Mutates `flags` for those. */
+  private atom(flags: Flags): Piece | undefined {
+    const c = this.peek();
+    if (c === "(") return this.group(flags);
+    if (c === "[") {
+      const { out, caseSensitive } = this.charClass();
+      if (caseSensitive) this.cased(flags);
+      return { out, heavy: false, quantifiable: true };
+    }
+    if (c === ".") {
+      this.pos++;
+      // RE2's . is any character but \n (JavaScript's also leaves out \r, \u2028 and \u2029).
+      return { out: flags.s ? "\\p{Any}" : "[^\\n]", heavy: false, quantifiable: true };
+    }
+    if (c === "^") {
+      this.pos++;
+      return { out: flags.m ? "(?<![^\\n])" : "^", heavy: false, quantifiable: false };
+    }
+    if (c === "$") {
+      this.pos++;
+      return { out: flags.m ? "(?![^\\n])" : "$", heavy: false, quantifiable: false };
+    }
+    if (c === "\\") return this.escape(flags);
+    const cp = this.next();
+    if (!caseless(cp)) this.cased(flags);
+    return { out: literal(cp, false), heavy: false, quantifiable: true };
+  }
+
+  private group(flags: Flags): Piece | undefined {
+    this.pos++; // (
+    let open = "(";
+    let inner: Flags = { ...flags };
+    if (this.peek() === "?") {
+      this.pos++;
+      let name: string | undefined;
+      if (this.peek() === "P" && this.peek(1) === "<") {
+        this.pos += 2;
+        name = this.captureName();
+      } else if (this.peek() === "<" && this.peek(1) !== "=" && this.peek(1) !== "!") {
+        this.pos++;
+        name = this.captureName();
+      }
+      if (name === undefined) {
+        // Flags: (?flags) or (?flags:re).
+        const set: Flags = { ...flags };
+        let negated = false;
+        let saw = false;
+        for (;;) {
+          const f = this.peek();
+          if (f === "i" || f === "m" || f === "s" || f === "U") {
+            set[f] = !negated;
+            saw = true;
+          } else if (f === "-" && !negated) {
+            negated = true;
+            saw = false;
+          } else if ((f === ":" || f === ")") && (saw || (!negated && f === ":"))) {
+            break;
+          } else if (f === "=" || f === "!" || f === "<") {
+            this.fail("look-around assertions are not supported");
+          } else {
+            this.fail(
+              "unsupported group or flag syntax (RE2 knows (?:re), (?P<name>re) and the flags i, m, s, U)",
+            );
+          }
+          this.pos++;
+        }
+        if (this.peek() === ")") {
+          this.pos++;
+          // The flags hold until the end of the enclosing group.
+          Object.assign(flags, set);
+          return undefined;
+        }
+        this.pos++; // :
+        open = "(?:";
+        inner = set;
+      }
+    }
+    if (++this.depth > 100) this.fail("groups nested too deeply");
+    const body = this.alternation(inner);
+    this.depth--;
+    if (this.peek() !== ")") this.fail("missing closing )");
+    this.pos++;
+    return { out: `${open}${body.out})`, heavy: body.heavy, quantifiable: true };
+  }
+
+  private captureName(): string {
+    const end = this.src.indexOf(">", this.pos);
+    if (end < 0) this.fail("invalid named capture group");
+    const name = this.src.slice(this.pos, end);
+    if (!/^[A-Za-z0-9_]+$/.test(name)) this.fail(`invalid named capture group name ${JSON.stringify(name)}`);
+    if (this.names.has(name)) this.fail(`duplicate capture group name ${JSON.stringify(name)}`);
+    this.names.add(name);
+    this.pos = end + 1;
+    return name;
+  }
+
+  /** A backslash sequence outside a class. */
+  private escape(flags: Flags): Piece {
+    const n = this.peek(1);
+    const empty = (out: string): Piece => {
+      this.pos += 2;
+      return { out, heavy: false, quantifiable: false };
+    };
+    switch (n) {
+      case "b":
+      case "B":
+        this.wordBoundary = true;
+        return empty(`\\${n}`);
+      case "A":
+        return empty("^");
+      case "z":
+        return empty("$");
+      case "Q": {
+        this.pos += 2;
+        const end = this.src.indexOf("\\E", this.pos);
+        const text = this.src.slice(this.pos, end < 0 ? this.src.length : end);
+        this.pos = end < 0 ? this.src.length : end + 2;
+        // Each character is its own literal: a quantifier after \E applies to the last one only.
+        const cps = [...text].map((ch) => ch.codePointAt(0) as number);
+        for (const cp of cps) if (!caseless(cp)) this.cased(flags);
+        const out = cps.map((cp) => literal(cp, false)).join("");
+        return { out, heavy: false, quantifiable: cps.length > 0 };
+      }
+      case "p":
+      case "P": {
+        const out = this.unicodeEscape();
+        this.cased(flags);
+        return { out, heavy: false, quantifiable: true };
+      }
+      case "d":
+      case "D":
+        this.pos += 2;
+        return { out: `\\${n}`, heavy: false, quantifiable: true };
+      case "s":
+      case "S":
+        this.pos += 2;
+        // RE2's \s is [\t\n\f\r ] (JavaScript's has \v and Unicode spaces too).
+        return { out: n === "s" ? "[\\t\\n\\f\\r ]" : "[^\\t\\n\\f\\r ]", heavy: false, quantifiable: true };
+      case "w":
+      case "W":
+        this.pos += 2;
+        this.cased(flags);
+        return { out: `\\${n}`, heavy: false, quantifiable: true };
+      default: {
+        const cp = this.escapedChar();
+        if (!caseless(cp)) this.cased(flags);
+        return { out: literal(cp, false), heavy: false, quantifiable: true };
+      }
+    }
+  }
+
+  /** `\pL`, `\p{Name}`, `\PL`, `\p{^Name}` at pos. */
+  private unicodeEscape(): string {
+    const start = this.pos;
+    let negated = this.peek(1) === "P";
+    this.pos += 2;
+    let name: string;
+    if (this.peek() === "{") {
+      const end = this.src.indexOf("}", this.pos);
+      if (end < 0) this.fail("unterminated Unicode class");
+      name = this.src.slice(this.pos + 1, end);
+      this.pos = end + 1;
+    } else {
+      if (this.pos >= this.src.length) this.fail("unterminated Unicode class");
+      name = String.fromCodePoint(this.next());
+    }
+    if (name.startsWith("^")) {
+      negated = !negated;
+      name = name.slice(1);
+    }
+    const out = unicodeClass(name, negated);
+    if (out === undefined) {
+      this.fail(`unknown Unicode class ${JSON.stringify(this.src.slice(start, this.pos))}`);
+    }
+    return out;
+  }
+
+  /** RE2's ParseEscape: one escaped character at pos (a backslash). */
+  private escapedChar(): number {
+    this.pos++; // backslash
+    if (this.pos >= this.src.length) this.fail("trailing backslash");
+    const start = this.pos - 1;
+    const c = String.fromCodePoint(this.next());
+    const bad = (): never => this.fail(`invalid escape sequence ${this.src.slice(start, this.pos)}`);
+    if (c >= "1" && c <= "7" && !isOctal(this.peek())) {
+      this.fail(
+        `invalid escape sequence ${this.src.slice(start, this.pos)} (back-references are not supported)`,
+      );
+    }
+    if (c >= "0" && c <= "7") {
+      let code = Number(c);
+      for (let k = 0; k < 2 && isOctal(this.peek()); k++) code = code * 8 + Number(this.src[this.pos++]);
+      return code;
+    }
+    switch (c) {
+      case "x": {
+        if (this.peek() === "{") {
+          const m = /^\{([0-9A-Fa-f]+)\}/.exec(this.src.slice(this.pos, this.pos + 16));
+          if (m === null) return bad();
+          const code = Number.parseInt(m[1] as string, 16);
+          this.pos += m[0].length;
+          if (code > 0x10ffff) return bad();
+          return code;
+        }
+        if (!isHex(this.peek()) || !isHex(this.peek(1))) return bad();
+        this.pos += 2;
+        return Number.parseInt(this.src.slice(this.pos - 2, this.pos), 16);
+      }
+      case "n":
+        return 0x0a;
+      case "r":
+        return 0x0d;
+      case "t":
+        return 0x09;
+      case "a":
+        return 0x07;
+      case "f":
+        return 0x0c;
+      case "v":
+        return 0x0b;
+    }
+    const cp = c.codePointAt(0) as number;
+    // Escaped ASCII punctuation is itself; letters, digits and non-ASCII characters are not escapes.
+    if (cp < 0x80 && !/[0-9A-Za-z]/.test(c)) return cp;
+    return bad();
+  }
+
+  /** A bracket expression at pos, written as a `v`-mode class. */
+  private charClass(): { out: string; caseSensitive: boolean } {
+    const start = this.pos;
+    this.pos++; // [
+    let negated = false;
+    if (this.peek() === "^") {
+      this.pos++;
+      negated = true;
+    }
+    let out = "";
+    let caseSensitive = false;
+    let first = true;
+    while (this.pos < this.src.length && (this.peek() !== "]" || first)) {
+      first = false;
+      // [:name:] and [:^name:]
+      if (this.peek() === "[" && this.peek(1) === ":" && this.pos + 2 < this.src.length) {
+        const end = this.src.indexOf(":]", this.pos + 2);
+        if (end >= 0) {
+          let name = this.src.slice(this.pos + 2, end);
+          const neg = name.startsWith("^");
+          if (neg) name = name.slice(1);
+          const ranges = POSIX_CLASSES.get(name);
+          if (ranges === undefined) {
+            this.fail(`unknown POSIX class ${JSON.stringify(this.src.slice(this.pos, end + 2))}`);
+          }
+          this.pos = end + 2;
+          out += neg ? `[^${ranges}]` : `[${ranges}]`;
+          if (!CASELESS_POSIX.has(name)) caseSensitive = true;
+          continue;
+        }
+      }
+      if (this.peek() === "\\") {
+        const n = this.peek(1);
+        if (n === "p" || n === "P") {
+          out += this.unicodeEscape();
+          caseSensitive = true;
+          continue;
+        }
+        if (n === "d" || n === "D" || n === "w" || n === "W") {
+          this.pos += 2;
+          out += `\\${n}`;
+          if (n === "w" || n === "W") caseSensitive = true;
+          continue;
+        }
+        if (n === "s" || n === "S") {
+          this.pos += 2;
+          out += n === "s" ? "[\\t\\n\\f\\r ]" : "[^\\t\\n\\f\\r ]";
+          continue;
+        }
+      }
+      const lo = this.classChar();
+      let hi = lo;
+      if (this.peek() === "-" && this.peek(1) !== undefined && this.peek(1) !== "]") {
+        this.pos++;
+        hi = this.classChar();
+        if (hi < lo) this.fail(`invalid character class range ${this.src.slice(start, this.pos)}`);
+      }
+      out += hi === lo ? literal(lo, true) : `${literal(lo, true)}-${literal(hi, true)}`;
+      if (!(caseless(lo) && caseless(hi) && !(lo <= 0x7a && hi >= 0x41))) caseSensitive = true;
+    }
+    if (this.pos >= this.src.length) this.fail(`missing closing ] in ${this.src.slice(start)}`);
+    this.pos++; // ]
+    // A class folds case as a whole: under (?i) a negated class leaves out every case variant of its
+    // members, in RE2 and in JavaScript's v mode alike.
+    return { out: `[${negated ? "^" : ""}${out}]`, caseSensitive };
+  }
+
+  private classChar(): number {
+    if (this.peek() === "\\") return this.escapedChar();
+    return this.next();
+  }
+}
+
+/**
+ * Translates an RE2 pattern into JavaScript regex source and flags with the same meaning (throws
+ * `ERR_REGEX_INVALID` for anything refused). Exported for tests.
+ */
+export function translateRe2(pattern: string, field: string): { source: string; flags: string } {
+  return new Translator(pattern, field).translate();
 }
