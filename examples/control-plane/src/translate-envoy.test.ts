@@ -438,6 +438,180 @@ describe("translateEnvoy: routes", () => {
       ],
       issues: [/no Service port nowhere\.demo\.svc\.cluster\.local:80/],
     },
+    {
+      name: "an invalid backendRef keeps its weight, as the cluster the waypoint answers 500 for",
+      yaml: httpRoute(`    - matches: [{ path: { type: Exact, value: /unknown } }]
+      backendRefs: [{ name: echo-v1, port: 80 }, { name: nowhere, port: 80 }]
+    - matches: [{ path: { type: Exact, value: /kind } }]
+      backendRefs: [{ name: echo-v1, port: 80, weight: 3 }, { group: example.com, kind: Foo, name: x }]
+    - matches: [{ path: { type: Exact, value: /port } }]
+      backendRefs: [{ name: echo-v1, port: 80 }, { name: echo-v2, port: 9999 }]
+    - matches: [{ path: { type: Exact, value: /grant } }]
+      backendRefs: [{ name: echo-v1, port: 80 }, { name: cart, namespace: shop, port: 80, weight: 0 }, { name: cart, namespace: shop, port: 80, weight: 2 }]`),
+      routes: [
+        ["unknown", 0, 1, 1],
+        ["grant", 3, 1, 2],
+        ["kind", 1, 3, 1],
+        ["port", 2, 1, 1],
+      ].map(([path, rule, valid, invalid]) => ({
+        name: `demo.web.${rule}.0`,
+        match: { path: `/${path}` },
+        route: {
+          weightedClusters: {
+            clusters: [
+              { name: V1, weight: { value: valid } },
+              { name: "invalid-backend", weight: { value: invalid } },
+            ],
+          },
+        },
+      })),
+      issues: [
+        /backendRefs\[1\]: no Service port nowhere\.demo\.svc\.cluster\.local:80/,
+        /backendRefs\[1\]: only Service and networking\.istio\.io Hostname backends/,
+        /backendRefs\[1\]: no Service port echo-v2\.demo\.svc\.cluster\.local:9999/,
+        /backendRefs\[1\]: a backend in another namespace is not allowed/,
+        /backendRefs\[2\]: a backend in another namespace is not allowed/,
+      ],
+    },
+    {
+      name: "GRPCRoute precedence: service characters, then method characters, then headers",
+      yaml: grpcRoute(`    - backendRefs: [{ name: echo-v2, port: 80 }]
+    - matches: [{ headers: [{ name: x-a, value: "1" }] }]
+      backendRefs: [{ name: echo-v2, port: 80 }]
+    - matches: [{ method: { method: Baz } }]
+      backendRefs: [{ name: echo-v1, port: 80 }]
+    - matches: [{ method: { type: RegularExpression, service: "foo\\\\.Bar", method: "Ba.*" } }]
+      backendRefs: [{ name: echo-v1, port: 80 }]
+    - matches: [{ method: { service: foo.Bar, method: Baz } }]
+      backendRefs: [{ name: echo-v1, port: 80 }]
+    - matches: [{ method: { type: RegularExpression, service: "foo\\\\.Bar\\\\.v2" } }]
+      backendRefs: [{ name: echo-v2, port: 80 }]`),
+      routes: [
+        // Service "foo\\.Bar\\.v2" (11 characters) before "foo.Bar" (7), regex or not.
+        {
+          name: "demo.echo.5.0",
+          match: { safeRegex: { regex: "/foo\\.Bar\\.v2/[^/]+" } },
+          route: { cluster: V2 },
+        },
+        // Service "foo\\.Bar" (8) and method "Ba.*" (4) before "foo.Bar" (7) and "Baz" (3).
+        { name: "demo.echo.3.0", match: { safeRegex: { regex: "/foo\\.Bar/Ba.*" } }, route: { cluster: V1 } },
+        { name: "demo.echo.4.0", match: { path: "/foo.Bar/Baz" }, route: { cluster: V1 } },
+        // A method alone before a rule without a method match, headers or not.
+        { name: "demo.echo.2.0", match: { safeRegex: { regex: "/[^/]+/Baz" } }, route: { cluster: V1 } },
+        {
+          name: "demo.echo.1.0",
+          match: { prefix: "/", headers: [{ name: "x-a", stringMatch: { exact: "1" } }] },
+          route: { cluster: V2 },
+        },
+        { name: "demo.echo.0.0", match: { prefix: "/" }, route: { cluster: V2 } },
+      ],
+    },
+    {
+      name: "a rule the router cannot take answers 500; the route's other rules keep working",
+      yaml: httpRoute(`    - matches: [{ path: { type: PathPrefix, value: /api } }]
+      filters: [{ type: CORS, cors: { allowOrigins: ["https://a.example"] } }]
+      backendRefs: [{ name: echo-v1, port: 80 }]
+    - matches: [{ path: { type: PathPrefix, value: /admin } }]
+      filters: [{ type: RequestHeaderModifier, requestHeaderModifier: { set: [{ name: X-A, value: "1" }, { name: x-a, value: "2" }] } }]
+      backendRefs: [{ name: echo-v2, port: 80 }]
+    - matches: [{ path: { type: RegularExpression, value: "/(x" } }, { path: { type: Exact, value: /h }, headers: [{ type: RegularExpression, name: x-h, value: "[" }, { name: x-k, value: k }] }]
+      backendRefs: [{ name: echo-v1, port: 80 }]
+    - matches: [{ path: { type: Exact, value: /w } }]
+      backendRefs: [{ name: echo-v1, port: 80, weight: -1 }]
+    - matches: [{ path: { type: Exact, value: /e } }]
+      filters: [{ type: ExtensionRef, extensionRef: { group: example.com, kind: F, name: f } }]
+      backendRefs: [{ name: echo-v1, port: 80 }]`),
+      routes: [
+        // A header match the router cannot read is left out: the rule answers for more, never less.
+        {
+          name: "demo.web.2.1",
+          match: { path: "/h", headers: [{ name: "x-k", stringMatch: { exact: "k" } }] },
+          directResponse: { status: 500 },
+        },
+        { name: "demo.web.3.0", match: { path: "/w" }, directResponse: { status: 500 } },
+        { name: "demo.web.4.0", match: { path: "/e" }, directResponse: { status: 500 } },
+        {
+          name: "demo.web.1.0.0",
+          match: { path: "/admin" },
+          route: { cluster: V2 },
+          requestHeadersToAdd: [
+            { header: { key: "x-a", value: "1" }, appendAction: "OVERWRITE_IF_EXISTS_OR_ADD" },
+          ],
+        },
+        {
+          name: "demo.web.1.0.1",
+          match: { prefix: "/admin/" },
+          route: { cluster: V2 },
+          requestHeadersToAdd: [
+            { header: { key: "x-a", value: "1" }, appendAction: "OVERWRITE_IF_EXISTS_OR_ADD" },
+          ],
+        },
+        { name: "demo.web.0.0.0", match: { path: "/api" }, directResponse: { status: 500 } },
+        { name: "demo.web.0.0.1", match: { prefix: "/api/" }, directResponse: { status: 500 } },
+        // A path regex the router cannot read answers 500 for any path, still ranked as a regex.
+        { name: "demo.web.2.0", match: { prefix: "/" }, directResponse: { status: 500 } },
+      ],
+      issues: [
+        /spec\.rules\[0\]: answers 500: .*filter CORS is not supported/,
+        /spec\.rules\[2\]: answers 500: .*spec\.rules\[2\]\.matches\[0\]\.path\.value/,
+        /spec\.rules\[3\]: answers 500: .*backendRefs\[0\]\.weight/,
+        /spec\.rules\[4\]: answers 500: .*filter ExtensionRef is not supported/,
+      ],
+    },
+    {
+      name: "backendRequest bounds the route without retries; attempts 0 turns retries off",
+      yaml: httpRoute(`    - matches: [{ path: { type: Exact, value: /t } }]
+      backendRefs: [{ name: echo-v1, port: 80 }]
+      timeouts: { request: 5s, backendRequest: 200ms }
+    - matches: [{ path: { type: Exact, value: /u } }]
+      backendRefs: [{ name: echo-v1, port: 80 }]
+      timeouts: { request: 0s, backendRequest: 300ms }
+    - matches: [{ path: { type: Exact, value: /r } }]
+      backendRefs: [{ name: echo-v1, port: 80 }]
+      timeouts: { request: 5s, backendRequest: 1s }
+      retry: { attempts: 0 }`),
+      routes: [
+        {
+          name: "demo.web.0.0",
+          match: { path: "/t" },
+          route: { cluster: V1, timeout: { seconds: 0, nanos: 200_000_000 } },
+        },
+        {
+          name: "demo.web.1.0",
+          match: { path: "/u" },
+          route: { cluster: V1, timeout: { seconds: 0, nanos: 300_000_000 } },
+        },
+        {
+          name: "demo.web.2.0",
+          match: { path: "/r" },
+          route: {
+            cluster: V1,
+            timeout: { seconds: 5, nanos: 0 },
+            retryPolicy: { numRetries: { value: 0 }, perTryTimeout: { seconds: 1, nanos: 0 } },
+          },
+        },
+      ],
+    },
+    {
+      name: "ReplacePrefixMatch drops a replacement's trailing / on the prefix itself, as Istio",
+      yaml: httpRoute(`    - matches: [{ path: { type: PathPrefix, value: /foo } }]
+      filters: [{ type: URLRewrite, urlRewrite: { path: { type: ReplacePrefixMatch, replacePrefixMatch: /xyz/ } } }]
+      backendRefs: [{ name: echo-v1, port: 80 }]
+    - matches: [{ path: { type: PathPrefix, value: /bar } }]
+      filters: [{ type: URLRewrite, urlRewrite: { path: { type: ReplacePrefixMatch, replacePrefixMatch: "" } } }]
+      backendRefs: [{ name: echo-v1, port: 80 }]`),
+      routes: [
+        { name: "demo.web.0.0.0", match: { path: "/foo" }, route: { cluster: V1, prefixRewrite: "/xyz" } },
+        {
+          name: "demo.web.0.0.1",
+          match: { prefix: "/foo/" },
+          route: { cluster: V1, prefixRewrite: "/xyz/" },
+        },
+        // An empty replacement is "/" (Gateway API: /foo becomes /, /foo/bar becomes /bar).
+        { name: "demo.web.1.0.0", match: { path: "/bar" }, route: { cluster: V1, prefixRewrite: "/" } },
+        { name: "demo.web.1.0.1", match: { prefix: "/bar/" }, route: { cluster: V1, prefixRewrite: "/" } },
+      ],
+    },
   ];
   for (const c of cases) {
     it(c.name, () => {
@@ -459,7 +633,7 @@ describe("translateEnvoy: routes", () => {
 
   it("reports an invalid route and a consumer route instead of translating them", () => {
     const config = translate(
-      `${BASE}${grpcRoute("    - backendRefs: [{ name: echo-v1, port: 80, weight: -1 }]", "bad")}
+      `${BASE}${grpcRoute("    - backendRefs: [{ name: echo-v1, port: 80 }]", "bad").replace("spec:", "spec:\n  hostnames: [10.0.0.1]")}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute

@@ -58,6 +58,13 @@ export function outboundClusterName(host: string, port: number): string {
   return `outbound|${port}||${host}`;
 }
 
+/**
+ * The cluster a route's share for an invalid backendRef goes to: the waypoint's router answers it
+ * 500 (`@ambient/router`'s `INVALID_BACKEND_CLUSTER`, `cluster_not_found`), as Gateway API asks of
+ * "requests that would have otherwise been routed to an invalid backend". No CDS cluster has the name.
+ */
+export const INVALID_BACKEND_CLUSTER = "invalid-backend";
+
 /** Istio's `ConnectTimeout` default. */
 const CONNECT_TIMEOUT: Duration = { seconds: 10, nanos: 0 };
 /** Istio's retry conditions for Gateway API `retry` (plus the listed status codes). */
@@ -105,6 +112,11 @@ interface RankedMatch {
   matchIndex: number;
   /** 0 exact, 1 prefix, 2 regex. */
   pathRank: number;
+  /**
+   * A GRPCRoute match's precedence (Gateway API): characters of its service, then of its method (0
+   * when it matches none), then its header matches. GRPCRoute matches are ranked by these alone.
+   */
+  grpc?: { service: number; method: number };
   pathLength: number;
   hasMethod: boolean;
   headers: number;
@@ -176,11 +188,14 @@ function escapeRegex(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 
-function grpcMatch(match: GRPCRouteMatch): { match: RouteMatch; pathRank: number; pathLength: number } {
+function grpcMatch(match: GRPCRouteMatch): {
+  match: RouteMatch;
+  pathRank: number;
+  pathLength: number;
+} {
   const headers = (match.headers ?? []).map((h) => headerMatcher(h.name, h.type, h.value));
   const extra: Pick<RouteMatch, "headers"> = headers.length > 0 ? { headers } : {};
-  const service = match.method?.service?.replace(/^\./, "");
-  const method = match.method?.method;
+  const { service, method } = grpcNames(match);
   if (match.method?.type === "RegularExpression") {
     const regex = `/${service ?? NAME_SEGMENT}/${method ?? NAME_SEGMENT}`;
     return { match: { safeRegex: { regex }, ...extra }, pathRank: 2, pathLength: regex.length };
@@ -199,16 +214,32 @@ function grpcMatch(match: GRPCRouteMatch): { match: RouteMatch; pathRank: number
   return { match: { prefix: "/", ...extra }, pathRank: 1, pathLength: 1 };
 }
 
+/** The service and method a GRPCRoute match names (a leading `.` of the service dropped). */
+function grpcNames(match: GRPCRouteMatch): { service: string | undefined; method: string | undefined } {
+  return { service: match.method?.service?.replace(/^\./, ""), method: match.method?.method };
+}
+
+/** Of headers named alike (case aside), the first: Gateway API ignores the others, as Istio does. */
+function firstOfEach<T extends { name: string }>(headers: readonly T[] | undefined): T[] {
+  const seen = new Set<string>();
+  return (headers ?? []).filter((h) => {
+    const name = h.name.toLowerCase();
+    if (seen.has(name)) return false;
+    seen.add(name);
+    return true;
+  });
+}
+
 function headerEdits(filter: HTTPHeaderFilter | undefined): {
   add: HeaderValueOption[];
   remove: string[];
 } {
   const add: HeaderValueOption[] = [
-    ...(filter?.set ?? []).map((h) => ({
+    ...firstOfEach(filter?.set).map((h) => ({
       header: { key: h.name.toLowerCase(), value: h.value },
       appendAction: "OVERWRITE_IF_EXISTS_OR_ADD" as const,
     })),
-    ...(filter?.add ?? []).map((h) => ({
+    ...firstOfEach(filter?.add).map((h) => ({
       header: { key: h.name.toLowerCase(), value: h.value },
       appendAction: "APPEND_IF_EXISTS_OR_ADD" as const,
     })),
@@ -267,7 +298,19 @@ interface TranslateContext {
   services: Map<string, Set<number>>;
   /** The ReferenceGrants read, by the namespace they are in (the one they open to references). */
   grants: Map<string, ReferenceGrant[]>;
+  /** The rules of each route the router does not accept (see {@link acceptRules}): each answers 500. */
+  rejected: WeakMap<HTTPRoute | GRPCRoute, Map<number, RejectedRule>>;
   issues: MeshIssue[];
+}
+
+/** A rule the router does not accept, kept as the matches it can read, answering 500. */
+interface RejectedRule {
+  reason: string;
+  /**
+   * Matches whose path the router cannot read (a regex it refuses, mostly), by index: they match any
+   * path, ranked as a regex of that path's length, after every exact and prefix match.
+   */
+  unreadablePaths: Map<number, number>;
 }
 
 const GATEWAY_GROUP = "gateway.networking.k8s.io";
@@ -405,13 +448,10 @@ function ruleAction(
 } {
   const rule = route.spec.rules?.[ruleIndex] ?? {};
   const where = `spec.rules[${ruleIndex}]`;
+  // A rule the router cannot take (its filters, a regex, a value) fails closed on its own: 500.
+  if (ctx.rejected.get(route)?.has(ruleIndex)) return { action: { directResponse: { status: 500 } } };
   const filters = (rule.filters ?? []) as HTTPRouteFilter[];
   const headers = headerFields(filters);
-  for (const f of filters) {
-    if (f.type === "ExtensionRef" || f.type === "CORS") {
-      ctx.issues.push({ source: routeId(route), message: `${where}: filter ${f.type} is not translated` });
-    }
-  }
   const redirect = filters.find((f) => f.type === "RequestRedirect")?.requestRedirect;
   if (redirect !== undefined) {
     return {
@@ -434,17 +474,26 @@ function ruleAction(
     };
   }
   const clusters: MessageInit<envoy.config.route.v3.WeightedCluster.ClusterWeight>[] = [];
+  let usable = 0;
   (rule.backendRefs ?? []).forEach((ref, i) => {
     const weight = ref.weight ?? 1;
     const cluster = backendCluster(ctx, route, ref, `${where}.backendRefs[${i}]`);
-    if (cluster === undefined || weight === 0) return;
+    if (weight === 0) return;
+    if (cluster === undefined) {
+      // Gateway API: the requests an invalid backend would have had get 500 (two equal weights, one
+      // invalid: half of them), so its weight stays, on a cluster the waypoint answers 500 for (as
+      // Istio keeps the entry and answers a cluster it does not know 500).
+      clusters.push({ name: INVALID_BACKEND_CLUSTER, weight: { value: weight } });
+      return;
+    }
+    usable++;
     clusters.push({
       name: cluster,
       weight: { value: weight },
       ...headerFields(ref.filters as HTTPRouteFilter[]),
     });
   });
-  if (clusters.length === 0) {
+  if (usable === 0) {
     // Gateway API: no usable backend answers 500.
     return { action: { directResponse: { status: 500 }, ...headers } };
   }
@@ -472,11 +521,30 @@ function ruleAction(
       request === undefined ? undefined : parseGatewayDuration(request, `${where}.timeouts.request`);
     const backendMs =
       backend === undefined ? undefined : parseGatewayDuration(backend, `${where}.timeouts.backendRequest`);
-    const timeoutMs = requestMs ?? backendMs;
-    if (timeoutMs !== undefined) action.timeout = duration(timeoutMs);
     const retry = httpRule?.retry;
+    let timeoutMs = requestMs ?? backendMs;
+    // Without a retry stanza backendRequest bounds the one request to the backend, so the route's
+    // timeout is the shorter of the two (Istio: backendRequest becomes the route timeout). A request
+    // timeout of 0 is none.
+    if (
+      retry === undefined &&
+      backendMs !== undefined &&
+      backendMs > 0 &&
+      requestMs !== undefined &&
+      (requestMs === 0 || backendMs < requestMs)
+    ) {
+      timeoutMs = backendMs;
+    }
+    if (timeoutMs !== undefined) action.timeout = duration(timeoutMs);
     const attempts = retry?.attempts ?? (retry === undefined ? 0 : DEFAULT_RETRY_ATTEMPTS);
-    if (attempts > 0) {
+    if (retry !== undefined && attempts === 0) {
+      // `attempts: 0` turns retries off (Istio: HTTPRetry{attempts: 0}); without a retry policy the
+      // waypoint would apply its default one. backendRequest still bounds the one attempt.
+      action.retryPolicy = {
+        numRetries: { value: 0 },
+        ...(backendMs !== undefined && backendMs > 0 ? { perTryTimeout: duration(backendMs) } : {}),
+      };
+    } else if (attempts > 0) {
       action.retryPolicy = {
         retryOn: RETRY_ON,
         numRetries: { value: attempts },
@@ -512,8 +580,11 @@ function withPath(
   if (modifier.type === "ReplaceFullPath") {
     full = modifier.replaceFullPath ?? "/";
   } else {
-    const replacement = modifier.replacePrefixMatch ?? "/";
-    if (envoyMatch.exactPath !== undefined) prefix = replacement;
+    // An empty replacement is "/"; a replacement's trailing "/" counts for nothing (Gateway API's
+    // table), so the prefix itself becomes the replacement without it (Istio: /foo with /xyz/ is /xyz).
+    const replacement = modifier.replacePrefixMatch || "/";
+    if (envoyMatch.exactPath !== undefined)
+      prefix = replacement !== "/" && replacement.endsWith("/") ? replacement.slice(0, -1) : replacement;
     else prefix = replacement.endsWith("/") ? replacement : `${replacement}/`;
   }
   if (redirectPath !== undefined && action.redirect !== undefined) {
@@ -556,12 +627,31 @@ function attachesTo(route: HTTPRoute | GRPCRoute, servicePort: ServicePort): boo
   );
 }
 
+/** HTTPRoute precedence (Gateway API): path (exact, longest prefix, regex), method, headers, query. */
 function compareMatches(a: RankedMatch, b: RankedMatch): number {
   if (a.pathRank !== b.pathRank) return a.pathRank - b.pathRank;
   if (a.pathLength !== b.pathLength) return b.pathLength - a.pathLength;
   if (a.hasMethod !== b.hasMethod) return a.hasMethod ? -1 : 1;
   if (a.headers !== b.headers) return b.headers - a.headers;
   if (a.queries !== b.queries) return b.queries - a.queries;
+  return compareRoutes(a, b);
+}
+
+/**
+ * GRPCRoute precedence (Gateway API): characters of the service matched, then of the method
+ * matched, then header matches; a match without service or method comes after every one with.
+ */
+function compareGrpcMatches(a: RankedMatch, b: RankedMatch): number {
+  const ga = a.grpc ?? { service: 0, method: 0 };
+  const gb = b.grpc ?? { service: 0, method: 0 };
+  if (ga.service !== gb.service) return gb.service - ga.service;
+  if (ga.method !== gb.method) return gb.method - ga.method;
+  if (a.headers !== b.headers) return b.headers - a.headers;
+  return compareRoutes(a, b);
+}
+
+/** The ties of either kind: oldest route, then `namespace/name`, then rule and match order. */
+function compareRoutes(a: RankedMatch, b: RankedMatch): number {
   const ta = a.route.metadata.creationTimestamp;
   const tb = b.route.metadata.creationTimestamp;
   if (ta !== tb) {
@@ -582,16 +672,19 @@ function rankedMatches(ctx: TranslateContext, route: HTTPRoute | GRPCRoute): Ran
   const rules = route.spec.rules ?? [{}];
   rules.forEach((_rule, ruleIndex) => {
     const { action, rewrite, redirectPath } = ruleAction(ctx, route, ruleIndex);
+    const rejected = ctx.rejected.get(route)?.get(ruleIndex);
     if (route.kind === "HTTPRoute") {
       const matches = route.spec.rules?.[ruleIndex]?.matches ?? [{}];
       matches.forEach((m, matchIndex) => {
         const { matches: envoyMatches, pathRank, pathLength } = httpMatches(m);
+        const regexLength = rejected?.unreadablePaths.get(matchIndex);
         out.push({
           route,
           ruleIndex,
           matchIndex,
-          pathRank,
-          pathLength,
+          ...(regexLength === undefined
+            ? { pathRank, pathLength }
+            : { pathRank: 2, pathLength: regexLength }),
           hasMethod: m.method !== undefined,
           headers: m.headers?.length ?? 0,
           queries: m.queryParams?.length ?? 0,
@@ -605,12 +698,14 @@ function rankedMatches(ctx: TranslateContext, route: HTTPRoute | GRPCRoute): Ran
       const matches = route.spec.rules?.[ruleIndex]?.matches ?? [{}];
       matches.forEach((m, matchIndex) => {
         const { match, pathRank, pathLength } = grpcMatch(m);
+        const { service, method } = grpcNames(m);
         out.push({
           route,
           ruleIndex,
           matchIndex,
           pathRank,
           pathLength,
+          grpc: { service: service?.length ?? 0, method: method?.length ?? 0 },
           hasMethod: false,
           headers: m.headers?.length ?? 0,
           queries: 0,
@@ -621,6 +716,25 @@ function rankedMatches(ctx: TranslateContext, route: HTTPRoute | GRPCRoute): Ran
     }
   });
   return out;
+}
+
+/** Merges two sorted lists of matches, taking the head {@link compareMatches} puts first. */
+function interleave(http: RankedMatch[], grpc: RankedMatch[]): RankedMatch[] {
+  const out: RankedMatch[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < http.length && j < grpc.length) {
+    const h = http[i] as RankedMatch;
+    const g = grpc[j] as RankedMatch;
+    if (compareMatches(h, g) <= 0) {
+      out.push(h);
+      i++;
+    } else {
+      out.push(g);
+      j++;
+    }
+  }
+  return out.concat(http.slice(i), grpc.slice(j));
 }
 
 /** The virtual host domains of a Service port, as istiod builds them for sidecars. */
@@ -642,7 +756,13 @@ function routeConfiguration(
       { name: "default", match: { prefix: "/" }, route: { cluster: outboundClusterName(sp.host, sp.port) } },
     ];
   } else {
-    const ranked = attached.flatMap((r) => rankedMatches(ctx, r)).sort(compareMatches);
+    const all = attached.flatMap((r) => rankedMatches(ctx, r));
+    // Each kind in its own precedence order (Gateway API: HTTPRoutes and GRPCRoutes are not merged),
+    // then the two lists interleaved by the path each Envoy match tests, keeping both orders.
+    const ranked = interleave(
+      all.filter((m) => m.grpc === undefined).sort(compareMatches),
+      all.filter((m) => m.grpc !== undefined).sort(compareGrpcMatches),
+    );
     envoyRoutes = ranked.flatMap((m) =>
       m.envoyMatches.map(
         (e, i) =>
@@ -655,6 +775,104 @@ function routeConfiguration(
     );
   }
   return { name, virtualHosts: [{ name, domains: domainsOf(sp), routes: envoyRoutes }] };
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** True when `validateRoute` accepts it. */
+function accepted(route: Record<string, unknown>): boolean {
+  try {
+    validateRoute(route);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A route as the router accepts it, rule by rule. A route-level error (metadata, parentRefs,
+ * hostnames, the rules list itself) throws: the route is left out. A rule the router does not accept
+ * (a filter it does not support, a regex it refuses, a value out of range) does not take its route's
+ * other rules with it: it is kept with the matches it can read, and answers 500 (fails closed rather
+ * than letting its traffic fall to another rule or to the Service). A match part it cannot read is left
+ * out, so the rule answers for more requests, never fewer; a path it cannot read (a regex it refuses)
+ * matches any path, ranked as a regex.
+ */
+function acceptRules(raw: Record<string, unknown>): {
+  route: HTTPRoute | GRPCRoute;
+  rejected: Map<number, RejectedRule>;
+} {
+  let whole: unknown;
+  try {
+    return { route: validateRoute(raw), rejected: new Map() };
+  } catch (err) {
+    whole = err;
+  }
+  const spec = raw.spec;
+  if (!isRecord(spec) || !Array.isArray(spec.rules)) throw whole;
+  const rules: unknown[] = spec.rules;
+  // Each rule is checked in its place, the others emptied, so errors name its index.
+  const only = (i: number, rule: unknown) => ({
+    ...raw,
+    spec: { ...spec, rules: rules.map((_r, j) => (j === i ? rule : {})) },
+  });
+  // Route-level fields, every rule emptied: an error there is the route's.
+  validateRoute(only(-1, {}));
+  const rejected = new Map<number, RejectedRule>();
+  const kept = rules.map((rule, i) => {
+    try {
+      validateRoute(only(i, rule));
+      return rule;
+    } catch (err) {
+      const unreadablePaths = new Map<number, number>();
+      const readable = readableMatches(raw.kind === "GRPCRoute", rule, unreadablePaths, (r) =>
+        accepted(only(i, r)),
+      );
+      rejected.set(i, { reason: errorText(err), unreadablePaths });
+      return readable;
+    }
+  });
+  return { route: validateRoute({ ...raw, spec: { ...spec, rules: kept } }), rejected };
+}
+
+/**
+ * What can be read of a rejected rule's matches: each match as given when the router accepts it,
+ * else without the parts it does not (a path it cannot read becomes any path, noted in
+ * `unreadablePaths` with its length). `ok` says whether a rule is accepted in the rule's place.
+ */
+function readableMatches(
+  grpc: boolean,
+  rule: unknown,
+  unreadablePaths: Map<number, number>,
+  ok: (rule: unknown) => boolean,
+): Record<string, unknown> {
+  if (!isRecord(rule) || rule.matches === undefined) return {};
+  const matches = rule.matches;
+  if (!Array.isArray(matches) || !ok({ matches: matches.map(() => ({})) })) return {};
+  const fits = (m: Record<string, unknown>) => ok({ matches: [m] });
+  return {
+    matches: matches.map((m: unknown, i) => {
+      if (!isRecord(m)) return {};
+      if (fits(m)) return m;
+      const parts: Record<string, unknown> = {};
+      for (const key of grpc ? ["method"] : ["path", "method"]) {
+        if (m[key] !== undefined && fits({ [key]: m[key] })) parts[key] = m[key];
+      }
+      const path = m.path;
+      if (!grpc && path !== undefined && parts.path === undefined) {
+        unreadablePaths.set(i, isRecord(path) && typeof path.value === "string" ? path.value.length : 0);
+      }
+      for (const key of grpc ? ["headers"] : ["headers", "queryParams"]) {
+        const list = m[key];
+        if (!Array.isArray(list)) continue;
+        const readable = list.filter((entry) => fits({ [key]: [entry] }));
+        if (readable.length > 0) parts[key] = readable;
+      }
+      return fits(parts) ? parts : {};
+    }),
+  };
 }
 
 /**
@@ -677,7 +895,13 @@ export function translateEnvoy(
 ): EnvoyConfig {
   const domainSuffix = options.domainSuffix ?? "cluster.local";
   const issues: MeshIssue[] = [];
-  const ctx: TranslateContext = { domainSuffix, services: new Map(), grants: new Map(), issues };
+  const ctx: TranslateContext = {
+    domainSuffix,
+    services: new Map(),
+    grants: new Map(),
+    rejected: new WeakMap(),
+    issues,
+  };
 
   const routes: (HTTPRoute | GRPCRoute)[] = [];
   // Every route configuration reads the routes and the ReferenceGrants: a grant's edit or removal
@@ -708,14 +932,17 @@ export function translateEnvoy(
     }
     if (obj.kind !== "HTTPRoute" && obj.kind !== "GRPCRoute") continue;
     context.push(obj);
+    const source = `${obj.kind}/${obj.metadata.namespace ?? "default"}/${obj.metadata.name}`;
     try {
       const { source: _source, ...raw } = obj;
-      routes.push(validateRoute(raw));
+      const { route, rejected } = acceptRules(raw);
+      routes.push(route);
+      if (rejected.size > 0) ctx.rejected.set(route, rejected);
+      for (const [i, r] of rejected) {
+        issues.push({ source, message: `spec.rules[${i}]: answers 500: ${r.reason}` });
+      }
     } catch (err) {
-      issues.push({
-        source: `${obj.kind}/${obj.metadata.namespace ?? "default"}/${obj.metadata.name}`,
-        message: err instanceof Error ? err.message : String(err),
-      });
+      issues.push({ source, message: errorText(err) });
     }
   }
   for (const route of routes) {

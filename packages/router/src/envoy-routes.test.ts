@@ -8,6 +8,7 @@ import {
   createEnvoyRouteTable,
   type EnvoyRoute,
   type EnvoyRouteConfiguration,
+  INVALID_BACKEND_CLUSTER,
   parseWaypointRouteHost,
   parseWaypointRouteName,
   waypointRouteName,
@@ -483,6 +484,24 @@ describe("compileEnvoyRouteConfiguration and a route's retry policy", () => {
     assert.equal(compiled.virtualHosts[0]?.routes[0]?.rule.retry?.attempts, 100);
   });
 
+  it("reads num_retries present without a value as 0 retries, and absent as Envoy's 1", () => {
+    for (const [numRetries, attempts] of [
+      [{ value: 0 }, 0],
+      [{}, 0],
+      [undefined, 1],
+    ] as const) {
+      const compiled = compileEnvoyRouteConfiguration(
+        withRetry(numRetries === undefined ? {} : { numRetries }),
+        "demo",
+      );
+      assert.equal(
+        compiled.virtualHosts[0]?.routes[0]?.rule.retry?.attempts,
+        attempts,
+        JSON.stringify(numRetries),
+      );
+    }
+  });
+
   it("refuses a back-off base under 1 ms, as Envoy does", () => {
     for (const baseInterval of [{}, { nanos: 500_000 }]) {
       assert.throws(
@@ -495,5 +514,98 @@ describe("compileEnvoyRouteConfiguration and a route's retry policy", () => {
           err instanceof RouterError && err.code === "ERR_ROUTE_INVALID" && /baseInterval/.test(err.message),
       );
     }
+  });
+});
+
+describe("a weighted cluster for an invalid backendRef", () => {
+  it("is the reserved cluster name, which the waypoint answers 500 for its share of requests", async () => {
+    assert.equal(INVALID_BACKEND_CLUSTER, "invalid-backend");
+    const backend = http.createServer((_req, res) => res.end("ok"));
+    await new Promise<void>((resolve) => backend.listen(0, "127.0.0.1", resolve));
+    const backendPort = (backend.address() as AddressInfo).port;
+    const resolved: string[] = [];
+    const handler = createWaypointHandler({
+      routes: [],
+      resolveBackend: (ref) => {
+        resolved.push(`${ref.kind}/${ref.name}`);
+        return [{ address: "127.0.0.1", port: backendPort, workload: { name: ref.name } }];
+      },
+      connect: (endpoint) => net.connect(endpoint.port, endpoint.address),
+    });
+    const server = net.createServer((socket) =>
+      handler.handle(socket, { destination: { address: "127.30.0.2", port: 80, service: WEB } }),
+    );
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const get = () =>
+      new Promise<number>((resolve, reject) => {
+        const req = http.get(
+          {
+            host: "127.0.0.1",
+            port: (server.address() as AddressInfo).port,
+            path: "/",
+            agent: false,
+            headers: { host: "web.demo" },
+          },
+          (res) => {
+            res.resume();
+            res.on("end", () => resolve(res.statusCode ?? 0));
+          },
+        );
+        req.on("error", reject);
+      });
+    try {
+      handler.setRouteTable(
+        table(
+          config([
+            {
+              name: "split",
+              match: { prefix: "/" },
+              route: {
+                weightedClusters: {
+                  clusters: [
+                    { name: V1, weight: { value: 1 } },
+                    { name: INVALID_BACKEND_CLUSTER, weight: { value: 1 } },
+                  ],
+                },
+              },
+            },
+          ]),
+        ),
+      );
+      const counts: Record<number, number> = {};
+      for (let i = 0; i < 20; i++) {
+        const status = await get();
+        counts[status] = (counts[status] ?? 0) + 1;
+      }
+      assert.deepEqual(counts, { 200: 10, 500: 10 });
+      assert.ok(
+        resolved.every((r) => r === "Service/web-v1"),
+        `only the valid backend is resolved: ${resolved}`,
+      );
+    } finally {
+      await handler.close();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      backend.closeAllConnections();
+      await new Promise<void>((resolve) => backend.close(() => resolve()));
+    }
+  });
+
+  it("is a route target only: a mirror to it is refused", () => {
+    assert.throws(
+      () =>
+        compileEnvoyRouteConfiguration(
+          config([
+            {
+              match: { prefix: "/" },
+              route: { cluster: V1, requestMirrorPolicies: [{ cluster: INVALID_BACKEND_CLUSTER }] },
+            },
+          ]),
+          "demo",
+        ),
+      (err: unknown) =>
+        err instanceof RouterError &&
+        err.details.field === "virtualHosts[0].routes[0].route.requestMirrorPolicies[0].cluster",
+    );
+    assert.throws(() => backendOfCluster(INVALID_BACKEND_CLUSTER, "cluster"), RouterError);
   });
 });

@@ -192,6 +192,19 @@ function ms(d: EnvoyDuration | undefined): number | undefined {
 
 const HOSTNAME_GROUP = "networking.istio.io";
 
+/**
+ * The cluster name the control plane gives a route's share for an invalid backendRef (an unknown
+ * Service or port, a reference into another namespace no ReferenceGrant permits, an unsupported kind).
+ * Gateway API: requests that would have gone to an invalid backend get 500; the rest of the weights
+ * still apply. It becomes a backend no `resolveBackend` is asked about, which the handler answers 500
+ * (`cluster_not_found`), as Envoy answers a cluster it does not know under Istio's
+ * `cluster_not_found_response_code: INTERNAL_SERVER_ERROR`. Only a route's target, never a mirror.
+ */
+export const INVALID_BACKEND_CLUSTER = "invalid-backend";
+
+/** The backend kind of {@link INVALID_BACKEND_CLUSTER}: not a Service, so it never resolves. */
+const INVALID_BACKEND_KIND = "InvalidBackend";
+
 /** A DNS name as a ServiceEntry host is written: lower-case labels of letters, digits and `-`. */
 const HOST_NAME = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
 
@@ -230,6 +243,26 @@ export function backendOfCluster(
     name: service ? (labels[0] as string) : host,
     namespace: service ? (labels[1] as string) : namespace,
     port,
+    weight: 1,
+    requestHeaders: undefined,
+    responseHeaders: undefined,
+  };
+}
+
+/** {@link backendOfCluster} for a route's target, where {@link INVALID_BACKEND_CLUSTER} is allowed too. */
+function targetOfCluster(
+  cluster: string,
+  field: string,
+  clusterDomain: string,
+  namespace: string,
+): ResolvedBackendRef {
+  if (cluster !== INVALID_BACKEND_CLUSTER) return backendOfCluster(cluster, field, clusterDomain, namespace);
+  return {
+    group: "",
+    kind: INVALID_BACKEND_KIND,
+    name: INVALID_BACKEND_CLUSTER,
+    namespace,
+    port: undefined,
     weight: 1,
     requestHeaders: undefined,
     responseHeaders: undefined,
@@ -429,12 +462,12 @@ function ruleOf(
   const where = `${field}.route`;
   let backends: ResolvedBackendRef[];
   if (action.cluster !== undefined)
-    backends = [backendOfCluster(action.cluster, `${where}.cluster`, clusterDomain, namespace)];
+    backends = [targetOfCluster(action.cluster, `${where}.cluster`, clusterDomain, namespace)];
   else if (action.weightedClusters !== undefined) {
     backends = (action.weightedClusters.clusters ?? []).map((c, i) => {
       const f = `${where}.weightedClusters.clusters[${i}]`;
       return {
-        ...backendOfCluster(c.name ?? "", `${f}.name`, clusterDomain, namespace),
+        ...targetOfCluster(c.name ?? "", `${f}.name`, clusterDomain, namespace),
         weight: c.weight?.value ?? 0,
         requestHeaders: headerFilter(
           c.requestHeadersToAdd,
@@ -490,7 +523,11 @@ function ruleOf(
         ? undefined
         : {
             // As many as the route asks for, up to the handler's bound on any retry policy.
-            attempts: Math.min(retry.numRetries?.value ?? 1, MAX_RETRY_ATTEMPTS),
+            // Envoy: num_retries absent is 1 retry; present, its value (0 when unset) is the count.
+            attempts: Math.min(
+              retry.numRetries === undefined || retry.numRetries === null ? 1 : (retry.numRetries.value ?? 0),
+              MAX_RETRY_ATTEMPTS,
+            ),
             codes: [...(retry.retriableStatusCodes ?? [])],
             backoffMs,
           },
@@ -500,7 +537,8 @@ function ruleOf(
 /**
  * Checks one RouteConfiguration and compiles it for {@link createEnvoyRouteTable}. Throws a
  * `RouterError` naming the field (`virtualHosts[0].routes[2].route.cluster`) for anything the router
- * cannot do as Envoy would: a cluster that is not a Service port, a `cluster_header` target, a
+ * cannot do as Envoy would: a cluster that is not a Service port (or, as a route's target,
+ * {@link INVALID_BACKEND_CLUSTER}, answered 500), a `cluster_header` target, a
  * regex rewrite other than a full-path replacement, an unsafe regex, a direct response other than 500.
  * `namespace` is the namespace of the Service the configuration serves.
  */

@@ -144,6 +144,59 @@ describe("validateRoute", () => {
     );
   });
 
+  it("keeps the first of header names that differ only in case in a header filter's set or add", () => {
+    const input = http([
+      {
+        filters: [
+          {
+            type: "RequestHeaderModifier",
+            requestHeaderModifier: {
+              set: [
+                { name: "X-A", value: "1" },
+                { name: "x-a", value: "2" },
+              ],
+              add: [
+                { name: "x-b", value: "3" },
+                { name: "X-B", value: "4" },
+              ],
+            },
+          },
+        ],
+        backendRefs: [
+          {
+            name: "a",
+            port: 80,
+            filters: [
+              {
+                type: "ResponseHeaderModifier",
+                responseHeaderModifier: {
+                  set: [
+                    { name: "x-c", value: "5" },
+                    { name: "X-c", value: "6" },
+                  ],
+                },
+              },
+            ],
+          },
+        ],
+      },
+    ]);
+    const before = JSON.stringify(input);
+    const route = validateHttpRoute(input);
+    // Gateway API: "the first entry with an equivalent name MUST be considered"; Istio keeps the first.
+    assert.deepEqual(route.spec.rules?.[0]?.filters?.[0]?.requestHeaderModifier, {
+      set: [{ name: "X-A", value: "1" }],
+      add: [{ name: "x-b", value: "3" }],
+    });
+    assert.deepEqual(route.spec.rules?.[0]?.backendRefs?.[0]?.filters?.[0]?.responseHeaderModifier, {
+      set: [{ name: "x-c", value: "5" }],
+    });
+    assert.equal(JSON.stringify(input), before, "the input is not modified");
+    // Without duplicates the route is the input itself.
+    const plain = http([{ backendRefs: [{ name: "a", port: 80 }] }]);
+    assert.equal(validateRoute(plain), plain);
+  });
+
   it("enforces filter combination rules", () => {
     const redirect = { type: "RequestRedirect", requestRedirect: { statusCode: 301 } };
     const rewrite = { type: "URLRewrite", urlRewrite: { hostname: "a.example.com" } };

@@ -17,6 +17,9 @@ const GRPC_METHOD = /^[A-Za-z_][A-Za-z_0-9]*$/;
 const IPV4 = /^\d+\.\d+\.\d+\.\d+$/;
 
 class Checker {
+  /** A header filter's `set` or `add` names one header twice (case aside): the later ones are dropped. */
+  repeatedHeaders = false;
+
   constructor(private readonly where: string) {}
 
   fail(
@@ -170,7 +173,9 @@ function checkHeaderFilter(c: Checker, value: unknown, field: string): void {
       const f = `${field}.${op}[${i}]`;
       const h = c.object(raw, f);
       const name = c.headerName(h.name, `${f}.name`).toLowerCase();
-      if (seen.has(name)) c.fail(`${f}.name`, `header ${JSON.stringify(name)} is listed twice`);
+      // Gateway API: of entries with an equivalent name (case aside; the CRD's list key is the exact
+      // name, so `X-A` and `x-a` may both be there) the first counts and the others are ignored.
+      if (seen.has(name)) c.repeatedHeaders = true;
       seen.add(name);
       c.headerValue(h.value, `${f}.value`);
     });
@@ -422,10 +427,40 @@ function checkGrpcRoute(c: Checker, spec: Json): void {
   });
 }
 
+/** A header filter without the entries of `set` and `add` that repeat an earlier name (case aside). */
+function firstOfEachHeader(filter: Json): Json {
+  const out: Json = { ...filter };
+  for (const op of ["set", "add"] as const) {
+    const list = filter[op];
+    if (!Array.isArray(list)) continue;
+    const seen = new Set<string>();
+    out[op] = list.filter((h: Json) => {
+      const name = String(h.name).toLowerCase();
+      if (seen.has(name)) return false;
+      seen.add(name);
+      return true;
+    });
+  }
+  return out;
+}
+
+/** The filters of a rule or a backendRef, their header modifiers without repeated names. */
+function withoutRepeatedHeaders(filters: unknown): unknown {
+  if (!Array.isArray(filters)) return filters;
+  return filters.map((raw: Json) => {
+    for (const key of ["requestHeaderModifier", "responseHeaderModifier"] as const) {
+      if (raw[key] !== undefined) return { ...raw, [key]: firstOfEachHeader(raw[key] as Json) };
+    }
+    return raw;
+  });
+}
+
 /**
  * Checks an HTTPRoute or GRPCRoute object (parsed YAML/JSON or an xDS-decoded value) against the
  * Gateway API rules this router relies on. Throws a {@link RouterError} whose message and
  * `details.field` name the offending field path, e.g. `spec.rules[0].matches[1].path.value`.
+ * Returns the route itself, or, when a header filter's `set` or `add` names a header again (case
+ * aside), a copy without the later entries (Gateway API: the first counts); the input is not changed.
  */
 export function validateRoute(input: unknown): Route {
   const top = new Checker("route");
@@ -450,7 +485,19 @@ export function validateRoute(input: unknown): Route {
   checkHostnames(c, spec);
   if (kind === "HTTPRoute") checkHttpRoute(c, spec);
   else checkGrpcRoute(c, spec);
-  return obj as unknown as Route;
+  if (!c.repeatedHeaders) return obj as unknown as Route;
+  const rules = (spec.rules as Json[]).map((rule) => ({
+    ...rule,
+    ...(rule.filters === undefined ? {} : { filters: withoutRepeatedHeaders(rule.filters) }),
+    ...(Array.isArray(rule.backendRefs)
+      ? {
+          backendRefs: rule.backendRefs.map((ref: Json) =>
+            ref.filters === undefined ? ref : { ...ref, filters: withoutRepeatedHeaders(ref.filters) },
+          ),
+        }
+      : {}),
+  }));
+  return { ...obj, spec: { ...spec, rules } } as unknown as Route;
 }
 
 /** {@link validateRoute} for an HTTPRoute. */
