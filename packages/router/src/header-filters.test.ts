@@ -15,6 +15,10 @@ describe("rewritePath ReplacePrefixMatch (Gateway API table)", () => {
     ["/", "/", "/xyz", "/xyz"],
     ["/foo", "/foo/bar", "", "/bar"],
     ["/foo", "/foo", "", "/"],
+    // A replacement's trailing slash is not significant (Istio trims it): the exact prefix gets none.
+    ["/foo", "/foo", "/xyz/", "/xyz"],
+    ["/foo", "/foo/", "/xyz/", "/xyz/"],
+    ["/", "/", "/xyz/", "/xyz"],
   ];
   for (const [matched, path, replacement, want] of cases) {
     it(`${matched} + ${path} -> ${replacement} = ${want}`, () => {

@@ -43,8 +43,10 @@ export function rewritePath(
   const prefix = matchedPrefix ?? "/";
   const replacement = modifier.replacePrefixMatch || "/";
   const rest = path.slice(prefix === "/" ? 1 : prefix.length);
-  if (rest === "" || rest === "/")
-    return rest === "/" && replacement !== "/" ? `${stripSlash(replacement)}/` : replacement;
+  // A replacement's trailing slash is not significant (Gateway API's table; Istio trims it): the
+  // exact prefix becomes the replacement without it, the prefix and a slash the replacement and one.
+  if (rest === "") return replacement === "/" ? "/" : stripSlash(replacement);
+  if (rest === "/") return replacement === "/" ? "/" : `${stripSlash(replacement)}/`;
   return `${stripSlash(replacement)}${rest.startsWith("/") ? rest : `/${rest}`}`;
 }
 
