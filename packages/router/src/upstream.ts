@@ -341,12 +341,31 @@ export function isForwardedHeader(name: string): boolean {
   return name.charCodeAt(0) !== 58 /* ":" */ && !HOP_BY_HOP.has(name);
 }
 
-/** Copies response headers minus pseudo-headers and hop-by-hop ones. */
+/**
+ * Field names a response's `Connection` lists: meant for the proxy alone (RFC 9110 §7.6.1), not passed
+ * on, as the request's are not. `content-length`, which frames the body, stays whatever it lists.
+ */
+function nominatedFields(value: string | string[] | number | undefined): Set<string> | undefined {
+  if (value === undefined || typeof value === "number") return undefined;
+  let out: Set<string> | undefined;
+  for (const line of Array.isArray(value) ? value : [value]) {
+    for (const part of line.split(",")) {
+      const name = part.trim().toLowerCase();
+      if (name === "" || name === "content-length") continue;
+      out ??= new Set();
+      out.add(name);
+    }
+  }
+  return out;
+}
+
+/** Copies response headers minus pseudo-headers, hop-by-hop ones and those its `Connection` names. */
 function responseHeaders(raw: NodeJS.Dict<string | string[] | number>): Record<string, string | string[]> {
   const out = createHeaderMap();
+  const nominated = nominatedFields(raw.connection);
   for (const k in raw) {
     const v = raw[k];
-    if (v === undefined || !isForwardedHeader(k)) continue;
+    if (v === undefined || !isForwardedHeader(k) || nominated?.has(k) === true) continue;
     out[k] = typeof v === "number" ? String(v) : v;
   }
   return out;

@@ -2388,7 +2388,33 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     if (typeof gs === "string") x.grpcStatus = grpcStatusCode(gs);
     if (metricsEnabled) x.responseBytes = x.responseHeadBytes = headerBytes(headers);
     const res = x.res;
-    res.writeHead(up.status, headers);
+    // A `Trailer` announcement on a response that cannot carry trailers (one with a length, or a
+    // 204/304): Node refuses to write such a head. The announcement goes; the response stays.
+    if (
+      headers.trailer !== undefined &&
+      (contentLength !== undefined || up.status === 204 || up.status === 304)
+    ) {
+      delete headers.trailer;
+    }
+    // A status HTTP has no class for (600 and up), or a head the downstream's protocol cannot carry:
+    // broken HTTP from the backend, as Envoy's codec refuses it, and the exchange is let go at once.
+    let headError: unknown;
+    if (up.status < 100 || up.status > 599) headError = new Error(`status ${up.status}`);
+    else {
+      try {
+        res.writeHead(up.status, headers);
+      } catch (err) {
+        headError = err;
+      }
+    }
+    if (headError !== undefined) {
+      logger.debug({ err: headError }, "upstream response head cannot be sent on");
+      up.abort();
+      done();
+      const [text, details] = earlyReset("protocol error");
+      localReply(x, 502, text, "UPE", details);
+      return;
+    }
     const body = up.body;
     let settled = false;
     let waiting = false;

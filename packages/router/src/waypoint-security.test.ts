@@ -575,6 +575,61 @@ describe("a backend that switches protocols unasked", () => {
   });
 });
 
+describe("response heads a backend sends that the client cannot be sent as they are", () => {
+  const answers: Record<string, string> = {
+    "/trailer": "HTTP/1.1 200 OK\r\ntrailer: x-t\r\ncontent-length: 2\r\n\r\nok",
+    "/status600": "HTTP/1.1 600 Odd\r\ncontent-length: 2\r\n\r\nok",
+    "/nominated":
+      "HTTP/1.1 200 OK\r\nconnection: keep-alive, x-secret\r\nx-secret: s3cret\r\nx-kept: 1\r\ncontent-length: 2\r\n\r\nok",
+  };
+  let backend: net.Server;
+  let wp: Waypoint;
+  before(async () => {
+    backend = net.createServer((socket) => {
+      socket.on("error", () => {});
+      let text = "";
+      socket.on("data", (chunk: Buffer) => {
+        text += chunk.toString("latin1");
+        for (let end = text.indexOf("\r\n\r\n"); end >= 0; end = text.indexOf("\r\n\r\n")) {
+          const path = text.split(" ")[1] ?? "";
+          text = text.slice(end + 4);
+          socket.write(answers[path] ?? "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
+        }
+      });
+    });
+    await new Promise<void>((resolve) => backend.listen(0, "127.0.0.1", resolve));
+    const port = (backend.address() as AddressInfo).port;
+    wp = await startWaypoint(
+      { "default/a": [{ address: "127.0.0.1", port, protocol: "http1" }] },
+      { routes: [httpRoute("r", [{ backendRefs: [{ name: "a", port: 80 }] }])] },
+    );
+  });
+  after(async () => {
+    await wp.close();
+    await stopServer(backend);
+  });
+  const get = (path: string) =>
+    rawExchange(wp.port, `GET ${path} HTTP/1.1\r\nhost: svc\r\nconnection: close\r\n\r\n`);
+
+  it("passes a response that announces trailers it cannot have, without the announcement", async () => {
+    const out = await get("/trailer");
+    assert.match(out, /^HTTP\/1\.1 200 /);
+    assert.doesNotMatch(out, /\r\ntrailer:/i);
+    assert.match(out, /\r\n\r\nok$/);
+  });
+
+  it("answers 502 to a status HTTP has no class for", async () => {
+    assert.match(await get("/status600"), /^HTTP\/1\.1 502 /);
+  });
+
+  it("drops the fields the backend's Connection names, as a request's", async () => {
+    const out = await get("/nominated");
+    assert.match(out, /^HTTP\/1\.1 200 /);
+    assert.doesNotMatch(out, /x-secret/i);
+    assert.match(out, /\r\nx-kept: 1\r\n/);
+  });
+});
+
 describe("one host for policy, routing and the backend", () => {
   let a: Backend;
   let wp: Waypoint;
