@@ -12,6 +12,9 @@ import {
   type HTTPRoute,
   type HTTPRouteFilter,
   type HTTPRouteMatch,
+  // The cluster a route's share for an invalid backendRef goes to: the waypoint's router answers it
+  // 500, as Gateway API asks of "requests that would have otherwise been routed to an invalid backend".
+  INVALID_BACKEND_CLUSTER,
   parseGatewayDuration,
   validateRoute,
 } from "@ambient/router";
@@ -57,13 +60,6 @@ export interface EnvoyConfig {
 export function outboundClusterName(host: string, port: number): string {
   return `outbound|${port}||${host}`;
 }
-
-/**
- * The cluster a route's share for an invalid backendRef goes to: the waypoint's router answers it
- * 500 (`@ambient/router`'s `INVALID_BACKEND_CLUSTER`, `cluster_not_found`), as Gateway API asks of
- * "requests that would have otherwise been routed to an invalid backend". No CDS cluster has the name.
- */
-export const INVALID_BACKEND_CLUSTER = "invalid-backend";
 
 /** Istio's `ConnectTimeout` default. */
 const CONNECT_TIMEOUT: Duration = { seconds: 10, nanos: 0 };

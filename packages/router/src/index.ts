@@ -48,6 +48,7 @@ export {
   type EnvoyRouteMatch,
   type EnvoyRouteOptions,
   type EnvoyStringMatcher,
+  INVALID_BACKEND_CLUSTER,
   parseWaypointRouteHost,
   parseWaypointRouteName,
   type ValueMatcher,
