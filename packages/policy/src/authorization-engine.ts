@@ -75,8 +75,22 @@ export interface AuthorizationRequest {
     method: string;
     path: string;
     headers: Record<string, string | readonly string[] | undefined>;
-    /** `iss/sub` of a verified JWT. */
+    /**
+     * `iss/sub` of a verified JWT, as shown in explanations. Matching reads the issuer and subject on
+     * their own (`requestIssuer`, `requestSubject`); this string is split at its last `/` only when
+     * neither they nor `claims.iss`/`claims.sub` are given.
+     */
     requestPrincipal?: string;
+    /**
+     * The verified JWT's `iss`, for `requestPrincipals` and `request.auth.principal`. Default: `claims.iss`
+     * when it is a string.
+     */
+    requestIssuer?: string;
+    /**
+     * The verified JWT's `sub`, for `requestPrincipals` and `request.auth.principal`. Default: `claims.sub`
+     * when it is a string. A token without one has no request principal (`*` needs a non-empty `sub`).
+     */
+    requestSubject?: string;
     /** Verified JWT audiences, for `when: request.auth.audiences`. */
     audiences?: readonly string[];
     /** Verified JWT `azp`, for `when: request.auth.presenter`. */
@@ -359,6 +373,29 @@ function optionalPort(value: unknown, field: string): number | undefined {
   if (value === undefined) return undefined;
   if (!isPort(value)) throw invalid(`${field} is not a port: ${describe(value)}`);
   return value;
+}
+
+/**
+ * The issuer and subject `requestPrincipals` match, as Envoy reads them from the verified payload
+ * (`iss`, `sub`): given on their own, else the claims' (strings only), else a lone `iss/sub` split at
+ * its last `/` as istiod splits a pattern.
+ */
+function tokenIdentity(
+  issuer: string | undefined,
+  subject: string | undefined,
+  claims: Record<string, unknown> | undefined,
+  principal: string | undefined,
+): { issuer: string | undefined; subject: string | undefined } {
+  if (issuer !== undefined || subject !== undefined) return { issuer, subject };
+  if (claims !== undefined && (Object.hasOwn(claims, "iss") || Object.hasOwn(claims, "sub"))) {
+    const str = (v: unknown) => (typeof v === "string" ? v : undefined);
+    return { issuer: str(claims.iss), subject: str(claims.sub) };
+  }
+  if (principal === undefined) return { issuer: undefined, subject: undefined };
+  const slash = principal.lastIndexOf("/");
+  return slash < 0
+    ? { issuer: principal, subject: undefined }
+    : { issuer: principal.slice(0, slash), subject: principal.slice(slash + 1) };
 }
 
 function optionalString(value: unknown, field: string): string | undefined {
@@ -1204,6 +1241,8 @@ export class AuthorizationEngine {
       throw invalid(`http.pathNormalized must be a boolean, not ${describe(pathNormalized)}`);
     const headers = checkHeaders(raw.headers);
     const requestPrincipal = optionalString(raw.requestPrincipal, "http.requestPrincipal");
+    const requestIssuer = optionalString(raw.requestIssuer, "http.requestIssuer");
+    const requestSubject = optionalString(raw.requestSubject, "http.requestSubject");
     const presenter = optionalString(raw.presenter, "http.presenter");
     const audiences = optionalStrings(raw.audiences, "http.audiences");
     const claims = raw.claims;
@@ -1243,6 +1282,9 @@ export class AuthorizationEngine {
       claims: claims ?? {},
     };
     if (requestPrincipal !== undefined) request.requestPrincipal = requestPrincipal;
+    if (requestIssuer !== undefined) request.requestIssuer = requestIssuer;
+    if (requestSubject !== undefined) request.requestSubject = requestSubject;
+    const token = tokenIdentity(requestIssuer, requestSubject, claims, requestPrincipal);
     if (presenter !== undefined) request.presenter = presenter;
     if (remoteIpText !== undefined) request.remoteIp = remoteIpText;
     return {
@@ -1253,6 +1295,8 @@ export class AuthorizationEngine {
         path: policyPath,
         headers,
         requestPrincipal,
+        requestIssuer: token.issuer,
+        requestSubject: token.subject,
         audiences: audiences ?? [],
         presenter,
         claims: claims ?? {},

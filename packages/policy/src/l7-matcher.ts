@@ -18,7 +18,12 @@ export interface HttpAttributes {
   readonly path: string;
   /** Lower-case header name to its values joined with ",". */
   readonly headers: ReadonlyMap<string, string>;
+  /** `iss/sub`, for explanations; matching reads `requestIssuer` and `requestSubject`. */
   readonly requestPrincipal: string | undefined;
+  /** The verified JWT's `iss` claim (a string), if any. */
+  readonly requestIssuer: string | undefined;
+  /** The verified JWT's `sub` claim (a string), if any. */
+  readonly requestSubject: string | undefined;
   readonly audiences: readonly string[];
   readonly presenter: string | undefined;
   readonly claims: Readonly<Record<string, unknown>>;
@@ -135,10 +140,74 @@ function and(preds: (Pred | undefined)[]): Pred {
   };
 }
 
+/** One side of a request principal pattern, as istiod writes Envoy's string matcher for it. */
+type ClaimMatch =
+  | { readonly kind: "any" }
+  | { readonly kind: "exact" | "prefix" | "suffix"; readonly value: string };
+
+/** A `requestPrincipals` (or `request.auth.principal`) value: an issuer and a subject pattern. */
+export interface RequestPrincipalMatch {
+  readonly iss: ClaimMatch;
+  readonly sub: ClaimMatch;
+}
+
+const ANY_CLAIM: ClaimMatch = { kind: "any" };
+
+/**
+ * istiod's `requestPrincipalGenerator` (pilot/pkg/security/authz/model/generator.go): the value is split
+ * at its last `/` (an issuer may be a URL); `*` is any issuer and any subject; a leading `*` makes the
+ * issuer a suffix and the subject exact (`*` before the `/`: any issuer), or with no `/` any issuer and
+ * a subject suffix; a trailing `*` keeps the issuer exact and makes the subject a prefix (`/*`: any
+ * subject), or with no `/` an issuer prefix and any subject; anything else is exact on both sides.
+ */
+export function compileRequestPrincipal(value: string): RequestPrincipalMatch {
+  const idx = value.lastIndexOf("/");
+  const found = idx >= 0;
+  const iss = found ? value.slice(0, idx) : value;
+  const sub = found ? value.slice(idx + 1) : "";
+  const exact = (v: string): ClaimMatch => ({ kind: "exact", value: v });
+  if (value === "*") return { iss: ANY_CLAIM, sub: ANY_CLAIM };
+  if (value.startsWith("*")) {
+    if (found)
+      return { iss: iss === "*" ? ANY_CLAIM : { kind: "suffix", value: iss.slice(1) }, sub: exact(sub) };
+    return { iss: ANY_CLAIM, sub: { kind: "suffix", value: value.slice(1) } };
+  }
+  if (value.endsWith("*")) {
+    if (found)
+      return { iss: exact(iss), sub: sub === "*" ? ANY_CLAIM : { kind: "prefix", value: sub.slice(0, -1) } };
+    return { iss: { kind: "prefix", value: value.slice(0, -1) }, sub: ANY_CLAIM };
+  }
+  return { iss: exact(iss), sub: exact(sub) };
+}
+
+/** Envoy's string matcher on a claim; a claim that is absent (or not a string) never matches. */
+function matchClaim(m: ClaimMatch, v: string | undefined): boolean {
+  if (v === undefined) return false;
+  switch (m.kind) {
+    // Envoy's `.+` (RE2, full match): at least one character, `.` not matching a newline.
+    case "any":
+      return v.length > 0 && !v.includes("\n");
+    case "exact":
+      return v === m.value;
+    case "prefix":
+      return v.startsWith(m.value);
+    case "suffix":
+      return v.endsWith(m.value);
+  }
+}
+
+const matchRequestPrincipal = (m: RequestPrincipalMatch, http: HttpAttributes): boolean =>
+  matchClaim(m.iss, http.requestIssuer) && matchClaim(m.sub, http.requestSubject);
+
 function compileSource(s: Source, namespace: string): Pred {
   return and([
     listPred(str(s.principals), str(s.notPrincipals), principalOf, sm),
-    listPred(str(s.requestPrincipals), str(s.notRequestPrincipals), (a) => a.http?.requestPrincipal, sm),
+    listPred(
+      s.requestPrincipals?.map(compileRequestPrincipal),
+      s.notRequestPrincipals?.map(compileRequestPrincipal),
+      (a) => a.http,
+      matchRequestPrincipal,
+    ),
     listPred(str(s.namespaces), str(s.notNamespaces), namespaceOf, sm),
     listPred(
       serviceAccounts(s.serviceAccounts, namespace),
@@ -203,8 +272,10 @@ function claimValues(
     cur = (cur as Record<string, unknown>)[p];
   }
   if (cur === undefined || cur === null) return undefined;
-  const list = Array.isArray(cur) ? cur : [cur];
-  return list.filter((v) => ["string", "number", "boolean"].includes(typeof v)).map(String);
+  // Envoy's metadata matcher compares strings, and lists of strings, only: `true` is not "true".
+  if (typeof cur === "string") return [cur];
+  if (!Array.isArray(cur)) return [];
+  return cur.filter((v): v is string => typeof v === "string");
 }
 
 function compileCondition(cond: Condition, namespace: string): Pred {
@@ -272,7 +343,14 @@ function compileCondition(cond: Condition, namespace: string): Pred {
         ) ?? (() => true)
       );
     case "request.auth.principal":
-      return listPred(str(values), str(notValues), (a) => a.http?.requestPrincipal, sm) ?? (() => true);
+      return (
+        listPred(
+          values?.map(compileRequestPrincipal),
+          notValues?.map(compileRequestPrincipal),
+          (a) => a.http,
+          matchRequestPrincipal,
+        ) ?? (() => true)
+      );
     case "request.auth.presenter":
       return listPred(str(values), str(notValues), (a) => a.http?.presenter, sm) ?? (() => true);
     case "request.auth.audiences":
