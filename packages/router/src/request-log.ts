@@ -26,19 +26,39 @@ export interface RequestAuthInput {
  * `jwt_authn` does.
  */
 export type RequestAuthOutcome =
-  | { kind: "anonymous" }
+  | {
+      kind: "anonymous";
+      /**
+       * Request headers removed before policy and the backend read them: those an authenticator writes
+       * from verified credentials only (Istio `outputPayloadToHeader`, `outputClaimToHeaders`), which a
+       * client must not be able to send in their place.
+       */
+      removeHeaders?: readonly string[];
+    }
   | {
       kind: "authenticated";
-      /** `request.auth.principal`: `<iss>/<sub>`. */
-      principal: string;
+      /**
+       * `request.auth.principal`: `<iss>/<sub>`. None for a credential without a subject (a JWT without
+       * a non-empty string `sub`): it is valid, its claims count, but it names no principal.
+       */
+      principal?: string;
       /** `request.auth.audiences`. */
       audiences: readonly string[];
       /** `request.auth.presenter` (the `azp` claim). */
       presenter?: string;
       /** `request.auth.claims`. */
       claims: Record<string, unknown>;
-      /** Request headers removed before the request goes upstream (Istio `forwardOriginalToken: false`). */
+      /**
+       * Request headers removed before policy and the backend read them (Istio `forwardOriginalToken:
+       * false`, and the headers `addHeaders` writes, which the client's own must not stand in for).
+       */
       removeHeaders?: readonly string[];
+      /**
+       * Request headers added after `removeHeaders` went, from the verified credential (Istio
+       * `outputPayloadToHeader`, `outputClaimToHeaders`), in order; policy and the backend read them.
+       * A name or value a header cannot carry (CR, LF, NUL) is left out.
+       */
+      addHeaders?: readonly (readonly [name: string, value: string])[];
     }
   | { kind: "rejected"; reason: string };
 

@@ -1600,6 +1600,9 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
   }
 
   const ANONYMOUS: RequestAuthOutcome = Object.freeze({ kind: "anonymous" });
+  /** An HTTP field name (RFC 9110 token) and a value without CR, LF or NUL: what an authenticator may add. */
+  const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
+  const HEADER_VALUE = /^[^\r\n\0]*$/;
   const AUTH_FAILED: RequestAuthOutcome = Object.freeze({
     kind: "rejected",
     reason: "authentication failed",
@@ -1649,7 +1652,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
         headers: policyHeaders(x, head),
         ...(auth.kind === "authenticated"
           ? {
-              requestPrincipal: auth.principal,
+              ...(auth.principal === undefined ? {} : { requestPrincipal: auth.principal }),
               audiences: auth.audiences,
               claims: auth.claims,
               ...(auth.presenter === undefined ? {} : { presenter: auth.presenter }),
@@ -2072,9 +2075,19 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
         "www-authenticate": 'Bearer realm="ambient", error="invalid_token"',
       });
     }
+    // The same map is policy's `request.headers` and what goes upstream: both read the edits.
+    for (const name of auth.removeHeaders ?? []) delete headers[name.toLowerCase()];
     if (auth.kind === "authenticated") {
-      x.requestPrincipal = auth.principal;
-      for (const name of auth.removeHeaders ?? []) delete headers[name.toLowerCase()];
+      if (auth.principal !== undefined) x.requestPrincipal = auth.principal;
+      for (const [name, value] of auth.addHeaders ?? []) {
+        const key = name.toLowerCase();
+        if (!HEADER_NAME.test(key) || !HEADER_VALUE.test(value)) {
+          logger.debug({ header: key }, "authenticator header not set: not a valid field");
+          continue;
+        }
+        const old = headers[key];
+        headers[key] = old === undefined ? value : [...(Array.isArray(old) ? old : [old]), value];
+      }
     }
     const decision = authorize(x, head, auth);
     if (decision?.badRequest !== true) x.decision = decision;

@@ -630,6 +630,66 @@ describe("response heads a backend sends that the client cannot be sent as they 
   });
 });
 
+describe("header edits of an authenticator reach policy and the backend alike", () => {
+  let a: Backend;
+  let wp: Waypoint;
+  const seen: AuthorizationRequest[] = [];
+
+  before(async () => {
+    a = await startBackend("a");
+    wp = await startWaypoint(
+      { "default/a": [a.endpoint] },
+      {
+        policy: denyAdmin(seen),
+        routes: [httpRoute("r", [{ backendRefs: [{ name: "a", port: 80 }] }])],
+        authenticate: (input) =>
+          input.headers.authorization === "Bearer good"
+            ? {
+                kind: "authenticated",
+                audiences: [],
+                claims: { iss: "issuer" },
+                removeHeaders: ["x-user", "authorization"],
+                addHeaders: [
+                  ["x-user", "alice"],
+                  ["x-bad", "a\r\nx-injected: 1"],
+                ],
+              }
+            : { kind: "anonymous", removeHeaders: ["x-user"] },
+      },
+    );
+  });
+  after(async () => {
+    await wp.close();
+    await stopServer(a.server);
+  });
+
+  it("removes the headers an anonymous request may not carry", async () => {
+    const before = a.requests.length;
+    seen.length = 0;
+    assert.equal((await request(wp.port, { path: "/x", headers: { "x-user": "admin" } })).status, 200);
+    assert.equal(a.requests[before]?.headers["x-user"], undefined);
+    assert.equal(seen[0]?.http?.headers?.["x-user"], undefined);
+  });
+
+  it("sets the verified ones, with no principal when the credential names none", async () => {
+    const before = a.requests.length;
+    seen.length = 0;
+    const res = await request(wp.port, {
+      path: "/x",
+      headers: { "x-user": "admin", authorization: "Bearer good" },
+    });
+    assert.equal(res.status, 200);
+    const got = a.requests[before]?.headers ?? {};
+    assert.equal(got["x-user"], "alice");
+    assert.equal(got.authorization, undefined);
+    assert.equal(got["x-bad"], undefined, "a value with CR/LF is not set");
+    assert.equal(got["x-injected"], undefined);
+    assert.equal(seen[0]?.http?.headers?.["x-user"], "alice");
+    assert.equal(seen[0]?.http?.requestPrincipal, undefined);
+    assert.deepEqual(seen[0]?.http?.claims, { iss: "issuer" });
+  });
+});
+
 describe("one host for policy, routing and the backend", () => {
   let a: Backend;
   let wp: Waypoint;
