@@ -91,7 +91,9 @@ describe("findTokens", () => {
     ["nothing", {}, "", []],
     ["a bearer header", { authorization: "Bearer t1" }, "", ["t1"]],
     ["another scheme", { authorization: "Basic abc" }, "", []],
-    ["an empty bearer", { authorization: "Bearer " }, "", []],
+    // Envoy's extractor: no base64url character after the prefix gives the whole value, which fails.
+    ["a bearer with no token characters", { authorization: "Bearer !" }, "", ["Bearer !"]],
+    ["the prefix after another scheme", { authorization: "Basic x, Bearer t4" }, "", ["t4"]],
     ["the access_token parameter", {}, "?a=1&access_token=t2", ["t2"]],
     ["a custom header", { "x-jwt": "t3" }, "", ["t3"]],
     [
@@ -291,5 +293,178 @@ describe("RequestAuthenticationStore", () => {
       assert.equal(await outcome([toService], entry), "anonymous");
       assert.equal(await outcome([toService], api), "authenticated");
     });
+  });
+});
+
+describe("Envoy jwt_authn semantics", async () => {
+  const { publicKey, privateKey } = await generateKeyPair("ES256");
+  const attacker = (await generateKeyPair("ES256")).privateKey;
+  const jwks = JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: "k", alg: "ES256" }] });
+  const sign = (claims: Record<string, unknown>, key = privateKey) =>
+    new SignJWT(claims).setProtectedHeader({ alg: "ES256", kid: "k" }).setExpirationTime("5m").sign(key);
+  const storeWith = (rule: Record<string, unknown>) => {
+    const store = new RequestAuthenticationStore(WAYPOINT);
+    assert.deepEqual(store.apply([ra("a", { jwtRules: [{ issuer: "https://iss", jwks, ...rule }] })]), []);
+    return store;
+  };
+  const input = (headers: Record<string, string | string[]>, query = "") => ({
+    method: "GET",
+    path: "/",
+    query,
+    host: "api",
+    headers: { ...headers },
+    service: { name: "api", namespace: "shop" },
+  });
+  const OUTPUTS = {
+    outputPayloadToHeader: "X-Jwt-Payload",
+    outputClaimToHeaders: [
+      { header: "x-user", claim: "sub" },
+      { header: "x-level", claim: "level" },
+      { header: "x-team", claim: "org.team" },
+      { header: "x-groups", claim: "groups" },
+    ],
+  };
+  const SPOOFED = { "x-jwt-payload": "eyJzdWIiOiJhZG1pbiJ9", "x-user": "admin", "x-team": "root" };
+
+  it("removes the output headers from every request, with or without a token", async () => {
+    const store = storeWith(OUTPUTS);
+    const request = input({ ...SPOOFED, "x-other": "kept" });
+    assert.deepEqual(await store.authenticate(request), {
+      kind: "anonymous",
+      removeHeaders: ["x-jwt-payload", "x-user", "x-level", "x-team", "x-groups"],
+    });
+  });
+
+  it("sets the output headers from the verified token only", async () => {
+    const store = storeWith(OUTPUTS);
+    const t = await sign({
+      iss: "https://iss",
+      sub: "alice",
+      level: 5,
+      org: { team: "core" },
+      groups: ["g"],
+    });
+    const request = input({ ...SPOOFED, authorization: `Bearer ${t}` });
+    const out = await store.authenticate(request);
+    assert.equal(out.kind, "authenticated");
+    if (out.kind !== "authenticated") return;
+    // The token header goes too (forwardOriginalToken false), then the client's output headers.
+    assert.deepEqual(out.removeHeaders, [
+      "authorization",
+      "x-jwt-payload",
+      "x-user",
+      "x-level",
+      "x-team",
+      "x-groups",
+    ]);
+    assert.deepEqual(out.addHeaders, [
+      ["x-jwt-payload", t.split(".")[1]],
+      ["x-user", "alice"],
+      ["x-level", "5"],
+      ["x-team", "core"],
+    ]);
+    assert.deepEqual(
+      request.headers,
+      { ...SPOOFED, authorization: `Bearer ${t}` },
+      "the router edits, not this",
+    );
+  });
+
+  it("sets nothing when a token fails: the request is refused", async () => {
+    const store = storeWith(OUTPUTS);
+    const t = await sign({ iss: "https://iss", sub: "alice" }, attacker);
+    const request = input({ ...SPOOFED, authorization: `Bearer ${t}` });
+    assert.equal((await store.authenticate(request)).kind, "rejected");
+  });
+
+  it("refuses output header names that are not header names", () => {
+    for (const rule of [
+      { outputPayloadToHeader: "x y" },
+      { outputPayloadToHeader: 1 },
+      { outputClaimToHeaders: [{ header: ":path", claim: "sub" }] },
+      { outputClaimToHeaders: [{ header: "x-user" }] },
+      { outputClaimToHeaders: [{ header: "content-length", claim: "sub" }] },
+      { fromCookies: [""] },
+      { spaceDelimitedClaims: "roles" },
+    ]) {
+      assert.throws(
+        () =>
+          compileRequestAuthentication(
+            ra("x", { jwtRules: [{ issuer: "i", jwks: JWKS, ...rule }] }),
+            WAYPOINT,
+          ),
+        WaypointError,
+        JSON.stringify(rule),
+      );
+    }
+  });
+
+  it("gives no request principal for a token without a non-empty string sub, but keeps its claims", async () => {
+    const rules = compileRequestAuthentication(
+      ra("a", { jwtRules: [{ issuer: "https://iss", jwks }] }),
+      WAYPOINT,
+    ).rules;
+    for (const sub of [undefined, "", 42]) {
+      const t = await sign({ iss: "https://iss", groups: ["g"], ...(sub === undefined ? {} : { sub }) });
+      const out = await authenticateRequest({ headers: { authorization: `Bearer ${t}` }, query: "" }, rules);
+      assert.equal(out.kind, "authenticated");
+      if (out.kind !== "authenticated") continue;
+      assert.equal(out.principal, undefined, String(sub));
+      assert.deepEqual(out.claims.groups, ["g"]);
+    }
+  });
+
+  it("splits scope, permission and spaceDelimitedClaims on spaces for policy", async () => {
+    const rules = compileRequestAuthentication(
+      ra("a", { jwtRules: [{ issuer: "https://iss", jwks, spaceDelimitedClaims: ["roles"] }] }),
+      WAYPOINT,
+    ).rules;
+    const t = await sign({
+      iss: "https://iss",
+      sub: "u",
+      scope: "read  admin",
+      permission: "p1 p2",
+      roles: "r1 r2",
+      other: "a b",
+      list: ["x y"],
+    });
+    const out = await authenticateRequest({ headers: { authorization: `Bearer ${t}` }, query: "" }, rules);
+    assert.equal(out.kind, "authenticated");
+    if (out.kind !== "authenticated") return;
+    assert.deepEqual(out.claims.scope, ["read", "admin"]);
+    assert.deepEqual(out.claims.permission, ["p1", "p2"]);
+    assert.deepEqual(out.claims.roles, ["r1", "r2"]);
+    assert.equal(out.claims.other, "a b");
+    assert.deepEqual(out.claims.list, ["x y"]);
+  });
+
+  it("reads a token from fromCookies, and only there when only cookies are listed", async () => {
+    const store = storeWith({ fromCookies: ["session"] });
+    const good = await sign({ iss: "https://iss", sub: "alice" });
+    const forged = await sign({ iss: "https://iss", sub: "alice" }, attacker);
+    const ok = input({ cookie: `a=b; session=${good}; c=d` });
+    const out = await store.authenticate(ok);
+    assert.equal(out.kind, "authenticated");
+    // Envoy does not remove a cookie token (JwtCookieLocation::removeJwt is a no-op).
+    assert.equal(ok.headers.cookie, `a=b; session=${good}; c=d`);
+    assert.equal((await store.authenticate(input({ cookie: `session="${good}"` }))).kind, "authenticated");
+    assert.equal((await store.authenticate(input({ cookie: `session=${forged}` }))).kind, "rejected");
+    assert.equal((await store.authenticate(input({ cookie: "session=garbage" }))).kind, "rejected");
+    assert.equal((await store.authenticate(input({ authorization: `Bearer ${forged}` }))).kind, "anonymous");
+  });
+
+  it("finds the prefix anywhere in the header value, as Envoy's extractor does", async () => {
+    const store = storeWith({});
+    const forged = await sign({ iss: "https://iss", sub: "alice" }, attacker);
+    const good = await sign({ iss: "https://iss", sub: "alice" });
+    assert.equal(
+      (await store.authenticate(input({ authorization: `Basic Zm9v, Bearer ${forged}` }))).kind,
+      "rejected",
+    );
+    assert.equal(
+      (await store.authenticate(input({ authorization: `Basic Zm9v, Bearer ${good}` }))).kind,
+      "authenticated",
+    );
+    assert.equal((await store.authenticate(input({ authorization: "Basic Zm9v" }))).kind, "anonymous");
   });
 });

@@ -24,7 +24,16 @@ import {
 /** Where a rule looks for a token. */
 export type TokenLocation =
   | { kind: "header"; name: string; prefix: string }
-  | { kind: "param"; name: string };
+  | { kind: "param"; name: string }
+  | { kind: "cookie"; name: string };
+
+/** `outputClaimToHeaders`: the request header a verified token's claim is copied to. */
+export interface ClaimToHeader {
+  /** Lower-case. */
+  header: string;
+  /** A top-level claim, or a nested one as `a.b` (Envoy reads the path split at `.`). */
+  claim: string;
+}
 
 /** One `jwtRules` entry, checked and ready to verify with. */
 export interface CompiledJwtRule {
@@ -33,6 +42,15 @@ export interface CompiledJwtRule {
   audiences: readonly string[];
   locations: readonly TokenLocation[];
   forwardOriginalToken: boolean;
+  /** `outputPayloadToHeader` (lower-case): set to the verified token's payload, base64url as in the token. */
+  outputPayloadToHeader: string | undefined;
+  /** `outputClaimToHeaders`. */
+  outputClaimToHeaders: readonly ClaimToHeader[];
+  /**
+   * The claims whose string value policy sees split on spaces: `scope` and `permission` always, then
+   * `spaceDelimitedClaims` (Istio's `buildSpaceDelimitedClaims`).
+   */
+  spaceDelimitedClaims: readonly string[];
   /** Where the keys come from, for `/config_dump`. */
   keySource: "jwks" | string;
   keys: JWTVerifyGetKey;
@@ -79,6 +97,34 @@ function strings(value: unknown, key: string, field: string): string[] {
   return value;
 }
 
+/** Istio's validation of `outputClaimToHeaders[].header`. */
+const HEADER_NAME = /^[-_A-Za-z0-9]+$/;
+/**
+ * Headers the router owns (framing, hop-by-hop, the authority): a claim or payload written there would
+ * change what the request is, not what it says.
+ */
+const RESERVED_HEADERS = new Set([
+  "host",
+  "content-length",
+  "transfer-encoding",
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "upgrade",
+  "expect",
+]);
+
+function outputHeader(value: unknown, key: string, field: string): string {
+  if (typeof value !== "string" || !HEADER_NAME.test(value)) {
+    throw invalid(key, `${field} must be a header name (letters, digits, "-" and "_")`);
+  }
+  const name = value.toLowerCase();
+  if (RESERVED_HEADERS.has(name)) throw invalid(key, `${field} may not be ${JSON.stringify(name)}`);
+  return name;
+}
+
 /** Gateway API durations in `timeout` (`"5s"`, `"500ms"`): only what Istio's `Duration` fields carry. */
 function durationMs(value: unknown, key: string, field: string): number {
   if (value === undefined) return DEFAULT_JWKS_TIMEOUT_MS;
@@ -111,6 +157,29 @@ function compileRule(raw: unknown, index: number, key: string, remote: RemoteKey
     if (name === "") throw invalid(key, `${field}.fromParams has an empty name`);
     locations.push({ kind: "param", name });
   }
+  for (const name of strings(raw.fromCookies, key, `${field}.fromCookies`)) {
+    if (name === "") throw invalid(key, `${field}.fromCookies has an empty name`);
+    locations.push({ kind: "cookie", name });
+  }
+  const outputPayloadToHeader =
+    raw.outputPayloadToHeader === undefined || raw.outputPayloadToHeader === ""
+      ? undefined
+      : outputHeader(raw.outputPayloadToHeader, key, `${field}.outputPayloadToHeader`);
+  const rawClaimHeaders = raw.outputClaimToHeaders ?? [];
+  if (!Array.isArray(rawClaimHeaders)) throw invalid(key, `${field}.outputClaimToHeaders must be a list`);
+  const outputClaimToHeaders = rawClaimHeaders.map((c, i): ClaimToHeader => {
+    const at = `${field}.outputClaimToHeaders[${i}]`;
+    if (!isRecord(c)) throw invalid(key, `${at} must be an object`);
+    if (typeof c.claim !== "string" || c.claim === "") throw invalid(key, `${at}.claim is required`);
+    return { header: outputHeader(c.header, key, `${at}.header`), claim: c.claim };
+  });
+  const spaceDelimitedClaims = [
+    ...new Set([
+      "scope",
+      "permission",
+      ...strings(raw.spaceDelimitedClaims, key, `${field}.spaceDelimitedClaims`),
+    ]),
+  ];
   const timeoutMs = durationMs(raw.timeout, key, `${field}.timeout`);
   let keys: JWTVerifyGetKey;
   let keySource: string;
@@ -162,6 +231,9 @@ function compileRule(raw: unknown, index: number, key: string, remote: RemoteKey
     audiences: strings(raw.audiences, key, `${field}.audiences`),
     locations: locations.length === 0 ? DEFAULT_TOKEN_LOCATIONS : locations,
     forwardOriginalToken: raw.forwardOriginalToken === true,
+    outputPayloadToHeader,
+    outputClaimToHeaders,
+    spaceDelimitedClaims,
     keySource,
     keys,
   };
@@ -230,7 +302,42 @@ export interface FoundToken {
 }
 
 function locationKey(l: TokenLocation): string {
-  return l.kind === "header" ? `h:${l.name}:${l.prefix}` : `p:${l.name}`;
+  return l.kind === "header" ? `h:${l.name}:${l.prefix}` : l.kind === "param" ? `p:${l.name}` : `c:${l.name}`;
+}
+
+/** RFC 4648 base64url plus `.`: where Envoy's extractor starts a token after the prefix. */
+const JWT_CHAR = /[A-Za-z0-9_.-]/;
+
+/**
+ * Envoy's `ExtractorImpl::extract` for a header: with a prefix, the prefix anywhere in the value, then
+ * the token from the first base64url or `.` character after it to the end (the whole value when there
+ * is none); without a prefix, the whole value.
+ */
+function tokenInHeader(value: string, prefix: string): string | undefined {
+  if (prefix === "") return value;
+  const at = value.indexOf(prefix);
+  if (at < 0) return undefined;
+  for (let i = at + prefix.length; i < value.length; i++) {
+    if (JWT_CHAR.test(value[i] as string)) return value.slice(i);
+  }
+  return value;
+}
+
+/**
+ * Envoy's `Http::Utility::parseCookies` for one name: `;`-separated pairs (every `cookie` line), the
+ * first pair of that name, its value unquoted.
+ */
+function cookieValue(raw: string | readonly string[] | undefined, name: string): string | undefined {
+  for (const line of Array.isArray(raw) ? raw : raw === undefined ? [] : [raw as string]) {
+    for (const pair of line.split(";")) {
+      const eq = pair.indexOf("=");
+      if (eq < 0 || pair.slice(0, eq).trim() !== name) continue;
+      let v = pair.slice(eq + 1).trim();
+      if (v.length >= 2 && v.startsWith('"') && v.endsWith('"')) v = v.slice(1, -1);
+      return v;
+    }
+  }
+  return undefined;
 }
 
 function queryParams(query: string): URLSearchParams {
@@ -256,11 +363,12 @@ export function findTokens(
       if (location.kind === "header") {
         const raw = request.headers[location.name];
         for (const value of Array.isArray(raw) ? raw : raw === undefined ? [] : [raw]) {
-          const v = String(value);
-          if (!v.startsWith(location.prefix)) continue;
-          const token = v.slice(location.prefix.length).trim();
-          if (token !== "") out.push({ token, location });
+          const token = tokenInHeader(String(value), location.prefix);
+          if (token !== undefined && token !== "") out.push({ token, location });
         }
+      } else if (location.kind === "cookie") {
+        const token = cookieValue(request.headers.cookie, location.name);
+        if (token !== undefined && token !== "") out.push({ token, location });
       } else {
         params ??= queryParams(request.query);
         for (const token of params.getAll(location.name)) if (token !== "") out.push({ token, location });
@@ -270,16 +378,82 @@ export function findTokens(
   return out;
 }
 
+/**
+ * What {@link authenticateRequest} answers: the router's outcome, where an authenticated request
+ * carries the headers its tokens' rules set (a token without a non-empty string `sub` has no request
+ * principal, as in Istio: the router then logs `-` and hands policy none).
+ */
+export type WaypointAuthOutcome =
+  | Exclude<RequestAuthOutcome, { kind: "authenticated" }>
+  | (Extract<RequestAuthOutcome, { kind: "authenticated" }> & {
+      /** `outputPayloadToHeader` and `outputClaimToHeaders` of the verified tokens, in order. */
+      setHeaders?: readonly (readonly [name: string, value: string])[];
+    });
+
+/** The header names `outputPayloadToHeader` and `outputClaimToHeaders` of `rules` write. */
+export function outputHeaderNames(rules: readonly CompiledJwtRule[]): string[] {
+  const out = new Set<string>();
+  for (const r of rules) {
+    if (r.outputPayloadToHeader !== undefined) out.add(r.outputPayloadToHeader);
+    for (const c of r.outputClaimToHeaders) out.add(c.header);
+  }
+  return [...out];
+}
+
+/**
+ * Envoy's `addJWTClaimToHeader`: a string as it is, a number as an integer when it is a non-negative
+ * whole one (else `std::to_string`'s six decimals), a boolean as `true`/`false`; anything else, and an
+ * empty string, sets nothing. A nested claim is named `a.b`.
+ */
+function claimHeaderValue(claims: Record<string, unknown>, claim: string): string | undefined {
+  let cur: unknown = claims;
+  for (const part of claim.split(".")) {
+    if (typeof cur !== "object" || cur === null || Array.isArray(cur) || !Object.hasOwn(cur, part)) {
+      return undefined;
+    }
+    cur = (cur as Record<string, unknown>)[part];
+  }
+  let value: string | undefined;
+  if (typeof cur === "string") value = cur;
+  else if (typeof cur === "boolean") value = cur ? "true" : "false";
+  else if (typeof cur === "number" && Number.isFinite(cur)) {
+    value = cur >= 0 && Number.isInteger(cur) && cur < 2 ** 64 ? BigInt(cur).toString() : cur.toFixed(6);
+  }
+  return value === "" ? undefined : value;
+}
+
+/**
+ * The claims policy matches `request.auth.claims[...]` against, as Envoy writes the payload to its
+ * metadata (`normalize_payload_in_metadata`): each top-level claim of `names` that is a string, split
+ * on spaces (empty parts skipped; one with no part is left as it is).
+ */
+function withSpaceDelimitedClaims(
+  claims: Record<string, unknown>,
+  names: readonly string[],
+): Record<string, unknown> {
+  let out = claims;
+  for (const name of names) {
+    const v = Object.hasOwn(claims, name) ? claims[name] : undefined;
+    if (typeof v !== "string") continue;
+    const parts = v.split(" ").filter((p) => p !== "");
+    if (parts.length === 0) continue;
+    if (out === claims) out = { ...claims };
+    out[name] = parts;
+  }
+  return out;
+}
+
 /** Verifies the tokens of a request against the rules in force. */
 export async function authenticateRequest(
   request: Pick<RequestAuthInput, "headers" | "query">,
   rules: readonly CompiledJwtRule[],
-): Promise<RequestAuthOutcome> {
+): Promise<WaypointAuthOutcome> {
   if (rules.length === 0) return { kind: "anonymous" };
   const tokens = findTokens(request, rules);
   if (tokens.length === 0) return { kind: "anonymous" };
-  let first: Extract<RequestAuthOutcome, { kind: "authenticated" }> | undefined;
+  let first: Extract<WaypointAuthOutcome, { kind: "authenticated" }> | undefined;
   const removeHeaders = new Set<string>();
+  const setHeaders: [string, string][] = [];
   for (const { token, location } of tokens) {
     let issuer: unknown;
     try {
@@ -309,20 +483,53 @@ export async function authenticateRequest(
       }
     }
     if (verified === undefined || rule === undefined) return { kind: "rejected", reason };
+    // Envoy removes a header token; a cookie one it leaves (JwtCookieLocation::removeJwt is a no-op);
+    // a query parameter one the router cannot take out of the path it forwards (see README).
     if (location.kind === "header" && !rule.forwardOriginalToken) removeHeaders.add(location.name);
+    const payload = verified.payload as Record<string, unknown>;
+    // Envoy's handleGoodJwt, for every verified token: the payload as it is in the token, the claims.
+    if (rule.outputPayloadToHeader !== undefined) {
+      setHeaders.push([rule.outputPayloadToHeader, token.split(".")[1] ?? ""]);
+    }
+    for (const { header, claim } of rule.outputClaimToHeaders) {
+      const value = claimHeaderValue(payload, claim);
+      if (value !== undefined) setHeaders.push([header, value]);
+    }
     if (first !== undefined) continue;
-    const claims = verified.payload as Record<string, unknown>;
+    const claims = withSpaceDelimitedClaims(payload, rule.spaceDelimitedClaims);
     const aud = claims.aud;
+    const sub = claims.sub;
     first = {
       kind: "authenticated",
-      principal: `${String(claims.iss)}/${typeof claims.sub === "string" ? claims.sub : ""}`,
+      // Istio's `*` is `iss ~ .+` and `sub ~ .+`: no principal without a non-empty string `sub`.
+      ...(typeof sub === "string" && sub !== "" ? { principal: `${String(claims.iss)}/${sub}` } : {}),
       audiences: typeof aud === "string" ? [aud] : Array.isArray(aud) ? aud.map(String) : [],
       claims,
       ...(typeof claims.azp === "string" ? { presenter: claims.azp } : {}),
     };
   }
   if (first === undefined) return { kind: "anonymous" };
-  return { ...first, removeHeaders: [...removeHeaders] };
+  return { ...first, removeHeaders: [...removeHeaders], setHeaders };
+}
+
+/**
+ * The outcome as the router takes it, with Envoy's `sanitizeHeaders` and `handleGoodJwt`'s header
+ * writes as its edits: the output headers of the rules in force (`outputNames`) go from every request
+ * they apply to, token or not (a client's own must not stand in for them), and are set from verified
+ * tokens only. The router applies both to the one header map that policy's `request.headers[...]` and
+ * the backend read. A token without a usable `sub` gives no `principal`.
+ */
+function toRouterOutcome(outcome: WaypointAuthOutcome, outputNames: readonly string[]): RequestAuthOutcome {
+  if (outcome.kind === "rejected") return outcome;
+  if (outcome.kind === "anonymous") {
+    return outputNames.length === 0 ? outcome : { kind: "anonymous", removeHeaders: outputNames };
+  }
+  const { setHeaders, removeHeaders, ...rest } = outcome;
+  return {
+    ...rest,
+    removeHeaders: [...(removeHeaders ?? []), ...outputNames],
+    ...(setHeaders === undefined || setHeaders.length === 0 ? {} : { addHeaders: setHeaders }),
+  };
 }
 
 /**
@@ -382,9 +589,13 @@ export class RequestAuthenticationStore {
       service,
       kind === "ServiceEntry" ? "ServiceEntry" : "Service",
     );
+    if (rules.length === 0) return ANONYMOUS;
+    // The output headers go from every request the rules apply to, whatever its tokens (Envoy
+    // sanitizes, then extracts), and are set only from verified tokens.
+    const outputNames = outputHeaderNames(rules);
     // Only a request that carries a token waits for verification.
-    if (rules.length === 0 || findTokens(request, rules).length === 0) return ANONYMOUS;
-    return authenticateRequest(request, rules);
+    if (findTokens(request, rules).length === 0) return toRouterOutcome(ANONYMOUS, outputNames);
+    return authenticateRequest(request, rules).then((outcome) => toRouterOutcome(outcome, outputNames));
   };
 
   /** What is in force, for `/config_dump`. */
@@ -397,6 +608,8 @@ export class RequestAuthenticationStore {
       keys: string;
       locations: string[];
       forwardOriginalToken: boolean;
+      outputPayloadToHeader?: string;
+      outputClaimToHeaders?: readonly ClaimToHeader[];
     }[];
   }[] {
     return [...this.#inForce.values()].map((p) => ({
@@ -413,9 +626,11 @@ export class RequestAuthenticationStore {
         locations: r.locations.map((l) =>
           l.kind === "header"
             ? `header ${l.name}${l.prefix === "" ? "" : ` prefix ${JSON.stringify(l.prefix)}`}`
-            : `param ${l.name}`,
+            : `${l.kind} ${l.name}`,
         ),
         forwardOriginalToken: r.forwardOriginalToken,
+        ...(r.outputPayloadToHeader === undefined ? {} : { outputPayloadToHeader: r.outputPayloadToHeader }),
+        ...(r.outputClaimToHeaders.length === 0 ? {} : { outputClaimToHeaders: r.outputClaimToHeaders }),
       })),
     }));
   }

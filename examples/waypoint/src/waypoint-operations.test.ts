@@ -63,6 +63,8 @@ spec:
     - issuer: ${ISSUER_A}
       audiences: [api]
       jwks: '${jwksA}'
+      outputPayloadToHeader: x-jwt-payload
+      outputClaimToHeaders: [{ header: x-user, claim: sub }]
 ---
 apiVersion: security.istio.io/v1
 kind: RequestAuthentication
@@ -81,10 +83,12 @@ metadata: { name: members, namespace: shop }
 spec:
   targetRefs: [{ group: gateway.networking.k8s.io, kind: Gateway, name: waypoint }]
   rules:
-    - to: [{ operation: { notPaths: ["/members", "/members/*"] } }]
+    - to: [{ operation: { notPaths: ["/members", "/members/*", "/admin"] } }]
     - from: [{ source: { requestPrincipals: ["${ISSUER_A}/alice", "${ISSUER_B}/*"] } }]
       to: [{ operation: { paths: ["/members", "/members/*"] } }]
       when: [{ key: "request.auth.claims[groups]", values: [dev] }]
+    - to: [{ operation: { paths: ["/admin"] } }]
+      when: [{ key: "request.headers[x-user]", values: [admin] }]
 `,
   ].join("\n---\n");
 }
@@ -110,6 +114,7 @@ describe("waypoint operator endpoints, access log and RequestAuthentication", { 
   let jwksServer: Server;
   let jwksFetches = 0;
   const seen: { url: string; authorization: string; xJwt: string }[] = [];
+  const identityHeaders: { user: string; payload: string }[] = [];
   const logLines: Record<string, unknown>[] = [];
   let socks = "";
   let keyA: CryptoKey;
@@ -156,6 +161,10 @@ describe("waypoint operator endpoints, access log and RequestAuthentication", { 
         url: req.url ?? "",
         authorization: String(req.headers.authorization ?? "-"),
         xJwt: String(req.headers["x-jwt"] ?? "-"),
+      });
+      identityHeaders.push({
+        user: String(req.headers["x-user"] ?? "-"),
+        payload: String(req.headers["x-jwt-payload"] ?? "-"),
       });
       req.resume();
       res.end(`api got ${req.url}`);
@@ -222,6 +231,23 @@ describe("waypoint operator endpoints, access log and RequestAuthentication", { 
     assert.equal(await get("/members", bearer(await token(keyA, { sub: "bob", groups: ["dev"] }))), 403);
     const param = await token(keyA, { sub: "alice", groups: ["dev"] });
     assert.equal(await get(`/members?access_token=${param}`), 200);
+  });
+
+  it("removes client-set output headers before policy and the backend, and sets them from a verified token", async () => {
+    const spoofed = "x-user: admin\r\nx-jwt-payload: eyJzdWIiOiJhZG1pbiJ9\r\n";
+    // An anonymous client cannot claim the identity policy reads from the header.
+    assert.equal(await get("/admin", spoofed), 403);
+    let before = identityHeaders.length;
+    assert.equal(await get("/open", spoofed), 200);
+    assert.deepEqual(identityHeaders.slice(before), [{ user: "-", payload: "-" }]);
+    // alice's token gives alice's values, whatever the client sent.
+    const alice = await token(keyA, { sub: "alice" });
+    assert.equal(await get("/admin", `${spoofed}${bearer(alice)}`), 403);
+    before = identityHeaders.length;
+    assert.equal(await get("/open", `${spoofed}${bearer(alice)}`), 200);
+    assert.deepEqual(identityHeaders.slice(before), [{ user: "alice", payload: alice.split(".")[1] }]);
+    const admin = await token(keyA, { sub: "admin" });
+    assert.equal(await get("/admin", bearer(admin)), 200);
   });
 
   it("answers 401 to a bad token and never forwards the request", async () => {

@@ -176,6 +176,35 @@ describe("resourceProblem (the NACK decision)", () => {
       /issuer is required/,
     ],
     [
+      "a RequestAuthentication whose outputClaimToHeaders names no header",
+      TypeUrl.waypointPolicy,
+      "RequestAuthentication/shop/p",
+      policy("RequestAuthentication", {
+        jwtRules: [
+          { issuer: "i", jwksUri: "http://127.0.0.1:1/k", outputClaimToHeaders: [{ claim: "sub" }] },
+        ],
+      }),
+      /outputClaimToHeaders\[0\]\.header must be a header name/,
+    ],
+    [
+      "a RequestAuthentication with output headers, cookies and spaceDelimitedClaims",
+      TypeUrl.waypointPolicy,
+      "RequestAuthentication/shop/p",
+      policy("RequestAuthentication", {
+        jwtRules: [
+          {
+            issuer: "i",
+            jwksUri: "http://127.0.0.1:1/k",
+            outputPayloadToHeader: "x-jwt-payload",
+            outputClaimToHeaders: [{ header: "x-user", claim: "sub" }],
+            fromCookies: ["session"],
+            spaceDelimitedClaims: ["roles"],
+          },
+        ],
+      }),
+      undefined,
+    ],
+    [
       "another kind",
       TypeUrl.waypointPolicy,
       "PeerAuthentication/shop/p",
