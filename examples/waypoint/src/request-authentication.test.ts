@@ -370,6 +370,19 @@ describe("Envoy jwt_authn semantics", async () => {
     );
   });
 
+  it("takes a query parameter token out of the forwarded path unless forwardOriginalToken", async () => {
+    const t = await sign({ iss: "https://iss", sub: "alice" });
+    const dropped = await storeWith({}).authenticate(input({}, `?access_token=${t}`));
+    assert.equal(dropped.kind, "authenticated");
+    assert.deepEqual(dropped.kind === "authenticated" ? dropped.removeQueryParams : undefined, [
+      "access_token",
+    ]);
+    const kept = await storeWith({ forwardOriginalToken: true }).authenticate(
+      input({}, `?access_token=${t}`),
+    );
+    assert.equal(kept.kind === "authenticated" ? kept.removeQueryParams : "none", undefined);
+  });
+
   it("sets nothing when a token fails: the request is refused", async () => {
     const store = storeWith(OUTPUTS);
     const t = await sign({ iss: "https://iss", sub: "alice" }, attacker);

@@ -453,6 +453,7 @@ export async function authenticateRequest(
   if (tokens.length === 0) return { kind: "anonymous" };
   let first: Extract<WaypointAuthOutcome, { kind: "authenticated" }> | undefined;
   const removeHeaders = new Set<string>();
+  const removeQueryParams = new Set<string>();
   const setHeaders: [string, string][] = [];
   for (const { token, location } of tokens) {
     let issuer: unknown;
@@ -483,9 +484,12 @@ export async function authenticateRequest(
       }
     }
     if (verified === undefined || rule === undefined) return { kind: "rejected", reason };
-    // Envoy removes a header token; a cookie one it leaves (JwtCookieLocation::removeJwt is a no-op);
-    // a query parameter one the router cannot take out of the path it forwards (see README).
-    if (location.kind === "header" && !rule.forwardOriginalToken) removeHeaders.add(location.name);
+    // Envoy removes a header token and a query parameter one (JwtParamLocation::removeJwt); a cookie
+    // one it leaves (JwtCookieLocation::removeJwt is a no-op).
+    if (!rule.forwardOriginalToken) {
+      if (location.kind === "header") removeHeaders.add(location.name);
+      else if (location.kind === "param") removeQueryParams.add(location.name);
+    }
     const payload = verified.payload as Record<string, unknown>;
     // Envoy's handleGoodJwt, for every verified token: the payload as it is in the token, the claims.
     if (rule.outputPayloadToHeader !== undefined) {
@@ -509,7 +513,12 @@ export async function authenticateRequest(
     };
   }
   if (first === undefined) return { kind: "anonymous" };
-  return { ...first, removeHeaders: [...removeHeaders], setHeaders };
+  return {
+    ...first,
+    removeHeaders: [...removeHeaders],
+    ...(removeQueryParams.size === 0 ? {} : { removeQueryParams: [...removeQueryParams] }),
+    setHeaders,
+  };
 }
 
 /**

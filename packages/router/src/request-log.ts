@@ -59,6 +59,11 @@ export type RequestAuthOutcome =
        * A name or value a header cannot carry (CR, LF, NUL) is left out.
        */
       addHeaders?: readonly (readonly [name: string, value: string])[];
+      /**
+       * Query parameters removed, by name, before policy and the backend read the path (Istio
+       * `forwardOriginalToken: false` for a token sent as `access_token` or another `fromParams`).
+       */
+      removeQueryParams?: readonly string[];
     }
   | { kind: "rejected"; reason: string };
 

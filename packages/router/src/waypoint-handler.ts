@@ -2079,6 +2079,9 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     for (const name of auth.removeHeaders ?? []) delete headers[name.toLowerCase()];
     if (auth.kind === "authenticated") {
       if (auth.principal !== undefined) x.requestPrincipal = auth.principal;
+      if (auth.removeQueryParams !== undefined && auth.removeQueryParams.length > 0) {
+        head.query = withoutQueryParams(head.query, auth.removeQueryParams);
+      }
       for (const [name, value] of auth.addHeaders ?? []) {
         const key = name.toLowerCase();
         if (!HEADER_NAME.test(key) || !HEADER_VALUE.test(value)) {
@@ -2893,4 +2896,27 @@ class MirrorSink {
   asBody(): RequestBody {
     return new RequestBody(this.stream, 0, 0);
   }
+}
+
+/**
+ * `query` (`""` or `?...`) without the parameters named in `names`, compared by their decoded name;
+ * the others as they were, in order. `""` once none is left.
+ */
+export function withoutQueryParams(query: string, names: readonly string[]): string {
+  if (query.length <= 1) return query;
+  const drop = new Set(names);
+  const kept = query
+    .slice(1)
+    .split("&")
+    .filter((part) => {
+      const raw = part.slice(0, part.includes("=") ? part.indexOf("=") : part.length);
+      let name = raw;
+      try {
+        name = decodeURIComponent(raw.replace(/\+/g, " "));
+      } catch {
+        // Not valid percent-encoding: compared as it is.
+      }
+      return !drop.has(name) && !drop.has(raw);
+    });
+  return kept.length === 0 ? "" : `?${kept.join("&")}`;
 }

@@ -649,6 +649,7 @@ describe("header edits of an authenticator reach policy and the backend alike", 
                 audiences: [],
                 claims: { iss: "issuer" },
                 removeHeaders: ["x-user", "authorization"],
+                removeQueryParams: ["access_token"],
                 addHeaders: [
                   ["x-user", "alice"],
                   ["x-bad", "a\r\nx-injected: 1"],
@@ -669,6 +670,18 @@ describe("header edits of an authenticator reach policy and the backend alike", 
     assert.equal((await request(wp.port, { path: "/x", headers: { "x-user": "admin" } })).status, 200);
     assert.equal(a.requests[before]?.headers["x-user"], undefined);
     assert.equal(seen[0]?.http?.headers?.["x-user"], undefined);
+  });
+
+  it("takes out the query parameters it names, for policy and the backend alike", async () => {
+    const before = a.requests.length;
+    seen.length = 0;
+    const res = await request(wp.port, {
+      path: "/x?a=1&access_token=secret&b=2&access%5Ftoken=again",
+      headers: { authorization: "Bearer good" },
+    });
+    assert.equal(res.status, 200);
+    assert.equal(a.requests[before]?.url, "/x?a=1&b=2");
+    assert.equal(seen[0]?.http?.headers?.[":path"], "/x?a=1&b=2");
   });
 
   it("sets the verified ones, with no principal when the credential names none", async () => {
