@@ -234,6 +234,48 @@ describe("RequestAuthenticationStore", () => {
     }
   });
 
+  it("does not fetch a failing jwksUri for every token: the fetch waits out a backoff", async () => {
+    const { privateKey } = await generateKeyPair("ES256");
+    let fetches = 0;
+    const server = createServer((_req, res) => {
+      fetches++;
+      res.statusCode = 503;
+      res.end();
+    });
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    try {
+      const { port } = server.address() as AddressInfo;
+      const store = new RequestAuthenticationStore(WAYPOINT);
+      assert.deepEqual(
+        store.apply([
+          ra("a", { jwtRules: [{ issuer: "https://iss", jwksUri: `http://127.0.0.1:${port}/k` }] }),
+        ]),
+        [],
+      );
+      const token = await new SignJWT({ iss: "https://iss", sub: "u" })
+        .setProtectedHeader({ alg: "ES256", kid: "k" })
+        .setExpirationTime("5m")
+        .sign(privateKey);
+      for (let i = 0; i < 20; i++) {
+        const out = await store.authenticate({
+          method: "GET",
+          path: "/",
+          query: "",
+          host: "api",
+          headers: { authorization: `Bearer ${token}` },
+          service: undefined,
+        });
+        assert.equal(out.kind, "rejected");
+      }
+      // 20 tokens in well under the first second's backoff: one fetch (two on a very slow machine).
+      assert.ok(fetches >= 1 && fetches <= 2, `${fetches} fetches`);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+
   describe("which RequestAuthentications a request meets", async () => {
     const { publicKey, privateKey } = await generateKeyPair("ES256");
     const jwks = JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: "k", alg: "ES256" }] });

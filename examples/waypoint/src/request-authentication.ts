@@ -5,14 +5,7 @@
  * which the router answers 401, as Envoy's `jwt_authn` filter with Istio's `allow_missing` does.
  */
 import type { RequestAuthInput, RequestAuthOutcome } from "@ambient/router";
-import {
-  createLocalJWKSet,
-  createRemoteJWKSet,
-  decodeJwt,
-  type JSONWebKeySet,
-  type JWTVerifyGetKey,
-  jwtVerify,
-} from "jose";
+import { createLocalJWKSet, decodeJwt, type JSONWebKeySet, type JWTVerifyGetKey, jwtVerify } from "jose";
 import { WaypointError } from "./errors.js";
 import {
   DEFAULT_ROOT_NAMESPACE,
@@ -20,6 +13,7 @@ import {
   targetsWaypoint,
   withAttachableTargets,
 } from "./policy-targets.js";
+import { remoteKeySet } from "./remote-key-set.js";
 
 /** Where a rule looks for a token. */
 export type TokenLocation =
@@ -210,14 +204,8 @@ function compileRule(raw: unknown, index: number, key: string, remote: RemoteKey
     keySource = url.href;
     const cacheKey = `${url.href} ${timeoutMs}`;
     const cached = remote.get(cacheKey);
-    // Istio refreshes fetched keys every 20 minutes (PILOT_JWT_PUB_KEY_REFRESH_INTERVAL).
-    keys =
-      cached ??
-      createRemoteJWKSet(url, {
-        timeoutDuration: timeoutMs,
-        cooldownDuration: 30_000,
-        cacheMaxAge: 1_200_000,
-      });
+    // Refreshed every 20 minutes as Istio's PILOT_JWT_PUB_KEY_REFRESH_INTERVAL, the last good set kept.
+    keys = cached ?? remoteKeySet(url, { timeoutMs });
     remote.set(cacheKey, keys);
   } else {
     // Istio would discover the keys through the issuer's OpenID configuration; this waypoint does not.
