@@ -7,6 +7,7 @@ import { type FakeUpstream, startFakeUpstream } from "../test/fake-upstream.js";
 import { eventually, freePort, makeQuery, openSocketCount } from "../test/sockets.js";
 import {
   addressRecord,
+  cnameRecord,
   createDnsForwarder,
   type DnsForwarderOptions,
   decodeMessage,
@@ -14,8 +15,10 @@ import {
   RecordType,
   ResponseCode,
   recordAddress,
+  recordTarget,
   replyTo,
 } from "./index.js";
+import { labelsText, readName } from "./name.js";
 
 const noDnsmasq = hasDnsmasq ? false : "dnsmasq is not installed (scripts/test-prerequisites.mjs)";
 
@@ -174,11 +177,13 @@ describe("DnsForwarder", { skip: noDnsmasq }, () => {
         },
       );
       const otherType = replyTo({ ...query, questions: [{ ...query.questions[0]!, type: RecordType.AAAA }] });
+      const otherClass = replyTo({ ...query, questions: [{ ...query.questions[0]!, class: 3 }] });
       const notResponse = { ...right, response: false };
       return [
         encodeMessage(wrongId),
         encodeMessage(otherName),
         encodeMessage(otherType),
+        encodeMessage(otherClass),
         encodeMessage(notResponse),
         Uint8Array.of(1, 2, 3),
         encodeMessage(right),
@@ -204,6 +209,89 @@ describe("DnsForwarder", { skip: noDnsmasq }, () => {
       }
     } finally {
       await spoofer.close();
+    }
+  });
+
+  it("drops answer records that are neither the question's name nor on its CNAME chain", async () => {
+    const chatty = await startFakeUpstream((query) => {
+      const answers = [
+        cnameRecord("www.chain.test", "edge.cdn.test", 5),
+        addressRecord("bank.test", "6.6.6.6", 5),
+        cnameRecord("edge.cdn.test", "a.cdn.test", 5),
+        addressRecord("a.cdn.test", "192.0.2.60", 5),
+        addressRecord("ns1.evil.test", "6.6.6.7", 5),
+      ];
+      const bytes = encodeMessage(replyTo(query, { answers }));
+      // A SOA in the authority section whose MNAME points at "ns1.evil.test" above, as servers
+      // compress it: the answer that holds that name is dropped, the SOA must still name it.
+      const at = Buffer.from(bytes).indexOf(Buffer.from("\x03ns1\x04evil", "latin1"));
+      const soa = Uint8Array.from([0xc0 | (at >> 8), at & 0xff, 0xc0, 0x0c, ...new Uint8Array(20).fill(1)]);
+      return [
+        encodeMessage({
+          ...decodeMessage(bytes),
+          authorities: [{ name: "test", type: 6, class: 1, ttl: 5, data: soa }],
+        }),
+      ];
+    });
+    try {
+      const upstream = forwarder({ nameservers: [{ address: "127.0.0.1", port: chatty.port }] });
+      const reply = decodeMessage(
+        await upstream.forward(makeQuery("www.chain.test", RecordType.A, { id: 12 })),
+      );
+      assert.equal(reply.id, 12);
+      assert.deepEqual(
+        reply.answers.map((r) => [r.name, recordAddress(r) ?? recordTarget(r)]),
+        [
+          ["www.chain.test", "edge.cdn.test"],
+          ["edge.cdn.test", "a.cdn.test"],
+          ["a.cdn.test", "192.0.2.60"],
+        ],
+      );
+      const soa = reply.authorities[0]?.data ?? new Uint8Array(0);
+      assert.equal(labelsText(readName(soa, 0).labels), "ns1.evil.test");
+    } finally {
+      await chatty.close();
+    }
+  });
+
+  it("gives the question back as the client spelled it (0x20), and answer names equal to it", async () => {
+    // The upstream lowercases the question; its answer owner is upper case, written out in full.
+    const lowering = await startFakeUpstream((query) => {
+      const q = query.questions[0]!;
+      const lowered = { ...query, questions: [{ ...q, name: q.name.toLowerCase() }] };
+      return [
+        encodeMessage(
+          replyTo(lowered, {
+            answers: [
+              addressRecord(q.name.toUpperCase(), "192.0.2.70", 5),
+              addressRecord(q.name.toLowerCase(), "192.0.2.71", 5),
+            ],
+          }),
+        ),
+      ];
+    });
+    try {
+      const upstream = forwarder({ nameservers: [{ address: "127.0.0.1", port: lowering.port }] });
+      for (const protocol of ["udp", "tcp"] as const) {
+        const reply = decodeMessage(
+          await upstream.forward(makeQuery("wWw.ExAmple.TEST", RecordType.A, { id: 13 }), { protocol }),
+        );
+        assert.deepEqual(
+          reply.questions,
+          [{ name: "wWw.ExAmple.TEST", type: RecordType.A, class: 1 }],
+          protocol,
+        );
+        assert.deepEqual(
+          reply.answers.map((r) => [r.name, recordAddress(r)]),
+          [
+            ["wWw.ExAmple.TEST", "192.0.2.70"],
+            ["wWw.ExAmple.TEST", "192.0.2.71"],
+          ],
+          protocol,
+        );
+      }
+    } finally {
+      await lowering.close();
     }
   });
 
@@ -291,6 +379,32 @@ describe("DnsForwarder", { skip: noDnsmasq }, () => {
         ["udp", "tcp"],
       );
       assert.deepEqual(created, [`udp4 127.0.0.1:${truncating.port}`, `tcp 127.0.0.1:${truncating.port}`]);
+    } finally {
+      await truncating.close();
+    }
+  });
+
+  it("passes the truncated UDP answer on (TC set) when the TCP retry fails", async () => {
+    const truncating = await startFakeUpstream((query) => [
+      encodeMessage({
+        ...replyTo(query, { answers: [addressRecord(query.questions[0]!.name, "192.0.2.80", 5)] }),
+        truncated: true,
+      }),
+    ]);
+    const closedPort = await freePort();
+    try {
+      const upstream = forwarder({
+        nameservers: [{ address: "127.0.0.1", port: truncating.port }],
+        connectTcp: () => net.connect(closedPort, "127.0.0.1"),
+      });
+      const reply = decodeMessage(await upstream.forward(makeQuery("big.test", RecordType.A, { id: 14 })));
+      assert.deepEqual([reply.id, reply.truncated, reply.rcode], [14, true, ResponseCode.NOERROR]);
+      assert.deepEqual(reply.answers.map(recordAddress), ["192.0.2.80"]);
+      // The nameserver's truncated answer is its answer: no second round.
+      assert.deepEqual(
+        truncating.queries.map((q) => q.protocol),
+        ["udp"],
+      );
     } finally {
       await truncating.close();
     }

@@ -1,11 +1,13 @@
 // Forwards queries to upstream resolvers the way a careful stub resolver does: every try has a
 // fresh random id and a fresh UDP socket (so a fresh source port), connected to the nameserver, and
 // only an answer to exactly the question asked (or an error header with no question) is taken.
-// Blind spoofing then has to guess 32 bits within one timeout.
+// Blind spoofing then has to guess 32 bits within one timeout. The client gets its question back in
+// its own spelling and only the answer records about the name it asked.
 import { randomInt } from "node:crypto";
 import dgram from "node:dgram";
 import net from "node:net";
 import { type Logger, noopLogger } from "@ambient/telemetry";
+import { answerForClient } from "./client-answer.js";
 import { ResponseCode, recordTypeName } from "./constants.js";
 import { DnsError } from "./errors.js";
 import { type DnsMessage, type DnsQuestion, decodeMessage, encodeMessage, HEADER_BYTES } from "./message.js";
@@ -62,7 +64,12 @@ interface Upstream {
 
 /** How one try ended; a try rejects only when the forward is aborted or the forwarder closed. */
 type TryOutcome =
-  | { readonly kind: "answer"; readonly bytes: Uint8Array; readonly message: DnsMessage }
+  | {
+      readonly kind: "answer";
+      readonly bytes: Uint8Array;
+      readonly message: DnsMessage;
+      readonly dropped: number;
+    }
   | { readonly kind: "timeout" }
   | { readonly kind: "failed"; readonly error: unknown };
 
@@ -111,17 +118,18 @@ function readQuery(query: DnsMessage | Uint8Array): { bytes: Uint8Array; message
 }
 
 /**
- * The decoded response if `bytes` answers the try: its id, and exactly the question asked. A server
- * that could not parse or will not take a query (FORMERR, REFUSED, NOTIMP, SERVFAIL) often sends the
- * header alone; such a reply is taken by its id (the socket only hears the nameserver asked) and
- * becomes a reply to `query` with that rcode. A header alone that says NOERROR or NXDOMAIN, a
- * statement about a name, is not taken without the name.
+ * The response if `bytes` answers the try: its id, and exactly the question asked (name without
+ * regard to case, type and class); its bytes made into the client's reply by {@link answerForClient}.
+ * A server that could not parse or will not take a query (FORMERR, REFUSED, NOTIMP, SERVFAIL) often
+ * sends the header alone; such a reply is taken by its id (the socket only hears the nameserver
+ * asked) and becomes a reply to `query` with that rcode. A header alone that says NOERROR or
+ * NXDOMAIN, a statement about a name, is not taken without the name.
  */
 function matchingAnswer(
   bytes: Uint8Array,
   id: number,
   query: DnsMessage,
-): { readonly bytes: Uint8Array; readonly message: DnsMessage } | undefined {
+): { readonly bytes: Uint8Array; readonly message: DnsMessage; readonly dropped: number } | undefined {
   if (bytes.length < HEADER_BYTES || (((bytes[0] as number) << 8) | (bytes[1] as number)) !== id)
     return undefined;
   let message: DnsMessage;
@@ -135,7 +143,7 @@ function matchingAnswer(
   if (message.questions.length === 0) {
     if (message.rcode === ResponseCode.NOERROR || message.rcode === ResponseCode.NXDOMAIN) return undefined;
     const reply = replyTo({ ...query, id }, { rcode: message.rcode });
-    return { bytes: encodeMessage(reply), message: reply };
+    return { bytes: encodeMessage(reply), message: reply, dropped: 0 };
   }
   const asked = message.questions[0];
   if (message.questions.length !== 1 || asked === undefined) return undefined;
@@ -146,7 +154,12 @@ function matchingAnswer(
   ) {
     return undefined;
   }
-  return { bytes, message };
+  try {
+    return { ...answerForClient(bytes, message, question), message };
+  } catch {
+    // Decoded, so it encodes again; should it not, it is no answer.
+    return undefined;
+  }
 }
 
 /** A copy of `bytes` with a new id: never writes into a buffer someone else may hold. */
@@ -191,7 +204,11 @@ export class DnsForwarder {
   }
 
   /**
-   * Sends the query upstream and resolves with the response's bytes, their id set to the query's.
+   * Sends the query upstream and resolves with the response's bytes, their id set to the query's, the
+   * question spelled as in the query (and answer owner names equal to it), and only the answer records
+   * owned by the question's name or a name its CNAME records lead to (or DNAME records above one).
+   * Over UDP, a truncated answer is asked again over TCP; when that gets no answer, the truncated one
+   * (TC set) is the nameserver's answer.
    * Nameservers are tried in order, `attempts` rounds: a timeout or an unreachable server moves on to
    * the next. An answer with an error rcode (SERVFAIL, REFUSED, FORMERR, NOTIMP, ...) ends its round
    * without asking the next nameserver; the next round asks again from the first, and in the last
@@ -223,20 +240,34 @@ export class DnsForwarder {
       let lastError: unknown;
       rounds: for (let round = 0; round < this.#attempts; round += 1) {
         for (const upstream of this.#upstreams) {
-          let outcome =
-            options.protocol === "tcp"
-              ? await this.#tryTcp(upstream, bytes, message, controller.signal)
-              : await this.#tryUdp(upstream, bytes, message, controller.signal);
-          if (outcome.kind === "answer" && outcome.message.truncated && options.protocol !== "tcp") {
-            outcome = await this.#tryTcp(upstream, bytes, message, controller.signal);
-          }
           const where = {
             nameserver: upstream.address,
             port: upstream.port,
             name: question.name,
             type: recordTypeName(question.type),
           };
+          let outcome =
+            options.protocol === "tcp"
+              ? await this.#tryTcp(upstream, bytes, message, controller.signal)
+              : await this.#tryUdp(upstream, bytes, message, controller.signal);
+          if (outcome.kind === "answer" && outcome.message.truncated && options.protocol !== "tcp") {
+            const overTcp = await this.#tryTcp(upstream, bytes, message, controller.signal);
+            // Without the whole answer the cut one is still the nameserver's answer: with TC set, a
+            // client over UDP asks again over TCP itself, where a dropped query would leave it waiting.
+            if (overTcp.kind === "answer") outcome = overTcp;
+            else
+              this.#logger.debug(
+                { ...where, tcp: overTcp.kind },
+                "TCP retry got no answer, passing on the truncated one",
+              );
+          }
           if (outcome.kind === "answer") {
+            if (outcome.dropped > 0) {
+              this.#logger.debug(
+                { ...where, dropped: outcome.dropped },
+                "answer records not about the question dropped",
+              );
+            }
             // An error answer still ends the round (the nameserver is up and has spoken); the next
             // round asks again from the first nameserver, which gets past a passing failure.
             if (!isErrorRcode(outcome.message.rcode) || round === this.#attempts - 1) {

@@ -95,6 +95,35 @@ describe("encodeMessage and decodeMessage", () => {
     assert.deepEqual(decodeMessage(encodeMessage(message)), message);
   });
 
+  it("expands compressed names inside MX, SOA and SRV data, so a decoded message encodes again intact", () => {
+    // Question www.example (example at 16). MX 10 "mail"+ptr(16); SRV 1 2 3 ptr(12); in the authority
+    // section a SOA whose MNAME is "ns"+ptr(16), RNAME ptr(12), then its five 32-bit numbers.
+    const numbers = "00000001 00000002 00000003 00000004 00000005";
+    const bytes = hex(`
+      0001 8180 0001 0002 0001 0000
+      03 777777 07 6578616d706c65 00 000f 0001
+      c00c 000f 0001 0000003c 0009 000a 04 6d61696c c010
+      c00c 0021 0001 0000003c 0008 0001 0002 0003 c00c
+      c010 0006 0001 0000003c 001b 02 6e73 c010 c00c ${numbers}`);
+    const message = decodeMessage(bytes);
+    const [mx, srv] = message.answers;
+    const soa = message.authorities[0];
+    assert.equal(Buffer.from(mx?.data ?? []).toString("hex"), "000a046d61696c076578616d706c6500");
+    assert.equal(Buffer.from(srv?.data ?? []).toString("hex"), "00010002000303777777076578616d706c6500");
+    assert.equal(
+      Buffer.from(soa?.data ?? []).toString("hex"),
+      `026e73076578616d706c650003777777076578616d706c6500${numbers.replace(/ /g, "")}`,
+    );
+    // Re-encoded without the question the pointers pointed at, the data still says the same names.
+    const alone = decodeMessage(encodeMessage({ ...message, questions: [], answers: [] }));
+    assert.deepEqual(alone.authorities, message.authorities);
+    // Data that is not laid out as the type says (a name running past the RDATA) is kept as it came.
+    const odd = hex(`
+      0001 8180 0000 0001 0000 0000
+      00 000f 0001 0000003c 0003 000a 05`);
+    assert.equal(Buffer.from(decodeMessage(odd).answers[0]?.data ?? []).toString("hex"), "000a05");
+  });
+
   it("copies RDATA rather than viewing the input", () => {
     const bytes = encodeMessage(
       replyTo(query("a.test"), { answers: [addressRecord("a.test", "192.0.2.1", 5)] }),

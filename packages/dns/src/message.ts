@@ -1,6 +1,7 @@
 // RFC 1035 messages to and from bytes. Names are presentation text in the case they came in; RDATA is
-// kept as bytes, except that the names in CNAME, NS and PTR records are expanded so their `data`
-// stands on its own once the message it came from is gone.
+// kept as bytes, except that the names in records whose data senders may compress (CNAME, NS, PTR,
+// MX, SOA, SRV and the like) are expanded, so their `data` stands on its own once the message it came
+// from is gone, and the record can be written into another message.
 import { RecordType } from "./constants.js";
 import { DnsError } from "./errors.js";
 import { type Labels, labelsText, labelsWire, parseName, readName } from "./name.js";
@@ -25,7 +26,7 @@ export interface DnsRecord {
   readonly class: number;
   /** Time to live in seconds (0 to 2^32-1); for OPT records the extended rcode, version and flags. */
   readonly ttl: number;
-  /** RDATA as bytes; names in CNAME, NS and PTR records are uncompressed. */
+  /** RDATA as bytes; names in CNAME, NS, PTR, MX, SOA, SRV and like records are uncompressed. */
   readonly data: Uint8Array;
 }
 
@@ -69,12 +70,65 @@ export function holdsOneName(type: number): boolean {
   return type === RecordType.CNAME || type === RecordType.NS || type === RecordType.PTR;
 }
 
+/**
+ * Where the domain names sit in the RDATA of the other types whose names may be compressed: RFC 1035's
+ * MX, SOA, MINFO, MB, MD, MF, MG, MR, and those RFC 3597 section 4 asks receivers to expand (SRV,
+ * AFSDB, RT, PX, RP). `before` fixed bytes, `names` names, then `after` fixed bytes and no more.
+ */
+const NAME_LAYOUTS = new Map<number, { before: number; names: number; after: number }>([
+  [3, { before: 0, names: 1, after: 0 }], // MD
+  [4, { before: 0, names: 1, after: 0 }], // MF
+  [RecordType.SOA, { before: 0, names: 2, after: 20 }],
+  [7, { before: 0, names: 1, after: 0 }], // MB
+  [8, { before: 0, names: 1, after: 0 }], // MG
+  [9, { before: 0, names: 1, after: 0 }], // MR
+  [14, { before: 0, names: 2, after: 0 }], // MINFO
+  [RecordType.MX, { before: 2, names: 1, after: 0 }],
+  [17, { before: 0, names: 2, after: 0 }], // RP
+  [18, { before: 2, names: 1, after: 0 }], // AFSDB
+  [21, { before: 2, names: 1, after: 0 }], // RT
+  [26, { before: 2, names: 2, after: 0 }], // PX
+  [RecordType.SRV, { before: 6, names: 1, after: 0 }],
+]);
+
+/**
+ * The RDATA of a record of a type in {@link NAME_LAYOUTS} with its names expanded, or undefined when
+ * the bytes are not laid out as the type says (then they are kept as they came).
+ */
+function expandedData(bytes: Uint8Array, type: number, start: number, end: number): Uint8Array | undefined {
+  const layout = NAME_LAYOUTS.get(type);
+  if (layout === undefined || start + layout.before > end) return undefined;
+  const parts: Uint8Array[] = [bytes.subarray(start, start + layout.before)];
+  let offset = start + layout.before;
+  try {
+    for (let i = 0; i < layout.names; i += 1) {
+      if (offset >= end) return undefined;
+      const name = readName(bytes, offset);
+      if (name.end > end) return undefined;
+      parts.push(labelsWire(name.labels));
+      offset = name.end;
+    }
+  } catch {
+    return undefined;
+  }
+  if (offset + layout.after !== end) return undefined;
+  parts.push(bytes.subarray(offset, end));
+  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
 function malformed(why: string, details: Record<string, unknown> = {}): DnsError {
   return new DnsError("ERR_DNS_MALFORMED", `malformed DNS message: ${why}`, details);
 }
 
 /**
- * Decodes a DNS message. Throws {@link DnsError} `ERR_DNS_MALFORMED` on anything wrong: cut short,
+ * Decodes a DNS message, expanding compressed names in RDATA (see the file's opening comment). Throws
+ * {@link DnsError} `ERR_DNS_MALFORMED` on anything wrong: cut short,
  * counts the bytes cannot hold, compression pointers that loop or point forwards, reserved label
  * types, a CNAME/NS/PTR whose name does not fill its RDATA. Bytes after the last record are ignored.
  * Throws `ERR_DNS_INVALID_ARGUMENT` when `bytes` is not a `Uint8Array`.
@@ -126,7 +180,7 @@ export function decodeMessage(bytes: Uint8Array): DnsMessage {
           throw malformed("the name does not fill the RDATA", { offset: rdataStart });
         data = labelsWire(target.labels);
       } else {
-        data = bytes.slice(rdataStart, rdataEnd);
+        data = expandedData(bytes, type, rdataStart, rdataEnd) ?? bytes.slice(rdataStart, rdataEnd);
       }
       records.push({
         name: labelsText(name.labels),
