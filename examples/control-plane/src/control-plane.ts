@@ -427,6 +427,9 @@ function logTransitions<T>(
   return now;
 }
 
+/** The refusal an xDS stream gets when its caller is not authenticated, whatever the reason (as istiod). */
+export const XDS_AUTHENTICATION_FAILURE = "authentication failure";
+
 /**
  * Starts the control plane: loads (or creates) the CA and token key, reads the manifests, and serves
  * Delta/SotW xDS (`istio.workload.Address`, `istio.security.Authorization`) and the Istio certificate
@@ -593,7 +596,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     related: relatedAddressesHook(() => current),
     logger,
     metrics,
-    authenticate: async ({ headers, node }) => {
+    authenticate: async ({ headers, node, peer }) => {
       if (options.requireXdsToken === false) return undefined;
       const metadata = new Metadata();
       for (const [key, values] of Object.entries(headers)) {
@@ -617,12 +620,14 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
         );
         return caller;
       } catch (cause) {
+        // The caller learns that it is refused, not why: the reason is for the operator's log.
         const reason = cause instanceof Error ? cause.message : String(cause);
-        logger.warn({ node: node?.id, reason }, "xds client refused");
-        throw new XdsError("ERR_XDS_UNAUTHENTICATED", `xds authentication failed: ${reason}`, { cause });
+        logger.error({ peer, node: node?.id, reason }, "xds client not authenticated");
+        throw new XdsError("ERR_XDS_UNAUTHENTICATED", XDS_AUTHENTICATION_FAILURE);
       }
     },
   });
+  // The CA answers a caller it refuses with a fixed message and logs the reason, as the xDS hook above.
   const certificateService = createCertificateService({
     ca: state.ca,
     authenticators: [authenticator],

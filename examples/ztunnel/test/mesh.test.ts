@@ -204,7 +204,9 @@ describe("two ztunnels, one control plane", { timeout: 60_000 }, () => {
     });
     try {
       await until(() =>
-        warnings.some((w) => w.startsWith("local pod not ready") && /may not act for/.test(w)),
+        warnings.some(
+          (w) => w.startsWith("local pod not ready") && /impersonation authentication failure/.test(w),
+        ),
       );
       assert.equal(impostor.isReady(), false);
       assert.equal(impostor.configDump().certificates.length, 0);

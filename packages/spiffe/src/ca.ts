@@ -47,10 +47,12 @@ export {
   startRootRotator,
 } from "./certificate-authority.js";
 export {
+  AUTHENTICATION_FAILURE,
   type CertificateServerOptions,
   type CertificateService,
   type CertificateServiceOptions,
   createCertificateService,
+  IMPERSONATION_FAILURE,
   type RunningCertificateServer,
   startCertificateServer,
 } from "./certificate-service.js";

@@ -7,7 +7,12 @@ import { exportJWK, generateKeyPair as joseKeyPair, SignJWT } from "jose";
 import { createClientCertificateAuthenticator, createJwtAuthenticator } from "./authenticator.js";
 import { type CertificateAuthority, createCertificateAuthority } from "./certificate-authority.js";
 import { spiffeIdFromCertificate } from "./certificate-identity.js";
-import { type RunningCertificateServer, startCertificateServer } from "./certificate-service.js";
+import {
+  AUTHENTICATION_FAILURE,
+  IMPERSONATION_FAILURE,
+  type RunningCertificateServer,
+  startCertificateServer,
+} from "./certificate-service.js";
 import {
   type CertificateServiceClient,
   createCertificateServiceClient,
@@ -98,6 +103,20 @@ describe("certificate service over gRPC", () => {
     return c;
   }
 
+  /** What the JWT server logged, as `level message {fields}` lines. */
+  const logged: string[] = [];
+  const record =
+    (level: string) =>
+    (fields: Record<string, unknown>, message?: string): void => {
+      logged.push(`${level} ${message} ${JSON.stringify(fields)}`);
+    };
+  const recordingLogger = {
+    debug: record("debug"),
+    info: record("info"),
+    warn: record("warn"),
+    error: record("error"),
+  };
+
   before(async () => {
     ca = await createCertificateAuthority();
     istiod = await ca.issue({ spiffeId: ISTIOD });
@@ -117,6 +136,7 @@ describe("certificate service over gRPC", () => {
       credentials: ServerCredentials.createSsl(null, serverKeyCert, false),
       authenticators: [createJwtAuthenticator({ keys: { keys: [jwk] }, issuer: ISSUER })],
       nodeAuthorizer,
+      logger: recordingLogger,
     });
     mtlsServer = await startCertificateServer({
       ca,
@@ -199,9 +219,22 @@ describe("certificate service over gRPC", () => {
       [await token(sub, {}, { exp: null }), /exp/],
       [await token("alice"), /system:serviceaccount/],
     ];
-    for (const [t, message] of cases) {
+    for (const [t, reason] of cases) {
       const c = client(jwtServer.port, t === undefined ? {} : { token: t });
-      await expectRefusal(c.createCertificate(csr), "ERR_UNAUTHENTICATED", message);
+      logged.length = 0;
+      await assert.rejects(c.createCertificate(csr), (err: unknown) => {
+        assert.ok(err instanceof SpiffeError, String(err));
+        assert.equal(err.code, "ERR_UNAUTHENTICATED");
+        // The caller is told it is refused, in istiod's words, and nothing of why.
+        assert.equal(err.details.grpcCode, 16);
+        assert.match(err.message, new RegExp(`: ${AUTHENTICATION_FAILURE}$`));
+        assert.doesNotMatch(err.message, reason);
+        return true;
+      });
+      assert.equal(logged.length, 1, logged.join("\n"));
+      assert.match(logged[0] as string, /^error certificate request: caller not authenticated /);
+      assert.match(logged[0] as string, reason);
+      assert.match(logged[0] as string, /"peer":"(ipv4:)?127\.0\.0\.1:\d+"/);
     }
   });
 
@@ -222,11 +255,15 @@ describe("certificate service over gRPC", () => {
     const wrongNode = client(jwtServer.port, {
       token: await token("system:serviceaccount:istio-system:ztunnel", { node: { name: "node-2" } }),
     });
+    logged.length = 0;
     await expectRefusal(
       wrongNode.createCertificate(csr, { impersonatedIdentity: WEB }),
       "ERR_UNAUTHENTICATED",
-      /impersonation/,
+      new RegExp(`: ${IMPERSONATION_FAILURE}$`),
     );
+    assert.equal(logged.length, 1, logged.join("\n"));
+    assert.match(logged[0] as string, /^warn certificate request: impersonation refused /);
+    assert.ok((logged[0] as string).includes(`"requested":"${WEB}"`), logged[0]);
     const noNode = client(jwtServer.port, {
       token: await token("system:serviceaccount:istio-system:ztunnel"),
     });

@@ -37,6 +37,11 @@ export interface CertificateService {
   implementation: UntypedServiceImplementation;
 }
 
+/** What a caller that fails authentication is told (`UNAUTHENTICATED`), whatever the reason: istiod's words. */
+export const AUTHENTICATION_FAILURE = "request authenticate failure";
+/** What an authenticated caller that may not act for the identity it asks for is told (`UNAUTHENTICATED`). */
+export const IMPERSONATION_FAILURE = "request impersonation authentication failure";
+
 /**
  * The `istio.v1.auth.IstioCertificateService/CreateCertificate` handler: authenticates the caller,
  * decides the identity (the caller's own, or an impersonated one a node authorizer allows), signs
@@ -66,10 +71,13 @@ export function createCertificateService(options: CertificateServiceOptions): Ce
         problems.push(`${authenticator.name}: ${err instanceof Error ? err.message : String(err)}`);
       }
     }
-    throw new SpiffeError(
-      "ERR_UNAUTHENTICATED",
-      problems.length > 0 ? `authentication failed (${problems.join("; ")})` : "no credential presented",
+    // The caller learns that it is refused, not why (which check its token failed would tell it how to
+    // adjust the next try); the reason is for the operator's log, with the caller's address.
+    logger.error(
+      { peer: call.getPeer(), reason: problems.length > 0 ? problems.join("; ") : "no credential presented" },
+      "certificate request: caller not authenticated",
     );
+    throw new SpiffeError("ERR_UNAUTHENTICATED", AUTHENTICATION_FAILURE, { logged: true });
   }
 
   async function handle(
@@ -98,10 +106,11 @@ export function createCertificateService(options: CertificateServiceOptions): Ce
         (await options.nodeAuthorizer.authorize({ caller, requested }));
       if (!allowed || requested === undefined) {
         authFailures.inc();
-        throw new SpiffeError(
-          "ERR_UNAUTHENTICATED",
-          `request impersonation authentication failure: ${caller.identity} may not act for ${impersonated}`,
+        logger.warn(
+          { peer: call.getPeer(), caller: caller.identity.toString(), requested: impersonated },
+          "certificate request: impersonation refused",
         );
+        throw new SpiffeError("ERR_UNAUTHENTICATED", IMPERSONATION_FAILURE, { logged: true });
       }
       identity = requested;
     }
@@ -127,7 +136,9 @@ export function createCertificateService(options: CertificateServiceOptions): Ce
         (response) => callback(null, response),
         (err: unknown) => {
           const { code, details } = toGrpcStatus(err);
-          logger.warn({ err, code }, "certificate request refused");
+          if (!(err instanceof SpiffeError && err.details.logged === true)) {
+            logger.warn({ err, code }, "certificate request refused");
+          }
           callback({ code, details, name: "SpiffeError", message: details });
         },
       );
