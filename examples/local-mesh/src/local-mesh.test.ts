@@ -175,7 +175,7 @@ describe("local demo mesh", () => {
         original
           .replace(
             DEFAULT_RULE,
-            '- matches: [{ path: { type: RegularExpression, value: "(a+)+" } }]\n      backendRefs: [{ name: web-v2, port: 80 }]',
+            '- matches: [{ path: { type: RegularExpression, value: "(?:a{2}){600}" } }]\n      backendRefs: [{ name: web-v2, port: 80 }]',
           )
           .replace('methods: ["GET"]', 'methods: ["GET", "POST"]')
           .replace("action: ALLOW", "action: MAYBE"),

@@ -539,7 +539,8 @@ function ruleOf(
  * `RouterError` naming the field (`virtualHosts[0].routes[2].route.cluster`) for anything the router
  * cannot do as Envoy would: a cluster that is not a Service port (or, as a route's target,
  * {@link INVALID_BACKEND_CLUSTER}, answered 500), a `cluster_header` target, a
- * regex rewrite other than a full-path replacement, an unsafe regex, a direct response other than 500.
+ * regex rewrite other than a full-path replacement, a regex RE2 refuses or too large to match, a direct
+ * response other than 500.
  * `namespace` is the namespace of the Service the configuration serves.
  */
 export function compileEnvoyRouteConfiguration(

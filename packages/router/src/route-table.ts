@@ -11,7 +11,7 @@ import type {
   HTTPURLRewriteFilter,
   Route,
 } from "./route-types.js";
-import { compileSafeRegex } from "./safe-regex.js";
+import { compileSafeRegex, type RouteRegex } from "./safe-regex.js";
 import { validateRoute } from "./validate-route.js";
 
 /** The destination a request was sent to, used to find the routes attached to it. */
@@ -109,13 +109,13 @@ export interface RouteTable {
   readonly size: number;
 }
 
-type StringMatcher = { name: string; exact?: string; regex?: RegExp };
+type StringMatcher = { name: string; exact?: string; regex?: RouteRegex };
 
 interface Entry {
   kind: 0 | 1; // 0 HTTP, 1 gRPC
   pathType: 0 | 1 | 2; // Exact, PathPrefix, RegularExpression
   path: string;
-  pathRegex: RegExp | undefined;
+  pathRegex: RouteRegex | undefined;
   method: string | undefined;
   headers: StringMatcher[];
   query: StringMatcher[];
@@ -431,7 +431,8 @@ function grpcEntry(
     // part of the path: spliced into one pattern, `a|b` would take `/b` with any method.
     const serviceRe = service === undefined ? undefined : compileSafeRegex(service, "service");
     const methodRe = method === undefined ? undefined : compileSafeRegex(method, "method");
-    const re: Pick<RegExp, "test"> = {
+    const re: RouteRegex = {
+      source: `/${service ?? ""}/${method ?? ""}`,
       test(path: string): boolean {
         const parts = GRPC_PATH.exec(path);
         if (parts === null) return false;
@@ -441,7 +442,7 @@ function grpcEntry(
         );
       },
     };
-    return { ...common, pathType: 2, path: `/${service ?? ""}/${method ?? ""}`, pathRegex: re as RegExp };
+    return { ...common, pathType: 2, path: `/${service ?? ""}/${method ?? ""}`, pathRegex: re };
   }
   if (service !== undefined && method !== undefined) {
     return { ...common, pathType: 0, path: `/${service}/${method}`, pathRegex: undefined };
@@ -462,7 +463,7 @@ function headerValue(headers: RouteRequest["headers"], name: string): string | u
 
 function stringMatches(m: StringMatcher, value: string | undefined): boolean {
   if (value === undefined) return false;
-  return m.exact !== undefined ? value === m.exact : (m.regex as RegExp).test(value);
+  return m.exact !== undefined ? value === m.exact : (m.regex as RouteRegex).test(value);
 }
 
 class RequestView {

@@ -1,4 +1,14 @@
 import { RouterError } from "./errors.js";
+import {
+  type AssertionKind,
+  LinearRegex,
+  MAX_PROGRAM_SIZE,
+  ProgramTooLargeError,
+  type RegexNode,
+  type RouteRegex,
+} from "./linear-regex.js";
+
+export { MAX_PROGRAM_SIZE, type RouteRegex } from "./linear-regex.js";
 
 /** Longest regular expression source accepted (the Gateway API caps values at 1024 characters). */
 export const MAX_REGEX_LENGTH = 1024;
@@ -7,22 +17,42 @@ export const MAX_REGEX_LENGTH = 1024;
  * Compiles a route regular expression, written in RE2 syntax (what Envoy's `safe_regex` and the Gateway
  * API implementations use), as a whole-string match.
  *
- * The pattern is parsed as RE2 parses it and rewritten into a JavaScript regex (`v` flag, so it works on
- * code points as RE2 does) that matches exactly the same strings. RE2 constructs that JavaScript spells
- * differently are translated: POSIX classes (`[[:digit:]]`, ASCII only), Unicode classes (`\pL`,
- * `\p{Greek}`, `\PN`, `\p{^Greek}`), `\Q...\E`, `\A`, `\z`, octal and `\x{...}` escapes, flag groups
- * (`(?s)`, `(?m)`, `(?U)`, and `(?i)` when it covers every case-sensitive part of the pattern), named
- * groups (`(?P<name>...)`), `.` (which in RE2 matches `\r` too), `\s` (`[\t\n\f\r ]` in RE2) and literal
- * braces and brackets. Anything RE2 refuses, and anything whose meaning cannot be reproduced exactly, is
- * refused with `ERR_REGEX_INVALID` rather than matched differently.
+ * The pattern is parsed as RE2 parses it. RE2 constructs are read with their RE2 meaning: POSIX classes
+ * (`[[:digit:]]`, ASCII only), Unicode classes (`\pL`, `\p{Greek}`, `\PN`, `\p{^Greek}`), `\Q...\E`,
+ * `\A`, `\z`, octal and `\x{...}` escapes, flag groups (`(?s)`, `(?m)`, `(?U)`, and `(?i)` when it covers
+ * every case-sensitive part of the pattern), named groups (`(?P<name>...)`), `.` (which in RE2 matches
+ * `\r` too), `\s` (`[\t\n\f\r ]` in RE2) and literal braces and brackets. Anything RE2 refuses (including
+ * nested counted repetitions making more than 1000 copies, `(?:a{2}){600}`), and anything whose meaning
+ * cannot be reproduced exactly, is refused with `ERR_REGEX_INVALID` rather than matched differently.
  *
- * JavaScript regexes backtrack, so the accepted dialect is also restricted to what cannot blow up: no
- * back-references or look-around (RE2 has neither), and no repeated group that itself contains an
- * unbounded quantifier (`(a+)+`, `(a*)*`, `(x+y?)*`, `(a+){10}`), which is where exponential (or
- * high-degree polynomial) backtracking comes from. Such patterns are valid RE2 and run in linear time
- * there, but proving that a given one cannot backtrack badly here is not attempted: they stay refused.
+ * Matching takes time linear in the input, as in RE2, whatever the pattern: a pattern that a
+ * backtracking JavaScript regex could run in exponential or polynomial time (`(a|a)*`, `a*a*a*`,
+ * `(a+)+`) runs on a Thompson NFA simulation (`LinearRegex`), whose work per input character is bounded
+ * by the size of its program (counted repetition expanded, at most `MAX_PROGRAM_SIZE` instructions, else
+ * refused). Patterns with no alternation and at most one variable repetition, which a JavaScript regex
+ * runs in linear time, use the JavaScript regex, which is faster.
  */
-export function compileSafeRegex(pattern: string, field: string): RegExp {
+export function compileSafeRegex(pattern: string, field: string): RouteRegex {
+  const compiled = compileRe2(pattern, field);
+  if (compiled.backtrackingIsLinear) {
+    const js = compiled.js;
+    return { source: pattern, test: (input: string) => js.test(input) };
+  }
+  return compiled.linear;
+}
+
+/** A pattern compiled both ways (exported for tests). */
+export interface CompiledRe2 {
+  /** The JavaScript translation, `^(?:...)$`. */
+  js: RegExp;
+  /** The linear-time matcher. */
+  linear: LinearRegex;
+  /** A backtracking run of `js` takes time linear in the input (the fast path is safe). */
+  backtrackingIsLinear: boolean;
+}
+
+/** Parses, checks and compiles an RE2 pattern both ways; throws `ERR_REGEX_INVALID`. Exported for tests. */
+export function compileRe2(pattern: string, field: string): CompiledRe2 {
   if (typeof pattern !== "string" || pattern.length === 0) {
     throw new RouterError("ERR_REGEX_INVALID", `${field}: regular expression must be a non-empty string`, {
       field,
@@ -35,19 +65,63 @@ export function compileSafeRegex(pattern: string, field: string): RegExp {
       { field },
     );
   }
-  const { source, flags } = translateRe2(pattern, field);
+  const { source, flags, node, fold } = new Translator(pattern, field).translate();
+  let js: RegExp;
   try {
-    return new RegExp(`^(?:${source})$`, flags);
+    js = new RegExp(`^(?:${source})$`, flags);
   } catch (cause) {
     throw new RouterError("ERR_REGEX_INVALID", `${field}: invalid regular expression: ${String(cause)}`, {
       field,
       cause,
     });
   }
+  let linear: LinearRegex;
+  try {
+    linear = new LinearRegex(pattern, node, fold);
+  } catch (cause) {
+    if (!(cause instanceof ProgramTooLargeError)) throw cause;
+    reject(
+      field,
+      `regular expression too large (more than ${MAX_PROGRAM_SIZE} instructions once repetitions are expanded)`,
+    );
+  }
+  return { js, linear, backtrackingIsLinear: backtrackingIsLinear(node) };
+}
+
+/**
+ * Whether a backtracking whole-string match of `node` takes linear time: with no alternation and at
+ * most one repetition of variable count (not itself repeated), every other part matches one way only,
+ * so backtracking retries the rest once per count of that one repetition.
+ */
+function backtrackingIsLinear(node: RegexNode): boolean {
+  let variable = 0;
+  const walk = (n: RegexNode, repeated: boolean): boolean => {
+    switch (n.type) {
+      case "alternate":
+        return false;
+      case "concat":
+        return n.items.every((item) => walk(item, repeated));
+      case "repeat":
+        if (n.min === n.max) return walk(n.body, repeated || n.max > 1);
+        if (repeated || ++variable > 1) return false;
+        return walk(n.body, true);
+      default:
+        return true;
+    }
+  };
+  return walk(node, false);
 }
 
 function reject(field: string, why: string): never {
   throw new RouterError("ERR_REGEX_INVALID", `${field}: ${why}`, { field });
+}
+
+/** A parsed pattern: JavaScript source and flags, and the tree for the linear-time matcher. */
+interface Translation {
+  source: string;
+  flags: string;
+  node: RegexNode;
+  fold: boolean;
 }
 
 /** RE2's flags that change meaning inside a group (`(?imsU)`). */
@@ -143,11 +217,57 @@ function isHex(c: string | undefined): boolean {
 
 /** What one parsed piece of pattern became. */
 interface Piece {
+  /** JavaScript (`v` flag) source. */
   out: string;
-  /** Holds a quantifier that is unbounded (or large) for backtracking purposes. */
-  heavy: boolean;
+  /** The same piece for the linear-time matcher. */
+  node: RegexNode;
   /** Can take a quantifier (false for assertions and flag settings). */
   quantifiable: boolean;
+  /** A `\Q...\E` run of literals: a quantifier after it applies to its last one. */
+  run?: boolean;
+}
+
+function classPiece(out: string): Piece {
+  return { out, node: { type: "class", source: out }, quantifiable: true };
+}
+
+function charPiece(cp: number): Piece {
+  return { out: literal(cp, false), node: { type: "char", cp }, quantifiable: true };
+}
+
+function assertPiece(out: string, kind: AssertionKind): Piece {
+  return { out, node: { type: "assert", kind }, quantifiable: false };
+}
+
+/** RE2's largest repeat count, and largest product of nested counted repeats. */
+const MAX_REPEAT = 1000;
+
+/**
+ * What is left of `budget` after dividing it by the count of every counted repetition on the way down
+ * to the innermost part (the smallest over all paths); 0 means RE2 refuses the nesting as too large.
+ */
+function repeatBudget(node: RegexNode, budget: number): number {
+  switch (node.type) {
+    case "repeat": {
+      const m = node.max === Number.POSITIVE_INFINITY ? node.min : node.max;
+      return repeatBudget(node.body, m > 0 ? Math.floor(budget / m) : budget);
+    }
+    case "concat":
+    case "alternate":
+      return node.items.reduce((least, item) => Math.min(least, repeatBudget(item, budget)), budget);
+    default:
+      return budget;
+  }
+}
+
+const EMPTY: RegexNode = { type: "empty" };
+
+function concat(items: RegexNode[]): RegexNode {
+  return items.length === 1
+    ? (items[0] as RegexNode)
+    : items.length === 0
+      ? EMPTY
+      : { type: "concat", items };
 }
 
 /** Parses RE2 syntax and writes the equivalent JavaScript (`v` flag) source. */
@@ -164,7 +284,7 @@ class Translator {
     private readonly field: string,
   ) {}
 
-  translate(): { source: string; flags: string } {
+  translate(): Translation {
     for (let i = 0; i < this.src.length; i++) {
       const u = this.src.charCodeAt(i);
       if (u >= 0xd800 && u <= 0xdbff && i + 1 < this.src.length) {
@@ -187,7 +307,7 @@ class Translator {
     if (fold && this.wordBoundary) {
       this.fail("\\b and \\B are not supported with (?i)");
     }
-    return { source: body.out, flags: fold ? "iv" : "v" };
+    return { source: body.out, flags: fold ? "iv" : "v", node: body.node, fold };
   }
 
   private fail(why: string): never {
@@ -214,8 +334,9 @@ class Translator {
   /** `a|b|...` up to an unmatched `)` or the end. Flag settings last to the end of the group. */
   private alternation(flags: Flags): Piece {
     const parts: string[] = [];
-    let heavy = false;
+    const nodes: RegexNode[] = [];
     let out = "";
+    let items: RegexNode[] = [];
     let canRepeat = false;
     while (this.pos < this.src.length) {
       const c = this.peek();
@@ -223,7 +344,9 @@ class Translator {
       if (c === "|") {
         this.pos++;
         parts.push(out);
+        nodes.push(concat(items));
         out = "";
+        items = [];
         canRepeat = false;
         continue;
       }
@@ -238,17 +361,23 @@ class Translator {
       const q = this.quantifier(flags);
       if (q === undefined) {
         out += atom.out;
-        heavy ||= atom.heavy;
+        items.push(atom.node);
         canRepeat = atom.quantifiable;
         continue;
       }
       if (!atom.quantifiable) this.fail("repetition of an empty-width assertion is not supported");
-      // Repeating something that itself holds an unbounded quantifier backtracks exponentially (or with a
-      // high polynomial degree for a bounded repeat) in JavaScript. RE2 would run it in linear time, but
-      // linearity here is not proven, so the pattern is refused.
-      if (q.repeats && atom.heavy) this.fail("nested unbounded quantifiers can take exponential time");
+      let body = atom.node;
+      if (atom.run === true && body.type === "concat") {
+        items.push(...body.items.slice(0, -1));
+        body = body.items[body.items.length - 1] as RegexNode;
+      }
+      const node: RegexNode = { type: "repeat", body, min: q.min, max: q.max };
+      // RE2 refuses counted repetitions whose nesting makes more than 1000 copies of the innermost part.
+      if (q.counted && (q.min >= 2 || q.max >= 2) && repeatBudget(node, MAX_REPEAT) === 0) {
+        this.fail("bad repetition operator (nested counted repetition is too large)");
+      }
       out += atom.out + q.out;
-      heavy ||= atom.heavy || q.unbounded;
+      items.push(node);
       canRepeat = true;
       if (
         this.peek() === "*" ||
@@ -260,7 +389,10 @@ class Translator {
       }
     }
     parts.push(out);
-    return { out: parts.join("|"), heavy, quantifiable: true };
+    nodes.push(concat(items));
+    const node: RegexNode =
+      nodes.length === 1 ? (nodes[0] as RegexNode) : { type: "alternate", items: nodes };
+    return { out: parts.join("|"), node, quantifiable: true };
   }
 
   /** RE2's counted repetition at pos (`{n}`, `{n,}`, `{n,m}`; no leading zeros), or undefined (a literal `{`). */
@@ -274,14 +406,17 @@ class Translator {
     return { lo, hi, length: m[0].length };
   }
 
-  private quantifier(flags: Flags): { out: string; unbounded: boolean; repeats: boolean } | undefined {
+  private quantifier(flags: Flags): { out: string; min: number; max: number; counted: boolean } | undefined {
     const c = this.peek();
     let out: string;
-    let upper: number;
+    let min: number;
+    let max: number;
+    let counted = false;
     if (c === "*" || c === "+" || c === "?") {
       this.pos++;
       out = c;
-      upper = c === "?" ? 1 : Number.POSITIVE_INFINITY;
+      min = c === "+" ? 1 : 0;
+      max = c === "?" ? 1 : Number.POSITIVE_INFINITY;
     } else if (c === "{") {
       const r = this.repetitionAt();
       if (r === undefined) return undefined;
@@ -291,7 +426,9 @@ class Translator {
       this.pos += r.length;
       out =
         r.hi === r.lo ? `{${r.lo}}` : r.hi === Number.POSITIVE_INFINITY ? `{${r.lo},}` : `{${r.lo},${r.hi}}`;
-      upper = r.hi;
+      min = r.lo;
+      max = r.hi;
+      counted = true;
     } else {
       return undefined;
     }
@@ -302,8 +439,7 @@ class Translator {
     }
     // (?U) swaps greedy and lazy. (For a whole-string match the answer is the same either way.)
     if (lazy !== flags.U) out += "?";
-    // Large bounded repeats behave like unbounded ones for backtracking.
-    return { out, unbounded: upper > 16, repeats: upper > 1 };
+    return { out, min, max, counted };
   }
 
   /** One atom, or undefined for a flag setting `(?i)` that matches nothing. Mutates `flags` for those. */
@@ -313,25 +449,25 @@ class Translator {
     if (c === "[") {
       const { out, caseSensitive } = this.charClass();
       if (caseSensitive) this.cased(flags);
-      return { out, heavy: false, quantifiable: true };
+      return classPiece(out);
     }
     if (c === ".") {
       this.pos++;
       // RE2's . is any character but \n (JavaScript's also leaves out \r, \u2028 and \u2029).
-      return { out: flags.s ? "\\p{Any}" : "[^\\n]", heavy: false, quantifiable: true };
+      return classPiece(flags.s ? "\\p{Any}" : "[^\\n]");
     }
     if (c === "^") {
       this.pos++;
-      return { out: flags.m ? "(?<![^\\n])" : "^", heavy: false, quantifiable: false };
+      return assertPiece(flags.m ? "(?<![^\\n])" : "^", flags.m ? "line-start" : "text-start");
     }
     if (c === "$") {
       this.pos++;
-      return { out: flags.m ? "(?![^\\n])" : "$", heavy: false, quantifiable: false };
+      return assertPiece(flags.m ? "(?![^\\n])" : "$", flags.m ? "line-end" : "text-end");
     }
     if (c === "\\") return this.escape(flags);
     const cp = this.next();
     if (!caseless(cp)) this.cased(flags);
-    return { out: literal(cp, false), heavy: false, quantifiable: true };
+    return charPiece(cp);
   }
 
   private group(flags: Flags): Piece | undefined {
@@ -388,7 +524,7 @@ class Translator {
     this.depth--;
     if (this.peek() !== ")") this.fail("missing closing )");
     this.pos++;
-    return { out: `${open}${body.out})`, heavy: body.heavy, quantifiable: true };
+    return { out: `${open}${body.out})`, node: body.node, quantifiable: true };
   }
 
   private captureName(): string {
@@ -405,19 +541,19 @@ class Translator {
   /** A backslash sequence outside a class. */
   private escape(flags: Flags): Piece {
     const n = this.peek(1);
-    const empty = (out: string): Piece => {
+    const empty = (out: string, kind: AssertionKind): Piece => {
       this.pos += 2;
-      return { out, heavy: false, quantifiable: false };
+      return assertPiece(out, kind);
     };
     switch (n) {
       case "b":
       case "B":
         this.wordBoundary = true;
-        return empty(`\\${n}`);
+        return empty(`\\${n}`, n === "b" ? "word-boundary" : "not-word-boundary");
       case "A":
-        return empty("^");
+        return empty("^", "text-start");
       case "z":
-        return empty("$");
+        return empty("$", "text-end");
       case "Q": {
         this.pos += 2;
         const end = this.src.indexOf("\\E", this.pos);
@@ -427,32 +563,33 @@ class Translator {
         const cps = [...text].map((ch) => ch.codePointAt(0) as number);
         for (const cp of cps) if (!caseless(cp)) this.cased(flags);
         const out = cps.map((cp) => literal(cp, false)).join("");
-        return { out, heavy: false, quantifiable: cps.length > 0 };
+        const node = concat(cps.map((cp): RegexNode => ({ type: "char", cp })));
+        return { out, node, quantifiable: cps.length > 0, run: cps.length > 1 };
       }
       case "p":
       case "P": {
         const out = this.unicodeEscape();
         this.cased(flags);
-        return { out, heavy: false, quantifiable: true };
+        return classPiece(out);
       }
       case "d":
       case "D":
         this.pos += 2;
-        return { out: `\\${n}`, heavy: false, quantifiable: true };
+        return classPiece(`\\${n}`);
       case "s":
       case "S":
         this.pos += 2;
         // RE2's \s is [\t\n\f\r ] (JavaScript's has \v and Unicode spaces too).
-        return { out: n === "s" ? "[\\t\\n\\f\\r ]" : "[^\\t\\n\\f\\r ]", heavy: false, quantifiable: true };
+        return classPiece(n === "s" ? "[\\t\\n\\f\\r ]" : "[^\\t\\n\\f\\r ]");
       case "w":
       case "W":
         this.pos += 2;
         this.cased(flags);
-        return { out: `\\${n}`, heavy: false, quantifiable: true };
+        return classPiece(`\\${n}`);
       default: {
         const cp = this.escapedChar();
         if (!caseless(cp)) this.cased(flags);
-        return { out: literal(cp, false), heavy: false, quantifiable: true };
+        return charPiece(cp);
       }
     }
   }
@@ -611,5 +748,6 @@ class Translator {
  * `ERR_REGEX_INVALID` for anything refused). Exported for tests.
  */
 export function translateRe2(pattern: string, field: string): { source: string; flags: string } {
-  return new Translator(pattern, field).translate();
+  const { source, flags } = new Translator(pattern, field).translate();
+  return { source, flags };
 }
