@@ -48,6 +48,8 @@ const usage = `usage: pnpm start -- [--name waypoint] [--namespace demo] [--ip 1
                           and xDS stream so a rotated projected token is used (default
                           <state-dir>/tokens/<node>.jwt)
   --path-normalization    NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES (meshConfig pathNormalization)
+  --accept-http10         serve HTTP/1.0 requests, otherwise answered 426 (also on when ISTIO_META_HTTP10
+                          is 1 or PILOT_HTTP10 is true, as Istio decides it)
   --admin-ip              loopback address of the admin listener (/config_dump); default --ip when it is
                           a loopback address, else 127.0.0.1; anything else is refused
   --admin-port            admin listener port (Envoy admin, 15000); 0 = ephemeral
@@ -80,6 +82,7 @@ function parse() {
       "root-cert": { type: "string" },
       "token-file": { type: "string" },
       "path-normalization": { type: "string", default: "BASE" },
+      "accept-http10": { type: "boolean", default: false },
       "admin-ip": { type: "string" },
       "admin-port": { type: "string", default: "15000" },
       "stats-port": { type: "string", default: "15020" },
@@ -123,6 +126,12 @@ if (!/^\d{1,9}$/.test(drainText)) {
   process.exit(2);
 }
 const terminationDrainMs = Number(drainText);
+// Istio's waypoint takes HTTP/1.0 when the proxy's metadata HTTP10 is "1", or istiod runs with the
+// boolean PILOT_HTTP10 on (Go's ParseBool spellings of true).
+const acceptHttp10 =
+  values["accept-http10"] ||
+  process.env.ISTIO_META_HTTP10 === "1" ||
+  ["1", "t", "T", "true", "TRUE", "True"].includes(process.env.PILOT_HTTP10 ?? "");
 // istio-proxy reads ISTIO_META_CLUSTER_ID only (pilot-agent's options.go), not ztunnel's CLUSTER_ID.
 const cluster = clusterIdFrom(values["cluster-id"], process.env, ["ISTIO_META_CLUSTER_ID"]);
 if (cluster.kind === "error") {
@@ -173,6 +182,7 @@ try {
     trustDomainAliases,
     clusterDomain,
     pathNormalization: pathNormalization as PathNormalization,
+    acceptHttp10,
     ports,
     ...(values["admin-ip"] === undefined ? {} : { adminIp: values["admin-ip"] }),
     accessLog: !values["no-access-log"],

@@ -141,6 +141,11 @@ export interface WaypointOptions {
    * Default `BASE`; meshConfig `pathNormalization`.
    */
   pathNormalization?: PathNormalization;
+  /**
+   * Serve HTTP/1.0 requests; without it they are answered 426. Default false, as Istio's waypoints
+   * unless istiod has `PILOT_HTTP10=1` or the proxy `ISTIO_META_HTTP10=1`.
+   */
+  acceptHttp10?: boolean;
   /** Time a downstream connection may go without a request in flight. Default 60000 (the router's). */
   headersTimeoutMs?: number;
   /**
@@ -438,6 +443,7 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     },
     waypoint: gateway,
     pathNormalization,
+    ...(options.acceptHttp10 === undefined ? {} : { acceptHttp10: options.acceptHttp10 }),
     identity,
     authenticate: requestAuthentications.authenticate,
     ...(options.accessLog === false ? {} : { accessLog: (entry) => logger.info(entry, "access") }),

@@ -45,6 +45,8 @@ function startProgram(main: string, args: string[], env: Record<string, string>)
     ISTIO_META_CLUSTER_ID: _b,
     TRUST_DOMAIN: _c,
     CLUSTER_DOMAIN: _d,
+    ISTIO_META_HTTP10: _e,
+    PILOT_HTTP10: _f,
     ...rest
   } = process.env;
   const child = spawn(process.execPath, ["--import", "tsx", main, ...args], {
@@ -301,3 +303,31 @@ spec:
     });
   },
 );
+
+describe("HTTP/1.0 through the waypoint program", { timeout: 120_000 }, () => {
+  const http10 = (route: { proxy: string; from: string; to: string }) =>
+    httpOverSocks(route, "GET / HTTP/1.0\r\nhost: api.shop.svc.cluster.local\r\n\r\n", {
+      untilResponse: true,
+    });
+  const cluster = { args: ["--cluster-id", "cluster1"], env: {} };
+
+  it("is answered 426, as Istio's waypoints answer it by default", async () => {
+    await withMesh({ ztunnel: cluster, waypoint: cluster }, async (route) => {
+      assert.match(await http10(route), /^HTTP\/1\.1 426 /);
+      await assertServedThroughTheWaypoint(route);
+    });
+  });
+
+  it("is served with --accept-http10, or with ISTIO_META_HTTP10=1 as Istio reads the proxy's metadata", async () => {
+    for (const waypoint of [
+      { args: ["--cluster-id", "cluster1", "--accept-http10"], env: {} },
+      { args: ["--cluster-id", "cluster1"], env: { ISTIO_META_HTTP10: "1" } },
+    ]) {
+      await withMesh({ ztunnel: cluster, waypoint }, async (route) => {
+        const response = await http10(route);
+        assert.match(response, /^HTTP\/1\.[01] 200 /);
+        assert.match(response, /api in the mesh$/);
+      });
+    }
+  });
+});

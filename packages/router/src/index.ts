@@ -116,7 +116,7 @@ export type {
   RouteMetadata,
   StringMatchType,
 } from "./route-types.js";
-export { compileSafeRegex, MAX_REGEX_LENGTH } from "./safe-regex.js";
+export { compileSafeRegex, MAX_PROGRAM_SIZE, MAX_REGEX_LENGTH, type RouteRegex } from "./safe-regex.js";
 export {
   type Counter,
   type Gauge,
@@ -129,6 +129,7 @@ export {
 } from "./telemetry.js";
 export type { TraceContext } from "./trace-context.js";
 export type { BackendTarget, ConnectUpstream, Endpoint, ResolveBackend, WorkloadInfo } from "./upstream.js";
+export { MAX_RESPONSE_HEADER_FIELDS } from "./upstream.js";
 export { validateGrpcRoute, validateHttpRoute, validateRoute } from "./validate-route.js";
 export {
   createWaypointHandler,

@@ -13,7 +13,7 @@ export interface RequestHead {
   path: string;
   /** `""` or the raw `?...` suffix, forwarded as received. */
   query: string;
-  /** `:authority` (HTTP/2) or `Host` (HTTP/1.1); `""` when absent. */
+  /** `:authority` (HTTP/2) or `Host` (HTTP/1.x): never empty, a request without one is refused. */
   host: string;
   /**
    * Lower-case names; pseudo, hop-by-hop and proxy-owned headers removed, `x-forwarded-client-cert` set.
@@ -31,7 +31,7 @@ export interface RequestHead {
  */
 export type ParsedRequestHead =
   | { ok: true; head: RequestHead }
-  | { ok: false; status: 400 | 431; reason: string; details: string };
+  | { ok: false; status: 400 | 426 | 431; reason: string; details: string };
 
 /** What the HTTP/1.1 or HTTP/2 server decoded. */
 export interface RequestHeadInput {
@@ -43,6 +43,8 @@ export interface RequestHeadInput {
   /** Node's `req.rawHeaders`: every decoded field, names and values alternating. */
   rawHeaders: readonly string[];
   h2: boolean;
+  /** Node's `req.httpVersion` of an HTTP/1.x request (`"1.0"`, `"1.1"`). Default: HTTP/1.1. */
+  httpVersion?: string;
 }
 
 /** Limits and identities that shape the parse. */
@@ -55,6 +57,8 @@ export interface RequestHeadOptions {
   proxyIdentity: string | undefined;
   /** Verified SPIFFE ID of the tunnel's peer: the `URI` field. Without it the header is only removed. */
   peerIdentity: string | undefined;
+  /** Serve HTTP/1.0 requests; without it they are answered 426. Default false; Envoy `accept_http_10`. */
+  acceptHttp10?: boolean;
 }
 
 /** RFC 9110 §5.6.2 token characters. */
@@ -116,6 +120,13 @@ export function parseRequestHead(input: RequestHeadInput, options: RequestHeadOp
     return { ok: false, status: 400, reason: "bad method", details: malformed };
   }
 
+  // Anything but HTTP/1.1 over HTTP/1.x (1.0, 0.9) is Upgrade Required unless HTTP/1.0 is accepted, as
+  // Envoy's codec answers it.
+  const version = input.httpVersion;
+  if (!input.h2 && version !== undefined && version !== "1.1" && options.acceptHttp10 !== true) {
+    return { ok: false, status: 426, reason: "HTTP/1.0 is not accepted", details: "low_version" };
+  }
+
   // Only origin form: an absolute-form or `*` target is refused, never matched as a path.
   const normalized = normalizePath(input.target ?? "", options.pathNormalization);
   if (!normalized.ok) {
@@ -138,6 +149,12 @@ export function parseRequestHead(input: RequestHeadInput, options: RequestHeadOp
     }
   }
 
+  // A request names its host: HTTP/1.1 must send Host (RFC 9112 §3.2), and an http URI has no empty
+  // host (RFC 9110 §4.2.1). Without one, policy and routing would match "" and the backend would get a
+  // host of the proxy's choosing; HTTP/1.0 without Host is refused too (Istio sets no default host).
+  if (host === "") {
+    return { ok: false, status: 400, reason: "missing host header", details: "missing_host_header" };
+  }
   const named = withoutTrailingDots(host);
   if (named === undefined)
     return { ok: false, status: 400, reason: "host names nothing", details: malformed };

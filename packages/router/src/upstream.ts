@@ -372,6 +372,55 @@ function responseHeaders(raw: NodeJS.Dict<string | string[] | number>): Record<s
 }
 
 /**
+ * Most header fields a backend's response head may carry (pseudo-header fields not counted); Envoy's
+ * `max_headers_count` default, which applies to upstream responses too. A longer head is broken HTTP
+ * (502 `UPE`), not a head to pass on that the client's own limit (Node's HTTP/2 `maxHeaderListPairs`,
+ * 128) would turn into a reset.
+ */
+export const MAX_RESPONSE_HEADER_FIELDS = 100;
+
+/**
+ * HTTP/2 header pairs the upstream client decodes before it resets a stream itself
+ * (`maxHeaderListPairs`): above {@link MAX_RESPONSE_HEADER_FIELDS}, so a head with too many fields
+ * reaches {@link brokenResponseHead} and is answered as broken HTTP rather than as a reset. Node's
+ * HTTP/1.1 client's `maxHeadersCount`.
+ */
+const UPSTREAM_MAX_HEADER_PAIRS = 2000;
+
+/**
+ * Why a backend's response head is broken HTTP, as Envoy's upstream codecs refuse it, or undefined:
+ * more than {@link MAX_RESPONSE_HEADER_FIELDS} fields, or a 204 that frames a body (a
+ * `transfer-encoding`, or a `content-length` other than 0; RFC 9110 §8.6, RFC 9112 §6.1). A
+ * `content-length: 0` on a 204 is dropped from `headers` instead: an HTTP/2 client would take any
+ * length on a response without DATA for a malformed one. A 304's `content-length` stays: it gives the
+ * size of the representation (RFC 9110 §8.6).
+ */
+export function brokenResponseHead(
+  status: number,
+  headers: Record<string, string | string[]>,
+  raw: NodeJS.Dict<string | string[] | number>,
+  fields: number,
+): string | undefined {
+  if (fields > MAX_RESPONSE_HEADER_FIELDS) {
+    return `response head has ${fields} header fields, more than ${MAX_RESPONSE_HEADER_FIELDS}`;
+  }
+  if (status !== 204) return undefined;
+  if (raw["transfer-encoding"] !== undefined) return "204 response with transfer-encoding";
+  const length = raw["content-length"];
+  if (length === undefined) return undefined;
+  if (length !== "0" && length !== 0) return "204 response with a content-length other than 0";
+  delete headers["content-length"];
+  return undefined;
+}
+
+/** Header fields of an HTTP/2 head in Node's raw list (names and values alternating), pseudo-headers not counted. */
+function regularFieldCount(raw: readonly string[]): number {
+  let count = 0;
+  for (let i = 0; i < raw.length; i += 2) if ((raw[i] as string).charCodeAt(0) !== 58 /* ":" */) count++;
+  return count;
+}
+
+/**
  * Copies trailer fields minus those a trailer may not carry: hop-by-hop ones (which an HTTP/2 client
  * may not be sent at all) and `content-length`. Undefined when none is left.
  */
@@ -573,10 +622,22 @@ export class UpstreamPool {
         });
       });
       req.on("response", (res) => {
+        const status = res.statusCode ?? 502;
+        const headers = responseHeaders(res.headers);
+        const broken = brokenResponseHead(status, headers, res.headers, res.rawHeaders.length / 2);
+        if (broken !== undefined) {
+          // The connection is closed with it, never pooled: what follows the head cannot be trusted.
+          reject({
+            error: new UpstreamAttemptError("protocol", new RouterError("ERR_UPSTREAM_PROTOCOL", broken)),
+            retry: false,
+          });
+          req.destroy();
+          return;
+        }
         responded = true;
         resolve({
-          status: res.statusCode ?? 502,
-          headers: responseHeaders(res.headers),
+          status,
+          headers,
           body: res,
           trailers: () => trailerFields(res.trailers),
           bodyError: () => bodyError,
@@ -626,6 +687,7 @@ export class UpstreamPool {
         `http://${endpoint.address.includes(":") ? `[${endpoint.address}]` : endpoint.address}:${endpoint.port}`,
         {
           createConnection: () => socket,
+          maxHeaderListPairs: UPSTREAM_MAX_HEADER_PAIRS,
         },
       );
       const forget = () => {
@@ -803,13 +865,22 @@ export class UpstreamPool {
             ),
           );
         });
-        s.on("response", (h) => {
+        s.on("response", (h, _flags, raw?: string[]) => {
           if (settled) return;
           settled = true;
           waiting.delete(s);
+          const status = Number(h[":status"] ?? 502);
+          const headers = responseHeaders(h);
+          const fields = raw === undefined ? Object.keys(headers).length : regularFieldCount(raw);
+          const broken = brokenResponseHead(status, headers, h, fields);
+          if (broken !== undefined) {
+            s.close(http2.constants.NGHTTP2_PROTOCOL_ERROR);
+            reject(new UpstreamAttemptError("protocol", new RouterError("ERR_UPSTREAM_PROTOCOL", broken)));
+            return;
+          }
           resolve({
-            status: Number(h[":status"] ?? 502),
-            headers: responseHeaders(h),
+            status,
+            headers,
             body: s,
             trailers: () => trailers,
             abort: () => s.close(http2.constants.NGHTTP2_CANCEL),

@@ -221,6 +221,13 @@ export interface WaypointHandlerOptions {
    */
   maxHeaderBytes?: number;
   /**
+   * Serve HTTP/1.0 (and 0.9) requests; without it they are answered 426 Upgrade Required (details
+   * `low_version`), as Istio's waypoints do unless istiod runs with `PILOT_HTTP10=1`. Either way a request
+   * without a host (an HTTP/1.0 one without `Host`) is answered 400 (`missing_host_header`): Istio sets
+   * no default host. Default false; Envoy `accept_http_10`.
+   */
+  acceptHttp10?: boolean;
+  /**
    * Time a connection may go without a request in flight before it is closed: until its first complete
    * request head, and between requests on a keep-alive connection; 0 disables. Default 60000; Node
    * `server.headersTimeout`, Envoy `request_headers_timeout`.
@@ -1118,7 +1125,7 @@ function checkOptions(options: WaypointHandlerOptions): void {
       throw optionsError(field, `must be a non-empty string, got ${describeValue(value)}`);
     }
   }
-  for (const field of ["opaqueTcp", "sampleNewTraces"] as const) {
+  for (const field of ["opaqueTcp", "sampleNewTraces", "acceptHttp10"] as const) {
     const value = options[field];
     if (value !== undefined && typeof value !== "boolean") {
       throw optionsError(field, `must be true or false, got ${describeValue(value)}`);
@@ -1174,6 +1181,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     2 ** 31 - 1,
   );
   const pathNormalization = options.pathNormalization ?? "BASE";
+  const acceptHttp10 = options.acceptHttp10 === true;
   if (!PATH_NORMALIZATIONS.includes(pathNormalization)) {
     throw new RouterError(
       "ERR_OPTIONS_INVALID",
@@ -1272,8 +1280,10 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     if (draining !== undefined && busy === 1 && res.shouldKeepAlive) closeWhenFlushed(socket);
   }
 
+  // Node's own 400 for a request without Host is off: parseRequestHead refuses it, and the refusal is
+  // logged (`missing_host_header`) as every other.
   const h1 = http.createServer(
-    { maxHeaderSize: maxHeaderBytes, requestTimeout: 0, keepAliveTimeout: 60_000 },
+    { maxHeaderSize: maxHeaderBytes, requestTimeout: 0, keepAliveTimeout: 60_000, requireHostHeader: false },
     (req, res) => {
       const socket = req.socket as Duplex;
       // A drain answers this request and closes the connection (Node writes `connection: close`).
@@ -2040,16 +2050,20 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
         headers: req.headers,
         rawHeaders: req.rawHeaders,
         h2: x.h2,
+        httpVersion: x.h2 ? undefined : req.httpVersion,
       },
       {
         maxHeaderBytes,
         pathNormalization,
         proxyIdentity: options.identity,
         peerIdentity: x.info.peerIdentity,
+        acceptHttp10,
       },
     );
     if (!parsed.ok) {
       logger.debug({ reason: parsed.reason }, "request refused");
+      // A protocol version not served: the connection ends with the answer, as Envoy's codec ends it.
+      if (parsed.status === 426 && !x.h2) (res as unknown as http.ServerResponse).shouldKeepAlive = false;
       return localReply(x, parsed.status, parsed.reason, "-", parsed.details);
     }
     const head = parsed.head;
