@@ -347,11 +347,14 @@ export function isForwardedHeader(name: string): boolean {
  */
 function nominatedFields(value: string | string[] | number | undefined): Set<string> | undefined {
   if (value === undefined || typeof value === "number") return undefined;
+  // Almost every response says one of these two, which names no field that is passed on anyway.
+  if (value === "keep-alive" || value === "close") return undefined;
   let out: Set<string> | undefined;
   for (const line of Array.isArray(value) ? value : [value]) {
     for (const part of line.split(",")) {
       const name = part.trim().toLowerCase();
-      if (name === "" || name === "content-length") continue;
+      // Hop-by-hop fields are dropped whatever Connection says; a set is made only for the others.
+      if (name === "" || name === "content-length" || !isForwardedHeader(name)) continue;
       out ??= new Set();
       out.add(name);
     }

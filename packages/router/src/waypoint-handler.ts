@@ -1652,6 +1652,9 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     const socket = (x.h2 ? undefined : (x.req as http.IncomingMessage).socket) as
       | { remoteAddress?: string; remotePort?: number }
       | undefined;
+    // The header map is made when the policy reads it: most requests meet no policy that could apply
+    // (the policy engine answers those from the addresses alone), and copying every field costs.
+    let headers: Record<string, string | string[]> | undefined;
     return decide(policy, {
       ...connectionFacts(info, socket),
       http: {
@@ -1659,7 +1662,10 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
         method: head.method,
         path: head.path,
         pathNormalized: true,
-        headers: policyHeaders(x, head),
+        get headers() {
+          headers ??= policyHeaders(x, head);
+          return headers;
+        },
         ...(auth.kind === "authenticated"
           ? {
               ...(auth.principal === undefined ? {} : { requestPrincipal: auth.principal }),
