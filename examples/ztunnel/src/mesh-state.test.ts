@@ -216,8 +216,9 @@ async function startManualXds(cp: TestControlPlane) {
   let send: (typeUrl: string, resources: Pushed[], removed?: string[]) => void = () => {};
   const requested = new Set<string>();
   const nacks: string[] = [];
-  let acks = 0;
   let nonce = 0;
+  /** The answer to each push by its nonce: undefined for an ACK, the NACK's message otherwise. */
+  const answers = new Map<string, string | undefined>();
   const server = new grpc.Server();
   server.addService(adsServiceDefinition, {
     StreamAggregatedResources: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => call.end(),
@@ -247,7 +248,7 @@ async function startManualXds(cp: TestControlPlane) {
         };
         requested.add(request.typeUrl);
         if (request.errorDetail !== undefined) nacks.push(request.errorDetail.message);
-        else if (request.responseNonce !== "") acks++;
+        if (request.responseNonce !== "") answers.set(request.responseNonce, request.errorDetail?.message);
       });
       call.on("error", () => {});
       call.on("end", () => call.end());
@@ -263,10 +264,14 @@ async function startManualXds(cp: TestControlPlane) {
   );
   return {
     address: `127.0.0.1:${port}`,
-    send: (typeUrl: string, resources: Pushed[], removed?: string[]) => send(typeUrl, resources, removed),
+    /** Sends a push; returns its nonce. */
+    send: (typeUrl: string, resources: Pushed[], removed?: string[]): string => {
+      send(typeUrl, resources, removed);
+      return String(nonce);
+    },
+    answers,
     requested,
     nacks,
-    acks: () => acks,
     close: () => server.forceShutdown(),
   };
 }
@@ -288,12 +293,12 @@ describe("mesh state with an Address it cannot use", { timeout: 30_000 }, () => 
   };
   /** Sends an Address push and waits for its answer, which must be a NACK; returns its message. */
   const rejected = async (resources: Pushed[], removed?: string[]): Promise<string> => {
-    const nacks = xds.nacks.length;
-    const acks = xds.acks();
-    xds.send(TypeUrl.address, resources, removed);
-    await until(() => xds.nacks.length > nacks || xds.acks() > acks);
-    assert.equal(xds.nacks.length, nacks + 1, "the push was ACKed");
-    return xds.nacks.at(-1) ?? "";
+    // The answer to this push by its nonce: an earlier push's late ACK is not taken for it.
+    const nonce = xds.send(TypeUrl.address, resources, removed);
+    await until(() => xds.answers.has(nonce));
+    const nack = xds.answers.get(nonce);
+    assert.notEqual(nack, undefined, "the push was ACKed");
+    return nack ?? "";
   };
 
   before(async () => {
@@ -356,9 +361,9 @@ describe("mesh state with an Address it cannot use", { timeout: 30_000 }, () => 
   it("NACKs a workload sent under a name other than its uid; removing that name leaves the workload", async () => {
     const nack = await rejected([{ name: "old-name", resource: { workload } }]);
     assert.match(nack, /^old-name: .*sent under the name old-name/);
-    const acks = xds.acks();
-    xds.send(TypeUrl.address, [], ["old-name"]);
-    await until(() => xds.acks() > acks);
+    const removal = xds.send(TypeUrl.address, [], ["old-name"]);
+    await until(() => xds.answers.has(removal));
+    assert.equal(xds.answers.get(removal), undefined, "the removal was NACKed");
     assert.equal(state.store.workloads().has(workload.uid), true);
     assert.equal(state.store.findByAddress("127.0.0.12")?.name, "echo");
   });
