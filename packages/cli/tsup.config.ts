@@ -12,4 +12,6 @@ export default defineConfig({
   clean: true,
   splitting: false,
   treeshake: true,
+  // import.meta.url in the CJS build (the version is read from the package.json next to dist/).
+  shims: true,
 });

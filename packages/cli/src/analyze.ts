@@ -2,6 +2,7 @@
 // path, like `istioctl analyze`. Policies are validated by `@ambient/policy`; the cross-object checks
 // (selectors that select nothing, references to missing objects) are the ones the local mesh relies on.
 import { createAuthorizationEngine, PolicyError } from "@ambient/policy";
+import { checkManifestSet, checkStringOptions } from "./errors.js";
 import {
   GATEWAY_NAME_LABEL,
   isRecord,
@@ -328,6 +329,8 @@ function checkWaypoint(
  * accounts.
  */
 export function analyzeManifests(set: ManifestSet, options: { rootNamespace?: string } = {}): AnalyzeResult {
+  checkManifestSet(set, "analyzeManifests");
+  checkStringOptions(options, "analyzeManifests", [], ["rootNamespace"]);
   const rootNamespace = options.rootNamespace ?? "istio-system";
   const findings: Finding[] = set.problems.map((p) => ({
     severity: "error",

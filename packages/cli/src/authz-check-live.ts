@@ -8,7 +8,7 @@ import {
   type WireAuthorization,
 } from "@ambient/policy";
 import { type AuthzCheckResult, type AuthzHop, hop } from "./authz-check.js";
-import { CliError } from "./errors.js";
+import { CliError, checkStringOptions } from "./errors.js";
 import type { FetchedConfigDump } from "./ztunnel-config.js";
 
 /** Options of {@link authzCheckLive}. */
@@ -153,6 +153,13 @@ export function authzCheckLive(
   dumps: readonly FetchedConfigDump[],
   options: AuthzCheckLiveOptions,
 ): AuthzCheckResult {
+  checkStringOptions(options, "authzCheckLive", ["from", "to"], ["rootNamespace"]);
+  if (!Array.isArray(dumps)) {
+    throw new CliError(
+      "ERR_CLI_USAGE",
+      "authzCheckLive: the dumps must be an array of fetched /config_dump documents",
+    );
+  }
   const engine = createAuthorizationEngine({ rootNamespace: options.rootNamespace ?? "istio-system" });
   const notes: string[] = [];
   const seenPolicies = new Set<string>();

@@ -8,7 +8,7 @@ import {
   createAuthorizationEngine,
   type PolicyExplanation,
 } from "@ambient/policy";
-import { CliError } from "./errors.js";
+import { CliError, checkManifestSet, checkStringOptions } from "./errors.js";
 import {
   DATAPLANE_MODE_LABEL,
   GATEWAY_NAME_LABEL,
@@ -257,6 +257,13 @@ function isPodOf(binding: Extract<WaypointBinding, { kind: "bound" }>, pod: Mani
  * otherwise each endpoint (or the pod) is checked at its ztunnel with the caller's identity.
  */
 export function authzCheck(set: ManifestSet, options: AuthzCheckOptions): AuthzCheckResult {
+  checkStringOptions(
+    options,
+    "authzCheck",
+    ["from", "to"],
+    ["method", "path", "trustDomain", "clusterDomain", "rootNamespace"],
+  );
+  checkManifestSet(set, "authzCheck");
   const trustDomain = options.trustDomain ?? "cluster.local";
   const engineOptions = { rootNamespace: options.rootNamespace ?? "istio-system" };
   const ztunnelEngine = createAuthorizationEngine(engineOptions);

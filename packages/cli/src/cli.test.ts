@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { MESH_DIR, run } from "./test-helpers.js";
@@ -16,6 +17,17 @@ describe("ambient (the program)", () => {
     const zc = await run(["ztunnel-config", "--help"]);
     for (const flag of ["--node <name>", "--admin <ip:port>", "-o, --output <format>"])
       assert.ok(zc.stdout.includes(flag), flag);
+  });
+
+  it("prints the package's version with --version and -V, and lists it in --help", async () => {
+    const { version } = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+      version: string;
+    };
+    for (const flag of ["--version", "-V"]) {
+      const r = await run([flag]);
+      assert.deepEqual(r, { code: 0, stdout: `${version}\n`, stderr: "" }, flag);
+    }
+    assert.match((await run(["--help"])).stdout, /-V, --version +print the version of @ambient\/cli/);
   });
 
   it("reports an unknown command or option in one line, with exit code 2", async () => {

@@ -1,5 +1,6 @@
 // The `ambient` command: argument parsing (commander), output formats and exit codes. The work itself
 // is in ztunnel-config.ts, authz-check.ts and analyze.ts, which return data.
+import { readFileSync } from "node:fs";
 import { Command, CommanderError, Option } from "commander";
 import { type AnalyzeResult, analyzeManifests } from "./analyze.js";
 import { type AuthzCheckResult, authzCheck } from "./authz-check.js";
@@ -87,6 +88,24 @@ function printAnalyze(result: AnalyzeResult, s: Styles): string {
   return `${[s.bold(header), ...coloured].join("\n")}\n${summary}\n`;
 }
 
+/**
+ * The version in the package.json next to the code (`src/` or `dist/`), read when the program is
+ * made, so it cannot drift from the published package. `"unknown"` when that file is not
+ * `@ambient/cli`'s, e.g. after a bundler moved the code.
+ */
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+      name?: unknown;
+      version?: unknown;
+    };
+    if (pkg.name === "@ambient/cli" && typeof pkg.version === "string") return pkg.version;
+  } catch {
+    // No readable package.json there: fall through.
+  }
+  return "unknown";
+}
+
 /** The `ambient` program, writing to `io`. Exit codes come back through `exitOverride`. */
 export function createProgram(io: CliIo, setExitCode: (code: number) => void): Command {
   const env = io.env ?? process.env;
@@ -96,6 +115,7 @@ export function createProgram(io: CliIo, setExitCode: (code: number) => void): C
     .description(
       "Look at an ambient mesh: ztunnel config, authorization checks, manifest analysis, the live mesh page.",
     )
+    .version(packageVersion(), "-V, --version", "print the version of @ambient/cli")
     .showSuggestionAfterError()
     .exitOverride()
     .configureOutput({

@@ -67,3 +67,47 @@ export function checkedTimeoutMs(timeoutMs: unknown, where: string): number {
     `${where}: timeoutMs must be a whole number of ms from 1 to ${MAX_TIMER_MS}, not ${String(timeoutMs)}`,
   );
 }
+
+/**
+ * Checks the options object of a library call: `required` keys must be strings, `optional` keys
+ * strings when given. Library callers in plain JavaScript get a usage error, not a TypeError.
+ * @throws CliError `ERR_CLI_USAGE` naming the call and the option.
+ */
+export function checkStringOptions(
+  options: unknown,
+  where: string,
+  required: readonly string[],
+  optional: readonly string[] = [],
+): void {
+  const needs = required.length === 0 ? "an options object" : `{ ${required.join(", ")} }`;
+  if (options === null || typeof options !== "object" || Array.isArray(options)) {
+    throw new CliError("ERR_CLI_USAGE", `${where}: pass ${needs} as options`);
+  }
+  const record = options as Record<string, unknown>;
+  const missing = required.filter((key) => record[key] === undefined);
+  if (missing.length > 0) {
+    throw new CliError("ERR_CLI_USAGE", `${where}: options need ${needs}; missing ${missing.join(", ")}`);
+  }
+  for (const key of [...required, ...optional]) {
+    const value = record[key];
+    if (value !== undefined && typeof value !== "string") {
+      throw new CliError("ERR_CLI_USAGE", `${where}: options.${key} must be a string, not ${typeof value}`);
+    }
+  }
+}
+
+/**
+ * Checks that `set` is what `loadManifests` returns.
+ * @throws CliError `ERR_CLI_USAGE` otherwise.
+ */
+export function checkManifestSet(set: unknown, where: string): void {
+  const record = set as { objects?: unknown; problems?: unknown } | null | undefined;
+  if (
+    record === null ||
+    typeof record !== "object" ||
+    !Array.isArray(record.objects) ||
+    !Array.isArray(record.problems)
+  ) {
+    throw new CliError("ERR_CLI_USAGE", `${where}: the manifests must be what loadManifests(dir) returns`);
+  }
+}

@@ -24,8 +24,11 @@ export interface Nameserver {
 
 /** Options of {@link DnsForwarder}. */
 export interface DnsForwarderOptions {
-  /** At least one; tried in order. IPv4 or IPv6 literals, else `ERR_DNS_INVALID_ARGUMENT`. */
-  nameservers: readonly Nameserver[];
+  /**
+   * At least one; tried in order. Each is `{ address, port? }` or a plain address string (port 53),
+   * the shape `readResolvConf` returns. IPv4 or IPv6 literals, else `ERR_DNS_INVALID_ARGUMENT`.
+   */
+  nameservers: readonly (Nameserver | string)[];
   /**
    * Default 2000: how long one try waits for its answer (resolv.conf `timeout:` is in seconds); above
    * 0 and at most 2147483647 (2^31 - 1, the longest Node.js timer).
@@ -89,12 +92,17 @@ function invalid(why: string): DnsError {
   return new DnsError("ERR_DNS_INVALID_ARGUMENT", why);
 }
 
-function toUpstream(nameserver: Nameserver): Upstream {
+function toUpstream(entry: Nameserver | string, index: number): Upstream {
+  const nameserver: Nameserver = typeof entry === "string" ? { address: entry } : entry;
+  if (nameserver === null || typeof nameserver !== "object" || typeof nameserver.address !== "string") {
+    throw invalid(`nameservers[${index}] must be an IP address string or { address, port? }`);
+  }
   const family = net.isIP(nameserver.address);
-  if (family === 0) throw invalid(`nameserver ${JSON.stringify(nameserver.address)} is not an IP address`);
+  if (family === 0)
+    throw invalid(`nameservers[${index}] ${JSON.stringify(nameserver.address)} is not an IP address`);
   const port = nameserver.port ?? 53;
   if (!Number.isInteger(port) || port < 1 || port > 0xffff)
-    throw invalid(`nameserver port ${port} is not in 1..65535`);
+    throw invalid(`nameservers[${index}] port ${String(port)} is not in 1..65535`);
   return { address: nameserver.address, port, family: family as 4 | 6 };
 }
 
@@ -182,6 +190,9 @@ export class DnsForwarder {
   #closed = false;
 
   constructor(options: DnsForwarderOptions) {
+    if (options === null || typeof options !== "object") {
+      throw invalid("createDnsForwarder needs an options object with nameservers");
+    }
     if (!Array.isArray(options.nameservers) || options.nameservers.length === 0) {
       throw invalid("a DNS forwarder needs at least one nameserver");
     }

@@ -89,6 +89,59 @@ describe("DnsForwarder option checks", () => {
   });
 });
 
+describe("DnsForwarder nameservers", () => {
+  it("takes a plain IP string as a nameserver on port 53, as readResolvConf returns them", async () => {
+    const asked: Array<{ family: number; address: string; port: number }> = [];
+    const forwarder = createDnsForwarder({
+      nameservers: ["8.8.8.8", "::1", { address: "127.0.0.1", port: 5353 }],
+      attempts: 1,
+      // Records where each try would go and sends nothing: no query leaves this host.
+      createUdpSocket: (family, nameserver) => {
+        asked.push({ family, ...nameserver });
+        throw new Error("no socket in this test");
+      },
+    });
+    try {
+      await assert.rejects(forwarder.forward(queryMessage("example.com")), isDns("ERR_DNS_UPSTREAM"));
+    } finally {
+      forwarder.close();
+    }
+    assert.deepEqual(asked, [
+      { family: 4, address: "8.8.8.8", port: 53 },
+      { family: 6, address: "::1", port: 53 },
+      { family: 4, address: "127.0.0.1", port: 5353 },
+    ]);
+  });
+
+  it("says which entry is wrong and what shape it must have", () => {
+    for (const entry of [5, null, undefined, {}, { addres: "127.0.0.1" }, ["127.0.0.1"]]) {
+      assert.throws(
+        () => createDnsForwarder({ nameservers: ["127.0.0.1", entry as string] }),
+        (err: unknown) =>
+          isDns("ERR_DNS_INVALID_ARGUMENT")(err) &&
+          /nameservers\[1\] must be an IP address string or \{ address, port\? \}/.test(
+            (err as Error).message,
+          ),
+      );
+    }
+    assert.throws(
+      () => createDnsForwarder({ nameservers: ["dns.google"] }),
+      (err: unknown) =>
+        isDns("ERR_DNS_INVALID_ARGUMENT")(err) &&
+        /"dns.google" is not an IP address/.test((err as Error).message),
+    );
+  });
+
+  it("refuses missing options with ERR_DNS_INVALID_ARGUMENT", () => {
+    for (const options of [undefined, null, 5]) {
+      assert.throws(
+        () => (createDnsForwarder as (o: unknown) => unknown)(options),
+        isDns("ERR_DNS_INVALID_ARGUMENT"),
+      );
+    }
+  });
+});
+
 describe("codec argument checks", () => {
   it("decodeMessage of something that is not bytes throws ERR_DNS_INVALID_ARGUMENT", () => {
     for (const bytes of [undefined, null, "abc", [0, 0, 0], {}]) {
@@ -115,6 +168,15 @@ describe("codec argument checks", () => {
 });
 
 describe("DnsServer option checks", () => {
+  it("refuses missing options with ERR_DNS_INVALID_ARGUMENT", () => {
+    for (const options of [undefined, null, 5, {}]) {
+      assert.throws(
+        () => (createDnsServer as (o: unknown) => unknown)(options),
+        isDns("ERR_DNS_INVALID_ARGUMENT"),
+      );
+    }
+  });
+
   it("refuses a tcpIdleTimeoutMs no timer can hold", () => {
     assert.throws(
       () => createDnsServer({ handler: (request) => replyTo(request.message), tcpIdleTimeoutMs: 1e10 }),

@@ -209,7 +209,7 @@ export class DnsServer {
   #closed = false;
 
   constructor(options: DnsServerOptions) {
-    if (typeof options.handler !== "function") {
+    if (options === null || typeof options !== "object" || typeof options.handler !== "function") {
       throw new DnsError("ERR_DNS_INVALID_ARGUMENT", "a DNS server needs a handler function");
     }
     this.#handler = options.handler;

@@ -56,10 +56,18 @@ class Handle implements NetnsHandle {
 
 /**
  * Opens a network namespace by path (`/var/run/netns/<name>` for `ip netns` names,
- * `/proc/<pid>/ns/net` for a process). Throws `ERR_NETNS_SYSCALL` (`ENOENT`, `EACCES`) when it cannot
- * be opened and `ERR_NETNS_UNSUPPORTED` off Linux. The handle owns the descriptor: close it.
+ * `/proc/<pid>/ns/net` for a process). Throws `ERR_NETNS_INVALID_ARGUMENT` for a path that is not a
+ * non-empty string, `ERR_NETNS_SYSCALL` (`ENOENT`, `EACCES`) when it cannot be opened and
+ * `ERR_NETNS_UNSUPPORTED` off Linux. The handle owns the descriptor: close it.
  */
 export function openNetns(path: string): NetnsHandle {
+  if (typeof path !== "string" || path === "" || path.includes("\0")) {
+    throw new NetnsError(
+      "ERR_NETNS_INVALID_ARGUMENT",
+      "openNetns needs a path: /var/run/netns/<name> or /proc/<pid>/ns/net",
+      { field: "path", value: path },
+    );
+  }
   libc();
   let fd: number;
   try {
@@ -86,6 +94,12 @@ export function adoptNetns(fd: number, path = `fd:${fd}`): NetnsHandle {
     throw new NetnsError("ERR_NETNS_INVALID_ARGUMENT", `not a file descriptor: ${fd}`, {
       field: "fd",
       value: fd,
+    });
+  }
+  if (typeof path !== "string") {
+    throw new NetnsError("ERR_NETNS_INVALID_ARGUMENT", "adoptNetns: path must be a string label", {
+      field: "path",
+      value: path,
     });
   }
   return new Handle(fd, path);

@@ -6,9 +6,16 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { assertNoNewFds, createTestNetns, needsLinux, needsRoot, openFds } from "../test/netns-fixture.js";
+import {
+  assertNoNewFds,
+  createTestNetns,
+  needsLinux,
+  needsRoot,
+  newFds,
+  openFds,
+} from "../test/netns-fixture.js";
 import { NetnsError } from "./errors.js";
-import { closeFd, type NetnsHandle, openNetns, withNetns } from "./netns.js";
+import { adoptNetns, closeFd, type NetnsHandle, openNetns, withNetns } from "./netns.js";
 import { connectFromNetns, createListeningSocket, listenInNetns, socketFd } from "./tcp.js";
 import { createZdsClient, type ZdsClientHandler } from "./zds/client.js";
 import { createZdsServer } from "./zds/server.js";
@@ -60,6 +67,23 @@ describe("descriptor arguments", { skip: needsLinux }, () => {
   it("socketFd refuses a number that is not a descriptor", () => {
     for (const bad of [Number.NaN, -1, 1.5]) assert.throws(() => socketFd(bad), invalid, String(bad));
     assert.equal(socketFd(7), 7);
+  });
+
+  it("openNetns refuses a path that is not a non-empty string before opening anything", () => {
+    const open = openNetns as (path?: unknown) => NetnsHandle;
+    const before = openFds();
+    for (const bad of [undefined, null, "", 5, {}, "/proc/self/ns/net\0x"]) {
+      assert.throws(() => open(bad), invalid, String(bad));
+    }
+    assert.deepEqual(newFds(before), []);
+    assert.throws(
+      () => open(),
+      (err: unknown) => invalid(err) && /^openNetns needs a path/.test((err as Error).message),
+    );
+  });
+
+  it("adoptNetns refuses a path label that is not a string", () => {
+    assert.throws(() => adoptNetns(7, 5 as unknown as string), invalid);
   });
 
   it("withNetns refuses something that is not a handle", () => {
