@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // The programs from Debian that the test suites run as independent peers (openssl, python3-h2, nghttp,
-// the Prometheus parser, promtool, a headless chromium, dig, dnsmasq) or use for namespaces and load (ip, iptables,
-// iperf3, haproxy). This is the one list: `pnpm test` runs this script first and `.ci/run` runs it to
-// set a machine up.
+// the Prometheus parser, promtool, a headless chromium, dig, dnsmasq, RE2 through Perl's re::engine::RE2)
+// or use for namespaces and load (ip, iptables, iperf3, haproxy). This is the one list: `pnpm test` runs
+// this script first and `.ci/run` runs it to set a machine up.
 //
 // Each package is probed by what the tests actually call. If something is missing and we are root (or
 // have passwordless sudo) on a machine with apt-get, it is installed; otherwise the script stops at once
@@ -18,8 +18,9 @@ import { delimiter, join } from "node:path";
 const PYTHON = "/usr/bin/python3";
 
 /**
- * Debian package -> what proves it is there: programs (found on PATH, /usr/sbin or /sbin) and python
- * modules (importable by /usr/bin/python3). `why` is printed when it is missing.
+ * Debian package -> what proves it is there: programs (found on PATH, /usr/sbin or /sbin), python
+ * modules (importable by /usr/bin/python3) and perl modules (loaded by `perl -M<module> -e 1`). `why` is
+ * printed when it is missing.
  */
 const PREREQUISITES = [
   { pkg: "openssl", programs: ["openssl"], why: "certificate interop (spiffe, hbone, xds)" },
@@ -42,6 +43,11 @@ const PREREQUISITES = [
   // no runlevel there and refuses the start, as does a Docker image's policy-rc.d.
   { pkg: "prometheus", programs: ["promtool"], why: "promtool check metrics lints the metric names (apps)" },
   { pkg: "chromium", programs: ["chromium"], why: "the live mesh page in a real browser (local-mesh)" },
+  {
+    pkg: "libre-engine-re2-perl",
+    perlModules: ["re::engine::RE2"],
+    why: "the system RE2 as an oracle for route regexes (router)",
+  },
 ];
 
 const SEARCH = [...(process.env.PATH ?? "").split(delimiter), "/usr/local/sbin", "/usr/sbin", "/sbin"];
@@ -71,13 +77,21 @@ function missingModules(modules) {
   return res.stdout.split("\n").filter(Boolean);
 }
 
-/** The Debian packages whose programs or python modules are missing. */
+/** Whether perl loads `module` (which also runs its import: for a regex engine, nothing is matched). */
+function perlLoads(module) {
+  const res = spawnSync("perl", [`-M${module}`, "-e", "1"], { stdio: "ignore", timeout: 10_000 });
+  return res.status === 0;
+}
+
+/** The Debian packages whose programs, python modules or perl modules are missing. */
 function missingPackages() {
   const modules = PREREQUISITES.flatMap((p) => p.modules ?? []);
   const absent = new Set(missingModules(modules));
   return PREREQUISITES.filter(
     (p) =>
-      (p.programs ?? []).some((prog) => !findProgram(prog)) || (p.modules ?? []).some((m) => absent.has(m)),
+      (p.programs ?? []).some((prog) => !findProgram(prog)) ||
+      (p.modules ?? []).some((m) => absent.has(m)) ||
+      (p.perlModules ?? []).some((m) => !perlLoads(m)),
   );
 }
 

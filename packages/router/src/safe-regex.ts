@@ -186,6 +186,9 @@ function unicodeClass(name: string, negated: boolean): string | undefined {
   return `${p}{Script=${name}}`;
 }
 
+/** RE2's capture group names (its categories Lu Ll Lt Lm Lo Nl Mn Mc Nd Pc, any order). */
+const CAPTURE_NAME = /^[\p{Lu}\p{Ll}\p{Lt}\p{Lm}\p{Lo}\p{Nl}\p{Mn}\p{Mc}\p{Nd}\p{Pc}]+$/u;
+
 /** Characters written with a backslash outside a class. */
 const SYNTAX = new Set("^$\\.*+?()[]{}|");
 /** Characters written with a backslash inside a `v`-mode class (syntax and reserved punctuators). */
@@ -221,10 +224,10 @@ interface Piece {
   out: string;
   /** The same piece for the linear-time matcher. */
   node: RegexNode;
-  /** Can take a quantifier (false for assertions and flag settings). */
+  /** Can take a quantifier (false for assertions). */
   quantifiable: boolean;
-  /** A `\Q...\E` run of literals: a quantifier after it applies to its last one. */
-  run?: boolean;
+  /** A `\Q...\E` run: its literals, each its own item (a quantifier after it applies to the last). */
+  chars?: readonly number[];
 }
 
 function classPiece(out: string): Piece {
@@ -276,7 +279,6 @@ class Translator {
   /** Case-folding state of every case-sensitive atom seen. */
   private readonly foldStates = new Set<boolean>();
   private wordBoundary = false;
-  private readonly names = new Set<string>();
   private depth = 0;
 
   constructor(
@@ -335,60 +337,66 @@ class Translator {
   private alternation(flags: Flags): Piece {
     const parts: string[] = [];
     const nodes: RegexNode[] = [];
-    let out = "";
+    // The current branch, one entry per item: what a repetition operator applies to is the last item.
+    let outs: string[] = [];
     let items: RegexNode[] = [];
+    // Whether each item may be repeated (RE2 repeats a bare assertion, `^*`; that is refused here).
+    let repeatable: boolean[] = [];
+    // A repetition operator may come next: false right after one (RE2 refuses `a**`). A flag setting
+    // or an empty `\Q\E` in between does not count: RE2 repeats the item before it (`a(?i)*` is `a*`).
     let canRepeat = false;
     while (this.pos < this.src.length) {
       const c = this.peek();
       if (c === ")") break;
       if (c === "|") {
         this.pos++;
-        parts.push(out);
+        parts.push(outs.join(""));
         nodes.push(concat(items));
-        out = "";
+        outs = [];
         items = [];
+        repeatable = [];
         canRepeat = false;
         continue;
       }
       if (c === "*" || c === "+" || c === "?" || (c === "{" && this.repetitionAt() !== undefined)) {
-        this.fail(canRepeat ? "stacked repetition operators" : "missing argument to repetition operator");
-      }
-      const atom = this.atom(flags);
-      if (atom === undefined) {
+        if (items.length === 0) this.fail("missing argument to repetition operator");
+        if (!canRepeat) this.fail("stacked repetition operators");
+        const body = items.pop() as RegexNode;
+        const bodyOut = outs.pop() as string;
+        if (repeatable.pop() !== true) this.fail("repetition of an empty-width assertion is not supported");
+        const q = this.quantifier(flags) as { out: string; min: number; max: number; counted: boolean };
+        const node: RegexNode = { type: "repeat", body, min: q.min, max: q.max };
+        // RE2 refuses counted repetitions whose nesting makes more than 1000 copies of the innermost part.
+        if (q.counted && (q.min >= 2 || q.max >= 2) && repeatBudget(node, MAX_REPEAT) === 0) {
+          this.fail("bad repetition operator (nested counted repetition is too large)");
+        }
+        // Only a repetition repeated again (across a flag setting) needs a group in JavaScript.
+        outs.push(`${body.type === "repeat" ? `(?:${bodyOut})` : bodyOut}${q.out}`);
+        items.push(node);
+        repeatable.push(true);
         canRepeat = false;
         continue;
       }
-      const q = this.quantifier(flags);
-      if (q === undefined) {
-        out += atom.out;
-        items.push(atom.node);
-        canRepeat = atom.quantifiable;
+      const atom = this.atom(flags);
+      if (atom === undefined) {
+        canRepeat = items.length > 0;
         continue;
       }
-      if (!atom.quantifiable) this.fail("repetition of an empty-width assertion is not supported");
-      let body = atom.node;
-      if (atom.run === true && body.type === "concat") {
-        items.push(...body.items.slice(0, -1));
-        body = body.items[body.items.length - 1] as RegexNode;
+      if (atom.chars !== undefined) {
+        // A `\Q...\E` run: separate literals, so that a repetition applies to the last one only.
+        for (const cp of atom.chars) {
+          outs.push(literal(cp, false));
+          items.push({ type: "char", cp });
+          repeatable.push(true);
+        }
+      } else {
+        outs.push(atom.out);
+        items.push(atom.node);
+        repeatable.push(atom.quantifiable);
       }
-      const node: RegexNode = { type: "repeat", body, min: q.min, max: q.max };
-      // RE2 refuses counted repetitions whose nesting makes more than 1000 copies of the innermost part.
-      if (q.counted && (q.min >= 2 || q.max >= 2) && repeatBudget(node, MAX_REPEAT) === 0) {
-        this.fail("bad repetition operator (nested counted repetition is too large)");
-      }
-      out += atom.out + q.out;
-      items.push(node);
       canRepeat = true;
-      if (
-        this.peek() === "*" ||
-        this.peek() === "+" ||
-        this.peek() === "?" ||
-        (this.peek() === "{" && this.repetitionAt() !== undefined)
-      ) {
-        this.fail("stacked repetition operators");
-      }
     }
-    parts.push(out);
+    parts.push(outs.join(""));
     nodes.push(concat(items));
     const node: RegexNode =
       nodes.length === 1 ? (nodes[0] as RegexNode) : { type: "alternate", items: nodes };
@@ -497,7 +505,7 @@ class Translator {
           } else if (f === "-" && !negated) {
             negated = true;
             saw = false;
-          } else if ((f === ":" || f === ")") && (saw || (!negated && f === ":"))) {
+          } else if ((f === ":" || f === ")") && (saw || !negated)) {
             break;
           } else if (f === "=" || f === "!" || f === "<") {
             this.fail("look-around assertions are not supported");
@@ -527,19 +535,21 @@ class Translator {
     return { out: `${open}${body.out})`, node: body.node, quantifiable: true };
   }
 
+  /**
+   * A group name up to `>`: letters, marks, decimal and letter numbers and connector punctuation, as
+   * in RE2. RE2 accepts the same name twice; names do not change what matches.
+   */
   private captureName(): string {
     const end = this.src.indexOf(">", this.pos);
     if (end < 0) this.fail("invalid named capture group");
     const name = this.src.slice(this.pos, end);
-    if (!/^[A-Za-z0-9_]+$/.test(name)) this.fail(`invalid named capture group name ${JSON.stringify(name)}`);
-    if (this.names.has(name)) this.fail(`duplicate capture group name ${JSON.stringify(name)}`);
-    this.names.add(name);
+    if (!CAPTURE_NAME.test(name)) this.fail(`invalid named capture group name ${JSON.stringify(name)}`);
     this.pos = end + 1;
     return name;
   }
 
-  /** A backslash sequence outside a class. */
-  private escape(flags: Flags): Piece {
+  /** A backslash sequence outside a class (undefined for an empty `\Q\E`). */
+  private escape(flags: Flags): Piece | undefined {
     const n = this.peek(1);
     const empty = (out: string, kind: AssertionKind): Piece => {
       this.pos += 2;
@@ -552,6 +562,9 @@ class Translator {
         return empty(`\\${n}`, n === "b" ? "word-boundary" : "not-word-boundary");
       case "A":
         return empty("^", "text-start");
+      case "C":
+        // RE2's \C matches one byte of the UTF-8 text, a part of a character: no code point matcher can.
+        return this.fail("\\C (any byte) is not supported");
       case "z":
         return empty("$", "text-end");
       case "Q": {
@@ -559,12 +572,13 @@ class Translator {
         const end = this.src.indexOf("\\E", this.pos);
         const text = this.src.slice(this.pos, end < 0 ? this.src.length : end);
         this.pos = end < 0 ? this.src.length : end + 2;
-        // Each character is its own literal: a quantifier after \E applies to the last one only.
-        const cps = [...text].map((ch) => ch.codePointAt(0) as number);
-        for (const cp of cps) if (!caseless(cp)) this.cased(flags);
-        const out = cps.map((cp) => literal(cp, false)).join("");
-        const node = concat(cps.map((cp): RegexNode => ({ type: "char", cp })));
-        return { out, node, quantifiable: cps.length > 0, run: cps.length > 1 };
+        const chars = [...text].map((ch) => ch.codePointAt(0) as number);
+        for (const cp of chars) if (!caseless(cp)) this.cased(flags);
+        // An empty \Q\E is nothing at all, like a flag setting.
+        if (chars.length === 0) return undefined;
+        const out = chars.map((cp) => literal(cp, false)).join("");
+        const node = concat(chars.map((cp): RegexNode => ({ type: "char", cp })));
+        return { out, node, quantifiable: true, chars };
       }
       case "p":
       case "P": {
