@@ -41,6 +41,7 @@ import { trustedRootsOf, type X509Svid } from "@ambient/spiffe";
 import { createCertificateServiceClient, SecretManager } from "@ambient/spiffe/ca";
 import { createPromClientSink } from "@ambient/telemetry";
 import { createXdsClient, type Workload } from "@ambient/xds";
+import { decodeJwt } from "jose";
 import * as prom from "prom-client";
 import {
   createBackendResolver,
@@ -91,8 +92,10 @@ export interface WaypointOptions {
   /** Node the waypoint pod runs on; its token obtains the waypoint's certificate. */
   nodeName: string;
   /**
-   * Bearer token of the node, sent on CA and xDS calls. A function is called for each CA call and
-   * xDS stream, so a projected token the kubelet rotates is picked up (see the ztunnel's
+   * Bearer token sent on CA and xDS calls: the waypoint's own service account token (as istio-proxy
+   * sends, Kubernetes' projected token with audience `istio-ca`), or its node's, with which it asks
+   * for its certificate by impersonation as a node agent does. A function is called for each CA call
+   * and xDS stream, so a projected token the kubelet rotates is picked up (see the ztunnel's
    * `tokenFileReader`, which `--token-file` uses).
    */
   token: string | (() => string);
@@ -246,8 +249,8 @@ function svidSummary(svid: X509Svid | undefined) {
 }
 
 /**
- * Starts a waypoint: gets its certificate from the mesh CA through its node's token, takes all of its
- * configuration from the control plane over one Delta xDS stream (Address resources for the Services
+ * Starts a waypoint: gets its certificate from the mesh CA with its own or its node's token, takes all of
+ * its configuration from the control plane over one Delta xDS stream (Address resources for the Services
  * bound to it and their endpoints, an Envoy RouteConfiguration per bound Service port, and the
  * AuthorizationPolicies and RequestAuthentications attached to it), and serves HBONE on `ip:15008`.
  * Every accepted tunnel goes through L7 policy and routing; upstream requests travel HBONE to the
@@ -295,11 +298,8 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
   ] as const) {
     if (problem !== undefined) throw new WaypointError("ERR_WAYPOINT_INVALID_OPTION", `${name} ${problem}`);
   }
-  const identity = identityOf({
-    trustDomain,
-    namespace: gateway.namespace,
-    serviceAccount: options.serviceAccount ?? gateway.name,
-  });
+  const serviceAccount = options.serviceAccount ?? gateway.name;
+  const identity = identityOf({ trustDomain, namespace: gateway.namespace, serviceAccount });
   const address = options.controlPlaneAddress ?? "127.0.0.1:15012";
   const channel = controlPlaneChannel(
     options.rootCertPem,
@@ -331,7 +331,12 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     metrics: perRequestMetrics,
   });
   const caClient = createCertificateServiceClient({ address, ...channel, token: tokenNow, clusterId });
-  const secrets = new SecretManager({ client: caClient, impersonate: true, logger, metrics });
+  // With its own token the waypoint asks for its own certificate as any workload does: istiod refuses
+  // an impersonated identity from anyone but a node agent, even the caller's own. With a node's token
+  // it impersonates the waypoint's identity, as the node's ztunnel does for its pods.
+  const ownToken =
+    tokenSubject(tokenNow()) === `system:serviceaccount:${gateway.namespace}:${serviceAccount}`;
+  const secrets = new SecretManager({ client: caClient, impersonate: !ownToken, logger, metrics });
   const self: WaypointSelf = { gateway, ip: options.ip, clusterDomain, rootNamespace };
   const xds = createXdsClient({
     address,
@@ -672,4 +677,14 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
     close,
     closed: closedPromise,
   };
+}
+
+/** The `sub` of a JWT, read without verifying it (the CA verifies); undefined for anything else. */
+function tokenSubject(token: string): string | undefined {
+  try {
+    const sub = decodeJwt(token).sub;
+    return typeof sub === "string" ? sub : undefined;
+  } catch {
+    return undefined;
+  }
 }

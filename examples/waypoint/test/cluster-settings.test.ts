@@ -319,10 +319,11 @@ describe("HTTP/1.0 through the waypoint program", { timeout: 120_000 }, () => {
   });
 
   it("is served with --accept-http10, or with ISTIO_META_HTTP10=1 as Istio reads the proxy's metadata", async () => {
-    for (const waypoint of [
+    const settings: { args: string[]; env: Record<string, string> }[] = [
       { args: ["--cluster-id", "cluster1", "--accept-http10"], env: {} },
       { args: ["--cluster-id", "cluster1"], env: { ISTIO_META_HTTP10: "1" } },
-    ]) {
+    ];
+    for (const waypoint of settings) {
       await withMesh({ ztunnel: cluster, waypoint }, async (route) => {
         const response = await http10(route);
         assert.match(response, /^HTTP\/1\.[01] 200 /);

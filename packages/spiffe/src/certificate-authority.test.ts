@@ -427,6 +427,36 @@ describe("createCertificateAuthority (self-signed)", () => {
     assert.equal(rca.rootNeedsRotation(5), false);
   });
 
+  it("refuses issue and sign calls without their options or identity with a typed error", async () => {
+    const csr = await createCsr({
+      spiffeId: "spiffe://cluster.local/ns/a/sa/b",
+      privateKeyPem: (await generateKeyPair()).privateKeyPem,
+    });
+    const cases: Array<[string, () => Promise<unknown>, string]> = [
+      ["issue()", () => ca.issue(undefined as never), "issue option argument must be an options object"],
+      ["issue(string)", () => ca.issue("spiffe://cluster.local/ns/a/sa/b" as never), "issue options must be"],
+      ["issue({})", () => ca.issue({} as never), "issue option spiffeId must be"],
+      ["issue({ spiffeId: 7 })", () => ca.issue({ spiffeId: 7 } as never), "issue option spiffeId must be"],
+      ["sign(csr)", () => ca.sign(csr, undefined as never), "sign option argument must be an options object"],
+      ["sign(csr, {})", () => ca.sign(csr, {} as never), "sign option spiffeId must be"],
+    ];
+    for (const [name, call, message] of cases) {
+      await assert.rejects(
+        call(),
+        (err: unknown) => {
+          assert.ok(err instanceof SpiffeError, `${name}: ${err}`);
+          assert.equal(err.code, "ERR_OPTIONS_INVALID", `${name}: ${err.message}`);
+          assert.ok(err.message.startsWith(message), `${name}: ${err.message}`);
+          return true;
+        },
+        name,
+      );
+    }
+    await assert.rejects(ca.issue({ spiffeId: "spiffe://cluster.local/a/../b" }), {
+      code: "ERR_SPIFFE_ID_INVALID",
+    });
+  });
+
   it("validates its own options", async () => {
     await assert.rejects(createCertificateAuthority({ trustDomain: "Bad TD" }), {
       code: "ERR_TRUST_DOMAIN_INVALID",

@@ -14,7 +14,7 @@ import {
 } from "./der.js";
 import { SpiffeError } from "./errors.js";
 import { generateKeyPair, type KeyAlgorithm, loadSigningKey, type SigningKey } from "./key-pair.js";
-import { msOption, numberOption, optionsObject } from "./options.js";
+import { invalidOption, msOption, numberOption, optionsObject, requiredOptions } from "./options.js";
 import { type ParsedCertificate, parseCertificateDer } from "./parsed-certificate.js";
 import { decodeCertificatesPem, encodePem } from "./pem.js";
 import { parseTrustDomain, SpiffeId } from "./spiffe-id.js";
@@ -169,10 +169,13 @@ export interface CertificateAuthority {
    * Signs a PEM CSR into a workload SVID for `spiffeId`, which is the certificate's only SAN. The CSR's
    * key must be ECDSA P-256 or P-384 (uncompressed point) or RSA of at least 2048 bits.
    * @throws SpiffeError `ERR_CSR_INVALID` (also for any other key), `ERR_CSR_IDENTITY_MISMATCH`,
-   * `ERR_CA_SIGN_REFUSED`.
+   * `ERR_CA_SIGN_REFUSED`; `ERR_OPTIONS_INVALID` without options or a `spiffeId`.
    */
   sign(csrPem: string, options: SignOptions): Promise<SignedCertificate>;
-  /** Generates a key and issues an SVID for it in one step. */
+  /**
+   * Generates a key and issues an SVID for it in one step.
+   * @throws SpiffeError `ERR_OPTIONS_INVALID` without options or a `spiffeId`; `ERR_SPIFFE_ID_INVALID`.
+   */
   issue(options: IssueOptions): Promise<X509Svid>;
   /**
    * Issues a new root and makes it the signer; the old root stays in the trust bundle until
@@ -570,6 +573,13 @@ export async function createCertificateAuthority(
     };
   }
 
+  /** The identity `scope` (`sign` or `issue`) is asked for; parsing a string is left to the caller. */
+  function requestedIdentity(scope: string, options: SignOptions): SpiffeId | string {
+    const { spiffeId } = requiredOptions(scope, options);
+    if (typeof spiffeId === "string" || spiffeId instanceof SpiffeId) return spiffeId;
+    throw invalidOption(scope, "spiffeId", "a SpiffeId or a SPIFFE ID string", spiffeId);
+  }
+
   function toId(value: SpiffeId | string): SpiffeId {
     return typeof value === "string" ? SpiffeId.parse(value) : value;
   }
@@ -580,8 +590,9 @@ export async function createCertificateAuthority(
     trustBundle: () => bundle.clone(),
     rootCertPem: () => signer.root.pem,
     async sign(csrPem, signOptions) {
+      const requested = requestedIdentity("sign", signOptions);
       try {
-        const id = toId(signOptions.spiffeId);
+        const id = toId(requested);
         const csr = await parseCsr(csrPem);
         const idText = id.toString();
         const asked = signOptions.ignoreCsrSans === true ? [] : csr.uriSans.filter((u) => u !== idText);
@@ -600,7 +611,7 @@ export async function createCertificateAuthority(
       }
     },
     async issue(issueOptions) {
-      const id = toId(issueOptions.spiffeId);
+      const id = toId(requestedIdentity("issue", issueOptions));
       const pair = await generateKeyPair({ algorithm: issueOptions.keyAlgorithm ?? "ECDSA_P256" });
       const key = await loadSigningKey(pair.privateKeyPem);
       const spki = key.publicKeyObject.export({ type: "spki", format: "der" });

@@ -1,6 +1,6 @@
 import type { Socket } from "node:net";
 import {
-  type ChannelCredentials,
+  ChannelCredentials,
   type ChannelOptions,
   Client,
   connectivityState,
@@ -69,8 +69,8 @@ const CLOSE_GRACE_MS = 1000;
 
 /**
  * Creates a client for the CA's certificate service.
- * @throws SpiffeError `ERR_OPTIONS_INVALID` when `address` is not a non-empty string or `timeoutMs` is
- *   out of range; `ERR_CA_CONFIG_INVALID` when grpc-js refuses the address or credentials.
+ * @throws SpiffeError `ERR_OPTIONS_INVALID` when `address` is not a non-empty string, `credentials` are
+ *   not grpc-js `ChannelCredentials` or `timeoutMs` is out of range; `ERR_CA_CONFIG_INVALID` when grpc-js refuses the address or credentials.
  */
 export function createCertificateServiceClient(
   clientOptions: CertificateServiceClientOptions,
@@ -78,6 +78,14 @@ export function createCertificateServiceClient(
   const options = optionsObject("createCertificateServiceClient", clientOptions);
   if (typeof options.address !== "string" || options.address.length === 0) {
     throw invalidOption("createCertificateServiceClient", "address", "a non-empty string", options.address);
+  }
+  if (!(options.credentials instanceof ChannelCredentials)) {
+    throw invalidOption(
+      "createCertificateServiceClient",
+      "credentials",
+      "@grpc/grpc-js ChannelCredentials (grpcChannelCredentials(...).credentials or credentials.createSsl(...))",
+      options.credentials,
+    );
   }
   const timeoutMs = msOption("createCertificateServiceClient", "timeoutMs", options.timeoutMs, 10_000, {
     above: 0,

@@ -9,6 +9,7 @@ import { type CertificateAuthority, createCertificateAuthority } from "./certifi
 import { spiffeIdFromCertificate } from "./certificate-identity.js";
 import {
   AUTHENTICATION_FAILURE,
+  createCertificateService,
   IMPERSONATION_FAILURE,
   type RunningCertificateServer,
   startCertificateServer,
@@ -291,6 +292,26 @@ describe("certificate service over gRPC", () => {
     await expectRefusal(c.createCertificate(csr, { impersonatedIdentity: WEB }), "ERR_UNAUTHENTICATED");
   });
 
+  it("refuses a caller that names its own identity as impersonated unless it may impersonate, as istiod", async () => {
+    const csr = await createCsr({ spiffeId: WEB, privateKeyPem: keys.privateKeyPem });
+    // A workload is not a trusted node agent: ImpersonatedIdentity is refused even for itself.
+    const web = client(jwtServer.port, {
+      token: await token("system:serviceaccount:default:web", { node: { name: "node-1" } }),
+    });
+    await expectRefusal(
+      web.createCertificate(csr, { impersonatedIdentity: WEB }),
+      "ERR_UNAUTHENTICATED",
+      new RegExp(`: ${IMPERSONATION_FAILURE}$`),
+    );
+    // Without a node authorizer no caller may send it.
+    const me = await ca.issue({ spiffeId: WEB });
+    const mtls = client(mtlsServer.port, { svid: me });
+    await expectRefusal(mtls.createCertificate(csr, { impersonatedIdentity: WEB }), "ERR_UNAUTHENTICATED");
+    // The same callers without it get their own identity.
+    assert.equal(spiffeIdFromCertificate((await web.createCertificate(csr))[0] as string).toString(), WEB);
+    assert.equal(spiffeIdFromCertificate((await mtls.createCertificate(csr))[0] as string).toString(), WEB);
+  });
+
   it("authenticates callers by mTLS client certificate", async () => {
     const me = await ca.issue({ spiffeId: WEB });
     const c = client(mtlsServer.port, { svid: me });
@@ -437,6 +458,84 @@ describe("certificate service over gRPC", () => {
       }
     },
   );
+
+  it("refuses a service or server made without its CA, authenticators or credentials", async () => {
+    const authenticators = [createClientCertificateAuthenticator()];
+    const insecure = ServerCredentials.createInsecure();
+    const invalid = (option: string) => (err: unknown) => {
+      assert.ok(err instanceof SpiffeError, String(err));
+      assert.equal(err.code, "ERR_OPTIONS_INVALID", err.message);
+      assert.equal(err.details.option, option, err.message);
+      assert.match(err.message, new RegExp(`option ${option} must be`));
+      return true;
+    };
+    const services: Array<[string, unknown]> = [
+      ["argument", undefined],
+      ["ca", { authenticators }],
+      ["ca", { ca: {}, authenticators }],
+      ["authenticators", { ca }],
+      ["authenticators", { ca, authenticators: createClientCertificateAuthenticator() }],
+      ["authenticators", { ca, authenticators: [{ name: "x" }] }],
+      ["nodeAuthorizer", { ca, authenticators, nodeAuthorizer: {} }],
+    ];
+    for (const [option, options] of services) {
+      assert.throws(() => createCertificateService(options as never), invalid(option), option);
+      await assert.rejects(
+        startCertificateServer(
+          (options === undefined ? undefined : { credentials: insecure, ...(options as object) }) as never,
+        ),
+        invalid(option),
+        option,
+      );
+    }
+    for (const value of [undefined, {}, credentials.createInsecure()]) {
+      await assert.rejects(
+        startCertificateServer({ ca, authenticators, credentials: value } as never),
+        invalid("credentials"),
+      );
+    }
+  });
+
+  it("refuses a client made without channel credentials", () => {
+    for (const value of [undefined, {}, ServerCredentials.createInsecure()]) {
+      assert.throws(
+        () => createCertificateServiceClient({ address: "127.0.0.1:1", credentials: value as never }),
+        (err: unknown) => {
+          assert.ok(err instanceof SpiffeError, String(err));
+          assert.equal(err.code, "ERR_OPTIONS_INVALID");
+          assert.match(err.message, /option credentials must be @grpc\/grpc-js ChannelCredentials/);
+          return true;
+        },
+      );
+    }
+  });
+
+  it("refuses grpcChannelCredentials options of the wrong type with ERR_OPTIONS_INVALID", () => {
+    const bundle = TrustBundle.fromPem("cluster.local", ca.rootCertPem());
+    const cases: Array<[string, unknown]> = [
+      ["argument", undefined],
+      ["bundle", {}],
+      ["bundle", { bundle: { rootsPem: () => [] }, expectedIds: [ISTIOD] }],
+      ["expectedIds", { bundle }],
+      ["expectedIds", { bundle, expectedIds: ISTIOD }],
+      ["svid", { bundle, expectedIds: [ISTIOD], svid: {} }],
+      ["serverName", { bundle, expectedIds: [ISTIOD], serverName: 7 }],
+    ];
+    for (const [option, options] of cases) {
+      assert.throws(
+        () => grpcChannelCredentials(options as never),
+        (err: unknown) => {
+          assert.ok(err instanceof SpiffeError, String(err));
+          assert.equal(err.code, "ERR_OPTIONS_INVALID", err.message);
+          assert.match(err.message, new RegExp(`^grpcChannelCredentials (option ${option}|options)`));
+          return true;
+        },
+        option,
+      );
+    }
+    const channel = grpcChannelCredentials({ bundle, expectedIds: [ISTIOD] });
+    assert.throws(() => channel.trust({} as never), { code: "ERR_OPTIONS_INVALID" });
+  });
 
   it("refuses a timeout that is not a number of ms a timer can wait", () => {
     for (const timeoutMs of [Number.NaN, -5, 0, "300", 2 ** 31, Number.POSITIVE_INFINITY, null]) {

@@ -1,6 +1,6 @@
 import {
   Server,
-  type ServerCredentials,
+  ServerCredentials,
   type ServerUnaryCall,
   type sendUnaryData,
   type UntypedServiceImplementation,
@@ -16,6 +16,7 @@ import {
 import { SpiffeError } from "./errors.js";
 import type { NodeAuthorizer } from "./node-authorizer.js";
 import { toGrpcStatus } from "./node-error.js";
+import { invalidOption } from "./options.js";
 import { SpiffeId } from "./spiffe-id.js";
 import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
 
@@ -25,7 +26,10 @@ export interface CertificateServiceOptions {
   ca: Pick<CertificateAuthority, "sign">;
   /** Tried in order; the first that recognises a credential decides. Istio: client cert, then JWT. */
   authenticators: readonly Authenticator[];
-  /** Required for impersonation; without it every impersonation request is refused. */
+  /**
+   * Required for impersonation; without it every request that carries an impersonated identity is
+   * refused, even one naming the caller's own identity (as istiod without `CA_TRUSTED_NODE_ACCOUNTS`).
+   */
   nodeAuthorizer?: NodeAuthorizer;
   logger?: Logger;
   metrics?: MetricsSink;
@@ -47,8 +51,11 @@ export const IMPERSONATION_FAILURE = "request impersonation authentication failu
  * decides the identity (the caller's own, or an impersonated one a node authorizer allows), signs
  * the CSR's key for that identity (whatever SAN the CSR asks for) and answers with one PEM per
  * element, leaf first, root last.
+ * @throws SpiffeError `ERR_OPTIONS_INVALID` when `ca`, `authenticators` or `nodeAuthorizer` is missing
+ *   or of the wrong type.
  */
 export function createCertificateService(options: CertificateServiceOptions): CertificateService {
+  checkServiceOptions("createCertificateService", options);
   const logger = options.logger ?? noopLogger;
   const metrics = options.metrics ?? noopMetrics;
   const requests = metrics.counter("citadel_server_csr_count", "Certificate signing requests received");
@@ -94,11 +101,9 @@ export function createCertificateService(options: CertificateServiceOptions): Ce
     const request = call.request;
     let identity = caller.identity;
     const impersonated = request.metadata[IMPERSONATED_IDENTITY_KEY];
-    if (
-      typeof impersonated === "string" &&
-      impersonated !== "" &&
-      impersonated !== caller.identity.toString()
-    ) {
+    // As istiod: any impersonated identity, the caller's own included, needs the node authorizer's
+    // consent. A workload asks for its own identity by sending none.
+    if (typeof impersonated === "string" && impersonated !== "") {
       const requested = SpiffeId.tryParse(impersonated);
       const allowed =
         requested !== undefined &&
@@ -147,6 +152,50 @@ export function createCertificateService(options: CertificateServiceOptions): Ce
   return { definition: certificateServiceDefinition, implementation };
 }
 
+/**
+ * Refuses a service that could only fail every call: without a CA or authenticators each request
+ * would end as an internal error, found only by the callers.
+ * @throws SpiffeError `ERR_OPTIONS_INVALID`
+ */
+function checkServiceOptions(scope: string, options: CertificateServiceOptions): void {
+  if (typeof options !== "object" || options === null) {
+    throw invalidOption(scope, "argument", "an options object", options);
+  }
+  const ca = options.ca as { sign?: unknown } | null | undefined;
+  if (typeof ca !== "object" || ca === null || typeof ca.sign !== "function") {
+    throw invalidOption(scope, "ca", "a CertificateAuthority (an object with a sign method)", options.ca);
+  }
+  const authenticators = options.authenticators as unknown;
+  if (
+    !Array.isArray(authenticators) ||
+    !authenticators.every(
+      (a: { authenticate?: unknown } | null) =>
+        typeof a === "object" && a !== null && typeof a.authenticate === "function",
+    )
+  ) {
+    throw invalidOption(
+      scope,
+      "authenticators",
+      "an array of authenticators (objects with an authenticate method)",
+      options.authenticators,
+    );
+  }
+  const nodeAuthorizer = options.nodeAuthorizer as { authorize?: unknown } | null | undefined;
+  if (
+    nodeAuthorizer !== undefined &&
+    (typeof nodeAuthorizer !== "object" ||
+      nodeAuthorizer === null ||
+      typeof nodeAuthorizer.authorize !== "function")
+  ) {
+    throw invalidOption(
+      scope,
+      "nodeAuthorizer",
+      "a NodeAuthorizer (an object with an authorize method)",
+      nodeAuthorizer,
+    );
+  }
+}
+
 /** Options of {@link startCertificateServer}. */
 export interface CertificateServerOptions extends CertificateServiceOptions {
   /** Listen address. Default `127.0.0.1:0` (ephemeral port); istiod serves the CA on `:15012`. */
@@ -163,10 +212,23 @@ export interface RunningCertificateServer {
   close(): Promise<void>;
 }
 
-/** Starts a gRPC server that serves only the certificate service. */
+/**
+ * Starts a gRPC server that serves only the certificate service.
+ * @throws SpiffeError `ERR_OPTIONS_INVALID` for the options {@link createCertificateService} refuses and
+ *   for `credentials` that are not grpc-js `ServerCredentials`; `ERR_CA_CONFIG_INVALID` when it cannot listen.
+ */
 export async function startCertificateServer(
   options: CertificateServerOptions,
 ): Promise<RunningCertificateServer> {
+  checkServiceOptions("startCertificateServer", options);
+  if (!(options.credentials instanceof ServerCredentials)) {
+    throw invalidOption(
+      "startCertificateServer",
+      "credentials",
+      "@grpc/grpc-js ServerCredentials (ServerCredentials.createSsl(...) for TLS)",
+      options.credentials,
+    );
+  }
   const server = new Server();
   const service = createCertificateService(options);
   server.addService(service.definition, service.implementation);

@@ -1,9 +1,11 @@
 // gRPC channel credentials from SPIFFE material. Kept apart from tls-options.ts so that the main entry
 // point never loads @grpc/grpc-js: it is a peer dependency, the app's own copy builds the credentials.
 import { type ChannelCredentials, type ChannelOptions, experimental } from "@grpc/grpc-js";
+import { invalidOption, requiredOptions } from "./options.js";
 import type { SpiffeId } from "./spiffe-id.js";
-import { rootsOf, serverIdentityCheck } from "./tls-options.js";
+import { checkIdList, checkSvid, rootsOf, serverIdentityCheck } from "./tls-options.js";
 import type { TrustBundle } from "./trust-bundle.js";
+import { checkBundle } from "./verify-svid.js";
 import type { X509Svid } from "./x509-svid.js";
 
 /** Options of {@link grpcChannelCredentials}. */
@@ -41,8 +43,19 @@ export interface GrpcChannelSpiffeCredentials {
  * name is not checked. Pass `credentials` and `channelOptions` to `new grpc.Client(address,
  * credentials, channelOptions)`, the xDS client or the certificate service client; `trust` replaces
  * the roots for later handshakes.
+ * @throws SpiffeError `ERR_OPTIONS_INVALID` when `bundle` or `expectedIds` is missing or an option is of
+ *   the wrong type; `ERR_BUNDLE_NO_ROOTS` for an empty bundle.
  */
-export function grpcChannelCredentials(options: GrpcChannelSpiffeOptions): GrpcChannelSpiffeCredentials {
+export function grpcChannelCredentials(
+  channelOptions: GrpcChannelSpiffeOptions,
+): GrpcChannelSpiffeCredentials {
+  const options = requiredOptions(SCOPE, channelOptions);
+  checkBundle(SCOPE, options.bundle);
+  checkIdList(SCOPE, "expectedIds", options.expectedIds);
+  if (options.svid !== undefined) checkSvid(SCOPE, options.svid);
+  if (options.serverName !== undefined && typeof options.serverName !== "string") {
+    throw invalidOption(SCOPE, "serverName", "a string", options.serverName);
+  }
   // The bundle the server chain is checked against per trust domain; `trust` replaces it with the roots.
   let bundle = options.bundle.clone();
   const roots = new LatestRoots(rootsOf(bundle));
@@ -59,12 +72,15 @@ export function grpcChannelCredentials(options: GrpcChannelSpiffeOptions): GrpcC
     channelOptions:
       options.serverName === undefined ? {} : { "grpc.ssl_target_name_override": options.serverName },
     trust: (next) => {
+      checkBundle(`${SCOPE} trust`, next);
       const copy = next.clone();
       roots.set(rootsOf(copy));
       bundle = copy;
     },
   };
 }
+
+const SCOPE = "grpcChannelCredentials";
 
 type GrpcCaListener = experimental.CaCertificateUpdateListener;
 type GrpcIdentityListener = experimental.IdentityCertificateUpdateListener;

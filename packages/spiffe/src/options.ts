@@ -97,3 +97,13 @@ export function optionsObject<T extends object>(scope: string, options: T | unde
   }
   return options;
 }
+
+/**
+ * `options`, which `scope` cannot do without: anything but a plain object, `undefined` included, is
+ * refused.
+ * @throws SpiffeError `ERR_OPTIONS_INVALID`
+ */
+export function requiredOptions<T extends object>(scope: string, options: T): T {
+  if (options === undefined) throw invalidOption(scope, "argument", "an options object", options);
+  return optionsObject(scope, options);
+}

@@ -83,8 +83,76 @@ describe("SecretManager", () => {
     client: CertificateRequester,
     extra: Partial<ConstructorParameters<typeof SecretManager>[0]> = {},
   ) {
-    return new SecretManager({ client, timers, now: () => timers.now, random: () => 0.5, ...extra });
+    // Node agent mode unless a test says otherwise: `requester` certifies the impersonated identity.
+    return new SecretManager({
+      client,
+      timers,
+      now: () => timers.now,
+      random: () => 0.5,
+      impersonate: true,
+      ...extra,
+    });
   }
+
+  /** A CA client for a caller authenticated as `caller`: it certifies `caller` unless asked to impersonate. */
+  function selfRequester(
+    caller: string,
+    seen: Array<Record<string, unknown> | undefined>,
+  ): CertificateRequester {
+    return {
+      async createCertificate(csr, options) {
+        seen.push(options === undefined ? undefined : { ...options });
+        const signed = await ca.sign(csr, {
+          spiffeId: String(options?.impersonatedIdentity ?? caller),
+          ttlSeconds: options?.validitySeconds ?? 0,
+          ignoreCsrSans: true,
+        });
+        return signed.certChain;
+      },
+    };
+  }
+
+  it("asks for the caller's own identity without ImpersonatedIdentity by default, as a workload", async () => {
+    timers.pending.clear();
+    const seen: Array<Record<string, unknown> | undefined> = [];
+    const m = new SecretManager({
+      client: selfRequester(WEB, seen),
+      timers,
+      now: () => timers.now,
+      random: () => 0.5,
+    });
+    const svid = await m.fetch(WEB);
+    assert.equal(svid.spiffeId.toString(), WEB);
+    assert.equal(seen.length, 1);
+    assert.deepEqual(seen[0], { validitySeconds: 86_400 });
+    m.close();
+  });
+
+  it("sends ImpersonatedIdentity for every identity with impersonate: true, as a node agent", async () => {
+    timers.pending.clear();
+    const seen: Array<Record<string, unknown> | undefined> = [];
+    const ZTUNNEL = "spiffe://cluster.local/ns/istio-system/sa/ztunnel";
+    const m = manager(selfRequester(ZTUNNEL, seen), { impersonate: true });
+    assert.equal((await m.fetch(WEB)).spiffeId.toString(), WEB);
+    assert.equal(String(seen[0]?.impersonatedIdentity), WEB);
+    m.close();
+  });
+
+  it("says the CA certified another identity than asked, and how to ask for one, without impersonation", async () => {
+    timers.pending.clear();
+    const m = manager(selfRequester(WEB, []), { impersonate: false });
+    const OTHER = "spiffe://cluster.local/ns/default/sa/other";
+    await assert.rejects(m.fetch(OTHER), (err: unknown) => {
+      assert.ok(err instanceof SpiffeError, String(err));
+      assert.equal(err.code, "ERR_CA_RESPONSE_INVALID");
+      assert.match(err.message, new RegExp(`CA certified ${WEB}, not the requested ${OTHER}`));
+      assert.match(err.message, /impersonate: true/);
+      assert.equal(err.details.requested, OTHER);
+      assert.equal(err.details.certified, WEB);
+      return true;
+    });
+    m.close();
+  });
 
   it("de-duplicates concurrent fetches and caches the SVID", async () => {
     timers.pending.clear();

@@ -33,8 +33,11 @@ export interface SecretManagerOptions {
   /** Workload key algorithm. Default `ECDSA_P256`, as ztunnel. */
   keyAlgorithm?: KeyAlgorithm;
   /**
-   * Ask for certificates on behalf of workloads (node agent mode: sends `ImpersonatedIdentity`).
-   * Default true, as ztunnel in shared mode.
+   * Ask for certificates on behalf of other workloads (node agent mode): each request names the
+   * identity it wants in `ImpersonatedIdentity`. Default false: the CA certifies the caller's own
+   * identity, the one its credential proves, as for a workload or a waypoint with its own token.
+   * istiod refuses any `ImpersonatedIdentity`, even the caller's own, unless the caller is a trusted
+   * node agent (`CA_TRUSTED_NODE_ACCOUNTS`). ztunnel: true in shared (node proxy) mode only.
    */
   impersonate?: boolean;
   /**
@@ -415,13 +418,21 @@ export class SecretManager extends EventEmitter {
     const csr = await createCsr({ spiffeId: identity, privateKeyPem: keys.privateKeyPem });
     const chain = await this.#options.client.createCertificate(csr, {
       validitySeconds: this.#ttlSeconds,
-      ...(this.#options.impersonate === false ? {} : { impersonatedIdentity: identity }),
+      ...(this.#options.impersonate === true ? { impersonatedIdentity: identity } : {}),
     });
     const svid = x509SvidFromChain(chain, keys.privateKeyPem);
     if (!svid.spiffeId.equals(identity)) {
+      // Without impersonation the CA certifies whoever the credential proves: asking for another
+      // identity is a setup mistake more often than a broken CA, so the message says which.
+      const hint =
+        this.#options.impersonate === true
+          ? ""
+          : "; without impersonate: true the CA certifies the identity of the caller's credential " +
+            "(a node agent asking for workloads sets impersonate: true)";
       throw new SpiffeError(
         "ERR_CA_RESPONSE_INVALID",
-        `CA issued ${svid.spiffeId} when ${identity} was requested`,
+        `CA certified ${svid.spiffeId}, not the requested ${identity}${hint}`,
+        { requested: identity.toString(), certified: svid.spiffeId.toString() },
       );
     }
     return svid;

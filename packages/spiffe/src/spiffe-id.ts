@@ -1,3 +1,4 @@
+import { brandClass } from "./brand.js";
 import { SpiffeError } from "./errors.js";
 
 const SCHEME_PREFIX = "spiffe://";
@@ -238,3 +239,6 @@ export class SpiffeId {
     return this.toString();
   }
 }
+
+// Both builds of the package (ESM and CJS) accept each other's IDs as `instanceof SpiffeId`.
+brandClass(SpiffeId, "@ambient/spiffe.SpiffeId");

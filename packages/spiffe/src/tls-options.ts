@@ -1,7 +1,7 @@
 import type { DetailedPeerCertificate, PeerCertificate, TLSSocket } from "node:tls";
 import { peerSpiffeId, spiffeIdFromCertificate } from "./certificate-identity.js";
 import { SpiffeError } from "./errors.js";
-import { invalidOption, optionsObject } from "./options.js";
+import { invalidOption, requiredOptions } from "./options.js";
 import { SpiffeId } from "./spiffe-id.js";
 import type { TrustBundle } from "./trust-bundle.js";
 import { checkBundle, verifySvid } from "./verify-svid.js";
@@ -106,7 +106,7 @@ function verifyPeerChain(cert: PeerCertificate, bundle: TrustBundle): SpiffeId {
 }
 
 /** Refuses an SVID option that lacks the key, chain or identity the TLS options are built from. */
-function checkSvid(caller: string, svid: unknown): asserts svid is X509Svid {
+export function checkSvid(caller: string, svid: unknown): asserts svid is X509Svid {
   const s = svid as Partial<X509Svid> | null | undefined;
   if (
     typeof s !== "object" ||
@@ -119,7 +119,7 @@ function checkSvid(caller: string, svid: unknown): asserts svid is X509Svid {
   }
 }
 
-function checkIdList(caller: string, name: string, ids: unknown): void {
+export function checkIdList(caller: string, name: string, ids: unknown): void {
   if (!Array.isArray(ids)) throw invalidOption(caller, name, "an array of SPIFFE IDs", ids);
 }
 
@@ -128,12 +128,6 @@ export function rootsOf(bundle: TrustBundle): string[] {
   const roots = bundle.rootsPem();
   if (roots.length === 0) throw new SpiffeError("ERR_BUNDLE_NO_ROOTS", "trust bundle has no roots");
   return roots;
-}
-
-/** `options`, which these functions cannot do without. */
-function requiredOptions<T extends object>(caller: string, options: T): T {
-  if (options === undefined) throw invalidOption(caller, "argument", "an options object", options);
-  return optionsObject(caller, options);
 }
 
 /**

@@ -1,3 +1,4 @@
+import { brandClass } from "./brand.js";
 import { SpiffeError } from "./errors.js";
 import { type ParsedCertificate, parseCertificateDer } from "./parsed-certificate.js";
 import { decodeCertificatesPem } from "./pem.js";
@@ -6,9 +7,30 @@ import { parseTrustDomain } from "./spiffe-id.js";
 // Parsed roots stay internal to the package; other modules read them through `bundleRoots`.
 const storage = new WeakMap<TrustBundle, Map<string, ParsedCertificate[]>>();
 
+/**
+ * Roots of bundles made by the other build of the package (ESM or CJS), parsed from their PEM per
+ * trust domain and parsed again only when that PEM changes.
+ */
+const foreignRoots = new WeakMap<TrustBundle, Map<string, { pem: string; roots: ParsedCertificate[] }>>();
+
+function rootsOfForeign(bundle: TrustBundle, trustDomain: string): ParsedCertificate[] {
+  const pem = bundle.toPem(trustDomain);
+  let byDomain = foreignRoots.get(bundle);
+  if (byDomain === undefined) {
+    byDomain = new Map();
+    foreignRoots.set(bundle, byDomain);
+  }
+  const held = byDomain.get(trustDomain);
+  if (held !== undefined && held.pem === pem) return held.roots;
+  const roots = pem === "" ? [] : decodeCertificatesPem(pem).map((der) => parseCertificateDer(der));
+  byDomain.set(trustDomain, { pem, roots });
+  return roots;
+}
+
 /** Parsed roots of a trust domain; throws ERR_BUNDLE_NO_ROOTS when there are none. */
 export function bundleRoots(bundle: TrustBundle, trustDomain: string): readonly ParsedCertificate[] {
-  const list = storage.get(bundle)?.get(trustDomain);
+  const own = storage.get(bundle);
+  const list = own === undefined ? rootsOfForeign(bundle, trustDomain) : own.get(trustDomain);
   if (!list || list.length === 0) {
     throw new SpiffeError(
       "ERR_BUNDLE_NO_ROOTS",
@@ -92,3 +114,6 @@ export class TrustBundle {
     return copy;
   }
 }
+
+// Both builds of the package (ESM and CJS) accept each other's bundles as `instanceof TrustBundle`.
+brandClass(TrustBundle, "@ambient/spiffe.TrustBundle");
