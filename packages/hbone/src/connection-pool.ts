@@ -161,8 +161,11 @@ export class ConnectionPool {
     this.#retire(conn, false);
   }
 
-  /** Closes every connection: gracefully (GOAWAY, open tunnels finish) or at once. */
-  async close(force: boolean): Promise<void> {
+  /**
+   * Closes every connection: gracefully (GOAWAY, open tunnels finish) or at once, with `reason` as
+   * the connections' failure (what their open streams close with).
+   */
+  async close(force: boolean, reason?: HboneError): Promise<void> {
     this.#closed = true;
     this.#wakeRoomWaiters();
     const all = [...this.#all];
@@ -172,7 +175,7 @@ export class ConnectionPool {
     );
     for (const c of all) {
       this.#retire(c, false);
-      if (force) c.session.destroy();
+      if (force) c.session.destroy(reason);
       else if (!c.session.closed) c.session.close();
     }
     await Promise.all(done);

@@ -138,14 +138,19 @@ export interface HboneClient {
   connectDouble(options: HboneDoubleConnectOptions): Promise<TunnelStream>;
   stats(): HboneClientStats;
   /**
-   * GOAWAY on every connection; resolves when open tunnels finished. New connects fail. Tunnels still
-   * open after `timeoutMs` (default 30 s, as `HboneServer.close`) are destroyed with their
-   * connections.
+   * GOAWAY on every connection; resolves when open tunnels finished. New connects fail, and dials
+   * in progress end at once (their `connect()` rejects with `ERR_HBONE_CLOSED`). Tunnels still open
+   * after `timeoutMs` (default 30 s, as `HboneServer.close`) are destroyed with their connections,
+   * as by {@link HboneClient.destroy}.
    * @throws HboneError `ERR_HBONE_INVALID_ARGUMENT` for a `timeoutMs` that is not a number from 0 to
    * 2^31 - 1.
    */
   close(options?: { timeoutMs?: number }): Promise<void>;
-  /** Destroys every connection and tunnel at once. */
+  /**
+   * Destroys every connection and tunnel at once, and ends every dial in progress. Pending
+   * `connect()` calls reject with `ERR_HBONE_CLOSED`; open tunnels are destroyed without an `error`
+   * (they emit `close` without `end`).
+   */
   destroy(): Promise<void>;
 }
 
@@ -196,6 +201,10 @@ class HboneClientImpl implements HboneClient {
   #pool: ConnectionPool;
   #inner = new Set<Http2Connection>();
   #closed = false;
+  /** Aborted by close() and destroy(): every dial in progress ends at once with `ERR_HBONE_CLOSED`. */
+  #closing = new AbortController();
+  /** Sockets of dials in progress; close() and destroy() resolve once each of them has closed. */
+  #dialSockets = new Set<Duplex>();
   #connectSocket: HboneClientOptions["connectSocket"];
 
   constructor(options: HboneClientOptions) {
@@ -389,7 +398,9 @@ class HboneClientImpl implements HboneClient {
         () => tlsConnect({ ...clientTlsOptions(credentials, this.#tls, expected), socket: outer }),
         `inner TLS to ${options.authority}`,
         options.signal,
+        undefined,
       );
+      this.#dialSockets.delete(socket);
       session = this.#session(socket, `${urlHost(authority)}:${authority.port}`);
       const s = session;
       this.#inner.add(s);
@@ -420,6 +431,8 @@ class HboneClientImpl implements HboneClient {
     }
     const timeoutMs = durationOption("close timeoutMs", options?.timeoutMs, 30_000);
     this.#closed = true;
+    // A dial has nothing to finish gracefully: it ends now, whichever step it is at.
+    await this.#abortDials();
     for (const s of this.#inner) s.close();
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<boolean>((resolve) => {
@@ -432,8 +445,30 @@ class HboneClientImpl implements HboneClient {
 
   async destroy(): Promise<void> {
     this.#closed = true;
-    for (const s of this.#inner) s.destroy();
-    await this.#pool.close(true);
+    await this.#abortDials();
+    // The client's own shutdown: its tunnels end without an 'error' (see TunnelStream), and a
+    // CONNECT still waiting for its answer rejects with ERR_HBONE_CLOSED.
+    const closed = new HboneError("ERR_HBONE_CLOSED", "the HBONE client was closed");
+    for (const s of this.#inner) s.destroy(closed);
+    await this.#pool.close(true, closed);
+  }
+
+  /**
+   * Ends every dial in progress: the connect() calls waiting for it reject with `ERR_HBONE_CLOSED`.
+   * Resolves once the dials' sockets closed and those rejections were delivered.
+   */
+  async #abortDials(): Promise<void> {
+    if (!this.#closing.signal.aborted) {
+      this.#closing.abort(new HboneError("ERR_HBONE_CLOSED", "HBONE client is closed"));
+    }
+    if (this.#dialSockets.size === 0) return;
+    // Still in the set means no "close" event yet (`closed` turns true earlier, at destroy()).
+    await Promise.all(
+      [...this.#dialSockets].map((socket) => new Promise<void>((resolve) => socket.once("close", resolve))),
+    );
+    // A failed dial reaches its callers through a chain of promises (pool, connect()); it has run
+    // its course by the next turn of the event loop.
+    await new Promise((resolve) => setImmediate(resolve));
   }
 
   #requestHeaders(authority: string, extra: HboneRequestHeaders | undefined): [string, string][] {
@@ -480,6 +515,7 @@ class HboneClientImpl implements HboneClient {
             }),
       `dial ${target.host}:${target.port}`,
       undefined,
+      target.port,
     );
     socket.setNoDelay(true);
     socket.setKeepAlive(true, HBONE_DEFAULTS.tcpKeepaliveMs);
@@ -487,12 +523,23 @@ class HboneClientImpl implements HboneClient {
     // The pool hands the connection to every caller waiting for this dial at once, so it has to know
     // the peer's SETTINGS_MAX_CONCURRENT_STREAMS first, or a burst would open streams the peer
     // refuses. The SETTINGS are already arriving: the handshake waited for the peer's first bytes.
+    const closing = this.#closing.signal;
+    const onClosing = () =>
+      session.destroy(
+        new HboneError("ERR_HBONE_CLOSED", `dial ${target.host}:${target.port}: the HBONE client was closed`),
+      );
     try {
+      if (closing.aborted) onClosing();
+      else closing.addEventListener("abort", onClosing, { once: true });
       await peerSettings(session, Math.max(1, this.#limits.connectTimeoutMs - (Date.now() - started)));
     } catch (err) {
       session.destroy();
       throw toHboneError(err, `dial ${target.host}:${target.port}`);
+    } finally {
+      closing.removeEventListener("abort", onClosing);
     }
+    // The dial is done: from here the connection is the pool's to close.
+    this.#dialSockets.delete(socket);
     // A peer that refused this side (GOAWAY right after its SETTINGS) leaves nothing to pool.
     if (session.closed || session.destroyed) {
       const failure =
@@ -512,13 +559,21 @@ class HboneClientImpl implements HboneClient {
    * TLS handshake with timeout and abort; checks ALPN and the peer identity, then waits for the
    * server's first bytes (its HTTP/2 SETTINGS). With TLS 1.3 the server judges the client certificate
    * only after the client's handshake is done, so this is where a rejection (alert) shows up.
+   * Closing the client ends it too. The socket stays in `#dialSockets` until it closes or the
+   * caller, done with the dial, takes it out. `port` is the HBONE port dialled, named by a timeout.
    */
   #handshake(
     open: () => TLSSocket,
     what: string,
     signal: AbortSignal | undefined,
+    port: number | undefined,
   ): Promise<{ socket: TLSSocket; peerIdentity: SpiffeId }> {
     return new Promise((resolve, reject) => {
+      const closing = this.#closing.signal;
+      if (closing.aborted) {
+        reject(new HboneError("ERR_HBONE_CLOSED", `${what}: the HBONE client was closed`));
+        return;
+      }
       let socket: TLSSocket;
       try {
         socket = open();
@@ -526,21 +581,29 @@ class HboneClientImpl implements HboneClient {
         reject(toHboneError(err, what));
         return;
       }
+      const s = socket;
+      this.#dialSockets.add(s);
+      s.once("close", () => this.#dialSockets.delete(s));
       let peerIdentity: SpiffeId | undefined;
       const timer = setTimeout(() => {
+        const hint = port === undefined ? "" : `, maybe a NetworkPolicy is blocking HBONE port ${port}`;
         socket.destroy(
           new HboneError(
             "ERR_HBONE_TIMEOUT",
-            `${what}: connection timed out after ${this.#limits.connectTimeoutMs} ms, maybe a NetworkPolicy is blocking HBONE port 15008`,
+            `${what}: connection timed out after ${this.#limits.connectTimeoutMs} ms${hint}`,
           ),
         );
       }, this.#limits.connectTimeoutMs);
       const onAbort = () =>
         socket.destroy(new HboneError("ERR_HBONE_ABORTED", `${what}: aborted`, { cause: signal?.reason }));
       signal?.addEventListener("abort", onAbort, { once: true });
+      const onClosing = () =>
+        socket.destroy(new HboneError("ERR_HBONE_CLOSED", `${what}: the HBONE client was closed`));
+      closing.addEventListener("abort", onClosing, { once: true });
       const cleanup = () => {
         clearTimeout(timer);
         signal?.removeEventListener("abort", onAbort);
+        closing.removeEventListener("abort", onClosing);
         socket.off("error", onError);
         socket.off("close", onClose);
         socket.off("secureConnect", onSecure);

@@ -101,7 +101,9 @@ export interface HboneServer {
   setCredentials(credentials: HboneCredentials): void;
   /**
    * Stops listening, sends GOAWAY on every connection and waits for open tunnels to finish;
-   * connections still open after `timeoutMs` (default 30 s) are destroyed.
+   * connections still open after `timeoutMs` (default 30 s) are destroyed. Their tunnels are
+   * destroyed without an `error` (they emit `close` without `end`), and the `signal` of a tunnel not
+   * answered yet aborts with an `ERR_HBONE_CLOSED` reason.
    * @throws HboneError `ERR_HBONE_INVALID_ARGUMENT` for a `timeoutMs` that is not a number from 0 to
    * 2^31 - 1.
    */
@@ -378,7 +380,11 @@ class HboneServerImpl implements HboneServer {
     });
     await Promise.race([Promise.all(sessionsClosed), timedOut]);
     clearTimeout(timer);
-    for (const s of sessions) if (!s.destroyed) s.destroy();
+    // Past the deadline: the tunnels still open end without an 'error' (the shutdown was asked for,
+    // and the application may not listen for errors on them), as `net.Server` connections do when
+    // destroyed without one.
+    const closedError = new HboneError("ERR_HBONE_CLOSED", "the HBONE server was closed");
+    for (const s of sessions) if (!s.destroyed) s.destroy(closedError);
     // Sockets still in the TLS handshake (or refused) would hold server.close() until they time out.
     for (const socket of this.#sockets) socket.destroy();
     await Promise.all(sessionsClosed);

@@ -97,20 +97,26 @@ export class InboundTunnel {
     stream.onClose(() => {
       if (this.#state === "pending") {
         this.#state = "closed";
-        this.#controller?.abort(InboundTunnel.#goneError());
+        this.#controller?.abort(this.#closedReason());
       }
     });
   }
 
-  static #goneError(): HboneError {
+  /** Why the stream closed before an answer: the server's own close(), or the client left. */
+  #closedReason(): HboneError {
+    const failure = this.#stream.connection.failure;
+    if (failure?.code === "ERR_HBONE_CLOSED") return failure;
     return new HboneError("ERR_HBONE_RESET", "client went away before the tunnel was answered");
   }
 
-  /** Aborts when the client goes away before the tunnel was accepted or refused. */
+  /**
+   * Aborts when the client goes away before the tunnel was accepted or refused (reason
+   * `ERR_HBONE_RESET`), or the server's `close()` destroyed its connection (`ERR_HBONE_CLOSED`).
+   */
   get signal(): AbortSignal {
     if (this.#controller === undefined) {
       this.#controller = new AbortController();
-      if (this.#state === "closed") this.#controller.abort(InboundTunnel.#goneError());
+      if (this.#state === "closed") this.#controller.abort(this.#closedReason());
     }
     return this.#controller.signal;
   }

@@ -52,7 +52,9 @@ export interface TunnelInfo {
 /**
  * The bytes of one HBONE tunnel as a Node Duplex. `end()` sends END_STREAM (half-close: the other
  * direction keeps flowing); `destroy()` before both sides ended resets the stream with CANCEL; a reset
- * by the peer or a broken connection surfaces as an `error` carrying an {@link HboneError}.
+ * by the peer or a broken connection surfaces as an `error` carrying an {@link HboneError}. A tunnel
+ * ended by its own client's or server's shutdown (`destroy()`, or `close({ timeoutMs })` running
+ * out) is destroyed without an error: it emits 'close' without 'end' (`readableAborted` is true).
  * Back-pressure follows HTTP/2 flow control: while the reader is paused, no window is given back to
  * the sender, so it stops after one stream window. Bytes still buffered when the peer ended its side
  * give their connection window back as the reader takes them.
@@ -160,7 +162,12 @@ export class TunnelStream extends Duplex implements TunnelInfo {
       else if (relay.socketClosed) relay.finish(undefined);
       return;
     }
-    if (failure !== undefined) this.destroy(failure);
+    if (failure === undefined) return;
+    // Ended by this side's own shutdown (the client's destroy(), a close() past its deadline):
+    // destroyed without an error, as `net` and `http2` do on destroy() without one; the tunnel
+    // emits 'close' but no 'end'.
+    if (failure.code === "ERR_HBONE_CLOSED") this.destroy();
+    else this.destroy(failure);
   }
 
   /** Why the HTTP/2 stream's close loses data, if it does. */
