@@ -1,7 +1,15 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { connect, createServer, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { createCertificateAuthority } from "@ambient/spiffe/ca";
+import {
+  createCertificateAuthority,
+  createCertificateService,
+  createCertificateServiceClient,
+} from "@ambient/spiffe/ca";
 import { createXdsClient, createXdsServer, reconnectChannelOptions, TypeUrl } from "@ambient/xds";
 import * as grpc from "@grpc/grpc-js";
 import {
@@ -230,6 +238,52 @@ describe("controlPlaneChannel", () => {
       assert.ok(relayed.length > connections, "connected again over a new connection");
     },
   );
+
+  it("connects to a server whose certificate names it by DNS only, as istiod's does", async () => {
+    // istiod's 15012 certificate has DNS SANs (istiod.istio-system.svc, ...) and no SPIFFE URI SAN; made
+    // here by openssl, signed by a root of its own.
+    const dir = mkdtempSync(join(tmpdir(), "istiod-cert-"));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const openssl = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
+    const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"];
+    openssl("req", "-x509", ...ec, "-keyout", "root.key", "-out", "root.pem", "-subj", "/O=cluster.local");
+    openssl(
+      ...["req", "-x509", ...ec, "-keyout", "istiod.key", "-out", "istiod.pem", "-subj", "/O=cluster.local"],
+      ...[
+        "-CA",
+        "root.pem",
+        "-CAkey",
+        "root.key",
+        "-addext",
+        `subjectAltName=DNS:${CONTROL_PLANE_SERVER_NAME}`,
+      ],
+    );
+    const server = new grpc.Server();
+    cleanups.push(() => server.forceShutdown());
+    // A CA that authenticates nobody: an answer at all means the TLS handshake passed.
+    const ca = await createCertificateAuthority({ trustDomain: "cluster.local" });
+    const service = createCertificateService({ ca, authenticators: [] });
+    server.addService(service.definition, service.implementation);
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(
+        "127.0.0.1:0",
+        grpc.ServerCredentials.createSsl(null, [
+          {
+            cert_chain: readFileSync(join(dir, "istiod.pem")),
+            private_key: readFileSync(join(dir, "istiod.key")),
+          },
+        ]),
+        (err, p) => (err ? reject(err) : resolve(p)),
+      ),
+    );
+    const client = createCertificateServiceClient({
+      address: `127.0.0.1:${port}`,
+      ...controlPlaneChannel(readFileSync(join(dir, "root.pem"), "utf8")),
+      timeoutMs: 5000,
+    });
+    cleanups.push(() => client.close());
+    await assert.rejects(client.createCertificate("csr"), { code: "ERR_UNAUTHENTICATED" });
+  });
 
   it("keeps its roots and logs when an answer's roots cannot be used", async () => {
     const ca = await createCertificateAuthority({ trustDomain: "cluster.local" });

@@ -45,7 +45,8 @@ export interface ControlPlaneChannel {
 
 /**
  * gRPC credentials, channel options and reconnect delays for the control plane's xDS and CA port: its
- * certificate must chain to the mesh root and carry `identity` as URI SAN, and after an outage of any
+ * certificate must chain to the mesh root and carry `identity` as URI SAN or
+ * {@link CONTROL_PLANE_SERVER_NAME} as DNS SAN (istiod's has DNS names only), and after an outage of any
  * length every channel is back within `reconnect.maxBackoffMs` (default 15 s, ztunnel's cap) of the
  * server's return; a connection that stops answering is dropped after `keepalive` (default
  * {@link DEFAULT_CONTROL_PLANE_KEEPALIVE}). Spread into the xDS and CA client options so both follow
@@ -60,7 +61,10 @@ export function controlPlaneChannel(
   const trustDomain = SpiffeId.parse(identity).trustDomain;
   const tls = grpcChannelCredentials({
     bundle: TrustBundle.fromPem(trustDomain, rootCertPem),
+    // istiod's certificate carries DNS names only, and Istio's ztunnel checks it by host name; this
+    // control plane's carries both, so either check lets it through.
     expectedIds: [identity],
+    expectedHostnames: [CONTROL_PLANE_SERVER_NAME],
     serverName: CONTROL_PLANE_SERVER_NAME,
   });
   const backoff = { ...DEFAULT_RECONNECT_BACKOFF, ...reconnect };

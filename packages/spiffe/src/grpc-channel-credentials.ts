@@ -1,6 +1,8 @@
 // gRPC channel credentials from SPIFFE material. Kept apart from tls-options.ts so that the main entry
 // point never loads @grpc/grpc-js: it is a peer dependency, the app's own copy builds the credentials.
+import { checkServerIdentity, type PeerCertificate } from "node:tls";
 import { type ChannelCredentials, type ChannelOptions, experimental } from "@grpc/grpc-js";
+import { SpiffeError } from "./errors.js";
 import { invalidOption, requiredOptions } from "./options.js";
 import type { SpiffeId } from "./spiffe-id.js";
 import { checkIdList, checkSvid, rootsOf, serverIdentityCheck } from "./tls-options.js";
@@ -12,8 +14,19 @@ import type { X509Svid } from "./x509-svid.js";
 export interface GrpcChannelSpiffeOptions {
   /** Roots the server certificate must chain to. */
   bundle: TrustBundle;
-  /** Server identities accepted (any one), e.g. `spiffe://cluster.local/ns/istio-system/sa/istiod`. */
-  expectedIds: ReadonlyArray<SpiffeId | string>;
+  /**
+   * Server identities accepted (any one) as URI SAN, e.g. `spiffe://cluster.local/ns/istio-system/sa/istiod`,
+   * the server's chain checked against the bundle's root of that identity's trust domain.
+   */
+  expectedIds?: ReadonlyArray<SpiffeId | string>;
+  /**
+   * DNS names accepted (any one) as the server certificate's DNS SAN, checked as Node's
+   * `tls.checkServerIdentity` checks a host name, the chain against the bundle's roots: how Istio's
+   * ztunnel and pilot-agent check istiod, whose certificate carries DNS names only (e.g.
+   * `istiod.istio-system.svc`). A server passes with either check. At least one of `expectedIds` and
+   * `expectedHostnames` must name something.
+   */
+  expectedHostnames?: readonly string[];
   /** The client's own SVID, for mutual TLS. Default: no client certificate (istiod then wants a token). */
   svid?: X509Svid;
   /**
@@ -38,20 +51,29 @@ export interface GrpcChannelSpiffeCredentials {
 }
 
 /**
- * `@grpc/grpc-js` channel credentials and options for a SPIFFE server such as istiod's port 15012: the
- * server chain must verify against the bundle and its URI SAN must be one of `expectedIds`; the host
- * name is not checked. Pass `credentials` and `channelOptions` to `new grpc.Client(address,
+ * `@grpc/grpc-js` channel credentials and options for a server such as istiod's port 15012: the server
+ * chain must verify against the bundle, and its URI SAN must be one of `expectedIds` or a DNS SAN match
+ * one of `expectedHostnames`; the address's host name is not checked. Pass `credentials` and `channelOptions` to `new grpc.Client(address,
  * credentials, channelOptions)`, the xDS client or the certificate service client; `trust` replaces
  * the roots for later handshakes.
- * @throws SpiffeError `ERR_OPTIONS_INVALID` when `bundle` or `expectedIds` is missing or an option is of
- *   the wrong type; `ERR_BUNDLE_NO_ROOTS` for an empty bundle.
+ * @throws SpiffeError `ERR_OPTIONS_INVALID` when `bundle` is missing, neither `expectedIds` nor
+ *   `expectedHostnames` names anything, or an option is of the wrong type; `ERR_BUNDLE_NO_ROOTS` for an
+ *   empty bundle.
  */
 export function grpcChannelCredentials(
   channelOptions: GrpcChannelSpiffeOptions,
 ): GrpcChannelSpiffeCredentials {
   const options = requiredOptions(SCOPE, channelOptions);
   checkBundle(SCOPE, options.bundle);
-  checkIdList(SCOPE, "expectedIds", options.expectedIds);
+  const expectedIds = options.expectedIds ?? [];
+  checkIdList(SCOPE, "expectedIds", expectedIds);
+  const hostnames = options.expectedHostnames ?? [];
+  if (!Array.isArray(hostnames) || !hostnames.every((h) => typeof h === "string" && h !== "")) {
+    throw invalidOption(SCOPE, "expectedHostnames", "an array of DNS names", options.expectedHostnames);
+  }
+  if (expectedIds.length === 0 && hostnames.length === 0) {
+    throw invalidOption(SCOPE, "expectedIds", "at least one SPIFFE ID or expected host name", expectedIds);
+  }
   if (options.svid !== undefined) checkSvid(SCOPE, options.svid);
   if (options.serverName !== undefined && typeof options.serverName !== "string") {
     throw invalidOption(SCOPE, "serverName", "a string", options.serverName);
@@ -67,7 +89,10 @@ export function grpcChannelCredentials(
   return {
     // grpc-js makes each handshake's secure context from the latest roots its provider gave.
     credentials: experimental.createCertificateProviderChannelCredentials(roots, identity, {
-      checkServerIdentity: serverIdentityCheck(options.expectedIds, () => bundle),
+      checkServerIdentity: serverCheck(
+        expectedIds.length === 0 ? undefined : serverIdentityCheck(expectedIds, () => bundle),
+        hostnames,
+      ),
     }),
     channelOptions:
       options.serverName === undefined ? {} : { "grpc.ssl_target_name_override": options.serverName },
@@ -81,6 +106,26 @@ export function grpcChannelCredentials(
 }
 
 const SCOPE = "grpcChannelCredentials";
+
+/**
+ * Passes a server whose certificate has one of the expected SPIFFE IDs (`byId`, which also checks the
+ * chain against that trust domain's root) or, the chain having been verified against the roots by the
+ * handshake, a DNS SAN matching one of `hostnames`.
+ */
+function serverCheck(
+  byId: ((hostname: string, cert: PeerCertificate) => Error | undefined) | undefined,
+  hostnames: readonly string[],
+): (hostname: string, cert: PeerCertificate) => Error | undefined {
+  return (hostname, cert) => {
+    const idProblem = byId?.(hostname, cert);
+    if (byId !== undefined && idProblem === undefined) return undefined;
+    for (const name of hostnames) if (checkServerIdentity(name, cert) === undefined) return undefined;
+    if (idProblem !== undefined && hostnames.length === 0) return idProblem;
+    const why = [`no DNS SAN among [${hostnames.join(", ")}]`];
+    if (idProblem !== undefined) why.push(idProblem.message);
+    return new SpiffeError("ERR_PEER_NOT_AUTHORIZED", `server certificate refused: ${why.join("; ")}`);
+  };
+}
 
 type GrpcCaListener = experimental.CaCertificateUpdateListener;
 type GrpcIdentityListener = experimental.IdentityCertificateUpdateListener;
