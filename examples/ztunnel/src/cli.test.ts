@@ -237,6 +237,19 @@ describe("ztunnel CLI", () => {
     }
   });
 
+  it("takes its own pod from POD_NAME and POD_NAMESPACE, both or neither", () => {
+    const pod = (env: Record<string, string>) => {
+      const got = parseZtunnelCli(["--zds-socket", "/run/z.sock"], env);
+      return got.kind === "run" ? got.pod : got.kind === "error" ? got.message : got.kind;
+    };
+    assert.equal(pod({}), undefined);
+    assert.deepEqual(pod({ POD_NAME: "ztunnel-x7k2p", POD_NAMESPACE: "kube-system" }), {
+      name: "ztunnel-x7k2p",
+      namespace: "kube-system",
+    });
+    assert.match(String(pod({ POD_NAME: "ztunnel-x7k2p" })), /POD_NAME and POD_NAMESPACE go together/);
+  });
+
   it("takes the trust domain and the cluster's DNS domain from their flags, else TRUST_DOMAIN and CLUSTER_DOMAIN", () => {
     const domains = (argv: string[], env: Record<string, string> = {}) => {
       const got = parseZtunnelCli(["--zds-socket", "/run/z.sock", ...argv], env);

@@ -193,6 +193,8 @@ export type ZtunnelCli =
       clusterId: string;
       /** `--trust-domain`, else `TRUST_DOMAIN`, else `cluster.local`. */
       trustDomain: string;
+      /** The proxy's own pod from `POD_NAME` and `POD_NAMESPACE` (the downward API), when both are set. */
+      pod?: { name: string; namespace: string };
       socks5: { handshakeTimeoutMs: number; maxHandshakes: number };
       /** `--on-demand` with its timeout; absent when off. */
       onDemand?: { timeoutMs: number };
@@ -400,6 +402,11 @@ export function parseZtunnelCli(
   } else if (netnsPath !== undefined) {
     return { kind: "error", message: "--dedicated-netns needs --dedicated namespace/name" };
   }
+  // Istio's ztunnel names itself in xDS from the downward API's POD_NAME and POD_NAMESPACE.
+  const podName = env.POD_NAME ?? "";
+  const podNamespace = env.POD_NAMESPACE ?? "";
+  if ((podName === "") !== (podNamespace === ""))
+    return { kind: "error", message: "POD_NAME and POD_NAMESPACE go together: set both or neither" };
   return {
     kind: "run",
     args: values as ZtunnelArgs,
@@ -407,6 +414,7 @@ export function parseZtunnelCli(
     adminIp,
     clusterId: cluster.clusterId,
     trustDomain: trustDomain.value,
+    ...(podName === "" ? {} : { pod: { name: podName, namespace: podNamespace } }),
     socks5: { handshakeTimeoutMs: timeout, maxHandshakes: max },
     terminationDeadlineMs: deadline,
     ...(values["on-demand"] === true ? { onDemand: { timeoutMs: onDemandTimeout } } : {}),

@@ -23,7 +23,11 @@ export interface MeshStateOptions {
   token: string | (() => string);
   /** Sent as `clusterid` on every xDS stream and CA call and as `CLUSTER_ID` in the xDS node metadata. */
   clusterId: string;
-  node: { id: string; name: string };
+  /**
+   * The xDS node: its id, the Kubernetes node name and, as Istio's ztunnel sends them, the proxy's own
+   * pod (`NAME`, `NAMESPACE`) and IP (`INSTANCE_IPS`) when known.
+   */
+  node: { id: string; name: string; ip?: string; pod?: { name: string; namespace: string } };
   certificateTtlSeconds?: number;
   /**
    * On-demand Addresses (ztunnel `XDS_ON_DEMAND`): no wildcard watch; the control plane sends the
@@ -128,7 +132,17 @@ export function createMeshState(options: MeshStateOptions): MeshState {
   const xds = createXdsClient({
     address,
     ...channel,
-    node: { id: options.node.id, metadata: { NODE_NAME: options.node.name, CLUSTER_ID: options.clusterId } },
+    node: {
+      id: options.node.id,
+      metadata: {
+        ...(options.node.pod === undefined
+          ? {}
+          : { NAME: options.node.pod.name, NAMESPACE: options.node.pod.namespace }),
+        ...(options.node.ip === undefined ? {} : { INSTANCE_IPS: options.node.ip }),
+        NODE_NAME: options.node.name,
+        CLUSTER_ID: options.clusterId,
+      },
+    },
     // The cluster goes with the token, as ztunnel's AuthSource sends it: the control plane checks the
     // caller in that cluster, and refuses one of a cluster it does not serve.
     headers: () => ({ authorization: `Bearer ${tokenNow()}`, clusterid: options.clusterId }),

@@ -66,6 +66,12 @@ export interface ZtunnelOptions {
   /** IP the node listeners bind to; ztunnel `INSTANCE_IP`. */
   nodeIp: string;
   /**
+   * This proxy's own pod, named in its xDS node id and metadata (`NAME`, `NAMESPACE`) as Istio's
+   * ztunnel names it from `POD_NAME` and `POD_NAMESPACE`: istiod checks that the namespace is the
+   * caller's token's. Default `ztunnel-<nodeName>` in `istio-system`.
+   */
+  pod?: { name: string; namespace: string };
+  /**
    * IP of the admin listener (`/config_dump`, `/recent_connections`, and `POST /quitquitquit`, which
    * shuts the proxy down): whoever reaches it can stop the node's data path and read its state, so it
    * should be a loopback address. Default `nodeIp` (the local mesh's node IPs are loopback ones); the
@@ -207,7 +213,9 @@ export interface ZtunnelOptions {
 export interface ZtunnelNode {
   name: string;
   ip: string;
-  /** xDS node id, `ztunnel~<ip>~ztunnel-<node>.istio-system~istio-system.svc.cluster.local`. */
+  /** The proxy's own pod (see {@link ZtunnelOptions.pod}). */
+  pod: { name: string; namespace: string };
+  /** xDS node id, `ztunnel~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local`, as Istio's ztunnel. */
   id: string;
 }
 
@@ -371,6 +379,21 @@ function validate(options: ZtunnelOptions): void {
     );
   }
   if (options.nodeName === "") throw new ZtunnelError("ERR_ZTUNNEL_INVALID_OPTION", "nodeName is empty");
+  const podOption: unknown = options.pod;
+  if (
+    podOption !== undefined &&
+    (typeof podOption !== "object" ||
+      podOption === null ||
+      !["name", "namespace"].every((k) => {
+        const v = (podOption as Record<string, unknown>)[k];
+        return typeof v === "string" && /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(v);
+      }))
+  ) {
+    throw new ZtunnelError(
+      "ERR_ZTUNNEL_INVALID_OPTION",
+      "pod must be { name, namespace }, each a Kubernetes object name",
+    );
+  }
   const clusterProblem = options.clusterId === undefined ? undefined : clusterIdProblem(options.clusterId);
   if (clusterProblem !== undefined) {
     throw new ZtunnelError("ERR_ZTUNNEL_INVALID_OPTION", `clusterId ${clusterProblem}`);
@@ -445,10 +468,13 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     .gauge("istio_build", "Istio component build info", ["component", "tag"])
     .set({ component: "ztunnel", tag: options.buildTag ?? "unknown" }, 1);
   const dialFailures = createDialFailureMetrics(metrics);
+  const pod = options.pod ?? { name: `ztunnel-${options.nodeName}`, namespace: "istio-system" };
   const node: ZtunnelNode = {
     name: options.nodeName,
     ip: options.nodeIp,
-    id: `ztunnel~${options.nodeIp}~ztunnel-${options.nodeName}.istio-system~istio-system.svc.cluster.local`,
+    pod,
+    // Istio's ztunnel writes the cluster domain as cluster.local here, whatever the cluster's is.
+    id: `ztunnel~${options.nodeIp}~${pod.name}.${pod.namespace}~${pod.namespace}.svc.cluster.local`,
   };
   const address = options.controlPlaneAddress ?? "127.0.0.1:15012";
   const clusterId = options.clusterId ?? DEFAULT_CLUSTER_ID;

@@ -42,6 +42,8 @@ export interface TestControlPlane {
    * (`""` when there was none) and the `CLUSTER_ID` of each xDS node's metadata.
    */
   readonly clusterIdsSeen: { xds: string[]; xdsNode: unknown[]; ca: string[] };
+  /** The xDS node (id and metadata) of every stream, in order. */
+  readonly xdsNodes: { id: string; metadata: Record<string, unknown> }[];
   /**
    * Holds every certificate request from now on (each counted in `clusterIdsSeen.ca` as it comes)
    * until the function returned is called.
@@ -120,6 +122,7 @@ export async function startTestControlPlane(
   const jwks = { keys: [{ ...(await exportJWK(publicKey)), alg: "ES256", kid: "test" }] };
   const localKeys = createLocalJWKSet(jwks);
   const clusterIdsSeen = { xds: [] as string[], xdsNode: [] as unknown[], ca: [] as string[] };
+  const xdsNodes: { id: string; metadata: Record<string, unknown> }[] = [];
   const refuseOtherCluster = (requested: string): void => {
     if (options.clusterId !== undefined && requested !== "" && requested !== options.clusterId)
       throw new SpiffeError("ERR_UNAUTHENTICATED", `cluster ${JSON.stringify(requested)} is not known here`);
@@ -141,6 +144,7 @@ export async function startTestControlPlane(
       const requested = onlyValue(headers.clusterid);
       clusterIdsSeen.xds.push(requested);
       clusterIdsSeen.xdsNode.push(node?.metadata.CLUSTER_ID);
+      if (node !== undefined) xdsNodes.push({ id: node.id, metadata: { ...node.metadata } });
       refuseOtherCluster(requested);
       const header = headers.authorization?.[0] ?? "";
       const token = /^Bearer\s+(\S+)$/i.exec(header)?.[1];
@@ -233,6 +237,7 @@ export async function startTestControlPlane(
     },
     setAuthorization: (wire) => xds.cache.set(TypeUrl.authorization, `${wire.namespace}/${wire.name}`, wire),
     clusterIdsSeen,
+    xdsNodes,
     holdCertificates() {
       let release = () => {};
       held = new Promise<void>((resolve) => {
