@@ -4,7 +4,7 @@
 import { once } from "node:events";
 import { connect, type Socket } from "node:net";
 import { type HboneClient, type HboneCredentials, pipeTunnel, type TunnelStream } from "@ambient/hbone";
-import type { X509Svid } from "@ambient/spiffe";
+import { SpiffeId, type X509Svid } from "@ambient/spiffe";
 import type { Workload } from "@ambient/xds";
 import { type AccessLogEntry, errorText, logConnectionFailed, startAccessLog } from "./access-log.js";
 import { connectTimeoutOption, withConnectDeadline } from "./connect-deadline.js";
@@ -277,6 +277,9 @@ export function createOutbound(options: OutboundOptions): Outbound {
       const dstId = identityOf(dstWorkload);
       const address = `${dstIp}:${options.hbonePort}`;
       const authority = `${dstIp}:${endpoint.targetPort}`;
+      // The endpoint may present its workload's identity or one its Service names (a ServiceEntry's
+      // subjectAltNames), as Istio's ztunnel accepts; what is not a SPIFFE ID is passed over.
+      const expectedIdentities = [dstId, ...serviceSans(service)];
       const labels = labelsFor(dstWorkload, service, true);
       const { value: tunnel, accessLog } = await logged(
         {
@@ -293,7 +296,7 @@ export function createOutbound(options: OutboundOptions): Outbound {
           return network.hboneClient(creds).connect({
             address,
             authority,
-            expectedIdentities: [dstId],
+            expectedIdentities,
             sourceAddress: srcIp,
             credentials: creds,
           });
@@ -421,4 +424,13 @@ class CarriedOutbound extends MeteredConnection {
       ...(err === undefined ? {} : { error: errorText(err) }),
     });
   }
+}
+
+/** The SPIFFE IDs among a Service's `subjectAltNames`. */
+function serviceSans(service: { subjectAltNames?: readonly string[] } | undefined): string[] {
+  const out: string[] = [];
+  for (const san of service?.subjectAltNames ?? []) {
+    if (SpiffeId.tryParse(san) !== undefined) out.push(san);
+  }
+  return out;
 }
