@@ -3,7 +3,14 @@
 // waypoint or a mesh pod, plain TCP otherwise) and carries the bytes.
 import { once } from "node:events";
 import { connect, type Socket } from "node:net";
-import { type HboneClient, type HboneCredentials, pipeTunnel, type TunnelStream } from "@ambient/hbone";
+import {
+  formatForwarded,
+  formatWorkloadBaggage,
+  type HboneClient,
+  type HboneCredentials,
+  pipeTunnel,
+  type TunnelStream,
+} from "@ambient/hbone";
 import { SpiffeId, type X509Svid } from "@ambient/spiffe";
 import type { Workload } from "@ambient/xds";
 import { type AccessLogEntry, errorText, logConnectionFailed, startAccessLog } from "./access-log.js";
@@ -223,6 +230,7 @@ export function createOutbound(options: OutboundOptions): Outbound {
             address,
             authority,
             expectedIdentities: [dstId],
+            headers: connectHeaders(src, srcAddr, destinationService?.hostname),
             sourceAddress: srcIp,
             credentials: creds,
           });
@@ -297,6 +305,7 @@ export function createOutbound(options: OutboundOptions): Outbound {
             address,
             authority,
             expectedIdentities,
+            headers: connectHeaders(src, srcAddr, service?.hostname),
             sourceAddress: srcIp,
             credentials: creds,
           });
@@ -433,4 +442,41 @@ function serviceSans(service: { subjectAltNames?: readonly string[] } | undefine
     if (SpiffeId.tryParse(san) !== undefined) out.push(san);
   }
   return out;
+}
+
+/**
+ * The headers Istio's ztunnel puts on its CONNECT besides `traceparent` (proxy/outbound.rs): the source
+ * workload's `baggage` (cluster, namespace, workload, canonical service and revision, locality), which
+ * a waypoint's and a peer's telemetry read, and `forwarded` with the client's address and, through a
+ * Service, its hostname. A source whose fields cannot be written as baggage sends none.
+ */
+function connectHeaders(
+  src: Workload,
+  srcAddr: string,
+  serviceHostname: string | undefined,
+): Record<string, string> {
+  const headers: Record<string, string> = {
+    forwarded: formatForwarded({
+      for: srcAddr,
+      ...(serviceHostname === undefined ? {} : { host: serviceHostname }),
+    }),
+  };
+  try {
+    headers.baggage = formatWorkloadBaggage({
+      clusterId: src.clusterId,
+      namespace: src.namespace,
+      workloadName: src.workloadName,
+      workloadType: (src.workloadType ?? "DEPLOYMENT").toLowerCase() as
+        | "deployment"
+        | "cronjob"
+        | "pod"
+        | "job",
+      service: src.canonicalName,
+      revision: src.canonicalRevision,
+      ...(src.locality === undefined ? {} : { region: src.locality.region, zone: src.locality.zone }),
+    });
+  } catch {
+    // Not writable as baggage: the CONNECT goes without it, as telemetry is all it serves.
+  }
+  return headers;
 }
