@@ -172,7 +172,10 @@ export type CustomAuthorizer = (
 export interface AuthorizationEngineOptions {
   /** Mesh root namespace. Default `istio-system`; meshConfig `rootNamespace`. */
   rootNamespace?: string;
-  /** Enforce nothing for `istio.io/dry-run` policies but report them. Default true; istiod's WDS dry-run feature flag. */
+  /**
+   * Enforce nothing for `istio.io/dry-run` policies but report them. Default true, what ztunnel 1.29
+   * and newer does with them; false leaves them out. `toWireAuthorization` defaults to false (istiod).
+   */
   enableDryRun?: boolean;
   /** Path normalisation before `paths` matching. Default `BASE`; meshConfig `pathNormalization`. */
   pathNormalization?: PathNormalization;

@@ -136,17 +136,107 @@ describe("toWireAuthorization", () => {
     assert.match(none.warning?.message ?? "", /has no enforceable rules at ztunnel and will have no effect/);
   });
 
-  it("marks dry-run policies, or refuses them when dry-run is disabled", () => {
-    assert.equal(
-      toWireAuthorization(policy({}, "foo", { "istio.io/dry-run": "true" })).authorization?.dryRun,
-      true,
+  it("refuses dry-run policies by default, as istiod does, and marks them when dry-run is enabled", () => {
+    // Off by default: a ztunnel older than 1.29 would enforce a dry-run policy it was sent.
+    const byDefault = toWireAuthorization(
+      policy({ action: "DENY", rules: [{}] }, "foo", { "istio.io/dry-run": "true" }),
     );
+    assert.equal(byDefault.authorization, undefined);
+    assert.equal(byDefault.skipped, "dry-run-disabled");
     assert.equal(
-      toWireAuthorization(policy({}, "foo", { "istio.io/dry-run": "nope" })).authorization?.dryRun,
-      undefined,
+      byDefault.warning?.message,
+      'found policy "foo/p" using dry-run annotation, but support for ambient dry-run authorizationPolicies isn\'t enabled',
     );
     const off = toWireAuthorization(policy({}, "foo", { "istio.io/dry-run": "1" }), { enableDryRun: false });
     assert.equal(off.skipped, "dry-run-disabled");
     assert.match(off.warning?.message ?? "", /dry-run annotation/);
+    const on = { enableDryRun: true };
+    assert.equal(
+      toWireAuthorization(policy({}, "foo", { "istio.io/dry-run": "true" }), on).authorization?.dryRun,
+      true,
+    );
+    // Not dry-run (an unparsable value counts as false): sent and enforced whatever the option.
+    for (const options of [{}, on]) {
+      const r = toWireAuthorization(policy({}, "foo", { "istio.io/dry-run": "nope" }), options);
+      assert.equal(r.skipped, undefined);
+      assert.equal(r.authorization?.dryRun, undefined);
+    }
+  });
+
+  it("keeps ALLOW rules that use trustDomains and ignores the field, as istiod does", () => {
+    const r = toWireAuthorization(
+      policy({
+        rules: [
+          {
+            from: [
+              { source: { principals: ["cluster.local/ns/demo/sa/a"], trustDomains: ["cluster.local"] } },
+              { source: { namespaces: ["b"], notTrustDomains: ["evil.example"] } },
+            ],
+            to: [{ operation: { ports: ["8080"] } }],
+          },
+        ],
+      }),
+    );
+    assert.deepEqual(r.ruleIndexes, [0]);
+    assert.deepEqual(r.authorization?.groups, [
+      {
+        rules: [
+          { matches: [m({ destinationPorts: [8080] })] },
+          {
+            matches: [
+              m({ principals: [{ exact: "cluster.local/ns/demo/sa/a" }] }),
+              m({ namespaces: [{ exact: "b" }] }),
+            ],
+          },
+        ],
+      },
+    ]);
+    assert.deepEqual(r.warning?.fields, []);
+    assert.equal(
+      r.warning?.message,
+      "ztunnel does not match trust domains (found: notTrustDomains, trustDomains): they are ignored, and each source is matched on its other fields (a source with nothing else matches no caller).",
+    );
+    // A source with only a trust domain is an empty match: that ALLOW rule matches no caller.
+    const only = toWireAuthorization(policy({ rules: [{ from: [{ source: { trustDomains: ["td"] } }] }] }));
+    assert.deepEqual(only.authorization?.groups, [{ rules: [{ matches: [m({})] }] }]);
+  });
+
+  it("ignores trustDomains in DENY rules too, never narrowing what the rest denies, and says when nothing is left", () => {
+    const wider = toWireAuthorization(
+      policy({
+        action: "DENY",
+        rules: [{ from: [{ source: { namespaces: ["b"], trustDomains: ["td"] } }] }],
+      }),
+    );
+    // Every caller from namespace b is denied, whatever its trust domain: more than was asked.
+    assert.deepEqual(wider.authorization?.groups, [
+      { rules: [{ matches: [m({ namespaces: [{ exact: "b" }] })] }] },
+    ]);
+    assert.match(
+      wider.warning?.message ?? "",
+      /^ztunnel does not match trust domains \(found: trustDomains\)/,
+    );
+    const none = toWireAuthorization(
+      policy({ action: "DENY", rules: [{ from: [{ source: { notTrustDomains: ["td"] } }] }] }),
+    );
+    assert.deepEqual(none.authorization?.groups, [{ rules: [{ matches: [m({})] }] }]);
+    assert.match(
+      none.warning?.message ?? "",
+      /This DENY policy has no enforceable rules at ztunnel and will have no effect/,
+    );
+    // With HTTP attributes as well: istiod's message first, then the trust domains.
+    const both = toWireAuthorization(
+      policy({
+        action: "DENY",
+        rules: [
+          { from: [{ source: { namespaces: ["b"], trustDomains: ["td"], requestPrincipals: ["*"] } }] },
+        ],
+      }),
+    );
+    assert.deepEqual(both.warning?.fields, ["requestPrincipals"]);
+    assert.match(
+      both.warning?.message ?? "",
+      /^ztunnel does not support HTTP attributes \(found: requestPrincipals\)\. .* This will be more restrictive than requested\. ztunnel does not match trust domains \(found: trustDomains\)/,
+    );
   });
 });

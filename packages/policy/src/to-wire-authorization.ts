@@ -21,7 +21,7 @@ export interface ConversionWarning {
   /** Always `UnsupportedValue`, istiod's reason for these conditions. */
   readonly reason: "UnsupportedValue";
   readonly message: string;
-  /** The HTTP-only fields that were found, sorted (empty for other warnings). */
+  /** The HTTP-only fields that were found, sorted (empty for other warnings, and for trust domains alone). */
   readonly fields: readonly string[];
 }
 
@@ -41,8 +41,9 @@ export interface ConvertOptions {
   /** Mesh root namespace: policies there without a selector become GLOBAL. Default `istio-system` (meshConfig `rootNamespace`). */
   rootNamespace?: string;
   /**
-   * Send `istio.io/dry-run` policies to ztunnel with `dryRun: true`. Default true; istiod gates
-   * this behind a feature flag and otherwise refuses the policy with a status message.
+   * Send `istio.io/dry-run` policies to ztunnel with `dryRun: true`. Default false, as istiod's
+   * `AMBIENT_ENABLE_DRY_RUN_AUTHORIZATION_POLICY`: such a policy is refused with a status message.
+   * Turn it on only when every ztunnel is 1.29 or newer; an older one enforces a dry-run policy.
    */
   enableDryRun?: boolean;
 }
@@ -64,6 +65,9 @@ const DENY_NO_EFFECT =
   "After omitting unsupported HTTP attributes, this DENY policy has no enforceable rules at ztunnel and will have no effect. Deploy a waypoint proxy and use a targetRef to enforce this policy.";
 const DENY_MIXED =
   "DENY policy with HTTP attributes is enforced without the HTTP rules. This will be more restrictive than requested.";
+const TRUST_DOMAINS_IGNORED = (found: string): string =>
+  `ztunnel does not match trust domains (found: ${found}): they are ignored, and each source is matched on its other fields (a source with nothing else matches no caller).`;
+const DENY_NO_RULES = "This DENY policy has no enforceable rules at ztunnel and will have no effect.";
 const ALLOW_DROPPED =
   "Within an ALLOW policy, rules matching HTTP attributes are omitted. This will be more restrictive than requested.";
 
@@ -121,12 +125,19 @@ function sourceHttpFields(src: NonNullable<Rule["from"]>[number]["source"]): str
     "notRemoteIpBlocks",
     "requestPrincipals",
     "notRequestPrincipals",
-    "trustDomains",
-    "notTrustDomains",
   ] as const) {
     if ((src[f]?.length ?? 0) > 0) found.push(f);
   }
   return found;
+}
+
+/**
+ * A wire match has no trust domain field. The source is matched on its other fields, so an ALLOW
+ * source admits callers of any trust domain and a DENY source denies them all (wider either way);
+ * a source with nothing else is an empty match, which matches no caller.
+ */
+function sourceTrustDomainFields(src: NonNullable<Rule["from"]>[number]["source"]): string[] {
+  return (["trustDomains", "notTrustDomains"] as const).filter((f) => (src[f]?.length ?? 0) > 0);
 }
 
 function operationHttpFields(op: NonNullable<Rule["to"]>[number]["operation"]): string[] {
@@ -172,6 +183,7 @@ function convertRule(
   rule: Rule,
   namespace: string,
   httpFound: Set<string>,
+  trustDomainsFound: Set<string>,
 ): WireRule[] | undefined {
   let l7 = false;
   const clauses: WireRule[] = [];
@@ -195,6 +207,7 @@ function convertRule(
       l7 = true;
       for (const p of problems) httpFound.add(p);
     }
+    for (const f of sourceTrustDomainFields(source)) trustDomainsFound.add(f);
     const m: WireMatch = {
       ...emptyWireMatch(),
       sourceIps: toAddresses(source.ipBlocks),
@@ -283,7 +296,9 @@ export function requireResourceShape(resource: unknown, kind: string): void {
  * Converts an AuthorizationPolicy to the `istio.security.Authorization` ztunnel enforces, with the
  * same rules as istiod: `targetRefs` policies are not for ztunnel; AUDIT and CUSTOM are refused;
  * no selector means NAMESPACE scope (GLOBAL in the root namespace); HTTP-only fields drop the whole
- * rule of an ALLOW policy and are ignored in a DENY policy, each with a warning.
+ * rule of an ALLOW policy and are ignored in a DENY policy, each with a warning; `trustDomains` and
+ * `notTrustDomains` are ignored in both (a warning of ours: istiod writes none); `istio.io/dry-run`
+ * policies are refused unless `enableDryRun` is true.
  */
 export function toWireAuthorization(
   policy: AuthorizationPolicy,
@@ -294,7 +309,7 @@ export function toWireAuthorization(
   const { name, namespace } = policy.metadata;
   const spec = policy.spec;
   const dryRun = isDryRun(policy);
-  if (dryRun && options.enableDryRun === false) {
+  if (dryRun && options.enableDryRun !== true) {
     return {
       skipped: "dry-run-disabled",
       warning: {
@@ -321,26 +336,31 @@ export function toWireAuthorization(
   const action: WireAction = specAction;
   const groups: WireGroup[] = [];
   const httpFound = new Set<string>();
+  const trustDomainsFound = new Set<string>();
   const ruleIndexes: number[] = [];
   (spec.rules ?? []).forEach((rule, index) => {
-    const clauses = convertRule(action, rule, namespace, httpFound);
+    const clauses = convertRule(action, rule, namespace, httpFound, trustDomainsFound);
     if (clauses === undefined) return;
     groups.push({ rules: clauses });
     ruleIndexes.push(index);
   });
   const authorization: WireAuthorization = { name, namespace, scope, action, groups };
   if (dryRun) authorization.dryRun = true;
-  if (httpFound.size === 0) return { authorization, ruleIndexes };
+  if (httpFound.size === 0 && trustDomainsFound.size === 0) return { authorization, ruleIndexes };
   const fields = [...httpFound].sort();
-  const boilerplate =
-    action === "DENY" ? (hasEffectiveGroups(groups) ? DENY_MIXED : DENY_NO_EFFECT) : ALLOW_DROPPED;
+  const effective = action === "ALLOW" || hasEffectiveGroups(groups);
+  const messages: string[] = [];
+  if (fields.length > 0) {
+    const boilerplate = action === "DENY" ? (effective ? DENY_MIXED : DENY_NO_EFFECT) : ALLOW_DROPPED;
+    messages.push(HTTP_RULE_FORMAT(fields.join(", "), boilerplate));
+  }
+  if (trustDomainsFound.size > 0) {
+    messages.push(TRUST_DOMAINS_IGNORED([...trustDomainsFound].sort().join(", ")));
+    if (fields.length === 0 && !effective) messages.push(DENY_NO_RULES);
+  }
   return {
     authorization,
     ruleIndexes,
-    warning: {
-      reason: "UnsupportedValue",
-      message: HTTP_RULE_FORMAT(fields.join(", "), boilerplate),
-      fields,
-    },
+    warning: { reason: "UnsupportedValue", message: messages.join(" "), fields },
   };
 }
