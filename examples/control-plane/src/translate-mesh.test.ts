@@ -238,7 +238,7 @@ metadata: { name: web, namespace: demo }
 spec: { selector: { app: web }, clusterIP: 127.30.0.1, ports: [{ port: 80, targetPort: 8080 }] }
 `;
 
-  it("marks a pod UNHEALTHY while it is not Ready or is being deleted, as istiod does", () => {
+  it("marks a pod UNHEALTHY while its Ready condition is not True or it is being deleted, as istiod does; unlike istiod, a pod with no Ready condition is HEALTHY", () => {
     const config = translate(
       AMBIENT_NS +
         SVC +
@@ -251,7 +251,8 @@ spec: { selector: { app: web }, clusterIP: 127.30.0.1, ports: [{ port: 80, targe
           `phase: Running, conditions: [{ type: Ready, status: "True" }]`,
           ", deletionTimestamp: 2026-12-06T05:00:00Z",
         ) +
-        // Hand-written: no conditions at all.
+        // Hand-written: no Ready condition. istiod makes these two UNHEALTHY; here they are taken as
+        // ready, since only a folder manifest lacks the condition the API server's pods carry.
         podWith("declared", "127.10.0.5", "phase: Running") +
         podWith("other-conditions", "127.10.0.6", `conditions: [{ type: PodScheduled, status: "True" }]`),
     );
@@ -741,6 +742,82 @@ spec:
     );
   });
 
+  it("lists a policy whose matchLabels is empty on every workload of its namespace, the root's on all; selector: {} on none", () => {
+    // As istiod: every workload's labels hold an empty set of labels, so an empty matchLabels
+    // selects them all; a selector without matchLabels selects nothing.
+    const other = `
+---
+apiVersion: v1
+kind: Namespace
+metadata: { name: shop, labels: { istio.io/dataplane-mode: ambient } }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: cart-0, namespace: shop, labels: { app: cart } }
+spec: { nodeName: node-a, serviceAccountName: cart }
+status: { podIP: 127.10.0.4 }
+`;
+    const config = translate(
+      AMBIENT_NS +
+        pod("echo-0", "127.10.0.3") +
+        pod("sleep-0", "127.10.0.2") +
+        other +
+        allow("every-pod", "selector: { matchLabels: {} }") +
+        allow("no-pod", "selector: {}") +
+        allow("mesh-every-pod", "selector: { matchLabels: {} }", "istio-system"),
+    );
+    assert.deepEqual(workload(config, "echo-0").workload.authorizationPolicies, [
+      "demo/every-pod",
+      "istio-system/mesh-every-pod",
+    ]);
+    assert.deepEqual(workload(config, "sleep-0").workload.authorizationPolicies, [
+      "demo/every-pod",
+      "istio-system/mesh-every-pod",
+    ]);
+    assert.deepEqual(workload(config, "cart-0").workload.authorizationPolicies, [
+      "istio-system/mesh-every-pod",
+    ]);
+    assert.equal(config.authorizations.get("demo/every-pod")?.scope, "WORKLOAD_SELECTOR");
+  });
+
+  it("a root-namespace PeerAuthentication with a selector of no labels never loosens the mesh-wide mode", () => {
+    // istiod takes such a policy as mesh-wide only for the root namespace's own workloads. Here it is
+    // mesh-wide when STRICT too (stricter), but a PERMISSIVE one, however old, leaves STRICT in force.
+    const pa = (name: string, spec: string, created: string) => `
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: { name: ${name}, namespace: istio-system, creationTimestamp: "${created}" }
+spec: ${spec}
+`;
+    const keys = (yaml: string) =>
+      workload(translate(AMBIENT_NS + pod("echo-0", "127.10.0.3") + yaml), "echo-0").workload
+        .authorizationPolicies;
+    const strict = ["istio-system/istio_converted_static_strict"];
+    const defaultStrict = pa("default", "{ mtls: { mode: STRICT } }", "2026-02-01T00:00:00Z");
+    assert.deepEqual(
+      keys(
+        defaultStrict +
+          pa(
+            "loose",
+            "{ selector: { matchLabels: {} }, mtls: { mode: PERMISSIVE } }",
+            "2026-01-01T00:00:00Z",
+          ),
+      ),
+      strict,
+    );
+    assert.deepEqual(
+      keys(
+        defaultStrict + pa("loose", "{ selector: {}, mtls: { mode: PERMISSIVE } }", "2026-01-01T00:00:00Z"),
+      ),
+      strict,
+    );
+    assert.deepEqual(
+      keys(pa("tight", "{ selector: { matchLabels: {} }, mtls: { mode: STRICT } }", "2026-01-01T00:00:00Z")),
+      strict,
+    );
+  });
+
   it("STRICT PeerAuthentication adds the static strict policy to the workloads it covers", () => {
     const pa = `
 ---
@@ -982,6 +1059,82 @@ spec: { clusterIP: 10.96.0.20, selector: { gateway.networking.k8s.io/gateway-nam
       elsewhere.issues[0]?.message ?? "",
       /waypoint address: 10\.96\.0\.20 is outside the pod ranges/,
     );
+  });
+
+  describe("takes the waypoint's address from status.addresses by type, not position", () => {
+    // Istio's controller writes the Hostname of the waypoint's Service first, then its IP; a waypoint
+    // dropped over the order of its addresses would leave what is bound to it going around it.
+    const waypointService = `
+---
+apiVersion: v1
+kind: Service
+metadata: { name: waypoint, namespace: demo, labels: { gateway.istio.io/managed: istio.io-mesh-controller } }
+spec: { clusterIP: 10.96.0.20, selector: { gateway.networking.k8s.io/gateway-name: waypoint }, ports: [{ name: mesh, port: 15008 }] }
+`;
+    const webPod = `
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: web-0, namespace: demo, labels: { app: web, istio.io/use-waypoint: waypoint } }
+spec: { nodeName: node-a, serviceAccountName: web }
+status: { podIP: 10.244.0.7 }
+`;
+    const withStatus = (addresses: string, extra = waypointService) =>
+      `${AMBIENT_NS}${gateway(", labels: { istio.io/waypoint-for: all }")}status: { addresses: ${addresses} }\n${extra}${service(", labels: { istio.io/use-waypoint: waypoint }")}${webPod}`;
+    const options = { podCidrs: ["10.244.0.0/16"] };
+    const waypointIps = (config: MeshConfig) => ({
+      service: [
+        ...(config.services.find((s) => s.key === "demo/web.demo.svc.cluster.local")?.service.waypoint
+          ?.address?.address ?? []),
+      ].join("."),
+      workload: [...(workload(config, "web-0").workload.waypoint?.address?.address ?? [])].join("."),
+    });
+    const cases: { name: string; addresses: string; extra?: string; ip?: string; issue?: RegExp }[] = [
+      {
+        name: "a Hostname first, then the IPAddress (as Istio's controller writes it)",
+        addresses:
+          "[{ type: Hostname, value: waypoint.demo.svc.cluster.local }, { type: IPAddress, value: 10.96.0.20 }]",
+        ip: "10.96.0.20",
+      },
+      {
+        name: "a Hostname only: the cluster IP of the Service it names, in the Gateway's namespace",
+        addresses: "[{ type: Hostname, value: waypoint.demo.svc.cluster.local }]",
+        ip: "10.96.0.20",
+      },
+      {
+        name: "a Hostname no Service has, then an IPAddress: the IPAddress",
+        addresses:
+          "[{ type: Hostname, value: elsewhere.demo.svc.cluster.local }, { type: IPAddress, value: 10.96.0.20 }]",
+        ip: "10.96.0.20",
+      },
+      {
+        name: "an address of another type, or no IP, is passed over for a later IPAddress",
+        addresses:
+          "[{ type: example.com/custom, value: 10.244.0.9 }, { type: IPAddress, value: not-an-ip }, { value: 10.96.0.20 }]",
+        ip: "10.96.0.20",
+      },
+      {
+        name: "a Hostname only, of a Service in another namespace: not bound, an issue",
+        addresses: "[{ type: Hostname, value: waypoint.demo.svc.cluster.local }]",
+        extra: waypointService.replace("namespace: demo", "namespace: other"),
+        issue: /waypoint has no IPv4 address/,
+      },
+    ];
+    for (const c of cases) {
+      it(c.name, () => {
+        const config = translate(withStatus(c.addresses, c.extra), options);
+        if (c.ip !== undefined) {
+          assert.deepEqual(waypointIps(config), { service: c.ip, workload: c.ip });
+          assert.deepEqual(config.issues, []);
+        } else {
+          assert.deepEqual(waypointIps(config), { service: "", workload: "" });
+          assert.ok(
+            config.issues.some((i) => c.issue?.test(i.message)),
+            JSON.stringify(config.issues),
+          );
+        }
+      });
+    }
   });
 
   for (const c of cases) {

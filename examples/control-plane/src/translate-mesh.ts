@@ -171,10 +171,22 @@ export const WAYPOINT_HBONE_PORT = 15008;
 const POD_IPS_ANNOTATION = "ambient.dev/pod-ips";
 const NODES_ANNOTATION = "ambient.dev/nodes";
 
+/**
+ * Whether a Service's `selector` selects a pod with `labels`: it must hold at least one label, as an
+ * empty or absent one selects no pod (Kubernetes makes no endpoints for it, nor istiod a workload).
+ */
 function labelsMatch(selector: Record<string, string> | undefined, labels: Record<string, string>): boolean {
   if (selector === undefined) return false;
   const entries = Object.entries(selector);
   return entries.length > 0 && entries.every(([k, v]) => labels[k] === v);
+}
+
+/**
+ * Whether a policy's `selector.matchLabels` selects a workload with `labels`: every label of it must
+ * be there, so an empty one selects every workload its policy reaches, as istiod reads it.
+ */
+function policySelects(matchLabels: Record<string, string>, labels: Record<string, string>): boolean {
+  return Object.entries(matchLabels).every(([k, v]) => labels[k] === v);
 }
 
 /**
@@ -562,57 +574,93 @@ function servicePorts(obj: KubeObject, issues: MeshIssue[]): ServicePortModel[] 
 }
 
 /**
- * Waypoint Gateways (`gatewayClassName: istio-waypoint`) by `namespace/name`, with the IP taken from
- * `status.addresses[0].value` or the {@link WAYPOINT_ADDRESS_ANNOTATION} annotation. ztunnels connect
- * to that address, so it must be a valid pod IP in `podCidrs` (default the default pod ranges), or the
- * IPv4 cluster IP of a Service (not ExternalName): what the leader writes on Kubernetes, where the
- * Service range is never a pod range. A ztunnel reaches such an address through that Service's
- * endpoints, pods that passed these checks, and istiod binds to it as to any address.
+ * Waypoint Gateways (`gatewayClassName: istio-waypoint`) by `namespace/name`, each with the IPv4
+ * address ztunnels reach it at. `status.addresses` is read by type, never by position, as istiod
+ * picks a waypoint's address: a `Hostname` entry first (Istio's controller lists the waypoint
+ * Service's hostname before its IP), taken as the cluster IP of the Service of the Gateway's namespace
+ * with that hostname; else an `IPAddress` entry (an entry without a type is one, as Gateway API
+ * defaults it), the first that is an IPv4 address; entries of other types are passed over. Only when
+ * the status gives none, the {@link WAYPOINT_ADDRESS_ANNOTATION} annotation. The first of these that
+ * passes the checks below is taken, so one unusable entry never unbinds a waypoint that has a usable one.
+ * The address must be a valid pod IP in `podCidrs` (default the default pod ranges), or the IPv4
+ * cluster IP of a Service (not ExternalName): what the leader writes on Kubernetes, where the Service
+ * range is never a pod range. A ztunnel reaches such an address through that Service's endpoints,
+ * pods that passed these checks, and istiod binds to it as to any address.
  */
 export function waypointGateways(
   objects: readonly KubeObject[],
   issues: MeshIssue[],
   podCidrs: readonly Ipv4Cidr[] = parsePodCidrs(),
+  domainSuffix = "cluster.local",
 ): Map<string, string> {
   const out = new Map<string, string>();
   let serviceIps: Set<string> | undefined;
-  const isServiceIp = (ip: string): boolean => {
-    if (serviceIps === undefined) {
-      serviceIps = new Set();
-      for (const obj of objects) {
-        if (obj.kind !== "Service" || obj.spec?.type === "ExternalName") continue;
-        const read = serviceVips(obj);
-        if ("vips" in read) for (const vip of read.vips) serviceIps.add(vip.text);
-      }
+  // The IPv4 cluster IP of each Service (not ExternalName) by `namespace/hostname`.
+  let serviceIpByHost: Map<string, string> | undefined;
+  const readServices = (): void => {
+    serviceIps = new Set();
+    serviceIpByHost = new Map();
+    for (const obj of objects) {
+      if (obj.kind !== "Service" || obj.spec?.type === "ExternalName") continue;
+      const read = serviceVips(obj);
+      if (!("vips" in read)) continue;
+      for (const vip of read.vips) serviceIps.add(vip.text);
+      const ipv4 = read.vips.find((vip) => vip.bytes.length === 4);
+      const namespace = obj.metadata.namespace ?? "default";
+      const host = `${namespace}/${obj.metadata.name}.${namespace}.svc.${domainSuffix}`.toLowerCase();
+      if (ipv4 !== undefined && !serviceIpByHost.has(host)) serviceIpByHost.set(host, ipv4.text);
     }
-    return serviceIps.has(ip);
+  };
+  const isServiceIp = (ip: string): boolean => {
+    if (serviceIps === undefined) readServices();
+    return serviceIps?.has(ip) ?? false;
+  };
+  const serviceIpOf = (namespace: string, hostname: string): string | undefined => {
+    if (serviceIpByHost === undefined) readServices();
+    return serviceIpByHost?.get(`${namespace}/${hostname.replace(/\.$/, "")}`.toLowerCase());
   };
   for (const obj of objects) {
     if (obj.kind !== "Gateway" || obj.spec?.gatewayClassName !== WAYPOINT_CLASS) continue;
-    const key = `${obj.metadata.namespace ?? "default"}/${obj.metadata.name}`;
-    const addresses = Array.isArray(obj.status?.addresses) ? obj.status.addresses : [];
-    const first: unknown = addresses[0];
-    const fromStatus = isRecord(first) && typeof first.value === "string" ? first.value : undefined;
-    const ip = fromStatus ?? obj.metadata.annotations?.[WAYPOINT_ADDRESS_ANNOTATION];
-    if (ip === undefined || ipv4Bytes(ip) === undefined) {
+    const namespace = obj.metadata.namespace ?? "default";
+    const key = `${namespace}/${obj.metadata.name}`;
+    const entries = (Array.isArray(obj.status?.addresses) ? obj.status.addresses : []).filter(
+      (e: unknown): e is { type?: unknown; value: string } => isRecord(e) && typeof e.value === "string",
+    );
+    const candidates: string[] = [];
+    for (const e of entries) {
+      const ip = e.type === "Hostname" ? serviceIpOf(namespace, e.value) : undefined;
+      if (ip !== undefined && !candidates.includes(ip)) candidates.push(ip);
+    }
+    for (const e of entries) {
+      const isIpEntry = e.type === undefined || e.type === "IPAddress";
+      if (isIpEntry && ipv4Bytes(e.value) !== undefined && !candidates.includes(e.value))
+        candidates.push(e.value);
+    }
+    const annotated = obj.metadata.annotations?.[WAYPOINT_ADDRESS_ANNOTATION];
+    if (candidates.length === 0 && annotated !== undefined && ipv4Bytes(annotated) !== undefined) {
+      candidates.push(annotated);
+    }
+    if (candidates.length === 0) {
       issues.push({
         source: objectKey(obj),
-        message: `waypoint has no IPv4 address in status.addresses or ${WAYPOINT_ADDRESS_ANNOTATION}`,
+        message: `waypoint has no IPv4 address in status.addresses (an IPAddress, or a Hostname of a Service of its namespace) or ${WAYPOINT_ADDRESS_ANNOTATION}`,
       });
       continue;
     }
     // Never unspecified, multicast or reserved; in the pod ranges unless a Service has it.
-    const problem =
+    const problemOf = (ip: string): string | undefined =>
       hostIpProblem(ip) ??
       (isServiceIp(ip) ? undefined : podIpProblem(ip, podCidrs)?.concat(", and no Service's cluster IP"));
-    if (problem !== undefined) {
+    const usable = candidates.find((ip) => problemOf(ip) === undefined);
+    if (usable === undefined) {
+      const problem = problemOf(candidates[0] ?? "") ?? "";
       issues.push({
         source: objectKey(obj),
         message: `waypoint address: ${problem.replace(/^pod IP /, "")}`,
       });
       continue;
     }
-    out.set(key, ip);
+    out.set(key, usable);
   }
   return out;
 }
@@ -994,6 +1042,7 @@ export function translateMesh(
       continue;
     }
     authorizations.set(key, result.authorization);
+    // An empty matchLabels selects every workload the policy reaches; a selector without one, none.
     const matchLabels = policy.spec.selector?.matchLabels;
     if (result.authorization.scope === "WORKLOAD_SELECTOR" && matchLabels !== undefined) {
       selectorPolicies.push({ key, namespace: policy.metadata.namespace, labels: { ...matchLabels } });
@@ -1003,15 +1052,22 @@ export function translateMesh(
     const m = pa.spec.selector?.matchLabels;
     return m !== undefined && Object.keys(m).length > 0 ? { ...m } : undefined;
   };
+  // A root-namespace policy whose selector has no labels is mesh-wide for the root namespace's own
+  // workloads; for the others, as istiod has it, only one without a selector is, and here a STRICT
+  // one too: stricter than istiod, where the other way it would loosen the mesh-wide mode.
+  const meshWideElsewhere = (pa: PeerAuthentication): boolean =>
+    pa.spec.selector === undefined || pa.spec.mtls?.mode === "STRICT";
   // A port-level policy is converted against the same namespace-wide and mesh-wide policies that
   // decide which keys a workload lists: the oldest of each, whatever order the objects came in.
   const namespaceWide = (namespace: string): PeerAuthentication | undefined =>
     peerAuthentications
       .filter((p) => p.metadata.namespace === namespace && !paSelector(p))
+      .filter((p) => namespace !== rootNamespace || meshWideElsewhere(p))
       .reduce<PeerAuthentication | undefined>(
         (a, b) => (a === undefined || createdBefore(b, a) ? b : a),
         undefined,
       );
+  // Used only for the policies of other namespaces: the root namespace's are not converted.
   const meshPolicy = namespaceWide(rootNamespace);
   for (const pa of peerAuthentications) {
     if (!paSelector(pa)) continue;
@@ -1025,7 +1081,7 @@ export function translateMesh(
   }
 
   // Services; a use-waypoint label on the Service, else on its Namespace, binds it to a waypoint.
-  const waypoints = waypointGateways(objects, issues, podCidrs);
+  const waypoints = waypointGateways(objects, issues, podCidrs, domainSuffix);
   // What each waypoint takes (its Gateway's `istio.io/waypoint-for`, else its class's; `service` by
   // default) and who may bind to it (its HBONE listener's allowedRoutes; its own namespace by default).
   const waypointFor = new Map<string, string>();
@@ -1251,13 +1307,17 @@ export function translateMesh(
   const policyKeysFor = (namespace: string, labels: Record<string, string>): string[] => {
     const policyKeys = new Set<string>();
     for (const sp of selectorPolicies) {
-      if ((sp.namespace === namespace || sp.namespace === rootNamespace) && labelsMatch(sp.labels, labels)) {
+      if (
+        (sp.namespace === namespace || sp.namespace === rootNamespace) &&
+        policySelects(sp.labels, labels)
+      ) {
         policyKeys.add(sp.key);
       }
     }
     const applicable = peerAuthentications.filter((pa) => {
       const sel = paSelector(pa);
-      if (pa.metadata.namespace === rootNamespace) return sel === undefined;
+      if (pa.metadata.namespace === rootNamespace)
+        return sel === undefined && (namespace === rootNamespace || meshWideElsewhere(pa));
       return pa.metadata.namespace === namespace && (sel === undefined || labelsMatch(sel, labels));
     });
     for (const k of effectivePeerAuthenticationKeys(rootNamespace, applicable)) policyKeys.add(k);

@@ -208,6 +208,29 @@ spec:
     );
   });
 
+  it("finds the waypoint Gateway of a route by its address of type IPAddress, whatever comes first in status", () => {
+    // Istio's controller writes a Hostname address first; the waypoint is the same Gateway.
+    const hostnameFirst = MESH.replace(
+      "status: { addresses: [{ value: 127.10.0.9 }] }",
+      "status: { addresses: [{ type: Hostname, value: waypoint.elsewhere.example }, { type: IPAddress, value: 127.10.0.9 }] }",
+    );
+    assert.notEqual(hostnameFirst, MESH);
+    const out = translate(`${hostnameFirst}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: all, namespace: shop }
+spec:
+  parentRefs: [{ kind: Gateway, name: waypoint }]
+  rules: [{ matches: [{ path: { type: Exact, value: /v2 } }], backendRefs: [{ name: cart, port: 8080 }] }]
+`);
+    const cart = out.routeConfigurations.get("inbound-vip|8080|http|cart.shop.svc.cluster.local");
+    assert.deepEqual(
+      cart?.virtualHosts?.[0]?.routes?.map((r) => r.match),
+      [{ path: "/v2" }],
+    );
+  });
+
   it("lets a route attached to the waypoint Gateway reach another namespace's Service only with a ReferenceGrant", () => {
     const route = `${MESH}
 ---

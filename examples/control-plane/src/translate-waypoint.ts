@@ -16,7 +16,7 @@ import {
 } from "@ambient/xds";
 import type { KubeObject, MeshIssue } from "./manifests.js";
 import { type EnvoyConfig, translateEnvoy } from "./translate-envoy.js";
-import type { MeshConfig, TranslateOptions } from "./translate-mesh.js";
+import { type MeshConfig, parsePodCidrs, type TranslateOptions, waypointGateways } from "./translate-mesh.js";
 
 type RouteConfiguration = MessageInit<envoy.config.route.v3.RouteConfiguration>;
 
@@ -83,17 +83,25 @@ function attachesToService(
   );
 }
 
-/** The waypoint Gateways by their address (`status.addresses[0].value` or the address annotation). */
-function gatewaysByIp(objects: readonly KubeObject[]): Map<string, { name: string; namespace: string }> {
+/**
+ * The waypoint Gateways by their address, chosen as the mesh translation chooses it
+ * ({@link waypointGateways}: by address type, not position in `status.addresses`). Its issues are the
+ * mesh translation's to report.
+ */
+function gatewaysByIp(
+  objects: readonly KubeObject[],
+  options: TranslateOptions,
+): Map<string, { name: string; namespace: string }> {
   const out = new Map<string, { name: string; namespace: string }>();
-  for (const obj of objects) {
-    if (obj.kind !== "Gateway" || obj.spec?.gatewayClassName !== "istio-waypoint") continue;
-    const addresses = Array.isArray(obj.status?.addresses) ? (obj.status.addresses as unknown[]) : [];
-    const first = addresses[0] as { value?: unknown } | undefined;
-    const ip =
-      typeof first?.value === "string" ? first.value : obj.metadata.annotations?.["ambient.dev/address"];
-    if (ip !== undefined)
-      out.set(ip, { name: obj.metadata.name, namespace: obj.metadata.namespace ?? "default" });
+  const addresses = waypointGateways(
+    objects,
+    [],
+    parsePodCidrs(options.podCidrs),
+    options.domainSuffix ?? "cluster.local",
+  );
+  for (const [key, ip] of addresses) {
+    const slash = key.indexOf("/");
+    out.set(ip, { namespace: key.slice(0, slash), name: key.slice(slash + 1) });
   }
   return out;
 }
@@ -154,7 +162,7 @@ export function translateWaypoint(
 ): WaypointConfig {
   const issues: MeshIssue[] = [];
   const routeConfigurations = new Map<string, RouteConfiguration>();
-  const gateways = gatewaysByIp(objects);
+  const gateways = gatewaysByIp(objects, options);
   const domainSuffix = options.domainSuffix ?? "cluster.local";
   // A Kubernetes Service's host is <name>.<namespace>.svc.<suffix>; any other is a ServiceEntry's.
   const serviceRef = (service: MeshConfig["services"][number]["service"]) => {

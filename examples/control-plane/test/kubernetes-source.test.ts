@@ -465,7 +465,8 @@ describe("kubernetes source", { timeout: 60_000 }, () => {
     assert.equal(events.length, 1);
     const [event] = events as [XdsChangeEvent];
     assert.equal(event.typeUrl, TypeUrl.address);
-    // A pod with a uid is keyed by it (istiod: `<cluster>/<group>/<kind>/<ns>/<name>` without one).
+    // A pod with a uid is keyed by it, and by `<cluster>//Pod/<ns>/<name>` only without one (istiod
+    // always keys a pod that way; ztunnel takes the key as opaque).
     assert.deepEqual(
       event.updated.map((r) => r.name),
       [echo.metadata.uid],
