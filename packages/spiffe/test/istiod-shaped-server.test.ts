@@ -2,52 +2,29 @@
 // SPIFFE URI SAN, and Istio's ztunnel and pilot-agent check it by host name. The certificates here are
 // made by openssl, not by this package, so the check meets a certificate shaped as istiod's is.
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { createCertificateServiceClient } from "../src/ca.js";
 import { certificateServiceDefinition } from "../src/certificate-service-proto.js";
 import { grpcChannelCredentials } from "../src/grpc.js";
 import { SpiffeError, TrustBundle } from "../src/index.js";
+import { OpensslDir } from "./openssl.js";
 
 const ISTIOD_NAME = "istiod.istio-system.svc";
 const ISTIOD_ID = "spiffe://cluster.local/ns/istio-system/sa/istiod";
 
 describe("a server certificate shaped as istiod's (DNS SANs only)", () => {
-  const dir = mkdtempSync(join(tmpdir(), "istiod-shaped-"));
-  const openssl = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
+  const dir = new OpensslDir();
   const servers: grpc.Server[] = [];
   let root: string;
 
-  /** A key and a certificate for `san`, signed by the test root; returns [cert, key] PEM. */
-  const serverCertificate = (name: string, san: string): [string, string] => {
-    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", `${name}.key`);
-    openssl("req", "-new", "-key", `${name}.key`, "-subj", "/O=cluster.local", "-out", `${name}.csr`);
-    writeFileSync(
-      join(dir, `${name}.ext`),
-      `subjectAltName=${san}\nextendedKeyUsage=serverAuth,clientAuth\n`,
-    );
-    openssl(
-      "x509",
-      "-req",
-      "-in",
-      `${name}.csr`,
-      "-CA",
-      "root.pem",
-      "-CAkey",
-      "root.key",
-      "-CAcreateserial",
-      "-days",
-      "1",
-      "-extfile",
-      `${name}.ext`,
-      "-out",
-      `${name}.pem`,
-    );
-    return [readFileSync(join(dir, `${name}.pem`), "utf8"), readFileSync(join(dir, `${name}.key`), "utf8")];
+  /** A key and a certificate for `san`, signed by root `issuer`; returns [cert, key] PEM. */
+  const serverCertificate = (name: string, san: string, issuer = "root"): [string, string] => {
+    dir.makeSigned(name, issuer, "/O=cluster.local", [
+      `subjectAltName=${san}`,
+      "extendedKeyUsage=serverAuth,clientAuth",
+    ]);
+    return [dir.read(`${name}-cert.pem`), dir.read(`${name}-key.pem`)];
   };
 
   /** A CA server on 127.0.0.1 presenting `cert`; every call is answered UNIMPLEMENTED once TLS is up. */
@@ -99,32 +76,12 @@ describe("a server certificate shaped as istiod's (DNS SANs only)", () => {
   };
 
   before(() => {
-    openssl(
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-nodes",
-      "-keyout",
-      "root.key",
-      "-out",
-      "root.pem",
-      "-days",
-      "2",
-      "-subj",
-      "/O=cluster.local",
-      "-addext",
-      "basicConstraints=critical,CA:TRUE",
-      "-addext",
-      "keyUsage=critical,keyCertSign,cRLSign",
-    );
-    root = readFileSync(join(dir, "root.pem"), "utf8");
+    dir.makeRoot("root", "/O=cluster.local");
+    root = dir.read("root-cert.pem");
   });
   after(() => {
     for (const server of servers) server.forceShutdown();
-    rmSync(dir, { recursive: true, force: true });
+    dir.cleanup();
   });
 
   it("passes with expectedHostnames naming one of its DNS SANs", async () => {
@@ -144,29 +101,8 @@ describe("a server certificate shaped as istiod's (DNS SANs only)", () => {
 
   it("is refused when it chains to another root, whatever its names", async () => {
     // A second root of the same name: the DNS SAN matches, the chain does not lead to the bundle.
-    openssl(
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-nodes",
-      "-keyout",
-      "root.key",
-      "-out",
-      "other-root.pem",
-      "-days",
-      "2",
-      "-subj",
-      "/O=cluster.local",
-      "-addext",
-      "basicConstraints=critical,CA:TRUE",
-      "-addext",
-      "keyUsage=critical,keyCertSign,cRLSign",
-    );
-    writeFileSync(join(dir, "root.pem"), readFileSync(join(dir, "other-root.pem")));
-    const port = await serve(serverCertificate("stranger", `DNS:${ISTIOD_NAME}`));
+    dir.makeRoot("other-root", "/O=cluster.local");
+    const port = await serve(serverCertificate("stranger", `DNS:${ISTIOD_NAME}`, "other-root"));
     assert.match(await outcome(port, { expectedHostnames: [ISTIOD_NAME] }), /^refused: /);
   });
 
