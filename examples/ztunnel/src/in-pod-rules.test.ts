@@ -86,7 +86,7 @@ describe("inPodTcpCapture", () => {
   });
 
   it("leaves DNS to its own rules, installed first", () => {
-    const dns = text(inPodDnsCapture());
+    const dns = text(inPodDnsCapture()).filter((r) => r.includes(" -t nat "));
     assert.deepEqual(
       dns.map((r) => r.split(" -p ")[1]?.split(" ")[0]),
       ["udp", "tcp"],
@@ -95,5 +95,16 @@ describe("inPodTcpCapture", () => {
     // A resolver inside the pod itself (on loopback) is left alone, as istio-cni leaves it.
     assert.ok(dns[0]?.includes("-A OUTPUT ! -o lo -p udp"), dns[0]);
     assert.ok(dns[1]?.includes("-A OUTPUT ! -d 127.0.0.1/32 -p tcp"), dns[1]);
+  });
+  it("tracks the proxy's DNS flows in a conntrack zone of their own", () => {
+    // The proxy's queries out and every reply from port 53 coming in: zone 1, apart from the app's
+    // flows, so a source port one of them used does not carry the other's flow (test/dns-capture-conntrack).
+    assert.deepEqual(
+      text(inPodDnsCapture()).filter((r) => r.includes(" -t raw ")),
+      [
+        "iptables -w -t raw -A OUTPUT -p udp -m mark --mark 0x539/0xfff --dport 53 -j CT --zone 1",
+        "iptables -w -t raw -A PREROUTING -p udp -m mark ! --mark 0x539/0xfff --sport 53 -j CT --zone 1",
+      ],
+    );
   });
 });

@@ -100,10 +100,19 @@ export function inPodReplyRouting(): string[][] {
  * (not leaving on `lo`) and TCP (not to 127.0.0.1), unless the proxy sent it (mark 0x539), goes to
  * the proxy's resolver on 127.0.0.1:`port`; a resolver inside the pod itself is left alone, as
  * istio-cni leaves it. Installed ahead of the TCP capture, which would otherwise take TCP port 53 to
- * 15001. Each entry is an argument list for `ip netns exec <ns> ...`.
+ * 15001.
+ *
+ * The proxy forwards each query from the pod on a fresh port, so the app and the proxy can use the
+ * same source port towards the same nameserver while conntrack still remembers the other's flow. NAT
+ * is decided on a flow's first packet only: without more, the app's query would follow the proxy's
+ * flow straight to the nameserver, or the proxy's would follow the app's back to the proxy. So the
+ * proxy's UDP to port 53 and every UDP reply from port 53 arriving from outside are tracked in
+ * conntrack zone 1 (raw table), apart from the app's flows, as istio-cni tracks them. Each entry is an
+ * argument list for `ip netns exec <ns> ...`.
  */
 export function inPodDnsCapture(port = 15053): string[][] {
-  return ["udp", "tcp"].map((proto) => [
+  const mark = `0x${INPOD_MARK.toString(16)}/0xfff`;
+  const redirects = ["udp", "tcp"].map((proto) => [
     "iptables",
     "-w",
     "-t",
@@ -119,12 +128,22 @@ export function inPodDnsCapture(port = 15053): string[][] {
     "mark",
     "!",
     "--mark",
-    `0x${INPOD_MARK.toString(16)}/0xfff`,
+    mark,
     "-j",
     "REDIRECT",
     "--to-ports",
     String(port),
   ]);
+  const raw = (chain: string, ...match: string[]) => [
+    ...["iptables", "-w", "-t", "raw", "-A", chain, "-p", "udp", "-m", "mark"],
+    ...match,
+    ...["-j", "CT", "--zone", "1"],
+  ];
+  return [
+    ...redirects,
+    raw("OUTPUT", "--mark", mark, "--dport", "53"),
+    raw("PREROUTING", "!", "--mark", mark, "--sport", "53"),
+  ];
 }
 
 /** The address istio-cni SNATs the kubelet's health probes to (its `HostProbeSNATAddress`). */
@@ -135,8 +154,10 @@ export interface InPodTcpCaptureOptions {
   /** The proxy's listeners in the pod. Default 15001, 15006 and 15008. */
   ports?: Partial<Pick<InPodPorts, "outbound" | "inboundPlaintext" | "hbone">>;
   /**
-   * Destination ports left alone both ways, as iptables spells them (`"9000"`, `"9000:9099"`):
-   * istio-cni's pod annotations for excluded ports do the same. Default none.
+   * Destination ports left alone both ways, as iptables spells them (`"9000"`, `"9000:9099"`).
+   * Traffic on them never reaches the proxy, so no AuthorizationPolicy and no mTLS applies to it:
+   * istio-cni has no such setting for ambient pods (its exclude-port annotations are for sidecars).
+   * For measurements beside the mesh and ports deliberately outside it. Default none.
    */
   excludePorts?: readonly string[];
 }
@@ -150,8 +171,8 @@ export interface InPodTcpCaptureOptions {
  * returns; the rest goes to the plaintext inbound listener (15006). IPv6 TCP, which the IPv4-only
  * proxy cannot take, is refused both ways (filter `INPUT`/`OUTPUT`, loopback and excluded ports
  * aside). Istio redirects
- * inbound with TPROXY in mangle, which keeps the destination address; with REDIRECT the proxy reads it
- * from conntrack, and serves it the same. Install {@link inPodDnsCapture} first, and
+ * inbound with the same nat REDIRECT; the proxy reads the destination the app was called on from
+ * conntrack. Install {@link inPodDnsCapture} first, and
  * {@link inPodReplyRouting} for original source. Each entry is an argument list for
  * `ip netns exec <ns> ...`.
  */
@@ -517,10 +538,10 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
   /**
    * Opens one of the pod's TCP listeners on 0.0.0.0:`port`, marked. SO_REUSEPORT, so the ztunnel
    * that replaces this one (an upgrade runs both side by side while istio-cni hands the pods to the
-   * newer) can bind the same ports in the pod. IP_TRANSPARENT, because istio-cni captures inbound
-   * with TPROXY, and the kernel drops what TPROXY captures for a listener that is not transparent;
-   * it needs CAP_NET_ADMIN, so without it the listener is opened without (REDIRECT capture still
-   * reaches it), with one warning.
+   * newer) can bind the same ports in the pod. IP_TRANSPARENT where allowed, as Istio's ztunnel sets
+   * it on its in-pod listeners (best effort): the capture rules (nat REDIRECT, here and in istio-cni)
+   * reach a listener either way, so without CAP_NET_ADMIN the listener is opened without it, with
+   * one warning.
    */
   const listenInPod = async (netns: NetnsHandle, port: number, server: NetServer): Promise<void> => {
     const listen = (transparent: boolean) =>
@@ -534,7 +555,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
         transparentRefused = true;
         logger.warn(
           { err: (err as Error).message },
-          "cannot make in-pod listeners transparent (IP_TRANSPARENT); TPROXY capture will not reach them",
+          "cannot make in-pod listeners transparent (IP_TRANSPARENT needs CAP_NET_ADMIN); opening them without",
         );
       }
     }
