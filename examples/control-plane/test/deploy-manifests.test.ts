@@ -507,6 +507,45 @@ spec: { clusterIP: 10.96.0.30, selector: { app: web }, ports: [{ port: 80 }] }
     assert.notEqual(waypointOf("web"), undefined, "the namespace's other Services use the waypoint");
   });
 
+  it("use only namespaces a manifest or a README step creates", async () => {
+    const docs = await manifests();
+    const readme = await readFile(join(DEPLOY, "README.md"), "utf8");
+    const created = new Set([
+      ...docs.filter((d) => d.kind === "Namespace").map((d) => d.metadata.name),
+      ...[...readme.matchAll(/kubectl create namespace ([a-z0-9-]+)/g)].map((m) => m[1] as string),
+    ]);
+    const used = new Set([
+      ...docs.flatMap((d) => (d.metadata.namespace === undefined ? [] : [d.metadata.namespace])),
+      ...[...readme.matchAll(/kubectl (?:-n ([a-z0-9-]+) |label namespace ([a-z0-9-]+))/g)].map(
+        (m) => (m[1] ?? m[2]) as string,
+      ),
+    ]);
+    for (const namespace of used)
+      assert.ok(created.has(namespace), `namespace ${namespace} is never created`);
+  });
+
+  it("give the waypoint's Service the ports Istio's deployment controller gives it", async () => {
+    const docs = await manifests();
+    const gateway = find(docs, "Gateway", "waypoint");
+    const service = find(docs, "Service", "waypoint");
+    const ports = (service.spec as { ports: { name: string; port: number; appProtocol?: string }[] }).ports;
+    // One port per listener, its appProtocol the listener's protocol in lower case, and the status
+    // port the readiness probe reads.
+    for (const listener of (gateway.spec as { listeners: { name: string; port: number; protocol: string }[] })
+      .listeners) {
+      const port = ports.find((p) => p.port === listener.port);
+      assert.equal(port?.appProtocol, listener.protocol.toLowerCase(), listener.name);
+    }
+    const container = podTemplate(find(docs, "Deployment", "waypoint")).spec.containers[0] as {
+      readinessProbe: { httpGet: { port: number } };
+    };
+    const probe = container.readinessProbe;
+    assert.ok(
+      ports.some((p) => p.name === "status-port" && p.port === probe.httpGet.port),
+      "status-port 15021",
+    );
+  });
+
   it("agree on the cluster id: the proxies always send Kubernetes", async () => {
     const docs = await manifests();
     const { args, env } = commandLine(
