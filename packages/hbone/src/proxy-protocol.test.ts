@@ -53,6 +53,24 @@ describe("PROXY protocol v2", () => {
     assert.deepEqual(decodeProxyHeader(local), { header: { command: "LOCAL" }, length: 16 });
   });
 
+  it("encodes PROXY without addresses as the unspecified family over STREAM, keeping the TLVs", () => {
+    // What a proxy sends when the client's and the target's addresses are of different families.
+    const buf = encodeProxyHeader({ command: "PROXY", sourceIdentity: ID });
+    assert.equal(buf[12], 0x21, "version 2, PROXY");
+    assert.equal(buf[13], 0x01, "AF_UNSPEC, STREAM");
+    assert.equal(buf.readUInt16BE(14), 3 + ID.length);
+    const decoded = decodeProxyHeader(buf)?.header;
+    assert.equal(decoded?.command, "PROXY");
+    assert.equal(decoded?.source, undefined);
+    assert.equal(decoded?.destination, undefined);
+    assert.equal(decoded?.sourceIdentity, ID);
+    // One address without the other is a mistake, not an unspecified family.
+    assert.throws(
+      () => encodeProxyHeader({ command: "PROXY", source: { address: "10.0.0.1", port: 1 } }),
+      isProxyError,
+    );
+  });
+
   it("asks for more bytes on partial input and rejects garbage", () => {
     const buf = encodeProxyHeader({
       command: "PROXY",

@@ -30,9 +30,12 @@ export interface ProxyEndpoint {
 export interface ProxyHeader {
   /** `PROXY` carries addresses; `LOCAL` (health checks) carries none. */
   command: "PROXY" | "LOCAL";
-  /** Client address; absent for LOCAL or unspecified families. */
+  /**
+   * Client address; absent for LOCAL or unspecified families. A PROXY header to encode without
+   * `source` and `destination` is sent with the unspecified family (its TLVs still carried).
+   */
   source?: ProxyEndpoint;
-  /** Original destination (the HBONE target). */
+  /** Original destination (the HBONE target); given with `source`, or both left out. */
   destination?: ProxyEndpoint;
   /** Source SPIFFE identity (TLV 0xD0). */
   sourceIdentity?: string;
@@ -91,10 +94,14 @@ export function encodeProxyHeader(header: ProxyHeader): Buffer {
   tlvs.push(...(header.tlvs ?? []));
   let family = 0x00;
   let addresses = Buffer.alloc(0);
-  if (header.command === "PROXY") {
+  if (header.command === "PROXY" && header.source === undefined && header.destination === undefined) {
+    // Neither address (the two ends are of different families, say): the unspecified family over
+    // STREAM, which a receiver reads as a proxied connection with addresses it cannot be told.
+    family = 0x01;
+  } else if (header.command === "PROXY") {
     const { source, destination } = header;
     if (source === undefined || destination === undefined)
-      throw bad("PROXY command needs source and destination");
+      throw bad("PROXY command needs both source and destination, or neither");
     checkPort(source.port, "source");
     checkPort(destination.port, "destination");
     const src = ipBytes(source.address);
