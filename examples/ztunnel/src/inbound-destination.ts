@@ -11,10 +11,15 @@
  *   Service port; the upstream is still the accepting pod.
  * - anything else is 400; an unknown accepting pod or a port with no mapping is 503; the HBONE port
  *   itself is refused (503) so a tunnel cannot loop into the proxy.
+ *
+ * A pod with an application tunnel (`Workload.applicationTunnel`, a waypoint bound to PROXY) takes
+ * any address as authority: it reads the address from the PROXY header and decides for itself. Its
+ * tunnels go to the tunnel's port (when set), and the decision names the address that header
+ * carries (ztunnel's `validate_destination` and `find_inbound_upstream`).
  */
 import type { TunnelAuthority } from "@ambient/hbone";
 import type { Service, Workload } from "@ambient/xds";
-import { canonicalIp } from "./ip-address.js";
+import { canonicalFromBytes, canonicalIp } from "./ip-address.js";
 import { usesHbone, type WorkloadStore } from "./workload-store.js";
 
 /** The store lookups the decision needs. */
@@ -25,18 +30,33 @@ export interface InboundLookups {
   isWaypointOf: WorkloadStore["isWaypointOf"];
 }
 
+/**
+ * The application tunnel of a forwarded connection: its protocol, and the address the PROXY header
+ * carries as destination (the authority's address, or its Service's VIP when it named a hostname).
+ */
+export interface ApplicationTunnelTarget {
+  protocol: "NONE" | "PROXY";
+  target: { ip: string; port: number };
+}
+
 /** Where an inbound tunnel goes, or the status it is refused with. */
 export type InboundDecision =
   | {
       kind: "forward";
       /** Always the accepting pod's IP. */
       ip: string;
+      /** The pod's port the connection goes to (the application tunnel's, when it sets one). */
       port: number;
       workload: Workload;
-      /** How the authority named the pod. */
-      via: "pod-address" | "waypoint" | "service-hostname";
+      /**
+       * How the authority named the pod; `application-tunnel` for another address, taken because the
+       * pod has an application tunnel.
+       */
+      via: "pod-address" | "waypoint" | "service-hostname" | "application-tunnel";
       /** The Service the authority named, if it named one. */
       service?: Service;
+      /** Set when the pod has an application tunnel. */
+      applicationTunnel?: ApplicationTunnelTarget;
     }
   | { kind: "refuse"; status: 400 | 503; reason: string };
 
@@ -78,8 +98,10 @@ export function decideInboundDestination(
     return { kind: "refuse", status: 503, reason: `${listener.podIp} is held by another workload` };
   }
   let port = authority.port;
-  let via: "pod-address" | "waypoint" | "service-hostname";
+  let via: "pod-address" | "waypoint" | "service-hostname" | "application-tunnel";
   let service: Service | undefined;
+  // The address a PROXY header carries: the authority's, or its Service's VIP for a hostname.
+  let tunnelTarget: { ip: string; port: number } | undefined;
   if (authority.kind === "hostname") {
     const svc = store.findServiceByHostname(authority.host, pod.namespace);
     if (svc === undefined) {
@@ -99,8 +121,13 @@ export function decideInboundDestination(
   } else {
     const ip = canonicalIp(authority.host)?.text;
     if (ip === undefined) return { kind: "refuse", status: 400, reason: "authority is not a canonical IP" };
+    tunnelTarget = { ip, port: authority.port };
     if (ip === listener.podIp) via = "pod-address";
-    else {
+    else if (pod.applicationTunnel !== undefined) {
+      // The pod reads the address from the PROXY header and decides itself (a waypoint bound to
+      // PROXY): no check that it serves that address.
+      via = "application-tunnel";
+    } else {
       // Sandwich: the address's Service or workload names this pod as its waypoint (by the pod's
       // address, or by a Service or hostname of which the pod is an instance).
       const svc = store.findServiceByVip(ip);
@@ -116,15 +143,43 @@ export function decideInboundDestination(
       if (svc !== undefined) service = svc;
     }
   }
+  // Checked on the port the authority resolved to, before an application tunnel's port replaces it.
   if (listener.illegalPorts.includes(port)) {
     return { kind: "refuse", status: 503, reason: `port ${port} is the proxy's own` };
+  }
+  const tunnel = pod.applicationTunnel;
+  if (tunnel !== undefined && authority.kind === "hostname" && service !== undefined) {
+    // The header carries addresses only: the Service's VIP stands for its name.
+    const vip = tunnelVip(service, pod.network);
+    if (vip === undefined) {
+      return { kind: "refuse", status: 503, reason: `${authority.host} has no address for the PROXY header` };
+    }
+    tunnelTarget = { ip: vip, port: authority.port };
   }
   return {
     kind: "forward",
     ip: listener.podIp,
-    port,
+    port: tunnel !== undefined && tunnel.port !== 0 ? tunnel.port : port,
     workload: pod,
     via,
     ...(service === undefined ? {} : { service }),
+    ...(tunnel === undefined || tunnelTarget === undefined
+      ? {}
+      : { applicationTunnel: { protocol: tunnel.protocol, target: tunnelTarget } }),
   };
+}
+
+/**
+ * The VIP of `service` a PROXY header names for its hostname: one on `network` (the pod's), IPv4
+ * before IPv6, else one on another network; of equals, the last listed (as ztunnel picks it).
+ */
+function tunnelVip(service: Service, network: string): string | undefined {
+  let best: { ip: string; rank: number } | undefined;
+  for (const a of service.addresses) {
+    const ip = canonicalFromBytes(a.address);
+    if (ip === undefined) continue;
+    const rank = a.network !== network ? 0 : ip.family === 4 ? 2 : 1;
+    if (best === undefined || rank >= best.rank) best = { ip: ip.text, rank };
+  }
+  return best?.ip;
 }

@@ -1,8 +1,14 @@
 // Inbound: what arrives for a local pod, over HBONE (15008) or, in-pod, as plaintext (15006). Each
 // connection is authorized on the same parsed destination it is then connected to, and kept in the
 // registry so a policy change can close it.
-import { connect, type Socket } from "node:net";
-import { HBONE_STATUS, type InboundTunnel, pipeTunnel } from "@ambient/hbone";
+import { connect, isIPv4, isIPv6, type Socket } from "node:net";
+import {
+  encodeProxyHeader,
+  HBONE_STATUS,
+  type InboundTunnel,
+  type ProxyEndpoint,
+  pipeTunnel,
+} from "@ambient/hbone";
 import type {
   AuthorizationDecision,
   AuthorizationEngine,
@@ -115,6 +121,22 @@ export interface Inbound {
 // TCP_NODELAY on its sockets too).
 const defaultConnector: UpstreamConnector = (host, port) =>
   connect({ host, port, allowHalfOpen: true, noDelay: true });
+
+/**
+ * The PROXY protocol v2 header a connection through an application tunnel starts with: the client's
+ * address, the address it asked for, and its SPIFFE identity in TLV 0xD0. When the two addresses are
+ * of different families the header carries neither (family UNSPEC, still the PROXY command over
+ * STREAM), only the identity.
+ */
+export function applicationTunnelHeader(
+  source: ProxyEndpoint,
+  destination: ProxyEndpoint,
+  identity: string,
+): Buffer {
+  return isIPv4(source.address) === isIPv4(destination.address)
+    ? encodeProxyHeader({ command: "PROXY", source, destination, sourceIdentity: identity })
+    : encodeProxyHeader({ command: "PROXY", sourceIdentity: identity });
+}
 
 function plainIp(address: string | undefined): string {
   if (address === undefined) return "";
@@ -302,6 +324,9 @@ export function createInbound(options: InboundOptions): Inbound {
     const dst = target.workload;
     const authority = { host: target.ip, port: target.port };
     const peer = tunnel.peerIdentity.toString();
+    // A pod with an application tunnel: the connection goes to the tunnel's port (`authority.port`,
+    // what policy sees too) and, for PROXY, starts with a header naming the client and its target.
+    const appTunnel = target.applicationTunnel;
     const request = inboundRequest(srcIp, peer, dst, authority.host, authority.port);
     const decision = engine.evaluate(request);
     const decidedAt = changes;
@@ -321,7 +346,7 @@ export function createInbound(options: InboundOptions): Inbound {
       source,
       srcIdentity: peer,
       dstAddr,
-      hboneAddr: `${authority.host}:${authority.port}`,
+      hboneAddr: appTunnel === undefined ? `${authority.host}:${authority.port}` : tunnel.rawAuthority,
       destination: dst,
       ...(destinationService === undefined ? {} : { destinationService: destinationService.hostname }),
       dstIdentity: identityOf(dst),
@@ -342,7 +367,14 @@ export function createInbound(options: InboundOptions): Inbound {
     }
     // The connection counts as opened from here, as the tunnel was authorized: a connect to the app
     // that fails, or that the client does not wait for, is counted opened and closed with its cause.
-    const upstream = connectApp(pod, authority.host, authority.port, srcIp);
+    // A PROXY tunnel in a pod's own network namespace goes to the pod's loopback, from loopback, so
+    // the app can listen there only, out of reach of anything but this proxy; the client's address
+    // is in the header.
+    const loopback = isIPv6(pod.ip) ? "::1" : "127.0.0.1";
+    const upstream =
+      appTunnel?.protocol === "PROXY" && pod.connectUpstream !== undefined
+        ? connectApp(pod, loopback, authority.port, loopback)
+        : connectApp(pod, authority.host, authority.port, srcIp);
     registry.trackSocket(upstream, pod.connectUpstream === undefined ? undefined : pod.uid);
     // A failed dial, not an error of the relay once the app took the connection (pipeTunnel's).
     let dialed = false;
@@ -380,7 +412,18 @@ export function createInbound(options: InboundOptions): Inbound {
         return;
       }
       const stream = tunnel.accept();
-      const carried = new CarriedInbound(upstream, labels, tcpMetrics);
+      // The header is the proxy's, not the client's: it is left out of the bytes counted.
+      let headerBytes = 0;
+      if (appTunnel?.protocol === "PROXY") {
+        const header = applicationTunnelHeader(
+          { address: srcIp, port: tunnel.remotePort },
+          { address: appTunnel.target.ip, port: appTunnel.target.port },
+          peer,
+        );
+        headerBytes = header.length;
+        upstream.write(header);
+      }
+      const carried = new CarriedInbound(upstream, labels, tcpMetrics, headerBytes);
       const id = registry.add({
         direction: "inbound",
         source: srcIp,
@@ -401,8 +444,8 @@ export function createInbound(options: InboundOptions): Inbound {
         registry.delete(id);
         carried.reportClosed(err);
         accessLog.complete({
-          sent: upstream.bytesRead,
-          received: upstream.bytesWritten,
+          sent: carried.sentBytes(),
+          received: carried.receivedBytes(),
           ...(err === undefined ? {} : { error: errorText(err) }),
         });
       };
@@ -591,6 +634,8 @@ class CarriedInbound extends MeteredConnection {
     readonly upstream: Socket,
     labels: TcpMetricLabels,
     tcpMetrics: TcpMetrics,
+    /** Bytes the proxy wrote to the pod itself first (a PROXY header), not the source's. */
+    readonly ownBytes = 0,
   ) {
     super(labels, tcpMetrics);
   }
@@ -602,6 +647,6 @@ class CarriedInbound extends MeteredConnection {
 
   /** Bytes from the source written to the pod. */
   receivedBytes(): number {
-    return this.upstream.bytesWritten;
+    return Math.max(0, this.upstream.bytesWritten - this.ownBytes);
   }
 }
