@@ -250,6 +250,16 @@ describe("ztunnel CLI", () => {
     assert.match(String(pod({ POD_NAME: "ztunnel-x7k2p" })), /POD_NAME and POD_NAMESPACE go together/);
   });
 
+  it("takes the node's network from --network, else NETWORK, else none", () => {
+    const network = (argv: string[], env: Record<string, string> = {}) => {
+      const got = parseZtunnelCli(argv, env);
+      return got.kind === "run" ? got.network : got.kind;
+    };
+    assert.equal(network([]), "");
+    assert.equal(network([], { NETWORK: "net-a" }), "net-a");
+    assert.equal(network(["--network", "net-b"], { NETWORK: "net-a" }), "net-b");
+  });
+
   it("takes the trust domain and the cluster's DNS domain from their flags, else TRUST_DOMAIN and CLUSTER_DOMAIN", () => {
     const domains = (argv: string[], env: Record<string, string> = {}) => {
       const got = parseZtunnelCli(["--zds-socket", "/run/z.sock", ...argv], env);

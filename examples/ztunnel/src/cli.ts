@@ -106,6 +106,12 @@ export const ZTUNNEL_FLAGS = {
     description:
       "The cluster's DNS domain: the DNS proxy expands short Service names with it (default: $CLUSTER_DOMAIN, else cluster.local).",
   },
+  network: {
+    type: "string",
+    value: "name",
+    description:
+      "The network this node is on, as the control plane names its pods' network (default: $NETWORK, else none).",
+  },
   "trust-domain": {
     type: "string",
     value: "domain",
@@ -193,6 +199,8 @@ export type ZtunnelCli =
       clusterId: string;
       /** `--trust-domain`, else `TRUST_DOMAIN`, else `cluster.local`. */
       trustDomain: string;
+      /** `--network`, else `NETWORK` (ztunnel's), else `""`. */
+      network: string;
       /** The proxy's own pod from `POD_NAME` and `POD_NAMESPACE` (the downward API), when both are set. */
       pod?: { name: string; namespace: string };
       socks5: { handshakeTimeoutMs: number; maxHandshakes: number };
@@ -414,6 +422,7 @@ export function parseZtunnelCli(
     adminIp,
     clusterId: cluster.clusterId,
     trustDomain: trustDomain.value,
+    network: (values.network as string | undefined) ?? env.NETWORK ?? "",
     ...(podName === "" ? {} : { pod: { name: podName, namespace: podNamespace } }),
     socks5: { handshakeTimeoutMs: timeout, maxHandshakes: max },
     terminationDeadlineMs: deadline,

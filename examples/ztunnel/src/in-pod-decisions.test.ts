@@ -1,7 +1,25 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { Workload } from "@ambient/xds";
-import { decideCapturedOutbound, decidePlaintextInbound } from "./in-pod-decisions.js";
+import { decideCapturedOutbound, decidePlaintextInbound, isProxySelfCall } from "./in-pod-decisions.js";
+
+describe("isProxySelfCall", () => {
+  // The SOCKS5 listener's view: the node IP it was reached at, its own port 15080 among the proxy's.
+  const proxy = { ownIps: ["10.0.0.1"], ports: [15008, 15006, 15001, 15080] };
+  const cases: [string, string, number, boolean][] = [
+    ["the SOCKS5 port on loopback", "127.0.0.1", 15080, true],
+    ["HBONE on any loopback address", "127.9.9.9", 15008, true],
+    ["15001 on IPv6 loopback", "::1", 15001, true],
+    ["15006 on the node IP", "10.0.0.1", 15006, true],
+    ["an app port on loopback", "127.0.0.1", 8080, false],
+    ["an app port on the node IP", "10.0.0.1", 8080, false],
+    ["another pod's HBONE port", "10.0.2.12", 15008, false],
+  ];
+  for (const [name, address, port, want] of cases) {
+    it(`${name}: ${want ? "the proxy" : "not the proxy"}`, () =>
+      assert.equal(isProxySelfCall({ address, port }, proxy), want));
+  }
+});
 
 describe("decideCapturedOutbound", () => {
   const pod = { ip: "10.0.1.11", proxyPorts: [15001, 15006, 15008] };

@@ -1,8 +1,23 @@
 // The decisions of the in-pod listeners, as pure functions over the original destination the
-// kernel reports (SO_ORIGINAL_DST) and the workload store, so they are tested by tables.
+// kernel reports (SO_ORIGINAL_DST) and the workload store, so they are tested by tables. The rule
+// for a call to the proxy itself is the SOCKS5 listener's too.
 import type { Workload } from "@ambient/xds";
 import { isLoopbackIp } from "./ip-address.js";
 import type { WorkloadStore } from "./workload-store.js";
+
+/**
+ * Whether a destination is the proxy itself: loopback or one of the proxy's own addresses
+ * (`ownIps`: a pod's IP in-pod, the node IP for SOCKS5), on one of its own ports (`ports`: HBONE
+ * 15008, 15006, 15001, the SOCKS5 port). A dial there would come back to the proxy: a loop, or one
+ * proxy chained through another (ztunnel refuses these as `illegal_ports` on loopback).
+ */
+export function isProxySelfCall(
+  destination: { address: string; port: number },
+  proxy: { ownIps: readonly string[]; ports: readonly number[] },
+): boolean {
+  const { address, port } = destination;
+  return (isLoopbackIp(address) || proxy.ownIps.includes(address)) && proxy.ports.includes(port);
+}
 
 /** What the outbound capture listener (15001) does with a redirected connection. */
 export type CapturedOutboundDecision =
@@ -21,9 +36,9 @@ export function decideCapturedOutbound(
   if (address === "0.0.0.0" || address === "::" || port === 0) {
     return { kind: "refuse", reason: "no original destination" };
   }
-  const self = address === pod.ip || isLoopbackIp(address);
-  if (self && pod.proxyPorts.includes(port))
+  if (isProxySelfCall(original, { ownIps: [pod.ip], ports: pod.proxyPorts })) {
     return { kind: "refuse", reason: "destination is the proxy itself" };
+  }
   return { kind: "dial", ip: address, port };
 }
 

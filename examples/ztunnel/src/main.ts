@@ -57,6 +57,7 @@ const ztunnel = await startZtunnel({
   controlPlaneAddress: values["control-plane"],
   clusterId: cli.clusterId,
   trustDomain: cli.trustDomain,
+  network: cli.network,
   ...(cli.pod === undefined ? {} : { pod: cli.pod }),
   rootCertPem,
   token,

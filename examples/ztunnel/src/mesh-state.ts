@@ -34,6 +34,8 @@ export interface MeshStateOptions {
    * node's pods, and the rest is asked for with `lookupAddresses`. Default false.
    */
   onDemand?: boolean;
+  /** The network the node is on (ztunnel `NETWORK`): the store looks addresses up on it. Default `""`. */
+  network?: string;
   logger: Logger;
   metrics: MetricsSink;
 }
@@ -100,7 +102,7 @@ export function createMeshState(options: MeshStateOptions): MeshState {
   const { address, channel, logger, metrics } = options;
   const { token } = options;
   const tokenNow = typeof token === "function" ? token : () => token;
-  const store = new WorkloadStore();
+  const store = new WorkloadStore({ network: options.network ?? "" });
   const engine = createAuthorizationEngine({ logger, metrics, rootNamespace: ROOT_NAMESPACE });
   // Checks policies before they are accepted, without touching the engine in force.
   const checker = createAuthorizationEngine({ rootNamespace: ROOT_NAMESPACE });

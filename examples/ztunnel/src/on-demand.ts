@@ -240,7 +240,7 @@ export function withOnDemand(outbound: Outbound, onDemand: OnDemand | undefined)
 /** The proxy's {@link OnDemand} from its `onDemand` option; undefined when it is off. */
 export function onDemandOf(
   option: boolean | { timeoutMs?: number; maxUnresolved?: number; network?: string } | undefined,
-  store: OnDemandLookups,
+  store: OnDemandLookups & { readonly network: string },
   state: {
     lookupAddresses: OnDemandOptions["lookup"];
     forgetAddresses: OnDemandOptions["forget"];
@@ -254,6 +254,7 @@ export function onDemandOf(
     lookup: state.lookupAddresses,
     forget: state.forgetAddresses,
     logger,
+    network: store.network,
     ...settings,
   });
 }

@@ -33,6 +33,8 @@ import {
 import type { Logger } from "./telemetry.js";
 import {
   identityOf,
+  networkOf,
+  pickDestinationIp,
   usesHbone,
   type WaypointResolution,
   type WaypointUpstream,
@@ -112,9 +114,12 @@ export interface Outbound {
   abandon(dialed: DialedOutbound, error: string): void;
 }
 
-function ipOf(w: Workload): string | undefined {
-  const bytes = w.addresses[0];
-  return bytes === undefined || bytes.length !== 4 ? undefined : Array.from(bytes).join(".");
+/**
+ * `ip:port`, an IPv6 address in brackets: the form of a CONNECT authority and of an address in the
+ * logs (the HBONE client checks the authority it sends).
+ */
+function hostPort(ip: string, port: number): string {
+  return ip.includes(":") ? `[${ip}]:${port}` : `${ip}:${port}`;
 }
 
 /** The node's own namespace: plain `net.connect`, one shared HBONE client. */
@@ -154,15 +159,19 @@ export function createOutbound(options: OutboundOptions): Outbound {
     // `ip` is canonical: an address the client gave, or the VIP of the Service it named.
     const host = request.ip;
     const srcAddr = srcPort === undefined ? srcIp : `${srcIp}:${srcPort}`;
+    const requested = hostPort(host, request.port);
     const refuse = (err: ZtunnelError): never => {
       logConnectionFailed(logger, {
         direction: "outbound",
         srcAddr,
-        dstAddr: `${host}:${request.port}`,
+        dstAddr: requested,
         error: err.message,
       });
       throw err;
     };
+    /** Refuses with SOCKS5 reply 4 (a captured connection is reset): nowhere this proxy may send it. */
+    const unreachable = (reason: string): never =>
+      refuse(new ZtunnelError("ERR_SOCKS5_UNSUPPORTED", reason, { reply: SOCKS5_REPLY.hostUnreachable }));
     /**
      * Runs `connect` with the access log started; a failure is logged, and counted as a connection
      * closed with `CONNECT`, before it is rethrown.
@@ -199,18 +208,12 @@ export function createOutbound(options: OutboundOptions): Outbound {
       authority: string,
       destinationService: ServiceDescription | undefined,
     ): Promise<DialedOutbound> => {
-      if (resolution.kind === "unreachable") {
-        // Never around it: the waypoint is where the destination's policy is enforced.
-        return refuse(
-          new ZtunnelError("ERR_SOCKS5_UNSUPPORTED", resolution.reason, {
-            reply: SOCKS5_REPLY.hostUnreachable,
-          }),
-        );
-      }
+      // Never around it: the waypoint is where the destination's policy is enforced.
+      if (resolution.kind === "unreachable") return unreachable(resolution.reason);
       const waypoint: WaypointUpstream = resolution.upstream;
       const wpWorkload = waypoint.workload;
       const dstId = identityOf(wpWorkload);
-      const address = `${waypoint.ip}:${waypoint.port}`;
+      const address = hostPort(waypoint.ip, waypoint.port);
       const service =
         destinationService === undefined ? {} : { destinationService: destinationService.hostname };
       const labels = labelsFor(wpWorkload, destinationService, true);
@@ -242,39 +245,53 @@ export function createOutbound(options: OutboundOptions): Outbound {
     // original VIP:port as the authority. Any port of the Service: its waypoint decides what the
     // Service serves, as ztunnel finds a Service's waypoint by address alone.
     const viaWaypoint = store.serviceAt(host, src.namespace);
-    const waypoint = viaWaypoint === undefined ? undefined : store.resolveWaypoint(viaWaypoint.service, src);
+    const waypoint =
+      viaWaypoint === undefined ? undefined : store.resolveWaypoint(viaWaypoint.service, src, host);
     if (viaWaypoint !== undefined && waypoint !== undefined && waypoint.kind !== "none") {
-      return throughWaypoint(waypoint, `${host}:${request.port}`, viaWaypoint.service);
+      return throughWaypoint(waypoint, requested, viaWaypoint.service);
     }
     const dest = store.resolve(host, request.port, src);
-    if (dest.kind === "no-endpoint") {
-      return refuse(
-        new ZtunnelError("ERR_SOCKS5_UNSUPPORTED", `service ${dest.service.key} has no healthy endpoint`, {
-          reply: SOCKS5_REPLY.hostUnreachable,
-        }),
-      );
-    }
+    if (dest.kind === "no-endpoint")
+      return unreachable(`service ${dest.service.key} has no healthy endpoint`);
     if (dest.kind === "unknown-port") {
-      return refuse(
-        new ZtunnelError("ERR_SOCKS5_UNSUPPORTED", `service ${dest.service.key} has no port ${dest.port}`, {
-          reply: SOCKS5_REPLY.hostUnreachable,
-        }),
-      );
+      return unreachable(`service ${dest.service.key} has no port ${dest.port}`);
     }
     const endpoint = dest.kind === "passthrough" ? undefined : dest.endpoint;
     const service = dest.kind === "service" ? dest.service.service : undefined;
     const destinationService = service?.hostname;
     const dstWorkload = endpoint?.workload;
-    const dstIp = dstWorkload === undefined ? undefined : ipOf(dstWorkload);
+    // Another network's workload is reached only through its network gateway, which this proxy does
+    // not take: never directly (ztunnel fails such a connection with no gateway).
+    if (dstWorkload !== undefined && networkOf(dstWorkload) !== networkOf(src)) {
+      return unreachable(
+        `workload ${dstWorkload.name} is on network ${JSON.stringify(networkOf(dstWorkload))}, reachable only through a network gateway`,
+      );
+    }
+    // The address asked for when the workload has it, else one of its family (the Service's
+    // `ipFamilies` permitting): never its first address whatever its family.
+    const dstIp =
+      dstWorkload === undefined ? undefined : pickDestinationIp(dstWorkload, host, service?.ipFamilies);
     // A pod addressed directly whose own traffic goes through a waypoint (`istio.io/use-waypoint` on
-    // the workload): to the waypoint, with the pod's address as the authority; not when the caller
-    // is that waypoint (one of its instances, by identity and address).
+    // the workload): to the waypoint, with the address asked for as the authority; not when the
+    // caller is that waypoint (one of its instances, by identity and address). Decided on the
+    // workload alone, whatever its addresses.
     const workloadWaypoint =
       dest.kind === "workload" && !store.isWaypointOf(dest.endpoint.workload, src, srcIp)
-        ? store.resolveWaypoint(dest.endpoint.workload, src)
+        ? store.resolveWaypoint(dest.endpoint.workload, src, host)
         : undefined;
-    if (workloadWaypoint !== undefined && workloadWaypoint.kind !== "none" && dstIp !== undefined) {
-      return throughWaypoint(workloadWaypoint, `${dstIp}:${request.port}`, undefined);
+    if (workloadWaypoint !== undefined && workloadWaypoint.kind !== "none") {
+      return throughWaypoint(workloadWaypoint, requested, undefined);
+    }
+    // A mesh workload with no address to dial is refused: neither its HBONE nor its app port is ever
+    // reached some other way (the address asked for is a VIP, or not the workload's to choose).
+    if (
+      dstWorkload !== undefined &&
+      dstIp === undefined &&
+      (usesHbone(dstWorkload) || dstWorkload.addresses.length > 0)
+    ) {
+      return unreachable(
+        `workload ${dstWorkload.name} has no ${host.includes(":") ? "IPv6" : "IPv4"} address to reach it at`,
+      );
     }
     if (
       endpoint !== undefined &&
@@ -283,8 +300,8 @@ export function createOutbound(options: OutboundOptions): Outbound {
       usesHbone(dstWorkload)
     ) {
       const dstId = identityOf(dstWorkload);
-      const address = `${dstIp}:${options.hbonePort}`;
-      const authority = `${dstIp}:${endpoint.targetPort}`;
+      const address = hostPort(dstIp, options.hbonePort);
+      const authority = hostPort(dstIp, endpoint.targetPort);
       // The endpoint may present its workload's identity or one its Service names (a ServiceEntry's
       // subjectAltNames), as Istio's ztunnel accepts; what is not a SPIFFE ID is passed over.
       const expectedIdentities = [dstId, ...serviceSans(service)];
@@ -313,8 +330,8 @@ export function createOutbound(options: OutboundOptions): Outbound {
       );
       return { stream: tunnel, labels, destination: authority, dstId, accessLog };
     }
-    // Not in the mesh: plain TCP from the pod's own address, to an endpoint known by hostname at the
-    // address its name resolves to.
+    // Not in the mesh: plain TCP from the pod's own address, to an endpoint known by hostname (it has
+    // no address) at the address its name resolves to.
     const byName = dstIp === undefined && dstWorkload !== undefined ? dstWorkload.hostname : "";
     const targetPort = endpoint?.targetPort ?? request.port;
     let targetHost = byName !== "" ? byName : (dstIp ?? host);

@@ -304,3 +304,77 @@ describe("SOCKS5 outbound: a destination outside the mesh that never answers the
     },
   );
 });
+
+describe("SOCKS5 outbound: a CONNECT to the proxy itself", () => {
+  /** A SOCKS5 listener whose dials only note the address asked for (and are refused). */
+  async function start(proxyPorts?: readonly number[]) {
+    const dialed: string[] = [];
+    const outbound: Outbound = {
+      dial: async (_network, _srcIp, _src, request) => {
+        dialed.push(`${request.ip}:${request.port}`);
+        throw new ZtunnelError("ERR_SOCKS5_UNSUPPORTED", "not dialing in this test", {
+          reply: SOCKS5_REPLY.hostUnreachable,
+        });
+      },
+      carry: () => {},
+      abandon: () => {},
+    };
+    const { server, handler } = createSocks5Outbound({
+      outbound,
+      network: {
+        connectTcp: () => {
+          throw new Error("no TCP here");
+        },
+        hboneClient: () => {
+          throw new Error("no HBONE here");
+        },
+      },
+      store: new WorkloadStore(),
+      sourceOf: () => sleep,
+      isClosed: () => false,
+      logger: noopLogger,
+      metrics: noopMetrics,
+      dialFailures: createDialFailureMetrics(noopMetrics),
+      ...(proxyPorts === undefined ? {} : { proxyPorts }),
+    });
+    const port = await listen(server);
+    /** The reply to a CONNECT to `host:target` through this listener. */
+    const ask = async (host: string, target: number): Promise<number> => {
+      const { socket, reply } = await socksConnect(`127.0.0.1:${port}`, "127.0.0.1", host, target);
+      socket.destroy();
+      return reply;
+    };
+    return { port, dialed, handler, ask };
+  }
+
+  it("refuses its own SOCKS5 port and the proxy's other ports on loopback with reply 2, dialling nothing", async () => {
+    const { port, dialed, handler, ask } = await start();
+    for (const [host, target] of [
+      ["127.0.0.1", port],
+      ["127.0.0.1", 15008],
+      ["127.0.0.1", 15006],
+      ["127.0.0.1", 15001],
+      ["127.9.9.9", 15008],
+    ] as const) {
+      assert.equal(await ask(host, target), SOCKS5_REPLY.notAllowed, `${host}:${target}`);
+    }
+    assert.deepEqual(dialed, []);
+    handler.destroyAll();
+  });
+
+  it("dials loopback on other ports, and another address on the proxy's ports", async () => {
+    const { dialed, handler, ask } = await start();
+    assert.equal(await ask("127.0.0.1", 8080), SOCKS5_REPLY.hostUnreachable);
+    assert.equal(await ask("10.0.2.12", 15008), SOCKS5_REPLY.hostUnreachable);
+    assert.deepEqual(dialed, ["127.0.0.1:8080", "10.0.2.12:15008"]);
+    handler.destroyAll();
+  });
+
+  it("takes the proxy's ports from `proxyPorts` when they are not the defaults", async () => {
+    const { dialed, handler, ask } = await start([16008]);
+    assert.equal(await ask("127.0.0.1", 16008), SOCKS5_REPLY.notAllowed);
+    assert.equal(await ask("127.0.0.1", 15008), SOCKS5_REPLY.hostUnreachable);
+    assert.deepEqual(dialed, ["127.0.0.1:15008"]);
+    handler.destroyAll();
+  });
+});

@@ -259,10 +259,44 @@ function serviceMatch(key: string, service: Service, port: number): ServiceMatch
   };
 }
 
-/** A workload's first address as text (an endpoint known only by hostname has none). */
-function firstIp(w: Workload): string | undefined {
-  const bytes = w.addresses[0];
-  return bytes === undefined ? undefined : ipFromBytes(bytes);
+/**
+ * The address to dial `workload` at for a connection addressed to `target` (canonical text: the pod
+ * IP, a Service VIP, a waypoint's address): `target` itself when the workload has it, else its first
+ * address of `target`'s family that `ipFamilies` (its Service's, if any) allows. Undefined when it has
+ * none: the connection is refused (ztunnel's `NoValidDestination`), never sent to `target` as is. An
+ * address of the other family is not taken either (ztunnel would take one): this proxy's own pods
+ * serve IPv4 only.
+ */
+export function pickDestinationIp(
+  workload: Pick<Workload, "addresses">,
+  target: string,
+  ipFamilies?: Service["ipFamilies"],
+): string | undefined {
+  const ips = workload.addresses.flatMap((bytes) => {
+    const ip = canonicalFromBytes(bytes);
+    return ip === undefined ? [] : [ip];
+  });
+  if (ips.some((ip) => ip.text === target)) return target;
+  const family = target.includes(":") ? 6 : 4;
+  const allowed = ipFamilies === "IPV4_ONLY" ? 4 : ipFamilies === "IPV6_ONLY" ? 6 : family;
+  if (allowed !== family) return undefined;
+  return ips.find((ip) => ip.family === family)?.text;
+}
+
+/** Stands for "an IPv4 address" where a family is chosen and no address was given. */
+const ANY_IPV4 = "0.0.0.0";
+
+/**
+ * The network a workload or address is on: its `network`, the default network `""` when unset (as
+ * proto3 decodes a string that was not sent).
+ */
+export function networkOf(entry: { network?: string | undefined }): string {
+  return entry.network ?? "";
+}
+
+/** The key of an address on a network: `network/ip`, as the control plane names Addresses. */
+function networkKey(network: string, ip: string): string {
+  return `${network}/${ip}`;
 }
 
 /** A waypoint reference as text, for logs: `namespace/hostname` or its address. */
@@ -278,11 +312,23 @@ export function pickEndpoint(endpoints: readonly Endpoint[], counter: number): E
   return endpoints[((counter % endpoints.length) + endpoints.length) % endpoints.length];
 }
 
+/** Options of a {@link WorkloadStore}. */
+export interface WorkloadStoreOptions {
+  /**
+   * The network this proxy is on: addresses are looked up on it unless a lookup names another.
+   * Default `""`, the network of a mesh that names none; ztunnel `NETWORK`.
+   */
+  network?: string;
+}
+
 /**
  * The workloads and services of the mesh as the control plane sent them (`istio.workload.Address`),
- * indexed for the lookups a node proxy makes on every connection.
+ * indexed for the lookups a node proxy makes on every connection. Addresses are kept per network (as
+ * `network/ip`): a pod of another network that reuses a local pod's IP is another pod.
  */
 export class WorkloadStore {
+  /** The network addresses are looked up on by default (see {@link WorkloadStoreOptions.network}). */
+  readonly network: string;
   readonly #workloads = new Map<string, Workload>();
   readonly #services = new Map<string, Service>();
   /**
@@ -292,15 +338,16 @@ export class WorkloadStore {
   readonly #byName = new Map<string, { kind: "workload" | "service"; key: string }>();
   /** Workload uid or Service key -> the resource name that stored it last. */
   readonly #holders = { workload: new Map<string, string>(), service: new Map<string, string>() };
-  readonly #workloadByIp = new Map<string, string>();
+  /** `network/ip` -> key of the workload with that address. */
+  readonly #workloadByAddress = new Map<string, string>();
   /**
-   * VIP -> keys of the Services with it. Several may share one (a ServiceEntry reusing a Kubernetes
+   * `network/VIP` -> keys of the Services with it. Several may share one (a ServiceEntry reusing a Kubernetes
    * Service's ClusterIP, in its own namespace or another): each stays, and a lookup picks among them
    * for its client, so a later one never takes the address from the clients of another.
    */
   readonly #servicesByVip = new Map<string, Set<string>>();
-  /** The ranges Services capture, with the key of the Service of each; looked up when no VIP matches. */
-  readonly #serviceRanges: { key: string; range: AddressRange }[] = [];
+  /** The ranges Services capture, with the key and network of each; looked up when no VIP matches. */
+  readonly #serviceRanges: { key: string; network: string; range: AddressRange }[] = [];
   /** Hostname -> keys (`namespace/hostname`) of the Services with it: one per namespace at most. */
   readonly #servicesByHost = new Map<string, Set<string>>();
   readonly #roundRobin = new Map<string, number>();
@@ -308,6 +355,10 @@ export class WorkloadStore {
   readonly #workloadsByService = new Map<string, Set<string>>();
   /** The same keys sorted (a stable endpoint order), built on first use after a change. */
   readonly #sortedByService = new Map<string, string[]>();
+
+  constructor(options: WorkloadStoreOptions = {}) {
+    this.network = options.network ?? "";
+  }
 
   /**
    * Adds or replaces the resource named `name` (a Workload uid or a Service `ns/hostname`). An Address
@@ -343,7 +394,7 @@ export class WorkloadStore {
       if (w.networkMode === "HOST_NETWORK") return;
       for (const bytes of w.addresses) {
         const ip = ipFromBytes(bytes);
-        if (ip !== undefined) this.#workloadByIp.set(ip, key);
+        if (ip !== undefined) this.#workloadByAddress.set(networkKey(networkOf(w), ip), key);
       }
     } else if (address.service !== undefined) {
       const s = address.service;
@@ -360,13 +411,16 @@ export class WorkloadStore {
       for (const a of s.addresses) {
         const found = serviceAddressOf(a);
         if (found?.kind === "vip") {
-          let atVip = this.#servicesByVip.get(found.ip);
+          const vip = networkKey(networkOf(a), found.ip);
+          let atVip = this.#servicesByVip.get(vip);
           if (atVip === undefined) {
             atVip = new Set();
-            this.#servicesByVip.set(found.ip, atVip);
+            this.#servicesByVip.set(vip, atVip);
           }
           atVip.add(key);
-        } else if (found?.kind === "range") this.#serviceRanges.push({ key, range: found.range });
+        } else if (found?.kind === "range") {
+          this.#serviceRanges.push({ key, network: networkOf(a), range: found.range });
+        }
       }
     }
   }
@@ -395,7 +449,9 @@ export class WorkloadStore {
       }
       for (const bytes of w?.addresses ?? []) {
         const ip = ipFromBytes(bytes);
-        if (ip !== undefined && this.#workloadByIp.get(ip) === entry.key) this.#workloadByIp.delete(ip);
+        const at = ip === undefined || w === undefined ? undefined : networkKey(networkOf(w), ip);
+        if (at !== undefined && this.#workloadByAddress.get(at) === entry.key)
+          this.#workloadByAddress.delete(at);
       }
     } else {
       const s = this.#services.get(entry.key);
@@ -409,9 +465,10 @@ export class WorkloadStore {
       for (const a of s?.addresses ?? []) {
         const found = serviceAddressOf(a);
         if (found?.kind !== "vip") continue;
-        const atVip = this.#servicesByVip.get(found.ip);
+        const vip = networkKey(networkOf(a), found.ip);
+        const atVip = this.#servicesByVip.get(vip);
         atVip?.delete(entry.key);
-        if (atVip?.size === 0) this.#servicesByVip.delete(found.ip);
+        if (atVip?.size === 0) this.#servicesByVip.delete(vip);
       }
       for (let i = this.#serviceRanges.length - 1; i >= 0; i--) {
         if (this.#serviceRanges[i]?.key === entry.key) this.#serviceRanges.splice(i, 1);
@@ -420,9 +477,9 @@ export class WorkloadStore {
     return true;
   }
 
-  /** The workload that owns `ip`, if any. */
-  findByAddress(ip: string): Workload | undefined {
-    const key = this.#workloadByIp.get(ip);
+  /** The workload that owns `ip` on `network` (default: the store's own), if any. */
+  findByAddress(ip: string, network: string = this.network): Workload | undefined {
+    const key = this.#workloadByAddress.get(networkKey(network, ip));
     return key === undefined ? undefined : this.#workloads.get(key);
   }
 
@@ -433,12 +490,13 @@ export class WorkloadStore {
    * then the first by key. Else, of the Services whose ranges hold it: the one in the client's
    * namespace, then the one with the longest prefix, then a canonical one, then the first by key. A
    * Service of NAMESPACE visibility (`exportTo: ["."]`) is none of another namespace's clients'
-   * business: it is passed over for them (not for a lookup that names no client).
+   * business: it is passed over for them (not for a lookup that names no client). Only addresses on
+   * `network` (default: the store's own) count.
    */
-  #serviceKeyAt(ip: string, namespace?: string): string | undefined {
+  #serviceKeyAt(ip: string, namespace?: string, network: string = this.network): string | undefined {
     const visible = (s: Service) =>
       namespace === undefined || s.visibility !== "NAMESPACE" || s.namespace === namespace;
-    const atVip = this.#servicesByVip.get(ip);
+    const atVip = this.#servicesByVip.get(networkKey(network, ip));
     if (atVip !== undefined) {
       let best: { key: string; rank: [number, number] } | undefined;
       for (const key of atVip) {
@@ -456,8 +514,8 @@ export class WorkloadStore {
     const bytes = parseIpv4(ip) ?? parseIpv6(ip);
     if (bytes === undefined) return undefined;
     let best: { key: string; rank: [number, number, number] } | undefined;
-    for (const { key, range } of this.#serviceRanges) {
-      if (!inRange(range, bytes)) continue;
+    for (const { key, network: rangeNetwork, range } of this.#serviceRanges) {
+      if (rangeNetwork !== network || !inRange(range, bytes)) continue;
       const service = this.#services.get(key);
       if (service === undefined || !visible(service)) continue;
       const rank: [number, number, number] = [
@@ -581,10 +639,15 @@ export class WorkloadStore {
 
   /**
    * The next endpoint of the service for a connection from `source`: round robin over the endpoints
-   * {@link selectByLocality} keeps under the Service's `loadBalancing` (all of them by default).
+   * {@link selectByLocality} keeps under the Service's `loadBalancing` (all of them by default), of
+   * those on the source's network (the store's without a source). An endpoint of another network is
+   * reached only through its network gateway (ztunnel's double HBONE), which this proxy does not
+   * take, and never directly: it is not chosen, with a gateway or without.
    */
   selectEndpoint(match: ServiceMatch, source?: Workload): Endpoint | undefined {
-    const endpoints = selectByLocality(this.endpointsOf(match), source, match.service.loadBalancing);
+    const network = source === undefined ? this.network : networkOf(source);
+    const reachable = this.endpointsOf(match).filter((e) => networkOf(e.workload) === network);
+    const endpoints = selectByLocality(reachable, source, match.service.loadBalancing);
     const counter = this.#roundRobin.get(match.key) ?? 0;
     const chosen = pickEndpoint(endpoints, counter);
     if (chosen !== undefined) this.#roundRobin.set(match.key, counter + 1);
@@ -625,10 +688,11 @@ export class WorkloadStore {
     if (gateway.address !== undefined) {
       const ip = ipFromBytes(gateway.address.address);
       if (ip === undefined) return undefined;
-      const key = this.#serviceKeyAt(ip);
+      const network = networkOf(gateway.address);
+      const key = this.#serviceKeyAt(ip, undefined, network);
       const service = key === undefined ? undefined : this.#services.get(key);
       if (key !== undefined && service !== undefined) return { service, key };
-      const workload = this.findByAddress(ip);
+      const workload = this.findByAddress(ip, network);
       return workload === undefined ? undefined : { workload };
     }
     if (gateway.hostname !== undefined) {
@@ -660,25 +724,45 @@ export class WorkloadStore {
    * Where traffic bound to `target`'s waypoint goes for a connection from `source`. A waypoint named
    * by a Service (its VIP, or its hostname as the control plane usually sends it) is one of that
    * Service's endpoints for the HBONE port, chosen as for any Service; one named by a workload is
-   * that workload at the HBONE port (`hboneMtlsPort`, 15008 when unset).
+   * that workload at the HBONE port (`hboneMtlsPort`, 15008 when unset). The instance is dialled at
+   * the address the waypoint is named by, or one of its family; for a waypoint named by hostname, at
+   * one of the family of `destinationIp`, the address the connection was made to (IPv4 without one),
+   * as {@link pickDestinationIp} chooses. An instance with no such address is unreachable.
    */
-  resolveWaypoint(target: Pick<Service | Workload, "waypoint">, source?: Workload): WaypointResolution {
+  resolveWaypoint(
+    target: Pick<Service | Workload, "waypoint">,
+    source?: Workload,
+    destinationIp?: string,
+  ): WaypointResolution {
     const gateway = target.waypoint;
     if (gateway === undefined) return { kind: "none" };
     const port = gateway.hboneMtlsPort === 0 ? 15008 : gateway.hboneMtlsPort;
     const named = gatewayText(gateway);
     const found = this.#waypointTarget(gateway);
     if (found === undefined) return { kind: "unreachable", reason: `waypoint ${named} is not known` };
+    const byAddress = gateway.address === undefined ? undefined : ipFromBytes(gateway.address.address);
+    const dialTarget = byAddress ?? destinationIp ?? ANY_IPV4;
     if ("workload" in found) {
-      const ip = firstIp(found.workload);
-      if (ip === undefined) return { kind: "unreachable", reason: `waypoint ${named} has no address` };
+      const ip = pickDestinationIp(found.workload, dialTarget);
+      if (ip === undefined) {
+        return {
+          kind: "unreachable",
+          reason: `waypoint ${named} has no address of the family of ${dialTarget}`,
+        };
+      }
       return { kind: "waypoint", upstream: { workload: found.workload, ip, port } };
     }
     const match = serviceMatch(found.key, found.service, port);
     const endpoint = match === undefined ? undefined : this.selectEndpoint(match, source);
-    const ip = endpoint === undefined ? undefined : firstIp(endpoint.workload);
-    if (endpoint === undefined || ip === undefined) {
+    if (endpoint === undefined) {
       return { kind: "unreachable", reason: `waypoint ${named} has no healthy endpoint on port ${port}` };
+    }
+    const ip = pickDestinationIp(endpoint.workload, dialTarget, found.service.ipFamilies);
+    if (ip === undefined) {
+      return {
+        kind: "unreachable",
+        reason: `waypoint ${named}: endpoint ${endpoint.workload.name} has no address of the family of ${dialTarget}`,
+      };
     }
     return { kind: "waypoint", upstream: { workload: endpoint.workload, ip, port: endpoint.targetPort } };
   }

@@ -53,7 +53,10 @@ export interface ZtunnelPorts {
   metrics: number;
   /** Readiness (`/healthz/ready`). Default 15021; ztunnel `READINESS_PORT`. */
   readiness: number;
-  /** SOCKS5 outbound. Default 15080; ztunnel `SOCKS5_PORT`. */
+  /**
+   * SOCKS5 outbound, on the node IP (on 127.0.0.1 in in-pod and dedicated modes). Default 15080;
+   * ztunnel `SOCKS5_PORT`.
+   */
   socks5: number;
   /** Inbound HBONE on every local pod IP, and the port dialled on remote pods. Default 15008. */
   hbone: number;
@@ -191,9 +194,17 @@ export interface ZtunnelOptions {
    * plane sends this node's pods, and an outbound destination (SOCKS5 or captured) the proxy does not
    * know is asked for by `network/IP` (its Service's waypoint too), waiting up to `timeoutMs` (default
    * 5000) before the usual decision; at most `maxUnresolved` (1024) addresses without a resource stay
-   * subscribed. Default false: every address, as ztunnel's default.
+   * subscribed. Default false: every address, as ztunnel's default. The lookups name `network`
+   * unless `onDemand.network` says otherwise.
    */
   onDemand?: boolean | { timeoutMs?: number; maxUnresolved?: number; network?: string };
+  /**
+   * The network this node is on (ztunnel `NETWORK`, which Istio's chart sets from `global.network`):
+   * workload addresses and Service VIPs are looked up on it, and endpoints of other networks are
+   * never chosen (this proxy has no network gateway). It must be the network the control plane gives
+   * this node's pods, or they are not found. Default `""`, a mesh that names no networks.
+   */
+  network?: string;
   /**
    * How long {@link RunningZtunnel.shutdown} lets open connections run before it closes them.
    * Default 5000 ms; ztunnel `CONNECTION_TERMINATION_DEADLINE` (the CLI reads it, and
@@ -495,6 +506,7 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
       ? {}
       : { certificateTtlSeconds: options.certificateTtlSeconds }),
     onDemand: options.onDemand !== undefined && options.onDemand !== false,
+    ...(options.network === undefined ? {} : { network: options.network }),
     logger,
     metrics,
   });
@@ -647,6 +659,8 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
     network: hostNetwork,
     store,
     sourceOf: isLocalSource,
+    // A CONNECT to any of this proxy's own listeners is refused, wherever they were moved.
+    proxyPorts: [ports.hbone, inPodPorts.outbound, inPodPorts.inboundPlaintext],
     ...(options.socks5?.handshakeTimeoutMs === undefined
       ? {}
       : { handshakeTimeoutMs: options.socks5.handshakeTimeoutMs }),
@@ -793,7 +807,10 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
       listenTcp(adminServers.admin, options.adminIp ?? node.ip, ports.admin),
       listenTcp(adminServers.metrics, node.ip, ports.metrics),
       listenTcp(adminServers.readiness, node.ip, ports.readiness),
-      listenTcp(socks5.server, node.ip, ports.socks5),
+      // In-pod and dedicated modes capture pods instead, and a SOCKS5 dial would leave from a pod's
+      // IP in this process's namespace, where it does not exist: loopback only, as Istio's ztunnel
+      // opens its SOCKS5 port, out of every pod's reach.
+      listenTcp(socks5.server, inPodMode ? "127.0.0.1" : node.ip, ports.socks5),
     ]);
     addresses = { admin: hostPort(a), metrics: hostPort(m), readiness: hostPort(r), socks5: hostPort(s) };
   } catch (err) {
