@@ -38,7 +38,7 @@ import { isLoopbackIp } from "./ip-address.js";
 import type { Outbound, OutboundNetwork } from "./outbound.js";
 import { KEEPALIVE_SERVER_OPTIONS } from "./socket-keepalive.js";
 import { type Logger, type MetricsSink, noopMetrics } from "./telemetry.js";
-import { identityOf, type WorkloadStore } from "./workload-store.js";
+import { identityOf, ipv4Of, type WorkloadStore } from "./workload-store.js";
 
 /** ztunnel `DEFAULT_INPOD_MARK`: the pod's capture rules let packets with this mark pass. */
 export const INPOD_MARK = 0x539;
@@ -455,11 +455,6 @@ function checkDelay(name: string, value: number | undefined): void {
   }
 }
 
-function ipOf(w: Workload): string | undefined {
-  const bytes = w.addresses[0];
-  return bytes === undefined || bytes.length !== 4 ? undefined : Array.from(bytes).join(".");
-}
-
 function closeServer(server: NetServer): Promise<void> {
   return new Promise((resolve) => {
     if (server.listening) server.close(() => resolve());
@@ -656,7 +651,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
     const workload = findWorkload(proxy.pod);
     // The DNS needs the workload only, not its address or certificate.
     if (workload !== undefined && proxy.dnsHandler === undefined) answerDnsAs(proxy, workload);
-    const ip = workload === undefined ? undefined : ipOf(workload);
+    const ip = workload === undefined ? undefined : ipv4Of(workload);
     if (workload === undefined || ip === undefined) {
       if (!proxy.waitLogged) {
         proxy.waitLogged = true;
@@ -975,7 +970,7 @@ export function createInPodProxies(options: InPodOptions): InPodProxies {
     }
     if (addOptions.requireWorkload === true) {
       const workload = findWorkload(pod);
-      const ip = workload === undefined ? undefined : ipOf(workload);
+      const ip = workload === undefined ? undefined : ipv4Of(workload);
       try {
         if (workload === undefined || ip === undefined) {
           throw new ZtunnelError("ERR_ZTUNNEL_UNKNOWN_WORKLOAD", `pod ${pod.uid} has no IPv4 address`);

@@ -6,7 +6,7 @@ import type { SecretManager } from "@ambient/spiffe/ca";
 import type { Workload } from "@ambient/xds";
 import { ClosingServers } from "./connections.js";
 import type { Logger, MetricsSink } from "./telemetry.js";
-import { identityOf, usesHbone, type WorkloadStore } from "./workload-store.js";
+import { identityOf, ipv4Of, usesHbone, type WorkloadStore } from "./workload-store.js";
 
 const RETRY_MS = 1000;
 const MAX_RETRY_MS = 30_000;
@@ -65,11 +65,6 @@ export interface NodePods {
   /** Since {@link NodePods.drain}: every listener has closed, its connections with it. */
   drained(): boolean;
   close(): Promise<void>;
-}
-
-function ipOf(w: Workload): string | undefined {
-  const bytes = w.addresses[0];
-  return bytes === undefined || bytes.length !== 4 ? undefined : Array.from(bytes).join(".");
 }
 
 export function createNodePods(options: NodePodsOptions): NodePods {
@@ -131,10 +126,10 @@ export function createNodePods(options: NodePodsOptions): NodePods {
     for (const w of options.store.workloadsOnNode(options.nodeName)) if (usesHbone(w)) wanted.set(w.uid, w);
     for (const pod of [...pods.values()]) {
       const w = wanted.get(pod.uid);
-      if (w === undefined || ipOf(w) !== pod.ip || identityOf(w) !== pod.identity) stopPod(pod);
+      if (w === undefined || ipv4Of(w) !== pod.ip || identityOf(w) !== pod.identity) stopPod(pod);
     }
     for (const [uid, w] of wanted) {
-      const ip = ipOf(w);
+      const ip = ipv4Of(w);
       if (pods.has(uid) || ip === undefined) continue;
       const pod: NodePod = { uid, ip, identity: identityOf(w), started: Promise.resolve(), stopped: false };
       pod.started = startPod(pod);

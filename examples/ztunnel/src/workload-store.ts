@@ -283,6 +283,17 @@ export function pickDestinationIp(
   return ips.find((ip) => ip.family === family)?.text;
 }
 
+/**
+ * The address a local pod is served at: its first IPv4 address, wherever it is listed (this proxy
+ * carries IPv4; a dual-stack pod may list its IPv6 address first). Undefined for an IPv6-only pod.
+ */
+export function ipv4Of(workload: Pick<Workload, "addresses">): string | undefined {
+  for (const bytes of workload.addresses) {
+    if (bytes.length === 4) return Array.from(bytes).join(".");
+  }
+  return undefined;
+}
+
 /** Stands for "an IPv4 address" where a family is chosen and no address was given. */
 const ANY_IPV4 = "0.0.0.0";
 
