@@ -3,6 +3,13 @@ import http from "node:http";
 import net, { type AddressInfo } from "node:net";
 import { describe, it } from "node:test";
 import {
+  type Backend,
+  request as httpRequest,
+  startBackend,
+  startWaypoint,
+  stopServer,
+} from "../test/harness.js";
+import {
   backendOfCluster,
   compileEnvoyRouteConfiguration,
   createEnvoyRouteTable,
@@ -240,7 +247,7 @@ describe("compileEnvoyRouteConfiguration", () => {
     });
     assert.equal(rule?.requestTimeoutMs, 2500);
     assert.equal(rule?.backendTimeoutMs, 1000);
-    assert.deepEqual(rule?.retry, { attempts: 3, codes: [502], backoffMs: 50 });
+    assert.deepEqual(rule?.retry, { attempts: 3, retryOn: [], codes: [502], backoffMs: 50 });
     assert.deepEqual(rule?.rewrite, {
       path: { type: "ReplaceFullPath", replaceFullPath: "/full" },
       hostname: "web.example",
@@ -607,5 +614,229 @@ describe("a weighted cluster for an invalid backendRef", () => {
         err.details.field === "virtualHosts[0].routes[0].route.requestMirrorPolicies[0].cluster",
     );
     assert.throws(() => backendOfCluster(INVALID_BACKEND_CLUSTER, "cluster"), RouterError);
+  });
+});
+
+describe("a route's retry_on, as Envoy reads it", () => {
+  const statusBackend = (status: number) =>
+    startBackend(String(status), (_req, res) => {
+      res.writeHead(status);
+      res.end(String(status));
+    });
+
+  it("keeps the conditions it names, HTTP and gRPC ones alike, and ignores unknown names", () => {
+    const compiled = compileEnvoyRouteConfiguration(
+      config([
+        {
+          name: "r",
+          match: { prefix: "/" },
+          route: {
+            cluster: V1,
+            retryPolicy: {
+              retryOn: "5xx, reset,unavailable,retriable-4xx,no-such-condition,internal,,",
+              numRetries: { value: 2 },
+            },
+          },
+        },
+      ]),
+      "demo",
+    );
+    const retry = compiled.virtualHosts[0]?.routes[0]?.rule.retry;
+    assert.deepEqual(retry?.retryOn, ["5xx", "reset", "unavailable", "retriable-4xx", "internal"]);
+    assert.deepEqual(retry?.ignoredRetryOn, ["no-such-condition"]);
+    assert.deepEqual(retry?.codes, []);
+  });
+
+  it("honours `retryOn: 5xx` (a 500 is retried), `connect-failure` alone (a 503 is not), `gateway-error` (a 502 is)", async () => {
+    const b500 = await statusBackend(500);
+    const b503 = await statusBackend(503);
+    const b502 = await statusBackend(502);
+    const b409 = await statusBackend(409);
+    const limited = await startBackend("limited", (_req, res) => {
+      res.writeHead(503, { "x-envoy-ratelimited": "true" });
+      res.end();
+    });
+    const warnings: { fields: object; message: string }[] = [];
+    const wp = await startWaypoint(
+      {
+        "demo/web-500": [b500.endpoint],
+        "demo/web-503": [b503.endpoint],
+        "demo/web-502": [b502.endpoint],
+        "demo/web-409": [b409.endpoint],
+        "demo/web-limited": [limited.endpoint],
+      },
+      {
+        routes: [],
+        logger: {
+          debug: () => {},
+          info: () => {},
+          warn: (fields: object, message: string) => warnings.push({ fields, message }),
+          error: () => {},
+        },
+      },
+      { destination: { address: "127.30.0.2", port: 80, service: WEB } },
+    );
+    const route = (path: string, host: string, retryPolicy: Record<string, unknown>): EnvoyRoute => ({
+      name: path,
+      match: { path },
+      route: {
+        cluster: `outbound|80||${host}.demo.svc.cluster.local`,
+        retryPolicy: { retryBackOff: { baseInterval: { nanos: 1_000_000 } }, ...retryPolicy },
+      },
+    });
+    try {
+      wp.handler.setRouteTable(
+        table(
+          config([
+            route("/5xx", "web-500", { retryOn: "5xx", numRetries: { value: 2 } }),
+            route("/connect-failure", "web-503", { retryOn: "connect-failure", numRetries: { value: 2 } }),
+            // Istio's default policy since 1.24: retriable-status-codes with no codes.
+            route("/istio-default", "web-503", {
+              retryOn: "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+              numRetries: { value: 2 },
+            }),
+            route("/gateway-error", "web-502", { retryOn: "gateway-error", numRetries: { value: 1 } }),
+            route("/codes", "web-503", {
+              retryOn: "retriable-status-codes",
+              retriableStatusCodes: [503],
+              numRetries: { value: 1 },
+            }),
+            route("/unknown", "web-503", { retryOn: "no-such-condition", numRetries: { value: 2 } }),
+            route("/retriable-4xx", "web-409", { retryOn: "retriable-4xx", numRetries: { value: 1 } }),
+            route("/limited-5xx", "web-limited", { retryOn: "5xx", numRetries: { value: 1 } }),
+            route("/limited", "web-limited", { retryOn: "envoy-ratelimited", numRetries: { value: 1 } }),
+          ]),
+        ),
+      );
+      const attempts = async (backend: Backend, method: string, path: string) => {
+        const before = backend.requests.length;
+        const r = await httpRequest(wp.port, {
+          method,
+          path,
+          headers: { host: "web.demo" },
+          ...(method === "POST" ? { body: "x" } : {}),
+        });
+        return [r.status, backend.requests.length - before];
+      };
+      assert.deepEqual(await attempts(b500, "GET", "/5xx"), [500, 3]);
+      assert.deepEqual(await attempts(b503, "POST", "/connect-failure"), [503, 1]);
+      assert.deepEqual(await attempts(b503, "POST", "/istio-default"), [503, 1]);
+      assert.deepEqual(await attempts(b502, "GET", "/gateway-error"), [502, 2]);
+      assert.deepEqual(await attempts(b503, "GET", "/codes"), [503, 2]);
+      assert.deepEqual(await attempts(b409, "GET", "/retriable-4xx"), [409, 2]);
+      // A response an upstream Envoy rate-limited is retried under envoy-ratelimited only.
+      assert.deepEqual(await attempts(limited, "GET", "/limited-5xx"), [503, 1]);
+      assert.deepEqual(await attempts(limited, "GET", "/limited"), [503, 2]);
+      // An unknown name retries nothing, and is logged once.
+      assert.deepEqual(await attempts(b503, "GET", "/unknown"), [503, 1]);
+      assert.deepEqual(await attempts(b503, "GET", "/unknown"), [503, 1]);
+      assert.deepEqual(
+        warnings.map((w) => w.fields),
+        [{ route: "/unknown", ignored: ["no-such-condition"] }],
+      );
+    } finally {
+      await wp.close();
+      await Promise.all([b500, b503, b502, b409, limited].map((b) => stopServer(b.server)));
+    }
+  });
+});
+
+describe("header edits and host rewrites Envoy refuses", () => {
+  const route = (over: Partial<EnvoyRoute>, action: Record<string, unknown> = {}): EnvoyRoute => ({
+    name: "r",
+    match: { prefix: "/" },
+    route: { cluster: V1, ...action },
+    ...over,
+  });
+  const add = (key: string, value = "v") => [{ header: { key, value } }];
+  const cases: [what: string, route: EnvoyRoute, field: string][] = [
+    [
+      "a value with CR LF",
+      route({ requestHeadersToAdd: add("x-a", "v\r\nx-injected: 1") }),
+      "virtualHosts[0].routes[0].requestHeadersToAdd[0].header.value",
+    ],
+    [
+      "a value with NUL",
+      route({ responseHeadersToAdd: add("x-a", "v\0") }),
+      "virtualHosts[0].routes[0].responseHeadersToAdd[0].header.value",
+    ],
+    [
+      "a name with a space",
+      route({ requestHeadersToAdd: add("x a") }),
+      "virtualHosts[0].routes[0].requestHeadersToAdd[0].header.key",
+    ],
+    [
+      "the name :path",
+      route({ requestHeadersToAdd: add(":path", "/admin") }),
+      "virtualHosts[0].routes[0].requestHeadersToAdd[0].header.key",
+    ],
+    [
+      "the name :authority",
+      route({ requestHeadersToAdd: add(":authority", "evil") }),
+      "virtualHosts[0].routes[0].requestHeadersToAdd[0].header.key",
+    ],
+    [
+      "the name host",
+      route({ requestHeadersToAdd: add("Host", "evil") }),
+      "virtualHosts[0].routes[0].requestHeadersToAdd[0].header.key",
+    ],
+    [
+      "removing :method",
+      route({ requestHeadersToRemove: [":method"] }),
+      "virtualHosts[0].routes[0].requestHeadersToRemove[0]",
+    ],
+    [
+      "removing host",
+      route({ requestHeadersToRemove: ["host"] }),
+      "virtualHosts[0].routes[0].requestHeadersToRemove[0]",
+    ],
+    [
+      "removing a name with a space",
+      route({ responseHeadersToRemove: ["x a"] }),
+      "virtualHosts[0].routes[0].responseHeadersToRemove[0]",
+    ],
+    [
+      "a weighted cluster's header with LF",
+      route(
+        {},
+        {
+          cluster: undefined,
+          weightedClusters: {
+            clusters: [{ name: V1, weight: { value: 1 }, requestHeadersToAdd: add("x-a", "a\nb") }],
+          },
+        },
+      ),
+      "virtualHosts[0].routes[0].route.weightedClusters.clusters[0].requestHeadersToAdd[0].header.value",
+    ],
+    [
+      "a host_rewrite_literal with CR LF",
+      route({}, { hostRewriteLiteral: "web\r\nx-injected: 1" }),
+      "virtualHosts[0].routes[0].route.hostRewriteLiteral",
+    ],
+  ];
+  for (const [what, r, field] of cases) {
+    it(`refuses ${what} with ERR_ROUTE_INVALID`, () => {
+      assert.throws(
+        () => compileEnvoyRouteConfiguration(config([r]), "demo"),
+        (err: unknown) =>
+          err instanceof RouterError && err.code === "ERR_ROUTE_INVALID" && err.details.field === field,
+      );
+    });
+  }
+
+  it("accepts ordinary names and values, and a host_rewrite_literal with a port", () => {
+    const compiled = compileEnvoyRouteConfiguration(
+      config([
+        route(
+          {
+            requestHeadersToAdd: add("X-Tenant_ID.v2", "a b\tc;d=é"),
+            requestHeadersToRemove: ["x-drop"],
+          },
+          { hostRewriteLiteral: "web.example:8080" },
+        ),
+      ]),
+      "demo",
+    );
+    assert.equal(compiled.virtualHosts[0]?.routes[0]?.rule.rewrite?.hostname, "web.example:8080");
   });
 });

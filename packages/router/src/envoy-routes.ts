@@ -8,6 +8,7 @@
 
 import { RouterError } from "./errors.js";
 import { firstQueryValues } from "./query-params.js";
+import { parseRetryOn, type RetryOn } from "./retry-conditions.js";
 import type {
   CompiledRule,
   ResolvedBackendRef,
@@ -23,6 +24,7 @@ import type {
   HTTPRequestRedirectFilter,
 } from "./route-types.js";
 import { compileSafeRegex } from "./safe-regex.js";
+import { hasForbiddenValueChars, isHeaderName } from "./validate-route.js";
 import { MAX_RETRY_ATTEMPTS } from "./waypoint-handler.js";
 
 // Structural subsets of the decoded `envoy.config.route.v3` messages (`@ambient/xds` decodes them into
@@ -269,23 +271,68 @@ function targetOfCluster(
   };
 }
 
+/**
+ * A header name a route may add or remove, as Envoy's header parser allows: an HTTP field name, not a
+ * pseudo-header (`:path`) and not `host` (its rewrite is `host_rewrite_literal`).
+ */
+function checkEditableHeaderName(name: unknown, field: string, verb: "modified" | "removed"): string {
+  if (typeof name !== "string" || name === "") throw invalid(field, "is empty");
+  if (name.startsWith(":") || name.toLowerCase() === "host") {
+    throw invalid(field, `${JSON.stringify(name)}: :-prefixed or host headers may not be ${verb}`);
+  }
+  if (!isHeaderName(name)) throw invalid(field, `${JSON.stringify(name)} is not a valid HTTP header name`);
+  return name;
+}
+
+/** A header value or host a route sets: one with CR, LF or NUL is refused, as Envoy refuses it. */
+function checkHeaderValue(value: unknown, field: string): string {
+  if (typeof value !== "string") throw invalid(field, "must be a string");
+  if (hasForbiddenValueChars(value)) throw invalid(field, "must not contain CR, LF or NUL characters");
+  return value;
+}
+
+/**
+ * The header edits of a route or weighted cluster: additions (`addField`) and removals
+ * (`removeField`), refused whole (so the configuration in force stays) when one names a header or
+ * value Envoy refuses.
+ */
 function headerFilter(
   add: readonly EnvoyHeaderValueOption[] | undefined,
   remove: readonly string[] | undefined,
-  field: string,
+  addField: string,
+  removeField: string,
 ): HTTPHeaderFilter | undefined {
-  const filter: Required<HTTPHeaderFilter> = { set: [], add: [], remove: [...(remove ?? [])] };
-  (add ?? []).forEach((option, i) => {
-    const name = option.header?.key ?? "";
-    if (name === "") throw invalid(`${field}[${i}].header.key`, "is empty");
-    const header = { name, value: option.header?.value ?? "" };
+  const filter: Required<HTTPHeaderFilter> = {
+    set: [],
+    add: [],
+    remove: listOf(remove, removeField).map((name, i) =>
+      checkEditableHeaderName(name, `${removeField}[${i}]`, "removed"),
+    ),
+  };
+  listOf(add, addField).forEach((option, i) => {
+    const name = checkEditableHeaderName(option.header?.key, `${addField}[${i}].header.key`, "modified");
+    const header = {
+      name,
+      value: checkHeaderValue(option.header?.value ?? "", `${addField}[${i}].header.value`),
+    };
     const action = option.appendAction ?? "APPEND_IF_EXISTS_OR_ADD";
     if (action === "OVERWRITE_IF_EXISTS_OR_ADD") filter.set.push(header);
     else if (action === "APPEND_IF_EXISTS_OR_ADD") filter.add.push(header);
-    else throw unsupported(`${field}[${i}].appendAction`, `${action} is not supported`);
+    else throw unsupported(`${addField}[${i}].appendAction`, `${action} is not supported`);
   });
   if (filter.set.length === 0 && filter.add.length === 0 && filter.remove.length === 0) return undefined;
   return filter;
+}
+
+/** A route's `retry_on`, read as Envoy reads it (unknown names left out); absent retries on nothing. */
+function retryConditions(
+  value: string | undefined,
+  field: string,
+): { retryOn: readonly RetryOn[]; ignoredRetryOn?: readonly string[] } {
+  if (value === undefined || value === null) return { retryOn: [] };
+  if (typeof value !== "string") throw invalid(field, "must be a string");
+  const { retryOn, ignored } = parseRetryOn(value);
+  return ignored.length === 0 ? { retryOn } : { retryOn, ignoredRetryOn: ignored };
 }
 
 function stringTest(m: EnvoyStringMatcher, field: string): (value: string) => boolean {
@@ -412,11 +459,13 @@ function ruleOf(
       route.requestHeadersToAdd,
       route.requestHeadersToRemove,
       `${field}.requestHeadersToAdd`,
+      `${field}.requestHeadersToRemove`,
     ),
     responseHeaders: headerFilter(
       route.responseHeadersToAdd,
       route.responseHeadersToRemove,
       `${field}.responseHeadersToAdd`,
+      `${field}.responseHeadersToRemove`,
     ),
     redirect: undefined,
     rewrite: undefined,
@@ -473,11 +522,13 @@ function ruleOf(
           c.requestHeadersToAdd,
           c.requestHeadersToRemove,
           `${f}.requestHeadersToAdd`,
+          `${f}.requestHeadersToRemove`,
         ),
         responseHeaders: headerFilter(
           c.responseHeadersToAdd,
           c.responseHeadersToRemove,
           `${f}.responseHeadersToAdd`,
+          `${f}.responseHeadersToRemove`,
         ),
       };
     });
@@ -495,7 +546,10 @@ function ruleOf(
   } else if (action.prefixRewrite !== undefined && action.prefixRewrite !== "") {
     path = { type: "ReplacePrefixMatch", replacePrefixMatch: action.prefixRewrite };
   }
-  const host = action.hostRewriteLiteral;
+  const host =
+    action.hostRewriteLiteral === undefined
+      ? undefined
+      : checkHeaderValue(action.hostRewriteLiteral, `${where}.hostRewriteLiteral`);
   const rewrite =
     path === undefined && (host === undefined || host === "")
       ? undefined
@@ -528,6 +582,7 @@ function ruleOf(
               retry.numRetries === undefined || retry.numRetries === null ? 1 : (retry.numRetries.value ?? 0),
               MAX_RETRY_ATTEMPTS,
             ),
+            ...retryConditions(retry.retryOn, `${where}.retryPolicy.retryOn`),
             codes: [...(retry.retriableStatusCodes ?? [])],
             backoffMs,
           },

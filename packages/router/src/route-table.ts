@@ -1,6 +1,7 @@
 import { parseGatewayDuration } from "./duration.js";
 import { RouterError } from "./errors.js";
 import { firstQueryValues } from "./query-params.js";
+import { gatewayApiRetryOn, type RetryOn } from "./retry-conditions.js";
 import type {
   BackendObjectReference,
   GRPCRouteMatch,
@@ -54,11 +55,16 @@ export interface ResolvedBackendRef {
   responseHeaders: HTTPHeaderFilter | undefined;
 }
 
-/** Per-rule retry settings (Gateway API `retry` stanza), unset when the rule has none. */
+/** Per-rule retry settings (Gateway API `retry` stanza, RDS `retry_policy`), unset when the rule has none. */
 export interface RuleRetry {
   attempts: number | undefined;
+  /** What is retried: an HTTPRoute stanza's are istiod's (`gatewayApiRetryOn`), an RDS route's its `retry_on`. */
+  retryOn: readonly RetryOn[];
+  /** Status codes for `retriable-status-codes`, as given: none retries no status. */
   codes: readonly number[];
   backoffMs: number | undefined;
+  /** Names in an RDS `retry_on` the router does not know, left out as Envoy leaves them out. */
+  ignoredRetryOn?: readonly string[];
 }
 
 /** Everything the proxy needs from one route rule, resolved once at table build time. */
@@ -336,6 +342,7 @@ function compileRule(route: Route, ruleIndex: number): CompiledRule {
         ? undefined
         : {
             attempts: retry.attempts,
+            retryOn: gatewayApiRetryOn(retry.codes ?? []),
             codes: retry.codes ?? [],
             backoffMs:
               retry.backoff === undefined

@@ -14,6 +14,7 @@ import {
   endpointKey,
   isForwardedHeader,
   type SentRequest,
+  UPSTREAM_MAX_RESPONSE_HEAD_BYTES,
   UpstreamAttemptError,
   type UpstreamRequest,
   type UpstreamResponse,
@@ -77,6 +78,7 @@ export function sendUpgrade(
       headers: { ...request.headers, host: request.authority, connection: "Upgrade", upgrade: protocol },
       setHost: false,
       createConnection: () => socket as never,
+      maxHeaderSize: UPSTREAM_MAX_RESPONSE_HEAD_BYTES,
     });
     req = r;
     return new Promise<UpgradeResponse>((resolve, reject) => {

@@ -16,6 +16,7 @@ import {
   stopServer,
   type Waypoint,
 } from "../test/harness.js";
+import { compileEnvoyRouteConfiguration, createEnvoyRouteTable } from "./envoy-routes.js";
 import { RouterError } from "./errors.js";
 import { connectFailureReason } from "./node-error.js";
 import type { AccessLogEntry } from "./request-log.js";
@@ -236,19 +237,47 @@ describe("local replies to upstream failures, as Envoy's router gives them", () 
       accessLog: (entry) => logs.push(entry),
       metrics,
     });
-    // Per-try timeouts are retried only on `5xx` (or `gateway-error`), which no rule stanza names.
-    timeoutWp = await startWaypoint(services, {
-      routes: [
-        httpRoute("t", [
-          prefixRule("/slow", "h1", {
-            timeouts: { request: "30s", backendRequest: "100ms" },
-            retry: { attempts: 1 },
-          }),
-        ]),
-      ],
-      retry: { retryOn: ["5xx"], backoffBaseMs: 1, backoffMaxMs: 1 },
-      accessLog: (entry) => logs.push(entry),
-    });
+    // Per-try timeouts are retried only on `5xx`, `gateway-error` or `reset`, which an HTTPRoute
+    // retry stanza never names: an RDS route's `retry_on` does.
+    const svc = { name: "svc", namespace: "default" };
+    timeoutWp = await startWaypoint(
+      services,
+      { routes: [], accessLog: (entry) => logs.push(entry) },
+      { destination: { address: "127.30.0.3", port: 80, service: svc } },
+    );
+    timeoutWp.handler.setRouteTable(
+      createEnvoyRouteTable([
+        {
+          service: svc,
+          port: 80,
+          routes: compileEnvoyRouteConfiguration(
+            {
+              virtualHosts: [
+                {
+                  domains: ["*"],
+                  routes: [
+                    {
+                      match: { prefix: "/slow" },
+                      route: {
+                        cluster: "outbound|80||h1.default.svc.cluster.local",
+                        timeout: { seconds: 30 },
+                        retryPolicy: {
+                          retryOn: "5xx",
+                          numRetries: { value: 1 },
+                          perTryTimeout: { nanos: 100_000_000 },
+                          retryBackOff: { baseInterval: { nanos: 1_000_000 } },
+                        },
+                      },
+                    },
+                  ],
+                },
+              ],
+            },
+            "default",
+          ),
+        },
+      ]),
+    );
   });
 
   after(async () => {

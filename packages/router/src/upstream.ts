@@ -391,6 +391,14 @@ export const MAX_RESPONSE_HEADER_FIELDS = 100;
 const UPSTREAM_MAX_HEADER_PAIRS = 2000;
 
 /**
+ * Largest HTTP/1.1 response head the upstream client reads (Node's `maxHeaderSize`; its default is
+ * 16 KiB): 80 KiB, Envoy's `MAX_RESPONSE_HEADERS_KB` for upstream HTTP/1 responses, which Istio keeps.
+ * Larger heads are broken HTTP (502 `UPE`). HTTP/2 responses keep Node's limit of about 64 KiB on the
+ * decoded list, near Envoy's 60 KiB there.
+ */
+export const UPSTREAM_MAX_RESPONSE_HEAD_BYTES = 80 * 1024;
+
+/**
  * Why a backend's response head is broken HTTP, as Envoy's upstream codecs refuse it, or undefined:
  * more than {@link MAX_RESPONSE_HEADER_FIELDS} fields, or a 204 that frames a body (a
  * `transfer-encoding`, or a `content-length` other than 0; RFC 9110 §8.6, RFC 9112 §6.1). A
@@ -569,6 +577,7 @@ export class UpstreamPool {
       setHost: false,
       // Plain TCP or a tunnel stream: no TLS server name for the agent to work out from the host header.
       servername: "",
+      maxHeaderSize: UPSTREAM_MAX_RESPONSE_HEAD_BYTES,
     };
     if (fresh) options.createConnection = (opts, callback) => agent.createConnection(opts, callback);
     else options.agent = agent;

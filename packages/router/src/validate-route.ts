@@ -8,8 +8,19 @@ type Json = Record<string, unknown>;
 const HOSTNAME = /^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const PRECISE_HOSTNAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const HEADER_NAME = /^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$/;
-const PATH_CHARS = /^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})+$/;
+/** What no header value may carry: CR, LF and NUL (Envoy's `HTTP_HEADER_VALUE` rule, not strict). */
 const FORBIDDEN_VALUE_CHARS = /[\r\n\0]/;
+
+/** Whether `name` is an HTTP field name (an RFC 9110 token; pseudo-headers such as `:path` are not). */
+export function isHeaderName(name: string): boolean {
+  return HEADER_NAME.test(name);
+}
+
+/** Whether `value` holds a character no header value may carry (CR, LF, NUL). */
+export function hasForbiddenValueChars(value: string): boolean {
+  return FORBIDDEN_VALUE_CHARS.test(value);
+}
+const PATH_CHARS = /^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})+$/;
 const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]);
 const REDIRECT_CODES = new Set([301, 302, 303, 307, 308]);
 const GRPC_SERVICE = /^\.?[A-Za-z_][A-Za-z_0-9]*(\.[A-Za-z_][A-Za-z_0-9]*)*$/;
@@ -75,14 +86,14 @@ class Checker {
 
   headerName(value: unknown, field: string): string {
     const name = this.string(value, field, 256);
-    if (!HEADER_NAME.test(name)) this.fail(field, `${JSON.stringify(name)} is not a valid HTTP header name`);
+    if (!isHeaderName(name)) this.fail(field, `${JSON.stringify(name)} is not a valid HTTP header name`);
     return name;
   }
 
   headerValue(value: unknown, field: string): string {
     if (typeof value !== "string") this.fail(field, "must be a string");
     if (value.length > 4096) this.fail(field, "must be at most 4096 characters");
-    if (FORBIDDEN_VALUE_CHARS.test(value)) this.fail(field, "must not contain CR, LF or NUL characters");
+    if (hasForbiddenValueChars(value)) this.fail(field, "must not contain CR, LF or NUL characters");
     return value;
   }
 

@@ -39,6 +39,7 @@ import {
   RequestMetrics,
   TcpConnectionMetrics,
 } from "./request-metrics.js";
+import { RETRY_ONS, type RetryOn } from "./retry-conditions.js";
 import {
   type CompiledRule,
   createRouteTable,
@@ -76,31 +77,7 @@ import { DEFAULT_SESSION_LIVENESS } from "./upstream-liveness.js";
  */
 const DOWNSTREAM_RESET_LIMIT = { streamResetBurst: 10_000, streamResetRate: 1_000 } as const;
 
-/** Conditions that trigger a retry (Envoy `retry_on` names). */
-export type RetryOn =
-  | "5xx"
-  | "gateway-error"
-  | "reset"
-  | "connect-failure"
-  | "refused-stream"
-  | "retriable-status-codes"
-  | "unavailable"
-  | "cancelled"
-  | "deadline-exceeded"
-  | "resource-exhausted";
-
-const RETRY_ONS: readonly RetryOn[] = [
-  "5xx",
-  "gateway-error",
-  "reset",
-  "connect-failure",
-  "refused-stream",
-  "retriable-status-codes",
-  "unavailable",
-  "cancelled",
-  "deadline-exceeded",
-  "resource-exhausted",
-];
+export type { RetryOn } from "./retry-conditions.js";
 
 /** Most retries a policy may ask for, as for an HTTPRoute rule's `retry.attempts`. */
 export const MAX_RETRY_ATTEMPTS = 100;
@@ -122,9 +99,11 @@ export interface RetryPolicy {
 }
 
 /**
- * Istio's default HTTP retry policy: 2 retries on connect-failure, refused-stream, gRPC unavailable,
- * gRPC cancelled and status 503, with Envoy's 25 ms base / 250 ms max back-off, preferring another
- * endpoint on each retry.
+ * Istio's default HTTP retry policy: 2 retries on connect-failure, refused-stream, gRPC unavailable
+ * and gRPC cancelled, with Envoy's 25 ms base / 250 ms max back-off, preferring another endpoint on
+ * each retry. `retriable-status-codes` is listed with no codes, so no status is retried: since 1.24
+ * Istio no longer retries a 503 by default (`EXCLUDE_UNSAFE_503_FROM_DEFAULT_RETRY`), as the backend
+ * may have acted on the request already.
  */
 export const DEFAULT_RETRY_POLICY: RetryPolicy = Object.freeze({
   attempts: 2,
@@ -135,7 +114,7 @@ export const DEFAULT_RETRY_POLICY: RetryPolicy = Object.freeze({
     "cancelled",
     "retriable-status-codes",
   ] as RetryOn[]),
-  codes: Object.freeze([503]),
+  codes: Object.freeze([]),
   backoffBaseMs: 25,
   backoffMaxMs: 250,
 });
@@ -211,7 +190,11 @@ export interface WaypointHandlerOptions {
   waypoint?: { name: string; namespace: string };
   /** Default `"least-request"`; Istio's default `LEAST_REQUEST`. */
   loadBalancing?: LoadBalancingPolicy;
-  /** Default {@link DEFAULT_RETRY_POLICY} (Istio's default); a rule's `retry` stanza overrides it. */
+  /**
+   * Default {@link DEFAULT_RETRY_POLICY} (Istio's default), for rules without a retry policy of their
+   * own. A rule's HTTPRoute `retry` stanza or RDS `retry_policy` brings its own conditions and codes;
+   * only its unset attempts and back-off come from here.
+   */
   retry?: Partial<RetryPolicy>;
   /** Request body bytes kept for replay on retry; larger bodies are not retried. Default 1 MiB; Envoy `per_connection_buffer_limit_bytes`. */
   retryBufferBytes?: number;
@@ -249,8 +232,9 @@ export interface WaypointHandlerOptions {
   requestTimeoutMs?: number;
   /**
    * Time without a byte moving in either direction after which a request is given up: 504 `stream
-   * timeout` before the response head, a reset after it; 0 disables. Default 300000 (5 min); Envoy
-   * `stream_idle_timeout`.
+   * timeout` before the response head, a reset after it; 0 disables. Default 0, as istiod sets Envoy's
+   * `stream_idle_timeout` on a waypoint (Envoy's own default is 5 min): a long poll or a slow response
+   * is not cut off; `headersTimeoutMs` and `tcpIdleTimeoutMs` still bound dead connections.
    */
   streamIdleTimeoutMs?: number;
   /**
@@ -301,6 +285,13 @@ export interface WaypointHandlerOptions {
    * and only there: on an undeclared port its server and the handler would wait for each other.
    */
   opaqueTcp?: boolean;
+  /**
+   * The `server` header of every response, proxied or answered by the handler itself, in place of any
+   * the backend sent; `""` passes the backend's through and adds none. Default `"istio-envoy"`, as
+   * istiod configures a waypoint (Envoy `server_name` with `server_header_transformation: OVERWRITE`);
+   * meshConfig `defaultConfig.proxyHeaders.server` (`disabled` is `""`).
+   */
+  serverName?: string;
   /** Called once per finished request with Istio's access log fields. Default: none; meshConfig `accessLogFile`. */
   accessLog?: AccessLogSink;
   /**
@@ -400,6 +391,7 @@ const GRPC_CODES: Partial<Record<RetryOn, string>> = {
   unavailable: "14",
   cancelled: "1",
   "deadline-exceeded": "4",
+  internal: "13",
   "resource-exhausted": "8",
 };
 
@@ -417,6 +409,12 @@ interface UpgradeRequest {
   head: Buffer;
   /** The protocol to switch to (`websocket`); undefined when the upgrade is ignored and served as HTTP. */
   protocol: string | undefined;
+  /**
+   * A switch to a protocol the handler does not carry (anything but `websocket` and `h2c`): answered
+   * 403 `upgrade_failed` once the request is routed, as Envoy answers an upgrade type its connection
+   * manager was not configured for (Istio configures `websocket` only).
+   */
+  refused: boolean;
 }
 
 interface Exchange {
@@ -1125,6 +1123,15 @@ function checkOptions(options: WaypointHandlerOptions): void {
       throw optionsError(field, `must be a non-empty string, got ${describeValue(value)}`);
     }
   }
+  if (
+    options.serverName !== undefined &&
+    (typeof options.serverName !== "string" || /[\r\n\0]/.test(options.serverName))
+  ) {
+    throw optionsError(
+      "serverName",
+      `must be a header value (no CR, LF or NUL), got ${describeValue(options.serverName)}`,
+    );
+  }
   for (const field of ["opaqueTcp", "sampleNewTraces", "acceptHttp10"] as const) {
     const value = options[field];
     if (value !== undefined && typeof value !== "boolean") {
@@ -1158,10 +1165,20 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     0,
     2 ** 31 - 1,
   );
+  const serverName = options.serverName ?? "istio-envoy";
+  /** Sets the `server` header the handler answers with, over any other (Envoy's OVERWRITE). */
+  const withServer =
+    serverName === ""
+      ? <T extends Record<string, unknown>>(headers: T): T => headers
+      : <T extends Record<string, unknown>>(headers: T): T => {
+          for (const name of Object.keys(headers)) if (name.toLowerCase() === "server") delete headers[name];
+          (headers as Record<string, unknown>).server = serverName;
+          return headers;
+        };
   const maxHeaderBytes = checkInt(options.maxHeaderBytes ?? 60 * 1024, "maxHeaderBytes", 1, 2 ** 31 - 1);
   const clusterDomain = options.clusterDomain ?? "cluster.local";
   const defaultRequestTimeout = checkMs(options.requestTimeoutMs ?? 0, "requestTimeoutMs");
-  const streamIdleTimeout = checkMs(options.streamIdleTimeoutMs ?? 300_000, "streamIdleTimeoutMs");
+  const streamIdleTimeout = checkMs(options.streamIdleTimeoutMs ?? 0, "streamIdleTimeoutMs");
   const tcpIdleTimeout = checkMs(options.tcpIdleTimeoutMs ?? 3_600_000, "tcpIdleTimeoutMs");
   const headersTimeout = checkMs(options.headersTimeoutMs ?? 60_000, "headersTimeoutMs");
   const liveness = {
@@ -1322,7 +1339,8 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     if (!socket.writable) return socket.destroy();
     const status = err.code === "HPE_HEADER_OVERFLOW" ? 431 : 400;
     const text = status === 431 ? "Request Header Fields Too Large" : "Bad Request";
-    socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    const server = serverName === "" ? "" : `server: ${serverName}\r\n`;
+    socket.end(`HTTP/1.1 ${status} ${text}\r\n${server}connection: close\r\ncontent-length: 0\r\n\r\n`);
   });
   // maxHeaderListSize is only advertised (and enforced by Node once the peer has acknowledged it);
   // serve() checks the decoded list itself. maxHeaderListPairs is Node's default, stated.
@@ -1581,19 +1599,25 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     if (x.grpc) {
       x.status = 200;
       x.grpcStatus = String(GRPC_STATUS_FOR[status] ?? 2);
-      x.res.writeHead(200, {
-        "content-type": "application/grpc",
-        "grpc-status": x.grpcStatus,
-        "grpc-message": encodeURIComponent(text),
-        ...extra,
-      });
+      x.res.writeHead(
+        200,
+        withServer({
+          "content-type": "application/grpc",
+          "grpc-status": x.grpcStatus,
+          "grpc-message": encodeURIComponent(text),
+          ...extra,
+        }),
+      );
       x.res.end();
       return;
     }
     x.status = status;
     const body = Buffer.from(text);
     x.responseBytes = body.length;
-    x.res.writeHead(status, { "content-type": "text/plain", "content-length": body.length, ...extra });
+    x.res.writeHead(
+      status,
+      withServer({ "content-type": "text/plain", "content-length": body.length, ...extra }),
+    );
     x.res.end(body);
   }
 
@@ -1867,42 +1891,60 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     };
   }
 
+  /** Rules whose ignored `retry_on` names were logged, so each is logged once. */
+  const ignoredRetryOnLogged = new WeakSet<CompiledRule>();
+
+  /**
+   * The retry policy of a rule: the handler's for a rule without one; else the rule's conditions and
+   * codes as given (an empty code list retries no status), with the handler's attempts and back-off
+   * where the rule sets none.
+   */
   function retryPolicyFor(rule: CompiledRule): RetryPolicy {
     const r = rule.retry;
     if (r === undefined) return retryDefaults;
+    if (r.ignoredRetryOn !== undefined && !ignoredRetryOnLogged.has(rule)) {
+      ignoredRetryOnLogged.add(rule);
+      logger.warn(
+        { route: rule.route, ignored: r.ignoredRetryOn },
+        "retry_on names the router does not know are ignored, as Envoy ignores them",
+      );
+    }
     const base = r.backoffMs ?? retryDefaults.backoffBaseMs;
     return {
       attempts: r.attempts ?? retryDefaults.attempts,
-      retryOn:
-        r.codes.length > 0
-          ? ["connect-failure", "refused-stream", "retriable-status-codes"]
-          : retryDefaults.retryOn,
-      codes: r.codes.length > 0 ? r.codes : retryDefaults.codes,
+      retryOn: r.retryOn,
+      codes: r.codes,
       backoffBaseMs: base,
       backoffMaxMs: Math.max(base * 10, base),
     };
   }
 
+  /** Envoy's decision on a try that ended without a response (`wouldRetryFromReset`). */
   function retriableFailure(policy: RetryPolicy, failure: UpstreamFailure | "timeout"): boolean {
     const on = policy.retryOn;
+    // Any failure without a response, a per-try timeout included.
+    if (on.includes("reset") || on.includes("5xx") || on.includes("gateway-error")) return true;
     switch (failure) {
       case "connect-failure":
-        return on.includes("connect-failure") || on.includes("5xx") || on.includes("gateway-error");
+        return on.includes("connect-failure") || on.includes("reset-before-request");
       case "refused-stream":
-        return on.includes("refused-stream") || on.includes("reset") || on.includes("5xx");
+        return on.includes("refused-stream") || on.includes("reset-before-request");
       case "reset":
       case "protocol":
-        return on.includes("reset") || on.includes("5xx") || on.includes("gateway-error");
       case "timeout":
-        return on.includes("5xx") || on.includes("gateway-error");
+        return false;
     }
   }
 
+  /** Envoy's decision on a response head (`wouldRetryFromHeaders`). */
   function retriableResponse(policy: RetryPolicy, up: UpstreamResponse): boolean {
     const on = policy.retryOn;
+    // A response an upstream Envoy rate-limited is retried under envoy-ratelimited only.
+    if (up.headers["x-envoy-ratelimited"] !== undefined) return on.includes("envoy-ratelimited");
     const s = up.status;
     if (on.includes("5xx") && s >= 500) return true;
     if (on.includes("gateway-error") && (s === 502 || s === 503 || s === 504)) return true;
+    if (on.includes("retriable-4xx") && s === 409) return true;
     if (on.includes("retriable-status-codes") && policy.codes.includes(s)) return true;
     const grpcStatus = up.headers["grpc-status"];
     if (typeof grpcStatus === "string") {
@@ -2127,6 +2169,9 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     if (found === undefined) return localReply(x, 404, "", "NR", DETAILS.routeNotFound);
     const { rule, matchedPrefix } = found;
     x.route = rule.route;
+    // The connection closes after this answer (an upgrade request's always does), so no bytes the
+    // client sent after the head are ever read as a request.
+    if (x.upgrade?.refused === true) return localReply(x, 403, "", "-", DETAILS.upgradeFailed);
 
     if (rule.redirect !== undefined) {
       const location = redirectLocation(
@@ -2143,7 +2188,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       const redirectHeaders: HeaderMap = { location };
       applyHeaderFilter(redirectHeaders, rule.responseHeaders);
       redirectHeaders["content-length"] = "0";
-      res.writeHead(x.status, redirectHeaders);
+      res.writeHead(x.status, withServer(redirectHeaders));
       res.end();
       return;
     }
@@ -2416,6 +2461,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     }
     applyHeaderFilter(headers, rule.responseHeaders);
     applyHeaderFilter(headers, backend.responseHeaders);
+    withServer(headers);
     const serviceTime = headers[UPSTREAM_SERVICE_TIME];
     if (typeof serviceTime === "string") x.serviceTime = serviceTime;
     x.status = up.status;
@@ -2546,8 +2592,9 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
   /**
    * Serves an HTTP/1.1 request that asked for a protocol switch. It takes the same path as every other
    * request (parse, policy, routing, filters); a WebSocket upgrade then goes upstream on a connection of
-   * its own and bytes flow raw only after the backend's 101. Other upgrades (e.g. `h2c`) are served as
-   * plain HTTP/1.1. Either way the connection closes after a response that did not switch.
+   * its own and bytes flow raw only after the backend's 101. `h2c` is served as plain HTTP/1.1 (as
+   * Envoy's HTTP/1.1 codec drops that upgrade); any other protocol is refused with 403. Either way the
+   * connection closes after a response that did not switch.
    */
   function serveUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, info: TunnelInfo): void {
     const wanted = String(req.headers.upgrade ?? "").toLowerCase();
@@ -2562,6 +2609,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
       socket,
       head,
       protocol: wanted === "websocket" ? "websocket" : undefined,
+      refused: wanted !== "websocket" && wanted !== "h2c",
     };
     void serve(req, res as unknown as DownResponse, info, false, upgrade);
   }
@@ -2579,6 +2627,7 @@ export function createWaypointHandler(options: WaypointHandlerOptions): Waypoint
     const headers: HeaderMap = up.headers;
     applyHeaderFilter(headers, rule.responseHeaders);
     applyHeaderFilter(headers, backend.responseHeaders);
+    withServer(headers);
     headers.connection = "Upgrade";
     headers.upgrade = switched.upgrade;
     const lines = ["HTTP/1.1 101 Switching Protocols"];

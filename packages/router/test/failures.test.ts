@@ -77,8 +77,17 @@ describe("retries, timeouts and failing backends", () => {
         loadBalancing: "round-robin",
         routes: [
           httpRoute("r", [
-            { matches: [{ path: { value: "/flaky" } }], backendRefs: [{ name: "flaky", port: 80 }] },
-            { matches: [{ path: { value: "/mixed" } }], backendRefs: [{ name: "mixed", port: 80 }] },
+            // A status is retried only when the rule's retry stanza lists it.
+            {
+              matches: [{ path: { value: "/flaky" } }],
+              backendRefs: [{ name: "flaky", port: 80 }],
+              retry: { codes: [503] },
+            },
+            {
+              matches: [{ path: { value: "/mixed" } }],
+              backendRefs: [{ name: "mixed", port: 80 }],
+              retry: { codes: [503] },
+            },
             { matches: [{ path: { value: "/dead" } }], backendRefs: [{ name: "dead", port: 80 }] },
             {
               matches: [{ path: { value: "/dead-and-ok" } }],
