@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { compileEnvoyRouteConfiguration, type EnvoyRouteConfiguration } from "@ambient/router";
 import { TypeUrl, typeRegistry } from "@ambient/xds";
 import { parseManifests } from "./manifests.js";
 import { type EnvoyConfig, outboundClusterName, translateEnvoy } from "./translate-envoy.js";
@@ -648,6 +649,51 @@ spec:
       config.issues.map((i) => i.source),
       ["GRPCRoute/demo/bad", "HTTPRoute/other/consumer"],
     );
+  });
+});
+
+describe("translateEnvoy: Host in header modifiers", () => {
+  // As istiod translates them: setting Host (or adding it) is the route's host rewrite, never a
+  // header edit, which a waypoint refuses (Envoy cannot edit host or a pseudo-header); removing it
+  // is left out. A URLRewrite hostname wins over it.
+  const rules = `    - matches: [{ path: { type: PathPrefix, value: /set } }]
+      filters:
+        - type: RequestHeaderModifier
+          requestHeaderModifier: { set: [{ name: Host, value: set.example }, { name: x-a, value: "1" }], add: [{ name: host, value: add.example }], remove: [Host, x-b] }
+        - type: ResponseHeaderModifier
+          responseHeaderModifier: { set: [{ name: host, value: r.example }], remove: [host, x-c] }
+      backendRefs: [{ name: echo-v1, port: 80 }]
+    - matches: [{ path: { type: PathPrefix, value: /add } }]
+      filters: [{ type: RequestHeaderModifier, requestHeaderModifier: { add: [{ name: Host, value: add.example }] } }]
+      backendRefs: [{ name: echo-v1, port: 80 }]
+    - matches: [{ path: { type: PathPrefix, value: /rewrite } }]
+      filters:
+        - { type: RequestHeaderModifier, requestHeaderModifier: { set: [{ name: Host, value: set.example }] } }
+        - { type: URLRewrite, urlRewrite: { hostname: rewrite.example } }
+      backendRefs: [{ name: echo-v1, port: 80 }]`;
+  const config = translate(BASE + httpRoute(rules));
+
+  it("is the route's host rewrite, never a host header edit", () => {
+    // PathPrefix /x is two routes, `/x` exactly and `/x/` as prefix: the exact one stands for both.
+    const byPath = new Map(routesOf(config).map((r) => [r.match?.path, r]));
+    const set = byPath.get("/set");
+    assert.equal(set?.route?.hostRewriteLiteral, "set.example");
+    assert.deepEqual(
+      set?.requestHeadersToAdd?.map((h) => h.header?.key),
+      ["x-a"],
+    );
+    assert.deepEqual(set?.requestHeadersToRemove, ["x-b"]);
+    assert.equal(set?.responseHeadersToAdd, undefined);
+    assert.deepEqual(set?.responseHeadersToRemove, ["x-c"]);
+    assert.equal(byPath.get("/add")?.route?.hostRewriteLiteral, "add.example");
+    assert.equal(byPath.get("/add")?.requestHeadersToAdd, undefined);
+    assert.equal(byPath.get("/rewrite")?.route?.hostRewriteLiteral, "rewrite.example");
+  });
+
+  it("gives the waypoint's router a configuration it compiles", () => {
+    const rc = config.routeConfigurations.get(`${ECHO}:80`);
+    assert.ok(rc);
+    compileEnvoyRouteConfiguration(rc as unknown as EnvoyRouteConfiguration, "demo");
   });
 });
 

@@ -226,37 +226,60 @@ function firstOfEach<T extends { name: string }>(headers: readonly T[] | undefin
   });
 }
 
+/**
+ * A header a route cannot edit: a pseudo-header or `host` (a waypoint refuses such edits, as Envoy
+ * does). `host` and `:authority` are the request's authority, which the route rewrites instead.
+ */
+const isInternalHeader = (name: string) => name.startsWith(":") || name === "host";
+const isAuthorityHeader = (name: string) => name === ":authority" || name === "host";
+
 function headerEdits(filter: HTTPHeaderFilter | undefined): {
   add: HeaderValueOption[];
   remove: string[];
+  /** The authority a request modifier sets (`set` over `add`), as istiod reads Host from them. */
+  authority?: string;
 } {
+  const set = firstOfEach(filter?.set).map((h) => ({ ...h, name: h.name.toLowerCase() }));
+  const added = firstOfEach(filter?.add).map((h) => ({ ...h, name: h.name.toLowerCase() }));
+  const authority = [...set, ...added].find((h) => isAuthorityHeader(h.name))?.value;
   const add: HeaderValueOption[] = [
-    ...firstOfEach(filter?.set).map((h) => ({
-      header: { key: h.name.toLowerCase(), value: h.value },
-      appendAction: "OVERWRITE_IF_EXISTS_OR_ADD" as const,
-    })),
-    ...firstOfEach(filter?.add).map((h) => ({
-      header: { key: h.name.toLowerCase(), value: h.value },
-      appendAction: "APPEND_IF_EXISTS_OR_ADD" as const,
-    })),
+    ...set
+      .filter((h) => !isInternalHeader(h.name))
+      .map((h) => ({
+        header: { key: h.name, value: h.value },
+        appendAction: "OVERWRITE_IF_EXISTS_OR_ADD" as const,
+      })),
+    ...added
+      .filter((h) => !isInternalHeader(h.name))
+      .map((h) => ({
+        header: { key: h.name, value: h.value },
+        appendAction: "APPEND_IF_EXISTS_OR_ADD" as const,
+      })),
   ];
-  return { add, remove: (filter?.remove ?? []).map((n) => n.toLowerCase()) };
+  const remove = (filter?.remove ?? []).map((n) => n.toLowerCase()).filter((n) => !isInternalHeader(n));
+  return { add, remove, ...(authority === undefined ? {} : { authority }) };
 }
 
 /** Route-level request/response header edits of a rule's (or a backend's) filters. */
 function headerFields(filters: readonly HTTPRouteFilter[] | undefined): {
-  requestHeadersToAdd?: HeaderValueOption[];
-  requestHeadersToRemove?: string[];
-  responseHeadersToAdd?: HeaderValueOption[];
-  responseHeadersToRemove?: string[];
+  fields: {
+    requestHeadersToAdd?: HeaderValueOption[];
+    requestHeadersToRemove?: string[];
+    responseHeadersToAdd?: HeaderValueOption[];
+    responseHeadersToRemove?: string[];
+  };
+  /** The authority a RequestHeaderModifier sets: the route's host rewrite. */
+  authority?: string;
 } {
   const request = { add: [] as HeaderValueOption[], remove: [] as string[] };
   const response = { add: [] as HeaderValueOption[], remove: [] as string[] };
+  let authority: string | undefined;
   for (const f of filters ?? []) {
     if (f.type === "RequestHeaderModifier") {
       const e = headerEdits(f.requestHeaderModifier);
       request.add.push(...e.add);
       request.remove.push(...e.remove);
+      authority = e.authority ?? authority;
     } else if (f.type === "ResponseHeaderModifier") {
       const e = headerEdits(f.responseHeaderModifier);
       response.add.push(...e.add);
@@ -264,11 +287,34 @@ function headerFields(filters: readonly HTTPRouteFilter[] | undefined): {
     }
   }
   return {
-    ...(request.add.length > 0 ? { requestHeadersToAdd: request.add } : {}),
-    ...(request.remove.length > 0 ? { requestHeadersToRemove: request.remove } : {}),
-    ...(response.add.length > 0 ? { responseHeadersToAdd: response.add } : {}),
-    ...(response.remove.length > 0 ? { responseHeadersToRemove: response.remove } : {}),
+    fields: {
+      ...(request.add.length > 0 ? { requestHeadersToAdd: request.add } : {}),
+      ...(request.remove.length > 0 ? { requestHeadersToRemove: request.remove } : {}),
+      ...(response.add.length > 0 ? { responseHeadersToAdd: response.add } : {}),
+      ...(response.remove.length > 0 ? { responseHeadersToRemove: response.remove } : {}),
+    },
+    ...(authority === undefined ? {} : { authority }),
   };
+}
+
+/**
+ * A backend's own header edits. A Host one of them sets would be that backend's host rewrite, which
+ * the waypoint's router does not take per backend: reported, and left out.
+ */
+function backendHeaderFields(
+  ctx: TranslateContext,
+  route: HTTPRoute | GRPCRoute,
+  filters: readonly HTTPRouteFilter[] | undefined,
+  where: string,
+): ReturnType<typeof headerFields>["fields"] {
+  const { fields, authority } = headerFields(filters);
+  if (authority !== undefined) {
+    ctx.issues.push({
+      source: routeId(route),
+      message: `${where}.filters: setting Host for one backend is not supported; left out`,
+    });
+  }
+  return fields;
 }
 
 function mirrorFraction(
@@ -447,7 +493,7 @@ function ruleAction(
   // A rule the router cannot take (its filters, a regex, a value) fails closed on its own: 500.
   if (ctx.rejected.get(route)?.has(ruleIndex)) return { action: { directResponse: { status: 500 } } };
   const filters = (rule.filters ?? []) as HTTPRouteFilter[];
-  const headers = headerFields(filters);
+  const { fields: headers, authority } = headerFields(filters);
   const redirect = filters.find((f) => f.type === "RequestRedirect")?.requestRedirect;
   if (redirect !== undefined) {
     return {
@@ -486,7 +532,7 @@ function ruleAction(
     clusters.push({
       name: cluster,
       weight: { value: weight },
-      ...headerFields(ref.filters as HTTPRouteFilter[]),
+      ...backendHeaderFields(ctx, route, ref.filters as HTTPRouteFilter[], `${where}.backendRefs[${i}]`),
     });
   });
   if (usable === 0) {
@@ -499,7 +545,9 @@ function ruleAction(
   if (clusters.length === 1 && !backendHasFilters) action.cluster = clusters[0]?.name as string;
   else action.weightedClusters = { clusters };
   const rewrite = filters.find((f) => f.type === "URLRewrite")?.urlRewrite;
-  if (rewrite?.hostname !== undefined) action.hostRewriteLiteral = rewrite.hostname;
+  // A URLRewrite hostname wins over a Host a header modifier sets, as istiod orders them.
+  const hostRewrite = rewrite?.hostname ?? authority;
+  if (hostRewrite !== undefined) action.hostRewriteLiteral = hostRewrite;
   const mirrors = filters.flatMap((f, i) => {
     if (f.type !== "RequestMirror" || f.requestMirror === undefined) return [];
     const mirror = f.requestMirror;
