@@ -17,6 +17,7 @@ import {
   parseReply,
   type RunningZtunnel,
   SOCKS5_REPLY,
+  socks5AddressOf,
   startZtunnel,
   type Logger as WaypointLogger,
 } from "@ambient/example-ztunnel";
@@ -278,7 +279,7 @@ export async function startLocalMesh(options: LocalMeshOptions): Promise<LocalMe
       ztunnels.set(node, ztunnel);
       controlPlane.dashboard?.addProxy({ kind: "ztunnel", name: node, admin: ztunnel.addresses.admin });
       log(
-        `ztunnel ${node} on ${prefix}.${index + 1}: SOCKS5 ${ztunnel.addresses.socks5}, metrics ${ztunnel.addresses.metrics}`,
+        `ztunnel ${node} on ${prefix}.${index + 1}: SOCKS5 ${socks5AddressOf(ztunnel)}, metrics ${ztunnel.addresses.metrics}`,
       );
     }
     for (const pod of pods) {
@@ -329,7 +330,7 @@ export async function startLocalMesh(options: LocalMeshOptions): Promise<LocalMe
         const ztunnel = pod === undefined ? undefined : ztunnels.get(pod.node);
         if (pod === undefined || ztunnel === undefined)
           throw new Error(`no pod ${podName} on a running node`);
-        return socksCall(ztunnel.addresses.socks5, pod.ip, host, port, payload);
+        return socksCall(socks5AddressOf(ztunnel), pod.ip, host, port, payload);
       },
       async httpCall(podName, host, port, request) {
         const pod = pods.find((p) => p.name === podName);
@@ -337,7 +338,7 @@ export async function startLocalMesh(options: LocalMeshOptions): Promise<LocalMe
         if (pod === undefined || ztunnel === undefined)
           throw new Error(`no pod ${podName} on a running node`);
         const raw = await socksCall(
-          ztunnel.addresses.socks5,
+          socks5AddressOf(ztunnel),
           pod.ip,
           host,
           port,

@@ -17,6 +17,7 @@ import {
   parseReply,
   type RunningZtunnel,
   SOCKS5_REPLY,
+  socks5AddressOf,
   startZtunnel,
   type ZtunnelOptions,
 } from "@ambient/example-ztunnel";
@@ -153,7 +154,7 @@ export async function startTestMesh(options: TestMeshOptions): Promise<TestMesh>
     });
     await Promise.all([...ztunnels.map((z) => z.ready), waypoint.ready]);
     const [a, b] = ztunnels as [RunningZtunnel, RunningZtunnel];
-    return { dir, controlPlane: cp, ztunnels: [a, b], waypoint, socks5: a.addresses.socks5, close };
+    return { dir, controlPlane: cp, ztunnels: [a, b], waypoint, socks5: socks5AddressOf(a), close };
   } catch (err) {
     await close().catch(() => {});
     throw err;

@@ -7,7 +7,7 @@ import { after, before, describe, it } from "node:test";
 import { startTestControlPlane, type TestControlPlane } from "../test/control-plane.js";
 import { ipBytes, loopbackSubnet, socksConnect, testWorkload } from "../test/fixtures.js";
 import { SOCKS5_REPLY } from "./socks5.js";
-import { type RunningZtunnel, startZtunnel } from "./ztunnel.js";
+import { type RunningZtunnel, socks5AddressOf, startZtunnel } from "./ztunnel.js";
 
 const base = loopbackSubnet();
 const ip = { node: `${base}.1`, sleep: `${base}.11`, echo: `${base}.12` };
@@ -50,7 +50,7 @@ describe("a local pod listed IPv6-first", { timeout: 60_000 }, () => {
 
   it("is served at its IPv4 address, as source and as destination", async () => {
     const port = (app.address() as AddressInfo).port;
-    const { socket, reply } = await socksConnect(ztunnel.addresses.socks5, ip.sleep, ip.echo, port);
+    const { socket, reply } = await socksConnect(socks5AddressOf(ztunnel), ip.sleep, ip.echo, port);
     assert.equal(reply, SOCKS5_REPLY.succeeded);
     const chunks: Buffer[] = [];
     socket.on("data", (c: Buffer) => chunks.push(c));

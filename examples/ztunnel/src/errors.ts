@@ -10,7 +10,9 @@ export type ZtunnelErrorCode =
   /** In-pod mode: a pod handed over is not a workload of this node in xDS. */
   | "ERR_ZTUNNEL_UNKNOWN_WORKLOAD"
   /** An endpoint known by hostname could not be resolved to an address (no answer, no A record). */
-  | "ERR_ZTUNNEL_RESOLVE";
+  | "ERR_ZTUNNEL_RESOLVE"
+  /** The SOCKS5 address of a proxy in in-pod or dedicated mode, which opens no SOCKS5 listener. */
+  | "ERR_ZTUNNEL_NO_SOCKS5";
 
 /** Extra fields carried by a {@link ZtunnelError}. */
 export interface ZtunnelErrorDetails {

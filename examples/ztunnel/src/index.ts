@@ -205,6 +205,7 @@ export {
   type InPodWorkload,
   parseNameserver,
   type RunningZtunnel,
+  socks5AddressOf,
   startZtunnel,
   type ZtunnelAddresses,
   type ZtunnelNode,

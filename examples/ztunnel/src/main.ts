@@ -82,7 +82,10 @@ ztunnel.closed.then(
   },
 );
 ztunnel.ready.then(
-  () => logger.info({ socks5: ztunnel.addresses.socks5 }, "ready: point SOCKS5 clients here"),
+  () =>
+    ztunnel.addresses.socks5 === undefined
+      ? logger.info({}, "ready")
+      : logger.info({ socks5: ztunnel.addresses.socks5 }, "ready: point SOCKS5 clients here"),
   (err: unknown) => {
     // Closing before ready (a signal) is not a failure; anything else, such as a dedicated workload
     // that xDS does not know, is.

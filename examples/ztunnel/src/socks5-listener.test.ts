@@ -1,7 +1,7 @@
 // Where the SOCKS5 listener opens. In node mode (the local mesh) pods reach it at the node IP. In
 // in-pod and dedicated modes pods are captured instead, and a SOCKS5 dial would leave from the
-// pod's IP in the proxy's own namespace, where that address does not exist: the listener is kept to
-// loopback there, as Istio's ztunnel opens its SOCKS5 port on localhost only, so no pod can reach it.
+// pod's IP in the proxy's own namespace, where that address does not exist: no listener is opened
+// there, as Istio's ztunnel opens none unless asked, so no pod can reach one.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { startTestControlPlane, type TestControlPlane } from "../test/control-plane.js";
@@ -37,11 +37,14 @@ describe("SOCKS5 listener", () => {
 
   it("opens on the node IP in node mode", async () => {
     const ztunnel = await start({});
-    assert.match(ztunnel.addresses.socks5, new RegExp(`^${nodeIp.replaceAll(".", "\\.")}:\\d+$`));
+    assert.match(String(ztunnel.addresses.socks5), new RegExp(`^${nodeIp.replaceAll(".", "\\.")}:\\d+$`));
   });
 
-  it("opens on loopback only in in-pod mode, where pods are captured", async () => {
+  it("is not opened in in-pod mode, where pods are captured", async () => {
     const ztunnel = await start({ inPod: {} });
-    assert.match(ztunnel.addresses.socks5, /^127\.0\.0\.1:\d+$/);
+    assert.equal(ztunnel.addresses.socks5, undefined);
+    // Two such proxies on one host (the namespace mesh) do not contend for a port either.
+    const other = await start({ inPod: {}, ports: { admin: 0, metrics: 0, readiness: 0, socks5: 15080 } });
+    assert.equal(other.addresses.socks5, undefined);
   });
 });

@@ -7,7 +7,7 @@ import { after, before, describe, it } from "node:test";
 import { startTestControlPlane, type TestControlPlane } from "../test/control-plane.js";
 import { ipBytes, loopbackSubnet, socksConnect, testService, testWorkload } from "../test/fixtures.js";
 import { SOCKS5_REPLY } from "./socks5.js";
-import { type RunningZtunnel, startZtunnel } from "./ztunnel.js";
+import { type RunningZtunnel, socks5AddressOf, startZtunnel } from "./ztunnel.js";
 
 const base = loopbackSubnet();
 const ip = { node: `${base}.1`, sleep: `${base}.11`, echo: `${base}.12`, vip: `${base}.100` };
@@ -66,7 +66,7 @@ describe("ztunnel on a named network", { timeout: 60_000 }, () => {
   };
 
   const echoThrough = async (ztunnel: RunningZtunnel, host: string, port: number) => {
-    const { socket, reply } = await socksConnect(ztunnel.addresses.socks5, ip.sleep, host, port);
+    const { socket, reply } = await socksConnect(socks5AddressOf(ztunnel), ip.sleep, host, port);
     const chunks: Buffer[] = [];
     socket.on("data", (c: Buffer) => chunks.push(c));
     if (reply === SOCKS5_REPLY.succeeded) {

@@ -5,7 +5,7 @@ import { after, before, describe, it } from "node:test";
 import { startTestControlPlane, type TestControlPlane } from "../test/control-plane.js";
 import { ipBytes, loopbackSubnet, socksConnect, testService, testWorkload } from "../test/fixtures.js";
 import { encodeGreeting, SOCKS5_REPLY } from "./socks5.js";
-import { type RunningZtunnel, startZtunnel } from "./ztunnel.js";
+import { type RunningZtunnel, socks5AddressOf, startZtunnel } from "./ztunnel.js";
 
 // Where the outbound decision must fail closed: a pod listed by its IPv6 address first, a Service
 // endpoint of another network, a pod of another network reusing a local address, the proxy itself.
@@ -53,7 +53,7 @@ describe("ztunnel outbound fails closed", { timeout: 60_000 }, () => {
   let web6: Awaited<ReturnType<typeof appServer>>;
   let web6w: Awaited<ReturnType<typeof appServer>>;
   let remote: Awaited<ReturnType<typeof appServer>>;
-  const socks = (host: string, port: number) => socksConnect(ztunnel.addresses.socks5, ip.sleep, host, port);
+  const socks = (host: string, port: number) => socksConnect(socks5AddressOf(ztunnel), ip.sleep, host, port);
 
   before(async () => {
     cp = await startTestControlPlane();
@@ -152,7 +152,7 @@ describe("ztunnel outbound fails closed", { timeout: 60_000 }, () => {
   });
 
   it("refuses a CONNECT to its own SOCKS5 listener with reply 2, and answers no nested greeting", async () => {
-    const [host, port] = ztunnel.addresses.socks5.split(":");
+    const [host, port] = socks5AddressOf(ztunnel).split(":");
     const { socket, reply } = await socks(host as string, Number(port));
     let nested = Buffer.alloc(0);
     socket.on("data", (c: Buffer) => {

@@ -7,7 +7,7 @@ import { createHboneClient, HboneError } from "@ambient/hbone";
 import type { Service, Workload } from "@ambient/xds";
 import { startTestControlPlane, type TestControlPlane } from "../test/control-plane.js";
 import { encodeGreeting, encodeRequest, parseReply, SOCKS5_REPLY } from "./socks5.js";
-import { type RunningZtunnel, startZtunnel } from "./ztunnel.js";
+import { type RunningZtunnel, socks5AddressOf, startZtunnel } from "./ztunnel.js";
 
 // A fresh 127.x.y.0/24 per run so parallel runs never share an address.
 const base = `127.${40 + Math.floor(Math.random() * 200)}.${Math.floor(Math.random() * 256)}`;
@@ -262,7 +262,7 @@ describe("ztunnel security", { timeout: 60_000 }, () => {
       it(`refuses ${alias} with reply 4; nothing reaches web-v1`, async () => {
         const before = { ...web.seen };
         const { reply, socket } = await socksRequest(
-          ztunnel.addresses.socks5,
+          socks5AddressOf(ztunnel),
           ip.sleep,
           domainRequest(alias, web.port),
         );
@@ -276,7 +276,7 @@ describe("ztunnel security", { timeout: 60_000 }, () => {
       for (const name of [echoHost, ip.echo]) {
         const port = name === echoHost ? 80 : echo.port;
         const { reply, socket } = await socksRequest(
-          ztunnel.addresses.socks5,
+          socks5AddressOf(ztunnel),
           ip.sleep,
           domainRequest(name, port),
         );
@@ -316,7 +316,7 @@ describe("ztunnel security", { timeout: 60_000 }, () => {
       const closed: Promise<void>[] = [];
       try {
         for (let i = 0; i < 200; i++) {
-          const socket = await dial(ztunnel.addresses.socks5, ip.sleep);
+          const socket = await dial(socks5AddressOf(ztunnel), ip.sleep);
           sockets.push(socket);
           closed.push(closedBy(socket));
           socket.resume(); // reads what the proxy sends, so its FIN is seen
@@ -338,7 +338,7 @@ describe("ztunnel security", { timeout: 60_000 }, () => {
         assert.equal((await httpGet(ztunnel.addresses.admin, "/config_dump")).status, 200);
         // And SOCKS5 still serves.
         const { reply, socket } = await socksRequest(
-          ztunnel.addresses.socks5,
+          socks5AddressOf(ztunnel),
           ip.sleep,
           encodeRequest(ip.vip, 80),
         );
@@ -350,7 +350,7 @@ describe("ztunnel security", { timeout: 60_000 }, () => {
     });
 
     it("refuses a source that is not a local pod before it sends anything", async () => {
-      const socket = await dial(ztunnel.addresses.socks5, ip.outsider);
+      const socket = await dial(socks5AddressOf(ztunnel), ip.outsider);
       const got: Buffer[] = [];
       socket.on("data", (c: Buffer) => got.push(c));
       // Nothing is written: the refusal comes anyway, then the proxy closes once the client does.

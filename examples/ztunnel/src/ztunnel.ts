@@ -54,8 +54,8 @@ export interface ZtunnelPorts {
   /** Readiness (`/healthz/ready`). Default 15021; ztunnel `READINESS_PORT`. */
   readiness: number;
   /**
-   * SOCKS5 outbound, on the node IP (on 127.0.0.1 in in-pod and dedicated modes). Default 15080;
-   * ztunnel `SOCKS5_PORT`.
+   * SOCKS5 outbound, on the node IP, in node mode only (none in in-pod and dedicated modes). Default
+   * 15080; ztunnel `SOCKS5_PORT`.
    */
   socks5: number;
   /** Inbound HBONE on every local pod IP, and the port dialled on remote pods. Default 15008. */
@@ -235,7 +235,11 @@ export interface ZtunnelAddresses {
   admin: string;
   metrics: string;
   readiness: string;
-  socks5: string;
+  /**
+   * The SOCKS5 listener, in node mode (the local mesh's way in); absent in in-pod and dedicated
+   * modes, where pods are captured instead.
+   */
+  socks5?: string;
 }
 
 /** The JSON `/config_dump` serves. */
@@ -295,6 +299,21 @@ export interface RunningZtunnel {
    * rejects as close() does when closing failed.
    */
   readonly closed: Promise<void>;
+}
+
+/**
+ * The SOCKS5 address (`ip:port`) of a proxy in node mode; throws `ERR_ZTUNNEL_NO_SOCKS5` for one in
+ * in-pod or dedicated mode, which opens no SOCKS5 listener.
+ */
+export function socks5AddressOf(ztunnel: Pick<RunningZtunnel, "addresses">): string {
+  const address = ztunnel.addresses.socks5;
+  if (address === undefined) {
+    throw new ZtunnelError(
+      "ERR_ZTUNNEL_NO_SOCKS5",
+      "this proxy serves captured pods (in-pod or dedicated mode) and has no SOCKS5 listener",
+    );
+  }
+  return address;
 }
 
 /** Default of {@link ZtunnelOptions.terminationDeadlineMs}: ztunnel's `CONNECTION_TERMINATION_DEADLINE`. */
@@ -808,11 +827,16 @@ export async function startZtunnel(options: ZtunnelOptions): Promise<RunningZtun
       listenTcp(adminServers.metrics, node.ip, ports.metrics),
       listenTcp(adminServers.readiness, node.ip, ports.readiness),
       // In-pod and dedicated modes capture pods instead, and a SOCKS5 dial would leave from a pod's
-      // IP in this process's namespace, where it does not exist: loopback only, as Istio's ztunnel
-      // opens its SOCKS5 port, out of every pod's reach.
-      listenTcp(socks5.server, inPodMode ? "127.0.0.1" : node.ip, ports.socks5),
+      // IP in this process's namespace, where it does not exist: no SOCKS5 listener there, as Istio's
+      // ztunnel opens none unless asked.
+      inPodMode ? undefined : listenTcp(socks5.server, node.ip, ports.socks5),
     ]);
-    addresses = { admin: hostPort(a), metrics: hostPort(m), readiness: hostPort(r), socks5: hostPort(s) };
+    addresses = {
+      admin: hostPort(a),
+      metrics: hostPort(m),
+      readiness: hostPort(r),
+      ...(s === undefined ? {} : { socks5: hostPort(s) }),
+    };
   } catch (err) {
     await close();
     throw err;

@@ -5,6 +5,7 @@ import { once } from "node:events";
 import { type AddressInfo, createServer, type Server } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { SOCKS5_REPLY } from "../src/socks5.js";
+import { socks5AddressOf } from "../src/ztunnel.js";
 import {
   configureSleepEcho,
   loopbackSubnet,
@@ -78,7 +79,7 @@ describe("access log", { timeout: 60_000 }, () => {
   });
 
   it("logs an allowed connection once on each side, at info, with Istio's fields", async () => {
-    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, ip.vip, 80);
+    const { socket, reply } = await socksConnect(socks5AddressOf(mesh.nodeA), ip.sleep, ip.vip, 80);
     assert.equal(reply, SOCKS5_REPLY.succeeded);
     const clientPort = socket.localPort;
     const ended = once(socket, "end");
@@ -137,7 +138,7 @@ describe("access log", { timeout: 60_000 }, () => {
   });
 
   it("logs a denied connection at error level with the error, on both sides", async () => {
-    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.stranger, ip.vip, 80);
+    const { socket, reply } = await socksConnect(socks5AddressOf(mesh.nodeA), ip.stranger, ip.vip, 80);
     socket.destroy();
     assert.equal(reply, SOCKS5_REPLY.notAllowed);
 

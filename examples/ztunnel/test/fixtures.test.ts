@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import { connect } from "node:net";
 import { describe, it } from "node:test";
-import { ZtunnelError } from "../src/index.js";
+import { socks5AddressOf, ZtunnelError } from "../src/index.js";
 import type { TestControlPlane } from "./control-plane.js";
 import { loopbackSubnet, startTwoNodeMesh, testWorkload } from "./fixtures.js";
 
@@ -52,8 +52,8 @@ describe("startTwoNodeMesh", { timeout: 60_000 }, () => {
     });
     assert.ok(mesh.nodeA.isReady());
     assert.ok(mesh.nodeB.isReady());
-    assert.equal(mesh.nodeA.addresses.socks5.split(":")[0], `${subnet}.1`);
-    assert.equal(mesh.nodeB.addresses.socks5.split(":")[0], `${subnet}.2`);
+    assert.equal(socks5AddressOf(mesh.nodeA).split(":")[0], `${subnet}.1`);
+    assert.equal(socks5AddressOf(mesh.nodeB).split(":")[0], `${subnet}.2`);
     assert.ok(listeners() > before);
     const first = mesh.close();
     assert.equal(mesh.close(), first);

@@ -6,6 +6,7 @@ import { type AddressInfo, connect, createServer, type Server } from "node:net";
 import { after, before, describe, it } from "node:test";
 import type { Workload } from "@ambient/xds";
 import { encodeGreeting, encodeRequest, parseReply, SOCKS5_REPLY } from "../src/socks5.js";
+import { socks5AddressOf } from "../src/ztunnel.js";
 import { loopbackSubnet, startTwoNodeMesh, type TwoNodeMesh, testService, testWorkload } from "./fixtures.js";
 
 const base = loopbackSubnet();
@@ -90,7 +91,7 @@ describe("locality-aware load balancing", { timeout: 60_000 }, () => {
 
   it("sends every connection to the endpoint in the client's zone while it is there", async () => {
     const answers: string[] = [];
-    for (let i = 0; i < 4; i++) answers.push(await answerThrough(mesh.nodeA.addresses.socks5));
+    for (let i = 0; i < 4; i++) answers.push(await answerThrough(socks5AddressOf(mesh.nodeA)));
     assert.deepEqual(answers, ["near", "near", "near", "near"]);
   });
 
@@ -101,6 +102,6 @@ describe("locality-aware load balancing", { timeout: 60_000 }, () => {
       if (Date.now() > deadline) throw new Error("the near workload was not removed");
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
-    assert.equal(await answerThrough(mesh.nodeA.addresses.socks5), "far");
+    assert.equal(await answerThrough(socks5AddressOf(mesh.nodeA)), "far");
   });
 });

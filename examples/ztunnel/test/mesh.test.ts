@@ -4,7 +4,7 @@ import { get } from "node:http";
 import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import type { Workload } from "@ambient/xds";
-import { startZtunnel } from "../src/index.js";
+import { socks5AddressOf, startZtunnel } from "../src/index.js";
 import { SOCKS5_REPLY } from "../src/socks5.js";
 import {
   configureSleepEcho,
@@ -126,7 +126,7 @@ describe("two ztunnels, one control plane", { timeout: 60_000 }, () => {
   });
 
   it("sleep reaches echo through SOCKS5 -> HBONE via the Service VIP, with half-close", async () => {
-    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, ip.vip, 80);
+    const { socket, reply } = await socksConnect(socks5AddressOf(mesh.nodeA), ip.sleep, ip.vip, 80);
     assert.equal(reply, SOCKS5_REPLY.succeeded);
     const received = readAll(socket);
     socket.write("hello ");
@@ -136,7 +136,7 @@ describe("two ztunnels, one control plane", { timeout: 60_000 }, () => {
   });
 
   it("resolves the Service by hostname", async () => {
-    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, echoHost, 80);
+    const { socket, reply } = await socksConnect(socks5AddressOf(mesh.nodeA), ip.sleep, echoHost, 80);
     assert.equal(reply, SOCKS5_REPLY.succeeded);
     const received = readAll(socket);
     socket.end("by name");
@@ -145,7 +145,7 @@ describe("two ztunnels, one control plane", { timeout: 60_000 }, () => {
   });
 
   it("refuses the stranger pod by policy (HBONE 401 -> SOCKS5 not allowed)", async () => {
-    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.stranger, ip.vip, 80);
+    const { socket, reply } = await socksConnect(socks5AddressOf(mesh.nodeA), ip.stranger, ip.vip, 80);
     socket.destroy();
     assert.equal(reply, SOCKS5_REPLY.notAllowed);
     assert.ok(
@@ -173,17 +173,17 @@ describe("two ztunnels, one control plane", { timeout: 60_000 }, () => {
   });
 
   it("refuses a source that is not a local pod", async () => {
-    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.outsider, ip.vip, 80);
+    const { socket, reply } = await socksConnect(socks5AddressOf(mesh.nodeA), ip.outsider, ip.vip, 80);
     socket.destroy();
     assert.equal(reply, SOCKS5_REPLY.notAllowed);
     // echo is a pod of node-b, not node-a.
-    const other = await socksConnect(mesh.nodeA.addresses.socks5, ip.echo, ip.vip, 80);
+    const other = await socksConnect(socks5AddressOf(mesh.nodeA), ip.echo, ip.vip, 80);
     other.socket.destroy();
     assert.equal(other.reply, SOCKS5_REPLY.notAllowed);
   });
 
   it("closes a client that does not speak SOCKS5", async () => {
-    const [host, port] = mesh.nodeA.addresses.socks5.split(":");
+    const [host, port] = socks5AddressOf(mesh.nodeA).split(":");
     const socket = connect({ host, port: Number(port), localAddress: ip.sleep });
     await once(socket, "connect");
     socket.on("error", () => {});
@@ -231,7 +231,7 @@ describe("two ztunnels, one control plane", { timeout: 60_000 }, () => {
     try {
       const adminPort = proxy.addresses.admin.split(":").at(-1);
       assert.equal(proxy.addresses.admin, `127.0.0.1:${adminPort}`);
-      for (const listener of [proxy.addresses.metrics, proxy.addresses.readiness, proxy.addresses.socks5]) {
+      for (const listener of [proxy.addresses.metrics, proxy.addresses.readiness, socks5AddressOf(proxy)]) {
         assert.ok(listener.startsWith(`${base}.4:`), listener);
       }
       assert.equal((await httpGet(proxy.addresses.admin, "/config_dump")).status, 200);
@@ -246,7 +246,7 @@ describe("two ztunnels, one control plane", { timeout: 60_000 }, () => {
 
   it("passes non-mesh destinations through as plain TCP", async () => {
     const port = (plain.address() as AddressInfo).port;
-    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, ip.plain, port);
+    const { socket, reply } = await socksConnect(socks5AddressOf(mesh.nodeA), ip.sleep, ip.plain, port);
     assert.equal(reply, SOCKS5_REPLY.succeeded);
     const received = readAll(socket);
     socket.end("plain");
@@ -261,7 +261,7 @@ describe("two ztunnels, one control plane", { timeout: 60_000 }, () => {
     await once(closed, "listening");
     const { port } = closed.address() as AddressInfo;
     await new Promise((done) => closed.close(done));
-    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, ip.echo, port);
+    const { socket, reply } = await socksConnect(socks5AddressOf(mesh.nodeA), ip.sleep, ip.echo, port);
     socket.destroy();
     assert.equal(reply, SOCKS5_REPLY.connectionRefused);
     const failures = { direction: "inbound", errno: "ECONNREFUSED" };
@@ -319,7 +319,7 @@ describe("two ztunnels, one control plane", { timeout: 60_000 }, () => {
     const received = async () =>
       counterValue(await mesh.nodeB.metricsText(), "istio_tcp_received_bytes_total", inbound);
     const before = await received();
-    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, ip.vip, 80);
+    const { socket, reply } = await socksConnect(socks5AddressOf(mesh.nodeA), ip.sleep, ip.vip, 80);
     assert.equal(reply, SOCKS5_REPLY.succeeded);
     try {
       socket.write("x".repeat(1000));
@@ -360,7 +360,7 @@ describe("two ztunnels, one control plane", { timeout: 60_000 }, () => {
       const opened = async () =>
         counterValue(await mesh.nodeB.metricsText(), "istio_tcp_connections_opened_total", inboundToLate);
       const openedBefore = await opened();
-      const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, lateIp, port);
+      const { socket, reply } = await socksConnect(socks5AddressOf(mesh.nodeA), ip.sleep, lateIp, port);
       assert.equal(reply, SOCKS5_REPLY.succeeded);
       const received = readAll(socket);
       socket.end("late");
@@ -379,7 +379,7 @@ describe("two ztunnels, one control plane", { timeout: 60_000 }, () => {
   });
 
   it("closes an open connection when a DENY policy arrives", async () => {
-    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, ip.vip, 80);
+    const { socket, reply } = await socksConnect(socks5AddressOf(mesh.nodeA), ip.sleep, ip.vip, 80);
     assert.equal(reply, SOCKS5_REPLY.succeeded);
     socket.on("error", () => {});
     const first = once(socket, "data");
@@ -401,7 +401,7 @@ spec:
       logs.some((l) => l.startsWith("open connection denied by default/deny-sleep")),
       logs.join("\n"),
     );
-    const again = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, ip.vip, 80);
+    const again = await socksConnect(socks5AddressOf(mesh.nodeA), ip.sleep, ip.vip, 80);
     again.socket.destroy();
     assert.equal(again.reply, SOCKS5_REPLY.notAllowed);
   });

@@ -5,6 +5,7 @@ import { type AddressInfo, connect, createServer, type Server } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { promtoolCheckMetrics, withSampleInEveryFamily } from "../../../scripts/testing/promtool.js";
 import { encodeGreeting, encodeRequest, parseReply, SOCKS5_REPLY } from "../src/socks5.js";
+import { socks5AddressOf } from "../src/ztunnel.js";
 import {
   loopbackSubnet,
   startTwoNodeMesh,
@@ -92,7 +93,7 @@ describe("ztunnel metric names pass promtool check metrics", { timeout: 60_000 }
         cp.setService(testService("echo", ip.vip, ports));
       },
     });
-    assert.equal(await echoThroughMesh(mesh.nodeA.addresses.socks5, "ping"), "ping");
+    assert.equal(await echoThroughMesh(socks5AddressOf(mesh.nodeA), "ping"), "ping");
   });
 
   after(async () => {

@@ -7,6 +7,7 @@ import type { AddressInfo, Server, Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { createHboneServer, type HboneServer } from "@ambient/hbone";
 import { SOCKS5_REPLY } from "../src/socks5.js";
+import { socks5AddressOf } from "../src/ztunnel.js";
 import {
   echoServer,
   loopbackSubnet,
@@ -153,7 +154,7 @@ describe("on-demand ztunnel", { timeout: 60_000 }, () => {
   });
 
   it("reaches a Service VIP it had not received, over HBONE, with the Service's pods", async () => {
-    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, ip.vip, 80);
+    const { socket, reply } = await socksConnect(socks5AddressOf(mesh.nodeA), ip.sleep, ip.vip, 80);
     assert.equal(reply, SOCKS5_REPLY.succeeded);
     assert.equal(await roundTrip(socket, "via vip"), "via vip.");
     const dump = mesh.nodeA.configDump();
@@ -167,7 +168,7 @@ describe("on-demand ztunnel", { timeout: 60_000 }, () => {
   });
 
   it("asks for a waypoint named by hostname by namespace/hostname, and tunnels to it", async () => {
-    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, ip.webVip, 80);
+    const { socket, reply } = await socksConnect(socks5AddressOf(mesh.nodeA), ip.sleep, ip.webVip, 80);
     assert.equal(reply, SOCKS5_REPLY.succeeded, "not refused as an unknown waypoint");
     assert.equal(
       await roundTrip(socket, "to web"),
@@ -181,7 +182,7 @@ describe("on-demand ztunnel", { timeout: 60_000 }, () => {
 
   it("reaches a pod IP it had not received", async () => {
     const { socket, reply } = await socksConnect(
-      mesh.nodeA.addresses.socks5,
+      socks5AddressOf(mesh.nodeA),
       ip.sleep,
       ip.direct,
       directPort,
@@ -198,7 +199,7 @@ describe("on-demand ztunnel", { timeout: 60_000 }, () => {
 
   it("passes a non-mesh address through once the control plane says it has nothing", async () => {
     const port = (servers[2]?.address() as AddressInfo).port;
-    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, ip.plain, port);
+    const { socket, reply } = await socksConnect(socks5AddressOf(mesh.nodeA), ip.sleep, ip.plain, port);
     assert.equal(reply, SOCKS5_REPLY.succeeded);
     assert.equal(await roundTrip(socket, "plain"), "plain.");
     assert.ok(!warnings.some((w) => w.includes(ip.plain)), "answered, not timed out");
@@ -206,7 +207,7 @@ describe("on-demand ztunnel", { timeout: 60_000 }, () => {
 
   it("refuses an address the control plane does not answer for, after the bound: never passed through", async () => {
     const port = (servers[3]?.address() as AddressInfo).port;
-    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, ip.silent, port);
+    const { socket, reply } = await socksConnect(socks5AddressOf(mesh.nodeA), ip.sleep, ip.silent, port);
     socket.destroy();
     // It may be a mesh address the control plane could not answer for in time: passing it through
     // would go around the mesh (and its waypoint) in plaintext.

@@ -8,6 +8,7 @@ import { after, before, describe, it } from "node:test";
 import { createHboneServer, type HboneServer } from "@ambient/hbone";
 import type { Service } from "@ambient/xds";
 import { SOCKS5_REPLY } from "../src/socks5.js";
+import { socks5AddressOf } from "../src/ztunnel.js";
 import {
   loopbackSubnet,
   socksConnect,
@@ -81,7 +82,7 @@ describe("a Service's subjectAltNames", { timeout: 60_000 }, () => {
   });
 
   const dial = async (vip: string) => {
-    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, vip, 80);
+    const { socket, reply } = await socksConnect(socks5AddressOf(mesh.nodeA), ip.sleep, vip, 80);
     if (reply !== SOCKS5_REPLY.succeeded) {
       socket.destroy();
       return { reply, body: "" };

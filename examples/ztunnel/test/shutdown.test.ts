@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { SOCKS5_REPLY } from "../src/socks5.js";
+import { socks5AddressOf } from "../src/ztunnel.js";
 import { startTestControlPlane } from "./control-plane.js";
 import {
   configureSleepEcho,
@@ -103,7 +104,7 @@ describe("ztunnel graceful shutdown", { timeout: 60_000 }, () => {
 
   it("drains the destination's proxy: readiness fails, new tunnels are refused, an open one carries on and its end completes the shutdown", async () => {
     const { mesh, ip } = await startMesh();
-    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, ip.vip, 80);
+    const { socket, reply } = await socksConnect(socks5AddressOf(mesh.nodeA), ip.sleep, ip.vip, 80);
     assert.equal(reply, SOCKS5_REPLY.succeeded);
     assert.equal(await echoOnce(socket, "before"), "before");
 
@@ -115,7 +116,7 @@ describe("ztunnel graceful shutdown", { timeout: 60_000 }, () => {
     assert.equal((await status(mesh.nodeB.addresses.readiness, "/healthz/ready")).status, 503);
     // node-b's inbound listener for the pod is closed, and its connection to node-a said GOAWAY: a
     // new call cannot get in.
-    const again = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, ip.vip, 80);
+    const again = await socksConnect(socks5AddressOf(mesh.nodeA), ip.sleep, ip.vip, 80);
     again.socket.destroy();
     assert.notEqual(again.reply, SOCKS5_REPLY.succeeded);
     // The open connection still carries both ways, half-close included.
@@ -133,14 +134,14 @@ describe("ztunnel graceful shutdown", { timeout: 60_000 }, () => {
 
   it("drains the source's proxy up to its deadline: the SOCKS5 listener closes, what is still open is cut then", async () => {
     const { mesh, ip } = await startMesh();
-    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, ip.vip, 80);
+    const { socket, reply } = await socksConnect(socks5AddressOf(mesh.nodeA), ip.sleep, ip.vip, 80);
     assert.equal(reply, SOCKS5_REPLY.succeeded);
     socket.on("error", () => {});
     // Cut with a reset: "close" comes, maybe after an ECONNRESET "error".
     const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
     // Long enough for the checks below on a busy machine; the connection is cut when it passes.
     const shutdown = mesh.nodeA.shutdown({ deadlineMs: 4000 });
-    assert.ok(await refused(mesh.nodeA.addresses.socks5), "no new SOCKS5 connection is accepted");
+    assert.ok(await refused(socks5AddressOf(mesh.nodeA)), "no new SOCKS5 connection is accepted");
     assert.equal(await echoOnce(socket, "still"), "still");
     await shutdown;
     await closed;
@@ -150,7 +151,7 @@ describe("ztunnel graceful shutdown", { timeout: 60_000 }, () => {
 
   it("ends a shutdown at once on close(), and shuts down on POST /quitquitquit", async () => {
     const { mesh, ip } = await startMesh();
-    const { socket, reply } = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, ip.vip, 80);
+    const { socket, reply } = await socksConnect(socks5AddressOf(mesh.nodeA), ip.sleep, ip.vip, 80);
     assert.equal(reply, SOCKS5_REPLY.succeeded);
     socket.on("error", () => {});
     // Cut with a reset: "close" comes, maybe after an ECONNRESET "error".
@@ -168,7 +169,7 @@ describe("ztunnel graceful shutdown", { timeout: 60_000 }, () => {
     const quit = await status(mesh.nodeA.addresses.admin, "/quitquitquit", "POST");
     assert.deepEqual(quit, { status: 200, body: "shutdown now\n" });
     await mesh.nodeA.closed;
-    assert.ok(await refused(mesh.nodeA.addresses.socks5));
+    assert.ok(await refused(socks5AddressOf(mesh.nodeA)));
   });
 
   it("refuses a bad deadline", async () => {

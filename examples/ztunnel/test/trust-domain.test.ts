@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import type { AddressInfo, Server, Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { SOCKS5_REPLY } from "../src/socks5.js";
-import { startZtunnel } from "../src/ztunnel.js";
+import { socks5AddressOf, startZtunnel } from "../src/ztunnel.js";
 import { startTestControlPlane, type TestControlPlane } from "./control-plane.js";
 import {
   configureSleepEcho,
@@ -62,13 +62,13 @@ describe("a mesh in the trust domain example.org", { timeout: 90_000 }, () => {
       `spiffe://${TRUST_DOMAIN}/ns/default/sa/sleep`,
       `spiffe://${TRUST_DOMAIN}/ns/other/sa/stranger`,
     ]);
-    const allowed = await socksConnect(mesh.nodeA.addresses.socks5, ip.sleep, ip.vip, 80);
+    const allowed = await socksConnect(socks5AddressOf(mesh.nodeA), ip.sleep, ip.vip, 80);
     assert.equal(allowed.reply, SOCKS5_REPLY.succeeded);
     const received = readAll(allowed.socket);
     allowed.socket.end("across the mesh");
     assert.equal(await received, "across the mesh.");
     allowed.socket.destroy();
-    const refused = await socksConnect(mesh.nodeA.addresses.socks5, ip.stranger, ip.vip, 80);
+    const refused = await socksConnect(socks5AddressOf(mesh.nodeA), ip.stranger, ip.vip, 80);
     refused.socket.destroy();
     assert.equal(refused.reply, SOCKS5_REPLY.notAllowed);
   });

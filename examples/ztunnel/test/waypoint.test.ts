@@ -4,7 +4,7 @@ import { connect } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { createHboneServer, type HboneServer } from "@ambient/hbone";
 import type { Service } from "@ambient/xds";
-import { type RunningZtunnel, startZtunnel } from "../src/index.js";
+import { type RunningZtunnel, socks5AddressOf, startZtunnel } from "../src/index.js";
 import { encodeGreeting, encodeRequest, parseReply, SOCKS5_REPLY } from "../src/socks5.js";
 import { startTestControlPlane, type TestControlPlane } from "./control-plane.js";
 import { ipBytes as bytes, loopbackSubnet, testService, testWorkload as workload } from "./fixtures.js";
@@ -160,7 +160,7 @@ describe("outbound to a Service or a pod bound to a waypoint", { timeout: 60_000
   });
 
   it("tunnels to the waypoint with the original VIP:port and the source pod's identity", async () => {
-    const { reply, answer } = await call(nodeA.addresses.socks5, ip.vip, 80);
+    const { reply, answer } = await call(socks5AddressOf(nodeA), ip.vip, 80);
     assert.equal(reply, SOCKS5_REPLY.succeeded);
     assert.equal(answer, `waypoint got ${ip.vip}:80 from spiffe://cluster.local/ns/default/sa/sleep`);
   });
@@ -168,42 +168,42 @@ describe("outbound to a Service or a pod bound to a waypoint", { timeout: 60_000
   it("tunnels to the waypoint on a port the Service does not declare, never around it", async () => {
     // ztunnel finds a Service's waypoint by its address alone; before, an undeclared port was passed
     // through in plaintext, straight to the VIP.
-    const { reply, answer } = await call(nodeA.addresses.socks5, ip.vip, 22);
+    const { reply, answer } = await call(socks5AddressOf(nodeA), ip.vip, 22);
     assert.equal(reply, SOCKS5_REPLY.succeeded);
     assert.equal(answer, `waypoint got ${ip.vip}:22 from spiffe://cluster.local/ns/default/sa/sleep`);
   });
 
   it("refuses when the waypoint address is no known workload", async () => {
-    const { reply } = await call(nodeA.addresses.socks5, ip.lostVip, 80);
+    const { reply } = await call(socks5AddressOf(nodeA), ip.lostVip, 80);
     assert.equal(reply, SOCKS5_REPLY.hostUnreachable);
   });
 
   it("tunnels to a pod's own waypoint with the pod's address:port, when the pod is addressed directly", async () => {
-    const { reply, answer } = await call(nodeA.addresses.socks5, ip.db, 5432);
+    const { reply, answer } = await call(socks5AddressOf(nodeA), ip.db, 5432);
     assert.equal(reply, SOCKS5_REPLY.succeeded);
     assert.equal(answer, `waypoint got ${ip.db}:5432 from spiffe://cluster.local/ns/default/sa/sleep`);
   });
 
   it("tunnels to a waypoint named by its Service's hostname, as the control plane names it", async () => {
-    const { reply, answer } = await call(nodeA.addresses.socks5, ip.apiVip, 80);
+    const { reply, answer } = await call(socks5AddressOf(nodeA), ip.apiVip, 80);
     assert.equal(reply, SOCKS5_REPLY.succeeded);
     assert.equal(answer, `waypoint got ${ip.apiVip}:80 from spiffe://cluster.local/ns/default/sa/sleep`);
   });
 
   it("tunnels to a waypoint named by its Service's VIP", async () => {
-    const { reply, answer } = await call(nodeA.addresses.socks5, ip.apiByVip, 80);
+    const { reply, answer } = await call(socks5AddressOf(nodeA), ip.apiByVip, 80);
     assert.equal(reply, SOCKS5_REPLY.succeeded);
     assert.equal(answer, `waypoint got ${ip.apiByVip}:80 from spiffe://cluster.local/ns/default/sa/sleep`);
   });
 
   it("tunnels a pod addressed directly to its own waypoint named by hostname", async () => {
-    const { reply, answer } = await call(nodeA.addresses.socks5, ip.other, 9000);
+    const { reply, answer } = await call(socks5AddressOf(nodeA), ip.other, 9000);
     assert.equal(reply, SOCKS5_REPLY.succeeded);
     assert.equal(answer, `waypoint got ${ip.other}:9000 from spiffe://cluster.local/ns/default/sa/sleep`);
   });
 
   it("refuses a pod whose own waypoint is no known workload, rather than going around it", async () => {
-    const { reply } = await call(nodeA.addresses.socks5, ip.cache, 6379);
+    const { reply } = await call(socks5AddressOf(nodeA), ip.cache, 6379);
     assert.equal(reply, SOCKS5_REPLY.hostUnreachable);
   });
 });

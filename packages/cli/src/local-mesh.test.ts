@@ -68,9 +68,9 @@ describe("ambient against the running local mesh", () => {
   });
 
   it("shows a connection sleep-0 holds open to echo on both nodes", async () => {
-    const nodeA = mesh.ztunnels.get("node-a");
-    assert.ok(nodeA);
-    const socket = await openSocks(nodeA.addresses.socks5, "127.10.0.2", "127.30.0.1", 80);
+    const socks5 = mesh.ztunnels.get("node-a")?.addresses.socks5;
+    assert.ok(socks5, "node-a's SOCKS5 listener");
+    const socket = await openSocks(socks5, "127.10.0.2", "127.30.0.1", 80);
     try {
       const r = await run(["ztunnel-config", "connections", "-o", "json", ...admins]);
       assert.equal(r.code, 0, r.stderr);
