@@ -10,7 +10,7 @@ import { createCsr } from "./csr.js";
 import { encodeOid, extension, seq, tlv } from "./der.js";
 import { SpiffeError } from "./errors.js";
 import { generateKeyPair } from "./key-pair.js";
-import { parseCertificateDer } from "./parsed-certificate.js";
+import { KEY_USAGE, parseCertificateDer } from "./parsed-certificate.js";
 import { decodeCertificatesPem, encodePem } from "./pem.js";
 import { SpiffeId } from "./spiffe-id.js";
 import { TrustBundle } from "./trust-bundle.js";
@@ -55,6 +55,20 @@ describe("createCertificateAuthority (self-signed)", () => {
     const life = Date.parse(root.validTo) - Date.parse(root.validFrom);
     assert.ok(Math.abs(life - (3650 * 86400 + 120) * 1000) < 2000, `root life ${life}`);
     assert.ok(ca.selfSigned);
+  });
+
+  it("gives its roots keyCertSign and cRLSign only, critical: digitalSignature is for leaves", async () => {
+    // X509-SVID appendix A: digitalSignature is set if and only if the SVID is a leaf.
+    const onlyCaBits = KEY_USAGE.keyCertSign | KEY_USAGE.cRLSign;
+    const rootOf = (pem: string) => parseCertificateDer(decodeCertificatesPem(pem)[0] as Buffer);
+    const first = rootOf(ca.rootCertPem());
+    assert.equal(first.keyUsage, onlyCaBits);
+    assert.equal(first.keyUsageCritical, true);
+    const rca = await createCertificateAuthority({ clock: () => now });
+    await rca.rotateRoot();
+    assert.equal(rootOf(rca.rootCertPem()).keyUsage, onlyCaBits);
+    await rca.rotateRoot({ reuseKey: true });
+    assert.equal(rootOf(rca.rootCertPem()).keyUsage, onlyCaBits);
   });
 
   it("signs a CSR into an Istio-shaped workload certificate", async () => {

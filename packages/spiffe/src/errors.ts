@@ -8,7 +8,7 @@ export type SpiffeErrorCode =
   | "ERR_SPIFFE_ID_INVALID"
   /** A trust domain name is not valid. */
   | "ERR_TRUST_DOMAIN_INVALID"
-  /** PEM or DER input could not be decoded. */
+  /** PEM or DER input could not be decoded (a certificate that repeats an extension included). */
   | "ERR_PEM_INVALID"
   /** A private key could not be read or has an unsupported algorithm. */
   | "ERR_KEY_INVALID"
@@ -20,7 +20,7 @@ export type SpiffeErrorCode =
   | "ERR_SVID_NO_URI_SAN"
   /** A certificate has more than one URI SAN. */
   | "ERR_SVID_MULTIPLE_URI_SANS"
-  /** The leaf certificate breaks an X.509-SVID leaf rule (CA flag, key usage, ...). */
+  /** The leaf certificate breaks an X.509-SVID leaf rule (CA flag, key usage, extended key usage, ...). */
   | "ERR_SVID_LEAF_INVALID"
   /** The SPIFFE ID of the SVID is not in the expected trust domain. */
   | "ERR_SVID_TRUST_DOMAIN_MISMATCH"
@@ -37,7 +37,10 @@ export type SpiffeErrorCode =
    * or a key that signs in the chain (the leaf's included) is RSA under 2048 bits.
    */
   | "ERR_CERT_WEAK_ALGORITHM"
-  /** An issuing certificate is not a CA, lacks keyCertSign, or breaks its path length. */
+  /**
+   * An issuing certificate is not a CA, lacks keyCertSign, breaks its path length, has nameConstraints
+   * or an unsupported critical extension, or has an extendedKeyUsage that excludes the purpose.
+   */
   | "ERR_CERT_ISSUER_INVALID"
   /** The chain does not lead to a root of the trust bundle. */
   | "ERR_CHAIN_UNTRUSTED"

@@ -37,5 +37,10 @@ export {
   tlsServerOptions,
 } from "./tls-options.js";
 export { TrustBundle } from "./trust-bundle.js";
-export { type CertificateChainInput, type VerifySvidOptions, verifySvid } from "./verify-svid.js";
+export {
+  type CertificateChainInput,
+  type SvidPurpose,
+  type VerifySvidOptions,
+  verifySvid,
+} from "./verify-svid.js";
 export { trustedRootsOf, type X509Svid, x509SvidFromChain } from "./x509-svid.js";

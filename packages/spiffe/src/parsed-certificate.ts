@@ -22,6 +22,7 @@ const OID_AKI = "2.5.29.35";
 const OID_CERT_POLICIES = "2.5.29.32";
 const OID_POLICY_CONSTRAINTS = "2.5.29.36";
 const OID_INHIBIT_ANY_POLICY = "2.5.29.54";
+const OID_NAME_CONSTRAINTS = "2.5.29.30";
 
 /** Extensions whose criticality we understand; any other critical extension fails validation. */
 const UNDERSTOOD = new Set([
@@ -117,9 +118,15 @@ export class ParsedCertificate {
   pathLength: number | undefined;
   keyUsage: number | undefined;
   keyUsageCritical = false;
+  /** EKU purpose OIDs; undefined when the certificate has no extendedKeyUsage extension. */
   extKeyUsage: string[] | undefined;
   /** OIDs of critical extensions this package does not process (name constraints included). */
   unhandledCritical: string[] = [];
+  /**
+   * The certificate carries nameConstraints, critical or not. They are not enforced here, so a CA
+   * with them is refused rather than trusted beyond the names it was limited to.
+   */
+  hasNameConstraints = false;
   /** Hex, lower-case. */
   subjectKeyId: string | undefined;
   /** Hex, lower-case (keyIdentifier form only). */
@@ -166,12 +173,20 @@ export class ParsedCertificate {
       const f = fields[i] as Tlv;
       if (f.tag === 0xa3) {
         const exts = expectTag(childrenOf(der, f)[0], 0x30, "extensions");
-        for (const ext of childrenOf(der, exts)) this.#readExtension(der, ext);
+        // RFC 5280 4.2: at most one instance of each extension. A repeat could hide a second
+        // subjectAltName (and so a second URI SAN) behind the one that is read.
+        const seen = new Set<string>();
+        for (const ext of childrenOf(der, exts)) {
+          const oid = this.#readExtension(der, ext);
+          if (seen.has(oid)) throw new SpiffeError("ERR_PEM_INVALID", `duplicate extension ${oid}`);
+          seen.add(oid);
+        }
       }
     }
   }
 
-  #readExtension(der: Buffer, ext: Tlv): void {
+  /** Reads one extension into the fields above; returns its OID. */
+  #readExtension(der: Buffer, ext: Tlv): string {
     const parts = childrenOf(der, ext);
     const oid = decodeOid(contentOf(der, expectTag(parts[0], 0x06, "extension OID")));
     let critical = false;
@@ -226,8 +241,10 @@ export class ParsedCertificate {
         break;
       }
       default:
+        if (oid === OID_NAME_CONSTRAINTS) this.hasNameConstraints = true;
         if (critical && !UNDERSTOOD.has(oid)) this.unhandledCritical.push(oid);
     }
+    return oid;
   }
 
   /** Node's view of the certificate (created on first use). */

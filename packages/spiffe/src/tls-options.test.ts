@@ -10,7 +10,7 @@ import { SpiffeError } from "./errors.js";
 import type { SpiffeId } from "./spiffe-id.js";
 import { SpiffeId as SpiffeIdClass } from "./spiffe-id.js";
 import { tlsClientOptions, tlsServerOptions } from "./tls-options.js";
-import type { TrustBundle } from "./trust-bundle.js";
+import { type TrustBundle, TrustBundle as TrustBundleClass } from "./trust-bundle.js";
 import { x509 } from "./x509.js";
 import type { X509Svid } from "./x509-svid.js";
 
@@ -341,5 +341,88 @@ describe("TLS glue with weak signing keys", () => {
     assert.equal(fromWeakClient.server.id, undefined);
     assert.equal((fromWeakClient.server.error as { code?: string }).code, "ERR_PEER_UNVERIFIED");
     assert.equal(causeCode(fromWeakClient.server.error), "ERR_CERT_WEAK_ALGORITHM");
+  });
+});
+
+describe("TLS glue with a bundle root that is not self-signed", () => {
+  /**
+   * A CA whose `root-cert.pem` is its own issuing certificate, an intermediate under a root that
+   * workloads are not given (an external CA that publishes its issuing CA as the mesh root).
+   */
+  async function intermediateAnchoredCa(): Promise<{ ca: CertificateAuthority; hiddenRootPem: string }> {
+    const subtle = webcrypto.subtle;
+    const ec = { name: "ECDSA", namedCurve: "P-256" };
+    const sig = { name: "ECDSA", hash: "SHA-256" };
+    const pair = async () =>
+      (await subtle.generateKey(ec, true, ["sign", "verify"])) as webcrypto.CryptoKeyPair;
+    const notBefore = new Date(Date.now() - 3_600_000);
+    const notAfter = new Date(Date.now() + 86_400_000);
+    const caExtensions = () => [
+      new x509.BasicConstraintsExtension(true, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+    ];
+    const rootKeys = await pair();
+    const root = await x509.X509CertificateGenerator.createSelfSigned({
+      serialNumber: "01",
+      name: "O=hidden-root",
+      notBefore,
+      notAfter,
+      keys: rootKeys,
+      signingAlgorithm: sig,
+      extensions: caExtensions(),
+    });
+    const midKeys = await pair();
+    const mid = await x509.X509CertificateGenerator.create({
+      serialNumber: "02",
+      subject: "O=cluster.local,CN=issuing-ca",
+      issuer: root.subject,
+      notBefore,
+      notAfter,
+      publicKey: midKeys.publicKey,
+      signingKey: rootKeys.privateKey,
+      signingAlgorithm: sig,
+      extensions: [
+        ...caExtensions(),
+        new x509.SubjectAlternativeNameExtension([{ type: "url", value: "spiffe://cluster.local" }]),
+      ],
+    });
+    const pkcs8 = Buffer.from(await subtle.exportKey("pkcs8", midKeys.privateKey)).toString("base64");
+    const caKeyPem = `-----BEGIN PRIVATE KEY-----\n${pkcs8.match(/.{1,64}/g)?.join("\n")}\n-----END PRIVATE KEY-----\n`;
+    const midPem = mid.toString("pem");
+    const ca = await createCertificateAuthority({
+      cacerts: { caCertPem: midPem, caKeyPem, rootCertPem: midPem },
+    });
+    return { ca, hiddenRootPem: root.toString("pem") };
+  }
+
+  let ca: CertificateAuthority;
+  let anchorBundle: TrustBundle;
+  let fullBundle: TrustBundle;
+  let serverSvid: X509Svid;
+  let clientSvid: X509Svid;
+  before(async () => {
+    const made = await intermediateAnchoredCa();
+    ca = made.ca;
+    anchorBundle = ca.trustBundle();
+    const anchor = new x509.X509Certificate(anchorBundle.rootsPem("cluster.local")[0] as string);
+    assert.notEqual(anchor.subject, anchor.issuer);
+    fullBundle = TrustBundleClass.fromPem("cluster.local", made.hiddenRootPem);
+    serverSvid = await ca.issue({ spiffeId: SERVER_ID });
+    clientSvid = await ca.issue({ spiffeId: CLIENT_ID });
+  });
+
+  it("a client accepts a server whose chain ends at an intermediate bundle root", async () => {
+    const clientOptions = tlsClientOptions({
+      svid: clientSvid,
+      bundle: anchorBundle,
+      expectedIds: [SERVER_ID],
+    });
+    assert.equal(clientOptions.allowPartialTrustChain, true);
+    // The server trusts the full chain: only the client's side of the handshake is under test here.
+    const out = await connect(tlsServerOptions({ svid: serverSvid, bundle: fullBundle }), clientOptions);
+    assert.equal(out.client.error, undefined);
+    assert.equal(out.server.error, undefined);
+    assert.equal(out.server.id?.toString(), CLIENT_ID);
+    assert.equal(out.client.id?.toString(), SERVER_ID);
   });
 });

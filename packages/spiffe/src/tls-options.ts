@@ -4,7 +4,7 @@ import { SpiffeError } from "./errors.js";
 import { invalidOption, requiredOptions } from "./options.js";
 import { SpiffeId } from "./spiffe-id.js";
 import type { TrustBundle } from "./trust-bundle.js";
-import { checkBundle, verifySvid } from "./verify-svid.js";
+import { checkBundle, type SvidPurpose, verifySvid } from "./verify-svid.js";
 import type { X509Svid } from "./x509-svid.js";
 
 /** Decides whether a verified peer identity may connect. */
@@ -57,6 +57,8 @@ export interface SpiffeTlsClientOptions {
   key: string;
   cert: string;
   ca: string[];
+  /** Every bundle certificate is a trust anchor, self-signed or not, as for `verifySvid`. */
+  allowPartialTrustChain: true;
   rejectUnauthorized: true;
   minVersion: "TLSv1.3";
   /** Empty: no SNI is sent, as ztunnel (destinations are IP addresses). */
@@ -93,9 +95,9 @@ function peerChainDer(cert: PeerCertificate): Buffer[] {
  * against the roots of its own SPIFFE ID's trust domain only, as the SPIFFE bundle model requires.
  * @throws SpiffeError `ERR_PEER_UNVERIFIED` (the reason in `cause`).
  */
-function verifyPeerChain(cert: PeerCertificate, bundle: TrustBundle): SpiffeId {
+function verifyPeerChain(cert: PeerCertificate, bundle: TrustBundle, purpose: SvidPurpose): SpiffeId {
   try {
-    return verifySvid(peerChainDer(cert), bundle);
+    return verifySvid(peerChainDer(cert), bundle, { purpose });
   } catch (cause) {
     throw new SpiffeError(
       "ERR_PEER_UNVERIFIED",
@@ -132,7 +134,12 @@ export function rootsOf(bundle: TrustBundle): string[] {
 
 /**
  * Node `tls`/`http2` server options for SPIFFE mTLS: the SVID as key and chain, the bundle's roots
- * as CA, client certificates required and verified, TLS 1.3 only.
+ * as CA, client certificates required and verified, TLS 1.3 only. `authorizePeer` also requires the
+ * client's chain to allow clientAuth where it has an extendedKeyUsage.
+ *
+ * Unlike the client options, these cannot make a bundle root that is not self-signed a trust anchor:
+ * Node's `tls.Server` (20 and 22) builds its secure context from a fixed list of options that leaves
+ * `allowPartialTrustChain` out, so a client chain must reach a self-signed root of the bundle.
  * @throws SpiffeError `ERR_OPTIONS_INVALID` when `svid`, `bundle` or `authorize` is missing or of the
  *   wrong type; `ERR_BUNDLE_NO_ROOTS` for an empty bundle.
  */
@@ -158,7 +165,7 @@ export function tlsServerOptions(serverOptions: TlsServerSpiffeOptions): SpiffeT
       // Node's verdict first (an unverified or absent certificate throws), then the chain again
       // against the roots of the peer's own trust domain.
       peerSpiffeId(socket);
-      const id = verifyPeerChain(socket.getPeerCertificate(true), bundle);
+      const id = verifyPeerChain(socket.getPeerCertificate(true), bundle, "clientAuth");
       if (!authorizer(id)) {
         throw new SpiffeError("ERR_PEER_NOT_AUTHORIZED", `peer ${id} is not allowed`, {
           spiffeId: id.toString(),
@@ -171,8 +178,8 @@ export function tlsServerOptions(serverOptions: TlsServerSpiffeOptions): SpiffeT
 
 /**
  * Node `tls.connect`/`http2.connect` options for SPIFFE mTLS: the server chain must verify against
- * the bundle and its URI SAN must be one of `expectedIds`; host names are not checked and no SNI
- * is sent.
+ * the bundle (each root a trust anchor, self-signed or not) and its URI SAN must be one of
+ * `expectedIds`; host names are not checked and no SNI is sent.
  * @throws SpiffeError `ERR_OPTIONS_INVALID` when `svid`, `bundle` or `expectedIds` is missing or of
  *   the wrong type; `ERR_BUNDLE_NO_ROOTS` for an empty bundle.
  */
@@ -186,6 +193,9 @@ export function tlsClientOptions(clientOptions: TlsClientSpiffeOptions): SpiffeT
     key: options.svid.privateKeyPem,
     cert: options.svid.certChainPem,
     ca: rootsOf(bundle),
+    // A bundle root need not be self-signed (X509-SVID 6.1: SHOULD); without this OpenSSL would
+    // refuse a server chain that verifySvid accepts.
+    allowPartialTrustChain: true,
     rejectUnauthorized: true,
     minVersion: "TLSv1.3",
     servername: "",
@@ -197,7 +207,8 @@ export function tlsClientOptions(clientOptions: TlsClientSpiffeOptions): SpiffeT
  * A `checkServerIdentity` that accepts a server whose certificate's URI SAN is one of `expectedIds`
  * and ignores the host name (a SPIFFE server is known by its identity, not its DNS name). With
  * `bundle` (or a function returning the current one), the server's chain must also lead to a root
- * of its own identity's trust domain in that bundle, not merely to any root Node was given.
+ * of its own identity's trust domain in that bundle, not merely to any root Node was given, and
+ * allow serverAuth where it has an extendedKeyUsage.
  */
 export function serverIdentityCheck(
   expectedIds: ReadonlyArray<SpiffeId | string>,
@@ -213,7 +224,7 @@ export function serverIdentityCheck(
       const id =
         bundle === undefined
           ? spiffeIdFromCertificate(cert)
-          : verifyPeerChain(cert, typeof bundle === "function" ? bundle() : bundle);
+          : verifyPeerChain(cert, typeof bundle === "function" ? bundle() : bundle, "serverAuth");
       if (expected.has(id.toString())) return undefined;
       return new SpiffeError(
         "ERR_PEER_NOT_AUTHORIZED",

@@ -395,3 +395,210 @@ describe("verifySvid signature algorithms", () => {
     expectCode(() => verifySvid(chainOf(leaf3), bundle, { now: NOW }), "ERR_CERT_WEAK_ALGORITHM", /1024/);
   });
 });
+
+describe("verifySvid extension rules", () => {
+  const subtle = webcrypto.subtle;
+  const EC = { name: "ECDSA", namedCurve: "P-256" };
+  const SIG = { name: "ECDSA", hash: "SHA-256" };
+  const window = { notBefore: new Date("2030-01-01T00:00:00Z"), notAfter: new Date("2031-01-01T00:00:00Z") };
+  const SERVER_AUTH = "1.3.6.1.5.5.7.3.1";
+  const CLIENT_AUTH = "1.3.6.1.5.5.7.3.2";
+  const CODE_SIGNING = "1.3.6.1.5.5.7.3.3";
+  const ANY_EKU = "2.5.29.37.0";
+  let serial = 100;
+
+  interface Issued {
+    cert: x509.X509Certificate;
+    keys: webcrypto.CryptoKeyPair;
+  }
+
+  async function keys(): Promise<webcrypto.CryptoKeyPair> {
+    return (await subtle.generateKey(EC, true, ["sign", "verify"])) as webcrypto.CryptoKeyPair;
+  }
+
+  const caExtensions = (): x509.Extension[] => [
+    new x509.BasicConstraintsExtension(true, undefined, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+  ];
+  const leafExtensions = (): x509.Extension[] => [
+    new x509.BasicConstraintsExtension(false, undefined, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+    new x509.SubjectAlternativeNameExtension([{ type: "url", value: ID }], true),
+  ];
+  const eku = (...usages: string[]) => new x509.ExtendedKeyUsageExtension(usages, false);
+  // NameConstraints permitting only URIs whose host is other.org, marked non-critical.
+  const otherOrgOnly = (): x509.Extension =>
+    new x509.Extension(
+      "2.5.29.30",
+      false,
+      Buffer.concat([
+        Buffer.from([0x30, 0x0f, 0xa0, 0x0d, 0x30, 0x0b, 0x86, 0x09]),
+        Buffer.from("other.org"),
+      ]),
+    );
+
+  async function root(extra: x509.Extension[] = []): Promise<Issued> {
+    const pair = await keys();
+    const cert = await x509.X509CertificateGenerator.createSelfSigned({
+      serialNumber: String(serial++),
+      name: "CN=root",
+      ...window,
+      keys: pair,
+      signingAlgorithm: SIG,
+      extensions: [...caExtensions(), ...extra],
+    });
+    return { cert, keys: pair };
+  }
+
+  async function issue(issuer: Issued, subject: string, extensions: x509.Extension[]): Promise<Issued> {
+    const pair = await keys();
+    const cert = await x509.X509CertificateGenerator.create({
+      serialNumber: String(serial++),
+      subject,
+      issuer: issuer.cert.subject,
+      ...window,
+      publicKey: pair.publicKey,
+      signingKey: issuer.keys.privateKey,
+      signingAlgorithm: SIG,
+      extensions,
+    });
+    return { cert, keys: pair };
+  }
+
+  const der = (...certs: Issued[]) => certs.map((c) => Buffer.from(c.cert.rawData));
+  const bundleOf = (r: Issued) => TrustBundle.fromPem("cluster.local", r.cert.toString("pem"));
+
+  it("refuses a certificate that repeats an extension (RFC 5280 4.2)", async () => {
+    const r = await root();
+    const twoSans = await issue(r, "", [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.SubjectAlternativeNameExtension([{ type: "url", value: `${ID}-hidden` }], true),
+      new x509.SubjectAlternativeNameExtension([{ type: "url", value: ID }], true),
+    ]);
+    expectCode(() => verifySvid(der(twoSans), bundleOf(r), { now: NOW }), "ERR_PEM_INVALID", /duplicate/);
+    expectCode(
+      () => spiffeIdFromCertificate(twoSans.cert.toString("pem")),
+      "ERR_PEM_INVALID",
+      /2\.5\.29\.17/,
+    );
+    const twoBasicConstraints = await issue(r, "", [
+      new x509.BasicConstraintsExtension(true, undefined, true),
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.SubjectAlternativeNameExtension([{ type: "url", value: ID }], true),
+    ]);
+    expectCode(() => verifySvid(der(twoBasicConstraints), bundleOf(r), { now: NOW }), "ERR_PEM_INVALID");
+    // A repeated extension this package does not otherwise read is refused too.
+    const twoUnknown = await issue(r, "", [
+      ...leafExtensions(),
+      new x509.Extension("1.2.3.4", false, Buffer.from([0x05, 0x00])),
+      new x509.Extension("1.2.3.4", false, Buffer.from([0x05, 0x00])),
+    ]);
+    expectCode(() => verifySvid(der(twoUnknown), bundleOf(r), { now: NOW }), "ERR_PEM_INVALID", /1\.2\.3\.4/);
+  });
+
+  it("accepts a leaf with no extendedKeyUsage, or one allowing a TLS purpose", async () => {
+    const r = await root();
+    const bundle = bundleOf(r);
+    const none = await issue(r, "", leafExtensions());
+    const both = await issue(r, "", [...leafExtensions(), eku(SERVER_AUTH, CLIENT_AUTH)]);
+    const any = await issue(r, "", [...leafExtensions(), eku(ANY_EKU)]);
+    for (const leaf of [none, both, any]) {
+      for (const purpose of [undefined, "serverAuth", "clientAuth"] as const) {
+        assert.equal(verifySvid(der(leaf), bundle, { now: NOW, purpose }).toString(), ID);
+      }
+    }
+    const serverOnly = await issue(r, "", [...leafExtensions(), eku(SERVER_AUTH)]);
+    assert.equal(verifySvid(der(serverOnly), bundle, { now: NOW }).toString(), ID);
+    assert.equal(verifySvid(der(serverOnly), bundle, { now: NOW, purpose: "serverAuth" }).toString(), ID);
+    expectCode(
+      () => verifySvid(der(serverOnly), bundle, { now: NOW, purpose: "clientAuth" }),
+      "ERR_SVID_LEAF_INVALID",
+      /clientAuth/,
+    );
+  });
+
+  it("refuses a leaf whose extendedKeyUsage allows neither serverAuth nor clientAuth", async () => {
+    const r = await root();
+    const codeSigning = await issue(r, "", [...leafExtensions(), eku(CODE_SIGNING)]);
+    expectCode(
+      () => verifySvid(der(codeSigning), bundleOf(r), { now: NOW }),
+      "ERR_SVID_LEAF_INVALID",
+      /extendedKeyUsage/,
+    );
+  });
+
+  it("refuses a chain through a CA whose extendedKeyUsage excludes the purpose", async () => {
+    const r = await root();
+    const bundle = bundleOf(r);
+    const codeSigningCa = await issue(r, "CN=mid", [...caExtensions(), eku(CODE_SIGNING)]);
+    const leaf = await issue(codeSigningCa, "", [...leafExtensions(), eku(SERVER_AUTH, CLIENT_AUTH)]);
+    expectCode(
+      () => verifySvid(der(leaf, codeSigningCa), bundle, { now: NOW }),
+      "ERR_CERT_ISSUER_INVALID",
+      /mid/,
+    );
+
+    // The purposes every certificate allows must meet: a serverAuth-only CA over a clientAuth-only leaf.
+    const serverCa = await issue(r, "CN=server-mid", [...caExtensions(), eku(SERVER_AUTH)]);
+    const clientLeaf = await issue(serverCa, "", [...leafExtensions(), eku(CLIENT_AUTH)]);
+    expectCode(() => verifySvid(der(clientLeaf, serverCa), bundle, { now: NOW }), "ERR_CERT_ISSUER_INVALID");
+    const dualLeaf = await issue(serverCa, "", [...leafExtensions(), eku(SERVER_AUTH, CLIENT_AUTH)]);
+    assert.equal(verifySvid(der(dualLeaf, serverCa), bundle, { now: NOW }).toString(), ID);
+    assert.equal(
+      verifySvid(der(dualLeaf, serverCa), bundle, { now: NOW, purpose: "serverAuth" }).toString(),
+      ID,
+    );
+    expectCode(
+      () => verifySvid(der(dualLeaf, serverCa), bundle, { now: NOW, purpose: "clientAuth" }),
+      "ERR_CERT_ISSUER_INVALID",
+      /server-mid/,
+    );
+
+    // The root that anchors the path is held to the same rule.
+    const codeSigningRoot = await root([eku(CODE_SIGNING)]);
+    const underRoot = await issue(codeSigningRoot, "", [...leafExtensions(), eku(SERVER_AUTH, CLIENT_AUTH)]);
+    expectCode(
+      () => verifySvid(der(underRoot), bundleOf(codeSigningRoot), { now: NOW }),
+      "ERR_CERT_ISSUER_INVALID",
+      /trust bundle root/,
+    );
+    const anyRoot = await root([eku(ANY_EKU)]);
+    const underAny = await issue(anyRoot, "", [...leafExtensions(), eku(SERVER_AUTH, CLIENT_AUTH)]);
+    assert.equal(
+      verifySvid(der(underAny), bundleOf(anyRoot), { now: NOW, purpose: "clientAuth" }).toString(),
+      ID,
+    );
+  });
+
+  it("refuses a purpose other than serverAuth or clientAuth", async () => {
+    const r = await root();
+    const leaf = await issue(r, "", leafExtensions());
+    for (const purpose of ["codeSigning", "any", "", 1]) {
+      expectCode(
+        () => verifySvid(der(leaf), bundleOf(r), { now: NOW, purpose } as unknown as VerifySvidOptions),
+        "ERR_OPTIONS_INVALID",
+        /purpose/,
+      );
+    }
+  });
+
+  it("refuses a CA carrying nameConstraints, critical or not", async () => {
+    const r = await root();
+    const constrained = await issue(r, "CN=constrained", [...caExtensions(), otherOrgOnly()]);
+    const leaf = await issue(constrained, "", leafExtensions());
+    expectCode(
+      () => verifySvid(der(leaf, constrained), bundleOf(r), { now: NOW }),
+      "ERR_CERT_ISSUER_INVALID",
+      /nameConstraints/,
+    );
+    const constrainedRoot = await root([otherOrgOnly()]);
+    const leaf2 = await issue(constrainedRoot, "", leafExtensions());
+    expectCode(
+      () => verifySvid(der(leaf2), bundleOf(constrainedRoot), { now: NOW }),
+      "ERR_CERT_ISSUER_INVALID",
+      /nameConstraints/,
+    );
+  });
+});

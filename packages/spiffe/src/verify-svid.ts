@@ -15,6 +15,16 @@ import { bundleRoots, TrustBundle } from "./trust-bundle.js";
 /** A certificate chain, leaf first: PEM text, a list of PEM/DER certificates, or Node certificates. */
 export type CertificateChainInput = string | ReadonlyArray<string | Uint8Array | NodeX509Certificate>;
 
+/** A TLS use an SVID can be verified for, as named by its extendedKeyUsage purpose. */
+export type SvidPurpose = "serverAuth" | "clientAuth";
+
+const PURPOSE_OIDS: Readonly<Record<SvidPurpose, string>> = {
+  serverAuth: "1.3.6.1.5.5.7.3.1",
+  clientAuth: "1.3.6.1.5.5.7.3.2",
+};
+const TLS_PURPOSES: readonly SvidPurpose[] = ["serverAuth", "clientAuth"];
+const ANY_EXTENDED_KEY_USAGE = "2.5.29.37.0";
+
 /** Options of {@link verifySvid}. */
 export interface VerifySvidOptions {
   /** Point in time to validate at; a valid `Date`. Default: now. */
@@ -28,6 +38,13 @@ export interface VerifySvidOptions {
   trustDomain?: string;
   /** Longest accepted chain including the root, a positive integer. Default 10. */
   maxChainLength?: number;
+  /**
+   * The use the chain must allow: `"serverAuth"` for a TLS server's SVID, `"clientAuth"` for a TLS
+   * client's. Every certificate on the path that has an extendedKeyUsage extension (leaf, intermediates,
+   * root) must list it or anyExtendedKeyUsage. Default: either one, as long as every such certificate
+   * allows the same one (a leaf whose extendedKeyUsage has neither is refused).
+   */
+  purpose?: SvidPurpose;
 }
 
 // CA certificates recur in every chain a mesh sees, so their parsed form (and imported public key)
@@ -112,12 +129,46 @@ function checkIssuerFlags(cert: ParsedCertificate, label: string, caBelow: numbe
       `${label} allows ${cert.pathLength} intermediate CA(s) below it but the chain has ${caBelow}`,
     );
   }
+  // Name constraints are not enforced here: a CA limited to some names is refused, not trusted for all.
+  if (cert.hasNameConstraints) {
+    throw new SpiffeError(
+      "ERR_CERT_ISSUER_INVALID",
+      `${label} has nameConstraints, which this verifier does not enforce`,
+    );
+  }
   if (cert.unhandledCritical.length > 0) {
     throw new SpiffeError(
       "ERR_CERT_ISSUER_INVALID",
       `${label} has unsupported critical extension(s) ${cert.unhandledCritical.join(", ")}`,
     );
   }
+}
+
+/**
+ * The purposes among `wanted` that `cert`'s extendedKeyUsage allows: all of them when it has no such
+ * extension or lists anyExtendedKeyUsage.
+ */
+function allowedPurposes(cert: ParsedCertificate, wanted: readonly SvidPurpose[]): SvidPurpose[] {
+  const eku = cert.extKeyUsage;
+  if (eku === undefined || eku.includes(ANY_EXTENDED_KEY_USAGE)) return [...wanted];
+  return wanted.filter((p) => eku.includes(PURPOSE_OIDS[p]));
+}
+
+/** Narrows the purposes still open on the path to those an issuer allows; refuses the issuer if none is left. */
+function checkIssuerPurposes(
+  cert: ParsedCertificate,
+  label: string,
+  open: readonly SvidPurpose[],
+): SvidPurpose[] {
+  const left = allowedPurposes(cert, open);
+  if (left.length === 0) {
+    throw new SpiffeError(
+      "ERR_CERT_ISSUER_INVALID",
+      `${label} extendedKeyUsage does not allow ${open.join(" or ")}, which the certificates below it need`,
+      { extKeyUsage: cert.extKeyUsage },
+    );
+  }
+  return left;
 }
 
 /** Refuses a certificate whose signature uses an algorithm not accepted in a chain (SHA-1 and the like). */
@@ -172,7 +223,12 @@ export function checkBundle(caller: string, bundle: unknown): asserts bundle is 
  * The checked options of {@link verifySvid}: a comparison against an invalid time or a NaN skew is
  * always false, and would let every certificate pass its validity checks.
  */
-function checkVerifyOptions(options: VerifySvidOptions): { now: number; skewMs: number; maxLength: number } {
+function checkVerifyOptions(options: VerifySvidOptions): {
+  now: number;
+  skewMs: number;
+  maxLength: number;
+  purposes: readonly SvidPurpose[];
+} {
   const o = optionsObject("verifySvid", options);
   let now: number;
   if (o.now === undefined) now = Date.now();
@@ -186,7 +242,14 @@ function checkVerifyOptions(options: VerifySvidOptions): { now: number; skewMs: 
   if (o.trustDomain !== undefined && typeof o.trustDomain !== "string") {
     throw invalidOption("verifySvid", "trustDomain", "a string", o.trustDomain);
   }
-  return { now, skewMs: skewSeconds * 1000, maxLength };
+  let purposes = TLS_PURPOSES;
+  if (o.purpose !== undefined) {
+    if (!TLS_PURPOSES.includes(o.purpose)) {
+      throw invalidOption("verifySvid", "purpose", '"serverAuth" or "clientAuth"', o.purpose);
+    }
+    purposes = [o.purpose];
+  }
+  return { now, skewMs: skewSeconds * 1000, maxLength, purposes };
 }
 
 /**
@@ -196,21 +259,23 @@ function checkVerifyOptions(options: VerifySvidOptions): { now: number; skewMs: 
  * signature verifies with its issuer's key using SHA-256 or stronger (ECDSA, RSA, RSA-PSS) or Ed25519,
  * no RSA key under 2048 bits signs anything (leaf, intermediates, the root that anchors the path),
  * issuers are CAs with keyCertSign and respect
- * pathLenConstraint, no unsupported critical extensions, and the path ends at a root the bundle
- * holds for the SVID's trust domain. Then the SVID leaf rules: exactly one URI SAN that is a valid
- * SPIFFE ID with a path, not a CA, no keyCertSign or cRLSign.
+ * pathLenConstraint, no unsupported critical extensions, no nameConstraints (they are not enforced),
+ * every extendedKeyUsage on the path allows `purpose` (see {@link VerifySvidOptions.purpose}), and the
+ * path ends at a root the bundle holds for the SVID's trust domain. Then the SVID leaf rules: exactly
+ * one URI SAN that is a valid SPIFFE ID with a path, not a CA, no keyCertSign or cRLSign. A certificate
+ * that repeats an extension is not decoded (`ERR_PEM_INVALID`).
  *
  * @param chain Leaf first; intermediates may follow in any order; a trailing root is allowed.
  * @throws SpiffeError whose `code` names the broken rule; `ERR_OPTIONS_INVALID` when `bundle` is not a
- *   {@link TrustBundle}, `now` not a valid Date, `clockSkewSeconds` not a finite number >= 0 or
- *   `maxChainLength` not a positive integer.
+ *   {@link TrustBundle}, `now` not a valid Date, `clockSkewSeconds` not a finite number >= 0,
+ *   `maxChainLength` not a positive integer or `purpose` not `"serverAuth"` or `"clientAuth"`.
  */
 export function verifySvid(
   chain: CertificateChainInput,
   bundle: TrustBundle,
   options: VerifySvidOptions = {},
 ): SpiffeId {
-  const { now, skewMs, maxLength } = checkVerifyOptions(options);
+  const { now, skewMs, maxLength, purposes } = checkVerifyOptions(options);
   checkBundle("verifySvid", bundle);
   const certs = parseChain(chain);
   const leaf = certs[0] as ParsedCertificate;
@@ -231,6 +296,14 @@ export function verifySvid(
   }
   const roots = bundleRoots(bundle, id.trustDomain);
   checkLeaf(leaf, id);
+  const leafPurposes = allowedPurposes(leaf, purposes);
+  if (leafPurposes.length === 0) {
+    throw new SpiffeError(
+      "ERR_SVID_LEAF_INVALID",
+      `leaf SVID extendedKeyUsage does not allow ${purposes.join(" or ")} (X509-SVID 4.4)`,
+      { extKeyUsage: leaf.extKeyUsage },
+    );
+  }
 
   checkValidity(leaf, "leaf SVID", now, skewMs);
 
@@ -239,6 +312,7 @@ export function verifySvid(
     skewMs,
     maxLength,
     trustDomain: id.trustDomain,
+    purposes: leafPurposes,
   });
   return id;
 }
@@ -249,6 +323,11 @@ export interface PathContext {
   skewMs: number;
   maxLength: number;
   trustDomain: string;
+  /**
+   * The extendedKeyUsage purposes the certificates below still allow; each issuer must allow one of
+   * them. Undefined: extendedKeyUsage is not checked.
+   */
+  purposes?: readonly SvidPurpose[];
 }
 
 /**
@@ -264,6 +343,7 @@ export function validatePath(
   ctx: PathContext,
 ): void {
   const { now, skewMs, maxLength } = ctx;
+  let purposes = ctx.purposes;
   const certs = [start, ...intermediates];
   const pool = [...intermediates];
   let current = start;
@@ -283,6 +363,7 @@ export function validatePath(
       const label = `trust bundle root (${root.subject || "<empty subject>"})`;
       checkValidity(root, label, now, skewMs);
       checkIssuerFlags(root, label, caBelow);
+      if (purposes !== undefined) checkIssuerPurposes(root, label, purposes);
       checkKeyStrength(root, label);
       return;
     }
@@ -305,6 +386,7 @@ export function validatePath(
     const label = describe(issuer, certs.indexOf(issuer));
     checkValidity(issuer, label, now, skewMs);
     checkIssuerFlags(issuer, label, caBelow);
+    if (purposes !== undefined) purposes = checkIssuerPurposes(issuer, label, purposes);
     checkKeyStrength(issuer, label);
     if (!issuer.selfIssued) caBelow++;
     current = issuer;
