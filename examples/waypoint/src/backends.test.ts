@@ -117,6 +117,37 @@ describe("resolveServiceBackend", () => {
     });
   }
 
+  it("dials a pod listed IPv6-first at its IPv4 address, and leaves out pods of other networks", () => {
+    const key = "demo/web.demo.svc.cluster.local";
+    const ports = {
+      ports: [{ servicePort: 80, targetPort: 8080 }],
+    } as unknown as Workload["services"][string];
+    const s = new WorkloadStore({ network: "net-a" });
+    s.upsert(key, {
+      service: {
+        ...service("web", "127.30.0.2", "HTTP11"),
+        addresses: [{ network: "net-a", address: ip("127.30.0.2") }],
+      },
+    } as never);
+    const v6 = Uint8Array.from([0xfd, 0, ...new Array<number>(13).fill(0), 7]);
+    const dual = { ...workload("web-a", "127.10.0.7", { [key]: ports }), network: "net-a" };
+    s.upsert("a", { workload: { ...dual, addresses: [v6, ip("127.10.0.7")] } } as never);
+    s.upsert("b", {
+      workload: { ...workload("web-b", "127.10.0.8", { [key]: ports }), network: "net-b" },
+    } as never);
+    const got = resolveServiceBackend(s, {
+      kind: "Service",
+      group: "",
+      name: "web",
+      namespace: "demo",
+      port: 80,
+    });
+    assert.deepEqual(
+      got?.map((e) => e.address),
+      ["127.10.0.7"],
+    );
+  });
+
   it("names the endpoint workload and its SPIFFE ID", () => {
     const [first] =
       resolveServiceBackend(store(), {

@@ -1,4 +1,4 @@
-import { identityOf, ipFromBytes, WorkloadStore } from "@ambient/example-ztunnel";
+import { identityOf, ipFromBytes, ipv4Of, networkOf, WorkloadStore } from "@ambient/example-ztunnel";
 import type { Endpoint } from "@ambient/router";
 import type { Service, Workload, WorkloadAddress } from "@ambient/xds";
 
@@ -130,10 +130,12 @@ export function resolveServiceBackend(
         : undefined;
   const out: Endpoint[] = [];
   for (const { workload, targetPort } of store.endpointsOf(match)) {
+    // A workload of another network is reached only through its network gateway, which this proxy
+    // does not take: never an endpoint here.
+    if (networkOf(workload) !== store.network) continue;
+    // This proxy dials IPv4: a pod's first IPv4 address, wherever it is listed.
     const address =
-      workload.addresses.length === 0 && workload.hostname !== ""
-        ? workload.hostname
-        : ipFromBytes(workload.addresses[0] ?? new Uint8Array());
+      workload.addresses.length === 0 && workload.hostname !== "" ? workload.hostname : ipv4Of(workload);
     if (address === undefined) continue;
     out.push({
       address,

@@ -19,7 +19,7 @@ import { collectDefaultMetrics, Registry } from "prom-client";
 import { startWaypoint } from "./waypoint.js";
 
 const usage = `usage: pnpm start -- [--name waypoint] [--namespace demo] [--ip 127.10.0.6] [--node node-a]
-       [--control-plane 127.0.0.1:15012] [--cluster-id Kubernetes] [--trust-domain cluster.local]
+       [--control-plane 127.0.0.1:15012] [--cluster-id Kubernetes] [--network <name>] [--trust-domain cluster.local]
        [--trust-domain-aliases td,...] [--cluster-domain cluster.local] [--state-dir <repo>/.mesh-state]
        [--root-cert <file>] [--token-file <file>]
        [--path-normalization BASE] [--admin-ip <ip>] [--admin-port 15000] [--stats-port 15020]
@@ -34,6 +34,9 @@ const usage = `usage: pnpm start -- [--name waypoint] [--namespace demo] [--ip 1
                           CLUSTER_ID in the xDS node metadata: a control plane serves the callers of its
                           own cluster only (default: ISTIO_META_CLUSTER_ID, as istio-proxy reads it, else
                           Kubernetes)
+  --network               the network of the waypoint's pod, as the control plane names it: workloads are
+                          looked up on it, endpoints of other networks never chosen (default:
+                          ISTIO_META_NETWORK, as istio-proxy reads it, else none)
   --trust-domain          the mesh's SPIFFE trust domain (meshConfig trustDomain): the waypoint's identity
                           and the control plane's, spiffe://<domain>/ns/istio-system/sa/istiod (default:
                           TRUST_DOMAIN, as istio-proxy reads it, else cluster.local)
@@ -75,6 +78,7 @@ function parse() {
       node: { type: "string", default: "node-a" },
       "control-plane": { type: "string", default: "127.0.0.1:15012" },
       "cluster-id": { type: "string" },
+      network: { type: "string" },
       "trust-domain": { type: "string" },
       "trust-domain-aliases": { type: "string" },
       "cluster-domain": { type: "string" },
@@ -178,6 +182,7 @@ try {
     rootCertPem,
     controlPlaneAddress: values["control-plane"],
     clusterId: cluster.clusterId,
+    network: values.network ?? process.env.ISTIO_META_NETWORK ?? "",
     trustDomain,
     trustDomainAliases,
     clusterDomain,

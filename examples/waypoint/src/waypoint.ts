@@ -135,6 +135,12 @@ export interface WaypointOptions {
    */
   clusterId?: string;
   /**
+   * The network this waypoint's pod is on (istio-proxy `ISTIO_META_NETWORK`, CLI `--network`):
+   * workloads are looked up on it, and endpoints of other networks are never chosen (no network
+   * gateway here). Default `""`, a mesh that names no networks.
+   */
+  network?: string;
+  /**
    * Mesh root namespace: its policies that target the `istio-waypoint` GatewayClass apply at every
    * waypoint. Default `istio-system`; meshConfig `rootNamespace`.
    */
@@ -316,7 +322,7 @@ export async function startWaypoint(options: WaypointOptions): Promise<RunningWa
       `adminIp ${JSON.stringify(adminIp)} is not loopback`,
     );
   }
-  const store = new VersionedWorkloadStore();
+  const store = new VersionedWorkloadStore({ network: options.network ?? "" });
   const rootNamespace = options.rootNamespace ?? DEFAULT_ROOT_NAMESPACE;
   const requestAuthentications = new RequestAuthenticationStore(gateway, rootNamespace);
   const pathNormalization = options.pathNormalization ?? "BASE";

@@ -186,6 +186,8 @@ export {
   type Endpoint,
   identityOf,
   ipFromBytes,
+  ipv4Of,
+  networkOf,
   pickEndpoint,
   type ServiceMatch,
   serviceForTargetPort,
