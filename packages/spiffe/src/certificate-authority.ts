@@ -14,13 +14,14 @@ import {
 } from "./der.js";
 import { SpiffeError } from "./errors.js";
 import { generateKeyPair, type KeyAlgorithm, loadSigningKey, type SigningKey } from "./key-pair.js";
+import { nameConstraintViolation } from "./name-constraints.js";
 import { invalidOption, msOption, numberOption, optionsObject, requiredOptions } from "./options.js";
 import { type ParsedCertificate, parseCertificateDer } from "./parsed-certificate.js";
 import { decodeCertificatesPem, encodePem } from "./pem.js";
 import { parseTrustDomain, SpiffeId } from "./spiffe-id.js";
 import { type Logger, type MetricsSink, noopLogger, noopMetrics } from "./telemetry.js";
 import { TrustBundle } from "./trust-bundle.js";
-import { validatePath } from "./verify-svid.js";
+import { type PathCertificate, validatePath } from "./verify-svid.js";
 import { x509 } from "./x509.js";
 import type { X509Svid } from "./x509-svid.js";
 
@@ -410,8 +411,9 @@ async function pluggedSigner(cacerts: CaCertsPem, trustDomain: string, now: Date
   if (!caSpki.equals(keySpki)) {
     throw new SpiffeError("ERR_CA_CONFIG_INVALID", "ca-key.pem does not match the public key of ca-cert.pem");
   }
+  let path: PathCertificate[];
   try {
-    validatePath(ca, "ca-cert.pem", chain, roots, {
+    path = validatePath(ca, "ca-cert.pem", chain, roots, {
       now: now.getTime(),
       skewMs: 0,
       maxLength: 10,
@@ -423,6 +425,18 @@ async function pluggedSigner(cacerts: CaCertsPem, trustDomain: string, now: Date
       `ca-cert.pem does not chain to root-cert.pem: ${(cause as Error).message}`,
       { cause },
     );
+  }
+  // Every certificate this CA signs carries only a SPIFFE ID of the trust domain (and an empty
+  // subject): a path whose nameConstraints leave that out would sign SVIDs that no verifier accepts.
+  const issuedNames = { uris: [`spiffe://${trustDomain}`], dnsNames: [], ips: [], directoryNames: [] };
+  for (const { cert, label } of path) {
+    const violation = cert.nameConstraints && nameConstraintViolation(issuedNames, cert.nameConstraints);
+    if (violation) {
+      throw new SpiffeError(
+        "ERR_CA_CONFIG_INVALID",
+        `the SVIDs of trust domain "${trustDomain}" would break the nameConstraints of ${label}: ${violation}`,
+      );
+    }
   }
   // Chain after the leaf: ca-cert first, the cert-chain.pem contents, root last, no duplicates.
   const ordered: ParsedCertificate[] = [ca];

@@ -39,9 +39,15 @@ export type SpiffeErrorCode =
   | "ERR_CERT_WEAK_ALGORITHM"
   /**
    * An issuing certificate is not a CA, lacks keyCertSign, breaks its path length, has nameConstraints
-   * or an unsupported critical extension, or has an extendedKeyUsage that excludes the purpose.
+   * this package cannot enforce (a name type other than URI, DNS, IP and directoryName, a minimum or
+   * maximum) or an unsupported critical extension, or has an extendedKeyUsage that excludes the purpose.
    */
   | "ERR_CERT_ISSUER_INVALID"
+  /**
+   * A name of a certificate on the path (the SVID's SPIFFE ID, a DNS or IP SAN, a subject) is outside
+   * the permitted subtrees, or inside the excluded subtrees, of a CA's nameConstraints.
+   */
+  | "ERR_CERT_NAME_NOT_PERMITTED"
   /** The chain does not lead to a root of the trust bundle. */
   | "ERR_CHAIN_UNTRUSTED"
   /** The trust bundle has no roots for the trust domain. */

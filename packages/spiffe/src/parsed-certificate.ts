@@ -10,6 +10,7 @@ import {
   type Tlv,
 } from "./der.js";
 import { SpiffeError } from "./errors.js";
+import { type CertificateNames, type NameConstraints, parseNameConstraints } from "./name-constraints.js";
 import { encodePem } from "./pem.js";
 import { publicKeyFromSpki } from "./public-key.js";
 
@@ -113,6 +114,12 @@ export class ParsedCertificate {
   readonly notBefore: Date;
   readonly notAfter: Date;
   uriSans: string[] = [];
+  /** dNSName SANs, as written. */
+  dnsSans: string[] = [];
+  /** iPAddress SANs: 4 or 16 bytes (other lengths are kept, and match no constraint). */
+  ipSans: Buffer[] = [];
+  /** directoryName SANs, each the DER of a Name. */
+  directoryNameSans: Buffer[] = [];
   sanCritical = false;
   isCa = false;
   pathLength: number | undefined;
@@ -120,13 +127,13 @@ export class ParsedCertificate {
   keyUsageCritical = false;
   /** EKU purpose OIDs; undefined when the certificate has no extendedKeyUsage extension. */
   extKeyUsage: string[] | undefined;
-  /** OIDs of critical extensions this package does not process (name constraints included). */
+  /** OIDs of critical extensions this package does not process. */
   unhandledCritical: string[] = [];
   /**
-   * The certificate carries nameConstraints, critical or not. They are not enforced here, so a CA
-   * with them is refused rather than trusted beyond the names it was limited to.
+   * The nameConstraints extension (critical or not); undefined when the certificate has none. Path
+   * validation enforces it on the certificates below a CA, or refuses the CA when it has a `problem`.
    */
-  hasNameConstraints = false;
+  nameConstraints: NameConstraints | undefined;
   /** Hex, lower-case. */
   subjectKeyId: string | undefined;
   /** Hex, lower-case (keyIdentifier form only). */
@@ -223,10 +230,15 @@ export class ParsedCertificate {
         );
         break;
       case OID_SAN: {
-        const names = childrenOf(der, expectTag(inner, 0x30, "subjectAltName"));
-        this.uriSans = names
-          .filter((n) => n.tag === 0x86)
-          .map((n) => Buffer.from(contentOf(der, n)).toString("latin1"));
+        for (const n of childrenOf(der, expectTag(inner, 0x30, "subjectAltName"))) {
+          if (n.tag === 0x86) this.uriSans.push(Buffer.from(contentOf(der, n)).toString("latin1"));
+          else if (n.tag === 0x82) this.dnsSans.push(Buffer.from(contentOf(der, n)).toString("latin1"));
+          else if (n.tag === 0x87) this.ipSans.push(Buffer.from(contentOf(der, n)));
+          else if (n.tag === 0xa4) {
+            const name = expectTag(childrenOf(der, n)[0], 0x30, "directoryName");
+            this.directoryNameSans.push(Buffer.from(bytesOf(der, name)));
+          }
+        }
         this.sanCritical = critical;
         break;
       }
@@ -240,8 +252,10 @@ export class ParsedCertificate {
         if (keyId) this.authorityKeyId = hex(contentOf(der, keyId));
         break;
       }
+      case OID_NAME_CONSTRAINTS:
+        this.nameConstraints = parseNameConstraints(der, inner);
+        break;
       default:
-        if (oid === OID_NAME_CONSTRAINTS) this.hasNameConstraints = true;
         if (critical && !UNDERSTOOD.has(oid)) this.unhandledCritical.push(oid);
     }
     return oid;
@@ -264,6 +278,19 @@ export class ParsedCertificate {
 
   get issuer(): string {
     return this.node.issuer.replace(/\n/g, ", ");
+  }
+
+  /** The names nameConstraints apply to: SANs of the enforced types, and the subject when not empty. */
+  get names(): CertificateNames {
+    return {
+      uris: this.uriSans,
+      dnsNames: this.dnsSans,
+      ips: this.ipSans,
+      // An empty subject is two bytes (an empty SEQUENCE); RFC 5280 applies directoryName
+      // constraints to a non-empty subject only.
+      directoryNames:
+        this.subjectDer.length === 2 ? this.directoryNameSans : [this.subjectDer, ...this.directoryNameSans],
+    };
   }
 
   get selfIssued(): boolean {

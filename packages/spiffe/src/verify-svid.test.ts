@@ -3,6 +3,7 @@ import { webcrypto, X509Certificate } from "node:crypto";
 import { before, describe, it } from "node:test";
 import { type CertificateAuthority, createCertificateAuthority } from "./certificate-authority.js";
 import { spiffeIdFromCertificate } from "./certificate-identity.js";
+import { encodeOid, seq, tlv } from "./der.js";
 import { SpiffeError } from "./errors.js";
 import { decodeCertificatesPem, encodePem } from "./pem.js";
 import { TrustBundle } from "./trust-bundle.js";
@@ -584,21 +585,149 @@ describe("verifySvid extension rules", () => {
     }
   });
 
-  it("refuses a CA carrying nameConstraints, critical or not", async () => {
+  it("enforces a CA's nameConstraints, critical or not, on an intermediate and on the bundle root", async () => {
     const r = await root();
     const constrained = await issue(r, "CN=constrained", [...caExtensions(), otherOrgOnly()]);
     const leaf = await issue(constrained, "", leafExtensions());
     expectCode(
       () => verifySvid(der(leaf, constrained), bundleOf(r), { now: NOW }),
-      "ERR_CERT_ISSUER_INVALID",
-      /nameConstraints/,
+      "ERR_CERT_NAME_NOT_PERMITTED",
+      /leaf SVID: URI spiffe:\/\/cluster\.local\/ns\/default\/sa\/web is not within its permitted subtrees in the nameConstraints of certificate #1 \(CN=constrained\)/,
     );
     const constrainedRoot = await root([otherOrgOnly()]);
     const leaf2 = await issue(constrainedRoot, "", leafExtensions());
     expectCode(
       () => verifySvid(der(leaf2), bundleOf(constrainedRoot), { now: NOW }),
-      "ERR_CERT_ISSUER_INVALID",
-      /nameConstraints/,
+      "ERR_CERT_NAME_NOT_PERMITTED",
+      /trust bundle root/,
+    );
+  });
+
+  /** A nameConstraints extension from the DER of its GeneralSubtrees, permitted ([0]) and excluded ([1]). */
+  const nameConstraints = (parts: { permitted?: Buffer[]; excluded?: Buffer[] }, critical = true) =>
+    new x509.Extension(
+      "2.5.29.30",
+      critical,
+      seq(
+        ...(parts.permitted ? [tlv(0xa0, ...parts.permitted)] : []),
+        ...(parts.excluded ? [tlv(0xa1, ...parts.excluded)] : []),
+      ),
+    );
+  const uriSubtree = (host: string, ...minMax: Buffer[]) =>
+    seq(tlv(0x86, Buffer.from(host, "latin1")), ...minMax);
+
+  it("accepts a subtree with an explicit minimum of 0", async () => {
+    const r = await root();
+    const zeroMin = await issue(r, "CN=zero-min", [
+      ...caExtensions(),
+      nameConstraints({ permitted: [uriSubtree("cluster.local", tlv(0x80, Buffer.from([0])))] }),
+    ]);
+    const leaf = await issue(zeroMin, "", leafExtensions());
+    assert.equal(verifySvid(der(leaf, zeroMin), bundleOf(r), { now: NOW }).toString(), ID);
+  });
+
+  it("refuses a CA whose nameConstraints it cannot enforce as written", async () => {
+    const r = await root();
+    const cases: Array<[string, x509.Extension, RegExp]> = [
+      [
+        "minimum",
+        nameConstraints({ permitted: [uriSubtree("cluster.local", tlv(0x80, Buffer.from([1])))] }),
+        /minimum/,
+      ],
+      [
+        "maximum",
+        nameConstraints({ permitted: [uriSubtree("cluster.local", tlv(0x81, Buffer.from([3])))] }),
+        /maximum/,
+      ],
+      ["empty", nameConstraints({}), /neither permittedSubtrees nor excludedSubtrees/],
+      ["empty-permitted", nameConstraints({ permitted: [] }), /empty permittedSubtrees/],
+      [
+        "rfc822",
+        nameConstraints({ excluded: [seq(tlv(0x81, Buffer.from("example.com")))] }, false),
+        /rfc822Name/,
+      ],
+      [
+        "otherName",
+        nameConstraints({
+          permitted: [seq(tlv(0xa0, encodeOid("1.2.3.4"), tlv(0xa0, tlv(0x0c, Buffer.from("x")))))],
+        }),
+        /otherName/,
+      ],
+      ["uri-path", nameConstraints({ permitted: [uriSubtree("cluster.local/ns")] }), /not a host/],
+      ["uri-empty", nameConstraints({ excluded: [uriSubtree("")] }), /not a host/],
+      [
+        "ip-mask",
+        nameConstraints({ permitted: [seq(tlv(0x87, Buffer.from([10, 0, 0, 0, 255, 0, 255, 0])))] }),
+        /iPAddress/,
+      ],
+    ];
+    // The first field names the case; the subject does not, so the reason must come from the message.
+    for (const [, ext, reason] of cases) {
+      const mid = await issue(r, "CN=mid", [...caExtensions(), ext]);
+      const leaf = await issue(mid, "", leafExtensions());
+      expectCode(
+        () => verifySvid(der(leaf, mid), bundleOf(r), { now: NOW }),
+        "ERR_CERT_ISSUER_INVALID",
+        reason,
+      );
+    }
+  });
+
+  it("refuses a URI without a host name below a CA with URI constraints", async () => {
+    const r = await root([nameConstraints({ excluded: [uriSubtree("other.org")] })]);
+    const bundle = bundleOf(r);
+    for (const uri of ["urn:example:ca", "https://10.0.0.1/ca", "https://user@cluster.local/ca"]) {
+      const mid = await issue(r, "CN=mid", [
+        ...caExtensions(),
+        new x509.SubjectAlternativeNameExtension([{ type: "url", value: uri }]),
+      ]);
+      const leaf = await issue(mid, "", leafExtensions());
+      expectCode(
+        () => verifySvid(der(leaf, mid), bundle, { now: NOW }),
+        "ERR_CERT_NAME_NOT_PERMITTED",
+        /no host name/,
+      );
+    }
+    const named = await issue(r, "CN=mid", [
+      ...caExtensions(),
+      new x509.SubjectAlternativeNameExtension([{ type: "url", value: "spiffe://cluster.local" }]),
+    ]);
+    const leaf = await issue(named, "", leafExtensions());
+    assert.equal(verifySvid(der(leaf, named), bundle, { now: NOW }).toString(), ID);
+  });
+
+  it("does not apply constraints of a CA to a self-issued intermediate below it, only to the leaf", async () => {
+    // RFC 5280 6.1.3 (b): self-issued intermediates are skipped; here one with a name outside the subtree.
+    const r = await root([otherOrgOnly()]);
+    const pair = await keys();
+    const reissued = await x509.X509CertificateGenerator.create({
+      serialNumber: String(serial++),
+      subject: r.cert.subject,
+      issuer: r.cert.subject,
+      ...window,
+      publicKey: pair.publicKey,
+      signingKey: r.keys.privateKey,
+      signingAlgorithm: SIG,
+      extensions: [
+        ...caExtensions(),
+        new x509.SubjectAlternativeNameExtension([{ type: "url", value: "spiffe://cluster.local" }]),
+      ],
+    });
+    const selfIssued = { cert: reissued, keys: pair };
+    const otherLeaf = await issue(selfIssued, "", [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.SubjectAlternativeNameExtension([{ type: "url", value: "spiffe://other.org/w" }], true),
+    ]);
+    const bundle = TrustBundle.fromPem("other.org", r.cert.toString("pem"));
+    assert.equal(
+      verifySvid(der(otherLeaf, selfIssued), bundle, { now: NOW }).toString(),
+      "spiffe://other.org/w",
+    );
+    const clusterLeaf = await issue(selfIssued, "", leafExtensions());
+    expectCode(
+      () => verifySvid(der(clusterLeaf, selfIssued), bundleOf(r), { now: NOW }),
+      "ERR_CERT_NAME_NOT_PERMITTED",
     );
   });
 });

@@ -1,6 +1,7 @@
 import type { X509Certificate as NodeX509Certificate } from "node:crypto";
 import { checkLeaf, spiffeIdOfParsed } from "./certificate-identity.js";
 import { SpiffeError } from "./errors.js";
+import { nameConstraintViolation } from "./name-constraints.js";
 import { invalidOption, numberOption, optionsObject } from "./options.js";
 import {
   KEY_USAGE,
@@ -129,11 +130,12 @@ function checkIssuerFlags(cert: ParsedCertificate, label: string, caBelow: numbe
       `${label} allows ${cert.pathLength} intermediate CA(s) below it but the chain has ${caBelow}`,
     );
   }
-  // Name constraints are not enforced here: a CA limited to some names is refused, not trusted for all.
-  if (cert.hasNameConstraints) {
+  // Constraints that cannot be enforced as written: the CA is refused, not trusted for all names.
+  const problem = cert.nameConstraints?.problem;
+  if (problem !== undefined) {
     throw new SpiffeError(
       "ERR_CERT_ISSUER_INVALID",
-      `${label} has nameConstraints, which this verifier does not enforce`,
+      `${label} has nameConstraints this verifier cannot enforce: ${problem}`,
     );
   }
   if (cert.unhandledCritical.length > 0) {
@@ -259,8 +261,10 @@ function checkVerifyOptions(options: VerifySvidOptions): {
  * signature verifies with its issuer's key using SHA-256 or stronger (ECDSA, RSA, RSA-PSS) or Ed25519,
  * no RSA key under 2048 bits signs anything (leaf, intermediates, the root that anchors the path),
  * issuers are CAs with keyCertSign and respect
- * pathLenConstraint, no unsupported critical extensions, no nameConstraints (they are not enforced),
- * every extendedKeyUsage on the path allows `purpose` (see {@link VerifySvidOptions.purpose}), and the
+ * pathLenConstraint, no unsupported critical extensions, the nameConstraints of every CA on the path
+ * (the bundle root's included) hold for the names below it: the SPIFFE ID's trust domain for URI
+ * constraints, dNSName and iPAddress SANs, non-empty subjects and directoryName SANs (RFC 5280
+ * 4.2.1.10; a CA constraining another name type, or with minimum/maximum, is refused), every extendedKeyUsage on the path allows `purpose` (see {@link VerifySvidOptions.purpose}), and the
  * path ends at a root the bundle holds for the SVID's trust domain. Then the SVID leaf rules: exactly
  * one URI SAN that is a valid SPIFFE ID with a path, not a CA, no keyCertSign or cRLSign. A certificate
  * that repeats an extension is not decoded (`ERR_PEM_INVALID`).
@@ -330,10 +334,42 @@ export interface PathContext {
   purposes?: readonly SvidPurpose[];
 }
 
+/** One certificate of a validated path and how messages name it. */
+export interface PathCertificate {
+  cert: ParsedCertificate;
+  label: string;
+}
+
+/**
+ * Enforces the nameConstraints of every CA on `path` (start first, the trust anchor last) on the
+ * certificates below it, as RFC 5280 6.1.3 (b) and (c): the start always, the intermediates unless
+ * self-issued. The trust anchor's own constraints count too, as OpenSSL and Go enforce them.
+ * @throws SpiffeError `ERR_CERT_NAME_NOT_PERMITTED`
+ */
+function enforceNameConstraints(path: readonly PathCertificate[]): void {
+  for (let j = path.length - 1; j > 0; j--) {
+    const ca = path[j] as PathCertificate;
+    const constraints = ca.cert.nameConstraints;
+    if (constraints === undefined) continue;
+    for (let i = j - 1; i >= 0; i--) {
+      const below = path[i] as PathCertificate;
+      if (i > 0 && below.cert.selfIssued) continue;
+      const violation = nameConstraintViolation(below.cert.names, constraints);
+      if (violation !== undefined) {
+        throw new SpiffeError(
+          "ERR_CERT_NAME_NOT_PERMITTED",
+          `${below.label}: ${violation} in the nameConstraints of ${ca.label}`,
+        );
+      }
+    }
+  }
+}
+
 /**
  * Walks from `start` up through `intermediates` to one of `roots`, checking validity windows,
- * signatures (and their algorithms), key sizes and issuer flags on the way. `start` itself is only
- * checked for its signature and key size.
+ * signatures (and their algorithms), key sizes and issuer flags on the way, then the nameConstraints
+ * of every CA on the path. `start` itself is only checked for its signature, key size and names.
+ * Returns the path, `start` first and the trust anchor last.
  */
 export function validatePath(
   start: ParsedCertificate,
@@ -341,20 +377,25 @@ export function validatePath(
   intermediates: readonly ParsedCertificate[],
   roots: readonly ParsedCertificate[],
   ctx: PathContext,
-): void {
+): PathCertificate[] {
   const { now, skewMs, maxLength } = ctx;
   let purposes = ctx.purposes;
   const certs = [start, ...intermediates];
   const pool = [...intermediates];
   let current = start;
   let currentLabel = startLabel;
+  const path: PathCertificate[] = [{ cert: start, label: startLabel }];
+  const done = (): PathCertificate[] => {
+    enforceNameConstraints(path);
+    return path;
+  };
   // Number of non-self-issued intermediate CAs already on the path below the next issuer.
   let caBelow = 0;
   // The start's key signs too: the TLS handshake for a leaf, certificates for a CA.
   checkKeyStrength(start, startLabel);
   // `length` certificates are on the path so far; the issuer looked for would be one more.
   for (let length = 1; length <= maxLength; length++) {
-    if (roots.some((r) => r.der.equals(current.der))) return;
+    if (roots.some((r) => r.der.equals(current.der))) return done();
     if (length === maxLength) break;
     // Before looking for the issuer: a refused algorithm is reported as such, not as a bad signature.
     checkSignatureAlgorithm(current, currentLabel);
@@ -365,7 +406,8 @@ export function validatePath(
       checkIssuerFlags(root, label, caBelow);
       if (purposes !== undefined) checkIssuerPurposes(root, label, purposes);
       checkKeyStrength(root, label);
-      return;
+      path.push({ cert: root, label });
+      return done();
     }
     const index = pool.findIndex((c) => signedBy(current, c));
     if (index === -1) {
@@ -389,6 +431,7 @@ export function validatePath(
     if (purposes !== undefined) purposes = checkIssuerPurposes(issuer, label, purposes);
     checkKeyStrength(issuer, label);
     if (!issuer.selfIssued) caBelow++;
+    path.push({ cert: issuer, label });
     current = issuer;
     currentLabel = label;
   }
