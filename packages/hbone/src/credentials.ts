@@ -2,12 +2,14 @@ import { constants as cryptoConstants, X509Certificate } from "node:crypto";
 import {
   type ConnectionOptions,
   createSecureContext,
+  type DetailedPeerCertificate,
   type PeerCertificate,
   type SecureContext,
   type SecureContextOptions,
   type TlsOptions,
+  type Server as TlsServer,
 } from "node:tls";
-import { SpiffeId, spiffeIdFromCertificate, type TrustBundle, type X509Svid } from "@ambient/spiffe";
+import { SpiffeId, spiffeIdFromCertificate, TrustBundle, verifySvid, type X509Svid } from "@ambient/spiffe";
 import { TLS12_CIPHERS, TLS13_CIPHERSUITES } from "./defaults.js";
 import { HboneError } from "./errors.js";
 
@@ -22,6 +24,16 @@ export interface HboneCredentials {
   certChain: Pem;
   /** Trust bundle: root certificates the peer's chain must lead to (PEM, one or many). */
   trustBundle: Pem | readonly Pem[];
+  /**
+   * Which trust domain each root belongs to. When set, a peer's chain must also lead to a root of
+   * its own SPIFFE ID's trust domain in this bundle (checked with `verifySvid` after the handshake),
+   * so the CA of one trust domain cannot vouch for identities of another; Istio `PeerCertVerifier`,
+   * Envoy's SPIFFE validator. Default: none, every root in `trustBundle` vouches for any identity,
+   * which is safe only while those roots are all of one trust domain. `credentialsFromSvid` sets it.
+   * Read when a client dials and when a server is created or given `setCredentials`: assign a new
+   * bundle (or call `setCredentials`) rather than add roots to this one.
+   */
+  rootsByTrustDomain?: TrustBundle;
 }
 
 /** TLS knobs shared by the client and the server. */
@@ -70,6 +82,12 @@ export function checkCredentials(credentials: unknown, where: string): HboneCred
   if (!(isPem(bundle) || (Array.isArray(bundle) && bundle.length > 0 && bundle.every(isPem)))) {
     throw new HboneError("ERR_HBONE_INVALID_ARGUMENT", `${where}: trustBundle must be PEM roots`);
   }
+  if (c.rootsByTrustDomain !== undefined && !(c.rootsByTrustDomain instanceof TrustBundle)) {
+    throw new HboneError(
+      "ERR_HBONE_INVALID_ARGUMENT",
+      `${where}: rootsByTrustDomain must be an @ambient/spiffe TrustBundle`,
+    );
+  }
   ownIdentity(c as HboneCredentials);
   return c as HboneCredentials;
 }
@@ -89,7 +107,22 @@ function baseTls(credentials: HboneCredentials, tls: HboneTlsOptions): SecureCon
     // checked, and a client could make the server redo expensive handshakes at will. (TLS 1.3 has
     // none; `TLSSocket.disableRenegotiation()` covers only a server's sockets.)
     secureOptions: cryptoConstants.SSL_OP_NO_TICKET | cryptoConstants.SSL_OP_NO_RENEGOTIATION,
+    // Every root given is a trust anchor, self-signed or not (an issuing CA published as the mesh
+    // root), as for ztunnel's webpki and `verifySvid`; OpenSSL otherwise wants a self-signed end.
+    allowPartialTrustChain: true,
   };
+}
+
+/**
+ * Node's `tls.Server` builds its context from a fixed list of options that leaves out
+ * `allowPartialTrustChain` (Node 20 and 22), so the flag is set on that context here, where Node
+ * exposes it; call after creating the server and after each `setSecureContext`. Without it the
+ * server keeps requiring a self-signed end to the client's chain, and refuses the others.
+ */
+export function allowPartialTrustChain(server: TlsServer): void {
+  type Internals = { _sharedCreds?: { context?: { setAllowPartialTrustChain?: () => void } } };
+  const context = (server as unknown as Internals)._sharedCreds?.context;
+  if (typeof context?.setAllowPartialTrustChain === "function") context.setAllowPartialTrustChain();
 }
 
 /** Node TLS options for an HBONE listener: mTLS with a mandatory, chain-verified client certificate. */
@@ -149,11 +182,93 @@ export function clientTlsOptions(
     secureContext: clientContext(credentials, tls),
     ALPNProtocols: ["h2"],
     rejectUnauthorized: true,
-    checkServerIdentity: (_host: string, cert: PeerCertificate) => checkPeerIdentity(cert, expected),
+    checkServerIdentity: (_host: string, cert: PeerCertificate) =>
+      checkPeerIdentity(cert, expected, peerChainCheck(credentials)),
   };
 }
 
-function checkPeerIdentity(cert: PeerCertificate, expected: readonly string[]): Error | undefined {
+/** The DER certificates of a peer, leaf first, as Node links them through `issuerCertificate`. */
+function peerChainDer(cert: PeerCertificate): Buffer[] {
+  const out: Buffer[] = [];
+  const seen = new Set<PeerCertificate>();
+  let current: PeerCertificate | undefined = cert;
+  while (current !== undefined && !seen.has(current) && Buffer.isBuffer(current.raw)) {
+    seen.add(current);
+    out.push(current.raw);
+    current = (current as Partial<DetailedPeerCertificate>).issuerCertificate;
+  }
+  return out;
+}
+
+/**
+ * The check a verified peer still needs so that only its own trust domain's roots vouch for it:
+ * `peer` is the SPIFFE ID of its leaf, `chain` returns its certificate from
+ * `getPeerCertificate(true)`. Throws `HboneError` `ERR_HBONE_IDENTITY`.
+ */
+export type PeerChainCheck = (
+  peer: SpiffeId,
+  chain: () => PeerCertificate,
+  /** What the peer's certificate is used for here: a server's, or a client's. */
+  purpose: "serverAuth" | "clientAuth",
+) => void;
+
+const peerChainChecks = new WeakMap<
+  HboneCredentials,
+  { bundle: unknown; byDomain: unknown; check: PeerChainCheck | undefined }
+>();
+
+function pemText(pem: Pem): string {
+  return typeof pem === "string" ? pem : pem.toString("latin1");
+}
+
+/**
+ * What `credentials` need checked after Node verified a peer against all of `trustBundle`, decided
+ * once per credentials object and bundles:
+ * - no `rootsByTrustDomain`: nothing (the roots are taken to be of one trust domain);
+ * - Node's roots are exactly those of the one trust domain in `rootsByTrustDomain`: the peer's
+ *   trust domain must be that one, a string comparison;
+ * - otherwise: the peer's chain again, with `verifySvid`, against its own trust domain's roots.
+ */
+export function peerChainCheck(credentials: HboneCredentials): PeerChainCheck | undefined {
+  const { trustBundle: bundle, rootsByTrustDomain: byDomain } = credentials;
+  if (byDomain === undefined) return undefined;
+  const cached = peerChainChecks.get(credentials);
+  if (cached !== undefined && cached.bundle === bundle && cached.byDomain === byDomain) return cached.check;
+  const domains = byDomain.trustDomains();
+  const only = domains.length === 1 ? (domains[0] as string) : undefined;
+  const nodeRoots = new Set((Array.isArray(bundle) ? bundle : [bundle as Pem]).map(pemText));
+  const ownRoots = only === undefined ? [] : byDomain.rootsPem(only);
+  let check: PeerChainCheck;
+  if (only !== undefined && ownRoots.length === nodeRoots.size && ownRoots.every((r) => nodeRoots.has(r))) {
+    check = (peer) => {
+      if (peer.trustDomain === only) return;
+      throw new HboneError(
+        "ERR_HBONE_IDENTITY",
+        `peer ${peer} belongs to trust domain "${peer.trustDomain}", but only roots of "${only}" are trusted`,
+      );
+    };
+  } else {
+    check = (_peer, chain, purpose) => {
+      try {
+        verifySvid(peerChainDer(chain()), byDomain, { purpose });
+      } catch (err) {
+        throw new HboneError(
+          "ERR_HBONE_IDENTITY",
+          `peer certificate chain does not lead to a root of its own trust domain: ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
+    };
+  }
+  peerChainChecks.set(credentials, { bundle, byDomain, check });
+  return check;
+}
+
+function checkPeerIdentity(
+  cert: PeerCertificate,
+  expected: readonly string[],
+  chainCheck: PeerChainCheck | undefined,
+): Error | undefined {
   let id: SpiffeId;
   try {
     id = spiffeIdFromCertificate(cert);
@@ -163,7 +278,15 @@ function checkPeerIdentity(cert: PeerCertificate, expected: readonly string[]): 
     });
   }
   const text = id.toString();
-  if (expected.includes(text)) return undefined;
+  if (expected.includes(text)) {
+    if (chainCheck === undefined) return undefined;
+    try {
+      chainCheck(id, () => cert, "serverAuth");
+      return undefined;
+    } catch (err) {
+      return err as HboneError;
+    }
+  }
   return new HboneError(
     "ERR_HBONE_IDENTITY",
     `peer identity ${text} is not one of the expected identities [${expected.join(", ")}]`,
@@ -176,7 +299,7 @@ function checkPeerIdentity(cert: PeerCertificate, expected: readonly string[]): 
 const MAX_REMEMBERED_ROOTS = 64;
 const rootsIds = new Map<string, number>();
 let lastRootsId = 0;
-const trustKeys = new WeakMap<HboneCredentials, { bundle: unknown; key: string }>();
+const trustKeys = new WeakMap<HboneCredentials, { bundle: unknown; byDomain: unknown; key: string }>();
 
 function rootsId(pem: Pem): number {
   const text = typeof pem === "string" ? pem : pem.toString("latin1");
@@ -214,18 +337,26 @@ export function localCertificateOf(credentials: HboneCredentials): { key: string
   return entry;
 }
 
+function rootsKey(pems: readonly Pem[]): string {
+  return [...new Set(pems.map(rootsId))].sort((a, b) => a - b).join(",");
+}
+
 /**
  * A short key for the roots `credentials` verify a peer against: equal for equal PEM text, different
- * for different roots. Part of the pool key.
+ * for different roots, and for roots assigned to trust domains differently (or not at all). Part of
+ * the pool key.
  */
 export function trustKey(credentials: HboneCredentials): string {
-  const bundle = credentials.trustBundle;
+  const { trustBundle: bundle, rootsByTrustDomain: byDomain } = credentials;
   const cached = trustKeys.get(credentials);
-  // Kept only while the object still holds the same bundle: one given a new bundle gets a new key.
-  if (cached !== undefined && cached.bundle === bundle) return cached.key;
-  const pems: readonly Pem[] = Array.isArray(bundle) ? bundle : [bundle as Pem];
-  const key = [...new Set(pems.map(rootsId))].sort((a, b) => a - b).join(",");
-  trustKeys.set(credentials, { bundle, key });
+  // Kept only while the object still holds the same bundles: one given a new bundle gets a new key.
+  if (cached !== undefined && cached.bundle === bundle && cached.byDomain === byDomain) return cached.key;
+  let key = rootsKey(Array.isArray(bundle) ? bundle : [bundle as Pem]);
+  if (byDomain !== undefined) {
+    const domains = byDomain.trustDomains().map((td) => `${td}=${rootsKey(byDomain.rootsPem(td))}`);
+    key += `|${domains.join(";")}`;
+  }
+  trustKeys.set(credentials, { bundle, byDomain, key });
   return key;
 }
 
@@ -252,8 +383,10 @@ export function normaliseIdentities(ids: unknown, where: string): string[] {
 }
 
 /**
- * Credentials from an `@ambient/spiffe` X.509-SVID and trust bundle (all trust domains' roots, or
- * only `trustDomain`'s).
+ * Credentials from an `@ambient/spiffe` X.509-SVID and trust bundle. Without `trustDomain` they trust
+ * the roots of every trust domain in `bundle`, each only for identities of its own trust domain (a
+ * snapshot of `bundle` becomes `rootsByTrustDomain`). With `trustDomain` they hold only that trust
+ * domain's roots, as plain PEM, as ztunnel trusts only its own CA's roots.
  */
 export function credentialsFromSvid(
   svid: X509Svid,
@@ -263,16 +396,24 @@ export function credentialsFromSvid(
   if (
     typeof svid?.privateKeyPem !== "string" ||
     typeof svid.certChainPem !== "string" ||
-    typeof (bundle as Partial<TrustBundle> | undefined)?.rootsPem !== "function"
+    !(bundle instanceof TrustBundle)
   ) {
     throw new HboneError(
       "ERR_HBONE_INVALID_ARGUMENT",
       "credentialsFromSvid: expected an X509Svid (privateKeyPem, certChainPem) and a TrustBundle",
     );
   }
-  const roots = bundle.rootsPem(trustDomain);
+  // One snapshot for both: Node's roots and the per-trust-domain check must hold the same roots.
+  const snapshot = trustDomain === undefined ? bundle.clone() : undefined;
+  const roots = (snapshot ?? bundle).rootsPem(trustDomain);
   if (roots.length === 0) {
     throw new HboneError("ERR_HBONE_INVALID_ARGUMENT", "credentialsFromSvid: the trust bundle has no roots");
   }
-  return { key: svid.privateKeyPem, certChain: svid.certChainPem, trustBundle: roots };
+  const credentials: HboneCredentials = {
+    key: svid.privateKeyPem,
+    certChain: svid.certChainPem,
+    trustBundle: roots,
+  };
+  if (snapshot !== undefined) credentials.rootsByTrustDomain = snapshot;
+  return credentials;
 }

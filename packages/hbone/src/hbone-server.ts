@@ -3,10 +3,13 @@ import { createServer as createTlsServer, type TLSSocket, type Server as TlsServ
 import { peerSpiffeId, type SpiffeId } from "@ambient/spiffe";
 import { parseAuthority, type TunnelAuthority } from "./authority.js";
 import {
+  allowPartialTrustChain,
   checkCredentials,
   type HboneCredentials,
   type HboneTlsOptions,
   ownIdentity,
+  type PeerChainCheck,
+  peerChainCheck,
   serverTlsOptions,
 } from "./credentials.js";
 import {
@@ -150,6 +153,8 @@ class HboneServerImpl implements HboneServer {
   /** Accepted connections still in the TLS handshake, by {@link connectionKey}, with their deadline. */
   #handshaking = new Map<string, { socket: Socket; timer: NodeJS.Timeout }>();
   #trustDomains: Set<string>;
+  /** What the current credentials still check on a verified client; see `peerChainCheck`. */
+  #peerChainCheck: PeerChainCheck | undefined;
   #tls: HboneTlsOptions;
   #connectionWindow: number;
   #streamWindow: number;
@@ -178,6 +183,7 @@ class HboneServerImpl implements HboneServer {
     this.#trustDomains = new Set(
       trustDomainsOption(options.allowedTrustDomains) ?? [ownIdentity(credentials).trustDomain],
     );
+    this.#peerChainCheck = peerChainCheck(credentials);
     const d = HBONE_DEFAULTS;
     this.#streamWindow = integerOption(
       "streamWindowBytes",
@@ -269,6 +275,7 @@ class HboneServerImpl implements HboneServer {
     );
     try {
       this.nodeServer = createTlsServer({ ...serverTlsOptions(credentials, this.#tls), handshakeTimeout });
+      allowPartialTrustChain(this.nodeServer);
     } catch (err) {
       throw credentialsError(err, "createHboneServer");
     }
@@ -358,9 +365,11 @@ class HboneServerImpl implements HboneServer {
     checkCredentials(credentials, "setCredentials");
     try {
       this.nodeServer.setSecureContext(serverTlsOptions(credentials, this.#tls));
+      allowPartialTrustChain(this.nodeServer);
     } catch (err) {
       throw credentialsError(err, "setCredentials");
     }
+    this.#peerChainCheck = peerChainCheck(credentials);
   }
 
   async close(options?: { timeoutMs?: number }): Promise<void> {
@@ -425,6 +434,20 @@ class HboneServerImpl implements HboneServer {
       );
       this.#refuseSession(session);
       return;
+    }
+    // Node verified the chain against the roots of every trust domain at once.
+    const chainCheck = this.#peerChainCheck;
+    if (chainCheck !== undefined) {
+      try {
+        chainCheck(peer, () => socket.getPeerCertificate(true), "clientAuth");
+      } catch (err) {
+        this.#logger.warn(
+          { err, peer: peer.toString(), remote: remote.address },
+          "hbone: client certificate chain does not lead to a root of its own trust domain",
+        );
+        this.#refuseSession(session);
+        return;
+      }
     }
     this.#sessions.set(session, peer);
     this.#metrics.connections.inc();
