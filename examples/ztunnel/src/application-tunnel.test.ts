@@ -18,14 +18,14 @@ import {
 } from "@ambient/hbone";
 import { createAuthorizationEngine, type WireAuthorization } from "@ambient/policy";
 import type { Service, Workload } from "@ambient/xds";
-import { startTestControlPlane, type TestControlPlane } from "../test/control-plane.js";
+import { startNodeZtunnel, startTestControlPlane, type TestControlPlane } from "../test/control-plane.js";
 import { ipBytes, loopbackSubnet, testService, testWorkload } from "../test/fixtures.js";
 import { ConnectionRegistry } from "./connections.js";
 import { createInbound, type InboundPod } from "./inbound.js";
 import { decideInboundDestination, type InboundLookups } from "./inbound-destination.js";
 import { noopLogger } from "./telemetry.js";
 import { WorkloadStore } from "./workload-store.js";
-import { type RunningZtunnel, startZtunnel } from "./ztunnel.js";
+import type { RunningZtunnel } from "./ztunnel.js";
 
 const base = loopbackSubnet();
 const ip = {
@@ -388,15 +388,7 @@ describe("application tunnel: end to end through a ztunnel", { timeout: 60_000 }
         namespace: "demo",
       }),
     );
-    ztunnel = await startZtunnel({
-      controlPlaneAddress: cp.address,
-      rootCertPem: cp.rootCertPem,
-      ports: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
-      nodeName: "node-a",
-      nodeIp: ip.node,
-      token: await cp.tokenFor("node-a"),
-    });
-    await ztunnel.ready;
+    ztunnel = await startNodeZtunnel(cp, ip.node);
   });
 
   after(async () => {

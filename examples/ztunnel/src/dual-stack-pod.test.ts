@@ -4,10 +4,10 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import { type AddressInfo, createServer, type Server } from "node:net";
 import { after, before, describe, it } from "node:test";
-import { startTestControlPlane, type TestControlPlane } from "../test/control-plane.js";
+import { startNodeZtunnel, startTestControlPlane, type TestControlPlane } from "../test/control-plane.js";
 import { ipBytes, loopbackSubnet, socksConnect, testWorkload } from "../test/fixtures.js";
 import { SOCKS5_REPLY } from "./socks5.js";
-import { type RunningZtunnel, socks5AddressOf, startZtunnel } from "./ztunnel.js";
+import { type RunningZtunnel, socks5AddressOf } from "./ztunnel.js";
 
 const base = loopbackSubnet();
 const ip = { node: `${base}.1`, sleep: `${base}.11`, echo: `${base}.12` };
@@ -31,15 +31,7 @@ describe("a local pod listed IPv6-first", { timeout: 60_000 }, () => {
       testWorkload(name, "node-a", address, { namespace: "demo", addresses: [v6(last), ipBytes(address)] });
     cp.setWorkload(dualStack("sleep", ip.sleep, 0x11));
     cp.setWorkload(dualStack("echo-0", ip.echo, 0x12));
-    ztunnel = await startZtunnel({
-      controlPlaneAddress: cp.address,
-      rootCertPem: cp.rootCertPem,
-      ports: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
-      nodeName: "node-a",
-      nodeIp: ip.node,
-      token: await cp.tokenFor("node-a"),
-    });
-    await ztunnel.ready;
+    ztunnel = await startNodeZtunnel(cp, ip.node);
   });
 
   after(async () => {

@@ -4,10 +4,10 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import { type AddressInfo, createServer, type Server } from "node:net";
 import { after, before, describe, it } from "node:test";
-import { startTestControlPlane, type TestControlPlane } from "../test/control-plane.js";
+import { startNodeZtunnel, startTestControlPlane, type TestControlPlane } from "../test/control-plane.js";
 import { ipBytes, loopbackSubnet, socksConnect, testService, testWorkload } from "../test/fixtures.js";
 import { SOCKS5_REPLY } from "./socks5.js";
-import { type RunningZtunnel, socks5AddressOf, startZtunnel } from "./ztunnel.js";
+import { type RunningZtunnel, socks5AddressOf } from "./ztunnel.js";
 
 const base = loopbackSubnet();
 const ip = { node: `${base}.1`, sleep: `${base}.11`, echo: `${base}.12`, vip: `${base}.100` };
@@ -51,17 +51,8 @@ describe("ztunnel on a named network", { timeout: 60_000 }, () => {
   });
 
   const start = async (network?: string): Promise<RunningZtunnel> => {
-    const ztunnel = await startZtunnel({
-      controlPlaneAddress: cp.address,
-      rootCertPem: cp.rootCertPem,
-      ports: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
-      nodeName: "node-a",
-      nodeIp: ip.node,
-      token: await cp.tokenFor("node-a"),
-      ...(network === undefined ? {} : { network }),
-    });
+    const ztunnel = await startNodeZtunnel(cp, ip.node, network === undefined ? {} : { network });
     running.push(ztunnel);
-    await ztunnel.ready;
     return ztunnel;
   };
 

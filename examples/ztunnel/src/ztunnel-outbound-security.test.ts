@@ -2,10 +2,10 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import { type AddressInfo, createServer, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
-import { startTestControlPlane, type TestControlPlane } from "../test/control-plane.js";
+import { startNodeZtunnel, startTestControlPlane, type TestControlPlane } from "../test/control-plane.js";
 import { ipBytes, loopbackSubnet, socksConnect, testService, testWorkload } from "../test/fixtures.js";
 import { encodeGreeting, SOCKS5_REPLY } from "./socks5.js";
-import { type RunningZtunnel, socks5AddressOf, startZtunnel } from "./ztunnel.js";
+import { type RunningZtunnel, socks5AddressOf } from "./ztunnel.js";
 
 // Where the outbound decision must fail closed: a pod listed by its IPv6 address first, a Service
 // endpoint of another network, a pod of another network reusing a local address, the proxy itself.
@@ -90,15 +90,7 @@ describe("ztunnel outbound fails closed", { timeout: 60_000 }, () => {
         namespace: "demo",
       }),
     );
-    ztunnel = await startZtunnel({
-      controlPlaneAddress: cp.address,
-      rootCertPem: cp.rootCertPem,
-      ports: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
-      nodeName: "node-a",
-      nodeIp: ip.node,
-      token: await cp.tokenFor("node-a"),
-    });
-    await ztunnel.ready;
+    ztunnel = await startNodeZtunnel(cp, ip.node);
   });
 
   after(async () => {

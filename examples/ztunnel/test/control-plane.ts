@@ -18,6 +18,7 @@ import {
 import * as grpc from "@grpc/grpc-js";
 import { createLocalJWKSet, exportJWK, generateKeyPair, jwtVerify, SignJWT } from "jose";
 import { identityOf, ipFromBytes } from "../src/workload-store.js";
+import { type RunningZtunnel, startZtunnel, type ZtunnelOptions } from "../src/ztunnel.js";
 
 const ISSUER = "ambient-control-plane";
 const AUDIENCE = "istio-ca";
@@ -255,4 +256,32 @@ export async function startTestControlPlane(
       server.forceShutdown();
     },
   };
+}
+
+/**
+ * A node-mode proxy for `nodeName` on `nodeIp`, served by `cp`, its node listeners on ephemeral ports
+ * (`options` adds to or replaces any of that); resolves once it is ready.
+ */
+export async function startNodeZtunnel(
+  cp: TestControlPlane,
+  nodeIp: string,
+  options: Partial<ZtunnelOptions> = {},
+  nodeName = "node-a",
+): Promise<RunningZtunnel> {
+  const ztunnel = await startZtunnel({
+    controlPlaneAddress: cp.address,
+    rootCertPem: cp.rootCertPem,
+    ports: { admin: 0, metrics: 0, readiness: 0, socks5: 0 },
+    nodeName,
+    nodeIp,
+    token: await cp.tokenFor(nodeName),
+    ...options,
+  });
+  try {
+    await ztunnel.ready;
+  } catch (err) {
+    await ztunnel.close();
+    throw err;
+  }
+  return ztunnel;
 }
