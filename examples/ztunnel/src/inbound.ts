@@ -15,6 +15,7 @@ import type {
   AuthorizationRequest,
   PolicyExplanation,
 } from "@ambient/policy";
+import { SpiffeId } from "@ambient/spiffe";
 import type { Workload } from "@ambient/xds";
 import { errorText, logConnectionFailed, startAccessLog } from "./access-log.js";
 import { connectTimeoutOption, withConnectDeadline } from "./connect-deadline.js";
@@ -47,6 +48,17 @@ export function deniedBy(decision: AuthorizationDecision, explain: () => PolicyE
     .filter((p) => p.action === "ALLOW" && !p.dryRun)
     .map((p) => p.policy);
   return allow.length > 0 ? allow.join(", ") : "policy";
+}
+
+/**
+ * Why a tunnel's peer cannot be served, or undefined when it can. Only an Istio identity,
+ * `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`, is an identity to ztunnel: its
+ * handshake refuses a client certificate that names no other, so policy never sees one (which
+ * `principals: ["*"]` would admit).
+ */
+export function istioPeerProblem(peer: string): string | undefined {
+  if (SpiffeId.tryParse(peer)?.toIstio() !== undefined) return undefined;
+  return `peer ${peer} is not an Istio identity (spiffe://<trust domain>/ns/<namespace>/sa/<service account>)`;
 }
 
 /**
@@ -259,6 +271,15 @@ export function createInbound(options: InboundOptions): Inbound {
   const unknownSource = (srcIp: string): boolean => srcIp !== "" && store.findByAddress(srcIp) === undefined;
 
   const handleTunnel = (pod: InboundPod, tunnel: InboundTunnel): void | Promise<void> => {
+    // Refused as ztunnel's handshake refuses it, before any lookup or policy: answered as a denial.
+    const peerProblem = istioPeerProblem(tunnel.peerIdentity.toString());
+    if (peerProblem !== undefined) {
+      const srcAddr = `${plainIp(tunnel.remoteAddress)}:${tunnel.remotePort}`;
+      const dstAddr = `${pod.ip}:${options.hbonePort}`;
+      logConnectionFailed(logger, { direction: "inbound", srcAddr, dstAddr, error: peerProblem });
+      tunnel.refuse(HBONE_STATUS.denied, peerProblem);
+      return;
+    }
     const target = decideTunnel(pod, tunnel);
     if (options.onDemand === undefined) {
       serveTunnel(pod, tunnel, target);

@@ -335,15 +335,28 @@ function requestOf(connection: unknown): AuthorizationRequest | undefined {
   }
 }
 
-/** The destination workload namespace of a request, or `malformed` when it cannot be read. */
-function workloadNamespaceOf(request: AuthorizationRequest): string | undefined | "malformed" {
+/**
+ * The namespaces whose policies a request's destination workload meets: its own and those of the
+ * policies it lists by `namespace/name` (none without a workload), or `malformed` when they cannot
+ * be read.
+ */
+function workloadNamespacesOf(request: AuthorizationRequest): string[] | "malformed" {
   try {
     const destination: unknown = request.destination;
     if (!isRecord(destination)) return "malformed";
     const workload = destination.workload;
-    if (workload === undefined) return undefined;
+    if (workload === undefined) return [];
     if (!isRecord(workload) || typeof workload.namespace !== "string") return "malformed";
-    return workload.namespace;
+    const listed = workload.authorizationPolicies;
+    if (listed === undefined) return [workload.namespace];
+    if (!Array.isArray(listed)) return "malformed";
+    const out = [workload.namespace];
+    for (const key of listed) {
+      if (typeof key !== "string") return "malformed";
+      const slash = key.indexOf("/");
+      if (slash >= 0) out.push(key.slice(0, slash));
+    }
+    return out;
   } catch {
     return "malformed";
   }
@@ -686,7 +699,7 @@ export class AuthorizationEngine {
     const entry = this.#entries.get(key);
     if (entry === undefined || entry.kind !== kind) return false;
     this.#remove(entry);
-    this.#changed(namespace);
+    this.#changed(namespace, entry.scope === "GLOBAL");
     return true;
   }
 
@@ -825,8 +838,9 @@ export class AuthorizationEngine {
           const namespaces = targetNamespacesOf(request);
           if (namespaces !== "malformed" && !namespaces.some((ns) => affected.has(ns))) continue;
         } else {
-          const ns = workloadNamespaceOf(request);
-          if (ns !== "malformed" && (ns === undefined || !affected.has(ns))) continue;
+          // The workload's namespace, and those of the policies it lists (which apply from any).
+          const namespaces = workloadNamespacesOf(request);
+          if (namespaces !== "malformed" && !namespaces.some((ns) => affected.has(ns))) continue;
         }
       }
       const decision =
@@ -852,11 +866,12 @@ export class AuthorizationEngine {
       : { allowed: false, reason: `invalid request: ${error.message}`, layer, error };
   }
 
-  #changed(namespace: string): void {
+  /** Records a change to a policy of `namespace`; `everywhere` for one that applies mesh-wide. */
+  #changed(namespace: string, everywhere = false): void {
     this.#version++;
     this.#changes.push({
       version: this.#version,
-      namespace: namespace === this.#rootNamespace ? "*" : namespace,
+      namespace: everywhere || namespace === this.#rootNamespace ? "*" : namespace,
     });
     if (this.#changes.length > 4096) this.#changes.splice(0, 2048);
   }
@@ -931,7 +946,7 @@ export class AuthorizationEngine {
       else if (entry.scope === "WORKLOAD_SELECTOR") bucket.selected.push(entry);
       else bucket.targeted.push(entry);
     }
-    this.#changed(entry.namespace);
+    this.#changed(entry.namespace, entry.scope === "GLOBAL" || old?.scope === "GLOBAL");
   }
 
   #remove(entry: Entry): void {
@@ -1109,9 +1124,15 @@ export class AuthorizationEngine {
           for (let i = 0; i < bucket.namespaced.length; i++)
             this.#add(out, bucket.namespaced[i] as Entry, l4);
         if (workload.authorizationPolicies !== undefined) {
+          // Every listed policy applies, whatever its scope, as in ztunnel; one the passes above took
+          // already (GLOBAL, NAMESPACE of this namespace) or listed twice is evaluated once.
+          const listedFrom = out.length;
           for (const key of workload.authorizationPolicies) {
             const e = this.#entries.get(key) ?? this.#peerEntries.get(key);
-            if (e !== undefined && e.scope === "WORKLOAD_SELECTOR") this.#add(out, e, l4);
+            if (e === undefined || e.scope === "GLOBAL" || e.scope === "TARGET_REF") continue;
+            if (e.scope === "NAMESPACE" && e.namespace === workload.namespace) continue;
+            if (out.indexOf(e, listedFrom) >= 0) continue;
+            this.#add(out, e, l4);
           }
         } else {
           for (const e of this.#globalSelected)

@@ -150,7 +150,11 @@ export function cidrTextToWire(text: string): WireAddress | undefined {
   return { address: addressToBytes(address), length: cidr.prefix };
 }
 
-/** Reads a wire address; undefined when the byte length is not 4 or 16 or the prefix is too long. */
+/**
+ * Reads a wire address; undefined when the byte length is not 4 or 16 or the prefix is too long.
+ * The prefix length is a uint32 on the wire that ztunnel reads as a byte (`length & 0xff`: 264 is
+ * /8), so a policy means here what it means there; see {@link wirePrefixLength}.
+ */
 export function cidrFromWire(wire: WireAddress): IpCidr | undefined {
   const bytes = wire.address;
   if (bytes.length !== 4 && bytes.length !== 16) return undefined;
@@ -164,7 +168,12 @@ export function cidrFromWire(wire: WireAddress): IpCidr | undefined {
         0,
     );
   }
-  return makeCidr({ family: bytes.length === 4 ? 4 : 6, words }, wire.length);
+  return makeCidr({ family: bytes.length === 4 ? 4 : 6, words }, wirePrefixLength(wire.length));
+}
+
+/** The prefix length ztunnel reads from a wire length: its low byte. A non-integer stays unreadable. */
+function wirePrefixLength(length: number): number {
+  return Number.isInteger(length) ? length & 0xff : length;
 }
 
 /** The 4 or 16 network-order bytes of an address. */

@@ -20,7 +20,10 @@ export interface ConnectionAttributes {
   readonly sourceIp: IpAddress;
   readonly destinationIp: IpAddress;
   readonly destinationPort: number;
-  /** Caller identity without `spiffe://`; undefined on plaintext or for a non-SPIFFE identity. */
+  /**
+   * Caller identity without `spiffe://`; undefined on plaintext or for a non-SPIFFE identity. The
+   * wire matcher ignores one that is not an Istio identity (see `asZtunnelSees`).
+   */
   readonly principal: string | undefined;
   /** Caller namespace from an Istio SPIFFE ID (`/ns/<ns>/sa/<sa>`), else "". */
   readonly namespace: string;
@@ -90,7 +93,7 @@ export interface CompiledWireAuthorization {
   readonly filters: readonly GroupFilter[];
   /** Union of the group filters when every group has one: rejects a whole policy in one lookup. */
   readonly filter: GroupFilter;
-  /** Parts ztunnel would drop while reading the policy (unreadable addresses). */
+  /** Parts ztunnel would drop or read otherwise than written (unreadable addresses, long lengths). */
   readonly problems: readonly string[];
 }
 
@@ -120,7 +123,11 @@ function cidrs(
       problems.push(
         `${field}: dropped an address of ${a.address?.length ?? 0} bytes with length ${a.length}`,
       );
-    else out.push(c);
+    else {
+      if (c.prefix !== a.length)
+        problems.push(`${field}: ${formatCidr(c)} has length ${a.length} read as ${c.prefix}, its low byte`);
+      out.push(c);
+    }
   }
   return out;
 }
@@ -232,6 +239,11 @@ function checkWireAuthorization(auth: unknown): asserts auth is WireAuthorizatio
     throw wireInvalid(
       `${key}: unknown scope ${typeof auth.scope === "string" ? JSON.stringify(auth.scope) : typeof auth.scope}`,
     );
+  // ztunnel files a NAMESPACE policy under its namespace, and under the empty one it joins the
+  // GLOBAL policies: it would apply mesh-wide. No control plane sends one; it is refused as
+  // malformed rather than widened to the whole mesh or narrowed to nothing.
+  if (auth.scope === "NAMESPACE" && auth.namespace === "")
+    throw wireInvalid(`${key}: a NAMESPACE-scoped policy needs a namespace`);
   if (auth.action !== "ALLOW" && auth.action !== "DENY")
     throw wireInvalid(
       `${key}: unknown action ${typeof auth.action === "string" ? JSON.stringify(auth.action) : typeof auth.action}`,
@@ -330,8 +342,23 @@ function matchOne(m: CompiledMatch, c: ConnectionAttributes): boolean {
   return true;
 }
 
+/**
+ * The connection as ztunnel sees it: only an Istio identity (`spiffe://<td>/ns/<ns>/sa/<sa>`) is an
+ * identity there, so any other SPIFFE ID (which has a principal but no service account here) counts
+ * as none, as plaintext: no principal matches it and every `notPrincipals` passes. ztunnel's
+ * handshake refuses such a peer anyway; this keeps a caller that lets one through from granting it
+ * what `principals: ["*"]` grants. Envoy (L7) reads the whole URI SAN, so only the wire matcher does this.
+ */
+function asZtunnelSees(c: ConnectionAttributes): ConnectionAttributes {
+  return c.principal !== undefined && c.serviceAccount === undefined ? { ...c, principal: undefined } : c;
+}
+
 /** Index of the first matching group, or -1. A policy with no groups never matches. */
-export function matchWireAuthorization(policy: CompiledWireAuthorization, c: ConnectionAttributes): number {
+export function matchWireAuthorization(
+  policy: CompiledWireAuthorization,
+  conn: ConnectionAttributes,
+): number {
+  const c = asZtunnelSees(conn);
   const groups = policy.groups;
   const filters = policy.filters;
   const all = policy.filter;
@@ -442,10 +469,11 @@ function whyMatchFails(m: CompiledMatch, c: ConnectionAttributes, srcIp: string,
 /** Explains, per group, why a wire policy does not match (or `matched`). */
 export function explainWireAuthorization(
   policy: CompiledWireAuthorization,
-  c: ConnectionAttributes,
+  conn: ConnectionAttributes,
   srcIp: string,
   dstIp: string,
 ): string[] {
+  const c = asZtunnelSees(conn);
   if (policy.groups.length === 0) return ["policy has no rules: it never matches"];
   return policy.groups.map((group) => {
     for (const clause of group) {
